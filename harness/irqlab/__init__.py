@@ -1,0 +1,3 @@
+"""irqlab host harness: build QEMU and the guest, run them, inject interrupts, assert."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Build recipes (QEMU with the irqlab device, guest image), cached by input hash."""

@@ -1,0 +1,53 @@
+"""Where irqlab finds its sources and keeps generated files."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+_PKG_DIR = Path(__file__).resolve().parent
+
+
+def repo_root() -> Path:
+    """The source checkout this package was installed from (editable install)."""
+    root = _PKG_DIR.parent.parent
+    if not (root / "qemu-device").is_dir():
+        raise RuntimeError(
+            f"irqlab source tree not found above {_PKG_DIR}; install with 'pip install -e <checkout>'"
+        )
+    return root
+
+
+def cache_dir() -> Path:
+    """Build cache (QEMU builds, guest images, keys), keyed by input hash inside.
+
+    $IRQLAB_CACHE_DIR overrides; default is $XDG_CACHE_HOME/irqlab or ~/.cache/irqlab.
+    """
+    env = os.environ.get("IRQLAB_CACHE_DIR")
+    if env:
+        return Path(env).expanduser().resolve()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg) if xdg else Path.home() / ".cache"
+    return (base / "irqlab").resolve()
+
+
+def log_dir() -> Path:
+    """Logs of runs (console, agent, build steps): $IRQLAB_LOG_DIR or <repo>/build/logs."""
+    env = os.environ.get("IRQLAB_LOG_DIR")
+    if env:
+        return Path(env).expanduser().resolve()
+    return repo_root() / "build" / "logs"
+
+
+def packaged_file(name: str, repo_rel: str) -> Path:
+    """A source-of-truth file: from the checkout if present, else from the wheel's data/."""
+    try:
+        p = repo_root() / repo_rel
+        if p.is_file():
+            return p
+    except RuntimeError:
+        pass
+    p = _PKG_DIR / "data" / name
+    if p.is_file():
+        return p
+    raise FileNotFoundError(f"{repo_rel} not found in the checkout or in {_PKG_DIR / 'data'}")

@@ -1,0 +1,351 @@
+"""Host side of the guest agent protocol (see ``irqlab_agent.protocol``).
+
+:class:`AgentClient` talks to one agent process over any pair of byte streams:
+an SSH channel in a guest (:func:`start_over_ssh`) or a local subprocess
+(:meth:`AgentClient.spawn_local`, used by the unit tests with pipes/FIFOs
+standing in for the device).  A reader thread sorts the agent's output into
+responses (matched by ``id``) and events (kept in arrival order); tests take
+events with :meth:`next_event`, :meth:`events` and :meth:`expect`, all with
+timeouts.  The raw JSON streams and the agent's stderr go to log files under
+:func:`irqlab.paths.log_dir`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import IO, Any
+
+from irqlab.paths import log_dir, packaged_file
+
+Event = dict[str, Any]
+
+AGENT_PACKAGE_DIR = Path(__file__).resolve().parent.parent / "irqlab_agent"
+UAPI_HEADER_REL = "guest-kmod/include/uapi/linux/irqlab.h"
+
+
+class AgentError(RuntimeError):
+    """The agent refused a request, died, or said something unexpected."""
+
+    def __init__(self, message: str, response: Mapping[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.response = dict(response) if response is not None else None
+
+
+class AgentTimeout(AgentError, TimeoutError):
+    pass
+
+
+def stage_agent(dest: Path) -> Path:
+    """Lay out everything the guest needs to run ``python3 -m irqlab_agent`` in *dest*.
+
+    ``dest/irqlab_agent/`` gets the agent package, plus ``_uapi.py`` (a copy of
+    ``irqlab/uapi.py``, the header parser) and ``irqlab.h`` (the uapi header), so
+    the agent decodes records with the header's layout without retyping it.
+    Run it in the guest with ``PYTHONPATH=<dest> python3 -m irqlab_agent``.
+    Returns *dest* (usable as the image recipe's ``agent_dir``).
+    """
+    pkg = dest / "irqlab_agent"
+    if pkg.exists():
+        shutil.rmtree(pkg)
+    shutil.copytree(AGENT_PACKAGE_DIR, pkg, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    uapi_py = Path(__file__).resolve().parent / "uapi.py"
+    if not uapi_py.is_file():
+        raise FileNotFoundError(f"{uapi_py} (the uapi header parser) is missing")
+    shutil.copy2(uapi_py, pkg / "_uapi.py")
+    shutil.copy2(packaged_file("irqlab.h", UAPI_HEADER_REL), pkg / "irqlab.h")
+    return dest
+
+
+class AgentClient:
+    """Requests/responses and an event stream over the agent's stdin/stdout."""
+
+    def __init__(
+        self,
+        stdin: IO[bytes],
+        stdout: IO[bytes],
+        stderr: IO[bytes] | None = None,
+        *,
+        name: str = "agent",
+        logs: Path | None = None,
+        on_close: Callable[[], None] | None = None,
+    ) -> None:
+        self._stdin = stdin
+        self._stdout = stdout
+        self._stderr = stderr
+        self._on_close = on_close
+        self._cond = threading.Condition()
+        self._responses: dict[int, dict[str, Any]] = {}
+        self._backlog: deque[Event] = deque()
+        self._next_id = 1
+        self._send_lock = threading.Lock()
+        self.hello: dict[str, Any] | None = None
+        self.fatal: str | None = None
+        self.eof = False
+        self.stderr_tail: deque[str] = deque(maxlen=50)
+        logs = logs if logs is not None else log_dir()
+        logs.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        self.log_base = logs / f"{name}-{stamp}"
+        self._rx_log = open(f"{self.log_base}.rx.jsonl", "ab", buffering=0)  # noqa: SIM115
+        self._tx_log = open(f"{self.log_base}.tx.jsonl", "ab", buffering=0)  # noqa: SIM115
+        self._err_log = open(f"{self.log_base}.stderr.log", "ab", buffering=0)  # noqa: SIM115
+        self._reader = threading.Thread(target=self._read_loop, name=f"{name}-rx", daemon=True)
+        self._reader.start()
+        self._err_reader: threading.Thread | None = None
+        if stderr is not None:
+            self._err_reader = threading.Thread(
+                target=self._stderr_loop, name=f"{name}-stderr", daemon=True
+            )
+            self._err_reader.start()
+
+    # -- construction -------------------------------------------------------------
+    @classmethod
+    def spawn_local(
+        cls,
+        args: list[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        name: str = "agent-local",
+        logs: Path | None = None,
+    ) -> AgentClient:
+        """Run ``python -m irqlab_agent <args>`` here (tests use FIFOs as devices)."""
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "irqlab_agent", *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=dict(env) if env is not None else None,
+        )
+        assert proc.stdin and proc.stdout and proc.stderr
+
+        def _close() -> None:
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+        client = cls(proc.stdin, proc.stdout, proc.stderr, name=name, logs=logs, on_close=_close)
+        client.process = proc
+        return client
+
+    process: subprocess.Popen[bytes] | None = None
+
+    # -- reader threads -----------------------------------------------------------
+    def _read_loop(self) -> None:
+        try:
+            for line in self._stdout:
+                self._rx_log.write(line if line.endswith(b"\n") else line + b"\n")
+                try:
+                    msg = json.loads(line)
+                except ValueError:
+                    msg = {"type": "garbage", "line": line.decode(errors="replace")}
+                if not isinstance(msg, dict):
+                    msg = {"type": "garbage", "line": line.decode(errors="replace")}
+                with self._cond:
+                    if "id" in msg and "type" not in msg:
+                        rid = msg["id"]
+                        self._responses[rid if isinstance(rid, int) else -1] = msg
+                    elif msg.get("type") == "hello":
+                        self.hello = msg
+                    else:
+                        if msg.get("type") == "fatal":
+                            self.fatal = str(msg.get("error"))
+                        self._backlog.append(msg)
+                    self._cond.notify_all()
+        except (OSError, ValueError):
+            pass
+        finally:
+            with self._cond:
+                self.eof = True
+                self._cond.notify_all()
+
+    def _stderr_loop(self) -> None:
+        assert self._stderr is not None
+        with contextlib.suppress(OSError, ValueError):
+            for line in self._stderr:
+                self._err_log.write(line)
+                self.stderr_tail.append(line.decode(errors="replace").rstrip("\n"))
+
+    def _dead(self) -> str:
+        tail = "\n".join(self.stderr_tail)
+        why = f"fatal: {self.fatal}" if self.fatal else "end of output"
+        return f"agent exited ({why}); logs {self.log_base}.*; stderr tail:\n{tail}"
+
+    def _wait(self, pred: Callable[[], bool], timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not pred():
+                if self.eof:
+                    raise AgentError(f"waiting for {what}: {self._dead()}")
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AgentTimeout(f"timeout ({timeout:g}s) waiting for {what}")
+                self._cond.wait(left)
+
+    # -- requests -------------------------------------------------------------------
+    def wait_hello(self, timeout: float = 30.0) -> dict[str, Any]:
+        self._wait(lambda: self.hello is not None or self.fatal is not None, timeout, "hello")
+        if self.fatal is not None:
+            raise AgentError(f"agent failed to start: {self.fatal}")
+        assert self.hello is not None
+        return self.hello
+
+    def send_raw(self, line: bytes) -> None:
+        """Write one raw line (tests use it to send malformed requests)."""
+        with self._send_lock:
+            self._tx_log.write(line if line.endswith(b"\n") else line + b"\n")
+            self._stdin.write(line if line.endswith(b"\n") else line + b"\n")
+            self._stdin.flush()
+
+    def submit(self, op: str, **args: Any) -> int:
+        with self._send_lock:
+            rid = self._next_id
+            self._next_id += 1
+        self.send_raw(json.dumps({"id": rid, "op": op, **args}).encode())
+        return rid
+
+    def response(self, rid: int, timeout: float = 30.0) -> dict[str, Any]:
+        self._wait(lambda: rid in self._responses, timeout, f"response to request {rid}")
+        with self._cond:
+            return self._responses.pop(rid)
+
+    def request(
+        self, op: str, *, timeout: float = 30.0, check: bool = True, **args: Any
+    ) -> dict[str, Any]:
+        """Send ``{"op": op, **args}``; return the response (raise if not ok and *check*)."""
+        rid = self.submit(op, **args)
+        resp = self.response(rid, timeout)
+        if check and not resp.get("ok"):
+            raise AgentError(f"agent op {op!r} {args} failed: {resp.get('error')}", resp)
+        return resp
+
+    def ping(self, timeout: float = 10.0) -> dict[str, Any]:
+        return self.request("ping", timeout=timeout)
+
+    def arm(self, path: str, *, dev: str = "/dev/irqlab0", **opts: Any) -> dict[str, Any]:
+        return self.request("arm", path=path, dev=dev, **opts)
+
+    def disarm(self, name: str | None = None, *, timeout: float = 30.0) -> dict[str, Any]:
+        args: dict[str, Any] = {"name": name} if name is not None else {}
+        paths: dict[str, Any] = self.request("disarm", timeout=timeout, **args)["paths"]
+        return paths
+
+    def stats(self, dev: str | None = None) -> dict[str, Any]:
+        args: dict[str, Any] = {"dev": dev} if dev is not None else {}
+        return self.request("stats", **args)
+
+    def reset(self) -> dict[str, Any]:
+        """Disarm all paths and close all handles (per-test cleanup)."""
+        paths: dict[str, Any] = self.request("reset", timeout=60.0)["paths"]
+        return paths
+
+    # -- events -----------------------------------------------------------------------
+    def next_event(self, timeout: float = 10.0) -> Event:
+        self._wait(lambda: bool(self._backlog), timeout, "an event")
+        with self._cond:
+            return self._backlog.popleft()
+
+    def events(
+        self, n: int, timeout: float = 30.0, *, path: str | None = None, type: str = "event"
+    ) -> list[Event]:
+        """The next *n* messages of *type* (and *path*), within *timeout* for all of them."""
+        deadline = time.monotonic() + timeout
+        out: list[Event] = []
+        while len(out) < n:
+            left = deadline - time.monotonic()
+            try:
+                out.append(self.expect(path=path, type=type, timeout=max(left, 0.0)))
+            except AgentTimeout:
+                raise AgentTimeout(
+                    f"got {len(out)} of {n} {type} messages"
+                    f"{' on ' + path if path else ''} within {timeout:g}s; "
+                    f"last: {out[-1] if out else None}; pending: {self.pending_summary()}"
+                ) from None
+        return out
+
+    def expect(
+        self,
+        *,
+        path: str | None = None,
+        seq: int | None = None,
+        type: str = "event",
+        timeout: float = 10.0,
+        **match: Any,
+    ) -> Event:
+        """The first message matching all criteria; others stay queued in order."""
+        crit: dict[str, Any] = {"type": type, **match}
+        if path is not None:
+            crit["path"] = path
+        if seq is not None:
+            crit["seq"] = seq
+        found: list[Event] = []
+
+        def pred() -> bool:
+            for i, ev in enumerate(self._backlog):
+                if all(ev.get(k) == v for k, v in crit.items()):
+                    del self._backlog[i]
+                    found.append(ev)
+                    return True
+            return False
+
+        try:
+            self._wait(pred, timeout, f"message {crit}")
+        except AgentTimeout:
+            raise AgentTimeout(
+                f"no message matching {crit} within {timeout:g}s; pending: {self.pending_summary()}"
+            ) from None
+        return found[0]
+
+    def pending(self) -> list[Event]:
+        with self._cond:
+            return list(self._backlog)
+
+    def pending_summary(self, limit: int = 5) -> str:
+        items = self.pending()
+        head = ", ".join(json.dumps(e, sort_keys=True)[:200] for e in items[:limit])
+        return f"{len(items)} queued [{head}{', ...' if len(items) > limit else ''}]"
+
+    def drain_events(self) -> list[Event]:
+        with self._cond:
+            items = list(self._backlog)
+            self._backlog.clear()
+            return items
+
+    def iter_events(self, timeout: float = 10.0) -> Iterator[Event]:
+        """Yield events until none arrives within *timeout*."""
+        while True:
+            try:
+                yield self.next_event(timeout)
+            except AgentTimeout:
+                return
+
+    # -- shutdown -----------------------------------------------------------------------
+    def close(self, timeout: float = 10.0) -> None:
+        if not self.eof:
+            with contextlib.suppress(AgentError, OSError, ValueError):
+                self.request("quit", timeout=timeout)
+        with contextlib.suppress(OSError, ValueError):
+            self._stdin.close()
+        self._reader.join(timeout)
+        if self._err_reader is not None:
+            self._err_reader.join(timeout)
+        if self._on_close is not None:
+            self._on_close()
+        for f in (self._rx_log, self._tx_log, self._err_log):
+            f.close()
+
+    def __enter__(self) -> AgentClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,334 @@
+"""SSH to the guest (paramiko) through QEMU user networking's forwarded port.
+
+Pitfalls this module handles (see BRIEF.md):
+
+* QEMU user networking accepts the TCP connection before the guest's sshd
+  listens, so the first attempts fail with "Error reading SSH protocol banner"
+  or a reset: :meth:`SshClient.connect` retries with short banner/auth timeouts
+  until an overall deadline.
+* dropbear misbehaves when a new exec channel is opened before the previous
+  one's exit status arrived: :meth:`SshClient.run` is serialised and always
+  waits for the exit status.
+* the guest may lack sftp-server: :meth:`SshClient.put` falls back to
+  ``cat > file`` over an exec channel.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import posixpath
+import shlex
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Protocol
+
+import paramiko
+
+log = logging.getLogger(__name__)
+
+RETRYABLE: tuple[type[BaseException], ...] = (
+    paramiko.SSHException,  # banner errors, resets during kex, auth timeouts
+    EOFError,
+    OSError,  # connection refused/reset, socket.timeout
+)
+
+
+class SshError(RuntimeError):
+    pass
+
+
+class CommandError(SshError):
+    def __init__(self, cmd: str, result: RunResult) -> None:
+        super().__init__(
+            f"command failed (rc={result.rc}): {cmd}\n"
+            f"--- stdout\n{result.out}\n--- stderr\n{result.err}"
+        )
+        self.result = result
+
+
+@dataclass(frozen=True)
+class RunResult:
+    rc: int
+    out: str
+    err: str
+
+    def __iter__(self) -> Any:  # allows ``rc, out, err = ssh.run(...)``
+        return iter((self.rc, self.out, self.err))
+
+
+class _Client(Protocol):
+    """The part of paramiko.SSHClient we use (fakes implement it in tests)."""
+
+    def connect(
+        self,
+        hostname: str,
+        *,
+        port: int,
+        username: str,
+        pkey: paramiko.PKey | None,
+        timeout: float,
+        banner_timeout: float,
+        auth_timeout: float,
+        channel_timeout: float,
+        look_for_keys: bool,
+        allow_agent: bool,
+    ) -> None: ...
+
+    def get_transport(self) -> paramiko.Transport | None: ...
+
+    def close(self) -> None: ...
+
+
+class _AcceptHostKey(paramiko.MissingHostKeyPolicy):
+    """The guest's host key is generated per image build; there is no MITM on loopback."""
+
+    def missing_host_key(
+        self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
+    ) -> None:
+        return None
+
+
+def _default_client() -> _Client:
+    c = paramiko.SSHClient()
+    c.set_missing_host_key_policy(_AcceptHostKey())
+    return c
+
+
+def load_private_key(path: Path) -> paramiko.PKey:
+    """Load an Ed25519, ECDSA or RSA private key (OpenSSH format)."""
+    errors: list[str] = []
+    key_classes: list[type[paramiko.PKey]] = [
+        paramiko.Ed25519Key,
+        paramiko.ECDSAKey,
+        paramiko.RSAKey,
+    ]
+    for cls in key_classes:
+        try:
+            return cls.from_private_key_file(str(path))
+        except (paramiko.SSHException, ValueError) as e:
+            errors.append(f"{cls.__name__}: {e}")
+    raise SshError(f"cannot load private key {path}: {'; '.join(errors)}")
+
+
+class RemoteProcess:
+    """A long-running command on its own channel, with file-like stdio."""
+
+    def __init__(self, channel: paramiko.Channel, cmd: str) -> None:
+        self.channel = channel
+        self.cmd = cmd
+        self.stdin: IO[bytes] = channel.makefile_stdin("wb")  # type: ignore[assignment]
+        self.stdout: IO[bytes] = channel.makefile("rb")  # type: ignore[assignment]
+        self.stderr: IO[bytes] = channel.makefile_stderr("rb")  # type: ignore[assignment]
+
+    def exit_status(self, timeout: float | None = None) -> int | None:
+        """The exit status, or None if the command still runs after *timeout* s."""
+        if timeout is not None and not self.channel.status_event.wait(timeout):
+            return None
+        return self.channel.recv_exit_status()
+
+    def close_stdin(self) -> None:
+        with contextlib.suppress(OSError, EOFError):
+            self.stdin.close()
+            self.channel.shutdown_write()
+
+    def close(self) -> None:
+        self.close_stdin()
+        self.channel.close()
+
+
+class SshClient:
+    """One SSH connection to the guest."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        user: str = "root",
+        key_path: Path | None = None,
+        pkey: paramiko.PKey | None = None,
+        client_factory: Callable[[], _Client] = _default_client,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.user = user
+        self.key_path = key_path
+        self._pkey = pkey
+        self._factory = client_factory
+        self._clock = clock
+        self._sleep = sleep
+        self._client: _Client | None = None
+        self._exec_lock = threading.Lock()
+        self.attempts = 0
+        self.last_error: BaseException | None = None
+
+    # -- connection -------------------------------------------------------------
+    def connect(
+        self,
+        timeout: float = 60.0,
+        *,
+        attempt_timeout: float = 3.0,
+        banner_timeout: float = 2.0,
+        retry_interval: float = 0.1,
+        max_interval: float = 1.0,
+    ) -> SshClient:
+        """Connect, retrying every failure until *timeout* seconds have passed."""
+        if self._pkey is None and self.key_path is not None:
+            self._pkey = load_private_key(self.key_path)
+        deadline = self._clock() + timeout
+        interval = retry_interval
+        while True:
+            self.attempts += 1
+            client = self._factory()
+            try:
+                client.connect(
+                    self.host,
+                    port=self.port,
+                    username=self.user,
+                    pkey=self._pkey,
+                    timeout=attempt_timeout,
+                    banner_timeout=banner_timeout,
+                    auth_timeout=attempt_timeout,
+                    channel_timeout=attempt_timeout,
+                    look_for_keys=False,
+                    allow_agent=False,
+                )
+            except paramiko.AuthenticationException as e:
+                client.close()
+                raise SshError(
+                    f"SSH authentication to {self.user}@{self.host}:{self.port} failed: {e}"
+                ) from e
+            except RETRYABLE as e:
+                client.close()
+                self.last_error = e
+                left = deadline - self._clock()
+                log.debug("ssh attempt %d failed: %r (%.1fs left)", self.attempts, e, left)
+                if left <= 0:
+                    raise SshError(
+                        f"no SSH connection to {self.host}:{self.port} after {self.attempts} "
+                        f"attempts in {timeout:.0f}s; last error: {e!r}"
+                    ) from e
+                self._sleep(min(interval, left))
+                interval = min(interval * 2, max_interval)
+                continue
+            self._client = client
+            transport = client.get_transport()
+            if transport is not None:
+                transport.set_keepalive(5)
+            return self
+
+    @property
+    def transport(self) -> paramiko.Transport:
+        t = self._client.get_transport() if self._client is not None else None
+        if t is None or not t.is_active():
+            raise SshError("SSH is not connected")
+        return t
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def __enter__(self) -> SshClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- commands ---------------------------------------------------------------
+    def run(
+        self,
+        cmd: str,
+        *,
+        timeout: float = 60.0,
+        check: bool = False,
+        input: bytes | None = None,
+    ) -> RunResult:
+        """Run *cmd*, wait for its exit status, return (rc, stdout, stderr)."""
+        with self._exec_lock:
+            chan = self.transport.open_session(timeout=timeout)
+            try:
+                chan.settimeout(timeout)
+                chan.exec_command(cmd)
+                if input is not None:
+                    chan.sendall(input)
+                chan.shutdown_write()
+                out, err = self._collect(chan, timeout)
+                if not chan.status_event.wait(timeout):
+                    raise SshError(f"timeout ({timeout}s) waiting for exit status of: {cmd}")
+                rc = chan.recv_exit_status()
+            except TimeoutError as e:
+                raise SshError(f"timeout ({timeout}s) running: {cmd}") from e
+            finally:
+                chan.close()
+        result = RunResult(rc, out.decode(errors="replace"), err.decode(errors="replace"))
+        if check and rc != 0:
+            raise CommandError(cmd, result)
+        return result
+
+    @staticmethod
+    def _collect(chan: paramiko.Channel, timeout: float) -> tuple[bytes, bytes]:
+        """Read stdout and stderr to EOF (stderr in a helper thread)."""
+        err: list[bytes] = []
+        errf = chan.makefile_stderr("rb")
+        t = threading.Thread(target=lambda: err.append(errf.read()), daemon=True)
+        t.start()
+        out = chan.makefile("rb").read()
+        t.join(timeout)
+        return out, (err[0] if err else b"")
+
+    def check(self, cmd: str, *, timeout: float = 60.0) -> str:
+        """Run *cmd*; raise :class:`CommandError` unless it exits 0; return stdout."""
+        return self.run(cmd, timeout=timeout, check=True).out
+
+    def open_process(self, cmd: str, *, timeout: float = 30.0) -> RemoteProcess:
+        """Start a long-running *cmd* on its own channel (e.g. the agent)."""
+        with self._exec_lock:
+            chan = self.transport.open_session(timeout=timeout)
+            chan.exec_command(cmd)
+        return RemoteProcess(chan, cmd)
+
+    # -- files --------------------------------------------------------------------
+    def put(self, local: Path, remote: str, *, mode: int | None = None) -> None:
+        """Copy one file (SFTP, or ``cat >`` over exec when the guest has no sftp-server)."""
+        data = local.read_bytes()
+        mode = mode if mode is not None else (local.stat().st_mode & 0o777)
+        self.put_bytes(data, remote, mode=mode)
+
+    def put_bytes(self, data: bytes, remote: str, *, mode: int = 0o644) -> None:
+        try:
+            with self._exec_lock:
+                sftp = self.transport.open_sftp_client()
+            if sftp is None:
+                raise paramiko.SSHException("no SFTP client")
+            try:
+                with sftp.open(remote, "wb") as f:
+                    f.write(data)
+                sftp.chmod(remote, mode)
+            finally:
+                sftp.close()
+        except (paramiko.SSHException, EOFError):
+            q = shlex.quote(remote)
+            self.run(f"cat > {q} && chmod {mode:o} {q}", input=data, check=True)
+
+    def put_tree(self, local_dir: Path, remote_dir: str) -> int:
+        """Copy a directory tree (no __pycache__), as one tar stream when tar exists."""
+        files = sorted(
+            p
+            for p in local_dir.rglob("*")
+            if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
+        )
+        dirs = sorted(
+            {posixpath.join(remote_dir, *p.relative_to(local_dir).parent.parts) for p in files}
+        )
+        self.run("mkdir -p " + " ".join(shlex.quote(d) for d in [remote_dir, *dirs]), check=True)
+        for p in files:
+            rel = "/".join(p.relative_to(local_dir).parts)
+            self.put(p, posixpath.join(remote_dir, rel))
+        return len(files)

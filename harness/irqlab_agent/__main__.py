@@ -1,0 +1,3 @@
+from irqlab_agent.agent import main
+
+raise SystemExit(main())

@@ -1,0 +1,152 @@
+"""The driver's userspace ABI (event record layout, ioctls, flag bits) as data.
+
+Nothing here retypes the uapi header: an :class:`Abi` is built from a JSON-able
+*spec* that the header parser (``irqlab.uapi``, shipped next to the agent as
+``irqlab_agent/_uapi.py`` together with the header ``irqlab_agent/irqlab.h``)
+produces from ``guest-kmod/include/uapi/linux/irqlab.h``.  See :func:`load_abi`.
+
+Spec shape (all names as in the header, lower-case struct fields)::
+
+    {"record": {"format": "<IHBB...", "fields": ["seq", ...]},
+     "flags": {"DROPPED": 1, ...},                # event record flag bits
+     "ioctls": {"ACK": {"request": 3221... , "format": "<IIQ", "fields": [...]},
+                "SET_EVENTFD": {"request": ..., "format": "<i", "fields": ["fd"]}, ...},
+     "constants": {...}}                          # any other #defines
+"""
+
+from __future__ import annotations
+
+import fcntl
+import importlib
+import json
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# Header field names -> protocol field names, where they differ.
+FIELD_ALIASES: dict[str, str] = {
+    "raise_ts_ns": "raise_ns",
+    "ts_ns": "raise_ns",
+    "timestamp_ns": "raise_ns",
+    "raise_ts": "raise_ns",
+    "src": "source",
+}
+
+
+@dataclass(frozen=True)
+class StructSpec:
+    st: struct.Struct
+    fields: tuple[str, ...]
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> StructSpec:
+        st = struct.Struct(str(obj["format"]))
+        fields = tuple(str(f) for f in obj["fields"])
+        n = len(st.unpack(bytes(st.size)))
+        if n != len(fields):
+            raise ValueError(f"format {st.format!r} has {n} items but {len(fields)} fields given")
+        return cls(st, fields)
+
+    @property
+    def size(self) -> int:
+        return self.st.size
+
+    def unpack(self, data: bytes, offset: int = 0) -> dict[str, int]:
+        return dict(zip(self.fields, self.st.unpack_from(data, offset), strict=True))
+
+    def pack(self, values: Mapping[str, int]) -> bytes:
+        return self.st.pack(*(int(values.get(f, 0)) for f in self.fields))
+
+
+@dataclass(frozen=True)
+class Ioctl:
+    name: str
+    request: int
+    arg: StructSpec | None  # None: the argument is passed by value
+
+    def call(self, fd: int, values: Mapping[str, int] | int = 0) -> dict[str, int]:
+        """Issue the ioctl; return the (possibly updated) argument struct fields."""
+        if self.arg is None:
+            if not isinstance(values, int):
+                raise TypeError(f"{self.name} takes a plain integer argument")
+            ret = fcntl.ioctl(fd, self.request, values)
+            return {"ret": int(ret)}
+        if isinstance(values, int):
+            values = {self.arg.fields[0]: values}
+        buf = bytearray(self.arg.pack(values))
+        fcntl.ioctl(fd, self.request, buf, True)
+        return self.arg.unpack(bytes(buf))
+
+
+class Abi:
+    def __init__(self, spec: Mapping[str, Any]) -> None:
+        self.spec = spec
+        self.record = StructSpec.from_json(spec["record"])
+        self.flags: dict[str, int] = {str(k): int(v) for k, v in spec.get("flags", {}).items()}
+        self.constants: dict[str, int] = {
+            str(k): int(v) for k, v in spec.get("constants", {}).items()
+        }
+        self.ioctls: dict[str, Ioctl] = {}
+        for name, io in spec.get("ioctls", {}).items():
+            arg = StructSpec.from_json(io) if io.get("format") else None
+            self.ioctls[str(name)] = Ioctl(str(name), int(io["request"]), arg)
+
+    @property
+    def record_size(self) -> int:
+        return self.record.size
+
+    def ioctl(self, name: str) -> Ioctl:
+        try:
+            return self.ioctls[name]
+        except KeyError:
+            raise KeyError(f"the uapi header defines no {name} ioctl") from None
+
+    def flag_names(self, flags: int) -> list[str]:
+        return [n for n, bit in sorted(self.flags.items(), key=lambda kv: kv[1]) if flags & bit]
+
+    def decode(self, data: bytes) -> list[dict[str, Any]]:
+        """Split a read() buffer into event dicts (protocol field names)."""
+        size = self.record.size
+        if len(data) % size:
+            raise ValueError(f"read returned {len(data)} bytes, not a multiple of {size}")
+        out: list[dict[str, Any]] = []
+        for off in range(0, len(data), size):
+            raw = self.record.unpack(data, off)
+            ev: dict[str, Any] = {FIELD_ALIASES.get(k, k): v for k, v in raw.items()}
+            if "flags" in ev:
+                ev["flag_names"] = self.flag_names(int(ev["flags"]))
+            out.append(ev)
+        return out
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "record_size": self.record.size,
+            "record_fields": list(self.record.fields),
+            "ioctls": sorted(self.ioctls),
+            "flags": self.flags,
+        }
+
+
+def load_spec(header: Path) -> dict[str, Any]:
+    """Build the spec from *header* with the shipped parser (``_uapi`` or ``irqlab.uapi``)."""
+    try:
+        mod = importlib.import_module("irqlab_agent._uapi")
+    except ImportError:
+        mod = importlib.import_module("irqlab.uapi")
+    fn = getattr(mod, "agent_spec", None)
+    if fn is None:
+        raise RuntimeError(f"{mod.__name__} has no agent_spec(header_text) function")
+    spec = fn(header.read_text())
+    if not isinstance(spec, dict):
+        raise TypeError("agent_spec() must return a dict")
+    return spec
+
+
+def load_abi(header: Path | None = None, spec_json: Path | None = None) -> Abi:
+    if spec_json is not None:
+        return Abi(json.loads(spec_json.read_text()))
+    if header is None:
+        header = Path(__file__).with_name("irqlab.h")
+    return Abi(load_spec(header))

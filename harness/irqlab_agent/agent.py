@@ -1,0 +1,413 @@
+"""The agent process: reads requests on stdin, runs paths, writes JSON lines to stdout."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any, Protocol
+
+from irqlab_agent import __version__
+from irqlab_agent.abi import Abi, load_abi
+from irqlab_agent.checks import run_checks
+from irqlab_agent.paths import (
+    COUNT_FMT,
+    PATH_KINDS,
+    RESTART_SIGNAL,
+    STOP_SIGNAL,
+    AsyncPath,
+    NotificationPath,
+    PathOptions,
+    mono_ns,
+)
+from irqlab_agent.protocol import (
+    PROTOCOL_VERSION,
+    JsonObj,
+    ProtocolError,
+    Request,
+    Writer,
+    errno_name,
+    error_id,
+    fail,
+    ok,
+    parse_request,
+)
+from irqlab_agent.sysio import SigInfo, SignalFd, block_signals
+
+DEFAULT_DEV = "/dev/irqlab0"
+NUM_RT_SIGNALS = 8  # setsig may use SIGRTMIN+0 .. SIGRTMIN+7
+
+
+def async_signals() -> list[int]:
+    return [signal.SIGIO, *range(signal.SIGRTMIN, signal.SIGRTMIN + NUM_RT_SIGNALS)]
+
+
+class SignalSource(Protocol):
+    fd: int
+
+    def read_all(self) -> list[SigInfo]: ...
+
+    def close(self) -> None: ...
+
+
+class SignalDispatcher(threading.Thread):
+    """Reads the one signalfd and hands each signal to the async path it belongs to."""
+
+    def __init__(self, source: SignalSource, lookup: Callable[[], list[AsyncPath]]) -> None:
+        super().__init__(name="signals", daemon=True)
+        self.source = source
+        self.lookup = lookup
+        self.total = 0
+        self.orphans = 0
+        self._stop_r, self._stop_w = os.pipe2(os.O_CLOEXEC)
+
+    def run(self) -> None:
+        import select
+
+        while True:
+            r, _, _ = select.select([self.source.fd, self._stop_r], [], [])
+            if self._stop_r in r:
+                return
+            for info in self.source.read_all():
+                self.dispatch(info)
+
+    def dispatch(self, info: SigInfo) -> None:
+        self.total += 1
+        paths = self.lookup()
+        if info.signo == signal.SIGIO:
+            targets = paths  # plain SIGIO carries no fd (or is the RT-overflow fallback)
+        else:
+            targets = [p for p in paths if p.fd == info.fd and p.opts.signo == info.signo]
+        if not targets:
+            self.orphans += 1
+        for p in targets:
+            p.deliver(info)
+
+    def stop(self) -> None:
+        os.write(self._stop_w, b"x")
+        self.join(2.0)
+
+
+class Agent:
+    def __init__(self, abi: Abi, writer: Writer, signals: SignalSource | None = None) -> None:
+        self.abi = abi
+        self.writer = writer
+        self.paths: dict[str, NotificationPath] = {}
+        self.handles: dict[str, int] = {}
+        self.running = True
+        self.lock = threading.Lock()
+        self.dispatcher: SignalDispatcher | None = None
+        if signals is not None:
+            self.dispatcher = SignalDispatcher(signals, self._async_paths)
+            self.dispatcher.start()
+        self._ops: dict[str, Callable[[Request], JsonObj]] = {
+            "ping": self.op_ping,
+            "arm": self.op_arm,
+            "disarm": self.op_disarm,
+            "stats": self.op_stats,
+            "open": self.op_open,
+            "read": self.op_read,
+            "close": self.op_close,
+            "ioctl": self.op_ioctl,
+            "interrupt": self.op_interrupt,
+            "check": self.op_check,
+            "flush": self.op_flush,
+            "reset": self.op_reset,
+            "quit": self.op_quit,
+        }
+
+    def _async_paths(self) -> list[AsyncPath]:
+        with self.lock:
+            return [p for p in self.paths.values() if isinstance(p, AsyncPath)]
+
+    # -- request handling ----------------------------------------------------------
+    def handle_line(self, line: bytes) -> JsonObj:
+        try:
+            req = parse_request(line)
+        except ProtocolError as e:
+            return fail(e.req_id if e.req_id is not None else error_id(line), str(e))
+        handler = self._ops.get(req.op)
+        if handler is None:
+            return fail(req.id, f"unknown op {req.op!r}", ops=sorted(self._ops))
+        try:
+            return handler(req)
+        except ProtocolError as e:
+            return fail(req.id, str(e))
+        except OSError as e:
+            return fail(req.id, str(e), errno=errno_name(e.errno or 0))
+        except Exception as e:
+            return fail(req.id, f"internal error: {e!r}")
+
+    def serve(self, stdin: IO[bytes]) -> None:
+        self.writer.send(
+            {
+                "type": "hello",
+                "version": __version__,
+                "protocol": PROTOCOL_VERSION,
+                "pid": os.getpid(),
+                "monotonic_ns": mono_ns(),
+                "abi": self.abi.summary(),
+            }
+        )
+        while self.running:
+            line = stdin.readline()
+            if not line:
+                break
+            if not line.strip():
+                continue
+            self.writer.send(self.handle_line(line))
+        self.shutdown()
+
+    def shutdown(self) -> None:
+        self._disarm_all()
+        for fd in self.handles.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.handles.clear()
+        if self.dispatcher is not None:
+            self.dispatcher.stop()
+
+    # -- ops ------------------------------------------------------------------------
+    def op_ping(self, req: Request) -> JsonObj:
+        return ok(req.id, pong=True, pid=os.getpid(), monotonic_ns=mono_ns(), version=__version__)
+
+    def op_arm(self, req: Request) -> JsonObj:
+        kind = req.get_str("path")
+        cls = PATH_KINDS.get(kind)
+        if cls is None:
+            raise ProtocolError(f"unknown path {kind!r}; known: {sorted(PATH_KINDS)}")
+        name = req.get_str("name", kind)
+        sig = req.get_int("sig", 1 if kind == "setsig" else 0, lo=0, hi=NUM_RT_SIGNALS - 1)
+        if issubclass(cls, AsyncPath) and self.dispatcher is None:
+            raise ProtocolError("async paths need the signalfd dispatcher (not running)")
+        opts = PathOptions(
+            dev=req.get_str("dev", DEFAULT_DEV),
+            ack=req.get_bool("ack", True),
+            batch=req.get_int("batch", 64, lo=1, hi=4096),
+            interval_s=req.get_float("interval_ms", 1.0) / 1000.0,
+            max_polls=req.get_int("max_polls", 0, lo=0),
+            signo=(signal.SIGRTMIN + sig) if kind == "setsig" else 0,
+            drain=req.get_bool("drain", False),
+        )
+        with self.lock:
+            if name in self.paths:
+                raise ProtocolError(f"a path named {name!r} is already armed")
+            path = cls(name, self.abi, opts, self.writer.send)
+            info = path.arm()
+            self.paths[name] = path
+        if opts.signo:
+            info["signo"] = opts.signo
+        return ok(req.id, **info)
+
+    def _take(self, req: Request) -> list[NotificationPath]:
+        name = req.get_opt_str("name")
+        with self.lock:
+            if name is None:
+                taken = list(self.paths.values())
+                self.paths.clear()
+                return taken
+            if name not in self.paths:
+                raise ProtocolError(f"no armed path named {name!r}")
+            return [self.paths.pop(name)]
+
+    def _disarm_all(self) -> dict[str, Any]:
+        with self.lock:
+            taken = list(self.paths.values())
+            self.paths.clear()
+        return self._stop(taken)
+
+    def _stop(self, paths: list[NotificationPath]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for p in paths:
+            p.stop()
+            out[p.path_name] = self._describe(p)
+        return out
+
+    def _describe(self, p: NotificationPath) -> dict[str, Any]:
+        return {
+            "path": p.kind,
+            "dev": p.opts.dev,
+            "alive": p.is_alive(),
+            "exit_reason": p.exit_reason,
+            **p.stats.as_json(),
+        }
+
+    def op_disarm(self, req: Request) -> JsonObj:
+        return ok(req.id, paths=self._stop(self._take(req)))
+
+    def op_stats(self, req: Request) -> JsonObj:
+        with self.lock:
+            paths = {n: self._describe(p) for n, p in self.paths.items()}
+        sig = None
+        if self.dispatcher is not None:
+            sig = {"total": self.dispatcher.total, "orphans": self.dispatcher.orphans}
+        out: JsonObj = ok(req.id, paths=paths, signals=sig, handles=sorted(self.handles))
+        dev = req.get_opt_str("dev")
+        stats_ioctl = self.abi.ioctls.get("GET_STATS")
+        if dev is not None and stats_ioctl is not None:
+            fd = os.open(dev, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            try:
+                out["driver"] = stats_ioctl.call(fd, {})
+            finally:
+                os.close(fd)
+        return out
+
+    def op_open(self, req: Request) -> JsonObj:
+        name = req.get_str("name")
+        if name in self.handles:
+            raise ProtocolError(f"handle {name!r} already open")
+        flags = os.O_CLOEXEC | (os.O_RDWR if req.get_bool("rdwr", True) else os.O_RDONLY)
+        if req.get_bool("nonblock", True):
+            flags |= os.O_NONBLOCK
+        fd = os.open(req.get_str("dev", DEFAULT_DEV), flags)
+        self.handles[name] = fd
+        return ok(req.id, name=name, fd=fd)
+
+    def _handle(self, req: Request) -> int:
+        name = req.get_str("name")
+        try:
+            return self.handles[name]
+        except KeyError:
+            raise ProtocolError(f"no open handle {name!r}") from None
+
+    def op_read(self, req: Request) -> JsonObj:
+        """One read(2) on an open handle; ``as`` = records | count | raw."""
+        fd = self._handle(req)
+        mode = req.get_str("as", "records")
+        default = COUNT_FMT.size if mode == "count" else self.abi.record_size * 64
+        size = req.get_int("size", default, lo=0, hi=1 << 20)
+        try:
+            data = os.read(fd, size)
+        except OSError as e:
+            return ok(req.id, errno=errno_name(e.errno or 0), nbytes=None)
+        out = ok(req.id, errno=None, nbytes=len(data), wake_ns=mono_ns())
+        if mode == "raw":
+            out["hex"] = data.hex()
+        elif mode == "count":
+            out["count"] = COUNT_FMT.unpack(data)[0] if len(data) == COUNT_FMT.size else None
+        elif mode == "records":
+            out["events"] = self.abi.decode(data)
+        else:
+            raise ProtocolError(f"read: 'as' must be records, count or raw, not {mode!r}")
+        return out
+
+    def op_close(self, req: Request) -> JsonObj:
+        fd = self._handle(req)
+        del self.handles[req.get_str("name")]
+        os.close(fd)
+        return ok(req.id)
+
+    def op_ioctl(self, req: Request) -> JsonObj:
+        fd = self._handle(req)
+        io = self.abi.ioctls.get(req.get_str("ioctl"))
+        if io is None:
+            raise ProtocolError(f"unknown ioctl; known: {sorted(self.abi.ioctls)}")
+        raw = req.args.get("arg", {})
+        if isinstance(raw, dict):
+            arg: dict[str, int] | int = {str(k): int(v) for k, v in raw.items()}
+        elif isinstance(raw, int) and not isinstance(raw, bool):
+            arg = raw
+        else:
+            raise ProtocolError("ioctl: 'arg' must be an object of integers or an integer")
+        try:
+            return ok(req.id, errno=None, result=io.call(fd, arg))
+        except OSError as e:
+            return ok(req.id, errno=errno_name(e.errno or 0), result=None)
+
+    def op_interrupt(self, req: Request) -> JsonObj:
+        """Signal an armed blocking path's thread while it sits in read(2).
+
+        ``restart=false`` (SIGUSR1, no SA_RESTART): the read returns EINTR, the path
+        reports ``{"type": "interrupted"}`` and reads again.  ``restart=true``
+        (SIGUSR2 with SA_RESTART): the kernel restarts the read transparently.
+        """
+        name = req.get_str("name")
+        timeout = req.get_float("timeout_ms", 5000.0) / 1000.0
+        with self.lock:
+            path = self.paths.get(name)
+        if path is None or not path.blocking:
+            raise ProtocolError(f"no armed blocking path (read/count) named {name!r}")
+        deadline = time.monotonic() + timeout
+        while not path.in_read():
+            if time.monotonic() > deadline or not path.is_alive():
+                return fail(req.id, f"path {name!r} is not blocked in read(2)")
+            time.sleep(0.001)
+        signo = RESTART_SIGNAL if req.get_bool("restart", False) else STOP_SIGNAL
+        ident = path.ident
+        assert ident is not None
+        signal.pthread_kill(ident, signo)
+        return ok(req.id, signo=int(signo), restart=signo == RESTART_SIGNAL)
+
+    def op_check(self, req: Request) -> JsonObj:
+        results = run_checks(
+            self.abi, req.get_str("dev", DEFAULT_DEV), req.get_opt_str("count_dev")
+        )
+        return ok(req.id, results=results)
+
+    def op_flush(self, req: Request) -> JsonObj:
+        """Discard whatever is queued for a fresh open file of ``dev``."""
+        dev = req.get_str("dev", DEFAULT_DEV)
+        fd = os.open(dev, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        n = 0
+        try:
+            if "FLUSH" in self.abi.ioctls:
+                self.abi.ioctl("FLUSH").call(fd, 0)
+            while True:
+                try:
+                    data = os.read(fd, self.abi.record_size * 256)
+                except BlockingIOError:
+                    break
+                if not data:
+                    break
+                n += len(data) // self.abi.record_size
+        finally:
+            os.close(fd)
+        return ok(req.id, discarded=n)
+
+    def op_reset(self, req: Request) -> JsonObj:
+        paths = self._disarm_all()
+        for fd in self.handles.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.handles.clear()
+        return ok(req.id, paths=paths)
+
+    def op_quit(self, req: Request) -> JsonObj:
+        self.running = False
+        return ok(req.id, paths=self._disarm_all())
+
+
+def _noop(signo: int, frame: object) -> None:
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python3 -m irqlab_agent", description=__doc__)
+    ap.add_argument("--header", type=Path, help="uapi header (default: shipped irqlab.h)")
+    ap.add_argument("--spec", type=Path, help="ABI spec JSON instead of parsing the header")
+    args = ap.parse_args(argv)
+
+    # Block the async-notification signals before any thread exists, so every
+    # thread inherits the mask and only the signalfd sees them.
+    block_signals(async_signals())
+    signal.signal(STOP_SIGNAL, _noop)  # no SA_RESTART: a blocked read returns EINTR
+    signal.signal(RESTART_SIGNAL, _noop)
+    signal.siginterrupt(RESTART_SIGNAL, False)  # SA_RESTART
+    writer = Writer(sys.stdout.buffer)
+    try:
+        abi = load_abi(args.header, args.spec)
+    except Exception as e:
+        writer.send({"type": "fatal", "error": f"cannot load the uapi ABI: {e!r}"})
+        return 2
+    agent = Agent(abi, writer, SignalFd(async_signals()))
+    try:
+        agent.serve(sys.stdin.buffer)
+    except KeyboardInterrupt:
+        agent.shutdown()
+    return 0

@@ -1,0 +1,73 @@
+"""Scripted bad-input checks: each returns the errno name userspace saw (or "OK")."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from collections.abc import Callable
+
+from irqlab_agent.abi import Abi
+from irqlab_agent.protocol import errno_name
+
+# ioctl direction/size encoding (asm-generic/ioctl.h): _IOC(dir, type, nr, size)
+_NRBITS, _TYPEBITS, _SIZEBITS = 8, 8, 14
+_TYPESHIFT = _NRBITS
+_SIZESHIFT = _TYPESHIFT + _TYPEBITS
+_DIRSHIFT = _SIZESHIFT + _SIZEBITS
+
+
+def unused_ioctl(abi: Abi) -> int:
+    """An ``_IO(type, nr)`` request with the driver's ioctl type letter and an unused nr."""
+    reqs = [io.request for io in abi.ioctls.values()]
+    typ = (reqs[0] >> _TYPESHIFT) & 0xFF if reqs else ord("I")
+    used = {r & 0xFF for r in reqs}
+    nr = next(n for n in range(0xFE, 0, -1) if n not in used)
+    return (typ << _TYPESHIFT) | nr
+
+
+def _outcome(fn: Callable[[], object]) -> str:
+    try:
+        r = fn()
+    except OSError as e:
+        return errno_name(e.errno or 0)
+    if isinstance(r, bytes):
+        return f"OK:{len(r)}"
+    return "OK"
+
+
+def run_checks(abi: Abi, dev: str, count_dev: str | None = None) -> dict[str, str]:
+    """Open *dev* non-blocking and poke it with bad input; return {check: errno name}."""
+    results: dict[str, str] = {}
+    fd = os.open(dev, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        # Start from an empty queue so the EAGAIN check means "nothing pending".
+        with contextlib.suppress(OSError):
+            while os.read(fd, abi.record_size * 64):
+                pass
+        size = abi.record_size
+        results["nonblock_empty_read"] = _outcome(lambda: os.read(fd, size))
+        results["short_read"] = _outcome(lambda: os.read(fd, size - 1))
+        results["zero_read"] = _outcome(lambda: os.read(fd, 0))
+        bad = unused_ioctl(abi)
+        results["bad_ioctl"] = _outcome(lambda: fcntl.ioctl(fd, bad, 0))
+        if "SET_EVENTFD" in abi.ioctls:
+            io = abi.ioctls["SET_EVENTFD"]
+            results["set_eventfd_not_eventfd"] = _outcome(lambda: io.call(fd, fd))
+            results["set_eventfd_bad_fd"] = _outcome(lambda: io.call(fd, 0x7FFF_FFF0))
+        if "ACK" in abi.ioctls:
+            ack = abi.ioctls["ACK"]
+            results["ack_null_arg"] = _outcome(lambda: fcntl.ioctl(fd, ack.request, 0))
+        results["write"] = _outcome(lambda: os.write(fd, b"\0" * size))
+    finally:
+        os.close(fd)
+    if count_dev:
+        cfd = os.open(count_dev, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            with contextlib.suppress(OSError):
+                os.read(cfd, 4)
+            results["count_nonblock_empty_read"] = _outcome(lambda: os.read(cfd, 4))
+            results["count_short_read"] = _outcome(lambda: os.read(cfd, 2))
+        finally:
+            os.close(cfd)
+    return results

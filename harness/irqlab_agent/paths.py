@@ -1,0 +1,498 @@
+"""Notification paths: each armed path is one thread on its own open file.
+
+A path waits for the driver in its own way (blocking read, O_NONBLOCK polling,
+poll/select/epoll, SIGIO/F_SETSIG through a signalfd, the counting file, an
+eventfd), reads the event records, ACKs each one to the device through the ACK
+ioctl and reports it as ``{"type": "event", ...}``.
+
+Stopping: paths that wait in poll/select/epoll/queues also watch a wake-up
+pipe; paths blocked in read(2) are woken by :data:`STOP_SIGNAL` sent to their
+thread (their reads go through :func:`sysio.raw_read`, which returns EINTR).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import queue
+import select
+import signal
+import struct
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from irqlab_agent.abi import Abi
+from irqlab_agent.protocol import errno_name
+from irqlab_agent.sysio import SigInfo, raw_read, thread_in_read
+
+STOP_SIGNAL = signal.SIGUSR1  # interrupts a blocked read(2): no SA_RESTART
+RESTART_SIGNAL = signal.SIGUSR2  # installed with SA_RESTART: the read restarts
+
+Emit = Callable[[dict[str, Any]], None]
+COUNT_FMT = struct.Struct("=I")  # the counting file returns a u32 (seed 003)
+
+
+def mono_ns() -> int:
+    return time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+
+
+@dataclass
+class PathOptions:
+    dev: str
+    ack: bool = True
+    batch: int = 64  # records per read(2)
+    interval_s: float = 0.001  # nonblock: pause between EAGAIN polls
+    max_polls: int = 0  # nonblock: stop after this many EAGAINs in a row (0 = never)
+    signo: int = 0  # setsig: the F_SETSIG signal
+    drain: bool = False  # read until EAGAIN after each wake-up (always on for epoll-et)
+
+
+@dataclass
+class PathStats:
+    events: int = 0
+    reads: int = 0
+    wakeups: int = 0
+    eagain: int = 0
+    spurious: int = 0
+    eintr: int = 0
+    signals: int = 0
+    acks: int = 0
+    ack_errors: int = 0
+    errors: int = 0
+    counted: int = 0  # count path: sum of counts read
+    last_seq: int | None = None
+    flags: dict[str, int] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class NotificationPath(threading.Thread):
+    """Base: owns the fd, the stats, ACK + report; subclasses implement :meth:`loop`."""
+
+    kind: ClassVar[str] = ""
+    blocking: ClassVar[bool] = False  # woken by STOP_SIGNAL instead of the pipe
+    open_nonblock: ClassVar[bool] = True
+
+    def __init__(self, name: str, abi: Abi, opts: PathOptions, emit: Emit) -> None:
+        super().__init__(name=f"path-{name}", daemon=True)
+        self.path_name = name
+        self.abi = abi
+        self.opts = opts
+        self.emit = emit
+        self.stats = PathStats()
+        self.fd = -1
+        self.stopping = threading.Event()
+        self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        self.ready = threading.Event()
+        self.setup_error: BaseException | None = None
+        self.exit_reason: str | None = None
+        self._ack = abi.ioctls.get("ACK")
+
+    # -- life cycle -------------------------------------------------------------
+    def open(self) -> None:
+        flags = os.O_RDWR | os.O_CLOEXEC | (os.O_NONBLOCK if self.open_nonblock else 0)
+        self.fd = os.open(self.opts.dev, flags)
+
+    def setup(self) -> None:
+        """Configure the open fd (FASYNC, eventfd, ...). Runs in the caller's thread."""
+
+    def teardown(self) -> None:
+        """Undo :meth:`setup` before the fd is closed."""
+
+    def arm(self) -> dict[str, Any]:
+        """Open, configure and start the thread; return what the host should know."""
+        self.open()
+        try:
+            self.setup()
+        except BaseException:
+            self.close_fds()
+            raise
+        self.start()
+        return {"name": self.path_name, "path": self.kind, "fd": self.fd, "dev": self.opts.dev}
+
+    def run(self) -> None:
+        try:
+            self.loop()
+        except OSError as e:
+            if not self.stopping.is_set():
+                self.stats.errors += 1
+                self.exit_reason = errno_name(e.errno or 0)
+                self.emit(
+                    {
+                        "type": "path_error",
+                        "path": self.path_name,
+                        "errno": errno_name(e.errno or 0),
+                        "message": str(e),
+                    }
+                )
+        except Exception as e:  # a bug: report it rather than die silently
+            self.stats.errors += 1
+            self.exit_reason = repr(e)
+            self.emit(
+                {"type": "path_error", "path": self.path_name, "errno": None, "message": repr(e)}
+            )
+
+    def loop(self) -> None:
+        raise NotImplementedError
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self.stopping.set()
+        with contextlib.suppress(OSError):
+            os.write(self._wake_w, b"x")
+        deadline = time.monotonic() + timeout
+        if self.is_alive() and self.blocking:
+            while self.is_alive() and time.monotonic() < deadline:
+                ident = self.ident
+                if ident is not None:
+                    with contextlib.suppress(ProcessLookupError, OSError):
+                        signal.pthread_kill(ident, STOP_SIGNAL)
+                self.join(0.02)
+        elif self.is_alive():
+            self.join(max(0.0, deadline - time.monotonic()))
+        with contextlib.suppress(OSError):
+            self.teardown()
+        self.close_fds()
+
+    def close_fds(self) -> None:
+        if self.fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+            self.fd = -1
+        for fd in (self._wake_r, self._wake_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._wake_r = self._wake_w = -1
+
+    def in_read(self) -> bool:
+        tid = self.native_id
+        return tid is not None and self.is_alive() and thread_in_read(tid)
+
+    # -- reading and reporting -------------------------------------------------------
+    def read_once(self) -> bytes | None:
+        """One non-blocking read(2) of up to ``batch`` records; None on EAGAIN."""
+        size = self.abi.record_size * self.opts.batch
+        try:
+            data = os.read(self.fd, size)
+        except BlockingIOError:
+            self.stats.eagain += 1
+            return None
+        self.stats.reads += 1
+        return data
+
+    def read_interruptible(self, size: int) -> bytes | None:
+        """Blocking read(2); None when a signal interrupted it (reported unless stopping)."""
+        try:
+            data = raw_read(self.fd, size)
+        except InterruptedError:
+            if not self.stopping.is_set():
+                self.stats.eintr += 1
+                self.emit({"type": "interrupted", "path": self.path_name, "errno": "EINTR"})
+            return None
+        self.stats.reads += 1
+        return data
+
+    def drain(self, wake_ns: int, extra: Mapping[str, Any] | None = None) -> int:
+        """Read until EAGAIN, reporting everything; return the number of events."""
+        n = 0
+        while not self.stopping.is_set():
+            data = self.read_once()
+            if data is None:
+                break
+            n += self.report(data, wake_ns, extra if n == 0 else None)
+            if not data:
+                break
+        return n
+
+    def report(self, data: bytes, wake_ns: int, extra: Mapping[str, Any] | None = None) -> int:
+        events = self.abi.decode(data)
+        for i, ev in enumerate(events):
+            ev["type"] = "event"
+            ev["path"] = self.path_name
+            ev["wake_ns"] = wake_ns
+            ev["ack_latency_ns"] = self.ack(ev) if self.opts.ack else None
+            if extra and i == 0:
+                ev.update(extra)
+            self.stats.events += 1
+            seq = ev.get("seq")
+            if isinstance(seq, int):
+                self.stats.last_seq = seq
+            for fname in ev.get("flag_names", ()):
+                self.stats.flags[fname] = self.stats.flags.get(fname, 0) + 1
+            self.emit(ev)
+        return len(events)
+
+    def ack(self, ev: Mapping[str, Any]) -> int | None:
+        if self._ack is None or not isinstance(ev.get("seq"), int):
+            return None
+        try:
+            out = self._ack.call(self.fd, {"seq": int(ev["seq"])})
+        except OSError:
+            self.stats.ack_errors += 1
+            return None
+        self.stats.acks += 1
+        for k, v in out.items():
+            if "lat" in k:
+                return v
+        return None
+
+    def wait_readable(self, fd: int) -> bool:
+        """Block until *fd* is readable (True) or the path is being stopped (False)."""
+        r, _, _ = select.select([fd, self._wake_r], [], [])
+        return fd in r and not self.stopping.is_set()
+
+
+class ReadPath(NotificationPath):
+    """Blocking read(2): the driver sleeps in wait_event_interruptible."""
+
+    kind = "read"
+    blocking = True
+    open_nonblock = False
+
+    def loop(self) -> None:
+        while not self.stopping.is_set():
+            data = self.read_interruptible(self.abi.record_size * self.opts.batch)
+            if data is None:
+                continue
+            wake = mono_ns()
+            self.stats.wakeups += 1
+            if not data:
+                raise OSError(0, "read returned 0 bytes (end of file)")
+            self.report(data, wake)
+
+
+class NonblockPath(NotificationPath):
+    """O_NONBLOCK read in a loop: EAGAIN while empty (counted), data when there is some."""
+
+    kind = "nonblock"
+
+    def loop(self) -> None:
+        misses = 0
+        while not self.stopping.is_set():
+            data = self.read_once()
+            if data is None:
+                misses += 1
+                if self.opts.max_polls and misses >= self.opts.max_polls:
+                    self.exit_reason = "max_polls"
+                    self.emit(
+                        {
+                            "type": "path_done",
+                            "path": self.path_name,
+                            "reason": "max_polls",
+                            "eagain": self.stats.eagain,
+                        }
+                    )
+                    return
+                self.stopping.wait(self.opts.interval_s)
+                continue
+            wake = mono_ns()
+            self.stats.wakeups += 1
+            self.report(data, wake, {"eagain_before": misses})
+            misses = 0
+
+
+class _ReadinessPath(NotificationPath):
+    """poll/select/epoll: wait for readiness, then read (once, or until EAGAIN)."""
+
+    def wait(self) -> int | None:
+        """Return the readiness mask for the device fd, or None when stopping."""
+        raise NotImplementedError
+
+    def loop(self) -> None:
+        while not self.stopping.is_set():
+            mask = self.wait()
+            if mask is None:
+                return
+            wake = mono_ns()
+            self.stats.wakeups += 1
+            extra = {"revents": mask}
+            if self.opts.drain:
+                got = self.drain(wake, extra)
+            else:
+                data = self.read_once()
+                got = self.report(data, wake, extra) if data is not None else 0
+            if got == 0:
+                self.stats.spurious += 1
+                if mask & (select.POLLERR | select.POLLHUP | select.POLLNVAL):
+                    # The device went away: read once more to learn the errno.
+                    os.read(self.fd, self.abi.record_size)
+                    raise OSError(0, f"poll reported revents={mask:#x}")
+
+
+class PollPath(_ReadinessPath):
+    kind = "poll"
+
+    def wait(self) -> int | None:
+        p = select.poll()
+        p.register(self.fd, select.POLLIN | select.POLLRDNORM)
+        p.register(self._wake_r, select.POLLIN)
+        while True:
+            for fd, ev in p.poll():
+                if fd == self._wake_r or self.stopping.is_set():
+                    return None
+                return ev
+
+
+class SelectPath(_ReadinessPath):
+    kind = "select"
+
+    def wait(self) -> int | None:
+        r, _, x = select.select([self.fd, self._wake_r], [], [self.fd])
+        if self._wake_r in r or self.stopping.is_set():
+            return None
+        return (select.POLLIN if self.fd in r else 0) | (select.POLLPRI if self.fd in x else 0)
+
+
+class EpollPath(_ReadinessPath):
+    kind = "epoll-lt"
+    edge: ClassVar[bool] = False
+
+    def setup(self) -> None:
+        self._ep = select.epoll(flags=select.EPOLL_CLOEXEC)
+        flags = select.EPOLLIN | select.EPOLLRDNORM | (select.EPOLLET if self.edge else 0)
+        self._ep.register(self.fd, flags)
+        self._ep.register(self._wake_r, select.EPOLLIN)
+        if self.edge:
+            self.opts.drain = True
+
+    def teardown(self) -> None:
+        self._ep.close()
+
+    def wait(self) -> int | None:
+        while True:
+            for fd, ev in self._ep.poll():
+                if fd == self._wake_r or self.stopping.is_set():
+                    return None
+                return ev
+
+
+class EpollEtPath(EpollPath):
+    kind = "epoll-et"
+    edge = True
+
+
+class AsyncPath(NotificationPath):
+    """SIGIO (F_SETOWN + FASYNC); with ``signo`` set also F_SETSIG (queued RT signal).
+
+    Signals are blocked in every thread and read by the agent's single signalfd
+    dispatcher, which hands them to the path by ``si_fd`` (plain SIGIO carries no
+    fd and goes to every async path).
+    """
+
+    kind = "sigio"
+
+    def __init__(self, name: str, abi: Abi, opts: PathOptions, emit: Emit) -> None:
+        super().__init__(name, abi, opts, emit)
+        self.signals: queue.SimpleQueue[SigInfo | None] = queue.SimpleQueue()
+
+    def setup(self) -> None:
+        fcntl.fcntl(self.fd, fcntl.F_SETOWN, os.getpid())
+        if self.opts.signo:
+            fcntl.fcntl(self.fd, fcntl.F_SETSIG, self.opts.signo)
+        fl = fcntl.fcntl(self.fd, fcntl.F_GETFL)
+        fcntl.fcntl(self.fd, fcntl.F_SETFL, fl | os.O_ASYNC)
+
+    def teardown(self) -> None:
+        if self.fd >= 0:
+            fl = fcntl.fcntl(self.fd, fcntl.F_GETFL)
+            fcntl.fcntl(self.fd, fcntl.F_SETFL, fl & ~os.O_ASYNC)
+
+    def deliver(self, info: SigInfo) -> None:
+        self.signals.put(info)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self.signals.put(None)
+        super().stop(timeout)
+
+    def loop(self) -> None:
+        while not self.stopping.is_set():
+            info = self.signals.get()
+            if info is None or self.stopping.is_set():
+                return
+            wake = mono_ns()
+            self.stats.signals += 1
+            self.stats.wakeups += 1
+            if self.drain(wake, {"signal": info.as_json()}) == 0:
+                self.stats.spurious += 1
+
+
+class SetsigPath(AsyncPath):
+    kind = "setsig"
+
+
+class CountPath(NotificationPath):
+    """The counting interrupt file: read returns a u32, interrupts since the last read."""
+
+    kind = "count"
+    blocking = True
+    open_nonblock = False
+
+    def loop(self) -> None:
+        while not self.stopping.is_set():
+            data = self.read_interruptible(COUNT_FMT.size)
+            if data is None:
+                continue
+            wake = mono_ns()
+            self.stats.wakeups += 1
+            if len(data) != COUNT_FMT.size:
+                raise OSError(0, f"count read returned {len(data)} bytes")
+            (count,) = COUNT_FMT.unpack(data)
+            self.stats.events += 1
+            self.stats.counted += count
+            self.emit({"type": "event", "path": self.path_name, "count": count, "wake_ns": wake})
+
+
+class EventfdPath(NotificationPath):
+    """The driver signals an eventfd we hand it (SET_EVENTFD); then we read the records."""
+
+    kind = "eventfd"
+
+    def setup(self) -> None:
+        self.efd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        try:
+            self.abi.ioctl("SET_EVENTFD").call(self.fd, self.efd)
+        except BaseException:
+            os.close(self.efd)
+            raise
+
+    def teardown(self) -> None:
+        with contextlib.suppress(OSError, KeyError):
+            if self.fd >= 0:
+                self.abi.ioctl("SET_EVENTFD").call(self.fd, -1)
+        with contextlib.suppress(OSError):
+            os.close(self.efd)
+
+    def loop(self) -> None:
+        while not self.stopping.is_set():
+            if not self.wait_readable(self.efd):
+                return
+            wake = mono_ns()
+            try:
+                count = os.eventfd_read(self.efd)
+            except BlockingIOError:
+                self.stats.spurious += 1
+                continue
+            self.stats.wakeups += 1
+            if self.drain(wake, {"eventfd_count": count}) == 0:
+                self.stats.spurious += 1
+
+
+PATH_KINDS: dict[str, type[NotificationPath]] = {
+    cls.kind: cls
+    for cls in (
+        ReadPath,
+        NonblockPath,
+        PollPath,
+        SelectPath,
+        EpollPath,
+        EpollEtPath,
+        AsyncPath,
+        SetsigPath,
+        CountPath,
+        EventfdPath,
+    )
+}

@@ -1,0 +1,145 @@
+"""JSON-lines protocol of the guest agent: request parsing and a thread-safe writer.
+
+Requests arrive one JSON object per line on stdin::
+
+    {"id": 7, "op": "arm", "path": "poll", "dev": "/dev/irqlab0"}
+
+Every request gets exactly one response with the same ``id``::
+
+    {"id": 7, "ok": true, ...}          or     {"id": 7, "ok": false, "error": "..."}
+
+Events and other unsolicited messages carry ``"type"`` instead of ``"id"``.
+A request that is not valid JSON, not an object, or lacks an integer ``id`` and a
+string ``op`` is answered with ``{"id": null, "ok": false, "error": ...}`` (with the
+id echoed when it could be read) and the agent keeps running.
+
+This module is pure Python without kernel dependencies, so the host's unit tests
+import it directly.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+PROTOCOL_VERSION = 1
+
+JsonObj = dict[str, Any]
+
+
+class ProtocolError(Exception):
+    """A request the agent refuses; the message goes back in the error response."""
+
+    def __init__(self, message: str, req_id: int | None = None) -> None:
+        super().__init__(message)
+        self.req_id = req_id
+
+
+@dataclass(frozen=True)
+class Request:
+    id: int
+    op: str
+    args: Mapping[str, Any] = field(default_factory=dict)
+
+    def get_str(self, key: str, default: str | None = None) -> str:
+        v = self.args.get(key, default)
+        if not isinstance(v, str):
+            raise ProtocolError(f"op {self.op!r}: {key!r} must be a string", self.id)
+        return v
+
+    def get_opt_str(self, key: str) -> str | None:
+        v = self.args.get(key)
+        if v is not None and not isinstance(v, str):
+            raise ProtocolError(f"op {self.op!r}: {key!r} must be a string", self.id)
+        return v
+
+    def get_int(
+        self, key: str, default: int | None = None, *, lo: int | None = None, hi: int | None = None
+    ) -> int:
+        v = self.args.get(key, default)
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ProtocolError(f"op {self.op!r}: {key!r} must be an integer", self.id)
+        if (lo is not None and v < lo) or (hi is not None and v > hi):
+            raise ProtocolError(f"op {self.op!r}: {key!r}={v} out of range [{lo}, {hi}]", self.id)
+        return v
+
+    def get_bool(self, key: str, default: bool) -> bool:
+        v = self.args.get(key, default)
+        if not isinstance(v, bool):
+            raise ProtocolError(f"op {self.op!r}: {key!r} must be a boolean", self.id)
+        return v
+
+    def get_float(self, key: str, default: float, *, lo: float = 0.0) -> float:
+        v = self.args.get(key, default)
+        if isinstance(v, bool) or not isinstance(v, int | float) or v < lo:
+            raise ProtocolError(f"op {self.op!r}: {key!r} must be a number >= {lo}", self.id)
+        return float(v)
+
+
+def parse_request(line: str | bytes) -> Request:
+    """Parse one request line; raise :class:`ProtocolError` on anything malformed."""
+    try:
+        obj = json.loads(line)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ProtocolError(f"malformed JSON: {e}") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError("request must be a JSON object")
+    rid = obj.get("id")
+    if isinstance(rid, bool) or not isinstance(rid, int):
+        raise ProtocolError("request needs an integer 'id'")
+    op = obj.get("op")
+    if not isinstance(op, str) or not op:
+        raise ProtocolError("request needs a string 'op'", rid)
+    args = {k: v for k, v in obj.items() if k not in ("id", "op")}
+    return Request(rid, op, args)
+
+
+def error_id(line: str | bytes) -> int | None:
+    """Best-effort id of a request that failed to parse (for the error response)."""
+    try:
+        obj = json.loads(line)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if isinstance(obj, dict):
+        rid = obj.get("id")
+        if isinstance(rid, int) and not isinstance(rid, bool):
+            return rid
+    return None
+
+
+def errno_name(num: int) -> str:
+    """``errno.ENOTTY`` -> ``"ENOTTY"``; unknown numbers as ``"E<num>"``."""
+    return errno.errorcode.get(num, f"E{num}")
+
+
+def ok(req_id: int, **fields: Any) -> JsonObj:
+    return {"id": req_id, "ok": True, **fields}
+
+
+def fail(req_id: int | None, message: str, **fields: Any) -> JsonObj:
+    return {"id": req_id, "ok": False, "error": message, **fields}
+
+
+class Writer:
+    """Serialises JSON objects as lines on a binary stream, one writer at a time."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self._stream = stream
+        self._lock = threading.Lock()
+        self.closed = False
+
+    def send(self, obj: Mapping[str, Any]) -> None:
+        data = json.dumps(obj, separators=(",", ":"), sort_keys=False).encode() + b"\n"
+        with self._lock:
+            if self.closed:
+                return
+            try:
+                self._stream.write(data)
+                self._stream.flush()
+            except (BrokenPipeError, ValueError, OSError):
+                # The host went away: nothing more can be reported.
+                self.closed = True

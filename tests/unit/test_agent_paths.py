@@ -1,0 +1,214 @@
+"""The real agent process on the host, with FIFOs standing in for /dev/irqlabN.
+
+A FIFO behaves like the driver where it matters to the agent: read blocks until
+data (and returns EINTR on a signal without SA_RESTART), O_NONBLOCK gives EAGAIN,
+poll/select/epoll report POLLIN, and FASYNC/F_SETSIG deliver SIGIO or a queued RT
+signal with si_fd/si_band.  ioctls fail with ENOTTY, so ACKs are counted as errors.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from test_agent_protocol import FAKE_SPEC, rec  # same directory (rootdir-relative import)
+
+from irqlab.agent_client import AgentClient, AgentError
+
+POLLIN = 0x1
+
+
+@pytest.fixture
+def agent(tmp_path: Path) -> Iterator[AgentClient]:
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps(FAKE_SPEC))
+    client = AgentClient.spawn_local(["--spec", str(spec)], logs=tmp_path / "logs")
+    client.wait_hello(20)
+    yield client
+    client.close()
+
+
+class Fifo:
+    def __init__(self, path: Path) -> None:
+        os.mkfifo(path)
+        self.path = str(path)
+        self.fd = os.open(path, os.O_RDWR | os.O_NONBLOCK)
+
+    def push(self, *records: bytes) -> None:
+        os.write(self.fd, b"".join(records))
+
+
+@pytest.fixture
+def fifo(tmp_path: Path) -> Iterator[Fifo]:
+    f = Fifo(tmp_path / "irqlab0")
+    yield f
+    os.close(f.fd)
+
+
+def test_hello_and_ping(agent: AgentClient) -> None:
+    assert agent.hello is not None
+    assert agent.hello["abi"]["record_size"] == 20
+    assert agent.ping()["pong"] is True
+
+
+@pytest.mark.parametrize("path", ["read", "nonblock", "poll", "select", "epoll-lt", "epoll-et"])
+def test_path_reports_each_record_in_order(agent: AgentClient, fifo: Fifo, path: str) -> None:
+    r = agent.arm(path, dev=fifo.path)
+    assert r["fd"] > 2 and r["name"] == path
+    fifo.push(rec(1, 100))
+    ev = agent.expect(path=path, seq=1, timeout=10)
+    assert ev["value"] == 100 and ev["source"] == 1 and ev["raise_ns"] == 1000
+    assert ev["wake_ns"] > 0
+    assert ev["ack_latency_ns"] is None  # a FIFO has no ACK ioctl
+    fifo.push(*(rec(s, s) for s in range(2, 202)))
+    evs = agent.events(200, timeout=20, path=path)
+    assert [e["seq"] for e in evs] == list(range(2, 202))
+    stats = agent.disarm(path)[path]
+    assert stats["events"] == 201
+    assert stats["ack_errors"] == 201
+    assert stats["last_seq"] == 201
+    assert stats["alive"] is False
+
+
+def test_nonblock_counts_eagain(agent: AgentClient, fifo: Fifo) -> None:
+    agent.arm("nonblock", dev=fifo.path, max_polls=5, interval_ms=0.5)
+    done = agent.expect(type="path_done", path="nonblock", timeout=10)
+    assert done["reason"] == "max_polls" and done["eagain"] == 5
+
+
+def test_readiness_paths_report_revents(agent: AgentClient, fifo: Fifo) -> None:
+    agent.arm("poll", dev=fifo.path)
+    fifo.push(rec(7))
+    assert agent.expect(path="poll", seq=7)["revents"] & POLLIN
+
+
+def test_flags_counted_in_stats(agent: AgentClient, fifo: Fifo) -> None:
+    agent.arm("read", dev=fifo.path)
+    fifo.push(rec(1), rec(3, flags=1))
+    ev = agent.expect(path="read", seq=3)
+    assert ev["flag_names"] == ["DROPPED"]
+    stats = agent.stats()["paths"]["read"]
+    assert stats["flags"] == {"DROPPED": 1}
+
+
+def test_sigio_path(agent: AgentClient, fifo: Fifo) -> None:
+    agent.arm("sigio", dev=fifo.path)
+    fifo.push(rec(1, 5))
+    ev = agent.expect(path="sigio", seq=1)
+    assert ev["signal"]["signo"] == 29  # SIGIO
+    fifo.push(*(rec(s) for s in range(2, 52)))
+    assert [e["seq"] for e in agent.events(50, path="sigio")] == list(range(2, 52))
+
+
+def test_setsig_delivers_si_fd_and_si_band(agent: AgentClient, fifo: Fifo) -> None:
+    armed = agent.arm("setsig", dev=fifo.path, sig=2)
+    fifo.push(rec(1))
+    ev = agent.expect(path="setsig", seq=1)
+    sig = ev["signal"]
+    assert sig["signo"] == armed["signo"]
+    assert sig["fd"] == armed["fd"]
+    assert sig["band"] & POLLIN
+    assert sig["code"] == 1  # POLL_IN
+    assert agent.stats()["signals"]["orphans"] == 0
+
+
+def test_two_async_paths_get_their_own_signals(agent: AgentClient, tmp_path: Path) -> None:
+    a, b = Fifo(tmp_path / "a"), Fifo(tmp_path / "b")
+    ra = agent.arm("setsig", name="A", dev=a.path, sig=0)
+    rb = agent.arm("setsig", name="B", dev=b.path, sig=3)
+    b.push(rec(20))
+    a.push(rec(10))
+    assert agent.expect(path="B", seq=20)["signal"]["fd"] == rb["fd"]
+    assert agent.expect(path="A", seq=10)["signal"]["fd"] == ra["fd"]
+    agent.disarm()
+
+
+def test_count_path(agent: AgentClient, fifo: Fifo) -> None:
+    agent.arm("count", dev=fifo.path)
+    os.write(fifo.fd, struct.pack("=I", 17))
+    assert agent.expect(path="count")["count"] == 17
+    assert agent.disarm("count")["count"]["counted"] == 17
+
+
+def test_interrupt_blocked_read_gives_eintr(agent: AgentClient, fifo: Fifo) -> None:
+    agent.arm("read", dev=fifo.path)
+    r = agent.request("interrupt", name="read")
+    assert r["restart"] is False
+    ev = agent.expect(type="interrupted", path="read")
+    assert ev["errno"] == "EINTR"
+    fifo.push(rec(1))  # the path reads again after EINTR
+    agent.expect(path="read", seq=1)
+    assert agent.stats()["paths"]["read"]["eintr"] == 1
+
+
+def test_interrupt_with_sa_restart_restarts_the_read(agent: AgentClient, fifo: Fifo) -> None:
+    agent.arm("read", dev=fifo.path)
+    assert agent.request("interrupt", name="read", restart=True)["restart"] is True
+    # Wait (without sleeping) until the thread is back in read(2) after the signal.
+    agent.request("interrupt", name="read", restart=True)
+    fifo.push(rec(1))
+    agent.expect(path="read", seq=1)
+    assert agent.stats()["paths"]["read"]["eintr"] == 0
+    assert not [e for e in agent.pending() if e.get("type") == "interrupted"]
+
+
+def test_one_shot_handles(agent: AgentClient, fifo: Fifo) -> None:
+    agent.request("open", name="h", dev=fifo.path, nonblock=True)
+    assert agent.request("read", name="h")["errno"] == "EAGAIN"
+    fifo.push(rec(4, 44))
+    r = agent.request("read", name="h")
+    assert r["errno"] is None and [e["seq"] for e in r["events"]] == [4]
+    assert agent.request("ioctl", name="h", ioctl="ACK", arg={"seq": 4})["errno"] == "ENOTTY"
+    agent.request("close", name="h")
+    with pytest.raises(AgentError, match="no open handle"):
+        agent.request("read", name="h")
+
+
+def test_eventfd_on_a_non_driver_fails_cleanly(agent: AgentClient, fifo: Fifo) -> None:
+    r = agent.request("arm", path="eventfd", dev=fifo.path, check=False)
+    assert r["ok"] is False and r["errno"] == "ENOTTY"
+    assert agent.stats()["paths"] == {}
+
+
+def test_checks_report_errno_names(agent: AgentClient, fifo: Fifo) -> None:
+    res = agent.request("check", dev=fifo.path)["results"]
+    assert res["nonblock_empty_read"] == "EAGAIN"
+    assert res["bad_ioctl"] == "ENOTTY"
+    assert res["set_eventfd_not_eventfd"] == "ENOTTY"
+
+
+def test_malformed_input_keeps_agent_running(agent: AgentClient, fifo: Fifo) -> None:
+    agent.arm("poll", dev=fifo.path)
+    for junk in (b"garbage", b"{}", b'{"id": 99999}', b'{"id": 5, "op": "arm", "path": 3}', b"[]"):
+        agent.send_raw(junk)
+    fifo.push(rec(1))
+    agent.expect(path="poll", seq=1)
+    assert agent.ping()["pong"] is True
+    errs = [agent.response(99999)]
+    assert errs[0]["ok"] is False
+
+
+def test_duplicate_names_and_reset(agent: AgentClient, fifo: Fifo) -> None:
+    agent.arm("read", dev=fifo.path)
+    with pytest.raises(AgentError, match="already armed"):
+        agent.arm("read", dev=fifo.path)
+    agent.arm("read", name="read2", dev=fifo.path)
+    agent.request("open", name="h", dev=fifo.path)
+    stopped = agent.reset()
+    assert set(stopped) == {"read", "read2"}
+    st = agent.stats()
+    assert st["paths"] == {} and st["handles"] == []
+
+
+def test_agent_survives_eof_and_client_reports_death(tmp_path: Path) -> None:
+    spec = tmp_path / "spec.json"
+    spec.write_text("{not json")
+    client = AgentClient.spawn_local(["--spec", str(spec)], logs=tmp_path)
+    with pytest.raises(AgentError, match="cannot load the uapi ABI"):
+        client.wait_hello(20)
+    client.close()
+    assert client.process is not None and client.process.returncode == 2

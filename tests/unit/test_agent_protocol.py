@@ -1,0 +1,153 @@
+"""Guest agent: request parsing, responses, ABI decoding, signalfd records (no kernel driver)."""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+
+import pytest
+
+from irqlab_agent.abi import Abi, StructSpec
+from irqlab_agent.agent import Agent
+from irqlab_agent.checks import unused_ioctl
+from irqlab_agent.protocol import ProtocolError, Writer, errno_name, error_id, parse_request
+from irqlab_agent.sysio import decode_siginfo, encode_siginfo
+
+# A made-up ABI for the agent's generic code paths. The real one comes from the uapi
+# header (see test_agent_uapi.py); nothing here claims to be the driver's layout.
+FAKE_SPEC = {
+    "record": {
+        "format": "=IBBBBIQ",
+        "fields": ["seq", "source", "line", "kind", "flags", "value", "raise_ts_ns"],
+    },
+    "flags": {"DROPPED": 1, "OVERFLOW": 2},
+    "ioctls": {
+        "ACK": {"request": 0xC0104901, "format": "=IIQ", "fields": ["seq", "pad", "latency_ns"]},
+        "SET_EVENTFD": {"request": 0x40044902, "format": "=i", "fields": ["fd"]},
+    },
+}
+
+
+def fake_abi() -> Abi:
+    return Abi(json.loads(json.dumps(FAKE_SPEC)))
+
+
+def rec(seq: int, value: int = 0, flags: int = 0, source: int = 1, line: int = 0) -> bytes:
+    return struct.pack("=IBBBBIQ", seq, source, line, 0, flags, value, 1000 * seq)
+
+
+def test_parse_valid_request() -> None:
+    r = parse_request(b'{"id": 3, "op": "arm", "path": "poll", "batch": 4}')
+    assert (r.id, r.op) == (3, "arm")
+    assert r.get_str("path") == "poll"
+    assert r.get_int("batch", 1, lo=1) == 4
+    assert r.get_bool("ack", True) is True
+
+
+@pytest.mark.parametrize(
+    ("line", "rid"),
+    [
+        (b"not json", None),
+        (b"[1, 2]", None),
+        (b'{"op": "ping"}', None),
+        (b'{"id": "7", "op": "ping"}', None),
+        (b'{"id": true, "op": "ping"}', None),
+        (b'{"id": 5}', 5),
+        (b'{"id": 6, "op": 17}', 6),
+        (b"\xff\xfe", None),
+    ],
+)
+def test_malformed_requests_raise_with_best_id(line: bytes, rid: int | None) -> None:
+    with pytest.raises(ProtocolError) as ei:
+        parse_request(line)
+    assert (ei.value.req_id if ei.value.req_id is not None else error_id(line)) == rid
+
+
+def test_typed_getters_reject_wrong_types() -> None:
+    r = parse_request(b'{"id": 1, "op": "arm", "batch": "x", "ack": 1, "n": 99, "f": true}')
+    with pytest.raises(ProtocolError, match="batch"):
+        r.get_int("batch")
+    with pytest.raises(ProtocolError, match="ack"):
+        r.get_bool("ack", True)
+    with pytest.raises(ProtocolError, match="out of range"):
+        r.get_int("n", hi=10)
+    with pytest.raises(ProtocolError, match="f"):
+        r.get_float("f", 1.0)
+
+
+def test_errno_name() -> None:
+    assert errno_name(11) == "EAGAIN"
+    assert errno_name(25) == "ENOTTY"
+    assert errno_name(99999) == "E99999"
+
+
+def test_writer_emits_one_line_per_object() -> None:
+    buf = io.BytesIO()
+    w = Writer(buf)
+    w.send({"id": 1, "ok": True})
+    w.send({"type": "event", "seq": 2})
+    lines = buf.getvalue().splitlines()
+    assert [json.loads(x) for x in lines] == [{"id": 1, "ok": True}, {"type": "event", "seq": 2}]
+
+
+def test_abi_decodes_records_with_aliases_and_flag_names() -> None:
+    abi = fake_abi()
+    assert abi.record_size == 20
+    evs = abi.decode(rec(1, 10) + rec(2, 20, flags=3))
+    assert [e["seq"] for e in evs] == [1, 2]
+    assert evs[1]["value"] == 20
+    assert evs[1]["raise_ns"] == 2000  # header field raise_ts_ns -> protocol raise_ns
+    assert evs[1]["flag_names"] == ["DROPPED", "OVERFLOW"]
+    assert evs[0]["flag_names"] == []
+
+
+def test_abi_rejects_partial_records_and_bad_specs() -> None:
+    with pytest.raises(ValueError, match="multiple"):
+        fake_abi().decode(rec(1)[:-1])
+    with pytest.raises(ValueError, match="fields"):
+        StructSpec.from_json({"format": "=II", "fields": ["a"]})
+
+
+def test_ioctl_struct_roundtrip() -> None:
+    io_ = fake_abi().ioctl("ACK")
+    assert io_.arg is not None
+    assert io_.arg.unpack(io_.arg.pack({"seq": 5, "latency_ns": 7})) == {
+        "seq": 5,
+        "pad": 0,
+        "latency_ns": 7,
+    }
+    with pytest.raises(KeyError, match="no FLUSH"):
+        fake_abi().ioctl("FLUSH")
+
+
+def test_unused_ioctl_has_driver_type_and_free_nr() -> None:
+    abi = fake_abi()
+    bad = unused_ioctl(abi)
+    assert (bad >> 8) & 0xFF == 0x49
+    assert bad & 0xFF not in {1, 2}
+    assert bad not in {io.request for io in abi.ioctls.values()}
+
+
+def test_siginfo_roundtrip() -> None:
+    info = decode_siginfo(encode_siginfo(35, code=1, fd=7, band=0x41))
+    assert (info.signo, info.code, info.fd, info.band) == (35, 1, 7, 0x41)
+    with pytest.raises(ValueError):
+        decode_siginfo(b"\0" * 12)
+
+
+def test_agent_answers_malformed_and_unknown_requests_and_keeps_going() -> None:
+    out = io.BytesIO()
+    agent = Agent(fake_abi(), Writer(out))
+    assert agent.handle_line(b"{{{")["ok"] is False
+    r = agent.handle_line(b'{"id": 9, "op": "frobnicate"}')
+    assert r == {"id": 9, "ok": False, "error": "unknown op 'frobnicate'", "ops": r["ops"]}
+    r = agent.handle_line(b'{"id": 10, "op": "arm", "path": "teleport"}')
+    assert r["ok"] is False and "unknown path" in r["error"]
+    r = agent.handle_line(b'{"id": 11, "op": "arm", "path": "read", "dev": "/nonexistent/x"}')
+    assert r["ok"] is False and r["errno"] == "ENOENT"
+    r = agent.handle_line(b'{"id": 12, "op": "arm", "path": "sigio", "dev": "/dev/null"}')
+    assert r["ok"] is False and "dispatcher" in r["error"]
+    r = agent.handle_line(b'{"id": 13, "op": "disarm", "name": "nothing"}')
+    assert r["ok"] is False and "no armed path" in r["error"]
+    assert agent.handle_line(b'{"id": 14, "op": "ping"}')["pong"] is True

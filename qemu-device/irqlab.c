@@ -1,0 +1,1276 @@
+/*
+ * irqlab: a PCI device that raises interrupts on command, for testing how
+ * interrupts reach Linux userspace.
+ *
+ * The host drives it over QMP (qom-set/qom-get on the device's QOM path):
+ * a bank of GPIO input lines, a FIFO of 32-bit words and an in-device burst
+ * generator.  Every raise becomes an event with a sequence number and a
+ * timestamp in the device's event queue; the guest acknowledges events by
+ * sequence number and the device measures the raise->ack latency itself.
+ *
+ * The register map is in include/hw/misc/irqlab-regs.h, the behaviour is
+ * described in docs/specs/irqlab.rst.  The same file builds against QEMU 7.2
+ * and QEMU >= 8 (see the QEMU_VERSION_MAJOR checks).
+ *
+ * Copyright (c) 2026 The irqlab authors
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+
+#include "qemu/osdep.h"
+#include "qemu/host-utils.h"
+#include "qemu/log.h"
+#include "qemu/module.h"
+#include "qemu/timer.h"
+#include "qapi/error.h"
+#include "qapi/visitor.h"
+#include "hw/pci/pci.h"
+#if QEMU_VERSION_MAJOR >= 8
+#include "hw/pci/pci_device.h"
+#endif
+#include "hw/pci/msi.h"
+#include "hw/pci/msix.h"
+#include "hw/qdev-properties.h"
+#include "migration/vmstate.h"
+#include "qom/object.h"
+#include "hw/misc/irqlab-regs.h"
+
+/*
+ * API differences between the QEMU versions this file supports.
+ *   >= 9.1:  device_class_set_legacy_reset() replaces dc->reset
+ *   >= 10.0: Property arrays are const and have no terminator
+ *   >= 10.1: class_init takes const void *data
+ */
+#define IRQLAB_QEMU_AT_LEAST(major, minor) \
+    (QEMU_VERSION_MAJOR > (major) || \
+     (QEMU_VERSION_MAJOR == (major) && QEMU_VERSION_MINOR >= (minor)))
+
+#if IRQLAB_QEMU_AT_LEAST(10, 1)
+typedef const void IrqlabClassData;
+#else
+typedef void IrqlabClassData;
+#endif
+
+#define TYPE_IRQLAB "irqlab"
+OBJECT_DECLARE_SIMPLE_TYPE(IrqlabState, IRQLAB)
+
+#define IRQLAB_DEFAULT_FIFO_DEPTH   256
+#define IRQLAB_DEFAULT_EVQ_DEPTH    1024
+#define IRQLAB_DEFAULT_BURST_PERIOD 1000000          /* 1 ms */
+#define IRQLAB_MAX_BURST_PERIOD_NS  10000000000ULL   /* 10 s */
+
+/* Which 64-bit register pair a _HI read returns (latched by the _LO read) */
+enum {
+    IRQLAB_LATCH_TIME,
+    IRQLAB_LATCH_BURST_PERIOD,
+    IRQLAB_LATCH_EVQ_HEAD_TS,
+    IRQLAB_LATCH_ACK_LAT,
+    IRQLAB_LATCH_NUM,
+};
+
+/* How the device signals an interrupt right now */
+enum {
+    IRQLAB_ROUTE_INTX,
+    IRQLAB_ROUTE_MSI,
+    IRQLAB_ROUTE_MSIX,
+};
+
+typedef struct IrqlabEvent {
+    uint32_t seq;
+    uint32_t info;      /* EVQ_HEAD_INFO layout, without EVINFO_VALID */
+    uint32_t value;
+    uint64_t ts;        /* raise time, QEMU_CLOCK_VIRTUAL ns */
+} IrqlabEvent;
+
+struct IrqlabState {
+    PCIDevice parent_obj;
+
+    MemoryRegion bar0;          /* container: registers + MSI-X */
+    MemoryRegion regs;
+    QEMUTimer burst_timer;
+
+    /* static properties */
+    char *irq_mode_str;
+    bool broken_intx_disable;
+    uint32_t gpio_lines;
+    uint32_t fifo_depth;
+    uint32_t evq_depth;
+    uint32_t irq_mode;          /* IRQLAB_IRQ_MODE_*, from irq_mode_str */
+    uint32_t gpio_mask;         /* bits of the lines that exist */
+
+    /* global registers */
+    uint32_t irq_status;        /* latched FIFO and BURST bits only */
+    uint32_t irq_enable;
+    uint32_t scratch;
+    uint32_t hi_latch[IRQLAB_LATCH_NUM];
+
+    /* GPIO bank */
+    uint32_t gpio_in;
+    uint32_t gpio_rising;
+    uint32_t gpio_falling;
+    uint32_t gpio_level_high;
+    uint32_t gpio_level_low;
+    uint32_t gpio_irq_en;
+    uint32_t gpio_status;
+
+    /* FIFO: its words live in the event queue */
+    uint32_t fifo_count;
+
+    /* burst generator */
+    uint64_t burst_period_ns;   /* for the next burst */
+    uint64_t burst_active_period;
+    int64_t burst_start;
+    uint32_t burst_count;
+    uint32_t burst_next;        /* index of the next event */
+    uint32_t burst_remaining;
+
+    /* event queue (ring of evq_depth entries) */
+    IrqlabEvent evq[IRQLAB_MAX_EVQ_DEPTH];
+    uint32_t evq_head;
+    uint32_t evq_count;
+    bool evq_lost;              /* next queued event gets EVINFO_DROPPED */
+    uint32_t next_seq;
+
+    /* acknowledge: raise timestamps of recent events, by seq */
+    uint32_t ack_win_seq[IRQLAB_ACK_WINDOW];
+    uint64_t ack_win_ts[IRQLAB_ACK_WINDOW];
+    uint32_t ack_seq;
+    uint64_t ack_lat;
+
+    /* interrupt delivery */
+    uint32_t route;             /* IRQLAB_ROUTE_*, derived from config */
+    uint32_t last_pending;      /* IRQ_PENDING when last evaluated */
+    bool intx_level;
+
+    /* counters (reset by reset-counters) */
+    uint64_t raised;
+    uint64_t delivered;
+    uint64_t acked;
+    uint64_t coalesced;
+    uint64_t dropped;
+    uint64_t fifo_overflow;
+    uint64_t evq_overflow;
+    uint64_t ack_invalid;
+
+    /* raise->ack latency histogram */
+    uint64_t hist[IRQLAB_HIST_BUCKETS];
+    uint64_t hist_count;
+    uint64_t hist_sum;
+    uint64_t hist_min;
+    uint64_t hist_max;
+};
+
+static int64_t irqlab_now(void)
+{
+    return qemu_clock_get_ns(QEMU_CLOCK_VIRTUAL);
+}
+
+/* ---- interrupt state and delivery ---------------------------------- */
+
+static uint32_t irqlab_irq_status(IrqlabState *s)
+{
+    uint32_t status = s->irq_status & ~(1u << IRQLAB_SRC_GPIO);
+
+    if (s->gpio_status & s->gpio_irq_en) {
+        status |= 1u << IRQLAB_SRC_GPIO;
+    }
+    return status;
+}
+
+static uint32_t irqlab_pending(IrqlabState *s)
+{
+    return irqlab_irq_status(s) & s->irq_enable;
+}
+
+static bool irqlab_intx_disabled(IrqlabState *s)
+{
+    PCIDevice *pdev = PCI_DEVICE(s);
+
+    return pci_get_word(pdev->config + PCI_COMMAND) &
+           PCI_COMMAND_INTX_DISABLE;
+}
+
+/*
+ * MSI-X or MSI when the guest enabled it, INTx otherwise (a PCI function
+ * whose MSI/MSI-X is disabled signals through its interrupt pin).
+ */
+static uint32_t irqlab_compute_route(IrqlabState *s)
+{
+    PCIDevice *pdev = PCI_DEVICE(s);
+
+    if (s->irq_mode == IRQLAB_IRQ_MODE_MSIX && msix_enabled(pdev)) {
+        return IRQLAB_ROUTE_MSIX;
+    }
+    if (s->irq_mode == IRQLAB_IRQ_MODE_MSI && msi_enabled(pdev)) {
+        return IRQLAB_ROUTE_MSI;
+    }
+    return IRQLAB_ROUTE_INTX;
+}
+
+static void irqlab_set_intx(IrqlabState *s, bool level)
+{
+    if (s->intx_level == level) {
+        return;
+    }
+    s->intx_level = level;
+    /* The PCI core keeps the line low while COMMAND.INTX_DISABLE is set */
+    pci_set_irq(PCI_DEVICE(s), level);
+    if (level && !irqlab_intx_disabled(s)) {
+        s->delivered++;
+    }
+}
+
+static void irqlab_msix_send(IrqlabState *s, unsigned vector)
+{
+    PCIDevice *pdev = PCI_DEVICE(s);
+
+    if (msix_is_masked(pdev, vector)) {
+        /* parked in the PBA; counted when the core sends it on unmask */
+        msix_notify(pdev, vector);
+        return;
+    }
+    msix_notify(pdev, vector);
+    s->delivered++;
+}
+
+/* Signal every source whose IRQ_PENDING bit went 0->1 since last time */
+static void irqlab_update_irq(IrqlabState *s)
+{
+    uint32_t pending = irqlab_pending(s);
+    uint32_t newly = pending & ~s->last_pending;
+    uint32_t old = s->last_pending;
+    unsigned src;
+
+    s->last_pending = pending;
+
+    switch (s->route) {
+    case IRQLAB_ROUTE_MSIX:
+        for (src = 0; src < IRQLAB_NUM_SOURCES; src++) {
+            if (newly & (1u << src)) {
+                irqlab_msix_send(s, src);
+            }
+        }
+        break;
+    case IRQLAB_ROUTE_MSI:
+        if (!old && pending) {
+            msi_notify(PCI_DEVICE(s), 0);
+            s->delivered++;
+        }
+        break;
+    default:
+        irqlab_set_intx(s, pending != 0);
+        break;
+    }
+}
+
+/* Called when MSI/MSI-X enable bits may have changed */
+static void irqlab_update_route(IrqlabState *s)
+{
+    uint32_t route = irqlab_compute_route(s);
+
+    if (route == s->route) {
+        return;
+    }
+    if (s->route == IRQLAB_ROUTE_INTX) {
+        irqlab_set_intx(s, false);
+    }
+    s->route = route;
+    /* whatever is pending now is signalled on the new path */
+    s->last_pending = 0;
+    irqlab_update_irq(s);
+}
+
+static void irqlab_config_write(PCIDevice *pdev, uint32_t addr,
+                                uint32_t val, int len)
+{
+    IrqlabState *s = IRQLAB(pdev);
+    bool was_disabled = irqlab_intx_disabled(s);
+
+    pci_default_write_config(pdev, addr, val, len);
+
+    /* Clearing INTX_DISABLE while our line is high asserts it now */
+    if (was_disabled && !irqlab_intx_disabled(s) && s->intx_level) {
+        s->delivered++;
+    }
+    irqlab_update_route(s);
+}
+
+/* MSI-X core: a vector was unmasked; it sends a parked message next */
+static int irqlab_msix_vector_use(PCIDevice *pdev, unsigned vector,
+                                  MSIMessage msg)
+{
+    IrqlabState *s = IRQLAB(pdev);
+
+    if (vector < IRQLAB_NUM_SOURCES &&
+        (pdev->msix_pba[vector / 8] & (1u << (vector % 8)))) {
+        s->delivered++;
+    }
+    return 0;
+}
+
+static void irqlab_msix_vector_release(PCIDevice *pdev, unsigned vector)
+{
+}
+
+/* ---- events ----------------------------------------------------------- */
+
+/* A raise for @src while its pending bit is already set is coalesced */
+static void irqlab_count_coalesced(IrqlabState *s, unsigned src)
+{
+    if (irqlab_pending(s) & (1u << src)) {
+        s->coalesced++;
+    }
+}
+
+/* Give the raise a sequence number and queue it; false if it was dropped */
+static bool irqlab_raise_event(IrqlabState *s, unsigned src, unsigned line,
+                               unsigned kind, uint32_t value)
+{
+    uint32_t seq = s->next_seq;
+    IrqlabEvent *ev;
+    int64_t now = irqlab_now();
+
+    s->next_seq = seq + 1 ? seq + 1 : 1;
+    s->raised++;
+
+    if (s->evq_count >= s->evq_depth) {
+        s->dropped++;
+        s->evq_overflow++;
+        s->evq_lost = true;
+        return false;
+    }
+
+    ev = &s->evq[(s->evq_head + s->evq_count) % s->evq_depth];
+    ev->seq = seq;
+    ev->info = src | (line << IRQLAB_EVINFO_LINE_SHIFT) |
+               (kind << IRQLAB_EVINFO_KIND_SHIFT);
+    if (s->evq_lost) {
+        ev->info |= IRQLAB_EVINFO_DROPPED;
+        s->evq_lost = false;
+    }
+    ev->value = value;
+    ev->ts = now;
+    s->evq_count++;
+    if (src == IRQLAB_SRC_FIFO) {
+        s->fifo_count++;
+    }
+
+    s->ack_win_seq[seq % IRQLAB_ACK_WINDOW] = seq;
+    s->ack_win_ts[seq % IRQLAB_ACK_WINDOW] = now;
+    return true;
+}
+
+static void irqlab_evq_pop(IrqlabState *s)
+{
+    if (!s->evq_count) {
+        return;
+    }
+    if ((s->evq[s->evq_head].info & IRQLAB_EVINFO_SRC_MASK) ==
+        IRQLAB_SRC_FIFO) {
+        s->fifo_count--;
+    }
+    s->evq_head = (s->evq_head + 1) % s->evq_depth;
+    s->evq_count--;
+}
+
+/* FIFO and BURST: latch IRQ_STATUS when the event was queued */
+static void irqlab_raise_latched(IrqlabState *s, unsigned src, uint32_t value)
+{
+    uint32_t pending = irqlab_pending(s);
+
+    if (irqlab_raise_event(s, src, 0, 0, value)) {
+        if (pending & (1u << src)) {
+            s->coalesced++;
+        }
+        s->irq_status |= 1u << src;
+    }
+}
+
+/* ---- GPIO ------------------------------------------------------------- */
+
+static void irqlab_gpio_latch(IrqlabState *s, unsigned line, unsigned kind,
+                              bool level)
+{
+    uint32_t bit = 1u << line;
+
+    if (s->gpio_irq_en & bit) {
+        irqlab_count_coalesced(s, IRQLAB_SRC_GPIO);
+    }
+    s->gpio_status |= bit;
+    irqlab_raise_event(s, IRQLAB_SRC_GPIO, line, kind, level);
+}
+
+/* Level detection: raise when a line's STATUS goes 0->1 */
+static void irqlab_gpio_check_levels(IrqlabState *s)
+{
+    uint32_t high = s->gpio_in & s->gpio_level_high;
+    uint32_t low = ~s->gpio_in & s->gpio_level_low;
+    uint32_t fire = (high | low) & ~s->gpio_status & s->gpio_mask;
+    unsigned line;
+
+    for (line = 0; line < s->gpio_lines; line++) {
+        uint32_t bit = 1u << line;
+
+        if (fire & bit) {
+            irqlab_gpio_latch(s, line,
+                              (high & bit) ? IRQLAB_KIND_LEVEL_HIGH
+                                           : IRQLAB_KIND_LEVEL_LOW,
+                              s->gpio_in & bit);
+        }
+    }
+}
+
+static void irqlab_gpio_drive(IrqlabState *s, uint32_t levels)
+{
+    uint32_t changed = (s->gpio_in ^ levels) & s->gpio_mask;
+    unsigned line;
+
+    s->gpio_in = levels & s->gpio_mask;
+    for (line = 0; line < s->gpio_lines; line++) {
+        uint32_t bit = 1u << line;
+
+        if (!(changed & bit)) {
+            continue;
+        }
+        if ((levels & bit) && (s->gpio_rising & bit)) {
+            irqlab_gpio_latch(s, line, IRQLAB_KIND_RISING, true);
+        } else if (!(levels & bit) && (s->gpio_falling & bit)) {
+            irqlab_gpio_latch(s, line, IRQLAB_KIND_FALLING, false);
+        }
+    }
+    irqlab_gpio_check_levels(s);
+    irqlab_update_irq(s);
+}
+
+/* ---- burst generator -------------------------------------------------- */
+
+static int64_t irqlab_burst_deadline(IrqlabState *s)
+{
+    uint64_t period = s->burst_active_period;
+
+    if (s->burst_next > (uint64_t)(INT64_MAX - s->burst_start) / period) {
+        return INT64_MAX;
+    }
+    return s->burst_start + (int64_t)(s->burst_next * period);
+}
+
+/* Raise every event whose deadline has passed, then wait for the next */
+static void irqlab_burst_tick(void *opaque)
+{
+    IrqlabState *s = opaque;
+    int64_t now = irqlab_now();
+
+    while (s->burst_remaining) {
+        int64_t deadline = irqlab_burst_deadline(s);
+
+        if (deadline > now) {
+            timer_mod(&s->burst_timer, deadline);
+            break;
+        }
+        irqlab_raise_latched(s, IRQLAB_SRC_BURST, s->burst_next);
+        s->burst_next++;
+        s->burst_remaining--;
+    }
+    irqlab_update_irq(s);
+}
+
+static void irqlab_burst_start(IrqlabState *s, uint32_t count)
+{
+    timer_del(&s->burst_timer);
+    s->burst_remaining = 0;
+    if (!count) {
+        return;
+    }
+    s->burst_count = count;
+    s->burst_remaining = count;
+    s->burst_next = 0;
+    s->burst_active_period = s->burst_period_ns;
+    s->burst_start = irqlab_now();
+    /* event 0 is due now: raise it before returning to the caller */
+    irqlab_burst_tick(s);
+}
+
+/* ---- acknowledge and latency histogram -------------------------------- */
+
+static void irqlab_hist_add(IrqlabState *s, uint64_t lat)
+{
+    unsigned bucket = lat ? 63 - clz64(lat) : 0;
+
+    s->hist[bucket]++;
+    s->hist_count++;
+    s->hist_sum += lat;
+    s->hist_min = MIN(s->hist_min, lat);
+    s->hist_max = MAX(s->hist_max, lat);
+}
+
+static void irqlab_ack(IrqlabState *s, uint32_t seq)
+{
+    unsigned idx = seq % IRQLAB_ACK_WINDOW;
+    int64_t now = irqlab_now();
+    uint64_t ts;
+
+    if (!seq || s->ack_win_seq[idx] != seq) {
+        s->ack_invalid++;
+        return;
+    }
+    ts = s->ack_win_ts[idx];
+    s->ack_win_seq[idx] = 0;    /* a second ACK of the same seq is stale */
+    s->ack_seq = seq;
+    s->ack_lat = (uint64_t)now > ts ? now - ts : 0;
+    s->acked++;
+    irqlab_hist_add(s, s->ack_lat);
+}
+
+static void irqlab_reset_counters(IrqlabState *s)
+{
+    s->raised = 0;
+    s->delivered = 0;
+    s->acked = 0;
+    s->coalesced = 0;
+    s->dropped = 0;
+    s->fifo_overflow = 0;
+    s->evq_overflow = 0;
+    s->ack_invalid = 0;
+    memset(s->hist, 0, sizeof(s->hist));
+    s->hist_count = 0;
+    s->hist_sum = 0;
+    s->hist_min = UINT64_MAX;
+    s->hist_max = 0;
+}
+
+/* ---- MMIO ------------------------------------------------------------- */
+
+static uint32_t irqlab_lo_latch(IrqlabState *s, unsigned latch, uint64_t v)
+{
+    s->hi_latch[latch] = v >> 32;
+    return (uint32_t)v;
+}
+
+static uint64_t irqlab_mmio_read(void *opaque, hwaddr addr, unsigned size)
+{
+    IrqlabState *s = opaque;
+    IrqlabEvent *head = s->evq_count ? &s->evq[s->evq_head] : NULL;
+    uint64_t period;
+
+    switch (addr) {
+    case IRQLAB_REG_ID:
+        return IRQLAB_ID_VALUE;
+    case IRQLAB_REG_FEATURES:
+        return s->gpio_lines |
+               (s->irq_mode << IRQLAB_FEAT_IRQ_MODE_SHIFT) |
+               (s->broken_intx_disable ? IRQLAB_FEAT_BROKEN_INTX : 0);
+    case IRQLAB_REG_IRQ_STATUS:
+        return irqlab_irq_status(s);
+    case IRQLAB_REG_IRQ_ENABLE:
+        return s->irq_enable;
+    case IRQLAB_REG_IRQ_PENDING:
+        return irqlab_pending(s);
+    case IRQLAB_REG_SCRATCH:
+        return s->scratch;
+    case IRQLAB_REG_TIME_LO:
+        return irqlab_lo_latch(s, IRQLAB_LATCH_TIME, irqlab_now());
+    case IRQLAB_REG_TIME_HI:
+        return s->hi_latch[IRQLAB_LATCH_TIME];
+
+    case IRQLAB_REG_GPIO_IN:
+        return s->gpio_in;
+    case IRQLAB_REG_GPIO_RISING:
+        return s->gpio_rising;
+    case IRQLAB_REG_GPIO_FALLING:
+        return s->gpio_falling;
+    case IRQLAB_REG_GPIO_LEVEL_HIGH:
+        return s->gpio_level_high;
+    case IRQLAB_REG_GPIO_LEVEL_LOW:
+        return s->gpio_level_low;
+    case IRQLAB_REG_GPIO_IRQ_EN:
+        return s->gpio_irq_en;
+    case IRQLAB_REG_GPIO_STATUS:
+        return s->gpio_status;
+    case IRQLAB_REG_GPIO_NLINES:
+        return s->gpio_lines;
+
+    case IRQLAB_REG_FIFO_COUNT:
+        return s->fifo_count;
+    case IRQLAB_REG_FIFO_DEPTH:
+        return s->fifo_depth;
+    case IRQLAB_REG_FIFO_OVERFLOW:
+        return (uint32_t)s->fifo_overflow;
+
+    case IRQLAB_REG_BURST_COUNT:
+        return s->burst_count;
+    case IRQLAB_REG_BURST_REMAINING:
+        return s->burst_remaining;
+    case IRQLAB_REG_BURST_PERIOD_LO:
+        period = s->burst_remaining ? s->burst_active_period
+                                    : s->burst_period_ns;
+        return irqlab_lo_latch(s, IRQLAB_LATCH_BURST_PERIOD, period);
+    case IRQLAB_REG_BURST_PERIOD_HI:
+        return s->hi_latch[IRQLAB_LATCH_BURST_PERIOD];
+
+    case IRQLAB_REG_EVQ_COUNT:
+        return s->evq_count;
+    case IRQLAB_REG_EVQ_DEPTH:
+        return s->evq_depth;
+    case IRQLAB_REG_EVQ_HEAD_SEQ:
+        return head ? head->seq : 0;
+    case IRQLAB_REG_EVQ_HEAD_INFO:
+        return head ? head->info | IRQLAB_EVINFO_VALID : 0;
+    case IRQLAB_REG_EVQ_HEAD_VALUE:
+        return head ? head->value : 0;
+    case IRQLAB_REG_EVQ_HEAD_TS_LO:
+        return irqlab_lo_latch(s, IRQLAB_LATCH_EVQ_HEAD_TS,
+                               head ? head->ts : 0);
+    case IRQLAB_REG_EVQ_HEAD_TS_HI:
+        return s->hi_latch[IRQLAB_LATCH_EVQ_HEAD_TS];
+    case IRQLAB_REG_EVQ_OVERFLOW:
+        return (uint32_t)s->evq_overflow;
+
+    case IRQLAB_REG_ACK_SEQ:
+        return s->ack_seq;
+    case IRQLAB_REG_ACK_LAT_LO:
+        return irqlab_lo_latch(s, IRQLAB_LATCH_ACK_LAT, s->ack_lat);
+    case IRQLAB_REG_ACK_LAT_HI:
+        return s->hi_latch[IRQLAB_LATCH_ACK_LAT];
+    case IRQLAB_REG_ACK_INVALID:
+        return (uint32_t)s->ack_invalid;
+
+    case IRQLAB_REG_CNT_RAISED:
+        return (uint32_t)s->raised;
+    case IRQLAB_REG_CNT_DELIVERED:
+        return (uint32_t)s->delivered;
+    case IRQLAB_REG_CNT_ACKED:
+        return (uint32_t)s->acked;
+    case IRQLAB_REG_CNT_COALESCED:
+        return (uint32_t)s->coalesced;
+    case IRQLAB_REG_CNT_DROPPED:
+        return (uint32_t)s->dropped;
+
+    case IRQLAB_REG_EVQ_POP:
+    case IRQLAB_REG_ACK:
+        return 0;   /* write-only */
+    default:
+        qemu_log_mask(LOG_GUEST_ERROR,
+                      "irqlab: read of unknown register 0x%" HWADDR_PRIx "\n",
+                      addr);
+        return 0;
+    }
+}
+
+static void irqlab_mmio_write(void *opaque, hwaddr addr, uint64_t val64,
+                              unsigned size)
+{
+    IrqlabState *s = opaque;
+    uint32_t val = val64;
+
+    switch (addr) {
+    case IRQLAB_REG_IRQ_STATUS:
+        /* W1C; the GPIO bit is derived from GPIO_STATUS */
+        s->irq_status &= ~(val & ~(1u << IRQLAB_SRC_GPIO));
+        break;
+    case IRQLAB_REG_IRQ_ENABLE:
+        s->irq_enable = val & IRQLAB_SRC_ALL;
+        break;
+    case IRQLAB_REG_SCRATCH:
+        s->scratch = val;
+        return;
+
+    case IRQLAB_REG_GPIO_RISING:
+        s->gpio_rising = val & s->gpio_mask;
+        return;
+    case IRQLAB_REG_GPIO_FALLING:
+        s->gpio_falling = val & s->gpio_mask;
+        return;
+    case IRQLAB_REG_GPIO_LEVEL_HIGH:
+        s->gpio_level_high = val & s->gpio_mask;
+        irqlab_gpio_check_levels(s);
+        break;
+    case IRQLAB_REG_GPIO_LEVEL_LOW:
+        s->gpio_level_low = val & s->gpio_mask;
+        irqlab_gpio_check_levels(s);
+        break;
+    case IRQLAB_REG_GPIO_IRQ_EN:
+        s->gpio_irq_en = val & s->gpio_mask;
+        break;
+    case IRQLAB_REG_GPIO_STATUS:
+        /* W1C; a level that still holds latches again at once */
+        s->gpio_status &= ~val;
+        irqlab_gpio_check_levels(s);
+        break;
+
+    case IRQLAB_REG_EVQ_POP:
+        irqlab_evq_pop(s);
+        return;
+    case IRQLAB_REG_ACK:
+        irqlab_ack(s, val);
+        return;
+
+    default:
+        qemu_log_mask(LOG_GUEST_ERROR,
+                      "irqlab: write 0x%x to read-only or unknown register 0x%"
+                      HWADDR_PRIx "\n", val, addr);
+        return;
+    }
+    irqlab_update_irq(s);
+}
+
+static const MemoryRegionOps irqlab_mmio_ops = {
+    .read = irqlab_mmio_read,
+    .write = irqlab_mmio_write,
+    .endianness = DEVICE_LITTLE_ENDIAN,
+    .valid = {
+        .min_access_size = 4,
+        .max_access_size = 4,
+    },
+    .impl = {
+        .min_access_size = 4,
+        .max_access_size = 4,
+    },
+};
+
+/* ---- QMP control surface: dynamic QOM properties ---------------------- */
+
+static bool irqlab_check_ready(IrqlabState *s, const char *name, Error **errp)
+{
+    if (!DEVICE(s)->realized) {
+        error_setg(errp, "irqlab: property '%s' acts on a running device; "
+                   "set it with qom-set after realize", name);
+        return false;
+    }
+    return true;
+}
+
+static bool irqlab_visit_mask(IrqlabState *s, Visitor *v, const char *name,
+                              uint32_t *mask, Error **errp)
+{
+    if (!visit_type_uint32(v, name, mask, errp)) {
+        return false;
+    }
+    if (*mask & ~s->gpio_mask) {
+        error_setg(errp, "irqlab: %s mask 0x%x names lines beyond "
+                   "gpio-lines=%u (valid bits 0x%x)",
+                   name, *mask, s->gpio_lines, s->gpio_mask);
+        return false;
+    }
+    return irqlab_check_ready(s, name, errp);
+}
+
+static void irqlab_get_gpio_in(Object *obj, Visitor *v, const char *name,
+                               void *opaque, Error **errp)
+{
+    IrqlabState *s = IRQLAB(obj);
+    uint32_t value = s->gpio_in;
+
+    visit_type_uint32(v, name, &value, errp);
+}
+
+/* gpio-in, gpio-set, gpio-clear and gpio-pulse: opaque is the operation */
+enum {
+    IRQLAB_GPIO_OP_IN,
+    IRQLAB_GPIO_OP_SET,
+    IRQLAB_GPIO_OP_CLEAR,
+    IRQLAB_GPIO_OP_PULSE,
+};
+
+static void irqlab_set_gpio(Object *obj, Visitor *v, const char *name,
+                            void *opaque, Error **errp)
+{
+    IrqlabState *s = IRQLAB(obj);
+    uint32_t mask, levels = s->gpio_in;
+
+    if (!irqlab_visit_mask(s, v, name, &mask, errp)) {
+        return;
+    }
+    switch (GPOINTER_TO_INT(opaque)) {
+    case IRQLAB_GPIO_OP_IN:
+        irqlab_gpio_drive(s, mask);
+        break;
+    case IRQLAB_GPIO_OP_SET:
+        irqlab_gpio_drive(s, levels | mask);
+        break;
+    case IRQLAB_GPIO_OP_CLEAR:
+        irqlab_gpio_drive(s, levels & ~mask);
+        break;
+    default:
+        irqlab_gpio_drive(s, levels ^ mask);
+        irqlab_gpio_drive(s, levels);
+        break;
+    }
+}
+
+static void irqlab_set_fifo_push(Object *obj, Visitor *v, const char *name,
+                                 void *opaque, Error **errp)
+{
+    IrqlabState *s = IRQLAB(obj);
+    uint32_t word;
+
+    if (!visit_type_uint32(v, name, &word, errp) ||
+        !irqlab_check_ready(s, name, errp)) {
+        return;
+    }
+    if (s->fifo_count >= s->fifo_depth) {
+        s->fifo_overflow++;
+        s->dropped++;
+        return;
+    }
+    irqlab_raise_latched(s, IRQLAB_SRC_FIFO, word);
+    irqlab_update_irq(s);
+}
+
+static void irqlab_get_burst_period(Object *obj, Visitor *v, const char *name,
+                                    void *opaque, Error **errp)
+{
+    IrqlabState *s = IRQLAB(obj);
+    uint64_t value = s->burst_period_ns;
+
+    visit_type_uint64(v, name, &value, errp);
+}
+
+static void irqlab_set_burst_period(Object *obj, Visitor *v, const char *name,
+                                    void *opaque, Error **errp)
+{
+    IrqlabState *s = IRQLAB(obj);
+    uint64_t value;
+
+    if (!visit_type_uint64(v, name, &value, errp)) {
+        return;
+    }
+    if (value < IRQLAB_MIN_BURST_PERIOD_NS ||
+        value > IRQLAB_MAX_BURST_PERIOD_NS) {
+        error_setg(errp, "irqlab: %s %" PRIu64 " out of range [%llu, %llu]",
+                   name, value, (unsigned long long)IRQLAB_MIN_BURST_PERIOD_NS,
+                   (unsigned long long)IRQLAB_MAX_BURST_PERIOD_NS);
+        return;
+    }
+    s->burst_period_ns = value;
+}
+
+static void irqlab_get_burst_count(Object *obj, Visitor *v, const char *name,
+                                   void *opaque, Error **errp)
+{
+    IrqlabState *s = IRQLAB(obj);
+    uint32_t value = s->burst_remaining;
+
+    visit_type_uint32(v, name, &value, errp);
+}
+
+static void irqlab_set_burst_count(Object *obj, Visitor *v, const char *name,
+                                   void *opaque, Error **errp)
+{
+    IrqlabState *s = IRQLAB(obj);
+    uint32_t count;
+
+    if (visit_type_uint32(v, name, &count, errp) &&
+        irqlab_check_ready(s, name, errp)) {
+        irqlab_burst_start(s, count);
+    }
+}
+
+static void irqlab_visit_u64_fields(Visitor *v, const char *name,
+                                    const char *const *names,
+                                    const uint64_t *values, size_t n,
+                                    bool with_buckets, IrqlabState *s,
+                                    Error **errp)
+{
+    uint64_t value;
+    size_t i;
+
+    if (!visit_start_struct(v, name, NULL, 0, errp)) {
+        return;
+    }
+    for (i = 0; i < n; i++) {
+        value = values[i];
+        if (!visit_type_uint64(v, names[i], &value, errp)) {
+            goto out;
+        }
+    }
+    if (with_buckets) {
+        if (!visit_start_list(v, "buckets", NULL, 0, errp)) {
+            goto out;
+        }
+        for (i = 0; i < IRQLAB_HIST_BUCKETS; i++) {
+            value = s->hist[i];
+            if (!visit_type_uint64(v, NULL, &value, errp)) {
+                break;
+            }
+        }
+        visit_end_list(v, NULL);
+    }
+    visit_check_struct(v, errp);
+out:
+    visit_end_struct(v, NULL);
+}
+
+static void irqlab_get_counters(Object *obj, Visitor *v, const char *name,
+                                void *opaque, Error **errp)
+{
+    static const char *const names[] = {
+        "raised", "delivered", "acked", "coalesced", "dropped",
+        "fifo-overflow", "evq-overflow", "ack-invalid", "evq-count",
+        "next-seq",
+    };
+    IrqlabState *s = IRQLAB(obj);
+    const uint64_t values[] = {
+        s->raised, s->delivered, s->acked, s->coalesced, s->dropped,
+        s->fifo_overflow, s->evq_overflow, s->ack_invalid, s->evq_count,
+        s->next_seq,
+    };
+
+    irqlab_visit_u64_fields(v, name, names, values, ARRAY_SIZE(names),
+                            false, s, errp);
+}
+
+static void irqlab_get_histogram(Object *obj, Visitor *v, const char *name,
+                                 void *opaque, Error **errp)
+{
+    static const char *const names[] = {
+        "count", "sum-ns", "min-ns", "max-ns",
+    };
+    IrqlabState *s = IRQLAB(obj);
+    const uint64_t values[] = {
+        s->hist_count, s->hist_sum, s->hist_count ? s->hist_min : 0,
+        s->hist_max,
+    };
+
+    irqlab_visit_u64_fields(v, name, names, values, ARRAY_SIZE(names),
+                            true, s, errp);
+}
+
+static void irqlab_set_reset_counters(Object *obj, Visitor *v,
+                                      const char *name, void *opaque,
+                                      Error **errp)
+{
+    IrqlabState *s = IRQLAB(obj);
+    bool value;
+
+    if (visit_type_bool(v, name, &value, errp) && value) {
+        irqlab_reset_counters(s);
+    }
+}
+
+/* ---- lifecycle -------------------------------------------------------- */
+
+static bool irqlab_check_range(const char *name, uint32_t value,
+                               uint32_t min, uint32_t max, Error **errp)
+{
+    if (value < min || value > max) {
+        error_setg(errp, "irqlab: %s=%u out of range [%u, %u]",
+                   name, value, min, max);
+        return false;
+    }
+    return true;
+}
+
+static void irqlab_realize(PCIDevice *pdev, Error **errp)
+{
+    IrqlabState *s = IRQLAB(pdev);
+    const char *mode = s->irq_mode_str ? s->irq_mode_str : "msix";
+
+    if (!strcmp(mode, "intx")) {
+        s->irq_mode = IRQLAB_IRQ_MODE_INTX;
+    } else if (!strcmp(mode, "msi")) {
+        s->irq_mode = IRQLAB_IRQ_MODE_MSI;
+    } else if (!strcmp(mode, "msix")) {
+        s->irq_mode = IRQLAB_IRQ_MODE_MSIX;
+    } else {
+        error_setg(errp, "irqlab: irq-mode must be intx, msi or msix, "
+                   "not '%s'", mode);
+        return;
+    }
+    if (!irqlab_check_range("gpio-lines", s->gpio_lines, 1,
+                            IRQLAB_MAX_GPIO_LINES, errp) ||
+        !irqlab_check_range("fifo-depth", s->fifo_depth, 1,
+                            IRQLAB_MAX_FIFO_DEPTH, errp) ||
+        !irqlab_check_range("evq-depth", s->evq_depth, 1,
+                            IRQLAB_MAX_EVQ_DEPTH, errp)) {
+        return;
+    }
+    s->gpio_mask = s->gpio_lines == 32 ? UINT32_MAX
+                                       : (1u << s->gpio_lines) - 1;
+
+    pci_config_set_interrupt_pin(pdev->config, 1);
+    if (s->broken_intx_disable) {
+        /* like hardware without the PCI 2.3 INTx disable bit */
+        pci_word_test_and_clear_mask(pdev->wmask + PCI_COMMAND,
+                                     PCI_COMMAND_INTX_DISABLE);
+    }
+
+    memory_region_init(&s->bar0, OBJECT(s), "irqlab-bar0", IRQLAB_BAR0_SIZE);
+    memory_region_init_io(&s->regs, OBJECT(s), &irqlab_mmio_ops, s,
+                          "irqlab-regs", IRQLAB_MSIX_TABLE_OFFSET);
+    memory_region_add_subregion(&s->bar0, 0, &s->regs);
+
+    if (s->irq_mode == IRQLAB_IRQ_MODE_MSI) {
+        if (msi_init(pdev, 0, 1, true, false, errp)) {
+            return;
+        }
+    } else if (s->irq_mode == IRQLAB_IRQ_MODE_MSIX) {
+        unsigned v;
+
+        if (msix_init(pdev, IRQLAB_NUM_SOURCES,
+                      &s->bar0, 0, IRQLAB_MSIX_TABLE_OFFSET,
+                      &s->bar0, 0, IRQLAB_MSIX_PBA_OFFSET, 0, errp)) {
+            return;
+        }
+        for (v = 0; v < IRQLAB_NUM_SOURCES; v++) {
+            msix_vector_use(pdev, v);
+        }
+        msix_set_vector_notifiers(pdev, irqlab_msix_vector_use,
+                                  irqlab_msix_vector_release, NULL);
+    }
+    pci_register_bar(pdev, 0, PCI_BASE_ADDRESS_SPACE_MEMORY, &s->bar0);
+
+    timer_init_ns(&s->burst_timer, QEMU_CLOCK_VIRTUAL, irqlab_burst_tick, s);
+}
+
+static void irqlab_exit(PCIDevice *pdev)
+{
+    IrqlabState *s = IRQLAB(pdev);
+
+    timer_del(&s->burst_timer);
+    if (s->irq_mode == IRQLAB_IRQ_MODE_MSIX) {
+        msix_unset_vector_notifiers(pdev);
+        msix_uninit(pdev, &s->bar0, &s->bar0);
+    } else if (s->irq_mode == IRQLAB_IRQ_MODE_MSI) {
+        msi_uninit(pdev);
+    }
+}
+
+/*
+ * Reset clears what the guest configured; the host side (input levels,
+ * burst period, counters, histogram, sequence numbers) stays.
+ */
+static void irqlab_reset(DeviceState *dev)
+{
+    IrqlabState *s = IRQLAB(dev);
+
+    timer_del(&s->burst_timer);
+    s->burst_remaining = 0;
+    s->irq_status = 0;
+    s->irq_enable = 0;
+    s->scratch = 0;
+    memset(s->hi_latch, 0, sizeof(s->hi_latch));
+    s->gpio_rising = 0;
+    s->gpio_falling = 0;
+    s->gpio_level_high = 0;
+    s->gpio_level_low = 0;
+    s->gpio_irq_en = 0;
+    s->gpio_status = 0;
+    s->evq_head = 0;
+    s->evq_count = 0;
+    s->evq_lost = false;
+    s->fifo_count = 0;
+    s->ack_seq = 0;
+    s->ack_lat = 0;
+    s->last_pending = 0;
+    s->route = IRQLAB_ROUTE_INTX;
+    s->intx_level = false;  /* the PCI core deasserts INTx itself */
+}
+
+static void irqlab_instance_init(Object *obj)
+{
+    IrqlabState *s = IRQLAB(obj);
+
+    s->irq_mode_str = g_strdup("msix");
+    s->burst_period_ns = IRQLAB_DEFAULT_BURST_PERIOD;
+    s->next_seq = 1;
+    irqlab_reset_counters(s);
+}
+
+static int irqlab_post_load(void *opaque, int version_id)
+{
+    IrqlabState *s = opaque;
+
+    if (s->evq_head >= s->evq_depth || s->evq_count > s->evq_depth ||
+        s->fifo_count > s->evq_count || !s->next_seq ||
+        (s->burst_remaining && !s->burst_active_period)) {
+        return -EINVAL;
+    }
+    s->route = irqlab_compute_route(s);
+    return 0;
+}
+
+static const VMStateDescription vmstate_irqlab_event = {
+    .name = "irqlab/event",
+    .version_id = 1,
+    .minimum_version_id = 1,
+    .fields = (VMStateField[]) {
+        VMSTATE_UINT32(seq, IrqlabEvent),
+        VMSTATE_UINT32(info, IrqlabEvent),
+        VMSTATE_UINT32(value, IrqlabEvent),
+        VMSTATE_UINT64(ts, IrqlabEvent),
+        VMSTATE_END_OF_LIST()
+    }
+};
+
+static const VMStateDescription vmstate_irqlab = {
+    .name = TYPE_IRQLAB,
+    .version_id = 1,
+    .minimum_version_id = 1,
+    .post_load = irqlab_post_load,
+    .fields = (VMStateField[]) {
+        VMSTATE_PCI_DEVICE(parent_obj, IrqlabState),
+        VMSTATE_MSIX(parent_obj, IrqlabState),
+        VMSTATE_UINT32_EQUAL(irq_mode, IrqlabState, "irq-mode differs"),
+        VMSTATE_UINT32_EQUAL(gpio_lines, IrqlabState, "gpio-lines differs"),
+        VMSTATE_UINT32_EQUAL(fifo_depth, IrqlabState, "fifo-depth differs"),
+        VMSTATE_UINT32_EQUAL(evq_depth, IrqlabState, "evq-depth differs"),
+        VMSTATE_UINT32(irq_status, IrqlabState),
+        VMSTATE_UINT32(irq_enable, IrqlabState),
+        VMSTATE_UINT32(scratch, IrqlabState),
+        VMSTATE_UINT32_ARRAY(hi_latch, IrqlabState, IRQLAB_LATCH_NUM),
+        VMSTATE_UINT32(gpio_in, IrqlabState),
+        VMSTATE_UINT32(gpio_rising, IrqlabState),
+        VMSTATE_UINT32(gpio_falling, IrqlabState),
+        VMSTATE_UINT32(gpio_level_high, IrqlabState),
+        VMSTATE_UINT32(gpio_level_low, IrqlabState),
+        VMSTATE_UINT32(gpio_irq_en, IrqlabState),
+        VMSTATE_UINT32(gpio_status, IrqlabState),
+        VMSTATE_UINT32(fifo_count, IrqlabState),
+        VMSTATE_UINT64(burst_period_ns, IrqlabState),
+        VMSTATE_UINT64(burst_active_period, IrqlabState),
+        VMSTATE_INT64(burst_start, IrqlabState),
+        VMSTATE_UINT32(burst_count, IrqlabState),
+        VMSTATE_UINT32(burst_next, IrqlabState),
+        VMSTATE_UINT32(burst_remaining, IrqlabState),
+        VMSTATE_TIMER(burst_timer, IrqlabState),
+        VMSTATE_STRUCT_VARRAY_UINT32(evq, IrqlabState, evq_depth, 1,
+                                     vmstate_irqlab_event, IrqlabEvent),
+        VMSTATE_UINT32(evq_head, IrqlabState),
+        VMSTATE_UINT32(evq_count, IrqlabState),
+        VMSTATE_BOOL(evq_lost, IrqlabState),
+        VMSTATE_UINT32(next_seq, IrqlabState),
+        VMSTATE_UINT32_ARRAY(ack_win_seq, IrqlabState, IRQLAB_ACK_WINDOW),
+        VMSTATE_UINT64_ARRAY(ack_win_ts, IrqlabState, IRQLAB_ACK_WINDOW),
+        VMSTATE_UINT32(ack_seq, IrqlabState),
+        VMSTATE_UINT64(ack_lat, IrqlabState),
+        VMSTATE_UINT32(last_pending, IrqlabState),
+        VMSTATE_BOOL(intx_level, IrqlabState),
+        VMSTATE_UINT64(raised, IrqlabState),
+        VMSTATE_UINT64(delivered, IrqlabState),
+        VMSTATE_UINT64(acked, IrqlabState),
+        VMSTATE_UINT64(coalesced, IrqlabState),
+        VMSTATE_UINT64(dropped, IrqlabState),
+        VMSTATE_UINT64(fifo_overflow, IrqlabState),
+        VMSTATE_UINT64(evq_overflow, IrqlabState),
+        VMSTATE_UINT64(ack_invalid, IrqlabState),
+        VMSTATE_UINT64_ARRAY(hist, IrqlabState, IRQLAB_HIST_BUCKETS),
+        VMSTATE_UINT64(hist_count, IrqlabState),
+        VMSTATE_UINT64(hist_sum, IrqlabState),
+        VMSTATE_UINT64(hist_min, IrqlabState),
+        VMSTATE_UINT64(hist_max, IrqlabState),
+        VMSTATE_END_OF_LIST()
+    }
+};
+
+#if IRQLAB_QEMU_AT_LEAST(10, 0)
+static const Property irqlab_properties[] = {
+#else
+static Property irqlab_properties[] = {
+#endif
+    DEFINE_PROP_STRING("irq-mode", IrqlabState, irq_mode_str),
+    DEFINE_PROP_BOOL("broken-intx-disable", IrqlabState,
+                     broken_intx_disable, false),
+    DEFINE_PROP_UINT32("gpio-lines", IrqlabState, gpio_lines,
+                       IRQLAB_MAX_GPIO_LINES),
+    DEFINE_PROP_UINT32("fifo-depth", IrqlabState, fifo_depth,
+                       IRQLAB_DEFAULT_FIFO_DEPTH),
+    DEFINE_PROP_UINT32("evq-depth", IrqlabState, evq_depth,
+                       IRQLAB_DEFAULT_EVQ_DEPTH),
+#if !IRQLAB_QEMU_AT_LEAST(10, 0)
+    DEFINE_PROP_END_OF_LIST(),
+#endif
+};
+
+static void irqlab_add_prop(ObjectClass *klass, const char *name,
+                            const char *type, ObjectPropertyAccessor *get,
+                            ObjectPropertyAccessor *set, int op,
+                            const char *desc)
+{
+    object_class_property_add(klass, name, type, get, set, NULL,
+                              GINT_TO_POINTER(op));
+    object_class_property_set_description(klass, name, desc);
+}
+
+static void irqlab_class_init(ObjectClass *klass, IrqlabClassData *data)
+{
+    DeviceClass *dc = DEVICE_CLASS(klass);
+    PCIDeviceClass *k = PCI_DEVICE_CLASS(klass);
+
+    k->realize = irqlab_realize;
+    k->exit = irqlab_exit;
+    k->config_write = irqlab_config_write;
+    k->vendor_id = IRQLAB_PCI_VENDOR_ID;
+    k->device_id = IRQLAB_PCI_DEVICE_ID;
+    k->revision = IRQLAB_PCI_REVISION;
+    k->class_id = IRQLAB_PCI_CLASS;
+    dc->desc = "irqlab interrupt test device";
+    dc->vmsd = &vmstate_irqlab;
+    set_bit(DEVICE_CATEGORY_MISC, dc->categories);
+#if IRQLAB_QEMU_AT_LEAST(9, 1)
+    device_class_set_legacy_reset(dc, irqlab_reset);
+#else
+    dc->reset = irqlab_reset;
+#endif
+    device_class_set_props(dc, irqlab_properties);
+    object_class_property_set_description(klass, "irq-mode",
+        "interrupt delivery: intx, msi or msix (default msix)");
+    object_class_property_set_description(klass, "broken-intx-disable",
+        "make COMMAND.INTX_DISABLE read-only 0");
+    object_class_property_set_description(klass, "gpio-lines",
+        "number of GPIO lines, 1..32");
+    object_class_property_set_description(klass, "fifo-depth",
+        "FIFO words that may wait in the event queue, 1..4096");
+    object_class_property_set_description(klass, "evq-depth",
+        "event queue depth, 1..4096");
+
+    irqlab_add_prop(klass, "gpio-in", "uint32",
+                    irqlab_get_gpio_in, irqlab_set_gpio, IRQLAB_GPIO_OP_IN,
+                    "GPIO input levels, one bit per line");
+    irqlab_add_prop(klass, "gpio-set", "uint32", NULL, irqlab_set_gpio,
+                    IRQLAB_GPIO_OP_SET,
+                    "drive the GPIO lines in the mask high");
+    irqlab_add_prop(klass, "gpio-clear", "uint32", NULL, irqlab_set_gpio,
+                    IRQLAB_GPIO_OP_CLEAR,
+                    "drive the GPIO lines in the mask low");
+    irqlab_add_prop(klass, "gpio-pulse", "uint32", NULL, irqlab_set_gpio,
+                    IRQLAB_GPIO_OP_PULSE,
+                    "toggle the GPIO lines in the mask and back");
+    irqlab_add_prop(klass, "fifo-push", "uint32", NULL, irqlab_set_fifo_push, 0,
+                    "push one 32-bit word into the FIFO");
+    irqlab_add_prop(klass, "burst-period-ns", "uint64",
+                    irqlab_get_burst_period, irqlab_set_burst_period, 0,
+                    "period of the next burst in ns, 1000..10000000000");
+    irqlab_add_prop(klass, "burst-count", "uint32",
+                    irqlab_get_burst_count, irqlab_set_burst_count, 0,
+                    "set: start a burst of N events (0 stops); "
+                    "get: events remaining");
+    irqlab_add_prop(klass, "counters", "IrqlabCounters",
+                    irqlab_get_counters, NULL, 0,
+                    "raised, delivered, acked, coalesced, dropped, ...");
+    irqlab_add_prop(klass, "latency-histogram", "IrqlabLatencyHistogram",
+                    irqlab_get_histogram, NULL, 0,
+                    "raise->ack latency: count, sum-ns, min-ns, max-ns, "
+                    "log2 buckets");
+    irqlab_add_prop(klass, "reset-counters", "bool", NULL,
+                    irqlab_set_reset_counters, 0,
+                    "true: zero the counters and the histogram");
+}
+
+static const TypeInfo irqlab_info = {
+    .name = TYPE_IRQLAB,
+    .parent = TYPE_PCI_DEVICE,
+    .instance_size = sizeof(IrqlabState),
+    .instance_init = irqlab_instance_init,
+    .class_init = irqlab_class_init,
+    .interfaces = (InterfaceInfo[]) {
+        { INTERFACE_CONVENTIONAL_PCI_DEVICE },
+        { },
+    },
+};
+
+static void irqlab_register_types(void)
+{
+    type_register_static(&irqlab_info);
+}
+
+type_init(irqlab_register_types)

@@ -1,0 +1,1 @@
+"""pytest fixtures wiring the irqlab library (filled in below)."""

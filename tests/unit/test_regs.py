@@ -1,0 +1,145 @@
+"""Register header parser: the real header, and malformed ones."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from irqlab import regs
+from irqlab.regs import REGS, RegsParseError, evaluate, parse
+
+
+def test_real_header_loads_and_matches_its_own_text() -> None:
+    text = regs.header_path().read_text()
+    # Every plain-literal #define in the header is reproduced exactly (no value retyped here).
+    literal = re.findall(r"^#define\s+(IRQLAB_\w+)\s+(0x[0-9a-fA-F]+|\d+)\b", text, re.M)
+    assert len(literal) > 40
+    for name, value in literal:
+        assert REGS[name] == int(value, 0), name
+    assert len(REGS) == len(re.findall(r"^#define[ \t]+IRQLAB_\w+[ \t]+\S", text, re.M))
+
+
+def test_derived_values_follow_their_expressions() -> None:
+    assert REGS.SRC_ALL == (1 << REGS.NUM_SOURCES) - 1
+    assert REGS.ID_VALUE >> 16 == REGS.ID_MAGIC
+    assert REGS.EVINFO_LINE_MASK == 0xFF << REGS.EVINFO_LINE_SHIFT
+    assert REGS.FEAT_IRQ_MODE_MASK >> REGS.FEAT_IRQ_MODE_SHIFT == 0x3
+
+
+def test_item_and_attribute_access_agree() -> None:
+    assert REGS["IRQLAB_REG_ACK"] == REGS.REG_ACK == REGS.IRQLAB_REG_ACK
+    assert "IRQLAB_REG_ACK" in REGS
+    assert REGS.get("IRQLAB_NOPE") is None
+    with pytest.raises(KeyError, match="IRQLAB_NOPE"):
+        REGS["IRQLAB_NOPE"]
+    with pytest.raises(AttributeError, match="IRQLAB_NOPE"):
+        _ = REGS.NOPE
+
+
+def test_with_prefix_strips_names() -> None:
+    kinds = REGS.with_prefix("KIND_")
+    assert set(kinds) == {"RISING", "FALLING", "LEVEL_HIGH", "LEVEL_LOW"}
+    assert kinds["FALLING"] == REGS.KIND_FALLING
+    assert REGS.with_prefix("REG_")["ACK"] == REGS.REG_ACK
+
+
+def test_registers_are_distinct_aligned_and_inside_bar0() -> None:
+    offsets = REGS.with_prefix("REG_")
+    assert len(set(offsets.values())) == len(offsets)
+    for name, off in offsets.items():
+        assert off % 4 == 0, name
+        assert 0 <= off < REGS.MSIX_TABLE_OFFSET < REGS.BAR0_SIZE, name
+
+
+def test_load_from_explicit_path(tmp_path: Path) -> None:
+    p = tmp_path / "h.h"
+    p.write_text("#define IRQLAB_A 1\n")
+    r = regs.load(p)
+    assert dict(r) == {"IRQLAB_A": 1}
+    assert r.source == str(p)
+
+
+GOOD = """\
+/* a header
+ * with a block comment */
+#ifndef IRQLAB_T_H
+#define IRQLAB_T_H
+#define IRQLAB_A        0x10   /* trailing comment */
+#define IRQLAB_B        (IRQLAB_A << 2)  // line comment
+#define IRQLAB_C        ((1 << 4) - 1)
+#define IRQLAB_D        (~IRQLAB_C & 0xff)
+#define IRQLAB_E        (IRQLAB_A | IRQLAB_C) >> 1
+#define IRQLAB_F        10u
+#define IRQLAB_G        0x1ULL + \\
+                        2
+#define IRQLAB_H        -1
+#define IRQLAB_I        0
+#endif /* IRQLAB_T_H */
+"""
+
+
+def test_grammar() -> None:
+    r = parse(GOOD)
+    assert dict(r) == {
+        "IRQLAB_A": 0x10,
+        "IRQLAB_B": 0x40,
+        "IRQLAB_C": 15,
+        "IRQLAB_D": 0xF0,
+        "IRQLAB_E": 0x1F >> 1,
+        "IRQLAB_F": 10,
+        "IRQLAB_G": 3,
+        "IRQLAB_H": -1,
+        "IRQLAB_I": 0,
+    }
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "message"),
+    [
+        ("#define IRQLAB_A 1\n#define IRQLAB_B (IRQLAB_X + 1)\n", 2, "IRQLAB_X is not defined"),
+        ("#define IRQLAB_B (IRQLAB_A + 1)\n#define IRQLAB_A 1\n", 1, "IRQLAB_A is not defined"),
+        ("#define IRQLAB_A 1\n#define IRQLAB_A 2\n", 2, "defined twice"),
+        ("#define IRQLAB_A (2 * 3)\n", 1, "unsupported token '*"),
+        ("#define IRQLAB_A 1 ^ 2\n", 1, "unsupported token '^"),
+        ("#define IRQLAB_A 010\n", 1, "unsupported integer literal '010'"),
+        ("#define IRQLAB_A 0x\n", 1, "unsupported integer literal '0x'"),
+        ("#define IRQLAB_A 1.5\n", 1, "unsupported token"),
+        ('#define IRQLAB_A "x"\n', 1, "unsupported token"),
+        ("#define IRQLAB_A (1 << 2\n", 1, "malformed expression"),
+        ("#define IRQLAB_A 1 2\n", 1, "malformed expression"),
+        ("#define IRQLAB_A\n", 1, "has no value"),
+        ("#define IRQLAB_A(n) (n)\n", 1, "function-like macro"),
+        ("#define OTHER_A 1\n", 1, "does not start with IRQLAB_"),
+        ("#include <stdint.h>\n", 1, "expected '#define"),
+        ("#define IRQLAB_A 1\nint x;\n", 2, "expected '#define"),
+        ("#if 1\n#define IRQLAB_A 1\n#endif\n", 1, "expected '#define"),
+        ("#define IRQLAB_A 1 << 64\n", 1, "shift count 64"),
+        ("#define IRQLAB_A 1 << -1\n", 1, "shift count -1"),
+        ("#define IRQLAB_A 1 and 2\n", 1, "unsupported expression"),
+        ("#define IRQLAB_A True\n", 1, "unsupported expression"),
+        ("#define IRQLAB_A __import__\n", 1, "__import__ is not defined"),
+        ("#define IRQLAB_A 1\n/* open\n", 2, "unterminated /* comment"),
+        ("#define IRQLAB_A 1 \\\n", 1, "line continuation at end of file"),
+        ("#ifndef IRQLAB_G\n#define IRQLAB_G\n", 2, "#ifndef without #endif"),
+        ("#define IRQLAB_A 1\n#endif\n", 2, "#endif without #ifndef"),
+        ("/* nothing */\n", 1, "no IRQLAB_ definitions"),
+        ("#define IRQLAB_A+1\n", 1, "malformed #define"),
+    ],
+)
+def test_malformed(text: str, line: int, message: str) -> None:
+    with pytest.raises(RegsParseError) as info:
+        parse(text, source="bad.h")
+    err = info.value
+    assert message in err.message
+    assert err.line == line
+    assert str(err).startswith(f"bad.h:{line}: ")
+
+
+def test_evaluate_does_not_execute_code() -> None:
+    with pytest.raises(RegsParseError):
+        evaluate("(lambda: 1)()", {})
+    with pytest.raises(RegsParseError):
+        evaluate("IRQLAB_A.x", {"IRQLAB_A": 1})
+    assert evaluate("IRQLAB_A + 1", {"IRQLAB_A": 1}) == 2

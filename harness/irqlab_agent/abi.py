@@ -27,6 +27,9 @@ from typing import Any
 
 # Header field names -> protocol field names, where they differ.
 FIELD_ALIASES: dict[str, str] = {
+    # The record's wake_ns is when the *driver* issued the wakeup; the protocol's
+    # wake_ns is when userspace (the agent) woke up.
+    "wake_ns": "drv_wake_ns",
     "raise_ts_ns": "raise_ns",
     "ts_ns": "raise_ns",
     "timestamp_ns": "raise_ns",

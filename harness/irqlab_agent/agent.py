@@ -116,6 +116,7 @@ class Agent:
             "close": self.op_close,
             "ioctl": self.op_ioctl,
             "interrupt": self.op_interrupt,
+            "wait_blocked": self.op_wait_blocked,
             "check": self.op_check,
             "flush": self.op_flush,
             "reset": self.op_reset,
@@ -327,8 +328,16 @@ class Agent:
         reports ``{"type": "interrupted"}`` and reads again.  ``restart=true``
         (SIGUSR2 with SA_RESTART): the kernel restarts the read transparently.
         """
+        path = self._wait_blocked(req)
+        signo = RESTART_SIGNAL if req.get_bool("restart", False) else STOP_SIGNAL
+        ident = path.ident
+        assert ident is not None
+        signal.pthread_kill(ident, signo)
+        return ok(req.id, signo=int(signo), restart=signo == RESTART_SIGNAL)
+
+    def _wait_blocked(self, req: Request) -> NotificationPath:
         name = req.get_str("name")
-        timeout = req.get_float("timeout_ms", 5000.0) / 1000.0
+        timeout = req.get_float("timeout_ms", 10000.0) / 1000.0
         with self.lock:
             path = self.paths.get(name)
         if path is None or not path.blocking:
@@ -336,13 +345,14 @@ class Agent:
         deadline = time.monotonic() + timeout
         while not path.in_read():
             if time.monotonic() > deadline or not path.is_alive():
-                return fail(req.id, f"path {name!r} is not blocked in read(2)")
+                raise ProtocolError(f"path {name!r} is not blocked in read(2)")
             time.sleep(0.001)
-        signo = RESTART_SIGNAL if req.get_bool("restart", False) else STOP_SIGNAL
-        ident = path.ident
-        assert ident is not None
-        signal.pthread_kill(ident, signo)
-        return ok(req.id, signo=int(signo), restart=signo == RESTART_SIGNAL)
+        return path
+
+    def op_wait_blocked(self, req: Request) -> JsonObj:
+        """Return once the named blocking path's thread sits in read(2)."""
+        path = self._wait_blocked(req)
+        return ok(req.id, name=path.path_name, tid=path.native_id)
 
     def op_check(self, req: Request) -> JsonObj:
         results = run_checks(

@@ -51,14 +51,20 @@ def run_checks(abi: Abi, dev: str, count_dev: str | None = None) -> dict[str, st
         results["zero_read"] = _outcome(lambda: os.read(fd, 0))
         bad = unused_ioctl(abi)
         results["bad_ioctl"] = _outcome(lambda: fcntl.ioctl(fd, bad, 0))
+        results["write_short"] = _outcome(lambda: os.write(fd, b"\0\0\0"))
         if "SET_EVENTFD" in abi.ioctls:
-            io = abi.ioctls["SET_EVENTFD"]
-            results["set_eventfd_not_eventfd"] = _outcome(lambda: io.call(fd, fd))
-            results["set_eventfd_bad_fd"] = _outcome(lambda: io.call(fd, 0x7FFF_FFF0))
+            efd = abi.ioctls["SET_EVENTFD"]
+            results["set_eventfd_negative"] = _outcome(lambda: efd.call(fd, -5))
+            results["set_eventfd_not_eventfd"] = _outcome(lambda: efd.call(fd, fd))
+            results["set_eventfd_bad_fd"] = _outcome(lambda: efd.call(fd, 0x7FFF_FFF0))
         if "ACK" in abi.ioctls:
             ack = abi.ioctls["ACK"]
             results["ack_null_arg"] = _outcome(lambda: fcntl.ioctl(fd, ack.request, 0))
-        results["write"] = _outcome(lambda: os.write(fd, b"\0" * size))
+            results["ack_bad_flags"] = _outcome(lambda: ack.call(fd, {"seq": 1, "flags": 1}))
+            results["ack_unknown_seq"] = _outcome(lambda: ack.call(fd, {"seq": 0xFFFF_FFF0}))
+        if "SET_SOURCES" in abi.ioctls:
+            src = abi.ioctls["SET_SOURCES"]
+            results["set_sources_bad_mask"] = _outcome(lambda: src.call(fd, 0xFFFF_FFFF))
     finally:
         os.close(fd)
     if count_dev:

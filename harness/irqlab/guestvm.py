@@ -1,0 +1,313 @@
+"""A booted guest ready for end-to-end tests: QEMU + console + SSH + module + agent.
+
+:class:`Guest` composes the pieces other modules provide:
+
+* the QEMU build (:func:`irqlab.build.qemu.find_qemu`) and the guest image
+  (:func:`irqlab.build.image.ensure_image`, which bakes the agent package, its
+  uapi parser and the header into the initramfs),
+* :class:`irqlab.machine.Machine` (QEMU with QMP and the serial console),
+* :class:`irqlab.ssh.SshClient` (through the forwarded port),
+* the kernel module (``modprobe`` of the image's module),
+* :class:`irqlab.agent_client.AgentClient` running ``python3 -m irqlab_agent``,
+* :class:`irqlab.qmp.injector.Injector` on the device's QOM path.
+
+One guest serves a whole test session; :meth:`Guest.reset` puts it back to a
+clean state between tests (no armed paths or open files, device counters zero).
+
+Every missing prerequisite raises :class:`PrerequisiteMissing` naming it and
+the command that builds it: the e2e tests fail with that message, never skip.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import socket
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from irqlab.agent_client import AgentClient, AgentError
+from irqlab.paths import log_dir
+from irqlab.regs import REGS
+from irqlab.ssh import SshClient
+
+DEVICE_TYPE = "irqlab"
+
+
+class PrerequisiteMissing(RuntimeError):
+    """Something the guest needs was not built; the message says what and how."""
+
+
+class GuestError(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    """A currently free TCP port on 127.0.0.1 (for QEMU's hostfwd)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def device_arg(device_id: str, props: Mapping[str, Any]) -> str:
+    """``irqlab,id=<id>,k=v,...`` for ``-device`` (booleans as on/off)."""
+    parts = [DEVICE_TYPE, f"id={device_id}"]
+    for k, v in props.items():
+        if isinstance(v, bool):
+            v = "on" if v else "off"
+        parts.append(f"{k}={v}")
+    return ",".join(parts)
+
+
+def find_kmod() -> Path:
+    """The driver .ko: $IRQLAB_KMOD, else the module recipe (irqlab.build.kmod)."""
+    env = os.environ.get("IRQLAB_KMOD")
+    if env:
+        if not Path(env).is_file():
+            raise PrerequisiteMissing(f"$IRQLAB_KMOD={env} does not exist")
+        return Path(env)
+    try:
+        from irqlab.build import kmod  # type: ignore[attr-defined,unused-ignore]
+    except ImportError as e:
+        raise PrerequisiteMissing(
+            f"no kernel module: set $IRQLAB_KMOD or add the module recipe ({e})"
+        ) from e
+    try:
+        return Path(kmod.ensure_kmod())
+    except Exception as e:
+        raise PrerequisiteMissing(f"the irqlab kernel module cannot be built: {e}") from e
+
+
+@dataclass
+class GuestConfig:
+    device_id: str = "irqlab0"
+    device_props: dict[str, Any] = field(default_factory=dict)
+    module_params: dict[str, Any] = field(default_factory=dict)
+    memory_mb: int = 512
+    smp: int = 1
+    boot_timeout: float = 180.0
+    ssh_timeout: float = 60.0
+    agent_timeout: float = 60.0
+    name: str = "guest"
+
+
+class Guest:
+    """Boot with :meth:`start` (or ``with Guest(...) as g``); stop with :meth:`close`."""
+
+    def __init__(self, config: GuestConfig | None = None) -> None:
+        self.config = config or GuestConfig()
+        self.machine: Any = None
+        self.image: Any = None
+        self.ssh: SshClient | None = None
+        self._agent: AgentClient | None = None
+        self._agent_proc: Any = None
+        self.injector: Any = None
+        self.accel: Any = None
+        self.ssh_port = 0
+        self.module: str | None = None
+        self.boot_seconds: float | None = None
+
+    # -- prerequisites ----------------------------------------------------------
+    @staticmethod
+    def find_prerequisites() -> tuple[Any, Any, Path]:
+        """(QemuInstall, GuestImage, module .ko) or :class:`PrerequisiteMissing`."""
+        from irqlab.build.qemu import find_qemu
+
+        qemu = find_qemu()
+        if qemu is None:
+            raise PrerequisiteMissing(
+                "QEMU with the irqlab device is not built: "
+                "run `invoke build-qemu` (or `invoke build`)"
+            )
+        ko = find_kmod()
+        from irqlab.build.image import ensure_image
+
+        try:
+            image = ensure_image(kmod=Path(ko))
+        except Exception as e:
+            raise PrerequisiteMissing(
+                f"the guest image cannot be built: {e}; run `invoke build-image`"
+            ) from e
+        return qemu, image, Path(ko)
+
+    # -- life cycle -----------------------------------------------------------------
+    def start(self) -> Guest:
+        qemu, image, _ko = self.find_prerequisites()
+        self.image = image
+        t0 = time.monotonic()
+        self._boot(qemu, image)
+        self.boot_seconds = time.monotonic() - t0
+        self._connect_ssh(image)
+        self.load_module()
+        self.start_agent()
+        return self
+
+    def _boot(self, qemu: Any, image: Any) -> None:
+        from irqlab.accel import choose
+        from irqlab.build.image import MACHINE_ARGS
+        from irqlab.machine import Machine, MachineConfig
+        from irqlab.qmp.injector import Injector
+
+        c = self.config
+        self.accel = choose(qemu.binary, datadir=qemu.datadir)
+        self.ssh_port = free_port()
+        args = [
+            *MACHINE_ARGS,
+            "-m",
+            str(c.memory_mb),
+            "-smp",
+            str(c.smp),
+            *image.qemu_args(self.ssh_port),
+            "-device",
+            device_arg(c.device_id, c.device_props),
+        ]
+        self.machine = Machine(
+            MachineConfig(
+                binary=qemu.binary,
+                args=args,
+                datadir=qemu.datadir,
+                accel=self.accel.accel,
+                name=c.name,
+            )
+        )
+        self.machine.start()
+        self.machine.wait_console(image.ready_marker, timeout=c.boot_timeout)
+        self.injector = Injector(self.machine, c.device_id)
+
+    def _connect_ssh(self, image: Any) -> None:
+        self.ssh = SshClient(
+            "127.0.0.1", self.ssh_port, user=image.ssh_user, key_path=image.client_key
+        ).connect(timeout=self.config.ssh_timeout)
+
+    def close(self) -> None:
+        if self._agent is not None:
+            with contextlib.suppress(Exception):
+                self._agent.close(timeout=10)
+            self._agent = None
+        if self.ssh is not None:
+            with contextlib.suppress(Exception):
+                self.ssh.run("sync; poweroff -f >/dev/null 2>&1 &", timeout=5)
+            self.ssh.close()
+            self.ssh = None
+        if self.machine is not None:
+            self.machine.close()
+            self.machine = None
+
+    def __enter__(self) -> Guest:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- guest commands ---------------------------------------------------------------
+    def sh(self, cmd: str, *, timeout: float = 60.0, check: bool = True) -> str:
+        """Run a shell command in the guest; return stdout (raise on rc != 0 if *check*)."""
+        if self.ssh is None:
+            raise GuestError("the guest is not connected")
+        return self.ssh.run(cmd, timeout=timeout, check=check).out
+
+    @property
+    def dev(self) -> str:
+        return "/dev/irqlab0"
+
+    @property
+    def count_dev(self) -> str:
+        return f"{self.dev}-count"
+
+    def module_name(self) -> str:
+        name = getattr(self.image, "kmod", None) or "irqlab"
+        return str(name)
+
+    def load_module(self, **params: Any) -> None:
+        """modprobe the driver (with the config's params, overridden by *params*)."""
+        self.module = self.module_name()
+        opts = {**self.config.module_params, **params}
+        args = " ".join(f"{k}={shlex.quote(str(v))}" for k, v in opts.items())
+        self.sh(f"modprobe {self.module} {args}".strip())
+        self.wait_for_node(self.dev)
+
+    def unload_module(self) -> None:
+        self.sh(f"rmmod {self.module_name()}")
+
+    def wait_for_node(self, path: str, timeout: float = 30.0) -> None:
+        # devtmpfs creates the node synchronously with device_add; a short bounded wait
+        # covers the uevent-less case without a fixed sleep.
+        q = shlex.quote(path)
+        self.sh(
+            f"i=0; while [ ! -c {q} ]; do i=$((i+1)); [ $i -gt {int(timeout * 100)} ] && exit 1; "
+            f"usleep 10000 2>/dev/null || sleep 0.01; done",
+            timeout=timeout + 10,
+        )
+
+    def pci_address(self) -> str:
+        """The PCI address (e.g. ``0000:00:04.0``) of our device, found by vendor/device id."""
+        vid, did = f"{REGS.PCI_VENDOR_ID:#06x}", f"{REGS.PCI_DEVICE_ID:#06x}"
+        out = self.sh(
+            "for d in /sys/bus/pci/devices/*; do "
+            f'[ "$(cat $d/vendor)" = {vid} ] && [ "$(cat $d/device)" = {did} ] && basename $d; '
+            "done; true"
+        ).split()
+        if not out:
+            raise GuestError(f"no PCI device {vid}:{did} in the guest")
+        return out[0]
+
+    def unbind(self) -> str:
+        addr = self.pci_address()
+        self.sh(f"echo {addr} > /sys/bus/pci/drivers/{self.module_name()}/unbind")
+        return addr
+
+    def bind(self, addr: str | None = None) -> None:
+        addr = addr or self.pci_address()
+        self.sh(f"echo {addr} > /sys/bus/pci/drivers/{self.module_name()}/bind")
+        self.wait_for_node(self.dev)
+
+    # -- the agent ----------------------------------------------------------------------
+    def start_agent(self) -> AgentClient:
+        if self.ssh is None:
+            raise GuestError("the guest is not connected")
+        pkg = getattr(self.image, "agent_package", "irqlab_agent")
+        proc = self.ssh.open_process(f"exec python3 -u -m {pkg}")
+        self._agent_proc = proc
+        client = AgentClient(
+            proc.stdin,
+            proc.stdout,
+            proc.stderr,
+            name=f"{self.config.name}-agent",
+            logs=log_dir(),
+            on_close=proc.close,
+        )
+        client.wait_hello(self.config.agent_timeout)
+        self._agent = client
+        return client
+
+    @property
+    def agent(self) -> AgentClient:
+        """The agent, restarted if it died (a test may have killed it)."""
+        if self._agent is None or self._agent.eof:
+            if self._agent is not None:
+                with contextlib.suppress(Exception):
+                    self._agent.close(timeout=2)
+            self._agent = None
+            self.start_agent()
+        assert self._agent is not None
+        return self._agent
+
+    def reset(self) -> None:
+        """Between tests: disarm every path, close every handle, zero device counters."""
+        agent = self.agent
+        try:
+            agent.reset()
+        except AgentError:
+            agent.close(timeout=2)
+            self._agent = None
+            agent = self.agent
+        agent.drain_events()
+        if not self.sh(f"test -c {self.dev} && echo yes", check=False).strip():
+            self.load_module()
+        if self.injector is not None:
+            self.injector.reset_counters()

@@ -1,0 +1,127 @@
+"""Each notification path end to end: inject over QMP, the agent in the guest reports."""
+
+from __future__ import annotations
+
+import select
+import signal
+import time
+from typing import Any
+
+import pytest
+
+from irqlab.agent_client import AgentClient
+from irqlab.guestvm import Guest
+from irqlab.regs import REGS
+from irqlab_agent.paths import PATH_KINDS
+
+# Every record-reading path the agent implements (the counting file is tested apart).
+EVENT_PATHS = [k for k in PATH_KINDS if k != "count"]
+TIMEOUT = 60.0
+
+
+def check_path_specifics(path: str, ev: dict[str, Any], armed: dict[str, Any]) -> None:
+    if path in ("poll", "select", "epoll-lt", "epoll-et"):
+        assert ev["revents"] & select.POLLIN, ev
+    elif path == "sigio":
+        assert ev["signal"]["signo"] == signal.SIGIO, ev
+    elif path == "setsig":
+        sig = ev["signal"]
+        assert sig["signo"] == armed["signo"] and armed["signo"] >= signal.SIGRTMIN, ev
+        assert sig["fd"] == armed["fd"], f"si_fd {sig['fd']} != agent fd {armed['fd']}"
+        assert sig["band"] & select.POLLIN, ev
+    elif path == "eventfd":
+        assert ev["eventfd_count"] >= 1, ev
+    elif path == "nonblock":
+        assert ev["eagain_before"] >= 1, ev
+
+
+def wait_eagain(agent: AgentClient, name: str, timeout: float = TIMEOUT) -> None:
+    """Until the O_NONBLOCK path has seen the empty file at least once."""
+    deadline = time.monotonic() + timeout
+    while agent.stats()["paths"][name]["eagain"] < 1:
+        assert time.monotonic() < deadline, "the nonblock path never polled"
+        time.sleep(0.005)
+
+
+@pytest.mark.parametrize("path", EVENT_PATHS)
+def test_fifo_events_arrive_in_order_acked(
+    guest: Guest, agent: AgentClient, device: Any, path: str
+) -> None:
+    armed = agent.arm(path, dev=guest.dev)
+    if path == "nonblock":
+        wait_eagain(agent, path)
+    seq0 = device.next_seq()
+    words = [0xC0FFEE, 0, 0xFFFFFFFF]
+    device.push(*words)
+    evs = [agent.expect(path=path, seq=seq0 + i, timeout=TIMEOUT) for i in range(len(words))]
+    for i, (ev, w) in enumerate(zip(evs, words, strict=True)):
+        assert ev["source"] == REGS.SRC_FIFO, ev
+        assert ev["line"] == 0 and ev["value"] == w, ev
+        assert ev["flags"] == 0 and ev["lost"] == 0, ev
+        assert ev["ack_latency_ns"] is not None and ev["ack_latency_ns"] > 0, ev
+        assert ev["raise_ns"] > 0 and ev["wake_ns"] > 0, ev
+        if i == 0:
+            check_path_specifics(path, ev, armed)
+    c = device.counters()
+    assert c.raised == 3 and c.acked == 3 and c.dropped == 0, c
+    st = agent.disarm(path)[path]
+    assert st["events"] == 3 and st["acks"] == 3 and st["ack_errors"] == 0, st
+
+
+def test_nonblock_read_gives_eagain_then_data(
+    guest: Guest, agent: AgentClient, device: Any, wait_stats: Any
+) -> None:
+    agent.request("open", name="h", dev=guest.dev, nonblock=True)
+    assert agent.request("read", name="h")["errno"] == "EAGAIN"
+    seq = device.next_seq()
+    device.push(42)
+    wait_stats("h", lambda st: st["queued"] >= 1)
+    r = agent.request("read", name="h")
+    assert r["errno"] is None
+    assert [(e["seq"], e["value"]) for e in r["events"]] == [(seq, 42)]
+    assert agent.request("read", name="h")["errno"] == "EAGAIN"
+
+
+def test_nonblock_path_reports_eagain_count(guest: Guest, agent: AgentClient) -> None:
+    agent.arm("nonblock", dev=guest.dev, max_polls=20, interval_ms=1)
+    done = agent.expect(type="path_done", path="nonblock", timeout=TIMEOUT)
+    assert done["reason"] == "max_polls" and done["eagain"] == 20
+
+
+def test_counting_file_counts_while_nobody_reads(
+    guest: Guest, agent: AgentClient, device: Any, wait_stats: Any
+) -> None:
+    agent.request("open", name="cnt", dev=guest.count_dev, nonblock=True, rdwr=False)
+    agent.request("open", name="sync", dev=guest.dev, nonblock=True)
+    assert agent.request("read", name="cnt", **{"as": "count"})["errno"] == "EAGAIN"
+    k = 7
+    device.push(*range(k))
+    # Files and counters are fed in the same locked step: once the event file has k
+    # records, the counting file has counted k.
+    wait_stats("sync", lambda st: st["delivered"] >= k)
+    r = agent.request("read", name="cnt", **{"as": "count"})
+    assert r["errno"] is None and r["count"] == k
+    assert agent.request("read", name="cnt", **{"as": "count"})["errno"] == "EAGAIN"
+
+
+def test_count_path_blocking_read(guest: Guest, agent: AgentClient, device: Any) -> None:
+    agent.arm("count", dev=guest.count_dev)
+    agent.request("wait_blocked", name="count")
+    device.push(1)
+    assert agent.expect(path="count", timeout=TIMEOUT)["count"] == 1
+    device.push(2, 3, 4)
+    total = 0
+    while total < 3:
+        total += agent.expect(path="count", timeout=TIMEOUT)["count"]
+    assert total == 3
+
+
+def test_poll_and_epoll_report_only_pollin_family(
+    guest: Guest, agent: AgentClient, device: Any
+) -> None:
+    agent.arm("poll", dev=guest.dev)
+    seq = device.next_seq()
+    device.push(5)
+    ev = agent.expect(path="poll", seq=seq, timeout=TIMEOUT)
+    assert ev["revents"] & (select.POLLIN | select.POLLRDNORM) == select.POLLIN | select.POLLRDNORM
+    assert not ev["revents"] & (select.POLLERR | select.POLLHUP)

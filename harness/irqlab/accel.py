@@ -1,0 +1,196 @@
+"""Choose the accelerator: KVM only where it really runs a guest, TCG otherwise.
+
+The presence of ``/dev/kvm`` proves little (nested paravirtual KVM opens it and
+then cannot run a normal kernel), so :func:`probe` boots the tiny firmware of
+:mod:`irqlab.probe_rom` with ``-accel kvm`` and waits for its long-mode
+marker on the serial port.  Results are cached per QEMU binary and host kernel
+for the life of the process.
+
+Override: the ``accel`` argument of :func:`choose`, else ``$IRQLAB_ACCEL``
+(``kvm``, ``tcg`` or ``auto``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import selectors
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from irqlab import probe_rom, proc
+
+Accel = Literal["kvm", "tcg"]
+ENV_VAR = "IRQLAB_ACCEL"
+KVM_DEVICE = Path("/dev/kvm")
+DEFAULT_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    ok: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class AccelChoice:
+    accel: Accel
+    reason: str  # one line, for logs
+    probed: bool  # a probe ran (False when overridden or /dev/kvm unusable)
+
+    def qemu_args(self) -> list[str]:
+        return ["-accel", self.accel]
+
+
+ProbeFn = Callable[[Path, Path | None, float], ProbeResult]
+
+_cache: dict[tuple[str, int, int, str, Path | None], ProbeResult] = {}
+
+
+def _tail(path: Path, limit: int = 400) -> str:
+    """The end of QEMU's stderr on one line, without our own SIGTERM's notice."""
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    text = " ".join(ln.strip() for ln in lines if "terminating on signal" not in ln)
+    return text[-limit:]
+
+
+def probe_argv(binary: Path, rom: Path, accel: str, datadir: Path | None) -> list[str]:
+    argv = [str(binary)]
+    if datadir is not None:
+        argv += ["-L", str(datadir)]
+    argv += [
+        "-machine", "q35",
+        "-accel", accel,
+        "-m", "32",
+        "-nodefaults",
+        "-display", "none",
+        "-no-reboot",
+        "-monitor", "none",
+        "-bios", str(rom),
+        "-serial", "stdio",
+    ]  # fmt: skip
+    return argv
+
+
+def run_probe_guest(
+    binary: Path, accel: str, *, datadir: Path | None = None, timeout: float = DEFAULT_TIMEOUT
+) -> ProbeResult:
+    """Boot the probe firmware with *accel*; ok when it prints its long-mode marker in time."""
+    start = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="irqlab-probe-") as tmp:
+        rom = Path(tmp) / "probe.rom"
+        rom.write_bytes(probe_rom.build())
+        errlog = Path(tmp) / "stderr.log"
+        with errlog.open("wb") as err:
+            child = proc.spawn(
+                probe_argv(binary, rom, accel, datadir), stdout=subprocess.PIPE, stderr=err
+            )
+        out = b""
+        try:
+            assert child.stdout is not None
+            with selectors.DefaultSelector() as sel:
+                sel.register(child.stdout, selectors.EVENT_READ)
+                while probe_rom.LONG_MODE_MARKER not in out:
+                    left = start + timeout - time.monotonic()
+                    if left <= 0 or not sel.select(left):
+                        break
+                    chunk = os.read(child.stdout.fileno(), 4096)
+                    if not chunk:  # QEMU closed stdout: it is exiting
+                        with contextlib.suppress(subprocess.TimeoutExpired):
+                            child.wait(2.0)
+                        break
+                    out += chunk
+        finally:
+            exited = child.poll()  # None: still running (we stop it)
+            proc.stop(child, term_timeout=2.0)
+            if child.stdout is not None:
+                child.stdout.close()
+        took = time.monotonic() - start
+        if probe_rom.LONG_MODE_MARKER in out:
+            return ProbeResult(
+                True, f"-accel {accel} ran the long-mode probe guest in {took:.2f} s"
+            )
+        stderr = _tail(errlog)
+        if exited is not None and not out:
+            return ProbeResult(
+                False, f"QEMU -accel {accel} exited with status {exited} at startup: {stderr}"
+            )
+        if out.startswith(probe_rom.STAGE_REAL):
+            stage = "ran real-mode code but did not reach long mode"
+        else:
+            stage = "produced no output"
+        why = f"the probe guest {stage} within {timeout:g} s under -accel {accel}"
+        return ProbeResult(False, why + (f"; QEMU said: {stderr}" if stderr else ""))
+
+
+def _kvm_usable() -> str | None:
+    """Why KVM cannot be used at all, or None if /dev/kvm opens."""
+    if not KVM_DEVICE.exists():
+        return f"{KVM_DEVICE} does not exist"
+    try:
+        fd = os.open(KVM_DEVICE, os.O_RDWR | os.O_CLOEXEC)
+    except OSError as e:
+        return f"cannot open {KVM_DEVICE}: {e.strerror}"
+    os.close(fd)
+    return None
+
+
+def probe(
+    binary: Path, datadir: Path | None = None, timeout: float = DEFAULT_TIMEOUT
+) -> ProbeResult:
+    """Does KVM run a guest with this QEMU here?  Cached per binary and host kernel."""
+    st = binary.stat()
+    key = (str(binary.resolve()), st.st_mtime_ns, st.st_size, os.uname().release, datadir)
+    cached = _cache.get(key)
+    if cached is None:
+        cached = run_probe_guest(binary, "kvm", datadir=datadir, timeout=timeout)
+        _cache[key] = cached
+    return cached
+
+
+def clear_cache() -> None:
+    _cache.clear()
+
+
+def requested(accel: str | None = None) -> Accel | None:
+    """The forced accelerator from *accel* or $IRQLAB_ACCEL; None means probe ("auto")."""
+    value = accel if accel is not None else os.environ.get(ENV_VAR, "")
+    value = value.strip().lower()
+    if value in ("", "auto"):
+        return None
+    if value == "kvm":
+        return "kvm"
+    if value == "tcg":
+        return "tcg"
+    source = "accel argument" if accel is not None else f"${ENV_VAR}"
+    raise ValueError(f"{source} must be kvm, tcg or auto, not {value!r}")
+
+
+def choose(
+    binary: Path,
+    *,
+    accel: str | None = None,
+    datadir: Path | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    probe_fn: ProbeFn | None = None,
+) -> AccelChoice:
+    """KVM if forced or if the probe boots a guest with it, else TCG; with the reason."""
+    forced = requested(accel)
+    if forced is not None:
+        how = f"accel={accel!r} argument" if accel is not None else f"${ENV_VAR}={forced}"
+        return AccelChoice(forced, f"{forced} forced by {how}", probed=False)
+    unusable = _kvm_usable()
+    if unusable is not None:
+        return AccelChoice("tcg", f"tcg: {unusable}", probed=False)
+    result = (probe_fn or probe)(binary, datadir, timeout)
+    if result.ok:
+        return AccelChoice("kvm", f"kvm: {result.reason}", probed=True)
+    return AccelChoice("tcg", f"tcg: KVM probe failed: {result.reason}", probed=True)

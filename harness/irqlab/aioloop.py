@@ -1,0 +1,74 @@
+"""An asyncio event loop on a dedicated daemon thread, driven from synchronous code."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class LoopTimeout(TimeoutError):
+    """A coroutine run through :meth:`LoopThread.run` did not finish in time (it was cancelled)."""
+
+
+class LoopThread:
+    """Owns one event loop running forever on a background thread until :meth:`close`."""
+
+    def __init__(self, name: str = "irqlab-aio") -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._main, name=name, daemon=True)
+        self._closed = False
+        self._thread.start()
+
+    def _main(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_forever()
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        if self._closed:
+            coro.close()
+            raise RuntimeError("event loop thread is closed")
+        return asyncio.run_coroutine_threadsafe(coro, self._loop)
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        """Run *coro* on the loop and wait for its result; cancel it after *timeout* seconds."""
+        fut = self.submit(coro)
+        try:
+            return fut.result(timeout)
+        except concurrent.futures.TimeoutError:
+            fut.cancel()
+            raise LoopTimeout(f"timed out after {timeout} s") from None
+        except BaseException:
+            fut.cancel()  # e.g. KeyboardInterrupt while waiting: do not leave it running
+            raise
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Cancel what is left, stop the loop and join the thread (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+
+        async def _cancel_all() -> None:
+            me = asyncio.current_task()
+            tasks = [t for t in asyncio.all_tasks() if t is not me]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        if self._loop.is_running() and self._thread.is_alive():
+            fut = asyncio.run_coroutine_threadsafe(_cancel_all(), self._loop)
+            with contextlib.suppress(concurrent.futures.TimeoutError, RuntimeError):
+                fut.result(timeout)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout)
+        if not self._thread.is_alive():
+            self._loop.close()

@@ -1,0 +1,93 @@
+"""The ``irqlab`` command line.
+
+Each subcommand is a function ``cmd_<name>(args) -> int`` registered in
+:func:`build_parser`; add new ones the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+
+def cmd_build_qemu(args: argparse.Namespace) -> int:
+    from irqlab.build.qemu import BuildError, ensure_qemu
+
+    try:
+        inst = ensure_qemu(force=args.force)
+    except BuildError as e:
+        print(f"irqlab: {e}", file=sys.stderr)
+        return 1
+    print(f"{inst.binary}\n  version: {inst.version}\n  firmware (-L): {inst.datadir}")
+    return 0
+
+
+def cmd_probe_accel(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from irqlab import accel
+
+    datadir: Path | None = None
+    if args.qemu is not None:
+        binary = Path(args.qemu)
+    else:
+        from irqlab.build.qemu import find_qemu
+
+        inst = find_qemu()
+        if inst is None:
+            print("irqlab: no built QEMU; run 'irqlab build-qemu' or pass --qemu", file=sys.stderr)
+            return 1
+        binary, datadir = inst.binary, inst.datadir
+    try:
+        choice = accel.choose(binary, accel=args.accel, datadir=datadir, timeout=args.timeout)
+    except ValueError as e:
+        print(f"irqlab: {e}", file=sys.stderr)
+        return 2
+    print(choice.accel)
+    print(choice.reason, file=sys.stderr)
+    return 0
+
+
+def cmd_regs(args: argparse.Namespace) -> int:
+    from irqlab.regs import PREFIX, REGS
+
+    for name, value in REGS.items():
+        if name.removeprefix(PREFIX).startswith(args.prefix):
+            print(f"{name:36} {value:#x}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="irqlab", description="irqlab interrupt test harness")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("build-qemu", help="build (or find cached) QEMU with the irqlab device")
+    s.add_argument("--force", action="store_true", help="rebuild even if cached")
+    s.set_defaults(func=cmd_build_qemu)
+
+    s = sub.add_parser(
+        "probe-accel", help="print the accelerator to use here (kvm only if it boots a guest)"
+    )
+    s.add_argument("--qemu", help="QEMU binary (default: the built one)")
+    s.add_argument("--accel", help="force kvm|tcg|auto (default: $IRQLAB_ACCEL or auto)")
+    s.add_argument("--timeout", type=float, default=10.0, help="probe timeout, seconds")
+    s.set_defaults(func=cmd_probe_accel)
+
+    s = sub.add_parser("regs", help="print the register map parsed from irqlab-regs.h")
+    s.add_argument("prefix", nargs="?", default="", help="only names starting so (e.g. REG_)")
+    s.set_defaults(func=cmd_regs)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        rc: int = args.func(args)
+    except KeyboardInterrupt:
+        return 130
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,329 @@
+"""Run one QEMU process with QMP (and optionally qtest and a serial console), always cleaned up.
+
+>>> with Machine(MachineConfig(binary=qemu, args=["-machine", "q35"], qtest=True)) as m:
+...     m.qmp("query-status")
+...     m.qtest.readl(0xfe000000)
+
+Sockets live in a private 0700 temporary directory; logs (QEMU's stdout and
+stderr, the console, the qtest log, the command line) in a per-run directory
+below :func:`irqlab.paths.log_dir` that is kept.  QEMU runs in its own process
+group with a parent-death signal (:mod:`irqlab.proc`); :meth:`Machine.close`
+asks it to ``quit`` over QMP, then SIGTERMs, then SIGKILLs its group.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import re
+import selectors
+import shlex
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from irqlab import proc
+from irqlab.console import Console
+from irqlab.paths import log_dir
+from irqlab.qmp.client import SyncQMP
+from irqlab.qmp.errors import QMPFailure
+from irqlab.qtest import QTest
+
+_counter = itertools.count(1)
+
+
+class MachineError(RuntimeError):
+    """QEMU failed to start, died, or did not stop; the message names the log files."""
+
+
+@dataclass(frozen=True)
+class MachineConfig:
+    binary: Path
+    args: Sequence[str] = ()  # -machine, -device, -kernel, ... (everything not plumbing)
+    datadir: Path | None = None  # firmware directory, passed as -L
+    accel: str | None = "tcg"  # None: pass no -accel (args decide); forced to qtest by qtest=True
+    qtest: bool = False
+    console: bool = True  # serial port 0 -> console log
+    name: str = "qemu"
+    log_root: Path | None = None  # default: irqlab.paths.log_dir()
+    start_timeout: float = 30.0
+    stop_timeout: float = 10.0
+    qmp_timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Where one run's sockets and logs are."""
+
+    sock_dir: Path
+    log_dir: Path
+    qmp_sock: Path = field(init=False)
+    qtest_sock: Path = field(init=False)
+    console_sock: Path = field(init=False)
+    stderr_log: Path = field(init=False)
+    console_log: Path = field(init=False)
+    qtest_log: Path = field(init=False)
+    cmdline: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        s, g = object.__setattr__, self.log_dir
+        s(self, "qmp_sock", self.sock_dir / "qmp.sock")
+        s(self, "qtest_sock", self.sock_dir / "qtest.sock")
+        s(self, "console_sock", self.sock_dir / "console.sock")
+        s(self, "stderr_log", g / "qemu.log")
+        s(self, "console_log", g / "console.log")
+        s(self, "qtest_log", g / "qtest.log")
+        s(self, "cmdline", g / "cmdline.sh")
+
+
+def _chardev_path(p: Path) -> str:
+    return str(p).replace(",", ",,")  # QEMU option syntax escapes commas by doubling
+
+
+def build_argv(cfg: MachineConfig, paths: RunPaths) -> list[str]:
+    """QEMU's command line for *cfg* (pure: no files touched)."""
+    argv = [str(cfg.binary)]
+    if cfg.datadir is not None:
+        argv += ["-L", str(cfg.datadir)]
+    argv += ["-nodefaults", "-no-user-config", "-display", "none"]
+    accel = "qtest" if cfg.qtest else cfg.accel
+    if accel is not None:
+        argv += ["-accel", accel]
+    argv += [
+        "-chardev", f"socket,id=irqlab-qmp,path={_chardev_path(paths.qmp_sock)}",
+        "-mon", "chardev=irqlab-qmp,mode=control",
+    ]  # fmt: skip
+    if cfg.qtest:
+        argv += [
+            "-qtest", f"unix:{_chardev_path(paths.qtest_sock)}",
+            "-qtest-log", str(paths.qtest_log),
+        ]  # fmt: skip
+    if cfg.console:
+        argv += [
+            "-chardev", f"socket,id=irqlab-console,path={_chardev_path(paths.console_sock)}",
+            "-serial", "chardev:irqlab-console",
+        ]  # fmt: skip
+    argv += list(cfg.args)
+    return argv
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        text = path.read_text(errors="replace").rstrip()
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+class Machine:
+    """A running QEMU; use as a context manager (or call :meth:`start`/:meth:`close`)."""
+
+    def __init__(self, config: MachineConfig) -> None:
+        self.config = config
+        self.paths: RunPaths | None = None
+        self.argv: list[str] = []
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._pidfd = -1
+        self._qmp: SyncQMP | None = None
+        self._qtest: QTest | None = None
+        self._qtest_listener: socket.socket | None = None
+        self._console: Console | None = None
+        self._closed = False
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def __enter__(self) -> Machine:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _make_paths(self) -> RunPaths:
+        root = self.config.log_root if self.config.log_root is not None else log_dir()
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        run_dir = root / f"{self.config.name}-{stamp}-{os.getpid()}-{next(_counter)}"
+        run_dir.mkdir(parents=True, exist_ok=False)
+        sock_dir = Path(tempfile.mkdtemp(prefix="irqlab-"))  # mode 0700
+        return RunPaths(sock_dir=sock_dir, log_dir=run_dir)
+
+    def start(self) -> Machine:
+        if self._proc is not None or self._closed:
+            raise MachineError("a Machine can be started once")
+        try:
+            self._start()
+        except BaseException as e:
+            why = self._exit_summary()
+            self.close()
+            if isinstance(e, MachineError | QMPFailure | OSError | TimeoutError):
+                raise MachineError(f"{self.config.name}: QEMU failed to start: {e}{why}") from e
+            raise
+        return self
+
+    def _start(self) -> None:
+        cfg = self.config
+        self.paths = p = self._make_paths()
+        self.argv = build_argv(cfg, p)
+        p.cmdline.write_text(shlex.join(self.argv) + "\n")
+        self._qmp = SyncQMP(cfg.name, timeout=cfg.qmp_timeout)
+        self._qmp.listen(p.qmp_sock)
+        if cfg.qtest:
+            self._qtest_listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self._qtest_listener.bind(str(p.qtest_sock))
+            self._qtest_listener.listen(1)
+        if cfg.console:
+            self._console = Console(p.console_sock, p.console_log)
+        with p.stderr_log.open("wb") as log:
+            self._proc = proc.spawn(self.argv, stdout=log, stderr=subprocess.STDOUT)
+        self._pidfd = os.pidfd_open(self._proc.pid)
+        deadline = time.monotonic() + cfg.start_timeout
+        if self._qtest_listener is not None:
+            self._qtest = QTest(self._accept_qtest(deadline), timeout=cfg.qmp_timeout)
+        self._qmp.accept(max(0.1, deadline - time.monotonic()), self._pidfd)
+
+    def _accept_qtest(self, deadline: float) -> socket.socket:
+        assert self._qtest_listener is not None
+        with selectors.DefaultSelector() as sel:
+            sel.register(self._qtest_listener, selectors.EVENT_READ)
+            sel.register(self._pidfd, selectors.EVENT_READ)
+            ready = [k.fileobj for k, _ in sel.select(max(0.0, deadline - time.monotonic()))]
+        if self._qtest_listener in ready:
+            conn, _ = self._qtest_listener.accept()
+            return conn
+        if ready:
+            raise MachineError("QEMU exited before connecting to the qtest socket")
+        raise MachineError("QEMU did not connect to the qtest socket in time")
+
+    def _exit_summary(self) -> str:
+        """Exit status, the end of QEMU's log and where the logs are (for error messages)."""
+        parts = []
+        if self._proc is not None and self._proc.poll() is not None:
+            parts.append(f"QEMU exit status {self._proc.returncode}")
+        if self.paths is not None:
+            tail = _tail(self.paths.stderr_log)
+            if tail:
+                parts.append("QEMU said:\n" + tail)
+            parts.append(self.describe_logs())
+        return ("\n" + "\n".join(parts)) if parts else ""
+
+    def describe_logs(self) -> str:
+        if self.paths is None:
+            return "no logs (not started)"
+        p = self.paths
+        logs = [f"qemu: {p.stderr_log}"]
+        if self.config.console:
+            logs.append(f"console: {p.console_log}")
+        if self.config.qtest:
+            logs.append(f"qtest: {p.qtest_log}")
+        return f"logs in {p.log_dir} ({', '.join(logs)}; command line: {p.cmdline})"
+
+    def close(self) -> int | None:
+        """Stop QEMU (quit, then SIGTERM, then SIGKILL) and release everything; idempotent.
+
+        Returns QEMU's exit status (None if it could not be reaped)."""
+        if self._closed:
+            return self._proc.returncode if self._proc is not None else None
+        self._closed = True
+        status: int | None = None
+        try:
+            if self._proc is not None:
+                t = self.config.stop_timeout
+                quitting = False
+                if self._proc.poll() is None and self._qmp is not None and self._qmp.connected:
+                    with contextlib.suppress(Exception):
+                        self._qmp.execute("quit", timeout=t)
+                        quitting = True
+                status = proc.wait_or_stop(self._proc, t if quitting else 0.0, kill_after=t)
+        finally:
+            for closer in (self._qmp, self._qtest, self._qtest_listener, self._console):
+                if closer is not None:
+                    with contextlib.suppress(Exception):
+                        closer.close()
+            if self._pidfd >= 0:
+                os.close(self._pidfd)
+                self._pidfd = -1
+            if self.paths is not None:
+                shutil.rmtree(self.paths.sock_dir, ignore_errors=True)
+        if self._proc is not None and status is None:
+            raise MachineError(f"QEMU pid {self._proc.pid} could not be killed")
+        return status
+
+    def wait_exit(self, timeout: float) -> int:
+        """Wait for QEMU to exit by itself (e.g. after a guest shutdown); returns its status."""
+        p = self._running_proc()
+        try:
+            return p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise MachineError(
+                f"QEMU did not exit within {timeout} s; {self.describe_logs()}"
+            ) from None
+
+    # -- state ---------------------------------------------------------------------
+
+    def _running_proc(self) -> subprocess.Popen[bytes]:
+        if self._proc is None:
+            raise MachineError("machine not started")
+        return self._proc
+
+    @property
+    def pid(self) -> int:
+        return self._running_proc().pid
+
+    def is_running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def returncode(self) -> int | None:
+        return self._proc.poll() if self._proc is not None else None
+
+    # -- channels ------------------------------------------------------------------
+
+    def qmp(
+        self, command: str, args: Mapping[str, object] | None = None, /, **kwargs: object
+    ) -> Any:
+        """Execute one QMP command: ``m.qmp("qom-get", path=..., property=...)``.
+
+        Pass arguments whose names are not Python identifiers in *args*.
+        Raises :class:`~irqlab.qmp.errors.QMPCommandError` for QEMU's error replies
+        and :class:`MachineError` (with the logs) when QEMU is gone.
+        """
+        if self._qmp is None:
+            raise MachineError("machine not started")
+        try:
+            return self._qmp.execute(command, {**(args or {}), **kwargs})
+        except QMPFailure as e:
+            raise MachineError(f"{e}{self._exit_summary()}") from e
+
+    def qmp_events(self) -> list[dict[str, Any]]:
+        """QMP events received since the last call."""
+        if self._qmp is None:
+            raise MachineError("machine not started")
+        return self._qmp.events()
+
+    @property
+    def qtest(self) -> QTest:
+        if self._qtest is None:
+            raise MachineError("not a qtest machine (MachineConfig(qtest=True))")
+        return self._qtest
+
+    @property
+    def console(self) -> Console:
+        if self._console is None:
+            raise MachineError("machine has no console (MachineConfig(console=True))")
+        return self._console
+
+    def wait_console(self, marker: str | re.Pattern[str], timeout: float) -> str:
+        """Wait until *marker* appears on the serial console; returns the text up to it."""
+        return self.console.wait_for(marker, timeout)

@@ -1,0 +1,132 @@
+"""Child processes that never outlive us: own process group, parent-death signal, reaping.
+
+:func:`spawn` starts a command in its own process group (so a terminal's
+Ctrl-C reaches only Python, which then cleans up in order) with
+``PR_SET_PDEATHSIG=SIGKILL`` (so the kernel kills it if this process dies
+without cleaning up, even by SIGKILL).  :func:`stop` escalates SIGTERM ->
+SIGKILL to the whole group.  Children still alive at interpreter exit are
+killed by an ``atexit`` hook.
+
+Note: Linux delivers the parent-death signal when the *thread* that forked the
+child exits; spawn from a thread that lives as long as the child (normally the
+main thread).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ctypes
+import os
+import signal
+import subprocess
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+_PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True)
+_prctl = _libc.prctl
+_prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+_prctl.restype = ctypes.c_int
+
+_live: set[subprocess.Popen[bytes]] = set()
+_live_lock = threading.Lock()
+
+StdSpec = int | IO[Any] | None
+
+
+def _child_setup(parent_pid: int) -> Callable[[], None]:
+    def setup() -> None:  # runs in the child between fork and exec: keep it minimal
+        if _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            os._exit(126)
+        if os.getppid() != parent_pid:  # parent died before prctl took effect
+            os._exit(125)
+
+    return setup
+
+
+def spawn(
+    argv: Sequence[str | Path],
+    *,
+    stdin: StdSpec = subprocess.DEVNULL,
+    stdout: StdSpec = None,
+    stderr: StdSpec = None,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start *argv* in a new process group that dies with this process."""
+    proc = subprocess.Popen(
+        [str(a) for a in argv],
+        stdin=stdin,
+        stdout=stdout,
+        stderr=stderr,
+        cwd=cwd,
+        env=env,
+        process_group=0,
+        preexec_fn=_child_setup(os.getpid()),  # prctl must run in the child
+        close_fds=True,
+    )
+    with _live_lock:
+        _live.add(proc)
+    return proc
+
+
+def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(sig)
+
+
+def stop(
+    proc: subprocess.Popen[bytes],
+    *,
+    term_timeout: float = 5.0,
+    kill_timeout: float = 5.0,
+) -> int | None:
+    """Reap *proc*; if it still runs, SIGTERM its group, then SIGKILL.  Returns its status."""
+    try:
+        if proc.poll() is None:
+            _signal_group(proc, signal.SIGTERM)
+            try:
+                proc.wait(term_timeout)
+            except subprocess.TimeoutExpired:
+                _signal_group(proc, signal.SIGKILL)
+                try:
+                    proc.wait(kill_timeout)
+                except subprocess.TimeoutExpired:
+                    return None
+        return proc.returncode
+    finally:
+        if proc.returncode is not None:
+            with _live_lock:
+                _live.discard(proc)
+
+
+def wait_or_stop(
+    proc: subprocess.Popen[bytes], timeout: float, *, kill_after: float = 5.0
+) -> int | None:
+    """Wait up to *timeout* for *proc* to exit on its own, then :func:`stop` it.
+
+    *kill_after* bounds each of the SIGTERM and SIGKILL waits."""
+    if timeout > 0:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout)
+    return stop(proc, term_timeout=kill_after, kill_timeout=kill_after)
+
+
+def live_children() -> list[subprocess.Popen[bytes]]:
+    """Children spawned here that have not been reaped (for diagnostics and tests)."""
+    with _live_lock:
+        return [p for p in _live if p.poll() is None]
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    with _live_lock:
+        procs = list(_live)
+    for p in procs:
+        stop(p, term_timeout=1.0, kill_timeout=2.0)

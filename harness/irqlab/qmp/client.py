@@ -1,0 +1,115 @@
+"""A synchronous QMP client: qemu.qmp's QMPClient driven on a background event loop.
+
+QEMU connects to us (``-chardev socket,path=...`` without ``server``), so the
+socket exists before QEMU starts and there is no connect/retry race:
+:meth:`SyncQMP.listen` binds, QEMU is started, :meth:`SyncQMP.accept` waits for
+it (and gives up at once if QEMU exits, when given its pidfd).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from qemu.qmp import EventListener, ExecInterruptedError, ExecuteError, QMPClient, QMPError
+from qemu.qmp.protocol import Runstate
+
+from irqlab.aioloop import LoopThread, LoopTimeout
+from irqlab.qmp.errors import QMPCommandError, QMPFailure
+
+
+class SyncQMP:
+    """One QMP session; every method blocks until QEMU answered (or the timeout hit)."""
+
+    def __init__(self, name: str = "irqlab", *, timeout: float = 30.0) -> None:
+        self.timeout = timeout
+        self._aio = LoopThread(name=f"qmp-{name}")
+        self._client = QMPClient(name)
+        self._listener = EventListener()
+        self._client.register_listener(self._listener)
+        self._closed = False
+
+    def listen(self, path: Path) -> None:
+        """Bind and listen on the unix socket *path* (QEMU will connect to it)."""
+        self._aio.run(self._client.start_server(str(path)), self.timeout)
+
+    def accept(self, timeout: float, exit_fd: int | None = None) -> None:
+        """Wait for QEMU to connect and negotiate; fail early when *exit_fd* becomes readable."""
+        try:
+            self._aio.run(self._accept(timeout, exit_fd), timeout + 5.0)
+        except (QMPError, LoopTimeout, OSError) as e:
+            raise QMPFailure(f"QMP connection not established: {e}") from e
+
+    async def _accept(self, timeout: float, exit_fd: int | None) -> None:
+        loop = asyncio.get_running_loop()
+        exited: asyncio.Future[None] = loop.create_future()
+
+        def on_exit() -> None:
+            if not exited.done():
+                exited.set_result(None)
+
+        if exit_fd is not None:
+            loop.add_reader(exit_fd, on_exit)
+        task = asyncio.ensure_future(self._client.accept())
+        try:
+            done, _ = await asyncio.wait(
+                {task, exited}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            if exit_fd is not None:
+                loop.remove_reader(exit_fd)
+        if task in done:
+            task.result()
+            return
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+        if exited in done:
+            raise QMPFailure("QEMU exited before connecting to the QMP socket")
+        raise QMPFailure(f"QEMU did not connect to the QMP socket within {timeout} s")
+
+    @property
+    def connected(self) -> bool:
+        return not self._closed and self._client.runstate == Runstate.RUNNING
+
+    def execute(
+        self,
+        command: str,
+        arguments: Mapping[str, object] | None = None,
+        timeout: float | None = None,
+    ) -> Any:
+        """Run one command and return its ``return`` value; errors become exceptions."""
+        args = dict(arguments or {})
+        if not self.connected:
+            raise QMPFailure(f"QMP {command}: not connected")
+        limit = self.timeout if timeout is None else timeout
+        try:
+            return self._aio.run(self._client.execute(command, args or None), limit)
+        except ExecuteError as e:
+            raise QMPCommandError(command, args, e.error_class, str(e)) from None
+        except ExecInterruptedError as e:
+            raise QMPFailure(f"QMP {command}: connection lost before the reply ({e})") from e
+        except LoopTimeout:
+            raise QMPFailure(f"QMP {command}: no reply within {limit} s") from None
+        except QMPError as e:
+            raise QMPFailure(f"QMP {command}: {e}") from e
+
+    def events(self) -> list[dict[str, Any]]:
+        """Asynchronous events received since the last call (oldest first)."""
+
+        async def drain() -> list[dict[str, Any]]:
+            return [dict(m) for m in self._listener.clear()]
+
+        return self._aio.run(drain(), self.timeout)
+
+    def close(self) -> None:
+        """Disconnect (ignoring errors of a dead peer) and stop the loop thread; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(Exception):
+            self._aio.run(self._client.disconnect(), 5.0)
+        self._aio.close()

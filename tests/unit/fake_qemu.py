@@ -1,0 +1,133 @@
+"""A stand-in for qemu-system-x86_64 that speaks just enough QMP, qtest and console.
+
+It parses the plumbing options irqlab.machine.build_argv produces, connects to
+the sockets like QEMU does, and behaves according to $FAKE_QEMU_MODE:
+
+  normal       answer QMP and qtest; ``quit`` exits 0
+  exit-early   print an error on stderr and exit 3 before connecting
+  stubborn     ignore SIGTERM and never answer ``quit`` (needs SIGKILL)
+  hang         never connect to anything
+$FAKE_QEMU_PIDFILE, if set, receives this process's pid.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+
+def _opt(argv: list[str], flag: str, prefix: str) -> str | None:
+    for i, a in enumerate(argv[:-1]):
+        if a == flag and argv[i + 1].startswith(prefix):
+            return argv[i + 1]
+    return None
+
+
+def _chardev_path(argv: list[str], chardev_id: str) -> str | None:
+    spec = _opt(argv, "-chardev", f"socket,id={chardev_id},")
+    if spec is None:
+        return None
+    return spec.split("path=", 1)[1].replace(",,", ",")
+
+
+def _connect(path: str) -> socket.socket:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(path)
+    return s
+
+
+def serve_qtest(sock: socket.socket) -> None:
+    f = sock.makefile("rwb", buffering=0)
+    clock = 0
+    for raw in f:
+        words = raw.decode().split()
+        cmd = words[0] if words else ""
+        if cmd == "endianness":
+            reply = "OK little"
+        elif cmd == "readl":
+            reply = "OK 0x0000000012345678"
+        elif cmd == "clock_step":
+            clock += int(words[1], 0) if len(words) > 1 else 1000
+            reply = f"OK {clock}"
+        elif cmd == "outl":
+            reply = "IRQ raise 3\nOK"
+        else:
+            reply = f"FAIL Unknown command '{cmd}'"
+        f.write((reply + "\n").encode())
+
+
+def _json_messages(sock: socket.socket) -> Iterator[dict[str, Any]]:
+    """JSON objects as they arrive (qemu.qmp sends no newline between them)."""
+    decoder = json.JSONDecoder()
+    buf = ""
+    while chunk := sock.recv(65536):
+        buf += chunk.decode()
+        while buf.strip():
+            try:
+                msg, end = decoder.raw_decode(buf.lstrip())
+            except json.JSONDecodeError:
+                break
+            buf = buf.lstrip()[end:]
+            yield msg
+
+
+def serve_qmp(sock: socket.socket, stubborn: bool) -> None:
+    f = sock.makefile("rwb", buffering=0)
+    greeting = {"QMP": {"version": {"qemu": {"micro": 0, "minor": 2, "major": 7}, "package": ""},
+                        "capabilities": []}}  # fmt: skip
+    f.write(json.dumps(greeting).encode() + b"\n")
+    for msg in _json_messages(sock):
+        cmd, mid = msg.get("execute"), msg.get("id")
+        if cmd == "quit" and stubborn:
+            continue
+        if cmd == "fail-me":
+            out: dict[str, object] = {"error": {"class": "GenericError", "desc": "fake failure"}}
+        elif cmd == "echo":
+            out = {"return": msg.get("arguments", {})}
+        else:
+            out = {"return": {}}
+        if mid is not None:
+            out["id"] = mid
+        f.write(json.dumps(out).encode() + b"\n")
+        if cmd == "quit":
+            os._exit(0)
+
+
+def main() -> None:
+    argv = sys.argv[1:]
+    mode = os.environ.get("FAKE_QEMU_MODE", "normal")
+    pidfile = os.environ.get("FAKE_QEMU_PIDFILE")
+    if pidfile:
+        with open(pidfile, "w") as fp:
+            fp.write(str(os.getpid()))
+    if mode == "exit-early":
+        print("fake-qemu: -device nope: 'nope' is not a valid device model name", file=sys.stderr)
+        sys.exit(3)
+    if mode == "hang":
+        while True:
+            time.sleep(3600)
+    if mode == "stubborn":
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    qmp = _connect(_chardev_path(argv, "irqlab-qmp") or "")
+    console_path = _chardev_path(argv, "irqlab-console")
+    if console_path:
+        con = _connect(console_path)
+        con.sendall(b"booting\nREADY marker 42\n")
+    qtest_spec = _opt(argv, "-qtest", "unix:")
+    if qtest_spec:
+        qt = _connect(qtest_spec.removeprefix("unix:"))
+        threading.Thread(target=serve_qtest, args=(qt,), daemon=True).start()
+    serve_qmp(qmp, stubborn=mode == "stubborn")
+    while True:  # QMP closed: wait to be killed, like QEMU would keep running
+        time.sleep(3600)
+
+
+if __name__ == "__main__":
+    main()

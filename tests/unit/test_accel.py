@@ -1,0 +1,180 @@
+"""Accelerator choice with the probe faked, the probe runner against fake QEMUs, the probe ROM."""
+
+from __future__ import annotations
+
+import struct
+import sys
+from pathlib import Path
+
+import pytest
+
+from irqlab import accel, probe_rom
+from irqlab.accel import ProbeResult
+
+
+@pytest.fixture(autouse=True)
+def _clean(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(accel.ENV_VAR, raising=False)
+    accel.clear_cache()
+
+
+class FakeProbe:
+    def __init__(self, result: ProbeResult) -> None:
+        self.result = result
+        self.calls: list[tuple[Path, Path | None, float]] = []
+
+    def __call__(self, binary: Path, datadir: Path | None, timeout: float) -> ProbeResult:
+        self.calls.append((binary, datadir, timeout))
+        return self.result
+
+
+def _kvm_usable(monkeypatch: pytest.MonkeyPatch, why_not: str | None = None) -> None:
+    monkeypatch.setattr(accel, "_kvm_usable", lambda: why_not)
+
+
+@pytest.mark.parametrize(("value", "expected"), [("kvm", "kvm"), ("TCG", "tcg"), (" tcg ", "tcg")])
+def test_env_override_skips_the_probe(
+    monkeypatch: pytest.MonkeyPatch, value: str, expected: str
+) -> None:
+    monkeypatch.setenv(accel.ENV_VAR, value)
+    fake = FakeProbe(ProbeResult(False, "unused"))
+    choice = accel.choose(Path("/q"), probe_fn=fake)
+    assert choice.accel == expected
+    assert not choice.probed and not fake.calls
+    assert f"{accel.ENV_VAR}={expected}" in choice.reason
+    assert choice.qemu_args() == ["-accel", expected]
+
+
+def test_argument_beats_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(accel.ENV_VAR, "kvm")
+    choice = accel.choose(Path("/q"), accel="tcg", probe_fn=FakeProbe(ProbeResult(True, "x")))
+    assert choice.accel == "tcg"
+    assert "argument" in choice.reason
+
+
+@pytest.mark.parametrize("value", ["auto", "", "AUTO"])
+def test_auto_probes(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv(accel.ENV_VAR, value)
+    _kvm_usable(monkeypatch)
+    fake = FakeProbe(ProbeResult(True, "booted"))
+    choice = accel.choose(Path("/q"), datadir=Path("/fw"), timeout=3.0, probe_fn=fake)
+    assert (choice.accel, choice.probed) == ("kvm", True)
+    assert fake.calls == [(Path("/q"), Path("/fw"), 3.0)]
+    assert "booted" in choice.reason
+
+
+@pytest.mark.parametrize("source", ["env", "arg"])
+def test_invalid_override_is_an_error(monkeypatch: pytest.MonkeyPatch, source: str) -> None:
+    if source == "env":
+        monkeypatch.setenv(accel.ENV_VAR, "hvf")
+        with pytest.raises(ValueError, match=r"\$IRQLAB_ACCEL must be kvm, tcg or auto"):
+            accel.choose(Path("/q"))
+    else:
+        with pytest.raises(ValueError, match="accel argument must be"):
+            accel.choose(Path("/q"), accel="xen")
+
+
+def test_failed_probe_gives_tcg_with_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    _kvm_usable(monkeypatch)
+    choice = accel.choose(Path("/q"), probe_fn=FakeProbe(ProbeResult(False, "hung in real mode")))
+    assert (choice.accel, choice.probed) == ("tcg", True)
+    assert "KVM probe failed: hung in real mode" in choice.reason
+
+
+def test_no_kvm_device_means_tcg_without_probe(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(accel, "KVM_DEVICE", tmp_path / "kvm")
+    fake = FakeProbe(ProbeResult(True, "unused"))
+    choice = accel.choose(Path("/q"), probe_fn=fake)
+    assert (choice.accel, choice.probed) == ("tcg", False)
+    assert "does not exist" in choice.reason
+    assert not fake.calls
+
+
+def test_unopenable_kvm_device(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    d = tmp_path / "kvm"
+    d.mkdir()  # opening a directory O_RDWR fails
+    monkeypatch.setattr(accel, "KVM_DEVICE", d)
+    assert "cannot open" in (accel._kvm_usable() or "")
+
+
+def test_probe_is_cached_per_binary(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    calls: list[Path] = []
+
+    def fake_run(binary: Path, acc: str, *, datadir: Path | None, timeout: float) -> ProbeResult:
+        calls.append(binary)
+        return ProbeResult(False, "no")
+
+    monkeypatch.setattr(accel, "run_probe_guest", fake_run)
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.write_text("1")
+    b.write_text("2")
+    accel.probe(a)
+    accel.probe(a)
+    accel.probe(b)
+    assert calls == [a, b]
+    a.write_text("rebuilt binary")  # a new build is probed again
+    accel.probe(a)
+    assert calls == [a, b, a]
+
+
+def _fake_qemu(tmp_path: Path, body: str) -> Path:
+    script = tmp_path / "fake-qemu"
+    script.write_text(f"#!{sys.executable}\nimport sys, time\n{body}\n")
+    script.chmod(0o755)
+    return script
+
+
+def test_probe_runner_success(tmp_path: Path) -> None:
+    marker = probe_rom.LONG_MODE_MARKER.decode().strip()
+    q = _fake_qemu(tmp_path, f"print('R{marker}', flush=True)\ntime.sleep(60)")
+    r = accel.run_probe_guest(q, "kvm", timeout=10)
+    assert r.ok, r.reason
+    assert "-accel kvm ran the long-mode probe guest" in r.reason
+
+
+def test_probe_runner_stuck_in_real_mode(tmp_path: Path) -> None:
+    q = _fake_qemu(tmp_path, "print('R', end='', flush=True)\ntime.sleep(60)")
+    r = accel.run_probe_guest(q, "kvm", timeout=0.5)
+    assert not r.ok
+    assert "ran real-mode code but did not reach long mode within 0.5 s" in r.reason
+
+
+def test_probe_runner_qemu_refuses(tmp_path: Path) -> None:
+    q = _fake_qemu(
+        tmp_path,
+        "print('qemu: failed to initialize kvm: No such device', file=sys.stderr)\nsys.exit(1)",
+    )
+    r = accel.run_probe_guest(q, "kvm", timeout=10)
+    assert not r.ok
+    assert r.reason.startswith("QEMU -accel kvm exited with status 1 at startup")
+    assert "failed to initialize kvm" in r.reason
+
+
+def test_probe_argv(tmp_path: Path) -> None:
+    argv = accel.probe_argv(Path("/q"), tmp_path / "rom", "kvm", Path("/fw"))
+    assert argv[:3] == ["/q", "-L", "/fw"]
+    assert argv[argv.index("-accel") : argv.index("-accel") + 2] == ["-accel", "kvm"]
+    assert argv[argv.index("-bios") + 1] == str(tmp_path / "rom")
+
+
+def test_probe_rom_layout() -> None:
+    rom = probe_rom.build()
+    assert len(rom) == probe_rom.SIZE == 0x10000
+    # Reset vector (F000:FFF0): far jump to F000:0000, where the code starts with cli.
+    assert rom[0xFFF0:0xFFF5] == b"\xea\x00\x00\x00\xf0"
+    assert rom[0] == 0xFA
+    assert probe_rom.LONG_MODE_MARKER + b"\0" in rom
+    # The GDTR points into the ROM at a null + 64-bit code + data descriptor table.
+    gdtr = rom.index(struct.pack("<H", 23) + struct.pack("<I", probe_rom.BASE + 0x180))
+    assert gdtr == 0x198
+    null, code, data = struct.unpack_from("<3Q", rom, 0x180)
+    assert null == 0 and code >> 53 & 1 == 1 and data >> 47 & 1 == 1
+    # The 64-bit far jump lands on the long-mode code; its lea reaches the message.
+    jmp = rom.index(b"\x66\xea")
+    target, sel = struct.unpack_from("<IH", rom, jmp + 2)
+    assert (target - probe_rom.BASE, sel) == (0x100, 0x08)
+    lea = rom.index(b"\x48\x8d\x35", 0x100)
+    (rel,) = struct.unpack_from("<i", rom, lea + 3)
+    assert rom[lea + 7 + rel :].startswith(probe_rom.LONG_MODE_MARKER)

@@ -1,0 +1,196 @@
+"""Injector over a fake QMP runner: commands sent, client-side checks, error mapping, stats."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+
+from irqlab.qmp.errors import DeviceRejected, InvalidArgument, QMPCommandError
+from irqlab.qmp.injector import Injector, device_path
+from irqlab.qmp.stats import Counters, Histogram, StatsFormatError
+from irqlab.regs import REGS
+
+COUNTERS = {
+    "raised": 5, "delivered": 4, "acked": 3, "coalesced": 1, "dropped": 0,
+    "fifo-overflow": 0, "evq-overflow": 0, "ack-invalid": 2, "evq-count": 2, "next-seq": 6,
+}  # fmt: skip
+
+
+class FakeRunner:
+    """Records commands; qom-get answers from ``props``; ``refuse`` maps property -> error."""
+
+    def __init__(self, gpio_lines: int = 8) -> None:
+        self.sent: list[tuple[str, dict[str, object]]] = []
+        self.props: dict[str, object] = {"gpio-lines": gpio_lines}
+        self.refuse: dict[str, str] = {}
+
+    def qmp(self, command: str, args: Mapping[str, object] | None = None, /) -> Any:
+        a = dict(args or {})
+        prop = str(a.get("property"))
+        if prop in self.refuse:
+            raise QMPCommandError(command, a, "GenericError", self.refuse[prop])
+        if command == "qom-get":
+            return self.props[prop]
+        self.sent.append((command, a))
+        return {}
+
+    def sets(self) -> list[tuple[str, object]]:
+        return [(str(a["property"]), a["value"]) for c, a in self.sent if c == "qom-set"]
+
+
+@pytest.fixture
+def runner() -> FakeRunner:
+    return FakeRunner()
+
+
+@pytest.fixture
+def inj(runner: FakeRunner) -> Injector:
+    return Injector(runner, "irq0")
+
+
+def test_path() -> None:
+    assert device_path("irq0") == "/machine/peripheral/irq0"
+    assert Injector(FakeRunner(), path="/machine/unattached/device[3]").path.endswith("[3]")
+
+
+def test_gpio_commands(inj: Injector, runner: FakeRunner) -> None:
+    inj.set_line(3, True)
+    inj.set_line(3, 0)
+    inj.set_lines(0b1010)
+    inj.drive_high(0x81)
+    inj.drive_low(0x80)
+    inj.pulse(7)
+    inj.pulse_mask(0x3)
+    assert runner.sets() == [
+        ("gpio-set", 0x8), ("gpio-clear", 0x8), ("gpio-in", 0b1010), ("gpio-set", 0x81),
+        ("gpio-clear", 0x80), ("gpio-pulse", 0x80), ("gpio-pulse", 0x3),
+    ]  # fmt: skip
+    assert all(a["path"] == "/machine/peripheral/irq0" for _, a in runner.sent)
+
+
+def test_gpio_in_and_lines(inj: Injector, runner: FakeRunner) -> None:
+    runner.props["gpio-in"] = 0x5
+    assert inj.gpio_in() == 5
+    assert inj.gpio_lines == 8
+    assert inj.line_mask == 0xFF
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda i: i.set_line(8, True), r"line=0x8 out of range \[0x0, 0x7\]"),
+        (lambda i: i.set_line(-1, True), "out of range"),
+        (lambda i: i.set_line(True, True), "line must be an int, not bool"),
+        (lambda i: i.set_line(1, 2), "level must be"),
+        (lambda i: i.pulse(1.0), "must be an int, not float"),
+        (lambda i: i.set_lines(0x100), "mask 0x100 names lines beyond gpio-lines=8"),
+        (lambda i: i.pulse_mask(1 << 32), "out of range"),
+        (lambda i: i.drive_high("1"), "must be an int, not str"),
+        (lambda i: i.push(1 << 32), "word=0x100000000 out of range"),
+        (lambda i: i.push(-1), "out of range"),
+        (lambda i: i.burst(1 << 32), "count=0x100000000 out of range"),
+        (lambda i: i.burst(5, period_ns=0), "period_ns=0x0 out of range"),
+        (lambda i: i.set_burst_period(REGS.MIN_BURST_PERIOD_NS - 1), "out of range"),
+    ],
+)
+def test_client_side_validation_sends_nothing(
+    inj: Injector, runner: FakeRunner, call: Any, message: str
+) -> None:
+    with pytest.raises(InvalidArgument, match=message) as info:
+        call(inj)
+    assert isinstance(info.value, ValueError)
+    assert runner.sets() == []
+
+
+def test_fifo_and_burst(inj: Injector, runner: FakeRunner) -> None:
+    inj.push(0xCAFEF00D)
+    inj.burst(100, period_ns=50_000)
+    inj.burst(3)
+    inj.stop_burst()
+    inj.reset_counters()
+    assert runner.sets() == [
+        ("fifo-push", 0xCAFEF00D), ("burst-period-ns", 50_000), ("burst-count", 100),
+        ("burst-count", 3), ("burst-count", 0), ("reset-counters", True),
+    ]  # fmt: skip
+    runner.props["burst-count"] = 42
+    runner.props["burst-period-ns"] = 50_000
+    assert inj.burst_remaining() == 42
+    assert inj.burst_period() == 50_000
+
+
+def test_device_refusal_carries_qemu_text(inj: Injector, runner: FakeRunner) -> None:
+    runner.refuse["gpio-set"] = "irqlab: gpio-set mask 0x100 names lines beyond gpio-lines=8"
+    with pytest.raises(DeviceRejected) as info:
+        inj.set_line(0, 1)
+    err = info.value
+    assert err.desc == runner.refuse["gpio-set"]
+    assert "qom-set /machine/peripheral/irq0 gpio-set=1" in str(err)
+    assert err.cause.error_class == "GenericError"
+
+
+def test_counters(inj: Injector, runner: FakeRunner) -> None:
+    runner.props["counters"] = COUNTERS
+    c = inj.counters()
+    assert c == Counters(5, 4, 3, 1, 0, 0, 0, 2, 2, 6)
+    assert c.minus(Counters(1, 1, 1, 1, 0, 0, 0, 0, 0, 1)).raised == 4
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        [1, 2],
+        {k: v for k, v in COUNTERS.items() if k != "acked"},
+        {**COUNTERS, "raised": -1},
+        {**COUNTERS, "raised": "5"},
+        {**COUNTERS, "raised": True},
+    ],
+)
+def test_counters_malformed(reply: object) -> None:
+    with pytest.raises(StatsFormatError):
+        Counters.from_qmp(reply)
+
+
+def _hist(buckets: dict[int, int], **kw: int) -> dict[str, object]:
+    b = [0] * REGS.HIST_BUCKETS
+    for i, n in buckets.items():
+        b[i] = n
+    return {"count": sum(b), "sum-ns": kw.get("sum", 0), "min-ns": kw.get("min", 0),
+            "max-ns": kw.get("max", 0), "buckets": b}  # fmt: skip
+
+
+def test_histogram(inj: Injector, runner: FakeRunner) -> None:
+    # 90 latencies in [1024, 2048), 9 in [8192, 16384), 1 at 1_000_000 (bucket 19)
+    runner.props["latency-histogram"] = _hist(
+        {10: 90, 13: 9, 19: 1}, sum=10**6, min=1100, max=10**6
+    )
+    h = inj.histogram()
+    assert h.count == 100 and len(h.buckets) == REGS.HIST_BUCKETS
+    assert h.mean_ns() == 10_000
+    assert h.percentile_bucket(50) == 10
+    assert h.percentile_bucket(90) == 10
+    assert h.percentile_bucket(91) == 13
+    assert h.percentile_bucket(100) == 19
+    assert h.percentile_range(50) == (1100, 2047)  # tightened by min-ns
+    assert h.percentile_range(100) == (1 << 19, 10**6)  # tightened by max-ns
+    assert h.percentile_upper_ns(99) == (1 << 14) - 1
+
+
+def test_histogram_buckets_and_empty() -> None:
+    assert [Histogram.bucket_of(n) for n in (0, 1, 2, 3, 4, 1023, 1024)] == [0, 0, 1, 1, 2, 9, 10]
+    assert Histogram.bucket_bounds(0) == (0, 2)
+    assert Histogram.bucket_bounds(3) == (8, 16)
+    h = Histogram.from_qmp(_hist({}), REGS.HIST_BUCKETS)
+    assert h.mean_ns() is None and h.percentile_range(99) is None
+    with pytest.raises(ValueError, match="percentile"):
+        h.percentile_bucket(0)
+
+
+def test_histogram_malformed() -> None:
+    with pytest.raises(StatsFormatError, match="buckets"):
+        Histogram.from_qmp(_hist({}), REGS.HIST_BUCKETS - 1)
+    with pytest.raises(StatsFormatError, match="bad buckets"):
+        Histogram.from_qmp({**_hist({}), "buckets": [1, -1]})
+    with pytest.raises(StatsFormatError, match="sum-ns"):
+        Histogram.from_qmp({k: v for k, v in _hist({}).items() if k != "sum-ns"})

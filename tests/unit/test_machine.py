@@ -1,0 +1,212 @@
+"""Machine: command line (pure) and lifecycle against a fake QEMU (tests/unit/fake_qemu.py)."""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from irqlab import proc
+from irqlab.console import ConsoleTimeout
+from irqlab.machine import Machine, MachineConfig, MachineError, RunPaths, build_argv
+from irqlab.qmp.errors import QMPCommandError
+from irqlab.qtest import IrqEvent, QTestError
+
+FAKE = Path(__file__).with_name("fake_qemu.py")
+
+
+def _paths(tmp: Path) -> RunPaths:
+    return RunPaths(sock_dir=tmp / "s,ock", log_dir=tmp / "log")
+
+
+def _value_after(argv: list[str], flag: str) -> list[str]:
+    return [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == flag]
+
+
+def test_argv_default_has_qmp_console_and_user_args_last(tmp_path: Path) -> None:
+    p = _paths(tmp_path)
+    cfg = MachineConfig(binary=Path("/q/qemu"), args=["-machine", "q35", "-device", "irqlab"])
+    argv = build_argv(cfg, p)
+    assert argv[0] == "/q/qemu"
+    assert argv[-4:] == ["-machine", "q35", "-device", "irqlab"]
+    assert _value_after(argv, "-accel") == ["tcg"]
+    chardevs = _value_after(argv, "-chardev")
+    esc = str(tmp_path / "s,,ock")  # commas doubled in QEMU option syntax
+    assert f"socket,id=irqlab-qmp,path={esc}/qmp.sock" in chardevs
+    assert f"socket,id=irqlab-console,path={esc}/console.sock" in chardevs
+    assert _value_after(argv, "-mon") == ["chardev=irqlab-qmp,mode=control"]
+    assert _value_after(argv, "-serial") == ["chardev:irqlab-console"]
+    assert "-qtest" not in argv and "-L" not in argv
+    assert {"-nodefaults", "-no-user-config"} <= set(argv)
+    assert _value_after(argv, "-display") == ["none"]
+
+
+def test_argv_qtest_mode_forces_qtest_accel(tmp_path: Path) -> None:
+    p = _paths(tmp_path)
+    cfg = MachineConfig(
+        binary=Path("q"), datadir=Path("/fw"), accel="kvm", qtest=True, console=False
+    )
+    argv = build_argv(cfg, p)
+    assert _value_after(argv, "-accel") == ["qtest"]
+    assert _value_after(argv, "-qtest") == [f"unix:{str(p.qtest_sock).replace(',', ',,')}"]
+    assert _value_after(argv, "-qtest-log") == [str(p.qtest_log)]
+    assert _value_after(argv, "-L") == ["/fw"]
+    assert "-serial" not in argv
+
+
+def test_argv_without_accel(tmp_path: Path) -> None:
+    argv = build_argv(MachineConfig(binary=Path("q"), accel=None), _paths(tmp_path))
+    assert "-accel" not in argv
+
+
+def test_run_paths_layout(tmp_path: Path) -> None:
+    p = _paths(tmp_path)
+    assert p.qmp_sock.parent == p.qtest_sock.parent == p.console_sock.parent == p.sock_dir
+    assert p.stderr_log.parent == p.console_log.parent == p.qtest_log.parent == p.log_dir
+
+
+@pytest.fixture
+def fake_qemu(tmp_path: Path) -> Path:
+    script = tmp_path / "qemu-system-fake"
+    script.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{FAKE}" "$@"\n')
+    script.chmod(0o755)
+    return script
+
+
+def _cfg(binary: Path, tmp_path: Path, **kw: object) -> MachineConfig:
+    base: dict[str, object] = {
+        "binary": binary,
+        "log_root": tmp_path / "logs",
+        "start_timeout": 10.0,
+        "stop_timeout": 5.0,
+        "name": "fake",
+    }
+    base.update(kw)
+    return MachineConfig(**base)  # type: ignore[arg-type]
+
+
+def _gone(pid: int, timeout: float) -> bool:
+    """True once *pid* has exited (pidfd readiness, no polling)."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        ready, _, _ = select.select([fd], [], [], timeout)
+        return bool(ready)
+    finally:
+        os.close(fd)
+
+
+def test_lifecycle_qmp_console_and_clean_quit(fake_qemu: Path, tmp_path: Path) -> None:
+    with Machine(_cfg(fake_qemu, tmp_path)) as m:
+        pid = m.pid
+        assert m.is_running()
+        assert m.qmp("query-status") == {}
+        assert m.qmp("echo", {"dash-name": 1}, other=2) == {"dash-name": 1, "other": 2}
+        with pytest.raises(QMPCommandError) as info:
+            m.qmp("fail-me")
+        assert info.value.error_class == "GenericError"
+        assert info.value.desc == "fake failure"
+        assert m.wait_console("marker 42", timeout=10).endswith("READY marker 42")
+        assert m.paths is not None
+        sock_dir, log_dir = m.paths.sock_dir, m.paths.log_dir
+        assert sock_dir.stat().st_mode & 0o777 == 0o700
+    assert m.returncode == 0  # quit over QMP, not a signal
+    assert _gone(pid, 5)
+    assert not sock_dir.exists()
+    assert (log_dir / "console.log").read_text() == "booting\nREADY marker 42\n"
+    assert str(fake_qemu) in (log_dir / "cmdline.sh").read_text()
+    assert m.close() == 0  # idempotent
+
+
+def test_console_timeout_names_the_log(fake_qemu: Path, tmp_path: Path) -> None:
+    with Machine(_cfg(fake_qemu, tmp_path)) as m:
+        m.wait_console("READY", 10)
+        with pytest.raises(ConsoleTimeout, match=r"console\.log"):
+            m.wait_console("never printed", timeout=0.2)
+
+
+def test_start_failure_reports_stderr_and_logs(
+    fake_qemu: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_QEMU_MODE", "exit-early")
+    with pytest.raises(MachineError) as info:
+        Machine(_cfg(fake_qemu, tmp_path)).start()
+    msg = str(info.value)
+    assert "exit status 3" in msg
+    assert "'nope' is not a valid device model name" in msg
+    assert "qemu.log" in msg
+    assert not proc.live_children()
+
+
+def test_start_timeout_kills_qemu(
+    fake_qemu: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_QEMU_MODE", "hang")
+    pidfile = tmp_path / "pid"
+    monkeypatch.setenv("FAKE_QEMU_PIDFILE", str(pidfile))
+    with pytest.raises(MachineError, match="did not connect"):
+        Machine(_cfg(fake_qemu, tmp_path, start_timeout=0.5)).start()
+    assert _gone(int(pidfile.read_text()), 5)
+
+
+def test_stubborn_qemu_is_killed(
+    fake_qemu: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_QEMU_MODE", "stubborn")
+    m = Machine(_cfg(fake_qemu, tmp_path, stop_timeout=0.3, qmp_timeout=5.0)).start()
+    assert m.close() == -signal.SIGKILL
+
+
+def test_keyboard_interrupt_still_cleans_up(fake_qemu: Path, tmp_path: Path) -> None:
+    with pytest.raises(KeyboardInterrupt), Machine(_cfg(fake_qemu, tmp_path)) as m:
+        pid = m.pid
+        raise KeyboardInterrupt
+    assert _gone(pid, 5)
+    assert not m.is_running()
+
+
+def test_qtest_channel(fake_qemu: Path, tmp_path: Path) -> None:
+    with Machine(_cfg(fake_qemu, tmp_path, qtest=True, console=False)) as m:
+        qt = m.qtest
+        assert qt.readl(0xFE000000) == 0x12345678
+        assert qt.clock_step(250) == 250
+        qt.outl(0xCF8, 0x80000000)
+        assert qt.take_irq_events() == [IrqEvent(3, True)]
+        assert qt.irq_level(3)
+        with pytest.raises(QTestError, match="Unknown command"):
+            qt.command("bogus")
+        with pytest.raises(MachineError, match="no console"):
+            _ = m.console
+
+
+def test_qemu_dies_with_the_python_process(fake_qemu: Path, tmp_path: Path) -> None:
+    """The parent is SIGKILLed (no cleanup at all): PR_SET_PDEATHSIG still kills QEMU."""
+    pidfile = tmp_path / "pid"
+    code = textwrap.dedent(
+        f"""
+        import os, signal
+        from pathlib import Path
+        from irqlab.machine import Machine, MachineConfig
+        m = Machine(MachineConfig(binary=Path({str(fake_qemu)!r}),
+                                  log_root=Path({str(tmp_path / "logs")!r}))).start()
+        m.wait_console("READY", 10)
+        os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    env = {**os.environ, "FAKE_QEMU_PIDFILE": str(pidfile)}
+    parent = subprocess.run([sys.executable, "-c", code], env=env, timeout=30, check=False)
+    assert parent.returncode == -signal.SIGKILL
+    assert _gone(int(pidfile.read_text()), 5), "QEMU survived its parent"
+
+
+def test_start_twice_is_refused(fake_qemu: Path, tmp_path: Path) -> None:
+    with Machine(_cfg(fake_qemu, tmp_path)) as m, pytest.raises(MachineError, match="once"):
+        m.start()

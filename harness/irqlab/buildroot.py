@@ -70,9 +70,12 @@ AUTHORIZED_KEYS_ENV = "IRQLAB_AUTHORIZED_KEYS_FILE"
 HOST_PACKAGES = (
     "build-essential",
     "bc",
+    "bzip2",
+    "ca-certificates",
     "cpio",
     "file",
     "git",
+    "patch",
     "perl",
     "python3",
     "rsync",

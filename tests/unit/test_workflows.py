@@ -124,9 +124,10 @@ def test_caches_keyed_by_inputs_and_logs_uploaded_on_failure(wf: Path) -> None:
 
 
 def test_buildroot_job_caches_and_installs_what_a_build_needs() -> None:
-    """The Buildroot job caches dl/ and ccache (restoring older ones), installs every
-    host package irqlab.buildroot lists plus check-package's dependencies, and runs the
-    offline checks, the build and the end-to-end tests with IRQLAB_IMAGE=buildroot."""
+    """The Buildroot job caches dl/ and ccache (restoring older ones), only restores the
+    QEMU cache, installs every host package irqlab.buildroot lists plus check-package's
+    dependencies, and runs the offline checks, the build and the end-to-end tests with
+    IRQLAB_IMAGE=buildroot."""
     text = _text(WORKFLOW_DIR / "regression.yml")
     job = text[text.index("  buildroot-image:") :]
     for d in ("~/buildroot-dl", "~/buildroot-ccache"):
@@ -145,6 +146,11 @@ def test_buildroot_job_caches_and_installs_what_a_build_needs() -> None:
     assert not missing, f"not installed by the Buildroot job: {missing}"
     for cmd in ("invoke buildroot-check", "invoke buildroot-build", "IRQLAB_IMAGE: buildroot"):
         assert cmd in job, cmd
+    # Buildroot's output and sources must not be saved into the QEMU cache
+    # (~/.cache/irqlab): this job only restores it and builds elsewhere.
+    qemu_cache = job[: job.index("path: ~/.cache/irqlab")]
+    assert qemu_cache[qemu_cache.rindex("uses:") :].startswith("uses: actions/cache/restore@")
+    assert 'echo "IRQLAB_BUILDROOT_OUTPUT=$HOME/buildroot-output"' in job
 
 
 def test_jobs_run_in_debian_12_with_kvm() -> None:

@@ -53,9 +53,9 @@ def meson_line(misc_meson: str) -> str:
 
 def with_index_entry(index: str) -> str:
     """docs/specs/index.rst with "irqlab" in its toctree (after "edu" if listed)."""
-    if re.search(r"^\s+irqlab\s*$", index, re.M):
+    if re.search(r"^[ \t]+irqlab[ \t]*$", index, re.M):
         return index
-    m = re.search(r"^(\s+)edu\s*$", index, re.M)
+    m = re.search(r"^([ \t]+)edu[ \t]*$", index, re.M)
     if m:
         return index[: m.end()] + f"\n{m.group(1)}irqlab" + index[m.end() :]
     entries = list(re.finditer(r"^(   )\S.*$", index, re.M))

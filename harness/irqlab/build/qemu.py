@@ -1,0 +1,644 @@
+"""Build recipe: QEMU (x86_64 system emulator) with the irqlab device grafted in.
+
+Source: Debian's ``qemu`` source package (``apt-get source``, Debian's patches
+applied), or with ``IRQLAB_QEMU_SOURCE=upstream`` a pinned upstream release
+tarball checked against a pinned SHA-256.  The device files in ``qemu-device/``
+are grafted in (``qemu-device/graft.py``), QEMU is configured for a small TCG/KVM
+x86_64 build and compiled through ccache in a build directory whose path never
+changes (so a warm ccache hits), and the binary plus the firmware the guest needs
+(from Debian's ``qemu-system-data``, ``seabios`` and ``ipxe-qemu`` binary
+packages: Debian's dfsg source ships no firmware blobs) are installed into
+``<cache>/qemu-<hash>/``.  The hash covers every input: this recipe's version,
+the QEMU source version, the device files, the configure flags and the firmware
+package versions.  A rerun with unchanged inputs returns at once.
+
+Layout in the cache dir::
+
+    qemu/src-<source version>/     source tree (grafted in place)
+    qemu/build-<source version>/   meson/ninja build dir (stable path for ccache)
+    qemu/dl/                       upstream tarballs
+    ccache/                        ccache's cache (unless $CCACHE_DIR is set)
+    qemu-<hash>/bin/qemu-system-x86_64, qemu-<hash>/share/qemu/<firmware>
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from irqlab import paths
+from irqlab.build import cache, debs
+from irqlab.build.steps import BuildError, StepLog
+
+__all__ = [
+    "BuildError",
+    "QemuInstall",
+    "QemuSource",
+    "ensure_qemu",
+    "find_qemu",
+]
+
+RECIPE_VERSION = "qemu-1"
+TARGET = "qemu-system-x86_64"
+
+CONFIGURE_FLAGS: tuple[str, ...] = (
+    "--target-list=x86_64-softmmu",
+    "--without-default-features",
+    "--enable-kvm",
+    "--enable-tcg",
+    "--enable-slirp",
+    "--enable-fdt=system",
+    "--disable-docs",
+)
+# Compiled-in prefix only; the install is a copy into the cache and callers pass -L.
+CONFIGURE_PREFIX = "/opt/irqlab-qemu"
+
+BUILD_DEPS: tuple[str, ...] = (
+    "gcc",
+    "make",
+    "pkg-config",
+    "python3",
+    "xz-utils",
+    "meson",
+    "ninja-build",
+    "ccache",
+    "dpkg-dev",
+    "libglib2.0-dev",
+    "libpixman-1-dev",
+    "libslirp-dev",
+    "libfdt-dev",
+)
+# QEMU >= 8.1 sets up a Python venv in its build dir.
+UPSTREAM_EXTRA_DEPS: tuple[str, ...] = ("python3-venv",)
+
+DEVICE_FILES: tuple[str, ...] = (
+    "irqlab.c",
+    "irqlab-regs.h",
+    "Kconfig",
+    "meson.build",
+    "graft.py",
+)
+
+# Firmware for the x86 machines (pc, q35, microvm), by Debian binary package:
+# file name in <datadir> -> path inside the package.  qboot (fast PVH boot) and
+# the option ROMs are built by Debian's qemu source package into
+# qemu-system-data; SeaBIOS and iPXE come from their own source packages.
+FIRMWARE: dict[str, dict[str, str]] = {
+    "qemu-system-data": {
+        "qboot.rom": "usr/share/qemu/qboot.rom",
+        "bios-microvm.bin": "usr/share/qemu/qboot.rom",
+        "pvh.bin": "usr/share/qemu/pvh.bin",
+        "linuxboot.bin": "usr/share/qemu/linuxboot.bin",
+        "linuxboot_dma.bin": "usr/share/qemu/linuxboot_dma.bin",
+        "multiboot.bin": "usr/share/qemu/multiboot.bin",
+        "multiboot_dma.bin": "usr/share/qemu/multiboot_dma.bin",
+        "kvmvapic.bin": "usr/share/qemu/kvmvapic.bin",
+    },
+    "seabios": {
+        "bios.bin": "usr/share/seabios/bios.bin",
+        "bios-256k.bin": "usr/share/seabios/bios-256k.bin",
+        "vgabios-stdvga.bin": "usr/share/seabios/vgabios-stdvga.bin",
+        "vgabios-virtio.bin": "usr/share/seabios/vgabios-virtio.bin",
+    },
+    "ipxe-qemu": {
+        "efi-virtio.rom": "usr/lib/ipxe/qemu/efi-virtio.rom",
+        "efi-e1000.rom": "usr/lib/ipxe/qemu/efi-e1000.rom",
+        "efi-e1000e.rom": "usr/lib/ipxe/qemu/efi-e1000e.rom",
+    },
+}
+# qemu-system-data is built from the qemu source package: its version is the
+# Debian source version we build.
+SOURCE_VERSION_PACKAGE = "qemu-system-data"
+
+# Upstream release used with IRQLAB_QEMU_SOURCE=upstream.  The SHA-256 of
+# qemu-9.1.0.tar.xz as published and pinned by independent packagers: Arch
+# Linux's qemu PKGBUILD (sha256sums), LibreELEC's packages/.../qemu/package.mk
+# (PKG_SHA256) and Spack's qemu package.py (version("9.1.0", sha256=...)) all
+# carry this value.
+UPSTREAM_RELEASES: dict[str, str] = {
+    "9.1.0": "816b7022a8ba7c2ac30e2e0cf973e826f6bcc8505339603212c5ede8e94d7834",
+}
+UPSTREAM_DEFAULT = "9.1.0"
+UPSTREAM_URL = "https://download.qemu.org/qemu-{version}.tar.xz"
+
+SOURCE_ENV = "IRQLAB_QEMU_SOURCE"
+UPSTREAM_VERSION_ENV = "IRQLAB_QEMU_UPSTREAM_VERSION"
+
+DEB_SRC_FILE = Path("/etc/apt/sources.list.d/irqlab-deb-src.sources")
+APT_SOURCES_D = Path("/etc/apt/sources.list.d")
+APT_SOURCES_LIST = Path("/etc/apt/sources.list")
+APT_LISTS = Path("/var/lib/apt/lists")
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class QemuInstall:
+    """A built QEMU: run ``binary -L datadir ...``."""
+
+    binary: Path
+    datadir: Path
+    version: str
+
+
+@dataclass(frozen=True)
+class QemuSource:
+    """Where the QEMU source comes from."""
+
+    kind: str  # "debian" or "upstream"
+    version: str  # Debian source version (with epoch) or upstream release
+    url: str = ""  # upstream only
+    sha256: str = ""  # upstream only
+
+    @property
+    def slug(self) -> str:
+        """File-name-safe version, used for the stable source and build dirs."""
+        v = self.version.split(":", 1)[-1]
+        return v if self.kind == "debian" else f"upstream-{v}"
+
+
+# ---- pure logic (unit-tested) ---------------------------------------------
+
+
+def upstream_source(version: str | None = None) -> QemuSource:
+    """The pinned upstream release *version* (default :data:`UPSTREAM_DEFAULT`)."""
+    v = version or UPSTREAM_DEFAULT
+    try:
+        sha = UPSTREAM_RELEASES[v]
+    except KeyError:
+        known = ", ".join(sorted(UPSTREAM_RELEASES))
+        raise ValueError(f"no pinned checksum for upstream QEMU {v!r} (pinned: {known})") from None
+    return QemuSource("upstream", v, UPSTREAM_URL.format(version=v), sha)
+
+
+def source_kind(env: Mapping[str, str]) -> str:
+    kind = env.get(SOURCE_ENV, "debian").strip() or "debian"
+    if kind not in ("debian", "upstream"):
+        raise ValueError(f"{SOURCE_ENV}={kind!r}: expected 'debian' or 'upstream'")
+    return kind
+
+
+def verify_sha256(path: Path, expected: str) -> None:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    if h.hexdigest() != expected.lower():
+        raise ValueError(f"{path.name}: sha256 {h.hexdigest()} does not match pinned {expected}")
+
+
+def input_digest(
+    source: QemuSource,
+    device_dir: Path,
+    firmware_versions: Mapping[str, str],
+    configure_flags: Sequence[str] = CONFIGURE_FLAGS,
+) -> str:
+    """The hash naming the install: every input that changes the output."""
+    h = cache.InputHash(RECIPE_VERSION)
+    h.add_str("source", f"{source.kind} {source.version} {source.sha256}")
+    for name in DEVICE_FILES:
+        h.add_file(device_dir / name, label=f"device/{name}")
+    h.add_str("configure", " ".join([*configure_flags, f"--prefix={CONFIGURE_PREFIX}"]))
+    for pkg in sorted(firmware_versions):
+        h.add_str("firmware", f"{pkg}={firmware_versions[pkg]}")
+    h.add_str("firmware-files", json.dumps(FIRMWARE, sort_keys=True))
+    return h.hexdigest()
+
+
+def parse_deb822(text: str) -> list[dict[str, str]]:
+    """Stanzas of a deb822 sources file (comments dropped, continuation lines joined)."""
+    stanzas: list[dict[str, str]] = []
+    cur: dict[str, str] = {}
+    key = ""
+    for raw in text.splitlines():
+        if raw.startswith("#"):
+            continue
+        if not raw.strip():
+            if cur:
+                stanzas.append(cur)
+            cur, key = {}, ""
+        elif raw[0] in " \t":
+            if key:
+                cur[key] += "\n" + raw.strip()
+        else:
+            k, _, v = raw.partition(":")
+            key = k.strip()
+            cur[key] = v.strip()
+    if cur:
+        stanzas.append(cur)
+    return stanzas
+
+
+def _one_line_entries(text: str) -> list[dict[str, str]]:
+    """``deb [opts] URI suite comp...`` lines of a classic sources.list as deb822 fields."""
+    out: list[dict[str, str]] = []
+    for line in text.splitlines():
+        m = re.match(r"^\s*deb\s+(?:\[(?P<opts>[^\]]*)\]\s+)?(?P<rest>.*)$", line)
+        if not m:
+            continue
+        words = m.group("rest").split("#", 1)[0].split()
+        if len(words) < 2:
+            continue
+        entry = {"Types": "deb", "URIs": words[0], "Suites": words[1]}
+        if len(words) > 2:
+            entry["Components"] = " ".join(words[2:])
+        for opt in (m.group("opts") or "").split():
+            k, _, v = opt.partition("=")
+            if k == "signed-by":
+                entry["Signed-By"] = v
+        out.append(entry)
+    return out
+
+
+def deb_src_entries(deb822_texts: Sequence[str], one_line_text: str = "") -> str:
+    """A deb822 file with a ``deb-src`` twin of every binary Debian source given.
+
+    Only stanzas whose Types include ``deb`` are mirrored (URIs, Suites,
+    Components, Signed-By kept); disabled stanzas (``Enabled: no``) are skipped.
+    Empty string if there is nothing to mirror.
+    """
+    stanzas = [st for text in deb822_texts for st in parse_deb822(text)]
+    stanzas += _one_line_entries(one_line_text)
+    blocks: list[str] = []
+    seen: set[tuple[str, str, str]] = set()
+    for st in stanzas:
+        if "deb" not in st.get("Types", "").split() or st.get("Enabled", "yes") == "no":
+            continue
+        if "URIs" not in st or "Suites" not in st:
+            continue
+        key = (st["URIs"], st["Suites"], st.get("Components", ""))
+        if key in seen:
+            continue
+        seen.add(key)
+        lines = ["Types: deb-src", f"URIs: {st['URIs']}", f"Suites: {st['Suites']}"]
+        if st.get("Components"):
+            lines.append(f"Components: {st['Components']}")
+        if st.get("Signed-By"):
+            signed = st["Signed-By"].replace("\n", "\n ")
+            lines.append(f"Signed-By: {signed}")
+        blocks.append("\n".join(lines))
+    if not blocks:
+        return ""
+    header = "# Added by irqlab (harness/irqlab/build/qemu.py) for 'apt-get source qemu'.\n"
+    return header + "\n\n".join(blocks) + "\n"
+
+
+def apt_lists_state(lists: Path = APT_LISTS) -> str:
+    """A cheap fingerprint of apt's package lists (changes with ``apt-get update``)."""
+    h = hashlib.sha256()
+    try:
+        entries = sorted(os.scandir(lists), key=lambda e: e.name)
+    except OSError:
+        return "no-lists"
+    for e in entries:
+        if e.is_file() and ("Packages" in e.name or "Sources" in e.name):
+            st = e.stat()
+            h.update(f"{e.name}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+# ---- inputs ----------------------------------------------------------------
+
+
+def device_dir() -> Path:
+    return paths.repo_root() / "qemu-device"
+
+
+def work_dir() -> Path:
+    return paths.cache_dir() / "qemu"
+
+
+def log_path() -> Path:
+    return paths.log_dir() / "build" / "qemu.log"
+
+
+def _apt_versions(names: Sequence[str]) -> dict[str, str]:
+    """Candidate versions of *names*, memoized per apt-lists state (apt-cache is slow)."""
+    memo = work_dir() / "apt-versions.json"
+    state = apt_lists_state()
+    try:
+        data = json.loads(memo.read_text())
+        if data.get("state") == state and all(n in data["versions"] for n in names):
+            return {n: str(data["versions"][n]) for n in names}
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    pkgs = debs.apt_show(list(names))
+    missing = [n for n in names if n not in pkgs]
+    if missing:
+        raise debs.AptError(f"apt knows no candidate for {', '.join(missing)} (apt-get update?)")
+    versions = {n: pkgs[n].version for n in names}
+    memo.parent.mkdir(parents=True, exist_ok=True)
+    tmp = memo.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"state": state, "versions": versions}))
+    tmp.replace(memo)
+    return versions
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    source: QemuSource
+    firmware: dict[str, str]
+    digest: str
+
+
+def _current_inputs() -> _Inputs:
+    kind = source_kind(os.environ)
+    versions = _apt_versions(sorted(FIRMWARE))
+    if kind == "upstream":
+        source = upstream_source(os.environ.get(UPSTREAM_VERSION_ENV) or None)
+    else:
+        source = QemuSource("debian", versions[SOURCE_VERSION_PACKAGE])
+    digest = input_digest(source, device_dir(), versions)
+    return _Inputs(source, versions, digest)
+
+
+def _install_from(out: Path) -> QemuInstall:
+    version = (out / "VERSION").read_text().strip()
+    return QemuInstall(binary=out / "bin" / TARGET, datadir=out / "share" / "qemu", version=version)
+
+
+def find_qemu() -> QemuInstall | None:
+    """The cached install for the current inputs, or None.  Never builds."""
+    try:
+        inputs = _current_inputs()
+    except (debs.AptError, ValueError, OSError):
+        return None
+    out = cache.output_dir("qemu", inputs.digest)
+    if not cache.is_complete(out):
+        return None
+    return _install_from(out)
+
+
+# ---- steps -----------------------------------------------------------------
+
+
+def _root_opts() -> list[str]:
+    return ["-o", "APT::Sandbox::User=root"] if os.geteuid() == 0 else []
+
+
+_APT_ENV = {"LC_ALL": "C", "DEBIAN_FRONTEND": "noninteractive"}
+
+
+def _missing_packages(names: Sequence[str]) -> list[str]:
+    r = subprocess.run(
+        ["dpkg-query", "-W", "-f", "${Package} ${db:Status-Abbrev}\n", *names],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    installed = {
+        ln.split()[0].split(":")[0] for ln in r.stdout.splitlines() if ln.split()[1:2] == ["ii"]
+    }
+    return [n for n in names if n not in installed]
+
+
+def _ensure_apt_deps(steps: StepLog, names: Sequence[str]) -> None:
+    missing = _missing_packages(names)
+    if not missing:
+        return
+    if os.geteuid() != 0:
+        raise BuildError(
+            "apt-deps",
+            steps.path,
+            f"missing packages {' '.join(missing)}: install them (needs root)",
+        )
+    steps.log(f"installing {' '.join(missing)}")
+    if not any(APT_LISTS.glob("*_Packages*")):
+        steps.run("apt-deps", ["apt-get", "update", "-q"], env=_APT_ENV)
+    steps.run(
+        "apt-deps",
+        ["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing],
+        env=_APT_ENV,
+    )
+
+
+def _have_qemu_source(version: str) -> bool:
+    r = subprocess.run(
+        ["apt-cache", "showsrc", "--only-source", "qemu"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "LC_ALL": "C"},
+    )
+    return f"Version: {version}" in r.stdout
+
+
+def _ensure_deb_src(steps: StepLog, version: str) -> None:
+    if _have_qemu_source(version):
+        return
+    if not DEB_SRC_FILE.exists():
+        texts = [p.read_text() for p in sorted(APT_SOURCES_D.glob("*.sources"))]
+        one_line = APT_SOURCES_LIST.read_text() if APT_SOURCES_LIST.is_file() else ""
+        entry = deb_src_entries(texts, one_line)
+        if not entry:
+            raise BuildError("deb-src", steps.path, "no Debian 'deb' source to mirror as deb-src")
+        steps.write(f"writing {DEB_SRC_FILE}:\n{entry}")
+        DEB_SRC_FILE.write_text(entry)
+    steps.run("deb-src", ["apt-get", "update", "-q"], env=_APT_ENV)
+    if not _have_qemu_source(version):
+        raise BuildError("deb-src", steps.path, f"apt has no source for qemu {version}")
+
+
+def _fetch_debian_source(steps: StepLog, source: QemuSource, dest: Path) -> None:
+    _ensure_deb_src(steps, source.version)
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    steps.run(
+        "source",
+        ["apt-get", "source", "-q", *_root_opts(), f"qemu={source.version}"],
+        cwd=tmp,
+        env=_APT_ENV,
+    )
+    trees = [p for p in tmp.iterdir() if p.is_dir() and (p / "configure").is_file()]
+    if len(trees) != 1:
+        raise BuildError("source", steps.path, f"expected one unpacked tree in {tmp}")
+    shutil.rmtree(dest, ignore_errors=True)
+    trees[0].rename(dest)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _fetch_upstream_source(steps: StepLog, source: QemuSource, dest: Path) -> None:
+    dl = work_dir() / "dl"
+    dl.mkdir(parents=True, exist_ok=True)
+    tarball = dl / f"qemu-{source.version}.tar.xz"
+    if not tarball.is_file():
+        steps.log(f"downloading {source.url}")
+        part = tarball.with_suffix(".part")
+        with urllib.request.urlopen(source.url, timeout=60) as r, part.open("wb") as f:
+            shutil.copyfileobj(r, f)
+        part.rename(tarball)
+    try:
+        verify_sha256(tarball, source.sha256)
+    except ValueError:
+        tarball.unlink()
+        raise
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    with tarfile.open(tarball) as tf:
+        tf.extractall(tmp, filter="tar")
+    shutil.rmtree(dest, ignore_errors=True)
+    (tmp / f"qemu-{source.version}").rename(dest)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _build_env() -> dict[str, str]:
+    ccache_dir = os.environ.get("CCACHE_DIR") or str(paths.cache_dir() / "ccache")
+    return {
+        # Debian's ccache masquerade dir: "cc" resolves to ccache
+        "PATH": "/usr/lib/ccache:" + os.environ.get("PATH", "/usr/bin:/bin"),
+        "CCACHE_DIR": ccache_dir,
+        "LC_ALL": "C",
+    }
+
+
+def _configure(steps: StepLog, src: Path, build: Path) -> None:
+    argv = [str(src / "configure"), *CONFIGURE_FLAGS, f"--prefix={CONFIGURE_PREFIX}"]
+    stamp = build / ".irqlab-configure"
+    if (build / "build.ninja").is_file() and stamp.is_file() and stamp.read_text() == str(argv):
+        return
+    shutil.rmtree(build, ignore_errors=True)
+    build.mkdir(parents=True)
+    steps.run("configure", argv, cwd=build, env=_build_env())
+    stamp.write_text(str(argv))
+
+
+_NINJA_PROGRESS = re.compile(r"^\[(\d+)/(\d+)\]")
+
+
+def _ninja(steps: StepLog, build: Path, log: Log) -> None:
+    argv = ["nice", "-n", "10", "ninja", "-C", str(build), TARGET]
+    steps.write("$ " + " ".join(argv))
+    t0 = last = time.monotonic()
+    with subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, **_build_env()},
+    ) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            steps.write(line)
+            m = _NINJA_PROGRESS.match(line)
+            now = time.monotonic()
+            if m and now - last >= 15:
+                last = now
+                log(f"compile: {m.group(1)}/{m.group(2)} ({now - t0:.0f} s)")
+        rc = proc.wait()
+    if rc != 0:
+        raise BuildError("compile", steps.path, f"ninja exited {rc}")
+
+
+def _firmware(steps: StepLog, versions: Mapping[str, str], datadir: Path) -> None:
+    pkgs = [debs.Package(name, versions[name], "all") for name in sorted(FIRMWARE)]
+    files = debs.download(pkgs, steps)
+    datadir.mkdir(parents=True, exist_ok=True)
+    for name, members in FIRMWARE.items():
+        root = debs.extracted(files[name], steps)
+        for dest, rel in members.items():
+            src = root / rel
+            if src.is_symlink():  # e.g. usr/share/qemu -> ../seabios links
+                src = (src.parent / os.readlink(src)).resolve()
+                if not src.is_relative_to(root):
+                    src = root / str(src).lstrip("/")
+            shutil.copyfile(src, datadir / dest)
+
+
+@contextmanager
+def _lock() -> Iterator[None]:
+    work_dir().mkdir(parents=True, exist_ok=True)
+    with (work_dir() / ".lock").open("w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _build(inputs: _Inputs, out: Path, steps: StepLog, log: Log) -> None:
+    source = inputs.source
+    src = work_dir() / f"src-{source.slug}"
+    build = work_dir() / f"build-{source.slug}"
+    with steps.step("apt-deps"):
+        deps = [*BUILD_DEPS, *(UPSTREAM_EXTRA_DEPS if source.kind == "upstream" else ())]
+        _ensure_apt_deps(steps, deps)
+    with steps.step("source"):
+        if not (src / "configure").is_file():
+            if source.kind == "upstream":
+                _fetch_upstream_source(steps, source, src)
+            else:
+                _fetch_debian_source(steps, source, src)
+    with steps.step("graft"):
+        steps.run("graft", [sys.executable, str(device_dir() / "graft.py"), str(src)])
+    with steps.step("configure"):
+        _configure(steps, src, build)
+    with steps.step("compile"):
+        _ninja(steps, build, log)
+    with steps.step("install"):
+        (out / "bin").mkdir(parents=True)
+        shutil.copy2(build / TARGET, out / "bin" / TARGET)
+        _firmware(steps, inputs.firmware, out / "share" / "qemu")
+        qemu_version = (src / "VERSION").read_text().strip()
+        (out / "VERSION").write_text(f"{qemu_version} ({source.kind} {source.version})\n")
+        manifest = {
+            "source": {"kind": source.kind, "version": source.version, "url": source.url},
+            "firmware": inputs.firmware,
+            "configure": list(CONFIGURE_FLAGS),
+            "digest": inputs.digest,
+        }
+        (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def ensure_qemu(*, force: bool = False, log: Log = print) -> QemuInstall:
+    """The QEMU install for the current inputs, building it first if needed.
+
+    Raises :class:`BuildError` (naming the failed step and the log file).
+    """
+    lp = log_path()
+    try:
+        try:
+            inputs = _current_inputs()
+        except debs.AptError:
+            if os.geteuid() != 0:
+                raise
+            # a fresh machine: apt has no lists yet
+            subprocess.run(
+                ["apt-get", "update", "-q"],
+                env={**os.environ, **_APT_ENV},
+                capture_output=True,
+                check=False,
+            )
+            inputs = _current_inputs()
+    except (debs.AptError, ValueError) as e:
+        raise BuildError("inputs", lp, str(e)) from e
+    out = cache.output_dir("qemu", inputs.digest)
+    if cache.is_complete(out) and not force:
+        return _install_from(out)
+
+    with _lock():
+        if cache.is_complete(out) and not force:  # another process built it meanwhile
+            return _install_from(out)
+        t0 = time.monotonic()
+        log(f"building QEMU {inputs.source.kind} {inputs.source.version} + irqlab (log: {lp})")
+        with StepLog(lp, lambda m: log(f"qemu: {m}")) as steps:
+            path = cache.cached_build(
+                "qemu", inputs.digest, lambda tmp: _build(inputs, tmp, steps, log), force=force
+            )
+        log(f"QEMU ready in {time.monotonic() - t0:.0f} s: {path / 'bin' / TARGET}")
+    return _install_from(path)

@@ -1,0 +1,254 @@
+"""Unit tests of the QEMU build recipe's pure logic (no network, no build)."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import shutil
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from irqlab.build import qemu
+from irqlab.build.steps import BuildError, StepLog
+from irqlab.paths import repo_root
+
+FIRMWARE = {"ipxe-qemu": "1.0-1", "qemu-system-data": "1:7.2+dfsg-7", "seabios": "1.16.2-1"}
+DEBIAN = qemu.QemuSource("debian", "1:7.2+dfsg-7+deb12u18")
+
+
+@pytest.fixture
+def device_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "qemu-device"
+    shutil.copytree(repo_root() / "qemu-device", d)
+    return d
+
+
+# ---- input hashing ---------------------------------------------------------
+
+
+def test_digest_is_stable(device_dir: Path) -> None:
+    a = qemu.input_digest(DEBIAN, device_dir, FIRMWARE)
+    b = qemu.input_digest(DEBIAN, device_dir, dict(reversed(FIRMWARE.items())))
+    assert a == b
+    assert len(a) == 16
+
+
+@pytest.mark.parametrize("name", qemu.DEVICE_FILES)
+def test_digest_changes_with_each_device_file(device_dir: Path, name: str) -> None:
+    before = qemu.input_digest(DEBIAN, device_dir, FIRMWARE)
+    with (device_dir / name).open("a") as f:
+        f.write("\n")
+    assert qemu.input_digest(DEBIAN, device_dir, FIRMWARE) != before
+
+
+def test_digest_changes_with_source_firmware_and_flags(device_dir: Path) -> None:
+    base = qemu.input_digest(DEBIAN, device_dir, FIRMWARE)
+    other_src = qemu.QemuSource("debian", "1:7.2+dfsg-7+deb12u19")
+    assert qemu.input_digest(other_src, device_dir, FIRMWARE) != base
+    assert qemu.input_digest(qemu.upstream_source(), device_dir, FIRMWARE) != base
+    newer_bios = {**FIRMWARE, "seabios": "1.16.3-1"}
+    assert qemu.input_digest(DEBIAN, device_dir, newer_bios) != base
+    flags = (*qemu.CONFIGURE_FLAGS, "--enable-debug")
+    assert qemu.input_digest(DEBIAN, device_dir, FIRMWARE, flags) != base
+
+
+def test_device_files_exist() -> None:
+    for name in qemu.DEVICE_FILES:
+        assert (repo_root() / "qemu-device" / name).is_file(), name
+
+
+def test_source_slug_has_no_epoch() -> None:
+    assert DEBIAN.slug == "7.2+dfsg-7+deb12u18"
+    assert qemu.upstream_source().slug == f"upstream-{qemu.UPSTREAM_DEFAULT}"
+
+
+# ---- deb-src entry -----------------------------------------------------------
+
+DEBIAN_SOURCES = """\
+Types: deb
+# http://snapshot.example/archive/debian/20250520T000000Z
+URIs: http://mirror.example/debian
+Suites: bookworm bookworm-updates
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+Types: deb
+URIs: http://mirror.example/debian-security
+Suites: bookworm-security
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+"""
+
+
+def test_deb_src_mirrors_deb822_stanzas() -> None:
+    out = qemu.deb_src_entries([DEBIAN_SOURCES])
+    stanzas = qemu.parse_deb822(out)
+    assert [s["Types"] for s in stanzas] == ["deb-src", "deb-src"]
+    assert [s["URIs"] for s in stanzas] == [
+        "http://mirror.example/debian",
+        "http://mirror.example/debian-security",
+    ]
+    assert stanzas[0]["Suites"] == "bookworm bookworm-updates"
+    assert stanzas[1]["Suites"] == "bookworm-security"
+    assert all(s["Components"] == "main" for s in stanzas)
+    assert all(s["Signed-By"].endswith("debian-archive-keyring.gpg") for s in stanzas)
+    assert "snapshot" not in out  # comments are not copied
+
+
+def test_deb_src_skips_disabled_src_only_and_duplicates() -> None:
+    text = (
+        DEBIAN_SOURCES
+        + "\nTypes: deb-src\nURIs: http://x.example/d\nSuites: s\nComponents: main\n"
+        + "\nTypes: deb\nURIs: http://y.example/d\nSuites: s\nEnabled: no\n"
+    )
+    out = qemu.deb_src_entries([text, DEBIAN_SOURCES])
+    uris = [s["URIs"] for s in qemu.parse_deb822(out)]
+    assert uris == ["http://mirror.example/debian", "http://mirror.example/debian-security"]
+
+
+def test_deb_src_from_one_line_sources_list() -> None:
+    sources_list = (
+        "# comment\n"
+        "deb [arch=amd64 signed-by=/k.gpg] http://mirror.example/debian bookworm main contrib\n"
+        "deb-src http://mirror.example/debian bookworm main\n"
+        "deb http://mirror.example/debian-security bookworm-security main # trailing\n"
+    )
+    stanzas = qemu.parse_deb822(qemu.deb_src_entries([], sources_list))
+    assert stanzas == [
+        {
+            "Types": "deb-src",
+            "URIs": "http://mirror.example/debian",
+            "Suites": "bookworm",
+            "Components": "main contrib",
+            "Signed-By": "/k.gpg",
+        },
+        {
+            "Types": "deb-src",
+            "URIs": "http://mirror.example/debian-security",
+            "Suites": "bookworm-security",
+            "Components": "main",
+        },
+    ]
+
+
+def test_deb_src_nothing_to_mirror() -> None:
+    assert qemu.deb_src_entries(["Types: deb-src\nURIs: http://a/\nSuites: s\n"]) == ""
+
+
+# ---- upstream source -----------------------------------------------------------
+
+
+def test_upstream_default_url_and_hash() -> None:
+    src = qemu.upstream_source()
+    assert src.kind == "upstream"
+    assert src.url == f"https://download.qemu.org/qemu-{qemu.UPSTREAM_DEFAULT}.tar.xz"
+    assert src.sha256 == qemu.UPSTREAM_RELEASES[qemu.UPSTREAM_DEFAULT]
+    assert len(src.sha256) == 64
+    assert int(src.sha256, 16) >= 0
+
+
+def test_upstream_unknown_version_is_refused() -> None:
+    with pytest.raises(ValueError, match="no pinned checksum"):
+        qemu.upstream_source("1.0.0")
+
+
+@pytest.mark.parametrize(
+    ("env", "kind"),
+    [
+        ({}, "debian"),
+        ({"IRQLAB_QEMU_SOURCE": "upstream"}, "upstream"),
+        ({"IRQLAB_QEMU_SOURCE": " "}, "debian"),
+    ],
+)
+def test_source_kind(env: dict[str, str], kind: str) -> None:
+    assert qemu.source_kind(env) == kind
+
+
+def test_source_kind_rejects_unknown() -> None:
+    with pytest.raises(ValueError, match="IRQLAB_QEMU_SOURCE"):
+        qemu.source_kind({"IRQLAB_QEMU_SOURCE": "git"})
+
+
+def test_verify_sha256(tmp_path: Path) -> None:
+    f = tmp_path / "qemu-x.tar.xz"
+    f.write_bytes(b"not really a tarball")
+    good = hashlib.sha256(b"not really a tarball").hexdigest()
+    qemu.verify_sha256(f, good)
+    qemu.verify_sha256(f, good.upper())
+    with pytest.raises(ValueError, match="does not match"):
+        qemu.verify_sha256(f, "0" * 64)
+
+
+# ---- errors name the step and the log ----------------------------------------
+
+
+def test_build_error_names_step_and_log(tmp_path: Path) -> None:
+    log = tmp_path / "build" / "qemu.log"
+    with StepLog(log, lambda _m: None) as steps, pytest.raises(BuildError) as ei:
+        steps.run("compile", [sys.executable, "-c", "import sys; print('boom'); sys.exit(3)"])
+    msg = str(ei.value)
+    assert "'compile'" in msg
+    assert str(log) in msg
+    assert "boom" in log.read_text()
+    assert qemu.BuildError is BuildError
+
+
+def test_step_exception_becomes_build_error(tmp_path: Path) -> None:
+    log = tmp_path / "qemu.log"
+    with StepLog(log, lambda _m: None) as steps, pytest.raises(BuildError) as ei:  # noqa: SIM117
+        with steps.step("source"):
+            raise OSError("network unreachable")
+    assert ei.value.step == "source"
+    assert "network unreachable" in str(ei.value)
+    assert str(log) in str(ei.value)
+
+
+# ---- apt state fingerprint -----------------------------------------------------
+
+
+def test_apt_lists_state_tracks_package_lists(tmp_path: Path) -> None:
+    assert qemu.apt_lists_state(tmp_path / "missing") == "no-lists"
+    (tmp_path / "x_Packages").write_text("a")
+    (tmp_path / "lock").write_text("")
+    s1 = qemu.apt_lists_state(tmp_path)
+    (tmp_path / "lock").write_text("ignored")
+    assert qemu.apt_lists_state(tmp_path) == s1
+    (tmp_path / "x_Packages").write_text("ab")
+    assert qemu.apt_lists_state(tmp_path) != s1
+
+
+# ---- graft script ---------------------------------------------------------------
+
+
+def _graft_module() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("graft", repo_root() / "qemu-device" / "graft.py")
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.parametrize("ss", ["softmmu_ss", "system_ss"])
+def test_graft_is_idempotent(tmp_path: Path, ss: str) -> None:
+    graft = _graft_module()
+    tree = tmp_path / "qemu"
+    (tree / "hw" / "misc").mkdir(parents=True)
+    (tree / "docs" / "specs").mkdir(parents=True)
+    (tree / "hw" / "misc" / "Kconfig").write_text("config EDU\n    bool\n")
+    (tree / "hw" / "misc" / "meson.build").write_text(
+        f"{ss}.add(when: 'CONFIG_EDU', if_true: files('edu.c'))\n"
+    )
+    (tree / "docs" / "specs" / "index.rst").write_text(".. toctree::\n\n   edu\n   fw_cfg\n")
+    first = graft.graft(tree, docs=True)
+    assert len(first) == 6
+    assert graft.graft(tree, docs=True) == []
+    meson = (tree / "hw" / "misc" / "meson.build").read_text()
+    assert f"{ss}.add(when: 'CONFIG_IRQLAB', if_true: files('irqlab.c'))" in meson
+    assert meson.count("CONFIG_IRQLAB") == 1
+    kconfig = (tree / "hw" / "misc" / "Kconfig").read_text()
+    assert kconfig.count("config IRQLAB") == 1
+    assert (tree / "include" / "hw" / "misc" / "irqlab-regs.h").is_file()
+    assert "   edu\n   irqlab\n   fw_cfg" in (tree / "docs" / "specs" / "index.rst").read_text()

@@ -219,27 +219,9 @@ def input_digest(
 
 
 def parse_deb822(text: str) -> list[dict[str, str]]:
-    """Stanzas of a deb822 sources file (comments dropped, continuation lines joined)."""
-    stanzas: list[dict[str, str]] = []
-    cur: dict[str, str] = {}
-    key = ""
-    for raw in text.splitlines():
-        if raw.startswith("#"):
-            continue
-        if not raw.strip():
-            if cur:
-                stanzas.append(cur)
-            cur, key = {}, ""
-        elif raw[0] in " \t":
-            if key:
-                cur[key] += "\n" + raw.strip()
-        else:
-            k, _, v = raw.partition(":")
-            key = k.strip()
-            cur[key] = v.strip()
-    if cur:
-        stanzas.append(cur)
-    return stanzas
+    """Stanzas of a deb822 sources file (comment lines dropped)."""
+    lines = (ln for ln in text.splitlines() if not ln.startswith("#"))
+    return debs.parse_stanzas("\n".join(lines))
 
 
 def _one_line_entries(text: str) -> list[dict[str, str]]:

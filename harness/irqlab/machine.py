@@ -312,6 +312,17 @@ class Machine:
             raise MachineError("machine not started")
         return self._qmp.events()
 
+    def wait_event(
+        self, name: str, timeout: float, match: Mapping[str, object] | None = None
+    ) -> dict[str, Any]:
+        """Wait for QMP event *name* whose ``data`` contains *match*."""
+        if self._qmp is None:
+            raise MachineError("machine not started")
+        try:
+            return self._qmp.wait_event(name, timeout, match)
+        except QMPFailure as e:
+            raise MachineError(f"{e}{self._exit_summary()}") from e
+
     @property
     def qtest(self) -> QTest:
         if self._qtest is None:

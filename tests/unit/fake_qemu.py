@@ -93,6 +93,14 @@ def serve_qmp(sock: socket.socket, stubborn: bool) -> None:
             out = {"return": msg.get("arguments", {})}
         else:
             out = {"return": {}}
+        if cmd == "emit":  # events named in the arguments, sent before the reply
+            for n, name in enumerate(msg["arguments"]["names"]):
+                ev = {
+                    "event": name,
+                    "data": {"n": n},
+                    "timestamp": {"seconds": 0, "microseconds": 0},
+                }
+                f.write(json.dumps(ev).encode() + b"\n")
         if mid is not None:
             out["id"] = mid
         f.write(json.dumps(out).encode() + b"\n")

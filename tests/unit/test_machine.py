@@ -210,3 +210,18 @@ def test_qemu_dies_with_the_python_process(fake_qemu: Path, tmp_path: Path) -> N
 def test_start_twice_is_refused(fake_qemu: Path, tmp_path: Path) -> None:
     with Machine(_cfg(fake_qemu, tmp_path)) as m, pytest.raises(MachineError, match="once"):
         m.start()
+
+
+def test_qmp_events(fake_qemu: Path, tmp_path: Path) -> None:
+    with Machine(_cfg(fake_qemu, tmp_path)) as m:
+        m.qmp("emit", names=["A", "B", "C", "B"])
+        ev = m.wait_event("B", timeout=5, match={"n": 3})
+        assert ev["data"] == {"n": 3}
+        assert [(e["event"], e["data"]["n"]) for e in m.qmp_events()] == [
+            ("A", 0),
+            ("B", 1),
+            ("C", 2),
+        ]
+        assert m.qmp_events() == []
+        with pytest.raises(MachineError, match="QMP event NEVER"):
+            m.wait_event("NEVER", timeout=0.2)

@@ -30,6 +30,7 @@ class SyncQMP:
         self._client = QMPClient(name)
         self._listener = EventListener()
         self._client.register_listener(self._listener)
+        self._backlog: list[dict[str, Any]] = []  # touched only on the loop thread
         self._closed = False
 
     def listen(self, path: Path) -> None:
@@ -98,12 +99,44 @@ class SyncQMP:
             raise QMPFailure(f"QMP {command}: {e}") from e
 
     def events(self) -> list[dict[str, Any]]:
-        """Asynchronous events received since the last call (oldest first)."""
+        """Asynchronous events received and not yet returned (oldest first)."""
 
         async def drain() -> list[dict[str, Any]]:
-            return [dict(m) for m in self._listener.clear()]
+            out, self._backlog = self._backlog, []
+            return out + [dict(m) for m in self._listener.clear()]
 
         return self._aio.run(drain(), self.timeout)
+
+    def wait_event(
+        self, name: str, timeout: float, match: Mapping[str, object] | None = None
+    ) -> dict[str, Any]:
+        """Block until event *name* arrives (with ``data`` containing *match*); return it.
+
+        Other events received meanwhile stay available to :meth:`events`."""
+
+        def matches(ev: dict[str, Any]) -> bool:
+            data = ev.get("data") or {}
+            return ev.get("event") == name and all(
+                data.get(k) == v for k, v in (match or {}).items()
+            )
+
+        async def wait() -> dict[str, Any]:
+            for i, ev in enumerate(self._backlog):
+                if matches(ev):
+                    del self._backlog[i]
+                    return ev
+            while True:
+                ev = dict(await self._listener.get())
+                if matches(ev):
+                    return ev
+                self._backlog.append(ev)
+
+        try:
+            return self._aio.run(wait(), timeout)
+        except LoopTimeout:
+            raise QMPFailure(
+                f"QMP event {name} {dict(match or {})} not seen within {timeout} s"
+            ) from None
 
     def close(self) -> None:
         """Disconnect (ignoring errors of a dead peer) and stop the loop thread; idempotent."""

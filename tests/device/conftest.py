@@ -1,0 +1,37 @@
+"""Device-level fixtures: the real built QEMU, ``-accel qtest``, q35, one irqlab device, no guest.
+
+Every test here is marked ``device``.  The QEMU build comes from the
+``qemu_install`` fixture of the irqlab pytest plugin: a failed build fails the
+tests (with the build log's path), it never skips them.
+"""
+
+from __future__ import annotations
+
+import pytest
+from devrig import Rig, RigFactory, device_arg
+
+from irqlab.pytest_plugin import QtestMachineFactory
+from irqlab.qmp.injector import Injector
+from irqlab.qtest_device import QtestIrqlab
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/device/" in str(item.path).replace("\\", "/"):
+            item.add_marker(pytest.mark.device)
+
+
+@pytest.fixture
+def rig_factory(qtest_machine_factory: QtestMachineFactory) -> RigFactory:
+    def make(**props: object) -> Rig:
+        m = qtest_machine_factory(device_arg(**props))
+        dev = QtestIrqlab.attach(m.qtest)
+        return Rig(m, m.qtest, dev, Injector(m, "irq0"))
+
+    return make
+
+
+@pytest.fixture
+def rig(rig_factory: RigFactory) -> Rig:
+    """Default device (msix mode, 32 lines), BAR0 mapped, MSI-X not enabled (INTx route)."""
+    return rig_factory()

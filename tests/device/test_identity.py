@@ -1,0 +1,115 @@
+"""PCI identity, BAR0, static properties and their registers, -device irqlab,help."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+from devrig import Rig, RigFactory
+
+from irqlab.build.qemu import QemuInstall
+from irqlab.machine import MachineError
+from irqlab.pytest_plugin import QtestMachineFactory
+from irqlab.qtest_pci import DEVICE_ID, INTERRUPT_PIN, REVISION, VENDOR_ID
+from irqlab.regs import REGS
+
+pytestmark = pytest.mark.device
+
+STATIC_PROPERTIES = ("irq-mode", "broken-intx-disable", "gpio-lines", "fifo-depth", "evq-depth")
+
+
+def test_pci_identity(rig: Rig) -> None:
+    cfg = rig.dev.cfg
+    assert cfg.readw(VENDOR_ID) == REGS.PCI_VENDOR_ID
+    assert cfg.readw(DEVICE_ID) == REGS.PCI_DEVICE_ID
+    assert cfg.readb(REVISION) == REGS.PCI_REVISION
+    assert cfg.readw(0x0A) == REGS.PCI_CLASS  # sub-class and base class
+    assert cfg.readb(INTERRUPT_PIN) == 1  # INTA
+    assert cfg.bar_size(0) == (REGS.BAR0_SIZE, cfg.bar_size(0)[1])
+
+
+def test_id_and_defaults(rig: Rig) -> None:
+    d = rig.dev
+    assert d.read("ID") == REGS.ID_VALUE
+    feat = d.read("FEATURES")
+    assert feat & REGS.FEAT_GPIO_LINES_MASK == REGS.MAX_GPIO_LINES
+    assert (feat & REGS.FEAT_IRQ_MODE_MASK) >> REGS.FEAT_IRQ_MODE_SHIFT == REGS.IRQ_MODE_MSIX
+    assert not feat & REGS.FEAT_BROKEN_INTX
+    assert d.read("GPIO_NLINES") == REGS.MAX_GPIO_LINES
+    assert d.read("FIFO_DEPTH") == 256
+    assert d.read("EVQ_DEPTH") == 1024
+    assert d.read("IRQ_ENABLE") == 0
+    assert d.read("EVQ_COUNT") == 0
+    assert d.read("EVQ_HEAD_INFO") & REGS.EVINFO_VALID == 0
+
+
+@pytest.mark.parametrize(
+    ("props", "mode"),
+    [
+        ({"irq_mode": "intx", "gpio_lines": 8, "broken_intx_disable": True}, "INTX"),
+        ({"irq_mode": "msi", "gpio_lines": 1, "fifo_depth": 7, "evq_depth": 9}, "MSI"),
+    ],
+)
+def test_properties_show_in_registers(
+    rig_factory: RigFactory, props: dict[str, object], mode: str
+) -> None:
+    d = rig_factory(**props).dev
+    feat = d.read("FEATURES")
+    assert feat & REGS.FEAT_GPIO_LINES_MASK == props["gpio_lines"]
+    assert (feat & REGS.FEAT_IRQ_MODE_MASK) >> REGS.FEAT_IRQ_MODE_SHIFT == REGS[
+        f"IRQLAB_IRQ_MODE_{mode}"
+    ]
+    assert bool(feat & REGS.FEAT_BROKEN_INTX) == bool(props.get("broken_intx_disable"))
+    assert d.read("GPIO_NLINES") == props["gpio_lines"]
+    assert d.read("FIFO_DEPTH") == props.get("fifo_depth", 256)
+    assert d.read("EVQ_DEPTH") == props.get("evq_depth", 1024)
+
+
+def test_scratch_and_clock(rig: Rig) -> None:
+    d, qt = rig.dev, rig.qt
+    d.write("SCRATCH", 0xA5A5F00D)
+    assert d.read("SCRATCH") == 0xA5A5F00D
+    t0 = qt.clock()
+    assert d.read64("TIME_LO") == t0
+    qt.clock_step(5_000_000_123)  # crosses 2**32 ns: exercises the _HI latch
+    assert d.read64("TIME_LO") == t0 + 5_000_000_123
+
+
+def test_gpio_lines_beyond_the_bank_are_not_writable(rig_factory: RigFactory) -> None:
+    d = rig_factory(gpio_lines=8).dev
+    for reg in ("GPIO_RISING", "GPIO_FALLING", "GPIO_IRQ_EN", "GPIO_LEVEL_HIGH"):
+        d.write(reg, 0xFFFFFFFF)
+        assert d.read(reg) == 0xFF, reg
+
+
+@pytest.mark.parametrize(
+    ("prop", "message"),
+    [
+        ("irq-mode=bogus", "irq-mode must be intx, msi or msix"),
+        ("gpio-lines=0", "gpio-lines=0 out of range"),
+        ("gpio-lines=33", "gpio-lines=33 out of range"),
+        ("fifo-depth=0", "fifo-depth=0 out of range"),
+        ("fifo-depth=4097", "fifo-depth=4097 out of range"),
+        ("evq-depth=5000", "evq-depth=5000 out of range"),
+        ("broken-intx-disable=maybe", "broken-intx-disable"),
+    ],
+)
+def test_bad_static_property_refuses_to_start(
+    qtest_machine_factory: QtestMachineFactory, prop: str, message: str
+) -> None:
+    with pytest.raises(MachineError, match=message):
+        qtest_machine_factory(f"irqlab,id=irq0,{prop}")
+
+
+def test_device_help_lists_properties(qemu_install: QemuInstall) -> None:
+    r = subprocess.run(
+        [str(qemu_install.binary), "-L", str(qemu_install.datadir), "-device", "irqlab,help"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert r.returncode == 0, r.stderr
+    for prop in STATIC_PROPERTIES:
+        assert f"  {prop}=" in r.stdout, f"{prop} missing from:\n{r.stdout}"
+    assert "intx, msi or msix" in r.stdout  # descriptions are shown

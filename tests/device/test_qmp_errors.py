@@ -1,0 +1,95 @@
+"""Bad QMP values: a QMP error with a clear message; QEMU keeps running, device state unchanged."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from devrig import Rig, RigFactory
+
+from irqlab.qmp.errors import DeviceRejected, InvalidArgument
+from irqlab.regs import REGS
+
+pytestmark = pytest.mark.device
+
+
+@pytest.fixture
+def small(rig_factory: RigFactory) -> Rig:
+    r = rig_factory(gpio_lines=8, fifo_depth=4)
+    r.dev.write("GPIO_RISING", 0xFF)
+    r.dev.write("GPIO_LEVEL_HIGH", 0x80)
+    r.inj.set_lines(0x81)
+    r.inj.push(0xAB)
+    r.inj.set_burst_period(50_000)
+    return r
+
+
+def _snapshot(r: Rig) -> dict[str, Any]:
+    regs = ("GPIO_IN", "GPIO_STATUS", "IRQ_STATUS", "EVQ_COUNT", "FIFO_COUNT",
+            "BURST_REMAINING", "EVQ_HEAD_SEQ", "EVQ_HEAD_VALUE")  # fmt: skip
+    return {
+        "gpio-in": r.inj.gpio_in(),
+        "burst-period-ns": r.inj.burst_period(),
+        "burst-count": r.inj.burst_remaining(),
+        "counters": r.inj.counters(),
+        "histogram": r.inj.histogram(),
+        "clock": r.qt.clock(),
+        **{reg: r.dev.read(reg) for reg in regs},
+    }
+
+
+BAD = [
+    ("gpio-set", 1 << 8, "names lines beyond gpio-lines=8"),
+    ("gpio-clear", 0xFFFF, "names lines beyond gpio-lines=8"),
+    ("gpio-in", 0x100, "names lines beyond gpio-lines=8"),
+    ("gpio-pulse", 1 << 31, "names lines beyond gpio-lines=8"),
+    ("burst-period-ns", 0, "out of range"),
+    ("burst-period-ns", REGS.MIN_BURST_PERIOD_NS - 1, "out of range"),
+    ("burst-period-ns", 10_000_000_001, "out of range"),
+    ("gpio-set", -1, ""),
+    ("fifo-push", 1 << 32, ""),
+    ("fifo-push", "0x12", ""),
+    ("burst-count", 1.5, ""),
+    ("gpio-in", [1], ""),
+    ("reset-counters", "yes", ""),
+    ("no-such-property", 1, "no-such-property"),
+    ("counters", {}, ""),  # read-only
+]
+
+
+@pytest.mark.parametrize(("prop", "value", "message"), BAD, ids=[f"{p}={v!r}" for p, v, _ in BAD])
+def test_bad_value_is_refused_and_nothing_changes(
+    small: Rig, prop: str, value: object, message: str
+) -> None:
+    before = _snapshot(small)
+    with pytest.raises(DeviceRejected) as info:
+        small.inj.set(prop, value)
+    assert info.value.desc, "QEMU gave no error text"
+    assert message in info.value.desc
+    if message and prop != "no-such-property":
+        assert info.value.desc.startswith("irqlab: ")
+    assert small.machine.qmp("query-status")["status"] == "running"
+    assert _snapshot(small) == before
+
+
+def test_write_only_property_cannot_be_read(small: Rig) -> None:
+    with pytest.raises(DeviceRejected):
+        small.inj.get("gpio-set")
+    assert small.machine.is_running()
+
+
+def test_client_side_validation_matches_the_device(small: Rig) -> None:
+    """The injector refuses what the device would refuse, without sending it."""
+    assert small.inj.gpio_lines == 8
+    before = _snapshot(small)
+    refused: list[Callable[[], None]] = [
+        lambda: small.inj.set_line(8, True),
+        lambda: small.inj.pulse_mask(0x100),
+        lambda: small.inj.set_burst_period(999),
+        lambda: small.inj.push(1 << 32),
+    ]
+    for bad in refused:
+        with pytest.raises(InvalidArgument):
+            bad()
+    assert _snapshot(small) == before

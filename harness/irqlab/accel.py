@@ -28,7 +28,7 @@ from irqlab import probe_rom, proc
 Accel = Literal["kvm", "tcg"]
 ENV_VAR = "IRQLAB_ACCEL"
 KVM_DEVICE = Path("/dev/kvm")
-DEFAULT_TIMEOUT = 10.0
+DEFAULT_TIMEOUT = 5.0  # a working KVM reaches long mode in milliseconds
 
 
 @dataclass(frozen=True)

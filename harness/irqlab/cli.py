@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--qemu", help="QEMU binary (default: the built one)")
     s.add_argument("--accel", help="force kvm|tcg|auto (default: $IRQLAB_ACCEL or auto)")
-    s.add_argument("--timeout", type=float, default=10.0, help="probe timeout, seconds")
+    s.add_argument("--timeout", type=float, default=5.0, help="probe timeout, seconds")
     s.set_defaults(func=cmd_probe_accel)
 
     s = sub.add_parser("regs", help="print the register map parsed from irqlab-regs.h")

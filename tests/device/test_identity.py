@@ -7,9 +7,11 @@ import subprocess
 import pytest
 from devrig import Rig, RigFactory
 
+from irqlab.accel import AccelChoice
 from irqlab.build.qemu import QemuInstall
-from irqlab.machine import MachineError
+from irqlab.machine import Machine, MachineError
 from irqlab.pytest_plugin import QtestMachineFactory
+from irqlab.qmp.injector import Injector
 from irqlab.qtest_pci import DEVICE_ID, INTERRUPT_PIN, REVISION, VENDOR_ID
 from irqlab.regs import REGS
 
@@ -113,3 +115,17 @@ def test_device_help_lists_properties(qemu_install: QemuInstall) -> None:
     for prop in STATIC_PROPERTIES:
         assert f"  {prop}=" in r.stdout, f"{prop} missing from:\n{r.stdout}"
     assert "intx, msi or msix" in r.stdout  # descriptions are shown
+
+
+def test_plugin_fixtures(qtest_machine: Machine, injector: Injector) -> None:
+    """The plugin's default machine has irq0 on q35 under qtest, reachable over QMP."""
+    assert qtest_machine.qmp("query-status")["status"] == "running"
+    assert injector.path == "/machine/peripheral/irq0"
+    assert injector.gpio_lines == REGS.MAX_GPIO_LINES
+    assert qtest_machine.qmp("qom-get", path=injector.path, property="type") == "irqlab"
+    assert "-accel" in qtest_machine.argv and "qtest" in qtest_machine.argv
+
+
+def test_accel_choice_fixture(accel_choice: AccelChoice) -> None:
+    assert accel_choice.accel in ("kvm", "tcg")
+    assert accel_choice.reason

@@ -252,3 +252,35 @@ def test_graft_is_idempotent(tmp_path: Path, ss: str) -> None:
     assert kconfig.count("config IRQLAB") == 1
     assert (tree / "include" / "hw" / "misc" / "irqlab-regs.h").is_file()
     assert "   edu\n   irqlab\n   fw_cfg" in (tree / "docs" / "specs" / "index.rst").read_text()
+
+
+# ---- cache lookup: find_qemu / warm ensure_qemu never build -------------------
+
+
+def test_warm_lookup_does_not_build(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from irqlab.build import cache
+
+    monkeypatch.setenv("IRQLAB_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("IRQLAB_QEMU_SOURCE", raising=False)
+    monkeypatch.setattr(qemu, "_apt_versions", lambda names: {n: FIRMWARE[n] for n in names})
+
+    def no_build(*_a: object) -> None:
+        raise AssertionError("must not build")
+
+    monkeypatch.setattr(qemu, "_build", no_build)
+    assert qemu.find_qemu() is None
+
+    digest = qemu.input_digest(
+        qemu.QemuSource("debian", FIRMWARE["qemu-system-data"]), qemu.device_dir(), FIRMWARE
+    )
+    out = cache.output_dir("qemu", digest)
+    (out / "bin").mkdir(parents=True)
+    (out / "bin" / qemu.TARGET).write_text("")
+    (out / "VERSION").write_text("7.2.22 (debian x)\n")
+    (out / ".complete").write_text(digest)
+
+    found = qemu.find_qemu()
+    assert found == qemu.QemuInstall(
+        out / "bin" / qemu.TARGET, out / "share" / "qemu", "7.2.22 (debian x)"
+    )
+    assert qemu.ensure_qemu(log=lambda _m: None) == found

@@ -7,6 +7,8 @@ import sys
 
 from invoke import Context, task
 
+from irqlab.tasks_buildroot import buildroot_build, buildroot_check  # noqa: F401
+
 PYTEST = f"{sys.executable} -m pytest"
 
 

@@ -13,7 +13,8 @@ def repo_root() -> Path:
     root = _PKG_DIR.parent.parent
     if not (root / "qemu-device").is_dir():
         raise RuntimeError(
-            f"irqlab source tree not found above {_PKG_DIR}; install with 'pip install -e <checkout>'"
+            f"irqlab source tree not found above {_PKG_DIR}; "
+            "install with 'pip install -e <checkout>'"
         )
     return root
 

@@ -9,6 +9,7 @@ place only on success, so an interrupted build never looks complete.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import shutil
 from collections.abc import Callable, Iterable
@@ -55,28 +56,35 @@ def is_complete(path: Path) -> bool:
     return (path / _COMPLETE).is_file()
 
 
-def cached_build(name: str, digest: str, build: Callable[[Path], None], *, force: bool = False) -> Path:
+def cached_build(
+    name: str, digest: str, build: Callable[[Path], None], *, force: bool = False
+) -> Path:
     """Return ``<cache>/<name>-<digest>``, running ``build(tmpdir)`` first if it is missing.
 
     ``build`` must fill the directory it is given; on success the directory is
     renamed into place and marked complete.  On failure it is removed and the
-    exception propagates.
+    exception propagates.  Concurrent callers (two test runs, two terminals)
+    serialise on a lock file, so one builds and the other then finds the result.
     """
     final = output_dir(name, digest)
     if is_complete(final) and not force:
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(final.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    try:
-        build(tmp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    (tmp / _COMPLETE).write_text(digest + "\n")
-    if final.exists():
-        shutil.rmtree(final)
-    tmp.rename(final)
+    with open(final.with_name(final.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if is_complete(final) and not force:
+            return final
+        tmp = final.with_name(final.name + ".tmp")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+        try:
+            build(tmp)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        (tmp / _COMPLETE).write_text(digest + "\n")
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
     return final

@@ -37,7 +37,7 @@
 
 /*
  * API differences between the QEMU versions this file supports.
- *   >= 9.1:  device_class_set_legacy_reset() replaces dc->reset
+ *   >= 9.2:  device_class_set_legacy_reset() replaces dc->reset
  *   >= 10.0: Property arrays are const and have no terminator
  *   >= 10.1: class_init takes const void *data
  */
@@ -1206,7 +1206,7 @@ static void irqlab_class_init(ObjectClass *klass, IrqlabClassData *data)
     dc->desc = "irqlab interrupt test device";
     dc->vmsd = &vmstate_irqlab;
     set_bit(DEVICE_CATEGORY_MISC, dc->categories);
-#if IRQLAB_QEMU_AT_LEAST(9, 1)
+#if IRQLAB_QEMU_AT_LEAST(9, 2)
     device_class_set_legacy_reset(dc, irqlab_reset);
 #else
     dc->reset = irqlab_reset;

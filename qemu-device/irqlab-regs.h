@@ -76,7 +76,7 @@
 #define IRQLAB_REG_GPIO_NLINES    0x05c    /* RO number of lines */
 
 /* FIFO block (host pushes 32-bit words; each word is one event) */
-#define IRQLAB_REG_FIFO_COUNT     0x080    /* RO FIFO words in the event queue */
+#define IRQLAB_REG_FIFO_COUNT     0x080    /* RO FIFO words in the EVQ */
 #define IRQLAB_REG_FIFO_DEPTH     0x084    /* RO */
 #define IRQLAB_REG_FIFO_OVERFLOW  0x088    /* RO words dropped (FIFO full) */
 

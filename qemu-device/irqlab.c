@@ -810,6 +810,7 @@ static void irqlab_set_fifo_push(Object *obj, Visitor *v, const char *name,
     if (s->fifo_count >= s->fifo_depth) {
         s->fifo_overflow++;
         s->dropped++;
+        s->evq_lost = true;     /* flag the next queued event */
         return;
     }
     irqlab_raise_latched(s, IRQLAB_SRC_FIFO, word);

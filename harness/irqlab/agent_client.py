@@ -256,19 +256,27 @@ class AgentClient:
             return self._backlog.popleft()
 
     def events(
-        self, n: int, timeout: float = 30.0, *, path: str | None = None, type: str = "event"
+        self,
+        n: int,
+        timeout: float = 30.0,
+        *,
+        path: str | None = None,
+        type: str = "event",
+        idle: float | None = None,
     ) -> list[Event]:
-        """The next *n* messages of *type* (and *path*), within *timeout* for all of them."""
+        """The next *n* messages of *type* (and *path*), within *timeout* for all of them
+        and, if *idle* is given, with no gap longer than *idle* seconds between two."""
         deadline = time.monotonic() + timeout
         out: list[Event] = []
         while len(out) < n:
-            left = deadline - time.monotonic()
+            left = max(deadline - time.monotonic(), 0.0)
+            wait = min(left, idle) if idle is not None else left
             try:
-                out.append(self.expect(path=path, type=type, timeout=max(left, 0.0)))
+                out.append(self.expect(path=path, type=type, timeout=wait))
             except AgentTimeout:
                 raise AgentTimeout(
                     f"got {len(out)} of {n} {type} messages"
-                    f"{' on ' + path if path else ''} within {timeout:g}s; "
+                    f"{' on ' + path if path else ''} (timeout {timeout:g}s, idle {idle}s); "
                     f"last: {out[-1] if out else None}; pending: {self.pending_summary()}"
                 ) from None
         return out

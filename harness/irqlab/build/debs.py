@@ -1,0 +1,227 @@
+"""Debian packages as build inputs: query apt, resolve dependencies, download, extract.
+
+Nothing is installed: ``apt-get download`` fetches exact versions into a pool
+in the cache dir and ``dpkg-deb -x`` unpacks them into per-package trees
+(cached too).  Dependency resolution is deliberately simple (first available
+alternative, version constraints ignored: apt's candidates of one release are
+consistent) and the packages a recipe does not want are named explicitly.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from irqlab.build.steps import StepLog
+from irqlab.paths import cache_dir
+
+Relations = tuple[tuple[str, ...], ...]
+"""A Depends field: a conjunction of alternative groups ("a | b, c" -> (("a","b"),("c",)))."""
+
+
+@dataclass(frozen=True)
+class Package:
+    name: str
+    version: str
+    arch: str
+    depends: Relations = ()
+    provides: tuple[str, ...] = field(default=())
+
+    @property
+    def deb_name(self) -> str:
+        """The file name ``apt-get download`` gives this package."""
+        return f"{self.name}_{self.version.replace(':', '%3a')}_{self.arch}.deb"
+
+    @property
+    def spec(self) -> str:
+        return f"{self.name}={self.version}"
+
+
+class AptError(RuntimeError):
+    pass
+
+
+def _relation_name(atom: str) -> str:
+    name = atom.strip().split("(")[0].split("[")[0].split("<")[0].strip()
+    return name.split(":")[0]  # drop :any / :amd64 qualifiers
+
+
+def parse_relations(text: str) -> Relations:
+    """Parse a Depends/Pre-Depends field, keeping names only."""
+    groups: list[tuple[str, ...]] = []
+    for group in text.split(","):
+        alts = tuple(n for n in (_relation_name(a) for a in group.split("|")) if n)
+        if alts:
+            groups.append(alts)
+    return tuple(groups)
+
+
+def parse_stanzas(text: str) -> list[dict[str, str]]:
+    """Split deb822 text (``apt-cache show`` output) into field dicts."""
+    stanzas: list[dict[str, str]] = []
+    cur: dict[str, str] = {}
+    key = ""
+    for line in text.splitlines():
+        if not line.strip():
+            if cur:
+                stanzas.append(cur)
+            cur, key = {}, ""
+        elif line[0] in " \t":
+            if key:
+                cur[key] += "\n" + line.strip()
+        else:
+            k, _, v = line.partition(":")
+            key = k.strip()
+            cur[key] = v.strip()
+    if cur:
+        stanzas.append(cur)
+    return stanzas
+
+
+def packages_from_show(text: str) -> dict[str, Package]:
+    out: dict[str, Package] = {}
+    for st in parse_stanzas(text):
+        if "Package" not in st or "Version" not in st:
+            continue
+        deps = parse_relations(st.get("Pre-Depends", "")) + parse_relations(st.get("Depends", ""))
+        provides = tuple(n for (n, *_rest) in parse_relations(st.get("Provides", "")))
+        pkg = Package(st["Package"], st["Version"], st.get("Architecture", "all"), deps, provides)
+        out.setdefault(pkg.name, pkg)  # first stanza = candidate with --no-all-versions
+    return out
+
+
+Lookup = Callable[[Sequence[str]], Mapping[str, Package]]
+"""Package names -> candidate packages; names apt does not know are simply absent."""
+
+
+def apt_show(names: Sequence[str]) -> dict[str, Package]:
+    """Candidate versions of *names* from the local apt lists (no network)."""
+    if not names:
+        return {}
+    try:
+        r = subprocess.run(
+            ["apt-cache", "show", "--no-all-versions", *names],
+            capture_output=True,
+            text=True,
+            check=False,
+            env={**os.environ, "LC_ALL": "C"},
+        )
+    except FileNotFoundError as e:
+        raise AptError("apt-cache not found: the guest image recipe needs Debian's apt") from e
+    pkgs = packages_from_show(r.stdout)
+    if not pkgs and r.returncode != 0:
+        raise AptError(f"apt-cache show {' '.join(names)} failed: {r.stderr.strip()}")
+    return pkgs
+
+
+def closure(roots: Sequence[str], lookup: Lookup, exclude: Iterable[str] = ()) -> list[Package]:
+    """*roots* and everything they depend on, minus *exclude* (which counts as satisfied).
+
+    Each alternative group is satisfied by a package already chosen (or
+    provided by one), else by its first alternative apt knows.  Returns the
+    packages sorted by name; raises :class:`AptError` naming an unresolvable
+    dependency.
+    """
+    excluded = set(exclude)
+    known: dict[str, Package | None] = {}
+
+    def fetch(names: Iterable[str]) -> None:
+        want = sorted({n for n in names if n not in known and n not in excluded})
+        if want:
+            got = lookup(want)
+            for n in want:
+                known[n] = got.get(n)
+
+    chosen: dict[str, Package] = {}
+    provided: set[str] = set()
+
+    def choose(pkg: Package) -> None:
+        chosen[pkg.name] = pkg
+        provided.update(pkg.provides)
+
+    fetch(roots)
+    for r in roots:
+        if r in excluded:
+            continue
+        pkg = known.get(r)
+        if pkg is None:
+            raise AptError(f"package {r} not found in the apt lists (run apt-get update?)")
+        choose(pkg)
+    def satisfied(group: tuple[str, ...]) -> bool:
+        return any(a in chosen or a in provided or a in excluded for a in group)
+
+    # groups naming only virtual packages may be provided by a package chosen later
+    deferred: list[tuple[Package, tuple[str, ...]]] = []
+    todo = [chosen[r] for r in roots if r in chosen]
+    while todo:
+        fetch(a for p in todo for g in p.depends for a in g)
+        nxt: list[Package] = []
+        for p in todo:
+            for group in p.depends:
+                if satisfied(group):
+                    continue
+                pick = next((known[a] for a in group if known.get(a) is not None), None)
+                if pick is None:
+                    deferred.append((p, group))
+                    continue
+                choose(pick)
+                nxt.append(pick)
+        todo = nxt
+    for p, group in deferred:
+        if not satisfied(group):
+            raise AptError(
+                f"{p.name}: cannot satisfy dependency {' | '.join(group)} "
+                "(not in the apt lists or only virtual; exclude it if the image does not need it)"
+            )
+    return sorted(chosen.values(), key=lambda p: p.name)
+
+
+def pool_dir() -> Path:
+    return cache_dir() / "debs" / "pool"
+
+
+def download(pkgs: Sequence[Package], steps: StepLog, pool: Path | None = None) -> dict[str, Path]:
+    """Fetch the exact versions into the pool (once); returns name -> .deb path."""
+    pool = pool or pool_dir()
+    pool.mkdir(parents=True, exist_ok=True)
+    missing = [p for p in pkgs if not (pool / p.deb_name).is_file()]
+    if missing:
+        steps.log(f"downloading {len(missing)} Debian package(s) into {pool}")
+        opts = ["-o", "APT::Sandbox::User=root"] if os.geteuid() == 0 else []
+        steps.run(
+            "apt-get download",
+            ["apt-get", "download", "-q", *opts, *(p.spec for p in missing)],
+            cwd=pool,
+            env={"LC_ALL": "C", "DEBIAN_FRONTEND": "noninteractive"},
+        )
+    out: dict[str, Path] = {}
+    for p in pkgs:
+        deb = pool / p.deb_name
+        if not deb.is_file():
+            raise AptError(f"apt-get download did not produce {deb}")
+        out[p.name] = deb
+    return out
+
+
+def extract_into(deb: Path, dest: Path, steps: StepLog) -> None:
+    """``dpkg-deb -x`` *deb* into *dest* (which may hold other packages)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    steps.run(f"extract {deb.name}", ["dpkg-deb", "-x", deb, dest])
+
+
+def extracted(deb: Path, steps: StepLog) -> Path:
+    """A cached, read-only-by-convention tree holding just *deb*'s files."""
+    root = cache_dir() / "debs" / "x" / deb.name.removesuffix(".deb")
+    if (root / ".complete").is_file():
+        return root
+    tmp = root.with_name(root.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    extract_into(deb, tmp, steps)
+    (tmp / ".complete").touch()
+    shutil.rmtree(root, ignore_errors=True)
+    tmp.rename(root)
+    return root

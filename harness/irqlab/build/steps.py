@@ -1,0 +1,121 @@
+"""Build steps: a progress line per step for the user, full output in one log file.
+
+A failing step raises :class:`BuildError`, whose message names the step, the
+log file and the last lines of the failing command's output.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+Log = Callable[[str], None]
+
+
+def stderr_log(msg: str) -> None:
+    """The default progress sink: one line on stderr."""
+    print(f"[irqlab] {msg}", file=sys.stderr, flush=True)
+
+
+class BuildError(RuntimeError):
+    def __init__(self, step: str, log_path: Path, detail: str = "") -> None:
+        self.step = step
+        self.log_path = log_path
+        msg = f"build step '{step}' failed"
+        if detail:
+            msg += f": {detail}"
+        msg += f" (log: {log_path})"
+        super().__init__(msg)
+
+
+def _tail(text: str, lines: int = 15) -> str:
+    return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+class StepLog:
+    """One build's log file plus the progress callback."""
+
+    def __init__(self, path: Path, log: Log | None = None) -> None:
+        self.path = path
+        self.log: Log = log if log is not None else stderr_log
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = path.open("a", encoding="utf-8")
+        self.write(f"==== {time.strftime('%Y-%m-%d %H:%M:%S')} pid {os.getpid()}")
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def __enter__(self) -> StepLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def write(self, text: str) -> None:
+        self._fh.write(text.rstrip("\n") + "\n")
+        self._fh.flush()
+
+    @contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        """Announce *name*; on failure re-raise as :class:`BuildError` naming it and the log."""
+        self.log(f"{name} ...")
+        self.write(f"---- step: {name}")
+        t0 = time.monotonic()
+        try:
+            yield
+        except BuildError:
+            raise
+        except Exception as e:
+            self.write(f"step '{name}' failed: {type(e).__name__}: {e}")
+            raise BuildError(name, self.path, f"{type(e).__name__}: {e}") from e
+        dt = time.monotonic() - t0
+        self.write(f"---- done: {name} ({dt:.1f} s)")
+        if dt >= 1.0:
+            self.log(f"{name}: done in {dt:.1f} s")
+
+    def run(
+        self,
+        step: str,
+        argv: Sequence[str | Path],
+        *,
+        cwd: Path | None = None,
+        env: Mapping[str, str] | None = None,
+        capture: bool = False,
+        executable: Path | None = None,
+    ) -> str:
+        """Run a command; its output goes to the log (and is returned if *capture*)."""
+        args = [str(a) for a in argv]
+        self.write("$ " + " ".join(args) + (f"   (cwd {cwd})" if cwd else ""))
+        full_env = None
+        if env is not None:
+            full_env = dict(os.environ)
+            full_env.update(env)
+        try:
+            r = subprocess.run(
+                args,
+                cwd=cwd,
+                env=full_env,
+                executable=str(executable) if executable else None,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE if capture else subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                check=False,
+            )
+        except OSError as e:
+            self.write(f"cannot run {args[0]}: {e}")
+            raise BuildError(step, self.path, f"cannot run {args[0]}: {e}") from e
+        out = r.stdout.decode(errors="replace")
+        err = r.stderr.decode(errors="replace") if capture and r.stderr else ""
+        if not capture or r.returncode != 0:
+            self.write(out)
+        if err:
+            self.write(err)
+        if r.returncode != 0:
+            detail = f"{args[0]} exited {r.returncode}\n{_tail(out + err)}"
+            raise BuildError(step, self.path, detail)
+        return out

@@ -1,0 +1,95 @@
+"""Just enough ELF to find what a binary needs at run time (DT_NEEDED, PT_INTERP).
+
+Used to pick the shared libraries that go into the guest image and to prove,
+at build time, that every binary there will find its libraries.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+ELF_MAGIC = b"\x7fELF"
+_PT_LOAD, _PT_DYNAMIC, _PT_INTERP = 1, 2, 3
+_DT_NULL, _DT_NEEDED, _DT_STRTAB, _DT_SONAME = 0, 1, 5, 14
+
+
+class ElfError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class DynInfo:
+    needed: tuple[str, ...]
+    soname: str | None
+    interp: str | None
+
+
+def is_elf(path: Path) -> bool:
+    try:
+        with path.open("rb") as f:
+            return f.read(4) == ELF_MAGIC
+    except OSError:
+        return False
+
+
+def dyn_info(data: bytes) -> DynInfo:
+    """DT_NEEDED, DT_SONAME and PT_INTERP of a 64-bit little-endian ELF image."""
+    if data[:4] != ELF_MAGIC:
+        raise ElfError("not an ELF file")
+    if data[4] != 2 or data[5] != 1:
+        raise ElfError("only 64-bit little-endian ELF is supported")
+    phoff = struct.unpack_from("<Q", data, 0x20)[0]
+    phentsize, phnum = struct.unpack_from("<HH", data, 0x36)
+    loads: list[tuple[int, int, int]] = []  # (vaddr, offset, filesz)
+    dyn: tuple[int, int] | None = None
+    interp: str | None = None
+    for i in range(phnum):
+        off = phoff + i * phentsize
+        p_type, _flags, p_offset, p_vaddr, _paddr, p_filesz = struct.unpack_from(
+            "<IIQQQQ", data, off
+        )
+        if p_type == _PT_LOAD:
+            loads.append((p_vaddr, p_offset, p_filesz))
+        elif p_type == _PT_DYNAMIC:
+            dyn = (p_offset, p_filesz)
+        elif p_type == _PT_INTERP:
+            interp = data[p_offset : p_offset + p_filesz].split(b"\0")[0].decode()
+    if dyn is None:
+        return DynInfo((), None, interp)  # static
+    entries: list[tuple[int, int]] = []
+    strtab_vaddr: int | None = None
+    d_off, d_size = dyn
+    for pos in range(d_off, d_off + d_size, 16):
+        tag, val = struct.unpack_from("<qQ", data, pos)
+        if tag == _DT_NULL:
+            break
+        if tag == _DT_STRTAB:
+            strtab_vaddr = val
+        entries.append((tag, val))
+    if strtab_vaddr is None:
+        raise ElfError("dynamic section without DT_STRTAB")
+    strtab = _vaddr_to_offset(strtab_vaddr, loads)
+
+    def string(at: int) -> str:
+        end = data.index(b"\0", strtab + at)
+        return data[strtab + at : end].decode()
+
+    needed = tuple(string(v) for t, v in entries if t == _DT_NEEDED)
+    soname = next((string(v) for t, v in entries if t == _DT_SONAME), None)
+    return DynInfo(needed, soname, interp)
+
+
+def _vaddr_to_offset(vaddr: int, loads: list[tuple[int, int, int]]) -> int:
+    for seg_vaddr, seg_off, seg_size in loads:
+        if seg_vaddr <= vaddr < seg_vaddr + seg_size:
+            return vaddr - seg_vaddr + seg_off
+    raise ElfError(f"address {vaddr:#x} is in no PT_LOAD segment")
+
+
+def read_dyn_info(path: Path) -> DynInfo:
+    try:
+        return dyn_info(path.read_bytes())
+    except (ElfError, struct.error, IndexError, ValueError) as e:
+        raise ElfError(f"{path}: {e}") from e

@@ -1,0 +1,97 @@
+"""SSH keys for talking to guests: one client key and one dropbear host key per cache.
+
+Generated on the host (ed25519, with ``cryptography``, a paramiko dependency)
+the first time an image is built and kept in ``<cache>/guest-keys/`` (0600,
+never in the repository).  The host key is written in dropbear's own format,
+so the guest does not spend boot time generating one, and its public half is
+known in advance: clients can check it strictly.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from irqlab.paths import cache_dir
+
+CLIENT_KEY = "client_ed25519"
+HOST_KEY = "host_ed25519.dropbear"
+
+
+@dataclass(frozen=True)
+class SshKeys:
+    client_key: Path  # OpenSSH-format private key (paramiko.Ed25519Key.from_private_key_file)
+    client_pub: str  # "ssh-ed25519 AAAA... irqlab-client"
+    host_key: Path  # dropbear-format private host key, shipped in the image
+    host_pub: str  # "ssh-ed25519 AAAA..." the guest presents
+
+
+def _sshstr(b: bytes) -> bytes:
+    return struct.pack(">I", len(b)) + b
+
+
+def dropbear_ed25519(key: Ed25519PrivateKey) -> bytes:
+    """*key* in dropbear's private key file format (``buf_put_ed25519_priv_key``)."""
+    seed = key.private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    )
+    pub = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return _sshstr(b"ssh-ed25519") + _sshstr(seed + pub)
+
+
+def openssh_pub(key: Ed25519PrivateKey) -> str:
+    return (
+        key.public_key()
+        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        .decode()
+    )
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.chmod(tmp, 0o600)
+    tmp.rename(path)
+
+
+def _load_or_create(path: Path) -> Ed25519PrivateKey:
+    """The key stored (OpenSSH PEM) at *path*, created if missing."""
+    if path.is_file():
+        key = serialization.load_ssh_private_key(path.read_bytes(), password=None)
+        if not isinstance(key, Ed25519PrivateKey):
+            raise ValueError(f"{path} is not an ed25519 key; delete it to regenerate")
+        return key
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.OpenSSH,
+        serialization.NoEncryption(),
+    )
+    _write_private(path, pem)
+    return key
+
+
+def ensure_keys(directory: Path | None = None) -> SshKeys:
+    """The cache's guest SSH keys, generated on first use."""
+    d = directory if directory is not None else cache_dir() / "guest-keys"
+    d.mkdir(parents=True, exist_ok=True)
+    os.chmod(d, 0o700)
+    client = _load_or_create(d / CLIENT_KEY)
+    client_pub = openssh_pub(client) + " irqlab-client"
+    (d / (CLIENT_KEY + ".pub")).write_text(client_pub + "\n")
+    host_pem = d / "host_ed25519"
+    host = _load_or_create(host_pem)
+    host_db = d / HOST_KEY
+    data = dropbear_ed25519(host)
+    if not host_db.is_file() or host_db.read_bytes() != data:
+        _write_private(host_db, data)
+    host_pub = openssh_pub(host)
+    (d / "host_ed25519.pub").write_text(host_pub + "\n")
+    return SshKeys(d / CLIENT_KEY, client_pub, host_db, host_pub)

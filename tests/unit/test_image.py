@@ -200,6 +200,30 @@ def test_closure_reports_unresolvable() -> None:
         debs.closure(["ghost"], _lookup(db, []))
 
 
+def test_apt_show_memoised_by_apt_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    (lists / "x_Packages").write_text("a")
+    monkeypatch.setenv("IRQLAB_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(debs, "APT_STATE_FILES", (lists,))
+    calls: list[list[str]] = []
+
+    def fake_query(names: Sequence[str]) -> dict[str, Package]:
+        calls.append(list(names))
+        return {n: _pkg(n, "libc6 | libc6-compat") for n in names if n != "ghost"}
+
+    monkeypatch.setattr(debs, "_query_apt", fake_query)
+    got = debs.apt_show(["app", "ghost"])
+    assert list(got) == ["app"] and got["app"].depends == (("libc6", "libc6-compat"),)
+    assert debs.apt_show(["ghost", "app"]) == got  # answered from the memo, unknowns too
+    assert calls == [["app", "ghost"]]
+    debs.apt_show(["app", "other"])
+    assert calls[-1] == ["other"]
+    (lists / "x_Packages").write_text("after apt-get update")
+    debs.apt_show(["app"])
+    assert calls[-1] == ["app"]  # new apt state: asked again
+
+
 def test_kernel_packages_from_meta() -> None:
     abi = "6.1.0-99-amd64"
     db = {

@@ -30,7 +30,9 @@ def build_image(c: Context, force: bool = False) -> None:
     """Build the guest kernel, module and initramfs from Debian packages (cached)."""
     from irqlab.cli import main
 
-    main(["build-image", *(["--force"] if force else [])])
+    rc = main(["build-image", *(["--force"] if force else [])])
+    if rc:
+        raise SystemExit(rc)
 
 
 @task
@@ -89,7 +91,9 @@ def probe_accel(c: Context) -> None:
     """Say which accelerator (kvm or tcg) guests will use here, and why."""
     from irqlab.cli import main
 
-    main(["probe-accel"])
+    rc = main(["probe-accel"])
+    if rc:
+        raise SystemExit(rc)
 
 
 @task

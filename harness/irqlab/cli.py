@@ -23,6 +23,22 @@ def cmd_build_qemu(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_build_image(args: argparse.Namespace) -> int:
+    from irqlab.build.image import ensure_image
+    from irqlab.build.kmod import ensure_kmod
+    from irqlab.build.steps import BuildError
+
+    try:
+        ko = ensure_kmod(force=args.force)
+        img = ensure_image(kmod=ko, force=args.force)
+    except (BuildError, FileNotFoundError) as e:
+        print(f"irqlab: {e}", file=sys.stderr)
+        return 1
+    print(f"module:    {ko}\nkernel:    {img.kernel} ({img.kernel_version})")
+    print(f"initramfs: {img.initramfs}\ncmdline:   {img.cmdline}")
+    return 0
+
+
 def cmd_probe_accel(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -65,6 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("build-qemu", help="build (or find cached) QEMU with the irqlab device")
     s.add_argument("--force", action="store_true", help="rebuild even if cached")
     s.set_defaults(func=cmd_build_qemu)
+
+    s = sub.add_parser(
+        "build-image",
+        help="build (or find cached) the guest: Debian kernel, our module, initramfs",
+    )
+    s.add_argument("--force", action="store_true", help="rebuild even if cached")
+    s.set_defaults(func=cmd_build_image)
 
     s = sub.add_parser(
         "probe-accel", help="print the accelerator to use here (kvm only if it boots a guest)"

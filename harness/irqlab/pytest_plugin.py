@@ -10,7 +10,17 @@ The fixtures only wire the library together; all behaviour lives in it:
   and always stops them at teardown; ``qtest_machine`` is one with ``-device irqlab,id=irq0``.
 - ``injector``: :class:`irqlab.qmp.injector.Injector` on ``qtest_machine``'s ``irq0``.
 
-When a test that started machines fails, the report gets a section naming their logs.
+Booted guest (end to end):
+
+- ``irqlab_guest`` (session): one :class:`irqlab.guestvm.Guest` (QEMU + Debian kernel +
+  our module + agent) for the whole session; a missing prerequisite fails with its name.
+- ``irqlab_agent``: the guest's agent, reset for this test (no armed paths, counters zero).
+- ``irqlab_device``: :class:`irqlab.testing.DeviceControl` (inject over QMP, wait on counters).
+- ``irqlab_wait_stats``: poll the driver's per-file stats through the agent.
+
+When a test that started machines fails, the report gets a section naming their logs;
+for the shared guest, the test's own part of the console log and of the agent's streams
+is copied into the test's log directory and named in the report.
 """
 
 from __future__ import annotations
@@ -18,20 +28,25 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import pytest
 
 from irqlab import accel, paths
+from irqlab.logslice import LogSlicer
 from irqlab.machine import Machine, MachineConfig
 from irqlab.qmp.injector import Injector
 
 if TYPE_CHECKING:
+    from irqlab.agent_client import AgentClient
     from irqlab.build.qemu import QemuInstall
+    from irqlab.guestvm import Guest
+    from irqlab.testing import DeviceControl
 
 _MACHINES = pytest.StashKey[list[Machine]]()
+_GUEST_LOGS = pytest.StashKey[tuple[LogSlicer, Path]]()
 
 
 class QtestMachineFactory(Protocol):
@@ -126,6 +141,78 @@ def injector(qtest_machine: Machine) -> Injector:
     return Injector(qtest_machine, "irq0")
 
 
+@pytest.fixture(scope="session")
+def irqlab_guest() -> Generator[Guest, None, None]:
+    from irqlab.guestvm import Guest, GuestConfig, PrerequisiteMissing
+
+    g = Guest(GuestConfig(name="e2e"))
+    try:
+        g.start()
+    except PrerequisiteMissing as e:
+        g.close()
+        pytest.fail(f"end-to-end prerequisite missing: {e}", pytrace=False)
+    except BaseException:
+        g.close()
+        raise
+    try:
+        yield g
+    finally:
+        g.close()
+
+
+def _guest_logs(guest: Guest) -> dict[str, Path]:
+    logs: dict[str, Path] = {}
+    if guest.machine is not None and guest.machine.paths is not None:
+        logs["console.log"] = guest.machine.paths.console_log
+        logs["qemu.log"] = guest.machine.paths.stderr_log
+    agent = guest.agent
+    for suffix in ("rx.jsonl", "tx.jsonl", "stderr.log"):
+        logs[f"agent.{suffix}"] = Path(f"{agent.log_base}.{suffix}")
+    return logs
+
+
+@pytest.fixture
+def irqlab_agent(
+    request: pytest.FixtureRequest, irqlab_guest: Guest, irqlab_log_dir: Path
+) -> Generator[AgentClient, None, None]:
+    """The session's agent, reset: no armed paths or open files, device counters zero."""
+    irqlab_guest.reset()
+    client = irqlab_guest.agent
+    request.node.stash[_GUEST_LOGS] = (
+        LogSlicer(_guest_logs(irqlab_guest)),
+        _test_log_root(request, irqlab_log_dir),
+    )
+    yield client
+    errors = [e for e in client.pending() if e.get("type") == "path_error"]
+    client.drain_events()
+    assert not errors, f"unexpected path errors: {errors}"
+
+
+@pytest.fixture
+def irqlab_device(irqlab_guest: Guest, irqlab_agent: AgentClient) -> DeviceControl:
+    from irqlab.testing import DeviceControl
+
+    return DeviceControl(irqlab_guest)
+
+
+class WaitStats(Protocol):
+    def __call__(
+        self, handle: str, pred: Callable[[dict[str, int]], bool], timeout: float = 60.0
+    ) -> dict[str, int]: ...
+
+
+@pytest.fixture
+def irqlab_wait_stats(irqlab_agent: AgentClient) -> WaitStats:
+    from irqlab.testing import wait_file_stats
+
+    def wait(
+        handle: str, pred: Callable[[dict[str, int]], bool], timeout: float = 60.0
+    ) -> dict[str, int]:
+        return wait_file_stats(irqlab_agent, handle, pred, timeout)
+
+    return wait
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
@@ -135,5 +222,12 @@ def pytest_runtest_makereport(
     if report.failed and machines:
         report.sections.append(
             ("irqlab logs", "\n".join(f"{m.config.name}: {m.describe_logs()}" for m in machines))
+        )
+    guest_logs = item.stash.get(_GUEST_LOGS, None)
+    if report.failed and guest_logs is not None:
+        slicer, dest = guest_logs
+        files = slicer.save(dest)
+        report.sections.append(
+            ("irqlab guest logs (this test's part)", "\n".join(str(f) for f in files))
         )
     return report

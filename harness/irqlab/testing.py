@@ -1,0 +1,76 @@
+"""Helpers for tests that drive a booted guest: device control and waiting on conditions.
+
+Library code (usable without pytest); the pytest plugin hands these out as fixtures.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
+
+from irqlab.qmp.stats import Counters
+
+if TYPE_CHECKING:
+    from irqlab.agent_client import AgentClient
+    from irqlab.guestvm import Guest
+    from irqlab.qmp.injector import Injector
+
+POLL_INTERVAL = 0.005
+T = TypeVar("T")
+
+
+def wait_until(
+    fetch: Callable[[], T], pred: Callable[[T], bool], timeout: float, what: str
+) -> T:
+    """Fetch a value until *pred* holds; AssertionError naming *what* at the timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = fetch()
+        if pred(value):
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"{what} never satisfied the condition within {timeout} s: {value}"
+            )
+        time.sleep(POLL_INTERVAL)
+
+
+class DeviceControl:
+    """The host side of the device for tests: injection and counters over QMP."""
+
+    def __init__(self, guest: Guest) -> None:
+        self.guest = guest
+        self.inj: Injector = guest.injector
+
+    def counters(self) -> Counters:
+        c: Counters = self.inj.counters()
+        return c
+
+    def next_seq(self) -> int:
+        return self.counters().next_seq
+
+    def push(self, *words: int) -> None:
+        for w in words:
+            self.inj.push(w)
+
+    def burst(self, count: int, period_ns: int) -> None:
+        self.inj.burst(count, period_ns)
+
+    def wait_counters(self, pred: Callable[[Counters], bool], timeout: float = 60.0) -> Counters:
+        """Poll the device counters (QMP) until *pred* holds."""
+        return wait_until(self.counters, pred, timeout, "the device counters")
+
+
+def wait_file_stats(
+    agent: AgentClient, handle: str, pred: Callable[[dict[str, int]], bool], timeout: float = 60.0
+) -> dict[str, int]:
+    """Poll GET_STATS on an agent handle until *pred* holds (the driver's view of a file)."""
+
+    def fetch() -> dict[str, int]:
+        r = agent.request("ioctl", name=handle, ioctl="GET_STATS")
+        assert r["errno"] is None, r
+        st: dict[str, int] = r["result"]
+        return st
+
+    return wait_until(fetch, pred, timeout, f"the file stats of {handle!r}")

@@ -64,6 +64,14 @@ def device_arg(device_id: str, props: Mapping[str, Any]) -> str:
     return ",".join(parts)
 
 
+def image_kind() -> str:
+    """Which guest image to boot: $IRQLAB_IMAGE, ``debian`` (default) or ``buildroot``."""
+    kind = os.environ.get("IRQLAB_IMAGE", "debian")
+    if kind not in ("debian", "buildroot"):
+        raise PrerequisiteMissing(f"IRQLAB_IMAGE={kind!r}: use 'debian' or 'buildroot'")
+    return kind
+
+
 def find_kmod() -> Path:
     """The driver .ko: $IRQLAB_KMOD, else the module recipe (irqlab.build.kmod)."""
     env = os.environ.get("IRQLAB_KMOD")
@@ -123,6 +131,15 @@ class Guest:
                 "QEMU with the irqlab device is not built: "
                 "run `invoke build-qemu` (or `invoke build`)"
             )
+        if image_kind() == "buildroot":
+            from irqlab.buildroot import BuildrootError
+            from irqlab.buildroot import ensure_image as ensure_buildroot_image
+
+            try:
+                br = ensure_buildroot_image(build=False)
+            except BuildrootError as e:
+                raise PrerequisiteMissing(str(e)) from e
+            return qemu, br, br.kernel_artifacts.modules_dir / "updates" / "irqlab.ko"
         ko = find_kmod()
         from irqlab.build.image import ensure_image
 
@@ -148,7 +165,7 @@ class Guest:
 
     def _boot(self, qemu: Any, image: Any) -> None:
         from irqlab.accel import choose
-        from irqlab.build.image import MACHINE_ARGS
+        from irqlab.build.image import MACHINE_ARGS, cpu_args
         from irqlab.machine import Machine, MachineConfig
         from irqlab.qmp.injector import Injector
 
@@ -157,6 +174,7 @@ class Guest:
         self.ssh_port = free_port()
         args = [
             *MACHINE_ARGS,
+            *cpu_args(self.accel.accel),
             "-smp",
             str(c.smp),
             *image.qemu_args(self.ssh_port),

@@ -1,0 +1,126 @@
+"""The ``bench`` subcommand: ``add_bench_parser(subparsers)`` + ``cmd_bench(args)``.
+
+``irqlab bench [--quick] [--runs N] [--compare OLD.json] ...`` boots the guest,
+measures, writes ``build/bench/<stamp>/{result.json,report.txt,report.html,*.png}``
+and prints the text report (and the comparison).  ``irqlab bench --report R.json``
+only re-renders an existing result; ``--compare`` with ``--report`` compares two
+results without booting anything.  Exit status: 0, or 1 if the bench had errors
+or ``--compare`` found figures worse beyond noise (``--no-fail-on-worse`` keeps 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def _csv(s: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in s.split(",") if x.strip())
+
+
+def _ints(s: str) -> tuple[int, ...]:
+    return tuple(int(float(x)) for x in _csv(s))
+
+
+def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
+    s: argparse.ArgumentParser = subparsers.add_parser(
+        "bench",
+        help="measure latency per path, storms, QMP and boot speed; JSON + HTML report",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_bench_arguments(s)
+    s.set_defaults(func=cmd_bench)
+    return s
+
+
+def add_bench_arguments(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--quick", action="store_true", help="small counts (minutes, not the full run)")
+    s.add_argument("--runs", type=int, help="fresh boots measuring everything (spread); default 1")
+    s.add_argument("--events", type=int, help="latency events per path (full 10000)")
+    s.add_argument("--period-us", type=float, help="latency series period, µs (default 3000)")
+    s.add_argument("--paths", type=_csv, help="comma list of agent paths (default: all)")
+    s.add_argument("--placements", type=_csv, help="wakeup placements (hardirq,thread,workqueue)")
+    s.add_argument("--storm-rates", type=_ints, help="events/s (default 1000,10000,50000,100000)")
+    s.add_argument("--storm-seconds", type=float, help="storm length per rate (full 10)")
+    s.add_argument("--storm-paths", type=_csv, help="paths stormed (default: as --paths)")
+    s.add_argument("--injections", type=int, help="QMP injections (full 5000, >= 5 s)")
+    s.add_argument("--boots", type=int, help="extra boots of the standard image (full 5)")
+    s.add_argument("--cyclictest-loops", type=int, help="cyclictest cycles of 1 ms (full 10000)")
+    s.add_argument("--no-rt-tests", action="store_true", help="no cyclictest (image without it)")
+    stages = "latency,wakeup,storm,injection,boot,cyclictest"
+    s.add_argument("--skip", type=_csv, default=(), help=f"stages to skip: {stages}")
+    s.add_argument("--test-all", action="store_true", help="also time `invoke test-all` (long)")
+    s.add_argument("--out", type=Path, help="output directory (default build/bench/<stamp>)")
+    s.add_argument("--compare", type=Path, metavar="OLD.json", help="compare with an old result")
+    s.add_argument("--noise-floor", type=float, default=0.10, help="compare: minimum threshold")
+    s.add_argument("--report", type=Path, metavar="RESULT.json", help="re-render; do not measure")
+    s.add_argument("--no-fail-on-worse", action="store_true", help="exit 0 even if worse")
+
+
+def config_from_args(args: argparse.Namespace) -> Any:
+    from irqlab.bench.runner import BenchConfig
+
+    kw: dict[str, Any] = {}
+    for name in ("runs", "events", "paths", "placements", "storm_rates", "storm_seconds",
+                 "storm_paths", "injections", "boots", "cyclictest_loops"):  # fmt: skip
+        v = getattr(args, name, None)
+        if v is not None:
+            kw[name] = v
+    if args.period_us is not None:
+        kw["period_ns"] = round(args.period_us * 1000)
+    if args.no_rt_tests:
+        kw["rt_tests"] = False
+    kw["skip"] = tuple(args.skip or ())
+    kw["test_all"] = bool(args.test_all)
+    kw["out_dir"] = args.out
+    if args.quick:
+        return BenchConfig.quick_config(**kw)
+    return BenchConfig(**kw)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from irqlab.bench import compare, report
+
+    status = 0
+    if args.report is not None:
+        result_path = Path(args.report)
+    else:
+        from irqlab.bench.runner import run_bench
+        from irqlab.guestvm import PrerequisiteMissing
+
+        try:
+            result_path = run_bench(config_from_args(args))
+        except PrerequisiteMissing as e:
+            print(f"irqlab bench: {e}", file=sys.stderr)
+            return 1
+    written = report.write_all(result_path)
+    sys.stdout.write(written["text"].read_text())
+    print(f"\nresult: {result_path}\nreport: {written['html']}")
+    new = json.loads(result_path.read_text())
+    if new.get("errors"):
+        status = 1
+    if args.compare is not None:
+        old = json.loads(Path(args.compare).read_text())
+        text, worse = compare.render(old, new, floor=args.noise_floor)
+        print()
+        sys.stdout.write(text)
+        if worse and not args.no_fail_on_worse:
+            status = 1
+    return status
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="irqlab")
+    sub = p.add_subparsers(dest="command", required=True)
+    add_bench_parser(sub)
+    args = p.parse_args(argv)
+    rc: int = args.func(args)
+    return rc
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,94 @@
+"""``--compare OLD.json``: which figures got worse beyond noise.
+
+A figure is *worse beyond noise* when it moved in its bad direction by more
+than the threshold ``max(floor, noise_old + noise_new)`` (relative to the old
+value).  ``noise`` is each result's relative half-range of the figure's
+repeated measurements (see :mod:`irqlab.bench.metrics`): two measurements
+whose values each lie within ±r of the truth can differ by up to 2r, so the
+noises add.  ``floor`` (default 10 %, the project's stability target) keeps
+figures without repetition, or with lucky small spread, from flagging on
+drift alone: the host's speed drifts ±30 % over minutes, so compare results
+taken at the same load, and prefer ``--runs 3`` for both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+DEFAULT_FLOOR = 0.10
+
+
+@dataclass(frozen=True)
+class Change:
+    name: str
+    old: float
+    new: float
+    unit: str
+    better: str
+    change: float  # relative, signed: (new - old) / old
+    threshold: float
+    verdict: str  # "worse", "better", "same"
+
+    def line(self) -> str:
+        return (
+            f"{self.name}: {_fmt(self.old, self.unit)} -> {_fmt(self.new, self.unit)} "
+            f"({self.change:+.1%}, noise threshold ±{self.threshold:.1%})"
+        )
+
+
+def _fmt(v: float, unit: str) -> str:
+    if unit == "ns":
+        from irqlab.bench.report import fmt_ns
+
+        return fmt_ns(v)
+    return f"{v:.4g} {unit}"
+
+
+def compare(
+    old: dict[str, Any], new: dict[str, Any], *, floor: float = DEFAULT_FLOOR
+) -> tuple[list[Change], list[str]]:
+    """(changes for metrics present in both, names present in only one)."""
+    om: dict[str, Any] = old.get("metrics") or {}
+    nm: dict[str, Any] = new.get("metrics") or {}
+    out: list[Change] = []
+    for name in sorted(set(om) & set(nm)):
+        o, n = om[name], nm[name]
+        ov, nv = float(o["value"]), float(n["value"])
+        thr = max(floor, (o.get("noise") or 0.0) + (n.get("noise") or 0.0))
+        if ov == 0:
+            rel = 0.0 if nv == 0 else float("inf") if nv > 0 else float("-inf")
+        else:
+            rel = (nv - ov) / abs(ov)
+        bad = rel if n.get("better", "lower") == "lower" else -rel
+        verdict = "worse" if bad > thr else "better" if bad < -thr else "same"
+        out.append(Change(name, ov, nv, n.get("unit", ""), n.get("better", "lower"), rel, thr,
+                          verdict))  # fmt: skip
+    only = sorted(set(om) ^ set(nm))
+    return out, only
+
+
+def render(
+    old: dict[str, Any], new: dict[str, Any], *, floor: float = DEFAULT_FLOOR
+) -> tuple[str, int]:
+    """Human summary and the number of figures worse beyond noise."""
+    changes, only = compare(old, new, floor=floor)
+    worse = [c for c in changes if c.verdict == "worse"]
+    better = [c for c in changes if c.verdict == "better"]
+    lines = [
+        f"compare {old.get('stamp')} ({str(old.get('git', {}).get('commit'))[:10]}) -> "
+        f"{new.get('stamp')} ({str(new.get('git', {}).get('commit'))[:10]}); "
+        f"{len(changes)} figures, noise floor ±{floor:.0%}",
+    ]
+    oa, na = old.get("accel", {}).get("accel"), new.get("accel", {}).get("accel")
+    if oa != na:
+        lines.append(f"WARNING: accelerators differ ({oa} vs {na}): figures are not comparable")
+    if old.get("machine", {}).get("cpu_model") != new.get("machine", {}).get("cpu_model"):
+        lines.append("WARNING: different CPU models")
+    lines.append(f"worse beyond noise: {len(worse)}")
+    lines += [f"  WORSE  {c.line()}" for c in worse]
+    lines.append(f"better beyond noise: {len(better)}")
+    lines += [f"  better {c.line()}" for c in better]
+    if only:
+        lines.append("only in one result: " + ", ".join(only))
+    return "\n".join(lines) + "\n", len(worse)

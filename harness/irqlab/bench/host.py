@@ -1,0 +1,100 @@
+"""Host-side figures: QMP injection, boot -> agent ready, warm ``invoke test-all``."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from irqlab.bench import stats
+from irqlab.bench.env import REPO
+
+
+def qmp_injection(guest: Any, *, count: int, min_seconds: float = 0.0) -> dict[str, Any]:
+    """*count* back-to-back ``qom-set fifo-push`` (each raises one FIFO event).
+
+    ``noop_round_trip_ns``: a qom-set that raises nothing (the burst period set to
+    its own value), separating QMP plumbing from the event's cost (guest IRQ work
+    competes with the QMP thread for QEMU's big lock under TCG).
+    Round trip = one qom-set call as the harness makes it (QMP client, JSON, the
+    device's work, the reply).  Sustained rate = injections / elapsed wall time
+    over the whole series (at least *min_seconds*: more injections are done if
+    *count* finishes sooner).  Every injection must show up in the device's
+    ``raised`` counter (FIFO overflow would be counted, not hidden).
+    """
+    guest.reset()
+    inj = guest.injector
+    inj.reset_counters()
+    rtts: list[int] = []
+    t0 = time.perf_counter()
+    i = 0
+    while i < count or time.perf_counter() - t0 < min_seconds:
+        t = time.perf_counter_ns()
+        inj.push(i & 0xFFFF_FFFF)
+        rtts.append(time.perf_counter_ns() - t)
+        i += 1
+    elapsed = time.perf_counter() - t0
+    c = inj.counters()
+    # The same qom-set plumbing without raising an event (rewrites the burst period).
+    period = inj.burst_period()
+    noop: list[int] = []
+    for _ in range(min(i, 1000)):
+        t = time.perf_counter_ns()
+        inj.set_burst_period(period)
+        noop.append(time.perf_counter_ns() - t)
+    problems = []
+    if c.raised + c.fifo_overflow != i:
+        problems.append(f"{i} injections but raised={c.raised} fifo_overflow={c.fifo_overflow}")
+    return {
+        "injections": i,
+        "elapsed_s": round(elapsed, 3),
+        "rate_per_s": i / elapsed if elapsed else None,
+        "round_trip_ns": stats.summarize(rtts),
+        "noop_round_trip_ns": stats.summarize(noop),
+        "chunks_ns": stats.chunk_percentiles(rtts, 5),
+        "raised": c.raised,
+        "fifo_overflow": c.fifo_overflow,
+        "problems": problems,
+    }
+
+
+def boot_samples(make_guest: Callable[[], Any], boots: int) -> dict[str, Any]:
+    """Boot *boots* fresh guests (one at a time); phases of each, spread of agent_ready."""
+    samples: list[dict[str, float]] = []
+    for _ in range(boots):
+        g = make_guest()
+        try:
+            g.start()
+            samples.append({k: round(v, 3) for k, v in g.phases.items()})
+        finally:
+            g.close()
+    return summarize_boots(samples)
+
+
+def summarize_boots(samples: list[dict[str, float]]) -> dict[str, Any]:
+    phases = sorted({k for s in samples for k in s})
+    return {
+        "boots": len(samples),
+        "samples": samples,
+        "phases": {p: stats.spread(s[p] for s in samples if p in s) for p in phases},
+    }
+
+
+def test_all(timeout: float = 3600.0) -> dict[str, Any]:
+    """Time ``invoke test-all`` (run it once before for a warm cache: see the docs)."""
+    t0 = time.monotonic()
+    try:
+        r = subprocess.run(
+            [sys.executable, "-m", "invoke", "test-all"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        rc: int | None = r.returncode
+        tail = (r.stdout + r.stderr).splitlines()[-5:]
+    except subprocess.TimeoutExpired:
+        rc, tail = None, [f"timeout after {timeout:g} s"]
+    return {"seconds": round(time.monotonic() - t0, 1), "returncode": rc, "tail": tail}

@@ -1,0 +1,195 @@
+"""The flat list of figures a result is judged and compared by, and the issue's targets.
+
+Each metric: ``{"value", "unit", "better": "lower"|"higher", "noise", "noise_from",
+"samples"}``.  ``noise`` is the relative half-range ``(max - min) / 2 / median``
+of the figure's repeated measurements:
+
+* across runs (``--runs N``, each run a fresh boot) when there are >= 2 runs,
+* else across the 5 consecutive chunks of one series (latency, QMP round trip),
+* across boots for boot timings,
+* None when the figure has no repetition (storm rates, test-all time).
+
+The value is the median of the samples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from irqlab.bench import stats
+
+TARGET_BOOT_S = 2.5
+TARGET_LOSSLESS_RATE = 10_000
+TARGET_LOSSLESS_SECONDS = 10.0
+TARGET_INJECTION_RATE = 1_500
+TARGET_SPREAD = 0.10
+TARGET_RUNS = 3
+
+
+def _metric(
+    samples: Iterable[float | None],
+    unit: str,
+    better: str,
+    *,
+    chunk_samples: Iterable[float] | None = None,
+) -> dict[str, Any] | None:
+    s = [float(x) for x in samples if x is not None]
+    if not s:
+        return None
+    sp = stats.spread(s)
+    noise, src = sp["rel"], "runs" if len(s) >= 2 else None
+    if noise is None and chunk_samples is not None:
+        noise = stats.spread(chunk_samples)["rel"]
+        src = "chunks" if noise is not None else None
+    return {
+        "value": sp["median"],
+        "unit": unit,
+        "better": better,
+        "noise": noise,
+        "noise_from": src,
+        "samples": s,
+    }
+
+
+def _runs(result: dict[str, Any]) -> list[dict[str, Any]]:
+    runs: list[dict[str, Any]] = result.get("runs") or []
+    return runs
+
+
+def extract(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+
+    def put(name: str, m: dict[str, Any] | None) -> None:
+        if m is not None:
+            out[name] = m
+
+    runs = _runs(result)
+    keys: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for run in runs:
+        for pl, per in (run.get("latency") or {}).items():
+            for path, r in (per or {}).items():
+                if r and "latency_ns" in r and r["latency_ns"].get("n"):
+                    keys.setdefault((pl, path), []).append(r)
+    for (pl, path), rs in keys.items():
+        for p in ("p50", "p99"):
+            put(
+                f"latency.{pl}.{path}.{p}",
+                _metric(
+                    (r["latency_ns"][p] for r in rs),
+                    "ns",
+                    "lower",
+                    chunk_samples=rs[0].get("chunks_ns", {}).get(p),
+                ),
+            )
+    inj = [r["injection"] for r in runs if r.get("injection")]
+    if inj:
+        put("injection.rate", _metric((i["rate_per_s"] for i in inj), "1/s", "higher"))
+        put(
+            "injection.round_trip.p50",
+            _metric(
+                (i["round_trip_ns"]["p50"] for i in inj),
+                "ns",
+                "lower",
+                chunk_samples=inj[0].get("chunks_ns", {}).get("p50"),
+            ),
+        )
+    cyc = [r["cyclictest"] for r in runs if r.get("cyclictest")]
+    for p in ("p50", "p99"):
+        put(f"cyclictest.{p}", _metric((c.get(f"{p}_us") for c in cyc), "us", "lower"))
+    boot = result.get("boot")
+    if boot and boot.get("samples"):
+        for phase in ("console_ready", "agent_ready"):
+            put(
+                f"boot.{phase}",
+                _metric((s.get(phase) for s in boot["samples"]), "s", "lower"),
+            )
+    st = result.get("storm") or {}
+    for path, rate in (st.get("highest_lossless") or {}).items():
+        out[f"storm.{path}.highest_lossless_rate"] = {
+            "value": rate or 0,
+            "unit": "1/s",
+            "better": "higher",
+            "noise": None,
+            "noise_from": None,
+            "samples": [rate or 0],
+        }
+    ta = result.get("test_all")
+    if ta and ta.get("returncode") == 0:
+        put("test_all.seconds", _metric([ta["seconds"]], "s", "lower"))
+    return out
+
+
+def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """The issue's targets: [{name, target, value, met (True/False/None = not measured)}]."""
+    m = result.get("metrics") or extract(result)
+    out: list[dict[str, Any]] = []
+    boot = m.get("boot.agent_ready")
+    out.append(
+        {
+            "name": "boot -> agent ready (median, standard image)",
+            "target": f"<= {TARGET_BOOT_S} s",
+            "value": boot["value"] if boot else None,
+            "met": boot["value"] <= TARGET_BOOT_S if boot else None,
+        }
+    )
+    st = result.get("storm") or {}
+    at = {
+        p: next((r for r in rs if r["rate"] == TARGET_LOSSLESS_RATE), None)
+        for p, rs in (st.get("paths") or {}).items()
+    }
+    long_enough = float(st.get("seconds") or 0) >= TARGET_LOSSLESS_SECONDS
+    lossy = sorted(p for p, r in at.items() if r is not None and not r.get("lossless"))
+    measured = [p for p, r in at.items() if r is not None]
+    met: bool | None
+    if not measured:
+        met = None
+    elif lossy:
+        met = False
+    else:
+        met = True if long_enough else None
+    out.append(
+        {
+            "name": f"zero loss at {TARGET_LOSSLESS_RATE}/s for {TARGET_LOSSLESS_SECONDS:g} s",
+            "target": "every path",
+            "value": (
+                f"lossy: {', '.join(lossy)}" if lossy else f"lossless on {len(measured)} paths"
+            )
+            + f" (storm length {st.get('seconds')} s)",
+            "met": met,
+        }
+    )
+    inj = m.get("injection.rate")
+    out.append(
+        {
+            "name": "QMP injection sustained",
+            "target": f">= {TARGET_INJECTION_RATE}/s",
+            "value": inj["value"] if inj else None,
+            "met": inj["value"] >= TARGET_INJECTION_RATE if inj else None,
+        }
+    )
+    nruns = len(_runs(result))
+    noisy = {
+        k: v["noise"]
+        for k, v in m.items()
+        if v.get("noise") is not None and v.get("noise_from") == "runs"
+    }
+    worst = max(noisy.items(), key=lambda kv: kv[1]) if noisy else None
+    out.append(
+        {
+            "name": f"spread across {TARGET_RUNS} runs",
+            "target": f"every figure within ±{TARGET_SPREAD:.0%}",
+            "value": (
+                f"worst ±{worst[1]:.1%} ({worst[0]}); "
+                f"{sum(1 for v in noisy.values() if v > TARGET_SPREAD)} of {len(noisy)} beyond"
+                if worst
+                else f"{nruns} run(s): use --runs {TARGET_RUNS}"
+            ),
+            "met": (
+                all(v <= TARGET_SPREAD for v in noisy.values())
+                if nruns >= TARGET_RUNS and noisy
+                else None
+            ),
+        }
+    )
+    return out

@@ -1,0 +1,381 @@
+"""Human output of a bench result: text tables, a static HTML page, PNG plots.
+
+``write_all(result_json)`` writes ``report.txt``, ``report.html`` and the PNGs
+beside the JSON.  Plots need matplotlib (the ``bench`` extra); without it the
+text and HTML are still written and the HTML says the plots are missing.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+Table = tuple[list[str], list[list[str]]]
+
+
+def fmt_ns(ns: float | None) -> str:
+    if ns is None:
+        return "-"
+    if ns < 1_000:
+        return f"{ns:.0f} ns"
+    if ns < 1_000_000:
+        return f"{ns / 1e3:.1f} µs"
+    if ns < 1_000_000_000:
+        return f"{ns / 1e6:.2f} ms"
+    return f"{ns / 1e9:.2f} s"
+
+
+def _us(v: float | None) -> str:
+    return "beyond the histogram" if v is None else f"{v:g} µs"
+
+
+def fmt_ratio(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}x"
+
+
+def fmt_rate(r: float | None) -> str:
+    if r is None:
+        return "none"
+    return f"{r / 1000:g}k/s" if r >= 1000 else f"{r:g}/s"
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or not b else a / b
+
+
+def _first_run(result: dict[str, Any]) -> dict[str, Any]:
+    runs: list[dict[str, Any]] = result.get("runs") or [{}]
+    return runs[0]
+
+
+def latency_table(result: dict[str, Any], placement: str) -> Table | None:
+    per = (_first_run(result).get("latency") or {}).get(placement)
+    if not per:
+        return None
+    base = (per.get("read") or {}).get("latency_ns", {})
+    head = ["path", "n", "p50", "p90", "p99", "max", "p50/read", "p99/read", "device hist"]
+    rows = []
+    for path, r in per.items():
+        if r is None:
+            rows.append([path, "-", "failed (see errors)", "", "", "", "", "", ""])
+            continue
+        if "skipped" in r:
+            rows.append([path, "-", f"n/a: {r['skipped']}", "", "", "", "", "", ""])
+            continue
+        s = r["latency_ns"]
+        hist = r.get("device_histogram", {})
+        ok = "agrees" if not hist.get("problems") else "; ".join(hist["problems"])[:60]
+        rows.append(
+            [
+                path,
+                str(s["n"]),
+                fmt_ns(s["p50"]),
+                fmt_ns(s["p90"]),
+                fmt_ns(s["p99"]),
+                fmt_ns(s["max"]),
+                fmt_ratio(_ratio(s["p50"], base.get("p50"))),
+                fmt_ratio(_ratio(s["p99"], base.get("p99"))),
+                ok,
+            ]
+        )
+    return head, rows
+
+
+def wakeup_table(result: dict[str, Any]) -> Table | None:
+    lat = _first_run(result).get("latency") or {}
+    if len(lat) < 2:
+        return None
+    pls = list(lat)
+    paths: list[str] = []
+    for per in lat.values():
+        paths += [p for p in per if p not in paths]
+    head = ["path"] + [f"{pl} p50 / p99" for pl in pls]
+    rows = []
+    for p in paths:
+        row = [p]
+        for pl in pls:
+            r = lat[pl].get(p)
+            if not r or "latency_ns" not in r:
+                row.append("-")
+            else:
+                s = r["latency_ns"]
+                row.append(f"{fmt_ns(s['p50'])} / {fmt_ns(s['p99'])}")
+        rows.append(row)
+    return head, rows
+
+
+def storm_table(result: dict[str, Any]) -> Table | None:
+    st = result.get("storm")
+    if not st or not st.get("paths"):
+        return None
+    head = ["path", "rate", "raised", "delivered", "coalesced", "observed", "lost",
+            "dev dropped", "ring lost", "lossless"]  # fmt: skip
+    rows = []
+    for p, rs in st["paths"].items():
+        for r in rs:
+            rows.append(
+                [p, fmt_rate(r["rate"])]
+                + [str(r[k]) for k in ("raised", "delivered", "coalesced", "observed", "lost")]
+                + [str(r["device_dropped"]), str(r["reported_lost"])]
+                + ["yes" if r["lossless"] else "NO"]
+            )
+    return head, rows
+
+
+def host_table(result: dict[str, Any]) -> Table:
+    rows: list[list[str]] = []
+    for i, run in enumerate(result.get("runs") or []):
+        inj = run.get("injection")
+        if inj:
+            rt = inj["round_trip_ns"]
+            rows.append(
+                [
+                    f"QMP qom-set round trip (run {i + 1})",
+                    f"p50 {fmt_ns(rt['p50'])}, p99 {fmt_ns(rt['p99'])}, max {fmt_ns(rt['max'])}",
+                ]
+            )
+            nr = inj.get("noop_round_trip_ns")
+            if nr and nr.get("n"):
+                rows.append(
+                    [
+                        f"QMP qom-set raising no event (run {i + 1})",
+                        f"p50 {fmt_ns(nr['p50'])}, p99 {fmt_ns(nr['p99'])}",
+                    ]
+                )
+            rows.append(
+                [
+                    f"QMP injection sustained (run {i + 1})",
+                    f"{inj['rate_per_s']:.0f}/s over {inj['injections']} in {inj['elapsed_s']} s",
+                ]
+            )
+        if run.get("boot"):
+            b = run["boot"]
+            rows.append(
+                [
+                    f"bench guest boot (run {i + 1})",
+                    ", ".join(f"{k} {v:.2f} s" for k, v in b.items()),
+                ]
+            )
+        cyc = run.get("cyclictest")
+        if cyc:
+            rows.append(
+                [
+                    f"cyclictest (run {i + 1}, same boot)",
+                    f"p50 {_us(cyc.get('p50_us'))}, p90 {_us(cyc.get('p90_us'))}, "
+                    f"p99 {_us(cyc.get('p99_us'))}, max {_us(cyc.get('max_us'))} "
+                    f"over {cyc.get('cycles')} cycles",
+                ]
+            )
+    boot = result.get("boot")
+    if boot:
+        for phase, sp in boot["phases"].items():
+            if sp["median"] is None:
+                continue
+            rel = f" (±{sp['rel']:.0%})" if sp["rel"] is not None else ""
+            rows.append(
+                [
+                    f"boot -> {phase} ({boot['boots']} boots, standard image)",
+                    f"median {sp['median']:.2f} s, range {sp['min']:.2f}-{sp['max']:.2f} s{rel}",
+                ]
+            )
+    ta = result.get("test_all")
+    if ta:
+        rows.append(["invoke test-all (warm)", f"{ta['seconds']} s, exit {ta['returncode']}"])
+    return ["figure", "value"], rows
+
+
+def targets_table(result: dict[str, Any]) -> Table:
+    rows = []
+    for t in result.get("targets") or []:
+        met = {True: "MET", False: "MISSED", None: "not measured"}[t["met"]]
+        v = t["value"]
+        v = f"{v:.3g}" if isinstance(v, float) else str(v)
+        rows.append([t["name"], t["target"], v, met])
+    return ["target", "wanted", "measured", "status"], rows
+
+
+def header_lines(result: dict[str, Any]) -> list[str]:
+    m, v, g = result.get("machine", {}), result.get("versions", {}), result.get("git", {})
+    acc = result.get("accel", {})
+    load = result.get("load", {})
+    cfg = result.get("config", {})
+    return [
+        f"irqlab bench {result.get('stamp')} ({'quick' if cfg.get('quick') else 'full'}), "
+        f"{result.get('started')}, {result.get('duration_s', '?')} s",
+        f"commit {str(g.get('commit'))[:12]}{' (dirty tree)' if g.get('dirty') else ''}",
+        f"machine: {m.get('cpu_model')}, {m.get('cores')} cores, host kernel "
+        f"{m.get('host_kernel')}",
+        f"load average (1/5/15 min): start {_load(load.get('start'))}, "
+        f"end {_load(load.get('end'))}",
+        f"accelerator: {acc.get('accel')} ({acc.get('reason')})",
+        f"QEMU {v.get('qemu')}; guest kernel {v.get('guest_kernel')} "
+        f"(clocksource {v.get('clocksource')}, smp {v.get('smp')})",
+        f"latency series: {cfg.get('events')} events per path at "
+        f"{(cfg.get('period_ns') or 0) / 1e6:g} ms period (device burst generator)",
+    ]
+
+
+def _load(d: dict[str, float] | None) -> str:
+    return "/".join(str(x) for x in d.values()) if d else "?"
+
+
+def text_table(t: Table) -> str:
+    head, rows = t
+    widths = [max(len(str(c)) for c in col) for col in zip(head, *rows, strict=False)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths, strict=False))]
+    lines.append("  ".join("-" * w for w in widths))
+    for r in rows:
+        lines.append("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=False)))
+    return "\n".join(lines)
+
+
+def sections(result: dict[str, Any]) -> list[tuple[str, Table | None]]:
+    out: list[tuple[str, Table | None]] = []
+    for pl in _first_run(result).get("latency") or {}:
+        out.append((f"Raise -> userspace ACK latency (device clock), wakeup={pl}",
+                    latency_table(result, pl)))  # fmt: skip
+    out.append(("Wakeup placements", wakeup_table(result)))
+    st = result.get("storm") or {}
+    hl = st.get("highest_lossless") or {}
+    title = (
+        f"Storms (wakeup={st.get('placement')}, ring_size {st.get('ring_size')}, "
+        f"{st.get('seconds')} s per rate); highest lossless: "
+        + ", ".join(f"{p} {fmt_rate(r)}" for p, r in hl.items())
+    )
+    out.append((title, storm_table(result)))
+    out.append(("Host and boot", host_table(result)))
+    out.append(("Targets (issue 6)", targets_table(result)))
+    return out
+
+
+def render_text(result: dict[str, Any]) -> str:
+    parts = ["\n".join(header_lines(result))]
+    missing = result.get("missing_paths") or {}
+    if missing:
+        parts.append("not measured: " + ", ".join(f"{p} ({w})" for p, w in missing.items()))
+    for title, t in sections(result):
+        if t is not None and t[1]:
+            parts.append(f"{title}\n{text_table(t)}")
+    for e in result.get("errors") or []:
+        parts.append(f"ERROR in {e['stage']}: {e['error']}")
+    return "\n\n".join(parts) + "\n"
+
+
+# -- plots ----------------------------------------------------------------------------
+
+
+def plot_all(result: dict[str, Any], out_dir: Path) -> list[Path]:
+    """Latency CDFs per placement and loss vs rate; [] without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    files: list[Path] = []
+    env = result.get("accel", {}).get("accel", "?")
+    for pl, per in (_first_run(result).get("latency") or {}).items():
+        fig, ax = plt.subplots(figsize=(8, 5))
+        for path, r in per.items():
+            if r and r.get("cdf"):
+                xs = [x / 1e3 for x, _ in r["cdf"]]
+                ys = [y for _, y in r["cdf"]]
+                ax.step(xs, ys, where="post", label=f"{path} (n={r['latency_ns']['n']})")
+        ax.set_xscale("log")
+        ax.set_xlabel("raise -> userspace ACK latency, µs (device clock, log scale)")
+        ax.set_ylabel("fraction of events")
+        ax.set_title(f"Latency CDF per path, wakeup={pl} ({env})")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
+        f = out_dir / f"latency_cdf_{pl}.png"
+        fig.tight_layout()
+        fig.savefig(f, dpi=110)
+        plt.close(fig)
+        files.append(f)
+    st = result.get("storm") or {}
+    if st.get("paths"):
+        fig, ax = plt.subplots(figsize=(8, 5))
+        for path, rs in st["paths"].items():
+            pts = [(r["rate"], 100 * r["lost"] / r["raised"]) for r in rs if r["raised"]]
+            if pts:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=path)
+        ax.set_xscale("log")
+        ax.set_xlabel("generator rate, events/s (log scale)")
+        ax.set_ylabel("events lost, % of raised")
+        ax.set_title(f"Loss vs rate ({st.get('seconds')} s per rate, ring {st.get('ring_size')})")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+        f = out_dir / "storm_loss.png"
+        fig.tight_layout()
+        fig.savefig(f, dpi=110)
+        plt.close(fig)
+        files.append(f)
+    return files
+
+
+# -- HTML --------------------------------------------------------------------------------
+
+
+def html_table(t: Table) -> str:
+    head, rows = t
+    h = "".join(f"<th>{html.escape(c)}</th>" for c in head)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows
+    )
+    return f"<table><thead><tr>{h}</tr></thead><tbody>{body}</tbody></table>"
+
+
+CSS = (
+    "body{font-family:sans-serif;max-width:72em;margin:2em auto;color:#222}"
+    "table{border-collapse:collapse;margin:1em 0;font-size:90%}"
+    "td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left}"
+    "th{background:#eee}img{max-width:100%}pre{background:#f6f6f6;padding:1em}"
+)
+
+
+def render_html(result: dict[str, Any], images: Sequence[Path]) -> str:
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>irqlab bench {html.escape(str(result.get('stamp')))}</title>",
+        f"<style>{CSS}</style></head><body>",
+        f"<h1>irqlab bench {html.escape(str(result.get('stamp')))}</h1>",
+        "<pre>" + html.escape("\n".join(header_lines(result))) + "</pre>",
+    ]
+    missing = result.get("missing_paths") or {}
+    if missing:
+        parts.append(
+            "<p>Not measured: "
+            + html.escape(", ".join(f"{p} ({w})" for p, w in missing.items()))
+            + "</p>"
+        )
+    for img in images:
+        parts.append(f"<p><img src='{html.escape(img.name)}' alt='{html.escape(img.stem)}'></p>")
+    if not images:
+        parts.append("<p>No plots: install the bench extra (matplotlib).</p>")
+    for title, t in sections(result):
+        if t is not None and t[1]:
+            parts.append(f"<h2>{html.escape(title)}</h2>{html_table(t)}")
+    for e in result.get("errors") or []:
+        parts.append(
+            f"<h2>Error in {html.escape(e['stage'])}</h2><pre>{html.escape(e['error'])}</pre>"
+        )
+    parts.append("<p>Raw data: <a href='result.json'>result.json</a></p></body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def write_all(result_path: Path) -> dict[str, Path]:
+    """report.txt, report.html and PNGs beside *result_path*; returns what was written."""
+    result = json.loads(result_path.read_text())
+    out_dir = result_path.parent
+    images = plot_all(result, out_dir)
+    txt = out_dir / "report.txt"
+    txt.write_text(render_text(result))
+    page = out_dir / "report.html"
+    page.write_text(render_html(result, images))
+    written = {"text": txt, "html": page}
+    written.update({p.stem: p for p in images})
+    return written

@@ -1,0 +1,271 @@
+"""The whole bench: what is measured, in which order, into one JSON result.
+
+Per *run* (a fresh boot of the bench guest; ``--runs N`` gives N of them, the
+spread between runs is the noise of each figure):
+
+1. boot phases of that guest, cyclictest (if rt-tests is in the image),
+2. QMP injection round trip and sustained rate,
+3. latency of every notification path, for each wakeup placement
+   (the module is reloaded with ``wakeup=hardirq|thread|workqueue``),
+4. (last run only) storms per path at each rate, default placement.
+
+Then ``boots`` extra boots of the *standard* test image (no rt-tests) give the
+boot -> agent ready median/spread, and optionally ``invoke test-all`` is timed.
+The result is written after every stage, so an interrupted bench leaves what it had.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from irqlab.bench import SCHEMA, cyclic, env, host, latency, metrics, storm
+from irqlab.bench.guest import BenchGuest
+from irqlab.guestvm import GuestConfig
+
+PLACEMENTS = ("hardirq", "thread", "workqueue")
+DEFAULT_PLACEMENT = "hardirq"
+# What the issue asks for, by the agent's path names; names the agent lacks are
+# reported as missing (not silently dropped).
+WANTED_PATHS = (
+    "read", "nonblock", "poll", "select", "epoll-lt", "epoll-et", "sigio", "setsig",
+    "count", "eventfd", "gpio-cdev", "uio",
+)  # fmt: skip
+BASELINE_PATH = "read"
+
+Log = Callable[[str], None]
+
+
+def _stderr(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class BenchConfig:
+    quick: bool = False
+    events: int = 10_000  # per path and placement
+    period_ns: int = 3_000_000  # between events of a latency series
+    paths: tuple[str, ...] = ()  # () = every path the agent implements
+    placements: tuple[str, ...] = PLACEMENTS
+    storm_rates: tuple[int, ...] = storm.RATES
+    storm_seconds: float = 10.0
+    storm_paths: tuple[str, ...] = ()  # () = same as paths
+    injections: int = 5_000
+    injection_seconds: float = 5.0
+    boots: int = 5
+    runs: int = 1
+    cyclictest_loops: int = 10_000
+    rt_tests: bool = True
+    test_all: bool = False
+    out_dir: Path | None = None
+    skip: tuple[str, ...] = ()  # stages: latency, wakeup, storm, injection, boot, cyclictest
+
+    @classmethod
+    def quick_config(cls, **kw: Any) -> BenchConfig:
+        base: dict[str, Any] = {
+            "quick": True,
+            "events": 300,
+            "period_ns": 3_000_000,
+            "storm_seconds": 0.2,
+            "injections": 500,
+            "injection_seconds": 0.0,
+            "boots": 2,
+            "cyclictest_loops": 1_000,
+        }
+        base.update(kw)
+        return cls(**base)
+
+    def as_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["out_dir"] = str(self.out_dir) if self.out_dir else None
+        return d
+
+
+def available_paths(wanted: tuple[str, ...] = WANTED_PATHS) -> tuple[list[str], dict[str, str]]:
+    """(paths the agent implements, in bench order; {missing: why})."""
+    from irqlab_agent.paths import PATH_KINDS
+
+    have = [p for p in wanted if p in PATH_KINDS] + [p for p in PATH_KINDS if p not in wanted]
+    missing = {p: "the guest agent has no such path yet" for p in wanted if p not in PATH_KINDS}
+    return have, missing
+
+
+def default_out_dir(stamp: str) -> Path:
+    return env.REPO / "build" / "bench" / stamp
+
+
+@dataclass
+class Bench:
+    config: BenchConfig
+    log: Log = _stderr
+    result: dict[str, Any] = field(default_factory=dict)
+    out_dir: Path = Path()
+
+    def save(self) -> Path:
+        self.result["metrics"] = metrics.extract(self.result)
+        self.result["targets"] = metrics.targets(self.result)
+        path = self.out_dir / "result.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.result, indent=1, sort_keys=False) + "\n")
+        tmp.replace(path)
+        return path
+
+    def stage(self, name: str, fn: Callable[[], Any]) -> Any:
+        """Run one stage; an exception is recorded (with traceback) and the bench goes on."""
+        t0 = time.monotonic()
+        self.log(f"{name} ...")
+        try:
+            out = fn()
+        except Exception as e:
+            self.log(f"{name}: FAILED {e!r}")
+            self.result.setdefault("errors", []).append(
+                {"stage": name, "error": repr(e), "traceback": traceback.format_exc()[-4000:]}
+            )
+            out = None
+        self.log(f"{name}: {time.monotonic() - t0:.1f} s")
+        return out
+
+    def run(self) -> Path:
+        c = self.config
+        stamp = env.stamp()
+        self.out_dir = c.out_dir or default_out_dir(stamp)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        paths, missing = available_paths()
+        if c.paths:
+            paths = [p for p in c.paths if p not in missing]
+        storm_paths = list(c.storm_paths) or paths
+        self.result = {
+            "schema": SCHEMA,
+            "stamp": stamp,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "config": c.as_json(),
+            "machine": env.machine(),
+            "load": {"start": env.load()},
+            "git": env.git_commit(),
+            "paths": paths,
+            "missing_paths": missing,
+            "runs": [],
+        }
+        self.save()
+        t0 = time.monotonic()
+        for i in range(c.runs):
+            self.one_run(i, paths, storm_paths, last=i == c.runs - 1)
+        if "boot" not in c.skip and c.boots > 0:
+            self.result["boot"] = self.stage(
+                f"boot x{c.boots} (standard image)",
+                lambda: host.boot_samples(
+                    lambda: BenchGuest(GuestConfig(name="bench-boot")), c.boots
+                ),
+            )
+            self.save()
+        if c.test_all:
+            self.result["test_all"] = self.stage("invoke test-all", host.test_all)
+        self.result["load"]["end"] = env.load()
+        self.result["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        self.result["duration_s"] = round(time.monotonic() - t0, 1)
+        return self.save()
+
+    def one_run(self, index: int, paths: list[str], storm_paths: list[str], last: bool) -> None:
+        c = self.config
+        run: dict[str, Any] = {"run": index, "load_start": env.load()}
+        self.result["runs"].append(run)
+        extra = ("rt-tests",) if c.rt_tests else ()
+        g = BenchGuest(GuestConfig(name=f"bench-{index}"), extra_packages=extra)
+        try:
+            self.log(f"run {index + 1}/{c.runs}: boot")
+            g.start()
+            run["boot"] = {k: round(v, 3) for k, v in g.phases.items()}
+            self._versions(g)
+            self.save()
+            if c.rt_tests and "cyclictest" not in c.skip:
+                run["cyclictest"] = self.stage(
+                    "cyclictest", lambda: cyclic.run(g, c.cyclictest_loops)
+                )
+            if "injection" not in c.skip:
+                run["injection"] = self.stage(
+                    "QMP injection",
+                    lambda: host.qmp_injection(
+                        g, count=c.injections, min_seconds=c.injection_seconds
+                    ),
+                )
+                self.save()
+            run["latency"] = {}
+            placements = [DEFAULT_PLACEMENT] if "wakeup" in c.skip else list(c.placements)
+            if "latency" in c.skip:
+                placements = []
+            for pl in placements:
+                self.stage(f"wakeup={pl}: reload module", partial(g.reload_module, wakeup=pl))
+                per: dict[str, Any] = {}
+                run["latency"][pl] = per
+                for p in paths:
+                    per[p] = self.stage(
+                        f"latency {pl} {p} ({c.events} events)",
+                        partial(latency.measure, g, p, events=c.events, period_ns=c.period_ns),
+                    )
+                    self.save()
+            if last and "storm" not in c.skip:
+                self.stage(
+                    f"wakeup={DEFAULT_PLACEMENT}: reload module",
+                    lambda: g.reload_module(wakeup=DEFAULT_PLACEMENT),
+                )
+                ring = g.sh(f"cat /sys/module/{g.module_name()}/parameters/ring_size").strip()
+                storms: dict[str, Any] = {"placement": DEFAULT_PLACEMENT, "ring_size": ring}
+                storms["seconds"] = c.storm_seconds
+                storms["paths"] = {}
+                self.result["storm"] = storms
+                for p in storm_paths:
+                    rs: list[dict[str, Any]] = []
+                    storms["paths"][p] = rs
+                    for rate in c.storm_rates:
+                        r = self.stage(
+                            f"storm {p} {rate}/s x {c.storm_seconds:g} s",
+                            partial(storm.measure, g, p, rate=rate, duration_s=c.storm_seconds),
+                        )
+                        if r is not None:
+                            rs.append(r)
+                        self.save()
+                storms["highest_lossless"] = {
+                    p: storm.highest_lossless(rs) for p, rs in storms["paths"].items()
+                }
+        except Exception as e:
+            self.log(f"run {index + 1}: FAILED {e!r}")
+            self.result.setdefault("errors", []).append(
+                {"stage": f"run {index}", "error": repr(e), "traceback": traceback.format_exc()}
+            )
+        finally:
+            run["load_end"] = env.load()
+            with contextlib.suppress(Exception):
+                g.close()
+            self.save()
+
+    def _versions(self, g: BenchGuest) -> None:
+        if "versions" in self.result:
+            return
+        acc = g.accel
+        self.result["accel"] = {"accel": acc.accel, "reason": acc.reason, "probed": acc.probed}
+        self.result["versions"] = {
+            "qemu": getattr(g.qemu, "version", None),
+            "qemu_binary": str(getattr(g.qemu, "binary", "")),
+            "guest_kernel": g.sh("uname -r").strip(),
+            "guest_kernel_build": g.sh("uname -v").strip(),
+            "guest_cmdline": g.sh("cat /proc/cmdline").strip(),
+            "clocksource": g.sh(
+                "cat /sys/devices/system/clocksource/clocksource0/current_clocksource"
+            ).strip(),
+            "image": getattr(g.image, "version", None),
+            "agent": (g.agent.hello or {}).get("version"),
+            "smp": g.config.smp,
+        }
+
+
+def run_bench(config: BenchConfig, log: Log = _stderr) -> Path:
+    """Run the bench; return the path of result.json (plots and HTML: :mod:`.report`)."""
+    return Bench(config, log).run()

@@ -1,0 +1,119 @@
+"""Storms: the device's burst generator at a given rate, exact counts per path.
+
+For one (path, rate): arm the path, start ``rate * duration`` events at
+period ``1e9 / rate`` ns, wait for the generator to finish, then push one FIFO
+*marker* word.  Events reach the path in order, so once the marker (or for the
+counting file, a total that includes it) arrives, every burst event the path
+will ever see has been seen; the marker's ``lost`` field also reports ring
+losses just before it.
+
+    raised     burst events the device raised (its counter minus the marker)
+    delivered  interrupt messages the device sent; coalesced: raises while pending
+    observed   burst events the path handed to userspace (unique seqs; count sum)
+    lost       burst events raised but never observed
+      device_dropped   the device queue was full (device counter)
+      reported_lost    sum of ``lost`` the driver reported in records (ring overflow)
+      unexplained      lost - device_dropped - reported_lost (must be 0)
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from irqlab.bench.collect import collect
+from irqlab.regs import REGS
+
+MARKER = 0x5EA1_0FF5
+RATES = (1_000, 10_000, 50_000, 100_000)
+
+
+def measure(
+    guest: Any, path: str, *, rate: int, duration_s: float, idle: float = 30.0
+) -> dict[str, Any]:
+    n = max(1, round(rate * duration_s))
+    period = max(REGS.MIN_BURST_PERIOD_NS, round(1e9 / rate))
+    guest.reset()
+    agent = guest.agent
+    inj = guest.injector
+    dev = guest.count_dev if path == "count" else guest.dev
+    agent.arm(path, dev=dev)
+    inj.reset_counters()
+    seq0 = inj.counters().next_seq
+    t0 = time.monotonic()
+    inj.burst(n, period)
+    deadline = t0 + duration_s * 20 + 120
+    while inj.burst_remaining() > 0:
+        if time.monotonic() > deadline:
+            inj.stop_burst()
+            break
+        time.sleep(min(0.05, max(duration_s / 10, 0.005)))
+    gen_s = time.monotonic() - t0
+    inj.push(MARKER)
+    raised = inj.counters().raised - 1  # burst events (the generator may have been stopped)
+    timeout = max(60.0, duration_s * 10 + 60)
+    result: dict[str, Any] = {"path": path, "rate": rate, "period_ns": period, "events": n}
+    if path == "count":
+        total = 0
+
+        def done(ev: dict[str, Any]) -> bool:
+            nonlocal total
+            total += int(ev.get("count") or 0)
+            ok: bool = total >= raised + 1
+            return ok
+
+        _evs, why = collect(agent, path, until=done, timeout=timeout, idle=idle)
+        observed = total - 1 if why == "until" else total
+        reported = 0
+        marker_seen = why == "until"
+    else:
+        evs, why = collect(
+            agent,
+            path,
+            until=lambda e: e.get("source") == REGS.SRC_FIFO and e.get("value") == MARKER,
+            timeout=timeout,
+            idle=idle,
+        )
+        marker_seen = why == "until"
+        seqs = {
+            e["seq"]
+            for e in evs
+            if e.get("source") == REGS.SRC_BURST and seq0 <= e.get("seq", -1) < seq0 + n
+        }
+        observed = len(seqs)
+        reported = sum(int(e.get("lost") or 0) for e in evs)
+        result["duplicates"] = sum(1 for e in evs if e.get("source") == REGS.SRC_BURST) - observed
+        lat = [e["ack_latency_ns"] for e in evs if isinstance(e.get("ack_latency_ns"), int)]
+        result["ack_latency_max_ns"] = max(lat) if lat else None
+    drain_s = time.monotonic() - t0 - gen_s
+    c = inj.counters()
+    agent.disarm(path)
+    lost = raised - observed
+    result.update(
+        {
+            "generator_s": round(gen_s, 3),
+            "drain_s": round(drain_s, 3),
+            "raised": raised,
+            "delivered": c.delivered,
+            "coalesced": c.coalesced,
+            "observed": observed,
+            "lost": lost,
+            "device_dropped": c.dropped,
+            "reported_lost": reported,
+            "unexplained": lost - c.dropped - reported,
+            "marker_seen": marker_seen,
+            "end": why,
+            "lossless": lost == 0 and marker_seen and raised == n,
+        }
+    )
+    return result
+
+
+def highest_lossless(results: list[dict[str, Any]]) -> int | None:
+    """The highest rate with no loss such that every lower measured rate was lossless too."""
+    best = None
+    for r in sorted(results, key=lambda r: r["rate"]):
+        if not r.get("lossless"):
+            break
+        best = r["rate"]
+    return best

@@ -1,0 +1,219 @@
+"""Bench report and compare from fixture results (no VM): text, HTML, PNGs, metrics, targets."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from irqlab.bench import compare, metrics, report, stats
+
+
+def _lat(path: str, base_ns: int, n: int = 500) -> dict[str, Any]:
+    lat = [base_ns + (i % 50) * 1000 for i in range(n)]
+    s = stats.summarize(lat)
+    return {
+        "path": path,
+        "events": n,
+        "period_ns": 3_000_000,
+        "latency_ns": s,
+        "chunks_ns": stats.chunk_percentiles(lat, 5),
+        "device_histogram": {"problems": []},
+        "cdf": stats.cdf_points(lat, 50),
+        "problems": [],
+    }
+
+
+def fixture_result(scale: float = 1.0, runs: int = 1) -> dict[str, Any]:
+    def run(i: int) -> dict[str, Any]:
+        k = scale * (1 + 0.01 * i)
+        return {
+            "run": i,
+            "boot": {"console_ready": 1.8, "ssh": 1.9, "module": 2.0, "agent_ready": 3.1},
+            "cyclictest": {"cycles": 1000, "p50_us": 140, "p99_us": 300, "max_us": 2000},
+            "injection": {
+                "injections": 500,
+                "elapsed_s": 0.5,
+                "rate_per_s": 1000.0 / k,
+                "round_trip_ns": stats.summarize([int(900_000 * k)] * 10),
+                "noop_round_trip_ns": stats.summarize([500_000] * 10),
+                "chunks_ns": {"p50": [900_000 * k] * 5},
+            },
+            "latency": {
+                pl: {
+                    "read": _lat("read", int(700_000 * k)),
+                    "poll": _lat("poll", int(850_000 * k)),
+                    "count": {"path": "count", "skipped": "no records"},
+                }
+                for pl in ("hardirq", "thread")
+            },
+        }
+
+    def storm_r(rate: int, lost: int) -> dict[str, Any]:
+        return {"rate": rate, "raised": rate // 5, "delivered": rate // 5, "coalesced": 0,
+                "observed": rate // 5 - lost, "lost": lost, "device_dropped": 0,
+                "reported_lost": lost, "lossless": lost == 0}  # fmt: skip
+
+    r: dict[str, Any] = {
+        "schema": "irqlab-bench/1",
+        "stamp": "20261122-000000",
+        "started": "2026-11-22T00:00:00+0000",
+        "duration_s": 80.0,
+        "config": {"quick": True, "events": 500, "period_ns": 3_000_000},
+        "machine": {"cpu_model": "AMD EPYC", "cores": 2, "host_kernel": "6.18"},
+        "load": {"start": {"1min": 0.2}, "end": {"1min": 0.4}},
+        "git": {"commit": "0123456789abcdef", "dirty": False},
+        "accel": {"accel": "tcg", "reason": "fixture", "probed": True},
+        "versions": {"qemu": "7.2.22", "guest_kernel": "6.1.0-56-amd64"},
+        "missing_paths": {"uio": "the guest agent has no such path yet"},
+        "runs": [run(i) for i in range(runs)],
+        "storm": {
+            "placement": "hardirq",
+            "ring_size": "256",
+            "seconds": 10.0,
+            "paths": {
+                "read": [storm_r(1000, 0), storm_r(10000, 5)],
+                "count": [storm_r(1000, 0), storm_r(10000, 0)],
+            },
+            "highest_lossless": {"read": 1000, "count": 10000},
+        },
+        "boot": {
+            "boots": 3,
+            "samples": [{"console_ready": 1.8, "agent_ready": a} for a in (3.0, 3.1, 3.3)],
+            "phases": {"agent_ready": stats.spread([3.0, 3.1, 3.3])},
+        },
+    }
+    r["metrics"] = metrics.extract(r)
+    r["targets"] = metrics.targets(r)
+    return r
+
+
+def test_metrics_extract() -> None:
+    m = fixture_result()["metrics"]
+    assert m["latency.hardirq.read.p50"]["value"] == pytest.approx(724_000)
+    assert m["latency.hardirq.read.p50"]["noise_from"] == "chunks"
+    assert "latency.hardirq.count.p50" not in m  # skipped paths give no figure
+    assert m["injection.rate"]["better"] == "higher"
+    assert m["boot.agent_ready"]["value"] == pytest.approx(3.1)
+    assert m["boot.agent_ready"]["noise"] == pytest.approx(0.15 / 3.1)
+    assert m["storm.count.highest_lossless_rate"]["value"] == 10000
+
+
+def test_metrics_noise_from_runs() -> None:
+    m = fixture_result(runs=3)["metrics"]["latency.hardirq.read.p50"]
+    assert m["noise_from"] == "runs" and len(m["samples"]) == 3
+    assert m["noise"] == pytest.approx((m["samples"][-1] - m["samples"][0]) / 2 / m["value"])
+
+
+def test_targets() -> None:
+    t = {x["name"].split(" ")[0]: x for x in fixture_result()["targets"]}
+    assert t["boot"]["met"] is False  # 3.1 s > 2.5 s
+    assert t["zero"]["met"] is False and "read" in t["zero"]["value"]
+    assert t["QMP"]["met"] is False  # 1000/s < 1500/s
+    assert t["spread"]["met"] is None  # one run
+    t3 = {x["name"].split(" ")[0]: x for x in fixture_result(runs=3)["targets"]}
+    assert t3["spread"]["met"] is True  # 1 % apart
+
+
+def test_text_report(tmp_path: Path) -> None:
+    txt = report.render_text(fixture_result())
+    assert "wakeup=hardirq" in txt and "wakeup=thread" in txt
+    assert "1.19x" in txt or "1.20x" in txt  # poll p50 / read p50 in the same run
+    assert "n/a: no records" in txt
+    assert "read 1k/s" in txt and "count 10k/s" in txt
+    assert "MISSED" in txt and "not measured" in txt
+    assert "uio (the guest agent has no such path yet)" in txt
+
+
+def test_write_all_html_and_pngs(tmp_path: Path) -> None:
+    p = tmp_path / "result.json"
+    p.write_text(json.dumps(fixture_result()))
+    out = report.write_all(p)
+    page = out["html"].read_text()
+    assert page.startswith("<!doctype html>") and "</html>" in page
+    assert "<table>" in page and "result.json" in page
+    for name in ("latency_cdf_hardirq", "latency_cdf_thread", "storm_loss"):
+        png = out[name]
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"src='{png.name}'" in page
+
+
+def test_compare_flags_only_beyond_noise() -> None:
+    old = fixture_result()
+    same = fixture_result(scale=1.05)  # 5 % slower: inside the 10 % floor
+    slow = fixture_result(scale=1.5)  # 50 % slower latency, 33 % lower injection rate
+    changes, only = compare.compare(old, same)
+    assert not [c for c in changes if c.verdict == "worse"] and only == []
+    changes, _ = compare.compare(old, slow)
+    worse = {c.name for c in changes if c.verdict == "worse"}
+    assert "latency.hardirq.read.p50" in worse
+    assert "injection.rate" in worse  # higher-is-better, went down
+    assert "boot.agent_ready" not in worse
+    text, n = compare.render(old, slow)
+    assert n == len(worse) and "WORSE" in text
+
+
+def test_compare_threshold_adds_noises_and_floor() -> None:
+    old, new = fixture_result(), fixture_result()
+    for r, noise in ((old, 0.2), (new, 0.15)):
+        r["metrics"]["latency.hardirq.read.p50"]["noise"] = noise
+    new["metrics"]["latency.hardirq.read.p50"]["value"] *= 1.30  # < 0.35
+    (c,) = [c for c in compare.compare(old, new)[0] if c.name == "latency.hardirq.read.p50"]
+    assert c.threshold == pytest.approx(0.35) and c.verdict == "same"
+    new["metrics"]["latency.hardirq.read.p50"]["value"] *= 1.1  # 1.43 > 0.35
+    (c,) = [c for c in compare.compare(old, new)[0] if c.name == "latency.hardirq.read.p50"]
+    assert c.verdict == "worse"
+
+
+def test_compare_better_and_only_in_one() -> None:
+    old = fixture_result()
+    new = copy.deepcopy(old)
+    new["metrics"]["injection.rate"]["value"] *= 2
+    del new["metrics"]["cyclictest.p50"]
+    changes, only = compare.compare(old, new)
+    assert {c.name for c in changes if c.verdict == "better"} == {"injection.rate"}
+    assert only == ["cyclictest.p50"]
+
+
+def test_compare_warns_on_different_accel() -> None:
+    old = fixture_result()
+    new = copy.deepcopy(old)
+    new["accel"]["accel"] = "kvm"
+    assert "accelerators differ" in compare.render(old, new)[0]
+
+
+def test_cli_report_and_compare_without_booting(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from irqlab.bench import cli
+
+    old, new = tmp_path / "old" / "result.json", tmp_path / "new" / "result.json"
+    for p, r in ((old, fixture_result()), (new, fixture_result(scale=1.5))):
+        p.parent.mkdir()
+        p.write_text(json.dumps(r))
+    assert cli.main(["bench", "--report", str(new), "--compare", str(old)]) == 1
+    out = capsys.readouterr().out
+    assert "worse beyond noise:" in out and (new.parent / "report.html").is_file()
+    args = ["bench", "--report", str(new), "--compare", str(old), "--no-fail-on-worse"]
+    assert cli.main(args) == 0
+    assert cli.main(["bench", "--report", str(old), "--compare", str(old)]) == 0
+
+
+def test_cli_config() -> None:
+    import argparse
+
+    from irqlab.bench import cli
+
+    p = argparse.ArgumentParser()
+    sub = p.add_subparsers()
+    cli.add_bench_parser(sub)
+    a = p.parse_args(["bench", "--quick", "--paths", "read,poll", "--storm-rates", "1e3,2000",
+                      "--period-us", "2500", "--skip", "boot"])  # fmt: skip
+    c = cli.config_from_args(a)
+    assert c.quick and c.paths == ("read", "poll") and c.storm_rates == (1000, 2000)
+    assert c.period_ns == 2_500_000 and c.skip == ("boot",) and c.events == 300
+    full = cli.config_from_args(p.parse_args(["bench"]))
+    assert full.events == 10_000 and full.storm_seconds == 10.0 and full.runs == 1

@@ -88,6 +88,13 @@ static const char * const irqlab_irq_mode_names[] = {
 	[IRQLAB_IRQ_MODE_AUTO] = "auto",
 };
 
+static const unsigned int irqlab_irq_types[] = {
+	[IRQLAB_IRQ_MODE_INTX] = PCI_IRQ_LEGACY,
+	[IRQLAB_IRQ_MODE_MSI] = PCI_IRQ_MSI,
+	[IRQLAB_IRQ_MODE_MSIX] = PCI_IRQ_MSIX,
+	[IRQLAB_IRQ_MODE_AUTO] = PCI_IRQ_ALL_TYPES,
+};
+
 static struct irqlab_choice irq_mode = {
 	.val = IRQLAB_IRQ_MODE_AUTO,
 	.names = irqlab_irq_mode_names,
@@ -95,7 +102,7 @@ static struct irqlab_choice irq_mode = {
 };
 module_param_cb(irq_mode, &irqlab_choice_ops, &irq_mode, 0444);
 MODULE_PARM_DESC(irq_mode,
-		 "interrupt type: auto (default: what the device's FEATURES register says), intx, msi or msix");
+		 "interrupt type: auto (default: MSI-X, else MSI, else INTx), intx, msi or msix");
 
 static unsigned int gpio_edges;
 module_param(gpio_edges, uint, 0444);
@@ -464,40 +471,34 @@ static int irqlab_setup_irqs(struct irqlab_dev *idev)
 	struct device *dev = &pdev->dev;
 	u32 dev_mode = FIELD_GET(IRQLAB_FEAT_IRQ_MODE_MASK, idev->features);
 	irq_handler_t thread_fn = NULL;
-	unsigned int type, max = 1, i;
 	unsigned long irqflags = 0;
 	const char *name;
+	unsigned int i;
 	int nvec, ret;
 
-	idev->irq_mode = irq_mode.val == IRQLAB_IRQ_MODE_AUTO ? dev_mode : irq_mode.val;
-	if (idev->irq_mode != dev_mode)
-		dev_warn(dev, "irq_mode=%s but the device signals by %s: expect no interrupts\n",
-			 irqlab_irq_mode_names[idev->irq_mode],
-			 dev_mode < ARRAY_SIZE(irqlab_irq_mode_names) ?
-			 irqlab_irq_mode_names[dev_mode] : "?");
-
-	switch (idev->irq_mode) {
-	case IRQLAB_IRQ_MODE_MSIX:
-		type = PCI_IRQ_MSIX;
-		max = IRQLAB_NUM_SOURCES;
-		break;
-	case IRQLAB_IRQ_MODE_MSI:
-		type = PCI_IRQ_MSI;
-		break;
-	case IRQLAB_IRQ_MODE_INTX:
-		type = PCI_IRQ_LEGACY;
-		irqflags = IRQF_SHARED;
-		break;
-	default:
-		return dev_err_probe(dev, -ENODEV, "unknown irq mode %u\n", dev_mode);
-	}
-
-	/* Managed: pcim_enable_device() makes the core free them on unbind. */
-	nvec = pci_alloc_irq_vectors(pdev, 1, max, type);
+	/*
+	 * The kernel prefers MSI-X, then MSI, then INTx.  The device offers
+	 * the capability of its irq-mode only and signals through INTA while
+	 * that is not enabled, so irq_mode=intx works on any device.
+	 * Managed: pcim_enable_device() makes the PCI core free the vectors.
+	 */
+	nvec = pci_alloc_irq_vectors(pdev, 1, IRQLAB_NUM_SOURCES,
+				     irqlab_irq_types[irq_mode.val]);
 	if (nvec < 0)
-		return dev_err_probe(dev, nvec, "no %s interrupt\n",
-				     irqlab_irq_mode_names[idev->irq_mode]);
+		return dev_err_probe(dev, nvec, "no interrupt of type %s\n",
+				     irqlab_irq_mode_names[irq_mode.val]);
 	idev->nvecs = nvec;
+	if (pdev->msix_enabled) {
+		idev->irq_mode = IRQLAB_IRQ_MODE_MSIX;
+	} else if (pdev->msi_enabled) {
+		idev->irq_mode = IRQLAB_IRQ_MODE_MSI;
+	} else {
+		idev->irq_mode = IRQLAB_IRQ_MODE_INTX;
+		irqflags = IRQF_SHARED;
+	}
+	if (idev->irq_mode != dev_mode)
+		dev_info(dev, "using %s, device irq-mode %u\n",
+			 irqlab_irq_mode_names[idev->irq_mode], dev_mode);
 
 	if (idev->irq_mode == IRQLAB_IRQ_MODE_MSIX) {
 		/* The device signals source N on vector N. */

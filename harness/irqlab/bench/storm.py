@@ -1,13 +1,14 @@
 """Storms: the device's burst generator at a given rate, exact counts per path.
 
 For one (path, rate): arm the path, start ``rate * duration`` events at
-period ``1e9 / rate`` ns, wait for the generator to finish, then push one FIFO
-*marker* word.  Events reach the path in order, so once the marker (or for the
+period ``1e9 / rate`` ns, wait for the generator to finish, then push a FIFO
+*marker* word.  Events reach the path in order, so once a marker (or for the
 counting file, a total that includes it) arrives, every burst event the path
 will ever see has been seen; the marker's ``lost`` field also reports ring
-losses just before it.
+losses just before it.  A marker that meets a still-full ring is dropped like
+any event, so markers are re-pushed every second while the path drains.
 
-    raised     burst events the device raised (its counter minus the marker)
+    raised     burst events the device raised (counters read before any marker)
     delivered  interrupt messages the device sent; coalesced: raises while pending
     observed   burst events the path handed to userspace (unique seqs; count sum)
     lost       burst events raised but never observed
@@ -19,12 +20,14 @@ losses just before it.
 from __future__ import annotations
 
 import time
+from functools import partial
 from typing import Any
 
 from irqlab.bench.collect import collect
 from irqlab.regs import REGS
 
-MARKER = 0x5EA1_0FF5
+MARKER = 0x5EA1_0000  # FIFO words MARKER + k end a storm (see _until_marker)
+MARKER_RETRY_S = 1.0
 RATES = (1_000, 10_000, 50_000, 100_000)
 
 
@@ -49,11 +52,14 @@ def measure(
             break
         time.sleep(min(0.05, max(duration_s / 10, 0.005)))
     gen_s = time.monotonic() - t0
-    inj.push(MARKER)
-    raised = inj.counters().raised - 1  # burst events (the generator may have been stopped)
+    # Raise, delivery, coalescing and device drops all happen at raise time: this
+    # snapshot is exact for the burst (the generator may have been stopped).
+    c = inj.counters()
+    raised = c.raised
     timeout = max(60.0, duration_s * 10 + 60)
     result: dict[str, Any] = {"path": path, "rate": rate, "period_ns": period, "events": n}
     if path == "count":
+        inj.push(MARKER)
         total = 0
 
         def done(ev: dict[str, Any]) -> bool:
@@ -67,13 +73,7 @@ def measure(
         reported = 0
         marker_seen = why == "until"
     else:
-        evs, why = collect(
-            agent,
-            path,
-            until=lambda e: e.get("source") == REGS.SRC_FIFO and e.get("value") == MARKER,
-            timeout=timeout,
-            idle=idle,
-        )
+        evs, why, markers = _until_marker(agent, inj, path, timeout=timeout, idle=idle)
         marker_seen = why == "until"
         seqs = {
             e["seq"]
@@ -81,12 +81,15 @@ def measure(
             if e.get("source") == REGS.SRC_BURST and seq0 <= e.get("seq", -1) < seq0 + n
         }
         observed = len(seqs)
-        reported = sum(int(e.get("lost") or 0) for e in evs)
+        # Markers pushed before the one seen were dropped by the full ring: their
+        # loss is in the ``lost`` fields too and is not a burst event's.
+        dropped_markers = (evs[-1]["value"] - MARKER) if marker_seen else markers
+        reported = sum(int(e.get("lost") or 0) for e in evs) - dropped_markers
+        result["markers"] = markers
         result["duplicates"] = sum(1 for e in evs if e.get("source") == REGS.SRC_BURST) - observed
         lat = [e["ack_latency_ns"] for e in evs if isinstance(e.get("ack_latency_ns"), int)]
         result["ack_latency_max_ns"] = max(lat) if lat else None
     drain_s = time.monotonic() - t0 - gen_s
-    c = inj.counters()
     agent.disarm(path)
     lost = raised - observed
     result.update(
@@ -107,6 +110,42 @@ def measure(
         }
     )
     return result
+
+
+def _is_marker(e: dict[str, Any], upto: int) -> bool:
+    v = e.get("value", -1)
+    return e.get("source") == REGS.SRC_FIFO and isinstance(v, int) and MARKER <= v < upto
+
+
+def _until_marker(
+    agent: Any, inj: Any, path: str, *, timeout: float, idle: float
+) -> tuple[list[dict[str, Any]], str, int]:
+    """Events of *path* up to a marker; re-push a marker while the path is still draining.
+
+    A marker pushed while the file's ring is full is dropped like any event, so a
+    new one (value ``MARKER + k``) follows every ``MARKER_RETRY_S`` while events
+    still flow.  Returns (events, why, markers pushed).
+    """
+    evs: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    quiet_since = time.monotonic()
+    k = 0
+    while True:
+        inj.push(MARKER + k)
+        k += 1
+        got, why = collect(
+            agent,
+            path,
+            until=partial(_is_marker, upto=MARKER + k),
+            timeout=max(0.0, deadline - time.monotonic()),
+            idle=MARKER_RETRY_S,
+        )
+        evs += got
+        now = time.monotonic()
+        if got:
+            quiet_since = now
+        if why == "until" or now >= deadline or now - quiet_since >= idle:
+            return evs, why, k
 
 
 def highest_lossless(results: list[dict[str, Any]]) -> int | None:

@@ -64,7 +64,9 @@ struct irqlab_counter {
 
 static struct class irqlab_class = {
 	.name = "irqlab",
-	.owner = THIS_MODULE,
+#if LINUX_VERSION_CODE < KERNEL_VERSION(6, 4, 0)
+	.owner = THIS_MODULE,	/* gone in 6.4 */
+#endif
 };
 
 static dev_t irqlab_devt;
@@ -92,6 +94,17 @@ static unsigned int ring_size = 256;
 module_param_cb(ring_size, &irqlab_ring_size_ops, &ring_size, 0644);
 MODULE_PARM_DESC(ring_size,
 		 "event records per open file, a power of two in [2, 65536] (default 256); read at open()");
+
+/* Add @n to the eventfd counter (6.8 dropped the count argument). */
+static void irqlab_eventfd_add(struct eventfd_ctx *ctx, unsigned int n)
+{
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 8, 0)
+	while (n--)
+		eventfd_signal(ctx);
+#else
+	eventfd_signal(ctx, n);
+#endif
+}
 
 static u32 irqlab_sat_add(u32 a, u32 b)
 {
@@ -138,7 +151,7 @@ static void irqlab_file_notify(struct irqlab_file *f)
 	wake_up_interruptible_poll(&f->wait, EPOLLIN | EPOLLRDNORM);
 	kill_fasync(&f->fasync, SIGIO, POLL_IN);
 	if (f->efd)
-		eventfd_signal(f->efd, f->batch);
+		irqlab_eventfd_add(f->efd, f->batch);
 	f->batch = 0;
 }
 
@@ -197,7 +210,7 @@ static void irqlab_kill(struct irqlab_dev *idev)
 		kill_fasync(&f->fasync, SIGIO, POLL_HUP);
 		/* An eventfd has no hangup: wake its waiter to find -ENODEV. */
 		if (f->efd)
-			eventfd_signal(f->efd, 1);
+			irqlab_eventfd_add(f->efd, 1);
 	}
 	list_for_each_entry(c, &idev->counters, node)
 		wake_up_interruptible_all(&c->wait);
@@ -533,7 +546,7 @@ static const struct file_operations irqlab_ev_fops = {
 	.fasync = irqlab_ev_fasync,
 	.unlocked_ioctl = irqlab_ev_ioctl,
 	.compat_ioctl = compat_ptr_ioctl,
-	.llseek = no_llseek,
+	.llseek = noop_llseek,	/* stream_open(): lseek gives -ESPIPE */
 };
 
 /* --- /dev/irqlabN-count --------------------------------------------------- */
@@ -625,7 +638,7 @@ static const struct file_operations irqlab_cnt_fops = {
 	.release = irqlab_cnt_release,
 	.read = irqlab_cnt_read,
 	.poll = irqlab_cnt_poll,
-	.llseek = no_llseek,
+	.llseek = noop_llseek,	/* stream_open(): lseek gives -ESPIPE */
 };
 
 /* --- node registration ---------------------------------------------------- */

@@ -89,7 +89,7 @@ static const char * const irqlab_irq_mode_names[] = {
 };
 
 static const unsigned int irqlab_irq_types[] = {
-	[IRQLAB_IRQ_MODE_INTX] = PCI_IRQ_LEGACY,
+	[IRQLAB_IRQ_MODE_INTX] = PCI_IRQ_INTX,
 	[IRQLAB_IRQ_MODE_MSI] = PCI_IRQ_MSI,
 	[IRQLAB_IRQ_MODE_MSIX] = PCI_IRQ_MSIX,
 	[IRQLAB_IRQ_MODE_AUTO] = PCI_IRQ_ALL_TYPES,
@@ -109,6 +109,20 @@ module_param(gpio_edges, uint, 0444);
 MODULE_PARM_DESC(gpio_edges,
 		 "GPIO lines (bit mask) to arm for rising and falling edge events at probe (default 0)");
 
+static int key_line = -1;
+module_param(key_line, int, 0444);
+MODULE_PARM_DESC(key_line,
+		 "GPIO line debounced as a key: press/release records on /dev/irqlabN (default -1: none)");
+
+static unsigned int key_debounce_ms = 15;
+module_param(key_debounce_ms, uint, 0444);
+MODULE_PARM_DESC(key_debounce_ms, "debounce period of the key line in ms (default 15)");
+
+static bool uio;
+module_param(uio, bool, 0444);
+MODULE_PARM_DESC(uio,
+		 "UIO mode: the interrupt handler only disables, acknowledges and wakes /dev/uioN (default off)");
+
 static const char * const irqlab_src_names[IRQLAB_NUM_SOURCES] = {
 	[IRQLAB_SRC_GPIO] = "gpio",
 	[IRQLAB_SRC_FIFO] = "fifo",
@@ -116,16 +130,6 @@ static const char * const irqlab_src_names[IRQLAB_NUM_SOURCES] = {
 };
 
 static DEFINE_IDA(irqlab_ida);
-
-static u32 irqlab_rd(struct irqlab_dev *idev, unsigned int reg)
-{
-	return ioread32(idev->regs + reg);
-}
-
-static void irqlab_wr(struct irqlab_dev *idev, unsigned int reg, u32 val)
-{
-	iowrite32(val, idev->regs + reg);
-}
 
 /* 64-bit value split in two registers; reading _LO latches _HI. */
 static u64 irqlab_rd64(struct irqlab_dev *idev, unsigned int lo, unsigned int hi)
@@ -167,7 +171,7 @@ static void irqlab_index_free(void *data)
 /* --- hard IRQ side ------------------------------------------------------ */
 
 /* Called with evq_lock held. */
-static void irqlab_stage(struct irqlab_dev *idev, struct irqlab_event *ev)
+void irqlab_stage(struct irqlab_dev *idev, struct irqlab_event *ev)
 {
 	ev->lost = idev->stage_lost_pending;
 	if (kfifo_put(&idev->stage, *ev)) {
@@ -210,6 +214,8 @@ static void irqlab_fetch_events(struct irqlab_dev *idev, u64 isr_ns)
 			idev->dev_dropped++;
 		}
 		idev->events++;
+		if (ev.source == IRQLAB_SRC_GPIO)
+			irqlab_gpio_event(idev, &ev);
 		irqlab_stage(idev, &ev);
 	}
 }
@@ -217,16 +223,13 @@ static void irqlab_fetch_events(struct irqlab_dev *idev, u64 isr_ns)
 /* Clear the latched status of @pending sources.  Called with evq_lock. */
 static void irqlab_ack_sources(struct irqlab_dev *idev, u32 pending)
 {
-	u32 gpio;
-
 	if (pending & BIT(IRQLAB_SRC_GPIO)) {
 		/*
-		 * IRQ_STATUS.GPIO is derived from the latched line status.  The
-		 * gpiolib irqchip (GPIO issue) dispatches these bits to the
-		 * line interrupts before clearing them.
+		 * IRQ_STATUS.GPIO is derived from the latched line status.
+		 * The line interrupts of gpiolib are fed from the events in
+		 * the queue (irqlab_gpio_event()), not from these bits.
 		 */
-		gpio = irqlab_rd(idev, IRQLAB_REG_GPIO_STATUS);
-		irqlab_wr(idev, IRQLAB_REG_GPIO_STATUS, gpio);
+		irqlab_gpio_ack(idev, irqlab_rd(idev, IRQLAB_REG_GPIO_STATUS));
 		pending &= ~BIT(IRQLAB_SRC_GPIO);
 	}
 	if (pending)
@@ -261,7 +264,7 @@ static irqreturn_t irqlab_hardirq(int irq, void *data)
 	unsigned long flags;
 	unsigned int pass;
 	bool ours = false;
-	bool staged;
+	bool staged, gpio;
 	u32 pending;
 
 	spin_lock_irqsave(&idev->evq_lock, flags);
@@ -288,7 +291,11 @@ static irqreturn_t irqlab_hardirq(int irq, void *data)
 	else
 		idev->irqs_spurious++;
 	staged = !kfifo_is_empty(&idev->stage);
+	gpio = !kfifo_is_empty(&idev->gpio_evq);
 	spin_unlock_irqrestore(&idev->evq_lock, flags);
+
+	if (gpio)
+		queue_work(system_highpri_wq, &idev->gpio_work);
 
 	/* MSI and MSI-X vectors are ours alone: never report them unhandled. */
 	if (!ours && idev->irq_mode == IRQLAB_IRQ_MODE_INTX)
@@ -376,6 +383,18 @@ void irqlab_hw_stats(struct irqlab_dev *idev, struct irqlab_stats *st)
 
 /* --- probe -------------------------------------------------------------- */
 
+/* Map BAR0 (managed); pcim_iomap_regions() is deprecated from 6.11. */
+static void __iomem *irqlab_map_bar0(struct pci_dev *pdev)
+{
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 11, 0)
+	return pcim_iomap_region(pdev, 0, KBUILD_MODNAME);
+#else
+	int ret = pcim_iomap_regions(pdev, BIT(0), KBUILD_MODNAME);
+
+	return ret ? IOMEM_ERR_PTR(ret) : pcim_iomap_table(pdev)[0];
+#endif
+}
+
 static struct irqlab_dev *irqlab_alloc(struct pci_dev *pdev, void __iomem *regs)
 {
 	struct irqlab_dev *idev;
@@ -437,6 +456,9 @@ static int irqlab_hw_init(struct irqlab_dev *idev)
 	if (idev->gpio_edges != gpio_edges)
 		dev_warn(dev, "gpio_edges %#x beyond the %u lines ignored\n",
 			 gpio_edges & ~idev->gpio_edges, idev->gpio_lines);
+	if (key_line < -1 || key_line >= (int)idev->gpio_lines)
+		return dev_err_probe(dev, -EINVAL, "key_line %d: the device has %u lines\n",
+				     key_line, idev->gpio_lines);
 
 	irqlab_wr(idev, IRQLAB_REG_IRQ_ENABLE, 0);
 	irqlab_wr(idev, IRQLAB_REG_GPIO_IRQ_EN, 0);
@@ -465,16 +487,14 @@ static void irqlab_cancel_work(void *data)
 	cancel_work_sync(&idev->work);
 }
 
-static int irqlab_setup_irqs(struct irqlab_dev *idev)
+/* Allocate the vectors (managed) and decide which sources each serves. */
+int irqlab_alloc_vectors(struct irqlab_dev *idev)
 {
 	struct pci_dev *pdev = idev->pdev;
 	struct device *dev = &pdev->dev;
 	u32 dev_mode = FIELD_GET(IRQLAB_FEAT_IRQ_MODE_MASK, idev->features);
-	irq_handler_t thread_fn = NULL;
-	unsigned long irqflags = 0;
-	const char *name;
 	unsigned int i;
-	int nvec, ret;
+	int nvec;
 
 	/*
 	 * The kernel prefers MSI-X, then MSI, then INTx.  The device offers
@@ -494,7 +514,6 @@ static int irqlab_setup_irqs(struct irqlab_dev *idev)
 		idev->irq_mode = IRQLAB_IRQ_MODE_MSI;
 	} else {
 		idev->irq_mode = IRQLAB_IRQ_MODE_INTX;
-		irqflags = IRQF_SHARED;
 	}
 	if (idev->irq_mode != dev_mode)
 		dev_info(dev, "using %s, device irq-mode %u\n",
@@ -513,6 +532,24 @@ static int irqlab_setup_irqs(struct irqlab_dev *idev)
 		idev->vec[0].sources = IRQLAB_SRC_ALL;
 		idev->irq_sources = IRQLAB_SRC_ALL;
 	}
+	return 0;
+}
+
+static int irqlab_setup_irqs(struct irqlab_dev *idev)
+{
+	struct pci_dev *pdev = idev->pdev;
+	struct device *dev = &pdev->dev;
+	irq_handler_t thread_fn = NULL;
+	unsigned long irqflags = 0;
+	const char *name;
+	unsigned int i;
+	int ret;
+
+	ret = irqlab_alloc_vectors(idev);
+	if (ret)
+		return ret;
+	if (idev->irq_mode == IRQLAB_IRQ_MODE_INTX)
+		irqflags = IRQF_SHARED;
 
 	/* Registered before the IRQs, so it runs after they are freed. */
 	ret = devm_add_action_or_reset(dev, irqlab_cancel_work, idev);
@@ -543,9 +580,8 @@ static void irqlab_hw_start(struct irqlab_dev *idev)
 	unsigned long flags;
 
 	spin_lock_irqsave(&idev->evq_lock, flags);
-	irqlab_wr(idev, IRQLAB_REG_GPIO_RISING, idev->gpio_edges);
-	irqlab_wr(idev, IRQLAB_REG_GPIO_FALLING, idev->gpio_edges);
-	irqlab_wr(idev, IRQLAB_REG_GPIO_IRQ_EN, idev->gpio_edges);
+	if (!idev->uio)
+		irqlab_gpio_hw_start(idev);
 	irqlab_wr(idev, IRQLAB_REG_IRQ_ENABLE, idev->irq_sources);
 	spin_unlock_irqrestore(&idev->evq_lock, flags);
 }
@@ -561,7 +597,11 @@ static void irqlab_hw_stop(void *data)
 	irqlab_wr(idev, IRQLAB_REG_GPIO_IRQ_EN, 0);
 	irqlab_wr(idev, IRQLAB_REG_GPIO_RISING, 0);
 	irqlab_wr(idev, IRQLAB_REG_GPIO_FALLING, 0);
+	irqlab_wr(idev, IRQLAB_REG_GPIO_LEVEL_HIGH, 0);
+	irqlab_wr(idev, IRQLAB_REG_GPIO_LEVEL_LOW, 0);
 	spin_unlock_irqrestore(&idev->evq_lock, flags);
+	/* No handler queues GPIO work or arms the key timer any more. */
+	irqlab_gpio_stop(idev);
 }
 
 /*
@@ -574,20 +614,21 @@ static int irqlab_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 {
 	struct device *dev = &pdev->dev;
 	struct irqlab_dev *idev;
+	void __iomem *regs;
 	int ret;
 
 	ret = pcim_enable_device(pdev);
 	if (ret)
 		return dev_err_probe(dev, ret, "cannot enable device\n");
-	ret = pcim_iomap_regions(pdev, BIT(0), KBUILD_MODNAME);
-	if (ret)
-		return dev_err_probe(dev, ret, "cannot map BAR0\n");
 	if (pci_resource_len(pdev, 0) < IRQLAB_BAR0_SIZE)
 		return dev_err_probe(dev, -ENODEV, "BAR0 too small\n");
+	regs = irqlab_map_bar0(pdev);
+	if (IS_ERR(regs))
+		return dev_err_probe(dev, PTR_ERR(regs), "cannot map BAR0\n");
 	/* MSI messages are memory writes: they need bus mastering. */
 	pci_set_master(pdev);
 
-	idev = irqlab_alloc(pdev, pcim_iomap_table(pdev)[0]);
+	idev = irqlab_alloc(pdev, regs);
 	if (IS_ERR(idev))
 		return PTR_ERR(idev);
 	ret = devm_add_action_or_reset(dev, irqlab_put_action, idev);
@@ -606,22 +647,33 @@ static int irqlab_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 	ret = irqlab_hw_init(idev);
 	if (ret)
 		return ret;
+	irqlab_gpio_init(idev, idev->gpio_edges, key_line, key_debounce_ms);
+	if (uio) {
+		ret = irqlab_uio_setup(idev);
+		if (ret)
+			return ret;
+		goto start;
+	}
 	ret = irqlab_setup_irqs(idev);
 	if (ret)
 		return ret;
 	ret = irqlab_nodes_add(idev);
 	if (ret)
 		return ret;
+	ret = irqlab_gpio_add(idev);
+	if (ret)
+		return ret;
 
+start:
 	irqlab_hw_start(idev);
 	ret = devm_add_action_or_reset(dev, irqlab_hw_stop, idev);
 	if (ret)
 		return ret;
 
-	dev_info(dev, "irqlab%d: id %#x, %s x%u, wakeup=%s, %u gpio lines, evq depth %u\n",
+	dev_info(dev, "irqlab%d: id %#x, %s x%u, %s, %u gpio lines, evq depth %u\n",
 		 idev->index, idev->id, irqlab_irq_mode_names[idev->irq_mode],
-		 idev->nvecs, irqlab_wakeup_names[idev->wakeup], idev->gpio_lines,
-		 idev->evq_depth);
+		 idev->nvecs, uio ? "uio" : irqlab_wakeup_names[idev->wakeup],
+		 idev->gpio_lines, idev->evq_depth);
 	return 0;
 }
 

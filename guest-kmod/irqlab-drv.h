@@ -8,12 +8,16 @@
 
 #include <linux/cdev.h>
 #include <linux/device.h>
+#include <linux/gpio/driver.h>
+#include <linux/io.h>
 #include <linux/kfifo.h>
 #include <linux/kref.h>
 #include <linux/list.h>
 #include <linux/mutex.h>
 #include <linux/spinlock.h>
+#include <linux/timer.h>
 #include <linux/types.h>
+#include <linux/version.h>
 #include <linux/workqueue.h>
 
 #include <linux/irqlab.h>	/* uapi: include/uapi/linux/irqlab.h */
@@ -21,9 +25,28 @@
 
 #define IRQLAB_MAX_DEVICES	64
 #define IRQLAB_MINORS_PER_DEV	2	/* irqlabN, irqlabN-count */
+#define IRQLAB_GPIO_EVQ_LEN	512	/* GPIO events waiting for gpiolib */
+
+/* Kernel API differences (the driver builds for 6.1 and newer). */
+#ifndef PCI_IRQ_INTX
+#define PCI_IRQ_INTX		PCI_IRQ_LEGACY	/* renamed in 6.8 */
+#endif
+#if LINUX_VERSION_CODE < KERNEL_VERSION(6, 2, 0)
+#define timer_delete_sync	del_timer_sync	/* renamed in 6.2 */
+#endif
+#ifndef timer_container_of
+#define timer_container_of	from_timer	/* renamed in 6.16 */
+#endif
 
 struct pci_dev;
+struct uio_info;
 struct irqlab_dev;
+
+/* One GPIO event on its way from the hard IRQ handler to gpiolib. */
+struct irqlab_gpio_ev {
+	u8 line;
+	u8 value;
+};
 
 /* One requested interrupt vector. */
 struct irqlab_vec {
@@ -103,16 +126,68 @@ struct irqlab_dev {
 	struct cdev cnt_cdev;
 
 	/*
-	 * Later: a gpio_chip with a gpiolib irqchip (GPIO issue) hangs here and
-	 * is fed from the GPIO_STATUS bits in the hard IRQ handler; a UIO mode
-	 * replaces irqlab_setup_irqs() and irqlab_nodes_add() in probe.
+	 * GPIO (irqlab-gpio.c).  @gpio_lock (raw: irq_chip callbacks run
+	 * under the irq descriptor lock) guards the GPIO configuration
+	 * registers and their shadows; it nests inside @evq_lock.
 	 */
+	struct gpio_chip gc;
+	raw_spinlock_t gpio_lock;
+	u32 gpio_rising;	/* shadows of the GPIO_* detect registers */
+	u32 gpio_falling;
+	u32 gpio_lvl_high;
+	u32 gpio_lvl_low;
+	u32 gpio_unmasked;	/* gpiolib lines unmasked (irq_unmask) */
+	u32 gpio_level;		/* gpiolib lines with a level trigger type */
+	u32 gpio_held;		/* level lines masked until gpiolib ran */
+	u32 gpio_direct;	/* lines the driver handles itself */
+	DECLARE_KFIFO(gpio_evq, struct irqlab_gpio_ev, IRQLAB_GPIO_EVQ_LEN);
+	struct work_struct gpio_work;
+	u64 gpio_lost;
+	/* get() inside the dispatch of one event returns that event's level */
+	struct task_struct *replay_task;
+	unsigned int replay_line;
+	int replay_value;
+	struct gpio_desc *key_desc;
+
+	/* Debounced key (key_line parameter), state under @evq_lock. */
+	int key_line;		/* -1: none */
+	unsigned int key_debounce_ms;
+	struct timer_list key_timer;
+	int key_state;		/* last reported level */
+	u64 key_raise_ns;	/* device time of the latest edge */
+
+	/* UIO mode (uio parameter): the interrupt goes to userspace. */
+	struct uio_info *uio;
 };
+
+static inline u32 irqlab_rd(struct irqlab_dev *idev, unsigned int reg)
+{
+	return ioread32(idev->regs + reg);
+}
+
+static inline void irqlab_wr(struct irqlab_dev *idev, unsigned int reg, u32 val)
+{
+	iowrite32(val, idev->regs + reg);
+}
 
 /* irqlab-core.c */
 void irqlab_put(struct irqlab_dev *idev);
 int irqlab_hw_ack(struct irqlab_dev *idev, u32 seq, u64 *latency_ns);
 void irqlab_hw_stats(struct irqlab_dev *idev, struct irqlab_stats *st);
+void irqlab_stage(struct irqlab_dev *idev, struct irqlab_event *ev);
+int irqlab_alloc_vectors(struct irqlab_dev *idev);
+
+/* irqlab-gpio.c */
+void irqlab_gpio_init(struct irqlab_dev *idev, u32 edges, int key_line,
+		      unsigned int key_debounce_ms);
+int irqlab_gpio_add(struct irqlab_dev *idev);
+void irqlab_gpio_hw_start(struct irqlab_dev *idev);
+void irqlab_gpio_ack(struct irqlab_dev *idev, u32 status);
+void irqlab_gpio_event(struct irqlab_dev *idev, const struct irqlab_event *ev);
+void irqlab_gpio_stop(struct irqlab_dev *idev);
+
+/* irqlab-uio.c */
+int irqlab_uio_setup(struct irqlab_dev *idev);
 
 /* irqlab-cdev.c */
 int irqlab_cdev_init(void);

@@ -249,6 +249,19 @@ class Guest:
     def unload_module(self) -> None:
         self.sh(f"rmmod {self.module_name()}")
 
+    def reload_module(self, **params: Any) -> None:
+        """rmmod (if loaded), then modprobe with *params* (the config's params are not
+        used); with ``uio=1`` the driver offers /dev/uio0 instead of /dev/irqlab0."""
+        name = self.module_name()
+        self.sh(f"if grep -q '^{name} ' /proc/modules; then rmmod {name}; fi")
+        if str(params.get("uio", 0)) in ("1", "y", "Y", "True"):
+            self.module = name
+            args = " ".join(f"{k}={shlex.quote(str(v))}" for k, v in params.items())
+            self.sh(f"modprobe {name} {args}")
+            self.wait_for_node("/dev/uio0")
+        else:
+            self.load_module(**params)
+
     def wait_for_node(self, path: str, timeout: float = 30.0) -> None:
         # devtmpfs creates the node synchronously with device_add; a short bounded wait
         # covers the uevent-less case without a fixed sleep.
@@ -323,6 +336,6 @@ class Guest:
             agent = self.agent
         agent.drain_events()
         if not self.sh(f"test -c {self.dev} && echo yes", check=False).strip():
-            self.load_module()
+            self.reload_module(**self.config.module_params)
         if self.injector is not None:
             self.injector.reset_counters()

@@ -16,6 +16,7 @@ from typing import IO, Any, Protocol
 from irqlab_agent import __version__
 from irqlab_agent.abi import Abi, load_abi
 from irqlab_agent.checks import run_checks
+from irqlab_agent.hwpaths import HW_PATH_KINDS, UioPath
 from irqlab_agent.paths import (
     COUNT_FMT,
     PATH_KINDS,
@@ -119,6 +120,7 @@ class Agent:
             "wait_blocked": self.op_wait_blocked,
             "check": self.op_check,
             "flush": self.op_flush,
+            "release": self.op_release,
             "reset": self.op_reset,
             "quit": self.op_quit,
         }
@@ -180,9 +182,10 @@ class Agent:
 
     def op_arm(self, req: Request) -> JsonObj:
         kind = req.get_str("path")
-        cls = PATH_KINDS.get(kind)
+        kinds = {**PATH_KINDS, **HW_PATH_KINDS}
+        cls = kinds.get(kind)
         if cls is None:
-            raise ProtocolError(f"unknown path {kind!r}; known: {sorted(PATH_KINDS)}")
+            raise ProtocolError(f"unknown path {kind!r}; known: {sorted(kinds)}")
         name = req.get_str("name", kind)
         sig = req.get_int("sig", 1 if kind == "setsig" else 0, lo=0, hi=NUM_RT_SIGNALS - 1)
         if issubclass(cls, AsyncPath) and self.dispatcher is None:
@@ -195,6 +198,7 @@ class Agent:
             max_polls=req.get_int("max_polls", 0, lo=0),
             signo=(signal.SIGRTMIN + sig) if kind == "setsig" else 0,
             drain=req.get_bool("drain", False),
+            params=dict(req.args),
         )
         with self.lock:
             if name in self.paths:
@@ -379,6 +383,16 @@ class Agent:
         finally:
             os.close(fd)
         return ok(req.id, discarded=n)
+
+    def op_release(self, req: Request) -> JsonObj:
+        """Let a gated uio path handle the wake-up it reported (``uio_wake``)."""
+        name = req.get_str("name")
+        with self.lock:
+            path = self.paths.get(name)
+        if not isinstance(path, UioPath):
+            raise ProtocolError(f"no armed uio path named {name!r}")
+        path.release()
+        return ok(req.id)
 
     def op_reset(self, req: Request) -> JsonObj:
         paths = self._disarm_all()

@@ -49,6 +49,7 @@ class PathOptions:
     max_polls: int = 0  # nonblock: stop after this many EAGAINs in a row (0 = never)
     signo: int = 0  # setsig: the F_SETSIG signal
     drain: bool = False  # read until EAGAIN after each wake-up (always on for epoll-et)
+    params: Mapping[str, Any] = field(default_factory=dict)  # the arm request's arguments
 
 
 @dataclass
@@ -227,8 +228,8 @@ class NotificationPath(threading.Thread):
         return len(events)
 
     def ack(self, ev: Mapping[str, Any]) -> int | None:
-        if self._ack is None or not isinstance(ev.get("seq"), int):
-            return None
+        if self._ack is None or not isinstance(ev.get("seq"), int) or not ev["seq"]:
+            return None  # seq 0: a record the driver made (debounced key), no device event
         try:
             out = self._ack.call(self.fd, {"seq": int(ev["seq"])})
         except OSError:

@@ -56,6 +56,18 @@ struct irqlab_event {
 
 #define IRQLAB_EVENT_SIZE	48
 
+/*
+ * Records the driver makes itself (not device events: @seq is 0, nothing to
+ * ACK) use sources above the device's IRQLAB_SRC_* numbers.
+ * IRQLAB_SRC_KEY: the debounced key line ("key_line" module parameter);
+ * @line is the key line, @kind IRQLAB_KEY_PRESS (level went high) or
+ * IRQLAB_KEY_RELEASE (level went low), @value the debounced level,
+ * @raise_ns the device time of the last edge before the level settled.
+ */
+#define IRQLAB_SRC_KEY		16
+#define IRQLAB_KEY_RELEASE	0
+#define IRQLAB_KEY_PRESS	1
+
 /* irqlab_event.flags */
 #define IRQLAB_EVF_DEV_DROPPED	(1 << 0)	/* the device lost events before it */
 #define IRQLAB_EVF_OVERFLOW	(1 << 1)	/* the driver lost @lost events before it */

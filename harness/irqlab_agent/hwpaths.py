@@ -1,0 +1,309 @@
+"""Paths through the kernel's own frameworks: the GPIO character device and UIO.
+
+``gpio-cdev``
+    Requests lines of the irqlab gpio chip with edge detection through the GPIO v2
+    ioctls (``GPIO_V2_GET_LINE_IOCTL``, a kernel event buffer of ``buffer`` events,
+    default 256: the kernel drops the oldest beyond it, visible as a ``seqno`` gap),
+    polls the line fd and reports each
+    ``struct gpio_v2_line_event`` as ``{"type": "event", "edge": "rising", "offset",
+    "seqno", "line_seqno", "timestamp_ns", ...}``.
+
+``uio``
+    Blocks in ``read(2)`` on ``/dev/uioN`` (the 32-bit interrupt count), then plays
+    the user-space driver: through the mapped BAR0 it clears the latched status,
+    drains the device's event queue (``EVQ_HEAD_*``, ``EVQ_POP``), ACKs each event,
+    and re-enables the interrupt, either by writing 1 to the uio fd (``irqcontrol``:
+    uio_pci_generic's INTx-disable bit) or by writing ``IRQ_ENABLE`` (``device``: the
+    driver's UIO mode, seed 001).  One ``{"type": "event", "count", "delta",
+    "events", "seqs"}`` per wake-up.  With ``gate=true`` it reports
+    ``{"type": "uio_wake"}`` first and handles the wake-up only after a ``release``
+    request, so the host can inject while userspace is "slow".
+
+Register offsets come from the host in the ``regs`` argument (the parsed
+``irqlab-regs.h``), never typed here.  The GPIO v2 uapi numbers below are the
+kernel's (``linux/gpio.h``), which this stdlib-only agent cannot include.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import glob
+import mmap
+import os
+import struct
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+from irqlab_agent.paths import NotificationPath, mono_ns
+
+# --- linux/gpio.h (GPIO character device, v2 uapi) --------------------------------
+_GPIO_MAGIC = 0xB4
+_CHIPINFO = struct.Struct("=32s32sI")  # struct gpiochip_info
+_LINE_ATTR = "IIQ"  # struct gpio_v2_line_attribute (id, padding, union)
+_LINEINFO = struct.Struct("=32s32sIIQ" + _LINE_ATTR * 10 + "4I")  # gpio_v2_line_info
+_LINEREQ = struct.Struct("=64I32sQI5I" + (_LINE_ATTR + "Q") * 10 + "II5Ii")
+_LINEEVENT = struct.Struct("=QIIII6I")  # struct gpio_v2_line_event
+GPIO_V2_LINE_FLAG_USED = 1 << 0
+GPIO_V2_LINE_FLAG_INPUT = 1 << 2
+GPIO_V2_LINE_FLAG_EDGE_RISING = 1 << 4
+GPIO_V2_LINE_FLAG_EDGE_FALLING = 1 << 5
+GPIO_V2_LINE_EVENT_RISING_EDGE = 1
+GPIO_V2_LINE_EVENT_FALLING_EDGE = 2
+EDGE_FLAGS = {
+    "rising": GPIO_V2_LINE_FLAG_EDGE_RISING,
+    "falling": GPIO_V2_LINE_FLAG_EDGE_FALLING,
+    "both": GPIO_V2_LINE_FLAG_EDGE_RISING | GPIO_V2_LINE_FLAG_EDGE_FALLING,
+}
+EVENT_NAMES = {GPIO_V2_LINE_EVENT_RISING_EDGE: "rising", GPIO_V2_LINE_EVENT_FALLING_EDGE: "falling"}
+
+
+def _ioc(direction: int, nr: int, size: int) -> int:
+    return (direction << 30) | (size << 16) | (_GPIO_MAGIC << 8) | nr
+
+
+GPIO_GET_CHIPINFO_IOCTL = _ioc(2, 0x01, _CHIPINFO.size)
+GPIO_V2_GET_LINEINFO_IOCTL = _ioc(3, 0x05, _LINEINFO.size)
+GPIO_V2_GET_LINE_IOCTL = _ioc(3, 0x07, _LINEREQ.size)
+
+
+def _cstr(b: bytes) -> str:
+    return b.split(b"\0", 1)[0].decode(errors="replace")
+
+
+def chip_info(fd: int) -> dict[str, Any]:
+    buf = bytearray(_CHIPINFO.size)
+    fcntl.ioctl(fd, GPIO_GET_CHIPINFO_IOCTL, buf, True)
+    name, label, lines = _CHIPINFO.unpack(buf)
+    return {"name": _cstr(name), "label": _cstr(label), "lines": lines}
+
+
+def line_info(fd: int, offset: int) -> dict[str, Any]:
+    buf = bytearray(_LINEINFO.size)
+    struct.pack_into("=I", buf, 64, offset)
+    fcntl.ioctl(fd, GPIO_V2_GET_LINEINFO_IOCTL, buf, True)
+    f = _LINEINFO.unpack(buf)
+    return {"name": _cstr(f[0]), "consumer": _cstr(f[1]), "offset": f[2], "flags": f[4]}
+
+
+def find_chip(label_prefix: str) -> str:
+    """The first /dev/gpiochipN whose label starts with *label_prefix*."""
+    for dev in sorted(glob.glob("/dev/gpiochip*")):
+        fd = os.open(dev, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            if chip_info(fd)["label"].startswith(label_prefix):
+                return dev
+        finally:
+            os.close(fd)
+    raise FileNotFoundError(2, f"no gpio chip labelled {label_prefix}*")
+
+
+def request_lines(
+    chip_fd: int, offsets: list[int], flags: int, consumer: str, buffer_size: int = 0
+) -> int:
+    """GPIO_V2_GET_LINE_IOCTL: the line request fd."""
+    vals: list[Any] = [*offsets, *([0] * (64 - len(offsets)))]
+    vals += [consumer.encode()[:31], flags, 0, *([0] * 5)]
+    vals += [0] * (4 * 10)
+    vals += [len(offsets), buffer_size, *([0] * 5), -1]
+    buf = bytearray(_LINEREQ.pack(*vals))
+    fcntl.ioctl(chip_fd, GPIO_V2_GET_LINE_IOCTL, buf, True)
+    fd: int = _LINEREQ.unpack(buf)[-1]
+    return fd
+
+
+class GpioCdevPath(NotificationPath):
+    """Edge events of gpio lines through the GPIO v2 character device."""
+
+    kind = "gpio-cdev"
+
+    def open(self) -> None:
+        p = self.opts.params
+        chip = p.get("chip") or find_chip(str(p.get("label", "irqlab-")))
+        lines = [int(x) for x in p.get("lines", [0])]
+        edge = str(p.get("edge", "both"))
+        if edge not in EDGE_FLAGS or not lines or len(lines) > 64:
+            raise ValueError(f"gpio-cdev: edge must be one of {sorted(EDGE_FLAGS)}, 1..64 lines")
+        cfd = os.open(chip, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            ci = chip_info(cfd)
+            self.chip = {"chip": chip, "chip_name": ci["name"], "label": ci["label"]}
+            self.chip["nlines"] = ci["lines"]
+            self.chip["names"] = [line_info(cfd, n)["name"] for n in lines]
+            flags = GPIO_V2_LINE_FLAG_INPUT | EDGE_FLAGS[edge]
+            self.fd = request_lines(cfd, lines, flags, "irqlab-agent", int(p.get("buffer", 256)))
+            self.chip["consumers"] = [line_info(cfd, n)["consumer"] for n in lines]
+        finally:
+            os.close(cfd)
+        fl = fcntl.fcntl(self.fd, fcntl.F_GETFL)
+        fcntl.fcntl(self.fd, fcntl.F_SETFL, fl | os.O_NONBLOCK)
+
+    def arm(self) -> dict[str, Any]:
+        info = super().arm()
+        return {**info, **self.chip}
+
+    def loop(self) -> None:
+        size = _LINEEVENT.size
+        while not self.stopping.is_set():
+            if not self.wait_readable(self.fd):
+                return
+            wake = mono_ns()
+            self.stats.wakeups += 1
+            while True:
+                try:
+                    data = os.read(self.fd, size * 64)
+                except BlockingIOError:
+                    break
+                self.stats.reads += 1
+                for off in range(0, len(data) - size + 1, size):
+                    ts, ev_id, offset, seqno, line_seqno = _LINEEVENT.unpack_from(data, off)[:5]
+                    self.stats.events += 1
+                    self.emit(
+                        {
+                            "type": "event",
+                            "path": self.path_name,
+                            "timestamp_ns": ts,
+                            "id": ev_id,
+                            "edge": EVENT_NAMES.get(ev_id, str(ev_id)),
+                            "offset": offset,
+                            "seqno": seqno,
+                            "line_seqno": line_seqno,
+                            "wake_ns": wake,
+                        }
+                    )
+
+
+# --- UIO --------------------------------------------------------------------------
+_U32 = struct.Struct("=I")
+
+
+def find_uio(name: str | None) -> str:
+    """/dev/uioN of the first uio device (whose name is *name*, if given)."""
+    for d in sorted(glob.glob("/sys/class/uio/uio*")):
+        if name is None or Path(d, "name").read_text().strip() == name:
+            return f"/dev/{os.path.basename(d)}"
+    raise FileNotFoundError(2, f"no uio device{' named ' + name if name else ''}")
+
+
+class UioPath(NotificationPath):
+    """A user-space driver on /dev/uioN with BAR0 mapped (see the module docstring)."""
+
+    kind = "uio"
+    blocking = True
+    open_nonblock = False
+    REENABLE: ClassVar[tuple[str, ...]] = ("irqcontrol", "device")
+
+    def open(self) -> None:
+        p = self.opts.params
+        regs = p.get("regs")
+        if not isinstance(regs, Mapping):
+            raise ValueError("uio: 'regs' (the parsed irqlab-regs.h) is required")
+        self.r = {str(k).removeprefix("IRQLAB_"): int(v) for k, v in regs.items()}
+        self.reenable = str(p.get("reenable", "irqcontrol"))
+        if self.reenable not in self.REENABLE:
+            raise ValueError(f"uio: reenable must be one of {self.REENABLE}")
+        self.gate = bool(p.get("gate", False))
+        self._gate = threading.Semaphore(0)
+        dev = p.get("uio") or find_uio(p.get("uio_name"))
+        self.opts.dev = str(dev)
+        sysdir = Path("/sys/class/uio", os.path.basename(self.opts.dev))
+        self.fd = os.open(self.opts.dev, os.O_RDWR | os.O_CLOEXEC)
+        self.last = int((sysdir / "event").read_text())
+        size = self.r["BAR0_SIZE"]
+        if p.get("map", "resource0") == "resource0":
+            mfd = os.open(sysdir / "device" / "resource0", os.O_RDWR | os.O_SYNC | os.O_CLOEXEC)
+            try:
+                self.mm = mmap.mmap(mfd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+            finally:
+                os.close(mfd)
+        else:  # the uio device's map 0 (offset 0 * page size)
+            self.mm = mmap.mmap(self.fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        # 32-bit loads and stores only: the device rejects other access sizes.
+        self.words = memoryview(self.mm).cast("I")
+
+    def rd(self, reg: str) -> int:
+        v: int = self.words[self.r[f"REG_{reg}"] // 4]
+        return v
+
+    def wr(self, reg: str, value: int) -> None:
+        self.words[self.r[f"REG_{reg}"] // 4] = value & 0xFFFF_FFFF
+
+    def setup(self) -> None:
+        if self.opts.params.get("enable", True):
+            self.wr("IRQ_ENABLE", self.r["SRC_ALL"])
+            if self.reenable == "irqcontrol":
+                os.write(self.fd, _U32.pack(1))
+
+    def arm(self) -> dict[str, Any]:
+        info = super().arm()
+        return {**info, "uio": self.opts.dev, "event": self.last}
+
+    def release(self) -> None:
+        self._gate.release()
+
+    def close_fds(self) -> None:
+        if hasattr(self, "words"):
+            self.words.release()
+            with contextlib.suppress(BufferError):
+                self.mm.close()
+        super().close_fds()
+
+    def handle(self) -> list[dict[str, int]]:
+        """Clear the latched status, then drain and ACK the event queue."""
+        gpio_bit = 1 << self.r["SRC_GPIO"]
+        self.wr("GPIO_STATUS", self.rd("GPIO_STATUS"))
+        self.wr("IRQ_STATUS", self.r["SRC_ALL"] & ~gpio_bit)
+        out: list[dict[str, int]] = []
+        for _ in range(self.rd("EVQ_DEPTH")):
+            info = self.rd("EVQ_HEAD_INFO")
+            if not info & self.r["EVINFO_VALID"]:
+                break
+            seq, value = self.rd("EVQ_HEAD_SEQ"), self.rd("EVQ_HEAD_VALUE")
+            self.wr("EVQ_POP", 0)
+            self.wr("ACK", seq)
+            out.append({"seq": seq, "source": info & self.r["EVINFO_SRC_MASK"], "value": value})
+        return out
+
+    def loop(self) -> None:
+        while not self.stopping.is_set():
+            data = self.read_interruptible(_U32.size)
+            if data is None:
+                continue
+            wake = mono_ns()
+            self.stats.wakeups += 1
+            (count,) = _U32.unpack(data)
+            delta, self.last = count - self.last, count
+            if self.gate:
+                self.emit({"type": "uio_wake", "path": self.path_name, "count": count})
+                while not self._gate.acquire(timeout=0.05):
+                    if self.stopping.is_set():
+                        return
+            evs = self.handle()
+            if self.reenable == "irqcontrol":
+                os.write(self.fd, _U32.pack(1))
+            else:
+                self.wr("IRQ_ENABLE", self.r["SRC_ALL"])
+            self.stats.events += len(evs)
+            self.stats.acks += len(evs)
+            self.stats.counted += delta
+            if evs:
+                self.stats.last_seq = evs[-1]["seq"]
+            self.emit(
+                {
+                    "type": "event",
+                    "path": self.path_name,
+                    "count": count,
+                    "delta": delta,
+                    "events": len(evs),
+                    "seqs": [e["seq"] for e in evs],
+                    "values": [e["value"] for e in evs],
+                    "wake_ns": wake,
+                }
+            )
+
+
+HW_PATH_KINDS: dict[str, type[NotificationPath]] = {
+    cls.kind: cls for cls in (GpioCdevPath, UioPath)
+}

@@ -12,12 +12,15 @@
     Blocks in ``read(2)`` on ``/dev/uioN`` (the 32-bit interrupt count), then plays
     the user-space driver: through the mapped BAR0 it clears the latched status,
     drains the device's event queue (``EVQ_HEAD_*``, ``EVQ_POP``), ACKs each event,
-    and re-enables the interrupt, either by writing 1 to the uio fd (``irqcontrol``:
-    uio_pci_generic's INTx-disable bit) or by writing ``IRQ_ENABLE`` (``device``: the
-    driver's UIO mode, seed 001).  One ``{"type": "event", "count", "delta",
-    "events", "seqs"}`` per wake-up.  With ``gate=true`` it reports
-    ``{"type": "uio_wake"}`` first and handles the wake-up only after a ``release``
-    request, so the host can inject while userspace is "slow".
+    and re-enables the interrupt: ``config`` clears the PCI 2.3 Interrupt Disable bit
+    in the function's config space (what uio_pci_generic's handler set; it has no
+    ``irqcontrol``, so writing 1 to its fd gives ENOSYS), ``irqcontrol`` writes 1 to
+    the uio fd (drivers with an ``irqcontrol`` callback), ``device`` writes
+    ``IRQ_ENABLE`` through the mapping (the driver's UIO mode, seed 001).
+    One ``{"type": "event", "count", "delta", "events", "seqs"}`` per wake-up.
+    With ``gate=true`` it reports ``{"type": "uio_wake"}`` first and handles the
+    wake-up only after a ``release`` request, so the host can inject while
+    userspace is "slow".
 
 Register offsets come from the host in the ``regs`` argument (the parsed
 ``irqlab-regs.h``), never typed here.  The GPIO v2 uapi numbers below are the
@@ -177,6 +180,9 @@ class GpioCdevPath(NotificationPath):
 
 # --- UIO --------------------------------------------------------------------------
 _U32 = struct.Struct("=I")
+# PCI configuration space (PCI 2.3): COMMAND register, its Interrupt Disable bit.
+PCI_COMMAND = 0x04
+PCI_COMMAND_INTX_DISABLE = 0x400
 
 
 def find_uio(name: str | None) -> str:
@@ -193,7 +199,7 @@ class UioPath(NotificationPath):
     kind = "uio"
     blocking = True
     open_nonblock = False
-    REENABLE: ClassVar[tuple[str, ...]] = ("irqcontrol", "device")
+    REENABLE: ClassVar[tuple[str, ...]] = ("config", "irqcontrol", "device")
 
     def open(self) -> None:
         p = self.opts.params
@@ -201,7 +207,7 @@ class UioPath(NotificationPath):
         if not isinstance(regs, Mapping):
             raise ValueError("uio: 'regs' (the parsed irqlab-regs.h) is required")
         self.r = {str(k).removeprefix("IRQLAB_"): int(v) for k, v in regs.items()}
-        self.reenable = str(p.get("reenable", "irqcontrol"))
+        self.reenable = str(p.get("reenable", "config"))
         if self.reenable not in self.REENABLE:
             raise ValueError(f"uio: reenable must be one of {self.REENABLE}")
         self.gate = bool(p.get("gate", False))
@@ -211,6 +217,9 @@ class UioPath(NotificationPath):
         sysdir = Path("/sys/class/uio", os.path.basename(self.opts.dev))
         self.fd = os.open(self.opts.dev, os.O_RDWR | os.O_CLOEXEC)
         self.last = int((sysdir / "event").read_text())
+        self.cfd = -1
+        if self.reenable == "config":
+            self.cfd = os.open(sysdir / "device" / "config", os.O_RDWR | os.O_CLOEXEC)
         size = self.r["BAR0_SIZE"]
         if p.get("map", "resource0") == "resource0":
             mfd = os.open(sysdir / "device" / "resource0", os.O_RDWR | os.O_SYNC | os.O_CLOEXEC)
@@ -230,11 +239,21 @@ class UioPath(NotificationPath):
     def wr(self, reg: str, value: int) -> None:
         self.words[self.r[f"REG_{reg}"] // 4] = value & 0xFFFF_FFFF
 
+    def enable(self) -> None:
+        """Re-enable the interrupt the kernel's handler disabled."""
+        if self.reenable == "irqcontrol":  # the uio driver's irqcontrol()
+            os.write(self.fd, _U32.pack(1))
+        elif self.reenable == "config":  # uio_pci_generic: clear COMMAND.INTX_DISABLE
+            cmd = int.from_bytes(os.pread(self.cfd, 2, PCI_COMMAND), "little")
+            new = cmd & ~PCI_COMMAND_INTX_DISABLE
+            os.pwrite(self.cfd, new.to_bytes(2, "little"), PCI_COMMAND)
+        else:  # the driver's UIO mode: IRQ_ENABLE through the mapping
+            self.wr("IRQ_ENABLE", self.r["SRC_ALL"])
+
     def setup(self) -> None:
         if self.opts.params.get("enable", True):
             self.wr("IRQ_ENABLE", self.r["SRC_ALL"])
-            if self.reenable == "irqcontrol":
-                os.write(self.fd, _U32.pack(1))
+            self.enable()
 
     def arm(self) -> dict[str, Any]:
         info = super().arm()
@@ -248,6 +267,9 @@ class UioPath(NotificationPath):
             self.words.release()
             with contextlib.suppress(BufferError):
                 self.mm.close()
+        if getattr(self, "cfd", -1) >= 0:
+            os.close(self.cfd)
+            self.cfd = -1
         super().close_fds()
 
     def handle(self) -> list[dict[str, int]]:
@@ -281,10 +303,7 @@ class UioPath(NotificationPath):
                     if self.stopping.is_set():
                         return
             evs = self.handle()
-            if self.reenable == "irqcontrol":
-                os.write(self.fd, _U32.pack(1))
-            else:
-                self.wr("IRQ_ENABLE", self.r["SRC_ALL"])
+            self.enable()
             self.stats.events += len(evs)
             self.stats.acks += len(evs)
             self.stats.counted += delta

@@ -1,0 +1,83 @@
+"""The debounced key (seed 002): bouncy input gives exactly one press and one release.
+
+The module is reloaded with ``key_line``: every edge of that line re-arms a timer of
+``key_debounce_ms``; when it expires the driver reads the level and, if it differs from
+the last reported one, delivers a record (source IRQLAB_SRC_KEY, kind PRESS/RELEASE,
+value = level, seq 0) to the event files: blocking read, poll and SIGIO see it.
+
+The bounces are ``gpio-pulse`` commands (toggle and back in one QMP command), so the
+line sits at its new level between commands: however the host's QMP timing jitters,
+a timer that expires early reads the settled level, never a bounce.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Generator
+from typing import Any
+
+import pytest
+
+from irqlab.agent_client import AgentClient
+from irqlab.guestvm import Guest
+from irqlab.regs import REGS
+from irqlab.uapi import header_path, load
+
+UAPI = load(header_path()).constants
+KEY = UAPI["IRQLAB_SRC_KEY"]
+PRESS, RELEASE = UAPI["IRQLAB_KEY_PRESS"], UAPI["IRQLAB_KEY_RELEASE"]
+KEY_LINE = 7
+DEBOUNCE_MS = 15
+BOUNCES = 6
+TIMEOUT = 60.0
+
+
+@pytest.fixture
+def key_guest(guest: Guest, agent: AgentClient) -> Generator[Guest, None, None]:
+    guest.injector.drive_low(1 << KEY_LINE)
+    guest.reload_module(key_line=KEY_LINE, key_debounce_ms=DEBOUNCE_MS)
+    guest.injector.reset_counters()
+    try:
+        yield guest
+    finally:
+        agent.reset()
+        guest.reload_module(**guest.config.module_params)
+
+
+def key_records(agent: AgentClient, path: str) -> list[dict[str, Any]]:
+    return [e for e in agent.pending() if e.get("path") == path and e.get("source") == KEY]
+
+
+@pytest.mark.parametrize("path", ["read", "poll", "sigio"])
+def test_bouncy_key_gives_one_press_and_one_release(
+    key_guest: Guest, agent: AgentClient, device: Any, path: str
+) -> None:
+    inj = key_guest.injector
+    agent.arm(path, dev=key_guest.dev)
+    if path == "read":
+        agent.request("wait_blocked", name=path)
+    inj.drive_high(1 << KEY_LINE)
+    for _ in range(BOUNCES):
+        inj.pulse(KEY_LINE)  # high -> low -> high
+    press = agent.expect(path=path, source=KEY, timeout=TIMEOUT)
+    assert (press["kind"], press["value"], press["line"], press["seq"]) == (PRESS, 1, KEY_LINE, 0)
+    inj.drive_low(1 << KEY_LINE)
+    for _ in range(BOUNCES):
+        inj.pulse(KEY_LINE)  # low -> high -> low
+    release = agent.expect(path=path, source=KEY, timeout=TIMEOUT)
+    assert (release["kind"], release["value"], release["line"]) == (RELEASE, 0, KEY_LINE)
+    assert release["raise_ns"] > press["raise_ns"]
+    # Nothing else comes: wait several debounce periods, then count.
+    time.sleep(10 * DEBOUNCE_MS / 1000)
+    assert key_records(agent, path) == []
+    # Every raw edge was an event of the device and reached the file too.
+    edges = 2 * (1 + 2 * BOUNCES)
+    raw = agent.events(edges, path=path, timeout=TIMEOUT)
+    assert all(e["source"] == REGS.SRC_GPIO and e["line"] == KEY_LINE for e in raw)
+    c = device.counters()
+    assert c.raised == edges and c.acked == edges, c
+
+
+def test_key_line_is_claimed_in_gpiolib(key_guest: Guest, agent: AgentClient) -> None:
+    r = agent.request("arm", path="gpio-cdev", lines=[KEY_LINE], edge="both", check=False)
+    assert r["ok"] is False and r.get("errno") == "EBUSY", r

@@ -1,0 +1,176 @@
+"""UIO: the kernel's uio_pci_generic on our INTx device, and the driver's own UIO mode.
+
+The agent's ``uio`` path is the user-space driver: it blocks in read(2) on /dev/uioN,
+then, through BAR0 mapped into the process, clears the latched status, drains and ACKs
+the device's event queue and re-enables the interrupt: uio_pci_generic's handler set the
+PCI 2.3 INTx-disable bit, which the process clears through the function's config space
+(uio_pci_generic has no irqcontrol: a write to its fd is ENOSYS); in the driver's UIO
+mode (seed 001) the handler only disabled at the device, acked and woke userspace, and
+the process writes IRQ_ENABLE through the mapping.
+Register offsets are the host's parse of irqlab-regs.h, sent with the arm request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import Any
+
+import pytest
+
+from irqlab.agent_client import AgentClient
+from irqlab.guestvm import Guest, GuestConfig, PrerequisiteMissing
+from irqlab.regs import REGS
+from irqlab.testing import DeviceControl
+
+TIMEOUT = 60.0
+N = 8
+K = 5
+REG_MAP = dict(REGS)
+
+
+def uio_arm(agent: AgentClient, **opts: Any) -> dict[str, Any]:
+    return agent.arm("uio", dev="", regs=REG_MAP, **opts)
+
+
+def n_for_n(agent: AgentClient, device: DeviceControl) -> None:
+    """N injections, each handled and re-enabled before the next: N wake-ups."""
+    seq0 = device.next_seq()
+    for i in range(N):
+        device.push(0x100 + i)
+        ev = agent.expect(path="uio", timeout=TIMEOUT)
+        assert ev["delta"] == 1 and ev["events"] == 1, ev
+        assert ev["seqs"] == [seq0 + i] and ev["values"] == [0x100 + i], ev
+    c = device.counters()
+    assert c.raised == N and c.delivered == N and c.acked == N, c
+    assert c.coalesced == 0 and c.evq_count == 0, c
+
+
+def slow_userspace(agent: AgentClient, device: DeviceControl) -> tuple[dict[str, Any], Any]:
+    """Wake once, then inject K more before userspace handles and re-enables."""
+    device.push(0)
+    agent.expect(type="uio_wake", path="uio", timeout=TIMEOUT)
+    device.push(*range(1, K + 1))
+    device.wait_counters(lambda c: c.raised == K + 1)
+    agent.request("release", name="uio")
+    ev = agent.expect(path="uio", timeout=TIMEOUT)
+    assert ev["delta"] == 1 and ev["events"] == K + 1, ev
+    assert ev["values"] == list(range(K + 1)), ev
+    st = agent.stats()["paths"]["uio"]
+    assert st["wakeups"] == 1 and st["events"] == K + 1, st
+    c = device.counters()
+    assert c.raised == K + 1 and c.acked == K + 1 and c.delivered == 1, c
+    return ev, c
+
+
+# --- the driver's UIO mode (seed 001) on the session guest ---------------------------
+
+
+@pytest.fixture
+def uio_mode(guest: Guest, agent: AgentClient) -> Generator[Guest, None, None]:
+    guest.reload_module(uio=1)
+    guest.injector.reset_counters()
+    try:
+        yield guest
+    finally:
+        agent.reset()
+        guest.reload_module(**guest.config.module_params)
+
+
+def test_uio_mode_exactly_n_for_n(uio_mode: Guest, agent: AgentClient, device: Any) -> None:
+    armed = uio_arm(agent, uio_name="irqlab0", map="uio", reenable="device")
+    assert armed["uio"].startswith("/dev/uio"), armed
+    assert not uio_mode.sh("ls /dev/irqlab* 2>/dev/null; true").strip()
+    n_for_n(agent, device)
+
+
+def test_uio_mode_coalesces_while_userspace_is_slow(
+    uio_mode: Guest, agent: AgentClient, device: Any
+) -> None:
+    uio_arm(agent, uio_name="irqlab0", map="uio", reenable="device", gate=True)
+    _, c = slow_userspace(agent, device)
+    # The handler disabled the device: the K raises latched status without signalling,
+    # so the device counts them as raised, not delivered (nor coalesced: nothing was
+    # pending while IRQ_ENABLE was 0).
+    assert c.raised - c.delivered == K and c.coalesced == 0, c
+
+
+# --- uio_pci_generic on separately booted guests --------------------------------------
+
+
+def boot(name: str, props: dict[str, Any]) -> Guest:
+    g = Guest(GuestConfig(name=name, device_props=props))
+    try:
+        g.start()
+    except PrerequisiteMissing as e:
+        g.close()
+        pytest.fail(f"end-to-end prerequisite missing: {e}", pytrace=False)
+    except BaseException:
+        g.close()
+        raise
+    return g
+
+
+def bind_uio_pci_generic(g: Guest) -> tuple[str, Any]:
+    """Move the device from our driver to uio_pci_generic (driver_override)."""
+    addr = g.unbind()
+    dev = f"/sys/bus/pci/devices/{addr}"
+    g.sh(f"modprobe uio_pci_generic && echo uio_pci_generic > {dev}/driver_override")
+    assert g.ssh is not None
+    return addr, g.ssh.run(f"echo {addr} > /sys/bus/pci/drivers/uio_pci_generic/bind")
+
+
+@pytest.fixture(scope="module")
+def intx_guest() -> Generator[Guest, None, None]:
+    g = boot("uio-intx", {"irq-mode": "intx"})
+    try:
+        _, r = bind_uio_pci_generic(g)
+        assert r.rc == 0, r
+        g.wait_for_node("/dev/uio0")
+        yield g
+    finally:
+        g.close()
+
+
+@pytest.fixture
+def intx(intx_guest: Guest) -> tuple[AgentClient, DeviceControl]:
+    intx_guest.agent.reset()
+    intx_guest.agent.drain_events()
+    intx_guest.injector.reset_counters()
+    return intx_guest.agent, DeviceControl(intx_guest)
+
+
+def test_uio_pci_generic_bound(intx_guest: Guest) -> None:
+    addr = intx_guest.pci_address()
+    assert intx_guest.sh("cat /sys/class/uio/uio0/name").strip() == "uio_pci_generic"
+    link = intx_guest.sh(f"readlink /sys/bus/pci/devices/{addr}/driver").strip()
+    assert link.endswith("/uio_pci_generic"), link
+
+
+def test_uio_pci_generic_exactly_n_for_n(intx: tuple[AgentClient, DeviceControl]) -> None:
+    agent, device = intx
+    uio_arm(agent, uio="/dev/uio0", map="resource0", reenable="config")
+    n_for_n(agent, device)
+    agent.disarm("uio")
+
+
+def test_uio_pci_generic_coalesces_while_userspace_is_slow(
+    intx: tuple[AgentClient, DeviceControl],
+) -> None:
+    agent, device = intx
+    uio_arm(agent, uio="/dev/uio0", map="resource0", reenable="config", gate=True)
+    _, c = slow_userspace(agent, device)
+    # uio_pci_generic masked INTx in the PCI command register; the device still saw
+    # FIFO pending, so each of the K raises was coalesced into the one interrupt.
+    assert c.coalesced == K and c.raised - c.delivered == K, c
+    agent.disarm("uio")
+
+
+def test_broken_intx_disable_is_refused_by_uio_pci_generic() -> None:
+    g = boot("uio-broken", {"irq-mode": "intx", "broken-intx-disable": True})
+    try:
+        addr, r = bind_uio_pci_generic(g)
+        assert r.rc != 0 and "No such device" in r.err, r
+        assert not g.sh("ls /sys/class/uio/ 2>/dev/null; true").strip()
+        assert g.sh(f"test -e /sys/bus/pci/devices/{addr}/driver || echo none").strip() == "none"
+    finally:
+        g.close()

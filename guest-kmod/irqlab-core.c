@@ -508,13 +508,12 @@ int irqlab_alloc_vectors(struct irqlab_dev *idev)
 		return dev_err_probe(dev, nvec, "no interrupt of type %s\n",
 				     irqlab_irq_mode_names[irq_mode.val]);
 	idev->nvecs = nvec;
-	if (pdev->msix_enabled) {
+	if (pdev->msix_enabled)
 		idev->irq_mode = IRQLAB_IRQ_MODE_MSIX;
-	} else if (pdev->msi_enabled) {
+	else if (pdev->msi_enabled)
 		idev->irq_mode = IRQLAB_IRQ_MODE_MSI;
-	} else {
+	else
 		idev->irq_mode = IRQLAB_IRQ_MODE_INTX;
-	}
 	if (idev->irq_mode != dev_mode)
 		dev_info(dev, "using %s, device irq-mode %u\n",
 			 irqlab_irq_mode_names[idev->irq_mode], dev_mode);

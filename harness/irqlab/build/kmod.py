@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import re
 import shutil
+import subprocess
+import tempfile
 from pathlib import Path
 
+from irqlab.build import debs
 from irqlab.build.cache import InputHash, cached_build
 from irqlab.build.kernel import KernelArtifacts, ensure_kernel
 from irqlab.build.steps import Log, StepLog
@@ -77,3 +80,110 @@ def ensure_kmod(
             shutil.rmtree(scratch)
 
     return cached_build("kmod", digest, build, force=force) / MODULE
+
+
+# --- style tools: the kernel's checkpatch.pl and sparse --------------------------------
+
+CHECKPATCH_PACKAGE = "linux-source-6.1"
+CHECKPATCH_FILES = (
+    "scripts/checkpatch.pl",
+    "scripts/spelling.txt",
+    "scripts/const_structs.checkpatch",
+)
+# An out-of-tree module that builds for several kernels compares LINUX_VERSION_CODE,
+# which checkpatch flags twice (LINUX_VERSION_CODE and the "constant on the left" rule).
+CHECKPATCH_IGNORE = ("LINUX_VERSION_CODE", "CONSTANT_COMPARISON")
+
+
+class ToolMissing(RuntimeError):
+    """A style tool is not installed and cannot be fetched; the message says how."""
+
+
+def ensure_checkpatch(log: Log | None = None) -> Path:
+    """The kernel's ``scripts/checkpatch.pl`` with its data files (spelling.txt,
+    const_structs.checkpatch), taken from Debian's linux-source-6.1 package, cached."""
+    pkg = debs.apt_show([CHECKPATCH_PACKAGE]).get(CHECKPATCH_PACKAGE)
+    if pkg is None:
+        raise ToolMissing(
+            f"{CHECKPATCH_PACKAGE} is not in the apt lists: run apt-get update "
+            "(checkpatch.pl comes from that package)"
+        )
+    h = InputHash("checkpatch-1")
+    h.add_str("package", pkg.spec)
+
+    def build(out: Path) -> None:
+        with StepLog(log_dir() / "build" / f"checkpatch-{h.hexdigest()}.log", log) as steps:
+            deb = debs.download([pkg], steps)[pkg.name]
+            with tempfile.TemporaryDirectory(dir=out) as tmp:
+                debs.extract_into(deb, Path(tmp), steps)
+                tarball = next(Path(tmp, "usr", "src").glob("linux-source-*.tar.*"))
+                steps.run(
+                    "extract checkpatch.pl",
+                    [
+                        "tar",
+                        "-xf",
+                        tarball,
+                        "-C",
+                        out,
+                        "--strip-components=1",
+                        "--wildcards",
+                        *(f"*/{f}" for f in CHECKPATCH_FILES),
+                    ],
+                )
+            for f in CHECKPATCH_FILES:
+                if not (out / f).is_file():
+                    raise ToolMissing(f"{pkg.spec} has no {f}")
+
+    return cached_build("checkpatch", h.hexdigest(), build) / CHECKPATCH_FILES[0]
+
+
+def _run(argv: list[str | Path], cwd: Path | None = None) -> tuple[int, str]:
+    r = subprocess.run([str(a) for a in argv], cwd=cwd, capture_output=True, text=True, check=False)
+    return r.returncode, r.stdout + r.stderr
+
+
+def checkpatch_findings(log: Log | None = None) -> list[str]:
+    """``checkpatch.pl --strict`` over the driver sources and its uapi header: every
+    ERROR/WARNING/CHECK line (empty when clean)."""
+    script = ensure_checkpatch(log)
+    kmod = repo_root() / "guest-kmod"
+    srcs: list[str | Path] = sorted(p.relative_to(kmod).as_posix() for p in kmod.glob("*.[ch]"))
+    srcs.append("include/uapi/linux/irqlab.h")  # relative: the uapi rules apply
+    rc, out = _run(
+        [
+            "perl",
+            script,
+            "--no-tree",
+            "--strict",
+            "--show-types",
+            "--terse",
+            "--ignore",
+            ",".join(CHECKPATCH_IGNORE),
+            "-f",
+            *srcs,
+        ],
+        cwd=kmod,
+    )
+    found = [ln for ln in out.splitlines() if re.search(r": (ERROR|WARNING|CHECK):", ln)]
+    if rc != 0 and not found:
+        raise RuntimeError(f"checkpatch.pl failed (exit {rc}):\n{out}")
+    return found
+
+
+def sparse_findings(kernel: KernelArtifacts | None = None, log: Log | None = None) -> list[str]:
+    """Warnings and errors of ``make C=2`` (every file through sparse) against the guest
+    kernel's headers, in a scratch copy of the sources."""
+    if shutil.which("sparse") is None:
+        raise ToolMissing("sparse is not installed: apt-get install sparse")
+    k = kernel if kernel is not None else ensure_kernel(log)
+    with tempfile.TemporaryDirectory(prefix="irqlab-sparse-") as tmp:
+        for rel, src in source_files().items():
+            dst = Path(tmp) / rel
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst)
+        moddir = Path(tmp) / "guest-kmod"
+        rc, out = _run(["make", "-C", k.headers_build_dir, f"M={moddir}", "C=2", "modules"])
+    found = [ln for ln in out.splitlines() if re.search(r"\b(warning|error):", ln)]
+    if rc != 0 and not found:
+        raise RuntimeError(f"make C=2 failed (exit {rc}):\n{out[-3000:]}")
+    return found

@@ -25,10 +25,11 @@ def cmd_build_qemu(args: argparse.Namespace) -> int:
 
 def cmd_build_image(args: argparse.Namespace) -> int:
     from irqlab.build.image import ensure_image
-    from irqlab.build.kmod import ensure_kmod
+    from irqlab.build.kmod import ensure_kmod, ensure_style_tools
     from irqlab.build.steps import BuildError
 
     try:
+        ensure_style_tools()
         ko = ensure_kmod(force=args.force)
         img = ensure_image(kmod=ko, force=args.force)
     except (BuildError, FileNotFoundError) as e:

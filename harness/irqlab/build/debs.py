@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from irqlab.build.steps import StepLog
+from irqlab.build.steps import BuildError, StepLog
 from irqlab.paths import cache_dir
 
 Relations = tuple[tuple[str, ...], ...]
@@ -306,3 +306,39 @@ def extracted(deb: Path, steps: StepLog) -> Path:
         shutil.rmtree(root, ignore_errors=True)
         tmp.rename(root)
     return root
+
+
+# --- installing host packages ------------------------------------------------------
+
+APT_ENV = {"LC_ALL": "C", "DEBIAN_FRONTEND": "noninteractive"}
+APT_LISTS = Path("/var/lib/apt/lists")
+
+
+def missing_packages(names: Sequence[str]) -> list[str]:
+    """The packages among *names* that dpkg does not have installed."""
+    r = subprocess.run(
+        ["dpkg-query", "-W", "-f", "${Package} ${db:Status-Abbrev}\n", *names],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    installed = {
+        ln.split()[0].split(":")[0] for ln in r.stdout.splitlines() if ln.split()[1:2] == ["ii"]
+    }
+    return [n for n in names if n not in installed]
+
+
+def ensure_apt_packages(steps: StepLog, names: Sequence[str], step: str = "apt-deps") -> None:
+    """Install the missing ones of *names* with apt-get (as root), logging to *steps*."""
+    missing = missing_packages(names)
+    if not missing:
+        return
+    if os.geteuid() != 0:
+        detail = f"missing packages {' '.join(missing)}: install them (needs root)"
+        raise BuildError(step, steps.path, detail)
+    steps.log(f"installing {' '.join(missing)}")
+    if not any(APT_LISTS.glob("*_Packages*")):
+        steps.run(step, ["apt-get", "update", "-q"], env=APT_ENV)
+    steps.run(
+        step, ["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing], env=APT_ENV
+    )

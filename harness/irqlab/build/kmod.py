@@ -95,6 +95,17 @@ CHECKPATCH_FILES = (
 CHECKPATCH_IGNORE = ("LINUX_VERSION_CODE", "CONSTANT_COMPARISON")
 
 
+STYLE_TOOL_PACKAGES = ("sparse",)
+
+
+def ensure_style_tools(log: Log | None = None) -> None:
+    """Install the Debian packages the driver's style checks run (sparse), if missing."""
+    if not debs.missing_packages(STYLE_TOOL_PACKAGES):
+        return
+    with StepLog(log_dir() / "build" / "style-tools.log", log) as steps, steps.step("style tools"):
+        debs.ensure_apt_packages(steps, STYLE_TOOL_PACKAGES, step="style tools")
+
+
 class ToolMissing(RuntimeError):
     """A style tool is not installed and cannot be fetched; the message says how."""
 

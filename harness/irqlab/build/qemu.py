@@ -371,40 +371,7 @@ def _root_opts() -> list[str]:
     return ["-o", "APT::Sandbox::User=root"] if os.geteuid() == 0 else []
 
 
-_APT_ENV = {"LC_ALL": "C", "DEBIAN_FRONTEND": "noninteractive"}
-
-
-def _missing_packages(names: Sequence[str]) -> list[str]:
-    r = subprocess.run(
-        ["dpkg-query", "-W", "-f", "${Package} ${db:Status-Abbrev}\n", *names],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    installed = {
-        ln.split()[0].split(":")[0] for ln in r.stdout.splitlines() if ln.split()[1:2] == ["ii"]
-    }
-    return [n for n in names if n not in installed]
-
-
-def _ensure_apt_deps(steps: StepLog, names: Sequence[str]) -> None:
-    missing = _missing_packages(names)
-    if not missing:
-        return
-    if os.geteuid() != 0:
-        raise BuildError(
-            "apt-deps",
-            steps.path,
-            f"missing packages {' '.join(missing)}: install them (needs root)",
-        )
-    steps.log(f"installing {' '.join(missing)}")
-    if not any(APT_LISTS.glob("*_Packages*")):
-        steps.run("apt-deps", ["apt-get", "update", "-q"], env=_APT_ENV)
-    steps.run(
-        "apt-deps",
-        ["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing],
-        env=_APT_ENV,
-    )
+_APT_ENV = debs.APT_ENV
 
 
 def _have_qemu_source(version: str) -> bool:
@@ -559,7 +526,7 @@ def _build(inputs: _Inputs, out: Path, steps: StepLog, log: Log) -> None:
     build = work_dir() / f"build-{source.slug}"
     with steps.step("apt-deps"):
         deps = [*BUILD_DEPS, *(UPSTREAM_EXTRA_DEPS if source.kind == "upstream" else ())]
-        _ensure_apt_deps(steps, deps)
+        debs.ensure_apt_packages(steps, deps)
     with steps.step("source"):
         if not (src / "configure").is_file():
             if source.kind == "upstream":

@@ -98,5 +98,5 @@ def probe_accel(c: Context) -> None:
 
 @task
 def clean(c: Context) -> None:
-    """Remove this checkout's logs (the build cache is kept: see `irqlab cache --help`)."""
+    """Remove this checkout's logs (the build cache stays: `irqlab cache --prune 1`)."""
     c.run("rm -rf build/logs", echo=True)

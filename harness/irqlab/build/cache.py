@@ -9,10 +9,14 @@ place only on success, so an interrupted build never looks complete.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
+import os
+import re
 import shutil
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from irqlab.paths import cache_dir
@@ -48,6 +52,12 @@ class InputHash:
         return self._h.hexdigest()[:length]
 
 
+def _touch(path: Path) -> None:
+    """Mark an output as just used (``irqlab cache --prune`` keeps the most recently used)."""
+    with contextlib.suppress(OSError):  # a read-only cache still serves
+        os.utime(path)
+
+
 def output_dir(name: str, digest: str) -> Path:
     return cache_dir() / f"{name}-{digest}"
 
@@ -68,6 +78,7 @@ def cached_build(
     """
     final = output_dir(name, digest)
     if is_complete(final) and not force:
+        _touch(final)
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
     with open(final.with_name(final.name + ".lock"), "w") as lock:
@@ -88,3 +99,62 @@ def cached_build(
             shutil.rmtree(final)
         tmp.rename(final)
     return final
+
+
+# --- housekeeping --------------------------------------------------------------------
+
+_ENTRY = re.compile(r"^(?P<name>[a-z][a-z0-9-]*?)-(?P<digest>[0-9a-f]{16})(?P<tmp>\.tmp)?$")
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    name: str  # the recipe: qemu, kernel, kmod, image, ...
+    digest: str
+    path: Path
+    complete: bool
+    mtime: float
+
+
+def entries(root: Path | None = None) -> list[CacheEntry]:
+    """The outputs in the cache (not the shared source trees, ccache or package pool)."""
+    base = root if root is not None else cache_dir()
+    found = []
+    for p in sorted(base.iterdir()) if base.is_dir() else []:
+        m = _ENTRY.match(p.name)
+        if m and p.is_dir():
+            found.append(
+                CacheEntry(
+                    m["name"], m["digest"], p, is_complete(p) and not m["tmp"], p.stat().st_mtime
+                )
+            )
+    return found
+
+
+def dir_size(path: Path) -> int:
+    return sum(f.lstat().st_size for f in path.rglob("*") if f.is_file() or f.is_symlink())
+
+
+def prune_plan(found: list[CacheEntry], keep: int) -> list[CacheEntry]:
+    """What to remove: incomplete leftovers, and all but the newest *keep* outputs per recipe."""
+    doomed = [e for e in found if not e.complete]
+    by_name: dict[str, list[CacheEntry]] = {}
+    for e in found:
+        if e.complete:
+            by_name.setdefault(e.name, []).append(e)
+    for group in by_name.values():
+        group.sort(key=lambda e: e.mtime, reverse=True)
+        doomed += group[keep:]
+    return doomed
+
+
+def remove_entry(entry: CacheEntry) -> bool:
+    """Remove one output unless a build holds its lock right now; True if removed."""
+    lock_path = entry.path.with_name(f"{entry.name}-{entry.digest}.lock")
+    with open(lock_path, "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        shutil.rmtree(entry.path, ignore_errors=True)
+        lock_path.unlink(missing_ok=True)
+    return True

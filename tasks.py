@@ -7,6 +7,7 @@ import sys
 
 from invoke import Context, task
 
+from irqlab.tasks_bench import bench  # noqa: F401
 from irqlab.tasks_buildroot import buildroot_build, buildroot_check  # noqa: F401
 
 PYTEST = f"{sys.executable} -m pytest"

@@ -132,6 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dry-run", action="store_true", help="with --prune: only show what would go")
     s.set_defaults(func=cmd_cache)
 
+    from irqlab.bench.cli import add_bench_parser
+
+    add_bench_parser(sub)
+
     s = sub.add_parser("regs", help="print the register map parsed from irqlab-regs.h")
     s.add_argument("prefix", nargs="?", default="", help="only names starting so (e.g. REG_)")
     s.set_defaults(func=cmd_regs)

@@ -23,11 +23,11 @@ def result(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Pa
     out = tmp_path_factory.mktemp("bench")
     cfg = BenchConfig.quick_config(
         events=EVENTS,
-        paths=("read", "count"),
+        paths=("read", "count", "uio"),
         placements=("hardirq",),
         storm_rates=(STORM_RATE,),
         storm_seconds=STORM_SECONDS,
-        storm_paths=("read", "count"),
+        storm_paths=("read", "count", "uio"),
         injections=200,
         boots=1,
         cyclictest_loops=LOOPS,
@@ -64,6 +64,13 @@ def test_latency_from_device_clock(result: tuple[dict[str, Any], Path]) -> None:
     assert hist["count"] == EVENTS and hist["problems"] == []
     assert read["counters"]["raised"] == EVENTS and read["counters"]["acked"] == EVENTS
     assert "skipped" in run["latency"]["hardirq"]["count"]
+    # UIO (the driver's UIO mode): the agent ACKs through the mapping, only the
+    # device histogram has the latencies.
+    uio = run["latency"]["hardirq"]["uio"]
+    assert uio["problems"] == [], uio["problems"]
+    assert uio["latency_ns"]["n"] == EVENTS and uio["latency_ns"]["exact"] is False
+    assert uio["counters"]["acked"] == EVENTS
+    assert 0 < uio["latency_ns"]["p50"] <= uio["latency_ns"]["p99"]
     m = r["metrics"]["latency.hardirq.read.p50"]
     assert m["value"] == s["p50"] and m["noise"] is not None
 
@@ -71,13 +78,13 @@ def test_latency_from_device_clock(result: tuple[dict[str, Any], Path]) -> None:
 def test_storm_counts_add_up(result: tuple[dict[str, Any], Path]) -> None:
     r, _ = result
     n = round(STORM_RATE * STORM_SECONDS)
-    for path in ("read", "count"):
+    for path in ("read", "count", "uio"):
         (s,) = r["storm"]["paths"][path]
         assert s["raised"] == n and s["marker_seen"], s
         assert s["observed"] + s["lost"] == s["raised"], s
         assert s["unexplained"] == 0, s
         assert s["delivered"] + s["coalesced"] >= 1
-    assert set(r["storm"]["highest_lossless"]) == {"read", "count"}
+    assert set(r["storm"]["highest_lossless"]) == {"read", "count", "uio"}
 
 
 def test_host_figures(result: tuple[dict[str, Any], Path]) -> None:

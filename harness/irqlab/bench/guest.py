@@ -66,11 +66,11 @@ class BenchGuest(Guest):
     def __enter__(self) -> BenchGuest:
         return self.start()
 
-    def reload_module(self, **params: Any) -> None:
-        """Disarm everything, rmmod, modprobe with *params* (e.g. ``wakeup="thread"``)."""
+    def switch_module(self, **params: Any) -> None:
+        """Disarm everything, then reload the driver with *params* (``wakeup="thread"``,
+        ``uio=1``: see :meth:`Guest.reload_module`)."""
         self.agent.reset()
-        self.unload_module()
-        self.load_module(**params)
+        self.reload_module(**params)
 
     def set_param(self, name: str, value: object) -> str:
         """Write a writable module parameter; return its old value."""

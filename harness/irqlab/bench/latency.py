@@ -24,8 +24,49 @@ from irqlab.bench.collect import collect
 
 # Paths that carry per-event records (and so a seq to ACK).  The counting file
 # returns only a number: it has no raise->ACK latency, only storm counts.
-NO_LATENCY = {"count": "the counting file returns a number, not records: nothing to ACK"}
+NO_LATENCY = {
+    "count": "the counting file returns a number, not records: nothing to ACK",
+    "gpio-cdev": "GPIO v2 line events carry no device seq (nothing to ACK), and the burst "
+    "generator raises no GPIO edges",
+}
+# Paths whose agent ACKs through the mapped ACK register without reading the latency
+# back: only the device histogram has their latencies (log2 buckets).
+HISTOGRAM_ONLY = {"uio"}
 CHUNKS = 5
+
+
+def reset(guest: Any) -> None:
+    """Disarm the agent's paths, drop queued messages, zero the device counters
+    (unlike ``Guest.reset`` this never reloads the module: UIO mode has no /dev/irqlab0)."""
+    guest.agent.reset()
+    guest.agent.drain_events()
+    guest.injector.reset_counters()
+
+
+def uio_arm_opts() -> dict[str, Any]:
+    """The driver's UIO mode (seed 001): /dev/uioN named irqlab0, BAR0 through the uio
+    map, re-enable by IRQ_ENABLE; registers from the parsed irqlab-regs.h."""
+    from irqlab.regs import REGS
+
+    return {"dev": "", "regs": dict(REGS), "uio_name": "irqlab0", "map": "uio",
+            "reenable": "device"}  # fmt: skip
+
+
+def events_in(ev: dict[str, Any]) -> int:
+    """Device events one agent message stands for (a UIO wake-up can drain several)."""
+    seqs = ev.get("seqs")
+    return len(seqs) if isinstance(seqs, list) else 1
+
+
+def histogram_summary(hist: Any) -> dict[str, Any]:
+    """p50/p90/p99 as the *upper* bounds the log2 histogram gives (conservative)."""
+    out: dict[str, Any] = {"n": hist.count, "exact": False}
+    out["min"] = hist.min_ns if hist.count else None
+    for p in stats.PERCENTILES:
+        out[f"p{p:g}"] = hist.percentile_upper_ns(p)
+    out["max"] = hist.max_ns if hist.count else None
+    out["mean"] = hist.mean_ns()
+    return out
 
 
 def _deltas(evs: list[dict[str, Any]], a: str, b: str) -> list[int]:
@@ -49,34 +90,54 @@ def measure(
     """One path, *events* events at *period_ns*; a JSON-ready dict (``error`` set on failure)."""
     if path in NO_LATENCY:
         return {"path": path, "skipped": NO_LATENCY[path]}
-    guest.reset()
+    reset(guest)
     agent = guest.agent
     inj = guest.injector
-    agent.arm(path, dev=guest.dev)
+    if path == "uio":
+        agent.arm(path, **uio_arm_opts())
+    else:
+        agent.arm(path, dev=guest.dev)
     inj.reset_counters()
     seq0 = inj.counters().next_seq
     t0 = time.monotonic()
     inj.burst(events, period_ns)
     timeout = events * period_ns / 1e9 * 4 + 120
-    evs, why = collect(agent, path, n=events, timeout=timeout, idle=idle)
+    seen = 0
+
+    def enough(ev: dict[str, Any]) -> bool:
+        nonlocal seen
+        seen += events_in(ev)
+        done: bool = seen >= events
+        return done
+
+    evs, why = collect(agent, path, until=enough, timeout=timeout, idle=idle)
     wall = time.monotonic() - t0
     pstats = agent.disarm(path).get(path, {})
     counters = inj.counters()
     hist = inj.histogram()
-    lat = [e["ack_latency_ns"] for e in evs if isinstance(e.get("ack_latency_ns"), int)]
-    seqs = [e.get("seq") for e in evs]
+    seqs: list[Any] = []
+    for e in evs:
+        seqs += e["seqs"] if isinstance(e.get("seqs"), list) else [e.get("seq")]
     problems: list[str] = []
-    if len(evs) != events:
-        problems.append(f"got {len(evs)} of {events} events ({why})")
-    if seqs != list(range(seq0, seq0 + len(evs))):
+    if len(seqs) != events:
+        problems.append(f"got {len(seqs)} of {events} events ({why})")
+    if seqs != list(range(seq0, seq0 + len(seqs))):
         problems.append("sequence numbers not consecutive from the first raised")
-    if len(lat) != len(evs):
-        problems.append(f"{len(evs) - len(lat)} events without an ACK latency")
     flagged = sum(1 for e in evs if e.get("flags") or e.get("lost"))
     if flagged:
         problems.append(f"{flagged} events flagged (overflow/device drop)")
-    summary = stats.summarize(lat)
-    agreement = stats.histogram_agreement(summary, hist)
+    if path in HISTOGRAM_ONLY:
+        lat: list[int] = []
+        summary = histogram_summary(hist)
+        agreement = stats.histogram_agreement(summary, hist, ())
+        agreement["problems"] = [] if hist.count == events else [f"count: {hist.count}"]
+    else:
+        lat = [e["ack_latency_ns"] for e in evs if isinstance(e.get("ack_latency_ns"), int)]
+        if len(lat) != len(evs):
+            problems.append(f"{len(evs) - len(lat)} events without an ACK latency")
+        summary = stats.summarize(lat)
+        summary["exact"] = True
+        agreement = stats.histogram_agreement(summary, hist)
     problems += [f"histogram {p}" for p in agreement["problems"]]
     return {
         "path": path,
@@ -93,9 +154,20 @@ def measure(
         },
         "counters": counters.__dict__,
         "agent": {k: pstats.get(k) for k in ("events", "reads", "wakeups", "acks", "spurious")},
-        "cdf": stats.cdf_points(lat, cdf_points),
+        "cdf": stats.cdf_points(lat, cdf_points) if lat else _hist_cdf(hist),
         "problems": problems,
     }
+
+
+def _hist_cdf(hist: Any) -> list[tuple[float, float]]:
+    """CDF points at the upper edge of each non-empty log2 bucket."""
+    out: list[tuple[float, float]] = []
+    seen = 0
+    for i, n in enumerate(hist.buckets):
+        if n:
+            seen += n
+            out.append((float(min(hist.bucket_bounds(i)[1] - 1, hist.max_ns)), seen / hist.count))
+    return out
 
 
 def _p50(v: list[int]) -> float | None:

@@ -33,12 +33,13 @@ def _metric(
     better: str,
     *,
     chunk_samples: Iterable[float] | None = None,
+    repeated: str = "runs",
 ) -> dict[str, Any] | None:
     s = [float(x) for x in samples if x is not None]
     if not s:
         return None
     sp = stats.spread(s)
-    noise, src = sp["rel"], "runs" if len(s) >= 2 else None
+    noise, src = sp["rel"], repeated if len(s) >= 2 else None
     if noise is None and chunk_samples is not None:
         noise = stats.spread(chunk_samples)["rel"]
         src = "chunks" if noise is not None else None
@@ -102,7 +103,7 @@ def extract(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
         for phase in ("console_ready", "agent_ready"):
             put(
                 f"boot.{phase}",
-                _metric((s.get(phase) for s in boot["samples"]), "s", "lower"),
+                _metric((s.get(phase) for s in boot["samples"]), "s", "lower", repeated="boots"),
             )
     st = result.get("storm") or {}
     for path, rate in (st.get("highest_lossless") or {}).items():

@@ -68,13 +68,16 @@ def latency_table(result: dict[str, Any], placement: str) -> Table | None:
         s = r["latency_ns"]
         hist = r.get("device_histogram", {})
         ok = "agrees" if not hist.get("problems") else "; ".join(hist["problems"])[:60]
+        le = ""
+        if s.get("exact") is False:
+            ok, le = "only source (log2 bucket upper bounds)", "<= "
         rows.append(
             [
                 path,
                 str(s["n"]),
-                fmt_ns(s["p50"]),
-                fmt_ns(s["p90"]),
-                fmt_ns(s["p99"]),
+                le + fmt_ns(s["p50"]),
+                le + fmt_ns(s["p90"]),
+                le + fmt_ns(s["p99"]),
                 fmt_ns(s["max"]),
                 fmt_ratio(_ratio(s["p50"], base.get("p50"))),
                 fmt_ratio(_ratio(s["p99"], base.get("p99"))),

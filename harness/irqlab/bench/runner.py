@@ -40,6 +40,13 @@ WANTED_PATHS = (
     "count", "eventfd", "gpio-cdev", "uio",
 )  # fmt: skip
 BASELINE_PATH = "read"
+# Paths that need the driver reloaded in another mode; measured once per run at the
+# default placement (the wakeup parameter does not apply to them).
+MODULE_MODES: dict[str, dict[str, Any]] = {"uio": {"uio": 1}}
+NO_STORM = {
+    "gpio-cdev": "the burst generator raises no GPIO edges; GPIO events come only from "
+    "QMP (gpio-pulse), i.e. at QMP's rate",
+}
 
 Log = Callable[[str], None]
 
@@ -93,8 +100,13 @@ def available_paths(wanted: tuple[str, ...] = WANTED_PATHS) -> tuple[list[str], 
     """(paths the agent implements, in bench order; {missing: why})."""
     from irqlab_agent.paths import PATH_KINDS
 
-    have = [p for p in wanted if p in PATH_KINDS] + [p for p in PATH_KINDS if p not in wanted]
-    missing = {p: "the guest agent has no such path yet" for p in wanted if p not in PATH_KINDS}
+    kinds: dict[str, Any] = dict(PATH_KINDS)
+    with contextlib.suppress(ImportError):  # an agent without the gpio/uio paths
+        from irqlab_agent.hwpaths import HW_PATH_KINDS
+
+        kinds.update(HW_PATH_KINDS)
+    have = [p for p in wanted if p in kinds] + [p for p in kinds if p not in wanted]
+    missing = {p: "the guest agent has no such path yet" for p in wanted if p not in kinds}
     return have, missing
 
 
@@ -201,11 +213,12 @@ class Bench:
             placements = [DEFAULT_PLACEMENT] if "wakeup" in c.skip else list(c.placements)
             if "latency" in c.skip:
                 placements = []
+            driver_paths = [p for p in paths if p not in MODULE_MODES]
             for pl in placements:
-                self.stage(f"wakeup={pl}: reload module", partial(g.reload_module, wakeup=pl))
+                self.stage(f"wakeup={pl}: reload module", partial(g.switch_module, wakeup=pl))
                 per: dict[str, Any] = {}
                 run["latency"][pl] = per
-                for p in paths:
+                for p in driver_paths:
                     per[p] = self.stage(
                         f"latency {pl} {p} ({c.events} events)",
                         partial(latency.measure, g, p, events=c.events, period_ns=c.period_ns),
@@ -214,14 +227,17 @@ class Bench:
             if last and "storm" not in c.skip:
                 self.stage(
                     f"wakeup={DEFAULT_PLACEMENT}: reload module",
-                    lambda: g.reload_module(wakeup=DEFAULT_PLACEMENT),
+                    lambda: g.switch_module(wakeup=DEFAULT_PLACEMENT),
                 )
                 ring = g.sh(f"cat /sys/module/{g.module_name()}/parameters/ring_size").strip()
                 storms: dict[str, Any] = {"placement": DEFAULT_PLACEMENT, "ring_size": ring}
                 storms["seconds"] = c.storm_seconds
                 storms["paths"] = {}
                 self.result["storm"] = storms
+                storms["skipped"] = {p: NO_STORM[p] for p in storm_paths if p in NO_STORM}
                 for p in storm_paths:
+                    if p in NO_STORM or p in MODULE_MODES:
+                        continue
                     rs: list[dict[str, Any]] = []
                     storms["paths"][p] = rs
                     for rate in c.storm_rates:
@@ -232,8 +248,13 @@ class Bench:
                         if r is not None:
                             rs.append(r)
                         self.save()
-                storms["highest_lossless"] = {
-                    p: storm.highest_lossless(rs) for p, rs in storms["paths"].items()
+            for p, params in MODULE_MODES.items():
+                if p in paths:
+                    self.module_mode(g, run, p, params, storm_paths if last else [])
+            if self.result.get("storm"):
+                st = self.result["storm"]
+                st["highest_lossless"] = {
+                    p: storm.highest_lossless(rs) for p, rs in st["paths"].items()
                 }
         except Exception as e:
             self.log(f"run {index + 1}: FAILED {e!r}")
@@ -245,6 +266,48 @@ class Bench:
             with contextlib.suppress(Exception):
                 g.close()
             self.save()
+
+    def module_mode(
+        self,
+        g: BenchGuest,
+        run: dict[str, Any],
+        path: str,
+        params: dict[str, Any],
+        storm_paths: list[str],
+    ) -> None:
+        """A path that needs the driver in another mode (UIO): latency, storms, back."""
+        c = self.config
+        mode = ",".join(f"{k}={v}" for k, v in params.items())
+        errors = len(self.result.get("errors", []))
+        self.stage(f"{mode}: reload module", partial(g.switch_module, **params))
+        if len(self.result.get("errors", [])) > errors:
+            return
+        if "latency" not in c.skip:
+            per = run["latency"].setdefault(DEFAULT_PLACEMENT, {})
+            per[path] = self.stage(
+                f"latency {path} ({mode}, {c.events} events)",
+                partial(latency.measure, g, path, events=c.events, period_ns=c.period_ns),
+            )
+            if per[path] is not None:
+                per[path]["module_params"] = params
+            self.save()
+        st = self.result.get("storm")
+        if path in storm_paths and st is not None:
+            rs: list[dict[str, Any]] = []
+            st["paths"][path] = rs
+            for rate in c.storm_rates:
+                r = self.stage(
+                    f"storm {path} ({mode}) {rate}/s x {c.storm_seconds:g} s",
+                    partial(storm.measure, g, path, rate=rate, duration_s=c.storm_seconds),
+                )
+                if r is not None:
+                    r["module_params"] = params
+                    rs.append(r)
+                self.save()
+        self.stage(
+            f"wakeup={DEFAULT_PLACEMENT}: reload module",
+            partial(g.switch_module, wakeup=DEFAULT_PLACEMENT),
+        )
 
     def _versions(self, g: BenchGuest) -> None:
         if "versions" in self.result:

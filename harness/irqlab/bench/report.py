@@ -247,6 +247,7 @@ def sections(result: dict[str, Any]) -> list[tuple[str, Table | None]]:
         f"Storms (wakeup={st.get('placement')}, ring_size {st.get('ring_size')}, "
         f"{st.get('seconds')} s per rate); highest lossless: "
         + ", ".join(f"{p} {fmt_rate(r)}" for p, r in hl.items())
+        + "".join(f"; not stormed: {p} ({why})" for p, why in (st.get("skipped") or {}).items())
     )
     out.append((title, storm_table(result)))
     out.append(("Host and boot", host_table(result)))

@@ -236,18 +236,8 @@ class Bench:
                 self.result["storm"] = storms
                 storms["skipped"] = {p: NO_STORM[p] for p in storm_paths if p in NO_STORM}
                 for p in storm_paths:
-                    if p in NO_STORM or p in MODULE_MODES:
-                        continue
-                    rs: list[dict[str, Any]] = []
-                    storms["paths"][p] = rs
-                    for rate in c.storm_rates:
-                        r = self.stage(
-                            f"storm {p} {rate}/s x {c.storm_seconds:g} s",
-                            partial(storm.measure, g, p, rate=rate, duration_s=c.storm_seconds),
-                        )
-                        if r is not None:
-                            rs.append(r)
-                        self.save()
+                    if p not in NO_STORM and p not in MODULE_MODES:
+                        self.storm_series(g, p)
             for p, params in MODULE_MODES.items():
                 if p in paths:
                     self.module_mode(g, run, p, params, storm_paths if last else [])
@@ -265,6 +255,23 @@ class Bench:
             run["load_end"] = env.load()
             with contextlib.suppress(Exception):
                 g.close()
+            self.save()
+
+    def storm_series(self, g: BenchGuest, path: str, params: dict[str, Any] | None = None) -> None:
+        """One path at every storm rate, into ``result["storm"]["paths"][path]``."""
+        c = self.config
+        rs: list[dict[str, Any]] = []
+        self.result["storm"]["paths"][path] = rs
+        mode = f" ({','.join(f'{k}={v}' for k, v in params.items())})" if params else ""
+        for rate in c.storm_rates:
+            r = self.stage(
+                f"storm {path}{mode} {rate}/s x {c.storm_seconds:g} s",
+                partial(storm.measure, g, path, rate=rate, duration_s=c.storm_seconds),
+            )
+            if r is not None:
+                if params:
+                    r["module_params"] = params
+                rs.append(r)
             self.save()
 
     def module_mode(
@@ -291,19 +298,8 @@ class Bench:
             if per[path] is not None:
                 per[path]["module_params"] = params
             self.save()
-        st = self.result.get("storm")
-        if path in storm_paths and st is not None:
-            rs: list[dict[str, Any]] = []
-            st["paths"][path] = rs
-            for rate in c.storm_rates:
-                r = self.stage(
-                    f"storm {path} ({mode}) {rate}/s x {c.storm_seconds:g} s",
-                    partial(storm.measure, g, path, rate=rate, duration_s=c.storm_seconds),
-                )
-                if r is not None:
-                    r["module_params"] = params
-                    rs.append(r)
-                self.save()
+        if path in storm_paths and self.result.get("storm") is not None:
+            self.storm_series(g, path, params)
         self.stage(
             f"wakeup={DEFAULT_PLACEMENT}: reload module",
             partial(g.switch_module, wakeup=DEFAULT_PLACEMENT),

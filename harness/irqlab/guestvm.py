@@ -64,6 +64,11 @@ def device_arg(device_id: str, props: Mapping[str, Any]) -> str:
     return ",".join(parts)
 
 
+# Debian packages the default guest ships besides the base set: libgpiod's tools, so a
+# test can show that standard userspace tools (not only our agent) see the GPIO lines.
+IMAGE_EXTRA_PACKAGES = ("gpiod",)
+
+
 def image_kind() -> str:
     """Which guest image to boot: $IRQLAB_IMAGE, ``debian`` (default) or ``buildroot``."""
     kind = os.environ.get("IRQLAB_IMAGE", "debian")
@@ -144,7 +149,7 @@ class Guest:
         from irqlab.build.image import ensure_image
 
         try:
-            image = ensure_image(kmod=Path(ko))
+            image = ensure_image(kmod=Path(ko), extra_packages=IMAGE_EXTRA_PACKAGES)
         except Exception as e:
             raise PrerequisiteMissing(
                 f"the guest image cannot be built: {e}; run `invoke build-image`"

@@ -13,6 +13,8 @@ Override: the ``accel`` argument of :func:`choose`, else ``$IRQLAB_ACCEL``
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import selectors
 import subprocess
@@ -24,6 +26,7 @@ from pathlib import Path
 from typing import Literal
 
 from irqlab import probe_rom, proc
+from irqlab.paths import cache_dir
 
 Accel = Literal["kvm", "tcg"]
 ENV_VAR = "IRQLAB_ACCEL"
@@ -49,7 +52,7 @@ class AccelChoice:
 
 ProbeFn = Callable[[Path, Path | None, float], ProbeResult]
 
-_cache: dict[tuple[str, int, int, str, Path | None], ProbeResult] = {}
+_cache: dict[str, ProbeResult] = {}
 
 
 def _tail(path: Path, limit: int = 400) -> str:
@@ -143,21 +146,75 @@ def _kvm_usable() -> str | None:
     return None
 
 
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def verdict_key(binary: Path, datadir: Path | None) -> str:
+    """What a probe's verdict depends on: this QEMU binary, this host boot and kernel, and
+    /dev/kvm itself.  A new boot, kernel, binary or KVM device means a new probe."""
+    st = binary.stat()
+    kvm = os.stat(KVM_DEVICE) if os.path.exists(KVM_DEVICE) else None
+    parts = [
+        str(binary.resolve()),
+        str(st.st_mtime_ns),
+        str(st.st_size),
+        os.uname().release,
+        _boot_id(),
+        str(datadir),
+        f"{kvm.st_rdev}:{kvm.st_ctime_ns}" if kvm else "-",
+    ]
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:24]
+
+
+def _verdict_file(key: str) -> Path:
+    return cache_dir() / "accel-probe" / f"{key}.json"
+
+
+def _load_verdict(key: str) -> ProbeResult | None:
+    try:
+        data = json.loads(_verdict_file(key).read_text())
+        return ProbeResult(bool(data["ok"]), str(data["reason"]) + " (cached verdict)")
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _save_verdict(key: str, result: ProbeResult) -> None:
+    f = _verdict_file(key)
+    with contextlib.suppress(OSError):
+        f.parent.mkdir(parents=True, exist_ok=True)
+        tmp = f.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"ok": result.ok, "reason": result.reason}))
+        tmp.replace(f)
+
+
 def probe(
     binary: Path, datadir: Path | None = None, timeout: float = DEFAULT_TIMEOUT
 ) -> ProbeResult:
-    """Does KVM run a guest with this QEMU here?  Cached per binary and host kernel."""
-    st = binary.stat()
-    key = (str(binary.resolve()), st.st_mtime_ns, st.st_size, os.uname().release, datadir)
-    cached = _cache.get(key)
+    """Does KVM run a guest with this QEMU here?
+
+    The verdict is cached in memory and on disk (the build cache), keyed by
+    :func:`verdict_key`, so only the first run after a host boot pays for the probe
+    (up to *timeout* where KVM hangs, as under nested PVM).
+    """
+    key = verdict_key(binary, datadir)
+    cached = _cache.get(key) or _load_verdict(key)
     if cached is None:
         cached = run_probe_guest(binary, "kvm", datadir=datadir, timeout=timeout)
-        _cache[key] = cached
+        _save_verdict(key, cached)
+    _cache[key] = cached
     return cached
 
 
 def clear_cache() -> None:
+    """Forget verdicts, in memory and on disk."""
     _cache.clear()
+    with contextlib.suppress(OSError):
+        for f in (cache_dir() / "accel-probe").glob("*.json"):
+            f.unlink()
 
 
 def requested(accel: str | None = None) -> Accel | None:

@@ -13,8 +13,9 @@ from irqlab.accel import ProbeResult
 
 
 @pytest.fixture(autouse=True)
-def _clean(monkeypatch: pytest.MonkeyPatch) -> None:
+def _clean(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv(accel.ENV_VAR, raising=False)
+    monkeypatch.setenv("IRQLAB_CACHE_DIR", str(tmp_path / "cache"))
     accel.clear_cache()
 
 
@@ -117,6 +118,29 @@ def test_probe_is_cached_per_binary(monkeypatch: pytest.MonkeyPatch, tmp_path: P
     a.write_text("rebuilt binary")  # a new build is probed again
     accel.probe(a)
     assert calls == [a, b, a]
+
+
+def test_verdict_outlives_the_process_but_not_a_host_reboot(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    calls: list[Path] = []
+
+    def fake_run(binary: Path, acc: str, *, datadir: Path | None, timeout: float) -> ProbeResult:
+        calls.append(binary)
+        return ProbeResult(False, "KVM hangs")
+
+    monkeypatch.setattr(accel, "run_probe_guest", fake_run)
+    a = tmp_path / "a"
+    a.write_text("1")
+    first = accel.probe(a)
+    accel._cache.clear()  # as in a new process: only the disk copy is left
+    again = accel.probe(a)
+    assert calls == [a] and not again.ok and "KVM hangs" in again.reason
+    assert "cached verdict" in again.reason and "cached" not in first.reason
+    monkeypatch.setattr(accel, "_boot_id", lambda: "another-boot")
+    accel._cache.clear()
+    accel.probe(a)
+    assert calls == [a, a]
 
 
 def _fake_qemu(tmp_path: Path, body: str) -> Path:

@@ -18,6 +18,7 @@ Entry point: :func:`ensure_image` (cached by input hash).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -37,7 +38,7 @@ from irqlab.build.kernel import module_name as module_name  # re-exported
 from irqlab.build.sshkeys import SshKeys, ensure_keys
 from irqlab.build.steps import BuildError, Log, StepLog
 from irqlab.guest import GUEST_DIR, INIT_TEMPLATE
-from irqlab.paths import log_dir, packaged_file
+from irqlab.paths import cache_dir, log_dir, packaged_file
 
 RECIPE_VERSION = "image-1"  # bump to force rebuilds when nothing else changed
 
@@ -567,7 +568,28 @@ def default_agent_files() -> dict[str, Path]:
     uapi = Path(__file__).resolve().parent.parent / "uapi.py"
     if uapi.is_file():
         files["_uapi.py"] = uapi
+    if "irqlab.h" in files:
+        files["abi.json"] = precomputed_abi(files["irqlab.h"])
     return files
+
+
+def precomputed_abi(header: Path) -> Path:
+    """``abi.json`` for the agent: :func:`irqlab.uapi.agent_spec` of *header*, generated
+    here so the guest need not parse the header at every start (the agent checks the
+    header's hash and falls back to parsing)."""
+    from irqlab import uapi
+
+    text = header.read_bytes()
+    digest = hashlib.sha256(text).hexdigest()
+    code = hashlib.sha256(Path(uapi.__file__).read_bytes()).hexdigest()[:16]
+    out = cache_dir() / "agent-abi" / f"abi-{digest[:16]}-{code}.json"
+    if not out.is_file():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        data = {"header_sha256": digest, "spec": uapi.agent_spec(text.decode())}
+        tmp = out.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+        tmp.replace(out)
+    return out
 
 
 def _recipe_sources() -> list[Path]:

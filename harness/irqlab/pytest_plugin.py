@@ -42,7 +42,7 @@ from irqlab.qmp.injector import Injector
 if TYPE_CHECKING:
     from irqlab.agent_client import AgentClient
     from irqlab.build.qemu import QemuInstall
-    from irqlab.guestvm import Guest
+    from irqlab.guestvm import Guest, GuestConfig
     from irqlab.testing import DeviceControl
 
 _MACHINES = pytest.StashKey[list[Machine]]()
@@ -141,11 +141,12 @@ def injector(qtest_machine: Machine) -> Injector:
     return Injector(qtest_machine, "irq0")
 
 
-@pytest.fixture(scope="session")
-def irqlab_guest() -> Generator[Guest, None, None]:
+def start_guest(config: GuestConfig | None = None) -> Guest:
+    """Boot a guest for tests (the caller closes it); a missing prerequisite (QEMU build,
+    image, module) fails the test with its name, never a skip."""
     from irqlab.guestvm import Guest, GuestConfig, PrerequisiteMissing
 
-    g = Guest(GuestConfig(name="e2e"))
+    g = Guest(config or GuestConfig(name="e2e"))
     try:
         g.start()
     except PrerequisiteMissing as e:
@@ -154,6 +155,12 @@ def irqlab_guest() -> Generator[Guest, None, None]:
     except BaseException:
         g.close()
         raise
+    return g
+
+
+@pytest.fixture(scope="session")
+def irqlab_guest() -> Generator[Guest, None, None]:
+    g = start_guest()
     try:
         yield g
     finally:

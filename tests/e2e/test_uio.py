@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 
 from irqlab.agent_client import AgentClient
-from irqlab.guestvm import Guest, GuestConfig, PrerequisiteMissing
+from irqlab.guestvm import Guest, GuestConfig
+from irqlab.pytest_plugin import start_guest
 from irqlab.regs import REGS
 from irqlab.testing import DeviceControl
 
@@ -98,16 +99,7 @@ def test_uio_mode_coalesces_while_userspace_is_slow(
 
 
 def boot(name: str, props: dict[str, Any]) -> Guest:
-    g = Guest(GuestConfig(name=name, device_props=props))
-    try:
-        g.start()
-    except PrerequisiteMissing as e:
-        g.close()
-        pytest.fail(f"end-to-end prerequisite missing: {e}", pytrace=False)
-    except BaseException:
-        g.close()
-        raise
-    return g
+    return start_guest(GuestConfig(name=name, device_props=props))
 
 
 def bind_uio_pci_generic(g: Guest) -> tuple[str, Any]:

@@ -43,6 +43,18 @@ def reset(guest: Any) -> None:
     guest.injector.reset_counters()
 
 
+def arm_clean(guest: Any, path: str) -> tuple[Any, Any]:
+    """Reset the guest, arm *path* on its node, zero the device counters: (agent, injector)."""
+    reset(guest)
+    agent = guest.agent
+    if path == "uio":
+        agent.arm(path, **uio_arm_opts())
+    else:
+        agent.arm(path, dev=guest.count_dev if path == "count" else guest.dev)
+    guest.injector.reset_counters()
+    return agent, guest.injector
+
+
 def uio_arm_opts() -> dict[str, Any]:
     """The driver's UIO mode (seed 001): /dev/uioN named irqlab0, BAR0 through the uio
     map, re-enable by IRQ_ENABLE; registers from the parsed irqlab-regs.h."""
@@ -90,14 +102,7 @@ def measure(
     """One path, *events* events at *period_ns*; a JSON-ready dict (``error`` set on failure)."""
     if path in NO_LATENCY:
         return {"path": path, "skipped": NO_LATENCY[path]}
-    reset(guest)
-    agent = guest.agent
-    inj = guest.injector
-    if path == "uio":
-        agent.arm(path, **uio_arm_opts())
-    else:
-        agent.arm(path, dev=guest.dev)
-    inj.reset_counters()
+    agent, inj = arm_clean(guest, path)
     seq0 = inj.counters().next_seq
     t0 = time.monotonic()
     inj.burst(events, period_ns)

@@ -25,7 +25,7 @@ from functools import partial
 from typing import Any
 
 from irqlab.bench.collect import collect
-from irqlab.bench.latency import reset, uio_arm_opts
+from irqlab.bench.latency import arm_clean
 from irqlab.regs import REGS
 
 MARKER = 0x5EA1_0000  # FIFO words MARKER + k end a storm (see _until_marker)
@@ -38,14 +38,7 @@ def measure(
 ) -> dict[str, Any]:
     n = max(1, round(rate * duration_s))
     period = max(REGS.MIN_BURST_PERIOD_NS, round(1e9 / rate))
-    reset(guest)
-    agent = guest.agent
-    inj = guest.injector
-    if path == "uio":
-        agent.arm(path, **uio_arm_opts())
-    else:
-        agent.arm(path, dev=guest.count_dev if path == "count" else guest.dev)
-    inj.reset_counters()
+    agent, inj = arm_clean(guest, path)
     seq0 = inj.counters().next_seq
     t0 = time.monotonic()
     inj.burst(n, period)

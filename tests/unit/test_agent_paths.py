@@ -134,6 +134,15 @@ def test_count_path(agent: AgentClient, fifo: Fifo) -> None:
     assert agent.disarm("count")["count"]["counted"] == 17
 
 
+def test_count_path_ack_options_go_together(agent: AgentClient, fifo: Fifo) -> None:
+    with pytest.raises(AgentError, match="ack_first_seq"):
+        agent.arm("count", dev=fifo.path, ack_dev=fifo.path)
+    with pytest.raises(AgentError, match="ack_dev"):
+        agent.arm("count", dev=fifo.path, ack_first_seq=0, ack_dev=fifo.path)
+    agent.arm("count", dev=fifo.path)  # nothing half-armed is left behind
+    assert agent.disarm("count")["count"]["alive"] is False
+
+
 def test_interrupt_blocked_read_gives_eintr(agent: AgentClient, fifo: Fifo) -> None:
     agent.arm("read", dev=fifo.path)
     r = agent.request("interrupt", name="read")

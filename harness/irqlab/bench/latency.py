@@ -43,14 +43,15 @@ def reset(guest: Any) -> None:
     guest.injector.reset_counters()
 
 
-def arm_clean(guest: Any, path: str) -> tuple[Any, Any]:
-    """Reset the guest, arm *path* on its node, zero the device counters: (agent, injector)."""
+def arm_clean(guest: Any, path: str, **opts: Any) -> tuple[Any, Any]:
+    """Reset the guest, arm *path* on its node (with arm *opts*), zero the device
+    counters: (agent, injector)."""
     reset(guest)
     agent = guest.agent
     if path == "uio":
-        agent.arm(path, **uio_arm_opts())
+        agent.arm(path, **uio_arm_opts(), **opts)
     else:
-        agent.arm(path, dev=guest.count_dev if path == "count" else guest.dev)
+        agent.arm(path, dev=guest.count_dev if path == "count" else guest.dev, **opts)
     guest.injector.reset_counters()
     return agent, guest.injector
 

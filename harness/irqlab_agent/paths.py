@@ -73,6 +73,7 @@ class PathStats:
     errors: int = 0
     counted: int = 0  # count path: sum of counts read
     summaries: int = 0  # summary messages sent (storm mode)
+    cpu_ns: int | None = None  # CPU time of the path's thread, once it has ended
     last_seq: int | None = None
     flags: dict[str, int] = field(default_factory=dict)
 
@@ -230,6 +231,8 @@ class NotificationPath(threading.Thread):
             self.emit(
                 {"type": "path_error", "path": self.path_name, "errno": None, "message": repr(e)}
             )
+        finally:
+            self.stats.cpu_ns = time.thread_time_ns()
 
     def loop(self) -> None:
         raise NotImplementedError

@@ -40,6 +40,7 @@ class FakeGuest:
     queue: list[dict[str, Any]] = field(default_factory=list)
     c: Counters = field(default_factory=Counters)
     pushed: int = 0
+    stats_calls: int = 0
 
     @property
     def agent(self) -> FakeGuest:
@@ -72,6 +73,10 @@ class FakeGuest:
 
     def pending(self) -> list[dict[str, Any]]:
         return []
+
+    def stats(self, dev: str | None = None) -> dict[str, Any]:
+        self.stats_calls += 1  # the driver's counters before and after: 0 and 100 events
+        return {"driver": {k: 100 * (self.stats_calls - 1) for k in storm.DRIVER_STATS}}
 
     # -- device ---------------------------------------------------------------------
     def counters(self) -> Counters:
@@ -125,6 +130,7 @@ def test_counts_from_summaries_with_ring_losses() -> None:
     assert r["marker_seen"] and r["markers"] == 1 and r["lossless"] is False
     assert r["agent"]["acks"] == 850 and r["agent"]["summaries"] == 2
     assert r["device_acked"] == 851
+    assert r["driver"] == dict.fromkeys(storm.DRIVER_STATS, 100)
 
 
 def test_dropped_markers_are_not_burst_losses() -> None:
@@ -154,7 +160,7 @@ def test_other_paths_are_not_summarized(path: str) -> None:
 def test_cli_storm_options() -> None:
     import argparse
 
-    from irqlab.bench import cli
+    from irqlab.bench import cli, runner
 
     p = argparse.ArgumentParser()
     cli.add_bench_parser(p.add_subparsers())
@@ -163,6 +169,9 @@ def test_cli_storm_options() -> None:
     )
     assert (c.storm_ack, c.storm_ring_size) == ("none", 4096)
     d = cli.config_from_args(p.parse_args(["bench"]))
-    assert (d.storm_ack, d.storm_ring_size) == (storm.STORM_ACK, None)
+    assert (d.storm_ack, d.storm_ring_size) == (storm.STORM_ACK, runner.STORM_RING_SIZE)
+    assert (
+        cli.config_from_args(p.parse_args(["bench", "--storm-ring-size", "0"])).storm_ring_size == 0
+    )
     with pytest.raises(SystemExit):
         p.parse_args(["bench", "--storm-ack", "sometimes"])

@@ -51,8 +51,8 @@ def add_bench_arguments(s: argparse.ArgumentParser) -> None:
                    help="record paths' ACK in storms: an ioctl per event, one write(2) per "
                    "read (default), none")  # fmt: skip
     s.add_argument("--storm-ring-size", type=int,
-                   help="driver ring_size (records per open file) for the storms; default: "
-                   "the module's (256)")  # fmt: skip
+                   help="driver ring_size (records per open file) for the storms (default "
+                   "4096; 0: the module's default, 256)")  # fmt: skip
     s.add_argument("--injections", type=int, help="QMP injections (full 5000, >= 5 s)")
     s.add_argument("--boots", type=int, help="extra boots of the standard image (full 5)")
     s.add_argument("--cyclictest-loops", type=int, help="cyclictest cycles of 1 ms (full 10000)")

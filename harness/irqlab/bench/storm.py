@@ -68,6 +68,7 @@ def measure(
     n = max(1, round(rate * duration_s))
     period = max(REGS.MIN_BURST_PERIOD_NS, round(1e9 / rate))
     agent, inj = arm_clean(guest, path, **storm_arm_opts(path, ack))
+    drv0 = _driver_stats(agent, guest, path)
     seq0 = inj.counters().next_seq
     t0 = time.monotonic()
     inj.burst(n, period)
@@ -138,9 +139,14 @@ def measure(
                for k in ("acks", "ack_errors", "reads", "wakeups")},
         }  # fmt: skip
     drain_s = time.monotonic() - t0 - gen_s
-    agent.disarm(path)
+    pstats = agent.disarm(path).get(path, {})
     after = inj.counters()  # ACKs are written before the message covering them
     result["device_acked"], result["device_ack_invalid"] = after.acked, after.ack_invalid
+    drv1 = _driver_stats(agent, guest, path)
+    if drv0 is not None and drv1 is not None:
+        result["driver"] = {k: drv1[k] - drv0[k] for k in DRIVER_STATS if k in drv0}
+    if isinstance(pstats.get("cpu_ns"), int):
+        result.setdefault("agent", {})["cpu_s"] = round(pstats["cpu_ns"] / 1e9, 3)
     lost = raised - observed
     result.update(
         {
@@ -160,6 +166,20 @@ def measure(
         }
     )
     return result
+
+
+# Device-wide counters of the driver (struct irqlab_stats) kept per storm: where events
+# went (hard IRQs, fetched, device-dropped marks, staging losses, wake-up runs, ACKs).
+DRIVER_STATS = ("irqs", "irqs_spurious", "rearms", "events", "dev_dropped", "stage_lost",
+                "deliveries", "acks", "acks_invalid")  # fmt: skip
+
+
+def _driver_stats(agent: Any, guest: Any, path: str) -> dict[str, int] | None:
+    """The driver's GET_STATS (device-wide part used), None without a /dev/irqlabN (UIO)."""
+    if path == "uio":
+        return None
+    drv = agent.stats(dev=guest.dev).get("driver")
+    return drv if isinstance(drv, dict) else None
 
 
 def _is_marker(e: dict[str, Any], upto: int) -> bool:

@@ -12,6 +12,13 @@ Breakdown (p50 of each, ns): ``raise_to_isr_dev`` is device clock from raise
 to the hard IRQ handler's read of the clock; ``isr_to_drv_wake`` and
 ``drv_wake_to_user`` are guest CLOCK_MONOTONIC from hard IRQ entry to the
 driver's wake-up call and from there to the agent's return from the syscall.
+gpio-cdev events have none of these; ``gpiolib_to_user`` is guest
+CLOCK_MONOTONIC from gpiolib's event timestamp (its handler run, from the
+driver's work item) to the agent's return from poll.
+
+gpio-cdev is driven by the same generator toggling one GPIO line (see
+:mod:`irqlab.bench.gpio`): the same events and period, each edge ACKed as the
+device seq its ``seqno`` stands for.
 """
 
 from __future__ import annotations
@@ -19,15 +26,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from irqlab.bench import stats
+from irqlab.bench import gpio, stats
 from irqlab.bench.collect import collect
 
 # Paths that carry per-event records (and so a seq to ACK).  The counting file
 # returns only a number: it has no raise->ACK latency, only storm counts.
 NO_LATENCY = {
     "count": "the counting file returns a number, not records: nothing to ACK",
-    "gpio-cdev": "GPIO v2 line events carry no device seq (nothing to ACK), and the burst "
-    "generator raises no GPIO edges",
 }
 # Paths whose agent ACKs through the mapped ACK register without reading the latency
 # back: only the device histogram has their latencies (log2 buckets).
@@ -49,6 +54,8 @@ def arm_clean(guest: Any, path: str) -> tuple[Any, Any]:
     agent = guest.agent
     if path == "uio":
         agent.arm(path, **uio_arm_opts())
+    elif path == gpio.PATH:
+        gpio.arm(guest)
     else:
         agent.arm(path, dev=guest.count_dev if path == "count" else guest.dev)
     guest.injector.reset_counters()
@@ -103,27 +110,40 @@ def measure(
     if path in NO_LATENCY:
         return {"path": path, "skipped": NO_LATENCY[path]}
     agent, inj = arm_clean(guest, path)
+    on_line = path == gpio.PATH
+    lost0 = gpio.driver_lost(guest) if on_line else 0
     seq0 = inj.counters().next_seq
     t0 = time.monotonic()
-    inj.burst(events, period_ns)
-    timeout = events * period_ns / 1e9 * 4 + 120
-    seen = 0
+    try:
+        inj.burst(events, period_ns, line=gpio.LINE if on_line else None)
+        timeout = events * period_ns / 1e9 * 4 + 120
+        seen = 0
 
-    def enough(ev: dict[str, Any]) -> bool:
-        nonlocal seen
-        seen += events_in(ev)
-        done: bool = seen >= events
-        return done
+        def enough(ev: dict[str, Any]) -> bool:
+            nonlocal seen
+            # gpio-cdev: the newest line event always reaches the buffer (the kernel
+            # drops the oldest), so its seqno says how far the path got.
+            seen = max(seen, ev.get("seqno", 0)) if on_line else seen + events_in(ev)
+            done: bool = seen >= events
+            return done
 
-    evs, why = collect(agent, path, until=enough, timeout=timeout, idle=idle)
-    wall = time.monotonic() - t0
-    pstats = agent.disarm(path).get(path, {})
+        evs, why = collect(agent, path, until=enough, timeout=timeout, idle=idle)
+        wall = time.monotonic() - t0
+        pstats = agent.disarm(path).get(path, {})
+    finally:
+        if on_line:
+            gpio.done(inj)
     counters = inj.counters()
     hist = inj.histogram()
     seqs: list[Any] = []
     for e in evs:
-        seqs += e["seqs"] if isinstance(e.get("seqs"), list) else [e.get("seq")]
+        seqs += e["seqs"] if isinstance(e.get("seqs"), list) else [e.get("dev_seq", e.get("seq"))]
     problems: list[str] = []
+    if on_line:
+        problems += gpio.edge_problems(evs)
+        lost = gpio.driver_lost(guest) - lost0
+        if lost:
+            problems.append(f"{lost} GPIO events lost in the driver before gpiolib")
     if len(seqs) != events:
         problems.append(f"got {len(seqs)} of {events} events ({why})")
     if seqs != list(range(seq0, seq0 + len(seqs))):
@@ -144,6 +164,13 @@ def measure(
         summary["exact"] = True
         agreement = stats.histogram_agreement(summary, hist)
     problems += [f"histogram {p}" for p in agreement["problems"]]
+    breakdown = {
+        "raise_to_isr_dev": _p50(_deltas(evs, "raise_ns", "isr_dev_ns")),
+        "isr_to_drv_wake": _p50(_deltas(evs, "isr_ns", "drv_wake_ns")),
+        "drv_wake_to_user": _p50(_deltas(evs, "drv_wake_ns", "wake_ns")),
+    }
+    if on_line:
+        breakdown["gpiolib_to_user"] = _p50(_deltas(evs, "timestamp_ns", "wake_ns"))
     return {
         "path": path,
         "events": events,
@@ -152,11 +179,7 @@ def measure(
         "latency_ns": summary,
         "chunks_ns": stats.chunk_percentiles(lat, CHUNKS),
         "device_histogram": agreement,
-        "breakdown_p50_ns": {
-            "raise_to_isr_dev": _p50(_deltas(evs, "raise_ns", "isr_dev_ns")),
-            "isr_to_drv_wake": _p50(_deltas(evs, "isr_ns", "drv_wake_ns")),
-            "drv_wake_to_user": _p50(_deltas(evs, "drv_wake_ns", "wake_ns")),
-        },
+        "breakdown_p50_ns": breakdown,
         "counters": counters.__dict__,
         "agent": {k: pstats.get(k) for k in ("events", "reads", "wakeups", "acks", "spurious")},
         "cdf": stats.cdf_points(lat, cdf_points) if lat else _hist_cdf(hist),

@@ -23,11 +23,11 @@ def result(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Pa
     out = tmp_path_factory.mktemp("bench")
     cfg = BenchConfig.quick_config(
         events=EVENTS,
-        paths=("read", "count", "uio"),
+        paths=("read", "count", "gpio-cdev", "uio"),
         placements=("hardirq",),
         storm_rates=(STORM_RATE,),
         storm_seconds=STORM_SECONDS,
-        storm_paths=("read", "count", "uio"),
+        storm_paths=("read", "count", "gpio-cdev", "uio"),
         injections=200,
         boots=1,
         cyclictest_loops=LOOPS,
@@ -64,6 +64,12 @@ def test_latency_from_device_clock(result: tuple[dict[str, Any], Path]) -> None:
     assert hist["count"] == EVENTS and hist["problems"] == []
     assert read["counters"]["raised"] == EVENTS and read["counters"]["acked"] == EVENTS
     assert "skipped" in run["latency"]["hardirq"]["count"]
+    # gpio-cdev: the generator on a GPIO line, each edge ACKed as its device seq.
+    gpio = run["latency"]["hardirq"]["gpio-cdev"]
+    assert gpio["problems"] == [], gpio["problems"]
+    assert gpio["latency_ns"]["n"] == EVENTS and gpio["latency_ns"]["exact"] is True
+    assert gpio["device_histogram"]["count"] == EVENTS
+    assert gpio["counters"]["acked"] == EVENTS
     # UIO (the driver's UIO mode): the agent ACKs through the mapping, only the
     # device histogram has the latencies.
     uio = run["latency"]["hardirq"]["uio"]
@@ -78,13 +84,16 @@ def test_latency_from_device_clock(result: tuple[dict[str, Any], Path]) -> None:
 def test_storm_counts_add_up(result: tuple[dict[str, Any], Path]) -> None:
     r, _ = result
     n = round(STORM_RATE * STORM_SECONDS)
-    for path in ("read", "count", "uio"):
+    for path in ("read", "count", "gpio-cdev", "uio"):
         (s,) = r["storm"]["paths"][path]
-        assert s["raised"] == n and s["marker_seen"], s
+        assert s["raised"] == n, s
+        # gpio-cdev has no marker: its storm ends when the seqnos account for every edge
+        assert (s["end"] == "accounted") if path == "gpio-cdev" else s["marker_seen"], s
         assert s["observed"] + s["lost"] == s["raised"], s
         assert s["unexplained"] == 0, s
         assert s["delivered"] + s["coalesced"] >= 1
-    assert set(r["storm"]["highest_lossless"]) == {"read", "count", "uio"}
+    assert set(r["storm"]["highest_lossless"]) == {"read", "count", "gpio-cdev", "uio"}
+    assert r["storm"]["skipped"] == {}
 
 
 def test_host_figures(result: tuple[dict[str, Any], Path]) -> None:

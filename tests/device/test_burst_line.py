@@ -172,10 +172,19 @@ def test_line_cannot_change_while_a_burst_runs(rig: Rig) -> None:
     _edges(rig, 0b11)
     rig.inj.burst(10, period_ns=P, line=0)
     rig.qt.clock_step(P)
+    before = (rig.inj.burst_remaining(), rig.inj.counters(), rig.inj.gpio_in(), rig.qt.clock())
     for value in (1, REGS.BURST_LINE_NONE):
         with pytest.raises(DeviceRejected, match="cannot change while a burst runs") as info:
             rig.inj.set("burst-line", value)
         assert info.value.desc.startswith("irqlab: burst-line")
+    assert rig.machine.qmp("query-status")["status"] == "running"
+    assert rig.inj.burst_line() == 0
+    assert (
+        rig.inj.burst_remaining(),
+        rig.inj.counters(),
+        rig.inj.gpio_in(),
+        rig.qt.clock(),
+    ) == before
     rig.inj.set("burst-line", 0)  # the same line is no change
     rig.inj.burst(3, period_ns=P, line=0)  # a restart on the same line replaces the burst
     assert rig.inj.burst_line() == 0

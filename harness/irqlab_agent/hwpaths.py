@@ -151,7 +151,8 @@ class GpioCdevPath(NotificationPath):
         fcntl.fcntl(self.fd, fcntl.F_SETFL, fl | os.O_NONBLOCK)
 
     def setup(self) -> None:
-        if self.opts.ack:
+        # ack=false (or an ack mode "none") arms without ACKing even if ack_dev is given
+        if self.opts.ack not in (False, "none"):
             self.acker = SeqAcker.from_params(self.abi, self.opts.params)
 
     def teardown(self) -> None:

@@ -54,12 +54,18 @@ def arm_clean(guest: Any, path: str) -> tuple[Any, Any]:
     agent = guest.agent
     if path == "uio":
         agent.arm(path, **uio_arm_opts())
-    elif path == gpio.PATH:
-        gpio.arm(guest)
     else:
         agent.arm(path, dev=guest.count_dev if path == "count" else guest.dev)
     guest.injector.reset_counters()
     return agent, guest.injector
+
+
+def arm_line_clean(guest: Any) -> tuple[Any, Any]:
+    """:func:`arm_clean` for gpio-cdev on the generator's GPIO line (:func:`gpio.arm`)."""
+    reset(guest)
+    gpio.arm(guest)
+    guest.injector.reset_counters()
+    return guest.agent, guest.injector
 
 
 def uio_arm_opts() -> dict[str, Any]:
@@ -109,8 +115,8 @@ def measure(
     """One path, *events* events at *period_ns*; a JSON-ready dict (``error`` set on failure)."""
     if path in NO_LATENCY:
         return {"path": path, "skipped": NO_LATENCY[path]}
-    agent, inj = arm_clean(guest, path)
     on_line = path == gpio.PATH
+    agent, inj = arm_line_clean(guest) if on_line else arm_clean(guest, path)
     lost0 = gpio.driver_lost(guest) if on_line else 0
     seq0 = inj.counters().next_seq
     t0 = time.monotonic()

@@ -30,7 +30,7 @@ from typing import Any
 
 from irqlab.bench import gpio
 from irqlab.bench.collect import collect
-from irqlab.bench.latency import arm_clean
+from irqlab.bench.latency import arm_clean, arm_line_clean
 from irqlab.regs import REGS
 
 MARKER = 0x5EA1_0000  # FIFO words MARKER + k end a storm (see _until_marker)
@@ -38,39 +38,24 @@ MARKER_RETRY_S = 1.0
 RATES = (1_000, 10_000, 50_000, 100_000)
 
 
-def _shape(rate: int, duration_s: float) -> tuple[int, int]:
-    """(events, period ns) of a storm at *rate* events/s for *duration_s*."""
-    return max(1, round(rate * duration_s)), max(REGS.MIN_BURST_PERIOD_NS, round(1e9 / rate))
-
-
-def _generate(inj: Any, n: int, period: int, duration_s: float, line: int | None = None) -> float:
-    """Run the generator (on GPIO *line* if given) to its end; return its wall seconds.
-
-    Polls ``burst-count`` (events remaining): the generator runs in the device, there
-    is nothing to wait on but its state.  A generator still running after 20x its
-    length (+120 s) is stopped.
-    """
+def measure(
+    guest: Any, path: str, *, rate: int, duration_s: float, idle: float = 30.0
+) -> dict[str, Any]:
+    if path == gpio.PATH:
+        return measure_gpio(guest, rate=rate, duration_s=duration_s, idle=idle)
+    n = max(1, round(rate * duration_s))
+    period = max(REGS.MIN_BURST_PERIOD_NS, round(1e9 / rate))
+    agent, inj = arm_clean(guest, path)
+    seq0 = inj.counters().next_seq
     t0 = time.monotonic()
-    inj.burst(n, period, line=line)
+    inj.burst(n, period)
     deadline = t0 + duration_s * 20 + 120
     while inj.burst_remaining() > 0:
         if time.monotonic() > deadline:
             inj.stop_burst()
             break
         time.sleep(min(0.05, max(duration_s / 10, 0.005)))
-    return time.monotonic() - t0
-
-
-def measure(
-    guest: Any, path: str, *, rate: int, duration_s: float, idle: float = 30.0
-) -> dict[str, Any]:
-    if path == gpio.PATH:
-        return measure_gpio(guest, rate=rate, duration_s=duration_s, idle=idle)
-    n, period = _shape(rate, duration_s)
-    agent, inj = arm_clean(guest, path)
-    seq0 = inj.counters().next_seq
-    t0 = time.monotonic()
-    gen_s = _generate(inj, n, period, duration_s)
+    gen_s = time.monotonic() - t0
     # Raise, delivery, coalescing and device drops all happen at raise time: this
     # snapshot is exact for the burst (the generator may have been stopped).
     c = inj.counters()
@@ -143,6 +128,24 @@ def measure(
     return result
 
 
+def _generate(inj: Any, n: int, period: int, duration_s: float, line: int | None = None) -> float:
+    """Run the generator (on GPIO *line* if given) to its end; return its wall seconds.
+
+    Polls ``burst-count`` (events remaining): the generator runs in the device, there
+    is nothing to wait on but its state.  A generator still running after 20x its
+    length (+120 s) is stopped.
+    """
+    t0 = time.monotonic()
+    inj.burst(n, period, line=line)
+    deadline = t0 + duration_s * 20 + 120
+    while inj.burst_remaining() > 0:
+        if time.monotonic() > deadline:
+            inj.stop_burst()
+            break
+        time.sleep(min(0.05, max(duration_s / 10, 0.005)))
+    return time.monotonic() - t0
+
+
 def measure_gpio(guest: Any, *, rate: int, duration_s: float, idle: float = 30.0) -> dict[str, Any]:
     """gpio-cdev storm: the generator toggles :data:`gpio.LINE`, one edge per step.
 
@@ -161,8 +164,9 @@ def measure_gpio(guest: Any, *, rate: int, duration_s: float, idle: float = 30.0
         reported_lost       driver_lost + kernel_buffer_lost
         unexplained         lost - device_dropped - reported_lost (must be 0)
     """
-    n, period = _shape(rate, duration_s)
-    agent, inj = arm_clean(guest, gpio.PATH)
+    n = max(1, round(rate * duration_s))
+    period = max(REGS.MIN_BURST_PERIOD_NS, round(1e9 / rate))
+    agent, inj = arm_line_clean(guest)
     lost0 = gpio.driver_lost(guest)
     t0 = time.monotonic()
     try:

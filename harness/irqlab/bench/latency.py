@@ -22,16 +22,15 @@ from typing import Any
 from irqlab.bench import stats
 from irqlab.bench.collect import collect
 
-# Paths that carry per-event records (and so a seq to ACK).  The counting file
-# returns only a number: it has no raise->ACK latency, only storm counts.
+# Paths without a raise -> ACK latency, and why.
 NO_LATENCY = {
-    "count": "the counting file returns a number, not records: nothing to ACK",
     "gpio-cdev": "GPIO v2 line events carry no device seq (nothing to ACK), and the burst "
     "generator raises no GPIO edges",
 }
-# Paths whose agent ACKs through the mapped ACK register without reading the latency
-# back: only the device histogram has their latencies (log2 buckets).
-HISTOGRAM_ONLY = {"uio"}
+# Paths whose reads carry no device seq: the agent ACKs the k-th event it has seen
+# as seq first + k - 1 (SeqAcker) on a second, source-less fd of the irqlab node;
+# a count of c ACKs the c events it includes, oldest first.
+ACK_BY_ORDER = {"count"}
 CHUNKS = 5
 
 
@@ -43,14 +42,15 @@ def reset(guest: Any) -> None:
     guest.injector.reset_counters()
 
 
-def arm_clean(guest: Any, path: str) -> tuple[Any, Any]:
-    """Reset the guest, arm *path* on its node, zero the device counters: (agent, injector)."""
+def arm_clean(guest: Any, path: str, **opts: Any) -> tuple[Any, Any]:
+    """Reset the guest, arm *path* on its node (with *opts*), zero the device counters:
+    (agent, injector)."""
     reset(guest)
     agent = guest.agent
     if path == "uio":
-        agent.arm(path, **uio_arm_opts())
+        agent.arm(path, **uio_arm_opts(), **opts)
     else:
-        agent.arm(path, dev=guest.count_dev if path == "count" else guest.dev)
+        agent.arm(path, dev=guest.count_dev if path == "count" else guest.dev, **opts)
     guest.injector.reset_counters()
     return agent, guest.injector
 
@@ -65,20 +65,19 @@ def uio_arm_opts() -> dict[str, Any]:
 
 
 def events_in(ev: dict[str, Any]) -> int:
-    """Device events one agent message stands for (a UIO wake-up can drain several)."""
+    """Device events one agent message stands for (a UIO wake-up can drain several,
+    a read of the counting file returns how many)."""
     seqs = ev.get("seqs")
-    return len(seqs) if isinstance(seqs, list) else 1
+    if isinstance(seqs, list):
+        return len(seqs)
+    count = ev.get("count")
+    return count if isinstance(count, int) else 1
 
 
-def histogram_summary(hist: Any) -> dict[str, Any]:
-    """p50/p90/p99 as the *upper* bounds the log2 histogram gives (conservative)."""
-    out: dict[str, Any] = {"n": hist.count, "exact": False}
-    out["min"] = hist.min_ns if hist.count else None
-    for p in stats.PERCENTILES:
-        out[f"p{p:g}"] = hist.percentile_upper_ns(p)
-    out["max"] = hist.max_ns if hist.count else None
-    out["mean"] = hist.mean_ns()
-    return out
+def latencies(ev: dict[str, Any]) -> list[Any]:
+    """The ACK latencies one agent message carries (UIO: one per drained event)."""
+    lat = ev.get("ack_latency_ns")
+    return lat if isinstance(lat, list) else [lat]
 
 
 def _deltas(evs: list[dict[str, Any]], a: str, b: str) -> list[int]:
@@ -102,8 +101,9 @@ def measure(
     """One path, *events* events at *period_ns*; a JSON-ready dict (``error`` set on failure)."""
     if path in NO_LATENCY:
         return {"path": path, "skipped": NO_LATENCY[path]}
-    agent, inj = arm_clean(guest, path)
-    seq0 = inj.counters().next_seq
+    seq0 = guest.injector.counters().next_seq  # nothing raises between here and the burst
+    opts = {"ack_dev": guest.dev, "ack_first_seq": seq0} if path in ACK_BY_ORDER else {}
+    agent, inj = arm_clean(guest, path, **opts)
     t0 = time.monotonic()
     inj.burst(events, period_ns)
     timeout = events * period_ns / 1e9 * 4 + 120
@@ -122,7 +122,12 @@ def measure(
     hist = inj.histogram()
     seqs: list[Any] = []
     for e in evs:
-        seqs += e["seqs"] if isinstance(e.get("seqs"), list) else [e.get("seq")]
+        if isinstance(e.get("seqs"), list):
+            seqs += e["seqs"]
+        elif path in ACK_BY_ORDER:  # the seqs the counts stand for
+            seqs += range(seq0 + len(seqs), seq0 + len(seqs) + events_in(e))
+        else:
+            seqs.append(e.get("seq"))
     problems: list[str] = []
     if len(seqs) != events:
         problems.append(f"got {len(seqs)} of {events} events ({why})")
@@ -131,18 +136,15 @@ def measure(
     flagged = sum(1 for e in evs if e.get("flags") or e.get("lost"))
     if flagged:
         problems.append(f"{flagged} events flagged (overflow/device drop)")
-    if path in HISTOGRAM_ONLY:
-        lat: list[int] = []
-        summary = histogram_summary(hist)
-        agreement = stats.histogram_agreement(summary, hist, ())
-        agreement["problems"] = [] if hist.count == events else [f"count: {hist.count}"]
-    else:
-        lat = [e["ack_latency_ns"] for e in evs if isinstance(e.get("ack_latency_ns"), int)]
-        if len(lat) != len(evs):
-            problems.append(f"{len(evs) - len(lat)} events without an ACK latency")
-        summary = stats.summarize(lat)
-        summary["exact"] = True
-        agreement = stats.histogram_agreement(summary, hist)
+    acks = [v for e in evs for v in latencies(e)]
+    lat = [v for v in acks if isinstance(v, int)]
+    if len(lat) != len(acks):
+        problems.append(f"{len(acks) - len(lat)} ACKs without a latency")
+    if len(acks) != len(seqs):
+        problems.append(f"{len(acks)} ACK latencies for {len(seqs)} events")
+    summary = stats.summarize(lat)
+    summary["exact"] = True
+    agreement = stats.histogram_agreement(summary, hist)
     problems += [f"histogram {p}" for p in agreement["problems"]]
     return {
         "path": path,
@@ -159,20 +161,9 @@ def measure(
         },
         "counters": counters.__dict__,
         "agent": {k: pstats.get(k) for k in ("events", "reads", "wakeups", "acks", "spurious")},
-        "cdf": stats.cdf_points(lat, cdf_points) if lat else _hist_cdf(hist),
+        "cdf": stats.cdf_points(lat, cdf_points) if lat else [],
         "problems": problems,
     }
-
-
-def _hist_cdf(hist: Any) -> list[tuple[float, float]]:
-    """CDF points at the upper edge of each non-empty log2 bucket."""
-    out: list[tuple[float, float]] = []
-    seen = 0
-    for i, n in enumerate(hist.buckets):
-        if n:
-            seen += n
-            out.append((float(min(hist.bucket_bounds(i)[1] - 1, hist.max_ns)), seen / hist.count))
-    return out
 
 
 def _p50(v: list[int]) -> float | None:

@@ -94,6 +94,9 @@ def test_host_figures(result: tuple[dict[str, Any], Path]) -> None:
     inj = run["injection"]
     assert inj["problems"] == [] and inj["injections"] >= 200
     assert 0 < inj["round_trip_ns"]["p50"] < 1_000_000_000 and inj["rate_per_s"] > 10
+    pipe = inj["pipelined"]
+    assert pipe["injections"] >= 200 and pipe["rate_per_s"] > 10 and pipe["window"] > 1
+    assert r["metrics"]["injection.pipelined_rate"]["value"] == pipe["rate_per_s"]
     b = run["boot"]
     assert 0 < b["console_ready"] <= b["ssh"] <= b["module"] <= b["agent_ready"] < 300
     assert r["boot"]["boots"] == 1 and r["boot"]["phases"]["agent_ready"]["median"] > 0

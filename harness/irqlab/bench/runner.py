@@ -190,7 +190,7 @@ class Bench:
         run: dict[str, Any] = {"run": index, "load_start": env.load()}
         self.result["runs"].append(run)
         extra = ("rt-tests",) if c.rt_tests else ()
-        g = BenchGuest(GuestConfig(name=f"bench-{index}"), extra_packages=extra)
+        g = BenchGuest(GuestConfig(name=f"bench-{index}", extra_packages=extra))
         try:
             self.log(f"run {index + 1}/{c.runs}: boot")
             g.start()

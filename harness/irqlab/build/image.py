@@ -575,17 +575,17 @@ def default_agent_files() -> dict[str, Path]:
 
 def precomputed_abi(header: Path) -> Path:
     """``abi.json`` for the agent: :func:`irqlab.uapi.agent_spec` of *header*, generated
-    here so the guest need not parse the header at every start (the agent checks the
-    header's hash and falls back to parsing)."""
+    here so the guest need not parse the header at every start (the agent checks that
+    the header text in it is the shipped header's, else it parses)."""
     from irqlab import uapi
 
     text = header.read_bytes()
     digest = hashlib.sha256(text).hexdigest()
     code = hashlib.sha256(Path(uapi.__file__).read_bytes()).hexdigest()[:16]
-    out = cache_dir() / "agent-abi" / f"abi-{digest[:16]}-{code}.json"
+    out = cache_dir() / "agent-abi" / f"abi2-{digest[:16]}-{code}.json"
     if not out.is_file():
         out.parent.mkdir(parents=True, exist_ok=True)
-        data = {"header_sha256": digest, "spec": uapi.agent_spec(text.decode())}
+        data = {"header": text.decode(), "spec": uapi.agent_spec(text.decode())}
         tmp = out.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
         tmp.replace(out)

@@ -33,7 +33,7 @@ from typing import Any
 from irqlab.agent_client import AgentClient, AgentError
 from irqlab.paths import log_dir
 from irqlab.regs import REGS
-from irqlab.ssh import SshClient
+from irqlab.ssh import RunResult, SshClient
 
 DEVICE_TYPE = "irqlab"
 
@@ -331,6 +331,20 @@ class Guest:
         addr = addr or self.pci_address()
         self.sh(f"echo {addr} > /sys/bus/pci/drivers/{self.module_name()}/bind")
         self.wait_for_node(self.dev)
+
+    def bind_uio_pci_generic(self) -> tuple[str, RunResult]:
+        """Move the device from our driver to the kernel's uio_pci_generic (through
+        ``driver_override``); (PCI address, the bind command's result: rc != 0 when
+        uio_pci_generic refuses the device, e.g. with broken INTx disable)."""
+        if self.ssh is None:
+            raise GuestError("the guest is not connected")
+        addr = self.unbind()
+        dev = f"/sys/bus/pci/devices/{addr}"
+        self.sh(f"modprobe uio_pci_generic && echo uio_pci_generic > {dev}/driver_override")
+        r = self.ssh.run(f"echo {addr} > /sys/bus/pci/drivers/uio_pci_generic/bind")
+        if r.rc == 0:
+            self.wait_for_node("/dev/uio0")
+        return addr, r
 
     # -- the agent ----------------------------------------------------------------------
     def start_agent(self) -> AgentClient:

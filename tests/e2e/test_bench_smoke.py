@@ -23,11 +23,11 @@ def result(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Pa
     out = tmp_path_factory.mktemp("bench")
     cfg = BenchConfig.quick_config(
         events=EVENTS,
-        paths=("read", "count", "uio"),
+        paths=("read", "count", "uio", "uio-generic"),
         placements=("hardirq",),
         storm_rates=(STORM_RATE,),
         storm_seconds=STORM_SECONDS,
-        storm_paths=("read", "count", "uio"),
+        storm_paths=("read", "count", "uio", "uio-generic"),
         injections=200,
         boots=1,
         cyclictest_loops=LOOPS,
@@ -63,9 +63,10 @@ def test_latency_from_device_clock(result: tuple[dict[str, Any], Path]) -> None:
     hist = read["device_histogram"]
     assert hist["count"] == EVENTS and hist["problems"] == []
     assert read["counters"]["raised"] == EVENTS and read["counters"]["acked"] == EVENTS
-    # The counting file ACKs by order through a second fd; UIO (the driver's UIO
-    # mode) ACKs through the mapping and reads the latency back: both exact.
-    for path in ("count", "uio"):
+    # The counting file ACKs by order through a second fd; UIO (the driver's UIO mode,
+    # and uio_pci_generic on a second guest) ACKs through the mapping and reads the
+    # latency back: all exact.
+    for path in ("count", "uio", "uio-generic"):
         p = run["latency"]["hardirq"][path]
         assert p["problems"] == [], (path, p["problems"])
         assert p["latency_ns"]["n"] == EVENTS and p["latency_ns"]["exact"] is True
@@ -79,13 +80,15 @@ def test_latency_from_device_clock(result: tuple[dict[str, Any], Path]) -> None:
 def test_storm_counts_add_up(result: tuple[dict[str, Any], Path]) -> None:
     r, _ = result
     n = round(STORM_RATE * STORM_SECONDS)
-    for path in ("read", "count", "uio"):
+    (run,) = r["runs"]
+    assert run["latency"]["hardirq"]["uio-generic"]["module_params"]["driver"] == "uio_pci_generic"
+    for path in ("read", "count", "uio", "uio-generic"):
         (s,) = r["storm"]["paths"][path]
         assert s["raised"] == n and s["marker_seen"], s
         assert s["observed"] + s["lost"] == s["raised"], s
         assert s["unexplained"] == 0, s
         assert s["delivered"] + s["coalesced"] >= 1
-    assert set(r["storm"]["highest_lossless"]) == {"read", "count", "uio"}
+    assert set(r["storm"]["highest_lossless"]) == {"read", "count", "uio", "uio-generic"}
 
 
 def test_host_figures(result: tuple[dict[str, Any], Path]) -> None:

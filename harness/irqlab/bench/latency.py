@@ -42,26 +42,36 @@ def reset(guest: Any) -> None:
     guest.injector.reset_counters()
 
 
+# The agent's uio path as the bench runs it, by bench path name:
+#   uio          the driver's UIO mode (seed 001): /dev/uioN named irqlab0, BAR0
+#                through the uio map, re-enable by IRQ_ENABLE;
+#   uio-generic  the kernel's uio_pci_generic on an INTx device: BAR0 through sysfs
+#                resource0, re-enable by clearing COMMAND.INTX_DISABLE in config space.
+UIO_PATHS: dict[str, dict[str, Any]] = {
+    "uio": {"uio_name": "irqlab0", "map": "uio", "reenable": "device"},
+    "uio-generic": {"uio_name": "uio_pci_generic", "map": "resource0", "reenable": "config"},
+}
+
+
 def arm_clean(guest: Any, path: str, **opts: Any) -> tuple[Any, Any]:
     """Reset the guest, arm *path* on its node (with *opts*), zero the device counters:
     (agent, injector)."""
     reset(guest)
     agent = guest.agent
-    if path == "uio":
-        agent.arm(path, **uio_arm_opts(), **opts)
+    if path in UIO_PATHS:
+        agent.arm("uio", name=path, **uio_arm_opts(path), **opts)
     else:
         agent.arm(path, dev=guest.count_dev if path == "count" else guest.dev, **opts)
     guest.injector.reset_counters()
     return agent, guest.injector
 
 
-def uio_arm_opts() -> dict[str, Any]:
-    """The driver's UIO mode (seed 001): /dev/uioN named irqlab0, BAR0 through the uio
-    map, re-enable by IRQ_ENABLE; registers from the parsed irqlab-regs.h."""
+def uio_arm_opts(path: str = "uio") -> dict[str, Any]:
+    """Arguments of the agent's uio path for bench path *path* (see ``UIO_PATHS``), with
+    the registers from the parsed irqlab-regs.h."""
     from irqlab.regs import REGS
 
-    return {"dev": "", "regs": dict(REGS), "uio_name": "irqlab0", "map": "uio",
-            "reenable": "device"}  # fmt: skip
+    return {"dev": "", "regs": dict(REGS), **UIO_PATHS[path]}
 
 
 def events_in(ev: dict[str, Any]) -> int:

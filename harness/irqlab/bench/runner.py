@@ -37,12 +37,17 @@ DEFAULT_PLACEMENT = "hardirq"
 # reported as missing (not silently dropped).
 WANTED_PATHS = (
     "read", "nonblock", "poll", "select", "epoll-lt", "epoll-et", "sigio", "setsig",
-    "count", "eventfd", "gpio-cdev", "uio",
+    "count", "eventfd", "gpio-cdev", "uio", "uio-generic",
 )  # fmt: skip
 BASELINE_PATH = "read"
 # Paths that need the driver reloaded in another mode; measured once per run at the
 # default placement (the wakeup parameter does not apply to them).
 MODULE_MODES: dict[str, dict[str, Any]] = {"uio": {"uio": 1}}
+# Paths measured on a second guest (per run) whose device our module does not drive:
+# its device properties, and the kernel driver the device is bound to instead.
+OTHER_DRIVER: dict[str, dict[str, Any]] = {
+    "uio-generic": {"device_props": {"irq-mode": "intx"}, "driver": "uio_pci_generic"},
+}
 NO_STORM = {
     "gpio-cdev": "the burst generator raises no GPIO edges; GPIO events come only from "
     "QMP (gpio-pulse), i.e. at QMP's rate",
@@ -105,6 +110,9 @@ def available_paths(wanted: tuple[str, ...] = WANTED_PATHS) -> tuple[list[str], 
         from irqlab_agent.hwpaths import HW_PATH_KINDS
 
         kinds.update(HW_PATH_KINDS)
+    for name in latency.UIO_PATHS:  # the agent's uio path, run the bench's ways
+        if "uio" in kinds:
+            kinds[name] = kinds["uio"]
     have = [p for p in wanted if p in kinds] + [p for p in kinds if p not in wanted]
     missing = {p: "the guest agent has no such path yet" for p in wanted if p not in kinds}
     return have, missing
@@ -213,7 +221,7 @@ class Bench:
             placements = [DEFAULT_PLACEMENT] if "wakeup" in c.skip else list(c.placements)
             if "latency" in c.skip:
                 placements = []
-            driver_paths = [p for p in paths if p not in MODULE_MODES]
+            driver_paths = [p for p in paths if p not in MODULE_MODES and p not in OTHER_DRIVER]
             for pl in placements:
                 self.stage(f"wakeup={pl}: reload module", partial(g.switch_module, wakeup=pl))
                 per: dict[str, Any] = {}
@@ -236,11 +244,15 @@ class Bench:
                 self.result["storm"] = storms
                 storms["skipped"] = {p: NO_STORM[p] for p in storm_paths if p in NO_STORM}
                 for p in storm_paths:
-                    if p not in NO_STORM and p not in MODULE_MODES:
+                    if p not in NO_STORM and p not in MODULE_MODES and p not in OTHER_DRIVER:
                         self.storm_series(g, p)
             for p, params in MODULE_MODES.items():
                 if p in paths:
                     self.module_mode(g, run, p, params, storm_paths if last else [])
+            for p in OTHER_DRIVER:
+                if p in paths:
+                    other = partial(self.other_driver, index, run, p, storm_paths if last else [])
+                    self.stage(f"{p}: second guest", other)
             if self.result.get("storm"):
                 st = self.result["storm"]
                 st["highest_lossless"] = {
@@ -273,6 +285,36 @@ class Bench:
                     r["module_params"] = params
                 rs.append(r)
             self.save()
+
+    def other_driver(
+        self, index: int, run: dict[str, Any], path: str, storm_paths: list[str]
+    ) -> None:
+        """A path on a second guest whose device a kernel driver other than ours drives
+        (uio_pci_generic on an INTx device): boot, bind, latency, storms, close."""
+        c = self.config
+        spec = OTHER_DRIVER[path]
+        g = BenchGuest(GuestConfig(name=f"bench-{index}-{path}", device_props=spec["device_props"]))
+        params = {"driver": spec["driver"], **spec["device_props"]}
+        try:
+            self.log(f"{path}: boot a second guest ({params})")
+            g.start()
+            _addr, r = g.bind_uio_pci_generic()
+            if r.rc != 0:
+                raise RuntimeError(f"binding {spec['driver']} failed: {r.err.strip()}")
+            if "latency" not in c.skip:
+                per = run["latency"].setdefault(DEFAULT_PLACEMENT, {})
+                per[path] = self.stage(
+                    f"latency {path} ({c.events} events)",
+                    partial(latency.measure, g, path, events=c.events, period_ns=c.period_ns),
+                )
+                if per[path] is not None:
+                    per[path]["module_params"] = params
+                self.save()
+            if path in storm_paths and self.result.get("storm") is not None:
+                self.storm_series(g, path, params)
+        finally:
+            with contextlib.suppress(Exception):
+                g.close()
 
     def module_mode(
         self,

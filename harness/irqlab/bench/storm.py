@@ -25,7 +25,7 @@ from functools import partial
 from typing import Any
 
 from irqlab.bench.collect import collect
-from irqlab.bench.latency import arm_clean
+from irqlab.bench.latency import UIO_PATHS, arm_clean
 from irqlab.regs import REGS
 
 MARKER = 0x5EA1_0000  # FIFO words MARKER + k end a storm (see _until_marker)
@@ -69,7 +69,7 @@ def measure(
         observed = total - 1 if why == "until" else total
         reported = 0
         marker_seen = why == "until"
-    elif path == "uio":
+    elif path in UIO_PATHS:
         # The user-space driver drains the device queue itself: only the device can
         # drop (EVQ full), and the first seq past the burst is a marker.
         evs, why, markers = _until_marker(

@@ -246,9 +246,9 @@ class Bench:
                 for p in storm_paths:
                     if p not in NO_STORM and p not in MODULE_MODES and p not in OTHER_DRIVER:
                         self.storm_series(g, p)
-            for p, params in MODULE_MODES.items():
+            for p in MODULE_MODES:
                 if p in paths:
-                    self.module_mode(g, run, p, params, storm_paths if last else [])
+                    self.module_mode(g, run, p, storm_paths if last else [])
             for p in OTHER_DRIVER:
                 if p in paths:
                     other = partial(self.other_driver, index, run, p, storm_paths if last else [])
@@ -291,7 +291,6 @@ class Bench:
     ) -> None:
         """A path on a second guest whose device a kernel driver other than ours drives
         (uio_pci_generic on an INTx device): boot, bind, latency, storms, close."""
-        c = self.config
         spec = OTHER_DRIVER[path]
         g = BenchGuest(GuestConfig(name=f"bench-{index}-{path}", device_props=spec["device_props"]))
         params = {"driver": spec["driver"], **spec["device_props"]}
@@ -301,22 +300,12 @@ class Bench:
             _addr, r = g.bind_uio_pci_generic()
             if r.rc != 0:
                 raise RuntimeError(f"binding {spec['driver']} failed: {r.err.strip()}")
-            if "latency" not in c.skip:
-                per = run["latency"].setdefault(DEFAULT_PLACEMENT, {})
-                per[path] = self.stage(
-                    f"latency {path} ({c.events} events)",
-                    partial(latency.measure, g, path, events=c.events, period_ns=c.period_ns),
-                )
-                if per[path] is not None:
-                    per[path]["module_params"] = params
-                self.save()
-            if path in storm_paths and self.result.get("storm") is not None:
-                self.storm_series(g, path, params)
+            self.set_up_path(g, run, path, params, storm_paths)
         finally:
             with contextlib.suppress(Exception):
                 g.close()
 
-    def module_mode(
+    def set_up_path(
         self,
         g: BenchGuest,
         run: dict[str, Any],
@@ -324,13 +313,10 @@ class Bench:
         params: dict[str, Any],
         storm_paths: list[str],
     ) -> None:
-        """A path that needs the driver in another mode (UIO): latency, storms, back."""
+        """Latency and (if asked) storms of a path in a special set-up described by *params*
+        (recorded with the results as ``module_params``)."""
         c = self.config
         mode = ",".join(f"{k}={v}" for k, v in params.items())
-        errors = len(self.result.get("errors", []))
-        self.stage(f"{mode}: reload module", partial(g.switch_module, **params))
-        if len(self.result.get("errors", [])) > errors:
-            return
         if "latency" not in c.skip:
             per = run["latency"].setdefault(DEFAULT_PLACEMENT, {})
             per[path] = self.stage(
@@ -342,6 +328,17 @@ class Bench:
             self.save()
         if path in storm_paths and self.result.get("storm") is not None:
             self.storm_series(g, path, params)
+
+    def module_mode(self, g: BenchGuest, run: dict[str, Any], path: str, storms: list[str]) -> None:
+        """A path that needs the driver in another mode (UIO, ``MODULE_MODES``): latency,
+        storms (if *path* is in *storms*), then back to the default mode."""
+        params = MODULE_MODES[path]
+        mode = ",".join(f"{k}={v}" for k, v in params.items())
+        errors = len(self.result.get("errors", []))
+        self.stage(f"{mode}: reload module", partial(g.switch_module, **params))
+        if len(self.result.get("errors", [])) > errors:
+            return
+        self.set_up_path(g, run, path, params, storms)
         self.stage(
             f"wakeup={DEFAULT_PLACEMENT}: reload module",
             partial(g.switch_module, wakeup=DEFAULT_PLACEMENT),

@@ -34,6 +34,7 @@ else:
 
 PROTOCOL_VERSION = 1
 
+
 class ProtocolError(Exception):
     """A request the agent refuses; the message goes back in the error response."""
 

@@ -17,13 +17,15 @@
 ``uio``
     Blocks in ``read(2)`` on ``/dev/uioN`` (the 32-bit interrupt count), then plays
     the user-space driver: through the mapped BAR0 it clears the latched status,
-    drains the device's event queue (``EVQ_HEAD_*``, ``EVQ_POP``), ACKs each event,
+    drains the device's event queue (``EVQ_HEAD_*``, ``EVQ_POP``), ACKs each event
+    and reads the device's raise -> ACK latency back (``ACK_SEQ``, ``ACK_LAT_*``),
     and re-enables the interrupt: ``config`` clears the PCI 2.3 Interrupt Disable bit
     in the function's config space (what uio_pci_generic's handler set; it has no
     ``irqcontrol``, so writing 1 to its fd gives ENOSYS), ``irqcontrol`` writes 1 to
     the uio fd (drivers with an ``irqcontrol`` callback), ``device`` writes
     ``IRQ_ENABLE`` through the mapping (the driver's UIO mode, seed 001).
-    One ``{"type": "event", "count", "delta", "events", "seqs"}`` per wake-up.
+    One ``{"type": "event", "count", "delta", "events", "seqs", "ack_latency_ns"}``
+    per wake-up (the last two: one entry per drained event).
     With ``gate=true`` it reports ``{"type": "uio_wake"}`` first and handles the
     wake-up only after a ``release`` request, so the host can inject while
     userspace is "slow".
@@ -302,21 +304,30 @@ class UioPath(NotificationPath):
             self.cfd = -1
         super().close_fds()
 
-    def handle(self) -> list[dict[str, int]]:
+    def handle(self) -> list[dict[str, int | None]]:
         """Clear the latched status, then drain and ACK the event queue."""
         gpio_bit = 1 << self.r["SRC_GPIO"]
         self.wr("GPIO_STATUS", self.rd("GPIO_STATUS"))
         self.wr("IRQ_STATUS", self.r["SRC_ALL"] & ~gpio_bit)
-        out: list[dict[str, int]] = []
+        out: list[dict[str, int | None]] = []
         for _ in range(self.rd("EVQ_DEPTH")):
             info = self.rd("EVQ_HEAD_INFO")
             if not info & self.r["EVINFO_VALID"]:
                 break
             seq, value = self.rd("EVQ_HEAD_SEQ"), self.rd("EVQ_HEAD_VALUE")
             self.wr("EVQ_POP", 0)
-            self.wr("ACK", seq)
-            out.append({"seq": seq, "source": info & self.r["EVINFO_SRC_MASK"], "value": value})
+            lat = self.ack_seq(seq)
+            src = info & self.r["EVINFO_SRC_MASK"]
+            out.append({"seq": seq, "source": src, "value": value, "ack_latency_ns": lat})
         return out
+
+    def ack_seq(self, seq: int) -> int | None:
+        """ACK *seq* through the mapping; the device's raise -> ACK latency (None if refused)."""
+        self.wr("ACK", seq)
+        if self.rd("ACK_SEQ") != seq:
+            return None  # too old for the device's window (counted in ACK_INVALID)
+        lo = self.rd("ACK_LAT_LO")  # reading _LO latches _HI
+        return lo | (self.rd("ACK_LAT_HI") << 32)
 
     def loop(self) -> None:
         while not self.stopping.is_set():
@@ -348,6 +359,7 @@ class UioPath(NotificationPath):
                     "events": len(evs),
                     "seqs": [e["seq"] for e in evs],
                     "values": [e["value"] for e in evs],
+                    "ack_latency_ns": [e["ack_latency_ns"] for e in evs],
                     "wake_ns": wake,
                 }
             )

@@ -231,3 +231,44 @@ def test_histogram_malformed() -> None:
         Histogram.from_qmp({**_hist({}), "buckets": [1, -1]})
     with pytest.raises(StatsFormatError, match="sum-ns"):
         Histogram.from_qmp({k: v for k, v in _hist({}).items() if k != "sum-ns"})
+
+
+class PipeRunner(FakeRunner):
+    """A FakeRunner that can pipeline: records each batch and its window."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[int] = []
+
+    def qmp_many(
+        self, commands: list[tuple[str, Mapping[str, object] | None]], *, window: int = 8
+    ) -> list[Any]:
+        self.batches.append(window)
+        return [self.qmp(c, a) for c, a in commands]
+
+
+def test_push_many_pipelines_in_order() -> None:
+    r = PipeRunner()
+    Injector(r, "irq0").push_many([1, 2, 0xFFFF_FFFF], window=4)
+    assert r.sets() == [("fifo-push", 1), ("fifo-push", 2), ("fifo-push", 0xFFFF_FFFF)]
+    assert r.batches == [4]
+
+
+def test_push_many_checks_every_word_before_sending() -> None:
+    r = PipeRunner()
+    with pytest.raises(InvalidArgument, match="word"):
+        Injector(r, "irq0").push_many([1, 1 << 32])
+    assert r.sent == [] and r.batches == []
+
+
+def test_push_many_needs_a_pipelining_runner(inj: Injector, runner: FakeRunner) -> None:
+    with pytest.raises(InvalidArgument, match="cannot pipeline"):
+        inj.push_many([1])
+    assert runner.sent == []
+
+
+def test_push_many_maps_device_refusal() -> None:
+    r = PipeRunner()
+    r.refuse["fifo-push"] = "no"
+    with pytest.raises(DeviceRejected, match="no"):
+        Injector(r, "irq0").push_many([1])

@@ -5,7 +5,8 @@ With the device's ``burst-line`` set, each burst step toggles the input of
 uapi, so every step is one edge, one device GPIO event (its own seq and raise
 timestamp) and one ``gpio_v2_line_event``.  Line events carry no device seq:
 the agent ACKs the event with request-wide ``seqno`` n as device seq
-``first + n - 1`` (``ack_first_seq``, read here just before arming).
+``first + n - 1`` (``ack_first_seq``, read just before arming:
+``latency.arm_measured``).
 
 That mapping is exact as long as every device event reaches gpiolib: the
 driver passes each queued GPIO event on as one nested line interrupt (edges are
@@ -27,21 +28,21 @@ LINE = 0
 BUFFER = 256
 
 
-def arm(guest: Any) -> int:
-    """Arm gpio-cdev on :data:`LINE`, ACKing through ``guest.dev``; return ack_first_seq.
+def prepare(inj: Any) -> None:
+    """Before reading the first seq and arming: no burst running, :data:`LINE` low.
 
-    Call with no path armed and no burst running: the line is driven low first
-    (nobody detects it then), so the burst's first edge is a rising one and the
-    next raise of the device is the first event of the path.
+    Driving the line low while nobody detects it raises nothing; the burst's first
+    edge is then a rising one, and the next raise of the device is the path's first
+    event.  (Should a stale request still detect the line, its edge is raised here,
+    before the first seq is read.)
     """
-    inj = guest.injector
     inj.stop_burst()
     inj.drive_low(1 << LINE)
-    first = int(inj.counters().next_seq)
-    guest.agent.arm(
-        PATH, lines=[LINE], edge="both", buffer=BUFFER, ack_dev=guest.dev, ack_first_seq=first
-    )
-    return first
+
+
+def arm_opts() -> dict[str, Any]:
+    """The agent's gpio-cdev arm arguments (besides ``ack_dev``/``ack_first_seq``)."""
+    return {"lines": [LINE], "edge": "both", "buffer": BUFFER}
 
 
 def done(inj: Any) -> None:

@@ -30,7 +30,7 @@ from typing import Any
 
 from irqlab.bench import gpio
 from irqlab.bench.collect import collect
-from irqlab.bench.latency import arm_clean, arm_line_clean
+from irqlab.bench.latency import UIO_PATHS, arm_clean, arm_measured
 from irqlab.regs import REGS
 
 MARKER = 0x5EA1_0000  # FIFO words MARKER + k end a storm (see _until_marker)
@@ -76,7 +76,7 @@ def measure(
         observed = total - 1 if why == "until" else total
         reported = 0
         marker_seen = why == "until"
-    elif path == "uio":
+    elif path in UIO_PATHS:
         # The user-space driver drains the device queue itself: only the device can
         # drop (EVQ full), and the first seq past the burst is a marker.
         evs, why, markers = _until_marker(
@@ -166,7 +166,7 @@ def measure_gpio(guest: Any, *, rate: int, duration_s: float, idle: float = 30.0
     """
     n = max(1, round(rate * duration_s))
     period = max(REGS.MIN_BURST_PERIOD_NS, round(1e9 / rate))
-    agent, inj = arm_line_clean(guest)
+    agent, inj, _seq0 = arm_measured(guest, gpio.PATH)
     lost0 = gpio.driver_lost(guest)
     t0 = time.monotonic()
     try:

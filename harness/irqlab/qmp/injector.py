@@ -12,7 +12,7 @@ message.  Nothing is measured here.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from irqlab.qmp.errors import DeviceRejected, InvalidArgument, QMPCommandError
@@ -130,6 +130,25 @@ class Injector:
     def push(self, word: int) -> None:
         """Push one 32-bit word (one FIFO event; dropped and counted if the FIFO is full)."""
         self.set("fifo-push", _int("word", word, 0, U32_MAX))
+
+    def push_many(self, words: Sequence[int], *, window: int = 8) -> None:
+        """Push *words* in order with pipelined ``qom-set``s, up to *window* in flight.
+
+        The same events as calling :meth:`push` per word, without waiting for
+        each reply before sending the next (needs a runner with ``qmp_many``,
+        e.g. :class:`irqlab.machine.Machine`).  Every word is checked before
+        anything is sent."""
+        checked = [_int("word", w, 0, U32_MAX) for w in words]
+        qmp_many = getattr(self._runner, "qmp_many", None)
+        if qmp_many is None:
+            raise InvalidArgument(f"{type(self._runner).__name__} cannot pipeline (no qmp_many)")
+        cmds = [
+            ("qom-set", {"path": self.path, "property": "fifo-push", "value": w}) for w in checked
+        ]
+        try:
+            qmp_many(cmds, window=window)
+        except QMPCommandError as e:
+            raise DeviceRejected(f"qom-set {self.path} fifo-push (pipelined)", e.desc, e) from e
 
     # -- burst generator -------------------------------------------------------------
 

@@ -128,6 +128,62 @@ def measure(
     return result
 
 
+def _is_marker(e: dict[str, Any], upto: int) -> bool:
+    v = e.get("value", -1)
+    return e.get("source") == REGS.SRC_FIFO and isinstance(v, int) and MARKER <= v < upto
+
+
+def _past(e: dict[str, Any], upto: int, first: int) -> bool:
+    return any(q >= first for q in e.get("seqs", ()))
+
+
+def _until_marker(
+    agent: Any,
+    inj: Any,
+    path: str,
+    is_marker: Callable[..., bool],
+    *,
+    timeout: float,
+    idle: float,
+) -> tuple[list[dict[str, Any]], str, int]:
+    """Events of *path* up to a marker; re-push a marker while the path is still draining.
+
+    A marker pushed while the file's ring is full is dropped like any event, so a
+    new one (value ``MARKER + k``) follows every ``MARKER_RETRY_S`` while events
+    still flow.  Returns (events, why, markers pushed).
+    """
+    evs: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    quiet_since = time.monotonic()
+    k = 0
+    while True:
+        inj.push(MARKER + k)
+        k += 1
+        got, why = collect(
+            agent,
+            path,
+            until=partial(is_marker, upto=MARKER + k),
+            timeout=max(0.0, deadline - time.monotonic()),
+            idle=MARKER_RETRY_S,
+        )
+        evs += got
+        now = time.monotonic()
+        if got:
+            quiet_since = now
+        if why == "until" or now >= deadline or now - quiet_since >= idle:
+            return evs, why, k
+
+
+def highest_lossless(results: list[dict[str, Any]]) -> int | None:
+    """The highest rate with no loss such that every lower measured rate was lossless too."""
+    best = None
+    for r in sorted(results, key=lambda r: r["rate"]):
+        if not r.get("lossless"):
+            break
+        best = r["rate"]
+    return best
+
+
 def _generate(inj: Any, n: int, period: int, duration_s: float, line: int | None = None) -> float:
     """Run the generator (on GPIO *line* if given) to its end; return its wall seconds.
 
@@ -234,59 +290,3 @@ def measure_gpio(guest: Any, *, rate: int, duration_s: float, idle: float = 30.0
 
 def _seqno_reaches(e: dict[str, Any], need: int) -> bool:
     return int(e.get("seqno", 0)) >= need
-
-
-def _is_marker(e: dict[str, Any], upto: int) -> bool:
-    v = e.get("value", -1)
-    return e.get("source") == REGS.SRC_FIFO and isinstance(v, int) and MARKER <= v < upto
-
-
-def _past(e: dict[str, Any], upto: int, first: int) -> bool:
-    return any(q >= first for q in e.get("seqs", ()))
-
-
-def _until_marker(
-    agent: Any,
-    inj: Any,
-    path: str,
-    is_marker: Callable[..., bool],
-    *,
-    timeout: float,
-    idle: float,
-) -> tuple[list[dict[str, Any]], str, int]:
-    """Events of *path* up to a marker; re-push a marker while the path is still draining.
-
-    A marker pushed while the file's ring is full is dropped like any event, so a
-    new one (value ``MARKER + k``) follows every ``MARKER_RETRY_S`` while events
-    still flow.  Returns (events, why, markers pushed).
-    """
-    evs: list[dict[str, Any]] = []
-    deadline = time.monotonic() + timeout
-    quiet_since = time.monotonic()
-    k = 0
-    while True:
-        inj.push(MARKER + k)
-        k += 1
-        got, why = collect(
-            agent,
-            path,
-            until=partial(is_marker, upto=MARKER + k),
-            timeout=max(0.0, deadline - time.monotonic()),
-            idle=MARKER_RETRY_S,
-        )
-        evs += got
-        now = time.monotonic()
-        if got:
-            quiet_since = now
-        if why == "until" or now >= deadline or now - quiet_since >= idle:
-            return evs, why, k
-
-
-def highest_lossless(results: list[dict[str, Any]]) -> int | None:
-    """The highest rate with no loss such that every lower measured rate was lossless too."""
-    best = None
-    for r in sorted(results, key=lambda r: r["rate"]):
-        if not r.get("lossless"):
-            break
-        best = r["rate"]
-    return best

@@ -369,6 +369,7 @@ void irqlab_hw_stats(struct irqlab_dev *idev, struct irqlab_stats *st)
 	st->events = idev->events;
 	st->dev_dropped = idev->dev_dropped;
 	st->stage_lost = idev->stage_lost;
+	st->gpio_lost = idev->gpio_lost;
 	spin_unlock_irqrestore(&idev->evq_lock, flags);
 
 	spin_lock_irqsave(&idev->lock, flags);

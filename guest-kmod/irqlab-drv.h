@@ -142,7 +142,7 @@ struct irqlab_dev {
 	u32 gpio_direct;	/* lines the driver handles itself */
 	DECLARE_KFIFO(gpio_evq, struct irqlab_gpio_ev, IRQLAB_GPIO_EVQ_LEN);
 	struct work_struct gpio_work;
-	u64 gpio_lost;
+	u64 gpio_lost;		/* @gpio_evq full: events gpiolib never saw */
 	/* get() inside the dispatch of one event returns that event's level */
 	struct task_struct *replay_task;
 	unsigned int replay_line;

@@ -6,7 +6,13 @@
     default 256: the kernel drops the oldest beyond it, visible as a ``seqno`` gap),
     polls the line fd and reports each
     ``struct gpio_v2_line_event`` as ``{"type": "event", "edge": "rising", "offset",
-    "seqno", "line_seqno", "timestamp_ns", ...}``.
+    "seqno", "line_seqno", "timestamp_ns", ...}``.  Line events carry no device seq:
+    with ``ack_dev`` + ``ack_first_seq`` (:class:`~irqlab_agent.paths.SeqAcker`) the
+    event with request-wide ``seqno`` n is ACKed as device seq ``first + n - 1``
+    (reported as ``dev_seq``, with the device's ``ack_latency_ns``), so an event the
+    kernel dropped from its buffer (a ``seqno`` gap) does not shift the ACKs.  That
+    holds while every device event reaches gpiolib: the host checks the driver's
+    ``gpio_lost`` (and the edges) to know it did.
 
 ``uio``
     Blocks in ``read(2)`` on ``/dev/uioN`` (the 32-bit interrupt count), then plays
@@ -42,7 +48,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-from irqlab_agent.paths import NotificationPath, mono_ns
+from irqlab_agent.paths import NotificationPath, SeqAcker, mono_ns
 
 # --- linux/gpio.h (GPIO character device, v2 uapi) --------------------------------
 _GPIO_MAGIC = 0xB4
@@ -123,6 +129,7 @@ class GpioCdevPath(NotificationPath):
     """Edge events of gpio lines through the GPIO v2 character device."""
 
     kind = "gpio-cdev"
+    acker: SeqAcker | None = None
 
     def open(self) -> None:
         p = self.opts.params
@@ -145,12 +152,50 @@ class GpioCdevPath(NotificationPath):
         fl = fcntl.fcntl(self.fd, fcntl.F_GETFL)
         fcntl.fcntl(self.fd, fcntl.F_SETFL, fl | os.O_NONBLOCK)
 
+    def setup(self) -> None:
+        # ack=false (or an ack mode "none") arms without ACKing even if ack_dev is given
+        if self.opts.ack not in (False, "none"):
+            self.acker = SeqAcker.from_params(self.abi, self.opts.params)
+
+    def teardown(self) -> None:
+        if self.acker is not None:
+            self.acker.close()
+
     def arm(self) -> dict[str, Any]:
         info = super().arm()
         return {**info, **self.chip}
 
-    def loop(self) -> None:
+    def report_line_events(self, data: bytes, wake: int) -> int:
+        """Report (and ACK, with an acker) each ``gpio_v2_line_event`` in *data*."""
         size = _LINEEVENT.size
+        n = 0
+        for off in range(0, len(data) - size + 1, size):
+            ts, ev_id, offset, seqno, line_seqno = _LINEEVENT.unpack_from(data, off)[:5]
+            ev: dict[str, Any] = {
+                "type": "event",
+                "path": self.path_name,
+                "timestamp_ns": ts,
+                "id": ev_id,
+                "edge": EVENT_NAMES.get(ev_id, str(ev_id)),
+                "offset": offset,
+                "seqno": seqno,
+                "line_seqno": line_seqno,
+                "wake_ns": wake,
+            }
+            if self.acker is not None:
+                ev["dev_seq"] = (self.acker.first_seq + seqno - 1) & 0xFFFF_FFFF
+                ev["ack_latency_ns"] = lat = self.acker.ack_nth(seqno)
+                if lat is None:
+                    self.stats.ack_errors += 1
+                else:
+                    self.stats.acks += 1
+                self.stats.last_seq = ev["dev_seq"]
+            self.stats.events += 1
+            n += 1
+            self.emit(ev)
+        return n
+
+    def loop(self) -> None:
         while not self.stopping.is_set():
             if not self.wait_readable(self.fd):
                 return
@@ -158,26 +203,11 @@ class GpioCdevPath(NotificationPath):
             self.stats.wakeups += 1
             while True:
                 try:
-                    data = os.read(self.fd, size * 64)
+                    data = os.read(self.fd, _LINEEVENT.size * 64)
                 except BlockingIOError:
                     break
                 self.stats.reads += 1
-                for off in range(0, len(data) - size + 1, size):
-                    ts, ev_id, offset, seqno, line_seqno = _LINEEVENT.unpack_from(data, off)[:5]
-                    self.stats.events += 1
-                    self.emit(
-                        {
-                            "type": "event",
-                            "path": self.path_name,
-                            "timestamp_ns": ts,
-                            "id": ev_id,
-                            "edge": EVENT_NAMES.get(ev_id, str(ev_id)),
-                            "offset": offset,
-                            "seqno": seqno,
-                            "line_seqno": line_seqno,
-                            "wake_ns": wake,
-                        }
-                    )
+                self.report_line_events(data, wake)
 
 
 # --- UIO --------------------------------------------------------------------------

@@ -23,11 +23,11 @@ def result(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Pa
     out = tmp_path_factory.mktemp("bench")
     cfg = BenchConfig.quick_config(
         events=EVENTS,
-        paths=("read", "count", "uio", "uio-generic"),
+        paths=("read", "count", "gpio-cdev", "uio", "uio-generic"),
         placements=("hardirq",),
         storm_rates=(STORM_RATE,),
         storm_seconds=STORM_SECONDS,
-        storm_paths=("read", "count", "uio", "uio-generic"),
+        storm_paths=("read", "count", "gpio-cdev", "uio", "uio-generic"),
         injections=200,
         boots=1,
         cyclictest_loops=LOOPS,
@@ -63,10 +63,10 @@ def test_latency_from_device_clock(result: tuple[dict[str, Any], Path]) -> None:
     hist = read["device_histogram"]
     assert hist["count"] == EVENTS and hist["problems"] == []
     assert read["counters"]["raised"] == EVENTS and read["counters"]["acked"] == EVENTS
-    # The counting file ACKs by order through a second fd; UIO (the driver's UIO mode,
-    # and uio_pci_generic on a second guest) ACKs through the mapping and reads the
-    # latency back: all exact.
-    for path in ("count", "uio", "uio-generic"):
+    # The counting file and gpio-cdev (the generator on a GPIO line) ACK by order
+    # through a second fd; UIO (the driver's UIO mode, and uio_pci_generic on a second
+    # guest) ACKs through the mapping and reads the latency back: all exact.
+    for path in ("count", "gpio-cdev", "uio", "uio-generic"):
         p = run["latency"]["hardirq"][path]
         assert p["problems"] == [], (path, p["problems"])
         assert p["latency_ns"]["n"] == EVENTS and p["latency_ns"]["exact"] is True
@@ -82,13 +82,17 @@ def test_storm_counts_add_up(result: tuple[dict[str, Any], Path]) -> None:
     n = round(STORM_RATE * STORM_SECONDS)
     (run,) = r["runs"]
     assert run["latency"]["hardirq"]["uio-generic"]["module_params"]["driver"] == "uio_pci_generic"
-    for path in ("read", "count", "uio", "uio-generic"):
+    for path in ("read", "count", "gpio-cdev", "uio", "uio-generic"):
         (s,) = r["storm"]["paths"][path]
-        assert s["raised"] == n and s["marker_seen"], s
+        assert s["raised"] == n, s
+        # gpio-cdev has no marker: its storm ends when the seqnos account for every edge
+        assert (s["end"] == "accounted") if path == "gpio-cdev" else s["marker_seen"], s
         assert s["observed"] + s["lost"] == s["raised"], s
         assert s["unexplained"] == 0, s
         assert s["delivered"] + s["coalesced"] >= 1
-    assert set(r["storm"]["highest_lossless"]) == {"read", "count", "uio", "uio-generic"}
+    paths = {"read", "count", "gpio-cdev", "uio", "uio-generic"}
+    assert set(r["storm"]["highest_lossless"]) == paths
+    assert r["storm"]["skipped"] == {}
 
 
 def test_host_figures(result: tuple[dict[str, Any], Path]) -> None:

@@ -93,6 +93,12 @@ def test_gpio_in_and_lines(inj: Injector, runner: FakeRunner) -> None:
         (lambda i: i.burst(1 << 32), "count=0x100000000 out of range"),
         (lambda i: i.burst(5, period_ns=0), "period_ns=0x0 out of range"),
         (lambda i: i.set_burst_period(REGS.MIN_BURST_PERIOD_NS - 1), "out of range"),
+        (lambda i: i.burst(5, period_ns=10_000, line=8), r"line=0x8 out of range \[0x0, 0x7\]"),
+        (lambda i: i.burst(5, line=-1), "out of range"),
+        (lambda i: i.burst(5, line=True), "line must be an int, not bool"),
+        (lambda i: i.burst(0, line=8), "out of range"),
+        (lambda i: i.set_burst_line(8), "out of range"),
+        (lambda i: i.set_burst_line(REGS.BURST_LINE_NONE), "out of range"),
     ],
 )
 def test_client_side_validation_sends_nothing(
@@ -110,14 +116,45 @@ def test_fifo_and_burst(inj: Injector, runner: FakeRunner) -> None:
     inj.burst(3)
     inj.stop_burst()
     inj.reset_counters()
+    none = REGS.BURST_LINE_NONE
     assert runner.sets() == [
-        ("fifo-push", 0xCAFEF00D), ("burst-period-ns", 50_000), ("burst-count", 100),
-        ("burst-count", 3), ("burst-count", 0), ("reset-counters", True),
+        ("fifo-push", 0xCAFEF00D), ("burst-period-ns", 50_000), ("burst-line", none),
+        ("burst-count", 100), ("burst-line", none), ("burst-count", 3), ("burst-count", 0),
+        ("reset-counters", True),
     ]  # fmt: skip
     runner.props["burst-count"] = 42
     runner.props["burst-period-ns"] = 50_000
     assert inj.burst_remaining() == 42
     assert inj.burst_period() == 50_000
+
+
+def test_burst_on_a_gpio_line(inj: Injector, runner: FakeRunner) -> None:
+    inj.burst(500, period_ns=100_000, line=5)
+    inj.burst(4, line=0)
+    inj.stop_burst()
+    inj.burst(0, line=7)  # a stop never touches burst-line (refused while one runs)
+    inj.set_burst_line(3)
+    inj.set_burst_line(None)
+    none = REGS.BURST_LINE_NONE
+    assert runner.sets() == [
+        ("burst-period-ns", 100_000), ("burst-line", 5), ("burst-count", 500),
+        ("burst-line", 0), ("burst-count", 4), ("burst-count", 0), ("burst-count", 0),
+        ("burst-line", 3), ("burst-line", none),
+    ]  # fmt: skip
+    runner.props["burst-line"] = 5
+    assert inj.burst_line() == 5
+    runner.props["burst-line"] = none
+    assert inj.burst_line() is None
+    runner.props["burst-line"] = "5"
+    with pytest.raises(InvalidArgument, match="not an integer"):
+        inj.burst_line()
+
+
+def test_burst_line_refused_while_running_sends_no_count(inj: Injector, runner: FakeRunner) -> None:
+    runner.refuse["burst-line"] = "irqlab: burst-line cannot change while a burst runs"
+    with pytest.raises(DeviceRejected, match="while a burst runs"):
+        inj.burst(10, line=2)
+    assert runner.sets() == []  # the count that would have started a burst was not sent
 
 
 def test_device_refusal_carries_qemu_text(inj: Injector, runner: FakeRunner) -> None:

@@ -115,7 +115,7 @@ def storm_table(result: dict[str, Any]) -> Table | None:
     if not st or not st.get("paths"):
         return None
     head = ["path", "rate", "raised", "delivered", "coalesced", "observed", "lost",
-            "dev dropped", "ring lost", "lossless"]  # fmt: skip
+            "dev dropped", "ring/buffer lost", "lossless"]  # fmt: skip
     rows = []
     for p, rs in st["paths"].items():
         for r in rs:

@@ -2,6 +2,7 @@
 
 >>> inj = Injector(machine, "irq0")        # -device irqlab,id=irq0
 >>> inj.pulse(3); inj.push(0xcafe); inj.burst(1000, period_ns=50_000)
+>>> inj.burst(500, period_ns=100_000, line=5)    # 500 edges on GPIO line 5
 >>> inj.counters().raised
 
 Arguments are checked here first (:class:`InvalidArgument`, nothing sent);
@@ -157,12 +158,33 @@ class Injector:
     def set_burst_period(self, period_ns: int) -> None:
         self.set("burst-period-ns", _int("period_ns", period_ns, REGS.MIN_BURST_PERIOD_NS, U64_MAX))
 
-    def burst(self, count: int, period_ns: int | None = None) -> None:
-        """Start a burst of *count* events (0 stops), at *period_ns* if given, else the current."""
+    def burst(self, count: int, period_ns: int | None = None, *, line: int | None = None) -> None:
+        """Start a burst of *count* steps (0 stops), at *period_ns* if given, else the current.
+
+        *line* None: each step raises a BURST event.  *line* n: each step toggles GPIO
+        input line n (the device's ``burst-line``), so the burst is a train of
+        alternating edges that the line's edge/level detection turns into GPIO events,
+        as for a host-driven change; steps of an edge detection the guest did not
+        enable raise nothing.  A stop (*count* 0) leaves ``burst-line`` alone.
+        """
         n = _int("count", count, 0, U32_MAX)
+        target = REGS.BURST_LINE_NONE if line is None else self._line(line)
         if period_ns is not None:
             self.set_burst_period(period_ns)
+        if n:
+            self.set("burst-line", target)
         self.set("burst-count", n)
+
+    def burst_line(self) -> int | None:
+        """The GPIO line bursts toggle, None if they raise BURST events."""
+        value = self.get("burst-line")
+        if type(value) is not int:
+            raise InvalidArgument(f"burst-line: device returned {value!r}, not an integer")
+        return None if value == REGS.BURST_LINE_NONE else value
+
+    def set_burst_line(self, line: int | None) -> None:
+        """Set the line of the next burst (None: BURST events); refused while one runs."""
+        self.set("burst-line", REGS.BURST_LINE_NONE if line is None else self._line(line))
 
     def burst_remaining(self) -> int:
         return self._get_uint("burst-count")

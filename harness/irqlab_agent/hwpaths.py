@@ -45,10 +45,12 @@ import os
 import struct
 import threading
 from collections.abc import Mapping
-from pathlib import Path
-from typing import Any, ClassVar
 
 from irqlab_agent.paths import NotificationPath, SeqAcker, mono_ns
+
+TYPE_CHECKING = False  # typing is not imported at run time: it costs start-up time
+if TYPE_CHECKING:
+    from typing import Any, ClassVar
 
 # --- linux/gpio.h (GPIO character device, v2 uapi) --------------------------------
 _GPIO_MAGIC = 0xB4
@@ -217,10 +219,15 @@ PCI_COMMAND = 0x04
 PCI_COMMAND_INTX_DISABLE = 0x400
 
 
+def _read(path: str) -> str:
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
 def find_uio(name: str | None) -> str:
     """/dev/uioN of the first uio device (whose name is *name*, if given)."""
     for d in sorted(glob.glob("/sys/class/uio/uio*")):
-        if name is None or Path(d, "name").read_text().strip() == name:
+        if name is None or _read(os.path.join(d, "name")).strip() == name:
             return f"/dev/{os.path.basename(d)}"
     raise FileNotFoundError(2, f"no uio device{' named ' + name if name else ''}")
 
@@ -246,15 +253,16 @@ class UioPath(NotificationPath):
         self._gate = threading.Semaphore(0)
         dev = p.get("uio") or find_uio(p.get("uio_name"))
         self.opts.dev = str(dev)
-        sysdir = Path("/sys/class/uio", os.path.basename(self.opts.dev))
+        sysdir = os.path.join("/sys/class/uio", os.path.basename(self.opts.dev))
         self.fd = os.open(self.opts.dev, os.O_RDWR | os.O_CLOEXEC)
-        self.last = int((sysdir / "event").read_text())
+        self.last = int(_read(os.path.join(sysdir, "event")))
         self.cfd = -1
         if self.reenable == "config":
-            self.cfd = os.open(sysdir / "device" / "config", os.O_RDWR | os.O_CLOEXEC)
+            self.cfd = os.open(os.path.join(sysdir, "device", "config"), os.O_RDWR | os.O_CLOEXEC)
         size = self.r["BAR0_SIZE"]
         if p.get("map", "resource0") == "resource0":
-            mfd = os.open(sysdir / "device" / "resource0", os.O_RDWR | os.O_SYNC | os.O_CLOEXEC)
+            res = os.path.join(sysdir, "device", "resource0")
+            mfd = os.open(res, os.O_RDWR | os.O_SYNC | os.O_CLOEXEC)
             try:
                 self.mm = mmap.mmap(mfd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
             finally:

@@ -45,8 +45,9 @@ def build(c: Context) -> None:
 
 @task
 def lint(c: Context) -> None:
-    """ruff and mypy over the Python code."""
+    """ruff (lint, format check) and mypy over the Python code."""
     c.run("ruff check harness tests tasks.py", echo=True)
+    c.run("ruff format --check harness tests tasks.py", echo=True)
     c.run("mypy", echo=True)
 
 

@@ -369,6 +369,7 @@ void irqlab_hw_stats(struct irqlab_dev *idev, struct irqlab_stats *st)
 	st->events = idev->events;
 	st->dev_dropped = idev->dev_dropped;
 	st->stage_lost = idev->stage_lost;
+	st->gpio_lost = idev->gpio_lost;
 	spin_unlock_irqrestore(&idev->evq_lock, flags);
 
 	spin_lock_irqsave(&idev->lock, flags);
@@ -487,8 +488,11 @@ static void irqlab_cancel_work(void *data)
 	cancel_work_sync(&idev->work);
 }
 
-/* Allocate the vectors (managed) and decide which sources each serves. */
-int irqlab_alloc_vectors(struct irqlab_dev *idev)
+/*
+ * Allocate the vectors (managed) and decide which sources each serves;
+ * *irqflags gets the request_irq() flags they need (INTx is shared).
+ */
+int irqlab_alloc_vectors(struct irqlab_dev *idev, unsigned long *irqflags)
 {
 	struct pci_dev *pdev = idev->pdev;
 	struct device *dev = &pdev->dev;
@@ -514,6 +518,7 @@ int irqlab_alloc_vectors(struct irqlab_dev *idev)
 		idev->irq_mode = IRQLAB_IRQ_MODE_MSI;
 	else
 		idev->irq_mode = IRQLAB_IRQ_MODE_INTX;
+	*irqflags = idev->irq_mode == IRQLAB_IRQ_MODE_INTX ? IRQF_SHARED : 0;
 	if (idev->irq_mode != dev_mode)
 		dev_info(dev, "using %s, device irq-mode %u\n",
 			 irqlab_irq_mode_names[idev->irq_mode], dev_mode);
@@ -539,16 +544,14 @@ static int irqlab_setup_irqs(struct irqlab_dev *idev)
 	struct pci_dev *pdev = idev->pdev;
 	struct device *dev = &pdev->dev;
 	irq_handler_t thread_fn = NULL;
-	unsigned long irqflags = 0;
+	unsigned long irqflags;
 	const char *name;
 	unsigned int i;
 	int ret;
 
-	ret = irqlab_alloc_vectors(idev);
+	ret = irqlab_alloc_vectors(idev, &irqflags);
 	if (ret)
 		return ret;
-	if (idev->irq_mode == IRQLAB_IRQ_MODE_INTX)
-		irqflags = IRQF_SHARED;
 
 	/* Registered before the IRQs, so it runs after they are freed. */
 	ret = devm_add_action_or_reset(dev, irqlab_cancel_work, idev);

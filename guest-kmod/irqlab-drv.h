@@ -142,7 +142,7 @@ struct irqlab_dev {
 	u32 gpio_direct;	/* lines the driver handles itself */
 	DECLARE_KFIFO(gpio_evq, struct irqlab_gpio_ev, IRQLAB_GPIO_EVQ_LEN);
 	struct work_struct gpio_work;
-	u64 gpio_lost;
+	u64 gpio_lost;		/* @gpio_evq full: events gpiolib never saw */
 	/* get() inside the dispatch of one event returns that event's level */
 	struct task_struct *replay_task;
 	unsigned int replay_line;
@@ -175,7 +175,7 @@ void irqlab_put(struct irqlab_dev *idev);
 int irqlab_hw_ack(struct irqlab_dev *idev, u32 seq, u64 *latency_ns);
 void irqlab_hw_stats(struct irqlab_dev *idev, struct irqlab_stats *st);
 void irqlab_stage(struct irqlab_dev *idev, struct irqlab_event *ev);
-int irqlab_alloc_vectors(struct irqlab_dev *idev);
+int irqlab_alloc_vectors(struct irqlab_dev *idev, unsigned long *irqflags);
 
 /* irqlab-gpio.c */
 void irqlab_gpio_init(struct irqlab_dev *idev, u32 edges, int key_line,

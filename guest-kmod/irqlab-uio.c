@@ -54,15 +54,13 @@ int irqlab_uio_setup(struct irqlab_dev *idev)
 	struct pci_dev *pdev = idev->pdev;
 	struct device *dev = &pdev->dev;
 	struct uio_info *info;
-	unsigned long flags = 0;
+	unsigned long flags;
 	unsigned int i;
 	int ret;
 
-	ret = irqlab_alloc_vectors(idev);
+	ret = irqlab_alloc_vectors(idev, &flags);
 	if (ret)
 		return ret;
-	if (idev->irq_mode == IRQLAB_IRQ_MODE_INTX)
-		flags = IRQF_SHARED;
 
 	info = devm_kzalloc(dev, sizeof(*info), GFP_KERNEL);
 	if (!info)

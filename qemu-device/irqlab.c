@@ -123,6 +123,7 @@ struct IrqlabState {
     uint32_t burst_count;
     uint32_t burst_next;        /* index of the next event */
     uint32_t burst_remaining;
+    int32_t burst_line;         /* -1: BURST events; else the line toggled */
 
     /* event queue (ring of evq_depth entries) */
     IrqlabEvent evq[IRQLAB_MAX_EVQ_DEPTH];
@@ -454,6 +455,19 @@ static int64_t irqlab_burst_deadline(IrqlabState *s)
     return s->burst_start + (int64_t)(s->burst_next * period);
 }
 
+/*
+ * One burst step: a BURST event, or with burst-line set a toggle of that
+ * GPIO input, which goes through edge/level detection like a host change.
+ */
+static void irqlab_burst_step(IrqlabState *s)
+{
+    if (s->burst_line == IRQLAB_BURST_LINE_NONE) {
+        irqlab_raise_latched(s, IRQLAB_SRC_BURST, s->burst_next);
+    } else {
+        irqlab_gpio_drive(s, s->gpio_in ^ (1u << s->burst_line));
+    }
+}
+
 /* Raise every event whose deadline has passed, then wait for the next */
 static void irqlab_burst_tick(void *opaque)
 {
@@ -467,7 +481,7 @@ static void irqlab_burst_tick(void *opaque)
             timer_mod(&s->burst_timer, deadline);
             break;
         }
-        irqlab_raise_latched(s, IRQLAB_SRC_BURST, s->burst_next);
+        irqlab_burst_step(s);
         s->burst_next++;
         s->burst_remaining--;
     }
@@ -866,6 +880,42 @@ static void irqlab_set_burst_count(Object *obj, Visitor *v, const char *name,
     }
 }
 
+static void irqlab_get_burst_line(Object *obj, Visitor *v, const char *name,
+                                  void *opaque, Error **errp)
+{
+    IrqlabState *s = IRQLAB(obj);
+    int64_t value = s->burst_line;
+
+    visit_type_int(v, name, &value, errp);
+}
+
+/* Which GPIO line the next burst toggles; fixed while a burst runs */
+static void irqlab_set_burst_line(Object *obj, Visitor *v, const char *name,
+                                  void *opaque, Error **errp)
+{
+    IrqlabState *s = IRQLAB(obj);
+    int64_t line;
+
+    if (!visit_type_int(v, name, &line, errp) ||
+        !irqlab_check_ready(s, name, errp)) {
+        return;
+    }
+    if (line < IRQLAB_BURST_LINE_NONE || line >= (int64_t)s->gpio_lines) {
+        error_setg(errp, "irqlab: %s %" PRId64 " out of range [%d, %u] "
+                   "(%d: burst events, else a line below gpio-lines=%u)",
+                   name, line, IRQLAB_BURST_LINE_NONE, s->gpio_lines - 1,
+                   IRQLAB_BURST_LINE_NONE, s->gpio_lines);
+        return;
+    }
+    if (line != s->burst_line && s->burst_remaining) {
+        error_setg(errp, "irqlab: %s cannot change while a burst runs "
+                   "(%u events remaining; stop it with burst-count=0)",
+                   name, s->burst_remaining);
+        return;
+    }
+    s->burst_line = line;
+}
+
 static void irqlab_visit_u64_fields(Visitor *v, const char *name,
                                     const char *const *names,
                                     const uint64_t *values, size_t n,
@@ -1073,8 +1123,18 @@ static void irqlab_instance_init(Object *obj)
 
     s->irq_mode_str = g_strdup("msix");
     s->burst_period_ns = IRQLAB_DEFAULT_BURST_PERIOD;
+    s->burst_line = IRQLAB_BURST_LINE_NONE;
     s->next_seq = 1;
     irqlab_reset_counters(s);
+}
+
+/* A stream without the burst-line subsection had the default */
+static int irqlab_pre_load(void *opaque)
+{
+    IrqlabState *s = opaque;
+
+    s->burst_line = IRQLAB_BURST_LINE_NONE;
+    return 0;
 }
 
 static int irqlab_post_load(void *opaque, int version_id)
@@ -1083,7 +1143,9 @@ static int irqlab_post_load(void *opaque, int version_id)
 
     if (s->evq_head >= s->evq_depth || s->evq_count > s->evq_depth ||
         s->fifo_count > s->evq_count || !s->next_seq ||
-        (s->burst_remaining && !s->burst_active_period)) {
+        (s->burst_remaining && !s->burst_active_period) ||
+        s->burst_line < IRQLAB_BURST_LINE_NONE ||
+        s->burst_line >= (int64_t)s->gpio_lines) {
         return -EINVAL;
     }
     s->route = irqlab_compute_route(s);
@@ -1103,10 +1165,35 @@ static const VMStateDescription vmstate_irqlab_event = {
     }
 };
 
+static bool irqlab_burst_line_needed(void *opaque)
+{
+    IrqlabState *s = opaque;
+
+    return s->burst_line != IRQLAB_BURST_LINE_NONE;
+}
+
+static const VMStateDescription vmstate_irqlab_burst_line = {
+    .name = "irqlab/burst-line",
+    .version_id = 1,
+    .minimum_version_id = 1,
+    .needed = irqlab_burst_line_needed,
+    .fields = (VMStateField[]) {
+        VMSTATE_INT32(burst_line, IrqlabState),
+        VMSTATE_END_OF_LIST()
+    }
+};
+
+/* Not const: QEMU 7.2 declares the member without the inner const */
+static const VMStateDescription *irqlab_vmstate_subsections[] = {
+    &vmstate_irqlab_burst_line,
+    NULL
+};
+
 static const VMStateDescription vmstate_irqlab = {
     .name = TYPE_IRQLAB,
     .version_id = 1,
     .minimum_version_id = 1,
+    .pre_load = irqlab_pre_load,
     .post_load = irqlab_post_load,
     .fields = (VMStateField[]) {
         VMSTATE_PCI_DEVICE(parent_obj, IrqlabState),
@@ -1160,7 +1247,8 @@ static const VMStateDescription vmstate_irqlab = {
         VMSTATE_UINT64(hist_min, IrqlabState),
         VMSTATE_UINT64(hist_max, IrqlabState),
         VMSTATE_END_OF_LIST()
-    }
+    },
+    .subsections = irqlab_vmstate_subsections,
 };
 
 #if IRQLAB_QEMU_AT_LEAST(10, 0)
@@ -1245,6 +1333,10 @@ static void irqlab_class_init(ObjectClass *klass, IrqlabClassData *data)
                     irqlab_get_burst_count, irqlab_set_burst_count, 0,
                     "set: start a burst of N events (0 stops); "
                     "get: events remaining");
+    irqlab_add_prop(klass, "burst-line", "int",
+                    irqlab_get_burst_line, irqlab_set_burst_line, 0,
+                    "-1: bursts raise BURST events; 0..gpio-lines-1: "
+                    "each burst step toggles that GPIO input");
     irqlab_add_prop(klass, "counters", "IrqlabCounters",
                     irqlab_get_counters, NULL, 0,
                     "raised, delivered, acked, coalesced, dropped, ...");

@@ -33,7 +33,7 @@ from typing import Any
 from irqlab.agent_client import AgentClient, AgentError
 from irqlab.paths import log_dir
 from irqlab.regs import REGS
-from irqlab.ssh import SshClient
+from irqlab.ssh import RunResult, SshClient
 
 DEVICE_TYPE = "irqlab"
 
@@ -106,15 +106,26 @@ class GuestConfig:
     ssh_timeout: float = 60.0
     agent_timeout: float = 60.0
     name: str = "guest"
+    # Debian packages added to the image besides IMAGE_EXTRA_PACKAGES (e.g. rt-tests).
+    extra_packages: tuple[str, ...] = ()
 
 
 class Guest:
-    """Boot with :meth:`start` (or ``with Guest(...) as g``); stop with :meth:`close`."""
+    """Boot with :meth:`start` (or ``with Guest(...) as g``); stop with :meth:`close`.
+
+    :attr:`phases` has the boot's milestones, in seconds from QEMU's start (host
+    monotonic clock): ``console_ready`` (the image's readiness marker on the serial
+    console: dropbear listens), ``ssh`` (authenticated session), ``module``
+    (modprobe done, /dev/irqlab0 present) and ``agent_ready`` (the agent's hello
+    arrived and the module is loaded: the agent starts while the module loads).
+    Finding or building the image and the accelerator probe are not included.
+    """
 
     def __init__(self, config: GuestConfig | None = None) -> None:
         self.config = config or GuestConfig()
         self.machine: Any = None
         self.image: Any = None
+        self.qemu: Any = None  # the QemuInstall booted
         self.ssh: SshClient | None = None
         self._agent: AgentClient | None = None
         self._agent_proc: Any = None
@@ -123,10 +134,10 @@ class Guest:
         self.ssh_port = 0
         self.module: str | None = None
         self.boot_seconds: float | None = None
+        self.phases: dict[str, float] = {}
 
     # -- prerequisites ----------------------------------------------------------
-    @staticmethod
-    def find_prerequisites() -> tuple[Any, Any, Path]:
+    def find_prerequisites(self) -> tuple[Any, Any, Path]:
         """(QemuInstall, GuestImage, module .ko) or :class:`PrerequisiteMissing`."""
         from irqlab.build.qemu import find_qemu
 
@@ -148,24 +159,45 @@ class Guest:
         ko = find_kmod()
         from irqlab.build.image import ensure_image
 
+        extra = tuple(dict.fromkeys((*IMAGE_EXTRA_PACKAGES, *self.config.extra_packages)))
         try:
-            image = ensure_image(kmod=Path(ko), extra_packages=IMAGE_EXTRA_PACKAGES)
+            image = ensure_image(kmod=Path(ko), extra_packages=extra)
         except Exception as e:
             raise PrerequisiteMissing(
-                f"the guest image cannot be built: {e}; run `invoke build-image`"
+                f"the guest image (extra packages: {', '.join(extra)}) cannot be built: {e}; "
+                "run `invoke build-image`"
             ) from e
         return qemu, image, Path(ko)
 
     # -- life cycle -----------------------------------------------------------------
     def start(self) -> Guest:
+        from irqlab.accel import choose
+
         qemu, image, _ko = self.find_prerequisites()
-        self.image = image
+        self.qemu, self.image = qemu, image
+        # The KVM probe (cached on disk) is not part of booting.
+        self.accel = choose(qemu.binary, datadir=qemu.datadir)
         t0 = time.monotonic()
+        self.phases = {}
+
+        def reached(phase: str) -> None:
+            self.phases[phase] = time.monotonic() - t0
+
         self._boot(qemu, image)
-        self.boot_seconds = time.monotonic() - t0
+        reached("console_ready")
+        self.boot_seconds = self.phases["console_ready"]
         self._connect_ssh(image)
-        self.load_module()
-        self.start_agent()
+        reached("ssh")
+        pending = self._spawn_agent()  # Python starts up while the module loads
+        try:
+            self.load_module()
+            reached("module")
+            self._await_agent(pending)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                pending.close(timeout=2)
+            raise
+        reached("agent_ready")
         return self
 
     def _boot(self, qemu: Any, image: Any) -> None:
@@ -175,7 +207,8 @@ class Guest:
         from irqlab.qmp.injector import Injector
 
         c = self.config
-        self.accel = choose(qemu.binary, datadir=qemu.datadir)
+        if self.accel is None:
+            self.accel = choose(qemu.binary, datadir=qemu.datadir)
         self.ssh_port = free_port()
         args = [
             *MACHINE_ARGS,
@@ -299,14 +332,32 @@ class Guest:
         self.sh(f"echo {addr} > /sys/bus/pci/drivers/{self.module_name()}/bind")
         self.wait_for_node(self.dev)
 
+    def bind_uio_pci_generic(self) -> tuple[str, RunResult]:
+        """Move the device from our driver to the kernel's uio_pci_generic (through
+        ``driver_override``); (PCI address, the bind command's result: rc != 0 when
+        uio_pci_generic refuses the device, e.g. with broken INTx disable)."""
+        if self.ssh is None:
+            raise GuestError("the guest is not connected")
+        addr = self.unbind()
+        dev = f"/sys/bus/pci/devices/{addr}"
+        self.sh(f"modprobe uio_pci_generic && echo uio_pci_generic > {dev}/driver_override")
+        r = self.ssh.run(f"echo {addr} > /sys/bus/pci/drivers/uio_pci_generic/bind")
+        if r.rc == 0:
+            self.wait_for_node("/dev/uio0")
+        return addr, r
+
     # -- the agent ----------------------------------------------------------------------
     def start_agent(self) -> AgentClient:
+        """Start the guest agent over SSH and wait for its hello."""
+        return self._await_agent(self._spawn_agent())
+
+    def _spawn_agent(self) -> AgentClient:
         if self.ssh is None:
             raise GuestError("the guest is not connected")
         pkg = getattr(self.image, "agent_package", "irqlab_agent")
         proc = self.ssh.open_process(f"exec python3 -u -m {pkg}")
         self._agent_proc = proc
-        client = AgentClient(
+        return AgentClient(
             proc.stdin,
             proc.stdout,
             proc.stderr,
@@ -314,6 +365,8 @@ class Guest:
             logs=log_dir(),
             on_close=proc.close,
         )
+
+    def _await_agent(self, client: AgentClient) -> AgentClient:
         client.wait_hello(self.config.agent_timeout)
         self._agent = client
         return client

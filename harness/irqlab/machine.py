@@ -306,6 +306,17 @@ class Machine:
         except QMPFailure as e:
             raise MachineError(f"{e}{self._exit_summary()}") from e
 
+    def qmp_many(
+        self, commands: Sequence[tuple[str, Mapping[str, object] | None]], *, window: int = 8
+    ) -> list[Any]:
+        """Execute independent QMP commands pipelined (see :meth:`SyncQMP.execute_many`)."""
+        if self._qmp is None:
+            raise MachineError("machine not started")
+        try:
+            return self._qmp.execute_many(commands, window=window)
+        except QMPFailure as e:
+            raise MachineError(f"{e}{self._exit_summary()}") from e
+
     def qmp_events(self) -> list[dict[str, Any]]:
         """QMP events received since the last call."""
         if self._qmp is None:

@@ -20,9 +20,7 @@ POLL_INTERVAL = 0.005
 T = TypeVar("T")
 
 
-def wait_until(
-    fetch: Callable[[], T], pred: Callable[[T], bool], timeout: float, what: str
-) -> T:
+def wait_until(fetch: Callable[[], T], pred: Callable[[T], bool], timeout: float, what: str) -> T:
     """Fetch a value until *pred* holds; AssertionError naming *what* at the timeout."""
     deadline = time.monotonic() + timeout
     while True:

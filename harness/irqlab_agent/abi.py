@@ -17,13 +17,15 @@ Spec shape (all names as in the header, lower-case struct fields)::
 from __future__ import annotations
 
 import fcntl
-import importlib
 import json
+import os
 import struct
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from collections.abc import Mapping
+
+TYPE_CHECKING = False  # typing is not imported at run time: it costs start-up time
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any
 
 # Header field names -> protocol field names, where they differ.
 FIELD_ALIASES: dict[str, str] = {
@@ -38,10 +40,12 @@ FIELD_ALIASES: dict[str, str] = {
 }
 
 
-@dataclass(frozen=True)
 class StructSpec:
-    st: struct.Struct
-    fields: tuple[str, ...]
+    __slots__ = ("fields", "st")
+
+    def __init__(self, st: struct.Struct, fields: tuple[str, ...]) -> None:
+        self.st = st
+        self.fields = fields
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> StructSpec:
@@ -118,11 +122,13 @@ class StructSpec:
         return struct.Struct(fmt)
 
 
-@dataclass(frozen=True)
 class Ioctl:
-    name: str
-    request: int
-    arg: StructSpec | None  # None: the argument is passed by value
+    __slots__ = ("arg", "name", "request")
+
+    def __init__(self, name: str, request: int, arg: StructSpec | None) -> None:
+        self.name = name
+        self.request = request
+        self.arg = arg  # None: the argument is passed by value
 
     def call(self, fd: int, values: Mapping[str, int] | int = 0) -> dict[str, int]:
         """Issue the ioctl; return the (possibly updated) argument struct fields."""
@@ -187,8 +193,10 @@ class Abi:
         }
 
 
-def load_spec(header: Path) -> dict[str, Any]:
+def load_spec(header: str | os.PathLike[str]) -> dict[str, Any]:
     """Build the spec from *header* with the shipped parser (``_uapi`` or ``irqlab.uapi``)."""
+    import importlib  # only when there is no matching abi.json
+
     try:
         mod = importlib.import_module("irqlab_agent._uapi")
     except ImportError:
@@ -196,7 +204,8 @@ def load_spec(header: Path) -> dict[str, Any]:
     fn = getattr(mod, "agent_spec", None)
     if fn is None:
         raise RuntimeError(f"{mod.__name__} has no agent_spec(header_text) function")
-    spec = fn(header.read_text())
+    with open(header, encoding="utf-8") as f:
+        spec = fn(f.read())
     if not isinstance(spec, dict):
         raise TypeError("agent_spec() must return a dict")
     return spec
@@ -205,27 +214,31 @@ def load_spec(header: Path) -> dict[str, Any]:
 PRECOMPUTED = "abi.json"
 
 
-def _precomputed(header: Path) -> dict[str, Any] | None:
+def _precomputed(header: str | os.PathLike[str]) -> dict[str, Any] | None:
     """The spec the image recipe generated from this very header (``abi.json`` beside it:
-    ``{"header_sha256": ..., "spec": {...}}``), or None if absent or for another header.
-    Saves parsing the header at every start (a few hundred ms in a TCG guest)."""
-    import hashlib
-
+    ``{"header": <the header's text>, "spec": {...}}``), or None if absent or made from
+    another text.  Saves parsing the header at every start (a few hundred ms in a TCG
+    guest); comparing the text needs no hash library (hashlib loads OpenSSL)."""
     try:
-        data = json.loads(header.with_name(PRECOMPUTED).read_text())
-        digest = hashlib.sha256(header.read_bytes()).hexdigest()
+        with open(os.path.join(os.path.dirname(header), PRECOMPUTED), encoding="utf-8") as f:
+            data = json.load(f)
+        with open(header, encoding="utf-8") as f:
+            text = f.read()
     except (OSError, ValueError):
         return None
-    if not isinstance(data, dict) or data.get("header_sha256") != digest:
+    if not isinstance(data, dict) or data.get("header") != text:
         return None
     spec = data.get("spec")
     return spec if isinstance(spec, dict) else None
 
 
-def load_abi(header: Path | None = None, spec_json: Path | None = None) -> Abi:
+def load_abi(
+    header: str | os.PathLike[str] | None = None, spec_json: str | os.PathLike[str] | None = None
+) -> Abi:
     if spec_json is not None:
-        return Abi(json.loads(spec_json.read_text()))
+        with open(spec_json, encoding="utf-8") as f:
+            return Abi(json.load(f))
     if header is None:
-        header = Path(__file__).with_name("irqlab.h")
+        header = os.path.join(os.path.dirname(__file__), "irqlab.h")
     spec = _precomputed(header)
     return Abi(spec if spec is not None else load_spec(header))

@@ -18,9 +18,12 @@ import errno
 import fcntl
 import os
 import struct
-from collections.abc import Sequence
 
-from irqlab_agent.abi import Abi
+TYPE_CHECKING = False  # typing is not imported at run time: it costs start-up time
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from irqlab_agent.abi import Abi
 
 ACK_MODES = ("ioctl", "write", "none")
 

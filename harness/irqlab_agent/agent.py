@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import signal
@@ -10,8 +9,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
-from typing import IO, Any, Protocol
 
 from irqlab_agent import __version__
 from irqlab_agent.abi import Abi, load_abi
@@ -42,6 +39,10 @@ from irqlab_agent.protocol import (
 )
 from irqlab_agent.sysio import SigInfo, SignalFd, block_signals
 
+TYPE_CHECKING = False  # typing is not imported at run time: it costs start-up time
+if TYPE_CHECKING:
+    from typing import IO, Any, Protocol
+
 DEFAULT_DEV = "/dev/irqlab0"
 SUMMARY_BATCH = 1024  # records per read(2) in storm mode (the driver's ring is 256 by default)
 NUM_RT_SIGNALS = 8  # setsig may use SIGRTMIN+0 .. SIGRTMIN+7
@@ -51,12 +52,14 @@ def async_signals() -> list[int]:
     return [signal.SIGIO, *range(signal.SIGRTMIN, signal.SIGRTMIN + NUM_RT_SIGNALS)]
 
 
-class SignalSource(Protocol):
-    fd: int
+if TYPE_CHECKING:
 
-    def read_all(self) -> list[SigInfo]: ...
+    class SignalSource(Protocol):
+        fd: int
 
-    def close(self) -> None: ...
+        def read_all(self) -> list[SigInfo]: ...
+
+        def close(self) -> None: ...
 
 
 class SignalDispatcher(threading.Thread):
@@ -422,11 +425,21 @@ def _noop(signo: int, frame: object) -> None:
     return None
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str]) -> Any:
+    import argparse  # only with arguments: it costs start-up time in a TCG guest
+
     ap = argparse.ArgumentParser(prog="python3 -m irqlab_agent", description=__doc__)
-    ap.add_argument("--header", type=Path, help="uapi header (default: shipped irqlab.h)")
-    ap.add_argument("--spec", type=Path, help="ABI spec JSON instead of parsing the header")
-    args = ap.parse_args(argv)
+    ap.add_argument("--header", help="uapi header (default: shipped irqlab.h)")
+    ap.add_argument("--spec", help="ABI spec JSON instead of parsing the header")
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    header = spec = None
+    if argv:
+        args = parse_args(argv)
+        header, spec = args.header, args.spec
 
     # Block the async-notification signals before any thread exists, so every
     # thread inherits the mask and only the signalfd sees them.
@@ -436,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.siginterrupt(RESTART_SIGNAL, False)  # SA_RESTART
     writer = Writer(sys.stdout.buffer)
     try:
-        abi = load_abi(args.header, args.spec)
+        abi = load_abi(header, spec)
     except Exception as e:
         writer.send({"type": "fatal", "error": f"cannot load the uapi ABI: {e!r}"})
         return 2

@@ -6,18 +6,26 @@
     default 256: the kernel drops the oldest beyond it, visible as a ``seqno`` gap),
     polls the line fd and reports each
     ``struct gpio_v2_line_event`` as ``{"type": "event", "edge": "rising", "offset",
-    "seqno", "line_seqno", "timestamp_ns", ...}``.
+    "seqno", "line_seqno", "timestamp_ns", ...}``.  Line events carry no device seq:
+    with ``ack_dev`` + ``ack_first_seq`` (:class:`~irqlab_agent.paths.SeqAcker`) the
+    event with request-wide ``seqno`` n is ACKed as device seq ``first + n - 1``
+    (reported as ``dev_seq``, with the device's ``ack_latency_ns``), so an event the
+    kernel dropped from its buffer (a ``seqno`` gap) does not shift the ACKs.  That
+    holds while every device event reaches gpiolib: the host checks the driver's
+    ``gpio_lost`` (and the edges) to know it did.
 
 ``uio``
     Blocks in ``read(2)`` on ``/dev/uioN`` (the 32-bit interrupt count), then plays
     the user-space driver: through the mapped BAR0 it clears the latched status,
-    drains the device's event queue (``EVQ_HEAD_*``, ``EVQ_POP``), ACKs each event,
+    drains the device's event queue (``EVQ_HEAD_*``, ``EVQ_POP``), ACKs each event
+    and reads the device's raise -> ACK latency back (``ACK_SEQ``, ``ACK_LAT_*``),
     and re-enables the interrupt: ``config`` clears the PCI 2.3 Interrupt Disable bit
     in the function's config space (what uio_pci_generic's handler set; it has no
     ``irqcontrol``, so writing 1 to its fd gives ENOSYS), ``irqcontrol`` writes 1 to
     the uio fd (drivers with an ``irqcontrol`` callback), ``device`` writes
     ``IRQ_ENABLE`` through the mapping (the driver's UIO mode, seed 001).
-    One ``{"type": "event", "count", "delta", "events", "seqs"}`` per wake-up.
+    One ``{"type": "event", "count", "delta", "events", "seqs", "ack_latency_ns"}``
+    per wake-up (the last two: one entry per drained event).
     With ``gate=true`` it reports ``{"type": "uio_wake"}`` first and handles the
     wake-up only after a ``release`` request, so the host can inject while
     userspace is "slow".
@@ -37,10 +45,12 @@ import os
 import struct
 import threading
 from collections.abc import Mapping
-from pathlib import Path
-from typing import Any, ClassVar
 
-from irqlab_agent.paths import NotificationPath, mono_ns
+from irqlab_agent.paths import NotificationPath, SeqAcker, mono_ns
+
+TYPE_CHECKING = False  # typing is not imported at run time: it costs start-up time
+if TYPE_CHECKING:
+    from typing import Any, ClassVar
 
 # --- linux/gpio.h (GPIO character device, v2 uapi) --------------------------------
 _GPIO_MAGIC = 0xB4
@@ -121,6 +131,7 @@ class GpioCdevPath(NotificationPath):
     """Edge events of gpio lines through the GPIO v2 character device."""
 
     kind = "gpio-cdev"
+    acker: SeqAcker | None = None
 
     def open(self) -> None:
         p = self.opts.params
@@ -143,12 +154,50 @@ class GpioCdevPath(NotificationPath):
         fl = fcntl.fcntl(self.fd, fcntl.F_GETFL)
         fcntl.fcntl(self.fd, fcntl.F_SETFL, fl | os.O_NONBLOCK)
 
+    def setup(self) -> None:
+        # ack=false (or an ack mode "none") arms without ACKing even if ack_dev is given
+        if self.opts.ack not in (False, "none"):
+            self.acker = SeqAcker.from_params(self.abi, self.opts.params)
+
+    def teardown(self) -> None:
+        if self.acker is not None:
+            self.acker.close()
+
     def arm(self) -> dict[str, Any]:
         info = super().arm()
         return {**info, **self.chip}
 
-    def loop(self) -> None:
+    def report_line_events(self, data: bytes, wake: int) -> int:
+        """Report (and ACK, with an acker) each ``gpio_v2_line_event`` in *data*."""
         size = _LINEEVENT.size
+        n = 0
+        for off in range(0, len(data) - size + 1, size):
+            ts, ev_id, offset, seqno, line_seqno = _LINEEVENT.unpack_from(data, off)[:5]
+            ev: dict[str, Any] = {
+                "type": "event",
+                "path": self.path_name,
+                "timestamp_ns": ts,
+                "id": ev_id,
+                "edge": EVENT_NAMES.get(ev_id, str(ev_id)),
+                "offset": offset,
+                "seqno": seqno,
+                "line_seqno": line_seqno,
+                "wake_ns": wake,
+            }
+            if self.acker is not None:
+                ev["dev_seq"] = (self.acker.first_seq + seqno - 1) & 0xFFFF_FFFF
+                ev["ack_latency_ns"] = lat = self.acker.ack_nth(seqno)
+                if lat is None:
+                    self.stats.ack_errors += 1
+                else:
+                    self.stats.acks += 1
+                self.stats.last_seq = ev["dev_seq"]
+            self.stats.events += 1
+            n += 1
+            self.emit(ev)
+        return n
+
+    def loop(self) -> None:
         while not self.stopping.is_set():
             if not self.wait_readable(self.fd):
                 return
@@ -156,26 +205,11 @@ class GpioCdevPath(NotificationPath):
             self.stats.wakeups += 1
             while True:
                 try:
-                    data = os.read(self.fd, size * 64)
+                    data = os.read(self.fd, _LINEEVENT.size * 64)
                 except BlockingIOError:
                     break
                 self.stats.reads += 1
-                for off in range(0, len(data) - size + 1, size):
-                    ts, ev_id, offset, seqno, line_seqno = _LINEEVENT.unpack_from(data, off)[:5]
-                    self.stats.events += 1
-                    self.emit(
-                        {
-                            "type": "event",
-                            "path": self.path_name,
-                            "timestamp_ns": ts,
-                            "id": ev_id,
-                            "edge": EVENT_NAMES.get(ev_id, str(ev_id)),
-                            "offset": offset,
-                            "seqno": seqno,
-                            "line_seqno": line_seqno,
-                            "wake_ns": wake,
-                        }
-                    )
+                self.report_line_events(data, wake)
 
 
 # --- UIO --------------------------------------------------------------------------
@@ -185,10 +219,15 @@ PCI_COMMAND = 0x04
 PCI_COMMAND_INTX_DISABLE = 0x400
 
 
+def _read(path: str) -> str:
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
 def find_uio(name: str | None) -> str:
     """/dev/uioN of the first uio device (whose name is *name*, if given)."""
     for d in sorted(glob.glob("/sys/class/uio/uio*")):
-        if name is None or Path(d, "name").read_text().strip() == name:
+        if name is None or _read(os.path.join(d, "name")).strip() == name:
             return f"/dev/{os.path.basename(d)}"
     raise FileNotFoundError(2, f"no uio device{' named ' + name if name else ''}")
 
@@ -214,15 +253,16 @@ class UioPath(NotificationPath):
         self._gate = threading.Semaphore(0)
         dev = p.get("uio") or find_uio(p.get("uio_name"))
         self.opts.dev = str(dev)
-        sysdir = Path("/sys/class/uio", os.path.basename(self.opts.dev))
+        sysdir = os.path.join("/sys/class/uio", os.path.basename(self.opts.dev))
         self.fd = os.open(self.opts.dev, os.O_RDWR | os.O_CLOEXEC)
-        self.last = int((sysdir / "event").read_text())
+        self.last = int(_read(os.path.join(sysdir, "event")))
         self.cfd = -1
         if self.reenable == "config":
-            self.cfd = os.open(sysdir / "device" / "config", os.O_RDWR | os.O_CLOEXEC)
+            self.cfd = os.open(os.path.join(sysdir, "device", "config"), os.O_RDWR | os.O_CLOEXEC)
         size = self.r["BAR0_SIZE"]
         if p.get("map", "resource0") == "resource0":
-            mfd = os.open(sysdir / "device" / "resource0", os.O_RDWR | os.O_SYNC | os.O_CLOEXEC)
+            res = os.path.join(sysdir, "device", "resource0")
+            mfd = os.open(res, os.O_RDWR | os.O_SYNC | os.O_CLOEXEC)
             try:
                 self.mm = mmap.mmap(mfd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
             finally:
@@ -272,21 +312,30 @@ class UioPath(NotificationPath):
             self.cfd = -1
         super().close_fds()
 
-    def handle(self) -> list[dict[str, int]]:
+    def handle(self) -> list[dict[str, int | None]]:
         """Clear the latched status, then drain and ACK the event queue."""
         gpio_bit = 1 << self.r["SRC_GPIO"]
         self.wr("GPIO_STATUS", self.rd("GPIO_STATUS"))
         self.wr("IRQ_STATUS", self.r["SRC_ALL"] & ~gpio_bit)
-        out: list[dict[str, int]] = []
+        out: list[dict[str, int | None]] = []
         for _ in range(self.rd("EVQ_DEPTH")):
             info = self.rd("EVQ_HEAD_INFO")
             if not info & self.r["EVINFO_VALID"]:
                 break
             seq, value = self.rd("EVQ_HEAD_SEQ"), self.rd("EVQ_HEAD_VALUE")
             self.wr("EVQ_POP", 0)
-            self.wr("ACK", seq)
-            out.append({"seq": seq, "source": info & self.r["EVINFO_SRC_MASK"], "value": value})
+            lat = self.ack_seq(seq)
+            src = info & self.r["EVINFO_SRC_MASK"]
+            out.append({"seq": seq, "source": src, "value": value, "ack_latency_ns": lat})
         return out
+
+    def ack_seq(self, seq: int) -> int | None:
+        """ACK *seq* through the mapping; the device's raise -> ACK latency (None if refused)."""
+        self.wr("ACK", seq)
+        if self.rd("ACK_SEQ") != seq:
+            return None  # too old for the device's window (counted in ACK_INVALID)
+        lo = self.rd("ACK_LAT_LO")  # reading _LO latches _HI
+        return lo | (self.rd("ACK_LAT_HI") << 32)
 
     def loop(self) -> None:
         while not self.stopping.is_set():
@@ -318,6 +367,7 @@ class UioPath(NotificationPath):
                     "events": len(evs),
                     "seqs": [e["seq"] for e in evs],
                     "values": [e["value"] for e in evs],
+                    "ack_latency_ns": [e["ack_latency_ns"] for e in evs],
                     "wake_ns": wake,
                 }
             )

@@ -576,9 +576,10 @@ class CountPath(NotificationPath):
             self.stats.events += 1
             self.stats.counted += count
             ev: dict[str, Any] = {"type": "event", "path": self.path_name, "count": count}
-            if self.acker is not None and count:
-                ev["ack_latency_ns"] = self.acker.ack_nth(self.stats.counted)
-                self.stats.acks += 1
+            if self.acker is not None:  # every event the count includes, oldest first
+                first = self.stats.counted - count + 1
+                ev["ack_latency_ns"] = [self.acker.ack_nth(k) for k in range(first, first + count)]
+                self.stats.acks += count
             ev["wake_ns"] = wake
             self.emit(ev)
 

@@ -51,12 +51,16 @@ import errno
 import json
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import IO, Any
+
+TYPE_CHECKING = False  # typing is not imported at run time: it costs start-up time
+if TYPE_CHECKING:
+    from typing import IO, Any
+
+    JsonObj = dict[str, Any]
+else:
+    JsonObj = dict
 
 PROTOCOL_VERSION = 1
-
-JsonObj = dict[str, Any]
 
 
 class ProtocolError(Exception):
@@ -67,11 +71,16 @@ class ProtocolError(Exception):
         self.req_id = req_id
 
 
-@dataclass(frozen=True)
 class Request:
-    id: int
-    op: str
-    args: Mapping[str, Any] = field(default_factory=dict)
+    __slots__ = ("args", "id", "op")
+
+    def __init__(self, id: int, op: str, args: Mapping[str, Any] | None = None) -> None:
+        self.id = id
+        self.op = op
+        self.args: Mapping[str, Any] = args if args is not None else {}
+
+    def __repr__(self) -> str:
+        return f"Request(id={self.id!r}, op={self.op!r}, args={dict(self.args)!r})"
 
     def get_str(self, key: str, default: str | None = None) -> str:
         v = self.args.get(key, default)

@@ -27,31 +27,34 @@ cannot be ordered.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Protocol
 
-from irqlab_agent.abi import Abi
-from irqlab_agent.acks import SeqAcks
+TYPE_CHECKING = False  # typing is not imported at run time: it costs start-up time
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Mapping
+    from typing import Any, Protocol
+
+    from irqlab_agent.abi import Abi
+    from irqlab_agent.acks import SeqAcks
+
+    Emit = Callable[[dict[str, Any]], None]
+    # (one record's bytes, wake_ns, extra fields, its ACK latency): report it as an event
+    EmitRecord = Callable[[bytes, int, Mapping[str, Any] | None, int | None], None]
+
+    class Stats(Protocol):  # what the summarizer updates of the path's stats
+        events: int
+        reads: int
+        wakeups: int
+        acks: int
+        ack_errors: int
+        summaries: int
+        last_seq: int | None
+        flags: dict[str, int]
+
 
 FIELDS = ("seq", "source", "flags", "lost")  # what a summary needs of a record
 
-Emit = Callable[[dict[str, Any]], None]
-# (one record's bytes, wake_ns, extra fields, its ACK latency): report it as an event
-EmitRecord = Callable[[bytes, int, Mapping[str, Any] | None, int | None], None]
-
 # Per-source counters, indices into a list (cheaper than attributes in the loop).
 N, FIRST, LAST, IN_ORDER, OUT_OF_ORDER, LOST, FLAGS, HIGHEST = range(8)
-
-
-class Stats(Protocol):
-    events: int
-    reads: int
-    wakeups: int
-    acks: int
-    ack_errors: int
-    summaries: int
-    last_seq: int | None
-    flags: dict[str, int]
 
 
 def _fresh(highest: int) -> list[Any]:

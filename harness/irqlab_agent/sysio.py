@@ -16,11 +16,10 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import platform
 import signal
 import struct
+from collections import namedtuple
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.read.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t]
@@ -52,14 +51,10 @@ def raw_read(fd: int, size: int) -> bytes:
     return buf.raw[:n]
 
 
-@dataclass(frozen=True)
-class SigInfo:
-    signo: int
-    errno: int
-    code: int
-    pid: int
-    fd: int
-    band: int
+class SigInfo(namedtuple("SigInfo", "signo errno code pid fd band")):
+    """The fields of a ``struct signalfd_siginfo`` the agent uses."""
+
+    __slots__ = ()
 
     def as_json(self) -> dict[str, int]:
         return {"signo": self.signo, "code": self.code, "fd": self.fd, "band": self.band}
@@ -116,7 +111,7 @@ def block_signals(signals: Iterable[int]) -> None:
 
 def thread_in_read(tid: int) -> bool:
     """Whether thread *tid* of this process is blocked in read(2) right now."""
-    nr = _SYS_READ.get(platform.machine())
+    nr = _SYS_READ.get(os.uname().machine)
     try:
         with open(f"/proc/self/task/{tid}/syscall") as f:
             first = f.read().split()

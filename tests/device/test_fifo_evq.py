@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from devrig import FIFO, Rig, RigFactory
 
+from irqlab.qmp.errors import QMPCommandError
 from irqlab.regs import REGS
 
 pytestmark = pytest.mark.device
@@ -90,3 +91,24 @@ def test_queue_wraps_around(rig_factory: RigFactory) -> None:
         values += [e.value for e in r.dev.drain()]
     assert values == [0, 1, 10, 11, 20, 21, 30, 31]
     assert r.inj.counters().evq_overflow == 0
+
+
+def test_pipelined_pushes_arrive_in_order(rig: Rig) -> None:
+    words = list(range(100, 300))
+    rig.inj.push_many(words, window=8)
+    events = rig.dev.drain()
+    assert [e.value for e in events] == words
+    assert [e.seq for e in events] == list(range(1, len(words) + 1))
+
+
+def test_pipelined_batch_with_a_bad_command_fails_and_qemu_keeps_running(rig: Rig) -> None:
+    cmds: list[tuple[str, dict[str, object] | None]] = [
+        ("qom-set", {"path": rig.inj.path, "property": "fifo-push", "value": 1}),
+        ("qom-set", {"path": rig.inj.path, "property": "no-such-property", "value": 1}),
+        ("qom-set", {"path": rig.inj.path, "property": "fifo-push", "value": 2}),
+    ]
+    with pytest.raises(QMPCommandError, match="no-such-property"):
+        rig.machine.qmp_many(cmds, window=3)
+    # The commands are independent: the ones around the bad one still ran.
+    assert [e.value for e in rig.dev.drain()] == [1, 2]
+    assert rig.machine.qmp("query-status")["status"] == "running"

@@ -92,3 +92,37 @@ def test_state_survives_migration(
     t0 = burst[0].ts
     assert [e.ts for e in burst] == [t0 + i * P for i in range(5)]
     assert dst_inj.counters().raised == before["counters"].raised + 2
+
+
+@pytest.mark.parametrize("line", [None, 3])
+def test_burst_line_survives_migration(
+    rig_factory: RigFactory, qtest_machine_factory: QtestMachineFactory, tmp_path: Path,
+    line: int | None,
+) -> None:  # fmt: skip
+    """A burst on a GPIO line goes on toggling that line after migration (the
+    ``irqlab/burst-line`` subsection); without a line the stream has no subsection and
+    the destination keeps the default."""
+    src = rig_factory(**PROPS)
+    src.dev.write("GPIO_RISING", 0xFFFF)
+    src.dev.write("GPIO_FALLING", 0xFFFF)
+    src.inj.burst(6, period_ns=P, line=line)
+    src.qt.clock_step(2 * P)  # 3 of 6 steps
+    seq_before = [e.seq for e in src.dev.drain()]
+    clock = src.qt.clock()
+    image = tmp_path / "irqlab.mig"
+    _migrate_out(src.machine, image)
+    dst_m = qtest_machine_factory(device_arg(**PROPS), extra_args=["-incoming", "defer"])
+    _migrate_in(dst_m, image)
+    dst = QtestIrqlab.attach(dst_m.qtest, src.dev.bar0)
+    dst_inj = Injector(dst_m, "irq0")
+    assert dst_inj.burst_line() == line
+    dst_m.qtest.clock_set(clock)
+    dst_m.qtest.clock_step(10 * P)
+    after = dst.drain()
+    assert [e.seq for e in after] == [seq_before[-1] + i for i in range(1, 4)]
+    want = REGS.SRC_BURST if line is None else REGS.SRC_GPIO
+    assert {e.source for e in after} == {want}
+    if line is not None:
+        assert [e.kind for e in after] == [REGS.KIND_FALLING, REGS.KIND_RISING,
+                                           REGS.KIND_FALLING]  # fmt: skip
+        assert {e.line for e in after} == {line}

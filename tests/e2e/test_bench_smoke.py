@@ -23,11 +23,11 @@ def result(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Pa
     out = tmp_path_factory.mktemp("bench")
     cfg = BenchConfig.quick_config(
         events=EVENTS,
-        paths=("read", "count", "uio"),
+        paths=("read", "count", "gpio-cdev", "uio", "uio-generic"),
         placements=("hardirq",),
         storm_rates=(STORM_RATE,),
         storm_seconds=STORM_SECONDS,
-        storm_paths=("read", "count", "uio"),
+        storm_paths=("read", "count", "gpio-cdev", "uio", "uio-generic"),
         injections=200,
         boots=1,
         cyclictest_loops=LOOPS,
@@ -63,14 +63,16 @@ def test_latency_from_device_clock(result: tuple[dict[str, Any], Path]) -> None:
     hist = read["device_histogram"]
     assert hist["count"] == EVENTS and hist["problems"] == []
     assert read["counters"]["raised"] == EVENTS and read["counters"]["acked"] == EVENTS
-    assert "skipped" in run["latency"]["hardirq"]["count"]
-    # UIO (the driver's UIO mode): the agent ACKs through the mapping, only the
-    # device histogram has the latencies.
-    uio = run["latency"]["hardirq"]["uio"]
-    assert uio["problems"] == [], uio["problems"]
-    assert uio["latency_ns"]["n"] == EVENTS and uio["latency_ns"]["exact"] is False
-    assert uio["counters"]["acked"] == EVENTS
-    assert 0 < uio["latency_ns"]["p50"] <= uio["latency_ns"]["p99"]
+    # The counting file and gpio-cdev (the generator on a GPIO line) ACK by order
+    # through a second fd; UIO (the driver's UIO mode, and uio_pci_generic on a second
+    # guest) ACKs through the mapping and reads the latency back: all exact.
+    for path in ("count", "gpio-cdev", "uio", "uio-generic"):
+        p = run["latency"]["hardirq"][path]
+        assert p["problems"] == [], (path, p["problems"])
+        assert p["latency_ns"]["n"] == EVENTS and p["latency_ns"]["exact"] is True
+        assert p["counters"]["acked"] == EVENTS and p["counters"]["ack_invalid"] == 0
+        assert p["device_histogram"]["count"] == EVENTS
+        assert 0 < p["latency_ns"]["min"] <= p["latency_ns"]["p50"] <= p["latency_ns"]["max"]
     m = r["metrics"]["latency.hardirq.read.p50"]
     assert m["value"] == s["p50"] and m["noise"] is not None
 
@@ -78,13 +80,19 @@ def test_latency_from_device_clock(result: tuple[dict[str, Any], Path]) -> None:
 def test_storm_counts_add_up(result: tuple[dict[str, Any], Path]) -> None:
     r, _ = result
     n = round(STORM_RATE * STORM_SECONDS)
-    for path in ("read", "count", "uio"):
+    (run,) = r["runs"]
+    assert run["latency"]["hardirq"]["uio-generic"]["module_params"]["driver"] == "uio_pci_generic"
+    for path in ("read", "count", "gpio-cdev", "uio", "uio-generic"):
         (s,) = r["storm"]["paths"][path]
-        assert s["raised"] == n and s["marker_seen"], s
+        assert s["raised"] == n, s
+        # gpio-cdev has no marker: its storm ends when the seqnos account for every edge
+        assert (s["end"] == "accounted") if path == "gpio-cdev" else s["marker_seen"], s
         assert s["observed"] + s["lost"] == s["raised"], s
         assert s["unexplained"] == 0, s
         assert s["delivered"] + s["coalesced"] >= 1
-    assert set(r["storm"]["highest_lossless"]) == {"read", "count", "uio"}
+    paths = {"read", "count", "gpio-cdev", "uio", "uio-generic"}
+    assert set(r["storm"]["highest_lossless"]) == paths
+    assert r["storm"]["skipped"] == {}
 
 
 def test_host_figures(result: tuple[dict[str, Any], Path]) -> None:
@@ -93,6 +101,9 @@ def test_host_figures(result: tuple[dict[str, Any], Path]) -> None:
     inj = run["injection"]
     assert inj["problems"] == [] and inj["injections"] >= 200
     assert 0 < inj["round_trip_ns"]["p50"] < 1_000_000_000 and inj["rate_per_s"] > 10
+    pipe = inj["pipelined"]
+    assert pipe["injections"] >= 200 and pipe["rate_per_s"] > 10 and pipe["window"] > 1
+    assert r["metrics"]["injection.pipelined_rate"]["value"] == pipe["rate_per_s"]
     b = run["boot"]
     assert 0 < b["console_ready"] <= b["ssh"] <= b["module"] <= b["agent_ready"] < 300
     assert r["boot"]["boots"] == 1 and r["boot"]["phases"]["agent_ready"]["median"] > 0

@@ -89,3 +89,10 @@ def test_unbind_wakes_blocked_reader_with_enodev_then_reload(
         assert ev["count"] == 1
     else:
         assert ev["value"] == 11
+
+
+def test_guest_records_its_boot_phases_in_order(guest: Guest) -> None:
+    p = guest.phases
+    assert list(p) == ["console_ready", "ssh", "module", "agent_ready"], p
+    assert 0 < p["console_ready"] <= p["ssh"] <= p["module"] <= p["agent_ready"] < 300, p
+    assert guest.boot_seconds == p["console_ready"]

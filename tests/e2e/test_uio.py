@@ -102,22 +102,12 @@ def boot(name: str, props: dict[str, Any]) -> Guest:
     return start_guest(GuestConfig(name=name, device_props=props))
 
 
-def bind_uio_pci_generic(g: Guest) -> tuple[str, Any]:
-    """Move the device from our driver to uio_pci_generic (driver_override)."""
-    addr = g.unbind()
-    dev = f"/sys/bus/pci/devices/{addr}"
-    g.sh(f"modprobe uio_pci_generic && echo uio_pci_generic > {dev}/driver_override")
-    assert g.ssh is not None
-    return addr, g.ssh.run(f"echo {addr} > /sys/bus/pci/drivers/uio_pci_generic/bind")
-
-
 @pytest.fixture(scope="module")
 def intx_guest() -> Generator[Guest, None, None]:
     g = boot("uio-intx", {"irq-mode": "intx"})
     try:
-        _, r = bind_uio_pci_generic(g)
+        _, r = g.bind_uio_pci_generic()
         assert r.rc == 0, r
-        g.wait_for_node("/dev/uio0")
         yield g
     finally:
         g.close()
@@ -160,7 +150,7 @@ def test_uio_pci_generic_coalesces_while_userspace_is_slow(
 def test_broken_intx_disable_is_refused_by_uio_pci_generic() -> None:
     g = boot("uio-broken", {"irq-mode": "intx", "broken-intx-disable": True})
     try:
-        addr, r = bind_uio_pci_generic(g)
+        addr, r = g.bind_uio_pci_generic()
         assert r.rc != 0 and "No such device" in r.err, r
         assert not g.sh("ls /sys/class/uio/ 2>/dev/null; true").strip()
         assert g.sh(f"test -e /sys/bus/pci/devices/{addr}/driver || echo none").strip() == "none"

@@ -93,6 +93,12 @@ def test_gpio_in_and_lines(inj: Injector, runner: FakeRunner) -> None:
         (lambda i: i.burst(1 << 32), "count=0x100000000 out of range"),
         (lambda i: i.burst(5, period_ns=0), "period_ns=0x0 out of range"),
         (lambda i: i.set_burst_period(REGS.MIN_BURST_PERIOD_NS - 1), "out of range"),
+        (lambda i: i.burst(5, period_ns=10_000, line=8), r"line=0x8 out of range \[0x0, 0x7\]"),
+        (lambda i: i.burst(5, line=-1), "out of range"),
+        (lambda i: i.burst(5, line=True), "line must be an int, not bool"),
+        (lambda i: i.burst(0, line=8), "out of range"),
+        (lambda i: i.set_burst_line(8), "out of range"),
+        (lambda i: i.set_burst_line(REGS.BURST_LINE_NONE), "out of range"),
     ],
 )
 def test_client_side_validation_sends_nothing(
@@ -110,14 +116,45 @@ def test_fifo_and_burst(inj: Injector, runner: FakeRunner) -> None:
     inj.burst(3)
     inj.stop_burst()
     inj.reset_counters()
+    none = REGS.BURST_LINE_NONE
     assert runner.sets() == [
-        ("fifo-push", 0xCAFEF00D), ("burst-period-ns", 50_000), ("burst-count", 100),
-        ("burst-count", 3), ("burst-count", 0), ("reset-counters", True),
+        ("fifo-push", 0xCAFEF00D), ("burst-period-ns", 50_000), ("burst-line", none),
+        ("burst-count", 100), ("burst-line", none), ("burst-count", 3), ("burst-count", 0),
+        ("reset-counters", True),
     ]  # fmt: skip
     runner.props["burst-count"] = 42
     runner.props["burst-period-ns"] = 50_000
     assert inj.burst_remaining() == 42
     assert inj.burst_period() == 50_000
+
+
+def test_burst_on_a_gpio_line(inj: Injector, runner: FakeRunner) -> None:
+    inj.burst(500, period_ns=100_000, line=5)
+    inj.burst(4, line=0)
+    inj.stop_burst()
+    inj.burst(0, line=7)  # a stop never touches burst-line (refused while one runs)
+    inj.set_burst_line(3)
+    inj.set_burst_line(None)
+    none = REGS.BURST_LINE_NONE
+    assert runner.sets() == [
+        ("burst-period-ns", 100_000), ("burst-line", 5), ("burst-count", 500),
+        ("burst-line", 0), ("burst-count", 4), ("burst-count", 0), ("burst-count", 0),
+        ("burst-line", 3), ("burst-line", none),
+    ]  # fmt: skip
+    runner.props["burst-line"] = 5
+    assert inj.burst_line() == 5
+    runner.props["burst-line"] = none
+    assert inj.burst_line() is None
+    runner.props["burst-line"] = "5"
+    with pytest.raises(InvalidArgument, match="not an integer"):
+        inj.burst_line()
+
+
+def test_burst_line_refused_while_running_sends_no_count(inj: Injector, runner: FakeRunner) -> None:
+    runner.refuse["burst-line"] = "irqlab: burst-line cannot change while a burst runs"
+    with pytest.raises(DeviceRejected, match="while a burst runs"):
+        inj.burst(10, line=2)
+    assert runner.sets() == []  # the count that would have started a burst was not sent
 
 
 def test_device_refusal_carries_qemu_text(inj: Injector, runner: FakeRunner) -> None:
@@ -194,3 +231,44 @@ def test_histogram_malformed() -> None:
         Histogram.from_qmp({**_hist({}), "buckets": [1, -1]})
     with pytest.raises(StatsFormatError, match="sum-ns"):
         Histogram.from_qmp({k: v for k, v in _hist({}).items() if k != "sum-ns"})
+
+
+class PipeRunner(FakeRunner):
+    """A FakeRunner that can pipeline: records each batch and its window."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[int] = []
+
+    def qmp_many(
+        self, commands: list[tuple[str, Mapping[str, object] | None]], *, window: int = 8
+    ) -> list[Any]:
+        self.batches.append(window)
+        return [self.qmp(c, a) for c, a in commands]
+
+
+def test_push_many_pipelines_in_order() -> None:
+    r = PipeRunner()
+    Injector(r, "irq0").push_many([1, 2, 0xFFFF_FFFF], window=4)
+    assert r.sets() == [("fifo-push", 1), ("fifo-push", 2), ("fifo-push", 0xFFFF_FFFF)]
+    assert r.batches == [4]
+
+
+def test_push_many_checks_every_word_before_sending() -> None:
+    r = PipeRunner()
+    with pytest.raises(InvalidArgument, match="word"):
+        Injector(r, "irq0").push_many([1, 1 << 32])
+    assert r.sent == [] and r.batches == []
+
+
+def test_push_many_needs_a_pipelining_runner(inj: Injector, runner: FakeRunner) -> None:
+    with pytest.raises(InvalidArgument, match="cannot pipeline"):
+        inj.push_many([1])
+    assert runner.sent == []
+
+
+def test_push_many_maps_device_refusal() -> None:
+    r = PipeRunner()
+    r.refuse["fifo-push"] = "no"
+    with pytest.raises(DeviceRejected, match="no"):
+        Injector(r, "irq0").push_many([1])

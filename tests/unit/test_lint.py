@@ -1,4 +1,4 @@
-"""The Python code is ruff and mypy clean (run as tests so they count and can fail)."""
+"""The Python code is ruff (lint, format) and mypy clean (tests, so they count and can fail)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,11 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_ruff_clean() -> None:
     r = _run("ruff", "check", "harness", "tests", "tasks.py")
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_ruff_format_clean() -> None:
+    r = _run("ruff", "format", "--check", "harness", "tests", "tasks.py")
     assert r.returncode == 0, r.stdout + r.stderr
 
 

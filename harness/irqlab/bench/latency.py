@@ -12,6 +12,13 @@ Breakdown (p50 of each, ns): ``raise_to_isr_dev`` is device clock from raise
 to the hard IRQ handler's read of the clock; ``isr_to_drv_wake`` and
 ``drv_wake_to_user`` are guest CLOCK_MONOTONIC from hard IRQ entry to the
 driver's wake-up call and from there to the agent's return from the syscall.
+gpio-cdev events have none of these; ``gpiolib_to_user`` is guest
+CLOCK_MONOTONIC from gpiolib's event timestamp (its handler run, from the
+driver's work item) to the agent's return from select.
+
+gpio-cdev is driven by the same generator toggling one GPIO line (see
+:mod:`irqlab.bench.gpio`): the same events and period, each edge ACKed as the
+device seq its ``seqno`` stands for.
 """
 
 from __future__ import annotations
@@ -19,19 +26,16 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from irqlab.bench import stats
+from irqlab.bench import gpio, stats
 from irqlab.bench.collect import collect
 
-# Paths that carry per-event records (and so a seq to ACK).  The counting file
-# returns only a number: it has no raise->ACK latency, only storm counts.
-NO_LATENCY = {
-    "count": "the counting file returns a number, not records: nothing to ACK",
-    "gpio-cdev": "GPIO v2 line events carry no device seq (nothing to ACK), and the burst "
-    "generator raises no GPIO edges",
-}
-# Paths whose agent ACKs through the mapped ACK register without reading the latency
-# back: only the device histogram has their latencies (log2 buckets).
-HISTOGRAM_ONLY = {"uio"}
+# Paths without a raise -> ACK latency, and why (none left).
+NO_LATENCY: dict[str, str] = {}
+# Paths whose reads carry no device seq: the agent ACKs the k-th event it has seen
+# as seq first + k - 1 (SeqAcker) on a second, source-less fd of the irqlab node;
+# a count of c ACKs the c events it includes, oldest first; a GPIO line event ACKs
+# the event its request-wide seqno stands for (reported as dev_seq).
+ACK_BY_ORDER = {"count", gpio.PATH}
 CHUNKS = 5
 
 
@@ -43,43 +47,69 @@ def reset(guest: Any) -> None:
     guest.injector.reset_counters()
 
 
+# The agent's uio path as the bench runs it, by bench path name:
+#   uio          the driver's UIO mode (seed 001): /dev/uioN named irqlab0, BAR0
+#                through the uio map, re-enable by IRQ_ENABLE;
+#   uio-generic  the kernel's uio_pci_generic on an INTx device: BAR0 through sysfs
+#                resource0, re-enable by clearing COMMAND.INTX_DISABLE in config space.
+UIO_PATHS: dict[str, dict[str, Any]] = {
+    "uio": {"uio_name": "irqlab0", "map": "uio", "reenable": "device"},
+    "uio-generic": {"uio_name": "uio_pci_generic", "map": "resource0", "reenable": "config"},
+}
+
+
 def arm_clean(guest: Any, path: str, **opts: Any) -> tuple[Any, Any]:
-    """Reset the guest, arm *path* on its node (with arm *opts*), zero the device
-    counters: (agent, injector)."""
+    """Reset the guest, arm *path* on its node (with *opts*), zero the device counters:
+    (agent, injector)."""
     reset(guest)
     agent = guest.agent
-    if path == "uio":
-        agent.arm(path, **uio_arm_opts(), **opts)
+    if path in UIO_PATHS:
+        agent.arm("uio", name=path, **uio_arm_opts(path), **opts)
     else:
         agent.arm(path, dev=guest.count_dev if path == "count" else guest.dev, **opts)
     guest.injector.reset_counters()
     return agent, guest.injector
 
 
-def uio_arm_opts() -> dict[str, Any]:
-    """The driver's UIO mode (seed 001): /dev/uioN named irqlab0, BAR0 through the uio
-    map, re-enable by IRQ_ENABLE; registers from the parsed irqlab-regs.h."""
+def arm_measured(guest: Any, path: str) -> tuple[Any, Any, int]:
+    """:func:`arm_clean` for a measurement: (agent, injector, seq of the first event).
+
+    Paths in ``ACK_BY_ORDER`` learn that seq at arming; gpio-cdev is armed on the
+    generator's GPIO line (:mod:`irqlab.bench.gpio`), which is driven low first.
+    """
+    inj = guest.injector
+    if path == gpio.PATH:
+        gpio.prepare(inj)
+    seq0: int = inj.counters().next_seq  # nothing raises between here and the burst
+    opts = {"ack_dev": guest.dev, "ack_first_seq": seq0} if path in ACK_BY_ORDER else {}
+    if path == gpio.PATH:
+        opts.update(gpio.arm_opts())
+    agent, inj = arm_clean(guest, path, **opts)
+    return agent, inj, seq0
+
+
+def uio_arm_opts(path: str = "uio") -> dict[str, Any]:
+    """Arguments of the agent's uio path for bench path *path* (see ``UIO_PATHS``), with
+    the registers from the parsed irqlab-regs.h."""
     from irqlab.regs import REGS
 
-    return {"dev": "", "regs": dict(REGS), "uio_name": "irqlab0", "map": "uio",
-            "reenable": "device"}  # fmt: skip
+    return {"dev": "", "regs": dict(REGS), **UIO_PATHS[path]}
 
 
 def events_in(ev: dict[str, Any]) -> int:
-    """Device events one agent message stands for (a UIO wake-up can drain several)."""
+    """Device events one agent message stands for (a UIO wake-up can drain several,
+    a read of the counting file returns how many)."""
     seqs = ev.get("seqs")
-    return len(seqs) if isinstance(seqs, list) else 1
+    if isinstance(seqs, list):
+        return len(seqs)
+    count = ev.get("count")
+    return count if isinstance(count, int) else 1
 
 
-def histogram_summary(hist: Any) -> dict[str, Any]:
-    """p50/p90/p99 as the *upper* bounds the log2 histogram gives (conservative)."""
-    out: dict[str, Any] = {"n": hist.count, "exact": False}
-    out["min"] = hist.min_ns if hist.count else None
-    for p in stats.PERCENTILES:
-        out[f"p{p:g}"] = hist.percentile_upper_ns(p)
-    out["max"] = hist.max_ns if hist.count else None
-    out["mean"] = hist.mean_ns()
-    return out
+def latencies(ev: dict[str, Any]) -> list[Any]:
+    """The ACK latencies one agent message carries (UIO: one per drained event)."""
+    lat = ev.get("ack_latency_ns")
+    return lat if isinstance(lat, list) else [lat]
 
 
 def _deltas(evs: list[dict[str, Any]], a: str, b: str) -> list[int]:
@@ -103,28 +133,47 @@ def measure(
     """One path, *events* events at *period_ns*; a JSON-ready dict (``error`` set on failure)."""
     if path in NO_LATENCY:
         return {"path": path, "skipped": NO_LATENCY[path]}
-    agent, inj = arm_clean(guest, path)
-    seq0 = inj.counters().next_seq
+    on_line = path == gpio.PATH
+    agent, inj, seq0 = arm_measured(guest, path)
+    lost0 = gpio.driver_lost(guest) if on_line else 0
     t0 = time.monotonic()
-    inj.burst(events, period_ns)
-    timeout = events * period_ns / 1e9 * 4 + 120
-    seen = 0
+    try:
+        inj.burst(events, period_ns, line=gpio.LINE if on_line else None)
+        timeout = events * period_ns / 1e9 * 4 + 120
+        seen = 0
 
-    def enough(ev: dict[str, Any]) -> bool:
-        nonlocal seen
-        seen += events_in(ev)
-        done: bool = seen >= events
-        return done
+        def enough(ev: dict[str, Any]) -> bool:
+            nonlocal seen
+            # gpio-cdev: the newest line event always reaches the buffer (the kernel
+            # drops the oldest), so its seqno says how far the path got.
+            seen = max(seen, ev.get("seqno", 0)) if on_line else seen + events_in(ev)
+            done: bool = seen >= events
+            return done
 
-    evs, why = collect(agent, path, until=enough, timeout=timeout, idle=idle)
-    wall = time.monotonic() - t0
-    pstats = agent.disarm(path).get(path, {})
+        evs, why = collect(agent, path, until=enough, timeout=timeout, idle=idle)
+        wall = time.monotonic() - t0
+        pstats = agent.disarm(path).get(path, {})
+    finally:
+        if on_line:
+            gpio.done(inj)
     counters = inj.counters()
     hist = inj.histogram()
     seqs: list[Any] = []
     for e in evs:
-        seqs += e["seqs"] if isinstance(e.get("seqs"), list) else [e.get("seq")]
+        if isinstance(e.get("seqs"), list):
+            seqs += e["seqs"]
+        elif "dev_seq" in e:  # gpio-cdev: the seq the agent ACKed for this seqno
+            seqs.append(e["dev_seq"])
+        elif path in ACK_BY_ORDER:  # the seqs the counts stand for
+            seqs += range(seq0 + len(seqs), seq0 + len(seqs) + events_in(e))
+        else:
+            seqs.append(e.get("seq"))
     problems: list[str] = []
+    if on_line:
+        problems += gpio.edge_problems(evs)
+        lost = gpio.driver_lost(guest) - lost0
+        if lost:
+            problems.append(f"{lost} GPIO events lost in the driver before gpiolib")
     if len(seqs) != events:
         problems.append(f"got {len(seqs)} of {events} events ({why})")
     if seqs != list(range(seq0, seq0 + len(seqs))):
@@ -132,19 +181,23 @@ def measure(
     flagged = sum(1 for e in evs if e.get("flags") or e.get("lost"))
     if flagged:
         problems.append(f"{flagged} events flagged (overflow/device drop)")
-    if path in HISTOGRAM_ONLY:
-        lat: list[int] = []
-        summary = histogram_summary(hist)
-        agreement = stats.histogram_agreement(summary, hist, ())
-        agreement["problems"] = [] if hist.count == events else [f"count: {hist.count}"]
-    else:
-        lat = [e["ack_latency_ns"] for e in evs if isinstance(e.get("ack_latency_ns"), int)]
-        if len(lat) != len(evs):
-            problems.append(f"{len(evs) - len(lat)} events without an ACK latency")
-        summary = stats.summarize(lat)
-        summary["exact"] = True
-        agreement = stats.histogram_agreement(summary, hist)
+    acks = [v for e in evs for v in latencies(e)]
+    lat = [v for v in acks if isinstance(v, int)]
+    if len(lat) != len(acks):
+        problems.append(f"{len(acks) - len(lat)} ACKs without a latency")
+    if len(acks) != len(seqs):
+        problems.append(f"{len(acks)} ACK latencies for {len(seqs)} events")
+    summary = stats.summarize(lat)
+    summary["exact"] = True
+    agreement = stats.histogram_agreement(summary, hist)
     problems += [f"histogram {p}" for p in agreement["problems"]]
+    breakdown = {
+        "raise_to_isr_dev": _p50(_deltas(evs, "raise_ns", "isr_dev_ns")),
+        "isr_to_drv_wake": _p50(_deltas(evs, "isr_ns", "drv_wake_ns")),
+        "drv_wake_to_user": _p50(_deltas(evs, "drv_wake_ns", "wake_ns")),
+    }
+    if on_line:
+        breakdown["gpiolib_to_user"] = _p50(_deltas(evs, "timestamp_ns", "wake_ns"))
     return {
         "path": path,
         "events": events,
@@ -153,27 +206,12 @@ def measure(
         "latency_ns": summary,
         "chunks_ns": stats.chunk_percentiles(lat, CHUNKS),
         "device_histogram": agreement,
-        "breakdown_p50_ns": {
-            "raise_to_isr_dev": _p50(_deltas(evs, "raise_ns", "isr_dev_ns")),
-            "isr_to_drv_wake": _p50(_deltas(evs, "isr_ns", "drv_wake_ns")),
-            "drv_wake_to_user": _p50(_deltas(evs, "drv_wake_ns", "wake_ns")),
-        },
+        "breakdown_p50_ns": breakdown,
         "counters": counters.__dict__,
         "agent": {k: pstats.get(k) for k in ("events", "reads", "wakeups", "acks", "spurious")},
-        "cdf": stats.cdf_points(lat, cdf_points) if lat else _hist_cdf(hist),
+        "cdf": stats.cdf_points(lat, cdf_points) if lat else [],
         "problems": problems,
     }
-
-
-def _hist_cdf(hist: Any) -> list[tuple[float, float]]:
-    """CDF points at the upper edge of each non-empty log2 bucket."""
-    out: list[tuple[float, float]] = []
-    seen = 0
-    for i, n in enumerate(hist.buckets):
-        if n:
-            seen += n
-            out.append((float(min(hist.bucket_bounds(i)[1] - 1, hist.max_ns)), seen / hist.count))
-    return out
 
 
 def _p50(v: list[int]) -> float | None:

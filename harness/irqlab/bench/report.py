@@ -115,7 +115,7 @@ def storm_table(result: dict[str, Any]) -> Table | None:
     if not st or not st.get("paths"):
         return None
     head = ["path", "rate", "raised", "delivered", "coalesced", "observed", "lost",
-            "dev dropped", "ring lost", "lossless"]  # fmt: skip
+            "dev dropped", "ring/buffer lost", "lossless"]  # fmt: skip
     rows = []
     for p, rs in st["paths"].items():
         for r in rs:
@@ -154,6 +154,15 @@ def host_table(result: dict[str, Any]) -> Table:
                     f"{inj['rate_per_s']:.0f}/s over {inj['injections']} in {inj['elapsed_s']} s",
                 ]
             )
+            pipe = inj.get("pipelined")
+            if pipe:
+                rows.append(
+                    [
+                        f"QMP injection pipelined, {pipe['window']} in flight (run {i + 1})",
+                        f"{pipe['rate_per_s']:.0f}/s over {pipe['injections']} "
+                        f"in {pipe['elapsed_s']} s",
+                    ]
+                )
         if run.get("boot"):
             b = run["boot"]
             rows.append(

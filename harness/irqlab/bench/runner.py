@@ -37,16 +37,20 @@ DEFAULT_PLACEMENT = "hardirq"
 # reported as missing (not silently dropped).
 WANTED_PATHS = (
     "read", "nonblock", "poll", "select", "epoll-lt", "epoll-et", "sigio", "setsig",
-    "count", "eventfd", "gpio-cdev", "uio",
+    "count", "eventfd", "gpio-cdev", "uio", "uio-generic",
 )  # fmt: skip
 BASELINE_PATH = "read"
 # Paths that need the driver reloaded in another mode; measured once per run at the
 # default placement (the wakeup parameter does not apply to them).
 MODULE_MODES: dict[str, dict[str, Any]] = {"uio": {"uio": 1}}
-NO_STORM = {
-    "gpio-cdev": "the burst generator raises no GPIO edges; GPIO events come only from "
-    "QMP (gpio-pulse), i.e. at QMP's rate",
+# Paths measured on a second guest (per run) whose device our module does not drive:
+# its device properties, and the kernel driver the device is bound to instead.
+OTHER_DRIVER: dict[str, dict[str, Any]] = {
+    "uio-generic": {"device_props": {"irq-mode": "intx"}, "driver": "uio_pci_generic"},
 }
+# Paths the storms cannot measure, with why (none left: gpio-cdev storms run the
+# generator on a GPIO line).
+NO_STORM: dict[str, str] = {}
 
 STORM_RING_SIZE = 4096
 
@@ -112,6 +116,9 @@ def available_paths(wanted: tuple[str, ...] = WANTED_PATHS) -> tuple[list[str], 
         from irqlab_agent.hwpaths import HW_PATH_KINDS
 
         kinds.update(HW_PATH_KINDS)
+    for name in latency.UIO_PATHS:  # the agent's uio path, run the bench's ways
+        if "uio" in kinds:
+            kinds[name] = kinds["uio"]
     have = [p for p in wanted if p in kinds] + [p for p in kinds if p not in wanted]
     missing = {p: "the guest agent has no such path yet" for p in wanted if p not in kinds}
     return have, missing
@@ -197,7 +204,7 @@ class Bench:
         run: dict[str, Any] = {"run": index, "load_start": env.load()}
         self.result["runs"].append(run)
         extra = ("rt-tests",) if c.rt_tests else ()
-        g = BenchGuest(GuestConfig(name=f"bench-{index}"), extra_packages=extra)
+        g = BenchGuest(GuestConfig(name=f"bench-{index}", extra_packages=extra))
         try:
             self.log(f"run {index + 1}/{c.runs}: boot")
             g.start()
@@ -220,7 +227,7 @@ class Bench:
             placements = [DEFAULT_PLACEMENT] if "wakeup" in c.skip else list(c.placements)
             if "latency" in c.skip:
                 placements = []
-            driver_paths = [p for p in paths if p not in MODULE_MODES]
+            driver_paths = [p for p in paths if p not in MODULE_MODES and p not in OTHER_DRIVER]
             for pl in placements:
                 self.stage(f"wakeup={pl}: reload module", partial(g.switch_module, wakeup=pl))
                 per: dict[str, Any] = {}
@@ -246,11 +253,15 @@ class Bench:
                 self.result["storm"] = storms
                 storms["skipped"] = {p: NO_STORM[p] for p in storm_paths if p in NO_STORM}
                 for p in storm_paths:
-                    if p not in NO_STORM and p not in MODULE_MODES:
+                    if p not in NO_STORM and p not in MODULE_MODES and p not in OTHER_DRIVER:
                         self.storm_series(g, p)
-            for p, params in MODULE_MODES.items():
+            for p in MODULE_MODES:
                 if p in paths:
-                    self.module_mode(g, run, p, params, storm_paths if last else [])
+                    self.module_mode(g, run, p, storm_paths if last else [])
+            for p in OTHER_DRIVER:
+                if p in paths:
+                    other = partial(self.other_driver, index, run, p, storm_paths if last else [])
+                    self.stage(f"{p}: second guest", other)
             if self.result.get("storm"):
                 st = self.result["storm"]
                 st["highest_lossless"] = {
@@ -286,7 +297,26 @@ class Bench:
                 rs.append(r)
             self.save()
 
-    def module_mode(
+    def other_driver(
+        self, index: int, run: dict[str, Any], path: str, storm_paths: list[str]
+    ) -> None:
+        """A path on a second guest whose device a kernel driver other than ours drives
+        (uio_pci_generic on an INTx device): boot, bind, latency, storms, close."""
+        spec = OTHER_DRIVER[path]
+        g = BenchGuest(GuestConfig(name=f"bench-{index}-{path}", device_props=spec["device_props"]))
+        params = {"driver": spec["driver"], **spec["device_props"]}
+        try:
+            self.log(f"{path}: boot a second guest ({params})")
+            g.start()
+            _addr, r = g.bind_uio_pci_generic()
+            if r.rc != 0:
+                raise RuntimeError(f"binding {spec['driver']} failed: {r.err.strip()}")
+            self.set_up_path(g, run, path, params, storm_paths)
+        finally:
+            with contextlib.suppress(Exception):
+                g.close()
+
+    def set_up_path(
         self,
         g: BenchGuest,
         run: dict[str, Any],
@@ -294,13 +324,10 @@ class Bench:
         params: dict[str, Any],
         storm_paths: list[str],
     ) -> None:
-        """A path that needs the driver in another mode (UIO): latency, storms, back."""
+        """Latency and (if asked) storms of a path in a special set-up described by *params*
+        (recorded with the results as ``module_params``)."""
         c = self.config
         mode = ",".join(f"{k}={v}" for k, v in params.items())
-        errors = len(self.result.get("errors", []))
-        self.stage(f"{mode}: reload module", partial(g.switch_module, **params))
-        if len(self.result.get("errors", [])) > errors:
-            return
         if "latency" not in c.skip:
             per = run["latency"].setdefault(DEFAULT_PLACEMENT, {})
             per[path] = self.stage(
@@ -312,6 +339,17 @@ class Bench:
             self.save()
         if path in storm_paths and self.result.get("storm") is not None:
             self.storm_series(g, path, params)
+
+    def module_mode(self, g: BenchGuest, run: dict[str, Any], path: str, storms: list[str]) -> None:
+        """A path that needs the driver in another mode (UIO, ``MODULE_MODES``): latency,
+        storms (if *path* is in *storms*), then back to the default mode."""
+        params = MODULE_MODES[path]
+        mode = ",".join(f"{k}={v}" for k, v in params.items())
+        errors = len(self.result.get("errors", []))
+        self.stage(f"{mode}: reload module", partial(g.switch_module, **params))
+        if len(self.result.get("errors", [])) > errors:
+            return
+        self.set_up_path(g, run, path, params, storms)
         self.stage(
             f"wakeup={DEFAULT_PLACEMENT}: reload module",
             partial(g.switch_module, wakeup=DEFAULT_PLACEMENT),

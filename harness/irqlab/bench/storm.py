@@ -22,6 +22,10 @@ duplicates the out-of-order ones, reported_lost the sum of their ``lost``.
       device_dropped   the device queue was full (device counter)
       reported_lost    sum of ``lost`` the driver reported in records (ring overflow)
       unexplained      lost - device_dropped - reported_lost (must be 0)
+
+gpio-cdev (:func:`measure_gpio`) has no marker: a FIFO word is no line event.
+The generator toggles a GPIO line instead (one edge per step) and the storm
+ends when the line events account for every raised edge; see that function.
 """
 
 from __future__ import annotations
@@ -31,8 +35,9 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+from irqlab.bench import gpio
 from irqlab.bench.collect import collect
-from irqlab.bench.latency import arm_clean
+from irqlab.bench.latency import UIO_PATHS, arm_clean, arm_measured
 from irqlab.regs import REGS
 
 MARKER = 0x5EA1_0000  # FIFO words MARKER + k end a storm (see _until_marker)
@@ -65,6 +70,8 @@ def measure(
     idle: float = 30.0,
     ack: str = STORM_ACK,
 ) -> dict[str, Any]:
+    if path == gpio.PATH:
+        return measure_gpio(guest, rate=rate, duration_s=duration_s, idle=idle)
     n = max(1, round(rate * duration_s))
     period = max(REGS.MIN_BURST_PERIOD_NS, round(1e9 / rate))
     agent, inj = arm_clean(guest, path, **storm_arm_opts(path, ack))
@@ -99,7 +106,7 @@ def measure(
         observed = total - 1 if why == "until" else total
         reported = 0
         marker_seen = why == "until"
-    elif path == "uio":
+    elif path in UIO_PATHS:
         # The user-space driver drains the device queue itself: only the device can
         # drop (EVQ full), and the first seq past the burst is a marker.
         evs, why, markers = _until_marker(
@@ -176,7 +183,7 @@ DRIVER_STATS = ("irqs", "irqs_spurious", "rearms", "events", "dev_dropped", "sta
 
 def _driver_stats(agent: Any, guest: Any, path: str) -> dict[str, int] | None:
     """The driver's GET_STATS (device-wide part used), None without a /dev/irqlabN (UIO)."""
-    if path == "uio":
+    if path in UIO_PATHS:
         return None
     drv = agent.stats(dev=guest.dev).get("driver")
     return drv if isinstance(drv, dict) else None
@@ -236,3 +243,111 @@ def highest_lossless(results: list[dict[str, Any]]) -> int | None:
             break
         best = r["rate"]
     return best
+
+
+def _generate(inj: Any, n: int, period: int, duration_s: float, line: int | None = None) -> float:
+    """Run the generator (on GPIO *line* if given) to its end; return its wall seconds.
+
+    Polls ``burst-count`` (events remaining): the generator runs in the device, there
+    is nothing to wait on but its state.  A generator still running after 20x its
+    length (+120 s) is stopped.
+    """
+    t0 = time.monotonic()
+    inj.burst(n, period, line=line)
+    deadline = t0 + duration_s * 20 + 120
+    while inj.burst_remaining() > 0:
+        if time.monotonic() > deadline:
+            inj.stop_burst()
+            break
+        time.sleep(min(0.05, max(duration_s / 10, 0.005)))
+    return time.monotonic() - t0
+
+
+def measure_gpio(guest: Any, *, rate: int, duration_s: float, idle: float = 30.0) -> dict[str, Any]:
+    """gpio-cdev storm: the generator toggles :data:`gpio.LINE`, one edge per step.
+
+    No marker can end it (a FIFO word is no line event).  It ends exactly instead:
+    gpiolib numbers the events that reach it 1, 2, ... (``seqno``) and drops the
+    *oldest* when its buffer is full, so the newest always arrives.  Every raised
+    edge is either dropped by the device (EVQ full), lost in the driver before
+    gpiolib (``gpio_lost``) or numbered by gpiolib; once the highest seqno seen +
+    device drops + driver losses reaches ``raised``, nothing is in flight and every
+    event the path will ever see has been seen.  Failing that (a path that stopped),
+    it ends after *idle* seconds without an event (``end`` = ``idle``, not lossless).
+
+        observed            unique seqnos
+        kernel_buffer_lost  highest seqno - observed (gaps: the kernel's line buffer)
+        driver_lost         the driver's gpio_lost during the storm
+        reported_lost       driver_lost + kernel_buffer_lost
+        unexplained         lost - device_dropped - reported_lost (must be 0)
+    """
+    n = max(1, round(rate * duration_s))
+    period = max(REGS.MIN_BURST_PERIOD_NS, round(1e9 / rate))
+    agent, inj, _seq0 = arm_measured(guest, gpio.PATH)
+    lost0 = gpio.driver_lost(guest)
+    t0 = time.monotonic()
+    try:
+        gen_s = _generate(inj, n, period, duration_s, line=gpio.LINE)
+    finally:
+        gpio.done(inj)
+    c = inj.counters()  # raises, delivery and device drops all happen at raise time
+    target = c.raised - c.dropped  # edges gpiolib or the driver's queue got
+    evs: list[dict[str, Any]] = []
+    deadline = time.monotonic() + max(60.0, duration_s * 10 + 60)
+    quiet_since = time.monotonic()
+    top, driver_lost, exact = 0, 0, False
+    while True:
+        driver_lost = gpio.driver_lost(guest) - lost0
+        top = max((int(e["seqno"]) for e in evs), default=0)
+        if top + driver_lost >= target:
+            exact = True
+            break
+        got, _why = collect(
+            agent,
+            gpio.PATH,
+            until=partial(_seqno_reaches, need=target - driver_lost),
+            timeout=max(0.0, deadline - time.monotonic()),
+            idle=MARKER_RETRY_S,
+        )
+        evs += got
+        now = time.monotonic()
+        if got:
+            quiet_since = now
+        elif now >= deadline or now - quiet_since >= idle:
+            break
+    drain_s = time.monotonic() - t0 - gen_s
+    agent.disarm(gpio.PATH)
+    observed, top, duplicates = gpio.seqno_count(evs)
+    kernel_lost = top - observed
+    lost = c.raised - observed
+    reported = driver_lost + kernel_lost
+    lat = [e["ack_latency_ns"] for e in evs if isinstance(e.get("ack_latency_ns"), int)]
+    return {
+        "path": gpio.PATH,
+        "rate": rate,
+        "period_ns": period,
+        "events": n,
+        "line": gpio.LINE,
+        "generator_s": round(gen_s, 3),
+        "drain_s": round(drain_s, 3),
+        "raised": c.raised,
+        "delivered": c.delivered,
+        "coalesced": c.coalesced,
+        "observed": observed,
+        "lost": lost,
+        "device_dropped": c.dropped,
+        "driver_lost": driver_lost,
+        "kernel_buffer_lost": kernel_lost,
+        "reported_lost": reported,
+        "unexplained": lost - c.dropped - reported,
+        "duplicates": duplicates,
+        # With driver losses the seqno -> device seq mapping of the ACKs is off.
+        "ack_latency_max_ns": max(lat) if lat and not driver_lost else None,
+        "end": "accounted" if exact else "idle",
+        "marker_seen": None,  # no marker: see "end"
+        "lossless": lost == 0 and exact and c.raised == n,
+    }
+
+
+def _seqno_reaches(e: dict[str, Any], need: int) -> bool:
+    return int(e.get("seqno", 0)) >= need

@@ -219,6 +219,7 @@ def closure(roots: Sequence[str], lookup: Lookup, exclude: Iterable[str] = ()) -
         if pkg is None:
             raise AptError(f"package {r} not found in the apt lists (run apt-get update?)")
         choose(pkg)
+
     def satisfied(group: tuple[str, ...]) -> bool:
         return any(a in chosen or a in provided or a in excluded for a in group)
 

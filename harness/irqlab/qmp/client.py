@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +97,53 @@ class SyncQMP:
             raise QMPFailure(f"QMP {command}: no reply within {limit} s") from None
         except QMPError as e:
             raise QMPFailure(f"QMP {command}: {e}") from e
+
+    def execute_many(
+        self,
+        commands: Sequence[tuple[str, Mapping[str, object] | None]],
+        *,
+        window: int = 8,
+        timeout: float | None = None,
+    ) -> list[Any]:
+        """Run *commands* pipelined, up to *window* in flight; their return values, in order.
+
+        QEMU still executes them one at a time and in order (a QMP session
+        dispatches serially); pipelining only removes the client's wait for each
+        reply before sending the next.  The first error is raised once every
+        command sent has been answered (the ones after a failing one still run:
+        give a batch only commands that are independent of each other).
+        """
+        if not self.connected:
+            raise QMPFailure("QMP: not connected")
+        if window < 1:
+            raise ValueError(f"window must be >= 1, not {window}")
+        limit = self.timeout if timeout is None else timeout
+        client = self._client
+
+        async def run_all() -> list[Any]:
+            slots = asyncio.Semaphore(window)
+
+            async def one(cmd: str, args: Mapping[str, object] | None) -> Any:
+                async with slots:
+                    return await client.execute(cmd, dict(args) if args else None)
+
+            tasks = [asyncio.ensure_future(one(c, a)) for c, a in commands]
+            return await asyncio.gather(*tasks, return_exceptions=True)
+
+        try:
+            results = self._aio.run(run_all(), limit)
+        except LoopTimeout:
+            raise QMPFailure(
+                f"QMP: {len(commands)} pipelined commands not done in {limit} s"
+            ) from None
+        for (cmd, args), r in zip(commands, results, strict=True):
+            if isinstance(r, ExecuteError):
+                raise QMPCommandError(cmd, dict(args or {}), r.error_class, str(r)) from None
+            if isinstance(r, ExecInterruptedError):
+                raise QMPFailure(f"QMP {cmd}: connection lost before the reply ({r})") from r
+            if isinstance(r, BaseException):
+                raise QMPFailure(f"QMP {cmd}: {r}") from r
+        return results
 
     def events(self) -> list[dict[str, Any]]:
         """Asynchronous events received and not yet returned (oldest first)."""

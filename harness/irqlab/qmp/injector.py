@@ -2,6 +2,7 @@
 
 >>> inj = Injector(machine, "irq0")        # -device irqlab,id=irq0
 >>> inj.pulse(3); inj.push(0xcafe); inj.burst(1000, period_ns=50_000)
+>>> inj.burst(500, period_ns=100_000, line=5)    # 500 edges on GPIO line 5
 >>> inj.counters().raised
 
 Arguments are checked here first (:class:`InvalidArgument`, nothing sent);
@@ -11,7 +12,7 @@ message.  Nothing is measured here.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from irqlab.qmp.errors import DeviceRejected, InvalidArgument, QMPCommandError
@@ -130,6 +131,25 @@ class Injector:
         """Push one 32-bit word (one FIFO event; dropped and counted if the FIFO is full)."""
         self.set("fifo-push", _int("word", word, 0, U32_MAX))
 
+    def push_many(self, words: Sequence[int], *, window: int = 8) -> None:
+        """Push *words* in order with pipelined ``qom-set``s, up to *window* in flight.
+
+        The same events as calling :meth:`push` per word, without waiting for
+        each reply before sending the next (needs a runner with ``qmp_many``,
+        e.g. :class:`irqlab.machine.Machine`).  Every word is checked before
+        anything is sent."""
+        checked = [_int("word", w, 0, U32_MAX) for w in words]
+        qmp_many = getattr(self._runner, "qmp_many", None)
+        if qmp_many is None:
+            raise InvalidArgument(f"{type(self._runner).__name__} cannot pipeline (no qmp_many)")
+        cmds = [
+            ("qom-set", {"path": self.path, "property": "fifo-push", "value": w}) for w in checked
+        ]
+        try:
+            qmp_many(cmds, window=window)
+        except QMPCommandError as e:
+            raise DeviceRejected(f"qom-set {self.path} fifo-push (pipelined)", e.desc, e) from e
+
     # -- burst generator -------------------------------------------------------------
 
     def burst_period(self) -> int:
@@ -138,12 +158,33 @@ class Injector:
     def set_burst_period(self, period_ns: int) -> None:
         self.set("burst-period-ns", _int("period_ns", period_ns, REGS.MIN_BURST_PERIOD_NS, U64_MAX))
 
-    def burst(self, count: int, period_ns: int | None = None) -> None:
-        """Start a burst of *count* events (0 stops), at *period_ns* if given, else the current."""
+    def burst(self, count: int, period_ns: int | None = None, *, line: int | None = None) -> None:
+        """Start a burst of *count* steps (0 stops), at *period_ns* if given, else the current.
+
+        *line* None: each step raises a BURST event.  *line* n: each step toggles GPIO
+        input line n (the device's ``burst-line``), so the burst is a train of
+        alternating edges that the line's edge/level detection turns into GPIO events,
+        as for a host-driven change; steps of an edge detection the guest did not
+        enable raise nothing.  A stop (*count* 0) leaves ``burst-line`` alone.
+        """
         n = _int("count", count, 0, U32_MAX)
+        target = REGS.BURST_LINE_NONE if line is None else self._line(line)
         if period_ns is not None:
             self.set_burst_period(period_ns)
+        if n:
+            self.set("burst-line", target)
         self.set("burst-count", n)
+
+    def burst_line(self) -> int | None:
+        """The GPIO line bursts toggle, None if they raise BURST events."""
+        value = self.get("burst-line")
+        if type(value) is not int:
+            raise InvalidArgument(f"burst-line: device returned {value!r}, not an integer")
+        return None if value == REGS.BURST_LINE_NONE else value
+
+    def set_burst_line(self, line: int | None) -> None:
+        """Set the line of the next burst (None: BURST events); refused while one runs."""
+        self.set("burst-line", REGS.BURST_LINE_NONE if line is None else self._line(line))
 
     def burst_remaining(self) -> int:
         return self._get_uint("burst-count")

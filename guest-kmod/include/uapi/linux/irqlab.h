@@ -107,6 +107,7 @@ struct irqlab_stats {
 	__u64 deliveries;	/* runs of the wakeup stage (hardirq/thread/work) */
 	__u64 acks;		/* ACKs written to the device */
 	__u64 acks_invalid;	/* ACKs the device did not recognise */
+	__u64 gpio_lost;	/* GPIO events for gpiolib lost in the driver */
 };
 
 /* irqlab_info.wakeup: where the driver wakes readers ("wakeup" parameter) */

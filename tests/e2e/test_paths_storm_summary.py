@@ -8,7 +8,7 @@ ring, and the counts must still add up exactly.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -29,14 +29,9 @@ SRC = str(REGS.SRC_BURST)
 
 
 @pytest.fixture
-def big_ring(guest: Guest) -> Iterator[int]:
+def big_ring(ring_size: Callable[[int], int]) -> int:
     """Files opened meanwhile hold the whole burst: nothing can be lost in the driver."""
-    param = f"/sys/module/{guest.module_name()}/parameters/ring_size"
-    old = guest.sh(f"cat {param}").strip()
-    size = 1 << (BURST * 2 - 1).bit_length()
-    guest.sh(f"echo {size} > {param}")
-    yield size
-    guest.sh(f"echo {old} > {param}")
+    return ring_size(BURST * 2)
 
 
 def _until_event(agent: AgentClient, path: str) -> list[dict[str, Any]]:

@@ -286,11 +286,13 @@ class AgentClient:
         *,
         path: str | None = None,
         seq: int | None = None,
-        type: str = "event",
+        type: str | tuple[str, ...] = "event",
         timeout: float = 10.0,
         **match: Any,
     ) -> Event:
-        """The first message matching all criteria; others stay queued in order."""
+        """The first message matching all criteria (*type*: one, or a tuple of types);
+        others stay queued in order."""
+        types = (type,) if isinstance(type, str) else type
         crit: dict[str, Any] = {"type": type, **match}
         if path is not None:
             crit["path"] = path
@@ -300,7 +302,9 @@ class AgentClient:
 
         def pred() -> bool:
             for i, ev in enumerate(self._backlog):
-                if all(ev.get(k) == v for k, v in crit.items()):
+                if ev.get("type") in types and all(
+                    ev.get(k) == v for k, v in crit.items() if k != "type"
+                ):
                     del self._backlog[i]
                     found.append(ev)
                     return True

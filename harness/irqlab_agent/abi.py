@@ -24,6 +24,7 @@ from collections.abc import Mapping
 
 TYPE_CHECKING = False  # typing is not imported at run time: it costs start-up time
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from typing import Any
 
 # Header field names -> protocol field names, where they differ.
@@ -64,6 +65,61 @@ class StructSpec:
 
     def pack(self, values: Mapping[str, int]) -> bytes:
         return self.st.pack(*(int(values.get(f, 0)) for f in self.fields))
+
+    def layout(self) -> dict[str, tuple[int, str]]:
+        """Each field's (byte offset, struct code such as ``"I"`` or ``"16s"``)."""
+        fmt = self.st.format
+        order = fmt[0] if fmt[:1] in ("@", "=", "<", ">", "!") else "@"
+        body = fmt[1:] if order == fmt[:1] else fmt
+        codes: list[str] = []
+        prefix = ""  # the format of everything before the current item
+        offsets: list[int] = []
+        count = ""
+        for ch in body:
+            if ch.isspace():
+                continue
+            if ch.isdigit():
+                count += ch
+                continue
+            n, count = int(count or 1), ""
+            items = [f"{n}{ch}"] if ch in "sp" else ([] if ch == "x" else [ch] * n)
+            for item in items:
+                # Native alignment: the item's offset is where it ends minus its size.
+                offsets.append(struct.calcsize(order + prefix + item) - struct.calcsize(item))
+                codes.append(item)
+                prefix += item
+            if ch == "x":
+                prefix += f"{n}x"
+        return dict(zip(self.fields, zip(offsets, codes, strict=True), strict=True))
+
+    def field_struct(self, name: str) -> tuple[int, struct.Struct]:
+        """(offset, a one-item struct) to read or write field *name* in place."""
+        off, code = self.layout()[name]
+        order = self.st.format[0] if self.st.format[:1] in ("=", "<", ">", "!") else "="
+        return off, struct.Struct(order + code)
+
+    def picker(self, names: Sequence[str]) -> struct.Struct:
+        """A struct the size of a whole record that unpacks only *names*, in that order
+        (for ``struct.iter_unpack`` over a read buffer: no dict, no unused fields).
+        *names* must be in the record's own order."""
+        lay = self.layout()
+        missing = [n for n in names if n not in lay]
+        if missing:
+            raise KeyError(f"the record has no field(s) {', '.join(missing)}")
+        offs = [lay[n][0] for n in names]
+        if offs != sorted(offs):
+            raise ValueError(f"picker fields {list(names)} are not in record order")
+        order = self.st.format[0]
+        if order not in ("=", "<", ">", "!"):  # native alignment: no 'x' gaps to compute
+            raise ValueError(f"record format {self.st.format!r} has no explicit byte order")
+        fmt, pos = order, 0
+        for n in names:
+            off, code = lay[n]
+            fmt += f"{off - pos}x{code}" if off > pos else code
+            pos = off + struct.calcsize(order + code)
+        if self.size > pos:
+            fmt += f"{self.size - pos}x"
+        return struct.Struct(fmt)
 
 
 class Ioctl:

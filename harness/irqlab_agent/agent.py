@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from irqlab_agent import __version__
 from irqlab_agent.abi import Abi, load_abi
+from irqlab_agent.acks import parse_ack_mode
 from irqlab_agent.checks import run_checks
 from irqlab_agent.hwpaths import HW_PATH_KINDS, UioPath
 from irqlab_agent.paths import (
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     from typing import IO, Any, Protocol
 
 DEFAULT_DEV = "/dev/irqlab0"
+SUMMARY_BATCH = 1024  # records per read(2) in storm mode (the driver's ring is 256 by default)
 NUM_RT_SIGNALS = 8  # setsig may use SIGRTMIN+0 .. SIGRTMIN+7
 
 
@@ -193,16 +195,25 @@ class Agent:
         sig = req.get_int("sig", 1 if kind == "setsig" else 0, lo=0, hi=NUM_RT_SIGNALS - 1)
         if issubclass(cls, AsyncPath) and self.dispatcher is None:
             raise ProtocolError("async paths need the signalfd dispatcher (not running)")
+        try:
+            ack = parse_ack_mode(req.args.get("ack", True))
+        except ValueError as e:
+            raise ProtocolError(f"op 'arm': {e}", req.id) from None
+        summarize = req.get_int_list("summarize", lo=0, hi=255)
         opts = PathOptions(
             dev=req.get_str("dev", DEFAULT_DEV),
-            ack=req.get_bool("ack", True),
-            batch=req.get_int("batch", 64, lo=1, hi=4096),
+            ack=ack,
+            batch=req.get_int("batch", SUMMARY_BATCH if summarize else 64, lo=1, hi=4096),
             interval_s=req.get_float("interval_ms", 1.0) / 1000.0,
             max_polls=req.get_int("max_polls", 0, lo=0),
             signo=(signal.SIGRTMIN + sig) if kind == "setsig" else 0,
             drain=req.get_bool("drain", False),
+            summarize=frozenset(summarize),
+            summary_interval_s=req.get_float("summary_interval_ms", 250.0, lo=1.0) / 1000.0,
             params=dict(req.args),
         )
+        if summarize and not getattr(cls, "summarizable", False):
+            raise ProtocolError(f"op 'arm': path {kind!r} has no records to summarize", req.id)
         with self.lock:
             if name in self.paths:
                 raise ProtocolError(f"a path named {name!r} is already armed")

@@ -2,8 +2,11 @@
 
 A path waits for the driver in its own way (blocking read, O_NONBLOCK polling,
 poll/select/epoll, SIGIO/F_SETSIG through a signalfd, the counting file, an
-eventfd), reads the event records, ACKs each one to the device through the ACK
-ioctl and reports it as ``{"type": "event", ...}``.
+eventfd), reads the event records, ACKs each one to the device (``ack``: the ACK
+ioctl per record by default, one write(2) per read buffer, or none; see
+:mod:`irqlab_agent.acks`) and reports it as ``{"type": "event", ...}``.  With
+``summarize`` (storm mode, :mod:`irqlab_agent.summary`) the records of the listed
+sources are counted into ``{"type": "summary", ...}`` messages instead.
 
 Stopping: paths that wait in poll/select/epoll/queues also watch a wake-up
 pipe; paths blocked in read(2) are woken by :data:`STOP_SIGNAL` sent to their
@@ -26,7 +29,9 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from irqlab_agent.abi import Abi
+from irqlab_agent.acks import SeqAcks, open_ack_node
 from irqlab_agent.protocol import errno_name
+from irqlab_agent.summary import Summarizer
 from irqlab_agent.sysio import SigInfo, raw_read, thread_in_read
 
 STOP_SIGNAL = signal.SIGUSR1  # interrupts a blocked read(2): no SA_RESTART
@@ -43,12 +48,14 @@ def mono_ns() -> int:
 @dataclass
 class PathOptions:
     dev: str
-    ack: bool = True
+    ack: str = "ioctl"  # ioctl (per record) | write (one write(2) per read buffer) | none
     batch: int = 64  # records per read(2)
     interval_s: float = 0.001  # nonblock: pause between EAGAIN polls
     max_polls: int = 0  # nonblock: stop after this many EAGAINs in a row (0 = never)
     signo: int = 0  # setsig: the F_SETSIG signal
     drain: bool = False  # read until EAGAIN after each wake-up (always on for epoll-et)
+    summarize: frozenset[int] = frozenset()  # sources counted into summaries (storm mode)
+    summary_interval_s: float = 0.25  # a summary at least this often while there are counts
     params: Mapping[str, Any] = field(default_factory=dict)  # the arm request's arguments
 
 
@@ -65,6 +72,8 @@ class PathStats:
     ack_errors: int = 0
     errors: int = 0
     counted: int = 0  # count path: sum of counts read
+    summaries: int = 0  # summary messages sent (storm mode)
+    cpu_ns: int | None = None  # CPU time of the path's thread, once it has ended
     last_seq: int | None = None
     flags: dict[str, int] = field(default_factory=dict)
 
@@ -120,6 +129,7 @@ class NotificationPath(threading.Thread):
 
     kind: ClassVar[str] = ""
     blocking: ClassVar[bool] = False  # woken by STOP_SIGNAL instead of the pipe
+    summarizable: ClassVar[bool] = False  # reads event records through report(): summarize
     open_nonblock: ClassVar[bool] = True
 
     def __init__(self, name: str, abi: Abi, opts: PathOptions, emit: Emit) -> None:
@@ -136,6 +146,9 @@ class NotificationPath(threading.Thread):
         self.setup_error: BaseException | None = None
         self.exit_reason: str | None = None
         self._ack = abi.ioctls.get("ACK")
+        self.acks: SeqAcks | None = None  # write/none ACK modes and summaries
+        self._ack_fd = -1  # a second file of ack_dev, if the ACKs go there
+        self.summary: Summarizer | None = None
 
     # -- life cycle -------------------------------------------------------------
     def open(self) -> None:
@@ -156,8 +169,46 @@ class NotificationPath(threading.Thread):
         except BaseException:
             self.close_fds()
             raise
+        try:
+            self.setup_acks()
+        except BaseException:
+            with contextlib.suppress(OSError):
+                self.teardown()
+            self.close_fds()
+            raise
+        if self.summary is not None:
+            self.summary.start()
         self.start()
-        return {"name": self.path_name, "path": self.kind, "fd": self.fd, "dev": self.opts.dev}
+        info = {"name": self.path_name, "path": self.kind, "fd": self.fd, "dev": self.opts.dev}
+        if self.summarizable:
+            info.update(ack=self.opts.ack, batch=self.opts.batch)
+        if self.summary is not None:
+            info["summarize"] = sorted(self.opts.summarize)
+        return info
+
+    def setup_acks(self) -> None:
+        """The batched ACKs (``ack`` write/none, or any mode with ``summarize``), on the
+        path's own file or on a second file of ``ack_dev``; and the summarizer."""
+        o = self.opts
+        if not self.summarizable or (o.ack == "ioctl" and not o.summarize):
+            return  # per-record ioctl through self.ack(): the latency series' way
+        fd = self.fd
+        dev = o.params.get("ack_dev")
+        if isinstance(dev, str) and o.ack != "none":
+            self._ack_fd = fd = open_ack_node(self.abi, dev)
+        self.acks = SeqAcks(self.abi, o.ack, fd)
+        if o.summarize:
+            self.summary = Summarizer(
+                name=self.path_name,
+                abi=self.abi,
+                sources=o.summarize,
+                acks=self.acks,
+                emit=self.emit,
+                emit_record=self.report_record,
+                stats=self.stats,
+                interval_s=o.summary_interval_s,
+                clock=mono_ns,
+            )
 
     def run(self) -> None:
         try:
@@ -180,6 +231,8 @@ class NotificationPath(threading.Thread):
             self.emit(
                 {"type": "path_error", "path": self.path_name, "errno": None, "message": repr(e)}
             )
+        finally:
+            self.stats.cpu_ns = time.thread_time_ns()
 
     def loop(self) -> None:
         raise NotImplementedError
@@ -198,6 +251,8 @@ class NotificationPath(threading.Thread):
                 self.join(0.02)
         elif self.is_alive():
             self.join(max(0.0, deadline - time.monotonic()))
+        if self.summary is not None:
+            self.summary.close()  # the last counts, before the disarm answer
         with contextlib.suppress(OSError):
             self.teardown()
         self.close_fds()
@@ -207,10 +262,10 @@ class NotificationPath(threading.Thread):
             with contextlib.suppress(OSError):
                 os.close(self.fd)
             self.fd = -1
-        for fd in (self._wake_r, self._wake_w):
+        for fd in (self._wake_r, self._wake_w, self._ack_fd):
             with contextlib.suppress(OSError):
                 os.close(fd)
-        self._wake_r = self._wake_w = -1
+        self._wake_r = self._wake_w = self._ack_fd = -1
 
     def in_read(self) -> bool:
         tid = self.native_id
@@ -253,22 +308,41 @@ class NotificationPath(threading.Thread):
         return n
 
     def report(self, data: bytes, wake_ns: int, extra: Mapping[str, Any] | None = None) -> int:
+        if self.summary is not None:
+            return self.summary.add(data, wake_ns, extra)
         events = self.abi.decode(data)
+        if self.acks is not None:  # write/none: the whole buffer before reporting any
+            before_a, before_e = self.acks.acks, self.acks.errors
+            self.acks.ack([s for ev in events if isinstance(s := ev.get("seq"), int) and s])
+            self.stats.acks += self.acks.acks - before_a
+            self.stats.ack_errors += self.acks.errors - before_e
         for i, ev in enumerate(events):
-            ev["type"] = "event"
-            ev["path"] = self.path_name
-            ev["wake_ns"] = wake_ns
-            ev["ack_latency_ns"] = self.ack(ev) if self.opts.ack else None
-            if extra and i == 0:
-                ev.update(extra)
-            self.stats.events += 1
-            seq = ev.get("seq")
-            if isinstance(seq, int):
-                self.stats.last_seq = seq
-            for fname in ev.get("flag_names", ()):
-                self.stats.flags[fname] = self.stats.flags.get(fname, 0) + 1
-            self.emit(ev)
+            lat = self.ack(ev) if self.acks is None else None
+            self._report_event(ev, wake_ns, extra if i == 0 else None, lat)
         return len(events)
+
+    def report_record(
+        self, data: bytes, wake_ns: int, extra: Mapping[str, Any] | None, lat: int | None
+    ) -> None:
+        """Report one record the caller has ACKed (a summarizing path's other sources)."""
+        self._report_event(self.abi.decode(data)[0], wake_ns, extra, lat)
+
+    def _report_event(
+        self, ev: dict[str, Any], wake_ns: int, extra: Mapping[str, Any] | None, lat: int | None
+    ) -> None:
+        ev["type"] = "event"
+        ev["path"] = self.path_name
+        ev["wake_ns"] = wake_ns
+        ev["ack_latency_ns"] = lat
+        if extra:
+            ev.update(extra)
+        self.stats.events += 1
+        seq = ev.get("seq")
+        if isinstance(seq, int):
+            self.stats.last_seq = seq
+        for fname in ev.get("flag_names", ()):
+            self.stats.flags[fname] = self.stats.flags.get(fname, 0) + 1
+        self.emit(ev)
 
     def ack(self, ev: Mapping[str, Any]) -> int | None:
         if self._ack is None or not isinstance(ev.get("seq"), int) or not ev["seq"]:
@@ -294,6 +368,7 @@ class ReadPath(NotificationPath):
     """Blocking read(2): the driver sleeps in wait_event_interruptible."""
 
     kind = "read"
+    summarizable = True
     blocking = True
     open_nonblock = False
 
@@ -313,6 +388,7 @@ class NonblockPath(NotificationPath):
     """O_NONBLOCK read in a loop: EAGAIN while empty (counted), data when there is some."""
 
     kind = "nonblock"
+    summarizable = True
 
     def loop(self) -> None:
         misses = 0
@@ -341,6 +417,8 @@ class NonblockPath(NotificationPath):
 
 class _ReadinessPath(NotificationPath):
     """poll/select/epoll: wait for readiness, then read (once, or until EAGAIN)."""
+
+    summarizable = True
 
     def wait(self) -> int | None:
         """Return the readiness mask for the device fd, or None when stopping."""
@@ -428,6 +506,7 @@ class AsyncPath(NotificationPath):
     """
 
     kind = "sigio"
+    summarizable = True
 
     def __init__(self, name: str, abi: Abi, opts: PathOptions, emit: Emit) -> None:
         super().__init__(name, abi, opts, emit)
@@ -509,6 +588,7 @@ class EventfdPath(NotificationPath):
     """The driver signals an eventfd we hand it (SET_EVENTFD); then we read the records."""
 
     kind = "eventfd"
+    summarizable = True
 
     def setup(self) -> None:
         self.efd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)

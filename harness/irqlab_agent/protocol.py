@@ -8,7 +8,35 @@ Every request gets exactly one response with the same ``id``::
 
     {"id": 7, "ok": true, ...}          or     {"id": 7, "ok": false, "error": "..."}
 
-Events and other unsolicited messages carry ``"type"`` instead of ``"id"``.
+Events and other unsolicited messages carry ``"type"`` instead of ``"id"``:
+
+``event``
+    one record (or count, or GPIO line event) of an armed path: ``path``, the
+    record's fields, ``wake_ns`` (agent back in userspace), ``ack_latency_ns``.
+``summary``
+    a path armed with ``summarize=[source, ...]`` (storm mode, see
+    :mod:`irqlab_agent.summary`) counts the records of those sources instead of
+    sending an event each.  One summary covers the records since the previous
+    one and is sent before any event of another source (order is kept), every
+    ``summary_interval_ms`` (default 250) while there are counts, and at disarm::
+
+        {"type": "summary", "path": "read", "summary": 3, "records": 4096,
+         "sources": {"2": {"records": 4096, "first": 8193, "last": 12288,
+                           "in_order": 4096, "out_of_order": 0, "lost": 0,
+                           "flags": {}}},
+         "lost": 0, "flags": {}, "ack": "write", "acks": 4096, "ack_errors": 0,
+         "ack_latency_max_ns": null, "reads": 16, "wakeups": 16,
+         "first_wake_ns": ..., "last_wake_ns": ..., "wake_ns": ...}
+
+    ``in_order``: records whose seq is above every seq of that source seen since
+    arming (unique); ``out_of_order``: the others (duplicates/reordering);
+    ``lost``: sum of the records' ``lost`` fields (driver ring losses);
+    ``acks``/``ack_errors``: ACKs of the counted records in the path's ``ack``
+    mode (``ioctl``: one IRQLAB_IOC_ACK each, ``ack_latency_max_ns`` their
+    highest latency; ``write``: one write(2) of the seqs per read buffer;
+    ``none``).  Every record is ACKed before a message covering it is sent.
+``path_error``, ``path_done``, ``interrupted``, ``uio_wake``, ``fatal``
+    see the paths and the agent.
 A request that is not valid JSON, not an object, or lacks an integer ``id`` and a
 string ``op`` is answered with ``{"id": null, "ok": false, "error": ...}`` (with the
 id echoed when it could be read) and the agent keeps running.
@@ -75,6 +103,19 @@ class Request:
         if (lo is not None and v < lo) or (hi is not None and v > hi):
             raise ProtocolError(f"op {self.op!r}: {key!r}={v} out of range [{lo}, {hi}]", self.id)
         return v
+
+    def get_int_list(self, key: str, *, lo: int | None = None, hi: int | None = None) -> list[int]:
+        """A list of integers in [lo, hi]; absent or null = []."""
+        v = self.args.get(key)
+        if v is None:
+            return []
+        if not isinstance(v, list) or any(isinstance(x, bool) or not isinstance(x, int) for x in v):
+            raise ProtocolError(f"op {self.op!r}: {key!r} must be a list of integers", self.id)
+        bad = [x for x in v if (lo is not None and x < lo) or (hi is not None and x > hi)]
+        if bad:
+            msg = f"op {self.op!r}: {key!r}: {bad} out of range [{lo}, {hi}]"
+            raise ProtocolError(msg, self.id)
+        return list(v)
 
     def get_bool(self, key: str, default: bool) -> bool:
         v = self.args.get(key, default)

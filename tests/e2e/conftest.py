@@ -7,6 +7,8 @@ module) makes every test fail with a message naming it; nothing is skipped.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
 import pytest
 
 from irqlab.agent_client import AgentClient
@@ -39,3 +41,20 @@ def device(irqlab_device: DeviceControl) -> DeviceControl:
 @pytest.fixture
 def wait_stats(irqlab_wait_stats: WaitStats) -> WaitStats:
     return irqlab_wait_stats
+
+
+@pytest.fixture
+def ring_size(guest: Guest) -> Iterator[Callable[[int], int]]:
+    """``ring_size(n)``: files of /dev/irqlabN opened from then on get a driver ring of
+    at least *n* records (the next power of two, returned); the module's value comes
+    back after the test."""
+    param = f"/sys/module/{guest.module_name()}/parameters/ring_size"
+    old = guest.sh(f"cat {param}").strip()
+
+    def set_size(n: int) -> int:
+        size = 1 << (n - 1).bit_length()
+        guest.sh(f"echo {size} > {param}")
+        return size
+
+    yield set_size
+    guest.sh(f"echo {old} > {param}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -21,15 +21,10 @@ EVENT_PATHS = [k for k in PATH_KINDS if k != "count"]
 
 
 @pytest.fixture
-def big_ring(guest: Guest) -> Iterator[int]:
+def big_ring(ring_size: Callable[[int], int]) -> int:
     """Files opened meanwhile get a ring for the whole burst: the agent in a TCG guest
     is slower than the device, and these tests count, they do not test overflow."""
-    param = f"/sys/module/{guest.module_name()}/parameters/ring_size"
-    old = guest.sh(f"cat {param}").strip()
-    size = 1 << (BURST * 2 - 1).bit_length()
-    guest.sh(f"echo {size} > {param}")
-    yield size
-    guest.sh(f"echo {old} > {param}")
+    return ring_size(BURST * 2)
 
 
 @pytest.mark.parametrize("path", EVENT_PATHS)

@@ -47,6 +47,12 @@ def add_bench_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("--storm-rates", type=_ints, help="events/s (default 1000,10000,50000,100000)")
     s.add_argument("--storm-seconds", type=float, help="storm length per rate (full 10)")
     s.add_argument("--storm-paths", type=_csv, help="paths stormed (default: as --paths)")
+    s.add_argument("--storm-ack", choices=("ioctl", "write", "none"),
+                   help="record paths' ACK in storms: an ioctl per event, one write(2) per "
+                   "read (default), none")  # fmt: skip
+    s.add_argument("--storm-ring-size", type=int,
+                   help="driver ring_size (records per open file) for the storms (default "
+                   "4096; 0: the module's default, 256)")  # fmt: skip
     s.add_argument("--injections", type=int, help="QMP injections (full 5000, >= 5 s)")
     s.add_argument("--boots", type=int, help="extra boots of the standard image (full 5)")
     s.add_argument("--cyclictest-loops", type=int, help="cyclictest cycles of 1 ms (full 10000)")
@@ -66,7 +72,8 @@ def config_from_args(args: argparse.Namespace) -> Any:
 
     kw: dict[str, Any] = {}
     for name in ("runs", "events", "paths", "placements", "storm_rates", "storm_seconds",
-                 "storm_paths", "injections", "boots", "cyclictest_loops"):  # fmt: skip
+                 "storm_paths", "storm_ack", "storm_ring_size", "injections", "boots",
+                 "cyclictest_loops"):  # fmt: skip
         v = getattr(args, name, None)
         if v is not None:
             kw[name] = v

@@ -19,12 +19,14 @@ def collect(
     until: Callable[[Event], bool] | None = None,
     timeout: float,
     idle: float,
+    types: tuple[str, ...] = ("event", "summary"),
 ) -> tuple[list[Event], str]:
-    """Events of *path* until *n* arrived, *until* matched one, or a time limit hit.
+    """Messages of *path* (events, and the summaries of a path in storm mode, in
+    arrival order) until *n* arrived, *until* matched one, or a time limit hit.
 
-    Returns (events, why) with why = ``"count"``, ``"until"``, ``"idle"`` (no event
-    for *idle* seconds) or ``"timeout"``.  Path errors are returned as events too
-    (type ``path_error``) so the caller sees them.
+    Returns (messages, why) with why = ``"count"``, ``"until"``, ``"idle"`` (no
+    message for *idle* seconds: a summary is progress too) or ``"timeout"``.  A
+    path error raises RuntimeError.
     """
     out: list[Event] = []
     deadline = time.monotonic() + timeout
@@ -33,7 +35,7 @@ def collect(
         if left <= 0:
             return out, "timeout"
         try:
-            ev = agent.expect(path=path, type="event", timeout=min(left, idle))
+            ev = agent.expect(path=path, type=types, timeout=min(left, idle))
         except AgentTimeout:
             errs = [e for e in agent.pending() if e.get("type") == "path_error"]
             if errs:

@@ -253,8 +253,11 @@ def sections(result: dict[str, Any]) -> list[tuple[str, Table | None]]:
     st = result.get("storm") or {}
     hl = st.get("highest_lossless") or {}
     title = (
-        f"Storms (wakeup={st.get('placement')}, ring_size {st.get('ring_size')}, "
-        f"{st.get('seconds')} s per rate); highest lossless: "
+        f"Storms (wakeup={st.get('placement')}, ring_size {st.get('ring_size')}"
+        f"{'' if st.get('ring_size_default', True) else ' (set for the storms)'}, "
+        f"{st.get('seconds')} s per rate"
+        f"{', record paths: agent summaries, ACK ' + st['ack'] if st.get('ack') else ''}"
+        "); highest lossless: "
         + ", ".join(f"{p} {fmt_rate(r)}" for p, r in hl.items())
         + "".join(f"; not stormed: {p} ({why})" for p, why in (st.get("skipped") or {}).items())
     )

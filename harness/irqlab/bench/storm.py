@@ -8,6 +8,13 @@ will ever see has been seen; the marker's ``lost`` field also reports ring
 losses just before it.  A marker that meets a still-full ring is dropped like
 any event, so markers are re-pushed every second while the path drains.
 
+The record paths run in the agent's storm mode (``summarize``: the burst's
+records are counted in the guest and reported in summaries, see
+``irqlab_agent.summary``; markers still arrive one by one, after the summary of
+what preceded them) and ACK in ``ack`` mode (default :data:`STORM_ACK`).
+observed is then the sum of the summaries' in-order (unique) burst records,
+duplicates the out-of-order ones, reported_lost the sum of their ``lost``.
+
     raised     burst events the device raised (counters read before any marker)
     delivered  interrupt messages the device sent; coalesced: raises while pending
     observed   burst events the path handed to userspace (unique seqs; count sum)
@@ -36,16 +43,39 @@ from irqlab.regs import REGS
 MARKER = 0x5EA1_0000  # FIFO words MARKER + k end a storm (see _until_marker)
 MARKER_RETRY_S = 1.0
 RATES = (1_000, 10_000, 50_000, 100_000)
+# Record paths' ACK in storms: one write(2) of the seqs per read buffer (the driver
+# ACKs each to the device, which counts them), not an ioctl per record.
+STORM_ACK = "write"
+
+
+def summarized(path: str) -> bool:
+    """Whether the agent's *path* reads event records (storm mode applies)."""
+    from irqlab_agent.paths import PATH_KINDS
+
+    cls = PATH_KINDS.get(path)
+    return cls is not None and cls.summarizable
+
+
+def storm_arm_opts(path: str, ack: str = STORM_ACK) -> dict[str, Any]:
+    """Arm options of *path* in storms: burst records summarized, markers one by one."""
+    return {"summarize": [REGS.SRC_BURST], "ack": ack} if summarized(path) else {}
 
 
 def measure(
-    guest: Any, path: str, *, rate: int, duration_s: float, idle: float = 30.0
+    guest: Any,
+    path: str,
+    *,
+    rate: int,
+    duration_s: float,
+    idle: float = 30.0,
+    ack: str = STORM_ACK,
 ) -> dict[str, Any]:
     if path == gpio.PATH:
         return measure_gpio(guest, rate=rate, duration_s=duration_s, idle=idle)
     n = max(1, round(rate * duration_s))
     period = max(REGS.MIN_BURST_PERIOD_NS, round(1e9 / rate))
-    agent, inj = arm_clean(guest, path)
+    agent, inj = arm_clean(guest, path, **storm_arm_opts(path, ack))
+    drv0 = _driver_stats(agent, guest, path)
     seq0 = inj.counters().next_seq
     t0 = time.monotonic()
     inj.burst(n, period)
@@ -91,22 +121,39 @@ def measure(
     else:
         evs, why, markers = _until_marker(agent, inj, path, _is_marker, timeout=timeout, idle=idle)
         marker_seen = why == "until"
-        seqs = {
-            e["seq"]
-            for e in evs
-            if e.get("source") == REGS.SRC_BURST and seq0 <= e.get("seq", -1) < seq0 + n
-        }
-        observed = len(seqs)
+        sums = [e for e in evs if e.get("type") == "summary"]
+        src = str(REGS.SRC_BURST)
+        burst = [s["sources"][src] for s in sums if src in s["sources"]]
+        # in_order: unique seqs, each above every earlier one (see irqlab_agent.summary)
+        observed = sum(b["in_order"] for b in burst)
         # Markers pushed before the one seen were dropped by the full ring: their
         # loss is in the ``lost`` fields too and is not a burst event's.
         dropped_markers = (evs[-1]["value"] - MARKER) if marker_seen else markers
         reported = sum(int(e.get("lost") or 0) for e in evs) - dropped_markers
         result["markers"] = markers
-        result["duplicates"] = sum(1 for e in evs if e.get("source") == REGS.SRC_BURST) - observed
+        result["duplicates"] = sum(b["out_of_order"] for b in burst)
+        seen = [q for b in burst for q in (b["first"], b["last"])]
+        result["seq_range"] = [min(seen), max(seen)] if seen else None
+        if seen and not seq0 <= min(seen) <= max(seen) < seq0 + n:
+            result["problems"] = [f"burst seqs {result['seq_range']} outside [{seq0}, {seq0 + n})"]
         lat = [e["ack_latency_ns"] for e in evs if isinstance(e.get("ack_latency_ns"), int)]
+        lat += [s["ack_latency_max_ns"] for s in sums if s.get("ack_latency_max_ns") is not None]
         result["ack_latency_max_ns"] = max(lat) if lat else None
+        result["agent"] = {
+            "ack": ack,
+            "summaries": len(sums),
+            **{k: sum(int(s.get(k) or 0) for s in sums)
+               for k in ("acks", "ack_errors", "reads", "wakeups")},
+        }  # fmt: skip
     drain_s = time.monotonic() - t0 - gen_s
-    agent.disarm(path)
+    pstats = agent.disarm(path).get(path, {})
+    after = inj.counters()  # ACKs are written before the message covering them
+    result["device_acked"], result["device_ack_invalid"] = after.acked, after.ack_invalid
+    drv1 = _driver_stats(agent, guest, path)
+    if drv0 is not None and drv1 is not None:
+        result["driver"] = {k: drv1[k] - drv0[k] for k in DRIVER_STATS if k in drv0}
+    if isinstance(pstats.get("cpu_ns"), int):
+        result.setdefault("agent", {})["cpu_s"] = round(pstats["cpu_ns"] / 1e9, 3)
     lost = raised - observed
     result.update(
         {
@@ -122,10 +169,24 @@ def measure(
             "unexplained": lost - c.dropped - reported,
             "marker_seen": marker_seen,
             "end": why,
-            "lossless": lost == 0 and marker_seen and raised == n,
+            "lossless": lost == 0 and marker_seen and raised == n and not result.get("problems"),
         }
     )
     return result
+
+
+# Device-wide counters of the driver (struct irqlab_stats) kept per storm: where events
+# went (hard IRQs, fetched, device-dropped marks, staging losses, wake-up runs, ACKs).
+DRIVER_STATS = ("irqs", "irqs_spurious", "rearms", "events", "dev_dropped", "stage_lost",
+                "deliveries", "acks", "acks_invalid")  # fmt: skip
+
+
+def _driver_stats(agent: Any, guest: Any, path: str) -> dict[str, int] | None:
+    """The driver's GET_STATS (device-wide part used), None without a /dev/irqlabN (UIO)."""
+    if path in UIO_PATHS:
+        return None
+    drv = agent.stats(dev=guest.dev).get("driver")
+    return drv if isinstance(drv, dict) else None
 
 
 def _is_marker(e: dict[str, Any], upto: int) -> bool:

@@ -25,8 +25,6 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, ClassVar
 
 from irqlab_agent.abi import Abi
 from irqlab_agent.acks import SeqAcks, open_ack_node
@@ -34,10 +32,15 @@ from irqlab_agent.protocol import errno_name
 from irqlab_agent.summary import Summarizer
 from irqlab_agent.sysio import SigInfo, raw_read, thread_in_read
 
+TYPE_CHECKING = False  # typing is not imported at run time: it costs start-up time
+if TYPE_CHECKING:
+    from typing import Any, ClassVar
+
+    Emit = Callable[[dict[str, Any]], None]
+
 STOP_SIGNAL = signal.SIGUSR1  # interrupts a blocked read(2): no SA_RESTART
 RESTART_SIGNAL = signal.SIGUSR2  # installed with SA_RESTART: the read restarts
 
-Emit = Callable[[dict[str, Any]], None]
 COUNT_FMT = struct.Struct("=I")  # the counting file returns a u32 (seed 003)
 
 
@@ -45,37 +48,54 @@ def mono_ns() -> int:
     return time.clock_gettime_ns(time.CLOCK_MONOTONIC)
 
 
-@dataclass
 class PathOptions:
-    dev: str
-    ack: str = "ioctl"  # ioctl (per record) | write (one write(2) per read buffer) | none
-    batch: int = 64  # records per read(2)
-    interval_s: float = 0.001  # nonblock: pause between EAGAIN polls
-    max_polls: int = 0  # nonblock: stop after this many EAGAINs in a row (0 = never)
-    signo: int = 0  # setsig: the F_SETSIG signal
-    drain: bool = False  # read until EAGAIN after each wake-up (always on for epoll-et)
-    summarize: frozenset[int] = frozenset()  # sources counted into summaries (storm mode)
-    summary_interval_s: float = 0.25  # a summary at least this often while there are counts
-    params: Mapping[str, Any] = field(default_factory=dict)  # the arm request's arguments
+    """What an arm request configures of a path (see ``Agent.op_arm``)."""
+
+    def __init__(
+        self,
+        dev: str,
+        *,
+        ack: str = "ioctl",  # ioctl (per record) | write (one write(2) per read buffer) | none
+        batch: int = 64,  # records per read(2)
+        interval_s: float = 0.001,  # nonblock: pause between EAGAIN polls
+        max_polls: int = 0,  # nonblock: stop after this many EAGAINs in a row (0 = never)
+        signo: int = 0,  # setsig: the F_SETSIG signal
+        drain: bool = False,  # read until EAGAIN after each wake-up (always on for epoll-et)
+        summarize: frozenset[int] = frozenset(),  # sources counted into summaries (storm mode)
+        summary_interval_s: float = 0.25,  # a summary at least this often while there are counts
+        params: Mapping[str, Any] | None = None,  # the arm request's arguments
+    ) -> None:
+        self.dev = dev
+        self.ack = ack
+        self.batch = batch
+        self.interval_s = interval_s
+        self.max_polls = max_polls
+        self.signo = signo
+        self.drain = drain
+        self.summarize = summarize
+        self.summary_interval_s = summary_interval_s
+        self.params: Mapping[str, Any] = params if params is not None else {}
 
 
-@dataclass
 class PathStats:
-    events: int = 0
-    reads: int = 0
-    wakeups: int = 0
-    eagain: int = 0
-    spurious: int = 0
-    eintr: int = 0
-    signals: int = 0
-    acks: int = 0
-    ack_errors: int = 0
-    errors: int = 0
-    counted: int = 0  # count path: sum of counts read
-    summaries: int = 0  # summary messages sent (storm mode)
-    cpu_ns: int | None = None  # CPU time of the path's thread, once it has ended
-    last_seq: int | None = None
-    flags: dict[str, int] = field(default_factory=dict)
+    """A path's counters, reported by ``stats``/``disarm`` (:meth:`as_json`)."""
+
+    def __init__(self) -> None:
+        self.events = 0
+        self.reads = 0
+        self.wakeups = 0
+        self.eagain = 0
+        self.spurious = 0
+        self.eintr = 0
+        self.signals = 0
+        self.acks = 0
+        self.ack_errors = 0
+        self.errors = 0
+        self.counted = 0  # count path: sum of counts read
+        self.summaries = 0  # summary messages sent (storm mode)
+        self.cpu_ns: int | None = None  # CPU time of the path's thread, once it has ended
+        self.last_seq: int | None = None
+        self.flags: dict[str, int] = {}
 
     def as_json(self) -> dict[str, Any]:
         return dict(self.__dict__)

@@ -19,6 +19,7 @@ from invoke.tasks import task
         "quick": "small counts (a few minutes) instead of the full run",
         "compare": "an older result.json: print figures worse beyond noise, exit 1 if any",
         "runs": "fresh boots that each measure everything (spread across runs); default 1",
+        "wakeup_runs": "thread/workqueue placements in the first N runs only (default: all)",
         "events": "latency events per path and wakeup placement (full: 10000)",
         "paths": "comma list of agent paths (default: every path the agent implements)",
         "placements": "comma list of wakeup placements (default hardirq,thread,workqueue)",
@@ -37,6 +38,7 @@ def bench(
     quick: bool = False,
     compare: str = "",
     runs: int = 0,
+    wakeup_runs: int = 0,
     events: int = 0,
     paths: str = "",
     placements: str = "",
@@ -58,6 +60,7 @@ def bench(
     opts: dict[str, object] = {
         "--compare": compare,
         "--runs": runs,
+        "--wakeup-runs": wakeup_runs,
         "--events": events,
         "--paths": paths,
         "--placements": placements,

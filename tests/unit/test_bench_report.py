@@ -217,3 +217,6 @@ def test_cli_config() -> None:
     assert c.period_ns == 2_500_000 and c.skip == ("boot",) and c.events == 300
     full = cli.config_from_args(p.parse_args(["bench"]))
     assert full.events == 10_000 and full.storm_seconds == 10.0 and full.runs == 1
+    assert full.wakeup_runs == 0  # every run measures every placement
+    w = cli.config_from_args(p.parse_args(["bench", "--runs", "3", "--wakeup-runs", "1"]))
+    assert (w.runs, w.wakeup_runs) == (3, 1)

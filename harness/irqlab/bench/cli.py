@@ -44,6 +44,9 @@ def add_bench_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("--period-us", type=float, help="latency series period, µs (default 3000)")
     s.add_argument("--paths", type=_csv, help="comma list of agent paths (default: all)")
     s.add_argument("--placements", type=_csv, help="wakeup placements (hardirq,thread,workqueue)")
+    s.add_argument("--wakeup-runs", type=int,
+                   help="measure the non-default placements in the first N runs only "
+                   "(default: every run; their noise then comes from chunks)")  # fmt: skip
     s.add_argument("--storm-rates", type=_ints, help="events/s (default 1000,10000,50000,100000)")
     s.add_argument("--storm-seconds", type=float, help="storm length per rate (full 10)")
     s.add_argument("--storm-paths", type=_csv, help="paths stormed (default: as --paths)")
@@ -71,9 +74,9 @@ def config_from_args(args: argparse.Namespace) -> Any:
     from irqlab.bench.runner import BenchConfig
 
     kw: dict[str, Any] = {}
-    for name in ("runs", "events", "paths", "placements", "storm_rates", "storm_seconds",
-                 "storm_paths", "storm_ack", "storm_ring_size", "injections", "boots",
-                 "cyclictest_loops"):  # fmt: skip
+    for name in ("runs", "wakeup_runs", "events", "paths", "placements", "storm_rates",
+                 "storm_seconds", "storm_paths", "storm_ack", "storm_ring_size", "injections",
+                 "boots", "cyclictest_loops"):  # fmt: skip
         v = getattr(args, name, None)
         if v is not None:
             kw[name] = v

@@ -68,6 +68,7 @@ class BenchConfig:
     period_ns: int = 3_000_000  # between events of a latency series
     paths: tuple[str, ...] = ()  # () = every path the agent implements
     placements: tuple[str, ...] = PLACEMENTS
+    wakeup_runs: int = 0  # placements other than the default only in the first N runs (0: all)
     storm_rates: tuple[int, ...] = storm.RATES
     storm_seconds: float = 10.0
     storm_paths: tuple[str, ...] = ()  # () = same as paths
@@ -225,6 +226,8 @@ class Bench:
                 self.save()
             run["latency"] = {}
             placements = [DEFAULT_PLACEMENT] if "wakeup" in c.skip else list(c.placements)
+            if c.wakeup_runs and index >= c.wakeup_runs:
+                placements = [p for p in placements if p == DEFAULT_PLACEMENT]
             if "latency" in c.skip:
                 placements = []
             driver_paths = [p for p in paths if p not in MODULE_MODES and p not in OTHER_DRIVER]

@@ -212,7 +212,9 @@ class Agent:
             summary_interval_s=req.get_float("summary_interval_ms", 250.0, lo=1.0) / 1000.0,
             params=dict(req.args),
         )
-        if summarize and not getattr(cls, "summarizable", False):
+        if summarize and not (
+            getattr(cls, "summarizable", False) or getattr(cls, "own_summary", False)
+        ):
             raise ProtocolError(f"op 'arm': path {kind!r} has no records to summarize", req.id)
         with self.lock:
             if name in self.paths:

@@ -14,6 +14,18 @@
     holds while every device event reaches gpiolib: the host checks the driver's
     ``gpio_lost`` (and the edges) to know it did.
 
+    Storm mode: armed with a non-empty ``summarize`` (line events are GPIO-source
+    events, but the agent knows no source numbers, so *any* non-empty list turns it
+    on), the path reads up to :data:`LINE_SUMMARY_BATCH` events per read(2), counts
+    their ``seqno``s (``struct.iter_unpack``, no dict per event) and sends
+    ``{"type": "summary", "path", "records", "first", "last", "in_order",
+    "out_of_order", "ack", "acks", ...}`` (the field names of
+    :mod:`irqlab_agent.summary`, here over seqnos: ``in_order`` counts seqnos above
+    every seqno seen since arm) at least every ``summary_interval_ms`` while there
+    are counts, and at disarm.  Each read buffer's events are ACKed in ``ack`` mode
+    (:class:`~irqlab_agent.acks.SeqAcks`) as device seqs ``first + seqno - 1`` on
+    the acker's fd: ``write`` = one write(2) per buffer, ``none`` = no ACK.
+
 ``uio``
     Blocks in ``read(2)`` on ``/dev/uioN`` (the 32-bit interrupt count), then plays
     the user-space driver: through the mapped BAR0 it clears the latched status,
@@ -42,10 +54,13 @@ import fcntl
 import glob
 import mmap
 import os
+import select
 import struct
 import threading
+import time
 from collections.abc import Mapping
 
+from irqlab_agent.acks import SeqAcks
 from irqlab_agent.paths import NotificationPath, SeqAcker, mono_ns
 
 TYPE_CHECKING = False  # typing is not imported at run time: it costs start-up time
@@ -59,6 +74,8 @@ _LINE_ATTR = "IIQ"  # struct gpio_v2_line_attribute (id, padding, union)
 _LINEINFO = struct.Struct("=32s32sIIQ" + _LINE_ATTR * 10 + "4I")  # gpio_v2_line_info
 _LINEREQ = struct.Struct("=64I32sQI5I" + (_LINE_ATTR + "Q") * 10 + "II5Ii")
 _LINEEVENT = struct.Struct("=QIIII6I")  # struct gpio_v2_line_event
+_LINE_SEQNO = struct.Struct("=16xI28x")  # its seqno only (storm mode)
+LINE_SUMMARY_BATCH = 256  # line events per read(2) in storm mode
 GPIO_V2_LINE_FLAG_USED = 1 << 0
 GPIO_V2_LINE_FLAG_INPUT = 1 << 2
 GPIO_V2_LINE_FLAG_EDGE_RISING = 1 << 4
@@ -131,7 +148,9 @@ class GpioCdevPath(NotificationPath):
     """Edge events of gpio lines through the GPIO v2 character device."""
 
     kind = "gpio-cdev"
+    own_summary = True  # counts its line events itself with ``summarize`` (storm mode)
     acker: SeqAcker | None = None
+    summarizing = False
 
     def open(self) -> None:
         p = self.opts.params
@@ -158,6 +177,16 @@ class GpioCdevPath(NotificationPath):
         # ack=false (or an ack mode "none") arms without ACKing even if ack_dev is given
         if self.opts.ack not in (False, "none"):
             self.acker = SeqAcker.from_params(self.abi, self.opts.params)
+        self.setup_summary()
+
+    def setup_summary(self) -> None:
+        """Storm mode (any non-empty ``summarize``): the batched ACKs and the counts."""
+        self.summarizing = bool(self.opts.summarize)
+        if self.summarizing:
+            fd = self.acker.fd if self.acker is not None else -1
+            self.seq_acks = SeqAcks(self.abi, self.opts.ack if fd >= 0 else "none", fd)
+            self._highest = 0  # the highest seqno since arm
+            self._reset_counts()
 
     def teardown(self) -> None:
         if self.acker is not None:
@@ -165,6 +194,8 @@ class GpioCdevPath(NotificationPath):
 
     def arm(self) -> dict[str, Any]:
         info = super().arm()
+        if self.summarizing:
+            info.update(summarize=sorted(self.opts.summarize), ack=self.seq_acks.mode)
         return {**info, **self.chip}
 
     def report_line_events(self, data: bytes, wake: int) -> int:
@@ -198,6 +229,9 @@ class GpioCdevPath(NotificationPath):
         return n
 
     def loop(self) -> None:
+        if self.summarizing:
+            self.loop_summary()
+            return
         while not self.stopping.is_set():
             if not self.wait_readable(self.fd):
                 return
@@ -210,6 +244,110 @@ class GpioCdevPath(NotificationPath):
                     break
                 self.stats.reads += 1
                 self.report_line_events(data, wake)
+
+    # -- storm mode ---------------------------------------------------------------
+    def _reset_counts(self) -> None:
+        self.pending = self.in_order = self.out_of_order = 0
+        self.first: int | None = None
+        self.last: int | None = None
+        self._acks0, self._errors0 = self.seq_acks.acks, self.seq_acks.errors
+        self._reads0, self._wakeups0 = self.stats.reads, self.stats.wakeups
+        self.seq_acks.latency_max_ns = None
+        self._first_wake: int | None = None
+        self._last_wake: int | None = None
+
+    def count_line_events(self, data: bytes, wake: int) -> int:
+        """Count (and ACK, in one batch) the ``gpio_v2_line_event``s in *data*."""
+        size = _LINEEVENT.size
+        seqnos = [s for (s,) in _LINE_SEQNO.iter_unpack(data[: len(data) - len(data) % size])]
+        if not seqnos:
+            return 0
+        a = self.seq_acks
+        if a.mode != "none" and self.acker is not None:
+            first = self.acker.first_seq - 1
+            a.ack([(first + s) & 0xFFFF_FFFF for s in seqnos])
+            self.stats.last_seq = (first + seqnos[-1]) & 0xFFFF_FFFF
+        hi, ordered = self._highest, 0
+        for s in seqnos:
+            if s > hi:
+                hi = s
+                ordered += 1
+        self._highest = hi
+        n = len(seqnos)
+        self.in_order += ordered
+        self.out_of_order += n - ordered
+        if self.first is None:
+            self.first = seqnos[0]
+            self._first_wake = wake
+        self.last = seqnos[-1]
+        self._last_wake = wake
+        self.pending += n
+        self.stats.events += n
+        return n
+
+    def flush_summary(self) -> None:
+        """Send the counts since the last summary (nothing if there are none)."""
+        if not self.pending:
+            return
+        a, st = self.seq_acks, self.stats
+        st.summaries += 1
+        st.acks += a.acks - self._acks0
+        st.ack_errors += a.errors - self._errors0
+        self.emit(
+            {
+                "type": "summary",
+                "path": self.path_name,
+                "summary": st.summaries,
+                "records": self.pending,
+                "first": self.first,
+                "last": self.last,
+                "in_order": self.in_order,
+                "out_of_order": self.out_of_order,
+                "ack": a.mode,
+                "acks": a.acks - self._acks0,
+                "ack_errors": a.errors - self._errors0,
+                "ack_latency_max_ns": a.latency_max_ns,
+                "reads": st.reads - self._reads0,
+                "wakeups": st.wakeups - self._wakeups0,
+                "first_wake_ns": self._first_wake,
+                "last_wake_ns": self._last_wake,
+                "wake_ns": mono_ns(),
+            }
+        )
+        self._reset_counts()
+
+    def loop_summary(self) -> None:
+        """Read big buffers, count them; a summary every ``summary_interval_s`` while
+        there are counts (the select's timeout) and at the end (disarm)."""
+        interval = self.opts.summary_interval_s
+        bufsize = _LINEEVENT.size * LINE_SUMMARY_BATCH
+        due = 0.0
+        try:
+            while not self.stopping.is_set():
+                timeout = max(0.0, due - time.monotonic()) if self.pending else None
+                r, _, _ = select.select([self.fd, self._wake_r], [], [], timeout)
+                if self.stopping.is_set():
+                    return
+                if self.fd in r:
+                    wake = mono_ns()
+                    self.stats.wakeups += 1
+                    while True:
+                        try:
+                            data = os.read(self.fd, bufsize)
+                        except BlockingIOError:
+                            break
+                        self.stats.reads += 1
+                        had = self.pending
+                        self.count_line_events(data, wake)
+                        now = time.monotonic()
+                        if not had and self.pending:
+                            due = now + interval
+                        elif self.pending and now >= due:  # events never stop coming
+                            self.flush_summary()
+                if self.pending and time.monotonic() >= due:
+                    self.flush_summary()
+        finally:
+            self.flush_summary()
 
 
 # --- UIO --------------------------------------------------------------------------

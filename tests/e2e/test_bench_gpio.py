@@ -40,6 +40,10 @@ def test_storm_counts_add_up(guest: Guest) -> None:
     assert r["unexplained"] == 0, r
     assert r["duplicates"] == 0, r
     assert r["delivered"] + r["coalesced"] >= 1, r
+    # storm mode: summaries, every observed edge ACKed by one write(2) per read buffer
+    assert r["agent"]["ack"] == storm.STORM_ACK and r["agent"]["summaries"] >= 1, r
+    assert r["agent"]["acks"] == r["observed"] == r["device_acked"], r
+    assert r["device_ack_invalid"] == 0, r
     assert guest.injector.burst_line() is None
 
 

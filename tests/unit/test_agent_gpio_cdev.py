@@ -7,6 +7,9 @@ across a kernel buffer drop (a ``seqno`` gap).
 
 from __future__ import annotations
 
+import os
+import struct
+import time
 from typing import Any
 
 import pytest
@@ -119,3 +122,93 @@ def test_ack_first_seq_is_parsed_from_the_arm_request() -> None:
     with pytest.raises(KeyError, match="SET_SOURCES"):
         p.setup()
     assert p.acker is None
+
+
+# -- storm mode (summarize): counts per read buffer, one write(2) of the device seqs --------
+
+
+def _summary_path(
+    ack: str = "write", first_seq: int = 41, interval_s: float = 0.25
+) -> tuple[GpioCdevPath, list[dict[str, Any]], int]:
+    """A summarizing path whose acker writes to a pipe; (path, messages, pipe read end)."""
+    r, w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+    acker = FakeAcker(first_seq=first_seq)
+    acker.fd = w
+    out: list[dict[str, Any]] = []
+    opts = PathOptions(dev="/dev/null", ack=ack, summarize=frozenset({0}))
+    opts.summary_interval_s = interval_s
+    p = GpioCdevPath("gpio-cdev", fake_abi(), opts, out.append)
+    p.acker = acker
+    p.setup_summary()
+    return p, out, r
+
+
+def _written(fd: int) -> list[int]:
+    try:
+        data = os.read(fd, 1 << 16)
+    except BlockingIOError:
+        return []
+    return [s for (s,) in struct.iter_unpack("=I", data)]
+
+
+def test_summary_counts_gaps_and_out_of_order() -> None:
+    p, out, _r = _summary_path()
+    # buffer 1: seqnos 1, 2, then the kernel dropped 3 and 4; buffer 2: 5, 6, a stale 2
+    assert p.count_line_events(b"".join(line_event(n, rising=True) for n in (1, 2)), 10) == 2
+    assert p.count_line_events(b"".join(line_event(n, rising=True) for n in (5, 6, 2)), 20) == 3
+    assert out == []  # nothing sent per event
+    p.flush_summary()
+    (s,) = out
+    assert s["type"] == "summary" and s["path"] == "gpio-cdev" and s["summary"] == 1
+    assert (s["records"], s["first"], s["last"]) == (5, 1, 2)
+    assert (s["in_order"], s["out_of_order"]) == (4, 1)
+    assert (s["ack"], s["acks"], s["ack_errors"], s["reads"]) == ("write", 5, 0, 0)
+    assert (s["first_wake_ns"], s["last_wake_ns"]) == (10, 20)
+    # the next summary covers only what came since; order is kept across summaries
+    p.count_line_events(line_event(4, rising=False) + line_event(7, rising=True), 30)
+    p.flush_summary()
+    p.flush_summary()  # nothing pending: no message
+    assert len(out) == 2
+    assert (out[1]["records"], out[1]["in_order"], out[1]["out_of_order"]) == (2, 1, 1)
+    assert (out[1]["first"], out[1]["last"]) == (4, 7)
+    assert (p.stats.events, p.stats.summaries, p.stats.acks) == (7, 2, 7)
+    assert p.stats.last_seq == 47
+
+
+def test_summary_acks_each_buffer_in_one_write() -> None:
+    p, _out, r = _summary_path(first_seq=0xFFFF_FFFE)
+    assert isinstance(p.acker, FakeAcker)
+    p.count_line_events(b"".join(line_event(n, rising=True) for n in (1, 2, 3, 6)), 1)
+    # one write(2) of the device seqs first + seqno - 1 (wrapping like the device)
+    assert _written(r) == [0xFFFF_FFFE, 0xFFFF_FFFF, 0, 3]
+    assert p.acker.acked == []  # no ioctl per event
+    p.count_line_events(line_event(7, rising=True), 2)
+    assert _written(r) == [4]
+
+
+def test_summary_without_ack() -> None:
+    p, out, r = _summary_path(ack="none")
+    p.count_line_events(line_event(1, rising=True), 1)
+    p.flush_summary()
+    assert _written(r) == []
+    assert (out[0]["ack"], out[0]["acks"], out[0]["records"]) == ("none", 0, 1)
+
+
+def test_summary_loop_sends_on_interval_and_at_stop() -> None:
+    p, out, _r = _summary_path(interval_s=0.05)
+    lr, lw = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)  # the line fd
+    p.fd = lr
+    try:
+        p.start()
+        os.write(lw, b"".join(line_event(n, rising=True) for n in (1, 2, 3)))
+        deadline = time.monotonic() + 5
+        while not out and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert out and out[0]["records"] == 3 and out[0]["reads"] >= 1
+        os.write(lw, line_event(4, rising=False))
+        time.sleep(0.01)
+        p.stop()  # the rest is sent at disarm, before stop() returns
+    finally:
+        os.close(lw)
+    assert sum(s["records"] for s in out) == 4 and out[-1]["last"] == 4
+    assert p.stats.errors == 0

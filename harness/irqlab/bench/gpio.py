@@ -68,10 +68,3 @@ def edge_problems(evs: list[dict[str, Any]]) -> list[str]:
     if not bad:
         return []
     return [f"{len(bad)} events with the wrong edge for their seqno (first: {bad[0]})"]
-
-
-def seqno_count(evs: list[dict[str, Any]]) -> tuple[int, int, int]:
-    """(unique seqnos observed, highest seqno, duplicates) of line events."""
-    seqnos = [int(e["seqno"]) for e in evs if isinstance(e.get("seqno"), int)]
-    unique = len(set(seqnos))
-    return unique, max(seqnos, default=0), len(seqnos) - unique

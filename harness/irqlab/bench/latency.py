@@ -71,11 +71,12 @@ def arm_clean(guest: Any, path: str, **opts: Any) -> tuple[Any, Any]:
     return agent, guest.injector
 
 
-def arm_measured(guest: Any, path: str) -> tuple[Any, Any, int]:
+def arm_measured(guest: Any, path: str, **extra: Any) -> tuple[Any, Any, int]:
     """:func:`arm_clean` for a measurement: (agent, injector, seq of the first event).
 
     Paths in ``ACK_BY_ORDER`` learn that seq at arming; gpio-cdev is armed on the
     generator's GPIO line (:mod:`irqlab.bench.gpio`), which is driven low first.
+    *extra*: further arm options (a storm's ``summarize`` and ``ack``).
     """
     inj = guest.injector
     if path == gpio.PATH:
@@ -84,7 +85,7 @@ def arm_measured(guest: Any, path: str) -> tuple[Any, Any, int]:
     opts = {"ack_dev": guest.dev, "ack_first_seq": seq0} if path in ACK_BY_ORDER else {}
     if path == gpio.PATH:
         opts.update(gpio.arm_opts())
-    agent, inj = arm_clean(guest, path, **opts)
+    agent, inj = arm_clean(guest, path, **opts, **extra)
     return agent, inj, seq0
 
 

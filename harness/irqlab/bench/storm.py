@@ -71,7 +71,7 @@ def measure(
     ack: str = STORM_ACK,
 ) -> dict[str, Any]:
     if path == gpio.PATH:
-        return measure_gpio(guest, rate=rate, duration_s=duration_s, idle=idle)
+        return measure_gpio(guest, rate=rate, duration_s=duration_s, idle=idle, ack=ack)
     n = max(1, round(rate * duration_s))
     period = max(REGS.MIN_BURST_PERIOD_NS, round(1e9 / rate))
     agent, inj = arm_clean(guest, path, **storm_arm_opts(path, ack))
@@ -139,12 +139,7 @@ def measure(
         lat = [e["ack_latency_ns"] for e in evs if isinstance(e.get("ack_latency_ns"), int)]
         lat += [s["ack_latency_max_ns"] for s in sums if s.get("ack_latency_max_ns") is not None]
         result["ack_latency_max_ns"] = max(lat) if lat else None
-        result["agent"] = {
-            "ack": ack,
-            "summaries": len(sums),
-            **{k: sum(int(s.get(k) or 0) for s in sums)
-               for k in ("acks", "ack_errors", "reads", "wakeups")},
-        }  # fmt: skip
+        result["agent"] = _agent_figures(sums, ack)
     drain_s = time.monotonic() - t0 - gen_s
     pstats = agent.disarm(path).get(path, {})
     after = inj.counters()  # ACKs are written before the message covering them
@@ -187,6 +182,16 @@ def _driver_stats(agent: Any, guest: Any, path: str) -> dict[str, int] | None:
         return None
     drv = agent.stats(dev=guest.dev).get("driver")
     return drv if isinstance(drv, dict) else None
+
+
+def _agent_figures(sums: list[dict[str, Any]], ack: str) -> dict[str, Any]:
+    """The agent's side of a storm in storm mode: ACK mode and its summaries' sums."""
+    keys = ("acks", "ack_errors", "reads", "wakeups")
+    return {
+        "ack": ack,
+        "summaries": len(sums),
+        **{k: sum(int(s.get(k) or 0) for s in sums) for k in keys},
+    }
 
 
 def _is_marker(e: dict[str, Any], upto: int) -> bool:
@@ -263,8 +268,14 @@ def _generate(inj: Any, n: int, period: int, duration_s: float, line: int | None
     return time.monotonic() - t0
 
 
-def measure_gpio(guest: Any, *, rate: int, duration_s: float, idle: float = 30.0) -> dict[str, Any]:
+def measure_gpio(
+    guest: Any, *, rate: int, duration_s: float, idle: float = 30.0, ack: str = STORM_ACK
+) -> dict[str, Any]:
     """gpio-cdev storm: the generator toggles :data:`gpio.LINE`, one edge per step.
+
+    The path runs in the agent's storm mode (``summarize``: it counts the line
+    events' seqnos into summaries, see ``irqlab_agent.hwpaths``) and ACKs each read
+    buffer in *ack* mode (default :data:`STORM_ACK`, as the record paths).
 
     No marker can end it (a FIFO word is no line event).  It ends exactly instead:
     gpiolib numbers the events that reach it 1, 2, ... (``seqno``) and drops the
@@ -275,7 +286,7 @@ def measure_gpio(guest: Any, *, rate: int, duration_s: float, idle: float = 30.0
     event the path will ever see has been seen.  Failing that (a path that stopped),
     it ends after *idle* seconds without an event (``end`` = ``idle``, not lossless).
 
-        observed            unique seqnos
+        observed            unique seqnos (the summaries' in_order)
         kernel_buffer_lost  highest seqno - observed (gaps: the kernel's line buffer)
         driver_lost         the driver's gpio_lost during the storm
         reported_lost       driver_lost + kernel_buffer_lost
@@ -283,7 +294,7 @@ def measure_gpio(guest: Any, *, rate: int, duration_s: float, idle: float = 30.0
     """
     n = max(1, round(rate * duration_s))
     period = max(REGS.MIN_BURST_PERIOD_NS, round(1e9 / rate))
-    agent, inj, _seq0 = arm_measured(guest, gpio.PATH)
+    agent, inj, _seq0 = arm_measured(guest, gpio.PATH, summarize=[REGS.SRC_GPIO], ack=ack)
     lost0 = gpio.driver_lost(guest)
     t0 = time.monotonic()
     try:
@@ -298,7 +309,7 @@ def measure_gpio(guest: Any, *, rate: int, duration_s: float, idle: float = 30.0
     top, driver_lost, exact = 0, 0, False
     while True:
         driver_lost = gpio.driver_lost(guest) - lost0
-        top = max((int(e["seqno"]) for e in evs), default=0)
+        top = max((int(e.get("last") or 0) for e in evs), default=0)
         if top + driver_lost >= target:
             exact = True
             break
@@ -316,12 +327,21 @@ def measure_gpio(guest: Any, *, rate: int, duration_s: float, idle: float = 30.0
         elif now >= deadline or now - quiet_since >= idle:
             break
     drain_s = time.monotonic() - t0 - gen_s
-    agent.disarm(gpio.PATH)
-    observed, top, duplicates = gpio.seqno_count(evs)
+    pstats = agent.disarm(gpio.PATH).get(gpio.PATH, {})
+    # the summary of what was counted since the last one is sent before the disarm answer
+    evs += [e for e in agent.drain_events() if e.get("path") == gpio.PATH]
+    sums = [e for e in evs if e.get("type") == "summary"]
+    observed = sum(int(s["in_order"]) for s in sums)
+    top = max((int(s["last"]) for s in sums), default=0)
+    duplicates = sum(int(s["out_of_order"]) for s in sums)
     kernel_lost = top - observed
     lost = c.raised - observed
     reported = driver_lost + kernel_lost
-    lat = [e["ack_latency_ns"] for e in evs if isinstance(e.get("ack_latency_ns"), int)]
+    lat = [s["ack_latency_max_ns"] for s in sums if isinstance(s.get("ack_latency_max_ns"), int)]
+    after = inj.counters()
+    agent_info = _agent_figures(sums, ack)
+    if isinstance(pstats.get("cpu_ns"), int):
+        agent_info["cpu_s"] = round(pstats["cpu_ns"] / 1e9, 3)
     return {
         "path": gpio.PATH,
         "rate": rate,
@@ -343,6 +363,9 @@ def measure_gpio(guest: Any, *, rate: int, duration_s: float, idle: float = 30.0
         "duplicates": duplicates,
         # With driver losses the seqno -> device seq mapping of the ACKs is off.
         "ack_latency_max_ns": max(lat) if lat and not driver_lost else None,
+        "device_acked": after.acked,
+        "device_ack_invalid": after.ack_invalid,
+        "agent": agent_info,
         "end": "accounted" if exact else "idle",
         "marker_seen": None,  # no marker: see "end"
         "lossless": lost == 0 and exact and c.raised == n,
@@ -350,4 +373,4 @@ def measure_gpio(guest: Any, *, rate: int, duration_s: float, idle: float = 30.0
 
 
 def _seqno_reaches(e: dict[str, Any], need: int) -> bool:
-    return int(e.get("seqno", 0)) >= need
+    return int(e.get("last") or 0) >= need

@@ -21,7 +21,8 @@ import struct
 
 TYPE_CHECKING = False  # typing is not imported at run time: it costs start-up time
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
+    from typing import Any
 
     from irqlab_agent.abi import Abi
 
@@ -123,5 +124,43 @@ class SeqAcks:
         self.errors += len(seqs) - done
 
     def close_fd(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+
+
+class SeqAcker:
+    """ACKs device events by sequence number through a second fd of the irqlab node.
+
+    For paths whose reads carry no device seq (the counting file, gpio-cdev
+    events): the host says which seq the path's first event has (``ack_first_seq``)
+    and the path ACKs ``first + k - 1`` for its k-th event, on a file opened on
+    ``ack_dev`` with an empty source mask (it queues no records of its own).
+    The device answers the raise -> ACK latency in its own clock.
+    """
+
+    def __init__(self, abi: Abi, dev: str, first_seq: int) -> None:
+        self.first_seq = first_seq
+        self._ack = abi.ioctl("ACK")
+        self.fd = open_ack_node(abi, dev)
+
+    @classmethod
+    def from_params(cls, abi: Abi, params: Mapping[str, Any]) -> SeqAcker | None:
+        """The acker an arm request asks for (``ack_dev`` + ``ack_first_seq``), or None."""
+        dev, first = params.get("ack_dev"), params.get("ack_first_seq")
+        if dev is None and first is None:
+            return None
+        if not isinstance(dev, str) or not isinstance(first, int) or first < 1:
+            raise ValueError("ack_dev (a /dev/irqlabN path) and ack_first_seq (>= 1) go together")
+        return cls(abi, dev, first)
+
+    def ack_nth(self, n: int) -> int | None:
+        """ACK the path's *n*-th event (1-based); the device's latency, None if rejected."""
+        try:
+            out = self._ack.call(self.fd, {"seq": (self.first_seq + n - 1) & 0xFFFF_FFFF})
+        except OSError:
+            return None
+        return next((v for k, v in out.items() if "lat" in k), None)
+
+    def close(self) -> None:
         with contextlib.suppress(OSError):
             os.close(self.fd)

@@ -7,7 +7,7 @@
     polls the line fd and reports each
     ``struct gpio_v2_line_event`` as ``{"type": "event", "edge": "rising", "offset",
     "seqno", "line_seqno", "timestamp_ns", ...}``.  Line events carry no device seq:
-    with ``ack_dev`` + ``ack_first_seq`` (:class:`~irqlab_agent.paths.SeqAcker`) the
+    with ``ack_dev`` + ``ack_first_seq`` (:class:`~irqlab_agent.acks.SeqAcker`) the
     event with request-wide ``seqno`` n is ACKed as device seq ``first + n - 1``
     (reported as ``dev_seq``, with the device's ``ack_latency_ns``), so an event the
     kernel dropped from its buffer (a ``seqno`` gap) does not shift the ACKs.  That
@@ -60,8 +60,8 @@ import threading
 import time
 from collections.abc import Mapping
 
-from irqlab_agent.acks import SeqAcks
-from irqlab_agent.paths import NotificationPath, SeqAcker, mono_ns
+from irqlab_agent.acks import SeqAcker, SeqAcks
+from irqlab_agent.paths import NotificationPath, mono_ns
 
 TYPE_CHECKING = False  # typing is not imported at run time: it costs start-up time
 if TYPE_CHECKING:

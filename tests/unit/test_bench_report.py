@@ -220,3 +220,21 @@ def test_cli_config() -> None:
     assert full.wakeup_runs == 0  # every run measures every placement
     w = cli.config_from_args(p.parse_args(["bench", "--runs", "3", "--wakeup-runs", "1"]))
     assert (w.runs, w.wakeup_runs) == (3, 1)
+
+
+def test_spread_table_lists_figures_repeated_across_runs() -> None:
+    result = {
+        "runs": [{}, {}, {}],
+        "metrics": {
+            "latency.hardirq.read.p50": {"value": 2000.0, "unit": "ns", "noise": 0.25,
+                                         "noise_from": "runs", "samples": [1500.0, 2000.0, 2500.0]},
+            "latency.thread.read.p50": {"value": 9.0, "unit": "ns", "noise": 0.1,
+                                        "noise_from": "chunks", "samples": [9.0]},
+        },
+    }  # fmt: skip
+    t = report.spread_table(result)
+    assert t is not None
+    (row,) = t[1]
+    assert row[0] == "latency.hardirq.read.p50" and row[3] == "±25.0%"
+    assert row[2] == "1.5 µs / 2.0 µs / 2.5 µs"
+    assert "Spread across 3 runs" in report.render_text(result)

@@ -244,10 +244,34 @@ def text_table(t: Table) -> str:
     return "\n".join(lines)
 
 
+def spread_table(result: dict[str, Any]) -> Table | None:
+    """Figures measured in more than one run: median, each run's value, spread."""
+    rows = []
+    for name, m in (result.get("metrics") or {}).items():
+        if m.get("noise_from") != "runs":
+            continue
+        unit = m.get("unit")
+        show = fmt_ns if unit == "ns" else (lambda v, u=unit: f"{v:.3g} {u}")
+        noise = m.get("noise")
+        rows.append(
+            [
+                name,
+                show(m["value"]),
+                " / ".join(show(v) for v in m["samples"]),
+                f"±{100 * noise:.1f}%" if noise is not None else "-",
+            ]
+        )
+    if not rows:
+        return None
+    return ["figure", "median", "per run", "spread"], rows
+
+
 def sections(result: dict[str, Any]) -> list[tuple[str, Table | None]]:
     out: list[tuple[str, Table | None]] = []
+    nruns = len(result.get("runs") or [])
+    which = f" (run 1 of {nruns}; medians across runs below)" if nruns > 1 else ""
     for pl in _first_run(result).get("latency") or {}:
-        out.append((f"Raise -> userspace ACK latency (device clock), wakeup={pl}",
+        out.append((f"Raise -> userspace ACK latency (device clock), wakeup={pl}{which}",
                     latency_table(result, pl)))  # fmt: skip
     out.append(("Wakeup placements", wakeup_table(result)))
     st = result.get("storm") or {}
@@ -263,6 +287,7 @@ def sections(result: dict[str, Any]) -> list[tuple[str, Table | None]]:
     )
     out.append((title, storm_table(result)))
     out.append(("Host and boot", host_table(result)))
+    out.append((f"Spread across {nruns} runs (half-range / median)", spread_table(result)))
     out.append(("Targets (issue 6)", targets_table(result)))
     return out
 
@@ -283,6 +308,12 @@ def render_text(result: dict[str, Any]) -> str:
 # -- plots ----------------------------------------------------------------------------
 
 
+def _style(i: int) -> dict[str, Any]:
+    """Line *i* of a plot: matplotlib's ten default colours, then dashed, then dotted
+    (more than ten paths would otherwise share colours)."""
+    return {"color": f"C{i % 10}", "linestyle": ("-", "--", ":")[(i // 10) % 3]}
+
+
 def plot_all(result: dict[str, Any], out_dir: Path) -> list[Path]:
     """Latency CDFs per placement and loss vs rate; [] without matplotlib."""
     try:
@@ -294,17 +325,20 @@ def plot_all(result: dict[str, Any], out_dir: Path) -> list[Path]:
         return []
     files: list[Path] = []
     env = result.get("accel", {}).get("accel", "?")
+    runs = result.get("runs") or []
     for pl, per in (_first_run(result).get("latency") or {}).items():
         fig, ax = plt.subplots(figsize=(8, 5))
-        for path, r in per.items():
+        for i, (path, r) in enumerate(per.items()):
             if r and r.get("cdf"):
                 xs = [x / 1e3 for x, _ in r["cdf"]]
                 ys = [y for _, y in r["cdf"]]
-                ax.step(xs, ys, where="post", label=f"{path} (n={r['latency_ns']['n']})")
+                lab = f"{path} (n={r['latency_ns']['n']})"
+                ax.step(xs, ys, where="post", label=lab, **_style(i))
         ax.set_xscale("log")
         ax.set_xlabel("raise -> userspace ACK latency, µs (device clock, log scale)")
         ax.set_ylabel("fraction of events")
-        ax.set_title(f"Latency CDF per path, wakeup={pl} ({env})")
+        of = f", run 1 of {len(runs)}" if len(runs) > 1 else ""
+        ax.set_title(f"Latency CDF per path, wakeup={pl} ({env}{of})")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8, loc="lower right")
         f = out_dir / f"latency_cdf_{pl}.png"
@@ -315,10 +349,11 @@ def plot_all(result: dict[str, Any], out_dir: Path) -> list[Path]:
     st = result.get("storm") or {}
     if st.get("paths"):
         fig, ax = plt.subplots(figsize=(8, 5))
-        for path, rs in st["paths"].items():
+        for i, (path, rs) in enumerate(st["paths"].items()):
             pts = [(r["rate"], 100 * r["lost"] / r["raised"]) for r in rs if r["raised"]]
             if pts:
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=path)
+                xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+                ax.plot(xs, ys, marker="o", label=path, **_style(i))
         ax.set_xscale("log")
         ax.set_xlabel("generator rate, events/s (log scale)")
         ax.set_ylabel("events lost, % of raised")

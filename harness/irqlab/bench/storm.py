@@ -218,17 +218,48 @@ def _until_marker(
     new one (value ``MARKER + k``) follows every ``MARKER_RETRY_S`` while events
     still flow.  Returns (events, why, markers pushed).
     """
+    k = 0
+
+    def next_round(_evs: list[dict[str, Any]], last: str | None) -> Callable[..., bool] | None:
+        nonlocal k
+        if last == "until":
+            return None
+        inj.push(MARKER + k)
+        k += 1
+        return partial(is_marker, upto=MARKER + k)
+
+    evs, why = collect_rounds(agent, path, next_round, timeout=timeout, idle=idle)
+    return evs, "until" if why == "done" else why, k
+
+
+def collect_rounds(
+    agent: Any,
+    path: str,
+    next_round: Callable[[list[dict[str, Any]], str | None], Callable[..., bool] | None],
+    *,
+    timeout: float,
+    idle: float,
+) -> tuple[list[dict[str, Any]], str]:
+    """Messages of *path*, collected in rounds of up to ``MARKER_RETRY_S`` each.
+
+    Before each round ``next_round(messages so far, why the last round ended)``
+    does what the round needs (push a marker, read a counter) and returns the
+    round's ``until`` predicate, or None when the storm is accounted for.
+    Returns (messages, why): ``done``, or ``idle`` (nothing for *idle* seconds),
+    or ``timeout``.
+    """
     evs: list[dict[str, Any]] = []
     deadline = time.monotonic() + timeout
     quiet_since = time.monotonic()
-    k = 0
+    why: str | None = None
     while True:
-        inj.push(MARKER + k)
-        k += 1
+        until = next_round(evs, why)
+        if until is None:
+            return evs, "done"
         got, why = collect(
             agent,
             path,
-            until=partial(is_marker, upto=MARKER + k),
+            until=until,
             timeout=max(0.0, deadline - time.monotonic()),
             idle=MARKER_RETRY_S,
         )
@@ -236,8 +267,12 @@ def _until_marker(
         now = time.monotonic()
         if got:
             quiet_since = now
-        if why == "until" or now >= deadline or now - quiet_since >= idle:
-            return evs, why, k
+        if why == "until":  # the round's goal was reached: let next_round judge
+            continue
+        if now >= deadline:
+            return evs, "timeout"
+        if now - quiet_since >= idle:
+            return evs, "idle"
 
 
 def highest_lossless(results: list[dict[str, Any]]) -> int | None:
@@ -303,29 +338,19 @@ def measure_gpio(
         gpio.done(inj)
     c = inj.counters()  # raises, delivery and device drops all happen at raise time
     target = c.raised - c.dropped  # edges gpiolib or the driver's queue got
-    evs: list[dict[str, Any]] = []
-    deadline = time.monotonic() + max(60.0, duration_s * 10 + 60)
-    quiet_since = time.monotonic()
-    top, driver_lost, exact = 0, 0, False
-    while True:
+    driver_lost = 0
+
+    def next_round(evs: list[dict[str, Any]], _last: str | None) -> Callable[..., bool] | None:
+        nonlocal driver_lost
         driver_lost = gpio.driver_lost(guest) - lost0
         top = max((int(e.get("last") or 0) for e in evs), default=0)
         if top + driver_lost >= target:
-            exact = True
-            break
-        got, _why = collect(
-            agent,
-            gpio.PATH,
-            until=partial(_seqno_reaches, need=target - driver_lost),
-            timeout=max(0.0, deadline - time.monotonic()),
-            idle=MARKER_RETRY_S,
-        )
-        evs += got
-        now = time.monotonic()
-        if got:
-            quiet_since = now
-        elif now >= deadline or now - quiet_since >= idle:
-            break
+            return None
+        return partial(_seqno_reaches, need=target - driver_lost)
+
+    timeout = max(60.0, duration_s * 10 + 60)
+    evs, why = collect_rounds(agent, gpio.PATH, next_round, timeout=timeout, idle=idle)
+    exact = why == "done"
     drain_s = time.monotonic() - t0 - gen_s
     pstats = agent.disarm(gpio.PATH).get(gpio.PATH, {})
     # the summary of what was counted since the last one is sent before the disarm answer

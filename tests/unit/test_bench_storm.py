@@ -85,8 +85,8 @@ class FakeGuest:
     def reset_counters(self) -> None:
         self.c = Counters(next_seq=self.c.next_seq)
 
-    def burst(self, n: int, period: int) -> None:
-        assert n == self.n
+    def burst(self, n: int, period: int, line: int | None = None) -> None:  # as Injector.burst
+        assert n == self.n and line is None  # record-path storms use the BURST source
         self.c.raised = self.c.delivered = n
         self.c.next_seq += n
         self.queue += self.summaries

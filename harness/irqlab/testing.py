@@ -5,9 +5,10 @@ Library code (usable without pytest); the pytest plugin hands these out as fixtu
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, TypeVar
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from irqlab.qmp.stats import Counters
 
@@ -72,3 +73,17 @@ def wait_file_stats(
         return st
 
     return wait_until(fetch, pred, timeout, f"the file stats of {handle!r}")
+
+
+@contextlib.contextmanager
+def module_reloaded(guest: Guest, **params: Any) -> Iterator[Guest]:
+    """The driver reloaded with *params* (device counters zeroed) for a test; afterwards
+    the agent is reset (its paths may hold the old module's files) and the guest's
+    configured module parameters are restored."""
+    guest.reload_module(**params)
+    guest.injector.reset_counters()
+    try:
+        yield guest
+    finally:
+        guest.agent.reset()
+        guest.reload_module(**guest.config.module_params)

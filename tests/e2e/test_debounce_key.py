@@ -21,6 +21,7 @@ import pytest
 from irqlab.agent_client import AgentClient
 from irqlab.guestvm import Guest
 from irqlab.regs import REGS
+from irqlab.testing import module_reloaded
 from irqlab.uapi import header_path, load
 
 UAPI = load(header_path()).constants
@@ -35,13 +36,8 @@ TIMEOUT = 60.0
 @pytest.fixture
 def key_guest(guest: Guest, agent: AgentClient) -> Generator[Guest, None, None]:
     guest.injector.drive_low(1 << KEY_LINE)
-    guest.reload_module(key_line=KEY_LINE, key_debounce_ms=DEBOUNCE_MS)
-    guest.injector.reset_counters()
-    try:
-        yield guest
-    finally:
-        agent.reset()
-        guest.reload_module(**guest.config.module_params)
+    with module_reloaded(guest, key_line=KEY_LINE, key_debounce_ms=DEBOUNCE_MS) as g:
+        yield g
 
 
 def key_records(agent: AgentClient, path: str) -> list[dict[str, Any]]:

@@ -21,7 +21,7 @@ from irqlab.agent_client import AgentClient
 from irqlab.guestvm import Guest, GuestConfig
 from irqlab.pytest_plugin import start_guest
 from irqlab.regs import REGS
-from irqlab.testing import DeviceControl
+from irqlab.testing import DeviceControl, module_reloaded
 
 TIMEOUT = 60.0
 N = 8
@@ -68,13 +68,8 @@ def slow_userspace(agent: AgentClient, device: DeviceControl) -> tuple[dict[str,
 
 @pytest.fixture
 def uio_mode(guest: Guest, agent: AgentClient) -> Generator[Guest, None, None]:
-    guest.reload_module(uio=1)
-    guest.injector.reset_counters()
-    try:
-        yield guest
-    finally:
-        agent.reset()
-        guest.reload_module(**guest.config.module_params)
+    with module_reloaded(guest, uio=1) as g:
+        yield g
 
 
 def test_uio_mode_exactly_n_for_n(uio_mode: Guest, agent: AgentClient, device: Any) -> None:

@@ -1,7 +1,7 @@
 """The driver's userspace ABI (event record layout, ioctls, flag bits) as data.
 
 Nothing here retypes the uapi header: an :class:`Abi` is built from a JSON-able
-*spec* that the header parser (``irqlab.uapi``, shipped next to the agent as
+*spec* that the header parser (``irqlab.contract.uapi``, shipped next to the agent as
 ``irqlab_agent/_uapi.py`` together with the header ``irqlab_agent/irqlab.h``)
 produces from ``guest-kmod/include/uapi/linux/irqlab.h``.  See :func:`load_abi`.
 
@@ -194,13 +194,14 @@ class Abi:
 
 
 def load_spec(header: str | os.PathLike[str]) -> dict[str, Any]:
-    """Build the spec from *header* with the shipped parser (``_uapi`` or ``irqlab.uapi``)."""
+    """Build the spec from *header* with the shipped parser (``_uapi`` or
+    ``irqlab.contract.uapi``)."""
     import importlib  # only when there is no matching abi.json
 
     try:
         mod = importlib.import_module("irqlab_agent._uapi")
     except ImportError:
-        mod = importlib.import_module("irqlab.uapi")
+        mod = importlib.import_module("irqlab.contract.uapi")
     fn = getattr(mod, "agent_spec", None)
     if fn is None:
         raise RuntimeError(f"{mod.__name__} has no agent_spec(header_text) function")

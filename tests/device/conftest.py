@@ -10,9 +10,9 @@ from __future__ import annotations
 import pytest
 from devrig import Rig, RigFactory, device_arg
 
-from irqlab.pytest_plugin import QtestMachineFactory
-from irqlab.qmp.injector import Injector
-from irqlab.qtest_device import QtestIrqlab
+from irqlab.testing.plugin import QtestMachineFactory
+from irqlab.testing.qtest_device import QtestIrqlab
+from irqlab.vm.qmp.injector import Injector
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from irqlab.machine import Machine
-from irqlab.qmp.injector import Injector
-from irqlab.qtest import QTest
-from irqlab.qtest_device import QtestIrqlab
-from irqlab.qtest_pci import INTERRUPT_PIN
-from irqlab.regs import REGS
+from irqlab.contract.regs import REGS
+from irqlab.testing.qtest_device import QtestIrqlab
+from irqlab.testing.qtest_pci import INTERRUPT_PIN
+from irqlab.vm.machine import Machine
+from irqlab.vm.qmp.injector import Injector
+from irqlab.vm.qtest import QTest
 
 RAM_MSI = 0x100000  # MSI target in guest RAM: qtest reads the message back with readl
 

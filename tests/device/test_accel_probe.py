@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from irqlab import accel
 from irqlab.build.qemu import QemuInstall
+from irqlab.vm import accel
 
 pytestmark = pytest.mark.device
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from devrig import Rig, RigFactory
 
-from irqlab.qmp.stats import Histogram
-from irqlab.regs import REGS
+from irqlab.contract.regs import REGS
+from irqlab.vm.qmp.stats import Histogram
 
 pytestmark = pytest.mark.device
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from devrig import BURST, Rig
 
-from irqlab.regs import REGS
+from irqlab.contract.regs import REGS
 
 pytestmark = pytest.mark.device
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import pytest
 from devrig import BURST, GPIO, Rig, RigFactory
 
-from irqlab.qmp.errors import DeviceRejected
-from irqlab.qtest_device import Event
-from irqlab.regs import REGS
+from irqlab.contract.regs import REGS
+from irqlab.testing.qtest_device import Event
+from irqlab.vm.qmp.errors import DeviceRejected
 
 pytestmark = pytest.mark.device
 

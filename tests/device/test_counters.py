@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from devrig import FIFO, RAM_MSI, Rig, RigFactory
 
-from irqlab.qmp.stats import Counters
-from irqlab.qtest_pci import enable_msix
-from irqlab.regs import REGS
+from irqlab.contract.regs import REGS
+from irqlab.testing.qtest_pci import enable_msix
+from irqlab.vm.qmp.stats import Counters
 
 pytestmark = pytest.mark.device
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from devrig import FIFO, Rig, RigFactory
 
-from irqlab.qmp.errors import QMPCommandError
-from irqlab.regs import REGS
+from irqlab.contract.regs import REGS
+from irqlab.vm.qmp.errors import QMPCommandError
 
 pytestmark = pytest.mark.device
 

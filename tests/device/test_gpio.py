@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from devrig import GPIO, Rig
 
-from irqlab.qtest_device import Event
-from irqlab.regs import REGS
+from irqlab.contract.regs import REGS
+from irqlab.testing.qtest_device import Event
 
 pytestmark = pytest.mark.device
 

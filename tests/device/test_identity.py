@@ -7,13 +7,13 @@ import subprocess
 import pytest
 from devrig import Rig, RigFactory
 
-from irqlab.accel import AccelChoice
 from irqlab.build.qemu import QemuInstall
-from irqlab.machine import Machine, MachineError
-from irqlab.pytest_plugin import QtestMachineFactory
-from irqlab.qmp.injector import Injector
-from irqlab.qtest_pci import DEVICE_ID, INTERRUPT_PIN, REVISION, VENDOR_ID
-from irqlab.regs import REGS
+from irqlab.contract.regs import REGS
+from irqlab.testing.plugin import QtestMachineFactory
+from irqlab.testing.qtest_pci import DEVICE_ID, INTERRUPT_PIN, REVISION, VENDOR_ID
+from irqlab.vm.accel import AccelChoice
+from irqlab.vm.machine import Machine, MachineError
+from irqlab.vm.qmp.injector import Injector
 
 pytestmark = pytest.mark.device
 

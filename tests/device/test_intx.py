@@ -7,9 +7,9 @@ from collections.abc import Callable
 import pytest
 from devrig import BURST, FIFO, GPIO, Rig, RigFactory
 
-from irqlab.qtest import IrqEvent
-from irqlab.qtest_pci import COMMAND_INTX_DISABLE, STATUS_INTERRUPT
-from irqlab.regs import REGS
+from irqlab.contract.regs import REGS
+from irqlab.testing.qtest_pci import COMMAND_INTX_DISABLE, STATUS_INTERRUPT
+from irqlab.vm.qtest import IrqEvent
 
 pytestmark = pytest.mark.device
 

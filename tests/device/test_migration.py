@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 from devrig import FIFO, GPIO, RigFactory, device_arg
 
-from irqlab.machine import Machine
-from irqlab.pytest_plugin import QtestMachineFactory
-from irqlab.qmp.injector import Injector
-from irqlab.qtest_device import QtestIrqlab
-from irqlab.regs import REGS
+from irqlab.contract.regs import REGS
+from irqlab.testing.plugin import QtestMachineFactory
+from irqlab.testing.qtest_device import QtestIrqlab
+from irqlab.vm.machine import Machine
+from irqlab.vm.qmp.injector import Injector
 
 pytestmark = pytest.mark.device
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from devrig import BURST, FIFO, GPIO, RAM_MSI, Rig, RigFactory
 
-from irqlab.qtest_pci import (
+from irqlab.contract.regs import REGS
+from irqlab.testing.qtest_pci import (
     CAP_ID_MSIX,
     MSIX_ENTRY_SIZE,
     enable_msi,
@@ -13,7 +14,6 @@ from irqlab.qtest_pci import (
     msix_table,
     msix_table_size,
 )
-from irqlab.regs import REGS
 
 pytestmark = pytest.mark.device
 

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from devrig import Rig, RigFactory
 
-from irqlab.qmp.errors import DeviceRejected, InvalidArgument
-from irqlab.regs import REGS
+from irqlab.contract.regs import REGS
+from irqlab.vm.qmp.errors import DeviceRejected, InvalidArgument
 
 pytestmark = pytest.mark.device
 

@@ -1,6 +1,6 @@
 """End-to-end tests: one booted guest per session, a clean agent per test.
 
-The fixtures come from the irqlab pytest plugin (irqlab.pytest_plugin); the short
+The fixtures come from the irqlab pytest plugin (irqlab.testing.plugin); the short
 names here are this suite's aliases.  A missing prerequisite (QEMU build, image,
 module) makes every test fail with a message naming it; nothing is skipped.
 """
@@ -11,10 +11,10 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from irqlab.agent_client import AgentClient
-from irqlab.guestvm import Guest
-from irqlab.pytest_plugin import WaitStats
-from irqlab.testing import DeviceControl
+from irqlab.testing.helpers import DeviceControl
+from irqlab.testing.plugin import WaitStats
+from irqlab.vm.agent_client import AgentClient
+from irqlab.vm.guest import Guest
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

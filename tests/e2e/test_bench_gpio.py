@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from irqlab.bench import gpio, latency, storm
-from irqlab.guestvm import Guest
+from irqlab.vm.guest import Guest
 
 EVENTS = 300
 PERIOD_NS = 3_000_000

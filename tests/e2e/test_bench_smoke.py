@@ -10,7 +10,7 @@ import pytest
 
 from irqlab.bench import SCHEMA, report
 from irqlab.bench.runner import BenchConfig, run_bench
-from irqlab.guestvm import PrerequisiteMissing
+from irqlab.vm.guest import PrerequisiteMissing
 
 EVENTS = 200
 STORM_RATE = 1_000

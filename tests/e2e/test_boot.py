@@ -20,7 +20,7 @@ import paramiko
 import pytest
 
 from irqlab.build.image import MACHINE_ARGS, GuestImage, cpu_args, ensure_image
-from irqlab.machine import Machine, MachineConfig
+from irqlab.vm.machine import Machine, MachineConfig
 
 BOOT_TIMEOUT = 180.0
 
@@ -89,8 +89,8 @@ def _run(c: paramiko.SSHClient, cmd: str, timeout: float = 60) -> tuple[int, str
 
 @pytest.fixture(scope="module")
 def booted() -> Iterator[Booted]:
-    from irqlab.accel import choose
     from irqlab.build.qemu import find_qemu
+    from irqlab.vm.accel import choose
 
     qemu = find_qemu()
     if qemu is None:

@@ -18,11 +18,11 @@ from typing import Any
 
 import pytest
 
-from irqlab.agent_client import AgentClient
-from irqlab.guestvm import Guest
-from irqlab.regs import REGS
-from irqlab.testing import module_reloaded
-from irqlab.uapi import header_path, load
+from irqlab.contract.regs import REGS
+from irqlab.contract.uapi import header_path, load
+from irqlab.testing.helpers import module_reloaded
+from irqlab.vm.agent_client import AgentClient
+from irqlab.vm.guest import Guest
 
 UAPI = load(header_path()).constants
 KEY = UAPI["IRQLAB_SRC_KEY"]

@@ -6,8 +6,8 @@ from __future__ import annotations
 import re
 import time
 
-from irqlab.agent_client import AgentClient
-from irqlab.guestvm import Guest
+from irqlab.vm.agent_client import AgentClient
+from irqlab.vm.guest import Guest
 
 LINE = 7
 PULSES = 3

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from irqlab.agent_client import AgentClient
-from irqlab.guestvm import Guest
-from irqlab.regs import REGS
+from irqlab.contract.regs import REGS
+from irqlab.vm.agent_client import AgentClient
+from irqlab.vm.guest import Guest
 from irqlab_agent.paths import PATH_KINDS
 
 BURST = 1000

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from irqlab.agent_client import AgentClient
-from irqlab.guestvm import Guest
+from irqlab.vm.agent_client import AgentClient
+from irqlab.vm.guest import Guest
 
 TIMEOUT = 60.0
 

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from irqlab.agent_client import AgentClient
 from irqlab.bench import storm
-from irqlab.guestvm import Guest
-from irqlab.regs import REGS
+from irqlab.contract.regs import REGS
+from irqlab.vm.agent_client import AgentClient
+from irqlab.vm.guest import Guest
 from irqlab_agent.paths import PATH_KINDS
 
 # Fewer events than the device keeps raise timestamps for (IRQLAB_ACK_WINDOW): every

@@ -17,11 +17,11 @@ from typing import Any
 
 import pytest
 
-from irqlab.agent_client import AgentClient
-from irqlab.guestvm import Guest, GuestConfig
-from irqlab.pytest_plugin import start_guest
-from irqlab.regs import REGS
-from irqlab.testing import DeviceControl, module_reloaded
+from irqlab.contract.regs import REGS
+from irqlab.testing.helpers import DeviceControl, module_reloaded
+from irqlab.testing.plugin import start_guest
+from irqlab.vm.agent_client import AgentClient
+from irqlab.vm.guest import Guest, GuestConfig
 
 TIMEOUT = 60.0
 N = 8

@@ -1,6 +1,6 @@
 """A stand-in for qemu-system-x86_64 that speaks just enough QMP, qtest and console.
 
-It parses the plumbing options irqlab.machine.build_argv produces, connects to
+It parses the plumbing options irqlab.vm.machine.build_argv produces, connects to
 the sockets like QEMU does, and behaves according to $FAKE_QEMU_MODE:
 
   normal       answer QMP and qtest; ``quit`` exits 0

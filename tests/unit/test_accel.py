@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from irqlab import accel, probe_rom
-from irqlab.accel import ProbeResult
+from irqlab.vm import accel, probe_rom
+from irqlab.vm.accel import ProbeResult
 
 
 @pytest.fixture(autouse=True)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from test_agent_protocol import FAKE_SPEC, rec  # same directory (rootdir-relative import)
 
-from irqlab.agent_client import AgentClient, AgentError
+from irqlab.vm.agent_client import AgentClient, AgentError
 
 POLLIN = 0x1
 

@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 from test_agent_paths import Fifo  # same directory (rootdir-relative import)
 
-from irqlab import uapi
-from irqlab.agent_client import AgentClient, AgentError
-from irqlab.regs import REGS
-from irqlab.testing import wait_until
+from irqlab.contract import uapi
+from irqlab.contract.regs import REGS
+from irqlab.testing.helpers import wait_until
+from irqlab.vm.agent_client import AgentClient, AgentError
 from irqlab_agent.abi import Abi
 
 ABI = Abi(uapi.agent_spec(uapi.header_path().read_text()))

@@ -7,8 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from irqlab import uapi
-from irqlab.agent_client import AgentClient, stage_agent
+from irqlab.contract import uapi
+from irqlab.vm.agent_client import AgentClient, stage_agent
 from irqlab_agent.abi import Abi
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from irqlab.bench import cyclic, stats, storm
-from irqlab.qmp.stats import Histogram
+from irqlab.vm.qmp.stats import Histogram
 
 
 def test_percentile_nearest_rank() -> None:

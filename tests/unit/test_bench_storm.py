@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from irqlab.agent_client import AgentTimeout
 from irqlab.bench import storm
-from irqlab.regs import REGS
+from irqlab.contract.regs import REGS
+from irqlab.vm.agent_client import AgentTimeout
 
 SEQ0 = 101
 

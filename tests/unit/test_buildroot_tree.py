@@ -23,8 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from irqlab import buildroot
-from irqlab.build import image
+from irqlab.build import buildroot, image
 from irqlab.build.sshkeys import SshKeys
 from irqlab.paths import repo_root
 
@@ -109,7 +108,7 @@ def test_external_desc() -> None:
 def test_every_package_is_sourced_built_and_enabled() -> None:
     """Each package/<pkg>/ has Config.in + <pkg>.mk, is sourced by Config.in (and nothing
     else is), defines BR2_PACKAGE_<PKG>, is enabled by the defconfig, and is one of the
-    local packages irqlab.buildroot checks; external.mk includes every .mk."""
+    local packages irqlab.build.buildroot checks; external.mk includes every .mk."""
     assert sorted(buildroot.LOCAL_PACKAGES) == PACKAGES
     sourced = re.findall(
         r'^source "\$BR2_EXTERNAL_IRQLAB_PATH/(.+)"$', (EXT / "Config.in").read_text(), re.M
@@ -190,7 +189,7 @@ def test_defconfig_paths_exist() -> None:
 
 def test_defconfig_choices() -> None:
     """Modelled on qemu_x86_64_defconfig without host QEMU: x86_64, hashes enforced, the
-    kernel (vmlinux for PVH) with our fragment, a zstd initramfs named as irqlab.buildroot
+    kernel (vmlinux for PVH) with our fragment, a zstd initramfs named as irqlab.build.buildroot
     expects, the overlay and post-build script, Python 3 and dropbear."""
     cfg = _defconfig()
     assert cfg["BR2_x86_64"] == "y"
@@ -385,7 +384,7 @@ def test_init_script_speaks_the_debian_boot_protocol() -> None:
     /proc/net/tcp test), '<FAILED_MARKER>: <reason>' on failure, honours irqlab_modprobe=,
     and runs dropbear with the Debian image's options; sh -n accepts it."""
     init = INIT_SCRIPT.read_text()
-    debian = (ROOT / "harness/irqlab/guest/init.sh.in").read_text()
+    debian = (ROOT / "harness/irqlab/build/guest/init.sh.in").read_text()
     assert 'echo "$READY_MARKER uptime=$up"' in init and "@READY_MARKER@ uptime=$up" in debian
     assert 'echo "$FAILED_MARKER: $*"' in init and '"@FAILED_MARKER@: $*"' in debian
     tcp = "' 00000000:0016 00000000:0000 0A '"

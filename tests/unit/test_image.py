@@ -17,7 +17,7 @@ import pytest
 
 from irqlab.build import cpio, debs, elf, image, kernel, sshkeys
 from irqlab.build.debs import Package
-from irqlab.guest import INIT_TEMPLATE
+from irqlab.build.guest import INIT_TEMPLATE
 
 # ---------------------------------------------------------------- vmlinux
 

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from irqlab.qmp.errors import DeviceRejected, InvalidArgument, QMPCommandError
-from irqlab.qmp.injector import Injector, device_path
-from irqlab.qmp.stats import Counters, Histogram, StatsFormatError
-from irqlab.regs import REGS
+from irqlab.contract.regs import REGS
+from irqlab.vm.qmp.errors import DeviceRejected, InvalidArgument, QMPCommandError
+from irqlab.vm.qmp.injector import Injector, device_path
+from irqlab.vm.qmp.stats import Counters, Histogram, StatsFormatError
 
 COUNTERS = {
     "raised": 5, "delivered": 4, "acked": 3, "coalesced": 1, "dropped": 0,

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from irqlab.logslice import LogSlicer
+from irqlab.testing.logslice import LogSlicer
 
 
 def test_saves_only_what_was_written_since_the_mark(tmp_path: Path) -> None:

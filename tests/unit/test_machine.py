@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from irqlab import proc
-from irqlab.console import ConsoleTimeout
-from irqlab.machine import Machine, MachineConfig, MachineError, RunPaths, build_argv
-from irqlab.qmp.errors import QMPCommandError
-from irqlab.qtest import IrqEvent, QTestError
+from irqlab.vm import proc
+from irqlab.vm.console import ConsoleTimeout
+from irqlab.vm.machine import Machine, MachineConfig, MachineError, RunPaths, build_argv
+from irqlab.vm.qmp.errors import QMPCommandError
+from irqlab.vm.qtest import IrqEvent, QTestError
 
 FAKE = Path(__file__).with_name("fake_qemu.py")
 
@@ -195,7 +195,7 @@ def test_qemu_dies_with_the_python_process(fake_qemu: Path, tmp_path: Path) -> N
         f"""
         import os, signal
         from pathlib import Path
-        from irqlab.machine import Machine, MachineConfig
+        from irqlab.vm.machine import Machine, MachineConfig
         m = Machine(MachineConfig(binary=Path({str(fake_qemu)!r}),
                                   log_root=Path({str(tmp_path / "logs")!r}))).start()
         m.wait_console("READY", 10)

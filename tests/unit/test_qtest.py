@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from irqlab.qtest import IrqEvent, QTest, QTestError
+from irqlab.vm.qtest import IrqEvent, QTest, QTestError
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from irqlab import regs
-from irqlab.regs import REGS, RegsParseError, evaluate, parse
+from irqlab.contract import regs
+from irqlab.contract.regs import REGS, RegsParseError, evaluate, parse
 
 
 def test_real_header_loads_and_matches_its_own_text() -> None:

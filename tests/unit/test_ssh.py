@@ -7,7 +7,7 @@ from typing import Any
 import paramiko
 import pytest
 
-from irqlab.ssh import RunResult, SshClient, SshError
+from irqlab.vm.ssh import RunResult, SshClient, SshError
 
 
 class FakeClock:

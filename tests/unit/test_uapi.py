@@ -11,8 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from irqlab import uapi
-from irqlab.uapi import IOC_NONE, IOC_READ, IOC_WRITE, UapiParseError, agent_spec, ioc, parse
+from irqlab.contract import uapi
+from irqlab.contract.uapi import (
+    IOC_NONE,
+    IOC_READ,
+    IOC_WRITE,
+    UapiParseError,
+    agent_spec,
+    ioc,
+    parse,
+)
 from irqlab_agent.abi import Abi
 
 HEADER = uapi.header_path()

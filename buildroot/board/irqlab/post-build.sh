@@ -3,7 +3,7 @@
 # Runs after the overlay is copied, before the rootfs image is made; $1 is the
 # target directory. Everything that must not be committed (keys) and every
 # value the Debian image shares with this one (markers, addresses) comes from
-# the environment, set by the harness (harness/irqlab/buildroot.py):
+# the environment, set by the harness (harness/irqlab/build/buildroot.py):
 #
 #   IRQLAB_AUTHORIZED_KEYS_FILE  required: OpenSSH public key line(s) that may
 #                                log in as root

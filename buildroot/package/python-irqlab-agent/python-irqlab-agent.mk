@@ -16,7 +16,8 @@ PYTHON_IRQLAB_AGENT_SITE_METHOD = local
 PYTHON_IRQLAB_AGENT_OVERRIDE_SRCDIR_RSYNC_EXCLUSIONS = \
 	--exclude=__pycache__ --exclude='*.pyc' \
 	--include=/harness/ --include=/harness/irqlab_agent/*** \
-	--include=/harness/irqlab/ --include=/harness/irqlab/uapi.py \
+	--include=/harness/irqlab/ --include=/harness/irqlab/contract/ \
+	--include=/harness/irqlab/contract/uapi.py \
 	--include=/guest-kmod/ --include=/guest-kmod/include/ \
 	--include=/guest-kmod/include/uapi/ --include=/guest-kmod/include/uapi/linux/ \
 	--include=/guest-kmod/include/uapi/linux/irqlab.h \
@@ -31,7 +32,7 @@ define PYTHON_IRQLAB_AGENT_INSTALL_TARGET_CMDS
 	rm -rf $(PYTHON_IRQLAB_AGENT_DEST)
 	mkdir -p $(PYTHON_IRQLAB_AGENT_DEST)
 	cp -R $(@D)/harness/irqlab_agent/. $(PYTHON_IRQLAB_AGENT_DEST)/
-	$(INSTALL) -m 0644 $(@D)/harness/irqlab/uapi.py \
+	$(INSTALL) -m 0644 $(@D)/harness/irqlab/contract/uapi.py \
 		$(PYTHON_IRQLAB_AGENT_DEST)/_uapi.py
 	$(INSTALL) -m 0644 $(@D)/guest-kmod/include/uapi/linux/irqlab.h \
 		$(PYTHON_IRQLAB_AGENT_DEST)/irqlab.h

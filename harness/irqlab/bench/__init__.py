@@ -5,7 +5,7 @@ Modules, one job each:
 * :mod:`.stats`   pure maths: nearest-rank percentiles, summaries, CDF points, spread,
                   agreement of exact per-event latencies with the device's log2 histogram
 * :mod:`.env`     where a result came from: machine, load, git commit, versions
-* :mod:`.guest`   a :class:`~irqlab.guestvm.Guest` with phase timings and optional rt-tests
+* :mod:`.guest`   a :class:`~irqlab.vm.guest.Guest` with phase timings and optional rt-tests
 * :mod:`.latency` raise -> userspace-ACK latency per notification path (device clock)
 * :mod:`.storm`   the burst generator at rising rates: raised/delivered/observed/lost
 * :mod:`.host`    QMP injection round trip + sustained rate, boot timings, ``invoke test-all``

@@ -100,7 +100,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         result_path = Path(args.report)
     else:
         from irqlab.bench.runner import run_bench
-        from irqlab.guestvm import PrerequisiteMissing
+        from irqlab.vm.guest import PrerequisiteMissing
 
         try:
             result_path = run_bench(config_from_args(args))

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from irqlab.agent_client import AgentClient, AgentTimeout
+from irqlab.vm.agent_client import AgentClient, AgentTimeout
 
 Event = dict[str, Any]
 

@@ -1,4 +1,4 @@
-"""The bench's guest: a :class:`~irqlab.guestvm.Guest` that switches driver parameters.
+"""The bench's guest: a :class:`~irqlab.vm.guest.Guest` that switches driver parameters.
 
 Boot phases come from :attr:`Guest.phases`; ``agent_ready`` is the "boot ->
 agent ready" figure.  Extra image packages (rt-tests for cyclictest) go in
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from irqlab.guestvm import Guest
+from irqlab.vm.guest import Guest
 
 
 class BenchGuest(Guest):

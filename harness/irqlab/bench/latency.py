@@ -92,7 +92,7 @@ def arm_measured(guest: Any, path: str, **extra: Any) -> tuple[Any, Any, int]:
 def uio_arm_opts(path: str = "uio") -> dict[str, Any]:
     """Arguments of the agent's uio path for bench path *path* (see ``UIO_PATHS``), with
     the registers from the parsed irqlab-regs.h."""
-    from irqlab.regs import REGS
+    from irqlab.contract.regs import REGS
 
     return {"dev": "", "regs": dict(REGS), **UIO_PATHS[path]}
 

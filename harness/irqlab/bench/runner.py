@@ -29,7 +29,7 @@ from typing import Any
 
 from irqlab.bench import SCHEMA, cyclic, env, host, latency, metrics, storm
 from irqlab.bench.guest import BenchGuest
-from irqlab.guestvm import GuestConfig
+from irqlab.vm.guest import GuestConfig
 
 PLACEMENTS = ("hardirq", "thread", "workqueue")
 DEFAULT_PLACEMENT = "hardirq"

@@ -12,7 +12,7 @@ import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from irqlab.qmp.stats import Histogram
+from irqlab.vm.qmp.stats import Histogram
 
 PERCENTILES: tuple[float, ...] = (50.0, 90.0, 99.0)
 

@@ -38,7 +38,7 @@ from typing import Any
 from irqlab.bench import gpio
 from irqlab.bench.collect import collect
 from irqlab.bench.latency import UIO_PATHS, arm_clean, arm_measured
-from irqlab.regs import REGS
+from irqlab.contract.regs import REGS
 
 MARKER = 0x5EA1_0000  # FIFO words MARKER + k end a storm (see _until_marker)
 MARKER_RETRY_S = 1.0

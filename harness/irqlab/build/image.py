@@ -33,11 +33,11 @@ from pathlib import Path, PurePosixPath
 from irqlab.build import debs, elf
 from irqlab.build.cache import InputHash, cached_build, output_dir
 from irqlab.build.cpio import Entry, tree_entries, write_newc
+from irqlab.build.guest import GUEST_DIR, INIT_TEMPLATE
 from irqlab.build.kernel import KernelArtifacts, ensure_kernel, run_depmod
 from irqlab.build.kernel import module_name as module_name  # re-exported
 from irqlab.build.sshkeys import SshKeys, ensure_keys
 from irqlab.build.steps import BuildError, Log, StepLog
-from irqlab.guest import GUEST_DIR, INIT_TEMPLATE
 from irqlab.paths import cache_dir, log_dir, packaged_file
 
 RECIPE_VERSION = "image-1"  # bump to force rebuilds when nothing else changed
@@ -569,7 +569,7 @@ def default_agent_files() -> dict[str, Path]:
     files: dict[str, Path] = {}
     with contextlib.suppress(FileNotFoundError):
         files["irqlab.h"] = packaged_file("irqlab.h", "guest-kmod/include/uapi/linux/irqlab.h")
-    uapi = Path(__file__).resolve().parent.parent / "uapi.py"
+    uapi = Path(__file__).resolve().parent.parent / "contract" / "uapi.py"
     if uapi.is_file():
         files["_uapi.py"] = uapi
     if "irqlab.h" in files:
@@ -578,10 +578,10 @@ def default_agent_files() -> dict[str, Path]:
 
 
 def precomputed_abi(header: Path) -> Path:
-    """``abi.json`` for the agent: :func:`irqlab.uapi.agent_spec` of *header*, generated
+    """``abi.json`` for the agent: :func:`irqlab.contract.uapi.agent_spec` of *header*, generated
     here so the guest need not parse the header at every start (the agent checks that
     the header text in it is the shipped header's, else it parses)."""
-    from irqlab import uapi
+    from irqlab.contract import uapi
 
     text = header.read_bytes()
     digest = hashlib.sha256(text).hexdigest()

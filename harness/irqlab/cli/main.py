@@ -43,7 +43,7 @@ def cmd_build_image(args: argparse.Namespace) -> int:
 def cmd_probe_accel(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from irqlab import accel
+    from irqlab.vm import accel
 
     datadir: Path | None = None
     if args.qemu is not None:
@@ -89,7 +89,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
 
 
 def cmd_regs(args: argparse.Namespace) -> int:
-    from irqlab.regs import PREFIX, REGS
+    from irqlab.contract.regs import PREFIX, REGS
 
     for name, value in REGS.items():
         if name.removeprefix(PREFIX).startswith(args.prefix):

@@ -633,7 +633,7 @@ def agent_spec(header_text: str) -> dict[str, object]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m irqlab.uapi [HEADER]``: print :func:`agent_spec` as JSON."""
+    """``python -m irqlab.contract.uapi [HEADER]``: print :func:`agent_spec` as JSON."""
     args = list(sys.argv[1:] if argv is None else argv)
     path = Path(args[0]) if args else header_path()
     print(json.dumps(agent_spec(path.read_text()), indent=2, sort_keys=True))

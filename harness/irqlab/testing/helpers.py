@@ -10,12 +10,12 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from irqlab.qmp.stats import Counters
+from irqlab.vm.qmp.stats import Counters
 
 if TYPE_CHECKING:
-    from irqlab.agent_client import AgentClient
-    from irqlab.guestvm import Guest
-    from irqlab.qmp.injector import Injector
+    from irqlab.vm.agent_client import AgentClient
+    from irqlab.vm.guest import Guest
+    from irqlab.vm.qmp.injector import Injector
 
 POLL_INTERVAL = 0.005
 T = TypeVar("T")

@@ -4,18 +4,19 @@ The fixtures only wire the library together; all behaviour lives in it:
 
 - ``qemu_install`` (session): :func:`irqlab.build.qemu.ensure_qemu`; a failed build
   fails the tests with the build log's path (never a skip).
-- ``accel_choice`` (session): :func:`irqlab.accel.choose` for that QEMU.
+- ``accel_choice`` (session): :func:`irqlab.vm.accel.choose` for that QEMU.
 - ``irqlab_log_dir`` (session): this run's log directory below :func:`irqlab.paths.log_dir`.
 - ``qtest_machine_factory``: starts device-level QEMUs (``-accel qtest``, no guest)
   and always stops them at teardown; ``qtest_machine`` is one with ``-device irqlab,id=irq0``.
-- ``injector``: :class:`irqlab.qmp.injector.Injector` on ``qtest_machine``'s ``irq0``.
+- ``injector``: :class:`irqlab.vm.qmp.injector.Injector` on ``qtest_machine``'s ``irq0``.
 
 Booted guest (end to end):
 
-- ``irqlab_guest`` (session): one :class:`irqlab.guestvm.Guest` (QEMU + Debian kernel +
+- ``irqlab_guest`` (session): one :class:`irqlab.vm.guest.Guest` (QEMU + Debian kernel +
   our module + agent) for the whole session; a missing prerequisite fails with its name.
 - ``irqlab_agent``: the guest's agent, reset for this test (no armed paths, counters zero).
-- ``irqlab_device``: :class:`irqlab.testing.DeviceControl` (inject over QMP, wait on counters).
+- ``irqlab_device``: :class:`irqlab.testing.helpers.DeviceControl` (inject over QMP, wait on
+  counters).
 - ``irqlab_wait_stats``: poll the driver's per-file stats through the agent.
 
 When a test that started machines fails, the report gets a section naming their logs;
@@ -34,16 +35,17 @@ from typing import TYPE_CHECKING, Protocol
 
 import pytest
 
-from irqlab import accel, paths
-from irqlab.logslice import LogSlicer
-from irqlab.machine import Machine, MachineConfig
-from irqlab.qmp.injector import Injector
+from irqlab import paths
+from irqlab.testing.logslice import LogSlicer
+from irqlab.vm import accel
+from irqlab.vm.machine import Machine, MachineConfig
+from irqlab.vm.qmp.injector import Injector
 
 if TYPE_CHECKING:
-    from irqlab.agent_client import AgentClient
     from irqlab.build.qemu import QemuInstall
-    from irqlab.guestvm import Guest, GuestConfig
-    from irqlab.testing import DeviceControl
+    from irqlab.testing.helpers import DeviceControl
+    from irqlab.vm.agent_client import AgentClient
+    from irqlab.vm.guest import Guest, GuestConfig
 
 _MACHINES = pytest.StashKey[list[Machine]]()
 _GUEST_LOGS = pytest.StashKey[tuple[LogSlicer, Path]]()
@@ -144,7 +146,7 @@ def injector(qtest_machine: Machine) -> Injector:
 def start_guest(config: GuestConfig | None = None) -> Guest:
     """Boot a guest for tests (the caller closes it); a missing prerequisite (QEMU build,
     image, module) fails the test with its name, never a skip."""
-    from irqlab.guestvm import Guest, GuestConfig, PrerequisiteMissing
+    from irqlab.vm.guest import Guest, GuestConfig, PrerequisiteMissing
 
     g = Guest(config or GuestConfig(name="e2e"))
     try:
@@ -197,7 +199,7 @@ def irqlab_agent(
 
 @pytest.fixture
 def irqlab_device(irqlab_guest: Guest, irqlab_agent: AgentClient) -> DeviceControl:
-    from irqlab.testing import DeviceControl
+    from irqlab.testing.helpers import DeviceControl
 
     return DeviceControl(irqlab_guest)
 
@@ -210,7 +212,7 @@ class WaitStats(Protocol):
 
 @pytest.fixture
 def irqlab_wait_stats(irqlab_agent: AgentClient) -> WaitStats:
-    from irqlab.testing import wait_file_stats
+    from irqlab.testing.helpers import wait_file_stats
 
     def wait(
         handle: str, pred: Callable[[dict[str, int]], bool], timeout: float = 60.0

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from irqlab.qtest import QTest
-from irqlab.qtest_pci import PciConfig, find_device
-from irqlab.regs import REGS
+from irqlab.contract.regs import REGS
+from irqlab.testing.qtest_pci import PciConfig, find_device
+from irqlab.vm.qtest import QTest
 
 DEFAULT_BAR0 = 0xFE000000  # inside q35's 32-bit PCI hole, below the IOAPIC
 

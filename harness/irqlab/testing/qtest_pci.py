@@ -1,14 +1,14 @@
 """PCI configuration of a device from qtest: config space through 0xcf8/0xcfc, BARs, MSI(-X).
 
 The numbers here are PCI's own (config header layout, capability IDs), not the
-device's: those come from :mod:`irqlab.regs`.
+device's: those come from :mod:`irqlab.contract.regs`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from irqlab.qtest import QTest
+from irqlab.vm.qtest import QTest
 
 CONFIG_ADDRESS = 0xCF8
 CONFIG_DATA = 0xCFC

@@ -2,7 +2,7 @@
 
 The presence of ``/dev/kvm`` proves little (nested paravirtual KVM opens it and
 then cannot run a normal kernel), so :func:`probe` boots the tiny firmware of
-:mod:`irqlab.probe_rom` with ``-accel kvm`` and waits for its long-mode
+:mod:`irqlab.vm.probe_rom` with ``-accel kvm`` and waits for its long-mode
 marker on the serial port.  Results are cached per QEMU binary and host kernel
 for the life of the process.
 
@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from irqlab import probe_rom, proc
 from irqlab.paths import cache_dir
+from irqlab.vm import probe_rom, proc
 
 Accel = Literal["kvm", "tcg"]
 ENV_VAR = "IRQLAB_ACCEL"

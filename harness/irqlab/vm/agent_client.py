@@ -28,7 +28,7 @@ from irqlab.paths import log_dir, packaged_file
 
 Event = dict[str, Any]
 
-AGENT_PACKAGE_DIR = Path(__file__).resolve().parent.parent / "irqlab_agent"
+AGENT_PACKAGE_DIR = Path(__file__).resolve().parents[2] / "irqlab_agent"
 UAPI_HEADER_REL = "guest-kmod/include/uapi/linux/irqlab.h"
 
 
@@ -48,7 +48,7 @@ def stage_agent(dest: Path) -> Path:
     """Lay out everything the guest needs to run ``python3 -m irqlab_agent`` in *dest*.
 
     ``dest/irqlab_agent/`` gets the agent package, plus ``_uapi.py`` (a copy of
-    ``irqlab/uapi.py``, the header parser) and ``irqlab.h`` (the uapi header), so
+    ``irqlab/contract/uapi.py``, the header parser) and ``irqlab.h`` (the uapi header), so
     the agent decodes records with the header's layout without retyping it.
     Run it in the guest with ``PYTHONPATH=<dest> python3 -m irqlab_agent``.
     Returns *dest* (usable as the image recipe's ``agent_dir``).
@@ -57,7 +57,7 @@ def stage_agent(dest: Path) -> Path:
     if pkg.exists():
         shutil.rmtree(pkg)
     shutil.copytree(AGENT_PACKAGE_DIR, pkg, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    uapi_py = Path(__file__).resolve().parent / "uapi.py"
+    uapi_py = Path(__file__).resolve().parents[1] / "contract" / "uapi.py"
     if not uapi_py.is_file():
         raise FileNotFoundError(f"{uapi_py} (the uapi header parser) is missing")
     shutil.copy2(uapi_py, pkg / "_uapi.py")

@@ -5,11 +5,11 @@
 * the QEMU build (:func:`irqlab.build.qemu.find_qemu`) and the guest image
   (:func:`irqlab.build.image.ensure_image`, which bakes the agent package, its
   uapi parser and the header into the initramfs),
-* :class:`irqlab.machine.Machine` (QEMU with QMP and the serial console),
-* :class:`irqlab.ssh.SshClient` (through the forwarded port),
+* :class:`irqlab.vm.machine.Machine` (QEMU with QMP and the serial console),
+* :class:`irqlab.vm.ssh.SshClient` (through the forwarded port),
 * the kernel module (``modprobe`` of the image's module),
-* :class:`irqlab.agent_client.AgentClient` running ``python3 -m irqlab_agent``,
-* :class:`irqlab.qmp.injector.Injector` on the device's QOM path.
+* :class:`irqlab.vm.agent_client.AgentClient` running ``python3 -m irqlab_agent``,
+* :class:`irqlab.vm.qmp.injector.Injector` on the device's QOM path.
 
 One guest serves a whole test session; :meth:`Guest.reset` puts it back to a
 clean state between tests (no armed paths or open files, device counters zero).
@@ -30,10 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from irqlab.agent_client import AgentClient, AgentError
+from irqlab.contract.regs import REGS
 from irqlab.paths import log_dir
-from irqlab.regs import REGS
-from irqlab.ssh import RunResult, SshClient
+from irqlab.vm.agent_client import AgentClient, AgentError
+from irqlab.vm.ssh import RunResult, SshClient
 
 DEVICE_TYPE = "irqlab"
 
@@ -148,8 +148,8 @@ class Guest:
                 "run `invoke build-qemu` (or `invoke build`)"
             )
         if image_kind() == "buildroot":
-            from irqlab.buildroot import BuildrootError
-            from irqlab.buildroot import ensure_image as ensure_buildroot_image
+            from irqlab.build.buildroot import BuildrootError
+            from irqlab.build.buildroot import ensure_image as ensure_buildroot_image
 
             try:
                 br = ensure_buildroot_image(build=False)
@@ -171,7 +171,7 @@ class Guest:
 
     # -- life cycle -----------------------------------------------------------------
     def start(self) -> Guest:
-        from irqlab.accel import choose
+        from irqlab.vm.accel import choose
 
         qemu, image, _ko = self.find_prerequisites()
         self.qemu, self.image = qemu, image
@@ -201,10 +201,10 @@ class Guest:
         return self
 
     def _boot(self, qemu: Any, image: Any) -> None:
-        from irqlab.accel import choose
         from irqlab.build.image import MACHINE_ARGS, cpu_args
-        from irqlab.machine import Machine, MachineConfig
-        from irqlab.qmp.injector import Injector
+        from irqlab.vm.accel import choose
+        from irqlab.vm.machine import Machine, MachineConfig
+        from irqlab.vm.qmp.injector import Injector
 
         c = self.config
         if self.accel is None:

@@ -7,7 +7,7 @@
 Sockets live in a private 0700 temporary directory; logs (QEMU's stdout and
 stderr, the console, the qtest log, the command line) in a per-run directory
 below :func:`irqlab.paths.log_dir` that is kept.  QEMU runs in its own process
-group with a parent-death signal (:mod:`irqlab.proc`); :meth:`Machine.close`
+group with a parent-death signal (:mod:`irqlab.vm.proc`); :meth:`Machine.close`
 asks it to ``quit`` over QMP, then SIGTERMs, then SIGKILLs its group.
 """
 
@@ -30,12 +30,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from irqlab import proc
-from irqlab.console import Console
 from irqlab.paths import log_dir
-from irqlab.qmp.client import SyncQMP
-from irqlab.qmp.errors import QMPFailure
-from irqlab.qtest import QTest
+from irqlab.vm import proc
+from irqlab.vm.console import Console
+from irqlab.vm.qmp.client import SyncQMP
+from irqlab.vm.qmp.errors import QMPFailure
+from irqlab.vm.qtest import QTest
 
 _counter = itertools.count(1)
 
@@ -296,7 +296,7 @@ class Machine:
         """Execute one QMP command: ``m.qmp("qom-get", path=..., property=...)``.
 
         Pass arguments whose names are not Python identifiers in *args*.
-        Raises :class:`~irqlab.qmp.errors.QMPCommandError` for QEMU's error replies
+        Raises :class:`~irqlab.vm.qmp.errors.QMPCommandError` for QEMU's error replies
         and :class:`MachineError` (with the logs) when QEMU is gone.
         """
         if self._qmp is None:

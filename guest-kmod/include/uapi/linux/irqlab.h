@@ -3,7 +3,7 @@
  * irqlab: userspace ABI of the irqlab PCI test device driver.
  *
  * This header is the single source of truth for the event record and the
- * ioctls of /dev/irqlabN.  The Python harness parses it (harness/irqlab/uapi.py):
+ * ioctls of /dev/irqlabN.  The Python harness parses it (harness/irqlab/contract/uapi.py):
  * keep structs to one "<type> <name>;" or "<type> <name>[<n>];" member per
  * line with the __u8/__u16/__u32/__u64/__s32/__s64 types, every member
  * naturally aligned (no implicit padding), and constants to plain

@@ -17,8 +17,8 @@ from typing import Any
 from qemu.qmp import EventListener, ExecInterruptedError, ExecuteError, QMPClient, QMPError
 from qemu.qmp.protocol import Runstate
 
-from irqlab.aioloop import LoopThread, LoopTimeout
-from irqlab.qmp.errors import QMPCommandError, QMPFailure
+from irqlab.vm.aioloop import LoopThread, LoopTimeout
+from irqlab.vm.qmp.errors import QMPCommandError, QMPFailure
 
 
 class SyncQMP:

@@ -15,16 +15,16 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from irqlab.qmp.errors import DeviceRejected, InvalidArgument, QMPCommandError
-from irqlab.qmp.stats import Counters, Histogram
-from irqlab.regs import REGS
+from irqlab.contract.regs import REGS
+from irqlab.vm.qmp.errors import DeviceRejected, InvalidArgument, QMPCommandError
+from irqlab.vm.qmp.stats import Counters, Histogram
 
 U32_MAX = (1 << 32) - 1
 U64_MAX = (1 << 64) - 1
 
 
 class QMPRunner(Protocol):
-    """Anything with ``qmp(command, args)`` (e.g. :class:`irqlab.machine.Machine`)."""
+    """Anything with ``qmp(command, args)`` (e.g. :class:`irqlab.vm.machine.Machine`)."""
 
     def qmp(self, command: str, args: Mapping[str, object] | None = None, /) -> Any: ...
 
@@ -136,7 +136,7 @@ class Injector:
 
         The same events as calling :meth:`push` per word, without waiting for
         each reply before sending the next (needs a runner with ``qmp_many``,
-        e.g. :class:`irqlab.machine.Machine`).  Every word is checked before
+        e.g. :class:`irqlab.vm.machine.Machine`).  Every word is checked before
         anything is sent."""
         checked = [_int("word", w, 0, U32_MAX) for w in words]
         qmp_many = getattr(self._runner, "qmp_many", None)

@@ -1,0 +1,1 @@
+"""The ``irqlab`` command line (:func:`irqlab.cli.main.main`)."""

@@ -1,0 +1,1 @@
+"""The contract between device, driver and host: register map and uapi header parsers."""

@@ -1,0 +1,1 @@
+"""pytest wiring: the plugin, helpers for guest tests, the qtest device rig, log slices."""

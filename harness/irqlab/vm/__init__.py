@@ -1,0 +1,1 @@
+"""Running a VM: QEMU machine, QMP, qtest, serial console, SSH, the guest and its agent."""

@@ -37,7 +37,7 @@ from irqlab_agent.protocol import (
     ok,
     parse_request,
 )
-from irqlab_agent.sysio import SigInfo, SignalFd, block_signals
+from irqlab_agent.sysio import SigInfo, SignalFd, block_signals, reseed_kernel_rng
 
 TYPE_CHECKING = False  # typing is not imported at run time: it costs start-up time
 if TYPE_CHECKING:
@@ -98,6 +98,10 @@ class SignalDispatcher(threading.Thread):
     def stop(self) -> None:
         os.write(self._stop_w, b"x")
         self.join(2.0)
+        if not self.is_alive():  # a daemon agent runs many sessions: no fd leaks
+            self.source.close()
+            os.close(self._stop_r)
+            os.close(self._stop_w)
 
 
 class Agent:
@@ -128,6 +132,7 @@ class Agent:
             "release": self.op_release,
             "reset": self.op_reset,
             "quit": self.op_quit,
+            "reseed": self.op_reseed,
         }
 
     def _async_paths(self) -> list[AsyncPath]:
@@ -418,6 +423,17 @@ class Agent:
         self.handles.clear()
         return ok(req.id, paths=paths)
 
+    def op_reseed(self, req: Request) -> JsonObj:
+        """Mix host randomness into the kernel's RNG and reseed it (after a restore)."""
+        try:
+            seed = bytes.fromhex(req.get_str("seed"))
+        except ValueError as e:
+            raise ProtocolError(f"seed must be hex: {e}") from None
+        if not 16 <= len(seed) <= 256:
+            raise ProtocolError(f"seed must be 16..256 bytes, not {len(seed)}")
+        reseed_kernel_rng(seed)
+        return ok(req.id, bytes=len(seed))
+
     def op_quit(self, req: Request) -> JsonObj:
         self.running = False
         return ok(req.id, paths=self._disarm_all())
@@ -433,15 +449,30 @@ def parse_args(argv: list[str]) -> Any:
     ap = argparse.ArgumentParser(prog="python3 -m irqlab_agent", description=__doc__)
     ap.add_argument("--header", help="uapi header (default: shipped irqlab.h)")
     ap.add_argument("--spec", help="ABI spec JSON instead of parsing the header")
-    return ap.parse_args(argv)
+    ap.add_argument(
+        "--listen",
+        metavar="[HOST:]PORT",
+        help="serve sessions on this TCP address (one connection at a time) "
+        "instead of stdin/stdout; the host reaches it through an SSH port forward",
+    )
+    ap.add_argument(
+        "--daemon",
+        metavar="LOG",
+        help="with --listen: detach once listening (prints 'listening PORT PID') "
+        "and write stderr to LOG",
+    )
+    args = ap.parse_args(argv)
+    if args.daemon and not args.listen:
+        ap.error("--daemon needs --listen")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    header = spec = None
+    header = spec = listen_at = daemon_log = None
     if argv:
         args = parse_args(argv)
-        header, spec = args.header, args.spec
+        header, spec, listen_at, daemon_log = args.header, args.spec, args.listen, args.daemon
 
     # Block the async-notification signals before any thread exists, so every
     # thread inherits the mask and only the signalfd sees them.
@@ -455,9 +486,26 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:
         writer.send({"type": "fatal", "error": f"cannot load the uapi ABI: {e!r}"})
         return 2
+    if listen_at is not None:
+        return _serve_tcp(abi, listen_at, daemon_log)
     agent = Agent(abi, writer, SignalFd(async_signals()))
     try:
         agent.serve(sys.stdin.buffer)
     except KeyboardInterrupt:
         agent.shutdown()
+    return 0
+
+
+def _serve_tcp(abi: Abi, listen_at: str, daemon_log: str | None) -> int:
+    from irqlab_agent import daemon
+
+    try:
+        sock = daemon.listen(daemon.parse_address(listen_at))
+    except (OSError, ValueError) as e:
+        print(f"irqlab-agent: cannot listen on {listen_at}: {e}", file=sys.stderr)
+        return 2
+    if daemon_log is not None:
+        daemon.detach(sock, daemon_log)
+    with contextlib.suppress(KeyboardInterrupt):
+        daemon.serve_forever(sock, lambda w: Agent(abi, w, SignalFd(async_signals())))
     return 0

@@ -123,3 +123,26 @@ def thread_in_read(tid: int) -> bool:
     if not first or first[0] == "running" or state != "S":
         return False
     return nr is None or first[0] == str(nr)
+
+
+# <linux/random.h>: RNDADDENTROPY = _IOW('R', 0x03, int[2]), RNDRESEEDCRNG = _IO('R', 0x07)
+# (the kernel's uapi, encoded by the generic _IOC layout of x86 and arm64).
+RNDADDENTROPY = (1 << 30) | (8 << 16) | (ord("R") << 8) | 0x03
+RNDRESEEDCRNG = (ord("R") << 8) | 0x07
+
+
+def reseed_kernel_rng(seed: bytes) -> None:
+    """Credit *seed* to the kernel's input pool and reseed the CRNG from it at once.
+
+    A guest restored from a saved state starts with the saver's CRNG state; without
+    this, two restores would hand out the same random numbers (needs CAP_SYS_ADMIN)."""
+    import fcntl
+    import struct
+
+    buf = struct.pack(f"ii{len(seed)}s", len(seed) * 8, len(seed), seed)
+    fd = os.open("/dev/urandom", os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        fcntl.ioctl(fd, RNDADDENTROPY, buf)
+        fcntl.ioctl(fd, RNDRESEEDCRNG)
+    finally:
+        os.close(fd)

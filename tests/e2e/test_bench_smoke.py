@@ -107,6 +107,12 @@ def test_host_figures(result: tuple[dict[str, Any], Path]) -> None:
     b = run["boot"]
     assert 0 < b["console_ready"] <= b["ssh"] <= b["module"] <= b["agent_ready"] < 300
     assert r["boot"]["boots"] == 1 and r["boot"]["phases"]["agent_ready"]["median"] > 0
+    (cold,) = r["boot"]["samples"]
+    (restore,) = r["restore"]["samples"]
+    assert "console_ready" in cold and "restored" in restore, (cold, restore)
+    assert 0 < restore["restored"] <= restore["agent_ready"] < restore["whole"] < 300
+    assert cold["agent_ready"] < cold["whole"]
+    assert r["metrics"]["restore.agent_ready"]["value"] == restore["agent_ready"]
     cyc = run["cyclictest"]
     assert cyc["cycles"] == LOOPS and 0 < cyc["min_us"] <= cyc["max_us"]
 

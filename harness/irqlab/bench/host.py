@@ -106,6 +106,29 @@ def boot_samples(make_guest: Callable[[], Any], boots: int) -> dict[str, Any]:
     return summarize_boots(samples)
 
 
+WHOLE_COMMAND = "python3 -c 'print(1)'"
+
+
+def start_samples(makers: dict[str, Callable[[], Any]], rounds: int) -> dict[str, dict[str, Any]]:
+    """Interleaved rounds: per round, each kind of guest once (e.g. a cold boot and a
+    restore from the snapshot), one at a time.  Per start: its phases and ``whole``,
+    the whole process "start, run one command over SSH, stop" in seconds."""
+    samples: dict[str, list[dict[str, float]]] = {kind: [] for kind in makers}
+    for _ in range(rounds):
+        for kind, make in makers.items():
+            t0 = time.monotonic()
+            g = make()
+            try:
+                g.start()
+                g.sh(WHOLE_COMMAND)
+                phases = dict(g.phases)
+            finally:
+                g.close()
+            phases["whole"] = time.monotonic() - t0
+            samples[kind].append({k: round(v, 3) for k, v in phases.items()})
+    return {kind: summarize_boots(s) for kind, s in samples.items()}
+
+
 def summarize_boots(samples: list[dict[str, float]]) -> dict[str, Any]:
     phases = sorted({k for s in samples for k in s})
     return {

@@ -101,13 +101,21 @@ def extract(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
     cyc = [r["cyclictest"] for r in runs if r.get("cyclictest")]
     for p in ("p50", "p99"):
         put(f"cyclictest.{p}", _metric((c.get(f"{p}_us") for c in cyc), "us", "lower"))
-    boot = result.get("boot")
-    if boot and boot.get("samples"):
-        for phase in ("console_ready", "agent_ready"):
-            put(
-                f"boot.{phase}",
-                _metric((s.get(phase) for s in boot["samples"]), "s", "lower", repeated="boots"),
-            )
+    for kind, phases in (
+        ("boot", ("console_ready", "agent_ready", "whole")),
+        ("restore", ("restored", "agent_ready", "whole")),
+    ):
+        starts = result.get(kind)
+        if not (starts and starts.get("samples")):
+            continue
+        for phase in phases:
+            if any(phase in s for s in starts["samples"]):
+                put(
+                    f"{kind}.{phase}",
+                    _metric(
+                        (s.get(phase) for s in starts["samples"]), "s", "lower", repeated="boots"
+                    ),
+                )
     st = result.get("storm") or {}
     for path, rate in (st.get("highest_lossless") or {}).items():
         out[f"storm.{path}.highest_lossless_rate"] = {

@@ -181,15 +181,18 @@ def host_table(result: dict[str, Any]) -> Table:
                     f"over {cyc.get('cycles')} cycles",
                 ]
             )
-    boot = result.get("boot")
-    if boot:
-        for phase, sp in boot["phases"].items():
+    for kind, label in (("boot", "cold boot"), ("restore", "restore")):
+        starts = result.get(kind)
+        if not starts:
+            continue
+        for phase, sp in starts["phases"].items():
             if sp["median"] is None:
                 continue
             rel = f" (±{sp['rel']:.0%})" if sp["rel"] is not None else ""
+            what = "start, one SSH command, stop" if phase == "whole" else f"-> {phase}"
             rows.append(
                 [
-                    f"boot -> {phase} ({boot['boots']} boots, standard image)",
+                    f"{label} {what} ({starts['boots']} x, standard image)",
                     f"median {sp['median']:.2f} s, range {sp['min']:.2f}-{sp['max']:.2f} s{rel}",
                 ]
             )

@@ -29,7 +29,7 @@ from typing import Any
 
 from irqlab.bench import SCHEMA, cyclic, env, host, latency, metrics, storm
 from irqlab.bench.guest import BenchGuest
-from irqlab.vm.guest import GuestConfig
+from irqlab.vm.guest import GuestConfig, ensure_snapshot
 
 PLACEMENTS = ("hardirq", "thread", "workqueue")
 DEFAULT_PLACEMENT = "hardirq"
@@ -186,12 +186,18 @@ class Bench:
         for i in range(c.runs):
             self.one_run(i, paths, storm_paths, last=i == c.runs - 1)
         if "boot" not in c.skip and c.boots > 0:
-            self.result["boot"] = self.stage(
-                f"boot x{c.boots} (standard image)",
-                lambda: host.boot_samples(
-                    lambda: BenchGuest(GuestConfig(name="bench-boot")), c.boots
+            self.stage("snapshot of the standard image", ensure_snapshot)
+            starts = self.stage(
+                f"cold boot and restore x{c.boots}, interleaved (standard image)",
+                lambda: host.start_samples(
+                    {
+                        "boot": lambda: BenchGuest(GuestConfig(name="bench-boot", snapshot=False)),
+                        "restore": lambda: BenchGuest(GuestConfig(name="bench-restore")),
+                    },
+                    c.boots,
                 ),
             )
+            self.result["boot"], self.result["restore"] = starts["boot"], starts["restore"]
             self.save()
         if c.test_all:
             self.result["test_all"] = self.stage("invoke test-all", host.test_all)
@@ -205,7 +211,8 @@ class Bench:
         run: dict[str, Any] = {"run": index, "load_start": env.load()}
         self.result["runs"].append(run)
         extra = ("rt-tests",) if c.rt_tests else ()
-        g = BenchGuest(GuestConfig(name=f"bench-{index}", extra_packages=extra))
+        # cold boots: the run's boot phases are a figure of their own
+        g = BenchGuest(GuestConfig(name=f"bench-{index}", extra_packages=extra, snapshot=False))
         try:
             self.log(f"run {index + 1}/{c.runs}: boot")
             g.start()

@@ -52,7 +52,7 @@ class InputHash:
         return self._h.hexdigest()[:length]
 
 
-def _touch(path: Path) -> None:
+def touch(path: Path) -> None:
     """Mark an output as just used (``irqlab cache --prune`` keeps the most recently used)."""
     with contextlib.suppress(OSError):  # a read-only cache still serves
         os.utime(path)
@@ -78,7 +78,7 @@ def cached_build(
     """
     final = output_dir(name, digest)
     if is_complete(final) and not force:
-        _touch(final)
+        touch(final)
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
     with open(final.with_name(final.name + ".lock"), "w") as lock:

@@ -24,6 +24,7 @@ import contextlib
 import os
 import shlex
 import socket
+import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -33,9 +34,11 @@ from typing import Any
 from irqlab.contract.regs import REGS
 from irqlab.paths import log_dir
 from irqlab.vm.agent_client import AgentClient, AgentError
-from irqlab.vm.ssh import RunResult, SshClient
+from irqlab.vm.ssh import RemoteProcess, RunResult, SshClient, SshError
 
 DEVICE_TYPE = "irqlab"
+AGENT_PORT = 7707  # the agent daemon listens on the guest's loopback, reached by SSH forward
+AGENT_LOG = "/run/irqlab-agent.log"  # the daemon's stderr in the guest
 
 
 class PrerequisiteMissing(RuntimeError):
@@ -108,6 +111,12 @@ class GuestConfig:
     name: str = "guest"
     # Debian packages added to the image besides IMAGE_EXTRA_PACKAGES (e.g. rt-tests).
     extra_packages: tuple[str, ...] = ()
+    # Start from the ready-state snapshot for this configuration when one exists (and
+    # save one after a cold boot when none does); False always cold-boots.
+    snapshot: bool = True
+    # Extra text in the snapshot's key: guests with another tag never share a snapshot.
+    snapshot_tag: str = ""
+    restore_timeout: float = 60.0
 
 
 class Guest:
@@ -119,6 +128,16 @@ class Guest:
     (modprobe done, /dev/irqlab0 present) and ``agent_ready`` (the agent's hello
     arrived and the module is loaded: the agent starts while the module loads).
     Finding or building the image and the accelerator probe are not included.
+
+    With ``config.snapshot`` (the default) a guest starts from the ready-state
+    snapshot of its configuration (:mod:`irqlab.vm.snapshot`) when there is one:
+    :attr:`restored` is then True and the phases are ``restored`` (QEMU loaded the
+    state), ``ssh`` and ``agent_ready``.  When there is none, the guest cold-boots,
+    saves the snapshot once ready (phase ``snapshot_saved``) and runs on.  A
+    snapshot that fails to load is reported in :attr:`snapshot_error` (naming the
+    file), removed, and replaced by a cold boot.  The agent runs as a daemon in the
+    guest and is reached through an SSH port forward, so a restored guest needs no
+    connection of the process that saved it.
     """
 
     def __init__(self, config: GuestConfig | None = None) -> None:
@@ -128,13 +147,16 @@ class Guest:
         self.qemu: Any = None  # the QemuInstall booted
         self.ssh: SshClient | None = None
         self._agent: AgentClient | None = None
-        self._agent_proc: Any = None
+        self._t0 = 0.0
         self.injector: Any = None
         self.accel: Any = None
         self.ssh_port = 0
         self.module: str | None = None
         self.boot_seconds: float | None = None
         self.phases: dict[str, float] = {}
+        self.restored = False
+        self.snapshot_dir: Path | None = None  # the snapshot this guest came from or saved
+        self.snapshot_error: str | None = None  # why a matching snapshot could not be used
 
     # -- prerequisites ----------------------------------------------------------
     def find_prerequisites(self) -> tuple[Any, Any, Path]:
@@ -171,85 +193,193 @@ class Guest:
 
     # -- life cycle -----------------------------------------------------------------
     def start(self) -> Guest:
+        """Start the guest (restore or cold boot, see the class docs); on any failure
+        everything started so far is stopped before the error propagates."""
+        try:
+            return self._start()
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self) -> Guest:
+        from irqlab.vm import snapshot
         from irqlab.vm.accel import choose
 
         qemu, image, _ko = self.find_prerequisites()
         self.qemu, self.image = qemu, image
         # The KVM probe (cached on disk) is not part of booting.
         self.accel = choose(qemu.binary, datadir=qemu.datadir)
+        if not self.config.snapshot:
+            self._cold_start()
+            return self
+        key = self.snapshot_key()
+        found = snapshot.lookup(key)
+        if found is not None:
+            try:
+                self._restore(found)
+                return self
+            except snapshot.SnapshotError as e:
+                self.snapshot_error = str(e)
+                print(f"irqlab: {e}\nirqlab: removing it and booting cold", file=sys.stderr)
+                self._stop_machine()
+                snapshot.discard(key)
+        self._cold_start()
+        self._save_snapshot(key)
+        return self
+
+    def _machine_args(self, ssh_port: int) -> list[str]:
+        from irqlab.build.image import MACHINE_ARGS, cpu_args
+
+        c = self.config
+        return [
+            *MACHINE_ARGS,
+            *cpu_args(self.accel.accel),
+            "-smp",
+            str(c.smp),
+            *self.image.qemu_args(ssh_port),
+            "-device",
+            device_arg(c.device_id, c.device_props),
+        ]
+
+    def snapshot_key(self) -> str:
+        """The key of this configuration's ready-state snapshot (QEMU build, image,
+        machine arguments with the device's properties, module parameters, vCPUs,
+        accelerator, agent port)."""
+        from irqlab.vm import snapshot
+
+        if self.qemu is None or self.image is None or self.accel is None:
+            raise GuestError("snapshot_key() needs the prerequisites (call start())")
+        return snapshot.snapshot_key(
+            {
+                "qemu": str(self.qemu.binary),  # the install's directory names its hash
+                "image": self.image.version,
+                "args": self._machine_args(0),  # the host port is not part of the state
+                "module": self.module_name(),
+                "module_params": {k: str(v) for k, v in self.config.module_params.items()},
+                "accel": self.accel.accel,
+                "agent_port": AGENT_PORT,
+                "tag": self.config.snapshot_tag,
+            }
+        )
+
+    def _cold_start(self) -> None:
         t0 = time.monotonic()
         self.phases = {}
 
         def reached(phase: str) -> None:
             self.phases[phase] = time.monotonic() - t0
 
-        self._boot(qemu, image)
+        self._boot()
         reached("console_ready")
         self.boot_seconds = self.phases["console_ready"]
-        self._connect_ssh(image)
+        self._connect_ssh()
         reached("ssh")
-        pending = self._spawn_agent()  # Python starts up while the module loads
+        launcher = self._launch_agent()  # Python starts up while the module loads
         try:
             self.load_module()
             reached("module")
-            self._await_agent(pending)
-        except BaseException:
-            with contextlib.suppress(Exception):
-                pending.close(timeout=2)
-            raise
+        finally:
+            self._await_launch(launcher)
+        self._connect_agent()
         reached("agent_ready")
-        return self
+        self._t0 = t0
 
-    def _boot(self, qemu: Any, image: Any) -> None:
-        from irqlab.build.image import MACHINE_ARGS, cpu_args
-        from irqlab.vm.accel import choose
+    def _save_snapshot(self, key: str) -> None:
+        """Save this ready guest as the snapshot *key*, with no host connection open in
+        it (the agent's session ended, SSH closed), then reconnect."""
+        from irqlab.vm import snapshot
+
+        assert self.image is not None and self.qemu is not None
+        if self._agent is not None:
+            self._agent.close(timeout=10)  # the daemon ends the session before replying EOF
+            self._agent = None
+        if self.ssh is not None:
+            self.ssh.close()
+            self.ssh = None
+        self.snapshot_dir = snapshot.save(
+            self.machine,
+            key,
+            {
+                "qemu": str(self.qemu.binary),
+                "image": self.image.version,
+                "argv": self.machine.argv,
+                "module_params": self.config.module_params,
+            },
+        )
+        self.phases["snapshot_saved"] = time.monotonic() - self._t0
+        self._connect_ssh()
+        self._connect_agent()
+
+    def _restore(self, directory: Path) -> None:
+        from irqlab.vm import snapshot
+
+        meta = snapshot.read_meta(directory)
+        if meta.get("qemu") != str(self.qemu.binary) or meta.get("image") != self.image.version:
+            raise snapshot.SnapshotError(
+                f"snapshot {directory / snapshot.STATE_FILE} was saved by another QEMU build "
+                f"or image ({meta.get('qemu')}, image {meta.get('image')})"
+            )
+        t0 = time.monotonic()
+        self.phases = {}
+        self._start_machine(["-incoming", "defer"])
+        snapshot.load(self.machine, directory, timeout=self.config.restore_timeout)
+        self.phases["restored"] = time.monotonic() - t0
+        self.machine.qmp("cont")
+        self._connect_ssh(retry_interval=0.02)
+        self.phases["ssh"] = time.monotonic() - t0
+        self._connect_agent()
+        assert self._agent is not None
+        # The restored kernel's CRNG is the saver's: reseed it from the host.
+        self._agent.request("reseed", seed=os.urandom(64).hex())
+        self.phases["agent_ready"] = time.monotonic() - t0
+        self.boot_seconds = self.phases["restored"]
+        self.module = self.module_name()
+        self.restored = True
+        self.snapshot_dir = directory
+
+    def _start_machine(self, extra: list[str] | None = None) -> None:
         from irqlab.vm.machine import Machine, MachineConfig
         from irqlab.vm.qmp.injector import Injector
 
         c = self.config
-        if self.accel is None:
-            self.accel = choose(qemu.binary, datadir=qemu.datadir)
         self.ssh_port = free_port()
-        args = [
-            *MACHINE_ARGS,
-            *cpu_args(self.accel.accel),
-            "-smp",
-            str(c.smp),
-            *image.qemu_args(self.ssh_port),
-            "-device",
-            device_arg(c.device_id, c.device_props),
-        ]
         self.machine = Machine(
             MachineConfig(
-                binary=qemu.binary,
-                args=args,
-                datadir=qemu.datadir,
+                binary=self.qemu.binary,
+                args=[*self._machine_args(self.ssh_port), *(extra or [])],
+                datadir=self.qemu.datadir,
                 accel=self.accel.accel,
                 name=c.name,
             )
         )
         self.machine.start()
-        self.machine.wait_console(image.ready_marker, timeout=c.boot_timeout)
         self.injector = Injector(self.machine, c.device_id)
 
-    def _connect_ssh(self, image: Any) -> None:
+    def _boot(self) -> None:
+        self._start_machine()
+        self.machine.wait_console(self.image.ready_marker, timeout=self.config.boot_timeout)
+
+    def _connect_ssh(self, *, retry_interval: float = 0.1) -> None:
+        image = self.image
         self.ssh = SshClient(
             "127.0.0.1", self.ssh_port, user=image.ssh_user, key_path=image.client_key
-        ).connect(timeout=self.config.ssh_timeout)
+        ).connect(timeout=self.config.ssh_timeout, retry_interval=retry_interval)
 
     def close(self) -> None:
+        """Stop the guest (QEMU's quit; nothing in the guest needs a clean shutdown)."""
         if self._agent is not None:
             with contextlib.suppress(Exception):
-                self._agent.close(timeout=10)
+                self._agent.close(timeout=2)
             self._agent = None
         if self.ssh is not None:
-            with contextlib.suppress(Exception):
-                self.ssh.run("sync; poweroff -f >/dev/null 2>&1 &", timeout=5)
             self.ssh.close()
             self.ssh = None
+        self._stop_machine()
+
+    def _stop_machine(self) -> None:
         if self.machine is not None:
-            self.machine.close()
-            self.machine = None
+            machine, self.machine = self.machine, None
+            machine.close()
 
     def __enter__(self) -> Guest:
         return self.start()
@@ -348,28 +478,56 @@ class Guest:
 
     # -- the agent ----------------------------------------------------------------------
     def start_agent(self) -> AgentClient:
-        """Start the guest agent over SSH and wait for its hello."""
-        return self._await_agent(self._spawn_agent())
+        """Connect to the guest's agent daemon (starting it if it does not run)."""
+        try:
+            self._connect_agent()
+        except SshError:
+            self._await_launch(self._launch_agent())
+            self._connect_agent()
+        assert self._agent is not None
+        return self._agent
 
-    def _spawn_agent(self) -> AgentClient:
+    def _launch_agent(self) -> RemoteProcess:
+        """Start the agent daemon in the guest; it detaches once it listens."""
         if self.ssh is None:
             raise GuestError("the guest is not connected")
         pkg = getattr(self.image, "agent_package", "irqlab_agent")
-        proc = self.ssh.open_process(f"exec python3 -u -m {pkg}")
-        self._agent_proc = proc
-        return AgentClient(
-            proc.stdin,
-            proc.stdout,
-            proc.stderr,
-            name=f"{self.config.name}-agent",
-            logs=log_dir(),
-            on_close=proc.close,
+        return self.ssh.open_process(
+            f"exec python3 -m {pkg} --listen 127.0.0.1:{AGENT_PORT} --daemon {AGENT_LOG}"
         )
 
-    def _await_agent(self, client: AgentClient) -> AgentClient:
-        client.wait_hello(self.config.agent_timeout)
+    def _await_launch(self, launcher: RemoteProcess) -> None:
+        status = launcher.exit_status(self.config.agent_timeout)
+        out = launcher.stdout.read(4096).decode(errors="replace")
+        err = launcher.stderr.read(4096).decode(errors="replace")
+        launcher.close(timeout=2)
+        if status != 0:
+            raise GuestError(
+                f"the agent daemon did not start (exit status {status}): {out.strip()} "
+                f"{err.strip()}".strip()
+            )
+
+    def _connect_agent(self) -> None:
+        """A session with the agent daemon through an SSH port forward; waits for hello."""
+        if self.ssh is None:
+            raise GuestError("the guest is not connected")
+        chan = self.ssh.open_forward("127.0.0.1", AGENT_PORT)
+        logs = self.machine.paths.log_dir if self.machine is not None else log_dir()
+        client = AgentClient(
+            chan.makefile_stdin("wb"),  # type: ignore[arg-type]
+            chan.makefile("rb"),  # type: ignore[arg-type]
+            None,
+            name="agent",
+            logs=logs,
+            on_close=chan.close,
+        )
+        try:
+            client.wait_hello(self.config.agent_timeout)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                client.close(timeout=1)
+            raise
         self._agent = client
-        return client
 
     @property
     def agent(self) -> AgentClient:
@@ -397,3 +555,16 @@ class Guest:
             self.reload_module(**self.config.module_params)
         if self.injector is not None:
             self.injector.reset_counters()
+
+
+def ensure_snapshot(config: GuestConfig | None = None) -> Path:
+    """The ready-state snapshot of *config*'s guest, made by one cold boot if missing
+    (e.g. before a test session or a bench, so that every guest after it restores)."""
+    g = Guest(config or GuestConfig(name="snapshot"))
+    try:
+        g.start()
+        if g.snapshot_dir is None:
+            raise GuestError("no snapshot: GuestConfig(snapshot=False)?")
+        return g.snapshot_dir
+    finally:
+        g.close()

@@ -218,6 +218,10 @@ class Machine:
             parts.append(self.describe_logs())
         return ("\n" + "\n".join(parts)) if parts else ""
 
+    def stderr_tail(self, lines: int = 15) -> str:
+        """The last *lines* of QEMU's own output (empty before start)."""
+        return _tail(self.paths.stderr_log, lines) if self.paths is not None else ""
+
     def describe_logs(self) -> str:
         if self.paths is None:
             return "no logs (not started)"

@@ -297,6 +297,19 @@ class SshClient:
         return RemoteProcess(chan, cmd)
 
     # -- files --------------------------------------------------------------------
+    def open_forward(self, host: str, port: int, *, timeout: float = 10.0) -> paramiko.Channel:
+        """A channel to *host*:*port* as seen from the guest (``direct-tcpip``, the
+        SSH protocol's local port forward), e.g. to a daemon on the guest's loopback.
+
+        Raises :class:`SshError` when nothing listens there (the server refuses)."""
+        with self._exec_lock:
+            try:
+                return self.transport.open_channel(
+                    "direct-tcpip", (host, port), ("127.0.0.1", 0), timeout=timeout
+                )
+            except paramiko.ChannelException as e:
+                raise SshError(f"guest {host}:{port} refused a forwarded connection: {e}") from e
+
     def put(self, local: Path, remote: str, *, mode: int | None = None) -> None:
         """Copy one file (SFTP, or ``cat >`` over exec when the guest has no sftp-server)."""
         data = local.read_bytes()

@@ -1,0 +1,157 @@
+"""Ready-state snapshots: save a booted, ready guest once, start new QEMUs from it.
+
+A snapshot is QEMU's own migration stream of a guest whose module is loaded and
+whose agent daemon listens, written with ``migrate`` to ``exec:cat > FILE`` while
+the VM is stopped, and loaded by a new QEMU started with ``-incoming defer`` and
+``migrate-incoming exec:cat FILE``.  It lives in the build cache like the other
+outputs (:func:`irqlab.build.cache.cached_build`): named by the hash of every input
+that shapes the saved state (:func:`snapshot_key`), written into a temporary
+directory and renamed into place only once QEMU reports the migration completed,
+so an interrupted save never looks complete; ``irqlab cache --prune`` prunes it.
+
+The stream holds nothing that ties it to the process that saved it: the host
+reaches the guest afterwards through a new SSH connection and a port forward to
+the agent daemon (see ``irqlab_agent.daemon``).
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from irqlab.build import cache
+from irqlab.vm.machine import Machine, MachineError
+from irqlab.vm.qmp.errors import QMPFailure
+
+__all__ = [
+    "META_FILE",
+    "STATE_FILE",
+    "SnapshotError",
+    "discard",
+    "load",
+    "lookup",
+    "read_meta",
+    "save",
+    "snapshot_key",
+]
+
+RECIPE = "snapshot"
+FORMAT = "1"  # bump when the saved guest's contract changes (agent port, daemon protocol)
+STATE_FILE = "state.mig"
+META_FILE = "meta.json"
+EVENT_SLICE = 0.1  # s: how often a wait for QEMU's migration events checks that QEMU lives
+
+
+class SnapshotError(RuntimeError):
+    """A snapshot could not be saved or loaded; the message names the file."""
+
+
+def snapshot_key(inputs: Mapping[str, Any]) -> str:
+    """The cache key of a snapshot: a hash of *inputs* (JSON-serialisable values:
+    QEMU build, image, machine arguments, device properties, module parameters,
+    vCPUs, accelerator, ...).  Any change of any input gives another key."""
+    h = cache.InputHash(f"{RECIPE}-{FORMAT}")
+    for name in sorted(inputs):
+        h.add_str(name, json.dumps(inputs[name], sort_keys=True, default=str))
+    return h.hexdigest()
+
+
+def lookup(key: str) -> Path | None:
+    """The complete snapshot directory for *key*, or None."""
+    d = cache.output_dir(RECIPE, key)
+    if cache.is_complete(d) and (d / STATE_FILE).is_file():
+        return d
+    return None
+
+
+def read_meta(directory: Path) -> dict[str, Any]:
+    try:
+        meta: dict[str, Any] = json.loads((directory / META_FILE).read_text())
+    except (OSError, ValueError) as e:
+        raise SnapshotError(f"snapshot {directory / META_FILE} is unreadable: {e}") from e
+    return meta
+
+
+def discard(key: str) -> None:
+    """Remove the snapshot for *key* (a bad one), unless a save holds its lock."""
+    for e in cache.entries():
+        if e.name == RECIPE and e.digest == key:
+            cache.remove_entry(e)
+
+
+def _wait_migration(machine: Machine, timeout: float, what: str) -> dict[str, Any]:
+    """Wait for QEMU's MIGRATION event with a final status (completed or failed); a
+    QEMU that exits meanwhile ends the wait at once."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if not machine.is_running():
+            raise SnapshotError(f"{what}: QEMU exited (status {machine.returncode})")
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise SnapshotError(f"{what}: no result from QEMU within {timeout:.0f} s")
+        try:
+            ev = machine.wait_event("MIGRATION", min(EVENT_SLICE, left))
+        except MachineError:
+            continue  # no event in this slice: look at QEMU again
+        status = (ev.get("data") or {}).get("status")
+        if status == "completed":
+            return ev
+        if status in ("failed", "cancelled"):
+            raise SnapshotError(f"{what}: migration {status}")
+
+
+def _enable_events(machine: Machine) -> None:
+    machine.qmp("migrate-set-capabilities", capabilities=[{"capability": "events", "state": True}])
+
+
+def save(machine: Machine, key: str, meta: Mapping[str, Any], *, timeout: float = 120.0) -> Path:
+    """Save *machine*'s whole state as the snapshot *key*; the VM runs on afterwards.
+
+    The VM is stopped while QEMU writes the stream (so the state is one instant),
+    then continued.  Returns the snapshot directory."""
+
+    def write(tmp: Path) -> None:
+        state = tmp / STATE_FILE
+        _enable_events(machine)
+        t0 = time.monotonic()
+        machine.qmp("stop")
+        try:
+            machine.qmp("migrate", uri=f"exec:cat > {shlex.quote(str(state))}")
+            _wait_migration(machine, timeout, f"saving {state}")
+        finally:
+            if machine.is_running():
+                machine.qmp("cont")
+        info = {
+            **meta,
+            "key": key,
+            "saved_at": time.time(),
+            "save_seconds": round(time.monotonic() - t0, 3),
+            "bytes": state.stat().st_size,
+        }
+        (tmp / META_FILE).write_text(json.dumps(info, indent=2, default=str) + "\n")
+
+    try:
+        return cache.cached_build(RECIPE, key, write)
+    except (MachineError, QMPFailure, OSError) as e:
+        raise SnapshotError(f"saving the snapshot {key} failed: {e}") from e
+
+
+def load(machine: Machine, directory: Path, *, timeout: float = 60.0) -> None:
+    """Load the snapshot in *directory* into *machine* (started with ``-incoming
+    defer``), which is left paused: the caller continues it (``cont``)."""
+    state = directory / STATE_FILE
+    what = f"loading the snapshot {state}"
+    try:
+        _enable_events(machine)
+        machine.qmp("migrate-incoming", uri=f"exec:cat {shlex.quote(str(state))}")
+        _wait_migration(machine, timeout, what)
+    except (MachineError, QMPFailure) as e:
+        raise SnapshotError(f"{what} failed: {e}") from e
+    except SnapshotError as e:
+        tail = machine.stderr_tail()
+        raise SnapshotError(f"{e}" + (f"\nQEMU said:\n{tail}" if tail else "")) from e
+    cache.touch(directory)  # recently used: kept by `irqlab cache --prune`

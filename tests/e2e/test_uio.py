@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from irqlab.contract.regs import REGS
-from irqlab.testing.helpers import DeviceControl, module_reloaded
+from irqlab.testing.helpers import DeviceControl
 from irqlab.testing.plugin import start_guest
 from irqlab.vm.agent_client import AgentClient
 from irqlab.vm.guest import Guest, GuestConfig
@@ -63,27 +63,29 @@ def slow_userspace(agent: AgentClient, device: DeviceControl) -> tuple[dict[str,
     return ev, c
 
 
-# --- the driver's UIO mode (seed 001) on the session guest ---------------------------
+# --- the driver's UIO mode (seed 001), each test in its own restored guest -------------
+
+UIO_MODE = pytest.mark.irqlab(module={"uio": 1})
 
 
-@pytest.fixture
-def uio_mode(guest: Guest, agent: AgentClient) -> Generator[Guest, None, None]:
-    with module_reloaded(guest, uio=1) as g:
-        yield g
-
-
-def test_uio_mode_exactly_n_for_n(uio_mode: Guest, agent: AgentClient, device: Any) -> None:
+@UIO_MODE
+def test_uio_mode_exactly_n_for_n(
+    irqlab_fresh_guest: Guest, irqlab_fresh_device: DeviceControl
+) -> None:
+    agent = irqlab_fresh_guest.agent
     armed = uio_arm(agent, uio_name="irqlab0", map="uio", reenable="device")
     assert armed["uio"].startswith("/dev/uio"), armed
-    assert not uio_mode.sh("ls /dev/irqlab* 2>/dev/null; true").strip()
-    n_for_n(agent, device)
+    assert not irqlab_fresh_guest.sh("ls /dev/irqlab* 2>/dev/null; true").strip()
+    n_for_n(agent, irqlab_fresh_device)
 
 
+@UIO_MODE
 def test_uio_mode_coalesces_while_userspace_is_slow(
-    uio_mode: Guest, agent: AgentClient, device: Any
+    irqlab_fresh_guest: Guest, irqlab_fresh_device: DeviceControl
 ) -> None:
+    agent = irqlab_fresh_guest.agent
     uio_arm(agent, uio_name="irqlab0", map="uio", reenable="device", gate=True)
-    _, c = slow_userspace(agent, device)
+    _, c = slow_userspace(agent, irqlab_fresh_device)
     # The handler disabled the device: the K raises latched status without signalling,
     # so the device counts them as raised, not delivered (nor coalesced: nothing was
     # pending while IRQ_ENABLE was 0).

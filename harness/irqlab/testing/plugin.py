@@ -18,6 +18,9 @@ Booted guest (end to end):
 - ``irqlab_device``: :class:`irqlab.testing.helpers.DeviceControl` (inject over QMP, wait on
   counters).
 - ``irqlab_wait_stats``: poll the driver's per-file stats through the agent.
+- ``irqlab_fresh_guest``: a guest of the test's own, restored from the ready-state
+  snapshot in about half a second; configured by ``@pytest.mark.irqlab(device={...},
+  module={...}, smp=N)``; ``irqlab_fresh_device`` controls its device.
 
 When a test that started machines fails, the report gets a section naming their logs;
 for the shared guest, the test's own part of the console log and of the agent's streams
@@ -150,23 +153,79 @@ def start_guest(config: GuestConfig | None = None) -> Guest:
 
     g = Guest(config or GuestConfig(name="e2e"))
     try:
-        g.start()
+        g.start()  # stops whatever it started when it fails
     except PrerequisiteMissing as e:
-        g.close()
         pytest.fail(f"end-to-end prerequisite missing: {e}", pytrace=False)
-    except BaseException:
-        g.close()
-        raise
     return g
 
 
 @pytest.fixture(scope="session")
 def irqlab_guest() -> Generator[Guest, None, None]:
-    g = start_guest()
+    """One guest for the whole session, restored from the ready-state snapshot (made by
+    one cold boot first if missing); tests share it through a soft reset."""
+    from irqlab.vm.guest import GuestConfig, PrerequisiteMissing, ensure_snapshot
+
+    config = GuestConfig(name="e2e")
+    try:
+        ensure_snapshot(config)
+    except PrerequisiteMissing as e:
+        pytest.fail(f"end-to-end prerequisite missing: {e}", pytrace=False)
+    g = start_guest(config)
     try:
         yield g
     finally:
         g.close()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "irqlab(device=None, module=None, smp=1): configure the test's own guest "
+        "(irqlab_fresh_guest): device properties, module parameters, vCPUs",
+    )
+
+
+def fresh_guest_config(request: pytest.FixtureRequest) -> GuestConfig:
+    """The GuestConfig of a test's own guest, from its ``@pytest.mark.irqlab(...)``."""
+    from irqlab.vm.guest import GuestConfig
+
+    marker = request.node.get_closest_marker("irqlab")
+    kw = dict(marker.kwargs) if marker is not None else {}
+    unknown = set(kw) - {"device", "module", "smp"}
+    if unknown or (marker is not None and marker.args):
+        pytest.fail(
+            f"@pytest.mark.irqlab takes device=, module=, smp= (got {sorted(unknown)} "
+            f"{marker.args if marker is not None else ()})",
+            pytrace=False,
+        )
+    return GuestConfig(
+        name="fresh",
+        device_props=dict(kw.get("device") or {}),
+        module_params=dict(kw.get("module") or {}),
+        smp=int(kw.get("smp", 1)),
+    )
+
+
+@pytest.fixture
+def irqlab_fresh_guest(request: pytest.FixtureRequest) -> Generator[Guest, None, None]:
+    """A guest of this test's own, restored from the ready-state snapshot of its
+    configuration (``@pytest.mark.irqlab(device={...}, module={...}, smp=N)``; the
+    first test of a configuration pays one cold boot that saves it).  Whatever the test
+    does to it (panic, unload the module, odd device state) ends with the test."""
+    g = start_guest(fresh_guest_config(request))
+    request.node.stash.setdefault(_MACHINES, []).append(g.machine)
+    try:
+        yield g
+    finally:
+        g.close()
+
+
+@pytest.fixture
+def irqlab_fresh_device(irqlab_fresh_guest: Guest) -> DeviceControl:
+    """:class:`irqlab.testing.helpers.DeviceControl` of :func:`irqlab_fresh_guest`."""
+    from irqlab.testing.helpers import DeviceControl
+
+    return DeviceControl(irqlab_fresh_guest)
 
 
 def _guest_logs(guest: Guest) -> dict[str, Path]:

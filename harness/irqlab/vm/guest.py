@@ -203,12 +203,8 @@ class Guest:
 
     def _start(self) -> Guest:
         from irqlab.vm import snapshot
-        from irqlab.vm.accel import choose
 
-        qemu, image, _ko = self.find_prerequisites()
-        self.qemu, self.image = qemu, image
-        # The KVM probe (cached on disk) is not part of booting.
-        self.accel = choose(qemu.binary, datadir=qemu.datadir)
+        self.prepare()
         if not self.config.snapshot:
             self._cold_start()
             return self
@@ -225,6 +221,17 @@ class Guest:
                 snapshot.discard(key)
         self._cold_start()
         self._save_snapshot(key)
+        return self
+
+    def prepare(self) -> Guest:
+        """Find (or build) QEMU, the image and the module, and choose the accelerator,
+        without starting anything (:meth:`start` does this first)."""
+        from irqlab.vm.accel import choose
+
+        qemu, image, _ko = self.find_prerequisites()
+        self.qemu, self.image = qemu, image
+        # The KVM probe (cached on disk) is not part of booting.
+        self.accel = choose(qemu.binary, datadir=qemu.datadir)
         return self
 
     def _machine_args(self, ssh_port: int) -> list[str]:
@@ -248,7 +255,7 @@ class Guest:
         from irqlab.vm import snapshot
 
         if self.qemu is None or self.image is None or self.accel is None:
-            raise GuestError("snapshot_key() needs the prerequisites (call start())")
+            raise GuestError("snapshot_key() needs the prerequisites: call prepare() first")
         return snapshot.snapshot_key(
             {
                 "qemu": str(self.qemu.binary),  # the install's directory names its hash
@@ -407,28 +414,28 @@ class Guest:
         return str(name)
 
     def load_module(self, **params: Any) -> None:
-        """modprobe the driver (with the config's params, overridden by *params*)."""
+        """modprobe the driver (with the config's params, overridden by *params*); with
+        ``uio=1`` the driver offers /dev/uio0 instead of /dev/irqlab0."""
         self.module = self.module_name()
         opts = {**self.config.module_params, **params}
         args = " ".join(f"{k}={shlex.quote(str(v))}" for k, v in opts.items())
         self.sh(f"modprobe {self.module} {args}".strip())
-        self.wait_for_node(self.dev)
+        uio = str(opts.get("uio", 0)) in ("1", "y", "Y", "True")
+        self.wait_for_node("/dev/uio0" if uio else self.dev)
 
     def unload_module(self) -> None:
         self.sh(f"rmmod {self.module_name()}")
 
     def reload_module(self, **params: Any) -> None:
         """rmmod (if loaded), then modprobe with *params* (the config's params are not
-        used); with ``uio=1`` the driver offers /dev/uio0 instead of /dev/irqlab0."""
+        used)."""
         name = self.module_name()
         self.sh(f"if grep -q '^{name} ' /proc/modules; then rmmod {name}; fi")
-        if str(params.get("uio", 0)) in ("1", "y", "Y", "True"):
-            self.module = name
-            args = " ".join(f"{k}={shlex.quote(str(v))}" for k, v in params.items())
-            self.sh(f"modprobe {name} {args}")
-            self.wait_for_node("/dev/uio0")
-        else:
-            self.load_module(**params)
+        self.module = name
+        args = " ".join(f"{k}={shlex.quote(str(v))}" for k, v in params.items())
+        self.sh(f"modprobe {name} {args}".strip())
+        uio = str(params.get("uio", 0)) in ("1", "y", "Y", "True")
+        self.wait_for_node("/dev/uio0" if uio else self.dev)
 
     def wait_for_node(self, path: str, timeout: float = 30.0) -> None:
         # devtmpfs creates the node synchronously with device_add; a short bounded wait

@@ -1,0 +1,151 @@
+"""Ready-state snapshots in booted guests: restores are independent, fresh per test,
+keyed by their inputs, and a bad snapshot file ends in a cold boot, never a hang."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from irqlab.testing.helpers import DeviceControl
+from irqlab.testing.plugin import start_guest
+from irqlab.vm import snapshot
+from irqlab.vm.guest import Guest, GuestConfig, find_kmod
+
+PANIC_TIMEOUT = 60.0
+
+
+def _param(g: Guest, name: str) -> str:
+    return g.sh(f"cat /sys/module/{g.module_name()}/parameters/{name}").strip()
+
+
+@pytest.fixture
+def two_restored() -> Iterator[tuple[Guest, Guest]]:
+    a = start_guest(GuestConfig(name="snap-a"))
+    try:
+        b = start_guest(GuestConfig(name="snap-b"))
+        try:
+            yield a, b
+        finally:
+            b.close()
+    finally:
+        a.close()
+
+
+def test_two_restores_from_one_snapshot_are_independent(
+    two_restored: tuple[Guest, Guest],
+) -> None:
+    a, b = two_restored
+    assert a.restored and b.restored, (a.phases, b.phases, a.snapshot_error, b.snapshot_error)
+    assert a.snapshot_dir == b.snapshot_dir and a.machine.pid != b.machine.pid
+    ring = _param(b, "ring_size")
+
+    a.sh("echo only-in-a > /root/mark")
+    a.sh(f"echo {int(ring) * 2} > /sys/module/{a.module_name()}/parameters/ring_size")
+    DeviceControl(a).push(1, 2, 3)
+    DeviceControl(a).wait_counters(lambda c: c.raised == 3, timeout=30)
+
+    assert b.sh("cat /root/mark 2>/dev/null || echo absent").strip() == "absent"
+    assert _param(b, "ring_size") == ring and _param(a, "ring_size") == str(int(ring) * 2)
+    assert DeviceControl(b).counters().raised == 0
+    assert a.agent.ping()["pid"] == b.agent.ping()["pid"]  # the same daemon, saved once...
+    # ...but not the same random numbers: each restore reseeds the guest's CRNG.
+    rand = "cat /proc/sys/kernel/random/boot_id; head -c 32 /dev/urandom | od -An -tx1"
+    assert a.sh(rand) != b.sh(rand)
+
+
+def test_a_guest_that_panics_ends_with_its_test(irqlab_fresh_guest: Guest) -> None:
+    g = irqlab_fresh_guest
+    assert g.restored
+    g.ssh.run("echo c > /proc/sysrq-trigger", timeout=10)  # type: ignore[union-attr]
+    status = g.machine.wait_exit(PANIC_TIMEOUT)  # panic=-1 + -no-reboot: QEMU exits
+    console = g.machine.paths.console_log.read_text(errors="replace")
+    assert "sysrq: Trigger a crash" in console or "Kernel panic" in console, console[-2000:]
+    assert status == 0
+
+
+def test_the_next_test_gets_a_healthy_guest(
+    irqlab_fresh_guest: Guest, irqlab_fresh_device: DeviceControl
+) -> None:
+    g = irqlab_fresh_guest
+    assert g.restored and g.machine.is_running()
+    assert g.sh("test -c /dev/irqlab0 && echo ok").strip() == "ok"
+    g.agent.arm("read")
+    irqlab_fresh_device.push(0x42)
+    assert g.agent.expect(path="read", timeout=30)["value"] == 0x42
+
+
+@pytest.mark.irqlab(module={"ring_size": 64}, device={"gpio-lines": 16})
+def test_marker_configures_the_fresh_guest(irqlab_fresh_guest: Guest) -> None:
+    g = irqlab_fresh_guest
+    assert _param(g, "ring_size") == "64"
+    assert g.injector.get("gpio-lines") == 16
+
+
+def test_a_module_or_image_change_gives_another_snapshot(tmp_path: Path) -> None:
+    base = Guest(GuestConfig(name="key")).prepare()
+    other_params = Guest(GuestConfig(name="key", module_params={"ring_size": 64})).prepare()
+    assert base.snapshot_key() != other_params.snapshot_key()
+    # Another module binary is another image, so another key: a snapshot saved with
+    # the old module is never restored with the new one.
+    assert base.qemu is not None and base.image is not None
+    ko = tmp_path / "irqlab.ko"
+    shutil.copy(find_kmod(), ko)
+    with ko.open("ab") as f:
+        f.write(b"\0")  # a different file: the module recipe's output changed
+    os.environ["IRQLAB_KMOD"] = str(ko)
+    try:
+        changed = Guest(GuestConfig(name="key")).prepare()
+    finally:
+        del os.environ["IRQLAB_KMOD"]
+    assert changed.image.version != base.image.version
+    assert changed.snapshot_key() != base.snapshot_key()
+    assert snapshot.lookup(changed.snapshot_key()) is None
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "other-qemu"])
+def test_a_bad_snapshot_is_named_then_replaced_by_a_cold_boot(damage: str) -> None:
+    config = GuestConfig(name=f"bad-{damage}", snapshot_tag=f"test-bad-{damage}")
+    first = start_guest(config)
+    try:
+        assert first.snapshot_dir is not None
+        directory = first.snapshot_dir
+    finally:
+        first.close()
+    state = directory / snapshot.STATE_FILE
+    size = state.stat().st_size
+    if damage == "truncated":
+        with state.open("r+b") as f:
+            f.truncate(size // 2)
+    elif damage == "garbage":
+        state.write_bytes(os.urandom(4096))
+    else:
+        meta = snapshot.read_meta(directory)
+        meta["qemu"] = "/elsewhere/qemu-0000000000000000/bin/qemu-system-x86_64"
+        (directory / snapshot.META_FILE).write_text(json.dumps(meta))
+
+    g = start_guest(config)
+    try:
+        assert not g.restored and g.snapshot_error is not None
+        assert str(state) in g.snapshot_error, g.snapshot_error
+        if damage == "other-qemu":
+            assert "another QEMU build" in g.snapshot_error
+        else:
+            # QEMU refused the stream (or died on it) and its own words are quoted
+            assert "migration failed" in g.snapshot_error or "QEMU exited" in g.snapshot_error
+            assert "QEMU said:" in g.snapshot_error, g.snapshot_error
+        assert g.sh("test -c /dev/irqlab0 && echo ok").strip() == "ok"
+        # the bad file was replaced by a good one, which the next guest restores
+        assert state.stat().st_size > 0
+    finally:
+        g.close()
+    again = start_guest(config)
+    try:
+        assert again.restored and again.snapshot_error is None
+    finally:
+        again.close()
+        snapshot.discard(again.snapshot_key())

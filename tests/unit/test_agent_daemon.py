@@ -1,0 +1,99 @@
+"""The agent as a daemon on the host (no driver): detach, sessions, takeover, reseed op."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+import pytest
+
+from irqlab.contract.uapi import header_path
+from irqlab_agent.daemon import parse_address
+
+TIMEOUT = 20.0
+
+
+@pytest.mark.parametrize(
+    ("text", "want"),
+    [("7707", ("127.0.0.1", 7707)), ("0.0.0.0:1", ("0.0.0.0", 1)), (":9", ("127.0.0.1", 9))],
+)
+def test_parse_address(text: str, want: tuple[str, int]) -> None:
+    assert parse_address(text) == want
+
+
+@pytest.mark.parametrize("text", ["x", "1:y", "70000", "-1"])
+def test_parse_address_rejects(text: str) -> None:
+    with pytest.raises(ValueError, match="bad listen address"):
+        parse_address(text)
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[tuple[int, int, Path]]:
+    log = tmp_path / "agent.log"
+    r = subprocess.run(
+        [sys.executable, "-m", "irqlab_agent", "--header", str(header_path()),
+         "--listen", "127.0.0.1:0", "--daemon", str(log)],
+        capture_output=True, text=True, timeout=TIMEOUT, check=False,
+    )  # fmt: skip
+    assert r.returncode == 0, r
+    word, port, pid = r.stdout.split()
+    assert word == "listening"
+    try:
+        yield int(port), int(pid), log
+    finally:
+        os.kill(int(pid), signal.SIGKILL)
+
+
+def _session(port: int) -> tuple[socket.socket, BinaryIO]:
+    s = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+    f: BinaryIO = s.makefile("rwb")  # type: ignore[assignment]
+    assert b'"type":"hello"' in f.readline()
+    return s, f
+
+
+def test_daemon_detaches_and_serves_sessions_one_after_another(
+    daemon: tuple[int, int, Path],
+) -> None:
+    port, pid, _ = daemon
+    os.kill(pid, 0)  # the detached process lives on after its launcher exited
+    for i in range(20):
+        s, f = _session(port)
+        f.write(f'{{"id":{i},"op":"reset"}}\n'.encode())
+        f.flush()
+        assert f.readline().startswith(f'{{"id":{i},"ok":true'.encode())
+        s.close()
+
+
+def test_a_new_connection_takes_over_a_stale_session(daemon: tuple[int, int, Path]) -> None:
+    port, _, _ = daemon
+    old, old_f = _session(port)  # never closed by its peer: a vanished host
+    new, new_f = _session(port)
+    assert old_f.readline() == b""
+    new_f.write(b'{"id":1,"op":"reseed","seed":"zz"}\n')
+    new_f.flush()
+    reply = new_f.readline()
+    assert b'"ok":false' in reply and b"hex" in reply, reply
+    new_f.write(b'{"id":2,"op":"reseed","seed":"00"}\n')
+    new_f.flush()
+    assert b"16..256 bytes" in new_f.readline()
+    old.close()
+    new.close()
+
+
+def test_daemon_reports_a_port_it_cannot_take(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        r = subprocess.run(
+            [sys.executable, "-m", "irqlab_agent", "--header", str(header_path()),
+             "--listen", f"127.0.0.1:{port}", "--daemon", str(tmp_path / "log")],
+            capture_output=True, text=True, timeout=TIMEOUT, check=False,
+        )  # fmt: skip
+    assert r.returncode == 2 and f"cannot listen on 127.0.0.1:{port}" in r.stderr, r

@@ -1,0 +1,83 @@
+"""Ready-state snapshot bookkeeping (no QEMU): keys, completeness, meta, discard."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from irqlab.build import cache
+from irqlab.vm import snapshot
+
+BASE = {
+    "qemu": "/c/qemu-0123456789abcdef/bin/qemu-system-x86_64",
+    "image": "fedcba9876543210",
+    "args": ["-machine", "q35", "-device", "irqlab,id=irqlab0"],
+    "module": "irqlab",
+    "module_params": {},
+    "accel": "tcg",
+    "agent_port": 7707,
+    "tag": "",
+}
+
+
+@pytest.fixture(autouse=True)
+def _cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("IRQLAB_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def test_key_is_stable_and_order_free() -> None:
+    assert snapshot.snapshot_key(BASE) == snapshot.snapshot_key(dict(reversed(BASE.items())))
+    assert len(snapshot.snapshot_key(BASE)) == 16
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("qemu", "/c/qemu-1111111111111111/bin/qemu-system-x86_64"),
+        ("image", "0000000000000000"),
+        ("args", ["-machine", "q35", "-device", "irqlab,id=irqlab0,irq-mode=intx"]),
+        ("args", ["-machine", "q35", "-smp", "2", "-device", "irqlab,id=irqlab0"]),
+        ("module_params", {"uio": "1"}),
+        ("accel", "kvm"),
+        ("agent_port", 7708),
+        ("tag", "mine"),
+    ],
+)
+def test_every_input_changes_the_key(name: str, value: object) -> None:
+    assert snapshot.snapshot_key({**BASE, name: value}) != snapshot.snapshot_key(BASE)
+
+
+def test_lookup_finds_only_complete_snapshots(_cache_dir: Path) -> None:
+    key = snapshot.snapshot_key(BASE)
+    assert snapshot.lookup(key) is None
+    partial = _cache_dir / f"snapshot-{key}.tmp"  # an interrupted save
+    partial.mkdir(parents=True)
+    (partial / snapshot.STATE_FILE).write_bytes(b"half")
+    assert snapshot.lookup(key) is None
+
+    def write(tmp: Path) -> None:
+        (tmp / snapshot.STATE_FILE).write_bytes(b"QEVM")
+        (tmp / snapshot.META_FILE).write_text(json.dumps({"key": key}))
+
+    done = cache.cached_build("snapshot", key, write)
+    assert snapshot.lookup(key) == done
+    assert snapshot.read_meta(done)["key"] == key
+    (done / snapshot.STATE_FILE).unlink()  # complete marker but no state: not usable
+    assert snapshot.lookup(key) is None
+
+
+def test_discard_removes_it_and_prune_lists_it(_cache_dir: Path) -> None:
+    key = snapshot.snapshot_key(BASE)
+    cache.cached_build("snapshot", key, lambda t: (t / snapshot.STATE_FILE).write_bytes(b"x"))
+    assert [e.name for e in cache.entries()] == ["snapshot"]
+    snapshot.discard(key)
+    assert snapshot.lookup(key) is None and cache.entries() == []
+
+
+def test_unreadable_meta_names_the_file(tmp_path: Path) -> None:
+    (tmp_path / snapshot.META_FILE).write_text("{not json")
+    with pytest.raises(snapshot.SnapshotError, match=str(tmp_path / snapshot.META_FILE)):
+        snapshot.read_meta(tmp_path)

@@ -99,6 +99,17 @@ def find_kmod() -> Path:
         raise PrerequisiteMissing(f"the irqlab kernel module cannot be built: {e}") from e
 
 
+def host_cpu_model() -> str:
+    """The host CPU's model name and flags (what ``-cpu host`` hands the guest)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown"
+    first_cpu = text.split("\n\n", 1)[0].splitlines()
+    fields = {k.strip(): v for k, v in (ln.split(":", 1) for ln in first_cpu if ":" in ln)}
+    return " ".join(fields.get(k, "").strip() for k in ("model name", "flags"))
+
+
 @dataclass
 class GuestConfig:
     device_id: str = "irqlab0"
@@ -266,6 +277,9 @@ class Guest:
                 "accel": self.accel.accel,
                 "agent_port": AGENT_PORT,
                 "tag": self.config.snapshot_tag,
+                # with KVM the guest runs on the host's own CPU model (-cpu host): a state
+                # saved on one CPU must not be restored on another
+                "host_cpu": host_cpu_model() if self.accel.accel == "kvm" else "",
             }
         )
 

@@ -173,6 +173,28 @@ def bench(
         raise SystemExit(rc)
 
 
+# ``invoke bench-peers``                labgrid vs irqlab restore vs cold boot, 7 rounds
+@task(
+    auto_shortflags=False,
+    help={
+        "rounds": "interleaved rounds (default 7)",
+        "out": "output directory (default build/bench-peers/<stamp>)",
+    },
+)
+def bench_peers(c: Context, rounds: int = 0, out: str = "") -> None:
+    """Whole process start/command/stop: labgrid (throwaway venv) vs restore vs cold boot."""
+    from irqlab.cli.main import main
+
+    argv = ["bench-peers"]
+    if rounds:
+        argv += ["--rounds", str(rounds)]
+    if out:
+        argv += ["--out", out]
+    rc = main(argv)
+    if rc:
+        raise SystemExit(rc)
+
+
 # Buildroot guest:
 # ``invoke buildroot-build``  download the pinned Buildroot, build the image (30-60 min cold)
 # ``invoke buildroot-check``  offline checks of buildroot/ against a Buildroot source tree

@@ -136,6 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_bench_parser(sub)
 
+    from irqlab.bench.peers_cli import add_bench_peers_parser
+
+    add_bench_peers_parser(sub)
+
     s = sub.add_parser("regs", help="print the register map parsed from irqlab-regs.h")
     s.add_argument("prefix", nargs="?", default="", help="only names starting so (e.g. REG_)")
     s.set_defaults(func=cmd_regs)

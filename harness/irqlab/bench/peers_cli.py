@@ -1,0 +1,51 @@
+"""The ``bench-peers`` subcommand: ``add_bench_peers_parser(subparsers)`` + ``cmd_bench_peers``.
+
+``irqlab bench-peers [--rounds N] [--out DIR]`` times "start a guest, run one command
+over SSH, stop" with labgrid (in a throwaway venv, ``build/peer-venv``), an irqlab
+restore and an irqlab cold boot in interleaved rounds (:mod:`irqlab.bench.peers`),
+writes ``result.json`` and ``table.txt`` (default ``build/bench-peers/<stamp>``) and
+prints the table.  Exit status 0, or 1 when the irqlab guests cannot run; a labgrid
+failure is reported in the table (which step, its output's tail) and does not fail it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def add_bench_peers_parser(subparsers: Any) -> argparse.ArgumentParser:
+    from irqlab.bench.peers import DEFAULT_ROUNDS, LABGRID_VERSION
+
+    s: argparse.ArgumentParser = subparsers.add_parser(
+        "bench-peers",
+        help=f"whole process start/command/stop: labgrid {LABGRID_VERSION} vs restore vs cold boot",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    s.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS,
+                   help=f"interleaved rounds (default {DEFAULT_ROUNDS})")  # fmt: skip
+    s.add_argument("--out", type=Path, help="output directory (default build/bench-peers/<stamp>)")
+    s.set_defaults(func=cmd_bench_peers)
+    return s
+
+
+def cmd_bench_peers(args: argparse.Namespace) -> int:
+    from irqlab.bench.peers import render_table, run_peers
+    from irqlab.vm.guest import PrerequisiteMissing
+
+    if args.rounds < 1:
+        print("irqlab bench-peers: --rounds must be >= 1", file=sys.stderr)
+        return 2
+    try:
+        path = run_peers(args.rounds, args.out)
+    except PrerequisiteMissing as e:
+        print(f"irqlab bench-peers: {e}", file=sys.stderr)
+        return 1
+    print()
+    sys.stdout.write(render_table(json.loads(path.read_text())))
+    print(f"\nresult: {path}")
+    return 0

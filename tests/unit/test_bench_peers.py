@@ -1,0 +1,227 @@
+"""bench-peers, pure parts: labgrid's environment from an image, summary, ratios, table."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+
+from irqlab.bench import peers
+from irqlab.build import image
+from irqlab.cli.main import build_parser
+
+DATADIR = Path("/q/share/qemu")
+
+
+def _image() -> image.GuestImage:
+    return image.GuestImage(
+        version="abc",
+        kernel=Path("/c/vmlinux"),
+        initramfs=Path("/c/initramfs.cpio"),
+        cmdline="console=ttyS0 quiet panic=-1",
+        kernel_version="6.1.0-99-amd64",
+        kernel_artifacts=cast(Any, None),
+        client_key=Path("/c/client_ed25519"),
+        host_key="ssh-ed25519 BBBB",
+        directory=Path("/c"),
+    )
+
+
+def _env(port: int = 2222, accel: str = "tcg") -> dict[str, Any]:
+    img = _image()
+    argv = peers.machine_argv(img, accel=accel, ssh_port=port, device="irqlab,id=irqlab0")
+    return peers.labgrid_env(
+        argv,
+        qemu_binary=Path("/q/bin/qemu-system-x86_64"),
+        datadir=DATADIR,
+        ssh_port=port,
+        ssh_user=img.ssh_user,
+        client_key=img.client_key,
+    )
+
+
+def test_labgrid_env_boots_our_qemu_image_and_device() -> None:
+    env = _env()
+    main = env["targets"]["main"]
+    drv = main["drivers"]["QEMUDriver"]
+    assert env["tools"] == {"qemu": "/q/bin/qemu-system-x86_64"}
+    assert env["images"] == {"kernel": "/c/vmlinux", "bios": "/q/share/qemu/qboot.rom"}
+    assert drv["kernel"] == "kernel" and drv["bios"] == "bios"
+    assert drv["machine"] == "q35" and drv["memory"] == "512M"
+    assert drv["cpu"] == "qemu64,+rdrand"
+    assert drv["boot_args"] == "console=ttyS0 quiet panic=-1"
+    assert drv["display"] == "fb-headless"  # labgrid's "-display none"
+    extra = shlex.split(drv["extra_args"])
+    assert extra[:2] == ["-L", str(DATADIR)]
+    for opt, value in [("-accel", "tcg"), ("-initrd", "/c/initramfs.cpio"), ("-smp", "1")]:
+        assert extra[extra.index(opt) + 1] == value
+    assert "user,id=net0,hostfwd=tcp:127.0.0.1:2222-:22" in extra
+    assert "virtio-net-pci,netdev=net0,romfile=" in extra
+    assert "irqlab,id=irqlab0" in extra
+    for opt in ("-nodefaults", "-no-reboot", "-no-user-config"):
+        assert opt in extra
+    # what labgrid sets itself must not be in extra_args (it refuses -append there)
+    for opt in ("-kernel", "-append", "-bios", "-machine", "-m", "-cpu", "-display"):
+        assert opt not in extra
+    assert main["resources"]["NetworkService"] == {
+        "address": "127.0.0.1",
+        "port": 2222,
+        "username": "root",
+    }
+    assert main["drivers"]["SSHDriver"] == {"keyfile": "/c/client_ed25519"}
+
+
+def test_labgrid_env_kvm_cpu() -> None:
+    drv = _env(accel="kvm")["targets"]["main"]["drivers"]["QEMUDriver"]
+    assert drv["cpu"] == "host"
+    assert "-accel kvm" in drv["extra_args"]
+
+
+def test_env_yaml_round_trips() -> None:
+    env = _env(port=4242)
+    text = peers.env_yaml(env)
+    assert json.loads(text) == env  # JSON is YAML 1.2: labgrid's loader reads it
+
+
+def test_labgrid_env_rejects_what_labgrid_cannot_express() -> None:
+    kw: dict[str, Any] = {
+        "qemu_binary": Path("/q"),
+        "datadir": None,
+        "ssh_port": 22,
+        "ssh_user": "root",
+        "client_key": Path("/k"),
+    }
+    fwd = ["-netdev", "user,id=n,hostfwd=tcp:127.0.0.1:22-:22"]
+    with pytest.raises(ValueError, match="cpu"):
+        peers.labgrid_env(["-machine", "q35", "-m", "1G", *fwd], **kw)
+    with pytest.raises(ValueError, match="twice"):
+        peers.labgrid_env(["-m", "1G", "-m", "2G"], **kw)
+    with pytest.raises(ValueError, match="-display gtk"):
+        peers.labgrid_env(["-display", "gtk"], **kw)
+    with pytest.raises(ValueError, match="without a value"):
+        peers.labgrid_env(["-cpu"], **kw)
+    with pytest.raises(ValueError, match="hostfwd"):
+        peers.labgrid_env(["-machine", "q35", "-m", "1G", "-cpu", "max"], **kw)
+    env = peers.labgrid_env(["-machine", "q35", "-m", "1G", "-cpu", "max", *fwd], **kw)
+    assert "-L" not in env["targets"]["main"]["drivers"]["QEMUDriver"]["extra_args"]
+
+
+def _samples(with_labgrid: bool = True) -> dict[str, list[dict[str, Any]]]:
+    restore = [0.8, 1.0, 0.9]
+    cold = [3.2, 4.0, 3.6]
+    out: dict[str, list[dict[str, Any]]] = {
+        "restore": [
+            {"round": i + 1, "whole": w, "restored": True, "parts": {"command": 0.3}}
+            for i, w in enumerate(restore)
+        ],
+        "cold": [{"round": i + 1, "whole": w, "restored": False} for i, w in enumerate(cold)],
+    }
+    if with_labgrid:
+        out["labgrid"] = [
+            {"round": i + 1, "whole": w, "inner": w - 0.3, "parts": {"command": c}}
+            for i, (w, c) in enumerate([(4.0, 0.4), (4.4, 0.5), (3.3, 0.6)])
+        ]
+    return out
+
+
+def test_summarize_medians_ranges_ratios() -> None:
+    s = peers.summarize(_samples())
+    rows, ratios = s["rows"], s["ratios"]
+    assert rows["restore"]["median"] == 0.9
+    assert (rows["restore"]["min"], rows["restore"]["max"]) == (0.8, 1.0)
+    assert rows["labgrid"]["median"] == 4.0
+    assert rows["labgrid_inner"]["median"] == pytest.approx(3.7)
+    assert rows["cold"]["median"] == 3.6
+    assert ratios["labgrid/restore"]["of_medians"] == pytest.approx(4.0 / 0.9)
+    assert ratios["cold/restore"]["of_medians"] == pytest.approx(4.0)
+    assert ratios["labgrid_inner/restore"]["of_medians"] == pytest.approx(3.7 / 0.9)
+    # paired per round: 4.0/0.8, 4.4/1.0, 3.3/0.9
+    assert ratios["labgrid/restore"]["per_round_min"] == pytest.approx(3.3 / 0.9)
+    assert ratios["labgrid/restore"]["per_round_max"] == pytest.approx(5.0)
+    assert ratios["labgrid/restore"]["per_round_median"] == pytest.approx(4.4)
+    assert s["parts"]["labgrid"] == {"command": 0.5}
+    assert s["parts"]["restore"] == {"command": 0.3}
+    assert "cold" not in s["parts"]
+
+
+def test_summarize_without_labgrid_compares_with_cold_boot_only() -> None:
+    s = peers.summarize(_samples(with_labgrid=False))
+    assert set(s["ratios"]) == {"cold/restore"}
+    assert "labgrid" not in s["rows"]
+
+
+def _result(samples: dict[str, list[dict[str, Any]]], peer: dict[str, Any]) -> dict[str, Any]:
+    la = {"1min": 1.5, "5min": 1.2, "15min": 1.0}
+    return {
+        "command": "python3 -c 'print(1)'",
+        "rounds": 3,
+        "accel": "tcg",
+        "host": {"cpu_model": "Test CPU 9000", "cores": 2},
+        "load": {"before": la, "after": la, "per_round_1min": [1.5, 1.6, 1.7]},
+        "labgrid": peer,
+        "samples": samples,
+        "summary": peers.summarize(samples),
+    }
+
+
+def test_render_table() -> None:
+    text = peers.render_table(_result(_samples(), {"status": "ok"}))
+    assert "3 interleaved rounds, TCG" in text
+    assert "labgrid 26.0.1" in text and "4.00 s" in text and "3.30-4.40 s" in text
+    assert "labgrid/restore           4.4x" in text
+    assert "cold/restore              4.0x" in text
+    assert "Test CPU 9000, 2 cores, accel tcg" in text
+    assert "before 1.5/1.2/1.0" in text and "[1.5, 1.6, 1.7]" in text
+    assert "FAILED" not in text
+
+
+def test_render_table_says_which_labgrid_step_failed() -> None:
+    peer = {
+        "status": "failed",
+        "failed_step": "pip install labgrid==26.0.1",
+        "error": "exit status 1",
+        "tail": ["ERROR: No matching distribution found for labgrid==26.0.1"],
+    }
+    samples = _samples(with_labgrid=False)
+    samples["restore"][1]["restored"] = False
+    text = peers.render_table(_result(samples, peer))
+    assert "labgrid: FAILED at step 'pip install labgrid==26.0.1': exit status 1" in text
+    assert "| ERROR: No matching distribution found" in text
+    assert "compared with our own cold boot only" in text
+    assert "cold/restore" in text and "labgrid/restore" not in text
+    assert "1 restore(s) fell back to a cold boot" in text
+
+
+def test_ensure_peer_venv_names_the_failed_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[list[str]] = []
+
+    def fake_run(argv: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
+        calls.append(argv)
+        rc = 1 if "pip" in argv else 0
+        return subprocess.CompletedProcess(argv, rc, "", "no index reachable\n")
+
+    monkeypatch.setattr(peers.subprocess, "run", fake_run)
+    with pytest.raises(peers.StepFailure) as e:
+        peers.ensure_peer_venv(tmp_path / "venv")
+    assert e.value.step == "pip install labgrid==26.0.1"
+    assert peers.tail(e.value.output) == ["no index reachable"]
+    pip = next(a for a in calls if "pip" in a)
+    assert "labgrid==26.0.1" in pip
+    assert all("==" in r for r in peers.LABGRID_REQUIREMENTS)  # everything pinned
+
+
+def test_labgrid_script_compiles() -> None:
+    compile(peers.LABGRID_SCRIPT, "labgrid_whole.py", "exec")
+    assert peers.RESULT_PREFIX in peers.LABGRID_SCRIPT
+
+
+def test_cli_registers_bench_peers() -> None:
+    args = build_parser().parse_args(["bench-peers", "--rounds", "3", "--out", "/tmp/x"])
+    assert args.rounds == 3 and args.out == Path("/tmp/x")
+    assert build_parser().parse_args(["bench-peers"]).rounds == peers.DEFAULT_ROUNDS

@@ -52,3 +52,21 @@ def packaged_file(name: str, repo_rel: str) -> Path:
     if p.is_file():
         return p
     raise FileNotFoundError(f"{repo_rel} not found in the checkout or in {_PKG_DIR / 'data'}")
+
+
+def prune_logs(root: Path | None = None, *, keep_runs: int = 10, keep_other: int = 50) -> int:
+    """Keep the newest *keep_runs* pytest run directories (``pytest-*``) and the newest
+    *keep_other* other entries (library runs) in the log directory; returns how many
+    were removed.  Directories in use are recent, so they are never among the removed."""
+    import shutil
+
+    base = root if root is not None else log_dir()
+    if not base.is_dir():
+        return 0
+    entries = sorted(base.iterdir(), key=lambda p: p.stat().st_mtime, reverse=True)
+    runs = [p for p in entries if p.is_dir() and p.name.startswith("pytest-")]
+    other = [p for p in entries if p.is_dir() and not p.name.startswith("pytest-")]
+    doomed = runs[keep_runs:] + [p for p in other if p.name != "build"][keep_other:]
+    for p in doomed:
+        shutil.rmtree(p, ignore_errors=True)
+    return len(doomed)

@@ -36,6 +36,7 @@ from irqlab_agent.protocol import (
     fail,
     ok,
     parse_request,
+    read_line,
 )
 from irqlab_agent.sysio import SigInfo, SignalFd, block_signals, reseed_kernel_rng
 
@@ -133,7 +134,9 @@ class Agent:
             "reset": self.op_reset,
             "quit": self.op_quit,
             "reseed": self.op_reseed,
+            "heartbeat": self.op_heartbeat,
         }
+        self._heartbeat: threading.Event | None = None
 
     def _async_paths(self) -> list[AsyncPath]:
         with self.lock:
@@ -169,7 +172,7 @@ class Agent:
             }
         )
         while self.running:
-            line = stdin.readline()
+            line = read_line(stdin)
             if not line:
                 break
             if not line.strip():
@@ -178,6 +181,7 @@ class Agent:
         self.shutdown()
 
     def shutdown(self) -> None:
+        self._stop_heartbeat()
         self._disarm_all()
         for fd in self.handles.values():
             with contextlib.suppress(OSError):
@@ -433,6 +437,30 @@ class Agent:
             raise ProtocolError(f"seed must be 16..256 bytes, not {len(seed)}")
         reseed_kernel_rng(seed)
         return ok(req.id, bytes=len(seed))
+
+    def op_heartbeat(self, req: Request) -> JsonObj:
+        """Send ``{"type": "heartbeat"}`` every ``interval_ms`` (0 stops): the host's
+        proof that the guest still schedules userspace."""
+        interval = req.get_int("interval_ms", 1000, lo=0, hi=60_000)
+        self._stop_heartbeat()
+        if interval:
+            stop = threading.Event()
+            self._heartbeat = stop
+            threading.Thread(
+                target=self._beat, args=(stop, interval / 1000), name="heartbeat", daemon=True
+            ).start()
+        return ok(req.id, interval_ms=interval)
+
+    def _beat(self, stop: threading.Event, interval: float) -> None:
+        n = 0
+        while not stop.wait(interval):
+            n += 1
+            self.writer.send({"type": "heartbeat", "n": n, "monotonic_ns": mono_ns()})
+
+    def _stop_heartbeat(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.set()
+            self._heartbeat = None
 
     def op_quit(self, req: Request) -> JsonObj:
         self.running = False

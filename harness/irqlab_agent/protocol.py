@@ -133,12 +133,31 @@ class Request:
         return float(v)
 
 
+MAX_LINE = 1 << 20  # bytes of one request line; longer lines are refused, not parsed
+
+
+def read_line(stream: IO[bytes]) -> bytes:
+    """One request line, at most :data:`MAX_LINE` bytes kept: the rest of a longer line
+    is read and dropped (the caller refuses the truncated line as too long)."""
+    line = stream.readline(MAX_LINE + 1)
+    if len(line) > MAX_LINE and not line.endswith(b"\n"):
+        while True:
+            rest = stream.readline(MAX_LINE)
+            if not rest or rest.endswith(b"\n"):
+                break
+    return line
+
+
 def parse_request(line: str | bytes) -> Request:
     """Parse one request line; raise :class:`ProtocolError` on anything malformed."""
+    if len(line) > MAX_LINE:
+        raise ProtocolError(f"request line longer than {MAX_LINE} bytes")
     try:
         obj = json.loads(line)
     except (ValueError, UnicodeDecodeError) as e:
         raise ProtocolError(f"malformed JSON: {e}") from None
+    except RecursionError:
+        raise ProtocolError("malformed JSON: nested too deeply") from None
     if not isinstance(obj, dict):
         raise ProtocolError("request must be a JSON object")
     rid = obj.get("id")
@@ -153,9 +172,11 @@ def parse_request(line: str | bytes) -> Request:
 
 def error_id(line: str | bytes) -> int | None:
     """Best-effort id of a request that failed to parse (for the error response)."""
+    if len(line) > MAX_LINE:
+        return None
     try:
         obj = json.loads(line)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return None
     if isinstance(obj, dict):
         rid = obj.get("id")

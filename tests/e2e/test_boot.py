@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import re
-import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ import paramiko
 import pytest
 
 from irqlab.build.image import MACHINE_ARGS, GuestImage, cpu_args, ensure_image
+from irqlab.vm.guest import GUEST_SSH_PORT, forwarded_port
 from irqlab.vm.machine import Machine, MachineConfig
 
 BOOT_TIMEOUT = 180.0
@@ -33,13 +33,6 @@ class Booted:
     accel: str
     boot_s: float  # QEMU start -> readiness marker
     first_cmd_s: float  # QEMU start -> first SSH command's exit status
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _host_key(img: GuestImage) -> paramiko.PKey:
@@ -99,8 +92,7 @@ def booted() -> Iterator[Booted]:
         )
     img = ensure_image()
     accel = choose(qemu.binary, datadir=qemu.datadir).accel
-    port = _free_port()
-    args = [*MACHINE_ARGS, *cpu_args(accel), *img.qemu_args(port)]
+    args = [*MACHINE_ARGS, *cpu_args(accel), *img.qemu_args(0)]  # QEMU picks the port
     m = Machine(
         MachineConfig(
             binary=qemu.binary, args=args, datadir=qemu.datadir, accel=accel, name="image-boot"
@@ -108,6 +100,7 @@ def booted() -> Iterator[Booted]:
     )
     t0 = time.monotonic()
     m.start()
+    port = forwarded_port(m, GUEST_SSH_PORT)
     try:
         text = m.wait_console(
             re.compile(f"{img.ready_marker}|{img.failed_marker}.*"), timeout=BOOT_TIMEOUT

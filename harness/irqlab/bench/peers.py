@@ -357,6 +357,17 @@ def _load(la: Mapping[str, float]) -> str:
 # the peer venv and the runs
 
 
+def _free_port() -> int:
+    """A free port for labgrid's fixed hostfwd (labgrid cannot read QEMU's choice back;
+    irqlab's own guests let QEMU bind port 0 instead)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
 @dataclass
 class StepFailure(Exception):
     step: str
@@ -423,9 +434,7 @@ class LabgridRunner:
         self.script.write_text(LABGRID_SCRIPT)
 
     def write_env(self, index: int) -> Path:
-        from irqlab.vm.guest import free_port
-
-        port = free_port()
+        port = _free_port()
         argv = machine_argv(self.image, accel=self.accel, ssh_port=port, device=self.device)
         environment = labgrid_env(
             argv,

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import time
 from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
@@ -67,6 +68,9 @@ class QtestMachineFactory(Protocol):
 
 @pytest.fixture(scope="session")
 def irqlab_log_dir() -> Path:
+    """This run's log directory (``<log dir>/pytest-<stamp>-<pid>``); older runs beyond
+    the newest ten are removed."""
+    paths.prune_logs()
     d = paths.log_dir() / f"pytest-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     d.mkdir(parents=True, exist_ok=True)
     return d
@@ -160,12 +164,12 @@ def start_guest(config: GuestConfig | None = None) -> Guest:
 
 
 @pytest.fixture(scope="session")
-def irqlab_guest() -> Generator[Guest, None, None]:
+def irqlab_guest(irqlab_log_dir: Path) -> Generator[Guest, None, None]:
     """One guest for the whole session, restored from the ready-state snapshot (made by
     one cold boot first if missing); tests share it through a soft reset."""
     from irqlab.vm.guest import GuestConfig, PrerequisiteMissing, ensure_snapshot
 
-    config = GuestConfig(name="e2e")
+    config = GuestConfig(name="e2e", log_dir=irqlab_log_dir)
     try:
         ensure_snapshot(config)
     except PrerequisiteMissing as e:
@@ -177,7 +181,21 @@ def irqlab_guest() -> Generator[Guest, None, None]:
         g.close()
 
 
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    # SIGTERM (timeout(1), CI cancellation) tears down like Ctrl-C: every guest and
+    # machine fixture stops its QEMU and removes its sockets.
+    import signal
+    import threading
+
+    if (
+        threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    ):
+        signal.signal(signal.SIGTERM, _terminate)
     config.addinivalue_line(
         "markers",
         "irqlab(device=None, module=None, smp=1): configure the test's own guest "
@@ -185,7 +203,7 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
-def fresh_guest_config(request: pytest.FixtureRequest) -> GuestConfig:
+def fresh_guest_config(request: pytest.FixtureRequest, log_dir: Path | None = None) -> GuestConfig:
     """The GuestConfig of a test's own guest, from its ``@pytest.mark.irqlab(...)``."""
     from irqlab.vm.guest import GuestConfig
 
@@ -203,16 +221,19 @@ def fresh_guest_config(request: pytest.FixtureRequest) -> GuestConfig:
         device_props=dict(kw.get("device") or {}),
         module_params=dict(kw.get("module") or {}),
         smp=int(kw.get("smp", 1)),
+        log_dir=log_dir,
     )
 
 
 @pytest.fixture
-def irqlab_fresh_guest(request: pytest.FixtureRequest) -> Generator[Guest, None, None]:
+def irqlab_fresh_guest(
+    request: pytest.FixtureRequest, irqlab_log_dir: Path
+) -> Generator[Guest, None, None]:
     """A guest of this test's own, restored from the ready-state snapshot of its
     configuration (``@pytest.mark.irqlab(device={...}, module={...}, smp=N)``; the
     first test of a configuration pays one cold boot that saves it).  Whatever the test
     does to it (panic, unload the module, odd device state) ends with the test."""
-    g = start_guest(fresh_guest_config(request))
+    g = start_guest(fresh_guest_config(request, _test_log_root(request, irqlab_log_dir)))
     request.node.stash.setdefault(_MACHINES, []).append(g.machine)
     try:
         yield g
@@ -239,11 +260,34 @@ def _guest_logs(guest: Guest) -> dict[str, Path]:
     return logs
 
 
+def revive(guest: Guest, config: pytest.Config | None = None) -> str | None:
+    """Replace a guest that died or froze (the health watch saw it) with a new one
+    of the same configuration: a restore from its snapshot, about half a second.
+    Says so once on the terminal; returns the cause (None if the guest was fine)."""
+    dead = guest.fault is not None or guest.machine is None or not guest.machine.is_running()
+    if not dead:
+        return None
+    cause = guest.fault.cause if guest.fault is not None else "QEMU is not running"
+    msg = f"irqlab: the session guest died ({cause}); starting a new one"
+    reporter = config.pluginmanager.get_plugin("terminalreporter") if config else None
+    capture = config.pluginmanager.get_plugin("capturemanager") if config else None
+    if reporter is not None and capture is not None:
+        with capture.global_and_fixture_disabled():  # past pytest's output capture
+            reporter.write_line("")
+            reporter.write_line(msg, yellow=True)
+    else:
+        print(msg, file=sys.stderr)
+    guest.restart()
+    return cause
+
+
 @pytest.fixture
 def irqlab_agent(
     request: pytest.FixtureRequest, irqlab_guest: Guest, irqlab_log_dir: Path
 ) -> Generator[AgentClient, None, None]:
-    """The session's agent, reset: no armed paths or open files, device counters zero."""
+    """The session's agent, reset: no armed paths or open files, device counters zero.
+    If an earlier test killed the session guest, it is replaced first (a restore)."""
+    revive(irqlab_guest, request.config)
     irqlab_guest.reset()
     client = irqlab_guest.agent
     request.node.stash[_GUEST_LOGS] = (
@@ -251,6 +295,8 @@ def irqlab_agent(
         _test_log_root(request, irqlab_log_dir),
     )
     yield client
+    if irqlab_guest.fault is not None:
+        return  # the test's own failure names the cause; the next test gets a new guest
     errors = [e for e in client.pending() if e.get("type") == "path_error"]
     client.drain_events()
     assert not errors, f"unexpected path errors: {errors}"

@@ -77,11 +77,16 @@ class AgentClient:
         name: str = "agent",
         logs: Path | None = None,
         on_close: Callable[[], None] | None = None,
+        diagnose: Callable[[], str | None] | None = None,
     ) -> None:
         self._stdin = stdin
         self._stdout = stdout
         self._stderr = stderr
         self._on_close = on_close
+        # Why the agent's end went away, when someone knows better than "end of output"
+        # (a guest health watch: "guest kernel panic ..."); first line of the error.
+        self._diagnose = diagnose
+        self.last_heartbeat: float | None = None  # host monotonic time of the last one
         self._cond = threading.Condition()
         self._responses: dict[int, dict[str, Any]] = {}
         self._backlog: deque[Event] = deque()
@@ -157,6 +162,8 @@ class AgentClient:
                         self._responses[rid if isinstance(rid, int) else -1] = msg
                     elif msg.get("type") == "hello":
                         self.hello = msg
+                    elif msg.get("type") == "heartbeat":
+                        self.last_heartbeat = time.monotonic()
                     else:
                         if msg.get("type") == "fatal":
                             self.fatal = str(msg.get("error"))
@@ -179,14 +186,20 @@ class AgentClient:
     def _dead(self) -> str:
         tail = "\n".join(self.stderr_tail)
         why = f"fatal: {self.fatal}" if self.fatal else "end of output"
-        return f"agent exited ({why}); logs {self.log_base}.*; stderr tail:\n{tail}"
+        text = f"agent exited ({why}); logs {self.log_base}.*"
+        text += f"; stderr tail:\n{tail}" if tail else ""
+        cause = self._diagnose() if self._diagnose is not None else None
+        return f"{cause}\n({text})" if cause else text
 
     def _wait(self, pred: Callable[[], bool], timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout
         with self._cond:
             while not pred():
                 if self.eof:
-                    raise AgentError(f"waiting for {what}: {self._dead()}")
+                    first, _, rest = self._dead().partition("\n")
+                    raise AgentError(
+                        f"{first} (waiting for {what})" + (f"\n{rest}" if rest else "")
+                    )
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise AgentTimeout(f"timeout ({timeout:g}s) waiting for {what}")
@@ -204,8 +217,11 @@ class AgentClient:
         """Write one raw line (tests use it to send malformed requests)."""
         with self._send_lock:
             self._tx_log.write(line if line.endswith(b"\n") else line + b"\n")
-            self._stdin.write(line if line.endswith(b"\n") else line + b"\n")
-            self._stdin.flush()
+            try:
+                self._stdin.write(line if line.endswith(b"\n") else line + b"\n")
+                self._stdin.flush()
+            except (OSError, ValueError, EOFError) as e:  # the agent's end is gone
+                raise AgentError(f"cannot send to the agent ({e}): {self._dead()}") from e
 
     def submit(self, op: str, **args: Any) -> int:
         with self._send_lock:

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shlex
-import socket
 import sys
 import time
 from collections.abc import Mapping
@@ -31,14 +31,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import paramiko
+
 from irqlab.contract.regs import REGS
 from irqlab.paths import log_dir
 from irqlab.vm.agent_client import AgentClient, AgentError
-from irqlab.vm.ssh import RemoteProcess, RunResult, SshClient, SshError
+from irqlab.vm.health import Fault, GuestFault, HealthWatch
+from irqlab.vm.ssh import CommandError, RemoteProcess, RunResult, SshClient, SshError
 
 DEVICE_TYPE = "irqlab"
 AGENT_PORT = 7707  # the agent daemon listens on the guest's loopback, reached by SSH forward
 AGENT_LOG = "/run/irqlab-agent.log"  # the daemon's stderr in the guest
+FAULT_VERDICT = 2.0  # s a broken connection waits for the health watch's verdict
+HEARTBEAT_MS = 1000  # the agent's heartbeat period (the health watch's freeze detection)
 
 
 class PrerequisiteMissing(RuntimeError):
@@ -49,12 +54,25 @@ class GuestError(RuntimeError):
     pass
 
 
-def free_port() -> int:
-    """A currently free TCP port on 127.0.0.1 (for QEMU's hostfwd)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+GUEST_SSH_PORT = 22
+_HOSTFWD = re.compile(r"TCP\[HOST_FORWARD\]\s+\d+\s+(\S+)\s+(\d+)\s+(\S+)\s+(\d+)")
+
+
+def parse_usernet(text: str, guest_port: int) -> int | None:
+    """The host port of the TCP forward to *guest_port* in HMP ``info usernet``."""
+    for m in _HOSTFWD.finditer(text):
+        if int(m[4]) == guest_port:
+            return int(m[2])
+    return None
+
+
+def forwarded_port(machine: Any, guest_port: int) -> int:
+    """The host port QEMU's user networking bound for the forward to *guest_port*."""
+    text = machine.qmp("human-monitor-command", {"command-line": "info usernet"})
+    port = parse_usernet(str(text), guest_port)
+    if port is None:
+        raise GuestError(f"no host forward to guest port {guest_port} in:\n{text}")
+    return port
 
 
 def device_arg(device_id: str, props: Mapping[str, Any]) -> str:
@@ -128,6 +146,12 @@ class GuestConfig:
     # Extra text in the snapshot's key: guests with another tag never share a snapshot.
     snapshot_tag: str = ""
     restore_timeout: float = 60.0
+    # The guest is declared frozen after this long without an agent heartbeat (None:
+    # never; e.g. for storms that saturate the vCPU on purpose).
+    freeze_timeout: float | None = 10.0
+    # Where this guest's run directory (QEMU, console, agent logs) goes; default: the
+    # log directory (irqlab.paths.log_dir()).
+    log_dir: Path | None = None
 
 
 class Guest:
@@ -168,6 +192,8 @@ class Guest:
         self.restored = False
         self.snapshot_dir: Path | None = None  # the snapshot this guest came from or saved
         self.snapshot_error: str | None = None  # why a matching snapshot could not be used
+        self.fault: Fault | None = None  # set by the health watch when the guest died/froze
+        self._watch: HealthWatch | None = None
 
     # -- prerequisites ----------------------------------------------------------
     def find_prerequisites(self) -> tuple[Any, Any, Path]:
@@ -317,6 +343,7 @@ class Guest:
         if self.ssh is not None:
             self.ssh.close()
             self.ssh = None
+        self._stop_watch()  # the VM is stopped while QEMU writes the state
         self.snapshot_dir = snapshot.save(
             self.machine,
             key,
@@ -328,6 +355,7 @@ class Guest:
             },
         )
         self.phases["snapshot_saved"] = time.monotonic() - self._t0
+        self._start_watch()
         self._connect_ssh()
         self._connect_agent()
 
@@ -363,18 +391,65 @@ class Guest:
         from irqlab.vm.qmp.injector import Injector
 
         c = self.config
-        self.ssh_port = free_port()
+        # Port 0: libslirp binds the host side itself and we read the port back, so no
+        # other process can take it between our choice and QEMU's bind.
         self.machine = Machine(
             MachineConfig(
                 binary=self.qemu.binary,
-                args=[*self._machine_args(self.ssh_port), *(extra or [])],
+                args=[*self._machine_args(0), *(extra or [])],
                 datadir=self.qemu.datadir,
                 accel=self.accel.accel,
                 name=c.name,
+                log_root=c.log_dir,
             )
         )
         self.machine.start()
+        self.ssh_port = forwarded_port(self.machine, GUEST_SSH_PORT)
         self.injector = Injector(self.machine, c.device_id)
+        self._start_watch()
+
+    def _start_watch(self) -> None:
+        self._stop_watch()
+        self.fault = None
+        self._watch = HealthWatch(
+            self.machine,
+            self._on_fault,
+            agent=lambda: self._agent,
+            freeze_timeout=self.config.freeze_timeout,
+        )
+        self._watch.start()
+
+    def _stop_watch(self) -> None:
+        if self._watch is not None:
+            self._watch.stop()
+            self._watch = None
+
+    def _on_fault(self, fault: Fault) -> None:
+        """The guest died or froze: end every wait at once (closing SSH ends the SSH
+        commands and the agent's forwarded channel), each naming *fault*."""
+        self.fault = fault
+        print(f"irqlab: {self.config.name}: {fault.cause}", file=sys.stderr, flush=True)
+        if self.ssh is not None:
+            with contextlib.suppress(Exception):
+                self.ssh.close()
+
+    def wait_fault(self, timeout: float) -> Fault | None:
+        """The health watch's fault, waiting up to *timeout* s for its verdict (a broken
+        connection is often the first sign of a dead guest, a moment before the
+        watch has read the console or seen QEMU exit)."""
+        watch = self._watch
+        if self.fault is None and watch is not None:
+            watch.wait_verdict(timeout)
+        return self.fault
+
+    def _diagnose(self) -> str | None:
+        fault = self.wait_fault(FAULT_VERDICT)
+        return fault.describe() if fault is not None else None
+
+    def check_health(self) -> None:
+        """Raise :class:`GuestFault` if the health watch saw the guest die or freeze."""
+        if self.fault is not None:
+            raise GuestFault(self.fault)
 
     def _boot(self) -> None:
         self._start_machine()
@@ -385,6 +460,14 @@ class Guest:
         self.ssh = SshClient(
             "127.0.0.1", self.ssh_port, user=image.ssh_user, key_path=image.client_key
         ).connect(timeout=self.config.ssh_timeout, retry_interval=retry_interval)
+
+    def restart(self) -> Guest:
+        """Stop this guest (whatever state it is in) and start it again, restored from
+        its snapshot when there is one."""
+        self.close()
+        self.restored = False
+        self.snapshot_error = None
+        return self.start()
 
     def close(self) -> None:
         """Stop the guest (QEMU's quit; nothing in the guest needs a clean shutdown)."""
@@ -398,6 +481,7 @@ class Guest:
         self._stop_machine()
 
     def _stop_machine(self) -> None:
+        self._stop_watch()
         if self.machine is not None:
             machine, self.machine = self.machine, None
             machine.close()
@@ -411,9 +495,23 @@ class Guest:
     # -- guest commands ---------------------------------------------------------------
     def sh(self, cmd: str, *, timeout: float = 60.0, check: bool = True) -> str:
         """Run a shell command in the guest; return stdout (raise on rc != 0 if *check*)."""
+        self.check_health()
         if self.ssh is None:
             raise GuestError("the guest is not connected")
-        return self.ssh.run(cmd, timeout=timeout, check=check).out
+        try:
+            result = self.ssh.run(cmd, timeout=timeout, check=False)
+        except (SshError, paramiko.SSHException, OSError, EOFError) as e:
+            fault = self.wait_fault(FAULT_VERDICT)
+            if fault is not None:
+                raise GuestFault(fault, f"running {cmd!r}") from e
+            raise
+        if result.rc == -1:  # the channel closed under the command: did the guest die?
+            fault = self.wait_fault(FAULT_VERDICT)
+            if fault is not None:
+                raise GuestFault(fault, f"running {cmd!r}")
+        if check and result.rc != 0:
+            raise CommandError(cmd, result)
+        return result.out
 
     @property
     def dev(self) -> str:
@@ -541,9 +639,13 @@ class Guest:
             name="agent",
             logs=logs,
             on_close=chan.close,
+            diagnose=self._diagnose,
         )
         try:
             client.wait_hello(self.config.agent_timeout)
+            if self.config.freeze_timeout is not None:
+                client.request("heartbeat", interval_ms=HEARTBEAT_MS)
+                client.last_heartbeat = time.monotonic()  # the reply counts as the first
         except BaseException:
             with contextlib.suppress(Exception):
                 client.close(timeout=1)

@@ -84,6 +84,30 @@ class RunPaths:
         s(self, "cmdline", g / "cmdline.sh")
 
 
+_SOCK_DIR = re.compile(r"^irqlab-(\d+)-[A-Za-z0-9_]+$")
+
+
+def remove_stale_sock_dirs(tmp: Path | None = None) -> list[Path]:
+    """Remove socket directories (``irqlab-<pid>-*`` in the temp dir) whose owning
+    process is gone (a killed test run); returns what was removed."""
+    base = tmp if tmp is not None else Path(tempfile.gettempdir())
+    removed = []
+    for p in base.glob("irqlab-*-*"):
+        m = _SOCK_DIR.match(p.name)
+        if not m or not p.is_dir() or p.is_symlink():
+            continue
+        try:
+            os.kill(int(m[1]), 0)
+            continue  # its owner lives
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue  # someone else's live process
+        shutil.rmtree(p, ignore_errors=True)
+        removed.append(p)
+    return removed
+
+
 def _chardev_path(p: Path) -> str:
     return str(p).replace(",", ",,")  # QEMU option syntax escapes commas by doubling
 
@@ -156,7 +180,8 @@ class Machine:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         run_dir = root / f"{self.config.name}-{stamp}-{os.getpid()}-{next(_counter)}"
         run_dir.mkdir(parents=True, exist_ok=False)
-        sock_dir = Path(tempfile.mkdtemp(prefix="irqlab-"))  # mode 0700
+        remove_stale_sock_dirs()
+        sock_dir = Path(tempfile.mkdtemp(prefix=f"irqlab-{os.getpid()}-"))  # mode 0700
         return RunPaths(sock_dir=sock_dir, log_dir=run_dir)
 
     def start(self) -> Machine:
@@ -320,6 +345,16 @@ class Machine:
             return self._qmp.execute_many(commands, window=window)
         except QMPFailure as e:
             raise MachineError(f"{e}{self._exit_summary()}") from e
+
+    def qmp_ping(self, timeout: float) -> str:
+        """QEMU's run state (``query-status``), or :class:`MachineError` when QEMU does
+        not answer within *timeout* seconds (frozen, stopped by a signal, gone)."""
+        if self._qmp is None:
+            raise MachineError("machine not started")
+        try:
+            return str(self._qmp.execute("query-status", timeout=timeout)["status"])
+        except QMPFailure as e:
+            raise MachineError(str(e)) from e
 
     def qmp_events(self) -> list[dict[str, Any]]:
         """QMP events received since the last call."""

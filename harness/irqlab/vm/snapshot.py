@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from irqlab.build import cache
+from irqlab.errors import IrqlabError
 from irqlab.vm.machine import Machine, MachineError
 from irqlab.vm.qmp.errors import QMPFailure
 
@@ -46,7 +47,7 @@ META_FILE = "meta.json"
 EVENT_SLICE = 0.1  # s: how often a wait for QEMU's migration events checks that QEMU lives
 
 
-class SnapshotError(RuntimeError):
+class SnapshotError(IrqlabError, RuntimeError):
     """A snapshot could not be saved or loaded; the message names the file."""
 
 

@@ -1,0 +1,212 @@
+"""Guest health: notice within seconds that a guest died or froze, and say why.
+
+A :class:`HealthWatch` thread per running guest looks at four things, several
+times a second:
+
+* the serial console (the kernel prints panics, oopses, soft lockups and hung
+  tasks there even with ``quiet``): the line itself becomes the cause;
+* the QEMU process: an exit is a fault with its status and QEMU's last words;
+* QMP: a QEMU that stops answering (frozen, SIGSTOPped) or whose run state says
+  the guest stopped (``guest-panicked``, ``internal-error``, ``shutdown``);
+* the agent's heartbeat (``{"type": "heartbeat"}`` every second): none for
+  *freeze_timeout* seconds means the guest no longer schedules userspace.
+
+On the first fault it calls *on_fault* once (the guest then breaks every wait of
+the harness: SSH commands, agent requests, expects) and stops.  The fault's
+first line names the cause; :meth:`Fault.describe` adds the console tail.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from irqlab.errors import IrqlabError
+
+if TYPE_CHECKING:
+    from irqlab.vm.agent_client import AgentClient
+    from irqlab.vm.machine import Machine
+
+__all__ = ["CONSOLE_FAULTS", "Fault", "GuestFault", "HealthWatch", "scan_console"]
+
+# Most severe first: a panic usually follows an oops, and the panic is the story.
+CONSOLE_FAULTS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"Kernel panic - not syncing.*"), "guest kernel panic"),
+    (re.compile(r"BUG: soft lockup.*"), "guest soft lockup"),
+    (re.compile(r"INFO: task \S+ blocked for more than.*"), "guest hung task"),
+    (re.compile(r"(?:BUG: |Oops: |general protection fault).*"), "guest kernel oops"),
+)
+TAIL_LINES = 40
+GRACE = 0.4  # s: after a console fault, wait this long for a more severe line (oops -> panic)
+
+
+@dataclass(frozen=True)
+class Fault:
+    cause: str  # one line: "guest kernel panic: Kernel panic - not syncing: ..."
+    console_tail: str
+    qemu_tail: str = ""
+
+    def describe(self) -> str:
+        text = self.cause
+        if self.console_tail:
+            text += f"\n--- guest console (last {TAIL_LINES} lines)\n{self.console_tail}"
+        if self.qemu_tail:
+            text += f"\n--- QEMU said\n{self.qemu_tail}"
+        return text
+
+
+class GuestFault(IrqlabError, RuntimeError):
+    """The guest died or froze; the message's first line names the cause."""
+
+    def __init__(self, fault: Fault, doing: str = "") -> None:
+        first, _, rest = fault.describe().partition("\n")
+        super().__init__(
+            f"{first}" + (f" ({doing})" if doing else "") + (f"\n{rest}" if rest else "")
+        )
+        self.fault = fault
+
+
+def scan_console(text: str) -> tuple[int, str] | None:
+    """The most severe fault line in *text*: (severity rank, "cause: line"), or None."""
+    best: tuple[int, str] | None = None
+    for line in text.splitlines():
+        for rank, (pattern, cause) in enumerate(CONSOLE_FAULTS):
+            m = pattern.search(line)
+            if m and (best is None or rank < best[0]):
+                best = (rank, f"{cause}: {m.group(0).strip()}")
+    return best
+
+
+def _tail(path: Path, lines: int = TAIL_LINES) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+class HealthWatch(threading.Thread):
+    """Watches one machine (and its agent) until :meth:`stop` or the first fault."""
+
+    def __init__(
+        self,
+        machine: Machine,
+        on_fault: Callable[[Fault], None],
+        *,
+        agent: Callable[[], AgentClient | None] = lambda: None,
+        freeze_timeout: float | None = 10.0,
+        tick: float = 0.2,
+        qmp_every: float = 2.0,
+        qmp_timeout: float = 3.0,
+    ) -> None:
+        super().__init__(name=f"health-{machine.config.name}", daemon=True)
+        self.machine = machine
+        self.on_fault = on_fault
+        self.agent = agent
+        self.freeze_timeout = freeze_timeout
+        self.tick = tick
+        self.qmp_every = qmp_every
+        self.qmp_timeout = qmp_timeout
+        self.fault: Fault | None = None
+        self._stop_event = threading.Event()
+        self._verdict = threading.Event()  # set once a fault is known
+        self._offset = 0
+        self._pending: tuple[int, str, float] | None = None  # console fault, grace deadline
+        self._next_qmp = time.monotonic() + qmp_every
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        if self.is_alive() and threading.current_thread() is not self:
+            self.join(5.0)
+
+    def wait_verdict(self, timeout: float) -> Fault | None:
+        """Wait up to *timeout* s for a fault (returns at once if the watch stopped)."""
+        if self.is_alive():
+            self._verdict.wait(timeout)
+        return self.fault
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            fault = self.check()
+            if fault is not None:
+                self.fault = fault
+                if not self._stop_event.is_set():
+                    self.on_fault(fault)
+                self._verdict.set()
+                return
+            self._stop_event.wait(self.tick)
+
+    # -- one look ---------------------------------------------------------------------
+    def _console_log(self) -> Path | None:
+        paths = self.machine.paths
+        return paths.console_log if paths is not None and self.machine.config.console else None
+
+    def _new_console_text(self) -> str:
+        log = self._console_log()
+        if log is None:
+            return ""
+        try:
+            with log.open("rb") as f:
+                f.seek(self._offset)
+                data = f.read()
+        except OSError:
+            return ""
+        # keep a partial last line for the next look
+        cut = data.rfind(b"\n") + 1
+        self._offset += cut
+        return data[:cut].decode(errors="replace")
+
+    def _fault(self, cause: str, *, qemu: bool = False) -> Fault:
+        log = self._console_log()
+        return Fault(
+            cause,
+            _tail(log) if log is not None else "",
+            self.machine.stderr_tail() if qemu else "",
+        )
+
+    def check(self) -> Fault | None:
+        now = time.monotonic()
+        hit = scan_console(self._new_console_text())
+        if hit is not None and (self._pending is None or hit[0] < self._pending[0]):
+            self._pending = (hit[0], hit[1], now + GRACE)
+        running = self.machine.is_running()
+        if self._pending is not None and (now >= self._pending[2] or not running):
+            return self._fault(self._pending[1], qemu=not running)
+        if not running:
+            return self._fault(f"QEMU exited with status {self.machine.returncode}", qemu=True)
+        if now >= self._next_qmp:
+            self._next_qmp = now + self.qmp_every
+            fault = self._check_qmp()
+            if fault is not None:
+                return fault
+        agent = self.agent()
+        beat = agent.last_heartbeat if agent is not None and not agent.eof else None
+        if self.freeze_timeout is not None and beat is not None:
+            silent = now - beat
+            if silent > self.freeze_timeout:
+                return self._fault(
+                    f"guest stopped responding: no agent heartbeat for {silent:.0f} s "
+                    f"(limit {self.freeze_timeout:g} s)"
+                )
+        return None
+
+    def _check_qmp(self) -> Fault | None:
+        from irqlab.vm.machine import MachineError
+
+        try:
+            status = self.machine.qmp_ping(self.qmp_timeout)
+        except MachineError as e:
+            if not self.machine.is_running():
+                return None  # the exit is reported on the next look, with its status
+            return self._fault(
+                f"guest stopped responding: QEMU did not answer QMP within "
+                f"{self.qmp_timeout:g} s ({str(e).splitlines()[0]})"
+            )
+        if status in ("guest-panicked", "internal-error", "shutdown", "io-error"):
+            return self._fault(f"guest stopped: QEMU run state {status!r}", qemu=True)
+        return None

@@ -1,0 +1,215 @@
+"""Faults: a guest that dies or freezes is named within seconds, nothing leaks, and a
+session whose guest died goes on with a new one."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from irqlab.testing.plugin import start_guest
+from irqlab.vm.agent_client import AgentError, AgentTimeout
+from irqlab.vm.guest import Guest, GuestConfig
+from irqlab.vm.health import GuestFault
+
+VERDICT = 5.0  # s: the target is 2 s (panic, exit) and 10 s (freeze); margin for a loaded host
+PANIC = "echo c > /proc/sysrq-trigger"
+
+
+@pytest.fixture
+def guest() -> Iterator[Guest]:
+    g = start_guest(GuestConfig(name="fault"))
+    try:
+        yield g
+    finally:
+        g.close()
+
+
+def _raises_within(fn: object, limit: float, exc: type[BaseException]) -> BaseException:
+    t0 = time.monotonic()
+    with pytest.raises(exc) as info:
+        fn()  # type: ignore[operator]
+    took = time.monotonic() - t0
+    assert took < limit, f"took {took:.1f} s: {info.value}"
+    return info.value
+
+
+@pytest.mark.parametrize("panic_setting", ["-1", "0"])
+def test_a_panic_under_a_command_names_the_panic(guest: Guest, panic_setting: str) -> None:
+    guest.sh(f"sysctl -qw kernel.panic={panic_setting}")  # 0: the kernel stays halted
+    e = _raises_within(lambda: guest.sh(PANIC), VERDICT, GuestFault)
+    first, *rest = str(e).splitlines()
+    assert first.startswith("guest kernel panic: Kernel panic - not syncing: sysrq"), first
+    assert any("sysrq: Trigger a crash" in line for line in rest), str(e)
+    # every later wait says the same at once
+    e2 = _raises_within(lambda: guest.sh("true"), 1.0, GuestFault)
+    assert str(e2).startswith("guest kernel panic")
+
+
+def test_a_panic_while_the_agent_waits_names_the_panic(guest: Guest) -> None:
+    guest.agent.arm("read")
+    ssh = guest.ssh
+    assert ssh is not None
+    trigger = threading.Thread(target=lambda: ssh.run(PANIC, timeout=10), daemon=True)
+    t0 = time.monotonic()
+    trigger.start()
+    with pytest.raises(AgentError) as info:
+        guest.agent.expect(path="read", timeout=60)
+    assert time.monotonic() - t0 < VERDICT, info.value
+    assert not isinstance(info.value, AgentTimeout)
+    assert str(info.value).startswith("guest kernel panic"), info.value
+
+
+def test_a_killed_qemu_is_named_with_its_status(guest: Guest) -> None:
+    os.kill(guest.machine.pid, signal.SIGKILL)
+    e = _raises_within(lambda: guest.sh("true"), VERDICT, GuestFault)
+    assert str(e).startswith("QEMU exited with status -9"), e
+
+
+def test_a_frozen_qemu_is_named_within_ten_seconds(guest: Guest) -> None:
+    os.kill(guest.machine.pid, signal.SIGSTOP)
+    try:
+        e = _raises_within(lambda: guest.sh("true", timeout=60), 10.0 + VERDICT, GuestFault)
+    finally:
+        os.kill(guest.machine.pid, signal.SIGCONT)
+    assert str(e).startswith("guest stopped responding: QEMU did not answer QMP"), e
+
+
+def test_a_guest_that_stops_running_userspace_is_named_by_the_heartbeat() -> None:
+    g = start_guest(GuestConfig(name="fault-beat", freeze_timeout=3.0))
+    try:
+        pid = g.agent.ping()["pid"]
+        g.agent.arm("read")
+        g.sh(f"kill -STOP {pid}")  # the agent (our stand-in for all of userspace) stops
+        with pytest.raises(AgentError) as info:
+            g.agent.expect(path="read", timeout=60)
+        assert str(info.value).startswith("guest stopped responding: no agent heartbeat")
+    finally:
+        g.close()
+
+
+def _qemu_children() -> list[int]:
+    me = str(os.getpid())
+    found = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+            cmd = (d / "cmdline").read_bytes()
+        except OSError:
+            continue
+        ppid = stat.rsplit(")", 1)[1].split()[1]
+        if ppid == me and b"qemu-system" in cmd:
+            found.append(int(d.name))
+    return found
+
+
+def test_a_start_that_fails_part_way_leaves_nothing_behind() -> None:
+    before = set(Path(tempfile.gettempdir()).glob(f"irqlab-{os.getpid()}-*"))
+    running = set(_qemu_children())  # the session's own guests, if any
+    for _ in range(5):
+        g = Guest(GuestConfig(name="fails", agent_timeout=0.001))
+        with pytest.raises((AgentError, TimeoutError)):
+            g.start()
+        assert g.machine is None
+    assert set(_qemu_children()) == running
+    assert set(Path(tempfile.gettempdir()).glob(f"irqlab-{os.getpid()}-*")) == before
+
+
+INNER_SESSION = """
+from irqlab.vm.health import GuestFault
+import pytest
+
+def test_1_panics(guest):
+    with pytest.raises(GuestFault, match="^guest kernel panic"):
+        guest.sh("echo c > /proc/sysrq-trigger")
+    assert False, "the guest died in this test"
+
+def test_2_gets_a_healthy_guest(guest, agent, device):
+    agent.arm("read")
+    device.push(7)
+    assert agent.expect(path="read", timeout=30)["value"] == 7
+
+def test_3_still_healthy(guest):
+    assert guest.sh("echo ok").strip() == "ok"
+"""
+
+INNER_CONFTEST = """
+import pytest
+
+@pytest.fixture
+def guest(irqlab_guest):
+    return irqlab_guest
+
+@pytest.fixture
+def agent(irqlab_agent):
+    return irqlab_agent
+
+@pytest.fixture
+def device(irqlab_device):
+    return irqlab_device
+"""
+
+
+def _inner(tmp_path: Path, body: str) -> Path:
+    (tmp_path / "conftest.py").write_text(INNER_CONFTEST)
+    test = tmp_path / "test_inner.py"
+    test.write_text(textwrap.dedent(body))
+    return test
+
+
+def test_a_session_goes_on_with_a_new_guest_after_one_died(tmp_path: Path) -> None:
+    test = _inner(tmp_path, INNER_SESSION)
+    t0 = time.monotonic()
+    r = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(test)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    took = time.monotonic() - t0
+    out = r.stdout + r.stderr
+    assert "1 failed, 2 passed" in out, out
+    assert "the session guest died (guest kernel panic" in out, out
+    assert took < 120, f"{took:.0f} s: {out}"
+
+
+INNER_SLOW = """
+import time
+def test_waits(irqlab_fresh_guest):
+    print("GUEST-UP", irqlab_fresh_guest.machine.pid, flush=True)
+    irqlab_fresh_guest.agent.arm("read")
+    irqlab_fresh_guest.agent.expect(path="read", timeout=300)
+"""
+
+
+@pytest.mark.parametrize("signo", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_or_sigint_of_pytest_stops_its_guests(tmp_path: Path, signo: int) -> None:
+    test = _inner(tmp_path, INNER_SLOW)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", str(test)],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    assert p.stdout is not None
+    qemu = 0
+    for raw in p.stdout:
+        line = raw.decode(errors="replace")
+        if "GUEST-UP" in line:
+            qemu = int(line.split("GUEST-UP", 1)[1].split()[0])
+            break
+    assert qemu, "the inner test never started its guest"
+    p.send_signal(signo)
+    p.wait(60)
+    assert p.returncode != 0
+    assert (
+        not Path(f"/proc/{qemu}").exists() or "zombie" in Path(f"/proc/{qemu}/status").read_text()
+    )
+    assert not list(Path(tempfile.gettempdir()).glob(f"irqlab-{p.pid}-*"))

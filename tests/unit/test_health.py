@@ -1,0 +1,142 @@
+"""Guest health and leak helpers without a VM: console scan, port read-back, stale
+socket dirs, log pruning, the agent's bounds on request lines."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from irqlab import paths
+from irqlab.vm.agent_client import AgentClient, AgentError
+from irqlab.vm.guest import parse_usernet
+from irqlab.vm.health import Fault, GuestFault, scan_console
+from irqlab.vm.machine import remove_stale_sock_dirs
+from irqlab_agent.protocol import MAX_LINE, ProtocolError, parse_request, read_line
+
+OOPS_THEN_PANIC = """\
+[    3.1] irqlab 0000:00:03.0: irqlab0: id 0x1a5b0100
+[    3.5] BUG: kernel NULL pointer dereference, address: 0000000000000008
+[    3.5] Oops: 0000 [#1] PREEMPT SMP NOPTI
+[    3.6] Kernel panic - not syncing: Fatal exception
+"""
+
+
+def test_console_scan_prefers_the_panic_over_the_oops_before_it() -> None:
+    hit = scan_console(OOPS_THEN_PANIC)
+    assert hit is not None
+    assert hit[1] == "guest kernel panic: Kernel panic - not syncing: Fatal exception"
+    assert scan_console(OOPS_THEN_PANIC.rsplit("\n", 2)[0])[1].startswith(  # type: ignore[index]
+        "guest kernel oops: BUG: kernel NULL pointer"
+    )
+
+
+@pytest.mark.parametrize(
+    ("line", "cause"),
+    [
+        ("[ 30.0] watchdog: BUG: soft lockup - CPU#0 stuck for 26s! [sh:1]", "guest soft lockup"),
+        ("[ 242.] INFO: task python3:120 blocked for more than 120 seconds.", "guest hung task"),
+        (
+            "[ 9.0] general protection fault, probably for non-canonical address",
+            "guest kernel oops",
+        ),
+    ],
+)
+def test_console_scan_names_each_fault(line: str, cause: str) -> None:
+    hit = scan_console(f"[ 1.0] ok\n{line}\n")
+    assert hit is not None and hit[1].startswith(f"{cause}: "), hit
+
+
+def test_console_scan_ignores_a_healthy_console() -> None:
+    assert scan_console("IRQLAB-READY uptime=1.52\n[ 2.0] irqlab: loaded\n") is None
+
+
+def test_a_fault_names_its_cause_in_the_first_line() -> None:
+    e = GuestFault(Fault("guest kernel panic: x", "line 1\nline 2", "qemu said"), "running 'y'")
+    lines = str(e).splitlines()
+    assert lines[0] == "guest kernel panic: x (running 'y')"
+    assert "line 2" in lines and "qemu said" in lines
+
+
+USERNET = """Hub -1 (net0):
+  Protocol[State]    FD  Source Address  Port   Dest. Address  Port RecvQ SendQ
+  TCP[HOST_FORWARD]  12       127.0.0.1 44519       10.0.2.15    22     0     0
+  TCP[ESTABLISHED]   14       10.0.2.15 51234        10.0.2.2  8080     0     0
+"""
+
+
+def test_the_forwarded_port_is_read_back_from_qemu() -> None:
+    assert parse_usernet(USERNET, 22) == 44519
+    assert parse_usernet(USERNET, 7707) is None
+
+
+def test_stale_socket_dirs_of_dead_processes_are_removed(tmp_path: Path) -> None:
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f"irqlab-{dead.pid}-abc123"
+    live = tmp_path / f"irqlab-{os.getpid()}-def456"
+    other = tmp_path / "irqlab-notapid"
+    for d in (stale, live, other):
+        d.mkdir()
+        (d / "qmp.sock").write_text("")
+    assert remove_stale_sock_dirs(tmp_path) == [stale]
+    assert not stale.exists() and live.exists() and other.exists()
+
+
+def test_prune_logs_keeps_the_newest_runs(tmp_path: Path) -> None:
+    for i in range(5):
+        d = tmp_path / f"pytest-2026120{i}-000000-1"
+        d.mkdir()
+        os.utime(d, (time.time() - 100 + i, time.time() - 100 + i))
+    (tmp_path / "e2e-x").mkdir()
+    assert paths.prune_logs(tmp_path, keep_runs=2) == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "e2e-x",
+        "pytest-20261203-000000-1",
+        "pytest-20261204-000000-1",
+    ]
+
+
+def test_a_deeply_nested_request_is_refused_not_a_crash() -> None:
+    with pytest.raises(ProtocolError, match="nested too deeply"):
+        parse_request(b'{"id": 1, "op": "ping", "x": ' + b"[" * 100_000 + b"}")
+
+
+def test_an_overlong_request_line_is_refused_and_skipped() -> None:
+    stream = io.BytesIO(b"x" * (MAX_LINE + 10) + b"\n" + b'{"id": 2, "op": "ping"}\n')
+    first = read_line(stream)
+    with pytest.raises(ProtocolError, match="longer than"):
+        parse_request(first)
+    assert parse_request(read_line(stream)).id == 2
+
+
+def test_the_agent_survives_hostile_lines_end_to_end(tmp_path: Path) -> None:
+    from irqlab.contract.uapi import header_path
+
+    agent = AgentClient.spawn_local(["--header", str(header_path())], logs=tmp_path)
+    try:
+        agent.wait_hello(30)
+        agent.send_raw(b"[" * 100_000)
+        agent.send_raw(b'{"id": 99, "op": "' + b"p" * (MAX_LINE + 1) + b'"}')
+        assert agent.request("ping", timeout=30)["ok"]
+        assert agent.process.poll() is None
+    finally:
+        agent.close(timeout=5)
+
+
+def test_a_request_to_a_dead_agent_names_its_exit(tmp_path: Path) -> None:
+    from irqlab.contract.uapi import header_path
+
+    agent = AgentClient.spawn_local(["--header", str(header_path())], logs=tmp_path)
+    agent.wait_hello(30)
+    agent.process.kill()
+    agent.process.wait(10)
+    with pytest.raises(AgentError, match="agent exited"):
+        for _ in range(3):  # the first write may still land in the pipe buffer
+            agent.ping(timeout=5)
+    agent.close(timeout=5)

@@ -40,6 +40,12 @@ def log_dir() -> Path:
     return repo_root() / "build" / "logs"
 
 
+def agent_package_dir() -> Path:
+    """The guest agent's package (``irqlab_agent``, installed beside this package), found
+    by path: the host never imports the guest's code."""
+    return _PKG_DIR.parent / "irqlab_agent"
+
+
 def packaged_file(name: str, repo_rel: str) -> Path:
     """A source-of-truth file: from the checkout if present, else from the wheel's data/."""
     try:

@@ -161,6 +161,7 @@ class Agent:
                 "pid": os.getpid(),
                 "monotonic_ns": mono_ns(),
                 "abi": self.abi.summary(),
+                "paths": path_kinds(),
             }
         )
         while self.running:
@@ -423,6 +424,15 @@ class Agent:
         return ok(req.id, paths=self._disarm_all())
 
 
+def path_kinds() -> dict[str, dict[str, bool]]:
+    """The paths ``arm`` knows, in order, as the hello lists them: whether each reads event
+    records (``summarizable``: storm mode summarizes them)."""
+    return {
+        name: {"summarizable": bool(getattr(cls, "summarizable", False))}
+        for name, cls in {**PATH_KINDS, **HW_PATH_KINDS}.items()
+    }
+
+
 def _noop(signo: int, frame: object) -> None:
     return None
 
@@ -431,17 +441,13 @@ def parse_args(argv: list[str]) -> Any:
     import argparse  # only with arguments: it costs start-up time in a TCG guest
 
     ap = argparse.ArgumentParser(prog="python3 -m irqlab_agent", description=__doc__)
-    ap.add_argument("--header", help="uapi header (default: shipped irqlab.h)")
-    ap.add_argument("--spec", help="ABI spec JSON instead of parsing the header")
+    ap.add_argument("--spec", help="ABI artifact (default: the shipped abi.json)")
     return ap.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    header = spec = None
-    if argv:
-        args = parse_args(argv)
-        header, spec = args.header, args.spec
+    spec = parse_args(argv).spec if argv else None
 
     # Block the async-notification signals before any thread exists, so every
     # thread inherits the mask and only the signalfd sees them.
@@ -451,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.siginterrupt(RESTART_SIGNAL, False)  # SA_RESTART
     writer = Writer(sys.stdout.buffer)
     try:
-        abi = load_abi(header, spec)
+        abi = load_abi(spec)
     except Exception as e:
         writer.send({"type": "fatal", "error": f"cannot load the uapi ABI: {e!r}"})
         return 2

@@ -44,7 +44,8 @@
 
 Register offsets come from the host in the ``regs`` argument (the parsed
 ``irqlab-regs.h``), never typed here.  The GPIO v2 uapi numbers below are the
-kernel's (``linux/gpio.h``), which this stdlib-only agent cannot include.
+kernel's (``linux/gpio.h``), which this stdlib-only agent cannot include; their
+request numbers are encoded as the ABI artifact says (:meth:`Abi.ioc`).
 """
 
 from __future__ import annotations
@@ -66,6 +67,8 @@ from irqlab_agent.paths import NotificationPath, mono_ns
 TYPE_CHECKING = False  # typing is not imported at run time: it costs start-up time
 if TYPE_CHECKING:
     from typing import Any, ClassVar
+
+    from irqlab_agent.abi import Abi
 
 # --- linux/gpio.h (GPIO character device, v2 uapi) --------------------------------
 _GPIO_MAGIC = 0xB4
@@ -90,40 +93,44 @@ EDGE_FLAGS = {
 EVENT_NAMES = {GPIO_V2_LINE_EVENT_RISING_EDGE: "rising", GPIO_V2_LINE_EVENT_FALLING_EDGE: "falling"}
 
 
-def _ioc(direction: int, nr: int, size: int) -> int:
-    return (direction << 30) | (size << 16) | (_GPIO_MAGIC << 8) | nr
+def gpio_chipinfo_ioctl(abi: Abi) -> int:
+    """GPIO_GET_CHIPINFO_IOCTL, encoded as the ABI artifact says."""
+    return abi.ioc("read", _GPIO_MAGIC, 0x01, _CHIPINFO.size)
 
 
-GPIO_GET_CHIPINFO_IOCTL = _ioc(2, 0x01, _CHIPINFO.size)
-GPIO_V2_GET_LINEINFO_IOCTL = _ioc(3, 0x05, _LINEINFO.size)
-GPIO_V2_GET_LINE_IOCTL = _ioc(3, 0x07, _LINEREQ.size)
+def gpio_v2_lineinfo_ioctl(abi: Abi) -> int:
+    return abi.ioc("read|write", _GPIO_MAGIC, 0x05, _LINEINFO.size)
+
+
+def gpio_v2_line_ioctl(abi: Abi) -> int:
+    return abi.ioc("read|write", _GPIO_MAGIC, 0x07, _LINEREQ.size)
 
 
 def _cstr(b: bytes) -> str:
     return b.split(b"\0", 1)[0].decode(errors="replace")
 
 
-def chip_info(fd: int) -> dict[str, Any]:
+def chip_info(abi: Abi, fd: int) -> dict[str, Any]:
     buf = bytearray(_CHIPINFO.size)
-    fcntl.ioctl(fd, GPIO_GET_CHIPINFO_IOCTL, buf, True)
+    fcntl.ioctl(fd, gpio_chipinfo_ioctl(abi), buf, True)
     name, label, lines = _CHIPINFO.unpack(buf)
     return {"name": _cstr(name), "label": _cstr(label), "lines": lines}
 
 
-def line_info(fd: int, offset: int) -> dict[str, Any]:
+def line_info(abi: Abi, fd: int, offset: int) -> dict[str, Any]:
     buf = bytearray(_LINEINFO.size)
     struct.pack_into("=I", buf, 64, offset)
-    fcntl.ioctl(fd, GPIO_V2_GET_LINEINFO_IOCTL, buf, True)
+    fcntl.ioctl(fd, gpio_v2_lineinfo_ioctl(abi), buf, True)
     f = _LINEINFO.unpack(buf)
     return {"name": _cstr(f[0]), "consumer": _cstr(f[1]), "offset": f[2], "flags": f[4]}
 
 
-def find_chip(label_prefix: str) -> str:
+def find_chip(abi: Abi, label_prefix: str) -> str:
     """The first /dev/gpiochipN whose label starts with *label_prefix*."""
     for dev in sorted(glob.glob("/dev/gpiochip*")):
         fd = os.open(dev, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            if chip_info(fd)["label"].startswith(label_prefix):
+            if chip_info(abi, fd)["label"].startswith(label_prefix):
                 return dev
         finally:
             os.close(fd)
@@ -131,7 +138,7 @@ def find_chip(label_prefix: str) -> str:
 
 
 def request_lines(
-    chip_fd: int, offsets: list[int], flags: int, consumer: str, buffer_size: int = 0
+    abi: Abi, chip_fd: int, offsets: list[int], flags: int, consumer: str, buffer_size: int = 0
 ) -> int:
     """GPIO_V2_GET_LINE_IOCTL: the line request fd."""
     vals: list[Any] = [*offsets, *([0] * (64 - len(offsets)))]
@@ -139,7 +146,7 @@ def request_lines(
     vals += [0] * (4 * 10)
     vals += [len(offsets), buffer_size, *([0] * 5), -1]
     buf = bytearray(_LINEREQ.pack(*vals))
-    fcntl.ioctl(chip_fd, GPIO_V2_GET_LINE_IOCTL, buf, True)
+    fcntl.ioctl(chip_fd, gpio_v2_line_ioctl(abi), buf, True)
     fd: int = _LINEREQ.unpack(buf)[-1]
     return fd
 
@@ -154,20 +161,22 @@ class GpioCdevPath(NotificationPath):
 
     def open(self) -> None:
         p = self.opts.params
-        chip = p.get("chip") or find_chip(str(p.get("label", "irqlab-")))
+        chip = p.get("chip") or find_chip(self.abi, str(p.get("label", "irqlab-")))
         lines = [int(x) for x in p.get("lines", [0])]
         edge = str(p.get("edge", "both"))
         if edge not in EDGE_FLAGS or not lines or len(lines) > 64:
             raise ValueError(f"gpio-cdev: edge must be one of {sorted(EDGE_FLAGS)}, 1..64 lines")
         cfd = os.open(chip, os.O_RDWR | os.O_CLOEXEC)
         try:
-            ci = chip_info(cfd)
+            ci = chip_info(self.abi, cfd)
             self.chip = {"chip": chip, "chip_name": ci["name"], "label": ci["label"]}
             self.chip["nlines"] = ci["lines"]
-            self.chip["names"] = [line_info(cfd, n)["name"] for n in lines]
+            self.chip["names"] = [line_info(self.abi, cfd, n)["name"] for n in lines]
             flags = GPIO_V2_LINE_FLAG_INPUT | EDGE_FLAGS[edge]
-            self.fd = request_lines(cfd, lines, flags, "irqlab-agent", int(p.get("buffer", 256)))
-            self.chip["consumers"] = [line_info(cfd, n)["consumer"] for n in lines]
+            self.fd = request_lines(
+                self.abi, cfd, lines, flags, "irqlab-agent", int(p.get("buffer", 256))
+            )
+            self.chip["consumers"] = [line_info(self.abi, cfd, n)["consumer"] for n in lines]
         finally:
             os.close(cfd)
         fl = fcntl.fcntl(self.fd, fcntl.F_GETFL)

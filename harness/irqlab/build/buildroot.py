@@ -44,6 +44,7 @@ from irqlab.build.cache import InputHash, cached_build, is_complete
 from irqlab.build.cache import output_dir as output_dir_for
 from irqlab.build.kernel import KernelArtifacts
 from irqlab.build.sshkeys import SshKeys, ensure_keys
+from irqlab.contract import uapi
 from irqlab.paths import cache_dir, log_dir, repo_root
 
 # Buildroot 2026.02.x is the current long-term-support line (maintained for a
@@ -628,8 +629,9 @@ def _check_show_info(tree: Path, out: Path, log: _Log) -> CheckResult:
 
 def expected_sources() -> dict[str, set[str]]:
     """Repository files (relative paths) each local package must copy, and nothing more:
-    the module with the register map it includes; the agent with the files the Debian
-    image ships next to it (:func:`irqlab.build.image.default_agent_files`)."""
+    the module with the register map it includes; the agent with the uapi header and
+    the generator of its ABI artifact (:data:`irqlab.contract.uapi.GENERATOR_SOURCES`:
+    the package writes ``abi.json`` with it, as the Debian image does)."""
     root = repo_root()
 
     def tree(sub: str, skip: tuple[str, ...] = ()) -> set[str]:
@@ -640,10 +642,10 @@ def expected_sources() -> dict[str, set[str]]:
         }
 
     build_products = (".o", ".ko", ".mod", ".mod.c", ".cmd", "Module.symvers", "modules.order")
-    agent_files = {str(p.resolve().relative_to(root)) for p in image.default_agent_files().values()}
+    agent_extra = {uapi.HEADER_REL, *uapi.GENERATOR_SOURCES}
     return {
         "irqlab-kmod": tree("guest-kmod", build_products) | {"qemu-device/irqlab-regs.h"},
-        "python-irqlab-agent": tree("harness/irqlab_agent", (".pyc",)) | agent_files,
+        "python-irqlab-agent": tree("harness/irqlab_agent", (".pyc",)) | agent_extra,
     }
 
 

@@ -17,7 +17,6 @@ Entry point: :func:`ensure_image` (cached by input hash).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -38,7 +37,8 @@ from irqlab.build.kernel import KernelArtifacts, ensure_kernel, run_depmod
 from irqlab.build.kernel import module_name as module_name  # re-exported
 from irqlab.build.sshkeys import SshKeys, ensure_keys
 from irqlab.build.steps import BuildError, Log, StepLog
-from irqlab.paths import cache_dir, log_dir, packaged_file
+from irqlab.contract import uapi
+from irqlab.paths import agent_package_dir, cache_dir, log_dir
 
 RECIPE_VERSION = "image-1"  # bump to force rebuilds when nothing else changed
 
@@ -558,40 +558,30 @@ def busybox_links(listing: str) -> dict[str, str]:
 
 
 def default_agent_dir() -> Path:
-    import irqlab_agent
+    return agent_package_dir()
 
-    return Path(irqlab_agent.__file__).resolve().parent
+
+ABI_ARTIFACT = "abi.json"
 
 
 def default_agent_files() -> dict[str, Path]:
-    """Files shipped inside the agent package (see irqlab_agent.abi): the uapi header
-    and the host's header parser, when they exist."""
-    files: dict[str, Path] = {}
-    with contextlib.suppress(FileNotFoundError):
-        files["irqlab.h"] = packaged_file("irqlab.h", "guest-kmod/include/uapi/linux/irqlab.h")
-    uapi = Path(__file__).resolve().parent.parent / "contract" / "uapi.py"
-    if uapi.is_file():
-        files["_uapi.py"] = uapi
-    if "irqlab.h" in files:
-        files["abi.json"] = precomputed_abi(files["irqlab.h"])
-    return files
+    """Files shipped inside the agent package: ``abi.json``, the ABI artifact (see
+    :func:`abi_artifact`), the only thing the agent knows of the uapi header."""
+    return {ABI_ARTIFACT: abi_artifact(uapi.header_path())}
 
 
-def precomputed_abi(header: Path) -> Path:
-    """``abi.json`` for the agent: :func:`irqlab.contract.uapi.agent_spec` of *header*, generated
-    here so the guest need not parse the header at every start (the agent checks that
-    the header text in it is the shipped header's, else it parses)."""
-    from irqlab.contract import uapi
-
-    text = header.read_bytes()
-    digest = hashlib.sha256(text).hexdigest()
-    code = hashlib.sha256(Path(uapi.__file__).read_bytes()).hexdigest()[:16]
-    out = cache_dir() / "agent-abi" / f"abi2-{digest[:16]}-{code}.json"
+def abi_artifact(header: Path) -> Path:
+    """``abi.json`` of *header* (:func:`irqlab.contract.uapi.abi_json`), cached by the
+    header's text and the generator's code."""
+    h = hashlib.sha256(header.read_bytes())
+    harness = Path(uapi.__file__).resolve().parents[2]  # harness/ (or site-packages)
+    for rel in uapi.GENERATOR_SOURCES:
+        h.update((harness / rel.removeprefix("harness/")).read_bytes())
+    out = cache_dir() / "agent-abi" / f"abi{uapi.ABI_SCHEMA}-{h.hexdigest()[:16]}.json"
     if not out.is_file():
         out.parent.mkdir(parents=True, exist_ok=True)
-        data = {"header": text.decode(), "spec": uapi.agent_spec(text.decode())}
         tmp = out.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+        tmp.write_text(uapi.abi_json(header))
         tmp.replace(out)
     return out
 

@@ -23,8 +23,9 @@ from pathlib import Path
 
 import pytest
 
-from irqlab.build import buildroot, image
+from irqlab.build import buildroot, fetch, image
 from irqlab.build.sshkeys import SshKeys
+from irqlab.build.steps import StepLog
 from irqlab.contract import uapi
 from irqlab.paths import repo_root
 
@@ -461,13 +462,11 @@ def test_download_verifies_sha256(tmp_path: Path) -> None:
     """download() keeps a file with the right sha256 and removes one with a wrong sha256."""
     src = tmp_path / "src.bin"
     src.write_bytes(b"buildroot")
-    good = buildroot.sha256_of(src)
+    good = fetch.sha256_of(src)
     dest = tmp_path / "dl" / "x.tar.xz"
-    assert buildroot.download(src.as_uri(), dest, good, say=lambda _m: None) == dest
-    with pytest.raises(buildroot.BuildrootError, match="sha256"):
-        buildroot.download(
-            src.as_uri(), tmp_path / "dl" / "y.tar.xz", "0" * 64, say=lambda _m: None
-        )
+    assert fetch.download(src.as_uri(), dest, good, say=lambda _m: None) == dest
+    with pytest.raises(fetch.ChecksumMismatch, match="sha256"):
+        fetch.download(src.as_uri(), tmp_path / "dl" / "y.tar.xz", "0" * 64, say=lambda _m: None)
     assert not (tmp_path / "dl" / "y.tar.xz").exists()
     assert not (tmp_path / "dl" / "y.tar.xz.part").exists()
 
@@ -497,7 +496,7 @@ def test_built_output_becomes_the_harness_guest_image(
     dest = tmp_path / "image"
     dest.mkdir()
     monkeypatch.setenv("IRQLAB_LOG_DIR", str(tmp_path / "logs"))
-    log = buildroot._Log("test-buildroot-collect.log", lambda _m: None)
+    log = StepLog(tmp_path / "test-buildroot-collect.log", lambda _m: None)
     try:
         buildroot._collect(out, dest, log)
     finally:

@@ -24,27 +24,26 @@ Logs go to :func:`irqlab.paths.log_dir`.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from irqlab.build import image
+from irqlab.build import fetch, image
 from irqlab.build.cache import InputHash, cached_build, is_complete
 from irqlab.build.cache import output_dir as output_dir_for
 from irqlab.build.kernel import KernelArtifacts
 from irqlab.build.sshkeys import SshKeys, ensure_keys
+from irqlab.build.steps import Log, StepLog, stderr_log
 from irqlab.contract import uapi
+from irqlab.errors import IrqlabError
 from irqlab.paths import cache_dir, log_dir, repo_root
 
 # Buildroot 2026.02.x is the current long-term-support line (maintained for a
@@ -89,15 +88,10 @@ HOST_PACKAGES = (
 # flake8 (Debian: python3-magic, flake8) and shellcheck for shell scripts.
 CHECK_PACKAGE_MODULES = ("magic", "flake8")
 
-Log = Callable[[str], None]
 _RECIPE = "buildroot-image-1"
 
 
-def _say(msg: str) -> None:
-    print(f"[irqlab] {msg}", file=sys.stderr, flush=True)
-
-
-class BuildrootError(RuntimeError):
+class BuildrootError(IrqlabError, RuntimeError):
     pass
 
 
@@ -155,71 +149,6 @@ def buildroot_version(tree: Path) -> str:
 # -- running commands ------------------------------------------------------------------------
 
 
-class _Log:
-    """A log file under log_dir(); lines may also be echoed to the console."""
-
-    def __init__(self, name: str, say: Log) -> None:
-        self.path = log_dir() / name
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.say = say
-        self._fh = self.path.open("a", encoding="utf-8")
-        self.write(f"==== {time.strftime('%Y-%m-%d %H:%M:%S')} pid {os.getpid()}")
-
-    def write(self, text: str) -> None:
-        self._fh.write(text.rstrip("\n") + "\n")
-        self._fh.flush()
-
-    def close(self) -> None:
-        self._fh.close()
-
-    def run(
-        self,
-        argv: Sequence[str | Path],
-        *,
-        cwd: Path | None = None,
-        env: Mapping[str, str] | None = None,
-        echo: Callable[[str], bool] = lambda _line: False,
-        check: bool = True,
-    ) -> tuple[int, str]:
-        """Run *argv*, streaming its output into the log; lines for which *echo*
-        is true also go to the console.  Returns (exit status, output)."""
-        args = [str(a) for a in argv]
-        self.write("$ " + " ".join(args) + (f"   (cwd {cwd})" if cwd else ""))
-        full_env = dict(os.environ)
-        if env:
-            full_env.update(env)
-        lines: list[str] = []
-        try:
-            proc = subprocess.Popen(
-                args,
-                cwd=cwd,
-                env=full_env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-                errors="replace",
-                bufsize=1,
-            )
-        except OSError as e:
-            raise BuildrootError(f"cannot run {args[0]}: {e} (log: {self.path})") from e
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.append(line)
-            self._fh.write(line)
-            if echo(line):
-                self.say(_ANSI.sub("", line.rstrip("\n")))
-        rc = proc.wait()
-        self._fh.flush()
-        out = "".join(lines)
-        if check and rc != 0:
-            tail = _ANSI.sub("", "\n".join(out.rstrip().splitlines()[-40:]))
-            raise BuildrootError(
-                f"{' '.join(args[:4])} ... exited {rc} (full log: {self.path})\n{tail}"
-            )
-        return rc, out
-
-
 def _make(tree: Path, out: Path, *targets: str) -> list[str]:
     return [
         "make",
@@ -231,9 +160,6 @@ def _make(tree: Path, out: Path, *targets: str) -> list[str]:
     ]
 
 
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-
 def _is_progress(line: str) -> bool:
     """Buildroot's own step lines (">>> pkg version Step", in reverse video) and make errors."""
     return ">>> " in line or "*** " in line
@@ -242,42 +168,9 @@ def _is_progress(line: str) -> bool:
 # -- download -----------------------------------------------------------------------------
 
 
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def download(url: str, dest: Path, sha256: str, *, say: Log = _say) -> Path:
-    """Fetch *url* to *dest* unless a file with the right sha256 is there; verify it."""
-    if dest.is_file() and sha256_of(dest) == sha256:
-        return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
-    say(f"downloading {url}")
-    with urllib.request.urlopen(url, timeout=60) as resp, part.open("wb") as f:
-        total = int(resp.headers.get("Content-Length") or 0)
-        done = 0
-        next_report = 0.0
-        for block in iter(lambda: resp.read(1 << 16), b""):
-            f.write(block)
-            done += len(block)
-            if total and done / total >= next_report:
-                say(f"  {done * 100 // total:3d}% of {total} bytes")
-                next_report += 0.25
-    got = sha256_of(part)
-    if got != sha256:
-        part.unlink()
-        raise BuildrootError(f"{url}: sha256 {got}, expected {sha256}; file removed")
-    part.rename(dest)
-    return dest
-
-
-def ensure_source(*, say: Log = _say) -> Path:
+def ensure_source(*, say: Log = stderr_log) -> Path:
     """The pinned Buildroot release, downloaded (into the dl dir) and unpacked (cached)."""
-    tarball = download(
+    tarball = fetch.download(
         BUILDROOT_URL, dl_dir() / "buildroot" / BUILDROOT_TARBALL, BUILDROOT_SHA256, say=say
     )
 
@@ -345,7 +238,7 @@ def ensure_image(
     clean: bool = False,
     jobs: int = 0,
     verbose: bool = False,
-    say: Log = _say,
+    say: Log = stderr_log,
 ) -> image.GuestImage:
     """The Buildroot guest for the current inputs, as the same :class:`GuestImage` the
     Debian image gives (same boot protocol, keys, markers and addresses).
@@ -368,7 +261,7 @@ def ensure_image(
         )
 
     def build_into(tmp: Path) -> None:
-        log = _Log(f"build/buildroot-{digest}.log", say)
+        log = StepLog(log_dir() / "build" / f"buildroot-{digest}.log", say)
         try:
             keys_file = tmp / "authorized_keys"
             keys_file.write_text(authorized)
@@ -416,38 +309,38 @@ def _guest_image(out: Path, digest: str, keys: SshKeys) -> image.GuestImage:
 
 
 def _build_into(
-    dest: Path, env: Mapping[str, str], log: _Log, *, clean: bool, jobs: int, verbose: bool
+    dest: Path, env: Mapping[str, str], log: StepLog, *, clean: bool, jobs: int, verbose: bool
 ) -> None:
     t0 = time.monotonic()
-    tree = ensure_source(say=log.say)
+    tree = ensure_source(say=log.log)
     out = output_dir()
     if clean and out.exists():
-        log.say(f"removing {out}")
+        log.log(f"removing {out}")
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     dl_dir().mkdir(parents=True, exist_ok=True)
     ccache_dir().mkdir(parents=True, exist_ok=True)
     env = {**env, "BR2_DL_DIR": str(dl_dir()), "BR2_CCACHE_DIR": str(ccache_dir())}
-    log.say(f"Buildroot {BUILDROOT_VERSION}: {tree}")
-    log.say(f"output {out}, downloads {dl_dir()}, ccache {ccache_dir()}")
-    log.say(f"log {log.path}")
-    log.run(_make(tree, out, DEFCONFIG), env=env)
+    log.log(f"Buildroot {BUILDROOT_VERSION}: {tree}")
+    log.log(f"output {out}, downloads {dl_dir()}, ccache {ccache_dir()}")
+    log.log(f"log {log.path}")
+    log.stream(_make(tree, out, DEFCONFIG), env=env)
     _check_dotconfig(tree, out, log)
     # A plain `make` does not re-sync local packages: make Buildroot take the
     # repository's current sources (a no-op on a fresh output directory).
-    log.run(_make(tree, out, *(f"{p}-clean-for-rebuild" for p in LOCAL_PACKAGES)), env=env)
+    log.stream(_make(tree, out, *(f"{p}-clean-for-rebuild" for p in LOCAL_PACKAGES)), env=env)
     make_args = [f"BR2_JLEVEL={jobs}"] if jobs else []
-    log.say("make (cold: 30-60 min; Buildroot's steps follow)")
-    log.run(
+    log.log("make (cold: 30-60 min; Buildroot's steps follow)")
+    log.stream(
         ["nice", *_make(tree, out, *make_args)],
         env=env,
         echo=(lambda _line: True) if verbose else _is_progress,
     )
     _collect(out, dest, log)
-    log.say(f"Buildroot image built in {(time.monotonic() - t0) / 60:.1f} min")
+    log.log(f"Buildroot image built in {(time.monotonic() - t0) / 60:.1f} min")
 
 
-def _collect(out: Path, dest: Path, log: _Log) -> None:
+def _collect(out: Path, dest: Path, log: StepLog) -> None:
     """Copy what the harness needs from Buildroot's output directory into *dest*."""
     images = out / "images"
     for name in (KERNEL_IMAGE, INITRD_IMAGE):
@@ -479,7 +372,7 @@ def _collect(out: Path, dest: Path, log: _Log) -> None:
     (dest / "image.json").write_text(json.dumps(meta, indent=2) + "\n")
 
 
-def _check_dotconfig(tree: Path, out: Path, log: _Log, python: str = sys.executable) -> str:
+def _check_dotconfig(tree: Path, out: Path, log: StepLog, python: str = sys.executable) -> str:
     result = _check_dotconfig_result(tree, out, log, python)
     if not result.ok:
         raise BuildrootError(f"check-dotconfig.py: {result.detail} (log: {log.path})")
@@ -556,10 +449,10 @@ def offline_checks(
     *,
     python: str = sys.executable,
     workdir: Path | None = None,
-    say: Log = _say,
+    say: Log = stderr_log,
 ) -> list[CheckResult]:
     """Run the checks that need a Buildroot tree but no network; return one result per check."""
-    log = _Log("buildroot-offline-checks.log", say)
+    log = StepLog(log_dir() / "buildroot-offline-checks.log", say)
     tmp = Path(tempfile.mkdtemp(prefix="irqlab-br-check-")) if workdir is None else workdir
     try:
         out = tmp / "output"
@@ -579,16 +472,16 @@ def offline_checks(
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _check_defconfig(tree: Path, out: Path, log: _Log) -> CheckResult:
-    rc, text = log.run(_make(tree, out, DEFCONFIG), check=False)
+def _check_defconfig(tree: Path, out: Path, log: StepLog) -> CheckResult:
+    rc, text = log.stream(_make(tree, out, DEFCONFIG), check=False)
     lines = [s.strip() for s in text.strip().splitlines() if s.strip()]
     written = [s for s in lines if "configuration written to" in s]
     return CheckResult(f"make {DEFCONFIG}", rc == 0, (written or lines[-3:] or [f"rc={rc}"])[-1])
 
 
-def _check_dotconfig_result(tree: Path, out: Path, log: _Log, python: str) -> CheckResult:
+def _check_dotconfig_result(tree: Path, out: Path, log: StepLog, python: str) -> CheckResult:
     defconfig = external_tree() / "configs" / DEFCONFIG
-    rc, text = log.run(
+    rc, text = log.stream(
         [python, tree / "support/scripts/check-dotconfig.py", out / ".config", defconfig],
         check=False,
     )
@@ -601,9 +494,9 @@ def _check_dotconfig_result(tree: Path, out: Path, log: _Log, python: str) -> Ch
     return CheckResult("check-dotconfig.py", rc == 0, detail)
 
 
-def _check_show_info(tree: Path, out: Path, log: _Log) -> CheckResult:
+def _check_show_info(tree: Path, out: Path, log: StepLog) -> CheckResult:
     name = "make show-info: our packages come from local sources"
-    rc, text = log.run(_make(tree, out, "-s", "show-info"), check=False)
+    rc, text = log.stream(_make(tree, out, "-s", "show-info"), check=False)
     if rc != 0:
         return CheckResult(name, False, text.strip()[-500:])
     try:
@@ -614,7 +507,7 @@ def _check_show_info(tree: Path, out: Path, log: _Log) -> CheckResult:
         f"{_pkg_var(p)}_{v}" for p in LOCAL_PACKAGES for v in ("SITE_METHOD", "OVERRIDE_SRCDIR")
     ]
     names.append("LINUX_KCONFIG_FRAGMENT_FILES")
-    rc, pv = log.run(_make(tree, out, "-s", "printvars", f"VARS={' '.join(names)}"), check=False)
+    rc, pv = log.stream(_make(tree, out, "-s", "printvars", f"VARS={' '.join(names)}"), check=False)
     printvars = _parse_printvars(pv) if rc == 0 else {}
     problems = local_package_problems(info, printvars)
     if problems:
@@ -649,9 +542,9 @@ def expected_sources() -> dict[str, set[str]]:
     }
 
 
-def _check_rsync(tree: Path, out: Path, log: _Log) -> CheckResult:
+def _check_rsync(tree: Path, out: Path, log: StepLog) -> CheckResult:
     name = "local sources: make <pkg>-rsync copies exactly the expected files"
-    rc, text = log.run(_make(tree, out, *(f"{p}-rsync" for p in LOCAL_PACKAGES)), check=False)
+    rc, text = log.stream(_make(tree, out, *(f"{p}-rsync" for p in LOCAL_PACKAGES)), check=False)
     if rc != 0:
         return CheckResult(name, False, text.strip()[-500:])
     problems: list[str] = []
@@ -671,13 +564,13 @@ def _check_rsync(tree: Path, out: Path, log: _Log) -> CheckResult:
     return CheckResult(name, not problems, "; ".join(problems) or ", ".join(counts))
 
 
-def _check_package(tree: Path, log: _Log, python: str) -> CheckResult:
+def _check_package(tree: Path, log: StepLog, python: str) -> CheckResult:
     files = _external_files()
     name = f"check-package --br2-external ({len(files)} files)"
     missing = _missing_for_check_package(python)
     if missing:
         return CheckResult(name, False, missing)
-    rc, text = log.run(
+    rc, text = log.stream(
         [python, tree / "utils/check-package", "--br2-external", *files],
         cwd=external_tree(),
         check=False,

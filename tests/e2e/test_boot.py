@@ -19,7 +19,8 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from irqlab.build.image import MACHINE_ARGS, GuestImage, cpu_args, ensure_image
+from irqlab.build.boot import MACHINE_ARGS, GuestImage, cpu_args
+from irqlab.build.image import ensure_image
 from irqlab.vm.machine import Machine, MachineConfig
 
 BOOT_TIMEOUT = 180.0

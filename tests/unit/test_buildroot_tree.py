@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from irqlab.build import buildroot, fetch, image
+from irqlab.build import boot, buildroot, fetch, image
 from irqlab.build.sshkeys import SshKeys
 from irqlab.build.steps import StepLog
 from irqlab.contract import uapi
@@ -357,13 +357,13 @@ def test_post_build_installs_keys_and_boot_conf(tmp_path: Path) -> None:
     assert mode("etc/init.d/S99irqlab") == 0o755
     conf = (target / "etc/irqlab/boot.conf").read_text()
     for var, value in (
-        ("READY_MARKER", image.READY_MARKER),
-        ("FAILED_MARKER", image.FAILED_MARKER),
-        ("GUEST_ADDR", image.GUEST_ADDR),
-        ("GATEWAY", image.GATEWAY),
+        ("READY_MARKER", boot.READY_MARKER),
+        ("FAILED_MARKER", boot.FAILED_MARKER),
+        ("GUEST_ADDR", boot.GUEST_ADDR),
+        ("GATEWAY", boot.GATEWAY),
     ):
         assert f"{var}='{value}'\n" in conf
-    assert (target / "etc/hostname").read_text() == image.HOSTNAME + "\n"
+    assert (target / "etc/hostname").read_text() == boot.HOSTNAME + "\n"
 
 
 def test_post_build_refuses_missing_or_private_keys(tmp_path: Path) -> None:
@@ -505,11 +505,11 @@ def test_built_output_becomes_the_harness_guest_image(
         tmp_path / "client", "ssh-ed25519 AAAA c", tmp_path / "host", "ssh-ed25519 AAAA h"
     )
     img = buildroot._guest_image(dest, "digest", keys)
-    assert isinstance(img, image.GuestImage)
+    assert isinstance(img, boot.GuestImage)
     assert (img.kernel.name, img.initramfs.name) == ("vmlinux", "rootfs.cpio.zst")
     assert img.kernel.read_bytes() == b"\x7fELF"
-    assert img.cmdline == " ".join(image.KERNEL_CMDLINE)
-    assert (img.ready_marker, img.failed_marker) == (image.READY_MARKER, image.FAILED_MARKER)
+    assert img.cmdline == " ".join(boot.KERNEL_CMDLINE)
+    assert (img.ready_marker, img.failed_marker) == (boot.READY_MARKER, boot.FAILED_MARKER)
     assert (img.client_key, img.host_key) == (keys.client_key, keys.host_pub)
     assert img.kernel_version == "6.18.7" and img.kmod == "irqlab"
     assert img.modules == ("irqlab", "uio", "uio_pci_generic")

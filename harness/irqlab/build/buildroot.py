@@ -6,7 +6,7 @@ Two jobs, both driven by the BR2_EXTERNAL tree in ``<repo>/buildroot``:
   builds ``irqlab_x86_64_defconfig`` with the external tree and copies the
   kernel (``vmlinux``, booted through PVH like the Debian image) and the
   initramfs into a cache directory named by the hash of every input; it returns
-  the same :class:`irqlab.build.image.GuestImage` as the Debian image, so the
+  the same :class:`irqlab.build.GuestImage` as the Debian image, so the
   harness boots either with the same tests.  Buildroot
   downloads its sources and toolchain from the internet and a cold build takes
   30-60 minutes, so this runs in GitHub Actions, not on machines without
@@ -36,10 +36,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from irqlab.build import fetch, image
+from irqlab.build import fetch
+from irqlab.build.boot import GuestImage, authorized_keys, boot_values, guest_image
 from irqlab.build.cache import InputHash, cached_build, is_complete
 from irqlab.build.cache import output_dir as output_dir_for
-from irqlab.build.kernel import KernelArtifacts
+from irqlab.build.kernel import KernelArtifacts, module_name, parse_modules_dep
 from irqlab.build.sshkeys import SshKeys, ensure_keys
 from irqlab.build.steps import Log, StepLog, stderr_log
 from irqlab.contract import uapi
@@ -208,11 +209,7 @@ def boot_env(keys: SshKeys, authorized_keys: Path) -> dict[str, str]:
     return {
         AUTHORIZED_KEYS_ENV: str(authorized_keys),
         "IRQLAB_HOST_KEY_FILE": str(keys.host_key),
-        "IRQLAB_READY_MARKER": image.READY_MARKER,
-        "IRQLAB_FAILED_MARKER": image.FAILED_MARKER,
-        "IRQLAB_GUEST_ADDR": image.GUEST_ADDR,
-        "IRQLAB_GATEWAY": image.GATEWAY,
-        "IRQLAB_HOSTNAME": image.HOSTNAME,
+        **{f"IRQLAB_{name}": value for name, value in boot_values().items()},
     }
 
 
@@ -239,7 +236,7 @@ def ensure_image(
     jobs: int = 0,
     verbose: bool = False,
     say: Log = stderr_log,
-) -> image.GuestImage:
+) -> GuestImage:
     """The Buildroot guest for the current inputs, as the same :class:`GuestImage` the
     Debian image gives (same boot protocol, keys, markers and addresses).
 
@@ -251,7 +248,7 @@ def ensure_image(
     """
     keys = ensure_keys()
     # the same authorized_keys text the Debian image gets
-    authorized = image._authorized_keys(keys, authorized_key)
+    authorized = authorized_keys(keys, authorized_key)
     digest = input_digest(keys, authorized)
     final = output_dir_for("buildroot-image", digest)
     if not build and not (is_complete(final) and not force):
@@ -276,7 +273,7 @@ def ensure_image(
     return _guest_image(out, digest, keys)
 
 
-def _guest_image(out: Path, digest: str, keys: SshKeys) -> image.GuestImage:
+def _guest_image(out: Path, digest: str, keys: SshKeys) -> GuestImage:
     meta = json.loads((out / "image.json").read_text())
     release = str(meta["kernel_version"])
     brout = Path(str(meta["output_dir"]))
@@ -291,20 +288,14 @@ def _guest_image(out: Path, digest: str, keys: SshKeys) -> image.GuestImage:
         root=out,
         kmod=brout / "host" / "bin" / "kmod",
     )
-    return image.GuestImage(
+    return guest_image(
         version=digest,
-        kernel=out / KERNEL_IMAGE,
+        kernel=kernel,
         initramfs=out / INITRD_IMAGE,
-        cmdline=" ".join(image.KERNEL_CMDLINE),
-        kernel_version=release,
-        kernel_artifacts=kernel,
-        client_key=keys.client_key,
-        host_key=keys.host_pub,
+        keys=keys,
         directory=out,
         kmod=meta.get("kmod"),
-        modules=tuple(meta.get("modules", ())),
-        agent_package="irqlab_agent",
-        size=(out / INITRD_IMAGE).stat().st_size,
+        modules=meta.get("modules", ()),
     )
 
 
@@ -355,8 +346,8 @@ def _collect(out: Path, dest: Path, log: StepLog) -> None:
     shutil.copy2(linux / ".config", dest / "kernel.config")
     modules = out / "target/lib/modules" / release
     shutil.copytree(modules, dest / "modules" / release, symlinks=True)
-    deps = image.parse_modules_dep((modules / "modules.dep").read_text())
-    ours = sorted(image.module_name(rel) for rel in deps if rel.startswith("updates/"))
+    deps = parse_modules_dep((modules / "modules.dep").read_text())
+    ours = sorted(module_name(rel) for rel in deps if rel.startswith("updates/"))
     meta = {
         "kind": "buildroot",
         "buildroot_version": BUILDROOT_VERSION,
@@ -367,7 +358,7 @@ def _collect(out: Path, dest: Path, log: StepLog) -> None:
         "kernel": KERNEL_IMAGE,
         "initrd": INITRD_IMAGE,
         "kmod": ours[0] if ours else None,
-        "modules": sorted({image.module_name(rel) for rel in deps}),
+        "modules": sorted({module_name(rel) for rel in deps}),
     }
     (dest / "image.json").write_text(json.dumps(meta, indent=2) + "\n")
 

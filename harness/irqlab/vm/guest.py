@@ -201,7 +201,7 @@ class Guest:
         return self
 
     def _boot(self, qemu: Any, image: Any) -> None:
-        from irqlab.build.image import MACHINE_ARGS, cpu_args
+        from irqlab.build.boot import MACHINE_ARGS, cpu_args
         from irqlab.vm.accel import choose
         from irqlab.vm.machine import Machine, MachineConfig
         from irqlab.vm.qmp.injector import Injector

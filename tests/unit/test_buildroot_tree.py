@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from irqlab.build import boot, buildroot, fetch, image
+from irqlab.build.guest import BOOT_SCRIPT, BOOT_SCRIPT_PATH
 from irqlab.build.sshkeys import SshKeys
 from irqlab.build.steps import StepLog
 from irqlab.contract import uapi
@@ -355,6 +356,8 @@ def test_post_build_installs_keys_and_boot_conf(tmp_path: Path) -> None:
     assert mode("etc/dropbear/dropbear_ed25519_host_key") == 0o600
     assert not (target / "etc/init.d/S50dropbear").exists()
     assert mode("etc/init.d/S99irqlab") == 0o755
+    assert (target / BOOT_SCRIPT_PATH).read_text() == BOOT_SCRIPT.read_text()
+    assert mode(BOOT_SCRIPT_PATH) == 0o644
     conf = (target / "etc/irqlab/boot.conf").read_text()
     for var, value in (
         ("READY_MARKER", boot.READY_MARKER),
@@ -380,27 +383,29 @@ def test_post_build_refuses_missing_or_private_keys(tmp_path: Path) -> None:
     assert r.returncode != 0 and "private key" in r.stderr
 
 
-def test_init_script_speaks_the_debian_boot_protocol() -> None:
-    """S99irqlab prints '<READY_MARKER> uptime=<s>' once dropbear listens on port 22 (same
-    /proc/net/tcp test), '<FAILED_MARKER>: <reason>' on failure, honours irqlab_modprobe=,
-    and runs dropbear with the Debian image's options; sh -n accepts it."""
+def test_both_images_run_the_one_boot_sequence() -> None:
+    """S99irqlab and the Debian /init source the same boot.sh (irqlab-boot.sh, which
+    post-build.sh installs) and call its steps in the same order; neither carries the
+    sequence itself. The library prints '<READY_MARKER> uptime=<s>' once dropbear listens
+    on port 22 and '<FAILED_MARKER>: <reason>' on failure; sh -n accepts the scripts."""
     init = INIT_SCRIPT.read_text()
     debian = (ROOT / "harness/irqlab/build/guest/init.sh.in").read_text()
-    assert 'echo "$READY_MARKER uptime=$up"' in init and "@READY_MARKER@ uptime=$up" in debian
-    assert 'echo "$FAILED_MARKER: $*"' in init and '"@FAILED_MARKER@: $*"' in debian
-    tcp = "' 00000000:0016 00000000:0000 0A '"
-    assert tcp in init and tcp in debian
-    assert "cmdline_value irqlab_modprobe" in init and "irqlab_modprobe" in debian
-
-    def dropbear_opts(text: str) -> str:
-        line = re.search(r"^\s*dropbear (-.*)$", text, re.M)
-        assert line, "no dropbear command line"
-        return " " + line.group(1) + " "
-
-    for opt in ("-s", "-g", "-p 22", "-W 262144"):
-        assert f" {opt} " in dropbear_opts(init), opt
-        assert f" {opt} " in dropbear_opts(debian), opt
-    assert subprocess.run(["sh", "-n", str(INIT_SCRIPT)], check=False).returncode == 0
+    lib = BOOT_SCRIPT.read_text()
+    assert f'BOOT="/{BOOT_SCRIPT_PATH}"' in init and f". /{BOOT_SCRIPT_PATH}\n" in debian
+    steps = ("irqlab_network", "irqlab_modprobe ", "irqlab_dropbear ", "irqlab_ready")
+    for text in (init, debian):
+        calls = [text.index(f"\t{s}" if text is init else f"\n{s}") for s in steps]
+        assert calls == sorted(calls), steps
+        assert not re.search(r"^\s*dropbear ", text, re.M) and "/proc/net/tcp" not in text
+    assert 'echo "$READY_MARKER uptime=$up"' in lib and 'echo "$FAILED_MARKER: $*"' in lib
+    assert "' 00000000:0016 00000000:0000 0A ' /proc/net/tcp" in lib
+    assert "dropbear -F -E -s -g -p 22 -W 262144 " in lib
+    for script in (INIT_SCRIPT, BOOT_SCRIPT):
+        assert subprocess.run(["sh", "-n", str(script)], check=False).returncode == 0
+    r = subprocess.run(
+        [_shellcheck(), "-s", "sh", str(BOOT_SCRIPT)], capture_output=True, text=True, check=False
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
 
 
 def test_no_keys_committed() -> None:

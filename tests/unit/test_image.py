@@ -17,7 +17,7 @@ import pytest
 
 from irqlab.build import boot, cpio, debs, elf, image, initramfs, kernel, pystdlib, sshkeys
 from irqlab.build.debs import Package
-from irqlab.build.guest import INIT_TEMPLATE
+from irqlab.build.guest import BOOT_SCRIPT_PATH, INIT_TEMPLATE
 
 # ---------------------------------------------------------------- vmlinux
 
@@ -277,10 +277,11 @@ def test_render_init_real_template(tmp_path: Path) -> None:
     text = image.render_init(INIT_TEMPLATE.read_text(), _init_values())
     assert text.startswith("#!/bin/sh\n")
     assert "@" + "READY_MARKER@" not in text
-    assert 'echo "IRQLAB-READY uptime=$up"' in text
+    assert "READY_MARKER='IRQLAB-READY'\n" in text
     assert "for m in kernel/a.ko kernel/b.ko; do" in text
-    assert "ip addr add '10.0.2.15/24' dev eth0" in text
-    assert "ip route add default via '10.0.2.2'" in text
+    assert "GUEST_ADDR='10.0.2.15/24'\n" in text
+    assert "GATEWAY='10.0.2.2'\n" in text
+    assert f". /{BOOT_SCRIPT_PATH}\n" in text
     script = tmp_path / "init"
     script.write_text(text)
     r = subprocess.run(["sh", "-n", str(script)], capture_output=True, text=True, check=False)

@@ -40,6 +40,7 @@ from irqlab.build import fetch
 from irqlab.build.boot import GuestImage, authorized_keys, boot_values, guest_image
 from irqlab.build.cache import InputHash, cached_build, is_complete
 from irqlab.build.cache import output_dir as output_dir_for
+from irqlab.build.guest import BOOT_SCRIPT
 from irqlab.build.kernel import KernelArtifacts, module_name, parse_modules_dep
 from irqlab.build.sshkeys import SshKeys, ensure_keys
 from irqlab.build.steps import Log, StepLog, stderr_log
@@ -201,6 +202,7 @@ def image_inputs() -> list[tuple[str, Path]]:
     }
     for files in expected_sources().values():
         rels |= files
+    rels.add(str(BOOT_SCRIPT.relative_to(root)))  # post-build.sh installs it
     return [(rel, root / rel) for rel in sorted(rels)]
 
 

@@ -37,7 +37,7 @@ from irqlab.build.boot import (
 )
 from irqlab.build.cache import InputHash, cached_build, output_dir
 from irqlab.build.cpio import Entry, tree_entries
-from irqlab.build.guest import GUEST_DIR, INIT_TEMPLATE
+from irqlab.build.guest import BOOT_SCRIPT, BOOT_SCRIPT_PATH, GUEST_DIR, INIT_TEMPLATE
 from irqlab.build.initramfs import COMPRESSORS, DEFAULT_COMPRESSION, Stage
 from irqlab.build.kernel import (
     KernelArtifacts,
@@ -313,6 +313,7 @@ def _build(inp: _Inputs, digest: str, tmp: Path, steps: StepLog) -> dict[str, ob
             },
         )
         stage.write("init", init, 0o755)
+        stage.write(BOOT_SCRIPT_PATH, BOOT_SCRIPT.read_text())
     with steps.step("precompile Python"):
         stdlib = stage.path(f"usr/lib/{PY}")
         if inp.stdlib_sources:

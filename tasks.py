@@ -207,10 +207,11 @@ def buildroot_build(
 def buildroot_check(c: Context, tree: str = "", download: bool = False, python: str = "") -> None:
     """Offline checks of buildroot/: defconfig, check-dotconfig, show-info, check-package."""
     from irqlab.build import buildroot as br
+    from irqlab.build import buildroot_checks
 
     src = br.ensure_source() if download else br.source_tree(tree or None)
-    results = br.offline_checks(src, python=python or sys.executable)
-    print(br.format_results(results))
+    results = buildroot_checks.offline_checks(src, python=python or sys.executable)
+    print(buildroot_checks.format_results(results))
     failed = [r.name for r in results if not r.ok]
     if failed:
         sys.exit(

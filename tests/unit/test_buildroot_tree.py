@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from irqlab.build import boot, buildroot, fetch, image
+from irqlab.build import boot, buildroot, buildroot_checks, fetch, image
 from irqlab.build.guest import BOOT_SCRIPT, BOOT_SCRIPT_PATH
 from irqlab.build.sshkeys import SshKeys
 from irqlab.build.steps import StepLog
@@ -438,7 +438,7 @@ def _show_info_ok() -> tuple[dict[str, object], dict[str, str]]:
 def test_show_info_check_accepts_local_packages() -> None:
     """The show-info assertion passes for local packages from this repository."""
     info, printvars = _show_info_ok()
-    assert buildroot.local_package_problems(info, printvars) == []
+    assert buildroot_checks.local_package_problems(info, printvars) == []
 
 
 def test_show_info_check_rejects_downloaded_or_foreign_packages() -> None:
@@ -449,10 +449,12 @@ def test_show_info_check_rejects_downloaded_or_foreign_packages() -> None:
     printvars["PYTHON_IRQLAB_AGENT_SITE_METHOD"] = "git"
     printvars["PYTHON_IRQLAB_AGENT_OVERRIDE_SRCDIR"] = "/elsewhere"
     printvars["LINUX_KCONFIG_FRAGMENT_FILES"] = "/other.fragment"
-    problems = buildroot.local_package_problems(info, printvars)
+    problems = buildroot_checks.local_package_problems(info, printvars)
     assert len(problems) == 4, problems
     del info["irqlab-kmod"]
-    assert any("not in show-info" in p for p in buildroot.local_package_problems(info, printvars))
+    assert any(
+        "not in show-info" in p for p in buildroot_checks.local_package_problems(info, printvars)
+    )
 
 
 def test_buildroot_pin() -> None:

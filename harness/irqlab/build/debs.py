@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from irqlab.build.steps import BuildError, StepLog
+from irqlab.errors import IrqlabError
 from irqlab.paths import cache_dir
 
 Relations = tuple[tuple[str, ...], ...]
@@ -46,7 +47,7 @@ class Package:
         return f"{self.name}={self.version}"
 
 
-class AptError(RuntimeError):
+class AptError(IrqlabError, RuntimeError):
     pass
 
 

@@ -27,6 +27,7 @@ from irqlab.build.cache import InputHash, cached_build, output_dir
 from irqlab.build.debs import Lookup, Package
 from irqlab.build.elf import ELF_MAGIC
 from irqlab.build.steps import Log, StepLog
+from irqlab.errors import IrqlabError
 from irqlab.paths import log_dir
 
 RECIPE_VERSION = "kernel-1"
@@ -43,7 +44,7 @@ _XZ_MAGIC = b"\xfd7zXZ\x00"
 _GZIP_MAGIC = b"\x1f\x8b\x08"
 
 
-class VmlinuxError(ValueError):
+class VmlinuxError(IrqlabError, ValueError):
     pass
 
 

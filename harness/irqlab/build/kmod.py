@@ -19,6 +19,7 @@ from irqlab.build import debs
 from irqlab.build.cache import InputHash, cached_build
 from irqlab.build.kernel import KernelArtifacts, ensure_kernel
 from irqlab.build.steps import Log, StepLog
+from irqlab.errors import IrqlabError
 from irqlab.paths import log_dir, repo_root
 
 RECIPE_VERSION = "kmod-1"
@@ -106,7 +107,7 @@ def ensure_style_tools(log: Log | None = None) -> None:
         debs.ensure_apt_packages(steps, STYLE_TOOL_PACKAGES, step="style tools")
 
 
-class ToolMissing(RuntimeError):
+class ToolMissing(IrqlabError, RuntimeError):
     """A style tool is not installed and cannot be fetched; the message says how."""
 
 

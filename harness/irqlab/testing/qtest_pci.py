@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from irqlab.errors import IrqlabError
 from irqlab.vm.qtest import QTest
 
 CONFIG_ADDRESS = 0xCF8
@@ -48,7 +49,7 @@ MSIX_ENTRY_SIZE = 16
 MSIX_ENTRY_CTRL_MASKBIT = 1
 
 
-class PciError(RuntimeError):
+class PciError(IrqlabError, RuntimeError):
     pass
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from irqlab.contract import uapi
+from irqlab.errors import IrqlabError
 from irqlab.paths import log_dir
 
 Event = dict[str, Any]
@@ -32,7 +33,7 @@ Event = dict[str, Any]
 AGENT_PACKAGE_DIR = Path(__file__).resolve().parents[2] / "irqlab_agent"
 
 
-class AgentError(RuntimeError):
+class AgentError(IrqlabError, RuntimeError):
     """The agent refused a request, died, or said something unexpected."""
 
     def __init__(self, message: str, response: Mapping[str, Any] | None = None) -> None:

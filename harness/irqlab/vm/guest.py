@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from irqlab.contract.regs import REGS
+from irqlab.errors import IrqlabError
 from irqlab.paths import log_dir
 from irqlab.vm.agent_client import AgentClient, AgentError
 from irqlab.vm.ssh import RunResult, SshClient
@@ -38,11 +39,11 @@ from irqlab.vm.ssh import RunResult, SshClient
 DEVICE_TYPE = "irqlab"
 
 
-class PrerequisiteMissing(RuntimeError):
+class PrerequisiteMissing(IrqlabError, RuntimeError):
     """Something the guest needs was not built; the message says what and how."""
 
 
-class GuestError(RuntimeError):
+class GuestError(IrqlabError, RuntimeError):
     pass
 
 

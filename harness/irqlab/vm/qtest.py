@@ -14,11 +14,13 @@ import socket
 from dataclasses import dataclass
 from typing import Literal
 
+from irqlab.errors import IrqlabError
+
 _SIZES = {"b": 1, "w": 2, "l": 4, "q": 8}
 IrqEdge = Literal["raise", "lower"]
 
 
-class QTestError(RuntimeError):
+class QTestError(IrqlabError, RuntimeError):
     """QEMU answered FAIL, or the qtest connection broke."""
 
 

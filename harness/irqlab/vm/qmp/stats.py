@@ -7,8 +7,10 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from irqlab.errors import IrqlabError
 
-class StatsFormatError(ValueError):
+
+class StatsFormatError(IrqlabError, ValueError):
     """QEMU's reply does not have the documented shape."""
 
 

@@ -14,7 +14,7 @@ from irqlab_agent import __version__
 from irqlab_agent.abi import Abi, load_abi
 from irqlab_agent.acks import parse_ack_mode
 from irqlab_agent.checks import run_checks
-from irqlab_agent.hwpaths import HW_PATH_KINDS, UioPath
+from irqlab_agent.gpio_cdev import GpioCdevPath
 from irqlab_agent.paths import (
     COUNT_FMT,
     PATH_KINDS,
@@ -38,6 +38,11 @@ from irqlab_agent.protocol import (
     parse_request,
 )
 from irqlab_agent.sysio import SigInfo, SignalFd, block_signals
+from irqlab_agent.uio import UioPath
+
+HW_PATH_KINDS: dict[str, type[NotificationPath]] = {
+    cls.kind: cls for cls in (GpioCdevPath, UioPath)
+}
 
 TYPE_CHECKING = False  # typing is not imported at run time: it costs start-up time
 if TYPE_CHECKING:

@@ -303,7 +303,7 @@ def measure_gpio(
     """gpio-cdev storm: the generator toggles :data:`gpio.LINE`, one edge per step.
 
     The path runs in the agent's storm mode (``summarize``: it counts the line
-    events' seqnos into summaries, see ``irqlab_agent.hwpaths``) and ACKs each read
+    events' seqnos into summaries, see ``irqlab_agent.gpio_cdev``) and ACKs each read
     buffer in *ack* mode (default :data:`STORM_ACK`, as the record paths).
 
     No marker can end it (a FIFO word is no line event).  It ends exactly instead:

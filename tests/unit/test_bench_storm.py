@@ -170,7 +170,8 @@ def test_other_paths_are_not_summarized(path: str) -> None:
 def test_cli_storm_options() -> None:
     import argparse
 
-    from irqlab.bench import cli, runner
+    from irqlab.bench import runner
+    from irqlab.cli import bench as cli
 
     p = argparse.ArgumentParser()
     cli.add_bench_parser(p.add_subparsers())

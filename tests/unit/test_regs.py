@@ -96,36 +96,17 @@ def test_grammar() -> None:
     }
 
 
+# What a register header may not hold that the shared parser accepts (the grammar's own
+# errors are tested with the parser, in test_uapi.py).
 @pytest.mark.parametrize(
     ("text", "line", "message"),
     [
-        ("#define IRQLAB_A 1\n#define IRQLAB_B (IRQLAB_X + 1)\n", 2, "unknown name 'IRQLAB_X'"),
-        ("#define IRQLAB_B (IRQLAB_A + 1)\n#define IRQLAB_A 1\n", 1, "unknown name 'IRQLAB_A'"),
-        ("#define IRQLAB_A 1\n#define IRQLAB_A 2\n", 2, "defined twice"),
-        ("#define IRQLAB_A 08\n", 1, "bad integer literal '08'"),
-        ("#define IRQLAB_A 0x\n", 1, "bad integer literal '0x'"),
-        ("#define IRQLAB_A 1.5\n", 1, "unexpected"),
-        ('#define IRQLAB_A "x"\n', 1, "unexpected"),
-        ("#define IRQLAB_A (1 << 2\n", 1, "ends too early"),
-        ("#define IRQLAB_A 1 2\n", 1, "unexpected '2'"),
-        ("#define IRQLAB_A\n", 1, "empty definition"),
-        ("#define IRQLAB_A(n) (n)\n", 1, "function-like macro"),
         ("#define OTHER_A 1\n", 1, "does not start with IRQLAB_"),
         ("#define IRQLAB_A 1\n#include <stdint.h>\n", 2, "includes nothing"),
-        ("#define IRQLAB_A 1\nint x;\n", 2, "cannot parse"),
         ("#define IRQLAB_A 1\nstruct irqlab_s {\n__u32 a;\n};\n", 2, "struct irqlab_s is not a"),
         ("#define IRQLAB_A 1\n#define IRQLAB_IO _IO(1, 2)\n", 2, "IRQLAB_IO is not a register"),
-        ("#if 1\n#define IRQLAB_A 1\n#endif\n", 1, "unsupported directive"),
-        ("#define IRQLAB_A 1 << 64\n", 1, "shift count 64"),
-        ("#define IRQLAB_A 1 << -1\n", 1, "shift count -1"),
-        ("#define IRQLAB_A 1 and 2\n", 1, "unexpected 'and'"),
-        ("#define IRQLAB_A True\n", 1, "unknown name 'True'"),
-        ("#define IRQLAB_A __import__\n", 1, "unknown name '__import__'"),
-        ("#define IRQLAB_A 1\n/* open\n", 2, "unterminated comment"),
-        ("#ifndef IRQLAB_G\n#define IRQLAB_G\n", 2, "not closed"),
-        ("#define IRQLAB_A 1\n#endif\n", 2, "#endif without #ifndef"),
         ("/* nothing */\n", 1, "no IRQLAB_ definitions"),
-        ("#define IRQLAB_A+1\n", 1, "malformed #define"),
+        ("#define IRQLAB_B (IRQLAB_A + 1)\n#define IRQLAB_A 1\n", 1, "unknown name 'IRQLAB_A'"),
     ],
 )
 def test_malformed(text: str, line: int, message: str) -> None:

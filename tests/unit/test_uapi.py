@@ -237,6 +237,17 @@ def test_arrays_and_alignment() -> None:
         ("#if 1\n#endif\n", 1, "unsupported directive"),
         ("typedef int x;\n", 1, "cannot parse"),
         ("#ifndef G\n#define G\n", 2, "not closed"),
+        ("#define A 1\n#endif\n", 2, "#endif without #ifndef"),
+        ("#define A 0x\n", 1, "bad integer literal '0x'"),
+        ("#define A 1.5\n", 1, "unexpected"),
+        ('#define A "x"\n', 1, "unexpected"),
+        ("#define A\n", 1, "empty definition"),
+        ("#define A+1\n", 1, "malformed #define"),
+        ("#define A 1 << 64\n", 1, "shift count 64"),
+        ("#define A 1 << -1\n", 1, "shift count -1"),
+        ("#define A 1 and 2\n", 1, "unexpected 'and'"),
+        ("#define A True\n", 1, "unknown name 'True'"),
+        ("#define A __import__\n", 1, "unknown name '__import__'"),
     ],
 )
 def test_malformed_headers_name_the_line(text: str, line: int, message: str) -> None:

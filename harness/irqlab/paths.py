@@ -5,6 +5,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+__all__ = [
+    "agent_package_dir",
+    "cache_dir",
+    "log_dir",
+    "packaged_file",
+    "repo_root",
+]
+
 _PKG_DIR = Path(__file__).resolve().parent
 
 

@@ -11,6 +11,11 @@ from typing import Any
 
 from irqlab.vm.guest import Guest
 
+__all__ = [
+    "BenchGuest",
+    "agent_paths",
+]
+
 
 def agent_paths(guest: Any) -> dict[str, dict[str, Any]]:
     """The paths the guest's agent implements, in its order, as its hello lists them:

@@ -31,6 +31,23 @@ from irqlab.bench import SCHEMA, cyclic, env, host, latency, metrics, storm
 from irqlab.bench.guest import BenchGuest, agent_paths
 from irqlab.vm.guest import GuestConfig
 
+__all__ = [
+    "BASELINE_PATH",
+    "DEFAULT_PLACEMENT",
+    "MODULE_MODES",
+    "NO_STORM",
+    "OTHER_DRIVER",
+    "PLACEMENTS",
+    "STORM_RING_SIZE",
+    "WANTED_PATHS",
+    "Bench",
+    "BenchConfig",
+    "Log",
+    "available_paths",
+    "default_out_dir",
+    "run_bench",
+]
+
 PLACEMENTS = ("hardirq", "thread", "workqueue")
 DEFAULT_PLACEMENT = "hardirq"
 # What the issue asks for, by the agent's path names; names the agent lacks are

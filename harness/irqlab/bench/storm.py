@@ -41,6 +41,20 @@ from irqlab.bench.guest import agent_paths
 from irqlab.bench.latency import UIO_PATHS, arm_clean, arm_measured
 from irqlab.contract.regs import REGS
 
+__all__ = [
+    "DRIVER_STATS",
+    "MARKER",
+    "MARKER_RETRY_S",
+    "RATES",
+    "STORM_ACK",
+    "collect_rounds",
+    "highest_lossless",
+    "measure",
+    "measure_gpio",
+    "storm_arm_opts",
+    "summarized",
+]
+
 MARKER = 0x5EA1_0000  # FIFO words MARKER + k end a storm (see _until_marker)
 MARKER_RETRY_S = 1.0
 RATES = (1_000, 10_000, 50_000, 100_000)

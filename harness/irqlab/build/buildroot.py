@@ -38,6 +38,35 @@ from irqlab.contract import uapi
 from irqlab.errors import IrqlabError
 from irqlab.paths import cache_dir, log_dir, repo_root
 
+__all__ = [
+    "AUTHORIZED_KEYS_ENV",
+    "BUILDROOT_SHA256",
+    "BUILDROOT_TARBALL",
+    "BUILDROOT_URL",
+    "BUILDROOT_VERSION",
+    "DEFCONFIG",
+    "EXTERNAL_NAME",
+    "HOST_PACKAGES",
+    "INITRD_IMAGE",
+    "KERNEL_IMAGE",
+    "LOCAL_PACKAGES",
+    "BuildrootError",
+    "CheckResult",
+    "boot_env",
+    "buildroot_version",
+    "ccache_dir",
+    "check_dotconfig",
+    "dl_dir",
+    "ensure_image",
+    "ensure_source",
+    "expected_sources",
+    "external_tree",
+    "image_inputs",
+    "input_digest",
+    "output_dir",
+    "source_tree",
+]
+
 # Buildroot 2026.02.x is the current long-term-support line (maintained for a
 # year).  The sha256 is the "SHA256:" line of buildroot-2026.02.3.tar.xz.sign,
 # the release manager's PGP-signed manifest published next to the tarball

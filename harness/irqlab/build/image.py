@@ -54,6 +54,22 @@ from irqlab.build.steps import Log, StepLog
 from irqlab.contract import uapi
 from irqlab.paths import agent_package_dir, cache_dir, log_dir
 
+__all__ = [
+    "ABI_ARTIFACT",
+    "BOOT_MODULES",
+    "EXCLUDED_PACKAGES",
+    "PICK",
+    "RECIPE_VERSION",
+    "ROOT_PACKAGES",
+    "SHIPPED_MODULES",
+    "abi_artifact",
+    "default_agent_dir",
+    "default_agent_files",
+    "ensure_image",
+    "render_init",
+    "resolve_packages",
+]
+
 RECIPE_VERSION = "image-1"  # bump to force rebuilds when nothing else changed
 
 ROOT_PACKAGES = (

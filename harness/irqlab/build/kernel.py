@@ -30,6 +30,23 @@ from irqlab.build.steps import Log, StepLog
 from irqlab.errors import IrqlabError
 from irqlab.paths import log_dir
 
+__all__ = [
+    "META_PACKAGE",
+    "RECIPE_VERSION",
+    "KernelArtifacts",
+    "KernelPackages",
+    "VmlinuxError",
+    "ensure_kernel",
+    "extract_vmlinux",
+    "kernel_build_dir",
+    "modinfo_depends",
+    "module_load_order",
+    "module_name",
+    "parse_modules_dep",
+    "resolve_packages",
+    "run_depmod",
+]
+
 RECIPE_VERSION = "kernel-1"
 META_PACKAGE = "linux-image-amd64"
 

@@ -22,6 +22,24 @@ from irqlab.build.steps import Log, StepLog
 from irqlab.errors import IrqlabError
 from irqlab.paths import log_dir, repo_root
 
+__all__ = [
+    "CHECKPATCH_FILES",
+    "CHECKPATCH_IGNORE",
+    "CHECKPATCH_PACKAGE",
+    "MODULE",
+    "RECIPE_VERSION",
+    "STYLE_TOOL_PACKAGES",
+    "ToolMissing",
+    "checkpatch_findings",
+    "ensure_checkpatch",
+    "ensure_kmod",
+    "ensure_style_tools",
+    "input_digest",
+    "source_files",
+    "sparse_findings",
+    "warnings_in",
+]
+
 RECIPE_VERSION = "kmod-1"
 MODULE = "irqlab.ko"
 _BUILD_PRODUCT = re.compile(r"(\.o|\.ko|\.mod|\.mod\.c|\.cmd|Module\.symvers|modules\.order)$")

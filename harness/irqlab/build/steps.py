@@ -17,6 +17,13 @@ from pathlib import Path
 
 from irqlab.errors import IrqlabError
 
+__all__ = [
+    "BuildError",
+    "Log",
+    "StepLog",
+    "stderr_log",
+]
+
 Log = Callable[[str], None]
 
 

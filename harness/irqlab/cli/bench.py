@@ -16,6 +16,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+__all__ = [
+    "add_bench_arguments",
+    "add_bench_parser",
+    "cmd_bench",
+    "config_from_args",
+]
+
 
 def _csv(s: str) -> tuple[str, ...]:
     return tuple(x.strip() for x in s.split(",") if x.strip())

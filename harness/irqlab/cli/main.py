@@ -10,6 +10,19 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+__all__ = [
+    "build_parser",
+    "cmd_build_image",
+    "cmd_build_qemu",
+    "cmd_buildroot_build",
+    "cmd_buildroot_check",
+    "cmd_cache",
+    "cmd_probe_accel",
+    "cmd_regs",
+    "command_parser",
+    "main",
+]
+
 
 def cmd_build_qemu(args: argparse.Namespace) -> int:
     from irqlab.build.qemu import ensure_qemu

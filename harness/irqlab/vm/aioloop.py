@@ -11,6 +11,12 @@ from typing import Any, TypeVar
 
 from irqlab.errors import IrqlabError
 
+__all__ = [
+    "LoopThread",
+    "LoopTimeout",
+    "T",
+]
+
 T = TypeVar("T")
 
 

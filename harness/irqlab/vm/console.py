@@ -17,6 +17,11 @@ from pathlib import Path
 
 from irqlab.errors import IrqlabError
 
+__all__ = [
+    "Console",
+    "ConsoleTimeout",
+]
+
 
 class ConsoleTimeout(IrqlabError, TimeoutError):
     """The marker did not appear in time; the message names the log file."""

@@ -16,6 +16,13 @@ from typing import Literal
 
 from irqlab.errors import IrqlabError
 
+__all__ = [
+    "IrqEdge",
+    "IrqEvent",
+    "QTest",
+    "QTestError",
+]
+
 _SIZES = {"b": 1, "w": 2, "l": 4, "q": 8}
 IrqEdge = Literal["raise", "lower"]
 

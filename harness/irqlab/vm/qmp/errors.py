@@ -6,6 +6,14 @@ from collections.abc import Mapping
 
 from irqlab.errors import IrqlabError
 
+__all__ = [
+    "DeviceRejected",
+    "InjectionError",
+    "InvalidArgument",
+    "QMPCommandError",
+    "QMPFailure",
+]
+
 
 class QMPFailure(IrqlabError, RuntimeError):
     """Talking to QEMU failed: not connected, timed out, or the connection dropped."""

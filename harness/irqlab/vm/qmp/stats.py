@@ -9,6 +9,12 @@ from dataclasses import dataclass
 
 from irqlab.errors import IrqlabError
 
+__all__ = [
+    "Counters",
+    "Histogram",
+    "StatsFormatError",
+]
+
 
 class StatsFormatError(IrqlabError, ValueError):
     """QEMU's reply does not have the documented shape."""

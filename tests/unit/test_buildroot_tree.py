@@ -163,6 +163,9 @@ def test_agent_package_ships_what_the_debian_image_ships() -> None:
     assert set(image.default_agent_files()) == set(generated) == {"abi.json"}
     assert generated["abi.json"] == uapi.HEADER_REL
     assert "$(INSTALL)" not in mk, "the agent ships nothing but its package and abi.json"
+    # The local site copies what generating abi.json needs (the rsync filter names each file).
+    for rel in (uapi.HEADER_REL, *uapi.GENERATOR_SOURCES):
+        assert f"--include=/{rel} " in mk, rel
 
 
 def test_kmod_package_builds_the_module_directory() -> None:

@@ -1,11 +1,19 @@
-"""irqlab tasks: `invoke --list` shows them, `invoke test-all` is the front door."""
+"""irqlab tasks: `invoke --list` shows them, `invoke test-all` is the front door.
+
+The build, probe, bench and Buildroot tasks are the `irqlab` command's subcommands:
+their options are read from the CLI's parser (`irqlab.cli.main`) and passed through
+to it, so `invoke bench --quick` is `irqlab bench --quick` (`irqlab <command> --help`).
+"""
 
 from __future__ import annotations
 
+import argparse
+import inspect
 import os
 import sys
+from typing import Any
 
-from invoke import Context, task
+from invoke import Context, Task, task
 
 PYTEST = f"{sys.executable} -m pytest"
 
@@ -14,23 +22,64 @@ def _pytest(c: Context, args: str) -> None:
     c.run(f"{PYTEST} {args}", pty=False, echo=True)
 
 
-@task(help={"force": "rebuild even if the cache has a build for the current inputs"})
-def build_qemu(c: Context, force: bool = False) -> None:
-    """Build QEMU with the irqlab device (cached by input hash)."""
-    from irqlab.build.qemu import ensure_qemu
+def cli_task(command: str) -> Task[Any]:
+    """A task running ``irqlab <command>``, with that subcommand's options (booleans as flags,
+    the others as strings argparse converts), each passed through when given."""
+    from irqlab.cli.main import command_parser
 
-    inst = ensure_qemu(force=force)
-    print(f"QEMU {inst.version}: {inst.binary}")
+    parser, summary = command_parser(command)
+    options: dict[str, tuple[str, bool]] = {}  # parameter -> (CLI option, is a flag)
+    helps: dict[str, str] = {}
+    params = [inspect.Parameter("c", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    for action in parser._actions:
+        if not action.option_strings or isinstance(action, argparse._HelpAction):
+            continue
+        flag = isinstance(action, argparse._StoreTrueAction)
+        options[action.dest] = (action.option_strings[-1], flag)
+        helps[action.dest] = action.help or ""
+        params.append(
+            inspect.Parameter(
+                action.dest, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=False if flag else ""
+            )
+        )
+
+    def run(c: Context, **given: Any) -> None:
+        from irqlab.cli.main import main
+
+        argv = [command]
+        for name, value in given.items():
+            opt, flag = options[name]
+            if flag and value:
+                argv.append(opt)
+            elif not flag and value != "":
+                argv += [opt, str(value)]
+        rc = main(argv)
+        if rc:
+            raise SystemExit(rc)
+
+    run.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    run.__name__ = command.replace("-", "_")
+    run.__doc__ = f"`irqlab {command}`: {summary}." + (
+        f"\n\n{parser.description}" if parser.description else ""
+    )
+    return Task(run, help=helps, auto_shortflags=False)
 
 
-@task(help={"force": "rebuild even if the cache has an image for the current inputs"})
-def build_image(c: Context, force: bool = False) -> None:
-    """Build the guest kernel, module and initramfs from Debian packages (cached)."""
-    from irqlab.cli.main import main
-
-    rc = main(["build-image", *(["--force"] if force else [])])
-    if rc:
-        raise SystemExit(rc)
+build_qemu = cli_task("build-qemu")
+build_image = cli_task("build-image")
+probe_accel = cli_task("probe-accel")
+# ``invoke bench``                      full run (10,000 events per path and placement, 10 s storms)
+# ``invoke bench --quick``              minutes: small counts, 0.2 s storms
+# ``invoke bench --compare OLD.json``   also print what got slower beyond noise (exit 1 if any)
+# ``invoke bench --runs 3``             three fresh boots: the spread of every figure
+# ``invoke bench --test-all``           also time a warm ``invoke test-all`` (long)
+bench = cli_task("bench")
+# ``invoke bench-peers``  labgrid vs irqlab restore vs cold boot, interleaved rounds
+bench_peers = cli_task("bench-peers")
+# ``invoke buildroot-build``  download the pinned Buildroot, build the image (30-60 min cold)
+# ``invoke buildroot-check``  offline checks of buildroot/ against a Buildroot source tree
+buildroot_build = cli_task("buildroot-build")
+buildroot_check = cli_task("buildroot-check")
 
 
 @task
@@ -86,156 +135,6 @@ def test_all(c: Context, k: str = "", junit: str = "") -> None:
 
 
 @task
-def probe_accel(c: Context) -> None:
-    """Say which accelerator (kvm or tcg) guests will use here, and why."""
-    from irqlab.cli.main import main
-
-    rc = main(["probe-accel"])
-    if rc:
-        raise SystemExit(rc)
-
-
-@task
 def clean(c: Context) -> None:
     """Remove this checkout's logs (the build cache stays: `irqlab cache --prune 1`)."""
     c.run("rm -rf build/logs", echo=True)
-
-
-# ``invoke bench``                      full run (10,000 events per path and placement, 10 s storms)
-# ``invoke bench --quick``              minutes: small counts, 0.2 s storms
-# ``invoke bench --compare OLD.json``   also print what got slower beyond noise (exit 1 if any)
-# ``invoke bench --runs 3``             three fresh boots: the spread of every figure
-# ``invoke bench --test-all``           also time a warm ``invoke test-all`` (long)
-@task(
-    auto_shortflags=False,
-    help={
-        "quick": "small counts (a few minutes) instead of the full run",
-        "compare": "an older result.json: print figures worse beyond noise, exit 1 if any",
-        "runs": "fresh boots that each measure everything (spread across runs); default 1",
-        "wakeup_runs": "thread/workqueue placements in the first N runs only (default: all)",
-        "events": "latency events per path and wakeup placement (full: 10000)",
-        "paths": "comma list of agent paths (default: every path the agent implements)",
-        "placements": "comma list of wakeup placements (default hardirq,thread,workqueue)",
-        "storm_rates": "comma list of events/s (default 1000,10000,50000,100000)",
-        "storm_seconds": "storm length per rate (full: 10)",
-        "boots": "boots of the standard image for boot -> agent ready (full: 5)",
-        "skip": "comma list of stages to skip: latency,wakeup,storm,injection,boot,cyclictest",
-        "test_all": "also time `invoke test-all` (run it once before so the caches are warm)",
-        "out": "output directory (default build/bench/<stamp>)",
-        "report": "only re-render this result.json (no measurement)",
-        "noise_floor": "compare: minimum relative threshold (default 0.10)",
-    },
-)
-def bench(
-    c: Context,
-    quick: bool = False,
-    compare: str = "",
-    runs: int = 0,
-    wakeup_runs: int = 0,
-    events: int = 0,
-    paths: str = "",
-    placements: str = "",
-    storm_rates: str = "",
-    storm_seconds: str = "",
-    boots: int = -1,
-    skip: str = "",
-    test_all: bool = False,
-    out: str = "",
-    report: str = "",
-    noise_floor: str = "0.10",
-) -> None:
-    """Measure latency per path, storms, QMP and boot speed; JSON + text/HTML/PNG report."""
-    from irqlab.bench.cli import main
-
-    argv = ["bench", "--noise-floor", noise_floor]
-    flags = {"--quick": quick, "--test-all": test_all}
-    argv += [f for f, on in flags.items() if on]
-    opts: dict[str, object] = {
-        "--compare": compare,
-        "--runs": runs,
-        "--wakeup-runs": wakeup_runs,
-        "--events": events,
-        "--paths": paths,
-        "--placements": placements,
-        "--storm-rates": storm_rates,
-        "--storm-seconds": storm_seconds,
-        "--skip": skip,
-        "--out": out,
-        "--report": report,
-    }
-    for k, v in opts.items():
-        if v:
-            argv += [k, str(v)]
-    if boots >= 0:
-        argv += ["--boots", str(boots)]
-    rc = main(argv)
-    if rc:
-        raise SystemExit(rc)
-
-
-# ``invoke bench-peers``                labgrid vs irqlab restore vs cold boot, 7 rounds
-@task(
-    auto_shortflags=False,
-    help={
-        "rounds": "interleaved rounds (default 7)",
-        "out": "output directory (default build/bench-peers/<stamp>)",
-    },
-)
-def bench_peers(c: Context, rounds: int = 0, out: str = "") -> None:
-    """Whole process start/command/stop: labgrid (throwaway venv) vs restore vs cold boot."""
-    from irqlab.cli.main import main
-
-    argv = ["bench-peers"]
-    if rounds:
-        argv += ["--rounds", str(rounds)]
-    if out:
-        argv += ["--out", out]
-    rc = main(argv)
-    if rc:
-        raise SystemExit(rc)
-
-
-# Buildroot guest:
-# ``invoke buildroot-build``  download the pinned Buildroot, build the image (30-60 min cold)
-# ``invoke buildroot-check``  offline checks of buildroot/ against a Buildroot source tree
-@task(
-    help={
-        "force": "rebuild even if the cache has an image for the current inputs",
-        "clean": "remove Buildroot's output directory first (a cold build)",
-        "jobs": "BR2_JLEVEL (default: Buildroot's, CPUs + 1)",
-        "verbose": "show all of Buildroot's output, not only its '>>>' step lines",
-    }
-)
-def buildroot_build(
-    c: Context, force: bool = False, clean: bool = False, jobs: int = 0, verbose: bool = False
-) -> None:
-    """Build the Buildroot guest image (downloads Buildroot and its toolchain; 30-60 min cold).
-
-    BR2_DL_DIR and BR2_CCACHE_DIR choose Buildroot's download and ccache directories.
-    """
-    from irqlab.build.buildroot import ensure_image
-
-    img = ensure_image(force=force, clean=clean, jobs=jobs, verbose=verbose)
-    print(f"Buildroot image {img.version}: {img.kernel} + {img.initramfs} ({img.size} bytes)")
-
-
-@task(
-    help={
-        "tree": "Buildroot source tree (default: $IRQLAB_BUILDROOT_DIR)",
-        "download": "use the pinned release, downloading it if needed (needs internet)",
-        "python": "interpreter for check-package (needs the magic and flake8 modules)",
-    }
-)
-def buildroot_check(c: Context, tree: str = "", download: bool = False, python: str = "") -> None:
-    """Offline checks of buildroot/: defconfig, check-dotconfig, show-info, check-package."""
-    from irqlab.build import buildroot as br
-
-    src = br.ensure_source() if download else br.source_tree(tree or None)
-    results = br.offline_checks(src, python=python or sys.executable)
-    print(br.format_results(results))
-    failed = [r.name for r in results if not r.ok]
-    if failed:
-        sys.exit(
-            f"buildroot-check: {len(failed)} of {len(results)} checks failed: {', '.join(failed)}"
-        )
-    print(f"buildroot-check: all {len(results)} checks passed")

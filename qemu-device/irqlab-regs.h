@@ -5,10 +5,10 @@
  * This header is the single source of truth for the device's register map.
  * It is included by the QEMU device model (grafted as
  * include/hw/misc/irqlab-regs.h), by the Linux driver in guest-kmod/, and
- * parsed by the Python harness (harness/irqlab/contract/regs.py).  Keep it to plain
- * "#define IRQLAB_NAME <integer expression>" lines (literals, parentheses,
- * <<, >>, |, &, ~, +, -, and other IRQLAB_ names) so that the Python parser
- * can read it.  See qemu-device/irqlab.rst for the semantics.
+ * parsed by the Python harness (harness/irqlab/contract/regs.py).  Keep it
+ * to plain "#define IRQLAB_NAME <integer expression>" lines (literals,
+ * parentheses, <<, >>, |, &, ~, +, -, and other IRQLAB_ names) so that the
+ * Python parser can read it.  See qemu-device/irqlab.rst for the semantics.
  *
  * All registers are 32 bits wide, little endian, in BAR0.  64-bit values
  * are split into _LO/_HI halves; reading _LO latches _HI.

@@ -5,6 +5,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+__all__ = [
+    "agent_package_dir",
+    "cache_dir",
+    "log_dir",
+    "packaged_file",
+    "repo_root",
+]
+
 _PKG_DIR = Path(__file__).resolve().parent
 
 
@@ -38,6 +46,12 @@ def log_dir() -> Path:
     if env:
         return Path(env).expanduser().resolve()
     return repo_root() / "build" / "logs"
+
+
+def agent_package_dir() -> Path:
+    """The guest agent's package (``irqlab_agent``, installed beside this package), found
+    by path: the host never imports the guest's code."""
+    return _PKG_DIR.parent / "irqlab_agent"
 
 
 def packaged_file(name: str, repo_rel: str) -> Path:

@@ -1,17 +1,18 @@
 """The driver's userspace ABI (event record layout, ioctls, flag bits) as data.
 
-Nothing here retypes the uapi header: an :class:`Abi` is built from a JSON-able
-*spec* that the header parser (``irqlab.contract.uapi``, shipped next to the agent as
-``irqlab_agent/_uapi.py`` together with the header ``irqlab_agent/irqlab.h``)
-produces from ``guest-kmod/include/uapi/linux/irqlab.h``.  See :func:`load_abi`.
+Nothing here knows the uapi header: an :class:`Abi` is built from ``abi.json``, the
+ABI artifact the image build writes next to this module with the host's header
+parser (``python -m irqlab.contract.uapi``).  Each struct comes with each field's
+offset, size and :mod:`struct` code; this module computes no layout.  Shape::
 
-Spec shape (all names as in the header, lower-case struct fields)::
-
-    {"record": {"format": "<IHBB...", "fields": ["seq", ...]},
-     "flags": {"DROPPED": 1, ...},                # event record flag bits
-     "ioctls": {"ACK": {"request": 3221... , "format": "<IIQ", "fields": [...]},
-                "SET_EVENTFD": {"request": ..., "format": "<i", "fields": ["fd"]}, ...},
-     "constants": {...}}                          # any other #defines
+    {"schema": 3, "byteorder": "<",
+     "record": {"size": 48, "fields": [{"name": "seq", "offset": 0, "size": 4,
+                                        "code": "I"}, ...]},
+     "flags": {"OVERFLOW": 2, ...},               # event record flag bits
+     "ioctls": {"ACK": {"request": ..., "direction": 3, "arg": {<struct>}},
+                "FLUSH": {"request": ..., "direction": 0, "arg": null}, ...},
+     "structs": {...}, "constants": {...},        # every struct, every other #define
+     "ioc": {"dirshift": 30, "sizeshift": 16, ...}}   # the ioctl request encoding
 """
 
 from __future__ import annotations
@@ -27,34 +28,38 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from typing import Any
 
-# Header field names -> protocol field names, where they differ.
-FIELD_ALIASES: dict[str, str] = {
-    # The record's wake_ns is when the *driver* issued the wakeup; the protocol's
-    # wake_ns is when userspace (the agent) woke up.
-    "wake_ns": "drv_wake_ns",
-    "raise_ts_ns": "raise_ns",
-    "ts_ns": "raise_ns",
-    "timestamp_ns": "raise_ns",
-    "raise_ts": "raise_ns",
-    "src": "source",
-}
+ARTIFACT = "abi.json"
+SCHEMA = 3
 
 
 class StructSpec:
-    __slots__ = ("fields", "st")
+    """A struct laid out as the artifact says: (name, offset, code) per value."""
 
-    def __init__(self, st: struct.Struct, fields: tuple[str, ...]) -> None:
-        self.st = st
-        self.fields = fields
+    __slots__ = ("_layout", "fields", "st")
+
+    def __init__(self, items: Sequence[tuple[str, int, str]], size: int, order: str = "<") -> None:
+        fmt, pos = order, 0
+        for name, off, code in items:
+            if off < pos:
+                raise ValueError(f"field {name} at {off} overlaps the one before (ends at {pos})")
+            fmt += f"{off - pos}x{code}" if off > pos else code
+            pos = off + struct.calcsize(order + code)
+        if size < pos:
+            raise ValueError(f"struct size {size} is less than its fields' end {pos}")
+        if size > pos:
+            fmt += f"{size - pos}x"
+        self.st = struct.Struct(fmt)
+        self.fields: tuple[str, ...] = tuple(name for name, _, _ in items)
+        self._layout = {name: (off, code) for name, off, code in items}
 
     @classmethod
-    def from_json(cls, obj: Mapping[str, Any]) -> StructSpec:
-        st = struct.Struct(str(obj["format"]))
-        fields = tuple(str(f) for f in obj["fields"])
-        n = len(st.unpack(bytes(st.size)))
-        if n != len(fields):
-            raise ValueError(f"format {st.format!r} has {n} items but {len(fields)} fields given")
-        return cls(st, fields)
+    def from_json(cls, obj: Mapping[str, Any], order: str = "<") -> StructSpec:
+        items = [(str(f["name"]), int(f["offset"]), str(f["code"])) for f in obj["fields"]]
+        spec = cls(items, int(obj["size"]), order)
+        for f in obj["fields"]:
+            if struct.calcsize(order + str(f["code"])) != int(f["size"]):
+                raise ValueError(f"field {f['name']}: code {f['code']!r} is not {f['size']} bytes")
+        return spec
 
     @property
     def size(self) -> int:
@@ -67,59 +72,26 @@ class StructSpec:
         return self.st.pack(*(int(values.get(f, 0)) for f in self.fields))
 
     def layout(self) -> dict[str, tuple[int, str]]:
-        """Each field's (byte offset, struct code such as ``"I"`` or ``"16s"``)."""
-        fmt = self.st.format
-        order = fmt[0] if fmt[:1] in ("@", "=", "<", ">", "!") else "@"
-        body = fmt[1:] if order == fmt[:1] else fmt
-        codes: list[str] = []
-        prefix = ""  # the format of everything before the current item
-        offsets: list[int] = []
-        count = ""
-        for ch in body:
-            if ch.isspace():
-                continue
-            if ch.isdigit():
-                count += ch
-                continue
-            n, count = int(count or 1), ""
-            items = [f"{n}{ch}"] if ch in "sp" else ([] if ch == "x" else [ch] * n)
-            for item in items:
-                # Native alignment: the item's offset is where it ends minus its size.
-                offsets.append(struct.calcsize(order + prefix + item) - struct.calcsize(item))
-                codes.append(item)
-                prefix += item
-            if ch == "x":
-                prefix += f"{n}x"
-        return dict(zip(self.fields, zip(offsets, codes, strict=True), strict=True))
+        """Each field's (byte offset, struct code such as ``"I"``), from the artifact."""
+        return dict(self._layout)
 
     def field_struct(self, name: str) -> tuple[int, struct.Struct]:
         """(offset, a one-item struct) to read or write field *name* in place."""
-        off, code = self.layout()[name]
-        order = self.st.format[0] if self.st.format[:1] in ("=", "<", ">", "!") else "="
-        return off, struct.Struct(order + code)
+        off, code = self._layout[name]
+        return off, struct.Struct(self.st.format[0] + code)
 
     def picker(self, names: Sequence[str]) -> struct.Struct:
         """A struct the size of a whole record that unpacks only *names*, in that order
         (for ``struct.iter_unpack`` over a read buffer: no dict, no unused fields).
         *names* must be in the record's own order."""
-        lay = self.layout()
+        lay = self._layout
         missing = [n for n in names if n not in lay]
         if missing:
             raise KeyError(f"the record has no field(s) {', '.join(missing)}")
         offs = [lay[n][0] for n in names]
         if offs != sorted(offs):
             raise ValueError(f"picker fields {list(names)} are not in record order")
-        order = self.st.format[0]
-        if order not in ("=", "<", ">", "!"):  # native alignment: no 'x' gaps to compute
-            raise ValueError(f"record format {self.st.format!r} has no explicit byte order")
-        fmt, pos = order, 0
-        for n in names:
-            off, code = lay[n]
-            fmt += f"{off - pos}x{code}" if off > pos else code
-            pos = off + struct.calcsize(order + code)
-        if self.size > pos:
-            fmt += f"{self.size - pos}x"
-        return struct.Struct(fmt)
+        return StructSpec([(n, *lay[n]) for n in names], self.size, self.st.format[0]).st
 
 
 class Ioctl:
@@ -146,15 +118,21 @@ class Ioctl:
 
 class Abi:
     def __init__(self, spec: Mapping[str, Any]) -> None:
+        if spec.get("schema") != SCHEMA:
+            raise ValueError(
+                f"ABI artifact schema {spec.get('schema')!r}, this agent reads {SCHEMA}"
+            )
         self.spec = spec
-        self.record = StructSpec.from_json(spec["record"])
+        order = str(spec["byteorder"])
+        self.record = StructSpec.from_json(spec["record"], order)
+        self.ioc_layout: dict[str, int] = {str(k): int(v) for k, v in spec["ioc"].items()}
         self.flags: dict[str, int] = {str(k): int(v) for k, v in spec.get("flags", {}).items()}
         self.constants: dict[str, int] = {
             str(k): int(v) for k, v in spec.get("constants", {}).items()
         }
         self.ioctls: dict[str, Ioctl] = {}
         for name, io in spec.get("ioctls", {}).items():
-            arg = StructSpec.from_json(io) if io.get("format") else None
+            arg = StructSpec.from_json(io["arg"], order) if io.get("arg") else None
             self.ioctls[str(name)] = Ioctl(str(name), int(io["request"]), arg)
 
     @property
@@ -167,18 +145,40 @@ class Abi:
         except KeyError:
             raise KeyError(f"the uapi header defines no {name} ioctl") from None
 
+    def ioc(self, direction: str, type_: int, nr: int, size: int = 0) -> int:
+        """The kernel's ``_IOC``: *direction* is ``none``, ``read``, ``write`` or ``read|write``."""
+        lay = self.ioc_layout
+        bits = 0
+        for d in direction.split("|"):
+            bits |= lay[d]
+        return (
+            bits << lay["dirshift"]
+            | size << lay["sizeshift"]
+            | type_ << lay["typeshift"]
+            | nr << lay["nrshift"]
+        )
+
+    def ioc_field(self, request: int, name: str) -> int:
+        """Field *name* (``dir``, ``size``, ``type`` or ``nr``) of an ioctl *request*."""
+        lay = self.ioc_layout
+        return (request >> lay[name + "shift"]) & ((1 << lay[name + "bits"]) - 1)
+
     def flag_names(self, flags: int) -> list[str]:
         return [n for n, bit in sorted(self.flags.items(), key=lambda kv: kv[1]) if flags & bit]
 
     def decode(self, data: bytes) -> list[dict[str, Any]]:
-        """Split a read() buffer into event dicts (protocol field names)."""
+        """Split a read() buffer into event dicts (the header's field names, except that
+        the record's ``wake_ns``, when the driver issued the wakeup, is ``drv_wake_ns``:
+        in the protocol ``wake_ns`` is when the agent woke up)."""
         size = self.record.size
         if len(data) % size:
             raise ValueError(f"read returned {len(data)} bytes, not a multiple of {size}")
         out: list[dict[str, Any]] = []
         for off in range(0, len(data), size):
             raw = self.record.unpack(data, off)
-            ev: dict[str, Any] = {FIELD_ALIASES.get(k, k): v for k, v in raw.items()}
+            ev: dict[str, Any] = dict(raw)
+            if "wake_ns" in ev:
+                ev["drv_wake_ns"] = ev.pop("wake_ns")
             if "flags" in ev:
                 ev["flag_names"] = self.flag_names(int(ev["flags"]))
             out.append(ev)
@@ -193,53 +193,16 @@ class Abi:
         }
 
 
-def load_spec(header: str | os.PathLike[str]) -> dict[str, Any]:
-    """Build the spec from *header* with the shipped parser (``_uapi`` or
-    ``irqlab.contract.uapi``)."""
-    import importlib  # only when there is no matching abi.json
-
+def load_abi(path: str | os.PathLike[str] | None = None) -> Abi:
+    """The ABI from the artifact at *path* (default: ``abi.json`` beside this module)."""
+    if path is None:
+        path = os.path.join(os.path.dirname(__file__), ARTIFACT)
     try:
-        mod = importlib.import_module("irqlab_agent._uapi")
-    except ImportError:
-        mod = importlib.import_module("irqlab.contract.uapi")
-    fn = getattr(mod, "agent_spec", None)
-    if fn is None:
-        raise RuntimeError(f"{mod.__name__} has no agent_spec(header_text) function")
-    with open(header, encoding="utf-8") as f:
-        spec = fn(f.read())
-    if not isinstance(spec, dict):
-        raise TypeError("agent_spec() must return a dict")
-    return spec
-
-
-PRECOMPUTED = "abi.json"
-
-
-def _precomputed(header: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """The spec the image recipe generated from this very header (``abi.json`` beside it:
-    ``{"header": <the header's text>, "spec": {...}}``), or None if absent or made from
-    another text.  Saves parsing the header at every start (a few hundred ms in a TCG
-    guest); comparing the text needs no hash library (hashlib loads OpenSSL)."""
-    try:
-        with open(os.path.join(os.path.dirname(header), PRECOMPUTED), encoding="utf-8") as f:
-            data = json.load(f)
-        with open(header, encoding="utf-8") as f:
-            text = f.read()
-    except (OSError, ValueError):
-        return None
-    if not isinstance(data, dict) or data.get("header") != text:
-        return None
-    spec = data.get("spec")
-    return spec if isinstance(spec, dict) else None
-
-
-def load_abi(
-    header: str | os.PathLike[str] | None = None, spec_json: str | os.PathLike[str] | None = None
-) -> Abi:
-    if spec_json is not None:
-        with open(spec_json, encoding="utf-8") as f:
-            return Abi(json.load(f))
-    if header is None:
-        header = os.path.join(os.path.dirname(__file__), "irqlab.h")
-    spec = _precomputed(header)
-    return Abi(spec if spec is not None else load_spec(header))
+        with open(path, encoding="utf-8") as f:
+            spec = json.load(f)
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"{path}: the ABI artifact is missing (the image build writes it with "
+            "'python -m irqlab.contract.uapi <uapi header>')"
+        ) from None
+    return Abi(spec)

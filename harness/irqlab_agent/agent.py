@@ -14,7 +14,7 @@ from irqlab_agent import __version__
 from irqlab_agent.abi import Abi, load_abi
 from irqlab_agent.acks import parse_ack_mode
 from irqlab_agent.checks import run_checks
-from irqlab_agent.hwpaths import HW_PATH_KINDS, UioPath
+from irqlab_agent.gpio_cdev import GpioCdevPath
 from irqlab_agent.paths import (
     COUNT_FMT,
     PATH_KINDS,
@@ -39,6 +39,11 @@ from irqlab_agent.protocol import (
     read_line,
 )
 from irqlab_agent.sysio import SigInfo, SignalFd, block_signals, reseed_kernel_rng
+from irqlab_agent.uio import UioPath
+
+HW_PATH_KINDS: dict[str, type[NotificationPath]] = {
+    cls.kind: cls for cls in (GpioCdevPath, UioPath)
+}
 
 TYPE_CHECKING = False  # typing is not imported at run time: it costs start-up time
 if TYPE_CHECKING:
@@ -169,6 +174,7 @@ class Agent:
                 "pid": os.getpid(),
                 "monotonic_ns": mono_ns(),
                 "abi": self.abi.summary(),
+                "paths": path_kinds(),
             }
         )
         while self.running:
@@ -467,6 +473,15 @@ class Agent:
         return ok(req.id, paths=self._disarm_all())
 
 
+def path_kinds() -> dict[str, dict[str, bool]]:
+    """The paths ``arm`` knows, in order, as the hello lists them: whether each reads event
+    records (``summarizable``: storm mode summarizes them)."""
+    return {
+        name: {"summarizable": bool(getattr(cls, "summarizable", False))}
+        for name, cls in {**PATH_KINDS, **HW_PATH_KINDS}.items()
+    }
+
+
 def _noop(signo: int, frame: object) -> None:
     return None
 
@@ -475,8 +490,7 @@ def parse_args(argv: list[str]) -> Any:
     import argparse  # only with arguments: it costs start-up time in a TCG guest
 
     ap = argparse.ArgumentParser(prog="python3 -m irqlab_agent", description=__doc__)
-    ap.add_argument("--header", help="uapi header (default: shipped irqlab.h)")
-    ap.add_argument("--spec", help="ABI spec JSON instead of parsing the header")
+    ap.add_argument("--spec", help="ABI artifact (default: the shipped abi.json)")
     ap.add_argument(
         "--listen",
         metavar="[HOST:]PORT",
@@ -497,10 +511,10 @@ def parse_args(argv: list[str]) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    header = spec = listen_at = daemon_log = None
+    spec = listen_at = daemon_log = None
     if argv:
         args = parse_args(argv)
-        header, spec, listen_at, daemon_log = args.header, args.spec, args.listen, args.daemon
+        spec, listen_at, daemon_log = args.spec, args.listen, args.daemon
 
     # Block the async-notification signals before any thread exists, so every
     # thread inherits the mask and only the signalfd sees them.
@@ -510,7 +524,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.siginterrupt(RESTART_SIGNAL, False)  # SA_RESTART
     writer = Writer(sys.stdout.buffer)
     try:
-        abi = load_abi(header, spec)
+        abi = load_abi(spec)
     except Exception as e:
         writer.send({"type": "fatal", "error": f"cannot load the uapi ABI: {e!r}"})
         return 2

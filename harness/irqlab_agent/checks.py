@@ -10,20 +10,14 @@ from collections.abc import Callable
 from irqlab_agent.abi import Abi
 from irqlab_agent.protocol import errno_name
 
-# ioctl direction/size encoding (asm-generic/ioctl.h): _IOC(dir, type, nr, size)
-_NRBITS, _TYPEBITS, _SIZEBITS = 8, 8, 14
-_TYPESHIFT = _NRBITS
-_SIZESHIFT = _TYPESHIFT + _TYPEBITS
-_DIRSHIFT = _SIZESHIFT + _SIZEBITS
-
 
 def unused_ioctl(abi: Abi) -> int:
     """An ``_IO(type, nr)`` request with the driver's ioctl type letter and an unused nr."""
     reqs = [io.request for io in abi.ioctls.values()]
-    typ = (reqs[0] >> _TYPESHIFT) & 0xFF if reqs else ord("I")
-    used = {r & 0xFF for r in reqs}
+    typ = abi.ioc_field(reqs[0], "type") if reqs else ord("I")
+    used = {abi.ioc_field(r, "nr") for r in reqs}
     nr = next(n for n in range(0xFE, 0, -1) if n not in used)
-    return (typ << _TYPESHIFT) | nr
+    return abi.ioc("none", typ, nr)
 
 
 def _outcome(fn: Callable[[], object]) -> str:

@@ -37,7 +37,7 @@ Events and other unsolicited messages carry ``"type"`` instead of ``"id"``:
     ``none``).  Every record is ACKed before a message covering it is sent.
     gpio-cdev with any non-empty ``summarize`` counts its line events' seqnos
     instead (no ``sources``/``lost``/``flags``; ``records``, ``first``, ``last``,
-    ``in_order``, ``out_of_order`` at the top level, see :mod:`irqlab_agent.hwpaths`).
+    ``in_order``, ``out_of_order`` at the top level, see :mod:`irqlab_agent.gpio_cdev`).
 ``path_error``, ``path_done``, ``interrupted``, ``uio_wake``, ``fatal``
     see the paths and the agent.
 A request that is not valid JSON, not an object, or lacks an integer ``id`` and a

@@ -22,6 +22,9 @@ order, so non-zero is a bug), ``lost`` (sum of the records' ``lost`` fields:
 ring losses the driver reported) and ``flags`` (records per flag name).  Only
 sources of device events should be summarized: driver-made records (seq 0)
 cannot be ordered.
+
+The gpio-cdev path counts its line events' ``seqno``s the same way
+(:class:`SeqnoCounts`); both build their messages with :func:`summary_message`.
 """
 
 from __future__ import annotations
@@ -59,6 +62,84 @@ N, FIRST, LAST, IN_ORDER, OUT_OF_ORDER, LOST, FLAGS, HIGHEST = range(8)
 
 def _fresh(highest: int) -> list[Any]:
     return [0, None, None, 0, 0, 0, {}, highest]
+
+
+def summary_message(
+    *,
+    path: str,
+    stats: Stats,
+    records: int,
+    counts: Mapping[str, Any],
+    ack_mode: str,
+    acks: int,
+    ack_errors: int,
+    ack_latency_max_ns: int | None,
+    since: tuple[int, int],
+    wakes: tuple[int | None, int | None],
+    wake_ns: int,
+) -> dict[str, Any]:
+    """A ``{"type": "summary"}`` message (and one more in ``stats.summaries``): *records*
+    counted, their *counts*, the ACKs, the reads and wake-ups since *since* (the stats'
+    reads and wakeups at the previous summary) and the first and last wake-up times."""
+    stats.summaries += 1
+    return {
+        "type": "summary",
+        "path": path,
+        "summary": stats.summaries,
+        "records": records,
+        **counts,
+        "ack": ack_mode,
+        "acks": acks,
+        "ack_errors": ack_errors,
+        "ack_latency_max_ns": ack_latency_max_ns,
+        "reads": stats.reads - since[0],
+        "wakeups": stats.wakeups - since[1],
+        "first_wake_ns": wakes[0],
+        "last_wake_ns": wakes[1],
+        "wake_ns": wake_ns,
+    }
+
+
+class SeqnoCounts:
+    """Storm-mode counts over one stream of sequence numbers (gpio-cdev: the line
+    events' request-wide ``seqno``): ``in_order`` counts those above every one seen
+    since arm, ``out_of_order`` the others."""
+
+    def __init__(self) -> None:
+        self.highest = 0
+        self.reset()
+
+    def reset(self) -> None:
+        """Start the next summary (``highest`` stays: order is since arm)."""
+        self.pending = self.in_order = self.out_of_order = 0
+        self.first: int | None = None
+        self.last: int | None = None
+        self.first_wake: int | None = None
+        self.last_wake: int | None = None
+
+    def add(self, seqnos: list[int], wake_ns: int) -> None:
+        hi, ordered = self.highest, 0
+        for s in seqnos:
+            if s > hi:
+                hi = s
+                ordered += 1
+        self.highest = hi
+        self.in_order += ordered
+        self.out_of_order += len(seqnos) - ordered
+        if self.first is None:
+            self.first = seqnos[0]
+            self.first_wake = wake_ns
+        self.last = seqnos[-1]
+        self.last_wake = wake_ns
+        self.pending += len(seqnos)
+
+    def fields(self) -> dict[str, Any]:
+        return {
+            "first": self.first,
+            "last": self.last,
+            "in_order": self.in_order,
+            "out_of_order": self.out_of_order,
+        }
 
 
 class Summarizer:
@@ -224,26 +305,20 @@ class Summarizer:
             }
             lost += st[LOST]
             self.per[src] = _fresh(st[HIGHEST])
-        a, stats = self.acks, self.stats
-        self.stats.summaries += 1
-        msg = {
-            "type": "summary",
-            "path": self.name,
-            "summary": stats.summaries,
-            "records": self.pending,
-            "sources": sources,
-            "lost": lost,
-            "flags": flags,
-            "ack": a.mode,
-            "acks": self._acked,
-            "ack_errors": self._ack_errors,
-            "ack_latency_max_ns": self._lat_max,
-            "reads": stats.reads - self._reads0,
-            "wakeups": stats.wakeups - self._wakeups0,
-            "first_wake_ns": self._first_wake,
-            "last_wake_ns": self._last_wake,
-            "wake_ns": self.clock(),
-        }
+        stats = self.stats
+        msg = summary_message(
+            path=self.name,
+            stats=stats,
+            records=self.pending,
+            counts={"sources": sources, "lost": lost, "flags": flags},
+            ack_mode=self.acks.mode,
+            acks=self._acked,
+            ack_errors=self._ack_errors,
+            ack_latency_max_ns=self._lat_max,
+            since=(self._reads0, self._wakeups0),
+            wakes=(self._first_wake, self._last_wake),
+            wake_ns=self.clock(),
+        )
         self.pending = 0
         self._acked = self._ack_errors = 0
         self._reads0, self._wakeups0 = stats.reads, stats.wakeups

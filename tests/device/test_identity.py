@@ -129,3 +129,48 @@ def test_plugin_fixtures(qtest_machine: Machine, injector: Injector) -> None:
 def test_accel_choice_fixture(accel_choice: AccelChoice) -> None:
     assert accel_choice.accel in ("kvm", "tcg")
     assert accel_choice.reason
+
+
+def _host_property_names() -> set[str]:
+    """The QOM property names the host's injector uses (string literals it passes to
+    set/get/_get_uint or as a qom-set "property"): they are typed there and in irqlab.c."""
+    import ast
+    import inspect
+
+    from irqlab.vm.qmp import injector
+
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(inspect.getsource(injector))):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in ("set", "get", "_get_uint")
+            and node.args
+        ):
+            arg = node.args[0]
+            if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                names.add(arg.value)
+            elif isinstance(arg, ast.IfExp):
+                names |= {
+                    v.value
+                    for v in (arg.body, arg.orelse)
+                    if isinstance(v, ast.Constant) and isinstance(v.value, str)
+                }
+        elif isinstance(node, ast.Dict):
+            for k, v in zip(node.keys, node.values, strict=True):
+                is_property = isinstance(k, ast.Constant) and k.value == "property"
+                if is_property and isinstance(v, ast.Constant) and isinstance(v.value, str):
+                    names.add(v.value)
+    return names
+
+
+def test_the_host_uses_only_properties_the_device_has(qtest_machine: Machine) -> None:
+    """The injector's QOM property names (typed in irqlab.c and again in the injector) are
+    all properties of the device: a renamed property fails here, not in a guest test."""
+    from irqlab.vm.qmp.injector import device_path
+
+    host = _host_property_names()
+    assert {"fifo-push", "gpio-pulse", "burst-count", "counters"} <= host, host
+    listed = qtest_machine.qmp("qom-list", {"path": device_path("irq0")})
+    device = {p["name"] for p in listed}
+    assert host <= device, sorted(host - device)

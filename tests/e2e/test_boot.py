@@ -18,7 +18,8 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from irqlab.build.image import MACHINE_ARGS, GuestImage, cpu_args, ensure_image
+from irqlab.build.boot import MACHINE_ARGS, GuestImage, cpu_args
+from irqlab.build.image import ensure_image
 from irqlab.vm.guest import GUEST_SSH_PORT, forwarded_port
 from irqlab.vm.machine import Machine, MachineConfig
 
@@ -181,6 +182,32 @@ def test_wrong_host_key_and_passwords_refused(booted: Booted) -> None:
             t.auth_password(booted.image.ssh_user, "root")
     finally:
         t.close()
+
+
+def test_boot_without_a_nic_prints_the_failed_marker(booted: Booted) -> None:
+    """The shared boot sequence (irqlab-boot.sh) reports a failure on the console with the
+    failed marker and its reason instead of hanging or printing the ready marker."""
+    img = booted.image
+    args = [*MACHINE_ARGS, *cpu_args(booted.accel), *img.qemu_args(0)]
+    cut = args.index("virtio-net-pci,netdev=net0,romfile=")
+    del args[cut - 1 : cut + 1]  # the -device virtio-net-pci: no eth0 in the guest
+    qemu = booted.machine.config
+    m = Machine(
+        MachineConfig(
+            binary=qemu.binary, args=args, datadir=qemu.datadir, accel=booted.accel,
+            name="image-boot-no-nic",
+        )
+    )  # fmt: skip
+    m.start()
+    try:
+        text = m.wait_console(
+            re.compile(f"{img.ready_marker} |{img.failed_marker}: [^\r\n]*[\r\n]"),
+            timeout=BOOT_TIMEOUT,
+        )
+        assert f"{img.failed_marker}: no eth0" in text, text[-2000:]
+        assert img.ready_marker + " " not in text
+    finally:
+        m.close()
 
 
 def test_zz_poweroff_ends_qemu(booted: Booted) -> None:

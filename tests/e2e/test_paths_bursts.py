@@ -6,18 +6,16 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from agent_paths import RECORD_PATHS  # same directory (rootdir-relative import)
 
 from irqlab.contract.regs import REGS
 from irqlab.vm.agent_client import AgentClient
 from irqlab.vm.guest import Guest
-from irqlab_agent.paths import PATH_KINDS
 
 BURST = 1000
 PERIOD_NS = 500_000  # 2000 events/s of guest time
 TIMEOUT = 300.0
 IDLE = 30.0  # fail early when events stop arriving
-# Every record-reading path the agent implements (the counting file is tested apart).
-EVENT_PATHS = [k for k in PATH_KINDS if k != "count"]
 
 
 @pytest.fixture
@@ -27,7 +25,7 @@ def big_ring(ring_size: Callable[[int], int]) -> int:
     return ring_size(BURST * 2)
 
 
-@pytest.mark.parametrize("path", EVENT_PATHS)
+@pytest.mark.parametrize("path", RECORD_PATHS)
 def test_burst_every_event_seen_once_and_acked(
     guest: Guest, agent: AgentClient, device: Any, big_ring: int, path: str
 ) -> None:

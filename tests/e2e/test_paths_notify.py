@@ -8,14 +8,12 @@ import time
 from typing import Any
 
 import pytest
+from agent_paths import OTHER_PATHS, RECORD_PATHS  # same directory (rootdir-relative import)
 
 from irqlab.contract.regs import REGS
 from irqlab.vm.agent_client import AgentClient
 from irqlab.vm.guest import Guest
-from irqlab_agent.paths import PATH_KINDS
 
-# Every record-reading path the agent implements (the counting file is tested apart).
-EVENT_PATHS = [k for k in PATH_KINDS if k != "count"]
 TIMEOUT = 60.0
 
 
@@ -43,7 +41,16 @@ def wait_eagain(agent: AgentClient, name: str, timeout: float = TIMEOUT) -> None
         time.sleep(0.005)
 
 
-@pytest.mark.parametrize("path", EVENT_PATHS)
+def test_hello_lists_exactly_the_paths_the_tests_cover(agent: AgentClient) -> None:
+    """The agent's hello names its paths (the host imports no agent class): the tests here
+    cover each of them, and only the record paths are summarizable."""
+    assert agent.hello is not None
+    paths = agent.hello["paths"]
+    assert sorted(paths) == sorted([*RECORD_PATHS, *OTHER_PATHS])
+    assert {p for p, info in paths.items() if info["summarizable"]} == set(RECORD_PATHS)
+
+
+@pytest.mark.parametrize("path", RECORD_PATHS)
 def test_fifo_events_arrive_in_order_acked(
     guest: Guest, agent: AgentClient, device: Any, path: str
 ) -> None:

@@ -12,19 +12,18 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from agent_paths import RECORD_PATHS  # same directory (rootdir-relative import)
 
 from irqlab.bench import storm
 from irqlab.contract.regs import REGS
 from irqlab.vm.agent_client import AgentClient
 from irqlab.vm.guest import Guest
-from irqlab_agent.paths import PATH_KINDS
 
 # Fewer events than the device keeps raise timestamps for (IRQLAB_ACK_WINDOW): every
 # seq the agent ACKs is still known to the device, however late the ACK.
 BURST = 3000
 PERIOD_NS = 50_000  # 20k events/s of guest time
 IDLE = 30.0
-RECORD_PATHS = [k for k, cls in PATH_KINDS.items() if cls.summarizable]
 SRC = str(REGS.SRC_BURST)
 
 

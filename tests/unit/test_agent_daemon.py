@@ -13,7 +13,6 @@ from typing import BinaryIO
 
 import pytest
 
-from irqlab.contract.uapi import header_path
 from irqlab_agent.daemon import parse_address
 
 TIMEOUT = 20.0
@@ -34,10 +33,10 @@ def test_parse_address_rejects(text: str) -> None:
 
 
 @pytest.fixture
-def daemon(tmp_path: Path) -> Iterator[tuple[int, int, Path]]:
+def daemon(tmp_path: Path, abi_json: Path) -> Iterator[tuple[int, int, Path]]:
     log = tmp_path / "agent.log"
     r = subprocess.run(
-        [sys.executable, "-m", "irqlab_agent", "--header", str(header_path()),
+        [sys.executable, "-m", "irqlab_agent", "--spec", str(abi_json),
          "--listen", "127.0.0.1:0", "--daemon", str(log)],
         capture_output=True, text=True, timeout=TIMEOUT, check=False,
     )  # fmt: skip
@@ -86,13 +85,13 @@ def test_a_new_connection_takes_over_a_stale_session(daemon: tuple[int, int, Pat
     new.close()
 
 
-def test_daemon_reports_a_port_it_cannot_take(tmp_path: Path) -> None:
+def test_daemon_reports_a_port_it_cannot_take(tmp_path: Path, abi_json: Path) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
         r = subprocess.run(
-            [sys.executable, "-m", "irqlab_agent", "--header", str(header_path()),
+            [sys.executable, "-m", "irqlab_agent", "--spec", str(abi_json),
              "--listen", f"127.0.0.1:{port}", "--daemon", str(tmp_path / "log")],
             capture_output=True, text=True, timeout=TIMEOUT, check=False,
         )  # fmt: skip

@@ -16,7 +16,7 @@ import pytest
 from test_agent_protocol import fake_abi  # same directory (rootdir-relative import)
 
 from irqlab_agent.acks import SeqAcker
-from irqlab_agent.hwpaths import (
+from irqlab_agent.gpio_cdev import (
     _LINEEVENT,
     GPIO_V2_LINE_EVENT_FALLING_EDGE,
     GPIO_V2_LINE_EVENT_RISING_EDGE,

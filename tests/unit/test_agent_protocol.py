@@ -14,19 +14,43 @@ from irqlab_agent.checks import unused_ioctl
 from irqlab_agent.protocol import ProtocolError, Writer, errno_name, error_id, parse_request
 from irqlab_agent.sysio import decode_siginfo, encode_siginfo
 
-# A made-up ABI for the agent's generic code paths. The real one comes from the uapi
-# header (see test_agent_uapi.py); nothing here claims to be the driver's layout.
+# A made-up ABI for the agent's generic code paths, in the shape of the ABI artifact
+# (abi.json). The real one comes from the uapi header (see test_agent_uapi.py); nothing
+# here claims to be the driver's layout (this record is even unaligned).
+
+
+def _struct(size: int, *fields: tuple[str, int, str]) -> dict[str, object]:
+    return {
+        "size": size,
+        "fields": [
+            {"name": n, "offset": off, "size": struct.calcsize("<" + code), "code": code}
+            for n, off, code in fields
+        ],
+    }
+
+
 FAKE_SPEC = {
-    "record": {
-        "format": "=IBBBBIQ",
-        "fields": ["seq", "source", "line", "kind", "flags", "value", "raise_ts_ns"],
+    "schema": 3,
+    "byteorder": "<",
+    "ioc": {
+        "nrshift": 0, "typeshift": 8, "sizeshift": 16, "dirshift": 30,
+        "nrbits": 8, "typebits": 8, "sizebits": 14, "dirbits": 2,
+        "none": 0, "write": 1, "read": 2,
     },
+    "record": _struct(
+        20,
+        ("seq", 0, "I"), ("source", 4, "B"), ("line", 5, "B"), ("kind", 6, "B"),
+        ("flags", 7, "B"), ("value", 8, "I"), ("raise_ns", 12, "Q"),
+    ),
     "flags": {"DROPPED": 1, "OVERFLOW": 2},
     "ioctls": {
-        "ACK": {"request": 0xC0104901, "format": "=IIQ", "fields": ["seq", "pad", "latency_ns"]},
-        "SET_EVENTFD": {"request": 0x40044902, "format": "=i", "fields": ["fd"]},
+        "ACK": {
+            "request": 0xC0104901,
+            "arg": _struct(16, ("seq", 0, "I"), ("pad", 4, "I"), ("latency_ns", 8, "Q")),
+        },
+        "SET_EVENTFD": {"request": 0x40044902, "arg": _struct(4, ("fd", 0, "i"))},
     },
-}
+}  # fmt: skip
 
 
 def fake_abi() -> Abi:
@@ -91,13 +115,13 @@ def test_writer_emits_one_line_per_object() -> None:
     assert [json.loads(x) for x in lines] == [{"id": 1, "ok": True}, {"type": "event", "seq": 2}]
 
 
-def test_abi_decodes_records_with_aliases_and_flag_names() -> None:
+def test_abi_decodes_records_with_flag_names() -> None:
     abi = fake_abi()
     assert abi.record_size == 20
     evs = abi.decode(rec(1, 10) + rec(2, 20, flags=3))
     assert [e["seq"] for e in evs] == [1, 2]
     assert evs[1]["value"] == 20
-    assert evs[1]["raise_ns"] == 2000  # header field raise_ts_ns -> protocol raise_ns
+    assert evs[1]["raise_ns"] == 2000
     assert evs[1]["flag_names"] == ["DROPPED", "OVERFLOW"]
     assert evs[0]["flag_names"] == []
 
@@ -105,8 +129,19 @@ def test_abi_decodes_records_with_aliases_and_flag_names() -> None:
 def test_abi_rejects_partial_records_and_bad_specs() -> None:
     with pytest.raises(ValueError, match="multiple"):
         fake_abi().decode(rec(1)[:-1])
-    with pytest.raises(ValueError, match="fields"):
-        StructSpec.from_json({"format": "=II", "fields": ["a"]})
+    with pytest.raises(ValueError, match="overlaps"):
+        StructSpec.from_json(_struct(8, ("a", 0, "I"), ("b", 2, "I")))
+    with pytest.raises(ValueError, match="less than"):
+        StructSpec.from_json(_struct(4, ("a", 0, "Q")))
+    with pytest.raises(ValueError, match="schema"):
+        Abi({**FAKE_SPEC, "schema": 2})
+
+
+def test_structs_use_the_artifacts_offsets() -> None:
+    s = StructSpec.from_json(_struct(16, ("a", 0, "B"), ("b", 8, "Q")))
+    assert s.size == 16 and s.layout() == {"a": (0, "B"), "b": (8, "Q")}
+    assert s.unpack(s.pack({"a": 1, "b": 2})) == {"a": 1, "b": 2}
+    assert s.pack({"a": 1, "b": 2}) == b"\x01" + bytes(7) + (2).to_bytes(8, "little")
 
 
 def test_ioctl_struct_roundtrip() -> None:
@@ -119,6 +154,13 @@ def test_ioctl_struct_roundtrip() -> None:
     }
     with pytest.raises(KeyError, match="no FLUSH"):
         fake_abi().ioctl("FLUSH")
+
+
+def test_ioc_encodes_as_the_artifact_says() -> None:
+    abi = fake_abi()
+    assert abi.ioc("read|write", 0x49, 0x01, 16) == abi.ioctl("ACK").request
+    assert abi.ioc("write", 0x49, 0x02, 4) == abi.ioctl("SET_EVENTFD").request
+    assert abi.ioc_field(0xC0104901, "size") == 16 and abi.ioc_field(0xC0104901, "dir") == 3
 
 
 def test_unused_ioctl_has_driver_type_and_free_nr() -> None:

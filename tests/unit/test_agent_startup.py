@@ -3,8 +3,7 @@
 Under TCG in the guest every imported module costs milliseconds (typing ~40 ms,
 dataclasses with inspect ~130 ms, argparse ~100 ms): the boot -> agent ready
 figure of the bench is mostly the agent's imports.  Modules listed here are
-imported only where needed (argparse with arguments, importlib when abi.json
-does not match the header) or only for type checking.
+imported only where needed (argparse with arguments) or only for type checking.
 """
 
 from __future__ import annotations

@@ -7,7 +7,6 @@ batched write() ACKs go to a second FIFO (``ack_dev``) where the test reads them
 
 from __future__ import annotations
 
-import json
 import os
 import struct
 from collections.abc import Iterator
@@ -23,7 +22,7 @@ from irqlab.testing.helpers import wait_until
 from irqlab.vm.agent_client import AgentClient, AgentError
 from irqlab_agent.abi import Abi
 
-ABI = Abi(uapi.agent_spec(uapi.header_path().read_text()))
+ABI = Abi(uapi.abi_spec(uapi.load(uapi.header_path())))
 BURST, FIFO = REGS.SRC_BURST, REGS.SRC_FIFO
 NEVER_MS = 3_600_000.0  # a summary interval no test reaches: only records/disarm flush
 _, SEQ_ST = ABI.record.field_struct("seq")
@@ -40,10 +39,8 @@ def burst(first: int, n: int) -> list[bytes]:
 
 
 @pytest.fixture
-def agent(tmp_path: Path) -> Iterator[AgentClient]:
-    spec = tmp_path / "spec.json"
-    spec.write_text(json.dumps(uapi.agent_spec(uapi.header_path().read_text())))
-    client = AgentClient.spawn_local(["--spec", str(spec)], logs=tmp_path / "logs")
+def agent(tmp_path: Path, abi_json: Path) -> Iterator[AgentClient]:
+    client = AgentClient.spawn_local(["--spec", str(abi_json)], logs=tmp_path / "logs")
     client.wait_hello(20)
     yield client
     client.close()

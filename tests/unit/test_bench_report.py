@@ -188,7 +188,7 @@ def test_compare_warns_on_different_accel() -> None:
 def test_cli_report_and_compare_without_booting(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from irqlab.bench import cli
+    from irqlab.cli import main as cli
 
     old, new = tmp_path / "old" / "result.json", tmp_path / "new" / "result.json"
     for p, r in ((old, fixture_result()), (new, fixture_result(scale=1.5))):
@@ -205,7 +205,7 @@ def test_cli_report_and_compare_without_booting(
 def test_cli_config() -> None:
     import argparse
 
-    from irqlab.bench import cli
+    from irqlab.cli import bench as cli
 
     p = argparse.ArgumentParser()
     sub = p.add_subparsers()

@@ -26,6 +26,15 @@ class Counters:
     next_seq: int = SEQ0
 
 
+# What an agent's hello lists (a part of it).
+AGENT_PATHS = {
+    "read": {"summarizable": True},
+    "epoll-et": {"summarizable": True},
+    "count": {"summarizable": False},
+    "uio": {"summarizable": False},
+}
+
+
 @dataclass
 class FakeGuest:
     """Device + agent: a burst of *n* whose summaries the test scripts; each pushed marker
@@ -41,6 +50,7 @@ class FakeGuest:
     c: Counters = field(default_factory=Counters)
     pushed: int = 0
     stats_calls: int = 0
+    hello: dict[str, Any] = field(default_factory=lambda: {"paths": AGENT_PATHS})
 
     @property
     def agent(self) -> FakeGuest:
@@ -150,17 +160,18 @@ def test_duplicates_and_stray_seqs_are_not_observed() -> None:
     assert r["problems"] and r["lossless"] is False
 
 
-@pytest.mark.parametrize("path", ["count", "uio"])
+@pytest.mark.parametrize("path", ["count", "uio", "teleport"])
 def test_other_paths_are_not_summarized(path: str) -> None:
-    assert storm.storm_arm_opts(path) == {}
-    opts = storm.storm_arm_opts("epoll-et", "none")
+    assert storm.storm_arm_opts(AGENT_PATHS, path) == {}
+    opts = storm.storm_arm_opts(AGENT_PATHS, "epoll-et", "none")
     assert opts == {"summarize": [REGS.SRC_BURST], "ack": "none"}
 
 
 def test_cli_storm_options() -> None:
     import argparse
 
-    from irqlab.bench import cli, runner
+    from irqlab.bench import runner
+    from irqlab.cli import bench as cli
 
     p = argparse.ArgumentParser()
     cli.add_bench_parser(p.add_subparsers())

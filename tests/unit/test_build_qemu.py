@@ -11,7 +11,7 @@ from types import ModuleType
 
 import pytest
 
-from irqlab.build import qemu
+from irqlab.build import fetch, qemu
 from irqlab.build.steps import BuildError, StepLog
 from irqlab.paths import repo_root
 
@@ -176,10 +176,10 @@ def test_verify_sha256(tmp_path: Path) -> None:
     f = tmp_path / "qemu-x.tar.xz"
     f.write_bytes(b"not really a tarball")
     good = hashlib.sha256(b"not really a tarball").hexdigest()
-    qemu.verify_sha256(f, good)
-    qemu.verify_sha256(f, good.upper())
+    fetch.verify_sha256(f, good)
+    fetch.verify_sha256(f, good.upper())
     with pytest.raises(ValueError, match="does not match"):
-        qemu.verify_sha256(f, "0" * 64)
+        fetch.verify_sha256(f, "0" * 64)
 
 
 # ---- errors name the step and the log ----------------------------------------

@@ -115,10 +115,8 @@ def test_an_overlong_request_line_is_refused_and_skipped() -> None:
     assert parse_request(read_line(stream)).id == 2
 
 
-def test_the_agent_survives_hostile_lines_end_to_end(tmp_path: Path) -> None:
-    from irqlab.contract.uapi import header_path
-
-    agent = AgentClient.spawn_local(["--header", str(header_path())], logs=tmp_path)
+def test_the_agent_survives_hostile_lines_end_to_end(tmp_path: Path, abi_json: Path) -> None:
+    agent = AgentClient.spawn_local(["--spec", str(abi_json)], logs=tmp_path)
     try:
         agent.wait_hello(30)
         agent.send_raw(b"[" * 100_000)
@@ -129,10 +127,8 @@ def test_the_agent_survives_hostile_lines_end_to_end(tmp_path: Path) -> None:
         agent.close(timeout=5)
 
 
-def test_a_request_to_a_dead_agent_names_its_exit(tmp_path: Path) -> None:
-    from irqlab.contract.uapi import header_path
-
-    agent = AgentClient.spawn_local(["--header", str(header_path())], logs=tmp_path)
+def test_a_request_to_a_dead_agent_names_its_exit(tmp_path: Path, abi_json: Path) -> None:
+    agent = AgentClient.spawn_local(["--spec", str(abi_json)], logs=tmp_path)
     agent.wait_hello(30)
     agent.process.kill()
     agent.process.wait(10)

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from irqlab.build import cpio, debs, elf, image, kernel, sshkeys
+from irqlab.build import boot, cpio, debs, elf, image, initramfs, kernel, pystdlib, sshkeys
 from irqlab.build.debs import Package
-from irqlab.build.guest import INIT_TEMPLATE
+from irqlab.build.guest import BOOT_SCRIPT_PATH, INIT_TEMPLATE
 
 # ---------------------------------------------------------------- vmlinux
 
@@ -265,11 +265,11 @@ def _init_values() -> dict[str, str]:
     return {
         "KERNEL_VERSION": "6.1.0-99-amd64",
         "BOOT_MODULES": "kernel/a.ko kernel/b.ko",
-        "GUEST_ADDR": image.GUEST_ADDR,
-        "GATEWAY": image.GATEWAY,
-        "HOSTNAME": image.HOSTNAME,
-        "READY_MARKER": image.READY_MARKER,
-        "FAILED_MARKER": image.FAILED_MARKER,
+        "GUEST_ADDR": boot.GUEST_ADDR,
+        "GATEWAY": boot.GATEWAY,
+        "HOSTNAME": boot.HOSTNAME,
+        "READY_MARKER": boot.READY_MARKER,
+        "FAILED_MARKER": boot.FAILED_MARKER,
     }
 
 
@@ -277,10 +277,11 @@ def test_render_init_real_template(tmp_path: Path) -> None:
     text = image.render_init(INIT_TEMPLATE.read_text(), _init_values())
     assert text.startswith("#!/bin/sh\n")
     assert "@" + "READY_MARKER@" not in text
-    assert 'echo "IRQLAB-READY uptime=$up"' in text
+    assert "READY_MARKER='IRQLAB-READY'\n" in text
     assert "for m in kernel/a.ko kernel/b.ko; do" in text
-    assert "ip addr add '10.0.2.15/24' dev eth0" in text
-    assert "ip route add default via '10.0.2.2'" in text
+    assert "GUEST_ADDR='10.0.2.15/24'\n" in text
+    assert "GATEWAY='10.0.2.2'\n" in text
+    assert f". /{BOOT_SCRIPT_PATH}\n" in text
     script = tmp_path / "init"
     script.write_text(text)
     r = subprocess.run(["sh", "-n", str(script)], capture_output=True, text=True, check=False)
@@ -312,9 +313,9 @@ kernel/drivers/uio/uio.ko:
 
 
 def test_module_load_order() -> None:
-    deps = image.parse_modules_dep(MODULES_DEP)
-    order = image.module_load_order(deps, ["virtio_pci", "virtio_net", "uio_pci_generic"])
-    names = [image.module_name(r) for r in order]
+    deps = kernel.parse_modules_dep(MODULES_DEP)
+    order = kernel.module_load_order(deps, ["virtio_pci", "virtio_net", "uio_pci_generic"])
+    names = [kernel.module_name(r) for r in order]
     assert names == [
         "virtio_ring",
         "virtio",
@@ -327,26 +328,27 @@ def test_module_load_order() -> None:
         "uio_pci_generic",
     ]
     with pytest.raises(KeyError, match="nosuch"):
-        image.module_load_order(deps, ["nosuch"])
+        kernel.module_load_order(deps, ["nosuch"])
 
 
 def test_modinfo_depends() -> None:
     ko = b"\x7fELF....\0license=GPL\0depends=uio,virtio\0name=irqlab\0"
-    assert image.modinfo_depends(ko) == ["uio", "virtio"]
-    assert image.modinfo_depends(b"\0depends=\0name=x\0") == []
+    assert kernel.modinfo_depends(ko) == ["uio", "virtio"]
+    assert kernel.modinfo_depends(b"\0depends=\0name=x\0") == []
 
 
 # ---------------------------------------------------------------- file selection
 
 
 def test_merged_path_and_python_filter() -> None:
-    assert image.merged_path("bin/busybox") == "usr/bin/busybox"
+    assert initramfs.merged_path("bin/busybox") == "usr/bin/busybox"
     assert (
-        image.merged_path("lib/x86_64-linux-gnu/libc.so.6") == "usr/lib/x86_64-linux-gnu/libc.so.6"
+        initramfs.merged_path("lib/x86_64-linux-gnu/libc.so.6")
+        == "usr/lib/x86_64-linux-gnu/libc.so.6"
     )
-    assert image.merged_path("usr/sbin/dropbear") == "usr/sbin/dropbear"
-    assert image.merged_path("etc/passwd") == "etc/passwd"
-    keep = image.keep_python_file
+    assert initramfs.merged_path("usr/sbin/dropbear") == "usr/sbin/dropbear"
+    assert initramfs.merged_path("etc/passwd") == "etc/passwd"
+    keep = pystdlib.keep_python_file
     assert keep("os.py") and keep("json/decoder.py") and keep("lib-dynload/_json.cpython-311.so")
     assert not keep("test/test_os.py") and not keep("ensurepip/__init__.py")
     assert not keep("lib-dynload/_ssl.cpython-311-x86_64-linux-gnu.so")
@@ -355,7 +357,7 @@ def test_merged_path_and_python_filter() -> None:
 
 
 def test_busybox_links_keep_modprobe_off_the_kernel_path() -> None:
-    links = image.busybox_links(
+    links = initramfs.busybox_links(
         "bin/busybox\nbin/sh\nsbin/modprobe\nusr/bin/env\nsbin/poweroff\nlinuxrc"
     )
     assert links == {
@@ -376,8 +378,8 @@ def test_resolve_in_tree_keeps_absolute_links_inside(tmp_path: Path) -> None:
     )
     (tmp_path / "lib" / "x86_64-linux-gnu" / "libz.so.1").symlink_to("libz.so.1.2.13")
     (tmp_path / "lib" / "x86_64-linux-gnu" / "libz.so.1.2.13").write_bytes(b"z")
-    assert image.resolve_in_tree(tmp_path, "lib64/ld-linux-x86-64.so.2") == real
-    got = image.resolve_in_tree(tmp_path, "lib/x86_64-linux-gnu/libz.so.1")
+    assert initramfs.resolve_in_tree(tmp_path, "lib64/ld-linux-x86-64.so.2") == real
+    got = initramfs.resolve_in_tree(tmp_path, "lib/x86_64-linux-gnu/libz.so.1")
     assert got.read_bytes() == b"z"
 
 
@@ -437,12 +439,12 @@ def test_add_libraries_closure(tmp_path: Path) -> None:
     (libdir / "libz.so.1.2.13").write_bytes(_elf(["libc.so.6"], soname="libz.so.1"))
     (libdir / "libz.so.1").symlink_to("libz.so.1.2.13")
     (libdir / "libunused.so.1").write_bytes(_elf(["libc.so.6"], soname="libunused.so.1"))
-    stage = image._Stage(tmp_path / "root")
+    stage = initramfs.Stage(tmp_path / "root")
     stage.root.mkdir()
     (stage.root / "lib64").symlink_to("usr/lib64")
     stage.write("usr/bin/tool", _elf(["libz.so.1"], interp="/lib64/ld-linux-x86-64.so.2"), 0o755)
-    index = image._library_index([pkg])
-    added = image.add_libraries(stage, index)
+    index = initramfs.library_index([pkg])
+    added = initramfs.add_libraries(stage, index)
     assert added == ["ld-linux-x86-64.so.2", "libc.so.6", "libz.so.1"]
     lib = stage.root / "usr/lib/x86_64-linux-gnu"
     assert not (lib / "libz.so.1").is_symlink()  # copied, not linked
@@ -451,7 +453,7 @@ def test_add_libraries_closure(tmp_path: Path) -> None:
 
     stage.write("usr/bin/other", _elf(["libmissing.so.3"]), 0o755)
     with pytest.raises(ValueError, match=r"usr/bin/other needs libmissing\.so\.3"):
-        image.add_libraries(stage, index)
+        initramfs.add_libraries(stage, index)
 
 
 # ---------------------------------------------------------------- keys
@@ -533,7 +535,7 @@ def test_input_hash_tracks_every_input(tmp_path: Path) -> None:
 
 def test_qemu_args(tmp_path: Path) -> None:
     inp = _inputs(tmp_path)
-    img = image.GuestImage(
+    img = boot.GuestImage(
         version="abc",
         kernel=Path("/c/vmlinux"),
         initramfs=Path("/c/initramfs.cpio.zst"),
@@ -552,6 +554,6 @@ def test_qemu_args(tmp_path: Path) -> None:
     assert "user,id=net0,hostfwd=tcp:127.0.0.1:2222-:22" in args
     assert "virtio-net-pci,netdev=net0,romfile=" in args
     assert "virtio-rng-pci" in args
-    assert image.cpu_args("tcg") == ["-cpu", "qemu64,+rdrand"]
-    assert image.cpu_args("kvm") == ["-cpu", "host"]
+    assert boot.cpu_args("tcg") == ["-cpu", "qemu64,+rdrand"]
+    assert boot.cpu_args("kvm") == ["-cpu", "host"]
     assert img.known_hosts_line(2222) == "[127.0.0.1]:2222 ssh-ed25519 BBBB"

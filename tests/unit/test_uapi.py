@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import re
 import shutil
 import subprocess
@@ -11,16 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from irqlab.contract import uapi
-from irqlab.contract.uapi import (
-    IOC_NONE,
-    IOC_READ,
-    IOC_WRITE,
-    UapiParseError,
-    agent_spec,
-    ioc,
-    parse,
-)
+from irqlab.contract import cheader, uapi
+from irqlab.contract.cheader import IOC_NONE, IOC_READ, IOC_WRITE, HeaderParseError, ioc
+from irqlab.contract.uapi import abi_spec, parse
 from irqlab_agent.abi import Abi
 
 HEADER = uapi.header_path()
@@ -72,7 +66,7 @@ def test_ioctls_are_well_formed() -> None:
         elif io.arg_struct is not None:
             assert io.size == U.struct(io.arg_struct).size
         else:
-            assert io.arg_type in uapi.SCALAR_CODES
+            assert io.arg_type in cheader.SCALAR_CODES
     assert U.ioctl("ACK").direction == IOC_READ | IOC_WRITE
     assert U.ioctl("GET_STATS").direction == IOC_READ
     assert U.ioctl("SET_EVENTFD").direction == IOC_WRITE
@@ -135,8 +129,9 @@ def test_record_pack_unpack_roundtrip() -> None:
         rec.pack({"nope": 1})
 
 
-def test_agent_spec_builds_the_agents_abi() -> None:
-    spec = agent_spec(TEXT)
+def test_abi_spec_builds_the_agents_abi() -> None:
+    spec = abi_spec(U)
+    assert json.loads(json.dumps(spec)) == spec
     abi = Abi(spec)
     assert abi.record_size == U.record.size
     assert list(abi.record.fields) == [f.name for f in U.record.fields]
@@ -147,16 +142,32 @@ def test_agent_spec_builds_the_agents_abi() -> None:
     assert "OVERFLOW" in abi.flag_names(U.constants["IRQLAB_EVF_OVERFLOW"])
 
 
-def test_module_imports_only_the_standard_library() -> None:
-    """The agent ships a copy of uapi.py: it must not need the rest of the package."""
-    tree = ast.parse(Path(uapi.__file__).read_text())
-    top: set[str] = set()
-    for node in tree.body:  # module level only; header_path() imports lazily on purpose
-        if isinstance(node, ast.Import):
-            top |= {a.name.split(".")[0] for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            top.add(node.module.split(".")[0])
-    assert top <= set(sys.stdlib_module_names) | {"__future__"}, top
+def test_the_generator_needs_only_the_standard_library() -> None:
+    """Buildroot's package runs ``python -m irqlab.contract.uapi`` with the host Python and
+    GENERATOR_SOURCES only: those modules import nothing else at module level."""
+    root = Path(uapi.__file__).resolve().parents[3]
+    ours = {
+        ".".join(Path(r).with_suffix("").parts[1:]).removesuffix(".__init__")
+        for r in uapi.GENERATOR_SOURCES
+    }
+    assert "irqlab.contract.cheader" in ours
+    for rel in uapi.GENERATOR_SOURCES:
+        tree = ast.parse((root / rel).read_text())
+        for node in tree.body:  # module level only; header_path() imports lazily on purpose
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            for n in names:
+                top = n.split(".")[0]
+                ok = top in sys.stdlib_module_names or top == "__future__"
+                assert ok or n in ours, (rel, n)
+
+
+def test_main_prints_the_artifact(capsys: pytest.CaptureFixture[str]) -> None:
+    assert uapi.main([str(HEADER)]) == 0
+    assert json.loads(capsys.readouterr().out) == abi_spec(U)
 
 
 # --- encodings and synthetic headers ----------------------------------------------------
@@ -226,10 +237,21 @@ def test_arrays_and_alignment() -> None:
         ("#if 1\n#endif\n", 1, "unsupported directive"),
         ("typedef int x;\n", 1, "cannot parse"),
         ("#ifndef G\n#define G\n", 2, "not closed"),
+        ("#define A 1\n#endif\n", 2, "#endif without #ifndef"),
+        ("#define A 0x\n", 1, "bad integer literal '0x'"),
+        ("#define A 1.5\n", 1, "unexpected"),
+        ('#define A "x"\n', 1, "unexpected"),
+        ("#define A\n", 1, "empty definition"),
+        ("#define A+1\n", 1, "malformed #define"),
+        ("#define A 1 << 64\n", 1, "shift count 64"),
+        ("#define A 1 << -1\n", 1, "shift count -1"),
+        ("#define A 1 and 2\n", 1, "unexpected 'and'"),
+        ("#define A True\n", 1, "unknown name 'True'"),
+        ("#define A __import__\n", 1, "unknown name '__import__'"),
     ],
 )
 def test_malformed_headers_name_the_line(text: str, line: int, message: str) -> None:
-    with pytest.raises(UapiParseError, match=message) as ei:
+    with pytest.raises(HeaderParseError, match=message) as ei:
         parse(text, "h.h")
     assert ei.value.line == line
     assert str(ei.value).startswith(f"h.h:{line}:")
@@ -241,8 +263,3 @@ def test_comments_and_guard_are_ignored() -> None:
         "#define A /* inline */ 1 // tail /* not a block\n#endif /* G */\n"
     )
     assert u.constants == {"A": 1}
-
-
-def test_main_prints_the_spec(capsys: pytest.CaptureFixture[str]) -> None:
-    assert uapi.main([str(HEADER)]) == 0
-    assert '"record"' in capsys.readouterr().out

@@ -64,9 +64,15 @@ fi
 # the network is up and the requested modules are loaded.
 rm -f "$TARGET_DIR/etc/init.d/S50dropbear"
 
+# The boot sequence both images share (this tree is buildroot/ of the repository).
+REPO=$(cd "$(dirname "$0")/../../.." && pwd)
+install -d -m 0755 "$TARGET_DIR/usr/lib/irqlab"
+install -m 0644 "$REPO/harness/irqlab/build/guest/irqlab-boot.sh" "$TARGET_DIR/usr/lib/irqlab/boot.sh"
+
 install -d -m 0755 "$TARGET_DIR/etc/irqlab"
 cat >"$TARGET_DIR/etc/irqlab/boot.conf" <<CONF
-# Written by board/irqlab/post-build.sh; read by /etc/init.d/S99irqlab.
+# Written by board/irqlab/post-build.sh; read by /etc/init.d/S99irqlab
+# for /usr/lib/irqlab/boot.sh.
 READY_MARKER='$IRQLAB_READY_MARKER'
 FAILED_MARKER='$IRQLAB_FAILED_MARKER'
 GUEST_ADDR='$IRQLAB_GUEST_ADDR'

@@ -8,6 +8,11 @@ from typing import Any
 
 from irqlab.vm.agent_client import AgentClient, AgentTimeout
 
+__all__ = [
+    "Event",
+    "collect",
+]
+
 Event = dict[str, Any]
 
 

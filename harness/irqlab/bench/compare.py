@@ -16,6 +16,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+__all__ = [
+    "DEFAULT_FLOOR",
+    "Change",
+    "compare",
+    "render",
+]
+
 DEFAULT_FLOOR = 0.10
 
 

@@ -14,6 +14,15 @@ import shlex
 from collections.abc import Mapping
 from typing import Any
 
+__all__ = [
+    "HIST_MAX_US",
+    "JSON_PATH",
+    "command",
+    "hist_percentile",
+    "parse",
+    "run",
+]
+
 HIST_MAX_US = 20_000
 JSON_PATH = "/tmp/irqlab-cyclictest.json"
 

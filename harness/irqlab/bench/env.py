@@ -9,6 +9,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+__all__ = [
+    "REPO",
+    "cpu_model",
+    "git_commit",
+    "load",
+    "machine",
+    "stamp",
+]
+
 REPO = Path(__file__).resolve().parents[3]
 
 

@@ -20,6 +20,17 @@ from __future__ import annotations
 
 from typing import Any
 
+__all__ = [
+    "BUFFER",
+    "LINE",
+    "PATH",
+    "arm_opts",
+    "done",
+    "driver_lost",
+    "edge_problems",
+    "prepare",
+]
+
 PATH = "gpio-cdev"
 # A line no module parameter claims (the bench loads the driver without gpio_edges
 # or key_line); the e2e suite uses other lines.

@@ -11,6 +11,18 @@ from typing import Any
 
 from irqlab.vm.guest import Guest
 
+__all__ = [
+    "BenchGuest",
+    "agent_paths",
+]
+
+
+def agent_paths(guest: Any) -> dict[str, dict[str, Any]]:
+    """The paths the guest's agent implements, in its order, as its hello lists them:
+    ``{name: {"summarizable": bool}}`` (the host never imports the agent's classes)."""
+    hello = guest.agent.hello or {}
+    return dict(hello.get("paths", {}))
+
 
 class BenchGuest(Guest):
     """A :class:`Guest` (its :attr:`~Guest.phases` are the boot figures) that can

@@ -11,6 +11,15 @@ from typing import Any
 from irqlab.bench import stats
 from irqlab.bench.env import REPO
 
+__all__ = [
+    "PIPELINE_CHUNK",
+    "PIPELINE_WINDOW",
+    "boot_samples",
+    "qmp_injection",
+    "summarize_boots",
+    "test_all",
+]
+
 PIPELINE_WINDOW = 8  # QEMU queues at most 8 requests per QMP session before it stops reading
 PIPELINE_CHUNK = 500
 

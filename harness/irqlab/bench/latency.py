@@ -29,6 +29,20 @@ from typing import Any
 from irqlab.bench import gpio, stats
 from irqlab.bench.collect import collect
 
+__all__ = [
+    "ACK_BY_ORDER",
+    "CHUNKS",
+    "NO_LATENCY",
+    "UIO_PATHS",
+    "arm_clean",
+    "arm_measured",
+    "events_in",
+    "latencies",
+    "measure",
+    "reset",
+    "uio_arm_opts",
+]
+
 # Paths without a raise -> ACK latency, and why (none left).
 NO_LATENCY: dict[str, str] = {}
 # Paths whose reads carry no device seq: the agent ACKs the k-th event it has seen

@@ -19,6 +19,17 @@ from typing import Any
 
 from irqlab.bench import stats
 
+__all__ = [
+    "TARGET_BOOT_S",
+    "TARGET_INJECTION_RATE",
+    "TARGET_LOSSLESS_RATE",
+    "TARGET_LOSSLESS_SECONDS",
+    "TARGET_RUNS",
+    "TARGET_SPREAD",
+    "extract",
+    "targets",
+]
+
 TARGET_BOOT_S = 2.5
 TARGET_LOSSLESS_RATE = 10_000
 TARGET_LOSSLESS_SECONDS = 10.0

@@ -39,6 +39,7 @@ from typing import Any
 
 from irqlab.bench import env, stats
 from irqlab.bench.host import WHOLE_COMMAND
+from irqlab.errors import IrqlabError
 
 SCHEMA = "irqlab-bench-peers/1"
 DEFAULT_ROUNDS = 7
@@ -223,7 +224,7 @@ def machine_argv(image: Any, *, accel: str, ssh_port: int, device: str) -> list[
     """What :class:`irqlab.vm.guest.Guest` passes QEMU besides its QMP and console
     plumbing: ``-no-user-config``, ``-accel``, :data:`MACHINE_ARGS`, the CPU,
     one vCPU, the image's boot and network arguments and *device* (``-device``)."""
-    from irqlab.build.image import MACHINE_ARGS, cpu_args
+    from irqlab.build.boot import MACHINE_ARGS, cpu_args
 
     return [
         "-no-user-config",
@@ -369,7 +370,7 @@ def _free_port() -> int:
 
 
 @dataclass
-class StepFailure(Exception):
+class StepFailure(IrqlabError, RuntimeError):
     step: str
     error: str
     output: str = ""

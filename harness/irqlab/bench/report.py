@@ -13,6 +13,28 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+__all__ = [
+    "CSS",
+    "Table",
+    "fmt_ns",
+    "fmt_rate",
+    "fmt_ratio",
+    "header_lines",
+    "host_table",
+    "html_table",
+    "latency_table",
+    "plot_all",
+    "render_html",
+    "render_text",
+    "sections",
+    "spread_table",
+    "storm_table",
+    "targets_table",
+    "text_table",
+    "wakeup_table",
+    "write_all",
+]
+
 Table = tuple[list[str], list[list[str]]]
 
 

@@ -21,15 +21,32 @@ import json
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from irqlab.bench import SCHEMA, cyclic, env, host, latency, metrics, storm
-from irqlab.bench.guest import BenchGuest
+from irqlab.bench.guest import BenchGuest, agent_paths
 from irqlab.vm.guest import GuestConfig, ensure_snapshot
+
+__all__ = [
+    "BASELINE_PATH",
+    "DEFAULT_PLACEMENT",
+    "MODULE_MODES",
+    "NO_STORM",
+    "OTHER_DRIVER",
+    "PLACEMENTS",
+    "STORM_RING_SIZE",
+    "WANTED_PATHS",
+    "Bench",
+    "BenchConfig",
+    "Log",
+    "available_paths",
+    "default_out_dir",
+    "run_bench",
+]
 
 PLACEMENTS = ("hardirq", "thread", "workqueue")
 DEFAULT_PLACEMENT = "hardirq"
@@ -108,15 +125,12 @@ class BenchConfig:
         return d
 
 
-def available_paths(wanted: tuple[str, ...] = WANTED_PATHS) -> tuple[list[str], dict[str, str]]:
-    """(paths the agent implements, in bench order; {missing: why})."""
-    from irqlab_agent.paths import PATH_KINDS
-
-    kinds: dict[str, Any] = dict(PATH_KINDS)
-    with contextlib.suppress(ImportError):  # an agent without the gpio/uio paths
-        from irqlab_agent.hwpaths import HW_PATH_KINDS
-
-        kinds.update(HW_PATH_KINDS)
+def available_paths(
+    agent_paths: Mapping[str, object], wanted: tuple[str, ...] = WANTED_PATHS
+) -> tuple[list[str], dict[str, str]]:
+    """(paths the agent implements, in bench order; {missing: why}); *agent_paths*: the
+    paths the agent's hello lists (:func:`irqlab.bench.guest.agent_paths`)."""
+    kinds = dict(agent_paths)
     for name in latency.UIO_PATHS:  # the agent's uio path, run the bench's ways
         if "uio" in kinds:
             kinds[name] = kinds["uio"]
@@ -165,10 +179,6 @@ class Bench:
         stamp = env.stamp()
         self.out_dir = c.out_dir or default_out_dir(stamp)
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        paths, missing = available_paths()
-        if c.paths:
-            paths = [p for p in c.paths if p not in missing]
-        storm_paths = list(c.storm_paths) or paths
         self.result = {
             "schema": SCHEMA,
             "stamp": stamp,
@@ -177,14 +187,14 @@ class Bench:
             "machine": env.machine(),
             "load": {"start": env.load()},
             "git": env.git_commit(),
-            "paths": paths,
-            "missing_paths": missing,
+            "paths": [],  # known once the first guest's agent says hello
+            "missing_paths": {},
             "runs": [],
         }
         self.save()
         t0 = time.monotonic()
         for i in range(c.runs):
-            self.one_run(i, paths, storm_paths, last=i == c.runs - 1)
+            self.one_run(i, last=i == c.runs - 1)
         if "boot" not in c.skip and c.boots > 0:
             self.stage("snapshot of the standard image", ensure_snapshot)
             starts = self.stage(
@@ -206,7 +216,17 @@ class Bench:
         self.result["duration_s"] = round(time.monotonic() - t0, 1)
         return self.save()
 
-    def one_run(self, index: int, paths: list[str], storm_paths: list[str], last: bool) -> None:
+    def choose_paths(self, agent: Mapping[str, object]) -> tuple[list[str], list[str]]:
+        """(paths, storm paths) of the bench: the configured ones the agent implements, or
+        all it implements; recorded in the result with the missing ones."""
+        c = self.config
+        paths, missing = available_paths(agent)
+        if c.paths:
+            paths = [p for p in c.paths if p not in missing]
+        self.result["paths"], self.result["missing_paths"] = paths, missing
+        return paths, list(c.storm_paths) or paths
+
+    def one_run(self, index: int, last: bool) -> None:
         c = self.config
         run: dict[str, Any] = {"run": index, "load_start": env.load()}
         self.result["runs"].append(run)
@@ -217,6 +237,7 @@ class Bench:
             self.log(f"run {index + 1}/{c.runs}: boot")
             g.start()
             run["boot"] = {k: round(v, 3) for k, v in g.phases.items()}
+            paths, storm_paths = self.choose_paths(agent_paths(g))
             self._versions(g)
             self.save()
             if c.rt_tests and "cyclictest" not in c.skip:

@@ -14,6 +14,17 @@ from typing import Any
 
 from irqlab.vm.qmp.stats import Histogram
 
+__all__ = [
+    "PERCENTILES",
+    "cdf_points",
+    "chunk_percentiles",
+    "histogram_agreement",
+    "percentile",
+    "ratio",
+    "spread",
+    "summarize",
+]
+
 PERCENTILES: tuple[float, ...] = (50.0, 90.0, 99.0)
 
 

@@ -31,14 +31,29 @@ ends when the line events account for every raised edge; see that function.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
 
 from irqlab.bench import gpio
 from irqlab.bench.collect import collect
+from irqlab.bench.guest import agent_paths
 from irqlab.bench.latency import UIO_PATHS, arm_clean, arm_measured
 from irqlab.contract.regs import REGS
+
+__all__ = [
+    "DRIVER_STATS",
+    "MARKER",
+    "MARKER_RETRY_S",
+    "RATES",
+    "STORM_ACK",
+    "collect_rounds",
+    "highest_lossless",
+    "measure",
+    "measure_gpio",
+    "storm_arm_opts",
+    "summarized",
+]
 
 MARKER = 0x5EA1_0000  # FIFO words MARKER + k end a storm (see _until_marker)
 MARKER_RETRY_S = 1.0
@@ -48,17 +63,17 @@ RATES = (1_000, 10_000, 50_000, 100_000)
 STORM_ACK = "write"
 
 
-def summarized(path: str) -> bool:
-    """Whether the agent's *path* reads event records (storm mode applies)."""
-    from irqlab_agent.paths import PATH_KINDS
-
-    cls = PATH_KINDS.get(path)
-    return cls is not None and cls.summarizable
+def summarized(paths: Mapping[str, Mapping[str, Any]], path: str) -> bool:
+    """Whether the agent's *path* reads event records (storm mode applies); *paths* is
+    what the agent's hello lists (:func:`irqlab.bench.guest.agent_paths`)."""
+    return bool(paths.get(path, {}).get("summarizable"))
 
 
-def storm_arm_opts(path: str, ack: str = STORM_ACK) -> dict[str, Any]:
+def storm_arm_opts(
+    paths: Mapping[str, Mapping[str, Any]], path: str, ack: str = STORM_ACK
+) -> dict[str, Any]:
     """Arm options of *path* in storms: burst records summarized, markers one by one."""
-    return {"summarize": [REGS.SRC_BURST], "ack": ack} if summarized(path) else {}
+    return {"summarize": [REGS.SRC_BURST], "ack": ack} if summarized(paths, path) else {}
 
 
 def measure(
@@ -74,7 +89,7 @@ def measure(
         return measure_gpio(guest, rate=rate, duration_s=duration_s, idle=idle, ack=ack)
     n = max(1, round(rate * duration_s))
     period = max(REGS.MIN_BURST_PERIOD_NS, round(1e9 / rate))
-    agent, inj = arm_clean(guest, path, **storm_arm_opts(path, ack))
+    agent, inj = arm_clean(guest, path, **storm_arm_opts(agent_paths(guest), path, ack))
     drv0 = _driver_stats(agent, guest, path)
     seq0 = inj.counters().next_seq
     t0 = time.monotonic()
@@ -302,7 +317,7 @@ def measure_gpio(
     """gpio-cdev storm: the generator toggles :data:`gpio.LINE`, one edge per step.
 
     The path runs in the agent's storm mode (``summarize``: it counts the line
-    events' seqnos into summaries, see ``irqlab_agent.hwpaths``) and ACKs each read
+    events' seqnos into summaries, see ``irqlab_agent.gpio_cdev``) and ACKs each read
     buffer in *ack* mode (default :data:`STORM_ACK`, as the record paths).
 
     No marker can end it (a FIFO word is no line event).  It ends exactly instead:

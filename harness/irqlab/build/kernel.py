@@ -15,8 +15,10 @@ from __future__ import annotations
 import json
 import lzma
 import os
+import re
 import struct
 import zlib
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +27,25 @@ from irqlab.build.cache import InputHash, cached_build, output_dir
 from irqlab.build.debs import Lookup, Package
 from irqlab.build.elf import ELF_MAGIC
 from irqlab.build.steps import Log, StepLog
+from irqlab.errors import IrqlabError
 from irqlab.paths import log_dir
+
+__all__ = [
+    "META_PACKAGE",
+    "RECIPE_VERSION",
+    "KernelArtifacts",
+    "KernelPackages",
+    "VmlinuxError",
+    "ensure_kernel",
+    "extract_vmlinux",
+    "kernel_build_dir",
+    "modinfo_depends",
+    "module_load_order",
+    "module_name",
+    "parse_modules_dep",
+    "resolve_packages",
+    "run_depmod",
+]
 
 RECIPE_VERSION = "kernel-1"
 META_PACKAGE = "linux-image-amd64"
@@ -41,7 +61,7 @@ _XZ_MAGIC = b"\xfd7zXZ\x00"
 _GZIP_MAGIC = b"\x1f\x8b\x08"
 
 
-class VmlinuxError(ValueError):
+class VmlinuxError(IrqlabError, ValueError):
     pass
 
 
@@ -266,3 +286,49 @@ def ensure_kernel(
 def kernel_build_dir(log: Log | None = None) -> Path:
     """The directory to build external modules against: ``make -C <it> M=<dir> modules``."""
     return ensure_kernel(log).headers_build_dir
+
+
+def parse_modules_dep(text: str) -> dict[str, tuple[str, ...]]:
+    """modules.dep -> {relative path: dependencies as listed}."""
+    deps: dict[str, tuple[str, ...]] = {}
+    for line in text.splitlines():
+        if ":" not in line:
+            continue
+        mod, _, rest = line.partition(":")
+        deps[mod.strip()] = tuple(rest.split())
+    return deps
+
+
+def module_load_order(deps: Mapping[str, Sequence[str]], names: Iterable[str]) -> list[str]:
+    """Relative paths of *names* and their dependencies, each after what it needs.
+
+    (modprobe loads a modules.dep line's dependencies last-to-first.)
+    """
+    by_name = {module_name(rel): rel for rel in deps}
+    order: list[str] = []
+    seen: set[str] = set()
+
+    def visit(rel: str, chain: tuple[str, ...]) -> None:
+        if rel in seen:
+            return
+        if rel in chain:
+            raise ValueError(f"module dependency cycle: {' -> '.join((*chain, rel))}")
+        for d in reversed(deps.get(rel, ())):
+            visit(d, (*chain, rel))
+        seen.add(rel)
+        order.append(rel)
+
+    for n in names:
+        rel = by_name.get(n.replace("-", "_"))
+        if rel is None:
+            raise KeyError(f"module {n} is not in modules.dep")
+        visit(rel, ())
+    return order
+
+
+def modinfo_depends(ko: bytes) -> list[str]:
+    """The ``depends=`` list from a module's .modinfo (module names)."""
+    m = re.search(rb"(?:^|\0)depends=([^\0]*)\0", ko)
+    if not m or not m.group(1):
+        return []
+    return [n.decode() for n in m.group(1).split(b",") if n]

@@ -19,7 +19,26 @@ from irqlab.build import debs
 from irqlab.build.cache import InputHash, cached_build
 from irqlab.build.kernel import KernelArtifacts, ensure_kernel
 from irqlab.build.steps import Log, StepLog
+from irqlab.errors import IrqlabError
 from irqlab.paths import log_dir, repo_root
+
+__all__ = [
+    "CHECKPATCH_FILES",
+    "CHECKPATCH_IGNORE",
+    "CHECKPATCH_PACKAGE",
+    "MODULE",
+    "RECIPE_VERSION",
+    "STYLE_TOOL_PACKAGES",
+    "ToolMissing",
+    "checkpatch_findings",
+    "ensure_checkpatch",
+    "ensure_kmod",
+    "ensure_style_tools",
+    "input_digest",
+    "source_files",
+    "sparse_findings",
+    "warnings_in",
+]
 
 RECIPE_VERSION = "kmod-1"
 MODULE = "irqlab.ko"
@@ -106,7 +125,7 @@ def ensure_style_tools(log: Log | None = None) -> None:
         debs.ensure_apt_packages(steps, STYLE_TOOL_PACKAGES, step="style tools")
 
 
-class ToolMissing(RuntimeError):
+class ToolMissing(IrqlabError, RuntimeError):
     """A style tool is not installed and cannot be fetched; the message says how."""
 
 

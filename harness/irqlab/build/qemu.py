@@ -33,14 +33,13 @@ import subprocess
 import sys
 import tarfile
 import time
-import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from irqlab import paths
-from irqlab.build import cache, debs
+from irqlab.build import cache, debs, fetch
 from irqlab.build.steps import BuildError, StepLog
 
 __all__ = [
@@ -189,15 +188,6 @@ def source_kind(env: Mapping[str, str]) -> str:
     if kind not in ("debian", "upstream"):
         raise ValueError(f"{SOURCE_ENV}={kind!r}: expected 'debian' or 'upstream'")
     return kind
-
-
-def verify_sha256(path: Path, expected: str) -> None:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    if h.hexdigest() != expected.lower():
-        raise ValueError(f"{path.name}: sha256 {h.hexdigest()} does not match pinned {expected}")
 
 
 def input_digest(
@@ -421,20 +411,12 @@ def _fetch_debian_source(steps: StepLog, source: QemuSource, dest: Path) -> None
 
 
 def _fetch_upstream_source(steps: StepLog, source: QemuSource, dest: Path) -> None:
-    dl = work_dir() / "dl"
-    dl.mkdir(parents=True, exist_ok=True)
-    tarball = dl / f"qemu-{source.version}.tar.xz"
-    if not tarball.is_file():
-        steps.log(f"downloading {source.url}")
-        part = tarball.with_suffix(".part")
-        with urllib.request.urlopen(source.url, timeout=60) as r, part.open("wb") as f:
-            shutil.copyfileobj(r, f)
-        part.rename(tarball)
-    try:
-        verify_sha256(tarball, source.sha256)
-    except ValueError:
-        tarball.unlink()
-        raise
+    tarball = fetch.download(
+        source.url,
+        work_dir() / "dl" / f"qemu-{source.version}.tar.xz",
+        source.sha256,
+        say=steps.log,
+    )
     tmp = dest.with_name(dest.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)

@@ -19,6 +19,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from irqlab.paths import cache_dir
 
+__all__ = [
+    "CLIENT_KEY",
+    "HOST_KEY",
+    "SshKeys",
+    "dropbear_ed25519",
+    "ensure_keys",
+    "openssh_pub",
+]
+
 CLIENT_KEY = "client_ed25519"
 HOST_KEY = "host_ed25519.dropbear"
 

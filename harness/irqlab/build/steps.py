@@ -7,12 +7,22 @@ log file and the last lines of the failing command's output.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+
+from irqlab.errors import IrqlabError
+
+__all__ = [
+    "BuildError",
+    "Log",
+    "StepLog",
+    "stderr_log",
+]
 
 Log = Callable[[str], None]
 
@@ -22,7 +32,7 @@ def stderr_log(msg: str) -> None:
     print(f"[irqlab] {msg}", file=sys.stderr, flush=True)
 
 
-class BuildError(RuntimeError):
+class BuildError(IrqlabError, RuntimeError):
     def __init__(self, step: str, log_path: Path, detail: str = "") -> None:
         self.step = step
         self.log_path = log_path
@@ -33,8 +43,11 @@ class BuildError(RuntimeError):
         super().__init__(msg)
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
 def _tail(text: str, lines: int = 15) -> str:
-    return "\n".join(text.rstrip().splitlines()[-lines:])
+    return _ANSI.sub("", "\n".join(text.rstrip().splitlines()[-lines:]))
 
 
 class StepLog:
@@ -119,3 +132,49 @@ class StepLog:
             detail = f"{args[0]} exited {r.returncode}\n{_tail(out + err)}"
             raise BuildError(step, self.path, detail)
         return out
+
+    def stream(
+        self,
+        argv: Sequence[str | Path],
+        *,
+        cwd: Path | None = None,
+        env: Mapping[str, str] | None = None,
+        echo: Callable[[str], bool] = lambda _line: False,
+        check: bool = True,
+        step: str | None = None,
+    ) -> tuple[int, str]:
+        """Run a long command, its output going into the log line by line as it comes;
+        lines for which *echo* is true also go to the progress sink (ANSI colours
+        stripped).  Returns (exit status, output); with *check*, a failure raises
+        :class:`BuildError` naming *step* (default: the command) and the log."""
+        args = [str(a) for a in argv]
+        self.write("$ " + " ".join(args) + (f"   (cwd {cwd})" if cwd else ""))
+        name = step or " ".join(args[:4])
+        try:
+            proc = subprocess.Popen(
+                args,
+                cwd=cwd,
+                env={**os.environ, **env} if env else None,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                errors="replace",
+                bufsize=1,
+            )
+        except OSError as e:
+            self.write(f"cannot run {args[0]}: {e}")
+            raise BuildError(name, self.path, f"cannot run {args[0]}: {e}") from e
+        assert proc.stdout is not None
+        lines: list[str] = []
+        for line in proc.stdout:
+            lines.append(line)
+            self._fh.write(line)
+            if echo(line):
+                self.log(_ANSI.sub("", line.rstrip("\n")))
+        rc = proc.wait()
+        self._fh.flush()
+        out = "".join(lines)
+        if check and rc != 0:
+            raise BuildError(name, self.path, f"{args[0]} exited {rc}\n{_tail(out, 40)}")
+        return rc, out

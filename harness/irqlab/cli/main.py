@@ -10,15 +10,24 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+__all__ = [
+    "build_parser",
+    "cmd_build_image",
+    "cmd_build_qemu",
+    "cmd_buildroot_build",
+    "cmd_buildroot_check",
+    "cmd_cache",
+    "cmd_probe_accel",
+    "cmd_regs",
+    "command_parser",
+    "main",
+]
+
 
 def cmd_build_qemu(args: argparse.Namespace) -> int:
-    from irqlab.build.qemu import BuildError, ensure_qemu
+    from irqlab.build.qemu import ensure_qemu
 
-    try:
-        inst = ensure_qemu(force=args.force)
-    except BuildError as e:
-        print(f"irqlab: {e}", file=sys.stderr)
-        return 1
+    inst = ensure_qemu(force=args.force)
     print(f"{inst.binary}\n  version: {inst.version}\n  firmware (-L): {inst.datadir}")
     return 0
 
@@ -26,13 +35,12 @@ def cmd_build_qemu(args: argparse.Namespace) -> int:
 def cmd_build_image(args: argparse.Namespace) -> int:
     from irqlab.build.image import ensure_image
     from irqlab.build.kmod import ensure_kmod, ensure_style_tools
-    from irqlab.build.steps import BuildError
 
     try:
         ensure_style_tools()
         ko = ensure_kmod(force=args.force)
         img = ensure_image(kmod=ko, force=args.force)
-    except (BuildError, FileNotFoundError) as e:
+    except FileNotFoundError as e:
         print(f"irqlab: {e}", file=sys.stderr)
         return 1
     print(f"module:    {ko}\nkernel:    {img.kernel} ({img.kernel_version})")
@@ -88,6 +96,31 @@ def cmd_cache(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_buildroot_build(args: argparse.Namespace) -> int:
+    from irqlab.build.buildroot import ensure_image
+
+    img = ensure_image(force=args.force, clean=args.clean, jobs=args.jobs, verbose=args.verbose)
+    print(f"Buildroot image {img.version}: {img.kernel} + {img.initramfs} ({img.size} bytes)")
+    return 0
+
+
+def cmd_buildroot_check(args: argparse.Namespace) -> int:
+    from irqlab.build import buildroot, buildroot_checks
+
+    src = buildroot.ensure_source() if args.download else buildroot.source_tree(args.tree)
+    results = buildroot_checks.offline_checks(src, python=args.python or sys.executable)
+    print(buildroot_checks.format_results(results))
+    failed = [r.name for r in results if not r.ok]
+    if failed:
+        print(
+            f"buildroot-check: {len(failed)} of {len(results)} checks failed: {', '.join(failed)}",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"buildroot-check: all {len(results)} checks passed")
+    return 0
+
+
 def cmd_regs(args: argparse.Namespace) -> int:
     from irqlab.contract.regs import PREFIX, REGS
 
@@ -132,9 +165,44 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dry-run", action="store_true", help="with --prune: only show what would go")
     s.set_defaults(func=cmd_cache)
 
-    from irqlab.bench.cli import add_bench_parser
+    from irqlab.cli.bench import add_bench_parser
 
     add_bench_parser(sub)
+
+    s = sub.add_parser(
+        "buildroot-build",
+        help="build the Buildroot guest image (downloads Buildroot and its toolchain; "
+        "30-60 min cold)",
+        description="BR2_DL_DIR and BR2_CCACHE_DIR choose Buildroot's download and ccache "
+        "directories.",
+    )
+    s.add_argument(
+        "--force", action="store_true", help="rebuild even if the cache has an image for the "
+        "current inputs"
+    )  # fmt: skip
+    s.add_argument(
+        "--clean", action="store_true", help="remove Buildroot's output directory first (cold)"
+    )
+    s.add_argument("--jobs", type=int, default=0, help="BR2_JLEVEL (default: Buildroot's)")
+    s.add_argument(
+        "--verbose", action="store_true", help="all of Buildroot's output, not only its '>>>' lines"
+    )
+    s.set_defaults(func=cmd_buildroot_build)
+
+    s = sub.add_parser(
+        "buildroot-check",
+        help="offline checks of buildroot/: defconfig, check-dotconfig, show-info, check-package",
+    )
+    s.add_argument("--tree", help="Buildroot source tree (default: $IRQLAB_BUILDROOT_DIR)")
+    s.add_argument(
+        "--download",
+        action="store_true",
+        help="use the pinned release, downloading it if needed (needs internet)",
+    )
+    s.add_argument(
+        "--python", help="interpreter for check-package (needs the magic and flake8 modules)"
+    )
+    s.set_defaults(func=cmd_buildroot_check)
 
     from irqlab.bench.peers_cli import add_bench_peers_parser
 
@@ -146,12 +214,27 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def command_parser(name: str) -> tuple[argparse.ArgumentParser, str]:
+    """Subcommand *name*'s parser (its options are what the invoke task passes on) and its
+    one-line help."""
+    for action in build_parser()._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            helps = {a.dest: a.help or "" for a in action._choices_actions}
+            return action.choices[name], helps[name]
+    raise KeyError(name)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    from irqlab.errors import IrqlabError
+
     args = build_parser().parse_args(argv)
     try:
         rc: int = args.func(args)
     except KeyboardInterrupt:
         return 130
+    except IrqlabError as e:  # what irqlab reports (a failed build step, ...), not a bug
+        print(f"irqlab: {e}", file=sys.stderr)
+        return 1
     return rc
 
 

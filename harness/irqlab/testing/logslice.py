@@ -11,6 +11,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+__all__ = [
+    "LogSlicer",
+]
+
 
 class LogSlicer:
     def __init__(self, logs: Mapping[str, Path]) -> None:

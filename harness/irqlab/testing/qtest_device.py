@@ -13,6 +13,13 @@ from irqlab.contract.regs import REGS
 from irqlab.testing.qtest_pci import PciConfig, find_device
 from irqlab.vm.qtest import QTest
 
+__all__ = [
+    "DEFAULT_BAR0",
+    "Event",
+    "QtestIrqlab",
+    "reg",
+]
+
 DEFAULT_BAR0 = 0xFE000000  # inside q35's 32-bit PCI hole, below the IOAPIC
 
 

@@ -8,7 +8,51 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from irqlab.errors import IrqlabError
 from irqlab.vm.qtest import QTest
+
+__all__ = [
+    "BAR0",
+    "CAPABILITY_LIST",
+    "CAP_ID_MSI",
+    "CAP_ID_MSIX",
+    "CLASS_PROG",
+    "COMMAND",
+    "COMMAND_INTX_DISABLE",
+    "COMMAND_IO",
+    "COMMAND_MASTER",
+    "COMMAND_MEMORY",
+    "CONFIG_ADDRESS",
+    "CONFIG_DATA",
+    "DEVICE_ID",
+    "HEADER_TYPE",
+    "INTERRUPT_LINE",
+    "INTERRUPT_PIN",
+    "MSIX_ENTRY_CTRL_MASKBIT",
+    "MSIX_ENTRY_SIZE",
+    "MSIX_FLAGS",
+    "MSIX_FLAGS_ENABLE",
+    "MSIX_FLAGS_MASKALL",
+    "MSIX_FLAGS_QSIZE",
+    "MSIX_TABLE",
+    "MSI_FLAGS",
+    "MSI_FLAGS_64BIT",
+    "MSI_FLAGS_ENABLE",
+    "MSI_FLAGS_MASKBIT",
+    "REVISION",
+    "STATUS",
+    "STATUS_CAP_LIST",
+    "STATUS_INTERRUPT",
+    "VENDOR_ID",
+    "PciAddress",
+    "PciConfig",
+    "PciError",
+    "enable_msi",
+    "enable_msix",
+    "find_device",
+    "msix_table",
+    "msix_table_size",
+]
 
 CONFIG_ADDRESS = 0xCF8
 CONFIG_DATA = 0xCFC
@@ -48,7 +92,7 @@ MSIX_ENTRY_SIZE = 16
 MSIX_ENTRY_CTRL_MASKBIT = 1
 
 
-class PciError(RuntimeError):
+class PciError(IrqlabError, RuntimeError):
     pass
 
 

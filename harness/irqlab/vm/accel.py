@@ -28,6 +28,23 @@ from typing import Literal
 from irqlab.paths import cache_dir
 from irqlab.vm import probe_rom, proc
 
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "ENV_VAR",
+    "KVM_DEVICE",
+    "Accel",
+    "AccelChoice",
+    "ProbeFn",
+    "ProbeResult",
+    "choose",
+    "clear_cache",
+    "probe",
+    "probe_argv",
+    "requested",
+    "run_probe_guest",
+    "verdict_key",
+]
+
 Accel = Literal["kvm", "tcg"]
 ENV_VAR = "IRQLAB_ACCEL"
 KVM_DEVICE = Path("/dev/kvm")

@@ -24,15 +24,16 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
-from irqlab.paths import log_dir, packaged_file
+from irqlab.contract import uapi
+from irqlab.errors import IrqlabError
+from irqlab.paths import log_dir
 
 Event = dict[str, Any]
 
 AGENT_PACKAGE_DIR = Path(__file__).resolve().parents[2] / "irqlab_agent"
-UAPI_HEADER_REL = "guest-kmod/include/uapi/linux/irqlab.h"
 
 
-class AgentError(RuntimeError):
+class AgentError(IrqlabError, RuntimeError):
     """The agent refused a request, died, or said something unexpected."""
 
     def __init__(self, message: str, response: Mapping[str, Any] | None = None) -> None:
@@ -47,9 +48,9 @@ class AgentTimeout(AgentError, TimeoutError):
 def stage_agent(dest: Path) -> Path:
     """Lay out everything the guest needs to run ``python3 -m irqlab_agent`` in *dest*.
 
-    ``dest/irqlab_agent/`` gets the agent package, plus ``_uapi.py`` (a copy of
-    ``irqlab/contract/uapi.py``, the header parser) and ``irqlab.h`` (the uapi header), so
-    the agent decodes records with the header's layout without retyping it.
+    ``dest/irqlab_agent/`` gets the agent package and ``abi.json``, the ABI artifact
+    (:func:`irqlab.contract.uapi.abi_json` of the uapi header), so the agent decodes
+    records with the header's layout without retyping it or parsing it.
     Run it in the guest with ``PYTHONPATH=<dest> python3 -m irqlab_agent``.
     Returns *dest* (usable as the image recipe's ``agent_dir``).
     """
@@ -57,11 +58,7 @@ def stage_agent(dest: Path) -> Path:
     if pkg.exists():
         shutil.rmtree(pkg)
     shutil.copytree(AGENT_PACKAGE_DIR, pkg, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    uapi_py = Path(__file__).resolve().parents[1] / "contract" / "uapi.py"
-    if not uapi_py.is_file():
-        raise FileNotFoundError(f"{uapi_py} (the uapi header parser) is missing")
-    shutil.copy2(uapi_py, pkg / "_uapi.py")
-    shutil.copy2(packaged_file("irqlab.h", UAPI_HEADER_REL), pkg / "irqlab.h")
+    (pkg / "abi.json").write_text(uapi.abi_json(uapi.header_path()))
     return dest
 
 

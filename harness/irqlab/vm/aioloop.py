@@ -9,10 +9,18 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+from irqlab.errors import IrqlabError
+
+__all__ = [
+    "LoopThread",
+    "LoopTimeout",
+    "T",
+]
+
 T = TypeVar("T")
 
 
-class LoopTimeout(TimeoutError):
+class LoopTimeout(IrqlabError, TimeoutError):
     """A coroutine run through :meth:`LoopThread.run` did not finish in time (it was cancelled)."""
 
 

@@ -15,8 +15,15 @@ import threading
 import time
 from pathlib import Path
 
+from irqlab.errors import IrqlabError
 
-class ConsoleTimeout(TimeoutError):
+__all__ = [
+    "Console",
+    "ConsoleTimeout",
+]
+
+
+class ConsoleTimeout(IrqlabError, TimeoutError):
     """The marker did not appear in time; the message names the log file."""
 
 

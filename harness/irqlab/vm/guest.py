@@ -34,6 +34,7 @@ from typing import Any
 import paramiko
 
 from irqlab.contract.regs import REGS
+from irqlab.errors import IrqlabError
 from irqlab.paths import log_dir
 from irqlab.vm.agent_client import AgentClient, AgentError
 from irqlab.vm.health import Fault, GuestFault, HealthWatch
@@ -46,11 +47,11 @@ FAULT_VERDICT = 2.0  # s a broken connection waits for the health watch's verdic
 HEARTBEAT_MS = 1000  # the agent's heartbeat period (the health watch's freeze detection)
 
 
-class PrerequisiteMissing(RuntimeError):
+class PrerequisiteMissing(IrqlabError, RuntimeError):
     """Something the guest needs was not built; the message says what and how."""
 
 
-class GuestError(RuntimeError):
+class GuestError(IrqlabError, RuntimeError):
     pass
 
 
@@ -272,7 +273,7 @@ class Guest:
         return self
 
     def _machine_args(self, ssh_port: int) -> list[str]:
-        from irqlab.build.image import MACHINE_ARGS, cpu_args
+        from irqlab.build.boot import MACHINE_ARGS, cpu_args
 
         c = self.config
         return [

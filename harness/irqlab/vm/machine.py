@@ -30,6 +30,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from irqlab.errors import IrqlabError
 from irqlab.paths import log_dir
 from irqlab.vm import proc
 from irqlab.vm.console import Console
@@ -40,7 +41,7 @@ from irqlab.vm.qtest import QTest
 _counter = itertools.count(1)
 
 
-class MachineError(RuntimeError):
+class MachineError(IrqlabError, RuntimeError):
     """QEMU failed to start, died, or did not stop; the message names the log files."""
 
 

@@ -15,6 +15,15 @@ from __future__ import annotations
 
 import struct
 
+__all__ = [
+    "BASE",
+    "COM1",
+    "LONG_MODE_MARKER",
+    "SIZE",
+    "STAGE_REAL",
+    "build",
+]
+
 SIZE = 0x10000  # QEMU wants -bios images in 64 KiB multiples; ours is mapped at 0xF0000
 BASE = 0xF0000  # physical address of offset 0 (legacy BIOS alias, CS=0xF000)
 COM1 = 0x3F8

@@ -25,6 +25,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+__all__ = [
+    "StdSpec",
+    "live_children",
+    "spawn",
+    "stop",
+    "wait_or_stop",
+]
+
 _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
 _prctl = _libc.prctl

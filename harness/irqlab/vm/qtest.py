@@ -14,11 +14,20 @@ import socket
 from dataclasses import dataclass
 from typing import Literal
 
+from irqlab.errors import IrqlabError
+
+__all__ = [
+    "IrqEdge",
+    "IrqEvent",
+    "QTest",
+    "QTestError",
+]
+
 _SIZES = {"b": 1, "w": 2, "l": 4, "q": 8}
 IrqEdge = Literal["raise", "lower"]
 
 
-class QTestError(RuntimeError):
+class QTestError(IrqlabError, RuntimeError):
     """QEMU answered FAIL, or the qtest connection broke."""
 
 

@@ -28,6 +28,8 @@ from typing import IO, Any, Protocol
 
 import paramiko
 
+from irqlab.errors import IrqlabError
+
 log = logging.getLogger(__name__)
 
 RETRYABLE: tuple[type[BaseException], ...] = (
@@ -37,7 +39,7 @@ RETRYABLE: tuple[type[BaseException], ...] = (
 )
 
 
-class SshError(RuntimeError):
+class SshError(IrqlabError, RuntimeError):
     pass
 
 

@@ -20,6 +20,10 @@ from qemu.qmp.protocol import Runstate
 from irqlab.vm.aioloop import LoopThread, LoopTimeout
 from irqlab.vm.qmp.errors import QMPCommandError, QMPFailure
 
+__all__ = [
+    "SyncQMP",
+]
+
 
 class SyncQMP:
     """One QMP session; every method blocks until QEMU answered (or the timeout hit)."""

@@ -4,12 +4,22 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from irqlab.errors import IrqlabError
 
-class QMPFailure(RuntimeError):
+__all__ = [
+    "DeviceRejected",
+    "InjectionError",
+    "InvalidArgument",
+    "QMPCommandError",
+    "QMPFailure",
+]
+
+
+class QMPFailure(IrqlabError, RuntimeError):
     """Talking to QEMU failed: not connected, timed out, or the connection dropped."""
 
 
-class QMPCommandError(RuntimeError):
+class QMPCommandError(IrqlabError, RuntimeError):
     """QEMU received the command and answered with an error."""
 
     def __init__(
@@ -22,7 +32,7 @@ class QMPCommandError(RuntimeError):
         self.desc = desc
 
 
-class InjectionError(RuntimeError):
+class InjectionError(IrqlabError, RuntimeError):
     """An injector operation was refused (by the device, or before sending it)."""
 
 

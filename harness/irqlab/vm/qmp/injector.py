@@ -19,6 +19,14 @@ from irqlab.contract.regs import REGS
 from irqlab.vm.qmp.errors import DeviceRejected, InvalidArgument, QMPCommandError
 from irqlab.vm.qmp.stats import Counters, Histogram
 
+__all__ = [
+    "U32_MAX",
+    "U64_MAX",
+    "Injector",
+    "QMPRunner",
+    "device_path",
+]
+
 U32_MAX = (1 << 32) - 1
 U64_MAX = (1 << 64) - 1
 

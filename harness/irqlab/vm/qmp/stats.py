@@ -7,8 +7,16 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from irqlab.errors import IrqlabError
 
-class StatsFormatError(ValueError):
+__all__ = [
+    "Counters",
+    "Histogram",
+    "StatsFormatError",
+]
+
+
+class StatsFormatError(IrqlabError, ValueError):
     """QEMU's reply does not have the documented shape."""
 
 

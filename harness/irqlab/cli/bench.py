@@ -16,6 +16,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+__all__ = [
+    "add_bench_arguments",
+    "add_bench_parser",
+    "cmd_bench",
+    "config_from_args",
+]
+
 
 def _csv(s: str) -> tuple[str, ...]:
     return tuple(x.strip() for x in s.split(",") if x.strip())
@@ -44,18 +51,15 @@ def add_bench_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("--period-us", type=float, help="latency series period, µs (default 3000)")
     s.add_argument("--paths", type=_csv, help="comma list of agent paths (default: all)")
     s.add_argument("--placements", type=_csv, help="wakeup placements (hardirq,thread,workqueue)")
-    s.add_argument("--wakeup-runs", type=int,
-                   help="measure the non-default placements in the first N runs only "
-                   "(default: every run; their noise then comes from chunks)")  # fmt: skip
+    wakeup_runs = "measure the non-default placements in the first N runs only (default: every run)"
+    s.add_argument("--wakeup-runs", type=int, help=wakeup_runs)
     s.add_argument("--storm-rates", type=_ints, help="events/s (default 1000,10000,50000,100000)")
     s.add_argument("--storm-seconds", type=float, help="storm length per rate (full 10)")
     s.add_argument("--storm-paths", type=_csv, help="paths stormed (default: as --paths)")
-    s.add_argument("--storm-ack", choices=("ioctl", "write", "none"),
-                   help="record paths' ACK in storms: an ioctl per event, one write(2) per "
-                   "read (default), none")  # fmt: skip
-    s.add_argument("--storm-ring-size", type=int,
-                   help="driver ring_size (records per open file) for the storms (default "
-                   "4096; 0: the module's default, 256)")  # fmt: skip
+    acks = "record paths' ACK in storms: an ioctl per event, one write(2) per read (default)"
+    s.add_argument("--storm-ack", choices=("ioctl", "write", "none"), help=acks + ", none")
+    ring = "driver ring_size (records per open file) in storms (default 4096; 0: the module's)"
+    s.add_argument("--storm-ring-size", type=int, help=ring)
     s.add_argument("--injections", type=int, help="QMP injections (full 5000, >= 5 s)")
     s.add_argument("--boots", type=int, help="extra boots of the standard image (full 5)")
     s.add_argument("--cyclictest-loops", type=int, help="cyclictest cycles of 1 ms (full 10000)")
@@ -121,16 +125,3 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if worse and not args.no_fail_on_worse:
             status = 1
     return status
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="irqlab")
-    sub = p.add_subparsers(dest="command", required=True)
-    add_bench_parser(sub)
-    args = p.parse_args(argv)
-    rc: int = args.func(args)
-    return rc
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

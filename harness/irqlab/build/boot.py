@@ -1,0 +1,199 @@
+"""The guest boot contract both guest images keep (Debian packages, Buildroot).
+
+What the harness relies on whichever image it boots: the :class:`GuestImage` it
+gets, the QEMU machine arguments, the kernel command line, the console markers
+and the addresses of QEMU user networking, the SSH keys let in
+(:func:`authorized_keys`), and the values the guest's init sequence
+(``harness/irqlab/build/guest/irqlab-boot.sh``) is given (:func:`boot_values`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from irqlab.build.kernel import KernelArtifacts
+from irqlab.build.sshkeys import SshKeys
+
+__all__ = [
+    "FAILED_MARKER",
+    "GATEWAY",
+    "GUEST_ADDR",
+    "GUEST_IP",
+    "HOSTNAME",
+    "KERNEL_CMDLINE",
+    "MACHINE_ARGS",
+    "READY_MARKER",
+    "SSH_USER",
+    "GuestImage",
+    "authorized_keys",
+    "boot_values",
+    "cpu_args",
+    "guest_image",
+]
+
+READY_MARKER = "IRQLAB-READY"
+FAILED_MARKER = "IRQLAB-FAILED"
+HOSTNAME = "irqlab"
+GUEST_IP = "10.0.2.15"  # QEMU user networking's default guest address
+GUEST_ADDR = f"{GUEST_IP}/24"
+GATEWAY = "10.0.2.2"
+SSH_USER = "root"
+
+# Kernel command line (not part of the image hash).  Measured under TCG on
+# these machines (median of 5-6 interleaved boots, see the image report):
+#   cryptomgr.notests  skips the boot-time crypto self-tests: -0.2..0.3 s
+#   noreplace-smp      keeps LOCK prefixes on a 1-vCPU boot instead of patching
+#                      thousands of sites: -0.1..0.2 s
+#   init_on_alloc=0    no zeroing of every allocated page (Debian hardening
+#                      default): -0.1..0.3 s with -cpu max (byte-wise rep stos)
+#   tsc=reliable       keeps the TSC clocksource with -smp > 1 (latency floor)
+#   no_timer_check     not for speed: under TCG on a loaded host the kernel's IO-APIC
+#                      timer check can miss its ticks and panic at boot ("IO-APIC +
+#                      timer doesn't work!"; seen here with three guests on 2 cores)
+# Options that measured within noise were left out (mitigations=off,
+# i8042.*, 8250.nr_uarts, audit=0, rodata=off, an initcall_blacklist of the
+# kdf108 self-test).
+KERNEL_CMDLINE: tuple[str, ...] = (
+    "console=ttyS0",
+    "quiet",
+    "panic=-1",
+    "tsc=reliable",
+    "no_timer_check",
+    "cryptomgr.notests",
+    "noreplace-smp",
+    "init_on_alloc=0",
+)
+
+# What the launcher should add around qemu_args() (machine, memory, no default
+# devices; -no-reboot makes the guest's poweroff/reboot/panic end QEMU), plus
+# cpu_args().  The serial console (-serial ...) and -accel are the launcher's.
+# q35 and pc boot equally fast.
+MACHINE_ARGS: tuple[str, ...] = (
+    "-machine",
+    "q35",
+    "-m",
+    "512M",
+    "-nodefaults",
+    "-no-reboot",
+    "-display",
+    "none",
+)
+
+
+def cpu_args(accel: str) -> list[str]:
+    """The CPU model to boot this image with (optional: QEMU's default works).
+
+    Under TCG, ``qemu64,+rdrand`` (RDRAND seeds the CRNG even without the
+    virtio-rng device of :meth:`GuestImage.qemu_args`): the plain model boots
+    ~0.2-0.3 s faster to the readiness marker than ``max``, whose ERMS turns
+    the kernel's memcpy/memset into byte-wise ``rep movsb`` under TCG.
+    """
+    return ["-cpu", "host"] if accel == "kvm" else ["-cpu", "qemu64,+rdrand"]
+
+
+@dataclass(frozen=True)
+class GuestImage:
+    """A bootable guest: pass :meth:`qemu_args` (plus :data:`MACHINE_ARGS`) to QEMU."""
+
+    version: str  # input hash of the image
+    kernel: Path  # uncompressed vmlinux (PVH)
+    initramfs: Path
+    cmdline: str
+    kernel_version: str  # uname -r in the guest
+    kernel_artifacts: KernelArtifacts
+    client_key: Path  # private key authorized for SSH_USER (OpenSSH format, 0600)
+    host_key: str  # "ssh-ed25519 AAAA..." the guest's dropbear presents
+    directory: Path
+    ssh_user: str = SSH_USER
+    guest_ip: str = GUEST_IP
+    ready_marker: str = READY_MARKER
+    failed_marker: str = FAILED_MARKER
+    bios: str = "qboot.rom"  # found in QEMU's firmware path (-L)
+    kmod: str | None = None  # name of our module in the image (modprobe <it>), if any
+    modules: tuple[str, ...] = ()  # every module modprobe can load in the guest
+    agent_package: str = "irqlab_agent"  # python3 -m <it> in the guest
+    size: int = 0  # initramfs bytes
+
+    def append(self, *extra: str) -> str:
+        """The kernel command line plus *extra* options (e.g. ``irqlab_modprobe=irqlab``)."""
+        return " ".join((self.cmdline, *extra)).strip()
+
+    def qemu_args(
+        self, ssh_port: int, *, cmdline_extra: Sequence[str] = (), netdev_id: str = "net0"
+    ) -> list[str]:
+        """Boot + network arguments; guest port 22 is forwarded to 127.0.0.1:*ssh_port*."""
+        return [
+            "-bios",
+            self.bios,
+            "-kernel",
+            str(self.kernel),
+            "-initrd",
+            str(self.initramfs),
+            "-append",
+            self.append(*cmdline_extra),
+            "-netdev",
+            f"user,id={netdev_id},hostfwd=tcp:127.0.0.1:{ssh_port}-:22",
+            "-device",
+            f"virtio-net-pci,netdev={netdev_id},romfile=",
+            # entropy for the guest's CRNG at once whatever the CPU model (no RDRAND
+            # with the default qemu64): dropbear's first getrandom() would block ~1.5 s
+            "-device",
+            "virtio-rng-pci",
+        ]
+
+    def known_hosts_line(self, ssh_port: int, host: str = "127.0.0.1") -> str:
+        """An OpenSSH known_hosts line for the forwarded port."""
+        return f"[{host}]:{ssh_port} {self.host_key}"
+
+
+def guest_image(
+    *,
+    version: str,
+    kernel: KernelArtifacts,
+    initramfs: Path,
+    keys: SshKeys,
+    directory: Path,
+    kmod: str | None,
+    modules: Sequence[str],
+    agent_package: str = "irqlab_agent",
+) -> GuestImage:
+    """A built image as the harness boots it: the kernel's vmlinux through PVH, the
+    contract's command line and markers, the cache's SSH keys."""
+    return GuestImage(
+        version=version,
+        kernel=kernel.vmlinux,
+        initramfs=initramfs,
+        cmdline=" ".join(KERNEL_CMDLINE),
+        kernel_version=kernel.version,
+        kernel_artifacts=kernel,
+        client_key=keys.client_key,
+        host_key=keys.host_pub,
+        directory=directory,
+        kmod=kmod,
+        modules=tuple(modules),
+        agent_package=agent_package,
+        size=initramfs.stat().st_size,
+    )
+
+
+def authorized_keys(keys: SshKeys, extra: str | Path | None) -> str:
+    """root's authorized_keys in the guest: the cache's client key, plus *extra* (public key
+    lines, or a file of them)."""
+    lines = [keys.client_pub]
+    if extra is not None:
+        text = extra.read_text() if isinstance(extra, Path) else extra
+        lines += [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return "\n".join(lines) + "\n"
+
+
+def boot_values() -> dict[str, str]:
+    """What the guest's init sequence is told: console markers, address, gateway, name."""
+    return {
+        "READY_MARKER": READY_MARKER,
+        "FAILED_MARKER": FAILED_MARKER,
+        "GUEST_ADDR": GUEST_ADDR,
+        "GATEWAY": GATEWAY,
+        "HOSTNAME": HOSTNAME,
+    }

@@ -1,0 +1,74 @@
+"""The invoke tasks that are `irqlab` subcommands take exactly the CLI's options and pass
+them through (no second copy of the options)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+from invoke import Context
+
+from irqlab.cli import main as cli
+from irqlab.paths import repo_root
+
+COMMANDS = ("build-qemu", "build-image", "probe-accel", "bench", "buildroot-build",
+            "buildroot-check")  # fmt: skip
+
+
+def _tasks() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("irqlab_tasks", repo_root() / "tasks.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["irqlab_tasks"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_task_options_are_the_cli_options(command: str) -> None:
+    t = getattr(_tasks(), command.replace("-", "_"))
+    parser, _ = cli.command_parser(command)
+    cli_opts = {a.option_strings[-1] for a in parser._actions if a.option_strings} - {"--help"}
+    task_opts = {"--" + arg.name.replace("_", "-") for arg in t.get_arguments()}
+    assert task_opts == cli_opts
+
+
+def test_given_options_are_passed_through(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[list[str]] = []
+
+    def fake_main(argv: list[str]) -> int:
+        calls.append(argv)
+        return 0
+
+    monkeypatch.setattr(cli, "main", fake_main)
+    tasks = _tasks()
+    tasks.bench(Context(), quick=True, runs="3", storm_ring_size="0", no_rt_tests=False)
+    tasks.build_image(Context())
+    assert calls == [["bench", "--quick", "--runs", "3", "--storm-ring-size", "0"], ["build-image"]]
+
+    def failing(argv: list[str]) -> int:
+        return 2
+
+    monkeypatch.setattr(cli, "main", failing)
+    with pytest.raises(SystemExit) as e:
+        tasks.probe_accel(Context())
+    assert e.value.code == 2
+
+
+def test_the_cli_parses_what_the_tasks_pass(tmp_path: Path) -> None:
+    args: Any = cli.build_parser().parse_args(
+        ["bench", "--quick", "--runs", "3", "--storm-rates", "1000,2000", "--out", str(tmp_path)]
+    )
+    assert (args.quick, args.runs, args.storm_rates, args.out) == (True, 3, (1000, 2000), tmp_path)
+
+
+def test_cli_reports_irqlab_errors_without_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["buildroot-check", "--tree", str(tmp_path / "nothing")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("irqlab: ") and "not a Buildroot source tree" in err

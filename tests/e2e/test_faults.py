@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -213,3 +214,34 @@ def test_sigterm_or_sigint_of_pytest_stops_its_guests(tmp_path: Path, signo: int
         not Path(f"/proc/{qemu}").exists() or "zombie" in Path(f"/proc/{qemu}/status").read_text()
     )
     assert not list(Path(tempfile.gettempdir()).glob(f"irqlab-{p.pid}-*"))
+
+
+def test_pvpanic_tells_qemu_the_guest_panicked(guest: Guest) -> None:
+    guest.machine.qmp("set-action", panic="pause")  # keep QEMU up to ask it afterwards
+    e = _raises_within(lambda: guest.sh(PANIC), VERDICT, GuestFault)
+    assert str(e).startswith("guest kernel panic"), e
+    assert guest.machine.is_running()
+    assert guest.machine.qmp_ping(5.0) == "guest-panicked"  # only pvpanic can say this
+
+
+def test_the_guest_is_fenced_in(guest: Guest) -> None:
+    """User networking with restrict=on: the SSH forward works, but the guest reaches
+    neither a service on the host's loopback (through 10.0.2.2) nor anything else."""
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen()
+        port = srv.getsockname()[1]
+        probe = (
+            'python3 -c "import socket,sys\n'
+            "for a in sys.argv[1:]:\n"
+            "    h, p = a.rsplit(':', 1)\n"
+            "    try:\n"
+            "        socket.create_connection((h, int(p)), timeout=3).close(); print(a, 'open')\n"
+            "    except OSError as e:\n"
+            "        print(a, 'closed', e.errno)\" "
+            f"10.0.2.2:{port} 10.0.2.3:53 1.1.1.1:53"
+        )
+        out = guest.sh(probe, timeout=60)
+    lines = dict(line.split(" ", 1) for line in out.strip().splitlines())
+    assert len(lines) == 3, out
+    assert all(v.startswith("closed") for v in lines.values()), out

@@ -102,7 +102,8 @@ EXCLUDED_PACKAGES = (
     "install-info",
 )
 
-BOOT_MODULES = ("virtio_pci", "virtio_net", "virtio_rng")  # insmod-ed by /init (Debian: =m)
+# insmod-ed by /init (Debian: =m); pvpanic_pci reports a guest panic to QEMU
+BOOT_MODULES = ("virtio_pci", "virtio_net", "virtio_rng", "pvpanic_pci")
 SHIPPED_MODULES = ("uio", "uio_pci_generic")  # in the image for modprobe
 
 # Where package files are taken from: package -> paths (files or whole dirs).

@@ -357,6 +357,15 @@ class Machine:
         except QMPFailure as e:
             raise MachineError(str(e)) from e
 
+    def take_events(self, names: Sequence[str], timeout: float = 2.0) -> list[dict[str, Any]]:
+        """QMP events named *names* received so far (removed); the others stay queued."""
+        if self._qmp is None:
+            raise MachineError("machine not started")
+        try:
+            return self._qmp.take_events(names, timeout)
+        except QMPFailure as e:
+            raise MachineError(str(e)) from e
+
     def qmp_events(self) -> list[dict[str, Any]]:
         """QMP events received since the last call."""
         if self._qmp is None:

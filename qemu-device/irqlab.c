@@ -1052,6 +1052,7 @@ static void irqlab_realize(PCIDevice *pdev, Error **errp)
 
     if (s->irq_mode == IRQLAB_IRQ_MODE_MSI) {
         if (msi_init(pdev, 0, 1, true, false, errp)) {
+            memory_region_del_subregion(&s->bar0, &s->regs);
             return;
         }
     } else if (s->irq_mode == IRQLAB_IRQ_MODE_MSIX) {
@@ -1060,6 +1061,7 @@ static void irqlab_realize(PCIDevice *pdev, Error **errp)
         if (msix_init(pdev, IRQLAB_NUM_SOURCES,
                       &s->bar0, 0, IRQLAB_MSIX_TABLE_OFFSET,
                       &s->bar0, 0, IRQLAB_MSIX_PBA_OFFSET, 0, errp)) {
+            memory_region_del_subregion(&s->bar0, &s->regs);
             return;
         }
         for (v = 0; v < IRQLAB_NUM_SOURCES; v++) {
@@ -1084,6 +1086,11 @@ static void irqlab_exit(PCIDevice *pdev)
     } else if (s->irq_mode == IRQLAB_IRQ_MODE_MSI) {
         msi_uninit(pdev);
     }
+    /*
+     * The subregion holds a reference on the device: without this the
+     * device is never finalized and device_del never completes.
+     */
+    memory_region_del_subregion(&s->bar0, &s->regs);
 }
 
 /*

@@ -1144,15 +1144,48 @@ static int irqlab_pre_load(void *opaque)
     return 0;
 }
 
+static bool irqlab_period_ok(uint64_t period)
+{
+    return period >= IRQLAB_MIN_BURST_PERIOD_NS &&
+           period <= IRQLAB_MAX_BURST_PERIOD_NS;
+}
+
+/*
+ * Refuse a stream whose state the device could never reach: every index
+ * and divisor the device uses later comes from here.
+ */
 static int irqlab_post_load(void *opaque, int version_id)
 {
     IrqlabState *s = opaque;
+    uint32_t gpio_regs = s->gpio_in | s->gpio_rising | s->gpio_falling |
+                         s->gpio_level_high | s->gpio_level_low |
+                         s->gpio_irq_en | s->gpio_status;
+    uint32_t fifo = 0, i;
 
     if (s->evq_head >= s->evq_depth || s->evq_count > s->evq_depth ||
-        s->fifo_count > s->evq_count || !s->next_seq ||
-        (s->burst_remaining && !s->burst_active_period) ||
+        s->fifo_count > s->evq_count || s->fifo_count > s->fifo_depth ||
+        !s->next_seq || (gpio_regs & ~s->gpio_mask) ||
+        (s->irq_status | s->irq_enable | s->last_pending) & ~IRQLAB_SRC_ALL ||
+        !irqlab_period_ok(s->burst_period_ns) ||
         s->burst_line < IRQLAB_BURST_LINE_NONE ||
         s->burst_line >= (int64_t)s->gpio_lines) {
+        return -EINVAL;
+    }
+    if (s->burst_remaining &&
+        (!irqlab_period_ok(s->burst_active_period) ||
+         (uint64_t)s->burst_next + s->burst_remaining > s->burst_count)) {
+        return -EINVAL;
+    }
+    for (i = 0; i < s->evq_count; i++) {
+        const IrqlabEvent *ev = &s->evq[(s->evq_head + i) % s->evq_depth];
+        uint32_t src = ev->info & IRQLAB_EVINFO_SRC_MASK;
+
+        if (src >= IRQLAB_NUM_SOURCES) {
+            return -EINVAL;
+        }
+        fifo += src == IRQLAB_SRC_FIFO;
+    }
+    if (fifo != s->fifo_count) {
         return -EINVAL;
     }
     s->route = irqlab_compute_route(s);

@@ -323,13 +323,15 @@ static void irqlab_count_coalesced(IrqlabState *s, unsigned src)
     }
 }
 
-/* Give the raise a sequence number and queue it; false if it was dropped */
+/*
+ * Give the raise a sequence number and queue it with raise time @ts (now,
+ * or a burst step's deadline); false if it was dropped.
+ */
 static bool irqlab_raise_event(IrqlabState *s, unsigned src, unsigned line,
-                               unsigned kind, uint32_t value)
+                               unsigned kind, uint32_t value, int64_t ts)
 {
     uint32_t seq = s->next_seq;
     IrqlabEvent *ev;
-    int64_t now = irqlab_now();
 
     s->next_seq = seq + 1 ? seq + 1 : 1;
     s->raised++;
@@ -350,14 +352,14 @@ static bool irqlab_raise_event(IrqlabState *s, unsigned src, unsigned line,
         s->evq_lost = false;
     }
     ev->value = value;
-    ev->ts = now;
+    ev->ts = ts;
     s->evq_count++;
     if (src == IRQLAB_SRC_FIFO) {
         s->fifo_count++;
     }
 
     s->ack_win_seq[seq % IRQLAB_ACK_WINDOW] = seq;
-    s->ack_win_ts[seq % IRQLAB_ACK_WINDOW] = now;
+    s->ack_win_ts[seq % IRQLAB_ACK_WINDOW] = ts;
     return true;
 }
 
@@ -375,11 +377,12 @@ static void irqlab_evq_pop(IrqlabState *s)
 }
 
 /* FIFO and BURST: latch IRQ_STATUS when the event was queued */
-static void irqlab_raise_latched(IrqlabState *s, unsigned src, uint32_t value)
+static void irqlab_raise_latched(IrqlabState *s, unsigned src, uint32_t value,
+                                 int64_t ts)
 {
     uint32_t pending = irqlab_pending(s);
 
-    if (irqlab_raise_event(s, src, 0, 0, value)) {
+    if (irqlab_raise_event(s, src, 0, 0, value, ts)) {
         if (pending & (1u << src)) {
             s->coalesced++;
         }
@@ -390,7 +393,7 @@ static void irqlab_raise_latched(IrqlabState *s, unsigned src, uint32_t value)
 /* ---- GPIO ------------------------------------------------------------- */
 
 static void irqlab_gpio_latch(IrqlabState *s, unsigned line, unsigned kind,
-                              bool level)
+                              bool level, int64_t ts)
 {
     uint32_t bit = 1u << line;
 
@@ -398,11 +401,11 @@ static void irqlab_gpio_latch(IrqlabState *s, unsigned line, unsigned kind,
         irqlab_count_coalesced(s, IRQLAB_SRC_GPIO);
     }
     s->gpio_status |= bit;
-    irqlab_raise_event(s, IRQLAB_SRC_GPIO, line, kind, level);
+    irqlab_raise_event(s, IRQLAB_SRC_GPIO, line, kind, level, ts);
 }
 
 /* Level detection: raise when a line's STATUS goes 0->1 */
-static void irqlab_gpio_check_levels(IrqlabState *s)
+static void irqlab_gpio_check_levels_at(IrqlabState *s, int64_t ts)
 {
     uint32_t high = s->gpio_in & s->gpio_level_high;
     uint32_t low = ~s->gpio_in & s->gpio_level_low;
@@ -416,12 +419,18 @@ static void irqlab_gpio_check_levels(IrqlabState *s)
             irqlab_gpio_latch(s, line,
                               (high & bit) ? IRQLAB_KIND_LEVEL_HIGH
                                            : IRQLAB_KIND_LEVEL_LOW,
-                              s->gpio_in & bit);
+                              s->gpio_in & bit, ts);
         }
     }
 }
 
-static void irqlab_gpio_drive(IrqlabState *s, uint32_t levels)
+static void irqlab_gpio_check_levels(IrqlabState *s)
+{
+    irqlab_gpio_check_levels_at(s, irqlab_now());
+}
+
+/* The host (or a burst step due at @ts) drives the input levels */
+static void irqlab_gpio_drive_at(IrqlabState *s, uint32_t levels, int64_t ts)
 {
     uint32_t changed = (s->gpio_in ^ levels) & s->gpio_mask;
     unsigned line;
@@ -434,13 +443,18 @@ static void irqlab_gpio_drive(IrqlabState *s, uint32_t levels)
             continue;
         }
         if ((levels & bit) && (s->gpio_rising & bit)) {
-            irqlab_gpio_latch(s, line, IRQLAB_KIND_RISING, true);
+            irqlab_gpio_latch(s, line, IRQLAB_KIND_RISING, true, ts);
         } else if (!(levels & bit) && (s->gpio_falling & bit)) {
-            irqlab_gpio_latch(s, line, IRQLAB_KIND_FALLING, false);
+            irqlab_gpio_latch(s, line, IRQLAB_KIND_FALLING, false, ts);
         }
     }
-    irqlab_gpio_check_levels(s);
+    irqlab_gpio_check_levels_at(s, ts);
     irqlab_update_irq(s);
+}
+
+static void irqlab_gpio_drive(IrqlabState *s, uint32_t levels)
+{
+    irqlab_gpio_drive_at(s, levels, irqlab_now());
 }
 
 /* ---- burst generator -------------------------------------------------- */
@@ -456,15 +470,16 @@ static int64_t irqlab_burst_deadline(IrqlabState *s)
 }
 
 /*
- * One burst step: a BURST event, or with burst-line set a toggle of that
- * GPIO input, which goes through edge/level detection like a host change.
+ * One burst step, due at @deadline (its raise timestamp): a BURST event, or
+ * with burst-line set a toggle of that GPIO input, which goes through
+ * edge/level detection like a host change.
  */
-static void irqlab_burst_step(IrqlabState *s)
+static void irqlab_burst_step(IrqlabState *s, int64_t deadline)
 {
     if (s->burst_line == IRQLAB_BURST_LINE_NONE) {
-        irqlab_raise_latched(s, IRQLAB_SRC_BURST, s->burst_next);
+        irqlab_raise_latched(s, IRQLAB_SRC_BURST, s->burst_next, deadline);
     } else {
-        irqlab_gpio_drive(s, s->gpio_in ^ (1u << s->burst_line));
+        irqlab_gpio_drive_at(s, s->gpio_in ^ (1u << s->burst_line), deadline);
     }
 }
 
@@ -481,7 +496,7 @@ static void irqlab_burst_tick(void *opaque)
             timer_mod(&s->burst_timer, deadline);
             break;
         }
-        irqlab_burst_step(s);
+        irqlab_burst_step(s, deadline);
         s->burst_next++;
         s->burst_remaining--;
     }
@@ -827,7 +842,7 @@ static void irqlab_set_fifo_push(Object *obj, Visitor *v, const char *name,
         s->evq_lost = true;     /* flag the next queued event */
         return;
     }
-    irqlab_raise_latched(s, IRQLAB_SRC_FIFO, word);
+    irqlab_raise_latched(s, IRQLAB_SRC_FIFO, word, irqlab_now());
     irqlab_update_irq(s);
 }
 

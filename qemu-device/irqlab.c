@@ -483,7 +483,69 @@ static void irqlab_burst_step(IrqlabState *s, int64_t deadline)
     }
 }
 
-/* Raise every event whose deadline has passed, then wait for the next */
+/* Use up @n sequence numbers at once (0 is skipped on wrap-around) */
+static void irqlab_seq_advance(IrqlabState *s, uint64_t n)
+{
+    uint64_t seq = s->next_seq - 1 + n % UINT32_MAX;
+
+    s->next_seq = seq % UINT32_MAX + 1;
+}
+
+/*
+ * With the event queue full, every further step is a raise that is dropped
+ * and changes nothing else (a GPIO step only once its line's status is
+ * latched: then no level raise and no new IRQ_PENDING bit can follow).
+ */
+static bool irqlab_burst_steps_drop(IrqlabState *s)
+{
+    if (s->evq_count < s->evq_depth) {
+        return false;
+    }
+    return s->burst_line == IRQLAB_BURST_LINE_NONE ||
+           (s->gpio_status & (1u << s->burst_line));
+}
+
+/*
+ * Count @n overdue steps that irqlab_burst_steps_drop() allows in one go,
+ * exactly as raising them one by one would count them.
+ */
+static void irqlab_burst_drop_steps(IrqlabState *s, uint32_t n)
+{
+    uint64_t raises = n;
+
+    if (s->burst_line != IRQLAB_BURST_LINE_NONE) {
+        uint32_t bit = 1u << s->burst_line;
+        uint64_t first = (n + 1) / 2, second = n / 2;
+        bool low = !(s->gpio_in & bit);
+        uint64_t rising = low ? first : second;
+        uint64_t falling = low ? second : first;
+
+        raises = ((s->gpio_rising & bit) ? rising : 0) +
+                 ((s->gpio_falling & bit) ? falling : 0);
+        if ((s->gpio_irq_en & bit) &&
+            (irqlab_pending(s) & (1u << IRQLAB_SRC_GPIO))) {
+            s->coalesced += raises;
+        }
+        if (n & 1) {
+            s->gpio_in ^= bit;
+        }
+    }
+    if (raises) {
+        irqlab_seq_advance(s, raises);
+        s->raised += raises;
+        s->dropped += raises;
+        s->evq_overflow += raises;
+        s->evq_lost = true;
+    }
+    s->burst_next += n;
+    s->burst_remaining -= n;
+}
+
+/*
+ * Raise every step whose deadline has passed, then wait for the next.  Work
+ * per call is bounded by the queue depth: steps are raised one by one until
+ * the queue is full, the overdue rest is counted in one go.
+ */
 static void irqlab_burst_tick(void *opaque)
 {
     IrqlabState *s = opaque;
@@ -491,10 +553,18 @@ static void irqlab_burst_tick(void *opaque)
 
     while (s->burst_remaining) {
         int64_t deadline = irqlab_burst_deadline(s);
+        uint64_t due;
 
         if (deadline > now) {
             timer_mod(&s->burst_timer, deadline);
             break;
+        }
+        if (irqlab_burst_steps_drop(s)) {
+            /* steps burst_next .. last index with a deadline <= now */
+            due = (uint64_t)(now - s->burst_start) / s->burst_active_period -
+                  s->burst_next + 1;
+            irqlab_burst_drop_steps(s, MIN(due, s->burst_remaining));
+            continue;
         }
         irqlab_burst_step(s, deadline);
         s->burst_next++;

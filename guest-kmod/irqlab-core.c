@@ -489,16 +489,23 @@ static void irqlab_cancel_work(void *data)
 }
 
 /*
- * Allocate the vectors (managed) and decide which sources each serves;
+ * Allocate the vectors (managed), of the types in @allowed (PCI_IRQ_*) that
+ * the irq_mode parameter asks for, and decide which sources each serves;
  * *irqflags gets the request_irq() flags they need (INTx is shared).
  */
-int irqlab_alloc_vectors(struct irqlab_dev *idev, unsigned long *irqflags)
+int irqlab_alloc_vectors(struct irqlab_dev *idev, unsigned int allowed,
+			 unsigned long *irqflags)
 {
 	struct pci_dev *pdev = idev->pdev;
 	struct device *dev = &pdev->dev;
 	u32 dev_mode = FIELD_GET(IRQLAB_FEAT_IRQ_MODE_MASK, idev->features);
+	unsigned int types = irqlab_irq_types[irq_mode.val] & allowed;
 	unsigned int i;
 	int nvec;
+
+	if (!types)
+		return dev_err_probe(dev, -EINVAL, "irq_mode=%s is not possible here\n",
+				     irqlab_irq_mode_names[irq_mode.val]);
 
 	/*
 	 * The kernel prefers MSI-X, then MSI, then INTx.  The device offers
@@ -506,8 +513,7 @@ int irqlab_alloc_vectors(struct irqlab_dev *idev, unsigned long *irqflags)
 	 * that is not enabled, so irq_mode=intx works on any device.
 	 * Managed: pcim_enable_device() makes the PCI core free the vectors.
 	 */
-	nvec = pci_alloc_irq_vectors(pdev, 1, IRQLAB_NUM_SOURCES,
-				     irqlab_irq_types[irq_mode.val]);
+	nvec = pci_alloc_irq_vectors(pdev, 1, IRQLAB_NUM_SOURCES, types);
 	if (nvec < 0)
 		return dev_err_probe(dev, nvec, "no interrupt of type %s\n",
 				     irqlab_irq_mode_names[irq_mode.val]);
@@ -549,7 +555,7 @@ static int irqlab_setup_irqs(struct irqlab_dev *idev)
 	unsigned int i;
 	int ret;
 
-	ret = irqlab_alloc_vectors(idev, &irqflags);
+	ret = irqlab_alloc_vectors(idev, PCI_IRQ_ALL_TYPES, &irqflags);
 	if (ret)
 		return ret;
 

@@ -175,7 +175,8 @@ void irqlab_put(struct irqlab_dev *idev);
 int irqlab_hw_ack(struct irqlab_dev *idev, u32 seq, u64 *latency_ns);
 void irqlab_hw_stats(struct irqlab_dev *idev, struct irqlab_stats *st);
 void irqlab_stage(struct irqlab_dev *idev, struct irqlab_event *ev);
-int irqlab_alloc_vectors(struct irqlab_dev *idev, unsigned long *irqflags);
+int irqlab_alloc_vectors(struct irqlab_dev *idev, unsigned int allowed,
+			 unsigned long *irqflags);
 
 /* irqlab-gpio.c */
 void irqlab_gpio_init(struct irqlab_dev *idev, u32 edges, int key_line,

@@ -14,7 +14,7 @@ import pytest
 from irqlab.agent_client import AgentClient
 from irqlab.guestvm import Guest
 from irqlab.pytest_plugin import WaitStats
-from irqlab.testing import DeviceControl
+from irqlab.testing import DeviceControl, check_guest_kernel_log
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -58,3 +58,12 @@ def ring_size(guest: Guest) -> Iterator[Callable[[int], int]]:
 
     yield set_size
     guest.sh(f"echo {old} > {param}")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def guest_kernel_log_clean(guest: Guest) -> Iterator[None]:
+    """After the suite: the session guest's kernel log holds no splat (BUG:, WARNING:,
+    KASAN:, lockdep, kmemleak, Oops, ...) and no unexpected taint; a report fails the
+    session (an error in the teardown of the last test)."""
+    yield
+    check_guest_kernel_log(guest)

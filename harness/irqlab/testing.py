@@ -94,7 +94,8 @@ def module_reloaded(guest: Guest, **params: Any) -> Iterator[Guest]:
 KERNEL_SPLAT = re.compile(
     r"BUG:|WARNING:|KASAN:|UBSAN:|KCSAN:|ODEBUG:|Oops|general protection fault|kernel BUG"
     r"|possible (?:circular|recursive) locking|inconsistent lock state|lockdep"
-    r"|suspected memory leak|kmemleak|soft lockup|hard LOCKUP|rcu_sched self-detected"
+    r"|suspected memory leak|unreferenced object|kmemleak"
+    r"|soft lockup|hard LOCKUP|rcu_sched self-detected"
     r"|INFO: task .* blocked for more than"
 )
 # Taint flags that are expected: O (out-of-tree module), E (unsigned module).
@@ -111,8 +112,17 @@ def kernel_splats(dmesg: str, tainted: int = 0) -> list[str]:
     return found
 
 
+KMEMLEAK = "/sys/kernel/debug/kmemleak"
+
+
 def check_guest_kernel_log(guest: Guest) -> None:
-    """Fail (AssertionError with the lines) if the guest's kernel log reports a bug."""
-    splats = kernel_splats(guest.sh("dmesg"), int(guest.sh("cat /proc/sys/kernel/tainted")))
+    """Fail (AssertionError with the lines) if the guest's kernel log reports a bug; on
+    a kernel with kmemleak (the Buildroot debug kernel) after a scan for leaks first."""
+    leaks = guest.sh(
+        f"mount -t debugfs none /sys/kernel/debug 2>/dev/null; "
+        f"if [ -w {KMEMLEAK} ]; then echo scan > {KMEMLEAK} && cat {KMEMLEAK}; fi; true"
+    )
+    log = guest.sh("dmesg") + leaks
+    splats = kernel_splats(log, int(guest.sh("cat /proc/sys/kernel/tainted")))
     if splats:
         raise AssertionError("the guest kernel reported problems:\n" + "\n".join(splats[:50]))

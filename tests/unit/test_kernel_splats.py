@@ -24,6 +24,7 @@ CLEAN = """\
         "[   12.6] Oops: general protection fault, probably for non-canonical address",
         "[   12.7] watchdog: BUG: soft lockup - CPU#0 stuck for 26s! [kworker/0:1H:37]",
         "[   12.8] INFO: task rmmod:312 blocked for more than 120 seconds.",
+        "unreferenced object 0xffff888004a1c000 (size 64):",
         "[   12.9] ODEBUG: free active (active state 0) object: 0000 object type: work_struct",
     ],
 )

@@ -666,6 +666,7 @@ static void irqlab_hw_stop(void *data)
 {
 	struct irqlab_dev *idev = data;
 	unsigned long flags;
+	unsigned int i;
 
 	spin_lock_irqsave(&idev->evq_lock, flags);
 	idev->hw_stopped = true;
@@ -676,7 +677,15 @@ static void irqlab_hw_stop(void *data)
 	irqlab_wr(idev, IRQLAB_REG_GPIO_LEVEL_HIGH, 0);
 	irqlab_wr(idev, IRQLAB_REG_GPIO_LEVEL_LOW, 0);
 	spin_unlock_irqrestore(&idev->evq_lock, flags);
-	/* No handler queues work or arms the key timer any more. */
+	/*
+	 * A handler may still run (an MSI in flight, another device on a
+	 * shared INTx line) until the IRQs are freed, but from now on it sees
+	 * hw_stopped and queues nothing.  Wait for those that started before,
+	 * and the work they queued, before the gpio chip, the BAR and the
+	 * structure go away.
+	 */
+	for (i = 0; i < idev->nvecs; i++)
+		synchronize_irq(pci_irq_vector(idev->pdev, i));
 	cancel_work_sync(&idev->defer_work);
 	irqlab_gpio_stop(idev);
 }

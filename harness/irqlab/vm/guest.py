@@ -459,7 +459,11 @@ class Guest:
     def _connect_ssh(self, *, retry_interval: float = 0.1) -> None:
         image = self.image
         self.ssh = SshClient(
-            "127.0.0.1", self.ssh_port, user=image.ssh_user, key_path=image.client_key
+            "127.0.0.1",
+            self.ssh_port,
+            user=image.ssh_user,
+            key_path=image.client_key,
+            host_key=image.host_key,  # pinned: nobody else on that port passes for the guest
         ).connect(timeout=self.config.ssh_timeout, retry_interval=retry_interval)
 
     def restart(self) -> Guest:

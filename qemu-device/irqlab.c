@@ -492,17 +492,27 @@ static void irqlab_seq_advance(IrqlabState *s, uint64_t n)
 }
 
 /*
- * With the event queue full, every further step is a raise that is dropped
- * and changes nothing else (a GPIO step only once its line's status is
- * latched: then no level raise and no new IRQ_PENDING bit can follow).
+ * Whether every further step only counts: a raise that is dropped (queue
+ * full) or no raise at all, and no new latch.  A BURST step once the queue
+ * is full; a GPIO step once its line's status is latched (no level raise
+ * and no new IRQ_PENDING bit can follow) or while the line detects
+ * nothing, and whose edges are not detected or would be dropped.
  */
 static bool irqlab_burst_steps_drop(IrqlabState *s)
 {
-    if (s->evq_count < s->evq_depth) {
+    bool full = s->evq_count >= s->evq_depth;
+    uint32_t bit, edges, levels;
+
+    if (s->burst_line == IRQLAB_BURST_LINE_NONE) {
+        return full;
+    }
+    bit = 1u << s->burst_line;
+    edges = (s->gpio_rising | s->gpio_falling) & bit;
+    levels = (s->gpio_level_high | s->gpio_level_low) & bit;
+    if (!(s->gpio_status & bit) && (edges || levels)) {
         return false;
     }
-    return s->burst_line == IRQLAB_BURST_LINE_NONE ||
-           (s->gpio_status & (1u << s->burst_line));
+    return full || !edges;
 }
 
 /*

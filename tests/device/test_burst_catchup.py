@@ -87,6 +87,33 @@ def test_catch_up_gpio_steps_carry_their_deadlines(
     assert [e.value for e in gpio] == [1, 0, 1, 0, 1, 0, 1]
 
 
+def test_maximal_late_storm_on_an_undetected_line_only_toggles_it(
+    rig_factory: RigFactory, qtest_machine_factory: QtestMachineFactory, tmp_path: Path
+) -> None:
+    """Steps that detect nothing (no edge or level enabled on the line) raise nothing,
+    and must not be walked one by one either; the line ends at its last step's level."""
+    pmin = REGS.MIN_BURST_PERIOD_NS
+    src = rig_factory(evq_depth=16, gpio_lines=8)
+    src.inj.burst(U32_MAX, period_ns=pmin, line=6)
+    src.qt.clock_step(9 * pmin)  # 10 steps, the line back low
+    image = tmp_path / "undetected.mig"
+    migrate_out(src.machine, image)
+    dst_m = qtest_machine_factory(
+        device_arg(evq_depth=16, gpio_lines=8), extra_args=["-incoming", "defer"]
+    )
+    dst_m.qtest.clock_set(src.qt.clock() + U32_MAX * pmin)
+    t0 = time.monotonic()
+    migrate_in(dst_m, image)
+    dst_m.qtest.clock_step(1)
+    elapsed = time.monotonic() - t0
+    inj = Injector(dst_m, "irq0")
+    assert elapsed < 5.0, f"the late timer run took {elapsed:.1f} s"
+    assert inj.burst_remaining() == 0
+    c = inj.counters()
+    assert c.raised == 0 and c.evq_count == 0 and c.next_seq == 1
+    assert inj.gpio_in() == 1 << 6  # 2^32-1 toggles: an odd number, the line ends high
+
+
 @pytest.mark.parametrize("line", [None, 2])
 def test_maximal_late_storm_is_counted_in_bulk(
     rig_factory: RigFactory, qtest_machine_factory: QtestMachineFactory, tmp_path: Path,

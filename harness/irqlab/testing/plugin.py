@@ -198,8 +198,9 @@ def pytest_configure(config: pytest.Config) -> None:
         signal.signal(signal.SIGTERM, _terminate)
     config.addinivalue_line(
         "markers",
-        "irqlab(device=None, module=None, smp=1): configure the test's own guest "
-        "(irqlab_fresh_guest): device properties, module parameters, vCPUs",
+        "irqlab(device=None, module=None, smp=1, hotplug=False): configure the test's own "
+        "guest (irqlab_fresh_guest): device properties, module parameters, vCPUs, the device "
+        "behind a hotplug-capable PCIe root port",
     )
 
 
@@ -209,10 +210,10 @@ def fresh_guest_config(request: pytest.FixtureRequest, log_dir: Path | None = No
 
     marker = request.node.get_closest_marker("irqlab")
     kw = dict(marker.kwargs) if marker is not None else {}
-    unknown = set(kw) - {"device", "module", "smp"}
+    unknown = set(kw) - {"device", "module", "smp", "hotplug"}
     if unknown or (marker is not None and marker.args):
         pytest.fail(
-            f"@pytest.mark.irqlab takes device=, module=, smp= (got {sorted(unknown)} "
+            f"@pytest.mark.irqlab takes device=, module=, smp=, hotplug= (got {sorted(unknown)} "
             f"{marker.args if marker is not None else ()})",
             pytrace=False,
         )
@@ -221,6 +222,7 @@ def fresh_guest_config(request: pytest.FixtureRequest, log_dir: Path | None = No
         device_props=dict(kw.get("device") or {}),
         module_params=dict(kw.get("module") or {}),
         smp=int(kw.get("smp", 1)),
+        hotplug=bool(kw.get("hotplug", False)),
         log_dir=log_dir,
     )
 

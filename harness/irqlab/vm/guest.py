@@ -76,14 +76,18 @@ def forwarded_port(machine: Any, guest_port: int) -> int:
     return port
 
 
-def device_arg(device_id: str, props: Mapping[str, Any]) -> str:
-    """``irqlab,id=<id>,k=v,...`` for ``-device`` (booleans as on/off)."""
-    parts = [DEVICE_TYPE, f"id={device_id}"]
-    for k, v in props.items():
-        if isinstance(v, bool):
-            v = "on" if v else "off"
-        parts.append(f"{k}={v}")
+def _prop_text(v: Any) -> str:
+    return ("on" if v else "off") if isinstance(v, bool) else str(v)
+
+
+def device_arg(device_id: str, props: Mapping[str, Any], bus: str | None = None) -> str:
+    """``irqlab,id=<id>[,bus=<bus>],k=v,...`` for ``-device`` (booleans as on/off)."""
+    parts = [DEVICE_TYPE, f"id={device_id}", *([f"bus={bus}"] if bus else [])]
+    parts += [f"{k}={_prop_text(v)}" for k, v in props.items()]
     return ",".join(parts)
+
+
+HOTPLUG_PORT = "irqlab-rp0"  # the PCIe root port our device sits behind with hotplug=True
 
 
 # Debian packages the default guest ships besides the base set: libgpiod's tools, so a
@@ -150,6 +154,9 @@ class GuestConfig:
     # The guest is declared frozen after this long without an agent heartbeat (None:
     # never; e.g. for storms that saturate the vCPU on purpose).
     freeze_timeout: float | None = 10.0
+    # Put the device behind a PCIe root port so it can be unplugged and plugged back
+    # (Guest.unplug/replug); the default q35 root bus does not hotplug.
+    hotplug: bool = False
     # Where this guest's run directory (QEMU, console, agent logs) goes; default: the
     # log directory (irqlab.paths.log_dir()).
     log_dir: Path | None = None
@@ -282,8 +289,13 @@ class Guest:
             "-smp",
             str(c.smp),
             *self.image.qemu_args(ssh_port),
+            *(
+                ["-device", f"pcie-root-port,id={HOTPLUG_PORT},chassis=1,slot=1"]
+                if c.hotplug
+                else []
+            ),
             "-device",
-            device_arg(c.device_id, c.device_props),
+            device_arg(c.device_id, c.device_props, HOTPLUG_PORT if c.hotplug else None),
         ]
 
     def snapshot_key(self) -> str:
@@ -563,6 +575,41 @@ class Guest:
             f"usleep 10000 2>/dev/null || sleep 0.01; done",
             timeout=timeout + 10,
         )
+
+    # -- hot-plug -------------------------------------------------------------------------
+    def unplug(self, timeout: float = 30.0) -> None:
+        """Hot-unplug the device (``device_del``) and wait until QEMU has released it
+        (``DEVICE_DELETED``: the guest let go of it).  Needs ``GuestConfig(hotplug=True)``."""
+        self._need_hotplug()
+        c = self.config
+        self.machine.qmp("device_del", id=c.device_id)
+        try:
+            self.machine.wait_event("DEVICE_DELETED", timeout, {"device": c.device_id})
+        except Exception as e:
+            fault = self.wait_fault(FAULT_VERDICT)
+            if fault is not None:
+                raise GuestFault(fault, "unplugging the device") from e
+            raise GuestError(
+                f"device_del {c.device_id}: QEMU never reported DEVICE_DELETED within "
+                f"{timeout:g} s (the guest did not release the device)"
+            ) from e
+
+    def replug(self, timeout: float = 30.0) -> None:
+        """Plug the device back (``device_add``, same id and properties) and wait for the
+        driver to create its node again."""
+        self._need_hotplug()
+        c = self.config
+        args = {"driver": DEVICE_TYPE, "id": c.device_id, "bus": HOTPLUG_PORT}
+        args.update({k: _prop_text(v) for k, v in c.device_props.items()})
+        self.machine.qmp("device_add", args)
+        uio = str(c.module_params.get("uio", 0)) in ("1", "y", "Y", "True")
+        self.wait_for_node("/dev/uio0" if uio else self.dev, timeout=timeout)
+
+    def _need_hotplug(self) -> None:
+        if not self.config.hotplug:
+            raise GuestError("unplug/replug need GuestConfig(hotplug=True) (a PCIe root port)")
+        if self.machine is None:
+            raise GuestError("the guest is not running")
 
     def pci_address(self) -> str:
         """The PCI address (e.g. ``0000:00:04.0``) of our device, found by vendor/device id."""

@@ -390,6 +390,7 @@ class Bench:
         if "versions" in self.result:
             return
         acc = g.accel
+        assert acc is not None  # the guest started
         self.result["accel"] = {"accel": acc.accel, "reason": acc.reason, "probed": acc.probed}
         self.result["versions"] = {
             "qemu": getattr(g.qemu, "version", None),

@@ -11,12 +11,26 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from irqlab.vm.guest import GuestError
 from irqlab.vm.qmp.stats import Counters
 
 if TYPE_CHECKING:
     from irqlab.vm.agent_client import AgentClient
     from irqlab.vm.guest import Guest
     from irqlab.vm.qmp.injector import Injector
+
+__all__ = [
+    "EXPECTED_TAINT",
+    "KERNEL_SPLAT",
+    "KMEMLEAK",
+    "POLL_INTERVAL",
+    "DeviceControl",
+    "check_guest_kernel_log",
+    "kernel_splats",
+    "module_reloaded",
+    "wait_file_stats",
+    "wait_until",
+]
 
 POLL_INTERVAL = 0.005
 T = TypeVar("T")
@@ -40,6 +54,8 @@ class DeviceControl:
     """The host side of the device for tests: injection and counters over QMP."""
 
     def __init__(self, guest: Guest) -> None:
+        if guest.injector is None:
+            raise GuestError("the guest is not running: no device to control")
         self.guest = guest
         self.inj: Injector = guest.injector
 
@@ -82,7 +98,7 @@ def module_reloaded(guest: Guest, **params: Any) -> Iterator[Guest]:
     the agent is reset (its paths may hold the old module's files) and the guest's
     configured module parameters are restored."""
     guest.reload_module(**params)
-    guest.injector.reset_counters()
+    DeviceControl(guest).inj.reset_counters()
     try:
         yield guest
     finally:

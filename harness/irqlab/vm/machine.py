@@ -38,6 +38,15 @@ from irqlab.vm.qmp.client import SyncQMP
 from irqlab.vm.qmp.errors import QMPFailure
 from irqlab.vm.qtest import QTest
 
+__all__ = [
+    "Machine",
+    "MachineConfig",
+    "MachineError",
+    "RunPaths",
+    "build_argv",
+    "remove_stale_sock_dirs",
+]
+
 _counter = itertools.count(1)
 
 

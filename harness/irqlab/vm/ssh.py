@@ -34,6 +34,16 @@ import paramiko
 
 from irqlab.errors import IrqlabError
 
+__all__ = [
+    "RETRYABLE",
+    "CommandError",
+    "RemoteProcess",
+    "RunResult",
+    "SshClient",
+    "SshError",
+    "load_private_key",
+]
+
 log = logging.getLogger(__name__)
 
 RETRYABLE: tuple[type[BaseException], ...] = (

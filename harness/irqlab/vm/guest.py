@@ -252,7 +252,7 @@ class Guest:
     def _accel(self) -> str:
         if self.accel is None:
             raise GuestError("no accelerator chosen yet: call prepare() or start()")
-        return self._accel()
+        return self.accel.accel
 
     # -- prerequisites ----------------------------------------------------------
     def find_prerequisites(self) -> tuple[QemuInstall, GuestImage, Path]:

@@ -226,26 +226,23 @@ def test_pvpanic_tells_qemu_the_guest_panicked(fault_guest: Guest) -> None:
 
 
 def test_the_guest_is_fenced_in(fault_guest: Guest) -> None:
-    """User networking with restrict=on: the SSH forward works, but the guest reaches
-    neither a service on the host's loopback (through 10.0.2.2) nor anything else."""
+    """User networking with restrict=on: the SSH forward works, but the guest cannot
+    reach a service on the host's loopback through the gateway 10.0.2.2 (without
+    restrict=on it can).  Only loopback is probed: no packet is meant to leave."""
     with socket.socket() as srv:
         srv.bind(("127.0.0.1", 0))
         srv.listen()
         port = srv.getsockname()[1]
         probe = (
-            'python3 -c "import socket,sys\n'
-            "for a in sys.argv[1:]:\n"
-            "    h, p = a.rsplit(':', 1)\n"
-            "    try:\n"
-            "        socket.create_connection((h, int(p)), timeout=3).close(); print(a, 'open')\n"
-            "    except OSError as e:\n"
-            "        print(a, 'closed', e.errno)\" "
-            f"10.0.2.2:{port} 10.0.2.3:53 1.1.1.1:53"
+            'python3 -c "import socket\n'
+            "try:\n"
+            f"    socket.create_connection(('10.0.2.2', {port}), timeout=5).close()\n"
+            "    print('open')\n"
+            "except OSError as e:\n"
+            "    print('closed', e.errno)\""
         )
-        out = fault_guest.sh(probe, timeout=60)
-    lines = dict(line.split(" ", 1) for line in out.strip().splitlines())
-    assert len(lines) == 3, out
-    assert all(v.startswith("closed") for v in lines.values()), out
+        out = fault_guest.sh(probe, timeout=60).strip()
+    assert out.startswith("closed"), out
 
 
 def test_only_the_guest_images_host_key_is_accepted(fault_guest: Guest) -> None:

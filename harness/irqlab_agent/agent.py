@@ -15,6 +15,8 @@ from irqlab_agent.abi import Abi, load_abi
 from irqlab_agent.acks import parse_ack_mode
 from irqlab_agent.checks import run_checks
 from irqlab_agent.hwpaths import HW_PATH_KINDS, UioPath
+from irqlab_agent.native import NativeRuns
+from irqlab_agent.native import ops as native_ops
 from irqlab_agent.paths import (
     COUNT_FMT,
     PATH_KINDS,
@@ -134,6 +136,8 @@ class Agent:
             "quit": self.op_quit,
             "reseed": self.op_reseed,
         }
+        self.native = NativeRuns()  # the native responder (irqlab_agent.native)
+        self._ops.update(native_ops(self.native))
 
     def _async_paths(self) -> list[AsyncPath]:
         with self.lock:
@@ -179,6 +183,7 @@ class Agent:
 
     def shutdown(self) -> None:
         self._disarm_all()
+        self.native.close()
         for fd in self.handles.values():
             with contextlib.suppress(OSError):
                 os.close(fd)
@@ -417,6 +422,7 @@ class Agent:
 
     def op_reset(self, req: Request) -> JsonObj:
         paths = self._disarm_all()
+        self.native.close()
         for fd in self.handles.values():
             with contextlib.suppress(OSError):
                 os.close(fd)

@@ -75,6 +75,15 @@ struct sample {
 
 static const char *path_name;
 static void ready(void);
+/* A clock offset measurement (see clock_sync()). */
+struct clock_sync {
+	int ok;
+	uint64_t mono_ns, bracket_ns;
+	int64_t offset_ns;
+};
+
+static struct clock_sync sync_start, sync_end;
+static void clock_sync(struct clock_sync *cs);
 static volatile sig_atomic_t stopping;
 static struct sample *samples;
 static size_t nsamples, cap, limit;
@@ -736,6 +745,8 @@ static void loop_uio(const char *name, const char *map, const char *reenable)
 			spurious++;
 		uio_reenable(cfd);
 	}
+	clock_sync(&sync_end);	/* through the mapping, before it goes */
+	bar = NULL;
 	munmap(m, IRQLAB_BAR0_SIZE);
 	if (cfd >= 0)
 		close(cfd);
@@ -754,13 +765,6 @@ static void loop_uio(const char *name, const char *map, const char *reenable)
  */
 #define SYNC_READS 64
 
-struct clock_sync {
-	int ok;
-	uint64_t mono_ns, bracket_ns;
-	int64_t offset_ns;
-};
-
-static struct clock_sync sync_start, sync_end;
 
 static int clock_read(struct irqlab_clock *c)
 {
@@ -942,7 +946,8 @@ int main(int argc, char **argv)
 		exit_reason = "stopped";
 	else if (stopping && !limit)
 		exit_reason = "stopped";
-	clock_sync(&sync_end);
+	if (!sync_end.ok)
+		clock_sync(&sync_end);
 	print_json();
 	return strcmp(exit_reason, "count") && strcmp(exit_reason, "stopped") ? 1 : 0;
 }

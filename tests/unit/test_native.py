@@ -128,3 +128,22 @@ def test_agent_reports_a_responder_that_cannot_arm(
     r = agent.handle_line(b'{"id": 1, "op": "native_start", "path": "read"}')
     assert r["ok"] is False and "No such file" in r["error"]
     assert agent.native.procs == {}
+
+
+def test_tune_sets_the_switch_interval_and_the_ack_order() -> None:
+    import sys
+
+    from irqlab_agent.fastack import TUNING
+
+    before = sys.getswitchinterval()
+    agent = Agent(fake_abi(), Writer(io.BytesIO()))
+    try:
+        r = agent.handle_line(b'{"id": 1, "op": "tune", "switch_interval_s": 0.002}')
+        assert r["ok"] and r["switch_interval_s"] == pytest.approx(0.002)
+        r = agent.handle_line(b'{"id": 2, "op": "tune", "ack_first": false}')
+        assert r["ack_first"] is False and TUNING.ack_first is False
+        r = agent.handle_line(b'{"id": 3, "op": "tune", "switch_interval_s": 0}')
+        assert r["ok"] is False
+    finally:
+        TUNING.ack_first = True
+        sys.setswitchinterval(before)

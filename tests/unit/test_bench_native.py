@@ -134,3 +134,11 @@ def test_report_shows_native_beside_agent_and_the_breakdown() -> None:
     t = {x["name"]: x for x in metrics.targets(r)}
     # 100 µs native p50 against cyclictest 140 µs: within 2x
     assert t["native responder p50 vs cyclictest p50 (same boot)"]["met"] is True
+
+
+def test_an_event_raised_while_its_handler_ran_has_no_stages_of_its_own() -> None:
+    row = record_row(2_000_000, irq=40_000, wake=7_000, user=45_000, ack=8_000)
+    row["raise_ns"] = row["isr_dev_ns"] + 1_000  # a later pass of a running handler took it
+    row["ack_latency_ns"] -= 1_000 + 40_300
+    s = breakdown.summarize([row], clock())
+    assert s["early_reads"] == 1 and set(s["stages"]) == {"total"} and s["problems"] == []

@@ -41,9 +41,12 @@ stage              from -> to                                          clock
    guest-clock stages (``gpiolib_to_user``; ``user_to_ack`` = syscall return -> the
    ACK ioctl returned), which do not add up to the total.
 
-An event whose record was queued after the wake-up that read it (``drv_wake_ns``
-later than ``wake_ns``: a drain after an earlier signal or readiness took it) had no
-wake-up of its own: it counts as ``early_reads`` and only in ``total``.
+An event that had no interrupt or wake-up of its own counts as ``early_reads`` and
+only in ``total``: its record was queued after the wake-up that read it
+(``drv_wake_ns`` later than ``wake_ns``: a drain after an earlier signal or
+readiness took it), or it was raised after the running handler's device clock read
+(``raise_ns > isr_dev_ns``: a later pass of the same handler fetched it), or, for
+UIO, after the device clock read that follows the wake-up (the drain took it).
 
 The stages of an event telescope to its total (the device's raise -> ACK), so
 their sum equals the total up to rounding; what the clocks' error can break is
@@ -120,6 +123,14 @@ def stages(row: Row, clock: ClockMap) -> dict[str, float]:
         # Queued after the wake-up whose read took it (a drain after an earlier
         # signal or readiness): it had no wake-up of its own to time.
         return {"total": float(lat), "early_read": 1.0}
+    isr_dev, dev_wake = _set(row, "isr_dev_ns"), _set(row, "dev_wake_ns")
+    if raise_ns is not None and (
+        (isr_dev is not None and raise_ns > isr_dev)
+        or (dev_wake is not None and raise_ns > dev_wake)
+    ):
+        # Raised while a handler (or the UIO drain) was already running: fetched by a
+        # pass that began before it, so it had no interrupt or wake-up of its own.
+        return {"total": float(lat), "early_read": 1.0}
     gts = _set(row, "gpio_ts_ns")
     if raise_ns is not None:
         ack_dev = raise_ns + lat
@@ -132,7 +143,6 @@ def stages(row: Row, clock: ClockMap) -> dict[str, float]:
             out["raise_to_gpiolib"] = clock.to_dev(gts) - raise_ns
             out["gpiolib_to_user"] = float(wake - gts)
         else:  # UIO: the responder read the device clock right after the wake-up
-            dev_wake = _set(row, "dev_wake_ns")
             user_dev = float(dev_wake) if dev_wake is not None else clock.to_dev(wake)
             out["raise_to_user"] = user_dev - raise_ns
             out["user_to_ack"] = ack_dev - user_dev

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from tests.unit.test_bench_report import _lat, fixture_result
+from test_bench_report import _lat, fixture_result
 
 from irqlab.bench import breakdown, metrics, queueing, report, stats
 

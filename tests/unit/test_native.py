@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from tests.unit.test_agent_protocol import fake_abi
+from test_agent_protocol import fake_abi
 
 from irqlab.build import responder
 from irqlab.paths import repo_root

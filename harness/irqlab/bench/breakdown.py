@@ -43,10 +43,11 @@ stage              from -> to                                          clock
 
 An event that had no interrupt or wake-up of its own counts as ``early_reads`` and
 only in ``total``: its record was queued after the wake-up that read it
-(``drv_wake_ns`` later than ``wake_ns``: a drain after an earlier signal or
-readiness took it), or it was raised after the running handler's device clock read
-(``raise_ns > isr_dev_ns``: a later pass of the same handler fetched it), or, for
-UIO, after the device clock read that follows the wake-up (the drain took it).
+(``drv_wake_ns`` -- gpio-cdev: gpiolib's timestamp -- later than ``wake_ns``: a
+drain after an earlier signal or readiness took it), or it was raised after the
+running handler's device clock read (``raise_ns > isr_dev_ns``: a later pass of
+the same handler fetched it), or, for UIO, after the device clock read that
+follows the wake-up (the drain took it).
 
 The stages of an event telescope to its total (the device's raise -> ACK), so
 their sum equals the total up to rounding; what the clocks' error can break is
@@ -119,7 +120,8 @@ def stages(row: Row, clock: ClockMap) -> dict[str, float]:
         return out
     out["total"] = float(lat)
     isr, drv = _set(row, "isr_ns"), _set(row, "drv_wake_ns")
-    if drv is not None and drv > wake:
+    gts = _set(row, "gpio_ts_ns")
+    if (drv is not None and drv > wake) or (gts is not None and gts > wake):
         # Queued after the wake-up whose read took it (a drain after an earlier
         # signal or readiness): it had no wake-up of its own to time.
         return {"total": float(lat), "early_read": 1.0}
@@ -131,7 +133,6 @@ def stages(row: Row, clock: ClockMap) -> dict[str, float]:
         # Raised while a handler (or the UIO drain) was already running: fetched by a
         # pass that began before it, so it had no interrupt or wake-up of its own.
         return {"total": float(lat), "early_read": 1.0}
-    gts = _set(row, "gpio_ts_ns")
     if raise_ns is not None:
         ack_dev = raise_ns + lat
         out["user_to_ack"] = ack_dev - clock.to_dev(wake)

@@ -145,3 +145,20 @@ def test_an_event_raised_while_its_handler_ran_has_no_stages_of_its_own() -> Non
     row["ack_latency_ns"] -= 1_000 + 40_300
     s = breakdown.summarize([row], clock())
     assert s["early_reads"] == 1 and set(s["stages"]) == {"total"} and s["problems"] == []
+
+
+def test_native_ratio_target_needs_three_runs_within_ten_percent() -> None:
+    def result(poll_scale: list[float]) -> dict[str, Any]:
+        r = fixture_result(runs=len(poll_scale))
+        for run, k in zip(r["runs"], poll_scale, strict=True):
+            run["native"] = {"read": _lat("read", 100_000), "poll": _lat("poll", int(120_000 * k))}
+        r["metrics"] = metrics.extract(r)
+        return r
+
+    name = "native path ratios (p50 / read p50) across runs"
+    t = {x["name"]: x for x in metrics.targets(result([1.0, 1.02, 0.99]))}
+    assert t[name]["met"] is True, t[name]
+    t = {x["name"]: x for x in metrics.targets(result([1.0, 1.5, 0.8]))}
+    assert t[name]["met"] is False and "native.poll.p50_per_read" in t[name]["value"]
+    t = {x["name"]: x for x in metrics.targets(result([1.0]))}
+    assert t[name]["met"] is None

@@ -273,6 +273,29 @@ def native_targets(result: dict[str, Any]) -> list[dict[str, Any]]:
                 "met": all(r <= x for r, _ in ratios) if ratios else None,
             }
         )
+    m = result.get("metrics") or extract(result)
+    ratio_noise = {
+        k: v["noise"]
+        for k, v in m.items()
+        if k.endswith(".p50_per_read")
+        and v.get("noise_from") == "runs"
+        and v.get("noise") is not None
+    }
+    worst_r = max(ratio_noise.items(), key=lambda kv: kv[1]) if ratio_noise else None
+    out.append(
+        {
+            "name": "native path ratios (p50 / read p50) across runs",
+            "target": f"within ±{TARGET_SPREAD:.0%}",
+            "value": (
+                f"worst ±{worst_r[1]:.1%} ({worst_r[0]}); "
+                f"{sum(1 for v in ratio_noise.values() if v > TARGET_SPREAD)} of "
+                f"{len(ratio_noise)} beyond"
+                if worst_r
+                else f"{len(_runs(result))} run(s): use --runs {TARGET_RUNS}"
+            ),
+            "met": all(v <= TARGET_SPREAD for v in ratio_noise.values()) if ratio_noise else None,
+        }
+    )
     agent = [
         (label, w)
         for label, w in queueing.warnings(result)

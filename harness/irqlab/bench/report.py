@@ -390,7 +390,7 @@ def sections(result: dict[str, Any]) -> list[tuple[str, Table | None]]:
     out.append((title, storm_table(result)))
     out.append(("Host and boot", host_table(result)))
     out.append((f"Spread across {nruns} runs (half-range / median)", spread_table(result)))
-    out.append(("Targets (issue 6)", targets_table(result)))
+    out.append(("Targets (issues 6 and 15)", targets_table(result)))
     return out
 
 

@@ -14,7 +14,6 @@ from irqlab_agent import __version__
 from irqlab_agent.abi import Abi, load_abi
 from irqlab_agent.acks import parse_ack_mode
 from irqlab_agent.checks import run_checks
-from irqlab_agent.fastack import SWITCH_INTERVAL_S, set_switch_interval
 from irqlab_agent.fastack import ops as tune_ops
 from irqlab_agent.hwpaths import HW_PATH_KINDS, UioPath
 from irqlab_agent.native import NativeRuns
@@ -483,8 +482,6 @@ def main(argv: list[str] | None = None) -> int:
         args = parse_args(argv)
         header, spec, listen_at, daemon_log = args.header, args.spec, args.listen, args.daemon
 
-    # A woken path thread should not wait Python's default 5 ms for the GIL.
-    set_switch_interval(SWITCH_INTERVAL_S)
     # Block the async-notification signals before any thread exists, so every
     # thread inherits the mask and only the signalfd sees them.
     block_signals(async_signals())

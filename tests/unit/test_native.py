@@ -147,3 +147,13 @@ def test_tune_sets_the_switch_interval_and_the_ack_order() -> None:
     finally:
         TUNING.ack_first = True
         sys.setswitchinterval(before)
+
+
+def test_responder_covers_every_path_the_agent_has() -> None:
+    from irqlab_agent.hwpaths import HW_PATH_KINDS
+    from irqlab_agent.paths import PATH_KINDS
+
+    assert set(PATHS) == set(PATH_KINDS) | set(HW_PATH_KINDS)
+    text = SOURCE.read_text()
+    for p in PATHS:
+        assert f'"{p}"' in text, f"irqlab-respond does not handle {p}"

@@ -294,7 +294,9 @@ static bool irqlab_file_readable(struct irqlab_file *f)
 
 /*
  * Copy up to @want records to userspace.  Records leave the ring only once
- * copied, so a fault loses nothing.  Called with f->read_lock held: the ring
+ * copied, so a fault loses nothing.  -ENODEV when the ring is empty and the
+ * device dead, both seen in one critical section: a record delivered just
+ * before the kill is read first.  Called with f->read_lock held: the ring
  * head cannot move under us (the producer only appends).
  */
 static ssize_t irqlab_copy_records(struct irqlab_file *f, char __user *buf,
@@ -309,6 +311,10 @@ static ssize_t irqlab_copy_records(struct irqlab_file *f, char __user *buf,
 		spin_lock_irq(&idev->lock);
 		n = kfifo_out_peek(&f->ring, recs,
 				   min_t(size_t, want - done, ARRAY_SIZE(recs)));
+		if (!n && !done && idev->dead) {
+			spin_unlock_irq(&idev->lock);
+			return -ENODEV;
+		}
 		spin_unlock_irq(&idev->lock);
 		if (!n)
 			break;
@@ -340,8 +346,6 @@ static ssize_t irqlab_ev_read(struct file *filp, char __user *buf,
 		mutex_unlock(&f->read_lock);
 		if (ret)
 			return ret;
-		if (READ_ONCE(f->idev->dead))
-			return -ENODEV;
 		if (filp->f_flags & O_NONBLOCK)
 			return -EAGAIN;
 		ret = wait_event_interruptible(f->wait, irqlab_file_readable(f));
@@ -621,16 +625,22 @@ static ssize_t irqlab_cnt_read(struct file *filp, char __user *buf,
 			       size_t count, loff_t *ppos)
 {
 	struct irqlab_counter *c = filp->private_data;
+	struct irqlab_dev *idev = c->idev;
+	bool dead;
 	u32 n;
 	int ret;
 
 	if (count < sizeof(n))
 		return -EINVAL;
 	for (;;) {
+		/* One look under the lock: a count added before the kill wins. */
+		spin_lock_irq(&idev->lock);
 		n = atomic_xchg(&c->count, 0);
+		dead = idev->dead;
+		spin_unlock_irq(&idev->lock);
 		if (n)
 			break;
-		if (READ_ONCE(c->idev->dead))
+		if (dead)
 			return -ENODEV;
 		if (filp->f_flags & O_NONBLOCK)
 			return -EAGAIN;

@@ -229,20 +229,27 @@ static u32 irqlab_fetch_events(struct irqlab_dev *idev, u64 isr_ns, u32 budget)
 	return fetched;
 }
 
-/* Clear the latched status of @pending sources.  Called with evq_lock. */
-static void irqlab_ack_sources(struct irqlab_dev *idev, u32 pending)
+/*
+ * Clear the latched status of @pending sources; true when a GPIO level line
+ * was newly held (the GPIO work must run to release it).  Called with
+ * evq_lock.
+ */
+static bool irqlab_ack_sources(struct irqlab_dev *idev, u32 pending)
 {
+	bool held = false;
+
 	if (pending & BIT(IRQLAB_SRC_GPIO)) {
 		/*
 		 * IRQ_STATUS.GPIO is derived from the latched line status.
 		 * The line interrupts of gpiolib are fed from the events in
 		 * the queue (irqlab_gpio_event()), not from these bits.
 		 */
-		irqlab_gpio_ack(idev, irqlab_rd(idev, IRQLAB_REG_GPIO_STATUS));
+		held = irqlab_gpio_ack(idev, irqlab_rd(idev, IRQLAB_REG_GPIO_STATUS));
 		pending &= ~BIT(IRQLAB_SRC_GPIO);
 	}
 	if (pending)
 		irqlab_wr(idev, IRQLAB_REG_IRQ_STATUS, pending);
+	return held;
 }
 
 /*
@@ -300,7 +307,8 @@ static irqreturn_t irqlab_hardirq(int irq, void *data)
 		pending = irqlab_pending(vec);
 		for (pass = 0; pending && pass < IRQLAB_MAX_PASSES && budget; pass++) {
 			ours = true;
-			irqlab_ack_sources(idev, pending);
+			if (irqlab_ack_sources(idev, pending))
+				gpio = true;
 			budget -= irqlab_fetch_events(idev, isr_ns, budget);
 			pending = irqlab_pending(vec);
 		}
@@ -311,7 +319,8 @@ static irqreturn_t irqlab_hardirq(int irq, void *data)
 		} else if (pending) {
 			irqlab_rearm(idev, pending);
 		}
-		gpio = !kfifo_is_empty(&idev->gpio_evq);
+		if (!kfifo_is_empty(&idev->gpio_evq))
+			gpio = true;
 	}
 	if (ours)
 		idev->irqs++;
@@ -371,21 +380,24 @@ static void irqlab_defer_work_fn(struct work_struct *work)
 	u32 status;
 
 	do {
+		gpio = false;
 		spin_lock_irqsave(&idev->evq_lock, flags);
 		if (idev->hw_stopped) {
 			spin_unlock_irqrestore(&idev->evq_lock, flags);
 			return;
 		}
 		status = irqlab_rd(idev, IRQLAB_REG_IRQ_STATUS);
-		if (status != U32_MAX && (status & idev->deferred))
-			irqlab_ack_sources(idev, status & idev->deferred);
+		if (status != U32_MAX && (status & idev->deferred) &&
+		    irqlab_ack_sources(idev, status & idev->deferred))
+			gpio = true;
 		more = irqlab_fetch_events(idev, ktime_get_ns(),
 					   IRQLAB_IRQ_BUDGET) == IRQLAB_IRQ_BUDGET;
 		if (!more) {
 			idev->deferred = 0;
 			irqlab_wr(idev, IRQLAB_REG_IRQ_ENABLE, idev->irq_sources);
 		}
-		gpio = !kfifo_is_empty(&idev->gpio_evq);
+		if (!kfifo_is_empty(&idev->gpio_evq))
+			gpio = true;
 		spin_unlock_irqrestore(&idev->evq_lock, flags);
 
 		irqlab_deliver(idev);

@@ -187,7 +187,7 @@ void irqlab_gpio_init(struct irqlab_dev *idev, u32 edges, int key_line,
 		      unsigned int key_debounce_ms);
 int irqlab_gpio_add(struct irqlab_dev *idev);
 void irqlab_gpio_hw_start(struct irqlab_dev *idev);
-void irqlab_gpio_ack(struct irqlab_dev *idev, u32 status);
+bool irqlab_gpio_ack(struct irqlab_dev *idev, u32 status);
 void irqlab_gpio_event(struct irqlab_dev *idev, const struct irqlab_event *ev);
 void irqlab_gpio_stop(struct irqlab_dev *idev);
 

@@ -200,14 +200,19 @@ static const struct irq_chip irqlab_gpio_irqchip = {
 /*
  * Clear the latched GPIO status.  Level lines of gpiolib stay latched and
  * masked until their consumer ran (the work item releases them), or the
- * device would latch them again at once.  Called with evq_lock held.
+ * device would latch them again at once.  Returns true when it took a new
+ * hold: the caller must then queue the work item, even with no event to
+ * replay (the LEVEL event was dropped by a full device queue, or another
+ * MSI-X vector fetched it before this one took the hold).  Called with
+ * evq_lock held.
  */
-void irqlab_gpio_ack(struct irqlab_dev *idev, u32 status)
+bool irqlab_gpio_ack(struct irqlab_dev *idev, u32 status)
 {
-	u32 level;
+	u32 level, fresh;
 
 	raw_spin_lock(&idev->gpio_lock);
 	level = status & idev->gpio_level & idev->gpio_unmasked;
+	fresh = level & ~idev->gpio_held;
 	if (level) {
 		idev->gpio_held |= level;
 		irqlab_gpio_sync_en(idev);
@@ -215,6 +220,7 @@ void irqlab_gpio_ack(struct irqlab_dev *idev, u32 status)
 	if (status & ~level)
 		irqlab_wr(idev, IRQLAB_REG_GPIO_STATUS, status & ~level);
 	raw_spin_unlock(&idev->gpio_lock);
+	return fresh;
 }
 
 /* One GPIO event fetched from the device queue.  Called with evq_lock held. */

@@ -1,0 +1,78 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+/*
+ * Test module: a level-triggered consumer of one line of a gpiochip, the
+ * kind of consumer user space cannot be (the GPIO character device and sysfs
+ * request edges only).  It requests the line's interrupt with
+ * IRQF_TRIGGER_HIGH (or LOW) and counts the interrupts it gets in the
+ * read-only parameter "count".
+ *
+ *   insmod level_consumer.ko chip=irqlab-0000:00:03.0 line=7 [low=1]
+ */
+
+#include <linux/gpio/consumer.h>
+#include <linux/gpio/driver.h>
+#include <linux/interrupt.h>
+#include <linux/module.h>
+#include <linux/string.h>
+
+static char *chip;
+module_param(chip, charp, 0444);
+MODULE_PARM_DESC(chip, "label of the gpiochip");
+static unsigned int line;
+module_param(line, uint, 0444);
+MODULE_PARM_DESC(line, "line offset in the chip");
+static bool low;
+module_param(low, bool, 0444);
+MODULE_PARM_DESC(low, "trigger on low level instead of high");
+static unsigned int count;
+module_param(count, uint, 0444);
+MODULE_PARM_DESC(count, "interrupts handled");
+
+static int irq;
+
+static irqreturn_t level_consumer_fn(int irq, void *data)
+{
+	WRITE_ONCE(count, READ_ONCE(count) + 1);
+	return IRQ_HANDLED;
+}
+
+static int level_consumer_match(struct gpio_chip *gc, void *data)
+{
+	return gc->label && !strcmp(gc->label, data);
+}
+
+static int __init level_consumer_init(void)
+{
+	unsigned long flags = IRQF_ONESHOT;
+	struct gpio_desc *desc;
+	struct gpio_chip *gc;
+	int ret;
+
+	if (!chip)
+		return -EINVAL;
+	gc = gpiochip_find(chip, level_consumer_match);
+	if (!gc)
+		return -ENODEV;
+	if (line >= gc->ngpio)
+		return -EINVAL;
+	desc = gpio_to_desc(gc->base + line);
+	if (!desc)
+		return -ENODEV;
+	irq = gpiod_to_irq(desc);
+	if (irq < 0)
+		return irq;
+	flags |= low ? IRQF_TRIGGER_LOW : IRQF_TRIGGER_HIGH;
+	ret = request_threaded_irq(irq, NULL, level_consumer_fn, flags,
+				   "level_consumer", &count);
+	return ret;
+}
+
+static void __exit level_consumer_exit(void)
+{
+	free_irq(irq, &count);
+}
+
+module_init(level_consumer_init);
+module_exit(level_consumer_exit);
+MODULE_DESCRIPTION("irqlab test: a level-triggered consumer of a gpiochip line");
+MODULE_LICENSE("GPL");

@@ -1,0 +1,71 @@
+"""A level-triggered gpiolib consumer (a test kernel module: user space can only ask
+for edges) on a line of the driver's gpiochip.
+
+The driver masks ("holds") a latched level line in the hard IRQ handler and releases it
+from the GPIO work item once the consumer ran.  When the LEVEL event is lost -- the
+device queue was full, so the status latched but no event was queued -- there is no
+event to replay, and the hold must still be released: otherwise the line stays masked
+with its status latched and never interrupts again (issue 16, item 2).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from kmods import build_test_kmod  # same directory (rootdir-relative import)
+
+from irqlab.testing.helpers import DeviceControl, wait_until
+from irqlab.vm.guest import Guest
+
+LINE = 6
+EVQ_DEPTH = 4
+TIMEOUT = 30.0
+PARAMS = "/sys/module/level_consumer/parameters"
+
+
+def _load_consumer(g: Guest, line: int) -> Callable[[], int]:
+    ko = build_test_kmod("level_consumer")
+    assert g.ssh is not None
+    g.ssh.put(ko, "/tmp/level_consumer.ko")
+    g.sh(f"insmod /tmp/level_consumer.ko chip=irqlab-{g.pci_address()} line={line}")
+    return lambda: int(g.sh(f"cat {PARAMS}/count"))
+
+
+@pytest.mark.irqlab(device={"evq-depth": EVQ_DEPTH})
+def test_level_line_whose_event_was_dropped_interrupts_again(
+    irqlab_fresh_guest: Guest, irqlab_fresh_device: DeviceControl
+) -> None:
+    g, dev, inj = irqlab_fresh_guest, irqlab_fresh_device, irqlab_fresh_guest.injector
+    inj.drive_low(1 << LINE)
+    count = _load_consumer(g, LINE)
+    assert count() == 0
+
+    # The consumer gets its interrupts while the level holds.
+    inj.set_line(LINE, 1)
+    wait_until(count, lambda n: n >= 1, TIMEOUT, "the level consumer's count")
+    inj.set_line(LINE, 0)
+    dev.wait_counters(lambda c: c.evq_count == 0, TIMEOUT)
+
+    # With the vCPUs stopped, fill the queue with FIFO words; the line then goes high
+    # and low again: its status latches, its LEVEL event is dropped.
+    before = dev.counters()
+    g.machine.qmp("stop")
+    try:
+        dev.push(*range(EVQ_DEPTH))
+        inj.set_line(LINE, 1)
+        inj.set_line(LINE, 0)
+        c = dev.counters().minus(before)
+    finally:
+        g.machine.qmp("cont")
+    assert c.evq_count == EVQ_DEPTH and c.evq_overflow == 1 and c.raised == EVQ_DEPTH + 1, c
+    dev.wait_counters(lambda c: c.evq_count == 0, TIMEOUT)
+
+    # After the queue drained, a new high level interrupts the consumer again.
+    seen = count()
+    inj.set_line(LINE, 1)
+    try:
+        wait_until(count, lambda n: n > seen, TIMEOUT, "the level consumer's count")
+    finally:
+        inj.set_line(LINE, 0)
+    g.sh("rmmod level_consumer")

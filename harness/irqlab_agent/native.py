@@ -29,7 +29,10 @@ import os
 import select
 import signal
 
+from irqlab_agent.gpio_cdev import GpioCdevPath
+from irqlab_agent.paths import PATH_KINDS
 from irqlab_agent.protocol import JsonObj, ProtocolError, Request, ok
+from irqlab_agent.uio import UioPath
 
 TYPE_CHECKING = False  # typing is not imported at run time: it costs start-up time
 if TYPE_CHECKING:
@@ -38,20 +41,8 @@ if TYPE_CHECKING:
     from typing import Any
 
 BINARY = "irqlab-respond"
-PATHS = (
-    "read",
-    "nonblock",
-    "poll",
-    "select",
-    "epoll-lt",
-    "epoll-et",
-    "sigio",
-    "setsig",
-    "eventfd",
-    "count",
-    "uio",
-    "gpio-cdev",
-)
+# Every path the agent has (the responder implements each; a unit test checks its source).
+PATHS = (*PATH_KINDS, GpioCdevPath.kind, UioPath.kind)
 READY_TIMEOUT_S = 10.0
 # request key -> (responder option, kind)
 _OPTIONS: dict[str, tuple[str, str]] = {

@@ -87,10 +87,12 @@ def extract(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
             for path, r in (per or {}).items():
                 if r and "latency_ns" in r and r["latency_ns"].get("n"):
                     keys.setdefault((pl, path), []).append(r)
-    for (pl, path), rs in keys.items():
+
+    def put_latency(prefix: str, rs: list[dict[str, Any]]) -> None:
+        """p50 and p99 of latency series *rs* (one per run) as metrics ``prefix.pNN``."""
         for p in ("p50", "p99"):
             put(
-                f"latency.{pl}.{path}.{p}",
+                f"{prefix}.{p}",
                 _metric(
                     (r["latency_ns"][p] for r in rs),
                     "ns",
@@ -98,22 +100,16 @@ def extract(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
                     chunk_samples=rs[0].get("chunks_ns", {}).get(p),
                 ),
             )
+
+    for (pl, path), rs in keys.items():
+        put_latency(f"latency.{pl}.{path}", rs)
     nat: dict[str, list[dict[str, Any]]] = {}
     for run in runs:
         for path, r in (run.get("native") or {}).items():
             if r and "latency_ns" in r and r["latency_ns"].get("n"):
                 nat.setdefault(path, []).append(r)
     for path, rs in nat.items():
-        for p in ("p50", "p99"):
-            put(
-                f"native.{path}.{p}",
-                _metric(
-                    (r["latency_ns"][p] for r in rs),
-                    "ns",
-                    "lower",
-                    chunk_samples=rs[0].get("chunks_ns", {}).get(p),
-                ),
-            )
+        put_latency(f"native.{path}", rs)
         base = nat.get("read")
         if base and path != "read" and len(base) == len(rs):
             put(

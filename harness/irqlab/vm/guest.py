@@ -30,7 +30,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import paramiko
 
@@ -70,6 +70,7 @@ __all__ = [
     "parse_usernet",
 ]
 
+_T = TypeVar("_T")
 DEVICE_TYPE = "irqlab"
 AGENT_PORT = 7707  # the agent daemon listens on the guest's loopback, reached by SSH forward
 AGENT_LOG = "/run/irqlab-agent.log"  # the daemon's stderr in the guest
@@ -234,25 +235,23 @@ class Guest:
         self._watch: HealthWatch | None = None
 
     # -- the parts, once there --------------------------------------------------------
+    @staticmethod
+    def _need(part: _T | None, missing: str) -> _T:
+        if part is None:
+            raise GuestError(missing)
+        return part
+
     def _vm(self) -> Machine:
-        if self.machine is None:
-            raise GuestError("the guest is not running")
-        return self.machine
+        return self._need(self.machine, "the guest is not running")
 
     def _img(self) -> GuestImage:
-        if self.image is None:
-            raise GuestError("no guest image yet: call prepare() or start()")
-        return self.image
+        return self._need(self.image, "no guest image yet: call prepare() or start()")
 
     def _qemu(self) -> QemuInstall:
-        if self.qemu is None:
-            raise GuestError("no QEMU yet: call prepare() or start()")
-        return self.qemu
+        return self._need(self.qemu, "no QEMU yet: call prepare() or start()")
 
     def _accel(self) -> str:
-        if self.accel is None:
-            raise GuestError("no accelerator chosen yet: call prepare() or start()")
-        return self.accel.accel
+        return self._need(self.accel, "no accelerator yet: call prepare() or start()").accel
 
     # -- prerequisites ----------------------------------------------------------
     def find_prerequisites(self) -> tuple[QemuInstall, GuestImage, Path]:

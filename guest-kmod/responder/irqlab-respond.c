@@ -162,28 +162,11 @@ static void ack_seq(int fd, uint32_t seq, struct sample *s)
 	}
 }
 
-/* One read(2) of records; ACK each one first, then keep its timestamps.
- * Returns the records read, 0 on EAGAIN, -1 on an error (or EINTR). */
-static int read_records(uint64_t wake)
+/* ACK each of the *cnt* records just read into rbuf first, then keep its timestamps. */
+static void take_records(size_t cnt, uint64_t wake)
 {
-	ssize_t n = read(dev_fd, rbuf, batch * sizeof(*rbuf));
-	size_t i, cnt;
+	size_t i;
 
-	if (n < 0) {
-		if (errno == EAGAIN) {
-			eagain++;
-			return 0;
-		}
-		return fail("read");
-	}
-	if (!wake)	/* nonblock: the read that returned data is the wake-up */
-		wake = now_ns();
-	reads++;
-	if (n == 0) {
-		errno = 0;
-		return fail("eof");
-	}
-	cnt = (size_t)n / sizeof(*rbuf);
 	for (i = 0; i < cnt; i++) {
 		struct irqlab_event *e = &rbuf[i];
 		struct sample *s = next_sample();
@@ -200,6 +183,31 @@ static int read_records(uint64_t wake)
 		s->drv_wake_ns = e->wake_ns;
 		s->wake_ns = wake;
 	}
+}
+
+/* One read(2) of records; ACK each one first, then keep its timestamps.
+ * Returns the records read, 0 on EAGAIN, -1 on an error (or EINTR). */
+static int read_records(uint64_t wake)
+{
+	ssize_t n = read(dev_fd, rbuf, batch * sizeof(*rbuf));
+	size_t cnt;
+
+	if (n < 0) {
+		if (errno == EAGAIN) {
+			eagain++;
+			return 0;
+		}
+		return fail("read");
+	}
+	if (!wake)	/* nonblock: the read that returned data is the wake-up */
+		wake = now_ns();
+	reads++;
+	if (n == 0) {
+		errno = 0;
+		return fail("eof");
+	}
+	cnt = (size_t)n / sizeof(*rbuf);
+	take_records(cnt, wake);
 	return (int)cnt;
 }
 
@@ -233,7 +241,7 @@ static void loop_read(void)
 	while (!done()) {
 		ssize_t n = read(dev_fd, rbuf, batch * sizeof(*rbuf));
 		uint64_t wake = now_ns();
-		size_t i, cnt;
+		size_t cnt;
 
 		if (n < 0) {
 			if (errno == EINTR && !stopping)
@@ -249,22 +257,7 @@ static void loop_read(void)
 			fail("eof");
 			return;
 		}
-		for (i = 0; i < cnt; i++) {
-			struct irqlab_event *e = &rbuf[i];
-			struct sample *s = next_sample();
-
-			if (e->seq)
-				ack_seq(dev_fd, e->seq, s);
-			s->seq = e->seq;
-			s->flags = e->flags;
-			s->lost = e->lost;
-			s->batch = (uint32_t)cnt;
-			s->raise_ns = e->raise_ns;
-			s->isr_dev_ns = e->isr_dev_ns;
-			s->isr_ns = e->isr_ns;
-			s->drv_wake_ns = e->wake_ns;
-			s->wake_ns = wake;
-		}
+		take_records(cnt, wake);
 	}
 }
 

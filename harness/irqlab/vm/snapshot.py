@@ -16,10 +16,12 @@ the agent daemon (see ``irqlab_agent.daemon``).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import shlex
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,7 @@ __all__ = [
     "META_FILE",
     "STATE_FILE",
     "SnapshotError",
+    "boot_lock",
     "discard",
     "load",
     "lookup",
@@ -67,6 +70,18 @@ def lookup(key: str) -> Path | None:
     if cache.is_complete(d) and (d / STATE_FILE).is_file():
         return d
     return None
+
+
+@contextlib.contextmanager
+def boot_lock(key: str) -> Iterator[None]:
+    """Held while a guest cold-boots to make the snapshot *key*: another process that
+    misses the same snapshot waits here, then finds it and restores instead of booting
+    a second time.  (A lock of its own: :func:`save` takes the output's build lock.)"""
+    path = cache.output_dir(RECIPE, key).with_name(f"{RECIPE}-{key}.boot.lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
 
 
 def read_meta(directory: Path) -> dict[str, Any]:

@@ -124,6 +124,19 @@ def _enable_events(machine: Machine) -> None:
     machine.qmp("migrate-set-capabilities", capabilities=[{"capability": "events", "state": True}])
 
 
+def _continue_after_save(machine: Machine, timeout: float = 30.0) -> None:
+    """``cont`` once QEMU left ``finish-migrate``: the MIGRATION ``completed`` event
+    comes from the migration thread a moment before the run state moves on to
+    ``postmigrate``, and a ``cont`` in between is refused ("Migration is not finalized
+    yet"), a window that a loaded host (several guests per core) widens."""
+    deadline = time.monotonic() + timeout
+    while machine.qmp("query-status")["status"] == "finish-migrate":
+        if time.monotonic() > deadline:
+            raise SnapshotError(f"QEMU stayed in finish-migrate for {timeout:.0f} s")
+        time.sleep(EVENT_SLICE / 10)  # no QMP event marks the change: look again
+    machine.qmp("cont")
+
+
 def save(machine: Machine, key: str, meta: Mapping[str, Any], *, timeout: float = 120.0) -> Path:
     """Save *machine*'s whole state as the snapshot *key*; the VM runs on afterwards.
 
@@ -140,7 +153,7 @@ def save(machine: Machine, key: str, meta: Mapping[str, Any], *, timeout: float 
             _wait_migration(machine, timeout, f"saving {state}")
         finally:
             if machine.is_running():
-                machine.qmp("cont")
+                _continue_after_save(machine)
         info = {
             **meta,
             "key": key,

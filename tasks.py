@@ -132,17 +132,20 @@ def test_e2e(c: Context, k: str = "", jobs: int = 0) -> None:
 @task(
     help={
         "k": "only tests matching this pytest -k expression",
+        "m": "only tests matching this pytest -m marker expression (e.g. 'not e2e')",
         "junit": "also write a JUnit XML report to this path",
         "jobs": _JOBS_HELP,
     }
 )
-def test_all(c: Context, k: str = "", jobs: int = 0, junit: str = "") -> None:
+def test_all(c: Context, k: str = "", m: str = "", jobs: int = 0, junit: str = "") -> None:
     """Build what is missing, then run every test (lint, unit, device, end-to-end) on
     ``-j N`` pytest-xdist workers (default: one per core)."""
     build(c)
     args = "tests" + workers_args(jobs)
     if k:
         args += f" -k '{k}'"
+    if m:
+        args += f" -m '{m}'"
     if junit:
         args += f" --junitxml={junit}"
     if os.environ.get("CI"):

@@ -112,3 +112,46 @@ def test_without_xdist_the_run_directory_is_the_log_directory(
     result.assert_outcomes(passed=1)
     where = Path(json.loads((out / "main.json").read_text())["log_dir"])
     assert where.parent == logs and where.name.startswith("pytest-")
+
+
+SHARED_SETUP = """
+import os
+import pytest
+
+@pytest.fixture(scope="module")
+def expensive():
+    with open(os.path.join(os.environ["WHERE_OUT"], "setups"), "a") as f:
+        f.write("x")
+    return 1
+
+@pytest.mark.parametrize("i", range(6))
+def test_shares(expensive, i):
+    pass
+
+@pytest.mark.parametrize("i", range(6))
+def test_alone(i):
+    pass
+"""
+
+
+def test_tests_sharing_a_module_fixture_run_on_one_worker_which_sets_it_up_once(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("WHERE_OUT", str(tmp_path))
+    pytester.makepyfile(test_shared=SHARED_SETUP)
+    result = pytester.runpytest_subprocess(
+        "-n", "2", "--dist", "loadgroup", "-p", "no:cacheprovider", "-v"
+    )
+    result.assert_outcomes(passed=12)
+    assert (tmp_path / "setups").read_text() == "x"  # one worker set it up, once
+    shares = [ln for ln in result.outlines if "test_shares[" in ln and "PASSED" in ln]
+    assert len(shares) == 6 and all("@test_shared.py" in ln for ln in shares), shares
+    assert len({ln.split("]")[0].split()[0] for ln in shares}) == 1  # one worker: [gwN]
+
+
+def test_a_shard_keeps_a_group_together(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_shared=SHARED_SETUP)
+    shards = [_selected(pytester, "-p", "no:xdist", "--shard", f"{k}/2") for k in (1, 2)]
+    with_shares = [s for s in shards if any("test_shares" in t for t in s)]
+    assert len(with_shares) == 1 and sum("test_shares" in t for t in with_shares[0]) == 6
+    assert sorted(len(s) for s in shards) == [6, 6]  # the group, plus alone tests dealt

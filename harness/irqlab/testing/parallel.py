@@ -12,8 +12,15 @@ fixtures of :mod:`irqlab.testing.plugin`:
   itself, so workers share nothing but the read-only build cache.
 - **Shards** (``--shard K/N``): run only the K-th of N slices of the collected tests
   (1-based), so that a CI matrix can split a suite across machines without a
-  scheduler of ours.  Tests are dealt round-robin in the collection order, so each
-  shard gets every module's tests and the shards' sizes differ by one at most.
+  scheduler of ours.  Tests are dealt in the collection order, each to the emptiest
+  slice (round-robin when nothing is grouped), so each shard gets a share of every
+  module; a group stays in one shard.
+- **Groups**: a test that uses a fixture of module, class or package scope (a guest
+  booted for a module, a bench run whose result several tests check) is marked
+  ``xdist_group("<that fixture's owner>")``, so that under ``--dist loadgroup`` the
+  tests sharing that setup run on one worker, which pays for it once.  Tests with a
+  guest of their own (function scope: a restore, half a second) are not grouped:
+  any worker runs them as cheaply.  Shards keep a group together too.
 - :func:`default_workers`: how many workers a machine suits (one per usable core).
 """
 
@@ -122,13 +129,95 @@ def parse_shard(text: str) -> tuple[int, int]:
     return kk, nn
 
 
+def _group(item: pytest.Item) -> str | None:
+    for mark in item.iter_markers("xdist_group"):
+        return str(mark.args[0] if mark.args else mark.kwargs.get("name", "default"))
+    return None
+
+
 def shard_items(
     items: list[pytest.Item], k: int, n: int
 ) -> tuple[list[pytest.Item], list[pytest.Item]]:
-    """(kept, deselected): the K-th of N round-robin slices of *items* (1-based)."""
-    kept = [it for i, it in enumerate(items) if i % n == k - 1]
-    dropped = [it for i, it in enumerate(items) if i % n != k - 1]
+    """(kept, deselected): the K-th of N slices of *items* (1-based).  Tests are dealt
+    in collection order, each to the slice with the fewest tests so far (round-robin
+    when nothing is grouped); the tests of one ``xdist_group`` go together."""
+    units: dict[str, list[pytest.Item]] = {}
+    for it in items:
+        units.setdefault(_group(it) or it.nodeid, []).append(it)
+    sizes = [0] * n
+    mine: set[str] = set()
+    for key, unit in units.items():
+        target = sizes.index(min(sizes))
+        sizes[target] += len(unit)
+        if target == k - 1:
+            mine.add(key)
+    kept = [it for it in items if (_group(it) or it.nodeid) in mine]
+    dropped = [it for it in items if (_group(it) or it.nodeid) not in mine]
     return kept, dropped
+
+
+SHARED_SCOPES = ("module", "class", "package")
+
+
+def _owner(item: pytest.Item, scope: str) -> pytest.Collector | None:
+    if scope == "class":
+        return item.getparent(pytest.Class)
+    if scope == "package":
+        return item.getparent(pytest.Package)
+    return item.getparent(pytest.Module)
+
+
+def shared_setup_group(item: pytest.Item) -> str | None:
+    """The group of a test that uses a fixture of module, class or package scope: the
+    node that owns that setup (e.g. ``tests/e2e/test_boot.py``); None otherwise."""
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return None
+    for name in info.names_closure:
+        defs = info.name2fixturedefs.get(name) or ()
+        if defs and defs[-1].scope in SHARED_SCOPES:
+            owner = _owner(item, defs[-1].scope)
+            return owner.nodeid if owner is not None else item.nodeid.split("::")[0]
+    return None
+
+
+def _group_suffix(item: pytest.Item) -> str | None:
+    """``@<names>`` as pytest-xdist's loadgroup appends it to a grouped test's nodeid."""
+    names = {
+        str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+        for m in item.iter_markers("xdist_group")
+    }
+    return "@" + "_".join(sorted(names)) if names else None
+
+
+def _suffix_nodeid(item: pytest.Item, suffix: str) -> None:
+    """Give *item* the nodeid ``<nodeid>@<group>`` the loadgroup scheduler groups by.
+
+    pytest-xdist 3.8 sets ``item._nodeid``, but pytest 9 computes ``nodeid`` from the
+    structured ``item._id``: the suffix never reaches the controller and ``--dist
+    loadgroup`` silently schedules test by test.  This sets the id pytest 9 reads."""
+    if item.nodeid.endswith(suffix) or not hasattr(item, "_id"):
+        return
+    from _pytest.nodeid import NodeId
+
+    item._id = NodeId.parse(item.nodeid + suffix)
+
+
+class _SharedSetupGroups:
+    @pytest.hookimpl(tryfirst=True)  # before xdist reads the marks (--dist loadgroup)
+    def pytest_collection_modifyitems(
+        self, config: pytest.Config, items: list[pytest.Item]
+    ) -> None:
+        for item in items:
+            if _group(item) is None:
+                group = shared_setup_group(item)
+                if group is not None:
+                    item.add_marker(pytest.mark.xdist_group(group))
+        if getattr(config.option, "loadgroup", False):  # an xdist worker under loadgroup
+            for item in items:
+                suffix = _group_suffix(item)
+                if suffix is not None:
+                    _suffix_nodeid(item, suffix)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -143,6 +232,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    config.pluginmanager.register(_SharedSetupGroups(), "irqlab-shared-setup-groups")
+    # known with --strict-markers also when xdist is absent or disabled (-p no:xdist)
+    config.addinivalue_line("markers", "xdist_group(name): run on the same xdist worker")
     shard = config.getoption("--shard", None)
     if shard:
         try:

@@ -45,3 +45,39 @@ def test_a_qemu_stuck_in_finish_migrate_is_an_error() -> None:
     with pytest.raises(snapshot.SnapshotError, match="finish-migrate"):
         snapshot._continue_after_save(q, timeout=0.05)  # type: ignore[arg-type]
     assert "cont" not in q.calls
+
+
+class LostEvents:
+    """A QEMU whose MIGRATION events never reach the waiter; query-migrate tells."""
+
+    def __init__(self, statuses: list[str]) -> None:
+        self.statuses = statuses
+        self.returncode = None
+
+    def is_running(self) -> bool:
+        return True
+
+    def wait_event(self, name: str, timeout: float) -> Any:
+        from irqlab.vm.machine import MachineError
+
+        raise MachineError("no event")
+
+    def qmp(self, command: str, *args: Any, **kw: Any) -> Any:
+        assert command == "query-migrate"
+        return (
+            {"status": self.statuses.pop(0)}
+            if len(self.statuses) > 1
+            else {"status": self.statuses[0]}
+        )
+
+
+def test_a_lost_completed_event_is_caught_by_query_migrate() -> None:
+    q = LostEvents(["setup", "active", "active", "completed"])
+    ev = snapshot._wait_migration(q, 5.0, "saving")  # type: ignore[arg-type]
+    assert ev["data"]["status"] == "completed"
+
+
+def test_a_failed_migration_is_caught_by_query_migrate() -> None:
+    q = LostEvents(["active", "failed"])
+    with pytest.raises(snapshot.SnapshotError, match="migration failed"):
+        snapshot._wait_migration(q, 5.0, "saving")  # type: ignore[arg-type]

@@ -112,7 +112,15 @@ def _wait_migration(machine: Machine, timeout: float, what: str) -> dict[str, An
         try:
             ev = machine.wait_event("MIGRATION", min(EVENT_SLICE, left))
         except MachineError:
-            continue  # no event in this slice: look at QEMU again
+            # No event in this slice.  Ask QEMU too: an event that arrives just as a
+            # slice times out can be lost with the cancelled wait (seen on a loaded
+            # host: a finished save waited out its whole timeout).
+            status = (machine.qmp("query-migrate") or {}).get("status")
+            if status == "completed":
+                return {"event": "MIGRATION", "data": {"status": status}}
+            if status in ("failed", "cancelled"):
+                raise SnapshotError(f"{what}: migration {status}") from None
+            continue
         status = (ev.get("data") or {}).get("status")
         if status == "completed":
             return ev

@@ -41,7 +41,10 @@ def _raises_within(fn: object, limit: float, exc: type[BaseException]) -> BaseEx
     with pytest.raises(exc) as info:
         fn()  # type: ignore[operator]
     took = time.monotonic() - t0
-    assert took < limit, f"took {took:.1f} s: {info.value}"
+    # a loaded host (other guests on the same cores) slows the guest's own console
+    # output as much as the watch's verdict: the limit stretches like the watch's own
+    limit *= timeout_scale()
+    assert took < limit, f"took {took:.1f} s (limit {limit:.1f} s): {info.value}"
     return info.value
 
 
@@ -80,9 +83,8 @@ def test_a_killed_qemu_is_named_with_its_status(guest: Guest) -> None:
 def test_a_frozen_qemu_is_named_within_ten_seconds(guest: Guest) -> None:
     os.kill(guest.machine.pid, signal.SIGSTOP)
     try:
-        # the QMP limit (3 s) stretches with the host's load, like the heartbeat's
-        limit = 10.0 * timeout_scale()
-        e = _raises_within(lambda: guest.sh("true", timeout=60), limit + VERDICT, GuestFault)
+        # the QMP limit (3 s) stretches with the host's load (so does _raises_within's)
+        e = _raises_within(lambda: guest.sh("true", timeout=60), 10.0 + VERDICT, GuestFault)
     finally:
         os.kill(guest.machine.pid, signal.SIGCONT)
     assert str(e).startswith("guest stopped responding: QEMU did not answer QMP"), e

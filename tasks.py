@@ -103,30 +103,49 @@ def test_unit(c: Context, k: str = "") -> None:
     _pytest(c, "tests/unit" + (f" -k '{k}'" if k else ""))
 
 
-@task(help={"k": "only tests matching this pytest -k expression"})
-def test_device(c: Context, k: str = "") -> None:
+def workers_args(jobs: int) -> str:
+    """pytest's options for *jobs* pytest-xdist workers (0: one per usable core, see
+    :func:`irqlab.testing.parallel.default_workers`); 1 runs without xdist.
+    ``--dist loadgroup`` keeps tests marked ``xdist_group`` on one worker."""
+    from irqlab.testing.parallel import default_workers
+
+    n = jobs if jobs > 0 else default_workers()
+    return f" -n {n} --dist loadgroup" if n > 1 else " -p no:xdist"
+
+
+_JOBS_HELP = "pytest-xdist workers, one guest each (default 0: one per core; 1: no xdist)"
+
+
+@task(help={"k": "only tests matching this pytest -k expression", "jobs": _JOBS_HELP})
+def test_device(c: Context, k: str = "", jobs: int = 0) -> None:
     """Device tests: the real built QEMU under the qtest accelerator, no guest."""
-    _pytest(c, "tests/device" + (f" -k '{k}'" if k else ""))
+    _pytest(c, "tests/device" + workers_args(jobs) + (f" -k '{k}'" if k else ""))
 
 
-@task(help={"k": "only tests matching this pytest -k expression"})
-def test_e2e(c: Context, k: str = "") -> None:
-    """End-to-end tests in a booted guest."""
-    _pytest(c, "tests/e2e" + (f" -k '{k}'" if k else ""))
+@task(help={"k": "only tests matching this pytest -k expression", "jobs": _JOBS_HELP})
+def test_e2e(c: Context, k: str = "", jobs: int = 0) -> None:
+    """End-to-end tests in booted guests (one per worker)."""
+    build(c)
+    _pytest(c, "tests/e2e" + workers_args(jobs) + (f" -k '{k}'" if k else ""))
 
 
 @task(
     help={
         "k": "only tests matching this pytest -k expression",
+        "m": "only tests matching this pytest -m marker expression (e.g. 'not e2e')",
         "junit": "also write a JUnit XML report to this path",
+        "jobs": _JOBS_HELP,
     }
 )
-def test_all(c: Context, k: str = "", junit: str = "") -> None:
-    """Build what is missing, then run every test (lint, unit, device, end-to-end)."""
+def test_all(c: Context, k: str = "", m: str = "", jobs: int = 0, junit: str = "") -> None:
+    """Build what is missing, then run every test (lint, unit, device, end-to-end) on
+    ``-j N`` pytest-xdist workers (default: one per core)."""
     build(c)
-    args = "tests"
+    args = "tests" + workers_args(jobs)
     if k:
         args += f" -k '{k}'"
+    if m:
+        args += f" -m '{m}'"
     if junit:
         args += f" --junitxml={junit}"
     if os.environ.get("CI"):

@@ -21,6 +21,7 @@ from irqlab.testing.plugin import start_guest
 from irqlab.vm.agent_client import AgentError, AgentTimeout
 from irqlab.vm.guest import Guest, GuestConfig
 from irqlab.vm.health import GuestFault
+from irqlab.vm.loadscale import timeout_scale
 
 VERDICT = 5.0  # s: the target is 2 s (panic, exit) and 10 s (freeze); margin for a loaded host
 PANIC = "echo c > /proc/sysrq-trigger"
@@ -41,7 +42,10 @@ def _raises_within(fn: object, limit: float, exc: type[BaseException]) -> BaseEx
     with pytest.raises(exc) as info:
         fn()  # type: ignore[operator]
     took = time.monotonic() - t0
-    assert took < limit, f"took {took:.1f} s: {info.value}"
+    # a loaded host (other guests on the same cores) slows the guest's own console
+    # output as much as the watch's verdict: the limit stretches like the watch's own
+    limit *= timeout_scale()
+    assert took < limit, f"took {took:.1f} s (limit {limit:.1f} s): {info.value}"
     return info.value
 
 
@@ -80,6 +84,7 @@ def test_a_killed_qemu_is_named_with_its_status(fault_guest: Guest) -> None:
 def test_a_frozen_qemu_is_named_within_ten_seconds(fault_guest: Guest) -> None:
     os.kill(fault_guest.machine.pid, signal.SIGSTOP)
     try:
+        # the QMP limit (3 s) stretches with the host's load (so does _raises_within's)
         e = _raises_within(lambda: fault_guest.sh("true", timeout=60), 10.0 + VERDICT, GuestFault)
     finally:
         os.kill(fault_guest.machine.pid, signal.SIGCONT)
@@ -199,6 +204,9 @@ def test_sigterm_or_sigint_of_pytest_stops_its_guests(tmp_path: Path, signo: int
     p = subprocess.Popen(
         [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", str(test)],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        # a shell's background job (`cmd &`) inherits SIGINT ignored: undo that here,
+        # as an interactive pytest would have it
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     assert p.stdout is not None
     qemu = 0

@@ -72,3 +72,38 @@ def test_cli_reports_irqlab_errors_without_a_traceback(
     assert cli.main(["buildroot-check", "--tree", str(tmp_path / "nothing")]) == 1
     err = capsys.readouterr().err
     assert err.startswith("irqlab: ") and "not a Buildroot source tree" in err
+
+
+class _Recorder(Context):  # type: ignore[misc]
+    def __init__(self) -> None:
+        super().__init__()
+        self.commands: list[str] = []
+
+    def run(self, command: str, **kw: Any) -> None:  # type: ignore[override]
+        self.commands.append(command)
+
+
+@pytest.mark.parametrize(
+    ("jobs", "cores", "expected"),
+    [
+        (0, 2, " -n 2 --dist loadgroup"),
+        (0, 4, " -n 4 --dist loadgroup"),
+        (0, 1, " -p no:xdist"),
+        (1, 4, " -p no:xdist"),
+        (3, 1, " -n 3 --dist loadgroup"),
+    ],
+)
+def test_test_all_runs_one_xdist_worker_per_core_unless_told(
+    monkeypatch: pytest.MonkeyPatch, jobs: int, cores: int, expected: str
+) -> None:
+    from irqlab.testing import parallel
+
+    monkeypatch.setattr(parallel, "usable_cpus", lambda: cores)
+    tasks = _tasks()
+    monkeypatch.setattr(tasks, "build", lambda c: None)
+    c = _Recorder()
+    tasks.test_all(c, jobs=jobs, junit="out.xml")
+    (cmd,) = c.commands
+    assert cmd.endswith(f"pytest tests{expected} --junitxml=out.xml") or (
+        f"pytest tests{expected} --junitxml=out.xml -p no:cacheprovider" in cmd
+    ), cmd

@@ -107,10 +107,19 @@ def test_least_privilege_and_no_persisted_credentials(wf: Path) -> None:
     assert text.count("persist-credentials: false") == checkouts
 
 
+def _job(text: str, name: str) -> str:
+    """The text of job *name* of a workflow (up to the next job)."""
+    start = text.index(f"\n  {name}:\n") + 1
+    nxt = re.search(r"^  [a-z0-9-]+:\n    name:", text[start + 1 :], re.M)
+    return text[start : start + 1 + nxt.start()] if nxt else text[start:]
+
+
 @pytest.mark.parametrize("wf", WORKFLOWS, ids=lambda p: p.name)
 def test_caches_keyed_by_inputs_and_logs_uploaded_on_failure(wf: Path) -> None:
-    """Each cache key hashes the files it depends on; logs and JUnit reports are uploaded
-    when a job fails, from the directory the harness writes them to (build/logs)."""
+    """Each cache key hashes the files it depends on; logs are uploaded when a job
+    fails, from the directory the harness writes them to (build/logs); the products
+    (bench results, JUnit reports, the Buildroot image for the e2e shards) are kept
+    whatever the outcome or on success."""
     text = _text(wf)
     keys = re.findall(r"^\s+key:\s*(.+)$", text, re.M)
     assert keys, "no caches"
@@ -121,28 +130,32 @@ def test_caches_keyed_by_inputs_and_logs_uploaded_on_failure(wf: Path) -> None:
         step = text[text.rfind("- name:", 0, pos) : pos + 400]
         if "name: bench" in step:  # the bench's results are the job's product: always kept
             assert "if: always()" in step and "build/bench/" in step, step
-            continue
-        assert "if: failure()" in step, step
-        assert "path: build/logs/" in step, step
+        elif "name: junit" in step:  # every shard's report, and the merged one
+            assert "if: always()" in step, step
+            assert "path: build/logs/junit-*.xml" in step or "path: build/reports/" in step
+        elif "name: buildroot-image" in step:  # handed to the e2e shards
+            assert "if:" not in step.split("uses:")[0] and "path: build/out/" in step, step
+        else:
+            assert "if: failure()" in step, step
+            assert "path: build/logs/" in step, step
 
 
 def test_bench_job_runs_the_bench_and_uploads_its_json() -> None:
     """Issue 6: GitHub Actions runs the bench too (KVM where the runner has it) and
     uploads the JSON and the report, whatever the outcome."""
-    text = _text(WORKFLOW_DIR / "regression.yml")
-    job = text[text.index("\n  bench:") :]
+    job = _job(_text(WORKFLOW_DIR / "regression.yml"), "bench")
     assert "invoke bench" in job
     assert "if: always()" in job and "build/bench/" in job
     assert "options: --device /dev/kvm" in job
 
 
 def test_buildroot_job_caches_and_installs_what_a_build_needs() -> None:
-    """The Buildroot job caches dl/ and ccache (restoring older ones), only restores the
-    QEMU cache, installs every host package irqlab.build.buildroot lists plus check-package's
-    dependencies, and runs the offline checks, the build and the end-to-end tests with
-    IRQLAB_IMAGE=buildroot."""
+    """The Buildroot job caches dl/ and ccache (restoring older ones), installs every
+    host package irqlab.build.buildroot lists plus check-package's dependencies, runs
+    the offline checks and the build, and hands the image (with the SSH keys it was
+    made for) to the e2e shards, which run with IRQLAB_IMAGE=buildroot."""
     text = _text(WORKFLOW_DIR / "regression.yml")
-    job = text[text.index("  buildroot-image:") :]
+    job = _job(text, "buildroot")
     for d in ("~/buildroot-dl", "~/buildroot-ccache"):
         assert f"path: {d}" in job
     assert "restore-keys: buildroot-dl-" in job and "restore-keys: buildroot-ccache-" in job
@@ -157,19 +170,53 @@ def test_buildroot_job_caches_and_installs_what_a_build_needs() -> None:
         if p not in words
     ]
     assert not missing, f"not installed by the Buildroot job: {missing}"
-    for cmd in ("invoke buildroot-check", "invoke buildroot-build", "IRQLAB_IMAGE: buildroot"):
+    for cmd in ("invoke buildroot-check", "invoke buildroot-build"):
         assert cmd in job, cmd
-    # Buildroot's output and sources must not be saved into the QEMU cache
-    # (~/.cache/irqlab): this job only restores it and builds elsewhere.
-    qemu_cache = job[: job.index("path: ~/.cache/irqlab")]
-    assert qemu_cache[qemu_cache.rindex("uses:") :].startswith("uses: actions/cache/restore@")
+    # Buildroot's output and sources never go into the QEMU cache (~/.cache/irqlab):
+    # this job saves nothing there and builds elsewhere.
+    assert "path: ~/.cache/irqlab" not in job
     assert 'echo "IRQLAB_BUILDROOT_OUTPUT=$HOME/buildroot-output"' in job
+    assert "tar -cf" in job and "guest-keys buildroot-image-*" in job
+    e2e = _job(text, "e2e")
+    assert "IRQLAB_IMAGE: ${{ matrix.image }}" in e2e and "image: [debian, buildroot]" in e2e
+    assert "name: buildroot-image" in e2e and 'tar -C "$IRQLAB_CACHE_DIR" -xf' in e2e
+
+
+def test_e2e_suite_is_a_matrix_of_images_and_shards_reported_once() -> None:
+    """Issue 13: the e2e suite runs as images x shards (pytest's own --shard, one xdist
+    worker per vCPU), every shard uploads its JUnit file whatever the outcome, and one
+    report job merges them (every shard named, so a missing one shows) into one
+    artifact and the job summary, with the bench's tables."""
+    text = _text(WORKFLOW_DIR / "regression.yml")
+    e2e = _job(text, "e2e")
+    m = re.search(r"shard: \[([0-9, ]+)\]", e2e)
+    assert m, e2e
+    shards = [int(x) for x in m[1].split(",")]
+    n = len(shards)
+    assert shards == list(range(1, n + 1)) and n >= 2
+    assert f'--shard "$SHARD/{n}"' in e2e and '-n "$(nproc)"' in e2e
+    assert "--dist loadgroup" in e2e and "fail-fast: false" in e2e
+    assert f'--junitxml="build/logs/junit-$IRQLAB_IMAGE-${{SHARD}}of{n}.xml"' in e2e
+    assert "needs: [build, buildroot]" in e2e
+    report = _job(text, "report")
+    assert "needs: [e2e, bench]" in report and "if: always()" in report
+    assert "python -m irqlab.testing.reports" in report
+    assert '--summary "$GITHUB_STEP_SUMMARY"' in report and "--bench" in report
+    for image in ("debian", "buildroot"):
+        for k in shards:
+            assert f"build/reports/junit/junit-{image}-{k}of{n}.xml" in report, (image, k)
+    assert "pattern: junit-*" in report and "merge-multiple: true" in report
+    # the build job runs everything but the e2e suite
+    assert "IRQLAB_TEST_MARKS: not e2e" in _job(text, "build")
 
 
 def test_jobs_run_in_debian_12_with_kvm() -> None:
-    """Every job runs in a Debian 12 container with the runner's /dev/kvm passed in."""
+    """Every job runs in a Debian 12 container; every job that builds or boots a
+    guest has the runner's /dev/kvm passed in (the report job only merges files)."""
     text = _text(WORKFLOW_DIR / "regression.yml")
-    jobs = len(re.findall(r"^  [a-z-]+:\n    name:", text, re.M))
-    assert jobs == 3
-    assert text.count("image: debian:12") == jobs
-    assert text.count("options: --device /dev/kvm") == jobs
+    jobs = re.findall(r"^  ([a-z0-9-]+):\n    name:", text, re.M)
+    assert jobs == ["build", "buildroot", "e2e", "bench", "report"]
+    assert text.count("image: debian:12") == len(jobs)
+    for name in jobs:
+        kvm = "options: --device /dev/kvm" in _job(text, name)
+        assert kvm == (name != "report"), name

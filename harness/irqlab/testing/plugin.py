@@ -29,17 +29,14 @@ is copied into the test's log directory and named in the report.
 
 from __future__ import annotations
 
-import os
 import re
 import sys
-import time
 from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import pytest
 
-from irqlab import paths
 from irqlab.testing.logslice import LogSlicer
 from irqlab.vm import accel
 from irqlab.vm.machine import Machine, MachineConfig
@@ -67,13 +64,12 @@ class QtestMachineFactory(Protocol):
 
 
 @pytest.fixture(scope="session")
-def irqlab_log_dir() -> Path:
-    """This run's log directory (``<log dir>/pytest-<stamp>-<pid>``); older runs beyond
-    the newest ten are removed."""
-    paths.prune_logs()
-    d = paths.log_dir() / f"pytest-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
-    d.mkdir(parents=True, exist_ok=True)
-    return d
+def irqlab_log_dir(request: pytest.FixtureRequest) -> Path:
+    """This run's log directory (``<log dir>/pytest-<stamp>-<pid>``, and ``<worker id>/``
+    below it in a pytest-xdist worker); older runs beyond the newest ten are removed."""
+    from irqlab.testing.parallel import run_log_dir
+
+    return run_log_dir(request.config)
 
 
 @pytest.fixture(scope="session")
@@ -167,9 +163,12 @@ def start_guest(config: GuestConfig | None = None) -> Guest:
 def irqlab_guest(irqlab_log_dir: Path) -> Generator[Guest, None, None]:
     """One guest for the whole session, restored from the ready-state snapshot (made by
     one cold boot first if missing); tests share it through a soft reset."""
+    from irqlab.testing.parallel import worker_id
     from irqlab.vm.guest import GuestConfig, PrerequisiteMissing, ensure_snapshot
 
-    config = GuestConfig(name="e2e", log_dir=irqlab_log_dir)
+    config = GuestConfig(
+        name=f"e2e-{worker_id()}" if worker_id() else "e2e", log_dir=irqlab_log_dir
+    )
     try:
         ensure_snapshot(config)
     except PrerequisiteMissing as e:

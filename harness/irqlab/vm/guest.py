@@ -305,18 +305,30 @@ class Guest:
             return self
         key = self.snapshot_key()
         found = snapshot.lookup(key)
-        if found is not None:
-            try:
-                self._restore(found)
+        if found is not None and self._try_restore(key, found):
+            return self
+        # One cold boot per configuration: concurrent starters (pytest-xdist workers,
+        # two terminals) wait here for the first one's snapshot, then restore from it.
+        with snapshot.boot_lock(key):
+            found = snapshot.lookup(key)
+            if found is not None and self._try_restore(key, found):
                 return self
-            except snapshot.SnapshotError as e:
-                self.snapshot_error = str(e)
-                print(f"irqlab: {e}\nirqlab: removing it and booting cold", file=sys.stderr)
-                self._stop_machine()
-                snapshot.discard(key)
-        self._cold_start()
-        self._save_snapshot(key)
+            self._cold_start()
+            self._save_snapshot(key)
         return self
+
+    def _try_restore(self, key: str, found: Path) -> bool:
+        from irqlab.vm import snapshot
+
+        try:
+            self._restore(found)
+            return True
+        except snapshot.SnapshotError as e:
+            self.snapshot_error = str(e)
+            print(f"irqlab: {e}\nirqlab: removing it and booting cold", file=sys.stderr)
+            self._stop_machine()
+            snapshot.discard(key)
+            return False
 
     def prepare(self) -> Guest:
         """Find (or build) QEMU, the image and the module, and choose the accelerator,

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from irqlab.errors import IrqlabError
+from irqlab.vm.loadscale import timeout_scale
 
 if TYPE_CHECKING:
     from irqlab.vm.agent_client import AgentClient
@@ -192,28 +193,41 @@ class HealthWatch(threading.Thread):
         beat = agent.last_heartbeat if agent is not None and not agent.eof else None
         if self.freeze_timeout is not None and beat is not None:
             silent = now - beat
-            if silent > self.freeze_timeout:
+            # a loaded host (TCG guests sharing cores) slows every guest: the limit
+            # stretches with the load (irqlab.vm.loadscale)
+            limit = self.freeze_timeout * timeout_scale()
+            if silent > limit:
                 return self._fault(
                     f"guest stopped responding: no agent heartbeat for {silent:.0f} s "
-                    f"(limit {self.freeze_timeout:g} s)"
+                    f"(limit {limit:.3g} s: {self.freeze_timeout:g} s x host load)"
                 )
         return None
 
     def _check_qmp(self) -> Fault | None:
         from irqlab.vm.machine import MachineError
 
+        limit = self.qmp_timeout * timeout_scale()
         try:
-            status = self.machine.qmp_ping(self.qmp_timeout)
+            status = self.machine.qmp_ping(limit)
         except MachineError as e:
             if not self.machine.is_running():
                 return None  # the exit is reported on the next look, with its status
             return self._fault(
                 f"guest stopped responding: QEMU did not answer QMP within "
-                f"{self.qmp_timeout:g} s ({str(e).splitlines()[0]})"
+                f"{limit:.3g} s ({str(e).splitlines()[0]})"
             )
-        if status in ("guest-panicked", "internal-error", "shutdown", "io-error"):
+        if status == "guest-panicked":
+            # pvpanic told QEMU; the console's own panic line usually follows within
+            # the grace period and names it better (it replaces this one, rank 0 < 0.5)
+            self._note_panic("guest kernel panic (pvpanic; QEMU's run state 'guest-panicked')")
+            return None
+        if status in ("internal-error", "shutdown", "io-error"):
             return self._fault(f"guest stopped: QEMU run state {status!r}", qemu=True)
         return None
+
+    def _note_panic(self, cause: str) -> None:
+        if self._pending is None or self._pending[0] > 0.5:
+            self._pending = (0.5, cause, time.monotonic() + GRACE)
 
     def _check_events(self) -> Fault | None:
         """pvpanic's GUEST_PANICKED (the guest kernel said it panicked) and RESET (our
@@ -227,11 +241,8 @@ class HealthWatch(threading.Thread):
         for ev in events:
             if ev.get("event") == "GUEST_PANICKED":
                 action = (ev.get("data") or {}).get("action", "?")
-                cause = f"guest kernel panic (pvpanic; QEMU's action: {action})"
-                # rank 0.5: the console's own panic line (rank 0), usually a moment
-                # later, replaces this one within the grace period
-                if self._pending is None or self._pending[0] > 0.5:
-                    self._pending = (0.5, cause, time.monotonic() + GRACE)
+                # the console's own panic line usually follows and replaces this one
+                self._note_panic(f"guest kernel panic (pvpanic; QEMU's action: {action})")
             else:
                 return self._fault("guest reset itself (QEMU event RESET)", qemu=True)
         return None

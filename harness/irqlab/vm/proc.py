@@ -7,9 +7,11 @@ without cleaning up, even by SIGKILL).  :func:`stop` escalates SIGTERM ->
 SIGKILL to the whole group.  Children still alive at interpreter exit are
 killed by an ``atexit`` hook.
 
-Note: Linux delivers the parent-death signal when the *thread* that forked the
-child exits; spawn from a thread that lives as long as the child (normally the
-main thread).
+Linux delivers the parent-death signal when the *thread* that forked the child
+exits: a call from any thread but the main thread forks through one spawner
+thread that lives as long as the process, so a guest started from a short-lived
+thread (a thread pool starting several guests at once) is not killed when that
+thread ends.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import signal
 import subprocess
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
 
@@ -45,6 +48,18 @@ _live_lock = threading.Lock()
 StdSpec = int | IO[Any] | None
 
 
+_spawn_pool: ThreadPoolExecutor | None = None
+
+
+def _spawner() -> ThreadPoolExecutor:
+    """The thread that forks for the other threads (it lives until interpreter exit)."""
+    global _spawn_pool
+    with _live_lock:
+        if _spawn_pool is None:
+            _spawn_pool = ThreadPoolExecutor(1, thread_name_prefix="irqlab-spawn")
+        return _spawn_pool
+
+
 def _child_setup(parent_pid: int) -> Callable[[], None]:
     def setup() -> None:  # runs in the child between fork and exec: keep it minimal
         if _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
@@ -65,17 +80,24 @@ def spawn(
     env: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start *argv* in a new process group that dies with this process."""
-    proc = subprocess.Popen(
-        [str(a) for a in argv],
-        stdin=stdin,
-        stdout=stdout,
-        stderr=stderr,
-        cwd=cwd,
-        env=env,
-        process_group=0,
-        preexec_fn=_child_setup(os.getpid()),  # prctl must run in the child
-        close_fds=True,
-    )
+
+    def popen() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [str(a) for a in argv],
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+            cwd=cwd,
+            env=env,
+            process_group=0,
+            preexec_fn=_child_setup(os.getpid()),  # prctl must run in the child
+            close_fds=True,
+        )
+
+    if threading.current_thread() is threading.main_thread():
+        proc = popen()
+    else:
+        proc = _spawner().submit(popen).result()
     with _live_lock:
         _live.add(proc)
     return proc

@@ -16,11 +16,13 @@ the agent daemon (see ``irqlab_agent.daemon``).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shlex
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,7 @@ __all__ = [
     "META_FILE",
     "STATE_FILE",
     "SnapshotError",
+    "boot_lock",
     "discard",
     "keep_snapshots",
     "load",
@@ -72,6 +75,18 @@ def lookup(key: str) -> Path | None:
     return None
 
 
+@contextlib.contextmanager
+def boot_lock(key: str) -> Iterator[None]:
+    """Held while a guest cold-boots to make the snapshot *key*: another process that
+    misses the same snapshot waits here, then finds it and restores instead of booting
+    a second time.  (A lock of its own: :func:`save` takes the output's build lock.)"""
+    path = cache.output_dir(RECIPE, key).with_name(f"{RECIPE}-{key}.boot.lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
 def read_meta(directory: Path) -> dict[str, Any]:
     try:
         meta: dict[str, Any] = json.loads((directory / META_FILE).read_text())
@@ -100,7 +115,15 @@ def _wait_migration(machine: Machine, timeout: float, what: str) -> dict[str, An
         try:
             ev = machine.wait_event("MIGRATION", min(EVENT_SLICE, left))
         except MachineError:
-            continue  # no event in this slice: look at QEMU again
+            # No event in this slice.  Ask QEMU too: an event that arrives just as a
+            # slice times out can be lost with the cancelled wait (seen on a loaded
+            # host: a finished save waited out its whole timeout).
+            status = (machine.qmp("query-migrate") or {}).get("status")
+            if status == "completed":
+                return {"event": "MIGRATION", "data": {"status": status}}
+            if status in ("failed", "cancelled"):
+                raise SnapshotError(f"{what}: migration {status}") from None
+            continue
         status = (ev.get("data") or {}).get("status")
         if status == "completed":
             return ev
@@ -110,6 +133,19 @@ def _wait_migration(machine: Machine, timeout: float, what: str) -> dict[str, An
 
 def _enable_events(machine: Machine) -> None:
     machine.qmp("migrate-set-capabilities", capabilities=[{"capability": "events", "state": True}])
+
+
+def _continue_after_save(machine: Machine, timeout: float = 30.0) -> None:
+    """``cont`` once QEMU left ``finish-migrate``: the MIGRATION ``completed`` event
+    comes from the migration thread a moment before the run state moves on to
+    ``postmigrate``, and a ``cont`` in between is refused ("Migration is not finalized
+    yet"), a window that a loaded host (several guests per core) widens."""
+    deadline = time.monotonic() + timeout
+    while machine.qmp("query-status")["status"] == "finish-migrate":
+        if time.monotonic() > deadline:
+            raise SnapshotError(f"QEMU stayed in finish-migrate for {timeout:.0f} s")
+        time.sleep(EVENT_SLICE / 10)  # no QMP event marks the change: look again
+    machine.qmp("cont")
 
 
 def save(machine: Machine, key: str, meta: Mapping[str, Any], *, timeout: float = 120.0) -> Path:
@@ -128,7 +164,7 @@ def save(machine: Machine, key: str, meta: Mapping[str, Any], *, timeout: float 
             _wait_migration(machine, timeout, f"saving {state}")
         finally:
             if machine.is_running():
-                machine.qmp("cont")
+                _continue_after_save(machine)
         info = {
             **meta,
             "key": key,

@@ -1,0 +1,259 @@
+"""Parallel and sharded test runs: pytest-xdist workers and CI shards.
+
+Loaded through its own ``pytest11`` entry point (``irqlab_parallel``), beside the
+fixtures of :mod:`irqlab.testing.plugin`:
+
+- **pytest-xdist** (``pytest -n N``): every worker is a process of its own with its
+  own guests (one session guest per worker, restored from the shared ready-state
+  snapshot).  The controller names the run's log directory once
+  (``<log dir>/pytest-<stamp>-<pid>``) and hands it to the workers, which log into
+  ``<run>/<worker id>/`` (``gw0``, ``gw1``, ...); QEMU's sockets are in per-process
+  temp directories (``irqlab-<pid>-*``) and the SSH forward's port is bound by QEMU
+  itself, so workers share nothing but the read-only build cache.
+- **Shards** (``--shard K/N``): run only the K-th of N slices of the collected tests
+  (1-based), so that a CI matrix can split a suite across machines without a
+  scheduler of ours.  Tests are dealt in the collection order, each to the emptiest
+  slice (round-robin when nothing is grouped), so each shard gets a share of every
+  module; a group stays in one shard.
+- **Groups**: a test that uses a fixture of module, class or package scope (a guest
+  booted for a module, a bench run whose result several tests check) is marked
+  ``xdist_group("<that fixture's owner>")``, so that under ``--dist loadgroup`` the
+  tests sharing that setup run on one worker, which pays for it once.  Tests with a
+  guest of their own (function scope: a restore, half a second) are not grouped:
+  any worker runs them as cheaply.  Shards keep a group together too.
+- :func:`default_workers`: how many workers a machine suits (one per usable core).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from irqlab import paths
+
+__all__ = [
+    "RUN_DIR_KEY",
+    "default_workers",
+    "parse_shard",
+    "run_log_dir",
+    "shard_items",
+    "worker_count",
+    "worker_id",
+]
+
+RUN_DIR_KEY = "irqlab_run_dir"  # workerinput key: the run's log directory, named once
+
+
+def usable_cpus() -> int:
+    """Cores this process may run on (the affinity mask, not the machine's total)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def default_workers(cpus: int | None = None) -> int:
+    """Workers for ``pytest -n`` on this machine: one per usable core (each guest's
+    vCPU is one busy host thread under TCG, and a KVM vCPU wants a core too); 1 where
+    there is only one core (then pytest runs without xdist)."""
+    n = usable_cpus() if cpus is None else cpus
+    return max(1, n)
+
+
+def worker_id() -> str | None:
+    """This process's xdist worker id (``gw0``, ...), or None outside xdist workers."""
+    return os.environ.get("PYTEST_XDIST_WORKER") or None
+
+
+def worker_count() -> int:
+    """How many xdist workers this run has (1 without xdist)."""
+    try:
+        return max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    except ValueError:
+        return 1
+
+
+def _new_run_dir() -> Path:
+    return paths.log_dir() / f"pytest-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+
+
+def run_log_dir(config: pytest.Config) -> Path:
+    """This process's log directory: the run's ``pytest-<stamp>-<pid>`` directory, and
+    below it ``<worker id>/`` in an xdist worker.  Only the controller (or a run
+    without workers) prunes older runs, so no worker removes a sibling's directory."""
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None:
+        run = Path(workerinput.get(RUN_DIR_KEY) or _new_run_dir())
+        d = run / str(workerinput.get("workerid", worker_id() or "worker"))
+    else:
+        d = _controller_run_dir(config)
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+_RUN_DIR = pytest.StashKey[Path]()
+
+
+def _controller_run_dir(config: pytest.Config) -> Path:
+    d = config.stash.get(_RUN_DIR, None)
+    if d is None:
+        paths.prune_logs()
+        d = config.stash[_RUN_DIR] = _new_run_dir()
+    return d
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: object) -> None:
+    """xdist controller: every worker logs below the one run directory named here."""
+    config: pytest.Config = node.config  # type: ignore[attr-defined]
+    node.workerinput[RUN_DIR_KEY] = str(_controller_run_dir(config))  # type: ignore[attr-defined]
+
+
+# -- shards ---------------------------------------------------------------------------
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"K/N"`` -> (K, N) with 1 <= K <= N; a ValueError says what is wrong."""
+    k, sep, n = text.partition("/")
+    try:
+        if not sep:
+            raise ValueError
+        kk, nn = int(k), int(n)
+    except ValueError:
+        raise ValueError(f"--shard takes K/N (e.g. 2/4), not {text!r}") from None
+    if not 1 <= kk <= nn:
+        raise ValueError(f"--shard {text}: K must be between 1 and N")
+    return kk, nn
+
+
+def _group(item: pytest.Item) -> str | None:
+    for mark in item.iter_markers("xdist_group"):
+        return str(mark.args[0] if mark.args else mark.kwargs.get("name", "default"))
+    return None
+
+
+def shard_items(
+    items: list[pytest.Item], k: int, n: int
+) -> tuple[list[pytest.Item], list[pytest.Item]]:
+    """(kept, deselected): the K-th of N slices of *items* (1-based).  Tests are dealt
+    in collection order, each to the slice with the fewest tests so far (round-robin
+    when nothing is grouped); the tests of one ``xdist_group`` go together."""
+    units: dict[str, list[pytest.Item]] = {}
+    for it in items:
+        units.setdefault(_group(it) or it.nodeid, []).append(it)
+    sizes = [0] * n
+    mine: set[str] = set()
+    for key, unit in units.items():
+        target = sizes.index(min(sizes))
+        sizes[target] += len(unit)
+        if target == k - 1:
+            mine.add(key)
+    kept = [it for it in items if (_group(it) or it.nodeid) in mine]
+    dropped = [it for it in items if (_group(it) or it.nodeid) not in mine]
+    return kept, dropped
+
+
+SHARED_SCOPES = ("module", "class", "package")
+
+
+def _owner(item: pytest.Item, scope: str) -> pytest.Collector | None:
+    if scope == "class":
+        return item.getparent(pytest.Class)
+    if scope == "package":
+        return item.getparent(pytest.Package)
+    return item.getparent(pytest.Module)
+
+
+def shared_setup_group(item: pytest.Item) -> str | None:
+    """The group of a test that uses a fixture of module, class or package scope: the
+    node that owns that setup (e.g. ``tests/e2e/test_boot.py``); None otherwise."""
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return None
+    for name in info.names_closure:
+        defs = info.name2fixturedefs.get(name) or ()
+        if defs and defs[-1].scope in SHARED_SCOPES:
+            owner = _owner(item, defs[-1].scope)
+            return owner.nodeid if owner is not None else item.nodeid.split("::")[0]
+    return None
+
+
+def _group_suffix(item: pytest.Item) -> str | None:
+    """``@<names>`` as pytest-xdist's loadgroup appends it to a grouped test's nodeid."""
+    names = {
+        str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+        for m in item.iter_markers("xdist_group")
+    }
+    return "@" + "_".join(sorted(names)) if names else None
+
+
+def _suffix_nodeid(item: pytest.Item, suffix: str) -> None:
+    """Give *item* the nodeid ``<nodeid>@<group>`` the loadgroup scheduler groups by.
+
+    pytest-xdist 3.8 sets ``item._nodeid``, but pytest 9 computes ``nodeid`` from the
+    structured ``item._id``: the suffix never reaches the controller and ``--dist
+    loadgroup`` silently schedules test by test.  This sets the id pytest 9 reads."""
+    if item.nodeid.endswith(suffix) or not hasattr(item, "_id"):
+        return
+    from _pytest.nodeid import NodeId
+
+    item._id = NodeId.parse(item.nodeid + suffix)
+
+
+class _SharedSetupGroups:
+    @pytest.hookimpl(tryfirst=True)  # before xdist reads the marks (--dist loadgroup)
+    def pytest_collection_modifyitems(
+        self, config: pytest.Config, items: list[pytest.Item]
+    ) -> None:
+        for item in items:
+            if _group(item) is None:
+                group = shared_setup_group(item)
+                if group is not None:
+                    item.add_marker(pytest.mark.xdist_group(group))
+        if getattr(config.option, "loadgroup", False):  # an xdist worker under loadgroup
+            for item in items:
+                suffix = _group_suffix(item)
+                if suffix is not None:
+                    _suffix_nodeid(item, suffix)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("irqlab")
+    group.addoption(
+        "--shard",
+        default=None,
+        metavar="K/N",
+        help="run only the K-th of N round-robin slices of the collected tests (1-based; "
+        "for a CI matrix): every shard gets a share of every module",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.pluginmanager.register(_SharedSetupGroups(), "irqlab-shared-setup-groups")
+    # known with --strict-markers also when xdist is absent or disabled (-p no:xdist)
+    config.addinivalue_line("markers", "xdist_group(name): run on the same xdist worker")
+    shard = config.getoption("--shard", None)
+    if shard:
+        try:
+            parse_shard(shard)
+        except ValueError as e:
+            raise pytest.UsageError(str(e)) from None
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    shard = config.getoption("--shard", None)
+    if not shard:
+        return
+    kept, dropped = shard_items(items, *parse_shard(shard))
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+    items[:] = kept
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    shard = config.getoption("--shard", None)
+    return f"irqlab: shard {shard}" if shard else None

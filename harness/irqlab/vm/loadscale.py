@@ -1,0 +1,51 @@
+"""Timeouts that stretch with the host's load.
+
+Under TCG every vCPU is a busy host thread: four guests on two cores each run at about
+half speed, and a guest can be descheduled for seconds at a time when other processes
+compete.  The liveness limits that decide "this guest froze" (no agent heartbeat, no
+QMP answer) must then allow for that, or a slow guest is declared dead.
+:func:`timeout_scale` says by how much: the run queue per usable core (the 1-minute load
+average; the number of pytest-xdist workers per core when that is higher, since a run
+that just started has not moved the average yet), at least 1, at most :data:`MAX_SCALE`;
+``$IRQLAB_TIMEOUT_SCALE`` sets a floor (e.g. for a slow CI runner).
+"""
+
+from __future__ import annotations
+
+import os
+
+__all__ = ["MAX_SCALE", "scaled", "timeout_scale"]
+
+MAX_SCALE = 8.0
+
+
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _env_float(name: str, default: float) -> float:
+    try:
+        return float(os.environ.get(name, "") or default)
+    except ValueError:
+        return default
+
+
+def timeout_scale(*, load: float | None = None, cpus: int | None = None) -> float:
+    """How many times longer than on an idle machine a guest may take right now (>= 1)."""
+    n = cpus if cpus is not None else _cpus()
+    if load is None:
+        try:
+            load = os.getloadavg()[0]
+        except OSError:
+            load = 0.0
+    workers = _env_float("PYTEST_XDIST_WORKER_COUNT", 1.0)
+    floor = _env_float("IRQLAB_TIMEOUT_SCALE", 1.0)
+    return min(MAX_SCALE, max(1.0, floor, load / max(n, 1), workers / max(n, 1)))
+
+
+def scaled(seconds: float, **kw: float | int | None) -> float:
+    """*seconds* stretched by :func:`timeout_scale`."""
+    return seconds * timeout_scale(**kw)  # type: ignore[arg-type]

@@ -1,0 +1,157 @@
+"""pytest-xdist workers and CI shards (irqlab.testing.parallel), in inner pytest
+sessions (pytester): no QEMU, no guest."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from irqlab.testing.parallel import default_workers, parse_shard
+
+pytest_plugins = ["pytester"]
+
+TEN_TESTS = """
+import pytest
+
+@pytest.mark.parametrize("i", range(10))
+def test_n(i):
+    pass
+"""
+
+
+def test_one_worker_per_core_and_none_on_one_core() -> None:
+    assert default_workers(1) == 1
+    assert default_workers(2) == 2
+    assert default_workers(4) == 4
+    assert default_workers() >= 1
+
+
+@pytest.mark.parametrize("text", ["", "1", "0/2", "3/2", "a/b", "1/0", "-1/2"])
+def test_a_bad_shard_is_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="--shard"):
+        parse_shard(text)
+
+
+def test_parse_shard() -> None:
+    assert parse_shard("1/1") == (1, 1)
+    assert parse_shard("2/4") == (2, 4)
+
+
+def _selected(pytester: pytest.Pytester, *args: str) -> list[str]:
+    result = pytester.runpytest("--collect-only", "-q", *args)
+    return [ln for ln in result.outlines if "::" in ln]
+
+
+def test_shards_split_the_tests_exactly_once_and_evenly(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_ten=TEN_TESTS)
+    everything = _selected(pytester)
+    assert len(everything) == 10
+    shards = [_selected(pytester, "--shard", f"{k}/3") for k in (1, 2, 3)]
+    assert sorted(len(s) for s in shards) == [3, 3, 4]
+    assert sorted(t for s in shards for t in s) == sorted(everything)
+
+
+def test_shards_apply_after_k(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_ten=TEN_TESTS)
+    shards = [_selected(pytester, "-k", "not 9", "--shard", f"{k}/3") for k in (1, 2, 3)]
+    assert sorted(len(s) for s in shards) == [3, 3, 3]
+
+
+def test_a_bad_shard_option_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_ten=TEN_TESTS)
+    result = pytester.runpytest("--shard", "4/3")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--shard 4/3: K must be between 1 and N*"])
+
+
+LOG_DIRS = """
+import json, os
+
+def test_where(irqlab_log_dir, worker_id, request):
+    out = os.environ["WHERE_OUT"]
+    with open(os.path.join(out, worker_id + ".json"), "w") as f:
+        json.dump({"log_dir": str(irqlab_log_dir), "pid": os.getpid()}, f)
+"""
+
+
+def test_xdist_workers_log_below_one_run_directory_each_in_its_own(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    logs = tmp_path / "logs"
+    out = tmp_path / "out"
+    out.mkdir()
+    monkeypatch.setenv("IRQLAB_LOG_DIR", str(logs))
+    monkeypatch.setenv("WHERE_OUT", str(out))
+    pytester.makepyfile(test_where=LOG_DIRS)
+    result = pytester.runpytest_subprocess("-n", "2", "--dist", "each", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)
+    seen = {p.stem: json.loads(p.read_text()) for p in out.glob("*.json")}
+    assert sorted(seen) == ["gw0", "gw1"]
+    dirs = {w: Path(s["log_dir"]) for w, s in seen.items()}
+    assert dirs["gw0"].parent == dirs["gw1"].parent  # one run directory for the run
+    assert dirs["gw0"].parent.parent == logs and dirs["gw0"].parent.name.startswith("pytest-")
+    assert {d.name for d in dirs.values()} == {"gw0", "gw1"}
+    assert seen["gw0"]["pid"] != seen["gw1"]["pid"]
+    assert [p.name for p in logs.iterdir()] == [dirs["gw0"].parent.name]
+
+
+def test_without_xdist_the_run_directory_is_the_log_directory(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    logs = tmp_path / "logs"
+    out = tmp_path / "out"
+    out.mkdir()
+    monkeypatch.setenv("IRQLAB_LOG_DIR", str(logs))
+    monkeypatch.setenv("WHERE_OUT", str(out))
+    pytester.makepyfile(
+        test_where=LOG_DIRS.replace("worker_id, request", "request").replace("worker_id", '"main"')
+    )
+    result = pytester.runpytest_subprocess("-p", "no:xdist", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    where = Path(json.loads((out / "main.json").read_text())["log_dir"])
+    assert where.parent == logs and where.name.startswith("pytest-")
+
+
+SHARED_SETUP = """
+import os
+import pytest
+
+@pytest.fixture(scope="module")
+def expensive():
+    with open(os.path.join(os.environ["WHERE_OUT"], "setups"), "a") as f:
+        f.write("x")
+    return 1
+
+@pytest.mark.parametrize("i", range(6))
+def test_shares(expensive, i):
+    pass
+
+@pytest.mark.parametrize("i", range(6))
+def test_alone(i):
+    pass
+"""
+
+
+def test_tests_sharing_a_module_fixture_run_on_one_worker_which_sets_it_up_once(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("WHERE_OUT", str(tmp_path))
+    pytester.makepyfile(test_shared=SHARED_SETUP)
+    result = pytester.runpytest_subprocess(
+        "-n", "2", "--dist", "loadgroup", "-p", "no:cacheprovider", "-v"
+    )
+    result.assert_outcomes(passed=12)
+    assert (tmp_path / "setups").read_text() == "x"  # one worker set it up, once
+    shares = [ln for ln in result.outlines if "test_shares[" in ln and "PASSED" in ln]
+    assert len(shares) == 6 and all("@test_shared.py" in ln for ln in shares), shares
+    assert len({ln.split("]")[0].split()[0] for ln in shares}) == 1  # one worker: [gwN]
+
+
+def test_a_shard_keeps_a_group_together(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_shared=SHARED_SETUP)
+    shards = [_selected(pytester, "-p", "no:xdist", "--shard", f"{k}/2") for k in (1, 2)]
+    with_shares = [s for s in shards if any("test_shares" in t for t in s)]
+    assert len(with_shares) == 1 and sum("test_shares" in t for t in with_shares[0]) == 6
+    assert sorted(len(s) for s in shards) == [6, 6]  # the group, plus alone tests dealt

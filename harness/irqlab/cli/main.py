@@ -17,6 +17,7 @@ __all__ = [
     "cmd_buildroot_build",
     "cmd_buildroot_check",
     "cmd_cache",
+    "cmd_kdir",
     "cmd_probe_accel",
     "cmd_regs",
     "command_parser",
@@ -121,6 +122,13 @@ def cmd_buildroot_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_kdir(args: argparse.Namespace) -> int:
+    from irqlab.build.kernel import kernel_build_dir
+
+    print(kernel_build_dir())
+    return 0
+
+
 def cmd_regs(args: argparse.Namespace) -> int:
     from irqlab.contract.regs import PREFIX, REGS
 
@@ -207,6 +215,15 @@ def build_parser() -> argparse.ArgumentParser:
     from irqlab.bench.peers_cli import add_bench_peers_parser
 
     add_bench_peers_parser(sub)
+
+    s = sub.add_parser(
+        "kdir",
+        help="print the guest kernel's build directory: make -C $(irqlab kdir) M=$PWD",
+        description="The Debian guest kernel's headers (extracted into the cache on first "
+        "use): build an out-of-tree module for the guest with `make -C $(irqlab kdir) "
+        "M=$PWD modules`.",
+    )
+    s.set_defaults(func=cmd_kdir)
 
     s = sub.add_parser("regs", help="print the register map parsed from irqlab-regs.h")
     s.add_argument("prefix", nargs="?", default="", help="only names starting so (e.g. REG_)")

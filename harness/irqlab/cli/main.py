@@ -225,6 +225,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.set_defaults(func=cmd_kdir)
 
+    from irqlab.cli.guestcmd import add_guest_parsers
+
+    add_guest_parsers(sub)
+
     s = sub.add_parser("regs", help="print the register map parsed from irqlab-regs.h")
     s.add_argument("prefix", nargs="?", default="", help="only names starting so (e.g. REG_)")
     s.set_defaults(func=cmd_regs)

@@ -1,26 +1,24 @@
 """pytest fixtures for irqlab (loaded through the ``pytest11`` entry point).
 
-The fixtures only wire the library together; all behaviour lives in it:
+Every fixture is ``irqlab_``-prefixed and documented (``pytest --fixtures``); all
+behaviour lives in the library, the fixtures only wire it together.
 
-- ``qemu_install`` (session): :func:`irqlab.build.qemu.ensure_qemu`; a failed build
-  fails the tests with the build log's path (never a skip).
-- ``accel_choice`` (session): :func:`irqlab.vm.accel.choose` for that QEMU.
-- ``irqlab_log_dir`` (session): this run's log directory below :func:`irqlab.paths.log_dir`.
-- ``qtest_machine_factory``: starts device-level QEMUs (``-accel qtest``, no guest)
-  and always stops them at teardown; ``qtest_machine`` is one with ``-device irqlab,id=irq0``.
-- ``injector``: :class:`irqlab.vm.qmp.injector.Injector` on ``qtest_machine``'s ``irq0``.
+Options (each falls back to its environment variable, then the default):
+``--irqlab-accel kvm|tcg|auto`` ($IRQLAB_ACCEL), ``--irqlab-image debian|buildroot``
+($IRQLAB_IMAGE), ``--irqlab-log-dir DIR`` ($IRQLAB_LOG_DIR; default
+``<rootdir>/.irqlab/logs``, one ``pytest-<stamp>-<pid>`` directory per run, the newest
+ten kept).
 
-Booted guest (end to end):
+Device level (a QEMU under the qtest accelerator, no guest):
+``irqlab_qemu``, ``irqlab_accel``, ``irqlab_qtest_factory``, ``irqlab_qtest_machine``,
+``irqlab_qtest_injector``.  The last injects into *that* qtest QEMU, never into a
+booted guest: a guest's device is ``irqlab_device`` / ``irqlab_fresh_device``.
 
-- ``irqlab_guest`` (session): one :class:`irqlab.vm.guest.Guest` (QEMU + Debian kernel +
-  our module + agent) for the whole session; a missing prerequisite fails with its name.
-- ``irqlab_agent``: the guest's agent, reset for this test (no armed paths, counters zero).
-- ``irqlab_device``: :class:`irqlab.testing.helpers.DeviceControl` (inject over QMP, wait on
-  counters).
-- ``irqlab_wait_stats``: poll the driver's per-file stats through the agent.
-- ``irqlab_fresh_guest``: a guest of the test's own, restored from the ready-state
-  snapshot in about half a second; configured by ``@pytest.mark.irqlab(device={...},
-  module={...}, smp=N)``; ``irqlab_fresh_device`` controls its device.
+Booted guest (end to end): ``irqlab_guest`` (session), ``irqlab_agent``,
+``irqlab_device``, ``irqlab_wait_stats``; ``irqlab_fresh_guest`` and
+``irqlab_fresh_device`` for a guest of the test's own, configured by
+``@pytest.mark.irqlab(device={...}, module={...}, smp=N, gpio_edges=LINES,
+modules=[KO, ...], files={GUEST_PATH: FILE}, load_irqlab=True)``.
 
 When a test that started machines fails, the report gets a section naming their logs;
 for the shared guest, the test's own part of the console log and of the agent's streams
@@ -66,10 +64,42 @@ class QtestMachineFactory(Protocol):
     ) -> Machine: ...
 
 
+_OPTIONS = (  # (option, environment variable, help)
+    ("--irqlab-accel", "IRQLAB_ACCEL", "accelerator: kvm, tcg or auto (probe; default)"),
+    ("--irqlab-image", "IRQLAB_IMAGE", "guest image: debian (default) or buildroot"),
+    (
+        "--irqlab-log-dir",
+        "IRQLAB_LOG_DIR",
+        "where irqlab's logs go (default: <rootdir>/.irqlab/logs, a directory per run)",
+    ),
+)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("irqlab", "irqlab (QEMU interrupt test harness)")
+    for option, env, text in _OPTIONS:
+        group.addoption(option, default=None, help=f"{text}; falls back to ${env}")
+
+
+def apply_options(config: pytest.Config) -> None:
+    """The options win over their environment variables (which the library and the
+    processes it starts read); with no log directory configured at all, logs go under
+    pytest's rootdir instead of the installed package's directory."""
+    for option, env, _ in _OPTIONS:
+        value = config.getoption(option)
+        if value:
+            if env == "IRQLAB_LOG_DIR":
+                value = str(Path(value).expanduser().resolve())
+            os.environ[env] = value
+    if not os.environ.get("IRQLAB_LOG_DIR"):
+        os.environ["IRQLAB_LOG_DIR"] = str(Path(config.rootpath) / ".irqlab" / "logs")
+
+
 @pytest.fixture(scope="session")
 def irqlab_log_dir() -> Path:
-    """This run's log directory (``<log dir>/pytest-<stamp>-<pid>``); older runs beyond
-    the newest ten are removed."""
+    """This run's log directory (``<log dir>/pytest-<stamp>-<pid>``; the log dir is
+    ``--irqlab-log-dir``, $IRQLAB_LOG_DIR or ``<rootdir>/.irqlab/logs``); older runs
+    beyond the newest ten are removed."""
     paths.prune_logs()
     d = paths.log_dir() / f"pytest-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     d.mkdir(parents=True, exist_ok=True)
@@ -77,7 +107,9 @@ def irqlab_log_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def qemu_install() -> QemuInstall:
+def irqlab_qemu() -> QemuInstall:
+    """The QEMU build with the irqlab device (:func:`irqlab.build.qemu.ensure_qemu`,
+    built on first use); a failed build fails the tests with its log's path."""
     from irqlab.build.qemu import BuildError, ensure_qemu
 
     try:
@@ -87,8 +119,10 @@ def qemu_install() -> QemuInstall:
 
 
 @pytest.fixture(scope="session")
-def accel_choice(qemu_install: QemuInstall) -> accel.AccelChoice:
-    return accel.choose(qemu_install.binary, datadir=qemu_install.datadir)
+def irqlab_accel(irqlab_qemu: QemuInstall) -> accel.AccelChoice:
+    """The accelerator guests use here (``--irqlab-accel``/$IRQLAB_ACCEL, else the
+    probe: KVM only where it really runs a guest) and why."""
+    return accel.choose(irqlab_qemu.binary, datadir=irqlab_qemu.datadir)
 
 
 def _test_log_root(request: pytest.FixtureRequest, base: Path) -> Path:
@@ -97,9 +131,12 @@ def _test_log_root(request: pytest.FixtureRequest, base: Path) -> Path:
 
 
 @pytest.fixture
-def qtest_machine_factory(
-    request: pytest.FixtureRequest, qemu_install: QemuInstall, irqlab_log_dir: Path
+def irqlab_qtest_factory(
+    request: pytest.FixtureRequest, irqlab_qemu: QemuInstall, irqlab_log_dir: Path
 ) -> Generator[QtestMachineFactory, None, None]:
+    """``factory(device="irqlab,id=irq0", *, extra_args=(), machine="q35",
+    memory="128M")`` starts a device-level QEMU (``-accel qtest``, no guest: the test
+    drives MMIO and sees interrupt lines through qtest); all are stopped at teardown."""
     started: list[Machine] = []
     request.node.stash[_MACHINES] = started
     log_root = _test_log_root(request, irqlab_log_dir)
@@ -115,8 +152,8 @@ def qtest_machine_factory(
         if device:
             args += ["-device", device]
         cfg = MachineConfig(
-            binary=qemu_install.binary,
-            datadir=qemu_install.datadir,
+            binary=irqlab_qemu.binary,
+            datadir=irqlab_qemu.datadir,
             args=[*args, *extra_args],
             qtest=True,
             console=False,
@@ -141,13 +178,17 @@ def qtest_machine_factory(
 
 
 @pytest.fixture
-def qtest_machine(qtest_machine_factory: QtestMachineFactory) -> Machine:
-    return qtest_machine_factory()
+def irqlab_qtest_machine(irqlab_qtest_factory: QtestMachineFactory) -> Machine:
+    """One device-level QEMU (qtest, no guest) with ``-device irqlab,id=irq0``."""
+    return irqlab_qtest_factory()
 
 
 @pytest.fixture
-def injector(qtest_machine: Machine) -> Injector:
-    return Injector(qtest_machine, "irq0")
+def irqlab_qtest_injector(irqlab_qtest_machine: Machine) -> Injector:
+    """The injector of :func:`irqlab_qtest_machine`'s device: QMP to a qtest QEMU with
+    no guest.  To inject into a booted guest use ``irqlab_device`` (or
+    ``irqlab_fresh_device``) instead."""
+    return Injector(irqlab_qtest_machine, "irq0")
 
 
 def start_guest(config: GuestConfig | None = None) -> Guest:
@@ -196,10 +237,13 @@ def pytest_configure(config: pytest.Config) -> None:
         and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
     ):
         signal.signal(signal.SIGTERM, _terminate)
+    apply_options(config)
     config.addinivalue_line(
         "markers",
-        "irqlab(device=None, module=None, smp=1): configure the test's own guest "
-        "(irqlab_fresh_guest): device properties, module parameters, vCPUs",
+        "irqlab(device=None, module=None, smp=1, gpio_edges=None, modules=(), files=None, "
+        "load_irqlab=True): configure the test's own guest (irqlab_fresh_guest): device "
+        "properties, module parameters, vCPUs, GPIO lines armed for edge events (a list "
+        "of lines or a bit mask), your own modules and files, whether ours loads",
     )
 
 
@@ -209,20 +253,42 @@ def fresh_guest_config(request: pytest.FixtureRequest, log_dir: Path | None = No
 
     marker = request.node.get_closest_marker("irqlab")
     kw = dict(marker.kwargs) if marker is not None else {}
-    unknown = set(kw) - {"device", "module", "smp"}
+    known = {"device", "module", "smp", "gpio_edges", "modules", "files", "load_irqlab"}
+    unknown = set(kw) - known
     if unknown or (marker is not None and marker.args):
         pytest.fail(
-            f"@pytest.mark.irqlab takes device=, module=, smp= (got {sorted(unknown)} "
-            f"{marker.args if marker is not None else ()})",
+            f"@pytest.mark.irqlab takes {', '.join(f'{k}=' for k in sorted(known))} (got "
+            f"{sorted(unknown)} {marker.args if marker is not None else ()})",
             pytrace=False,
         )
+    params = dict(kw.get("module") or {})
+    edges = kw.get("gpio_edges")
+    if edges is not None:
+        params["gpio_edges"] = gpio_mask(edges)
     return GuestConfig(
         name="fresh",
         device_props=dict(kw.get("device") or {}),
-        module_params=dict(kw.get("module") or {}),
+        module_params=params,
         smp=int(kw.get("smp", 1)),
         log_dir=log_dir,
+        extra_modules=list(kw.get("modules") or ()),
+        extra_files=dict(kw.get("files") or {}),
+        load_irqlab=bool(kw.get("load_irqlab", True)),
     )
+
+
+def gpio_mask(edges: object) -> int:
+    """``gpio_edges=`` of the marker: a bit mask, or an iterable of line numbers."""
+    if isinstance(edges, int) and not isinstance(edges, bool):
+        return edges
+    if isinstance(edges, (list, tuple, set, frozenset, range)):
+        mask = 0
+        for line in edges:
+            if not isinstance(line, int) or not 0 <= line < 64:
+                pytest.fail(f"gpio_edges: {line!r} is not a line number", pytrace=False)
+            mask |= 1 << line
+        return mask
+    pytest.fail(f"gpio_edges={edges!r}: give a bit mask or a list of lines", pytrace=False)
 
 
 @pytest.fixture
@@ -304,6 +370,9 @@ def irqlab_agent(
 
 @pytest.fixture
 def irqlab_device(irqlab_guest: Guest, irqlab_agent: AgentClient) -> DeviceControl:
+    """The session guest's device from the host (QMP): ``push``, ``pulse``,
+    ``set_lines``, ``edges``, ``burst``, ``counters``, ``wait_counters``
+    (:class:`irqlab.testing.helpers.DeviceControl`)."""
     from irqlab.testing.helpers import DeviceControl
 
     return DeviceControl(irqlab_guest)
@@ -317,6 +386,8 @@ class WaitStats(Protocol):
 
 @pytest.fixture
 def irqlab_wait_stats(irqlab_agent: AgentClient) -> WaitStats:
+    """``wait(handle, pred, timeout=60)``: poll the driver's per-file statistics
+    (GET_STATS on an agent handle) until *pred* holds; returns them."""
     from irqlab.testing.helpers import wait_file_stats
 
     def wait(

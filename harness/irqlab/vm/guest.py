@@ -500,8 +500,38 @@ class Guest:
             raise GuestFault(self.fault)
 
     def _boot(self) -> None:
+        """Start QEMU and wait for the image's ready marker, watching QEMU meanwhile: a
+        fatal line in QEMU's output (a KVM internal error), a QEMU exit or a fault the
+        health watch saw (run state, panic) ends the wait within a second or two,
+        quoting QEMU and the console."""
+        from irqlab.vm.console import ConsoleTimeout
+
         self._start_machine()
-        self.machine.wait_console(self.image.ready_marker, timeout=self.config.boot_timeout)
+        deadline = time.monotonic() + self.config.boot_timeout
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                self.machine.wait_console(self.image.ready_marker, timeout=max(0.0, min(0.5, left)))
+                return
+            except ConsoleTimeout as e:
+                fatal = _qemu_fatal(self.machine.stderr_tail(40))
+                if fatal is not None:
+                    raise GuestError(
+                        f"QEMU failed while the guest booted: {fatal}\n"
+                        f"--- QEMU said\n{self.machine.stderr_tail()}\n"
+                        f"{self.machine.describe_logs()}"
+                    ) from None
+                if self.fault is not None:
+                    raise GuestFault(self.fault, "booting") from None
+                if not self.machine.is_running() or left <= 0:
+                    fault = self.wait_fault(FAULT_VERDICT)
+                    if fault is not None:
+                        raise GuestFault(fault, "booting") from None
+                    console = self.machine.paths.console_log
+                    raise GuestError(
+                        f"{e}\n--- guest console (last lines)\n{_file_tail(console) or '(empty)'}"
+                        f"\n--- QEMU said\n{self.machine.stderr_tail() or '(nothing)'}"
+                    ) from None
 
     def _connect_ssh(self, *, retry_interval: float = 0.1) -> None:
         image = self.image
@@ -765,6 +795,25 @@ class Guest:
             self.reload_module(**self.config.module_params)
         if self.injector is not None:
             self.injector.reset_counters()
+
+
+# Lines QEMU writes when the guest cannot go on although QEMU keeps running.
+_QEMU_FATAL = re.compile(
+    r"^.*(?:KVM internal error|kvm run failed|KVM: entry failed|emulation failure).*$", re.M
+)
+
+
+def _file_tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").rstrip().splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def _qemu_fatal(text: str) -> str | None:
+    """The first fatal line in QEMU's output, or None."""
+    m = _QEMU_FATAL.search(text)
+    return m.group(0).strip() if m else None
 
 
 def _sha256(path: Path | str) -> str:

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Protocol
 import pytest
 
 from irqlab import paths
+from irqlab.testing.diagnostics import GuestDiagnostics
 from irqlab.testing.logslice import LogSlicer
 from irqlab.vm import accel
 from irqlab.vm.machine import Machine, MachineConfig
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
 
 _MACHINES = pytest.StashKey[list[Machine]]()
 _GUEST_LOGS = pytest.StashKey[tuple[LogSlicer, Path]]()
+_DIAGNOSTICS = pytest.StashKey[list[tuple[GuestDiagnostics, Path]]]()
 
 
 class QtestMachineFactory(Protocol):
@@ -200,8 +202,10 @@ def start_guest(config: GuestConfig | None = None) -> Guest:
     try:
         g.start()  # stops whatever it started when it fails
     except PrerequisiteMissing as e:
-        pytest.fail(f"end-to-end prerequisite missing: {e}", pytrace=False)
-    return g
+        missing = str(e)
+    else:
+        return g
+    pytest.fail(f"end-to-end prerequisite missing: {missing}", pytrace=False)
 
 
 @pytest.fixture(scope="session")
@@ -211,15 +215,24 @@ def irqlab_guest(irqlab_log_dir: Path) -> Generator[Guest, None, None]:
     from irqlab.vm.guest import GuestConfig, PrerequisiteMissing, ensure_snapshot
 
     config = GuestConfig(name="e2e", log_dir=irqlab_log_dir)
+    missing = None
     try:
         ensure_snapshot(config)
     except PrerequisiteMissing as e:
-        pytest.fail(f"end-to-end prerequisite missing: {e}", pytrace=False)
+        missing = str(e)
+    if missing is not None:
+        pytest.fail(f"end-to-end prerequisite missing: {missing}", pytrace=False)
     g = start_guest(config)
     try:
         yield g
     finally:
         g.close()
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    from irqlab.testing.diagnostics import report_header
+
+    return report_header()
 
 
 def _terminate(signum: int, frame: object) -> None:
@@ -301,6 +314,9 @@ def irqlab_fresh_guest(
     does to it (panic, unload the module, odd device state) ends with the test."""
     g = start_guest(fresh_guest_config(request, _test_log_root(request, irqlab_log_dir)))
     request.node.stash.setdefault(_MACHINES, []).append(g.machine)
+    request.node.stash.setdefault(_DIAGNOSTICS, []).append(
+        (GuestDiagnostics.start(g), _test_log_root(request, irqlab_log_dir) / "fresh")
+    )
     try:
         yield g
     finally:
@@ -360,6 +376,9 @@ def irqlab_agent(
         LogSlicer(_guest_logs(irqlab_guest)),
         _test_log_root(request, irqlab_log_dir),
     )
+    request.node.stash.setdefault(_DIAGNOSTICS, []).append(
+        (GuestDiagnostics.start(irqlab_guest), _test_log_root(request, irqlab_log_dir))
+    )
     yield client
     if irqlab_guest.fault is not None:
         return  # the test's own failure names the cause; the next test gets a new guest
@@ -403,16 +422,32 @@ def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
+    if not report.failed:
+        return report
+    saved: list[Path] = []
     machines = item.stash.get(_MACHINES, [])
-    if report.failed and machines:
+    if machines:
         report.sections.append(
             ("irqlab logs", "\n".join(f"{m.config.name}: {m.describe_logs()}" for m in machines))
         )
+        saved += [m.paths.log_dir for m in machines if m.paths is not None]
     guest_logs = item.stash.get(_GUEST_LOGS, None)
-    if report.failed and guest_logs is not None:
+    if guest_logs is not None:
         slicer, dest = guest_logs
         files = slicer.save(dest)
+        saved += files
         report.sections.append(
             ("irqlab guest logs (this test's part)", "\n".join(str(f) for f in files))
         )
+    if call.when == "call":
+        for diag, dest in item.stash.get(_DIAGNOSTICS, []):
+            text, files = diag.collect(dest)
+            saved += files
+            report.sections.append((f"irqlab diagnostics ({diag.guest.config.name})", text))
+    # log paths as JUnit properties (the junitxml plugin writes the teardown report's)
+    for path in saved:
+        prop = ("irqlab_log", str(path))
+        if prop not in item.user_properties:
+            item.user_properties.append(prop)
+            report.user_properties.append(prop)
     return report

@@ -9,6 +9,7 @@ from irqlab.errors import IrqlabError
 
 __all__ = [
     "BUNDLED_SOURCES",
+    "CacheDirError",
     "SourceTreeMissing",
     "agent_package_dir",
     "cache_dir",
@@ -48,17 +49,44 @@ def repo_root() -> Path:
     )
 
 
+class CacheDirError(IrqlabError, RuntimeError):
+    """The cache directory cannot be created or written; the message names the variable."""
+
+
+_WRITABLE: set[Path] = set()  # cache directories found writable in this process
+
+
+def _check_writable(path: Path, how: str) -> Path:
+    if path in _WRITABLE:
+        return path
+    import tempfile
+
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        raise CacheDirError(
+            f"the irqlab cache directory {path} ({how}) is not writable: "
+            f"{e.strerror or e}; set IRQLAB_CACHE_DIR to a writable directory"
+        ) from None
+    _WRITABLE.add(path)
+    return path
+
+
 def cache_dir() -> Path:
     """Build cache (QEMU builds, guest images, keys), keyed by input hash inside.
 
     $IRQLAB_CACHE_DIR overrides; default is $XDG_CACHE_HOME/irqlab or ~/.cache/irqlab.
+    It must be writable (locks, snapshots): :class:`CacheDirError` says so otherwise.
     """
     env = os.environ.get("IRQLAB_CACHE_DIR")
     if env:
-        return Path(env).expanduser().resolve()
+        return _check_writable(Path(env).expanduser().resolve(), f"IRQLAB_CACHE_DIR={env}")
     xdg = os.environ.get("XDG_CACHE_HOME")
     base = Path(xdg) if xdg else Path.home() / ".cache"
-    return (base / "irqlab").resolve()
+    how = "$XDG_CACHE_HOME/irqlab" if xdg else "the default, ~/.cache/irqlab"
+    return _check_writable((base / "irqlab").resolve(), how)
 
 
 def log_dir() -> Path:

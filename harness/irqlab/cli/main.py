@@ -245,16 +245,44 @@ def command_parser(name: str) -> tuple[argparse.ArgumentParser, str]:
     raise KeyError(name)
 
 
+def _stdout_gone() -> int:
+    """The reader of our stdout left (``irqlab regs | head``): quiet exit, as a shell
+    tool killed by SIGPIPE, without Python's BrokenPipeError at interpreter exit."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 141
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one subcommand.  User and environment errors (what irqlab reports, a file or
+    directory that cannot be used, a failed external command) end in one line on
+    stderr and exit status 1, never a traceback; IRQLAB_DEBUG=1 shows it anyway."""
+    import os
+    import subprocess
+
     from irqlab.errors import IrqlabError
 
     args = build_parser().parse_args(argv)
+    debug = os.environ.get("IRQLAB_DEBUG") == "1"
     try:
         rc: int = args.func(args)
+        sys.stdout.flush()
     except KeyboardInterrupt:
         return 130
-    except IrqlabError as e:  # what irqlab reports (a failed build step, ...), not a bug
-        print(f"irqlab: {e}", file=sys.stderr)
+    except BrokenPipeError:
+        return _stdout_gone()
+    except (IrqlabError, OSError, subprocess.CalledProcessError) as e:
+        if debug:
+            raise
+        msg = str(e).rstrip() or type(e).__name__
+        if isinstance(e, OSError) and not isinstance(e, IrqlabError):
+            msg = f"{e.strerror or e}" + (f": {e.filename}" if e.filename else "")
+        elif isinstance(e, subprocess.CalledProcessError):
+            cmd = e.cmd if isinstance(e.cmd, str) else " ".join(map(str, e.cmd))
+            msg = f"{cmd!r} failed with exit status {e.returncode}"
+        print(f"irqlab: {msg}", file=sys.stderr)
         return 1
     return rc
 

@@ -201,7 +201,7 @@ def start_guest(config: GuestConfig | None = None) -> Guest:
     g = Guest(config or GuestConfig(name="e2e"))
     try:
         g.start()  # stops whatever it started when it fails
-    except PrerequisiteMissing as e:
+    except (PrerequisiteMissing, paths.CacheDirError) as e:
         missing = str(e)
     else:
         return g
@@ -218,7 +218,7 @@ def irqlab_guest(irqlab_log_dir: Path) -> Generator[Guest, None, None]:
     missing = None
     try:
         ensure_snapshot(config)
-    except PrerequisiteMissing as e:
+    except (PrerequisiteMissing, paths.CacheDirError) as e:
         missing = str(e)
     if missing is not None:
         pytest.fail(f"end-to-end prerequisite missing: {missing}", pytrace=False)

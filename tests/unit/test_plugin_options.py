@@ -64,3 +64,14 @@ def test_options_override_the_environment(
     assert logs in out, out
     r = pytester.runpytest_subprocess("-s", "--irqlab-log-dir", str(tmp_path / "L"))
     assert f"LOGS {tmp_path / 'L'}/pytest-" in r.stdout.str()
+
+
+def test_ini_option_sets_the_default_log_dir(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("IRQLAB_LOG_DIR", raising=False)
+    pytester.makeini("[pytest]\nirqlab_log_dir = out/logs\n")
+    pytester.makepyfile("def test_env(irqlab_log_dir):\n    print('LOGS', irqlab_log_dir)\n")
+    r = pytester.runpytest_subprocess("-s")
+    r.assert_outcomes(passed=1)
+    assert f"LOGS {pytester.path / 'out' / 'logs'}/pytest-" in r.stdout.str()

@@ -283,19 +283,6 @@ def ensure_kernel(
     return _artifacts(cached_build("kernel", digest, build, force=force), pk)
 
 
-def find_kernel(lookup: Lookup = debs.apt_show) -> KernelArtifacts | None:
-    """The extracted guest kernel for the current Debian packages, or None if it is not
-    in the cache yet.  Never builds."""
-    from irqlab.build.cache import is_complete
-
-    try:
-        pk = resolve_packages(lookup)
-    except (debs.AptError, ValueError, OSError):
-        return None
-    out = output_dir("kernel", _kernel_digest(pk))
-    return _artifacts(out, pk) if is_complete(out) else None
-
-
 def kernel_build_dir(log: Log | None = None) -> Path:
     """The directory to build external modules against: ``make -C <it> M=<dir> modules``."""
     return ensure_kernel(log).headers_build_dir

@@ -137,27 +137,33 @@ class GuestDiagnostics:
         return "\n".join(parts), files
 
 
+def _newest(recipe: str) -> Path | None:
+    from irqlab.build import cache
+
+    done = [e for e in cache.entries() if e.name == recipe and e.complete]
+    return max(done, key=lambda e: e.mtime).path if done else None
+
+
 def report_header() -> str:
-    """One line for pytest's header: QEMU version, guest kernel, image, accelerator
-    (what is built; nothing is built or booted for it)."""
+    """One line for pytest's header: QEMU version, guest kernel, image, accelerator.
+    Cheap whatever the state of the cache: it reads the newest complete outputs in it
+    (a build touches what it uses) and asks no package index; nothing is built."""
     import os
 
-    from irqlab.build.qemu import find_qemu
-
     parts: list[str] = []
+    qemu = None
     try:
-        qemu = find_qemu()
-        parts.append(f"QEMU {qemu.version}" if qemu is not None else "QEMU not built yet")
+        qemu = _newest("qemu")
+        version = (qemu / "VERSION").read_text().strip() if qemu is not None else None
+        parts.append(f"QEMU {version}" if version else "QEMU not built yet")
     except Exception as e:
-        qemu = None
         parts.append(f"QEMU unknown ({e})")
     image = os.environ.get("IRQLAB_IMAGE", "debian")
     if image == "debian":
         try:
-            from irqlab.build.kernel import find_kernel
-
-            k = find_kernel()
-            parts.append(f"kernel {k.version}" if k is not None else "kernel not extracted yet")
+            kernel = _newest("kernel")
+            mods = sorted((kernel / "root" / "lib" / "modules").iterdir()) if kernel else []
+            parts.append(f"kernel {mods[0].name}" if mods else "kernel not extracted yet")
         except Exception as e:
             parts.append(f"kernel unknown ({e})")
     parts.append(f"image {image}")
@@ -165,7 +171,8 @@ def report_header() -> str:
         try:
             from irqlab.vm.accel import choose
 
-            parts.append(f"accel {choose(qemu.binary, datadir=qemu.datadir).reason}")
+            binary = qemu / "bin" / "qemu-system-x86_64"
+            parts.append(f"accel {choose(binary, datadir=qemu / 'share' / 'qemu').reason}")
         except Exception as e:
             parts.append(f"accel unknown ({e})")
     return "irqlab: " + ", ".join(parts)

@@ -5,9 +5,9 @@ behaviour lives in the library, the fixtures only wire it together.
 
 Options (each falls back to its environment variable, then the default):
 ``--irqlab-accel kvm|tcg|auto`` ($IRQLAB_ACCEL), ``--irqlab-image debian|buildroot``
-($IRQLAB_IMAGE), ``--irqlab-log-dir DIR`` ($IRQLAB_LOG_DIR; default
-``<rootdir>/.irqlab/logs``, one ``pytest-<stamp>-<pid>`` directory per run, the newest
-ten kept).
+($IRQLAB_IMAGE), ``--irqlab-log-dir DIR`` ($IRQLAB_LOG_DIR, then the ini option
+``irqlab_log_dir`` relative to the rootdir; default ``<rootdir>/.irqlab/logs``, one
+``pytest-<stamp>-<pid>`` directory per run, the newest ten kept).
 
 Device level (a QEMU under the qtest accelerator, no guest):
 ``irqlab_qemu``, ``irqlab_accel``, ``irqlab_qtest_factory``, ``irqlab_qtest_machine``,
@@ -81,6 +81,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("irqlab", "irqlab (QEMU interrupt test harness)")
     for option, env, text in _OPTIONS:
         group.addoption(option, default=None, help=f"{text}; falls back to ${env}")
+    parser.addini(
+        "irqlab_log_dir",
+        "irqlab's log directory, relative to the rootdir (after --irqlab-log-dir and "
+        "$IRQLAB_LOG_DIR; default .irqlab/logs)",
+        default="",
+    )
 
 
 def apply_options(config: pytest.Config) -> None:
@@ -94,7 +100,8 @@ def apply_options(config: pytest.Config) -> None:
                 value = str(Path(value).expanduser().resolve())
             os.environ[env] = value
     if not os.environ.get("IRQLAB_LOG_DIR"):
-        os.environ["IRQLAB_LOG_DIR"] = str(Path(config.rootpath) / ".irqlab" / "logs")
+        ini = str(config.getini("irqlab_log_dir") or ".irqlab/logs")
+        os.environ["IRQLAB_LOG_DIR"] = str((Path(config.rootpath) / ini).resolve())
 
 
 @pytest.fixture(scope="session")

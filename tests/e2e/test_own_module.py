@@ -8,12 +8,13 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from irqlab.testing.plugin import start_guest
-from irqlab.vm.guest import Guest, GuestConfig
+from irqlab.vm.guest import Guest, GuestConfig, GuestError
 
 HERE = Path(__file__).resolve().parent
 
@@ -84,3 +85,29 @@ def test_snapshot_key_follows_the_modules_content(mymod: Path, tmp_path: Path) -
         f.write(b"\0")
     assert a.snapshot_key() != b.snapshot_key()
     assert a.snapshot_key() != Guest(GuestConfig()).prepare().snapshot_key()
+
+
+def test_irqlab_kmod_that_does_not_bind_fails_fast_and_says_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """IRQLAB_KMOD with a module named irqlab that never binds the device (mymod built
+    under our name) ends in seconds with the kernel's last lines, not an SSH timeout."""
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copy(HERE / "mymod" / "mymod.c", src / "irqlab.c")
+    (src / "Kbuild").write_text("obj-m := irqlab.o\n")
+    kdir = subprocess.run(
+        [sys.executable, "-m", "irqlab.cli.main", "kdir"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    subprocess.run(["make", "-C", kdir, f"M={src}", "modules"], check=True, capture_output=True)
+    monkeypatch.setenv("IRQLAB_KMOD", str(src / "irqlab.ko"))
+    t0 = time.monotonic()
+    with pytest.raises(GuestError) as info:
+        Guest(GuestConfig(name="no-bind", snapshot=False)).start()
+    took = time.monotonic() - t0
+    msg = str(info.value)
+    assert "/dev/irqlab0 did not appear" in msg and "mymod: hello" in msg, msg
+    assert took < 60, f"{took:.1f} s (the image is rebuilt for the module, then 10 s)"

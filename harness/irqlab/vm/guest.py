@@ -611,7 +611,27 @@ class Guest:
         args = " ".join(f"{k}={shlex.quote(str(v))}" for k, v in opts.items())
         self.sh(f"modprobe {self.module} {args}".strip())
         uio = str(opts.get("uio", 0)) in ("1", "y", "Y", "True")
-        self.wait_for_node("/dev/uio0" if uio else self.dev)
+        self._wait_for_driver_node("/dev/uio0" if uio else self.dev)
+
+    def _wait_for_driver_node(self, node: str, timeout: float = 10.0) -> None:
+        """The driver's node appears while modprobe probes the device: its absence a few
+        seconds later is a driver that did not bind, said with the kernel's last words
+        (not an SSH timeout)."""
+        q = shlex.quote(node)
+        # a deadline by the guest's clock: the loop's speed under TCG does not matter
+        script = (
+            f"end=$(( $(cut -d. -f1 /proc/uptime) + {int(timeout)} )); "
+            f"while [ ! -c {q} ] && [ $(cut -d. -f1 /proc/uptime) -lt $end ]; do "
+            f"usleep 10000 2>/dev/null || sleep 0.01; done; "
+            f"if [ -c {q} ]; then echo present; else echo absent; fi"
+        )
+        if self.sh(script, timeout=timeout + 30).strip() != "present":
+            raise GuestError(
+                f"{self.module} loaded but {node} did not appear within {timeout:g} s: the "
+                "driver did not bind the irqlab device (is it a build of our driver? your "
+                "own modules go in GuestConfig(extra_modules=...)); last kernel messages:\n"
+                + self.sh("dmesg | tail -n 12", check=False)
+            )
 
     def install_extras(self) -> None:
         """Put ``config.extra_files`` into the guest, copy ``config.extra_modules`` to

@@ -512,6 +512,31 @@ static long irqlab_ioc_flush(struct irqlab_file *f)
 	return n;
 }
 
+/*
+ * One device clock reading bracketed by two CLOCK_MONOTONIC readings (the
+ * device samples its clock at the TIME_LO read).  Under evq_lock: the hard
+ * IRQ handler reads TIME_LO/HI too, and TIME_LO latches TIME_HI.
+ */
+static long irqlab_ioc_get_clock(struct irqlab_file *f, void __user *uarg)
+{
+	struct irqlab_dev *idev = f->idev;
+	struct irqlab_clock clk = { };
+	unsigned long flags;
+	u32 lo;
+
+	spin_lock_irqsave(&idev->evq_lock, flags);
+	if (idev->hw_stopped) {
+		spin_unlock_irqrestore(&idev->evq_lock, flags);
+		return -ENODEV;
+	}
+	clk.mono_before_ns = ktime_get_ns();
+	lo = irqlab_rd(idev, IRQLAB_REG_TIME_LO);
+	clk.mono_after_ns = ktime_get_ns();
+	clk.dev_ns = ((u64)irqlab_rd(idev, IRQLAB_REG_TIME_HI) << 32) | lo;
+	spin_unlock_irqrestore(&idev->evq_lock, flags);
+	return copy_to_user(uarg, &clk, sizeof(clk)) ? -EFAULT : 0;
+}
+
 static long irqlab_ev_ioctl(struct file *filp, unsigned int cmd,
 			    unsigned long arg)
 {
@@ -531,6 +556,8 @@ static long irqlab_ev_ioctl(struct file *filp, unsigned int cmd,
 		return irqlab_ioc_set_sources(f, uarg);
 	case IRQLAB_IOC_FLUSH:
 		return irqlab_ioc_flush(f);
+	case IRQLAB_IOC_GET_CLOCK:
+		return irqlab_ioc_get_clock(f, uarg);
 	default:
 		return -ENOTTY;
 	}

@@ -28,6 +28,13 @@
 
 /* Fetch at most this many device-queue passes per handler run, then re-arm. */
 #define IRQLAB_MAX_PASSES	2
+/*
+ * Events one hard IRQ run fetches at most (each costs ~6 register accesses,
+ * trapped and slow in a VM).  Beyond it the sources are masked at the device
+ * and a work item drains the queue in batches of this size, so a storm
+ * cannot keep the CPU in hard IRQ context.
+ */
+#define IRQLAB_IRQ_BUDGET	256
 /* Staging buffer between the hard IRQ handler and the wakeup stage. */
 #define IRQLAB_STAGE_RECORDS	roundup_pow_of_two(IRQLAB_MAX_EVQ_DEPTH)
 /* irq_mode parameter value next to the IRQLAB_IRQ_MODE_* ones. */
@@ -184,18 +191,19 @@ void irqlab_stage(struct irqlab_dev *idev, struct irqlab_event *ev)
 }
 
 /*
- * Fetch events from the device queue into the staging buffer.  The budget of
- * one queue depth covers every event queued when the caller cleared the
- * status; events raised later set the status again.  Called with evq_lock.
+ * Fetch up to @budget events from the device queue into the staging buffer;
+ * returns how many.  Events raised after the caller cleared the status set
+ * it again; a caller whose budget ran out drains the rest later (deferred).
+ * Called with evq_lock.
  */
-static void irqlab_fetch_events(struct irqlab_dev *idev, u64 isr_ns)
+static u32 irqlab_fetch_events(struct irqlab_dev *idev, u64 isr_ns, u32 budget)
 {
 	struct irqlab_event ev = { .isr_ns = isr_ns };
-	u32 budget = idev->evq_depth;
+	u32 fetched = 0;
 	u32 info;
 
 	ev.isr_dev_ns = irqlab_rd64(idev, IRQLAB_REG_TIME_LO, IRQLAB_REG_TIME_HI);
-	while (budget--) {
+	for (; fetched < budget; fetched++) {
 		info = irqlab_rd(idev, IRQLAB_REG_EVQ_HEAD_INFO);
 		if (!(info & IRQLAB_EVINFO_VALID))
 			break;
@@ -218,6 +226,7 @@ static void irqlab_fetch_events(struct irqlab_dev *idev, u64 isr_ns)
 			irqlab_gpio_event(idev, &ev);
 		irqlab_stage(idev, &ev);
 	}
+	return fetched;
 }
 
 /* Clear the latched status of @pending sources.  Called with evq_lock. */
@@ -243,8 +252,10 @@ static void irqlab_ack_sources(struct irqlab_dev *idev, u32 pending)
  */
 static void irqlab_rearm(struct irqlab_dev *idev, u32 pending)
 {
-	irqlab_wr(idev, IRQLAB_REG_IRQ_ENABLE, idev->irq_sources & ~pending);
-	irqlab_wr(idev, IRQLAB_REG_IRQ_ENABLE, idev->irq_sources);
+	u32 enable = idev->irq_sources & ~idev->deferred;
+
+	irqlab_wr(idev, IRQLAB_REG_IRQ_ENABLE, enable & ~pending);
+	irqlab_wr(idev, IRQLAB_REG_IRQ_ENABLE, enable);
 	idev->rearms++;
 }
 
@@ -256,15 +267,27 @@ static u32 irqlab_pending(struct irqlab_vec *vec)
 	return pending == U32_MAX ? 0 : pending & vec->sources;
 }
 
+/*
+ * The budget ran out: mask @sources at the device until the work item has
+ * drained the queue.  Called with evq_lock.
+ */
+static void irqlab_defer(struct irqlab_dev *idev, u32 sources)
+{
+	idev->deferred |= sources;
+	irqlab_wr(idev, IRQLAB_REG_IRQ_ENABLE, idev->irq_sources & ~idev->deferred);
+}
+
 static irqreturn_t irqlab_hardirq(int irq, void *data)
 {
 	struct irqlab_vec *vec = data;
 	struct irqlab_dev *idev = vec->idev;
 	u64 isr_ns = ktime_get_ns();
+	u32 budget = IRQLAB_IRQ_BUDGET;
+	bool staged, gpio = false;
+	bool defer = false;
 	unsigned long flags;
 	unsigned int pass;
 	bool ours = false;
-	bool staged, gpio;
 	u32 pending;
 
 	spin_lock_irqsave(&idev->evq_lock, flags);
@@ -275,14 +298,20 @@ static irqreturn_t irqlab_hardirq(int irq, void *data)
 		 * pending summary) is handled in the next pass.
 		 */
 		pending = irqlab_pending(vec);
-		for (pass = 0; pending && pass < IRQLAB_MAX_PASSES; pass++) {
+		for (pass = 0; pending && pass < IRQLAB_MAX_PASSES && budget; pass++) {
 			ours = true;
 			irqlab_ack_sources(idev, pending);
-			irqlab_fetch_events(idev, isr_ns);
+			budget -= irqlab_fetch_events(idev, isr_ns, budget);
 			pending = irqlab_pending(vec);
 		}
-		if (pending)
+		if (ours && !budget) {
+			/* The queue may hold more, with the status cleared. */
+			irqlab_defer(idev, vec->sources);
+			defer = true;
+		} else if (pending) {
 			irqlab_rearm(idev, pending);
+		}
+		gpio = !kfifo_is_empty(&idev->gpio_evq);
 	}
 	if (ours)
 		idev->irqs++;
@@ -291,11 +320,12 @@ static irqreturn_t irqlab_hardirq(int irq, void *data)
 	else
 		idev->irqs_spurious++;
 	staged = !kfifo_is_empty(&idev->stage);
-	gpio = !kfifo_is_empty(&idev->gpio_evq);
 	spin_unlock_irqrestore(&idev->evq_lock, flags);
 
 	if (gpio)
 		queue_work(system_highpri_wq, &idev->gpio_work);
+	if (defer)
+		queue_work(system_wq, &idev->defer_work);
 
 	/* MSI and MSI-X vectors are ours alone: never report them unhandled. */
 	if (!ours && idev->irq_mode == IRQLAB_IRQ_MODE_INTX)
@@ -326,6 +356,43 @@ static irqreturn_t irqlab_thread_fn(int irq, void *data)
 static void irqlab_work_fn(struct work_struct *work)
 {
 	irqlab_deliver(container_of(work, struct irqlab_dev, work));
+}
+
+/*
+ * Drain what the hard IRQ handler left (its budget ran out), a batch at a
+ * time with a chance to reschedule in between, then unmask the deferred
+ * sources: what is pending by then signals afresh.
+ */
+static void irqlab_defer_work_fn(struct work_struct *work)
+{
+	struct irqlab_dev *idev = container_of(work, struct irqlab_dev, defer_work);
+	unsigned long flags;
+	bool more, gpio;
+	u32 status;
+
+	do {
+		spin_lock_irqsave(&idev->evq_lock, flags);
+		if (idev->hw_stopped) {
+			spin_unlock_irqrestore(&idev->evq_lock, flags);
+			return;
+		}
+		status = irqlab_rd(idev, IRQLAB_REG_IRQ_STATUS);
+		if (status != U32_MAX && (status & idev->deferred))
+			irqlab_ack_sources(idev, status & idev->deferred);
+		more = irqlab_fetch_events(idev, ktime_get_ns(),
+					   IRQLAB_IRQ_BUDGET) == IRQLAB_IRQ_BUDGET;
+		if (!more) {
+			idev->deferred = 0;
+			irqlab_wr(idev, IRQLAB_REG_IRQ_ENABLE, idev->irq_sources);
+		}
+		gpio = !kfifo_is_empty(&idev->gpio_evq);
+		spin_unlock_irqrestore(&idev->evq_lock, flags);
+
+		irqlab_deliver(idev);
+		if (gpio)
+			queue_work(system_highpri_wq, &idev->gpio_work);
+		cond_resched();
+	} while (more);
 }
 
 /* --- process context register access ----------------------------------- */
@@ -425,6 +492,7 @@ static struct irqlab_dev *irqlab_alloc(struct pci_dev *pdev, void __iomem *regs)
 	INIT_LIST_HEAD(&idev->files);
 	INIT_LIST_HEAD(&idev->counters);
 	INIT_WORK(&idev->work, irqlab_work_fn);
+	INIT_WORK(&idev->defer_work, irqlab_defer_work_fn);
 	idev->wakeup = wakeup.val;
 	return idev;
 
@@ -489,16 +557,23 @@ static void irqlab_cancel_work(void *data)
 }
 
 /*
- * Allocate the vectors (managed) and decide which sources each serves;
+ * Allocate the vectors (managed), of the types in @allowed (PCI_IRQ_*) that
+ * the irq_mode parameter asks for, and decide which sources each serves;
  * *irqflags gets the request_irq() flags they need (INTx is shared).
  */
-int irqlab_alloc_vectors(struct irqlab_dev *idev, unsigned long *irqflags)
+int irqlab_alloc_vectors(struct irqlab_dev *idev, unsigned int allowed,
+			 unsigned long *irqflags)
 {
 	struct pci_dev *pdev = idev->pdev;
 	struct device *dev = &pdev->dev;
 	u32 dev_mode = FIELD_GET(IRQLAB_FEAT_IRQ_MODE_MASK, idev->features);
+	unsigned int types = irqlab_irq_types[irq_mode.val] & allowed;
 	unsigned int i;
 	int nvec;
+
+	if (!types)
+		return dev_err_probe(dev, -EINVAL, "irq_mode=%s is not possible here\n",
+				     irqlab_irq_mode_names[irq_mode.val]);
 
 	/*
 	 * The kernel prefers MSI-X, then MSI, then INTx.  The device offers
@@ -506,8 +581,7 @@ int irqlab_alloc_vectors(struct irqlab_dev *idev, unsigned long *irqflags)
 	 * that is not enabled, so irq_mode=intx works on any device.
 	 * Managed: pcim_enable_device() makes the PCI core free the vectors.
 	 */
-	nvec = pci_alloc_irq_vectors(pdev, 1, IRQLAB_NUM_SOURCES,
-				     irqlab_irq_types[irq_mode.val]);
+	nvec = pci_alloc_irq_vectors(pdev, 1, IRQLAB_NUM_SOURCES, types);
 	if (nvec < 0)
 		return dev_err_probe(dev, nvec, "no interrupt of type %s\n",
 				     irqlab_irq_mode_names[irq_mode.val]);
@@ -549,7 +623,7 @@ static int irqlab_setup_irqs(struct irqlab_dev *idev)
 	unsigned int i;
 	int ret;
 
-	ret = irqlab_alloc_vectors(idev, &irqflags);
+	ret = irqlab_alloc_vectors(idev, PCI_IRQ_ALL_TYPES, &irqflags);
 	if (ret)
 		return ret;
 
@@ -592,6 +666,7 @@ static void irqlab_hw_stop(void *data)
 {
 	struct irqlab_dev *idev = data;
 	unsigned long flags;
+	unsigned int i;
 
 	spin_lock_irqsave(&idev->evq_lock, flags);
 	idev->hw_stopped = true;
@@ -602,7 +677,16 @@ static void irqlab_hw_stop(void *data)
 	irqlab_wr(idev, IRQLAB_REG_GPIO_LEVEL_HIGH, 0);
 	irqlab_wr(idev, IRQLAB_REG_GPIO_LEVEL_LOW, 0);
 	spin_unlock_irqrestore(&idev->evq_lock, flags);
-	/* No handler queues GPIO work or arms the key timer any more. */
+	/*
+	 * A handler may still run (an MSI in flight, another device on a
+	 * shared INTx line) until the IRQs are freed, but from now on it sees
+	 * hw_stopped and queues nothing.  Wait for those that started before,
+	 * and the work they queued, before the gpio chip, the BAR and the
+	 * structure go away.
+	 */
+	for (i = 0; i < idev->nvecs; i++)
+		synchronize_irq(pci_irq_vector(idev->pdev, i));
+	cancel_work_sync(&idev->defer_work);
 	irqlab_gpio_stop(idev);
 }
 

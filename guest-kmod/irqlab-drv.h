@@ -66,8 +66,9 @@ struct irqlab_vec {
  * operations that the hardware is gone.
  *
  * Locking:
- * @evq_lock: producer side, taken by the hard IRQ handlers: device event
- *	queue, @stage producer index, producer counters, @hw_stopped.
+ * @evq_lock: producer side, taken by the hard IRQ handlers and @defer_work:
+ *	device event queue, @stage producer index, producer counters,
+ *	@hw_stopped, @deferred.
  * @lock: consumer side: @stage consumer index, the lists of open files and
  *	everything in them, @dead, @deliveries.
  * @hw_lock: process-context register access (ACK), @dead, ACK counters.
@@ -108,6 +109,9 @@ struct irqlab_dev {
 	u64 stage_lost;
 
 	struct work_struct work;	/* wakeup=workqueue */
+	/* Sources masked at the device until @defer_work drained the queue. */
+	u32 deferred;
+	struct work_struct defer_work;
 
 	/* Consumer side (wakeup stage, open files). */
 	spinlock_t lock;
@@ -175,7 +179,8 @@ void irqlab_put(struct irqlab_dev *idev);
 int irqlab_hw_ack(struct irqlab_dev *idev, u32 seq, u64 *latency_ns);
 void irqlab_hw_stats(struct irqlab_dev *idev, struct irqlab_stats *st);
 void irqlab_stage(struct irqlab_dev *idev, struct irqlab_event *ev);
-int irqlab_alloc_vectors(struct irqlab_dev *idev, unsigned long *irqflags);
+int irqlab_alloc_vectors(struct irqlab_dev *idev, unsigned int allowed,
+			 unsigned long *irqflags);
 
 /* irqlab-gpio.c */
 void irqlab_gpio_init(struct irqlab_dev *idev, u32 edges, int key_line,

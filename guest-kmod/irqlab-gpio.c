@@ -335,11 +335,15 @@ void irqlab_gpio_hw_start(struct irqlab_dev *idev)
 				     BIT(idev->key_line));
 }
 
-/* After the device stopped signalling (evq_lock dropped): no more callbacks. */
+/*
+ * After the device stopped signalling and the handlers that saw it running
+ * finished: no more callbacks, and nothing left for a work item to replay.
+ */
 void irqlab_gpio_stop(struct irqlab_dev *idev)
 {
 	cancel_work_sync(&idev->gpio_work);
 	timer_delete_sync(&idev->key_timer);
+	kfifo_reset(&idev->gpio_evq);
 }
 
 static void irqlab_key_free(void *data)

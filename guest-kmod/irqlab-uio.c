@@ -9,6 +9,12 @@
  * supported (no irqcontrol): re-enabling is the device's business.
  *
  * Neither /dev/irqlabN nor the gpio chip exist in this mode.
+ *
+ * MSI-X is never used here: its table lives in BAR0 (IRQLAB_MSIX_TABLE_OFFSET,
+ * in the same page as the registers), and a process that could rewrite an
+ * enabled vector's address and data could make the device write anywhere in
+ * guest memory.  irq_mode=auto takes MSI or INTx (a device in msix mode
+ * signals through INTA while MSI-X is disabled); irq_mode=msix is refused.
  */
 
 #include <linux/bits.h>
@@ -58,7 +64,7 @@ int irqlab_uio_setup(struct irqlab_dev *idev)
 	unsigned int i;
 	int ret;
 
-	ret = irqlab_alloc_vectors(idev, &flags);
+	ret = irqlab_alloc_vectors(idev, PCI_IRQ_MSI | PCI_IRQ_INTX, &flags);
 	if (ret)
 		return ret;
 

@@ -323,13 +323,15 @@ static void irqlab_count_coalesced(IrqlabState *s, unsigned src)
     }
 }
 
-/* Give the raise a sequence number and queue it; false if it was dropped */
+/*
+ * Give the raise a sequence number and queue it with raise time @ts (now,
+ * or a burst step's deadline); false if it was dropped.
+ */
 static bool irqlab_raise_event(IrqlabState *s, unsigned src, unsigned line,
-                               unsigned kind, uint32_t value)
+                               unsigned kind, uint32_t value, int64_t ts)
 {
     uint32_t seq = s->next_seq;
     IrqlabEvent *ev;
-    int64_t now = irqlab_now();
 
     s->next_seq = seq + 1 ? seq + 1 : 1;
     s->raised++;
@@ -350,14 +352,14 @@ static bool irqlab_raise_event(IrqlabState *s, unsigned src, unsigned line,
         s->evq_lost = false;
     }
     ev->value = value;
-    ev->ts = now;
+    ev->ts = ts;
     s->evq_count++;
     if (src == IRQLAB_SRC_FIFO) {
         s->fifo_count++;
     }
 
     s->ack_win_seq[seq % IRQLAB_ACK_WINDOW] = seq;
-    s->ack_win_ts[seq % IRQLAB_ACK_WINDOW] = now;
+    s->ack_win_ts[seq % IRQLAB_ACK_WINDOW] = ts;
     return true;
 }
 
@@ -375,11 +377,12 @@ static void irqlab_evq_pop(IrqlabState *s)
 }
 
 /* FIFO and BURST: latch IRQ_STATUS when the event was queued */
-static void irqlab_raise_latched(IrqlabState *s, unsigned src, uint32_t value)
+static void irqlab_raise_latched(IrqlabState *s, unsigned src, uint32_t value,
+                                 int64_t ts)
 {
     uint32_t pending = irqlab_pending(s);
 
-    if (irqlab_raise_event(s, src, 0, 0, value)) {
+    if (irqlab_raise_event(s, src, 0, 0, value, ts)) {
         if (pending & (1u << src)) {
             s->coalesced++;
         }
@@ -390,7 +393,7 @@ static void irqlab_raise_latched(IrqlabState *s, unsigned src, uint32_t value)
 /* ---- GPIO ------------------------------------------------------------- */
 
 static void irqlab_gpio_latch(IrqlabState *s, unsigned line, unsigned kind,
-                              bool level)
+                              bool level, int64_t ts)
 {
     uint32_t bit = 1u << line;
 
@@ -398,11 +401,11 @@ static void irqlab_gpio_latch(IrqlabState *s, unsigned line, unsigned kind,
         irqlab_count_coalesced(s, IRQLAB_SRC_GPIO);
     }
     s->gpio_status |= bit;
-    irqlab_raise_event(s, IRQLAB_SRC_GPIO, line, kind, level);
+    irqlab_raise_event(s, IRQLAB_SRC_GPIO, line, kind, level, ts);
 }
 
 /* Level detection: raise when a line's STATUS goes 0->1 */
-static void irqlab_gpio_check_levels(IrqlabState *s)
+static void irqlab_gpio_check_levels_at(IrqlabState *s, int64_t ts)
 {
     uint32_t high = s->gpio_in & s->gpio_level_high;
     uint32_t low = ~s->gpio_in & s->gpio_level_low;
@@ -416,12 +419,18 @@ static void irqlab_gpio_check_levels(IrqlabState *s)
             irqlab_gpio_latch(s, line,
                               (high & bit) ? IRQLAB_KIND_LEVEL_HIGH
                                            : IRQLAB_KIND_LEVEL_LOW,
-                              s->gpio_in & bit);
+                              s->gpio_in & bit, ts);
         }
     }
 }
 
-static void irqlab_gpio_drive(IrqlabState *s, uint32_t levels)
+static void irqlab_gpio_check_levels(IrqlabState *s)
+{
+    irqlab_gpio_check_levels_at(s, irqlab_now());
+}
+
+/* The host (or a burst step due at @ts) drives the input levels */
+static void irqlab_gpio_drive_at(IrqlabState *s, uint32_t levels, int64_t ts)
 {
     uint32_t changed = (s->gpio_in ^ levels) & s->gpio_mask;
     unsigned line;
@@ -434,13 +443,18 @@ static void irqlab_gpio_drive(IrqlabState *s, uint32_t levels)
             continue;
         }
         if ((levels & bit) && (s->gpio_rising & bit)) {
-            irqlab_gpio_latch(s, line, IRQLAB_KIND_RISING, true);
+            irqlab_gpio_latch(s, line, IRQLAB_KIND_RISING, true, ts);
         } else if (!(levels & bit) && (s->gpio_falling & bit)) {
-            irqlab_gpio_latch(s, line, IRQLAB_KIND_FALLING, false);
+            irqlab_gpio_latch(s, line, IRQLAB_KIND_FALLING, false, ts);
         }
     }
-    irqlab_gpio_check_levels(s);
+    irqlab_gpio_check_levels_at(s, ts);
     irqlab_update_irq(s);
+}
+
+static void irqlab_gpio_drive(IrqlabState *s, uint32_t levels)
+{
+    irqlab_gpio_drive_at(s, levels, irqlab_now());
 }
 
 /* ---- burst generator -------------------------------------------------- */
@@ -456,19 +470,92 @@ static int64_t irqlab_burst_deadline(IrqlabState *s)
 }
 
 /*
- * One burst step: a BURST event, or with burst-line set a toggle of that
- * GPIO input, which goes through edge/level detection like a host change.
+ * One burst step, due at @deadline (its raise timestamp): a BURST event, or
+ * with burst-line set a toggle of that GPIO input, which goes through
+ * edge/level detection like a host change.
  */
-static void irqlab_burst_step(IrqlabState *s)
+static void irqlab_burst_step(IrqlabState *s, int64_t deadline)
 {
     if (s->burst_line == IRQLAB_BURST_LINE_NONE) {
-        irqlab_raise_latched(s, IRQLAB_SRC_BURST, s->burst_next);
+        irqlab_raise_latched(s, IRQLAB_SRC_BURST, s->burst_next, deadline);
     } else {
-        irqlab_gpio_drive(s, s->gpio_in ^ (1u << s->burst_line));
+        irqlab_gpio_drive_at(s, s->gpio_in ^ (1u << s->burst_line), deadline);
     }
 }
 
-/* Raise every event whose deadline has passed, then wait for the next */
+/* Use up @n sequence numbers at once (0 is skipped on wrap-around) */
+static void irqlab_seq_advance(IrqlabState *s, uint64_t n)
+{
+    uint64_t seq = s->next_seq - 1 + n % UINT32_MAX;
+
+    s->next_seq = seq % UINT32_MAX + 1;
+}
+
+/*
+ * Whether every further step only counts: a raise that is dropped (queue
+ * full) or no raise at all, and no new latch.  A BURST step once the queue
+ * is full; a GPIO step once its line's status is latched (no level raise
+ * and no new IRQ_PENDING bit can follow) or while the line detects
+ * nothing, and whose edges are not detected or would be dropped.
+ */
+static bool irqlab_burst_steps_drop(IrqlabState *s)
+{
+    bool full = s->evq_count >= s->evq_depth;
+    uint32_t bit, edges, levels;
+
+    if (s->burst_line == IRQLAB_BURST_LINE_NONE) {
+        return full;
+    }
+    bit = 1u << s->burst_line;
+    edges = (s->gpio_rising | s->gpio_falling) & bit;
+    levels = (s->gpio_level_high | s->gpio_level_low) & bit;
+    if (!(s->gpio_status & bit) && (edges || levels)) {
+        return false;
+    }
+    return full || !edges;
+}
+
+/*
+ * Count @n overdue steps that irqlab_burst_steps_drop() allows in one go,
+ * exactly as raising them one by one would count them.
+ */
+static void irqlab_burst_drop_steps(IrqlabState *s, uint32_t n)
+{
+    uint64_t raises = n;
+
+    if (s->burst_line != IRQLAB_BURST_LINE_NONE) {
+        uint32_t bit = 1u << s->burst_line;
+        uint64_t first = (n + 1) / 2, second = n / 2;
+        bool low = !(s->gpio_in & bit);
+        uint64_t rising = low ? first : second;
+        uint64_t falling = low ? second : first;
+
+        raises = ((s->gpio_rising & bit) ? rising : 0) +
+                 ((s->gpio_falling & bit) ? falling : 0);
+        if ((s->gpio_irq_en & bit) &&
+            (irqlab_pending(s) & (1u << IRQLAB_SRC_GPIO))) {
+            s->coalesced += raises;
+        }
+        if (n & 1) {
+            s->gpio_in ^= bit;
+        }
+    }
+    if (raises) {
+        irqlab_seq_advance(s, raises);
+        s->raised += raises;
+        s->dropped += raises;
+        s->evq_overflow += raises;
+        s->evq_lost = true;
+    }
+    s->burst_next += n;
+    s->burst_remaining -= n;
+}
+
+/*
+ * Raise every step whose deadline has passed, then wait for the next.  Work
+ * per call is bounded by the queue depth: steps are raised one by one until
+ * the queue is full, the overdue rest is counted in one go.
+ */
 static void irqlab_burst_tick(void *opaque)
 {
     IrqlabState *s = opaque;
@@ -476,12 +563,20 @@ static void irqlab_burst_tick(void *opaque)
 
     while (s->burst_remaining) {
         int64_t deadline = irqlab_burst_deadline(s);
+        uint64_t due;
 
         if (deadline > now) {
             timer_mod(&s->burst_timer, deadline);
             break;
         }
-        irqlab_burst_step(s);
+        if (irqlab_burst_steps_drop(s)) {
+            /* steps burst_next .. last index with a deadline <= now */
+            due = (uint64_t)(now - s->burst_start) / s->burst_active_period -
+                  s->burst_next + 1;
+            irqlab_burst_drop_steps(s, MIN(due, s->burst_remaining));
+            continue;
+        }
+        irqlab_burst_step(s, deadline);
         s->burst_next++;
         s->burst_remaining--;
     }
@@ -827,7 +922,7 @@ static void irqlab_set_fifo_push(Object *obj, Visitor *v, const char *name,
         s->evq_lost = true;     /* flag the next queued event */
         return;
     }
-    irqlab_raise_latched(s, IRQLAB_SRC_FIFO, word);
+    irqlab_raise_latched(s, IRQLAB_SRC_FIFO, word, irqlab_now());
     irqlab_update_irq(s);
 }
 
@@ -1052,6 +1147,7 @@ static void irqlab_realize(PCIDevice *pdev, Error **errp)
 
     if (s->irq_mode == IRQLAB_IRQ_MODE_MSI) {
         if (msi_init(pdev, 0, 1, true, false, errp)) {
+            memory_region_del_subregion(&s->bar0, &s->regs);
             return;
         }
     } else if (s->irq_mode == IRQLAB_IRQ_MODE_MSIX) {
@@ -1060,6 +1156,7 @@ static void irqlab_realize(PCIDevice *pdev, Error **errp)
         if (msix_init(pdev, IRQLAB_NUM_SOURCES,
                       &s->bar0, 0, IRQLAB_MSIX_TABLE_OFFSET,
                       &s->bar0, 0, IRQLAB_MSIX_PBA_OFFSET, 0, errp)) {
+            memory_region_del_subregion(&s->bar0, &s->regs);
             return;
         }
         for (v = 0; v < IRQLAB_NUM_SOURCES; v++) {
@@ -1084,6 +1181,11 @@ static void irqlab_exit(PCIDevice *pdev)
     } else if (s->irq_mode == IRQLAB_IRQ_MODE_MSI) {
         msi_uninit(pdev);
     }
+    /*
+     * The subregion holds a reference on the device: without this the
+     * device is never finalized and device_del never completes.
+     */
+    memory_region_del_subregion(&s->bar0, &s->regs);
 }
 
 /*
@@ -1137,15 +1239,48 @@ static int irqlab_pre_load(void *opaque)
     return 0;
 }
 
+static bool irqlab_period_ok(uint64_t period)
+{
+    return period >= IRQLAB_MIN_BURST_PERIOD_NS &&
+           period <= IRQLAB_MAX_BURST_PERIOD_NS;
+}
+
+/*
+ * Refuse a stream whose state the device could never reach: every index
+ * and divisor the device uses later comes from here.
+ */
 static int irqlab_post_load(void *opaque, int version_id)
 {
     IrqlabState *s = opaque;
+    uint32_t gpio_regs = s->gpio_in | s->gpio_rising | s->gpio_falling |
+                         s->gpio_level_high | s->gpio_level_low |
+                         s->gpio_irq_en | s->gpio_status;
+    uint32_t fifo = 0, i;
 
     if (s->evq_head >= s->evq_depth || s->evq_count > s->evq_depth ||
-        s->fifo_count > s->evq_count || !s->next_seq ||
-        (s->burst_remaining && !s->burst_active_period) ||
+        s->fifo_count > s->evq_count || s->fifo_count > s->fifo_depth ||
+        !s->next_seq || (gpio_regs & ~s->gpio_mask) ||
+        (s->irq_status | s->irq_enable | s->last_pending) & ~IRQLAB_SRC_ALL ||
+        !irqlab_period_ok(s->burst_period_ns) ||
         s->burst_line < IRQLAB_BURST_LINE_NONE ||
         s->burst_line >= (int64_t)s->gpio_lines) {
+        return -EINVAL;
+    }
+    if (s->burst_remaining &&
+        (!irqlab_period_ok(s->burst_active_period) ||
+         (uint64_t)s->burst_next + s->burst_remaining > s->burst_count)) {
+        return -EINVAL;
+    }
+    for (i = 0; i < s->evq_count; i++) {
+        const IrqlabEvent *ev = &s->evq[(s->evq_head + i) % s->evq_depth];
+        uint32_t src = ev->info & IRQLAB_EVINFO_SRC_MASK;
+
+        if (src >= IRQLAB_NUM_SOURCES) {
+            return -EINVAL;
+        }
+        fifo += src == IRQLAB_SRC_FIFO;
+    }
+    if (fifo != s->fifo_count) {
         return -EINVAL;
     }
     s->route = irqlab_compute_route(s);

@@ -14,7 +14,10 @@ from irqlab_agent import __version__
 from irqlab_agent.abi import Abi, load_abi
 from irqlab_agent.acks import parse_ack_mode
 from irqlab_agent.checks import run_checks
+from irqlab_agent.fastack import ops as tune_ops
 from irqlab_agent.gpio_cdev import GpioCdevPath
+from irqlab_agent.native import NativeRuns
+from irqlab_agent.native import ops as native_ops
 from irqlab_agent.paths import (
     COUNT_FMT,
     PATH_KINDS,
@@ -142,6 +145,9 @@ class Agent:
             "heartbeat": self.op_heartbeat,
         }
         self._heartbeat: threading.Event | None = None
+        self.native = NativeRuns()  # the native responder (irqlab_agent.native)
+        self._ops.update(native_ops(self.native))
+        self._ops.update(tune_ops())
 
     def _async_paths(self) -> list[AsyncPath]:
         with self.lock:
@@ -189,6 +195,7 @@ class Agent:
     def shutdown(self) -> None:
         self._stop_heartbeat()
         self._disarm_all()
+        self.native.close()
         for fd in self.handles.values():
             with contextlib.suppress(OSError):
                 os.close(fd)
@@ -427,6 +434,7 @@ class Agent:
 
     def op_reset(self, req: Request) -> JsonObj:
         paths = self._disarm_all()
+        self.native.close()
         for fd in self.handles.values():
             with contextlib.suppress(OSError):
                 os.close(fd)

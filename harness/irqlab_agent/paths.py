@@ -28,6 +28,7 @@ from collections.abc import Callable, Mapping
 
 from irqlab_agent.abi import Abi
 from irqlab_agent.acks import SeqAcker, SeqAcks, open_ack_node
+from irqlab_agent.fastack import TUNING, FastAcker
 from irqlab_agent.protocol import errno_name
 from irqlab_agent.summary import Summarizer
 from irqlab_agent.sysio import SigInfo, raw_read, thread_in_read
@@ -126,6 +127,7 @@ class NotificationPath(threading.Thread):
         self.acks: SeqAcks | None = None  # write/none ACK modes and summaries
         self._ack_fd = -1  # a second file of ack_dev, if the ACKs go there
         self.summary: Summarizer | None = None
+        self._fast: FastAcker | None = None  # ioctl ACKs before decoding (fastack)
 
     # -- life cycle -------------------------------------------------------------
     def open(self) -> None:
@@ -287,6 +289,8 @@ class NotificationPath(threading.Thread):
     def report(self, data: bytes, wake_ns: int, extra: Mapping[str, Any] | None = None) -> int:
         if self.summary is not None:
             return self.summary.add(data, wake_ns, extra)
+        if self.acks is None and self._ack is not None and TUNING.ack_first:
+            return self._ack_first(data, wake_ns, extra)  # ioctl: ACK first, then decode
         events = self.abi.decode(data)
         if self.acks is not None:  # write/none: the whole buffer before reporting any
             before_a, before_e = self.acks.acks, self.acks.errors
@@ -295,6 +299,20 @@ class NotificationPath(threading.Thread):
             self.stats.ack_errors += self.acks.errors - before_e
         for i, ev in enumerate(events):
             lat = self.ack(ev) if self.acks is None else None
+            self._report_event(ev, wake_ns, extra if i == 0 else None, lat)
+        return len(events)
+
+    def _ack_first(self, data: bytes, wake_ns: int, extra: Mapping[str, Any] | None) -> int:
+        """Per-record ioctl ACKs straight after the read, then decode and report."""
+        if self._fast is None:
+            self._fast = FastAcker(self.abi, self.fd)
+        fast = self._fast
+        before_a, before_e = fast.acks.acks, fast.acks.errors
+        lats = fast.ack_records(data)
+        self.stats.acks += fast.acks.acks - before_a
+        self.stats.ack_errors += fast.acks.errors - before_e
+        events = self.abi.decode(data)
+        for i, (ev, lat) in enumerate(zip(events, lats, strict=False)):
             self._report_event(ev, wake_ns, extra if i == 0 else None, lat)
         return len(events)
 

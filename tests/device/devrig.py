@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from irqlab.contract.regs import REGS
 from irqlab.testing.qtest_device import QtestIrqlab
@@ -54,3 +55,24 @@ def device_arg(**props: object) -> str:
         value = ("on" if v else "off") if isinstance(v, bool) else str(v)
         parts.append(f"{k.replace('_', '-')}={value}")
     return ",".join(parts)
+
+
+def migrate_out(m: Machine, path: Path) -> None:
+    """Save *m*'s state to *path* (migration to a file) and wait until it completed."""
+    m.qmp("migrate-set-capabilities", capabilities=[{"capability": "events", "state": True}])
+    m.qmp("migrate", uri=f"exec:cat > {path}")
+    m.wait_event("MIGRATION", timeout=60, match={"status": "completed"})
+
+
+def migrate_in_start(m: Machine, path: Path) -> None:
+    """Start loading *path* into *m* (started with ``-incoming defer``); returns at once."""
+    m.qmp("migrate-set-capabilities", capabilities=[{"capability": "events", "state": True}])
+    m.qmp("migrate-incoming", uri=f"exec:cat {path}")
+
+
+def migrate_in(m: Machine, path: Path) -> None:
+    """Load *path* into *m* (started with ``-incoming defer``) and let it run."""
+    migrate_in_start(m, path)
+    m.wait_event("MIGRATION", timeout=60, match={"status": "completed"})
+    if m.qmp("query-status")["status"] != "running":
+        m.qmp("cont")

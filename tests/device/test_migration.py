@@ -6,12 +6,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from devrig import FIFO, GPIO, RigFactory, device_arg
+from devrig import FIFO, GPIO, RigFactory, device_arg, migrate_in, migrate_out
 
 from irqlab.contract.regs import REGS
 from irqlab.testing.plugin import QtestMachineFactory
 from irqlab.testing.qtest_device import QtestIrqlab
-from irqlab.vm.machine import Machine
 from irqlab.vm.qmp.injector import Injector
 
 pytestmark = pytest.mark.device
@@ -21,20 +20,6 @@ PROPS: dict[str, object] = {"irq_mode": "msix", "gpio_lines": 16, "evq_depth": 6
 REGS_KEPT = ("IRQ_ENABLE", "IRQ_STATUS", "SCRATCH", "GPIO_IN", "GPIO_RISING", "GPIO_FALLING",
              "GPIO_LEVEL_HIGH", "GPIO_IRQ_EN", "GPIO_STATUS", "FIFO_COUNT", "EVQ_COUNT",
              "BURST_REMAINING", "ACK_SEQ", "ACK_INVALID")  # fmt: skip
-
-
-def _migrate_out(m: Machine, path: Path) -> None:
-    m.qmp("migrate-set-capabilities", capabilities=[{"capability": "events", "state": True}])
-    m.qmp("migrate", uri=f"exec:cat > {path}")
-    m.wait_event("MIGRATION", timeout=60, match={"status": "completed"})
-
-
-def _migrate_in(m: Machine, path: Path) -> None:
-    m.qmp("migrate-set-capabilities", capabilities=[{"capability": "events", "state": True}])
-    m.qmp("migrate-incoming", uri=f"exec:cat {path}")
-    m.wait_event("MIGRATION", timeout=60, match={"status": "completed"})
-    if m.qmp("query-status")["status"] != "running":
-        m.qmp("cont")
 
 
 def _state(dev: QtestIrqlab, inj: Injector) -> dict[str, Any]:
@@ -75,9 +60,9 @@ def test_state_survives_migration(
     assert before["regs"]["BURST_REMAINING"] == 2
 
     image = tmp_path / "irqlab.mig"
-    _migrate_out(src.machine, image)
+    migrate_out(src.machine, image)
     dst_m = irqlab_qtest_factory(device_arg(**PROPS), extra_args=["-incoming", "defer"])
-    _migrate_in(dst_m, image)
+    migrate_in(dst_m, image)
     dst = QtestIrqlab.attach(dst_m.qtest, d.bar0)  # BAR0 came along in config space
     dst_inj = Injector(dst_m, "irq0")
     # qtest's virtual clock is a counter outside the migration stream (with TCG/KVM the
@@ -110,9 +95,9 @@ def test_burst_line_survives_migration(
     seq_before = [e.seq for e in src.dev.drain()]
     clock = src.qt.clock()
     image = tmp_path / "irqlab.mig"
-    _migrate_out(src.machine, image)
+    migrate_out(src.machine, image)
     dst_m = irqlab_qtest_factory(device_arg(**PROPS), extra_args=["-incoming", "defer"])
-    _migrate_in(dst_m, image)
+    migrate_in(dst_m, image)
     dst = QtestIrqlab.attach(dst_m.qtest, src.dev.bar0)
     dst_inj = Injector(dst_m, "irq0")
     assert dst_inj.burst_line() == line

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from irqlab.testing.helpers import DeviceControl
+from irqlab.testing.helpers import DeviceControl, check_guest_kernel_log
 from irqlab.testing.plugin import WaitStats
 from irqlab.vm.agent_client import AgentClient
 from irqlab.vm.guest import Guest
@@ -58,3 +58,12 @@ def ring_size(guest: Guest) -> Iterator[Callable[[int], int]]:
 
     yield set_size
     guest.sh(f"echo {old} > {param}")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def guest_kernel_log_clean(guest: Guest) -> Iterator[None]:
+    """After the suite: the session guest's kernel log holds no splat (BUG:, WARNING:,
+    KASAN:, lockdep, kmemleak, Oops, ...) and no unexpected taint; a report fails the
+    session (an error in the teardown of the last test)."""
+    yield
+    check_guest_kernel_log(guest)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -26,7 +27,8 @@ PANIC = "echo c > /proc/sysrq-trigger"
 
 
 @pytest.fixture
-def guest() -> Iterator[Guest]:
+def fault_guest() -> Iterator[Guest]:
+    """A guest of the test's own, to kill."""
     g = start_guest(GuestConfig(name="fault"))
     try:
         yield g
@@ -44,43 +46,43 @@ def _raises_within(fn: object, limit: float, exc: type[BaseException]) -> BaseEx
 
 
 @pytest.mark.parametrize("panic_setting", ["-1", "0"])
-def test_a_panic_under_a_command_names_the_panic(guest: Guest, panic_setting: str) -> None:
-    guest.sh(f"sysctl -qw kernel.panic={panic_setting}")  # 0: the kernel stays halted
-    e = _raises_within(lambda: guest.sh(PANIC), VERDICT, GuestFault)
+def test_a_panic_under_a_command_names_the_panic(fault_guest: Guest, panic_setting: str) -> None:
+    fault_guest.sh(f"sysctl -qw kernel.panic={panic_setting}")  # 0: the kernel stays halted
+    e = _raises_within(lambda: fault_guest.sh(PANIC), VERDICT, GuestFault)
     first, *rest = str(e).splitlines()
     assert first.startswith("guest kernel panic: Kernel panic - not syncing: sysrq"), first
     assert any("sysrq: Trigger a crash" in line for line in rest), str(e)
     # every later wait says the same at once
-    e2 = _raises_within(lambda: guest.sh("true"), 1.0, GuestFault)
+    e2 = _raises_within(lambda: fault_guest.sh("true"), 1.0, GuestFault)
     assert str(e2).startswith("guest kernel panic")
 
 
-def test_a_panic_while_the_agent_waits_names_the_panic(guest: Guest) -> None:
-    guest.agent.arm("read")
-    ssh = guest.ssh
+def test_a_panic_while_the_agent_waits_names_the_panic(fault_guest: Guest) -> None:
+    fault_guest.agent.arm("read")
+    ssh = fault_guest.ssh
     assert ssh is not None
     trigger = threading.Thread(target=lambda: ssh.run(PANIC, timeout=10), daemon=True)
     t0 = time.monotonic()
     trigger.start()
     with pytest.raises(AgentError) as info:
-        guest.agent.expect(path="read", timeout=60)
+        fault_guest.agent.expect(path="read", timeout=60)
     assert time.monotonic() - t0 < VERDICT, info.value
     assert not isinstance(info.value, AgentTimeout)
     assert str(info.value).startswith("guest kernel panic"), info.value
 
 
-def test_a_killed_qemu_is_named_with_its_status(guest: Guest) -> None:
-    os.kill(guest.machine.pid, signal.SIGKILL)
-    e = _raises_within(lambda: guest.sh("true"), VERDICT, GuestFault)
+def test_a_killed_qemu_is_named_with_its_status(fault_guest: Guest) -> None:
+    os.kill(fault_guest.machine.pid, signal.SIGKILL)
+    e = _raises_within(lambda: fault_guest.sh("true"), VERDICT, GuestFault)
     assert str(e).startswith("QEMU exited with status -9"), e
 
 
-def test_a_frozen_qemu_is_named_within_ten_seconds(guest: Guest) -> None:
-    os.kill(guest.machine.pid, signal.SIGSTOP)
+def test_a_frozen_qemu_is_named_within_ten_seconds(fault_guest: Guest) -> None:
+    os.kill(fault_guest.machine.pid, signal.SIGSTOP)
     try:
-        e = _raises_within(lambda: guest.sh("true", timeout=60), 10.0 + VERDICT, GuestFault)
+        e = _raises_within(lambda: fault_guest.sh("true", timeout=60), 10.0 + VERDICT, GuestFault)
     finally:
-        os.kill(guest.machine.pid, signal.SIGCONT)
+        os.kill(fault_guest.machine.pid, signal.SIGCONT)
     assert str(e).startswith("guest stopped responding: QEMU did not answer QMP"), e
 
 
@@ -213,3 +215,49 @@ def test_sigterm_or_sigint_of_pytest_stops_its_guests(tmp_path: Path, signo: int
         not Path(f"/proc/{qemu}").exists() or "zombie" in Path(f"/proc/{qemu}/status").read_text()
     )
     assert not list(Path(tempfile.gettempdir()).glob(f"irqlab-{p.pid}-*"))
+
+
+def test_pvpanic_tells_qemu_the_guest_panicked(fault_guest: Guest) -> None:
+    fault_guest.machine.qmp("set-action", panic="pause")  # keep QEMU up to ask it afterwards
+    e = _raises_within(lambda: fault_guest.sh(PANIC), VERDICT, GuestFault)
+    assert str(e).startswith("guest kernel panic"), e
+    assert fault_guest.machine.is_running()
+    assert fault_guest.machine.qmp_ping(5.0) == "guest-panicked"  # only pvpanic can say this
+
+
+def test_the_guest_is_fenced_in(fault_guest: Guest) -> None:
+    """User networking with restrict=on: the SSH forward works, but the guest cannot
+    reach a service on the host's loopback through the gateway 10.0.2.2 (without
+    restrict=on it can).  Only loopback is probed: no packet is meant to leave."""
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen()
+        port = srv.getsockname()[1]
+        probe = (
+            'python3 -c "import socket\n'
+            "try:\n"
+            f"    socket.create_connection(('10.0.2.2', {port}), timeout=5).close()\n"
+            "    print('open')\n"
+            "except OSError as e:\n"
+            "    print('closed', e.errno)\""
+        )
+        out = fault_guest.sh(probe, timeout=60).strip()
+    assert out.startswith("closed"), out
+
+
+def test_only_the_guest_images_host_key_is_accepted(fault_guest: Guest) -> None:
+    from irqlab.vm.ssh import SshClient, SshError
+
+    img = fault_guest.image
+    good = SshClient(
+        "127.0.0.1", fault_guest.ssh_port, key_path=img.client_key, host_key=img.host_key
+    ).connect(timeout=30)
+    try:
+        assert good.run("echo ok").out.strip() == "ok"
+    finally:
+        good.close()
+    kind, blob = img.host_key.split()[:2]
+    forged = f"{kind} {blob[:-8]}AAAAAAAA"
+    bad = SshClient("127.0.0.1", fault_guest.ssh_port, key_path=img.client_key, host_key=forged)
+    with pytest.raises(SshError, match="presented host key"):
+        bad.connect(timeout=30)

@@ -81,3 +81,21 @@ def test_unreadable_meta_names_the_file(tmp_path: Path) -> None:
     (tmp_path / snapshot.META_FILE).write_text("{not json")
     with pytest.raises(snapshot.SnapshotError, match=str(tmp_path / snapshot.META_FILE)):
         snapshot.read_meta(tmp_path)
+
+
+def test_prune_keeps_the_most_recently_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import time
+
+    keys = [snapshot.snapshot_key({**BASE, "tag": str(i)}) for i in range(5)]
+    for i, key in enumerate(keys):
+        d = cache.cached_build(
+            "snapshot", key, lambda t: (t / snapshot.STATE_FILE).write_bytes(b"x")
+        )
+        os.utime(d, (time.time() - 100 + i, time.time() - 100 + i))
+    removed = snapshot.prune(2)
+    assert len(removed) == 3
+    assert [snapshot.lookup(k) is not None for k in keys] == [False, False, False, True, True]
+    monkeypatch.setenv("IRQLAB_SNAPSHOT_KEEP", "x")
+    with pytest.raises(snapshot.SnapshotError, match="IRQLAB_SNAPSHOT_KEEP"):
+        snapshot.keep_snapshots()

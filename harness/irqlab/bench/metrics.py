@@ -30,12 +30,16 @@ __all__ = [
     "targets",
 ]
 
+TARGET_RESTORE_S = {"tcg": 0.5, "kvm": 0.2}  # issue 11: QEMU start -> agent ready
 TARGET_BOOT_S = 2.5
 TARGET_LOSSLESS_RATE = 10_000
 TARGET_LOSSLESS_SECONDS = 10.0
 TARGET_INJECTION_RATE = 1_500
 TARGET_SPREAD = 0.10
 TARGET_RUNS = 3
+# issue 15: the native responder against cyclictest of the same boot
+TARGET_NATIVE_P50_X = 2.0
+TARGET_NATIVE_P99_X = 5.0
 
 
 def _metric(
@@ -92,6 +96,35 @@ def extract(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
                     "ns",
                     "lower",
                     chunk_samples=rs[0].get("chunks_ns", {}).get(p),
+                ),
+            )
+    nat: dict[str, list[dict[str, Any]]] = {}
+    for run in runs:
+        for path, r in (run.get("native") or {}).items():
+            if r and "latency_ns" in r and r["latency_ns"].get("n"):
+                nat.setdefault(path, []).append(r)
+    for path, rs in nat.items():
+        for p in ("p50", "p99"):
+            put(
+                f"native.{path}.{p}",
+                _metric(
+                    (r["latency_ns"][p] for r in rs),
+                    "ns",
+                    "lower",
+                    chunk_samples=rs[0].get("chunks_ns", {}).get(p),
+                ),
+            )
+        base = nat.get("read")
+        if base and path != "read" and len(base) == len(rs):
+            put(
+                f"native.{path}.p50_per_read",
+                _metric(
+                    (
+                        r["latency_ns"]["p50"] / b["latency_ns"]["p50"]
+                        for r, b in zip(rs, base, strict=True)
+                    ),
+                    "x",
+                    "lower",
                 ),
             )
     inj = [r["injection"] for r in runs if r.get("injection")]
@@ -156,6 +189,17 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
             "met": boot["value"] <= TARGET_BOOT_S if boot else None,
         }
     )
+    restore = m.get("restore.agent_ready")
+    accel = (result.get("accel") or {}).get("accel", "tcg")
+    limit = TARGET_RESTORE_S.get(accel, TARGET_RESTORE_S["tcg"])
+    out.append(
+        {
+            "name": f"restore -> agent ready (median, standard image, {accel})",
+            "target": f"<= {limit} s",
+            "value": restore["value"] if restore else None,
+            "met": restore["value"] <= limit if restore else None,
+        }
+    )
     st = result.get("storm") or {}
     at = {
         p: next((r for r in rs if r["rate"] == TARGET_LOSSLESS_RATE), None)
@@ -196,6 +240,7 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
                     "met": inj["value"] >= TARGET_INJECTION_RATE if inj else None,
                 }
             )
+    out += native_targets(result)
     nruns = len(_runs(result))
     noisy = {
         k: v["noise"]
@@ -218,6 +263,74 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
                 if nruns >= TARGET_RUNS and noisy
                 else None
             ),
+        }
+    )
+    return out
+
+
+def native_targets(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Issue 15's targets: native p50/p99 against cyclictest of the same boot (every path,
+    every run), and no agent series queueing."""
+    from irqlab.bench import queueing
+
+    out: list[dict[str, Any]] = []
+    for p, x in (("p50", TARGET_NATIVE_P50_X), ("p99", TARGET_NATIVE_P99_X)):
+        ratios: list[tuple[float, str]] = []
+        for run in _runs(result):
+            cyc = (run.get("cyclictest") or {}).get(f"{p}_us")
+            for path, r in (run.get("native") or {}).items():
+                v = ((r or {}).get("latency_ns") or {}).get(p)
+                if cyc and isinstance(v, int | float):
+                    ratios.append((v / (cyc * 1e3), path))
+        worst = max(ratios) if ratios else None
+        out.append(
+            {
+                "name": f"native responder {p} vs cyclictest {p} (same boot)",
+                "target": f"<= {x:g}x on every path",
+                "value": (
+                    f"worst {worst[0]:.2f}x ({worst[1]}); "
+                    f"{sum(1 for r, _ in ratios if r > x)} of {len(ratios)} beyond"
+                    if worst
+                    else None
+                ),
+                "met": all(r <= x for r, _ in ratios) if ratios else None,
+            }
+        )
+    m = result.get("metrics") or extract(result)
+    ratio_noise = {
+        k: v["noise"]
+        for k, v in m.items()
+        if k.endswith(".p50_per_read")
+        and v.get("noise_from") == "runs"
+        and v.get("noise") is not None
+    }
+    worst_r = max(ratio_noise.items(), key=lambda kv: kv[1]) if ratio_noise else None
+    out.append(
+        {
+            "name": "native path ratios (p50 / read p50) across runs",
+            "target": f"within ±{TARGET_SPREAD:.0%}",
+            "value": (
+                f"worst ±{worst_r[1]:.1%} ({worst_r[0]}); "
+                f"{sum(1 for v in ratio_noise.values() if v > TARGET_SPREAD)} of "
+                f"{len(ratio_noise)} beyond"
+                if worst_r
+                else f"{len(_runs(result))} run(s): use --runs {TARGET_RUNS}"
+            ),
+            "met": all(v <= TARGET_SPREAD for v in ratio_noise.values()) if ratio_noise else None,
+        }
+    )
+    agent = [
+        (label, w)
+        for label, w in queueing.warnings(result)
+        if label.split(": ")[-1].startswith("agent")
+    ]
+    measured = any(run.get("latency") for run in _runs(result))
+    out.append(
+        {
+            "name": "no agent latency series queues",
+            "target": "p50 <= period, nothing pending",
+            "value": f"queueing: {', '.join(sorted({lb for lb, _ in agent}))}" if agent else "none",
+            "met": (not agent) if measured else None,
         }
     )
     return out

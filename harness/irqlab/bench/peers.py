@@ -552,6 +552,7 @@ def run_peers(
     out_dir.mkdir(parents=True, exist_ok=True)
     load_before = env.load()
     prepared = Guest(GuestConfig(name="peer-prepare")).prepare()
+    assert prepared.accel and prepared.qemu and prepared.image  # prepare() found them
     accel = prepared.accel.accel
     peer: dict[str, Any] = {"tool": "labgrid", "version": LABGRID_VERSION, "status": "ok"}
     runner: LabgridRunner | None = None

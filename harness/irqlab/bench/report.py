@@ -36,6 +36,7 @@ __all__ = [
 ]
 
 Table = tuple[list[str], list[list[str]]]
+DEFAULT_PLACEMENT = "hardirq"  # where a native series without "placement" ran
 
 
 def fmt_ns(ns: float | None) -> str:
@@ -107,6 +108,82 @@ def latency_table(result: dict[str, Any], placement: str) -> Table | None:
             ]
         )
     return head, rows
+
+
+def native_table(result: dict[str, Any]) -> Table | None:
+    """Native responder beside the agent (same boot, default placement): the cost of
+    Python as a figure of its own, and the native figures against cyclictest."""
+    run = _first_run(result)
+    nat = run.get("native") or {}
+    if not nat:
+        return None
+    lat = run.get("latency") or {}
+    cyc = run.get("cyclictest") or {}
+    c50, c99 = cyc.get("p50_us"), cyc.get("p99_us")
+    base = ((nat.get("read") or {}).get("latency_ns") or {}).get("p50")
+    head = ["path", "native p50", "native p99", "agent p50", "agent p99", "agent/native p50",
+            "native p50/read", "p50/cyclictest", "p99/cyclictest", "checks"]  # fmt: skip
+    rows = []
+    for path, r in nat.items():
+        if not r or "latency_ns" not in r:
+            rows.append([path, "failed (see errors)"] + [""] * 8)
+            continue
+        n = r["latency_ns"]
+        same = lat.get(r.get("placement") or DEFAULT_PLACEMENT) or {}
+        a = ((same.get(path) or {}).get("latency_ns")) or {}
+        rows.append(
+            [
+                path,
+                fmt_ns(n["p50"]),
+                fmt_ns(n["p99"]),
+                fmt_ns(a.get("p50")),
+                fmt_ns(a.get("p99")),
+                fmt_ratio(_ratio(a.get("p50"), n["p50"])),
+                fmt_ratio(_ratio(n["p50"], base)),
+                fmt_ratio(_ratio(n["p50"], c50 * 1e3 if c50 else None)),
+                fmt_ratio(_ratio(n["p99"], c99 * 1e3 if c99 else None)),
+                "ok" if not r.get("problems") else "; ".join(r["problems"])[:80],
+            ]
+        )
+    return head, rows
+
+
+BREAKDOWN_COLUMNS = (
+    ("raise_to_isr", "raise->ISR"),
+    ("isr_to_wake", "ISR->wake call"),
+    ("wake_to_user", "wake->user"),
+    ("raise_to_user", "raise->user (UIO)"),
+    ("gpiolib_to_user", "gpiolib->user"),
+    ("user_to_ack", "user->ACK"),
+    ("total", "total"),
+)
+
+
+def breakdown_table(result: dict[str, Any]) -> Table | None:
+    """Per-path stages of the native series, p50 / p99 (irqlab.bench.breakdown)."""
+    nat = _first_run(result).get("native") or {}
+    rows = []
+    for path, r in nat.items():
+        bd = (r or {}).get("breakdown") or {}
+        st = bd.get("stages") or {}
+        if not st:
+            continue
+        cells = []
+        for key, _ in BREAKDOWN_COLUMNS:
+            v = st.get(key)
+            cells.append(f"{fmt_ns(v['p50'])} / {fmt_ns(v['p99'])}" if v else "-")
+        clock = bd.get("clock") or {}
+        rows.append([path, *cells, f"±{fmt_ns(clock.get('error_ns'))}"])
+    if not rows:
+        return None
+    return ["path", *(h for _, h in BREAKDOWN_COLUMNS), "clock error"], rows
+
+
+def queueing_table(result: dict[str, Any]) -> Table | None:
+    from irqlab.bench import queueing
+
+    rows = [[label, w] for label, w in queueing.warnings(result)]
+    return (["series", "WARNING: queueing"], rows) if rows else None
 
 
 def wakeup_table(result: dict[str, Any]) -> Table | None:
@@ -295,6 +372,28 @@ def sections(result: dict[str, Any]) -> list[tuple[str, Table | None]]:
     out: list[tuple[str, Table | None]] = []
     nruns = len(result.get("runs") or [])
     which = f" (run 1 of {nruns}; medians across runs below)" if nruns > 1 else ""
+    out.append(
+        (
+            "Queueing series: the responder fell behind the generator, the figure is "
+            "(mostly) queue delay",
+            queueing_table(result),
+        )
+    )
+    out.append(
+        (
+            f"Native responder (irqlab-respond) vs agent (Python), raise -> ACK, "
+            f"wakeup={DEFAULT_PLACEMENT}{which}",
+            native_table(result),
+        )
+    )
+    out.append(
+        (
+            "Breakdown per path, native responder, p50 / p99 (device clock: raise, ACK; "
+            "guest CLOCK_MONOTONIC: ISR entry, wake call, userspace return; mapped by an "
+            "offset measured with IRQLAB_IOC_GET_CLOCK)",
+            breakdown_table(result),
+        )
+    )
     for pl in _first_run(result).get("latency") or {}:
         out.append((f"Raise -> userspace ACK latency (device clock), wakeup={pl}{which}",
                     latency_table(result, pl)))  # fmt: skip
@@ -313,7 +412,7 @@ def sections(result: dict[str, Any]) -> list[tuple[str, Table | None]]:
     out.append((title, storm_table(result)))
     out.append(("Host and boot", host_table(result)))
     out.append((f"Spread across {nruns} runs (half-range / median)", spread_table(result)))
-    out.append(("Targets (issue 6)", targets_table(result)))
+    out.append(("Targets", targets_table(result)))
     return out
 
 

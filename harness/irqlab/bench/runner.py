@@ -27,7 +27,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from irqlab.bench import SCHEMA, cyclic, env, host, latency, metrics, storm
+from irqlab.bench import SCHEMA, cyclic, env, host, latency, metrics, native, storm
 from irqlab.bench.guest import BenchGuest, agent_paths
 from irqlab.vm.guest import GuestConfig, ensure_snapshot
 
@@ -102,7 +102,8 @@ class BenchConfig:
     rt_tests: bool = True
     test_all: bool = False
     out_dir: Path | None = None
-    skip: tuple[str, ...] = ()  # stages: latency, wakeup, storm, injection, boot, cyclictest
+    # stages: latency, native, wakeup, storm, injection, boot, cyclictest
+    skip: tuple[str, ...] = ()
 
     @classmethod
     def quick_config(cls, **kw: Any) -> BenchConfig:
@@ -259,6 +260,7 @@ class Bench:
             if "latency" in c.skip:
                 placements = []
             driver_paths = [p for p in paths if p not in MODULE_MODES and p not in OTHER_DRIVER]
+            run["native"] = {}
             for pl in placements:
                 self.stage(f"wakeup={pl}: reload module", partial(g.switch_module, wakeup=pl))
                 per: dict[str, Any] = {}
@@ -268,6 +270,8 @@ class Bench:
                         f"latency {pl} {p} ({c.events} events)",
                         partial(latency.measure, g, p, events=c.events, period_ns=c.period_ns),
                     )
+                    if pl == DEFAULT_PLACEMENT:
+                        self.native_series(g, run, p)
                     self.save()
             if last and "storm" not in c.skip:
                 ring_param = {"ring_size": c.storm_ring_size} if c.storm_ring_size else {}
@@ -367,9 +371,28 @@ class Bench:
             )
             if per[path] is not None:
                 per[path]["module_params"] = params
+            self.native_series(g, run, path, params)
             self.save()
         if path in storm_paths and self.result.get("storm") is not None:
             self.storm_series(g, path, params)
+
+    def native_series(
+        self, g: BenchGuest, run: dict[str, Any], path: str, params: dict[str, Any] | None = None
+    ) -> None:
+        """The native responder on *path*, right after the agent's series of it (same
+        boot, same module mode), into ``run["native"][path]``."""
+        c = self.config
+        if "native" in c.skip:
+            return
+        r = self.stage(
+            f"native {path} ({c.events} events)",
+            partial(native.measure, g, path, events=c.events, period_ns=c.period_ns),
+        )
+        if r is not None:
+            r["placement"] = DEFAULT_PLACEMENT
+            if params:
+                r["module_params"] = params
+        run.setdefault("native", {})[path] = r
 
     def module_mode(self, g: BenchGuest, run: dict[str, Any], path: str, storms: list[str]) -> None:
         """A path that needs the driver in another mode (UIO, ``MODULE_MODES``): latency,
@@ -390,6 +413,7 @@ class Bench:
         if "versions" in self.result:
             return
         acc = g.accel
+        assert acc is not None  # the guest started
         self.result["accel"] = {"accel": acc.accel, "reason": acc.reason, "probed": acc.probed}
         self.result["versions"] = {
             "qemu": getattr(g.qemu, "version", None),

@@ -133,14 +133,21 @@ class GuestImage:
             str(self.initramfs),
             "-append",
             self.append(*cmdline_extra),
+            # restrict=on: the guest reaches nothing outside (not the host's loopback
+            # services through 10.0.2.2, not the internet); the SSH forward still works.
+            # ssh_port 0: QEMU binds a free port itself (HMP `info usernet` tells it).
             "-netdev",
-            f"user,id={netdev_id},hostfwd=tcp:127.0.0.1:{ssh_port}-:22",
+            f"user,id={netdev_id},restrict=on,hostfwd=tcp:127.0.0.1:{ssh_port}-:22",
             "-device",
             f"virtio-net-pci,netdev={netdev_id},romfile=",
             # entropy for the guest's CRNG at once whatever the CPU model (no RDRAND
             # with the default qemu64): dropbear's first getrandom() would block ~1.5 s
             "-device",
             "virtio-rng-pci",
+            # a guest panic is a QMP event (GUEST_PANICKED) and ends QEMU, whatever the
+            # guest's kernel.panic setting
+            "-device",
+            "pvpanic-pci",
         ]
 
     def known_hosts_line(self, ssh_port: int, host: str = "127.0.0.1") -> str:

@@ -107,6 +107,23 @@ HOST_PACKAGES = (
 )
 
 _RECIPE = "buildroot-image-1"
+# IRQLAB_BUILDROOT_DEBUG=1: the kernel also gets board/irqlab/linux-debug.fragment
+# (KASAN, lockdep, DEBUG_OBJECTS, kmemleak); a separate cached image.
+DEBUG_ENV = "IRQLAB_BUILDROOT_DEBUG"
+DEBUG_FRAGMENT = "board/irqlab/linux-debug.fragment"
+
+
+def debug_kernel() -> bool:
+    """Whether the image's kernel is the debug (sanitizer) variant."""
+    return os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
+
+def fragment_files_line(debug: bool) -> str:
+    """The .config line naming the kernel fragments (the defconfig's, plus the debug one)."""
+    files = [f"$(BR2_EXTERNAL_{EXTERNAL_NAME}_PATH)/board/irqlab/linux.fragment"]
+    if debug:
+        files.append(f"$(BR2_EXTERNAL_{EXTERNAL_NAME}_PATH)/{DEBUG_FRAGMENT}")
+    return f'BR2_LINUX_KERNEL_CONFIG_FRAGMENT_FILES="{" ".join(files)}"'
 
 
 class BuildrootError(IrqlabError, RuntimeError):
@@ -246,6 +263,7 @@ def input_digest(keys: SshKeys, authorized_keys: str) -> str:
     h = InputHash(_RECIPE)
     h.add_file(Path(__file__), label="recipe/buildroot.py")
     h.add_str("buildroot", f"{BUILDROOT_VERSION} {BUILDROOT_SHA256}")
+    h.add_str("debug-kernel", str(debug_kernel()))
     for label, path in image_inputs():
         h.add_file(path, label=label)
     h.add_str("authorized_keys", authorized_keys)
@@ -346,6 +364,12 @@ def _build_into(
     log.log(f"log {log.path}")
     log.stream(_make(tree, out, DEFCONFIG), env=env)
     _check_dotconfig(tree, out, log)
+    if debug_kernel():
+        # Kconfig takes the last assignment of a symbol: append, then resolve.
+        log.log(f"{DEBUG_ENV}: debug kernel ({DEBUG_FRAGMENT})")
+        with (out / ".config").open("a") as f:
+            f.write(fragment_files_line(True) + "\n")
+        log.stream(_make(tree, out, "olddefconfig"), env=env)
     # A plain `make` does not re-sync local packages: make Buildroot take the
     # repository's current sources (a no-op on a fresh output directory).
     log.stream(_make(tree, out, *(f"{p}-clean-for-rebuild" for p in LOCAL_PACKAGES)), env=env)

@@ -102,7 +102,8 @@ EXCLUDED_PACKAGES = (
     "install-info",
 )
 
-BOOT_MODULES = ("virtio_pci", "virtio_net", "virtio_rng")  # insmod-ed by /init (Debian: =m)
+# insmod-ed by /init (Debian: =m); pvpanic_pci reports a guest panic to QEMU
+BOOT_MODULES = ("virtio_pci", "virtio_net", "virtio_rng", "pvpanic_pci")
 SHIPPED_MODULES = ("uio", "uio_pci_generic")  # in the image for modprobe
 
 # Where package files are taken from: package -> paths (files or whole dirs).
@@ -383,7 +384,8 @@ def ensure_image(
     agent_dir: the guest agent package directory (default: the installed ``irqlab_agent``).
     authorized_key: an extra public key (line, or a file with lines) besides the cache's
         client key, which is always authorized.
-    agent_files: extra files placed in the agent package (default :func:`default_agent_files`).
+    agent_files: extra files placed in the agent package (default :func:`default_agent_files`
+        and the native responder, :func:`irqlab.build.responder.ensure_responder`).
     extra_packages: more Debian packages to ship whole (minus docs), e.g. ``rt-tests``.
     compression: of the initramfs, one of :data:`COMPRESSORS`.
     stdlib_sources: ship the stdlib's .py files (tracebacks show source lines) or only
@@ -398,12 +400,17 @@ def ensure_image(
     agent = (agent_dir or default_agent_dir()).resolve()
     if not agent.is_dir():
         raise FileNotFoundError(f"agent package directory {agent} does not exist")
+    files = dict(default_agent_files() if agent_files is None else agent_files)
+    if agent_files is None:  # the native responder beside the agent (issue 15)
+        from irqlab.build.responder import BINARY, ensure_responder
+
+        files[BINARY] = ensure_responder(log)
     inp = _Inputs(
         kernel=kernel,
         packages=tuple(resolve_packages(extra_packages)),
         extra_packages=tuple(extra_packages),
         agent_dir=agent,
-        agent_files=dict(default_agent_files() if agent_files is None else agent_files),
+        agent_files=files,
         kmod=kmod.resolve() if kmod is not None else None,
         authorized_keys=authorized_keys(keys, authorized_key),
         keys=keys,

@@ -51,6 +51,8 @@ def source_files() -> dict[str, Path]:
     files = {"qemu-device/irqlab-regs.h": root / "qemu-device" / "irqlab-regs.h"}
     kmod = root / "guest-kmod"
     for p in sorted(kmod.rglob("*")):
+        if "responder" in p.relative_to(kmod).parts:
+            continue  # the native responder has its own recipe (irqlab.build.responder)
         if p.is_file() and not _BUILD_PRODUCT.search(p.name) and not p.name.startswith("."):
             files[f"guest-kmod/{p.relative_to(kmod)}"] = p
     return files

@@ -64,7 +64,7 @@ def add_bench_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("--boots", type=int, help="extra boots of the standard image (full 5)")
     s.add_argument("--cyclictest-loops", type=int, help="cyclictest cycles of 1 ms (full 10000)")
     s.add_argument("--no-rt-tests", action="store_true", help="no cyclictest (image without it)")
-    stages = "latency,wakeup,storm,injection,boot,cyclictest"
+    stages = "latency,native,wakeup,storm,injection,boot,cyclictest"
     s.add_argument("--skip", type=_csv, default=(), help=f"stages to skip: {stages}")
     s.add_argument("--test-all", action="store_true", help="also time `invoke test-all` (long)")
     s.add_argument("--out", type=Path, help="output directory (default build/bench/<stamp>)")

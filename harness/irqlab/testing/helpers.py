@@ -6,16 +6,31 @@ Library code (usable without pytest); the pytest plugin hands these out as fixtu
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from irqlab.vm.guest import GuestError
 from irqlab.vm.qmp.stats import Counters
 
 if TYPE_CHECKING:
     from irqlab.vm.agent_client import AgentClient
     from irqlab.vm.guest import Guest
     from irqlab.vm.qmp.injector import Injector
+
+__all__ = [
+    "EXPECTED_TAINT",
+    "KERNEL_SPLAT",
+    "KMEMLEAK",
+    "POLL_INTERVAL",
+    "DeviceControl",
+    "check_guest_kernel_log",
+    "kernel_splats",
+    "module_reloaded",
+    "wait_file_stats",
+    "wait_until",
+]
 
 POLL_INTERVAL = 0.005
 T = TypeVar("T")
@@ -39,6 +54,8 @@ class DeviceControl:
     """The host side of the device for tests: injection and counters over QMP."""
 
     def __init__(self, guest: Guest) -> None:
+        if guest.injector is None:
+            raise GuestError("the guest is not running: no device to control")
         self.guest = guest
         self.inj: Injector = guest.injector
 
@@ -104,9 +121,47 @@ def module_reloaded(guest: Guest, **params: Any) -> Iterator[Guest]:
     the agent is reset (its paths may hold the old module's files) and the guest's
     configured module parameters are restored."""
     guest.reload_module(**params)
-    guest.injector.reset_counters()
+    DeviceControl(guest).inj.reset_counters()
     try:
         yield guest
     finally:
         guest.agent.reset()
         guest.reload_module(**guest.config.module_params)
+
+
+# A kernel report that means a bug (sanitizers, lockdep, kmemleak, oopses, warnings).
+KERNEL_SPLAT = re.compile(
+    r"BUG:|WARNING:|KASAN:|UBSAN:|KCSAN:|ODEBUG:|Oops|general protection fault|kernel BUG"
+    r"|possible (?:circular|recursive) locking|inconsistent lock state|lockdep"
+    r"|suspected memory leak|unreferenced object|kmemleak"
+    r"|soft lockup|hard LOCKUP|rcu_sched self-detected"
+    r"|INFO: task .* blocked for more than"
+)
+# Taint flags that are expected: O (out-of-tree module), E (unsigned module).
+EXPECTED_TAINT = (1 << 12) | (1 << 13)
+
+
+def kernel_splats(dmesg: str, tainted: int = 0) -> list[str]:
+    """The lines of *dmesg* that report a kernel bug, and a line for each unexpected
+    taint flag in *tainted* (``/proc/sys/kernel/tainted``: W warning, D oops, L soft
+    lockup, ... also when the ring buffer lost the report)."""
+    found = [line for line in dmesg.splitlines() if KERNEL_SPLAT.search(line)]
+    bad = tainted & ~EXPECTED_TAINT
+    found += [f"kernel tainted: bit {bit}" for bit in range(bad.bit_length()) if bad >> bit & 1]
+    return found
+
+
+KMEMLEAK = "/sys/kernel/debug/kmemleak"
+
+
+def check_guest_kernel_log(guest: Guest) -> None:
+    """Fail (AssertionError with the lines) if the guest's kernel log reports a bug; on
+    a kernel with kmemleak (the Buildroot debug kernel) after a scan for leaks first."""
+    leaks = guest.sh(
+        f"mount -t debugfs none /sys/kernel/debug 2>/dev/null; "
+        f"if [ -w {KMEMLEAK} ]; then echo scan > {KMEMLEAK} && cat {KMEMLEAK}; fi; true"
+    )
+    log = guest.sh("dmesg") + leaks
+    splats = kernel_splats(log, int(guest.sh("cat /proc/sys/kernel/tainted")))
+    if splats:
+        raise AssertionError("the guest kernel reported problems:\n" + "\n".join(splats[:50]))

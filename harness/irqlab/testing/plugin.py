@@ -260,10 +260,11 @@ def pytest_configure(config: pytest.Config) -> None:
     apply_options(config)
     config.addinivalue_line(
         "markers",
-        "irqlab(device=None, module=None, smp=1, gpio_edges=None, modules=(), files=None, "
-        "load_irqlab=True): configure the test's own guest (irqlab_fresh_guest): device "
-        "properties, module parameters, vCPUs, GPIO lines armed for edge events (a list "
-        "of lines or a bit mask), your own modules and files, whether ours loads",
+        "irqlab(device=None, module=None, smp=1, hotplug=False, gpio_edges=None, modules=(), "
+        "files=None, load_irqlab=True): configure the test's own guest (irqlab_fresh_guest): "
+        "device properties, module parameters, vCPUs, the device behind a hotplug-capable "
+        "PCIe root port, GPIO lines armed for edge events (a list of lines or a bit mask), "
+        "your own modules and files, whether ours loads",
     )
 
 
@@ -273,7 +274,7 @@ def fresh_guest_config(request: pytest.FixtureRequest, log_dir: Path | None = No
 
     marker = request.node.get_closest_marker("irqlab")
     kw = dict(marker.kwargs) if marker is not None else {}
-    known = {"device", "module", "smp", "gpio_edges", "modules", "files", "load_irqlab"}
+    known = {"device", "module", "smp", "hotplug", "gpio_edges", "modules", "files", "load_irqlab"}
     unknown = set(kw) - known
     if unknown or (marker is not None and marker.args):
         pytest.fail(
@@ -290,6 +291,7 @@ def fresh_guest_config(request: pytest.FixtureRequest, log_dir: Path | None = No
         device_props=dict(kw.get("device") or {}),
         module_params=params,
         smp=int(kw.get("smp", 1)),
+        hotplug=bool(kw.get("hotplug", False)),
         log_dir=log_dir,
         extra_modules=list(kw.get("modules") or ()),
         extra_files=dict(kw.get("files") or {}),

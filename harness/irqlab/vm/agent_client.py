@@ -28,6 +28,14 @@ from irqlab.contract import uapi
 from irqlab.errors import IrqlabError
 from irqlab.paths import log_dir
 
+__all__ = [
+    "AGENT_PACKAGE_DIR",
+    "AgentClient",
+    "AgentError",
+    "AgentTimeout",
+    "stage_agent",
+]
+
 Event = dict[str, Any]
 
 AGENT_PACKAGE_DIR = Path(__file__).resolve().parents[2] / "irqlab_agent"

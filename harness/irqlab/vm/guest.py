@@ -26,12 +26,13 @@ import os
 import posixpath
 import re
 import shlex
+import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import paramiko
 
@@ -40,7 +41,36 @@ from irqlab.errors import IrqlabError
 from irqlab.paths import log_dir
 from irqlab.vm.agent_client import AgentClient, AgentError
 from irqlab.vm.health import Fault, GuestFault, HealthWatch
+
+if TYPE_CHECKING:
+    from irqlab.build.boot import GuestImage
+    from irqlab.build.qemu import QemuInstall
+    from irqlab.vm.accel import AccelChoice
+    from irqlab.vm.machine import Machine
+    from irqlab.vm.qmp.injector import Injector
 from irqlab.vm.ssh import CommandError, RemoteProcess, RunResult, SshClient, SshError
+
+__all__ = [
+    "AGENT_LOG",
+    "AGENT_PORT",
+    "DEVICE_TYPE",
+    "FAULT_VERDICT",
+    "GUEST_SSH_PORT",
+    "HEARTBEAT_MS",
+    "HOTPLUG_PORT",
+    "IMAGE_EXTRA_PACKAGES",
+    "Guest",
+    "GuestConfig",
+    "GuestError",
+    "PrerequisiteMissing",
+    "device_arg",
+    "ensure_snapshot",
+    "find_kmod",
+    "forwarded_port",
+    "host_cpu_model",
+    "image_kind",
+    "parse_usernet",
+]
 
 DEVICE_TYPE = "irqlab"
 EXTRA_DIR = "/root/irqlab-extra"  # where GuestConfig.extra_modules go in the guest
@@ -70,7 +100,7 @@ def parse_usernet(text: str, guest_port: int) -> int | None:
     return None
 
 
-def forwarded_port(machine: Any, guest_port: int) -> int:
+def forwarded_port(machine: Machine, guest_port: int) -> int:
     """The host port QEMU's user networking bound for the forward to *guest_port*."""
     text = machine.qmp("human-monitor-command", {"command-line": "info usernet"})
     port = parse_usernet(str(text), guest_port)
@@ -79,14 +109,18 @@ def forwarded_port(machine: Any, guest_port: int) -> int:
     return port
 
 
-def device_arg(device_id: str, props: Mapping[str, Any]) -> str:
-    """``irqlab,id=<id>,k=v,...`` for ``-device`` (booleans as on/off)."""
-    parts = [DEVICE_TYPE, f"id={device_id}"]
-    for k, v in props.items():
-        if isinstance(v, bool):
-            v = "on" if v else "off"
-        parts.append(f"{k}={v}")
+def _prop_text(v: Any) -> str:
+    return ("on" if v else "off") if isinstance(v, bool) else str(v)
+
+
+def device_arg(device_id: str, props: Mapping[str, Any], bus: str | None = None) -> str:
+    """``irqlab,id=<id>[,bus=<bus>],k=v,...`` for ``-device`` (booleans as on/off)."""
+    parts = [DEVICE_TYPE, f"id={device_id}", *([f"bus={bus}"] if bus else [])]
+    parts += [f"{k}={_prop_text(v)}" for k, v in props.items()]
     return ",".join(parts)
+
+
+HOTPLUG_PORT = "irqlab-rp0"  # the PCIe root port our device sits behind with hotplug=True
 
 
 # Debian packages the default guest ships besides the base set: libgpiod's tools, so a
@@ -135,7 +169,7 @@ def find_kmod() -> Path:
         ) from e
     try:
         return Path(kmod.ensure_kmod())
-    except Exception as e:
+    except (IrqlabError, OSError, subprocess.CalledProcessError) as e:
         raise PrerequisiteMissing(f"the irqlab kernel module cannot be built: {e}") from e
 
 
@@ -171,6 +205,9 @@ class GuestConfig:
     # The guest is declared frozen after this long without an agent heartbeat (None:
     # never; e.g. for storms that saturate the vCPU on purpose).
     freeze_timeout: float | None = 10.0
+    # Put the device behind a PCIe root port so it can be unplugged and plugged back
+    # (Guest.unplug/replug); the default q35 root bus does not hotplug.
+    hotplug: bool = False
     # Where this guest's run directory (QEMU, console, agent logs) goes; default: the
     # log directory (irqlab.paths.log_dir()).
     log_dir: Path | None = None
@@ -213,14 +250,14 @@ class Guest:
 
     def __init__(self, config: GuestConfig | None = None) -> None:
         self.config = config or GuestConfig()
-        self.machine: Any = None
-        self.image: Any = None
-        self.qemu: Any = None  # the QemuInstall booted
+        self.machine: Machine | None = None
+        self.image: GuestImage | None = None
+        self.qemu: QemuInstall | None = None  # the QEMU build booted
         self.ssh: SshClient | None = None
         self._agent: AgentClient | None = None
         self._t0 = 0.0
-        self.injector: Any = None
-        self.accel: Any = None
+        self.injector: Injector | None = None
+        self.accel: AccelChoice | None = None
         self.ssh_port = 0
         self.module: str | None = None
         self.boot_seconds: float | None = None
@@ -231,8 +268,29 @@ class Guest:
         self.fault: Fault | None = None  # set by the health watch when the guest died/froze
         self._watch: HealthWatch | None = None
 
+    # -- the parts, once there --------------------------------------------------------
+    def _vm(self) -> Machine:
+        if self.machine is None:
+            raise GuestError("the guest is not running")
+        return self.machine
+
+    def _img(self) -> GuestImage:
+        if self.image is None:
+            raise GuestError("no guest image yet: call prepare() or start()")
+        return self.image
+
+    def _qemu(self) -> QemuInstall:
+        if self.qemu is None:
+            raise GuestError("no QEMU yet: call prepare() or start()")
+        return self.qemu
+
+    def _accel(self) -> str:
+        if self.accel is None:
+            raise GuestError("no accelerator chosen yet: call prepare() or start()")
+        return self.accel.accel
+
     # -- prerequisites ----------------------------------------------------------
-    def find_prerequisites(self) -> tuple[Any, Any, Path]:
+    def find_prerequisites(self) -> tuple[QemuInstall, GuestImage, Path]:
         """(QemuInstall, GuestImage, module .ko) or :class:`PrerequisiteMissing`."""
         from irqlab.build.qemu import find_qemu
 
@@ -257,7 +315,7 @@ class Guest:
         extra = tuple(dict.fromkeys((*IMAGE_EXTRA_PACKAGES, *self.config.extra_packages)))
         try:
             image = ensure_image(kmod=Path(ko), extra_packages=extra)
-        except Exception as e:
+        except (IrqlabError, OSError, subprocess.CalledProcessError) as e:
             raise PrerequisiteMissing(
                 f"the guest image (extra packages: {', '.join(extra)}) cannot be built: {e}; "
                 "run `invoke build-image`"
@@ -313,12 +371,17 @@ class Guest:
         c = self.config
         return [
             *MACHINE_ARGS,
-            *cpu_args(self.accel.accel),
+            *cpu_args(self._accel()),
             "-smp",
             str(c.smp),
-            *self.image.qemu_args(ssh_port),
+            *self._img().qemu_args(ssh_port),
+            *(
+                ["-device", f"pcie-root-port,id={HOTPLUG_PORT},chassis=1,slot=1"]
+                if c.hotplug
+                else []
+            ),
             "-device",
-            device_arg(c.device_id, c.device_props),
+            device_arg(c.device_id, c.device_props, HOTPLUG_PORT if c.hotplug else None),
         ]
 
     def snapshot_key(self) -> str:
@@ -336,12 +399,12 @@ class Guest:
                 "args": self._machine_args(0),  # the host port is not part of the state
                 "module": self.module_name(),
                 "module_params": {k: str(v) for k, v in self.config.module_params.items()},
-                "accel": self.accel.accel,
+                "accel": self._accel(),
                 "agent_port": AGENT_PORT,
                 "tag": self.config.snapshot_tag,
                 # with KVM the guest runs on the host's own CPU model (-cpu host): a state
                 # saved on one CPU must not be restored on another
-                "host_cpu": host_cpu_model() if self.accel.accel == "kvm" else "",
+                "host_cpu": host_cpu_model() if self._accel() == "kvm" else "",
                 # what the test put into the guest, by content: a restore has the same
                 "load_irqlab": self.config.load_irqlab,
                 "extra_modules": [[Path(m).name, _sha256(m)] for m in self.config.extra_modules],
@@ -387,12 +450,12 @@ class Guest:
             self.ssh = None
         self._stop_watch()  # the VM is stopped while QEMU writes the state
         self.snapshot_dir = snapshot.save(
-            self.machine,
+            self._vm(),
             key,
             {
                 "qemu": str(self.qemu.binary),
                 "image": self.image.version,
-                "argv": self.machine.argv,
+                "argv": self._vm().argv,
                 "module_params": self.config.module_params,
             },
         )
@@ -405,7 +468,8 @@ class Guest:
         from irqlab.vm import snapshot
 
         meta = snapshot.read_meta(directory)
-        if meta.get("qemu") != str(self.qemu.binary) or meta.get("image") != self.image.version:
+        saved_by = (meta.get("qemu"), meta.get("image"))
+        if saved_by != (str(self._qemu().binary), self._img().version):
             raise snapshot.SnapshotError(
                 f"snapshot {directory / snapshot.STATE_FILE} was saved by another QEMU build "
                 f"or image ({meta.get('qemu')}, image {meta.get('image')})"
@@ -413,9 +477,9 @@ class Guest:
         t0 = time.monotonic()
         self.phases = {}
         self._start_machine(["-incoming", "defer"])
-        snapshot.load(self.machine, directory, timeout=self.config.restore_timeout)
+        snapshot.load(self._vm(), directory, timeout=self.config.restore_timeout)
         self.phases["restored"] = time.monotonic() - t0
-        self.machine.qmp("cont")
+        self._vm().qmp("cont")
         self._connect_ssh(retry_interval=0.02)
         self.phases["ssh"] = time.monotonic() - t0
         self._connect_agent()
@@ -437,10 +501,10 @@ class Guest:
         # other process can take it between our choice and QEMU's bind.
         self.machine = Machine(
             MachineConfig(
-                binary=self.qemu.binary,
+                binary=self._qemu().binary,
                 args=[*self._machine_args(0), *self._qmp_socket_args(), *(extra or [])],
-                datadir=self.qemu.datadir,
-                accel=self.accel.accel,
+                datadir=self._qemu().datadir,
+                accel=self._accel(),
                 name=c.name,
                 log_root=c.log_dir,
             )
@@ -460,7 +524,7 @@ class Guest:
         self._stop_watch()
         self.fault = None
         self._watch = HealthWatch(
-            self.machine,
+            self._vm(),
             self._on_fault,
             agent=lambda: self._agent,
             freeze_timeout=self.config.freeze_timeout,
@@ -511,32 +575,37 @@ class Guest:
         while True:
             left = deadline - time.monotonic()
             try:
-                self.machine.wait_console(self.image.ready_marker, timeout=max(0.0, min(0.5, left)))
+                self._vm().wait_console(self._img().ready_marker, timeout=max(0.0, min(0.5, left)))
                 return
             except ConsoleTimeout as e:
-                fatal = _qemu_fatal(self.machine.stderr_tail(40))
+                fatal = _qemu_fatal(self._vm().stderr_tail(40))
                 if fatal is not None:
                     raise GuestError(
                         f"QEMU failed while the guest booted: {fatal}\n"
-                        f"--- QEMU said\n{self.machine.stderr_tail()}\n"
-                        f"{self.machine.describe_logs()}"
+                        f"--- QEMU said\n{self._vm().stderr_tail()}\n"
+                        f"{self._vm().describe_logs()}"
                     ) from None
                 if self.fault is not None:
                     raise GuestFault(self.fault, "booting") from None
-                if not self.machine.is_running() or left <= 0:
+                if not self._vm().is_running() or left <= 0:
                     fault = self.wait_fault(FAULT_VERDICT)
                     if fault is not None:
                         raise GuestFault(fault, "booting") from None
-                    console = self.machine.paths.console_log
+                    paths = self._vm().paths
+                    tail = _file_tail(paths.console_log) if paths is not None else ""
                     raise GuestError(
-                        f"{e}\n--- guest console (last lines)\n{_file_tail(console) or '(empty)'}"
-                        f"\n--- QEMU said\n{self.machine.stderr_tail() or '(nothing)'}"
+                        f"{e}\n--- guest console (last lines)\n{tail or '(empty)'}"
+                        f"\n--- QEMU said\n{self._vm().stderr_tail() or '(nothing)'}"
                     ) from None
 
     def _connect_ssh(self, *, retry_interval: float = 0.1) -> None:
-        image = self.image
+        image = self._img()
         self.ssh = SshClient(
-            "127.0.0.1", self.ssh_port, user=image.ssh_user, key_path=image.client_key
+            "127.0.0.1",
+            self.ssh_port,
+            user=image.ssh_user,
+            key_path=image.client_key,
+            host_key=image.host_key,  # pinned: nobody else on that port passes for the guest
         ).connect(timeout=self.config.ssh_timeout, retry_interval=retry_interval)
 
     def restart(self) -> Guest:
@@ -693,6 +762,41 @@ class Guest:
             timeout=timeout + 10,
         )
 
+    # -- hot-plug -------------------------------------------------------------------------
+    def unplug(self, timeout: float = 30.0) -> None:
+        """Hot-unplug the device (``device_del``) and wait until QEMU has released it
+        (``DEVICE_DELETED``: the guest let go of it).  Needs ``GuestConfig(hotplug=True)``."""
+        self._need_hotplug()
+        c = self.config
+        self._vm().qmp("device_del", id=c.device_id)
+        try:
+            self._vm().wait_event("DEVICE_DELETED", timeout, {"device": c.device_id})
+        except Exception as e:
+            fault = self.wait_fault(FAULT_VERDICT)
+            if fault is not None:
+                raise GuestFault(fault, "unplugging the device") from e
+            raise GuestError(
+                f"device_del {c.device_id}: QEMU never reported DEVICE_DELETED within "
+                f"{timeout:g} s (the guest did not release the device)"
+            ) from e
+
+    def replug(self, timeout: float = 30.0) -> None:
+        """Plug the device back (``device_add``, same id and properties) and wait for the
+        driver to create its node again."""
+        self._need_hotplug()
+        c = self.config
+        args = {"driver": DEVICE_TYPE, "id": c.device_id, "bus": HOTPLUG_PORT}
+        args.update({k: _prop_text(v) for k, v in c.device_props.items()})
+        self._vm().qmp("device_add", args)
+        uio = str(c.module_params.get("uio", 0)) in ("1", "y", "Y", "True")
+        self.wait_for_node("/dev/uio0" if uio else self.dev, timeout=timeout)
+
+    def _need_hotplug(self) -> None:
+        if not self.config.hotplug:
+            raise GuestError("unplug/replug need GuestConfig(hotplug=True) (a PCIe root port)")
+        if self.machine is None:
+            raise GuestError("the guest is not running")
+
     def pci_address(self) -> str:
         """The PCI address (e.g. ``0000:00:04.0``) of our device, found by vendor/device id."""
         vid, did = f"{REGS.PCI_VENDOR_ID:#06x}", f"{REGS.PCI_DEVICE_ID:#06x}"
@@ -765,7 +869,8 @@ class Guest:
         if self.ssh is None:
             raise GuestError("the guest is not connected")
         chan = self.ssh.open_forward("127.0.0.1", AGENT_PORT)
-        logs = self.machine.paths.log_dir if self.machine is not None else log_dir()
+        paths = self.machine.paths if self.machine is not None else None
+        logs = paths.log_dir if paths is not None else log_dir()
         client = AgentClient(
             chan.makefile_stdin("wb"),  # type: ignore[arg-type]
             chan.makefile("rb"),  # type: ignore[arg-type]

@@ -116,7 +116,7 @@ class HealthWatch(threading.Thread):
         self._stop_event = threading.Event()
         self._verdict = threading.Event()  # set once a fault is known
         self._offset = 0
-        self._pending: tuple[int, str, float] | None = None  # console fault, grace deadline
+        self._pending: tuple[float, str, float] | None = None  # console fault, grace deadline
         self._next_qmp = time.monotonic() + qmp_every
 
     def stop(self) -> None:
@@ -175,6 +175,10 @@ class HealthWatch(threading.Thread):
         if hit is not None and (self._pending is None or hit[0] < self._pending[0]):
             self._pending = (hit[0], hit[1], now + GRACE)
         running = self.machine.is_running()
+        if running:
+            fault = self._check_events()
+            if fault is not None:
+                return fault
         if self._pending is not None and (now >= self._pending[2] or not running):
             return self._fault(self._pending[1], qemu=not running)
         if not running:
@@ -209,4 +213,25 @@ class HealthWatch(threading.Thread):
             )
         if status in ("guest-panicked", "internal-error", "shutdown", "io-error"):
             return self._fault(f"guest stopped: QEMU run state {status!r}", qemu=True)
+        return None
+
+    def _check_events(self) -> Fault | None:
+        """pvpanic's GUEST_PANICKED (the guest kernel said it panicked) and RESET (our
+        machines never reset: -no-reboot turns a reboot into an exit)."""
+        from irqlab.vm.machine import MachineError
+
+        try:
+            events = self.machine.take_events(("GUEST_PANICKED", "RESET"), self.qmp_timeout)
+        except MachineError:
+            return None  # QMP trouble is reported by the liveness check
+        for ev in events:
+            if ev.get("event") == "GUEST_PANICKED":
+                action = (ev.get("data") or {}).get("action", "?")
+                cause = f"guest kernel panic (pvpanic; QEMU's action: {action})"
+                # rank 0.5: the console's own panic line (rank 0), usually a moment
+                # later, replaces this one within the grace period
+                if self._pending is None or self._pending[0] > 0.5:
+                    self._pending = (0.5, cause, time.monotonic() + GRACE)
+            else:
+                return self._fault("guest reset itself (QEMU event RESET)", qemu=True)
         return None

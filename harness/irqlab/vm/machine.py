@@ -38,6 +38,15 @@ from irqlab.vm.qmp.client import SyncQMP
 from irqlab.vm.qmp.errors import QMPFailure
 from irqlab.vm.qtest import QTest
 
+__all__ = [
+    "Machine",
+    "MachineConfig",
+    "MachineError",
+    "RunPaths",
+    "build_argv",
+    "remove_stale_sock_dirs",
+]
+
 _counter = itertools.count(1)
 
 
@@ -354,6 +363,15 @@ class Machine:
             raise MachineError("machine not started")
         try:
             return str(self._qmp.execute("query-status", timeout=timeout)["status"])
+        except QMPFailure as e:
+            raise MachineError(str(e)) from e
+
+    def take_events(self, names: Sequence[str], timeout: float = 2.0) -> list[dict[str, Any]]:
+        """QMP events named *names* received so far (removed); the others stay queued."""
+        if self._qmp is None:
+            raise MachineError("machine not started")
+        try:
+            return self._qmp.take_events(names, timeout)
         except QMPFailure as e:
             raise MachineError(str(e)) from e
 

@@ -17,6 +17,7 @@ the agent daemon (see ``irqlab_agent.daemon``).
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import time
 from collections.abc import Mapping
@@ -33,8 +34,10 @@ __all__ = [
     "STATE_FILE",
     "SnapshotError",
     "discard",
+    "keep_snapshots",
     "load",
     "lookup",
+    "prune",
     "read_meta",
     "save",
     "snapshot_key",
@@ -136,9 +139,32 @@ def save(machine: Machine, key: str, meta: Mapping[str, Any], *, timeout: float 
         (tmp / META_FILE).write_text(json.dumps(info, indent=2, default=str) + "\n")
 
     try:
-        return cache.cached_build(RECIPE, key, write)
+        saved = cache.cached_build(RECIPE, key, write)
     except (MachineError, QMPFailure, OSError) as e:
         raise SnapshotError(f"saving the snapshot {key} failed: {e}") from e
+    prune(keep_snapshots())
+    return saved
+
+
+def keep_snapshots() -> int:
+    """How many snapshots the cache keeps: $IRQLAB_SNAPSHOT_KEEP, default 16 (each is
+    ~140 MB; every image, module or device-property change makes new ones)."""
+    text = os.environ.get("IRQLAB_SNAPSHOT_KEEP", "16")
+    try:
+        return max(1, int(text))
+    except ValueError:
+        raise SnapshotError(f"IRQLAB_SNAPSHOT_KEEP={text!r}: must be a number") from None
+
+
+def prune(keep: int) -> list[Path]:
+    """Remove all but the *keep* most recently used snapshots (a load or save marks a
+    snapshot used); one that a save or load holds locked right now is left alone."""
+    found = sorted(
+        (e for e in cache.entries() if e.name == RECIPE and e.complete),
+        key=lambda e: e.mtime,
+        reverse=True,
+    )
+    return [e.path for e in found[keep:] if cache.remove_entry(e)]
 
 
 def load(machine: Machine, directory: Path, *, timeout: float = 60.0) -> None:

@@ -6,9 +6,13 @@ Pitfalls this module handles (see BRIEF.md):
   listens, so the first attempts fail with "Error reading SSH protocol banner"
   or a reset: :meth:`SshClient.connect` retries with short banner/auth timeouts
   until an overall deadline.
-* dropbear misbehaves when a new exec channel is opened before the previous
-  one's exit status arrived: :meth:`SshClient.run` is serialised and always
-  waits for the exit status.
+* dropbear misbehaves when a new channel is opened before the previous one's
+  exit status arrived: :meth:`SshClient.run` and :meth:`SshClient.put` are
+  serialised and always wait for the exit status (for SFTP: of sftp-server,
+  after sending EOF) before closing a channel.
+* a connection on which opening a channel fails is not reused: it is replaced
+  by a new one (channels already open on the old one, e.g. a running
+  process's, stay usable until :meth:`SshClient.close`).
 * the guest may lack sftp-server: :meth:`SshClient.put` falls back to
   ``cat > file`` over an exec channel.
 """
@@ -29,6 +33,16 @@ from typing import IO, Any, Protocol
 import paramiko
 
 from irqlab.errors import IrqlabError
+
+__all__ = [
+    "RETRYABLE",
+    "CommandError",
+    "RemoteProcess",
+    "RunResult",
+    "SshClient",
+    "SshError",
+    "load_private_key",
+]
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +100,8 @@ class _Client(Protocol):
 
 
 class _AcceptHostKey(paramiko.MissingHostKeyPolicy):
-    """The guest's host key is generated per image build; there is no MITM on loopback."""
+    """Any key passes paramiko's own check; :class:`SshClient` compares it with the
+    pinned ``host_key`` itself (the guest image's key, generated per image build)."""
 
     def missing_host_key(
         self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
@@ -158,17 +173,24 @@ class SshClient:
         client_factory: Callable[[], _Client] = _default_client,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        host_key: str | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self.user = user
         self.key_path = key_path
+        # "ssh-ed25519 AAAA...": the only host key accepted (None: any, for tools that
+        # connect to something other than our image)
+        self.host_key = host_key
         self._pkey = pkey
         self._factory = client_factory
         self._clock = clock
         self._sleep = sleep
         self._client: _Client | None = None
+        self._shut = False  # close() was called: never connect again
+        self._retired: list[_Client] = []  # replaced connections, closed in close()
         self._exec_lock = threading.Lock()
+        self.reconnects = 0
         self.attempts = 0
         self.last_error: BaseException | None = None
 
@@ -188,6 +210,8 @@ class SshClient:
         deadline = self._clock() + timeout
         interval = retry_interval
         while True:
+            if self._shut:
+                raise SshError(f"SSH to {self.host}:{self.port} was closed")
             self.attempts += 1
             client = self._factory()
             try:
@@ -221,8 +245,10 @@ class SshClient:
                 self._sleep(min(interval, left))
                 interval = min(interval * 2, max_interval)
                 continue
-            self._client = client
             transport = client.get_transport()
+            if self.host_key is not None and transport is not None:
+                self._check_host_key(client, transport)
+            self._client = client
             if transport is not None:
                 transport.set_keepalive(5)
             return self
@@ -234,10 +260,58 @@ class SshClient:
             raise SshError("SSH is not connected")
         return t
 
+    def _check_host_key(self, client: _Client, transport: paramiko.Transport) -> None:
+        """Refuse a server whose host key is not the one pinned (the guest image's)."""
+        key = transport.get_remote_server_key()
+        got = f"{key.get_name()} {key.get_base64()}"
+        want = " ".join((self.host_key or "").split()[:2])
+        if got != want:
+            client.close()
+            raise SshError(
+                f"{self.host}:{self.port} presented host key {got[:60]}..., not the guest "
+                f"image's {want[:60]}...: refusing (another process on that port?)"
+            )
+
     def close(self) -> None:
+        self._shut = True
+        for old in self._retired:
+            old.close()
+        self._retired.clear()
         if self._client is not None:
             self._client.close()
             self._client = None
+
+    def _reconnect(self, why: BaseException) -> paramiko.Transport:
+        """Replace the connection after *why*; the old one is closed in :meth:`close`."""
+        if self._client is None:
+            raise SshError("SSH is not connected") from why
+        log.warning(
+            "SSH connection to %s:%d unusable (%r): reconnecting", self.host, self.port, why
+        )
+        self._retired.append(self._client)
+        self._client = None
+        self.reconnects += 1
+        self.connect(timeout=30.0)
+        return self.transport
+
+    def _open(self, open_: Callable[[paramiko.Transport], Any]) -> Any:
+        """``open_(transport)`` (a new channel); on a dead transport or a failed channel
+        open, once more on a new connection.  Called with the exec lock held."""
+        t = self._client.get_transport() if self._client is not None else None
+        if t is None or not t.is_active():
+            t = self._reconnect(SshError("transport is closed"))
+        try:
+            return open_(t)
+        except (paramiko.SSHException, EOFError, OSError) as e:
+            return open_(self._reconnect(e))
+
+    @staticmethod
+    def _end_channel(chan: paramiko.Channel, timeout: float) -> None:
+        """Send EOF, wait for the exit status (or the server's close), close the channel."""
+        with contextlib.suppress(OSError, EOFError):
+            chan.shutdown_write()
+        chan.status_event.wait(timeout)
+        chan.close()
 
     def __enter__(self) -> SshClient:
         return self
@@ -256,7 +330,7 @@ class SshClient:
     ) -> RunResult:
         """Run *cmd*, wait for its exit status, return (rc, stdout, stderr)."""
         with self._exec_lock:
-            chan = self.transport.open_session(timeout=timeout)
+            chan = self._open(lambda t: t.open_session(timeout=timeout))
             try:
                 chan.settimeout(timeout)
                 chan.exec_command(cmd)
@@ -294,7 +368,7 @@ class SshClient:
     def open_process(self, cmd: str, *, timeout: float = 30.0) -> RemoteProcess:
         """Start a long-running *cmd* on its own channel (e.g. the agent)."""
         with self._exec_lock:
-            chan = self.transport.open_session(timeout=timeout)
+            chan = self._open(lambda t: t.open_session(timeout=timeout))
             chan.exec_command(cmd)
         return RemoteProcess(chan, cmd)
 
@@ -318,21 +392,25 @@ class SshClient:
         mode = mode if mode is not None else (local.stat().st_mode & 0o777)
         self.put_bytes(data, remote, mode=mode)
 
-    def put_bytes(self, data: bytes, remote: str, *, mode: int = 0o644) -> None:
-        try:
-            with self._exec_lock:
-                sftp = self.transport.open_sftp_client()
-            if sftp is None:
-                raise paramiko.SSHException("no SFTP client")
+    def put_bytes(
+        self, data: bytes, remote: str, *, mode: int = 0o644, timeout: float = 60.0
+    ) -> None:
+        """Write *data* to *remote* (SFTP, else ``cat >``); returns once sftp-server exited."""
+        with self._exec_lock:
             try:
-                with sftp.open(remote, "wb") as f:
-                    f.write(data)
-                sftp.chmod(remote, mode)
-            finally:
-                sftp.close()
-        except (paramiko.SSHException, EOFError):
-            q = shlex.quote(remote)
-            self.run(f"cat > {q} && chmod {mode:o} {q}", input=data, check=True)
+                sftp = self._open(lambda t: t.open_sftp_client())
+            except (paramiko.SSHException, EOFError):
+                sftp = None
+            if sftp is not None:
+                try:
+                    with sftp.open(remote, "wb") as f:
+                        f.write(data)
+                    sftp.chmod(remote, mode)
+                finally:
+                    self._end_channel(sftp.get_channel(), timeout)
+                return
+        q = shlex.quote(remote)
+        self.run(f"cat > {q} && chmod {mode:o} {q}", input=data, check=True, timeout=timeout)
 
     def put_tree(self, local_dir: Path, remote_dir: str) -> int:
         """Copy a directory tree (no __pycache__), as one tar stream when tar exists."""

@@ -150,6 +150,20 @@ struct irqlab_info {
 	__u32 reserved[2];
 };
 
+/*
+ * struct irqlab_clock - IRQLAB_IOC_GET_CLOCK result: one reading of the
+ * device clock bracketed by two readings of the guest's clock, to map the
+ * record's CLOCK_MONOTONIC times onto the device clock
+ * @mono_before_ns:	CLOCK_MONOTONIC (ns) just before the device read
+ * @dev_ns:		the device clock (TIME register, ns)
+ * @mono_after_ns:	CLOCK_MONOTONIC (ns) just after the device read
+ */
+struct irqlab_clock {
+	__u64 mono_before_ns;
+	__u64 dev_ns;
+	__u64 mono_after_ns;
+};
+
 #define IRQLAB_IOC_MAGIC	0xB9
 
 /* Write @seq to the device ACK register; -ENOENT if the device rejects it. */
@@ -162,5 +176,6 @@ struct irqlab_info {
 #define IRQLAB_IOC_SET_SOURCES	_IOW(IRQLAB_IOC_MAGIC, 0x05, __u32)
 /* Discard this file's queued records; returns how many. */
 #define IRQLAB_IOC_FLUSH	_IO(IRQLAB_IOC_MAGIC, 0x06)
+#define IRQLAB_IOC_GET_CLOCK	_IOR(IRQLAB_IOC_MAGIC, 0x07, struct irqlab_clock)
 
 #endif /* _UAPI_LINUX_IRQLAB_H */

@@ -166,6 +166,20 @@ class SyncQMP:
 
         return self._aio.run(drain(), self.timeout)
 
+    def take_events(
+        self, names: Sequence[str], timeout: float | None = None
+    ) -> list[dict[str, Any]]:
+        """Events named *names* received so far (removed); all others stay queued."""
+        wanted = set(names)
+
+        async def take() -> list[dict[str, Any]]:
+            self._backlog += [dict(m) for m in self._listener.clear()]
+            out = [ev for ev in self._backlog if ev.get("event") in wanted]
+            self._backlog = [ev for ev in self._backlog if ev.get("event") not in wanted]
+            return out
+
+        return self._aio.run(take(), self.timeout if timeout is None else timeout)
+
     def wait_event(
         self, name: str, timeout: float, match: Mapping[str, object] | None = None
     ) -> dict[str, Any]:

@@ -1,0 +1,149 @@
+"""Raise -> ACK latency of one path through the native responder (issue 15).
+
+The agent starts ``irqlab-respond`` (guest-kmod/responder/, :mod:`irqlab_agent.native`)
+armed on the path as its own Python path would be, waits until it is armed, the
+device generator raises *events* events at *period_ns*, and the responder ACKs
+each right after its wake-up and records per-event timestamps.  The result has
+the same shape as :func:`irqlab.bench.latency.measure` (``latency_ns`` exact from
+the device's per-event answers, cross-checked with the device histogram) plus the
+per-stage breakdown of :mod:`irqlab.bench.breakdown` and the responder's own
+counters.  Checks: every raised seq seen exactly once, in order, none flagged,
+every ACK accepted, and the device's ``acked`` equal to the responder's ACKs.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from irqlab.bench import breakdown, gpio, latency, stats
+
+# bench path -> the responder's path and extra options
+RESPONDER_PATH = {
+    **{p: p for p in ("read", "nonblock", "poll", "select", "epoll-lt", "epoll-et")},
+    **{p: p for p in ("sigio", "setsig", "eventfd", "count", gpio.PATH)},
+    **{p: "uio" for p in latency.UIO_PATHS},
+}
+# the responder's own counters kept in the result
+NATIVE_COUNTERS: tuple[str, ...] = ("exit", "wakeups", "reads", "eagain", "spurious", "acks")
+NATIVE_COUNTERS += ("ack_errors", "signals", "cpu_ns")
+
+
+def start_args(guest: Any, path: str, seq0: int) -> dict[str, Any]:
+    """``native_start`` arguments for bench path *path* whose first event is *seq0*."""
+    args: dict[str, Any] = {"path": RESPONDER_PATH[path], "name": f"native-{path}"}
+    if path in latency.UIO_PATHS:
+        u = latency.UIO_PATHS[path]
+        args.update(uio_name=u["uio_name"], map=u["map"], reenable=u["reenable"])
+    elif path == gpio.PATH:
+        args.update(ack_dev=guest.dev, ack_first_seq=seq0, line=gpio.LINE, buffer=gpio.BUFFER)
+    elif path == "count":
+        args.update(dev=guest.count_dev, ack_dev=guest.dev, ack_first_seq=seq0)
+    else:
+        args["dev"] = guest.dev
+        if path == "setsig":
+            args["sig"] = 1  # SIGRTMIN+1, the agent's default
+    return args
+
+
+def rows_of(result: dict[str, Any]) -> list[dict[str, Any]]:
+    fields = result.get("fields") or []
+    return [dict(zip(fields, r, strict=True)) for r in result.get("rows") or []]
+
+
+def clock_of(result: dict[str, Any]) -> breakdown.ClockMap | None:
+    start = result.get("clock_start")
+    if not isinstance(start, dict):
+        return None
+    end = result.get("clock_end")
+    return breakdown.ClockMap(start, end if isinstance(end, dict) else None)
+
+
+def run(guest: Any, path: str, *, events: int, period_ns: int) -> dict[str, Any]:
+    """Start the responder, raise the burst, wait for it: ``seq0``, ``result`` (the
+    responder's JSON), ``rc``, ``timed_out``, ``stderr``, ``wall_s``."""
+    inj = guest.injector
+    latency.reset(guest)
+    on_line = path == gpio.PATH
+    if on_line:
+        gpio.prepare(inj)
+    seq0: int = inj.counters().next_seq  # nothing raises between here and the burst
+    args = start_args(guest, path, seq0)
+    guest.agent.request("native_start", count=events, **args)
+    inj.reset_counters()
+    t0 = time.monotonic()
+    wait_s = events * period_ns / 1e9 * 4 + 60
+    try:
+        inj.burst(events, period_ns, line=gpio.LINE if on_line else None)
+        resp = guest.agent.request(
+            "native_wait", name=args["name"], wait_s=wait_s, timeout=wait_s + 60
+        )
+    finally:
+        if on_line:
+            gpio.done(inj)
+    return {"seq0": seq0, "wall_s": time.monotonic() - t0, **resp}
+
+
+def measure(
+    guest: Any, path: str, *, events: int, period_ns: int, cdf_points: int = 400
+) -> dict[str, Any]:
+    """One path through the responder; a JSON-ready dict like ``latency.measure``'s."""
+    got = run(guest, path, events=events, period_ns=period_ns)
+    inj = guest.injector
+    counters = inj.counters()
+    hist = inj.histogram()
+    res = got.get("result") or {}
+    rows = rows_of(res)
+    seq0 = got["seq0"]
+    problems: list[str] = []
+    if got.get("timed_out"):
+        problems.append(f"the responder did not finish in time (stopped): {res.get('exit')}")
+    if got.get("rc") not in (0, None) or not res:
+        problems.append(f"responder exit {got.get('rc')}: {got.get('stderr', '').strip()[-300:]}")
+    seqs = [r["seq"] for r in rows]
+    if len(seqs) != events:
+        problems.append(f"got {len(seqs)} of {events} events")
+    if seqs != list(range(seq0, seq0 + len(seqs))):
+        problems.append("sequence numbers not each seen once in order from the first raised")
+    if path != gpio.PATH:  # gpio-cdev's flags field carries the edge id
+        flagged = sum(1 for r in rows if r.get("flags") or r.get("lost"))
+        if flagged:
+            problems.append(f"{flagged} events flagged (overflow/device drop)")
+    else:
+        problems += gpio.edge_problems(
+            [{"seqno": r["lost"], "edge": _EDGES.get(r["flags"], "?")} for r in rows]
+        )
+    lat = [r["ack_latency_ns"] for r in rows if isinstance(r.get("ack_latency_ns"), int)]
+    if len(lat) != len(rows):
+        problems.append(f"{len(rows) - len(lat)} ACKs without a latency")
+    acks = res.get("acks")
+    if acks != counters.acked:
+        problems.append(f"responder ACKs {acks} != device acked {counters.acked}")
+    summary = stats.summarize(lat)
+    summary["exact"] = True
+    agreement = stats.histogram_agreement(summary, hist)
+    problems += [f"histogram {p}" for p in agreement["problems"]]
+    bd = breakdown.summarize(rows, clock_of(res))
+    problems += [f"breakdown: {p}" for p in bd["problems"]]
+    pending = max(0, counters.raised - len(rows))
+    return {
+        "path": path,
+        "responder": "native",
+        "events": events,
+        "period_ns": period_ns,
+        "wall_s": round(got["wall_s"], 3),
+        "latency_ns": summary,
+        "chunks_ns": stats.chunk_percentiles(lat, latency.CHUNKS),
+        "device_histogram": agreement,
+        "breakdown": bd,
+        "breakdown_p50_ns": {k: v["p50"] for k, v in bd["stages"].items() if k != "total"},
+        "counters": counters.__dict__,
+        "pending_at_end": pending,
+        "native": {k: res.get(k) for k in NATIVE_COUNTERS},
+        "cdf": stats.cdf_points(lat, cdf_points) if lat else [],
+        "problems": problems,
+    }
+
+
+# gpio_v2_line_event.id (linux/gpio.h): the edge names the agent reports
+_EDGES = {1: "rising", 2: "falling"}

@@ -1,0 +1,62 @@
+"""A migration stream the device could never have produced is refused on load.
+
+The stream is a real one from a source QEMU with one field rewritten in place: the
+source's ``burst-period-ns`` is set to a marker value that occurs once in the stream,
+and the destination gets the stream with that value replaced.  QEMU 7.2 exits (status
+1) when an incoming migration fails; what matters is that it refuses the state instead
+of loading it (a zero period divides by zero when the next burst starts: SIGFPE).
+"""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import pytest
+from devrig import RigFactory, device_arg, migrate_in_start, migrate_out
+
+from irqlab.testing.plugin import QtestMachineFactory
+
+pytestmark = pytest.mark.device
+
+PROPS: dict[str, object] = {"irq_mode": "msix", "gpio_lines": 8, "evq_depth": 16}
+MARKER = 9_876_543_211  # a valid period (ns) whose 8 big-endian bytes occur once
+
+
+def _stream_with_period(rig_factory: RigFactory, tmp_path: Path, period: int) -> Path:
+    src = rig_factory(**PROPS)
+    src.inj.set_burst_period(MARKER)
+    image = tmp_path / "src.mig"
+    migrate_out(src.machine, image)
+    data = image.read_bytes()
+    needle = struct.pack(">Q", MARKER)
+    assert data.count(needle) == 1, "marker not unique in the stream"
+    out = tmp_path / "patched.mig"
+    out.write_bytes(data.replace(needle, struct.pack(">Q", period)))
+    return out
+
+
+@pytest.mark.parametrize("period", [0, 999, 10_000_000_001])
+def test_stream_with_bad_burst_period_is_refused(
+    rig_factory: RigFactory, irqlab_qtest_factory: QtestMachineFactory, tmp_path: Path,
+    period: int,
+) -> None:  # fmt: skip
+    image = _stream_with_period(rig_factory, tmp_path, period)
+    dst = irqlab_qtest_factory(device_arg(**PROPS), extra_args=["-incoming", "defer"])
+    migrate_in_start(dst, image)
+    # Refused: the incoming migration fails and QEMU 7.2 exits with status 1 (not a
+    # signal).  Had the state loaded, QEMU would wait in "paused" for ever.
+    assert dst.wait_exit(timeout=30) == 1
+
+
+def test_stream_with_valid_period_loads(
+    rig_factory: RigFactory, irqlab_qtest_factory: QtestMachineFactory, tmp_path: Path
+) -> None:
+    """The control: the same rewrite with a valid period loads and that period is used."""
+    image = _stream_with_period(rig_factory, tmp_path, 5_000)
+    dst = irqlab_qtest_factory(device_arg(**PROPS), extra_args=["-incoming", "defer"])
+    migrate_in_start(dst, image)
+    dst.wait_event("MIGRATION", timeout=30, match={"status": "completed"})
+    assert dst.qmp("qom-get", path="/machine/peripheral/irq0", property="burst-period-ns") == 5_000
+    dst.qmp("qom-set", path="/machine/peripheral/irq0", property="burst-count", value=3)
+    assert dst.is_running()

@@ -1,0 +1,49 @@
+"""SSH: copy a file into the guest, start it at once, read its output: 200 times in a row.
+
+Issue 16 item 9: a channel opened right after an SFTP copy sometimes failed with
+``SSHException: Channel closed.`` (dropbear wants the previous channel's exit status
+before the next one opens), and every round after it failed too.  The test uses its
+own connection to the session guest so a broken transport cannot sink the session's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from irqlab.vm.guest import Guest
+from irqlab.vm.ssh import SshClient
+
+ROUNDS = 200
+
+
+@pytest.fixture
+def ssh(guest: Guest) -> Iterator[SshClient]:
+    assert guest.ssh is not None
+    client = SshClient(
+        "127.0.0.1", guest.ssh_port, user=guest.ssh.user, key_path=guest.ssh.key_path
+    ).connect(timeout=30)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def test_put_then_open_process_200_times(ssh: SshClient) -> None:
+    for i in range(ROUNDS):
+        script = f"import sys\nprint('round', {i})\nsys.exit({i % 7})\n".encode()
+        ssh.put_bytes(script, "/tmp/put_run.py", mode=0o755)
+        proc = ssh.open_process("python3 /tmp/put_run.py", timeout=30)
+        out = proc.stdout.read()
+        assert proc.exit_status(timeout=30) == i % 7, f"round {i}"
+        proc.close()
+        assert out == f"round {i}\n".encode(), f"round {i}: {out!r}"
+    assert ssh.reconnects == 0  # not papered over by reconnecting
+
+
+def test_put_then_run_200_times(ssh: SshClient) -> None:
+    for i in range(ROUNDS):
+        ssh.put_bytes(f"echo {i}\n".encode(), "/tmp/put_run.sh", mode=0o755)
+        assert ssh.run("/tmp/put_run.sh", timeout=30, check=True).out == f"{i}\n", f"round {i}"
+    assert ssh.reconnects == 0

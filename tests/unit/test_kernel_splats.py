@@ -1,0 +1,40 @@
+"""The kernel-log scan that ends the e2e session (and the Buildroot CI run) finds splats."""
+
+from __future__ import annotations
+
+import pytest
+
+from irqlab.testing.helpers import kernel_splats
+
+CLEAN = """\
+[    1.679955] irqlab: module verification failed: signature and/or required key missing
+[    1.704462] irqlab 0000:00:03.0: irqlab0: id 0x1a5b0100, msix x3, hardirq, 32 gpio lines
+[    2.317328] IPv6: ADDRCONF(NETDEV_CHANGE): eth0: link becomes ready
+"""
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "[   12.1] BUG: KASAN: slab-use-after-free in irqlab_gpio_work_fn+0x2c/0x1a0",
+        "[   12.2] WARNING: CPU: 0 PID: 57 at kernel/workqueue.c:1438 __queue_work+0x3b5/0x4b0",
+        "[   12.3] WARNING: possible circular locking dependency detected",
+        "[   12.4] kmemleak: 2 new suspected memory leaks (see /sys/kernel/debug/kmemleak)",
+        "[   12.5] BUG: sleeping function called from invalid context at mm/slab.h:742",
+        "[   12.6] Oops: general protection fault, probably for non-canonical address",
+        "[   12.7] watchdog: BUG: soft lockup - CPU#0 stuck for 26s! [kworker/0:1H:37]",
+        "[   12.8] INFO: task rmmod:312 blocked for more than 120 seconds.",
+        "unreferenced object 0xffff888004a1c000 (size 64):",
+        "[   12.9] ODEBUG: free active (active state 0) object: 0000 object type: work_struct",
+    ],
+)
+def test_a_splat_is_found(line: str) -> None:
+    assert kernel_splats(CLEAN + line + "\n") == [line]
+
+
+def test_a_clean_log_with_the_expected_taint_passes() -> None:
+    assert kernel_splats(CLEAN, tainted=(1 << 12) | (1 << 13)) == []
+
+
+def test_an_unexpected_taint_is_reported_even_without_a_log_line() -> None:
+    assert kernel_splats(CLEAN, tainted=(1 << 9) | (1 << 12)) == ["kernel tainted: bit 9"]

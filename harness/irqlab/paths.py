@@ -5,47 +5,99 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from irqlab.errors import IrqlabError
+
 __all__ = [
+    "BUNDLED_SOURCES",
+    "CacheDirError",
+    "SourceTreeMissing",
     "agent_package_dir",
     "cache_dir",
+    "checkout_root",
     "log_dir",
     "packaged_file",
     "repo_root",
 ]
 
 _PKG_DIR = Path(__file__).resolve().parent
+# A wheel carries the sources the build recipes need (qemu-device/, guest-kmod/,
+# buildroot/) here, laid out as in the checkout (pyproject's force-include).
+BUNDLED_SOURCES = _PKG_DIR / "data" / "src"
+
+
+class SourceTreeMissing(IrqlabError, RuntimeError):
+    """Neither a checkout nor the wheel's bundled sources are there."""
+
+
+def checkout_root() -> Path | None:
+    """The source checkout this package runs from (an editable install), or None."""
+    root = _PKG_DIR.parent.parent
+    return root if (root / "qemu-device").is_dir() and (root / "harness").is_dir() else None
 
 
 def repo_root() -> Path:
-    """The source checkout this package was installed from (editable install)."""
-    root = _PKG_DIR.parent.parent
-    if not (root / "qemu-device").is_dir():
-        raise RuntimeError(
-            f"irqlab source tree not found above {_PKG_DIR}; "
-            "install with 'pip install -e <checkout>'"
-        )
-    return root
+    """Where the sources the build recipes read are: the checkout (editable install),
+    else the copy a wheel carries (:data:`BUNDLED_SOURCES`)."""
+    root = checkout_root()
+    if root is not None:
+        return root
+    if (BUNDLED_SOURCES / "qemu-device").is_dir():
+        return BUNDLED_SOURCES
+    raise SourceTreeMissing(
+        f"irqlab's sources (qemu-device/, guest-kmod/) are neither in a checkout above "
+        f"{_PKG_DIR} nor in {BUNDLED_SOURCES}: reinstall irqlab from its wheel or a checkout"
+    )
+
+
+class CacheDirError(IrqlabError, RuntimeError):
+    """The cache directory cannot be created or written; the message names the variable."""
+
+
+_WRITABLE: set[Path] = set()  # cache directories found writable in this process
+
+
+def _check_writable(path: Path, how: str) -> Path:
+    if path in _WRITABLE:
+        return path
+    import tempfile
+
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        raise CacheDirError(
+            f"the irqlab cache directory {path} ({how}) is not writable: "
+            f"{e.strerror or e}; set IRQLAB_CACHE_DIR to a writable directory"
+        ) from None
+    _WRITABLE.add(path)
+    return path
 
 
 def cache_dir() -> Path:
     """Build cache (QEMU builds, guest images, keys), keyed by input hash inside.
 
     $IRQLAB_CACHE_DIR overrides; default is $XDG_CACHE_HOME/irqlab or ~/.cache/irqlab.
+    It must be writable (locks, snapshots): :class:`CacheDirError` says so otherwise.
     """
     env = os.environ.get("IRQLAB_CACHE_DIR")
     if env:
-        return Path(env).expanduser().resolve()
+        return _check_writable(Path(env).expanduser().resolve(), f"IRQLAB_CACHE_DIR={env}")
     xdg = os.environ.get("XDG_CACHE_HOME")
     base = Path(xdg) if xdg else Path.home() / ".cache"
-    return (base / "irqlab").resolve()
+    how = "$XDG_CACHE_HOME/irqlab" if xdg else "the default, ~/.cache/irqlab"
+    return _check_writable((base / "irqlab").resolve(), how)
 
 
 def log_dir() -> Path:
-    """Logs of runs (console, agent, build steps): $IRQLAB_LOG_DIR or <repo>/build/logs."""
+    """Logs of runs (console, agent, build steps): $IRQLAB_LOG_DIR, else
+    <checkout>/build/logs, else (an installed wheel) <cache dir>/logs.  The pytest
+    plugin sets $IRQLAB_LOG_DIR (default <rootdir>/.irqlab/logs)."""
     env = os.environ.get("IRQLAB_LOG_DIR")
     if env:
         return Path(env).expanduser().resolve()
-    return repo_root() / "build" / "logs"
+    root = checkout_root()
+    return root / "build" / "logs" if root is not None else cache_dir() / "logs"
 
 
 def agent_package_dir() -> Path:
@@ -56,12 +108,9 @@ def agent_package_dir() -> Path:
 
 def packaged_file(name: str, repo_rel: str) -> Path:
     """A source-of-truth file: from the checkout if present, else from the wheel's data/."""
-    try:
-        p = repo_root() / repo_rel
-        if p.is_file():
-            return p
-    except RuntimeError:
-        pass
+    root = checkout_root()
+    if root is not None and (root / repo_rel).is_file():
+        return root / repo_rel
     p = _PKG_DIR / "data" / name
     if p.is_file():
         return p

@@ -1,7 +1,7 @@
 """Device-level fixtures: the real built QEMU, ``-accel qtest``, q35, one irqlab device, no guest.
 
 Every test here is marked ``device``.  The QEMU build comes from the
-``qemu_install`` fixture of the irqlab pytest plugin: a failed build fails the
+``irqlab_qemu`` fixture of the irqlab pytest plugin: a failed build fails the
 tests (with the build log's path), it never skips them.
 """
 
@@ -22,9 +22,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture
-def rig_factory(qtest_machine_factory: QtestMachineFactory) -> RigFactory:
+def rig_factory(irqlab_qtest_factory: QtestMachineFactory) -> RigFactory:
     def make(**props: object) -> Rig:
-        m = qtest_machine_factory(device_arg(**props))
+        m = irqlab_qtest_factory(device_arg(**props))
         dev = QtestIrqlab.attach(m.qtest)
         return Rig(m, m.qtest, dev, Injector(m, "irq0"))
 

@@ -10,18 +10,18 @@ from irqlab.vm import accel
 pytestmark = pytest.mark.device
 
 
-def test_probe_rom_boots_to_long_mode_under_tcg(qemu_install: QemuInstall) -> None:
+def test_probe_rom_boots_to_long_mode_under_tcg(irqlab_qemu: QemuInstall) -> None:
     """The probe guest itself is sound, so a failed KVM probe is KVM's doing."""
-    r = accel.run_probe_guest(qemu_install.binary, "tcg", datadir=qemu_install.datadir)
+    r = accel.run_probe_guest(irqlab_qemu.binary, "tcg", datadir=irqlab_qemu.datadir)
     assert r.ok, r.reason
 
 
 def test_choice_is_kvm_only_where_kvm_runs_the_guest(
-    qemu_install: QemuInstall, monkeypatch: pytest.MonkeyPatch
+    irqlab_qemu: QemuInstall, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv(accel.ENV_VAR, raising=False)
     accel.clear_cache()
-    choice = accel.choose(qemu_install.binary, datadir=qemu_install.datadir)
+    choice = accel.choose(irqlab_qemu.binary, datadir=irqlab_qemu.datadir)
     print(f"accelerator here: {choice.accel} ({choice.reason})")
     assert choice.reason.startswith(f"{choice.accel}: ")
     if choice.accel == "kvm":
@@ -29,7 +29,7 @@ def test_choice_is_kvm_only_where_kvm_runs_the_guest(
     elif choice.probed:  # /dev/kvm opens, but the guest did not get to long mode
         assert "KVM probe failed" in choice.reason
         direct = accel.run_probe_guest(
-            qemu_install.binary, "kvm", datadir=qemu_install.datadir, timeout=5
+            irqlab_qemu.binary, "kvm", datadir=irqlab_qemu.datadir, timeout=5
         )
         assert not direct.ok, direct.reason
     else:

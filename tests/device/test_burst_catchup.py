@@ -27,7 +27,7 @@ U32_MAX = 0xFFFF_FFFF
 
 
 def _late_burst(
-    rig_factory: RigFactory, qtest_machine_factory: QtestMachineFactory, tmp_path: Path,
+    rig_factory: RigFactory, irqlab_qtest_factory: QtestMachineFactory, tmp_path: Path,
     props: dict[str, object], count: int, period: int, steps_before: int, late_ns: int,
     line: int | None = None,
 ) -> tuple[QtestIrqlab, Injector, int, float]:  # fmt: skip
@@ -47,7 +47,7 @@ def _late_burst(
     clock = src.qt.clock()
     image = tmp_path / "burst.mig"
     migrate_out(src.machine, image)
-    dst_m = qtest_machine_factory(device_arg(**props), extra_args=["-incoming", "defer"])
+    dst_m = irqlab_qtest_factory(device_arg(**props), extra_args=["-incoming", "defer"])
     dst_m.qtest.clock_set(clock + late_ns)  # before the load: the timer is late
     t0 = time.monotonic()
     migrate_in(dst_m, image)  # the main loop runs the expired timer once running
@@ -58,10 +58,10 @@ def _late_burst(
 
 
 def test_catch_up_steps_carry_their_deadlines(
-    rig_factory: RigFactory, qtest_machine_factory: QtestMachineFactory, tmp_path: Path
+    rig_factory: RigFactory, irqlab_qtest_factory: QtestMachineFactory, tmp_path: Path
 ) -> None:
     dst, inj, start, _ = _late_burst(
-        rig_factory, qtest_machine_factory, tmp_path, {"evq_depth": 64},
+        rig_factory, irqlab_qtest_factory, tmp_path, {"evq_depth": 64},
         count=10, period=P, steps_before=3, late_ns=4 * P + P // 2,
     )  # fmt: skip
     burst = [e for e in dst.drain() if e.source == REGS.SRC_BURST]
@@ -76,10 +76,10 @@ def test_catch_up_steps_carry_their_deadlines(
 
 
 def test_catch_up_gpio_steps_carry_their_deadlines(
-    rig_factory: RigFactory, qtest_machine_factory: QtestMachineFactory, tmp_path: Path
+    rig_factory: RigFactory, irqlab_qtest_factory: QtestMachineFactory, tmp_path: Path
 ) -> None:
     dst, _, start, _ = _late_burst(
-        rig_factory, qtest_machine_factory, tmp_path, {"evq_depth": 64, "gpio_lines": 8},
+        rig_factory, irqlab_qtest_factory, tmp_path, {"evq_depth": 64, "gpio_lines": 8},
         count=10, period=P, steps_before=2, late_ns=5 * P, line=5,
     )  # fmt: skip
     gpio = [e for e in dst.drain() if e.source == REGS.SRC_GPIO]
@@ -88,7 +88,7 @@ def test_catch_up_gpio_steps_carry_their_deadlines(
 
 
 def test_maximal_late_storm_on_an_undetected_line_only_toggles_it(
-    rig_factory: RigFactory, qtest_machine_factory: QtestMachineFactory, tmp_path: Path
+    rig_factory: RigFactory, irqlab_qtest_factory: QtestMachineFactory, tmp_path: Path
 ) -> None:
     """Steps that detect nothing (no edge or level enabled on the line) raise nothing,
     and must not be walked one by one either; the line ends at its last step's level."""
@@ -98,7 +98,7 @@ def test_maximal_late_storm_on_an_undetected_line_only_toggles_it(
     src.qt.clock_step(9 * pmin)  # 10 steps, the line back low
     image = tmp_path / "undetected.mig"
     migrate_out(src.machine, image)
-    dst_m = qtest_machine_factory(
+    dst_m = irqlab_qtest_factory(
         device_arg(evq_depth=16, gpio_lines=8), extra_args=["-incoming", "defer"]
     )
     dst_m.qtest.clock_set(src.qt.clock() + U32_MAX * pmin)
@@ -116,7 +116,7 @@ def test_maximal_late_storm_on_an_undetected_line_only_toggles_it(
 
 @pytest.mark.parametrize("line", [None, 2])
 def test_maximal_late_storm_is_counted_in_bulk(
-    rig_factory: RigFactory, qtest_machine_factory: QtestMachineFactory, tmp_path: Path,
+    rig_factory: RigFactory, irqlab_qtest_factory: QtestMachineFactory, tmp_path: Path,
     line: int | None,
 ) -> None:  # fmt: skip
     """The longest burst there is (2^32-1 steps at the minimum period), entirely
@@ -125,7 +125,7 @@ def test_maximal_late_storm_is_counted_in_bulk(
     depth = 16
     pmin = REGS.MIN_BURST_PERIOD_NS
     dst, inj, _, elapsed = _late_burst(
-        rig_factory, qtest_machine_factory, tmp_path, {"evq_depth": depth, "gpio_lines": 8},
+        rig_factory, irqlab_qtest_factory, tmp_path, {"evq_depth": depth, "gpio_lines": 8},
         count=U32_MAX, period=pmin, steps_before=depth + 4, late_ns=U32_MAX * pmin, line=line,
     )  # fmt: skip
     assert elapsed < 5.0, f"the late timer run took {elapsed:.1f} s"

@@ -19,9 +19,9 @@ ROOT_PORT = "pcie-root-port,id=rp0,bus=pcie.0,chassis=1"
 
 @pytest.mark.parametrize("irq_mode", ["msix", "msi", "intx"])
 def test_device_del_behind_root_port_completes(
-    qtest_machine_factory: QtestMachineFactory, irq_mode: str
+    irqlab_qtest_factory: QtestMachineFactory, irq_mode: str
 ) -> None:
-    m = qtest_machine_factory(
+    m = irqlab_qtest_factory(
         "",
         extra_args=["-device", ROOT_PORT, "-device", f"irqlab,id=irq0,bus=rp0,irq-mode={irq_mode}"],
     )

@@ -97,15 +97,15 @@ def test_gpio_lines_beyond_the_bank_are_not_writable(rig_factory: RigFactory) ->
     ],
 )
 def test_bad_static_property_refuses_to_start(
-    qtest_machine_factory: QtestMachineFactory, prop: str, message: str
+    irqlab_qtest_factory: QtestMachineFactory, prop: str, message: str
 ) -> None:
     with pytest.raises(MachineError, match=message):
-        qtest_machine_factory(f"irqlab,id=irq0,{prop}")
+        irqlab_qtest_factory(f"irqlab,id=irq0,{prop}")
 
 
-def test_device_help_lists_properties(qemu_install: QemuInstall) -> None:
+def test_device_help_lists_properties(irqlab_qemu: QemuInstall) -> None:
     r = subprocess.run(
-        [str(qemu_install.binary), "-L", str(qemu_install.datadir), "-device", "irqlab,help"],
+        [str(irqlab_qemu.binary), "-L", str(irqlab_qemu.datadir), "-device", "irqlab,help"],
         capture_output=True,
         text=True,
         timeout=30,
@@ -117,18 +117,21 @@ def test_device_help_lists_properties(qemu_install: QemuInstall) -> None:
     assert "intx, msi or msix" in r.stdout  # descriptions are shown
 
 
-def test_plugin_fixtures(qtest_machine: Machine, injector: Injector) -> None:
+def test_plugin_fixtures(irqlab_qtest_machine: Machine, irqlab_qtest_injector: Injector) -> None:
     """The plugin's default machine has irq0 on q35 under qtest, reachable over QMP."""
-    assert qtest_machine.qmp("query-status")["status"] == "running"
-    assert injector.path == "/machine/peripheral/irq0"
-    assert injector.gpio_lines == REGS.MAX_GPIO_LINES
-    assert qtest_machine.qmp("qom-get", path=injector.path, property="type") == "irqlab"
-    assert "-accel" in qtest_machine.argv and "qtest" in qtest_machine.argv
+    assert irqlab_qtest_machine.qmp("query-status")["status"] == "running"
+    assert irqlab_qtest_injector.path == "/machine/peripheral/irq0"
+    assert irqlab_qtest_injector.gpio_lines == REGS.MAX_GPIO_LINES
+    assert (
+        irqlab_qtest_machine.qmp("qom-get", path=irqlab_qtest_injector.path, property="type")
+        == "irqlab"
+    )
+    assert "-accel" in irqlab_qtest_machine.argv and "qtest" in irqlab_qtest_machine.argv
 
 
-def test_accel_choice_fixture(accel_choice: AccelChoice) -> None:
-    assert accel_choice.accel in ("kvm", "tcg")
-    assert accel_choice.reason
+def test_irqlab_accel_fixture(irqlab_accel: AccelChoice) -> None:
+    assert irqlab_accel.accel in ("kvm", "tcg")
+    assert irqlab_accel.reason
 
 
 def _host_property_names() -> set[str]:
@@ -164,13 +167,13 @@ def _host_property_names() -> set[str]:
     return names
 
 
-def test_the_host_uses_only_properties_the_device_has(qtest_machine: Machine) -> None:
+def test_the_host_uses_only_properties_the_device_has(irqlab_qtest_machine: Machine) -> None:
     """The injector's QOM property names (typed in irqlab.c and again in the injector) are
     all properties of the device: a renamed property fails here, not in a guest test."""
     from irqlab.vm.qmp.injector import device_path
 
     host = _host_property_names()
     assert {"fifo-push", "gpio-pulse", "burst-count", "counters"} <= host, host
-    listed = qtest_machine.qmp("qom-list", {"path": device_path("irq0")})
+    listed = irqlab_qtest_machine.qmp("qom-list", {"path": device_path("irq0")})
     device = {p["name"] for p in listed}
     assert host <= device, sorted(host - device)

@@ -35,7 +35,7 @@ def _state(dev: QtestIrqlab, inj: Injector) -> dict[str, Any]:
 
 
 def test_state_survives_migration(
-    rig_factory: RigFactory, qtest_machine_factory: QtestMachineFactory, tmp_path: Path
+    rig_factory: RigFactory, irqlab_qtest_factory: QtestMachineFactory, tmp_path: Path
 ) -> None:
     src = rig_factory(**PROPS)
     d, inj = src.dev, src.inj
@@ -61,7 +61,7 @@ def test_state_survives_migration(
 
     image = tmp_path / "irqlab.mig"
     migrate_out(src.machine, image)
-    dst_m = qtest_machine_factory(device_arg(**PROPS), extra_args=["-incoming", "defer"])
+    dst_m = irqlab_qtest_factory(device_arg(**PROPS), extra_args=["-incoming", "defer"])
     migrate_in(dst_m, image)
     dst = QtestIrqlab.attach(dst_m.qtest, d.bar0)  # BAR0 came along in config space
     dst_inj = Injector(dst_m, "irq0")
@@ -81,7 +81,7 @@ def test_state_survives_migration(
 
 @pytest.mark.parametrize("line", [None, 3])
 def test_burst_line_survives_migration(
-    rig_factory: RigFactory, qtest_machine_factory: QtestMachineFactory, tmp_path: Path,
+    rig_factory: RigFactory, irqlab_qtest_factory: QtestMachineFactory, tmp_path: Path,
     line: int | None,
 ) -> None:  # fmt: skip
     """A burst on a GPIO line goes on toggling that line after migration (the
@@ -96,7 +96,7 @@ def test_burst_line_survives_migration(
     clock = src.qt.clock()
     image = tmp_path / "irqlab.mig"
     migrate_out(src.machine, image)
-    dst_m = qtest_machine_factory(device_arg(**PROPS), extra_args=["-incoming", "defer"])
+    dst_m = irqlab_qtest_factory(device_arg(**PROPS), extra_args=["-incoming", "defer"])
     migrate_in(dst_m, image)
     dst = QtestIrqlab.attach(dst_m.qtest, src.dev.bar0)
     dst_inj = Injector(dst_m, "irq0")

@@ -38,11 +38,11 @@ def _stream_with_period(rig_factory: RigFactory, tmp_path: Path, period: int) ->
 
 @pytest.mark.parametrize("period", [0, 999, 10_000_000_001])
 def test_stream_with_bad_burst_period_is_refused(
-    rig_factory: RigFactory, qtest_machine_factory: QtestMachineFactory, tmp_path: Path,
+    rig_factory: RigFactory, irqlab_qtest_factory: QtestMachineFactory, tmp_path: Path,
     period: int,
 ) -> None:  # fmt: skip
     image = _stream_with_period(rig_factory, tmp_path, period)
-    dst = qtest_machine_factory(device_arg(**PROPS), extra_args=["-incoming", "defer"])
+    dst = irqlab_qtest_factory(device_arg(**PROPS), extra_args=["-incoming", "defer"])
     migrate_in_start(dst, image)
     # Refused: the incoming migration fails and QEMU 7.2 exits with status 1 (not a
     # signal).  Had the state loaded, QEMU would wait in "paused" for ever.
@@ -50,11 +50,11 @@ def test_stream_with_bad_burst_period_is_refused(
 
 
 def test_stream_with_valid_period_loads(
-    rig_factory: RigFactory, qtest_machine_factory: QtestMachineFactory, tmp_path: Path
+    rig_factory: RigFactory, irqlab_qtest_factory: QtestMachineFactory, tmp_path: Path
 ) -> None:
     """The control: the same rewrite with a valid period loads and that period is used."""
     image = _stream_with_period(rig_factory, tmp_path, 5_000)
-    dst = qtest_machine_factory(device_arg(**PROPS), extra_args=["-incoming", "defer"])
+    dst = irqlab_qtest_factory(device_arg(**PROPS), extra_args=["-incoming", "defer"])
     migrate_in_start(dst, image)
     dst.wait_event("MIGRATION", timeout=30, match={"status": "completed"})
     assert dst.qmp("qom-get", path="/machine/peripheral/irq0", property="burst-period-ns") == 5_000

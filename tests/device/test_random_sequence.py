@@ -219,11 +219,11 @@ class Walk:
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_random_sequence_keeps_the_invariants(
-    rig_factory: RigFactory, qtest_machine_factory: QtestMachineFactory, tmp_path: Path,
+    rig_factory: RigFactory, irqlab_qtest_factory: QtestMachineFactory, tmp_path: Path,
     seed: int,
 ) -> None:  # fmt: skip
     def restart(image: Path) -> Rig:
-        m = qtest_machine_factory(device_arg(**PROPS), extra_args=["-incoming", "defer"])
+        m = irqlab_qtest_factory(device_arg(**PROPS), extra_args=["-incoming", "defer"])
         migrate_in(m, image)
         return Rig(m, m.qtest, QtestIrqlab.attach(m.qtest, walk.dev.bar0), Injector(m, "irq0"))
 

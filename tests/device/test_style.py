@@ -7,7 +7,7 @@ import subprocess
 from irqlab.build.qemu import QemuInstall, device_dir, work_dir
 
 
-def test_device_passes_qemu_checkpatch(qemu_install: QemuInstall) -> None:
+def test_device_passes_qemu_checkpatch(irqlab_qemu: QemuInstall) -> None:
     scripts = sorted(work_dir().glob("src-*/scripts/checkpatch.pl"))
     assert scripts, f"no QEMU source tree with scripts/checkpatch.pl under {work_dir()}"
     for path in (device_dir() / "irqlab.c", device_dir() / "irqlab-regs.h"):

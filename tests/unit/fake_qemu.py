@@ -7,6 +7,9 @@ the sockets like QEMU does, and behaves according to $FAKE_QEMU_MODE:
   exit-early   print an error on stderr and exit 3 before connecting
   stubborn     ignore SIGTERM and never answer ``quit`` (needs SIGKILL)
   hang         never connect to anything
+  internal-error  like KVM's internal error: say so on stderr, QMP's run state
+               ``internal-error``, the console stops after "booting"
+  silent-error    the run state ``internal-error`` without a word on stderr
 $FAKE_QEMU_PIDFILE, if set, receives this process's pid.
 """
 
@@ -78,7 +81,10 @@ def _json_messages(sock: socket.socket) -> Iterator[dict[str, Any]]:
             yield msg
 
 
-def serve_qmp(sock: socket.socket, stubborn: bool) -> None:
+USERNET = "  TCP[HOST_FORWARD]  12  127.0.0.1 40022  10.0.2.15 22\n"
+
+
+def serve_qmp(sock: socket.socket, stubborn: bool, status: str = "running") -> None:
     f = sock.makefile("rwb", buffering=0)
     greeting = {"QMP": {"version": {"qemu": {"micro": 0, "minor": 2, "major": 7}, "package": ""},
                         "capabilities": []}}  # fmt: skip
@@ -91,6 +97,10 @@ def serve_qmp(sock: socket.socket, stubborn: bool) -> None:
             out: dict[str, object] = {"error": {"class": "GenericError", "desc": "fake failure"}}
         elif cmd == "echo":
             out = {"return": msg.get("arguments", {})}
+        elif cmd == "human-monitor-command":
+            out = {"return": USERNET}
+        elif cmd == "query-status":
+            out = {"return": {"status": status, "running": status == "running"}}
         else:
             out = {"return": {}}
         if cmd == "emit":  # events named in the arguments, sent before the reply
@@ -127,12 +137,19 @@ def main() -> None:
     console_path = _chardev_path(argv, "irqlab-console")
     if console_path:
         con = _connect(console_path)
-        con.sendall(b"booting\nREADY marker 42\n")
+        if mode in ("internal-error", "silent-error"):
+            con.sendall(b"booting\n")
+            if mode == "internal-error":
+                print("KVM internal error. Suberror: 1\nemulation failure", file=sys.stderr)
+                sys.stderr.flush()
+        else:
+            con.sendall(b"booting\nREADY marker 42\n")
     qtest_spec = _opt(argv, "-qtest", "unix:")
     if qtest_spec:
         qt = _connect(qtest_spec.removeprefix("unix:"))
         threading.Thread(target=serve_qtest, args=(qt,), daemon=True).start()
-    serve_qmp(qmp, stubborn=mode == "stubborn")
+    status = "internal-error" if mode in ("internal-error", "silent-error") else "running"
+    serve_qmp(qmp, stubborn=mode == "stubborn", status=status)
     while True:  # QMP closed: wait to be killed, like QEMU would keep running
         time.sleep(3600)
 

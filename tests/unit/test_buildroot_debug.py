@@ -79,7 +79,10 @@ def test_ci_builds_and_tests_the_debug_kernel() -> None:
     """The Buildroot job builds the debug variant and runs the e2e suite on it (whose
     session ends with the kernel-log scan)."""
     text = WORKFLOW.read_text()
-    job = text[text.index("\n  buildroot-image:\n") :]
-    assert f'\n    env:\n      {buildroot.DEBUG_ENV}: "1"\n' in job  # job-wide: build and tests
-    assert "run: invoke buildroot-build" in job
-    assert "pytest tests/e2e" in job
+    build = text[text.index("\n  buildroot:\n") :].split("\n  e2e:\n", 1)[0]
+    assert f'\n    env:\n      {buildroot.DEBUG_ENV}: "1"\n' in build  # job-wide
+    assert "invoke buildroot-build" in build
+    e2e = text[text.index("\n  e2e:\n") :].split("\n  bench:\n", 1)[0]
+    assert "image: [debian, buildroot]" in e2e
+    assert f'      {buildroot.DEBUG_ENV}: "1"\n' in e2e  # the same (debug) image is tested
+    assert "pytest tests/e2e" in e2e

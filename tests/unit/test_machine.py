@@ -108,7 +108,7 @@ def test_lifecycle_qmp_console_and_clean_quit(fake_qemu: Path, tmp_path: Path) -
     with Machine(_cfg(fake_qemu, tmp_path)) as m:
         pid = m.pid
         assert m.is_running()
-        assert m.qmp("query-status") == {}
+        assert m.qmp("query-status") == {"status": "running", "running": True}
         assert m.qmp("echo", {"dash-name": 1}, other=2) == {"dash-name": 1, "other": 2}
         with pytest.raises(QMPCommandError) as info:
             m.qmp("fail-me")

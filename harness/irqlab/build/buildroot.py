@@ -134,8 +134,18 @@ class BuildrootError(IrqlabError, RuntimeError):
 
 
 def external_tree() -> Path:
-    """The BR2_EXTERNAL tree of this checkout."""
-    return repo_root() / "buildroot"
+    """The BR2_EXTERNAL tree of this checkout (the Buildroot image is built from a
+    checkout only: its packages copy files from all over it)."""
+    from irqlab.paths import checkout_root
+
+    root = checkout_root()
+    if root is None:
+        raise BuildrootError(
+            "the Buildroot image is built and found from a source checkout of irqlab "
+            "(pip install -e <checkout>; then `irqlab buildroot-build` there): this "
+            "installation has none; unset IRQLAB_IMAGE to use the Debian image"
+        )
+    return root / "buildroot"
 
 
 def dl_dir() -> Path:
@@ -227,10 +237,11 @@ def ensure_source(*, say: Log = stderr_log) -> Path:
 def image_inputs() -> list[tuple[str, Path]]:
     """Every repository file the image is built from, as (label, path): the external
     tree and what its local packages copy (:func:`expected_sources`)."""
+    tree = external_tree()  # a checkout, or BuildrootError saying so
     root = repo_root()
     rels = {
         str(p.relative_to(root))
-        for p in external_tree().rglob("*")
+        for p in tree.rglob("*")
         if p.is_file() and "__pycache__" not in p.parts
     }
     for files in expected_sources().values():

@@ -17,6 +17,7 @@ __all__ = [
     "cmd_buildroot_build",
     "cmd_buildroot_check",
     "cmd_cache",
+    "cmd_kdir",
     "cmd_probe_accel",
     "cmd_regs",
     "command_parser",
@@ -121,6 +122,13 @@ def cmd_buildroot_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_kdir(args: argparse.Namespace) -> int:
+    from irqlab.build.kernel import kernel_build_dir
+
+    print(kernel_build_dir())
+    return 0
+
+
 def cmd_regs(args: argparse.Namespace) -> int:
     from irqlab.contract.regs import PREFIX, REGS
 
@@ -208,6 +216,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_bench_peers_parser(sub)
 
+    s = sub.add_parser(
+        "kdir",
+        help="print the guest kernel's build directory: make -C $(irqlab kdir) M=$PWD",
+        description="The Debian guest kernel's headers (extracted into the cache on first "
+        "use): build an out-of-tree module for the guest with `make -C $(irqlab kdir) "
+        "M=$PWD modules`.",
+    )
+    s.set_defaults(func=cmd_kdir)
+
+    from irqlab.cli.guestcmd import add_guest_parsers
+
+    add_guest_parsers(sub)
+
     s = sub.add_parser("regs", help="print the register map parsed from irqlab-regs.h")
     s.add_argument("prefix", nargs="?", default="", help="only names starting so (e.g. REG_)")
     s.set_defaults(func=cmd_regs)
@@ -224,16 +245,44 @@ def command_parser(name: str) -> tuple[argparse.ArgumentParser, str]:
     raise KeyError(name)
 
 
+def _stdout_gone() -> int:
+    """The reader of our stdout left (``irqlab regs | head``): quiet exit, as a shell
+    tool killed by SIGPIPE, without Python's BrokenPipeError at interpreter exit."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 141
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one subcommand.  User and environment errors (what irqlab reports, a file or
+    directory that cannot be used, a failed external command) end in one line on
+    stderr and exit status 1, never a traceback; IRQLAB_DEBUG=1 shows it anyway."""
+    import os
+    import subprocess
+
     from irqlab.errors import IrqlabError
 
     args = build_parser().parse_args(argv)
+    debug = os.environ.get("IRQLAB_DEBUG") == "1"
     try:
         rc: int = args.func(args)
+        sys.stdout.flush()
     except KeyboardInterrupt:
         return 130
-    except IrqlabError as e:  # what irqlab reports (a failed build step, ...), not a bug
-        print(f"irqlab: {e}", file=sys.stderr)
+    except BrokenPipeError:
+        return _stdout_gone()
+    except (IrqlabError, OSError, subprocess.CalledProcessError) as e:
+        if debug:
+            raise
+        msg = str(e).rstrip() or type(e).__name__
+        if isinstance(e, OSError) and not isinstance(e, IrqlabError):
+            msg = f"{e.strerror or e}" + (f": {e.filename}" if e.filename else "")
+        elif isinstance(e, subprocess.CalledProcessError):
+            cmd = e.cmd if isinstance(e.cmd, str) else " ".join(map(str, e.cmd))
+            msg = f"{cmd!r} failed with exit status {e.returncode}"
+        print(f"irqlab: {msg}", file=sys.stderr)
         return 1
     return rc
 

@@ -71,7 +71,30 @@ class DeviceControl:
             self.inj.push(w)
 
     def burst(self, count: int, period_ns: int) -> None:
+        """The in-device generator: *count* BURST events, one per *period_ns*."""
         self.inj.burst(count, period_ns)
+
+    # -- GPIO input lines (driven by the host) --------------------------------------
+    def pulse(self, *lines: int) -> None:
+        """Pulse each line: a rising then a falling edge (two events on a line armed
+        for both edges, e.g. by ``@pytest.mark.irqlab(gpio_edges=[line])``)."""
+        for line in lines:
+            self.inj.pulse(line)
+
+    def set_lines(self, levels: int) -> None:
+        """Drive every GPIO input to the bit of *levels* (bit n: line n high)."""
+        self.inj.set_lines(levels)
+
+    def lines(self) -> int:
+        """The GPIO input levels now (bit n: line n high)."""
+        value: int = self.inj.gpio_in()
+        return value
+
+    def edges(self, line: int, count: int, period_ns: int = 100_000) -> None:
+        """A train of *count* alternating edges on *line*, one per *period_ns*, made
+        by the device's burst generator (for rates QMP cannot reach); the line ends
+        where it started if *count* is even."""
+        self.inj.burst(count, period_ns, line=line)
 
     def wait_counters(self, pred: Callable[[Counters], bool], timeout: float = 60.0) -> Counters:
         """Poll the device counters (QMP) until *pred* holds."""

@@ -1,26 +1,24 @@
 """pytest fixtures for irqlab (loaded through the ``pytest11`` entry point).
 
-The fixtures only wire the library together; all behaviour lives in it:
+Every fixture is ``irqlab_``-prefixed and documented (``pytest --fixtures``); all
+behaviour lives in the library, the fixtures only wire it together.
 
-- ``qemu_install`` (session): :func:`irqlab.build.qemu.ensure_qemu`; a failed build
-  fails the tests with the build log's path (never a skip).
-- ``accel_choice`` (session): :func:`irqlab.vm.accel.choose` for that QEMU.
-- ``irqlab_log_dir`` (session): this run's log directory below :func:`irqlab.paths.log_dir`.
-- ``qtest_machine_factory``: starts device-level QEMUs (``-accel qtest``, no guest)
-  and always stops them at teardown; ``qtest_machine`` is one with ``-device irqlab,id=irq0``.
-- ``injector``: :class:`irqlab.vm.qmp.injector.Injector` on ``qtest_machine``'s ``irq0``.
+Options (each falls back to its environment variable, then the default):
+``--irqlab-accel kvm|tcg|auto`` ($IRQLAB_ACCEL), ``--irqlab-image debian|buildroot``
+($IRQLAB_IMAGE), ``--irqlab-log-dir DIR`` ($IRQLAB_LOG_DIR, then the ini option
+``irqlab_log_dir`` relative to the rootdir; default ``<rootdir>/.irqlab/logs``, one
+``pytest-<stamp>-<pid>`` directory per run, the newest ten kept).
 
-Booted guest (end to end):
+Device level (a QEMU under the qtest accelerator, no guest):
+``irqlab_qemu``, ``irqlab_accel``, ``irqlab_qtest_factory``, ``irqlab_qtest_machine``,
+``irqlab_qtest_injector``.  The last injects into *that* qtest QEMU, never into a
+booted guest: a guest's device is ``irqlab_device`` / ``irqlab_fresh_device``.
 
-- ``irqlab_guest`` (session): one :class:`irqlab.vm.guest.Guest` (QEMU + Debian kernel +
-  our module + agent) for the whole session; a missing prerequisite fails with its name.
-- ``irqlab_agent``: the guest's agent, reset for this test (no armed paths, counters zero).
-- ``irqlab_device``: :class:`irqlab.testing.helpers.DeviceControl` (inject over QMP, wait on
-  counters).
-- ``irqlab_wait_stats``: poll the driver's per-file stats through the agent.
-- ``irqlab_fresh_guest``: a guest of the test's own, restored from the ready-state
-  snapshot in about half a second; configured by ``@pytest.mark.irqlab(device={...},
-  module={...}, smp=N)``; ``irqlab_fresh_device`` controls its device.
+Booted guest (end to end): ``irqlab_guest`` (session), ``irqlab_agent``,
+``irqlab_device``, ``irqlab_wait_stats``; ``irqlab_fresh_guest`` and
+``irqlab_fresh_device`` for a guest of the test's own, configured by
+``@pytest.mark.irqlab(device={...}, module={...}, smp=N, gpio_edges=LINES,
+modules=[KO, ...], files={GUEST_PATH: FILE}, load_irqlab=True)``.
 
 When a test that started machines fails, the report gets a section naming their logs;
 for the shared guest, the test's own part of the console log and of the agent's streams
@@ -29,6 +27,7 @@ is copied into the test's log directory and named in the report.
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from collections.abc import Callable, Generator, Sequence
@@ -37,6 +36,8 @@ from typing import TYPE_CHECKING, Protocol
 
 import pytest
 
+from irqlab import paths
+from irqlab.testing.diagnostics import GuestDiagnostics
 from irqlab.testing.logslice import LogSlicer
 from irqlab.vm import accel
 from irqlab.vm.machine import Machine, MachineConfig
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
 
 _MACHINES = pytest.StashKey[list[Machine]]()
 _GUEST_LOGS = pytest.StashKey[tuple[LogSlicer, Path]]()
+_DIAGNOSTICS = pytest.StashKey[list[tuple[GuestDiagnostics, Path]]]()
 
 
 class QtestMachineFactory(Protocol):
@@ -63,17 +65,59 @@ class QtestMachineFactory(Protocol):
     ) -> Machine: ...
 
 
+_OPTIONS = (  # (option, environment variable, help)
+    ("--irqlab-accel", "IRQLAB_ACCEL", "accelerator: kvm, tcg or auto (probe; default)"),
+    ("--irqlab-image", "IRQLAB_IMAGE", "guest image: debian (default) or buildroot"),
+    (
+        "--irqlab-log-dir",
+        "IRQLAB_LOG_DIR",
+        "where irqlab's logs go (default: <rootdir>/.irqlab/logs, a directory per run)",
+    ),
+)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("irqlab", "irqlab (QEMU interrupt test harness)")
+    for option, env, text in _OPTIONS:
+        group.addoption(option, default=None, help=f"{text}; falls back to ${env}")
+    parser.addini(
+        "irqlab_log_dir",
+        "irqlab's log directory, relative to the rootdir (after --irqlab-log-dir and "
+        "$IRQLAB_LOG_DIR; default .irqlab/logs)",
+        default="",
+    )
+
+
+def apply_options(config: pytest.Config) -> None:
+    """The options win over their environment variables (which the library and the
+    processes it starts read); with no log directory configured at all, logs go under
+    pytest's rootdir instead of the installed package's directory."""
+    for option, env, _ in _OPTIONS:
+        value = config.getoption(option)
+        if value:
+            if env == "IRQLAB_LOG_DIR":
+                value = str(Path(value).expanduser().resolve())
+            os.environ[env] = value
+    if not os.environ.get("IRQLAB_LOG_DIR"):
+        ini = str(config.getini("irqlab_log_dir") or ".irqlab/logs")
+        os.environ["IRQLAB_LOG_DIR"] = str((Path(config.rootpath) / ini).resolve())
+
+
 @pytest.fixture(scope="session")
 def irqlab_log_dir(request: pytest.FixtureRequest) -> Path:
     """This run's log directory (``<log dir>/pytest-<stamp>-<pid>``, and ``<worker id>/``
-    below it in a pytest-xdist worker); older runs beyond the newest ten are removed."""
+    below it in a pytest-xdist worker; the log dir is ``--irqlab-log-dir``,
+    $IRQLAB_LOG_DIR or ``<rootdir>/.irqlab/logs``); older runs beyond the newest ten
+    are removed."""
     from irqlab.testing.parallel import run_log_dir
 
     return run_log_dir(request.config)
 
 
 @pytest.fixture(scope="session")
-def qemu_install() -> QemuInstall:
+def irqlab_qemu() -> QemuInstall:
+    """The QEMU build with the irqlab device (:func:`irqlab.build.qemu.ensure_qemu`,
+    built on first use); a failed build fails the tests with its log's path."""
     from irqlab.build.qemu import BuildError, ensure_qemu
 
     try:
@@ -83,8 +127,10 @@ def qemu_install() -> QemuInstall:
 
 
 @pytest.fixture(scope="session")
-def accel_choice(qemu_install: QemuInstall) -> accel.AccelChoice:
-    return accel.choose(qemu_install.binary, datadir=qemu_install.datadir)
+def irqlab_accel(irqlab_qemu: QemuInstall) -> accel.AccelChoice:
+    """The accelerator guests use here (``--irqlab-accel``/$IRQLAB_ACCEL, else the
+    probe: KVM only where it really runs a guest) and why."""
+    return accel.choose(irqlab_qemu.binary, datadir=irqlab_qemu.datadir)
 
 
 def _test_log_root(request: pytest.FixtureRequest, base: Path) -> Path:
@@ -93,9 +139,12 @@ def _test_log_root(request: pytest.FixtureRequest, base: Path) -> Path:
 
 
 @pytest.fixture
-def qtest_machine_factory(
-    request: pytest.FixtureRequest, qemu_install: QemuInstall, irqlab_log_dir: Path
+def irqlab_qtest_factory(
+    request: pytest.FixtureRequest, irqlab_qemu: QemuInstall, irqlab_log_dir: Path
 ) -> Generator[QtestMachineFactory, None, None]:
+    """``factory(device="irqlab,id=irq0", *, extra_args=(), machine="q35",
+    memory="128M")`` starts a device-level QEMU (``-accel qtest``, no guest: the test
+    drives MMIO and sees interrupt lines through qtest); all are stopped at teardown."""
     started: list[Machine] = []
     request.node.stash[_MACHINES] = started
     log_root = _test_log_root(request, irqlab_log_dir)
@@ -111,8 +160,8 @@ def qtest_machine_factory(
         if device:
             args += ["-device", device]
         cfg = MachineConfig(
-            binary=qemu_install.binary,
-            datadir=qemu_install.datadir,
+            binary=irqlab_qemu.binary,
+            datadir=irqlab_qemu.datadir,
             args=[*args, *extra_args],
             qtest=True,
             console=False,
@@ -137,13 +186,17 @@ def qtest_machine_factory(
 
 
 @pytest.fixture
-def qtest_machine(qtest_machine_factory: QtestMachineFactory) -> Machine:
-    return qtest_machine_factory()
+def irqlab_qtest_machine(irqlab_qtest_factory: QtestMachineFactory) -> Machine:
+    """One device-level QEMU (qtest, no guest) with ``-device irqlab,id=irq0``."""
+    return irqlab_qtest_factory()
 
 
 @pytest.fixture
-def injector(qtest_machine: Machine) -> Injector:
-    return Injector(qtest_machine, "irq0")
+def irqlab_qtest_injector(irqlab_qtest_machine: Machine) -> Injector:
+    """The injector of :func:`irqlab_qtest_machine`'s device: QMP to a qtest QEMU with
+    no guest.  To inject into a booted guest use ``irqlab_device`` (or
+    ``irqlab_fresh_device``) instead."""
+    return Injector(irqlab_qtest_machine, "irq0")
 
 
 def start_guest(config: GuestConfig | None = None) -> Guest:
@@ -154,9 +207,11 @@ def start_guest(config: GuestConfig | None = None) -> Guest:
     g = Guest(config or GuestConfig(name="e2e"))
     try:
         g.start()  # stops whatever it started when it fails
-    except PrerequisiteMissing as e:
-        pytest.fail(f"end-to-end prerequisite missing: {e}", pytrace=False)
-    return g
+    except (PrerequisiteMissing, paths.CacheDirError) as e:
+        missing = str(e)
+    else:
+        return g
+    pytest.fail(f"end-to-end prerequisite missing: {missing}", pytrace=False)
 
 
 @pytest.fixture(scope="session")
@@ -169,15 +224,24 @@ def irqlab_guest(irqlab_log_dir: Path) -> Generator[Guest, None, None]:
     config = GuestConfig(
         name=f"e2e-{worker_id()}" if worker_id() else "e2e", log_dir=irqlab_log_dir
     )
+    missing = None
     try:
         ensure_snapshot(config)
-    except PrerequisiteMissing as e:
-        pytest.fail(f"end-to-end prerequisite missing: {e}", pytrace=False)
+    except (PrerequisiteMissing, paths.CacheDirError) as e:
+        missing = str(e)
+    if missing is not None:
+        pytest.fail(f"end-to-end prerequisite missing: {missing}", pytrace=False)
     g = start_guest(config)
     try:
         yield g
     finally:
         g.close()
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    from irqlab.testing.diagnostics import report_header
+
+    return report_header()
 
 
 def _terminate(signum: int, frame: object) -> None:
@@ -195,11 +259,14 @@ def pytest_configure(config: pytest.Config) -> None:
         and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
     ):
         signal.signal(signal.SIGTERM, _terminate)
+    apply_options(config)
     config.addinivalue_line(
         "markers",
-        "irqlab(device=None, module=None, smp=1, hotplug=False): configure the test's own "
-        "guest (irqlab_fresh_guest): device properties, module parameters, vCPUs, the device "
-        "behind a hotplug-capable PCIe root port",
+        "irqlab(device=None, module=None, smp=1, hotplug=False, gpio_edges=None, modules=(), "
+        "files=None, load_irqlab=True): configure the test's own guest (irqlab_fresh_guest): "
+        "device properties, module parameters, vCPUs, the device behind a hotplug-capable "
+        "PCIe root port, GPIO lines armed for edge events (a list of lines or a bit mask), "
+        "your own modules and files, whether ours loads",
     )
 
 
@@ -209,21 +276,43 @@ def fresh_guest_config(request: pytest.FixtureRequest, log_dir: Path | None = No
 
     marker = request.node.get_closest_marker("irqlab")
     kw = dict(marker.kwargs) if marker is not None else {}
-    unknown = set(kw) - {"device", "module", "smp", "hotplug"}
+    known = {"device", "module", "smp", "hotplug", "gpio_edges", "modules", "files", "load_irqlab"}
+    unknown = set(kw) - known
     if unknown or (marker is not None and marker.args):
         pytest.fail(
-            f"@pytest.mark.irqlab takes device=, module=, smp=, hotplug= (got {sorted(unknown)} "
-            f"{marker.args if marker is not None else ()})",
+            f"@pytest.mark.irqlab takes {', '.join(f'{k}=' for k in sorted(known))} (got "
+            f"{sorted(unknown)} {marker.args if marker is not None else ()})",
             pytrace=False,
         )
+    params = dict(kw.get("module") or {})
+    edges = kw.get("gpio_edges")
+    if edges is not None:
+        params["gpio_edges"] = gpio_mask(edges)
     return GuestConfig(
         name="fresh",
         device_props=dict(kw.get("device") or {}),
-        module_params=dict(kw.get("module") or {}),
+        module_params=params,
         smp=int(kw.get("smp", 1)),
         hotplug=bool(kw.get("hotplug", False)),
         log_dir=log_dir,
+        extra_modules=list(kw.get("modules") or ()),
+        extra_files=dict(kw.get("files") or {}),
+        load_irqlab=bool(kw.get("load_irqlab", True)),
     )
+
+
+def gpio_mask(edges: object) -> int:
+    """``gpio_edges=`` of the marker: a bit mask, or an iterable of line numbers."""
+    if isinstance(edges, int) and not isinstance(edges, bool):
+        return edges
+    if isinstance(edges, (list, tuple, set, frozenset, range)):
+        mask = 0
+        for line in edges:
+            if not isinstance(line, int) or not 0 <= line < 64:
+                pytest.fail(f"gpio_edges: {line!r} is not a line number", pytrace=False)
+            mask |= 1 << line
+        return mask
+    pytest.fail(f"gpio_edges={edges!r}: give a bit mask or a list of lines", pytrace=False)
 
 
 @pytest.fixture
@@ -236,6 +325,9 @@ def irqlab_fresh_guest(
     does to it (panic, unload the module, odd device state) ends with the test."""
     g = start_guest(fresh_guest_config(request, _test_log_root(request, irqlab_log_dir)))
     request.node.stash.setdefault(_MACHINES, []).append(g.machine)
+    request.node.stash.setdefault(_DIAGNOSTICS, []).append(
+        (GuestDiagnostics.start(g), _test_log_root(request, irqlab_log_dir) / "fresh")
+    )
     try:
         yield g
     finally:
@@ -295,6 +387,9 @@ def irqlab_agent(
         LogSlicer(_guest_logs(irqlab_guest)),
         _test_log_root(request, irqlab_log_dir),
     )
+    request.node.stash.setdefault(_DIAGNOSTICS, []).append(
+        (GuestDiagnostics.start(irqlab_guest), _test_log_root(request, irqlab_log_dir))
+    )
     yield client
     if irqlab_guest.fault is not None:
         return  # the test's own failure names the cause; the next test gets a new guest
@@ -305,6 +400,9 @@ def irqlab_agent(
 
 @pytest.fixture
 def irqlab_device(irqlab_guest: Guest, irqlab_agent: AgentClient) -> DeviceControl:
+    """The session guest's device from the host (QMP): ``push``, ``pulse``,
+    ``set_lines``, ``edges``, ``burst``, ``counters``, ``wait_counters``
+    (:class:`irqlab.testing.helpers.DeviceControl`)."""
     from irqlab.testing.helpers import DeviceControl
 
     return DeviceControl(irqlab_guest)
@@ -318,6 +416,8 @@ class WaitStats(Protocol):
 
 @pytest.fixture
 def irqlab_wait_stats(irqlab_agent: AgentClient) -> WaitStats:
+    """``wait(handle, pred, timeout=60)``: poll the driver's per-file statistics
+    (GET_STATS on an agent handle) until *pred* holds; returns them."""
     from irqlab.testing.helpers import wait_file_stats
 
     def wait(
@@ -333,16 +433,32 @@ def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
+    if not report.failed:
+        return report
+    saved: list[Path] = []
     machines = item.stash.get(_MACHINES, [])
-    if report.failed and machines:
+    if machines:
         report.sections.append(
             ("irqlab logs", "\n".join(f"{m.config.name}: {m.describe_logs()}" for m in machines))
         )
+        saved += [m.paths.log_dir for m in machines if m.paths is not None]
     guest_logs = item.stash.get(_GUEST_LOGS, None)
-    if report.failed and guest_logs is not None:
+    if guest_logs is not None:
         slicer, dest = guest_logs
         files = slicer.save(dest)
+        saved += files
         report.sections.append(
             ("irqlab guest logs (this test's part)", "\n".join(str(f) for f in files))
         )
+    if call.when == "call":
+        for diag, dest in item.stash.get(_DIAGNOSTICS, []):
+            text, files = diag.collect(dest)
+            saved += files
+            report.sections.append((f"irqlab diagnostics ({diag.guest.config.name})", text))
+    # log paths as JUnit properties (the junitxml plugin writes the teardown report's)
+    for path in saved:
+        prop = ("irqlab_log", str(path))
+        if prop not in item.user_properties:
+            item.user_properties.append(prop)
+            report.user_properties.append(prop)
     return report

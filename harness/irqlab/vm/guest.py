@@ -21,13 +21,15 @@ the command that builds it: the e2e tests fail with that message, never skip.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
+import posixpath
 import re
 import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -72,6 +74,7 @@ __all__ = [
 
 _T = TypeVar("_T")
 DEVICE_TYPE = "irqlab"
+EXTRA_DIR = "/root/irqlab-extra"  # where GuestConfig.extra_modules go in the guest
 AGENT_PORT = 7707  # the agent daemon listens on the guest's loopback, reached by SSH forward
 AGENT_LOG = "/run/irqlab-agent.log"  # the daemon's stderr in the guest
 FAULT_VERDICT = 2.0  # s a broken connection waits for the health watch's verdict
@@ -134,12 +137,30 @@ def image_kind() -> str:
     return kind
 
 
+def ko_module_name(ko: bytes) -> str | None:
+    """The module name a .ko declares (``name=`` in its .modinfo), or None."""
+    m = re.search(rb"(?:^|\0)name=([^\0]+)\0", ko)
+    return m.group(1).decode(errors="replace") if m else None
+
+
 def find_kmod() -> Path:
-    """The driver .ko: $IRQLAB_KMOD, else the module recipe (irqlab.build.kmod)."""
+    """The driver .ko: $IRQLAB_KMOD (a build of *our* driver), else the module recipe
+    (irqlab.build.kmod).  A module of another name in $IRQLAB_KMOD is refused at once:
+    the harness's device nodes (/dev/irqlab0) come only from the irqlab driver; your
+    own modules go in ``GuestConfig(extra_modules=...)``."""
     env = os.environ.get("IRQLAB_KMOD")
     if env:
         if not Path(env).is_file():
             raise PrerequisiteMissing(f"$IRQLAB_KMOD={env} does not exist")
+        name = ko_module_name(Path(env).read_bytes())
+        if name != "irqlab":
+            raise PrerequisiteMissing(
+                f"$IRQLAB_KMOD={env} is the module {name!r}, not a build of the irqlab "
+                "driver (IRQLAB_KMOD replaces our driver, whose /dev/irqlab0 the harness "
+                "uses); load your own module with GuestConfig(extra_modules=[...], "
+                "load_irqlab=False), `irqlab shell --module FILE` or `irqlab run --module "
+                "FILE`, and unset IRQLAB_KMOD"
+            )
         return Path(env)
     try:
         from irqlab.build import kmod  # type: ignore[attr-defined,unused-ignore]
@@ -191,6 +212,20 @@ class GuestConfig:
     # Where this guest's run directory (QEMU, console, agent logs) goes; default: the
     # log directory (irqlab.paths.log_dir()).
     log_dir: Path | None = None
+    # Your own kernel modules (.ko built with `make -C $(irqlab kdir) M=$PWD`): copied to
+    # EXTRA_DIR in the guest and insmod-ed in this order, after our driver (when
+    # load_irqlab) so that ours has bound the device first.  Dependencies on modules of
+    # the guest kernel are modprobe-d first (the .ko's depends=).
+    extra_modules: Sequence[Path | str] = ()
+    # Files to put into the guest: {absolute guest path: local file}, before the modules
+    # load (mode kept).
+    extra_files: Mapping[str, Path | str] = field(default_factory=dict)
+    # Load our driver (irqlab.ko with module_params); False leaves the device unbound
+    # for a driver of your own.
+    load_irqlab: bool = True
+    # A second QMP monitor QEMU listens on (a unix socket path) for qmp-shell or
+    # `irqlab inject` while the guest runs; not part of the saved state.
+    qmp_socket: Path | None = None
 
 
 class Guest:
@@ -381,6 +416,10 @@ class Guest:
                 # with KVM the guest runs on the host's own CPU model (-cpu host): a state
                 # saved on one CPU must not be restored on another
                 "host_cpu": host_cpu_model() if self._accel() == "kvm" else "",
+                # what the test put into the guest, by content: a restore has the same
+                "load_irqlab": self.config.load_irqlab,
+                "extra_modules": [[Path(m).name, _sha256(m)] for m in self.config.extra_modules],
+                "extra_files": {g: _sha256(p) for g, p in sorted(self.config.extra_files.items())},
             }
         )
 
@@ -398,10 +437,12 @@ class Guest:
         reached("ssh")
         launcher = self._launch_agent()  # Python starts up while the module loads
         try:
-            self.load_module()
-            reached("module")
+            if self.config.load_irqlab:
+                self.load_module()
         finally:
             self._await_launch(launcher)
+        self.install_extras()  # after the launcher's channel: one at a time to dropbear
+        reached("module")
         self._connect_agent()
         reached("agent_ready")
         self._t0 = t0
@@ -472,7 +513,7 @@ class Guest:
         self.machine = Machine(
             MachineConfig(
                 binary=self._qemu().binary,
-                args=[*self._machine_args(0), *(extra or [])],
+                args=[*self._machine_args(0), *self._qmp_socket_args(), *(extra or [])],
                 datadir=self._qemu().datadir,
                 accel=self._accel(),
                 name=c.name,
@@ -483,6 +524,12 @@ class Guest:
         self.ssh_port = forwarded_port(self.machine, GUEST_SSH_PORT)
         self.injector = Injector(self.machine, c.device_id)
         self._start_watch()
+
+    def _qmp_socket_args(self) -> list[str]:
+        sock = self.config.qmp_socket
+        if sock is None:
+            return []
+        return ["-qmp", f"unix:{str(sock).replace(',', ',,')},server=on,wait=off"]
 
     def _start_watch(self) -> None:
         self._stop_watch()
@@ -528,8 +575,39 @@ class Guest:
             raise GuestFault(self.fault)
 
     def _boot(self) -> None:
+        """Start QEMU and wait for the image's ready marker, watching QEMU meanwhile: a
+        fatal line in QEMU's output (a KVM internal error), a QEMU exit or a fault the
+        health watch saw (run state, panic) ends the wait within a second or two,
+        quoting QEMU and the console."""
+        from irqlab.vm.console import ConsoleTimeout
+
         self._start_machine()
-        self._vm().wait_console(self._img().ready_marker, timeout=self.config.boot_timeout)
+        deadline = time.monotonic() + self.config.boot_timeout
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                self._vm().wait_console(self._img().ready_marker, timeout=max(0.0, min(0.5, left)))
+                return
+            except ConsoleTimeout as e:
+                fatal = _qemu_fatal(self._vm().stderr_tail(40))
+                if fatal is not None:
+                    raise GuestError(
+                        f"QEMU failed while the guest booted: {fatal}\n"
+                        f"--- QEMU said\n{self._vm().stderr_tail()}\n"
+                        f"{self._vm().describe_logs()}"
+                    ) from None
+                if self.fault is not None:
+                    raise GuestFault(self.fault, "booting") from None
+                if not self._vm().is_running() or left <= 0:
+                    fault = self.wait_fault(FAULT_VERDICT)
+                    if fault is not None:
+                        raise GuestFault(fault, "booting") from None
+                    paths = self._vm().paths
+                    tail = _file_tail(paths.console_log) if paths is not None else ""
+                    raise GuestError(
+                        f"{e}\n--- guest console (last lines)\n{tail or '(empty)'}"
+                        f"\n--- QEMU said\n{self._vm().stderr_tail() or '(nothing)'}"
+                    ) from None
 
     def _connect_ssh(self, *, retry_interval: float = 0.1) -> None:
         image = self._img()
@@ -613,7 +691,63 @@ class Guest:
         args = " ".join(f"{k}={shlex.quote(str(v))}" for k, v in opts.items())
         self.sh(f"modprobe {self.module} {args}".strip())
         uio = str(opts.get("uio", 0)) in ("1", "y", "Y", "True")
-        self.wait_for_node("/dev/uio0" if uio else self.dev)
+        self._wait_for_driver_node("/dev/uio0" if uio else self.dev)
+
+    def _wait_for_driver_node(self, node: str, timeout: float = 10.0) -> None:
+        """The driver's node appears while modprobe probes the device: its absence a few
+        seconds later is a driver that did not bind, said with the kernel's last words
+        (not an SSH timeout)."""
+        q = shlex.quote(node)
+        # a deadline by the guest's clock: the loop's speed under TCG does not matter
+        script = (
+            f"end=$(( $(cut -d. -f1 /proc/uptime) + {int(timeout)} )); "
+            f"while [ ! -c {q} ] && [ $(cut -d. -f1 /proc/uptime) -lt $end ]; do "
+            f"usleep 10000 2>/dev/null || sleep 0.01; done; "
+            f"if [ -c {q} ]; then echo present; else echo absent; fi"
+        )
+        if self.sh(script, timeout=timeout + 30).strip() != "present":
+            raise GuestError(
+                f"{self.module} loaded but {node} did not appear within {timeout:g} s: the "
+                "driver did not bind the irqlab device (is it a build of our driver? your "
+                "own modules go in GuestConfig(extra_modules=...)); last kernel messages:\n"
+                + self.sh("dmesg | tail -n 12", check=False)
+            )
+
+    def install_extras(self) -> None:
+        """Put ``config.extra_files`` into the guest, copy ``config.extra_modules`` to
+        EXTRA_DIR and insmod them in order (their kernel dependencies modprobe-d)."""
+        c = self.config
+        if self.ssh is None:
+            raise GuestError("the guest is not connected")
+        for remote, local in c.extra_files.items():
+            local = Path(local)
+            if not posixpath.isabs(remote):
+                raise GuestError(f"extra_files: guest path {remote!r} is not absolute")
+            self._put(local.read_bytes(), remote, local.stat().st_mode & 0o777)
+        for mod in c.extra_modules:
+            ko = Path(mod)
+            data = ko.read_bytes()
+            remote = f"{EXTRA_DIR}/{ko.name}"
+            self._put(data, remote, 0o644)
+            from irqlab.build.kernel import modinfo_depends
+
+            for dep in modinfo_depends(data):
+                self.sh(f"grep -q '^{dep} ' /proc/modules || modprobe {shlex.quote(dep)}")
+            r = self.ssh.run(f"insmod {shlex.quote(remote)}", check=False)
+            if r.rc != 0:
+                raise GuestError(
+                    f"insmod {ko} failed in the guest (exit {r.rc}): "
+                    f"{(r.err or r.out).strip()}\nlast kernel messages:\n"
+                    + self.sh("dmesg | tail -n 8", check=False)
+                )
+
+    def _put(self, data: bytes, remote: str, mode: int) -> None:
+        """Write *data* to *remote* (parents made) through one exec channel, waiting for
+        its exit status (dropbear copes badly with overlapping channels)."""
+        assert self.ssh is not None
+        q = shlex.quote(remote)
+        d = shlex.quote(posixpath.dirname(remote))
+        self.ssh.run(f"mkdir -p {d} && cat > {q} && chmod {mode:o} {q}", input=data, check=True)
 
     def unload_module(self) -> None:
         self.sh(f"rmmod {self.module_name()}")
@@ -790,10 +924,39 @@ class Guest:
             self._agent = None
             agent = self.agent
         agent.drain_events()
-        if not self.sh(f"test -c {self.dev} && echo yes", check=False).strip():
+        if (
+            self.config.load_irqlab
+            and not self.sh(f"test -c {self.dev} && echo yes", check=False).strip()
+        ):
             self.reload_module(**self.config.module_params)
         if self.injector is not None:
             self.injector.reset_counters()
+
+
+# Lines QEMU writes when the guest cannot go on although QEMU keeps running.
+_QEMU_FATAL = re.compile(
+    r"^.*(?:KVM internal error|kvm run failed|KVM: entry failed|emulation failure).*$", re.M
+)
+
+
+def _file_tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").rstrip().splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def _qemu_fatal(text: str) -> str | None:
+    """The first fatal line in QEMU's output, or None."""
+    m = _QEMU_FATAL.search(text)
+    return m.group(0).strip() if m else None
+
+
+def _sha256(path: Path | str) -> str:
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError as e:
+        raise GuestError(f"cannot read {path} for the guest: {e.strerror}") from e
 
 
 def ensure_snapshot(config: GuestConfig | None = None) -> Path:

@@ -41,6 +41,14 @@ class SyncQMP:
         """Bind and listen on the unix socket *path* (QEMU will connect to it)."""
         self._aio.run(self._client.start_server(str(path)), self.timeout)
 
+    def connect(self, path: Path) -> None:
+        """Connect to a QMP server socket QEMU listens on (``-qmp unix:PATH,server=on``),
+        e.g. the one ``irqlab shell`` prints."""
+        try:
+            self._aio.run(self._client.connect(str(path)), self.timeout)
+        except (QMPError, LoopTimeout, OSError) as e:
+            raise QMPFailure(f"cannot connect to QMP at {path}: {e}") from e
+
     def accept(self, timeout: float, exit_fd: int | None = None) -> None:
         """Wait for QEMU to connect and negotiate; fail early when *exit_fd* becomes readable."""
         try:

@@ -1,0 +1,344 @@
+"""``irqlab shell``, ``irqlab run`` and ``irqlab inject``: a guest by hand.
+
+``shell`` and ``run`` start a guest (restored from its ready-state snapshot when one
+exists) configured by the same options; ``shell`` opens an interactive SSH session
+in the terminal (paramiko, the local tty in raw mode: no OpenSSH client needed) and
+exposes a second QMP socket for ``qmp-shell`` or ``irqlab inject``; ``run`` runs one
+command and exits with its status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import select
+import shlex
+import signal
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import paramiko
+
+from irqlab.errors import IrqlabError
+
+__all__ = [
+    "QmpSocket",
+    "add_guest_parsers",
+    "bridge",
+    "cmd_inject",
+    "cmd_run",
+    "cmd_shell",
+    "guest_config",
+    "parse_assignments",
+]
+
+
+class UsageError(IrqlabError, ValueError):
+    """A bad command-line value; the message says which and what is expected."""
+
+
+def parse_assignments(items: list[str] | None, option: str) -> dict[str, str]:
+    """``["k=v", ...]`` as a dict (values stay strings: QEMU and modprobe parse them)."""
+    out: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"{option} {item!r}: expected KEY=VALUE")
+        out[key] = value
+    return out
+
+
+def parse_puts(items: list[str] | None) -> dict[str, Path]:
+    """``--put FILE`` (to /root/<name>) or ``--put FILE:/guest/path``."""
+    out: dict[str, Path] = {}
+    for item in items or []:
+        local, sep, remote = item.partition(":")
+        path = Path(local)
+        if not path.is_file():
+            raise UsageError(f"--put {item!r}: {local} is not a file")
+        if sep and not remote.startswith("/"):
+            raise UsageError(f"--put {item!r}: the guest path must be absolute")
+        out[remote if sep else f"/root/{path.name}"] = path
+    return out
+
+
+def guest_config(args: argparse.Namespace, name: str) -> Any:
+    """The GuestConfig the options describe (``--accel`` goes to $IRQLAB_ACCEL)."""
+    from irqlab.vm.guest import GuestConfig
+
+    if args.accel:
+        os.environ["IRQLAB_ACCEL"] = args.accel
+    modules = [Path(m) for m in args.module or []]
+    for m in modules:
+        if not m.is_file():
+            raise UsageError(f"--module {m}: no such file (build it with make -C $(irqlab kdir))")
+    return GuestConfig(
+        name=name,
+        device_props=parse_assignments(args.device_prop, "--device-prop"),
+        module_params=parse_assignments(args.module_param, "--module-param"),
+        smp=args.smp,
+        extra_modules=modules,
+        extra_files=parse_puts(args.put),
+        load_irqlab=not args.no_irqlab,
+        snapshot=not args.cold,
+    )
+
+
+@contextlib.contextmanager
+def _raw_tty(fd: int) -> Iterator[None]:
+    import termios
+    import tty
+
+    old = termios.tcgetattr(fd)
+    tty.setraw(fd)
+    try:
+        yield
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, old)
+
+
+def bridge(chan: paramiko.Channel, stdin_fd: int | None, stdout_fd: int, stderr_fd: int) -> int:
+    """Copy *stdin_fd* to the channel and its stdout/stderr to ours until it closes;
+    return its exit status (-1 if the connection dropped)."""
+    watched: list[Any] = [chan] + ([stdin_fd] if stdin_fd is not None else [])
+    while True:
+        ready, _, _ = select.select(watched, [], [])
+        if chan in ready:
+            got = False
+            while chan.recv_stderr_ready():
+                os.write(stderr_fd, chan.recv_stderr(65536))
+                got = True
+            if chan.recv_ready():
+                os.write(stdout_fd, chan.recv(65536))
+            elif not got and (chan.eof_received or chan.closed):
+                break  # EOF ends both streams
+        if stdin_fd is not None and stdin_fd in ready:
+            data = os.read(stdin_fd, 4096)
+            if data:
+                chan.sendall(data)
+            else:
+                chan.shutdown_write()
+                watched.remove(stdin_fd)
+    # waits for the exit status; -1 when the connection dropped (the channel closed)
+    return chan.recv_exit_status()
+
+
+def _session(guest: Any) -> paramiko.Channel:
+    if guest.ssh is None:
+        raise IrqlabError("the guest is not connected")
+    chan: paramiko.Channel = guest.ssh.transport.open_session()
+    return chan
+
+
+def interactive_shell(guest: Any) -> int:
+    """An interactive shell in the guest on this terminal (raw mode, window size kept
+    in sync); without a terminal, the shell reads our stdin."""
+    chan = _session(guest)
+    tty = sys.stdin.isatty()
+    if not tty:
+        chan.exec_command("sh")
+        return bridge(chan, sys.stdin.fileno(), sys.stdout.fileno(), sys.stderr.fileno())
+    cols, rows = os.get_terminal_size(sys.stdout.fileno())
+    chan.get_pty(term=os.environ.get("TERM", "vt100"), width=cols, height=rows)
+    chan.invoke_shell()
+
+    def resize(signum: int, frame: object) -> None:
+        with contextlib.suppress(Exception):
+            c, r = os.get_terminal_size(sys.stdout.fileno())
+            chan.resize_pty(width=c, height=r)
+
+    old = signal.signal(signal.SIGWINCH, resize)
+    try:
+        with _raw_tty(sys.stdin.fileno()):
+            return bridge(chan, sys.stdin.fileno(), sys.stdout.fileno(), sys.stdout.fileno())
+    finally:
+        signal.signal(signal.SIGWINCH, old)
+
+
+def _start_guest(config: Any) -> Any:
+    from irqlab.vm.guest import Guest
+
+    g = Guest(config)
+    g.start()
+    how = "restored from the snapshot" if g.restored else "cold boot"
+    print(f"irqlab: guest ready ({how}, {g.phases.get('agent_ready', 0):.2f} s)", file=sys.stderr)
+    return g
+
+
+def cmd_shell(args: argparse.Namespace) -> int:
+    sock_dir = Path(tempfile.mkdtemp(prefix=f"irqlab-{os.getpid()}-shell"))
+    qmp = sock_dir / "qmp.sock"
+    config = guest_config(args, "shell")
+    config.qmp_socket = qmp
+    g = _start_guest(config)
+    try:
+        print(
+            f"irqlab: QMP socket {qmp}\n"
+            f"irqlab:   irqlab inject --qmp {qmp} pulse 3 | push 0x42 | burst 1000 "
+            f"--period-us 100 | counters\n"
+            f"irqlab:   qmp-shell {qmp}\n"
+            "irqlab: exit the shell to stop the guest",
+            file=sys.stderr,
+            flush=True,
+        )
+        rc = interactive_shell(g)
+        if g.fault is not None:
+            print(f"irqlab: the guest died: {g.fault.describe()}", file=sys.stderr)
+            return 1
+        return rc
+    finally:
+        g.close()
+        with contextlib.suppress(OSError):
+            qmp.unlink()
+            sock_dir.rmdir()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    cmd = list(args.cmd)
+    if cmd and cmd[0] == "--":
+        cmd = cmd[1:]
+    if not cmd:
+        raise UsageError("irqlab run: no command (irqlab run [options] -- CMD ...)")
+    g = _start_guest(guest_config(args, "run"))
+    try:
+        chan = _session(g)
+        chan.exec_command(cmd[0] if len(cmd) == 1 else shlex.join(cmd))
+        chan.shutdown_write()
+        rc = bridge(chan, None, sys.stdout.fileno(), sys.stderr.fileno())
+        if rc < 0:
+            fault = g.wait_fault(2.0)
+            cause = fault.describe() if fault is not None else "the SSH connection dropped"
+            print(f"irqlab: the command did not finish: {cause}", file=sys.stderr)
+            return 255
+        return rc
+    finally:
+        g.close()
+
+
+class QmpSocket:
+    """A QMP connection to a socket QEMU listens on, as the injector's runner."""
+
+    def __init__(self, path: Path, timeout: float = 10.0) -> None:
+        from irqlab.vm.qmp.client import SyncQMP
+
+        if not path.exists():
+            raise UsageError(f"--qmp {path}: no such socket (is `irqlab shell` running?)")
+        self._qmp = SyncQMP("inject", timeout=timeout)
+        try:
+            self._qmp.connect(path)
+        except BaseException:
+            self._qmp.close()
+            raise
+
+    def qmp(self, command: str, args: Any = None, /) -> Any:
+        return self._qmp.execute(command, args)
+
+    def close(self) -> None:
+        self._qmp.close()
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+
+
+def cmd_inject(args: argparse.Namespace) -> int:
+    from irqlab.vm.qmp.injector import Injector
+
+    path = args.qmp or os.environ.get("IRQLAB_QMP")
+    if not path:
+        raise UsageError("irqlab inject: no QMP socket: pass --qmp PATH (printed by irqlab shell)")
+    conn = QmpSocket(Path(path))
+    try:
+        inj = Injector(conn, args.device_id)
+        if args.action == "pulse":
+            for line in args.lines:
+                inj.pulse(line)
+        elif args.action == "set-lines":
+            inj.set_lines(args.levels)
+        elif args.action == "push":
+            for word in args.words:
+                inj.push(word)
+        elif args.action == "burst":
+            period = None if args.period_us is None else int(args.period_us * 1000)
+            inj.burst(args.count, period, line=args.line)
+        if args.action == "counters" or args.counters:
+            print(json.dumps(asdict(inj.counters()), indent=1))
+    finally:
+        conn.close()
+    return 0
+
+
+def _guest_options(s: argparse.ArgumentParser) -> None:
+    s.add_argument(
+        "--device-prop", action="append", metavar="K=V", help="a property of the irqlab device"
+    )
+    s.add_argument(
+        "--module-param", action="append", metavar="K=V", help="a parameter of our driver"
+    )
+    s.add_argument(
+        "--module", action="append", metavar="KO", help="your own module: insmod it (repeatable)"
+    )
+    s.add_argument(
+        "--no-irqlab", action="store_true", help="do not load our driver (leave the device unbound)"
+    )
+    s.add_argument(
+        "--put",
+        action="append",
+        metavar="FILE[:GUEST_PATH]",
+        help="copy a file into the guest (default /root/<name>)",
+    )
+    s.add_argument("--accel", choices=["kvm", "tcg", "auto"], help="default: $IRQLAB_ACCEL or auto")
+    s.add_argument("--smp", type=int, default=1, help="vCPUs (default 1)")
+    s.add_argument("--cold", action="store_true", help="boot cold, not from the snapshot")
+
+
+def add_guest_parsers(sub: Any) -> None:
+    s = sub.add_parser(
+        "shell",
+        help="start a guest and open a shell in it; prints a QMP socket for irqlab inject",
+        description="Starts a guest (restored from its snapshot when one exists), opens an "
+        "interactive SSH session in this terminal and offers a QMP socket (printed) for "
+        "`irqlab inject` or `qmp-shell` while it runs. Exiting the shell stops the guest.",
+    )
+    _guest_options(s)
+    s.set_defaults(func=cmd_shell)
+
+    s = sub.add_parser(
+        "run",
+        help="run one command in a fresh guest; exit with its status",
+        description="irqlab run [options] -- CMD [ARG...]: CMD's output streams here.",
+    )
+    _guest_options(s)
+    s.add_argument("cmd", nargs=argparse.REMAINDER, help="the command (after --)")
+    s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser(
+        "inject",
+        help="inject interrupts into a running guest's device over its QMP socket",
+        description="Talks to the QMP socket `irqlab shell` prints (or $IRQLAB_QMP).",
+    )
+    s.add_argument("--qmp", help="QMP socket (default: $IRQLAB_QMP)")
+    s.add_argument("--device-id", default="irqlab0", help="the device's id (default irqlab0)")
+    s.add_argument("--counters", action="store_true", help="print the device counters afterwards")
+    acts = s.add_subparsers(dest="action", required=True, metavar="ACTION")
+    a = acts.add_parser("pulse", help="pulse GPIO input lines (rising then falling edge)")
+    a.add_argument("lines", type=_int, nargs="+", metavar="LINE")
+    a = acts.add_parser("set-lines", help="drive the GPIO inputs to a bit mask of levels")
+    a.add_argument("levels", type=_int, metavar="MASK")
+    a = acts.add_parser("push", help="push words into the device's FIFO")
+    a.add_argument("words", type=_int, nargs="+", metavar="WORD")
+    a = acts.add_parser("burst", help="start the in-device burst generator")
+    a.add_argument("count", type=_int)
+    a.add_argument("--period-us", type=float, help="period in microseconds")
+    a.add_argument("--line", type=_int, help="toggle this GPIO line instead of BURST events")
+    acts.add_parser("counters", help="print the device counters (JSON)")
+    s.set_defaults(func=cmd_inject)

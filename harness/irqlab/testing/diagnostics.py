@@ -1,0 +1,178 @@
+"""What a failing guest test's report shows: the guest kernel's log since the test
+started (dmesg: the kernel runs ``quiet``, so the console has little of it), the
+device's counters, and the agent's last messages.
+
+Nothing is asked of the guest while tests pass: the start of a test is known from
+the agent's stream log (byte offset), and the guest time of that moment from the last
+agent heartbeat before it (``monotonic_ns``, the clock of the kernel log's
+timestamps); only a failure fetches ``dmesg`` (one SSH command).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from irqlab.vm.guest import Guest
+
+__all__ = [
+    "AGENT_LINES",
+    "DMESG_LINES",
+    "GuestDiagnostics",
+    "dmesg_since",
+    "heartbeat_before",
+    "report_header",
+]
+
+DMESG_LINES = 60  # at most this many kernel log lines in the report (all in dmesg.log)
+AGENT_LINES = 12
+_STAMP = re.compile(r"^\[\s*(\d+\.\d+)\]")
+_HEARTBEAT = re.compile(rb'"type":\s*"(?:heartbeat|hello)"')
+
+
+def heartbeat_before(rx_log: Path, offset: int) -> float | None:
+    """The guest time (s) of the last heartbeat (or hello) in *rx_log* before byte
+    *offset*."""
+    try:
+        with rx_log.open("rb") as f:
+            f.seek(max(0, offset - 64 * 1024))
+            data = f.read(offset - max(0, offset - 64 * 1024))
+    except OSError:
+        return None
+    for line in reversed(data.splitlines()):
+        if not _HEARTBEAT.search(line):
+            continue
+        try:
+            msg = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(msg, dict) and isinstance(msg.get("monotonic_ns"), int):
+            return float(msg["monotonic_ns"]) / 1e9
+    return None
+
+
+def dmesg_since(text: str, since: float | None) -> list[str]:
+    """The kernel log lines stamped at or after *since* (s; None: all)."""
+    if since is None:
+        return text.splitlines()
+    out: list[str] = []
+    for line in text.splitlines():
+        m = _STAMP.match(line)
+        if (m is not None and float(m[1]) >= since) or (m is None and out):
+            out.append(line)
+    return out
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+@dataclass
+class GuestDiagnostics:
+    """Marks a test's start in one guest; :meth:`collect` reports on it after a failure."""
+
+    guest: Guest
+    rx_log: Path | None
+    rx_offset: int
+
+    @classmethod
+    def start(cls, guest: Guest) -> GuestDiagnostics:
+        agent = guest._agent  # never (re)start an agent just to mark the start
+        rx = Path(f"{agent.log_base}.rx.jsonl") if agent is not None else None
+        return cls(guest, rx, _size(rx) if rx is not None else 0)
+
+    def collect(self, dest: Path) -> tuple[str, list[Path]]:
+        """(text for the failure report, files written into *dest*)."""
+        parts: list[str] = []
+        files: list[Path] = []
+        g = self.guest
+        if g.fault is not None or g.machine is None or not g.machine.is_running():
+            return "the guest is gone: no kernel log or counters (see the failure)", files
+        since = heartbeat_before(self.rx_log, self.rx_offset) if self.rx_log else None
+        try:
+            text = g.sh("dmesg", timeout=10, check=False)
+            lines = dmesg_since(text, since)
+            dest.mkdir(parents=True, exist_ok=True)
+            log = dest / "dmesg.log"
+            log.write_text("\n".join(lines) + "\n")
+            files.append(log)
+            when = f"since {since:.3f} s guest time" if since is not None else "all of it"
+            shown = lines[-DMESG_LINES:]
+            cut = f", the last {len(shown)}" if len(shown) < len(lines) else ""
+            parts.append(
+                f"--- guest kernel log ({when}: {len(lines)} lines{cut}; {log})\n"
+                + ("\n".join(shown) or "(nothing)")
+            )
+        except Exception as e:  # a diagnostic must not hide the test's own failure
+            parts.append(f"--- guest kernel log: unavailable ({e})")
+        try:
+            if g.injector is not None:
+                c = g.injector.counters()
+                parts.append(
+                    "--- device counters (QMP)\n"
+                    + " ".join(f"{f.name}={getattr(c, f.name)}" for f in fields(c))
+                )
+        except Exception as e:
+            parts.append(f"--- device counters: unavailable ({e})")
+        if self.rx_log is not None:
+            try:
+                with self.rx_log.open("rb") as f:
+                    f.seek(self.rx_offset)
+                    new = f.read().decode(errors="replace").splitlines()
+            except OSError:
+                new = []
+            msgs = [ln for ln in new if not _HEARTBEAT.search(ln.encode())]
+            msgs = [ln if len(ln) <= 300 else ln[:300] + " ..." for ln in msgs[-AGENT_LINES:]]
+            parts.append(
+                f"--- the agent's last messages ({len(msgs)} shown; {self.rx_log})\n"
+                + ("\n".join(msgs) or "(none since the test started)")
+            )
+        return "\n".join(parts), files
+
+
+def _newest(recipe: str) -> Path | None:
+    from irqlab.build import cache
+
+    done = [e for e in cache.entries() if e.name == recipe and e.complete]
+    return max(done, key=lambda e: e.mtime).path if done else None
+
+
+def report_header() -> str:
+    """One line for pytest's header: QEMU version, guest kernel, image, accelerator.
+    Cheap whatever the state of the cache: it reads the newest complete outputs in it
+    (a build touches what it uses) and asks no package index; nothing is built."""
+    import os
+
+    parts: list[str] = []
+    qemu = None
+    try:
+        qemu = _newest("qemu")
+        version = (qemu / "VERSION").read_text().strip() if qemu is not None else None
+        parts.append(f"QEMU {version}" if version else "QEMU not built yet")
+    except Exception as e:
+        parts.append(f"QEMU unknown ({e})")
+    image = os.environ.get("IRQLAB_IMAGE", "debian")
+    if image == "debian":
+        try:
+            kernel = _newest("kernel")
+            mods = sorted((kernel / "root" / "lib" / "modules").iterdir()) if kernel else []
+            parts.append(f"kernel {mods[0].name}" if mods else "kernel not extracted yet")
+        except Exception as e:
+            parts.append(f"kernel unknown ({e})")
+    parts.append(f"image {image}")
+    if qemu is not None:
+        try:
+            from irqlab.vm.accel import choose
+
+            binary = qemu / "bin" / "qemu-system-x86_64"
+            parts.append(f"accel {choose(binary, datadir=qemu / 'share' / 'qemu').reason}")
+        except Exception as e:
+            parts.append(f"accel unknown ({e})")
+    return "irqlab: " + ", ".join(parts)

@@ -1,0 +1,49 @@
+"""A failing guest test's report explains: its slice of the guest kernel log (dmesg),
+the device counters, the agent's last messages; log paths are JUnit properties; the
+header names QEMU, kernel, image and accelerator.  Run as a user's pytest would."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from irqlab.paths import cache_dir
+
+pytest_plugins = ["pytester"]
+CACHE = cache_dir()  # at import: the pytester fixture moves $HOME
+
+USER_TESTS = """
+def test_fails_after_kernel_lines(irqlab_guest, irqlab_agent, irqlab_device):
+    irqlab_guest.sh("echo irqlab-test: during the failing test > /dev/kmsg")
+    irqlab_agent.arm("read")
+    irqlab_device.push(0x5A5A)
+    irqlab_agent.expect(path="read", timeout=10)
+    assert False, "on purpose"
+"""
+
+
+def test_failure_report_has_dmesg_counters_and_agent_messages(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("IRQLAB_CACHE_DIR", str(CACHE))
+    pytester.makepyfile(USER_TESTS)
+    junit = pytester.path / "junit.xml"
+    r = pytester.runpytest_subprocess(f"--junitxml={junit}", "-p", "no:cacheprovider")
+    r.assert_outcomes(failed=1)
+    out = r.stdout.str()
+    header = out.split("collected", 1)[0]
+    assert "irqlab: QEMU 7." in header or "irqlab: QEMU " in header, header
+    assert "kernel 6." in header and "image debian" in header and "accel " in header, header
+    assert "irqlab diagnostics" in out
+    assert "irqlab-test: during the failing test" in out
+    assert "Linux version" not in out, "the kernel log is this test's slice, not the boot"
+    assert "raised=1 delivered=1 acked=1" in out
+    assert '"path":"read"' in out.replace(" ", "")  # the agent's event, as it sent it
+    props = [
+        p.get("value", "")
+        for p in ET.parse(junit).getroot().iter("property")
+        if p.get("name") == "irqlab_log"
+    ]
+    assert any(v.endswith("dmesg.log") for v in props), props
+    assert any(v.endswith("console.log") for v in props), props

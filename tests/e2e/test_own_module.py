@@ -1,0 +1,113 @@
+"""Bring your own module: a module of this test's own (tests/e2e/mymod/), built
+against the guest kernel with ``make -C $(irqlab kdir) M=...``, loaded into the guest
+beside our driver and instead of it, and found by its line in the kernel log; a
+restored guest has it too (the snapshot key includes its content)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from irqlab.testing.plugin import start_guest
+from irqlab.vm.guest import Guest, GuestConfig, GuestError
+
+HERE = Path(__file__).resolve().parent
+
+
+@pytest.fixture(scope="module")
+def mymod(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tests/e2e/mymod built out of tree (in a temporary copy) as a driver developer
+    would: against the directory `irqlab kdir` prints."""
+    src = tmp_path_factory.mktemp("mymod")
+    shutil.copytree(HERE / "mymod", src, dirs_exist_ok=True)
+    irqlab = [sys.executable, "-m", "irqlab.cli.main"]
+    kdir = subprocess.run([*irqlab, "kdir"], check=True, capture_output=True, text=True)
+    make = ["make", "-C", kdir.stdout.strip(), f"M={src}", "modules"]
+    r = subprocess.run(make, capture_output=True, text=True, check=False)
+    assert r.returncode == 0, f"building mymod failed:\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}"
+    return src / "mymod.ko"
+
+
+def _modules(g: Guest) -> set[str]:
+    return {line.split()[0] for line in g.sh("cat /proc/modules").splitlines()}
+
+
+def test_own_module_and_file_beside_ours_and_in_the_restored_guest(
+    mymod: Path, tmp_path: Path
+) -> None:
+    data = tmp_path / "calibration.txt"
+    data.write_text("gain=3\n")
+    config = GuestConfig(
+        name="own-mod",
+        extra_modules=[mymod],
+        extra_files={"/etc/mydrv/calibration.txt": data},
+        snapshot_tag="test_own_module",  # not shared with other tests' guests
+    )
+    for attempt in ("first", "second"):
+        g = start_guest(config)
+        try:
+            assert "mymod: hello" in g.sh("dmesg"), f"{attempt} guest"
+            assert {"mymod", "irqlab"} <= _modules(g)
+            g.sh(f"test -c {g.dev}")  # ours still drives the device
+            assert g.sh("cat /etc/mydrv/calibration.txt") == "gain=3\n"
+            if attempt == "second":
+                assert g.restored, "the second guest of one configuration restores"
+        finally:
+            g.close()
+
+
+def test_own_module_instead_of_ours(mymod: Path) -> None:
+    g = start_guest(GuestConfig(name="own-only", extra_modules=[mymod], load_irqlab=False))
+    try:
+        assert "mymod: hello" in g.sh("dmesg")
+        mods = _modules(g)
+        assert "mymod" in mods and "irqlab" not in mods
+        assert g.sh(f"test -e {g.dev} || echo absent").strip() == "absent"
+        # the device is there, unbound, for the developer's driver
+        driver = f"/sys/bus/pci/devices/{g.pci_address()}/driver"
+        assert g.sh(f"test -e {driver} && echo bound || echo unbound").strip() == "unbound"
+    finally:
+        g.close()
+
+
+def test_snapshot_key_follows_the_modules_content(mymod: Path, tmp_path: Path) -> None:
+    changed = tmp_path / "mymod.ko"
+    shutil.copy(mymod, changed)
+    a = Guest(GuestConfig(extra_modules=[mymod])).prepare()
+    b = Guest(GuestConfig(extra_modules=[changed])).prepare()
+    assert a.snapshot_key() == b.snapshot_key()  # same content, same key
+    with changed.open("ab") as f:
+        f.write(b"\0")
+    assert a.snapshot_key() != b.snapshot_key()
+    assert a.snapshot_key() != Guest(GuestConfig()).prepare().snapshot_key()
+
+
+def test_irqlab_kmod_that_does_not_bind_fails_fast_and_says_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """IRQLAB_KMOD with a module named irqlab that never binds the device (mymod built
+    under our name) ends in seconds with the kernel's last lines, not an SSH timeout."""
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copy(HERE / "mymod" / "mymod.c", src / "irqlab.c")
+    (src / "Kbuild").write_text("obj-m := irqlab.o\n")
+    kdir = subprocess.run(
+        [sys.executable, "-m", "irqlab.cli.main", "kdir"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    subprocess.run(["make", "-C", kdir, f"M={src}", "modules"], check=True, capture_output=True)
+    monkeypatch.setenv("IRQLAB_KMOD", str(src / "irqlab.ko"))
+    t0 = time.monotonic()
+    with pytest.raises(GuestError) as info:
+        Guest(GuestConfig(name="no-bind", snapshot=False)).start()
+    took = time.monotonic() - t0
+    msg = str(info.value)
+    assert "/dev/irqlab0 did not appear" in msg and "mymod: hello" in msg, msg
+    assert took < 60, f"{took:.1f} s (the image is rebuilt for the module, then 10 s)"

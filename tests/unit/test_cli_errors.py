@@ -1,0 +1,109 @@
+"""Each error path a user meets gives one line naming the cause and the fix, and no
+traceback: a Buildroot image not built, an unusable cache directory, a failing build,
+a closed pipe."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from irqlab import paths
+from irqlab.build import buildroot
+from irqlab.build.steps import BuildError
+from irqlab.cli.main import main
+from irqlab.vm.guest import Guest, PrerequisiteMissing
+
+IRQLAB = [sys.executable, "-m", "irqlab.cli.main"]
+
+
+def test_buildroot_image_not_built_says_build_it_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("IRQLAB_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("IRQLAB_IMAGE", "buildroot")
+    monkeypatch.setattr(
+        "irqlab.build.qemu.find_qemu", lambda: SimpleNamespace(binary=Path("q"), datadir=None)
+    )
+    with pytest.raises(PrerequisiteMissing, match=r"build it with 'invoke buildroot-build'"):
+        Guest().find_prerequisites()
+
+
+def test_buildroot_outside_a_checkout_says_it_needs_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("IRQLAB_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(paths, "checkout_root", lambda: None)
+    with pytest.raises(buildroot.BuildrootError, match="from a source checkout of irqlab"):
+        buildroot.ensure_image(build=False)
+
+
+@pytest.mark.parametrize("command", [["build-qemu"], ["run", "--", "true"], ["kdir"]])
+def test_an_unusable_cache_dir_is_one_line_naming_the_variable(
+    tmp_path: Path, command: list[str]
+) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    r = subprocess.run(
+        [*IRQLAB, *command],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "IRQLAB_CACHE_DIR": str(afile / "cache")},
+    )
+    assert r.returncode == 1
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert f"IRQLAB_CACHE_DIR={afile / 'cache'}" in lines[0] and "not writable" in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("error", "line"),
+    [
+        (
+            BuildError("configure", Path("/x/qemu.log")),
+            "step 'configure' failed (log: /x/qemu.log)",
+        ),
+        (PermissionError(13, "Permission denied", "/x/ccache"), "Permission denied: /x/ccache"),
+        (
+            subprocess.CalledProcessError(100, ["apt-get", "source", "qemu"]),
+            "'apt-get source qemu' failed with exit status 100",
+        ),
+    ],
+)
+def test_build_qemu_failures_are_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    error: Exception,
+    line: str,
+) -> None:
+    def fail(**kw: object) -> None:
+        raise error
+
+    monkeypatch.setattr("irqlab.build.qemu.ensure_qemu", fail)
+    assert main(["build-qemu"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and line in err and "Traceback" not in err, err
+
+
+def test_a_closed_pipe_ends_quietly() -> None:
+    p = subprocess.Popen([*IRQLAB, "regs"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert p.stdout is not None and p.stderr is not None
+    p.stdout.close()  # the reader is gone before irqlab writes (like `| head` that exited)
+    assert p.wait(60) == 141
+    assert p.stderr.read() == b""
+
+
+def test_regs_piped_into_head() -> None:
+    r = subprocess.run(
+        f"{' '.join(IRQLAB)} regs | head -n 1",
+        shell=True,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert r.stdout.startswith("IRQLAB_") and r.stderr == ""

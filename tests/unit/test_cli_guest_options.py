@@ -1,0 +1,45 @@
+"""The options of irqlab shell/run/inject, without a guest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from irqlab.cli.guestcmd import UsageError, parse_assignments, parse_puts
+from irqlab.cli.main import build_parser, main
+
+
+def test_assignments() -> None:
+    assert parse_assignments(["a=1", "b=x=y", "c="], "--o") == {"a": "1", "b": "x=y", "c": ""}
+    with pytest.raises(UsageError, match=r"--o 'novalue': expected KEY=VALUE"):
+        parse_assignments(["novalue"], "--o")
+
+
+def test_puts(tmp_path: Path) -> None:
+    f = tmp_path / "f.bin"
+    f.write_bytes(b"x")
+    assert parse_puts([str(f), f"{f}:/etc/x"]) == {"/root/f.bin": f, "/etc/x": f}
+    with pytest.raises(UsageError, match="is not a file"):
+        parse_puts([str(tmp_path / "missing")])
+    with pytest.raises(UsageError, match="must be absolute"):
+        parse_puts([f"{f}:rel/x"])
+
+
+def test_inject_parses_every_action() -> None:
+    p = build_parser()
+    a = p.parse_args(["inject", "--qmp", "s", "burst", "1000", "--period-us", "100"])
+    assert (a.action, a.count, a.period_us) == ("burst", 1000, 100.0)
+    assert p.parse_args(["inject", "push", "0x42", "7"]).words == [0x42, 7]
+    assert p.parse_args(["inject", "pulse", "3"]).lines == [3]
+
+
+def test_run_without_a_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run"]) == 1
+    assert "no command" in capsys.readouterr().err
+
+
+def test_bad_module_param_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--module-param", "oops", "--", "true"]) == 1
+    err = capsys.readouterr().err
+    assert err.strip() == "irqlab: --module-param 'oops': expected KEY=VALUE"

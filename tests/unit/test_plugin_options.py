@@ -1,0 +1,77 @@
+"""The pytest plugin's options, marker arguments and fixture names, without a VM."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from irqlab.testing.plugin import gpio_mask
+
+pytest_plugins = ["pytester"]
+
+
+def test_gpio_edges_as_lines_or_mask() -> None:
+    assert gpio_mask([0, 5]) == 0b100001
+    assert gpio_mask(0x30) == 0x30
+    with pytest.raises(pytest.fail.Exception, match="give a bit mask or a list of lines"):
+        gpio_mask("all")
+    with pytest.raises(pytest.fail.Exception, match="99 is not a line number"):
+        gpio_mask([99])
+
+
+def test_every_fixture_is_prefixed_and_documented(tmp_path: Path) -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "pytest", "--fixtures", "-p", "no:cacheprovider"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
+    )
+    section = r.stdout.split("fixtures defined from irqlab.testing.plugin", 1)[1]
+    section = section.split("=====", 1)[0].split(" fixtures defined from ", 1)[0]
+    names = [ln.split()[0] for ln in section.splitlines() if " -- " in ln]
+    assert len(names) >= 12, section
+    for name in names:
+        assert name.startswith("irqlab_"), name
+    assert "no docstring available" not in section, section
+    for old in ("injector", "qtest_machine", "qemu_install", "accel_choice"):
+        assert f"\n{old} " not in r.stdout
+
+
+def test_options_override_the_environment(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("IRQLAB_ACCEL", "kvm")
+    monkeypatch.delenv("IRQLAB_LOG_DIR", raising=False)
+    monkeypatch.delenv("IRQLAB_IMAGE", raising=False)
+    pytester.makepyfile(
+        """
+        import os
+        def test_env(irqlab_log_dir):
+            print("ACCEL", os.environ["IRQLAB_ACCEL"])
+            print("IMAGE", os.environ.get("IRQLAB_IMAGE"))
+            print("LOGS", irqlab_log_dir)
+        """
+    )
+    r = pytester.runpytest_subprocess("-s", "--irqlab-accel", "tcg", "--irqlab-image", "debian")
+    r.assert_outcomes(passed=1)
+    out = r.stdout.str()
+    assert "ACCEL tcg" in out and "IMAGE debian" in out
+    logs = str(pytester.path / ".irqlab" / "logs" / "pytest-")
+    assert logs in out, out
+    r = pytester.runpytest_subprocess("-s", "--irqlab-log-dir", str(tmp_path / "L"))
+    assert f"LOGS {tmp_path / 'L'}/pytest-" in r.stdout.str()
+
+
+def test_ini_option_sets_the_default_log_dir(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("IRQLAB_LOG_DIR", raising=False)
+    pytester.makeini("[pytest]\nirqlab_log_dir = out/logs\n")
+    pytester.makepyfile("def test_env(irqlab_log_dir):\n    print('LOGS', irqlab_log_dir)\n")
+    r = pytester.runpytest_subprocess("-s")
+    r.assert_outcomes(passed=1)
+    assert f"LOGS {pytester.path / 'out' / 'logs'}/pytest-" in r.stdout.str()

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
 
-from irqlab.build import arch, qemu
+from irqlab.build import arch, debs, initramfs, kernel, kmod, qemu
 from irqlab.build.arch import AARCH64, X86_64
+from irqlab.build.debs import Package
 
 
 def test_default_is_x86_64_only() -> None:
@@ -58,3 +60,98 @@ def test_each_target_has_its_own_hash(tmp_path: Path) -> None:
 def test_binary_names() -> None:
     assert X86_64.qemu_binary == "qemu-system-x86_64"
     assert AARCH64.qemu_binary == "qemu-system-aarch64"
+
+
+# ---- the arm64 guest's Debian packages -------------------------------------------
+
+
+def _apt(db: Mapping[str, Package]) -> debs.Lookup:
+    """A fake apt that knows "name:arch" for arch-specific packages and plain names for
+    the host's (amd64) and Architecture: all ones, like apt-cache show."""
+
+    def look(names: Sequence[str]) -> Mapping[str, Package]:
+        return {n: db[n] for n in names if n in db}
+
+    return look
+
+
+def _p(name: str, arch: str, deps: str = "", version: str = "6.1.300-1") -> Package:
+    return Package(name, version, arch, debs.parse_relations(deps))
+
+
+def _arm64_db() -> dict[str, Package]:
+    abi = "6.1.0-99-arm64"
+    pkgs = [
+        ("linux-image-arm64:arm64", _p("linux-image-arm64", "arm64", f"linux-image-{abi}")),
+        (f"linux-image-{abi}:arm64", _p(f"linux-image-{abi}", "arm64", "kmod")),
+        (
+            f"linux-headers-{abi}:arm64",
+            _p(
+                f"linux-headers-{abi}",
+                "arm64",
+                "linux-headers-6.1.0-99-common (= 6.1.300-1), linux-kbuild-6.1, gcc-12",
+            ),
+        ),
+        ("linux-kbuild-6.1:arm64", _p("linux-kbuild-6.1", "arm64")),
+        ("linux-kbuild-6.1", _p("linux-kbuild-6.1", "amd64")),
+        ("linux-headers-6.1.0-99-common", _p("linux-headers-6.1.0-99-common", "all")),
+        ("kmod:arm64", _p("kmod", "arm64", version="30")),
+        ("kmod", _p("kmod", "amd64", version="30")),
+    ]
+    return dict(pkgs)
+
+
+def test_foreign_lookup_answers_plain_names_and_falls_back_to_arch_all() -> None:
+    look = debs.foreign_lookup("arm64", _apt(_arm64_db()))
+    got = look(["linux-image-arm64", "linux-headers-6.1.0-99-common", "linux-kbuild-6.1", "nope"])
+    assert got["linux-image-arm64"].arch == "arm64"
+    assert got["linux-image-arm64"].name == "linux-image-arm64"
+    assert got["linux-headers-6.1.0-99-common"].arch == "all"
+    assert got["linux-kbuild-6.1"].arch == "arm64"
+    assert "nope" not in got
+
+
+def test_download_spec_qualifies_foreign_packages_only() -> None:
+    assert debs._download_spec(_p("a", "arm64")) == "a:arm64=6.1.300-1"
+    assert debs._download_spec(_p("a", "all")) == "a=6.1.300-1"
+    assert debs._download_spec(_p("a", arch.host_deb_arch())) == "a=6.1.300-1"
+
+
+@pytest.mark.skipif(arch.host_deb_arch() != "amd64", reason="the x86_64 host's view")
+def test_arm64_kernel_takes_kbuild_tools_and_kmod_from_the_host() -> None:
+    pk = kernel.resolve_packages(_apt(_arm64_db()), AARCH64)
+    assert pk.abi == "6.1.0-99-arm64"
+    assert pk.image.arch == "arm64"
+    arches = {p.name: p.arch for p in pk.headers}
+    assert arches == {
+        "linux-headers-6.1.0-99-arm64": "arm64",
+        "linux-headers-6.1.0-99-common": "all",
+        "linux-kbuild-6.1": "amd64",  # fixdep, modpost... run on this host
+    }
+    assert pk.kmod.arch == "amd64"  # depmod runs here
+
+
+def test_arm64_kernel_refuses_a_kbuild_of_another_version() -> None:
+    db = _arm64_db()
+    db["linux-kbuild-6.1"] = _p("linux-kbuild-6.1", "amd64", version="6.1.299-1")
+    if not AARCH64.foreign:
+        pytest.skip("an arm64 host builds natively")
+    with pytest.raises(debs.AptError, match="same version"):
+        kernel.resolve_packages(_apt(db), AARCH64)
+
+
+def test_lib_dirs() -> None:
+    assert initramfs.lib_dirs("x86_64-linux-gnu") == (initramfs.LIBDIR, initramfs.LIB_SEARCH)
+    libdir, search = initramfs.lib_dirs("aarch64-linux-gnu")
+    assert libdir == "usr/lib/aarch64-linux-gnu"
+    assert "lib/aarch64-linux-gnu" in search
+
+
+def test_cross_args(tmp_path: Path) -> None:
+    def art(a: arch.Arch) -> kernel.KernelArtifacts:
+        p = tmp_path
+        return kernel.KernelArtifacts("v", "1", p, p, p, p, p, p, p, arch=a)
+
+    assert kmod.cross_args(art(X86_64)) == []
+    if AARCH64.foreign:
+        assert kmod.cross_args(art(AARCH64)) == ["ARCH=arm64", "CROSS_COMPILE=aarch64-linux-gnu-"]

@@ -8,6 +8,7 @@ module) makes every test fail with a message naming it; nothing is skipped.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -67,3 +68,28 @@ def guest_kernel_log_clean(guest: Guest) -> Iterator[None]:
     session (an error in the teardown of the last test)."""
     yield
     check_guest_kernel_log(guest)
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """Which guest architectures test_arch_paths.py runs on, and why any is left out
+    (not collected, so never counted as a pass or a skip)."""
+    from irqlab.build.arch import ARCHES_ENV
+    from irqlab.build.archguest import absent_arches, present_arches
+
+    lines = ["irqlab guest architectures: " + ", ".join(a.name for a in present_arches())]
+    for a in absent_arches():
+        lines.append(
+            f"irqlab: {a.name} NOT TESTED: {a.qemu_binary} is not built "
+            f"(build it with {ARCHES_ENV}=x86_64,{a.name} invoke build-qemu)"
+        )
+    return lines
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    from arch_times import ARCH_TIMES, summary_lines  # same directory
+
+    times = config.stash.get(ARCH_TIMES, None)
+    if times:
+        terminalreporter.write_sep("-", "guest boot (QEMU start -> agent ready) by architecture")
+        for line in summary_lines(times):
+            terminalreporter.write_line(line)

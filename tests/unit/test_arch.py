@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from irqlab.build import arch, debs, initramfs, kernel, kmod, qemu
+from irqlab.build import arch, boot, debs, initramfs, kernel, kmod, qemu
 from irqlab.build.arch import AARCH64, X86_64
 from irqlab.build.debs import Package
 
@@ -155,3 +155,52 @@ def test_cross_args(tmp_path: Path) -> None:
     assert kmod.cross_args(art(X86_64)) == []
     if AARCH64.foreign:
         assert kmod.cross_args(art(AARCH64)) == ["ARCH=arm64", "CROSS_COMPILE=aarch64-linux-gnu-"]
+
+
+# ---- booting: machine and image arguments, selection by Guest ------------------------
+
+
+def _image(tmp_path: Path, arch_name: str) -> boot.GuestImage:
+    return boot.GuestImage(
+        version="v",
+        kernel=tmp_path / "k",
+        initramfs=tmp_path / "i",
+        cmdline="c",
+        kernel_version="6.1",
+        kernel_artifacts=None,  # type: ignore[arg-type]
+        client_key=tmp_path / "key",
+        host_key="ssh-ed25519 x",
+        directory=tmp_path,
+        arch=arch_name,
+    )
+
+
+def test_x86_64_boot_arguments_are_unchanged(tmp_path: Path) -> None:
+    assert boot.machine_args() == boot.MACHINE_ARGS
+    assert boot.machine_args("x86_64") == boot.MACHINE_ARGS
+    assert boot.cpu_args("tcg") == ["-cpu", "qemu64,+rdrand"]
+    args = _image(tmp_path, "x86_64").qemu_args(2222)
+    assert args[:2] == ["-bios", "qboot.rom"] and "pvpanic-pci" in args
+
+
+def test_aarch64_boot_arguments(tmp_path: Path) -> None:
+    m = boot.machine_args("aarch64")
+    assert m[:2] == ("-machine", "virt,gic-version=3,its=on")
+    assert boot.cpu_args("tcg", "aarch64") == ["-cpu", "cortex-a57"]
+    args = _image(tmp_path, "aarch64").qemu_args(2222)
+    assert "-bios" not in args and "pvpanic-pci" not in args
+    assert "virtio-net-pci,netdev=net0,romfile=" in args
+    assert any("hostfwd=tcp:127.0.0.1:2222-:22" in a for a in args)
+
+
+def test_guest_arch_from_config_or_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from irqlab.vm.guest import Guest, GuestConfig, PrerequisiteMissing
+
+    monkeypatch.delenv(arch.ARCH_ENV, raising=False)
+    assert Guest(GuestConfig()).arch == X86_64
+    assert Guest(GuestConfig(arch="aarch64")).arch == AARCH64
+    monkeypatch.setenv(arch.ARCH_ENV, "arm64")
+    assert Guest(GuestConfig()).arch == AARCH64
+    assert Guest(GuestConfig(arch="x86_64")).arch == X86_64
+    with pytest.raises(PrerequisiteMissing, match="mips"):
+        _ = Guest(GuestConfig(arch="mips")).arch

@@ -169,7 +169,7 @@ def test_buildroot_job_caches_and_installs_what_a_build_needs() -> None:
 def test_jobs_run_in_debian_12_with_kvm() -> None:
     """Every job runs in a Debian 12 container with the runner's /dev/kvm passed in."""
     text = _text(WORKFLOW_DIR / "regression.yml")
-    jobs = len(re.findall(r"^  [a-z-]+:\n    name:", text, re.M))
-    assert jobs == 3
+    jobs = len(re.findall(r"^  [a-z0-9-]+:\n    name:", text, re.M))
+    assert jobs == 4
     assert text.count("image: debian:12") == jobs
     assert text.count("options: --device /dev/kvm") == jobs

@@ -11,6 +11,7 @@ built on demand like the x86_64 ones (seconds, cached).
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,6 +25,16 @@ __all__ = ["Missing", "absent_arches", "prerequisites", "present_arches"]
 
 class Missing(IrqlabError, RuntimeError):
     """A prerequisite is not built and cannot be built here; the message says how."""
+
+
+def _foreign_deb_arches() -> list[str]:
+    try:
+        r = subprocess.run(
+            ["dpkg", "--print-foreign-architectures"], capture_output=True, text=True, check=False
+        )
+    except FileNotFoundError:
+        return []
+    return r.stdout.split()
 
 
 def present_arches() -> list[Arch]:
@@ -50,6 +61,11 @@ def prerequisites(
         raise Missing(
             f"{arch.qemu_binary} with the irqlab device is not built: "
             f"run `{ARCHES_ENV}=x86_64,{arch.name} invoke build-qemu`"
+        )
+    if arch.foreign and arch.deb_arch not in _foreign_deb_arches():
+        raise Missing(
+            f"apt does not know Debian's {arch.deb_arch} packages: run "
+            f"`dpkg --add-architecture {arch.deb_arch} && apt-get update` (as root) once"
         )
     from irqlab.build.image import ensure_image
     from irqlab.build.kernel import ensure_kernel

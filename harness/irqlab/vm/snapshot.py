@@ -105,6 +105,16 @@ def _wait_migration(machine: Machine, timeout: float, what: str) -> dict[str, An
             raise SnapshotError(f"{what}: migration {status}")
 
 
+def _after_migration(machine: Machine, timeout: float) -> None:
+    """Until QEMU has left the finish-migrate run state: the MIGRATION "completed" event
+    comes before the migration thread switches the run state (to postmigrate), and
+    ``cont`` in between fails ("Migration is not finalized yet")."""
+    deadline = time.monotonic() + timeout
+    while machine.qmp("query-status").get("status") == "finish-migrate":
+        if time.monotonic() > deadline:
+            raise SnapshotError(f"QEMU still in finish-migrate after {timeout:.0f} s")
+
+
 def _enable_events(machine: Machine) -> None:
     machine.qmp("migrate-set-capabilities", capabilities=[{"capability": "events", "state": True}])
 
@@ -125,6 +135,7 @@ def save(machine: Machine, key: str, meta: Mapping[str, Any], *, timeout: float 
             _wait_migration(machine, timeout, f"saving {state}")
         finally:
             if machine.is_running():
+                _after_migration(machine, timeout)
                 machine.qmp("cont")
         info = {
             **meta,

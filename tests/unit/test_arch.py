@@ -204,3 +204,47 @@ def test_guest_arch_from_config_or_environment(monkeypatch: pytest.MonkeyPatch) 
     assert Guest(GuestConfig(arch="x86_64")).arch == X86_64
     with pytest.raises(PrerequisiteMissing, match="mips"):
         _ = Guest(GuestConfig(arch="mips")).arch
+
+
+# ---- the device-tree key (aarch64) ------------------------------------------------------
+
+VIRT_DTS = """/dts-v1/;
+
+/ {
+\tcompatible = "linux,dummy-virt";
+
+\tpcie@10000000 {
+\t\tdevice_type = "pci";
+\t\t#address-cells = <0x03>;
+\t};
+
+\tgpio-keys {
+\t\tcompatible = "gpio-keys";
+\t};
+};
+"""
+
+
+def test_pci_reg_encodes_bus_device_function() -> None:
+    from irqlab.build.devicetree import pci_reg
+
+    assert pci_reg(3) == 0x1800
+    assert pci_reg(1, 2, bus=1) == 0x10A00
+    with pytest.raises(ValueError):
+        pci_reg(32)
+
+
+def test_with_key_adds_our_function_and_a_debounced_key() -> None:
+    from irqlab.build.devicetree import with_key
+
+    out = with_key(VIRT_DTS, slot=3, line=31, debounce_ms=20)
+    bridge = out[out.index("pcie@10000000 {") : out.index("gpio-keys {")]
+    assert "irqlab_gpio: irqlab@3,0 {" in bridge
+    assert "reg = <0x1800 0x00 0x00 0x00 0x00>;" in bridge
+    assert "gpio-controller;" in bridge and "#gpio-cells = <0x02>;" in bridge
+    keys = out[out.index("irqlab-keys {") :]
+    assert "gpios = <&irqlab_gpio 0x1f 0x00>;" in keys
+    assert "debounce-interval = <0x14>;" in keys
+    assert out.rstrip().endswith("};")
+    with pytest.raises(ValueError, match="pcie"):
+        with_key("/ {\n};\n", slot=3, line=1, debounce_ms=1)

@@ -20,7 +20,24 @@ from irqlab.build.boot import GuestImage
 from irqlab.build.qemu import QemuInstall, find_qemu
 from irqlab.errors import IrqlabError
 
-__all__ = ["Missing", "absent_arches", "prerequisites", "present_arches"]
+__all__ = [
+    "KEY_DEBOUNCE_MS",
+    "KEY_LINE",
+    "KEY_SLOT",
+    "Missing",
+    "absent_arches",
+    "key_dtb_args",
+    "prerequisites",
+    "present_arches",
+]
+
+# The aarch64 guest's device tree places a key (gpio-keys, KEY_ENTER) on our gpiochip's
+# line KEY_LINE with a KEY_DEBOUNCE_MS debounce interval; our function sits at slot
+# KEY_SLOT of the root bus (after virtio-net and virtio-rng).  Nothing claims the line
+# until the guest loads gpio_keys.
+KEY_LINE = 31
+KEY_DEBOUNCE_MS = 20
+KEY_SLOT = 3
 
 
 class Missing(IrqlabError, RuntimeError):
@@ -80,3 +97,14 @@ def prerequisites(
     except Exception as e:
         raise Missing(f"the {arch.name} guest image cannot be built: {e}") from e
     return qemu, image, ko
+
+
+def key_dtb_args(qemu: Path, machine_args: Sequence[str]) -> list[str]:
+    """``-dtb <virt's tree + our function's node + the debounced key>`` for an aarch64
+    guest booted with *machine_args* (machine, CPU, vCPUs: what the tree depends on)."""
+    from irqlab.build.devicetree import ensure_key_dtb
+
+    dtb = ensure_key_dtb(
+        qemu, machine_args, slot=KEY_SLOT, line=KEY_LINE, debounce_ms=KEY_DEBOUNCE_MS
+    )
+    return ["-dtb", str(dtb)]

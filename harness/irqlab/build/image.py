@@ -57,6 +57,7 @@ from irqlab.paths import agent_package_dir, cache_dir, log_dir
 
 __all__ = [
     "AARCH64_BOOT_MODULES",
+    "AARCH64_SHIPPED_MODULES",
     "ABI_ARTIFACT",
     "BOOT_MODULES",
     "EXCLUDED_PACKAGES",
@@ -109,6 +110,9 @@ BOOT_MODULES = ("virtio_pci", "virtio_net", "virtio_rng", "pvpanic_pci")
 # Debian's arm64 kernel has no pvpanic (CONFIG_PVPANIC is not set)
 AARCH64_BOOT_MODULES = ("virtio_pci", "virtio_net", "virtio_rng")
 SHIPPED_MODULES = ("uio", "uio_pci_generic")  # in the image for modprobe
+# aarch64 also ships gpio_keys and evdev: a device-tree key on our gpiochip
+# (KEYBOARD_GPIO=m, INPUT_EVDEV=m), read on /dev/input/eventN
+AARCH64_SHIPPED_MODULES = (*SHIPPED_MODULES, "gpio_keys", "evdev")
 
 # Where package files are taken from: package -> paths (files or whole dirs).
 PICK: dict[str, tuple[str, ...]] = {
@@ -210,6 +214,10 @@ class _Inputs:
     def boot_modules(self) -> tuple[str, ...]:
         return AARCH64_BOOT_MODULES if self.arch.name == "aarch64" else BOOT_MODULES
 
+    @property
+    def shipped_modules(self) -> tuple[str, ...]:
+        return AARCH64_SHIPPED_MODULES if self.arch.name == "aarch64" else SHIPPED_MODULES
+
     def digest(self) -> str:
         h = InputHash(RECIPE_VERSION)
         for src in _recipe_sources():
@@ -268,7 +276,7 @@ def _modules(stage: Stage, inp: _Inputs, steps: StepLog) -> tuple[list[str], lis
     """Copy modules + depmod; returns (boot insmod order, all module names, kmod name)."""
     k = inp.kernel
     deps = parse_modules_dep((k.modules_dir / "modules.dep").read_text())
-    wanted = list(inp.boot_modules) + list(SHIPPED_MODULES)
+    wanted = list(inp.boot_modules) + list(inp.shipped_modules)
     kmod_name: str | None = None
     if inp.kmod is not None:
         kmod_name = module_name(inp.kmod.name)

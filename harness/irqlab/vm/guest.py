@@ -314,11 +314,18 @@ class Guest:
         from irqlab.build.boot import cpu_args, machine_args
 
         c = self.config
-        return [
+        base = [
             *machine_args(self.image.arch),
             *cpu_args(self.accel.accel, self.image.arch),
             "-smp",
             str(c.smp),
+        ]
+        if self.image.arch == "aarch64" and not c.hotplug:
+            from irqlab.build.archguest import key_dtb_args
+
+            base += key_dtb_args(self.qemu.binary, base)  # the device-tree key
+        return [
+            *base,
             *self.image.qemu_args(ssh_port),
             *(
                 ["-device", f"pcie-root-port,id={HOTPLUG_PORT},chassis=1,slot=1"]

@@ -181,6 +181,7 @@ def test_boot_and_restore_times(
     try:
         if not warm.restored:  # the first run saves it: restore once more to time it
             warm.close()
+            t0 = time.monotonic()
             warm = start_guest(cfg)
         assert warm.restored, warm.snapshot_error
         times["restore_agent_ready_s"] = warm.phases["agent_ready"]

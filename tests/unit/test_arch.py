@@ -248,3 +248,50 @@ def test_with_key_adds_our_function_and_a_debounced_key() -> None:
     assert out.rstrip().endswith("};")
     with pytest.raises(ValueError, match="pcie"):
         with_key("/ {\n};\n", slot=3, line=1, debounce_ms=1)
+
+
+# ---- the Buildroot aarch64 defconfig (offline: no Buildroot tree here) --------------------
+
+EXT = Path(__file__).resolve().parents[2] / "buildroot"
+ARCH_LINES = {
+    "BR2_x86_64",
+    "BR2_aarch64",
+    "BR2_cortex_a57",
+    "BR2_TOOLCHAIN_EXTERNAL_BOOTLIN_X86_64_GLIBC_BLEEDING_EDGE",
+    "BR2_TOOLCHAIN_EXTERNAL_BOOTLIN_AARCH64_GLIBC_BLEEDING_EDGE",
+    "BR2_LINUX_KERNEL_CUSTOM_CONFIG_FILE",
+    "BR2_LINUX_KERNEL_CONFIG_FRAGMENT_FILES",
+    "BR2_LINUX_KERNEL_VMLINUX",
+    "BR2_LINUX_KERNEL_IMAGE",
+}
+
+
+def _cfg(name: str) -> dict[str, str]:
+    out = {}
+    for line in (EXT / "configs" / name).read_text().splitlines():
+        if line and not line.startswith("#"):
+            k, _, v = line.partition("=")
+            out[k] = v
+    return out
+
+
+def test_aarch64_defconfig_differs_from_x86_64_only_in_arch_lines() -> None:
+    x86, a64 = _cfg("irqlab_x86_64_defconfig"), _cfg("irqlab_aarch64_defconfig")
+    assert {k: v for k, v in x86.items() if k not in ARCH_LINES} == {
+        k: v for k, v in a64.items() if k not in ARCH_LINES
+    }
+    assert a64["BR2_aarch64"] == "y" and a64["BR2_LINUX_KERNEL_IMAGE"] == "y"
+    assert a64["BR2_LINUX_KERNEL_CUSTOM_CONFIG_FILE"] == '"board/qemu/aarch64-virt/linux.config"'
+
+
+def test_aarch64_fragments_exist_and_are_config_lines() -> None:
+    frags = _cfg("irqlab_aarch64_defconfig")["BR2_LINUX_KERNEL_CONFIG_FRAGMENT_FILES"]
+    paths = frags.strip('"').split()
+    assert paths[0].endswith("/linux.fragment")
+    for p in paths:
+        f = EXT / p.replace("$(BR2_EXTERNAL_IRQLAB_PATH)/", "")
+        lines = [ln for ln in f.read_text().splitlines() if ln and not ln.startswith("#")]
+        assert lines and all(ln.startswith("CONFIG_") and "=" in ln for ln in lines), f
+    extra = (EXT / "board/irqlab/linux-aarch64.fragment").read_text()
+    for opt in ("CONFIG_KEYBOARD_GPIO=m", "CONFIG_INPUT_EVDEV=m", "CONFIG_ARM_GIC_V3_ITS=y"):
+        assert opt in extra

@@ -22,7 +22,7 @@ def _guest(tmp_path: Path, boot_timeout: float = 120.0) -> Guest:
     script.chmod(0o755)
     g = Guest(GuestConfig(name="boot", boot_timeout=boot_timeout, log_dir=tmp_path / "logs"))
     g.qemu = SimpleNamespace(binary=script, datadir=None)
-    g.image = SimpleNamespace(ready_marker="READY marker", qemu_args=lambda port: [])
+    g.image = SimpleNamespace(ready_marker="READY marker", qemu_args=lambda port: [], arch="x86_64")
     g.accel = SimpleNamespace(accel="kvm")
     return g
 

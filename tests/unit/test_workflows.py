@@ -215,7 +215,7 @@ def test_jobs_run_in_debian_12_with_kvm() -> None:
     guest has the runner's /dev/kvm passed in (the report job only merges files)."""
     text = _text(WORKFLOW_DIR / "regression.yml")
     jobs = re.findall(r"^  ([a-z0-9-]+):\n    name:", text, re.M)
-    assert jobs == ["build", "buildroot", "e2e", "bench", "report"]
+    assert jobs == ["build", "buildroot", "e2e", "aarch64-guest", "bench", "report"]
     assert text.count("image: debian:12") == len(jobs)
     for name in jobs:
         kvm = "options: --device /dev/kvm" in _job(text, name)

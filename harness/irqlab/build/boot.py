@@ -17,6 +17,8 @@ from irqlab.build.kernel import KernelArtifacts
 from irqlab.build.sshkeys import SshKeys
 
 __all__ = [
+    "AARCH64_KERNEL_CMDLINE",
+    "AARCH64_MACHINE_ARGS",
     "FAILED_MARKER",
     "GATEWAY",
     "GUEST_ADDR",
@@ -31,6 +33,7 @@ __all__ = [
     "boot_values",
     "cpu_args",
     "guest_image",
+    "machine_args",
 ]
 
 READY_MARKER = "IRQLAB-READY"
@@ -82,7 +85,35 @@ MACHINE_ARGS: tuple[str, ...] = (
 )
 
 
-def cpu_args(accel: str) -> list[str]:
+# aarch64 (opt-in, see irqlab.build.arch): QEMU's virt board with GICv3 (its ITS
+# translates MSI/MSI-X writes; INTx arrives as GIC SPIs through the PCIe host
+# bridge's interrupt map), PCIe root bus, PL011 console (ttyAMA0); the kernel's
+# Image is booted directly (no firmware).  Debian's arm64 kernel has no pvpanic.
+AARCH64_MACHINE_ARGS: tuple[str, ...] = (
+    "-machine",
+    "virt,gic-version=3,its=on",
+    "-m",
+    "512M",
+    "-nodefaults",
+    "-no-reboot",
+    "-display",
+    "none",
+)
+AARCH64_KERNEL_CMDLINE: tuple[str, ...] = (
+    "console=ttyAMA0",
+    "quiet",
+    "panic=-1",
+    "cryptomgr.notests",
+    "init_on_alloc=0",
+)
+
+
+def machine_args(arch: str = "x86_64") -> tuple[str, ...]:
+    """:data:`MACHINE_ARGS` for the guest architecture *arch* (``uname -m``)."""
+    return AARCH64_MACHINE_ARGS if arch == "aarch64" else MACHINE_ARGS
+
+
+def cpu_args(accel: str, arch: str = "x86_64") -> list[str]:
     """The CPU model to boot this image with (optional: QEMU's default works).
 
     Under TCG, ``qemu64,+rdrand`` (RDRAND seeds the CRNG even without the
@@ -90,6 +121,8 @@ def cpu_args(accel: str) -> list[str]:
     ~0.2-0.3 s faster to the readiness marker than ``max``, whose ERMS turns
     the kernel's memcpy/memset into byte-wise ``rep movsb`` under TCG.
     """
+    if arch == "aarch64":
+        return ["-cpu", "host"] if accel == "kvm" else ["-cpu", "cortex-a57"]
     return ["-cpu", "host"] if accel == "kvm" else ["-cpu", "qemu64,+rdrand"]
 
 
@@ -115,6 +148,7 @@ class GuestImage:
     modules: tuple[str, ...] = ()  # every module modprobe can load in the guest
     agent_package: str = "irqlab_agent"  # python3 -m <it> in the guest
     size: int = 0  # initramfs bytes
+    arch: str = "x86_64"  # uname -m in the guest (see irqlab.build.arch)
 
     def append(self, *extra: str) -> str:
         """The kernel command line plus *extra* options (e.g. ``irqlab_modprobe=irqlab``)."""
@@ -124,6 +158,21 @@ class GuestImage:
         self, ssh_port: int, *, cmdline_extra: Sequence[str] = (), netdev_id: str = "net0"
     ) -> list[str]:
         """Boot + network arguments; guest port 22 is forwarded to 127.0.0.1:*ssh_port*."""
+        if self.arch == "aarch64":
+            return [
+                "-kernel",
+                str(self.kernel),
+                "-initrd",
+                str(self.initramfs),
+                "-append",
+                self.append(*cmdline_extra),
+                "-netdev",
+                f"user,id={netdev_id},restrict=on,hostfwd=tcp:127.0.0.1:{ssh_port}-:22",
+                "-device",
+                f"virtio-net-pci,netdev={netdev_id},romfile=",
+                "-device",
+                "virtio-rng-pci",
+            ]
         return [
             "-bios",
             self.bios,
@@ -168,11 +217,12 @@ def guest_image(
 ) -> GuestImage:
     """A built image as the harness boots it: the kernel's vmlinux through PVH, the
     contract's command line and markers, the cache's SSH keys."""
+    aarch64 = kernel.arch.name == "aarch64"
     return GuestImage(
         version=version,
         kernel=kernel.vmlinux,
         initramfs=initramfs,
-        cmdline=" ".join(KERNEL_CMDLINE),
+        cmdline=" ".join(AARCH64_KERNEL_CMDLINE if aarch64 else KERNEL_CMDLINE),
         kernel_version=kernel.version,
         kernel_artifacts=kernel,
         client_key=keys.client_key,
@@ -182,6 +232,7 @@ def guest_image(
         modules=tuple(modules),
         agent_package=agent_package,
         size=initramfs.stat().st_size,
+        arch=kernel.arch.name,
     )
 
 

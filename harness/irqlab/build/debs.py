@@ -18,9 +18,10 @@ import shutil
 import subprocess
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from irqlab.build.arch import host_deb_arch
 from irqlab.build.steps import BuildError, StepLog
 from irqlab.errors import IrqlabError
 from irqlab.paths import cache_dir
@@ -40,6 +41,7 @@ __all__ = [
     "ensure_apt_packages",
     "extract_into",
     "extracted",
+    "foreign_lookup",
     "missing_packages",
     "packages_from_show",
     "parse_relations",
@@ -150,6 +152,15 @@ def apt_state_key(roots: Sequence[Path] | None = None) -> str:
 
 
 def _query_apt(names: Sequence[str]) -> dict[str, Package]:
+    plain = [n for n in names if ":" not in n]
+    qualified = [n for n in names if ":" in n]
+    out = _show(plain) if plain else {}
+    if qualified:
+        out.update(_show(qualified, qualified=True))
+    return out
+
+
+def _show(names: Sequence[str], *, qualified: bool = False) -> dict[str, Package]:
     try:
         r = subprocess.run(
             ["apt-cache", "show", "--no-all-versions", *names],
@@ -161,8 +172,10 @@ def _query_apt(names: Sequence[str]) -> dict[str, Package]:
     except FileNotFoundError as e:
         raise AptError("apt-cache not found: the guest image recipe needs Debian's apt") from e
     pkgs = packages_from_show(r.stdout)
-    if not pkgs and r.returncode != 0:
+    if not pkgs and r.returncode != 0 and not qualified:
         raise AptError(f"apt-cache show {' '.join(names)} failed: {r.stderr.strip()}")
+    if qualified:  # answered as "name:arch" (apt knows none for an Architecture: all one)
+        return {f"{p.name}:{p.arch}": p for p in pkgs.values()}
     return pkgs
 
 
@@ -207,6 +220,28 @@ def apt_show(names: Sequence[str]) -> dict[str, Package]:
         if p is not None:
             out[n] = p
     return out
+
+
+def foreign_lookup(deb_arch: str, lookup: Lookup = apt_show) -> Lookup:
+    """A :data:`Lookup` for another Debian architecture (``dpkg --add-architecture``).
+
+    Asks apt for ``name:<deb_arch>`` and answers under the plain name; a name with no
+    such package falls back to the plain name if that is ``Architecture: all``.
+    """
+
+    def look(names: Sequence[str]) -> dict[str, Package]:
+        qualified = {f"{n}:{deb_arch}": n for n in names}
+        got = lookup(list(qualified))
+        out = {qualified[q]: replace(p, name=qualified[q]) for q, p in got.items()}
+        rest = [n for n in names if n not in out]
+        try:
+            plain = lookup(rest) if rest else {}
+        except AptError:  # none of them exists under its plain name either
+            plain = {}
+        out.update({n: p for n, p in plain.items() if p.arch == "all"})
+        return out
+
+    return look
 
 
 def closure(roots: Sequence[str], lookup: Lookup, exclude: Iterable[str] = ()) -> list[Package]:
@@ -285,6 +320,13 @@ def pool_dir() -> Path:
     return cache_dir() / "debs" / "pool"
 
 
+def _download_spec(p: Package) -> str:
+    """``name=version``, with ``:arch`` for a foreign architecture's package."""
+    if p.arch in ("all", host_deb_arch()):
+        return p.spec
+    return f"{p.name}:{p.arch}={p.version}"
+
+
 def download(pkgs: Sequence[Package], steps: StepLog, pool: Path | None = None) -> dict[str, Path]:
     """Fetch the exact versions into the pool (once); returns name -> .deb path."""
     pool = pool or pool_dir()
@@ -296,7 +338,7 @@ def download(pkgs: Sequence[Package], steps: StepLog, pool: Path | None = None) 
             opts = ["-o", "APT::Sandbox::User=root"] if os.geteuid() == 0 else []
             steps.run(
                 "apt-get download",
-                ["apt-get", "download", "-q", *opts, *(p.spec for p in missing)],
+                ["apt-get", "download", "-q", *opts, *(_download_spec(p) for p in missing)],
                 cwd=pool,
                 env={"LC_ALL": "C", "DEBIAN_FRONTEND": "noninteractive"},
             )

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from irqlab.build import debs, initramfs, pystdlib
+from irqlab.build.arch import X86_64, Arch
 from irqlab.build.boot import (
     GUEST_IP,
     HOSTNAME,
@@ -55,6 +56,8 @@ from irqlab.contract import uapi
 from irqlab.paths import agent_package_dir, cache_dir, log_dir
 
 __all__ = [
+    "AARCH64_BOOT_MODULES",
+    "AARCH64_SHIPPED_MODULES",
     "ABI_ARTIFACT",
     "BOOT_MODULES",
     "EXCLUDED_PACKAGES",
@@ -104,7 +107,12 @@ EXCLUDED_PACKAGES = (
 
 # insmod-ed by /init (Debian: =m); pvpanic_pci reports a guest panic to QEMU
 BOOT_MODULES = ("virtio_pci", "virtio_net", "virtio_rng", "pvpanic_pci")
+# Debian's arm64 kernel has no pvpanic (CONFIG_PVPANIC is not set)
+AARCH64_BOOT_MODULES = ("virtio_pci", "virtio_net", "virtio_rng")
 SHIPPED_MODULES = ("uio", "uio_pci_generic")  # in the image for modprobe
+# aarch64 also ships gpio_keys and evdev: a device-tree key on our gpiochip
+# (KEYBOARD_GPIO=m, INPUT_EVDEV=m), read on /dev/input/eventN
+AARCH64_SHIPPED_MODULES = (*SHIPPED_MODULES, "gpio_keys", "evdev")
 
 # Where package files are taken from: package -> paths (files or whole dirs).
 PICK: dict[str, tuple[str, ...]] = {
@@ -200,6 +208,15 @@ class _Inputs:
     keys: SshKeys
     compression: str
     stdlib_sources: bool = True
+    arch: Arch = X86_64
+
+    @property
+    def boot_modules(self) -> tuple[str, ...]:
+        return AARCH64_BOOT_MODULES if self.arch.name == "aarch64" else BOOT_MODULES
+
+    @property
+    def shipped_modules(self) -> tuple[str, ...]:
+        return AARCH64_SHIPPED_MODULES if self.arch.name == "aarch64" else SHIPPED_MODULES
 
     def digest(self) -> str:
         h = InputHash(RECIPE_VERSION)
@@ -221,6 +238,8 @@ class _Inputs:
         h.add_str("host_key", self.keys.host_pub)
         h.add_str("compression", self.compression)
         h.add_str("stdlib_sources", str(self.stdlib_sources))
+        if self.arch != X86_64:
+            h.add_str("arch", self.arch.name)
         return h.hexdigest()
 
 
@@ -257,7 +276,7 @@ def _modules(stage: Stage, inp: _Inputs, steps: StepLog) -> tuple[list[str], lis
     """Copy modules + depmod; returns (boot insmod order, all module names, kmod name)."""
     k = inp.kernel
     deps = parse_modules_dep((k.modules_dir / "modules.dep").read_text())
-    wanted = list(BOOT_MODULES) + list(SHIPPED_MODULES)
+    wanted = list(inp.boot_modules) + list(inp.shipped_modules)
     kmod_name: str | None = None
     if inp.kmod is not None:
         kmod_name = module_name(inp.kmod.name)
@@ -272,7 +291,7 @@ def _modules(stage: Stage, inp: _Inputs, steps: StepLog) -> tuple[list[str], lis
     if inp.kmod is not None:
         stage.copy_file(inp.kmod, f"{modroot}/extra/{inp.kmod.name}")
     run_depmod(k.kmod, stage.root, k.version, steps)
-    boot = module_load_order(deps, BOOT_MODULES)
+    boot = module_load_order(deps, inp.boot_modules)
     names = sorted({module_name(r) for r in every} | ({kmod_name} if kmod_name else set()))
     return boot, names, kmod_name
 
@@ -297,7 +316,9 @@ def _build(inp: _Inputs, digest: str, tmp: Path, steps: StepLog) -> dict[str, ob
             initramfs.copy_package_all(trees[pkg], stage)
         stage.symlink("usr/bin/python3", PY)
         listing = steps.run(
-            "busybox --list-full", [stage.path("usr/bin/busybox"), "--list-full"], capture=True
+            "busybox --list-full",
+            [_runnable_busybox(inp, stage, steps), "--list-full"],
+            capture=True,
         )
         for rel, target in initramfs.busybox_links(listing).items():
             if not stage.path(rel).exists() and not stage.path(rel).is_symlink():
@@ -318,7 +339,9 @@ def _build(inp: _Inputs, digest: str, tmp: Path, steps: StepLog) -> dict[str, ob
     with steps.step("kernel modules"):
         boot, modnames, kmod_name = _modules(stage, inp, steps)
     with steps.step("shared libraries (ELF DT_NEEDED closure)"):
-        libs = initramfs.add_libraries(stage, initramfs.library_index(trees.values()))
+        libdir, search = initramfs.lib_dirs(inp.arch.triplet)
+        index = initramfs.library_index(trees.values(), search)
+        libs = initramfs.add_libraries(stage, index, libdir)
         steps.write("libraries: " + " ".join(libs))
     with steps.step("render /init"):
         init = render_init(
@@ -361,9 +384,31 @@ def _build(inp: _Inputs, digest: str, tmp: Path, steps: StepLog) -> dict[str, ob
 
 
 def resolve_packages(
-    extra: Sequence[str] = (), lookup: debs.Lookup = debs.apt_show
+    extra: Sequence[str] = (), lookup: debs.Lookup = debs.apt_show, arch: Arch = X86_64
 ) -> list[debs.Package]:
+    if arch.foreign:
+        lookup = debs.foreign_lookup(arch.deb_arch, lookup)
     return debs.closure([*ROOT_PACKAGES, *extra], lookup, exclude=EXCLUDED_PACKAGES)
+
+
+def _runnable_busybox(inp: _Inputs, stage: Stage, steps: StepLog) -> Path:
+    """A busybox this host can run, to list the applets of the image's busybox.
+
+    The image's own unless it is another architecture's: then the host's
+    ``busybox-static`` of the same version (same source and configuration, so the
+    same applets).
+    """
+    if not inp.arch.foreign:
+        return stage.path("usr/bin/busybox")
+    image_bb = next(p for p in inp.packages if p.name == "busybox-static")
+    host_bb = debs.apt_show([image_bb.name]).get(image_bb.name)
+    if host_bb is None or host_bb.version != image_bb.version:
+        found = host_bb.spec if host_bb else "none"
+        raise debs.AptError(
+            f"{image_bb.spec} ({image_bb.arch}): the host's busybox-static of that version "
+            f"lists its applets, apt has {found}"
+        )
+    return debs.extracted(debs.download([host_bb], steps)[host_bb.name], steps) / "bin/busybox"
 
 
 def ensure_image(
@@ -377,6 +422,7 @@ def ensure_image(
     extra_packages: Sequence[str] = (),
     compression: str = DEFAULT_COMPRESSION,
     stdlib_sources: bool = True,
+    arch: Arch = X86_64,
 ) -> GuestImage:
     """The guest image for these inputs, built into the cache if missing.
 
@@ -390,12 +436,16 @@ def ensure_image(
     compression: of the initramfs, one of :data:`COMPRESSORS`.
     stdlib_sources: ship the stdlib's .py files (tracebacks show source lines) or only
         its bytecode (a smaller initramfs, which boots faster).
+    arch: the guest architecture (:mod:`irqlab.build.arch`): aarch64 takes every
+        package, the kernel and its modules from Debian's arm64 archive (``kmod`` must
+        be a module built against that kernel: :func:`irqlab.build.kmod.ensure_kmod`
+        with ``kernel=ensure_kernel(arch=AARCH64)``).
     """
     if compression not in COMPRESSORS:
         raise ValueError(f"compression must be one of {', '.join(COMPRESSORS)}")
     if kmod is not None and not kmod.is_file():
         raise FileNotFoundError(f"kernel module {kmod} does not exist (build it first)")
-    kernel = ensure_kernel(log)
+    kernel = ensure_kernel(log, arch=arch)
     keys = ensure_keys()
     agent = (agent_dir or default_agent_dir()).resolve()
     if not agent.is_dir():
@@ -407,7 +457,7 @@ def ensure_image(
         files[BINARY] = ensure_responder(log)
     inp = _Inputs(
         kernel=kernel,
-        packages=tuple(resolve_packages(extra_packages)),
+        packages=tuple(resolve_packages(extra_packages, arch=arch)),
         extra_packages=tuple(extra_packages),
         agent_dir=agent,
         agent_files=files,
@@ -416,6 +466,7 @@ def ensure_image(
         keys=keys,
         compression=compression,
         stdlib_sources=stdlib_sources,
+        arch=arch,
     )
     digest = inp.digest()
 

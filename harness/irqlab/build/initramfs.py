@@ -23,6 +23,7 @@ __all__ = [
     "busybox_links",
     "copy_package_all",
     "copy_pick",
+    "lib_dirs",
     "library_index",
     "merged_path",
     "resolve_in_tree",
@@ -32,6 +33,15 @@ __all__ = [
 MTIME = 1_700_000_000  # fixed timestamp of every initramfs entry (reproducible output)
 LIBDIR = "usr/lib/x86_64-linux-gnu"
 LIB_SEARCH = ("lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu", "lib64", "usr/lib64")
+
+
+def lib_dirs(triplet: str) -> tuple[str, tuple[str, ...]]:
+    """(the image's library dir, where packages keep libraries) for a multiarch *triplet*."""
+    if triplet == "x86_64-linux-gnu":
+        return LIBDIR, LIB_SEARCH
+    return f"usr/lib/{triplet}", (f"lib/{triplet}", f"usr/lib/{triplet}")
+
+
 MERGED_TOP = ("bin", "sbin", "lib", "lib64")
 SKELETON_DIRS = (
     "usr/bin",
@@ -178,11 +188,13 @@ def copy_package_all(tree: Path, stage: Stage) -> int:
     return n
 
 
-def library_index(trees: Iterable[Path]) -> dict[str, tuple[Path, str]]:
+def library_index(
+    trees: Iterable[Path], search: Sequence[str] = LIB_SEARCH
+) -> dict[str, tuple[Path, str]]:
     """Shared library file name -> (package tree, relative path), first package wins."""
     index: dict[str, tuple[Path, str]] = {}
     for tree in trees:
-        for d in LIB_SEARCH:
+        for d in search:
             ld = tree / d
             if not ld.is_dir():
                 continue
@@ -200,12 +212,15 @@ def elf_files(root: Path) -> list[Path]:
     return out
 
 
-def add_libraries(stage: Stage, index: Mapping[str, tuple[Path, str]]) -> list[str]:
-    """Copy every shared library the staged ELF files need (transitively); returns them.
+def add_libraries(
+    stage: Stage, index: Mapping[str, tuple[Path, str]], libdir_rel: str = LIBDIR
+) -> list[str]:
+    """Copy every shared library the staged ELF files need (transitively) into
+    *libdir_rel*; returns them.
 
     Raises :class:`ValueError` naming the binary and library when one is missing.
     """
-    libdir = stage.path(LIBDIR)
+    libdir = stage.path(libdir_rel)
     libdir.mkdir(parents=True, exist_ok=True)
     added: list[str] = []
     todo = elf_files(stage.root)
@@ -223,8 +238,8 @@ def add_libraries(stage: Stage, index: Mapping[str, tuple[Path, str]]) -> list[s
                 name = PurePosixPath(info.interp).name
                 wanted.append(name)
                 rel_interp = merged_path(info.interp.lstrip("/"))
-                if PurePosixPath(rel_interp).parent != PurePosixPath(LIBDIR):
-                    target = os.path.relpath(stage.root / LIBDIR / name, interp.parent)
+                if PurePosixPath(rel_interp).parent != PurePosixPath(libdir_rel):
+                    target = os.path.relpath(stage.root / libdir_rel / name, interp.parent)
                     stage.symlink(rel_interp, target)
         for so in wanted:
             dst = libdir / so

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from irqlab.build import debs
+from irqlab.build.arch import ARCHES, X86_64, Arch
 from irqlab.build.cache import InputHash, cached_build, output_dir
 from irqlab.build.debs import Lookup, Package
 from irqlab.build.elf import ELF_MAGIC
@@ -131,32 +132,48 @@ def _one(lookup: Lookup, name: str) -> Package:
     return got
 
 
-def resolve_packages(lookup: Lookup = debs.apt_show) -> KernelPackages:
-    """Exact packages for the current ``linux-image-amd64`` (from the local apt lists)."""
-    meta = _one(lookup, META_PACKAGE)
+def resolve_packages(lookup: Lookup = debs.apt_show, arch: Arch = X86_64) -> KernelPackages:
+    """Exact packages for the current ``linux-image-amd64`` (from the local apt lists).
+
+    For another architecture (*arch* foreign to this host) the kernel and its headers
+    are *arch*'s packages while ``linux-kbuild-*`` (Kbuild's host tools: fixdep,
+    modpost, genksyms...) and ``kmod`` (depmod) stay the host's: the same source
+    version built to run here, which is what cross-building a module needs.
+    """
+    host_lookup = lookup
+    if arch.foreign:
+        lookup = debs.foreign_lookup(arch.deb_arch, lookup)
+    meta_name = arch.kernel_meta
+    meta = _one(lookup, meta_name)
     image_name = next(
-        (a for g in meta.depends for a in g if a.startswith("linux-image-") and a != META_PACKAGE),
+        (a for g in meta.depends for a in g if a.startswith("linux-image-") and a != meta_name),
         None,
     )
     if image_name is None:
-        raise debs.AptError(f"{META_PACKAGE} {meta.version} depends on no linux-image-<abi>")
+        raise debs.AptError(f"{meta_name} {meta.version} depends on no linux-image-<abi>")
     abi = image_name.removeprefix("linux-image-")
     image = _one(lookup, image_name)
     hdr = _one(lookup, f"linux-headers-{abi}")
-    extra = sorted(
+    common = sorted(
         {
             a
             for g in hdr.depends
             for a in g[:1]
-            if (a.startswith("linux-headers-") and a.endswith("-common"))
-            or a.startswith("linux-kbuild-")
+            if a.startswith("linux-headers-") and a.endswith("-common")
         }
     )
-    got = lookup(extra)
+    kbuild = sorted({a for g in hdr.depends for a in g[:1] if a.startswith("linux-kbuild-")})
+    got = {**lookup(common), **host_lookup(kbuild)}
+    extra = sorted([*common, *kbuild])
     missing = [n for n in extra if n not in got]
     if missing:
         raise debs.AptError(f"linux-headers-{abi}: {', '.join(missing)} not in the apt lists")
-    return KernelPackages(abi, image, (hdr, *(got[n] for n in extra)), _one(lookup, "kmod"))
+    kb = [got[n] for n in kbuild]
+    if arch.foreign and any(p.version != image.version for p in kb):
+        found = ", ".join(p.spec for p in kb)
+        raise debs.AptError(f"{image.spec} needs linux-kbuild of the same version, apt has {found}")
+    headers = (hdr, *(got[n] for n in extra))
+    return KernelPackages(abi, image, headers, _one(host_lookup, "kmod"))
 
 
 @dataclass(frozen=True)
@@ -170,6 +187,7 @@ class KernelArtifacts:
     config: Path
     root: Path  # extracted packages (lib/modules, usr/src, usr/lib/linux-kbuild-*)
     kmod: Path  # Debian's kmod binary (run as depmod/modinfo via argv[0])
+    arch: Arch = X86_64  # the guest's: make ARCH=arch.kernel_arch CROSS_COMPILE=...
 
 
 def module_name(rel: str) -> str:
@@ -237,9 +255,12 @@ def _build(pk: KernelPackages, final: Path, tmp: Path, steps: StepLog) -> None:
             debs.extract_into(files[p.name], root, steps)
         _relativize_links(root, pk.abi)
         _fix_headers_makefile(root / "usr" / "src" / f"linux-headers-{pk.abi}")
-    with steps.step("extract vmlinux from vmlinuz"):
-        vmlinuz = root / "boot" / f"vmlinuz-{pk.abi}"
-        (tmp / "vmlinux").write_bytes(extract_vmlinux(vmlinuz.read_bytes()))
+    if _boots_vmlinuz(pk):
+        steps.write(f"{pk.image.arch}: QEMU boots vmlinuz itself (an uncompressed Image)")
+    else:
+        with steps.step("extract vmlinux from vmlinuz"):
+            vmlinuz = root / "boot" / f"vmlinuz-{pk.abi}"
+            (tmp / "vmlinux").write_bytes(extract_vmlinux(vmlinuz.read_bytes()))
     with steps.step("depmod"):
         kroot = tmp / "kmod"
         debs.extract_into(files[pk.kmod.name], kroot, steps)
@@ -252,26 +273,37 @@ def _build(pk: KernelPackages, final: Path, tmp: Path, steps: StepLog) -> None:
     (tmp / "kernel.json").write_text(json.dumps(meta, indent=2) + "\n")
 
 
+def _boots_vmlinuz(pk: KernelPackages) -> bool:
+    """arm64's vmlinuz is the kernel's uncompressed Image, which QEMU's -kernel boots as is."""
+    return pk.image.arch == "arm64"
+
+
 def _artifacts(out: Path, pk: KernelPackages) -> KernelArtifacts:
     root = out / "root"
+    vmlinuz = root / "boot" / f"vmlinuz-{pk.abi}"
     return KernelArtifacts(
         version=pk.abi,
         package_version=pk.image.version,
-        vmlinux=out / "vmlinux",
-        bzimage=root / "boot" / f"vmlinuz-{pk.abi}",
+        vmlinux=vmlinuz if _boots_vmlinuz(pk) else out / "vmlinux",
+        bzimage=vmlinuz,
         modules_dir=root / "lib" / "modules" / pk.abi,
         headers_build_dir=root / "usr" / "src" / f"linux-headers-{pk.abi}",
         config=root / "boot" / f"config-{pk.abi}",
         root=root,
         kmod=out / "kmod" / "bin" / "kmod",
+        arch=next((a for a in ARCHES.values() if a.deb_arch == pk.image.arch), X86_64),
     )
 
 
 def ensure_kernel(
-    log: Log | None = None, *, force: bool = False, lookup: Lookup = debs.apt_show
+    log: Log | None = None,
+    *,
+    force: bool = False,
+    lookup: Lookup = debs.apt_show,
+    arch: Arch = X86_64,
 ) -> KernelArtifacts:
     """The guest kernel for the current Debian packages, extracted once into the cache."""
-    pk = resolve_packages(lookup)
+    pk = resolve_packages(lookup, arch)
     digest = _kernel_digest(pk)
     final = output_dir("kernel", digest)
 

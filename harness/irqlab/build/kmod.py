@@ -31,6 +31,7 @@ __all__ = [
     "STYLE_TOOL_PACKAGES",
     "ToolMissing",
     "checkpatch_findings",
+    "cross_args",
     "ensure_checkpatch",
     "ensure_kmod",
     "ensure_style_tools",
@@ -71,6 +72,22 @@ def warnings_in(output: str) -> list[str]:
     return [line for line in output.splitlines() if re.search(r"\bwarning:", line, re.IGNORECASE)]
 
 
+def cross_args(k: KernelArtifacts) -> list[str]:
+    """``ARCH=`` and ``CROSS_COMPILE=`` for a kernel of another architecture (else none).
+
+    The headers' host tools (scripts/basic/fixdep, scripts/mod/modpost...) are the
+    host's own ``linux-kbuild`` package (see :func:`irqlab.build.kernel.resolve_packages`),
+    so only the compiler is a cross one (Debian's ``gcc-<triplet>``, the guest kernel's
+    gcc 12).
+    """
+    if not k.arch.foreign:
+        return []
+    return [f"ARCH={k.arch.kernel_arch}", f"CROSS_COMPILE={k.arch.cross_compile}"]
+
+
+CROSS_COMPILER_PACKAGE = "gcc-{triplet}"
+
+
 def ensure_kmod(
     log: Log | None = None, *, force: bool = False, kernel: KernelArtifacts | None = None
 ) -> Path:
@@ -78,6 +95,10 @@ def ensure_kmod(
     k = kernel if kernel is not None else ensure_kernel(log)
     files = source_files()
     digest = input_digest(k.version, files)
+    if k.arch.foreign and shutil.which(f"{k.arch.cross_compile}gcc") is None:
+        pkg = CROSS_COMPILER_PACKAGE.format(triplet=k.arch.triplet)
+        with StepLog(log_dir() / "build" / "cross-compiler.log", log) as steps:
+            debs.ensure_apt_packages(steps, [pkg], step="cross compiler")
 
     def build(out: Path) -> None:
         with StepLog(log_dir() / "build" / f"kmod-{digest}.log", log) as steps:
@@ -92,7 +113,7 @@ def ensure_kmod(
             with steps.step("make modules"):
                 result = steps.run(
                     "make modules",
-                    ["make", "-C", k.headers_build_dir, f"M={moddir}", "modules"],
+                    ["make", "-C", k.headers_build_dir, f"M={moddir}", *cross_args(k), "modules"],
                 )
                 found = warnings_in(result)
                 if found:

@@ -36,6 +36,7 @@ PY_DROP = frozenset(
         "curses",
         "sqlite3",
         "config-3.11-x86_64-linux-gnu",
+        "config-3.11-aarch64-linux-gnu",
         "sitecustomize.py",  # Debian's: an absolute link to an apport hook
         "EXTERNALLY-MANAGED",
         "LICENSE.txt",

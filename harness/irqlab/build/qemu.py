@@ -1,5 +1,11 @@
 """Build recipe: QEMU (x86_64 system emulator) with the irqlab device grafted in.
 
+``IRQLAB_ARCHES=x86_64,aarch64`` (see :mod:`irqlab.build.arch`) adds
+``qemu-system-aarch64`` from the same grafted source, configured in its own build
+directory (``build-<version>-aarch64``) and installed into its own
+``qemu-<hash>/`` (the configure flags, hence the hash, name the target).  The
+default builds x86_64 only.
+
 Source: Debian's ``qemu`` source package (``apt-get source``, Debian's patches
 applied), or with ``IRQLAB_QEMU_SOURCE=upstream`` a pinned upstream release
 tarball checked against a pinned SHA-256.  The device files in ``qemu-device/``
@@ -40,13 +46,16 @@ from pathlib import Path
 
 from irqlab import paths
 from irqlab.build import cache, debs, fetch
+from irqlab.build.arch import X86_64, Arch, built_arches
 from irqlab.build.steps import BuildError, StepLog
 
 __all__ = [
     "BuildError",
     "QemuInstall",
     "QemuSource",
+    "configure_flags",
     "ensure_qemu",
+    "ensure_qemus",
     "find_qemu",
 ]
 
@@ -62,6 +71,13 @@ CONFIGURE_FLAGS: tuple[str, ...] = (
     "--enable-fdt=system",
     "--disable-docs",
 )
+
+
+def configure_flags(arch: Arch = X86_64) -> tuple[str, ...]:
+    """:data:`CONFIGURE_FLAGS` for *arch*'s target (x86_64: exactly :data:`CONFIGURE_FLAGS`)."""
+    return (f"--target-list={arch.qemu_target}", *CONFIGURE_FLAGS[1:])
+
+
 # Compiled-in prefix only; the install is a copy into the cache and callers pass -L.
 CONFIGURE_PREFIX = "/opt/irqlab-qemu"
 
@@ -293,8 +309,9 @@ def work_dir() -> Path:
     return paths.cache_dir() / "qemu"
 
 
-def log_path() -> Path:
-    return paths.log_dir() / "build" / "qemu.log"
+def log_path(arch: Arch = X86_64) -> Path:
+    name = "qemu.log" if arch == X86_64 else f"qemu-{arch.name}.log"
+    return paths.log_dir() / "build" / name
 
 
 def _apt_versions(names: Sequence[str]) -> dict[str, str]:
@@ -324,34 +341,36 @@ class _Inputs:
     source: QemuSource
     firmware: dict[str, str]
     digest: str
+    arch: Arch = X86_64
 
 
-def _current_inputs() -> _Inputs:
+def _current_inputs(arch: Arch = X86_64) -> _Inputs:
     kind = source_kind(os.environ)
     versions = _apt_versions(sorted(FIRMWARE))
     if kind == "upstream":
         source = upstream_source(os.environ.get(UPSTREAM_VERSION_ENV) or None)
     else:
         source = QemuSource("debian", versions[SOURCE_VERSION_PACKAGE])
-    digest = input_digest(source, device_dir(), versions)
-    return _Inputs(source, versions, digest)
+    digest = input_digest(source, device_dir(), versions, configure_flags(arch))
+    return _Inputs(source, versions, digest, arch)
 
 
-def _install_from(out: Path) -> QemuInstall:
+def _install_from(out: Path, arch: Arch = X86_64) -> QemuInstall:
     version = (out / "VERSION").read_text().strip()
-    return QemuInstall(binary=out / "bin" / TARGET, datadir=out / "share" / "qemu", version=version)
+    binary = out / "bin" / arch.qemu_binary
+    return QemuInstall(binary=binary, datadir=out / "share" / "qemu", version=version)
 
 
-def find_qemu() -> QemuInstall | None:
-    """The cached install for the current inputs, or None.  Never builds."""
+def find_qemu(arch: Arch = X86_64) -> QemuInstall | None:
+    """The cached install for the current inputs (and *arch*'s target), or None.  Never builds."""
     try:
-        inputs = _current_inputs()
+        inputs = _current_inputs(arch)
     except (debs.AptError, ValueError, OSError):
         return None
     out = cache.output_dir("qemu", inputs.digest)
     if not cache.is_complete(out):
         return None
-    return _install_from(out)
+    return _install_from(out, arch)
 
 
 # ---- steps -----------------------------------------------------------------
@@ -437,8 +456,8 @@ def _build_env() -> dict[str, str]:
     }
 
 
-def _configure(steps: StepLog, src: Path, build: Path) -> None:
-    argv = [str(src / "configure"), *CONFIGURE_FLAGS, f"--prefix={CONFIGURE_PREFIX}"]
+def _configure(steps: StepLog, src: Path, build: Path, arch: Arch = X86_64) -> None:
+    argv = [str(src / "configure"), *configure_flags(arch), f"--prefix={CONFIGURE_PREFIX}"]
     stamp = build / ".irqlab-configure"
     if (build / "build.ninja").is_file() and stamp.is_file() and stamp.read_text() == str(argv):
         return
@@ -451,8 +470,10 @@ def _configure(steps: StepLog, src: Path, build: Path) -> None:
 _NINJA_PROGRESS = re.compile(r"^\[(\d+)/(\d+)\]")
 
 
-def _ninja(steps: StepLog, build: Path, log: Log) -> None:
-    argv = ["nice", "-n", "10", "ninja", "-C", str(build), TARGET]
+def _ninja(steps: StepLog, build: Path, log: Log, arch: Arch = X86_64) -> None:
+    # a second target is opt-in extra work on a shared machine: the lowest priority
+    nice = "10" if arch == X86_64 else "19"
+    argv = ["nice", "-n", nice, "ninja", "-C", str(build), arch.qemu_binary]
     steps.write("$ " + " ".join(argv))
     t0 = last = time.monotonic()
     with subprocess.Popen(
@@ -504,8 +525,12 @@ def _lock() -> Iterator[None]:
 
 def _build(inputs: _Inputs, out: Path, steps: StepLog, log: Log) -> None:
     source = inputs.source
+    arch = inputs.arch
     src = work_dir() / f"src-{source.slug}"
-    build = work_dir() / f"build-{source.slug}"
+    # one build dir per target: adding a target never reconfigures (and so never
+    # rebuilds) the x86_64 one; each path is stable, so ccache stays warm
+    suffix = "" if arch == X86_64 else f"-{arch.name}"
+    build = work_dir() / f"build-{source.slug}{suffix}"
     with steps.step("apt-deps"):
         deps = [*BUILD_DEPS, *(UPSTREAM_EXTRA_DEPS if source.kind == "upstream" else ())]
         debs.ensure_apt_packages(steps, deps)
@@ -518,33 +543,38 @@ def _build(inputs: _Inputs, out: Path, steps: StepLog, log: Log) -> None:
     with steps.step("graft"):
         steps.run("graft", [sys.executable, str(device_dir() / "graft.py"), str(src)])
     with steps.step("configure"):
-        _configure(steps, src, build)
+        _configure(steps, src, build, arch)
     with steps.step("compile"):
-        _ninja(steps, build, log)
+        _ninja(steps, build, log, arch)
     with steps.step("install"):
         (out / "bin").mkdir(parents=True)
-        shutil.copy2(build / TARGET, out / "bin" / TARGET)
+        shutil.copy2(build / arch.qemu_binary, out / "bin" / arch.qemu_binary)
         _firmware(steps, inputs.firmware, out / "share" / "qemu")
         qemu_version = (src / "VERSION").read_text().strip()
         (out / "VERSION").write_text(f"{qemu_version} ({source.kind} {source.version})\n")
         manifest = {
             "source": {"kind": source.kind, "version": source.version, "url": source.url},
             "firmware": inputs.firmware,
-            "configure": list(CONFIGURE_FLAGS),
+            "configure": list(configure_flags(arch)),
             "digest": inputs.digest,
         }
         (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
 
 
-def ensure_qemu(*, force: bool = False, log: Log = print) -> QemuInstall:
+def ensure_qemus(*, force: bool = False, log: Log = print) -> dict[str, QemuInstall]:
+    """The installs of every target ``IRQLAB_ARCHES`` asks for (default x86_64 only)."""
+    return {a.name: ensure_qemu(force=force, log=log, arch=a) for a in built_arches(os.environ)}
+
+
+def ensure_qemu(*, force: bool = False, log: Log = print, arch: Arch = X86_64) -> QemuInstall:
     """The QEMU install for the current inputs, building it first if needed.
 
     Raises :class:`BuildError` (naming the failed step and the log file).
     """
-    lp = log_path()
+    lp = log_path(arch)
     try:
         try:
-            inputs = _current_inputs()
+            inputs = _current_inputs(arch)
         except debs.AptError:
             if os.geteuid() != 0:
                 raise
@@ -555,21 +585,24 @@ def ensure_qemu(*, force: bool = False, log: Log = print) -> QemuInstall:
                 capture_output=True,
                 check=False,
             )
-            inputs = _current_inputs()
+            inputs = _current_inputs(arch)
     except (debs.AptError, ValueError) as e:
         raise BuildError("inputs", lp, str(e)) from e
     out = cache.output_dir("qemu", inputs.digest)
     if cache.is_complete(out) and not force:
-        return _install_from(out)
+        return _install_from(out, arch)
 
     with _lock():
         if cache.is_complete(out) and not force:  # another process built it meanwhile
-            return _install_from(out)
+            return _install_from(out, arch)
         t0 = time.monotonic()
-        log(f"building QEMU {inputs.source.kind} {inputs.source.version} + irqlab (log: {lp})")
+        what = f"{inputs.source.kind} {inputs.source.version}"
+        if arch != X86_64:
+            what += f" {arch.qemu_target}"
+        log(f"building QEMU {what} + irqlab (log: {lp})")
         with StepLog(lp, lambda m: log(f"qemu: {m}")) as steps:
             path = cache.cached_build(
                 "qemu", inputs.digest, lambda tmp: _build(inputs, tmp, steps, log), force=force
             )
-        log(f"QEMU ready in {time.monotonic() - t0:.0f} s: {path / 'bin' / TARGET}")
-    return _install_from(path)
+        log(f"QEMU ready in {time.monotonic() - t0:.0f} s: {path / 'bin' / arch.qemu_binary}")
+    return _install_from(path, arch)

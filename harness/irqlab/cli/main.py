@@ -26,10 +26,11 @@ __all__ = [
 
 
 def cmd_build_qemu(args: argparse.Namespace) -> int:
-    from irqlab.build.qemu import ensure_qemu
+    from irqlab.build.qemu import ensure_qemus
 
-    inst = ensure_qemu(force=args.force)
-    print(f"{inst.binary}\n  version: {inst.version}\n  firmware (-L): {inst.datadir}")
+    # x86_64, plus the targets IRQLAB_ARCHES names (e.g. IRQLAB_ARCHES=x86_64,aarch64)
+    for inst in ensure_qemus(force=args.force).values():
+        print(f"{inst.binary}\n  version: {inst.version}\n  firmware (-L): {inst.datadir}")
     return 0
 
 

@@ -226,6 +226,9 @@ class GuestConfig:
     # A second QMP monitor QEMU listens on (a unix socket path) for qmp-shell or
     # `irqlab inject` while the guest runs; not part of the saved state.
     qmp_socket: Path | None = None
+    # Guest architecture (irqlab.build.arch): "x86_64" or "aarch64"; "" means
+    # $IRQLAB_ARCH, default x86_64.  aarch64 needs IRQLAB_ARCHES=x86_64,aarch64 builds.
+    arch: str = ""
 
 
 class Guest:
@@ -289,10 +292,25 @@ class Guest:
         return self._need(self.accel, "no accelerator yet: call prepare() or start()").accel
 
     # -- prerequisites ----------------------------------------------------------
+    @property
+    def arch(self) -> Any:
+        """The guest's :class:`irqlab.build.arch.Arch` (config, else $IRQLAB_ARCH)."""
+        from irqlab.build import arch
+
+        try:
+            if self.config.arch:
+                return arch.by_name(self.config.arch)
+            return arch.selected(os.environ)
+        except ValueError as e:
+            raise PrerequisiteMissing(str(e)) from e
+
     def find_prerequisites(self) -> tuple[QemuInstall, GuestImage, Path]:
         """(QemuInstall, GuestImage, module .ko) or :class:`PrerequisiteMissing`."""
         from irqlab.build.qemu import find_qemu
 
+        arch = self.arch
+        if arch.name != "x86_64":
+            return self._find_other_arch(arch)
         qemu = find_qemu()
         if qemu is None:
             raise PrerequisiteMissing(
@@ -320,6 +338,17 @@ class Guest:
                 "run `invoke build-image`"
             ) from e
         return qemu, image, Path(ko)
+
+    def _find_other_arch(self, arch: Any) -> tuple[Any, Any, Path]:
+        """The prerequisites of a guest of another architecture (the Debian image only)."""
+        from irqlab.build import archguest
+
+        try:
+            return archguest.prerequisites(
+                arch, (*IMAGE_EXTRA_PACKAGES, *self.config.extra_packages)
+            )
+        except archguest.Missing as e:
+            raise PrerequisiteMissing(str(e)) from e
 
     # -- life cycle -----------------------------------------------------------------
     def start(self) -> Guest:
@@ -372,20 +401,30 @@ class Guest:
 
         qemu, image, _ko = self.find_prerequisites()
         self.qemu, self.image = qemu, image
-        # The KVM probe (cached on disk) is not part of booting.
-        self.accel = choose(qemu.binary, datadir=qemu.datadir)
+        # The KVM probe (cached on disk) is not part of booting.  Another architecture's
+        # guest runs under TCG (the probe boots an x86 guest).
+        forced = "tcg" if image.arch != "x86_64" else None
+        self.accel = choose(qemu.binary, datadir=qemu.datadir, accel=forced)
         return self
 
     def _machine_args(self, ssh_port: int) -> list[str]:
-        from irqlab.build.boot import MACHINE_ARGS, cpu_args
+        from irqlab.build.boot import cpu_args, machine_args
 
         c = self.config
-        return [
-            *MACHINE_ARGS,
-            *cpu_args(self._accel()),
+        img = self._img()
+        base = [
+            *machine_args(img.arch),
+            *cpu_args(self._accel(), img.arch),
             "-smp",
             str(c.smp),
-            *self._img().qemu_args(ssh_port),
+        ]
+        if img.arch == "aarch64" and not c.hotplug:
+            from irqlab.build.archguest import key_dtb_args
+
+            base += key_dtb_args(self._qemu().binary, base)  # the device-tree key
+        return [
+            *base,
+            *img.qemu_args(ssh_port),
             *(
                 ["-device", f"pcie-root-port,id={HOTPLUG_PORT},chassis=1,slot=1"]
                 if c.hotplug

@@ -1,0 +1,113 @@
+"""Guest architectures: what differs between the x86_64 guest and the aarch64 one.
+
+``x86_64`` is the default everywhere.  ``aarch64`` is opt-in:
+
+- ``IRQLAB_ARCHES=x86_64,aarch64`` makes the QEMU recipe build ``aarch64-softmmu``
+  too (in its own build directory, so the x86_64 build and its cache are untouched);
+- ``IRQLAB_ARCH=aarch64`` (or ``GuestConfig(arch="aarch64")``) boots the arm64 guest.
+
+Each :class:`Arch` names the QEMU target, the Debian architecture of the guest's
+packages, the kernel's ``ARCH=`` and the cross compiler's prefix.
+"""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+__all__ = [
+    "AARCH64",
+    "ARCHES",
+    "ARCHES_ENV",
+    "ARCH_ENV",
+    "DEFAULT",
+    "X86_64",
+    "Arch",
+    "built_arches",
+    "by_name",
+    "host_deb_arch",
+    "selected",
+]
+
+ARCH_ENV = "IRQLAB_ARCH"
+ARCHES_ENV = "IRQLAB_ARCHES"
+
+
+@dataclass(frozen=True)
+class Arch:
+    name: str  # uname -m in the guest: "x86_64", "aarch64"
+    deb_arch: str  # Debian architecture of the guest's packages: "amd64", "arm64"
+    qemu_target: str  # meson target: "x86_64-softmmu"
+    kernel_arch: str  # Kbuild ARCH=: "x86", "arm64"
+    triplet: str  # multiarch triplet (library directory): "x86_64-linux-gnu"
+    cross_compile: str  # CROSS_COMPILE= prefix on an x86_64 host ("" when native)
+    kernel_meta: str  # Debian meta package naming the current kernel ABI
+
+    @property
+    def qemu_binary(self) -> str:
+        return f"qemu-system-{self.name}"
+
+    @property
+    def foreign(self) -> bool:
+        """Whether the guest's binaries cannot run on this host."""
+        return self.deb_arch != host_deb_arch()
+
+
+X86_64 = Arch(
+    name="x86_64",
+    deb_arch="amd64",
+    qemu_target="x86_64-softmmu",
+    kernel_arch="x86",
+    triplet="x86_64-linux-gnu",
+    cross_compile="",
+    kernel_meta="linux-image-amd64",
+)
+AARCH64 = Arch(
+    name="aarch64",
+    deb_arch="arm64",
+    qemu_target="aarch64-softmmu",
+    kernel_arch="arm64",
+    triplet="aarch64-linux-gnu",
+    cross_compile="aarch64-linux-gnu-",
+    kernel_meta="linux-image-arm64",
+)
+ARCHES: dict[str, Arch] = {a.name: a for a in (X86_64, AARCH64)}
+DEFAULT = X86_64
+_ALIASES = {"amd64": "x86_64", "arm64": "aarch64"}
+
+
+def host_deb_arch() -> str:
+    m = platform.machine()
+    return {"x86_64": "amd64", "aarch64": "arm64"}.get(m, m)
+
+
+def by_name(name: str) -> Arch:
+    """The architecture called *name* (``x86_64``/``amd64``, ``aarch64``/``arm64``)."""
+    key = name.strip().lower()
+    key = _ALIASES.get(key, key)
+    try:
+        return ARCHES[key]
+    except KeyError:
+        known = ", ".join(sorted(ARCHES))
+        raise ValueError(f"unknown architecture {name!r} (known: {known})") from None
+
+
+def selected(env: Mapping[str, str]) -> Arch:
+    """The guest architecture ``IRQLAB_ARCH`` names (default x86_64)."""
+    value = env.get(ARCH_ENV, "").strip()
+    return by_name(value) if value else DEFAULT
+
+
+def built_arches(env: Mapping[str, str]) -> tuple[Arch, ...]:
+    """The QEMU targets to build: ``IRQLAB_ARCHES`` (comma-separated), default x86_64 only.
+
+    x86_64 is always built (the default guest); duplicates are dropped.
+    """
+    out: list[Arch] = [X86_64]
+    for part in env.get(ARCHES_ENV, "").split(","):
+        if part.strip():
+            a = by_name(part)
+            if a not in out:
+                out.append(a)
+    return tuple(out)

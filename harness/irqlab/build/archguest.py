@@ -1,0 +1,110 @@
+"""Prerequisites of a guest of another architecture than x86_64 (opt-in, see
+:mod:`irqlab.build.arch`): its QEMU, its kernel, the module cross-built for it and
+the Debian-package image from its Debian architecture.
+
+``Guest`` (:mod:`irqlab.vm.guest`) asks here when ``GuestConfig(arch=...)`` or
+``$IRQLAB_ARCH`` names such an architecture.  QEMU is only looked up (building it is
+``IRQLAB_ARCHES=x86_64,aarch64 invoke build-qemu``); kernel, module and image are
+built on demand like the x86_64 ones (seconds, cached).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+from irqlab.build.arch import ARCHES, ARCHES_ENV, X86_64, Arch
+from irqlab.build.boot import GuestImage
+from irqlab.build.qemu import QemuInstall, find_qemu
+from irqlab.errors import IrqlabError
+
+__all__ = [
+    "KEY_DEBOUNCE_MS",
+    "KEY_LINE",
+    "KEY_SLOT",
+    "Missing",
+    "absent_arches",
+    "key_dtb_args",
+    "prerequisites",
+    "present_arches",
+]
+
+# The aarch64 guest's device tree places a key (gpio-keys, KEY_ENTER) on our gpiochip's
+# line KEY_LINE with a KEY_DEBOUNCE_MS debounce interval; our function sits at slot
+# KEY_SLOT of the root bus (after virtio-net and virtio-rng).  Nothing claims the line
+# until the guest loads gpio_keys.
+KEY_LINE = 31
+KEY_DEBOUNCE_MS = 20
+KEY_SLOT = 3
+
+
+class Missing(IrqlabError, RuntimeError):
+    """A prerequisite is not built and cannot be built here; the message says how."""
+
+
+def _foreign_deb_arches() -> list[str]:
+    try:
+        r = subprocess.run(
+            ["dpkg", "--print-foreign-architectures"], capture_output=True, text=True, check=False
+        )
+    except FileNotFoundError:
+        return []
+    return r.stdout.split()
+
+
+def present_arches() -> list[Arch]:
+    """x86_64 (the default guest: its absence is an error elsewhere, never hidden), plus
+    every other architecture whose QEMU is built."""
+    return [X86_64, *(a for a in ARCHES.values() if a != X86_64 and find_qemu(a) is not None)]
+
+
+def absent_arches() -> list[Arch]:
+    """The architectures :func:`present_arches` leaves out (their QEMU is not built)."""
+    present = present_arches()
+    return [a for a in ARCHES.values() if a not in present]
+
+
+def prerequisites(
+    arch: Arch, extra_packages: Sequence[str] = ()
+) -> tuple[QemuInstall, GuestImage, Path]:
+    """(QEMU install, image, module .ko) for a guest of *arch*."""
+    kind = os.environ.get("IRQLAB_IMAGE", "debian")
+    if kind != "debian":
+        raise Missing(f"IRQLAB_IMAGE={kind}: only the Debian-package image exists for {arch.name}")
+    qemu = find_qemu(arch)
+    if qemu is None:
+        raise Missing(
+            f"{arch.qemu_binary} with the irqlab device is not built: "
+            f"run `{ARCHES_ENV}=x86_64,{arch.name} invoke build-qemu`"
+        )
+    if arch.foreign and arch.deb_arch not in _foreign_deb_arches():
+        raise Missing(
+            f"apt does not know Debian's {arch.deb_arch} packages: run "
+            f"`dpkg --add-architecture {arch.deb_arch} && apt-get update` (as root) once"
+        )
+    from irqlab.build.image import ensure_image
+    from irqlab.build.kernel import ensure_kernel
+    from irqlab.build.kmod import ensure_kmod
+
+    try:
+        kernel = ensure_kernel(arch=arch)
+        ko = ensure_kmod(kernel=kernel)
+        image = ensure_image(
+            kmod=ko, extra_packages=tuple(dict.fromkeys(extra_packages)), arch=arch
+        )
+    except Exception as e:
+        raise Missing(f"the {arch.name} guest image cannot be built: {e}") from e
+    return qemu, image, ko
+
+
+def key_dtb_args(qemu: Path, machine_args: Sequence[str]) -> list[str]:
+    """``-dtb <virt's tree + our function's node + the debounced key>`` for an aarch64
+    guest booted with *machine_args* (machine, CPU, vCPUs: what the tree depends on)."""
+    from irqlab.build.devicetree import ensure_key_dtb
+
+    dtb = ensure_key_dtb(
+        qemu, machine_args, slot=KEY_SLOT, line=KEY_LINE, debounce_ms=KEY_DEBOUNCE_MS
+    )
+    return ["-dtb", str(dtb)]

@@ -78,7 +78,7 @@ def test_two_workers_guests_share_no_counters_agent_state_or_files(
     pytester.makepyfile(test_inner=INNER)
     result = pytester.run(
         sys.executable, "-m", "pytest", "-n", "2", "--dist", "each", "-p", "no:cacheprovider",
-        "-p", "timeout", "--timeout", "600", timeout=900,
+        timeout=900,
     )  # fmt: skip
     assert result.ret == 0, "\n".join(result.outlines[-60:] + result.errlines[-30:])
     result.stdout.fnmatch_lines(["*2 passed*"])

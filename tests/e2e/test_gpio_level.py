@@ -21,6 +21,7 @@ from irqlab.vm.guest import Guest
 LINE = 6
 EVQ_DEPTH = 4
 TIMEOUT = 30.0
+ATTEMPTS = 5
 PARAMS = "/sys/module/level_consumer/parameters"
 
 
@@ -48,18 +49,25 @@ def test_level_line_whose_event_was_dropped_interrupts_again(
     dev.wait_counters(lambda c: c.evq_count == 0, TIMEOUT)
 
     # With the vCPUs stopped, fill the queue with FIFO words; the line then goes high
-    # and low again: its status latches, its LEVEL event is dropped.
-    before = dev.counters()
-    g.machine.qmp("stop")
-    try:
-        dev.push(*range(EVQ_DEPTH))
-        inj.set_line(LINE, 1)
-        inj.set_line(LINE, 0)
-        c = dev.counters().minus(before)
-    finally:
-        g.machine.qmp("cont")
-    assert c.evq_count == EVQ_DEPTH and c.evq_overflow == 1 and c.raised == EVQ_DEPTH + 1, c
-    dev.wait_counters(lambda c: c.evq_count == 0, TIMEOUT)
+    # and low again: its status latches, its LEVEL event is dropped.  The GPIO work
+    # may not have released the first hold yet (nothing the host can see tells it):
+    # then the masked line raises nothing; the queue is drained and the step repeated.
+    tries = []
+    for _ in range(ATTEMPTS):
+        before = dev.counters()
+        g.machine.qmp("stop")
+        try:
+            dev.push(*range(EVQ_DEPTH))
+            inj.set_line(LINE, 1)
+            inj.set_line(LINE, 0)
+            c = dev.counters().minus(before)
+        finally:
+            g.machine.qmp("cont")
+        tries.append(c)
+        dev.wait_counters(lambda c: c.evq_count == 0, TIMEOUT)
+        if c.evq_overflow:
+            break
+    assert c.evq_count == EVQ_DEPTH and c.evq_overflow == 1 and c.raised == EVQ_DEPTH + 1, tries
 
     # After the queue drained, a new high level interrupts the consumer again.
     seen = count()

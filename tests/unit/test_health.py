@@ -136,3 +136,22 @@ def test_a_request_to_a_dead_agent_names_its_exit(tmp_path: Path, abi_json: Path
         for _ in range(3):  # the first write may still land in the pipe buffer
             agent.ping(timeout=5)
     agent.close(timeout=5)
+
+
+def test_legacy_socket_dirs_go_once_old_and_unused(tmp_path: Path) -> None:
+    import socket
+
+    old_unused = tmp_path / "irqlab-ab12cd34"
+    old_in_use = tmp_path / "irqlab-ef56gh78"
+    recent = tmp_path / "irqlab-ij90kl12"
+    for d in (old_unused, old_in_use, recent):
+        d.mkdir()
+    (old_unused / "qmp.sock").write_text("")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as live:
+        live.bind(str(old_in_use / "qmp.sock"))
+        live.listen()
+        past = time.time() - 3600
+        for d in (old_unused, old_in_use):
+            os.utime(d, (past, past))
+        assert remove_stale_sock_dirs(tmp_path) == [old_unused]
+    assert old_in_use.exists() and recent.exists()

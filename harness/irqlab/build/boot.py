@@ -158,30 +158,15 @@ class GuestImage:
         self, ssh_port: int, *, cmdline_extra: Sequence[str] = (), netdev_id: str = "net0"
     ) -> list[str]:
         """Boot + network arguments; guest port 22 is forwarded to 127.0.0.1:*ssh_port*."""
-        if self.arch == "aarch64":
-            return [
-                "-kernel",
-                str(self.kernel),
-                "-initrd",
-                str(self.initramfs),
-                "-append",
-                self.append(*cmdline_extra),
-                "-netdev",
-                f"user,id={netdev_id},restrict=on,hostfwd=tcp:127.0.0.1:{ssh_port}-:22",
-                "-device",
-                f"virtio-net-pci,netdev={netdev_id},romfile=",
-                "-device",
-                "virtio-rng-pci",
-            ]
-        return [
-            "-bios",
-            self.bios,
+        boot = [
             "-kernel",
             str(self.kernel),
             "-initrd",
             str(self.initramfs),
             "-append",
             self.append(*cmdline_extra),
+        ]
+        devices = [
             # restrict=on: the guest reaches nothing outside (not the host's loopback
             # services through 10.0.2.2, not the internet); the SSH forward still works.
             # ssh_port 0: QEMU binds a free port itself (HMP `info usernet` tells it).
@@ -193,11 +178,12 @@ class GuestImage:
             # with the default qemu64): dropbear's first getrandom() would block ~1.5 s
             "-device",
             "virtio-rng-pci",
-            # a guest panic is a QMP event (GUEST_PANICKED) and ends QEMU, whatever the
-            # guest's kernel.panic setting
-            "-device",
-            "pvpanic-pci",
         ]
+        if self.arch == "aarch64":  # firmware from the virt machine; Debian's arm64
+            return [*boot, *devices]  # kernel has no pvpanic driver
+        # a guest panic is a QMP event (GUEST_PANICKED) and ends QEMU, whatever the
+        # guest's kernel.panic setting
+        return ["-bios", self.bios, *boot, *devices, "-device", "pvpanic-pci"]
 
     def known_hosts_line(self, ssh_port: int, host: str = "127.0.0.1") -> str:
         """An OpenSSH known_hosts line for the forwarded port."""

@@ -95,16 +95,43 @@ class RunPaths:
 
 
 _SOCK_DIR = re.compile(r"^irqlab-(\d+)-[A-Za-z0-9_]+$")
+# Directories of older irqlab versions carried no pid: stale once no process holds
+# their sockets (none listed in /proc/net/unix) and they are older than this.
+_LEGACY_SOCK_DIR = re.compile(r"^irqlab-[A-Za-z0-9_]{8}$")
+LEGACY_MIN_AGE_S = 600.0
+
+
+def _bound_unix_paths() -> set[str]:
+    try:
+        lines = Path("/proc/net/unix").read_text().splitlines()[1:]
+    except OSError:
+        return set()
+    return {parts[-1] for parts in (ln.split() for ln in lines) if len(parts) >= 8}
 
 
 def remove_stale_sock_dirs(tmp: Path | None = None) -> list[Path]:
     """Remove socket directories (``irqlab-<pid>-*`` in the temp dir) whose owning
-    process is gone (a killed test run); returns what was removed."""
+    process is gone (a killed test run), and pid-less ones of older irqlab versions
+    that are over 10 minutes old with no socket in use; returns what was removed."""
     base = tmp if tmp is not None else Path(tempfile.gettempdir())
     removed = []
-    for p in base.glob("irqlab-*-*"):
+    bound: set[str] | None = None
+    for p in base.glob("irqlab-*"):
+        if not p.is_dir() or p.is_symlink():
+            continue
         m = _SOCK_DIR.match(p.name)
-        if not m or not p.is_dir() or p.is_symlink():
+        if m is None:
+            if not _LEGACY_SOCK_DIR.match(p.name):
+                continue
+            try:
+                age = time.time() - p.stat().st_mtime
+            except OSError:
+                continue
+            bound = _bound_unix_paths() if bound is None else bound
+            if age < LEGACY_MIN_AGE_S or any(str(s) in bound for s in p.iterdir()):
+                continue
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
             continue
         try:
             os.kill(int(m[1]), 0)

@@ -139,7 +139,8 @@ def test_e2e(c: Context, k: str = "", jobs: int = 0) -> None:
 )
 def test_all(c: Context, k: str = "", m: str = "", jobs: int = 0, junit: str = "") -> None:
     """Build what is missing, then run every test (lint, unit, device, end-to-end) on
-    ``-j N`` pytest-xdist workers (default: one per core)."""
+    ``-j N`` pytest-xdist workers (default: one per core); the soak tests run short
+    (``invoke soak`` runs them at full length)."""
     build(c)
     args = "tests" + workers_args(jobs)
     if k:
@@ -148,6 +149,18 @@ def test_all(c: Context, k: str = "", m: str = "", jobs: int = 0, junit: str = "
         args += f" -m '{m}'"
     if junit:
         args += f" --junitxml={junit}"
+    if os.environ.get("CI"):
+        args += " -p no:cacheprovider"
+    _pytest(c, args)
+
+
+@task(help={"k": "only tests matching this pytest -k expression", "jobs": _JOBS_HELP})
+def soak(c: Context, k: str = "", jobs: int = 0) -> None:
+    """The soak tier: the loops of what users repeat (copy then run, restore,
+    unbind/bind, arm/disarm, unplug/replug, the long storm) at full length, hundreds of
+    rounds each (``invoke test-all`` runs them short)."""
+    build(c)
+    args = "tests -m soak --soak" + workers_args(jobs) + (f" -k '{k}'" if k else "")
     if os.environ.get("CI"):
         args += " -p no:cacheprovider"
     _pytest(c, args)

@@ -1,10 +1,50 @@
 """The whole suite: the session header names the guest architectures the end-to-end
 tests run on (here, not in tests/e2e/conftest.py: pytest prints the header before it
-loads the conftest files below the directories it was given)."""
+loads the conftest files below the directories it was given), and the soak tier.
+
+Soak: a test that loops what users repeat (copy then run, restore, unbind/bind,
+unplug/replug, long storms) asks for the ``soak`` fixture and is marked ``soak`` by that.
+``invoke test-all`` runs it short (a few rounds: the loop and its checks still run);
+``invoke soak`` (``pytest -m soak --soak``) runs it at full length (hundreds of rounds),
+and ``.ci/run`` runs both."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--soak",
+        action="store_true",
+        default=False,
+        help="run the soak tests' loops at full length (hundreds of rounds, long storms); "
+        "`invoke soak` selects them with -m soak",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "soak: loops what users repeat; short by default, full length with --soak (set "
+        "for every test that uses the soak fixture)",
+    )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "soak" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.soak)
+
+
+@pytest.fixture
+def soak(request: pytest.FixtureRequest) -> Callable[[float, float], float]:
+    """How long a soak test loops: ``soak(quick, full)`` is *full* under ``--soak``
+    (``invoke soak``), *quick* otherwise."""
+    full = bool(request.config.getoption("--soak"))
+    return lambda quick, long: long if full else quick
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:

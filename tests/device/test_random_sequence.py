@@ -4,7 +4,7 @@ checking after every step that QEMU answers and the spec's counting rules hold.
 
 A failure names its seed, step and the last actions; replay one seed with
 ``IRQLAB_RANDOM_SEED=<seed> invoke test-device -k random``.  ``IRQLAB_RANDOM_STEPS``
-sets the steps per seed.
+sets the steps per seed (default 1000 under ``invoke test-all``, 2500 under ``invoke soak``).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from irqlab.vm.qmp.injector import Injector
 pytestmark = pytest.mark.device
 
 SEEDS = [int(os.environ["IRQLAB_RANDOM_SEED"])] if "IRQLAB_RANDOM_SEED" in os.environ else [1, 2]
-STEPS = int(os.environ.get("IRQLAB_RANDOM_STEPS", "2500"))
+STEPS = (1000, 2500)  # per seed (test-all, soak); $IRQLAB_RANDOM_STEPS overrides both
 MIGRATE_EVERY = 800  # expected steps between two migrations
 PROPS: dict[str, object] = {"irq_mode": "msix", "gpio_lines": 8, "fifo_depth": 6, "evq_depth": 12}
 LINES = 8
@@ -220,7 +220,7 @@ class Walk:
 @pytest.mark.parametrize("seed", SEEDS)
 def test_random_sequence_keeps_the_invariants(
     rig_factory: RigFactory, irqlab_qtest_factory: QtestMachineFactory, tmp_path: Path,
-    seed: int,
+    seed: int, soak: Callable[[float, float], float],
 ) -> None:  # fmt: skip
     def restart(image: Path) -> Rig:
         m = irqlab_qtest_factory(device_arg(**PROPS), extra_args=["-incoming", "defer"])
@@ -228,7 +228,8 @@ def test_random_sequence_keeps_the_invariants(
         return Rig(m, m.qtest, QtestIrqlab.attach(m.qtest, walk.dev.bar0), Injector(m, "irq0"))
 
     walk = Walk(seed, rig_factory(**PROPS), restart, tmp_path)
-    for n in range(STEPS):
+    steps = int(os.environ.get("IRQLAB_RANDOM_STEPS") or soak(*STEPS))
+    for n in range(steps):
         try:
             walk.step()
             walk.check()
@@ -238,4 +239,4 @@ def test_random_sequence_keeps_the_invariants(
                 f"seed {seed}, step {n}: {e!r}\nlast actions:\n  {recent}\n"
                 f"replay: IRQLAB_RANDOM_SEED={seed} invoke test-device -k random"
             ) from e
-    print(f"seed {seed}: {STEPS} steps, {walk.migrations} migrations")
+    print(f"seed {seed}: {steps} steps, {walk.migrations} migrations")

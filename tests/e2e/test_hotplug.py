@@ -13,6 +13,7 @@ gpiolib's list), even after the line was released; see guest-kmod/README.md.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 import pytest
 
@@ -21,7 +22,7 @@ from irqlab.testing.helpers import DeviceControl
 from irqlab.vm.guest import Guest
 
 TIMEOUT = 60.0
-CYCLES = 20
+CYCLES = (5, 20)  # (test-all, soak)
 RECORD_PATHS = ("read", "poll", "epoll-et", "sigio", "eventfd")
 SPLAT = re.compile(r"BUG:|WARNING:|Oops|general protection|Call Trace")
 
@@ -37,11 +38,13 @@ def _arm_all(g: Guest) -> list[str]:
 
 
 @pytest.mark.irqlab(hotplug=True)
-def test_unplug_with_paths_armed_then_replug_20_times(
-    irqlab_fresh_guest: Guest, irqlab_fresh_device: DeviceControl
+def test_unplug_with_paths_armed_then_replug_in_a_loop(
+    irqlab_fresh_guest: Guest,
+    irqlab_fresh_device: DeviceControl,
+    soak: Callable[[float, float], float],
 ) -> None:
     g, device = irqlab_fresh_guest, irqlab_fresh_device
-    for cycle in range(CYCLES):
+    for cycle in range(int(soak(*CYCLES))):
         armed = _arm_all(g)
         g.unplug(timeout=TIMEOUT)  # waits for QEMU's DEVICE_DELETED
         errors = {

@@ -732,10 +732,11 @@ class Guest:
         uio = str(opts.get("uio", 0)) in ("1", "y", "Y", "True")
         self._wait_for_driver_node("/dev/uio0" if uio else self.dev)
 
-    def _wait_for_driver_node(self, node: str, timeout: float = 10.0) -> None:
-        """The driver's node appears while modprobe probes the device: its absence a few
-        seconds later is a driver that did not bind, said with the kernel's last words
-        (not an SSH timeout)."""
+    def _wait_for_driver_node(self, node: str, timeout: float = 3.0) -> None:
+        """The driver's node appears while modprobe probes the device (a PCI driver's
+        probe and devtmpfs's node creation both finish before modprobe returns): its
+        absence a few seconds later is a driver that did not bind, said with the kernel's
+        last words (not an SSH timeout)."""
         q = shlex.quote(node)
         # a deadline by the guest's clock: the loop's speed under TCG does not matter
         script = (

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import stat
 import sys
 import threading
 import time
@@ -433,13 +434,22 @@ class Agent:
         return ok(req.id)
 
     def op_reset(self, req: Request) -> JsonObj:
+        """Disarm every path, close every handle; with ``dev``, say whether that
+        character device is present (``present``)."""
         paths = self._disarm_all()
         self.native.close()
         for fd in self.handles.values():
             with contextlib.suppress(OSError):
                 os.close(fd)
         self.handles.clear()
-        return ok(req.id, paths=paths)
+        out = ok(req.id, paths=paths)
+        dev = req.get_opt_str("dev")
+        if dev is not None:  # saves the host a shell round trip per test
+            try:
+                out["present"] = stat.S_ISCHR(os.stat(dev).st_mode)
+            except OSError:
+                out["present"] = False
+        return out
 
     def op_reseed(self, req: Request) -> JsonObj:
         """Mix host randomness into the kernel's RNG and reseed it (after a restore)."""

@@ -207,10 +207,17 @@ def test_duplicate_names_and_reset(agent: AgentClient, fifo: Fifo) -> None:
         agent.arm("read", dev=fifo.path)
     agent.arm("read", name="read2", dev=fifo.path)
     agent.request("open", name="h", dev=fifo.path)
-    stopped = agent.reset()
+    stopped = agent.reset()["paths"]
     assert set(stopped) == {"read", "read2"}
     st = agent.stats()
     assert st["paths"] == {} and st["handles"] == []
+
+
+def test_reset_says_whether_a_character_device_is_present(agent: AgentClient, fifo: Fifo) -> None:
+    assert "present" not in agent.reset()
+    assert agent.reset("/dev/null")["present"] is True
+    assert agent.reset(str(fifo.path))["present"] is False  # a FIFO, not a char device
+    assert agent.reset("/dev/irqlab-none")["present"] is False
 
 
 def test_agent_survives_eof_and_client_reports_death(tmp_path: Path) -> None:

@@ -265,10 +265,11 @@ class AgentClient:
         args: dict[str, Any] = {"dev": dev} if dev is not None else {}
         return self.request("stats", **args)
 
-    def reset(self) -> dict[str, Any]:
-        """Disarm all paths and close all handles (per-test cleanup)."""
-        paths: dict[str, Any] = self.request("reset", timeout=60.0)["paths"]
-        return paths
+    def reset(self, dev: str | None = None) -> dict[str, Any]:
+        """Disarm all paths and close all handles (per-test cleanup); the reply's
+        ``paths``, and with *dev* also ``present``: that character device exists."""
+        args: dict[str, Any] = {"dev": dev} if dev is not None else {}
+        return self.request("reset", timeout=60.0, **args)
 
     # -- events -----------------------------------------------------------------------
     def next_event(self, timeout: float = 10.0) -> Event:

@@ -958,16 +958,14 @@ class Guest:
         """Between tests: disarm every path, close every handle, zero device counters."""
         agent = self.agent
         try:
-            agent.reset()
+            present = agent.reset(self.dev).get("present")
         except AgentError:
             agent.close(timeout=2)
             self._agent = None
             agent = self.agent
+            present = agent.reset(self.dev).get("present")
         agent.drain_events()
-        if (
-            self.config.load_irqlab
-            and not self.sh(f"test -c {self.dev} && echo yes", check=False).strip()
-        ):
+        if self.config.load_irqlab and not present:
             self.reload_module(**self.config.module_params)
         if self.injector is not None:
             self.injector.reset_counters()

@@ -140,8 +140,12 @@ class SeqAcker:
 
     def __init__(self, abi: Abi, dev: str, first_seq: int) -> None:
         self.first_seq = first_seq
-        self._ack = abi.ioctl("ACK")
         self.fd = open_ack_node(abi, dev)
+        try:
+            self._acks = SeqAcks(abi, "ioctl", self.fd)  # one preallocated argument buffer
+        except BaseException:
+            os.close(self.fd)
+            raise
 
     @classmethod
     def from_params(cls, abi: Abi, params: Mapping[str, Any]) -> SeqAcker | None:
@@ -153,13 +157,13 @@ class SeqAcker:
             raise ValueError("ack_dev (a /dev/irqlabN path) and ack_first_seq (>= 1) go together")
         return cls(abi, dev, first)
 
+    def dev_seq(self, n: int) -> int:
+        """The device seq of the path's *n*-th event (1-based)."""
+        return (self.first_seq + n - 1) & 0xFFFF_FFFF
+
     def ack_nth(self, n: int) -> int | None:
         """ACK the path's *n*-th event (1-based); the device's latency, None if rejected."""
-        try:
-            out = self._ack.call(self.fd, {"seq": (self.first_seq + n - 1) & 0xFFFF_FFFF})
-        except OSError:
-            return None
-        return next((v for k, v in out.items() if "lat" in k), None)
+        return self._acks.ack_one(self.dev_seq(n))
 
     def close(self) -> None:
         with contextlib.suppress(OSError):

@@ -187,10 +187,15 @@ class GpioCdevPath(NotificationPath):
         return {**info, **self.chip}
 
     def report_line_events(self, data: bytes, wake: int) -> int:
-        """Report (and ACK, with an acker) each ``gpio_v2_line_event`` in *data*."""
+        """ACK (with an acker) every ``gpio_v2_line_event`` in *data* straight after the
+        read, then decode and report each."""
         size = _LINEEVENT.size
+        whole = data[: len(data) - len(data) % size]
+        lats = []
+        if self.acker is not None:
+            lats = [self.acker.ack_nth(s) for (s,) in _LINE_SEQNO.iter_unpack(whole)]
         n = 0
-        for off in range(0, len(data) - size + 1, size):
+        for off in range(0, len(whole), size):
             ts, ev_id, offset, seqno, line_seqno = _LINEEVENT.unpack_from(data, off)[:5]
             ev: dict[str, Any] = {
                 "type": "event",
@@ -204,8 +209,8 @@ class GpioCdevPath(NotificationPath):
                 "wake_ns": wake,
             }
             if self.acker is not None:
-                ev["dev_seq"] = (self.acker.first_seq + seqno - 1) & 0xFFFF_FFFF
-                ev["ack_latency_ns"] = lat = self.acker.ack_nth(seqno)
+                ev["dev_seq"] = self.acker.dev_seq(seqno)
+                ev["ack_latency_ns"] = lat = lats[n]
                 if lat is None:
                     self.stats.ack_errors += 1
                 else:
@@ -253,9 +258,8 @@ class GpioCdevPath(NotificationPath):
             return 0
         a = self.seq_acks
         if a.mode != "none" and self.acker is not None:
-            first = self.acker.first_seq - 1
-            a.ack([(first + s) & 0xFFFF_FFFF for s in seqnos])
-            self.stats.last_seq = (first + seqnos[-1]) & 0xFFFF_FFFF
+            a.ack([self.acker.dev_seq(s) for s in seqnos])
+            self.stats.last_seq = self.acker.dev_seq(seqnos[-1])
         self.counts.add(seqnos, wake)
         self.stats.events += len(seqnos)
         return len(seqnos)

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from irqlab.bench import breakdown, native
-from irqlab.testing.plugin import start_guest
+from irqlab.testing.plugin import start_uio_generic_guest
 from irqlab.vm.guest import Guest, GuestConfig
 
 EVENTS = 200
@@ -71,13 +71,9 @@ def test_native_uio_mode(irqlab_fresh_guest: Guest) -> None:
 
 @pytest.fixture(scope="module")
 def intx_guest() -> Generator[Guest, None, None]:
-    g = start_guest(GuestConfig(name="native-intx", device_props={"irq-mode": "intx"}))
-    try:
-        _, res = g.bind_uio_pci_generic()
-        assert res.rc == 0, res
+    config = GuestConfig(name="native-intx", device_props={"irq-mode": "intx"})
+    with start_uio_generic_guest(config) as g:
         yield g
-    finally:
-        g.close()
 
 
 def test_native_uio_pci_generic(intx_guest: Guest) -> None:

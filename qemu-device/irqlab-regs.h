@@ -7,8 +7,9 @@
  * include/hw/misc/irqlab-regs.h), by the Linux driver in guest-kmod/, and
  * parsed by the Python harness (harness/irqlab/contract/regs.py).  Keep it
  * to plain "#define IRQLAB_NAME <integer expression>" lines (literals,
- * parentheses, <<, >>, |, &, ~, +, -, and other IRQLAB_ names) so that the
- * Python parser can read it.  See qemu-device/irqlab.rst for the semantics.
+ * parentheses, <<, >>, |, &, ~, +, -, and other IRQLAB_ names) and
+ * "#define IRQLAB_NAME "string"" lines (the QOM names) so that the Python
+ * parser can read it.  See qemu-device/irqlab.rst for the semantics.
  *
  * All registers are 32 bits wide, little endian, in BAR0.  64-bit values
  * are split into _LO/_HI halves; reading _LO latches _HI.
@@ -126,5 +127,46 @@
 #define IRQLAB_REG_CNT_ACKED      0x188
 #define IRQLAB_REG_CNT_COALESCED  0x18c
 #define IRQLAB_REG_CNT_DROPPED    0x190
+
+/*
+ * QOM properties of the device (the host side: QMP qom-get/qom-set).  The
+ * device model registers them under these names and the host's injector
+ * uses them; nothing else types them.
+ */
+#define IRQLAB_PROP_IRQ_MODE      "irq-mode"
+#define IRQLAB_PROP_BROKEN_INTX_DISABLE "broken-intx-disable"
+#define IRQLAB_PROP_GPIO_LINES    "gpio-lines"
+#define IRQLAB_PROP_FIFO_DEPTH    "fifo-depth"
+#define IRQLAB_PROP_EVQ_DEPTH     "evq-depth"
+#define IRQLAB_PROP_GPIO_IN       "gpio-in"
+#define IRQLAB_PROP_GPIO_SET      "gpio-set"
+#define IRQLAB_PROP_GPIO_CLEAR    "gpio-clear"
+#define IRQLAB_PROP_GPIO_PULSE    "gpio-pulse"
+#define IRQLAB_PROP_FIFO_PUSH     "fifo-push"
+#define IRQLAB_PROP_BURST_PERIOD_NS "burst-period-ns"
+#define IRQLAB_PROP_BURST_COUNT   "burst-count"
+#define IRQLAB_PROP_BURST_LINE    "burst-line"
+#define IRQLAB_PROP_COUNTERS      "counters"
+#define IRQLAB_PROP_LATENCY_HISTOGRAM "latency-histogram"
+#define IRQLAB_PROP_RESET_COUNTERS "reset-counters"
+
+/* Members of the counters property */
+#define IRQLAB_COUNTER_RAISED     "raised"
+#define IRQLAB_COUNTER_DELIVERED  "delivered"
+#define IRQLAB_COUNTER_ACKED      "acked"
+#define IRQLAB_COUNTER_COALESCED  "coalesced"
+#define IRQLAB_COUNTER_DROPPED    "dropped"
+#define IRQLAB_COUNTER_FIFO_OVERFLOW "fifo-overflow"
+#define IRQLAB_COUNTER_EVQ_OVERFLOW "evq-overflow"
+#define IRQLAB_COUNTER_ACK_INVALID "ack-invalid"
+#define IRQLAB_COUNTER_EVQ_COUNT  "evq-count"
+#define IRQLAB_COUNTER_NEXT_SEQ   "next-seq"
+
+/* Members of the latency-histogram property; "buckets": the log2 list */
+#define IRQLAB_HISTOGRAM_COUNT    "count"
+#define IRQLAB_HISTOGRAM_SUM_NS   "sum-ns"
+#define IRQLAB_HISTOGRAM_MIN_NS   "min-ns"
+#define IRQLAB_HISTOGRAM_MAX_NS   "max-ns"
+#define IRQLAB_HISTOGRAM_BUCKETS  "buckets"
 
 #endif /* IRQLAB_REGS_H */

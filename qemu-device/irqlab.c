@@ -856,7 +856,7 @@ static bool irqlab_visit_mask(IrqlabState *s, Visitor *v, const char *name,
     }
     if (*mask & ~s->gpio_mask) {
         error_setg(errp, "irqlab: %s mask 0x%x names lines beyond "
-                   "gpio-lines=%u (valid bits 0x%x)",
+                   IRQLAB_PROP_GPIO_LINES "=%u (valid bits 0x%x)",
                    name, *mask, s->gpio_lines, s->gpio_mask);
         return false;
     }
@@ -926,22 +926,18 @@ static void irqlab_set_fifo_push(Object *obj, Visitor *v, const char *name,
     irqlab_update_irq(s);
 }
 
-static void irqlab_get_burst_period(Object *obj, Visitor *v, const char *name,
-                                    void *opaque, Error **errp)
+/*
+ * burst-period-ns, burst-count and burst-line: one accessor each, for
+ * qom-get (an output visitor: the value is read) and qom-set (an input
+ * visitor: the value is checked, then applied).
+ */
+static void irqlab_burst_period(Object *obj, Visitor *v, const char *name,
+                                void *opaque, Error **errp)
 {
     IrqlabState *s = IRQLAB(obj);
     uint64_t value = s->burst_period_ns;
 
-    visit_type_uint64(v, name, &value, errp);
-}
-
-static void irqlab_set_burst_period(Object *obj, Visitor *v, const char *name,
-                                    void *opaque, Error **errp)
-{
-    IrqlabState *s = IRQLAB(obj);
-    uint64_t value;
-
-    if (!visit_type_uint64(v, name, &value, errp)) {
+    if (!visit_type_uint64(v, name, &value, errp) || !visit_is_input(v)) {
         return;
     }
     if (value < IRQLAB_MIN_BURST_PERIOD_NS ||
@@ -954,57 +950,42 @@ static void irqlab_set_burst_period(Object *obj, Visitor *v, const char *name,
     s->burst_period_ns = value;
 }
 
-static void irqlab_get_burst_count(Object *obj, Visitor *v, const char *name,
-                                   void *opaque, Error **errp)
+/* get: events remaining; set: start a burst of that many (0 stops) */
+static void irqlab_burst_count(Object *obj, Visitor *v, const char *name,
+                               void *opaque, Error **errp)
 {
     IrqlabState *s = IRQLAB(obj);
-    uint32_t value = s->burst_remaining;
+    uint32_t count = s->burst_remaining;
 
-    visit_type_uint32(v, name, &value, errp);
-}
-
-static void irqlab_set_burst_count(Object *obj, Visitor *v, const char *name,
-                                   void *opaque, Error **errp)
-{
-    IrqlabState *s = IRQLAB(obj);
-    uint32_t count;
-
-    if (visit_type_uint32(v, name, &count, errp) &&
+    if (visit_type_uint32(v, name, &count, errp) && visit_is_input(v) &&
         irqlab_check_ready(s, name, errp)) {
         irqlab_burst_start(s, count);
     }
 }
 
-static void irqlab_get_burst_line(Object *obj, Visitor *v, const char *name,
-                                  void *opaque, Error **errp)
-{
-    IrqlabState *s = IRQLAB(obj);
-    int64_t value = s->burst_line;
-
-    visit_type_int(v, name, &value, errp);
-}
-
 /* Which GPIO line the next burst toggles; fixed while a burst runs */
-static void irqlab_set_burst_line(Object *obj, Visitor *v, const char *name,
-                                  void *opaque, Error **errp)
+static void irqlab_burst_line(Object *obj, Visitor *v, const char *name,
+                              void *opaque, Error **errp)
 {
     IrqlabState *s = IRQLAB(obj);
-    int64_t line;
+    int64_t line = s->burst_line;
 
-    if (!visit_type_int(v, name, &line, errp) ||
+    if (!visit_type_int(v, name, &line, errp) || !visit_is_input(v) ||
         !irqlab_check_ready(s, name, errp)) {
         return;
     }
     if (line < IRQLAB_BURST_LINE_NONE || line >= (int64_t)s->gpio_lines) {
         error_setg(errp, "irqlab: %s %" PRId64 " out of range [%d, %u] "
-                   "(%d: burst events, else a line below gpio-lines=%u)",
+                   "(%d: burst events, else a line below "
+                   IRQLAB_PROP_GPIO_LINES "=%u)",
                    name, line, IRQLAB_BURST_LINE_NONE, s->gpio_lines - 1,
                    IRQLAB_BURST_LINE_NONE, s->gpio_lines);
         return;
     }
     if (line != s->burst_line && s->burst_remaining) {
         error_setg(errp, "irqlab: %s cannot change while a burst runs "
-                   "(%u events remaining; stop it with burst-count=0)",
+                   "(%u events remaining; stop it with "
+                   IRQLAB_PROP_BURST_COUNT "=0)",
                    name, s->burst_remaining);
         return;
     }
@@ -1030,7 +1011,7 @@ static void irqlab_visit_u64_fields(Visitor *v, const char *name,
         }
     }
     if (with_buckets) {
-        if (!visit_start_list(v, "buckets", NULL, 0, errp)) {
+        if (!visit_start_list(v, IRQLAB_HISTOGRAM_BUCKETS, NULL, 0, errp)) {
             goto out;
         }
         for (i = 0; i < IRQLAB_HIST_BUCKETS; i++) {
@@ -1050,9 +1031,11 @@ static void irqlab_get_counters(Object *obj, Visitor *v, const char *name,
                                 void *opaque, Error **errp)
 {
     static const char *const names[] = {
-        "raised", "delivered", "acked", "coalesced", "dropped",
-        "fifo-overflow", "evq-overflow", "ack-invalid", "evq-count",
-        "next-seq",
+        IRQLAB_COUNTER_RAISED, IRQLAB_COUNTER_DELIVERED,
+        IRQLAB_COUNTER_ACKED, IRQLAB_COUNTER_COALESCED,
+        IRQLAB_COUNTER_DROPPED, IRQLAB_COUNTER_FIFO_OVERFLOW,
+        IRQLAB_COUNTER_EVQ_OVERFLOW, IRQLAB_COUNTER_ACK_INVALID,
+        IRQLAB_COUNTER_EVQ_COUNT, IRQLAB_COUNTER_NEXT_SEQ,
     };
     IrqlabState *s = IRQLAB(obj);
     const uint64_t values[] = {
@@ -1069,7 +1052,8 @@ static void irqlab_get_histogram(Object *obj, Visitor *v, const char *name,
                                  void *opaque, Error **errp)
 {
     static const char *const names[] = {
-        "count", "sum-ns", "min-ns", "max-ns",
+        IRQLAB_HISTOGRAM_COUNT, IRQLAB_HISTOGRAM_SUM_NS,
+        IRQLAB_HISTOGRAM_MIN_NS, IRQLAB_HISTOGRAM_MAX_NS,
     };
     IrqlabState *s = IRQLAB(obj);
     const uint64_t values[] = {
@@ -1122,11 +1106,11 @@ static void irqlab_realize(PCIDevice *pdev, Error **errp)
                    "not '%s'", mode);
         return;
     }
-    if (!irqlab_check_range("gpio-lines", s->gpio_lines, 1,
+    if (!irqlab_check_range(IRQLAB_PROP_GPIO_LINES, s->gpio_lines, 1,
                             IRQLAB_MAX_GPIO_LINES, errp) ||
-        !irqlab_check_range("fifo-depth", s->fifo_depth, 1,
+        !irqlab_check_range(IRQLAB_PROP_FIFO_DEPTH, s->fifo_depth, 1,
                             IRQLAB_MAX_FIFO_DEPTH, errp) ||
-        !irqlab_check_range("evq-depth", s->evq_depth, 1,
+        !irqlab_check_range(IRQLAB_PROP_EVQ_DEPTH, s->evq_depth, 1,
                             IRQLAB_MAX_EVQ_DEPTH, errp)) {
         return;
     }
@@ -1391,14 +1375,14 @@ static const Property irqlab_properties[] = {
 #else
 static Property irqlab_properties[] = {
 #endif
-    DEFINE_PROP_STRING("irq-mode", IrqlabState, irq_mode_str),
-    DEFINE_PROP_BOOL("broken-intx-disable", IrqlabState,
+    DEFINE_PROP_STRING(IRQLAB_PROP_IRQ_MODE, IrqlabState, irq_mode_str),
+    DEFINE_PROP_BOOL(IRQLAB_PROP_BROKEN_INTX_DISABLE, IrqlabState,
                      broken_intx_disable, false),
-    DEFINE_PROP_UINT32("gpio-lines", IrqlabState, gpio_lines,
+    DEFINE_PROP_UINT32(IRQLAB_PROP_GPIO_LINES, IrqlabState, gpio_lines,
                        IRQLAB_MAX_GPIO_LINES),
-    DEFINE_PROP_UINT32("fifo-depth", IrqlabState, fifo_depth,
+    DEFINE_PROP_UINT32(IRQLAB_PROP_FIFO_DEPTH, IrqlabState, fifo_depth,
                        IRQLAB_DEFAULT_FIFO_DEPTH),
-    DEFINE_PROP_UINT32("evq-depth", IrqlabState, evq_depth,
+    DEFINE_PROP_UINT32(IRQLAB_PROP_EVQ_DEPTH, IrqlabState, evq_depth,
                        IRQLAB_DEFAULT_EVQ_DEPTH),
 #if !IRQLAB_QEMU_AT_LEAST(10, 0)
     DEFINE_PROP_END_OF_LIST(),
@@ -1436,50 +1420,53 @@ static void irqlab_class_init(ObjectClass *klass, IrqlabClassData *data)
     dc->reset = irqlab_reset;
 #endif
     device_class_set_props(dc, irqlab_properties);
-    object_class_property_set_description(klass, "irq-mode",
+    object_class_property_set_description(klass, IRQLAB_PROP_IRQ_MODE,
         "interrupt delivery: intx, msi or msix (default msix)");
-    object_class_property_set_description(klass, "broken-intx-disable",
+    object_class_property_set_description(klass,
+        IRQLAB_PROP_BROKEN_INTX_DISABLE,
         "make COMMAND.INTX_DISABLE read-only 0");
-    object_class_property_set_description(klass, "gpio-lines",
+    object_class_property_set_description(klass, IRQLAB_PROP_GPIO_LINES,
         "number of GPIO lines, 1..32");
-    object_class_property_set_description(klass, "fifo-depth",
+    object_class_property_set_description(klass, IRQLAB_PROP_FIFO_DEPTH,
         "FIFO words that may wait in the event queue, 1..4096");
-    object_class_property_set_description(klass, "evq-depth",
+    object_class_property_set_description(klass, IRQLAB_PROP_EVQ_DEPTH,
         "event queue depth, 1..4096");
 
-    irqlab_add_prop(klass, "gpio-in", "uint32",
+    irqlab_add_prop(klass, IRQLAB_PROP_GPIO_IN, "uint32",
                     irqlab_get_gpio_in, irqlab_set_gpio, IRQLAB_GPIO_OP_IN,
                     "GPIO input levels, one bit per line");
-    irqlab_add_prop(klass, "gpio-set", "uint32", NULL, irqlab_set_gpio,
-                    IRQLAB_GPIO_OP_SET,
+    irqlab_add_prop(klass, IRQLAB_PROP_GPIO_SET, "uint32", NULL,
+                    irqlab_set_gpio, IRQLAB_GPIO_OP_SET,
                     "drive the GPIO lines in the mask high");
-    irqlab_add_prop(klass, "gpio-clear", "uint32", NULL, irqlab_set_gpio,
-                    IRQLAB_GPIO_OP_CLEAR,
+    irqlab_add_prop(klass, IRQLAB_PROP_GPIO_CLEAR, "uint32", NULL,
+                    irqlab_set_gpio, IRQLAB_GPIO_OP_CLEAR,
                     "drive the GPIO lines in the mask low");
-    irqlab_add_prop(klass, "gpio-pulse", "uint32", NULL, irqlab_set_gpio,
-                    IRQLAB_GPIO_OP_PULSE,
+    irqlab_add_prop(klass, IRQLAB_PROP_GPIO_PULSE, "uint32", NULL,
+                    irqlab_set_gpio, IRQLAB_GPIO_OP_PULSE,
                     "toggle the GPIO lines in the mask and back");
-    irqlab_add_prop(klass, "fifo-push", "uint32", NULL, irqlab_set_fifo_push, 0,
+    irqlab_add_prop(klass, IRQLAB_PROP_FIFO_PUSH, "uint32",
+                    NULL, irqlab_set_fifo_push, 0,
                     "push one 32-bit word into the FIFO");
-    irqlab_add_prop(klass, "burst-period-ns", "uint64",
-                    irqlab_get_burst_period, irqlab_set_burst_period, 0,
+    irqlab_add_prop(klass, IRQLAB_PROP_BURST_PERIOD_NS, "uint64",
+                    irqlab_burst_period, irqlab_burst_period, 0,
                     "period of the next burst in ns, 1000..10000000000");
-    irqlab_add_prop(klass, "burst-count", "uint32",
-                    irqlab_get_burst_count, irqlab_set_burst_count, 0,
+    irqlab_add_prop(klass, IRQLAB_PROP_BURST_COUNT, "uint32",
+                    irqlab_burst_count, irqlab_burst_count, 0,
                     "set: start a burst of N events (0 stops); "
                     "get: events remaining");
-    irqlab_add_prop(klass, "burst-line", "int",
-                    irqlab_get_burst_line, irqlab_set_burst_line, 0,
+    irqlab_add_prop(klass, IRQLAB_PROP_BURST_LINE, "int",
+                    irqlab_burst_line, irqlab_burst_line, 0,
                     "-1: bursts raise BURST events; 0..gpio-lines-1: "
                     "each burst step toggles that GPIO input");
-    irqlab_add_prop(klass, "counters", "IrqlabCounters",
+    irqlab_add_prop(klass, IRQLAB_PROP_COUNTERS, "IrqlabCounters",
                     irqlab_get_counters, NULL, 0,
                     "raised, delivered, acked, coalesced, dropped, ...");
-    irqlab_add_prop(klass, "latency-histogram", "IrqlabLatencyHistogram",
+    irqlab_add_prop(klass, IRQLAB_PROP_LATENCY_HISTOGRAM,
+                    "IrqlabLatencyHistogram",
                     irqlab_get_histogram, NULL, 0,
                     "raise->ack latency: count, sum-ns, min-ns, max-ns, "
                     "log2 buckets");
-    irqlab_add_prop(klass, "reset-counters", "bool", NULL,
+    irqlab_add_prop(klass, IRQLAB_PROP_RESET_COUNTERS, "bool", NULL,
                     irqlab_set_reset_counters, 0,
                     "true: zero the counters and the histogram");
 }

@@ -8,7 +8,7 @@ import pytest
 from devrig import Rig, RigFactory
 
 from irqlab.build.qemu import QemuInstall
-from irqlab.contract.regs import REGS
+from irqlab.contract.regs import QOM, REGS
 from irqlab.testing.plugin import QtestMachineFactory
 from irqlab.testing.qtest_pci import DEVICE_ID, INTERRUPT_PIN, REVISION, VENDOR_ID
 from irqlab.vm.accel import AccelChoice
@@ -134,46 +134,20 @@ def test_irqlab_accel_fixture(irqlab_accel: AccelChoice) -> None:
     assert irqlab_accel.reason
 
 
-def _host_property_names() -> set[str]:
-    """The QOM property names the host's injector uses (string literals it passes to
-    set/get/_get_uint or as a qom-set "property"): they are typed there and in irqlab.c."""
-    import ast
-    import inspect
-
-    from irqlab.vm.qmp import injector
-
-    names: set[str] = set()
-    for node in ast.walk(ast.parse(inspect.getsource(injector))):
-        if (
-            isinstance(node, ast.Call)
-            and isinstance(node.func, ast.Attribute)
-            and node.func.attr in ("set", "get", "_get_uint")
-            and node.args
-        ):
-            arg = node.args[0]
-            if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
-                names.add(arg.value)
-            elif isinstance(arg, ast.IfExp):
-                names |= {
-                    v.value
-                    for v in (arg.body, arg.orelse)
-                    if isinstance(v, ast.Constant) and isinstance(v.value, str)
-                }
-        elif isinstance(node, ast.Dict):
-            for k, v in zip(node.keys, node.values, strict=True):
-                is_property = isinstance(k, ast.Constant) and k.value == "property"
-                if is_property and isinstance(v, ast.Constant) and isinstance(v.value, str):
-                    names.add(v.value)
-    return names
-
-
-def test_the_host_uses_only_properties_the_device_has(irqlab_qtest_machine: Machine) -> None:
-    """The injector's QOM property names (typed in irqlab.c and again in the injector) are
-    all properties of the device: a renamed property fails here, not in a guest test."""
+def test_the_headers_qom_names_are_the_devices(irqlab_qtest_machine: Machine) -> None:
+    """The QOM names of irqlab-regs.h (the host's only copy: the injector and the stats
+    use them) are the device's: every IRQLAB_PROP_* is a property, and the counters and
+    latency-histogram objects have exactly the IRQLAB_COUNTER_*/HISTOGRAM_* members."""
     from irqlab.vm.qmp.injector import device_path
 
-    host = _host_property_names()
-    assert {"fifo-push", "gpio-pulse", "burst-count", "counters"} <= host, host
-    listed = irqlab_qtest_machine.qmp("qom-list", {"path": device_path("irq0")})
-    device = {p["name"] for p in listed}
-    assert host <= device, sorted(host - device)
+    path = device_path("irq0")
+    listed = {p["name"] for p in irqlab_qtest_machine.qmp("qom-list", {"path": path})}
+    props = set(QOM.with_prefix("PROP_").values())
+    assert {"fifo-push", "gpio-pulse", "burst-count", "counters"} <= props, props
+    assert props <= listed, sorted(props - listed)
+
+    def members(prop: str) -> set[str]:
+        return set(irqlab_qtest_machine.qmp("qom-get", {"path": path, "property": prop}))
+
+    assert members(QOM.PROP_COUNTERS) == set(QOM.with_prefix("COUNTER_").values())
+    assert members(QOM.PROP_LATENCY_HISTOGRAM) == set(QOM.with_prefix("HISTOGRAM_").values())

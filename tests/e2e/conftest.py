@@ -1,8 +1,9 @@
 """End-to-end tests: one booted guest per session, a clean agent per test.
 
-The fixtures come from the irqlab pytest plugin (irqlab.testing.plugin); the short
-names here are this suite's aliases.  A missing prerequisite (QEMU build, image,
-module) makes every test fail with a message naming it; nothing is skipped.
+The fixtures come from the irqlab pytest plugin (irqlab.testing.plugin) under their own
+names (``irqlab_guest``, ``irqlab_agent``, ``irqlab_device``, ...).  A missing
+prerequisite (QEMU build, image, module) makes every test fail with a message naming
+it; nothing is skipped.
 """
 
 from __future__ import annotations
@@ -12,9 +13,7 @@ from typing import Any
 
 import pytest
 
-from irqlab.testing.helpers import DeviceControl, check_guest_kernel_log
-from irqlab.testing.plugin import WaitStats
-from irqlab.vm.agent_client import AgentClient
+from irqlab.testing.helpers import check_guest_kernel_log
 from irqlab.vm.guest import Guest
 
 
@@ -24,50 +23,30 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.e2e)
 
 
-@pytest.fixture(scope="session")
-def guest(irqlab_guest: Guest) -> Guest:
-    return irqlab_guest
-
-
 @pytest.fixture
-def agent(irqlab_agent: AgentClient) -> AgentClient:
-    return irqlab_agent
-
-
-@pytest.fixture
-def device(irqlab_device: DeviceControl) -> DeviceControl:
-    return irqlab_device
-
-
-@pytest.fixture
-def wait_stats(irqlab_wait_stats: WaitStats) -> WaitStats:
-    return irqlab_wait_stats
-
-
-@pytest.fixture
-def ring_size(guest: Guest) -> Iterator[Callable[[int], int]]:
+def ring_size(irqlab_guest: Guest) -> Iterator[Callable[[int], int]]:
     """``ring_size(n)``: files of /dev/irqlabN opened from then on get a driver ring of
     at least *n* records (the next power of two, returned); the module's value comes
     back after the test."""
-    param = f"/sys/module/{guest.module_name()}/parameters/ring_size"
-    old = guest.sh(f"cat {param}").strip()
+    param = f"/sys/module/{irqlab_guest.module_name()}/parameters/ring_size"
+    old = irqlab_guest.sh(f"cat {param}").strip()
 
     def set_size(n: int) -> int:
         size = 1 << (n - 1).bit_length()
-        guest.sh(f"echo {size} > {param}")
+        irqlab_guest.sh(f"echo {size} > {param}")
         return size
 
     yield set_size
-    guest.sh(f"echo {old} > {param}")
+    irqlab_guest.sh(f"echo {old} > {param}")
 
 
 @pytest.fixture(scope="session", autouse=True)
-def guest_kernel_log_clean(guest: Guest) -> Iterator[None]:
+def guest_kernel_log_clean(irqlab_guest: Guest) -> Iterator[None]:
     """After the suite: the session guest's kernel log holds no splat (BUG:, WARNING:,
     KASAN:, lockdep, kmemleak, Oops, ...) and no unexpected taint; a report fails the
     session (an error in the teardown of the last test)."""
     yield
-    check_guest_kernel_log(guest)
+    check_guest_kernel_log(irqlab_guest)
 
 
 def _aarch64_built() -> bool:

@@ -27,7 +27,7 @@ from test_paths_notify import check_path_specifics, wait_eagain
 from irqlab.build.archguest import present_arches
 from irqlab.contract.regs import REGS
 from irqlab.testing.helpers import DeviceControl
-from irqlab.testing.plugin import start_guest
+from irqlab.testing.plugin import start_guest, start_uio_generic_guest
 from irqlab.vm.guest import Guest, GuestConfig
 
 TIMEOUT = 60.0
@@ -138,13 +138,8 @@ def intx_uio_guest(arch: str, irqlab_log_dir: Path) -> Generator[Guest, None, No
         device_props={"irq-mode": "intx"},
         log_dir=irqlab_log_dir,
     )
-    g = start_guest(cfg)
-    try:
-        _, r = g.bind_uio_pci_generic()
-        assert r.rc == 0, r
+    with start_uio_generic_guest(cfg) as g:
         yield g
-    finally:
-        g.close()
 
 
 def test_uio_pci_generic(intx_uio_guest: Guest) -> None:

@@ -14,8 +14,8 @@ EVENTS = 300
 PERIOD_NS = 3_000_000
 
 
-def test_latency_every_edge_has_an_exact_device_ack(guest: Guest) -> None:
-    r = latency.measure(guest, gpio.PATH, events=EVENTS, period_ns=PERIOD_NS)
+def test_latency_every_edge_has_an_exact_device_ack(irqlab_guest: Guest) -> None:
+    r = latency.measure(irqlab_guest, gpio.PATH, events=EVENTS, period_ns=PERIOD_NS)
     assert r["problems"] == [], r["problems"]
     s = r["latency_ns"]
     assert s["n"] == EVENTS and s["exact"] is True, s
@@ -28,12 +28,12 @@ def test_latency_every_edge_has_an_exact_device_ack(guest: Guest) -> None:
     assert r["agent"]["acks"] == EVENTS and r["agent"]["events"] == EVENTS, r["agent"]
     assert r["breakdown_p50_ns"]["gpiolib_to_user"] > 0
     # The generator is back to BURST events for whoever uses it next.
-    assert guest.injector.burst_line() is None
+    assert irqlab_guest.injector.burst_line() is None
 
 
-def test_storm_counts_add_up(guest: Guest) -> None:
+def test_storm_counts_add_up(irqlab_guest: Guest) -> None:
     rate, seconds = 1_000, 0.2
-    r = storm.measure(guest, gpio.PATH, rate=rate, duration_s=seconds)
+    r = storm.measure(irqlab_guest, gpio.PATH, rate=rate, duration_s=seconds)
     n = round(rate * seconds)
     assert r["raised"] == n and r["end"] == "accounted", r
     assert r["observed"] + r["lost"] == r["raised"], r
@@ -44,14 +44,16 @@ def test_storm_counts_add_up(guest: Guest) -> None:
     assert r["agent"]["ack"] == storm.STORM_ACK and r["agent"]["summaries"] >= 1, r
     assert r["agent"]["acks"] == r["observed"] == r["device_acked"], r
     assert r["device_ack_invalid"] == 0, r
-    assert guest.injector.burst_line() is None
+    assert irqlab_guest.injector.burst_line() is None
 
 
-def test_storm_losses_are_all_explained(guest: Guest, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_storm_losses_are_all_explained(
+    irqlab_guest: Guest, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A tiny kernel line buffer at 100k edges/s: the agent cannot keep up, the kernel
     drops the oldest events (seqno gaps), and every lost edge is still accounted for."""
     monkeypatch.setattr(gpio, "BUFFER", 4)
-    r = storm.measure(guest, gpio.PATH, rate=100_000, duration_s=0.05)
+    r = storm.measure(irqlab_guest, gpio.PATH, rate=100_000, duration_s=0.05)
     assert r["raised"] == 5_000 and r["end"] == "accounted", r
     assert r["lost"] > 0, f"no loss with a 4-event buffer at 100k/s: the test proves nothing {r}"
     assert r["lost"] == r["device_dropped"] + r["driver_lost"] + r["kernel_buffer_lost"], r

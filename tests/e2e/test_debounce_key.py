@@ -34,9 +34,9 @@ TIMEOUT = 60.0
 
 
 @pytest.fixture
-def key_guest(guest: Guest, agent: AgentClient) -> Generator[Guest, None, None]:
-    guest.injector.drive_low(1 << KEY_LINE)
-    with module_reloaded(guest, key_line=KEY_LINE, key_debounce_ms=DEBOUNCE_MS) as g:
+def key_guest(irqlab_guest: Guest, irqlab_agent: AgentClient) -> Generator[Guest, None, None]:
+    irqlab_guest.injector.drive_low(1 << KEY_LINE)
+    with module_reloaded(irqlab_guest, key_line=KEY_LINE, key_debounce_ms=DEBOUNCE_MS) as g:
         yield g
 
 
@@ -46,34 +46,34 @@ def key_records(agent: AgentClient, path: str) -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize("path", ["read", "poll", "sigio"])
 def test_bouncy_key_gives_one_press_and_one_release(
-    key_guest: Guest, agent: AgentClient, device: Any, path: str
+    key_guest: Guest, irqlab_agent: AgentClient, irqlab_device: Any, path: str
 ) -> None:
     inj = key_guest.injector
-    agent.arm(path, dev=key_guest.dev)
+    irqlab_agent.arm(path, dev=key_guest.dev)
     if path == "read":
-        agent.request("wait_blocked", name=path)
+        irqlab_agent.request("wait_blocked", name=path)
     inj.drive_high(1 << KEY_LINE)
     for _ in range(BOUNCES):
         inj.pulse(KEY_LINE)  # high -> low -> high
-    press = agent.expect(path=path, source=KEY, timeout=TIMEOUT)
+    press = irqlab_agent.expect(path=path, source=KEY, timeout=TIMEOUT)
     assert (press["kind"], press["value"], press["line"], press["seq"]) == (PRESS, 1, KEY_LINE, 0)
     inj.drive_low(1 << KEY_LINE)
     for _ in range(BOUNCES):
         inj.pulse(KEY_LINE)  # low -> high -> low
-    release = agent.expect(path=path, source=KEY, timeout=TIMEOUT)
+    release = irqlab_agent.expect(path=path, source=KEY, timeout=TIMEOUT)
     assert (release["kind"], release["value"], release["line"]) == (RELEASE, 0, KEY_LINE)
     assert release["raise_ns"] > press["raise_ns"]
     # Nothing else comes: wait several debounce periods, then count.
     time.sleep(10 * DEBOUNCE_MS / 1000)
-    assert key_records(agent, path) == []
+    assert key_records(irqlab_agent, path) == []
     # Every raw edge was an event of the device and reached the file too.
     edges = 2 * (1 + 2 * BOUNCES)
-    raw = agent.events(edges, path=path, timeout=TIMEOUT)
+    raw = irqlab_agent.events(edges, path=path, timeout=TIMEOUT)
     assert all(e["source"] == REGS.SRC_GPIO and e["line"] == KEY_LINE for e in raw)
-    c = device.counters()
+    c = irqlab_device.counters()
     assert c.raised == edges and c.acked == edges, c
 
 
-def test_key_line_is_claimed_in_gpiolib(key_guest: Guest, agent: AgentClient) -> None:
-    r = agent.request("arm", path="gpio-cdev", lines=[KEY_LINE], edge="both", check=False)
+def test_key_line_is_claimed_in_gpiolib(key_guest: Guest, irqlab_agent: AgentClient) -> None:
+    r = irqlab_agent.request("arm", path="gpio-cdev", lines=[KEY_LINE], edge="both", check=False)
     assert r["ok"] is False and r.get("errno") == "EBUSY", r

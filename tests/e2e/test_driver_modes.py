@@ -22,21 +22,23 @@ TIMEOUT = 60.0
 
 
 @pytest.fixture
-def reload(guest: Guest, agent: AgentClient) -> Generator[Any, None, None]:
+def reload(irqlab_guest: Guest, irqlab_agent: AgentClient) -> Generator[Any, None, None]:
     def do(**params: Any) -> dict[str, int]:
-        agent.reset()
-        guest.reload_module(**params)
-        guest.injector.reset_counters()
-        agent.request("open", name="info", dev=guest.dev)
-        info: dict[str, int] = agent.request("ioctl", name="info", ioctl="GET_INFO")["result"]
-        agent.request("close", name="info")
+        irqlab_agent.reset()
+        irqlab_guest.reload_module(**params)
+        irqlab_guest.injector.reset_counters()
+        irqlab_agent.request("open", name="info", dev=irqlab_guest.dev)
+        info: dict[str, int] = irqlab_agent.request("ioctl", name="info", ioctl="GET_INFO")[
+            "result"
+        ]
+        irqlab_agent.request("close", name="info")
         return info
 
     try:
         yield do
     finally:
-        agent.reset()
-        guest.reload_module(**guest.config.module_params)
+        irqlab_agent.reset()
+        irqlab_guest.reload_module(**irqlab_guest.config.module_params)
 
 
 def read_and_poll_get(guest: Guest, agent: AgentClient, device: Any, n: int = 4) -> None:
@@ -54,18 +56,18 @@ def read_and_poll_get(guest: Guest, agent: AgentClient, device: Any, n: int = 4)
 
 @pytest.mark.parametrize("wakeup", ["hardirq", "thread", "workqueue"])
 def test_wakeup_modes_deliver_to_read_and_poll(
-    guest: Guest, agent: AgentClient, device: Any, reload: Any, wakeup: str
+    irqlab_guest: Guest, irqlab_agent: AgentClient, irqlab_device: Any, reload: Any, wakeup: str
 ) -> None:
     info = reload(wakeup=wakeup)
     assert info["wakeup"] == UAPI[f"IRQLAB_WAKEUP_{wakeup.upper()}"], info
-    read_and_poll_get(guest, agent, device)
+    read_and_poll_get(irqlab_guest, irqlab_agent, irqlab_device)
 
 
 @pytest.mark.parametrize("irq_mode", ["intx", "msix"])
 def test_irq_modes_deliver(
-    guest: Guest, agent: AgentClient, device: Any, reload: Any, irq_mode: str
+    irqlab_guest: Guest, irqlab_agent: AgentClient, irqlab_device: Any, reload: Any, irq_mode: str
 ) -> None:
     info = reload(irq_mode=irq_mode)
     assert info["irq_mode"] == REGS[f"IRQLAB_IRQ_MODE_{irq_mode.upper()}"], info
     assert info["nvecs"] == (1 if irq_mode == "intx" else REGS.NUM_SOURCES), info
-    read_and_poll_get(guest, agent, device)
+    read_and_poll_get(irqlab_guest, irqlab_agent, irqlab_device)

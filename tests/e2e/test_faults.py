@@ -140,39 +140,22 @@ INNER_SESSION = """
 from irqlab.vm.health import GuestFault
 import pytest
 
-def test_1_panics(guest):
+def test_1_panics(irqlab_guest):
     with pytest.raises(GuestFault, match="^guest kernel panic"):
-        guest.sh("echo c > /proc/sysrq-trigger")
+        irqlab_guest.sh("echo c > /proc/sysrq-trigger")
     assert False, "the guest died in this test"
 
-def test_2_gets_a_healthy_guest(guest, agent, device):
-    agent.arm("read")
-    device.push(7)
-    assert agent.expect(path="read", timeout=30)["value"] == 7
+def test_2_gets_a_healthy_guest(irqlab_guest, irqlab_agent, irqlab_device):
+    irqlab_agent.arm("read")
+    irqlab_device.push(7)
+    assert irqlab_agent.expect(path="read", timeout=30)["value"] == 7
 
-def test_3_still_healthy(guest):
-    assert guest.sh("echo ok").strip() == "ok"
-"""
-
-INNER_CONFTEST = """
-import pytest
-
-@pytest.fixture
-def guest(irqlab_guest):
-    return irqlab_guest
-
-@pytest.fixture
-def agent(irqlab_agent):
-    return irqlab_agent
-
-@pytest.fixture
-def device(irqlab_device):
-    return irqlab_device
+def test_3_still_healthy(irqlab_guest):
+    assert irqlab_guest.sh("echo ok").strip() == "ok"
 """
 
 
 def _inner(tmp_path: Path, body: str) -> Path:
-    (tmp_path / "conftest.py").write_text(INNER_CONFTEST)
     test = tmp_path / "test_inner.py"
     test.write_text(textwrap.dedent(body))
     return test

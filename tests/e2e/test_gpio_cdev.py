@@ -20,10 +20,12 @@ TIMEOUT = 60.0
 LINE, LINE2 = 5, 9
 
 
-def test_gpiochip_label_line_names_and_consumer(guest: Guest, agent: AgentClient) -> None:
-    armed = agent.arm("gpio-cdev", lines=[LINE, LINE2], edge="rising")
-    assert armed["label"] == f"irqlab-{guest.pci_address()}", armed
-    assert armed["nlines"] == guest.injector.gpio_lines, armed
+def test_gpiochip_label_line_names_and_consumer(
+    irqlab_guest: Guest, irqlab_agent: AgentClient
+) -> None:
+    armed = irqlab_agent.arm("gpio-cdev", lines=[LINE, LINE2], edge="rising")
+    assert armed["label"] == f"irqlab-{irqlab_guest.pci_address()}", armed
+    assert armed["nlines"] == irqlab_guest.injector.gpio_lines, armed
     assert armed["names"] == [f"irqlab-{LINE}", f"irqlab-{LINE2}"], armed
     assert armed["consumers"] == ["irqlab-agent"] * 2, armed
     assert armed["chip"].startswith("/dev/gpiochip"), armed
@@ -34,17 +36,21 @@ def test_gpiochip_label_line_names_and_consumer(guest: Guest, agent: AgentClient
     [("rising", ["rising"]), ("falling", ["falling"]), ("both", ["rising", "falling"])],
 )
 def test_burst_of_pulses_gives_exact_edge_counts(
-    guest: Guest, agent: AgentClient, device: Any, edge: str, expected: list[str]
+    irqlab_guest: Guest,
+    irqlab_agent: AgentClient,
+    irqlab_device: Any,
+    edge: str,
+    expected: list[str],
 ) -> None:
-    inj = guest.injector
+    inj = irqlab_guest.injector
     inj.drive_low(1 << LINE)
-    agent.arm("gpio-cdev", lines=[LINE], edge=edge)
-    device.inj.reset_counters()
+    irqlab_agent.arm("gpio-cdev", lines=[LINE], edge=edge)
+    irqlab_device.inj.reset_counters()
     n = 25
     for _ in range(n):
         inj.pulse(LINE)  # low -> high -> low in one QMP command: two edges
     want = expected * n
-    evs = agent.events(len(want), path="gpio-cdev", timeout=TIMEOUT, idle=30)
+    evs = irqlab_agent.events(len(want), path="gpio-cdev", timeout=TIMEOUT, idle=30)
     assert [e["edge"] for e in evs] == want
     assert all(e["offset"] == LINE for e in evs)
     assert [e["line_seqno"] for e in evs] == list(range(1, len(want) + 1))
@@ -52,36 +58,38 @@ def test_burst_of_pulses_gives_exact_edge_counts(
     ts = [e["timestamp_ns"] for e in evs]
     assert ts == sorted(ts) and ts[0] > 0
     # Only the configured edges are detected by the device: its registers got them.
-    c = device.counters()
+    c = irqlab_device.counters()
     assert c.raised == len(want) and c.dropped == 0, c
-    st = agent.disarm("gpio-cdev")["gpio-cdev"]
+    st = irqlab_agent.disarm("gpio-cdev")["gpio-cdev"]
     assert st["events"] == len(want), st
 
 
 def test_host_toggling_is_seen_as_the_right_edge(
-    guest: Guest, agent: AgentClient, device: Any
+    irqlab_guest: Guest, irqlab_agent: AgentClient, irqlab_device: Any
 ) -> None:
-    inj = guest.injector
+    inj = irqlab_guest.injector
     inj.drive_low((1 << LINE) | (1 << LINE2))
-    agent.arm("gpio-cdev", lines=[LINE, LINE2], edge="both")
+    irqlab_agent.arm("gpio-cdev", lines=[LINE, LINE2], edge="both")
     last = {LINE: 0, LINE2: 0}
     seqno = 0
     for i in range(8):
         line = LINE if i % 3 else LINE2
         high = inj.gpio_in() & (1 << line) == 0
         inj.set_line(line, high)
-        ev = agent.expect(path="gpio-cdev", timeout=TIMEOUT)
+        ev = irqlab_agent.expect(path="gpio-cdev", timeout=TIMEOUT)
         assert ev["offset"] == line and ev["edge"] == ("rising" if high else "falling"), ev
         assert ev["line_seqno"] == last[line] + 1, ev
         assert ev["seqno"] == seqno + 1, ev
         last[line], seqno = ev["line_seqno"], ev["seqno"]
-    c = device.counters()
+    c = irqlab_device.counters()
     assert c.raised == 8, c
 
 
-def test_line_released_stops_detection(guest: Guest, agent: AgentClient, device: Any) -> None:
-    agent.arm("gpio-cdev", lines=[LINE], edge="both")
-    agent.disarm("gpio-cdev")
-    device.inj.reset_counters()
-    guest.injector.pulse(LINE)
-    assert device.counters().raised == 0
+def test_line_released_stops_detection(
+    irqlab_guest: Guest, irqlab_agent: AgentClient, irqlab_device: Any
+) -> None:
+    irqlab_agent.arm("gpio-cdev", lines=[LINE], edge="both")
+    irqlab_agent.disarm("gpio-cdev")
+    irqlab_device.inj.reset_counters()
+    irqlab_guest.injector.pulse(LINE)
+    assert irqlab_device.counters().raised == 0

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from irqlab.bench import breakdown, native
-from irqlab.testing.plugin import start_guest
+from irqlab.testing.plugin import start_uio_generic_guest
 from irqlab.vm.guest import Guest, GuestConfig
 
 EVENTS = 200
@@ -43,22 +43,22 @@ def check_burst(r: dict[str, Any], *, full_breakdown: bool) -> None:
 
 
 @pytest.mark.parametrize("path", [*RECORD_PATHS, "eventfd"])
-def test_native_record_path_sees_every_event_once(guest: Guest, path: str) -> None:
-    r = native.measure(guest, path, events=EVENTS, period_ns=PERIOD_NS)
+def test_native_record_path_sees_every_event_once(irqlab_guest: Guest, path: str) -> None:
+    r = native.measure(irqlab_guest, path, events=EVENTS, period_ns=PERIOD_NS)
     check_burst(r, full_breakdown=True)
 
 
-def test_native_counting_file(guest: Guest) -> None:
-    r = native.measure(guest, "count", events=EVENTS, period_ns=PERIOD_NS)
+def test_native_counting_file(irqlab_guest: Guest) -> None:
+    r = native.measure(irqlab_guest, "count", events=EVENTS, period_ns=PERIOD_NS)
     check_burst(r, full_breakdown=False)
 
 
-def test_native_gpio_cdev(guest: Guest) -> None:
-    r = native.measure(guest, "gpio-cdev", events=EVENTS, period_ns=PERIOD_NS)
+def test_native_gpio_cdev(irqlab_guest: Guest) -> None:
+    r = native.measure(irqlab_guest, "gpio-cdev", events=EVENTS, period_ns=PERIOD_NS)
     check_burst(r, full_breakdown=False)
     bd = r["breakdown"]
     assert bd["stages"]["gpiolib_to_user"]["n"] == EVENTS - bd["early_reads"], bd
-    assert guest.injector.burst_line() is None
+    assert irqlab_guest.injector.burst_line() is None
 
 
 @pytest.mark.irqlab(module={"uio": 1})
@@ -71,13 +71,9 @@ def test_native_uio_mode(irqlab_fresh_guest: Guest) -> None:
 
 @pytest.fixture(scope="module")
 def intx_guest() -> Generator[Guest, None, None]:
-    g = start_guest(GuestConfig(name="native-intx", device_props={"irq-mode": "intx"}))
-    try:
-        _, res = g.bind_uio_pci_generic()
-        assert res.rc == 0, res
+    config = GuestConfig(name="native-intx", device_props={"irq-mode": "intx"})
+    with start_uio_generic_guest(config) as g:
         yield g
-    finally:
-        g.close()
 
 
 def test_native_uio_pci_generic(intx_guest: Guest) -> None:
@@ -85,10 +81,10 @@ def test_native_uio_pci_generic(intx_guest: Guest) -> None:
     check_burst(r, full_breakdown=False)
 
 
-def test_breakdown_stages_add_up_per_event(guest: Guest) -> None:
+def test_breakdown_stages_add_up_per_event(irqlab_guest: Guest) -> None:
     """Per event: the stages sum to the device's raise -> ACK within the stated error,
     and each cross-clock point is in order (the check the bench runs too)."""
-    got = native.run(guest, "read", events=EVENTS, period_ns=PERIOD_NS)
+    got = native.run(irqlab_guest, "read", events=EVENTS, period_ns=PERIOD_NS)
     rows = native.rows_of(got["result"])
     clock = native.clock_of(got["result"])
     assert clock is not None and len(rows) == EVENTS

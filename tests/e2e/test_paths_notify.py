@@ -41,26 +41,26 @@ def wait_eagain(agent: AgentClient, name: str, timeout: float = TIMEOUT) -> None
         time.sleep(0.005)
 
 
-def test_hello_lists_exactly_the_paths_the_tests_cover(agent: AgentClient) -> None:
+def test_hello_lists_exactly_the_paths_the_tests_cover(irqlab_agent: AgentClient) -> None:
     """The agent's hello names its paths (the host imports no agent class): the tests here
     cover each of them, and only the record paths are summarizable."""
-    assert agent.hello is not None
-    paths = agent.hello["paths"]
+    assert irqlab_agent.hello is not None
+    paths = irqlab_agent.hello["paths"]
     assert sorted(paths) == sorted([*RECORD_PATHS, *OTHER_PATHS])
     assert {p for p, info in paths.items() if info["summarizable"]} == set(RECORD_PATHS)
 
 
 @pytest.mark.parametrize("path", RECORD_PATHS)
 def test_fifo_events_arrive_in_order_acked(
-    guest: Guest, agent: AgentClient, device: Any, path: str
+    irqlab_guest: Guest, irqlab_agent: AgentClient, irqlab_device: Any, path: str
 ) -> None:
-    armed = agent.arm(path, dev=guest.dev)
+    armed = irqlab_agent.arm(path, dev=irqlab_guest.dev)
     if path == "nonblock":
-        wait_eagain(agent, path)
-    seq0 = device.next_seq()
+        wait_eagain(irqlab_agent, path)
+    seq0 = irqlab_device.next_seq()
     words = [0xC0FFEE, 0, 0xFFFFFFFF]
-    device.push(*words)
-    evs = [agent.expect(path=path, seq=seq0 + i, timeout=TIMEOUT) for i in range(len(words))]
+    irqlab_device.push(*words)
+    evs = [irqlab_agent.expect(path=path, seq=seq0 + i, timeout=TIMEOUT) for i in range(len(words))]
     for i, (ev, w) in enumerate(zip(evs, words, strict=True)):
         assert ev["source"] == REGS.SRC_FIFO, ev
         assert ev["line"] == 0 and ev["value"] == w, ev
@@ -69,66 +69,68 @@ def test_fifo_events_arrive_in_order_acked(
         assert ev["raise_ns"] > 0 and ev["wake_ns"] > 0, ev
         if i == 0:
             check_path_specifics(path, ev, armed)
-    c = device.counters()
+    c = irqlab_device.counters()
     assert c.raised == 3 and c.acked == 3 and c.dropped == 0, c
-    st = agent.disarm(path)[path]
+    st = irqlab_agent.disarm(path)[path]
     assert st["events"] == 3 and st["acks"] == 3 and st["ack_errors"] == 0, st
 
 
 def test_nonblock_read_gives_eagain_then_data(
-    guest: Guest, agent: AgentClient, device: Any, wait_stats: Any
+    irqlab_guest: Guest, irqlab_agent: AgentClient, irqlab_device: Any, irqlab_wait_stats: Any
 ) -> None:
-    agent.request("open", name="h", dev=guest.dev, nonblock=True)
-    assert agent.request("read", name="h")["errno"] == "EAGAIN"
-    seq = device.next_seq()
-    device.push(42)
-    wait_stats("h", lambda st: st["queued"] >= 1)
-    r = agent.request("read", name="h")
+    irqlab_agent.request("open", name="h", dev=irqlab_guest.dev, nonblock=True)
+    assert irqlab_agent.request("read", name="h")["errno"] == "EAGAIN"
+    seq = irqlab_device.next_seq()
+    irqlab_device.push(42)
+    irqlab_wait_stats("h", lambda st: st["queued"] >= 1)
+    r = irqlab_agent.request("read", name="h")
     assert r["errno"] is None
     assert [(e["seq"], e["value"]) for e in r["events"]] == [(seq, 42)]
-    assert agent.request("read", name="h")["errno"] == "EAGAIN"
+    assert irqlab_agent.request("read", name="h")["errno"] == "EAGAIN"
 
 
-def test_nonblock_path_reports_eagain_count(guest: Guest, agent: AgentClient) -> None:
-    agent.arm("nonblock", dev=guest.dev, max_polls=20, interval_ms=1)
-    done = agent.expect(type="path_done", path="nonblock", timeout=TIMEOUT)
+def test_nonblock_path_reports_eagain_count(irqlab_guest: Guest, irqlab_agent: AgentClient) -> None:
+    irqlab_agent.arm("nonblock", dev=irqlab_guest.dev, max_polls=20, interval_ms=1)
+    done = irqlab_agent.expect(type="path_done", path="nonblock", timeout=TIMEOUT)
     assert done["reason"] == "max_polls" and done["eagain"] == 20
 
 
 def test_counting_file_counts_while_nobody_reads(
-    guest: Guest, agent: AgentClient, device: Any, wait_stats: Any
+    irqlab_guest: Guest, irqlab_agent: AgentClient, irqlab_device: Any, irqlab_wait_stats: Any
 ) -> None:
-    agent.request("open", name="cnt", dev=guest.count_dev, nonblock=True, rdwr=False)
-    agent.request("open", name="sync", dev=guest.dev, nonblock=True)
-    assert agent.request("read", name="cnt", **{"as": "count"})["errno"] == "EAGAIN"
+    irqlab_agent.request("open", name="cnt", dev=irqlab_guest.count_dev, nonblock=True, rdwr=False)
+    irqlab_agent.request("open", name="sync", dev=irqlab_guest.dev, nonblock=True)
+    assert irqlab_agent.request("read", name="cnt", **{"as": "count"})["errno"] == "EAGAIN"
     k = 7
-    device.push(*range(k))
+    irqlab_device.push(*range(k))
     # Files and counters are fed in the same locked step: once the event file has k
     # records, the counting file has counted k.
-    wait_stats("sync", lambda st: st["delivered"] >= k)
-    r = agent.request("read", name="cnt", **{"as": "count"})
+    irqlab_wait_stats("sync", lambda st: st["delivered"] >= k)
+    r = irqlab_agent.request("read", name="cnt", **{"as": "count"})
     assert r["errno"] is None and r["count"] == k
-    assert agent.request("read", name="cnt", **{"as": "count"})["errno"] == "EAGAIN"
+    assert irqlab_agent.request("read", name="cnt", **{"as": "count"})["errno"] == "EAGAIN"
 
 
-def test_count_path_blocking_read(guest: Guest, agent: AgentClient, device: Any) -> None:
-    agent.arm("count", dev=guest.count_dev)
-    agent.request("wait_blocked", name="count")
-    device.push(1)
-    assert agent.expect(path="count", timeout=TIMEOUT)["count"] == 1
-    device.push(2, 3, 4)
+def test_count_path_blocking_read(
+    irqlab_guest: Guest, irqlab_agent: AgentClient, irqlab_device: Any
+) -> None:
+    irqlab_agent.arm("count", dev=irqlab_guest.count_dev)
+    irqlab_agent.request("wait_blocked", name="count")
+    irqlab_device.push(1)
+    assert irqlab_agent.expect(path="count", timeout=TIMEOUT)["count"] == 1
+    irqlab_device.push(2, 3, 4)
     total = 0
     while total < 3:
-        total += agent.expect(path="count", timeout=TIMEOUT)["count"]
+        total += irqlab_agent.expect(path="count", timeout=TIMEOUT)["count"]
     assert total == 3
 
 
 def test_poll_and_epoll_report_only_pollin_family(
-    guest: Guest, agent: AgentClient, device: Any
+    irqlab_guest: Guest, irqlab_agent: AgentClient, irqlab_device: Any
 ) -> None:
-    agent.arm("poll", dev=guest.dev)
-    seq = device.next_seq()
-    device.push(5)
-    ev = agent.expect(path="poll", seq=seq, timeout=TIMEOUT)
+    irqlab_agent.arm("poll", dev=irqlab_guest.dev)
+    seq = irqlab_device.next_seq()
+    irqlab_device.push(5)
+    ev = irqlab_agent.expect(path="poll", seq=seq, timeout=TIMEOUT)
     assert ev["revents"] & (select.POLLIN | select.POLLRDNORM) == select.POLLIN | select.POLLRDNORM
     assert not ev["revents"] & (select.POLLERR | select.POLLHUP)

@@ -14,34 +14,34 @@ TIMEOUT = 60.0
 
 @pytest.mark.parametrize("path", ["read", "count"])
 def test_signal_interrupts_blocked_read_with_eintr(
-    guest: Guest, agent: AgentClient, device: Any, path: str
+    irqlab_guest: Guest, irqlab_agent: AgentClient, irqlab_device: Any, path: str
 ) -> None:
-    dev = guest.count_dev if path == "count" else guest.dev
-    agent.arm(path, dev=dev)
-    r = agent.request("interrupt", name=path)  # waits until the thread is in read(2)
+    dev = irqlab_guest.count_dev if path == "count" else irqlab_guest.dev
+    irqlab_agent.arm(path, dev=dev)
+    r = irqlab_agent.request("interrupt", name=path)  # waits until the thread is in read(2)
     assert r["restart"] is False
-    ev = agent.expect(type="interrupted", path=path, timeout=TIMEOUT)
+    ev = irqlab_agent.expect(type="interrupted", path=path, timeout=TIMEOUT)
     assert ev["errno"] == "EINTR"
     # The reader goes back to read(2) and still gets the next event.
-    agent.request("wait_blocked", name=path)
-    seq = device.next_seq()
-    device.push(99)
-    got = agent.expect(path=path, timeout=TIMEOUT)
+    irqlab_agent.request("wait_blocked", name=path)
+    seq = irqlab_device.next_seq()
+    irqlab_device.push(99)
+    got = irqlab_agent.expect(path=path, timeout=TIMEOUT)
     if path == "read":
         assert got["seq"] == seq and got["value"] == 99
     else:
         assert got["count"] == 1
-    assert agent.disarm(path)[path]["eintr"] == 1
+    assert irqlab_agent.disarm(path)[path]["eintr"] == 1
 
 
 def test_sa_restart_restarts_the_read_transparently(
-    guest: Guest, agent: AgentClient, device: Any
+    irqlab_guest: Guest, irqlab_agent: AgentClient, irqlab_device: Any
 ) -> None:
-    agent.arm("read", dev=guest.dev)
-    assert agent.request("interrupt", name="read", restart=True)["restart"] is True
-    agent.request("wait_blocked", name="read")
-    seq = device.next_seq()
-    device.push(7)
-    assert agent.expect(path="read", seq=seq, timeout=TIMEOUT)["value"] == 7
-    assert not [e for e in agent.pending() if e.get("type") == "interrupted"]
-    assert agent.disarm("read")["read"]["eintr"] == 0
+    irqlab_agent.arm("read", dev=irqlab_guest.dev)
+    assert irqlab_agent.request("interrupt", name="read", restart=True)["restart"] is True
+    irqlab_agent.request("wait_blocked", name="read")
+    seq = irqlab_device.next_seq()
+    irqlab_device.push(7)
+    assert irqlab_agent.expect(path="read", seq=seq, timeout=TIMEOUT)["value"] == 7
+    assert not [e for e in irqlab_agent.pending() if e.get("type") == "interrupted"]
+    assert irqlab_agent.disarm("read")["read"]["eintr"] == 0

@@ -74,9 +74,9 @@ def test_burst_summaries_count_every_event_once_and_batch_acks_reach_the_device(
 
 
 @pytest.mark.parametrize("path", ["read", "epoll-et", "sigio", "eventfd"])
-def test_storm_accounting_is_exact_with_the_default_ring(guest: Guest, path: str) -> None:
+def test_storm_accounting_is_exact_with_the_default_ring(irqlab_guest: Guest, path: str) -> None:
     """The bench's storm at 20k/s: whatever the ring loses is reported, nothing else."""
-    r = storm.measure(guest, path, rate=20_000, duration_s=BURST / 20_000, idle=IDLE)
+    r = storm.measure(irqlab_guest, path, rate=20_000, duration_s=BURST / 20_000, idle=IDLE)
     assert r["raised"] == BURST and r["marker_seen"], r
     assert r["observed"] + r["lost"] == r["raised"], r
     assert r["lost"] == r["device_dropped"] + r["reported_lost"] and r["unexplained"] == 0, r

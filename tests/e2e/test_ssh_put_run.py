@@ -20,10 +20,13 @@ ROUNDS = (20, 200)  # (test-all, soak)
 
 
 @pytest.fixture
-def ssh(guest: Guest) -> Iterator[SshClient]:
-    assert guest.ssh is not None
+def ssh(irqlab_guest: Guest) -> Iterator[SshClient]:
+    assert irqlab_guest.ssh is not None
     client = SshClient(
-        "127.0.0.1", guest.ssh_port, user=guest.ssh.user, key_path=guest.ssh.key_path
+        "127.0.0.1",
+        irqlab_guest.ssh_port,
+        user=irqlab_guest.ssh.user,
+        key_path=irqlab_guest.ssh.key_path,
     ).connect(timeout=30)
     try:
         yield client

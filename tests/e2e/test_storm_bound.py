@@ -47,33 +47,36 @@ def _stats(agent: AgentClient) -> dict[str, int]:
 
 
 def test_maximal_burst_leaves_ssh_responsive_and_counts_add_up(
-    guest: Guest, agent: AgentClient, device: Any, soak: Callable[[float, float], float]
+    irqlab_guest: Guest,
+    irqlab_agent: AgentClient,
+    irqlab_device: Any,
+    soak: Callable[[float, float], float],
 ) -> None:
     storm_s = soak(*STORM_S)
-    agent.request("open", name="h", dev=guest.dev, nonblock=True)
-    agent.arm("read", dev=guest.dev)  # a reader woken from the hard IRQ handler
-    before = _stats(agent)
-    assert guest.ssh is not None
-    baseline = float(guest.sh(GAP_METER.format(s=soak(*BASELINE_S)), timeout=60))
+    irqlab_agent.request("open", name="h", dev=irqlab_guest.dev, nonblock=True)
+    irqlab_agent.arm("read", dev=irqlab_guest.dev)  # a reader woken from the hard IRQ handler
+    before = _stats(irqlab_agent)
+    assert irqlab_guest.ssh is not None
+    baseline = float(irqlab_guest.sh(GAP_METER.format(s=soak(*BASELINE_S)), timeout=60))
     # A host busier than its cores (other guests, builds) starves QEMU's threads in turn:
     # the bound scales with the host's load per core, never below the quiet-host one.
     host_load = max(1.0, os.getloadavg()[0] / (os.cpu_count() or 1))
     limit = max(MAX_STALL_S, STALL_FACTOR * baseline) * host_load
-    meter = guest.ssh.open_process(GAP_METER.format(s=storm_s))
-    device.inj.burst(U32_MAX, period_ns=REGS.MIN_BURST_PERIOD_NS)
+    meter = irqlab_guest.ssh.open_process(GAP_METER.format(s=storm_s))
+    irqlab_device.inj.burst(U32_MAX, period_ns=REGS.MIN_BURST_PERIOD_NS)
     slowest, i = 0.0, 0
     end = time.monotonic() + storm_s
     try:
         while time.monotonic() < end:
             t0 = time.monotonic()
-            assert guest.sh(f"echo alive {i}", timeout=60) == f"alive {i}\n"
+            assert irqlab_guest.sh(f"echo alive {i}", timeout=60) == f"alive {i}\n"
             took = time.monotonic() - t0
             assert took < RESPONSIVE_S, f"command {i} of the storm took {took:.1f} s"
             slowest = max(slowest, took)
             i += 1
-        during = device.counters()
+        during = irqlab_device.counters()
     finally:
-        device.inj.stop_burst()
+        irqlab_device.inj.stop_burst()
         stall = float(meter.stdout.read() or "nan")
         meter.close()
     assert stall < limit, (
@@ -82,8 +85,8 @@ def test_maximal_burst_leaves_ssh_responsive_and_counts_add_up(
     # The storm was real: far more raises than the queue holds, most of them dropped.
     assert during.raised > 10 * REGS.MAX_EVQ_DEPTH and during.dropped > 0, during
     # After the storm the driver empties the device queue; then every raise is accounted.
-    c = device.wait_counters(lambda c: c.evq_count == 0, timeout=60)
-    after = _stats(agent)
+    c = irqlab_device.wait_counters(lambda c: c.evq_count == 0, timeout=60)
+    after = _stats(irqlab_agent)
     fetched = after["events"] - before["events"]
     assert fetched + c.dropped == c.raised, (fetched, c)
     assert c.dropped == c.evq_overflow + c.fifo_overflow, c

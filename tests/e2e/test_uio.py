@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from irqlab.contract.regs import REGS
+from irqlab.contract.regs import QOM, REGS
 from irqlab.testing.helpers import DeviceControl
-from irqlab.testing.plugin import start_guest
+from irqlab.testing.plugin import start_guest, start_uio_generic_guest
 from irqlab.vm.agent_client import AgentClient
 from irqlab.vm.guest import Guest, GuestConfig
 
@@ -95,19 +95,17 @@ def test_uio_mode_coalesces_while_userspace_is_slow(
 # --- uio_pci_generic on separately booted guests --------------------------------------
 
 
+INTX = {QOM.PROP_IRQ_MODE: "intx"}
+
+
 def boot(name: str, props: dict[str, Any]) -> Guest:
     return start_guest(GuestConfig(name=name, device_props=props))
 
 
 @pytest.fixture(scope="module")
 def intx_guest() -> Generator[Guest, None, None]:
-    g = boot("uio-intx", {"irq-mode": "intx"})
-    try:
-        _, r = g.bind_uio_pci_generic()
-        assert r.rc == 0, r
+    with start_uio_generic_guest(GuestConfig(name="uio-intx", device_props=INTX)) as g:
         yield g
-    finally:
-        g.close()
 
 
 @pytest.fixture
@@ -145,7 +143,7 @@ def test_uio_pci_generic_coalesces_while_userspace_is_slow(
 
 
 def test_broken_intx_disable_is_refused_by_uio_pci_generic() -> None:
-    g = boot("uio-broken", {"irq-mode": "intx", "broken-intx-disable": True})
+    g = boot("uio-broken", {**INTX, QOM.PROP_BROKEN_INTX_DISABLE: True})
     try:
         addr, r = g.bind_uio_pci_generic()
         assert r.rc != 0 and "No such device" in r.err, r

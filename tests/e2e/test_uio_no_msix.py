@@ -33,33 +33,37 @@ def msix_control(guest: Guest) -> int:
     raise AssertionError("the device has no MSI-X capability")
 
 
-def test_msix_is_enabled_by_the_normal_driver(guest: Guest, agent: AgentClient) -> None:
+def test_msix_is_enabled_by_the_normal_driver(
+    irqlab_guest: Guest, irqlab_agent: AgentClient
+) -> None:
     """The control: the device offers MSI-X and the driver (not in UIO mode) uses it."""
-    assert msix_control(guest) & MSIX_ENABLE
+    assert msix_control(irqlab_guest) & MSIX_ENABLE
 
 
-def test_uio_mode_leaves_msix_disabled(guest: Guest, agent: AgentClient) -> None:
-    with module_reloaded(guest, uio=1):
-        assert not msix_control(guest) & MSIX_ENABLE
-        assert "PCI-MSIX" not in guest.sh("grep irqlab0 /proc/interrupts")
+def test_uio_mode_leaves_msix_disabled(irqlab_guest: Guest, irqlab_agent: AgentClient) -> None:
+    with module_reloaded(irqlab_guest, uio=1):
+        assert not msix_control(irqlab_guest) & MSIX_ENABLE
+        assert "PCI-MSIX" not in irqlab_guest.sh("grep irqlab0 /proc/interrupts")
 
 
-def test_uio_mode_with_irq_mode_msix_is_refused(guest: Guest, agent: AgentClient) -> None:
-    name = guest.module_name()
-    guest.sh(f"rmmod {name}")
+def test_uio_mode_with_irq_mode_msix_is_refused(
+    irqlab_guest: Guest, irqlab_agent: AgentClient
+) -> None:
+    name = irqlab_guest.module_name()
+    irqlab_guest.sh(f"rmmod {name}")
     try:
-        guest.sh("echo uio-msix-test > /dev/kmsg")
-        guest.sh(f"modprobe {name} uio=1 irq_mode=msix")
-        assert not guest.sh("ls /dev/uio* 2>/dev/null; true").strip()
-        assert not msix_control(guest) & MSIX_ENABLE
-        log = guest.sh("dmesg").split("uio-msix-test")[-1]
+        irqlab_guest.sh("echo uio-msix-test > /dev/kmsg")
+        irqlab_guest.sh(f"modprobe {name} uio=1 irq_mode=msix")
+        assert not irqlab_guest.sh("ls /dev/uio* 2>/dev/null; true").strip()
+        assert not msix_control(irqlab_guest) & MSIX_ENABLE
+        log = irqlab_guest.sh("dmesg").split("uio-msix-test")[-1]
         assert "irq_mode=msix is not possible here" in log
     finally:
-        agent.reset()
-        guest.reload_module(**guest.config.module_params)
+        irqlab_agent.reset()
+        irqlab_guest.reload_module(**irqlab_guest.config.module_params)
 
 
 @pytest.fixture(autouse=True)
-def _module_back(guest: Guest) -> None:
+def _module_back(irqlab_guest: Guest) -> None:
     """Each test starts with the session's driver bound (a failed test may not leave it)."""
-    guest.sh(f"test -e {guest.dev}")
+    irqlab_guest.sh(f"test -e {irqlab_guest.dev}")

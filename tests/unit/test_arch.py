@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from irqlab.build import arch, boot, debs, initramfs, kernel, kmod, qemu
+from irqlab.build import arch, boot, debs, initramfs, kernel, kmod, qemu, steps
 from irqlab.build.arch import AARCH64, X86_64
 from irqlab.build.debs import Package
 
@@ -295,3 +295,29 @@ def test_aarch64_fragments_exist_and_are_config_lines() -> None:
     extra = (EXT / "board/irqlab/linux-aarch64.fragment").read_text()
     for opt in ("CONFIG_KEYBOARD_GPIO=m", "CONFIG_INPUT_EVDEV=m", "CONFIG_ARM_GIC_V3_ITS=y"):
         assert opt in extra
+
+
+@pytest.mark.parametrize(
+    ("error", "renamed"),
+    [
+        (steps.BuildError("apt", Path("apt.log")), True),
+        (OSError("disk full"), True),
+        (KeyError("x"), False),
+    ],
+)
+def test_prerequisites_rename_build_failures_only(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, error: Exception, renamed: bool
+) -> None:
+    """A failing build is a missing prerequisite; a bug in a recipe keeps its own type."""
+    from irqlab.build import archguest
+
+    def fail(**_: object) -> None:
+        raise error
+
+    monkeypatch.setenv("IRQLAB_IMAGE", "debian")
+    monkeypatch.setattr(archguest, "find_qemu", lambda _arch: tmp_path)
+    monkeypatch.setattr(archguest, "_foreign_deb_arches", lambda: [AARCH64.deb_arch])
+    monkeypatch.setattr(kernel, "ensure_kernel", fail)
+    with pytest.raises(archguest.Missing if renamed else type(error)) as caught:
+        archguest.prerequisites(AARCH64)
+    assert (caught.value.__cause__ is error) if renamed else caught.value is error

@@ -3,7 +3,7 @@ agent and device stand in)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import pytest
@@ -11,19 +11,14 @@ import pytest
 from irqlab.bench import storm
 from irqlab.contract.regs import REGS
 from irqlab.vm.agent_client import AgentTimeout
+from irqlab.vm.qmp.stats import Counters
 
 SEQ0 = 101
 
 
-@dataclass
-class Counters:
-    raised: int = 0
-    delivered: int = 0
-    coalesced: int = 0
-    dropped: int = 0
-    acked: int = 0
-    ack_invalid: int = 0
-    next_seq: int = SEQ0
+def counters(next_seq: int = SEQ0) -> Counters:
+    """The device's counters after a reset: all zero."""
+    return Counters(**{**{f.name: 0 for f in fields(Counters)}, "next_seq": next_seq})
 
 
 # What an agent's hello lists (a part of it).
@@ -47,7 +42,7 @@ class FakeGuest:
     count_dev: str = "/dev/irqlab0-count"
     armed: dict[str, Any] = field(default_factory=dict)
     queue: list[dict[str, Any]] = field(default_factory=list)
-    c: Counters = field(default_factory=Counters)
+    c: Counters = field(default_factory=counters)
     pushed: int = 0
     stats_calls: int = 0
     hello: dict[str, Any] = field(default_factory=lambda: {"paths": AGENT_PATHS})
@@ -93,12 +88,11 @@ class FakeGuest:
         return self.c
 
     def reset_counters(self) -> None:
-        self.c = Counters(next_seq=self.c.next_seq)
+        self.c = counters(self.c.next_seq)
 
     def burst(self, n: int, period: int, line: int | None = None) -> None:  # as Injector.burst
         assert n == self.n and line is None  # record-path storms use the BURST source
-        self.c.raised = self.c.delivered = n
-        self.c.next_seq += n
+        self.c = replace(self.c, raised=n, delivered=n, next_seq=self.c.next_seq + n)
         self.queue += self.summaries
 
     def burst_remaining(self) -> int:
@@ -107,13 +101,13 @@ class FakeGuest:
     def push(self, word: int) -> None:
         self.pushed += 1
         seq = self.c.next_seq
-        self.c.next_seq += 1
+        self.c = replace(self.c, next_seq=seq + 1)
         if self.pushed <= self.drop_markers:
             return
         lost = self.drop_markers if self.pushed == self.drop_markers + 1 else 0
         self.queue.append({"type": "event", "path": "read", "seq": seq,
                            "source": REGS.SRC_FIFO, "value": word, "lost": lost})  # fmt: skip
-        self.c.acked = sum(s["acks"] for s in self.summaries) + 1
+        self.c = replace(self.c, acked=sum(s["acks"] for s in self.summaries) + 1)
 
 
 def summary(first: int, n: int, *, in_order: int | None = None, lost: int = 0) -> dict[str, Any]:

@@ -27,19 +27,35 @@ def _guest(tmp_path: Path, boot_timeout: float = 120.0) -> Guest:
     return g
 
 
-def test_kvm_internal_error_fails_the_boot_at_once_quoting_qemu(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("FAKE_QEMU_MODE", "internal-error")
-    g = _guest(tmp_path)
+def _failed_boot(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    mode: str,
+    error: type[Exception],
+    *,
+    match: str | None = None,
+    boot_timeout: float = 120.0,
+    ready_marker: str | None = None,
+) -> tuple[str, float]:
+    """Boot the fake QEMU in *mode*; the boot must raise *error*: (its text, seconds)."""
+    monkeypatch.setenv("FAKE_QEMU_MODE", mode)
+    g = _guest(tmp_path, boot_timeout=boot_timeout)
+    if ready_marker is not None:
+        g.image.ready_marker = ready_marker
     t0 = time.monotonic()
     try:
-        with pytest.raises(GuestError) as info:
+        with pytest.raises(error, match=match) as info:
             g._boot()
     finally:
         g.close()
-    assert time.monotonic() - t0 < 5.0
-    msg = str(info.value)
+    return str(info.value), time.monotonic() - t0
+
+
+def test_kvm_internal_error_fails_the_boot_at_once_quoting_qemu(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    msg, took = _failed_boot(tmp_path, monkeypatch, "internal-error", GuestError)
+    assert took < 5.0
     assert msg.startswith("QEMU failed while the guest booted: KVM internal error. Suberror: 1")
     assert "emulation failure" in msg and "qemu.log" in msg
 
@@ -47,39 +63,22 @@ def test_kvm_internal_error_fails_the_boot_at_once_quoting_qemu(
 def test_a_stopped_run_state_fails_the_boot_within_seconds(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("FAKE_QEMU_MODE", "silent-error")
-    g = _guest(tmp_path)
-    t0 = time.monotonic()
-    try:
-        with pytest.raises(GuestFault, match=r"QEMU run state 'internal-error' \(booting\)"):
-            g._boot()
-    finally:
-        g.close()
-    assert time.monotonic() - t0 < 8.0
+    match = r"QEMU run state 'internal-error' \(booting\)"
+    _, took = _failed_boot(tmp_path, monkeypatch, "silent-error", GuestFault, match=match)
+    assert took < 8.0
 
 
 def test_qemu_exiting_during_boot_quotes_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("FAKE_QEMU_MODE", "exit-early")
-    g = _guest(tmp_path)
-    try:
-        with pytest.raises(Exception, match="is not a valid device model name"):
-            g._boot()
-    finally:
-        g.close()
+    match = "is not a valid device model name"
+    _failed_boot(tmp_path, monkeypatch, "exit-early", Exception, match=match)
 
 
 def test_a_boot_that_times_out_shows_console_and_qemu(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("FAKE_QEMU_MODE", "normal")
-    g = _guest(tmp_path, boot_timeout=1.0)
-    g.image.ready_marker = "never printed"
-    try:
-        with pytest.raises(GuestError) as info:
-            g._boot()
-    finally:
-        g.close()
-    msg = str(info.value)
+    msg, _ = _failed_boot(
+        tmp_path, monkeypatch, "normal", GuestError, boot_timeout=1.0, ready_marker="never printed"
+    )
     assert "--- guest console (last lines)\nbooting" in msg and "--- QEMU said" in msg

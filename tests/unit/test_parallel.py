@@ -76,17 +76,31 @@ def test_where(irqlab_log_dir, worker_id, request):
 """
 
 
-def test_xdist_workers_log_below_one_run_directory_each_in_its_own(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def _where(
+    pytester: pytest.Pytester,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    test: str,
+    *args: str,
+    passed: int,
+) -> tuple[Path, Path]:
+    """Run *test* (writing to $WHERE_OUT) with the log dir set: (log dir, out dir)."""
     logs = tmp_path / "logs"
     out = tmp_path / "out"
     out.mkdir()
     monkeypatch.setenv("IRQLAB_LOG_DIR", str(logs))
     monkeypatch.setenv("WHERE_OUT", str(out))
-    pytester.makepyfile(test_where=LOG_DIRS)
-    result = pytester.runpytest_subprocess("-n", "2", "--dist", "each", "-p", "no:cacheprovider")
-    result.assert_outcomes(passed=2)
+    pytester.makepyfile(test_where=test)
+    result = pytester.runpytest_subprocess(*args, "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=passed)
+    return logs, out
+
+
+def test_xdist_workers_log_below_one_run_directory_each_in_its_own(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    args = ("-n", "2", "--dist", "each")
+    logs, out = _where(pytester, monkeypatch, tmp_path, LOG_DIRS, *args, passed=2)
     seen = {p.stem: json.loads(p.read_text()) for p in out.glob("*.json")}
     assert sorted(seen) == ["gw0", "gw1"]
     dirs = {w: Path(s["log_dir"]) for w, s in seen.items()}
@@ -100,16 +114,8 @@ def test_xdist_workers_log_below_one_run_directory_each_in_its_own(
 def test_without_xdist_the_run_directory_is_the_log_directory(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    logs = tmp_path / "logs"
-    out = tmp_path / "out"
-    out.mkdir()
-    monkeypatch.setenv("IRQLAB_LOG_DIR", str(logs))
-    monkeypatch.setenv("WHERE_OUT", str(out))
-    pytester.makepyfile(
-        test_where=LOG_DIRS.replace("worker_id, request", "request").replace("worker_id", '"main"')
-    )
-    result = pytester.runpytest_subprocess("-p", "no:xdist", "-p", "no:cacheprovider")
-    result.assert_outcomes(passed=1)
+    test = LOG_DIRS.replace("worker_id, request", "request").replace("worker_id", '"main"')
+    logs, out = _where(pytester, monkeypatch, tmp_path, test, "-p", "no:xdist", passed=1)
     where = Path(json.loads((out / "main.json").read_text())["log_dir"])
     assert where.parent == logs and where.name.startswith("pytest-")
 

@@ -19,7 +19,23 @@ def test_real_header_loads_and_matches_its_own_text() -> None:
     assert len(literal) > 40
     for name, value in literal:
         assert REGS[name] == int(value, 0), name
-    assert len(REGS) == len(re.findall(r"^#define[ \t]+IRQLAB_\w+[ \t]+\S", text, re.M))
+    assert len(REGS) + len(REGS.strings) == len(
+        re.findall(r"^#define[ \t]+IRQLAB_\w+[ \t]+\S", text, re.M)
+    )
+    # ... and so is every string #define (the QOM names), in the header's order.
+    strings = re.findall(r'^#define\s+(IRQLAB_\w+)\s+"([^"]*)"', text, re.M)
+    assert list(REGS.strings.items()) == strings
+    assert regs.QOM.PROP_FIFO_PUSH == "fifo-push"
+
+
+def test_counters_fields_are_the_headers_counter_names() -> None:
+    """The typed view of the counters property has the header's members, in its order."""
+    import dataclasses
+
+    from irqlab.vm.qmp.stats import Counters
+
+    names = [key.replace("-", "_") for key in regs.QOM.with_prefix("COUNTER_").values()]
+    assert [f.name for f in dataclasses.fields(Counters)] == names
 
 
 def test_derived_values_follow_their_expressions() -> None:
@@ -77,6 +93,7 @@ GOOD = """\
                         2
 #define IRQLAB_H        -1
 #define IRQLAB_I        0
+#define IRQLAB_PROP_X   "x-y"  /* a QOM name */
 #endif /* IRQLAB_T_H */
 """
 
@@ -94,6 +111,7 @@ def test_grammar() -> None:
         "IRQLAB_H": -1,
         "IRQLAB_I": 0,
     }
+    assert dict(r.strings) == {"IRQLAB_PROP_X": "x-y"} and r.strings.PROP_X == "x-y"
 
 
 # What a register header may not hold that the shared parser accepts (the grammar's own
@@ -105,6 +123,7 @@ def test_grammar() -> None:
         ("#define IRQLAB_A 1\n#include <stdint.h>\n", 2, "includes nothing"),
         ("#define IRQLAB_A 1\nstruct irqlab_s {\n__u32 a;\n};\n", 2, "struct irqlab_s is not a"),
         ("#define IRQLAB_A 1\n#define IRQLAB_IO _IO(1, 2)\n", 2, "IRQLAB_IO is not a register"),
+        ('#define IRQLAB_A 1\n#define IRQLAB_NAME "x"\n', 2, "IRQLAB_NAME is not a QOM name"),
         ("/* nothing */\n", 1, "no IRQLAB_ definitions"),
         ("#define IRQLAB_B (IRQLAB_A + 1)\n#define IRQLAB_A 1\n", 1, "unknown name 'IRQLAB_A'"),
     ],

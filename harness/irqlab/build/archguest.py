@@ -94,7 +94,7 @@ def prerequisites(
         image = ensure_image(
             kmod=ko, extra_packages=tuple(dict.fromkeys(extra_packages)), arch=arch
         )
-    except Exception as e:
+    except (IrqlabError, OSError, subprocess.CalledProcessError) as e:
         raise Missing(f"the {arch.name} guest image cannot be built: {e}") from e
     return qemu, image, ko
 

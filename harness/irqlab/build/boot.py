@@ -59,53 +59,26 @@ SSH_USER = "root"
 # i8042.*, 8250.nr_uarts, audit=0, rodata=off, an initcall_blacklist of the
 # kdf108 self-test).
 KERNEL_CMDLINE: tuple[str, ...] = (
-    "console=ttyS0",
-    "quiet",
-    "panic=-1",
-    "tsc=reliable",
-    "no_timer_check",
-    "cryptomgr.notests",
-    "noreplace-smp",
-    "init_on_alloc=0",
-)
+    "console=ttyS0", "quiet", "panic=-1", "tsc=reliable", "no_timer_check",
+    "cryptomgr.notests", "noreplace-smp", "init_on_alloc=0",
+)  # fmt: skip
 
 # What the launcher should add around qemu_args() (machine, memory, no default
 # devices; -no-reboot makes the guest's poweroff/reboot/panic end QEMU), plus
 # cpu_args().  The serial console (-serial ...) and -accel are the launcher's.
 # q35 and pc boot equally fast.
-MACHINE_ARGS: tuple[str, ...] = (
-    "-machine",
-    "q35",
-    "-m",
-    "512M",
-    "-nodefaults",
-    "-no-reboot",
-    "-display",
-    "none",
-)
+_BOARD_ARGS: tuple[str, ...] = ("-m", "512M", "-nodefaults", "-no-reboot", "-display", "none")
+MACHINE_ARGS: tuple[str, ...] = ("-machine", "q35", *_BOARD_ARGS)
 
 
 # aarch64 (opt-in, see irqlab.build.arch): QEMU's virt board with GICv3 (its ITS
 # translates MSI/MSI-X writes; INTx arrives as GIC SPIs through the PCIe host
 # bridge's interrupt map), PCIe root bus, PL011 console (ttyAMA0); the kernel's
 # Image is booted directly (no firmware).  Debian's arm64 kernel has no pvpanic.
-AARCH64_MACHINE_ARGS: tuple[str, ...] = (
-    "-machine",
-    "virt,gic-version=3,its=on",
-    "-m",
-    "512M",
-    "-nodefaults",
-    "-no-reboot",
-    "-display",
-    "none",
-)
+AARCH64_MACHINE_ARGS: tuple[str, ...] = ("-machine", "virt,gic-version=3,its=on", *_BOARD_ARGS)
 AARCH64_KERNEL_CMDLINE: tuple[str, ...] = (
-    "console=ttyAMA0",
-    "quiet",
-    "panic=-1",
-    "cryptomgr.notests",
-    "init_on_alloc=0",
-)
+    "console=ttyAMA0", "quiet", "panic=-1", "cryptomgr.notests", "init_on_alloc=0",
+)  # fmt: skip
 
 
 def machine_args(arch: str = "x86_64") -> tuple[str, ...]:

@@ -15,6 +15,7 @@ The grammar (anything else is a :class:`HeaderParseError` naming the file and li
 * comments, blank lines, ``#include``, the include guard (``#ifndef``/``#define``/``#endif``);
 * ``#define NAME <expression>``: integer and character literals, earlier names,
   ``( ) ~ - + * << >> & ^ |`` (shift counts 0..63), ``sizeof(<type>)`` and ``_IO*(...)``;
+* ``#define NAME "text"``: a string literal without escapes (a name, e.g. of a QOM property);
 * ``struct NAME { <type> <member>; ... };`` with one member per declaration, types
   ``__u8 __s8 __u16 __s16 __u32 __s32 __u64 __s64 int``, optional ``[<expression>]``.
   Members must be naturally aligned: implicit padding is an error, because the
@@ -86,6 +87,7 @@ _IDENT = r"[A-Za-z_]\w*"
 _DEFINE_RE = re.compile(rf"#\s*define\s+(?P<name>{_IDENT})(?P<paren>\()?(?P<rest>.*)$")
 _IFNDEF_RE = re.compile(rf"#\s*ifndef\s+(?P<name>{_IDENT})\s*$")
 _ENDIF_RE = re.compile(r"#\s*endif\s*$")
+_STRING_RE = re.compile(r'"(?P<text>[^"\\]*)"$')
 _INCLUDE_RE = re.compile(r"#\s*include\s*[<\"][\w./-]+[>\"]\s*$")
 _STRUCT_OPEN_RE = re.compile(rf"struct\s+(?P<name>{_IDENT})\s*\{{\s*$")
 _STRUCT_CLOSE_RE = re.compile(r"\}\s*;\s*$")
@@ -264,11 +266,12 @@ class Header:
     """What a header defines; ``lines`` says where (name or ``struct NAME`` -> line)."""
 
     source: str
-    constants: dict[str, int]  # every #define that is not an ioctl request
+    constants: dict[str, int]  # every integer #define that is not an ioctl request
     structs: dict[str, CStruct]
     ioctls: dict[str, Ioctl]  # by full macro name
     lines: dict[str, int] = field(default_factory=dict)
     includes: tuple[tuple[int, str], ...] = ()  # (line, the #include directive)
+    strings: dict[str, str] = field(default_factory=dict)  # #define NAME "text", in order
 
     def struct(self, name: str) -> CStruct:
         try:
@@ -517,6 +520,7 @@ def parse(text: str, source: str = "<header>") -> Header:
     """Parse a header; raise :class:`HeaderParseError` on anything unexpected."""
     lines = _strip_comments(text, source)
     constants: dict[str, int] = {}
+    strings: dict[str, str] = {}
     structs: dict[str, CStruct] = {}
     ioctls: dict[str, Ioctl] = {}
     lines_of: dict[str, int] = {}
@@ -600,10 +604,13 @@ def parse(text: str, source: str = "<header>") -> Header:
                 )
             if name == guard and not rest:
                 continue
-            if name in constants or name in ioctls:
+            if name in constants or name in ioctls or name in strings:
                 raise HeaderParseError(source, lineno, f"{name} is defined twice")
-            value, p = define_value(lineno, rest)
             lines_of[name] = lineno
+            if string := _STRING_RE.match(rest):
+                strings[name] = string.group("text")
+                continue
+            value, p = define_value(lineno, rest)
             if p.ioc is not None:
                 direction, type_, nr, size, arg_type = p.ioc
                 ioctls[name] = Ioctl(name, value, direction, type_, nr, size, arg_type)
@@ -621,4 +628,4 @@ def parse(text: str, source: str = "<header>") -> Header:
         raise HeaderParseError(source, current[0], f"struct {current[1]} is not closed")
     if guard_open:
         raise HeaderParseError(source, len(lines), "include guard #ifndef is not closed")
-    return Header(source, constants, structs, ioctls, lines_of, tuple(includes))
+    return Header(source, constants, structs, ioctls, lines_of, tuple(includes), strings)

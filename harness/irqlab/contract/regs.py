@@ -1,9 +1,11 @@
-"""The device register map, parsed from qemu-device/irqlab-regs.h (never retyped).
+"""The device register map and QOM names, parsed from qemu-device/irqlab-regs.h (never
+retyped).
 
 The header is parsed by :mod:`irqlab.contract.cheader`, the parser of the uapi header
 too; a register header may hold only ``#define IRQLAB_NAME <integer expression>``
-lines (plus comments, blank lines and an include guard): no structs, ioctls or
-includes.  Anything else is a :class:`~irqlab.contract.cheader.HeaderParseError`
+lines and ``#define IRQLAB_PROP_/COUNTER_/HISTOGRAM_NAME "name"`` lines (the QOM
+names, in :data:`QOM`), plus comments, blank lines and an include guard: no structs,
+ioctls or includes.  Anything else is a :class:`~irqlab.contract.cheader.HeaderParseError`
 naming the file and line.
 
 >>> REGS["IRQLAB_REG_ACK"] == REGS.REG_ACK
@@ -14,28 +16,41 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import TypeVar
 
 from irqlab.contract import cheader
 from irqlab.contract.cheader import HeaderParseError
 from irqlab.paths import packaged_file
 
-__all__ = ["PREFIX", "REGS", "HeaderParseError", "Regs", "header_path", "load", "parse"]
+__all__ = [
+    "PREFIX",
+    "QOM",
+    "REGS",
+    "Defines",
+    "HeaderParseError",
+    "Regs",
+    "header_path",
+    "load",
+    "parse",
+]
 
 PREFIX = "IRQLAB_"
 
+V = TypeVar("V", int, str)
 
-class Regs(Mapping[str, int]):
-    """Read-only name -> value map; ``regs.REG_ACK`` is ``regs["IRQLAB_REG_ACK"]``."""
 
-    def __init__(self, values: Mapping[str, int], source: str) -> None:
-        self._values = dict(values)
+class Defines(Mapping[str, V]):
+    """Read-only name -> value map; ``defs.REG_ACK`` is ``defs["IRQLAB_REG_ACK"]``."""
+
+    def __init__(self, values: Mapping[str, V], source: str) -> None:
+        self._values: dict[str, V] = dict(values)
         self._source = source
 
     @property
     def source(self) -> str:
         return self._source
 
-    def __getitem__(self, key: str) -> int:
+    def __getitem__(self, key: str) -> V:
         try:
             return self._values[key]
         except KeyError:
@@ -47,21 +62,22 @@ class Regs(Mapping[str, int]):
     def __len__(self) -> int:
         return len(self._values)
 
-    def __getattr__(self, name: str) -> int:
+    def __getattr__(self, name: str) -> V:
         if name.startswith("_"):
             raise AttributeError(name)
-        values: dict[str, int] = self.__dict__.get("_values", {})
+        values: dict[str, V] = self.__dict__.get("_values", {})
         for key in (PREFIX + name, name):
             if key in values:
                 return values[key]
         raise AttributeError(f"neither {PREFIX}{name} nor {name} is defined in {self._source}")
 
-    def with_prefix(self, prefix: str) -> dict[str, int]:
-        """All entries whose name (without ``IRQLAB_``) starts with *prefix*, prefix removed.
+    def with_prefix(self, prefix: str) -> dict[str, V]:
+        """All entries whose name (without ``IRQLAB_``) starts with *prefix*, prefix removed,
+        in the header's order.
 
         ``regs.with_prefix("REG_")["ACK"]`` is ``regs.REG_ACK``.
         """
-        out: dict[str, int] = {}
+        out: dict[str, V] = {}
         for key, value in self._values.items():
             short = key.removeprefix(PREFIX)
             if short.startswith(prefix):
@@ -69,7 +85,17 @@ class Regs(Mapping[str, int]):
         return out
 
     def __repr__(self) -> str:
-        return f"Regs({len(self._values)} names from {self._source})"
+        return f"{type(self).__name__}({len(self._values)} names from {self._source})"
+
+
+class Regs(Defines[int]):
+    """The integer definitions; :attr:`strings` holds the string ones (the QOM names)."""
+
+    def __init__(
+        self, values: Mapping[str, int], source: str, strings: Mapping[str, str] | None = None
+    ) -> None:
+        super().__init__(values, source)
+        self.strings: Defines[str] = Defines(strings or {}, source)
 
 
 def parse(text: str, source: str = "<string>") -> Regs:
@@ -87,7 +113,12 @@ def parse(text: str, source: str = "<string>") -> Regs:
             raise HeaderParseError(source, line, f"name {name} does not start with {PREFIX}")
     if not h.constants:
         raise HeaderParseError(source, 1, f"no {PREFIX} definitions found")
-    return Regs(h.constants, source)
+    for name in h.strings:
+        if not name.startswith((PREFIX + "PROP_", PREFIX + "COUNTER_", PREFIX + "HISTOGRAM_")):
+            raise HeaderParseError(
+                source, h.lines[name], f"string {name} is not a QOM name (PROP_, COUNTER_, ...)"
+            )
+    return Regs(h.constants, source, h.strings)
 
 
 def header_path() -> Path:
@@ -102,3 +133,6 @@ def load(path: Path | None = None) -> Regs:
 
 
 REGS: Regs = load()
+# The device's QOM names: properties (QOM.PROP_FIFO_PUSH is "fifo-push"), the members of
+# its counters (COUNTER_*) and latency-histogram (HISTOGRAM_*) properties.
+QOM: Defines[str] = REGS.strings

@@ -27,10 +27,11 @@ is copied into the test's log directory and named in the report.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -212,6 +213,20 @@ def start_guest(config: GuestConfig | None = None) -> Guest:
     else:
         return g
     pytest.fail(f"end-to-end prerequisite missing: {missing}", pytrace=False)
+
+
+@contextlib.contextmanager
+def start_uio_generic_guest(config: GuestConfig) -> Iterator[Guest]:
+    """:func:`start_guest` with the irqlab function moved to the kernel's uio_pci_generic
+    (give *config* ``irq-mode=intx``: uio_pci_generic takes INTx functions only); the
+    guest is closed on exit."""
+    g = start_guest(config)
+    try:
+        _, r = g.bind_uio_pci_generic()
+        assert r.rc == 0, r
+        yield g
+    finally:
+        g.close()
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from irqlab.contract.regs import REGS
+from irqlab.contract.regs import QOM, REGS
 from irqlab.vm.qmp.errors import DeviceRejected, InvalidArgument, QMPCommandError
 from irqlab.vm.qmp.stats import Counters, Histogram
 
@@ -84,7 +84,7 @@ class Injector:
     def gpio_lines(self) -> int:
         """Number of GPIO lines of this device (read once from its ``gpio-lines`` property)."""
         if self._gpio_lines is None:
-            self._gpio_lines = self._get_uint("gpio-lines")
+            self._gpio_lines = self._get_uint(QOM.PROP_GPIO_LINES)
         return self._gpio_lines
 
     @property
@@ -107,37 +107,37 @@ class Injector:
 
     def gpio_in(self) -> int:
         """All input line levels (bit n = line n)."""
-        return self._get_uint("gpio-in")
+        return self._get_uint(QOM.PROP_GPIO_IN)
 
     def set_lines(self, levels: int) -> None:
         """Drive every line at once to the bits of *levels* (edges per changed bit)."""
-        self.set("gpio-in", self._mask(levels))
+        self.set(QOM.PROP_GPIO_IN, self._mask(levels))
 
     def drive_high(self, mask: int) -> None:
-        self.set("gpio-set", self._mask(mask))
+        self.set(QOM.PROP_GPIO_SET, self._mask(mask))
 
     def drive_low(self, mask: int) -> None:
-        self.set("gpio-clear", self._mask(mask))
+        self.set(QOM.PROP_GPIO_CLEAR, self._mask(mask))
 
     def set_line(self, line: int, level: bool | int) -> None:
         bit = 1 << self._line(line)
         if type(level) not in (bool, int) or level not in (0, 1):
             raise InvalidArgument(f"level must be 0/1 or a bool, not {level!r}")
-        self.set("gpio-set" if level else "gpio-clear", bit)
+        self.set(QOM.PROP_GPIO_SET if level else QOM.PROP_GPIO_CLEAR, bit)
 
     def pulse(self, line: int) -> None:
         """Toggle *line* and back (two edges)."""
-        self.set("gpio-pulse", 1 << self._line(line))
+        self.set(QOM.PROP_GPIO_PULSE, 1 << self._line(line))
 
     def pulse_mask(self, mask: int) -> None:
         """Toggle every line in *mask* and back."""
-        self.set("gpio-pulse", self._mask(mask))
+        self.set(QOM.PROP_GPIO_PULSE, self._mask(mask))
 
     # -- FIFO ----------------------------------------------------------------------
 
     def push(self, word: int) -> None:
         """Push one 32-bit word (one FIFO event; dropped and counted if the FIFO is full)."""
-        self.set("fifo-push", _int("word", word, 0, U32_MAX))
+        self.set(QOM.PROP_FIFO_PUSH, _int("word", word, 0, U32_MAX))
 
     def push_many(self, words: Sequence[int], *, window: int = 8) -> None:
         """Push *words* in order with pipelined ``qom-set``s, up to *window* in flight.
@@ -151,20 +151,26 @@ class Injector:
         if qmp_many is None:
             raise InvalidArgument(f"{type(self._runner).__name__} cannot pipeline (no qmp_many)")
         cmds = [
-            ("qom-set", {"path": self.path, "property": "fifo-push", "value": w}) for w in checked
+            ("qom-set", {"path": self.path, "property": QOM.PROP_FIFO_PUSH, "value": w})
+            for w in checked
         ]
         try:
             qmp_many(cmds, window=window)
         except QMPCommandError as e:
-            raise DeviceRejected(f"qom-set {self.path} fifo-push (pipelined)", e.desc, e) from e
+            raise DeviceRejected(
+                f"qom-set {self.path} {QOM.PROP_FIFO_PUSH} (pipelined)", e.desc, e
+            ) from e
 
     # -- burst generator -------------------------------------------------------------
 
     def burst_period(self) -> int:
-        return self._get_uint("burst-period-ns")
+        return self._get_uint(QOM.PROP_BURST_PERIOD_NS)
 
     def set_burst_period(self, period_ns: int) -> None:
-        self.set("burst-period-ns", _int("period_ns", period_ns, REGS.MIN_BURST_PERIOD_NS, U64_MAX))
+        self.set(
+            QOM.PROP_BURST_PERIOD_NS,
+            _int("period_ns", period_ns, REGS.MIN_BURST_PERIOD_NS, U64_MAX),
+        )
 
     def burst(self, count: int, period_ns: int | None = None, *, line: int | None = None) -> None:
         """Start a burst of *count* steps (0 stops), at *period_ns* if given, else the current.
@@ -180,34 +186,36 @@ class Injector:
         if period_ns is not None:
             self.set_burst_period(period_ns)
         if n:
-            self.set("burst-line", target)
-        self.set("burst-count", n)
+            self.set(QOM.PROP_BURST_LINE, target)
+        self.set(QOM.PROP_BURST_COUNT, n)
 
     def burst_line(self) -> int | None:
         """The GPIO line bursts toggle, None if they raise BURST events."""
-        value = self.get("burst-line")
+        value = self.get(QOM.PROP_BURST_LINE)
         if type(value) is not int:
-            raise InvalidArgument(f"burst-line: device returned {value!r}, not an integer")
+            raise InvalidArgument(
+                f"{QOM.PROP_BURST_LINE}: device returned {value!r}, not an integer"
+            )
         return None if value == REGS.BURST_LINE_NONE else value
 
     def set_burst_line(self, line: int | None) -> None:
         """Set the line of the next burst (None: BURST events); refused while one runs."""
-        self.set("burst-line", REGS.BURST_LINE_NONE if line is None else self._line(line))
+        self.set(QOM.PROP_BURST_LINE, REGS.BURST_LINE_NONE if line is None else self._line(line))
 
     def burst_remaining(self) -> int:
-        return self._get_uint("burst-count")
+        return self._get_uint(QOM.PROP_BURST_COUNT)
 
     def stop_burst(self) -> None:
-        self.set("burst-count", 0)
+        self.set(QOM.PROP_BURST_COUNT, 0)
 
     # -- statistics --------------------------------------------------------------------
 
     def counters(self) -> Counters:
-        return Counters.from_qmp(self.get("counters"))
+        return Counters.from_qmp(self.get(QOM.PROP_COUNTERS))
 
     def histogram(self) -> Histogram:
-        return Histogram.from_qmp(self.get("latency-histogram"), REGS.HIST_BUCKETS)
+        return Histogram.from_qmp(self.get(QOM.PROP_LATENCY_HISTOGRAM), REGS.HIST_BUCKETS)
 
     def reset_counters(self) -> None:
         """Zero the counters and the histogram (not the event queue)."""
-        self.set("reset-counters", True)
+        self.set(QOM.PROP_RESET_COUNTERS, True)

@@ -7,6 +7,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from irqlab.contract.regs import QOM
 from irqlab.errors import IrqlabError
 
 __all__ = [
@@ -31,6 +32,9 @@ def _u64(reply: Mapping[str, object], key: str, what: str) -> int:
 
 @dataclass(frozen=True)
 class Counters:
+    """The device's ``counters``: one field per ``IRQLAB_COUNTER_*`` member of irqlab-regs.h
+    (``fifo-overflow`` is ``fifo_overflow``), in the header's order (a unit test checks it)."""
+
     raised: int
     delivered: int
     acked: int
@@ -44,11 +48,12 @@ class Counters:
 
     @classmethod
     def from_qmp(cls, reply: object) -> Counters:
+        what = QOM.PROP_COUNTERS
         if not isinstance(reply, Mapping):
-            raise StatsFormatError(f"counters: expected an object, got {reply!r}")
+            raise StatsFormatError(f"{what}: expected an object, got {reply!r}")
         values = {
-            f.name: _u64(reply, f.name.replace("_", "-"), "counters")
-            for f in dataclasses.fields(cls)
+            key.replace("-", "_"): _u64(reply, key, what)
+            for key in QOM.with_prefix("COUNTER_").values()
         }
         return cls(**values)
 
@@ -74,21 +79,19 @@ class Histogram:
 
     @classmethod
     def from_qmp(cls, reply: object, n_buckets: int | None = None) -> Histogram:
+        what = QOM.PROP_LATENCY_HISTOGRAM
         if not isinstance(reply, Mapping):
-            raise StatsFormatError(f"latency-histogram: expected an object, got {reply!r}")
-        buckets = reply.get("buckets")
+            raise StatsFormatError(f"{what}: expected an object, got {reply!r}")
+        buckets = reply.get(QOM.HISTOGRAM_BUCKETS)
         if not isinstance(buckets, list) or not all(type(b) is int and b >= 0 for b in buckets):
-            raise StatsFormatError(f"latency-histogram: bad buckets {buckets!r}")
+            raise StatsFormatError(f"{what}: bad buckets {buckets!r}")
         if n_buckets is not None and len(buckets) != n_buckets:
-            raise StatsFormatError(
-                f"latency-histogram: {len(buckets)} buckets, expected {n_buckets}"
-            )
-        what = "latency-histogram"
+            raise StatsFormatError(f"{what}: {len(buckets)} buckets, expected {n_buckets}")
         return cls(
-            count=_u64(reply, "count", what),
-            sum_ns=_u64(reply, "sum-ns", what),
-            min_ns=_u64(reply, "min-ns", what),
-            max_ns=_u64(reply, "max-ns", what),
+            count=_u64(reply, QOM.HISTOGRAM_COUNT, what),
+            sum_ns=_u64(reply, QOM.HISTOGRAM_SUM_NS, what),
+            min_ns=_u64(reply, QOM.HISTOGRAM_MIN_NS, what),
+            max_ns=_u64(reply, QOM.HISTOGRAM_MAX_NS, what),
             buckets=tuple(buckets),
         )
 

@@ -112,7 +112,15 @@ def cmd_buildroot_check(args: argparse.Namespace) -> int:
     from irqlab.build import buildroot, buildroot_checks
 
     src = buildroot.ensure_source() if args.download else buildroot.source_tree(args.tree)
-    results = buildroot_checks.offline_checks(src, python=args.python or sys.executable)
+    arches = [args.arch] if args.arch else list(buildroot.DEFCONFIGS)
+    if not set(arches) <= set(buildroot.DEFCONFIGS):
+        print(f"buildroot-check: no defconfig for {args.arch!r}", file=sys.stderr)
+        return 2
+    results = buildroot_checks.offline_checks(
+        src,
+        python=args.python or sys.executable,
+        defconfigs=[buildroot.DEFCONFIGS[a] for a in arches],
+    )
     print(buildroot_checks.format_results(results))
     failed = [r.name for r in results if not r.ok]
     if failed:
@@ -217,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="offline checks of buildroot/: defconfig, check-dotconfig, show-info, check-package",
     )
     s.add_argument("--tree", help="Buildroot source tree (default: $IRQLAB_BUILDROOT_DIR)")
+    s.add_argument("--arch", default="", help="only this architecture's defconfig (default: all)")
     s.add_argument(
         "--download",
         action="store_true",

@@ -15,6 +15,7 @@ from irqlab_agent import __version__
 from irqlab_agent.abi import Abi, load_abi
 from irqlab_agent.acks import parse_ack_mode
 from irqlab_agent.checks import run_checks
+from irqlab_agent.evdev import EVDEV_PATHS
 from irqlab_agent.fastack import ops as tune_ops
 from irqlab_agent.gpio_cdev import GpioCdevPath
 from irqlab_agent.native import NativeRuns
@@ -48,6 +49,9 @@ from irqlab_agent.uio import UioPath
 HW_PATH_KINDS: dict[str, type[NotificationPath]] = {
     cls.kind: cls for cls in (GpioCdevPath, UioPath)
 }
+# Paths on another subsystem's file (an input device): not the device's event records.
+INPUT_PATH_KINDS: dict[str, type[NotificationPath]] = {cls.kind: cls for cls in EVDEV_PATHS}
+ALL_PATH_KINDS = {**PATH_KINDS, **HW_PATH_KINDS, **INPUT_PATH_KINDS}
 
 TYPE_CHECKING = False  # typing is not imported at run time: it costs start-up time
 if TYPE_CHECKING:
@@ -210,7 +214,7 @@ class Agent:
 
     def op_arm(self, req: Request) -> JsonObj:
         kind = req.get_str("path")
-        kinds = {**PATH_KINDS, **HW_PATH_KINDS}
+        kinds = ALL_PATH_KINDS
         cls = kinds.get(kind)
         if cls is None:
             raise ProtocolError(f"unknown path {kind!r}; known: {sorted(kinds)}")
@@ -493,10 +497,14 @@ class Agent:
 
 def path_kinds() -> dict[str, dict[str, bool]]:
     """The paths ``arm`` knows, in order, as the hello lists them: whether each reads event
-    records (``summarizable``: storm mode summarizes them)."""
+    records (``summarizable``: storm mode summarizes them) and whether it sees the
+    device's events at all (``device_events``: not the input devices' paths)."""
     return {
-        name: {"summarizable": bool(getattr(cls, "summarizable", False))}
-        for name, cls in {**PATH_KINDS, **HW_PATH_KINDS}.items()
+        name: {
+            "summarizable": bool(getattr(cls, "summarizable", False)),
+            "device_events": name not in INPUT_PATH_KINDS,
+        }
+        for name, cls in ALL_PATH_KINDS.items()
     }
 
 

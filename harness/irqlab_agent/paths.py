@@ -246,6 +246,11 @@ class NotificationPath(threading.Thread):
                 os.close(fd)
         self._wake_r = self._wake_w = self._ack_fd = -1
 
+    @property
+    def record_size(self) -> int:
+        """Bytes of one record of this path's file (the driver's event record)."""
+        return self.abi.record_size
+
     def in_read(self) -> bool:
         tid = self.native_id
         return tid is not None and self.is_alive() and thread_in_read(tid)
@@ -253,7 +258,7 @@ class NotificationPath(threading.Thread):
     # -- reading and reporting -------------------------------------------------------
     def read_once(self) -> bytes | None:
         """One non-blocking read(2) of up to ``batch`` records; None on EAGAIN."""
-        size = self.abi.record_size * self.opts.batch
+        size = self.record_size * self.opts.batch
         try:
             data = os.read(self.fd, size)
         except BlockingIOError:
@@ -369,7 +374,7 @@ class ReadPath(NotificationPath):
 
     def loop(self) -> None:
         while not self.stopping.is_set():
-            data = self.read_interruptible(self.abi.record_size * self.opts.batch)
+            data = self.read_interruptible(self.record_size * self.opts.batch)
             if data is None:
                 continue
             wake = mono_ns()
@@ -436,7 +441,7 @@ class _ReadinessPath(NotificationPath):
                 self.stats.spurious += 1
                 if mask & (select.POLLERR | select.POLLHUP | select.POLLNVAL):
                     # The device went away: read once more to learn the errno.
-                    os.read(self.fd, self.abi.record_size)
+                    os.read(self.fd, self.record_size)
                     raise OSError(0, f"poll reported revents={mask:#x}")
 
 

@@ -3,8 +3,14 @@
 The aarch64 guest boots with virt's device tree plus a node for our PCI function
 (a gpio-controller) and a ``gpio-keys`` key on its line ``KEY_LINE`` with
 ``debounce-interval`` (:mod:`irqlab.build.devicetree`).  The kernel's own
-``gpio_keys`` driver turns bouncy edge trains injected over QMP into exactly one
-press and one release each on ``/dev/input/eventN``.
+``gpio_keys`` driver turns bouncy edge trains into exactly one press and one
+release each on ``/dev/input/eventN``, which the agent's evdev paths read the
+seed's three ways: blocking read, poll and SIGIO (:mod:`irqlab_agent.evdev`).
+
+The bouncy trains come from the device's burst generator on the key line (one
+edge per :data:`STEP_NS` of QEMU's virtual clock, the guest's clock: far inside
+the debounce interval however loaded the host is); each press or release is
+waited for as the agent's event, never slept for.
 
 Collected only when the aarch64 QEMU is built (``tests/e2e/conftest.py``
 ``collect_ignore``; the session header says so otherwise).
@@ -12,7 +18,6 @@ Collected only when the aarch64 QEMU is built (``tests/e2e/conftest.py``
 
 from __future__ import annotations
 
-import time
 from collections.abc import Generator
 from pathlib import Path
 
@@ -20,45 +25,19 @@ import pytest
 
 from irqlab.build.archguest import KEY_DEBOUNCE_MS, KEY_LINE
 from irqlab.build.devicetree import KEY_CODE, KEY_LABEL
-from irqlab.testing.helpers import DeviceControl
+from irqlab.testing.helpers import DeviceControl, wait_until
 from irqlab.testing.plugin import start_guest
+from irqlab.vm.agent_client import AgentClient
 from irqlab.vm.guest import Guest, GuestConfig
 
 TIMEOUT = 60.0
+INPUT = "irqlab-keys"  # the gpio-keys node's name: its input device's name
+EVDEV_PATHS = ["evdev-read", "evdev-poll", "evdev-sigio"]
 BOUNCES = 5  # extra edge pairs before a press or release settles
-HOLD_S = 5 * KEY_DEBOUNCE_MS / 1000  # a press/release held well past the debounce
-OUT = "/tmp/irqlab-keys.txt"
-
-# The reader in the guest: every EV_KEY event of the key's input device, one line each
-# ("code value"), after a "ready" line once it polls the device.  struct input_event
-# on a 64-bit kernel: struct timeval (2 x 8 bytes), __u16 type, __u16 code, __s32 value.
-READER = r"""
-import os, select, struct, sys
-path = sys.argv[1]
-fd = os.open(path, os.O_RDONLY)
-p = select.poll()
-p.register(fd, select.POLLIN)
-out = open(sys.argv[2], "w", buffering=1)
-print("ready", file=out)
-while True:
-    p.poll()
-    data = os.read(fd, 24 * 64)
-    for i in range(0, len(data), 24):
-        _s, _us, typ, code, value = struct.unpack_from("qqHHi", data, i)
-        if typ == 1:
-            print(code, value, file=out)
-"""
-
-
-def wait_lines(guest: Guest, n: int, timeout: float = TIMEOUT) -> list[str]:
-    """The reader's output once it has at least *n* lines (polled, with a deadline)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        lines = guest.sh(f"cat {OUT} 2>/dev/null; true").splitlines()
-        if len(lines) >= n:
-            return lines
-        assert time.monotonic() < deadline, f"{len(lines)} of {n} lines: {lines}"
-        time.sleep(0.05)
+STEP_NS = 500_000  # between two edges of a train: 0.5 ms of the guest's clock
+assert (2 * BOUNCES + 1) * STEP_NS < KEY_DEBOUNCE_MS * 1_000_000 // 2
+TRAIN = 2 * BOUNCES + 1  # edges of a bouncy press or release (odd: the level flips)
+IDLE_LINE = KEY_LINE - 1  # no edge detection: its steps only mark time
 
 
 @pytest.fixture(scope="module")
@@ -71,34 +50,64 @@ def key_guest(irqlab_log_dir: Path) -> Generator[Guest, None, None]:
         g.close()
 
 
+def key_irqs(guest: Guest) -> int:
+    """The key's interrupts so far (/proc/interrupts, all CPUs): one per edge that
+    reached gpio_keys through our gpiochip."""
+    for ln in guest.sh("cat /proc/interrupts").splitlines():
+        if ln.rstrip().endswith(KEY_LABEL):
+            counts = ln.split()[1:]
+            return sum(
+                int(c) for c in counts[: next(i for i, c in enumerate(counts) if not c.isdigit())]
+            )
+    raise AssertionError(f"no {KEY_LABEL} interrupt in /proc/interrupts")
+
+
+class Key:
+    """The key line driven by the device, the guest's key events read by the agent."""
+
+    def __init__(self, guest: Guest) -> None:
+        self.guest = guest
+        self.agent: AgentClient = guest.agent
+        self.device = DeviceControl(guest)
+        self.edges = 0
+
+    def train(self, count: int) -> None:
+        """*count* edges on the key line, STEP_NS apart, and wait until the device made
+        them all (its burst counter, over QMP)."""
+        self.device.edges(KEY_LINE, count, STEP_NS)
+        self.edges += count
+        inj = self.guest.injector
+        wait_until(inj.burst_remaining, lambda n: n == 0, TIMEOUT, "the edge train")
+
+    def settle(self) -> None:
+        """Let more than the debounce interval pass on the guest's clock: two steps of
+        the burst generator on a line nothing listens on (they raise nothing)."""
+        self.device.edges(IDLE_LINE, 2, 2 * KEY_DEBOUNCE_MS * 1_000_000)
+        inj = self.guest.injector
+        wait_until(inj.burst_remaining, lambda n: n == 0, TIMEOUT, "the idle line's steps")
+
+    def press(self, path: str, state: str) -> dict[str, object]:
+        """A bouncy press (or release); the next event on *path* must be its *state*."""
+        self.train(TRAIN)
+        ev = self.agent.expect(path=path, timeout=TIMEOUT)
+        assert ev.get("key") == state, f"the {state} expected, got {ev}"
+        return ev
+
+
 @pytest.fixture
-def key(key_guest: Guest) -> Generator[tuple[Guest, DeviceControl], None, None]:
-    """The key's input device read by a fresh reader; the line released (low)."""
+def key(key_guest: Guest) -> Generator[Key, None, None]:
+    """The key released, no path armed, the device's counters zero."""
     g = key_guest
-    g.injector.set_line(KEY_LINE, False)
-    ev = g.sh(
-        "for e in /sys/class/input/event*; do "
-        "grep -qx irqlab-keys $e/device/name && basename $e; done"
-    ).strip()
-    assert ev.startswith("event"), "no input device for the irqlab-keys node"
-    g.sh(f"cat > /tmp/irqlab-keys.py <<'EOF'\n{READER}\nEOF\nrm -f {OUT}")
-    g.sh(f"setsid python3 /tmp/irqlab-keys.py /dev/input/{ev} {OUT} </dev/null >/dev/null 2>&1 &")
-    assert wait_lines(g, 1) == ["ready"]
+    g.agent.reset()
+    if g.injector.gpio_in() >> KEY_LINE & 1:  # left pressed: release it, seen by the guest
+        g.agent.arm("evdev-read", name="release", input=INPUT)
+        g.injector.set_line(KEY_LINE, False)
+        g.agent.expect(path="release", key="release", timeout=TIMEOUT)
+        g.agent.reset()
+    g.agent.drain_events()
     g.injector.reset_counters()
-    try:
-        yield g, DeviceControl(g)
-    finally:
-        g.sh("pkill -f irqlab-keys.py; true")
-
-
-def bouncy(guest: Guest, level: bool) -> int:
-    """Settle the key line at *level* after BOUNCES glitches; returns the edges made."""
-    inj = guest.injector
-    for _ in range(BOUNCES):
-        inj.set_line(KEY_LINE, level)
-        inj.set_line(KEY_LINE, not level)
-    inj.set_line(KEY_LINE, level)
-    return 2 * BOUNCES + 1
+    yield Key(g)
+    g.agent.reset()
 
 
 def test_key_is_bound_to_our_gpiochip(key_guest: Guest) -> None:
@@ -107,32 +116,51 @@ def test_key_is_bound_to_our_gpiochip(key_guest: Guest) -> None:
     assert "irqlab-gpio" in line and f" {KEY_LINE} " in line, line
 
 
-def test_bouncy_presses_give_one_press_and_release_each(
-    key: tuple[Guest, DeviceControl],
-) -> None:
-    guest, device = key
+def test_evdev_path_finds_the_key_by_name(key: Key) -> None:
+    armed = key.agent.arm("evdev-poll", input=INPUT)
+    assert armed["dev"].startswith("/dev/input/event") and armed["input"] == INPUT, armed
+    assert armed["clock"] == "monotonic" and armed["event_size"] == 24, armed  # arm64: LP64
+
+
+@pytest.mark.parametrize("path", EVDEV_PATHS)
+def test_bouncy_presses_give_one_press_and_release_each(key: Key, path: str) -> None:
     n = 3
-    edges = 0
+    key.agent.arm(path, input=INPUT)
+    irqs0 = key_irqs(key.guest)
+    evs = []
     for _ in range(n):
-        edges += bouncy(guest, True)
-        time.sleep(HOLD_S)  # the key is held: the stimulus, not a wait for the guest
-        edges += bouncy(guest, False)
-        time.sleep(HOLD_S)
-    lines = wait_lines(guest, 1 + 2 * n)
-    assert lines[1:] == [f"{KEY_CODE} 1", f"{KEY_CODE} 0"] * n
-    c = device.counters()
-    assert c.raised == edges and c.dropped == 0, c  # every edge reached the guest
+        evs.append(key.press(path, "press"))
+        evs.append(key.press(path, "release"))
+    assert [(e["ev_type"], e["code"], e["value"]) for e in evs] == [
+        (1, KEY_CODE, 1),
+        (1, KEY_CODE, 0),
+    ] * n
+    times = [int(e["time_ns"]) for e in evs]
+    assert times == sorted(times), times
+    # Nothing else came: the last release was the last edge train's.
+    st = key.agent.disarm(path)[path]
+    assert st["events"] == 2 * n and st["flags"] == {"SYN_REPORT": 2 * n}, st
+    assert key.agent.pending() == []
+    # The device raised every edge and the kernel handled each as a key interrupt.
+    c = key.device.counters()
+    assert c.raised == key.edges == n * 2 * TRAIN and c.dropped == 0, c
+    assert key_irqs(key.guest) - irqs0 == c.raised
 
 
-def test_glitch_shorter_than_debounce_gives_nothing(key: tuple[Guest, DeviceControl]) -> None:
-    guest, device = key
-    inj = guest.injector
-    for _ in range(4):  # released key: a glitch up and back, far below the debounce
-        inj.pulse(KEY_LINE)
-    edges = bouncy(guest, True)
-    time.sleep(HOLD_S)
-    edges += bouncy(guest, False)
-    lines = wait_lines(guest, 3)
-    assert lines[1:] == [f"{KEY_CODE} 1", f"{KEY_CODE} 0"], lines
-    c = device.counters()
-    assert c.raised == edges + 8, c
+@pytest.mark.parametrize("path", EVDEV_PATHS)
+def test_glitch_shorter_than_debounce_gives_nothing(key: Key, path: str) -> None:
+    key.agent.arm(path, input=INPUT)
+    irqs0 = key_irqs(key.guest)
+    glitch = 2 * BOUNCES  # a released key up and back down, within the debounce interval
+    key.train(glitch)
+    wait_until(lambda: key_irqs(key.guest) - irqs0, lambda n: n == glitch, TIMEOUT, "the glitch")
+    key.settle()  # the glitch's debounce has run out: it would have reported by now
+    # The next events are the real press's and release's, and there are no others.
+    key.press(path, "press")
+    key.press(path, "release")
+    st = key.agent.disarm(path)[path]
+    assert st["events"] == 2, st
+    assert key.agent.pending() == []
+    c = key.device.counters()
+    assert c.raised == key.edges == glitch + 2 * TRAIN and c.dropped == 0, c
+    assert key_irqs(key.guest) - irqs0 == c.raised

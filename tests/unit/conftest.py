@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from agent_fifo import Fifo  # same directory (rootdir-relative import)
 
 from irqlab.contract import uapi
+from irqlab.vm.agent_client import AgentClient
 
 
 @pytest.fixture
@@ -16,3 +20,20 @@ def abi_json(tmp_path: Path) -> Path:
     path = tmp_path / "abi.json"
     path.write_text(uapi.abi_json(uapi.header_path()))
     return path
+
+
+@pytest.fixture
+def agent(tmp_path: Path, abi_json: Path) -> Iterator[AgentClient]:
+    """The real agent process on the host with the real ABI artifact."""
+    client = AgentClient.spawn_local(["--spec", str(abi_json)], logs=tmp_path / "logs")
+    client.wait_hello(20)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def fifo(tmp_path: Path) -> Iterator[Fifo]:
+    """A FIFO standing in for /dev/irqlab0."""
+    f = Fifo(tmp_path / "irqlab0")
+    yield f
+    os.close(f.fd)

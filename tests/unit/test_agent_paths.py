@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from agent_fifo import Fifo  # same directory (rootdir-relative import)
 from test_agent_protocol import FAKE_SPEC, rec  # same directory (rootdir-relative import)
 
 from irqlab.vm.agent_client import AgentClient, AgentError
@@ -30,23 +31,6 @@ def agent(tmp_path: Path) -> Iterator[AgentClient]:
     client.wait_hello(20)
     yield client
     client.close()
-
-
-class Fifo:
-    def __init__(self, path: Path) -> None:
-        os.mkfifo(path)
-        self.path = str(path)
-        self.fd = os.open(path, os.O_RDWR | os.O_NONBLOCK)
-
-    def push(self, *records: bytes) -> None:
-        os.write(self.fd, b"".join(records))
-
-
-@pytest.fixture
-def fifo(tmp_path: Path) -> Iterator[Fifo]:
-    f = Fifo(tmp_path / "irqlab0")
-    yield f
-    os.close(f.fd)
 
 
 def test_hello_and_ping(agent: AgentClient) -> None:

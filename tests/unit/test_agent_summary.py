@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_agent_paths import Fifo  # same directory (rootdir-relative import)
+from agent_fifo import Fifo  # same directory (rootdir-relative import)
 
 from irqlab.contract import uapi
 from irqlab.contract.regs import REGS
@@ -36,21 +36,6 @@ def rec(seq: int, source: int = BURST, *, value: int = 0, lost: int = 0, flags: 
 
 def burst(first: int, n: int) -> list[bytes]:
     return [rec(s, value=s - first) for s in range(first, first + n)]
-
-
-@pytest.fixture
-def agent(tmp_path: Path, abi_json: Path) -> Iterator[AgentClient]:
-    client = AgentClient.spawn_local(["--spec", str(abi_json)], logs=tmp_path / "logs")
-    client.wait_hello(20)
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def fifo(tmp_path: Path) -> Iterator[Fifo]:
-    f = Fifo(tmp_path / "irqlab0")
-    yield f
-    os.close(f.fd)
 
 
 @pytest.fixture

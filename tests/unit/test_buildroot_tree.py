@@ -38,6 +38,8 @@ CHECK_SCRIPT = BOARD / "check-kernel-fragment.sh"
 POST_BUILD = BOARD / "post-build.sh"
 INIT_SCRIPT = BOARD / "rootfs-overlay" / "etc" / "init.d" / "S99irqlab"
 DEFCONFIG = EXT / "configs" / buildroot.DEFCONFIG
+DEFCONFIGS = sorted(buildroot.DEFCONFIGS.values())
+EXT_PATH = "$(BR2_EXTERNAL_IRQLAB_PATH)/"
 SHELL_SCRIPTS = (CHECK_SCRIPT, POST_BUILD, INIT_SCRIPT)
 PACKAGES = sorted(p.name for p in (EXT / "package").iterdir() if p.is_dir())
 
@@ -57,30 +59,53 @@ REQUIRED_KERNEL = (
     "CONFIG_VIRTIO_PCI=y",
     "CONFIG_VIRTIO_NET=y",
     "CONFIG_VIRTIO_BLK=y",
-    "CONFIG_PVH=y",
-    "CONFIG_SERIAL_8250_CONSOLE=y",
     "CONFIG_BLK_DEV_INITRD=y",
     "CONFIG_RD_ZSTD=y",
     "CONFIG_DEVTMPFS_MOUNT=y",
 )
-# Paths the defconfig takes from the Buildroot tree itself (checked to exist by
+# ... and what each architecture's guest needs besides: options only that architecture's
+# Kconfig has, so they must be in its linux-<arch>.fragment, never in linux.fragment
+# (the other architecture's kernel would drop them and fail the post-configure check).
+ARCH_KERNEL = {
+    "irqlab_x86_64_defconfig": (
+        "CONFIG_PVH=y",
+        "CONFIG_KVM_GUEST=y",
+        "CONFIG_HYPERVISOR_GUEST=y",
+        "CONFIG_SERIAL_8250_CONSOLE=y",
+    ),
+    "irqlab_aarch64_defconfig": (
+        "CONFIG_ARM_GIC_V3_ITS=y",
+        "CONFIG_PCI_HOST_GENERIC=y",
+        "CONFIG_SERIAL_AMBA_PL011_CONSOLE=y",
+        "CONFIG_KEYBOARD_GPIO=m",
+        "CONFIG_INPUT_EVDEV=m",
+    ),
+}
+ARCH_ONLY = {"CONFIG_PVH", "CONFIG_KVM_GUEST", "CONFIG_HYPERVISOR_GUEST", "CONFIG_ARM_GIC_V3_ITS"}
+# Paths the defconfigs take from the Buildroot tree itself (checked to exist by
 # `invoke buildroot-check`, which runs make defconfig + check-dotconfig.py).
-BUILDROOT_TREE_PATHS = {"board/qemu/patches", "board/qemu/x86_64/linux.config"}
+BUILDROOT_TREE_PATHS = {
+    "board/qemu/patches",
+    "board/qemu/x86_64/linux.config",
+    "board/qemu/aarch64-virt/linux.config",
+}
 
 
-def _defconfig() -> dict[str, str]:
-    out: dict[str, str] = {}
-    for line in DEFCONFIG.read_text().splitlines():
-        if line.startswith("BR2_"):
-            k, _, v = line.partition("=")
-            out[k] = v.strip('"')
-        elif m := re.match(r"# (BR2_\w+) is not set$", line):
-            out[m.group(1)] = "n"
-    return out
+def _defconfig(name: str = buildroot.DEFCONFIG) -> dict[str, str]:
+    return buildroot.defconfig_values(name)
 
 
-def _fragment_lines() -> list[str]:
-    return [ln for ln in FRAGMENT.read_text().splitlines() if ln.startswith("CONFIG_")]
+def _fragments(defconfig: str) -> list[Path]:
+    return [EXT / f.removeprefix(EXT_PATH) for f in buildroot.fragment_files(defconfig)]
+
+
+def _fragment_lines(*fragments: Path) -> list[str]:
+    return [
+        ln
+        for f in fragments or (FRAGMENT,)
+        for ln in f.read_text().splitlines()
+        if ln.startswith("CONFIG_")
+    ]
 
 
 def _shellcheck() -> str:
@@ -104,11 +129,12 @@ def test_external_desc() -> None:
     assert name == buildroot.EXTERNAL_NAME
     assert fields["desc"].strip()
     var = f"BR2_EXTERNAL_{name}_PATH"
-    for f in (EXT / "Config.in", EXT / "external.mk", DEFCONFIG):
+    for f in (EXT / "Config.in", EXT / "external.mk", *(EXT / "configs" / d for d in DEFCONFIGS)):
         assert var in f.read_text(), f"{f.name} does not use {var}"
 
 
-def test_every_package_is_sourced_built_and_enabled() -> None:
+@pytest.mark.parametrize("defconfig", DEFCONFIGS)
+def test_every_package_is_sourced_built_and_enabled(defconfig: str) -> None:
     """Each package/<pkg>/ has Config.in + <pkg>.mk, is sourced by Config.in (and nothing
     else is), defines BR2_PACKAGE_<PKG>, is enabled by the defconfig, and is one of the
     local packages irqlab.build.buildroot checks; external.mk includes every .mk."""
@@ -121,12 +147,12 @@ def test_every_package_is_sourced_built_and_enabled() -> None:
         "include $(sort $(wildcard $(BR2_EXTERNAL_IRQLAB_PATH)/package/*/*.mk))"
         in (EXT / "external.mk").read_text()
     )
-    cfg = _defconfig()
+    cfg = _defconfig(defconfig)
     for pkg in PACKAGES:
         sym = "BR2_PACKAGE_" + pkg.upper().replace("-", "_")
         assert f"config {sym}\n" in (EXT / "package" / pkg / "Config.in").read_text()
         assert (EXT / "package" / pkg / f"{pkg}.mk").is_file()
-        assert cfg.get(sym) == "y", f"{buildroot.DEFCONFIG} does not enable {sym}"
+        assert cfg.get(sym) == "y", f"{defconfig} does not enable {sym}"
 
 
 @pytest.mark.parametrize("pkg", PACKAGES)
@@ -180,13 +206,14 @@ def test_kmod_package_builds_the_module_directory() -> None:
 # -- defconfig -----------------------------------------------------------------------------
 
 
-def test_defconfig_paths_exist() -> None:
+@pytest.mark.parametrize("defconfig", DEFCONFIGS)
+def test_defconfig_paths_exist(defconfig: str) -> None:
     """Every $(BR2_EXTERNAL_IRQLAB_PATH)/... path of the defconfig exists in the tree; other
-    relative paths are the two known files of the Buildroot tree."""
-    for key, value in _defconfig().items():
+    relative paths are known files of the Buildroot tree."""
+    for key, value in _defconfig(defconfig).items():
         for word in value.split():
-            if word.startswith("$(BR2_EXTERNAL_IRQLAB_PATH)/"):
-                rel = word.removeprefix("$(BR2_EXTERNAL_IRQLAB_PATH)/")
+            if word.startswith(EXT_PATH):
+                rel = word.removeprefix(EXT_PATH)
                 assert (EXT / rel).exists(), f"{key}: {rel} is not in buildroot/"
             elif "/" in word:
                 assert word in BUILDROOT_TREE_PATHS, f"{key}: unexpected path {word}"
@@ -200,9 +227,7 @@ def test_defconfig_choices() -> None:
     assert cfg["BR2_x86_64"] == "y"
     assert cfg["BR2_DOWNLOAD_FORCE_CHECK_HASHES"] == "y"
     assert "BR2_PACKAGE_HOST_QEMU" not in cfg
-    assert cfg["BR2_LINUX_KERNEL_CONFIG_FRAGMENT_FILES"] == (
-        "$(BR2_EXTERNAL_IRQLAB_PATH)/board/irqlab/linux.fragment"
-    )
+    assert _fragments(buildroot.DEFCONFIG) == [FRAGMENT, BOARD / "linux-x86_64.fragment"]
     assert cfg["BR2_LINUX_KERNEL_VMLINUX"] == "y" and buildroot.KERNEL_IMAGE == "vmlinux"
     assert cfg["BR2_TARGET_ROOTFS_CPIO_ZSTD"] == "y" and buildroot.INITRD_IMAGE == "rootfs.cpio.zst"
     assert cfg["BR2_ROOTFS_POST_BUILD_SCRIPT"].endswith("/board/irqlab/post-build.sh")
@@ -214,20 +239,57 @@ def test_defconfig_choices() -> None:
 # -- kernel fragment and its check ---------------------------------------------------------
 
 
-def test_fragment_has_what_the_module_and_paths_need() -> None:
-    """The fragment sets every REQUIRED_KERNEL option, and GPIOLIB_IRQCHIP (no prompt) has a
-    selector in it (GPIO_VIRTIO selects it since Linux 5.17)."""
-    lines = _fragment_lines()
-    missing = [r for r in REQUIRED_KERNEL if r not in lines]
+def test_aarch64_defconfig_is_the_x86_64_one_for_arm() -> None:
+    """The aarch64 defconfig differs from the x86_64 one only in the architecture, CPU,
+    toolchain, Buildroot's kernel config, the kernel image and the arch fragment."""
+    x86, arm = _defconfig(buildroot.DEFCONFIG), _defconfig(buildroot.DEFCONFIGS["aarch64"])
+    assert arm["BR2_aarch64"] == "y" and arm["BR2_cortex_a57"] == "y"
+    assert arm["BR2_TOOLCHAIN_EXTERNAL_BOOTLIN_AARCH64_GLIBC_BLEEDING_EDGE"] == "y"
+    assert arm["BR2_LINUX_KERNEL_CUSTOM_CONFIG_FILE"] == "board/qemu/aarch64-virt/linux.config"
+    assert arm["BR2_LINUX_KERNEL_IMAGE"] == "y"  # arch/arm64/boot/Image, booted by QEMU
+    assert _fragments(buildroot.DEFCONFIGS["aarch64"]) == [
+        FRAGMENT,
+        BOARD / "linux-aarch64.fragment",
+    ]
+    arch_keys = {"BR2_LINUX_KERNEL_CUSTOM_CONFIG_FILE", "BR2_LINUX_KERNEL_CONFIG_FRAGMENT_FILES"}
+    differ = {k for k, v in x86.items() if k not in arch_keys and arm.get(k) != v}
+    assert differ == {
+        "BR2_x86_64",
+        "BR2_TOOLCHAIN_EXTERNAL_BOOTLIN_X86_64_GLIBC_BLEEDING_EDGE",
+        "BR2_LINUX_KERNEL_VMLINUX",
+    }, differ
+    assert set(arm) - set(x86) == {
+        "BR2_aarch64",
+        "BR2_cortex_a57",
+        "BR2_TOOLCHAIN_EXTERNAL_BOOTLIN_AARCH64_GLIBC_BLEEDING_EDGE",
+        "BR2_LINUX_KERNEL_IMAGE",
+    }
+
+
+@pytest.mark.parametrize("defconfig", DEFCONFIGS)
+def test_fragment_has_what_the_module_and_paths_need(defconfig: str) -> None:
+    """The defconfig's fragments set every REQUIRED_KERNEL option and its architecture's,
+    and GPIOLIB_IRQCHIP (no prompt) has a selector in them (GPIO_VIRTIO selects it since
+    Linux 5.17)."""
+    lines = _fragment_lines(*_fragments(defconfig))
+    missing = [r for r in (*REQUIRED_KERNEL, *ARCH_KERNEL[defconfig]) if r not in lines]
     assert not missing, missing
     assert "CONFIG_GPIO_VIRTIO=y" in lines
 
 
-def test_fragment_syntax() -> None:
+def test_shared_fragment_has_no_option_of_one_architecture() -> None:
+    """linux.fragment goes to both kernels: an option only one architecture's Kconfig knows
+    would be dropped by the other's and fail its post-configure check."""
+    names = {ln.partition("=")[0] for ln in _fragment_lines(FRAGMENT)}
+    assert not names & ARCH_ONLY, names & ARCH_ONLY
+
+
+@pytest.mark.parametrize("fragment", sorted(BOARD.glob("linux*.fragment")), ids=lambda p: p.name)
+def test_fragment_syntax(fragment: Path) -> None:
     """Each line is a comment, blank, CONFIG_X=value or '# CONFIG_X is not set'; no option
     twice."""
     seen: set[str] = set()
-    for n, line in enumerate(FRAGMENT.read_text().splitlines(), 1):
+    for n, line in enumerate(fragment.read_text().splitlines(), 1):
         m = re.fullmatch(r"(CONFIG_[A-Z0-9_]+)=(y|m|-?\d+|0x[0-9a-f]+|\".*\")", line)
         m = m or re.fullmatch(r"# (CONFIG_[A-Z0-9_]+) is not set", line)
         if m:
@@ -240,19 +302,26 @@ def test_fragment_syntax() -> None:
         seen.add(name)
 
 
-def _check(config_text: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+def _check(
+    config_text: str, tmp_path: Path, fragments: tuple[Path, ...] = (FRAGMENT,)
+) -> subprocess.CompletedProcess[str]:
     cfg = tmp_path / ".config"
     cfg.write_text(config_text)
     return subprocess.run(
-        [str(CHECK_SCRIPT), str(cfg), str(FRAGMENT)], capture_output=True, text=True, check=False
+        [str(CHECK_SCRIPT), str(cfg), *map(str, fragments)],
+        capture_output=True,
+        text=True,
+        check=False,
     )
 
 
-def test_fragment_check_passes_when_everything_survived(tmp_path: Path) -> None:
-    """The post-configure check accepts a .config holding every fragment line (and =y for
-    an =m request)."""
-    lines = [ln.replace("CONFIG_UIO=m", "CONFIG_UIO=y") for ln in _fragment_lines()]
-    r = _check("\n".join(["CONFIG_FOO=y", *lines]) + "\n", tmp_path)
+@pytest.mark.parametrize("defconfig", DEFCONFIGS)
+def test_fragment_check_passes_when_everything_survived(defconfig: str, tmp_path: Path) -> None:
+    """The post-configure check accepts a .config holding every line of the defconfig's
+    fragments (and =y for an =m request)."""
+    fragments = tuple(_fragments(defconfig))
+    lines = [ln.replace("CONFIG_UIO=m", "CONFIG_UIO=y") for ln in _fragment_lines(*fragments)]
+    r = _check("\n".join(["CONFIG_FOO=y", *lines]) + "\n", tmp_path, fragments)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "CONFIG_UIO=y (fragment asks for m)" in r.stdout
 
@@ -425,12 +494,14 @@ def test_no_keys_committed() -> None:
 # -- offline-check logic (no Buildroot needed) ----------------------------------------------
 
 
-def _show_info_ok() -> tuple[dict[str, object], dict[str, str]]:
+def _show_info_ok(
+    defconfig: str = buildroot.DEFCONFIG,
+) -> tuple[dict[str, object], dict[str, str]]:
     info: dict[str, object] = {
         pkg: {"downloads": [], "hashes": [], "package_dir": str(EXT / "package" / pkg)}
         for pkg in buildroot.LOCAL_PACKAGES
     }
-    printvars = {"LINUX_KCONFIG_FRAGMENT_FILES": str(FRAGMENT)}
+    printvars = {"LINUX_KCONFIG_FRAGMENT_FILES": " ".join(map(str, _fragments(defconfig)))}
     for pkg in buildroot.LOCAL_PACKAGES:
         var = pkg.upper().replace("-", "_")
         printvars[f"{var}_SITE_METHOD"] = "local"
@@ -438,10 +509,15 @@ def _show_info_ok() -> tuple[dict[str, object], dict[str, str]]:
     return info, printvars
 
 
-def test_show_info_check_accepts_local_packages() -> None:
-    """The show-info assertion passes for local packages from this repository."""
-    info, printvars = _show_info_ok()
-    assert buildroot_checks.local_package_problems(info, printvars) == []
+@pytest.mark.parametrize("defconfig", DEFCONFIGS)
+def test_show_info_check_accepts_local_packages(defconfig: str) -> None:
+    """The show-info assertion passes for local packages from this repository and the
+    defconfig's fragments, and fails without its architecture's fragment."""
+    info, printvars = _show_info_ok(defconfig)
+    assert buildroot_checks.local_package_problems(info, printvars, defconfig) == []
+    printvars["LINUX_KCONFIG_FRAGMENT_FILES"] = str(FRAGMENT)
+    (problem,) = buildroot_checks.local_package_problems(info, printvars, defconfig)
+    assert problem.endswith(str(_fragments(defconfig)[1])), problem
 
 
 def test_show_info_check_rejects_downloaded_or_foreign_packages() -> None:
@@ -453,7 +529,7 @@ def test_show_info_check_rejects_downloaded_or_foreign_packages() -> None:
     printvars["PYTHON_IRQLAB_AGENT_OVERRIDE_SRCDIR"] = "/elsewhere"
     printvars["LINUX_KCONFIG_FRAGMENT_FILES"] = "/other.fragment"
     problems = buildroot_checks.local_package_problems(info, printvars)
-    assert len(problems) == 4, problems
+    assert len(problems) == 5, problems  # 3 package problems, 2 fragments not named
     del info["irqlab-kmod"]
     assert any(
         "not in show-info" in p for p in buildroot_checks.local_package_problems(info, printvars)

@@ -130,8 +130,13 @@ def available_paths(
     agent_paths: Mapping[str, object], wanted: tuple[str, ...] = WANTED_PATHS
 ) -> tuple[list[str], dict[str, str]]:
     """(paths the agent implements, in bench order; {missing: why}); *agent_paths*: the
-    paths the agent's hello lists (:func:`irqlab.bench.guest.agent_paths`)."""
-    kinds = dict(agent_paths)
+    paths the agent's hello lists (:func:`irqlab.bench.guest.agent_paths`), less those
+    that see no device events (``device_events`` false: an input device's paths)."""
+    kinds = {
+        p: k
+        for p, k in agent_paths.items()
+        if not (isinstance(k, Mapping) and k.get("device_events") is False)
+    }
     for name in latency.UIO_PATHS:  # the agent's uio path, run the bench's ways
         if "uio" in kinds:
             kinds[name] = kinds["uio"]

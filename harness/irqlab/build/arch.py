@@ -43,6 +43,7 @@ class Arch:
     triplet: str  # multiarch triplet (library directory): "x86_64-linux-gnu"
     cross_compile: str  # CROSS_COMPILE= prefix on an x86_64 host ("" when native)
     kernel_meta: str  # Debian meta package naming the current kernel ABI
+    elf_machine: int  # e_machine of its ELF files (kernel modules): EM_X86_64, EM_AARCH64
 
     @property
     def qemu_binary(self) -> str:
@@ -62,6 +63,7 @@ X86_64 = Arch(
     triplet="x86_64-linux-gnu",
     cross_compile="",
     kernel_meta="linux-image-amd64",
+    elf_machine=62,
 )
 AARCH64 = Arch(
     name="aarch64",
@@ -71,6 +73,7 @@ AARCH64 = Arch(
     triplet="aarch64-linux-gnu",
     cross_compile="aarch64-linux-gnu-",
     kernel_meta="linux-image-arm64",
+    elf_machine=183,
 )
 ARCHES: dict[str, Arch] = {a.name: a for a in (X86_64, AARCH64)}
 DEFAULT = X86_64

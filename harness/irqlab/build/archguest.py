@@ -67,9 +67,10 @@ def absent_arches() -> list[Arch]:
 
 
 def prerequisites(
-    arch: Arch, extra_packages: Sequence[str] = ()
+    arch: Arch, extra_packages: Sequence[str] = (), kmod: Path | None = None
 ) -> tuple[QemuInstall, GuestImage, Path]:
-    """(QEMU install, image, module .ko) for a guest of *arch*."""
+    """(QEMU install, image, module .ko) for a guest of *arch*; *kmod*: a build of our
+    driver for *arch* to use instead of the module recipe's (``$IRQLAB_KMOD``)."""
     kind = os.environ.get("IRQLAB_IMAGE", "debian")
     if kind != "debian":
         raise Missing(f"IRQLAB_IMAGE={kind}: only the Debian-package image exists for {arch.name}")
@@ -90,7 +91,7 @@ def prerequisites(
 
     try:
         kernel = ensure_kernel(arch=arch)
-        ko = ensure_kmod(kernel=kernel)
+        ko = kmod if kmod is not None else ensure_kmod(kernel=kernel)
         image = ensure_image(
             kmod=ko, extra_packages=tuple(dict.fromkeys(extra_packages)), arch=arch
         )

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -45,6 +46,7 @@ __all__ = [
     "BUILDROOT_URL",
     "BUILDROOT_VERSION",
     "DEFCONFIG",
+    "DEFCONFIGS",
     "EXTERNAL_NAME",
     "HOST_PACKAGES",
     "INITRD_IMAGE",
@@ -56,11 +58,14 @@ __all__ = [
     "buildroot_version",
     "ccache_dir",
     "check_dotconfig",
+    "defconfig_values",
     "dl_dir",
     "ensure_image",
     "ensure_source",
     "expected_sources",
     "external_tree",
+    "fragment_files",
+    "fragment_files_line",
     "image_inputs",
     "input_digest",
     "output_dir",
@@ -77,7 +82,9 @@ BUILDROOT_TARBALL = f"buildroot-{BUILDROOT_VERSION}.tar.xz"
 BUILDROOT_URL = f"https://buildroot.org/downloads/{BUILDROOT_TARBALL}"
 BUILDROOT_SHA256 = "5a59e7501b0b4ec52c41f4bfa79412320e0b37eae5f719605a258e8d0c6fc7fb"
 
-DEFCONFIG = "irqlab_x86_64_defconfig"
+DEFCONFIG = "irqlab_x86_64_defconfig"  # the image irqlab.build.buildroot builds
+# One defconfig per guest architecture (irqlab.build.arch); all pass the offline checks.
+DEFCONFIGS = {"x86_64": DEFCONFIG, "aarch64": "irqlab_aarch64_defconfig"}
 EXTERNAL_NAME = "IRQLAB"
 # Packages of the external tree that must be built from this repository.
 LOCAL_PACKAGES = ("irqlab-kmod", "python-irqlab-agent")
@@ -118,9 +125,27 @@ def debug_kernel() -> bool:
     return os.environ.get(DEBUG_ENV, "") not in ("", "0")
 
 
+def defconfig_values(defconfig: str = DEFCONFIG) -> dict[str, str]:
+    """The symbols a defconfig of the external tree sets (quotes stripped; ``n`` for
+    ``# BR2_X is not set``)."""
+    out: dict[str, str] = {}
+    for line in (external_tree() / "configs" / defconfig).read_text().splitlines():
+        if line.startswith("BR2_"):
+            k, _, v = line.partition("=")
+            out[k] = v.strip('"')
+        elif m := re.match(r"# (BR2_\w+) is not set$", line):
+            out[m.group(1)] = "n"
+    return out
+
+
+def fragment_files(defconfig: str = DEFCONFIG) -> list[str]:
+    """The kernel fragments *defconfig* names, as written (``$(BR2_EXTERNAL_IRQLAB_PATH)/...``)."""
+    return defconfig_values(defconfig).get("BR2_LINUX_KERNEL_CONFIG_FRAGMENT_FILES", "").split()
+
+
 def fragment_files_line(debug: bool) -> str:
     """The .config line naming the kernel fragments (the defconfig's, plus the debug one)."""
-    files = [f"$(BR2_EXTERNAL_{EXTERNAL_NAME}_PATH)/board/irqlab/linux.fragment"]
+    files = fragment_files(DEFCONFIG)
     if debug:
         files.append(f"$(BR2_EXTERNAL_{EXTERNAL_NAME}_PATH)/{DEBUG_FRAGMENT}")
     return f'BR2_LINUX_KERNEL_CONFIG_FRAGMENT_FILES="{" ".join(files)}"'
@@ -433,8 +458,10 @@ class CheckResult:
         return f"{'PASS' if self.ok else 'FAIL'} {self.name}: {self.detail}"
 
 
-def check_dotconfig(tree: Path, out: Path, log: StepLog, python: str) -> CheckResult:
-    defconfig = external_tree() / "configs" / DEFCONFIG
+def check_dotconfig(
+    tree: Path, out: Path, log: StepLog, python: str, defconfig_name: str = DEFCONFIG
+) -> CheckResult:
+    defconfig = external_tree() / "configs" / defconfig_name
     rc, text = log.stream(
         [python, tree / "support/scripts/check-dotconfig.py", out / ".config", defconfig],
         check=False,
@@ -445,7 +472,7 @@ def check_dotconfig(tree: Path, out: Path, log: StepLog, python: str) -> CheckRe
         if line.startswith("BR2_") or (line.startswith("# BR2_") and line.endswith(" is not set"))
     )
     detail = f"all {n} defconfig lines are in .config" if rc == 0 else text.strip()
-    return CheckResult("check-dotconfig.py", rc == 0, detail)
+    return CheckResult(f"check-dotconfig.py {defconfig_name}", rc == 0, detail)
 
 
 def expected_sources() -> dict[str, set[str]]:

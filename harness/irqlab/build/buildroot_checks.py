@@ -1,5 +1,6 @@
 """Offline checks of the BR2_EXTERNAL tree in ``<repo>/buildroot`` against a Buildroot
-source tree (by path or ``$IRQLAB_BUILDROOT_DIR``), no network: ``make <defconfig>`` with
+source tree (by path or ``$IRQLAB_BUILDROOT_DIR``), no network, for each defconfig
+(:data:`~irqlab.build.buildroot.DEFCONFIGS`: x86_64, aarch64): ``make <defconfig>`` with
 ``BR2_EXTERNAL``, ``support/scripts/check-dotconfig.py``, ``make show-info`` (our
 packages must come from local sources in this repository), ``make <pkg>-rsync`` (the
 local site copies exactly the expected files) and ``utils/check-package
@@ -19,6 +20,7 @@ from typing import Any
 
 from irqlab.build.buildroot import (
     DEFCONFIG,
+    DEFCONFIGS,
     LOCAL_PACKAGES,
     CheckResult,
     _make,
@@ -26,6 +28,7 @@ from irqlab.build.buildroot import (
     check_dotconfig,
     expected_sources,
     external_tree,
+    fragment_files,
 )
 from irqlab.build.steps import Log, StepLog, stderr_log
 from irqlab.paths import log_dir, repo_root
@@ -47,15 +50,18 @@ def _external_files() -> list[str]:
     )
 
 
-def local_package_problems(info: Mapping[str, Any], printvars: Mapping[str, str]) -> list[str]:
-    """Why show-info/printvars say a package of ours is not built from this repository."""
+def local_package_problems(
+    info: Mapping[str, Any], printvars: Mapping[str, str], defconfig: str = DEFCONFIG
+) -> list[str]:
+    """Why show-info/printvars say a package of ours is not built from this repository,
+    or the kernel does not get *defconfig*'s fragments."""
     problems: list[str] = []
     root = repo_root().resolve()
     ext = external_tree().resolve()
     for pkg in LOCAL_PACKAGES:
         entry = info.get(pkg)
         if not isinstance(entry, Mapping):
-            problems.append(f"{pkg}: not in show-info (not enabled by {DEFCONFIG}?)")
+            problems.append(f"{pkg}: not in show-info (not enabled by {defconfig}?)")
             continue
         if entry.get("downloads") or entry.get("hashes"):
             problems.append(f"{pkg}: downloads {entry.get('downloads')!r}, expected none")
@@ -70,9 +76,12 @@ def local_package_problems(info: Mapping[str, Any], printvars: Mapping[str, str]
         if not srcdir or not Path(srcdir).resolve().is_relative_to(root):
             problems.append(f"{pkg}: {var}_OVERRIDE_SRCDIR={srcdir!r} is not inside {root}")
     fragments = printvars.get("LINUX_KCONFIG_FRAGMENT_FILES", "").split()
-    ours = (ext / "board/irqlab/linux.fragment").resolve()
-    if ours not in [Path(f).resolve() for f in fragments]:
-        problems.append(f"LINUX_KCONFIG_FRAGMENT_FILES={fragments!r} does not name {ours}")
+    named = [Path(f).resolve() for f in fragments]
+    prefix = "$(BR2_EXTERNAL_IRQLAB_PATH)/"
+    for f in fragment_files(defconfig):
+        ours = (ext / f.removeprefix(prefix)).resolve()
+        if ours not in named:
+            problems.append(f"LINUX_KCONFIG_FRAGMENT_FILES={fragments!r} does not name {ours}")
     return problems
 
 
@@ -95,20 +104,24 @@ def offline_checks(
     python: str = sys.executable,
     workdir: Path | None = None,
     say: Log = stderr_log,
+    defconfigs: Iterable[str] = DEFCONFIGS.values(),
 ) -> list[CheckResult]:
-    """Run the checks that need a Buildroot tree but no network; return one result per check."""
+    """Run the checks that need a Buildroot tree but no network, for each of
+    *defconfigs* (each in its own output directory); return one result per check."""
     log = StepLog(log_dir() / "buildroot-offline-checks.log", say)
     tmp = Path(tempfile.mkdtemp(prefix="irqlab-br-check-")) if workdir is None else workdir
     try:
-        out = tmp / "output"
-        out.mkdir(parents=True, exist_ok=True)
         say(f"Buildroot {buildroot_version(tree)} at {tree}; external tree {external_tree()}")
         say(f"log {log.path}")
-        results = [_check_defconfig(tree, out, log)]
-        if results[0].ok:
-            results.append(check_dotconfig(tree, out, log, python))
-            results.append(_check_show_info(tree, out, log))
-            results.append(_check_rsync(tree, out, log))
+        results: list[CheckResult] = []
+        for defconfig in defconfigs:
+            out = tmp / f"output-{defconfig}"
+            out.mkdir(parents=True, exist_ok=True)
+            results.append(_check_defconfig(tree, out, log, defconfig))
+            if results[-1].ok:
+                results.append(check_dotconfig(tree, out, log, python, defconfig))
+                results.append(_check_show_info(tree, out, log, defconfig))
+                results.append(_check_rsync(tree, out, log, defconfig))
         results.append(_check_package(tree, log, python))
         return results
     finally:
@@ -117,15 +130,15 @@ def offline_checks(
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _check_defconfig(tree: Path, out: Path, log: StepLog) -> CheckResult:
-    rc, text = log.stream(_make(tree, out, DEFCONFIG), check=False)
+def _check_defconfig(tree: Path, out: Path, log: StepLog, defconfig: str) -> CheckResult:
+    rc, text = log.stream(_make(tree, out, defconfig), check=False)
     lines = [s.strip() for s in text.strip().splitlines() if s.strip()]
     written = [s for s in lines if "configuration written to" in s]
-    return CheckResult(f"make {DEFCONFIG}", rc == 0, (written or lines[-3:] or [f"rc={rc}"])[-1])
+    return CheckResult(f"make {defconfig}", rc == 0, (written or lines[-3:] or [f"rc={rc}"])[-1])
 
 
-def _check_show_info(tree: Path, out: Path, log: StepLog) -> CheckResult:
-    name = "make show-info: our packages come from local sources"
+def _check_show_info(tree: Path, out: Path, log: StepLog, defconfig: str) -> CheckResult:
+    name = f"make show-info ({defconfig}): our packages come from local sources"
     rc, text = log.stream(_make(tree, out, "-s", "show-info"), check=False)
     if rc != 0:
         return CheckResult(name, False, text.strip()[-500:])
@@ -139,7 +152,7 @@ def _check_show_info(tree: Path, out: Path, log: StepLog) -> CheckResult:
     names.append("LINUX_KCONFIG_FRAGMENT_FILES")
     rc, pv = log.stream(_make(tree, out, "-s", "printvars", f"VARS={' '.join(names)}"), check=False)
     printvars = _parse_printvars(pv) if rc == 0 else {}
-    problems = local_package_problems(info, printvars)
+    problems = local_package_problems(info, printvars, defconfig)
     if problems:
         return CheckResult(name, False, "; ".join(problems))
     found = [
@@ -150,8 +163,8 @@ def _check_show_info(tree: Path, out: Path, log: StepLog) -> CheckResult:
     return CheckResult(name, True, ", ".join(found) + f"; {len(info)} packages in show-info")
 
 
-def _check_rsync(tree: Path, out: Path, log: StepLog) -> CheckResult:
-    name = "local sources: make <pkg>-rsync copies exactly the expected files"
+def _check_rsync(tree: Path, out: Path, log: StepLog, defconfig: str) -> CheckResult:
+    name = f"local sources ({defconfig}): make <pkg>-rsync copies exactly the expected files"
     rc, text = log.stream(_make(tree, out, *(f"{p}-rsync" for p in LOCAL_PACKAGES)), check=False)
     if rc != 0:
         return CheckResult(name, False, text.strip()[-500:])

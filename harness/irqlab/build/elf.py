@@ -45,6 +45,15 @@ def is_elf(path: Path) -> bool:
         return False
 
 
+def elf_machine(data: bytes) -> int:
+    """``e_machine`` of an ELF image (62: x86_64, 183: aarch64; see
+    :attr:`irqlab.build.arch.Arch.elf_machine`); its first 20 bytes are enough."""
+    if data[:4] != ELF_MAGIC or len(data) < 20:
+        raise ElfError("not an ELF file")
+    machine: int = struct.unpack_from("<H" if data[5] == 1 else ">H", data, 18)[0]
+    return machine
+
+
 def dyn_info(data: bytes) -> DynInfo:
     """DT_NEEDED, DT_SONAME and PT_INTERP of a 64-bit little-endian ELF image."""
     if data[:4] != ELF_MAGIC:

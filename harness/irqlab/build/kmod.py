@@ -33,9 +33,11 @@ __all__ = [
     "checkpatch_findings",
     "cross_args",
     "ensure_checkpatch",
+    "ensure_cross_compiler",
     "ensure_kmod",
     "ensure_style_tools",
     "input_digest",
+    "module_make_args",
     "source_files",
     "sparse_findings",
     "warnings_in",
@@ -88,6 +90,21 @@ def cross_args(k: KernelArtifacts) -> list[str]:
 CROSS_COMPILER_PACKAGE = "gcc-{triplet}"
 
 
+def ensure_cross_compiler(k: KernelArtifacts, log: Log | None = None) -> None:
+    """Debian's cross compiler for a kernel of another architecture (apt, once)."""
+    if k.arch.foreign and shutil.which(f"{k.arch.cross_compile}gcc") is None:
+        pkg = CROSS_COMPILER_PACKAGE.format(triplet=k.arch.triplet)
+        with StepLog(log_dir() / "build" / "cross-compiler.log", log) as steps:
+            debs.ensure_apt_packages(steps, [pkg], step="cross compiler")
+
+
+def module_make_args(k: KernelArtifacts) -> list[str]:
+    """``make`` arguments that build an external module for kernel *k*: with ``M=<dir>
+    modules`` after them (``-C`` its headers, and ``ARCH=``/``CROSS_COMPILE=`` when
+    it is another architecture's)."""
+    return ["-C", str(k.headers_build_dir), *cross_args(k)]
+
+
 def ensure_kmod(
     log: Log | None = None, *, force: bool = False, kernel: KernelArtifacts | None = None
 ) -> Path:
@@ -95,10 +112,7 @@ def ensure_kmod(
     k = kernel if kernel is not None else ensure_kernel(log)
     files = source_files()
     digest = input_digest(k.version, files)
-    if k.arch.foreign and shutil.which(f"{k.arch.cross_compile}gcc") is None:
-        pkg = CROSS_COMPILER_PACKAGE.format(triplet=k.arch.triplet)
-        with StepLog(log_dir() / "build" / "cross-compiler.log", log) as steps:
-            debs.ensure_apt_packages(steps, [pkg], step="cross compiler")
+    ensure_cross_compiler(k, log)
 
     def build(out: Path) -> None:
         with StepLog(log_dir() / "build" / f"kmod-{digest}.log", log) as steps:
@@ -113,7 +127,7 @@ def ensure_kmod(
             with steps.step("make modules"):
                 result = steps.run(
                     "make modules",
-                    ["make", "-C", k.headers_build_dir, f"M={moddir}", *cross_args(k), "modules"],
+                    ["make", *module_make_args(k), f"M={moddir}", "modules"],
                 )
                 found = warnings_in(result)
                 if found:

@@ -7,6 +7,8 @@ Each subcommand is a function ``cmd_<name>(args) -> int`` registered in
 from __future__ import annotations
 
 import argparse
+import os
+import shlex
 import sys
 from collections.abc import Sequence
 
@@ -110,7 +112,15 @@ def cmd_buildroot_check(args: argparse.Namespace) -> int:
     from irqlab.build import buildroot, buildroot_checks
 
     src = buildroot.ensure_source() if args.download else buildroot.source_tree(args.tree)
-    results = buildroot_checks.offline_checks(src, python=args.python or sys.executable)
+    arches = [args.arch] if args.arch else list(buildroot.DEFCONFIGS)
+    if not set(arches) <= set(buildroot.DEFCONFIGS):
+        print(f"buildroot-check: no defconfig for {args.arch!r}", file=sys.stderr)
+        return 2
+    results = buildroot_checks.offline_checks(
+        src,
+        python=args.python or sys.executable,
+        defconfigs=[buildroot.DEFCONFIGS[a] for a in arches],
+    )
     print(buildroot_checks.format_results(results))
     failed = [r.name for r in results if not r.ok]
     if failed:
@@ -124,9 +134,21 @@ def cmd_buildroot_check(args: argparse.Namespace) -> int:
 
 
 def cmd_kdir(args: argparse.Namespace) -> int:
-    from irqlab.build.kernel import kernel_build_dir
+    from irqlab.build import arch
+    from irqlab.build.kernel import ensure_kernel
+    from irqlab.build.kmod import ensure_cross_compiler, module_make_args
 
-    print(kernel_build_dir())
+    try:
+        guest_arch = arch.by_name(args.arch) if args.arch else arch.selected(os.environ)
+    except ValueError as e:
+        print(f"irqlab kdir: {e}", file=sys.stderr)
+        return 2
+    k = ensure_kernel(arch=guest_arch)
+    if args.make_args:
+        ensure_cross_compiler(k)
+        print(shlex.join(module_make_args(k)))
+    else:
+        print(k.headers_build_dir)
     return 0
 
 
@@ -203,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="offline checks of buildroot/: defconfig, check-dotconfig, show-info, check-package",
     )
     s.add_argument("--tree", help="Buildroot source tree (default: $IRQLAB_BUILDROOT_DIR)")
+    s.add_argument("--arch", default="", help="only this architecture's defconfig (default: all)")
     s.add_argument(
         "--download",
         action="store_true",
@@ -222,7 +245,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the guest kernel's build directory: make -C $(irqlab kdir) M=$PWD",
         description="The Debian guest kernel's headers (extracted into the cache on first "
         "use): build an out-of-tree module for the guest with `make -C $(irqlab kdir) "
-        "M=$PWD modules`.",
+        "M=$PWD modules`; for another architecture's guest `make $(irqlab kdir --arch "
+        "aarch64 --make-args) M=$PWD modules` (the cross compiler is installed with apt).",
+    )
+    s.add_argument(
+        "--arch",
+        default="",
+        help="the guest architecture (x86_64, aarch64; default $IRQLAB_ARCH, else x86_64)",
+    )
+    s.add_argument(
+        "--make-args",
+        action="store_true",
+        help="print make's arguments instead: -C <dir> and, for another architecture, "
+        "ARCH= and CROSS_COMPILE=",
     )
     s.set_defaults(func=cmd_kdir)
 

@@ -43,6 +43,7 @@ from irqlab.vm.agent_client import AgentClient, AgentError
 from irqlab.vm.health import Fault, GuestFault, HealthWatch
 
 if TYPE_CHECKING:
+    from irqlab.build.arch import Arch
     from irqlab.build.boot import GuestImage
     from irqlab.build.qemu import QemuInstall
     from irqlab.vm.accel import AccelChoice
@@ -63,8 +64,10 @@ __all__ = [
     "GuestConfig",
     "GuestError",
     "PrerequisiteMissing",
+    "check_module_arch",
     "device_arg",
     "ensure_snapshot",
+    "env_kmod",
     "find_kmod",
     "forwarded_port",
     "host_cpu_model",
@@ -143,11 +146,51 @@ def ko_module_name(ko: bytes) -> str | None:
     return m.group(1).decode(errors="replace") if m else None
 
 
-def find_kmod() -> Path:
+def check_module_arch(ko: Path, arch: Arch, what: str) -> None:
+    """Refuse, before anything boots, a module *ko* built for another architecture than
+    the guest's *arch*, saying how to build it for the guest."""
+    from irqlab.build.arch import ARCHES
+    from irqlab.build.elf import ElfError, elf_machine
+
+    try:
+        with ko.open("rb") as f:
+            machine = elf_machine(f.read(64))
+    except (OSError, ElfError) as e:
+        raise PrerequisiteMissing(f"{what} {ko} is not a kernel module: {e}") from e
+    if machine == arch.elf_machine:
+        return
+    built = next((a.name for a in ARCHES.values() if a.elf_machine == machine), None)
+    raise PrerequisiteMissing(
+        f"{what} {ko} is built for {built or f'ELF machine {machine}'}, but the guest is "
+        f"{arch.name}: build it against the {arch.name} guest's kernel with `make "
+        f"$(irqlab kdir --arch {arch.name} --make-args) M=$PWD modules`"
+    )
+
+
+def find_kmod(arch: Arch | None = None) -> Path:
     """The driver .ko: $IRQLAB_KMOD (a build of *our* driver), else the module recipe
-    (irqlab.build.kmod).  A module of another name in $IRQLAB_KMOD is refused at once:
-    the harness's device nodes (/dev/irqlab0) come only from the irqlab driver; your
-    own modules go in ``GuestConfig(extra_modules=...)``."""
+    (irqlab.build.kmod).  A module of another name or another architecture in
+    $IRQLAB_KMOD is refused at once: the harness's device nodes (/dev/irqlab0) come only
+    from the irqlab driver; your own modules go in ``GuestConfig(extra_modules=...)``."""
+    env = env_kmod(arch)
+    if env is not None:
+        return env
+    try:
+        from irqlab.build import kmod  # type: ignore[attr-defined,unused-ignore]
+    except ImportError as e:
+        raise PrerequisiteMissing(
+            f"no kernel module: set $IRQLAB_KMOD or add the module recipe ({e})"
+        ) from e
+    try:
+        return Path(kmod.ensure_kmod())
+    except (IrqlabError, OSError, subprocess.CalledProcessError) as e:
+        raise PrerequisiteMissing(f"the irqlab kernel module cannot be built: {e}") from e
+
+
+def env_kmod(arch: Arch | None = None) -> Path | None:
+    """$IRQLAB_KMOD checked (a build of our driver for *arch*, default x86_64), or None."""
+    from irqlab.build.arch import X86_64
+
     env = os.environ.get("IRQLAB_KMOD")
     if env:
         if not Path(env).is_file():
@@ -161,17 +204,9 @@ def find_kmod() -> Path:
                 "load_irqlab=False), `irqlab shell --module FILE` or `irqlab run --module "
                 "FILE`, and unset IRQLAB_KMOD"
             )
+        check_module_arch(Path(env), arch or X86_64, "$IRQLAB_KMOD")
         return Path(env)
-    try:
-        from irqlab.build import kmod  # type: ignore[attr-defined,unused-ignore]
-    except ImportError as e:
-        raise PrerequisiteMissing(
-            f"no kernel module: set $IRQLAB_KMOD or add the module recipe ({e})"
-        ) from e
-    try:
-        return Path(kmod.ensure_kmod())
-    except (IrqlabError, OSError, subprocess.CalledProcessError) as e:
-        raise PrerequisiteMissing(f"the irqlab kernel module cannot be built: {e}") from e
+    return None
 
 
 def host_cpu_model() -> str:
@@ -305,12 +340,18 @@ class Guest:
             raise PrerequisiteMissing(str(e)) from e
 
     def find_prerequisites(self) -> tuple[QemuInstall, GuestImage, Path]:
-        """(QemuInstall, GuestImage, module .ko) or :class:`PrerequisiteMissing`."""
-        from irqlab.build.qemu import find_qemu
-
+        """(QemuInstall, GuestImage, module .ko) or :class:`PrerequisiteMissing`; the
+        extra modules are checked to be the guest architecture's first."""
         arch = self.arch
+        for mod in self.config.extra_modules:
+            check_module_arch(Path(mod), arch, "extra module")
         if arch.name != "x86_64":
             return self._find_other_arch(arch)
+        return self._find_x86_64()
+
+    def _find_x86_64(self) -> tuple[QemuInstall, GuestImage, Path]:
+        from irqlab.build.qemu import find_qemu
+
         qemu = find_qemu()
         if qemu is None:
             raise PrerequisiteMissing(
@@ -345,7 +386,7 @@ class Guest:
 
         try:
             return archguest.prerequisites(
-                arch, (*IMAGE_EXTRA_PACKAGES, *self.config.extra_packages)
+                arch, (*IMAGE_EXTRA_PACKAGES, *self.config.extra_packages), env_kmod(arch)
             )
         except archguest.Missing as e:
             raise PrerequisiteMissing(str(e)) from e

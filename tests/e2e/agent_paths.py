@@ -20,5 +20,8 @@ RECORD_PATHS = (
     "setsig",
     "eventfd",
 )
-# The counting file, the GPIO character device and UIO (tests of their own).
-OTHER_PATHS = ("count", "gpio-cdev", "uio")
+# The input device (a gpio-keys key on our gpiochip, described in the aarch64
+# guest's device tree): test_dt_key.py, run where the aarch64 build exists.
+EVDEV_PATHS = ("evdev-read", "evdev-poll", "evdev-sigio")
+# The counting file, the GPIO character device, UIO and evdev (tests of their own).
+OTHER_PATHS = ("count", "gpio-cdev", "uio", *EVDEV_PATHS)

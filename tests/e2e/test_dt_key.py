@@ -22,6 +22,7 @@ from collections.abc import Generator
 from pathlib import Path
 
 import pytest
+from agent_paths import EVDEV_PATHS  # same directory (rootdir-relative import)
 
 from irqlab.build.archguest import KEY_DEBOUNCE_MS, KEY_LINE
 from irqlab.build.devicetree import KEY_CODE, KEY_LABEL
@@ -32,7 +33,6 @@ from irqlab.vm.guest import Guest, GuestConfig
 
 TIMEOUT = 60.0
 INPUT = "irqlab-keys"  # the gpio-keys node's name: its input device's name
-EVDEV_PATHS = ["evdev-read", "evdev-poll", "evdev-sigio"]
 BOUNCES = 5  # extra edge pairs before a press or release settles
 STEP_NS = 500_000  # between two edges of a train: 0.5 ms of the guest's clock
 assert (2 * BOUNCES + 1) * STEP_NS < KEY_DEBOUNCE_MS * 1_000_000 // 2

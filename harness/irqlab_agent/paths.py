@@ -24,7 +24,7 @@ import signal
 import struct
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 from irqlab_agent.abi import Abi
 from irqlab_agent.acks import SeqAcker, SeqAcks, open_ack_node
@@ -278,6 +278,17 @@ class NotificationPath(threading.Thread):
             return None
         self.stats.reads += 1
         return data
+
+    def wake_reads(self, size: int) -> Iterator[tuple[bytes, int]]:
+        """Each blocking read(2) of up to *size* bytes, with its wake-up time (counted),
+        until the path stops; a read a signal interrupted yields nothing."""
+        while not self.stopping.is_set():
+            data = self.read_interruptible(size)
+            if data is None:
+                continue
+            wake = mono_ns()
+            self.stats.wakeups += 1
+            yield data, wake
 
     def drain(self, wake_ns: int, extra: Mapping[str, Any] | None = None) -> int:
         """Read until EAGAIN, reporting everything; return the number of events."""
@@ -564,12 +575,7 @@ class CountPath(NotificationPath):
             self.acker.close()
 
     def loop(self) -> None:
-        while not self.stopping.is_set():
-            data = self.read_interruptible(COUNT_FMT.size)
-            if data is None:
-                continue
-            wake = mono_ns()
-            self.stats.wakeups += 1
+        for data, wake in self.wake_reads(COUNT_FMT.size):
             if len(data) != COUNT_FMT.size:
                 raise OSError(0, f"count read returned {len(data)} bytes")
             (count,) = COUNT_FMT.unpack(data)

@@ -30,7 +30,7 @@ import struct
 import threading
 from collections.abc import Mapping
 
-from irqlab_agent.paths import NotificationPath, mono_ns
+from irqlab_agent.paths import NotificationPath
 
 TYPE_CHECKING = False  # typing is not imported at run time: it costs start-up time
 if TYPE_CHECKING:
@@ -161,12 +161,7 @@ class UioPath(NotificationPath):
         return lo | (self.rd("ACK_LAT_HI") << 32)
 
     def loop(self) -> None:
-        while not self.stopping.is_set():
-            data = self.read_interruptible(_U32.size)
-            if data is None:
-                continue
-            wake = mono_ns()
-            self.stats.wakeups += 1
+        for data, wake in self.wake_reads(_U32.size):
             (count,) = _U32.unpack(data)
             delta, self.last = count - self.last, count
             if self.gate:

@@ -6,6 +6,7 @@ from typing import Any
 
 import paramiko
 import pytest
+from fake_ssh import fake_ssh  # same directory (rootdir-relative import)
 
 from irqlab.vm.ssh import RunResult, SshClient, SshError
 
@@ -46,21 +47,7 @@ class FakeClient:
 
 def make(script: list[BaseException | None], clock: FakeClock) -> tuple[SshClient, list[Any]]:
     log: list[dict[str, Any]] = []
-    clients: list[FakeClient] = []
-
-    def factory() -> FakeClient:
-        c = FakeClient(script, log)
-        clients.append(c)
-        return c
-
-    ssh = SshClient(
-        "127.0.0.1",
-        2222,
-        pkey=paramiko.Ed25519Key.__new__(paramiko.Ed25519Key),
-        client_factory=factory,
-        clock=clock,
-        sleep=clock.sleep,
-    )
+    ssh, clients = fake_ssh(lambda: FakeClient(script, log), clock=clock, sleep=clock.sleep)
     return ssh, [log, clients]
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import paramiko
 import pytest
+from fake_ssh import fake_ssh  # same directory (rootdir-relative import)
 
 from irqlab.vm.ssh import SshClient
 
@@ -68,19 +69,7 @@ class FakeClient:
 
 def make(*transports: FakeTransport) -> tuple[SshClient, list[FakeClient]]:
     pending = list(transports)
-    clients: list[FakeClient] = []
-
-    def factory() -> FakeClient:
-        c = FakeClient(pending.pop(0))
-        clients.append(c)
-        return c
-
-    ssh = SshClient(
-        "127.0.0.1",
-        2222,
-        pkey=paramiko.Ed25519Key.__new__(paramiko.Ed25519Key),
-        client_factory=factory,  # type: ignore[arg-type]
-    )
+    ssh, clients = fake_ssh(lambda: FakeClient(pending.pop(0)))
     return ssh.connect(timeout=5), clients
 
 

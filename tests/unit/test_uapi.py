@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from irqlab.contract import cheader, uapi
+from irqlab.contract import cheader, regs, uapi
 from irqlab.contract.cheader import IOC_NONE, IOC_READ, IOC_WRITE, HeaderParseError, ioc
 from irqlab.contract.uapi import abi_spec, parse
 from irqlab_agent.abi import Abi
@@ -215,47 +215,77 @@ def test_arrays_and_alignment() -> None:
     assert t.unpack(t.pack({"b": [1, 2, 3], "d": [4, 5]}))["b"] == (1, 2, 3)
 
 
+# Malformed headers, for the uapi header's parser and the register map's (one grammar;
+# the register map also holds only IRQLAB_ registers and QOM names).
 @pytest.mark.parametrize(
-    ("text", "line", "message"),
+    ("kind", "text", "line", "message"),
     [
-        ("struct p {\n__u8 a;\n__u32 b;\n};\n", 3, "implicit padding"),
-        ("struct p {\n__u64 a;\n__u32 b;\n};\n", 3, "tail padding"),
-        ("struct p {\nchar a;\n};\n", 2, "unsupported member type"),
-        ("struct p {\n__u32 a, b;\n};\n", 2, "member"),
-        ("struct p {\n__u32 a;\n", 1, "not closed"),
-        ("struct p {\n};\n", 1, "empty"),
-        ("#define F(x) (x)\n", 1, "function-like"),
-        ("#define A B\n", 1, "unknown name"),
-        ("#define A 1\n#define A 2\n", 2, "defined twice"),
-        ("#define A 1 +\n", 1, "too early"),
-        ("#define A 1 2\n", 1, "unexpected"),
-        ("#define A 08\n", 1, "bad integer"),
-        ("#define A _IOR(1, 2, struct nope)\n", 1, "unknown type"),
-        ("#define A _IO(1, 256)\n", 1, "nr"),
-        ("#define A (_IO(1, 2))\n", 1, "whole definition"),
-        ("/* open\n#define A 1\n", 1, "unterminated comment"),
-        ("#if 1\n#endif\n", 1, "unsupported directive"),
-        ("typedef int x;\n", 1, "cannot parse"),
-        ("#ifndef G\n#define G\n", 2, "not closed"),
-        ("#define A 1\n#endif\n", 2, "#endif without #ifndef"),
-        ("#define A 0x\n", 1, "bad integer literal '0x'"),
-        ("#define A 1.5\n", 1, "unexpected"),
-        ('#define A "x\\n"\n', 1, "unexpected"),
-        ('#define A "x" "y"\n', 1, "unexpected"),
-        ("#define A\n", 1, "empty definition"),
-        ("#define A+1\n", 1, "malformed #define"),
-        ("#define A 1 << 64\n", 1, "shift count 64"),
-        ("#define A 1 << -1\n", 1, "shift count -1"),
-        ("#define A 1 and 2\n", 1, "unexpected 'and'"),
-        ("#define A True\n", 1, "unknown name 'True'"),
-        ("#define A __import__\n", 1, "unknown name '__import__'"),
+        ("uapi", "struct p {\n__u8 a;\n__u32 b;\n};\n", 3, "implicit padding"),
+        ("uapi", "struct p {\n__u64 a;\n__u32 b;\n};\n", 3, "tail padding"),
+        ("uapi", "struct p {\nchar a;\n};\n", 2, "unsupported member type"),
+        ("uapi", "struct p {\n__u32 a, b;\n};\n", 2, "member"),
+        ("uapi", "struct p {\n__u32 a;\n", 1, "not closed"),
+        ("uapi", "struct p {\n};\n", 1, "empty"),
+        ("uapi", "#define F(x) (x)\n", 1, "function-like"),
+        ("uapi", "#define A B\n", 1, "unknown name"),
+        ("uapi", "#define A 1\n#define A 2\n", 2, "defined twice"),
+        ("uapi", "#define A 1 +\n", 1, "too early"),
+        ("uapi", "#define A 1 2\n", 1, "unexpected"),
+        ("uapi", "#define A 08\n", 1, "bad integer"),
+        ("uapi", "#define A _IOR(1, 2, struct nope)\n", 1, "unknown type"),
+        ("uapi", "#define A _IO(1, 256)\n", 1, "nr"),
+        ("uapi", "#define A (_IO(1, 2))\n", 1, "whole definition"),
+        ("uapi", "/* open\n#define A 1\n", 1, "unterminated comment"),
+        ("uapi", "#if 1\n#endif\n", 1, "unsupported directive"),
+        ("uapi", "typedef int x;\n", 1, "cannot parse"),
+        ("uapi", "#ifndef G\n#define G\n", 2, "not closed"),
+        ("uapi", "#define A 1\n#endif\n", 2, "#endif without #ifndef"),
+        ("uapi", "#define A 0x\n", 1, "bad integer literal '0x'"),
+        ("uapi", "#define A 1.5\n", 1, "unexpected"),
+        ("uapi", '#define A "x\\n"\n', 1, "unexpected"),
+        ("uapi", '#define A "x" "y"\n', 1, "unexpected"),
+        ("uapi", "#define A\n", 1, "empty definition"),
+        ("uapi", "#define A+1\n", 1, "malformed #define"),
+        ("uapi", "#define A 1 << 64\n", 1, "shift count 64"),
+        ("uapi", "#define A 1 << -1\n", 1, "shift count -1"),
+        ("uapi", "#define A 1 and 2\n", 1, "unexpected 'and'"),
+        ("uapi", "#define A True\n", 1, "unknown name 'True'"),
+        ("uapi", "#define A __import__\n", 1, "unknown name '__import__'"),
+        ("regs", "#define OTHER_A 1\n", 1, "does not start with IRQLAB_"),
+        ("regs", "#define IRQLAB_A 1\n#include <stdint.h>\n", 2, "includes nothing"),
+        (
+            "regs",
+            "#define IRQLAB_A 1\nstruct irqlab_s {\n__u32 a;\n};\n",
+            2,
+            "struct irqlab_s is not a",
+        ),
+        (
+            "regs",
+            "#define IRQLAB_A 1\n#define IRQLAB_IO _IO(1, 2)\n",
+            2,
+            "IRQLAB_IO is not a register",
+        ),
+        (
+            "regs",
+            '#define IRQLAB_A 1\n#define IRQLAB_NAME "x"\n',
+            2,
+            "IRQLAB_NAME is not a QOM name",
+        ),
+        ("regs", "/* nothing */\n", 1, "no IRQLAB_ definitions"),
+        (
+            "regs",
+            "#define IRQLAB_B (IRQLAB_A + 1)\n#define IRQLAB_A 1\n",
+            1,
+            "unknown name 'IRQLAB_A'",
+        ),
     ],
 )
-def test_malformed_headers_name_the_line(text: str, line: int, message: str) -> None:
-    with pytest.raises(HeaderParseError, match=message) as ei:
-        parse(text, "h.h")
+def test_malformed_headers_name_the_line(kind: str, text: str, line: int, message: str) -> None:
+    with pytest.raises(HeaderParseError) as ei:
+        {"uapi": parse, "regs": regs.parse}[kind](text, "h.h")
+    assert message in ei.value.message, ei.value.message
     assert ei.value.line == line
-    assert str(ei.value).startswith(f"h.h:{line}:")
+    assert str(ei.value).startswith(f"h.h:{line}: ")
 
 
 def test_comments_and_guard_are_ignored() -> None:

@@ -55,26 +55,23 @@ class Arch:
         return self.deb_arch != host_deb_arch()
 
 
-X86_64 = Arch(
-    name="x86_64",
-    deb_arch="amd64",
-    qemu_target="x86_64-softmmu",
-    kernel_arch="x86",
-    triplet="x86_64-linux-gnu",
-    cross_compile="",
-    kernel_meta="linux-image-amd64",
-    elf_machine=62,
-)
-AARCH64 = Arch(
-    name="aarch64",
-    deb_arch="arm64",
-    qemu_target="aarch64-softmmu",
-    kernel_arch="arm64",
-    triplet="aarch64-linux-gnu",
-    cross_compile="aarch64-linux-gnu-",
-    kernel_meta="linux-image-arm64",
-    elf_machine=183,
-)
+def _arch(name: str, deb_arch: str, kernel_arch: str, elf_machine: int, *, cross: bool) -> Arch:
+    """An :class:`Arch` whose names follow Debian's and QEMU's conventions from *name*."""
+    triplet = f"{name}-linux-gnu"
+    return Arch(
+        name=name,
+        deb_arch=deb_arch,
+        qemu_target=f"{name}-softmmu",
+        kernel_arch=kernel_arch,
+        triplet=triplet,
+        cross_compile=f"{triplet}-" if cross else "",
+        kernel_meta=f"linux-image-{deb_arch}",
+        elf_machine=elf_machine,
+    )
+
+
+X86_64 = _arch("x86_64", "amd64", "x86", 62, cross=False)  # EM_X86_64
+AARCH64 = _arch("aarch64", "arm64", "arm64", 183, cross=True)  # EM_AARCH64
 ARCHES: dict[str, Arch] = {a.name: a for a in (X86_64, AARCH64)}
 DEFAULT = X86_64
 _ALIASES = {"amd64": "x86_64", "arm64": "aarch64"}

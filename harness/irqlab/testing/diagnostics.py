@@ -16,6 +16,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from irqlab.testing.logslice import file_size
+
 if TYPE_CHECKING:
     from irqlab.vm.guest import Guest
 
@@ -67,13 +69,6 @@ def dmesg_since(text: str, since: float | None) -> list[str]:
     return out
 
 
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0
-
-
 @dataclass
 class GuestDiagnostics:
     """Marks a test's start in one guest; :meth:`collect` reports on it after a failure."""
@@ -86,7 +81,7 @@ class GuestDiagnostics:
     def start(cls, guest: Guest) -> GuestDiagnostics:
         agent = guest._agent  # never (re)start an agent just to mark the start
         rx = Path(f"{agent.log_base}.rx.jsonl") if agent is not None else None
-        return cls(guest, rx, _size(rx) if rx is not None else 0)
+        return cls(guest, rx, file_size(rx) if rx is not None else 0)
 
     def collect(self, dest: Path) -> tuple[str, list[Path]]:
         """(text for the failure report, files written into *dest*)."""

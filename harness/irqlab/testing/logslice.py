@@ -19,7 +19,7 @@ __all__ = [
 class LogSlicer:
     def __init__(self, logs: Mapping[str, Path]) -> None:
         self._logs = dict(logs)
-        self._start = {name: _size(path) for name, path in self._logs.items()}
+        self._start = {name: file_size(path) for name, path in self._logs.items()}
 
     def save(self, dest: Path) -> list[Path]:
         """Write each log's bytes since construction to ``dest/<name>``; return the files."""
@@ -37,8 +37,9 @@ class LogSlicer:
         return written
 
 
-def _size(path: Path) -> int:
+def file_size(path: Path) -> int:
+    """*path*'s size now, 0 when it does not exist (yet)."""
     try:
         return path.stat().st_size
-    except FileNotFoundError:
+    except OSError:
         return 0

@@ -156,3 +156,17 @@ def test_a_bad_snapshot_is_named_then_replaced_by_a_cold_boot(damage: str) -> No
     finally:
         again.close()
         snapshot.discard(again.snapshot_key())
+
+
+def test_a_guest_a_test_starts_logs_into_that_tests_directory(
+    irqlab_log_dir: Path, request: pytest.FixtureRequest
+) -> None:
+    g = start_guest(GuestConfig(name="logs-here"))
+    try:
+        assert g.machine is not None and g.machine.paths is not None
+        where = g.machine.paths.log_dir
+        assert where.parent.parent == irqlab_log_dir, where
+        assert where.parent.name.endswith(request.node.name), where
+        assert (where / "console.log").is_file(), sorted(where.iterdir())
+    finally:
+        g.close()

@@ -135,8 +135,24 @@ def irqlab_accel(irqlab_qemu: QemuInstall) -> accel.AccelChoice:
 
 
 def _test_log_root(request: pytest.FixtureRequest, base: Path) -> Path:
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.nodeid)[-120:]
+    return _node_log_root(request.node, base)
+
+
+def _node_log_root(node: pytest.Item, base: Path) -> Path:
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", node.nodeid)[-120:]
     return base / name
+
+
+_RUNNING: list[pytest.Item] = []  # the test being run, for start_guest()'s logs
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object]:
+    _RUNNING.append(item)
+    try:
+        return (yield)
+    finally:
+        _RUNNING.pop()
 
 
 @pytest.fixture
@@ -202,10 +218,19 @@ def irqlab_qtest_injector(irqlab_qtest_machine: Machine) -> Injector:
 
 def start_guest(config: GuestConfig | None = None) -> Guest:
     """Boot a guest for tests (the caller closes it); a missing prerequisite (QEMU build,
-    image, module) fails the test with its name, never a skip."""
+    image, module) fails the test with its name, never a skip.  Called during a test,
+    the guest logs into that test's directory of the run's logs (unless *config* names
+    a log directory)."""
+    from dataclasses import replace
+
+    from irqlab.testing.parallel import run_log_dir
     from irqlab.vm.guest import Guest, GuestConfig, PrerequisiteMissing
 
-    g = Guest(config or GuestConfig(name="e2e"))
+    config = config or GuestConfig(name="e2e")
+    if config.log_dir is None and _RUNNING:  # its logs beside the test's other logs
+        item = _RUNNING[-1]
+        config = replace(config, log_dir=_node_log_root(item, run_log_dir(item.config)))
+    g = Guest(config)
     try:
         g.start()  # stops whatever it started when it fails
     except (PrerequisiteMissing, paths.CacheDirError) as e:

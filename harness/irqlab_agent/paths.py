@@ -513,7 +513,10 @@ class AsyncPath(NotificationPath):
 
     Signals are blocked in every thread and read by the agent's single signalfd
     dispatcher, which hands them to the path by ``si_fd`` (plain SIGIO carries no
-    fd and goes to every async path).
+    fd and goes to every async path).  The dispatcher's thread does the path's work
+    itself (:meth:`deliver`: read, ACK, report), with no hand-off to another thread
+    that would wait for the interpreter lock; the path's own thread only reports an
+    error that work met (as every path does: a ``path_error``, then the path ends).
     """
 
     kind = "sigio"
@@ -521,7 +524,10 @@ class AsyncPath(NotificationPath):
 
     def __init__(self, name: str, abi: Abi, opts: PathOptions, emit: Emit) -> None:
         super().__init__(name, abi, opts, emit)
-        self.signals: queue.SimpleQueue[SigInfo | None] = queue.SimpleQueue()
+        self.failures: queue.SimpleQueue[OSError | None] = queue.SimpleQueue()
+        self._work = threading.Lock()  # held by a delivery; stop() waits for it
+        self._failed = False
+        self._work_cpu_ns = 0  # CPU time the deliveries took in the dispatcher's thread
 
     def setup(self) -> None:
         fcntl.fcntl(self.fd, fcntl.F_SETOWN, os.getpid())
@@ -536,22 +542,38 @@ class AsyncPath(NotificationPath):
             fcntl.fcntl(self.fd, fcntl.F_SETFL, fl & ~os.O_ASYNC)
 
     def deliver(self, info: SigInfo) -> None:
-        self.signals.put(info)
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self.signals.put(None)
-        super().stop(timeout)
-
-    def loop(self) -> None:
-        while not self.stopping.is_set():
-            info = self.signals.get()
-            if info is None or self.stopping.is_set():
+        """Called by the signal dispatcher: read until EAGAIN, ACKing and reporting."""
+        with self._work:
+            if self.stopping.is_set() or self._failed:
                 return
             wake = mono_ns()
+            cpu0 = time.thread_time_ns()
             self.stats.signals += 1
             self.stats.wakeups += 1
-            if self.drain(wake, {"signal": info.as_json()}) == 0:
-                self.stats.spurious += 1
+            try:
+                if self.drain(wake, {"signal": info.as_json()}) == 0:
+                    self.stats.spurious += 1
+            except OSError as e:
+                self._failed = True
+                self.failures.put(e)  # the path's thread reports it and ends
+            finally:
+                self._work_cpu_ns += time.thread_time_ns() - cpu0
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self.stopping.set()  # deliveries return at once from now on
+        self.failures.put(None)
+        with self._work:  # one in progress finishes before the file closes
+            super().stop(timeout)
+
+    def run(self) -> None:
+        super().run()
+        if self.stats.cpu_ns is not None:
+            self.stats.cpu_ns += self._work_cpu_ns
+
+    def loop(self) -> None:
+        error = self.failures.get()
+        if error is not None and not self.stopping.is_set():
+            raise error
 
 
 class SetsigPath(AsyncPath):

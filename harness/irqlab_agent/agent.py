@@ -524,23 +524,30 @@ def parse_args(argv: list[str]) -> Any:
         "instead of stdin/stdout; the host reaches it through an SSH port forward",
     )
     ap.add_argument(
+        "--reseed",
+        metavar="[HOST:]PORT",
+        help="with --listen: also take RNG seeds on this TCP address (one hex line per "
+        "connection, answered 'ok BOOTTIME_NS'): a restored guest's first words",
+    )
+    ap.add_argument(
         "--daemon",
         metavar="LOG",
         help="with --listen: detach once listening (prints 'listening PORT PID') "
         "and write stderr to LOG",
     )
     args = ap.parse_args(argv)
-    if args.daemon and not args.listen:
-        ap.error("--daemon needs --listen")
+    if (args.daemon or args.reseed) and not args.listen:
+        ap.error("--daemon and --reseed need --listen")
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    spec = listen_at = daemon_log = None
+    spec = listen_at = daemon_log = reseed_at = None
     if argv:
         args = parse_args(argv)
         spec, listen_at, daemon_log = args.spec, args.listen, args.daemon
+        reseed_at = args.reseed
 
     # Block the async-notification signals before any thread exists, so every
     # thread inherits the mask and only the signalfd sees them.
@@ -555,7 +562,7 @@ def main(argv: list[str] | None = None) -> int:
         writer.send({"type": "fatal", "error": f"cannot load the uapi ABI: {e!r}"})
         return 2
     if listen_at is not None:
-        return _serve_tcp(abi, listen_at, daemon_log)
+        return _serve_tcp(abi, listen_at, daemon_log, reseed_at)
     agent = Agent(abi, writer, SignalFd(async_signals()))
     try:
         agent.serve(sys.stdin.buffer)
@@ -564,16 +571,21 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _serve_tcp(abi: Abi, listen_at: str, daemon_log: str | None) -> int:
+def _serve_tcp(abi: Abi, listen_at: str, daemon_log: str | None, reseed_at: str | None) -> int:
     from irqlab_agent import daemon
 
     try:
         sock = daemon.listen(daemon.parse_address(listen_at))
+        seeds = daemon.listen(daemon.parse_address(reseed_at)) if reseed_at else None
     except (OSError, ValueError) as e:
-        print(f"irqlab-agent: cannot listen on {listen_at}: {e}", file=sys.stderr)
+        print(f"irqlab-agent: cannot listen on {listen_at} / {reseed_at}: {e}", file=sys.stderr)
         return 2
     if daemon_log is not None:
         daemon.detach(sock, daemon_log)
+    if seeds is not None:  # after detach: a thread does not survive fork
+        threading.Thread(
+            target=daemon.reseed_forever, args=(seeds,), name="reseed", daemon=True
+        ).start()
     with contextlib.suppress(KeyboardInterrupt):
         daemon.serve_forever(sock, lambda w: Agent(abi, w, SignalFd(async_signals())))
     return 0

@@ -10,6 +10,12 @@ first, then requests and events as JSON lines).  When the connection ends the
 session's paths are disarmed and its files closed, and the daemon waits for the
 next connection: a restored guest starts with an idle agent.
 
+``--reseed ADDRESS`` adds a second listening socket for the host's first words to a
+restored guest: one line, a hex seed, mixed into the kernel's RNG and reseeded from
+at once, answered ``ok <CLOCK_BOOTTIME ns>``.  QEMU forwards a host port to it
+directly, so the host reseeds before it opens any SSH connection (dropbear draws
+its keys for a new connection from the kernel's RNG).  It reports nothing else.
+
 ``--daemon`` detaches once the socket listens: the parent prints
 ``listening <port> <pid>`` and exits 0, so the command that started it returns
 only when a connection can succeed (no polling for readiness on the host).
@@ -22,6 +28,7 @@ import os
 import socket
 import sys
 import threading
+import time
 
 TYPE_CHECKING = False  # typing is not imported at run time: it costs start-up time
 if TYPE_CHECKING:
@@ -103,6 +110,30 @@ def serve_forever(sock: socket.socket, make_agent: Callable[[Writer], Agent]) ->
         )
         thread.start()
         current = (conn, thread)
+
+
+def reseed_forever(sock: socket.socket) -> None:
+    """Accept connections for ever; each sends one line, a hex seed of 16-256 bytes,
+    and gets ``ok <CLOCK_BOOTTIME ns of the reseed>`` or ``error <why>``."""
+    from irqlab_agent.sysio import reseed_kernel_rng
+
+    while True:
+        try:
+            conn, _ = sock.accept()
+        except InterruptedError:
+            continue
+        with conn:
+            try:
+                conn.settimeout(5.0)
+                with conn.makefile("rb") as r:
+                    seed = bytes.fromhex(r.readline(600).decode("ascii").strip())
+                if not 16 <= len(seed) <= 256:
+                    raise ValueError(f"a seed is 16..256 bytes, not {len(seed)}")
+                reseed_kernel_rng(seed)
+                conn.sendall(f"ok {time.clock_gettime_ns(time.CLOCK_BOOTTIME)}\n".encode())
+            except (OSError, ValueError) as e:
+                with contextlib.suppress(OSError):
+                    conn.sendall(f"error {e}\n".encode())
 
 
 def _session(conn: socket.socket, make_agent: Callable[[Writer], Agent]) -> None:

@@ -98,8 +98,8 @@ def test_unbind_wakes_blocked_reader_with_enodev_then_reload(
 def test_guest_records_its_start_phases_in_order(irqlab_guest: Guest) -> None:
     p = irqlab_guest.phases
     if irqlab_guest.restored:  # the session guest starts from the ready-state snapshot
-        assert list(p) == ["restored", "ssh", "agent_ready"], p
-        assert 0 < p["restored"] <= p["ssh"] <= p["agent_ready"] < 300, p
+        assert list(p) == ["restored", "reseeded", "ssh", "agent_ready"], p
+        assert 0 < p["restored"] <= p["reseeded"] <= p["ssh"] <= p["agent_ready"] < 300, p
         assert irqlab_guest.boot_seconds == p["restored"]
         return
     phases = ["console_ready", "ssh", "module", "agent_ready"]

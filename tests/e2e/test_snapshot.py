@@ -80,6 +80,27 @@ def test_the_next_test_gets_a_healthy_guest(
     assert g.agent.expect(path="read", timeout=30)["value"] == 0x42
 
 
+def test_a_restored_guest_is_reseeded_before_its_first_ssh_connection() -> None:
+    """The host's first words to a restored guest are a seed, on the agent's reseed
+    port (no SSH): the dropbear process serving the first SSH connection starts after
+    the reseed, so it draws its keys from the reseeded RNG, not the saver's."""
+    g = start_guest(GuestConfig(name="reseed-first"))
+    try:
+        assert g.restored and g.reseeded_at_ns is not None, g.phases
+        assert 0 < g.phases["reseeded"] <= g.phases["ssh"], g.phases
+        # /proc/<dropbear serving this connection>/stat: start time in clock ticks of
+        # CLOCK_BOOTTIME, the clock the reseed time is in
+        ticks, hz = g.sh(
+            "cut -d' ' -f22 /proc/$PPID/stat; "
+            "python3 -c 'import os; print(os.sysconf(\"SC_CLK_TCK\"))'"
+        ).split()
+        tick_ns = 1_000_000_000 // int(hz)
+        started_ns = int(ticks) * tick_ns
+        assert started_ns + tick_ns >= g.reseeded_at_ns, (started_ns, g.reseeded_at_ns)
+    finally:
+        g.close()
+
+
 @pytest.mark.irqlab(module={"ring_size": 64}, device={"gpio-lines": 16})
 def test_marker_configures_the_fresh_guest(irqlab_fresh_guest: Guest) -> None:
     g = irqlab_fresh_guest

@@ -96,3 +96,40 @@ def test_daemon_reports_a_port_it_cannot_take(tmp_path: Path, abi_json: Path) ->
             capture_output=True, text=True, timeout=TIMEOUT, check=False,
         )  # fmt: skip
     assert r.returncode == 2 and f"cannot listen on 127.0.0.1:{port}" in r.stderr, r
+
+
+@pytest.fixture
+def reseed_port(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[int, list[bytes]]]:
+    """The daemon's reseed server in a thread, the kernel call recorded, not made."""
+    import threading
+
+    from irqlab_agent import daemon as daemon_mod
+    from irqlab_agent import sysio
+
+    seeds: list[bytes] = []
+    monkeypatch.setattr(sysio, "reseed_kernel_rng", seeds.append)
+    sock = daemon_mod.listen(("127.0.0.1", 0))
+    threading.Thread(target=daemon_mod.reseed_forever, args=(sock,), daemon=True).start()
+    yield sock.getsockname()[1], seeds
+    sock.close()
+
+
+def _send_seed(port: int, line: bytes) -> str:
+    with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as s:
+        s.sendall(line)
+        return s.makefile("rb").readline().decode()
+
+
+def test_reseed_port_takes_one_hex_seed_per_connection(
+    reseed_port: tuple[int, list[bytes]],
+) -> None:
+    port, seeds = reseed_port
+    seed = os.urandom(64)
+    reply = _send_seed(port, seed.hex().encode() + b"\n").split()
+    assert reply[0] == "ok" and int(reply[1]) > 0, reply
+    assert seeds == [seed]
+    for bad, why in [(b"zz\n", "non-hexadecimal"), (b"00" * 8 + b"\n", "16..256 bytes, not 8")]:
+        reply = _send_seed(port, bad)
+        assert reply.startswith("error") and why in reply, reply
+    assert seeds == [seed]  # nothing else reached the kernel
+    assert _send_seed(port, os.urandom(16).hex().encode() + b"\n").startswith("ok ")

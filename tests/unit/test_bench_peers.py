@@ -59,7 +59,10 @@ def test_labgrid_env_boots_our_qemu_image_and_device() -> None:
     assert extra[:2] == ["-L", str(DATADIR)]
     for opt, value in [("-accel", "tcg"), ("-initrd", "/c/initramfs.cpio"), ("-smp", "1")]:
         assert extra[extra.index(opt) + 1] == value
-    assert "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:2222-:22" in extra
+    assert (
+        "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:2222-:22,hostfwd=tcp:127.0.0.1:0-:7708"
+        in extra
+    )
     assert "virtio-net-pci,netdev=net0,romfile=" in extra
     assert "irqlab,id=irqlab0" in extra
     for opt in ("-nodefaults", "-no-reboot", "-no-user-config"):

@@ -551,7 +551,10 @@ def test_qemu_args(tmp_path: Path) -> None:
     assert args[args.index("-initrd") + 1] == "/c/initramfs.cpio.zst"
     assert args[args.index("-bios") + 1] == "qboot.rom"
     assert args[args.index("-append") + 1] == "console=ttyS0 quiet irqlab_modprobe=irqlab"
-    assert "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:2222-:22" in args
+    assert (
+        "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:2222-:22,hostfwd=tcp:127.0.0.1:0-:7708"
+        in args
+    )
     assert "pvpanic-pci" in args
     assert "virtio-net-pci,netdev=net0,romfile=" in args
     assert "virtio-rng-pci" in args

@@ -27,6 +27,7 @@ __all__ = [
     "KERNEL_CMDLINE",
     "MACHINE_ARGS",
     "READY_MARKER",
+    "RESEED_PORT",
     "SSH_USER",
     "GuestImage",
     "authorized_keys",
@@ -43,6 +44,9 @@ GUEST_IP = "10.0.2.15"  # QEMU user networking's default guest address
 GUEST_ADDR = f"{GUEST_IP}/24"
 GATEWAY = "10.0.2.2"
 SSH_USER = "root"
+# The agent daemon's reseed port (``--reseed``): QEMU forwards a host port to it, so
+# the host reseeds a restored guest's RNG before it opens any SSH connection.
+RESEED_PORT = 7708
 
 # Kernel command line (not part of the image hash).  Measured under TCG on
 # these machines (median of 5-6 interleaved boots, see the image report):
@@ -130,7 +134,8 @@ class GuestImage:
     def qemu_args(
         self, ssh_port: int, *, cmdline_extra: Sequence[str] = (), netdev_id: str = "net0"
     ) -> list[str]:
-        """Boot + network arguments; guest port 22 is forwarded to 127.0.0.1:*ssh_port*."""
+        """Boot + network arguments; guest port 22 is forwarded to 127.0.0.1:*ssh_port*,
+        the agent's reseed port to a port QEMU picks."""
         boot = [
             "-kernel",
             str(self.kernel),
@@ -144,7 +149,8 @@ class GuestImage:
             # services through 10.0.2.2, not the internet); the SSH forward still works.
             # ssh_port 0: QEMU binds a free port itself (HMP `info usernet` tells it).
             "-netdev",
-            f"user,id={netdev_id},restrict=on,hostfwd=tcp:127.0.0.1:{ssh_port}-:22",
+            f"user,id={netdev_id},restrict=on,hostfwd=tcp:127.0.0.1:{ssh_port}-:22,"
+            f"hostfwd=tcp:127.0.0.1:0-:{RESEED_PORT}",
             "-device",
             f"virtio-net-pci,netdev={netdev_id},romfile=",
             # entropy for the guest's CRNG at once whatever the CPU model (no RDRAND

@@ -302,6 +302,8 @@ class Guest:
         self.boot_seconds: float | None = None
         self.phases: dict[str, float] = {}
         self.restored = False
+        # after a restore: the guest's CLOCK_BOOTTIME (ns) when its RNG was reseeded
+        self.reseeded_at_ns: int | None = None
         self.snapshot_dir: Path | None = None  # the snapshot this guest came from or saved
         self.snapshot_error: str | None = None  # why a matching snapshot could not be used
         self.fault: Fault | None = None  # set by the health watch when the guest died/froze
@@ -571,17 +573,48 @@ class Guest:
         snapshot.load(self._vm(), directory, timeout=self.config.restore_timeout)
         self.phases["restored"] = time.monotonic() - t0
         self._vm().qmp("cont")
+        # The restored kernel's CRNG is the saver's: reseed it from the host before
+        # anything connects (dropbear draws a new connection's keys from it).
+        self.reseeded_at_ns = self._reseed()
+        self.phases["reseeded"] = time.monotonic() - t0
         self._connect_ssh(retry_interval=0.02)
         self.phases["ssh"] = time.monotonic() - t0
         self._connect_agent()
-        assert self._agent is not None
-        # The restored kernel's CRNG is the saver's: reseed it from the host.
-        self._agent.request("reseed", seed=os.urandom(64).hex())
         self.phases["agent_ready"] = time.monotonic() - t0
         self.boot_seconds = self.phases["restored"]
         self.module = self.module_name()
         self.restored = True
         self.snapshot_dir = directory
+
+    def _reseed(self) -> int:
+        """Send a fresh seed to the agent daemon's reseed port (forwarded by QEMU, no
+        SSH); the guest's CLOCK_BOOTTIME of the reseed, in ns."""
+        import socket
+
+        from irqlab.build.boot import RESEED_PORT
+
+        port = forwarded_port(self._vm(), RESEED_PORT)
+        deadline = time.monotonic() + self.config.agent_timeout
+        why = "no answer"
+        while time.monotonic() < deadline:
+            self.check_health()
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=5.0) as s:
+                    s.sendall(os.urandom(64).hex().encode() + b"\n")
+                    with s.makefile("rb") as r:
+                        reply = r.readline(200).decode(errors="replace").split()
+            except OSError as e:
+                reply, why = [], str(e)
+            if reply[:1] == ["ok"] and len(reply) == 2 and reply[1].isdigit():
+                return int(reply[1])
+            if reply:  # the daemon answered, and refused
+                raise GuestError(f"the guest's reseed port refused the seed: {' '.join(reply)}")
+            # slirp takes the host's connection at once and closes it when nothing
+            # in the guest accepts yet: try again
+            time.sleep(0.02)
+        raise GuestError(
+            f"the restored guest's agent did not take a seed on its reseed port ({why})"
+        )
 
     def _start_machine(self, extra: list[str] | None = None) -> None:
         from irqlab.vm.machine import Machine, MachineConfig
@@ -941,8 +974,11 @@ class Guest:
         if self.ssh is None:
             raise GuestError("the guest is not connected")
         pkg = getattr(self.image, "agent_package", "irqlab_agent")
+        from irqlab.build.boot import RESEED_PORT
+
         return self.ssh.open_process(
-            f"exec python3 -m {pkg} --listen 127.0.0.1:{AGENT_PORT} --daemon {AGENT_LOG}"
+            f"exec python3 -m {pkg} --listen 127.0.0.1:{AGENT_PORT} "
+            f"--reseed 0.0.0.0:{RESEED_PORT} --daemon {AGENT_LOG}"
         )
 
     def _await_launch(self, launcher: RemoteProcess) -> None:

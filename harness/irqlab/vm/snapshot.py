@@ -47,7 +47,7 @@ __all__ = [
 ]
 
 RECIPE = "snapshot"
-FORMAT = "1"  # bump when the saved guest's contract changes (agent port, daemon protocol)
+FORMAT = "2"  # bump when the saved guest's contract changes (agent port, daemon protocol)
 STATE_FILE = "state.mig"
 META_FILE = "meta.json"
 EVENT_SLICE = 0.1  # s: how often a wait for QEMU's migration events checks that QEMU lives

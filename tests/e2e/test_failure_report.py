@@ -27,6 +27,9 @@ def test_failure_report_has_dmesg_counters_and_agent_messages(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("IRQLAB_CACHE_DIR", str(CACHE))
+    # the inner run's logs stay in its own directory (its log pruning would count this
+    # run's directories otherwise)
+    monkeypatch.setenv("IRQLAB_LOG_DIR", str(pytester.path / "logs"))
     pytester.makepyfile(USER_TESTS)
     junit = pytester.path / "junit.xml"
     r = pytester.runpytest_subprocess(f"--junitxml={junit}", "-p", "no:cacheprovider")

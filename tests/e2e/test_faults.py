@@ -155,6 +155,11 @@ def test_3_still_healthy(irqlab_guest):
 """
 
 
+def _inner_env(tmp_path: Path) -> dict[str, str]:
+    """The inner session's environment: its logs (and its log pruning) in *tmp_path*."""
+    return {**os.environ, "IRQLAB_LOG_DIR": str(tmp_path / "logs")}
+
+
 def _inner(tmp_path: Path, body: str) -> Path:
     test = tmp_path / "test_inner.py"
     test.write_text(textwrap.dedent(body))
@@ -167,6 +172,7 @@ def test_a_session_goes_on_with_a_new_guest_after_one_died(tmp_path: Path) -> No
     r = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(test)],
         cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False,
+        env=_inner_env(tmp_path),
     )  # fmt: skip
     took = time.monotonic() - t0
     out = r.stdout + r.stderr
@@ -189,7 +195,7 @@ def test_sigterm_or_sigint_of_pytest_stops_its_guests(tmp_path: Path, signo: int
     test = _inner(tmp_path, INNER_SLOW)
     p = subprocess.Popen(
         [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", str(test)],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=_inner_env(tmp_path),
         # a shell's background job (`cmd &`) inherits SIGINT ignored: undo that here,
         # as an interactive pytest would have it
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),

@@ -84,6 +84,24 @@ def test_a_killed_qemu_is_named_with_its_status(fault_guest: Guest) -> None:
     assert str(e).startswith("QEMU exited with status -9"), e
 
 
+def test_qemu_dying_while_a_restore_reseeds_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reseed is a restore's first wait on the guest: QEMU gone during it is named
+    at once, and nothing is left running."""
+    reseed = Guest._reseed
+
+    def kill_then_reseed(self: Guest) -> int:
+        assert self.machine is not None
+        os.kill(self.machine.pid, signal.SIGKILL)
+        return reseed(self)
+
+    monkeypatch.setattr(Guest, "_reseed", kill_then_reseed)
+    running = set(_qemu_children())
+    g = Guest(GuestConfig(name="fault-reseed"))
+    e = _raises_within(g.start, VERDICT, GuestFault)
+    assert str(e).startswith("QEMU exited with status -9"), e
+    assert g.machine is None and set(_qemu_children()) == running
+
+
 def test_a_frozen_qemu_is_named_within_ten_seconds(fault_guest: Guest) -> None:
     os.kill(fault_guest.machine.pid, signal.SIGSTOP)
     try:

@@ -592,9 +592,14 @@ class Guest:
         import socket
 
         from irqlab.build.boot import RESEED_PORT
+        from irqlab.vm.machine import MachineError
 
-        port = forwarded_port(self._vm(), RESEED_PORT)
-        deadline = time.monotonic() + self.config.agent_timeout
+        try:
+            port = forwarded_port(self._vm(), RESEED_PORT)
+        except MachineError:
+            self._raise_fault()  # QEMU gone: the watch names why
+            raise
+        deadline = time.monotonic() + self.config.ssh_timeout  # the network's first use
         why = "no answer"
         while time.monotonic() < deadline:
             self.check_health()
@@ -610,8 +615,10 @@ class Guest:
             if reply:  # the daemon answered, and refused
                 raise GuestError(f"the guest's reseed port refused the seed: {' '.join(reply)}")
             # slirp takes the host's connection at once and closes it when nothing
-            # in the guest accepts yet: try again
-            time.sleep(0.02)
+            # in the guest accepts yet (or QEMU is gone): try again, unless the watch
+            # has a verdict by then
+            if self.wait_fault(0.02) is not None:
+                self._raise_fault()
         raise GuestError(
             f"the restored guest's agent did not take a seed on its reseed port ({why})"
         )
@@ -681,6 +688,13 @@ class Guest:
     def _diagnose(self) -> str | None:
         fault = self.wait_fault(FAULT_VERDICT)
         return fault.describe() if fault is not None else None
+
+    def _raise_fault(self) -> None:
+        """Raise :class:`GuestFault` if the health watch has a verdict within
+        FAULT_VERDICT s (a broken connection usually comes a moment before it)."""
+        fault = self.wait_fault(FAULT_VERDICT)
+        if fault is not None:
+            raise GuestFault(fault)
 
     def check_health(self) -> None:
         """Raise :class:`GuestFault` if the health watch saw the guest die or freeze."""

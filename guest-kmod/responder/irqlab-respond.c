@@ -147,6 +147,26 @@ static int dev_fd, ack_fd = -1;
 static unsigned int batch = 64;
 static struct irqlab_event *rbuf;
 
+#define READ_AGAIN (-1)	/* wake_read(): a signal interrupted the read */
+#define READ_FAILED (-2)	/* wake_read(): an error, recorded by fail() */
+
+/*
+ * One blocking read(2) of up to @len bytes of the device into @buf, the wake-up
+ * time (taken as it returns) in @wake: the bytes read, READ_AGAIN or READ_FAILED.
+ */
+static ssize_t wake_read(void *buf, size_t len, uint64_t *wake)
+{
+	ssize_t n = read(dev_fd, buf, len);
+
+	*wake = now_ns();
+	if (n >= 0)
+		return n;
+	if (errno == EINTR && !stopping)
+		return READ_AGAIN;
+	fail("read");
+	return READ_FAILED;
+}
+
 /* ACK the record with IRQLAB_IOC_ACK on @fd; the sample gets latency and time. */
 static void ack_seq(int fd, uint32_t seq, struct sample *s)
 {
@@ -239,16 +259,14 @@ static int open_dev(const char *dev, int nonblock)
 static void loop_read(void)
 {
 	while (!done()) {
-		ssize_t n = read(dev_fd, rbuf, batch * sizeof(*rbuf));
-		uint64_t wake = now_ns();
+		uint64_t wake;
+		ssize_t n = wake_read(rbuf, batch * sizeof(*rbuf), &wake);
 		size_t cnt;
 
-		if (n < 0) {
-			if (errno == EINTR && !stopping)
-				continue;
-			fail("read");
+		if (n == READ_AGAIN)
+			continue;
+		if (n < 0)
 			return;
-		}
 		wakeups++;
 		reads++;
 		cnt = (size_t)n / sizeof(*rbuf);
@@ -452,15 +470,13 @@ static void loop_count(void)
 	ready();
 	while (!done()) {
 		uint32_t c;
-		ssize_t n = read(dev_fd, &c, sizeof(c));
-		uint64_t wake = now_ns();
+		uint64_t wake;
+		ssize_t n = wake_read(&c, sizeof(c), &wake);
 
-		if (n < 0) {
-			if (errno == EINTR && !stopping)
-				continue;
-			fail("read");
+		if (n == READ_AGAIN)
+			continue;
+		if (n < 0)
 			return;
-		}
 		if (n != sizeof(c)) {
 			errno = 0;
 			fail("short count read");
@@ -688,17 +704,15 @@ static void loop_uio(const char *name, const char *map, const char *reenable)
 	ready();
 	while (!done()) {
 		uint32_t count, depth, k, handled = 0;
-		ssize_t n = read(dev_fd, &count, sizeof(count));
-		uint64_t wake = now_ns();
+		uint64_t wake;
+		ssize_t n = wake_read(&count, sizeof(count), &wake);
 		uint64_t dev_wake = rd64(IRQLAB_REG_TIME_LO, IRQLAB_REG_TIME_HI);
 		size_t first = nsamples;
 
-		if (n < 0) {
-			if (errno == EINTR && !stopping)
-				continue;
-			fail("read");
+		if (n == READ_AGAIN)
+			continue;
+		if (n < 0)
 			break;
-		}
 		wakeups++;
 		reads++;
 		if (count == last)

@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from irqlab.build import boot, buildroot, buildroot_checks, fetch, image
+from irqlab.build.arch import ARCHES
 from irqlab.build.guest import BOOT_SCRIPT, BOOT_SCRIPT_PATH
 from irqlab.build.sshkeys import SshKeys
 from irqlab.build.steps import StepLog
@@ -557,16 +558,19 @@ def test_download_verifies_sha256(tmp_path: Path) -> None:
     assert not (tmp_path / "dl" / "y.tar.xz.part").exists()
 
 
+@pytest.mark.parametrize("arch", ["x86_64", "aarch64"])
 def test_built_output_becomes_the_harness_guest_image(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    arch: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """What a finished Buildroot build leaves (images/, the kernel build, the target's
-    modules) is collected into the same GuestImage the Debian image gives: vmlinux +
-    zstd initramfs, the Debian image's command line, markers, keys and our module's
+    modules) is collected into the same GuestImage the Debian image gives: the
+    architecture's kernel file (x86_64 vmlinux, aarch64 Image) + zstd initramfs, the
+    Debian image's command line for that architecture, markers, keys and our module's
     name (from modules.dep's updates/, where the kernel-module infrastructure installs)."""
+    kernel_file = buildroot.KERNEL_IMAGES[arch]
     out = tmp_path / "output"
     (out / "images").mkdir(parents=True)
-    (out / "images/vmlinux").write_bytes(b"\x7fELF")
+    (out / "images" / kernel_file).write_bytes(b"\x7fELF")
     (out / "images/rootfs.cpio.zst").write_bytes(b"\x28\xb5\x2f\xfd")
     linux = out / "build/linux-6.18.7"
     (linux / "include/config").mkdir(parents=True)
@@ -584,7 +588,7 @@ def test_built_output_becomes_the_harness_guest_image(
     monkeypatch.setenv("IRQLAB_LOG_DIR", str(tmp_path / "logs"))
     log = StepLog(tmp_path / "test-buildroot-collect.log", lambda _m: None)
     try:
-        buildroot._collect(out, dest, log)
+        buildroot._collect(out, dest, log, ARCHES[arch])
     finally:
         log.close()
     keys = SshKeys(
@@ -592,9 +596,11 @@ def test_built_output_becomes_the_harness_guest_image(
     )
     img = buildroot._guest_image(dest, "digest", keys)
     assert isinstance(img, boot.GuestImage)
-    assert (img.kernel.name, img.initramfs.name) == ("vmlinux", "rootfs.cpio.zst")
+    assert (img.kernel.name, img.initramfs.name) == (kernel_file, "rootfs.cpio.zst")
     assert img.kernel.read_bytes() == b"\x7fELF"
-    assert img.cmdline == " ".join(boot.KERNEL_CMDLINE)
+    assert img.arch == img.kernel_artifacts.arch.name == arch
+    cmdline = boot.AARCH64_KERNEL_CMDLINE if arch == "aarch64" else boot.KERNEL_CMDLINE
+    assert img.cmdline == " ".join(cmdline)
     assert (img.ready_marker, img.failed_marker) == (boot.READY_MARKER, boot.FAILED_MARKER)
     assert (img.client_key, img.host_key) == (keys.client_key, keys.host_pub)
     assert img.kernel_version == "6.18.7" and img.kmod == "irqlab"
@@ -602,3 +608,4 @@ def test_built_output_becomes_the_harness_guest_image(
     assert img.kernel_artifacts.modules_dir.joinpath("modules.dep").is_file()
     assert img.kernel_artifacts.config.read_text() == "CONFIG_UIO=m\n"
     assert "-initrd" in img.qemu_args(2222)
+    assert ("-bios" in img.qemu_args(2222)) == (arch == "x86_64")  # aarch64: no firmware

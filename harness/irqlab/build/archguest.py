@@ -5,12 +5,13 @@ the Debian-package image from its Debian architecture.
 ``Guest`` (:mod:`irqlab.vm.guest`) asks here when ``GuestConfig(arch=...)`` or
 ``$IRQLAB_ARCH`` names such an architecture.  QEMU is only looked up (building it is
 ``IRQLAB_ARCHES=x86_64,aarch64 invoke build-qemu``); kernel, module and image are
-built on demand like the x86_64 ones (seconds, cached).
+built on demand like the x86_64 ones (seconds, cached).  With ``IRQLAB_IMAGE=buildroot``
+``Guest`` boots *arch*'s Buildroot image instead (:mod:`irqlab.build.buildroot`), on the
+QEMU found here.
 """
 
 from __future__ import annotations
 
-import os
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,6 +27,7 @@ __all__ = [
     "KEY_SLOT",
     "Missing",
     "absent_arches",
+    "arch_qemu",
     "key_dtb_args",
     "prerequisites",
     "present_arches",
@@ -66,20 +68,26 @@ def absent_arches() -> list[Arch]:
     return [a for a in ARCHES.values() if a not in present]
 
 
-def prerequisites(
-    arch: Arch, extra_packages: Sequence[str] = (), kmod: Path | None = None
-) -> tuple[QemuInstall, GuestImage, Path]:
-    """(QEMU install, image, module .ko) for a guest of *arch*; *kmod*: a build of our
-    driver for *arch* to use instead of the module recipe's (``$IRQLAB_KMOD``)."""
-    kind = os.environ.get("IRQLAB_IMAGE", "debian")
-    if kind != "debian":
-        raise Missing(f"IRQLAB_IMAGE={kind}: only the Debian-package image exists for {arch.name}")
+def arch_qemu(arch: Arch) -> QemuInstall:
+    """The built QEMU of *arch*'s target, or :class:`Missing` naming the command that
+    builds it."""
     qemu = find_qemu(arch)
     if qemu is None:
         raise Missing(
             f"{arch.qemu_binary} with the irqlab device is not built: "
             f"run `{ARCHES_ENV}=x86_64,{arch.name} invoke build-qemu`"
         )
+    return qemu
+
+
+def prerequisites(
+    arch: Arch, extra_packages: Sequence[str] = (), kmod: Path | None = None
+) -> tuple[QemuInstall, GuestImage, Path]:
+    """(QEMU install, Debian-package image, module .ko) for a guest of *arch*; *kmod*: a
+    build of our driver for *arch* to use instead of the module recipe's
+    (``$IRQLAB_KMOD``).  The Buildroot image of *arch* is
+    :func:`irqlab.build.buildroot.ensure_image` (``Guest`` chooses by ``$IRQLAB_IMAGE``)."""
+    qemu = arch_qemu(arch)
     if arch.foreign and arch.deb_arch not in _foreign_deb_arches():
         raise Missing(
             f"apt does not know Debian's {arch.deb_arch} packages: run "

@@ -1,11 +1,14 @@
 """The Buildroot guest image: a thin back end of the boot contract (:mod:`irqlab.build.boot`).
 
 :func:`ensure_image` downloads the pinned Buildroot release (URL + sha256,
-:mod:`irqlab.build.fetch`), builds ``irqlab_x86_64_defconfig`` with the BR2_EXTERNAL
-tree in ``<repo>/buildroot`` and copies the kernel (``vmlinux``, booted through PVH
-like the Debian image) and the initramfs into a cache directory named by the hash of
-every input; it returns a :class:`~irqlab.build.boot.GuestImage` as the Debian image
-does, so the harness boots either with the same tests.  Buildroot downloads its
+:mod:`irqlab.build.fetch`), builds the guest architecture's defconfig
+(:data:`DEFCONFIGS`: ``irqlab_x86_64_defconfig``, ``irqlab_aarch64_defconfig``) with the
+BR2_EXTERNAL tree in ``<repo>/buildroot`` in that architecture's output directory and
+copies the kernel (x86_64: ``vmlinux``, booted through PVH like the Debian image;
+aarch64: ``Image``, booted directly on ``virt``) and the initramfs into a cache
+directory named by the hash of every input (the architecture among them); it returns
+a :class:`~irqlab.build.boot.GuestImage` as the Debian image does, so the harness
+boots either with the same tests.  Buildroot downloads its
 sources and toolchain from the internet and a cold build takes 30-60 minutes, so this
 runs in GitHub Actions, not on machines without internet access.  ``BR2_DL_DIR`` and
 ``BR2_CCACHE_DIR`` in the environment choose the download and ccache directories
@@ -28,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from irqlab.build import fetch
+from irqlab.build.arch import ARCHES, X86_64, Arch
 from irqlab.build.boot import GuestImage, authorized_keys, boot_values, guest_image
 from irqlab.build.cache import InputHash, cached_build, is_complete
 from irqlab.build.cache import output_dir as output_dir_for
@@ -51,10 +55,12 @@ __all__ = [
     "HOST_PACKAGES",
     "INITRD_IMAGE",
     "KERNEL_IMAGE",
+    "KERNEL_IMAGES",
     "LOCAL_PACKAGES",
     "BuildrootError",
     "CheckResult",
     "boot_env",
+    "build_arch",
     "buildroot_version",
     "ccache_dir",
     "check_dotconfig",
@@ -68,6 +74,7 @@ __all__ = [
     "fragment_files_line",
     "image_inputs",
     "input_digest",
+    "make_commands",
     "output_dir",
     "source_tree",
 ]
@@ -82,14 +89,18 @@ BUILDROOT_TARBALL = f"buildroot-{BUILDROOT_VERSION}.tar.xz"
 BUILDROOT_URL = f"https://buildroot.org/downloads/{BUILDROOT_TARBALL}"
 BUILDROOT_SHA256 = "5a59e7501b0b4ec52c41f4bfa79412320e0b37eae5f719605a258e8d0c6fc7fb"
 
-DEFCONFIG = "irqlab_x86_64_defconfig"  # the image irqlab.build.buildroot builds
-# One defconfig per guest architecture (irqlab.build.arch); all pass the offline checks.
+DEFCONFIG = "irqlab_x86_64_defconfig"  # the default architecture's (x86_64)
+# One defconfig per guest architecture (irqlab.build.arch): all pass the offline checks
+# and ensure_image(arch=...) builds any of them.
 DEFCONFIGS = {"x86_64": DEFCONFIG, "aarch64": "irqlab_aarch64_defconfig"}
 EXTERNAL_NAME = "IRQLAB"
 # Packages of the external tree that must be built from this repository.
 LOCAL_PACKAGES = ("irqlab-kmod", "python-irqlab-agent")
-# What the image consists of (Buildroot's output/images names).
-KERNEL_IMAGE = "vmlinux"
+# What the image consists of (Buildroot's output/images names): the kernel each
+# architecture boots (x86_64 an uncompressed vmlinux through PVH, BR2_LINUX_KERNEL_VMLINUX;
+# aarch64 the kernel's Image, which QEMU's -kernel boots as is, BR2_LINUX_KERNEL_IMAGE).
+KERNEL_IMAGES = {"x86_64": "vmlinux", "aarch64": "Image"}
+KERNEL_IMAGE = KERNEL_IMAGES["x86_64"]
 INITRD_IMAGE = "rootfs.cpio.zst"
 # board/irqlab/post-build.sh reads root's authorized keys from this file.
 AUTHORIZED_KEYS_ENV = "IRQLAB_AUTHORIZED_KEYS_FILE"
@@ -143,9 +154,9 @@ def fragment_files(defconfig: str = DEFCONFIG) -> list[str]:
     return defconfig_values(defconfig).get("BR2_LINUX_KERNEL_CONFIG_FRAGMENT_FILES", "").split()
 
 
-def fragment_files_line(debug: bool) -> str:
-    """The .config line naming the kernel fragments (the defconfig's, plus the debug one)."""
-    files = fragment_files(DEFCONFIG)
+def fragment_files_line(debug: bool, defconfig: str = DEFCONFIG) -> str:
+    """The .config line naming the kernel fragments (*defconfig*'s, plus the debug one)."""
+    files = fragment_files(defconfig)
     if debug:
         files.append(f"$(BR2_EXTERNAL_{EXTERNAL_NAME}_PATH)/{DEBUG_FRAGMENT}")
     return f'BR2_LINUX_KERNEL_CONFIG_FRAGMENT_FILES="{" ".join(files)}"'
@@ -153,6 +164,21 @@ def fragment_files_line(debug: bool) -> str:
 
 class BuildrootError(IrqlabError, RuntimeError):
     pass
+
+
+def build_arch(arch: Arch | str = X86_64) -> Arch:
+    """The guest architecture *arch* (an :class:`Arch` or its name), checked to have a
+    defconfig here."""
+    if isinstance(arch, str):
+        found = ARCHES.get(arch)
+        if found is None:
+            raise BuildrootError(
+                f"no Buildroot defconfig for architecture {arch!r} (known: {', '.join(DEFCONFIGS)})"
+            )
+        arch = found
+    if arch.name not in DEFCONFIGS:
+        raise BuildrootError(f"no Buildroot defconfig for {arch.name}")
+    return arch
 
 
 # -- locations ---------------------------------------------------------------------------
@@ -185,12 +211,16 @@ def ccache_dir() -> Path:
     return Path(env).expanduser().resolve() if env else cache_dir() / "buildroot-ccache"
 
 
-def output_dir() -> Path:
-    """Buildroot's O= directory, kept between builds so that rebuilds are incremental."""
+def output_dir(arch: Arch = X86_64) -> Path:
+    """Buildroot's O= directory for *arch*, kept between builds so that rebuilds are
+    incremental: ``$IRQLAB_BUILDROOT_OUTPUT`` or ``<cache>/buildroot-<version>-output``
+    for x86_64, the same name plus ``-<arch>`` for another architecture."""
     env = os.environ.get("IRQLAB_BUILDROOT_OUTPUT")
     if env:
-        return Path(env).expanduser().resolve()
-    return cache_dir() / f"buildroot-{BUILDROOT_VERSION}-output"
+        base = Path(env).expanduser().resolve()
+    else:
+        base = cache_dir() / f"buildroot-{BUILDROOT_VERSION}-output"
+    return base if arch == X86_64 else base.with_name(f"{base.name}-{arch.name}")
 
 
 def source_tree(path: str | os.PathLike[str] | None = None) -> Path:
@@ -284,7 +314,7 @@ def boot_env(keys: SshKeys, authorized_keys: Path) -> dict[str, str]:
     }
 
 
-def input_digest(keys: SshKeys, authorized_keys: str) -> str:
+def input_digest(keys: SshKeys, authorized_keys: str, arch: Arch = X86_64) -> str:
     h = InputHash(_RECIPE)
     h.add_file(Path(__file__), label="recipe/buildroot.py")
     h.add_str("buildroot", f"{BUILDROOT_VERSION} {BUILDROOT_SHA256}")
@@ -296,11 +326,14 @@ def input_digest(keys: SshKeys, authorized_keys: str) -> str:
     for name, value in sorted(boot_env(keys, Path("-")).items()):
         if name not in (AUTHORIZED_KEYS_ENV, "IRQLAB_HOST_KEY_FILE"):
             h.add_str(name, value)
+    if arch != X86_64:  # as the Debian image: x86_64's digest is the one it always was
+        h.add_str("arch", arch.name)
     return h.hexdigest()
 
 
 def ensure_image(
     *,
+    arch: Arch | str = X86_64,
     build: bool = True,
     authorized_key: str | Path | None = None,
     force: bool = False,
@@ -309,8 +342,9 @@ def ensure_image(
     verbose: bool = False,
     say: Log = stderr_log,
 ) -> GuestImage:
-    """The Buildroot guest for the current inputs, as the same :class:`GuestImage` the
-    Debian image gives (same boot protocol, keys, markers and addresses).
+    """The Buildroot guest of *arch* (default x86_64) for the current inputs, as the same
+    :class:`GuestImage` the Debian image gives (same boot protocol, keys, markers and
+    addresses; the architecture's machine, kernel file and command line).
 
     With ``build=False`` only a cached image is returned: :class:`BuildrootError` says
     how to build one.  Building downloads Buildroot's sources and toolchain (30-60 min
@@ -318,15 +352,18 @@ def ensure_image(
     *verbose*), everything in ``<log_dir>/build/buildroot-<digest>.log``.
     *authorized_key*: public key line(s) (or a file) let in besides the cache's client key.
     """
+    arch = build_arch(arch)
     keys = ensure_keys()
     # the same authorized_keys text the Debian image gets
     authorized = authorized_keys(keys, authorized_key)
-    digest = input_digest(keys, authorized)
+    digest = input_digest(keys, authorized, arch)
     final = output_dir_for("buildroot-image", digest)
     if not build and not (is_complete(final) and not force):
+        command = "invoke buildroot-build" + ("" if arch == X86_64 else f" --arch {arch.name}")
         raise BuildrootError(
-            f"no Buildroot image for the current inputs ({final}); build it with "
-            "'invoke buildroot-build' (downloads Buildroot and its toolchain, 30-60 min cold)"
+            f"no Buildroot {arch.name} image for the current inputs ({final}); build it "
+            f"with '{command}' (downloads Buildroot and its toolchain, 30-60 min cold; "
+            "needs the internet)"
         )
 
     def build_into(tmp: Path) -> None:
@@ -335,7 +372,13 @@ def ensure_image(
             keys_file = tmp / "authorized_keys"
             keys_file.write_text(authorized)
             _build_into(
-                tmp, boot_env(keys, keys_file), log, clean=clean, jobs=jobs, verbose=verbose
+                tmp,
+                boot_env(keys, keys_file),
+                log,
+                arch=arch,
+                clean=clean,
+                jobs=jobs,
+                verbose=verbose,
             )
             keys_file.unlink()
         finally:
@@ -349,16 +392,19 @@ def _guest_image(out: Path, digest: str, keys: SshKeys) -> GuestImage:
     meta = json.loads((out / "image.json").read_text())
     release = str(meta["kernel_version"])
     brout = Path(str(meta["output_dir"]))
+    arch = build_arch(str(meta.get("arch", X86_64.name)))
+    kernel_file = out / str(meta.get("kernel", KERNEL_IMAGES[arch.name]))
     kernel = KernelArtifacts(
         version=release,
         package_version=f"buildroot {meta['buildroot_version']}",
-        vmlinux=out / KERNEL_IMAGE,
-        bzimage=out / KERNEL_IMAGE,  # Buildroot is asked for vmlinux only (PVH boot)
+        vmlinux=kernel_file,
+        bzimage=kernel_file,  # Buildroot is asked for the booted kernel file only
         modules_dir=out / "modules" / release,
         headers_build_dir=brout / "build" / f"linux-{meta['linux_version']}",
         config=out / "kernel.config",
         root=out,
         kmod=brout / "host" / "bin" / "kmod",
+        arch=arch,
     )
     return guest_image(
         version=digest,
@@ -371,12 +417,35 @@ def _guest_image(out: Path, digest: str, keys: SshKeys) -> GuestImage:
     )
 
 
+def make_commands(tree: Path, out: Path, arch: Arch, *, debug: bool, jobs: int) -> list[list[str]]:
+    """The make invocations of a build of *arch*'s image in *out*, in order (the
+    dotconfig check runs after the first): configure with the architecture's defconfig,
+    (debug) resolve the appended debug fragment, re-sync our local packages, build."""
+    cmds = [_make(tree, out, DEFCONFIGS[arch.name])]
+    if debug:
+        cmds.append(_make(tree, out, "olddefconfig"))
+    # A plain `make` does not re-sync local packages: make Buildroot take the
+    # repository's current sources (a no-op on a fresh output directory).
+    cmds.append(_make(tree, out, *(f"{p}-clean-for-rebuild" for p in LOCAL_PACKAGES)))
+    cmds.append(["nice", *_make(tree, out, *([f"BR2_JLEVEL={jobs}"] if jobs else []))])
+    return cmds
+
+
 def _build_into(
-    dest: Path, env: Mapping[str, str], log: StepLog, *, clean: bool, jobs: int, verbose: bool
+    dest: Path,
+    env: Mapping[str, str],
+    log: StepLog,
+    *,
+    arch: Arch,
+    clean: bool,
+    jobs: int,
+    verbose: bool,
 ) -> None:
     t0 = time.monotonic()
     tree = ensure_source(say=log.log)
-    out = output_dir()
+    out = output_dir(arch)
+    defconfig = DEFCONFIGS[arch.name]
+    debug = debug_kernel()
     if clean and out.exists():
         log.log(f"removing {out}")
         shutil.rmtree(out)
@@ -384,35 +453,32 @@ def _build_into(
     dl_dir().mkdir(parents=True, exist_ok=True)
     ccache_dir().mkdir(parents=True, exist_ok=True)
     env = {**env, "BR2_DL_DIR": str(dl_dir()), "BR2_CCACHE_DIR": str(ccache_dir())}
-    log.log(f"Buildroot {BUILDROOT_VERSION}: {tree}")
+    log.log(f"Buildroot {BUILDROOT_VERSION}: {tree}; {arch.name} ({defconfig})")
     log.log(f"output {out}, downloads {dl_dir()}, ccache {ccache_dir()}")
     log.log(f"log {log.path}")
-    log.stream(_make(tree, out, DEFCONFIG), env=env)
-    _check_dotconfig(tree, out, log)
-    if debug_kernel():
-        # Kconfig takes the last assignment of a symbol: append, then resolve.
+    configure, *rest = make_commands(tree, out, arch, debug=debug, jobs=jobs)
+    log.stream(configure, env=env)
+    _check_dotconfig(tree, out, log, defconfig=defconfig)
+    if debug:
+        # Kconfig takes the last assignment of a symbol: append, then resolve (olddefconfig).
         log.log(f"{DEBUG_ENV}: debug kernel ({DEBUG_FRAGMENT})")
         with (out / ".config").open("a") as f:
-            f.write(fragment_files_line(True) + "\n")
-        log.stream(_make(tree, out, "olddefconfig"), env=env)
-    # A plain `make` does not re-sync local packages: make Buildroot take the
-    # repository's current sources (a no-op on a fresh output directory).
-    log.stream(_make(tree, out, *(f"{p}-clean-for-rebuild" for p in LOCAL_PACKAGES)), env=env)
-    make_args = [f"BR2_JLEVEL={jobs}"] if jobs else []
+            f.write(fragment_files_line(True, defconfig) + "\n")
+    *prepare, build = rest
+    for cmd in prepare:
+        log.stream(cmd, env=env)
     log.log("make (cold: 30-60 min; Buildroot's steps follow)")
-    log.stream(
-        ["nice", *_make(tree, out, *make_args)],
-        env=env,
-        echo=(lambda _line: True) if verbose else _is_progress,
-    )
-    _collect(out, dest, log)
-    log.log(f"Buildroot image built in {(time.monotonic() - t0) / 60:.1f} min")
+    log.stream(build, env=env, echo=(lambda _line: True) if verbose else _is_progress)
+    _collect(out, dest, log, arch)
+    log.log(f"Buildroot {arch.name} image built in {(time.monotonic() - t0) / 60:.1f} min")
 
 
-def _collect(out: Path, dest: Path, log: StepLog) -> None:
-    """Copy what the harness needs from Buildroot's output directory into *dest*."""
+def _collect(out: Path, dest: Path, log: StepLog, arch: Arch = X86_64) -> None:
+    """Copy what the harness needs from Buildroot's output directory (a build of *arch*'s
+    defconfig) into *dest*."""
     images = out / "images"
-    for name in (KERNEL_IMAGE, INITRD_IMAGE):
+    kernel = KERNEL_IMAGES[arch.name]
+    for name in (kernel, INITRD_IMAGE):
         if not (images / name).is_file():
             raise BuildrootError(f"Buildroot did not produce {images / name} (log: {log.path})")
         shutil.copy2(images / name, dest / name)
@@ -428,12 +494,13 @@ def _collect(out: Path, dest: Path, log: StepLog) -> None:
     ours = sorted(module_name(rel) for rel in deps if rel.startswith("updates/"))
     meta = {
         "kind": "buildroot",
+        "arch": arch.name,
         "buildroot_version": BUILDROOT_VERSION,
-        "defconfig": DEFCONFIG,
+        "defconfig": DEFCONFIGS[arch.name],
         "output_dir": str(out),
         "linux_version": linux.name.removeprefix("linux-"),
         "kernel_version": release,
-        "kernel": KERNEL_IMAGE,
+        "kernel": kernel,
         "initrd": INITRD_IMAGE,
         "kmod": ours[0] if ours else None,
         "modules": sorted({module_name(rel) for rel in deps}),
@@ -441,8 +508,10 @@ def _collect(out: Path, dest: Path, log: StepLog) -> None:
     (dest / "image.json").write_text(json.dumps(meta, indent=2) + "\n")
 
 
-def _check_dotconfig(tree: Path, out: Path, log: StepLog, python: str = sys.executable) -> str:
-    result = check_dotconfig(tree, out, log, python)
+def _check_dotconfig(
+    tree: Path, out: Path, log: StepLog, python: str = sys.executable, defconfig: str = DEFCONFIG
+) -> str:
+    result = check_dotconfig(tree, out, log, python, defconfig)
     if not result.ok:
         raise BuildrootError(f"check-dotconfig.py: {result.detail} (log: {log.path})")
     return result.detail

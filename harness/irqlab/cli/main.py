@@ -103,9 +103,31 @@ def cmd_cache(args: argparse.Namespace) -> int:
 def cmd_buildroot_build(args: argparse.Namespace) -> int:
     from irqlab.build.buildroot import ensure_image
 
-    img = ensure_image(force=args.force, clean=args.clean, jobs=args.jobs, verbose=args.verbose)
-    print(f"Buildroot image {img.version}: {img.kernel} + {img.initramfs} ({img.size} bytes)")
+    img = ensure_image(
+        arch=args.arch, force=args.force, clean=args.clean, jobs=args.jobs, verbose=args.verbose
+    )
+    print(
+        f"Buildroot {img.arch} image {img.version}: {img.kernel} + {img.initramfs} "
+        f"({img.size} bytes)"
+    )
     return 0
+
+
+def _buildroot_arch(value: str) -> str:
+    """``--arch`` of buildroot-build: an architecture with a Buildroot defconfig (its
+    canonical name; ``amd64``/``arm64`` too), else argparse's usage error."""
+    from irqlab.build.arch import by_name
+    from irqlab.build.buildroot import DEFCONFIGS
+
+    try:
+        name = by_name(value).name
+    except ValueError:
+        name = ""
+    if name not in DEFCONFIGS:
+        raise argparse.ArgumentTypeError(
+            f"no Buildroot defconfig for {value!r} (choose from {', '.join(DEFCONFIGS)})"
+        )
+    return name
 
 
 def cmd_buildroot_check(args: argparse.Namespace) -> int:
@@ -217,6 +239,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--jobs", type=int, default=0, help="BR2_JLEVEL (default: Buildroot's)")
     s.add_argument(
         "--verbose", action="store_true", help="all of Buildroot's output, not only its '>>>' lines"
+    )
+    s.add_argument(
+        "--arch",
+        type=_buildroot_arch,
+        default="x86_64",
+        help="the guest architecture: x86_64 (default) or aarch64 (Buildroot cross-builds "
+        "with its own toolchain)",
     )
     s.set_defaults(func=cmd_buildroot_build)
 

@@ -347,28 +347,47 @@ class Guest:
         arch = self.arch
         for mod in self.config.extra_modules:
             check_module_arch(Path(mod), arch, "extra module")
+        if image_kind() == "buildroot":
+            return self._find_buildroot(arch)
         if arch.name != "x86_64":
             return self._find_other_arch(arch)
         return self._find_x86_64()
 
-    def _find_x86_64(self) -> tuple[QemuInstall, GuestImage, Path]:
+    @staticmethod
+    def _find_qemu(arch: Any) -> QemuInstall:
+        """The built QEMU for a guest of *arch*, or :class:`PrerequisiteMissing` saying how
+        to build it."""
+        from irqlab.build import archguest
         from irqlab.build.qemu import find_qemu
 
+        if arch.name != "x86_64":
+            try:
+                return archguest.arch_qemu(arch)
+            except archguest.Missing as e:
+                raise PrerequisiteMissing(str(e)) from e
         qemu = find_qemu()
         if qemu is None:
             raise PrerequisiteMissing(
                 "QEMU with the irqlab device is not built: "
                 "run `invoke build-qemu` (or `invoke build`)"
             )
-        if image_kind() == "buildroot":
-            from irqlab.build.buildroot import BuildrootError
-            from irqlab.build.buildroot import ensure_image as ensure_buildroot_image
+        return qemu
 
-            try:
-                br = ensure_buildroot_image(build=False)
-            except BuildrootError as e:
-                raise PrerequisiteMissing(str(e)) from e
-            return qemu, br, br.kernel_artifacts.modules_dir / "updates" / "irqlab.ko"
+    def _find_buildroot(self, arch: Any) -> tuple[QemuInstall, GuestImage, Path]:
+        """The prerequisites with the Buildroot image of *arch* (never built here: the
+        error names the command that builds it); its own build of our module."""
+        from irqlab.build.buildroot import BuildrootError
+        from irqlab.build.buildroot import ensure_image as ensure_buildroot_image
+
+        qemu = self._find_qemu(arch)
+        try:
+            br = ensure_buildroot_image(arch=arch, build=False)
+        except BuildrootError as e:
+            raise PrerequisiteMissing(str(e)) from e
+        return qemu, br, br.kernel_artifacts.modules_dir / "updates" / "irqlab.ko"
+
+    def _find_x86_64(self) -> tuple[QemuInstall, GuestImage, Path]:
+        qemu = self._find_qemu(self.arch)
         ko = find_kmod()
         from irqlab.build.image import ensure_image
 
@@ -383,7 +402,7 @@ class Guest:
         return qemu, image, Path(ko)
 
     def _find_other_arch(self, arch: Any) -> tuple[Any, Any, Path]:
-        """The prerequisites of a guest of another architecture (the Debian image only)."""
+        """The prerequisites of a guest of another architecture with the Debian image."""
         from irqlab.build import archguest
 
         try:

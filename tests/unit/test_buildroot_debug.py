@@ -76,11 +76,16 @@ def test_debug_image_is_its_own_cache_entry(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_ci_builds_and_tests_the_debug_kernel() -> None:
-    """The Buildroot job builds the debug variant and runs the e2e suite on it (whose
-    session ends with the kernel-log scan)."""
+    """The Buildroot job's x86_64 entry builds the debug variant and the e2e suite runs
+    on it (whose session ends with the kernel-log scan); the aarch64 entry builds the
+    plain kernel (its guest runs under TCG)."""
     text = WORKFLOW.read_text()
     build = text[text.index("\n  buildroot:\n") :].split("\n  e2e:\n", 1)[0]
-    assert f'\n    env:\n      {buildroot.DEBUG_ENV}: "1"\n' in build  # job-wide
+    assert '- arch: x86_64\n            debug: "1"\n' in build
+    assert '- arch: aarch64\n            debug: "0"\n' in build
+    assert (
+        f"\n    env:\n      {buildroot.DEBUG_ENV}: ${{{{ matrix.debug }}}}\n" in build
+    )  # job-wide
     assert "invoke buildroot-build" in build
     e2e = text[text.index("\n  e2e:\n") :].split("\n  bench:\n", 1)[0]
     assert "image: [debian, buildroot]" in e2e

@@ -182,6 +182,32 @@ def test_buildroot_job_caches_and_installs_what_a_build_needs() -> None:
     assert "name: buildroot-image" in e2e and 'tar -C "$IRQLAB_CACHE_DIR" -xf' in e2e
 
 
+def test_buildroot_is_built_per_architecture_and_the_aarch64_image_booted() -> None:
+    """Issue 17: the Buildroot job is a matrix over every architecture with a defconfig,
+    each with its own caches and artifacts; the e2e shards take the x86_64 image, the
+    aarch64-guest job runs the path tests on the aarch64 one (and on the Debian image)."""
+    text = _text(WORKFLOW_DIR / "regression.yml")
+    job = _job(text, "buildroot")
+    arches = re.findall(r"^          - arch: (\S+)$", job, re.M)
+    assert sorted(arches) == sorted(buildroot.DEFCONFIGS), arches
+    assert "ARCH: ${{ matrix.arch }}" in job
+    assert 'invoke buildroot-check --download --python /usr/bin/python3 --arch "$ARCH"' in job
+    assert 'invoke buildroot-build --arch "$ARCH"' in job
+    for cache in ("buildroot-dl", "buildroot-ccache"):
+        assert f"key: {cache}-${{{{ matrix.arch }}}}-${{{{ hashFiles(" in job, cache
+        assert f"restore-keys: {cache}-${{{{ matrix.arch }}}}-\n" in job, cache
+    assert "name: buildroot-image-${{ matrix.arch }}" in job
+    assert "name: buildroot-logs-${{ matrix.arch }}" in job
+    assert "name: buildroot-image-x86_64" in _job(text, "e2e")
+    arm = _job(text, "aarch64-guest")
+    assert "needs: [buildroot]" in arm and "image: [debian, buildroot]" in arm
+    assert "IRQLAB_IMAGE: ${{ matrix.image }}" in arm and "IRQLAB_ARCHES: x86_64,aarch64" in arm
+    assert "name: buildroot-image-aarch64" in arm and 'tar -C "$IRQLAB_CACHE_DIR" -xf' in arm
+    tests = arm[arm.index('if [ "$IRQLAB_IMAGE" = debian ]; then\n            python -m pytest') :]
+    on_buildroot = tests[tests.index("else") :]
+    assert "tests/e2e/test_arch_paths.py" in on_buildroot and '-k "not x86_64"' in on_buildroot
+
+
 def test_e2e_suite_is_a_matrix_of_images_and_shards_reported_once() -> None:
     """Issue 13: the e2e suite runs as images x shards (pytest's own --shard, one xdist
     worker per vCPU), every shard uploads its JUnit file whatever the outcome, and one

@@ -383,6 +383,16 @@ class Machine:
         except QMPFailure as e:
             raise MachineError(f"{e}{self._exit_summary()}") from e
 
+    def send_fd(self, fd: int, name: str) -> None:
+        """Give QEMU a copy of the open file descriptor *fd* as *name* (QMP ``getfd``;
+        QMP arguments then say ``fd:NAME``); *fd* stays open here."""
+        if self._qmp is None:
+            raise MachineError("machine not started")
+        try:
+            self._qmp.send_fd(fd, name)
+        except QMPFailure as e:
+            raise MachineError(f"{e}{self._exit_summary()}") from e
+
     def qmp_ping(self, timeout: float) -> str:
         """QEMU's run state (``query-status``), or :class:`MachineError` when QEMU does
         not answer within *timeout* seconds (frozen, stopped by a signal, gone)."""

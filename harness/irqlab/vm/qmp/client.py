@@ -110,6 +110,25 @@ class SyncQMP:
         except QMPError as e:
             raise QMPFailure(f"QMP {command}: {e}") from e
 
+    def send_fd(self, fd: int, name: str) -> None:
+        """Hand QEMU a copy of the open file descriptor *fd* (SCM_RIGHTS) under *name*
+        (``getfd``), for arguments such as ``fd:NAME``; *fd* stays open here."""
+        if not self.connected:
+            raise QMPFailure(f"QMP getfd {name}: not connected")
+
+        async def send() -> None:  # on the loop thread, as every write to the socket
+            self._client.send_fd_scm(fd)
+            await self._client.execute("getfd", {"fdname": name})
+
+        try:
+            self._aio.run(send(), self.timeout)
+        except ExecuteError as e:
+            raise QMPCommandError("getfd", {"fdname": name}, e.error_class, str(e)) from None
+        except (QMPError, OSError) as e:
+            raise QMPFailure(f"QMP getfd {name}: {e}") from e
+        except LoopTimeout:
+            raise QMPFailure(f"QMP getfd {name}: no reply within {self.timeout} s") from None
+
     def execute_many(
         self,
         commands: Sequence[tuple[str, Mapping[str, object] | None]],

@@ -75,12 +75,40 @@ enum {
     IRQLAB_ROUTE_MSIX,
 };
 
+/*
+ * Event counters, in the order of the CNT_* registers (the first five), then
+ * the ones with a register of their own
+ */
+enum {
+    IRQLAB_CNT_RAISED,
+    IRQLAB_CNT_DELIVERED,
+    IRQLAB_CNT_ACKED,
+    IRQLAB_CNT_COALESCED,
+    IRQLAB_CNT_DROPPED,
+    IRQLAB_CNT_FIFO_OVERFLOW,
+    IRQLAB_CNT_EVQ_OVERFLOW,
+    IRQLAB_CNT_ACK_INVALID,
+    IRQLAB_CNT_NUM,
+};
+
+QEMU_BUILD_BUG_ON(IRQLAB_REG_CNT_DROPPED - IRQLAB_REG_CNT_RAISED !=
+                  4 * (IRQLAB_CNT_DROPPED - IRQLAB_CNT_RAISED));
+
 typedef struct IrqlabEvent {
     uint32_t seq;
     uint32_t info;      /* EVQ_HEAD_INFO layout, without EVINFO_VALID */
     uint32_t value;
     uint64_t ts;        /* raise time, QEMU_CLOCK_VIRTUAL ns */
 } IrqlabEvent;
+
+/* raise->ack latency histogram */
+typedef struct IrqlabHist {
+    uint64_t buckets[IRQLAB_HIST_BUCKETS];  /* by log2 of the latency in ns */
+    uint64_t count;
+    uint64_t sum;
+    uint64_t min;
+    uint64_t max;
+} IrqlabHist;
 
 struct IrqlabState {
     PCIDevice parent_obj;
@@ -143,22 +171,9 @@ struct IrqlabState {
     uint32_t last_pending;      /* IRQ_PENDING when last evaluated */
     bool intx_level;
 
-    /* counters (reset by reset-counters) */
-    uint64_t raised;
-    uint64_t delivered;
-    uint64_t acked;
-    uint64_t coalesced;
-    uint64_t dropped;
-    uint64_t fifo_overflow;
-    uint64_t evq_overflow;
-    uint64_t ack_invalid;
-
-    /* raise->ack latency histogram */
-    uint64_t hist[IRQLAB_HIST_BUCKETS];
-    uint64_t hist_count;
-    uint64_t hist_sum;
-    uint64_t hist_min;
-    uint64_t hist_max;
+    /* reset by reset-counters */
+    uint64_t cnt[IRQLAB_CNT_NUM];   /* by IRQLAB_CNT_* */
+    IrqlabHist hist;
 };
 
 static int64_t irqlab_now(void)
@@ -217,7 +232,7 @@ static void irqlab_set_intx(IrqlabState *s, bool level)
     /* The PCI core keeps the line low while COMMAND.INTX_DISABLE is set */
     pci_set_irq(PCI_DEVICE(s), level);
     if (level && !irqlab_intx_disabled(s)) {
-        s->delivered++;
+        s->cnt[IRQLAB_CNT_DELIVERED]++;
     }
 }
 
@@ -231,7 +246,7 @@ static void irqlab_msix_send(IrqlabState *s, unsigned vector)
         return;
     }
     msix_notify(pdev, vector);
-    s->delivered++;
+    s->cnt[IRQLAB_CNT_DELIVERED]++;
 }
 
 /* Signal every source whose IRQ_PENDING bit went 0->1 since last time */
@@ -255,7 +270,7 @@ static void irqlab_update_irq(IrqlabState *s)
     case IRQLAB_ROUTE_MSI:
         if (!old && pending) {
             msi_notify(PCI_DEVICE(s), 0);
-            s->delivered++;
+            s->cnt[IRQLAB_CNT_DELIVERED]++;
         }
         break;
     default:
@@ -291,7 +306,7 @@ static void irqlab_config_write(PCIDevice *pdev, uint32_t addr,
 
     /* Clearing INTX_DISABLE while our line is high asserts it now */
     if (was_disabled && !irqlab_intx_disabled(s) && s->intx_level) {
-        s->delivered++;
+        s->cnt[IRQLAB_CNT_DELIVERED]++;
     }
     irqlab_update_route(s);
 }
@@ -304,7 +319,7 @@ static int irqlab_msix_vector_use(PCIDevice *pdev, unsigned vector,
 
     if (vector < IRQLAB_NUM_SOURCES &&
         (pdev->msix_pba[vector / 8] & (1u << (vector % 8)))) {
-        s->delivered++;
+        s->cnt[IRQLAB_CNT_DELIVERED]++;
     }
     return 0;
 }
@@ -319,7 +334,7 @@ static void irqlab_msix_vector_release(PCIDevice *pdev, unsigned vector)
 static void irqlab_count_coalesced(IrqlabState *s, unsigned src)
 {
     if (irqlab_pending(s) & (1u << src)) {
-        s->coalesced++;
+        s->cnt[IRQLAB_CNT_COALESCED]++;
     }
 }
 
@@ -334,11 +349,11 @@ static bool irqlab_raise_event(IrqlabState *s, unsigned src, unsigned line,
     IrqlabEvent *ev;
 
     s->next_seq = seq + 1 ? seq + 1 : 1;
-    s->raised++;
+    s->cnt[IRQLAB_CNT_RAISED]++;
 
     if (s->evq_count >= s->evq_depth) {
-        s->dropped++;
-        s->evq_overflow++;
+        s->cnt[IRQLAB_CNT_DROPPED]++;
+        s->cnt[IRQLAB_CNT_EVQ_OVERFLOW]++;
         s->evq_lost = true;
         return false;
     }
@@ -384,7 +399,7 @@ static void irqlab_raise_latched(IrqlabState *s, unsigned src, uint32_t value,
 
     if (irqlab_raise_event(s, src, 0, 0, value, ts)) {
         if (pending & (1u << src)) {
-            s->coalesced++;
+            s->cnt[IRQLAB_CNT_COALESCED]++;
         }
         s->irq_status |= 1u << src;
     }
@@ -534,7 +549,7 @@ static void irqlab_burst_drop_steps(IrqlabState *s, uint32_t n)
                  ((s->gpio_falling & bit) ? falling : 0);
         if ((s->gpio_irq_en & bit) &&
             (irqlab_pending(s) & (1u << IRQLAB_SRC_GPIO))) {
-            s->coalesced += raises;
+            s->cnt[IRQLAB_CNT_COALESCED] += raises;
         }
         if (n & 1) {
             s->gpio_in ^= bit;
@@ -542,9 +557,9 @@ static void irqlab_burst_drop_steps(IrqlabState *s, uint32_t n)
     }
     if (raises) {
         irqlab_seq_advance(s, raises);
-        s->raised += raises;
-        s->dropped += raises;
-        s->evq_overflow += raises;
+        s->cnt[IRQLAB_CNT_RAISED] += raises;
+        s->cnt[IRQLAB_CNT_DROPPED] += raises;
+        s->cnt[IRQLAB_CNT_EVQ_OVERFLOW] += raises;
         s->evq_lost = true;
     }
     s->burst_next += n;
@@ -601,15 +616,15 @@ static void irqlab_burst_start(IrqlabState *s, uint32_t count)
 
 /* ---- acknowledge and latency histogram -------------------------------- */
 
-static void irqlab_hist_add(IrqlabState *s, uint64_t lat)
+static void irqlab_hist_add(IrqlabHist *h, uint64_t lat)
 {
     unsigned bucket = lat ? 63 - clz64(lat) : 0;
 
-    s->hist[bucket]++;
-    s->hist_count++;
-    s->hist_sum += lat;
-    s->hist_min = MIN(s->hist_min, lat);
-    s->hist_max = MAX(s->hist_max, lat);
+    h->buckets[bucket]++;
+    h->count++;
+    h->sum += lat;
+    h->min = MIN(h->min, lat);
+    h->max = MAX(h->max, lat);
 }
 
 static void irqlab_ack(IrqlabState *s, uint32_t seq)
@@ -619,32 +634,22 @@ static void irqlab_ack(IrqlabState *s, uint32_t seq)
     uint64_t ts;
 
     if (!seq || s->ack_win_seq[idx] != seq) {
-        s->ack_invalid++;
+        s->cnt[IRQLAB_CNT_ACK_INVALID]++;
         return;
     }
     ts = s->ack_win_ts[idx];
     s->ack_win_seq[idx] = 0;    /* a second ACK of the same seq is stale */
     s->ack_seq = seq;
     s->ack_lat = (uint64_t)now > ts ? now - ts : 0;
-    s->acked++;
-    irqlab_hist_add(s, s->ack_lat);
+    s->cnt[IRQLAB_CNT_ACKED]++;
+    irqlab_hist_add(&s->hist, s->ack_lat);
 }
 
 static void irqlab_reset_counters(IrqlabState *s)
 {
-    s->raised = 0;
-    s->delivered = 0;
-    s->acked = 0;
-    s->coalesced = 0;
-    s->dropped = 0;
-    s->fifo_overflow = 0;
-    s->evq_overflow = 0;
-    s->ack_invalid = 0;
-    memset(s->hist, 0, sizeof(s->hist));
-    s->hist_count = 0;
-    s->hist_sum = 0;
-    s->hist_min = UINT64_MAX;
-    s->hist_max = 0;
+    memset(s->cnt, 0, sizeof(s->cnt));
+    memset(&s->hist, 0, sizeof(s->hist));
+    s->hist.min = UINT64_MAX;
 }
 
 /* ---- MMIO ------------------------------------------------------------- */
@@ -703,7 +708,7 @@ static uint64_t irqlab_mmio_read(void *opaque, hwaddr addr, unsigned size)
     case IRQLAB_REG_FIFO_DEPTH:
         return s->fifo_depth;
     case IRQLAB_REG_FIFO_OVERFLOW:
-        return (uint32_t)s->fifo_overflow;
+        return (uint32_t)s->cnt[IRQLAB_CNT_FIFO_OVERFLOW];
 
     case IRQLAB_REG_BURST_COUNT:
         return s->burst_count;
@@ -732,7 +737,7 @@ static uint64_t irqlab_mmio_read(void *opaque, hwaddr addr, unsigned size)
     case IRQLAB_REG_EVQ_HEAD_TS_HI:
         return s->hi_latch[IRQLAB_LATCH_EVQ_HEAD_TS];
     case IRQLAB_REG_EVQ_OVERFLOW:
-        return (uint32_t)s->evq_overflow;
+        return (uint32_t)s->cnt[IRQLAB_CNT_EVQ_OVERFLOW];
 
     case IRQLAB_REG_ACK_SEQ:
         return s->ack_seq;
@@ -741,18 +746,11 @@ static uint64_t irqlab_mmio_read(void *opaque, hwaddr addr, unsigned size)
     case IRQLAB_REG_ACK_LAT_HI:
         return s->hi_latch[IRQLAB_LATCH_ACK_LAT];
     case IRQLAB_REG_ACK_INVALID:
-        return (uint32_t)s->ack_invalid;
+        return (uint32_t)s->cnt[IRQLAB_CNT_ACK_INVALID];
 
-    case IRQLAB_REG_CNT_RAISED:
-        return (uint32_t)s->raised;
-    case IRQLAB_REG_CNT_DELIVERED:
-        return (uint32_t)s->delivered;
-    case IRQLAB_REG_CNT_ACKED:
-        return (uint32_t)s->acked;
-    case IRQLAB_REG_CNT_COALESCED:
-        return (uint32_t)s->coalesced;
-    case IRQLAB_REG_CNT_DROPPED:
-        return (uint32_t)s->dropped;
+    case IRQLAB_REG_CNT_RAISED ... IRQLAB_REG_CNT_DROPPED:
+        return (uint32_t)s->cnt[IRQLAB_CNT_RAISED +
+                                (addr - IRQLAB_REG_CNT_RAISED) / 4];
 
     case IRQLAB_REG_EVQ_POP:
     case IRQLAB_REG_ACK:
@@ -917,8 +915,8 @@ static void irqlab_set_fifo_push(Object *obj, Visitor *v, const char *name,
         return;
     }
     if (s->fifo_count >= s->fifo_depth) {
-        s->fifo_overflow++;
-        s->dropped++;
+        s->cnt[IRQLAB_CNT_FIFO_OVERFLOW]++;
+        s->cnt[IRQLAB_CNT_DROPPED]++;
         s->evq_lost = true;     /* flag the next queued event */
         return;
     }
@@ -995,8 +993,7 @@ static void irqlab_burst_line(Object *obj, Visitor *v, const char *name,
 static void irqlab_visit_u64_fields(Visitor *v, const char *name,
                                     const char *const *names,
                                     const uint64_t *values, size_t n,
-                                    bool with_buckets, IrqlabState *s,
-                                    Error **errp)
+                                    const uint64_t *buckets, Error **errp)
 {
     uint64_t value;
     size_t i;
@@ -1010,12 +1007,12 @@ static void irqlab_visit_u64_fields(Visitor *v, const char *name,
             goto out;
         }
     }
-    if (with_buckets) {
+    if (buckets) {
         if (!visit_start_list(v, IRQLAB_HISTOGRAM_BUCKETS, NULL, 0, errp)) {
             goto out;
         }
         for (i = 0; i < IRQLAB_HIST_BUCKETS; i++) {
-            value = s->hist[i];
+            value = buckets[i];
             if (!visit_type_uint64(v, NULL, &value, errp)) {
                 break;
             }
@@ -1031,21 +1028,26 @@ static void irqlab_get_counters(Object *obj, Visitor *v, const char *name,
                                 void *opaque, Error **errp)
 {
     static const char *const names[] = {
-        IRQLAB_COUNTER_RAISED, IRQLAB_COUNTER_DELIVERED,
-        IRQLAB_COUNTER_ACKED, IRQLAB_COUNTER_COALESCED,
-        IRQLAB_COUNTER_DROPPED, IRQLAB_COUNTER_FIFO_OVERFLOW,
-        IRQLAB_COUNTER_EVQ_OVERFLOW, IRQLAB_COUNTER_ACK_INVALID,
-        IRQLAB_COUNTER_EVQ_COUNT, IRQLAB_COUNTER_NEXT_SEQ,
+        [IRQLAB_CNT_RAISED] = IRQLAB_COUNTER_RAISED,
+        [IRQLAB_CNT_DELIVERED] = IRQLAB_COUNTER_DELIVERED,
+        [IRQLAB_CNT_ACKED] = IRQLAB_COUNTER_ACKED,
+        [IRQLAB_CNT_COALESCED] = IRQLAB_COUNTER_COALESCED,
+        [IRQLAB_CNT_DROPPED] = IRQLAB_COUNTER_DROPPED,
+        [IRQLAB_CNT_FIFO_OVERFLOW] = IRQLAB_COUNTER_FIFO_OVERFLOW,
+        [IRQLAB_CNT_EVQ_OVERFLOW] = IRQLAB_COUNTER_EVQ_OVERFLOW,
+        [IRQLAB_CNT_ACK_INVALID] = IRQLAB_COUNTER_ACK_INVALID,
+        [IRQLAB_CNT_NUM] = IRQLAB_COUNTER_EVQ_COUNT,
+        [IRQLAB_CNT_NUM + 1] = IRQLAB_COUNTER_NEXT_SEQ,
     };
     IrqlabState *s = IRQLAB(obj);
-    const uint64_t values[] = {
-        s->raised, s->delivered, s->acked, s->coalesced, s->dropped,
-        s->fifo_overflow, s->evq_overflow, s->ack_invalid, s->evq_count,
-        s->next_seq,
-    };
+    uint64_t values[ARRAY_SIZE(names)];
+
+    memcpy(values, s->cnt, sizeof(s->cnt));
+    values[IRQLAB_CNT_NUM] = s->evq_count;
+    values[IRQLAB_CNT_NUM + 1] = s->next_seq;
 
     irqlab_visit_u64_fields(v, name, names, values, ARRAY_SIZE(names),
-                            false, s, errp);
+                            NULL, errp);
 }
 
 static void irqlab_get_histogram(Object *obj, Visitor *v, const char *name,
@@ -1056,13 +1058,13 @@ static void irqlab_get_histogram(Object *obj, Visitor *v, const char *name,
         IRQLAB_HISTOGRAM_MIN_NS, IRQLAB_HISTOGRAM_MAX_NS,
     };
     IrqlabState *s = IRQLAB(obj);
+    const IrqlabHist *h = &s->hist;
     const uint64_t values[] = {
-        s->hist_count, s->hist_sum, s->hist_count ? s->hist_min : 0,
-        s->hist_max,
+        h->count, h->sum, h->count ? h->min : 0, h->max,
     };
 
     irqlab_visit_u64_fields(v, name, names, values, ARRAY_SIZE(names),
-                            true, s, errp);
+                            h->buckets, errp);
 }
 
 static void irqlab_set_reset_counters(Object *obj, Visitor *v,
@@ -1284,6 +1286,20 @@ static const VMStateDescription vmstate_irqlab_event = {
     }
 };
 
+static const VMStateDescription vmstate_irqlab_hist = {
+    .name = "irqlab/latency-histogram",
+    .version_id = 1,
+    .minimum_version_id = 1,
+    .fields = (VMStateField[]) {
+        VMSTATE_UINT64_ARRAY(buckets, IrqlabHist, IRQLAB_HIST_BUCKETS),
+        VMSTATE_UINT64(count, IrqlabHist),
+        VMSTATE_UINT64(sum, IrqlabHist),
+        VMSTATE_UINT64(min, IrqlabHist),
+        VMSTATE_UINT64(max, IrqlabHist),
+        VMSTATE_END_OF_LIST()
+    }
+};
+
 static bool irqlab_burst_line_needed(void *opaque)
 {
     IrqlabState *s = opaque;
@@ -1352,19 +1368,8 @@ static const VMStateDescription vmstate_irqlab = {
         VMSTATE_UINT64(ack_lat, IrqlabState),
         VMSTATE_UINT32(last_pending, IrqlabState),
         VMSTATE_BOOL(intx_level, IrqlabState),
-        VMSTATE_UINT64(raised, IrqlabState),
-        VMSTATE_UINT64(delivered, IrqlabState),
-        VMSTATE_UINT64(acked, IrqlabState),
-        VMSTATE_UINT64(coalesced, IrqlabState),
-        VMSTATE_UINT64(dropped, IrqlabState),
-        VMSTATE_UINT64(fifo_overflow, IrqlabState),
-        VMSTATE_UINT64(evq_overflow, IrqlabState),
-        VMSTATE_UINT64(ack_invalid, IrqlabState),
-        VMSTATE_UINT64_ARRAY(hist, IrqlabState, IRQLAB_HIST_BUCKETS),
-        VMSTATE_UINT64(hist_count, IrqlabState),
-        VMSTATE_UINT64(hist_sum, IrqlabState),
-        VMSTATE_UINT64(hist_min, IrqlabState),
-        VMSTATE_UINT64(hist_max, IrqlabState),
+        VMSTATE_UINT64_ARRAY(cnt, IrqlabState, IRQLAB_CNT_NUM),
+        VMSTATE_STRUCT(hist, IrqlabState, 1, vmstate_irqlab_hist, IrqlabHist),
         VMSTATE_END_OF_LIST()
     },
     .subsections = irqlab_vmstate_subsections,

@@ -73,18 +73,25 @@ static const struct kernel_param_ops irqlab_choice_ops = {
 	.get = irqlab_choice_get,
 };
 
+/*
+ * Module parameter @name, one of irqlab_<name>_names[] (indexed by value),
+ * @def at first; its value is irqlab_<name>.val.
+ */
+#define IRQLAB_CHOICE_PARAM(name, def)					\
+	static struct irqlab_choice irqlab_##name = {			\
+		.val = (def),						\
+		.names = irqlab_##name##_names,				\
+		.n = ARRAY_SIZE(irqlab_##name##_names),			\
+	};								\
+	module_param_cb(name, &irqlab_choice_ops, &irqlab_##name, 0444)
+
 static const char * const irqlab_wakeup_names[] = {
 	[IRQLAB_WAKEUP_HARDIRQ] = "hardirq",
 	[IRQLAB_WAKEUP_THREAD] = "thread",
 	[IRQLAB_WAKEUP_WORKQUEUE] = "workqueue",
 };
 
-static struct irqlab_choice wakeup = {
-	.val = IRQLAB_WAKEUP_HARDIRQ,
-	.names = irqlab_wakeup_names,
-	.n = ARRAY_SIZE(irqlab_wakeup_names),
-};
-module_param_cb(wakeup, &irqlab_choice_ops, &wakeup, 0444);
+IRQLAB_CHOICE_PARAM(wakeup, IRQLAB_WAKEUP_HARDIRQ);
 MODULE_PARM_DESC(wakeup,
 		 "where readers are woken: hardirq (default), thread (threaded IRQ) or workqueue");
 
@@ -102,12 +109,7 @@ static const unsigned int irqlab_irq_types[] = {
 	[IRQLAB_IRQ_MODE_AUTO] = PCI_IRQ_ALL_TYPES,
 };
 
-static struct irqlab_choice irq_mode = {
-	.val = IRQLAB_IRQ_MODE_AUTO,
-	.names = irqlab_irq_mode_names,
-	.n = ARRAY_SIZE(irqlab_irq_mode_names),
-};
-module_param_cb(irq_mode, &irqlab_choice_ops, &irq_mode, 0444);
+IRQLAB_CHOICE_PARAM(irq_mode, IRQLAB_IRQ_MODE_AUTO);
 MODULE_PARM_DESC(irq_mode,
 		 "interrupt type: auto (default: MSI-X, else MSI, else INTx), intx, msi or msix");
 
@@ -505,7 +507,7 @@ static struct irqlab_dev *irqlab_alloc(struct pci_dev *pdev, void __iomem *regs)
 	INIT_LIST_HEAD(&idev->counters);
 	INIT_WORK(&idev->work, irqlab_work_fn);
 	INIT_WORK(&idev->defer_work, irqlab_defer_work_fn);
-	idev->wakeup = wakeup.val;
+	idev->wakeup = irqlab_wakeup.val;
 	return idev;
 
 err_stage:
@@ -513,6 +515,17 @@ err_stage:
 err_free:
 	kfree(idev);
 	return ERR_PTR(ret);
+}
+
+/* No source signals and no GPIO line detects anything. */
+static void irqlab_hw_disarm(struct irqlab_dev *idev)
+{
+	irqlab_wr(idev, IRQLAB_REG_IRQ_ENABLE, 0);
+	irqlab_wr(idev, IRQLAB_REG_GPIO_IRQ_EN, 0);
+	irqlab_wr(idev, IRQLAB_REG_GPIO_RISING, 0);
+	irqlab_wr(idev, IRQLAB_REG_GPIO_FALLING, 0);
+	irqlab_wr(idev, IRQLAB_REG_GPIO_LEVEL_HIGH, 0);
+	irqlab_wr(idev, IRQLAB_REG_GPIO_LEVEL_LOW, 0);
 }
 
 /* Check the identity, read the geometry and silence the device. */
@@ -541,12 +554,7 @@ static int irqlab_hw_init(struct irqlab_dev *idev)
 		return dev_err_probe(dev, -EINVAL, "key_line %d: the device has %u lines\n",
 				     key_line, idev->gpio_lines);
 
-	irqlab_wr(idev, IRQLAB_REG_IRQ_ENABLE, 0);
-	irqlab_wr(idev, IRQLAB_REG_GPIO_IRQ_EN, 0);
-	irqlab_wr(idev, IRQLAB_REG_GPIO_RISING, 0);
-	irqlab_wr(idev, IRQLAB_REG_GPIO_FALLING, 0);
-	irqlab_wr(idev, IRQLAB_REG_GPIO_LEVEL_HIGH, 0);
-	irqlab_wr(idev, IRQLAB_REG_GPIO_LEVEL_LOW, 0);
+	irqlab_hw_disarm(idev);
 	irqlab_wr(idev, IRQLAB_REG_GPIO_STATUS, U32_MAX);
 	irqlab_wr(idev, IRQLAB_REG_IRQ_STATUS, IRQLAB_SRC_ALL);
 
@@ -579,13 +587,13 @@ int irqlab_alloc_vectors(struct irqlab_dev *idev, unsigned int allowed,
 	struct pci_dev *pdev = idev->pdev;
 	struct device *dev = &pdev->dev;
 	u32 dev_mode = FIELD_GET(IRQLAB_FEAT_IRQ_MODE_MASK, idev->features);
-	unsigned int types = irqlab_irq_types[irq_mode.val] & allowed;
+	unsigned int types = irqlab_irq_types[irqlab_irq_mode.val] & allowed;
 	unsigned int i;
 	int nvec;
 
 	if (!types)
 		return dev_err_probe(dev, -EINVAL, "irq_mode=%s is not possible here\n",
-				     irqlab_irq_mode_names[irq_mode.val]);
+				     irqlab_irq_mode_names[irqlab_irq_mode.val]);
 
 	/*
 	 * The kernel prefers MSI-X, then MSI, then INTx.  The device offers
@@ -596,7 +604,7 @@ int irqlab_alloc_vectors(struct irqlab_dev *idev, unsigned int allowed,
 	nvec = pci_alloc_irq_vectors(pdev, 1, IRQLAB_NUM_SOURCES, types);
 	if (nvec < 0)
 		return dev_err_probe(dev, nvec, "no interrupt of type %s\n",
-				     irqlab_irq_mode_names[irq_mode.val]);
+				     irqlab_irq_mode_names[irqlab_irq_mode.val]);
 	idev->nvecs = nvec;
 	if (pdev->msix_enabled)
 		idev->irq_mode = IRQLAB_IRQ_MODE_MSIX;
@@ -682,12 +690,7 @@ static void irqlab_hw_stop(void *data)
 
 	spin_lock_irqsave(&idev->evq_lock, flags);
 	idev->hw_stopped = true;
-	irqlab_wr(idev, IRQLAB_REG_IRQ_ENABLE, 0);
-	irqlab_wr(idev, IRQLAB_REG_GPIO_IRQ_EN, 0);
-	irqlab_wr(idev, IRQLAB_REG_GPIO_RISING, 0);
-	irqlab_wr(idev, IRQLAB_REG_GPIO_FALLING, 0);
-	irqlab_wr(idev, IRQLAB_REG_GPIO_LEVEL_HIGH, 0);
-	irqlab_wr(idev, IRQLAB_REG_GPIO_LEVEL_LOW, 0);
+	irqlab_hw_disarm(idev);
 	spin_unlock_irqrestore(&idev->evq_lock, flags);
 	/*
 	 * A handler may still run (an MSI in flight, another device on a

@@ -359,6 +359,17 @@ static void irqlab_key_free(void *data)
 	gpiochip_free_own_desc(idev->key_desc);
 }
 
+/* What every irqlab gpio chip has; irqlab_gpio_add() fills in the rest. */
+static const struct gpio_chip irqlab_gpio_template = {
+	.owner = THIS_MODULE,
+	.base = -1,
+	.can_sleep = false,
+	.get = irqlab_gpio_get,
+	.get_direction = irqlab_gpio_get_direction,
+	.direction_input = irqlab_gpio_direction_input,
+	.direction_output = irqlab_gpio_direction_output,
+};
+
 /* Register /dev/gpiochipN; devres removes it. */
 int irqlab_gpio_add(struct irqlab_dev *idev)
 {
@@ -380,20 +391,14 @@ int irqlab_gpio_add(struct irqlab_dev *idev)
 			return -ENOMEM;
 	}
 
+	*gc = irqlab_gpio_template;
 	gc->label = devm_kasprintf(dev, GFP_KERNEL, "irqlab-%s",
 				   pci_name(idev->pdev));
 	if (!gc->label)
 		return -ENOMEM;
 	gc->parent = dev;
-	gc->owner = THIS_MODULE;
-	gc->base = -1;
 	gc->ngpio = idev->gpio_lines;
 	gc->names = names;
-	gc->can_sleep = false;
-	gc->get = irqlab_gpio_get;
-	gc->get_direction = irqlab_gpio_get_direction;
-	gc->direction_input = irqlab_gpio_direction_input;
-	gc->direction_output = irqlab_gpio_direction_output;
 
 	gpio_irq_chip_set_chip(girq, &irqlab_gpio_irqchip);
 	/* Nested: handle_nested_irq() from irqlab_gpio_work_fn(). */

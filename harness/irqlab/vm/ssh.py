@@ -26,9 +26,8 @@ import shlex
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, Any, NamedTuple, Protocol
 
 import paramiko
 
@@ -66,14 +65,12 @@ class CommandError(SshError):
         self.result = result
 
 
-@dataclass(frozen=True)
-class RunResult:
+class RunResult(NamedTuple):
+    """A finished command; a tuple, so that ``rc, out, err = ssh.run(...)`` works (typed)."""
+
     rc: int
     out: str
     err: str
-
-    def __iter__(self) -> Any:  # allows ``rc, out, err = ssh.run(...)``
-        return iter((self.rc, self.out, self.err))
 
 
 class _Client(Protocol):

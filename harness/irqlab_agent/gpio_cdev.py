@@ -58,7 +58,6 @@ _LINEREQ = struct.Struct("=64I32sQI5I" + (_LINE_ATTR + "Q") * 10 + "II5Ii")
 _LINEEVENT = struct.Struct("=QIIII6I")  # struct gpio_v2_line_event
 _LINE_SEQNO = struct.Struct("=16xI28x")  # its seqno only (storm mode)
 LINE_SUMMARY_BATCH = 256  # line events per read(2) in storm mode
-GPIO_V2_LINE_FLAG_USED = 1 << 0
 GPIO_V2_LINE_FLAG_INPUT = 1 << 2
 GPIO_V2_LINE_FLAG_EDGE_RISING = 1 << 4
 GPIO_V2_LINE_FLAG_EDGE_FALLING = 1 << 5

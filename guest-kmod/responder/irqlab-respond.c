@@ -147,24 +147,34 @@ static int dev_fd, ack_fd = -1;
 static unsigned int batch = 64;
 static struct irqlab_event *rbuf;
 
-#define READ_AGAIN (-1)	/* wake_read(): a signal interrupted the read */
-#define READ_FAILED (-2)	/* wake_read(): an error, recorded by fail() */
-
 /*
- * One blocking read(2) of up to @len bytes of the device into @buf, the wake-up
- * time (taken as it returns) in @wake: the bytes read, READ_AGAIN or READ_FAILED.
+ * One blocking read(2) of up to @len bytes of the device into @buf, retried
+ * after a signal, the wake-up time (taken as it returns) in @wake: the bytes
+ * read, or -1 on an error (recorded by fail()) or once stopping.
  */
 static ssize_t wake_read(void *buf, size_t len, uint64_t *wake)
 {
-	ssize_t n = read(dev_fd, buf, len);
+	ssize_t n;
 
+	while ((n = read(dev_fd, buf, len)) < 0) {
+		if (errno != EINTR || stopping)
+			return fail("read");
+	}
 	*wake = now_ns();
-	if (n >= 0)
-		return n;
-	if (errno == EINTR && !stopping)
-		return READ_AGAIN;
-	fail("read");
-	return READ_FAILED;
+	return n;
+}
+
+/*
+ * poll(2) for @p until it reports an event, retrying after a signal: 0, or -1
+ * on an error (recorded by fail()) or once stopping.
+ */
+static int wait_pollin(struct pollfd *p)
+{
+	while (poll(p, 1, -1) < 0) {
+		if (errno != EINTR || stopping)
+			return fail("poll");
+	}
+	return 0;
 }
 
 /* ACK the record with IRQLAB_IOC_ACK on @fd; the sample gets latency and time. */
@@ -263,8 +273,6 @@ static void loop_read(void)
 		ssize_t n = wake_read(rbuf, batch * sizeof(*rbuf), &wake);
 		size_t cnt;
 
-		if (n == READ_AGAIN)
-			continue;
 		if (n < 0)
 			return;
 		wakeups++;
@@ -316,12 +324,8 @@ static void loop_poll(void)
 	struct pollfd p = { .fd = dev_fd, .events = POLLIN | POLLRDNORM };
 
 	while (!done()) {
-		if (poll(&p, 1, -1) < 0) {
-			if (errno == EINTR && !stopping)
-				continue;
-			fail("poll");
+		if (wait_pollin(&p) < 0)
 			return;
-		}
 		after_ready(now_ns(), 0);
 	}
 }
@@ -424,12 +428,8 @@ static void loop_eventfd(void)
 		struct pollfd p = { .fd = efd, .events = POLLIN };
 		uint64_t wake, count;
 
-		if (poll(&p, 1, -1) < 0) {
-			if (errno == EINTR && !stopping)
-				continue;
-			fail("poll");
+		if (wait_pollin(&p) < 0)
 			break;
-		}
 		wake = now_ns();
 		if (read(efd, &count, sizeof(count)) != sizeof(count)) {
 			spurious++;
@@ -473,8 +473,6 @@ static void loop_count(void)
 		uint64_t wake;
 		ssize_t n = wake_read(&c, sizeof(c), &wake);
 
-		if (n == READ_AGAIN)
-			continue;
 		if (n < 0)
 			return;
 		if (n != sizeof(c)) {
@@ -554,12 +552,8 @@ static void loop_gpio(const char *chip, unsigned int line, unsigned int buffer)
 		struct pollfd p = { .fd = dev_fd, .events = POLLIN };
 		uint64_t wake;
 
-		if (poll(&p, 1, -1) < 0) {
-			if (errno == EINTR && !stopping)
-				continue;
-			fail("poll");
+		if (wait_pollin(&p) < 0)
 			return;
-		}
 		wake = now_ns();
 		wakeups++;
 		for (;;) {
@@ -709,8 +703,6 @@ static void loop_uio(const char *name, const char *map, const char *reenable)
 		uint64_t dev_wake = rd64(IRQLAB_REG_TIME_LO, IRQLAB_REG_TIME_HI);
 		size_t first = nsamples;
 
-		if (n == READ_AGAIN)
-			continue;
 		if (n < 0)
 			break;
 		wakeups++;

@@ -9,6 +9,7 @@ own connection to the session guest so a broken transport cannot sink the sessio
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -53,3 +54,12 @@ def test_put_then_run_in_a_loop(ssh: SshClient, soak: Callable[[float, float], f
         ssh.put_bytes(f"echo {i}\n".encode(), "/tmp/put_run.sh", mode=0o755)
         assert ssh.run("/tmp/put_run.sh", timeout=30, check=True).out == f"{i}\n", f"round {i}"
     assert ssh.reconnects == 0
+
+
+def test_the_connection_sends_small_messages_at_once(ssh: SshClient) -> None:
+    """TCP_NODELAY on the SSH socket: with Nagle's algorithm a small message sent right
+    after another waits for the peer's delayed ACK (~40 ms on loopback)."""
+    sock = ssh.transport.sock
+    assert isinstance(sock, socket.socket), f"the transport runs on {sock!r}"
+    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY), "Nagle is on"
+    assert ssh.run("echo ok").out.strip() == "ok"

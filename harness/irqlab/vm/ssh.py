@@ -23,6 +23,7 @@ import contextlib
 import logging
 import posixpath
 import shlex
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -106,8 +107,33 @@ class _AcceptHostKey(paramiko.MissingHostKeyPolicy):
         return None
 
 
+class _NoDelayClient(paramiko.SSHClient):
+    """paramiko's client on a socket with TCP_NODELAY.  paramiko leaves Nagle's algorithm
+    on, and over loopback to QEMU's forward a small message sent right after another
+    (the service request after NEWKEYS, the signed auth request) waited for the host
+    kernel's delayed ACK: ~40 ms each, 145 → 105 ms per connection to a restored guest."""
+
+    def connect(  # type: ignore[override]
+        self,
+        hostname: str,
+        port: int = paramiko.config.SSH_PORT,
+        *,
+        sock: Any = None,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if sock is None:
+            sock = socket.create_connection((hostname, port), timeout=timeout)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            super().connect(hostname, port, sock=sock, timeout=timeout, **kwargs)
+        except BaseException:
+            sock.close()
+            raise
+
+
 def _default_client() -> _Client:
-    c = paramiko.SSHClient()
+    c = _NoDelayClient()
     c.set_missing_host_key_policy(_AcceptHostKey())
     return c
 

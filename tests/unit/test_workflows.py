@@ -132,7 +132,9 @@ def test_caches_keyed_by_inputs_and_logs_uploaded_on_failure(wf: Path) -> None:
             assert "if: always()" in step and "build/bench/" in step, step
         elif "name: junit" in step:  # every shard's report, and the merged one
             assert "if: always()" in step, step
-            assert "path: build/logs/junit-*.xml" in step or "path: build/reports/" in step
+            assert re.search(
+                r"path: build/logs/junit-(aarch64-)?\*\.xml|path: build/reports/", step
+            )
         elif "name: buildroot-image" in step:  # handed to the e2e shards
             assert "if:" not in step.split("uses:")[0] and "path: build/out/" in step, step
         else:
@@ -225,12 +227,15 @@ def test_e2e_suite_is_a_matrix_of_images_and_shards_reported_once() -> None:
     assert f'--junitxml="build/logs/junit-$IRQLAB_IMAGE-${{SHARD}}of{n}.xml"' in e2e
     assert "needs: [build, buildroot]" in e2e
     report = _job(text, "report")
-    assert "needs: [e2e, bench]" in report and "if: always()" in report
+    assert "needs: [e2e, aarch64-guest, bench]" in report and "if: always()" in report
     assert "python -m irqlab.testing.reports" in report
     assert '--summary "$GITHUB_STEP_SUMMARY"' in report and "--bench" in report
     for image in ("debian", "buildroot"):
         for k in shards:
             assert f"build/reports/junit/junit-{image}-{k}of{n}.xml" in report, (image, k)
+    for image in ("debian", "buildroot"):  # the aarch64 guest's runs, one per image
+        assert f"build/reports/junit/junit-aarch64-{image}.xml" in report, image
+        assert f"--junitxml=build/logs/junit-aarch64-{image}.xml" in _job(text, "aarch64-guest")
     assert "pattern: junit-*" in report and "merge-multiple: true" in report
     # the build job runs everything but the e2e suite
     assert "IRQLAB_TEST_MARKS: not e2e" in _job(text, "build")

@@ -3,6 +3,8 @@ right after the MIGRATION completed event is refused while it lasts)."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -81,3 +83,39 @@ def test_a_failed_migration_is_caught_by_query_migrate() -> None:
     q = LostEvents(["active", "failed"])
     with pytest.raises(snapshot.SnapshotError, match="migration failed"):
         snapshot._wait_migration(q, 5.0, "saving")  # type: ignore[arg-type]
+
+
+class FdQemu:
+    """Takes the state file's descriptor (``getfd``) and the migrate command."""
+
+    def __init__(self) -> None:
+        self.fds: list[tuple[str, str]] = []  # (name, the file it was open on)
+        self.uris: list[str] = []
+
+    def send_fd(self, fd: int, name: str) -> None:
+        self.fds.append((name, os.readlink(f"/proc/self/fd/{fd}")))
+
+    def qmp(self, command: str, *args: Any, **kw: Any) -> Any:
+        if command == "migrate-incoming":
+            self.uris.append(kw["uri"])
+        return {}
+
+    def stderr_tail(self) -> str:
+        return ""
+
+
+def test_qemu_gets_the_state_file_by_descriptor(tmp_path: Path) -> None:
+    (tmp_path / snapshot.STATE_FILE).write_bytes(b"QEVM")
+    q = FdQemu()
+    with snapshot._state_fd(q, tmp_path / snapshot.STATE_FILE, os.O_RDONLY) as uri:  # type: ignore[arg-type]
+        q.qmp("migrate-incoming", uri=uri)
+    assert q.fds == [(snapshot.STATE_FD_NAME, str(tmp_path / snapshot.STATE_FILE))]
+    assert q.uris == [f"fd:{snapshot.STATE_FD_NAME}"]
+
+
+def test_a_state_file_gone_before_the_load_is_a_snapshot_error(tmp_path: Path) -> None:
+    """Another run pruned it: the error names the file (the caller then cold-boots)."""
+    q = FdQemu()
+    with pytest.raises(snapshot.SnapshotError, match=f"loading the snapshot {tmp_path}.*failed"):
+        snapshot.load(q, tmp_path)  # type: ignore[arg-type]
+    assert q.fds == [] and q.uris == []

@@ -30,7 +30,7 @@ from typing import Any
 from irqlab.build import cache
 from irqlab.errors import IrqlabError
 from irqlab.vm.machine import Machine, MachineError
-from irqlab.vm.qmp.errors import QMPFailure
+from irqlab.vm.qmp.errors import QMPCommandError, QMPFailure
 
 __all__ = [
     "META_FILE",
@@ -192,7 +192,7 @@ def save(machine: Machine, key: str, meta: Mapping[str, Any], *, timeout: float 
 
     try:
         saved = cache.cached_build(RECIPE, key, write)
-    except (MachineError, QMPFailure, OSError) as e:
+    except (MachineError, QMPFailure, QMPCommandError, OSError) as e:
         raise SnapshotError(f"saving the snapshot {key} failed: {e}") from e
     prune(keep_snapshots())
     return saved
@@ -231,7 +231,8 @@ def load(machine: Machine, directory: Path, *, timeout: float = 60.0) -> None:
         with _state_fd(machine, state, os.O_RDONLY) as uri:
             machine.qmp("migrate-incoming", uri=uri)
         _wait_migration(machine, timeout, what)
-    except (MachineError, QMPFailure) as e:
+    except (MachineError, QMPFailure, QMPCommandError, OSError) as e:
+        # OSError: the file went away (pruned by another run) or cannot be read
         raise SnapshotError(f"{what} failed: {e}") from e
     except SnapshotError as e:
         tail = machine.stderr_tail()

@@ -24,6 +24,7 @@ only when a connection can succeed (no polling for readiness on the host).
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import socket
 import sys
@@ -86,6 +87,20 @@ def detach(sock: socket.socket, log_path: str) -> None:
     os.close(w)
 
 
+def _accept(sock: socket.socket) -> socket.socket | None:
+    """The next connection on the listening *sock*; None once *sock* is shut down or
+    closed (the loop that called it ends quietly)."""
+    while True:
+        try:
+            return sock.accept()[0]
+        except (InterruptedError, ConnectionAbortedError):
+            continue  # a signal; a client gone before we took it
+        except OSError as e:
+            if e.errno in (errno.EINVAL, errno.EBADF):
+                return None
+            raise
+
+
 def serve_forever(sock: socket.socket, make_agent: Callable[[Writer], Agent]) -> None:
     """Accept connections for ever; each runs a session in its own thread.
 
@@ -95,11 +110,7 @@ def serve_forever(sock: socket.socket, make_agent: Callable[[Writer], Agent]) ->
     blocks the next one.
     """
     current: tuple[socket.socket, threading.Thread] | None = None
-    while True:
-        try:
-            conn, _ = sock.accept()
-        except InterruptedError:
-            continue
+    while (conn := _accept(sock)) is not None:
         if current is not None:
             old, thread = current
             with contextlib.suppress(OSError):
@@ -117,11 +128,7 @@ def reseed_forever(sock: socket.socket) -> None:
     and gets ``ok <CLOCK_BOOTTIME ns of the reseed>`` or ``error <why>``."""
     from irqlab_agent.sysio import reseed_kernel_rng
 
-    while True:
-        try:
-            conn, _ = sock.accept()
-        except InterruptedError:
-            continue
+    while (conn := _accept(sock)) is not None:
         with conn:
             try:
                 conn.settimeout(5.0)

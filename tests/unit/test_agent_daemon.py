@@ -109,9 +109,13 @@ def reseed_port(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[int, list[byt
     seeds: list[bytes] = []
     monkeypatch.setattr(sysio, "reseed_kernel_rng", seeds.append)
     sock = daemon_mod.listen(("127.0.0.1", 0))
-    threading.Thread(target=daemon_mod.reseed_forever, args=(sock,), daemon=True).start()
+    thread = threading.Thread(target=daemon_mod.reseed_forever, args=(sock,), daemon=True)
+    thread.start()
     yield sock.getsockname()[1], seeds
+    sock.shutdown(socket.SHUT_RDWR)  # wakes accept(): the loop ends
+    thread.join(TIMEOUT)
     sock.close()
+    assert not thread.is_alive(), "reseed_forever did not end when its socket was shut down"
 
 
 def _send_seed(port: int, line: bytes) -> str:

@@ -524,7 +524,7 @@ class AsyncPath(NotificationPath):
 
     def __init__(self, name: str, abi: Abi, opts: PathOptions, emit: Emit) -> None:
         super().__init__(name, abi, opts, emit)
-        self.failures: queue.SimpleQueue[OSError | None] = queue.SimpleQueue()
+        self.failures: queue.SimpleQueue[Exception | None] = queue.SimpleQueue()
         self._work = threading.Lock()  # held by a delivery; stop() waits for it
         self._failed = False
         self._work_cpu_ns = 0  # CPU time the deliveries took in the dispatcher's thread
@@ -553,17 +553,24 @@ class AsyncPath(NotificationPath):
             try:
                 if self.drain(wake, {"signal": info.as_json()}) == 0:
                     self.stats.spurious += 1
-            except OSError as e:
+            except Exception as e:  # an OSError, or a bug such as a torn record (ValueError)
                 self._failed = True
-                self.failures.put(e)  # the path's thread reports it and ends
+                self.failures.put(e)  # the path's thread reports it and ends; the
+                # dispatcher goes on serving the other async paths
             finally:
                 self._work_cpu_ns += time.thread_time_ns() - cpu0
 
     def stop(self, timeout: float = 5.0) -> None:
         self.stopping.set()  # deliveries return at once from now on
         self.failures.put(None)
-        with self._work:  # one in progress finishes before the file closes
+        # One in progress finishes before the file closes; one stuck (a host that stopped
+        # reading the reports) does not keep the path armed: its read then fails.
+        finishing = self._work.acquire(timeout=timeout)
+        try:
             super().stop(timeout)
+        finally:
+            if finishing:
+                self._work.release()
 
     def run(self) -> None:
         super().run()

@@ -212,3 +212,19 @@ def test_agent_survives_eof_and_client_reports_death(tmp_path: Path) -> None:
         client.wait_hello(20)
     client.close()
     assert client.process is not None and client.process.returncode == 2
+
+
+def test_a_torn_record_ends_its_async_path_with_an_error_and_spares_the_others(
+    agent: AgentClient, tmp_path: Path
+) -> None:
+    """A read that is not a whole number of records (a driver bug) is reported as the
+    path's error; the signal dispatcher that did the work keeps serving the other path."""
+    a, b = Fifo(tmp_path / "a"), Fifo(tmp_path / "b")
+    agent.arm("setsig", name="A", dev=a.path, sig=0)
+    agent.arm("setsig", name="B", dev=b.path, sig=3)
+    a.push(rec(1)[:7])
+    err = agent.expect(type="path_error", path="A", timeout=10)
+    assert "ValueError" in err["message"], err
+    b.push(rec(5))
+    assert agent.expect(path="B", seq=5)["signal"]["signo"] > 0
+    agent.disarm()

@@ -114,6 +114,30 @@ def _job(text: str, name: str) -> str:
     return text[start : start + 1 + nxt.start()] if nxt else text[start:]
 
 
+def _cache_steps(text: str, action: str) -> dict[str, str]:
+    """Key -> path block of every step using *action* (``actions/cache@`` saves and
+    restores, ``actions/cache/restore@`` only restores)."""
+    found = {}
+    for m in re.finditer(re.escape(f"uses: {action}") + r".*\n\s+with:\n((?:\s{10,}.*\n)+)", text):
+        block = m[1]
+        key = re.search(r"key: (.+)", block)
+        path = re.search(r"path: (\|\n(?:\s{12,}.*\n)+|.+)", block)
+        assert key and path, block
+        found[key[1].strip()] = path[1].strip()
+    return found
+
+
+@pytest.mark.parametrize("wf", WORKFLOWS, ids=lambda p: p.name)
+def test_a_cache_restore_asks_for_the_paths_it_was_saved_with(wf: Path) -> None:
+    """actions/cache versions an entry by its paths too: a restore with other paths
+    than the save's never hits (the job then rebuilds QEMU cold)."""
+    text = _text(wf)
+    saved = _cache_steps(text, "actions/cache@")
+    for key, path in _cache_steps(text, "actions/cache/restore@").items():
+        assert key in saved, f"nothing saves {key}"
+        assert path == saved[key], f"{key}: restored as {path!r}, saved as {saved[key]!r}"
+
+
 @pytest.mark.parametrize("wf", WORKFLOWS, ids=lambda p: p.name)
 def test_caches_keyed_by_inputs_and_logs_uploaded_on_failure(wf: Path) -> None:
     """Each cache key hashes the files it depends on; logs are uploaded when a job

@@ -43,7 +43,7 @@ from irqlab_agent.protocol import (
     parse_request,
     read_line,
 )
-from irqlab_agent.sysio import SigInfo, SignalFd, block_signals, reseed_kernel_rng
+from irqlab_agent.sysio import SigInfo, SignalFd, block_signals
 from irqlab_agent.uio import UioPath
 
 HW_PATH_KINDS: dict[str, type[NotificationPath]] = {
@@ -146,7 +146,6 @@ class Agent:
             "release": self.op_release,
             "reset": self.op_reset,
             "quit": self.op_quit,
-            "reseed": self.op_reseed,
             "heartbeat": self.op_heartbeat,
         }
         self._heartbeat: threading.Event | None = None
@@ -454,17 +453,6 @@ class Agent:
             except OSError:
                 out["present"] = False
         return out
-
-    def op_reseed(self, req: Request) -> JsonObj:
-        """Mix host randomness into the kernel's RNG and reseed it (after a restore)."""
-        try:
-            seed = bytes.fromhex(req.get_str("seed"))
-        except ValueError as e:
-            raise ProtocolError(f"seed must be hex: {e}") from None
-        if not 16 <= len(seed) <= 256:
-            raise ProtocolError(f"seed must be 16..256 bytes, not {len(seed)}")
-        reseed_kernel_rng(seed)
-        return ok(req.id, bytes=len(seed))
 
     def op_heartbeat(self, req: Request) -> JsonObj:
         """Send ``{"type": "heartbeat"}`` every ``interval_ms`` (0 stops): the host's

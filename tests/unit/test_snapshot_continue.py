@@ -119,3 +119,20 @@ def test_a_state_file_gone_before_the_load_is_a_snapshot_error(tmp_path: Path) -
     with pytest.raises(snapshot.SnapshotError, match=f"loading the snapshot {tmp_path}.*failed"):
         snapshot.load(q, tmp_path)  # type: ignore[arg-type]
     assert q.fds == [] and q.uris == []
+
+
+def test_a_refused_migration_command_has_qemu_close_the_descriptor(tmp_path: Path) -> None:
+    from irqlab.vm.qmp.errors import QMPCommandError
+
+    class Refusing(FdQemu):
+        def qmp(self, command: str, *args: Any, **kw: Any) -> Any:
+            if command == "migrate-incoming":
+                raise QMPCommandError(command, kw, "GenericError", "refused")
+            self.uris.append(f"{command} {kw.get('fdname', '')}".strip())
+            return {}
+
+    (tmp_path / snapshot.STATE_FILE).write_bytes(b"QEVM")
+    q = Refusing()
+    with pytest.raises(snapshot.SnapshotError, match="refused"):
+        snapshot.load(q, tmp_path)  # type: ignore[arg-type]
+    assert q.uris[-1] == f"closefd {snapshot.STATE_FD_NAME}", q.uris

@@ -136,12 +136,17 @@ def _wait_migration(machine: Machine, timeout: float, what: str) -> dict[str, An
 @contextlib.contextmanager
 def _state_fd(machine: Machine, state: Path, flags: int) -> Iterator[str]:
     """Open *state* with *flags* and hand QEMU a copy of the descriptor; yields the
-    migration URI naming it (``fd:NAME``, valid until QEMU's migration takes it).  Our
-    copy is closed on leaving: QEMU keeps its own."""
+    migration URI naming it (``fd:NAME``, valid until QEMU's migration takes it; a
+    migration command that fails has QEMU close it).  Our copy is closed on leaving."""
     fd = os.open(state, flags | os.O_CLOEXEC, 0o644)
     try:
         machine.send_fd(fd, STATE_FD_NAME)
-        yield f"fd:{STATE_FD_NAME}"
+        try:
+            yield f"fd:{STATE_FD_NAME}"
+        except BaseException:  # the migration did not take it: QEMU would keep it open
+            with contextlib.suppress(MachineError, QMPCommandError):
+                machine.qmp("closefd", fdname=STATE_FD_NAME)
+            raise
     finally:
         os.close(fd)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -96,38 +96,37 @@ class SyncQMP:
     ) -> Any:
         """Run one command and return its ``return`` value; errors become exceptions."""
         args = dict(arguments or {})
-        if not self.connected:
-            raise QMPFailure(f"QMP {command}: not connected")
         limit = self.timeout if timeout is None else timeout
+        return self._run(self._client.execute(command, args or None), command, args, limit)
+
+    def _run(
+        self, coro: Coroutine[Any, Any, Any], command: str, args: dict[str, object], limit: float
+    ) -> Any:
+        """Run *coro* (which executes *command*) on the loop; its errors as ours."""
+        if not self.connected:
+            coro.close()
+            raise QMPFailure(f"QMP {command}: not connected")
         try:
-            return self._aio.run(self._client.execute(command, args or None), limit)
+            return self._aio.run(coro, limit)
         except ExecuteError as e:
             raise QMPCommandError(command, args, e.error_class, str(e)) from None
         except ExecInterruptedError as e:
             raise QMPFailure(f"QMP {command}: connection lost before the reply ({e})") from e
         except LoopTimeout:
             raise QMPFailure(f"QMP {command}: no reply within {limit} s") from None
-        except QMPError as e:
+        except (QMPError, OSError) as e:
             raise QMPFailure(f"QMP {command}: {e}") from e
 
     def send_fd(self, fd: int, name: str) -> None:
         """Hand QEMU a copy of the open file descriptor *fd* (SCM_RIGHTS) under *name*
         (``getfd``), for arguments such as ``fd:NAME``; *fd* stays open here."""
-        if not self.connected:
-            raise QMPFailure(f"QMP getfd {name}: not connected")
+        args: dict[str, object] = {"fdname": name}
 
         async def send() -> None:  # on the loop thread, as every write to the socket
             self._client.send_fd_scm(fd)
-            await self._client.execute("getfd", {"fdname": name})
+            await self._client.execute("getfd", args)
 
-        try:
-            self._aio.run(send(), self.timeout)
-        except ExecuteError as e:
-            raise QMPCommandError("getfd", {"fdname": name}, e.error_class, str(e)) from None
-        except (QMPError, OSError) as e:
-            raise QMPFailure(f"QMP getfd {name}: {e}") from e
-        except LoopTimeout:
-            raise QMPFailure(f"QMP getfd {name}: no reply within {self.timeout} s") from None
+        self._run(send(), "getfd", args, self.timeout)
 
     def execute_many(
         self,

@@ -169,8 +169,20 @@ def test_buildroot_build_refuses_an_unknown_architecture(
         main(["buildroot-build", "--arch", "bogus"])
     assert e.value.code == 2
     err = capsys.readouterr().err
-    assert "argument --arch: no Buildroot defconfig for 'bogus'" in err
-    assert "(choose from x86_64, aarch64)" in err
+    assert "argument --arch: unknown architecture 'bogus'" in err
+    assert "(known: aarch64, x86_64)" in err
+
+
+@pytest.mark.parametrize("command", ["buildroot-build", "buildroot-check"])
+def test_both_buildroot_commands_take_the_same_architecture_names(command: str) -> None:
+    """One check for both commands: Debian's names too, and a refusal for the others."""
+    from irqlab.cli.main import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args([command, "--arch", "arm64"]).arch == "aarch64"
+    assert parser.parse_args([command, "--arch", "amd64"]).arch == "x86_64"
+    with pytest.raises(SystemExit):
+        parser.parse_args([command, "--arch", "riscv64"])
 
 
 @pytest.mark.parametrize(

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from irqlab.build import fetch
-from irqlab.build.arch import ARCHES, X86_64, Arch
+from irqlab.build.arch import X86_64, Arch, by_name
 from irqlab.build.boot import GuestImage, authorized_keys, boot_values, guest_image
 from irqlab.build.cache import InputHash, cached_build, is_complete
 from irqlab.build.cache import output_dir as output_dir_for
@@ -167,17 +167,17 @@ class BuildrootError(IrqlabError, RuntimeError):
 
 
 def build_arch(arch: Arch | str = X86_64) -> Arch:
-    """The guest architecture *arch* (an :class:`Arch` or its name), checked to have a
-    defconfig here."""
+    """The guest architecture *arch* (an :class:`Arch` or a name :func:`by_name` knows),
+    checked to have a defconfig here."""
     if isinstance(arch, str):
-        found = ARCHES.get(arch)
-        if found is None:
-            raise BuildrootError(
-                f"no Buildroot defconfig for architecture {arch!r} (known: {', '.join(DEFCONFIGS)})"
-            )
-        arch = found
+        try:
+            arch = by_name(arch)
+        except ValueError as e:
+            raise BuildrootError(str(e)) from None
     if arch.name not in DEFCONFIGS:
-        raise BuildrootError(f"no Buildroot defconfig for {arch.name}")
+        raise BuildrootError(
+            f"no Buildroot defconfig for {arch.name} (choose from {', '.join(DEFCONFIGS)})"
+        )
     return arch
 
 

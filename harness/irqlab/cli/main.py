@@ -114,20 +114,14 @@ def cmd_buildroot_build(args: argparse.Namespace) -> int:
 
 
 def _buildroot_arch(value: str) -> str:
-    """``--arch`` of buildroot-build: an architecture with a Buildroot defconfig (its
-    canonical name; ``amd64``/``arm64`` too), else argparse's usage error."""
-    from irqlab.build.arch import by_name
-    from irqlab.build.buildroot import DEFCONFIGS
+    """``--arch`` of the Buildroot commands: an architecture with a Buildroot defconfig
+    (its canonical name; ``amd64``/``arm64`` too), else argparse's usage error."""
+    from irqlab.build.buildroot import BuildrootError, build_arch
 
     try:
-        name = by_name(value).name
-    except ValueError:
-        name = ""
-    if name not in DEFCONFIGS:
-        raise argparse.ArgumentTypeError(
-            f"no Buildroot defconfig for {value!r} (choose from {', '.join(DEFCONFIGS)})"
-        )
-    return name
+        return build_arch(value).name
+    except BuildrootError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def cmd_buildroot_check(args: argparse.Namespace) -> int:
@@ -135,9 +129,6 @@ def cmd_buildroot_check(args: argparse.Namespace) -> int:
 
     src = buildroot.ensure_source() if args.download else buildroot.source_tree(args.tree)
     arches = [args.arch] if args.arch else list(buildroot.DEFCONFIGS)
-    if not set(arches) <= set(buildroot.DEFCONFIGS):
-        print(f"buildroot-check: no defconfig for {args.arch!r}", file=sys.stderr)
-        return 2
     results = buildroot_checks.offline_checks(
         src,
         python=args.python or sys.executable,
@@ -254,7 +245,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="offline checks of buildroot/: defconfig, check-dotconfig, show-info, check-package",
     )
     s.add_argument("--tree", help="Buildroot source tree (default: $IRQLAB_BUILDROOT_DIR)")
-    s.add_argument("--arch", default="", help="only this architecture's defconfig (default: all)")
+    s.add_argument(
+        "--arch",
+        type=_buildroot_arch,
+        default=None,
+        help="only this architecture's defconfig (default: all)",
+    )
     s.add_argument(
         "--download",
         action="store_true",

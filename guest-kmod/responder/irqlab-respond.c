@@ -308,8 +308,11 @@ static void loop_nonblock(long interval_us)
 	}
 }
 
-/* poll/select/epoll: wait, then one read (epoll-et: until EAGAIN), as the agent. */
-static void after_ready(uint64_t wake, int drain_all)
+/*
+ * poll/select/epoll: wait, then one read (epoll-et: until EAGAIN), as the agent.
+ * Returns the records read, or -1 on an error (recorded): the loop then ends.
+ */
+static int after_ready(uint64_t wake, int drain_all)
 {
 	int n;
 
@@ -317,6 +320,7 @@ static void after_ready(uint64_t wake, int drain_all)
 	n = drain_all ? drain(wake) : read_records(wake);
 	if (n == 0)
 		spurious++;
+	return n;
 }
 
 static void loop_poll(void)
@@ -324,9 +328,8 @@ static void loop_poll(void)
 	struct pollfd p = { .fd = dev_fd, .events = POLLIN | POLLRDNORM };
 
 	while (!done()) {
-		if (wait_pollin(&p) < 0)
+		if (wait_pollin(&p) < 0 || after_ready(now_ns(), 0) < 0)
 			return;
-		after_ready(now_ns(), 0);
 	}
 }
 
@@ -345,7 +348,8 @@ static void loop_select(void)
 			fail("select");
 			return;
 		}
-		after_ready(now_ns(), 0);
+		if (after_ready(now_ns(), 0) < 0)
+			return;
 	}
 }
 
@@ -368,7 +372,8 @@ static void loop_epoll(int edge)
 			fail("epoll_wait");
 			break;
 		}
-		after_ready(now_ns(), edge);
+		if (after_ready(now_ns(), edge) < 0)
+			break;
 	}
 	close(ep);
 }
@@ -941,9 +946,8 @@ int main(int argc, char **argv)
 			}
 		}
 	}
-	if (stopping && limit && nsamples < limit)
-		exit_reason = "stopped";
-	else if (stopping && !limit)
+	/* a stop ends a run that met no error before it */
+	if (stopping && !strcmp(exit_reason, "count") && (!limit || nsamples < limit))
 		exit_reason = "stopped";
 	if (!sync_end.ok)
 		clock_sync(&sync_end);

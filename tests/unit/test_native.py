@@ -157,3 +157,20 @@ def test_responder_covers_every_path_the_agent_has() -> None:
     text = SOURCE.read_text()
     for p in PATHS:
         assert f'"{p}"' in text, f"irqlab-respond does not handle {p}"
+
+
+@pytest.mark.parametrize("path", ["poll", "select"])
+def test_a_read_error_after_readiness_ends_the_run_and_says_so(binary: Path, path: str) -> None:
+    """/dev/null is always ready and reads end of file: the run ends at the first read
+    (before: the loop spun on, and a later stop reported a clean "stopped").  epoll
+    cannot watch /dev/null (EPERM); its loops end the same way, through after_ready()."""
+    r = subprocess.run(
+        [binary, "-n", "3", "-d", "/dev/null", path],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=10,
+    )
+    out = json.loads(r.stdout.splitlines()[1])
+    assert (out["path"], out["exit"], out["rows"]) == (path, "eof", []), out
+    assert r.returncode == 1

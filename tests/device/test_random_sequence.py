@@ -71,7 +71,8 @@ class Walk:
         return self.rig.inj
 
     # -- actions ---------------------------------------------------------------------
-    def step(self) -> None:
+    def step(self, migrate: bool = False) -> None:
+        """One random action; *migrate*: a migration to a file and back instead."""
         r = self.rng
         actions: list[tuple[int, Callable[[], str]]] = [
             (8, self.gpio_config), (6, self.gpio_drive), (6, self.fifo_push),
@@ -79,7 +80,7 @@ class Walk:
             (3, self.w1c), (5, self.read_any), (4, self.clock), (1, self.reset_counters),
             (1, self.system_reset),
         ]  # fmt: skip
-        if r.randrange(MIGRATE_EVERY) == 0:
+        if r.randrange(MIGRATE_EVERY) == 0 or migrate:
             actions = [(1, self.migrate)]
         weights = [w for w, _ in actions]
         action = r.choices([a for _, a in actions], weights)[0]
@@ -231,7 +232,7 @@ def test_random_sequence_keeps_the_invariants(
     steps = int(os.environ.get("IRQLAB_RANDOM_STEPS") or soak(*STEPS))
     for n in range(steps):
         try:
-            walk.step()
+            walk.step(migrate=n == steps // 2)  # at least one migration in every walk
             walk.check()
         except Exception as e:
             recent = "\n  ".join(walk.log)
@@ -240,3 +241,4 @@ def test_random_sequence_keeps_the_invariants(
                 f"replay: IRQLAB_RANDOM_SEED={seed} invoke test-device -k random"
             ) from e
     print(f"seed {seed}: {steps} steps, {walk.migrations} migrations")
+    assert walk.migrations >= 1

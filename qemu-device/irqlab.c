@@ -91,8 +91,14 @@ enum {
     IRQLAB_CNT_NUM,
 };
 
-QEMU_BUILD_BUG_ON(IRQLAB_REG_CNT_DROPPED - IRQLAB_REG_CNT_RAISED !=
-                  4 * (IRQLAB_CNT_DROPPED - IRQLAB_CNT_RAISED));
+/* The CNT_* registers are read by index: offsets follow the counters */
+#define IRQLAB_CNT_REG_IS(name) \
+    QEMU_BUILD_BUG_ON(IRQLAB_REG_CNT_##name - IRQLAB_REG_CNT_RAISED != \
+                      4 * (IRQLAB_CNT_##name - IRQLAB_CNT_RAISED))
+IRQLAB_CNT_REG_IS(DELIVERED);
+IRQLAB_CNT_REG_IS(ACKED);
+IRQLAB_CNT_REG_IS(COALESCED);
+IRQLAB_CNT_REG_IS(DROPPED);
 
 typedef struct IrqlabEvent {
     uint32_t seq;

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 
+from irqlab.contract.regs import QOM
 from irqlab.testing.plugin import QtestMachineFactory
 
 pytestmark = pytest.mark.device
@@ -25,7 +26,7 @@ def test_device_del_behind_root_port_completes(
         "",
         extra_args=["-device", ROOT_PORT, "-device", f"irqlab,id=irq0,bus=rp0,irq-mode={irq_mode}"],
     )
-    assert m.qmp("qom-get", path="/machine/peripheral/irq0", property="gpio-lines") == 32
+    assert m.qmp("qom-get", path="/machine/peripheral/irq0", property=QOM.PROP_GPIO_LINES) == 32
     m.qmp("device_del", id="irq0")
     m.qmp("system_reset")
     ev = m.wait_event("DEVICE_DELETED", timeout=10, match={"device": "irq0"})

@@ -25,7 +25,7 @@ from arch_times import ARCH_TIMES  # same directory
 from test_paths_notify import check_path_specifics, wait_eagain
 
 from irqlab.build.archguest import present_arches
-from irqlab.contract.regs import REGS
+from irqlab.contract.regs import QOM, REGS
 from irqlab.testing.helpers import DeviceControl
 from irqlab.testing.plugin import start_guest, start_uio_generic_guest
 from irqlab.vm.guest import Guest, GuestConfig
@@ -135,7 +135,7 @@ def intx_uio_guest(arch: str, irqlab_log_dir: Path) -> Generator[Guest, None, No
     cfg = GuestConfig(
         name=f"arch-{arch}-intx",
         arch=arch,
-        device_props={"irq-mode": "intx"},
+        device_props={QOM.PROP_IRQ_MODE: "intx"},
         log_dir=irqlab_log_dir,
     )
     with start_uio_generic_guest(cfg) as g:

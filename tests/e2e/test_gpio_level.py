@@ -15,6 +15,7 @@ from collections.abc import Callable
 import pytest
 from kmods import build_test_kmod  # same directory (rootdir-relative import)
 
+from irqlab.contract.regs import QOM
 from irqlab.testing.helpers import DeviceControl, wait_until
 from irqlab.vm.guest import Guest
 
@@ -33,7 +34,7 @@ def _load_consumer(g: Guest, line: int) -> Callable[[], int]:
     return lambda: int(g.sh(f"cat {PARAMS}/count"))
 
 
-@pytest.mark.irqlab(device={"evq-depth": EVQ_DEPTH})
+@pytest.mark.irqlab(device={QOM.PROP_EVQ_DEPTH: EVQ_DEPTH})
 def test_level_line_whose_event_was_dropped_interrupts_again(
     irqlab_fresh_guest: Guest, irqlab_fresh_device: DeviceControl
 ) -> None:

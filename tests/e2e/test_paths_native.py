@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from irqlab.bench import breakdown, native
+from irqlab.contract.regs import QOM
 from irqlab.testing.plugin import start_uio_generic_guest
 from irqlab.vm.guest import Guest, GuestConfig
 
@@ -71,7 +72,7 @@ def test_native_uio_mode(irqlab_fresh_guest: Guest) -> None:
 
 @pytest.fixture(scope="module")
 def intx_guest() -> Generator[Guest, None, None]:
-    config = GuestConfig(name="native-intx", device_props={"irq-mode": "intx"})
+    config = GuestConfig(name="native-intx", device_props={QOM.PROP_IRQ_MODE: "intx"})
     with start_uio_generic_guest(config) as g:
         yield g
 

@@ -14,7 +14,7 @@ import pytest
 from agent_paths import RECORD_PATHS  # same directory (rootdir-relative import)
 
 from irqlab.bench import storm
-from irqlab.contract.regs import REGS
+from irqlab.contract.regs import QOM, REGS
 from irqlab.vm.agent_client import AgentClient
 from irqlab.vm.guest import Guest
 
@@ -36,7 +36,7 @@ def _until_event(agent: AgentClient, path: str) -> list[dict[str, Any]]:
 
 # A guest of its own whose device queue holds the whole burst: however long the host
 # keeps the vCPU from running, the device drops nothing.
-@pytest.mark.irqlab(device={"evq-depth": REGS.MAX_EVQ_DEPTH})
+@pytest.mark.irqlab(device={QOM.PROP_EVQ_DEPTH: REGS.MAX_EVQ_DEPTH})
 @pytest.mark.parametrize("path", RECORD_PATHS)
 def test_burst_summaries_count_every_event_once_and_batch_acks_reach_the_device(
     irqlab_fresh_guest: Guest, irqlab_fresh_device: Any, path: str

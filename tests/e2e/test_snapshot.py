@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from irqlab.build import cache
+from irqlab.contract.regs import QOM
 from irqlab.testing.helpers import DeviceControl
 from irqlab.testing.plugin import start_guest
 from irqlab.vm import snapshot
@@ -101,11 +102,11 @@ def test_a_restored_guest_is_reseeded_before_its_first_ssh_connection() -> None:
         g.close()
 
 
-@pytest.mark.irqlab(module={"ring_size": 64}, device={"gpio-lines": 16})
+@pytest.mark.irqlab(module={"ring_size": 64}, device={QOM.PROP_GPIO_LINES: 16})
 def test_marker_configures_the_fresh_guest(irqlab_fresh_guest: Guest) -> None:
     g = irqlab_fresh_guest
     assert _param(g, "ring_size") == "64"
-    assert g.injector.get("gpio-lines") == 16
+    assert g.injector.get(QOM.PROP_GPIO_LINES) == 16
 
 
 def test_a_module_or_image_change_gives_another_snapshot(tmp_path: Path) -> None:

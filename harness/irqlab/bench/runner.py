@@ -29,6 +29,7 @@ from typing import Any
 
 from irqlab.bench import SCHEMA, cyclic, env, host, latency, metrics, native, storm
 from irqlab.bench.guest import BenchGuest, agent_paths
+from irqlab.contract.regs import QOM
 from irqlab.vm.guest import GuestConfig, ensure_snapshot
 
 __all__ = [
@@ -63,7 +64,7 @@ MODULE_MODES: dict[str, dict[str, Any]] = {"uio": {"uio": 1}}
 # Paths measured on a second guest (per run) whose device our module does not drive:
 # its device properties, and the kernel driver the device is bound to instead.
 OTHER_DRIVER: dict[str, dict[str, Any]] = {
-    "uio-generic": {"device_props": {"irq-mode": "intx"}, "driver": "uio_pci_generic"},
+    "uio-generic": {"device_props": {QOM.PROP_IRQ_MODE: "intx"}, "driver": "uio_pci_generic"},
 }
 # Paths the storms cannot measure, with why (none left: gpio-cdev storms run the
 # generator on a GPIO line).

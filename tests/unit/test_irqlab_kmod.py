@@ -87,3 +87,21 @@ def test_extra_module_of_another_architecture_fails_before_any_build(
     with pytest.raises(PrerequisiteMissing, match=f"built for {other.name}, but the guest is"):
         guest.find_prerequisites()
     assert time.monotonic() - t0 < 1.0
+
+
+def test_the_module_recipe_builds_for_the_asked_architecture(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without $IRQLAB_KMOD, find_kmod(arch) builds against that architecture's kernel
+    (the recipes themselves are faked: the boundary here is which kernel they get)."""
+    from irqlab.build import kernel, kmod
+
+    monkeypatch.delenv("IRQLAB_KMOD", raising=False)
+    asked: list[object] = []
+    monkeypatch.setattr(kernel, "ensure_kernel", lambda *a, arch=None, **k: f"kernel-{arch.name}")
+    monkeypatch.setattr(
+        kmod, "ensure_kmod", lambda *a, kernel=None, **k: asked.append(kernel) or "/x.ko"
+    )
+    assert find_kmod(AARCH64) == Path("/x.ko")
+    assert find_kmod() == Path("/x.ko")
+    assert asked == ["kernel-aarch64", None]  # x86_64: the recipe's default kernel

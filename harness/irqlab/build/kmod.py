@@ -112,9 +112,9 @@ def ensure_kmod(
     k = kernel if kernel is not None else ensure_kernel(log)
     files = source_files()
     digest = input_digest(k.version, files)
-    ensure_cross_compiler(k, log)
 
     def build(out: Path) -> None:
+        ensure_cross_compiler(k, log)  # only to build: a cached module needs none
         with StepLog(log_dir() / "build" / f"kmod-{digest}.log", log) as steps:
             steps.log(f"kernel module for {k.version}: building")
             scratch = out / "src"

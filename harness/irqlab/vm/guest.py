@@ -168,8 +168,9 @@ def check_module_arch(ko: Path, arch: Arch, what: str) -> None:
 
 
 def find_kmod(arch: Arch | None = None) -> Path:
-    """The driver .ko: $IRQLAB_KMOD (a build of *our* driver), else the module recipe
-    (irqlab.build.kmod).  A module of another name or another architecture in
+    """The driver .ko for a guest of *arch* (default x86_64): $IRQLAB_KMOD (a build of
+    *our* driver), else the module recipe (irqlab.build.kmod) against that
+    architecture's kernel.  A module of another name or another architecture in
     $IRQLAB_KMOD is refused at once: the harness's device nodes (/dev/irqlab0) come only
     from the irqlab driver; your own modules go in ``GuestConfig(extra_modules=...)``."""
     env = env_kmod(arch)
@@ -182,7 +183,11 @@ def find_kmod(arch: Arch | None = None) -> Path:
             f"no kernel module: set $IRQLAB_KMOD or add the module recipe ({e})"
         ) from e
     try:
-        return Path(kmod.ensure_kmod())
+        if arch is None or arch.name == "x86_64":
+            return Path(kmod.ensure_kmod())
+        from irqlab.build.kernel import ensure_kernel
+
+        return Path(kmod.ensure_kmod(kernel=ensure_kernel(arch=arch)))
     except (IrqlabError, OSError, subprocess.CalledProcessError) as e:
         raise PrerequisiteMissing(f"the irqlab kernel module cannot be built: {e}") from e
 

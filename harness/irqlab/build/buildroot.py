@@ -52,6 +52,7 @@ __all__ = [
     "DEFCONFIG",
     "DEFCONFIGS",
     "EXTERNAL_NAME",
+    "EXTERNAL_PATH_VAR",
     "HOST_PACKAGES",
     "INITRD_IMAGE",
     "KERNEL_IMAGE",
@@ -94,6 +95,7 @@ DEFCONFIG = "irqlab_x86_64_defconfig"  # the default architecture's (x86_64)
 # and ensure_image(arch=...) builds any of them.
 DEFCONFIGS = {"x86_64": DEFCONFIG, "aarch64": "irqlab_aarch64_defconfig"}
 EXTERNAL_NAME = "IRQLAB"
+EXTERNAL_PATH_VAR = f"$(BR2_EXTERNAL_{EXTERNAL_NAME}_PATH)"  # the tree, in Buildroot's files
 # Packages of the external tree that must be built from this repository.
 LOCAL_PACKAGES = ("irqlab-kmod", "python-irqlab-agent")
 # What the image consists of (Buildroot's output/images names): the kernel each
@@ -158,7 +160,7 @@ def fragment_files_line(debug: bool, defconfig: str = DEFCONFIG) -> str:
     """The .config line naming the kernel fragments (*defconfig*'s, plus the debug one)."""
     files = fragment_files(defconfig)
     if debug:
-        files.append(f"$(BR2_EXTERNAL_{EXTERNAL_NAME}_PATH)/{DEBUG_FRAGMENT}")
+        files.append(f"{EXTERNAL_PATH_VAR}/{DEBUG_FRAGMENT}")
     return f'BR2_LINUX_KERNEL_CONFIG_FRAGMENT_FILES="{" ".join(files)}"'
 
 

@@ -21,6 +21,7 @@ from typing import Any
 from irqlab.build.buildroot import (
     DEFCONFIG,
     DEFCONFIGS,
+    EXTERNAL_PATH_VAR,
     LOCAL_PACKAGES,
     CheckResult,
     _make,
@@ -77,7 +78,7 @@ def local_package_problems(
             problems.append(f"{pkg}: {var}_OVERRIDE_SRCDIR={srcdir!r} is not inside {root}")
     fragments = printvars.get("LINUX_KCONFIG_FRAGMENT_FILES", "").split()
     named = [Path(f).resolve() for f in fragments]
-    prefix = "$(BR2_EXTERNAL_IRQLAB_PATH)/"
+    prefix = f"{EXTERNAL_PATH_VAR}/"
     for f in fragment_files(defconfig):
         ours = (ext / f.removeprefix(prefix)).resolve()
         if ours not in named:

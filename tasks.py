@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import os
+import shlex
 import sys
 from typing import Any
 
@@ -100,7 +101,17 @@ def lint(c: Context) -> None:
 @task(help={"k": "only tests matching this pytest -k expression"})
 def test_unit(c: Context, k: str = "") -> None:
     """Unit tests: no QEMU, no guest (seconds)."""
-    _pytest(c, "tests/unit" + (f" -k '{k}'" if k else ""))
+    _pytest(c, "tests/unit" + _filters(k))
+
+
+def _filters(k: str = "", m: str = "") -> str:
+    """pytest's -k / -m options for the given expressions, quoted for the shell."""
+    return "".join(f" {opt} {shlex.quote(v)}" for opt, v in (("-k", k), ("-m", m)) if v)
+
+
+def _ci_args() -> str:
+    """Under CI (``$CI`` set) pytest leaves no cache directory behind."""
+    return " -p no:cacheprovider" if os.environ.get("CI") else ""
 
 
 def workers_args(jobs: int) -> str:
@@ -119,14 +130,14 @@ _JOBS_HELP = "pytest-xdist workers, one guest each (default 0: one per core; 1: 
 @task(help={"k": "only tests matching this pytest -k expression", "jobs": _JOBS_HELP})
 def test_device(c: Context, k: str = "", jobs: int = 0) -> None:
     """Device tests: the real built QEMU under the qtest accelerator, no guest."""
-    _pytest(c, "tests/device" + workers_args(jobs) + (f" -k '{k}'" if k else ""))
+    _pytest(c, "tests/device" + workers_args(jobs) + _filters(k))
 
 
 @task(help={"k": "only tests matching this pytest -k expression", "jobs": _JOBS_HELP})
 def test_e2e(c: Context, k: str = "", jobs: int = 0) -> None:
     """End-to-end tests in booted guests (one per worker)."""
     build(c)
-    _pytest(c, "tests/e2e" + workers_args(jobs) + (f" -k '{k}'" if k else ""))
+    _pytest(c, "tests/e2e" + workers_args(jobs) + _filters(k))
 
 
 @task(
@@ -142,16 +153,8 @@ def test_all(c: Context, k: str = "", m: str = "", jobs: int = 0, junit: str = "
     ``-j N`` pytest-xdist workers (default: one per core); the soak tests run short
     (``invoke soak`` runs them at full length)."""
     build(c)
-    args = "tests" + workers_args(jobs)
-    if k:
-        args += f" -k '{k}'"
-    if m:
-        args += f" -m '{m}'"
-    if junit:
-        args += f" --junitxml={junit}"
-    if os.environ.get("CI"):
-        args += " -p no:cacheprovider"
-    _pytest(c, args)
+    junit_arg = f" --junitxml={shlex.quote(junit)}" if junit else ""
+    _pytest(c, "tests" + workers_args(jobs) + _filters(k, m) + junit_arg + _ci_args())
 
 
 @task(help={"k": "only tests matching this pytest -k expression", "jobs": _JOBS_HELP})
@@ -160,10 +163,7 @@ def soak(c: Context, k: str = "", jobs: int = 0) -> None:
     unbind/bind, arm/disarm, unplug/replug, the long storm) at full length, hundreds of
     rounds each (``invoke test-all`` runs them short)."""
     build(c)
-    args = "tests -m soak --soak" + workers_args(jobs) + (f" -k '{k}'" if k else "")
-    if os.environ.get("CI"):
-        args += " -p no:cacheprovider"
-    _pytest(c, args)
+    _pytest(c, "tests -m soak --soak" + workers_args(jobs) + _filters(k) + _ci_args())
 
 
 @task

@@ -76,15 +76,12 @@ class Key:
         them all (its burst counter, over QMP)."""
         self.device.edges(KEY_LINE, count, STEP_NS)
         self.edges += count
-        inj = self.guest.injector
-        wait_until(inj.burst_remaining, lambda n: n == 0, TIMEOUT, "the edge train")
+        self.device.wait_burst_done("the edge train", TIMEOUT)
 
     def settle(self) -> None:
-        """Let more than the debounce interval pass on the guest's clock: two steps of
-        the burst generator on a line nothing listens on (they raise nothing)."""
-        self.device.edges(IDLE_LINE, 2, 2 * KEY_DEBOUNCE_MS * 1_000_000)
-        inj = self.guest.injector
-        wait_until(inj.burst_remaining, lambda n: n == 0, TIMEOUT, "the idle line's steps")
+        """Let twice the debounce interval pass on the guest's clock (on a line
+        nothing listens on)."""
+        self.device.let_guest_time_pass(2 * KEY_DEBOUNCE_MS * 1_000_000, IDLE_LINE, TIMEOUT)
 
     def press(self, path: str, state: str) -> dict[str, object]:
         """A bouncy press (or release); the next event on *path* must be its *state*."""

@@ -96,6 +96,21 @@ class DeviceControl:
         where it started if *count* is even."""
         self.inj.burst(count, period_ns, line=line)
 
+    def wait_burst_done(self, what: str, timeout: float = 60.0) -> None:
+        """Wait until the device's burst generator made all its steps (QMP)."""
+        wait_until(self.inj.burst_remaining, lambda n: n == 0, timeout, what)
+
+    def let_guest_time_pass(self, ns: int, idle_line: int, timeout: float = 60.0) -> None:
+        """Return once *ns* have passed on the guest's clock (QEMU's virtual clock),
+        however slow the host: the burst generator's two steps *ns* apart on
+        *idle_line*, waited for.  A wait measured where the guest measures it (a
+        debounce interval, a timer), never a host sleep.
+
+        *idle_line* must be a line nothing detects (no edge or level enabled): its two
+        toggles raise nothing and leave it at its level.  The generator must be idle."""
+        self.edges(idle_line, 2, ns)
+        self.wait_burst_done(f"{ns} ns of the guest's clock (steps on line {idle_line})", timeout)
+
     def wait_counters(self, pred: Callable[[Counters], bool], timeout: float = 60.0) -> Counters:
         """Poll the device counters (QMP) until *pred* holds."""
         return wait_until(self.counters, pred, timeout, "the device counters")

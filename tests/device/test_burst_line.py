@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 from devrig import BURST, GPIO, Rig, RigFactory
 
-from irqlab.contract.regs import REGS
+from irqlab.contract.regs import QOM, REGS
 from irqlab.testing.qtest_device import Event
 from irqlab.vm.qmp.errors import DeviceRejected
 
@@ -157,7 +157,7 @@ def test_ack_measures_gpio_edges_like_any_event(rig: Rig) -> None:
 
 def test_default_and_back_to_burst_events(rig: Rig) -> None:
     assert rig.inj.burst_line() is None
-    assert rig.inj.get("burst-line") == REGS.BURST_LINE_NONE
+    assert rig.inj.get(QOM.PROP_BURST_LINE) == REGS.BURST_LINE_NONE
     _edges(rig, 1 << LINE)
     rig.inj.burst(2, period_ns=P, line=LINE)
     rig.qt.clock_step(P)
@@ -175,7 +175,7 @@ def test_line_cannot_change_while_a_burst_runs(rig: Rig) -> None:
     before = (rig.inj.burst_remaining(), rig.inj.counters(), rig.inj.gpio_in(), rig.qt.clock())
     for value in (1, REGS.BURST_LINE_NONE):
         with pytest.raises(DeviceRejected, match="cannot change while a burst runs") as info:
-            rig.inj.set("burst-line", value)
+            rig.inj.set(QOM.PROP_BURST_LINE, value)
         assert info.value.desc.startswith("irqlab: burst-line")
     assert rig.machine.qmp("query-status")["status"] == "running"
     assert rig.inj.burst_line() == 0
@@ -185,7 +185,7 @@ def test_line_cannot_change_while_a_burst_runs(rig: Rig) -> None:
         rig.inj.gpio_in(),
         rig.qt.clock(),
     ) == before
-    rig.inj.set("burst-line", 0)  # the same line is no change
+    rig.inj.set(QOM.PROP_BURST_LINE, 0)  # the same line is no change
     rig.inj.burst(3, period_ns=P, line=0)  # a restart on the same line replaces the burst
     assert rig.inj.burst_line() == 0
     rig.qt.clock_step(100 * P)

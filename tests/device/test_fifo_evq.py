@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from devrig import FIFO, Rig, RigFactory
 
-from irqlab.contract.regs import REGS
+from irqlab.contract.regs import QOM, REGS
 from irqlab.vm.qmp.errors import QMPCommandError
 
 pytestmark = pytest.mark.device
@@ -103,9 +103,9 @@ def test_pipelined_pushes_arrive_in_order(rig: Rig) -> None:
 
 def test_pipelined_batch_with_a_bad_command_fails_and_qemu_keeps_running(rig: Rig) -> None:
     cmds: list[tuple[str, dict[str, object] | None]] = [
-        ("qom-set", {"path": rig.inj.path, "property": "fifo-push", "value": 1}),
+        ("qom-set", {"path": rig.inj.path, "property": QOM.PROP_FIFO_PUSH, "value": 1}),
         ("qom-set", {"path": rig.inj.path, "property": "no-such-property", "value": 1}),
-        ("qom-set", {"path": rig.inj.path, "property": "fifo-push", "value": 2}),
+        ("qom-set", {"path": rig.inj.path, "property": QOM.PROP_FIFO_PUSH, "value": 2}),
     ]
     with pytest.raises(QMPCommandError, match="no-such-property"):
         rig.machine.qmp_many(cmds, window=3)

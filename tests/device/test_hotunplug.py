@@ -24,7 +24,12 @@ def test_device_del_behind_root_port_completes(
 ) -> None:
     m = irqlab_qtest_factory(
         "",
-        extra_args=["-device", ROOT_PORT, "-device", f"irqlab,id=irq0,bus=rp0,irq-mode={irq_mode}"],
+        extra_args=[
+            "-device",
+            ROOT_PORT,
+            "-device",
+            f"irqlab,id=irq0,bus=rp0,{QOM.PROP_IRQ_MODE}={irq_mode}",
+        ],
     )
     assert m.qmp("qom-get", path="/machine/peripheral/irq0", property=QOM.PROP_GPIO_LINES) == 32
     m.qmp("device_del", id="irq0")

@@ -17,7 +17,13 @@ from irqlab.vm.qmp.injector import Injector
 
 pytestmark = pytest.mark.device
 
-STATIC_PROPERTIES = ("irq-mode", "broken-intx-disable", "gpio-lines", "fifo-depth", "evq-depth")
+STATIC_PROPERTIES = (
+    QOM.PROP_IRQ_MODE,
+    QOM.PROP_BROKEN_INTX_DISABLE,
+    QOM.PROP_GPIO_LINES,
+    QOM.PROP_FIFO_DEPTH,
+    QOM.PROP_EVQ_DEPTH,
+)
 
 
 def test_pci_identity(rig: Rig) -> None:
@@ -85,22 +91,22 @@ def test_gpio_lines_beyond_the_bank_are_not_writable(rig_factory: RigFactory) ->
 
 
 @pytest.mark.parametrize(
-    ("prop", "message"),
+    ("prop", "value", "message"),
     [
-        ("irq-mode=bogus", "irq-mode must be intx, msi or msix"),
-        ("gpio-lines=0", "gpio-lines=0 out of range"),
-        ("gpio-lines=33", "gpio-lines=33 out of range"),
-        ("fifo-depth=0", "fifo-depth=0 out of range"),
-        ("fifo-depth=4097", "fifo-depth=4097 out of range"),
-        ("evq-depth=5000", "evq-depth=5000 out of range"),
-        ("broken-intx-disable=maybe", "broken-intx-disable"),
+        (QOM.PROP_IRQ_MODE, "bogus", "{prop} must be intx, msi or msix"),
+        (QOM.PROP_GPIO_LINES, "0", "{prop}=0 out of range"),
+        (QOM.PROP_GPIO_LINES, "33", "{prop}=33 out of range"),
+        (QOM.PROP_FIFO_DEPTH, "0", "{prop}=0 out of range"),
+        (QOM.PROP_FIFO_DEPTH, "4097", "{prop}=4097 out of range"),
+        (QOM.PROP_EVQ_DEPTH, "5000", "{prop}=5000 out of range"),
+        (QOM.PROP_BROKEN_INTX_DISABLE, "maybe", "{prop}"),
     ],
 )
 def test_bad_static_property_refuses_to_start(
-    irqlab_qtest_factory: QtestMachineFactory, prop: str, message: str
+    irqlab_qtest_factory: QtestMachineFactory, prop: str, value: str, message: str
 ) -> None:
-    with pytest.raises(MachineError, match=message):
-        irqlab_qtest_factory(f"irqlab,id=irq0,{prop}")
+    with pytest.raises(MachineError, match=message.format(prop=prop)):
+        irqlab_qtest_factory(f"irqlab,id=irq0,{prop}={value}")
 
 
 def test_device_help_lists_properties(irqlab_qemu: QemuInstall) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from devrig import FIFO, GPIO, RigFactory, device_arg, migrate_in, migrate_out
 
-from irqlab.contract.regs import REGS
+from irqlab.contract.regs import QOM, REGS
 from irqlab.testing.plugin import QtestMachineFactory
 from irqlab.testing.qtest_device import QtestIrqlab
 from irqlab.vm.qmp.injector import Injector
@@ -26,7 +26,7 @@ def _state(dev: QtestIrqlab, inj: Injector) -> dict[str, Any]:
     return {
         "regs": {r: dev.read(r) for r in REGS_KEPT},
         "ack_lat": dev.read64("ACK_LAT_LO"),
-        "counters": inj.counters(),
+        QOM.PROP_COUNTERS: inj.counters(),
         "histogram": inj.histogram(),
         "period": inj.burst_period(),
         "head": dev.head(),
@@ -76,7 +76,7 @@ def test_state_survives_migration(
     assert [e.value for e in burst] == [0, 1, 2, 3, 4]
     t0 = burst[0].ts
     assert [e.ts for e in burst] == [t0 + i * P for i in range(5)]
-    assert dst_inj.counters().raised == before["counters"].raised + 2
+    assert dst_inj.counters().raised == before[QOM.PROP_COUNTERS].raised + 2
 
 
 @pytest.mark.parametrize("line", [None, 3])

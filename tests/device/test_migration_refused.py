@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from devrig import RigFactory, device_arg, migrate_in_start, migrate_out
 
+from irqlab.contract.regs import QOM
 from irqlab.testing.plugin import QtestMachineFactory
 
 pytestmark = pytest.mark.device
@@ -57,6 +58,9 @@ def test_stream_with_valid_period_loads(
     dst = irqlab_qtest_factory(device_arg(**PROPS), extra_args=["-incoming", "defer"])
     migrate_in_start(dst, image)
     dst.wait_event("MIGRATION", timeout=30, match={"status": "completed"})
-    assert dst.qmp("qom-get", path="/machine/peripheral/irq0", property="burst-period-ns") == 5_000
-    dst.qmp("qom-set", path="/machine/peripheral/irq0", property="burst-count", value=3)
+    assert (
+        dst.qmp("qom-get", path="/machine/peripheral/irq0", property=QOM.PROP_BURST_PERIOD_NS)
+        == 5_000
+    )
+    dst.qmp("qom-set", path="/machine/peripheral/irq0", property=QOM.PROP_BURST_COUNT, value=3)
     assert dst.is_running()

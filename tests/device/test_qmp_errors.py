@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from devrig import Rig, RigFactory
 
-from irqlab.contract.regs import REGS
+from irqlab.contract.regs import QOM, REGS
 from irqlab.vm.qmp.errors import DeviceRejected, InvalidArgument
 
 pytestmark = pytest.mark.device
@@ -29,39 +29,40 @@ def _snapshot(r: Rig) -> dict[str, Any]:
     regs = ("GPIO_IN", "GPIO_STATUS", "IRQ_STATUS", "EVQ_COUNT", "FIFO_COUNT",
             "BURST_REMAINING", "EVQ_HEAD_SEQ", "EVQ_HEAD_VALUE")  # fmt: skip
     return {
-        "gpio-in": r.inj.gpio_in(),
-        "burst-period-ns": r.inj.burst_period(),
-        "burst-count": r.inj.burst_remaining(),
-        "burst-line": r.inj.get("burst-line"),
-        "counters": r.inj.counters(),
+        QOM.PROP_GPIO_IN: r.inj.gpio_in(),
+        QOM.PROP_BURST_PERIOD_NS: r.inj.burst_period(),
+        QOM.PROP_BURST_COUNT: r.inj.burst_remaining(),
+        QOM.PROP_BURST_LINE: r.inj.get(QOM.PROP_BURST_LINE),
+        QOM.PROP_COUNTERS: r.inj.counters(),
         "histogram": r.inj.histogram(),
         "clock": r.qt.clock(),
         **{reg: r.dev.read(reg) for reg in regs},
     }
 
 
+BEYOND = f"names lines beyond {QOM.PROP_GPIO_LINES}=8"  # the fixture's 8 lines
 BAD = [
-    ("gpio-set", 1 << 8, "names lines beyond gpio-lines=8"),
-    ("gpio-clear", 0xFFFF, "names lines beyond gpio-lines=8"),
-    ("gpio-in", 0x100, "names lines beyond gpio-lines=8"),
-    ("gpio-pulse", 1 << 31, "names lines beyond gpio-lines=8"),
-    ("burst-period-ns", 0, "out of range"),
-    ("burst-period-ns", REGS.MIN_BURST_PERIOD_NS - 1, "out of range"),
-    ("burst-period-ns", 10_000_000_001, "out of range"),
-    ("gpio-set", -1, ""),
-    ("fifo-push", 1 << 32, ""),
-    ("fifo-push", "0x12", ""),
-    ("burst-count", 1.5, ""),
-    ("burst-line", 8, "burst-line 8 out of range [-1, 7]"),
-    ("burst-line", -2, "out of range"),
-    ("burst-line", 1 << 40, "out of range"),
-    ("burst-line", "1", ""),
-    ("burst-line", 1.5, ""),
-    ("burst-line", None, ""),
-    ("gpio-in", [1], ""),
-    ("reset-counters", "yes", ""),
+    (QOM.PROP_GPIO_SET, 1 << 8, BEYOND),
+    (QOM.PROP_GPIO_CLEAR, 0xFFFF, BEYOND),
+    (QOM.PROP_GPIO_IN, 0x100, BEYOND),
+    (QOM.PROP_GPIO_PULSE, 1 << 31, BEYOND),
+    (QOM.PROP_BURST_PERIOD_NS, 0, "out of range"),
+    (QOM.PROP_BURST_PERIOD_NS, REGS.MIN_BURST_PERIOD_NS - 1, "out of range"),
+    (QOM.PROP_BURST_PERIOD_NS, 10_000_000_001, "out of range"),
+    (QOM.PROP_GPIO_SET, -1, ""),
+    (QOM.PROP_FIFO_PUSH, 1 << 32, ""),
+    (QOM.PROP_FIFO_PUSH, "0x12", ""),
+    (QOM.PROP_BURST_COUNT, 1.5, ""),
+    (QOM.PROP_BURST_LINE, 8, f"{QOM.PROP_BURST_LINE} 8 out of range [-1, 7]"),
+    (QOM.PROP_BURST_LINE, -2, "out of range"),
+    (QOM.PROP_BURST_LINE, 1 << 40, "out of range"),
+    (QOM.PROP_BURST_LINE, "1", ""),
+    (QOM.PROP_BURST_LINE, 1.5, ""),
+    (QOM.PROP_BURST_LINE, None, ""),
+    (QOM.PROP_GPIO_IN, [1], ""),
+    (QOM.PROP_RESET_COUNTERS, "yes", ""),
     ("no-such-property", 1, "no-such-property"),
-    ("counters", {}, ""),  # read-only
+    (QOM.PROP_COUNTERS, {}, ""),  # read-only
 ]
 
 
@@ -82,7 +83,7 @@ def test_bad_value_is_refused_and_nothing_changes(
 
 def test_write_only_property_cannot_be_read(small: Rig) -> None:
     with pytest.raises(DeviceRejected):
-        small.inj.get("gpio-set")
+        small.inj.get(QOM.PROP_GPIO_SET)
     assert small.machine.is_running()
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from devrig import Rig, RigFactory, device_arg, migrate_in, migrate_out
 
-from irqlab.contract.regs import REGS
+from irqlab.contract.regs import QOM, REGS
 from irqlab.testing.plugin import QtestMachineFactory
 from irqlab.testing.qtest_device import QtestIrqlab
 from irqlab.vm.qmp.injector import Injector
@@ -93,7 +93,9 @@ class Walk:
         return f"write {reg} {value:#x}"
 
     def gpio_drive(self) -> str:
-        op = self.rng.choice(("gpio-in", "gpio-set", "gpio-clear", "gpio-pulse"))
+        op = self.rng.choice(
+            (QOM.PROP_GPIO_IN, QOM.PROP_GPIO_SET, QOM.PROP_GPIO_CLEAR, QOM.PROP_GPIO_PULSE)
+        )
         mask = self.rng.getrandbits(LINES)
         self.inj.set(op, mask)
         return f"qom-set {op} {mask:#x}"
@@ -101,18 +103,18 @@ class Walk:
     def fifo_push(self) -> str:
         word = self.rng.getrandbits(32)
         self.inj.push(word)
-        return f"fifo-push {word:#x}"
+        return f"{QOM.PROP_FIFO_PUSH} {word:#x}"
 
     def burst(self) -> str:
         r = self.rng
         what = r.random()
         if what < 0.3:
             self.inj.stop_burst()
-            return "burst-count 0"
+            return f"{QOM.PROP_BURST_COUNT} 0"
         if what < 0.45 and not self.inj.burst_remaining():
             line = r.choice((None, r.randrange(LINES)))
             self.inj.set_burst_line(line)
-            return f"burst-line {line}"
+            return f"{QOM.PROP_BURST_LINE} {line}"
         period = r.choice((REGS.MIN_BURST_PERIOD_NS, 2_000, 10_000, 1_000_000))
         count = r.choice((1, 3, 20, 200, U32))
         self.inj.burst(count, period_ns=period)
@@ -159,7 +161,7 @@ class Walk:
         self.inj.reset_counters()
         self.acks = 0
         self.last = self.inj.counters()
-        return "reset-counters"
+        return QOM.PROP_RESET_COUNTERS
 
     def system_reset(self) -> str:
         self.rig.machine.qmp("system_reset")
@@ -190,7 +192,7 @@ class Walk:
     # -- invariants ------------------------------------------------------------------
     def snapshot(self) -> dict[str, object]:
         regs = {r: self.dev.read(r) for r in READABLE if r not in ("TIME_LO", "TIME_HI")}
-        return {"regs": regs, "counters": self.inj.counters()}
+        return {"regs": regs, QOM.PROP_COUNTERS: self.inj.counters()}
 
     def check(self) -> None:
         c = self.inj.counters()  # QEMU answers QMP

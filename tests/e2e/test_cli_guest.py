@@ -16,6 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from irqlab.contract.regs import QOM
+from irqlab.vm.qmp.stats import Counters
+
 IRQLAB = [sys.executable, "-m", "irqlab.cli.main"]
 
 
@@ -36,7 +39,7 @@ def test_run_with_a_device_property_and_a_file(tmp_path: Path) -> None:
     f = tmp_path / "note.txt"
     f.write_text("hello guest\n")
     r = irqlab(
-        "run", "--device-prop", "gpio-lines=4", "--put", f"{f}:/tmp/n.txt",
+        "run", "--device-prop", f"{QOM.PROP_GPIO_LINES}=4", "--put", f"{f}:/tmp/n.txt",
         "--", "cat /tmp/n.txt; gpiodetect",
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
@@ -102,12 +105,12 @@ def test_shell_on_a_terminal_with_injection_over_its_qmp_socket(shell: Terminal)
     assert r.returncode == 0, r.stderr
     r = irqlab("inject", "--qmp", sock, "counters")
     assert r.returncode == 0, r.stderr
-    counters = json.loads(r.stdout)
-    assert counters["raised"] == 2
+    counters = Counters(**json.loads(r.stdout))  # the device's counters, every one
+    assert counters.raised == 2
     # two pushes back to back: the second one coalesces when the guest had not yet
     # cleared the first one's status (a loaded host), so the guest sees one or two
-    delivered = counters["delivered"]
-    assert delivered + counters["coalesced"] == 2, counters
+    delivered = counters.delivered
+    assert delivered + counters.coalesced == 2, counters
     shell.send("grep irqlab0-fifo /proc/interrupts\r")
     shell.expect(rf"\s{delivered}\s+PCI-MSI \d+-edge\s+irqlab0-fifo")
     shell.send("exit 7\r")

@@ -7,15 +7,24 @@ from typing import Any
 
 import pytest
 
-from irqlab.contract.regs import REGS
+from irqlab.contract.regs import QOM, REGS
 from irqlab.vm.qmp.errors import DeviceRejected, InvalidArgument, QMPCommandError
 from irqlab.vm.qmp.injector import Injector, device_path
 from irqlab.vm.qmp.stats import Counters, Histogram, StatsFormatError
 
 COUNTERS = {
-    "raised": 5, "delivered": 4, "acked": 3, "coalesced": 1, "dropped": 0,
-    "fifo-overflow": 0, "evq-overflow": 0, "ack-invalid": 2, "evq-count": 2, "next-seq": 6,
+    QOM.COUNTER_RAISED: 5, QOM.COUNTER_DELIVERED: 4, QOM.COUNTER_ACKED: 3,
+    QOM.COUNTER_COALESCED: 1, QOM.COUNTER_DROPPED: 0, QOM.COUNTER_FIFO_OVERFLOW: 0,
+    QOM.COUNTER_EVQ_OVERFLOW: 0, QOM.COUNTER_ACK_INVALID: 2, QOM.COUNTER_EVQ_COUNT: 2,
+    QOM.COUNTER_NEXT_SEQ: 6,
 }  # fmt: skip
+# The properties the injector sets and gets.
+GPIO_SET, GPIO_CLEAR, GPIO_IN, GPIO_PULSE = (
+    QOM.PROP_GPIO_SET, QOM.PROP_GPIO_CLEAR, QOM.PROP_GPIO_IN, QOM.PROP_GPIO_PULSE,
+)  # fmt: skip
+PUSH, PERIOD, LINE, COUNT = (
+    QOM.PROP_FIFO_PUSH, QOM.PROP_BURST_PERIOD_NS, QOM.PROP_BURST_LINE, QOM.PROP_BURST_COUNT,
+)  # fmt: skip
 
 
 class FakeRunner:
@@ -23,7 +32,7 @@ class FakeRunner:
 
     def __init__(self, gpio_lines: int = 8) -> None:
         self.sent: list[tuple[str, dict[str, object]]] = []
-        self.props: dict[str, object] = {"gpio-lines": gpio_lines}
+        self.props: dict[str, object] = {QOM.PROP_GPIO_LINES: gpio_lines}
         self.refuse: dict[str, str] = {}
 
     def qmp(self, command: str, args: Mapping[str, object] | None = None, /) -> Any:
@@ -64,14 +73,14 @@ def test_gpio_commands(inj: Injector, runner: FakeRunner) -> None:
     inj.pulse(7)
     inj.pulse_mask(0x3)
     assert runner.sets() == [
-        ("gpio-set", 0x8), ("gpio-clear", 0x8), ("gpio-in", 0b1010), ("gpio-set", 0x81),
-        ("gpio-clear", 0x80), ("gpio-pulse", 0x80), ("gpio-pulse", 0x3),
+        (GPIO_SET, 0x8), (GPIO_CLEAR, 0x8), (GPIO_IN, 0b1010), (GPIO_SET, 0x81),
+        (GPIO_CLEAR, 0x80), (GPIO_PULSE, 0x80), (GPIO_PULSE, 0x3),
     ]  # fmt: skip
     assert all(a["path"] == "/machine/peripheral/irq0" for _, a in runner.sent)
 
 
 def test_gpio_in_and_lines(inj: Injector, runner: FakeRunner) -> None:
-    runner.props["gpio-in"] = 0x5
+    runner.props[GPIO_IN] = 0x5
     assert inj.gpio_in() == 5
     assert inj.gpio_lines == 8
     assert inj.line_mask == 0xFF
@@ -118,12 +127,12 @@ def test_fifo_and_burst(inj: Injector, runner: FakeRunner) -> None:
     inj.reset_counters()
     none = REGS.BURST_LINE_NONE
     assert runner.sets() == [
-        ("fifo-push", 0xCAFEF00D), ("burst-period-ns", 50_000), ("burst-line", none),
-        ("burst-count", 100), ("burst-line", none), ("burst-count", 3), ("burst-count", 0),
-        ("reset-counters", True),
+        (PUSH, 0xCAFEF00D), (PERIOD, 50_000), (LINE, none),
+        (COUNT, 100), (LINE, none), (COUNT, 3), (COUNT, 0),
+        (QOM.PROP_RESET_COUNTERS, True),
     ]  # fmt: skip
-    runner.props["burst-count"] = 42
-    runner.props["burst-period-ns"] = 50_000
+    runner.props[COUNT] = 42
+    runner.props[PERIOD] = 50_000
     assert inj.burst_remaining() == 42
     assert inj.burst_period() == 50_000
 
@@ -137,38 +146,38 @@ def test_burst_on_a_gpio_line(inj: Injector, runner: FakeRunner) -> None:
     inj.set_burst_line(None)
     none = REGS.BURST_LINE_NONE
     assert runner.sets() == [
-        ("burst-period-ns", 100_000), ("burst-line", 5), ("burst-count", 500),
-        ("burst-line", 0), ("burst-count", 4), ("burst-count", 0), ("burst-count", 0),
-        ("burst-line", 3), ("burst-line", none),
+        (PERIOD, 100_000), (LINE, 5), (COUNT, 500),
+        (LINE, 0), (COUNT, 4), (COUNT, 0), (COUNT, 0),
+        (LINE, 3), (LINE, none),
     ]  # fmt: skip
-    runner.props["burst-line"] = 5
+    runner.props[LINE] = 5
     assert inj.burst_line() == 5
-    runner.props["burst-line"] = none
+    runner.props[LINE] = none
     assert inj.burst_line() is None
-    runner.props["burst-line"] = "5"
+    runner.props[LINE] = "5"
     with pytest.raises(InvalidArgument, match="not an integer"):
         inj.burst_line()
 
 
 def test_burst_line_refused_while_running_sends_no_count(inj: Injector, runner: FakeRunner) -> None:
-    runner.refuse["burst-line"] = "irqlab: burst-line cannot change while a burst runs"
+    runner.refuse[LINE] = "irqlab: burst-line cannot change while a burst runs"
     with pytest.raises(DeviceRejected, match="while a burst runs"):
         inj.burst(10, line=2)
     assert runner.sets() == []  # the count that would have started a burst was not sent
 
 
 def test_device_refusal_carries_qemu_text(inj: Injector, runner: FakeRunner) -> None:
-    runner.refuse["gpio-set"] = "irqlab: gpio-set mask 0x100 names lines beyond gpio-lines=8"
+    runner.refuse[GPIO_SET] = "irqlab: gpio-set mask 0x100 names lines beyond gpio-lines=8"
     with pytest.raises(DeviceRejected) as info:
         inj.set_line(0, 1)
     err = info.value
-    assert err.desc == runner.refuse["gpio-set"]
+    assert err.desc == runner.refuse[GPIO_SET]
     assert "qom-set /machine/peripheral/irq0 gpio-set=1" in str(err)
     assert err.cause.error_class == "GenericError"
 
 
 def test_counters(inj: Injector, runner: FakeRunner) -> None:
-    runner.props["counters"] = COUNTERS
+    runner.props[QOM.PROP_COUNTERS] = COUNTERS
     c = inj.counters()
     assert c == Counters(5, 4, 3, 1, 0, 0, 0, 2, 2, 6)
     assert c.minus(Counters(1, 1, 1, 1, 0, 0, 0, 0, 0, 1)).raised == 4
@@ -178,10 +187,10 @@ def test_counters(inj: Injector, runner: FakeRunner) -> None:
     "reply",
     [
         [1, 2],
-        {k: v for k, v in COUNTERS.items() if k != "acked"},
-        {**COUNTERS, "raised": -1},
-        {**COUNTERS, "raised": "5"},
-        {**COUNTERS, "raised": True},
+        {k: v for k, v in COUNTERS.items() if k != QOM.COUNTER_ACKED},
+        {**COUNTERS, QOM.COUNTER_RAISED: -1},
+        {**COUNTERS, QOM.COUNTER_RAISED: "5"},
+        {**COUNTERS, QOM.COUNTER_RAISED: True},
     ],
 )
 def test_counters_malformed(reply: object) -> None:
@@ -193,13 +202,14 @@ def _hist(buckets: dict[int, int], **kw: int) -> dict[str, object]:
     b = [0] * REGS.HIST_BUCKETS
     for i, n in buckets.items():
         b[i] = n
-    return {"count": sum(b), "sum-ns": kw.get("sum", 0), "min-ns": kw.get("min", 0),
-            "max-ns": kw.get("max", 0), "buckets": b}  # fmt: skip
+    return {QOM.HISTOGRAM_COUNT: sum(b), QOM.HISTOGRAM_SUM_NS: kw.get("sum", 0),
+            QOM.HISTOGRAM_MIN_NS: kw.get("min", 0), QOM.HISTOGRAM_MAX_NS: kw.get("max", 0),
+            QOM.HISTOGRAM_BUCKETS: b}  # fmt: skip
 
 
 def test_histogram(inj: Injector, runner: FakeRunner) -> None:
     # 90 latencies in [1024, 2048), 9 in [8192, 16384), 1 at 1_000_000 (bucket 19)
-    runner.props["latency-histogram"] = _hist(
+    runner.props[QOM.PROP_LATENCY_HISTOGRAM] = _hist(
         {10: 90, 13: 9, 19: 1}, sum=10**6, min=1100, max=10**6
     )
     h = inj.histogram()
@@ -228,9 +238,9 @@ def test_histogram_malformed() -> None:
     with pytest.raises(StatsFormatError, match="buckets"):
         Histogram.from_qmp(_hist({}), REGS.HIST_BUCKETS - 1)
     with pytest.raises(StatsFormatError, match="bad buckets"):
-        Histogram.from_qmp({**_hist({}), "buckets": [1, -1]})
+        Histogram.from_qmp({**_hist({}), QOM.HISTOGRAM_BUCKETS: [1, -1]})
     with pytest.raises(StatsFormatError, match="sum-ns"):
-        Histogram.from_qmp({k: v for k, v in _hist({}).items() if k != "sum-ns"})
+        Histogram.from_qmp({k: v for k, v in _hist({}).items() if k != QOM.HISTOGRAM_SUM_NS})
 
 
 class PipeRunner(FakeRunner):
@@ -250,7 +260,7 @@ class PipeRunner(FakeRunner):
 def test_push_many_pipelines_in_order() -> None:
     r = PipeRunner()
     Injector(r, "irq0").push_many([1, 2, 0xFFFF_FFFF], window=4)
-    assert r.sets() == [("fifo-push", 1), ("fifo-push", 2), ("fifo-push", 0xFFFF_FFFF)]
+    assert r.sets() == [(PUSH, 1), (PUSH, 2), (PUSH, 0xFFFF_FFFF)]
     assert r.batches == [4]
 
 
@@ -269,6 +279,6 @@ def test_push_many_needs_a_pipelining_runner(inj: Injector, runner: FakeRunner) 
 
 def test_push_many_maps_device_refusal() -> None:
     r = PipeRunner()
-    r.refuse["fifo-push"] = "no"
+    r.refuse[PUSH] = "no"
     with pytest.raises(DeviceRejected, match="no"):
         Injector(r, "irq0").push_many([1])

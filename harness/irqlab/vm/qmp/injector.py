@@ -98,7 +98,7 @@ class Injector:
         m = _int("mask", mask, 0, U32_MAX)
         if m & ~self.line_mask:
             raise InvalidArgument(
-                f"mask {m:#x} names lines beyond gpio-lines={self.gpio_lines} "
+                f"mask {m:#x} names lines beyond {QOM.PROP_GPIO_LINES}={self.gpio_lines} "
                 f"(valid bits {self.line_mask:#x})"
             )
         return m

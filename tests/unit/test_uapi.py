@@ -242,8 +242,10 @@ def test_arrays_and_alignment() -> None:
         ("uapi", "#define A 1\n#endif\n", 2, "#endif without #ifndef"),
         ("uapi", "#define A 0x\n", 1, "bad integer literal '0x'"),
         ("uapi", "#define A 1.5\n", 1, "unexpected"),
-        ("uapi", '#define A "x\\n"\n', 1, "unexpected"),
-        ("uapi", '#define A "x" "y"\n', 1, "unexpected"),
+        ("uapi", '#define A 1\n#define IRQLAB_NAME "x"\n', 2, "IRQLAB_NAME is a string #define"),
+        ("uapi", '#define A "x\\n"\n', 1, "A is a string #define"),
+        ("regs", '#define IRQLAB_PROP_A "x\\n"\n', 1, "unexpected"),
+        ("regs", '#define IRQLAB_PROP_A "x" "y"\n', 1, "unexpected"),
         ("uapi", "#define A\n", 1, "empty definition"),
         ("uapi", "#define A+1\n", 1, "malformed #define"),
         ("uapi", "#define A 1 << 64\n", 1, "shift count 64"),
@@ -286,6 +288,22 @@ def test_malformed_headers_name_the_line(kind: str, text: str, line: int, messag
     assert message in ei.value.message, ei.value.message
     assert ei.value.line == line
     assert str(ei.value).startswith(f"h.h:{line}: ")
+
+
+def test_a_string_in_the_uapi_header_is_refused_naming_header_line_and_macro(
+    tmp_path: Path,
+) -> None:
+    """Only the register header defines strings (its QOM names); one in the uapi header
+    would be dropped from abi.json without a word, so it is an error."""
+    anchor = "#define IRQLAB_SRC_KEY"
+    header = tmp_path / "irqlab.h"
+    header.write_text(TEXT.replace(anchor, f'#define IRQLAB_NAME "irqlab"\n{anchor}', 1))
+    line = TEXT[: TEXT.index(anchor)].count("\n") + 1
+    with pytest.raises(HeaderParseError) as ei:
+        uapi.load(header)
+    assert str(ei.value) == (
+        f"{header}:{line}: IRQLAB_NAME is a string #define: this header defines integers only"
+    )
 
 
 def test_comments_and_guard_are_ignored() -> None:

@@ -15,7 +15,9 @@ The grammar (anything else is a :class:`HeaderParseError` naming the file and li
 * comments, blank lines, ``#include``, the include guard (``#ifndef``/``#define``/``#endif``);
 * ``#define NAME <expression>``: integer and character literals, earlier names,
   ``( ) ~ - + * << >> & ^ |`` (shift counts 0..63), ``sizeof(<type>)`` and ``_IO*(...)``;
-* ``#define NAME "text"``: a string literal without escapes (a name, e.g. of a QOM property);
+* ``#define NAME "text"``: a string literal without escapes, only where the caller allows
+  strings (the register header: its QOM names); elsewhere (the uapi header) any string
+  ``#define`` is an error naming the macro, never taken silently;
 * ``struct NAME { <type> <member>; ... };`` with one member per declaration, types
   ``__u8 __s8 __u16 __s16 __u32 __s32 __u64 __s64 int``, optional ``[<expression>]``.
   Members must be naturally aligned: implicit padding is an error, because the
@@ -516,8 +518,9 @@ def evaluate(expr: str, known: Mapping[str, int], *, source: str = "<expr>", lin
         raise HeaderParseError(source, line, str(e)) from None
 
 
-def parse(text: str, source: str = "<header>") -> Header:
-    """Parse a header; raise :class:`HeaderParseError` on anything unexpected."""
+def parse(text: str, source: str = "<header>", *, allow_strings: bool = False) -> Header:
+    """Parse a header; raise :class:`HeaderParseError` on anything unexpected (a string
+    ``#define`` too, unless *allow_strings*)."""
     lines = _strip_comments(text, source)
     constants: dict[str, int] = {}
     strings: dict[str, str] = {}
@@ -607,6 +610,10 @@ def parse(text: str, source: str = "<header>") -> Header:
             if name in constants or name in ioctls or name in strings:
                 raise HeaderParseError(source, lineno, f"{name} is defined twice")
             lines_of[name] = lineno
+            if rest.startswith('"') and not allow_strings:
+                raise HeaderParseError(
+                    source, lineno, f"{name} is a string #define: this header defines integers only"
+                )
             if string := _STRING_RE.match(rest):
                 strings[name] = string.group("text")
                 continue

@@ -100,7 +100,7 @@ class Regs(Defines[int]):
 
 def parse(text: str, source: str = "<string>") -> Regs:
     """Parse the text of a register header."""
-    h = cheader.parse(text, source)
+    h = cheader.parse(text, source, allow_strings=True)
     if h.includes:
         line, directive = h.includes[0]
         raise HeaderParseError(source, line, f"a register header includes nothing: {directive}")

@@ -30,6 +30,8 @@ from irqlab.paths import repo_root
 WORKFLOW_DIR = repo_root() / ".github" / "workflows"
 WORKFLOWS = sorted(WORKFLOW_DIR.glob("*.y*ml"))
 SHA_PIN = re.compile(r"^\s*(?:-\s+)?uses:\s*([\w.-]+/[\w./-]+)@([0-9a-f]{40})\s+#\s*v\d[\w.]*\s*$")
+# GitHub's self-repository form: a workflow of this repository at the caller's commit
+SELF_USES = re.compile(r"^\s*uses:\s*\$/(\.github/workflows/[\w.-]+\.ya?ml)\s*$")
 
 
 def _tool(name: str) -> str:
@@ -52,8 +54,9 @@ def _text(path: Path) -> str:
 
 
 def test_there_are_workflows() -> None:
-    """The regression workflow exists (an empty directory would pass every other test)."""
-    assert [p.name for p in WORKFLOWS] == ["regression.yml"]
+    """The regression workflow and the one it calls for the aarch64 guest exist (an empty
+    directory would pass every other test)."""
+    assert [p.name for p in WORKFLOWS] == ["aarch64-guest.yml", "regression.yml"]
 
 
 def test_github_workflow_schema() -> None:
@@ -86,10 +89,14 @@ def test_zizmor_no_high_severity_findings() -> None:
 
 @pytest.mark.parametrize("wf", WORKFLOWS, ids=lambda p: p.name)
 def test_actions_pinned_by_commit(wf: Path) -> None:
-    """Every `uses:` names owner/repo@<40-hex commit> # v<tag>."""
+    """Every `uses:` names owner/repo@<40-hex commit> # v<tag>, or a workflow of this
+    repository in the self-repository form ``$/.github/workflows/...`` (the same commit)."""
     uses = [line for line in _text(wf).splitlines() if re.match(r"^\s*(-\s+)?uses:", line)]
     assert uses, "no actions used?"
-    bad = [line.strip() for line in uses if not SHA_PIN.match(line)]
+    for line in uses:
+        if m := SELF_USES.match(line):
+            assert (repo_root() / m[1]).is_file(), line
+    bad = [line.strip() for line in uses if not SHA_PIN.match(line) and not SELF_USES.match(line)]
     assert not bad, "not pinned by commit SHA with a version comment:\n" + "\n".join(bad)
 
 
@@ -225,13 +232,32 @@ def test_buildroot_is_built_per_architecture_and_the_aarch64_image_booted() -> N
     assert "name: buildroot-image-${{ matrix.arch }}" in job
     assert "name: buildroot-logs-${{ matrix.arch }}" in job
     assert "name: buildroot-image-x86_64" in _job(text, "e2e")
-    arm = _job(text, "aarch64-guest")
-    assert "needs: [buildroot]" in arm and "image: [debian, buildroot]" in arm
-    assert "IRQLAB_IMAGE: ${{ matrix.image }}" in arm and "IRQLAB_ARCHES: x86_64,aarch64" in arm
+    arm = _job(_text(WORKFLOW_DIR / "aarch64-guest.yml"), "paths")
+    assert "IRQLAB_IMAGE: ${{ inputs.image }}" in arm and "IRQLAB_ARCHES: x86_64,aarch64" in arm
     assert "name: buildroot-image-aarch64" in arm and 'tar -C "$IRQLAB_CACHE_DIR" -xf' in arm
     tests = arm[arm.index('if [ "$IRQLAB_IMAGE" = debian ]; then\n            python -m pytest') :]
     on_buildroot = tests[tests.index("else") :]
     assert "tests/e2e/test_arch_paths.py" in on_buildroot and '-k "not x86_64"' in on_buildroot
+
+
+def test_the_aarch64_guest_runs_each_image_as_soon_as_it_can() -> None:
+    """One job per image calls aarch64-guest.yml: the Debian run builds its own image and
+    waits for no job (a matrix entry would wait for the other entry's Buildroot build);
+    the Buildroot run waits for the Buildroot builds, and runs even if one failed."""
+    text = _text(WORKFLOW_DIR / "regression.yml")
+    calls = "uses: $/.github/workflows/aarch64-guest.yml\n    with:\n      image: {}\n"
+    debian = _job(text, "aarch64-guest-debian")
+    assert calls.format("debian") in debian
+    assert "needs:" not in debian and "if:" not in debian
+    br = _job(text, "aarch64-guest-buildroot")
+    assert calls.format("buildroot") in br
+    assert "needs: [buildroot]" in br and "if: ${{ !cancelled() }}" in br
+    called = _text(WORKFLOW_DIR / "aarch64-guest.yml")
+    assert re.search(r"^on:\n  workflow_call:\n    inputs:\n      image:\n", called, re.M)
+    assert re.findall(r"^  ([a-z0-9-]+):\n    name:", called, re.M) == ["paths"]
+    # A called workflow does not get the caller's env: the same one is set there.
+    env = text[text.index("\nenv:\n") : text.index("\njobs:\n")]
+    assert env in called
 
 
 def test_e2e_suite_is_a_matrix_of_images_and_shards_reported_once() -> None:
@@ -251,15 +277,18 @@ def test_e2e_suite_is_a_matrix_of_images_and_shards_reported_once() -> None:
     assert f'--junitxml="build/logs/junit-$IRQLAB_IMAGE-${{SHARD}}of{n}.xml"' in e2e
     assert "needs: [build, buildroot]" in e2e
     report = _job(text, "report")
-    assert "needs: [e2e, aarch64-guest, bench]" in report and "if: always()" in report
+    assert "needs: [e2e, aarch64-guest-debian, aarch64-guest-buildroot, bench]" in report
+    assert "if: always()" in report
     assert "python -m irqlab.testing.reports" in report
     assert '--summary "$GITHUB_STEP_SUMMARY"' in report and "--bench" in report
     for image in ("debian", "buildroot"):
         for k in shards:
             assert f"build/reports/junit/junit-{image}-{k}of{n}.xml" in report, (image, k)
+    arm = _job(_text(WORKFLOW_DIR / "aarch64-guest.yml"), "paths")
+    assert "name: junit-aarch64-${{ inputs.image }}" in arm
     for image in ("debian", "buildroot"):  # the aarch64 guest's runs, one per image
         assert f"build/reports/junit/junit-aarch64-{image}.xml" in report, image
-        assert f"--junitxml=build/logs/junit-aarch64-{image}.xml" in _job(text, "aarch64-guest")
+        assert f"--junitxml=build/logs/junit-aarch64-{image}.xml" in arm
     assert "pattern: junit-*" in report and "merge-multiple: true" in report
     # the build job runs everything but the e2e suite
     assert "IRQLAB_TEST_MARKS: not e2e" in _job(text, "build")
@@ -267,11 +296,24 @@ def test_e2e_suite_is_a_matrix_of_images_and_shards_reported_once() -> None:
 
 def test_jobs_run_in_debian_12_with_kvm() -> None:
     """Every job runs in a Debian 12 container; every job that builds or boots a
-    guest has the runner's /dev/kvm passed in (the report job only merges files)."""
+    guest has the runner's /dev/kvm passed in (the report job only merges files); a
+    job that calls a workflow has neither (the called workflow's jobs do)."""
     text = _text(WORKFLOW_DIR / "regression.yml")
     jobs = re.findall(r"^  ([a-z0-9-]+):\n    name:", text, re.M)
-    assert jobs == ["build", "buildroot", "e2e", "aarch64-guest", "bench", "report"]
-    assert text.count("image: debian:12") == len(jobs)
-    for name in jobs:
+    assert jobs == [
+        "build",
+        "buildroot",
+        "e2e",
+        "aarch64-guest-debian",
+        "aarch64-guest-buildroot",
+        "bench",
+        "report",
+    ]
+    calls = [name for name in jobs if "\n    uses: " in _job(text, name)]
+    assert calls == ["aarch64-guest-debian", "aarch64-guest-buildroot"]
+    assert text.count("image: debian:12") == len(jobs) - len(calls)
+    for name in set(jobs) - set(calls):
         kvm = "options: --device /dev/kvm" in _job(text, name)
         assert kvm == (name != "report"), name
+    called = _text(WORKFLOW_DIR / "aarch64-guest.yml")
+    assert called.count("image: debian:12") == 1 and "options: --device /dev/kvm" in called

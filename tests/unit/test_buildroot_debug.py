@@ -16,6 +16,7 @@ BOARD = ROOT / "buildroot" / "board" / "irqlab"
 DEBUG_FRAGMENT = ROOT / "buildroot" / buildroot.DEBUG_FRAGMENT
 CHECK_SCRIPT = BOARD / "check-kernel-fragment.sh"
 WORKFLOW = ROOT / ".github" / "workflows" / "regression.yml"
+E2E_WORKFLOW = ROOT / ".github" / "workflows" / "e2e.yml"  # called by WORKFLOW per image
 
 # What the issue asks the debug kernel for.
 REQUIRED = (
@@ -80,14 +81,17 @@ def test_ci_builds_and_tests_the_debug_kernel() -> None:
     on it (whose session ends with the kernel-log scan); the aarch64 entry builds the
     plain kernel (its guest runs under TCG)."""
     text = WORKFLOW.read_text()
-    build = text[text.index("\n  buildroot:\n") :].split("\n  e2e:\n", 1)[0]
+    build = text[text.index("\n  buildroot:\n") :].split("\n  e2e-debian:\n", 1)[0]
     assert '- arch: x86_64\n            debug: "1"\n' in build
     assert '- arch: aarch64\n            debug: "0"\n' in build
     assert (
         f"\n    env:\n      {buildroot.DEBUG_ENV}: ${{{{ matrix.debug }}}}\n" in build
     )  # job-wide
     assert "invoke buildroot-build" in build
-    e2e = text[text.index("\n  e2e:\n") :].split("\n  bench:\n", 1)[0]
-    assert "image: [debian, buildroot]" in e2e
+    call = text[text.index("\n  e2e-buildroot:\n") :].split("\n\n", 1)[0]
+    assert "uses: $/.github/workflows/e2e.yml\n    with:\n      image: buildroot" in call
+    e2e = E2E_WORKFLOW.read_text()
+    e2e = e2e[e2e.index("\n  shard:\n") :]
+    assert "\n    env:\n      IRQLAB_IMAGE: ${{ inputs.image }}\n" in e2e  # job-wide
     assert f'      {buildroot.DEBUG_ENV}: "1"\n' in e2e  # the same (debug) image is tested
     assert "pytest tests/e2e" in e2e

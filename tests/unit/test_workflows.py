@@ -29,6 +29,8 @@ from irqlab.paths import repo_root
 
 WORKFLOW_DIR = repo_root() / ".github" / "workflows"
 WORKFLOWS = sorted(WORKFLOW_DIR.glob("*.y*ml"))
+# The workflows regression.yml calls, one job per guest image each
+CALLED = ("e2e.yml", "aarch64-guest.yml")
 SHA_PIN = re.compile(r"^\s*(?:-\s+)?uses:\s*([\w.-]+/[\w./-]+)@([0-9a-f]{40})\s+#\s*v\d[\w.]*\s*$")
 # GitHub's self-repository form: a workflow of this repository at the caller's commit
 SELF_USES = re.compile(r"^\s*uses:\s*\$/(\.github/workflows/[\w.-]+\.ya?ml)\s*$")
@@ -54,9 +56,9 @@ def _text(path: Path) -> str:
 
 
 def test_there_are_workflows() -> None:
-    """The regression workflow and the one it calls for the aarch64 guest exist (an empty
-    directory would pass every other test)."""
-    assert [p.name for p in WORKFLOWS] == ["aarch64-guest.yml", "regression.yml"]
+    """The regression workflow and the ones it calls for the e2e suite and the aarch64
+    guest exist (an empty directory would pass every other test)."""
+    assert [p.name for p in WORKFLOWS] == ["aarch64-guest.yml", "e2e.yml", "regression.yml"]
 
 
 def test_github_workflow_schema() -> None:
@@ -137,10 +139,13 @@ def _cache_steps(text: str, action: str) -> dict[str, str]:
 @pytest.mark.parametrize("wf", WORKFLOWS, ids=lambda p: p.name)
 def test_a_cache_restore_asks_for_the_paths_it_was_saved_with(wf: Path) -> None:
     """actions/cache versions an entry by its paths too: a restore with other paths
-    than the save's never hits (the job then rebuilds QEMU cold)."""
-    text = _text(wf)
-    saved = _cache_steps(text, "actions/cache@")
-    for key, path in _cache_steps(text, "actions/cache/restore@").items():
+    than the save's never hits (the job then rebuilds QEMU cold). The save may be in
+    another workflow of the run (e2e.yml restores what regression.yml's build saves)."""
+    saved: dict[str, str] = {}
+    for other in WORKFLOWS:
+        for key, path in _cache_steps(_text(other), "actions/cache@").items():
+            assert saved.setdefault(key, path) == path, f"{key} saved with two path sets"
+    for key, path in _cache_steps(_text(wf), "actions/cache/restore@").items():
         assert key in saved, f"nothing saves {key}"
         assert path == saved[key], f"{key}: restored as {path!r}, saved as {saved[key]!r}"
 
@@ -210,8 +215,10 @@ def test_buildroot_job_caches_and_installs_what_a_build_needs() -> None:
     assert "path: ~/.cache/irqlab" not in job
     assert 'echo "IRQLAB_BUILDROOT_OUTPUT=$HOME/buildroot-output"' in job
     assert "tar -cf" in job and "guest-keys buildroot-image-*" in job
-    e2e = _job(text, "e2e")
-    assert "IRQLAB_IMAGE: ${{ matrix.image }}" in e2e and "image: [debian, buildroot]" in e2e
+    for image in ("debian", "buildroot"):
+        assert _calls("e2e.yml", image) in _job(text, f"e2e-{image}"), image
+    e2e = _job(_text(WORKFLOW_DIR / "e2e.yml"), "shard")
+    assert "IRQLAB_IMAGE: ${{ inputs.image }}" in e2e
     assert "name: buildroot-image" in e2e and 'tar -C "$IRQLAB_CACHE_DIR" -xf' in e2e
 
 
@@ -231,7 +238,7 @@ def test_buildroot_is_built_per_architecture_and_the_aarch64_image_booted() -> N
         assert f"restore-keys: {cache}-${{{{ matrix.arch }}}}-\n" in job, cache
     assert "name: buildroot-image-${{ matrix.arch }}" in job
     assert "name: buildroot-logs-${{ matrix.arch }}" in job
-    assert "name: buildroot-image-x86_64" in _job(text, "e2e")
+    assert "name: buildroot-image-x86_64" in _job(_text(WORKFLOW_DIR / "e2e.yml"), "shard")
     arm = _job(_text(WORKFLOW_DIR / "aarch64-guest.yml"), "paths")
     assert "IRQLAB_IMAGE: ${{ inputs.image }}" in arm and "IRQLAB_ARCHES: x86_64,aarch64" in arm
     assert "name: buildroot-image-aarch64" in arm and 'tar -C "$IRQLAB_CACHE_DIR" -xf' in arm
@@ -240,24 +247,74 @@ def test_buildroot_is_built_per_architecture_and_the_aarch64_image_booted() -> N
     assert "tests/e2e/test_arch_paths.py" in on_buildroot and '-k "not x86_64"' in on_buildroot
 
 
+def _calls(workflow: str, image: str) -> str:
+    """How a job of regression.yml calls *workflow* for *image*."""
+    return f"uses: $/.github/workflows/{workflow}\n    with:\n      image: {image}\n"
+
+
+def _needs(job: str) -> list[str]:
+    """The jobs *job* (a job's text) needs, [] without `needs:`."""
+    m = re.search(r"^    needs: \[([a-z0-9, -]*)\]\n", job, re.M)
+    assert m or "needs:" not in job, job
+    return [n.strip() for n in m[1].split(",")] if m else []
+
+
+@pytest.mark.parametrize("workflow", CALLED)
+def test_a_called_workflow_takes_the_image_and_sets_the_callers_env(workflow: str) -> None:
+    """e2e.yml and aarch64-guest.yml are called (workflow_call) with an image, have one
+    job each, and set the caller's env (a called workflow does not get it)."""
+    text = _text(WORKFLOW_DIR / "regression.yml")
+    called = _text(WORKFLOW_DIR / workflow)
+    assert re.search(r"^on:\n  workflow_call:\n    inputs:\n      image:\n", called, re.M)
+    on = re.findall(r"^on:\n((?:  .*\n)+)", called, re.M)[0]
+    assert re.findall(r"^  (\S+):", on, re.M) == ["workflow_call"]  # called only
+    assert re.findall(r"^      (\S+):", on, re.M) == ["image"]  # with the image only
+    jobs = re.findall(r"^  ([a-z0-9-]+):\n    name:", called, re.M)
+    assert jobs == [{"e2e.yml": "shard", "aarch64-guest.yml": "paths"}[workflow]]
+    env = text[text.index("\nenv:\n") : text.index("\njobs:\n")]
+    assert env in called
+    # No concurrency group of its own: the github context there is the caller's, so
+    # regression.yml's group expression would name the caller's group (a deadlock).
+    assert "concurrency:" not in called
+
+
 def test_the_aarch64_guest_runs_each_image_as_soon_as_it_can() -> None:
     """One job per image calls aarch64-guest.yml: the Debian run builds its own image and
     waits for no job (a matrix entry would wait for the other entry's Buildroot build);
     the Buildroot run waits for the Buildroot builds, and runs even if one failed."""
     text = _text(WORKFLOW_DIR / "regression.yml")
-    calls = "uses: $/.github/workflows/aarch64-guest.yml\n    with:\n      image: {}\n"
     debian = _job(text, "aarch64-guest-debian")
-    assert calls.format("debian") in debian
-    assert "needs:" not in debian and "if:" not in debian
+    assert _calls("aarch64-guest.yml", "debian") in debian
+    assert _needs(debian) == [] and "if:" not in debian
     br = _job(text, "aarch64-guest-buildroot")
-    assert calls.format("buildroot") in br
-    assert "needs: [buildroot]" in br and "if: ${{ !cancelled() }}" in br
-    called = _text(WORKFLOW_DIR / "aarch64-guest.yml")
-    assert re.search(r"^on:\n  workflow_call:\n    inputs:\n      image:\n", called, re.M)
-    assert re.findall(r"^  ([a-z0-9-]+):\n    name:", called, re.M) == ["paths"]
-    # A called workflow does not get the caller's env: the same one is set there.
-    env = text[text.index("\nenv:\n") : text.index("\njobs:\n")]
-    assert env in called
+    assert _calls("aarch64-guest.yml", "buildroot") in br
+    assert _needs(br) == ["buildroot"] and "if: ${{ !cancelled() }}" in br
+
+
+def test_the_e2e_suite_runs_each_image_as_soon_as_it_can() -> None:
+    """One job per image calls e2e.yml (whose matrix is the shards): the Debian shards
+    need the build job only (its QEMU cache), not the Buildroot builds (30-60 min cold);
+    the Buildroot shards need both, and run even if a Buildroot build failed (of either
+    architecture), not without the build job. Only they fetch the Buildroot image."""
+    text = _text(WORKFLOW_DIR / "regression.yml")
+    debian = _job(text, "e2e-debian")
+    assert _calls("e2e.yml", "debian") in debian
+    assert _needs(debian) == ["build"] and "if:" not in debian
+    br = _job(text, "e2e-buildroot")
+    assert _calls("e2e.yml", "buildroot") in br
+    assert _needs(br) == ["build", "buildroot"]
+    assert "if: ${{ !cancelled() && needs.build.result == 'success' }}" in br
+    shard = _job(_text(WORKFLOW_DIR / "e2e.yml"), "shard")
+    # the shards are its matrix, the image its input (one image per call)
+    assert re.search(r"\n      matrix:\n        shard: \[[0-9, ]+\]\n    env:\n", shard), shard
+    steps = re.split(r"\n      - name: ", shard.split("    steps:\n", 1)[1])
+    fetch = [s for s in steps if "buildroot-image" in s]
+    assert [s.split("\n")[0] for s in fetch] == [
+        "Fetch the Buildroot image",
+        "Unpack the Buildroot image",
+    ]
+    for step in fetch:
+        assert "\n        if: inputs.image == 'buildroot'\n" in step, step
 
 
 def test_e2e_suite_is_a_matrix_of_images_and_shards_reported_once() -> None:
@@ -266,7 +323,7 @@ def test_e2e_suite_is_a_matrix_of_images_and_shards_reported_once() -> None:
     report job merges them (every shard named, so a missing one shows) into one
     artifact and the job summary, with the bench's tables."""
     text = _text(WORKFLOW_DIR / "regression.yml")
-    e2e = _job(text, "e2e")
+    e2e = _job(_text(WORKFLOW_DIR / "e2e.yml"), "shard")
     m = re.search(r"shard: \[([0-9, ]+)\]", e2e)
     assert m, e2e
     shards = [int(x) for x in m[1].split(",")]
@@ -275,15 +332,23 @@ def test_e2e_suite_is_a_matrix_of_images_and_shards_reported_once() -> None:
     assert f'--shard "$SHARD/{n}"' in e2e and '-n "$(nproc)"' in e2e
     assert "--dist loadgroup" in e2e and "fail-fast: false" in e2e
     assert f'--junitxml="build/logs/junit-$IRQLAB_IMAGE-${{SHARD}}of{n}.xml"' in e2e
-    assert "needs: [build, buildroot]" in e2e
+    assert f'--junitxml="build/logs/junit-soak-$IRQLAB_IMAGE-${{SHARD}}of{n}.xml"' in e2e
+    assert "name: junit-${{ inputs.image }}-${{ matrix.shard }}" in e2e
     report = _job(text, "report")
-    assert "needs: [e2e, aarch64-guest-debian, aarch64-guest-buildroot, bench]" in report
+    assert _needs(report) == [
+        "e2e-debian",
+        "e2e-buildroot",
+        "aarch64-guest-debian",
+        "aarch64-guest-buildroot",
+        "bench",
+    ]
     assert "if: always()" in report
     assert "python -m irqlab.testing.reports" in report
     assert '--summary "$GITHUB_STEP_SUMMARY"' in report and "--bench" in report
     for image in ("debian", "buildroot"):
         for k in shards:
             assert f"build/reports/junit/junit-{image}-{k}of{n}.xml" in report, (image, k)
+            assert f"build/reports/junit/junit-soak-{image}-{k}of{n}.xml" in report, (image, k)
     arm = _job(_text(WORKFLOW_DIR / "aarch64-guest.yml"), "paths")
     assert "name: junit-aarch64-${{ inputs.image }}" in arm
     for image in ("debian", "buildroot"):  # the aarch64 guest's runs, one per image
@@ -303,17 +368,25 @@ def test_jobs_run_in_debian_12_with_kvm() -> None:
     assert jobs == [
         "build",
         "buildroot",
-        "e2e",
+        "e2e-debian",
+        "e2e-buildroot",
         "aarch64-guest-debian",
         "aarch64-guest-buildroot",
         "bench",
         "report",
     ]
     calls = [name for name in jobs if "\n    uses: " in _job(text, name)]
-    assert calls == ["aarch64-guest-debian", "aarch64-guest-buildroot"]
+    assert calls == [
+        "e2e-debian",
+        "e2e-buildroot",
+        "aarch64-guest-debian",
+        "aarch64-guest-buildroot",
+    ]
     assert text.count("image: debian:12") == len(jobs) - len(calls)
     for name in set(jobs) - set(calls):
         kvm = "options: --device /dev/kvm" in _job(text, name)
         assert kvm == (name != "report"), name
-    called = _text(WORKFLOW_DIR / "aarch64-guest.yml")
-    assert called.count("image: debian:12") == 1 and "options: --device /dev/kvm" in called
+    for workflow in CALLED:
+        called = _text(WORKFLOW_DIR / workflow)
+        assert called.count("image: debian:12") == 1, workflow
+        assert "options: --device /dev/kvm" in called, workflow

@@ -49,7 +49,14 @@ if TYPE_CHECKING:
     from irqlab.vm.accel import AccelChoice
     from irqlab.vm.machine import Machine
     from irqlab.vm.qmp.injector import Injector
-from irqlab.vm.ssh import CommandError, RemoteProcess, RunResult, SshClient, SshError
+from irqlab.vm.ssh import (
+    CommandError,
+    RemoteProcess,
+    RunResult,
+    SshClient,
+    SshError,
+    channel_files,
+)
 
 __all__ = [
     "AGENT_LOG",
@@ -1037,9 +1044,10 @@ class Guest:
         chan = self.ssh.open_forward("127.0.0.1", AGENT_PORT)
         paths = self.machine.paths if self.machine is not None else None
         logs = paths.log_dir if paths is not None else log_dir()
+        stdin, stdout, _ = channel_files(chan)
         client = AgentClient(
-            chan.makefile_stdin("wb"),  # type: ignore[arg-type]
-            chan.makefile("rb"),  # type: ignore[arg-type]
+            stdin,
+            stdout,
             None,
             name="agent",
             logs=logs,

@@ -1,0 +1,41 @@
+"""The plugin as a user's pytest run meets it: each case is an inner pytest session in a
+project of its own (pytester), with the real guest.
+
+* a failing shared-guest test, then another one: the session ends without a
+  ``PytestUnraisableExceptionWarning`` (paramiko file objects dying in a garbage cycle).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from irqlab import paths
+
+pytest_plugins = ["pytester"]
+CACHE = paths.cache_dir()  # read now: pytester points HOME at its temp directory
+
+
+@pytest.fixture
+def inner(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
+    """A pytester project that finds the build cache and keeps its logs to itself."""
+    monkeypatch.setenv("IRQLAB_CACHE_DIR", str(CACHE))
+    monkeypatch.setenv("IRQLAB_LOG_DIR", str(pytester.path / "logs"))
+    return pytester
+
+
+def test_failing_shared_guest_test_leaves_no_unraisable_warning(inner: pytest.Pytester) -> None:
+    inner.makepyfile(
+        """
+        def test_fails(irqlab_agent):
+            assert False, "on purpose"
+
+        def test_passes(irqlab_agent):
+            assert irqlab_agent.ping()["pong"]
+        """
+    )
+    r = inner.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-W", "error::pytest.PytestUnraisableExceptionWarning"
+    )
+    r.assert_outcomes(failed=1, passed=1)
+    out = r.stdout.str() + r.stderr.str()
+    assert "Unraisable" not in out and "I/O operation on closed file" not in out, out

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from irqlab.contract.regs import QOM, REGS
-from irqlab.vm.qmp.errors import DeviceRejected, InvalidArgument, QMPCommandError
+from irqlab.vm.qmp.errors import DeviceRejected, InvalidArgument, OutOfRange, QMPCommandError
 from irqlab.vm.qmp.injector import Injector, device_path
 from irqlab.vm.qmp.stats import Counters, Histogram, StatsFormatError
 
@@ -89,20 +89,24 @@ def test_gpio_in_and_lines(inj: Injector, runner: FakeRunner) -> None:
 @pytest.mark.parametrize(
     ("call", "message"),
     [
-        (lambda i: i.set_line(8, True), r"line=0x8 out of range \[0x0, 0x7\]"),
+        (lambda i: i.set_line(8, True), r"line=8 out of range \[0, 7\]$"),
         (lambda i: i.set_line(-1, True), "out of range"),
         (lambda i: i.set_line(True, True), "line must be an int, not bool"),
         (lambda i: i.set_line(1, 2), "level must be"),
         (lambda i: i.pulse(1.0), "must be an int, not float"),
         (lambda i: i.set_lines(0x100), "mask 0x100 names lines beyond gpio-lines=8"),
-        (lambda i: i.pulse_mask(1 << 32), "out of range"),
+        (lambda i: i.pulse_mask(1 << 32), r"mask=0x100000000 out of range \[0x0, 0xffffffff\]$"),
         (lambda i: i.drive_high("1"), "must be an int, not str"),
         (lambda i: i.push(1 << 32), "word=0x100000000 out of range"),
         (lambda i: i.push(-1), "out of range"),
-        (lambda i: i.burst(1 << 32), "count=0x100000000 out of range"),
-        (lambda i: i.burst(5, period_ns=0), "period_ns=0x0 out of range"),
-        (lambda i: i.set_burst_period(REGS.MIN_BURST_PERIOD_NS - 1), "out of range"),
-        (lambda i: i.burst(5, period_ns=10_000, line=8), r"line=0x8 out of range \[0x0, 0x7\]"),
+        (lambda i: i.burst(1 << 32), r"count=4294967296 out of range \[0, 4294967295\]$"),
+        (lambda i: i.burst(5, period_ns=0), "^period_ns=0 ns is below the minimum, 1000 ns$"),
+        (
+            lambda i: i.burst(5, period_ns=1 << 64),
+            "^period_ns=18446744073709551616 ns is too large$",
+        ),
+        (lambda i: i.set_burst_period(REGS.MIN_BURST_PERIOD_NS - 1), "below the minimum"),
+        (lambda i: i.burst(5, period_ns=10_000, line=8), r"line=8 out of range \[0, 7\]$"),
         (lambda i: i.burst(5, line=-1), "out of range"),
         (lambda i: i.burst(5, line=True), "line must be an int, not bool"),
         (lambda i: i.burst(0, line=8), "out of range"),
@@ -117,6 +121,19 @@ def test_client_side_validation_sends_nothing(
         call(inj)
     assert isinstance(info.value, ValueError)
     assert runner.sets() == []
+
+
+def test_range_errors_keep_their_parts_for_the_callers_unit(inj: Injector) -> None:
+    """A command line that took microseconds can say the error in microseconds."""
+    with pytest.raises(OutOfRange) as info:
+        inj.burst(10, period_ns=1)
+    e = info.value
+    assert (e.name, e.value, e.lo, e.hi, e.unit) == ("period_ns", 1, 1000, None, "ns")
+    assert e.in_unit("--period-us", "µs", 1000) == (
+        "--period-us 0.001 µs is below the minimum, 1 µs"
+    )
+    with pytest.raises(OutOfRange, match=r"^line=99 out of range \[0, 7\]$"):
+        inj.pulse(99)
 
 
 def test_fifo_and_burst(inj: Injector, runner: FakeRunner) -> None:

@@ -13,10 +13,10 @@ message.  Nothing is measured here.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, TypedDict, Unpack
 
 from irqlab.contract.regs import QOM, REGS
-from irqlab.vm.qmp.errors import DeviceRejected, InvalidArgument, QMPCommandError
+from irqlab.vm.qmp.errors import DeviceRejected, InvalidArgument, OutOfRange, QMPCommandError
 from irqlab.vm.qmp.stats import Counters, Histogram
 
 __all__ = [
@@ -42,11 +42,19 @@ def device_path(device_id: str) -> str:
     return f"/machine/peripheral/{device_id}"
 
 
-def _int(name: str, value: object, lo: int, hi: int) -> int:
+class _Style(TypedDict, total=False):
+    unit: str  # of a duration
+    hexadecimal: bool  # masks and data words
+
+
+def _int(name: str, value: object, lo: int, hi: int | None, **style: Unpack[_Style]) -> int:
+    """*value* checked to be an int in [*lo*, *hi*] (*hi* None: the u64 maximum, not
+    named in the error); the error says it in decimal (lines, counts, durations, in
+    their unit) or in hex (masks, data words): :class:`OutOfRange`."""
     if type(value) is not int:  # bool is an int subclass: refuse it too
         raise InvalidArgument(f"{name} must be an int, not {type(value).__name__} {value!r}")
-    if not lo <= value <= hi:
-        raise InvalidArgument(f"{name}={value:#x} out of range [{lo:#x}, {hi:#x}]")
+    if not lo <= value <= (U64_MAX if hi is None else hi):
+        raise OutOfRange(name, value, lo, hi, **style)
     return value
 
 
@@ -95,7 +103,7 @@ class Injector:
         return _int("line", line, 0, self.gpio_lines - 1)
 
     def _mask(self, mask: object) -> int:
-        m = _int("mask", mask, 0, U32_MAX)
+        m = _int("mask", mask, 0, U32_MAX, hexadecimal=True)
         if m & ~self.line_mask:
             raise InvalidArgument(
                 f"mask {m:#x} names lines beyond {QOM.PROP_GPIO_LINES}={self.gpio_lines} "
@@ -137,7 +145,7 @@ class Injector:
 
     def push(self, word: int) -> None:
         """Push one 32-bit word (one FIFO event; dropped and counted if the FIFO is full)."""
-        self.set(QOM.PROP_FIFO_PUSH, _int("word", word, 0, U32_MAX))
+        self.set(QOM.PROP_FIFO_PUSH, _int("word", word, 0, U32_MAX, hexadecimal=True))
 
     def push_many(self, words: Sequence[int], *, window: int = 8) -> None:
         """Push *words* in order with pipelined ``qom-set``s, up to *window* in flight.
@@ -146,7 +154,7 @@ class Injector:
         each reply before sending the next (needs a runner with ``qmp_many``,
         e.g. :class:`irqlab.vm.machine.Machine`).  Every word is checked before
         anything is sent."""
-        checked = [_int("word", w, 0, U32_MAX) for w in words]
+        checked = [_int("word", w, 0, U32_MAX, hexadecimal=True) for w in words]
         qmp_many = getattr(self._runner, "qmp_many", None)
         if qmp_many is None:
             raise InvalidArgument(f"{type(self._runner).__name__} cannot pipeline (no qmp_many)")
@@ -169,7 +177,7 @@ class Injector:
     def set_burst_period(self, period_ns: int) -> None:
         self.set(
             QOM.PROP_BURST_PERIOD_NS,
-            _int("period_ns", period_ns, REGS.MIN_BURST_PERIOD_NS, U64_MAX),
+            _int("period_ns", period_ns, REGS.MIN_BURST_PERIOD_NS, None, unit="ns"),
         )
 
     def burst(self, count: int, period_ns: int | None = None, *, line: int | None = None) -> None:

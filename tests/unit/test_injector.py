@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -9,7 +10,7 @@ import pytest
 
 from irqlab.contract.regs import QOM, REGS
 from irqlab.vm.qmp.errors import DeviceRejected, InvalidArgument, OutOfRange, QMPCommandError
-from irqlab.vm.qmp.injector import Injector, device_path
+from irqlab.vm.qmp.injector import DEVICE_ID, Injector, device_path
 from irqlab.vm.qmp.stats import Counters, Histogram, StatsFormatError
 
 COUNTERS = {
@@ -299,3 +300,25 @@ def test_push_many_maps_device_refusal() -> None:
     r.refuse[PUSH] = "no"
     with pytest.raises(DeviceRejected, match="no"):
         Injector(r, "irq0").push_many([1])
+
+
+def test_one_device_id_for_what_irqlab_starts(runner: FakeRunner) -> None:
+    """The injector's default id is the one guests, the qtest fixtures and `irqlab inject`
+    use, and the QMP examples of the README and the device's spec name its path."""
+    from pathlib import Path
+
+    from irqlab.cli.main import build_parser
+    from irqlab.testing.plugin import QTEST_DEVICE
+    from irqlab.vm.guest import GuestConfig
+
+    assert DEVICE_ID == "irqlab0"
+    assert Injector(runner).path == device_path(DEVICE_ID) == "/machine/peripheral/irqlab0"
+    assert GuestConfig().device_id == DEVICE_ID
+    assert QTEST_DEVICE == "irqlab,id=irqlab0"
+    assert build_parser().parse_args(["inject", "pulse", "1"]).device_id == DEVICE_ID
+    root = Path(__file__).resolve().parents[2]
+    for doc in ("README.md", "qemu-device/irqlab.rst"):
+        text = (root / doc).read_text()
+        paths = set(re.findall(r"/machine/peripheral/([A-Za-z0-9_<>-]+)", text))
+        assert paths <= {DEVICE_ID, "<id>"}, (doc, paths)
+        assert DEVICE_ID in paths, doc

@@ -42,7 +42,7 @@ from irqlab.testing.diagnostics import GuestDiagnostics
 from irqlab.testing.logslice import LogSlicer
 from irqlab.vm import accel
 from irqlab.vm.machine import Machine, MachineConfig
-from irqlab.vm.qmp.injector import Injector
+from irqlab.vm.qmp.injector import DEVICE_ID, DEVICE_TYPE, Injector
 
 if TYPE_CHECKING:
     from irqlab.build.qemu import QemuInstall
@@ -53,12 +53,13 @@ if TYPE_CHECKING:
 _MACHINES = pytest.StashKey[list[Machine]]()
 _GUEST_LOGS = pytest.StashKey[tuple[LogSlicer, Path]]()
 _DIAGNOSTICS = pytest.StashKey[list[tuple[GuestDiagnostics, Path]]]()
+QTEST_DEVICE = f"{DEVICE_TYPE},id={DEVICE_ID}"  # the qtest machines' device, as a guest's
 
 
 class QtestMachineFactory(Protocol):
     def __call__(
         self,
-        device: str = "irqlab,id=irq0",
+        device: str = QTEST_DEVICE,
         *,
         extra_args: Sequence[str] = (),
         machine: str = "q35",
@@ -159,7 +160,7 @@ def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object
 def irqlab_qtest_factory(
     request: pytest.FixtureRequest, irqlab_qemu: QemuInstall, irqlab_log_dir: Path
 ) -> Generator[QtestMachineFactory, None, None]:
-    """``factory(device="irqlab,id=irq0", *, extra_args=(), machine="q35",
+    """``factory(device="irqlab,id=irqlab0", *, extra_args=(), machine="q35",
     memory="128M")`` starts a device-level QEMU (``-accel qtest``, no guest: the test
     drives MMIO and sees interrupt lines through qtest); all are stopped at teardown."""
     started: list[Machine] = []
@@ -167,7 +168,7 @@ def irqlab_qtest_factory(
     log_root = _test_log_root(request, irqlab_log_dir)
 
     def start(
-        device: str = "irqlab,id=irq0",
+        device: str = QTEST_DEVICE,
         *,
         extra_args: Sequence[str] = (),
         machine: str = "q35",
@@ -204,7 +205,8 @@ def irqlab_qtest_factory(
 
 @pytest.fixture
 def irqlab_qtest_machine(irqlab_qtest_factory: QtestMachineFactory) -> Machine:
-    """One device-level QEMU (qtest, no guest) with ``-device irqlab,id=irq0``."""
+    """One device-level QEMU (qtest, no guest) with ``-device irqlab,id=irqlab0`` (the
+    id guests have too: :data:`irqlab.vm.qmp.injector.DEVICE_ID`)."""
     return irqlab_qtest_factory()
 
 
@@ -213,7 +215,7 @@ def irqlab_qtest_injector(irqlab_qtest_machine: Machine) -> Injector:
     """The injector of :func:`irqlab_qtest_machine`'s device: QMP to a qtest QEMU with
     no guest.  To inject into a booted guest use ``irqlab_device`` (or
     ``irqlab_fresh_device``) instead."""
-    return Injector(irqlab_qtest_machine, "irq0")
+    return Injector(irqlab_qtest_machine)
 
 
 def start_guest(config: GuestConfig | None = None) -> Guest:

@@ -41,6 +41,7 @@ from irqlab.errors import IrqlabError
 from irqlab.paths import log_dir
 from irqlab.vm.agent_client import AgentClient, AgentError
 from irqlab.vm.health import Fault, GuestFault, HealthWatch
+from irqlab.vm.qmp.injector import DEVICE_ID, DEVICE_TYPE
 
 if TYPE_CHECKING:
     from irqlab.build.arch import Arch
@@ -83,7 +84,6 @@ __all__ = [
 ]
 
 _T = TypeVar("_T")
-DEVICE_TYPE = "irqlab"
 EXTRA_DIR = "/root/irqlab-extra"  # where GuestConfig.extra_modules go in the guest
 AGENT_PORT = 7707  # the agent daemon listens on the guest's loopback, reached by SSH forward
 AGENT_LOG = "/run/irqlab-agent.log"  # the daemon's stderr in the guest
@@ -234,7 +234,7 @@ def host_cpu_model() -> str:
 
 @dataclass
 class GuestConfig:
-    device_id: str = "irqlab0"
+    device_id: str = DEVICE_ID
     device_props: dict[str, Any] = field(default_factory=dict)
     module_params: dict[str, Any] = field(default_factory=dict)
     smp: int = 1

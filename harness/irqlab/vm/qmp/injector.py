@@ -1,6 +1,6 @@
 """Typed interrupt injection into the irqlab device over QMP (``qom-set``/``qom-get``).
 
->>> inj = Injector(machine, "irq0")        # -device irqlab,id=irq0
+>>> inj = Injector(machine)        # -device irqlab,id=irqlab0 (DEVICE_ID, as irqlab starts it)
 >>> inj.pulse(3); inj.push(0xcafe); inj.burst(1000, period_ns=50_000)
 >>> inj.burst(500, period_ns=100_000, line=5)    # 500 edges on GPIO line 5
 >>> inj.counters().raised
@@ -20,6 +20,8 @@ from irqlab.vm.qmp.errors import DeviceRejected, InvalidArgument, OutOfRange, QM
 from irqlab.vm.qmp.stats import Counters, Histogram
 
 __all__ = [
+    "DEVICE_ID",
+    "DEVICE_TYPE",
     "U32_MAX",
     "U64_MAX",
     "Injector",
@@ -27,6 +29,10 @@ __all__ = [
     "device_path",
 ]
 
+DEVICE_TYPE = "irqlab"  # the QOM type: -device irqlab,...
+# The id irqlab gives the device it starts (GuestConfig.device_id, `irqlab inject
+# --device-id`, the plugin's qtest machines), hence the QOM path device_path(DEVICE_ID).
+DEVICE_ID = "irqlab0"
 U32_MAX = (1 << 32) - 1
 U64_MAX = (1 << 64) - 1
 
@@ -61,7 +67,9 @@ def _int(name: str, value: object, lo: int, hi: int | None, **style: Unpack[_Sty
 class Injector:
     """The runtime QMP control surface of one irqlab device."""
 
-    def __init__(self, runner: QMPRunner, device_id: str = "irq0", *, path: str | None = None):
+    def __init__(
+        self, runner: QMPRunner, device_id: str = DEVICE_ID, *, path: str | None = None
+    ) -> None:
         self._runner = runner
         self.path = path if path is not None else device_path(device_id)
         self._gpio_lines: int | None = None

@@ -2,7 +2,8 @@
 project of its own (pytester), with the real guest.
 
 * a failing shared-guest test, then another one: the session ends without a
-  ``PytestUnraisableExceptionWarning`` (paramiko file objects dying in a garbage cycle).
+  ``PytestUnraisableExceptionWarning`` (paramiko file objects dying in a garbage cycle);
+* a device property QEMU refuses: the error is QEMU's message, first and briefly.
 """
 
 from __future__ import annotations
@@ -39,3 +40,25 @@ def test_failing_shared_guest_test_leaves_no_unraisable_warning(inner: pytest.Py
     r.assert_outcomes(failed=1, passed=1)
     out = r.stdout.str() + r.stderr.str()
     assert "Unraisable" not in out and "I/O operation on closed file" not in out, out
+
+
+def test_a_device_property_qemu_refuses_is_said_in_qemus_words(inner: pytest.Pytester) -> None:
+    inner.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.irqlab(device={"irq-mode": "bogus"})
+        def test_bad_device(irqlab_fresh_guest):
+            pass
+        """
+    )
+    r = inner.runpytest_subprocess("-p", "no:cacheprovider")
+    r.assert_outcomes(errors=1)
+    out = r.stdout.str()
+    section = out.split("ERROR at setup of test_bad_device", 1)[1].split("short test summary", 1)[0]
+    lines = section.strip("_ \n").splitlines()
+    assert lines[0] == "QEMU refused to start the guest 'fresh':", section
+    assert "irq-mode=bogus" in lines[1] and "irq-mode must be intx, msi or msix" in lines[1]
+    assert len(lines) <= 6, section
+    for noise in ("Traceback", "asyncio", "Negotiation failed", "EOFError", "qemu.qmp"):
+        assert noise not in out, out

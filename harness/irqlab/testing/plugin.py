@@ -227,6 +227,7 @@ def start_guest(config: GuestConfig | None = None) -> Guest:
 
     from irqlab.testing.parallel import run_log_dir
     from irqlab.vm.guest import Guest, GuestConfig, PrerequisiteMissing
+    from irqlab.vm.machine import QemuExited
 
     config = config or GuestConfig(name="e2e")
     if config.log_dir is None and _RUNNING:  # its logs beside the test's other logs
@@ -236,10 +237,15 @@ def start_guest(config: GuestConfig | None = None) -> Guest:
     try:
         g.start()  # stops whatever it started when it fails
     except (PrerequisiteMissing, paths.CacheDirError) as e:
-        missing = str(e)
+        why = f"end-to-end prerequisite missing: {e}"
+    except QemuExited as e:  # QEMU refused its command line: its own words first
+        why = (
+            f"QEMU refused to start the guest {config.name!r}:\n{e.said}\n"
+            f"(exit status {e.status}; {e.logs})"
+        )
     else:
         return g
-    pytest.fail(f"end-to-end prerequisite missing: {missing}", pytrace=False)
+    pytest.fail(why, pytrace=False)
 
 
 @contextlib.contextmanager

@@ -75,3 +75,32 @@ def test_ini_option_sets_the_default_log_dir(
     r = pytester.runpytest_subprocess("-s")
     r.assert_outcomes(passed=1)
     assert f"LOGS {pytester.path / 'out' / 'logs'}/pytest-" in r.stdout.str()
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "said"),
+    [
+        (["--irqlab-accel", "bogus"], {}, "--irqlab-accel 'bogus': use one of kvm, tcg, auto"),
+        ([], {"IRQLAB_ACCEL": "bogus"}, "$IRQLAB_ACCEL='bogus' (no --irqlab-accel given)"),
+        (["--irqlab-image", "fedora"], {}, "--irqlab-image 'fedora': use one of debian, buildroot"),
+    ],
+)
+def test_a_bad_option_value_is_a_usage_error_at_startup(
+    pytester: pytest.Pytester,
+    monkeypatch: pytest.MonkeyPatch,
+    args: list[str],
+    env: dict[str, str],
+    said: str,
+) -> None:
+    for var in ("IRQLAB_ACCEL", "IRQLAB_IMAGE"):
+        monkeypatch.delenv(var, raising=False)
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
+    pytester.makepyfile("def test_never(irqlab_log_dir):\n    pass\n")
+    r = pytester.runpytest_subprocess(*args)
+    assert r.ret == pytest.ExitCode.USAGE_ERROR
+    err = r.stderr.str()
+    assert said in err, err
+    assert "Traceback" not in err + r.stdout.str()
+    r = pytester.runpytest_subprocess("--irqlab-accel", "TCG", "--irqlab-image", "debian")
+    assert r.ret == pytest.ExitCode.OK, r.stderr.str()  # as the library reads them

@@ -90,6 +90,31 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+def _choices(env: str) -> tuple[str, ...] | None:
+    """The values the option of *env* may take (the library's lists), None: any."""
+    if env == accel.ENV_VAR:
+        return accel.CHOICES
+    if env == "IRQLAB_IMAGE":
+        from irqlab.vm.guest import IMAGE_KINDS
+
+        return IMAGE_KINDS
+    return None
+
+
+def check_options(config: pytest.Config) -> None:
+    """A value no test could use (``--irqlab-accel bogus``, or its environment variable
+    when the option is not given) is a usage error at startup, naming the option."""
+    for option, env, _ in _OPTIONS:
+        given = config.getoption(option)
+        value = given or os.environ.get(env, "")
+        choices = _choices(env) if value else None
+        said = value.strip().lower() if env == accel.ENV_VAR else value  # as the library reads it
+        if choices is None or said in choices:
+            continue
+        where = f"{option} {value!r}" if given else f"${env}={value!r} (no {option} given)"
+        raise pytest.UsageError(f"{where}: use one of {', '.join(choices)}")
+
+
 def apply_options(config: pytest.Config) -> None:
     """The options win over their environment variables (which the library and the
     processes it starts read); with no log directory configured at all, logs go under
@@ -307,6 +332,7 @@ def pytest_configure(config: pytest.Config) -> None:
         and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
     ):
         signal.signal(signal.SIGTERM, _terminate)
+    check_options(config)
     apply_options(config)
     config.addinivalue_line(
         "markers",

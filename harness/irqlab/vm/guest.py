@@ -68,6 +68,7 @@ __all__ = [
     "HEARTBEAT_MS",
     "HOTPLUG_PORT",
     "IMAGE_EXTRA_PACKAGES",
+    "IMAGE_KINDS",
     "Guest",
     "GuestConfig",
     "GuestError",
@@ -139,10 +140,13 @@ HOTPLUG_PORT = "irqlab-rp0"  # the PCIe root port our device sits behind with ho
 IMAGE_EXTRA_PACKAGES = ("gpiod",)
 
 
+IMAGE_KINDS = ("debian", "buildroot")  # what $IRQLAB_IMAGE may say; the first is the default
+
+
 def image_kind() -> str:
     """Which guest image to boot: $IRQLAB_IMAGE, ``debian`` (default) or ``buildroot``."""
-    kind = os.environ.get("IRQLAB_IMAGE", "debian")
-    if kind not in ("debian", "buildroot"):
+    kind = os.environ.get("IRQLAB_IMAGE", IMAGE_KINDS[0])
+    if kind not in IMAGE_KINDS:
         raise PrerequisiteMissing(f"IRQLAB_IMAGE={kind!r}: use 'debian' or 'buildroot'")
     return kind
 

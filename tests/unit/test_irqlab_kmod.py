@@ -105,3 +105,12 @@ def test_the_module_recipe_builds_for_the_asked_architecture(
     assert find_kmod(AARCH64) == Path("/x.ko")
     assert find_kmod() == Path("/x.ko")
     assert asked == ["kernel-aarch64", None]  # x86_64: the recipe's default kernel
+
+
+def test_a_missing_module_is_not_found_not_a_non_module(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(PrerequisiteMissing) as e:
+        check_module_arch(Path("mydrv.ko"), X86_64, "extra module")
+    assert str(e.value) == f"extra module not found: {tmp_path / 'mydrv.ko'}"

@@ -104,3 +104,81 @@ def test_a_bad_option_value_is_a_usage_error_at_startup(
     assert "Traceback" not in err + r.stdout.str()
     r = pytester.runpytest_subprocess("--irqlab-accel", "TCG", "--irqlab-image", "debian")
     assert r.ret == pytest.ExitCode.OK, r.stderr.str()  # as the library reads them
+
+
+def _marker_run(pytester: pytest.Pytester, marker: str, *files: str) -> pytest.RunResult:
+    """A test with ``@pytest.mark.irqlab(<marker>)`` on irqlab_fresh_guest, run by pytest;
+    a marker error comes before any guest (none is built or booted here)."""
+    pytester.makepyfile(
+        test_marker=f"""
+        import pytest
+
+        @pytest.mark.irqlab({marker})
+        def test_it(irqlab_fresh_guest):
+            pass
+        """
+    )
+    for name in files:
+        (pytester.path / name).write_bytes(b"\x7fELF")
+    return pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:xdist")
+
+
+@pytest.mark.parametrize(
+    ("marker", "said"),
+    [
+        (
+            'smp="two"',
+            "@pytest.mark.irqlab(smp='two'): give the number of vCPUs, an int of at least 1",
+        ),
+        ("smp=0", "(smp=0): give the number of vCPUs"),
+        ('device="irq-mode=intx"', "(device='irq-mode=intx'): give a dict"),
+        ('modules="mydrv.ko"', "(modules='mydrv.ko'): give a list of .ko files"),
+    ],
+)
+def test_bad_marker_values_fail_clearly_before_any_guest(
+    pytester: pytest.Pytester, marker: str, said: str
+) -> None:
+    r = _marker_run(pytester, marker)
+    r.assert_outcomes(errors=1)
+    out = r.stdout.str()
+    assert said in out, out
+    assert "Traceback" not in out and "ValueError" not in out, out
+
+
+def test_marker_paths_are_the_test_files_and_a_missing_one_is_named(
+    pytester: pytest.Pytester,
+) -> None:
+    r = _marker_run(pytester, 'modules=["mydrv.ko"]')
+    r.assert_outcomes(errors=1)
+    out = r.stdout.str()
+    assert f"not found: {pytester.path / 'mydrv.ko'}" in out, out
+    assert "not a kernel module" not in out and "Errno" not in out, out
+    r = _marker_run(pytester, 'files={"/lib/firmware/x.bin": "fw/x.bin"}')
+    assert f"not found: {pytester.path / 'fw' / 'x.bin'}" in r.stdout.str()
+
+
+def test_marker_paths_resolve_against_the_test_files_directory(
+    pytester: pytest.Pytester,
+) -> None:
+    """Run from another directory: ``modules=["mydrv.ko"]`` is the file beside the test."""
+    sub = pytester.mkpydir("drv")
+    (sub / "mydrv.ko").write_bytes(b"\x7fELF")
+    (sub / "fw.bin").write_bytes(b"fw")
+    (sub / "test_paths.py").write_text(
+        "import pytest\n"
+        "from irqlab.testing.plugin import fresh_guest_config\n\n"
+        '@pytest.mark.irqlab(modules=["mydrv.ko"], files={"/fw.bin": "fw.bin"})\n'
+        "def test_paths(request):\n"
+        "    c = fresh_guest_config(request)\n"
+        "    print('MODULES', c.extra_modules, 'FILES', c.extra_files)\n"
+    )
+    elsewhere = pytester.mkdir("elsewhere")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(elsewhere)
+        r = pytester.runpytest_subprocess(
+            str(sub / "test_paths.py"), "-s", "-p", "no:cacheprovider"
+        )
+    r.assert_outcomes(passed=1)
+    out = r.stdout.str()
+    assert f"MODULES [PosixPath('{sub / 'mydrv.ko'}')]" in out, out
+    assert f"FILES {{'/fw.bin': PosixPath('{sub / 'fw.bin'}')}}" in out, out

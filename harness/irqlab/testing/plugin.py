@@ -18,7 +18,8 @@ Booted guest (end to end): ``irqlab_guest`` (session), ``irqlab_agent``,
 ``irqlab_device``, ``irqlab_wait_stats``; ``irqlab_fresh_guest`` and
 ``irqlab_fresh_device`` for a guest of the test's own, configured by
 ``@pytest.mark.irqlab(device={...}, module={...}, smp=N, gpio_edges=LINES,
-modules=[KO, ...], files={GUEST_PATH: FILE}, load_irqlab=True)``.
+modules=[KO, ...], files={GUEST_PATH: FILE}, load_irqlab=True)`` (relative KO and
+FILE paths are relative to the test file's directory).
 
 When a test that started machines fails, the report gets a section naming their logs;
 for the shared guest, the test's own part of the console log and of the agent's streams
@@ -31,9 +32,9 @@ import contextlib
 import os
 import re
 import sys
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, NoReturn, Protocol
 
 import pytest
 
@@ -345,7 +346,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def fresh_guest_config(request: pytest.FixtureRequest, log_dir: Path | None = None) -> GuestConfig:
-    """The GuestConfig of a test's own guest, from its ``@pytest.mark.irqlab(...)``."""
+    """The GuestConfig of a test's own guest, from its ``@pytest.mark.irqlab(...)``; a
+    value that cannot work fails the test here, before anything boots.  Relative paths
+    in ``modules=`` and ``files=`` are relative to the test file's directory."""
     from irqlab.vm.guest import GuestConfig
 
     marker = request.node.get_closest_marker("irqlab")
@@ -358,21 +361,52 @@ def fresh_guest_config(request: pytest.FixtureRequest, log_dir: Path | None = No
             f"{sorted(unknown)} {marker.args if marker is not None else ()})",
             pytrace=False,
         )
-    params = dict(kw.get("module") or {})
+    device, module, files = (_marker_mapping(kw, k) for k in ("device", "module", "files"))
+    params = dict(module)
     edges = kw.get("gpio_edges")
     if edges is not None:
         params["gpio_edges"] = gpio_mask(edges)
+    smp = kw.get("smp", 1)
+    if type(smp) is not int or smp < 1:
+        _marker_error(f"smp={smp!r}", "give the number of vCPUs, an int of at least 1")
+    modules = kw.get("modules") or ()
+    if isinstance(modules, (str, Path)) or not isinstance(modules, Iterable):
+        _marker_error(f"modules={modules!r}", "give a list of .ko files")
+    here = request.node.path.parent
     return GuestConfig(
         name="fresh",
-        device_props=dict(kw.get("device") or {}),
+        device_props=dict(device),
         module_params=params,
-        smp=int(kw.get("smp", 1)),
+        smp=smp,
         hotplug=bool(kw.get("hotplug", False)),
         log_dir=log_dir,
-        extra_modules=list(kw.get("modules") or ()),
-        extra_files=dict(kw.get("files") or {}),
+        extra_modules=[_marker_file(here, "modules", m) for m in modules],
+        extra_files={str(g): _marker_file(here, "files", f) for g, f in files.items()},
         load_irqlab=bool(kw.get("load_irqlab", True)),
     )
+
+
+def _marker_error(argument: str, problem: str) -> NoReturn:
+    pytest.fail(f"@pytest.mark.irqlab({argument}): {problem}", pytrace=False)
+
+
+def _marker_mapping(kw: Mapping[str, object], key: str) -> Mapping[str, object]:
+    value = kw.get(key) or {}
+    if not isinstance(value, Mapping):
+        _marker_error(f"{key}={value!r}", "give a dict")
+    return value
+
+
+def _marker_file(here: Path, key: str, name: object) -> Path:
+    """A file the marker names: absolute, or relative to the test file's directory
+    *here* (not the current directory); it must exist."""
+    if not isinstance(name, (str, os.PathLike)):
+        _marker_error(f"{key}=...", f"{name!r} is not a path")
+    path = Path(name).expanduser()
+    path = (here / path).resolve() if not path.is_absolute() else path
+    if not path.is_file():
+        _marker_error(f"{key}=...", f"not found: {path}")
+    return path
 
 
 def gpio_mask(edges: object) -> int:

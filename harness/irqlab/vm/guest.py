@@ -166,6 +166,8 @@ def check_module_arch(ko: Path, arch: Arch, what: str) -> None:
     try:
         with ko.open("rb") as f:
             machine = elf_machine(f.read(64))
+    except FileNotFoundError as e:
+        raise PrerequisiteMissing(f"{what} not found: {ko.absolute()}") from e
     except (OSError, ElfError) as e:
         raise PrerequisiteMissing(f"{what} {ko} is not a kernel module: {e}") from e
     if machine == arch.elf_machine:

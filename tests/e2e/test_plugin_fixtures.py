@@ -3,7 +3,8 @@ project of its own (pytester), with the real guest.
 
 * a failing shared-guest test, then another one: the session ends without a
   ``PytestUnraisableExceptionWarning`` (paramiko file objects dying in a garbage cycle);
-* a device property QEMU refuses: the error is QEMU's message, first and briefly.
+* a device property QEMU refuses: the error is QEMU's message, first and briefly;
+* a module parameter the module does not declare: refused before anything boots.
 """
 
 from __future__ import annotations
@@ -62,3 +63,24 @@ def test_a_device_property_qemu_refuses_is_said_in_qemus_words(inner: pytest.Pyt
     assert len(lines) <= 6, section
     for noise in ("Traceback", "asyncio", "Negotiation failed", "EOFError", "qemu.qmp"):
         assert noise not in out, out
+
+
+def test_an_unknown_module_parameter_is_refused_before_anything_boots(
+    inner: pytest.Pytester,
+) -> None:
+    inner.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.irqlab(module={"nosuch_param": 1, "wakeup": "thread"})
+        def test_unknown_param(irqlab_fresh_guest):
+            pass
+        """
+    )
+    r = inner.runpytest_subprocess("-p", "no:cacheprovider")
+    r.assert_outcomes(errors=1)
+    out = r.stdout.str()
+    assert "unknown parameter of irqlab.ko: nosuch_param; its parameters are: " in out, out
+    assert "wakeup" in out and "gpio_edges (uint)" in out, out
+    assert "Traceback" not in out, out
+    assert not list((inner.path / "logs").rglob("qemu.log")), "a QEMU was started"

@@ -252,7 +252,7 @@ def start_guest(config: GuestConfig | None = None) -> Guest:
     from dataclasses import replace
 
     from irqlab.testing.parallel import run_log_dir
-    from irqlab.vm.guest import Guest, GuestConfig, PrerequisiteMissing
+    from irqlab.vm.guest import Guest, GuestConfig, GuestConfigError, PrerequisiteMissing
     from irqlab.vm.machine import QemuExited
 
     config = config or GuestConfig(name="e2e")
@@ -264,6 +264,8 @@ def start_guest(config: GuestConfig | None = None) -> Guest:
         g.start()  # stops whatever it started when it fails
     except (PrerequisiteMissing, paths.CacheDirError) as e:
         why = f"end-to-end prerequisite missing: {e}"
+    except GuestConfigError as e:  # e.g. module={"nosuch": 1}, before anything booted
+        why = f"the guest's configuration cannot work: {e}"
     except QemuExited as e:  # QEMU refused its command line: its own words first
         why = (
             f"QEMU refused to start the guest {config.name!r}:\n{e.said}\n"

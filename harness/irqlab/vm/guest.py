@@ -71,9 +71,11 @@ __all__ = [
     "IMAGE_KINDS",
     "Guest",
     "GuestConfig",
+    "GuestConfigError",
     "GuestError",
     "PrerequisiteMissing",
     "check_module_arch",
+    "check_module_params",
     "device_arg",
     "ensure_snapshot",
     "env_kmod",
@@ -98,6 +100,11 @@ class PrerequisiteMissing(IrqlabError, RuntimeError):
 
 class GuestError(IrqlabError, RuntimeError):
     pass
+
+
+class GuestConfigError(GuestError):
+    """The GuestConfig asks for something its guest cannot take (a module parameter the
+    module does not have); raised before anything boots."""
 
 
 GUEST_SSH_PORT = 22
@@ -177,6 +184,28 @@ def check_module_arch(ko: Path, arch: Arch, what: str) -> None:
         f"{what} {ko} is built for {built or f'ELF machine {machine}'}, but the guest is "
         f"{arch.name}: build it against the {arch.name} guest's kernel with `make "
         f"$(irqlab kdir --arch {arch.name} --make-args) M=$PWD modules`"
+    )
+
+
+def check_module_params(ko: Path, params: Mapping[str, Any]) -> None:
+    """Refuse, before anything boots, parameters *params* that the module *ko* does not
+    declare (its .modinfo ``parm``/``parmtype`` entries, as ``modinfo -p`` lists them):
+    the kernel would only log "unknown parameter ... ignored"."""
+    from irqlab.build.elf import ElfError, module_parameters
+
+    if not params:
+        return
+    try:
+        declared = module_parameters(ko.read_bytes())
+    except (OSError, ElfError) as e:
+        raise PrerequisiteMissing(f"cannot read the parameters of {ko}: {e}") from e
+    unknown = sorted(set(params) - set(declared))
+    if not unknown:
+        return
+    valid = ", ".join(f"{n} ({t})" if t else n for n, t in sorted(declared.items()))
+    raise GuestConfigError(
+        f"unknown parameter{'s' if len(unknown) > 1 else ''} of {ko.name}: "
+        f"{', '.join(unknown)}; its parameters are: {valid or '(none)'}"
     )
 
 
@@ -361,15 +390,19 @@ class Guest:
 
     def find_prerequisites(self) -> tuple[QemuInstall, GuestImage, Path]:
         """(QemuInstall, GuestImage, module .ko) or :class:`PrerequisiteMissing`; the
-        extra modules are checked to be the guest architecture's first."""
+        extra modules are checked to be the guest architecture's first, the module
+        parameters to be the module's (:class:`GuestConfigError`)."""
         arch = self.arch
         for mod in self.config.extra_modules:
             check_module_arch(Path(mod), arch, "extra module")
         if image_kind() == "buildroot":
-            return self._find_buildroot(arch)
-        if arch.name != "x86_64":
-            return self._find_other_arch(arch)
-        return self._find_x86_64()
+            found = self._find_buildroot(arch)
+        elif arch.name != "x86_64":
+            found = self._find_other_arch(arch)
+        else:
+            return self._find_x86_64()  # checks the parameters before the image
+        check_module_params(found[2], self.config.module_params)
+        return found
 
     @staticmethod
     def _find_qemu(arch: Any) -> QemuInstall:
@@ -407,6 +440,7 @@ class Guest:
     def _find_x86_64(self) -> tuple[QemuInstall, GuestImage, Path]:
         qemu = self._find_qemu(self.arch)
         ko = find_kmod()
+        check_module_params(ko, self.config.module_params)  # before an image build
         from irqlab.build.image import ensure_image
 
         extra = tuple(dict.fromkeys((*IMAGE_EXTRA_PACKAGES, *self.config.extra_packages)))

@@ -4,7 +4,9 @@ project of its own (pytester), with the real guest.
 * a failing shared-guest test, then another one: the session ends without a
   ``PytestUnraisableExceptionWarning`` (paramiko file objects dying in a garbage cycle);
 * a device property QEMU refuses: the error is QEMU's message, first and briefly;
-* a module parameter the module does not declare: refused before anything boots.
+* a module parameter the module does not declare: refused before anything boots;
+
+and, directly: ``irqlab_fresh_agent`` is the test's own guest's agent.
 """
 
 from __future__ import annotations
@@ -12,6 +14,9 @@ from __future__ import annotations
 import pytest
 
 from irqlab import paths
+from irqlab.testing.helpers import DeviceControl
+from irqlab.vm.agent_client import AgentClient
+from irqlab.vm.guest import Guest
 
 pytest_plugins = ["pytester"]
 CACHE = paths.cache_dir()  # read now: pytester points HOME at its temp directory
@@ -84,3 +89,18 @@ def test_an_unknown_module_parameter_is_refused_before_anything_boots(
     assert "wakeup" in out and "gpio_edges (uint)" in out, out
     assert "Traceback" not in out, out
     assert not list((inner.path / "logs").rglob("qemu.log")), "a QEMU was started"
+
+
+@pytest.mark.irqlab(smp=2)  # test_unbind_gpio_work.py's configuration: its snapshot
+def test_the_fresh_agent_is_the_own_guests_and_reset(
+    irqlab_fresh_guest: Guest, irqlab_fresh_agent: AgentClient, irqlab_fresh_device: DeviceControl
+) -> None:
+    assert irqlab_fresh_agent is irqlab_fresh_guest.agent
+    assert irqlab_fresh_guest.sh("nproc").strip() == "2"
+    assert irqlab_fresh_agent.stats()["paths"] == {}
+    assert irqlab_fresh_device.counters().raised == 0
+    irqlab_fresh_agent.arm("read")
+    seq = irqlab_fresh_device.next_seq()
+    irqlab_fresh_device.push(0x5EED)
+    ev = irqlab_fresh_agent.expect(path="read", seq=seq, timeout=30)
+    assert ev["value"] == 0x5EED

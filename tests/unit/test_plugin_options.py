@@ -182,3 +182,83 @@ def test_marker_paths_resolve_against_the_test_files_directory(
     out = r.stdout.str()
     assert f"MODULES [PosixPath('{sub / 'mydrv.ko'}')]" in out, out
     assert f"FILES {{'/fw.bin': PosixPath('{sub / 'fw.bin'}')}}" in out, out
+
+
+@pytest.mark.parametrize(
+    ("test", "said"),
+    [
+        (
+            '@pytest.mark.irqlab(device={"irq-mode": "intx"})\n'
+            "def test_it(irqlab_agent):\n    pass\n",
+            "@pytest.mark.irqlab configures a guest of the test's own, but test_it uses the "
+            "shared guest (irqlab_agent), which keeps its defaults: use irqlab_fresh_guest & co "
+            "(irqlab_fresh_agent for irqlab_agent)",
+        ),
+        (
+            "@pytest.mark.irqlab(smp=2)\ndef test_it(irqlab_device):\n    pass\n",
+            "uses the shared guest (irqlab_agent, irqlab_device), which keeps its defaults: use "
+            "irqlab_fresh_guest & co (irqlab_fresh_agent for irqlab_agent, irqlab_fresh_device "
+            "for irqlab_device)",
+        ),
+        (
+            "@pytest.mark.irqlab(smp=2)\ndef test_it(irqlab_guest):\n    pass\n",
+            "uses the shared guest (irqlab_guest), which keeps its defaults: use "
+            "irqlab_fresh_guest & co (irqlab_fresh_guest for irqlab_guest)",
+        ),
+        (
+            "def test_it(irqlab_fresh_device, irqlab_agent):\n    pass\n",
+            "test_it uses the shared guest's irqlab_agent and a guest of its own "
+            "(irqlab_fresh_guest, irqlab_fresh_device): that is two guests. Use the own "
+            "guest's fixtures only (irqlab_fresh_agent for irqlab_agent), or the shared "
+            "guest's only",
+        ),
+        (
+            "def test_it(irqlab_fresh_guest, irqlab_wait_stats):\n    pass\n",
+            "irqlab.testing.helpers.wait_file_stats(irqlab_fresh_agent, ...) for irqlab_wait_stats",
+        ),
+    ],
+)
+def test_one_guest_per_test_is_checked_before_any_guest_starts(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, test: str, said: str
+) -> None:
+    # were a guest started, it would fail at once on this cache directory, saying so
+    monkeypatch.setenv("IRQLAB_CACHE_DIR", "/proc/no-cache-here")
+    pytester.makepyfile("import pytest\n\n" + test)
+    r = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:xdist")
+    r.assert_outcomes(errors=1)
+    out = " ".join(r.stdout.str().split())  # pytest may wrap the long line
+    assert said in out, out
+    assert "Traceback" not in out and "prerequisite" not in out, out
+
+
+def test_a_conftests_autouse_use_of_the_shared_guest_is_not_a_mix(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A session fixture of the project's (autouse) may hold irqlab_guest, e.g. for a
+    kernel-log check after the suite, beside tests of their own guests."""
+    monkeypatch.setenv("IRQLAB_CACHE_DIR", "/proc/no-cache-here")
+    pytester.makeconftest(
+        "import pytest\n\n"
+        "@pytest.fixture(scope='session', autouse=True)\n"
+        "def check(irqlab_guest):\n    yield\n"
+    )
+    pytester.makepyfile("def test_it(irqlab_fresh_guest):\n    pass\n")
+    r = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:xdist")
+    r.assert_outcomes(errors=1)
+    out = r.stdout.str()
+    assert "two guests" not in out and "prerequisite missing" in out, out
+
+
+def test_path_errors_left_unread_fail_the_test_at_its_end() -> None:
+    """irqlab_agent's and irqlab_fresh_agent's end-of-test check."""
+    from types import SimpleNamespace
+
+    from irqlab.testing.plugin import _check_path_errors
+
+    events = [{"type": "path_error", "path": "read", "error": "EIO"}, {"type": "event"}]
+    client = SimpleNamespace(pending=lambda: list(events), drain_events=events.clear)
+    with pytest.raises(AssertionError, match=r"unexpected path errors: .*'path': 'read'"):
+        _check_path_errors(SimpleNamespace(fault=None), client)  # type: ignore[arg-type]
+    assert events == []  # drained
+    events.append({"type": "path_error"})
+    _check_path_errors(SimpleNamespace(fault="panic"), client)  # type: ignore[arg-type]

@@ -15,8 +15,9 @@ Device level (a QEMU under the qtest accelerator, no guest):
 booted guest: a guest's device is ``irqlab_device`` / ``irqlab_fresh_device``.
 
 Booted guest (end to end): ``irqlab_guest`` (session), ``irqlab_agent``,
-``irqlab_device``, ``irqlab_wait_stats``; ``irqlab_fresh_guest`` and
-``irqlab_fresh_device`` for a guest of the test's own, configured by
+``irqlab_device``, ``irqlab_wait_stats``; ``irqlab_fresh_guest``, ``irqlab_fresh_agent``
+and ``irqlab_fresh_device`` for a guest of the test's own (a test uses one guest: mixing
+the two kinds, or the marker with the shared guest's fixtures, is an error), configured by
 ``@pytest.mark.irqlab(device={...}, module={...}, smp=N, gpio_edges=LINES,
 modules=[KO, ...], files={GUEST_PATH: FILE}, load_irqlab=True)`` (relative KO and
 FILE paths are relative to the test file's directory).
@@ -452,6 +453,87 @@ def irqlab_fresh_device(irqlab_fresh_guest: Guest) -> DeviceControl:
     return DeviceControl(irqlab_fresh_guest)
 
 
+@pytest.fixture
+def irqlab_fresh_agent(irqlab_fresh_guest: Guest) -> Generator[AgentClient, None, None]:
+    """The agent of :func:`irqlab_fresh_guest`, reset as ``irqlab_agent`` is (no armed
+    paths or open files, device counters zero); a path error the test left unread fails
+    it at its end, as with ``irqlab_agent``."""
+    irqlab_fresh_guest.reset()
+    client = irqlab_fresh_guest.agent
+    yield client
+    _check_path_errors(irqlab_fresh_guest, client)
+
+
+def _check_path_errors(guest: Guest, client: AgentClient) -> None:
+    """End of a test: no path error the test did not read (then the events are dropped)."""
+    if guest.fault is not None:
+        return  # the test's own failure names the cause; the next test gets a new guest
+    errors = [e for e in client.pending() if e.get("type") == "path_error"]
+    client.drain_events()
+    assert not errors, f"unexpected path errors: {errors}"
+
+
+# A test uses one guest: the shared one's fixtures, or those of a guest of its own (the
+# counterpart named here; None: none, take the helper over the fresh agent).
+_SHARED_TO_FRESH = {
+    "irqlab_guest": "irqlab_fresh_guest",
+    "irqlab_agent": "irqlab_fresh_agent",
+    "irqlab_device": "irqlab_fresh_device",
+    "irqlab_wait_stats": None,
+}
+_FRESH = ("irqlab_fresh_guest", "irqlab_fresh_agent", "irqlab_fresh_device")
+
+
+def _shared_fixtures(item: pytest.Item) -> list[str]:
+    """The shared guest's fixtures *item* uses: those in its closure, except
+    ``irqlab_guest`` unless the test asks for it itself (a conftest's autouse session
+    fixture may hold it, e.g. for a check of the guest's kernel log)."""
+    closure = set(getattr(item, "fixturenames", ()))
+    own: set[str] = set()
+    if isinstance(item, pytest.Function):
+        import inspect
+
+        own = set(inspect.signature(item.function).parameters)
+        own.update(n for m in item.iter_markers("usefixtures") for n in m.args)
+    return [n for n in _SHARED_TO_FRESH if n in closure and (n != "irqlab_guest" or n in own)]
+
+
+def _instead(shared: list[str]) -> str:
+    return ", ".join(
+        f"{_SHARED_TO_FRESH[n]} for {n}"
+        if _SHARED_TO_FRESH[n]
+        else f"irqlab.testing.helpers.wait_file_stats(irqlab_fresh_agent, ...) for {n}"
+        for n in shared
+    )
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Refuse, before any guest starts, a test that would get another guest than it
+    asks for: the marker with the shared guest's fixtures (the shared guest keeps its
+    defaults), or the shared guest's fixtures beside a guest of the test's own (two
+    guests, the agent of one and the device of the other)."""
+    shared = _shared_fixtures(item)
+    if not shared:
+        return
+    names = ", ".join(shared)
+    fresh = [n for n in _FRESH if n in getattr(item, "fixturenames", ())]
+    if fresh:
+        pytest.fail(
+            f"{item.name} uses the shared guest's {names} and a guest of its own "
+            f"({', '.join(fresh)}): that is two guests. Use the own guest's fixtures only "
+            f"({_instead(shared)}), or the shared guest's only",
+            pytrace=False,
+        )
+    if item.get_closest_marker("irqlab") is not None:
+        pytest.fail(
+            f"@pytest.mark.irqlab configures a guest of the test's own, but {item.name} "
+            f"uses the shared guest ({names}), which keeps its defaults: use "
+            f"irqlab_fresh_guest & co ({_instead(shared)})",
+            pytrace=False,
+        )
+
+
 def _guest_logs(guest: Guest) -> dict[str, Path]:
     logs: dict[str, Path] = {}
     if guest.machine is not None and guest.machine.paths is not None:
@@ -501,11 +583,7 @@ def irqlab_agent(
         (GuestDiagnostics.start(irqlab_guest), _test_log_root(request, irqlab_log_dir))
     )
     yield client
-    if irqlab_guest.fault is not None:
-        return  # the test's own failure names the cause; the next test gets a new guest
-    errors = [e for e in client.pending() if e.get("type") == "path_error"]
-    client.drain_events()
-    assert not errors, f"unexpected path errors: {errors}"
+    _check_path_errors(irqlab_guest, client)
 
 
 @pytest.fixture

@@ -124,9 +124,16 @@ def test_device_help_lists_properties(irqlab_qemu: QemuInstall) -> None:
 
 
 def test_plugin_fixtures(irqlab_qtest_machine: Machine, irqlab_qtest_injector: Injector) -> None:
-    """The plugin's default machine has irq0 on q35 under qtest, reachable over QMP."""
+    """The plugin's default machine has the device on q35 under qtest, reachable over QMP,
+    with the id a guest's device has (DEVICE_ID)."""
+    from irqlab.vm.qmp.injector import DEVICE_ID
+
     assert irqlab_qtest_machine.qmp("query-status")["status"] == "running"
-    assert irqlab_qtest_injector.path == "/machine/peripheral/irq0"
+    assert (
+        irqlab_qtest_injector.path
+        == f"/machine/peripheral/{DEVICE_ID}"
+        == "/machine/peripheral/irqlab0"
+    )
     assert irqlab_qtest_injector.gpio_lines == REGS.MAX_GPIO_LINES
     assert (
         irqlab_qtest_machine.qmp("qom-get", path=irqlab_qtest_injector.path, property="type")
@@ -144,9 +151,9 @@ def test_the_headers_qom_names_are_the_devices(irqlab_qtest_machine: Machine) ->
     """The QOM names of irqlab-regs.h (the host's only copy: the injector and the stats
     use them) are the device's: every IRQLAB_PROP_* is a property, and the counters and
     latency-histogram objects have exactly the IRQLAB_COUNTER_*/HISTOGRAM_* members."""
-    from irqlab.vm.qmp.injector import device_path
+    from irqlab.vm.qmp.injector import DEVICE_ID, device_path
 
-    path = device_path("irq0")
+    path = device_path(DEVICE_ID)
     listed = {p["name"] for p in irqlab_qtest_machine.qmp("qom-list", {"path": path})}
     props = set(QOM.with_prefix("PROP_").values())
     assert {"fifo-push", "gpio-pulse", "burst-count", "counters"} <= props, props

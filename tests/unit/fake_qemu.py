@@ -5,6 +5,8 @@ the sockets like QEMU does, and behaves according to $FAKE_QEMU_MODE:
 
   normal       answer QMP and qtest; ``quit`` exits 0
   exit-early   print an error on stderr and exit 3 before connecting
+  refuse-device  connect to the QMP socket, then refuse a -device property and exit 1
+               (what QEMU does with a bad device property: the QMP handshake ends in EOF)
   stubborn     ignore SIGTERM and never answer ``quit`` (needs SIGKILL)
   hang         never connect to anything
   internal-error  like KVM's internal error: say so on stderr, QMP's run state
@@ -24,6 +26,8 @@ import threading
 import time
 from collections.abc import Iterator
 from typing import Any
+
+REFUSED_DEVICE = "irqlab,id=irqlab0,irq-mode=bogus: irqlab: irq-mode must be intx, msi or msix"
 
 
 def _opt(argv: list[str], flag: str, prefix: str) -> str | None:
@@ -134,6 +138,9 @@ def main() -> None:
     if mode == "stubborn":
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     qmp = _connect(_chardev_path(argv, "irqlab-qmp") or "")
+    if mode == "refuse-device":
+        print(f"fake-qemu: -device {REFUSED_DEVICE}", file=sys.stderr)
+        sys.exit(1)
     console_path = _chardev_path(argv, "irqlab-console")
     if console_path:
         con = _connect(console_path)

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
 import pytest
 
 from irqlab.contract.regs import QOM, REGS
-from irqlab.vm.qmp.errors import DeviceRejected, InvalidArgument, QMPCommandError
-from irqlab.vm.qmp.injector import Injector, device_path
+from irqlab.vm.qmp.errors import DeviceRejected, InvalidArgument, OutOfRange, QMPCommandError
+from irqlab.vm.qmp.injector import DEVICE_ID, Injector, device_path
 from irqlab.vm.qmp.stats import Counters, Histogram, StatsFormatError
 
 COUNTERS = {
@@ -89,20 +90,24 @@ def test_gpio_in_and_lines(inj: Injector, runner: FakeRunner) -> None:
 @pytest.mark.parametrize(
     ("call", "message"),
     [
-        (lambda i: i.set_line(8, True), r"line=0x8 out of range \[0x0, 0x7\]"),
+        (lambda i: i.set_line(8, True), r"line=8 out of range \[0, 7\]$"),
         (lambda i: i.set_line(-1, True), "out of range"),
         (lambda i: i.set_line(True, True), "line must be an int, not bool"),
         (lambda i: i.set_line(1, 2), "level must be"),
         (lambda i: i.pulse(1.0), "must be an int, not float"),
         (lambda i: i.set_lines(0x100), "mask 0x100 names lines beyond gpio-lines=8"),
-        (lambda i: i.pulse_mask(1 << 32), "out of range"),
+        (lambda i: i.pulse_mask(1 << 32), r"mask=0x100000000 out of range \[0x0, 0xffffffff\]$"),
         (lambda i: i.drive_high("1"), "must be an int, not str"),
         (lambda i: i.push(1 << 32), "word=0x100000000 out of range"),
         (lambda i: i.push(-1), "out of range"),
-        (lambda i: i.burst(1 << 32), "count=0x100000000 out of range"),
-        (lambda i: i.burst(5, period_ns=0), "period_ns=0x0 out of range"),
-        (lambda i: i.set_burst_period(REGS.MIN_BURST_PERIOD_NS - 1), "out of range"),
-        (lambda i: i.burst(5, period_ns=10_000, line=8), r"line=0x8 out of range \[0x0, 0x7\]"),
+        (lambda i: i.burst(1 << 32), r"count=4294967296 out of range \[0, 4294967295\]$"),
+        (lambda i: i.burst(5, period_ns=0), "^period_ns=0 ns is below the minimum, 1000 ns$"),
+        (
+            lambda i: i.burst(5, period_ns=1 << 64),
+            "^period_ns=18446744073709551616 ns is too large$",
+        ),
+        (lambda i: i.set_burst_period(REGS.MIN_BURST_PERIOD_NS - 1), "below the minimum"),
+        (lambda i: i.burst(5, period_ns=10_000, line=8), r"line=8 out of range \[0, 7\]$"),
         (lambda i: i.burst(5, line=-1), "out of range"),
         (lambda i: i.burst(5, line=True), "line must be an int, not bool"),
         (lambda i: i.burst(0, line=8), "out of range"),
@@ -117,6 +122,19 @@ def test_client_side_validation_sends_nothing(
         call(inj)
     assert isinstance(info.value, ValueError)
     assert runner.sets() == []
+
+
+def test_range_errors_keep_their_parts_for_the_callers_unit(inj: Injector) -> None:
+    """A command line that took microseconds can say the error in microseconds."""
+    with pytest.raises(OutOfRange) as info:
+        inj.burst(10, period_ns=1)
+    e = info.value
+    assert (e.name, e.value, e.lo, e.hi, e.unit) == ("period_ns", 1, 1000, None, "ns")
+    assert e.in_unit("--period-us", "µs", 1000) == (
+        "--period-us 0.001 µs is below the minimum, 1 µs"
+    )
+    with pytest.raises(OutOfRange, match=r"^line=99 out of range \[0, 7\]$"):
+        inj.pulse(99)
 
 
 def test_fifo_and_burst(inj: Injector, runner: FakeRunner) -> None:
@@ -282,3 +300,25 @@ def test_push_many_maps_device_refusal() -> None:
     r.refuse[PUSH] = "no"
     with pytest.raises(DeviceRejected, match="no"):
         Injector(r, "irq0").push_many([1])
+
+
+def test_one_device_id_for_what_irqlab_starts(runner: FakeRunner) -> None:
+    """The injector's default id is the one guests, the qtest fixtures and `irqlab inject`
+    use, and the QMP examples of the README and the device's spec name its path."""
+    from pathlib import Path
+
+    from irqlab.cli.main import build_parser
+    from irqlab.testing.plugin import QTEST_DEVICE
+    from irqlab.vm.guest import GuestConfig
+
+    assert DEVICE_ID == "irqlab0"
+    assert Injector(runner).path == device_path(DEVICE_ID) == "/machine/peripheral/irqlab0"
+    assert GuestConfig().device_id == DEVICE_ID
+    assert QTEST_DEVICE == "irqlab,id=irqlab0"
+    assert build_parser().parse_args(["inject", "pulse", "1"]).device_id == DEVICE_ID
+    root = Path(__file__).resolve().parents[2]
+    for doc in ("README.md", "qemu-device/irqlab.rst"):
+        text = (root / doc).read_text()
+        paths = set(re.findall(r"/machine/peripheral/([A-Za-z0-9_<>-]+)", text))
+        assert paths <= {DEVICE_ID, "<id>"}, (doc, paths)
+        assert DEVICE_ID in paths, doc

@@ -3,27 +3,53 @@ and the guest's new configuration fields are validated."""
 
 from __future__ import annotations
 
+import struct
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
 from irqlab.build.arch import AARCH64, X86_64, Arch
+from irqlab.build.elf import modinfo, module_parameters
 from irqlab.vm.guest import (
     Guest,
     GuestConfig,
+    GuestConfigError,
     PrerequisiteMissing,
     check_module_arch,
+    check_module_params,
     find_kmod,
     ko_module_name,
 )
 
 
-def _fake_ko(path: Path, name: str, machine: int = X86_64.elf_machine) -> Path:
-    """An ELF header (64-bit little endian, e_machine *machine*) and a .modinfo."""
-    head = b"\x7fELF\x02\x01" + b"\0" * 12 + machine.to_bytes(2, "little")
-    path.write_bytes(head.ljust(64, b"\0") + b"license=GPL\0name=" + name.encode() + b"\0")
+def _fake_ko(
+    path: Path, name: str, machine: int = X86_64.elf_machine, params: Sequence[str] = ()
+) -> Path:
+    """A 64-bit little-endian ELF (e_machine *machine*) with a .modinfo section: a license,
+    *params* (``parm=``/``parmtype=`` entries as the kernel's macros write them), *name*."""
+    modinfo = b"".join(f"{e}\0".encode() for e in ("license=GPL", *params, f"name={name}"))
+    shstrtab = b"\0.modinfo\0.shstrtab\0"
+    shoff = 64 + len(modinfo) + len(shstrtab)
+
+    def section(name_at: int, offset: int, size: int) -> bytes:
+        return struct.pack("<IIQQQQIIQQ", name_at, 1, 0, 0, offset, size, 0, 0, 1, 0)
+
+    head = b"\x7fELF\x02\x01\x01" + b"\0" * 9 + struct.pack("<HHI", 1, machine, 1)
+    head = head.ljust(0x28, b"\0") + struct.pack("<QIHHHHHH", shoff, 0, 64, 0, 0, 64, 3, 2)
+    sections = bytes(64) + section(1, 64, len(modinfo)) + section(10, 64 + len(modinfo), 20)
+    path.write_bytes(head + modinfo + shstrtab + sections)
     return path
+
+
+IRQLAB_PARAMS = (
+    "parm=uio:UIO mode",
+    "parmtype=uio:bool",
+    "parm=gpio_edges:GPIO lines to arm",
+    "parmtype=gpio_edges:uint",
+    "parm=wakeup:where readers are woken",  # module_param_cb: a description, no type
+)
 
 
 def test_module_name_from_modinfo(tmp_path: Path) -> None:
@@ -105,3 +131,52 @@ def test_the_module_recipe_builds_for_the_asked_architecture(
     assert find_kmod(AARCH64) == Path("/x.ko")
     assert find_kmod() == Path("/x.ko")
     assert asked == ["kernel-aarch64", None]  # x86_64: the recipe's default kernel
+
+
+def test_a_missing_module_is_not_found_not_a_non_module(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(PrerequisiteMissing) as e:
+        check_module_arch(Path("mydrv.ko"), X86_64, "extra module")
+    assert str(e.value) == f"extra module not found: {tmp_path / 'mydrv.ko'}"
+
+
+def test_modinfo_and_parameters_from_the_section(tmp_path: Path) -> None:
+    data = _fake_ko(tmp_path / "irqlab.ko", "irqlab", params=IRQLAB_PARAMS).read_bytes()
+    assert modinfo(data)[0] == ("license", "GPL") and modinfo(data)[-1] == ("name", "irqlab")
+    assert module_parameters(data) == {"uio": "bool", "gpio_edges": "uint", "wakeup": ""}
+    assert module_parameters(_fake_ko(tmp_path / "p.ko", "p").read_bytes()) == {}
+
+
+def test_unknown_module_parameters_are_refused_naming_the_valid_ones(tmp_path: Path) -> None:
+    ko = _fake_ko(tmp_path / "irqlab.ko", "irqlab", params=IRQLAB_PARAMS)
+    check_module_params(ko, {"uio": 1, "wakeup": "thread"})
+    check_module_params(ko, {})
+    with pytest.raises(GuestConfigError) as e:
+        check_module_params(ko, {"nosuch": 1, "uio": 1, "other": 2})
+    assert str(e.value) == (
+        "unknown parameters of irqlab.ko: nosuch, other; its parameters are: "
+        "gpio_edges (uint), uio (bool), wakeup"
+    )
+
+
+def test_module_parameters_are_checked_before_the_image_or_a_boot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GuestConfig(module_params={"nosuch": 1}) fails in prepare(): no image is built,
+    no QEMU started, no snapshot saved."""
+    import irqlab.build.image
+
+    ko = _fake_ko(tmp_path / "irqlab.ko", "irqlab", params=IRQLAB_PARAMS)
+    monkeypatch.setenv("IRQLAB_KMOD", str(ko))
+    monkeypatch.delenv("IRQLAB_IMAGE", raising=False)
+    monkeypatch.delenv("IRQLAB_ARCH", raising=False)
+    monkeypatch.setattr(Guest, "_find_qemu", staticmethod(lambda arch: object()))
+
+    def no_image(**kw: object) -> None:
+        raise AssertionError("the image was asked for")
+
+    monkeypatch.setattr(irqlab.build.image, "ensure_image", no_image)
+    with pytest.raises(GuestConfigError, match=r"unknown parameter of irqlab\.ko: nosuch;"):
+        Guest(GuestConfig(module_params={"nosuch": 1})).start()

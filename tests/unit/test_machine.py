@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import select
 import signal
@@ -11,10 +12,18 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from fake_qemu import REFUSED_DEVICE  # same directory (rootdir-relative import)
 
 from irqlab.vm import proc
 from irqlab.vm.console import ConsoleTimeout
-from irqlab.vm.machine import Machine, MachineConfig, MachineError, RunPaths, build_argv
+from irqlab.vm.machine import (
+    Machine,
+    MachineConfig,
+    MachineError,
+    QemuExited,
+    RunPaths,
+    build_argv,
+)
 from irqlab.vm.qmp.errors import QMPCommandError
 from irqlab.vm.qtest import IrqEvent, QTestError
 
@@ -145,6 +154,32 @@ def test_start_failure_reports_stderr_and_logs(
     assert "'nope' is not a valid device model name" in msg
     assert "qemu.log" in msg
     assert [p for p in proc.live_children() if id(p) not in before] == []
+
+
+@pytest.mark.parametrize("mode", ["refuse-device", "exit-early"])
+def test_qemu_refusing_its_command_line_is_said_in_its_own_words(
+    fake_qemu: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    mode: str,
+) -> None:
+    """QEMU that exits while starting (after connecting to QMP, as with a bad -device
+    property, or before): QemuExited with QEMU's words and status, and no ERROR of the
+    QMP library's about the handshake that QEMU's exit cut short."""
+    monkeypatch.setenv("FAKE_QEMU_MODE", mode)
+    caplog.set_level(logging.DEBUG, logger="qemu.qmp")
+    for _ in range(5):  # the EOF and the exit race each other
+        with pytest.raises(QemuExited) as info:
+            Machine(_cfg(fake_qemu, tmp_path)).start()
+        e = info.value
+        assert isinstance(e, MachineError)
+        assert e.status == (1 if mode == "refuse-device" else 3)
+        assert (REFUSED_DEVICE if mode == "refuse-device" else "not a valid device") in e.said
+        assert "qemu.log" in e.logs
+        assert "QEMU exited before connecting to the QMP socket" in str(e)
+    loud = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert not loud, [r.getMessage() for r in loud]
 
 
 def test_start_timeout_kills_qemu(

@@ -75,3 +75,190 @@ def test_ini_option_sets_the_default_log_dir(
     r = pytester.runpytest_subprocess("-s")
     r.assert_outcomes(passed=1)
     assert f"LOGS {pytester.path / 'out' / 'logs'}/pytest-" in r.stdout.str()
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "said"),
+    [
+        (["--irqlab-accel", "bogus"], {}, "--irqlab-accel 'bogus': use one of kvm, tcg, auto"),
+        ([], {"IRQLAB_ACCEL": "bogus"}, "$IRQLAB_ACCEL='bogus' (no --irqlab-accel given)"),
+        (["--irqlab-image", "fedora"], {}, "--irqlab-image 'fedora': use one of debian, buildroot"),
+    ],
+)
+def test_a_bad_option_value_is_a_usage_error_at_startup(
+    pytester: pytest.Pytester,
+    monkeypatch: pytest.MonkeyPatch,
+    args: list[str],
+    env: dict[str, str],
+    said: str,
+) -> None:
+    for var in ("IRQLAB_ACCEL", "IRQLAB_IMAGE"):
+        monkeypatch.delenv(var, raising=False)
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
+    pytester.makepyfile("def test_never(irqlab_log_dir):\n    pass\n")
+    r = pytester.runpytest_subprocess(*args)
+    assert r.ret == pytest.ExitCode.USAGE_ERROR
+    err = r.stderr.str()
+    assert said in err, err
+    assert "Traceback" not in err + r.stdout.str()
+    r = pytester.runpytest_subprocess("--irqlab-accel", "TCG", "--irqlab-image", "debian")
+    assert r.ret == pytest.ExitCode.OK, r.stderr.str()  # as the library reads them
+
+
+def _marker_run(pytester: pytest.Pytester, marker: str, *files: str) -> pytest.RunResult:
+    """A test with ``@pytest.mark.irqlab(<marker>)`` on irqlab_fresh_guest, run by pytest;
+    a marker error comes before any guest (none is built or booted here)."""
+    pytester.makepyfile(
+        test_marker=f"""
+        import pytest
+
+        @pytest.mark.irqlab({marker})
+        def test_it(irqlab_fresh_guest):
+            pass
+        """
+    )
+    for name in files:
+        (pytester.path / name).write_bytes(b"\x7fELF")
+    return pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:xdist")
+
+
+@pytest.mark.parametrize(
+    ("marker", "said"),
+    [
+        (
+            'smp="two"',
+            "@pytest.mark.irqlab(smp='two'): give the number of vCPUs, an int of at least 1",
+        ),
+        ("smp=0", "(smp=0): give the number of vCPUs"),
+        ('device="irq-mode=intx"', "(device='irq-mode=intx'): give a dict"),
+        ('modules="mydrv.ko"', "(modules='mydrv.ko'): give a list of .ko files"),
+    ],
+)
+def test_bad_marker_values_fail_clearly_before_any_guest(
+    pytester: pytest.Pytester, marker: str, said: str
+) -> None:
+    r = _marker_run(pytester, marker)
+    r.assert_outcomes(errors=1)
+    out = r.stdout.str()
+    assert said in out, out
+    assert "Traceback" not in out and "ValueError" not in out, out
+
+
+def test_marker_paths_are_the_test_files_and_a_missing_one_is_named(
+    pytester: pytest.Pytester,
+) -> None:
+    r = _marker_run(pytester, 'modules=["mydrv.ko"]')
+    r.assert_outcomes(errors=1)
+    out = r.stdout.str()
+    assert f"not found: {pytester.path / 'mydrv.ko'}" in out, out
+    assert "not a kernel module" not in out and "Errno" not in out, out
+    r = _marker_run(pytester, 'files={"/lib/firmware/x.bin": "fw/x.bin"}')
+    assert f"not found: {pytester.path / 'fw' / 'x.bin'}" in r.stdout.str()
+
+
+def test_marker_paths_resolve_against_the_test_files_directory(
+    pytester: pytest.Pytester,
+) -> None:
+    """Run from another directory: ``modules=["mydrv.ko"]`` is the file beside the test."""
+    sub = pytester.mkpydir("drv")
+    (sub / "mydrv.ko").write_bytes(b"\x7fELF")
+    (sub / "fw.bin").write_bytes(b"fw")
+    (sub / "test_paths.py").write_text(
+        "import pytest\n"
+        "from irqlab.testing.plugin import fresh_guest_config\n\n"
+        '@pytest.mark.irqlab(modules=["mydrv.ko"], files={"/fw.bin": "fw.bin"})\n'
+        "def test_paths(request):\n"
+        "    c = fresh_guest_config(request)\n"
+        "    print('MODULES', c.extra_modules, 'FILES', c.extra_files)\n"
+    )
+    elsewhere = pytester.mkdir("elsewhere")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(elsewhere)
+        r = pytester.runpytest_subprocess(
+            str(sub / "test_paths.py"), "-s", "-p", "no:cacheprovider"
+        )
+    r.assert_outcomes(passed=1)
+    out = r.stdout.str()
+    assert f"MODULES [PosixPath('{sub / 'mydrv.ko'}')]" in out, out
+    assert f"FILES {{'/fw.bin': PosixPath('{sub / 'fw.bin'}')}}" in out, out
+
+
+@pytest.mark.parametrize(
+    ("test", "said"),
+    [
+        (
+            '@pytest.mark.irqlab(device={"irq-mode": "intx"})\n'
+            "def test_it(irqlab_agent):\n    pass\n",
+            "@pytest.mark.irqlab configures a guest of the test's own, but test_it uses the "
+            "shared guest (irqlab_agent), which keeps its defaults: use irqlab_fresh_guest & co "
+            "(irqlab_fresh_agent for irqlab_agent)",
+        ),
+        (
+            "@pytest.mark.irqlab(smp=2)\ndef test_it(irqlab_device):\n    pass\n",
+            "uses the shared guest (irqlab_agent, irqlab_device), which keeps its defaults: use "
+            "irqlab_fresh_guest & co (irqlab_fresh_agent for irqlab_agent, irqlab_fresh_device "
+            "for irqlab_device)",
+        ),
+        (
+            "@pytest.mark.irqlab(smp=2)\ndef test_it(irqlab_guest):\n    pass\n",
+            "uses the shared guest (irqlab_guest), which keeps its defaults: use "
+            "irqlab_fresh_guest & co (irqlab_fresh_guest for irqlab_guest)",
+        ),
+        (
+            "def test_it(irqlab_fresh_device, irqlab_agent):\n    pass\n",
+            "test_it uses the shared guest's irqlab_agent and a guest of its own "
+            "(irqlab_fresh_guest, irqlab_fresh_device): that is two guests. Use the own "
+            "guest's fixtures only (irqlab_fresh_agent for irqlab_agent), or the shared "
+            "guest's only",
+        ),
+        (
+            "def test_it(irqlab_fresh_guest, irqlab_wait_stats):\n    pass\n",
+            "irqlab.testing.helpers.wait_file_stats(irqlab_fresh_agent, ...) for irqlab_wait_stats",
+        ),
+    ],
+)
+def test_one_guest_per_test_is_checked_before_any_guest_starts(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, test: str, said: str
+) -> None:
+    # were a guest started, it would fail at once on this cache directory, saying so
+    monkeypatch.setenv("IRQLAB_CACHE_DIR", "/proc/no-cache-here")
+    pytester.makepyfile("import pytest\n\n" + test)
+    r = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:xdist")
+    r.assert_outcomes(errors=1)
+    out = " ".join(r.stdout.str().split())  # pytest may wrap the long line
+    assert said in out, out
+    assert "Traceback" not in out and "prerequisite" not in out, out
+
+
+def test_a_conftests_autouse_use_of_the_shared_guest_is_not_a_mix(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A session fixture of the project's (autouse) may hold irqlab_guest, e.g. for a
+    kernel-log check after the suite, beside tests of their own guests."""
+    monkeypatch.setenv("IRQLAB_CACHE_DIR", "/proc/no-cache-here")
+    pytester.makeconftest(
+        "import pytest\n\n"
+        "@pytest.fixture(scope='session', autouse=True)\n"
+        "def check(irqlab_guest):\n    yield\n"
+    )
+    pytester.makepyfile("def test_it(irqlab_fresh_guest):\n    pass\n")
+    r = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:xdist")
+    r.assert_outcomes(errors=1)
+    out = r.stdout.str()
+    assert "two guests" not in out and "prerequisite missing" in out, out
+
+
+def test_path_errors_left_unread_fail_the_test_at_its_end() -> None:
+    """irqlab_agent's and irqlab_fresh_agent's end-of-test check."""
+    from types import SimpleNamespace
+
+    from irqlab.testing.plugin import _check_path_errors
+
+    events = [{"type": "path_error", "path": "read", "error": "EIO"}, {"type": "event"}]
+    client = SimpleNamespace(pending=lambda: list(events), drain_events=events.clear)
+    with pytest.raises(AssertionError, match=r"unexpected path errors: .*'path': 'read'"):
+        _check_path_errors(SimpleNamespace(fault=None), client)  # type: ignore[arg-type]
+    assert events == []  # drained
+    events.append({"type": "path_error"})
+    _check_path_errors(SimpleNamespace(fault="panic"), client)  # type: ignore[arg-type]

@@ -3,7 +3,6 @@ makes it connect again (issue 16 item 9); fakes stand in for paramiko."""
 
 from __future__ import annotations
 
-import io
 import threading
 from typing import Any
 
@@ -22,14 +21,17 @@ class FakeChannel:
     def exec_command(self, cmd: str) -> None:
         self.commands.append(cmd)
 
-    def makefile_stdin(self, mode: str) -> io.BytesIO:
-        return io.BytesIO()
+    def recv(self, n: int) -> bytes:
+        return b""
 
-    def makefile(self, mode: str) -> io.BytesIO:
-        return io.BytesIO(b"")
+    def recv_stderr(self, n: int) -> bytes:
+        return b""
 
-    def makefile_stderr(self, mode: str) -> io.BytesIO:
-        return io.BytesIO(b"")
+    def sendall(self, data: bytes) -> None:
+        pass
+
+    def shutdown_write(self) -> None:
+        pass
 
 
 class FakeTransport:

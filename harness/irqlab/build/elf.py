@@ -1,7 +1,9 @@
-"""Just enough ELF to find what a binary needs at run time (DT_NEEDED, PT_INTERP).
+"""Just enough ELF to find what a binary needs at run time (DT_NEEDED, PT_INTERP), and
+what a kernel module declares (its ``.modinfo`` section: parameters, dependencies).
 
 Used to pick the shared libraries that go into the guest image and to prove,
-at build time, that every binary there will find its libraries.
+at build time, that every binary there will find its libraries; and to check a
+guest's module parameters against the module before anything boots.
 """
 
 from __future__ import annotations
@@ -17,7 +19,10 @@ __all__ = [
     "DynInfo",
     "ElfError",
     "dyn_info",
+    "elf_section",
     "is_elf",
+    "modinfo",
+    "module_parameters",
     "read_dyn_info",
 ]
 
@@ -52,6 +57,56 @@ def elf_machine(data: bytes) -> int:
         raise ElfError("not an ELF file")
     machine: int = struct.unpack_from("<H" if data[5] == 1 else ">H", data, 18)[0]
     return machine
+
+
+def elf_section(data: bytes, name: str) -> bytes | None:
+    """The contents of the section *name* of a 64-bit ELF image (either byte order), or
+    None when it has no such section."""
+    if data[:4] != ELF_MAGIC:
+        raise ElfError("not an ELF file")
+    if data[4] != 2:
+        raise ElfError("only 64-bit ELF is supported")
+    order = "<" if data[5] == 1 else ">"
+    try:
+        shoff = struct.unpack_from(order + "Q", data, 0x28)[0]
+        shentsize, shnum, shstrndx = struct.unpack_from(order + "HHH", data, 0x3A)
+
+        def section(i: int) -> tuple[int, int, int]:  # (name offset, file offset, size)
+            sh = struct.unpack_from(order + "IIQQQQ", data, shoff + i * shentsize)
+            return sh[0], sh[4], sh[5]
+
+        if shnum == 0 or shstrndx >= shnum:
+            return None
+        _, names_at, names_size = section(shstrndx)
+        names = data[names_at : names_at + names_size]
+        for i in range(shnum):
+            at, offset, size = section(i)
+            if names[at : names.find(b"\0", at)] == name.encode():
+                return data[offset : offset + size]
+    except struct.error as e:
+        raise ElfError(f"truncated ELF image: {e}") from e
+    return None
+
+
+def modinfo(data: bytes) -> list[tuple[str, str]]:
+    """A kernel module's ``.modinfo`` entries (``key=value``, in order), as ``modinfo``
+    reads them; [] without that section."""
+    section = elf_section(data, ".modinfo") or b""
+    entries = (e.decode(errors="replace") for e in section.split(b"\0") if b"=" in e)
+    return [(k, v) for k, _, v in (e.partition("=") for e in entries)]
+
+
+def module_parameters(data: bytes) -> dict[str, str]:
+    """The parameters a kernel module declares, {name: type} (``parmtype=``; "" for one
+    with only a description, ``parm=``), the list ``modinfo -p`` shows."""
+    params: dict[str, str] = {}
+    for key, value in modinfo(data):
+        if key in ("parm", "parmtype") and ":" in value:
+            name, _, rest = value.partition(":")
+            params.setdefault(name, "")
+            if key == "parmtype":
+                params[name] = rest
+    return params
 
 
 def dyn_info(data: bytes) -> DynInfo:

@@ -15,10 +15,12 @@ Device level (a QEMU under the qtest accelerator, no guest):
 booted guest: a guest's device is ``irqlab_device`` / ``irqlab_fresh_device``.
 
 Booted guest (end to end): ``irqlab_guest`` (session), ``irqlab_agent``,
-``irqlab_device``, ``irqlab_wait_stats``; ``irqlab_fresh_guest`` and
-``irqlab_fresh_device`` for a guest of the test's own, configured by
+``irqlab_device``, ``irqlab_wait_stats``; ``irqlab_fresh_guest``, ``irqlab_fresh_agent``
+and ``irqlab_fresh_device`` for a guest of the test's own (a test uses one guest: mixing
+the two kinds, or the marker with the shared guest's fixtures, is an error), configured by
 ``@pytest.mark.irqlab(device={...}, module={...}, smp=N, gpio_edges=LINES,
-modules=[KO, ...], files={GUEST_PATH: FILE}, load_irqlab=True)``.
+modules=[KO, ...], files={GUEST_PATH: FILE}, load_irqlab=True)`` (relative KO and
+FILE paths are relative to the test file's directory).
 
 When a test that started machines fails, the report gets a section naming their logs;
 for the shared guest, the test's own part of the console log and of the agent's streams
@@ -31,9 +33,9 @@ import contextlib
 import os
 import re
 import sys
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, NoReturn, Protocol
 
 import pytest
 
@@ -42,7 +44,7 @@ from irqlab.testing.diagnostics import GuestDiagnostics
 from irqlab.testing.logslice import LogSlicer
 from irqlab.vm import accel
 from irqlab.vm.machine import Machine, MachineConfig
-from irqlab.vm.qmp.injector import Injector
+from irqlab.vm.qmp.injector import DEVICE_ID, DEVICE_TYPE, Injector
 
 if TYPE_CHECKING:
     from irqlab.build.qemu import QemuInstall
@@ -53,12 +55,13 @@ if TYPE_CHECKING:
 _MACHINES = pytest.StashKey[list[Machine]]()
 _GUEST_LOGS = pytest.StashKey[tuple[LogSlicer, Path]]()
 _DIAGNOSTICS = pytest.StashKey[list[tuple[GuestDiagnostics, Path]]]()
+QTEST_DEVICE = f"{DEVICE_TYPE},id={DEVICE_ID}"  # the qtest machines' device, as a guest's
 
 
 class QtestMachineFactory(Protocol):
     def __call__(
         self,
-        device: str = "irqlab,id=irq0",
+        device: str = QTEST_DEVICE,
         *,
         extra_args: Sequence[str] = (),
         machine: str = "q35",
@@ -87,6 +90,31 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "$IRQLAB_LOG_DIR; default .irqlab/logs)",
         default="",
     )
+
+
+def _choices(env: str) -> tuple[str, ...] | None:
+    """The values the option of *env* may take (the library's lists), None: any."""
+    if env == accel.ENV_VAR:
+        return accel.CHOICES
+    if env == "IRQLAB_IMAGE":
+        from irqlab.vm.guest import IMAGE_KINDS
+
+        return IMAGE_KINDS
+    return None
+
+
+def check_options(config: pytest.Config) -> None:
+    """A value no test could use (``--irqlab-accel bogus``, or its environment variable
+    when the option is not given) is a usage error at startup, naming the option."""
+    for option, env, _ in _OPTIONS:
+        given = config.getoption(option)
+        value = given or os.environ.get(env, "")
+        choices = _choices(env) if value else None
+        said = value.strip().lower() if env == accel.ENV_VAR else value  # as the library reads it
+        if choices is None or said in choices:
+            continue
+        where = f"{option} {value!r}" if given else f"${env}={value!r} (no {option} given)"
+        raise pytest.UsageError(f"{where}: use one of {', '.join(choices)}")
 
 
 def apply_options(config: pytest.Config) -> None:
@@ -159,7 +187,7 @@ def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object
 def irqlab_qtest_factory(
     request: pytest.FixtureRequest, irqlab_qemu: QemuInstall, irqlab_log_dir: Path
 ) -> Generator[QtestMachineFactory, None, None]:
-    """``factory(device="irqlab,id=irq0", *, extra_args=(), machine="q35",
+    """``factory(device="irqlab,id=irqlab0", *, extra_args=(), machine="q35",
     memory="128M")`` starts a device-level QEMU (``-accel qtest``, no guest: the test
     drives MMIO and sees interrupt lines through qtest); all are stopped at teardown."""
     started: list[Machine] = []
@@ -167,7 +195,7 @@ def irqlab_qtest_factory(
     log_root = _test_log_root(request, irqlab_log_dir)
 
     def start(
-        device: str = "irqlab,id=irq0",
+        device: str = QTEST_DEVICE,
         *,
         extra_args: Sequence[str] = (),
         machine: str = "q35",
@@ -204,7 +232,8 @@ def irqlab_qtest_factory(
 
 @pytest.fixture
 def irqlab_qtest_machine(irqlab_qtest_factory: QtestMachineFactory) -> Machine:
-    """One device-level QEMU (qtest, no guest) with ``-device irqlab,id=irq0``."""
+    """One device-level QEMU (qtest, no guest) with ``-device irqlab,id=irqlab0`` (the
+    id guests have too: :data:`irqlab.vm.qmp.injector.DEVICE_ID`)."""
     return irqlab_qtest_factory()
 
 
@@ -213,7 +242,7 @@ def irqlab_qtest_injector(irqlab_qtest_machine: Machine) -> Injector:
     """The injector of :func:`irqlab_qtest_machine`'s device: QMP to a qtest QEMU with
     no guest.  To inject into a booted guest use ``irqlab_device`` (or
     ``irqlab_fresh_device``) instead."""
-    return Injector(irqlab_qtest_machine, "irq0")
+    return Injector(irqlab_qtest_machine)
 
 
 def start_guest(config: GuestConfig | None = None) -> Guest:
@@ -224,7 +253,8 @@ def start_guest(config: GuestConfig | None = None) -> Guest:
     from dataclasses import replace
 
     from irqlab.testing.parallel import run_log_dir
-    from irqlab.vm.guest import Guest, GuestConfig, PrerequisiteMissing
+    from irqlab.vm.guest import Guest, GuestConfig, GuestConfigError, PrerequisiteMissing
+    from irqlab.vm.machine import QemuExited
 
     config = config or GuestConfig(name="e2e")
     if config.log_dir is None and _RUNNING:  # its logs beside the test's other logs
@@ -234,10 +264,17 @@ def start_guest(config: GuestConfig | None = None) -> Guest:
     try:
         g.start()  # stops whatever it started when it fails
     except (PrerequisiteMissing, paths.CacheDirError) as e:
-        missing = str(e)
+        why = f"end-to-end prerequisite missing: {e}"
+    except GuestConfigError as e:  # e.g. module={"nosuch": 1}, before anything booted
+        why = f"the guest's configuration cannot work: {e}"
+    except QemuExited as e:  # QEMU refused its command line: its own words first
+        why = (
+            f"QEMU refused to start the guest {config.name!r}:\n{e.said}\n"
+            f"(exit status {e.status}; {e.logs})"
+        )
     else:
         return g
-    pytest.fail(f"end-to-end prerequisite missing: {missing}", pytrace=False)
+    pytest.fail(why, pytrace=False)
 
 
 @contextlib.contextmanager
@@ -299,6 +336,7 @@ def pytest_configure(config: pytest.Config) -> None:
         and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
     ):
         signal.signal(signal.SIGTERM, _terminate)
+    check_options(config)
     apply_options(config)
     config.addinivalue_line(
         "markers",
@@ -311,7 +349,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def fresh_guest_config(request: pytest.FixtureRequest, log_dir: Path | None = None) -> GuestConfig:
-    """The GuestConfig of a test's own guest, from its ``@pytest.mark.irqlab(...)``."""
+    """The GuestConfig of a test's own guest, from its ``@pytest.mark.irqlab(...)``; a
+    value that cannot work fails the test here, before anything boots.  Relative paths
+    in ``modules=`` and ``files=`` are relative to the test file's directory."""
     from irqlab.vm.guest import GuestConfig
 
     marker = request.node.get_closest_marker("irqlab")
@@ -324,21 +364,52 @@ def fresh_guest_config(request: pytest.FixtureRequest, log_dir: Path | None = No
             f"{sorted(unknown)} {marker.args if marker is not None else ()})",
             pytrace=False,
         )
-    params = dict(kw.get("module") or {})
+    device, module, files = (_marker_mapping(kw, k) for k in ("device", "module", "files"))
+    params = dict(module)
     edges = kw.get("gpio_edges")
     if edges is not None:
         params["gpio_edges"] = gpio_mask(edges)
+    smp = kw.get("smp", 1)
+    if type(smp) is not int or smp < 1:
+        _marker_error(f"smp={smp!r}", "give the number of vCPUs, an int of at least 1")
+    modules = kw.get("modules") or ()
+    if isinstance(modules, (str, Path)) or not isinstance(modules, Iterable):
+        _marker_error(f"modules={modules!r}", "give a list of .ko files")
+    here = request.node.path.parent
     return GuestConfig(
         name="fresh",
-        device_props=dict(kw.get("device") or {}),
+        device_props=dict(device),
         module_params=params,
-        smp=int(kw.get("smp", 1)),
+        smp=smp,
         hotplug=bool(kw.get("hotplug", False)),
         log_dir=log_dir,
-        extra_modules=list(kw.get("modules") or ()),
-        extra_files=dict(kw.get("files") or {}),
+        extra_modules=[_marker_file(here, "modules", m) for m in modules],
+        extra_files={str(g): _marker_file(here, "files", f) for g, f in files.items()},
         load_irqlab=bool(kw.get("load_irqlab", True)),
     )
+
+
+def _marker_error(argument: str, problem: str) -> NoReturn:
+    pytest.fail(f"@pytest.mark.irqlab({argument}): {problem}", pytrace=False)
+
+
+def _marker_mapping(kw: Mapping[str, object], key: str) -> Mapping[str, object]:
+    value = kw.get(key) or {}
+    if not isinstance(value, Mapping):
+        _marker_error(f"{key}={value!r}", "give a dict")
+    return value
+
+
+def _marker_file(here: Path, key: str, name: object) -> Path:
+    """A file the marker names: absolute, or relative to the test file's directory
+    *here* (not the current directory); it must exist."""
+    if not isinstance(name, (str, os.PathLike)):
+        _marker_error(f"{key}=...", f"{name!r} is not a path")
+    path = Path(name).expanduser()
+    path = (here / path).resolve() if not path.is_absolute() else path
+    if not path.is_file():
+        _marker_error(f"{key}=...", f"not found: {path}")
+    return path
 
 
 def gpio_mask(edges: object) -> int:
@@ -380,6 +451,87 @@ def irqlab_fresh_device(irqlab_fresh_guest: Guest) -> DeviceControl:
     from irqlab.testing.helpers import DeviceControl
 
     return DeviceControl(irqlab_fresh_guest)
+
+
+@pytest.fixture
+def irqlab_fresh_agent(irqlab_fresh_guest: Guest) -> Generator[AgentClient, None, None]:
+    """The agent of :func:`irqlab_fresh_guest`, reset as ``irqlab_agent`` is (no armed
+    paths or open files, device counters zero); a path error the test left unread fails
+    it at its end, as with ``irqlab_agent``."""
+    irqlab_fresh_guest.reset()
+    client = irqlab_fresh_guest.agent
+    yield client
+    _check_path_errors(irqlab_fresh_guest, client)
+
+
+def _check_path_errors(guest: Guest, client: AgentClient) -> None:
+    """End of a test: no path error the test did not read (then the events are dropped)."""
+    if guest.fault is not None:
+        return  # the test's own failure names the cause; the next test gets a new guest
+    errors = [e for e in client.pending() if e.get("type") == "path_error"]
+    client.drain_events()
+    assert not errors, f"unexpected path errors: {errors}"
+
+
+# A test uses one guest: the shared one's fixtures, or those of a guest of its own (the
+# counterpart named here; None: none, take the helper over the fresh agent).
+_SHARED_TO_FRESH = {
+    "irqlab_guest": "irqlab_fresh_guest",
+    "irqlab_agent": "irqlab_fresh_agent",
+    "irqlab_device": "irqlab_fresh_device",
+    "irqlab_wait_stats": None,
+}
+_FRESH = ("irqlab_fresh_guest", "irqlab_fresh_agent", "irqlab_fresh_device")
+
+
+def _shared_fixtures(item: pytest.Item) -> list[str]:
+    """The shared guest's fixtures *item* uses: those in its closure, except
+    ``irqlab_guest`` unless the test asks for it itself (a conftest's autouse session
+    fixture may hold it, e.g. for a check of the guest's kernel log)."""
+    closure = set(getattr(item, "fixturenames", ()))
+    own: set[str] = set()
+    if isinstance(item, pytest.Function):
+        import inspect
+
+        own = set(inspect.signature(item.function).parameters)
+        own.update(n for m in item.iter_markers("usefixtures") for n in m.args)
+    return [n for n in _SHARED_TO_FRESH if n in closure and (n != "irqlab_guest" or n in own)]
+
+
+def _instead(shared: list[str]) -> str:
+    return ", ".join(
+        f"{_SHARED_TO_FRESH[n]} for {n}"
+        if _SHARED_TO_FRESH[n]
+        else f"irqlab.testing.helpers.wait_file_stats(irqlab_fresh_agent, ...) for {n}"
+        for n in shared
+    )
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Refuse, before any guest starts, a test that would get another guest than it
+    asks for: the marker with the shared guest's fixtures (the shared guest keeps its
+    defaults), or the shared guest's fixtures beside a guest of the test's own (two
+    guests, the agent of one and the device of the other)."""
+    shared = _shared_fixtures(item)
+    if not shared:
+        return
+    names = ", ".join(shared)
+    fresh = [n for n in _FRESH if n in getattr(item, "fixturenames", ())]
+    if fresh:
+        pytest.fail(
+            f"{item.name} uses the shared guest's {names} and a guest of its own "
+            f"({', '.join(fresh)}): that is two guests. Use the own guest's fixtures only "
+            f"({_instead(shared)}), or the shared guest's only",
+            pytrace=False,
+        )
+    if item.get_closest_marker("irqlab") is not None:
+        pytest.fail(
+            f"@pytest.mark.irqlab configures a guest of the test's own, but {item.name} "
+            f"uses the shared guest ({names}), which keeps its defaults: use "
+            f"irqlab_fresh_guest & co ({_instead(shared)})",
+            pytrace=False,
+        )
 
 
 def _guest_logs(guest: Guest) -> dict[str, Path]:
@@ -431,11 +583,7 @@ def irqlab_agent(
         (GuestDiagnostics.start(irqlab_guest), _test_log_root(request, irqlab_log_dir))
     )
     yield client
-    if irqlab_guest.fault is not None:
-        return  # the test's own failure names the cause; the next test gets a new guest
-    errors = [e for e in client.pending() if e.get("type") == "path_error"]
-    client.drain_events()
-    assert not errors, f"unexpected path errors: {errors}"
+    _check_path_errors(irqlab_guest, client)
 
 
 @pytest.fixture

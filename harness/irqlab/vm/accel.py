@@ -29,6 +29,7 @@ from irqlab.paths import cache_dir
 from irqlab.vm import probe_rom, proc
 
 __all__ = [
+    "CHOICES",
     "DEFAULT_TIMEOUT",
     "ENV_VAR",
     "KVM_DEVICE",
@@ -47,6 +48,7 @@ __all__ = [
 
 Accel = Literal["kvm", "tcg"]
 ENV_VAR = "IRQLAB_ACCEL"
+CHOICES = ("kvm", "tcg", "auto")  # what $IRQLAB_ACCEL (and --irqlab-accel) may say
 KVM_DEVICE = Path("/dev/kvm")
 DEFAULT_TIMEOUT = 5.0  # a working KVM reaches long mode in milliseconds
 

@@ -375,6 +375,12 @@ class AgentClient:
             self._err_reader.join(timeout)
         if self._on_close is not None:
             self._on_close()
+        # the agent's output streams too, once nothing reads them (a reader still
+        # blocked would hold the stream's lock)
+        for stream, reader in ((self._stdout, self._reader), (self._stderr, self._err_reader)):
+            if stream is not None and (reader is None or not reader.is_alive()):
+                with contextlib.suppress(OSError, ValueError):
+                    stream.close()
         for f in (self._rx_log, self._tx_log, self._err_log):
             f.close()
 

@@ -41,6 +41,7 @@ from irqlab.errors import IrqlabError
 from irqlab.paths import log_dir
 from irqlab.vm.agent_client import AgentClient, AgentError
 from irqlab.vm.health import Fault, GuestFault, HealthWatch
+from irqlab.vm.qmp.injector import DEVICE_ID, DEVICE_TYPE
 
 if TYPE_CHECKING:
     from irqlab.build.arch import Arch
@@ -49,7 +50,14 @@ if TYPE_CHECKING:
     from irqlab.vm.accel import AccelChoice
     from irqlab.vm.machine import Machine
     from irqlab.vm.qmp.injector import Injector
-from irqlab.vm.ssh import CommandError, RemoteProcess, RunResult, SshClient, SshError
+from irqlab.vm.ssh import (
+    CommandError,
+    RemoteProcess,
+    RunResult,
+    SshClient,
+    SshError,
+    channel_files,
+)
 
 __all__ = [
     "AGENT_LOG",
@@ -60,11 +68,14 @@ __all__ = [
     "HEARTBEAT_MS",
     "HOTPLUG_PORT",
     "IMAGE_EXTRA_PACKAGES",
+    "IMAGE_KINDS",
     "Guest",
     "GuestConfig",
+    "GuestConfigError",
     "GuestError",
     "PrerequisiteMissing",
     "check_module_arch",
+    "check_module_params",
     "device_arg",
     "ensure_snapshot",
     "env_kmod",
@@ -76,7 +87,6 @@ __all__ = [
 ]
 
 _T = TypeVar("_T")
-DEVICE_TYPE = "irqlab"
 EXTRA_DIR = "/root/irqlab-extra"  # where GuestConfig.extra_modules go in the guest
 AGENT_PORT = 7707  # the agent daemon listens on the guest's loopback, reached by SSH forward
 AGENT_LOG = "/run/irqlab-agent.log"  # the daemon's stderr in the guest
@@ -90,6 +100,11 @@ class PrerequisiteMissing(IrqlabError, RuntimeError):
 
 class GuestError(IrqlabError, RuntimeError):
     pass
+
+
+class GuestConfigError(GuestError):
+    """The GuestConfig asks for something its guest cannot take (a module parameter the
+    module does not have); raised before anything boots."""
 
 
 GUEST_SSH_PORT = 22
@@ -132,10 +147,13 @@ HOTPLUG_PORT = "irqlab-rp0"  # the PCIe root port our device sits behind with ho
 IMAGE_EXTRA_PACKAGES = ("gpiod",)
 
 
+IMAGE_KINDS = ("debian", "buildroot")  # what $IRQLAB_IMAGE may say; the first is the default
+
+
 def image_kind() -> str:
     """Which guest image to boot: $IRQLAB_IMAGE, ``debian`` (default) or ``buildroot``."""
-    kind = os.environ.get("IRQLAB_IMAGE", "debian")
-    if kind not in ("debian", "buildroot"):
+    kind = os.environ.get("IRQLAB_IMAGE", IMAGE_KINDS[0])
+    if kind not in IMAGE_KINDS:
         raise PrerequisiteMissing(f"IRQLAB_IMAGE={kind!r}: use 'debian' or 'buildroot'")
     return kind
 
@@ -155,6 +173,8 @@ def check_module_arch(ko: Path, arch: Arch, what: str) -> None:
     try:
         with ko.open("rb") as f:
             machine = elf_machine(f.read(64))
+    except FileNotFoundError as e:
+        raise PrerequisiteMissing(f"{what} not found: {ko.absolute()}") from e
     except (OSError, ElfError) as e:
         raise PrerequisiteMissing(f"{what} {ko} is not a kernel module: {e}") from e
     if machine == arch.elf_machine:
@@ -164,6 +184,28 @@ def check_module_arch(ko: Path, arch: Arch, what: str) -> None:
         f"{what} {ko} is built for {built or f'ELF machine {machine}'}, but the guest is "
         f"{arch.name}: build it against the {arch.name} guest's kernel with `make "
         f"$(irqlab kdir --arch {arch.name} --make-args) M=$PWD modules`"
+    )
+
+
+def check_module_params(ko: Path, params: Mapping[str, Any]) -> None:
+    """Refuse, before anything boots, parameters *params* that the module *ko* does not
+    declare (its .modinfo ``parm``/``parmtype`` entries, as ``modinfo -p`` lists them):
+    the kernel would only log "unknown parameter ... ignored"."""
+    from irqlab.build.elf import ElfError, module_parameters
+
+    if not params:
+        return
+    try:
+        declared = module_parameters(ko.read_bytes())
+    except (OSError, ElfError) as e:
+        raise PrerequisiteMissing(f"cannot read the parameters of {ko}: {e}") from e
+    unknown = sorted(set(params) - set(declared))
+    if not unknown:
+        return
+    valid = ", ".join(f"{n} ({t})" if t else n for n, t in sorted(declared.items()))
+    raise GuestConfigError(
+        f"unknown parameter{'s' if len(unknown) > 1 else ''} of {ko.name}: "
+        f"{', '.join(unknown)}; its parameters are: {valid or '(none)'}"
     )
 
 
@@ -227,7 +269,7 @@ def host_cpu_model() -> str:
 
 @dataclass
 class GuestConfig:
-    device_id: str = "irqlab0"
+    device_id: str = DEVICE_ID
     device_props: dict[str, Any] = field(default_factory=dict)
     module_params: dict[str, Any] = field(default_factory=dict)
     smp: int = 1
@@ -348,15 +390,19 @@ class Guest:
 
     def find_prerequisites(self) -> tuple[QemuInstall, GuestImage, Path]:
         """(QemuInstall, GuestImage, module .ko) or :class:`PrerequisiteMissing`; the
-        extra modules are checked to be the guest architecture's first."""
+        extra modules are checked to be the guest architecture's first, the module
+        parameters to be the module's (:class:`GuestConfigError`)."""
         arch = self.arch
         for mod in self.config.extra_modules:
             check_module_arch(Path(mod), arch, "extra module")
         if image_kind() == "buildroot":
-            return self._find_buildroot(arch)
-        if arch.name != "x86_64":
-            return self._find_other_arch(arch)
-        return self._find_x86_64()
+            found = self._find_buildroot(arch)
+        elif arch.name != "x86_64":
+            found = self._find_other_arch(arch)
+        else:
+            return self._find_x86_64()  # checks the parameters before the image
+        check_module_params(found[2], self.config.module_params)
+        return found
 
     @staticmethod
     def _find_qemu(arch: Any) -> QemuInstall:
@@ -394,6 +440,7 @@ class Guest:
     def _find_x86_64(self) -> tuple[QemuInstall, GuestImage, Path]:
         qemu = self._find_qemu(self.arch)
         ko = find_kmod()
+        check_module_params(ko, self.config.module_params)  # before an image build
         from irqlab.build.image import ensure_image
 
         extra = tuple(dict.fromkeys((*IMAGE_EXTRA_PACKAGES, *self.config.extra_packages)))
@@ -1037,9 +1084,10 @@ class Guest:
         chan = self.ssh.open_forward("127.0.0.1", AGENT_PORT)
         paths = self.machine.paths if self.machine is not None else None
         logs = paths.log_dir if paths is not None else log_dir()
+        stdin, stdout, _ = channel_files(chan)
         client = AgentClient(
-            chan.makefile_stdin("wb"),  # type: ignore[arg-type]
-            chan.makefile("rb"),  # type: ignore[arg-type]
+            stdin,
+            stdout,
             None,
             name="agent",
             logs=logs,

@@ -42,6 +42,7 @@ __all__ = [
     "Machine",
     "MachineConfig",
     "MachineError",
+    "QemuExited",
     "RunPaths",
     "build_argv",
     "remove_stale_sock_dirs",
@@ -52,6 +53,16 @@ _counter = itertools.count(1)
 
 class MachineError(IrqlabError, RuntimeError):
     """QEMU failed to start, died, or did not stop; the message names the log files."""
+
+
+class QemuExited(MachineError):
+    """QEMU exited by itself while starting, typically refusing its command line (a bad
+    device property); :attr:`said` is the end of its output (its own error message),
+    :attr:`status` its exit status, :attr:`logs` where the logs are."""
+
+    def __init__(self, message: str, *, status: int | None, said: str, logs: str) -> None:
+        super().__init__(message)
+        self.status, self.said, self.logs = status, said, logs
 
 
 @dataclass(frozen=True)
@@ -228,10 +239,16 @@ class Machine:
             self._start()
         except BaseException as e:
             why = self._exit_summary()
+            exited = self._proc is not None and self._proc.poll() is not None
+            said = self.stderr_tail()
             self.close()
-            if isinstance(e, MachineError | QMPFailure | OSError | TimeoutError):
-                raise MachineError(f"{self.config.name}: QEMU failed to start: {e}{why}") from e
-            raise
+            if not isinstance(e, MachineError | QMPFailure | OSError | TimeoutError):
+                raise
+            msg = f"{self.config.name}: QEMU failed to start: {e}{why}"
+            if exited and self._proc is not None:
+                logs = self.describe_logs()
+                raise QemuExited(msg, status=self._proc.returncode, said=said, logs=logs) from e
+            raise MachineError(msg) from e
         return self
 
     def _start(self) -> None:

@@ -20,6 +20,7 @@ Pitfalls this module handles (see BRIEF.md):
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import posixpath
 import shlex
@@ -28,7 +29,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any, NamedTuple, Protocol
+from typing import Any, BinaryIO, NamedTuple, Protocol
 
 import paramiko
 
@@ -36,11 +37,13 @@ from irqlab.errors import IrqlabError
 
 __all__ = [
     "RETRYABLE",
+    "ChannelStream",
     "CommandError",
     "RemoteProcess",
     "RunResult",
     "SshClient",
     "SshError",
+    "channel_files",
     "load_private_key",
 ]
 
@@ -154,15 +157,80 @@ def load_private_key(path: Path) -> paramiko.PKey:
     raise SshError(f"cannot load private key {path}: {'; '.join(errors)}")
 
 
+class ChannelStream(io.RawIOBase):
+    """One direction of a paramiko channel as a raw stream: ``"stdout"`` and ``"stderr"``
+    read (``recv``/``recv_stderr``), ``"stdin"`` writes (``sendall``; closing it sends EOF).
+
+    Instead of paramiko's ``makefile()`` objects: their ``__del__`` flushes a
+    ``BytesIO`` even when closed, and when they die in a garbage cycle (a failed test's
+    traceback holding a guest's agent) the cycle collector may have closed that
+    ``BytesIO`` first, which pytest reports as ``PytestUnraisableExceptionWarning ...
+    ValueError: I/O operation on closed file``.  Python's io classes close once and
+    quietly.  Wrap it in :func:`channel_files`' buffered streams."""
+
+    def __init__(self, channel: paramiko.Channel, which: str) -> None:
+        if which not in ("stdin", "stdout", "stderr"):
+            raise ValueError(f"ChannelStream: {which!r} is not stdin, stdout or stderr")
+        super().__init__()
+        self.channel = channel
+        self.which = which
+
+    def readable(self) -> bool:
+        return self.which != "stdin"
+
+    def writable(self) -> bool:
+        return self.which == "stdin"
+
+    def readinto(self, buffer: Any) -> int:
+        if not self.readable():
+            raise io.UnsupportedOperation("stdin is not readable")
+        recv = self.channel.recv_stderr if self.which == "stderr" else self.channel.recv
+        data = recv(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def write(self, data: Any) -> int:
+        if not self.writable():
+            raise io.UnsupportedOperation(f"{self.which} is not writable")
+        chunk = bytes(data)
+        self.channel.sendall(chunk)
+        return len(chunk)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        try:
+            if self.which == "stdin":
+                with contextlib.suppress(OSError, EOFError):
+                    self.channel.shutdown_write()
+        finally:
+            super().close()
+
+
+def channel_files(channel: paramiko.Channel) -> tuple[BinaryIO, BinaryIO, BinaryIO]:
+    """(stdin, stdout, stderr) of *channel* as buffered binary streams over
+    :class:`ChannelStream` (closing stdin sends EOF; closing the others only frees them)."""
+    return (
+        io.BufferedWriter(ChannelStream(channel, "stdin")),
+        io.BufferedReader(ChannelStream(channel, "stdout")),
+        io.BufferedReader(ChannelStream(channel, "stderr")),
+    )
+
+
+def _read_all(recv: Callable[[int], bytes]) -> bytes:
+    chunks: list[bytes] = []
+    while chunk := recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 class RemoteProcess:
     """A long-running command on its own channel, with file-like stdio."""
 
     def __init__(self, channel: paramiko.Channel, cmd: str) -> None:
         self.channel = channel
         self.cmd = cmd
-        self.stdin: IO[bytes] = channel.makefile_stdin("wb")  # type: ignore[assignment]
-        self.stdout: IO[bytes] = channel.makefile("rb")  # type: ignore[assignment]
-        self.stderr: IO[bytes] = channel.makefile_stderr("rb")  # type: ignore[assignment]
+        self.stdin, self.stdout, self.stderr = channel_files(channel)
 
     def exit_status(self, timeout: float | None = None) -> int | None:
         """The exit status, or None if the command still runs after *timeout* s."""
@@ -171,15 +239,18 @@ class RemoteProcess:
         return self.channel.recv_exit_status()
 
     def close_stdin(self) -> None:
-        with contextlib.suppress(OSError, EOFError):
+        with contextlib.suppress(OSError, EOFError, ValueError):
             self.stdin.close()
-            self.channel.shutdown_write()
 
     def close(self, timeout: float = 5.0) -> None:
-        """Close stdin (the command's cue to exit), wait for its exit status, close."""
+        """Close stdin (the command's cue to exit), wait for its exit status, close the
+        channel and the output streams."""
         self.close_stdin()
         self.channel.status_event.wait(timeout)
         self.channel.close()
+        for f in (self.stdout, self.stderr):
+            with contextlib.suppress(OSError, ValueError):
+                f.close()
 
 
 class SshClient:
@@ -375,12 +446,17 @@ class SshClient:
 
     @staticmethod
     def _collect(chan: paramiko.Channel, timeout: float) -> tuple[bytes, bytes]:
-        """Read stdout and stderr to EOF (stderr in a helper thread)."""
+        """Read stdout and stderr to EOF (stderr in a helper thread), straight from the
+        channel (no file objects to close)."""
         err: list[bytes] = []
-        errf = chan.makefile_stderr("rb")
-        t = threading.Thread(target=lambda: err.append(errf.read()), daemon=True)
+
+        def read_stderr() -> None:
+            with contextlib.suppress(OSError, EOFError):
+                err.append(_read_all(chan.recv_stderr))
+
+        t = threading.Thread(target=read_stderr, daemon=True)
         t.start()
-        out = chan.makefile("rb").read()
+        out = _read_all(chan.recv)
         t.join(timeout)
         return out, (err[0] if err else b"")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,18 @@ from irqlab.vm.qmp.errors import QMPCommandError, QMPFailure
 __all__ = [
     "SyncQMP",
 ]
+
+
+class _HeldRecords(logging.Filter):
+    """Keeps a logger's records instead of letting them through."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        self.records.append(record)
+        return False
 
 
 class SyncQMP:
@@ -64,6 +77,12 @@ class SyncQMP:
             if not exited.done():
                 exited.set_result(None)
 
+        # qemu.qmp logs a failed negotiation at ERROR (with a traceback at CRITICAL): held
+        # back here, and dropped when the cause is QEMU's exit, which the caller reports
+        # with QEMU's own words (a bad -device property, say)
+        held = _HeldRecords()
+        logger = self._client.logger
+        logger.addFilter(held)
         if exit_fd is not None:
             loop.add_reader(exit_fd, on_exit)
         task = asyncio.ensure_future(self._client.accept())
@@ -71,17 +90,25 @@ class SyncQMP:
             done, _ = await asyncio.wait(
                 {task, exited}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
             )
+            failed = task in done and task.exception() is not None
+            if failed and exit_fd is not None:  # QEMU closing the socket as it exits?
+                await asyncio.wait({exited}, timeout=1.0)
+            if task not in done:
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
         finally:
             if exit_fd is not None:
                 loop.remove_reader(exit_fd)
-        if task in done:
+            logger.removeFilter(held)
+        connected = task.done() and not task.cancelled() and task.exception() is None
+        if exited.done() and not connected:
+            raise QMPFailure("QEMU exited before connecting to the QMP socket")
+        for record in held.records:
+            logger.handle(record)
+        if task.done() and not task.cancelled():
             task.result()
             return
-        task.cancel()
-        with contextlib.suppress(BaseException):
-            await task
-        if exited in done:
-            raise QMPFailure("QEMU exited before connecting to the QMP socket")
         raise QMPFailure(f"QEMU did not connect to the QMP socket within {timeout} s")
 
     @property

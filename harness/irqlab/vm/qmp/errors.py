@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from irqlab.errors import IrqlabError
 
@@ -10,6 +10,7 @@ __all__ = [
     "DeviceRejected",
     "InjectionError",
     "InvalidArgument",
+    "OutOfRange",
     "QMPCommandError",
     "QMPFailure",
 ]
@@ -48,3 +49,45 @@ class DeviceRejected(InjectionError):
 
 class InvalidArgument(InjectionError, ValueError):
     """Refused client side: the value can never be valid for this device."""
+
+
+class OutOfRange(InvalidArgument):
+    """A number outside what the device takes, said in decimal (hexadecimal for masks
+    and data words, where bits matter) and in its unit; *hi* None: no maximum worth
+    naming (the type's).  The parts are kept, so that a caller that converted the
+    user's value (a command line's ``--period-us``) can say it in the user's terms
+    with :meth:`in_unit`."""
+
+    def __init__(
+        self,
+        name: str,
+        value: int,
+        lo: int,
+        hi: int | None,
+        *,
+        unit: str = "",
+        hexadecimal: bool = False,
+    ) -> None:
+        self.name, self.value, self.lo, self.hi = name, value, lo, hi
+        self.unit = unit
+        self.hexadecimal = hexadecimal
+        number = (lambda v: f"{v:#x}") if hexadecimal else str
+        super().__init__(self._say(f"{name}=", number, unit))
+
+    def _say(self, label: str, number: Callable[[int], str], unit: str) -> str:
+        u = f" {unit}" if unit else ""
+        said = f"{label}{number(self.value)}{u}"
+        if self.hi is None:
+            low = self.value < self.lo
+            return (
+                f"{said} is below the minimum, {number(self.lo)}{u}"
+                if low
+                else f"{said} is too large"
+            )
+        return f"{said} out of range [{number(self.lo)}, {number(self.hi)}]{u}"
+
+    def in_unit(self, label: str, unit: str, per: float) -> str:
+        """The message for a value the caller took in *unit* (*per* of this error's unit
+        each) as *label*: ``in_unit("--period-us", "µs", 1000)`` of ``period_ns=1``
+        says ``--period-us 0.001 µs is below the minimum, 1 µs``."""
+        return self._say(f"{label} ", lambda v: f"{v / per:g}", unit)

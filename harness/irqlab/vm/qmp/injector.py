@@ -1,6 +1,6 @@
 """Typed interrupt injection into the irqlab device over QMP (``qom-set``/``qom-get``).
 
->>> inj = Injector(machine, "irq0")        # -device irqlab,id=irq0
+>>> inj = Injector(machine)        # -device irqlab,id=irqlab0 (DEVICE_ID, as irqlab starts it)
 >>> inj.pulse(3); inj.push(0xcafe); inj.burst(1000, period_ns=50_000)
 >>> inj.burst(500, period_ns=100_000, line=5)    # 500 edges on GPIO line 5
 >>> inj.counters().raised
@@ -13,13 +13,15 @@ message.  Nothing is measured here.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, TypedDict, Unpack
 
 from irqlab.contract.regs import QOM, REGS
-from irqlab.vm.qmp.errors import DeviceRejected, InvalidArgument, QMPCommandError
+from irqlab.vm.qmp.errors import DeviceRejected, InvalidArgument, OutOfRange, QMPCommandError
 from irqlab.vm.qmp.stats import Counters, Histogram
 
 __all__ = [
+    "DEVICE_ID",
+    "DEVICE_TYPE",
     "U32_MAX",
     "U64_MAX",
     "Injector",
@@ -27,6 +29,10 @@ __all__ = [
     "device_path",
 ]
 
+DEVICE_TYPE = "irqlab"  # the QOM type: -device irqlab,...
+# The id irqlab gives the device it starts (GuestConfig.device_id, `irqlab inject
+# --device-id`, the plugin's qtest machines), hence the QOM path device_path(DEVICE_ID).
+DEVICE_ID = "irqlab0"
 U32_MAX = (1 << 32) - 1
 U64_MAX = (1 << 64) - 1
 
@@ -42,18 +48,28 @@ def device_path(device_id: str) -> str:
     return f"/machine/peripheral/{device_id}"
 
 
-def _int(name: str, value: object, lo: int, hi: int) -> int:
+class _Style(TypedDict, total=False):
+    unit: str  # of a duration
+    hexadecimal: bool  # masks and data words
+
+
+def _int(name: str, value: object, lo: int, hi: int | None, **style: Unpack[_Style]) -> int:
+    """*value* checked to be an int in [*lo*, *hi*] (*hi* None: the u64 maximum, not
+    named in the error); the error says it in decimal (lines, counts, durations, in
+    their unit) or in hex (masks, data words): :class:`OutOfRange`."""
     if type(value) is not int:  # bool is an int subclass: refuse it too
         raise InvalidArgument(f"{name} must be an int, not {type(value).__name__} {value!r}")
-    if not lo <= value <= hi:
-        raise InvalidArgument(f"{name}={value:#x} out of range [{lo:#x}, {hi:#x}]")
+    if not lo <= value <= (U64_MAX if hi is None else hi):
+        raise OutOfRange(name, value, lo, hi, **style)
     return value
 
 
 class Injector:
     """The runtime QMP control surface of one irqlab device."""
 
-    def __init__(self, runner: QMPRunner, device_id: str = "irq0", *, path: str | None = None):
+    def __init__(
+        self, runner: QMPRunner, device_id: str = DEVICE_ID, *, path: str | None = None
+    ) -> None:
         self._runner = runner
         self.path = path if path is not None else device_path(device_id)
         self._gpio_lines: int | None = None
@@ -95,7 +111,7 @@ class Injector:
         return _int("line", line, 0, self.gpio_lines - 1)
 
     def _mask(self, mask: object) -> int:
-        m = _int("mask", mask, 0, U32_MAX)
+        m = _int("mask", mask, 0, U32_MAX, hexadecimal=True)
         if m & ~self.line_mask:
             raise InvalidArgument(
                 f"mask {m:#x} names lines beyond {QOM.PROP_GPIO_LINES}={self.gpio_lines} "
@@ -137,7 +153,7 @@ class Injector:
 
     def push(self, word: int) -> None:
         """Push one 32-bit word (one FIFO event; dropped and counted if the FIFO is full)."""
-        self.set(QOM.PROP_FIFO_PUSH, _int("word", word, 0, U32_MAX))
+        self.set(QOM.PROP_FIFO_PUSH, _int("word", word, 0, U32_MAX, hexadecimal=True))
 
     def push_many(self, words: Sequence[int], *, window: int = 8) -> None:
         """Push *words* in order with pipelined ``qom-set``s, up to *window* in flight.
@@ -146,7 +162,7 @@ class Injector:
         each reply before sending the next (needs a runner with ``qmp_many``,
         e.g. :class:`irqlab.vm.machine.Machine`).  Every word is checked before
         anything is sent."""
-        checked = [_int("word", w, 0, U32_MAX) for w in words]
+        checked = [_int("word", w, 0, U32_MAX, hexadecimal=True) for w in words]
         qmp_many = getattr(self._runner, "qmp_many", None)
         if qmp_many is None:
             raise InvalidArgument(f"{type(self._runner).__name__} cannot pipeline (no qmp_many)")
@@ -169,7 +185,7 @@ class Injector:
     def set_burst_period(self, period_ns: int) -> None:
         self.set(
             QOM.PROP_BURST_PERIOD_NS,
-            _int("period_ns", period_ns, REGS.MIN_BURST_PERIOD_NS, U64_MAX),
+            _int("period_ns", period_ns, REGS.MIN_BURST_PERIOD_NS, None, unit="ns"),
         )
 
     def burst(self, count: int, period_ns: int | None = None, *, line: int | None = None) -> None:

@@ -1,0 +1,120 @@
+"""A channel's stdio as Python io streams (irqlab.vm.ssh.channel_files): what is opened is
+closed, and a stream that dies in a garbage cycle (a failed test's traceback holding the
+guest's agent) is collected without an "Exception ignored in ... __del__" (pytest's
+PytestUnraisableExceptionWarning), as paramiko's makefile() objects were not."""
+
+from __future__ import annotations
+
+import gc
+import socket
+import sys
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from irqlab.vm.agent_client import AgentClient
+from irqlab.vm.ssh import ChannelStream, RemoteProcess, channel_files
+
+
+class SocketChannel:
+    """The part of paramiko.Channel the streams use, over a socket pair (stderr: its
+    own pair)."""
+
+    def __init__(self) -> None:
+        self.out, self.peer = socket.socketpair()
+        self.err, self.err_peer = socket.socketpair()
+        self.eof_sent = False
+        self.closed = False
+        self.status_event = threading.Event()  # the command's exit status arrived
+
+    def recv(self, n: int) -> bytes:
+        return self.out.recv(n)
+
+    def recv_stderr(self, n: int) -> bytes:
+        return self.err.recv(n)
+
+    def sendall(self, data: bytes) -> None:
+        self.out.sendall(data)
+
+    def shutdown_write(self) -> None:
+        self.eof_sent = True
+        self.out.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        self.closed = True
+        for s in (self.out, self.peer, self.err, self.err_peer):
+            s.close()
+
+
+@pytest.fixture
+def unraisable() -> Iterator[list[Any]]:
+    """What reaches sys.unraisablehook (exceptions in __del__) while the test runs."""
+    seen: list[Any] = []
+    old = sys.unraisablehook
+    sys.unraisablehook = seen.append
+    try:
+        yield seen
+    finally:
+        sys.unraisablehook = old
+
+
+def test_streams_read_write_and_close_sends_eof() -> None:
+    chan = SocketChannel()
+    stdin, stdout, stderr = channel_files(chan)  # type: ignore[arg-type]
+    stdin.write(b"hello\n")
+    stdin.flush()
+    assert chan.peer.recv(100) == b"hello\n"
+    chan.peer.sendall(b"line one\nline two\n")
+    chan.err_peer.sendall(b"oops")
+    chan.peer.shutdown(socket.SHUT_WR)
+    chan.err_peer.shutdown(socket.SHUT_WR)
+    assert list(stdout) == [b"line one\n", b"line two\n"]
+    assert stderr.read() == b"oops"
+    stdin.close()
+    assert chan.eof_sent and chan.peer.recv(10) == b""
+    with pytest.raises(ValueError, match="not stdin, stdout or stderr"):
+        ChannelStream(chan, "both")  # type: ignore[arg-type]
+    chan.close()
+
+
+def test_remote_process_close_closes_its_streams() -> None:
+    chan = SocketChannel()
+    chan.status_event.set()
+    proc = RemoteProcess(chan, "cmd")  # type: ignore[arg-type]
+    proc.close()
+    assert chan.eof_sent and chan.closed
+    assert proc.stdin.closed and proc.stdout.closed and proc.stderr.closed
+
+
+def test_streams_in_a_garbage_cycle_are_collected_quietly(unraisable: list[Any]) -> None:
+    for close_first in (True, False):
+        chan = SocketChannel()
+        holder: dict[str, Any] = {"files": channel_files(chan)}  # type: ignore[arg-type]
+        holder["self"] = holder  # a cycle, as a traceback's frames make one
+        holder["files"][0].write(b"unflushed")
+        if close_first:
+            for f in holder["files"]:
+                f.close()
+        del holder
+        gc.collect()
+        chan.close()
+    assert not unraisable, [u.exc_value for u in unraisable]
+
+
+def test_agent_client_closes_its_streams(unraisable: list[Any], tmp_path: Any) -> None:
+    """An AgentClient over a channel's streams (as Guest._connect_agent makes it), closed,
+    then dropped in a garbage cycle."""
+    chan = SocketChannel()
+    stdin, stdout, _ = channel_files(chan)  # type: ignore[arg-type]
+    chan.peer.sendall(b'{"type": "hello"}\n')
+    client = AgentClient(stdin, stdout, None, logs=tmp_path, on_close=chan.close)
+    client.wait_hello(5)
+    cycle: dict[str, Any] = {"client": client}
+    cycle["self"] = cycle
+    client.close(timeout=0.1)  # the peer never answers "quit": the channel's close ends it
+    assert stdin.closed and stdout.closed
+    del client, cycle, stdin, stdout
+    gc.collect()
+    assert not unraisable, [u.exc_value for u in unraisable]

@@ -6,6 +6,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+import fake_cache  # same directory (rootdir-relative import)
 import pytest
 
 from irqlab.build import cache
@@ -60,3 +61,67 @@ def test_prune_keeps_most_recently_used(tmp_path: Path) -> None:
         assert cache.remove_entry(e)
     left = {e.path.name for e in cache.entries()}
     assert left == {paths[0].name, paths[3].name}
+
+
+# --- what an output is for: groups ------------------------------------------------------
+
+
+def test_entries_name_arch_and_variant_from_the_outputs_own_files(tmp_path: Path) -> None:
+    fake_cache.qemu(tmp_path, 1, "x86_64", 100)
+    fake_cache.qemu(tmp_path, 2, "aarch64", 100)
+    fake_cache.kernel(tmp_path, 3, "6.1.0-57-arm64", 100)
+    fake_cache.kmod(tmp_path, 4, fake_cache.EM_AARCH64, 100)
+    fake_cache.image(tmp_path, 5, 100, extra=("gpiod", "rt-tests"))
+    fake_cache.image(tmp_path, 6, 100, abi="6.1.0-57-arm64", extra=(), module=None)
+    fake_cache.output(tmp_path, "test-kmod-read_window", 7, {"read_window.ko": fake_cache.elf(62)})
+    fake_cache.output(tmp_path, "dtb", 8, {"key.dtb": "x"})
+    got = {e.path.name: (e.arch, e.detail) for e in cache.entries()}
+    assert got == {
+        f"qemu-{fake_cache.digest(1)}": ("x86_64", ""),
+        f"qemu-{fake_cache.digest(2)}": ("aarch64", ""),
+        f"kernel-{fake_cache.digest(3)}": ("aarch64", ""),
+        f"kmod-{fake_cache.digest(4)}": ("aarch64", ""),
+        f"image-{fake_cache.digest(5)}": ("x86_64", "+gpiod,rt-tests"),
+        f"image-{fake_cache.digest(6)}": ("aarch64", "no extra packages, no module"),
+        f"test-kmod-read_window-{fake_cache.digest(7)}": ("x86_64", ""),
+        f"dtb-{fake_cache.digest(8)}": ("", ""),
+    }
+    assert [e.name for e in cache.entries(recipe="qemu")] == ["qemu", "qemu"]
+
+
+def test_an_image_variant_is_its_package_set_recorded_or_not(tmp_path: Path) -> None:
+    """Images from before the variant was recorded group with the recorded ones that ship
+    the same packages; other extra packages, no module or another arch: other groups."""
+    old = fake_cache.image(tmp_path, 1, 100, recorded=False)
+    new = fake_cache.image(tmp_path, 2, 200)
+    rt = fake_cache.image(tmp_path, 3, 300, extra=("gpiod", "rt-tests"))
+    bare = fake_cache.image(tmp_path, 4, 400, module=None)
+    arm = fake_cache.image(tmp_path, 5, 500, abi="6.1.0-57-arm64")
+    by_path = {e.path: e for e in cache.entries()}
+    assert by_path[old].group == by_path[new].group
+    assert "extras not recorded" in by_path[old].detail and by_path[new].detail == "+gpiod"
+    groups = {by_path[p].group for p in (new, rt, bare, arm)}
+    assert len(groups) == 4
+
+
+def test_prune_keeps_the_newest_of_each_architecture(tmp_path: Path) -> None:
+    """The review's case: a newer aarch64 QEMU does not push out the x86_64 one."""
+    x86 = fake_cache.qemu(tmp_path, 1, "x86_64", 100)
+    x86_old = fake_cache.qemu(tmp_path, 2, "x86_64", 50)
+    arm = fake_cache.qemu(tmp_path, 3, "aarch64", 200)
+    k_amd = fake_cache.kernel(tmp_path, 4, "6.1.0-57-amd64", 10)
+    k_arm = fake_cache.kernel(tmp_path, 5, "6.1.0-57-arm64", 300)
+    plan = cache.prune_plan(cache.entries(), keep=1)
+    assert [e.path for e in plan] == [x86_old]
+    assert {x86, arm, k_amd, k_arm}.isdisjoint(e.path for e in plan)
+
+
+def test_prune_never_plans_protected_outputs_and_zero_keeps_only_those(tmp_path: Path) -> None:
+    paths = [fake_cache.kmod(tmp_path, i, fake_cache.EM_X86_64, 100 + i) for i in range(5)]
+    protected = {paths[0]}  # the oldest: say, what this checkout resolves to
+    plan = {e.path for e in cache.prune_plan(cache.entries(), keep=2, protected=protected)}
+    assert plan == {paths[1], paths[2]}
+    plan = {e.path for e in cache.prune_plan(cache.entries(), keep=0, protected=protected)}
+    assert plan == set(paths[1:])
+    with pytest.raises(ValueError, match="0 or more"):
+        cache.prune_plan(cache.entries(), keep=-1)

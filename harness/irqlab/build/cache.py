@@ -5,6 +5,10 @@ A recipe computes an :class:`InputHash` over everything that affects its output
 ``<cache>/<name>-<hash>/`` exists and is complete, it is returned at once;
 otherwise the recipe builds into a temporary directory which is renamed into
 place only on success, so an interrupted build never looks complete.
+
+Outputs are grouped by recipe, architecture and variant (:mod:`irqlab.build.outputs`);
+using an output marks it used (:func:`touch`), and ``irqlab cache --prune N`` keeps the
+N most recently used of every group (:func:`prune_plan`).
 """
 
 from __future__ import annotations
@@ -15,10 +19,11 @@ import hashlib
 import os
 import re
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from irqlab.build.outputs import Kind, describe
 from irqlab.paths import cache_dir
 
 __all__ = [
@@ -31,6 +36,7 @@ __all__ = [
     "output_dir",
     "prune_plan",
     "remove_entry",
+    "touch",
 ]
 
 _COMPLETE = ".complete"
@@ -65,7 +71,9 @@ class InputHash:
 
 
 def touch(path: Path) -> None:
-    """Mark an output as just used (``irqlab cache --prune`` keeps the most recently used)."""
+    """Mark an output as just used: pruning keeps the most recently used of each group.
+    (The directory's mtime is its last use: an output is never written after it is
+    complete.)"""
     with contextlib.suppress(OSError):  # a read-only cache still serves
         os.utime(path)
 
@@ -79,7 +87,11 @@ def is_complete(path: Path) -> bool:
 
 
 def cached_build(
-    name: str, digest: str, build: Callable[[Path], None], *, force: bool = False
+    name: str,
+    digest: str,
+    build: Callable[[Path], None],
+    *,
+    force: bool = False,
 ) -> Path:
     """Return ``<cache>/<name>-<digest>``, running ``build(tmpdir)`` first if it is missing.
 
@@ -87,6 +99,8 @@ def cached_build(
     renamed into place and marked complete.  On failure it is removed and the
     exception propagates.  Concurrent callers (two test runs, two terminals)
     serialise on a lock file, so one builds and the other then finds the result.
+
+    A cached output is marked used (:func:`touch`).
     """
     final = output_dir(name, digest)
     if is_complete(final) and not force:
@@ -96,6 +110,7 @@ def cached_build(
     with open(final.with_name(final.name + ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if is_complete(final) and not force:
+            touch(final)
             return final
         tmp = final.with_name(final.name + ".tmp")
         if tmp.exists():
@@ -115,7 +130,7 @@ def cached_build(
 
 # --- housekeeping --------------------------------------------------------------------
 
-_ENTRY = re.compile(r"^(?P<name>[a-z][a-z0-9-]*?)-(?P<digest>[0-9a-f]{16})(?P<tmp>\.tmp)?$")
+_ENTRY = re.compile(r"^(?P<name>[a-z][a-z0-9_-]*?)-(?P<digest>[0-9a-f]{16})(?P<tmp>\.tmp)?$")
 
 
 @dataclass(frozen=True)
@@ -124,21 +139,40 @@ class CacheEntry:
     digest: str
     path: Path
     complete: bool
-    mtime: float
+    mtime: float  # the last use (see touch)
+    arch: str = ""  # what the output is for (irqlab.build.outputs): "x86_64", "aarch64"
+    variant: str = ""  # within recipe and arch, e.g. an image's extra packages
+    detail: str = ""  # the variant for people
+
+    @property
+    def group(self) -> tuple[str, str, str]:
+        """Outputs that compete for the places pruning keeps: recipe, arch, variant."""
+        return (self.name, self.arch, self.variant)
 
 
-def entries(root: Path | None = None) -> list[CacheEntry]:
-    """The outputs in the cache (not the shared source trees, ccache or package pool)."""
+def entries(root: Path | None = None, *, recipe: str | None = None) -> list[CacheEntry]:
+    """The outputs in the cache (not the shared source trees, ccache or package pool),
+    each described by :func:`irqlab.build.outputs.describe`; only *recipe*'s if given."""
     base = root if root is not None else cache_dir()
     found = []
     for p in sorted(base.iterdir()) if base.is_dir() else []:
         m = _ENTRY.match(p.name)
-        if m and p.is_dir():
-            found.append(
-                CacheEntry(
-                    m["name"], m["digest"], p, is_complete(p) and not m["tmp"], p.stat().st_mtime
-                )
+        if not m or (recipe is not None and m["name"] != recipe) or not p.is_dir():
+            continue
+        complete = is_complete(p) and not m["tmp"]
+        kind = describe(m["name"], p) if complete else Kind()
+        found.append(
+            CacheEntry(
+                m["name"],
+                m["digest"],
+                p,
+                complete,
+                p.stat().st_mtime,
+                kind.arch,
+                kind.variant,
+                kind.detail,
             )
+        )
     return found
 
 
@@ -146,16 +180,22 @@ def dir_size(path: Path) -> int:
     return sum(f.lstat().st_size for f in path.rglob("*") if f.is_file() or f.is_symlink())
 
 
-def prune_plan(found: list[CacheEntry], keep: int) -> list[CacheEntry]:
-    """What to remove: incomplete leftovers, and all but the newest *keep* outputs per recipe."""
+def prune_plan(
+    found: Sequence[CacheEntry], keep: int, protected: Collection[Path] = ()
+) -> list[CacheEntry]:
+    """What to remove: incomplete leftovers, and in each group (recipe, architecture,
+    variant: :attr:`CacheEntry.group`) all but the *keep* most recently used outputs,
+    never one in *protected*.  ``keep=0`` leaves only the protected ones."""
+    if keep < 0:
+        raise ValueError(f"keep must be 0 or more, not {keep}")
     doomed = [e for e in found if not e.complete]
-    by_name: dict[str, list[CacheEntry]] = {}
+    groups: dict[tuple[str, str, str], list[CacheEntry]] = {}
     for e in found:
         if e.complete:
-            by_name.setdefault(e.name, []).append(e)
-    for group in by_name.values():
+            groups.setdefault(e.group, []).append(e)
+    for group in groups.values():
         group.sort(key=lambda e: e.mtime, reverse=True)
-        doomed += group[keep:]
+        doomed += [e for e in group[keep:] if e.path not in protected]
     return doomed
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -125,3 +128,64 @@ def test_prune_never_plans_protected_outputs_and_zero_keeps_only_those(tmp_path:
     assert plan == set(paths[1:])
     with pytest.raises(ValueError, match="0 or more"):
         cache.prune_plan(cache.entries(), keep=-1)
+
+
+# --- in use: a running QEMU's outputs ------------------------------------------------------
+
+
+def test_a_held_output_is_in_use_and_not_removed(tmp_path: Path) -> None:
+    out = fake_cache.qemu(tmp_path, 1, "x86_64", 100)
+    (entry,) = cache.entries()
+    with cache.hold([out]) as held:
+        assert held.paths == (out,)
+        assert cache.in_use(out)
+        assert not cache.remove_entry(entry)
+        # another process (another terminal's `irqlab cache --prune`) sees it too
+        code = (
+            "import sys; from irqlab.build import cache; "
+            "e = cache.entries()[0]; sys.exit(0 if cache.remove_entry(e) else 3)"
+        )
+        r = subprocess.run([sys.executable, "-c", code], check=False)
+        assert r.returncode == 3 and cache.is_complete(out)
+    assert not cache.in_use(out)
+    assert cache.remove_entry(entry) and not out.exists()
+
+
+def test_holding_a_removed_output_says_so(tmp_path: Path) -> None:
+    out = fake_cache.qemu(tmp_path, 1, "x86_64", 100)
+    (entry,) = cache.entries()
+    assert cache.remove_entry(entry)
+    with pytest.raises(cache.OutputGone, match="no longer in the cache"):
+        cache.hold([out])
+    out.mkdir()  # an incomplete directory of that name
+    with pytest.raises(cache.OutputGone, match="removed from the cache"):
+        cache.hold([out])
+    assert not cache.in_use(out)  # the failed hold released what it had taken
+
+
+def test_a_build_in_progress_is_not_removed_and_the_removal_does_not_wait(
+    tmp_path: Path,
+) -> None:
+    fake_cache.output(tmp_path, "kmod", 1, complete=False)
+    (entry,) = cache.entries()
+    with open(tmp_path / f"kmod-{fake_cache.digest(1)}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        assert not cache.remove_entry(entry)
+    assert cache.remove_entry(entry) and cache.entries() == []
+
+
+def test_outputs_named_in_a_command_line(tmp_path: Path) -> None:
+    q, k, i = (tmp_path / f"{n}-{fake_cache.digest(1)}" for n in ("qemu", "kernel", "image"))
+    argv = [
+        f"{q}/bin/qemu-system-x86_64",
+        "-L",
+        f"{q}/share/qemu",
+        "-kernel",
+        f"{k}/vmlinux",
+        "-initrd",
+        f"{i}/initramfs.cpio",
+        "-device",
+        f"loader,file={tmp_path}/dtb-{fake_cache.digest(2)}.tmp/x",  # not an output
+        "/elsewhere/qemu-0000000000000003/bin/qemu",  # not in this cache
+    ]
+    assert cache.outputs_named(argv, tmp_path) == [q, k, i]

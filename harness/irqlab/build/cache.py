@@ -8,7 +8,9 @@ place only on success, so an interrupted build never looks complete.
 
 Outputs are grouped by recipe, architecture and variant (:mod:`irqlab.build.outputs`);
 using an output marks it used (:func:`touch`), and ``irqlab cache --prune N`` keeps the
-N most recently used of every group (:func:`prune_plan`).
+N most recently used of every group (:func:`prune_plan`), never an output that a
+running QEMU holds (:func:`hold`, taken by :class:`irqlab.vm.machine.Machine` for the
+outputs its command line names).
 """
 
 from __future__ import annotations
@@ -24,16 +26,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from irqlab.build.outputs import Kind, describe
-from irqlab.paths import cache_dir
+from irqlab.errors import IrqlabError
+from irqlab.paths import cache_dir, cache_location
 
 __all__ = [
     "CacheEntry",
+    "Held",
     "InputHash",
+    "OutputGone",
     "cached_build",
     "dir_size",
     "entries",
+    "hold",
+    "in_use",
     "is_complete",
     "output_dir",
+    "outputs_named",
     "prune_plan",
     "remove_entry",
     "touch",
@@ -199,14 +207,106 @@ def prune_plan(
     return doomed
 
 
+# --- in use --------------------------------------------------------------------------
+
+
+class OutputGone(IrqlabError, FileNotFoundError):
+    """An output was removed from the cache after it was found (pruned meanwhile)."""
+
+
+def _open_dir(path: Path) -> int:
+    return os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+
+
+class Held:
+    """Shared locks on output directories (see :func:`hold`); :meth:`release` drops them."""
+
+    def __init__(self, paths: Sequence[Path], fds: Sequence[int]) -> None:
+        self.paths = tuple(paths)
+        self._fds = list(fds)
+
+    def release(self) -> None:
+        fds, self._fds = self._fds, []
+        for fd in fds:
+            os.close(fd)  # closing the last descriptor drops its lock
+
+    def __enter__(self) -> Held:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def hold(paths: Iterable[Path]) -> Held:
+    """Take a shared lock on each output directory in *paths* until :meth:`Held.release`:
+    :func:`remove_entry` (``irqlab cache --prune``, the eviction after a build) leaves a
+    held output alone.  A removal under way is waited for; an output gone by then raises
+    :class:`OutputGone`.  The lock is on the directory itself, not on the build's lock
+    file, so that a forced rebuild of an output never waits for the guests using it."""
+    fds: list[int] = []
+    wanted = list(dict.fromkeys(paths))
+    try:
+        for p in wanted:
+            try:
+                fd = _open_dir(p)
+            except FileNotFoundError:
+                raise OutputGone(f"{p} is no longer in the cache (pruned meanwhile)") from None
+            fds.append(fd)
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            if not is_complete(p):
+                raise OutputGone(f"{p} was removed from the cache (pruned meanwhile)")
+    except BaseException:
+        Held(wanted, fds).release()
+        raise
+    return Held(wanted, fds)
+
+
+def in_use(path: Path) -> bool:
+    """Whether something holds the output *path* (:func:`hold`) right now."""
+    try:
+        fd = _open_dir(path)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def outputs_named(args: Iterable[str], root: Path | None = None) -> list[Path]:
+    """The output directories below *root* (default: the cache) that *args* (a command
+    line) name, e.g. a QEMU binary, a kernel or an initramfs; each once, in order."""
+    base = root if root is not None else cache_location()
+    pattern = re.compile(re.escape(str(base)) + r"/([a-z][a-z0-9_-]*?-[0-9a-f]{16})(?=[/,:\s]|$)")
+    found = (base / m[1] for a in args for m in pattern.finditer(a))
+    return list(dict.fromkeys(found))
+
+
 def remove_entry(entry: CacheEntry) -> bool:
-    """Remove one output unless a build holds its lock right now; True if removed."""
+    """Remove one output unless a build holds its lock or something holds the output
+    (:func:`hold`: a running guest's QEMU, kernel, image) right now; True if removed."""
     lock_path = entry.path.with_name(f"{entry.name}-{entry.digest}.lock")
     with open(lock_path, "w") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return False
-        shutil.rmtree(entry.path, ignore_errors=True)
+        try:
+            fd = _open_dir(entry.path)
+        except FileNotFoundError:
+            fd = -1
+        try:
+            if fd >= 0:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    return False
+            shutil.rmtree(entry.path, ignore_errors=True)
+        finally:
+            if fd >= 0:
+                os.close(fd)
         lock_path.unlink(missing_ok=True)
     return True

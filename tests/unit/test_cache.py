@@ -189,3 +189,85 @@ def test_outputs_named_in_a_command_line(tmp_path: Path) -> None:
         "/elsewhere/qemu-0000000000000003/bin/qemu",  # not in this cache
     ]
     assert cache.outputs_named(argv, tmp_path) == [q, k, i]
+
+
+# --- automatic eviction after a build ----------------------------------------------------
+
+
+def _kmod_build(machine: int) -> Callable[[Path], None]:
+    def build(out: Path) -> None:
+        (out / "irqlab.ko").write_bytes(fake_cache.elf(machine))
+
+    return build
+
+
+@pytest.fixture
+def no_current(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The inventory stubbed: nothing is current; records the recipes asked about."""
+    asked: list[str] = []
+
+    def current(recipe: str, group: object) -> set[Path]:
+        asked.append(recipe)
+        return set()
+
+    monkeypatch.setattr(cache, "_current_outputs", current)
+    return asked
+
+
+def test_keep_count_from_the_environment() -> None:
+    assert cache.keep_count({}) == cache.DEFAULT_KEEP == 8
+    assert cache.keep_count({"IRQLAB_CACHE_KEEP": "3"}) == 3
+    assert cache.keep_count({"IRQLAB_CACHE_KEEP": "0"}) is None  # no automatic eviction
+    for bad in ("-1", "many"):
+        with pytest.raises(cache.CacheKeepError, match="IRQLAB_CACHE_KEEP"):
+            cache.keep_count({"IRQLAB_CACHE_KEEP": bad})
+
+
+def test_a_new_output_evicts_the_least_recently_used_of_its_group(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_current: list[str]
+) -> None:
+    monkeypatch.setenv("IRQLAB_CACHE_KEEP", "3")
+    arm = [fake_cache.kmod(tmp_path, 100 + i, fake_cache.EM_AARCH64, 10 + i) for i in range(5)]
+    made = []
+    for i in range(6):
+        made.append(cache.cached_build("kmod", fake_cache.digest(i), _kmod_build(62)))
+        os.utime(made[-1], (1000 + i, 1000 + i))
+    assert sorted(e.path for e in cache.entries() if e.arch == "x86_64") == made[3:]
+    assert all(p.is_dir() for p in arm)  # another architecture: another group
+    assert set(no_current) == {"kmod"}
+
+
+def test_eviction_spares_current_held_and_locked_outputs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("IRQLAB_CACHE_KEEP", "1")
+    old = [fake_cache.kmod(tmp_path, i, fake_cache.EM_X86_64, 100 + i) for i in range(4)]
+    monkeypatch.setattr(cache, "_current_outputs", lambda recipe, group: {old[0]})
+    with (
+        cache.hold([old[1]]),
+        open(tmp_path / f"kmod-{fake_cache.digest(2)}.lock", "w") as lock,
+    ):
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a build holds it: skipped, not waited for
+        new = cache.cached_build("kmod", fake_cache.digest(9), _kmod_build(62))
+    left = {e.path for e in cache.entries()}
+    assert left == {old[0], old[1], old[2], new}  # old[3] was the only one free to go
+
+
+def test_no_eviction_when_off_or_asked_not_to(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_current: list[str]
+) -> None:
+    for i in range(3):
+        fake_cache.kmod(tmp_path, i, fake_cache.EM_X86_64, 100 + i)
+    monkeypatch.setenv("IRQLAB_CACHE_KEEP", "0")
+    cache.cached_build("kmod", fake_cache.digest(7), _kmod_build(62))
+    monkeypatch.setenv("IRQLAB_CACHE_KEEP", "1")
+    cache.cached_build("kmod", fake_cache.digest(8), _kmod_build(62), evict=False)
+    assert len(cache.entries()) == 5 and no_current == []
+
+
+def test_a_bad_keep_count_fails_before_building(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IRQLAB_CACHE_KEEP", "lots")
+    built: list[Path] = []
+    with pytest.raises(cache.CacheKeepError):
+        cache.cached_build("kmod", fake_cache.digest(1), built.append)
+    assert built == [] and cache.entries() == []

@@ -6,11 +6,13 @@ A recipe computes an :class:`InputHash` over everything that affects its output
 otherwise the recipe builds into a temporary directory which is renamed into
 place only on success, so an interrupted build never looks complete.
 
-Outputs are grouped by recipe, architecture and variant (:mod:`irqlab.build.outputs`);
-using an output marks it used (:func:`touch`), and ``irqlab cache --prune N`` keeps the
-N most recently used of every group (:func:`prune_plan`), never an output that a
-running QEMU holds (:func:`hold`, taken by :class:`irqlab.vm.machine.Machine` for the
-outputs its command line names).
+Outputs are grouped by recipe, architecture and variant (:mod:`irqlab.build.outputs`).
+Using an output marks it used (:func:`touch`); storing a new one evicts the least
+recently used of its group beyond $IRQLAB_CACHE_KEEP (:func:`evict_after`), and
+``irqlab cache --prune N`` keeps the N most recently used of every group
+(:func:`prune_plan`).  Neither removes an output this checkout resolves to
+(:mod:`irqlab.build.inventory`) nor one that a running QEMU holds (:func:`hold`,
+taken by :class:`irqlab.vm.machine.Machine` for the outputs its command line names).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import hashlib
 import os
 import re
 import shutil
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,16 +32,21 @@ from irqlab.errors import IrqlabError
 from irqlab.paths import cache_dir, cache_location
 
 __all__ = [
+    "DEFAULT_KEEP",
+    "KEEP_ENV",
     "CacheEntry",
+    "CacheKeepError",
     "Held",
     "InputHash",
     "OutputGone",
     "cached_build",
     "dir_size",
     "entries",
+    "evict_after",
     "hold",
     "in_use",
     "is_complete",
+    "keep_count",
     "output_dir",
     "outputs_named",
     "prune_plan",
@@ -100,6 +107,7 @@ def cached_build(
     build: Callable[[Path], None],
     *,
     force: bool = False,
+    evict: bool = True,
 ) -> Path:
     """Return ``<cache>/<name>-<digest>``, running ``build(tmpdir)`` first if it is missing.
 
@@ -108,12 +116,15 @@ def cached_build(
     exception propagates.  Concurrent callers (two test runs, two terminals)
     serialise on a lock file, so one builds and the other then finds the result.
 
-    A cached output is marked used (:func:`touch`).
+    A cached output is marked used (:func:`touch`).  After storing a new one, the
+    least recently used outputs of its group beyond :func:`keep_count` go (with *evict*;
+    :func:`evict_after` says which never do); a snapshot keeps its own count.
     """
     final = output_dir(name, digest)
     if is_complete(final) and not force:
         touch(final)
         return final
+    keep = keep_count() if evict else None  # a bad value fails before the build, not after
     final.parent.mkdir(parents=True, exist_ok=True)
     with open(final.with_name(final.name + ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -133,6 +144,8 @@ def cached_build(
         if final.exists():
             shutil.rmtree(final)
         tmp.rename(final)
+    if keep is not None:
+        evict_after(final, keep)
     return final
 
 
@@ -310,3 +323,59 @@ def remove_entry(entry: CacheEntry) -> bool:
                 os.close(fd)
         lock_path.unlink(missing_ok=True)
     return True
+
+
+# --- automatic eviction ---------------------------------------------------------------
+
+KEEP_ENV = "IRQLAB_CACHE_KEEP"
+DEFAULT_KEEP = 8
+
+
+class CacheKeepError(IrqlabError, ValueError):
+    """$IRQLAB_CACHE_KEEP is not a count."""
+
+
+def keep_count(env: Mapping[str, str] = os.environ) -> int | None:
+    """How many outputs of each group (recipe, architecture, variant) a new output leaves
+    in the cache: $IRQLAB_CACHE_KEEP, default :data:`DEFAULT_KEEP`; None for ``0`` (no
+    automatic eviction)."""
+    text = env.get(KEEP_ENV, "").strip() or str(DEFAULT_KEEP)
+    try:
+        keep = int(text)
+    except ValueError:
+        keep = -1
+    if keep < 0:
+        raise CacheKeepError(
+            f"{KEEP_ENV}={text!r}: expected how many outputs of each recipe and variant "
+            "to keep (0: never remove any automatically)"
+        )
+    return keep or None
+
+
+def _current_outputs(recipe: str, group: Sequence[CacheEntry]) -> set[Path]:
+    """The outputs in *group* (of *recipe*) that this checkout resolves to."""
+    from irqlab.build import inventory
+
+    return inventory.current_paths(recipe, group)
+
+
+def evict_after(stored: Path, keep: int) -> list[Path]:
+    """Best effort, never waiting: remove the least recently used outputs of *stored*'s
+    group beyond the *keep* most recently used.  Never *stored*, an output this checkout
+    resolves to (:mod:`irqlab.build.inventory`), one a running guest holds (:func:`hold`)
+    or one a build holds locked; returns what was removed."""
+    m = _ENTRY.match(stored.name)
+    if m is None:
+        return []
+    try:
+        found = [e for e in entries(stored.parent, recipe=m["name"]) if e.complete]
+        this = next((e for e in found if e.path == stored), None)
+        if this is None:
+            return []
+        group = [e for e in found if e.group == this.group]
+        if len(group) <= keep:
+            return []
+        protected = {stored, *_current_outputs(this.name, group)}
+        return [e.path for e in prune_plan(group, keep, protected) if remove_entry(e)]
+    except OSError:
+        return []

@@ -196,7 +196,7 @@ def save(machine: Machine, key: str, meta: Mapping[str, Any], *, timeout: float 
         (tmp / META_FILE).write_text(json.dumps(info, indent=2, default=str) + "\n")
 
     try:
-        saved = cache.cached_build(RECIPE, key, write)
+        saved = cache.cached_build(RECIPE, key, write, evict=False)  # prune() below
     except (MachineError, QMPFailure, QMPCommandError, OSError) as e:
         raise SnapshotError(f"saving the snapshot {key} failed: {e}") from e
     prune(keep_snapshots())

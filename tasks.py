@@ -168,5 +168,7 @@ def soak(c: Context, k: str = "", jobs: int = 0) -> None:
 
 @task
 def clean(c: Context) -> None:
-    """Remove this checkout's logs (the build cache stays: `irqlab cache --prune 1`)."""
+    """Remove this checkout's logs.  The build cache stays and evicts old outputs itself
+    (IRQLAB_CACHE_KEEP); `irqlab cache` lists it, `irqlab cache --prune 1 --dry-run` shows
+    what `--prune 1` would remove (never what this checkout or a running guest uses)."""
     c.run("rm -rf build/logs", echo=True)

@@ -13,6 +13,7 @@ __all__ = [
     "SourceTreeMissing",
     "agent_package_dir",
     "cache_dir",
+    "cache_location",
     "checkout_root",
     "log_dir",
     "packaged_file",
@@ -80,13 +81,24 @@ def cache_dir() -> Path:
     $IRQLAB_CACHE_DIR overrides; default is $XDG_CACHE_HOME/irqlab or ~/.cache/irqlab.
     It must be writable (locks, snapshots): :class:`CacheDirError` says so otherwise.
     """
+    return _check_writable(*_cache_location())
+
+
+def cache_location() -> Path:
+    """Where :func:`cache_dir` is, without creating or checking it (e.g. to recognise
+    cache paths in a command line)."""
+    return _cache_location()[0]
+
+
+def _cache_location() -> tuple[Path, str]:
+    """The cache directory and how it was chosen (for error messages)."""
     env = os.environ.get("IRQLAB_CACHE_DIR")
     if env:
-        return _check_writable(Path(env).expanduser().resolve(), f"IRQLAB_CACHE_DIR={env}")
+        return Path(env).expanduser().resolve(), f"IRQLAB_CACHE_DIR={env}"
     xdg = os.environ.get("XDG_CACHE_HOME")
     base = Path(xdg) if xdg else Path.home() / ".cache"
     how = "$XDG_CACHE_HOME/irqlab" if xdg else "the default, ~/.cache/irqlab"
-    return _check_writable((base / "irqlab").resolve(), how)
+    return (base / "irqlab").resolve(), how
 
 
 def log_dir() -> Path:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import fake_cache  # same directory (rootdir-relative import)
 import pytest
 
 from irqlab.build import cache
@@ -60,3 +64,210 @@ def test_prune_keeps_most_recently_used(tmp_path: Path) -> None:
         assert cache.remove_entry(e)
     left = {e.path.name for e in cache.entries()}
     assert left == {paths[0].name, paths[3].name}
+
+
+# --- what an output is for: groups ------------------------------------------------------
+
+
+def test_entries_name_arch_and_variant_from_the_outputs_own_files(tmp_path: Path) -> None:
+    fake_cache.qemu(tmp_path, 1, "x86_64", 100)
+    fake_cache.qemu(tmp_path, 2, "aarch64", 100)
+    fake_cache.kernel(tmp_path, 3, "6.1.0-57-arm64", 100)
+    fake_cache.kmod(tmp_path, 4, fake_cache.EM_AARCH64, 100)
+    fake_cache.image(tmp_path, 5, 100, extra=("gpiod", "rt-tests"))
+    fake_cache.image(tmp_path, 6, 100, abi="6.1.0-57-arm64", extra=(), module=None)
+    fake_cache.output(tmp_path, "test-kmod-read_window", 7, {"read_window.ko": fake_cache.elf(62)})
+    fake_cache.output(tmp_path, "dtb", 8, {"key.dtb": "x"})
+    got = {e.path.name: (e.arch, e.detail) for e in cache.entries()}
+    assert got == {
+        f"qemu-{fake_cache.digest(1)}": ("x86_64", ""),
+        f"qemu-{fake_cache.digest(2)}": ("aarch64", ""),
+        f"kernel-{fake_cache.digest(3)}": ("aarch64", ""),
+        f"kmod-{fake_cache.digest(4)}": ("aarch64", ""),
+        f"image-{fake_cache.digest(5)}": ("x86_64", "+gpiod,rt-tests"),
+        f"image-{fake_cache.digest(6)}": ("aarch64", "no extra packages, no module"),
+        f"test-kmod-read_window-{fake_cache.digest(7)}": ("x86_64", ""),
+        f"dtb-{fake_cache.digest(8)}": ("", ""),
+    }
+    assert [e.name for e in cache.entries(recipe="qemu")] == ["qemu", "qemu"]
+
+
+def test_an_image_variant_is_its_package_set_recorded_or_not(tmp_path: Path) -> None:
+    """Images from before the variant was recorded group with the recorded ones that ship
+    the same packages; other extra packages, no module or another arch: other groups."""
+    old = fake_cache.image(tmp_path, 1, 100, recorded=False)
+    new = fake_cache.image(tmp_path, 2, 200)
+    rt = fake_cache.image(tmp_path, 3, 300, extra=("gpiod", "rt-tests"))
+    bare = fake_cache.image(tmp_path, 4, 400, module=None)
+    arm = fake_cache.image(tmp_path, 5, 500, abi="6.1.0-57-arm64")
+    by_path = {e.path: e for e in cache.entries()}
+    assert by_path[old].group == by_path[new].group
+    assert "extras not recorded" in by_path[old].detail and by_path[new].detail == "+gpiod"
+    groups = {by_path[p].group for p in (new, rt, bare, arm)}
+    assert len(groups) == 4
+
+
+def test_prune_keeps_the_newest_of_each_architecture(tmp_path: Path) -> None:
+    """The review's case: a newer aarch64 QEMU does not push out the x86_64 one."""
+    x86 = fake_cache.qemu(tmp_path, 1, "x86_64", 100)
+    x86_old = fake_cache.qemu(tmp_path, 2, "x86_64", 50)
+    arm = fake_cache.qemu(tmp_path, 3, "aarch64", 200)
+    k_amd = fake_cache.kernel(tmp_path, 4, "6.1.0-57-amd64", 10)
+    k_arm = fake_cache.kernel(tmp_path, 5, "6.1.0-57-arm64", 300)
+    plan = cache.prune_plan(cache.entries(), keep=1)
+    assert [e.path for e in plan] == [x86_old]
+    assert {x86, arm, k_amd, k_arm}.isdisjoint(e.path for e in plan)
+
+
+def test_prune_never_plans_protected_outputs_and_zero_keeps_only_those(tmp_path: Path) -> None:
+    paths = [fake_cache.kmod(tmp_path, i, fake_cache.EM_X86_64, 100 + i) for i in range(5)]
+    protected = {paths[0]}  # the oldest: say, what this checkout resolves to
+    plan = {e.path for e in cache.prune_plan(cache.entries(), keep=2, protected=protected)}
+    assert plan == {paths[1], paths[2]}
+    plan = {e.path for e in cache.prune_plan(cache.entries(), keep=0, protected=protected)}
+    assert plan == set(paths[1:])
+    with pytest.raises(ValueError, match="0 or more"):
+        cache.prune_plan(cache.entries(), keep=-1)
+
+
+# --- in use: a running QEMU's outputs ------------------------------------------------------
+
+
+def test_a_held_output_is_in_use_and_not_removed(tmp_path: Path) -> None:
+    out = fake_cache.qemu(tmp_path, 1, "x86_64", 100)
+    (entry,) = cache.entries()
+    with cache.hold([out]) as held:
+        assert held.paths == (out,)
+        assert cache.in_use(out)
+        assert not cache.remove_entry(entry)
+        # another process (another terminal's `irqlab cache --prune`) sees it too
+        code = (
+            "import sys; from irqlab.build import cache; "
+            "e = cache.entries()[0]; sys.exit(0 if cache.remove_entry(e) else 3)"
+        )
+        r = subprocess.run([sys.executable, "-c", code], check=False)
+        assert r.returncode == 3 and cache.is_complete(out)
+    assert not cache.in_use(out)
+    assert cache.remove_entry(entry) and not out.exists()
+
+
+def test_holding_a_removed_output_says_so(tmp_path: Path) -> None:
+    out = fake_cache.qemu(tmp_path, 1, "x86_64", 100)
+    (entry,) = cache.entries()
+    assert cache.remove_entry(entry)
+    with pytest.raises(cache.OutputGone, match="no longer in the cache"):
+        cache.hold([out])
+    out.mkdir()  # an incomplete directory of that name
+    with pytest.raises(cache.OutputGone, match="removed from the cache"):
+        cache.hold([out])
+    assert not cache.in_use(out)  # the failed hold released what it had taken
+
+
+def test_a_build_in_progress_is_not_removed_and_the_removal_does_not_wait(
+    tmp_path: Path,
+) -> None:
+    fake_cache.output(tmp_path, "kmod", 1, complete=False)
+    (entry,) = cache.entries()
+    with open(tmp_path / f"kmod-{fake_cache.digest(1)}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        assert not cache.remove_entry(entry)
+    assert cache.remove_entry(entry) and cache.entries() == []
+
+
+def test_outputs_named_in_a_command_line(tmp_path: Path) -> None:
+    q, k, i = (tmp_path / f"{n}-{fake_cache.digest(1)}" for n in ("qemu", "kernel", "image"))
+    argv = [
+        f"{q}/bin/qemu-system-x86_64",
+        "-L",
+        f"{q}/share/qemu",
+        "-kernel",
+        f"{k}/vmlinux",
+        "-initrd",
+        f"{i}/initramfs.cpio",
+        "-device",
+        f"loader,file={tmp_path}/dtb-{fake_cache.digest(2)}.tmp/x",  # not an output
+        "/elsewhere/qemu-0000000000000003/bin/qemu",  # not in this cache
+    ]
+    assert cache.outputs_named(argv, tmp_path) == [q, k, i]
+
+
+# --- automatic eviction after a build ----------------------------------------------------
+
+
+def _kmod_build(machine: int) -> Callable[[Path], None]:
+    def build(out: Path) -> None:
+        (out / "irqlab.ko").write_bytes(fake_cache.elf(machine))
+
+    return build
+
+
+@pytest.fixture
+def no_current(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The inventory stubbed: nothing is current; records the recipes asked about."""
+    asked: list[str] = []
+
+    def current(recipe: str, group: object) -> set[Path]:
+        asked.append(recipe)
+        return set()
+
+    monkeypatch.setattr(cache, "_current_outputs", current)
+    return asked
+
+
+def test_keep_count_from_the_environment() -> None:
+    assert cache.keep_count({}) == cache.DEFAULT_KEEP == 8
+    assert cache.keep_count({"IRQLAB_CACHE_KEEP": "3"}) == 3
+    assert cache.keep_count({"IRQLAB_CACHE_KEEP": "0"}) is None  # no automatic eviction
+    for bad in ("-1", "many"):
+        with pytest.raises(cache.CacheKeepError, match="IRQLAB_CACHE_KEEP"):
+            cache.keep_count({"IRQLAB_CACHE_KEEP": bad})
+
+
+def test_a_new_output_evicts_the_least_recently_used_of_its_group(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_current: list[str]
+) -> None:
+    monkeypatch.setenv("IRQLAB_CACHE_KEEP", "3")
+    arm = [fake_cache.kmod(tmp_path, 100 + i, fake_cache.EM_AARCH64, 10 + i) for i in range(5)]
+    made = []
+    for i in range(6):
+        made.append(cache.cached_build("kmod", fake_cache.digest(i), _kmod_build(62)))
+        os.utime(made[-1], (1000 + i, 1000 + i))
+    assert sorted(e.path for e in cache.entries() if e.arch == "x86_64") == made[3:]
+    assert all(p.is_dir() for p in arm)  # another architecture: another group
+    assert set(no_current) == {"kmod"}
+
+
+def test_eviction_spares_current_held_and_locked_outputs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("IRQLAB_CACHE_KEEP", "1")
+    old = [fake_cache.kmod(tmp_path, i, fake_cache.EM_X86_64, 100 + i) for i in range(4)]
+    monkeypatch.setattr(cache, "_current_outputs", lambda recipe, group: {old[0]})
+    with (
+        cache.hold([old[1]]),
+        open(tmp_path / f"kmod-{fake_cache.digest(2)}.lock", "w") as lock,
+    ):
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a build holds it: skipped, not waited for
+        new = cache.cached_build("kmod", fake_cache.digest(9), _kmod_build(62))
+    left = {e.path for e in cache.entries()}
+    assert left == {old[0], old[1], old[2], new}  # old[3] was the only one free to go
+
+
+def test_no_eviction_when_off_or_asked_not_to(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_current: list[str]
+) -> None:
+    for i in range(3):
+        fake_cache.kmod(tmp_path, i, fake_cache.EM_X86_64, 100 + i)
+    monkeypatch.setenv("IRQLAB_CACHE_KEEP", "0")
+    cache.cached_build("kmod", fake_cache.digest(7), _kmod_build(62))
+    monkeypatch.setenv("IRQLAB_CACHE_KEEP", "1")
+    cache.cached_build("kmod", fake_cache.digest(8), _kmod_build(62), evict=False)
+    assert len(cache.entries()) == 5 and no_current == []
+
+
+def test_a_bad_keep_count_fails_before_building(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IRQLAB_CACHE_KEEP", "lots")
+    built: list[Path] = []
+    with pytest.raises(cache.CacheKeepError):
+        cache.cached_build("kmod", fake_cache.digest(1), built.append)
+    assert built == [] and cache.entries() == []

@@ -261,3 +261,47 @@ def test_qmp_events(fake_qemu: Path, tmp_path: Path) -> None:
         assert m.qmp_events() == []
         with pytest.raises(MachineError, match="QMP event NEVER"):
             m.wait_event("NEVER", timeout=0.2)
+
+
+def _cached_qemu(cache_root: Path) -> Path:
+    """The fake QEMU installed like a built one: <cache>/qemu-<hash>/bin/, complete."""
+    out = cache_root / "qemu-00000000000000aa"
+    (out / "bin").mkdir(parents=True)
+    binary = out / "bin" / "qemu-system-x86_64"
+    binary.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{FAKE}" "$@"\n')
+    binary.chmod(0o755)
+    (out / ".complete").write_text("00000000000000aa\n")
+    return binary
+
+
+def test_a_running_qemu_holds_its_cache_outputs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What `irqlab cache --prune` removes never includes the QEMU (or kernel, image) of a
+    running machine; once it stopped, the output can go."""
+    from irqlab.build import cache
+
+    root = tmp_path / "cache"
+    monkeypatch.setenv("IRQLAB_CACHE_DIR", str(root))
+    binary = _cached_qemu(root)
+    out = binary.parent.parent
+    (entry,) = cache.entries()
+    with Machine(_cfg(binary, tmp_path, datadir=out / "share")):
+        assert cache.in_use(out)
+        assert not cache.remove_entry(entry) and cache.is_complete(out)
+    assert not cache.in_use(out)
+    assert cache.remove_entry(entry) and not out.exists()
+
+
+def test_a_qemu_pruned_before_the_start_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from irqlab.build import cache
+
+    root = tmp_path / "cache"
+    monkeypatch.setenv("IRQLAB_CACHE_DIR", str(root))
+    binary = _cached_qemu(root)
+    (binary.parent.parent / ".complete").unlink()  # a removal under way
+    with pytest.raises(MachineError, match="removed from the cache"):
+        Machine(_cfg(binary, tmp_path)).start()
+    assert not cache.in_use(binary.parent.parent)

@@ -5,6 +5,14 @@ A recipe computes an :class:`InputHash` over everything that affects its output
 ``<cache>/<name>-<hash>/`` exists and is complete, it is returned at once;
 otherwise the recipe builds into a temporary directory which is renamed into
 place only on success, so an interrupted build never looks complete.
+
+Outputs are grouped by recipe, architecture and variant (:mod:`irqlab.build.outputs`).
+Using an output marks it used (:func:`touch`); storing a new one evicts the least
+recently used of its group beyond $IRQLAB_CACHE_KEEP (:func:`evict_after`), and
+``irqlab cache --prune N`` keeps the N most recently used of every group
+(:func:`prune_plan`).  Neither removes an output this checkout resolves to
+(:mod:`irqlab.build.inventory`) nor one that a running QEMU holds (:func:`hold`,
+taken by :class:`irqlab.vm.machine.Machine` for the outputs its command line names).
 """
 
 from __future__ import annotations
@@ -15,22 +23,35 @@ import hashlib
 import os
 import re
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from irqlab.paths import cache_dir
+from irqlab.build.outputs import Kind, describe
+from irqlab.errors import IrqlabError
+from irqlab.paths import cache_dir, cache_location
 
 __all__ = [
+    "DEFAULT_KEEP",
+    "KEEP_ENV",
     "CacheEntry",
+    "CacheKeepError",
+    "Held",
     "InputHash",
+    "OutputGone",
     "cached_build",
     "dir_size",
     "entries",
+    "evict_after",
+    "hold",
+    "in_use",
     "is_complete",
+    "keep_count",
     "output_dir",
+    "outputs_named",
     "prune_plan",
     "remove_entry",
+    "touch",
 ]
 
 _COMPLETE = ".complete"
@@ -65,7 +86,9 @@ class InputHash:
 
 
 def touch(path: Path) -> None:
-    """Mark an output as just used (``irqlab cache --prune`` keeps the most recently used)."""
+    """Mark an output as just used: pruning keeps the most recently used of each group.
+    (The directory's mtime is its last use: an output is never written after it is
+    complete.)"""
     with contextlib.suppress(OSError):  # a read-only cache still serves
         os.utime(path)
 
@@ -79,7 +102,12 @@ def is_complete(path: Path) -> bool:
 
 
 def cached_build(
-    name: str, digest: str, build: Callable[[Path], None], *, force: bool = False
+    name: str,
+    digest: str,
+    build: Callable[[Path], None],
+    *,
+    force: bool = False,
+    evict: bool = True,
 ) -> Path:
     """Return ``<cache>/<name>-<digest>``, running ``build(tmpdir)`` first if it is missing.
 
@@ -87,15 +115,21 @@ def cached_build(
     renamed into place and marked complete.  On failure it is removed and the
     exception propagates.  Concurrent callers (two test runs, two terminals)
     serialise on a lock file, so one builds and the other then finds the result.
+
+    A cached output is marked used (:func:`touch`).  After storing a new one, the
+    least recently used outputs of its group beyond :func:`keep_count` go (with *evict*;
+    :func:`evict_after` says which never do); a snapshot keeps its own count.
     """
     final = output_dir(name, digest)
     if is_complete(final) and not force:
         touch(final)
         return final
+    keep = keep_count() if evict else None  # a bad value fails before the build, not after
     final.parent.mkdir(parents=True, exist_ok=True)
     with open(final.with_name(final.name + ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if is_complete(final) and not force:
+            touch(final)
             return final
         tmp = final.with_name(final.name + ".tmp")
         if tmp.exists():
@@ -110,12 +144,14 @@ def cached_build(
         if final.exists():
             shutil.rmtree(final)
         tmp.rename(final)
+    if keep is not None:
+        evict_after(final, keep)
     return final
 
 
 # --- housekeeping --------------------------------------------------------------------
 
-_ENTRY = re.compile(r"^(?P<name>[a-z][a-z0-9-]*?)-(?P<digest>[0-9a-f]{16})(?P<tmp>\.tmp)?$")
+_ENTRY = re.compile(r"^(?P<name>[a-z][a-z0-9_-]*?)-(?P<digest>[0-9a-f]{16})(?P<tmp>\.tmp)?$")
 
 
 @dataclass(frozen=True)
@@ -124,21 +160,40 @@ class CacheEntry:
     digest: str
     path: Path
     complete: bool
-    mtime: float
+    mtime: float  # the last use (see touch)
+    arch: str = ""  # what the output is for (irqlab.build.outputs): "x86_64", "aarch64"
+    variant: str = ""  # within recipe and arch, e.g. an image's extra packages
+    detail: str = ""  # the variant for people
+
+    @property
+    def group(self) -> tuple[str, str, str]:
+        """Outputs that compete for the places pruning keeps: recipe, arch, variant."""
+        return (self.name, self.arch, self.variant)
 
 
-def entries(root: Path | None = None) -> list[CacheEntry]:
-    """The outputs in the cache (not the shared source trees, ccache or package pool)."""
+def entries(root: Path | None = None, *, recipe: str | None = None) -> list[CacheEntry]:
+    """The outputs in the cache (not the shared source trees, ccache or package pool),
+    each described by :func:`irqlab.build.outputs.describe`; only *recipe*'s if given."""
     base = root if root is not None else cache_dir()
     found = []
     for p in sorted(base.iterdir()) if base.is_dir() else []:
         m = _ENTRY.match(p.name)
-        if m and p.is_dir():
-            found.append(
-                CacheEntry(
-                    m["name"], m["digest"], p, is_complete(p) and not m["tmp"], p.stat().st_mtime
-                )
+        if not m or (recipe is not None and m["name"] != recipe) or not p.is_dir():
+            continue
+        complete = is_complete(p) and not m["tmp"]
+        kind = describe(m["name"], p) if complete else Kind()
+        found.append(
+            CacheEntry(
+                m["name"],
+                m["digest"],
+                p,
+                complete,
+                p.stat().st_mtime,
+                kind.arch,
+                kind.variant,
+                kind.detail,
             )
+        )
     return found
 
 
@@ -146,27 +201,181 @@ def dir_size(path: Path) -> int:
     return sum(f.lstat().st_size for f in path.rglob("*") if f.is_file() or f.is_symlink())
 
 
-def prune_plan(found: list[CacheEntry], keep: int) -> list[CacheEntry]:
-    """What to remove: incomplete leftovers, and all but the newest *keep* outputs per recipe."""
+def prune_plan(
+    found: Sequence[CacheEntry], keep: int, protected: Collection[Path] = ()
+) -> list[CacheEntry]:
+    """What to remove: incomplete leftovers, and in each group (recipe, architecture,
+    variant: :attr:`CacheEntry.group`) all but the *keep* most recently used outputs,
+    never one in *protected*.  ``keep=0`` leaves only the protected ones."""
+    if keep < 0:
+        raise ValueError(f"keep must be 0 or more, not {keep}")
     doomed = [e for e in found if not e.complete]
-    by_name: dict[str, list[CacheEntry]] = {}
+    groups: dict[tuple[str, str, str], list[CacheEntry]] = {}
     for e in found:
         if e.complete:
-            by_name.setdefault(e.name, []).append(e)
-    for group in by_name.values():
+            groups.setdefault(e.group, []).append(e)
+    for group in groups.values():
         group.sort(key=lambda e: e.mtime, reverse=True)
-        doomed += group[keep:]
+        doomed += [e for e in group[keep:] if e.path not in protected]
     return doomed
 
 
+# --- in use --------------------------------------------------------------------------
+
+
+class OutputGone(IrqlabError, FileNotFoundError):
+    """An output was removed from the cache after it was found (pruned meanwhile)."""
+
+
+def _open_dir(path: Path) -> int:
+    return os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+
+
+class Held:
+    """Shared locks on output directories (see :func:`hold`); :meth:`release` drops them."""
+
+    def __init__(self, paths: Sequence[Path], fds: Sequence[int]) -> None:
+        self.paths = tuple(paths)
+        self._fds = list(fds)
+
+    def release(self) -> None:
+        fds, self._fds = self._fds, []
+        for fd in fds:
+            os.close(fd)  # closing the last descriptor drops its lock
+
+    def __enter__(self) -> Held:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def hold(paths: Iterable[Path]) -> Held:
+    """Take a shared lock on each output directory in *paths* until :meth:`Held.release`:
+    :func:`remove_entry` (``irqlab cache --prune``, the eviction after a build) leaves a
+    held output alone.  A removal under way is waited for; an output gone by then raises
+    :class:`OutputGone`.  The lock is on the directory itself, not on the build's lock
+    file, so that a forced rebuild of an output never waits for the guests using it."""
+    fds: list[int] = []
+    wanted = list(dict.fromkeys(paths))
+    try:
+        for p in wanted:
+            try:
+                fd = _open_dir(p)
+            except FileNotFoundError:
+                raise OutputGone(f"{p} is no longer in the cache (pruned meanwhile)") from None
+            fds.append(fd)
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            if not is_complete(p):
+                raise OutputGone(f"{p} was removed from the cache (pruned meanwhile)")
+    except BaseException:
+        Held(wanted, fds).release()
+        raise
+    return Held(wanted, fds)
+
+
+def in_use(path: Path) -> bool:
+    """Whether something holds the output *path* (:func:`hold`) right now."""
+    try:
+        fd = _open_dir(path)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def outputs_named(args: Iterable[str], root: Path | None = None) -> list[Path]:
+    """The output directories below *root* (default: the cache) that *args* (a command
+    line) name, e.g. a QEMU binary, a kernel or an initramfs; each once, in order."""
+    base = root if root is not None else cache_location()
+    pattern = re.compile(re.escape(str(base)) + r"/([a-z][a-z0-9_-]*?-[0-9a-f]{16})(?=[/,:\s]|$)")
+    found = (base / m[1] for a in args for m in pattern.finditer(a))
+    return list(dict.fromkeys(found))
+
+
 def remove_entry(entry: CacheEntry) -> bool:
-    """Remove one output unless a build holds its lock right now; True if removed."""
+    """Remove one output unless a build holds its lock or something holds the output
+    (:func:`hold`: a running guest's QEMU, kernel, image) right now; True if removed."""
     lock_path = entry.path.with_name(f"{entry.name}-{entry.digest}.lock")
     with open(lock_path, "w") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return False
-        shutil.rmtree(entry.path, ignore_errors=True)
+        try:
+            fd = _open_dir(entry.path)
+        except FileNotFoundError:
+            fd = -1
+        try:
+            if fd >= 0:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    return False
+            shutil.rmtree(entry.path, ignore_errors=True)
+        finally:
+            if fd >= 0:
+                os.close(fd)
         lock_path.unlink(missing_ok=True)
     return True
+
+
+# --- automatic eviction ---------------------------------------------------------------
+
+KEEP_ENV = "IRQLAB_CACHE_KEEP"
+DEFAULT_KEEP = 8
+
+
+class CacheKeepError(IrqlabError, ValueError):
+    """$IRQLAB_CACHE_KEEP is not a count."""
+
+
+def keep_count(env: Mapping[str, str] = os.environ) -> int | None:
+    """How many outputs of each group (recipe, architecture, variant) a new output leaves
+    in the cache: $IRQLAB_CACHE_KEEP, default :data:`DEFAULT_KEEP`; None for ``0`` (no
+    automatic eviction)."""
+    text = env.get(KEEP_ENV, "").strip() or str(DEFAULT_KEEP)
+    try:
+        keep = int(text)
+    except ValueError:
+        keep = -1
+    if keep < 0:
+        raise CacheKeepError(
+            f"{KEEP_ENV}={text!r}: expected how many outputs of each recipe and variant "
+            "to keep (0: never remove any automatically)"
+        )
+    return keep or None
+
+
+def _current_outputs(recipe: str, group: Sequence[CacheEntry]) -> set[Path]:
+    """The outputs in *group* (of *recipe*) that this checkout resolves to."""
+    from irqlab.build import inventory
+
+    return inventory.current_paths(recipe, group)
+
+
+def evict_after(stored: Path, keep: int) -> list[Path]:
+    """Best effort, never waiting: remove the least recently used outputs of *stored*'s
+    group beyond the *keep* most recently used.  Never *stored*, an output this checkout
+    resolves to (:mod:`irqlab.build.inventory`), one a running guest holds (:func:`hold`)
+    or one a build holds locked; returns what was removed."""
+    m = _ENTRY.match(stored.name)
+    if m is None:
+        return []
+    try:
+        found = [e for e in entries(stored.parent, recipe=m["name"]) if e.complete]
+        this = next((e for e in found if e.path == stored), None)
+        if this is None:
+            return []
+        group = [e for e in found if e.group == this.group]
+        if len(group) <= keep:
+            return []
+        protected = {stored, *_current_outputs(this.name, group)}
+        return [e.path for e in prune_plan(group, keep, protected) if remove_entry(e)]
+    except OSError:
+        return []

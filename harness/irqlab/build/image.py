@@ -49,6 +49,7 @@ from irqlab.build.kernel import (
     parse_modules_dep,
     run_depmod,
 )
+from irqlab.build.outputs import IMAGE_VARIANT_KEY, image_variant_record
 from irqlab.build.pystdlib import PY
 from irqlab.build.sshkeys import SshKeys, ensure_keys
 from irqlab.build.steps import Log, StepLog
@@ -69,6 +70,7 @@ __all__ = [
     "default_agent_dir",
     "default_agent_files",
     "ensure_image",
+    "image_inputs",
     "render_init",
     "resolve_packages",
 ]
@@ -411,6 +413,40 @@ def _runnable_busybox(inp: _Inputs, stage: Stage, steps: StepLog) -> Path:
     return debs.extracted(debs.download([host_bb], steps)[host_bb.name], steps) / "bin/busybox"
 
 
+def image_inputs(
+    kernel: KernelArtifacts,
+    keys: SshKeys,
+    agent_files: Mapping[str, Path],
+    *,
+    kmod: Path | None = None,
+    agent_dir: Path | None = None,
+    authorized_key: str | Path | None = None,
+    extra_packages: Sequence[str] = (),
+    compression: str = DEFAULT_COMPRESSION,
+    stdlib_sources: bool = True,
+    arch: Arch = X86_64,
+) -> _Inputs:
+    """Everything an image for *arch* is made of (its digest names it), from parts built
+    or looked up before: :func:`ensure_image` builds them, the cache's inventory
+    (:mod:`irqlab.build.inventory`) only looks them up."""
+    agent = (agent_dir or default_agent_dir()).resolve()
+    if not agent.is_dir():
+        raise FileNotFoundError(f"agent package directory {agent} does not exist")
+    return _Inputs(
+        kernel=kernel,
+        packages=tuple(resolve_packages(extra_packages, arch=arch)),
+        extra_packages=tuple(extra_packages),
+        agent_dir=agent,
+        agent_files=dict(agent_files),
+        kmod=kmod.resolve() if kmod is not None else None,
+        authorized_keys=authorized_keys(keys, authorized_key),
+        keys=keys,
+        compression=compression,
+        stdlib_sources=stdlib_sources,
+        arch=arch,
+    )
+
+
 def ensure_image(
     kmod: Path | None = None,
     agent_dir: Path | None = None,
@@ -447,23 +483,19 @@ def ensure_image(
         raise FileNotFoundError(f"kernel module {kmod} does not exist (build it first)")
     kernel = ensure_kernel(log, arch=arch)
     keys = ensure_keys()
-    agent = (agent_dir or default_agent_dir()).resolve()
-    if not agent.is_dir():
-        raise FileNotFoundError(f"agent package directory {agent} does not exist")
     files = dict(default_agent_files() if agent_files is None else agent_files)
     if agent_files is None:  # the native responder beside the agent (issue 15)
         from irqlab.build.responder import BINARY, ensure_responder
 
         files[BINARY] = ensure_responder(log)
-    inp = _Inputs(
-        kernel=kernel,
-        packages=tuple(resolve_packages(extra_packages, arch=arch)),
-        extra_packages=tuple(extra_packages),
-        agent_dir=agent,
-        agent_files=files,
-        kmod=kmod.resolve() if kmod is not None else None,
-        authorized_keys=authorized_keys(keys, authorized_key),
-        keys=keys,
+    inp = image_inputs(
+        kernel,
+        keys,
+        files,
+        kmod=kmod,
+        agent_dir=agent_dir,
+        authorized_key=authorized_key,
+        extra_packages=extra_packages,
         compression=compression,
         stdlib_sources=stdlib_sources,
         arch=arch,
@@ -474,10 +506,15 @@ def ensure_image(
         with StepLog(log_dir() / "build" / f"image-{digest}.log", log) as steps:
             steps.log(f"guest image {digest}: building {output_dir('image', digest)}")
             meta = _build(inp, digest, tmp, steps)
+            # what pruning groups by (irqlab.build.outputs) and the inventory looks up
+            meta[IMAGE_VARIANT_KEY] = image_variant_record(
+                inp.extra_packages, inp.compression, inp.stdlib_sources
+            )
             (tmp / "image.json").write_text(json.dumps(meta, indent=2) + "\n")
 
     out = cached_build("image", digest, build, force=force)
     meta = json.loads((out / "image.json").read_text())
+    agent = inp.agent_dir
     return guest_image(
         version=digest,
         kernel=kernel,

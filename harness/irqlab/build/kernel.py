@@ -37,6 +37,7 @@ __all__ = [
     "KernelArtifacts",
     "KernelPackages",
     "VmlinuxError",
+    "current_kernel",
     "ensure_kernel",
     "extract_vmlinux",
     "kernel_build_dir",
@@ -313,6 +314,13 @@ def ensure_kernel(
             _build(pk, final, tmp, steps)
 
     return _artifacts(cached_build("kernel", digest, build, force=force), pk)
+
+
+def current_kernel(pk: KernelPackages) -> tuple[str, KernelArtifacts]:
+    """(digest, artifacts) of the kernel output *pk* (:func:`resolve_packages`) makes,
+    whether or not it is built: nothing is built or downloaded."""
+    digest = _kernel_digest(pk)
+    return digest, _artifacts(output_dir("kernel", digest), pk)
 
 
 def kernel_build_dir(log: Log | None = None) -> Path:

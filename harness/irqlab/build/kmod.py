@@ -30,6 +30,7 @@ __all__ = [
     "RECIPE_VERSION",
     "STYLE_TOOL_PACKAGES",
     "ToolMissing",
+    "checkpatch_digest",
     "checkpatch_findings",
     "cross_args",
     "ensure_checkpatch",
@@ -169,17 +170,10 @@ class ToolMissing(IrqlabError, RuntimeError):
 def ensure_checkpatch(log: Log | None = None) -> Path:
     """The kernel's ``scripts/checkpatch.pl`` with its data files (spelling.txt,
     const_structs.checkpatch), taken from Debian's linux-source-6.1 package, cached."""
-    pkg = debs.apt_show([CHECKPATCH_PACKAGE]).get(CHECKPATCH_PACKAGE)
-    if pkg is None:
-        raise ToolMissing(
-            f"{CHECKPATCH_PACKAGE} is not in the apt lists: run apt-get update "
-            "(checkpatch.pl comes from that package)"
-        )
-    h = InputHash("checkpatch-1")
-    h.add_str("package", pkg.spec)
+    pkg, digest = _checkpatch_package()
 
     def build(out: Path) -> None:
-        with StepLog(log_dir() / "build" / f"checkpatch-{h.hexdigest()}.log", log) as steps:
+        with StepLog(log_dir() / "build" / f"checkpatch-{digest}.log", log) as steps:
             deb = debs.download([pkg], steps)[pkg.name]
             with tempfile.TemporaryDirectory(dir=out) as tmp:
                 debs.extract_into(deb, Path(tmp), steps)
@@ -201,7 +195,24 @@ def ensure_checkpatch(log: Log | None = None) -> Path:
                 if not (out / f).is_file():
                     raise ToolMissing(f"{pkg.spec} has no {f}")
 
-    return cached_build("checkpatch", h.hexdigest(), build) / CHECKPATCH_FILES[0]
+    return cached_build("checkpatch", digest, build) / CHECKPATCH_FILES[0]
+
+
+def _checkpatch_package() -> tuple[debs.Package, str]:
+    pkg = debs.apt_show([CHECKPATCH_PACKAGE]).get(CHECKPATCH_PACKAGE)
+    if pkg is None:
+        raise ToolMissing(
+            f"{CHECKPATCH_PACKAGE} is not in the apt lists: run apt-get update "
+            "(checkpatch.pl comes from that package)"
+        )
+    h = InputHash("checkpatch-1")
+    h.add_str("package", pkg.spec)
+    return pkg, h.hexdigest()
+
+
+def checkpatch_digest() -> str:
+    """The hash naming the checkpatch output of the current apt lists (nothing is built)."""
+    return _checkpatch_package()[1]
 
 
 def _run(argv: list[str | Path], cwd: Path | None = None) -> tuple[int, str]:

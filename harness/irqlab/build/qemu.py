@@ -54,6 +54,7 @@ __all__ = [
     "QemuInstall",
     "QemuSource",
     "configure_flags",
+    "current_digest",
     "ensure_qemu",
     "ensure_qemus",
     "find_qemu",
@@ -361,15 +362,24 @@ def _install_from(out: Path, arch: Arch = X86_64) -> QemuInstall:
     return QemuInstall(binary=binary, datadir=out / "share" / "qemu", version=version)
 
 
+def current_digest(arch: Arch = X86_64) -> str:
+    """The hash naming *arch*'s install for the current inputs, built or not (never
+    builds; apt's candidate versions are memoized per apt-lists state).  Raises
+    :class:`~irqlab.build.debs.AptError` or ValueError when the inputs are not known."""
+    return _current_inputs(arch).digest
+
+
 def find_qemu(arch: Arch = X86_64) -> QemuInstall | None:
-    """The cached install for the current inputs (and *arch*'s target), or None.  Never builds."""
+    """The cached install for the current inputs (and *arch*'s target), or None.  Never
+    builds; marks the install used (pruning keeps the most recently used)."""
     try:
-        inputs = _current_inputs(arch)
+        digest = current_digest(arch)
     except (debs.AptError, ValueError, OSError):
         return None
-    out = cache.output_dir("qemu", inputs.digest)
+    out = cache.output_dir("qemu", digest)
     if not cache.is_complete(out):
         return None
+    cache.touch(out)
     return _install_from(out, arch)
 
 
@@ -590,6 +600,7 @@ def ensure_qemu(*, force: bool = False, log: Log = print, arch: Arch = X86_64) -
         raise BuildError("inputs", lp, str(e)) from e
     out = cache.output_dir("qemu", inputs.digest)
     if cache.is_complete(out) and not force:
+        cache.touch(out)
         return _install_from(out, arch)
 
     with _lock():

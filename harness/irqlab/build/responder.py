@@ -62,16 +62,20 @@ def warnings_in(output: str) -> list[str]:
     return [ln for ln in output.splitlines() if re.search(r"\bwarning:", ln)]
 
 
-def ensure_responder(log: Log | None = None, *, force: bool = False) -> Path:
-    """Path of the static ``irqlab-respond`` binary (cached)."""
-    cc = compiler()
-    files = source_files()
+def input_digest(cc: str) -> str:
+    """The hash naming the binary *cc* makes of the current sources (nothing is built)."""
     h = InputHash(RECIPE_VERSION)
     h.add_str("cc", compiler_version(cc))
     h.add_str("cflags", " ".join(CFLAGS))
-    for rel, path in sorted(files.items()):
+    for rel, path in sorted(source_files().items()):
         h.add_file(path, label=rel)
-    digest = h.hexdigest()
+    return h.hexdigest()
+
+
+def ensure_responder(log: Log | None = None, *, force: bool = False) -> Path:
+    """Path of the static ``irqlab-respond`` binary (cached)."""
+    cc = compiler()
+    digest = input_digest(cc)
 
     def build(out: Path) -> None:
         with StepLog(log_dir() / "build" / f"responder-{digest}.log", log) as steps:

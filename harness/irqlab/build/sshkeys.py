@@ -25,11 +25,13 @@ __all__ = [
     "SshKeys",
     "dropbear_ed25519",
     "ensure_keys",
+    "find_keys",
     "openssh_pub",
 ]
 
 CLIENT_KEY = "client_ed25519"
 HOST_KEY = "host_ed25519.dropbear"
+_HOST_PEM = "host_ed25519"  # the host key in OpenSSH's format (HOST_KEY is dropbear's)
 
 
 @dataclass(frozen=True)
@@ -87,20 +89,38 @@ def _load_or_create(path: Path) -> Ed25519PrivateKey:
     return key
 
 
+def _keys_dir(directory: Path | None) -> Path:
+    return directory if directory is not None else cache_dir() / "guest-keys"
+
+
 def ensure_keys(directory: Path | None = None) -> SshKeys:
     """The cache's guest SSH keys, generated on first use."""
-    d = directory if directory is not None else cache_dir() / "guest-keys"
+    d = _keys_dir(directory)
     d.mkdir(parents=True, exist_ok=True)
     os.chmod(d, 0o700)
     client = _load_or_create(d / CLIENT_KEY)
-    client_pub = openssh_pub(client) + " irqlab-client"
-    (d / (CLIENT_KEY + ".pub")).write_text(client_pub + "\n")
-    host_pem = d / "host_ed25519"
-    host = _load_or_create(host_pem)
+    (d / (CLIENT_KEY + ".pub")).write_text(_client_pub(client) + "\n")
+    host = _load_or_create(d / _HOST_PEM)
     host_db = d / HOST_KEY
     data = dropbear_ed25519(host)
     if not host_db.is_file() or host_db.read_bytes() != data:
         _write_private(host_db, data)
-    host_pub = openssh_pub(host)
-    (d / "host_ed25519.pub").write_text(host_pub + "\n")
-    return SshKeys(d / CLIENT_KEY, client_pub, host_db, host_pub)
+    (d / "host_ed25519.pub").write_text(openssh_pub(host) + "\n")
+    keys = find_keys(d)
+    assert keys is not None
+    return keys
+
+
+def find_keys(directory: Path | None = None) -> SshKeys | None:
+    """The cache's guest SSH keys if they were generated, else None; writes nothing."""
+    d = _keys_dir(directory)
+    if not all((d / n).is_file() for n in (CLIENT_KEY, _HOST_PEM, HOST_KEY)):
+        return None
+    client_pub = _client_pub(_load_or_create(d / CLIENT_KEY))
+    return SshKeys(
+        d / CLIENT_KEY, client_pub, d / HOST_KEY, openssh_pub(_load_or_create(d / _HOST_PEM))
+    )
+
+
+def _client_pub(client: Ed25519PrivateKey) -> str:
+    return openssh_pub(client) + " irqlab-client"

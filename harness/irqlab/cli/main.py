@@ -79,25 +79,9 @@ def cmd_probe_accel(args: argparse.Namespace) -> int:
 
 
 def cmd_cache(args: argparse.Namespace) -> int:
-    from irqlab.build import cache
-    from irqlab.paths import cache_dir
+    from irqlab.cli.cachecmd import cmd_cache as run
 
-    found = cache.entries()
-    plan = cache.prune_plan(found, args.prune) if args.prune is not None else []
-    doomed = {e.path for e in plan}
-    total = 0
-    for e in found:
-        size = cache.dir_size(e.path)
-        total += size
-        state = "complete" if e.complete else "incomplete"
-        mark = "  (remove)" if e.path in doomed else ""
-        print(f"{e.path.name:32} {size / 2**20:9.1f} MiB  {state}{mark}")
-    print(f"{len(found)} outputs, {total / 2**20:.1f} MiB in {cache_dir()}")
-    if doomed and not args.dry_run:
-        removed = [e for e in found if e.path in doomed and cache.remove_entry(e)]
-        busy = len(doomed) - len(removed)
-        print(f"removed {len(removed)}" + (f"; {busy} in use by a build, kept" if busy else ""))
-    return 0
+    return run(args)
 
 
 def cmd_buildroot_build(args: argparse.Namespace) -> int:
@@ -197,17 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--timeout", type=float, default=5.0, help="probe timeout, seconds")
     s.set_defaults(func=cmd_probe_accel)
 
-    s = sub.add_parser(
-        "cache",
-        help="list the build cache's outputs; --prune N keeps the newest N per recipe",
-        description="Each recipe (qemu, kernel, kmod, image, ...) writes one output per input "
-        "hash. Shared parts (QEMU source and build trees, ccache, the .deb pool) are not listed.",
-    )
-    s.add_argument(
-        "--prune", type=int, metavar="N", help="remove all but the newest N outputs per recipe"
-    )
-    s.add_argument("--dry-run", action="store_true", help="with --prune: only show what would go")
-    s.set_defaults(func=cmd_cache)
+    from irqlab.cli.cachecmd import add_cache_parser
+
+    add_cache_parser(sub)
 
     from irqlab.cli.bench import add_bench_parser
 

@@ -135,7 +135,7 @@ class GuestDiagnostics:
 def _newest(recipe: str) -> Path | None:
     from irqlab.build import cache
 
-    done = [e for e in cache.entries() if e.name == recipe and e.complete]
+    done = [e for e in cache.entries(recipe=recipe) if e.complete]
     return max(done, key=lambda e: e.mtime).path if done else None
 
 

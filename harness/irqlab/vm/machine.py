@@ -30,6 +30,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from irqlab.build import cache
 from irqlab.errors import IrqlabError
 from irqlab.paths import log_dir
 from irqlab.vm import proc
@@ -208,6 +209,7 @@ class Machine:
         self._qtest: QTest | None = None
         self._qtest_listener: socket.socket | None = None
         self._console: Console | None = None
+        self._held: cache.Held | None = None  # the cache outputs QEMU runs from
         self._closed = False
 
     # -- lifecycle ---------------------------------------------------------------
@@ -264,6 +266,9 @@ class Machine:
             self._qtest_listener.listen(1)
         if cfg.console:
             self._console = Console(p.console_sock, p.console_log)
+        # the cache outputs QEMU runs from (binary, firmware, kernel, initramfs, device
+        # tree) stay while it runs: pruning leaves a held output alone
+        self._held = cache.hold(cache.outputs_named(self.argv))
         with p.stderr_log.open("wb") as log:
             self._proc = proc.spawn(self.argv, stdout=log, stderr=subprocess.STDOUT)
         self._pidfd = os.pidfd_open(self._proc.pid)
@@ -339,6 +344,8 @@ class Machine:
                 self._pidfd = -1
             if self.paths is not None:
                 shutil.rmtree(self.paths.sock_dir, ignore_errors=True)
+            if self._held is not None and (self._proc is None or status is not None):
+                self._held.release()  # QEMU is gone (or never started)
         if self._proc is not None and status is None:
             raise MachineError(f"QEMU pid {self._proc.pid} could not be killed")
         return status

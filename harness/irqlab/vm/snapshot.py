@@ -99,8 +99,8 @@ def read_meta(directory: Path) -> dict[str, Any]:
 
 def discard(key: str) -> None:
     """Remove the snapshot for *key* (a bad one), unless a save holds its lock."""
-    for e in cache.entries():
-        if e.name == RECIPE and e.digest == key:
+    for e in cache.entries(recipe=RECIPE):
+        if e.digest == key:
             cache.remove_entry(e)
 
 
@@ -196,7 +196,7 @@ def save(machine: Machine, key: str, meta: Mapping[str, Any], *, timeout: float 
         (tmp / META_FILE).write_text(json.dumps(info, indent=2, default=str) + "\n")
 
     try:
-        saved = cache.cached_build(RECIPE, key, write)
+        saved = cache.cached_build(RECIPE, key, write, evict=False)  # prune() below
     except (MachineError, QMPFailure, QMPCommandError, OSError) as e:
         raise SnapshotError(f"saving the snapshot {key} failed: {e}") from e
     prune(keep_snapshots())
@@ -219,7 +219,7 @@ def prune(keep: int) -> list[Path]:
     """Remove all but the *keep* most recently used snapshots (a load or save marks a
     snapshot used); one that a save or load holds locked right now is left alone."""
     found = sorted(
-        (e for e in cache.entries() if e.name == RECIPE and e.complete),
+        (e for e in cache.entries(recipe=RECIPE) if e.complete),
         key=lambda e: e.mtime,
         reverse=True,
     )

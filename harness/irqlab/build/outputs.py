@@ -1,0 +1,164 @@
+"""What a cache output was built for, read from its own files: architecture and variant.
+
+Pruning (``irqlab cache --prune N`` and the eviction after each build, see
+:mod:`irqlab.build.cache`) keeps the most recently used outputs of each *group*: one
+recipe, one architecture, one variant.  An x86_64 QEMU and an aarch64 one, or the
+default guest image and the one with ``rt-tests``, never compete for the same places.
+
+Nothing here asks apt or builds: each recipe's output already says what it is.
+
+- ``qemu-*``: ``manifest.json``'s ``--target-list`` (else the ``bin/qemu-system-*`` names);
+- ``kernel-*``: ``kernel.json``'s ABI (``6.1.0-57-arm64``: arm64 is aarch64);
+- ``image-*``: ``image.json``: the kernel's ABI, whether our module is in it, the
+  initramfs's compression, and the Debian packages it ships (their names: an image with
+  other extra packages ships others); images since the variant is recorded there also
+  name their extra packages;
+- ``buildroot-image-*``: ``image.json``'s ``arch``;
+- ``snapshot-*``: the QEMU binary in ``meta.json``;
+- anything else (``kmod``, ``responder``, a test's module): the ELF machine of the first
+  ELF file in it (``irqlab.ko``: x86-64 or AArch64), else no architecture.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from irqlab.build.arch import ARCHES
+from irqlab.build.elf import ElfError, elf_machine
+
+__all__ = ["IMAGE_VARIANT_KEY", "Kind", "describe", "image_variant_record"]
+
+# image.json's record of the parameters that make a variant (written by ensure_image)
+IMAGE_VARIANT_KEY = "variant"
+
+
+@dataclass(frozen=True)
+class Kind:
+    """What an output is for: outputs of one recipe with equal ``arch`` and ``variant``
+    form one group (the most recently used of a group are kept)."""
+
+    arch: str = ""  # "x86_64", "aarch64"; "" when the output names none
+    variant: str = ""  # within recipe and arch: "" is the one variant
+    detail: str = ""  # the variant for people ("+gpiod"), shown by `irqlab cache`
+
+
+def _json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _arch_of_deb(deb_arch: str) -> str:
+    return next((a.name for a in ARCHES.values() if a.deb_arch == deb_arch), deb_arch)
+
+
+def _arch_of_abi(abi: str) -> str:
+    """``6.1.0-57-arm64`` -> ``aarch64`` (Debian's kernel ABIs end in the architecture)."""
+    return _arch_of_deb(abi.rsplit("-", 1)[-1]) if "-" in abi else ""
+
+
+def _elf_arch(path: Path) -> str:
+    """The architecture of the first ELF file directly in *path* (sorted by name)."""
+    try:
+        files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+    except OSError:
+        return ""
+    for f in files:
+        try:
+            with f.open("rb") as fh:
+                machine = elf_machine(fh.read(20))
+        except (OSError, ElfError):
+            continue
+        return next((a.name for a in ARCHES.values() if a.elf_machine == machine), str(machine))
+    return ""
+
+
+def _qemu(path: Path) -> Kind:
+    flags = _json(path / "manifest.json").get("configure", [])
+    for flag in flags if isinstance(flags, list) else []:
+        if str(flag).startswith("--target-list="):
+            targets = str(flag).split("=", 1)[1].split(",")
+            return Kind(",".join(t.removesuffix("-softmmu") for t in targets))
+    binaries = sorted(p.name for p in (path / "bin").glob("qemu-system-*"))
+    return Kind(",".join(b.removeprefix("qemu-system-") for b in binaries))
+
+
+def _kernel(path: Path) -> Kind:
+    return Kind(_arch_of_abi(str(_json(path / "kernel.json").get("abi", ""))))
+
+
+def _image(path: Path) -> Kind:
+    meta = _json(path / "image.json")
+    if not meta:
+        return Kind()
+    arch = str(meta.get("arch") or _arch_of_abi(str(meta.get("kernel_version", ""))))
+    initramfs = str(meta.get("initramfs", "initramfs.cpio"))
+    compression = initramfs.removeprefix("initramfs.cpio").lstrip(".") or "none"
+    recorded = meta.get(IMAGE_VARIANT_KEY)
+    record = recorded if isinstance(recorded, dict) else {}
+    stdlib = bool(record.get("stdlib_sources", True))
+    packages = sorted(meta.get("packages") or {})
+    # The package names tell the extra packages apart (their dependencies come along), the
+    # same way in images from before the variant was recorded as in newer ones.
+    names = hashlib.sha256(" ".join(packages).encode()).hexdigest()[:12]
+    module = meta.get("kmod") or ""
+    key = f"module={module} compression={compression} stdlib={int(stdlib)} packages={names}"
+    words = []
+    if "extra_packages" in record:
+        extra = [str(p) for p in record["extra_packages"]]
+        words.append("+" + ",".join(extra) if extra else "no extra packages")
+    else:
+        words.append(f"{len(packages)} packages (extras not recorded)")
+    if not module:
+        words.append("no module")
+    if compression != "none":
+        words.append(compression)
+    if not stdlib:
+        words.append("stdlib bytecode only")
+    return Kind(arch, key, ", ".join(words))
+
+
+def _buildroot_image(path: Path) -> Kind:
+    return Kind(str(_json(path / "image.json").get("arch", "x86_64")))
+
+
+_QEMU_BINARY = re.compile(r"qemu-system-([A-Za-z0-9_]+)$")
+
+
+def _snapshot(path: Path) -> Kind:
+    m = _QEMU_BINARY.search(str(_json(path / "meta.json").get("qemu", "")))
+    return Kind(m[1] if m else "")
+
+
+_READERS: dict[str, Callable[[Path], Kind]] = {
+    "qemu": _qemu,
+    "kernel": _kernel,
+    "image": _image,
+    "buildroot-image": _buildroot_image,
+    "snapshot": _snapshot,
+}
+
+
+def describe(recipe: str, path: Path) -> Kind:
+    """What the output *path* of *recipe* is for (an unreadable one: no arch, no variant)."""
+    reader = _READERS.get(recipe)
+    return reader(path) if reader is not None else Kind(_elf_arch(path))
+
+
+def image_variant_record(
+    extra_packages: tuple[str, ...], compression: str, stdlib_sources: bool
+) -> dict[str, object]:
+    """What ``image.json`` records of the variant an image was built as."""
+    return {
+        "extra_packages": list(extra_packages),
+        "compression": compression,
+        "stdlib_sources": stdlib_sources,
+    }

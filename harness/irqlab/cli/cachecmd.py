@@ -1,0 +1,148 @@
+"""``irqlab cache``: the build cache's outputs by recipe, architecture and variant, which
+of them this checkout resolves to (*current*) and which a running QEMU holds (*in use*);
+``--prune N`` keeps the N most recently used of each group and never those two."""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+import time
+from collections.abc import Collection, Sequence
+from pathlib import Path
+from typing import Any
+
+from irqlab.build import cache
+
+__all__ = ["add_cache_parser", "cmd_cache", "format_listing"]
+
+DESCRIPTION = (
+    "Each recipe (qemu, kernel, kmod, image, ...) writes one output per input hash; outputs "
+    "of one recipe built for one architecture and variant (an image's extra packages, its "
+    "compression, with or without our module) form a group.  'current': what this checkout "
+    "resolves to (found without building); 'in use': held by a running QEMU (a guest's "
+    "QEMU, kernel, image).  Neither is ever pruned.  A new output evicts the least recently "
+    f"used of its group beyond ${cache.KEEP_ENV} (default {cache.DEFAULT_KEEP}; 0: never).  "
+    "Shared parts (QEMU source and build trees, ccache, the .deb pool) are not listed."
+)
+
+
+def _count(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"N must be 0 or more, not {n}")
+    return n
+
+
+def add_cache_parser(sub: Any) -> None:
+    s = sub.add_parser(
+        "cache",
+        help="list the build cache's outputs (current, in use); --prune N keeps the N most "
+        "recently used of each recipe, architecture and variant",
+        description=DESCRIPTION,
+    )
+    s.add_argument(
+        "--prune",
+        type=_count,
+        metavar="N",
+        help="remove incomplete leftovers and all but the N most recently used outputs of "
+        "each group (recipe, architecture, variant); current and in-use outputs always "
+        "stay, so 0 removes all but those",
+    )
+    s.add_argument(
+        "--dry-run", action="store_true", help="with --prune: only show what would be removed"
+    )
+    s.set_defaults(func=cmd_cache)
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB"
+
+
+def _order(e: cache.CacheEntry) -> tuple[str, str, str, bool, float]:
+    return (e.name, e.arch, e.variant, not e.complete, -e.mtime)
+
+
+def format_listing(
+    found: Sequence[cache.CacheEntry],
+    sizes: dict[Path, int],
+    current: Collection[Path],
+    busy: Collection[Path],
+    doomed: Collection[Path],
+) -> list[str]:
+    """One header line per group (recipe, arch, variant: its outputs and size), then its
+    outputs, most recently used first: size, last use, current / in use / (remove)."""
+    lines: list[str] = []
+    for _, members in itertools.groupby(sorted(found, key=_order), key=lambda e: e.group):
+        group = list(members)
+        e = group[0]
+        what = " ".join(w for w in (e.name, e.arch or "(no arch)", e.detail) if w)
+        size = sum(sizes[g.path] for g in group)
+        lines.append(f"{what}: {len(group)} output{'s' * (len(group) != 1)}, {_mib(size)}")
+        lines += [_line(g, sizes[g.path], current, busy, doomed) for g in group]
+    return lines
+
+
+def _line(
+    e: cache.CacheEntry,
+    size: int,
+    current: Collection[Path],
+    busy: Collection[Path],
+    doomed: Collection[Path],
+) -> str:
+    marks = [
+        m
+        for m, on in (
+            ("incomplete", not e.complete),
+            ("current", e.path in current),
+            ("in use", e.path in busy),
+            ("(remove)", e.path in doomed),
+        )
+        if on
+    ]
+    used = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.mtime))
+    return f"  {e.path.name:34} {_mib(size):>12}  used {used}  {', '.join(marks)}".rstrip()
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    from irqlab.build import inventory
+    from irqlab.paths import cache_dir
+
+    if args.dry_run and args.prune is None:
+        print(
+            "irqlab cache: --dry-run needs --prune N (it shows what --prune N would remove)",
+            file=sys.stderr,
+        )
+        return 2
+    found = cache.entries()
+    now = inventory.current(found)
+    busy = {e.path for e in found if e.complete and cache.in_use(e.path)}
+    current = now.protected(found)
+    plan = cache.prune_plan(found, args.prune, current | busy) if args.prune is not None else []
+    doomed = {e.path for e in plan}
+    sizes = {e.path: cache.dir_size(e.path) for e in found}
+    for line in format_listing(found, sizes, current, busy, doomed):
+        print(line)
+    print(f"{len(found)} outputs, {_mib(sum(sizes.values()))} in {cache_dir()}")
+    for (recipe, arch), why in sorted(now.unknown.items()):
+        print(
+            f"the current {recipe} ({arch or 'no arch'}) is not known ({why}): the most "
+            "recently used of each of its groups counts as current",
+            file=sys.stderr,
+        )
+    if args.prune is None:
+        return 0
+    if args.dry_run:
+        freed = _mib(sum(sizes[p] for p in doomed))
+        print(f"--prune {args.prune} would remove {len(plan)} outputs, {freed} (dry run)")
+        return 0
+    removed = [e for e in plan if cache.remove_entry(e)]
+    kept = len(plan) - len(removed)
+    print(
+        f"removed {len(removed)} outputs, {_mib(sum(sizes[e.path] for e in removed))}"
+        + (f"; {kept} in use or being built meanwhile, kept" if kept else "")
+    )
+    return 0

@@ -36,6 +36,7 @@ __all__ = [
     "cmd_shell",
     "guest_config",
     "parse_assignments",
+    "raw_tty",
 ]
 
 
@@ -91,7 +92,10 @@ def guest_config(args: argparse.Namespace, name: str) -> Any:
 
 
 @contextlib.contextmanager
-def _raw_tty(fd: int) -> Iterator[None]:
+def raw_tty(fd: int) -> Iterator[None]:
+    """The terminal *fd* in raw mode while the block runs, its modes restored however
+    the block ends (a return, Ctrl-C, SIGTERM); a terminal that hung up (SIGHUP) has no
+    modes left to restore."""
     import termios
     import tty
 
@@ -100,7 +104,8 @@ def _raw_tty(fd: int) -> Iterator[None]:
     try:
         yield
     finally:
-        termios.tcsetattr(fd, termios.TCSADRAIN, old)
+        with contextlib.suppress(termios.error):
+            termios.tcsetattr(fd, termios.TCSADRAIN, old)
 
 
 def bridge(chan: paramiko.Channel, stdin_fd: int | None, stdout_fd: int, stderr_fd: int) -> int:
@@ -155,7 +160,7 @@ def interactive_shell(guest: Any) -> int:
 
     old = signal.signal(signal.SIGWINCH, resize)
     try:
-        with _raw_tty(sys.stdin.fileno()):
+        with raw_tty(sys.stdin.fileno()):
             return bridge(chan, sys.stdin.fileno(), sys.stdout.fileno(), sys.stdout.fileno())
     finally:
         signal.signal(signal.SIGWINCH, old)

@@ -7,12 +7,18 @@ Each subcommand is a function ``cmd_<name>(args) -> int`` registered in
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shlex
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from typing import TextIO
 
 __all__ = [
+    "TEARDOWN_SIGNALS",
+    "Terminated",
     "build_parser",
     "cmd_build_image",
     "cmd_build_qemu",
@@ -24,6 +30,7 @@ __all__ = [
     "cmd_regs",
     "command_parser",
     "main",
+    "teardown_on_signals",
 ]
 
 
@@ -282,21 +289,84 @@ def command_parser(name: str) -> tuple[argparse.ArgumentParser, str]:
     raise KeyError(name)
 
 
+def _to_devnull(stream: TextIO) -> None:
+    """Point *stream*'s file descriptor at /dev/null."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, stream.fileno())
+    os.close(devnull)
+
+
 def _stdout_gone() -> int:
     """The reader of our stdout left (``irqlab regs | head``): quiet exit, as a shell
     tool killed by SIGPIPE, without Python's BrokenPipeError at interpreter exit."""
-    import os
-
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
+    _to_devnull(sys.stdout)
     return 141
+
+
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP arrived.  Like KeyboardInterrupt it is no ``Exception``, so it
+    unwinds through every ``finally`` (terminal restored, guest stopped, temporary
+    directories removed) and no ``except Exception`` swallows it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+TEARDOWN_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+@contextlib.contextmanager
+def teardown_on_signals() -> Iterator[None]:
+    """Turn SIGTERM and SIGHUP (a closed terminal) into :class:`Terminated` while the
+    block runs, as Ctrl-C is turned into KeyboardInterrupt; a second one while the
+    first unwinds is ignored so that the teardown finishes.  A signal ignored when we
+    started (``nohup``) stays ignored; outside the main thread nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    fired = False
+
+    def handler(signum: int, frame: object) -> None:
+        nonlocal fired
+        if not fired:
+            fired = True
+            raise Terminated(signum)
+
+    old = {
+        sig: signal.signal(sig, handler)
+        for sig in TEARDOWN_SIGNALS
+        if signal.getsignal(sig) is not signal.SIG_IGN
+    }
+    try:
+        yield
+    finally:
+        for sig, previous in old.items():
+            signal.signal(sig, previous)
+
+
+def _terminated(signum: int) -> int:
+    """The one line after a teardown by *signum*, and the shell's status for it.  A
+    stream whose terminal hung up is pointed at /dev/null (what is left in it cannot be
+    written anywhere, and Python's flush at exit would fail)."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except OSError:
+            _to_devnull(stream)
+    try:
+        print(f"irqlab: stopped by {signal.Signals(signum).name}", file=sys.stderr, flush=True)
+    except OSError:
+        _to_devnull(sys.stderr)
+    return 128 + signum
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one subcommand.  User and environment errors (what irqlab reports, a file or
     directory that cannot be used, a failed external command) end in one line on
-    stderr and exit status 1, never a traceback; IRQLAB_DEBUG=1 shows it anyway."""
-    import os
+    stderr and exit status 1, never a traceback; IRQLAB_DEBUG=1 shows it anyway.
+    SIGTERM and SIGHUP tear down as Ctrl-C does, then say so in one line and exit with
+    128 + the signal's number."""
     import subprocess
 
     from irqlab.errors import IrqlabError
@@ -304,10 +374,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     debug = os.environ.get("IRQLAB_DEBUG") == "1"
     try:
-        rc: int = args.func(args)
-        sys.stdout.flush()
+        with teardown_on_signals():
+            rc: int = args.func(args)
+            sys.stdout.flush()
     except KeyboardInterrupt:
         return 130
+    except Terminated as e:
+        return _terminated(e.signum)
     except BrokenPipeError:
         return _stdout_gone()
     except (IrqlabError, OSError, subprocess.CalledProcessError) as e:

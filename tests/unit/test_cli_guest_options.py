@@ -43,3 +43,31 @@ def test_bad_module_param_is_one_line(capsys: pytest.CaptureFixture[str]) -> Non
     assert main(["run", "--module-param", "oops", "--", "true"]) == 1
     err = capsys.readouterr().err
     assert err.strip() == "irqlab: --module-param 'oops': expected KEY=VALUE"
+
+
+class _Guest:
+    """What cmd_shell needs of a guest that ran and was left (its QMP socket gone)."""
+
+    fault = None
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("starts", [True, False], ids=["normal-exit", "start-fails"])
+def test_shell_leaves_no_socket_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, starts: bool
+) -> None:
+    from irqlab.cli import guestcmd
+
+    monkeypatch.setattr(guestcmd.tempfile, "tempdir", str(tmp_path))
+
+    def start(config: object) -> _Guest:
+        if not starts:
+            raise UsageError("no guest today")
+        return _Guest()
+
+    monkeypatch.setattr(guestcmd, "_start_guest", start)
+    monkeypatch.setattr(guestcmd, "interactive_shell", lambda g: 0)
+    assert main(["shell"]) == (0 if starts else 1)
+    assert list(tmp_path.iterdir()) == []

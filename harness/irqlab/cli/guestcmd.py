@@ -15,6 +15,7 @@ import json
 import os
 import select
 import shlex
+import shutil
 import signal
 import sys
 import tempfile
@@ -177,12 +178,12 @@ def _start_guest(config: Any) -> Any:
 
 
 def cmd_shell(args: argparse.Namespace) -> int:
-    sock_dir = Path(tempfile.mkdtemp(prefix=f"irqlab-{os.getpid()}-shell"))
-    qmp = sock_dir / "qmp.sock"
     config = guest_config(args, "shell")
-    config.qmp_socket = qmp
-    g = _start_guest(config)
+    sock_dir = Path(tempfile.mkdtemp(prefix=f"irqlab-{os.getpid()}-shell"))
+    qmp = config.qmp_socket = sock_dir / "qmp.sock"
+    g = None
     try:
+        g = _start_guest(config)
         print(
             f"irqlab: QMP socket {qmp}\n"
             f"irqlab:   irqlab inject --qmp {qmp} pulse 3 | push 0x42 | burst 1000 "
@@ -198,10 +199,9 @@ def cmd_shell(args: argparse.Namespace) -> int:
             return 1
         return rc
     finally:
-        g.close()
-        with contextlib.suppress(OSError):
-            qmp.unlink()
-            sock_dir.rmdir()
+        if g is not None:
+            g.close()
+        shutil.rmtree(sock_dir, ignore_errors=True)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

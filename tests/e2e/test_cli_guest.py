@@ -3,13 +3,13 @@ socket the shell prints, as a user runs them (subprocesses, a pseudo-terminal)."
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
-import pty
 import re
-import select
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from irqlab.contract.regs import QOM
+from irqlab.testing.terminal import COOKED, Terminal
 from irqlab.vm.qmp.stats import Counters
 
 IRQLAB = [sys.executable, "-m", "irqlab.cli.main"]
@@ -47,44 +48,67 @@ def test_run_with_a_device_property_and_a_file(tmp_path: Path) -> None:
     assert re.search(r"\[irqlab-[^]]+\] \(4 lines\)", r.stdout), r.stdout
 
 
-class Terminal:
-    """irqlab shell on a pseudo-terminal: what a user types and sees."""
+def children(pid: int) -> list[int]:
+    """The processes whose parent is *pid*."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+    return found
 
-    def __init__(self, args: list[str]) -> None:
-        self.master, slave = pty.openpty()
-        os.set_blocking(self.master, False)
-        self.proc = subprocess.Popen(
-            args, stdin=slave, stdout=slave, stderr=slave, close_fds=True, start_new_session=True
-        )
-        os.close(slave)
-        self.seen = ""
 
-    def expect(self, pattern: str, timeout: float = 120.0) -> re.Match[str]:
-        deadline = time.monotonic() + timeout
-        rx = re.compile(pattern)
-        while True:
-            m = rx.search(self.seen)
-            if m:
-                self.seen = self.seen[m.end() :]
-                return m
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"{pattern!r} not seen within {timeout} s:\n{self.seen}")
-            ready, _, _ = select.select([self.master], [], [], left)
-            if ready:
-                try:
-                    self.seen += os.read(self.master, 65536).decode(errors="replace")
-                except OSError:  # EIO: the other side closed
-                    raise AssertionError(f"{pattern!r} not seen; EOF:\n{self.seen}") from None
+def assert_torn_down(pid: int, qemu: list[int]) -> None:
+    """No QEMU of the irqlab process *pid* left, nor a temporary folder of it."""
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{q}").exists() for q in qemu) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(Path(f"/proc/{q}").exists() for q in qemu), "QEMU outlived irqlab"
+    assert not list(Path(tempfile.gettempdir()).glob(f"irqlab-{pid}-*"))
 
-    def send(self, text: str) -> None:
-        os.write(self.master, text.encode())
 
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(30)
-        os.close(self.master)
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
+def test_run_stopped_by_a_signal_tears_down(sig: signal.Signals) -> None:
+    t = Terminal([*IRQLAB, "run", "--", "sleep", "30"])
+    try:
+        t.expect("guest ready")
+        qemu = children(t.proc.pid)
+        assert qemu, "QEMU runs as irqlab's child"
+        t.proc.send_signal(sig)
+        assert t.wait() == 128 + sig, t.seen
+        assert f"irqlab: stopped by {sig.name}" in t.seen and "Traceback" not in t.seen
+        assert_torn_down(t.proc.pid, qemu)
+    finally:
+        t.close()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
+def test_shell_stopped_by_a_signal_restores_the_terminal(sig: signal.Signals) -> None:
+    t = Terminal([*IRQLAB, "shell"])
+    try:
+        assert t.lflags() & COOKED == COOKED
+        t.expect(r"irqlab:~# ")
+        assert not t.lflags() & COOKED, "the shell puts the terminal in raw mode"
+        qemu = children(t.proc.pid)
+        t.proc.send_signal(sig)
+        assert t.wait() == 128 + sig, t.seen
+        assert t.lflags() & COOKED == COOKED, "the terminal's modes are restored"
+        assert f"irqlab: stopped by {sig.name}" in t.seen and "Traceback" not in t.seen
+        assert_torn_down(t.proc.pid, qemu)
+    finally:
+        t.close()
+
+
+def test_shell_whose_terminal_closes_stops_the_guest() -> None:
+    t = Terminal([*IRQLAB, "shell"], controlling=True)
+    try:
+        t.expect(r"irqlab:~# ")
+        qemu = children(t.proc.pid)
+        t.hang_up()
+        assert t.wait() == 128 + signal.SIGHUP
+        assert_torn_down(t.proc.pid, qemu)
+    finally:
+        t.close()
 
 
 @pytest.fixture

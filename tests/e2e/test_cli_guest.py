@@ -4,7 +4,9 @@ socket the shell prints, as a user runs them (subprocesses, a pseudo-terminal)."
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
+import os
 import re
 import signal
 import subprocess
@@ -46,6 +48,40 @@ def test_run_with_a_device_property_and_a_file(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("hello guest\n")
     assert re.search(r"\[irqlab-[^]]+\] \(4 lines\)", r.stdout), r.stdout
+
+
+def test_run_forwards_stdin_like_ssh() -> None:
+    r = irqlab("run", "--", "cat", input="hello\n")
+    assert (r.returncode, r.stdout) == (0, "hello\n"), r.stderr
+    data = os.urandom(3 << 20)  # more than the channel's window and a pipe's buffer
+    r2 = subprocess.run(
+        [*IRQLAB, "run", "--", "sha256sum"], input=data, capture_output=True, timeout=120
+    )
+    assert r2.returncode == 0, r2.stderr
+    assert r2.stdout.split()[0].decode() == hashlib.sha256(data).hexdigest()
+
+
+def test_run_of_a_command_that_reads_no_stdin_ends_with_it() -> None:
+    yes = subprocess.Popen(["yes"], stdout=subprocess.PIPE)
+    try:
+        r = irqlab("run", "--", "exit 4", stdin=yes.stdout, timeout=60)
+    finally:
+        yes.kill()
+        yes.wait()
+    assert r.returncode == 4, r.stderr
+
+
+def test_run_on_a_terminal_reads_what_is_typed() -> None:
+    t = Terminal([*IRQLAB, "run", "--", 'while read -r l; do echo "got: $l"; done'])
+    try:
+        t.expect("guest ready")
+        assert t.lflags() & COOKED == COOKED, "irqlab run leaves the terminal cooked"
+        t.send("first line\r")
+        t.expect("got: first line")
+        t.send("\x04")  # Ctrl-D: EOF
+        assert t.wait() == 0, t.seen
+    finally:
+        t.close()
 
 
 def children(pid: int) -> list[int]:

@@ -35,6 +35,7 @@ __all__ = [
     "cmd_inject",
     "cmd_run",
     "cmd_shell",
+    "forwarded_stdin",
     "guest_config",
     "parse_assignments",
     "raw_tty",
@@ -110,11 +111,24 @@ def raw_tty(fd: int) -> Iterator[None]:
 
 
 def bridge(chan: paramiko.Channel, stdin_fd: int | None, stdout_fd: int, stderr_fd: int) -> int:
-    """Copy *stdin_fd* to the channel and its stdout/stderr to ours until it closes;
-    return its exit status (-1 if the connection dropped)."""
-    watched: list[Any] = [chan] + ([stdin_fd] if stdin_fd is not None else [])
+    """Copy *stdin_fd* to the channel (its EOF, or a read error such as a hung-up
+    terminal's, becomes the channel's EOF) and the channel's stdout/stderr to ours
+    until it closes; return its exit status (-1 if the connection dropped).  Without
+    *stdin_fd* the channel's input ends at once.
+
+    Input is sent as the channel's window allows, never blocking on it: a command that
+    does not read its stdin neither stalls its output nor keeps us once it exits."""
+    pending = b""  # read from stdin, not yet taken by the channel
+    stdin_open = stdin_fd is not None
+    if not stdin_open:
+        chan.shutdown_write()
     while True:
-        ready, _, _ = select.select(watched, [], [])
+        watched: list[Any] = [chan]
+        if stdin_open and not pending:
+            watched.append(stdin_fd)
+        # with input waiting for the window to open, look again soon: select does not
+        # say when it does
+        ready, _, _ = select.select(watched, [], [], 0.05 if pending else None)
         if chan in ready:
             got = False
             while chan.recv_stderr_ready():
@@ -125,12 +139,19 @@ def bridge(chan: paramiko.Channel, stdin_fd: int | None, stdout_fd: int, stderr_
             elif not got and (chan.eof_received or chan.closed):
                 break  # EOF ends both streams
         if stdin_fd is not None and stdin_fd in ready:
-            data = os.read(stdin_fd, 4096)
-            if data:
-                chan.sendall(data)
-            else:
-                chan.shutdown_write()
-                watched.remove(stdin_fd)
+            try:
+                pending = os.read(stdin_fd, 65536)
+            except OSError:
+                pending = b""
+            if not pending:
+                stdin_open = False
+                with contextlib.suppress(OSError, EOFError):
+                    chan.shutdown_write()
+        try:
+            while pending and chan.send_ready():
+                pending = pending[chan.send(pending) :]
+        except OSError:  # the channel closed: the command takes no more input
+            pending, stdin_open = b"", False
     # waits for the exit status; -1 when the connection dropped (the channel closed)
     return chan.recv_exit_status()
 
@@ -204,6 +225,22 @@ def cmd_shell(args: argparse.Namespace) -> int:
         shutil.rmtree(sock_dir, ignore_errors=True)
 
 
+def forwarded_stdin() -> int | None:
+    """Our stdin, to forward to ``irqlab run``'s command as ``ssh`` does; None when
+    there is none (closed) or when it is the terminal of a shell that put us in the
+    background (reading it would stop us with SIGTTIN): the command gets EOF at once."""
+    if sys.stdin is None:
+        return None
+    fd = sys.stdin.fileno()
+    if os.isatty(fd):
+        try:
+            if os.tcgetpgrp(fd) != os.getpgrp():
+                return None
+        except OSError:  # not our controlling terminal: no job control on it
+            pass
+    return fd
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     cmd = list(args.cmd)
     if cmd and cmd[0] == "--":
@@ -214,8 +251,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         chan = _session(g)
         chan.exec_command(cmd[0] if len(cmd) == 1 else shlex.join(cmd))
-        chan.shutdown_write()
-        rc = bridge(chan, None, sys.stdout.fileno(), sys.stderr.fileno())
+        rc = bridge(chan, forwarded_stdin(), sys.stdout.fileno(), sys.stderr.fileno())
         if rc < 0:
             fault = g.wait_fault(2.0)
             cause = fault.describe() if fault is not None else "the SSH connection dropped"

@@ -38,6 +38,13 @@ def test_run_exits_with_the_commands_status_and_streams_its_output() -> None:
     assert "to-err" in r.stderr and "guest ready" in r.stderr
 
 
+def test_run_quoting_is_as_its_help_says() -> None:
+    r = irqlab("run", "--", "ls /dev/irqlab*")  # one argument: a command line
+    assert r.returncode == 0 and "/dev/irqlab0\n" in r.stdout, r.stderr
+    r = irqlab("run", "--", "ls", "/dev/irqlab*")  # several: quoted, nothing expanded
+    assert r.returncode != 0 and "/dev/irqlab*" in r.stderr, r.stderr
+
+
 def test_run_with_a_device_property_and_a_file(tmp_path: Path) -> None:
     f = tmp_path / "note.txt"
     f.write_text("hello guest\n")

@@ -71,3 +71,16 @@ def test_shell_leaves_no_socket_folder(
     monkeypatch.setattr(guestcmd, "interactive_shell", lambda g: 0)
     assert main(["shell"]) == (0 if starts else 1)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_run_quoting_is_as_its_help_says() -> None:
+    from irqlab.cli.guestcmd import remote_command
+    from irqlab.cli.main import command_parser
+
+    assert remote_command(["ls /dev/irqlab*; dmesg"]) == "ls /dev/irqlab*; dmesg"
+    assert remote_command(["ls", "/dev/irqlab*"]) == "ls '/dev/irqlab*'"
+    assert remote_command(["sh", "-c", "echo $0"]) == "sh -c 'echo $0'"
+    text = command_parser("run")[0].format_help()
+    assert "irqlab run -- 'ls /dev/irqlab*; dmesg | tail -n 3'" in text
+    assert "irqlab run -- ls '/dev/irqlab*'" in text
+    assert "stdin is forwarded" in text

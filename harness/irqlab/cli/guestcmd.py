@@ -29,6 +29,7 @@ import paramiko
 from irqlab.errors import IrqlabError
 
 __all__ = [
+    "RUN_DESCRIPTION",
     "QmpSocket",
     "add_guest_parsers",
     "bridge",
@@ -39,6 +40,7 @@ __all__ = [
     "guest_config",
     "parse_assignments",
     "raw_tty",
+    "remote_command",
 ]
 
 
@@ -250,7 +252,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     g = _start_guest(guest_config(args, "run"))
     try:
         chan = _session(g)
-        chan.exec_command(cmd[0] if len(cmd) == 1 else shlex.join(cmd))
+        chan.exec_command(remote_command(cmd))
         rc = bridge(chan, forwarded_stdin(), sys.stdout.fileno(), sys.stderr.fileno())
         if rc < 0:
             fault = g.wait_fault(2.0)
@@ -342,6 +344,27 @@ def _guest_options(s: argparse.ArgumentParser) -> None:
     s.add_argument("--cold", action="store_true", help="boot cold, not from the snapshot")
 
 
+RUN_DESCRIPTION = """\
+Starts a fresh guest (restored from its snapshot when one exists), runs one command
+in it and exits with the command's status.  Its stdout and stderr stream here, and
+irqlab's stdin is forwarded to it as ssh does (the command reads EOF at its end).
+
+The guest's shell runs the command, so the quoting decides what it expands:
+  one argument:  a command line, as typed at the guest's prompt
+                   irqlab run -- 'ls /dev/irqlab*; dmesg | tail -n 3'
+  several:       quoted one by one (shlex.join): the guest's shell expands nothing
+                   irqlab run -- ls /dev/irqlab0      (ls of that file)
+                   irqlab run -- ls '/dev/irqlab*'    (looks for a file named so: fails)
+"""
+
+
+def remote_command(cmd: list[str]) -> str:
+    """The command line ``irqlab run -- CMD...`` gives the guest's shell: a single
+    argument as it is (a command line), several quoted one by one (see
+    :data:`RUN_DESCRIPTION`)."""
+    return cmd[0] if len(cmd) == 1 else shlex.join(cmd)
+
+
 def add_guest_parsers(sub: Any) -> None:
     s = sub.add_parser(
         "shell",
@@ -356,10 +379,14 @@ def add_guest_parsers(sub: Any) -> None:
     s = sub.add_parser(
         "run",
         help="run one command in a fresh guest; exit with its status",
-        description="irqlab run [options] -- CMD [ARG...]: CMD's output streams here.",
+        usage="irqlab run [options] -- CMD [ARG...]",
+        description=RUN_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _guest_options(s)
-    s.add_argument("cmd", nargs=argparse.REMAINDER, help="the command (after --)")
+    s.add_argument(
+        "cmd", nargs=argparse.REMAINDER, metavar="CMD", help="the command and its arguments"
+    )
     s.set_defaults(func=cmd_run)
 
     s = sub.add_parser(

@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -183,6 +184,66 @@ def test_shell_on_a_terminal_with_injection_over_its_qmp_socket(shell: Terminal)
     shell.send("exit 7\r")
     assert shell.proc.wait(30) == 7
     assert not Path(sock).parent.exists(), "the QMP socket and its folder go with the guest"
+
+
+def hinted(t: Terminal) -> tuple[dict[str, str], list[tuple[list[str], str]]]:
+    """The environment with the socket irqlab shell's hint exports, and the hint's
+    inject examples: (arguments, what the comment says)."""
+    block = t.expect(r"(?s)QMP socket .*?exit the shell to stop the guest")[0]
+    m = re.search(r"export IRQLAB_QMP=(\S+)", block)
+    assert m, block
+    examples = re.findall(r"irqlab:   irqlab inject ([^#\r\n]*?)\s+# ([^\r\n]*)", block)
+    assert examples and "|" not in "".join(a for a, _ in examples), block
+    return {**os.environ, "IRQLAB_QMP": m[1]}, [(shlex.split(a), n) for a, n in examples]
+
+
+def raised_after(env: dict[str, str], args: list[str], settle: float = 5.0) -> tuple[int, int]:
+    """The device's raised counter before and after ``irqlab inject ARGS`` (waiting up to
+    *settle* s for a change: a burst runs on after the command)."""
+
+    def raised() -> int:
+        r = irqlab("inject", "counters", env=env, timeout=30)
+        assert r.returncode == 0, r.stderr
+        return int(json.loads(r.stdout)["raised"])
+
+    before = raised()
+    r = irqlab("inject", *args, env=env, timeout=30)
+    assert r.returncode == 0, r.stderr
+    deadline = time.monotonic() + settle
+    after = raised()
+    while after == before and time.monotonic() < deadline:
+        time.sleep(0.2)
+        after = raised()
+    return before, after
+
+
+def test_shell_hint_examples_raise_interrupts_or_say_what_they_need(shell: Terminal) -> None:
+    env, examples = hinted(shell)
+    shell.expect(r"irqlab:~# ")
+    for args, note in examples:
+        if args == ["counters"]:
+            continue
+        before, after = raised_after(env, args, settle=1.0 if "--module-param" in note else 5.0)
+        if "--module-param" in note:  # not by default: the note says what it needs
+            assert after == before, (args, note)
+        else:
+            assert after > before, (args, note)
+    needs = [n.split("--module-param ")[1] for _, n in examples if "--module-param" in n]
+    assert needs == ["gpio_edges=0x8"]
+
+
+def test_shell_hint_pulse_with_what_it_needs() -> None:
+    t = Terminal([*IRQLAB, "shell", "--module-param", "gpio_edges=0x8"])
+    try:
+        env, examples = hinted(t)
+        t.expect(r"irqlab:~# ")
+        (pulse,) = [a for a, n in examples if a[0] == "pulse"]
+        before, after = raised_after(env, pulse)
+        assert after > before
+        t.send("grep irqlab0-gpio /proc/interrupts\r")
+        t.expect(r"\s[1-9]\d*\s+PCI-MSI \d+-edge\s+irqlab0-gpio")
+    finally:
+        t.close()
 
 
 def test_shell_without_a_terminal_reads_stdin() -> None:

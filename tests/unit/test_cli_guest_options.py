@@ -84,3 +84,23 @@ def test_run_quoting_is_as_its_help_says() -> None:
     assert "irqlab run -- 'ls /dev/irqlab*; dmesg | tail -n 3'" in text
     assert "irqlab run -- ls '/dev/irqlab*'" in text
     assert "stdin is forwarded" in text
+
+
+def test_shell_hint_one_command_a_line() -> None:
+    from irqlab.cli.guestcmd import SHELL_EXAMPLES, shell_hint
+
+    sock = Path("/tmp/irqlab-1-shellx/qmp.sock")
+    lines = shell_hint(sock).splitlines()
+    assert all(ln.startswith("irqlab: ") for ln in lines)
+    assert f"irqlab:   export IRQLAB_QMP={sock}" in lines
+    injects = [ln for ln in lines if ln.startswith("irqlab:   irqlab inject ")]
+    assert len(injects) == len(SHELL_EXAMPLES)
+    for line, (args, _, needs) in zip(injects, SHELL_EXAMPLES, strict=True):
+        command, _, note = line.removeprefix("irqlab:   ").partition("  # ")
+        assert command.strip() == f"irqlab inject {args}" and "|" not in command
+        assert (f"--module-param {needs}" in note) == bool(needs)
+    # the README's command-line section shows the same examples
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    for args, _, needs in SHELL_EXAMPLES:
+        assert f"irqlab inject --qmp SOCKET {args}" in readme
+        assert not needs or f"--module-param {needs}" in readme

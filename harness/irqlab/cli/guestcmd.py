@@ -30,6 +30,7 @@ from irqlab.errors import IrqlabError
 
 __all__ = [
     "RUN_DESCRIPTION",
+    "SHELL_EXAMPLES",
     "QmpSocket",
     "add_guest_parsers",
     "bridge",
@@ -41,6 +42,7 @@ __all__ = [
     "parse_assignments",
     "raw_tty",
     "remote_command",
+    "shell_hint",
 ]
 
 
@@ -200,6 +202,39 @@ def _start_guest(config: Any) -> Any:
     return g
 
 
+# What `irqlab shell` suggests to inject, one command a line: (arguments, what it
+# does, the driver parameter it needs or "").  Each raises interrupts in a shell started
+# without options but those that name a parameter: pulse needs the line's GPIO edge
+# detection, which the driver leaves off by default.
+SHELL_EXAMPLES = (
+    ("push 0x42", "a FIFO interrupt", ""),
+    ("burst 1000 --period-us 100", "1000 interrupts, 100 us apart", ""),
+    ("counters", "the device's counters", ""),
+    ("pulse 3", "edges on GPIO line 3", "gpio_edges=0x8"),
+)
+
+
+def shell_hint(qmp: Path) -> str:
+    """The lines ``irqlab shell`` prints before the prompt: the QMP socket and the
+    commands that use it, one a line, each with what it does after a ``#``."""
+    width = max(len(a) for a, _, _ in SHELL_EXAMPLES) + len("irqlab inject ")
+    examples = [
+        f"  {'irqlab inject ' + a:{width}}  # {what}"
+        + (f", if the shell has --module-param {needs}" if needs else "")
+        for a, what, needs in SHELL_EXAMPLES
+    ]
+    lines = [
+        f"QMP socket {qmp}",
+        "to inject interrupts, from another terminal:",
+        f"  export IRQLAB_QMP={shlex.quote(str(qmp))}",
+        *examples,
+        f"  qmp-shell {shlex.quote(str(qmp))}",
+        "in the guest, grep irqlab /proc/interrupts shows them arrive",
+        "exit the shell to stop the guest",
+    ]
+    return "\n".join(f"irqlab: {line}" for line in lines)
+
+
 def cmd_shell(args: argparse.Namespace) -> int:
     config = guest_config(args, "shell")
     sock_dir = Path(tempfile.mkdtemp(prefix=f"irqlab-{os.getpid()}-shell"))
@@ -207,15 +242,7 @@ def cmd_shell(args: argparse.Namespace) -> int:
     g = None
     try:
         g = _start_guest(config)
-        print(
-            f"irqlab: QMP socket {qmp}\n"
-            f"irqlab:   irqlab inject --qmp {qmp} pulse 3 | push 0x42 | burst 1000 "
-            f"--period-us 100 | counters\n"
-            f"irqlab:   qmp-shell {qmp}\n"
-            "irqlab: exit the shell to stop the guest",
-            file=sys.stderr,
-            flush=True,
-        )
+        print(shell_hint(qmp), file=sys.stderr, flush=True)
         rc = interactive_shell(g)
         if g.fault is not None:
             print(f"irqlab: the guest died: {g.fault.describe()}", file=sys.stderr)

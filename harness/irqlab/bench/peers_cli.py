@@ -16,6 +16,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
+DESCRIPTION = """\
+Times the whole of "start a guest, run one command in it over SSH, stop it" three
+ways, in interleaved rounds: labgrid {labgrid} (installed into a throwaway virtual
+environment, build/peer-venv), an irqlab guest restored from its snapshot, and an
+irqlab cold boot.  Writes result.json and table.txt into build/bench-peers/<stamp>
+(or --out) and prints the table.
+
+Exit status: 0; 1 when the irqlab guests cannot run.  A labgrid failure is shown in
+the table (the step and the end of its output) and does not change the status.
+"""
+
 
 def add_bench_peers_parser(subparsers: Any) -> argparse.ArgumentParser:
     from irqlab.bench.peers import DEFAULT_ROUNDS, LABGRID_VERSION
@@ -23,7 +34,7 @@ def add_bench_peers_parser(subparsers: Any) -> argparse.ArgumentParser:
     s: argparse.ArgumentParser = subparsers.add_parser(
         "bench-peers",
         help=f"whole process start/command/stop: labgrid {LABGRID_VERSION} vs restore vs cold boot",
-        description=__doc__,
+        description=DESCRIPTION.format(labgrid=LABGRID_VERSION),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     s.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS,

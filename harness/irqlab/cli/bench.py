@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "DESCRIPTION",
     "add_bench_arguments",
     "add_bench_parser",
     "cmd_bench",
@@ -32,11 +33,28 @@ def _ints(s: str) -> tuple[int, ...]:
     return tuple(int(float(x)) for x in _csv(s))
 
 
+DESCRIPTION = """\
+Boots the guest and measures the latency from the device raising an interrupt to
+userspace acknowledging it on every notification path (for each wakeup placement of
+the driver), interrupt storms at rising rates, QMP injection speed, boot and restore
+times and cyclictest.  Writes result.json, report.txt, report.html and plots into
+build/bench/<stamp> (or --out) and prints the text report.  --quick takes minutes,
+a full run much longer.
+
+--report RESULT.json re-renders an earlier result without booting anything;
+--compare OLD.json also prints the figures worse beyond noise (with --report it
+compares the two results, again without booting).
+
+Exit status: 0; 1 if the bench had errors or --compare found figures worse beyond
+noise (--no-fail-on-worse keeps 0); 2 for a usage error.
+"""
+
+
 def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     s: argparse.ArgumentParser = subparsers.add_parser(
         "bench",
         help="measure latency per path, storms, QMP and boot speed; JSON + HTML report",
-        description=__doc__,
+        description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_bench_arguments(s)

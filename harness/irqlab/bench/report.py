@@ -13,8 +13,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from irqlab.bench import SCHEMA
+from irqlab.errors import IrqlabError
+
 __all__ = [
     "CSS",
+    "NotABenchResult",
     "Table",
     "fmt_ns",
     "fmt_rate",
@@ -23,6 +27,7 @@ __all__ = [
     "host_table",
     "html_table",
     "latency_table",
+    "load_result",
     "plot_all",
     "render_html",
     "render_text",
@@ -542,9 +547,38 @@ def render_html(result: dict[str, Any], images: Sequence[Path]) -> str:
     return "\n".join(parts) + "\n"
 
 
+class NotABenchResult(IrqlabError, ValueError):
+    """A file given as a bench result is none (not JSON, no or another schema); the
+    message names the file."""
+
+
+def load_result(path: Path) -> dict[str, Any]:
+    """The bench result in *path*, checked to be one (its ``schema``), else
+    :class:`NotABenchResult`; a file that cannot be read raises OSError."""
+    data = path.read_bytes()
+    try:
+        result = json.loads(data)
+    except ValueError as e:  # not JSON, or not text at all
+        what = f"{e.msg} at line {e.lineno}" if isinstance(e, json.JSONDecodeError) else e
+        raise NotABenchResult(f"{path}: not a bench result: not JSON ({what})") from None
+    schema = result.get("schema") if isinstance(result, dict) else None
+    if schema is None:
+        raise NotABenchResult(
+            f"{path}: not a bench result: schema missing (irqlab bench writes {SCHEMA!r})"
+        )
+    if schema != SCHEMA:
+        raise NotABenchResult(
+            f"{path}: not a bench result: schema {schema!r}, not {SCHEMA!r} (another "
+            "tool's result, or another irqlab version's)"
+        )
+    assert isinstance(result, dict)
+    return result
+
+
 def write_all(result_path: Path) -> dict[str, Path]:
-    """report.txt, report.html and PNGs beside *result_path*; returns what was written."""
-    result = json.loads(result_path.read_text())
+    """report.txt, report.html and PNGs beside *result_path*; returns what was written.
+    Nothing is written unless it is a bench result (:func:`load_result`)."""
+    result = load_result(result_path)
     out_dir = result_path.parent
     images = plot_all(result, out_dir)
     txt = out_dir / "report.txt"

@@ -11,7 +11,6 @@ or ``--compare`` found figures worse beyond noise (``--no-fail-on-worse`` keeps 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -118,8 +117,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from irqlab.bench import compare, report
 
     status = 0
+    # every result given is checked before anything boots or is written
+    old = report.load_result(args.compare) if args.compare is not None else None
     if args.report is not None:
         result_path = Path(args.report)
+        report.load_result(result_path)
     else:
         from irqlab.bench.runner import run_bench
         from irqlab.vm.guest import PrerequisiteMissing
@@ -132,11 +134,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     written = report.write_all(result_path)
     sys.stdout.write(written["text"].read_text())
     print(f"\nresult: {result_path}\nreport: {written['html']}")
-    new = json.loads(result_path.read_text())
+    new = report.load_result(result_path)
     if new.get("errors"):
         status = 1
-    if args.compare is not None:
-        old = json.loads(Path(args.compare).read_text())
+    if old is not None:
         text, worse = compare.render(old, new, floor=args.noise_floor)
         print()
         sys.stdout.write(text)

@@ -1,0 +1,70 @@
+"""irqlab bench's checks of what it is given, made before anything boots or is
+written: result files (--report, --compare) and lists (--paths and the like)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from test_bench_report import fixture_result  # same directory (rootdir-relative import)
+
+from irqlab.cli.main import main
+
+
+@pytest.fixture(autouse=True)
+def no_bench_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    def boot(config: object) -> Path:
+        raise AssertionError("the bench ran")
+
+    monkeypatch.setattr("irqlab.bench.runner.run_bench", boot)
+
+
+@pytest.fixture
+def result(tmp_path: Path) -> Path:
+    p = tmp_path / "good" / "result.json"
+    p.parent.mkdir()
+    p.write_text(json.dumps(fixture_result()))
+    return p
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        (b"root:x:0:0:root:/root:/bin/bash\n", "not JSON (Expecting value at line 1)"),
+        (b"\xff\xfe\x00garbage", "not JSON"),
+        (b"{}", "schema missing"),
+        (b"[1, 2]", "schema missing"),
+        (b'{"schema": "irqlab-bench-peers/1"}', "schema 'irqlab-bench-peers/1'"),
+    ],
+)
+def test_report_of_what_is_no_bench_result_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes, why: str
+) -> None:
+    bad = tmp_path / "input.json"
+    bad.write_bytes(content)
+    assert main(["bench", "--report", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert err == f"irqlab: {bad}: not a bench result: {why}" + err.split(why, 1)[1]
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["input.json"], "nothing written"
+
+
+def test_compare_with_what_is_no_bench_result_fails_before_anything(
+    tmp_path: Path, result: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    empty = tmp_path / "old.json"
+    empty.write_text("{}")
+    for argv in (["--report", str(result)], ["--quick"]):
+        assert main(["bench", *argv, "--compare", str(empty)]) == 1
+        assert "not a bench result: schema missing" in capsys.readouterr().err
+    assert sorted(p.name for p in result.parent.iterdir()) == ["result.json"]
+
+
+def test_report_and_compare_of_bench_results(
+    result: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["bench", "--report", str(result), "--compare", str(result)]) == 0
+    out = capsys.readouterr().out
+    assert "worse beyond noise: 0" in out
+    assert (result.parent / "report.html").is_file()

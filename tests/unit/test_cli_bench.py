@@ -68,3 +68,42 @@ def test_report_and_compare_of_bench_results(
     out = capsys.readouterr().out
     assert "worse beyond noise: 0" in out
     assert (result.parent / "report.html").is_file()
+
+
+@pytest.mark.parametrize(
+    ("argv", "error"),
+    [
+        (["--paths", "bogus", "--quick"], "argument --paths: unknown path 'bogus'; known: read,"),
+        (["--paths", "read,nope,poll"], "unknown path 'nope'; known: read, nonblock,"),
+        (["--paths", ","], "argument --paths: no path; known: read,"),
+        (["--storm-paths", "reed"], "argument --storm-paths: unknown path 'reed'"),
+        (["--placements", "irq"], "unknown placement 'irq'; known: hardirq, thread, workqueue"),
+        (["--skip", "storms"], "argument --skip: unknown stage 'storms'; known: latency,"),
+        (["--storm-rates", "1000,fast"], "expected a comma list of positive numbers"),
+        (["--storm-rates", "0"], "expected a comma list of positive numbers"),
+    ],
+)
+def test_lists_are_checked_before_anything_boots(
+    capsys: pytest.CaptureFixture[str], argv: list[str], error: str
+) -> None:
+    with pytest.raises(SystemExit) as e:
+        main(["bench", *argv])
+    assert e.value.code == 2
+    assert error in capsys.readouterr().err
+
+
+def test_the_known_names_are_the_benchs() -> None:
+    from irqlab.bench import runner
+    from irqlab.cli.bench import STAGES_HELP
+    from irqlab.cli.main import build_parser
+    from irqlab_agent.agent import ALL_PATH_KINDS, INPUT_PATH_KINDS
+
+    assert STAGES_HELP.split(",") == list(runner.STAGES)
+    # every path the agent measures device events on can be named
+    assert set(ALL_PATH_KINDS) - set(INPUT_PATH_KINDS) <= set(runner.WANTED_PATHS)
+    args = build_parser().parse_args(
+        ["bench", "--paths", ",".join(runner.WANTED_PATHS), "--skip", STAGES_HELP,
+         "--placements", "thread", "--storm-rates", "1e3,2000"]
+    )  # fmt: skip
+    assert args.paths == runner.WANTED_PATHS and args.skip == runner.STAGES
+    assert args.storm_rates == (1000, 2000)

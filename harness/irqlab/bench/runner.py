@@ -39,6 +39,7 @@ __all__ = [
     "NO_STORM",
     "OTHER_DRIVER",
     "PLACEMENTS",
+    "STAGES",
     "STORM_RING_SIZE",
     "WANTED_PATHS",
     "Bench",
@@ -71,6 +72,8 @@ OTHER_DRIVER: dict[str, dict[str, Any]] = {
 NO_STORM: dict[str, str] = {}
 
 STORM_RING_SIZE = 4096
+# What BenchConfig.skip names: the stages of a run and the extra boots.
+STAGES = ("latency", "native", "wakeup", "storm", "injection", "boot", "cyclictest")
 
 Log = Callable[[str], None]
 
@@ -103,8 +106,7 @@ class BenchConfig:
     rt_tests: bool = True
     test_all: bool = False
     out_dir: Path | None = None
-    # stages: latency, native, wakeup, storm, injection, boot, cyclictest
-    skip: tuple[str, ...] = ()
+    skip: tuple[str, ...] = ()  # of STAGES
 
     @classmethod
     def quick_config(cls, **kw: Any) -> BenchConfig:

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 __all__ = [
     "DESCRIPTION",
+    "STAGES_HELP",
     "add_bench_arguments",
     "add_bench_parser",
     "cmd_bench",
@@ -29,7 +31,57 @@ def _csv(s: str) -> tuple[str, ...]:
 
 
 def _ints(s: str) -> tuple[int, ...]:
-    return tuple(int(float(x)) for x in _csv(s))
+    try:
+        values = tuple(int(float(x)) for x in _csv(s))
+    except ValueError:
+        values = ()
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"{s!r}: expected a comma list of positive numbers")
+    return values
+
+
+def _names(what: str, known: Callable[[], Sequence[str]]) -> Callable[[str], tuple[str, ...]]:
+    """An argparse type: a comma list of *what* (names that *known()* lists, asked only
+    when the option is given: the bench's modules load then), else a usage error
+    naming the unknown ones and the known ones."""
+
+    def parse(s: str) -> tuple[str, ...]:
+        names, allowed = _csv(s), known()
+        unknown = [n for n in names if n not in allowed]
+        if unknown or not names:
+            bad = f"unknown {what} {', '.join(map(repr, unknown))}" if unknown else f"no {what}"
+            raise argparse.ArgumentTypeError(f"{bad}; known: {', '.join(allowed)}")
+        return names
+
+    return parse
+
+
+def _paths() -> Sequence[str]:
+    from irqlab.bench.runner import WANTED_PATHS
+
+    return WANTED_PATHS
+
+
+def _storm_paths() -> Sequence[str]:
+    from irqlab.bench.runner import NO_STORM, WANTED_PATHS
+
+    return [p for p in WANTED_PATHS if p not in NO_STORM]
+
+
+def _placements() -> Sequence[str]:
+    from irqlab.bench.runner import PLACEMENTS
+
+    return PLACEMENTS
+
+
+def _stages() -> Sequence[str]:
+    from irqlab.bench.runner import STAGES
+
+    return STAGES
+
+
+# the help's list (a unit test checks it is irqlab.bench.runner.STAGES)
+STAGES_HELP = "latency,native,wakeup,storm,injection,boot,cyclictest"
 
 
 DESCRIPTION = """\
@@ -66,13 +118,23 @@ def add_bench_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("--runs", type=int, help="fresh boots measuring everything (spread); default 1")
     s.add_argument("--events", type=int, help="latency events per path (full 10000)")
     s.add_argument("--period-us", type=float, help="latency series period, µs (default 3000)")
-    s.add_argument("--paths", type=_csv, help="comma list of agent paths (default: all)")
-    s.add_argument("--placements", type=_csv, help="wakeup placements (hardirq,thread,workqueue)")
+    s.add_argument(
+        "--paths", type=_names("path", _paths), help="comma list of agent paths (default: all)"
+    )
+    s.add_argument(
+        "--placements",
+        type=_names("placement", _placements),
+        help="wakeup placements (hardirq,thread,workqueue)",
+    )
     wakeup_runs = "measure the non-default placements in the first N runs only (default: every run)"
     s.add_argument("--wakeup-runs", type=int, help=wakeup_runs)
     s.add_argument("--storm-rates", type=_ints, help="events/s (default 1000,10000,50000,100000)")
     s.add_argument("--storm-seconds", type=float, help="storm length per rate (full 10)")
-    s.add_argument("--storm-paths", type=_csv, help="paths stormed (default: as --paths)")
+    s.add_argument(
+        "--storm-paths",
+        type=_names("path", _storm_paths),
+        help="paths stormed (default: as --paths)",
+    )
     acks = "record paths' ACK in storms: an ioctl per event, one write(2) per read (default)"
     s.add_argument("--storm-ack", choices=("ioctl", "write", "none"), help=acks + ", none")
     ring = "driver ring_size (records per open file) in storms (default 4096; 0: the module's)"
@@ -81,8 +143,9 @@ def add_bench_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("--boots", type=int, help="extra boots of the standard image (full 5)")
     s.add_argument("--cyclictest-loops", type=int, help="cyclictest cycles of 1 ms (full 10000)")
     s.add_argument("--no-rt-tests", action="store_true", help="no cyclictest (image without it)")
-    stages = "latency,native,wakeup,storm,injection,boot,cyclictest"
-    s.add_argument("--skip", type=_csv, default=(), help=f"stages to skip: {stages}")
+    s.add_argument(
+        "--skip", type=_names("stage", _stages), default=(), help=f"stages to skip: {STAGES_HELP}"
+    )
     s.add_argument("--test-all", action="store_true", help="also time `invoke test-all` (long)")
     s.add_argument("--out", type=Path, help="output directory (default build/bench/<stamp>)")
     s.add_argument("--compare", type=Path, metavar="OLD.json", help="compare with an old result")

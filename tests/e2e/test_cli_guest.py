@@ -169,7 +169,7 @@ def test_shell_on_a_terminal_with_injection_over_its_qmp_socket(shell: Terminal)
     shell.expect(r"irqlab:~# ")
     shell.send("stty size; tty\r")
     shell.expect(r"/dev/pts/\d+")
-    r = irqlab("inject", "--qmp", sock, "push", "0x42", "0x43")
+    r = irqlab("inject", "push", "0x42", "0x43", "--qmp", sock)  # options after the action
     assert r.returncode == 0, r.stderr
     r = irqlab("inject", "--qmp", sock, "counters")
     assert r.returncode == 0, r.stderr

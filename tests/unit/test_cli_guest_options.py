@@ -34,6 +34,26 @@ def test_inject_parses_every_action() -> None:
     assert p.parse_args(["inject", "pulse", "3"]).lines == [3]
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--qmp", "S", "--device-id", "d", "--counters", "push", "1"],
+        ["--qmp", "S", "push", "1", "--counters", "--device-id", "d"],
+        ["push", "1", "--qmp", "S", "--device-id", "d", "--counters"],
+        ["--device-id", "x", "push", "--qmp", "S", "1", "--counters", "--device-id", "d"],
+    ],
+)
+def test_inject_options_go_before_or_after_the_action(argv: list[str]) -> None:
+    a = build_parser().parse_args(["inject", *argv])
+    assert (a.qmp, a.device_id, a.counters, a.action, a.words) == ("S", "d", True, "push", [1])
+
+
+def test_inject_options_default_wherever_they_are_not_given() -> None:
+    for argv in (["counters"], ["burst", "5", "--line", "2"]):
+        a = build_parser().parse_args(["inject", *argv])
+        assert (a.qmp, a.device_id, a.counters) == (None, "irqlab0", False)
+
+
 def test_run_without_a_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run"]) == 1
     assert "no command" in capsys.readouterr().err

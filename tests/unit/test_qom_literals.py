@@ -43,6 +43,7 @@ ALLOWED: dict[str, frozenset[str]] = {
     # "counters", the action of `irqlab inject counters`: a command word users type.
     "harness/irqlab/cli/guestcmd.py": frozenset({"counters"}),
     "tests/e2e/test_cli_guest.py": frozenset({"counters"}),
+    "tests/unit/test_cli_guest_options.py": frozenset({"counters"}),
 }
 
 

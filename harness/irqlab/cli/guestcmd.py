@@ -421,19 +421,44 @@ def add_guest_parsers(sub: Any) -> None:
         help="inject interrupts into a running guest's device over its QMP socket",
         description="Talks to the QMP socket `irqlab shell` prints (or $IRQLAB_QMP).",
     )
-    s.add_argument("--qmp", help="QMP socket (default: $IRQLAB_QMP)")
-    s.add_argument("--device-id", default="irqlab0", help="the device's id (default irqlab0)")
-    s.add_argument("--counters", action="store_true", help="print the device counters afterwards")
+    _inject_options(s, defaults=True)
+    # the same options after the action too (`inject push 1 --counters`); there they
+    # have no defaults, so that they override only what they are given for
+    common = argparse.ArgumentParser(add_help=False)
+    _inject_options(common, defaults=False)
     acts = s.add_subparsers(dest="action", required=True, metavar="ACTION")
-    a = acts.add_parser("pulse", help="pulse GPIO input lines (rising then falling edge)")
+
+    def action(name: str, help: str) -> argparse.ArgumentParser:
+        a: argparse.ArgumentParser = acts.add_parser(name, help=help, parents=[common])
+        return a
+
+    a = action("pulse", "pulse GPIO input lines (rising then falling edge)")
     a.add_argument("lines", type=_int, nargs="+", metavar="LINE")
-    a = acts.add_parser("set-lines", help="drive the GPIO inputs to a bit mask of levels")
+    a = action("set-lines", "drive the GPIO inputs to a bit mask of levels")
     a.add_argument("levels", type=_int, metavar="MASK")
-    a = acts.add_parser("push", help="push words into the device's FIFO")
+    a = action("push", "push words into the device's FIFO")
     a.add_argument("words", type=_int, nargs="+", metavar="WORD")
-    a = acts.add_parser("burst", help="start the in-device burst generator")
+    a = action("burst", "start the in-device burst generator")
     a.add_argument("count", type=_int)
     a.add_argument("--period-us", type=float, help="period in microseconds")
     a.add_argument("--line", type=_int, help="toggle this GPIO line instead of BURST events")
-    acts.add_parser("counters", help="print the device counters (JSON)")
+    action("counters", "print the device counters (JSON)")
     s.set_defaults(func=cmd_inject)
+
+
+def _inject_options(p: argparse.ArgumentParser, *, defaults: bool) -> None:
+    """``irqlab inject``'s options, before the action (*defaults*) or after it."""
+
+    def default(value: object) -> object:
+        return value if defaults else argparse.SUPPRESS
+
+    p.add_argument("--qmp", default=default(None), help="QMP socket (default: $IRQLAB_QMP)")
+    p.add_argument(
+        "--device-id", default=default("irqlab0"), help="the device's id (default irqlab0)"
+    )
+    p.add_argument(
+        "--counters",
+        action="store_true",
+        default=default(False),
+        help="print the device counters afterwards",
+    )

@@ -139,13 +139,13 @@ def test_missing_aarch64_buildroot_image_names_the_command(
         guest.find_prerequisites()
     msg = str(e.value)
     assert "no Buildroot aarch64 image" in msg
-    assert "build it with 'invoke buildroot-build --arch aarch64'" in msg
+    assert "build it with 'irqlab buildroot-build --arch aarch64'" in msg
 
 
 def test_missing_aarch64_qemu_comes_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _no_buildroot_image(monkeypatch, tmp_path)
     monkeypatch.setattr("irqlab.build.archguest.find_qemu", lambda arch: None)
-    with pytest.raises(PrerequisiteMissing, match="IRQLAB_ARCHES=x86_64,aarch64 invoke build-qemu"):
+    with pytest.raises(PrerequisiteMissing, match="IRQLAB_ARCHES=x86_64,aarch64 irqlab build-qemu"):
         Guest(GuestConfig(arch="aarch64")).find_prerequisites()
 
 

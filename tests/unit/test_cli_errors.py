@@ -29,7 +29,7 @@ def test_buildroot_image_not_built_says_build_it_first(
     monkeypatch.setattr(
         "irqlab.build.qemu.find_qemu", lambda: SimpleNamespace(binary=Path("q"), datadir=None)
     )
-    with pytest.raises(PrerequisiteMissing, match=r"build it with 'invoke buildroot-build'"):
+    with pytest.raises(PrerequisiteMissing, match=r"build it with 'irqlab buildroot-build'"):
         Guest().find_prerequisites()
 
 
@@ -107,3 +107,47 @@ def test_regs_piped_into_head() -> None:
         check=False,
     )
     assert r.stdout.startswith("IRQLAB_") and r.stderr == ""
+
+
+def test_buildroot_check_without_a_tree_names_the_options(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv(buildroot.SOURCE_DIR_ENV, raising=False)
+    assert main(["buildroot-check"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert "--tree DIR" in err and "--download" in err and buildroot.SOURCE_DIR_ENV in err
+
+
+def test_qemu_not_built_names_the_irqlab_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("irqlab.build.qemu.find_qemu", lambda: None)
+    with pytest.raises(PrerequisiteMissing, match="run `irqlab build-qemu`"):
+        Guest().find_prerequisites()
+
+
+def test_no_hint_names_an_invoke_build_task() -> None:
+    """invoke and tasks.py are not in the wheel: what the package tells users to run
+    is an `irqlab` command (docstrings aside)."""
+    import ast
+    import re
+
+    hint = re.compile(r"invoke (build|buildroot)")
+    root = Path(paths.__file__).parent
+    found = []
+    for f in sorted(root.rglob("*.py")):
+        tree = ast.parse(f.read_text())
+        docs = {
+            id(n.body[0].value)
+            for n in ast.walk(tree)
+            if isinstance(n, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+            and n.body
+            and isinstance(n.body[0], ast.Expr)
+            and isinstance(n.body[0].value, ast.Constant)
+        }
+        found += [
+            f"{f.relative_to(root)}:{n.lineno}: {n.value!r}"
+            for n in ast.walk(tree)
+            if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docs
+            and hint.search(n.value)
+        ]  # fmt: skip
+    assert not found

@@ -4,7 +4,7 @@ the Debian-package image from its Debian architecture.
 
 ``Guest`` (:mod:`irqlab.vm.guest`) asks here when ``GuestConfig(arch=...)`` or
 ``$IRQLAB_ARCH`` names such an architecture.  QEMU is only looked up (building it is
-``IRQLAB_ARCHES=x86_64,aarch64 invoke build-qemu``); kernel, module and image are
+``IRQLAB_ARCHES=x86_64,aarch64 irqlab build-qemu``); kernel, module and image are
 built on demand like the x86_64 ones (seconds, cached).  With ``IRQLAB_IMAGE=buildroot``
 ``Guest`` boots *arch*'s Buildroot image instead (:mod:`irqlab.build.buildroot`), on the
 QEMU found here.
@@ -75,7 +75,7 @@ def arch_qemu(arch: Arch) -> QemuInstall:
     if qemu is None:
         raise Missing(
             f"{arch.qemu_binary} with the irqlab device is not built: "
-            f"run `{ARCHES_ENV}=x86_64,{arch.name} invoke build-qemu`"
+            f"run `{ARCHES_ENV}=x86_64,{arch.name} irqlab build-qemu`"
         )
     return qemu
 

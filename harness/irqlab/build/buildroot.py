@@ -58,6 +58,7 @@ __all__ = [
     "KERNEL_IMAGE",
     "KERNEL_IMAGES",
     "LOCAL_PACKAGES",
+    "SOURCE_DIR_ENV",
     "BuildrootError",
     "CheckResult",
     "boot_env",
@@ -130,6 +131,8 @@ _RECIPE = "buildroot-image-1"
 # IRQLAB_BUILDROOT_DEBUG=1: the kernel also gets board/irqlab/linux-debug.fragment
 # (KASAN, lockdep, DEBUG_OBJECTS, kmemleak); a separate cached image.
 DEBUG_ENV = "IRQLAB_BUILDROOT_DEBUG"
+# A Buildroot source tree for the offline checks (source_tree()).
+SOURCE_DIR_ENV = "IRQLAB_BUILDROOT_DIR"
 DEBUG_FRAGMENT = "board/irqlab/linux-debug.fragment"
 
 
@@ -227,10 +230,10 @@ def output_dir(arch: Arch = X86_64) -> Path:
 
 def source_tree(path: str | os.PathLike[str] | None = None) -> Path:
     """A Buildroot source tree: *path*, else ``$IRQLAB_BUILDROOT_DIR``; checked to look like one."""
-    given = os.fspath(path) if path else os.environ.get("IRQLAB_BUILDROOT_DIR", "")
+    given = os.fspath(path) if path else os.environ.get(SOURCE_DIR_ENV, "")
     if not given:
         raise BuildrootError(
-            "no Buildroot tree given: pass one or set IRQLAB_BUILDROOT_DIR "
+            f"no Buildroot tree given: pass one or set {SOURCE_DIR_ENV} "
             f"(Buildroot {BUILDROOT_VERSION} from {BUILDROOT_URL})"
         )
     tree = Path(given).expanduser().resolve()
@@ -361,7 +364,7 @@ def ensure_image(
     digest = input_digest(keys, authorized, arch)
     final = output_dir_for("buildroot-image", digest)
     if not build and not (is_complete(final) and not force):
-        command = "invoke buildroot-build" + ("" if arch == X86_64 else f" --arch {arch.name}")
+        command = "irqlab buildroot-build" + ("" if arch == X86_64 else f" --arch {arch.name}")
         raise BuildrootError(
             f"no Buildroot {arch.name} image for the current inputs ({final}); build it "
             f"with '{command}' (downloads Buildroot and its toolchain, 30-60 min cold; "

@@ -4,7 +4,7 @@ source tree (by path or ``$IRQLAB_BUILDROOT_DIR``), no network, for each defconf
 ``BR2_EXTERNAL``, ``support/scripts/check-dotconfig.py``, ``make show-info`` (our
 packages must come from local sources in this repository), ``make <pkg>-rsync`` (the
 local site copies exactly the expected files) and ``utils/check-package
---br2-external`` over the tree (``invoke buildroot-check``).
+--br2-external`` over the tree (``irqlab buildroot-check``).
 """
 
 from __future__ import annotations

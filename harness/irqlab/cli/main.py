@@ -118,6 +118,14 @@ def _buildroot_arch(value: str) -> str:
 def cmd_buildroot_check(args: argparse.Namespace) -> int:
     from irqlab.build import buildroot, buildroot_checks
 
+    if not (args.download or args.tree or os.environ.get(buildroot.SOURCE_DIR_ENV)):
+        print(
+            f"irqlab buildroot-check: no Buildroot tree: pass --tree DIR (Buildroot "
+            f"{buildroot.BUILDROOT_VERSION}'s source), or --download for the pinned release "
+            f"(needs the internet), or set {buildroot.SOURCE_DIR_ENV}",
+            file=sys.stderr,
+        )
+        return 2
     src = buildroot.ensure_source() if args.download else buildroot.source_tree(args.tree)
     arches = [args.arch] if args.arch else list(buildroot.DEFCONFIGS)
     results = buildroot_checks.offline_checks(

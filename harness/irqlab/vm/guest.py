@@ -420,7 +420,7 @@ class Guest:
         if qemu is None:
             raise PrerequisiteMissing(
                 "QEMU with the irqlab device is not built: "
-                "run `invoke build-qemu` (or `invoke build`)"
+                "run `irqlab build-qemu` (and `irqlab build-image` for the guest)"
             )
         return qemu
 
@@ -449,7 +449,7 @@ class Guest:
         except (IrqlabError, OSError, subprocess.CalledProcessError) as e:
             raise PrerequisiteMissing(
                 f"the guest image (extra packages: {', '.join(extra)}) cannot be built: {e}; "
-                "run `invoke build-image`"
+                "run `irqlab build-image`"
             ) from e
         return qemu, image, Path(ko)
 

@@ -124,3 +124,24 @@ def test_shell_hint_one_command_a_line() -> None:
     for args, _, needs in SHELL_EXAMPLES:
         assert f"irqlab inject --qmp SOCKET {args}" in readme
         assert not needs or f"--module-param {needs}" in readme
+
+
+@pytest.mark.parametrize("command", ["run", "shell"])
+@pytest.mark.parametrize("smp", ["0", "-1"])
+def test_smp_below_one_is_refused(
+    capsys: pytest.CaptureFixture[str], command: str, smp: str
+) -> None:
+    with pytest.raises(SystemExit) as e:
+        build_parser().parse_args([command, "--smp", smp, "--", "true"])
+    assert e.value.code == 2
+    assert f"argument --smp: '{smp}': a guest needs at least 1 vCPU" in capsys.readouterr().err
+    assert build_parser().parse_args([command, "--smp", "2"]).smp == 2
+
+
+@pytest.mark.parametrize("smp", [0, -2, 1.5, True, "2"])
+def test_guest_config_refuses_a_vcpu_count_below_one(smp: object) -> None:
+    from irqlab.vm.guest import GuestConfig, GuestConfigError
+
+    with pytest.raises(GuestConfigError, match=r"GuestConfig\(smp=.*\): the number of vCPUs"):
+        GuestConfig(smp=smp)  # type: ignore[arg-type]
+    assert GuestConfig(smp=4).smp == 4

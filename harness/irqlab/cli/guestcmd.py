@@ -320,6 +320,13 @@ def _int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
 
 
+def _vcpus(text: str) -> int:
+    n = _int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: a guest needs at least 1 vCPU")
+    return n
+
+
 def cmd_inject(args: argparse.Namespace) -> int:
     from irqlab.vm.qmp.injector import Injector
 
@@ -367,7 +374,7 @@ def _guest_options(s: argparse.ArgumentParser) -> None:
         help="copy a file into the guest (default /root/<name>)",
     )
     s.add_argument("--accel", choices=["kvm", "tcg", "auto"], help="default: $IRQLAB_ACCEL or auto")
-    s.add_argument("--smp", type=int, default=1, help="vCPUs (default 1)")
+    s.add_argument("--smp", type=_vcpus, default=1, metavar="N", help="vCPUs (default 1)")
     s.add_argument("--cold", action="store_true", help="boot cold, not from the snapshot")
 
 

@@ -104,7 +104,7 @@ class GuestError(IrqlabError, RuntimeError):
 
 class GuestConfigError(GuestError):
     """The GuestConfig asks for something its guest cannot take (a module parameter the
-    module does not have); raised before anything boots."""
+    module does not have, fewer than 1 vCPU); raised before anything boots."""
 
 
 GUEST_SSH_PORT = 22
@@ -311,6 +311,13 @@ class GuestConfig:
     # Guest architecture (irqlab.build.arch): "x86_64" or "aarch64"; "" means
     # $IRQLAB_ARCH, default x86_64.  aarch64 needs IRQLAB_ARCHES=x86_64,aarch64 builds.
     arch: str = ""
+
+    def __post_init__(self) -> None:
+        # QEMU takes -smp 0 as its default (1 vCPU): refused rather than silently changed
+        if isinstance(self.smp, bool) or not isinstance(self.smp, int) or self.smp < 1:
+            raise GuestConfigError(
+                f"GuestConfig(smp={self.smp!r}): the number of vCPUs must be an integer >= 1"
+            )
 
 
 class Guest:

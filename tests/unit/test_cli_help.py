@@ -33,3 +33,36 @@ def test_task_docs_have_no_developer_text() -> None:
     for name in ("bench", "bench_peers", "buildroot_check", "build_qemu"):
         doc = getattr(tasks, name).__doc__ or ""
         assert doc and not DEVELOPER_TEXT.search(doc), doc
+
+
+def test_version_names_the_package_and_the_commit(capsys: pytest.CaptureFixture[str]) -> None:
+    import subprocess
+    from importlib.metadata import version
+
+    from irqlab.cli.main import main
+    from irqlab.paths import checkout_root
+
+    root = checkout_root()
+    assert root is not None  # the tests run from a checkout
+    head = subprocess.run(
+        ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert re.fullmatch(
+        rf"irqlab {re.escape(version('irqlab'))} \(git {head[:12]}(, modified)?\)\n", out
+    )
+
+
+def test_version_outside_a_checkout(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from irqlab import __version__
+    from irqlab.cli.main import main
+
+    monkeypatch.setattr("irqlab.paths.checkout_root", lambda: None)
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert capsys.readouterr().out == f"irqlab {__version__}\n"

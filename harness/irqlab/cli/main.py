@@ -14,7 +14,7 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator, Sequence
-from typing import TextIO
+from typing import Any, TextIO
 
 __all__ = [
     "TEARDOWN_SIGNALS",
@@ -31,6 +31,7 @@ __all__ = [
     "command_parser",
     "main",
     "teardown_on_signals",
+    "version_text",
 ]
 
 
@@ -173,8 +174,42 @@ def cmd_regs(args: argparse.Namespace) -> int:
     return 0
 
 
+def version_text() -> str:
+    """``irqlab <version>``, and in a git checkout ``(git <commit>[, modified])``."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from irqlab import __version__
+    from irqlab.paths import checkout_root
+
+    try:
+        text = f"irqlab {version('irqlab')}"
+    except PackageNotFoundError:  # run from a tree that was never installed
+        text = f"irqlab {__version__}"
+    root = checkout_root()
+    if root is not None:
+        from irqlab.bench.env import git_commit
+
+        git = git_commit(root)
+        if git["commit"]:
+            text += f" (git {git['commit'][:12]}{', modified' if git['dirty'] else ''})"
+    return text
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: the version is looked up (git runs) only when asked for."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kw: Any) -> None:
+        kw.setdefault("help", "print the version (and the git commit in a checkout) and exit")
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kw)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        print(version_text())
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="irqlab", description="irqlab interrupt test harness")
+    p.add_argument("--version", action=_VersionAction)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("build-qemu", help="build (or find cached) QEMU with the irqlab device")

@@ -151,3 +151,26 @@ def test_no_hint_names_an_invoke_build_task() -> None:
             and hint.search(n.value)
         ]  # fmt: skip
     assert not found
+
+
+@pytest.mark.parametrize("guest", ["x86_64", "aarch64"])
+def test_kdir_prints_the_path_and_for_a_cross_build_how_to_make(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], guest: str
+) -> None:
+    from irqlab.build import arch
+
+    def kernel(arch: arch.Arch) -> SimpleNamespace:
+        return SimpleNamespace(headers_build_dir=Path(f"/h/{arch.name}"), arch=arch)
+
+    monkeypatch.setattr("irqlab.build.kernel.ensure_kernel", kernel)
+    monkeypatch.setattr("irqlab.build.arch.host_deb_arch", lambda: "amd64")
+    monkeypatch.setenv("IRQLAB_ARCH", guest)
+    assert main(["kdir"]) == 0
+    out, err = capsys.readouterr()
+    assert out == f"/h/{guest}\n"  # stdout stays the path: $(irqlab kdir)
+    if guest == "x86_64":
+        assert err == ""
+    else:
+        assert err.count("\n") == 1
+        assert "`make $(irqlab kdir --arch aarch64 --make-args) M=$PWD modules`" in err
+        assert "ARCH=arm64 CROSS_COMPILE=aarch64-linux-gnu-" in err

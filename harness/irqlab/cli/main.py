@@ -149,7 +149,7 @@ def cmd_buildroot_check(args: argparse.Namespace) -> int:
 def cmd_kdir(args: argparse.Namespace) -> int:
     from irqlab.build import arch
     from irqlab.build.kernel import ensure_kernel
-    from irqlab.build.kmod import ensure_cross_compiler, module_make_args
+    from irqlab.build.kmod import cross_args, ensure_cross_compiler, module_make_args
 
     try:
         guest_arch = arch.by_name(args.arch) if args.arch else arch.selected(os.environ)
@@ -162,6 +162,14 @@ def cmd_kdir(args: argparse.Namespace) -> int:
         print(shlex.join(module_make_args(k)))
     else:
         print(k.headers_build_dir)
+        cross = cross_args(k)
+        if cross:  # a plain `make -C` would build for this host's architecture and fail
+            print(
+                f"irqlab kdir: these are {guest_arch.name} headers: build with `make $(irqlab "
+                f"kdir --arch {guest_arch.name} --make-args) M=$PWD modules` (it adds "
+                f"{' '.join(cross)} and installs the cross compiler)",
+                file=sys.stderr,
+            )
     return 0
 
 

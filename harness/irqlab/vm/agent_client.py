@@ -375,6 +375,10 @@ class AgentClient:
             self._err_reader.join(timeout)
         if self._on_close is not None:
             self._on_close()
+            # closing the channel ends a read still blocked on it: let the readers finish
+            for reader in (self._reader, self._err_reader):
+                if reader is not None:
+                    reader.join(timeout)
         # the agent's output streams too, once nothing reads them (a reader still
         # blocked would hold the stream's lock)
         for stream, reader in ((self._stdout, self._reader), (self._stderr, self._err_reader)):

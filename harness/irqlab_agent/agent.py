@@ -500,8 +500,36 @@ def _noop(signo: int, frame: object) -> None:
     return None
 
 
+OPTIONS = ("spec", "listen", "reseed", "daemon")  # each --NAME VALUE or --NAME=VALUE
+
+
+def quick_args(argv: list[str]) -> Any:
+    """*argv* parsed without argparse when it is well formed (options of :data:`OPTIONS`,
+    each at most once and with its value; --daemon and --reseed only with --listen), as
+    :func:`parse_args` would parse it; else None.  argparse, with the gettext, locale and
+    shutil it imports, is a tenth of the daemon's start-up in a cold TCG guest; anything
+    else (``--help``, a mistake) goes to :func:`parse_args` for its usage and messages."""
+    from types import SimpleNamespace
+
+    values: dict[str, str | None] = dict.fromkeys(OPTIONS)
+    rest = list(argv)
+    while rest:
+        name, eq, value = rest.pop(0).partition("=")
+        key = name[2:]
+        if not name.startswith("--") or key not in values or values[key] is not None:
+            return None
+        if not eq:
+            if not rest or rest[0].startswith("-"):
+                return None
+            value = rest.pop(0)
+        values[key] = value
+    if (values["daemon"] or values["reseed"]) and not values["listen"]:
+        return None
+    return SimpleNamespace(**values)
+
+
 def parse_args(argv: list[str]) -> Any:
-    import argparse  # only with arguments: it costs start-up time in a TCG guest
+    import argparse  # only for a command line quick_args() leaves: it costs start-up time
 
     ap = argparse.ArgumentParser(prog="python3 -m irqlab_agent", description=__doc__)
     ap.add_argument("--spec", help="ABI artifact (default: the shipped abi.json)")
@@ -533,7 +561,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     spec = listen_at = daemon_log = reseed_at = None
     if argv:
-        args = parse_args(argv)
+        args = quick_args(argv) or parse_args(argv)
         spec, listen_at, daemon_log = args.spec, args.listen, args.daemon
         reseed_at = args.reseed
 

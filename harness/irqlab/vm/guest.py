@@ -74,6 +74,7 @@ __all__ = [
     "GuestConfigError",
     "GuestError",
     "PrerequisiteMissing",
+    "agent_command",
     "check_module_arch",
     "check_module_params",
     "device_arg",
@@ -1065,12 +1066,8 @@ class Guest:
         """Start the agent daemon in the guest; it detaches once it listens."""
         if self.ssh is None:
             raise GuestError("the guest is not connected")
-        pkg = getattr(self.image, "agent_package", "irqlab_agent")
-        from irqlab.build.boot import RESEED_PORT
-
         return self.ssh.open_process(
-            f"exec python3 -m {pkg} --listen 127.0.0.1:{AGENT_PORT} "
-            f"--reseed 0.0.0.0:{RESEED_PORT} --daemon {AGENT_LOG}"
+            agent_command(getattr(self.image, "agent_package", "irqlab_agent"))
         )
 
     def _await_launch(self, launcher: RemoteProcess) -> None:
@@ -1139,6 +1136,17 @@ class Guest:
             self.reload_module(**self.config.module_params)
         if self.injector is not None:
             self.injector.reset_counters()
+
+
+def agent_command(package: str) -> str:
+    """The guest shell command that starts the agent daemon of *package*: it listens on
+    AGENT_PORT and takes seeds on the reseed port, and detaches once it listens."""
+    from irqlab.build.boot import RESEED_PORT
+
+    return (
+        f"exec python3 -m {package} --listen 127.0.0.1:{AGENT_PORT} "
+        f"--reseed 0.0.0.0:{RESEED_PORT} --daemon {AGENT_LOG}"
+    )
 
 
 # Lines QEMU writes when the guest cannot go on although QEMU keeps running.

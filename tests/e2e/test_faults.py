@@ -154,6 +154,38 @@ def test_a_start_that_fails_part_way_leaves_nothing_behind() -> None:
     assert set(Path(tempfile.gettempdir()).glob(f"irqlab-{os.getpid()}-*")) == before
 
 
+def test_a_boot_script_failure_is_named_at_once_not_after_the_boot_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The boot script prints the failed marker with its reason and waits on a console
+    shell: the start fails with that reason within seconds (it used to wait for the ready
+    marker until boot_timeout), the console's tail quoted, and no QEMU is left."""
+    from irqlab.vm.guest import GuestError
+
+    start_args = Guest._machine_args
+
+    def no_nic(self: Guest, ssh_port: int) -> list[str]:
+        args = start_args(self, ssh_port)
+        cut = args.index("virtio-net-pci,netdev=net0,romfile=")
+        del args[cut - 1 : cut + 1]  # no eth0 in the guest: the boot script fails
+        return args
+
+    monkeypatch.setattr(Guest, "_machine_args", no_nic)
+    running = set(_qemu_children())
+    boot_timeout = 170.0
+    g = Guest(GuestConfig(name="boot-fails", snapshot=False, boot_timeout=boot_timeout))
+    t0 = time.monotonic()
+    with pytest.raises(GuestError) as e:
+        g.start()
+    took = time.monotonic() - t0
+    assert "the guest's boot script failed: no eth0" in str(e.value), e.value
+    assert "guest console (last lines)" in str(e.value)
+    # a cold boot takes 2-6 s here (15 s on a loaded host): 60 s is only reached by
+    # waiting for the ready marker until the boot timeout
+    assert took < 60, f"took {took:.1f} s"
+    assert g.machine is None and set(_qemu_children()) == running
+
+
 INNER_SESSION = """
 from irqlab.vm.health import GuestFault
 import pytest

@@ -788,12 +788,17 @@ class Guest:
         from irqlab.vm.console import ConsoleTimeout
 
         self._start_machine()
+        img = self._img()
+        # the ready marker, or the failed one with its reason (the boot script then waits
+        # on a console shell: without this the wait would last the whole boot_timeout)
+        marker = re.compile(
+            f"{re.escape(img.ready_marker)}|{re.escape(img.failed_marker)}: [^\r\n]*[\r\n]"
+        )
         deadline = time.monotonic() + self.config.boot_timeout
         while True:
             left = deadline - time.monotonic()
             try:
-                self._vm().wait_console(self._img().ready_marker, timeout=max(0.0, min(0.5, left)))
-                return
+                text = self._vm().wait_console(marker, timeout=max(0.0, min(0.5, left)))
             except ConsoleTimeout as e:
                 fatal = _qemu_fatal(self._vm().stderr_tail(40))
                 if fatal is not None:
@@ -814,6 +819,16 @@ class Guest:
                         f"{e}\n--- guest console (last lines)\n{tail or '(empty)'}"
                         f"\n--- QEMU said\n{self._vm().stderr_tail() or '(nothing)'}"
                     ) from None
+                continue
+            failed = re.search(f"{re.escape(img.failed_marker)}: ([^\r\n]*)", text)
+            if failed is None:
+                return
+            paths = self._vm().paths
+            tail = _file_tail(paths.console_log) if paths is not None else text[-2000:]
+            raise GuestError(
+                f"the guest's boot script failed: {failed.group(1).strip()}\n"
+                f"--- guest console (last lines)\n{tail}\n{self._vm().describe_logs()}"
+            )
 
     def _connect_ssh(self, *, retry_interval: float = 0.1) -> None:
         image = self._img()

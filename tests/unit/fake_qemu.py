@@ -12,6 +12,8 @@ the sockets like QEMU does, and behaves according to $FAKE_QEMU_MODE:
   internal-error  like KVM's internal error: say so on stderr, QMP's run state
                ``internal-error``, the console stops after "booting"
   silent-error    the run state ``internal-error`` without a word on stderr
+  boot-script-fails  the console says "booting", then the boot script's failed marker
+               with its reason and a shell prompt (the run state stays ``running``)
 $FAKE_QEMU_PIDFILE, if set, receives this process's pid.
 """
 
@@ -149,6 +151,8 @@ def main() -> None:
             if mode == "internal-error":
                 print("KVM internal error. Suberror: 1\nemulation failure", file=sys.stderr)
                 sys.stderr.flush()
+        elif mode == "boot-script-fails":  # the boot script's failed marker, then a shell
+            con.sendall(b"booting\nFAILED marker: no eth0 (is a NIC attached?)\n/ # ")
         else:
             con.sendall(b"booting\nREADY marker 42\n")
     qtest_spec = _opt(argv, "-qtest", "unix:")

@@ -22,7 +22,12 @@ def _guest(tmp_path: Path, boot_timeout: float = 120.0) -> Guest:
     script.chmod(0o755)
     g = Guest(GuestConfig(name="boot", boot_timeout=boot_timeout, log_dir=tmp_path / "logs"))
     g.qemu = SimpleNamespace(binary=script, datadir=None)
-    g.image = SimpleNamespace(ready_marker="READY marker", qemu_args=lambda port: [], arch="x86_64")
+    g.image = SimpleNamespace(
+        ready_marker="READY marker",
+        failed_marker="FAILED marker",
+        qemu_args=lambda port: [],
+        arch="x86_64",
+    )
     g.accel = SimpleNamespace(accel="kvm")
     return g
 
@@ -51,13 +56,30 @@ def _failed_boot(
     return str(info.value), time.monotonic() - t0
 
 
-def test_kvm_internal_error_fails_the_boot_at_once_quoting_qemu(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("mode", "starts", "also"),
+    [
+        # QEMU's own words on stderr
+        (
+            "internal-error",
+            "QEMU failed while the guest booted: KVM internal error. Suberror: 1",
+            ("emulation failure", "qemu.log"),
+        ),
+        # the boot script's failed marker and its reason (not the boot timeout)
+        (
+            "boot-script-fails",
+            "the guest's boot script failed: no eth0 (is a NIC attached?)\n",
+            ("--- guest console (last lines)\nbooting",),
+        ),
+    ],
+)
+def test_a_boot_that_cannot_finish_fails_at_once_saying_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str, starts: str, also: tuple[str, ...]
 ) -> None:
-    msg, took = _failed_boot(tmp_path, monkeypatch, "internal-error", GuestError)
+    msg, took = _failed_boot(tmp_path, monkeypatch, mode, GuestError)
     assert took < 5.0
-    assert msg.startswith("QEMU failed while the guest booted: KVM internal error. Suberror: 1")
-    assert "emulation failure" in msg and "qemu.log" in msg
+    assert msg.startswith(starts), msg
+    assert all(s in msg for s in also), msg
 
 
 def test_a_stopped_run_state_fails_the_boot_within_seconds(
@@ -82,3 +104,6 @@ def test_a_boot_that_times_out_shows_console_and_qemu(
         tmp_path, monkeypatch, "normal", GuestError, boot_timeout=1.0, ready_marker="never printed"
     )
     assert "--- guest console (last lines)\nbooting" in msg and "--- QEMU said" in msg
+    # the whole boot_timeout is named (not the last half-second slice of the wait)
+    assert msg.startswith("the guest did not print 'never printed' within boot_timeout=1 s; see ")
+    assert "console.log" in msg.splitlines()[0]

@@ -815,8 +815,15 @@ class Guest:
                         raise GuestFault(fault, "booting") from None
                     paths = self._vm().paths
                     tail = _file_tail(paths.console_log) if paths is not None else ""
+                    why = (
+                        f"QEMU exited: {e}"
+                        if not self._vm().is_running()
+                        else f"the guest did not print {img.ready_marker!r} within "
+                        f"boot_timeout={self.config.boot_timeout:g} s"
+                        + (f"; see {paths.console_log}" if paths is not None else "")
+                    )
                     raise GuestError(
-                        f"{e}\n--- guest console (last lines)\n{tail or '(empty)'}"
+                        f"{why}\n--- guest console (last lines)\n{tail or '(empty)'}"
                         f"\n--- QEMU said\n{self._vm().stderr_tail() or '(nothing)'}"
                     ) from None
                 continue

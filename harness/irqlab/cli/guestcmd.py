@@ -192,14 +192,23 @@ def interactive_shell(guest: Any) -> int:
         signal.signal(signal.SIGWINCH, old)
 
 
-def _start_guest(config: Any) -> Any:
+@contextlib.contextmanager
+def _running_guest(config: Any) -> Iterator[Any]:
+    """A started guest for the block, stopped however it ends.  One ``try`` from the
+    start on: a signal that lands between the start and the caller's own ``try`` (as
+    soon as "guest ready" is out, under load) would otherwise leave QEMU to the
+    parent-death signal and its socket folder behind."""
     from irqlab.vm.guest import Guest
 
     g = Guest(config)
-    g.start()
-    how = "restored from the snapshot" if g.restored else "cold boot"
-    print(f"irqlab: guest ready ({how}, {g.phases.get('agent_ready', 0):.2f} s)", file=sys.stderr)
-    return g
+    try:
+        g.start()
+        how = "restored from the snapshot" if g.restored else "cold boot"
+        ready = f"({how}, {g.phases.get('agent_ready', 0):.2f} s)"
+        print(f"irqlab: guest ready {ready}", file=sys.stderr)
+        yield g
+    finally:
+        g.close()
 
 
 # What `irqlab shell` suggests to inject, one command a line: (arguments, what it
@@ -239,18 +248,15 @@ def cmd_shell(args: argparse.Namespace) -> int:
     config = guest_config(args, "shell")
     sock_dir = Path(tempfile.mkdtemp(prefix=f"irqlab-{os.getpid()}-shell"))
     qmp = config.qmp_socket = sock_dir / "qmp.sock"
-    g = None
     try:
-        g = _start_guest(config)
-        print(shell_hint(qmp), file=sys.stderr, flush=True)
-        rc = interactive_shell(g)
-        if g.fault is not None:
-            print(f"irqlab: the guest died: {g.fault.describe()}", file=sys.stderr)
-            return 1
-        return rc
+        with _running_guest(config) as g:
+            print(shell_hint(qmp), file=sys.stderr, flush=True)
+            rc = interactive_shell(g)
+            if g.fault is not None:
+                print(f"irqlab: the guest died: {g.fault.describe()}", file=sys.stderr)
+                return 1
+            return rc
     finally:
-        if g is not None:
-            g.close()
         shutil.rmtree(sock_dir, ignore_errors=True)
 
 
@@ -276,8 +282,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         cmd = cmd[1:]
     if not cmd:
         raise UsageError("irqlab run: no command (irqlab run [options] -- CMD ...)")
-    g = _start_guest(guest_config(args, "run"))
-    try:
+    with _running_guest(guest_config(args, "run")) as g:
         chan = _session(g)
         chan.exec_command(remote_command(cmd))
         rc = bridge(chan, forwarded_stdin(), sys.stdout.fileno(), sys.stderr.fileno())
@@ -287,8 +292,6 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"irqlab: the command did not finish: {cause}", file=sys.stderr)
             return 255
         return rc
-    finally:
-        g.close()
 
 
 class QmpSocket:

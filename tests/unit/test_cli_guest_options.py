@@ -66,12 +66,25 @@ def test_bad_module_param_is_one_line(capsys: pytest.CaptureFixture[str]) -> Non
 
 
 class _Guest:
-    """What cmd_shell needs of a guest that ran and was left (its QMP socket gone)."""
+    """What cmd_shell needs of a guest that ran and was left (its QMP socket gone);
+    ``fails`` makes its start fail."""
 
     fault = None
+    restored = True
+    phases: dict[str, float] = {}  # noqa: RUF012 (read only)
+    fails = False
+    closed = 0
+
+    def __init__(self, config: object) -> None:
+        pass
+
+    def start(self) -> _Guest:
+        if self.fails:
+            raise UsageError("no guest today")
+        return self
 
     def close(self) -> None:
-        pass
+        _Guest.closed += 1
 
 
 @pytest.mark.parametrize("starts", [True, False], ids=["normal-exit", "start-fails"])
@@ -81,16 +94,13 @@ def test_shell_leaves_no_socket_folder(
     from irqlab.cli import guestcmd
 
     monkeypatch.setattr(guestcmd.tempfile, "tempdir", str(tmp_path))
-
-    def start(config: object) -> _Guest:
-        if not starts:
-            raise UsageError("no guest today")
-        return _Guest()
-
-    monkeypatch.setattr(guestcmd, "_start_guest", start)
+    monkeypatch.setattr("irqlab.vm.guest.Guest", _Guest)
+    monkeypatch.setattr(_Guest, "fails", not starts)
+    monkeypatch.setattr(_Guest, "closed", 0)
     monkeypatch.setattr(guestcmd, "interactive_shell", lambda g: 0)
     assert main(["shell"]) == (0 if starts else 1)
     assert list(tmp_path.iterdir()) == []
+    assert _Guest.closed == 1  # the guest is stopped however the shell ends
 
 
 def test_run_quoting_is_as_its_help_says() -> None:

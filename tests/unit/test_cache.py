@@ -265,6 +265,19 @@ def test_no_eviction_when_off_or_asked_not_to(
     assert len(cache.entries()) == 5 and no_current == []
 
 
+def test_snapshots_keep_their_own_count(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_current: list[str]
+) -> None:
+    """A snapshot stored through cached_build (as a test that plants a damaged one
+    does) evicts no other snapshot: they keep $IRQLAB_SNAPSHOT_KEEP (32) among all
+    configurations, not IRQLAB_CACHE_KEEP per group (it removed all but 8 of the
+    suite's snapshots, and their configurations booted cold in the next run)."""
+    monkeypatch.setenv("IRQLAB_CACHE_KEEP", "1")
+    for i in range(4):
+        cache.cached_build("snapshot", fake_cache.digest(i), lambda t: (t / "s").write_bytes(b"x"))
+    assert len(cache.entries(recipe="snapshot")) == 4 and no_current == []
+
+
 def test_a_bad_keep_count_fails_before_building(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("IRQLAB_CACHE_KEEP", "lots")
     built: list[Path] = []

@@ -329,6 +329,9 @@ def remove_entry(entry: CacheEntry) -> bool:
 
 KEEP_ENV = "IRQLAB_CACHE_KEEP"
 DEFAULT_KEEP = 8
+# Recipes that keep their own count (irqlab.vm.snapshot: $IRQLAB_SNAPSHOT_KEEP, the most
+# recently used across all configurations): a build of theirs evicts nothing here.
+OWN_COUNT = frozenset({"snapshot"})
 
 
 class CacheKeepError(IrqlabError, ValueError):
@@ -365,7 +368,7 @@ def evict_after(stored: Path, keep: int) -> list[Path]:
     resolves to (:mod:`irqlab.build.inventory`), one a running guest holds (:func:`hold`)
     or one a build holds locked; returns what was removed."""
     m = _ENTRY.match(stored.name)
-    if m is None:
+    if m is None or m["name"] in OWN_COUNT:
         return []
     try:
         found = [e for e in entries(stored.parent, recipe=m["name"]) if e.complete]

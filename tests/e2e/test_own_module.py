@@ -19,6 +19,11 @@ from irqlab.vm.guest import Guest, GuestConfig, GuestError
 HERE = Path(__file__).resolve().parent
 
 
+def prefix_map(src: Path) -> str:
+    """make's KCFLAGS that keep *src*'s path out of the module's debug information."""
+    return f"KCFLAGS=-fdebug-prefix-map={src}=mymod"
+
+
 @pytest.fixture(scope="module")
 def mymod(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """tests/e2e/mymod built out of tree (in a temporary copy) as a driver developer
@@ -27,7 +32,9 @@ def mymod(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copytree(HERE / "mymod", src, dirs_exist_ok=True)
     irqlab = [sys.executable, "-m", "irqlab.cli.main"]
     kdir = subprocess.run([*irqlab, "kdir"], check=True, capture_output=True, text=True)
-    make = ["make", "-C", kdir.stdout.strip(), f"M={src}", "modules"]
+    # the README's reproducible build: the same source gives the same .ko in any
+    # directory, so a warm run restores this configuration's snapshot
+    make = ["make", "-C", kdir.stdout.strip(), f"M={src}", prefix_map(src), "modules"]
     r = subprocess.run(make, capture_output=True, text=True, check=False)
     assert r.returncode == 0, f"building mymod failed:\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}"
     return src / "mymod.ko"

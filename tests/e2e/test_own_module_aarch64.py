@@ -33,7 +33,9 @@ def mymod_arm64(tmp_path_factory: pytest.TempPathFactory) -> Path:
     kdir = [*IRQLAB, "kdir", "--arch", "aarch64", "--make-args"]
     args = subprocess.run(kdir, check=True, capture_output=True, text=True).stdout.split()
     assert "ARCH=arm64" in args and "CROSS_COMPILE=aarch64-linux-gnu-" in args, args
-    r = subprocess.run(["make", *args, f"M={src}", "modules"], capture_output=True, text=True)
+    # reproducible, as in test_own_module.py: a warm run restores this configuration
+    make = ["make", *args, f"M={src}", f"KCFLAGS=-fdebug-prefix-map={src}=mymod", "modules"]
+    r = subprocess.run(make, capture_output=True, text=True)
     assert r.returncode == 0, f"building mymod failed:\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}"
     return src / "mymod.ko"
 

@@ -116,6 +116,20 @@ def intx(intx_guest: Guest) -> tuple[AgentClient, DeviceControl]:
     return intx_guest.agent, DeviceControl(intx_guest)
 
 
+
+@UIO_MODE
+def test_a_reset_in_uio_mode_keeps_the_loaded_module(irqlab_fresh_guest: Guest) -> None:
+    """The reset between tests looks for the driver's node of its mode (/dev/uio0 here):
+    it looked for /dev/irqlab0 and so reloaded the module at every reset in UIO mode."""
+    g = irqlab_fresh_guest
+    param = f"/sys/module/{g.module_name()}/parameters/ring_size"
+    g.sh(f"echo 512 > {param}")  # a reload would put the default back
+    for _ in range(3):
+        g.reset()
+    assert g.sh(f"cat {param}").strip() == "512"
+    assert g.sh("test -c /dev/uio0 && echo present").strip() == "present"
+
+
 def test_uio_pci_generic_bound(intx_guest: Guest) -> None:
     addr = intx_guest.pci_address()
     assert intx_guest.sh("cat /sys/class/uio/uio0/name").strip() == "uio_pci_generic"

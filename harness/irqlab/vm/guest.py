@@ -918,8 +918,14 @@ class Guest:
         opts = {**self.config.module_params, **params}
         args = " ".join(f"{k}={shlex.quote(str(v))}" for k, v in opts.items())
         self.sh(f"modprobe {self.module} {args}".strip())
+        self._wait_for_driver_node(self.driver_node(opts))
+
+    def driver_node(self, params: Mapping[str, Any] | None = None) -> str:
+        """The node our driver offers with module parameters *params* (default: the
+        config's): /dev/uio0 in its UIO mode (``uio=1``), else :attr:`dev`."""
+        opts = self.config.module_params if params is None else params
         uio = str(opts.get("uio", 0)) in ("1", "y", "Y", "True")
-        self._wait_for_driver_node("/dev/uio0" if uio else self.dev)
+        return "/dev/uio0" if uio else self.dev
 
     def _wait_for_driver_node(self, node: str, timeout: float = 3.0) -> None:
         """The driver's node appears while modprobe probes the device (a PCI driver's
@@ -1146,13 +1152,14 @@ class Guest:
     def reset(self) -> None:
         """Between tests: disarm every path, close every handle, zero device counters."""
         agent = self.agent
+        node = self.driver_node()  # its absence is a module to load again
         try:
-            present = agent.reset(self.dev).get("present")
+            present = agent.reset(node).get("present")
         except AgentError:
             agent.close(timeout=2)
             self._agent = None
             agent = self.agent
-            present = agent.reset(self.dev).get("present")
+            present = agent.reset(node).get("present")
         agent.drain_events()
         if self.config.load_irqlab and not present:
             self.reload_module(**self.config.module_params)

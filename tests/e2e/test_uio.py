@@ -116,7 +116,6 @@ def intx(intx_guest: Guest) -> tuple[AgentClient, DeviceControl]:
     return intx_guest.agent, DeviceControl(intx_guest)
 
 
-
 @UIO_MODE
 def test_a_reset_in_uio_mode_keeps_the_loaded_module(irqlab_fresh_guest: Guest) -> None:
     """The reset between tests looks for the driver's node of its mode (/dev/uio0 here):

@@ -153,6 +153,8 @@ def test_unknown_module_parameters_are_refused_naming_the_valid_ones(tmp_path: P
     ko = _fake_ko(tmp_path / "irqlab.ko", "irqlab", params=IRQLAB_PARAMS)
     check_module_params(ko, {"uio": 1, "wakeup": "thread"})
     check_module_params(ko, {})
+    # what the kernel takes too: - for _ in a name, and every module's own two
+    check_module_params(ko, {"gpio-edges": 8, "dyndbg": "+p", "async_probe": 1})
     with pytest.raises(GuestConfigError) as e:
         check_module_params(ko, {"nosuch": 1, "uio": 1, "other": 2})
     assert str(e.value) == (

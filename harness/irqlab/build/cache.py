@@ -311,6 +311,8 @@ def remove_entry(entry: CacheEntry) -> bool:
             fd = _open_dir(entry.path)
         except FileNotFoundError:
             fd = -1
+        except OSError:  # not ours to remove (permissions, not a directory): leave it
+            return False
         try:
             if fd >= 0:
                 try:
@@ -321,7 +323,9 @@ def remove_entry(entry: CacheEntry) -> bool:
         finally:
             if fd >= 0:
                 os.close(fd)
-        lock_path.unlink(missing_ok=True)
+        # The lock file stays: a builder that opened it already and waits on it would
+        # lock an unlinked file while a third process locks a new one, and both would
+        # build into the same .tmp directory.
     return True
 
 
@@ -380,5 +384,5 @@ def evict_after(stored: Path, keep: int) -> list[Path]:
             return []
         protected = {stored, *_current_outputs(this.name, group)}
         return [e.path for e in prune_plan(group, keep, protected) if remove_entry(e)]
-    except OSError:
+    except Exception:  # best effort: a finished build never fails on its eviction
         return []

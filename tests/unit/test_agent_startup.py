@@ -92,3 +92,29 @@ def test_quick_args_parses_as_argparse_does(argv: list[str]) -> None:
 )
 def test_quick_args_leaves_the_rest_to_argparse(argv: list[str]) -> None:
     assert quick_args(argv) is None
+
+
+def test_an_agent_launch_that_does_not_detach_is_named_without_reading_its_output() -> None:
+    """exit_status timed out (the daemon did not detach): reading its stdout would wait
+    for an EOF that never comes; the start fails naming agent_timeout instead."""
+    from irqlab.vm.guest import Guest, GuestConfig, GuestError
+
+    class Stuck:
+        closed = False
+
+        class _Never:
+            def read(self, n: int) -> bytes:
+                raise AssertionError("read the output of a command still running")
+
+        stdout = stderr = _Never()
+
+        def exit_status(self, timeout: float | None = None) -> int | None:
+            return None
+
+        def close(self, timeout: float = 5.0) -> None:
+            Stuck.closed = True
+
+    g = Guest(GuestConfig(agent_timeout=0.01))
+    with pytest.raises(GuestError, match=r"did not detach within agent_timeout=0\.01 s"):
+        g._await_launch(Stuck())  # type: ignore[arg-type]
+    assert Stuck.closed

@@ -18,8 +18,8 @@ from irqlab.cli.main import TEARDOWN_SIGNALS, teardown_on_signals
 from irqlab.testing.terminal import COOKED, Terminal
 
 # `irqlab regs` replaced by a command that holds a raw terminal and a temporary
-# directory until it is stopped; its finally sleeps a little, so that a second signal
-# can arrive during the teardown.
+# directory until it is stopped; with a third argument (a file) its finally waits until
+# that file exists, so that a second signal arrives during the teardown.
 STAND_IN = textwrap.dedent(
     """
     import os, shutil, signal, sys, tempfile, time
@@ -34,7 +34,10 @@ STAND_IN = textwrap.dedent(
                 time.sleep(60)
         finally:
             print("tearing down", flush=True)
-            time.sleep(0.5)
+            if len(sys.argv) > 2 and sys.argv[2] != "--nohup":
+                end = time.monotonic() + 30
+                while not os.path.exists(sys.argv[2]) and time.monotonic() < end:
+                    time.sleep(0.01)
             shutil.rmtree(d)
         return 0
 
@@ -69,15 +72,32 @@ def test_a_signal_tears_down_like_ctrl_c(stand_in: Terminal, tmp_path: Path, sig
     assert list(tmp_path.iterdir()) == [], "the temporary directory is removed"
 
 
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        (signal.SIGTERM, signal.SIGTERM),
+        (signal.SIGTERM, signal.SIGINT),  # Ctrl-C while a SIGTERM tears down
+        (signal.SIGINT, signal.SIGHUP),  # Ctrl-C, then the window closed
+    ],
+    ids=lambda s: signal.Signals(s).name,
+)
 def test_a_second_signal_does_not_cut_the_teardown_short(
-    stand_in: Terminal, tmp_path: Path
+    tmp_path: Path, first: int, second: int
 ) -> None:
-    stand_in.expect("holding")
-    stand_in.proc.send_signal(signal.SIGTERM)
-    stand_in.expect("tearing down")
-    stand_in.proc.send_signal(signal.SIGTERM)
-    assert stand_in.wait() == 128 + signal.SIGTERM, stand_in.seen
-    assert list(tmp_path.iterdir()) == []
+    work, go_on = tmp_path / "work", tmp_path / "second-sent"
+    work.mkdir()
+    t = Terminal([sys.executable, "-c", STAND_IN, str(work), str(go_on)])
+    try:
+        t.expect("holding")
+        t.proc.send_signal(first)
+        t.expect("tearing down")  # the stand-in's finally waits for go_on
+        t.proc.send_signal(second)
+        go_on.touch()
+        assert t.wait() == (130 if first == signal.SIGINT else 128 + first), t.seen
+        assert "Traceback" not in t.seen
+        assert list(work.iterdir()) == []
+    finally:
+        t.close()
 
 
 def test_sighup_ignored_by_nohup_stays_ignored(tmp_path: Path) -> None:

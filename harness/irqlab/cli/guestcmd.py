@@ -266,7 +266,10 @@ def forwarded_stdin() -> int | None:
     background (reading it would stop us with SIGTTIN): the command gets EOF at once."""
     if sys.stdin is None:
         return None
-    fd = sys.stdin.fileno()
+    try:
+        fd = sys.stdin.fileno()
+    except (OSError, ValueError):  # replaced in-process by an object without a descriptor
+        return None
     if os.isatty(fd):
         try:
             if os.tcgetpgrp(fd) != os.getpgrp():
@@ -376,7 +379,9 @@ def _guest_options(s: argparse.ArgumentParser) -> None:
         metavar="FILE[:GUEST_PATH]",
         help="copy a file into the guest (default /root/<name>)",
     )
-    s.add_argument("--accel", choices=["kvm", "tcg", "auto"], help="default: $IRQLAB_ACCEL or auto")
+    from irqlab.vm.accel import CHOICES
+
+    s.add_argument("--accel", choices=CHOICES, help="default: $IRQLAB_ACCEL or auto")
     s.add_argument("--smp", type=_vcpus, default=1, metavar="N", help="vCPUs (default 1)")
     s.add_argument("--cold", action="store_true", help="boot cold, not from the snapshot")
 
@@ -463,8 +468,12 @@ def _inject_options(p: argparse.ArgumentParser, *, defaults: bool) -> None:
         return value if defaults else argparse.SUPPRESS
 
     p.add_argument("--qmp", default=default(None), help="QMP socket (default: $IRQLAB_QMP)")
+    from irqlab.vm.qmp.injector import DEVICE_ID
+
     p.add_argument(
-        "--device-id", default=default("irqlab0"), help="the device's id (default irqlab0)"
+        "--device-id",
+        default=default(DEVICE_ID),
+        help=f"the device's id (default {DEVICE_ID})",
     )
     p.add_argument(
         "--counters",

@@ -370,9 +370,10 @@ TEARDOWN_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 @contextlib.contextmanager
 def teardown_on_signals() -> Iterator[None]:
     """Turn SIGTERM and SIGHUP (a closed terminal) into :class:`Terminated` while the
-    block runs, as Ctrl-C is turned into KeyboardInterrupt; a second one while the
-    first unwinds is ignored so that the teardown finishes.  A signal ignored when we
-    started (``nohup``) stays ignored; outside the main thread nothing changes."""
+    block runs, as Ctrl-C is turned into KeyboardInterrupt; a second signal of the
+    three while the first unwinds is ignored so that the teardown finishes.  A signal
+    ignored when we started (``nohup``) stays ignored; outside the main thread nothing
+    changes."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -382,11 +383,15 @@ def teardown_on_signals() -> Iterator[None]:
         nonlocal fired
         if not fired:
             fired = True
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
             raise Terminated(signum)
 
+    # Ctrl-C too: whichever comes first starts the teardown, and any later one of the
+    # three (Ctrl-C, then closing the window) is ignored until it has finished
     old = {
         sig: signal.signal(sig, handler)
-        for sig in TEARDOWN_SIGNALS
+        for sig in (*TEARDOWN_SIGNALS, signal.SIGINT)
         if signal.getsignal(sig) is not signal.SIG_IGN
     }
     try:

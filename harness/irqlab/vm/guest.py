@@ -1107,6 +1107,12 @@ class Guest:
 
     def _await_launch(self, launcher: RemoteProcess) -> None:
         status = launcher.exit_status(self.config.agent_timeout)
+        if status is None:  # still running: reading its output would wait for its EOF
+            launcher.close(timeout=2)
+            raise GuestError(
+                f"the agent daemon did not detach within agent_timeout="
+                f"{self.config.agent_timeout:g} s (it detaches once it listens)"
+            )
         out = launcher.stdout.read(4096).decode(errors="replace")
         err = launcher.stderr.read(4096).decode(errors="replace")
         launcher.close(timeout=2)

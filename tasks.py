@@ -169,6 +169,9 @@ def soak(c: Context, k: str = "", jobs: int = 0) -> None:
 @task
 def clean(c: Context) -> None:
     """Remove this checkout's logs.  The build cache stays and evicts old outputs itself
-    (IRQLAB_CACHE_KEEP); `irqlab cache` lists it, `irqlab cache --prune 1 --dry-run` shows
-    what `--prune 1` would remove (never what this checkout or a running guest uses)."""
+    (IRQLAB_CACHE_KEEP; snapshots IRQLAB_SNAPSHOT_KEEP); `irqlab cache` lists it,
+    `irqlab cache --prune N --dry-run` shows what `--prune N` would remove: never a
+    build output this checkout or a running guest uses, but snapshots count like any
+    other group (N per architecture), and the suite restores about 25 configurations,
+    so a small N makes its next run cold-boot the others."""
     c.run("rm -rf build/logs", echo=True)

@@ -190,6 +190,31 @@ def test_shell_on_a_terminal_with_injection_over_its_qmp_socket(shell: Terminal)
     assert not Path(sock).parent.exists(), "the QMP socket and its folder go with the guest"
 
 
+def test_shell_follows_the_terminals_size() -> None:
+    """A window resized under `irqlab shell` resizes the guest's terminal (SIGWINCH,
+    handled in the bridge's loop, never inside a send)."""
+    import fcntl
+    import struct
+    import termios
+
+    t = Terminal([*IRQLAB, "shell"], controlling=True)  # the kernel signals its window
+    try:
+        t.expect(r"irqlab:~# ")
+        for rows, cols in ((33, 111), (47, 93)):
+            fcntl.ioctl(t.master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+            deadline = time.monotonic() + 60
+            while True:  # the resize travels over SSH: ask until the guest has it
+                t.send("stty size\r")
+                m = t.expect(r"\r\n(\d+) (\d+)\r\n")
+                if (int(m[1]), int(m[2])) == (rows, cols) or time.monotonic() > deadline:
+                    break
+            assert (int(m[1]), int(m[2])) == (rows, cols), t.seen
+        t.send("exit 0\r")
+        assert t.proc.wait(30) == 0
+    finally:
+        t.close()
+
+
 def hinted(t: Terminal) -> tuple[dict[str, str], list[tuple[list[str], str]]]:
     """The environment with the socket irqlab shell's hint exports, and the hint's
     inject examples: (arguments, what the comment says)."""

@@ -156,3 +156,28 @@ def test_a_command_that_reads_nothing_ends_the_bridge(pipes: dict[str, int]) -> 
         stop.set()
     assert time.monotonic() - t0 < 5
     assert len(chan.sent) == 100_000  # the window's worth, no more
+
+
+def test_a_wakeup_runs_its_call_in_the_bridge_loop(pipes: dict[str, int]) -> None:
+    """The shell's SIGWINCH handler only writes to a pipe; the resize runs in the
+    bridge's loop (between sends), called once per wake-up, the pipe drained."""
+    chan = FakeChannel(echo=False)
+    woken, wake = os.pipe()
+    os.set_blocking(woken, False)
+    calls: list[int] = []
+
+    def call() -> None:
+        calls.append(threading.get_ident())
+        if len(calls) == 2:
+            chan.exit(0)
+        else:
+            os.write(wake, b"w")  # another signal: the loop wakes once more
+
+    os.write(wake, b"ww")  # two signals before the loop looked: one wake-up
+    chan_: Any = chan
+    try:
+        assert bridge(chan_, None, pipes["out_w"], pipes["out_w"], wakeup=(woken, call)) == 0
+    finally:
+        os.close(woken)
+        os.close(wake)
+    assert calls == [threading.get_ident()] * 2

@@ -19,7 +19,7 @@ import shutil
 import signal
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -114,14 +114,23 @@ def raw_tty(fd: int) -> Iterator[None]:
             termios.tcsetattr(fd, termios.TCSADRAIN, old)
 
 
-def bridge(chan: paramiko.Channel, stdin_fd: int | None, stdout_fd: int, stderr_fd: int) -> int:
+def bridge(
+    chan: paramiko.Channel,
+    stdin_fd: int | None,
+    stdout_fd: int,
+    stderr_fd: int,
+    *,
+    wakeup: tuple[int, Callable[[], None]] | None = None,
+) -> int:
     """Copy *stdin_fd* to the channel (its EOF, or a read error such as a hung-up
     terminal's, becomes the channel's EOF) and the channel's stdout/stderr to ours
     until it closes; return its exit status (-1 if the connection dropped).  Without
     *stdin_fd* the channel's input ends at once.
 
     Input is sent as the channel's window allows, never blocking on it: a command that
-    does not read its stdin neither stalls its output nor keeps us once it exits."""
+    does not read its stdin neither stalls its output nor keeps us once it exits.
+    *wakeup* ``(fd, call)``: when *fd* becomes readable it is drained and *call* runs
+    here, between sends (a signal handler's work that must not interrupt one)."""
     pending = b""  # read from stdin, not yet taken by the channel
     stdin_open = stdin_fd is not None
     if not stdin_open:
@@ -130,9 +139,15 @@ def bridge(chan: paramiko.Channel, stdin_fd: int | None, stdout_fd: int, stderr_
         watched: list[Any] = [chan]
         if stdin_open and not pending:
             watched.append(stdin_fd)
+        if wakeup is not None:
+            watched.append(wakeup[0])
         # with input waiting for the window to open, look again soon: select does not
         # say when it does
         ready, _, _ = select.select(watched, [], [], 0.05 if pending else None)
+        if wakeup is not None and wakeup[0] in ready:
+            with contextlib.suppress(BlockingIOError):
+                os.read(wakeup[0], 4096)
+            wakeup[1]()
         if chan in ready:
             got = False
             while chan.recv_stderr_ready():
@@ -179,17 +194,36 @@ def interactive_shell(guest: Any) -> int:
     chan.get_pty(term=os.environ.get("TERM", "vt100"), width=cols, height=rows)
     chan.invoke_shell()
 
-    def resize(signum: int, frame: object) -> None:
+    def resize() -> None:
         with contextlib.suppress(Exception):
             c, r = os.get_terminal_size(sys.stdout.fileno())
             chan.resize_pty(width=c, height=r)
 
-    old = signal.signal(signal.SIGWINCH, resize)
+    # The handler only wakes the bridge, which resizes between its sends: resize_pty
+    # from the handler could wait for paramiko's send lock held by the very send the
+    # signal interrupted (a deadlock).
+    woken, wake = os.pipe()
+    os.set_blocking(woken, False)
+    os.set_blocking(wake, False)
+
+    def on_winch(signum: int, frame: object) -> None:
+        with contextlib.suppress(BlockingIOError):
+            os.write(wake, b"w")
+
+    old = signal.signal(signal.SIGWINCH, on_winch)
     try:
         with raw_tty(sys.stdin.fileno()):
-            return bridge(chan, sys.stdin.fileno(), sys.stdout.fileno(), sys.stdout.fileno())
+            return bridge(
+                chan,
+                sys.stdin.fileno(),
+                sys.stdout.fileno(),
+                sys.stdout.fileno(),
+                wakeup=(woken, resize),
+            )
     finally:
         signal.signal(signal.SIGWINCH, old)
+        os.close(woken)
+        os.close(wake)
 
 
 @contextlib.contextmanager

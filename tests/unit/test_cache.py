@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -149,6 +151,24 @@ def test_a_held_output_is_in_use_and_not_removed(tmp_path: Path) -> None:
         assert r.returncode == 3 and cache.is_complete(out)
     assert not cache.in_use(out)
     assert cache.remove_entry(entry) and not out.exists()
+
+
+def test_holding_waits_for_a_removal_but_not_forever(tmp_path: Path) -> None:
+    """A remover that holds its lock (stopped with Ctrl-Z mid-rmtree) makes a guest
+    start fail after the timeout, naming the output, instead of hanging it."""
+    out = fake_cache.qemu(tmp_path, 1, "x86_64", 100)
+    fd = os.open(out, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # what remove_entry holds while it removes
+        t0 = time.monotonic()
+        with pytest.raises(cache.CacheBusy, match=re.escape(str(out))):
+            cache.hold([out], timeout=0.3)
+        assert 0.3 <= time.monotonic() - t0 < 5
+        fcntl.flock(fd, fcntl.LOCK_UN)  # the removal gave up: the hold goes through
+        with cache.hold([out], timeout=0.3):
+            assert cache.in_use(out)
+    finally:
+        os.close(fd)
 
 
 def test_holding_a_removed_output_says_so(tmp_path: Path) -> None:

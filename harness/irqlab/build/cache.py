@@ -23,6 +23,7 @@ import hashlib
 import os
 import re
 import shutil
+import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,7 @@ from irqlab.paths import cache_dir, cache_location
 __all__ = [
     "DEFAULT_KEEP",
     "KEEP_ENV",
+    "CacheBusy",
     "CacheEntry",
     "CacheKeepError",
     "Held",
@@ -227,6 +229,10 @@ class OutputGone(IrqlabError, FileNotFoundError):
     """An output was removed from the cache after it was found (pruned meanwhile)."""
 
 
+class CacheBusy(IrqlabError, TimeoutError):
+    """An output stayed locked for removal longer than a guest start waits."""
+
+
 def _open_dir(path: Path) -> int:
     return os.open(path, os.O_RDONLY | os.O_DIRECTORY)
 
@@ -250,14 +256,19 @@ class Held:
         self.release()
 
 
-def hold(paths: Iterable[Path]) -> Held:
+HOLD_WAIT_S = 60.0  # the longest a removal under way (an rmtree) is waited for
+
+
+def hold(paths: Iterable[Path], *, timeout: float = HOLD_WAIT_S) -> Held:
     """Take a shared lock on each output directory in *paths* until :meth:`Held.release`:
     :func:`remove_entry` (``irqlab cache --prune``, the eviction after a build) leaves a
-    held output alone.  A removal under way is waited for; an output gone by then raises
+    held output alone.  A removal under way is waited for, up to *timeout* s (a remover
+    stopped with Ctrl-Z must not hang every guest start); an output gone by then raises
     :class:`OutputGone`.  The lock is on the directory itself, not on the build's lock
     file, so that a forced rebuild of an output never waits for the guests using it."""
     fds: list[int] = []
     wanted = list(dict.fromkeys(paths))
+    deadline = time.monotonic() + timeout
     try:
         for p in wanted:
             try:
@@ -265,7 +276,18 @@ def hold(paths: Iterable[Path]) -> Held:
             except FileNotFoundError:
                 raise OutputGone(f"{p} is no longer in the cache (pruned meanwhile)") from None
             fds.append(fd)
-            fcntl.flock(fd, fcntl.LOCK_SH)
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise CacheBusy(
+                            f"{p} is locked for removal (irqlab cache --prune, or the "
+                            f"eviction after a build) and still was after {timeout:g} s: "
+                            "is a pruning process stopped?"
+                        ) from None
+                    time.sleep(0.05)  # a lock has no timeout: poll it
             if not is_complete(p):
                 raise OutputGone(f"{p} was removed from the cache (pruned meanwhile)")
     except BaseException:

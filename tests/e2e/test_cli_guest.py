@@ -71,6 +71,13 @@ def test_run_forwards_stdin_like_ssh() -> None:
     )
     assert r2.returncode == 0, r2.stderr
     assert r2.stdout.split()[0].decode() == hashlib.sha256(data).hexdigest()
+    # -n (as ssh -n): the command reads nothing, and our input is left for the next
+    # reader, as in `while read f; do irqlab run -n -- ...; done < list`
+    loop = f"read a; {shlex.join([*IRQLAB, 'run', '-n', '--', 'cat'])}; read b; echo $a $b"
+    r3 = subprocess.run(
+        ["sh", "-c", loop], input="one\ntwo\n", capture_output=True, text=True, timeout=120
+    )
+    assert (r3.returncode, r3.stdout) == (0, "one two\n"), r3.stderr
 
 
 def test_run_of_a_command_that_reads_no_stdin_ends_with_it() -> None:

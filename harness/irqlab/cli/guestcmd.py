@@ -322,7 +322,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     with _running_guest(guest_config(args, "run")) as g:
         chan = _session(g)
         chan.exec_command(remote_command(cmd))
-        rc = bridge(chan, forwarded_stdin(), sys.stdout.fileno(), sys.stderr.fileno())
+        stdin = None if args.no_stdin else forwarded_stdin()
+        rc = bridge(chan, stdin, sys.stdout.fileno(), sys.stderr.fileno())
         if rc < 0:
             fault = g.wait_fault(2.0)
             cause = fault.describe() if fault is not None else "the SSH connection dropped"
@@ -423,7 +424,8 @@ def _guest_options(s: argparse.ArgumentParser) -> None:
 RUN_DESCRIPTION = """\
 Starts a fresh guest (restored from its snapshot when one exists), runs one command
 in it and exits with the command's status.  Its stdout and stderr stream here, and
-irqlab's stdin is forwarded to it as ssh does (the command reads EOF at its end).
+irqlab's stdin is forwarded to it as ssh does (the command reads EOF at its end;
+-n gives it an empty stdin, as ssh -n does, e.g. in a `while read` loop).
 
 The guest's shell runs the command, so the quoting decides what it expands:
   one argument:  a command line, as typed at the guest's prompt
@@ -460,6 +462,12 @@ def add_guest_parsers(sub: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _guest_options(s)
+    s.add_argument(
+        "-n",
+        "--no-stdin",
+        action="store_true",
+        help="the command's stdin is empty: irqlab's own is not read (as ssh -n)",
+    )
     s.add_argument(
         "cmd", nargs=argparse.REMAINDER, metavar="CMD", help="the command and its arguments"
     )

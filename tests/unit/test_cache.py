@@ -171,6 +171,16 @@ def test_holding_waits_for_a_removal_but_not_forever(tmp_path: Path) -> None:
         os.close(fd)
 
 
+def test_an_output_that_cannot_be_opened_is_left_not_raised(tmp_path: Path) -> None:
+    """`irqlab cache --prune` goes on past an entry it cannot open (here a file where
+    an output directory should be): not removed, no exception, its lock file kept."""
+    odd = tmp_path / f"kmod-{fake_cache.digest(1)}"
+    odd.write_text("not a directory")
+    entry = cache.CacheEntry("kmod", fake_cache.digest(1), odd, True, 0.0)
+    assert cache.remove_entry(entry) is False
+    assert odd.is_file() and (tmp_path / f"kmod-{fake_cache.digest(1)}.lock").exists()
+
+
 def test_holding_a_removed_output_says_so(tmp_path: Path) -> None:
     out = fake_cache.qemu(tmp_path, 1, "x86_64", 100)
     (entry,) = cache.entries()

@@ -249,11 +249,12 @@ def _running_guest(config: Any) -> Iterator[Any]:
 # does, the driver parameter it needs or "").  Each raises interrupts in a shell started
 # without options but those that name a parameter: pulse needs the line's GPIO edge
 # detection, which the driver leaves off by default.
+PULSE_LINE = 3
 SHELL_EXAMPLES = (
     ("push 0x42", "a FIFO interrupt", ""),
     ("burst 1000 --period-us 100", "1000 interrupts, 100 us apart", ""),
     ("counters", "the device's counters", ""),
-    ("pulse 3", "edges on GPIO line 3", "gpio_edges=0x8"),
+    (f"pulse {PULSE_LINE}", f"edges on GPIO line {PULSE_LINE}", f"gpio_edges={1 << PULSE_LINE:#x}"),
 )
 
 

@@ -73,8 +73,23 @@ def test_discard_removes_it_and_prune_lists_it(_cache_dir: Path) -> None:
     key = snapshot.snapshot_key(BASE)
     cache.cached_build("snapshot", key, lambda t: (t / snapshot.STATE_FILE).write_bytes(b"x"))
     assert [e.name for e in cache.entries()] == ["snapshot"]
-    snapshot.discard(key)
+    assert snapshot.discard(key) is True
     assert snapshot.lookup(key) is None and cache.entries() == []
+    assert snapshot.discard(key) is True  # nothing left to remove
+
+
+def test_discard_leaves_a_held_snapshot_and_says_so(_cache_dir: Path) -> None:
+    key = snapshot.snapshot_key(BASE)
+    done = cache.cached_build(
+        "snapshot", key, lambda t: (t / snapshot.STATE_FILE).write_bytes(b"x")
+    )
+    held = cache.hold([done])
+    try:
+        assert snapshot.discard(key) is False
+        assert snapshot.lookup(key) == done
+    finally:
+        held.release()
+    assert snapshot.discard(key) is True and snapshot.lookup(key) is None
 
 
 def test_unreadable_meta_names_the_file(tmp_path: Path) -> None:

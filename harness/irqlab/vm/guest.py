@@ -518,9 +518,15 @@ class Guest:
             return True
         except snapshot.SnapshotError as e:
             self.snapshot_error = str(e)
-            print(f"irqlab: {e}\nirqlab: removing it and booting cold", file=sys.stderr)
             self._stop_machine()
-            snapshot.discard(key)
+            if snapshot.discard(key):
+                print(f"irqlab: {e}\nirqlab: removed it; booting cold", file=sys.stderr)
+            else:  # the next start after the holder is gone removes it
+                print(
+                    f"irqlab: {e}\nirqlab: another process holds it, so it stays for now; "
+                    "booting cold",
+                    file=sys.stderr,
+                )
             return False
 
     def prepare(self) -> Guest:

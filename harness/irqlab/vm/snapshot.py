@@ -97,11 +97,11 @@ def read_meta(directory: Path) -> dict[str, Any]:
     return meta
 
 
-def discard(key: str) -> None:
-    """Remove the snapshot for *key* (a bad one), unless a save holds its lock."""
-    for e in cache.entries(recipe=RECIPE):
-        if e.digest == key:
-            cache.remove_entry(e)
+def discard(key: str) -> bool:
+    """Remove the snapshot for *key* (a bad one), unless a save holds its lock or a
+    guest holds the output (:func:`irqlab.build.cache.hold`); False if it stays."""
+    removed = [cache.remove_entry(e) for e in cache.entries(recipe=RECIPE) if e.digest == key]
+    return all(removed)
 
 
 def _wait_migration(machine: Machine, timeout: float, what: str) -> dict[str, Any]:

@@ -111,6 +111,16 @@ def test_prune_keeps_the_most_recently_used(monkeypatch: pytest.MonkeyPatch) -> 
     removed = snapshot.prune(2)
     assert len(removed) == 3
     assert [snapshot.lookup(k) is not None for k in keys] == [False, False, False, True, True]
-    monkeypatch.setenv("IRQLAB_SNAPSHOT_KEEP", "x")
-    with pytest.raises(snapshot.SnapshotError, match="IRQLAB_SNAPSHOT_KEEP"):
-        snapshot.keep_snapshots()
+
+
+def test_snapshot_keep_reads_as_the_cache_keep(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("IRQLAB_SNAPSHOT_KEEP", raising=False)
+    assert snapshot.keep_snapshots() == 32
+    monkeypatch.setenv("IRQLAB_SNAPSHOT_KEEP", "3")
+    assert snapshot.keep_snapshots() == 3
+    monkeypatch.setenv("IRQLAB_SNAPSHOT_KEEP", "0")  # as IRQLAB_CACHE_KEEP=0: no pruning
+    assert snapshot.keep_snapshots() is None
+    for bad in ("x", "-1"):
+        monkeypatch.setenv("IRQLAB_SNAPSHOT_KEEP", bad)
+        with pytest.raises(cache.CacheKeepError, match=r"IRQLAB_SNAPSHOT_KEEP.*snapshots"):
+            snapshot.keep_snapshots()

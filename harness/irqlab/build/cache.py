@@ -361,22 +361,28 @@ OWN_COUNT = frozenset({"snapshot"})
 
 
 class CacheKeepError(IrqlabError, ValueError):
-    """$IRQLAB_CACHE_KEEP is not a count."""
+    """$IRQLAB_CACHE_KEEP (or $IRQLAB_SNAPSHOT_KEEP) is not a count."""
 
 
-def keep_count(env: Mapping[str, str] = os.environ) -> int | None:
+def keep_count(
+    env: Mapping[str, str] = os.environ,
+    *,
+    name: str = KEEP_ENV,
+    default: int = DEFAULT_KEEP,
+    what: str = "outputs of each recipe and variant",
+) -> int | None:
     """How many outputs of each group (recipe, architecture, variant) a new output leaves
     in the cache: $IRQLAB_CACHE_KEEP, default :data:`DEFAULT_KEEP`; None for ``0`` (no
-    automatic eviction)."""
-    text = env.get(KEEP_ENV, "").strip() or str(DEFAULT_KEEP)
+    automatic eviction).  *name*, *default* and *what* read another such count the same
+    way ($IRQLAB_SNAPSHOT_KEEP)."""
+    text = env.get(name, "").strip() or str(default)
     try:
         keep = int(text)
     except ValueError:
         keep = -1
     if keep < 0:
         raise CacheKeepError(
-            f"{KEEP_ENV}={text!r}: expected how many outputs of each recipe and variant "
-            "to keep (0: never remove any automatically)"
+            f"{name}={text!r}: expected how many {what} to keep (0: never remove any automatically)"
         )
     return keep or None
 

@@ -496,6 +496,7 @@ class Guest:
         if not self.config.snapshot:
             self._cold_start()
             return self
+        snapshot.keep_snapshots()  # a bad $IRQLAB_SNAPSHOT_KEEP fails now, not after a boot
         key = self.snapshot_key()
         found = snapshot.lookup(key)
         if found is not None and self._try_restore(key, found):

@@ -195,24 +195,29 @@ def save(machine: Machine, key: str, meta: Mapping[str, Any], *, timeout: float 
         }
         (tmp / META_FILE).write_text(json.dumps(info, indent=2, default=str) + "\n")
 
+    keep = keep_snapshots()  # a bad value fails before the save, not after
     try:
         saved = cache.cached_build(RECIPE, key, write, evict=False)  # prune() below
     except (MachineError, QMPFailure, QMPCommandError, OSError) as e:
         raise SnapshotError(f"saving the snapshot {key} failed: {e}") from e
-    prune(keep_snapshots())
+    if keep is not None:
+        prune(keep)
     return saved
 
 
-def keep_snapshots() -> int:
+KEEP_ENV = "IRQLAB_SNAPSHOT_KEEP"
+DEFAULT_KEEP = 32
+
+
+def keep_snapshots() -> int | None:
     """How many snapshots the cache keeps: $IRQLAB_SNAPSHOT_KEEP, default 32 (each is
-    ~140 MB; every image, module or device-property change makes new ones).  This
-    repository's own suite uses about 20 configurations: a smaller cache evicts some
-    in every run and cold-boots them again in the next."""
-    text = os.environ.get("IRQLAB_SNAPSHOT_KEEP", "32")
-    try:
-        return max(1, int(text))
-    except ValueError:
-        raise SnapshotError(f"IRQLAB_SNAPSHOT_KEEP={text!r}: must be a number") from None
+    ~140 MB; every image, module or device-property change makes new ones); None for
+    ``0`` (never prune automatically), as $IRQLAB_CACHE_KEEP.  This repository's own
+    suite uses about 25 configurations: a smaller cache evicts some in every run and
+    cold-boots them again in the next."""
+    return cache.keep_count(
+        name=KEEP_ENV, default=DEFAULT_KEEP, what="ready-state snapshots (all configurations)"
+    )
 
 
 def prune(keep: int) -> list[Path]:

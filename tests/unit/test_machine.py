@@ -209,6 +209,27 @@ def test_keyboard_interrupt_still_cleans_up(fake_qemu: Path, tmp_path: Path) -> 
     assert not m.is_running()
 
 
+def test_a_close_cut_short_is_finished_by_the_next(
+    fake_qemu: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C while close() waits for QEMU: a second close() stops it (it returned at
+    once before, and QEMU ran on until the interpreter exited)."""
+    monkeypatch.setenv("FAKE_QEMU_MODE", "stubborn")
+    m = Machine(_cfg(fake_qemu, tmp_path, stop_timeout=0.3, qmp_timeout=5.0)).start()
+    real = proc.wait_or_stop
+
+    def interrupted(*a: object, **k: object) -> int | None:
+        monkeypatch.setattr(proc, "wait_or_stop", real)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(proc, "wait_or_stop", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        m.close()
+    assert m.is_running()
+    assert m.close() == -signal.SIGKILL
+    assert not m.is_running() and m.close() == -signal.SIGKILL  # and then idempotent
+
+
 def test_qtest_channel(fake_qemu: Path, tmp_path: Path) -> None:
     with Machine(_cfg(fake_qemu, tmp_path, qtest=True, console=False)) as m:
         qt = m.qtest

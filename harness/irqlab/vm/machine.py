@@ -320,10 +320,11 @@ class Machine:
     def close(self) -> int | None:
         """Stop QEMU (quit, then SIGTERM, then SIGKILL) and release everything; idempotent.
 
-        Returns QEMU's exit status (None if it could not be reaped)."""
-        if self._closed:
+        Returns QEMU's exit status (None if it could not be reaped).  A close cut short
+        (Ctrl-C while it waited for QEMU) is finished by the next call, not skipped."""
+        if self._closed and (self._proc is None or self._proc.poll() is not None):
             return self._proc.returncode if self._proc is not None else None
-        self._closed = True
+        self._closed = True  # no start() after this, even if stopping QEMU fails below
         status: int | None = None
         try:
             if self._proc is not None:

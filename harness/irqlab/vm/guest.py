@@ -895,6 +895,13 @@ class Guest:
     # -- guest commands ---------------------------------------------------------------
     def sh(self, cmd: str, *, timeout: float = 60.0, check: bool = True) -> str:
         """Run a shell command in the guest; return stdout (raise on rc != 0 if *check*)."""
+        result = self._run(cmd, timeout=timeout)
+        if check and result.rc != 0:
+            raise CommandError(cmd, result)
+        return result.out
+
+    def _run(self, cmd: str, *, timeout: float) -> RunResult:
+        """Run *cmd* in the guest; a guest or QEMU that dies meanwhile is named."""
         self.check_health()
         if self.ssh is None:
             raise GuestError("the guest is not connected")
@@ -909,9 +916,7 @@ class Guest:
             fault = self.wait_fault(FAULT_VERDICT)
             if fault is not None:
                 raise GuestFault(fault, f"running {cmd!r}")
-        if check and result.rc != 0:
-            raise CommandError(cmd, result)
-        return result.out
+        return result
 
     @property
     def dev(self) -> str:
@@ -929,10 +934,7 @@ class Guest:
         """modprobe the driver (with the config's params, overridden by *params*); with
         ``uio=1`` the driver offers /dev/uio0 instead of /dev/irqlab0."""
         self.module = self.module_name()
-        opts = {**self.config.module_params, **params}
-        args = " ".join(f"{k}={shlex.quote(str(v))}" for k, v in opts.items())
-        self.sh(f"modprobe {self.module} {args}".strip())
-        self._wait_for_driver_node(self.driver_node(opts))
+        self._modprobe({**self.config.module_params, **params}, unload_first=False)
 
     def driver_node(self, params: Mapping[str, Any] | None = None) -> str:
         """The node our driver offers with module parameters *params* (default: the
@@ -941,22 +943,37 @@ class Guest:
         uio = str(opts.get("uio", 0)) in ("1", "y", "Y", "True")
         return "/dev/uio0" if uio else self.dev
 
-    def _wait_for_driver_node(self, node: str, timeout: float = 3.0) -> None:
-        """The driver's node appears while modprobe probes the device (a PCI driver's
-        probe and devtmpfs's node creation both finish before modprobe returns): its
-        absence a few seconds later is a driver that did not bind, said with the kernel's
-        last words (not an SSH timeout)."""
+    def _modprobe(
+        self, params: Mapping[str, Any], *, unload_first: bool, timeout: float = 3.0
+    ) -> None:
+        """In one guest command (one SSH channel, not three): rmmod the module if loaded
+        (with *unload_first*), modprobe it with *params*, and wait for the driver's node.
+        The node appears while modprobe probes the device (a PCI driver's probe and
+        devtmpfs's node creation both finish before modprobe returns): its absence a
+        few seconds later is a driver that did not bind, said with the kernel's last
+        words (not an SSH timeout)."""
+        name = self.module_name()
+        modprobe = " ".join(
+            [f"modprobe {name}", *(f"{k}={shlex.quote(str(v))}" for k, v in params.items())]
+        )
+        node = self.driver_node(params)
         q = shlex.quote(node)
-        # a deadline by the guest's clock: the loop's speed under TCG does not matter
+        unload = f"if grep -q '^{name} ' /proc/modules; then rmmod {name} || exit 90; fi; "
         script = (
-            f"end=$(( $(cut -d. -f1 /proc/uptime) + {int(timeout)} )); "
+            (unload if unload_first else "")
+            + f"{modprobe} || exit 91; "
+            # a deadline by the guest's clock: the loop's speed under TCG does not matter
+            + f"end=$(( $(cut -d. -f1 /proc/uptime) + {int(timeout)} )); "
             f"while [ ! -c {q} ] && [ $(cut -d. -f1 /proc/uptime) -lt $end ]; do "
             f"usleep 10000 2>/dev/null || sleep 0.01; done; "
             f"if [ -c {q} ]; then echo present; else echo absent; fi"
         )
-        if self.sh(script, timeout=timeout + 30).strip() != "present":
+        result = self._run(script, timeout=timeout + 60)
+        if result.rc != 0:
+            raise CommandError(f"rmmod {name}" if result.rc == 90 else modprobe, result)
+        if result.out.strip() != "present":
             raise GuestError(
-                f"{self.module} loaded but {node} did not appear within {timeout:g} s: the "
+                f"{name} loaded but {node} did not appear within {timeout:g} s: the "
                 "driver did not bind the irqlab device (is it a build of our driver? your "
                 "own modules go in GuestConfig(extra_modules=...)); last kernel messages:\n"
                 + self.sh("dmesg | tail -n 12", check=False)
@@ -1004,13 +1021,8 @@ class Guest:
     def reload_module(self, **params: Any) -> None:
         """rmmod (if loaded), then modprobe with *params* (the config's params are not
         used)."""
-        name = self.module_name()
-        self.sh(f"if grep -q '^{name} ' /proc/modules; then rmmod {name}; fi")
-        self.module = name
-        args = " ".join(f"{k}={shlex.quote(str(v))}" for k, v in params.items())
-        self.sh(f"modprobe {name} {args}".strip())
-        uio = str(params.get("uio", 0)) in ("1", "y", "Y", "True")
-        self.wait_for_node("/dev/uio0" if uio else self.dev)
+        self.module = self.module_name()
+        self._modprobe(params, unload_first=True)
 
     def wait_for_node(self, path: str, timeout: float = 30.0) -> None:
         # devtmpfs creates the node synchronously with device_add; a short bounded wait

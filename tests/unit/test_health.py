@@ -15,7 +15,7 @@ import pytest
 from irqlab import paths
 from irqlab.vm.agent_client import AgentClient, AgentError
 from irqlab.vm.guest import parse_usernet
-from irqlab.vm.health import Fault, GuestFault, scan_console
+from irqlab.vm.health import TAIL_LINES, Fault, GuestFault, console_excerpt, scan_console
 from irqlab.vm.machine import remove_stale_sock_dirs
 from irqlab_agent.protocol import MAX_LINE, ProtocolError, parse_request, read_line
 
@@ -61,6 +61,26 @@ def test_a_fault_names_its_cause_in_the_first_line() -> None:
     lines = str(e).splitlines()
     assert lines[0] == "guest kernel panic: x (running 'y')"
     assert "line 2" in lines and "qemu said" in lines
+
+
+def test_a_long_oops_is_shown_from_its_first_line_not_only_its_last_lines() -> None:
+    before = [f"boot line {i}" for i in range(30)]
+    oops = ["BUG: kernel NULL pointer dereference", "RIP: 0010:mine_init+0x13"]
+    trace = [f"trace line {i}" for i in range(80)]
+    text = "\n".join(before + oops + trace)
+    found = console_excerpt(text, "BUG: kernel NULL pointer dereference")
+    assert found is not None
+    excerpt, span = found
+    lines = excerpt.splitlines()
+    assert lines[:11] == [*before[-10:], oops[0]] and lines[11] == oops[1]
+    assert "[... " in excerpt and lines[-1] == "trace line 79"  # and how it ends
+    assert span == "from 10 lines before the fault"
+    assert len(lines) == TAIL_LINES + 1 + 8
+    # a fault among the last lines anyway, or not found: the plain tail does
+    assert console_excerpt("\n".join(before + oops), oops[0]) is None
+    assert console_excerpt(text, "no such line") is None
+    fault = Fault("guest kernel oops: BUG: x", excerpt, console_span=span)
+    assert f"--- guest console ({span})\n" in fault.describe()
 
 
 USERNET = """Hub -1 (net0):

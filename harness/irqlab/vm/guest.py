@@ -32,7 +32,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import paramiko
 
@@ -69,10 +69,12 @@ __all__ = [
     "HOTPLUG_PORT",
     "IMAGE_EXTRA_PACKAGES",
     "IMAGE_KINDS",
+    "KMSG_MARK",
     "Guest",
     "GuestConfig",
     "GuestConfigError",
     "GuestError",
+    "ModuleLoadError",
     "PrerequisiteMissing",
     "agent_command",
     "check_module_arch",
@@ -101,6 +103,26 @@ class PrerequisiteMissing(IrqlabError, RuntimeError):
 
 class GuestError(IrqlabError, RuntimeError):
     pass
+
+
+class ModuleLoadError(GuestError):
+    """A kernel module did not load (or unload) in the guest; the message has the
+    command's words and the kernel's messages meanwhile."""
+
+
+# Between a failed command's stderr and the kernel's messages since it began.
+KMSG_MARK = "--- irqlab: kernel messages since the command began"
+
+
+def _kernel_step(command: str, then: str = "") -> str:
+    """A guest shell script running *command* (a modprobe, insmod, rmmod); if it fails,
+    the kernel's messages since it began follow KMSG_MARK on stderr and the script exits
+    with its status; else *then* runs."""
+    return (
+        f"n=$(dmesg | wc -l); {command}; rc=$?; if [ $rc -ne 0 ]; then "
+        f"echo {shlex.quote(KMSG_MARK)} >&2; dmesg | tail -n +$((n + 1)) | tail -n 40 >&2; "
+        f"exit $rc; fi; {then}"
+    )
 
 
 class GuestConfigError(GuestError):
@@ -614,8 +636,11 @@ class Guest:
         try:
             if self.config.load_irqlab:
                 self.load_module()
-        finally:
-            self._await_launch(launcher)
+        except BaseException:
+            with contextlib.suppress(Exception):  # the load's error is the story
+                launcher.close(timeout=2)
+            raise
+        self._await_launch(launcher)
         self.install_extras()  # after the launcher's channel: one at a time to dropbear
         reached("module")
         self._connect_agent()
@@ -959,18 +984,19 @@ class Guest:
         node = self.driver_node(params)
         q = shlex.quote(node)
         unload = f"if grep -q '^{name} ' /proc/modules; then rmmod {name} || exit 90; fi; "
-        script = (
-            (unload if unload_first else "")
-            + f"{modprobe} || exit 91; "
+        script = (unload if unload_first else "") + _kernel_step(
+            modprobe,
             # a deadline by the guest's clock: the loop's speed under TCG does not matter
-            + f"end=$(( $(cut -d. -f1 /proc/uptime) + {int(timeout)} )); "
+            f"end=$(( $(cut -d. -f1 /proc/uptime) + {int(timeout)} )); "
             f"while [ ! -c {q} ] && [ $(cut -d. -f1 /proc/uptime) -lt $end ]; do "
             f"usleep 10000 2>/dev/null || sleep 0.01; done; "
-            f"if [ -c {q} ]; then echo present; else echo absent; fi"
+            f"if [ -c {q} ]; then echo present; else echo absent; fi",
         )
         result = self._run(script, timeout=timeout + 60)
+        if result.rc == 90:
+            raise CommandError(f"rmmod {name}", result)
         if result.rc != 0:
-            raise CommandError(f"rmmod {name}" if result.rc == 90 else modprobe, result)
+            self._kernel_step_failed(modprobe, result)
         if result.out.strip() != "present":
             raise GuestError(
                 f"{name} loaded but {node} did not appear within {timeout:g} s: the "
@@ -978,6 +1004,22 @@ class Guest:
                 "own modules go in GuestConfig(extra_modules=...)); last kernel messages:\n"
                 + self.sh("dmesg | tail -n 12", check=False)
             )
+
+    def _kernel_step_failed(self, what: str, result: RunResult) -> NoReturn:
+        """Raise for a module load or unload that failed: :class:`GuestFault` if the
+        kernel oopsed or panicked meanwhile (the command was killed: exit 137, or its
+        channel closed), else :class:`ModuleLoadError` with the command's words and the
+        kernel's messages since it began."""
+        killed = result.rc in (-1, 128 + 9)
+        fault = self.wait_fault(FAULT_VERDICT) if killed else self.fault
+        if fault is not None:
+            raise GuestFault(fault, f"running {what!r}")
+        err, _, kmsg = result.err.partition(KMSG_MARK + "\n")
+        said = (err or result.out).strip() or "(nothing on stderr)"
+        raise ModuleLoadError(
+            f"{what} failed in the guest (exit {result.rc}): {said}\n"
+            f"kernel messages meanwhile:\n{kmsg.rstrip() or '(none)'}"
+        )
 
     def install_extras(self) -> None:
         """Put ``config.extra_files`` into the guest, copy ``config.extra_modules`` to
@@ -998,14 +1040,25 @@ class Guest:
             from irqlab.build.kernel import modinfo_depends
 
             for dep in modinfo_depends(data):
-                self.sh(f"grep -q '^{dep} ' /proc/modules || modprobe {shlex.quote(dep)}")
-            r = self.ssh.run(f"insmod {shlex.quote(remote)}", check=False)
-            if r.rc != 0:
-                raise GuestError(
-                    f"insmod {ko} failed in the guest (exit {r.rc}): "
-                    f"{(r.err or r.out).strip()}\nlast kernel messages:\n"
-                    + self.sh("dmesg | tail -n 8", check=False)
+                r = self._run(
+                    f"grep -q '^{dep} ' /proc/modules || modprobe {shlex.quote(dep)}", timeout=60
                 )
+                if r.rc != 0:
+                    has = self.sh(
+                        "find /lib/modules -name '*.ko*' | sed 's,.*/,,; s,[.]ko.*,,' | sort",
+                        check=False,
+                    ).split()
+                    raise ModuleLoadError(
+                        f"{ko.name} needs the kernel module {dep} (its .modinfo depends=), "
+                        f"which did not load in the guest: {(r.err or r.out).strip()}\n"
+                        f"The guest image has only these modules: {' '.join(has) or '(none)'}; "
+                        f"put {dep}.ko before {ko.name} in extra_modules (built for the "
+                        "guest's kernel, see `irqlab kdir`)."
+                    )
+            what = f"insmod {ko}"
+            r = self._run(_kernel_step(f"insmod {shlex.quote(remote)}"), timeout=60)
+            if r.rc != 0:
+                self._kernel_step_failed(what, r)
 
     def _put(self, data: bytes, remote: str, mode: int) -> None:
         """Write *data* to *remote* (parents made) through one exec channel, waiting for
@@ -1135,6 +1188,8 @@ class Guest:
         out = launcher.stdout.read(4096).decode(errors="replace")
         err = launcher.stderr.read(4096).decode(errors="replace")
         launcher.close(timeout=2)
+        if status in (-1, 128 + 9):  # killed, or its channel gone: did the kernel die?
+            self._raise_fault()
         if status != 0:
             raise GuestError(
                 f"the agent daemon did not start (exit status {status}): {out.strip()} "

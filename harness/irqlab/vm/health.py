@@ -51,11 +51,12 @@ class Fault:
     cause: str  # one line: "guest kernel panic: Kernel panic - not syncing: ..."
     console_tail: str
     qemu_tail: str = ""
+    console_span: str = f"last {TAIL_LINES} lines"  # which lines console_tail shows
 
     def describe(self) -> str:
         text = self.cause
         if self.console_tail:
-            text += f"\n--- guest console (last {TAIL_LINES} lines)\n{self.console_tail}"
+            text += f"\n--- guest console ({self.console_span})\n{self.console_tail}"
         if self.qemu_tail:
             text += f"\n--- QEMU said\n{self.qemu_tail}"
         return text
@@ -89,6 +90,28 @@ def _tail(path: Path, lines: int = TAIL_LINES) -> str:
     except OSError:
         return ""
     return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+BEFORE_FAULT = 10  # console lines shown before the fault's own line
+LAST_LINES = 8  # ... and the last lines, when the fault is further back than TAIL_LINES
+
+
+def console_excerpt(text: str, line: str) -> tuple[str, str] | None:
+    """The console *text* from a little before its last line containing *line* (an oops
+    runs to 50 lines and more: the last lines alone miss its BUG line and the lines
+    the module printed before it), as (excerpt, what it spans); None when *line* is
+    within the last TAIL_LINES lines anyway (or not found)."""
+    lines = text.rstrip().splitlines()
+    at = next((i for i in range(len(lines) - 1, -1, -1) if line in lines[i]), None)
+    if at is None or at >= len(lines) - TAIL_LINES + BEFORE_FAULT:
+        return None
+    start = max(0, at - BEFORE_FAULT)
+    shown = lines[start : start + TAIL_LINES]
+    rest = lines[start + TAIL_LINES :]
+    if len(rest) > LAST_LINES:
+        shown += [f"[... {len(rest) - LAST_LINES} lines ...]"]
+        rest = rest[-LAST_LINES:]
+    return "\n".join(shown + rest), f"from {BEFORE_FAULT} lines before the fault"
 
 
 class HealthWatch(threading.Thread):
@@ -162,13 +185,18 @@ class HealthWatch(threading.Thread):
         self._offset += cut
         return data[:cut].decode(errors="replace")
 
-    def _fault(self, cause: str, *, qemu: bool = False) -> Fault:
+    def _fault(self, cause: str, *, qemu: bool = False, line: str = "") -> Fault:
+        """The fault *cause*; a console fault's *line* places the console excerpt."""
         log = self._console_log()
-        return Fault(
-            cause,
-            _tail(log) if log is not None else "",
-            self.machine.stderr_tail() if qemu else "",
-        )
+        qemu_tail = self.machine.stderr_tail() if qemu else ""
+        if log is not None and line:
+            try:
+                found = console_excerpt(log.read_text(errors="replace"), line)
+            except OSError:
+                found = None
+            if found is not None:
+                return Fault(cause, found[0], qemu_tail, console_span=found[1])
+        return Fault(cause, _tail(log) if log is not None else "", qemu_tail)
 
     def check(self) -> Fault | None:
         now = time.monotonic()
@@ -181,7 +209,8 @@ class HealthWatch(threading.Thread):
             if fault is not None:
                 return fault
         if self._pending is not None and (now >= self._pending[2] or not running):
-            return self._fault(self._pending[1], qemu=not running)
+            cause = self._pending[1]  # "what: the console's line"
+            return self._fault(cause, qemu=not running, line=cause.partition(": ")[2])
         if not running:
             return self._fault(f"QEMU exited with status {self.machine.returncode}", qemu=True)
         if now >= self._next_qmp:

@@ -1,0 +1,47 @@
+"""A module that fails to load is said in the kernel's words, and one that oopses while
+loading is named as the oops, within seconds: a driver developer sees their bug, not
+``insmod ... (exit -1)`` or an agent that did not start."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from kmods import build_test_kmod  # same directory (rootdir-relative import)
+
+from irqlab.testing.plugin import start_guest
+from irqlab.vm.guest import Guest, GuestConfig, ModuleLoadError
+from irqlab.vm.health import GuestFault
+
+NAMED_WITHIN_S = 30.0  # a cold boot (the extra module changes the snapshot key) + the verdict
+
+
+def test_an_extra_module_that_oopses_while_loading_is_named_as_the_oops() -> None:
+    ko = build_test_kmod("oops_on_load")
+    t0 = time.monotonic()
+    with pytest.raises(GuestFault) as info:
+        g = start_guest(GuestConfig(name="oops-on-load", extra_modules=[ko]))
+        g.close()  # not reached when the oops is named
+    took = time.monotonic() - t0
+    first, _, rest = str(info.value).partition("\n")
+    assert first.startswith("guest kernel oops: "), first
+    assert "insmod" in first and "oops_on_load" in first, first
+    # the console from just before the oops: its BUG line and where it happened, which
+    # the last 40 lines of an oops this long do not show
+    assert rest.startswith("--- guest console (from 10 lines before the fault)"), rest
+    assert "BUG: kernel NULL pointer dereference" in rest and "oops_on_load_init" in rest, rest
+    assert took < NAMED_WITHIN_S, f"{took:.1f} s"
+
+
+def test_a_bad_parameter_value_is_refused_in_the_kernels_words(
+    irqlab_fresh_guest: Guest,
+) -> None:
+    g = irqlab_fresh_guest
+    with pytest.raises(ModuleLoadError) as info:
+        g.reload_module(wakeup="sometimes")
+    msg = str(info.value)
+    assert msg.startswith("modprobe irqlab wakeup=sometimes failed in the guest"), msg
+    assert "kernel messages meanwhile:" in msg
+    assert "`sometimes' invalid for parameter `wakeup'" in msg, msg
+    g.reload_module(**g.config.module_params)  # nothing lost: the module loads again
+    assert g.sh(f"test -c {g.dev} && echo ok").strip() == "ok"

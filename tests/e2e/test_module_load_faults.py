@@ -5,6 +5,7 @@ loading is named as the oops, within seconds: a driver developer sees their bug,
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 from kmods import build_test_kmod  # same directory (rootdir-relative import)
@@ -31,6 +32,12 @@ def test_an_extra_module_that_oopses_while_loading_is_named_as_the_oops() -> Non
     assert rest.startswith("--- guest console (from 10 lines before the fault)"), rest
     assert "BUG: kernel NULL pointer dereference" in rest and "oops_on_load_init" in rest, rest
     assert took < NAMED_WITHIN_S, f"{took:.1f} s"
+    # where to look next: the guest's logs, named on the error (pytest and the irqlab
+    # command show an exception's notes)
+    (note,) = [n for n in getattr(info.value, "__notes__", ()) if n.startswith("logs: ")]
+    assert "BUG: kernel NULL pointer dereference" in (
+        Path(note.removeprefix("logs: ")) / "console.log"
+    ).read_text(errors="replace")
 
 
 def test_a_bad_parameter_value_is_refused_in_the_kernels_words(

@@ -174,3 +174,18 @@ def test_kdir_prints_the_path_and_for_a_cross_build_how_to_make(
         assert err.count("\n") == 1
         assert "`make $(irqlab kdir --arch aarch64 --make-args) M=$PWD modules`" in err
         assert "ARCH=arm64 CROSS_COMPILE=aarch64-linux-gnu-" in err
+
+
+def test_an_errors_notes_follow_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Guest.start notes where the guest's logs are on its error: the command prints it."""
+
+    def fail(**kw: object) -> None:
+        e = PrerequisiteMissing("the cause")
+        e.add_note("logs: /some/where")
+        raise e
+
+    monkeypatch.setattr("irqlab.build.qemu.ensure_qemu", fail)
+    assert main(["build-qemu"]) == 1
+    assert capsys.readouterr().err == "irqlab: the cause\nirqlab: logs: /some/where\n"

@@ -448,6 +448,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif isinstance(e, subprocess.CalledProcessError):
             cmd = e.cmd if isinstance(e.cmd, str) else " ".join(map(str, e.cmd))
             msg = f"{cmd!r} failed with exit status {e.returncode}"
+        for note in getattr(e, "__notes__", ()):  # e.g. where the guest's logs are
+            msg += f"\nirqlab: {note}"
         print(f"irqlab: {msg}", file=sys.stderr)
         return 1
     return rc

@@ -507,8 +507,13 @@ class Guest:
         everything started so far is stopped before the error propagates."""
         try:
             return self._start()
-        except BaseException:
+        except BaseException as e:
+            paths = self.machine.paths if self.machine is not None else None
             self.close()
+            if paths is not None and isinstance(e, Exception):
+                # the console, QEMU's output and the agent's log (pytest shows notes,
+                # the irqlab command prints them)
+                e.add_note(f"logs: {paths.log_dir}")
             raise
 
     def _start(self) -> Guest:

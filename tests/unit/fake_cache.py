@@ -78,6 +78,7 @@ def image(
     packages: Sequence[str] | None = None,
     module: str | None = "irqlab",
     recorded: bool = True,
+    kernel_modules: Sequence[str] = (),
 ) -> Path:
     """An image whose packages are the base ones plus *extra*; *recorded*: image.json
     records its variant (images from before that only have the packages)."""
@@ -94,6 +95,8 @@ def image(
             "compression": "none",
             "stdlib_sources": True,
         }
+        if kernel_modules:
+            meta["variant"]["kernel_modules"] = list(kernel_modules)  # type: ignore[index]
     return output(
         root, "image", n, {"image.json": json.dumps(meta), "initramfs.cpio": "x"}, used=used
     )

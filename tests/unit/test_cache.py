@@ -107,6 +107,9 @@ def test_an_image_variant_is_its_package_set_recorded_or_not(tmp_path: Path) -> 
     assert "extras not recorded" in by_path[old].detail and by_path[new].detail == "+gpiod"
     groups = {by_path[p].group for p in (new, rt, bare, arm)}
     assert len(groups) == 4
+    more = fake_cache.image(tmp_path, 6, 600, kernel_modules=("crc_itu_t",))
+    entry = next(e for e in cache.entries() if e.path == more)
+    assert entry.group != by_path[new].group and "kernel modules crc_itu_t" in entry.detail
 
 
 def test_prune_keeps_the_newest_of_each_architecture(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from irqlab.build import boot, cpio, debs, elf, image, initramfs, kernel, pystdlib, sshkeys
+from irqlab.build import boot, cpio, debs, elf, image, initramfs, kernel, outputs, pystdlib, sshkeys
 from irqlab.build.debs import Package
 from irqlab.build.guest import BOOT_SCRIPT_PATH, INIT_TEMPLATE
 
@@ -520,6 +520,7 @@ def test_input_hash_tracks_every_input(tmp_path: Path) -> None:
         replace(inp, compression="lz4"),
         replace(inp, extra_packages=("rt-tests",)),
         replace(inp, keys=replace(inp.keys, host_pub="ssh-ed25519 CCCC")),
+        replace(inp, kernel_modules=("crc_itu_t",)),
     ]
     digests = {v.digest() for v in variants}
     assert base not in digests and len(digests) == len(variants)
@@ -561,3 +562,30 @@ def test_qemu_args(tmp_path: Path) -> None:
     assert boot.cpu_args("tcg") == ["-cpu", "qemu64,+rdrand"]
     assert boot.cpu_args("kvm") == ["-cpu", "host"]
     assert img.known_hosts_line(2222) == "[127.0.0.1]:2222 ssh-ed25519 BBBB"
+
+
+def test_kernel_modules_to_ship_are_the_kernels_own(tmp_path: Path) -> None:
+    mods = tmp_path / "lib" / "modules" / "6.1.0-99-amd64"
+    mods.mkdir(parents=True)
+    (mods / "modules.dep").write_text(
+        "kernel/lib/crc-itu-t.ko:\nkernel/lib/crc7.ko:\nkernel/drivers/uio/uio.ko:\n"
+    )
+    (mods / "modules.builtin").write_text("kernel/lib/crc32.ko\n")
+    k = tmp_path
+    kart = kernel.KernelArtifacts("6.1.0-99-amd64", "6.1.300-1", k, k, mods, k, k, k, k)
+    assert image.kernel_modules_to_ship(kart, ()) == ()
+    # as the kernel names them, sorted; built-in ones need no shipping
+    assert image.kernel_modules_to_ship(kart, ["crc7", "crc-itu-t", "crc32", "crc7"]) == (
+        "crc7",
+        "crc_itu_t",
+    )
+    with pytest.raises(image.UnknownKernelModule, match=r"no module named nope.*6\.1\.0-99"):
+        image.kernel_modules_to_ship(kart, ["crc7", "nope"])
+
+
+def test_an_image_without_more_kernel_modules_keeps_its_digest(tmp_path: Path) -> None:
+    """Shipping none is the digest images had before kernel_modules existed: no rebuild."""
+    inp = _inputs(tmp_path)
+    assert replace(inp, kernel_modules=()).digest() == inp.digest()
+    assert "kernel_modules" not in outputs.image_variant_record((), "zstd", True)
+    assert outputs.image_variant_record((), "zstd", True, ("crc7",))["kernel_modules"] == ["crc7"]

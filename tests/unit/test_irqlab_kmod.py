@@ -182,3 +182,15 @@ def test_module_parameters_are_checked_before_the_image_or_a_boot(
     monkeypatch.setattr(irqlab.build.image, "ensure_image", no_image)
     with pytest.raises(GuestConfigError, match=r"unknown parameter of irqlab\.ko: nosuch;"):
         Guest(GuestConfig(module_params={"nosuch": 1})).start()
+
+
+def test_the_image_ships_what_the_extra_modules_depend_on_but_each_other(
+    tmp_path: Path,
+) -> None:
+    """An extra module's depends= names modules of the guest kernel (shipped in the image)
+    or another extra module (loaded from the list, not shipped)."""
+    lib = _fake_ko(tmp_path / "my-lib.ko", "my_lib", params=("depends=crc-itu-t",))
+    drv = _fake_ko(tmp_path / "mydrv.ko", "mydrv", params=("depends=my_lib,crc7,crc-itu-t",))
+    config = GuestConfig(extra_modules=[lib, drv], kernel_modules=("uio_pci_generic",))
+    assert Guest(config).kernel_modules() == ("uio_pci_generic", "crc-itu-t", "crc7")
+    assert Guest(GuestConfig()).kernel_modules() == ()

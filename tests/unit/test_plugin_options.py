@@ -133,6 +133,7 @@ def _marker_run(pytester: pytest.Pytester, marker: str, *files: str) -> pytest.R
         ("smp=0", "(smp=0): give the number of vCPUs"),
         ('device="irq-mode=intx"', "(device='irq-mode=intx'): give a dict"),
         ('modules="mydrv.ko"', "(modules='mydrv.ko'): give a list of .ko files"),
+        ('kernel_modules="crc7"', "(kernel_modules='crc7'): give a list of module names"),
     ],
 )
 def test_bad_marker_values_fail_clearly_before_any_guest(

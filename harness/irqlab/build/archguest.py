@@ -81,7 +81,11 @@ def arch_qemu(arch: Arch) -> QemuInstall:
 
 
 def prerequisites(
-    arch: Arch, extra_packages: Sequence[str] = (), kmod: Path | None = None
+    arch: Arch,
+    extra_packages: Sequence[str] = (),
+    kmod: Path | None = None,
+    *,
+    kernel_modules: Sequence[str] = (),
 ) -> tuple[QemuInstall, GuestImage, Path]:
     """(QEMU install, Debian-package image, module .ko) for a guest of *arch*; *kmod*: a
     build of our driver for *arch* to use instead of the module recipe's
@@ -101,7 +105,10 @@ def prerequisites(
         kernel = ensure_kernel(arch=arch)
         ko = kmod if kmod is not None else ensure_kmod(kernel=kernel)
         image = ensure_image(
-            kmod=ko, extra_packages=tuple(dict.fromkeys(extra_packages)), arch=arch
+            kmod=ko,
+            extra_packages=tuple(dict.fromkeys(extra_packages)),
+            arch=arch,
+            kernel_modules=kernel_modules,
         )
     except (IrqlabError, OSError, subprocess.CalledProcessError) as e:
         raise Missing(f"the {arch.name} guest image cannot be built: {e}") from e

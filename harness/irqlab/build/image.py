@@ -54,6 +54,7 @@ from irqlab.build.pystdlib import PY
 from irqlab.build.sshkeys import SshKeys, ensure_keys
 from irqlab.build.steps import Log, StepLog
 from irqlab.contract import uapi
+from irqlab.errors import IrqlabError
 from irqlab.paths import agent_package_dir, cache_dir, log_dir
 
 __all__ = [
@@ -211,6 +212,7 @@ class _Inputs:
     compression: str
     stdlib_sources: bool = True
     arch: Arch = X86_64
+    kernel_modules: tuple[str, ...] = ()  # more of the kernel's modules to ship
 
     @property
     def boot_modules(self) -> tuple[str, ...]:
@@ -218,7 +220,8 @@ class _Inputs:
 
     @property
     def shipped_modules(self) -> tuple[str, ...]:
-        return AARCH64_SHIPPED_MODULES if self.arch.name == "aarch64" else SHIPPED_MODULES
+        base = AARCH64_SHIPPED_MODULES if self.arch.name == "aarch64" else SHIPPED_MODULES
+        return tuple(dict.fromkeys((*base, *self.kernel_modules)))
 
     def digest(self) -> str:
         h = InputHash(RECIPE_VERSION)
@@ -242,6 +245,8 @@ class _Inputs:
         h.add_str("stdlib_sources", str(self.stdlib_sources))
         if self.arch != X86_64:
             h.add_str("arch", self.arch.name)
+        if self.kernel_modules:  # none: the digest images had before there were any
+            h.add_str("kernel-modules", ",".join(self.kernel_modules))
         return h.hexdigest()
 
 
@@ -425,6 +430,7 @@ def image_inputs(
     compression: str = DEFAULT_COMPRESSION,
     stdlib_sources: bool = True,
     arch: Arch = X86_64,
+    kernel_modules: Sequence[str] = (),
 ) -> _Inputs:
     """Everything an image for *arch* is made of (its digest names it), from parts built
     or looked up before: :func:`ensure_image` builds them, the cache's inventory
@@ -444,7 +450,35 @@ def image_inputs(
         compression=compression,
         stdlib_sources=stdlib_sources,
         arch=arch,
+        kernel_modules=tuple(kernel_modules),
     )
+
+
+class UnknownKernelModule(IrqlabError, ValueError):
+    """A module asked for is not one of the guest kernel's."""
+
+
+def kernel_modules_to_ship(kernel: KernelArtifacts, names: Sequence[str]) -> tuple[str, ...]:
+    """*names* as the kernel names its modules (``-`` is ``_``), sorted, without those
+    built into *kernel*; a name that is neither a module of it nor built in is refused."""
+    if not names:
+        return ()
+    wanted = {n.strip().replace("-", "_") for n in names if n.strip()}
+    dep = parse_modules_dep((kernel.modules_dir / "modules.dep").read_text())
+    modular = {module_name(rel) for rel in dep}
+    builtin_file = kernel.modules_dir / "modules.builtin"
+    builtin = (
+        {module_name(rel) for rel in builtin_file.read_text().split()}
+        if builtin_file.is_file()
+        else set()
+    )
+    unknown = sorted(wanted - modular - builtin)
+    if unknown:
+        raise UnknownKernelModule(
+            f"the guest kernel {kernel.version} has no module named {', '.join(unknown)} "
+            f"(its modules are under {kernel.modules_dir})"
+        )
+    return tuple(sorted(wanted & modular))
 
 
 def ensure_image(
@@ -459,6 +493,7 @@ def ensure_image(
     compression: str = DEFAULT_COMPRESSION,
     stdlib_sources: bool = True,
     arch: Arch = X86_64,
+    kernel_modules: Sequence[str] = (),
 ) -> GuestImage:
     """The guest image for these inputs, built into the cache if missing.
 
@@ -476,12 +511,16 @@ def ensure_image(
         package, the kernel and its modules from Debian's arm64 archive (``kmod`` must
         be a module built against that kernel: :func:`irqlab.build.kmod.ensure_kmod`
         with ``kernel=ensure_kernel(arch=AARCH64)``).
+    kernel_modules: more of the guest kernel's own modules to ship (with what they
+        depend on), e.g. what a driver developer's module needs (``depends=``); names
+        built into the kernel are left out (they need no loading), unknown ones refused.
     """
     if compression not in COMPRESSORS:
         raise ValueError(f"compression must be one of {', '.join(COMPRESSORS)}")
     if kmod is not None and not kmod.is_file():
         raise FileNotFoundError(f"kernel module {kmod} does not exist (build it first)")
     kernel = ensure_kernel(log, arch=arch)
+    kernel_modules = kernel_modules_to_ship(kernel, kernel_modules)
     keys = ensure_keys()
     files = dict(default_agent_files() if agent_files is None else agent_files)
     if agent_files is None:  # the native responder beside the agent (issue 15)
@@ -499,6 +538,7 @@ def ensure_image(
         compression=compression,
         stdlib_sources=stdlib_sources,
         arch=arch,
+        kernel_modules=kernel_modules,
     )
     digest = inp.digest()
 
@@ -508,7 +548,7 @@ def ensure_image(
             meta = _build(inp, digest, tmp, steps)
             # what pruning groups by (irqlab.build.outputs) and the inventory looks up
             meta[IMAGE_VARIANT_KEY] = image_variant_record(
-                inp.extra_packages, inp.compression, inp.stdlib_sources
+                inp.extra_packages, inp.compression, inp.stdlib_sources, inp.kernel_modules
             )
             (tmp / "image.json").write_text(json.dumps(meta, indent=2) + "\n")
 

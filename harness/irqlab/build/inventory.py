@@ -119,9 +119,11 @@ def _checkpatch(_lk: _Lookups, _arch: Arch, _group: Sequence[CacheEntry]) -> set
     return {output_dir("checkpatch", kmod.checkpatch_digest())}
 
 
-def _image_variants(group: Sequence[CacheEntry]) -> set[tuple[bool, tuple[str, ...], str, bool]]:
-    """(with our module, extra packages, compression, stdlib sources) of each image in
-    *group* that records its variant."""
+def _image_variants(
+    group: Sequence[CacheEntry],
+) -> set[tuple[bool, tuple[str, ...], str, bool, tuple[str, ...]]]:
+    """(with our module, extra packages, compression, stdlib sources, kernel modules) of
+    each image in *group* that records its variant."""
     found = set()
     for e in group:
         try:
@@ -133,7 +135,8 @@ def _image_variants(group: Sequence[CacheEntry]) -> set[tuple[bool, tuple[str, .
             extra = tuple(str(p) for p in rec["extra_packages"])
             compression = str(rec.get("compression", "none"))
             stdlib = bool(rec.get("stdlib_sources", True))
-            found.add((bool(meta.get("kmod")), extra, compression, stdlib))
+            kmods = tuple(str(m) for m in rec.get("kernel_modules") or ())
+            found.add((bool(meta.get("kmod")), extra, compression, stdlib, kmods))
     return found
 
 
@@ -154,7 +157,7 @@ def _image(lk: _Lookups, arch: Arch, group: Sequence[CacheEntry]) -> set[Path]:
     files = {**image.default_agent_files(), BINARY: responder / BINARY}
     ko = lk.kmod(arch) / MODULE
     out = set()
-    for module, extra, compression, stdlib in variants:
+    for module, extra, compression, stdlib, kmods in variants:
         if module and not ko.is_file():
             continue
         inputs = image.image_inputs(
@@ -166,6 +169,7 @@ def _image(lk: _Lookups, arch: Arch, group: Sequence[CacheEntry]) -> set[Path]:
             compression=compression,
             stdlib_sources=stdlib,
             arch=arch,
+            kernel_modules=kmods,
         )
         out.add(output_dir("image", inputs.digest()))
     return out

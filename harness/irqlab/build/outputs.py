@@ -111,12 +111,17 @@ def _image(path: Path) -> Kind:
     names = hashlib.sha256(" ".join(packages).encode()).hexdigest()[:12]
     module = meta.get("kmod") or ""
     key = f"module={module} compression={compression} stdlib={int(stdlib)} packages={names}"
+    kernel_modules = [str(m) for m in record.get("kernel_modules") or ()]
+    if kernel_modules:  # none: the key images had before they could ship more
+        key += f" kernel_modules={','.join(kernel_modules)}"
     words = []
     if "extra_packages" in record:
         extra = [str(p) for p in record["extra_packages"]]
         words.append("+" + ",".join(extra) if extra else "no extra packages")
     else:
         words.append(f"{len(packages)} packages (extras not recorded)")
+    if kernel_modules:
+        words.append("kernel modules " + ",".join(kernel_modules))
     if not module:
         words.append("no module")
     if compression != "none":
@@ -154,11 +159,18 @@ def describe(recipe: str, path: Path) -> Kind:
 
 
 def image_variant_record(
-    extra_packages: tuple[str, ...], compression: str, stdlib_sources: bool
+    extra_packages: tuple[str, ...],
+    compression: str,
+    stdlib_sources: bool,
+    kernel_modules: tuple[str, ...] = (),
 ) -> dict[str, object]:
-    """What ``image.json`` records of the variant an image was built as."""
-    return {
+    """What ``image.json`` records of the variant an image was built as (the kernel's
+    modules shipped beyond the standard ones only when there are any)."""
+    record: dict[str, object] = {
         "extra_packages": list(extra_packages),
         "compression": compression,
         "stdlib_sources": stdlib_sources,
     }
+    if kernel_modules:
+        record["kernel_modules"] = list(kernel_modules)
+    return record

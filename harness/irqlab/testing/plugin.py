@@ -19,8 +19,9 @@ Booted guest (end to end): ``irqlab_guest`` (session), ``irqlab_agent``,
 and ``irqlab_fresh_device`` for a guest of the test's own (a test uses one guest: mixing
 the two kinds, or the marker with the shared guest's fixtures, is an error), configured by
 ``@pytest.mark.irqlab(device={...}, module={...}, smp=N, gpio_edges=LINES,
-modules=[KO, ...], files={GUEST_PATH: FILE}, load_irqlab=True)`` (relative KO and
-FILE paths are relative to the test file's directory).
+modules=[KO, ...], files={GUEST_PATH: FILE}, load_irqlab=True,
+kernel_modules=[NAME, ...])`` (relative KO and FILE paths are relative to the test
+file's directory).
 
 When a test that started machines fails, the report gets a section naming their logs;
 for the shared guest, the test's own part of the console log and of the agent's streams
@@ -341,10 +342,11 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "irqlab(device=None, module=None, smp=1, hotplug=False, gpio_edges=None, modules=(), "
-        "files=None, load_irqlab=True): configure the test's own guest (irqlab_fresh_guest): "
-        "device properties, module parameters, vCPUs, the device behind a hotplug-capable "
-        "PCIe root port, GPIO lines armed for edge events (a list of lines or a bit mask), "
-        "your own modules and files, whether ours loads",
+        "files=None, load_irqlab=True, kernel_modules=()): configure the test's own guest "
+        "(irqlab_fresh_guest): device properties, module parameters, vCPUs, the device "
+        "behind a hotplug-capable PCIe root port, GPIO lines armed for edge events (a list "
+        "of lines or a bit mask), your own modules and files, whether ours loads, more of "
+        "the guest kernel's modules in the image",
     )
 
 
@@ -356,7 +358,10 @@ def fresh_guest_config(request: pytest.FixtureRequest, log_dir: Path | None = No
 
     marker = request.node.get_closest_marker("irqlab")
     kw = dict(marker.kwargs) if marker is not None else {}
-    known = {"device", "module", "smp", "hotplug", "gpio_edges", "modules", "files", "load_irqlab"}
+    known = {
+        *("device", "module", "smp", "hotplug", "gpio_edges", "modules", "files"),
+        *("load_irqlab", "kernel_modules"),
+    }
     unknown = set(kw) - known
     if unknown or (marker is not None and marker.args):
         pytest.fail(
@@ -375,6 +380,9 @@ def fresh_guest_config(request: pytest.FixtureRequest, log_dir: Path | None = No
     modules = kw.get("modules") or ()
     if isinstance(modules, (str, Path)) or not isinstance(modules, Iterable):
         _marker_error(f"modules={modules!r}", "give a list of .ko files")
+    kmods = kw.get("kernel_modules") or ()
+    if isinstance(kmods, str) or not all(isinstance(n, str) for n in kmods):
+        _marker_error(f"kernel_modules={kmods!r}", "give a list of module names")
     here = request.node.path.parent
     return GuestConfig(
         name="fresh",
@@ -386,6 +394,7 @@ def fresh_guest_config(request: pytest.FixtureRequest, log_dir: Path | None = No
         extra_modules=[_marker_file(here, "modules", m) for m in modules],
         extra_files={str(g): _marker_file(here, "files", f) for g, f in files.items()},
         load_irqlab=bool(kw.get("load_irqlab", True)),
+        kernel_modules=tuple(kmods),
     )
 
 

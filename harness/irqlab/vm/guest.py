@@ -327,8 +327,12 @@ class GuestConfig:
     # Your own kernel modules (.ko built with `make -C $(irqlab kdir) M=$PWD`): copied to
     # EXTRA_DIR in the guest and insmod-ed in this order, after our driver (when
     # load_irqlab) so that ours has bound the device first.  Dependencies on modules of
-    # the guest kernel are modprobe-d first (the .ko's depends=).
+    # the guest kernel (the .ko's depends=) are shipped in the image and modprobe-d first.
     extra_modules: Sequence[Path | str] = ()
+    # More of the guest kernel's own modules to ship in the image (with their
+    # dependencies), for a test to modprobe; the image has only those it boots with,
+    # our driver's and the extra modules' dependencies otherwise.  Debian image only.
+    kernel_modules: tuple[str, ...] = ()
     # Files to put into the guest: {absolute guest path: local file}, before the modules
     # load (mode kept).
     extra_files: Mapping[str, Path | str] = field(default_factory=dict)
@@ -425,6 +429,22 @@ class Guest:
         except ValueError as e:
             raise PrerequisiteMissing(str(e)) from e
 
+    def kernel_modules(self) -> tuple[str, ...]:
+        """The guest kernel's modules the image must ship for this configuration: the
+        config's :attr:`GuestConfig.kernel_modules` and what the extra modules depend on
+        (their ``.modinfo`` ``depends=``), but for one another."""
+        from irqlab.build.kernel import modinfo_depends, module_name
+
+        extra = [Path(m) for m in self.config.extra_modules]
+        ours = {module_name(m.name) for m in extra}
+        wanted = list(self.config.kernel_modules)
+        for m in extra:
+            try:
+                wanted += modinfo_depends(m.read_bytes())
+            except OSError:
+                continue  # named by the start's own check of the file
+        return tuple(n for n in dict.fromkeys(wanted) if module_name(n) not in ours)
+
     def find_prerequisites(self) -> tuple[QemuInstall, GuestImage, Path]:
         """(QemuInstall, GuestImage, module .ko) or :class:`PrerequisiteMissing`; the
         extra modules are checked to be the guest architecture's first, the module
@@ -467,6 +487,11 @@ class Guest:
         from irqlab.build.buildroot import BuildrootError
         from irqlab.build.buildroot import ensure_image as ensure_buildroot_image
 
+        if self.config.kernel_modules:
+            raise GuestConfigError(
+                "kernel_modules: only the Debian-package image ships more of its kernel's "
+                "modules (the Buildroot image has what its kernel config builds)"
+            )
         qemu = self._find_qemu(arch)
         try:
             br = ensure_buildroot_image(arch=arch, build=False)
@@ -478,11 +503,15 @@ class Guest:
         qemu = self._find_qemu(self.arch)
         ko = find_kmod()
         check_module_params(ko, self.config.module_params)  # before an image build
-        from irqlab.build.image import ensure_image
+        from irqlab.build.image import UnknownKernelModule, ensure_image
 
         extra = tuple(dict.fromkeys((*IMAGE_EXTRA_PACKAGES, *self.config.extra_packages)))
         try:
-            image = ensure_image(kmod=Path(ko), extra_packages=extra)
+            image = ensure_image(
+                kmod=Path(ko), extra_packages=extra, kernel_modules=self.kernel_modules()
+            )
+        except UnknownKernelModule as e:  # kernel_modules, or an extra module's depends=
+            raise GuestConfigError(str(e)) from e
         except (IrqlabError, OSError, subprocess.CalledProcessError) as e:
             raise PrerequisiteMissing(
                 f"the guest image (extra packages: {', '.join(extra)}) cannot be built: {e}; "
@@ -496,7 +525,10 @@ class Guest:
 
         try:
             return archguest.prerequisites(
-                arch, (*IMAGE_EXTRA_PACKAGES, *self.config.extra_packages), env_kmod(arch)
+                arch,
+                (*IMAGE_EXTRA_PACKAGES, *self.config.extra_packages),
+                env_kmod(arch),
+                kernel_modules=self.kernel_modules(),
             )
         except archguest.Missing as e:
             raise PrerequisiteMissing(str(e)) from e
@@ -1042,24 +1074,20 @@ class Guest:
             data = ko.read_bytes()
             remote = f"{EXTRA_DIR}/{ko.name}"
             self._put(data, remote, 0o644)
-            from irqlab.build.kernel import modinfo_depends
+            from irqlab.build.kernel import modinfo_depends, module_name
 
+            # the kernel's modules are in the image (kernel_modules()); an extra module
+            # listed before this one is loaded already
             for dep in modinfo_depends(data):
                 r = self._run(
-                    f"grep -q '^{dep} ' /proc/modules || modprobe {shlex.quote(dep)}", timeout=60
+                    _kernel_step(
+                        f"grep -q '^{module_name(dep)} ' /proc/modules || "
+                        f"modprobe {shlex.quote(dep)}"
+                    ),
+                    timeout=60,
                 )
                 if r.rc != 0:
-                    has = self.sh(
-                        "find /lib/modules -name '*.ko*' | sed 's,.*/,,; s,[.]ko.*,,' | sort",
-                        check=False,
-                    ).split()
-                    raise ModuleLoadError(
-                        f"{ko.name} needs the kernel module {dep} (its .modinfo depends=), "
-                        f"which did not load in the guest: {(r.err or r.out).strip()}\n"
-                        f"The guest image has only these modules: {' '.join(has) or '(none)'}; "
-                        f"put {dep}.ko before {ko.name} in extra_modules (built for the "
-                        "guest's kernel, see `irqlab kdir`)."
-                    )
+                    self._kernel_step_failed(f"modprobe {dep} (needed by {ko.name})", r)
             what = f"insmod {ko}"
             r = self._run(_kernel_step(f"insmod {shlex.quote(remote)}"), timeout=60)
             if r.rc != 0:

@@ -155,3 +155,28 @@ def test_guest_config_refuses_a_vcpu_count_below_one(smp: object) -> None:
     with pytest.raises(GuestConfigError, match=r"GuestConfig\(smp=.*\): the number of vCPUs"):
         GuestConfig(smp=smp)  # type: ignore[arg-type]
     assert GuestConfig(smp=4).smp == 4
+
+
+def test_module_specs_as_insmod_takes_them(tmp_path: Path) -> None:
+    from irqlab.cli.guestcmd import guest_config
+    from irqlab.vm.guest import parse_module_spec
+
+    assert parse_module_spec("mydrv.ko") == ("mydrv.ko", {})
+    assert parse_module_spec("'my drv.ko' tag=x mode='a b'") == (
+        "my drv.ko",
+        {"tag": "x", "mode": "a b"},
+    )
+    for bad, said in (("", "empty"), ("a.ko tag", "'tag' is not PARAM=VALUE"), ("'a", "quot")):
+        with pytest.raises(ValueError, match=said):
+            parse_module_spec(bad)
+    ko = tmp_path / "my-drv.ko"
+    ko.write_bytes(b"\x7fELF")
+    args = build_parser().parse_args(
+        ["run", "--module", f"{ko} tag=x", "--module", str(ko), "--", "true"]
+    )
+    config = guest_config(args, "t")
+    assert config.extra_modules == [ko, ko]
+    assert config.extra_module_params == {"my_drv": {"tag": "x"}}  # by module name
+    args = build_parser().parse_args(["run", "--module", f"{ko} tag", "--", "true"])
+    with pytest.raises(UsageError, match=r"--module .*'tag' is not PARAM=VALUE"):
+        guest_config(args, "t")

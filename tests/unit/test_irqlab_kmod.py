@@ -194,3 +194,20 @@ def test_the_image_ships_what_the_extra_modules_depend_on_but_each_other(
     config = GuestConfig(extra_modules=[lib, drv], kernel_modules=("uio_pci_generic",))
     assert Guest(config).kernel_modules() == ("uio_pci_generic", "crc-itu-t", "crc7")
     assert Guest(GuestConfig()).kernel_modules() == ()
+
+
+def test_extra_module_params_name_a_module_and_its_parameters(tmp_path: Path) -> None:
+    drv = _fake_ko(
+        tmp_path / "my-drv.ko", "my_drv", params=("parm=tag:a tag", "parmtype=tag:charp")
+    )
+    ok = Guest(GuestConfig(extra_modules=[drv], extra_module_params={"my-drv": {"tag": "x"}}))
+    ok._check_extra_module_params()
+    assert ok._extra_module_args(drv) == " tag=x"
+    with pytest.raises(GuestConfigError, match=r"'other' is none of the extra modules \(my_drv\)"):
+        Guest(
+            GuestConfig(extra_modules=[drv], extra_module_params={"other": {"tag": "x"}})
+        )._check_extra_module_params()
+    with pytest.raises(GuestConfigError, match=r"unknown parameter of my-drv\.ko: nope"):
+        Guest(
+            GuestConfig(extra_modules=[drv], extra_module_params={"my_drv": {"nope": 1}})
+        )._check_extra_module_params()

@@ -134,6 +134,7 @@ def _marker_run(pytester: pytest.Pytester, marker: str, *files: str) -> pytest.R
         ('device="irq-mode=intx"', "(device='irq-mode=intx'): give a dict"),
         ('modules="mydrv.ko"', "(modules='mydrv.ko'): give a list of .ko files"),
         ('kernel_modules="crc7"', "(kernel_modules='crc7'): give a list of module names"),
+        ('modules=["mydrv.ko tag"]', "(modules=...): 'mydrv.ko tag': 'tag' is not PARAM=VALUE"),
     ],
 )
 def test_bad_marker_values_fail_clearly_before_any_guest(
@@ -168,10 +169,11 @@ def test_marker_paths_resolve_against_the_test_files_directory(
     (sub / "test_paths.py").write_text(
         "import pytest\n"
         "from irqlab.testing.plugin import fresh_guest_config\n\n"
-        '@pytest.mark.irqlab(modules=["mydrv.ko"], files={"/fw.bin": "fw.bin"})\n'
+        '@pytest.mark.irqlab(modules=["mydrv.ko tag=x"], files={"/fw.bin": "fw.bin"})\n'
         "def test_paths(request):\n"
         "    c = fresh_guest_config(request)\n"
         "    print('MODULES', c.extra_modules, 'FILES', c.extra_files)\n"
+        "    print('PARAMS', c.extra_module_params)\n"
     )
     elsewhere = pytester.mkdir("elsewhere")
     with pytest.MonkeyPatch.context() as mp:
@@ -183,6 +185,7 @@ def test_marker_paths_resolve_against_the_test_files_directory(
     out = r.stdout.str()
     assert f"MODULES [PosixPath('{sub / 'mydrv.ko'}')]" in out, out
     assert f"FILES {{'/fw.bin': PosixPath('{sub / 'fw.bin'}')}}" in out, out
+    assert "PARAMS {'mydrv': {'tag': 'x'}}" in out, out
 
 
 @pytest.mark.parametrize(

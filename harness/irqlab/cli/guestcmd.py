@@ -77,20 +77,31 @@ def parse_puts(items: list[str] | None) -> dict[str, Path]:
 
 def guest_config(args: argparse.Namespace, name: str) -> Any:
     """The GuestConfig the options describe (``--accel`` goes to $IRQLAB_ACCEL)."""
-    from irqlab.vm.guest import GuestConfig
+    from irqlab.build.kernel import module_name
+    from irqlab.vm.guest import GuestConfig, parse_module_spec
 
     if args.accel:
         os.environ["IRQLAB_ACCEL"] = args.accel
-    modules = [Path(m) for m in args.module or []]
-    for m in modules:
+    modules: list[Path] = []
+    module_params: dict[str, dict[str, str]] = {}
+    for spec in args.module or []:
+        try:
+            name, params = parse_module_spec(spec)
+        except ValueError as e:
+            raise UsageError(f"--module {e}") from None
+        m = Path(name)
         if not m.is_file():
             raise UsageError(f"--module {m}: no such file (build it with make -C $(irqlab kdir))")
+        modules.append(m)
+        if params:
+            module_params[module_name(m.name)] = params
     return GuestConfig(
         name=name,
         device_props=parse_assignments(args.device_prop, "--device-prop"),
         module_params=parse_assignments(args.module_param, "--module-param"),
         smp=args.smp,
         extra_modules=modules,
+        extra_module_params=module_params,
         extra_files=parse_puts(args.put),
         load_irqlab=not args.no_irqlab,
         snapshot=not args.cold,
@@ -404,7 +415,11 @@ def _guest_options(s: argparse.ArgumentParser) -> None:
         "--module-param", action="append", metavar="K=V", help="a parameter of our driver"
     )
     s.add_argument(
-        "--module", action="append", metavar="KO", help="your own module: insmod it (repeatable)"
+        "--module",
+        action="append",
+        metavar="'KO [PARAM=VALUE ...]'",
+        help="your own module: insmod it, with those parameters (repeatable; quote the "
+        "whole as one argument, as insmod takes it: --module 'mydrv.ko tag=x')",
     )
     s.add_argument(
         "--no-irqlab", action="store_true", help="do not load our driver (leave the device unbound)"

@@ -21,7 +21,7 @@ the two kinds, or the marker with the shared guest's fixtures, is an error), con
 ``@pytest.mark.irqlab(device={...}, module={...}, smp=N, gpio_edges=LINES,
 modules=[KO, ...], files={GUEST_PATH: FILE}, load_irqlab=True,
 kernel_modules=[NAME, ...])`` (relative KO and FILE paths are relative to the test
-file's directory).
+file's directory; a ``modules=`` entry may carry parameters, ``"KO PARAM=VALUE ..."``).
 
 When a test that started machines fails, the report gets a section naming their logs;
 for the shared guest, the test's own part of the console log and of the agent's streams
@@ -345,7 +345,8 @@ def pytest_configure(config: pytest.Config) -> None:
         "files=None, load_irqlab=True, kernel_modules=()): configure the test's own guest "
         "(irqlab_fresh_guest): device properties, module parameters, vCPUs, the device "
         "behind a hotplug-capable PCIe root port, GPIO lines armed for edge events (a list "
-        "of lines or a bit mask), your own modules and files, whether ours loads, more of "
+        "of lines or a bit mask), your own modules ('KO PARAM=VALUE ...') and files, "
+        "whether ours loads, more of "
         "the guest kernel's modules in the image",
     )
 
@@ -380,10 +381,11 @@ def fresh_guest_config(request: pytest.FixtureRequest, log_dir: Path | None = No
     modules = kw.get("modules") or ()
     if isinstance(modules, (str, Path)) or not isinstance(modules, Iterable):
         _marker_error(f"modules={modules!r}", "give a list of .ko files")
+    here = request.node.path.parent
+    extra_modules, extra_params = _marker_modules(here, modules)
     kmods = kw.get("kernel_modules") or ()
     if isinstance(kmods, str) or not all(isinstance(n, str) for n in kmods):
         _marker_error(f"kernel_modules={kmods!r}", "give a list of module names")
-    here = request.node.path.parent
     return GuestConfig(
         name="fresh",
         device_props=dict(device),
@@ -391,7 +393,8 @@ def fresh_guest_config(request: pytest.FixtureRequest, log_dir: Path | None = No
         smp=smp,
         hotplug=bool(kw.get("hotplug", False)),
         log_dir=log_dir,
-        extra_modules=[_marker_file(here, "modules", m) for m in modules],
+        extra_modules=extra_modules,
+        extra_module_params=extra_params,
         extra_files={str(g): _marker_file(here, "files", f) for g, f in files.items()},
         load_irqlab=bool(kw.get("load_irqlab", True)),
         kernel_modules=tuple(kmods),
@@ -407,6 +410,30 @@ def _marker_mapping(kw: Mapping[str, object], key: str) -> Mapping[str, object]:
     if not isinstance(value, Mapping):
         _marker_error(f"{key}={value!r}", "give a dict")
     return value
+
+
+def _marker_modules(
+    here: Path, modules: Iterable[object]
+) -> tuple[list[Path], dict[str, dict[str, str]]]:
+    """``modules=`` of the marker: each a .ko path, or ``"KO PARAM=VALUE ..."`` as insmod
+    takes it -> the files and their parameters by module name."""
+    from irqlab.build.kernel import module_name
+    from irqlab.vm.guest import parse_module_spec
+
+    files: list[Path] = []
+    params: dict[str, dict[str, str]] = {}
+    for m in modules:
+        given: dict[str, str] = {}
+        if isinstance(m, str):
+            try:
+                m, given = parse_module_spec(m)
+            except ValueError as e:
+                _marker_error("modules=...", str(e))
+        path = _marker_file(here, "modules", m)
+        files.append(path)
+        if given:
+            params[module_name(path.name)] = given
+    return files, params
 
 
 def _marker_file(here: Path, key: str, name: object) -> Path:

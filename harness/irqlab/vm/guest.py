@@ -86,6 +86,7 @@ __all__ = [
     "forwarded_port",
     "host_cpu_model",
     "image_kind",
+    "parse_module_spec",
     "parse_usernet",
 ]
 
@@ -213,6 +214,24 @@ def check_module_arch(ko: Path, arch: Arch, what: str) -> None:
 IMPLICIT_MODULE_PARAMS = frozenset({"dyndbg", "async_probe"})
 
 
+def parse_module_spec(text: str) -> tuple[str, dict[str, str]]:
+    """``"mydrv.ko tag=x mode=1"`` (as insmod takes it; shell quoting) -> the file and
+    its parameters; ValueError saying what is wrong."""
+    try:
+        words = shlex.split(text)
+    except ValueError as e:
+        raise ValueError(f"{text!r}: {e}") from None
+    if not words:
+        raise ValueError("an empty module: give KO [PARAM=VALUE ...]")
+    params: dict[str, str] = {}
+    for word in words[1:]:
+        key, sep, value = word.partition("=")
+        if not sep or not key:
+            raise ValueError(f"{text!r}: {word!r} is not PARAM=VALUE (KO [PARAM=VALUE ...])")
+        params[key] = value
+    return words[0], params
+
+
 def check_module_params(ko: Path, params: Mapping[str, Any]) -> None:
     """Refuse, before anything boots, parameters *params* that the module *ko* does not
     declare (its .modinfo ``parm``/``parmtype`` entries, as ``modinfo -p`` lists them):
@@ -329,6 +348,9 @@ class GuestConfig:
     # load_irqlab) so that ours has bound the device first.  Dependencies on modules of
     # the guest kernel (the .ko's depends=) are shipped in the image and modprobe-d first.
     extra_modules: Sequence[Path | str] = ()
+    # Parameters for those modules, by module name (the .ko's name, - as _): insmod
+    # mydrv.ko tag=x is {"mydrv": {"tag": "x"}}; checked against each .ko's .modinfo.
+    extra_module_params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     # More of the guest kernel's own modules to ship in the image (with their
     # dependencies), for a test to modprobe; the image has only those it boots with,
     # our driver's and the extra modules' dependencies otherwise.  Debian image only.
@@ -429,6 +451,32 @@ class Guest:
         except ValueError as e:
             raise PrerequisiteMissing(str(e)) from e
 
+    def _check_extra_module_params(self) -> None:
+        """Each :attr:`GuestConfig.extra_module_params` entry names an extra module and
+        parameters it declares (:class:`GuestConfigError` before anything boots)."""
+        from irqlab.build.kernel import module_name
+
+        by_name = {module_name(Path(m).name): Path(m) for m in self.config.extra_modules}
+        for name, params in self.config.extra_module_params.items():
+            ko = by_name.get(module_name(name))
+            if ko is None:
+                raise GuestConfigError(
+                    f"extra_module_params: {name!r} is none of the extra modules "
+                    f"({', '.join(sorted(by_name)) or 'none given'})"
+                )
+            check_module_params(ko, params)
+
+    def _extra_module_args(self, ko: Path) -> str:
+        """The insmod arguments of the extra module *ko* (its extra_module_params)."""
+        from irqlab.build.kernel import module_name
+
+        mine = module_name(ko.name)
+        params: Mapping[str, Any] = next(
+            (p for n, p in self.config.extra_module_params.items() if module_name(n) == mine),
+            {},
+        )
+        return "".join(f" {k}={shlex.quote(str(v))}" for k, v in params.items())
+
     def kernel_modules(self) -> tuple[str, ...]:
         """The guest kernel's modules the image must ship for this configuration: the
         config's :attr:`GuestConfig.kernel_modules` and what the extra modules depend on
@@ -452,6 +500,7 @@ class Guest:
         arch = self.arch
         for mod in self.config.extra_modules:
             check_module_arch(Path(mod), arch, "extra module")
+        self._check_extra_module_params()
         if image_kind() == "buildroot":
             found = self._find_buildroot(arch)
         elif arch.name != "x86_64":
@@ -653,6 +702,17 @@ class Guest:
                 # what the test put into the guest, by content: a restore has the same
                 "load_irqlab": self.config.load_irqlab,
                 "extra_modules": [[Path(m).name, _sha256(m)] for m in self.config.extra_modules],
+                # only when given: the keys of snapshots saved before it existed stay
+                **(
+                    {
+                        "extra_module_params": {
+                            n: {k: str(v) for k, v in p.items()}
+                            for n, p in sorted(self.config.extra_module_params.items())
+                        }
+                    }
+                    if self.config.extra_module_params
+                    else {}
+                ),
                 "extra_files": {g: _sha256(p) for g, p in sorted(self.config.extra_files.items())},
             }
         )
@@ -1088,8 +1148,9 @@ class Guest:
                 )
                 if r.rc != 0:
                     self._kernel_step_failed(f"modprobe {dep} (needed by {ko.name})", r)
-            what = f"insmod {ko}"
-            r = self._run(_kernel_step(f"insmod {shlex.quote(remote)}"), timeout=60)
+            args = self._extra_module_args(ko)
+            what = f"insmod {ko}{args}"
+            r = self._run(_kernel_step(f"insmod {shlex.quote(remote)}{args}"), timeout=60)
             if r.rc != 0:
                 self._kernel_step_failed(what, r)
 

@@ -209,6 +209,21 @@ def test_keyboard_interrupt_still_cleans_up(fake_qemu: Path, tmp_path: Path) -> 
     assert not m.is_running()
 
 
+def test_a_stopped_qemu_is_killed_at_once_not_after_quit_and_sigterm_time_out(
+    fake_qemu: Path, tmp_path: Path
+) -> None:
+    """kill -STOP: QMP answers nothing and SIGTERM stays pending, so the quit and the
+    SIGTERM waited their timeouts (2 x 10 s with the guest's) before the SIGKILL."""
+    import time
+
+    m = Machine(_cfg(fake_qemu, tmp_path, stop_timeout=5.0)).start()
+    os.kill(m.pid, signal.SIGSTOP)
+    assert proc.is_stopped(m.pid)
+    t0 = time.monotonic()
+    assert m.close() == -signal.SIGKILL
+    assert time.monotonic() - t0 < 2.0
+
+
 def test_a_close_cut_short_is_finished_by_the_next(
     fake_qemu: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

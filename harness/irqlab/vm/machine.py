@@ -330,7 +330,9 @@ class Machine:
             if self._proc is not None:
                 t = self.config.stop_timeout
                 quitting = False
-                if self._proc.poll() is None and self._qmp is not None and self._qmp.connected:
+                running = self._proc.poll() is None and not proc.is_stopped(self._proc.pid)
+                # a stopped QEMU (SIGSTOP) answers nothing: no quit, killed at once
+                if running and self._qmp is not None and self._qmp.connected:
                     with contextlib.suppress(Exception):
                         self._qmp.execute("quit", timeout=t)
                         quitting = True

@@ -111,18 +111,34 @@ def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
             proc.send_signal(sig)
 
 
+def is_stopped(pid: int) -> bool:
+    """Whether process *pid* is stopped (SIGSTOP, SIGTSTP, a tracer): it acts on no
+    signal but SIGKILL (and SIGCONT) until it is continued."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    # "pid (comm) S ...": comm may hold spaces and parentheses, the state follows the last ")"
+    state = stat[stat.rfind(b")") + 2 :][:1]
+    return state in (b"T", b"t")
+
+
 def stop(
     proc: subprocess.Popen[bytes],
     *,
     term_timeout: float = 5.0,
     kill_timeout: float = 5.0,
 ) -> int | None:
-    """Reap *proc*; if it still runs, SIGTERM its group, then SIGKILL.  Returns its status."""
+    """Reap *proc*; if it still runs, SIGTERM its group, then SIGKILL (at once for a
+    stopped process, which would keep SIGTERM pending).  Returns its status."""
     try:
         if proc.poll() is None:
-            _signal_group(proc, signal.SIGTERM)
+            stopped = is_stopped(proc.pid)
+            if not stopped:
+                _signal_group(proc, signal.SIGTERM)
             try:
-                proc.wait(term_timeout)
+                proc.wait(0 if stopped else term_timeout)
             except subprocess.TimeoutExpired:
                 _signal_group(proc, signal.SIGKILL)
                 try:

@@ -26,6 +26,7 @@ import os
 import posixpath
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -39,6 +40,7 @@ import paramiko
 from irqlab.contract.regs import REGS
 from irqlab.errors import IrqlabError
 from irqlab.paths import log_dir
+from irqlab.vm import proc
 from irqlab.vm.agent_client import AgentClient, AgentError
 from irqlab.vm.health import Fault, GuestFault, HealthWatch
 from irqlab.vm.qmp.injector import DEVICE_ID, DEVICE_TYPE
@@ -626,6 +628,9 @@ class Guest:
             self._restore(found)
             return True
         except snapshot.SnapshotError as e:
+            if self._killed_from_outside():  # not the snapshot's doing: it stays
+                self._raise_fault()
+                raise
             self.snapshot_error = str(e)
             self._stop_machine()
             if snapshot.discard(key):
@@ -785,7 +790,9 @@ class Guest:
         t0 = time.monotonic()
         self.phases = {}
         self._start_machine(["-incoming", "defer"])
-        snapshot.load(self._vm(), directory, timeout=self.config.restore_timeout)
+        snapshot.load(
+            self._vm(), directory, timeout=self.config.restore_timeout, check=self.check_health
+        )
         self.phases["restored"] = time.monotonic() - t0
         self._vm().qmp("cont")
         # The restored kernel's CRNG is the saver's: reseed it from the host before
@@ -911,6 +918,27 @@ class Guest:
         if fault is not None:
             raise GuestFault(fault)
 
+    def _killed_from_outside(self) -> bool:
+        """Whether QEMU was killed by a signal someone sent (SIGKILL, SIGTERM, SIGINT,
+        SIGHUP) or is stopped (SIGSTOP): QEMU itself ends with a status or SIGABRT."""
+        vm = self.machine
+        if vm is None:
+            return False
+        if vm.is_running():
+            return proc.is_stopped(vm.pid)
+        external = (signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+        return vm.returncode is not None and -vm.returncode in external
+
+    def _name_fault(self) -> None:
+        """After a failed step: raise :class:`GuestFault` if the guest is known dead or
+        frozen, or QEMU exited (then waiting up to FAULT_VERDICT s for the watch's
+        verdict, which comes a moment after the step failed); else return (at once: a
+        healthy guest's failure is the step's own)."""
+        vm = self.machine
+        if vm is not None and not vm.is_running():
+            self._raise_fault()
+        self.check_health()
+
     def check_health(self) -> None:
         """Raise :class:`GuestFault` if the health watch saw the guest die or freeze."""
         if self.fault is not None:
@@ -974,14 +1002,25 @@ class Guest:
             )
 
     def _connect_ssh(self, *, retry_interval: float = 0.1) -> None:
+        """Connect SSH, retrying until ssh_timeout; a guest or QEMU that dies or freezes
+        meanwhile ends the retrying with the health watch's verdict (GuestFault)."""
         image = self._img()
-        self.ssh = SshClient(
+        client = SshClient(
             "127.0.0.1",
             self.ssh_port,
             user=image.ssh_user,
             key_path=image.client_key,
             host_key=image.host_key,  # pinned: nobody else on that port passes for the guest
-        ).connect(timeout=self.config.ssh_timeout, retry_interval=retry_interval)
+        )
+        try:
+            self.ssh = client.connect(
+                timeout=self.config.ssh_timeout,
+                retry_interval=retry_interval,
+                check=self.check_health,
+            )
+        except SshError:
+            self._name_fault()
+            raise
 
     def restart(self) -> Guest:
         """Stop this guest (whatever state it is in) and start it again, restored from
@@ -1291,7 +1330,16 @@ class Guest:
             )
 
     def _connect_agent(self) -> None:
-        """A session with the agent daemon through an SSH port forward; waits for hello."""
+        """A session with the agent daemon through an SSH port forward; waits for hello.
+        A guest or QEMU that dies meanwhile is named (GuestFault), not by the socket's
+        or SSH's error."""
+        try:
+            self._open_agent_session()
+        except (SshError, paramiko.SSHException, OSError, EOFError, AgentError):
+            self._name_fault()
+            raise
+
+    def _open_agent_session(self) -> None:
         if self.ssh is None:
             raise GuestError("the guest is not connected")
         chan = self.ssh.open_forward("127.0.0.1", AGENT_PORT)

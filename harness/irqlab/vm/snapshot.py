@@ -23,7 +23,7 @@ import fcntl
 import json
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -104,11 +104,16 @@ def discard(key: str) -> bool:
     return all(removed)
 
 
-def _wait_migration(machine: Machine, timeout: float, what: str) -> dict[str, Any]:
+def _wait_migration(
+    machine: Machine, timeout: float, what: str, check: Callable[[], None] | None = None
+) -> dict[str, Any]:
     """Wait for QEMU's MIGRATION event with a final status (completed or failed); a
-    QEMU that exits meanwhile ends the wait at once."""
+    QEMU that exits meanwhile ends the wait at once, and so does *check* (run every
+    slice) by raising (the health watch's verdict on a frozen QEMU)."""
     deadline = time.monotonic() + timeout
     while True:
+        if check is not None:
+            check()
         if not machine.is_running():
             raise SnapshotError(f"{what}: QEMU exited (status {machine.returncode})")
         left = deadline - time.monotonic()
@@ -231,16 +236,23 @@ def prune(keep: int) -> list[Path]:
     return [e.path for e in found[keep:] if cache.remove_entry(e)]
 
 
-def load(machine: Machine, directory: Path, *, timeout: float = 60.0) -> None:
+def load(
+    machine: Machine,
+    directory: Path,
+    *,
+    timeout: float = 60.0,
+    check: Callable[[], None] | None = None,
+) -> None:
     """Load the snapshot in *directory* into *machine* (started with ``-incoming
-    defer``), which is left paused: the caller continues it (``cont``)."""
+    defer``), which is left paused: the caller continues it (``cont``).  *check* runs
+    while it waits and may end the wait by raising (see :func:`_wait_migration`)."""
     state = directory / STATE_FILE
     what = f"loading the snapshot {state}"
     try:
         _enable_events(machine)
         with _state_fd(machine, state, os.O_RDONLY) as uri:
             machine.qmp("migrate-incoming", uri=uri)
-        _wait_migration(machine, timeout, what)
+        _wait_migration(machine, timeout, what, check)
     except (MachineError, QMPFailure, QMPCommandError, OSError) as e:
         # OSError: the file went away (pruned by another run) or cannot be read
         raise SnapshotError(f"{what} failed: {e}") from e

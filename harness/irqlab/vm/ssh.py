@@ -297,8 +297,11 @@ class SshClient:
         banner_timeout: float = 2.0,
         retry_interval: float = 0.1,
         max_interval: float = 1.0,
+        check: Callable[[], None] | None = None,
     ) -> SshClient:
-        """Connect, retrying every failure until *timeout* seconds have passed."""
+        """Connect, retrying every failure until *timeout* seconds have passed; *check*
+        runs before every attempt and ends the retrying by raising (a guest that died
+        meanwhile is named then, not by the last of many refused connections)."""
         if self._pkey is None and self.key_path is not None:
             self._pkey = load_private_key(self.key_path)
         deadline = self._clock() + timeout
@@ -306,6 +309,8 @@ class SshClient:
         while True:
             if self._shut:
                 raise SshError(f"SSH to {self.host}:{self.port} was closed")
+            if check is not None:
+                check()
             self.attempts += 1
             client = self._factory()
             try:

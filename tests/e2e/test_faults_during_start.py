@@ -1,0 +1,94 @@
+"""QEMU killed or stopped while a guest starts (restoring its snapshot, connecting SSH,
+opening the agent's session) is named within seconds, the snapshot is kept (it did
+nothing wrong), and the stop takes no longer than a kill.  Before: a kill while SSH
+connected waited out ssh_timeout (60 s) for "no SSH connection"; a kill while the
+snapshot loaded deleted the snapshot and cold-booted as if it were bad; a stopped
+QEMU took 20 s to close (quit and SIGTERM waited their timeouts)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from irqlab.testing.plugin import start_guest
+from irqlab.vm import proc, snapshot
+from irqlab.vm.guest import Guest, GuestConfig, ensure_snapshot
+from irqlab.vm.health import GuestFault
+from irqlab.vm.loadscale import timeout_scale
+
+KILLED_S = 5.0  # the watch sees an exit within a tick; margin for a loaded host
+STOPPED_S = 20.0  # the freeze verdict (QMP silent, ~3.5 s) and an attempt's timeout
+
+
+def _on_entry(
+    monkeypatch: pytest.MonkeyPatch, owner: Any, name: str, sig: signal.Signals
+) -> list[int]:
+    """Send *sig* to the guest's QEMU as *owner.name* is entered the first time; the
+    pids it went to."""
+    real: Callable[..., Any] = getattr(owner, name)
+    sent: list[int] = []
+
+    def hooked(*args: Any, **kw: Any) -> Any:
+        if not sent:
+            target = args[0] if isinstance(args[0], Guest) else None
+            machine = target.machine if target is not None else args[0]
+            sent.append(machine.pid)
+            os.kill(machine.pid, sig)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(owner, name, hooked)
+    return sent
+
+
+def _start_fails_naming(config: GuestConfig, cause: str, limit: float) -> GuestFault:
+    t0 = time.monotonic()
+    with pytest.raises(GuestFault) as info:
+        start_guest(config).close()  # close not reached
+    took = time.monotonic() - t0
+    assert str(info.value).startswith(cause), str(info.value)
+    limit *= timeout_scale()
+    assert took < limit, f"{took:.1f} s (limit {limit:.1f} s): {info.value}"
+    return info.value
+
+
+@pytest.mark.parametrize("step", ["_connect_ssh", "_open_agent_session"])
+def test_qemu_killed_while_a_restored_guest_connects_is_named(
+    monkeypatch: pytest.MonkeyPatch, step: str
+) -> None:
+    ensure_snapshot(GuestConfig())
+    sent = _on_entry(monkeypatch, Guest, step, signal.SIGKILL)
+    _start_fails_naming(GuestConfig(name=f"kill-{step}"), "QEMU exited with status -9", KILLED_S)
+    assert sent and not proc.is_stopped(sent[0])
+
+
+def test_a_stopped_qemu_while_ssh_connects_is_named_and_killed_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ensure_snapshot(GuestConfig())
+    sent = _on_entry(monkeypatch, Guest, "_connect_ssh", signal.SIGSTOP)
+    e = _start_fails_naming(GuestConfig(name="stop-ssh"), "", STOPPED_S)
+    assert "QMP" in str(e).splitlines()[0] or "frozen" in str(e).splitlines()[0], str(e)
+    assert sent
+    with pytest.raises(ProcessLookupError):  # killed and reaped by the start's cleanup
+        os.kill(sent[0], 0)
+
+
+def test_qemu_killed_while_the_snapshot_loads_keeps_the_snapshot(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    config = GuestConfig(name="kill-load", snapshot_tag="test-kill-while-loading")
+    saved = ensure_snapshot(config)
+    state = saved / snapshot.STATE_FILE
+    before = state.stat()
+    sent = _on_entry(monkeypatch, snapshot, "load", signal.SIGKILL)
+    _start_fails_naming(config, "QEMU exited with status -9", KILLED_S)
+    assert sent
+    after = state.stat()  # the same file, not removed and saved again by a cold boot
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert snapshot.lookup(Guest(config).prepare().snapshot_key()) == saved
+    snapshot.discard(Guest(config).prepare().snapshot_key())

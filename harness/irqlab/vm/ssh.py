@@ -48,6 +48,10 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+# paramiko's transport thread logs a connection closed under it (Ctrl-C while SSH
+# connects) with a traceback at ERROR; without a handler of the application's, Python's
+# last-resort handler printed it on stderr.  The caller gets the error raised anyway.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 RETRYABLE: tuple[type[BaseException], ...] = (
     paramiko.SSHException,  # banner errors, resets during kex, auth timeouts

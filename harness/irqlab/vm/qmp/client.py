@@ -86,6 +86,9 @@ class SyncQMP:
         if exit_fd is not None:
             loop.add_reader(exit_fd, on_exit)
         task = asyncio.ensure_future(self._client.accept())
+        # read below, or given up when this wait is cancelled (Ctrl-C while QEMU starts):
+        # then its failure is no "Task exception was never retrieved" trace at exit
+        task.add_done_callback(_retrieve)
         try:
             done, _ = await asyncio.wait(
                 {task, exited}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
@@ -98,6 +101,8 @@ class SyncQMP:
                 with contextlib.suppress(BaseException):
                     await task
         finally:
+            if not task.done():  # this wait was cancelled: so is the accept
+                task.cancel()
             if exit_fd is not None:
                 loop.remove_reader(exit_fd)
             logger.removeFilter(held)
@@ -264,3 +269,9 @@ class SyncQMP:
         with contextlib.suppress(Exception):
             self._aio.run(self._client.disconnect(), 5.0)
         self._aio.close()
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """Mark *task*'s exception as seen (the code that awaits it reports it)."""
+    if not task.cancelled():
+        task.exception()

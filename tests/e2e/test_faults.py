@@ -275,7 +275,7 @@ def test_05_its_own_fixture_gets_a_new_guest(guest_name):
 @pytest.mark.parametrize("signo, cause", [
     (signal.SIGKILL, "QEMU exited with status -9"),
     (signal.SIGSTOP, "guest stopped responding"),
-])
+], ids=["killed", "frozen"])
 def test_06_stops_qemu(irqlab_guest, signo, cause):
     os.kill(irqlab_guest.machine.pid, signo)
     fault = irqlab_guest.wait_fault(60)
@@ -286,19 +286,28 @@ def test_07_gets_a_new_guest(irqlab_guest):
 """
 
 
-def test_tests_with_only_the_session_guest_get_a_new_one_after_it_died(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "args",
+    [(), ("-n", "2", "--dist", "loadfile", "-k", "not frozen")],  # one worker runs them all
+    ids=["one-process", "xdist"],
+)
+def test_tests_with_only_the_session_guest_get_a_new_one_after_it_died(
+    tmp_path: Path, args: tuple[str, ...]
+) -> None:
     """Tests that use the shared guest through ``irqlab_guest`` alone (or a fixture of
     their own) get a new one as ``irqlab_agent`` does: none inherits an earlier test's
     GuestFault; the test that killed the guest passes or fails on its own."""
     test = _inner(tmp_path, INNER_SHARED_GUEST_ONLY)
     r = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(test)],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args, str(test)],
         cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False,
         env=_inner_env(tmp_path),
     )  # fmt: skip
     out = r.stdout + r.stderr
-    assert "1 failed, 7 passed" in out, out
+    assert f"1 failed, {6 if args else 7} passed" in out, out
     assert "FAILED test_inner.py::test_04_panics_under_a_command_and_fails" in out, out
+    if args:
+        return  # an xdist worker's terminal output is not shown
     died = re.findall(r"the session guest died \((.*)\); starting a new one", out)
     assert [c.split(":")[0].split(" (")[0] for c in died] == [
         "guest kernel panic",

@@ -231,6 +231,92 @@ def test_a_session_goes_on_with_a_new_guest_after_one_died(tmp_path: Path) -> No
     assert took < 120, f"{took:.0f} s: {out}"
 
 
+INNER_SHARED_GUEST_ONLY = """
+import os
+import signal
+import threading
+
+import pytest
+from irqlab.vm.health import GuestFault
+
+PANIC = "echo c > /proc/sysrq-trigger"
+
+@pytest.fixture
+def guest_name(irqlab_guest):  # a fixture of the user's own: uses the guest at setup
+    return irqlab_guest.sh("uname -n").strip()
+
+def test_01_panics_from_a_thread(irqlab_guest):
+    said = []
+    def panic():
+        try:
+            irqlab_guest.sh(PANIC)
+        except GuestFault as e:
+            said.append(str(e))
+    t = threading.Thread(target=panic)
+    t.start()
+    t.join(60)
+    assert said and said[0].startswith("guest kernel panic"), said
+
+def test_02_gets_a_new_guest(irqlab_guest):
+    assert irqlab_guest.sh("echo hi").strip() == "hi"
+
+def test_03_so_does_the_next(irqlab_guest):
+    assert irqlab_guest.sh("echo hi").strip() == "hi"
+
+def test_04_panics_under_a_command_and_fails(irqlab_guest):
+    with pytest.raises(GuestFault, match="^guest kernel panic"):
+        irqlab_guest.sh(PANIC, check=False)
+    assert False, "the guest died in this test"
+
+def test_05_its_own_fixture_gets_a_new_guest(guest_name):
+    assert guest_name
+
+# killed, then frozen: the frozen case's own setup replaces the killed guest
+@pytest.mark.parametrize("signo, cause", [
+    (signal.SIGKILL, "QEMU exited with status -9"),
+    (signal.SIGSTOP, "guest stopped responding"),
+], ids=["killed", "frozen"])
+def test_06_stops_qemu(irqlab_guest, signo, cause):
+    os.kill(irqlab_guest.machine.pid, signo)
+    fault = irqlab_guest.wait_fault(60)
+    assert fault is not None and fault.cause.startswith(cause), fault
+
+def test_07_gets_a_new_guest(irqlab_guest):
+    assert irqlab_guest.sh("echo hi").strip() == "hi"
+"""
+
+
+@pytest.mark.parametrize(
+    "args",
+    [(), ("-n", "2", "--dist", "loadfile", "-k", "not frozen")],  # one worker runs them all
+    ids=["one-process", "xdist"],
+)
+def test_tests_with_only_the_session_guest_get_a_new_one_after_it_died(
+    tmp_path: Path, args: tuple[str, ...]
+) -> None:
+    """Tests that use the shared guest through ``irqlab_guest`` alone (or a fixture of
+    their own) get a new one as ``irqlab_agent`` does: none inherits an earlier test's
+    GuestFault; the test that killed the guest passes or fails on its own."""
+    test = _inner(tmp_path, INNER_SHARED_GUEST_ONLY)
+    r = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args, str(test)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False,
+        env=_inner_env(tmp_path),
+    )  # fmt: skip
+    out = r.stdout + r.stderr
+    assert f"1 failed, {6 if args else 7} passed" in out, out
+    assert "FAILED test_inner.py::test_04_panics_under_a_command_and_fails" in out, out
+    if args:
+        return  # an xdist worker's terminal output is not shown
+    died = re.findall(r"the session guest died \((.*)\); starting a new one", out)
+    assert [c.split(":")[0].split(" (")[0] for c in died] == [
+        "guest kernel panic",
+        "guest kernel panic",
+        "QEMU exited with status -9",
+        "guest stopped responding",
+    ], out
+
+
 INNER_SLOW = """
 import time
 def test_waits(irqlab_fresh_guest):

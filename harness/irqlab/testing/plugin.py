@@ -15,7 +15,9 @@ Device level (a QEMU under the qtest accelerator, no guest):
 booted guest: a guest's device is ``irqlab_device`` / ``irqlab_fresh_device``.
 
 Booted guest (end to end): ``irqlab_guest`` (session), ``irqlab_agent``,
-``irqlab_device``, ``irqlab_wait_stats``; ``irqlab_fresh_guest``, ``irqlab_fresh_agent``
+``irqlab_device``, ``irqlab_wait_stats`` (before each test that has the session guest
+among its fixtures, the autouse ``irqlab_guest_alive`` replaces one an earlier test
+killed); ``irqlab_fresh_guest``, ``irqlab_fresh_agent``
 and ``irqlab_fresh_device`` for a guest of the test's own (a test uses one guest: mixing
 the two kinds, or the marker with the shared guest's fixtures, is an error), configured by
 ``@pytest.mark.irqlab(device={...}, module={...}, smp=N, gpio_edges=LINES,
@@ -602,13 +604,28 @@ def revive(guest: Guest, config: pytest.Config | None = None) -> str | None:
     return cause
 
 
+@pytest.fixture(autouse=True)
+def irqlab_guest_alive(request: pytest.FixtureRequest) -> Guest | None:
+    """Before every test that has the session guest among its fixtures (``irqlab_guest``
+    itself, ``irqlab_agent``, ``irqlab_device``, ``irqlab_wait_stats`` or a fixture of
+    your own that takes it): if an earlier test killed it (panic, QEMU gone, frozen),
+    it is replaced by a new one first (a restore) and the terminal says once why.  What
+    the health watch already knows decides: no round trip to a healthy guest.  Returns
+    the guest (None for a test without it; no guest is started for such a test)."""
+    if "irqlab_guest" not in request.fixturenames:
+        return None
+    guest: Guest = request.getfixturevalue("irqlab_guest")  # session scope: set up already
+    revive(guest, request.config)
+    return guest
+
+
 @pytest.fixture
 def irqlab_agent(
     request: pytest.FixtureRequest, irqlab_guest: Guest, irqlab_log_dir: Path
 ) -> Generator[AgentClient, None, None]:
     """The session's agent, reset: no armed paths or open files, device counters zero.
-    If an earlier test killed the session guest, it is replaced first (a restore)."""
-    revive(irqlab_guest, request.config)
+    If an earlier test killed the session guest, it was replaced first (by the autouse
+    ``irqlab_guest_alive``, which pytest sets up before this one)."""
     irqlab_guest.reset()
     client = irqlab_guest.agent
     request.node.stash[_GUEST_LOGS] = (

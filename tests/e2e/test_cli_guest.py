@@ -296,3 +296,26 @@ def test_inject_without_a_socket_says_so() -> None:
     assert r.returncode != 0
     assert "Traceback" not in r.stderr
     assert "no such socket" in r.stderr
+
+
+def counters(env: dict[str, str]) -> Counters:
+    """The device's counters, as ``irqlab inject counters`` prints them."""
+    r = irqlab("inject", "counters", env=env, timeout=30)
+    assert r.returncode == 0, r.stderr
+    return Counters(**json.loads(r.stdout))
+
+
+def test_inject_push_of_a_bad_word_pushes_none(shell: Terminal) -> None:
+    env, _ = hinted(shell)
+    shell.expect(r"irqlab:~# ")
+    before = counters(env)
+    r = irqlab("inject", "push", "1", "2", "0x1ffffffff", "4", env=env, timeout=30)
+    assert r.returncode == 1, r.stderr
+    assert "word=0x1ffffffff out of range" in r.stderr and "Traceback" not in r.stderr
+    # a push acts within its QMP command: the counters read after it returned are final
+    after = counters(env)
+    assert (after.raised, after.dropped) == (before.raised, before.dropped), "nothing pushed"
+    r = irqlab("inject", "push", "1", "2", "0xffffffff", "4", env=env, timeout=30)
+    assert r.returncode == 0, r.stderr
+    after = counters(env)
+    assert after.raised + after.dropped == before.raised + before.dropped + 4

@@ -8,6 +8,7 @@ import pytest
 
 from irqlab.cli.guestcmd import UsageError, parse_assignments, parse_puts
 from irqlab.cli.main import build_parser, main
+from irqlab.contract.regs import QOM
 
 
 def test_assignments() -> None:
@@ -180,3 +181,51 @@ def test_module_specs_as_insmod_takes_them(tmp_path: Path) -> None:
     args = build_parser().parse_args(["run", "--module", f"{ko} tag", "--", "true"])
     with pytest.raises(UsageError, match=r"--module .*'tag' is not PARAM=VALUE"):
         guest_config(args, "t")
+
+
+class _Qmp:
+    """What ``irqlab inject`` connects to, in place of QEMU's QMP socket: records the
+    commands sent (one by one or pipelined); ``qom-get`` of ``gpio-lines`` says 8."""
+
+    sent: list[tuple[str, dict[str, object]]] = []  # noqa: RUF012 (reset per test)
+
+    def __init__(self, path: Path) -> None:
+        pass
+
+    def qmp(self, command: str, args: dict[str, object] | None = None, /) -> object:
+        if command == "qom-get":
+            assert args is not None and args["property"] == QOM.PROP_GPIO_LINES
+            return 8
+        _Qmp.sent.append((command, dict(args or {})))
+        return {}
+
+    def qmp_many(
+        self, commands: list[tuple[str, dict[str, object] | None]], *, window: int = 8
+    ) -> list[object]:
+        return [self.qmp(c, a) for c, a in commands]
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def qmp(monkeypatch: pytest.MonkeyPatch) -> type[_Qmp]:
+    from irqlab.cli import guestcmd
+
+    monkeypatch.setattr(guestcmd, "QmpSocket", _Qmp)
+    monkeypatch.setattr(_Qmp, "sent", [])
+    return _Qmp
+
+
+def _pushed(q: type[_Qmp]) -> list[object]:
+    return [a["value"] for c, a in q.sent if c == "qom-set" and a["property"] == QOM.PROP_FIFO_PUSH]
+
+
+def test_inject_push_checks_every_word_before_pushing_any(
+    qmp: type[_Qmp], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["inject", "--qmp", "S", "push", "1", "2", "0x1ffffffff", "4"]) == 1
+    assert qmp.sent == [], "nothing is pushed when a word is out of range"
+    assert "word=0x1ffffffff out of range" in capsys.readouterr().err
+    assert main(["inject", "--qmp", "S", "push", "1", "2", "0xffffffff", "4"]) == 0
+    assert _pushed(qmp) == [1, 2, 0xFFFF_FFFF, 4]  # in order, each once

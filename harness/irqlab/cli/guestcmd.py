@@ -19,7 +19,7 @@ import shutil
 import signal
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -362,6 +362,13 @@ class QmpSocket:
     def qmp(self, command: str, args: Any = None, /) -> Any:
         return self._qmp.execute(command, args)
 
+    def qmp_many(
+        self, commands: Sequence[tuple[str, Mapping[str, object] | None]], *, window: int = 8
+    ) -> list[Any]:
+        """*commands* pipelined (:meth:`SyncQMP.execute_many`), for
+        :meth:`Injector.push_many`."""
+        return self._qmp.execute_many(commands, window=window)
+
     def close(self) -> None:
         self._qmp.close()
 
@@ -395,8 +402,7 @@ def cmd_inject(args: argparse.Namespace) -> int:
         elif args.action == "set-lines":
             inj.set_lines(args.levels)
         elif args.action == "push":
-            for word in args.words:
-                inj.push(word)
+            inj.push_many(args.words)  # every word checked before the first is pushed
         elif args.action == "burst":
             period = None if args.period_us is None else int(args.period_us * 1000)
             inj.burst(args.count, period, line=args.line)

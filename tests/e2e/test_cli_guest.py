@@ -319,3 +319,21 @@ def test_inject_push_of_a_bad_word_pushes_none(shell: Terminal) -> None:
     assert r.returncode == 0, r.stderr
     after = counters(env)
     assert after.raised + after.dropped == before.raised + before.dropped + 4
+
+
+def test_inject_pulse_of_a_bad_line_pulses_none() -> None:
+    t = Terminal([*IRQLAB, "shell", "--module-param", f"gpio_edges={1 << 3:#x}"])
+    try:
+        env, _ = hinted(t)
+        t.expect(r"irqlab:~# ")
+        before = counters(env)
+        r = irqlab("inject", "pulse", "3", "99", env=env, timeout=30)
+        assert r.returncode == 1, r.stderr
+        assert "line=99 out of range" in r.stderr and "Traceback" not in r.stderr
+        # a pulse acts within its QMP command: the counters read after it are final
+        assert counters(env).raised == before.raised, "line 3 was not pulsed"
+        r = irqlab("inject", "pulse", "3", env=env, timeout=30)
+        assert r.returncode == 0, r.stderr
+        assert counters(env).raised > before.raised  # line 3's edges raise interrupts
+    finally:
+        t.close()

@@ -229,3 +229,14 @@ def test_inject_push_checks_every_word_before_pushing_any(
     assert "word=0x1ffffffff out of range" in capsys.readouterr().err
     assert main(["inject", "--qmp", "S", "push", "1", "2", "0xffffffff", "4"]) == 0
     assert _pushed(qmp) == [1, 2, 0xFFFF_FFFF, 4]  # in order, each once
+
+
+def test_inject_pulse_checks_every_line_before_pulsing_any(
+    qmp: type[_Qmp], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["inject", "--qmp", "S", "pulse", "1", "2", "8"]) == 1  # the device has 8
+    assert qmp.sent == [], "no line is pulsed when one is out of range"
+    assert "line=8 out of range [0, 7]" in capsys.readouterr().err
+    assert main(["inject", "--qmp", "S", "pulse", "1", "7", "1"]) == 0
+    pulsed = [a["value"] for c, a in qmp.sent if a["property"] == QOM.PROP_GPIO_PULSE]
+    assert pulsed == [1 << 1, 1 << 7, 1 << 1]  # one pulse a line, in order

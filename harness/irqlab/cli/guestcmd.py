@@ -397,8 +397,7 @@ def cmd_inject(args: argparse.Namespace) -> int:
     try:
         inj = Injector(conn, args.device_id)
         if args.action == "pulse":
-            for line in args.lines:
-                inj.pulse(line)
+            inj.pulse_lines(args.lines)  # every line checked before the first is pulsed
         elif args.action == "set-lines":
             inj.set_lines(args.levels)
         elif args.action == "push":

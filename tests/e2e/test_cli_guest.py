@@ -337,3 +337,28 @@ def test_inject_pulse_of_a_bad_line_pulses_none() -> None:
         assert counters(env).raised > before.raised  # line 3's edges raise interrupts
     finally:
         t.close()
+
+
+def burst_state(env: dict[str, str]) -> tuple[int, int, int | None]:
+    """The burst generator's period (ns), steps left and line, read over the socket."""
+    from irqlab.cli.guestcmd import QmpSocket
+    from irqlab.vm.qmp.injector import Injector
+
+    conn = QmpSocket(Path(env["IRQLAB_QMP"]))
+    try:
+        inj = Injector(conn)
+        return inj.burst_period(), inj.burst_remaining(), inj.burst_line()
+    finally:
+        conn.close()
+
+
+def test_inject_burst_with_a_period_not_a_number_is_a_usage_error(shell: Terminal) -> None:
+    env, _ = hinted(shell)
+    shell.expect(r"irqlab:~# ")
+    before = (burst_state(env), counters(env))
+    for period in (["--period-us", "nan"], ["--period-us", "inf"], ["--period-us=-inf"]):
+        r = irqlab("inject", "burst", "10", *period, env=env, timeout=30)
+        assert r.returncode == 2, r.stderr
+        assert "Traceback" not in r.stderr and r.stderr.startswith("usage: irqlab inject burst")
+        assert "argument --period-us: " in r.stderr and "not a finite number" in r.stderr
+    assert (burst_state(env), counters(env)) == before, "QEMU untouched"

@@ -188,9 +188,10 @@ class _Qmp:
     commands sent (one by one or pipelined); ``qom-get`` of ``gpio-lines`` says 8."""
 
     sent: list[tuple[str, dict[str, object]]] = []  # noqa: RUF012 (reset per test)
+    connections = 0
 
     def __init__(self, path: Path) -> None:
-        pass
+        _Qmp.connections += 1
 
     def qmp(self, command: str, args: dict[str, object] | None = None, /) -> object:
         if command == "qom-get":
@@ -214,6 +215,7 @@ def qmp(monkeypatch: pytest.MonkeyPatch) -> type[_Qmp]:
 
     monkeypatch.setattr(guestcmd, "QmpSocket", _Qmp)
     monkeypatch.setattr(_Qmp, "sent", [])
+    monkeypatch.setattr(_Qmp, "connections", 0)
     return _Qmp
 
 
@@ -240,3 +242,25 @@ def test_inject_pulse_checks_every_line_before_pulsing_any(
     assert main(["inject", "--qmp", "S", "pulse", "1", "7", "1"]) == 0
     pulsed = [a["value"] for c, a in qmp.sent if a["property"] == QOM.PROP_GPIO_PULSE]
     assert pulsed == [1 << 1, 1 << 7, 1 << 1]  # one pulse a line, in order
+
+
+@pytest.mark.parametrize("period", ["nan", "inf", "-inf", "NaN", "1e999"])
+def test_inject_burst_period_not_a_finite_number_is_a_usage_error(
+    qmp: type[_Qmp], capsys: pytest.CaptureFixture[str], period: str
+) -> None:
+    with pytest.raises(SystemExit) as e:
+        main(["inject", "--qmp", "S", "burst", "10", f"--period-us={period}"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: irqlab inject burst ") and "Traceback" not in err
+    assert f"error: argument --period-us: {period!r}: not a finite number of microseconds" in err
+    assert qmp.connections == 0, "QEMU is not even asked"
+
+
+def test_inject_burst_period_in_microseconds(qmp: type[_Qmp]) -> None:
+    assert main(["inject", "--qmp", "S", "burst", "10", "--period-us", "2.5"]) == 0
+    sets = [(a["property"], a["value"]) for c, a in qmp.sent if c == "qom-set"]
+    assert (QOM.PROP_BURST_PERIOD_NS, 2500) in sets and (QOM.PROP_BURST_COUNT, 10) in sets
+    with pytest.raises(SystemExit) as e:
+        build_parser().parse_args(["inject", "burst", "10", "--period-us", "abc"])
+    assert e.value.code == 2

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import select
 import shlex
@@ -380,6 +381,18 @@ def _int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
 
 
+def _microseconds(text: str) -> float:
+    """``--period-us``: a number of microseconds, finite (NaN and infinities have no
+    nanosecond count: a usage error, not a traceback); its range is the injector's."""
+    try:
+        us = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(us):
+        raise argparse.ArgumentTypeError(f"{text!r}: not a finite number of microseconds")
+    return us
+
+
 def _vcpus(text: str) -> int:
     n = _int(text)
     if n < 1:
@@ -518,7 +531,7 @@ def add_guest_parsers(sub: Any) -> None:
     a.add_argument("words", type=_int, nargs="+", metavar="WORD")
     a = action("burst", "start the in-device burst generator")
     a.add_argument("count", type=_int)
-    a.add_argument("--period-us", type=float, help="period in microseconds")
+    a.add_argument("--period-us", type=_microseconds, help="period in microseconds")
     a.add_argument("--line", type=_int, help="toggle this GPIO line instead of BURST events")
     action("counters", "print the device counters (JSON)")
     s.set_defaults(func=cmd_inject)

@@ -60,6 +60,30 @@ def test_run_without_a_command_is_a_usage_error(capsys: pytest.CaptureFixture[st
     assert "no command" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("command", ["run", "shell"])
+def test_device_prop_name_with_a_comma_is_refused_before_a_guest_starts(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, command: str
+) -> None:
+    monkeypatch.setattr("irqlab.vm.guest.Guest", None)  # a guest started would fail loudly
+    cmd = ["--", "true"] if command == "run" else []
+    assert main([command, "--device-prop", "irq-mode,id=evil=msi", *cmd]) == 1
+    err = capsys.readouterr().err
+    assert err.strip() == (
+        "irqlab: --device-prop 'irq-mode,id': a property name cannot contain ',' or '=' "
+        "(QEMU's -device option syntax has no escape for them in a name)"
+    )
+
+
+def test_device_prop_value_with_a_comma_is_one_value(tmp_path: Path) -> None:
+    from irqlab.cli.guestcmd import guest_config
+    from irqlab.vm.guest import device_arg
+
+    args = build_parser().parse_args(["run", "--device-prop", "irq-mode=msi,id=evil", "--", "x"])
+    config = guest_config(args, "t")
+    assert config.device_props == {"irq-mode": "msi,id=evil"}
+    assert device_arg(config.device_id, config.device_props).endswith(",irq-mode=msi,,id=evil")
+
+
 def test_bad_module_param_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", "--module-param", "oops", "--", "true"]) == 1
     err = capsys.readouterr().err

@@ -79,7 +79,7 @@ def parse_puts(items: list[str] | None) -> dict[str, Path]:
 def guest_config(args: argparse.Namespace, name: str) -> Any:
     """The GuestConfig the options describe (``--accel`` goes to $IRQLAB_ACCEL)."""
     from irqlab.build.kernel import module_name
-    from irqlab.vm.guest import GuestConfig, parse_module_spec
+    from irqlab.vm.guest import GuestConfig, GuestConfigError, check_device_props, parse_module_spec
 
     if args.accel:
         os.environ["IRQLAB_ACCEL"] = args.accel
@@ -96,9 +96,14 @@ def guest_config(args: argparse.Namespace, name: str) -> Any:
         modules.append(m)
         if params:
             module_params[module_name(m.name)] = params
+    device_props = parse_assignments(args.device_prop, "--device-prop")
+    try:
+        check_device_props(device_props, "--device-prop")
+    except GuestConfigError as e:
+        raise UsageError(str(e)) from None
     return GuestConfig(
         name=name,
-        device_props=parse_assignments(args.device_prop, "--device-prop"),
+        device_props=device_props,
         module_params=parse_assignments(args.module_param, "--module-param"),
         smp=args.smp,
         extra_modules=modules,

@@ -7,20 +7,10 @@ from __future__ import annotations
 import re
 
 import pytest
+from qemu_opts import qemu_options  # same directory (rootdir-relative import)
 
 from irqlab.contract.regs import QOM
 from irqlab.vm.guest import GuestConfig, GuestConfigError, device_arg
-
-
-def qemu_options(arg: str) -> list[tuple[str, str]]:
-    """*arg* split as QEMU's option parser splits it: (key, value) per option, the
-    first (the driver) as ("", name); ``,,`` is a comma of the value."""
-    out = []
-    for i, part in enumerate(arg.replace(",,", "\0").split(",")):
-        part = part.replace("\0", ",")
-        key, _, value = part.partition("=") if i else ("", "", part)
-        out.append((key, value))
-    return out
 
 
 @pytest.mark.parametrize(

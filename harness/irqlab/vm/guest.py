@@ -160,7 +160,9 @@ def _prop_text(v: Any) -> str:
 def _option_value(v: Any) -> str:
     """*v* as a value in QEMU's option syntax, where ``,`` separates options: a comma
     of the value is doubled (``,,``), so that it reaches the property as it is."""
-    return _prop_text(v).replace(",", ",,")
+    from irqlab.build.boot import qemu_option_value
+
+    return qemu_option_value(_prop_text(v))
 
 
 def check_device_props(props: Mapping[str, Any], what: str = "device_props key") -> None:
@@ -892,7 +894,7 @@ class Guest:
         sock = self.config.qmp_socket
         if sock is None:
             return []
-        return ["-qmp", f"unix:{str(sock).replace(',', ',,')},server=on,wait=off"]
+        return ["-qmp", f"unix:{_option_value(sock)},server=on,wait=off"]
 
     def _start_watch(self) -> None:
         self._stop_watch()

@@ -322,3 +322,69 @@ def test_inject_without_a_socket_says_so() -> None:
     assert r.returncode != 0
     assert "Traceback" not in r.stderr
     assert "no such socket" in r.stderr
+
+
+def counters(env: dict[str, str]) -> Counters:
+    """The device's counters, as ``irqlab inject counters`` prints them."""
+    r = irqlab("inject", "counters", env=env, timeout=30)
+    assert r.returncode == 0, r.stderr
+    return Counters(**json.loads(r.stdout))
+
+
+def test_inject_push_of_a_bad_word_pushes_none(shell: Terminal) -> None:
+    env, _ = hinted(shell)
+    shell.expect(r"irqlab:~# ")
+    before = counters(env)
+    r = irqlab("inject", "push", "1", "2", "0x1ffffffff", "4", env=env, timeout=30)
+    assert r.returncode == 1, r.stderr
+    assert "word=0x1ffffffff out of range" in r.stderr and "Traceback" not in r.stderr
+    # a push acts within its QMP command: the counters read after it returned are final
+    after = counters(env)
+    assert (after.raised, after.dropped) == (before.raised, before.dropped), "nothing pushed"
+    r = irqlab("inject", "push", "1", "2", "0xffffffff", "4", env=env, timeout=30)
+    assert r.returncode == 0, r.stderr
+    after = counters(env)
+    assert after.raised + after.dropped == before.raised + before.dropped + 4
+
+
+def test_inject_pulse_of_a_bad_line_pulses_none() -> None:
+    t = Terminal([*IRQLAB, "shell", "--module-param", f"gpio_edges={1 << 3:#x}"])
+    try:
+        env, _ = hinted(t)
+        t.expect(r"irqlab:~# ")
+        before = counters(env)
+        r = irqlab("inject", "pulse", "3", "99", env=env, timeout=30)
+        assert r.returncode == 1, r.stderr
+        assert "line=99 out of range" in r.stderr and "Traceback" not in r.stderr
+        # a pulse acts within its QMP command: the counters read after it are final
+        assert counters(env).raised == before.raised, "line 3 was not pulsed"
+        r = irqlab("inject", "pulse", "3", env=env, timeout=30)
+        assert r.returncode == 0, r.stderr
+        assert counters(env).raised > before.raised  # line 3's edges raise interrupts
+    finally:
+        t.close()
+
+
+def burst_state(env: dict[str, str]) -> tuple[int, int, int | None]:
+    """The burst generator's period (ns), steps left and line, read over the socket."""
+    from irqlab.cli.guestcmd import QmpSocket
+    from irqlab.vm.qmp.injector import Injector
+
+    conn = QmpSocket(Path(env["IRQLAB_QMP"]))
+    try:
+        inj = Injector(conn)
+        return inj.burst_period(), inj.burst_remaining(), inj.burst_line()
+    finally:
+        conn.close()
+
+
+def test_inject_burst_with_a_period_not_a_number_is_a_usage_error(shell: Terminal) -> None:
+    env, _ = hinted(shell)
+    shell.expect(r"irqlab:~# ")
+    before = (burst_state(env), counters(env))
+    for period in (["--period-us", "nan"], ["--period-us", "inf"], ["--period-us=-inf"]):
+        r = irqlab("inject", "burst", "10", *period, env=env, timeout=30)
+        assert r.returncode == 2, r.stderr
+        assert "Traceback" not in r.stderr and r.stderr.startswith("usage: irqlab inject burst")
+        assert "argument --period-us: " in r.stderr and "not a finite number" in r.stderr
+    assert (burst_state(env), counters(env)) == before, "QEMU untouched"

@@ -161,3 +161,23 @@ def test_glitch_shorter_than_debounce_gives_nothing(key: Key, path: str) -> None
     c = key.device.counters()
     assert c.raised == key.edges == glitch + 2 * TRAIN and c.dropped == 0, c
     assert key_irqs(key.guest) - irqs0 == c.raised
+
+
+def test_the_tree_is_dumped_into_a_cache_whose_path_has_a_comma(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """QEMU dumps virt's tree (``-machine virt,...,dumpdtb=PATH``) into the build cache
+    wherever it is: a comma of its path is part of PATH, not another machine option."""
+    from irqlab.build.arch import AARCH64
+    from irqlab.build.archguest import key_dtb_args
+    from irqlab.build.boot import cpu_args, machine_args
+    from irqlab.build.qemu import find_qemu
+
+    qemu = find_qemu(AARCH64)
+    assert qemu is not None, "the aarch64 QEMU is built (else this file is not collected)"
+    cache = tmp_path / "cache,x=y"
+    cache.mkdir()
+    monkeypatch.setenv("IRQLAB_CACHE_DIR", str(cache))
+    base = [*machine_args("aarch64"), *cpu_args("tcg", "aarch64"), "-smp", "1"]
+    option, dtb = key_dtb_args(qemu.binary, base)
+    assert option == "-dtb" and Path(dtb).is_relative_to(cache) and Path(dtb).stat().st_size

@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
+from qemu_opts import qemu_options  # same directory (rootdir-relative import)
 
 from irqlab.build import arch, boot, debs, initramfs, kernel, kmod, qemu, steps
 from irqlab.build.arch import AARCH64, X86_64
@@ -248,6 +249,34 @@ def test_with_key_adds_our_function_and_a_debounced_key() -> None:
     assert out.rstrip().endswith("};")
     with pytest.raises(ValueError, match="pcie"):
         with_key("/ {\n};\n", slot=3, line=1, debounce_ms=1)
+
+
+def test_the_tree_is_dumped_where_the_cache_is_whatever_its_commas(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The dump's path is one value of -machine (',,' for a comma), not more options."""
+    from irqlab.build import devicetree
+
+    out = tmp_path / "cache,x=y"  # e.g. IRQLAB_CACHE_DIR=/tmp/a,b
+    ran: list[list[str]] = []
+
+    class Dumped(Exception):
+        pass
+
+    def run(argv: list[str]) -> None:
+        ran.append([str(a) for a in argv])
+        raise Dumped  # what follows reads the dump: stop at QEMU's command
+
+    monkeypatch.setattr(devicetree, "_run", run)
+    monkeypatch.setattr(devicetree.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(devicetree, "cached_build", lambda kind, digest, build: build(out))
+    with pytest.raises(Dumped):
+        devicetree.ensure_key_dtb(
+            Path("qemu"), ["-machine", "virt,its=on", "-m", "512M"], slot=3, line=1, debounce_ms=1
+        )
+    ((qemu, _, machine, *_),) = ran
+    assert qemu == "qemu"
+    assert qemu_options(machine) == [("", "virt"), ("its", "on"), ("dumpdtb", f"{out}/virt.dtb")]
 
 
 # ---- the Buildroot aarch64 defconfig (offline: no Buildroot tree here) --------------------

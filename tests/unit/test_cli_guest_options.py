@@ -8,6 +8,7 @@ import pytest
 
 from irqlab.cli.guestcmd import UsageError, parse_assignments, parse_puts
 from irqlab.cli.main import build_parser, main
+from irqlab.contract.regs import QOM
 
 
 def test_assignments() -> None:
@@ -57,6 +58,30 @@ def test_inject_options_default_wherever_they_are_not_given() -> None:
 def test_run_without_a_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run"]) == 1
     assert "no command" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["run", "shell"])
+def test_device_prop_name_with_a_comma_is_refused_before_a_guest_starts(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, command: str
+) -> None:
+    monkeypatch.setattr("irqlab.vm.guest.Guest", None)  # a guest started would fail loudly
+    cmd = ["--", "true"] if command == "run" else []
+    assert main([command, "--device-prop", "irq-mode,id=evil=msi", *cmd]) == 1
+    err = capsys.readouterr().err
+    assert err.strip() == (
+        "irqlab: --device-prop 'irq-mode,id': a property name cannot contain ',' or '=' "
+        "(QEMU's -device option syntax has no escape for them in a name)"
+    )
+
+
+def test_device_prop_value_with_a_comma_is_one_value(tmp_path: Path) -> None:
+    from irqlab.cli.guestcmd import guest_config
+    from irqlab.vm.guest import device_arg
+
+    args = build_parser().parse_args(["run", "--device-prop", "irq-mode=msi,id=evil", "--", "x"])
+    config = guest_config(args, "t")
+    assert config.device_props == {"irq-mode": "msi,id=evil"}
+    assert device_arg(config.device_id, config.device_props).endswith(",irq-mode=msi,,id=evil")
 
 
 def test_bad_module_param_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
@@ -180,3 +205,86 @@ def test_module_specs_as_insmod_takes_them(tmp_path: Path) -> None:
     args = build_parser().parse_args(["run", "--module", f"{ko} tag", "--", "true"])
     with pytest.raises(UsageError, match=r"--module .*'tag' is not PARAM=VALUE"):
         guest_config(args, "t")
+
+
+class _Qmp:
+    """What ``irqlab inject`` connects to, in place of QEMU's QMP socket: records the
+    commands sent (one by one or pipelined); ``qom-get`` of ``gpio-lines`` says 8."""
+
+    sent: list[tuple[str, dict[str, object]]] = []  # noqa: RUF012 (reset per test)
+    connections = 0
+
+    def __init__(self, path: Path) -> None:
+        _Qmp.connections += 1
+
+    def qmp(self, command: str, args: dict[str, object] | None = None, /) -> object:
+        if command == "qom-get":
+            assert args is not None and args["property"] == QOM.PROP_GPIO_LINES
+            return 8
+        _Qmp.sent.append((command, dict(args or {})))
+        return {}
+
+    def qmp_many(
+        self, commands: list[tuple[str, dict[str, object] | None]], *, window: int = 8
+    ) -> list[object]:
+        return [self.qmp(c, a) for c, a in commands]
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def qmp(monkeypatch: pytest.MonkeyPatch) -> type[_Qmp]:
+    from irqlab.cli import guestcmd
+
+    monkeypatch.setattr(guestcmd, "QmpSocket", _Qmp)
+    monkeypatch.setattr(_Qmp, "sent", [])
+    monkeypatch.setattr(_Qmp, "connections", 0)
+    return _Qmp
+
+
+def _pushed(q: type[_Qmp]) -> list[object]:
+    return [a["value"] for c, a in q.sent if c == "qom-set" and a["property"] == QOM.PROP_FIFO_PUSH]
+
+
+def test_inject_push_checks_every_word_before_pushing_any(
+    qmp: type[_Qmp], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["inject", "--qmp", "S", "push", "1", "2", "0x1ffffffff", "4"]) == 1
+    assert qmp.sent == [], "nothing is pushed when a word is out of range"
+    assert "word=0x1ffffffff out of range" in capsys.readouterr().err
+    assert main(["inject", "--qmp", "S", "push", "1", "2", "0xffffffff", "4"]) == 0
+    assert _pushed(qmp) == [1, 2, 0xFFFF_FFFF, 4]  # in order, each once
+
+
+def test_inject_pulse_checks_every_line_before_pulsing_any(
+    qmp: type[_Qmp], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["inject", "--qmp", "S", "pulse", "1", "2", "8"]) == 1  # the device has 8
+    assert qmp.sent == [], "no line is pulsed when one is out of range"
+    assert "line=8 out of range [0, 7]" in capsys.readouterr().err
+    assert main(["inject", "--qmp", "S", "pulse", "1", "7", "1"]) == 0
+    pulsed = [a["value"] for c, a in qmp.sent if a["property"] == QOM.PROP_GPIO_PULSE]
+    assert pulsed == [1 << 1, 1 << 7, 1 << 1]  # one pulse a line, in order
+
+
+@pytest.mark.parametrize("period", ["nan", "inf", "-inf", "NaN", "1e999"])
+def test_inject_burst_period_not_a_finite_number_is_a_usage_error(
+    qmp: type[_Qmp], capsys: pytest.CaptureFixture[str], period: str
+) -> None:
+    with pytest.raises(SystemExit) as e:
+        main(["inject", "--qmp", "S", "burst", "10", f"--period-us={period}"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: irqlab inject burst ") and "Traceback" not in err
+    assert f"error: argument --period-us: {period!r}: not a finite number of microseconds" in err
+    assert qmp.connections == 0, "QEMU is not even asked"
+
+
+def test_inject_burst_period_in_microseconds(qmp: type[_Qmp]) -> None:
+    assert main(["inject", "--qmp", "S", "burst", "10", "--period-us", "2.5"]) == 0
+    sets = [(a["property"], a["value"]) for c, a in qmp.sent if c == "qom-set"]
+    assert (QOM.PROP_BURST_PERIOD_NS, 2500) in sets and (QOM.PROP_BURST_COUNT, 10) in sets
+    with pytest.raises(SystemExit) as e:
+        build_parser().parse_args(["inject", "burst", "10", "--period-us", "abc"])
+    assert e.value.code == 2

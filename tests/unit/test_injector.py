@@ -80,6 +80,16 @@ def test_gpio_commands(inj: Injector, runner: FakeRunner) -> None:
     assert all(a["path"] == "/machine/peripheral/irq0" for _, a in runner.sent)
 
 
+def test_pulse_lines_checks_every_line_before_pulsing_any(
+    inj: Injector, runner: FakeRunner
+) -> None:
+    with pytest.raises(OutOfRange, match=r"^line=8 out of range \[0, 7\]$"):
+        inj.pulse_lines([1, 2, 8])
+    assert runner.sets() == []
+    inj.pulse_lines([1, 7, 1])
+    assert runner.sets() == [(GPIO_PULSE, 0x2), (GPIO_PULSE, 0x80), (GPIO_PULSE, 0x2)]
+
+
 def test_gpio_in_and_lines(inj: Injector, runner: FakeRunner) -> None:
     runner.props[GPIO_IN] = 0x5
     assert inj.gpio_in() == 5

@@ -35,6 +35,7 @@ __all__ = [
     "cpu_args",
     "guest_image",
     "machine_args",
+    "qemu_option_value",
 ]
 
 READY_MARKER = "IRQLAB-READY"
@@ -83,6 +84,13 @@ AARCH64_MACHINE_ARGS: tuple[str, ...] = ("-machine", "virt,gic-version=3,its=on"
 AARCH64_KERNEL_CMDLINE: tuple[str, ...] = (
     "console=ttyAMA0", "quiet", "panic=-1", "cryptomgr.notests", "init_on_alloc=0",
 )  # fmt: skip
+
+
+def qemu_option_value(value: str) -> str:
+    """*value* as one value in QEMU's option syntax (``name,key=value,...``), where a
+    comma separates options and ``,,`` is a comma of the value: whatever its commas,
+    it reaches QEMU as it is and never as another option (paths, device properties)."""
+    return value.replace(",", ",,")
 
 
 def machine_args(arch: str = "x86_64") -> tuple[str, ...]:

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from irqlab.build import debs
+from irqlab.build.boot import qemu_option_value
 from irqlab.build.cache import InputHash, cached_build
 from irqlab.build.steps import StepLog
 from irqlab.paths import log_dir
@@ -97,7 +98,7 @@ def ensure_key_dtb(
     def build(out: Path) -> None:
         args = list(machine_args)
         i = args.index("-machine") + 1
-        args[i] = f"{args[i]},dumpdtb={out / 'virt.dtb'}"
+        args[i] = f"{args[i]},dumpdtb={qemu_option_value(str(out / 'virt.dtb'))}"
         _run([qemu, *args, "-accel", "tcg"])
         _run(["dtc", "-q", "-I", "dtb", "-O", "dts", "-o", out / "virt.dts", out / "virt.dtb"])
         dts = with_key(

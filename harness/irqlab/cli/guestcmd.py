@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import select
 import shlex
@@ -19,7 +20,7 @@ import shutil
 import signal
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -78,7 +79,7 @@ def parse_puts(items: list[str] | None) -> dict[str, Path]:
 def guest_config(args: argparse.Namespace, name: str) -> Any:
     """The GuestConfig the options describe (``--accel`` goes to $IRQLAB_ACCEL)."""
     from irqlab.build.kernel import module_name
-    from irqlab.vm.guest import GuestConfig, parse_module_spec
+    from irqlab.vm.guest import GuestConfig, GuestConfigError, check_device_props, parse_module_spec
 
     if args.accel:
         os.environ["IRQLAB_ACCEL"] = args.accel
@@ -95,9 +96,14 @@ def guest_config(args: argparse.Namespace, name: str) -> Any:
         modules.append(m)
         if params:
             module_params[module_name(m.name)] = params
+    device_props = parse_assignments(args.device_prop, "--device-prop")
+    try:
+        check_device_props(device_props, "--device-prop")
+    except GuestConfigError as e:
+        raise UsageError(str(e)) from None
     return GuestConfig(
         name=name,
-        device_props=parse_assignments(args.device_prop, "--device-prop"),
+        device_props=device_props,
         module_params=parse_assignments(args.module_param, "--module-param"),
         smp=args.smp,
         extra_modules=modules,
@@ -362,6 +368,13 @@ class QmpSocket:
     def qmp(self, command: str, args: Any = None, /) -> Any:
         return self._qmp.execute(command, args)
 
+    def qmp_many(
+        self, commands: Sequence[tuple[str, Mapping[str, object] | None]], *, window: int = 8
+    ) -> list[Any]:
+        """*commands* pipelined (:meth:`SyncQMP.execute_many`), for
+        :meth:`Injector.push_many`."""
+        return self._qmp.execute_many(commands, window=window)
+
     def close(self) -> None:
         self._qmp.close()
 
@@ -371,6 +384,18 @@ def _int(text: str) -> int:
         return int(text, 0)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+
+
+def _microseconds(text: str) -> float:
+    """``--period-us``: a number of microseconds, finite (NaN and infinities have no
+    nanosecond count: a usage error, not a traceback); its range is the injector's."""
+    try:
+        us = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(us):
+        raise argparse.ArgumentTypeError(f"{text!r}: not a finite number of microseconds")
+    return us
 
 
 def _vcpus(text: str) -> int:
@@ -390,13 +415,11 @@ def cmd_inject(args: argparse.Namespace) -> int:
     try:
         inj = Injector(conn, args.device_id)
         if args.action == "pulse":
-            for line in args.lines:
-                inj.pulse(line)
+            inj.pulse_lines(args.lines)  # every line checked before the first is pulsed
         elif args.action == "set-lines":
             inj.set_lines(args.levels)
         elif args.action == "push":
-            for word in args.words:
-                inj.push(word)
+            inj.push_many(args.words)  # every word checked before the first is pushed
         elif args.action == "burst":
             period = None if args.period_us is None else int(args.period_us * 1000)
             inj.burst(args.count, period, line=args.line)
@@ -513,7 +536,7 @@ def add_guest_parsers(sub: Any) -> None:
     a.add_argument("words", type=_int, nargs="+", metavar="WORD")
     a = action("burst", "start the in-device burst generator")
     a.add_argument("count", type=_int)
-    a.add_argument("--period-us", type=float, help="period in microseconds")
+    a.add_argument("--period-us", type=_microseconds, help="period in microseconds")
     a.add_argument("--line", type=_int, help="toggle this GPIO line instead of BURST events")
     action("counters", "print the device counters (JSON)")
     s.set_defaults(func=cmd_inject)

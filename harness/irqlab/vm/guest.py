@@ -79,6 +79,7 @@ __all__ = [
     "ModuleLoadError",
     "PrerequisiteMissing",
     "agent_command",
+    "check_device_props",
     "check_module_arch",
     "check_module_params",
     "device_arg",
@@ -158,10 +159,36 @@ def _prop_text(v: Any) -> str:
     return ("on" if v else "off") if isinstance(v, bool) else str(v)
 
 
+def _option_value(v: Any) -> str:
+    """*v* as a value in QEMU's option syntax, where ``,`` separates options: a comma
+    of the value is doubled (``,,``), so that it reaches the property as it is."""
+    from irqlab.build.boot import qemu_option_value
+
+    return qemu_option_value(_prop_text(v))
+
+
+def check_device_props(props: Mapping[str, Any], what: str = "device_props key") -> None:
+    """:class:`GuestConfigError` for a property name QEMU's option syntax cannot carry:
+    empty, or with ``,`` or ``=`` (a value's comma can be escaped, a name's cannot);
+    the message names it as *what* (e.g. the command-line option that gave it)."""
+    for key in props:
+        name = str(key)
+        if not name:
+            raise GuestConfigError(f"{what} {name!r}: a property name cannot be empty")
+        if "," in name or "=" in name:
+            raise GuestConfigError(
+                f"{what} {name!r}: a property name cannot contain ',' or '=' "
+                f"(QEMU's -device option syntax has no escape for them in a name)"
+            )
+
+
 def device_arg(device_id: str, props: Mapping[str, Any], bus: str | None = None) -> str:
-    """``irqlab,id=<id>[,bus=<bus>],k=v,...`` for ``-device`` (booleans as on/off)."""
-    parts = [DEVICE_TYPE, f"id={device_id}", *([f"bus={bus}"] if bus else [])]
-    parts += [f"{k}={_prop_text(v)}" for k, v in props.items()]
+    """``irqlab,id=<id>[,bus=<bus>],k=v,...`` for ``-device`` (booleans as on/off), each
+    value one option's value whatever its commas (:func:`check_device_props` first)."""
+    check_device_props(props)
+    parts = [DEVICE_TYPE, f"id={_option_value(device_id)}"]
+    parts += [f"bus={_option_value(bus)}"] if bus else []
+    parts += [f"{k}={_option_value(v)}" for k, v in props.items()]
     return ",".join(parts)
 
 
@@ -321,6 +348,8 @@ def host_cpu_model() -> str:
 @dataclass
 class GuestConfig:
     device_id: str = DEVICE_ID
+    # Properties of the irqlab device (-device irqlab,...): each value reaches QEMU as it
+    # is, commas included; a name with ',' or '=' is refused (GuestConfigError).
     device_props: dict[str, Any] = field(default_factory=dict)
     module_params: dict[str, Any] = field(default_factory=dict)
     smp: int = 1
@@ -371,6 +400,7 @@ class GuestConfig:
     arch: str = ""
 
     def __post_init__(self) -> None:
+        check_device_props(self.device_props)
         # QEMU takes -smp 0 as its default (1 vCPU): refused rather than silently changed
         if isinstance(self.smp, bool) or not isinstance(self.smp, int) or self.smp < 1:
             raise GuestConfigError(
@@ -871,7 +901,7 @@ class Guest:
         sock = self.config.qmp_socket
         if sock is None:
             return []
-        return ["-qmp", f"unix:{str(sock).replace(',', ',,')},server=on,wait=off"]
+        return ["-qmp", f"unix:{_option_value(sock)},server=on,wait=off"]
 
     def _start_watch(self) -> None:
         self._stop_watch()

@@ -158,7 +158,9 @@ def remove_stale_sock_dirs(tmp: Path | None = None) -> list[Path]:
 
 
 def _chardev_path(p: Path) -> str:
-    return str(p).replace(",", ",,")  # QEMU option syntax escapes commas by doubling
+    from irqlab.build.boot import qemu_option_value  # a comma of the path: ",,"
+
+    return qemu_option_value(str(p))
 
 
 def build_argv(cfg: MachineConfig, paths: RunPaths) -> list[str]:

@@ -145,6 +145,12 @@ class Injector:
         """Toggle *line* and back (two edges)."""
         self.set(QOM.PROP_GPIO_PULSE, 1 << self._line(line))
 
+    def pulse_lines(self, lines: Sequence[int]) -> None:
+        """:meth:`pulse` each of *lines* in order (a line given twice is pulsed twice);
+        every line is checked before the first pulse."""
+        for bit in [1 << self._line(line) for line in lines]:
+            self.set(QOM.PROP_GPIO_PULSE, bit)
+
     def pulse_mask(self, mask: int) -> None:
         """Toggle every line in *mask* and back."""
         self.set(QOM.PROP_GPIO_PULSE, self._mask(mask))

@@ -1,0 +1,48 @@
+"""The ``-device`` argument of a guest's irqlab device, built from GuestConfig's
+device_props: QEMU's option syntax (``,`` separates options, ``,,`` is a comma in a
+value) keeps every value one option's value, without a guest."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from qemu_opts import qemu_options  # same directory (rootdir-relative import)
+
+from irqlab.contract.regs import QOM
+from irqlab.vm.guest import GuestConfig, GuestConfigError, device_arg
+
+
+@pytest.mark.parametrize(
+    ("props", "value"),
+    [
+        ({QOM.PROP_FIFO_DEPTH: "16,gpio-lines=8"}, "16,gpio-lines=8"),
+        ({QOM.PROP_IRQ_MODE: "msi,id=evil"}, "msi,id=evil"),
+        ({QOM.PROP_IRQ_MODE: "a,,b,"}, "a,,b,"),
+        ({QOM.PROP_IRQ_MODE: ",id=x"}, ",id=x"),
+    ],
+)
+def test_a_comma_in_a_value_stays_in_the_value(props: dict[str, str], value: str) -> None:
+    ((key, _),) = props.items()
+    options = qemu_options(device_arg("irqlab0", props))
+    assert options == [("", "irqlab"), ("id", "irqlab0"), (key, value)]
+
+
+def test_plain_values_are_as_before() -> None:
+    props = {QOM.PROP_GPIO_LINES: 4, QOM.PROP_IRQ_MODE: "intx", "x": True, "y": False}
+    assert device_arg("irqlab0", props, "rp0") == (
+        f"irqlab,id=irqlab0,bus=rp0,{QOM.PROP_GPIO_LINES}=4,{QOM.PROP_IRQ_MODE}=intx,x=on,y=off"
+    )
+
+
+def test_the_device_id_is_one_value_too() -> None:
+    assert qemu_options(device_arg("a,bus=b", {})) == [("", "irqlab"), ("id", "a,bus=b")]
+
+
+@pytest.mark.parametrize("key", ["fifo-depth,gpio-lines", "gpio-lines=8", ""])
+def test_a_key_qemu_cannot_take_is_refused(key: str) -> None:
+    said = rf"device_props key {re.escape(repr(key))}: .*"
+    with pytest.raises(GuestConfigError, match=said):
+        GuestConfig(device_props={key: 1})
+    with pytest.raises(GuestConfigError, match=said):
+        device_arg("irqlab0", {key: 1})  # a config changed after it was made

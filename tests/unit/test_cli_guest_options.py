@@ -80,7 +80,7 @@ def test_device_prop_value_with_a_comma_is_one_value(tmp_path: Path) -> None:
 
     args = build_parser().parse_args(["run", "--device-prop", "irq-mode=msi,id=evil", "--", "x"])
     config = guest_config(args, "t")
-    assert config.device_props == {"irq-mode": "msi,id=evil"}
+    assert config.device_props == {QOM.PROP_IRQ_MODE: "msi,id=evil"}
     assert device_arg(config.device_id, config.device_props).endswith(",irq-mode=msi,,id=evil")
 
 

@@ -1365,8 +1365,12 @@ class Guest:
         or SSH's error."""
         try:
             self._open_agent_session()
-        except (SshError, paramiko.SSHException, OSError, EOFError, AgentError):
+        except (SshError, AgentError):  # refused (no daemon listens), or no hello
             self._name_fault()
+            raise
+        except (paramiko.SSHException, OSError, EOFError):
+            # the connection broke: QEMU's exit resets it before QEMU can be reaped
+            self._raise_fault()
             raise
 
     def _open_agent_session(self) -> None:

@@ -29,8 +29,9 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
@@ -1063,9 +1064,8 @@ class Guest:
     def close(self) -> None:
         """Stop the guest (QEMU's quit; nothing in the guest needs a clean shutdown)."""
         if self._agent is not None:
-            with contextlib.suppress(Exception):
-                self._agent.close(timeout=2)
-            self._agent = None
+            agent, self._agent = self._agent, None
+            _within(AGENT_CLOSE_S, lambda: agent.close(timeout=2), "the agent's session")
         if self.ssh is not None:
             self.ssh.close()
             self.ssh = None
@@ -1458,6 +1458,26 @@ def _qemu_fatal(text: str) -> str | None:
     """The first fatal line in QEMU's output, or None."""
     m = _QEMU_FATAL.search(text)
     return m.group(0).strip() if m else None
+
+
+AGENT_CLOSE_S = 10.0  # the agent session's goodbye at most (it waits 2 s per step)
+
+
+def _within(limit: float, step: Callable[[], object], what: str) -> None:
+    """Run the best-effort teardown *step* for at most *limit* s, in a thread of its own:
+    a Ctrl-C that landed inside paramiko's send (between taking a lock and the ``with``
+    that frees it) leaves that lock taken for good, and a goodbye sent over it then
+    waited for ever, with QEMU never stopped.  Its errors are dropped."""
+
+    def run() -> None:
+        with contextlib.suppress(Exception):
+            step()
+
+    t = threading.Thread(target=run, name=f"close {what}", daemon=True)
+    t.start()
+    t.join(limit)
+    if t.is_alive():
+        print(f"irqlab: closing {what} did not finish within {limit:g} s: left", file=sys.stderr)
 
 
 def _sha256(path: Path | str) -> str:

@@ -581,6 +581,9 @@ def test_kernel_modules_to_ship_are_the_kernels_own(tmp_path: Path) -> None:
     )
     with pytest.raises(image.UnknownKernelModule, match=r"no module named nope.*6\.1\.0-99"):
         image.kernel_modules_to_ship(kart, ["crc7", "nope"])
+    # what the image ships anyway is not asked for again (its digest stays the standard's)
+    assert image.kernel_modules_to_ship(kart, ["uio", "crc7"], present=["uio"]) == ("crc7",)
+    assert image.kernel_modules_to_ship(kart, ["uio"], present=["uio", "not-here"]) == ()
 
 
 def test_an_image_without_more_kernel_modules_keeps_its_digest(tmp_path: Path) -> None:

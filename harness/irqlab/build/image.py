@@ -458,14 +458,20 @@ class UnknownKernelModule(IrqlabError, ValueError):
     """A module asked for is not one of the guest kernel's."""
 
 
-def kernel_modules_to_ship(kernel: KernelArtifacts, names: Sequence[str]) -> tuple[str, ...]:
+def kernel_modules_to_ship(
+    kernel: KernelArtifacts, names: Sequence[str], present: Sequence[str] = ()
+) -> tuple[str, ...]:
     """*names* as the kernel names its modules (``-`` is ``_``), sorted, without those
-    built into *kernel*; a name that is neither a module of it nor built in is refused."""
+    built into *kernel* and those the image ships anyway (*present* and what they
+    depend on: asking for ``uio`` keeps the standard image, its digest and snapshots);
+    a name that is neither a module of the kernel nor built in is refused."""
     if not names:
         return ()
     wanted = {n.strip().replace("-", "_") for n in names if n.strip()}
     dep = parse_modules_dep((kernel.modules_dir / "modules.dep").read_text())
     modular = {module_name(rel) for rel in dep}
+    known = [n for n in present if n.replace("-", "_") in modular]
+    shipped = {module_name(rel) for rel in module_load_order(dep, known)}
     builtin_file = kernel.modules_dir / "modules.builtin"
     builtin = (
         {module_name(rel) for rel in builtin_file.read_text().split()}
@@ -478,7 +484,7 @@ def kernel_modules_to_ship(kernel: KernelArtifacts, names: Sequence[str]) -> tup
             f"the guest kernel {kernel.version} has no module named {', '.join(unknown)} "
             f"(its modules are under {kernel.modules_dir})"
         )
-    return tuple(sorted(wanted & modular))
+    return tuple(sorted((wanted & modular) - shipped))
 
 
 def ensure_image(
@@ -520,7 +526,14 @@ def ensure_image(
     if kmod is not None and not kmod.is_file():
         raise FileNotFoundError(f"kernel module {kmod} does not exist (build it first)")
     kernel = ensure_kernel(log, arch=arch)
-    kernel_modules = kernel_modules_to_ship(kernel, kernel_modules)
+    aarch64 = arch.name == "aarch64"
+    base: tuple[str, ...] = (
+        (*AARCH64_BOOT_MODULES, *AARCH64_SHIPPED_MODULES)
+        if aarch64
+        else (*BOOT_MODULES, *SHIPPED_MODULES)
+    )
+    ours = modinfo_depends(kmod.read_bytes()) if kmod is not None else []
+    kernel_modules = kernel_modules_to_ship(kernel, kernel_modules, (*base, *ours))
     keys = ensure_keys()
     files = dict(default_agent_files() if agent_files is None else agent_files)
     if agent_files is None:  # the native responder beside the agent (issue 15)

@@ -13,6 +13,7 @@ from kmods import build_test_kmod  # same directory (rootdir-relative import)
 from irqlab.testing.plugin import start_guest
 from irqlab.vm.guest import Guest, GuestConfig, ModuleLoadError
 from irqlab.vm.health import GuestFault
+from irqlab.vm.ssh import CommandError
 
 NAMED_WITHIN_S = 30.0  # a cold boot (the extra module changes the snapshot key) + the verdict
 
@@ -44,11 +45,28 @@ def test_a_bad_parameter_value_is_refused_in_the_kernels_words(
     irqlab_fresh_guest: Guest,
 ) -> None:
     g = irqlab_fresh_guest
+    # a kernel log ring full already (a long session): the step's start is marked in it
+    g.sh('i=0; while [ $i -lt 1500 ]; do echo "<7>filler $i" > /dev/kmsg; i=$((i+1)); done')
     with pytest.raises(ModuleLoadError) as info:
         g.reload_module(wakeup="sometimes")
     msg = str(info.value)
     assert msg.startswith("modprobe irqlab wakeup=sometimes failed in the guest"), msg
-    assert "kernel messages meanwhile:" in msg
+    assert "kernel messages meanwhile:" in msg and "filler" not in msg, msg
     assert "`sometimes' invalid for parameter `wakeup'" in msg, msg
+    assert isinstance(info.value, CommandError)  # what a failed modprobe raised before
     g.reload_module(**g.config.module_params)  # nothing lost: the module loads again
     assert g.sh(f"test -c {g.dev} && echo ok").strip() == "ok"
+
+
+def test_an_unload_that_fails_is_said_as_the_unload(irqlab_fresh_guest: Guest) -> None:
+    """A reload while a file of the module is open: rmmod refuses, and the error names
+    rmmod (not the modprobe after it) in its own words."""
+    g = irqlab_fresh_guest
+    g.agent.request("open", name="held", dev=g.dev)
+    with pytest.raises(ModuleLoadError) as info:
+        g.reload_module(**g.config.module_params)
+    msg = str(info.value)
+    assert msg.startswith("rmmod irqlab failed in the guest"), msg
+    assert "can't unload module 'irqlab'" in msg, msg  # busybox rmmod: EAGAIN (in use)
+    g.agent.request("close", name="held")
+    g.reload_module(**g.config.module_params)  # and it goes once the file is closed

@@ -200,8 +200,13 @@ def test_module_specs_as_insmod_takes_them(tmp_path: Path) -> None:
         ["run", "--module", f"{ko} tag=x", "--module", str(ko), "--", "true"]
     )
     config = guest_config(args, "t")
+    assert config.name == "t"  # not the module's path (it named the log directory)
     assert config.extra_modules == [ko, ko]
     assert config.extra_module_params == {"my_drv": {"tag": "x"}}  # by module name
+    spaced = tmp_path / "my dir" / "x.ko"  # an existing file as it stands: no parameters
+    spaced.parent.mkdir()
+    spaced.write_bytes(b"\x7fELF")
+    assert parse_module_spec(str(spaced)) == (str(spaced), {})
     args = build_parser().parse_args(["run", "--module", f"{ko} tag", "--", "true"])
     with pytest.raises(UsageError, match=r"--module .*'tag' is not PARAM=VALUE"):
         guest_config(args, "t")

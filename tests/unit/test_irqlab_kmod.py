@@ -211,3 +211,23 @@ def test_extra_module_params_name_a_module_and_its_parameters(tmp_path: Path) ->
         Guest(
             GuestConfig(extra_modules=[drv], extra_module_params={"my_drv": {"nope": 1}})
         )._check_extra_module_params()
+
+
+def test_extra_modules_come_after_those_they_need(tmp_path: Path) -> None:
+    lib = _fake_ko(tmp_path / "my-lib.ko", "my_lib")
+    drv = _fake_ko(tmp_path / "mydrv.ko", "mydrv", params=("depends=my_lib,crc7",))
+    Guest(GuestConfig(extra_modules=[lib, drv]))._check_extra_module_params()
+    with pytest.raises(GuestConfigError, match=r"mydrv\.ko needs my-lib\.ko: list it before"):
+        Guest(GuestConfig(extra_modules=[drv, lib]))._check_extra_module_params()
+
+
+def test_kernel_params_reach_the_kernel_whole() -> None:
+    """BusyBox's insmod joins its arguments with blanks and the kernel splits there:
+    a value with a blank goes in the kernel's double quotes."""
+    from irqlab.vm.guest import kernel_param
+
+    assert kernel_param("tag", "x") == "tag=x"
+    assert kernel_param("tag", "a b") == "'tag=\"a b\"'"
+    assert kernel_param("n", 7) == "n=7"
+    with pytest.raises(GuestConfigError, match="double quote"):
+        kernel_param("tag", 'say "hi"')

@@ -87,10 +87,10 @@ def guest_config(args: argparse.Namespace, name: str) -> Any:
     module_params: dict[str, dict[str, str]] = {}
     for spec in args.module or []:
         try:
-            name, params = parse_module_spec(spec)
+            ko, params = parse_module_spec(spec)
         except ValueError as e:
             raise UsageError(f"--module {e}") from None
-        m = Path(name)
+        m = Path(ko)
         if not m.is_file():
             raise UsageError(f"--module {m}: no such file (build it with make -C $(irqlab kdir))")
         modules.append(m)

@@ -607,9 +607,11 @@ def revive(guest: Guest, config: pytest.Config | None = None) -> str | None:
 @pytest.fixture(autouse=True)
 def irqlab_guest_alive(request: pytest.FixtureRequest) -> Guest | None:
     """Before every test that has the session guest among its fixtures (``irqlab_guest``
-    itself, ``irqlab_agent``, ``irqlab_device``, ``irqlab_wait_stats`` or a fixture of
-    your own that takes it): if an earlier test killed it (panic, QEMU gone, frozen),
-    it is replaced by a new one first (a restore) and the terminal says once why.  What
+    itself, ``irqlab_agent``, ``irqlab_device``, ``irqlab_wait_stats`` or a
+    function-scoped fixture of your own that takes it; pytest sets up wider-scoped ones
+    before this one, so they meet a dead guest): if an earlier test killed it (panic,
+    QEMU gone, frozen), it is replaced by a new one first (a restore) and the terminal
+    says once why.  What
     the health watch already knows decides: no round trip to a healthy guest.  Returns
     the guest (None for a test without it; no guest is started for such a test)."""
     if "irqlab_guest" not in request.fixturenames:

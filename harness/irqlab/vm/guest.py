@@ -90,6 +90,7 @@ __all__ = [
     "forwarded_port",
     "host_cpu_model",
     "image_kind",
+    "kernel_param",
     "parse_module_spec",
     "parse_usernet",
 ]
@@ -110,23 +111,40 @@ class GuestError(IrqlabError, RuntimeError):
     pass
 
 
-class ModuleLoadError(GuestError):
+class ModuleLoadError(GuestError, CommandError):
     """A kernel module did not load (or unload) in the guest; the message has the
-    command's words and the kernel's messages meanwhile."""
+    command's words and the kernel's messages meanwhile.  Also a :class:`CommandError`
+    (an ``SshError``), what a failed modprobe raised before, with its ``result``."""
+
+    def __init__(self, message: str, result: RunResult) -> None:
+        RuntimeError.__init__(self, message)
+        self.result = result
 
 
 # Between a failed command's stderr and the kernel's messages since it began.
 KMSG_MARK = "--- irqlab: kernel messages since the command began"
+# Before KMSG_MARK: which of the step's commands failed (its index).
+STEP_MARK = "--- irqlab: failed command"
 
 
-def _kernel_step(command: str, then: str = "") -> str:
-    """A guest shell script running *command* (a modprobe, insmod, rmmod); if it fails,
-    the kernel's messages since it began follow KMSG_MARK on stderr and the script exits
-    with its status; else *then* runs."""
+def _kernel_step(commands: Sequence[str], then: str = "") -> str:
+    """A guest shell script running *commands* (modprobe, insmod, rmmod) in turn; at the
+    first that fails, STEP_MARK and its index, then KMSG_MARK and the kernel's messages
+    since the script began follow on stderr, and the script exits with its status; else
+    *then* runs.  The start is a line of our own in the kernel's log (at debug level:
+    not on the console), so a full ring buffer does not lose the messages."""
+    failed = (
+        "rc=$?; if [ $rc -ne 0 ]; then echo {mark} {i} >&2; "
+        f"echo {shlex.quote(KMSG_MARK)} >&2; "
+        """dmesg | sed -n "/$m/,\\$p" | tail -n +2 | tail -n 40 >&2; exit $rc; fi; """
+    )
+    steps = "".join(
+        f"{c}; " + failed.format(mark=shlex.quote(STEP_MARK), i=i) for i, c in enumerate(commands)
+    )
     return (
-        f"n=$(dmesg | wc -l); {command}; rc=$?; if [ $rc -ne 0 ]; then "
-        f"echo {shlex.quote(KMSG_MARK)} >&2; dmesg | tail -n +$((n + 1)) | tail -n 40 >&2; "
-        f"exit $rc; fi; {then}"
+        'm="irqlab-step-$$-$(cut -d" " -f1 /proc/uptime)"; echo "<7>$m" > /dev/kmsg; '
+        + steps
+        + then
     )
 
 
@@ -244,9 +262,24 @@ def check_module_arch(ko: Path, arch: Arch, what: str) -> None:
 IMPLICIT_MODULE_PARAMS = frozenset({"dyndbg", "async_probe"})
 
 
+def kernel_param(name: object, value: object) -> str:
+    """``name=value`` as one shell word for insmod/modprobe, in the kernel's syntax: a
+    value with blanks in double quotes (BusyBox joins its arguments with spaces and the
+    kernel splits them there, so ``v='5 7'`` set ``5`` and ignored ``7``); a value with a
+    double quote has no spelling the kernel takes (GuestConfigError)."""
+    text = str(value)
+    if '"' in text:
+        raise GuestConfigError(f"module parameter {name}={text!r}: a double quote cannot be passed")
+    word = f'{name}="{text}"' if any(c.isspace() for c in text) else f"{name}={text}"
+    return shlex.quote(word)
+
+
 def parse_module_spec(text: str) -> tuple[str, dict[str, str]]:
     """``"mydrv.ko tag=x mode=1"`` (as insmod takes it; shell quoting) -> the file and
-    its parameters; ValueError saying what is wrong."""
+    its parameters; ValueError saying what is wrong.  A *text* that names an existing
+    file as it stands (a path with a blank, a backslash) is that file, no parameters."""
+    if Path(text).is_file():
+        return text, {}
     try:
         words = shlex.split(text)
     except ValueError as e:
@@ -486,10 +519,26 @@ class Guest:
 
     def _check_extra_module_params(self) -> None:
         """Each :attr:`GuestConfig.extra_module_params` entry names an extra module and
-        parameters it declares (:class:`GuestConfigError` before anything boots)."""
-        from irqlab.build.kernel import module_name
+        parameters it declares, and every extra module comes after those of them it
+        depends on (:class:`GuestConfigError` before anything boots)."""
+        from irqlab.build.kernel import modinfo_depends, module_name
 
         by_name = {module_name(Path(m).name): Path(m) for m in self.config.extra_modules}
+        loaded: set[str] = set()
+        for m in self.config.extra_modules:  # insmod-ed in order: what one needs goes first
+            me = module_name(Path(m).name)
+            try:
+                needs = {module_name(d) for d in modinfo_depends(Path(m).read_bytes())}
+            except OSError:
+                needs = set()  # named by the start's own check of the file
+            later = sorted((needs & set(by_name)) - loaded - {me})
+            if later:
+                raise GuestConfigError(
+                    f"extra_modules: {Path(m).name} needs "
+                    f"{', '.join(by_name[n].name for n in later)}: list "
+                    f"{'them' if len(later) > 1 else 'it'} before {Path(m).name}"
+                )
+            loaded.add(me)
         for name, params in self.config.extra_module_params.items():
             ko = by_name.get(module_name(name))
             if ko is None:
@@ -508,7 +557,7 @@ class Guest:
             (p for n, p in self.config.extra_module_params.items() if module_name(n) == mine),
             {},
         )
-        return "".join(f" {k}={shlex.quote(str(v))}" for k, v in params.items())
+        return "".join(f" {kernel_param(k, v)}" for k, v in params.items())
 
     def kernel_modules(self) -> tuple[str, ...]:
         """The guest kernel's modules the image must ship for this configuration: the
@@ -950,15 +999,16 @@ class Guest:
             raise GuestFault(fault)
 
     def _killed_from_outside(self) -> bool:
-        """Whether QEMU was killed by a signal someone sent (SIGKILL, SIGTERM, SIGINT,
-        SIGHUP) or is stopped (SIGSTOP): QEMU itself ends with a status or SIGABRT."""
+        """Whether QEMU was stopped by someone else while it loaded a snapshot: killed
+        (SIGKILL), told to terminate (SIGTERM, SIGINT, SIGHUP: QEMU exits 0, "terminating
+        on signal N") or stopped (SIGSTOP).  A stream QEMU cannot load ends it with
+        status 1 (or SIGABRT, SIGSEGV): the snapshot's doing."""
         vm = self.machine
         if vm is None:
             return False
         if vm.is_running():
             return proc.is_stopped(vm.pid)
-        external = (signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-        return vm.returncode is not None and -vm.returncode in external
+        return vm.returncode == 0 or vm.returncode == -signal.SIGKILL
 
     def _name_fault(self) -> None:
         """After a failed step: raise :class:`GuestFault` if the guest is known dead or
@@ -1067,15 +1117,15 @@ class Guest:
             agent, self._agent = self._agent, None
             _within(AGENT_CLOSE_S, lambda: agent.close(timeout=2), "the agent's session")
         if self.ssh is not None:
-            self.ssh.close()
-            self.ssh = None
+            ssh, self.ssh = self.ssh, None
+            _within(AGENT_CLOSE_S, ssh.close, "the SSH connection")  # may wait on a lock too
         self._stop_machine()
 
     def _stop_machine(self) -> None:
         self._stop_watch()
         if self.machine is not None:
-            machine, self.machine = self.machine, None
-            machine.close()
+            self.machine.close()  # cut short (Ctrl-C): the next close finishes it
+            self.machine = None
 
     def __enter__(self) -> Guest:
         return self.start()
@@ -1144,14 +1194,12 @@ class Guest:
         few seconds later is a driver that did not bind, said with the kernel's last
         words (not an SSH timeout)."""
         name = self.module_name()
-        modprobe = " ".join(
-            [f"modprobe {name}", *(f"{k}={shlex.quote(str(v))}" for k, v in params.items())]
-        )
+        modprobe = " ".join([f"modprobe {name}", *(kernel_param(k, v) for k, v in params.items())])
         node = self.driver_node(params)
         q = shlex.quote(node)
-        unload = f"if grep -q '^{name} ' /proc/modules; then rmmod {name} || exit 90; fi; "
-        script = (unload if unload_first else "") + _kernel_step(
-            modprobe,
+        unload = f"if grep -q '^{name} ' /proc/modules; then rmmod {name}; fi"
+        script = _kernel_step(
+            [unload, modprobe] if unload_first else [modprobe],
             # a deadline by the guest's clock: the loop's speed under TCG does not matter
             f"end=$(( $(cut -d. -f1 /proc/uptime) + {int(timeout)} )); "
             f"while [ ! -c {q} ] && [ $(cut -d. -f1 /proc/uptime) -lt $end ]; do "
@@ -1159,10 +1207,9 @@ class Guest:
             f"if [ -c {q} ]; then echo present; else echo absent; fi",
         )
         result = self._run(script, timeout=timeout + 60)
-        if result.rc == 90:
-            raise CommandError(f"rmmod {name}", result)
         if result.rc != 0:
-            self._kernel_step_failed(modprobe, result)
+            unloading = unload_first and f"{STEP_MARK} 0\n" in result.err
+            self._kernel_step_failed(f"rmmod {name}" if unloading else modprobe, result)
         if result.out.strip() != "present":
             raise GuestError(
                 f"{name} loaded but {node} did not appear within {timeout:g} s: the "
@@ -1176,15 +1223,17 @@ class Guest:
         kernel oopsed or panicked meanwhile (the command was killed: exit 137, or its
         channel closed), else :class:`ModuleLoadError` with the command's words and the
         kernel's messages since it began."""
-        killed = result.rc in (-1, 128 + 9)
+        killed = result.rc == -1 or result.rc >= 128  # SIGKILL, SIGSEGV (die() on x86's BUG())
         fault = self.wait_fault(FAULT_VERDICT) if killed else self.fault
         if fault is not None:
             raise GuestFault(fault, f"running {what!r}")
         err, _, kmsg = result.err.partition(KMSG_MARK + "\n")
+        err = "\n".join(line for line in err.splitlines() if not line.startswith(STEP_MARK))
         said = (err or result.out).strip() or "(nothing on stderr)"
         raise ModuleLoadError(
             f"{what} failed in the guest (exit {result.rc}): {said}\n"
-            f"kernel messages meanwhile:\n{kmsg.rstrip() or '(none)'}"
+            f"kernel messages meanwhile:\n{kmsg.rstrip() or '(none)'}",
+            result,
         )
 
     def install_extras(self) -> None:
@@ -1210,8 +1259,10 @@ class Guest:
             for dep in modinfo_depends(data):
                 r = self._run(
                     _kernel_step(
-                        f"grep -q '^{module_name(dep)} ' /proc/modules || "
-                        f"modprobe {shlex.quote(dep)}"
+                        [
+                            f"grep -q '^{module_name(dep)} ' /proc/modules || "
+                            f"modprobe {shlex.quote(dep)}"
+                        ]
                     ),
                     timeout=60,
                 )
@@ -1219,7 +1270,7 @@ class Guest:
                     self._kernel_step_failed(f"modprobe {dep} (needed by {ko.name})", r)
             args = self._extra_module_args(ko)
             what = f"insmod {ko}{args}"
-            r = self._run(_kernel_step(f"insmod {shlex.quote(remote)}{args}"), timeout=60)
+            r = self._run(_kernel_step([f"insmod {shlex.quote(remote)}{args}"]), timeout=60)
             if r.rc != 0:
                 self._kernel_step_failed(what, r)
 

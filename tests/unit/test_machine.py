@@ -218,6 +218,9 @@ def test_a_stopped_qemu_is_killed_at_once_not_after_quit_and_sigterm_time_out(
 
     m = Machine(_cfg(fake_qemu, tmp_path, stop_timeout=5.0)).start()
     os.kill(m.pid, signal.SIGSTOP)
+    deadline = time.monotonic() + 10  # the signal is delivered asynchronously
+    while not proc.is_stopped(m.pid) and time.monotonic() < deadline:
+        time.sleep(0.005)
     assert proc.is_stopped(m.pid)
     t0 = time.monotonic()
     assert m.close() == -signal.SIGKILL

@@ -611,9 +611,9 @@ def irqlab_guest_alive(request: pytest.FixtureRequest) -> Guest | None:
     function-scoped fixture of your own that takes it; pytest sets up wider-scoped ones
     before this one, so they meet a dead guest): if an earlier test killed it (panic,
     QEMU gone, frozen), it is replaced by a new one first (a restore) and the terminal
-    says once why.  What
-    the health watch already knows decides: no round trip to a healthy guest.  Returns
-    the guest (None for a test without it; no guest is started for such a test)."""
+    says once why.  What the health watch already knows decides: no round trip to a
+    healthy guest.  Returns the guest (None for a test without it; no guest is started
+    for such a test)."""
     if "irqlab_guest" not in request.fixturenames:
         return None
     guest: Guest = request.getfixturevalue("irqlab_guest")  # session scope: set up already

@@ -219,6 +219,8 @@ def test_extra_modules_come_after_those_they_need(tmp_path: Path) -> None:
     Guest(GuestConfig(extra_modules=[lib, drv]))._check_extra_module_params()
     with pytest.raises(GuestConfigError, match=r"mydrv\.ko needs my-lib\.ko: list it before"):
         Guest(GuestConfig(extra_modules=[drv, lib]))._check_extra_module_params()
+    with pytest.raises(GuestConfigError, match="a module my_lib is listed twice"):
+        Guest(GuestConfig(extra_modules=[lib, lib]))._check_extra_module_params()
 
 
 def test_kernel_params_reach_the_kernel_whole() -> None:

@@ -527,6 +527,8 @@ class Guest:
         loaded: set[str] = set()
         for m in self.config.extra_modules:  # insmod-ed in order: what one needs goes first
             me = module_name(Path(m).name)
+            if me in loaded:  # the kernel loads a module once: the second insmod fails
+                raise GuestConfigError(f"extra_modules: a module {me} is listed twice")
             try:
                 needs = {module_name(d) for d in modinfo_depends(Path(m).read_bytes())}
             except OSError:

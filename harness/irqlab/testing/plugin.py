@@ -388,6 +388,12 @@ def fresh_guest_config(request: pytest.FixtureRequest, log_dir: Path | None = No
     kmods = kw.get("kernel_modules") or ()
     if isinstance(kmods, str) or not all(isinstance(n, str) for n in kmods):
         _marker_error(f"kernel_modules={kmods!r}", "give a list of module names")
+    from irqlab.vm.guest import GuestConfigError, check_device_props
+
+    try:
+        check_device_props(dict(device))
+    except GuestConfigError as e:
+        _marker_error(f"device={dict(device)!r}", str(e))
     return GuestConfig(
         name="fresh",
         device_props=dict(device),

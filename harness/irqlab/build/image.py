@@ -23,7 +23,7 @@ import os
 import re
 import shutil
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from irqlab.build import debs, initramfs, pystdlib
@@ -526,14 +526,6 @@ def ensure_image(
     if kmod is not None and not kmod.is_file():
         raise FileNotFoundError(f"kernel module {kmod} does not exist (build it first)")
     kernel = ensure_kernel(log, arch=arch)
-    aarch64 = arch.name == "aarch64"
-    base: tuple[str, ...] = (
-        (*AARCH64_BOOT_MODULES, *AARCH64_SHIPPED_MODULES)
-        if aarch64
-        else (*BOOT_MODULES, *SHIPPED_MODULES)
-    )
-    ours = modinfo_depends(kmod.read_bytes()) if kmod is not None else []
-    kernel_modules = kernel_modules_to_ship(kernel, kernel_modules, (*base, *ours))
     keys = ensure_keys()
     files = dict(default_agent_files() if agent_files is None else agent_files)
     if agent_files is None:  # the native responder beside the agent (issue 15)
@@ -551,8 +543,11 @@ def ensure_image(
         compression=compression,
         stdlib_sources=stdlib_sources,
         arch=arch,
-        kernel_modules=kernel_modules,
     )
+    if kernel_modules:  # beyond what the image ships anyway (its modules, ours' depends=)
+        ours = modinfo_depends(kmod.read_bytes()) if kmod is not None else []
+        present = (*inp.boot_modules, *inp.shipped_modules, *ours)
+        inp = replace(inp, kernel_modules=kernel_modules_to_ship(kernel, kernel_modules, present))
     digest = inp.digest()
 
     def build(tmp: Path) -> None:

@@ -17,12 +17,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from faultwait import raises_within  # same directory (rootdir-relative import)
 
 from irqlab.testing.plugin import start_guest
 from irqlab.vm.agent_client import AgentError, AgentTimeout
 from irqlab.vm.guest import Guest, GuestConfig
 from irqlab.vm.health import GuestFault
-from irqlab.vm.loadscale import timeout_scale
 
 VERDICT = 5.0  # s: the target is 2 s (panic, exit) and 10 s (freeze); margin for a loaded host
 PANIC = "echo c > /proc/sysrq-trigger"
@@ -38,29 +38,17 @@ def fault_guest() -> Iterator[Guest]:
         g.close()
 
 
-def _raises_within(fn: object, limit: float, exc: type[BaseException]) -> BaseException:
-    t0 = time.monotonic()
-    with pytest.raises(exc) as info:
-        fn()  # type: ignore[operator]
-    took = time.monotonic() - t0
-    # a loaded host (other guests on the same cores) slows the guest's own console
-    # output as much as the watch's verdict: the limit stretches like the watch's own
-    limit *= timeout_scale()
-    assert took < limit, f"took {took:.1f} s (limit {limit:.1f} s): {info.value}"
-    return info.value
-
-
 @pytest.mark.parametrize("panic_setting", ["-1", "0"])
 def test_a_panic_under_a_command_names_the_panic(fault_guest: Guest, panic_setting: str) -> None:
     fault_guest.sh(f"sysctl -qw kernel.panic={panic_setting}")  # 0: the kernel stays halted
-    e = _raises_within(lambda: fault_guest.sh(PANIC), VERDICT, GuestFault)
+    e = raises_within(lambda: fault_guest.sh(PANIC), VERDICT, GuestFault)
     first, *rest = str(e).splitlines()
     assert first.startswith("guest kernel panic: Kernel panic - not syncing: sysrq"), first
     # the console's tail (the panic's trace) is quoted below the first line
     assert rest and rest[0].startswith("--- guest console"), str(e)
     assert sum(bool(re.match(r"\[\s*\d+\.\d+\]", line)) for line in rest) >= 10, str(e)
     # every later wait says the same at once
-    e2 = _raises_within(lambda: fault_guest.sh("true"), 1.0, GuestFault)
+    e2 = raises_within(lambda: fault_guest.sh("true"), 1.0, GuestFault)
     assert str(e2).startswith("guest kernel panic")
 
 
@@ -80,7 +68,7 @@ def test_a_panic_while_the_agent_waits_names_the_panic(fault_guest: Guest) -> No
 
 def test_a_killed_qemu_is_named_with_its_status(fault_guest: Guest) -> None:
     os.kill(fault_guest.machine.pid, signal.SIGKILL)
-    e = _raises_within(lambda: fault_guest.sh("true"), VERDICT, GuestFault)
+    e = raises_within(lambda: fault_guest.sh("true"), VERDICT, GuestFault)
     assert str(e).startswith("QEMU exited with status -9"), e
 
 
@@ -97,7 +85,7 @@ def test_qemu_dying_while_a_restore_reseeds_is_named(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(Guest, "_reseed", kill_then_reseed)
     running = set(_qemu_children())
     g = Guest(GuestConfig(name="fault-reseed"))
-    e = _raises_within(g.start, VERDICT, GuestFault)
+    e = raises_within(g.start, VERDICT, GuestFault)
     assert str(e).startswith("QEMU exited with status -9"), e
     assert g.machine is None and set(_qemu_children()) == running
 
@@ -106,7 +94,7 @@ def test_a_frozen_qemu_is_named_within_ten_seconds(fault_guest: Guest) -> None:
     os.kill(fault_guest.machine.pid, signal.SIGSTOP)
     try:
         # the QMP limit (3 s) stretches with the host's load (so does _raises_within's)
-        e = _raises_within(lambda: fault_guest.sh("true", timeout=60), 10.0 + VERDICT, GuestFault)
+        e = raises_within(lambda: fault_guest.sh("true", timeout=60), 10.0 + VERDICT, GuestFault)
     finally:
         os.kill(fault_guest.machine.pid, signal.SIGCONT)
     assert str(e).startswith("guest stopped responding: QEMU did not answer QMP"), e
@@ -355,7 +343,7 @@ def test_sigterm_or_sigint_of_pytest_stops_its_guests(tmp_path: Path, signo: int
 
 def test_pvpanic_tells_qemu_the_guest_panicked(fault_guest: Guest) -> None:
     fault_guest.machine.qmp("set-action", panic="pause")  # keep QEMU up to ask it afterwards
-    e = _raises_within(lambda: fault_guest.sh(PANIC), VERDICT, GuestFault)
+    e = raises_within(lambda: fault_guest.sh(PANIC), VERDICT, GuestFault)
     assert str(e).startswith("guest kernel panic"), e
     assert fault_guest.machine.is_running()
     assert fault_guest.machine.qmp_ping(5.0) == "guest-panicked"  # only pvpanic can say this

@@ -100,6 +100,7 @@ EXTRA_DIR = "/root/irqlab-extra"  # where GuestConfig.extra_modules go in the gu
 AGENT_PORT = 7707  # the agent daemon listens on the guest's loopback, reached by SSH forward
 AGENT_LOG = "/run/irqlab-agent.log"  # the daemon's stderr in the guest
 FAULT_VERDICT = 2.0  # s a broken connection waits for the health watch's verdict
+EXIT_AFTER_LOST_QMP_S = 2.0  # s a load that lost QMP waits to see whether QEMU exits
 HEARTBEAT_MS = 1000  # the agent's heartbeat period (the health watch's freeze detection)
 
 
@@ -1009,7 +1010,16 @@ class Guest:
         if vm is None:
             return False
         if vm.is_running():
-            return proc.is_stopped(vm.pid)
+            if proc.is_stopped(vm.pid):
+                return True
+            # QEMU closes the QMP socket as it exits, so the load can fail on the lost
+            # connection a moment before the exit is seen: that exit decides
+            from irqlab.vm.machine import MachineError
+
+            with contextlib.suppress(MachineError):
+                vm.wait_exit(EXIT_AFTER_LOST_QMP_S)
+            if vm.is_running():
+                return False
         return vm.returncode == 0 or vm.returncode == -signal.SIGKILL
 
     def _name_fault(self) -> None:

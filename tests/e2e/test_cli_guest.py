@@ -137,6 +137,18 @@ def test_run_stopped_by_a_signal_tears_down(sig: signal.Signals) -> None:
         t.close()
 
 
+def test_sigusr1_prints_where_each_thread_is_and_the_command_goes_on() -> None:
+    t = Terminal([*IRQLAB, "run", "--", "sleep 2; echo slept"])
+    try:
+        t.expect("guest ready")
+        t.proc.send_signal(signal.SIGUSR1)
+        t.expect(r'(?s)Current thread 0x[0-9a-f]+ \(most recent call first\):.*File ".*main\.py"')
+        t.expect("slept")
+        assert t.wait() == 0, t.seen
+    finally:
+        t.close()
+
+
 # After QEMU is spawned: waiting on the QMP socket, loading the snapshot, SSH's banner
 # and key exchange, the agent (a restore takes ~0.4 s).
 CTRL_C_AFTER_S = (0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3)
@@ -156,7 +168,7 @@ def test_ctrl_c_while_the_guest_starts_ends_quietly() -> None:
             assert qemu, "QEMU was never started"
             time.sleep(after)  # not a synchronisation: the moment of the start to hit
             t.proc.send_signal(signal.SIGINT)
-            assert t.wait() == 130, t.seen
+            assert t.wait(stacks=signal.SIGUSR1) == 130, f"Ctrl-C {after} s after QEMU:\n{t.seen}"
             assert "never retrieved" not in t.seen and "Traceback" not in t.seen, t.seen
             assert_torn_down(t.proc.pid, qemu)
         finally:

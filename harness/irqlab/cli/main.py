@@ -417,6 +417,15 @@ def _terminated(signum: int) -> int:
     return 128 + signum
 
 
+def _stacks_on_sigusr1() -> None:
+    """``kill -USR1 <pid>`` prints where every thread of a hung irqlab is, on stderr
+    (unless SIGUSR1 already has a handler: irqlab called from another program)."""
+    import faulthandler
+
+    if signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL:
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one subcommand.  User and environment errors (what irqlab reports, a file or
     directory that cannot be used, a failed external command) end in one line on
@@ -429,6 +438,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     debug = os.environ.get("IRQLAB_DEBUG") == "1"
+    _stacks_on_sigusr1()
     try:
         with teardown_on_signals():
             rc: int = args.func(args)

@@ -76,14 +76,24 @@ class Terminal:
         """Type *text* (``\\r`` is Enter, ``\\x04`` Ctrl-D, ``\\x03`` Ctrl-C)."""
         os.write(self.master, text.encode())
 
-    def wait(self, timeout: float = 60.0) -> int:
+    def wait(self, timeout: float = 60.0, *, stacks: int | None = None) -> int:
         """The exit status; the terminal is read meanwhile (a writer blocks on a full
-        one, and restoring its modes waits for the output to drain)."""
+        one, and restoring its modes waits for the output to drain).  A command still
+        running after *timeout* s fails the assertion with what it showed; with
+        *stacks*, that signal is sent first and its answer read for 2 s (``irqlab``
+        prints every thread's stack on SIGUSR1)."""
         deadline = time.monotonic() + timeout
         while self.proc.poll() is None and time.monotonic() < deadline:
             if self.master < 0 or not self._read(0.1):
                 time.sleep(0.1)
-        return self.proc.wait(max(0.1, deadline - time.monotonic()))
+        if self.proc.poll() is None:
+            if stacks is not None:
+                self.proc.send_signal(stacks)
+                until = time.monotonic() + 2.0
+                while self.master >= 0 and time.monotonic() < until:
+                    self._read(until - time.monotonic())
+            raise AssertionError(f"{self.proc.args!r} still runs after {timeout} s:\n{self.seen}")
+        return self.proc.returncode
 
     def lflags(self) -> int:
         """The terminal's local modes (``termios.ICANON``, ``termios.ECHO``, ...)."""

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,13 +35,18 @@ STAND_IN = textwrap.dedent(
                 time.sleep(60)
         finally:
             print("tearing down", flush=True)
-            if len(sys.argv) > 2 and sys.argv[2] != "--nohup":
+            if len(sys.argv) > 2 and not sys.argv[2].startswith("--"):
                 end = time.monotonic() + 30
                 while not os.path.exists(sys.argv[2]) and time.monotonic() < end:
                     time.sleep(0.01)
             shutil.rmtree(d)
         return 0
 
+    if "--limit" in sys.argv:  # a teardown limit of 1 s, and a child to kill
+        from irqlab.vm import proc
+        cli.TEARDOWN_LIMIT_S = 1.0
+        child = proc.spawn(["sleep", "60"])
+        print(f"child {child.pid}", flush=True)
     if "--nohup" in sys.argv:
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
     cli.cmd_regs = hold
@@ -118,3 +124,28 @@ def test_the_handlers_are_put_back() -> None:
     with teardown_on_signals():
         assert [signal.getsignal(s) for s in TEARDOWN_SIGNALS] != before
     assert [signal.getsignal(s) for s in TEARDOWN_SIGNALS] == before
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, *TEARDOWN_SIGNALS], ids=lambda s: s.name)
+def test_a_teardown_that_hangs_is_ended_with_the_stacks_and_its_children(
+    tmp_path: Path, sig: int
+) -> None:
+    """A teardown stuck past TEARDOWN_LIMIT_S (here 1 s; the stand-in's finally waits
+    for a file that never comes) is ended: where it hung, children killed, the status."""
+    never = tmp_path / "never"
+    t = Terminal([sys.executable, "-c", STAND_IN, str(tmp_path), str(never), "--limit"])
+    try:
+        child = int(t.expect(r"child (\d+)").group(1))
+        t.expect("holding")
+        t.proc.send_signal(sig)
+        t.expect("tearing down")
+        assert t.wait(15) == (130 if sig == signal.SIGINT else 128 + sig), t.seen
+        name = signal.Signals(sig).name
+        assert f"the teardown after {name} did not finish within 1 s" in t.seen, t.seen
+        assert "most recent call first" in t.seen and "in hold" in t.seen, t.seen
+        deadline = time.monotonic() + 5
+        while Path(f"/proc/{child}").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)  # the kill is sent; its reaping by init is not announced
+        assert not Path(f"/proc/{child}").exists(), "the child was killed"
+    finally:
+        t.close()

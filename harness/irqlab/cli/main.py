@@ -365,24 +365,67 @@ class Terminated(BaseException):
 
 
 TEARDOWN_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+# How long the teardown after one of them may take before irqlab gives up on it (an
+# ordinary one takes well under a second; its slowest waits are bounded at 10 s each)
+TEARDOWN_LIMIT_S = 20.0
+
+
+class _TeardownWatch:
+    """Ends a teardown that does not finish within *limit* s: prints where every
+    thread is, kills the children (QEMU) and exits with the signal's status.  Its
+    thread is started beforehand: a signal handler only sets an event."""
+
+    def __init__(self, limit: float) -> None:
+        import faulthandler
+
+        from irqlab.vm import proc
+
+        self._dump, self._kill_all = faulthandler.dump_traceback, proc.kill_all
+        self.limit = limit
+        self.signum = 0
+        self.fired = threading.Event()
+        self.done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="teardown-watch", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        self.fired.wait()
+        if self.done.wait(self.limit):
+            return
+        name = signal.Signals(self.signum).name
+        with contextlib.suppress(OSError):
+            print(
+                f"irqlab: the teardown after {name} did not finish within {self.limit:g} s; "
+                "killing its processes. Where each thread was:",
+                file=sys.stderr,
+                flush=True,
+            )
+            self._dump(file=sys.stderr, all_threads=True)
+        self._kill_all()
+        os._exit(130 if self.signum == signal.SIGINT else 128 + self.signum)
+
+    def end(self) -> None:
+        self.done.set()
+        self.fired.set()
 
 
 @contextlib.contextmanager
 def teardown_on_signals() -> Iterator[None]:
     """Turn SIGTERM and SIGHUP (a closed terminal) into :class:`Terminated` while the
     block runs, as Ctrl-C is turned into KeyboardInterrupt; a second signal of the
-    three while the first unwinds is ignored so that the teardown finishes.  A signal
-    ignored when we started (``nohup``) stays ignored; outside the main thread nothing
-    changes."""
+    three while the first unwinds is ignored so that the teardown finishes, and a
+    teardown still running after TEARDOWN_LIMIT_S is ended (see :class:`_TeardownWatch`).
+    A signal ignored when we started (``nohup``) stays ignored; outside the main thread
+    nothing changes."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    fired = False
+    watch = _TeardownWatch(TEARDOWN_LIMIT_S)
 
     def handler(signum: int, frame: object) -> None:
-        nonlocal fired
-        if not fired:
-            fired = True
+        if not watch.fired.is_set():
+            watch.signum = signum
+            watch.fired.set()
             if signum == signal.SIGINT:
                 raise KeyboardInterrupt
             raise Terminated(signum)
@@ -399,6 +442,7 @@ def teardown_on_signals() -> Iterator[None]:
     finally:
         for sig, previous in old.items():
             signal.signal(sig, previous)
+        watch.end()
 
 
 def _terminated(signum: int) -> int:

@@ -30,6 +30,7 @@ from typing import IO, Any
 
 __all__ = [
     "StdSpec",
+    "kill_all",
     "live_children",
     "spawn",
     "stop",
@@ -168,6 +169,16 @@ def live_children() -> list[subprocess.Popen[bytes]]:
     """Children spawned here that have not been reaped (for diagnostics and tests)."""
     with _live_lock:
         return [p for p in _live if p.poll() is None]
+
+
+def kill_all() -> None:
+    """SIGKILL the process group of every child spawned here that is not reaped, at
+    once (a teardown that could not stop them in order)."""
+    with _live_lock:
+        procs = list(_live)
+    for p in procs:
+        if p.poll() is None:
+            _signal_group(p, signal.SIGKILL)
 
 
 @atexit.register

@@ -467,7 +467,8 @@ def _stacks_on_sigusr1() -> None:
     import faulthandler
 
     if signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL:
-        faulthandler.register(signal.SIGUSR1, all_threads=True)
+        with contextlib.suppress(ValueError, OSError):  # io.UnsupportedOperation: stderr
+            faulthandler.register(signal.SIGUSR1, all_threads=True)  # is no file (captured)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -74,6 +74,19 @@ def test_device_prop_name_with_a_comma_is_refused_before_a_guest_starts(
     )
 
 
+@pytest.mark.parametrize("name", ["id", "bus", "driver"])
+def test_device_prop_the_harness_sets_itself_is_refused_before_a_guest_starts(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    """``id=mine`` gave QEMU a second id (refused, or the harness looked for
+    ``irqlab0`` and found nothing); the message says what to use instead."""
+    monkeypatch.setattr("irqlab.vm.guest.Guest", None)  # a guest started would fail loudly
+    assert main(["run", "--device-prop", f"{name}=mine", "--", "true"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"irqlab: --device-prop {name!r}: the device's "), err
+    assert "\n" not in err
+
+
 def test_device_prop_value_with_a_comma_is_one_value(tmp_path: Path) -> None:
     from irqlab.cli.guestcmd import guest_config
     from irqlab.vm.guest import device_arg

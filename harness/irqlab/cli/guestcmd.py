@@ -421,7 +421,7 @@ def cmd_inject(args: argparse.Namespace) -> int:
         elif args.action == "push":
             inj.push_many(args.words)  # every word checked before the first is pushed
         elif args.action == "burst":
-            period = None if args.period_us is None else int(args.period_us * 1000)
+            period = None if args.period_us is None else round(args.period_us * 1000)
             inj.burst(args.count, period, line=args.line)
         if args.action == "counters" or args.counters:
             print(json.dumps(asdict(inj.counters()), indent=1))

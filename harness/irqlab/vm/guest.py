@@ -187,6 +187,16 @@ def _option_value(v: Any) -> str:
     return qemu_option_value(_prop_text(v))
 
 
+# -device options the harness sets itself: a second one on the command line is either
+# refused by QEMU or wins over ours, and the harness then looks for the device elsewhere
+OWN_DEVICE_OPTIONS = {
+    "id": "the device's id is GuestConfig(device_id=...)",
+    "bus": "the device's bus is chosen by the harness (GuestConfig(hotplug=True) puts it "
+    "behind a PCIe root port)",
+    "driver": "the device's type is irqlab",
+}
+
+
 def check_device_props(props: Mapping[str, Any], what: str = "device_props key") -> None:
     """:class:`GuestConfigError` for a property name QEMU's option syntax cannot carry:
     empty, or with ``,`` or ``=`` (a value's comma can be escaped, a name's cannot);
@@ -200,6 +210,8 @@ def check_device_props(props: Mapping[str, Any], what: str = "device_props key")
                 f"{what} {name!r}: a property name cannot contain ',' or '=' "
                 f"(QEMU's -device option syntax has no escape for them in a name)"
             )
+        if name in OWN_DEVICE_OPTIONS:
+            raise GuestConfigError(f"{what} {name!r}: {OWN_DEVICE_OPTIONS[name]}")
 
 
 def device_arg(device_id: str, props: Mapping[str, Any], bus: str | None = None) -> str:

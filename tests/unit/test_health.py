@@ -175,3 +175,29 @@ def test_legacy_socket_dirs_go_once_old_and_unused(tmp_path: Path) -> None:
             os.utime(d, (past, past))
         assert remove_stale_sock_dirs(tmp_path) == [old_unused]
     assert old_in_use.exists() and recent.exists()
+
+
+def test_the_report_header_reads_the_newest_x86_64_qemu_not_another_targets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The newest QEMU output was the aarch64 build (no qemu-system-x86_64): the header
+    said "accel unknown (No such file ...)"."""
+    from irqlab.build import cache
+    from irqlab.testing.diagnostics import report_header
+
+    monkeypatch.setenv("IRQLAB_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("IRQLAB_ACCEL", "tcg")  # no probe of the stand-in binaries
+    for i, (digest, target, version) in enumerate(
+        [("1" * 16, "x86_64", "7.2.22 (x86)"), ("2" * 16, "aarch64", "7.2.22 (arm)")]
+    ):
+
+        def fill(tmp: Path, target: str = target, version: str = version) -> None:
+            (tmp / "bin").mkdir()
+            (tmp / "bin" / f"qemu-system-{target}").write_text("")
+            (tmp / "VERSION").write_text(version)
+
+        out = cache.cached_build("qemu", digest, fill, evict=False)
+        os.utime(out, (time.time() - 10 + i, time.time() - 10 + i))  # aarch64 newest
+    header = report_header()
+    assert "QEMU 7.2.22 (x86)" in header, header
+    assert "accel tcg forced" in header, header

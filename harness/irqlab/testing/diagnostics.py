@@ -132,10 +132,11 @@ class GuestDiagnostics:
         return "\n".join(parts), files
 
 
-def _newest(recipe: str) -> Path | None:
+def _newest(recipe: str, holding: str = "") -> Path | None:
+    """The newest complete output of *recipe* (that has the file *holding*)."""
     from irqlab.build import cache
 
-    done = [e for e in cache.entries(recipe=recipe) if e.complete]
+    done = [e for e in cache.entries(recipe=recipe) if e.complete and (e.path / holding).exists()]
     return max(done, key=lambda e: e.mtime).path if done else None
 
 
@@ -148,7 +149,7 @@ def report_header() -> str:
     parts: list[str] = []
     qemu = None
     try:
-        qemu = _newest("qemu")
+        qemu = _newest("qemu", "bin/qemu-system-x86_64")  # not another target's build
         version = (qemu / "VERSION").read_text().strip() if qemu is not None else None
         parts.append(f"QEMU {version}" if version else "QEMU not built yet")
     except Exception as e:

@@ -158,6 +158,25 @@ def test_a_request_to_a_dead_agent_names_its_exit(tmp_path: Path, abi_json: Path
     agent.close(timeout=5)
 
 
+def test_a_request_when_the_guest_died_names_the_fault_not_an_agent_exit(
+    tmp_path: Path, abi_json: Path
+) -> None:
+    """After a freeze the first line was the fault, the second "agent exited (end of
+    output)": the agent had not exited, the guest had stopped."""
+    agent = AgentClient.spawn_local(["--spec", str(abi_json)], logs=tmp_path)
+    agent.wait_hello(30)
+    agent._diagnose = lambda: "guest stopped responding: a test says so"
+    agent.process.kill()
+    agent.process.wait(10)
+    with pytest.raises(AgentError) as info:
+        for _ in range(3):  # the first write may still land in the pipe buffer
+            agent.ping(timeout=5)
+    first, second = str(info.value).splitlines()[:2]
+    assert first.startswith("guest stopped responding: a test says so"), first
+    assert second.startswith("(the agent's session ended with it; logs "), second
+    agent.close(timeout=5)
+
+
 def test_legacy_socket_dirs_go_once_old_and_unused(tmp_path: Path) -> None:
     import socket
 

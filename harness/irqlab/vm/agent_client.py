@@ -190,21 +190,28 @@ class AgentClient:
 
     def _dead(self) -> str:
         tail = "\n".join(self.stderr_tail)
-        why = f"fatal: {self.fatal}" if self.fatal else "end of output"
-        text = f"agent exited ({why}); logs {self.log_base}.*"
-        text += f"; stderr tail:\n{tail}" if tail else ""
         cause = self._diagnose() if self._diagnose is not None else None
+        if self.fatal:
+            text = f"agent exited (fatal: {self.fatal})"
+        elif cause:  # the guest's fault ended the session; the agent did nothing wrong
+            text = "the agent's session ended with it"
+        else:
+            text = "agent exited (end of output)"
+        text += f"; logs {self.log_base}.*"
+        text += f"; stderr tail:\n{tail}" if tail else ""
         return f"{cause}\n({text})" if cause else text
+
+    def _failed(self, doing: str) -> str:
+        """Why the agent's end went away (:meth:`_dead`), *doing* on its first line."""
+        first, _, rest = self._dead().partition("\n")
+        return f"{first} ({doing})" + (f"\n{rest}" if rest else "")
 
     def _wait(self, pred: Callable[[], bool], timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout
         with self._cond:
             while not pred():
                 if self.eof:
-                    first, _, rest = self._dead().partition("\n")
-                    raise AgentError(
-                        f"{first} (waiting for {what})" + (f"\n{rest}" if rest else "")
-                    )
+                    raise AgentError(self._failed(f"waiting for {what}"))
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise AgentTimeout(f"timeout ({timeout:g}s) waiting for {what}")
@@ -226,7 +233,7 @@ class AgentClient:
                 self._stdin.write(line if line.endswith(b"\n") else line + b"\n")
                 self._stdin.flush()
             except (OSError, ValueError, EOFError) as e:  # the agent's end is gone
-                raise AgentError(f"cannot send to the agent ({e}): {self._dead()}") from e
+                raise AgentError(self._failed(f"cannot send to the agent: {e}")) from e
 
     def submit(self, op: str, **args: Any) -> int:
         with self._send_lock:

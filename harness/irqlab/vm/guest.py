@@ -453,6 +453,16 @@ class GuestConfig:
             raise GuestConfigError(
                 f"GuestConfig(smp={self.smp!r}): the number of vCPUs must be an integer >= 1"
             )
+        # A wait of 0 s (or NaN) failed its first step with a message about that step
+        # ("the reseed port did not answer"), not about the setting
+        limits = ["boot_timeout", "ssh_timeout", "agent_timeout", "restore_timeout"]
+        for name in [*limits, *(["freeze_timeout"] if self.freeze_timeout is not None else [])]:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+                raise GuestConfigError(
+                    f"GuestConfig({name}={value!r}): a number of seconds > 0"
+                    + (" (None turns the freeze watch off)" if name == "freeze_timeout" else "")
+                )
 
 
 class Guest:

@@ -106,3 +106,45 @@ def test_not_connected_is_an_error() -> None:
 def test_run_result_unpacks() -> None:
     rc, out, err = RunResult(1, "o", "e")
     assert (rc, out, err) == (1, "o", "e")
+
+
+QUIET_CHECK = """
+import socket, sys, threading
+import paramiko
+from irqlab.vm import ssh
+
+srv = socket.socket()
+srv.bind(("127.0.0.1", 0))
+srv.listen()
+
+def serve():  # a server that closes every connection before its banner
+    while True:
+        c, _ = srv.accept()
+        c.close()
+
+threading.Thread(target=serve, daemon=True).start()
+for label, client in (("ours", ssh._default_client()), ("theirs", paramiko.SSHClient())):
+    client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+    try:
+        client.connect("127.0.0.1", port=srv.getsockname()[1], username="u", password="p",
+                       timeout=5, banner_timeout=5, look_for_keys=False, allow_agent=False)
+    except Exception as e:
+        print(f"-- {label} raised {type(e).__name__}", file=sys.stderr, flush=True)
+"""
+
+
+def test_our_connections_are_quiet_and_an_applications_own_are_not() -> None:
+    """paramiko's transport thread logs a failed banner with a traceback; Python's
+    last-resort handler printed ours (Ctrl-C while SSH connects).  Only our connections
+    are quieted: an application's own paramiko connections still print it."""
+    import subprocess
+    import sys
+
+    r = subprocess.run(
+        [sys.executable, "-c", QUIET_CHECK], capture_output=True, text=True, timeout=60
+    )
+    ours, _, theirs = r.stderr.partition("-- ours raised ")
+    assert ours == "", ours  # nothing before our connection's exception
+    assert theirs.startswith("SSHException"), r.stderr
+    assert "Error reading SSH protocol banner" in theirs, r.stderr
+    assert theirs.rstrip().endswith("-- theirs raised SSHException"), r.stderr

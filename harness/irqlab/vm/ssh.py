@@ -51,7 +51,11 @@ log = logging.getLogger(__name__)
 # paramiko's transport thread logs a connection closed under it (Ctrl-C while SSH
 # connects) with a traceback at ERROR; without a handler of the application's, Python's
 # last-resort handler printed it on stderr.  The caller gets the error raised anyway.
-logging.getLogger("paramiko").addHandler(logging.NullHandler())
+# Our connections log on a channel of their own below paramiko's, which has a handler
+# that does nothing: an application's own paramiko connections keep the last resort,
+# and handlers the application puts on "paramiko" still see ours (records propagate).
+TRANSPORT_LOG = "paramiko.transport.irqlab"
+logging.getLogger(TRANSPORT_LOG).addHandler(logging.NullHandler())
 
 RETRYABLE: tuple[type[BaseException], ...] = (
     paramiko.SSHException,  # banner errors, resets during kex, auth timeouts
@@ -142,6 +146,7 @@ class _NoDelayClient(paramiko.SSHClient):
 def _default_client() -> _Client:
     c = _NoDelayClient()
     c.set_missing_host_key_policy(_AcceptHostKey())
+    c.set_log_channel(TRANSPORT_LOG)
     return c
 
 

@@ -371,9 +371,11 @@ TEARDOWN_LIMIT_S = 20.0
 
 
 class _TeardownWatch:
-    """Ends a teardown that does not finish within *limit* s: prints where every
-    thread is, kills the children (QEMU) and exits with the signal's status.  Its
-    thread is started beforehand: a signal handler only sets an event."""
+    """Ends a teardown that does not finish within *limit* s: prints where every thread
+    is, kills the children (QEMU) and exits with the signal's status.  Its thread is
+    started beforehand (a signal handler only sets an event) and writes straight to
+    descriptor 2 (the main thread may hold sys.stderr's lock).  A raw terminal
+    (``irqlab shell``) is cooked again before the guest's teardown begins."""
 
     def __init__(self, limit: float) -> None:
         import faulthandler
@@ -394,13 +396,12 @@ class _TeardownWatch:
             return
         name = signal.Signals(self.signum).name
         with contextlib.suppress(OSError):
-            print(
+            os.write(
+                2,
                 f"irqlab: the teardown after {name} did not finish within {self.limit:g} s; "
-                "killing its processes. Where each thread was:",
-                file=sys.stderr,
-                flush=True,
+                "killing its processes. Where each thread was:\n".encode(),
             )
-            self._dump(file=sys.stderr, all_threads=True)
+            self._dump(2, all_threads=True)
         self._kill_all()
         os._exit(130 if self.signum == signal.SIGINT else 128 + self.signum)
 

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,11 +43,14 @@ STAND_IN = textwrap.dedent(
             shutil.rmtree(d)
         return 0
 
-    if "--limit" in sys.argv:  # a teardown limit of 1 s, and a child to kill
+    if "--limit" in sys.argv:  # a teardown limit of 1 s, and a process group to kill
+        import subprocess
         from irqlab.vm import proc
         cli.TEARDOWN_LIMIT_S = 1.0
-        child = proc.spawn(["sleep", "60"])
-        print(f"child {child.pid}", flush=True)
+        # the sleep is a grandchild: the parent-death signal would not end it, the
+        # SIGKILL of the group does
+        child = proc.spawn(["sh", "-c", "sleep 60 & echo $!; wait"], stdout=subprocess.PIPE)
+        print(f"grandchild {child.stdout.readline().decode().strip()}", flush=True)
     if "--nohup" in sys.argv:
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
     cli.cmd_regs = hold
@@ -135,7 +139,7 @@ def test_a_teardown_that_hangs_is_ended_with_the_stacks_and_its_children(
     never = tmp_path / "never"
     t = Terminal([sys.executable, "-c", STAND_IN, str(tmp_path), str(never), "--limit"])
     try:
-        child = int(t.expect(r"child (\d+)").group(1))
+        child = int(t.expect(r"grandchild (\d+)").group(1))
         t.expect("holding")
         t.proc.send_signal(sig)
         t.expect("tearing down")
@@ -146,6 +150,26 @@ def test_a_teardown_that_hangs_is_ended_with_the_stacks_and_its_children(
         deadline = time.monotonic() + 5
         while Path(f"/proc/{child}").exists() and time.monotonic() < deadline:
             time.sleep(0.05)  # the kill is sent; its reaping by init is not announced
-        assert not Path(f"/proc/{child}").exists(), "the child was killed"
+        assert not Path(f"/proc/{child}").exists(), "the process group was killed"
     finally:
         t.close()
+
+
+def test_a_signal_inside_the_handler_does_not_wait_on_the_first() -> None:
+    """A second signal can run the handler inside the first one; if the first was
+    inside the event's set() (its lock taken, the flag not yet set), the second one
+    waited on that lock for ever: irqlab could then only be killed."""
+    from irqlab.cli.main import _TeardownWatch
+
+    watch = _TeardownWatch(60.0)
+    try:
+        watch.signum = signal.SIGINT  # the first handler's first step
+        with watch.fired._cond:  # type: ignore[attr-defined]  # ...and inside set()
+            answer: list[bool] = []
+            nested = threading.Thread(target=lambda: answer.append(watch.start(signal.SIGTERM)))
+            nested.start()
+            nested.join(5)
+            assert not nested.is_alive(), "the second signal waited on the first"
+        assert answer == [False]
+    finally:
+        watch.end()

@@ -365,17 +365,21 @@ class Terminated(BaseException):
 
 
 TEARDOWN_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
-# How long the teardown after one of them may take before irqlab gives up on it (an
-# ordinary one takes well under a second; its slowest waits are bounded at 10 s each)
+# How long the teardown after one of them may take before irqlab gives up on it.  An
+# ordinary one takes well under a second.  Its waits are bounded (10 s each), but a
+# frozen guest can chain several of them past this limit: the watch then kills QEMU,
+# which is what they were waiting for, and the next run removes the socket folder.
 TEARDOWN_LIMIT_S = 20.0
+REPORT_LIMIT_S = 2.0  # the watch's report may wait this long for stderr (Ctrl-S, a full pipe)
 
 
 class _TeardownWatch:
     """Ends a teardown that does not finish within *limit* s: prints where every thread
     is, kills the children (QEMU) and exits with the signal's status.  Its thread is
     started beforehand (a signal handler only sets an event) and writes straight to
-    descriptor 2 (the main thread may hold sys.stderr's lock).  A raw terminal
-    (``irqlab shell``) is cooked again before the guest's teardown begins."""
+    descriptor 2 (the main thread may hold sys.stderr's lock), for at most
+    REPORT_LIMIT_S (the output may not drain).  A raw terminal (``irqlab shell``) is
+    cooked again before the guest's teardown begins."""
 
     def __init__(self, limit: float) -> None:
         import faulthandler
@@ -384,16 +388,25 @@ class _TeardownWatch:
 
         self._dump, self._kill_all = faulthandler.dump_traceback, proc.kill_all
         self.limit = limit
-        self.signum = 0
+        self.signum = 0  # the signal that started the teardown (set once, by the handler)
+        self.ended = False  # the block ended: no signal starts a teardown any more
         self.fired = threading.Event()
         self.done = threading.Event()
         self._thread = threading.Thread(target=self._run, name="teardown-watch", daemon=True)
         self._thread.start()
 
-    def _run(self) -> None:
-        self.fired.wait()
-        if self.done.wait(self.limit):
-            return
+    def start(self, signum: int) -> bool:
+        """Called by the signal handler: whether *signum* starts the teardown.  Plain
+        attributes first: a second signal can run the handler again inside the first
+        one, and one that came while the first held the event's lock would wait on it
+        for ever."""
+        if self.signum or self.ended:
+            return False
+        self.signum = signum
+        self.fired.set()
+        return True
+
+    def _report(self) -> None:
         name = signal.Signals(self.signum).name
         with contextlib.suppress(OSError):
             os.write(
@@ -402,10 +415,21 @@ class _TeardownWatch:
                 "killing its processes. Where each thread was:\n".encode(),
             )
             self._dump(2, all_threads=True)
-        self._kill_all()
-        os._exit(130 if self.signum == signal.SIGINT else 128 + self.signum)
+
+    def _run(self) -> None:
+        self.fired.wait()
+        if self.done.wait(self.limit):
+            return
+        try:
+            report = threading.Thread(target=self._report, name="teardown-report", daemon=True)
+            report.start()
+            report.join(REPORT_LIMIT_S)
+        finally:
+            self._kill_all()
+            os._exit(130 if self.signum == signal.SIGINT else 128 + self.signum)
 
     def end(self) -> None:
+        self.ended = True
         self.done.set()
         self.fired.set()
 
@@ -424,9 +448,7 @@ def teardown_on_signals() -> Iterator[None]:
     watch = _TeardownWatch(TEARDOWN_LIMIT_S)
 
     def handler(signum: int, frame: object) -> None:
-        if not watch.fired.is_set():
-            watch.signum = signum
-            watch.fired.set()
+        if watch.start(signum):
             if signum == signal.SIGINT:
                 raise KeyboardInterrupt
             raise Terminated(signum)
@@ -441,9 +463,9 @@ def teardown_on_signals() -> Iterator[None]:
     try:
         yield
     finally:
+        watch.end()  # first: a signal between here and the old handlers is ignored
         for sig, previous in old.items():
             signal.signal(sig, previous)
-        watch.end()
 
 
 def _terminated(signum: int) -> int:

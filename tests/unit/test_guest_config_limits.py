@@ -14,6 +14,7 @@ from irqlab.vm.guest import GuestConfig, GuestConfigError
         ("ssh_timeout", 0),
         ("agent_timeout", -1.0),
         ("boot_timeout", float("nan")),
+        ("ssh_timeout", float("inf")),
         ("restore_timeout", "60"),
         ("freeze_timeout", 0.0),
     ],

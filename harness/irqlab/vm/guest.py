@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 import os
 import posixpath
 import re
@@ -458,7 +459,11 @@ class GuestConfig:
         limits = ["boot_timeout", "ssh_timeout", "agent_timeout", "restore_timeout"]
         for name in [*limits, *(["freeze_timeout"] if self.freeze_timeout is not None else [])]:
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not 0 < value < math.inf  # NaN and inf: no wait takes them
+            ):
                 raise GuestConfigError(
                     f"GuestConfig({name}={value!r}): a number of seconds > 0"
                     + (" (None turns the freeze watch off)" if name == "freeze_timeout" else "")
@@ -1036,10 +1041,11 @@ class Guest:
                 return True
             # QEMU closes the QMP socket as it exits, so the load can fail on the lost
             # connection a moment before the exit is seen: that exit decides
+            from irqlab.vm.loadscale import scaled
             from irqlab.vm.machine import MachineError
 
             with contextlib.suppress(MachineError):
-                vm.wait_exit(EXIT_AFTER_LOST_QMP_S)
+                vm.wait_exit(scaled(EXIT_AFTER_LOST_QMP_S))  # longest on a loaded host
             if vm.is_running():
                 return False
         return vm.returncode == 0 or vm.returncode == -signal.SIGKILL

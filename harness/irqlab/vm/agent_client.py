@@ -188,30 +188,29 @@ class AgentClient:
                 self._err_log.write(line)
                 self.stderr_tail.append(line.decode(errors="replace").rstrip("\n"))
 
-    def _dead(self) -> str:
-        tail = "\n".join(self.stderr_tail)
+    def _dead(self, doing: str) -> str:
+        """Why the agent's end went away, *doing* (what we were at) on the first line:
+        the guest's fault when one is known (then the agent did nothing wrong), else
+        the agent's exit; then where its logs are and its last words."""
         cause = self._diagnose() if self._diagnose is not None else None
         if self.fatal:
-            text = f"agent exited (fatal: {self.fatal})"
-        elif cause:  # the guest's fault ended the session; the agent did nothing wrong
-            text = "the agent's session ended with it"
+            what = f"agent exited (fatal: {self.fatal})"
+        elif cause:
+            what = "the agent's session ended with it"
         else:
-            text = "agent exited (end of output)"
-        text += f"; logs {self.log_base}.*"
-        text += f"; stderr tail:\n{tail}" if tail else ""
-        return f"{cause}\n({text})" if cause else text
-
-    def _failed(self, doing: str) -> str:
-        """Why the agent's end went away (:meth:`_dead`), *doing* on its first line."""
-        first, _, rest = self._dead().partition("\n")
-        return f"{first} ({doing})" + (f"\n{rest}" if rest else "")
+            what = "agent exited (end of output)"
+        tail = "\n".join(self.stderr_tail)
+        where = f"logs {self.log_base}.*" + (f"; stderr tail:\n{tail}" if tail else "")
+        if cause:
+            return f"{cause} ({doing})\n({what}; {where})"
+        return f"{what} ({doing}); {where}"
 
     def _wait(self, pred: Callable[[], bool], timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout
         with self._cond:
             while not pred():
                 if self.eof:
-                    raise AgentError(self._failed(f"waiting for {what}"))
+                    raise AgentError(self._dead(f"waiting for {what}"))
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise AgentTimeout(f"timeout ({timeout:g}s) waiting for {what}")
@@ -233,7 +232,7 @@ class AgentClient:
                 self._stdin.write(line if line.endswith(b"\n") else line + b"\n")
                 self._stdin.flush()
             except (OSError, ValueError, EOFError) as e:  # the agent's end is gone
-                raise AgentError(self._failed(f"cannot send to the agent: {e}")) from e
+                raise AgentError(self._dead(f"cannot send to the agent: {e}")) from e
 
     def submit(self, op: str, **args: Any) -> int:
         with self._send_lock:

@@ -91,7 +91,8 @@ class Terminal:
                 self.proc.send_signal(stacks)
                 until = time.monotonic() + 2.0
                 while self.master >= 0 and time.monotonic() < until:
-                    self._read(until - time.monotonic())
+                    if not self._read(until - time.monotonic()):
+                        break  # EOF: all it wrote is read
             raise AssertionError(f"{self.proc.args!r} still runs after {timeout} s:\n{self.seen}")
         return self.proc.returncode
 

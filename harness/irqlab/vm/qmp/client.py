@@ -145,7 +145,7 @@ class SyncQMP:
         except ExecInterruptedError as e:
             raise QMPFailure(f"QMP {command}: connection lost before the reply ({e})") from e
         except LoopTimeout:
-            raise QMPFailure(f"QMP {command}: no reply within {limit:.3g} s") from None
+            raise QMPFailure(f"QMP {command}: no reply within {round(limit, 2):g} s") from None
         except (QMPError, OSError) as e:
             raise QMPFailure(f"QMP {command}: {e}") from e
 

@@ -1,5 +1,6 @@
 """irqlab bench's checks of what it is given, made before anything boots or is
-written: result files (--report, --compare) and lists (--paths and the like)."""
+written: result files (--report, --compare), lists (--paths and the like) and
+numbers (--events, --period-us and the like)."""
 
 from __future__ import annotations
 
@@ -81,6 +82,18 @@ def test_report_and_compare_of_bench_results(
         (["--skip", "storms"], "argument --skip: unknown stage 'storms'; known: latency,"),
         (["--storm-rates", "1000,fast"], "expected a comma list of positive numbers"),
         (["--storm-rates", "0"], "expected a comma list of positive numbers"),
+        # numbers: --events -5 and --period-us 0 started a bench that ran for minutes
+        (["--events=-5"], "argument --events: '-5': must be 1 or more"),
+        (["--runs", "0"], "argument --runs: '0': must be 1 or more"),
+        (["--runs", "2x"], "argument --runs: not an integer: '2x'"),
+        (["--period-us", "0"], "argument --period-us: '0': must be more than 0"),
+        (["--storm-seconds", "nan"], "argument --storm-seconds: 'nan': not a finite number"),
+        (["--storm-ring-size=-1"], "argument --storm-ring-size: '-1': must be 0 or more"),
+        (["--noise-floor=-0.1"], "argument --noise-floor: '-0.1': must be 0 or more"),
+        (["--wakeup-runs=-1"], "argument --wakeup-runs: '-1': must be 0 or more"),
+        (["--injections", "0"], "argument --injections: '0': must be 1 or more"),
+        (["--cyclictest-loops", "0"], "argument --cyclictest-loops: '0': must be 1 or more"),
+        (["--boots=-1"], "argument --boots: '-1': must be 0 or more"),
     ],
 )
 def test_lists_are_checked_before_anything_boots(

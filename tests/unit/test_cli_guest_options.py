@@ -295,7 +295,7 @@ def test_inject_burst_period_not_a_finite_number_is_a_usage_error(
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("usage: irqlab inject burst ") and "Traceback" not in err
-    assert f"error: argument --period-us: {period!r}: not a finite number of microseconds" in err
+    assert f"error: argument --period-us: {period!r}: not a finite number" in err
     assert qmp.connections == 0, "QEMU is not even asked"
 
 

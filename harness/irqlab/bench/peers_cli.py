@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from irqlab.cli.argtypes import count
+
 DESCRIPTION = """\
 Times the whole of "start a guest, run one command in it over SSH, stop it" three
 ways, in interleaved rounds: labgrid {labgrid} (installed into a throwaway virtual
@@ -37,7 +39,7 @@ def add_bench_peers_parser(subparsers: Any) -> argparse.ArgumentParser:
         description=DESCRIPTION.format(labgrid=LABGRID_VERSION),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    s.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS,
+    s.add_argument("--rounds", type=count(1), default=DEFAULT_ROUNDS,
                    help=f"interleaved rounds (default {DEFAULT_ROUNDS})")  # fmt: skip
     s.add_argument("--out", type=Path, help="output directory (default build/bench-peers/<stamp>)")
     s.set_defaults(func=cmd_bench_peers)

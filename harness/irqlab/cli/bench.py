@@ -16,6 +16,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from irqlab.cli.argtypes import count, non_negative, positive
+
 __all__ = [
     "DESCRIPTION",
     "STAGES_HELP",
@@ -115,9 +117,10 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def add_bench_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("--quick", action="store_true", help="small counts (minutes, not the full run)")
-    s.add_argument("--runs", type=int, help="fresh boots measuring everything (spread); default 1")
-    s.add_argument("--events", type=int, help="latency events per path (full 10000)")
-    s.add_argument("--period-us", type=float, help="latency series period, µs (default 3000)")
+    runs = "fresh boots measuring everything (spread); default 1"
+    s.add_argument("--runs", type=count(1), help=runs)
+    s.add_argument("--events", type=count(1), help="latency events per path (full 10000)")
+    s.add_argument("--period-us", type=positive, help="latency series period, µs (default 3000)")
     s.add_argument(
         "--paths", type=_names("path", _paths), help="comma list of agent paths (default: all)"
     )
@@ -127,9 +130,9 @@ def add_bench_arguments(s: argparse.ArgumentParser) -> None:
         help="wakeup placements (hardirq,thread,workqueue)",
     )
     wakeup_runs = "measure the non-default placements in the first N runs only (default: every run)"
-    s.add_argument("--wakeup-runs", type=int, help=wakeup_runs)
+    s.add_argument("--wakeup-runs", type=count(0), help=wakeup_runs)
     s.add_argument("--storm-rates", type=_ints, help="events/s (default 1000,10000,50000,100000)")
-    s.add_argument("--storm-seconds", type=float, help="storm length per rate (full 10)")
+    s.add_argument("--storm-seconds", type=positive, help="storm length per rate (full 10)")
     s.add_argument(
         "--storm-paths",
         type=_names("path", _storm_paths),
@@ -138,10 +141,11 @@ def add_bench_arguments(s: argparse.ArgumentParser) -> None:
     acks = "record paths' ACK in storms: an ioctl per event, one write(2) per read (default)"
     s.add_argument("--storm-ack", choices=("ioctl", "write", "none"), help=acks + ", none")
     ring = "driver ring_size (records per open file) in storms (default 4096; 0: the module's)"
-    s.add_argument("--storm-ring-size", type=int, help=ring)
-    s.add_argument("--injections", type=int, help="QMP injections (full 5000, >= 5 s)")
-    s.add_argument("--boots", type=int, help="extra boots of the standard image (full 5)")
-    s.add_argument("--cyclictest-loops", type=int, help="cyclictest cycles of 1 ms (full 10000)")
+    s.add_argument("--storm-ring-size", type=count(0), help=ring)
+    s.add_argument("--injections", type=count(1), help="QMP injections (full 5000, >= 5 s)")
+    s.add_argument("--boots", type=count(0), help="extra boots of the standard image (full 5)")
+    loops = "cyclictest cycles of 1 ms (full 10000)"
+    s.add_argument("--cyclictest-loops", type=count(1), help=loops)
     s.add_argument("--no-rt-tests", action="store_true", help="no cyclictest (image without it)")
     s.add_argument(
         "--skip", type=_names("stage", _stages), default=(), help=f"stages to skip: {STAGES_HELP}"
@@ -149,7 +153,8 @@ def add_bench_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("--test-all", action="store_true", help="also time `invoke test-all` (long)")
     s.add_argument("--out", type=Path, help="output directory (default build/bench/<stamp>)")
     s.add_argument("--compare", type=Path, metavar="OLD.json", help="compare with an old result")
-    s.add_argument("--noise-floor", type=float, default=0.10, help="compare: minimum threshold")
+    floor = "compare: minimum threshold"
+    s.add_argument("--noise-floor", type=non_negative, default=0.10, help=floor)
     s.add_argument("--report", type=Path, metavar="RESULT.json", help="re-render; do not measure")
     s.add_argument("--no-fail-on-worse", action="store_true", help="exit 0 even if worse")
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
 import os
 import select
 import shlex
@@ -27,6 +26,7 @@ from typing import Any
 
 import paramiko
 
+from irqlab.cli.argtypes import finite, integer
 from irqlab.errors import IrqlabError
 
 __all__ = [
@@ -379,27 +379,8 @@ class QmpSocket:
         self._qmp.close()
 
 
-def _int(text: str) -> int:
-    try:
-        return int(text, 0)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-
-
-def _microseconds(text: str) -> float:
-    """``--period-us``: a number of microseconds, finite (NaN and infinities have no
-    nanosecond count: a usage error, not a traceback); its range is the injector's."""
-    try:
-        us = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not math.isfinite(us):
-        raise argparse.ArgumentTypeError(f"{text!r}: not a finite number of microseconds")
-    return us
-
-
 def _vcpus(text: str) -> int:
-    n = _int(text)
+    n = integer(text)
     if n < 1:
         raise argparse.ArgumentTypeError(f"{text!r}: a guest needs at least 1 vCPU")
     return n
@@ -529,15 +510,17 @@ def add_guest_parsers(sub: Any) -> None:
         return a
 
     a = action("pulse", "pulse GPIO input lines (rising then falling edge)")
-    a.add_argument("lines", type=_int, nargs="+", metavar="LINE")
+    a.add_argument("lines", type=integer, nargs="+", metavar="LINE")
     a = action("set-lines", "drive the GPIO inputs to a bit mask of levels")
-    a.add_argument("levels", type=_int, metavar="MASK")
+    a.add_argument("levels", type=integer, metavar="MASK")
     a = action("push", "push words into the device's FIFO")
-    a.add_argument("words", type=_int, nargs="+", metavar="WORD")
+    a.add_argument("words", type=integer, nargs="+", metavar="WORD")
     a = action("burst", "start the in-device burst generator")
-    a.add_argument("count", type=_int)
-    a.add_argument("--period-us", type=_microseconds, help="period in microseconds")
-    a.add_argument("--line", type=_int, help="toggle this GPIO line instead of BURST events")
+    a.add_argument("count", type=integer)
+    a.add_argument(
+        "--period-us", type=finite, help="period in microseconds (its range: the device's)"
+    )
+    a.add_argument("--line", type=integer, help="toggle this GPIO line instead of BURST events")
     action("counters", "print the device counters (JSON)")
     s.set_defaults(func=cmd_inject)
 

@@ -16,6 +16,8 @@ import threading
 from collections.abc import Iterator, Sequence
 from typing import Any, TextIO
 
+from irqlab.cli.argtypes import count, positive
+
 __all__ = [
     "TEARDOWN_SIGNALS",
     "Terminated",
@@ -236,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--qemu", help="QEMU binary (default: the built one)")
     s.add_argument("--accel", help="force kvm|tcg|auto (default: $IRQLAB_ACCEL or auto)")
-    s.add_argument("--timeout", type=float, default=5.0, help="probe timeout, seconds")
+    s.add_argument("--timeout", type=positive, default=5.0, help="probe timeout, seconds")
     s.set_defaults(func=cmd_probe_accel)
 
     from irqlab.cli.cachecmd import add_cache_parser
@@ -261,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--clean", action="store_true", help="remove Buildroot's output directory first (cold)"
     )
-    s.add_argument("--jobs", type=int, default=0, help="BR2_JLEVEL (default: Buildroot's)")
+    s.add_argument("--jobs", type=count(0), default=0, help="BR2_JLEVEL (default: Buildroot's)")
     s.add_argument(
         "--verbose", action="store_true", help="all of Buildroot's output, not only its '>>>' lines"
     )

@@ -1,0 +1,57 @@
+"""argparse types for numbers whose range the option defines: a value outside it is a
+usage error that says the rule (``--events -5`` started a bench that ran for minutes)."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable
+
+__all__ = ["count", "finite", "integer", "non_negative", "positive"]
+
+
+def integer(text: str) -> int:
+    """An integer, decimal or with a ``0x``/``0o``/``0b`` prefix."""
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+
+
+def count(minimum: int) -> Callable[[str], int]:
+    """An :func:`integer` of at least *minimum*."""
+
+    def parse(text: str) -> int:
+        n = integer(text)
+        if n < minimum:
+            raise argparse.ArgumentTypeError(f"{text!r}: must be {minimum} or more")
+        return n
+
+    return parse
+
+
+def finite(text: str) -> float:
+    """A number, not NaN nor an infinity (they have no count of nanoseconds)."""
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(x):
+        raise argparse.ArgumentTypeError(f"{text!r}: not a finite number")
+    return x
+
+
+def positive(text: str) -> float:
+    """A finite number > 0 (a period, a duration)."""
+    x = finite(text)
+    if x <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be more than 0")
+    return x
+
+
+def non_negative(text: str) -> float:
+    """A finite number >= 0."""
+    x = finite(text)
+    if x < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be 0 or more")
+    return x

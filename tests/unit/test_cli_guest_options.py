@@ -299,10 +299,16 @@ def test_inject_burst_period_not_a_finite_number_is_a_usage_error(
     assert qmp.connections == 0, "QEMU is not even asked"
 
 
-def test_inject_burst_period_in_microseconds(qmp: type[_Qmp]) -> None:
-    assert main(["inject", "--qmp", "S", "burst", "10", "--period-us", "2.5"]) == 0
+@pytest.mark.parametrize(("us", "ns"), [("2.5", 2500), ("1.001", 1001), ("abc", None)])
+def test_inject_burst_period_in_microseconds(qmp: type[_Qmp], us: str, ns: int | None) -> None:
+    """To the nearest nanosecond: 1.001 µs was 1000 ns (1.001 * 1000 is 1000.999...)."""
+    if ns is None:  # not a number: a usage error
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["inject", "burst", "10", "--period-us", us])
+        return
+    assert main(["inject", "--qmp", "S", "burst", "10", "--period-us", us]) == 0
     sets = [(a["property"], a["value"]) for c, a in qmp.sent if c == "qom-set"]
-    assert (QOM.PROP_BURST_PERIOD_NS, 2500) in sets and (QOM.PROP_BURST_COUNT, 10) in sets
+    assert (QOM.PROP_BURST_PERIOD_NS, ns) in sets and (QOM.PROP_BURST_COUNT, 10) in sets
     with pytest.raises(SystemExit) as e:
         build_parser().parse_args(["inject", "burst", "10", "--period-us", "abc"])
     assert e.value.code == 2

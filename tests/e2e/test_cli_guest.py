@@ -193,6 +193,23 @@ def test_shell_stopped_by_a_signal_restores_the_terminal(sig: signal.Signals) ->
         t.close()
 
 
+def test_shell_whose_qemu_is_killed_says_so() -> None:
+    """It ended with status 255 and not a word (the connection dropped a moment before
+    the health watch's verdict)."""
+    t = Terminal([*IRQLAB, "shell"])
+    try:
+        t.expect(r"irqlab:~# ")
+        qemu = children(t.proc.pid)
+        assert qemu, "QEMU runs as irqlab's child"
+        os.kill(qemu[0], signal.SIGKILL)
+        assert t.wait() == 1, t.seen
+        assert "irqlab: the guest died: QEMU exited with status -9" in t.seen, t.seen
+        assert t.lflags() & COOKED == COOKED, "the terminal's modes are restored"
+        assert_torn_down(t.proc.pid, qemu)
+    finally:
+        t.close()
+
+
 def test_shell_whose_terminal_closes_stops_the_guest() -> None:
     t = Terminal([*IRQLAB, "shell"], controlling=True)
     try:

@@ -304,9 +304,17 @@ def cmd_shell(args: argparse.Namespace) -> int:
         with _running_guest(config) as g:
             print(shell_hint(qmp), file=sys.stderr, flush=True)
             rc = interactive_shell(g)
-            if g.fault is not None:
-                print(f"irqlab: the guest died: {g.fault.describe()}", file=sys.stderr)
+            # the connection dropped under the shell: the watch's verdict comes a moment
+            # later (it ended with status 255 and not a word when QEMU was killed)
+            fault = g.wait_fault(2.0) if rc < 0 else g.fault
+            if fault is not None:
+                print(f"irqlab: the guest died: {fault.describe()}", file=sys.stderr)
                 return 1
+            if rc < 0:
+                print(
+                    "irqlab: the shell did not finish: the SSH connection dropped", file=sys.stderr
+                )
+                return 255
             return rc
     finally:
         shutil.rmtree(sock_dir, ignore_errors=True)

@@ -32,7 +32,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
@@ -448,6 +448,7 @@ class GuestConfig:
     arch: str = ""
 
     def __post_init__(self) -> None:
+        self._check_shapes()
         check_device_props(self.device_props)
         # QEMU takes -smp 0 as its default (1 vCPU): refused rather than silently changed
         if isinstance(self.smp, bool) or not isinstance(self.smp, int) or self.smp < 1:
@@ -467,6 +468,27 @@ class GuestConfig:
                 raise GuestConfigError(
                     f"GuestConfig({name}={value!r}): a number of seconds > 0"
                     + (" (None turns the freeze watch off)" if name == "freeze_timeout" else "")
+                )
+
+    def _check_shapes(self) -> None:
+        """A string where a list belongs was taken a character at a time ("extra module
+        not found: m", "no module named 7, c, r"), and a list where a mapping belongs
+        ended in an AttributeError: each is refused here, naming the setting."""
+        for name in ("extra_modules", "kernel_modules", "extra_packages"):
+            value = getattr(self, name)
+            if isinstance(value, str | bytes | Path) or not isinstance(value, Iterable):
+                raise GuestConfigError(
+                    f"GuestConfig({name}={value!r}): give a list (one item: [{value!r}])"
+                )
+        for name in ("device_props", "module_params", "extra_files", "extra_module_params"):
+            value = getattr(self, name)
+            if not isinstance(value, Mapping):
+                raise GuestConfigError(f"GuestConfig({name}={value!r}): give a dict")
+        for module, params in self.extra_module_params.items():
+            if not isinstance(params, Mapping):
+                raise GuestConfigError(
+                    f"GuestConfig(extra_module_params={{{module!r}: {params!r}}}): each "
+                    f"module's parameters are a dict, e.g. {{{module!r}: {{'tag': 'x'}}}}"
                 )
 
 
@@ -492,6 +514,10 @@ class Guest:
     """
 
     def __init__(self, config: GuestConfig | None = None) -> None:
+        if config is not None and not isinstance(config, GuestConfig):
+            raise GuestConfigError(
+                f"Guest({config!r}): give a GuestConfig, e.g. Guest(GuestConfig(name=...))"
+            )
         self.config = config or GuestConfig()
         self.machine: Machine | None = None
         self.image: GuestImage | None = None
@@ -697,7 +723,11 @@ class Guest:
     # -- life cycle -----------------------------------------------------------------
     def start(self) -> Guest:
         """Start the guest (restore or cold boot, see the class docs); on any failure
-        everything started so far is stopped before the error propagates."""
+        everything started so far is stopped before the error propagates.  A running
+        Guest is not started again (a second QEMU replaced the first, left running):
+        :meth:`restart` or :meth:`close` first."""
+        if self.machine is not None:
+            raise GuestError("this Guest runs already: close() or restart() it first")
         try:
             return self._start()
         except BaseException as e:

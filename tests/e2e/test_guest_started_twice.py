@@ -1,0 +1,34 @@
+"""A running Guest started again is refused: the second QEMU replaced the first in
+the object, and the first ran on unreferenced until Python exited (then an asyncio
+traceback).  restart() is the way to start it again."""
+
+from __future__ import annotations
+
+import pytest
+
+from irqlab.testing.plugin import start_guest
+from irqlab.vm import proc
+from irqlab.vm.guest import GuestConfig, GuestError
+
+
+def test_a_running_guest_is_not_started_again_and_restart_works() -> None:
+    others = {p.pid for p in proc.live_children()}  # e.g. the session guest's QEMU
+
+    def mine() -> list[int]:
+        return [p.pid for p in proc.live_children() if p.pid not in others]
+
+    g = start_guest(GuestConfig(name="started-twice"))
+    try:
+        first = g.machine.pid if g.machine is not None else None
+        with pytest.raises(GuestError, match="runs already"):
+            g.start()
+        assert g.machine is not None and g.machine.pid == first, "the same QEMU"
+        assert mine() == [first], "no second QEMU"
+        assert g.sh("echo ok").strip() == "ok", "the running guest is untouched"
+        g.restart()
+        assert g.machine is not None and g.machine.pid != first
+        assert mine() == [g.machine.pid]
+        assert g.sh("echo again").strip() == "again"
+    finally:
+        g.close()
+    assert mine() == []

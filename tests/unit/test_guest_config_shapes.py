@@ -1,0 +1,43 @@
+"""GuestConfig and Guest refuse values of the wrong shape, naming the setting: a
+string where a list belongs was taken a character at a time ("extra module not found:
+m", "no module named 7, c, r"), a list where a dict belongs ended in AttributeError."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from irqlab.vm.guest import Guest, GuestConfig, GuestConfigError
+
+
+@pytest.mark.parametrize(
+    ("kw", "says"),
+    [
+        (
+            {"extra_modules": "mod/mydrv.ko"},
+            "GuestConfig(extra_modules='mod/mydrv.ko'): give a list",
+        ),
+        ({"kernel_modules": "crc7"}, "GuestConfig(kernel_modules='crc7'): give a list"),
+        ({"extra_packages": "rt-tests"}, "GuestConfig(extra_packages='rt-tests'): give a list"),
+        ({"extra_files": [("/a", "b")]}, "GuestConfig(extra_files=[('/a', 'b')]): give a dict"),
+        ({"module_params": ["uio=1"]}, "GuestConfig(module_params=['uio=1']): give a dict"),
+        ({"extra_module_params": {"mydrv": "tag=x"}}, "each module's parameters are a dict"),
+    ],
+)
+def test_a_value_of_the_wrong_shape_is_refused(kw: dict[str, Any], says: str) -> None:
+    with pytest.raises(GuestConfigError) as info:
+        GuestConfig(**kw)
+    assert says in str(info.value), str(info.value)
+
+
+def test_lists_and_dicts_are_taken() -> None:
+    c = GuestConfig(
+        extra_modules=("a.ko",), kernel_modules=("crc7",), extra_module_params={"a": {"t": 1}}
+    )
+    assert list(c.extra_modules) == ["a.ko"]
+
+
+def test_a_guest_is_given_a_config() -> None:
+    with pytest.raises(GuestConfigError, match=r"Guest\('x'\): give a GuestConfig"):
+        Guest("x")  # type: ignore[arg-type]

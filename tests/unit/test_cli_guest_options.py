@@ -312,3 +312,41 @@ def test_inject_burst_period_in_microseconds(qmp: type[_Qmp], us: str, ns: int |
     with pytest.raises(SystemExit) as e:
         build_parser().parse_args(["inject", "burst", "10", "--period-us", "abc"])
     assert e.value.code == 2
+
+
+def test_inject_to_what_is_no_socket_says_so(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A directory or a file given as --qmp gave "Connection refused"."""
+    for path in (tmp_path, tmp_path / "file"):
+        if path != tmp_path:
+            path.write_text("")
+        assert main(["inject", "--qmp", str(path), "push", "1"]) == 1
+        err = capsys.readouterr().err.strip()
+        assert err == f"irqlab: --qmp {path}: not a socket (`irqlab shell` prints its QMP socket)"
+
+
+def test_module_param_without_our_driver_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It was accepted, and cost a cold boot for a driver that is not loaded."""
+    monkeypatch.setattr("irqlab.vm.guest.Guest", None)  # a guest started would fail loudly
+    assert main(["run", "--no-irqlab", "--module-param", "gpio_edges=8", "--", "true"]) == 1
+    assert "--no-irqlab does not load it" in capsys.readouterr().err
+
+
+def test_usage_errors_name_the_program_once(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """They said "irqlab: irqlab run: ..."."""
+    assert main(["run"]) == 1
+    assert capsys.readouterr().err.startswith("irqlab: run: no command")
+    monkeypatch.delenv("IRQLAB_QMP", raising=False)
+    assert main(["inject", "push", "1"]) == 1
+    assert capsys.readouterr().err.startswith("irqlab: inject: no QMP socket")
+
+
+def test_regs_with_a_prefix_nothing_has_fails(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["regs", "NOPE"]) == 1
+    assert capsys.readouterr().err.strip() == "irqlab regs: no name starts with 'NOPE'"
+    assert main(["regs", "REG_"]) == 0

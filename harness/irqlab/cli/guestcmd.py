@@ -17,6 +17,7 @@ import select
 import shlex
 import shutil
 import signal
+import stat
 import sys
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -83,6 +84,11 @@ def guest_config(args: argparse.Namespace, name: str) -> Any:
 
     if args.accel:
         os.environ["IRQLAB_ACCEL"] = args.accel
+    if args.no_irqlab and args.module_param:  # accepted, and a cold boot for nothing
+        raise UsageError(
+            "--module-param sets our driver's parameters, and --no-irqlab does not load it "
+            "(your module's: --module 'my.ko k=v')"
+        )
     modules: list[Path] = []
     module_params: dict[str, dict[str, str]] = {}
     for spec in args.module or []:
@@ -344,7 +350,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if cmd and cmd[0] == "--":
         cmd = cmd[1:]
     if not cmd:
-        raise UsageError("irqlab run: no command (irqlab run [options] -- CMD ...)")
+        raise UsageError("run: no command (irqlab run [options] -- CMD ...)")
     with _running_guest(guest_config(args, "run")) as g:
         chan = _session(g)
         chan.exec_command(remote_command(cmd))
@@ -366,6 +372,8 @@ class QmpSocket:
 
         if not path.exists():
             raise UsageError(f"--qmp {path}: no such socket (is `irqlab shell` running?)")
+        if not stat.S_ISSOCK(path.stat().st_mode):  # QEMU's refusal said "Connection refused"
+            raise UsageError(f"--qmp {path}: not a socket (`irqlab shell` prints its QMP socket)")
         self._qmp = SyncQMP("inject", timeout=timeout)
         try:
             self._qmp.connect(path)
@@ -399,7 +407,7 @@ def cmd_inject(args: argparse.Namespace) -> int:
 
     path = args.qmp or os.environ.get("IRQLAB_QMP")
     if not path:
-        raise UsageError("irqlab inject: no QMP socket: pass --qmp PATH (printed by irqlab shell)")
+        raise UsageError("inject: no QMP socket: pass --qmp PATH (printed by irqlab shell)")
     conn = QmpSocket(Path(path))
     try:
         inj = Injector(conn, args.device_id)

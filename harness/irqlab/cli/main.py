@@ -178,9 +178,12 @@ def cmd_kdir(args: argparse.Namespace) -> int:
 def cmd_regs(args: argparse.Namespace) -> int:
     from irqlab.contract.regs import PREFIX, REGS
 
-    for name, value in REGS.items():
-        if name.removeprefix(PREFIX).startswith(args.prefix):
-            print(f"{name:36} {value:#x}")
+    found = [(n, v) for n, v in REGS.items() if n.removeprefix(PREFIX).startswith(args.prefix)]
+    if not found:
+        print(f"irqlab regs: no name starts with {args.prefix!r}", file=sys.stderr)
+        return 1
+    for name, value in found:
+        print(f"{name:36} {value:#x}")
     return 0
 
 

@@ -241,9 +241,10 @@ class HealthWatch(threading.Thread):
         except MachineError as e:
             if not self.machine.is_running():
                 return None  # the exit is reported on the next look, with its status
+            why = str(e).splitlines()[0]
             return self._fault(
-                f"guest stopped responding: QEMU did not answer QMP within "
-                f"{limit:.3g} s ({str(e).splitlines()[0]})"
+                f"guest stopped responding: QEMU did not answer QMP within {limit:.3g} s"
+                + ("" if "no reply within" in why else f" ({why})")  # said once, not twice
             )
         if status == "guest-panicked":
             # pvpanic told QEMU; the console's own panic line usually follows within

@@ -20,6 +20,11 @@ def test_fails_after_kernel_lines(irqlab_guest, irqlab_agent, irqlab_device):
     irqlab_device.push(0x5A5A)
     irqlab_agent.expect(path="read", timeout=10)
     assert False, "on purpose"
+
+
+def test_fails_with_only_the_guest(irqlab_guest):
+    irqlab_guest.sh("echo irqlab-test: only the guest > /dev/kmsg")
+    assert False, "on purpose too"
 """
 
 
@@ -33,8 +38,12 @@ def test_failure_report_has_dmesg_counters_and_agent_messages(
     pytester.makepyfile(USER_TESTS)
     junit = pytester.path / "junit.xml"
     r = pytester.runpytest_subprocess(f"--junitxml={junit}", "-p", "no:cacheprovider")
-    r.assert_outcomes(failed=1)
+    r.assert_outcomes(failed=2)
     out = r.stdout.str()
+    # each failure names its logs, the test with only irqlab_guest too (it had none)
+    only = out.split("test_fails_with_only_the_guest", 1)[1]
+    assert "irqlab guest logs (this test's part)" in only, only
+    assert "irqlab diagnostics" in only and "irqlab-test: only the guest" in only, only
     header = out.split("collected", 1)[0]
     assert "irqlab: QEMU 7." in header or "irqlab: QEMU " in header, header
     assert "kernel 6." in header and "image debian" in header and "accel " in header, header

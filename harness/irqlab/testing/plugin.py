@@ -624,25 +624,23 @@ def irqlab_guest_alive(request: pytest.FixtureRequest) -> Guest | None:
         return None
     guest: Guest = request.getfixturevalue("irqlab_guest")  # session scope: set up already
     revive(guest, request.config)
+    # A failure's report names this test's part of the guest's logs and its diagnostics,
+    # whichever of the session guest's fixtures the test took
+    log_root = _test_log_root(request, request.getfixturevalue("irqlab_log_dir"))
+    request.node.stash[_GUEST_LOGS] = (LogSlicer(_guest_logs(guest)), log_root)
+    request.node.stash.setdefault(_DIAGNOSTICS, []).append(
+        (GuestDiagnostics.start(guest), log_root)
+    )
     return guest
 
 
 @pytest.fixture
-def irqlab_agent(
-    request: pytest.FixtureRequest, irqlab_guest: Guest, irqlab_log_dir: Path
-) -> Generator[AgentClient, None, None]:
+def irqlab_agent(irqlab_guest: Guest) -> Generator[AgentClient, None, None]:
     """The session's agent, reset: no armed paths or open files, device counters zero.
     If an earlier test killed the session guest, it was replaced first (by the autouse
     ``irqlab_guest_alive``, which pytest sets up before this one)."""
     irqlab_guest.reset()
     client = irqlab_guest.agent
-    request.node.stash[_GUEST_LOGS] = (
-        LogSlicer(_guest_logs(irqlab_guest)),
-        _test_log_root(request, irqlab_log_dir),
-    )
-    request.node.stash.setdefault(_DIAGNOSTICS, []).append(
-        (GuestDiagnostics.start(irqlab_guest), _test_log_root(request, irqlab_log_dir))
-    )
     yield client
     _check_path_errors(irqlab_guest, client)
 

@@ -32,3 +32,5 @@ def test_a_running_guest_is_not_started_again_and_restart_works() -> None:
     finally:
         g.close()
     assert mine() == []
+    with pytest.raises(GuestError, match="not running"):
+        g.injector.counters()  # a closed guest's device is not there to ask

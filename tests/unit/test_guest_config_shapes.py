@@ -41,3 +41,11 @@ def test_lists_and_dicts_are_taken() -> None:
 def test_a_guest_is_given_a_config() -> None:
     with pytest.raises(GuestConfigError, match=r"Guest\('x'\): give a GuestConfig"):
         Guest("x")  # type: ignore[arg-type]
+
+
+def test_the_injector_of_a_guest_not_started_is_a_guest_error() -> None:
+    """It was None, and g.injector.push(1) an AttributeError."""
+    from irqlab.vm.guest import GuestError
+
+    with pytest.raises(GuestError, match="not running: start"):
+        Guest(GuestConfig()).injector.push(1)

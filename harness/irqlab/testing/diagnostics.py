@@ -108,12 +108,11 @@ class GuestDiagnostics:
         except Exception as e:  # a diagnostic must not hide the test's own failure
             parts.append(f"--- guest kernel log: unavailable ({e})")
         try:
-            if g.injector is not None:
-                c = g.injector.counters()
-                parts.append(
-                    "--- device counters (QMP)\n"
-                    + " ".join(f"{f.name}={getattr(c, f.name)}" for f in fields(c))
-                )
+            c = g.injector.counters()
+            parts.append(
+                "--- device counters (QMP)\n"
+                + " ".join(f"{f.name}={getattr(c, f.name)}" for f in fields(c))
+            )
         except Exception as e:
             parts.append(f"--- device counters: unavailable ({e})")
         if self.rx_log is not None:

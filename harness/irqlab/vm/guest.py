@@ -525,7 +525,7 @@ class Guest:
         self.ssh: SshClient | None = None
         self._agent: AgentClient | None = None
         self._t0 = 0.0
-        self.injector: Injector | None = None
+        self._injector: Injector | None = None
         self.accel: AccelChoice | None = None
         self.ssh_port = 0
         self.module: str | None = None
@@ -1004,7 +1004,7 @@ class Guest:
         )
         self.machine.start()
         self.ssh_port = forwarded_port(self.machine, GUEST_SSH_PORT)
-        self.injector = Injector(self.machine, c.device_id)
+        self._injector = Injector(self.machine, c.device_id)
         self._start_watch()
 
     def _qmp_socket_args(self) -> list[str]:
@@ -1228,6 +1228,14 @@ class Guest:
             if fault is not None:
                 raise GuestFault(fault, f"running {cmd!r}")
         return result
+
+    @property
+    def injector(self) -> Injector:
+        """The device's interrupt injector (QMP to QEMU); :class:`GuestError` while the
+        guest does not run (it was an AttributeError on None)."""
+        if self._injector is None or self.machine is None:
+            raise GuestError("the guest is not running: start() it first")
+        return self._injector
 
     @property
     def dev(self) -> str:
@@ -1547,8 +1555,8 @@ class Guest:
         agent.drain_events()
         if self.config.load_irqlab and not present:
             self.reload_module(**self.config.module_params)
-        if self.injector is not None:
-            self.injector.reset_counters()
+        if self._injector is not None:
+            self._injector.reset_counters()
 
 
 def agent_command(package: str) -> str:

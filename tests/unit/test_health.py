@@ -220,3 +220,14 @@ def test_the_report_header_reads_the_newest_x86_64_qemu_not_another_targets(
     header = report_header()
     assert "QEMU 7.2.22 (x86)" in header, header
     assert "accel tcg forced" in header, header
+
+
+def test_a_request_on_a_closed_session_is_an_agent_error(tmp_path: Path, abi_json: Path) -> None:
+    """A session kept after close() (g.agent saved in a variable) raised ValueError: I/O
+    operation on closed file (its log)."""
+    agent = AgentClient.spawn_local(["--spec", str(abi_json)], logs=tmp_path)
+    agent.wait_hello(30)
+    agent.close(timeout=5)
+    with pytest.raises(AgentError, match="session is closed"):
+        agent.ping(timeout=5)
+    agent.close(timeout=5)  # twice: nothing more to do

@@ -100,6 +100,7 @@ class AgentClient:
         self.hello: dict[str, Any] | None = None
         self.fatal: str | None = None
         self.eof = False
+        self.closed = False  # close() was called: requests are refused
         self.stderr_tail: deque[str] = deque(maxlen=50)
         logs = logs if logs is not None else log_dir()
         logs.mkdir(parents=True, exist_ok=True)
@@ -226,6 +227,8 @@ class AgentClient:
 
     def send_raw(self, line: bytes) -> None:
         """Write one raw line (tests use it to send malformed requests)."""
+        if self.closed:  # its logs are closed too: that was a ValueError
+            raise AgentError("this agent session is closed (a running guest's current one: g.agent)")
         with self._send_lock:
             self._tx_log.write(line if line.endswith(b"\n") else line + b"\n")
             try:
@@ -371,9 +374,10 @@ class AgentClient:
 
     # -- shutdown -----------------------------------------------------------------------
     def close(self, timeout: float = 10.0) -> None:
-        if not self.eof:
+        if not self.eof and not self.closed:
             with contextlib.suppress(AgentError, OSError, ValueError):
                 self.request("quit", timeout=timeout)
+        self.closed = True
         with contextlib.suppress(OSError, ValueError):
             self._stdin.close()
         self._reader.join(timeout)

@@ -228,7 +228,7 @@ class AgentClient:
     def send_raw(self, line: bytes) -> None:
         """Write one raw line (tests use it to send malformed requests)."""
         if self.closed:  # its logs are closed too: that was a ValueError
-            raise AgentError("this agent session is closed (a running guest's current one: g.agent)")
+            raise AgentError("this agent session is closed (a running guest's is g.agent)")
         with self._send_lock:
             self._tx_log.write(line if line.endswith(b"\n") else line + b"\n")
             try:

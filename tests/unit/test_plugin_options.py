@@ -136,6 +136,9 @@ def _marker_run(pytester: pytest.Pytester, marker: str, *files: str) -> pytest.R
         ('kernel_modules="crc7"', "(kernel_modules='crc7'): give a list of module names"),
         ('device={"irq-mode,id": "x"}', "(device={'irq-mode,id': 'x'}): "),
         ('modules=["mydrv.ko tag"]', "(modules=...): 'mydrv.ko tag': 'tag' is not PARAM=VALUE"),
+        ("bogus_key=1", "gpio_edges=, hotplug=, kernel_modules=, load_irqlab=, module=, "),
+        ("bogus_key=1", "modules=, smp=, not bogus_key="),  # was: (got ['bogus_key'] ())
+        ('"smp"', "smp=, not 'smp'"),
     ],
 )
 def test_bad_marker_values_fail_clearly_before_any_guest(

@@ -367,9 +367,10 @@ def fresh_guest_config(request: pytest.FixtureRequest, log_dir: Path | None = No
     }
     unknown = set(kw) - known
     if unknown or (marker is not None and marker.args):
+        got = [*(repr(a) for a in (marker.args if marker is not None else ())), *sorted(unknown)]
         pytest.fail(
-            f"@pytest.mark.irqlab takes {', '.join(f'{k}=' for k in sorted(known))} (got "
-            f"{sorted(unknown)} {marker.args if marker is not None else ()})",
+            f"@pytest.mark.irqlab takes {', '.join(f'{k}=' for k in sorted(known))}, "
+            f"not {', '.join(f'{g}=' if g in unknown else g for g in got)}",
             pytrace=False,
         )
     device, module, files = (_marker_mapping(kw, k) for k in ("device", "module", "files"))

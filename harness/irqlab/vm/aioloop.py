@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import logging
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -24,11 +25,30 @@ class LoopTimeout(IrqlabError, TimeoutError):
     """A coroutine run through :meth:`LoopThread.run` did not finish in time (it was cancelled)."""
 
 
+log = logging.getLogger(__name__)
+
+
+def _quiet_about_a_lost_peer(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """A task of a connection whose peer went away (QEMU died, and the guest was never
+    closed) fails with EOFError or a ConnectionError that nobody awaits any more: at
+    exit asyncio printed "exception was never retrieved" with its traceback.  Whoever
+    used the connection was told (the health watch names QEMU's exit); anything else
+    goes to asyncio's default handler."""
+    exc = context.get("exception")
+    if "never retrieved" in str(context.get("message", "")) and isinstance(
+        exc, EOFError | ConnectionError
+    ):
+        log.debug("%s: %r", context.get("message"), exc)
+        return
+    loop.default_exception_handler(context)
+
+
 class LoopThread:
     """Owns one event loop running forever on a background thread until :meth:`close`."""
 
     def __init__(self, name: str = "irqlab-aio") -> None:
         self._loop = asyncio.new_event_loop()
+        self._loop.set_exception_handler(_quiet_about_a_lost_peer)
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
         self._closed = False
         self._thread.start()

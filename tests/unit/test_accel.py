@@ -143,6 +143,30 @@ def test_verdict_outlives_the_process_but_not_a_host_reboot(
     assert calls == [a, a]
 
 
+def test_forced_kvm_says_what_the_probe_found_without_probing(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """--accel kvm where the probe had found KVM unusable ended in QEMU's assertion and
+    nothing else: the reason (a note on a failed start) now says what the probe found."""
+    calls: list[Path] = []
+
+    def fake_run(binary: Path, acc: str, *, datadir: Path | None, timeout: float) -> ProbeResult:
+        calls.append(binary)
+        return ProbeResult(False, "KVM hangs")
+
+    monkeypatch.setattr(accel, "run_probe_guest", fake_run)
+    a = tmp_path / "a"
+    a.write_text("1")
+    forced = accel.choose(a, accel="kvm")
+    assert forced.reason == "kvm forced by accel='kvm' argument" and calls == []  # no verdict
+    accel.probe(a)
+    accel._cache.clear()  # a new process: the verdict on disk
+    forced = accel.choose(a, accel="kvm")
+    assert forced.accel == "kvm" and not forced.probed and calls == [a]
+    assert "though the KVM probe found it does not work here (KVM hangs" in forced.reason
+    assert accel.choose(a, accel="tcg").reason == "tcg forced by accel='tcg' argument"
+
+
 def _fake_qemu(tmp_path: Path, body: str) -> Path:
     script = tmp_path / "fake-qemu"
     script.write_text(f"#!{sys.executable}\nimport sys, time\n{body}\n")

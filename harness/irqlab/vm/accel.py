@@ -39,6 +39,7 @@ __all__ = [
     "ProbeResult",
     "choose",
     "clear_cache",
+    "known_verdict",
     "probe",
     "probe_argv",
     "requested",
@@ -228,6 +229,16 @@ def probe(
     return cached
 
 
+def known_verdict(binary: Path, datadir: Path | None = None) -> ProbeResult | None:
+    """The probe's verdict for this QEMU on this host boot if one was reached (in memory
+    or on disk), without probing; None if none was."""
+    try:
+        key = verdict_key(binary, datadir)
+    except OSError:
+        return None
+    return _cache.get(key) or _load_verdict(key)
+
+
 def clear_cache() -> None:
     """Forget verdicts, in memory and on disk."""
     _cache.clear()
@@ -262,7 +273,11 @@ def choose(
     forced = requested(accel)
     if forced is not None:
         how = f"accel={accel!r} argument" if accel is not None else f"${ENV_VAR}={forced}"
-        return AccelChoice(forced, f"{forced} forced by {how}", probed=False)
+        reason = f"{forced} forced by {how}"
+        known = known_verdict(binary, datadir) if forced == "kvm" else None
+        if known is not None and not known.ok:  # said, not probed again: it was forced
+            reason += f", though the KVM probe found it does not work here ({known.reason})"
+        return AccelChoice(forced, reason, probed=False)
     unusable = _kvm_usable()
     if unusable is not None:
         return AccelChoice("tcg", f"tcg: {unusable}", probed=False)

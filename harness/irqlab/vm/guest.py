@@ -737,6 +737,8 @@ class Guest:
                 # the console, QEMU's output and the agent's log (pytest shows notes,
                 # the irqlab command prints them)
                 e.add_note(f"logs: {paths.log_dir}")
+                if self.accel is not None and self.accel.accel == "kvm":  # KVM was the
+                    e.add_note(f"accelerator: {self.accel.reason}")  # cause here, often
             raise
 
     def _start(self) -> Guest:

@@ -100,14 +100,20 @@ def test_unopenable_kvm_device(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
     assert "cannot open" in (accel._kvm_usable() or "")
 
 
-def test_probe_is_cached_per_binary(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def _probe_finds(monkeypatch: pytest.MonkeyPatch, result: ProbeResult) -> list[Path]:
+    """The probe guest's run replaced: it finds *result*; the binaries it ran for."""
     calls: list[Path] = []
 
     def fake_run(binary: Path, acc: str, *, datadir: Path | None, timeout: float) -> ProbeResult:
         calls.append(binary)
-        return ProbeResult(False, "no")
+        return result
 
     monkeypatch.setattr(accel, "run_probe_guest", fake_run)
+    return calls
+
+
+def test_probe_is_cached_per_binary(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    calls = _probe_finds(monkeypatch, ProbeResult(False, "no"))
     a, b = tmp_path / "a", tmp_path / "b"
     a.write_text("1")
     b.write_text("2")
@@ -123,13 +129,7 @@ def test_probe_is_cached_per_binary(monkeypatch: pytest.MonkeyPatch, tmp_path: P
 def test_verdict_outlives_the_process_but_not_a_host_reboot(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    calls: list[Path] = []
-
-    def fake_run(binary: Path, acc: str, *, datadir: Path | None, timeout: float) -> ProbeResult:
-        calls.append(binary)
-        return ProbeResult(False, "KVM hangs")
-
-    monkeypatch.setattr(accel, "run_probe_guest", fake_run)
+    calls = _probe_finds(monkeypatch, ProbeResult(False, "KVM hangs"))
     a = tmp_path / "a"
     a.write_text("1")
     first = accel.probe(a)
@@ -148,13 +148,7 @@ def test_forced_kvm_says_what_the_probe_found_without_probing(
 ) -> None:
     """--accel kvm where the probe had found KVM unusable ended in QEMU's assertion and
     nothing else: the reason (a note on a failed start) now says what the probe found."""
-    calls: list[Path] = []
-
-    def fake_run(binary: Path, acc: str, *, datadir: Path | None, timeout: float) -> ProbeResult:
-        calls.append(binary)
-        return ProbeResult(False, "KVM hangs")
-
-    monkeypatch.setattr(accel, "run_probe_guest", fake_run)
+    calls = _probe_finds(monkeypatch, ProbeResult(False, "KVM hangs"))
     a = tmp_path / "a"
     a.write_text("1")
     forced = accel.choose(a, accel="kvm")

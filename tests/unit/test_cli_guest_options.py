@@ -350,3 +350,12 @@ def test_regs_with_a_prefix_nothing_has_fails(capsys: pytest.CaptureFixture[str]
     assert main(["regs", "NOPE"]) == 1
     assert capsys.readouterr().err.strip() == "irqlab regs: no name starts with 'NOPE'"
     assert main(["regs", "REG_"]) == 0
+
+
+def test_inject_burst_period_below_the_minimum_is_said_in_microseconds(
+    qmp: type[_Qmp], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It said "period_ns=0 ns is below the minimum, 1000 ns" of an option in µs."""
+    assert main(["inject", "--qmp", "S", "burst", "10", "--period-us", "0"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == "irqlab: --period-us 0 µs is below the minimum, 1 µs", err

@@ -403,6 +403,7 @@ def _vcpus(text: str) -> int:
 
 
 def cmd_inject(args: argparse.Namespace) -> int:
+    from irqlab.vm.qmp.errors import OutOfRange
     from irqlab.vm.qmp.injector import Injector
 
     path = args.qmp or os.environ.get("IRQLAB_QMP")
@@ -419,7 +420,13 @@ def cmd_inject(args: argparse.Namespace) -> int:
             inj.push_many(args.words)  # every word checked before the first is pushed
         elif args.action == "burst":
             period = None if args.period_us is None else round(args.period_us * 1000)
-            inj.burst(args.count, period, line=args.line)
+            try:
+                inj.burst(args.count, period, line=args.line)
+            except OutOfRange as e:
+                if e.name != "period_ns":
+                    raise
+                # in the option's own unit (it said "period_ns=0 ns is below ...")
+                raise UsageError(e.in_unit("--period-us", "µs", 1000)) from None
         if args.action == "counters" or args.counters:
             print(json.dumps(asdict(inj.counters()), indent=1))
     finally:

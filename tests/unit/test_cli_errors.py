@@ -176,16 +176,35 @@ def test_kdir_prints_the_path_and_for_a_cross_build_how_to_make(
         assert "ARCH=arm64 CROSS_COMPILE=aarch64-linux-gnu-" in err
 
 
+@pytest.mark.parametrize(
+    ("cause", "notes", "printed"),
+    [
+        # Guest.start notes where the guest's logs are on its error: the command prints it
+        ("the cause", ["logs: /some/where"], "irqlab: the cause\nirqlab: logs: /some/where\n"),
+        # a failed start's message names them already ("logs in <dir> (qemu: ...)"): the
+        # note said them twice
+        (
+            "QEMU failed; logs in /some/where (qemu: /some/where/qemu.log)",
+            ["logs: /some/where", "accelerator: kvm forced"],
+            "irqlab: QEMU failed; logs in /some/where (qemu: /some/where/qemu.log)\n"
+            "irqlab: accelerator: kvm forced\n",
+        ),
+    ],
+    ids=["noted", "named-already"],
+)
 def test_an_errors_notes_follow_it(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    cause: str,
+    notes: list[str],
+    printed: str,
 ) -> None:
-    """Guest.start notes where the guest's logs are on its error: the command prints it."""
-
     def fail(**kw: object) -> None:
-        e = PrerequisiteMissing("the cause")
-        e.add_note("logs: /some/where")
+        e = PrerequisiteMissing(cause)
+        for note in notes:
+            e.add_note(note)
         raise e
 
     monkeypatch.setattr("irqlab.build.qemu.ensure_qemu", fail)
     assert main(["build-qemu"]) == 1
-    assert capsys.readouterr().err == "irqlab: the cause\nirqlab: logs: /some/where\n"
+    assert capsys.readouterr().err == printed

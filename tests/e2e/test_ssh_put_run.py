@@ -63,3 +63,16 @@ def test_the_connection_sends_small_messages_at_once(ssh: SshClient) -> None:
     assert isinstance(sock, socket.socket), f"the transport runs on {sock!r}"
     assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY), "Nagle is on"
     assert ssh.run("echo ok").out.strip() == "ok"
+
+
+def test_a_file_the_guest_cannot_take_is_named_with_the_guests_words(irqlab_guest: Guest) -> None:
+    """extra_files={"/proc/x": ...} ended in our internal `mkdir -p /proc && cat > ...`
+    command and its streams; now the path and what the guest said."""
+    from irqlab.vm.guest import GuestError
+
+    with pytest.raises(GuestError) as info:
+        irqlab_guest._put(b"x", "/proc/irqlab-no-such-file", 0o644)
+    msg = str(info.value)
+    assert msg.startswith("cannot write /proc/irqlab-no-such-file in the guest: "), msg
+    assert "cat >" not in msg and "\n" not in msg, msg
+    assert irqlab_guest.sh("echo still fine").strip() == "still fine"

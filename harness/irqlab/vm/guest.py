@@ -1360,7 +1360,10 @@ class Guest:
         assert self.ssh is not None
         q = shlex.quote(remote)
         d = shlex.quote(posixpath.dirname(remote))
-        self.ssh.run(f"mkdir -p {d} && cat > {q} && chmod {mode:o} {q}", input=data, check=True)
+        r = self.ssh.run(f"mkdir -p {d} && cat > {q} && chmod {mode:o} {q}", input=data)
+        if r.rc != 0:  # e.g. a path under /proc: the guest's own words, not our command
+            said = r.err.strip() or f"exit status {r.rc}"
+            raise GuestError(f"cannot write {remote} in the guest: {said}")
 
     def unload_module(self) -> None:
         self.sh(f"rmmod {self.module_name()}")

@@ -25,6 +25,21 @@ def test_fails_after_kernel_lines(irqlab_guest, irqlab_agent, irqlab_device):
 def test_fails_with_only_the_guest(irqlab_guest):
     irqlab_guest.sh("echo irqlab-test: only the guest > /dev/kmsg")
     assert False, "on purpose too"
+
+
+def test_fails_without_a_guest():
+    assert False, "on purpose, no guest"
+"""
+
+# A conftest's autouse session fixture holds the shared guest (as this repository's
+# e2e conftest does): a test that does not take it gets no report of that guest.
+USER_CONFTEST = """
+import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def guest_for_all(irqlab_guest):
+    return irqlab_guest
 """
 
 
@@ -36,14 +51,18 @@ def test_failure_report_has_dmesg_counters_and_agent_messages(
     # run's directories otherwise)
     monkeypatch.setenv("IRQLAB_LOG_DIR", str(pytester.path / "logs"))
     pytester.makepyfile(USER_TESTS)
+    pytester.makeconftest(USER_CONFTEST)
     junit = pytester.path / "junit.xml"
     r = pytester.runpytest_subprocess(f"--junitxml={junit}", "-p", "no:cacheprovider")
-    r.assert_outcomes(failed=2)
+    r.assert_outcomes(failed=3)
     out = r.stdout.str()
     # each failure names its logs, the test with only irqlab_guest too (it had none)
-    only = out.split("test_fails_with_only_the_guest", 1)[1]
+    only = out.split("test_fails_with_only_the_guest", 1)[1].split("test_fails_without", 1)[0]
     assert "irqlab guest logs (this test's part)" in only, only
     assert "irqlab diagnostics" in only and "irqlab-test: only the guest" in only, only
+    # ...and one without a guest of its own has no report of the conftest's
+    none = out.split("test_fails_without_a_guest", 1)[1].split("short test summary", 1)[0]
+    assert "irqlab guest logs" not in none and "irqlab diagnostics" not in none, none
     header = out.split("collected", 1)[0]
     assert "irqlab: QEMU 7." in header or "irqlab: QEMU " in header, header
     assert "kernel 6." in header and "image debian" in header and "accel " in header, header

@@ -584,9 +584,10 @@ def _guest_logs(guest: Guest) -> dict[str, Path]:
     if guest.machine is not None and guest.machine.paths is not None:
         logs["console.log"] = guest.machine.paths.console_log
         logs["qemu.log"] = guest.machine.paths.stderr_log
-    agent = guest.agent
-    for suffix in ("rx.jsonl", "tx.jsonl", "stderr.log"):
-        logs[f"agent.{suffix}"] = Path(f"{agent.log_base}.{suffix}")
+    agent = guest._agent  # never (re)start an agent just to find its logs
+    if agent is not None:
+        for suffix in ("rx.jsonl", "tx.jsonl", "stderr.log"):
+            logs[f"agent.{suffix}"] = Path(f"{agent.log_base}.{suffix}")
     return logs
 
 
@@ -626,12 +627,16 @@ def irqlab_guest_alive(request: pytest.FixtureRequest) -> Guest | None:
     guest: Guest = request.getfixturevalue("irqlab_guest")  # session scope: set up already
     revive(guest, request.config)
     # A failure's report names this test's part of the guest's logs and its diagnostics,
-    # whichever of the session guest's fixtures the test took
-    log_root = _test_log_root(request, request.getfixturevalue("irqlab_log_dir"))
-    request.node.stash[_GUEST_LOGS] = (LogSlicer(_guest_logs(guest)), log_root)
-    request.node.stash.setdefault(_DIAGNOSTICS, []).append(
-        (GuestDiagnostics.start(guest), log_root)
-    )
+    # whichever of the session guest's fixtures the test took itself (not a test that
+    # has it only through a conftest's autouse session fixture: it uses a guest of its
+    # own, or none).  A report's extra: it never fails the test's setup.
+    if _shared_fixtures(request.node):
+        with contextlib.suppress(Exception):
+            log_root = _test_log_root(request, request.getfixturevalue("irqlab_log_dir"))
+            request.node.stash[_GUEST_LOGS] = (LogSlicer(_guest_logs(guest)), log_root)
+            request.node.stash.setdefault(_DIAGNOSTICS, []).append(
+                (GuestDiagnostics.start(guest), log_root)
+            )
     return guest
 
 

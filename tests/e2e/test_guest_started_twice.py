@@ -20,7 +20,7 @@ def test_a_running_guest_is_not_started_again_and_restart_works() -> None:
     g = start_guest(GuestConfig(name="started-twice"))
     try:
         first = g.machine.pid if g.machine is not None else None
-        with pytest.raises(GuestError, match="runs already"):
+        with pytest.raises(GuestError, match="has a QEMU already"):
             g.start()
         assert g.machine is not None and g.machine.pid == first, "the same QEMU"
         assert mine() == [first], "no second QEMU"

@@ -69,9 +69,11 @@ def test_a_file_the_guest_cannot_take_is_named_with_the_guests_words(irqlab_gues
     """extra_files={"/proc/x": ...} ended in our internal `mkdir -p /proc && cat > ...`
     command and its streams; now the path and what the guest said."""
     from irqlab.vm.guest import GuestError
+    from irqlab.vm.ssh import CommandError
 
     with pytest.raises(GuestError) as info:
         irqlab_guest._put(b"x", "/proc/irqlab-no-such-file", 0o644)
+    assert isinstance(info.value, CommandError), "what a failed copy raised before, too"
     msg = str(info.value)
     assert msg.startswith("cannot write /proc/irqlab-no-such-file in the guest: "), msg
     assert "cat >" not in msg and "\n" not in msg, msg

@@ -348,8 +348,11 @@ def test_usage_errors_name_the_program_once(
 
 def test_regs_with_a_prefix_nothing_has_fails(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["regs", "NOPE"]) == 1
-    assert capsys.readouterr().err.strip() == "irqlab regs: no name starts with 'NOPE'"
+    assert capsys.readouterr().err.strip() == "irqlab: regs: no name starts with 'NOPE'"
     assert main(["regs", "REG_"]) == 0
+    short = capsys.readouterr().out
+    assert main(["regs", "IRQLAB_REG_"]) == 0  # the whole name's start works too
+    assert capsys.readouterr().out == short
 
 
 def test_inject_burst_period_below_the_minimum_is_said_in_microseconds(

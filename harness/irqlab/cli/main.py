@@ -178,9 +178,13 @@ def cmd_kdir(args: argparse.Namespace) -> int:
 def cmd_regs(args: argparse.Namespace) -> int:
     from irqlab.contract.regs import PREFIX, REGS
 
-    found = [(n, v) for n, v in REGS.items() if n.removeprefix(PREFIX).startswith(args.prefix)]
+    found = [
+        (n, v)
+        for n, v in REGS.items()
+        if n.startswith(args.prefix) or n.removeprefix(PREFIX).startswith(args.prefix)
+    ]
     if not found:
-        print(f"irqlab regs: no name starts with {args.prefix!r}", file=sys.stderr)
+        print(f"irqlab: regs: no name starts with {args.prefix!r}", file=sys.stderr)
         return 1
     for name, value in found:
         print(f"{name:36} {value:#x}")

@@ -78,6 +78,7 @@ __all__ = [
     "GuestConfig",
     "GuestConfigError",
     "GuestError",
+    "GuestWriteError",
     "ModuleLoadError",
     "PrerequisiteMissing",
     "agent_command",
@@ -117,6 +118,16 @@ class ModuleLoadError(GuestError, CommandError):
     """A kernel module did not load (or unload) in the guest; the message has the
     command's words and the kernel's messages meanwhile.  Also a :class:`CommandError`
     (an ``SshError``), what a failed modprobe raised before, with its ``result``."""
+
+    def __init__(self, message: str, result: RunResult) -> None:
+        RuntimeError.__init__(self, message)
+        self.result = result
+
+
+class GuestWriteError(GuestError, CommandError):
+    """A file could not be written in the guest (``extra_files``, ``--put``, a module's
+    copy); the message has the path and the guest's words.  Also a
+    :class:`CommandError` (an ``SshError``), what a failed copy raised before."""
 
     def __init__(self, message: str, result: RunResult) -> None:
         RuntimeError.__init__(self, message)
@@ -727,7 +738,10 @@ class Guest:
         Guest is not started again (a second QEMU replaced the first, left running):
         :meth:`restart` or :meth:`close` first."""
         if self.machine is not None:
-            raise GuestError("this Guest runs already: close() or restart() it first")
+            raise GuestError(
+                "this Guest has a QEMU already (running, or dead and not closed): "
+                "close() or restart() it first"
+            )
         try:
             return self._start()
         except BaseException as e:
@@ -737,8 +751,8 @@ class Guest:
                 # the console, QEMU's output and the agent's log (pytest shows notes,
                 # the irqlab command prints them)
                 e.add_note(f"logs: {paths.log_dir}")
-                if self.accel is not None and self.accel.accel == "kvm":  # KVM was the
-                    e.add_note(f"accelerator: {self.accel.reason}")  # cause here, often
+                if self.accel is not None and self.accel.accel == "kvm" and not self.accel.probed:
+                    e.add_note(f"accelerator: {self.accel.reason}")  # forced: often the cause
             raise
 
     def _start(self) -> Guest:
@@ -1361,9 +1375,14 @@ class Guest:
         q = shlex.quote(remote)
         d = shlex.quote(posixpath.dirname(remote))
         r = self.ssh.run(f"mkdir -p {d} && cat > {q} && chmod {mode:o} {q}", input=data)
+        if r.rc == -1:  # the channel closed under the copy: did the guest die?
+            fault = self.wait_fault(FAULT_VERDICT)
+            if fault is not None:
+                raise GuestFault(fault, f"writing {remote}")
         if r.rc != 0:  # e.g. a path under /proc: the guest's own words, not our command
-            said = r.err.strip() or f"exit status {r.rc}"
-            raise GuestError(f"cannot write {remote} in the guest: {said}")
+            lines = r.err.strip().splitlines()
+            said = lines[0] if lines else f"exit status {r.rc}"
+            raise GuestWriteError(f"cannot write {remote} in the guest: {said}", r)
 
     def unload_module(self) -> None:
         self.sh(f"rmmod {self.module_name()}")

@@ -18,8 +18,8 @@ def _lose(loop: LoopThread, exc: BaseException) -> None:
         raise exc
 
     async def start() -> None:
-        asyncio.ensure_future(fail())  # noqa: RUF006  # the point: nobody keeps or awaits it
-        await asyncio.sleep(0.05)
+        task = asyncio.ensure_future(fail())
+        await asyncio.wait({task})  # it has failed; nobody asks for its exception
 
     loop.run(start(), timeout=5)
     gc.collect()

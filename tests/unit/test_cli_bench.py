@@ -82,6 +82,8 @@ def test_report_and_compare_of_bench_results(
         (["--skip", "storms"], "argument --skip: unknown stage 'storms'; known: latency,"),
         (["--storm-rates", "1000,fast"], "expected a comma list of positive numbers"),
         (["--storm-rates", "0"], "expected a comma list of positive numbers"),
+        (["--storm-rates", "inf"], "expected a comma list of positive numbers"),  # traceback
+        (["--storm-rates", "1000,1.9"], "expected a comma list of positive numbers"),
         # numbers: --events -5 and --period-us 0 started a bench that ran for minutes
         (["--events=-5"], "argument --events: '-5': must be 1 or more"),
         (["--runs", "0"], "argument --runs: '0': must be 1 or more"),

@@ -73,8 +73,8 @@ def test_prune_zero_removes_all_but_current_and_in_use(
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["cache", "--prune", "-1"], "N must be 0 or more, not -1"),
-        (["cache", "--prune", "some"], "'some' is not a number"),
+        (["cache", "--prune", "-1"], "argument --prune: '-1': must be 0 or more"),
+        (["cache", "--prune", "some"], "argument --prune: not an integer: 'some'"),
     ],
 )
 def test_a_bad_n_is_refused(

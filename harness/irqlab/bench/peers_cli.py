@@ -50,9 +50,6 @@ def cmd_bench_peers(args: argparse.Namespace) -> int:
     from irqlab.bench.peers import render_table, run_peers
     from irqlab.vm.guest import PrerequisiteMissing
 
-    if args.rounds < 1:
-        print("irqlab bench-peers: --rounds must be >= 1", file=sys.stderr)
-        return 2
     try:
         path = run_peers(args.rounds, args.out)
     except PrerequisiteMissing as e:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from irqlab.cli.argtypes import count, non_negative, positive
+from irqlab.cli.argtypes import count, finite, non_negative, positive
 
 __all__ = [
     "DESCRIPTION",
@@ -33,13 +33,15 @@ def _csv(s: str) -> tuple[str, ...]:
 
 
 def _ints(s: str) -> tuple[int, ...]:
+    """A comma list of whole numbers >= 1, written as integers or as floats (``1e3``);
+    ``inf`` or ``1.9`` is a usage error (inf was an OverflowError's traceback)."""
     try:
-        values = tuple(int(float(x)) for x in _csv(s))
-    except ValueError:
-        values = ()
-    if not values or min(values) < 1:
+        floats = [finite(x) for x in _csv(s)]
+    except argparse.ArgumentTypeError:
+        floats = []
+    if not floats or min(floats) < 1 or any(x != int(x) for x in floats):
         raise argparse.ArgumentTypeError(f"{s!r}: expected a comma list of positive numbers")
-    return values
+    return tuple(int(x) for x in floats)
 
 
 def _names(what: str, known: Callable[[], Sequence[str]]) -> Callable[[str], tuple[str, ...]]:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from irqlab.build import cache
+from irqlab.cli.argtypes import count
 
 __all__ = ["add_cache_parser", "cmd_cache", "format_listing"]
 
@@ -27,16 +28,6 @@ DESCRIPTION = (
 )
 
 
-def _count(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"N must be 0 or more, not {n}")
-    return n
-
-
 def add_cache_parser(sub: Any) -> None:
     s = sub.add_parser(
         "cache",
@@ -46,7 +37,7 @@ def add_cache_parser(sub: Any) -> None:
     )
     s.add_argument(
         "--prune",
-        type=_count,
+        type=count(0),
         metavar="N",
         help="remove incomplete leftovers and all but the N most recently used outputs of "
         "each group (recipe, architecture, variant); current and in-use outputs always "

@@ -387,7 +387,11 @@ def fresh_guest_config(request: pytest.FixtureRequest, log_dir: Path | None = No
     here = request.node.path.parent
     extra_modules, extra_params = _marker_modules(here, modules)
     kmods = kw.get("kernel_modules") or ()
-    if isinstance(kmods, str) or not all(isinstance(n, str) for n in kmods):
+    if (
+        isinstance(kmods, str)
+        or not isinstance(kmods, Iterable)  # 5 was a TypeError from all()
+        or not all(isinstance(n, str) for n in kmods)
+    ):
         _marker_error(f"kernel_modules={kmods!r}", "give a list of module names")
     from irqlab.vm.guest import GuestConfigError, check_device_props
 

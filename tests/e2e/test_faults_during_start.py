@@ -16,7 +16,7 @@ import pytest
 from faultwait import raises_within  # same directory (rootdir-relative import)
 
 from irqlab.testing.plugin import start_guest
-from irqlab.vm import proc, snapshot
+from irqlab.vm import snapshot
 from irqlab.vm.guest import Guest, GuestConfig, ensure_snapshot
 from irqlab.vm.health import GuestFault
 
@@ -57,7 +57,9 @@ def test_qemu_killed_while_a_restored_guest_connects_is_named(
     ensure_snapshot(GuestConfig())
     sent = _on_entry(monkeypatch, Guest, step, signal.SIGKILL)
     _start_fails_naming(GuestConfig(name=f"kill-{step}"), "QEMU exited with status -9", KILLED_S)
-    assert sent and not proc.is_stopped(sent[0])
+    assert sent
+    with pytest.raises(ProcessLookupError):  # killed and reaped by the start's cleanup
+        os.kill(sent[0], 0)
 
 
 def test_a_stopped_qemu_while_ssh_connects_is_named_and_killed_at_once(

@@ -586,9 +586,24 @@ def test_kernel_modules_to_ship_are_the_kernels_own(tmp_path: Path) -> None:
     assert image.kernel_modules_to_ship(kart, ["uio"], present=["uio", "not-here"]) == ()
 
 
-def test_an_image_without_more_kernel_modules_keeps_its_digest(tmp_path: Path) -> None:
+def test_an_image_without_more_kernel_modules_keeps_its_digest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Shipping none is the digest images had before kernel_modules existed: no rebuild."""
-    inp = _inputs(tmp_path)
-    assert replace(inp, kernel_modules=()).digest() == inp.digest()
+    from irqlab.build import cache
+
+    labels: list[str] = []
+    add_str = cache.InputHash.add_str
+
+    def record(self: cache.InputHash, label: str, value: str) -> None:
+        labels.append(label)
+        add_str(self, label, value)
+
+    monkeypatch.setattr(cache.InputHash, "add_str", record)
+    inp = replace(_inputs(tmp_path), kernel_modules=())
+    plain = inp.digest()
+    assert "kernel-modules" not in labels  # hashed as before the setting existed
+    assert replace(inp, kernel_modules=("crc7",)).digest() != plain
+    assert "kernel-modules" in labels
     assert "kernel_modules" not in outputs.image_variant_record((), "zstd", True)
     assert outputs.image_variant_record((), "zstd", True, ("crc7",))["kernel_modules"] == ["crc7"]

@@ -302,6 +302,15 @@ def shell_hint(qmp: Path) -> str:
     return "\n".join(f"irqlab: {line}" for line in lines)
 
 
+def _fault_after(guest: Any, rc: int) -> Any:
+    """The guest's fault after a command or shell ended with *rc*; when its connection
+    dropped (rc < 0), waiting for the health watch's verdict, which comes a moment
+    after (FAULT_VERDICT)."""
+    from irqlab.vm.guest import FAULT_VERDICT
+
+    return guest.wait_fault(FAULT_VERDICT) if rc < 0 else guest.fault
+
+
 def cmd_shell(args: argparse.Namespace) -> int:
     config = guest_config(args, "shell")
     sock_dir = Path(tempfile.mkdtemp(prefix=f"irqlab-{os.getpid()}-shell"))
@@ -312,7 +321,7 @@ def cmd_shell(args: argparse.Namespace) -> int:
             rc = interactive_shell(g)
             # the connection dropped under the shell: the watch's verdict comes a moment
             # later (it ended with status 255 and not a word when QEMU was killed)
-            fault = g.wait_fault(2.0) if rc < 0 else g.fault
+            fault = _fault_after(g, rc)
             if fault is not None:
                 print(f"irqlab: the guest died: {fault.describe()}", file=sys.stderr)
                 return 1
@@ -357,7 +366,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         stdin = None if args.no_stdin else forwarded_stdin()
         rc = bridge(chan, stdin, sys.stdout.fileno(), sys.stderr.fileno())
         if rc < 0:
-            fault = g.wait_fault(2.0)
+            fault = _fault_after(g, rc)
             cause = fault.describe() if fault is not None else "the SSH connection dropped"
             print(f"irqlab: the command did not finish: {cause}", file=sys.stderr)
             return 255

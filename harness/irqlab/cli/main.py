@@ -435,7 +435,7 @@ class _TeardownWatch:
             report.join(REPORT_LIMIT_S)
         finally:
             self._kill_all()
-            os._exit(130 if self.signum == signal.SIGINT else 128 + self.signum)
+            os._exit(128 + self.signum)  # 130 for Ctrl-C
 
     def end(self) -> None:
         self.ended = True

@@ -43,6 +43,16 @@ def test_run_exits_with_the_commands_status_and_streams_its_output() -> None:
     assert "to-err" in r.stderr and "guest ready" in r.stderr
 
 
+def test_run_whose_guest_panics_says_why_once_and_exits_255() -> None:
+    """As ssh, 255 for a command that did not finish; the cause was said twice (the
+    health watch's notice, then the command's end)."""
+    r = irqlab("run", "--", "sh", "-c", "echo c > /proc/sysrq-trigger")
+    assert r.returncode == 255, r.stderr
+    assert "irqlab: the command did not finish: guest kernel panic: Kernel panic" in r.stderr
+    assert r.stderr.count("guest kernel panic") == 1, r.stderr
+    assert "--- guest console" in r.stderr and "Traceback" not in r.stderr
+
+
 def test_run_quoting_is_as_its_help_says() -> None:
     r = irqlab("run", "--", "ls /dev/irqlab*")  # one argument: a command line
     assert r.returncode == 0 and "/dev/irqlab0\n" in r.stdout, r.stderr

@@ -258,6 +258,7 @@ def _running_guest(config: Any) -> Iterator[Any]:
     from irqlab.vm.guest import Guest
 
     g = Guest(config)
+    g.fault_notice = False  # shell and run say a fault once, when the command ends
     try:
         g.start()
         how = "restored from the snapshot" if g.restored else "cold boot"
@@ -475,9 +476,10 @@ def _guest_options(s: argparse.ArgumentParser) -> None:
 
 RUN_DESCRIPTION = """\
 Starts a fresh guest (restored from its snapshot when one exists), runs one command
-in it and exits with the command's status.  Its stdout and stderr stream here, and
-irqlab's stdin is forwarded to it as ssh does (the command reads EOF at its end;
--n gives it an empty stdin, as ssh -n does, e.g. in a `while read` loop).
+in it and exits with the command's status (255, as ssh, when it did not finish: the
+guest died or the connection dropped; the cause is said).  Its stdout and stderr
+stream here, and irqlab's stdin is forwarded to it as ssh does (the command reads EOF
+at its end; -n gives it an empty stdin, as ssh -n does, e.g. in a `while read` loop).
 
 The guest's shell runs the command, so the quoting decides what it expands:
   one argument:  a command line, as typed at the guest's prompt

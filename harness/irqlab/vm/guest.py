@@ -548,6 +548,9 @@ class Guest:
         self.snapshot_dir: Path | None = None  # the snapshot this guest came from or saved
         self.snapshot_error: str | None = None  # why a matching snapshot could not be used
         self.fault: Fault | None = None  # set by the health watch when the guest died/froze
+        # A fault's cause is printed on stderr the moment the watch finds it (a script
+        # or test sees why its wait ends); False for a caller that reports it itself.
+        self.fault_notice = True
         self._watch: HealthWatch | None = None
 
     # -- the parts, once there --------------------------------------------------------
@@ -1049,7 +1052,8 @@ class Guest:
         """The guest died or froze: end every wait at once (closing SSH ends the SSH
         commands and the agent's forwarded channel), each naming *fault*."""
         self.fault = fault
-        print(f"irqlab: {self.config.name}: {fault.cause}", file=sys.stderr, flush=True)
+        if self.fault_notice:
+            print(f"irqlab: {self.config.name}: {fault.cause}", file=sys.stderr, flush=True)
         if self.ssh is not None:
             with contextlib.suppress(Exception):
                 self.ssh.close()

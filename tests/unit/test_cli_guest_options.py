@@ -362,3 +362,7 @@ def test_inject_burst_period_below_the_minimum_is_said_in_microseconds(
     assert main(["inject", "--qmp", "S", "burst", "10", "--period-us", "0"]) == 1
     err = capsys.readouterr().err.strip()
     assert err == "irqlab: --period-us 0 µs is below the minimum, 1 µs", err
+    # as given, not as rounded to whole ns (it said "0 µs" of 0.0004)
+    assert main(["inject", "--qmp", "S", "burst", "10", "--period-us", "0.0004"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == "irqlab: --period-us 0.0004 µs is below the minimum, 1 µs", err

@@ -436,7 +436,7 @@ def cmd_inject(args: argparse.Namespace) -> int:
                 if e.name != "period_ns":
                     raise
                 # in the option's own unit (it said "period_ns=0 ns is below ...")
-                raise UsageError(e.in_unit("--period-us", "µs", 1000)) from None
+                raise UsageError(e.in_unit("--period-us", "µs", 1000, args.period_us)) from None
         if args.action == "counters" or args.counters:
             print(json.dumps(asdict(inj.counters()), indent=1))
     finally:

@@ -74,9 +74,11 @@ class OutOfRange(InvalidArgument):
         number = (lambda v: f"{v:#x}") if hexadecimal else str
         super().__init__(self._say(f"{name}=", number, unit))
 
-    def _say(self, label: str, number: Callable[[int], str], unit: str) -> str:
+    def _say(
+        self, label: str, number: Callable[[int], str], unit: str, given: str | None = None
+    ) -> str:
         u = f" {unit}" if unit else ""
-        said = f"{label}{number(self.value)}{u}"
+        said = f"{label}{number(self.value) if given is None else given}{u}"
         if self.hi is None:
             low = self.value < self.lo
             return (
@@ -86,8 +88,11 @@ class OutOfRange(InvalidArgument):
             )
         return f"{said} out of range [{number(self.lo)}, {number(self.hi)}]{u}"
 
-    def in_unit(self, label: str, unit: str, per: float) -> str:
+    def in_unit(self, label: str, unit: str, per: float, given: float | None = None) -> str:
         """The message for a value the caller took in *unit* (*per* of this error's unit
         each) as *label*: ``in_unit("--period-us", "µs", 1000)`` of ``period_ns=1``
-        says ``--period-us 0.001 µs is below the minimum, 1 µs``."""
-        return self._say(f"{label} ", lambda v: f"{v / per:g}", unit)
+        says ``--period-us 0.001 µs is below the minimum, 1 µs``.  *given*: the value
+        as the user gave it, said instead of this error's converted one (0.0004 µs
+        is 0 ns once rounded)."""
+        said = None if given is None else f"{given:g}"
+        return self._say(f"{label} ", lambda v: f"{v / per:g}", unit, said)

@@ -72,6 +72,27 @@ def test_a_killed_qemu_is_named_with_its_status(fault_guest: Guest) -> None:
     assert str(e).startswith("QEMU exited with status -9"), e
 
 
+def test_qemu_dying_while_a_file_is_copied_in_is_named(tmp_path: Path) -> None:
+    """A copy into the guest (extra_files, --put, a module) whose QEMU dies is named as
+    that copy, at once.  The guest path is a FIFO nobody reads: the copy waits there,
+    whatever the accelerator's speed, until QEMU is killed under it."""
+    f = tmp_path / "payload"
+    f.write_bytes(b"irqlab\n")
+    g = start_guest(GuestConfig(name="fault-copy", extra_files={"/root/pipe": f}))
+    try:
+        g.sh("rm /root/pipe && mkfifo /root/pipe")
+        assert g.machine is not None
+        kill = threading.Timer(0.3, os.kill, (g.machine.pid, signal.SIGKILL))
+        kill.start()
+        try:
+            e = raises_within(g.install_extras, 0.3 + VERDICT, GuestFault)
+        finally:
+            kill.cancel()
+        assert str(e).startswith("QEMU exited with status -9 (writing /root/pipe)"), e
+    finally:
+        g.close()
+
+
 def test_qemu_dying_while_a_restore_reseeds_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     """The reseed is a restore's first wait on the guest: QEMU gone during it is named
     at once, and nothing is left running."""

@@ -1231,22 +1231,26 @@ class Guest:
             raise CommandError(cmd, result)
         return result.out
 
-    def _run(self, cmd: str, *, timeout: float) -> RunResult:
-        """Run *cmd* in the guest; a guest or QEMU that dies meanwhile is named."""
+    def _run(
+        self, cmd: str, *, timeout: float, input: bytes | None = None, doing: str = ""
+    ) -> RunResult:
+        """Run *cmd* in the guest (*input* on its stdin); a guest or QEMU that dies
+        meanwhile is named, with *doing* (default: running *cmd*)."""
         self.check_health()
         if self.ssh is None:
             raise GuestError("the guest is not connected")
+        doing = doing or f"running {cmd!r}"
         try:
-            result = self.ssh.run(cmd, timeout=timeout, check=False)
+            result = self.ssh.run(cmd, timeout=timeout, check=False, input=input)
         except (SshError, paramiko.SSHException, OSError, EOFError) as e:
             fault = self.wait_fault(FAULT_VERDICT)
             if fault is not None:
-                raise GuestFault(fault, f"running {cmd!r}") from e
+                raise GuestFault(fault, doing) from e
             raise
         if result.rc == -1:  # the channel closed under the command: did the guest die?
             fault = self.wait_fault(FAULT_VERDICT)
             if fault is not None:
-                raise GuestFault(fault, f"running {cmd!r}")
+                raise GuestFault(fault, doing)
         return result
 
     @property
@@ -1375,14 +1379,10 @@ class Guest:
     def _put(self, data: bytes, remote: str, mode: int) -> None:
         """Write *data* to *remote* (parents made) through one exec channel, waiting for
         its exit status (dropbear copes badly with overlapping channels)."""
-        assert self.ssh is not None
         q = shlex.quote(remote)
         d = shlex.quote(posixpath.dirname(remote))
-        r = self.ssh.run(f"mkdir -p {d} && cat > {q} && chmod {mode:o} {q}", input=data)
-        if r.rc == -1:  # the channel closed under the copy: did the guest die?
-            fault = self.wait_fault(FAULT_VERDICT)
-            if fault is not None:
-                raise GuestFault(fault, f"writing {remote}")
+        cmd = f"mkdir -p {d} && cat > {q} && chmod {mode:o} {q}"
+        r = self._run(cmd, timeout=60.0, input=data, doing=f"writing {remote}")
         if r.rc != 0:  # e.g. a path under /proc: the guest's own words, not our command
             lines = r.err.strip().splitlines()
             said = lines[0] if lines else f"exit status {r.rc}"

@@ -503,6 +503,12 @@ class GuestConfig:
                 )
 
 
+def _by_signal(status: int) -> bool:
+    """Whether a guest command's exit status is a signal's (128 + N, as the shell says
+    it): SIGKILL, or SIGSEGV from die() on x86's BUG() when the kernel oopsed under it."""
+    return status >= 128
+
+
 class Guest:
     """Boot with :meth:`start` (or ``with Guest(...) as g``); stop with :meth:`close`.
 
@@ -1325,8 +1331,8 @@ class Guest:
         kernel oopsed or panicked meanwhile (the command was killed: exit 137, or its
         channel closed), else :class:`ModuleLoadError` with the command's words and the
         kernel's messages since it began."""
-        killed = result.rc == -1 or result.rc >= 128  # SIGKILL, SIGSEGV (die() on x86's BUG())
-        fault = self.wait_fault(FAULT_VERDICT) if killed else self.fault
+        # a closed channel (-1) was waited on by _run already: not twice
+        fault = self.wait_fault(FAULT_VERDICT) if _by_signal(result.rc) else self.fault
         if fault is not None:
             raise GuestFault(fault, f"running {what!r}")
         err, _, kmsg = result.err.partition(KMSG_MARK + "\n")
@@ -1508,8 +1514,8 @@ class Guest:
         out = launcher.stdout.read(4096).decode(errors="replace")
         err = launcher.stderr.read(4096).decode(errors="replace")
         launcher.close(timeout=2)
-        if status in (-1, 128 + 9):  # killed, or its channel gone: did the kernel die?
-            self._raise_fault()
+        if status == -1 or _by_signal(status):  # its channel gone, or killed: did the
+            self._raise_fault()  # kernel die?
         if status != 0:
             raise GuestError(
                 f"the agent daemon did not start (exit status {status}): {out.strip()} "

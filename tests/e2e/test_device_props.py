@@ -44,6 +44,9 @@ def test_a_comma_in_a_value_is_the_values(tmp_path: Path) -> None:
     # the device's own check saw the whole value, not irq-mode=msi plus an id
     assert f"irq-mode must be intx, msi or msix, not 'msi,id={marker}'" in e.said, e
     assert processes_with(marker) == [], "QEMU is not left running"
+    # the message names the logs' directory: not a second time in a note (pytest shows both)
+    assert f"logs in {tmp_path}/" in str(e), e
+    assert not [n for n in getattr(e, "__notes__", ()) if n.startswith("logs: ")], e.__notes__
     e = refused({QOM.PROP_FIFO_DEPTH: f"16,{QOM.PROP_GPIO_LINES}=8"}, tmp_path)
     assert f"Parameter '{QOM.PROP_FIFO_DEPTH}' expects" in e.said, e
 

@@ -536,9 +536,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             cmd = e.cmd if isinstance(e.cmd, str) else " ".join(map(str, e.cmd))
             msg = f"{cmd!r} failed with exit status {e.returncode}"
         for note in getattr(e, "__notes__", ()):  # e.g. where the guest's logs are
-            said = note.removeprefix("logs: ")
-            if said != note and said in msg:  # the error named the log directory already
-                continue
             msg += f"\nirqlab: {note}"
         print(f"irqlab: {msg}", file=sys.stderr)
         return 1

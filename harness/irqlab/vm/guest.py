@@ -758,8 +758,9 @@ class Guest:
             self.close()
             if paths is not None and isinstance(e, Exception):
                 # the console, QEMU's output and the agent's log (pytest shows notes,
-                # the irqlab command prints them)
-                e.add_note(f"logs: {paths.log_dir}")
+                # the irqlab command prints them), unless the error names them already
+                if str(paths.log_dir) not in str(e):
+                    e.add_note(f"logs: {paths.log_dir}")
                 if self.accel is not None and self.accel.accel == "kvm" and not self.accel.probed:
                     e.add_note(f"accelerator: {self.accel.reason}")  # forced: often the cause
             raise

@@ -17,6 +17,7 @@ from irqlab.vm.agent_client import AgentClient, AgentError
 from irqlab.vm.guest import parse_usernet
 from irqlab.vm.health import TAIL_LINES, Fault, GuestFault, console_excerpt, scan_console
 from irqlab.vm.machine import remove_stale_sock_dirs
+from irqlab.vm.qmp.errors import QMPFailure, QMPNoReply
 from irqlab_agent.protocol import MAX_LINE, ProtocolError, parse_request, read_line
 
 OOPS_THEN_PANIC = """\
@@ -231,3 +232,49 @@ def test_a_request_on_a_closed_session_is_an_agent_error(tmp_path: Path, abi_jso
     with pytest.raises(AgentError, match="session is closed"):
         agent.ping(timeout=5)
     agent.close(timeout=5)  # twice: nothing more to do
+
+
+class _SilentMachine:
+    """The part of Machine the watch's QMP look uses: a running QEMU whose ping fails
+    with *cause* (as Machine.qmp_ping raises it: a MachineError from the QMP error)."""
+
+    def __init__(self, cause: Exception) -> None:
+        self.config = type("Config", (), {"name": "t"})()
+        self.paths = None
+        self.cause = cause
+
+    def qmp_ping(self, timeout: float) -> str:
+        from irqlab.vm.machine import MachineError
+
+        raise MachineError(str(self.cause)) from self.cause
+
+    def is_running(self) -> bool:
+        return True
+
+    def stderr_tail(self) -> str:
+        return ""
+
+
+@pytest.mark.parametrize(
+    ("cause", "verdict_ends"),
+    [
+        # the time limit is what the verdict says: not a second time in parentheses
+        (QMPNoReply("QMP query-status: no reply within 3 s"), "within 3 s"),
+        (
+            QMPFailure("QMP query-status: connection lost before the reply (EOF)"),
+            "within 3 s (QMP query-status: connection lost before the reply (EOF))",
+        ),
+    ],
+    ids=["no-reply", "other"],
+)
+def test_a_silent_qmp_is_said_once(
+    monkeypatch: pytest.MonkeyPatch, cause: Exception, verdict_ends: str
+) -> None:
+    from irqlab.vm import health
+
+    monkeypatch.setattr(health, "timeout_scale", lambda: 1.0)
+    watch = health.HealthWatch(_SilentMachine(cause), lambda f: None)  # type: ignore[arg-type]
+    monkeypatch.setattr(watch, "_console_log", lambda: None)
+    fault = watch._check_qmp()
+    assert fault is not None
+    assert fault.cause == f"guest stopped responding: QEMU did not answer QMP {verdict_ends}"

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 from irqlab.errors import IrqlabError
 from irqlab.vm.loadscale import timeout_scale
+from irqlab.vm.qmp.errors import QMPNoReply
 
 if TYPE_CHECKING:
     from irqlab.vm.agent_client import AgentClient
@@ -241,10 +242,10 @@ class HealthWatch(threading.Thread):
         except MachineError as e:
             if not self.machine.is_running():
                 return None  # the exit is reported on the next look, with its status
-            why = str(e).splitlines()[0]
+            # no reply in time is what the verdict says already: not twice
+            why = "" if isinstance(e.__cause__, QMPNoReply) else f" ({str(e).splitlines()[0]})"
             return self._fault(
-                f"guest stopped responding: QEMU did not answer QMP within {limit:.3g} s"
-                + ("" if "no reply within" in why else f" ({why})")  # said once, not twice
+                f"guest stopped responding: QEMU did not answer QMP within {limit:.3g} s{why}"
             )
         if status == "guest-panicked":
             # pvpanic told QEMU; the console's own panic line usually follows within

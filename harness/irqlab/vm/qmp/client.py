@@ -19,7 +19,7 @@ from qemu.qmp import EventListener, ExecInterruptedError, ExecuteError, QMPClien
 from qemu.qmp.protocol import Runstate
 
 from irqlab.vm.aioloop import LoopThread, LoopTimeout
-from irqlab.vm.qmp.errors import QMPCommandError, QMPFailure
+from irqlab.vm.qmp.errors import QMPCommandError, QMPFailure, QMPNoReply
 
 __all__ = [
     "SyncQMP",
@@ -145,7 +145,7 @@ class SyncQMP:
         except ExecInterruptedError as e:
             raise QMPFailure(f"QMP {command}: connection lost before the reply ({e})") from e
         except LoopTimeout:
-            raise QMPFailure(f"QMP {command}: no reply within {round(limit, 2):g} s") from None
+            raise QMPNoReply(f"QMP {command}: no reply within {round(limit, 2):g} s") from None
         except (QMPError, OSError) as e:
             raise QMPFailure(f"QMP {command}: {e}") from e
 

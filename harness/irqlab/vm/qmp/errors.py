@@ -13,11 +13,16 @@ __all__ = [
     "OutOfRange",
     "QMPCommandError",
     "QMPFailure",
+    "QMPNoReply",
 ]
 
 
 class QMPFailure(IrqlabError, RuntimeError):
     """Talking to QEMU failed: not connected, timed out, or the connection dropped."""
+
+
+class QMPNoReply(QMPFailure):
+    """QEMU did not answer a command within its time limit (frozen, stopped, busy)."""
 
 
 class QMPCommandError(IrqlabError, RuntimeError):

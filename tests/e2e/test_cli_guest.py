@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from irqlab.contract.regs import QOM
+from irqlab.testing.helpers import process_exited
 from irqlab.testing.terminal import COOKED, Terminal
 from irqlab.vm.qmp.stats import Counters
 
@@ -126,9 +127,8 @@ def children(pid: int) -> list[int]:
 def assert_torn_down(pid: int, qemu: list[int]) -> None:
     """No QEMU of the irqlab process *pid* left, nor a temporary folder of it."""
     deadline = time.monotonic() + 10
-    while any(Path(f"/proc/{q}").exists() for q in qemu) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not any(Path(f"/proc/{q}").exists() for q in qemu), "QEMU outlived irqlab"
+    for q in qemu:
+        assert process_exited(q, max(0.0, deadline - time.monotonic())), "QEMU outlived irqlab"
     assert not list(Path(tempfile.gettempdir()).glob(f"irqlab-{pid}-*"))
 
 

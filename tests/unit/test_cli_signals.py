@@ -10,13 +10,13 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from irqlab.cli.main import TEARDOWN_SIGNALS, teardown_on_signals
+from irqlab.testing.helpers import process_exited
 from irqlab.testing.terminal import COOKED, Terminal
 
 # `irqlab regs` replaced by a command that holds a raw terminal and a temporary
@@ -147,10 +147,7 @@ def test_a_teardown_that_hangs_is_ended_with_the_stacks_and_its_children(
         name = signal.Signals(sig).name
         assert f"the teardown after {name} did not finish within 1 s" in t.seen, t.seen
         assert "most recent call first" in t.seen and "in hold" in t.seen, t.seen
-        deadline = time.monotonic() + 5
-        while Path(f"/proc/{child}").exists() and time.monotonic() < deadline:
-            time.sleep(0.05)  # the kill is sent; its reaping by init is not announced
-        assert not Path(f"/proc/{child}").exists(), "the process group was killed"
+        assert process_exited(child, 5), "the process group was killed"
     finally:
         t.close()
 

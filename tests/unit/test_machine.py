@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import select
 import signal
 import subprocess
 import sys
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 from fake_qemu import REFUSED_DEVICE  # same directory (rootdir-relative import)
 
+from irqlab.testing.helpers import process_exited
 from irqlab.vm import proc
 from irqlab.vm.console import ConsoleTimeout
 from irqlab.vm.machine import (
@@ -100,19 +100,6 @@ def _cfg(binary: Path, tmp_path: Path, **kw: object) -> MachineConfig:
     return MachineConfig(**base)  # type: ignore[arg-type]
 
 
-def _gone(pid: int, timeout: float) -> bool:
-    """True once *pid* has exited (pidfd readiness, no polling)."""
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return True
-    try:
-        ready, _, _ = select.select([fd], [], [], timeout)
-        return bool(ready)
-    finally:
-        os.close(fd)
-
-
 def test_lifecycle_qmp_console_and_clean_quit(fake_qemu: Path, tmp_path: Path) -> None:
     with Machine(_cfg(fake_qemu, tmp_path)) as m:
         pid = m.pid
@@ -128,7 +115,7 @@ def test_lifecycle_qmp_console_and_clean_quit(fake_qemu: Path, tmp_path: Path) -
         sock_dir, log_dir = m.paths.sock_dir, m.paths.log_dir
         assert sock_dir.stat().st_mode & 0o777 == 0o700
     assert m.returncode == 0  # quit over QMP, not a signal
-    assert _gone(pid, 5)
+    assert process_exited(pid, 5)
     assert not sock_dir.exists()
     assert (log_dir / "console.log").read_text() == "booting\nREADY marker 42\n"
     assert str(fake_qemu) in (log_dir / "cmdline.sh").read_text()
@@ -190,7 +177,7 @@ def test_start_timeout_kills_qemu(
     monkeypatch.setenv("FAKE_QEMU_PIDFILE", str(pidfile))
     with pytest.raises(MachineError, match="did not connect"):
         Machine(_cfg(fake_qemu, tmp_path, start_timeout=0.5)).start()
-    assert _gone(int(pidfile.read_text()), 5)
+    assert process_exited(int(pidfile.read_text()), 5)
 
 
 def test_stubborn_qemu_is_killed(
@@ -205,7 +192,7 @@ def test_keyboard_interrupt_still_cleans_up(fake_qemu: Path, tmp_path: Path) -> 
     with pytest.raises(KeyboardInterrupt), Machine(_cfg(fake_qemu, tmp_path)) as m:
         pid = m.pid
         raise KeyboardInterrupt
-    assert _gone(pid, 5)
+    assert process_exited(pid, 5)
     assert not m.is_running()
 
 
@@ -279,7 +266,7 @@ def test_qemu_dies_with_the_python_process(fake_qemu: Path, tmp_path: Path) -> N
     env = {**os.environ, "FAKE_QEMU_PIDFILE": str(pidfile)}
     parent = subprocess.run([sys.executable, "-c", code], env=env, timeout=30, check=False)
     assert parent.returncode == -signal.SIGKILL
-    assert _gone(int(pidfile.read_text()), 5), "QEMU survived its parent"
+    assert process_exited(int(pidfile.read_text()), 5), "QEMU survived its parent"
 
 
 def test_start_twice_is_refused(fake_qemu: Path, tmp_path: Path) -> None:

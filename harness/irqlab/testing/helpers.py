@@ -6,7 +6,9 @@ Library code (usable without pytest); the pytest plugin hands these out as fixtu
 from __future__ import annotations
 
 import contextlib
+import os
 import re
+import select
 import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -27,12 +29,27 @@ __all__ = [
     "check_guest_kernel_log",
     "kernel_splats",
     "module_reloaded",
+    "process_exited",
     "wait_file_stats",
     "wait_until",
 ]
 
 POLL_INTERVAL = 0.005
 T = TypeVar("T")
+
+
+def process_exited(pid: int, timeout: float) -> bool:
+    """Whether process *pid* exits within *timeout* s (a pidfd's readiness: no polling;
+    a zombie has exited; a pid that is gone already: True)."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        ready, _, _ = select.select([fd], [], [], timeout)
+        return bool(ready)
+    finally:
+        os.close(fd)
 
 
 def wait_until(fetch: Callable[[], T], pred: Callable[[T], bool], timeout: float, what: str) -> T:

@@ -40,6 +40,22 @@ def test_an_extra_module_that_oopses_while_loading_is_named_as_the_oops() -> Non
     ).read_text(errors="replace")
 
 
+def test_an_extra_module_that_panics_while_loading_is_named_with_its_insmod() -> None:
+    """The panic ends the SSH channel under insmod: the error named the harness's own
+    step script (`m="irqlab-step-$$-..."; echo ... > /dev/kmsg; insmod ...`)."""
+    ko = build_test_kmod("splat_on_load")
+    params = {"splat_on_load": {"how": "panic"}}
+
+    def start() -> None:
+        config = GuestConfig(name="panic-on-load", extra_modules=[ko], extra_module_params=params)
+        start_guest(config).close()
+
+    e = raises_within(start, NAMED_WITHIN_S, GuestFault)
+    first = str(e).partition("\n")[0]
+    assert first.startswith("guest kernel panic: Kernel panic - not syncing: splat_on_load"), first
+    assert first.endswith(f"(running 'insmod {ko} how=panic')"), first
+
+
 def test_a_bad_parameter_value_is_refused_in_the_kernels_words(
     irqlab_fresh_guest: Guest,
 ) -> None:

@@ -1315,7 +1315,8 @@ class Guest:
             f"usleep 10000 2>/dev/null || sleep 0.01; done; "
             f"if [ -c {q} ]; then echo present; else echo absent; fi",
         )
-        result = self._run(script, timeout=timeout + 60)
+        said = f"rmmod {name}; {modprobe}" if unload_first else modprobe  # not the script
+        result = self._run(script, timeout=timeout + 60, doing=f"running {said!r}")
         if result.rc != 0:
             unloading = unload_first and f"{STEP_MARK} 0\n" in result.err
             self._kernel_step_failed(f"rmmod {name}" if unloading else modprobe, result)
@@ -1366,20 +1367,16 @@ class Guest:
             # the kernel's modules are in the image (kernel_modules()); an extra module
             # listed before this one is loaded already
             for dep in modinfo_depends(data):
-                r = self._run(
-                    _kernel_step(
-                        [
-                            f"grep -q '^{module_name(dep)} ' /proc/modules || "
-                            f"modprobe {shlex.quote(dep)}"
-                        ]
-                    ),
-                    timeout=60,
-                )
+                what = f"modprobe {dep} (needed by {ko.name})"
+                loaded = f"grep -q '^{module_name(dep)} ' /proc/modules"
+                step = f"{loaded} || modprobe {shlex.quote(dep)}"
+                r = self._run(_kernel_step([step]), timeout=60, doing=f"running {what!r}")
                 if r.rc != 0:
-                    self._kernel_step_failed(f"modprobe {dep} (needed by {ko.name})", r)
+                    self._kernel_step_failed(what, r)
             args = self._extra_module_args(ko)
             what = f"insmod {ko}{args}"
-            r = self._run(_kernel_step([f"insmod {shlex.quote(remote)}{args}"]), timeout=60)
+            step = f"insmod {shlex.quote(remote)}{args}"
+            r = self._run(_kernel_step([step]), timeout=60, doing=f"running {what!r}")
             if r.rc != 0:
                 self._kernel_step_failed(what, r)
 

@@ -52,6 +52,8 @@ def test_run_whose_guest_panics_says_why_once_and_exits_255() -> None:
     assert "irqlab: the command did not finish: guest kernel panic: Kernel panic" in r.stderr
     assert r.stderr.count("guest kernel panic") == 1, r.stderr
     assert "--- guest console" in r.stderr and "Traceback" not in r.stderr
+    # the guest's prompt on the console asks the terminal for the cursor (ESC [ 6 n)
+    assert "\x1b" not in r.stderr, "a terminal control sequence reached the terminal"
 
 
 def test_run_quoting_is_as_its_help_says() -> None:

@@ -15,7 +15,15 @@ import pytest
 from irqlab import paths
 from irqlab.vm.agent_client import AgentClient, AgentError
 from irqlab.vm.guest import parse_usernet
-from irqlab.vm.health import TAIL_LINES, Fault, GuestFault, console_excerpt, scan_console
+from irqlab.vm.health import (
+    TAIL_LINES,
+    Fault,
+    GuestFault,
+    console_excerpt,
+    file_tail,
+    printable,
+    scan_console,
+)
 from irqlab.vm.machine import remove_stale_sock_dirs
 from irqlab.vm.qmp.errors import QMPFailure, QMPNoReply
 from irqlab_agent.protocol import MAX_LINE, ProtocolError, parse_request, read_line
@@ -278,3 +286,18 @@ def test_a_silent_qmp_is_said_once(
     fault = watch._check_qmp()
     assert fault is not None
     assert fault.cause == f"guest stopped responding: QEMU did not answer QMP {verdict_ends}"
+
+
+def test_console_text_shown_to_the_user_has_no_terminal_controls(tmp_path: Path) -> None:
+    """The guest's prompt asks the terminal for the cursor position (ESC [ 6 n): in an
+    excerpt printed on the user's terminal, the answer landed in their shell."""
+    raw = "irqlab:/# \x1b[6n[    3.49] BUG: kernel NULL pointer\r\n"
+    raw += "\x1b[1;31mred\x1b[0m\ttab\x07\r\n"
+    assert printable(raw) == "irqlab:/# [    3.49] BUG: kernel NULL pointer\nred\ttab\n"
+    log = tmp_path / "console.log"
+    log.write_text(raw)
+    assert file_tail(log) == "irqlab:/# [    3.49] BUG: kernel NULL pointer\nred\ttab"
+    text = "\n".join([f"line {i}" for i in range(30)] + [raw] + [f"after {i}" for i in range(60)])
+    found = console_excerpt(text, "BUG: kernel NULL pointer")
+    assert found is not None and "\x1b" not in found[0] and "\r" not in found[0], found
+    assert file_tail(tmp_path / "missing.log") == ""

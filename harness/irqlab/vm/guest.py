@@ -44,7 +44,7 @@ from irqlab.errors import IrqlabError
 from irqlab.paths import log_dir
 from irqlab.vm import proc
 from irqlab.vm.agent_client import AgentClient, AgentError
-from irqlab.vm.health import Fault, GuestFault, HealthWatch
+from irqlab.vm.health import Fault, GuestFault, HealthWatch, file_tail, printable
 from irqlab.vm.qmp.injector import DEVICE_ID, DEVICE_TYPE
 
 if TYPE_CHECKING:
@@ -1156,7 +1156,7 @@ class Guest:
                     if fault is not None:
                         raise GuestFault(fault, "booting") from None
                     paths = self._vm().paths
-                    tail = _file_tail(paths.console_log) if paths is not None else ""
+                    tail = file_tail(paths.console_log, 20) if paths is not None else ""
                     why = (
                         f"QEMU exited: {e}"
                         if not self._vm().is_running()
@@ -1173,7 +1173,7 @@ class Guest:
             if failed is None:
                 return
             paths = self._vm().paths
-            tail = _file_tail(paths.console_log) if paths is not None else text[-2000:]
+            tail = printable(text[-2000:]) if paths is None else file_tail(paths.console_log, 20)
             raise GuestError(
                 f"the guest's boot script failed: {failed.group(1).strip()}\n"
                 f"--- guest console (last lines)\n{tail}\n{self._vm().describe_logs()}"
@@ -1606,13 +1606,6 @@ def agent_command(package: str) -> str:
 _QEMU_FATAL = re.compile(
     r"^.*(?:KVM internal error|kvm run failed|KVM: entry failed|emulation failure).*$", re.M
 )
-
-
-def _file_tail(path: Path, lines: int = 20) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").rstrip().splitlines()[-lines:])
-    except OSError:
-        return ""
 
 
 def _qemu_fatal(text: str) -> str | None:

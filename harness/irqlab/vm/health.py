@@ -34,7 +34,15 @@ if TYPE_CHECKING:
     from irqlab.vm.agent_client import AgentClient
     from irqlab.vm.machine import Machine
 
-__all__ = ["CONSOLE_FAULTS", "Fault", "GuestFault", "HealthWatch", "scan_console"]
+__all__ = [
+    "CONSOLE_FAULTS",
+    "Fault",
+    "GuestFault",
+    "HealthWatch",
+    "file_tail",
+    "printable",
+    "scan_console",
+]
 
 # Most severe first: a panic usually follows an oops, and the panic is the story.
 CONSOLE_FAULTS: tuple[tuple[re.Pattern[str], str], ...] = (
@@ -85,12 +93,27 @@ def scan_console(text: str) -> tuple[int, str] | None:
     return best
 
 
-def _tail(path: Path, lines: int = TAIL_LINES) -> str:
+# A terminal's escape sequences (CSI ... final byte; two-byte ESC x) and other control
+# characters but tab and newline.  The guest's shell writes some to the console (its
+# prompt asks the terminal where the cursor is: ESC [ 6 n), and an excerpt printed on
+# the user's terminal must not do the same (the terminal's answer lands in their shell).
+_TERMINAL_CONTROL = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-_]|[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def printable(text: str) -> str:
+    """*text* without terminal escape sequences and control characters (tab and
+    newline stay; a carriage return goes)."""
+    return _TERMINAL_CONTROL.sub("", text)
+
+
+def file_tail(path: Path, lines: int = TAIL_LINES) -> str:
+    """The last *lines* lines of the file *path* (a console or QEMU log), printable;
+    "" when it cannot be read."""
     try:
         text = path.read_text(errors="replace")
     except OSError:
         return ""
-    return "\n".join(text.rstrip().splitlines()[-lines:])
+    return "\n".join(printable(text).rstrip().splitlines()[-lines:])
 
 
 BEFORE_FAULT = 10  # console lines shown before the fault's own line
@@ -102,7 +125,7 @@ def console_excerpt(text: str, line: str) -> tuple[str, str] | None:
     runs to 50 lines and more: the last lines alone miss its BUG line and the lines
     the module printed before it), as (excerpt, what it spans); None when *line* is
     within the last TAIL_LINES lines anyway (or not found)."""
-    lines = text.rstrip().splitlines()
+    lines = printable(text).rstrip().splitlines()
     at = next((i for i in range(len(lines) - 1, -1, -1) if line in lines[i]), None)
     if at is None or at >= len(lines) - TAIL_LINES + BEFORE_FAULT:
         return None
@@ -197,7 +220,7 @@ class HealthWatch(threading.Thread):
                 found = None
             if found is not None:
                 return Fault(cause, found[0], qemu_tail, console_span=found[1])
-        return Fault(cause, _tail(log) if log is not None else "", qemu_tail)
+        return Fault(cause, file_tail(log) if log is not None else "", qemu_tail)
 
     def check(self) -> Fault | None:
         now = time.monotonic()

@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 from faultwait import raises_within  # same directory (rootdir-relative import)
 
-from irqlab.testing.plugin import start_guest
 from irqlab.vm import snapshot
 from irqlab.vm.guest import Guest, GuestConfig, ensure_snapshot
 from irqlab.vm.health import GuestFault
@@ -45,7 +44,7 @@ def _on_entry(
 
 
 def _start_fails_naming(config: GuestConfig, cause: str, limit: float) -> BaseException:
-    e = raises_within(lambda: start_guest(config).close(), limit, GuestFault)  # no close
+    e = raises_within(lambda: Guest(config).start().close(), limit, GuestFault)  # no close
     assert str(e).startswith(cause), str(e)
     return e
 

@@ -10,11 +10,13 @@ import pytest
 from faultwait import raises_within  # same directory (rootdir-relative import)
 from kmods import build_test_kmod
 
-from irqlab.testing.plugin import start_guest
+from irqlab.paths import cache_dir
 from irqlab.vm.guest import Guest, GuestConfig, ModuleLoadError
 from irqlab.vm.health import GuestFault
 from irqlab.vm.ssh import CommandError
 
+pytest_plugins = ["pytester"]
+CACHE = cache_dir()  # at import: the pytester fixture moves $HOME
 NAMED_WITHIN_S = 30.0  # a cold boot (the extra module changes the snapshot key) + the verdict
 
 
@@ -22,7 +24,7 @@ def test_an_extra_module_that_oopses_while_loading_is_named_as_the_oops() -> Non
     ko = build_test_kmod("oops_on_load")
 
     def start() -> None:
-        start_guest(GuestConfig(name="oops-on-load", extra_modules=[ko])).close()
+        Guest(GuestConfig(name="oops-on-load", extra_modules=[ko])).start().close()
 
     e = raises_within(start, NAMED_WITHIN_S, GuestFault)  # close(): not reached
     first, _, rest = str(e).partition("\n")
@@ -48,7 +50,7 @@ def test_an_extra_module_that_panics_while_loading_is_named_with_its_insmod() ->
 
     def start() -> None:
         config = GuestConfig(name="panic-on-load", extra_modules=[ko], extra_module_params=params)
-        start_guest(config).close()
+        Guest(config).start().close()
 
     e = raises_within(start, NAMED_WITHIN_S, GuestFault)
     first = str(e).partition("\n")[0]
@@ -85,3 +87,29 @@ def test_an_unload_that_fails_is_said_as_the_unload(irqlab_fresh_guest: Guest) -
     assert "can't unload module 'irqlab'" in msg, msg  # busybox rmmod: EAGAIN (in use)
     g.agent.request("close", name="held")
     g.reload_module(**g.config.module_params)  # and it goes once the file is closed
+
+
+def test_a_users_module_that_fails_to_load_fails_the_test_with_the_cause_alone(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In a user's pytest, the marker's module that fails to load printed about 50
+    lines of the harness's own frames before insmod's words."""
+    monkeypatch.setenv("IRQLAB_CACHE_DIR", str(CACHE))  # before the build: not pytester's $HOME
+    monkeypatch.setenv("IRQLAB_LOG_DIR", str(pytester.path / "logs"))
+    ko = build_test_kmod("splat_on_load")
+    pytester.makepyfile(
+        f"""
+        import pytest
+
+        @pytest.mark.irqlab(modules=["{ko} how=bogus"], load_irqlab=False)
+        def test_mine(irqlab_fresh_guest):
+            pass
+        """
+    )
+    r = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    r.assert_outcomes(errors=1)
+    out = r.stdout.str()
+    assert f"the guest 'fresh' did not start: insmod {ko} how=bogus failed" in out, out
+    assert "splat_on_load: how=bogus: not panic or warn" in out, out  # the kernel's words
+    assert "logs: " in out, out
+    assert "irqlab/vm/guest.py" not in out, "the harness's frames are shown"

@@ -250,13 +250,22 @@ def irqlab_qtest_injector(irqlab_qtest_machine: Machine) -> Injector:
 
 def start_guest(config: GuestConfig | None = None) -> Guest:
     """Boot a guest for tests (the caller closes it); a missing prerequisite (QEMU build,
-    image, module) fails the test with its name, never a skip.  Called during a test,
+    image, module) fails the test with its name, never a skip; a module that fails to
+    load or a guest that dies while it starts fails it with the cause alone (no
+    traceback; :meth:`Guest.start` raises them, for a test that expects one).  Called during a test,
     the guest logs into that test's directory of the run's logs (unless *config* names
     a log directory)."""
     from dataclasses import replace
 
     from irqlab.testing.parallel import run_log_dir
-    from irqlab.vm.guest import Guest, GuestConfig, GuestConfigError, PrerequisiteMissing
+    from irqlab.vm.guest import (
+        Guest,
+        GuestConfig,
+        GuestConfigError,
+        ModuleLoadError,
+        PrerequisiteMissing,
+    )
+    from irqlab.vm.health import GuestFault
     from irqlab.vm.machine import QemuExited
 
     config = config or GuestConfig(name="e2e")
@@ -275,6 +284,11 @@ def start_guest(config: GuestConfig | None = None) -> Guest:
             f"QEMU refused to start the guest {config.name!r}:\n{e.said}\n"
             f"(exit status {e.status}; {e.logs})"
         )
+    except (ModuleLoadError, GuestFault) as e:
+        # a module that fails to load, oopses or panics the guest (often the user's
+        # own): the cause and the kernel's words, not 50 lines of the harness's frames
+        notes = "".join(f"\n{n}" for n in getattr(e, "__notes__", ()))
+        why = f"the guest {config.name!r} did not start: {e}{notes}"
     else:
         return g
     pytest.fail(why, pytrace=False)

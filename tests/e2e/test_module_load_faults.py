@@ -4,6 +4,7 @@ loading is named as the oops, within seconds: a driver developer sees their bug,
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -113,3 +114,41 @@ def test_a_users_module_that_fails_to_load_fails_the_test_with_the_cause_alone(
     assert "splat_on_load: how=bogus: not panic or warn" in out, out  # the kernel's words
     assert "logs: " in out, out
     assert "irqlab/vm/guest.py" not in out, "the harness's frames are shown"
+
+
+def test_a_users_module_that_warns_fails_its_test_unless_the_test_expects_it(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A WARN() in the module under test passed silently: the health watch names only
+    the faults that kill or freeze the guest."""
+    monkeypatch.setenv("IRQLAB_CACHE_DIR", str(CACHE))  # before the build: not pytester's $HOME
+    monkeypatch.setenv("IRQLAB_LOG_DIR", str(pytester.path / "logs"))
+    ko = build_test_kmod("splat_on_load")
+    pytester.makepyfile(
+        f"""
+        import pytest
+
+        MODULE = ["{ko} how=warn"]
+
+        @pytest.mark.irqlab(modules=MODULE, load_irqlab=False)
+        def test_loads(irqlab_fresh_guest):
+            assert "splat_on_load" in irqlab_fresh_guest.sh("cat /proc/modules")
+
+        @pytest.mark.irqlab(modules=MODULE, load_irqlab=False, check_kernel_log=False)
+        def test_expects_the_warning(irqlab_fresh_guest):
+            assert "splat_on_load: WARN" in irqlab_fresh_guest.sh("dmesg")
+
+        @pytest.mark.irqlab(load_irqlab=False)
+        def test_clean(irqlab_fresh_guest):
+            irqlab_fresh_guest.sh("true")
+        """
+    )
+    r = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    r.assert_outcomes(passed=3, errors=1)
+    out = r.stdout.str()
+    assert "ERROR at teardown of test_loads" in out, out
+    assert "the guest kernel reported problems during the test" in out, out
+    warning = r"WARNING: CPU: \d+ PID: \d+ at \S+/splat_on_load\.c:\d+ splat_on_load_init"
+    assert re.search(warning, out), out
+    assert "kernel tainted: bit 9" in out, out  # W: a warning was issued
+    assert "irqlab/testing/plugin.py" not in out, "the harness's frames are shown"

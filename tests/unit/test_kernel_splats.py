@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from irqlab.testing.helpers import kernel_splats
+from irqlab.testing.helpers import kernel_report, kernel_splats
 
 CLEAN = """\
 [    1.679955] irqlab: module verification failed: signature and/or required key missing
@@ -38,3 +38,21 @@ def test_a_clean_log_with_the_expected_taint_passes() -> None:
 
 def test_an_unexpected_taint_is_reported_even_without_a_log_line() -> None:
     assert kernel_splats(CLEAN, tainted=(1 << 9) | (1 << 12)) == ["kernel tainted: bit 9"]
+
+
+def test_the_report_shows_the_log_around_the_first_splat() -> None:
+    """The WARN()'s own message comes on the line before "WARNING:", the call trace
+    after: the splat lines alone said neither."""
+    log = CLEAN + (
+        "[ 4.30] remove_proc_entry: removing non-empty directory 'irq/24'\n"
+        "[ 4.31] WARNING: CPU: 0 PID: 185 at fs/proc/generic.c:740 remove_proc_entry\n"
+        "[ 4.32] Call Trace:\n"
+        "[ 4.33]  free_desc+0x4b/0x70\n"
+    )
+    splats = kernel_splats(log, tainted=1 << 9)
+    text = kernel_report("problems", log, splats)
+    head, _, around = text.partition("\n--- kernel log around the first one\n")
+    assert head.splitlines() == ["problems:", *splats]
+    assert "WARNING: CPU: 0" in around.splitlines()[3]  # after the 3 lines before it
+    assert "removing non-empty directory 'irq/24'" in around and "free_desc" in around
+    assert kernel_report("x", CLEAN, ["kernel tainted: bit 9"]) == "x:\nkernel tainted: bit 9"

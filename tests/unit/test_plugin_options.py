@@ -140,6 +140,7 @@ def _marker_run(pytester: pytest.Pytester, marker: str, *files: str) -> pytest.R
         ("bogus_key=1", "gpio_edges=, hotplug=, kernel_modules=, load_irqlab=, module=, "),
         ("bogus_key=1", "modules=, smp=, not bogus_key="),  # was: (got ['bogus_key'] ())
         ('"smp"', "smp=, not 'smp'"),
+        ('check_kernel_log="no"', "(check_kernel_log='no'): give True or False"),
     ],
 )
 def test_bad_marker_values_fail_clearly_before_any_guest(

@@ -27,6 +27,8 @@ __all__ = [
     "POLL_INTERVAL",
     "DeviceControl",
     "check_guest_kernel_log",
+    "guest_kernel_log",
+    "kernel_report",
     "kernel_splats",
     "module_reloaded",
     "process_exited",
@@ -186,11 +188,36 @@ KMEMLEAK = "/sys/kernel/debug/kmemleak"
 def check_guest_kernel_log(guest: Guest) -> None:
     """Fail (AssertionError with the lines) if the guest's kernel log reports a bug; on
     a kernel with kmemleak (the Buildroot debug kernel) after a scan for leaks first."""
-    leaks = guest.sh(
-        f"mount -t debugfs none /sys/kernel/debug 2>/dev/null; "
-        f"if [ -w {KMEMLEAK} ]; then echo scan > {KMEMLEAK} && cat {KMEMLEAK}; fi; true"
-    )
-    log = guest.sh("dmesg") + leaks
-    splats = kernel_splats(log, int(guest.sh("cat /proc/sys/kernel/tainted")))
+    log, tainted = guest_kernel_log(guest)
+    splats = kernel_splats(log, tainted)
     if splats:
-        raise AssertionError("the guest kernel reported problems:\n" + "\n".join(splats[:50]))
+        raise AssertionError(kernel_report("the guest kernel reported problems", log, splats))
+
+
+def guest_kernel_log(guest: Guest) -> tuple[str, int]:
+    """The guest's kernel log (``dmesg``; on a kernel with kmemleak, after a scan for
+    leaks, with its report) and ``/proc/sys/kernel/tainted``, in one command."""
+    out = guest.sh(
+        f"mount -t debugfs none /sys/kernel/debug 2>/dev/null; "
+        f"if [ -w {KMEMLEAK} ]; then echo scan > {KMEMLEAK} && cat {KMEMLEAK}; fi; "
+        "dmesg; echo; cat /proc/sys/kernel/tainted"
+    )
+    log, _, tainted = out.rstrip().rpartition("\n")
+    return log, int(tainted)
+
+
+SPLAT_BEFORE, SPLAT_AFTER = 3, 30  # the excerpt's lines around the first splat
+
+
+def kernel_report(lead: str, log: str, splats: list[str]) -> str:
+    """*lead*, the splat lines (at most 50), then the kernel log around the first one:
+    the lines before it (a WARN()'s own message) and after (where, the call trace)."""
+    text = f"{lead}:\n" + "\n".join(splats[:50])
+    lines = log.splitlines()
+    first = next((i for i, line in enumerate(lines) if KERNEL_SPLAT.search(line)), None)
+    if first is not None:
+        start = max(0, first - SPLAT_BEFORE)
+        text += "\n--- kernel log around the first one\n" + "\n".join(
+            lines[start : first + SPLAT_AFTER + 1]
+        )
+    return text

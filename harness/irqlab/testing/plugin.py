@@ -377,7 +377,7 @@ def fresh_guest_config(request: pytest.FixtureRequest, log_dir: Path | None = No
     kw = dict(marker.kwargs) if marker is not None else {}
     known = {
         *("device", "module", "smp", "hotplug", "gpio_edges", "modules", "files"),
-        *("load_irqlab", "kernel_modules"),
+        *("load_irqlab", "kernel_modules", "check_kernel_log"),
     }
     unknown = set(kw) - known
     if unknown or (marker is not None and marker.args):
@@ -407,6 +407,8 @@ def fresh_guest_config(request: pytest.FixtureRequest, log_dir: Path | None = No
         or not all(isinstance(n, str) for n in kmods)
     ):
         _marker_error(f"kernel_modules={kmods!r}", "give a list of module names")
+    if not isinstance(kw.get("check_kernel_log", True), bool):
+        _marker_error(f"check_kernel_log={kw['check_kernel_log']!r}", "give True or False")
     from irqlab.vm.guest import GuestConfigError, check_device_props
 
     try:
@@ -504,8 +506,33 @@ def irqlab_fresh_guest(
     )
     try:
         yield g
+        marker = request.node.get_closest_marker("irqlab")
+        if marker is None or marker.kwargs.get("check_kernel_log", True):
+            _check_kernel_log(g)
     finally:
         g.close()
+
+
+def _check_kernel_log(g: Guest) -> None:
+    """Fail the test (at its teardown) when its own guest's kernel reported a bug: a
+    WARN(), BUG:, lockdep or KASAN report, an unexpected taint.  Not for a guest that
+    died or froze (the test met that itself, or caused it: the fault stays the story)."""
+    from irqlab.testing.helpers import guest_kernel_log, kernel_report, kernel_splats
+    from irqlab.vm.health import GuestFault
+
+    if g.fault is not None or g.ssh is None or g.machine is None or not g.machine.is_running():
+        return
+    try:
+        log, tainted = guest_kernel_log(g)
+    except GuestFault:  # it died as the test ended (before the watch's next look)
+        return
+    splats = kernel_splats(log, tainted)
+    if splats:
+        lead = (
+            "the guest kernel reported problems during the test (a test that expects "
+            "them: @pytest.mark.irqlab(check_kernel_log=False))"
+        )
+        pytest.fail(kernel_report(lead, log, splats), pytrace=False)
 
 
 @pytest.fixture

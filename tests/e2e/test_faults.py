@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from faultwait import raises_within  # same directory (rootdir-relative import)
 
+from irqlab.testing.helpers import DeviceControl
 from irqlab.testing.plugin import start_guest
 from irqlab.vm.agent_client import AgentError, AgentTimeout
 from irqlab.vm.guest import Guest, GuestConfig
@@ -120,6 +121,67 @@ def test_a_frozen_qemu_is_named_within_ten_seconds(fault_guest: Guest) -> None:
         os.kill(fault_guest.machine.pid, signal.SIGCONT)
     assert str(e).startswith("guest stopped responding: QEMU did not answer QMP"), e
     assert "no reply within" not in str(e), e  # the silence is said once
+
+
+@pytest.mark.parametrize("how", ["panic", "SIGKILL", "SIGSTOP"])
+def test_the_devices_controls_name_a_dead_or_frozen_guest(fault_guest: Guest, how: str) -> None:
+    """QMP from the test's thread (the device fixture's controls, the injector): a panic
+    said "QMP qom-get: not connected" without the cause, a frozen QEMU cost each call
+    its whole 30 s QMP timeout; now the watch's verdict ends them, named."""
+    device = DeviceControl(fault_guest)
+    pid = fault_guest.machine.pid
+    if how == "panic":
+        fault_guest.ssh.run(PANIC, timeout=10)  # type: ignore[union-attr]
+    else:
+        os.kill(pid, getattr(signal, how))
+    try:
+        limit = 10.0 + VERDICT if how == "SIGSTOP" else VERDICT  # QMP's 3 s limit, scaled
+        poll = lambda: device.wait_counters(lambda c: c.acked > 0, 60)  # noqa: E731
+        e = raises_within(poll, limit, GuestFault)
+    finally:
+        if how == "SIGSTOP":
+            os.kill(pid, signal.SIGCONT)
+    cause = {
+        "panic": "guest kernel panic: Kernel panic - not syncing: sysrq",
+        "SIGKILL": "QEMU exited with status -9",
+        "SIGSTOP": "guest stopped responding: QEMU did not answer QMP",
+    }[how]
+    first = str(e).splitlines()[0]
+    assert first.startswith(cause) and first.endswith("(QMP qom-get)"), first
+    # the next call says the same at once
+    e2 = raises_within(device.counters, 1.0, GuestFault)
+    assert str(e2).startswith(cause), e2
+
+
+def test_a_device_poll_ends_when_the_heartbeat_stops() -> None:
+    """wait_counters polls QMP, which a guest whose userspace stopped still answers: it
+    waited out its own timeout and said only that the counters never got there."""
+    g = start_guest(GuestConfig(name="fault-beat-qmp", freeze_timeout=3.0))
+    try:
+        pid = g.agent.ping()["pid"]
+        g.sh(f"kill -STOP {pid}")
+        device = DeviceControl(g)
+        poll = lambda: device.wait_counters(lambda c: False, 60)  # noqa: E731
+        e = raises_within(poll, 3.0 + VERDICT, GuestFault)
+        assert str(e).startswith("guest stopped responding: no agent heartbeat"), e
+    finally:
+        g.close()
+
+
+def test_an_unplug_whose_qemu_dies_is_named_at_once() -> None:
+    """Unplug waits for QEMU's DEVICE_DELETED: a dead QEMU made it wait its 30 s."""
+    g = start_guest(GuestConfig(name="fault-unplug", hotplug=True))
+    try:
+        assert g.machine is not None
+        kill = threading.Timer(0.05, os.kill, (g.machine.pid, signal.SIGKILL))
+        kill.start()
+        try:
+            e = raises_within(g.unplug, VERDICT, GuestFault)
+        finally:
+            kill.cancel()
+        assert str(e).startswith("QEMU exited with status -9"), e
+    finally:
+        g.close()
 
 
 def test_a_guest_that_stops_running_userspace_is_named_by_the_heartbeat() -> None:

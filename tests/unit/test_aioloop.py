@@ -1,16 +1,19 @@
 """The QMP client's event-loop thread: a task of a connection whose peer went away,
 awaited by nobody, is not printed at exit as "exception was never retrieved" with a
-traceback (a guest whose QEMU died and that was never closed); other lost errors are."""
+traceback (a guest whose QEMU died and that was never closed); other lost errors are.
+abort() ends the waits on a peer known dead or frozen."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
 import logging
+import threading
+import time
 
 import pytest
 
-from irqlab.vm.aioloop import LoopThread
+from irqlab.vm.aioloop import LoopAborted, LoopThread
 
 
 def _lose(loop: LoopThread, exc: BaseException) -> None:
@@ -42,3 +45,41 @@ def test_a_lost_peers_error_is_not_printed_and_others_are(
     errors = [r for r in caplog.records if r.name == "asyncio" and r.levelno >= logging.ERROR]
     assert bool(errors) is printed, [r.getMessage() for r in caplog.records]
     assert any("never retrieved" in r.getMessage() for r in caplog.records)  # it happened
+
+
+def test_abort_ends_the_waits_now_and_refuses_later_ones() -> None:
+    """The health watch's verdict on a frozen QEMU: a QMP call waited out its 30 s."""
+    loop = LoopThread()
+    try:
+        started = threading.Event()
+
+        async def forever() -> None:
+            started.set()
+            await asyncio.sleep(3600)
+
+        ended: list[BaseException] = []
+
+        def wait() -> None:
+            try:
+                loop.run(forever(), 60)
+            except BaseException as e:  # the test looks at it
+                ended.append(e)
+
+        waiter = threading.Thread(target=wait)
+        waiter.start()
+        assert started.wait(5)
+        t0 = time.monotonic()
+        loop.abort("the guest is not usable: QEMU froze")
+        waiter.join(5)
+        assert time.monotonic() - t0 < 1.0
+        assert [type(e) for e in ended] == [LoopAborted]
+        assert str(ended[0]) == "the guest is not usable: QEMU froze"
+
+        async def answer() -> int:
+            return 42
+
+        with pytest.raises(LoopAborted, match="QEMU froze"):
+            loop.run(answer(), 5)
+        assert loop.run(answer(), 5, abortable=False) == 42  # e.g. the disconnect at close
+    finally:
+        loop.close()

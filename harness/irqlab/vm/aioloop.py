@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 from irqlab.errors import IrqlabError
 
 __all__ = [
+    "LoopAborted",
     "LoopThread",
     "LoopTimeout",
     "T",
@@ -23,6 +24,10 @@ T = TypeVar("T")
 
 class LoopTimeout(IrqlabError, TimeoutError):
     """A coroutine run through :meth:`LoopThread.run` did not finish in time (it was cancelled)."""
+
+
+class LoopAborted(IrqlabError, RuntimeError):
+    """:meth:`LoopThread.abort` ended the wait (or came before it); the message is why."""
 
 
 log = logging.getLogger(__name__)
@@ -51,6 +56,10 @@ class LoopThread:
         self._loop.set_exception_handler(_quiet_about_a_lost_peer)
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
         self._closed = False
+        # abort(): the reason, and the runs waiting now (cancelled by it)
+        self._lock = threading.Lock()
+        self._aborted: str | None = None
+        self._waiting: set[concurrent.futures.Future[Any]] = set()
         self._thread.start()
 
     def _main(self) -> None:
@@ -67,17 +76,45 @@ class LoopThread:
             raise RuntimeError("event loop thread is closed")
         return asyncio.run_coroutine_threadsafe(coro, self._loop)
 
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
-        """Run *coro* on the loop and wait for its result; cancel it after *timeout* seconds."""
-        fut = self.submit(coro)
+    def run(
+        self, coro: Coroutine[Any, Any, T], timeout: float | None = None, *, abortable: bool = True
+    ) -> T:
+        """Run *coro* on the loop and wait for its result; cancel it after *timeout*
+        seconds, or when :meth:`abort` is called (:class:`LoopAborted`, also for a run
+        after it) unless not *abortable*."""
+        with self._lock:
+            if abortable and self._aborted is not None:
+                coro.close()
+                raise LoopAborted(self._aborted)
+            fut = self.submit(coro)
+            if abortable:
+                self._waiting.add(fut)
         try:
             return fut.result(timeout)
         except concurrent.futures.TimeoutError:
             fut.cancel()
             raise LoopTimeout(f"timed out after {timeout} s") from None
+        except concurrent.futures.CancelledError:
+            if abortable and self._aborted is not None:
+                raise LoopAborted(self._aborted) from None
+            raise
         except BaseException:
             fut.cancel()  # e.g. KeyboardInterrupt while waiting: do not leave it running
             raise
+        finally:
+            with self._lock:
+                self._waiting.discard(fut)
+
+    def abort(self, reason: str) -> None:
+        """End every abortable :meth:`run` waiting now, and refuse those that come later,
+        with :class:`LoopAborted` (*reason*); their coroutines are cancelled.  For a peer
+        known dead or frozen: nothing waits out its timeout for it."""
+        with self._lock:
+            if self._aborted is None:
+                self._aborted = reason
+            waiting = list(self._waiting)
+        for fut in waiting:
+            fut.cancel()
 
     def close(self, timeout: float = 5.0) -> None:
         """Cancel what is left, stop the loop and join the thread (idempotent)."""

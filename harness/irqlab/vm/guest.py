@@ -1030,7 +1030,7 @@ class Guest:
         )
         self.machine.start()
         self.ssh_port = forwarded_port(self.machine, GUEST_SSH_PORT)
-        self._injector = Injector(self.machine, c.device_id)
+        self._injector = Injector(_FaultNamingQmp(self, self.machine), c.device_id)
         self._start_watch()
 
     def _qmp_socket_args(self) -> list[str]:
@@ -1064,6 +1064,8 @@ class Guest:
         if self.ssh is not None:
             with contextlib.suppress(Exception):
                 self.ssh.close()
+        if self.machine is not None:  # a QMP call on a frozen QEMU waited out its 30 s
+            self.machine.abort_qmp(f"the guest is not usable: {fault.cause}")
 
     def wait_fault(self, timeout: float) -> Fault | None:
         """The health watch's fault, waiting up to *timeout* s for its verdict (a broken
@@ -1589,6 +1591,40 @@ class Guest:
             self.reload_module(**self.config.module_params)
         if self._injector is not None:
             self._injector.reset_counters()
+
+
+class _FaultNamingQmp:
+    """The device injector's QMP runner: a QMP failure once the guest died or froze is
+    :class:`GuestFault` naming why (the health watch's verdict, the console's tail),
+    not "QMP qom-get: not connected"."""
+
+    def __init__(self, guest: Guest, machine: Machine) -> None:
+        self._guest, self._machine = guest, machine
+
+    def qmp(self, command: str, args: Mapping[str, object] | None = None, /) -> Any:
+        from irqlab.vm.machine import MachineError
+
+        try:
+            return self._machine.qmp(command, args)
+        except MachineError as e:
+            self._name_fault(e, f"QMP {command}")
+            raise
+
+    def qmp_many(
+        self, commands: Sequence[tuple[str, Mapping[str, object] | None]], *, window: int = 8
+    ) -> list[Any]:
+        from irqlab.vm.machine import MachineError
+
+        try:
+            return self._machine.qmp_many(commands, window=window)
+        except MachineError as e:
+            self._name_fault(e, f"QMP {len(commands)} pipelined commands")
+            raise
+
+    def _name_fault(self, error: Exception, doing: str) -> None:
+        fault = self._guest.wait_fault(FAULT_VERDICT)
+        if fault is not None:
+            raise GuestFault(fault, doing) from error
 
 
 def agent_command(package: str) -> str:

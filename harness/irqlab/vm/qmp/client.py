@@ -18,7 +18,7 @@ from typing import Any
 from qemu.qmp import EventListener, ExecInterruptedError, ExecuteError, QMPClient, QMPError
 from qemu.qmp.protocol import Runstate
 
-from irqlab.vm.aioloop import LoopThread, LoopTimeout
+from irqlab.vm.aioloop import LoopAborted, LoopThread, LoopTimeout
 from irqlab.vm.qmp.errors import QMPCommandError, QMPFailure, QMPNoReply
 
 __all__ = [
@@ -146,8 +146,16 @@ class SyncQMP:
             raise QMPFailure(f"QMP {command}: connection lost before the reply ({e})") from e
         except LoopTimeout:
             raise QMPNoReply(f"QMP {command}: no reply within {round(limit, 2):g} s") from None
+        except LoopAborted as e:
+            raise QMPFailure(f"QMP {command}: {e}") from None
         except (QMPError, OSError) as e:
             raise QMPFailure(f"QMP {command}: {e}") from e
+
+    def abort(self, reason: str) -> None:
+        """End every command or event wait now pending, and each one after, with
+        :class:`QMPFailure` (*reason*): the peer is known dead or frozen (the health
+        watch's verdict), so nothing waits out its timeout.  :meth:`close` still works."""
+        self._aio.abort(reason)
 
     def send_fd(self, fd: int, name: str) -> None:
         """Hand QEMU a copy of the open file descriptor *fd* (SCM_RIGHTS) under *name*
@@ -198,6 +206,8 @@ class SyncQMP:
             raise QMPFailure(
                 f"QMP: {len(commands)} pipelined commands not done in {limit} s"
             ) from None
+        except LoopAborted as e:
+            raise QMPFailure(f"QMP: {len(commands)} pipelined commands: {e}") from None
         for (cmd, args), r in zip(commands, results, strict=True):
             if isinstance(r, ExecuteError):
                 raise QMPCommandError(cmd, dict(args or {}), r.error_class, str(r)) from None
@@ -214,7 +224,10 @@ class SyncQMP:
             out, self._backlog = self._backlog, []
             return out + [dict(m) for m in self._listener.clear()]
 
-        return self._aio.run(drain(), self.timeout)
+        try:
+            return self._aio.run(drain(), self.timeout)
+        except LoopAborted as e:
+            raise QMPFailure(f"QMP events: {e}") from None
 
     def take_events(
         self, names: Sequence[str], timeout: float | None = None
@@ -228,7 +241,10 @@ class SyncQMP:
             self._backlog = [ev for ev in self._backlog if ev.get("event") not in wanted]
             return out
 
-        return self._aio.run(take(), self.timeout if timeout is None else timeout)
+        try:
+            return self._aio.run(take(), self.timeout if timeout is None else timeout)
+        except LoopAborted as e:
+            raise QMPFailure(f"QMP events {sorted(wanted)}: {e}") from None
 
     def wait_event(
         self, name: str, timeout: float, match: Mapping[str, object] | None = None
@@ -260,6 +276,8 @@ class SyncQMP:
             raise QMPFailure(
                 f"QMP event {name} {dict(match or {})} not seen within {timeout} s"
             ) from None
+        except LoopAborted as e:
+            raise QMPFailure(f"QMP event {name}: {e}") from None
 
     def close(self) -> None:
         """Disconnect (ignoring errors of a dead peer) and stop the loop thread; idempotent."""
@@ -267,7 +285,7 @@ class SyncQMP:
             return
         self._closed = True
         with contextlib.suppress(Exception):
-            self._aio.run(self._client.disconnect(), 5.0)
+            self._aio.run(self._client.disconnect(), 5.0, abortable=False)
         self._aio.close()
 
 

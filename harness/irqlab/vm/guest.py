@@ -1474,12 +1474,11 @@ class Guest:
         """Move the device from our driver to the kernel's uio_pci_generic (through
         ``driver_override``); (PCI address, the bind command's result: rc != 0 when
         uio_pci_generic refuses the device, e.g. with broken INTx disable)."""
-        if self.ssh is None:
-            raise GuestError("the guest is not connected")
         addr = self.unbind()
         dev = f"/sys/bus/pci/devices/{addr}"
         self.sh(f"modprobe uio_pci_generic && echo uio_pci_generic > {dev}/driver_override")
-        r = self.ssh.run(f"echo {addr} > /sys/bus/pci/drivers/uio_pci_generic/bind")
+        # through _run: a guest that dies under the bind is named, not an rc of -1
+        r = self._run(f"echo {addr} > /sys/bus/pci/drivers/uio_pci_generic/bind", timeout=60)
         if r.rc == 0:
             self.wait_for_node("/dev/uio0")
         return addr, r

@@ -317,3 +317,33 @@ def test_a_bad_keep_count_fails_before_building(monkeypatch: pytest.MonkeyPatch)
     with pytest.raises(cache.CacheKeepError):
         cache.cached_build("kmod", fake_cache.digest(1), built.append)
     assert built == [] and cache.entries() == []
+
+
+def test_a_lock_held_elsewhere_is_waited_for_out_loud(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A second run waiting on the first one's QEMU build or cold boot said nothing for
+    minutes: it names the holder's pid and what it does, once, then waits."""
+    import threading
+
+    lock = tmp_path / "x.lock"
+    entered, done = threading.Event(), threading.Event()
+
+    def second() -> None:
+        with cache.exclusive_lock(lock, "building x"):
+            entered.set()
+            done.wait(5)
+
+    # flock locks belong to an open file: this process's second open waits as another
+    # process's would
+    with cache.exclusive_lock(lock, "building x"):
+        assert lock.read_text() == f"{os.getpid()}\n"  # the holder's pid, for waiters
+        assert capfd.readouterr().err == ""  # nobody else held it: nothing said
+        waiter = threading.Thread(target=second)
+        waiter.start()
+        assert not entered.wait(0.5), "it waits while the lock is held"
+    assert entered.wait(5), "it gets the lock once it is free"
+    done.set()
+    waiter.join(5)
+    err = capfd.readouterr().err
+    assert err == f"irqlab: waiting for process {os.getpid()}, which is building x (lock {lock})\n"

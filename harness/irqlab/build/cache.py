@@ -23,8 +23,9 @@ import hashlib
 import os
 import re
 import shutil
+import sys
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +46,7 @@ __all__ = [
     "dir_size",
     "entries",
     "evict_after",
+    "exclusive_lock",
     "hold",
     "in_use",
     "is_complete",
@@ -103,6 +105,34 @@ def is_complete(path: Path) -> bool:
     return (path / _COMPLETE).is_file()
 
 
+@contextlib.contextmanager
+def exclusive_lock(path: Path, what: str) -> Iterator[None]:
+    """Hold an exclusive lock on the file *path* (created if missing) for the block.
+    When another process holds it, say so once on stderr, naming that process (each
+    holder writes its pid into the file) and *what* the lock guards (what the holder is
+    doing), then wait: a wait of minutes (another run's QEMU build, a cold boot) was
+    silent."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:  # not "w": that would erase the holder's pid
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read(32).strip()
+            who = f"process {holder}" if holder.isdigit() else "another process"
+            print(
+                f"irqlab: waiting for {who}, which is {what} (lock {path})",
+                file=sys.stderr,
+                flush=True,
+            )
+            fcntl.flock(f, fcntl.LOCK_EX)
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        yield
+
+
 def cached_build(
     name: str,
     digest: str,
@@ -128,8 +158,7 @@ def cached_build(
         return final
     keep = keep_count() if evict else None  # a bad value fails before the build, not after
     final.parent.mkdir(parents=True, exist_ok=True)
-    with open(final.with_name(final.name + ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with exclusive_lock(final.with_name(final.name + ".lock"), f"building {final.name}"):
         if is_complete(final) and not force:
             touch(final)
             return final

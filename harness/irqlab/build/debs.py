@@ -10,7 +10,6 @@ consistent) and the packages a recipe does not want are named explicitly.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -22,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from irqlab.build.arch import host_deb_arch
+from irqlab.build.cache import exclusive_lock
 from irqlab.build.steps import BuildError, StepLog
 from irqlab.errors import IrqlabError
 from irqlab.paths import cache_dir
@@ -310,9 +310,7 @@ def closure(roots: Sequence[str], lookup: Lookup, exclude: Iterable[str] = ()) -
 @contextmanager
 def _locked(lock_file: Path) -> Iterator[None]:
     """Serialise concurrent builds (two test runs, QEMU and image recipes) on *lock_file*."""
-    lock_file.parent.mkdir(parents=True, exist_ok=True)
-    with lock_file.open("w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
+    with exclusive_lock(lock_file, "fetching or unpacking Debian packages"):
         yield
 
 

@@ -29,7 +29,6 @@ Layout in the cache dir::
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -524,13 +523,8 @@ def _firmware(steps: StepLog, versions: Mapping[str, str], datadir: Path) -> Non
 
 @contextmanager
 def _lock() -> Iterator[None]:
-    work_dir().mkdir(parents=True, exist_ok=True)
-    with (work_dir() / ".lock").open("w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    with cache.exclusive_lock(work_dir() / ".lock", "preparing or building QEMU's source tree"):
+        yield
 
 
 def _build(inputs: _Inputs, out: Path, steps: StepLog, log: Log) -> None:

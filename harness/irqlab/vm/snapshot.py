@@ -19,7 +19,6 @@ the agent daemon (see ``irqlab_agent.daemon``).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import time
@@ -83,9 +82,7 @@ def boot_lock(key: str) -> Iterator[None]:
     misses the same snapshot waits here, then finds it and restores instead of booting
     a second time.  (A lock of its own: :func:`save` takes the output's build lock.)"""
     path = cache.output_dir(RECIPE, key).with_name(f"{RECIPE}-{key}.boot.lock")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
+    with cache.exclusive_lock(path, f"cold-booting a guest to save the snapshot {key}"):
         yield
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from irqlab.testing.plugin import start_guest
-from irqlab.vm.guest import Guest, GuestConfig, GuestError
+from irqlab.vm.guest import Guest, GuestConfig, GuestError, PrerequisiteMissing
 
 HERE = Path(__file__).resolve().parent
 
@@ -118,3 +118,24 @@ def test_irqlab_kmod_that_does_not_bind_fails_fast_and_says_why(
     msg = str(info.value)
     assert "/dev/irqlab0 did not appear" in msg and "mymod: hello" in msg, msg
     assert took < 60, f"{took:.1f} s (the image is rebuilt for the module, then 3 s)"
+
+
+def test_a_module_built_for_another_kernel_is_refused_before_anything_boots(
+    mymod: Path, tmp_path: Path
+) -> None:
+    """It booted, copied and insmod-ed it, and then said only "invalid module format"."""
+    release = Guest(GuestConfig()).prepare().image.kernel_version  # type: ignore[union-attr]
+    data = mymod.read_bytes()
+    mark = f"vermagic={release} ".encode()
+    assert mark in data, "the module's vermagic names the guest's kernel"
+    other = "9" * len(release)  # the same length: the ELF's sections do not move
+    patched = tmp_path / "mymod.ko"
+    patched.write_bytes(data.replace(mark, f"vermagic={other} ".encode()))
+    g = Guest(GuestConfig(name="other-kernel", extra_modules=[patched], load_irqlab=False))
+    with pytest.raises(PrerequisiteMissing) as info:
+        g.prepare()
+    assert str(info.value) == (
+        f"extra module {patched} is built for kernel {other}, but the guest runs {release}: "
+        "build it against the guest's kernel with `make -C $(irqlab kdir) M=$PWD modules`"
+    )
+    assert g.machine is None

@@ -109,6 +109,15 @@ def module_parameters(data: bytes) -> dict[str, str]:
     return params
 
 
+def module_vermagic(data: bytes) -> str | None:
+    """The kernel release a module was built for: the first word of its ``.modinfo``
+    ``vermagic=`` (``6.1.0-57-amd64 SMP preempt mod_unload modversions``), or None."""
+    for key, value in modinfo(data):
+        if key == "vermagic" and value.split():
+            return value.split()[0]
+    return None
+
+
 def dyn_info(data: bytes) -> DynInfo:
     """DT_NEEDED, DT_SONAME and PT_INTERP of a 64-bit little-endian ELF image."""
     if data[:4] != ELF_MAGIC:

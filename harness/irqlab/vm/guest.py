@@ -84,6 +84,7 @@ __all__ = [
     "agent_command",
     "check_device_props",
     "check_module_arch",
+    "check_module_kernel",
     "check_module_params",
     "device_arg",
     "ensure_snapshot",
@@ -281,6 +282,29 @@ def check_module_arch(ko: Path, arch: Arch, what: str) -> None:
         f"{what} {ko} is built for {built or f'ELF machine {machine}'}, but the guest is "
         f"{arch.name}: build it against the {arch.name} guest's kernel with `make "
         f"$(irqlab kdir --arch {arch.name} --make-args) M=$PWD modules`"
+    )
+
+
+def check_module_kernel(ko: Path, release: str, arch: Arch, what: str) -> None:
+    """Refuse, before anything boots, a module *ko* built for another kernel than the
+    guest's (*release*, ``uname -r``; the first word of the module's ``vermagic``): the
+    guest's insmod would say only "invalid module format", after a boot."""
+    from irqlab.build.elf import ElfError, module_vermagic
+
+    try:
+        built = module_vermagic(ko.read_bytes())
+    except (OSError, ElfError):
+        return  # named by the architecture check, which reads the file first
+    if built is None or not release or built == release:
+        return
+    how = (
+        "make -C $(irqlab kdir) M=$PWD modules"
+        if arch.name == "x86_64"
+        else f"make $(irqlab kdir --arch {arch.name} --make-args) M=$PWD modules"
+    )
+    raise PrerequisiteMissing(
+        f"{what} {ko} is built for kernel {built}, but the guest runs {release}: "
+        f"build it against the guest's kernel with `{how}`"
     )
 
 
@@ -664,8 +688,11 @@ class Guest:
         elif arch.name != "x86_64":
             found = self._find_other_arch(arch)
         else:
-            return self._find_x86_64()  # checks the parameters before the image
-        check_module_params(found[2], self.config.module_params)
+            found = self._find_x86_64()  # checks the parameters before the image
+        if image_kind() == "buildroot" or arch.name != "x86_64":
+            check_module_params(found[2], self.config.module_params)
+        for mod in self.config.extra_modules:
+            check_module_kernel(Path(mod), found[1].kernel_version, arch, "extra module")
         return found
 
     @staticmethod

@@ -164,3 +164,13 @@ def test_broken_intx_disable_is_refused_by_uio_pci_generic() -> None:
         assert g.sh(f"test -e /sys/bus/pci/devices/{addr}/driver || echo none").strip() == "none"
     finally:
         g.close()
+
+
+@pytest.mark.irqlab(module={"uio": None})
+def test_a_bare_bool_parameter_is_set_as_insmod_sets_it(irqlab_fresh_guest: Guest) -> None:
+    """``uio`` with no value (``--module-param``'s, the marker's or ``modprobe irqlab
+    uio``'s way of setting a bool) was refused as not PARAM=VALUE."""
+    g = irqlab_fresh_guest
+    assert g.sh("cat /sys/module/irqlab/parameters/uio").strip() == "Y"
+    assert g.driver_node() == "/dev/uio0"
+    assert g.sh("test -c /dev/uio0 && echo ok").strip() == "ok"

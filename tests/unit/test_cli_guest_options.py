@@ -204,7 +204,7 @@ def test_module_specs_as_insmod_takes_them(tmp_path: Path) -> None:
         "my drv.ko",
         {"tag": "x", "mode": "a b"},
     )
-    for bad, said in (("", "empty"), ("a.ko tag", "'tag' is not PARAM=VALUE"), ("'a", "quot")):
+    for bad, said in (("", "empty"), ("a.ko =x", "'=x' is not PARAM=VALUE"), ("'a", "quot")):
         with pytest.raises(ValueError, match=said):
             parse_module_spec(bad)
     ko = tmp_path / "my-drv.ko"
@@ -220,9 +220,12 @@ def test_module_specs_as_insmod_takes_them(tmp_path: Path) -> None:
     spaced.parent.mkdir()
     spaced.write_bytes(b"\x7fELF")
     assert parse_module_spec(str(spaced)) == (str(spaced), {})
-    args = build_parser().parse_args(["run", "--module", f"{ko} tag", "--", "true"])
-    with pytest.raises(UsageError, match=r"--module .*'tag' is not PARAM=VALUE"):
+    args = build_parser().parse_args(["run", "--module", f"{ko} =x", "--", "true"])
+    with pytest.raises(UsageError, match=r"--module .*'=x' is not PARAM=VALUE"):
         guest_config(args, "t")
+    # a bare name: a bool parameter, set (as insmod takes it)
+    args = build_parser().parse_args(["run", "--module", f"{ko} verbose", "--", "true"])
+    assert guest_config(args, "t").extra_module_params == {"my_drv": {"verbose": None}}
 
 
 class _Qmp:

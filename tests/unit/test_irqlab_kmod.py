@@ -163,6 +163,25 @@ def test_unknown_module_parameters_are_refused_naming_the_valid_ones(tmp_path: P
     )
 
 
+def test_a_bare_parameter_sets_a_bool_and_only_a_bool(tmp_path: Path) -> None:
+    """insmod mydrv.ko verbose sets a bool parameter: it was refused as not PARAM=VALUE."""
+    from irqlab.vm.guest import kernel_param, parse_module_spec
+
+    spec = parse_module_spec("mydrv.ko verbose tag=x")
+    assert spec == ("mydrv.ko", {"verbose": None, "tag": "x"})
+    assert kernel_param("verbose", None) == "verbose"
+    ko = _fake_ko(tmp_path / "irqlab.ko", "irqlab", params=IRQLAB_PARAMS)
+    check_module_params(ko, {"uio": None, "wakeup": None})  # bool; no type declared
+    with pytest.raises(GuestConfigError) as e:
+        check_module_params(ko, {"gpio_edges": None})
+    assert str(e.value) == (
+        "parameter gpio_edges of irqlab.ko (uint) needs a value: gpio_edges=VALUE "
+        "(a bare name sets a bool parameter only)"
+    )
+    assert Guest(GuestConfig(module_params={"uio": None})).driver_node() == "/dev/uio0"
+    assert Guest(GuestConfig(module_params={"uio": "0"})).driver_node() == "/dev/irqlab0"
+
+
 def test_module_parameters_are_checked_before_the_image_or_a_boot(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

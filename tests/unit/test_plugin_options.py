@@ -136,7 +136,7 @@ def _marker_run(pytester: pytest.Pytester, marker: str, *files: str) -> pytest.R
         ('kernel_modules="crc7"', "(kernel_modules='crc7'): give a list of module names"),
         ("kernel_modules=5", "(kernel_modules=5): give a list of module names"),
         ('device={"irq-mode,id": "x"}', "(device={'irq-mode,id': 'x'}): "),
-        ('modules=["mydrv.ko tag"]', "(modules=...): 'mydrv.ko tag': 'tag' is not PARAM=VALUE"),
+        ('modules=["mydrv.ko =x"]', "(modules=...): 'mydrv.ko =x': '=x' is not PARAM=VALUE"),
         ("bogus_key=1", "gpio_edges=, hotplug=, kernel_modules=, load_irqlab=, module=, "),
         ("bogus_key=1", "modules=, smp=, not bogus_key="),  # was: (got ['bogus_key'] ())
         ('"smp"', "smp=, not 'smp'"),

@@ -90,7 +90,7 @@ def guest_config(args: argparse.Namespace, name: str) -> Any:
             "(your module's: --module 'my.ko k=v')"
         )
     modules: list[Path] = []
-    module_params: dict[str, dict[str, str]] = {}
+    module_params: dict[str, dict[str, str | None]] = {}
     for spec in args.module or []:
         try:
             ko, params = parse_module_spec(spec)

@@ -443,16 +443,16 @@ def _marker_mapping(kw: Mapping[str, object], key: str) -> Mapping[str, object]:
 
 def _marker_modules(
     here: Path, modules: Iterable[object]
-) -> tuple[list[Path], dict[str, dict[str, str]]]:
+) -> tuple[list[Path], dict[str, dict[str, str | None]]]:
     """``modules=`` of the marker: each a .ko path, or ``"KO PARAM=VALUE ..."`` as insmod
     takes it -> the files and their parameters by module name."""
     from irqlab.build.kernel import module_name
     from irqlab.vm.guest import parse_module_spec
 
     files: list[Path] = []
-    params: dict[str, dict[str, str]] = {}
+    params: dict[str, dict[str, str | None]] = {}
     for m in modules:
-        given: dict[str, str] = {}
+        given: dict[str, str | None] = {}
         if isinstance(m, str):
             try:
                 m, given = parse_module_spec(m)

@@ -316,6 +316,8 @@ def kernel_param(name: object, value: object) -> str:
     value with blanks in double quotes (BusyBox joins its arguments with spaces and the
     kernel splits them there, so ``v='5 7'`` set ``5`` and ignored ``7``); a value with a
     double quote has no spelling the kernel takes (GuestConfigError)."""
+    if value is None:  # a bare name, as insmod takes a bool parameter: set
+        return shlex.quote(str(name))
     text = str(value)
     if '"' in text:
         raise GuestConfigError(f"module parameter {name}={text!r}: a double quote cannot be passed")
@@ -323,10 +325,11 @@ def kernel_param(name: object, value: object) -> str:
     return shlex.quote(word)
 
 
-def parse_module_spec(text: str) -> tuple[str, dict[str, str]]:
-    """``"mydrv.ko tag=x mode=1"`` (as insmod takes it; shell quoting) -> the file and
-    its parameters; ValueError saying what is wrong.  A *text* that names an existing
-    file as it stands (a path with a blank, a backslash) is that file, no parameters."""
+def parse_module_spec(text: str) -> tuple[str, dict[str, str | None]]:
+    """``"mydrv.ko tag=x mode=1 verbose"`` (as insmod takes it; shell quoting) -> the
+    file and its parameters (None for a bare name: a bool parameter, set); ValueError
+    saying what is wrong.  A *text* that names an existing file as it stands (a path
+    with a blank, a backslash) is that file, no parameters."""
     if Path(text).is_file():
         return text, {}
     try:
@@ -335,12 +338,12 @@ def parse_module_spec(text: str) -> tuple[str, dict[str, str]]:
         raise ValueError(f"{text!r}: {e}") from None
     if not words:
         raise ValueError("an empty module: give KO [PARAM=VALUE ...]")
-    params: dict[str, str] = {}
+    params: dict[str, str | None] = {}
     for word in words[1:]:
         key, sep, value = word.partition("=")
-        if not sep or not key:
+        if not key:
             raise ValueError(f"{text!r}: {word!r} is not PARAM=VALUE (KO [PARAM=VALUE ...])")
-        params[key] = value
+        params[key] = value if sep else None
     return words[0], params
 
 
@@ -362,6 +365,14 @@ def check_module_params(ko: Path, params: Mapping[str, Any]) -> None:
     known = {n.replace("-", "_") for n in declared} | IMPLICIT_MODULE_PARAMS
     unknown = sorted(n for n in params if str(n).replace("-", "_") not in known)
     if not unknown:
+        types = {n.replace("-", "_"): t for n, t in declared.items()}
+        for name, value in params.items():
+            kind = types.get(str(name).replace("-", "_"), "")
+            if value is None and kind not in ("bool", "invbool", ""):
+                raise GuestConfigError(
+                    f"parameter {name} of {ko.name} ({kind}) needs a value: {name}=VALUE "
+                    "(a bare name sets a bool parameter only)"
+                )
         return
     valid = ", ".join(f"{n} ({t})" if t else n for n, t in sorted(declared.items()))
     raise GuestConfigError(
@@ -1319,7 +1330,8 @@ class Guest:
         """The node our driver offers with module parameters *params* (default: the
         config's): /dev/uio0 in its UIO mode (``uio=1``), else :attr:`dev`."""
         opts = self.config.module_params if params is None else params
-        uio = str(opts.get("uio", 0)) in ("1", "y", "Y", "True")
+        # a bool parameter: set as the kernel takes it (1, y, Y, true; a bare name: set)
+        uio = "uio" in opts and (opts["uio"] is None or str(opts["uio"]) in ("1", "y", "Y", "True"))
         return "/dev/uio0" if uio else self.dev
 
     def _modprobe(
@@ -1466,8 +1478,7 @@ class Guest:
         args = {"driver": DEVICE_TYPE, "id": c.device_id, "bus": HOTPLUG_PORT}
         args.update({k: _prop_text(v) for k, v in c.device_props.items()})
         self._vm().qmp("device_add", args)
-        uio = str(c.module_params.get("uio", 0)) in ("1", "y", "Y", "True")
-        self.wait_for_node("/dev/uio0" if uio else self.dev, timeout=timeout)
+        self.wait_for_node(self.driver_node(), timeout=timeout)
 
     def _need_hotplug(self) -> None:
         if not self.config.hotplug:

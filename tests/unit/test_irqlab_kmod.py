@@ -140,6 +140,9 @@ def test_a_missing_module_is_not_found_not_a_non_module(
     with pytest.raises(PrerequisiteMissing) as e:
         check_module_arch(Path("mydrv.ko"), X86_64, "extra module")
     assert str(e.value) == f"extra module not found: {tmp_path / 'mydrv.ko'}"
+    with pytest.raises(PrerequisiteMissing) as e:  # the CLI's and the marker's spelling
+        check_module_arch(Path("mydrv.ko tag=x"), X86_64, "extra module")
+    assert str(e.value).endswith("parameters go in GuestConfig(extra_module_params={name: {...}}))")
 
 
 def test_modinfo_and_parameters_from_the_section(tmp_path: Path) -> None:
@@ -161,6 +164,23 @@ def test_unknown_module_parameters_are_refused_naming_the_valid_ones(tmp_path: P
         "unknown parameters of irqlab.ko: nosuch, other; its parameters are: "
         "gpio_edges (uint), uio (bool), wakeup"
     )
+
+
+def test_your_modules_parameter_given_to_our_driver_says_where_it_goes(tmp_path: Path) -> None:
+    """``--module mydrv.ko --module-param tag=x`` said only that irqlab.ko has no tag."""
+    ours = _fake_ko(tmp_path / "irqlab.ko", "irqlab", params=IRQLAB_PARAMS)
+    mine = _fake_ko(tmp_path / "mydrv.ko", "mydrv", params=("parmtype=tag:charp",))
+    g = Guest(GuestConfig(module_params={"tag": "x"}, extra_modules=[mine]))
+    with pytest.raises(GuestConfigError) as e:
+        g._check_driver_params(ours)
+    first, hint = str(e.value).split("\n")
+    assert first.startswith("unknown parameter of irqlab.ko: tag; its parameters are: ")
+    assert hint.startswith("(tag: a parameter of mydrv.ko, your module: ")
+    assert "--module 'mydrv.ko tag=...'" in hint and "modules=['mydrv.ko tag=...']" in hint
+    g = Guest(GuestConfig(module_params={"nosuch": 1}, extra_modules=[mine]))
+    with pytest.raises(GuestConfigError) as e:
+        g._check_driver_params(ours)
+    assert "\n" not in str(e.value), "no hint for a name nobody declares"
 
 
 def test_a_bare_parameter_sets_a_bool_and_only_a_bool(tmp_path: Path) -> None:

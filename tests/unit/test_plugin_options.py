@@ -132,6 +132,11 @@ def _marker_run(pytester: pytest.Pytester, marker: str, *files: str) -> pytest.R
         ),
         ("smp=0", "(smp=0): give the number of vCPUs"),
         ('device="irq-mode=intx"', "(device='irq-mode=intx'): give a dict"),
+        (
+            'module=["mydrv.ko"]',
+            "(module=['mydrv.ko']): give a dict of our driver's parameters; your own modules "
+            "go in modules=[...]",
+        ),
         ('modules="mydrv.ko"', "(modules='mydrv.ko'): give a list of .ko files"),
         ('kernel_modules="crc7"', "(kernel_modules='crc7'): give a list of module names"),
         ("kernel_modules=5", "(kernel_modules=5): give a list of module names"),

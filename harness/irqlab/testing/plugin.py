@@ -437,7 +437,9 @@ def _marker_error(argument: str, problem: str) -> NoReturn:
 def _marker_mapping(kw: Mapping[str, object], key: str) -> Mapping[str, object]:
     value = kw.get(key) or {}
     if not isinstance(value, Mapping):
-        _marker_error(f"{key}={value!r}", "give a dict")
+        mixup = key == "module" and isinstance(value, (list, tuple, str))
+        hint = " of our driver's parameters; your own modules go in modules=[...]"
+        _marker_error(f"{key}={value!r}", "give a dict" + (hint if mixup else ""))
     return value
 
 

@@ -272,7 +272,12 @@ def check_module_arch(ko: Path, arch: Arch, what: str) -> None:
         with ko.open("rb") as f:
             machine = elf_machine(f.read(64))
     except FileNotFoundError as e:
-        raise PrerequisiteMissing(f"{what} not found: {ko.absolute()}") from e
+        spec = " " in ko.name and "=" in ko.name  # "mydrv.ko tag=x": the CLI's, the marker's
+        hint = (
+            " (a file and its parameters, as --module and the marker's modules= take them? "
+            "Here the parameters go in GuestConfig(extra_module_params={name: {...}}))"
+        )
+        raise PrerequisiteMissing(f"{what} not found: {ko.absolute()}{hint if spec else ''}") from e
     except (OSError, ElfError) as e:
         raise PrerequisiteMissing(f"{what} {ko} is not a kernel module: {e}") from e
     if machine == arch.elf_machine:
@@ -659,6 +664,32 @@ class Guest:
                 )
             check_module_params(ko, params)
 
+    def _check_driver_params(self, ko: Path) -> None:
+        """:func:`check_module_params` of our driver *ko*; for a name that one of the extra
+        modules declares, the error says where that module's parameters go."""
+        from irqlab.build.elf import ElfError, module_parameters
+
+        try:
+            check_module_params(ko, self.config.module_params)
+        except GuestConfigError as e:
+            for mod in map(Path, self.config.extra_modules):
+                try:
+                    declared = {n.replace("-", "_") for n in module_parameters(mod.read_bytes())}
+                except (OSError, ElfError):
+                    continue
+                given = map(str, self.config.module_params)
+                mine = [n for n in given if n.replace("-", "_") in declared]
+                if mine:
+                    example = " ".join(f"{n}=..." for n in mine)
+                    raise GuestConfigError(
+                        f"{e}\n({', '.join(mine)}: a parameter of {mod.name}, your module: "
+                        f"module_params / --module-param / the marker's module= are our "
+                        f"driver's; give yours with the module: --module '{mod.name} "
+                        f"{example}', the marker's modules=['{mod.name} {example}'] or "
+                        "GuestConfig(extra_module_params=...))"
+                    ) from None
+            raise
+
     def _extra_module_args(self, ko: Path) -> str:
         """The insmod arguments of the extra module *ko* (its extra_module_params)."""
         from irqlab.build.kernel import module_name
@@ -701,7 +732,7 @@ class Guest:
         else:
             found = self._find_x86_64()  # checks the parameters before the image
         if image_kind() == "buildroot" or arch.name != "x86_64":
-            check_module_params(found[2], self.config.module_params)
+            self._check_driver_params(found[2])
         for mod in self.config.extra_modules:
             check_module_kernel(Path(mod), found[1].kernel_version, arch, "extra module")
         return found
@@ -747,7 +778,7 @@ class Guest:
     def _find_x86_64(self) -> tuple[QemuInstall, GuestImage, Path]:
         qemu = self._find_qemu(self.arch)
         ko = find_kmod()
-        check_module_params(ko, self.config.module_params)  # before an image build
+        self._check_driver_params(ko)  # before an image build
         from irqlab.build.image import UnknownKernelModule, ensure_image
 
         extra = tuple(dict.fromkeys((*IMAGE_EXTRA_PACKAGES, *self.config.extra_packages)))

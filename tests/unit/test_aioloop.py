@@ -69,7 +69,7 @@ def test_abort_ends_the_waits_now_and_refuses_later_ones() -> None:
         waiter.start()
         assert started.wait(5)
         t0 = time.monotonic()
-        loop.abort("the guest is not usable: QEMU froze")
+        loop.abort("the guest is not usable: QEMU froze", later=False)
         waiter.join(5)
         assert time.monotonic() - t0 < 1.0
         assert [type(e) for e in ended] == [LoopAborted]
@@ -78,6 +78,9 @@ def test_abort_ends_the_waits_now_and_refuses_later_ones() -> None:
         async def answer() -> int:
             return 42
 
+        loop.abort("the guest panicked", later=False)  # QEMU still answers: later runs run
+        assert loop.run(answer(), 5) == 42
+        loop.abort("the guest is not usable: QEMU froze")
         with pytest.raises(LoopAborted, match="QEMU froze"):
             loop.run(answer(), 5)
         assert loop.run(answer(), 5, abortable=False) == 42  # e.g. the disconnect at close

@@ -58,7 +58,8 @@ class LoopThread:
         self._closed = False
         # abort(): the reason, and the runs waiting now (cancelled by it)
         self._lock = threading.Lock()
-        self._aborted: str | None = None
+        self._aborted: str | None = None  # later runs refused, for this reason
+        self._reason: str | None = None  # the last abort's
         self._waiting: set[concurrent.futures.Future[Any]] = set()
         self._thread.start()
 
@@ -95,8 +96,8 @@ class LoopThread:
             fut.cancel()
             raise LoopTimeout(f"timed out after {timeout} s") from None
         except concurrent.futures.CancelledError:
-            if abortable and self._aborted is not None:
-                raise LoopAborted(self._aborted) from None
+            if abortable and self._reason is not None:  # abort() cancelled it
+                raise LoopAborted(self._reason) from None
             raise
         except BaseException:
             fut.cancel()  # e.g. KeyboardInterrupt while waiting: do not leave it running
@@ -105,14 +106,15 @@ class LoopThread:
             with self._lock:
                 self._waiting.discard(fut)
 
-    def abort(self, reason: str) -> None:
-        """End every abortable :meth:`run` waiting now, and refuse those that come later,
-        with :class:`LoopAborted` (*reason*); their coroutines are cancelled.  For a peer
-        known dead or frozen: nothing waits out its timeout for it."""
+    def abort(self, reason: str, *, later: bool = True) -> None:
+        """End every abortable :meth:`run` waiting now, and with *later* refuse those
+        that come after, with :class:`LoopAborted` (*reason*); their coroutines are
+        cancelled.  For a peer known dead or frozen: nothing waits out its timeout."""
         with self._lock:
-            if self._aborted is None:
+            if later and self._aborted is None:
                 self._aborted = reason
             waiting = list(self._waiting)
+            self._reason = reason
         for fut in waiting:
             fut.cancel()
 

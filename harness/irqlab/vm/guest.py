@@ -1134,7 +1134,11 @@ class Guest:
             with contextlib.suppress(Exception):
                 self.ssh.close()
         if self.machine is not None:  # a QMP call on a frozen QEMU waited out its 30 s
-            self.machine.abort_qmp(f"the guest is not usable: {fault.cause}")
+            # a QEMU that still answers (a paused panic, a guest whose userspace
+            # stopped) keeps QMP for later questions; the device's injector refuses
+            self.machine.abort_qmp(
+                f"the guest is not usable: {fault.cause}", later=fault.qmp_silent
+            )
 
     def wait_fault(self, timeout: float) -> Fault | None:
         """The health watch's fault, waiting up to *timeout* s for its verdict (a broken
@@ -1672,6 +1676,7 @@ class _FaultNamingQmp:
     def qmp(self, command: str, args: Mapping[str, object] | None = None, /) -> Any:
         from irqlab.vm.machine import MachineError
 
+        self._refuse_if_dead(f"QMP {command}")
         try:
             return self._machine.qmp(command, args)
         except MachineError as e:
@@ -1683,11 +1688,19 @@ class _FaultNamingQmp:
     ) -> list[Any]:
         from irqlab.vm.machine import MachineError
 
+        self._refuse_if_dead(f"QMP {len(commands)} pipelined commands")
         try:
             return self._machine.qmp_many(commands, window=window)
         except MachineError as e:
             self._name_fault(e, f"QMP {len(commands)} pipelined commands")
             raise
+
+    def _refuse_if_dead(self, doing: str) -> None:
+        """A guest known dead or frozen: every later device call says so at once (a
+        poll between two calls would not meet the verdict's abort)."""
+        fault = self._guest.fault
+        if fault is not None:
+            raise GuestFault(fault, doing)
 
     def _name_fault(self, error: Exception, doing: str) -> None:
         fault = self._guest.wait_fault(FAULT_VERDICT)

@@ -61,6 +61,7 @@ class Fault:
     console_tail: str
     qemu_tail: str = ""
     console_span: str = f"last {TAIL_LINES} lines"  # which lines console_tail shows
+    qmp_silent: bool = False  # QEMU stopped answering QMP (frozen): no call will return
 
     def describe(self) -> str:
         text = self.cause
@@ -209,7 +210,9 @@ class HealthWatch(threading.Thread):
         self._offset += cut
         return data[:cut].decode(errors="replace")
 
-    def _fault(self, cause: str, *, qemu: bool = False, line: str = "") -> Fault:
+    def _fault(
+        self, cause: str, *, qemu: bool = False, line: str = "", qmp_silent: bool = False
+    ) -> Fault:
         """The fault *cause*; a console fault's *line* places the console excerpt."""
         log = self._console_log()
         qemu_tail = self.machine.stderr_tail() if qemu else ""
@@ -219,8 +222,9 @@ class HealthWatch(threading.Thread):
             except OSError:
                 found = None
             if found is not None:
-                return Fault(cause, found[0], qemu_tail, console_span=found[1])
-        return Fault(cause, file_tail(log) if log is not None else "", qemu_tail)
+                return Fault(cause, found[0], qemu_tail, found[1], qmp_silent)
+        tail = file_tail(log) if log is not None else ""
+        return Fault(cause, tail, qemu_tail, qmp_silent=qmp_silent)
 
     def check(self) -> Fault | None:
         now = time.monotonic()
@@ -268,7 +272,8 @@ class HealthWatch(threading.Thread):
             # no reply in time is what the verdict says already: not twice
             why = "" if isinstance(e.__cause__, QMPNoReply) else f" ({str(e).splitlines()[0]})"
             return self._fault(
-                f"guest stopped responding: QEMU did not answer QMP within {limit:.3g} s{why}"
+                f"guest stopped responding: QEMU did not answer QMP within {limit:.3g} s{why}",
+                qmp_silent=True,
             )
         if status == "guest-panicked":
             # pvpanic told QEMU; the console's own panic line usually follows within

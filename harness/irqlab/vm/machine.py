@@ -422,12 +422,12 @@ class Machine:
         except QMPFailure as e:
             raise MachineError(f"{e}{self._exit_summary()}") from e
 
-    def abort_qmp(self, reason: str) -> None:
-        """End every QMP command and event wait now pending, and each one after, at once
-        with :class:`MachineError` (*reason*): QEMU is known dead or frozen (the health
-        watch's verdict); :meth:`close` still stops it."""
+    def abort_qmp(self, reason: str, *, later: bool = True) -> None:
+        """End every QMP command and event wait now pending, and with *later* each one
+        after, at once with :class:`MachineError` (*reason*): the guest is known dead or
+        QEMU frozen (the health watch's verdict); :meth:`close` still stops it."""
         if self._qmp is not None:
-            self._qmp.abort(reason)
+            self._qmp.abort(reason, later=later)
 
     def qmp_ping(self, timeout: float) -> str:
         """QEMU's run state (``query-status``), or :class:`MachineError` when QEMU does

@@ -151,11 +151,11 @@ class SyncQMP:
         except (QMPError, OSError) as e:
             raise QMPFailure(f"QMP {command}: {e}") from e
 
-    def abort(self, reason: str) -> None:
-        """End every command or event wait now pending, and each one after, with
-        :class:`QMPFailure` (*reason*): the peer is known dead or frozen (the health
+    def abort(self, reason: str, *, later: bool = True) -> None:
+        """End every command or event wait now pending, and with *later* each one after,
+        with :class:`QMPFailure` (*reason*): the peer is known dead or frozen (the health
         watch's verdict), so nothing waits out its timeout.  :meth:`close` still works."""
-        self._aio.abort(reason)
+        self._aio.abort(reason, later=later)
 
     def send_fd(self, fd: int, name: str) -> None:
         """Hand QEMU a copy of the open file descriptor *fd* (SCM_RIGHTS) under *name*

@@ -10,6 +10,7 @@ and ``.ci/run`` runs both."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import pytest
@@ -25,7 +26,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+# This suite restores about 30 guest configurations.  The cache's default (32
+# snapshots, least recently used evicted) leaves no room for a user's own: with more
+# configurations in use than kept, every run evicted what the next test needed (LRU
+# in a cycle) and cold-booted about 20 of them again (README, Ready-state snapshots).
+SUITE_SNAPSHOT_KEEP = "64"
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    os.environ.setdefault("IRQLAB_SNAPSHOT_KEEP", SUITE_SNAPSHOT_KEEP)  # xdist workers too
     config.addinivalue_line(
         "markers",
         "soak: loops what users repeat; short by default, full length with --soak (set "

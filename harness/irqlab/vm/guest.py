@@ -1005,6 +1005,8 @@ class Guest:
                 "image": self.image.version,
                 "argv": self._vm().argv,
                 "module_params": self.config.module_params,
+                # which guest saved it (not part of the key): for `irqlab cache` readers
+                "saved_by": {"name": self.config.name, "tag": self.config.snapshot_tag},
             },
         )
         self.phases["snapshot_saved"] = time.monotonic() - self._t0

@@ -214,9 +214,10 @@ DEFAULT_KEEP = 32
 def keep_snapshots() -> int | None:
     """How many snapshots the cache keeps: $IRQLAB_SNAPSHOT_KEEP, default 32 (each is
     ~140 MB; every image, module or device-property change makes new ones); None for
-    ``0`` (never prune automatically), as $IRQLAB_CACHE_KEEP.  This repository's own
-    suite uses about 25 configurations: a smaller cache evicts some in every run and
-    cold-boots them again in the next."""
+    ``0`` (never prune automatically), as $IRQLAB_CACHE_KEEP.  A suite that restores
+    more configurations than are kept evicts, in every run, what its next test needs
+    and cold-boots most of them again: this repository's own (about 30) keeps 64 unless
+    $IRQLAB_SNAPSHOT_KEEP says otherwise (tests/conftest.py)."""
     return cache.keep_count(
         name=KEEP_ENV, default=DEFAULT_KEEP, what="ready-state snapshots (all configurations)"
     )

@@ -174,6 +174,30 @@ def test_shell_hint_one_command_a_line() -> None:
         assert not needs or f"--module-param {needs}" in readme
 
 
+@pytest.mark.parametrize("no_irqlab", [False, True], ids=["irqlab", "no-irqlab"])
+def test_shell_hint_without_our_driver_says_so(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    no_irqlab: bool,
+) -> None:
+    """With --no-irqlab nothing of ours handles the device's interrupts: the banner said
+    to watch /proc/interrupts for them and to give our driver a --module-param."""
+    from irqlab.cli import guestcmd
+
+    monkeypatch.setattr(guestcmd.tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr("irqlab.vm.guest.Guest", _Guest)
+    monkeypatch.setattr(guestcmd, "interactive_shell", lambda g: 0)
+    assert main(["shell", *(["--no-irqlab"] if no_irqlab else [])]) == 0
+    err = capsys.readouterr().err
+    assert "irqlab:   export IRQLAB_QMP=" in err  # the device is still driven over QMP
+    injects = [ln for ln in err.splitlines() if ln.startswith("irqlab:   irqlab inject ")]
+    assert len(injects) == len(guestcmd.SHELL_EXAMPLES)
+    assert ("/proc/interrupts" in err) == (not no_irqlab)
+    assert ("--module-param" in err) == (not no_irqlab)
+    assert ("the irqlab driver is not loaded" in err) == no_irqlab
+
+
 @pytest.mark.parametrize("command", ["run", "shell"])
 @pytest.mark.parametrize("smp", ["0", "-1"])
 def test_smp_below_one_is_refused(

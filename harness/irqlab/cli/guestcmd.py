@@ -282,22 +282,33 @@ SHELL_EXAMPLES = (
 )
 
 
-def shell_hint(qmp: Path) -> str:
+def shell_hint(qmp: Path, *, irqlab_loaded: bool = True) -> str:
     """The lines ``irqlab shell`` prints before the prompt: the QMP socket and the
-    commands that use it, one a line, each with what it does after a ``#``."""
+    commands that use it, one a line, each with what it does after a ``#``.  Without
+    our driver (``--no-irqlab``, *irqlab_loaded* False) the commands still drive the
+    device, but nothing of ours handles its interrupts: no ``/proc/interrupts`` line
+    of ours to watch, and no parameter of our driver to suggest."""
     width = max(len(a) for a, _, _ in SHELL_EXAMPLES) + len("irqlab inject ")
     examples = [
         f"  {'irqlab inject ' + a:{width}}  # {what}"
-        + (f", if the shell has --module-param {needs}" if needs else "")
+        + (f", if the shell has --module-param {needs}" if needs and irqlab_loaded else "")
         for a, what, needs in SHELL_EXAMPLES
     ]
+    arrive = (
+        ["in the guest, grep irqlab /proc/interrupts shows them arrive"]
+        if irqlab_loaded
+        else [
+            "the irqlab driver is not loaded (--no-irqlab): the device's interrupts are "
+            "the guest's to handle (e.g. by your own --module)"
+        ]
+    )
     lines = [
         f"QMP socket {qmp}",
         "to inject interrupts, from another terminal:",
         f"  export IRQLAB_QMP={shlex.quote(str(qmp))}",
         *examples,
         f"  qmp-shell {shlex.quote(str(qmp))}",
-        "in the guest, grep irqlab /proc/interrupts shows them arrive",
+        *arrive,
         "exit the shell to stop the guest",
     ]
     return "\n".join(f"irqlab: {line}" for line in lines)
@@ -318,7 +329,8 @@ def cmd_shell(args: argparse.Namespace) -> int:
     qmp = config.qmp_socket = sock_dir / "qmp.sock"
     try:
         with _running_guest(config) as g:
-            print(shell_hint(qmp), file=sys.stderr, flush=True)
+            hint = shell_hint(qmp, irqlab_loaded=not args.no_irqlab)
+            print(hint, file=sys.stderr, flush=True)
             rc = interactive_shell(g)
             # the connection dropped under the shell: the watch's verdict comes a moment
             # later (it ended with status 255 and not a word when QEMU was killed)

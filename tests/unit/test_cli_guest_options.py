@@ -370,6 +370,58 @@ def test_usage_errors_name_the_program_once(
     assert capsys.readouterr().err.startswith("irqlab: inject: no QMP socket")
 
 
+@pytest.mark.parametrize(
+    ("argv", "usage", "said"),
+    [
+        (
+            ["run", "--modules", "x.ko", "--", "true"],
+            "usage: irqlab run [options] -- CMD",
+            "irqlab run: error: unrecognized arguments: --modules (did you mean --module?)",
+        ),
+        (
+            ["shell", "--no-irqlb"],
+            "usage: irqlab shell ",
+            "irqlab shell: error: unrecognized arguments: --no-irqlb (did you mean --no-irqlab?)",
+        ),
+        (
+            ["inject", "push", "1", "--bogus"],
+            "usage: irqlab inject push ",
+            "irqlab inject push: error: unrecognized arguments: --bogus\n",
+        ),
+        (
+            ["inject", "--cunters", "push", "1"],
+            "usage: irqlab inject ",
+            "irqlab inject: error: unrecognized arguments: --cunters (did you mean --counters?)",
+        ),
+        (
+            ["regs", "A", "B"],
+            "usage: irqlab regs ",
+            "irqlab regs: error: unrecognized arguments: B",
+        ),
+        (
+            ["--bogus", "regs"],
+            "usage: irqlab [-h]",
+            "irqlab: error: unrecognized arguments: --bogus",
+        ),
+    ],
+)
+def test_an_unknown_option_is_said_by_its_subcommand(
+    capsys: pytest.CaptureFixture[str], argv: list[str], usage: str, said: str
+) -> None:
+    """It was the top level's usage (`irqlab [-h] [--version] COMMAND ...`), which names
+    none of the subcommand's options."""
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(usage) and said in err, err
+
+
+def test_run_takes_every_argument_after_the_dashes_as_the_command() -> None:
+    a = build_parser().parse_args(["run", "-n", "--", "sh", "-c", "echo $0", "--modules", "-n"])
+    assert a.no_stdin and a.cmd[-5:] == ["sh", "-c", "echo $0", "--modules", "-n"]
+
+
 def test_regs_with_a_prefix_nothing_has_fails(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["regs", "NOPE"]) == 1
     assert capsys.readouterr().err.strip() == "irqlab: regs: no name starts with 'NOPE'"

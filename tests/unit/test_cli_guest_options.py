@@ -9,6 +9,7 @@ import pytest
 from irqlab.cli.guestcmd import UsageError, parse_assignments, parse_puts
 from irqlab.cli.main import build_parser, main
 from irqlab.contract.regs import QOM
+from irqlab.errors import IrqlabError
 
 
 def test_assignments() -> None:
@@ -56,8 +57,11 @@ def test_inject_options_default_wherever_they_are_not_given() -> None:
 
 
 def test_run_without_a_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["run"]) == 1
+    """Status 2, as argparse's usage errors (an unknown option): it was 1."""
+    assert main(["run"]) == 2
     assert "no command" in capsys.readouterr().err
+    assert main(["run", "--module", "mydrv.ko"]) == 2
+    assert "irqlab: run: no command" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("command", ["run", "shell"])
@@ -66,7 +70,7 @@ def test_device_prop_name_with_a_comma_is_refused_before_a_guest_starts(
 ) -> None:
     monkeypatch.setattr("irqlab.vm.guest.Guest", None)  # a guest started would fail loudly
     cmd = ["--", "true"] if command == "run" else []
-    assert main([command, "--device-prop", "irq-mode,id=evil=msi", *cmd]) == 1
+    assert main([command, "--device-prop", "irq-mode,id=evil=msi", *cmd]) == 2
     err = capsys.readouterr().err
     assert err.strip() == (
         "irqlab: --device-prop 'irq-mode,id': a property name cannot contain ',' or '=' "
@@ -81,7 +85,7 @@ def test_device_prop_the_harness_sets_itself_is_refused_before_a_guest_starts(
     """``id=mine`` gave QEMU a second id (refused, or the harness looked for
     ``irqlab0`` and found nothing); the message says what to use instead."""
     monkeypatch.setattr("irqlab.vm.guest.Guest", None)  # a guest started would fail loudly
-    assert main(["run", "--device-prop", f"{name}=mine", "--", "true"]) == 1
+    assert main(["run", "--device-prop", f"{name}=mine", "--", "true"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"irqlab: --device-prop {name!r}: the device's "), err
     assert "\n" not in err
@@ -98,7 +102,7 @@ def test_device_prop_value_with_a_comma_is_one_value(tmp_path: Path) -> None:
 
 
 def test_bad_module_param_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["run", "--module-param", "oops", "--", "true"]) == 1
+    assert main(["run", "--module-param", "oops", "--", "true"]) == 2
     err = capsys.readouterr().err
     assert err.strip() == "irqlab: --module-param 'oops': expected KEY=VALUE"
 
@@ -118,7 +122,7 @@ class _Guest:
 
     def start(self) -> _Guest:
         if self.fails:
-            raise UsageError("no guest today")
+            raise IrqlabError("no guest today")
         return self
 
     def close(self) -> None:
@@ -345,7 +349,7 @@ def test_inject_to_what_is_no_socket_says_so(
     for path in (tmp_path, tmp_path / "file"):
         if path != tmp_path:
             path.write_text("")
-        assert main(["inject", "--qmp", str(path), "push", "1"]) == 1
+        assert main(["inject", "--qmp", str(path), "push", "1"]) == 2
         err = capsys.readouterr().err.strip()
         assert err == f"irqlab: --qmp {path}: not a socket (`irqlab shell` prints its QMP socket)"
 
@@ -355,7 +359,7 @@ def test_module_param_without_our_driver_is_a_usage_error(
 ) -> None:
     """It was accepted, and cost a cold boot for a driver that is not loaded."""
     monkeypatch.setattr("irqlab.vm.guest.Guest", None)  # a guest started would fail loudly
-    assert main(["run", "--no-irqlab", "--module-param", "gpio_edges=8", "--", "true"]) == 1
+    assert main(["run", "--no-irqlab", "--module-param", "gpio_edges=8", "--", "true"]) == 2
     assert "--no-irqlab does not load it" in capsys.readouterr().err
 
 
@@ -363,10 +367,10 @@ def test_usage_errors_name_the_program_once(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """They said "irqlab: irqlab run: ..."."""
-    assert main(["run"]) == 1
+    assert main(["run"]) == 2
     assert capsys.readouterr().err.startswith("irqlab: run: no command")
     monkeypatch.delenv("IRQLAB_QMP", raising=False)
-    assert main(["inject", "push", "1"]) == 1
+    assert main(["inject", "push", "1"]) == 2
     assert capsys.readouterr().err.startswith("irqlab: inject: no QMP socket")
 
 
@@ -434,7 +438,8 @@ def test_regs_with_a_prefix_nothing_has_fails(capsys: pytest.CaptureFixture[str]
 def test_inject_burst_period_below_the_minimum_is_said_in_microseconds(
     qmp: type[_Qmp], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """It said "period_ns=0 ns is below the minimum, 1000 ns" of an option in µs."""
+    """It said "period_ns=0 ns is below the minimum, 1000 ns" of an option in µs.  The
+    device's range, as push's and pulse's (the README's status 1): no usage error."""
     assert main(["inject", "--qmp", "S", "burst", "10", "--period-us", "0"]) == 1
     err = capsys.readouterr().err.strip()
     assert err == "irqlab: --period-us 0 µs is below the minimum, 1 µs", err

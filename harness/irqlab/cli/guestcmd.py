@@ -27,13 +27,14 @@ from typing import Any
 
 import paramiko
 
-from irqlab.cli.argtypes import finite, integer
+from irqlab.cli.argtypes import UsageError, finite, integer
 from irqlab.errors import IrqlabError
 
 __all__ = [
     "RUN_DESCRIPTION",
     "SHELL_EXAMPLES",
     "QmpSocket",
+    "UsageError",
     "add_guest_parsers",
     "bridge",
     "cmd_inject",
@@ -46,10 +47,6 @@ __all__ = [
     "remote_command",
     "shell_hint",
 ]
-
-
-class UsageError(IrqlabError, ValueError):
-    """A bad command-line value; the message says which and what is expected."""
 
 
 def parse_assignments(items: list[str] | None, option: str) -> dict[str, str]:
@@ -425,7 +422,7 @@ def _vcpus(text: str) -> int:
 
 
 def cmd_inject(args: argparse.Namespace) -> int:
-    from irqlab.vm.qmp.errors import OutOfRange
+    from irqlab.vm.qmp.errors import InvalidArgument, OutOfRange
     from irqlab.vm.qmp.injector import Injector
 
     path = args.qmp or os.environ.get("IRQLAB_QMP")
@@ -447,8 +444,11 @@ def cmd_inject(args: argparse.Namespace) -> int:
             except OutOfRange as e:
                 if e.name != "period_ns":
                     raise
-                # in the option's own unit (it said "period_ns=0 ns is below ...")
-                raise UsageError(e.in_unit("--period-us", "µs", 1000, args.period_us)) from None
+                # in the option's own unit (it said "period_ns=0 ns is below ..."); the
+                # device's range, as push's and pulse's: status 1, not a usage error's 2
+                raise InvalidArgument(
+                    e.in_unit("--period-us", "µs", 1000, args.period_us)
+                ) from None
         if args.action == "counters" or args.counters:
             print(json.dumps(asdict(inj.counters()), indent=1))
     finally:

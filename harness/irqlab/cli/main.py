@@ -16,7 +16,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from typing import Any, TextIO
 
-from irqlab.cli.argtypes import count, positive
+from irqlab.cli.argtypes import UsageError, count, positive
 
 __all__ = [
     "TEARDOWN_SIGNALS",
@@ -539,7 +539,10 @@ def _stacks_on_sigusr1() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one subcommand.  User and environment errors (what irqlab reports, a file or
     directory that cannot be used, a failed external command) end in one line on
-    stderr and exit status 1, never a traceback; IRQLAB_DEBUG=1 shows it anyway.
+    stderr and exit status 1, never a traceback; IRQLAB_DEBUG=1 shows it anyway.  A
+    usage error (:class:`UsageError`: an option's value malformed or naming nothing of
+    the kind it takes, ``run`` without a command) exits 2 instead, as argparse's own
+    do; a value the device refuses (``inject push 0x1ffffffff``) is no usage error.
     SIGTERM and SIGHUP tear down as Ctrl-C does, then say so in one line and exit with
     128 + the signal's number."""
     import subprocess
@@ -571,7 +574,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for note in getattr(e, "__notes__", ()):  # e.g. where the guest's logs are
             msg += f"\nirqlab: {note}"
         print(f"irqlab: {msg}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(e, UsageError) else 1
     return rc
 
 

@@ -22,7 +22,7 @@ def test_puts(tmp_path: Path) -> None:
     f = tmp_path / "f.bin"
     f.write_bytes(b"x")
     assert parse_puts([str(f), f"{f}:/etc/x"]) == {"/root/f.bin": f, "/etc/x": f}
-    with pytest.raises(UsageError, match="is not a file"):
+    with pytest.raises(UsageError, match="missing: no such file"):
         parse_puts([str(tmp_path / "missing")])
     with pytest.raises(UsageError, match="must be absolute"):
         parse_puts([f"{f}:rel/x"])
@@ -251,6 +251,33 @@ def test_module_specs_as_insmod_takes_them(tmp_path: Path) -> None:
     args = build_parser().parse_args(["run", "--module", f"{ko} tag", "--", "true"])
     with pytest.raises(UsageError, match=r"--module .*'tag' is not PARAM=VALUE"):
         guest_config(args, "t")
+
+
+@pytest.mark.parametrize("option", ["--module", "--put"])
+@pytest.mark.parametrize("what", ["missing", "directory"])
+def test_a_module_or_file_that_is_not_one_says_what_it_is(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    option: str,
+    what: str,
+) -> None:
+    """A directory was "no such file"; the build hint lacked `M=$PWD modules`."""
+    monkeypatch.setattr("irqlab.vm.guest.Guest", None)  # a guest started would fail loudly
+    path = tmp_path / "mydrv.ko"
+    if what == "directory":
+        path.mkdir()
+    assert main(["run", option, str(path), "--", "true"]) == 2
+    said = {
+        (
+            "--module",
+            "missing",
+        ): "no such file (build it with make -C $(irqlab kdir) M=$PWD modules)",
+        ("--module", "directory"): "is a directory, not a .ko file",
+        ("--put", "missing"): "no such file",
+        ("--put", "directory"): "is a directory, not a file",
+    }[option, what]
+    assert capsys.readouterr().err == f"irqlab: {option} {path}: {said}\n"
 
 
 class _Qmp:

@@ -60,18 +60,32 @@ def parse_assignments(items: list[str] | None, option: str) -> dict[str, str]:
     return out
 
 
+def _not_a_file(path: Path, kind: str) -> str | None:
+    """What keeps *path* from being *kind* (``"a file"``): ``no such file``, ``is a
+    directory, not a file``, ...; None when it is a file."""
+    if path.is_file():
+        return None
+    if not path.exists():
+        return "no such file"
+    return f"is a directory, not {kind}" if path.is_dir() else f"is not {kind}"
+
+
 def parse_puts(items: list[str] | None) -> dict[str, Path]:
     """``--put FILE`` (to /root/<name>) or ``--put FILE:/guest/path``."""
     out: dict[str, Path] = {}
     for item in items or []:
         local, sep, remote = item.partition(":")
         path = Path(local)
-        if not path.is_file():
-            raise UsageError(f"--put {item!r}: {local} is not a file")
+        problem = _not_a_file(path, "a file")
+        if problem:
+            raise UsageError(f"--put {local}: {problem}")
         if sep and not remote.startswith("/"):
             raise UsageError(f"--put {item!r}: the guest path must be absolute")
         out[remote if sep else f"/root/{path.name}"] = path
     return out
+
+
+_BUILD_MODULE = "make -C $(irqlab kdir) M=$PWD modules"  # as the README and `kdir --help` say
 
 
 def guest_config(args: argparse.Namespace, name: str) -> Any:
@@ -94,8 +108,10 @@ def guest_config(args: argparse.Namespace, name: str) -> Any:
         except ValueError as e:
             raise UsageError(f"--module {e}") from None
         m = Path(ko)
-        if not m.is_file():
-            raise UsageError(f"--module {m}: no such file (build it with make -C $(irqlab kdir))")
+        problem = _not_a_file(m, "a .ko file")
+        if problem:
+            hint = "" if m.exists() else f" (build it with {_BUILD_MODULE})"
+            raise UsageError(f"--module {m}: {problem}{hint}")
         modules.append(m)
         if params:
             module_params[module_name(m.name)] = params

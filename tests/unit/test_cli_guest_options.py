@@ -9,6 +9,7 @@ import pytest
 from irqlab.cli.guestcmd import UsageError, parse_assignments, parse_puts
 from irqlab.cli.main import build_parser, main
 from irqlab.contract.regs import QOM
+from irqlab.errors import IrqlabError
 
 
 def test_assignments() -> None:
@@ -21,7 +22,7 @@ def test_puts(tmp_path: Path) -> None:
     f = tmp_path / "f.bin"
     f.write_bytes(b"x")
     assert parse_puts([str(f), f"{f}:/etc/x"]) == {"/root/f.bin": f, "/etc/x": f}
-    with pytest.raises(UsageError, match="is not a file"):
+    with pytest.raises(UsageError, match="missing: no such file"):
         parse_puts([str(tmp_path / "missing")])
     with pytest.raises(UsageError, match="must be absolute"):
         parse_puts([f"{f}:rel/x"])
@@ -56,8 +57,11 @@ def test_inject_options_default_wherever_they_are_not_given() -> None:
 
 
 def test_run_without_a_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["run"]) == 1
+    """Status 2, as argparse's usage errors (an unknown option): it was 1."""
+    assert main(["run"]) == 2
     assert "no command" in capsys.readouterr().err
+    assert main(["run", "--module", "mydrv.ko"]) == 2
+    assert "irqlab: run: no command" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("command", ["run", "shell"])
@@ -66,7 +70,7 @@ def test_device_prop_name_with_a_comma_is_refused_before_a_guest_starts(
 ) -> None:
     monkeypatch.setattr("irqlab.vm.guest.Guest", None)  # a guest started would fail loudly
     cmd = ["--", "true"] if command == "run" else []
-    assert main([command, "--device-prop", "irq-mode,id=evil=msi", *cmd]) == 1
+    assert main([command, "--device-prop", "irq-mode,id=evil=msi", *cmd]) == 2
     err = capsys.readouterr().err
     assert err.strip() == (
         "irqlab: --device-prop 'irq-mode,id': a property name cannot contain ',' or '=' "
@@ -81,7 +85,7 @@ def test_device_prop_the_harness_sets_itself_is_refused_before_a_guest_starts(
     """``id=mine`` gave QEMU a second id (refused, or the harness looked for
     ``irqlab0`` and found nothing); the message says what to use instead."""
     monkeypatch.setattr("irqlab.vm.guest.Guest", None)  # a guest started would fail loudly
-    assert main(["run", "--device-prop", f"{name}=mine", "--", "true"]) == 1
+    assert main(["run", "--device-prop", f"{name}=mine", "--", "true"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"irqlab: --device-prop {name!r}: the device's "), err
     assert "\n" not in err
@@ -98,7 +102,7 @@ def test_device_prop_value_with_a_comma_is_one_value(tmp_path: Path) -> None:
 
 
 def test_bad_module_param_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["run", "--module-param", "oops", "--", "true"]) == 1
+    assert main(["run", "--module-param", "oops", "--", "true"]) == 2
     err = capsys.readouterr().err
     assert err.strip() == "irqlab: --module-param 'oops': expected KEY=VALUE"
 
@@ -118,7 +122,7 @@ class _Guest:
 
     def start(self) -> _Guest:
         if self.fails:
-            raise UsageError("no guest today")
+            raise IrqlabError("no guest today")
         return self
 
     def close(self) -> None:
@@ -174,6 +178,30 @@ def test_shell_hint_one_command_a_line() -> None:
         assert not needs or f"--module-param {needs}" in readme
 
 
+@pytest.mark.parametrize("no_irqlab", [False, True], ids=["irqlab", "no-irqlab"])
+def test_shell_hint_without_our_driver_says_so(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    no_irqlab: bool,
+) -> None:
+    """With --no-irqlab nothing of ours handles the device's interrupts: the banner said
+    to watch /proc/interrupts for them and to give our driver a --module-param."""
+    from irqlab.cli import guestcmd
+
+    monkeypatch.setattr(guestcmd.tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr("irqlab.vm.guest.Guest", _Guest)
+    monkeypatch.setattr(guestcmd, "interactive_shell", lambda g: 0)
+    assert main(["shell", *(["--no-irqlab"] if no_irqlab else [])]) == 0
+    err = capsys.readouterr().err
+    assert "irqlab:   export IRQLAB_QMP=" in err  # the device is still driven over QMP
+    injects = [ln for ln in err.splitlines() if ln.startswith("irqlab:   irqlab inject ")]
+    assert len(injects) == len(guestcmd.SHELL_EXAMPLES)
+    assert ("/proc/interrupts" in err) == (not no_irqlab)
+    assert ("--module-param" in err) == (not no_irqlab)
+    assert ("the irqlab driver is not loaded" in err) == no_irqlab
+
+
 @pytest.mark.parametrize("command", ["run", "shell"])
 @pytest.mark.parametrize("smp", ["0", "-1"])
 def test_smp_below_one_is_refused(
@@ -226,6 +254,33 @@ def test_module_specs_as_insmod_takes_them(tmp_path: Path) -> None:
     # a bare name: a bool parameter, set (as insmod takes it)
     args = build_parser().parse_args(["run", "--module", f"{ko} verbose", "--", "true"])
     assert guest_config(args, "t").extra_module_params == {"my_drv": {"verbose": None}}
+
+
+@pytest.mark.parametrize("option", ["--module", "--put"])
+@pytest.mark.parametrize("what", ["missing", "directory"])
+def test_a_module_or_file_that_is_not_one_says_what_it_is(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    option: str,
+    what: str,
+) -> None:
+    """A directory was "no such file"; the build hint lacked `M=$PWD modules`."""
+    monkeypatch.setattr("irqlab.vm.guest.Guest", None)  # a guest started would fail loudly
+    path = tmp_path / "mydrv.ko"
+    if what == "directory":
+        path.mkdir()
+    assert main(["run", option, str(path), "--", "true"]) == 2
+    said = {
+        (
+            "--module",
+            "missing",
+        ): "no such file (build it with make -C $(irqlab kdir) M=$PWD modules)",
+        ("--module", "directory"): "is a directory, not a .ko file",
+        ("--put", "missing"): "no such file",
+        ("--put", "directory"): "is a directory, not a file",
+    }[option, what]
+    assert capsys.readouterr().err == f"irqlab: {option} {path}: {said}\n"
 
 
 class _Qmp:
@@ -324,7 +379,7 @@ def test_inject_to_what_is_no_socket_says_so(
     for path in (tmp_path, tmp_path / "file"):
         if path != tmp_path:
             path.write_text("")
-        assert main(["inject", "--qmp", str(path), "push", "1"]) == 1
+        assert main(["inject", "--qmp", str(path), "push", "1"]) == 2
         err = capsys.readouterr().err.strip()
         assert err == f"irqlab: --qmp {path}: not a socket (`irqlab shell` prints its QMP socket)"
 
@@ -334,7 +389,7 @@ def test_module_param_without_our_driver_is_a_usage_error(
 ) -> None:
     """It was accepted, and cost a cold boot for a driver that is not loaded."""
     monkeypatch.setattr("irqlab.vm.guest.Guest", None)  # a guest started would fail loudly
-    assert main(["run", "--no-irqlab", "--module-param", "gpio_edges=8", "--", "true"]) == 1
+    assert main(["run", "--no-irqlab", "--module-param", "gpio_edges=8", "--", "true"]) == 2
     assert "--no-irqlab does not load it" in capsys.readouterr().err
 
 
@@ -342,11 +397,63 @@ def test_usage_errors_name_the_program_once(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """They said "irqlab: irqlab run: ..."."""
-    assert main(["run"]) == 1
+    assert main(["run"]) == 2
     assert capsys.readouterr().err.startswith("irqlab: run: no command")
     monkeypatch.delenv("IRQLAB_QMP", raising=False)
-    assert main(["inject", "push", "1"]) == 1
+    assert main(["inject", "push", "1"]) == 2
     assert capsys.readouterr().err.startswith("irqlab: inject: no QMP socket")
+
+
+@pytest.mark.parametrize(
+    ("argv", "usage", "said"),
+    [
+        (
+            ["run", "--modules", "x.ko", "--", "true"],
+            "usage: irqlab run [options] -- CMD",
+            "irqlab run: error: unrecognized arguments: --modules (did you mean --module?)",
+        ),
+        (
+            ["shell", "--no-irqlb"],
+            "usage: irqlab shell ",
+            "irqlab shell: error: unrecognized arguments: --no-irqlb (did you mean --no-irqlab?)",
+        ),
+        (
+            ["inject", "push", "1", "--bogus"],
+            "usage: irqlab inject push ",
+            "irqlab inject push: error: unrecognized arguments: --bogus\n",
+        ),
+        (
+            ["inject", "--cunters", "push", "1"],
+            "usage: irqlab inject ",
+            "irqlab inject: error: unrecognized arguments: --cunters (did you mean --counters?)",
+        ),
+        (
+            ["regs", "A", "B"],
+            "usage: irqlab regs ",
+            "irqlab regs: error: unrecognized arguments: B",
+        ),
+        (
+            ["--bogus", "regs"],
+            "usage: irqlab [-h]",
+            "irqlab: error: unrecognized arguments: --bogus",
+        ),
+    ],
+)
+def test_an_unknown_option_is_said_by_its_subcommand(
+    capsys: pytest.CaptureFixture[str], argv: list[str], usage: str, said: str
+) -> None:
+    """It was the top level's usage (`irqlab [-h] [--version] COMMAND ...`), which names
+    none of the subcommand's options."""
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(usage) and said in err, err
+
+
+def test_run_takes_every_argument_after_the_dashes_as_the_command() -> None:
+    a = build_parser().parse_args(["run", "-n", "--", "sh", "-c", "echo $0", "--modules", "-n"])
+    assert a.no_stdin and a.cmd[-5:] == ["sh", "-c", "echo $0", "--modules", "-n"]
 
 
 def test_regs_with_a_prefix_nothing_has_fails(capsys: pytest.CaptureFixture[str]) -> None:
@@ -361,7 +468,8 @@ def test_regs_with_a_prefix_nothing_has_fails(capsys: pytest.CaptureFixture[str]
 def test_inject_burst_period_below_the_minimum_is_said_in_microseconds(
     qmp: type[_Qmp], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """It said "period_ns=0 ns is below the minimum, 1000 ns" of an option in µs."""
+    """It said "period_ns=0 ns is below the minimum, 1000 ns" of an option in µs.  The
+    device's range, as push's and pulse's (the README's status 1): no usage error."""
     assert main(["inject", "--qmp", "S", "burst", "10", "--period-us", "0"]) == 1
     err = capsys.readouterr().err.strip()
     assert err == "irqlab: --period-us 0 µs is below the minimum, 1 µs", err

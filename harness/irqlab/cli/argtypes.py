@@ -1,5 +1,7 @@
 """argparse types for numbers whose range the option defines: a value outside it is a
-usage error that says the rule (``--events -5`` started a bench that ran for minutes)."""
+usage error that says the rule (``--events -5`` started a bench that ran for minutes);
+and :class:`UsageError`, for what a command finds wrong with its options after argparse
+took them."""
 
 from __future__ import annotations
 
@@ -7,7 +9,14 @@ import argparse
 import math
 from collections.abc import Callable
 
-__all__ = ["count", "finite", "integer", "non_negative", "positive"]
+from irqlab.errors import IrqlabError
+
+__all__ = ["UsageError", "count", "finite", "integer", "non_negative", "positive"]
+
+
+class UsageError(IrqlabError, ValueError):
+    """A bad command-line value; the message says which and what is expected.  The
+    command exits with status 2, as for argparse's own usage errors."""
 
 
 def integer(text: str) -> int:

@@ -27,13 +27,14 @@ from typing import Any
 
 import paramiko
 
-from irqlab.cli.argtypes import finite, integer
+from irqlab.cli.argtypes import UsageError, finite, integer
 from irqlab.errors import IrqlabError
 
 __all__ = [
     "RUN_DESCRIPTION",
     "SHELL_EXAMPLES",
     "QmpSocket",
+    "UsageError",
     "add_guest_parsers",
     "bridge",
     "cmd_inject",
@@ -48,10 +49,6 @@ __all__ = [
 ]
 
 
-class UsageError(IrqlabError, ValueError):
-    """A bad command-line value; the message says which and what is expected."""
-
-
 def parse_assignments(items: list[str] | None, option: str) -> dict[str, str]:
     """``["k=v", ...]`` as a dict (values stay strings: QEMU and modprobe parse them)."""
     out: dict[str, str] = {}
@@ -63,18 +60,32 @@ def parse_assignments(items: list[str] | None, option: str) -> dict[str, str]:
     return out
 
 
+def _not_a_file(path: Path, kind: str) -> str | None:
+    """What keeps *path* from being *kind* (``"a file"``): ``no such file``, ``is a
+    directory, not a file``, ...; None when it is a file."""
+    if path.is_file():
+        return None
+    if not path.exists():
+        return "no such file"
+    return f"is a directory, not {kind}" if path.is_dir() else f"is not {kind}"
+
+
 def parse_puts(items: list[str] | None) -> dict[str, Path]:
     """``--put FILE`` (to /root/<name>) or ``--put FILE:/guest/path``."""
     out: dict[str, Path] = {}
     for item in items or []:
         local, sep, remote = item.partition(":")
         path = Path(local)
-        if not path.is_file():
-            raise UsageError(f"--put {item!r}: {local} is not a file")
+        problem = _not_a_file(path, "a file")
+        if problem:
+            raise UsageError(f"--put {local}: {problem}")
         if sep and not remote.startswith("/"):
             raise UsageError(f"--put {item!r}: the guest path must be absolute")
         out[remote if sep else f"/root/{path.name}"] = path
     return out
+
+
+_BUILD_MODULE = "make -C $(irqlab kdir) M=$PWD modules"  # as the README and `kdir --help` say
 
 
 def guest_config(args: argparse.Namespace, name: str) -> Any:
@@ -97,8 +108,10 @@ def guest_config(args: argparse.Namespace, name: str) -> Any:
         except ValueError as e:
             raise UsageError(f"--module {e}") from None
         m = Path(ko)
-        if not m.is_file():
-            raise UsageError(f"--module {m}: no such file (build it with make -C $(irqlab kdir))")
+        problem = _not_a_file(m, "a .ko file")
+        if problem:
+            hint = "" if m.exists() else f" (build it with {_BUILD_MODULE})"
+            raise UsageError(f"--module {m}: {problem}{hint}")
         modules.append(m)
         if params:
             module_params[module_name(m.name)] = params
@@ -282,22 +295,33 @@ SHELL_EXAMPLES = (
 )
 
 
-def shell_hint(qmp: Path) -> str:
+def shell_hint(qmp: Path, *, irqlab_loaded: bool = True) -> str:
     """The lines ``irqlab shell`` prints before the prompt: the QMP socket and the
-    commands that use it, one a line, each with what it does after a ``#``."""
+    commands that use it, one a line, each with what it does after a ``#``.  Without
+    our driver (``--no-irqlab``, *irqlab_loaded* False) the commands still drive the
+    device, but nothing of ours handles its interrupts: no ``/proc/interrupts`` line
+    of ours to watch, and no parameter of our driver to suggest."""
     width = max(len(a) for a, _, _ in SHELL_EXAMPLES) + len("irqlab inject ")
     examples = [
         f"  {'irqlab inject ' + a:{width}}  # {what}"
-        + (f", if the shell has --module-param {needs}" if needs else "")
+        + (f", if the shell has --module-param {needs}" if needs and irqlab_loaded else "")
         for a, what, needs in SHELL_EXAMPLES
     ]
+    arrive = (
+        ["in the guest, grep irqlab /proc/interrupts shows them arrive"]
+        if irqlab_loaded
+        else [
+            "the irqlab driver is not loaded (--no-irqlab): the device's interrupts are "
+            "the guest's to handle (e.g. by your own --module)"
+        ]
+    )
     lines = [
         f"QMP socket {qmp}",
         "to inject interrupts, from another terminal:",
         f"  export IRQLAB_QMP={shlex.quote(str(qmp))}",
         *examples,
         f"  qmp-shell {shlex.quote(str(qmp))}",
-        "in the guest, grep irqlab /proc/interrupts shows them arrive",
+        *arrive,
         "exit the shell to stop the guest",
     ]
     return "\n".join(f"irqlab: {line}" for line in lines)
@@ -318,7 +342,8 @@ def cmd_shell(args: argparse.Namespace) -> int:
     qmp = config.qmp_socket = sock_dir / "qmp.sock"
     try:
         with _running_guest(config) as g:
-            print(shell_hint(qmp), file=sys.stderr, flush=True)
+            hint = shell_hint(qmp, irqlab_loaded=not args.no_irqlab)
+            print(hint, file=sys.stderr, flush=True)
             rc = interactive_shell(g)
             # the connection dropped under the shell: the watch's verdict comes a moment
             # later (it ended with status 255 and not a word when QEMU was killed)
@@ -413,7 +438,7 @@ def _vcpus(text: str) -> int:
 
 
 def cmd_inject(args: argparse.Namespace) -> int:
-    from irqlab.vm.qmp.errors import OutOfRange
+    from irqlab.vm.qmp.errors import InvalidArgument, OutOfRange
     from irqlab.vm.qmp.injector import Injector
 
     path = args.qmp or os.environ.get("IRQLAB_QMP")
@@ -435,8 +460,11 @@ def cmd_inject(args: argparse.Namespace) -> int:
             except OutOfRange as e:
                 if e.name != "period_ns":
                     raise
-                # in the option's own unit (it said "period_ns=0 ns is below ...")
-                raise UsageError(e.in_unit("--period-us", "µs", 1000, args.period_us)) from None
+                # in the option's own unit (it said "period_ns=0 ns is below ..."); the
+                # device's range, as push's and pulse's: status 1, not a usage error's 2
+                raise InvalidArgument(
+                    e.in_unit("--period-us", "µs", 1000, args.period_us)
+                ) from None
         if args.action == "counters" or args.counters:
             print(json.dumps(asdict(inj.counters()), indent=1))
     finally:

@@ -16,7 +16,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from typing import Any, TextIO
 
-from irqlab.cli.argtypes import count, positive
+from irqlab.cli.argtypes import UsageError, count, positive
 
 __all__ = [
     "TEARDOWN_SIGNALS",
@@ -224,10 +224,43 @@ class _VersionAction(argparse.Action):
         parser.exit()
 
 
+class _Subcommand(argparse.ArgumentParser):
+    """A subcommand's parser (``irqlab run``, ``irqlab inject push``): an argument it
+    does not know is its own usage error, with its usage line and the option it looks
+    like.  argparse's subparsers hand what they do not know up to the top level, whose
+    usage (``irqlab [-h] [--version] COMMAND ...``) says nothing of the subcommand's
+    options: so its ``parse_known_args`` (what the subparsers call) leaves nothing
+    unknown.  Its subcommands' parsers (``inject``'s actions) are of this class too."""
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        parsed, unknown = super().parse_known_args(args, namespace)
+        if unknown:
+            self.error(self._unrecognized(unknown))
+        return parsed, unknown
+
+    def _unrecognized(self, unknown: list[str]) -> str:
+        """argparse's message for *unknown*, with the known options that look like them."""
+        import difflib
+
+        known = [o for a in self._actions for o in a.option_strings]
+        like = [
+            m
+            for u in unknown
+            if u.startswith("-")
+            for m in difflib.get_close_matches(u.partition("=")[0], known, n=1)
+        ]
+        said = f"unrecognized arguments: {' '.join(unknown)}"
+        return said + (f" (did you mean {' or '.join(dict.fromkeys(like))}?)" if like else "")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="irqlab", description="irqlab interrupt test harness")
     p.add_argument("--version", action=_VersionAction)
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = p.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_Subcommand
+    )
 
     s = sub.add_parser("build-qemu", help="build (or find cached) QEMU with the irqlab device")
     s.add_argument("--force", action="store_true", help="rebuild even if cached")
@@ -506,7 +539,10 @@ def _stacks_on_sigusr1() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one subcommand.  User and environment errors (what irqlab reports, a file or
     directory that cannot be used, a failed external command) end in one line on
-    stderr and exit status 1, never a traceback; IRQLAB_DEBUG=1 shows it anyway.
+    stderr and exit status 1, never a traceback; IRQLAB_DEBUG=1 shows it anyway.  A
+    usage error (:class:`UsageError`: an option's value malformed or naming nothing of
+    the kind it takes, ``run`` without a command) exits 2 instead, as argparse's own
+    do; a value the device refuses (``inject push 0x1ffffffff``) is no usage error.
     SIGTERM and SIGHUP tear down as Ctrl-C does, then say so in one line and exit with
     128 + the signal's number."""
     import subprocess
@@ -538,7 +574,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for note in getattr(e, "__notes__", ()):  # e.g. where the guest's logs are
             msg += f"\nirqlab: {note}"
         print(f"irqlab: {msg}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(e, UsageError) else 1
     return rc
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -18,9 +19,18 @@ from faultwait import raises_within  # same directory (rootdir-relative import)
 from irqlab.vm import snapshot
 from irqlab.vm.guest import Guest, GuestConfig, ensure_snapshot
 from irqlab.vm.health import GuestFault
+from irqlab.vm.loadscale import timeout_scale
 
 KILLED_S = 5.0  # the watch sees an exit within a tick; margin for a loaded host
 STOPPED_S = 20.0  # the freeze verdict (QMP silent, ~3.5 s) and an attempt's timeout
+
+
+_SENT_AT: dict[int, float] = {}  # pid -> when _on_entry's signal went to it
+
+
+def sent_at(sent: list[int]) -> float:
+    """When the signal of :func:`_on_entry` was sent (host monotonic clock)."""
+    return _SENT_AT[sent[0]]
 
 
 def _on_entry(
@@ -36,6 +46,7 @@ def _on_entry(
             target = args[0] if isinstance(args[0], Guest) else None
             machine = target.machine if target is not None else args[0]
             sent.append(machine.pid)
+            _SENT_AT[machine.pid] = time.monotonic()
             os.kill(machine.pid, sig)
         return real(*args, **kw)
 
@@ -101,3 +112,31 @@ def test_qemu_killed_while_the_snapshot_loads_keeps_the_snapshot(
     assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
     assert snapshot.lookup(Guest(config).prepare().snapshot_key()) == saved
     snapshot.discard(Guest(config).prepare().snapshot_key())
+
+
+@pytest.mark.parametrize(
+    ("sig", "cause"),
+    [
+        (signal.SIGKILL, "QEMU exited with status -9"),
+        (signal.SIGSTOP, "guest stopped responding: QEMU did not answer QMP"),
+    ],
+    ids=["SIGKILL", "SIGSTOP"],
+)
+def test_qemu_killed_or_stopped_while_the_snapshot_is_saved_is_named(
+    monkeypatch: pytest.MonkeyPatch, sig: signal.Signals, cause: str
+) -> None:
+    """The health watch was stopped during the save: a stopped QEMU cost each of the
+    save's QMP calls 30 s (33-63 s in all) and ended in "no reply within 30 s"."""
+    config = GuestConfig(name="kill-save", snapshot_tag=f"test-kill-while-saving-{sig.name}")
+    key = Guest(config).prepare().snapshot_key()
+    snapshot.discard(key)  # a cold boot, then the save this test interrupts
+    sent = _on_entry(monkeypatch, snapshot, "save", sig)
+    with pytest.raises(GuestFault) as info:
+        Guest(config).start().close()
+    took = time.monotonic() - sent_at(sent)
+    assert str(info.value).startswith(cause), info.value
+    limit = (KILLED_S if sig == signal.SIGKILL else 10.0) * timeout_scale()  # QMP's 3 s
+    assert took < limit, f"named {took:.1f} s after the signal (limit {limit:.1f} s)"
+    with pytest.raises(ProcessLookupError):  # killed and reaped by the start's cleanup
+        os.kill(sent[0], 0)
+    assert snapshot.lookup(key) is None, "a save that did not finish is no snapshot"

@@ -996,21 +996,24 @@ class Guest:
         if self.ssh is not None:
             self.ssh.close()
             self.ssh = None
-        self._stop_watch()  # the VM is stopped while QEMU writes the state
-        self.snapshot_dir = snapshot.save(
-            self._vm(),
-            key,
-            {
-                "qemu": str(self.qemu.binary),
-                "image": self.image.version,
-                "argv": self._vm().argv,
-                "module_params": self.config.module_params,
-                # which guest saved it (not part of the key): for `irqlab cache` readers
-                "saved_by": {"name": self.config.name, "tag": self.config.snapshot_tag},
-            },
-        )
+        meta = {
+            "qemu": str(self.qemu.binary),
+            "image": self.image.version,
+            "argv": self._vm().argv,
+            "module_params": self.config.module_params,
+            # which guest saved it (not part of the key): for `irqlab cache` readers
+            "saved_by": {"name": self.config.name, "tag": self.config.snapshot_tag},
+        }
+        # The watch goes on while QEMU writes the state (the VM stopped, the agent's
+        # session closed: no heartbeat is looked for): a QEMU that dies or freezes
+        # meanwhile is named at once (a stopped one cost the save's QMP calls 30 s
+        # each, then said only "no reply").
+        try:
+            self.snapshot_dir = snapshot.save(self._vm(), key, meta, check=self.check_health)
+        except snapshot.SnapshotError:
+            self._name_fault()
+            raise
         self.phases["snapshot_saved"] = time.monotonic() - self._t0
-        self._start_watch()
         self._connect_ssh()
         self._connect_agent()
 

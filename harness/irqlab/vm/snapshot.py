@@ -170,11 +170,19 @@ def _continue_after_save(machine: Machine, timeout: float = 30.0) -> None:
     machine.qmp("cont")
 
 
-def save(machine: Machine, key: str, meta: Mapping[str, Any], *, timeout: float = 120.0) -> Path:
+def save(
+    machine: Machine,
+    key: str,
+    meta: Mapping[str, Any],
+    *,
+    timeout: float = 120.0,
+    check: Callable[[], None] | None = None,
+) -> Path:
     """Save *machine*'s whole state as the snapshot *key*; the VM runs on afterwards.
 
     The VM is stopped while QEMU writes the stream (so the state is one instant),
-    then continued.  Returns the snapshot directory."""
+    then continued.  *check* runs while it waits and may end the wait by raising (see
+    :func:`_wait_migration`).  Returns the snapshot directory."""
 
     def write(tmp: Path) -> None:
         state = tmp / STATE_FILE
@@ -184,7 +192,7 @@ def save(machine: Machine, key: str, meta: Mapping[str, Any], *, timeout: float 
         try:
             with _state_fd(machine, state, os.O_WRONLY | os.O_CREAT | os.O_EXCL) as uri:
                 machine.qmp("migrate", uri=uri)
-            _wait_migration(machine, timeout, f"saving {state}")
+            _wait_migration(machine, timeout, f"saving {state}", check)
         finally:
             if machine.is_running():
                 _continue_after_save(machine)

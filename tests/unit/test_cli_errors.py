@@ -174,6 +174,13 @@ def test_kdir_prints_the_path_and_for_a_cross_build_how_to_make(
         assert err.count("\n") == 1
         assert "`make $(irqlab kdir --arch aarch64 --make-args) M=$PWD modules`" in err
         assert "ARCH=arm64 CROSS_COMPILE=aarch64-linux-gnu-" in err
+    # the Buildroot guest's kernel is another: kdir says so (it printed the Debian
+    # headers without a word); stdout stays the path
+    monkeypatch.setenv("IRQLAB_IMAGE", "buildroot")
+    assert main(["kdir"]) == 0
+    out, err = capsys.readouterr()
+    assert out == f"/h/{guest}\n"
+    assert "these are the Debian image's kernel headers; for the Buildroot guest" in err
 
 
 @pytest.mark.parametrize(

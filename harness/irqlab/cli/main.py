@@ -152,6 +152,7 @@ def cmd_kdir(args: argparse.Namespace) -> int:
     from irqlab.build import arch
     from irqlab.build.kernel import ensure_kernel
     from irqlab.build.kmod import cross_args, ensure_cross_compiler, module_make_args
+    from irqlab.vm.guest import image_kind
 
     try:
         guest_arch = arch.by_name(args.arch) if args.arch else arch.selected(os.environ)
@@ -159,6 +160,14 @@ def cmd_kdir(args: argparse.Namespace) -> int:
         print(f"irqlab kdir: {e}", file=sys.stderr)
         return 2
     k = ensure_kernel(arch=guest_arch)
+    if image_kind() == "buildroot":
+        print(
+            "irqlab kdir: these are the Debian image's kernel headers; for the Buildroot "
+            "guest (IRQLAB_IMAGE=buildroot) build against its own kernel tree, "
+            "<Buildroot output>/build/linux-<version>, with Buildroot's toolchain "
+            "(a module built here is refused before the guest boots)",
+            file=sys.stderr,
+        )
     if args.make_args:
         ensure_cross_compiler(k)
         print(shlex.join(module_make_args(k)))

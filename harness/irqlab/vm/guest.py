@@ -290,23 +290,26 @@ def check_module_arch(ko: Path, arch: Arch, what: str) -> None:
     )
 
 
-def check_module_kernel(ko: Path, release: str, arch: Arch, what: str) -> None:
+def check_module_kernel(ko: Path, image: GuestImage, what: str) -> None:
     """Refuse, before anything boots, a module *ko* built for another kernel than the
-    guest's (*release*, ``uname -r``; the first word of the module's ``vermagic``): the
+    guest *image*'s (``uname -r``; the first word of the module's ``vermagic``): the
     guest's insmod would say only "invalid module format", after a boot."""
     from irqlab.build.elf import ElfError, module_vermagic
 
+    release = image.kernel_version
     try:
         built = module_vermagic(ko.read_bytes())
     except (OSError, ElfError):
         return  # named by the architecture check, which reads the file first
     if built is None or not release or built == release:
         return
-    how = (
-        "make -C $(irqlab kdir) M=$PWD modules"
-        if arch.name == "x86_64"
-        else f"make $(irqlab kdir --arch {arch.name} --make-args) M=$PWD modules"
-    )
+    if image_kind() == "buildroot":  # `irqlab kdir` gives the Debian image's headers
+        tree = image.kernel_artifacts.headers_build_dir
+        how = f"make -C {tree} M=$PWD modules, with Buildroot's toolchain"
+    elif image.arch == "x86_64":
+        how = "make -C $(irqlab kdir) M=$PWD modules"
+    else:
+        how = f"make $(irqlab kdir --arch {image.arch} --make-args) M=$PWD modules"
     raise PrerequisiteMissing(
         f"{what} {ko} is built for kernel {built}, but the guest runs {release}: "
         f"build it against the guest's kernel with `{how}`"
@@ -734,7 +737,7 @@ class Guest:
         if image_kind() == "buildroot" or arch.name != "x86_64":
             self._check_driver_params(found[2])
         for mod in self.config.extra_modules:
-            check_module_kernel(Path(mod), found[1].kernel_version, arch, "extra module")
+            check_module_kernel(Path(mod), found[1], "extra module")
         return found
 
     @staticmethod

@@ -347,3 +347,66 @@ def test_a_lock_held_elsewhere_is_waited_for_out_loud(
     waiter.join(5)
     err = capfd.readouterr().err
     assert err == f"irqlab: waiting for process {os.getpid()}, which is building x (lock {lock})\n"
+
+
+def test_stale_lock_files_go_and_held_or_needed_ones_stay(tmp_path: Path) -> None:
+    """Every build and every snapshot configuration left an empty lock file behind (a
+    cache held over a thousand); the prune removes those of outputs no longer there."""
+    import fcntl
+
+    kept = fake_cache.output(tmp_path, "kmod", 1, {"x.ko": "x"})
+    names = [
+        f"kmod-{fake_cache.digest(1)}.lock",  # its output is there: stays
+        f"kmod-{fake_cache.digest(2)}.lock",  # stale
+        f"snapshot-{fake_cache.digest(3)}.boot.lock",  # stale (a configuration never saved)
+        f"image-{fake_cache.digest(4)}.lock",  # stale, but a build holds it: stays
+        "not-ours.lock",  # not an output's name: stays
+    ]
+    for n in names:
+        (tmp_path / n).write_text("")
+    with open(tmp_path / names[3]) as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        removed = cache.remove_stale_locks(tmp_path)
+    assert sorted(p.name for p in removed) == sorted([names[1], names[2]])
+    assert sorted(p.name for p in tmp_path.glob("*.lock")) == sorted([names[0], *names[3:]])
+    assert kept.exists()
+
+
+def test_a_waiter_on_a_lock_file_removed_meanwhile_locks_the_new_one(tmp_path: Path) -> None:
+    """The prune unlinks a stale lock file while a builder waits on it: the builder
+    must not hold a lock on the unlinked file while a third process locks a new one
+    of that name (both would build into the same directory)."""
+    import threading
+
+    lock = tmp_path / "kmod-0000000000000009.lock"
+    holder = cache._locked_file(lock, wait=True)
+    assert holder is not None
+    old = os.fstat(holder.fileno()).st_ino
+    got: list[int] = []
+
+    def wait() -> None:
+        f = cache._locked_file(lock, wait=True)
+        assert f is not None
+        with f:
+            got.append(os.fstat(f.fileno()).st_ino)
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    # the waiter blocks on the old file: /proc/locks lists a blocked request ("->")
+    deadline = time.monotonic() + 5
+    while not any(
+        line.split()[1] == "->" and line.split()[-3].endswith(f":{old}")
+        for line in Path("/proc/locks").read_text().splitlines()
+        if len(line.split()) > 6
+    ):
+        assert time.monotonic() < deadline, "the waiter never waited on the lock"
+        time.sleep(0.01)
+    keep = os.open(lock, os.O_RDONLY)  # the old file lives on: its inode is not reused
+    try:
+        lock.unlink()  # as remove_stale_locks does, holding it
+        holder.close()
+        waiter.join(5)
+        assert not waiter.is_alive()
+        assert lock.exists() and got == [os.stat(lock).st_ino] and got[0] != old
+    finally:
+        os.close(keep)

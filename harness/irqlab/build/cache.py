@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from irqlab.build.outputs import Kind, describe
 from irqlab.errors import IrqlabError
@@ -55,6 +56,7 @@ __all__ = [
     "outputs_named",
     "prune_plan",
     "remove_entry",
+    "remove_stale_locks",
     "touch",
 ]
 
@@ -105,6 +107,31 @@ def is_complete(path: Path) -> bool:
     return (path / _COMPLETE).is_file()
 
 
+def _locked_file(path: Path, *, wait: bool) -> IO[str] | None:
+    """*path* opened (created if missing) and locked exclusively, or None when another
+    holds it and not *wait*.  A lock file whose name a prune unlinked while this process
+    waited on it is no lock any more (a third process locks a new file of that name):
+    locked, it is checked to still be the file of that name, else opened again."""
+    while True:
+        # returned open (the caller closes it); not "w": that would erase the holder's pid
+        f = open(path, "a+")  # noqa: SIM115
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            try:
+                same = os.stat(path).st_ino == os.fstat(f.fileno()).st_ino
+            except FileNotFoundError:
+                same = False
+        except BlockingIOError:
+            f.close()
+            return None
+        except BaseException:  # Ctrl-C while waiting
+            f.close()
+            raise
+        if same:
+            return f
+        f.close()
+
+
 @contextlib.contextmanager
 def exclusive_lock(path: Path, what: str) -> Iterator[None]:
     """Hold an exclusive lock on the file *path* (created if missing) for the block.
@@ -113,24 +140,45 @@ def exclusive_lock(path: Path, what: str) -> Iterator[None]:
     doing), then wait: a wait of minutes (another run's QEMU build, a cold boot) was
     silent."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as f:  # not "w": that would erase the holder's pid
+    f = _locked_file(path, wait=False)
+    if f is None:
         try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            holder = f.read(32).strip()
-            who = f"process {holder}" if holder.isdigit() else "another process"
-            print(
-                f"irqlab: waiting for {who}, which is {what} (lock {path})",
-                file=sys.stderr,
-                flush=True,
-            )
-            fcntl.flock(f, fcntl.LOCK_EX)
+            holder = path.read_text()[:32].strip()
+        except OSError:
+            holder = ""
+        who = f"process {holder}" if holder.isdigit() else "another process"
+        print(
+            f"irqlab: waiting for {who}, which is {what} (lock {path})", file=sys.stderr, flush=True
+        )
+        f = _locked_file(path, wait=True)
+        assert f is not None
+    with f:
         f.seek(0)
         f.truncate()
         f.write(f"{os.getpid()}\n")
         f.flush()
         yield
+
+
+def remove_stale_locks(root: Path | None = None) -> list[Path]:
+    """Remove the lock files of outputs that are not in the cache (any more), unless
+    someone holds them: every build, every snapshot configuration left one behind
+    (a cache held a thousand empty files).  A waiter on a removed one locks a new file
+    of the same name (:func:`_locked_file`); returns what was removed."""
+    base = root if root is not None else cache_location()
+    removed = []
+    for path in sorted(base.glob("*.lock")):
+        output = base / path.name.removesuffix(".lock").removesuffix(".boot")
+        if not _ENTRY.match(output.name) or output.exists():
+            continue
+        f = _locked_file(path, wait=False)
+        if f is None:
+            continue
+        with f:
+            if not output.exists():  # a build that finished meanwhile keeps its lock
+                path.unlink()
+                removed.append(path)
+    return removed
 
 
 def cached_build(
@@ -352,12 +400,10 @@ def outputs_named(args: Iterable[str], root: Path | None = None) -> list[Path]:
 def remove_entry(entry: CacheEntry) -> bool:
     """Remove one output unless a build holds its lock or something holds the output
     (:func:`hold`: a running guest's QEMU, kernel, image) right now; True if removed."""
-    lock_path = entry.path.with_name(f"{entry.name}-{entry.digest}.lock")
-    with open(lock_path, "w") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
+    lock = _locked_file(entry.path.with_name(f"{entry.name}-{entry.digest}.lock"), wait=False)
+    if lock is None:
+        return False
+    with lock:
         try:
             fd = _open_dir(entry.path)
         except FileNotFoundError:
@@ -374,9 +420,7 @@ def remove_entry(entry: CacheEntry) -> bool:
         finally:
             if fd >= 0:
                 os.close(fd)
-        # The lock file stays: a builder that opened it already and waits on it would
-        # lock an unlinked file while a third process locks a new one, and both would
-        # build into the same .tmp directory.
+        # The lock file goes with remove_stale_locks (a waiter on it then takes a new one).
     return True
 
 
@@ -440,6 +484,8 @@ def evict_after(stored: Path, keep: int) -> list[Path]:
         if len(group) <= keep:
             return []
         protected = {stored, *_current_outputs(this.name, group)}
-        return [e.path for e in prune_plan(group, keep, protected) if remove_entry(e)]
+        gone = [e.path for e in prune_plan(group, keep, protected) if remove_entry(e)]
+        remove_stale_locks(stored.parent)
+        return gone
     except Exception:  # best effort: a finished build never fails on its eviction
         return []

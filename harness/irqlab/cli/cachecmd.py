@@ -132,8 +132,10 @@ def cmd_cache(args: argparse.Namespace) -> int:
         return 0
     removed = [e for e in plan if cache.remove_entry(e)]
     kept = len(plan) - len(removed)
+    locks = cache.remove_stale_locks()
     print(
         f"removed {len(removed)} outputs, {_mib(sum(sizes[e.path] for e in removed))}"
         + (f"; {kept} in use or being built meanwhile, kept" if kept else "")
+        + (f"; {len(locks)} lock files of outputs no longer cached" if locks else "")
     )
     return 0

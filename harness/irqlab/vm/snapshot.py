@@ -239,7 +239,10 @@ def prune(keep: int) -> list[Path]:
         key=lambda e: e.mtime,
         reverse=True,
     )
-    return [e.path for e in found[keep:] if cache.remove_entry(e)]
+    gone = [e.path for e in found[keep:] if cache.remove_entry(e)]
+    if gone:
+        cache.remove_stale_locks()  # theirs, and those of configurations never saved
+    return gone
 
 
 def load(

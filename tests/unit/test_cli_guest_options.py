@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,27 @@ def test_puts(tmp_path: Path) -> None:
         parse_puts([str(tmp_path / "missing")])
     with pytest.raises(UsageError, match="must be absolute"):
         parse_puts([f"{f}:rel/x"])
+
+
+@pytest.mark.parametrize("where", ["/proc/y", "/sys/kernel/y", "/tmp/../proc/y"])
+def test_a_file_put_where_none_can_be_made_is_refused_before_any_boot(
+    tmp_path: Path, where: str
+) -> None:
+    """``--put x:/proc/y`` cold-booted a guest (the path is part of the snapshot's key)
+    to fail on the copy."""
+    from irqlab.cli.guestcmd import guest_config
+    from irqlab.vm.guest import GuestConfig, GuestConfigError
+
+    f = tmp_path / "f.bin"
+    f.write_bytes(b"x")
+    with pytest.raises(GuestConfigError, match=f"extra_files: {re.escape(where)}: no file can"):
+        GuestConfig(extra_files={where: f})
+    args = build_parser().parse_args(["run", "--put", f"{f}:{where}", "--", "true"])
+    with pytest.raises(UsageError, match="no file can be made under /"):
+        guest_config(args, "t")
+    with pytest.raises(GuestConfigError, match="'rel/x' is not absolute"):
+        GuestConfig(extra_files={"rel/x": f})
+    assert GuestConfig(extra_files={"/process/y": f, "/system/y": f}).extra_files
 
 
 def test_inject_parses_every_action() -> None:

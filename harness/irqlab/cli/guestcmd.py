@@ -120,17 +120,21 @@ def guest_config(args: argparse.Namespace, name: str) -> Any:
         check_device_props(device_props, "--device-prop")
     except GuestConfigError as e:
         raise UsageError(str(e)) from None
-    return GuestConfig(
-        name=name,
-        device_props=device_props,
-        module_params=parse_assignments(args.module_param, "--module-param"),
-        smp=args.smp,
-        extra_modules=modules,
-        extra_module_params=module_params,
-        extra_files=parse_puts(args.put),
-        load_irqlab=not args.no_irqlab,
-        snapshot=not args.cold,
-    )
+    puts = parse_puts(args.put)
+    try:
+        return GuestConfig(
+            name=name,
+            device_props=device_props,
+            module_params=parse_assignments(args.module_param, "--module-param"),
+            smp=args.smp,
+            extra_modules=modules,
+            extra_module_params=module_params,
+            extra_files=puts,
+            load_irqlab=not args.no_irqlab,
+            snapshot=not args.cold,
+        )
+    except GuestConfigError as e:  # e.g. --put x:/proc/y, refused before any boot
+        raise UsageError(str(e)) from None
 
 
 @contextlib.contextmanager

@@ -503,6 +503,7 @@ class GuestConfig:
 
     def __post_init__(self) -> None:
         self._check_shapes()
+        self._check_guest_paths()
         check_device_props(self.device_props)
         # QEMU takes -smp 0 as its default (1 vCPU): refused rather than silently changed
         if isinstance(self.smp, bool) or not isinstance(self.smp, int) or self.smp < 1:
@@ -522,6 +523,21 @@ class GuestConfig:
                 raise GuestConfigError(
                     f"GuestConfig({name}={value!r}): a number of seconds > 0"
                     + (" (None turns the freeze watch off)" if name == "freeze_timeout" else "")
+                )
+
+    def _check_guest_paths(self) -> None:
+        """extra_files' guest paths, before anything boots: absolute, and not in a
+        filesystem of the kernel's (/proc, /sys), where no file can be made: such a
+        copy failed only after a cold boot (the path is part of the snapshot's key)."""
+        for remote in self.extra_files:
+            where = str(remote)
+            if not posixpath.isabs(where):
+                raise GuestConfigError(f"extra_files: guest path {where!r} is not absolute")
+            top = posixpath.normpath(where).split("/")[1]
+            if top in ("proc", "sys"):
+                raise GuestConfigError(
+                    f"extra_files: {where}: no file can be made under /{top} (the "
+                    "kernel's own files; write to them with g.sh once the guest runs)"
                 )
 
     def _check_shapes(self) -> None:
@@ -1436,10 +1452,9 @@ class Guest:
         c = self.config
         if self.ssh is None:
             raise GuestError("the guest is not connected")
+        c._check_guest_paths()  # again: a config is a plain dataclass, changed since
         for remote, local in c.extra_files.items():
             local = Path(local)
-            if not posixpath.isabs(remote):
-                raise GuestError(f"extra_files: guest path {remote!r} is not absolute")
             self._put(local.read_bytes(), remote, local.stat().st_mode & 0o777)
         for mod in c.extra_modules:
             ko = Path(mod)

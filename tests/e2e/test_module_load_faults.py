@@ -141,10 +141,14 @@ def test_a_users_module_that_warns_fails_its_test_unless_the_test_expects_it(
         @pytest.mark.irqlab(load_irqlab=False)
         def test_clean(irqlab_fresh_guest):
             irqlab_fresh_guest.sh("true")
+
+        @pytest.mark.irqlab(modules=MODULE, load_irqlab=False)
+        def test_fails_on_its_own(irqlab_fresh_guest):
+            assert False, "its own failure: no second error from the log check"
         """
     )
     r = pytester.runpytest_subprocess("-p", "no:cacheprovider")
-    r.assert_outcomes(passed=3, errors=1)
+    r.assert_outcomes(passed=3, errors=1, failed=1)
     out = r.stdout.str()
     assert "ERROR at teardown of test_loads" in out, out
     assert "the guest kernel reported problems during the test" in out, out
@@ -152,3 +156,24 @@ def test_a_users_module_that_warns_fails_its_test_unless_the_test_expects_it(
     assert re.search(warning, out), out
     assert "kernel tainted: bit 9" in out, out  # W: a warning was issued
     assert "irqlab/testing/plugin.py" not in out, "the harness's frames are shown"
+
+
+def test_a_boot_whose_kernel_reported_a_problem_is_not_saved_as_a_snapshot() -> None:
+    """A WARN() of a module loading (or a soft lockup of a loaded host) saved into a
+    snapshot would be in every guest restored from it and fail each of their tests."""
+    from irqlab.vm import snapshot
+
+    ko = build_test_kmod("splat_on_load")
+    config = GuestConfig(
+        name="warn-boot",
+        extra_modules=[ko],
+        extra_module_params={"splat_on_load": {"how": "warn"}},
+        load_irqlab=False,
+    )
+    snapshot.discard(Guest(config).prepare().snapshot_key())  # one saved by an older irqlab
+    with Guest(config) as g:
+        assert not g.restored
+        assert (g.snapshot_error or "").startswith("not saved as the snapshot "), g.snapshot_error
+        assert "WARNING: CPU:" in (g.snapshot_error or "")
+        assert snapshot.lookup(g.snapshot_key()) is None
+        assert g.sh("echo still usable").strip() == "still usable"

@@ -36,6 +36,18 @@ def test_a_clean_log_with_the_expected_taint_passes() -> None:
     assert kernel_splats(CLEAN, tainted=(1 << 12) | (1 << 13)) == []
 
 
+def test_kmemleaks_own_boot_lines_are_no_report() -> None:
+    """The Buildroot debug kernel prints them at every boot: a bare "kmemleak" in the
+    pattern made every test of a fresh guest fail there."""
+    boot = (
+        "[ 0.41] kmemleak: Kernel memory leak detector initialized (mem pool available: 15783)\n"
+        "[    0.413] kmemleak: Automatic memory scanning thread started\n"
+    )
+    assert kernel_splats(CLEAN + boot) == []
+    leak = "[   60.1] kmemleak: 2 new suspected memory leaks (see /sys/kernel/debug/kmemleak)"
+    assert kernel_splats(CLEAN + boot + leak + "\n") == [leak]
+
+
 def test_an_unexpected_taint_is_reported_even_without_a_log_line() -> None:
     assert kernel_splats(CLEAN, tainted=(1 << 9) | (1 << 12)) == ["kernel tainted: bit 9"]
 

@@ -7,12 +7,19 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import select
 import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from irqlab.vm.kernlog import (
+    EXPECTED_TAINT,
+    KERNEL_SPLAT,
+    KMEMLEAK,
+    guest_kernel_log,
+    kernel_report,
+    kernel_splats,
+)
 from irqlab.vm.qmp.stats import Counters
 
 if TYPE_CHECKING:
@@ -160,31 +167,6 @@ def module_reloaded(guest: Guest, **params: Any) -> Iterator[Guest]:
         guest.reload_module(**guest.config.module_params)
 
 
-# A kernel report that means a bug (sanitizers, lockdep, kmemleak, oopses, warnings).
-KERNEL_SPLAT = re.compile(
-    r"BUG:|WARNING:|KASAN:|UBSAN:|KCSAN:|ODEBUG:|Oops|general protection fault|kernel BUG"
-    r"|possible (?:circular|recursive) locking|inconsistent lock state|lockdep"
-    r"|suspected memory leak|unreferenced object|kmemleak"
-    r"|soft lockup|hard LOCKUP|rcu_sched self-detected"
-    r"|INFO: task .* blocked for more than"
-)
-# Taint flags that are expected: O (out-of-tree module), E (unsigned module).
-EXPECTED_TAINT = (1 << 12) | (1 << 13)
-
-
-def kernel_splats(dmesg: str, tainted: int = 0) -> list[str]:
-    """The lines of *dmesg* that report a kernel bug, and a line for each unexpected
-    taint flag in *tainted* (``/proc/sys/kernel/tainted``: W warning, D oops, L soft
-    lockup, ... also when the ring buffer lost the report)."""
-    found = [line for line in dmesg.splitlines() if KERNEL_SPLAT.search(line)]
-    bad = tainted & ~EXPECTED_TAINT
-    found += [f"kernel tainted: bit {bit}" for bit in range(bad.bit_length()) if bad >> bit & 1]
-    return found
-
-
-KMEMLEAK = "/sys/kernel/debug/kmemleak"
-
-
 def check_guest_kernel_log(guest: Guest) -> None:
     """Fail (AssertionError with the lines) if the guest's kernel log reports a bug; on
     a kernel with kmemleak (the Buildroot debug kernel) after a scan for leaks first."""
@@ -192,32 +174,3 @@ def check_guest_kernel_log(guest: Guest) -> None:
     splats = kernel_splats(log, tainted)
     if splats:
         raise AssertionError(kernel_report("the guest kernel reported problems", log, splats))
-
-
-def guest_kernel_log(guest: Guest) -> tuple[str, int]:
-    """The guest's kernel log (``dmesg``; on a kernel with kmemleak, after a scan for
-    leaks, with its report) and ``/proc/sys/kernel/tainted``, in one command."""
-    out = guest.sh(
-        f"mount -t debugfs none /sys/kernel/debug 2>/dev/null; "
-        f"if [ -w {KMEMLEAK} ]; then echo scan > {KMEMLEAK} && cat {KMEMLEAK}; fi; "
-        "dmesg; echo; cat /proc/sys/kernel/tainted"
-    )
-    log, _, tainted = out.rstrip().rpartition("\n")
-    return log, int(tainted)
-
-
-SPLAT_BEFORE, SPLAT_AFTER = 3, 30  # the excerpt's lines around the first splat
-
-
-def kernel_report(lead: str, log: str, splats: list[str]) -> str:
-    """*lead*, the splat lines (at most 50), then the kernel log around the first one:
-    the lines before it (a WARN()'s own message) and after (where, the call trace)."""
-    text = f"{lead}:\n" + "\n".join(splats[:50])
-    lines = log.splitlines()
-    first = next((i for i, line in enumerate(lines) if KERNEL_SPLAT.search(line)), None)
-    if first is not None:
-        start = max(0, first - SPLAT_BEFORE)
-        text += "\n--- kernel log around the first one\n" + "\n".join(
-            lines[start : first + SPLAT_AFTER + 1]
-        )
-    return text

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, NoReturn, Protocol
 import pytest
 
 from irqlab import paths
+from irqlab.errors import IrqlabError
 from irqlab.testing.diagnostics import GuestDiagnostics
 from irqlab.testing.logslice import LogSlicer
 from irqlab.vm import accel
@@ -58,6 +59,7 @@ if TYPE_CHECKING:
 _MACHINES = pytest.StashKey[list[Machine]]()
 _GUEST_LOGS = pytest.StashKey[tuple[LogSlicer, Path]]()
 _DIAGNOSTICS = pytest.StashKey[list[tuple[GuestDiagnostics, Path]]]()
+_CALL_FAILED = pytest.StashKey[bool]()  # the test's own call failed (set by makereport)
 QTEST_DEVICE = f"{DEVICE_TYPE},id={DEVICE_ID}"  # the qtest machines' device, as a guest's
 
 
@@ -509,7 +511,9 @@ def irqlab_fresh_guest(
     try:
         yield g
         marker = request.node.get_closest_marker("irqlab")
-        if marker is None or marker.kwargs.get("check_kernel_log", True):
+        wanted = marker is None or marker.kwargs.get("check_kernel_log", True)
+        # a failed test has its story already: no second error, no wait on its guest
+        if wanted and not request.node.stash.get(_CALL_FAILED, False):
             _check_kernel_log(g)
     finally:
         g.close()
@@ -519,14 +523,14 @@ def _check_kernel_log(g: Guest) -> None:
     """Fail the test (at its teardown) when its own guest's kernel reported a bug: a
     WARN(), BUG:, lockdep or KASAN report, an unexpected taint.  Not for a guest that
     died or froze (the test met that itself, or caused it: the fault stays the story)."""
-    from irqlab.testing.helpers import guest_kernel_log, kernel_report, kernel_splats
-    from irqlab.vm.health import GuestFault
+    from irqlab.vm.kernlog import guest_kernel_log, kernel_report, kernel_splats
 
     if g.fault is not None or g.ssh is None or g.machine is None or not g.machine.is_running():
         return
     try:
-        log, tainted = guest_kernel_log(g)
-    except GuestFault:  # it died as the test ended (before the watch's next look)
+        # no kmemleak scan (slow under TCG): a session's end scans the shared guest
+        log, tainted = guest_kernel_log(g, scan_leaks=False)
+    except IrqlabError:  # it died or stopped answering as the test ended: that is its story
         return
     splats = kernel_splats(log, tainted)
     if splats:
@@ -733,6 +737,8 @@ def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
+    if report.when == "call" and report.failed:
+        item.stash[_CALL_FAILED] = True
     if not report.failed:
         return report
     saved: list[Path] = []

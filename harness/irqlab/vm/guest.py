@@ -611,7 +611,8 @@ class Guest:
         # after a restore: the guest's CLOCK_BOOTTIME (ns) when its RNG was reseeded
         self.reseeded_at_ns: int | None = None
         self.snapshot_dir: Path | None = None  # the snapshot this guest came from or saved
-        self.snapshot_error: str | None = None  # why a matching snapshot could not be used
+        # why a matching snapshot could not be used, or why this boot was not saved
+        self.snapshot_error: str | None = None
         self.fault: Fault | None = None  # set by the health watch when the guest died/froze
         # A fault's cause is printed on stderr the moment the watch finds it (a script
         # or test sees why its wait ends); False for a caller that reports it itself.
@@ -1007,8 +1008,20 @@ class Guest:
         """Save this ready guest as the snapshot *key*, with no host connection open in
         it (the agent's session ended, SSH closed), then reconnect."""
         from irqlab.vm import snapshot
+        from irqlab.vm.kernlog import guest_kernel_log, kernel_splats
 
         assert self.image is not None and self.qemu is not None
+        # A splat of this boot (a WARN() of a module loading, a soft lockup of a loaded
+        # host) saved into the snapshot would be in every guest restored from it, and
+        # fail each of their tests: such a boot is not saved (the next boots cold).
+        splats = kernel_splats(*guest_kernel_log(self, scan_leaks=False))
+        if splats:
+            self.snapshot_error = (
+                f"not saved as the snapshot {key}: the kernel reported problems while "
+                f"this guest booted ({splats[0].strip()})"
+            )
+            print(f"irqlab: {self.config.name}: {self.snapshot_error}", file=sys.stderr)
+            return
         if self._agent is not None:
             self._agent.close(timeout=10)  # the daemon ends the session before replying EOF
             self._agent = None

@@ -1,0 +1,81 @@
+"""The guest kernel's log as evidence of a bug: which lines are splats (sanitizers,
+lockdep, kmemleak reports, oopses, warnings, lockups), which taint flags are not
+expected, and a report that quotes the log around the first one.  Used when a test's
+own guest ends (the pytest plugin), when a session ends (this repository's suite) and
+before a cold-booted guest is saved as a snapshot (a splat is never saved into one)."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+from irqlab.vm.loadscale import timeout_scale
+
+if TYPE_CHECKING:
+    from irqlab.vm.guest import Guest
+
+__all__ = [
+    "EXPECTED_TAINT",
+    "KERNEL_SPLAT",
+    "KMEMLEAK",
+    "guest_kernel_log",
+    "kernel_report",
+    "kernel_splats",
+]
+
+# A kernel report that means a bug (sanitizers, lockdep, kmemleak, oopses, warnings).
+# kmemleak's own boot lines ("kmemleak: Kernel memory leak detector initialized",
+# "... scanning thread started") are no report: only its findings are.
+KERNEL_SPLAT = re.compile(
+    r"BUG:|WARNING:|KASAN:|UBSAN:|KCSAN:|ODEBUG:|Oops|general protection fault|kernel BUG"
+    r"|possible (?:circular|recursive) locking|inconsistent lock state|lockdep"
+    r"|suspected memory leak|unreferenced object"
+    r"|soft lockup|hard LOCKUP|rcu_sched self-detected"
+    r"|INFO: task .* blocked for more than"
+)
+# Taint flags that are expected: O (out-of-tree module), E (unsigned module).
+EXPECTED_TAINT = (1 << 12) | (1 << 13)
+KMEMLEAK = "/sys/kernel/debug/kmemleak"
+SPLAT_BEFORE, SPLAT_AFTER = 3, 30  # the excerpt's lines around the first splat
+LOG_TIMEOUT_S = 20.0  # reading the log (x host load); a leak scan gets more
+LEAK_SCAN_TIMEOUT_S = 120.0  # a kmemleak scan of a KASAN kernel under TCG is slow
+
+
+def kernel_splats(dmesg: str, tainted: int = 0) -> list[str]:
+    """The lines of *dmesg* that report a kernel bug, and a line for each unexpected
+    taint flag in *tainted* (``/proc/sys/kernel/tainted``: W warning, D oops, L soft
+    lockup, ... also when the ring buffer lost the report)."""
+    found = [line for line in dmesg.splitlines() if KERNEL_SPLAT.search(line)]
+    bad = tainted & ~EXPECTED_TAINT
+    found += [f"kernel tainted: bit {bit}" for bit in range(bad.bit_length()) if bad >> bit & 1]
+    return found
+
+
+def guest_kernel_log(guest: Guest, *, scan_leaks: bool = True) -> tuple[str, int]:
+    """The guest's kernel log (``dmesg``) and ``/proc/sys/kernel/tainted``, in one
+    command; with *scan_leaks*, on a kernel with kmemleak, after a scan for leaks (with
+    its report): slow under TCG, so once a session rather than after every test."""
+    scan = (
+        f"mount -t debugfs none /sys/kernel/debug 2>/dev/null; "
+        f"if [ -w {KMEMLEAK} ]; then echo scan > {KMEMLEAK} && cat {KMEMLEAK}; fi; "
+        if scan_leaks
+        else ""
+    )
+    limit = (LEAK_SCAN_TIMEOUT_S if scan_leaks else LOG_TIMEOUT_S) * timeout_scale()
+    out = guest.sh(scan + "dmesg; echo; cat /proc/sys/kernel/tainted", timeout=limit)
+    log, _, tainted = out.rstrip().rpartition("\n")
+    return log, int(tainted)
+
+
+def kernel_report(lead: str, log: str, splats: list[str]) -> str:
+    """*lead*, the splat lines (at most 50), then the kernel log around the first one:
+    the lines before it (a WARN()'s own message) and after (where, the call trace)."""
+    text = f"{lead}:\n" + "\n".join(splats[:50])
+    lines = log.splitlines()
+    first = next((i for i, line in enumerate(lines) if KERNEL_SPLAT.search(line)), None)
+    if first is not None:
+        start = max(0, first - SPLAT_BEFORE)
+        text += "\n--- kernel log around the first one\n" + "\n".join(
+            lines[start : first + SPLAT_AFTER + 1]
+        )
+    return text

@@ -86,3 +86,51 @@ def test_abort_ends_the_waits_now_and_refuses_later_ones() -> None:
         assert loop.run(answer(), 5, abortable=False) == 42  # e.g. the disconnect at close
     finally:
         loop.close()
+
+
+def test_a_run_cancelled_by_close_after_an_abort_is_not_said_as_that_abort() -> None:
+    """abort() kept its reason, and a later run ended by close() was reported as that
+    abort ("the guest is not usable: guest kernel panic")."""
+    import concurrent.futures
+
+    loop = LoopThread()
+    loop.abort("the guest is not usable: guest kernel panic", later=False)
+    started = threading.Event()
+
+    async def forever() -> None:
+        started.set()
+        await asyncio.sleep(3600)
+
+    ended: list[BaseException] = []
+
+    def wait() -> None:
+        try:
+            loop.run(forever(), 60)
+        except BaseException as e:  # the test looks at it
+            ended.append(e)
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    assert started.wait(5)
+    loop.close()
+    waiter.join(5)
+    assert [type(e) for e in ended] == [concurrent.futures.CancelledError]
+
+
+def test_a_late_reply_to_a_command_given_up_on_is_no_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """After a QMP call was aborted (a stopped QEMU) its reply comes once QEMU runs
+    again: qemu.qmp warned "Unknown ID ..., message dropped" on the user's terminal."""
+    from irqlab.vm.qmp.client import SyncQMP
+
+    qmp = SyncQMP("t")
+    try:
+        with caplog.at_level(logging.DEBUG):
+            qmp._client.logger.warning("Unknown ID '%s', message dropped.", "__qmp#00006")
+            qmp._client.logger.warning("something else")
+        warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert warned == ["something else"]
+        assert any("__qmp#00006" in r.getMessage() for r in caplog.records)  # at debug
+    finally:
+        qmp.close()

@@ -312,7 +312,7 @@ class _Qmp:
     sent: list[tuple[str, dict[str, object]]] = []  # noqa: RUF012 (reset per test)
     connections = 0
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, timeout: float = 10.0, *, given: str = "--qmp") -> None:
         _Qmp.connections += 1
 
     def qmp(self, command: str, args: dict[str, object] | None = None, /) -> object:
@@ -404,6 +404,17 @@ def test_inject_to_what_is_no_socket_says_so(
         assert main(["inject", "--qmp", str(path), "push", "1"]) == 2
         err = capsys.readouterr().err.strip()
         assert err == f"irqlab: --qmp {path}: not a socket (`irqlab shell` prints its QMP socket)"
+
+
+def test_inject_names_where_a_gone_socket_came_from(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A $IRQLAB_QMP of a shell that has exited was blamed on --qmp, never given."""
+    gone = tmp_path / "qmp.sock"
+    monkeypatch.setenv("IRQLAB_QMP", str(gone))
+    assert main(["inject", "push", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"irqlab: $IRQLAB_QMP={gone}: no such socket (is `irqlab shell` running?)"
 
 
 def test_module_param_without_our_driver_is_a_usage_error(

@@ -200,6 +200,12 @@ def test_a_bare_parameter_sets_a_bool_and_only_a_bool(tmp_path: Path) -> None:
     )
     assert Guest(GuestConfig(module_params={"uio": None})).driver_node() == "/dev/uio0"
     assert Guest(GuestConfig(module_params={"uio": "0"})).driver_node() == "/dev/irqlab0"
+    # the kernel's kstrtobool: uio=on or uio=true loaded UIO mode while the harness
+    # waited for /dev/irqlab0
+    for on in (1, True, "1", "y", "Y", "true", "on", "ON"):
+        assert Guest(GuestConfig(module_params={"uio": on})).driver_node() == "/dev/uio0", on
+    for off in (0, False, "0", "n", "false", "off", ""):
+        assert Guest(GuestConfig(module_params={"uio": off})).driver_node() == "/dev/irqlab0"
 
 
 def test_module_parameters_are_checked_before_the_image_or_a_boot(

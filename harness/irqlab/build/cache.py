@@ -128,6 +128,10 @@ def _locked_file(path: Path, *, wait: bool) -> IO[str] | None:
             f.close()
             raise
         if same:
+            f.seek(0)  # whose it is, for a waiter's message
+            f.truncate()
+            f.write(f"{os.getpid()}\n")
+            f.flush()
             return f
         f.close()
 
@@ -153,10 +157,6 @@ def exclusive_lock(path: Path, what: str) -> Iterator[None]:
         f = _locked_file(path, wait=True)
         assert f is not None
     with f:
-        f.seek(0)
-        f.truncate()
-        f.write(f"{os.getpid()}\n")
-        f.flush()
         yield
 
 

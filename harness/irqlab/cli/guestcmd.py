@@ -406,13 +406,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 class QmpSocket:
     """A QMP connection to a socket QEMU listens on, as the injector's runner."""
 
-    def __init__(self, path: Path, timeout: float = 10.0) -> None:
+    def __init__(self, path: Path, timeout: float = 10.0, *, given: str = "--qmp") -> None:
+        """*given*: where the path came from, as the errors say it (``--qmp``, or
+        ``$IRQLAB_QMP=`` when it came from the environment)."""
         from irqlab.vm.qmp.client import SyncQMP
 
+        said = f"--qmp {path}" if given == "--qmp" else f"{given}{path}"
         if not path.exists():
-            raise UsageError(f"--qmp {path}: no such socket (is `irqlab shell` running?)")
+            raise UsageError(f"{said}: no such socket (is `irqlab shell` running?)")
         if not stat.S_ISSOCK(path.stat().st_mode):  # QEMU's refusal said "Connection refused"
-            raise UsageError(f"--qmp {path}: not a socket (`irqlab shell` prints its QMP socket)")
+            raise UsageError(f"{said}: not a socket (`irqlab shell` prints its QMP socket)")
         self._qmp = SyncQMP("inject", timeout=timeout)
         try:
             self._qmp.connect(path)
@@ -448,7 +451,7 @@ def cmd_inject(args: argparse.Namespace) -> int:
     path = args.qmp or os.environ.get("IRQLAB_QMP")
     if not path:
         raise UsageError("inject: no QMP socket: pass --qmp PATH (printed by irqlab shell)")
-    conn = QmpSocket(Path(path))
+    conn = QmpSocket(Path(path), given="--qmp" if args.qmp else "$IRQLAB_QMP=")
     try:
         inj = Injector(conn, args.device_id)
         if args.action == "pulse":

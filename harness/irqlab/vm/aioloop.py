@@ -59,8 +59,8 @@ class LoopThread:
         # abort(): the reason, and the runs waiting now (cancelled by it)
         self._lock = threading.Lock()
         self._aborted: str | None = None  # later runs refused, for this reason
-        self._reason: str | None = None  # the last abort's
         self._waiting: set[concurrent.futures.Future[Any]] = set()
+        self._cancelled: dict[concurrent.futures.Future[Any], str] = {}  # by abort(): why
         self._thread.start()
 
     def _main(self) -> None:
@@ -96,8 +96,9 @@ class LoopThread:
             fut.cancel()
             raise LoopTimeout(f"timed out after {timeout} s") from None
         except concurrent.futures.CancelledError:
-            if abortable and self._reason is not None:  # abort() cancelled it
-                raise LoopAborted(self._reason) from None
+            why = self._cancelled.get(fut)
+            if why is not None:  # abort() cancelled it (not close(), say)
+                raise LoopAborted(why) from None
             raise
         except BaseException:
             fut.cancel()  # e.g. KeyboardInterrupt while waiting: do not leave it running
@@ -105,6 +106,7 @@ class LoopThread:
         finally:
             with self._lock:
                 self._waiting.discard(fut)
+                self._cancelled.pop(fut, None)
 
     def abort(self, reason: str, *, later: bool = True) -> None:
         """End every abortable :meth:`run` waiting now, and with *later* refuse those
@@ -114,7 +116,8 @@ class LoopThread:
             if later and self._aborted is None:
                 self._aborted = reason
             waiting = list(self._waiting)
-            self._reason = reason
+            for fut in waiting:
+                self._cancelled[fut] = reason
         for fut in waiting:
             fut.cancel()
 

@@ -319,6 +319,15 @@ def check_module_kernel(ko: Path, image: GuestImage, what: str) -> None:
 IMPLICIT_MODULE_PARAMS = frozenset({"dyndbg", "async_probe"})
 
 
+def kernel_bool(value: object) -> bool:
+    """A bool module parameter's value as the kernel reads it (``kstrtobool``): set for
+    a bare name (None), True, 1, y, Y, t, T, on; anything else unset."""
+    if value is None or value is True:
+        return True
+    text = str(value)
+    return text[:1] in ("1", "y", "Y", "t", "T") or text[:2].lower() == "on"
+
+
 def kernel_param(name: object, value: object) -> str:
     """``name=value`` as one shell word for insmod/modprobe, in the kernel's syntax: a
     value with blanks in double quotes (BusyBox joins its arguments with spaces and the
@@ -1167,15 +1176,16 @@ class Guest:
         self.fault = fault
         if self.fault_notice:
             print(f"irqlab: {self.config.name}: {fault.cause}", file=sys.stderr, flush=True)
-        if self.ssh is not None:
+        # read once each: close() in another thread may clear them meanwhile (its wait
+        # for this thread is bounded)
+        ssh, machine = self.ssh, self.machine
+        if ssh is not None:
             with contextlib.suppress(Exception):
-                self.ssh.close()
-        if self.machine is not None:  # a QMP call on a frozen QEMU waited out its 30 s
+                ssh.close()
+        if machine is not None:  # a QMP call on a frozen QEMU waited out its 30 s
             # a QEMU that still answers (a paused panic, a guest whose userspace
             # stopped) keeps QMP for later questions; the device's injector refuses
-            self.machine.abort_qmp(
-                f"the guest is not usable: {fault.cause}", later=fault.qmp_silent
-            )
+            machine.abort_qmp(f"the guest is not usable: {fault.cause}", later=fault.qmp_silent)
 
     def wait_fault(self, timeout: float) -> Fault | None:
         """The health watch's fault, waiting up to *timeout* s for its verdict (a broken
@@ -1402,8 +1412,7 @@ class Guest:
         """The node our driver offers with module parameters *params* (default: the
         config's): /dev/uio0 in its UIO mode (``uio=1``), else :attr:`dev`."""
         opts = self.config.module_params if params is None else params
-        # a bool parameter: set as the kernel takes it (1, y, Y, true; a bare name: set)
-        uio = "uio" in opts and (opts["uio"] is None or str(opts["uio"]) in ("1", "y", "Y", "True"))
+        uio = "uio" in opts and kernel_bool(opts["uio"])
         return "/dev/uio0" if uio else self.dev
 
     def _modprobe(

@@ -25,6 +25,8 @@ __all__ = [
     "SyncQMP",
 ]
 
+log = logging.getLogger(__name__)
+
 
 class _HeldRecords(logging.Filter):
     """Keeps a logger's records instead of letting them through."""
@@ -38,6 +40,23 @@ class _HeldRecords(logging.Filter):
         return False
 
 
+# qemu.qmp's record for a reply whose command nobody waits for any more (its format
+# string): after a timeout or an abort on a stopped QEMU, the replies that come once
+# it runs again are expected, not a warning on the user's terminal.
+_LATE_REPLY = "Unknown ID '%s', message dropped."
+
+
+class _LateReplies(logging.Filter):
+    """Lets through every record of the client's logger but a late reply's, which goes
+    to irqlab's own log at debug level."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg == _LATE_REPLY:
+            log.debug("QMP: a reply to a command given up on: %s", record.getMessage())
+            return False
+        return True
+
+
 class SyncQMP:
     """One QMP session; every method blocks until QEMU answered (or the timeout hit)."""
 
@@ -45,6 +64,7 @@ class SyncQMP:
         self.timeout = timeout
         self._aio = LoopThread(name=f"qmp-{name}")
         self._client = QMPClient(name)
+        self._client.logger.addFilter(_LateReplies())
         self._listener = EventListener()
         self._client.register_listener(self._listener)
         self._backlog: list[dict[str, Any]] = []  # touched only on the loop thread

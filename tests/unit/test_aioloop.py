@@ -47,27 +47,33 @@ def test_a_lost_peers_error_is_not_printed_and_others_are(
     assert any("never retrieved" in r.getMessage() for r in caplog.records)  # it happened
 
 
+def _waiting_run(loop: LoopThread) -> tuple[threading.Thread, list[BaseException]]:
+    """A thread in ``loop.run()`` of a coroutine that never ends, once it runs; what
+    that run raised goes in the list."""
+    started = threading.Event()
+    ended: list[BaseException] = []
+
+    async def forever() -> None:
+        started.set()
+        await asyncio.sleep(3600)
+
+    def wait() -> None:
+        try:
+            loop.run(forever(), 60)
+        except BaseException as e:  # the test looks at it
+            ended.append(e)
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    assert started.wait(5)
+    return waiter, ended
+
+
 def test_abort_ends_the_waits_now_and_refuses_later_ones() -> None:
     """The health watch's verdict on a frozen QEMU: a QMP call waited out its 30 s."""
     loop = LoopThread()
     try:
-        started = threading.Event()
-
-        async def forever() -> None:
-            started.set()
-            await asyncio.sleep(3600)
-
-        ended: list[BaseException] = []
-
-        def wait() -> None:
-            try:
-                loop.run(forever(), 60)
-            except BaseException as e:  # the test looks at it
-                ended.append(e)
-
-        waiter = threading.Thread(target=wait)
-        waiter.start()
-        assert started.wait(5)
+        waiter, ended = _waiting_run(loop)
         t0 = time.monotonic()
         loop.abort("the guest is not usable: QEMU froze", later=False)
         waiter.join(5)
@@ -95,23 +101,7 @@ def test_a_run_cancelled_by_close_after_an_abort_is_not_said_as_that_abort() -> 
 
     loop = LoopThread()
     loop.abort("the guest is not usable: guest kernel panic", later=False)
-    started = threading.Event()
-
-    async def forever() -> None:
-        started.set()
-        await asyncio.sleep(3600)
-
-    ended: list[BaseException] = []
-
-    def wait() -> None:
-        try:
-            loop.run(forever(), 60)
-        except BaseException as e:  # the test looks at it
-            ended.append(e)
-
-    waiter = threading.Thread(target=wait)
-    waiter.start()
-    assert started.wait(5)
+    waiter, ended = _waiting_run(loop)
     loop.close()
     waiter.join(5)
     assert [type(e) for e in ended] == [concurrent.futures.CancelledError]

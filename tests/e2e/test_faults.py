@@ -65,6 +65,10 @@ def test_a_panic_while_the_agent_waits_names_the_panic(fault_guest: Guest) -> No
     assert time.monotonic() - t0 < VERDICT, info.value
     assert not isinstance(info.value, AgentTimeout)
     assert str(info.value).startswith("guest kernel panic"), info.value
+    # the wait in progress is a GuestFault too, as every later call is (one except
+    # clause for "the guest died"); it was a plain AgentError without the verdict
+    assert isinstance(info.value, GuestFault), type(info.value)
+    assert info.value.fault is fault_guest.fault
 
 
 def test_a_killed_qemu_is_named_with_its_status(fault_guest: Guest) -> None:

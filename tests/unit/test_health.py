@@ -174,7 +174,8 @@ def test_a_request_when_the_guest_died_names_the_fault_not_an_agent_exit(
     output)": the agent had not exited, the guest had stopped."""
     agent = AgentClient.spawn_local(["--spec", str(abi_json)], logs=tmp_path)
     agent.wait_hello(30)
-    agent._diagnose = lambda: "guest stopped responding: a test says so"
+    fault = Fault("guest stopped responding: a test says so", "")
+    agent._diagnose = lambda: fault
     agent.process.kill()
     agent.process.wait(10)
     with pytest.raises(AgentError) as info:
@@ -183,6 +184,7 @@ def test_a_request_when_the_guest_died_names_the_fault_not_an_agent_exit(
     first, second = str(info.value).splitlines()[:2]
     assert first.startswith("guest stopped responding: a test says so"), first
     assert second.startswith("(the agent's session ended with it; logs "), second
+    assert isinstance(info.value, GuestFault) and info.value.fault is fault  # AgentFault
     agent.close(timeout=5)
 
 
@@ -301,3 +303,20 @@ def test_console_text_shown_to_the_user_has_no_terminal_controls(tmp_path: Path)
     found = console_excerpt(text, "BUG: kernel NULL pointer")
     assert found is not None and "\x1b" not in found[0] and "\r" not in found[0], found
     assert file_tail(tmp_path / "missing.log") == ""
+
+
+def test_the_errors_a_guest_raises_are_exported_beside_it() -> None:
+    """mypy --strict refused `from irqlab.vm.guest import GuestFault` (not explicitly
+    exported); a user had to know irqlab.vm.health, .agent_client and .ssh."""
+    import irqlab.vm.guest as guest
+    from irqlab.errors import IrqlabError
+    from irqlab.vm.agent_client import AgentError, AgentFault
+
+    names = ("AgentError", "AgentFault", "AgentTimeout", "CommandError", "GuestError")
+    names += ("GuestFault", "IrqlabError", "ModuleLoadError", "SshError", "RunResult")
+    for name in names:
+        assert name in guest.__all__ and hasattr(guest, name), name
+    assert issubclass(AgentFault, GuestFault) and issubclass(AgentFault, AgentError)
+    e = AgentFault("guest kernel panic: x (waiting for y)", Fault("guest kernel panic: x", ""))
+    assert isinstance(e, IrqlabError) and e.fault.cause == "guest kernel panic: x"
+    assert str(e) == "guest kernel panic: x (waiting for y)" and e.response is None

@@ -27,11 +27,13 @@ from typing import IO, Any
 from irqlab.contract import uapi
 from irqlab.errors import IrqlabError
 from irqlab.paths import log_dir
+from irqlab.vm.health import Fault, GuestFault
 
 __all__ = [
     "AGENT_PACKAGE_DIR",
     "AgentClient",
     "AgentError",
+    "AgentFault",
     "AgentTimeout",
     "stage_agent",
 ]
@@ -51,6 +53,18 @@ class AgentError(IrqlabError, RuntimeError):
 
 class AgentTimeout(AgentError, TimeoutError):
     pass
+
+
+class AgentFault(AgentError, GuestFault):
+    """The agent's session ended because the guest died or froze: a
+    :class:`~irqlab.vm.health.GuestFault` (``except GuestFault`` catches a wait that was
+    in progress as it catches every later call) and an :class:`AgentError` (as before);
+    :attr:`fault` is the health watch's verdict."""
+
+    def __init__(self, message: str, fault: Fault) -> None:
+        RuntimeError.__init__(self, message)  # not the bases' own: the message is made
+        self.response = None
+        self.fault = fault
 
 
 def stage_agent(dest: Path) -> Path:
@@ -82,7 +96,7 @@ class AgentClient:
         name: str = "agent",
         logs: Path | None = None,
         on_close: Callable[[], None] | None = None,
-        diagnose: Callable[[], str | None] | None = None,
+        diagnose: Callable[[], Fault | None] | None = None,
     ) -> None:
         self._stdin = stdin
         self._stdout = stdout
@@ -189,11 +203,19 @@ class AgentClient:
                 self._err_log.write(line)
                 self.stderr_tail.append(line.decode(errors="replace").rstrip("\n"))
 
+    def _gone(self, doing: str) -> AgentError:
+        """The error for an agent whose end went away (see :meth:`_dead`):
+        :class:`AgentFault` when the guest's fault is known."""
+        fault = self._diagnose() if self._diagnose is not None else None
+        text = self._dead(doing)
+        return AgentFault(text, fault) if fault is not None else AgentError(text)
+
     def _dead(self, doing: str) -> str:
         """Why the agent's end went away, *doing* (what we were at) on the first line:
         the guest's fault when one is known (then the agent did nothing wrong), else
         the agent's exit; then where its logs are and its last words."""
-        cause = self._diagnose() if self._diagnose is not None else None
+        fault = self._diagnose() if self._diagnose is not None else None
+        cause = fault.describe() if fault is not None else None
         if self.fatal:
             what = f"agent exited (fatal: {self.fatal})"
         elif cause:
@@ -211,7 +233,7 @@ class AgentClient:
         with self._cond:
             while not pred():
                 if self.eof:
-                    raise AgentError(self._dead(f"waiting for {what}"))
+                    raise self._gone(f"waiting for {what}")
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise AgentTimeout(f"timeout ({timeout:g}s) waiting for {what}")
@@ -235,7 +257,7 @@ class AgentClient:
                 self._stdin.write(line if line.endswith(b"\n") else line + b"\n")
                 self._stdin.flush()
             except (OSError, ValueError, EOFError) as e:  # the agent's end is gone
-                raise AgentError(self._dead(f"cannot send to the agent: {e}")) from e
+                raise self._gone(f"cannot send to the agent: {e}") from e
 
     def submit(self, op: str, **args: Any) -> int:
         with self._send_lock:

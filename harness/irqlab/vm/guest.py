@@ -43,7 +43,7 @@ from irqlab.contract.regs import REGS
 from irqlab.errors import IrqlabError
 from irqlab.paths import log_dir
 from irqlab.vm import proc
-from irqlab.vm.agent_client import AgentClient, AgentError
+from irqlab.vm.agent_client import AgentClient, AgentError, AgentFault, AgentTimeout
 from irqlab.vm.health import Fault, GuestFault, HealthWatch, file_tail, printable
 from irqlab.vm.qmp.injector import DEVICE_ID, DEVICE_TYPE
 
@@ -63,6 +63,8 @@ from irqlab.vm.ssh import (
     channel_files,
 )
 
+# The errors a Guest's methods raise are importable from here, beside Guest (their
+# homes: irqlab.errors, irqlab.vm.health, irqlab.vm.agent_client, irqlab.vm.ssh).
 __all__ = [
     "AGENT_LOG",
     "AGENT_PORT",
@@ -74,13 +76,22 @@ __all__ = [
     "IMAGE_EXTRA_PACKAGES",
     "IMAGE_KINDS",
     "KMSG_MARK",
+    "AgentError",
+    "AgentFault",
+    "AgentTimeout",
+    "CommandError",
+    "Fault",
     "Guest",
     "GuestConfig",
     "GuestConfigError",
     "GuestError",
+    "GuestFault",
     "GuestWriteError",
+    "IrqlabError",
     "ModuleLoadError",
     "PrerequisiteMissing",
+    "RunResult",
+    "SshError",
     "agent_command",
     "check_device_props",
     "check_module_arch",
@@ -1196,9 +1207,8 @@ class Guest:
             watch.wait_verdict(timeout)
         return self.fault
 
-    def _diagnose(self) -> str | None:
-        fault = self.wait_fault(FAULT_VERDICT)
-        return fault.describe() if fault is not None else None
+    def _diagnose(self) -> Fault | None:
+        return self.wait_fault(FAULT_VERDICT)
 
     def _raise_fault(self) -> None:
         """Raise :class:`GuestFault` if the health watch has a verdict within

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from irqlab.testing.helpers import DeviceControl
 from irqlab.testing.plugin import start_guest
 from irqlab.vm import proc
 from irqlab.vm.guest import GuestConfig, GuestError
@@ -19,6 +20,7 @@ def test_a_running_guest_is_not_started_again_and_restart_works() -> None:
 
     g = start_guest(GuestConfig(name="started-twice"))
     try:
+        device = DeviceControl(g)  # taken before the restart, used after it
         first = g.machine.pid if g.machine is not None else None
         with pytest.raises(GuestError, match="has a QEMU already"):
             g.start()
@@ -29,8 +31,14 @@ def test_a_running_guest_is_not_started_again_and_restart_works() -> None:
         assert g.machine is not None and g.machine.pid != first
         assert mine() == [g.machine.pid]
         assert g.sh("echo again").strip() == "again"
+        # it held the first QEMU's injector ("QMP qom-get: not connected")
+        device.push(7)
+        assert device.wait_counters(lambda c: c.raised == 1, timeout=30).raised == 1
+        log_dir = g.log_dir
+        assert log_dir is not None and (log_dir / "console.log").is_file()
     finally:
         g.close()
     assert mine() == []
+    assert g.log_dir == log_dir, "where its logs are, after close() too"
     with pytest.raises(GuestError, match="not running"):
         g.injector.counters()  # a closed guest's device is not there to ask

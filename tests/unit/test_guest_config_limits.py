@@ -3,6 +3,8 @@ setting's name (a wait of 0 s failed the first step it bounded, named after the 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from irqlab.vm.guest import GuestConfig, GuestConfigError
@@ -31,3 +33,20 @@ def test_a_wait_that_cannot_be_waited_is_refused_naming_the_setting(
 
 def test_the_freeze_watch_can_be_turned_off() -> None:
     assert GuestConfig(freeze_timeout=None).freeze_timeout is None
+
+
+@pytest.mark.parametrize("name", ["../../x", "a/b", "", ".hidden", "-x", "my guest", 7])
+def test_a_guest_name_that_is_no_plain_file_name_is_refused(name: object) -> None:
+    """It names the run directory: "../../x" wrote the logs outside the log directory."""
+    with pytest.raises(GuestConfigError, match="it names the guest's log directory"):
+        GuestConfig(name=name)  # type: ignore[arg-type]
+
+
+def test_plain_names_and_str_paths_are_taken(tmp_path: Path) -> None:
+    for name in ("e2e", "arch-x86_64", "kill_save.2", "Guest+1"):
+        assert GuestConfig(name=name).name == name
+    # a str was kept as it is and ended in a TypeError at start()
+    config = GuestConfig(log_dir=str(tmp_path), qmp_socket=str(tmp_path / "q.sock"))
+    assert config.log_dir == tmp_path and config.qmp_socket == tmp_path / "q.sock"
+    with pytest.raises(GuestConfigError, match=r"GuestConfig\(log_dir=5\): give a path"):
+        GuestConfig(log_dir=5)  # type: ignore[arg-type]

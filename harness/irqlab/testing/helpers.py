@@ -80,7 +80,13 @@ class DeviceControl:
 
     def __init__(self, guest: Guest) -> None:
         self.guest = guest
-        self.inj: Injector = guest.injector  # GuestError when the guest does not run
+        guest.injector  # noqa: B018 - GuestError now when the guest does not run
+
+    @property
+    def inj(self) -> Injector:
+        """The guest's injector now (a restart() gives the guest a new one: the one
+        taken at first went stale, "QMP qom-get: not connected")."""
+        return self.guest.injector
 
     def counters(self) -> Counters:
         c: Counters = self.inj.counters()

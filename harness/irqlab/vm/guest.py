@@ -524,6 +524,20 @@ class GuestConfig:
     def __post_init__(self) -> None:
         self._check_shapes()
         self._check_guest_paths()
+        # a run directory is named after the guest: "../x" wrote it outside the log
+        # directory, "a/b" nested it, "" gave a name starting with "-"
+        if not isinstance(self.name, str) or not re.fullmatch(r"[\w][\w.+-]*", self.name):
+            raise GuestConfigError(
+                f"GuestConfig(name={self.name!r}): letters, digits and _ . + - only, "
+                "not starting with . + or - (it names the guest's log directory)"
+            )
+        # a str path ended in a TypeError at start() ("unsupported operand ... / ...")
+        for name in ("log_dir", "qmp_socket"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                setattr(self, name, Path(value))
+            elif value is not None and not isinstance(value, Path):
+                raise GuestConfigError(f"GuestConfig({name}={value!r}): give a path")
         check_device_props(self.device_props)
         # QEMU takes -smp 0 as its default (1 vCPU): refused rather than silently changed
         if isinstance(self.smp, bool) or not isinstance(self.smp, int) or self.smp < 1:
@@ -633,6 +647,9 @@ class Guest:
         self.snapshot_dir: Path | None = None  # the snapshot this guest came from or saved
         # why a matching snapshot could not be used, or why this boot was not saved
         self.snapshot_error: str | None = None
+        # the last QEMU's run directory (console, QEMU's output, agent logs): kept after
+        # close() for a script that wants them once its own check failed
+        self.log_dir: Path | None = None
         self.fault: Fault | None = None  # set by the health watch when the guest died/froze
         # A fault's cause is printed on stderr the moment the watch finds it (a script
         # or test sees why its wait ends); False for a caller that reports it itself.
@@ -1154,7 +1171,11 @@ class Guest:
                 log_root=c.log_dir,
             )
         )
-        self.machine.start()
+        try:
+            self.machine.start()
+        finally:  # a failed start's too
+            if self.machine.paths is not None:
+                self.log_dir = self.machine.paths.log_dir
         self.ssh_port = forwarded_port(self.machine, GUEST_SSH_PORT)
         self._injector = Injector(_FaultNamingQmp(self, self.machine), c.device_id)
         self._start_watch()

@@ -131,17 +131,28 @@ def packaged_file(name: str, repo_rel: str) -> Path:
 
 def prune_logs(root: Path | None = None, *, keep_runs: int = 10, keep_other: int = 50) -> int:
     """Keep the newest *keep_runs* pytest run directories (``pytest-*``) and the newest
-    *keep_other* other entries (library runs) in the log directory; returns how many
-    were removed.  Directories in use are recent, so they are never among the removed."""
+    *keep_other* other entries (a library's or the CLI's guest runs, an agent's log
+    files) in the log directory; returns how many were removed.  Entries in use are
+    recent, so they are never among the removed; ``build/`` (the recipes' logs) stays."""
     import shutil
 
     base = root if root is not None else log_dir()
     if not base.is_dir():
         return 0
-    entries = sorted(base.iterdir(), key=lambda p: p.stat().st_mtime, reverse=True)
+
+    def mtime(p: Path) -> float:
+        try:
+            return p.stat().st_mtime
+        except OSError:  # removed meanwhile (another run's prune)
+            return 0.0
+
+    entries = sorted(base.iterdir(), key=mtime, reverse=True)
     runs = [p for p in entries if p.is_dir() and p.name.startswith("pytest-")]
-    other = [p for p in entries if p.is_dir() and not p.name.startswith("pytest-")]
-    doomed = runs[keep_runs:] + [p for p in other if p.name != "build"][keep_other:]
+    other = [p for p in entries if not p.name.startswith("pytest-") and p.name != "build"]
+    doomed = runs[keep_runs:] + other[keep_other:]
     for p in doomed:
-        shutil.rmtree(p, ignore_errors=True)
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
     return len(doomed)

@@ -131,6 +131,28 @@ def test_prune_logs_keeps_the_newest_runs(tmp_path: Path) -> None:
     ]
 
 
+def test_prune_logs_keeps_the_newest_other_entries_files_too(tmp_path: Path) -> None:
+    """A script's or the CLI's guest runs and an agent's top-level log files were never
+    pruned (99 runs had piled up); the recipes' build/ logs stay."""
+    now = time.time()
+    for i in range(4):
+        d = tmp_path / f"run-2026120{i}-000000-1-1"
+        d.mkdir()
+        f = tmp_path / f"agent-2026120{i}.rx.jsonl"
+        f.write_text("{}\n")
+        for k, p in enumerate((d, f)):  # newest last: agent-3, run-3, agent-2, ...
+            os.utime(p, (now - 100 + 2 * i + k, now - 100 + 2 * i + k))
+    (tmp_path / "build").mkdir()
+    os.utime(tmp_path / "build", (now - 1000, now - 1000))
+    assert paths.prune_logs(tmp_path, keep_other=3) == 5
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "agent-20261202.rx.jsonl",
+        "agent-20261203.rx.jsonl",
+        "build",
+        "run-20261203-000000-1-1",
+    ]  # the newest three but build/, which stays whatever its age
+
+
 def test_a_deeply_nested_request_is_refused_not_a_crash() -> None:
     with pytest.raises(ProtocolError, match="nested too deeply"):
         parse_request(b'{"id": 1, "op": "ping", "x": ' + b"[" * 100_000 + b"}")

@@ -41,7 +41,7 @@ import paramiko
 
 from irqlab.contract.regs import REGS
 from irqlab.errors import IrqlabError
-from irqlab.paths import log_dir
+from irqlab.paths import log_dir, prune_logs
 from irqlab.vm import proc
 from irqlab.vm.agent_client import AgentClient, AgentError, AgentFault, AgentTimeout
 from irqlab.vm.health import Fault, GuestFault, HealthWatch, file_tail, printable
@@ -1159,6 +1159,9 @@ class Guest:
         from irqlab.vm.qmp.injector import Injector
 
         c = self.config
+        if c.log_dir is None:  # the default log directory: scripts' and the CLI's runs
+            with contextlib.suppress(OSError):  # were never pruned (pytest prunes its own)
+                prune_logs()
         # Port 0: libslirp binds the host side itself and we read the port back, so no
         # other process can take it between our choice and QEMU's bind.
         self.machine = Machine(

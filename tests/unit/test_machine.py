@@ -249,20 +249,47 @@ def test_qtest_channel(fake_qemu: Path, tmp_path: Path) -> None:
             _ = m.console
 
 
-def test_qemu_dies_with_the_python_process(fake_qemu: Path, tmp_path: Path) -> None:
-    """The parent is SIGKILLed (no cleanup at all): PR_SET_PDEATHSIG still kills QEMU."""
-    pidfile = tmp_path / "pid"
-    code = textwrap.dedent(
-        f"""
+def _script_with_a_machine(fake_qemu: Path, tmp_path: Path, then: str) -> str:
+    """A Python program that starts a Machine on *fake_qemu*, waits for its console,
+    then runs the line *then* (``m`` is the machine; os and signal are imported)."""
+    return (
+        textwrap.dedent(
+            f"""
         import os, signal
         from pathlib import Path
         from irqlab.vm.machine import Machine, MachineConfig
         m = Machine(MachineConfig(binary=Path({str(fake_qemu)!r}),
                                   log_root=Path({str(tmp_path / "logs")!r}))).start()
         m.wait_console("READY", 10)
-        os.kill(os.getpid(), signal.SIGKILL)
+        assert m.paths is not None
         """
+        )
+        + then
+        + "\n"
     )
+
+
+def test_a_script_that_never_closes_its_machine_leaves_nothing_behind(
+    fake_qemu: Path, tmp_path: Path
+) -> None:
+    """QEMU was killed at exit, but its socket directory stayed in /tmp until the next
+    irqlab run removed it as stale."""
+    pidfile = tmp_path / "pid"
+    code = _script_with_a_machine(fake_qemu, tmp_path, "print(m.paths.sock_dir, flush=True)")
+    env = {**os.environ, "FAKE_QEMU_PIDFILE": str(pidfile)}
+    r = subprocess.run(
+        [sys.executable, "-c", code], env=env, timeout=30, capture_output=True, text=True
+    )
+    assert r.returncode == 0, r.stderr
+    sock_dir = Path(r.stdout.strip())
+    assert sock_dir.name.startswith("irqlab-") and not sock_dir.exists(), "socket dir left"
+    assert process_exited(int(pidfile.read_text()), 5), "QEMU survived its parent"
+
+
+def test_qemu_dies_with_the_python_process(fake_qemu: Path, tmp_path: Path) -> None:
+    """The parent is SIGKILLed (no cleanup at all): PR_SET_PDEATHSIG still kills QEMU."""
+    pidfile = tmp_path / "pid"
+    code = _script_with_a_machine(fake_qemu, tmp_path, "os.kill(os.getpid(), signal.SIGKILL)")
     env = {**os.environ, "FAKE_QEMU_PIDFILE": str(pidfile)}
     parent = subprocess.run([sys.executable, "-c", code], env=env, timeout=30, check=False)
     assert parent.returncode == -signal.SIGKILL

@@ -13,6 +13,7 @@ asks it to ``quit`` over QMP, then SIGTERMs, then SIGKILLs its group.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import itertools
 import os
@@ -104,6 +105,19 @@ class RunPaths:
         s(self, "console_log", g / "console.log")
         s(self, "qtest_log", g / "qtest.log")
         s(self, "cmdline", g / "cmdline.sh")
+
+
+# This process's socket directories not yet removed by close(): a script that never
+# closes its guest (or ends on Ctrl-C outside a with block) leaves none behind at exit
+# (its QEMUs are killed by irqlab.vm.proc's own exit hook).
+_SOCK_DIRS: set[Path] = set()
+
+
+@atexit.register
+def _remove_own_sock_dirs() -> None:
+    for d in list(_SOCK_DIRS):
+        shutil.rmtree(d, ignore_errors=True)
+    _SOCK_DIRS.clear()
 
 
 _SOCK_DIR = re.compile(r"^irqlab-(\d+)-[A-Za-z0-9_]+$")
@@ -234,6 +248,7 @@ class Machine:
         run_dir.mkdir(parents=True, exist_ok=False)
         remove_stale_sock_dirs()
         sock_dir = Path(tempfile.mkdtemp(prefix=f"irqlab-{os.getpid()}-"))  # mode 0700
+        _SOCK_DIRS.add(sock_dir)
         return RunPaths(sock_dir=sock_dir, log_dir=run_dir)
 
     def start(self) -> Machine:
@@ -349,6 +364,7 @@ class Machine:
                 self._pidfd = -1
             if self.paths is not None:
                 shutil.rmtree(self.paths.sock_dir, ignore_errors=True)
+                _SOCK_DIRS.discard(self.paths.sock_dir)
             if self._held is not None and (self._proc is None or status is not None):
                 self._held.release()  # QEMU is gone (or never started)
         if self._proc is not None and status is None:

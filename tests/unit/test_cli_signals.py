@@ -170,3 +170,61 @@ def test_a_signal_inside_the_handler_does_not_wait_on_the_first() -> None:
         assert answer == [False]
     finally:
         watch.end()
+
+
+def _run_python(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+
+
+def test_ctrl_c_is_not_raised_while_the_main_thread_holds_loggings_lock() -> None:
+    """The CI failure of test_ctrl_c_while_the_guest_starts_ends_quietly: Ctrl-C raised
+    inside logging's _releaseLock left the module's lock held; paramiko's threads then
+    waited on it for ever in their next log call, and the teardown with them."""
+    r = _run_python(
+        """
+        import logging, os, signal, time
+        from irqlab.cli.main import teardown_on_signals
+        with teardown_on_signals():
+            try:
+                logging._acquireLock()
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.3)  # the handler runs here: it must not raise now
+                logging._releaseLock()
+                time.sleep(10)
+                print("never interrupted")
+            except KeyboardInterrupt:
+                print("lock held" if logging._lock._is_owned() else "lock free")
+        """
+    )
+    assert r.stdout.strip() == "lock free", (r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr, r.stderr
+
+
+def test_ctrl_c_that_lands_in_a_finaliser_is_delivered_again() -> None:
+    """Raised in a __del__ (or a weakref callback such as logging's), KeyboardInterrupt
+    is printed as "Exception ignored" and lost: the command went on, and the teardown
+    watch killed it 20 s later."""
+    r = _run_python(
+        """
+        import os, signal, time
+        from irqlab.cli.main import teardown_on_signals
+
+        class Finalised:
+            def __del__(self):
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.3)  # the handler runs in here
+
+        with teardown_on_signals():
+            try:
+                Finalised()  # dropped at once: its __del__ runs
+                time.sleep(10)
+                print("never interrupted")
+            except KeyboardInterrupt:
+                print("interrupted")
+        """
+    )
+    assert r.stdout.strip() == "interrupted", (r.stdout, r.stderr)
+    assert "Exception ignored" not in r.stderr, r.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -277,3 +278,50 @@ def test_path_errors_left_unread_fail_the_test_at_its_end() -> None:
     assert events == []  # drained
     events.append({"type": "path_error"})
     _check_path_errors(SimpleNamespace(fault="panic"), client)  # type: ignore[arg-type]
+
+
+INTERRUPTED_INSIDE = """
+import logging, os, signal, time
+
+
+class Finalised:
+    def __del__(self):
+        os.kill(os.getpid(), signal.{sig})
+        time.sleep(0.3)  # the handler runs in here
+
+
+def test_interrupted_while_holding_loggings_lock():
+    logging._acquireLock()
+    try:
+        os.kill(os.getpid(), signal.{sig})
+        time.sleep(0.3)  # the handler runs here: it must not raise now
+    except KeyboardInterrupt:
+        print("RAISED WHILE HELD")
+        raise
+    logging._releaseLock()
+    time.sleep(10)
+
+
+def test_interrupted_in_a_finaliser():
+    Finalised()  # dropped at once: its __del__ runs
+    time.sleep(10)
+"""
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("test", ["holding_loggings_lock", "in_a_finaliser"])
+def test_an_interrupt_of_pytest_lands_where_it_cannot_wedge_the_run(
+    pytester: pytest.Pytester, sig: str, test: str
+) -> None:
+    """Ctrl-C (or SIGTERM) raised inside logging's lock left it held (every thread that
+    logged then waited for ever: a run that never ended); raised in a finaliser, it was
+    "Exception ignored" and the run went on."""
+    pytester.makepyfile(INTERRUPTED_INSIDE.replace("{sig}", sig))
+    t0 = time.monotonic()
+    r = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-p", "no:xdist", "-s", "-k", test, timeout=60
+    )
+    out = r.stdout.str() + r.stderr.str()
+    assert r.ret == pytest.ExitCode.INTERRUPTED, out
+    assert "RAISED WHILE HELD" not in out and "Exception ignored" not in out, out
+    assert time.monotonic() - t0 < 9, "the interrupt came only after the test's sleep"

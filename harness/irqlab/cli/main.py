@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any, TextIO
 
 from irqlab.cli.argtypes import UsageError, count, positive
+from irqlab.sigsafe import SafeRaise
 
 __all__ = [
     "TEARDOWN_SIGNALS",
@@ -497,55 +498,22 @@ def teardown_on_signals() -> Iterator[None]:
         yield
         return
     watch = _TeardownWatch(TEARDOWN_LIMIT_S)
-    main = threading.main_thread().ident
-    assert main is not None
-    again: set[int] = set()  # signals delivered again: they raise once more
-    deferred = [0]
 
-    def deliver_again(signum: int, delay: float) -> None:
-        """*signum* to the main thread again in *delay* s (from a timer thread: the
-        main thread has left the place the first one could not be raised in)."""
+    def ours(e: BaseException) -> int | None:
+        return watch.signum or None if isinstance(e, KeyboardInterrupt | Terminated) else None
 
-        def send() -> None:
-            if not watch.ended:  # the block is over: its handlers are gone
-                signal.pthread_kill(main, signum)
-
-        again.add(signum)
-        timer = threading.Timer(delay, send)
-        timer.daemon = True
-        timer.start()
+    safe = SafeRaise(ours)
 
     def handler(signum: int, frame: object) -> None:
-        if signum in again:
-            again.discard(signum)
+        if signum in safe.again:
+            safe.again.discard(signum)
         elif not watch.start(signum):
             return  # a later signal while the first one's teardown runs: ignored
-        # Raised while the main thread holds logging's module lock (between its
-        # _acquireLock and _releaseLock, which are no `with` in Python 3.11), the
-        # exception left that lock held: every other thread that logged (paramiko's)
-        # then waited on it for ever, and the teardown with them, until the watch
-        # killed it after 20 s.  Deferred a few ms instead (bounded: 1 s in all).
-        if _holds_logging_lock() and deferred[0] < 200:
-            deferred[0] += 1
-            deliver_again(signum, 0.005)
+        if safe.deferred(signum):  # see irqlab.sigsafe: a raise here could wedge us
             return
         if signum == signal.SIGINT:
             raise KeyboardInterrupt
         raise Terminated(signum)
-
-    def unraisable(u: Any) -> None:
-        """The handler's exception raised inside a finaliser (a __del__, a weakref
-        callback such as logging's _removeHandlerRef) is printed as "Exception ignored"
-        and lost: the teardown never began.  The signal is delivered once more."""
-        ours = isinstance(u.exc_value, KeyboardInterrupt | Terminated) and watch.signum
-        if ours and deferred[0] < 200:
-            deferred[0] += 1
-            deliver_again(watch.signum, 0.005)
-            return
-        old_hook(u)
-
-    old_hook = sys.unraisablehook
-    sys.unraisablehook = unraisable
 
     # Ctrl-C too: whichever comes first starts the teardown, and any later one of the
     # three (Ctrl-C, then closing the window) is ignored until it has finished
@@ -554,22 +522,14 @@ def teardown_on_signals() -> Iterator[None]:
         for sig in (*TEARDOWN_SIGNALS, signal.SIGINT)
         if signal.getsignal(sig) is not signal.SIG_IGN
     }
+    safe.install_hook()  # a raise lost in a finaliser is delivered again
     try:
         yield
     finally:
         watch.end()  # first: a signal between here and the old handlers is ignored
         for sig, previous in old.items():
             signal.signal(sig, previous)
-        sys.unraisablehook = old_hook
-
-
-def _holds_logging_lock() -> bool:
-    """Whether this thread holds the logging module's own lock (Python 3.11's
-    ``logging._lock``, an RLock; False where it is not there)."""
-    import logging
-
-    owned = getattr(getattr(logging, "_lock", None), "_is_owned", None)
-    return bool(owned is not None and owned())
+        safe.uninstall()
 
 
 def _terminated(signum: int) -> int:

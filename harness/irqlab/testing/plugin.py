@@ -44,6 +44,7 @@ import pytest
 
 from irqlab import paths
 from irqlab.errors import IrqlabError
+from irqlab.sigsafe import SafeRaise
 from irqlab.testing.diagnostics import GuestDiagnostics
 from irqlab.testing.logslice import LogSlicer
 from irqlab.vm import accel
@@ -340,27 +341,74 @@ def pytest_report_header(config: pytest.Config) -> str:
     return report_header()
 
 
-def _terminate(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
+_SAFE_RAISE = pytest.StashKey[SafeRaise]()
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    # SIGTERM (timeout(1), CI cancellation) tears down like Ctrl-C: every guest and
-    # machine fixture stops its QEMU and removes its sockets.
+def _install_interrupts(config: pytest.Config) -> None:
+    """SIGTERM (timeout(1), CI cancellation) tears down like Ctrl-C: every guest and
+    machine fixture stops its QEMU and removes its sockets.  Both raise KeyboardInterrupt
+    as Python's own Ctrl-C does, but never where it could wedge the run (see
+    :mod:`irqlab.sigsafe`: raised inside logging's lock, every thread that logged
+    waited for ever).  Handlers someone else set stay theirs."""
     import signal
     import threading
 
-    if (
-        threading.current_thread() is threading.main_thread()
-        and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
-    ):
-        signal.signal(signal.SIGTERM, _terminate)
+    if threading.current_thread() is not threading.main_thread():
+        return
+    mine = {
+        sig: None
+        for sig, default in (
+            (signal.SIGINT, signal.default_int_handler),
+            (signal.SIGTERM, signal.SIG_DFL),
+        )
+        if signal.getsignal(sig) is default
+    }
+    if not mine:
+        return
+    last = [0]  # the signal the last KeyboardInterrupt of ours came from
+    safe = SafeRaise(lambda e: last[0] or None if isinstance(e, KeyboardInterrupt) else None)
+
+    def handler(signum: int, frame: object) -> None:
+        safe.again.discard(signum)
+        if safe.deferred(signum):
+            return
+        last[0] = signum
+        raise (
+            KeyboardInterrupt()
+            if signum == signal.SIGINT
+            else KeyboardInterrupt(f"signal {signum}")
+        )
+
+    for sig in mine:
+        signal.signal(sig, handler)
+    config.stash[_SAFE_RAISE] = safe
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    # after every plugin's configure: pytest's own unraisable-exception hook is set by
+    # then, and ours goes in front of it (a raise of ours lost in a finaliser is
+    # delivered again; anything else goes on to pytest's)
+    safe = session.config.stash.get(_SAFE_RAISE, None)
+    if safe is not None:
+        safe.install_hook()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    safe = config.stash.get(_SAFE_RAISE, None)
+    if safe is not None:
+        safe.uninstall()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    _install_interrupts(config)
     check_options(config)
     apply_options(config)
     config.addinivalue_line(
         "markers",
         "irqlab(device=None, module=None, smp=1, hotplug=False, gpio_edges=None, modules=(), "
-        "files=None, load_irqlab=True, kernel_modules=()): configure the test's own guest "
+        "files=None, load_irqlab=True, kernel_modules=(), check_kernel_log=True): configure "
+        "the test's own guest "
         "(irqlab_fresh_guest): device properties, module parameters, vCPUs, the device "
         "behind a hotplug-capable PCIe root port, GPIO lines armed for edge events (a list "
         "of lines or a bit mask), your own modules ('KO PARAM=VALUE ...') and files, "

@@ -1,0 +1,94 @@
+"""Raising a signal's exception (KeyboardInterrupt for Ctrl-C, SIGTERM's) in the main
+thread where it cannot wedge the process.  Python raises it between any two bytecodes:
+
+* inside logging's ``_acquireLock``/``_releaseLock`` (no ``with`` in Python 3.11) it
+  leaves the logging module's lock held, and every other thread that logs (paramiko's
+  transport threads) waits on it for ever, the teardown with them;
+* inside a finaliser (a ``__del__``, a weakref callback such as logging's
+  ``_removeHandlerRef``) it is printed as "Exception ignored" and lost.
+
+:class:`SafeRaise` defers the raise a few milliseconds while the main thread holds
+logging's lock, and delivers the signal again when a finaliser swallowed its
+exception (through :data:`sys.unraisablehook`).  The ``irqlab`` command's handlers
+and the pytest plugin's use it.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["DEFER_S", "MAX_DEFERRALS", "SafeRaise", "holds_logging_lock"]
+
+DEFER_S = 0.005  # how long a raise waits before it is tried again
+MAX_DEFERRALS = 200  # in all (1 s): a lock held longer is not worth a hung Ctrl-C
+
+
+def holds_logging_lock() -> bool:
+    """Whether this thread holds the logging module's own lock (Python 3.11's
+    ``logging._lock``, an RLock; False where it is not there)."""
+    owned = getattr(getattr(logging, "_lock", None), "_is_owned", None)
+    return bool(owned is not None and owned())
+
+
+class SafeRaise:
+    """The deferral and re-delivery for one set of signal handlers in the main thread.
+    A handler calls :meth:`deferred` first and returns when it says so; *ours* tells
+    the unraisable hook which exceptions are the handlers' own."""
+
+    def __init__(self, ours: Callable[[BaseException], int | None]) -> None:
+        main = threading.main_thread().ident
+        assert main is not None
+        self._main = main
+        self._ours = ours  # the signal an exception of our handlers came from, or None
+        self.again: set[int] = set()  # signals delivered again: their handler raises
+        self.active = True  # False once the handlers are gone: no more deliveries
+        self._spent = 0
+        self._old_hook: Callable[[Any], object] | None = None
+
+    def deliver_again(self, signum: int) -> bool:
+        """*signum* to the main thread again in DEFER_S (from a timer thread: by then
+        the main thread has left the place it could not be raised in); False when the
+        deferrals are spent."""
+        if self._spent >= MAX_DEFERRALS:
+            return False
+        self._spent += 1
+
+        def send() -> None:
+            if self.active:
+                signal.pthread_kill(self._main, signum)
+
+        self.again.add(signum)
+        timer = threading.Timer(DEFER_S, send)
+        timer.daemon = True
+        timer.start()
+        return True
+
+    def deferred(self, signum: int) -> bool:
+        """Whether the handler must not raise now (it is delivered again shortly)."""
+        return holds_logging_lock() and self.deliver_again(signum)
+
+    def install_hook(self) -> None:
+        import sys
+
+        self._old_hook = sys.unraisablehook
+
+        def unraisable(u: Any) -> None:
+            signum = self._ours(u.exc_value) if u.exc_value is not None else None
+            if signum and self.deliver_again(signum):
+                return  # lost in a finaliser: delivered again, not printed
+            assert self._old_hook is not None
+            self._old_hook(u)
+
+        sys.unraisablehook = unraisable
+
+    def uninstall(self) -> None:
+        import sys
+
+        self.active = False
+        if self._old_hook is not None:
+            sys.unraisablehook = self._old_hook
+            self._old_hook = None

@@ -325,3 +325,19 @@ def test_an_interrupt_of_pytest_lands_where_it_cannot_wedge_the_run(
     assert r.ret == pytest.ExitCode.INTERRUPTED, out
     assert "RAISED WHILE HELD" not in out and "Exception ignored" not in out, out
     assert time.monotonic() - t0 < 9, "the interrupt came only after the test's sleep"
+
+
+def test_the_plugins_signal_handlers_go_with_the_run(tmp_path: Path) -> None:
+    """pytest.main() in a program of one's own: after it, Python's handlers again."""
+    (tmp_path / "test_one.py").write_text("def test_one():\n    pass\n")
+    code = (
+        "import signal, sys, pytest\n"
+        f"rc = pytest.main(['-q', '-p', 'no:cacheprovider', '-p', 'no:xdist', {str(tmp_path)!r}])\n"
+        "print(int(rc), signal.getsignal(signal.SIGINT) is signal.default_int_handler,\n"
+        "      signal.getsignal(signal.SIGTERM) is signal.SIG_DFL, sys.unraisablehook is\n"
+        "      sys.__unraisablehook__)\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert r.stdout.splitlines()[-1] == "0 True True True", (r.stdout, r.stderr)

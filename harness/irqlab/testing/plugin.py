@@ -38,7 +38,7 @@ import re
 import sys
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn, Protocol
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 import pytest
 
@@ -342,6 +342,7 @@ def pytest_report_header(config: pytest.Config) -> str:
 
 
 _SAFE_RAISE = pytest.StashKey[SafeRaise]()
+_OLD_HANDLERS = pytest.StashKey[dict[int, Any]]()
 
 
 def _install_interrupts(config: pytest.Config) -> None:
@@ -355,14 +356,11 @@ def _install_interrupts(config: pytest.Config) -> None:
 
     if threading.current_thread() is not threading.main_thread():
         return
-    mine = {
-        sig: None
-        for sig, default in (
-            (signal.SIGINT, signal.default_int_handler),
-            (signal.SIGTERM, signal.SIG_DFL),
-        )
-        if signal.getsignal(sig) is default
+    defaults: dict[int, Any] = {
+        signal.SIGINT: signal.default_int_handler,
+        signal.SIGTERM: signal.SIG_DFL,
     }
+    mine = {sig: d for sig, d in defaults.items() if signal.getsignal(sig) is d}
     if not mine:
         return
     last = [0]  # the signal the last KeyboardInterrupt of ours came from
@@ -382,6 +380,7 @@ def _install_interrupts(config: pytest.Config) -> None:
     for sig in mine:
         signal.signal(sig, handler)
     config.stash[_SAFE_RAISE] = safe
+    config.stash[_OLD_HANDLERS] = mine
 
 
 @pytest.hookimpl(trylast=True)
@@ -395,9 +394,13 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    import signal
+
     safe = config.stash.get(_SAFE_RAISE, None)
     if safe is not None:
         safe.uninstall()
+    for sig, previous in config.stash.get(_OLD_HANDLERS, {}).items():
+        signal.signal(sig, previous)  # what Python had: nothing of ours after the run
 
 
 def pytest_configure(config: pytest.Config) -> None:

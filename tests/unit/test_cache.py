@@ -362,13 +362,21 @@ def test_stale_lock_files_go_and_held_or_needed_ones_stay(tmp_path: Path) -> Non
         f"image-{fake_cache.digest(4)}.lock",  # stale, but a build holds it: stays
         "not-ours.lock",  # not an output's name: stays
     ]
+    old = time.time() - 2 * cache.STALE_LOCK_AGE_S
     for n in names:
         (tmp_path / n).write_text("")
+        os.utime(tmp_path / n, (old, old))
+    # stale but used lately: an older irqlab may wait on it (it does not check the file
+    # it got is still the one of that name), so it stays for now
+    recent = tmp_path / f"kmod-{fake_cache.digest(5)}.lock"
+    recent.write_text("")
+    names.append(recent.name)
     with open(tmp_path / names[3]) as held:
         fcntl.flock(held, fcntl.LOCK_EX)
         removed = cache.remove_stale_locks(tmp_path)
     assert sorted(p.name for p in removed) == sorted([names[1], names[2]])
     assert sorted(p.name for p in tmp_path.glob("*.lock")) == sorted([names[0], *names[3:]])
+    assert recent.exists()
     assert kept.exists()
 
 

@@ -29,7 +29,7 @@ def test_puts(tmp_path: Path) -> None:
         parse_puts([f"{f}:rel/x"])
 
 
-@pytest.mark.parametrize("where", ["/proc/y", "/sys/kernel/y", "/tmp/../proc/y"])
+@pytest.mark.parametrize("where", ["/proc/y", "/sys/kernel/y", "/tmp/../proc/y", "//proc/y"])
 def test_a_file_put_where_none_can_be_made_is_refused_before_any_boot(
     tmp_path: Path, where: str
 ) -> None:

@@ -189,10 +189,10 @@ def test_ctrl_c_is_not_raised_while_the_main_thread_holds_loggings_lock() -> Non
         from irqlab.cli.main import teardown_on_signals
         with teardown_on_signals():
             try:
-                logging._acquireLock()
+                logging._lock.acquire()
                 os.kill(os.getpid(), signal.SIGINT)
                 time.sleep(0.3)  # the handler runs here: it must not raise now
-                logging._releaseLock()
+                logging._lock.release()
                 time.sleep(10)
                 print("never interrupted")
             except KeyboardInterrupt:

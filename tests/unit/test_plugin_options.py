@@ -291,14 +291,14 @@ class Finalised:
 
 
 def test_interrupted_while_holding_loggings_lock():
-    logging._acquireLock()
+    logging._lock.acquire()
     try:
         os.kill(os.getpid(), signal.{sig})
         time.sleep(0.3)  # the handler runs here: it must not raise now
     except KeyboardInterrupt:
         print("RAISED WHILE HELD")
         raise
-    logging._releaseLock()
+    logging._lock.release()
     time.sleep(10)
 
 

@@ -160,6 +160,9 @@ def exclusive_lock(path: Path, what: str) -> Iterator[None]:
         yield
 
 
+STALE_LOCK_AGE_S = 3600.0  # a lock file unused this long, of an output not there, goes
+
+
 def remove_stale_locks(root: Path | None = None) -> list[Path]:
     """Remove the lock files of outputs that are not in the cache (any more), unless
     someone holds them: every build, every snapshot configuration left one behind
@@ -167,17 +170,25 @@ def remove_stale_locks(root: Path | None = None) -> list[Path]:
     of the same name (:func:`_locked_file`); returns what was removed."""
     base = root if root is not None else cache_location()
     removed = []
+    now = time.time()
     for path in sorted(base.glob("*.lock")):
         output = base / path.name.removesuffix(".lock").removesuffix(".boot")
         if not _ENTRY.match(output.name) or output.exists():
             continue
-        f = _locked_file(path, wait=False)
-        if f is None:
+        try:
+            # recently used: an older irqlab (another checkout sharing the cache) may be
+            # waiting on it, and does not check, once it holds it, that it is still there
+            if now - path.stat().st_mtime < STALE_LOCK_AGE_S:
+                continue
+            f = _locked_file(path, wait=False)
+            if f is None:
+                continue
+            with f:
+                if not output.exists():  # a build that finished meanwhile keeps its lock
+                    path.unlink()
+                    removed.append(path)
+        except OSError:  # e.g. another user's (a sudo run): not ours to remove
             continue
-        with f:
-            if not output.exists():  # a build that finished meanwhile keeps its lock
-                path.unlink()
-                removed.append(path)
     return removed
 
 

@@ -153,7 +153,6 @@ def cmd_kdir(args: argparse.Namespace) -> int:
     from irqlab.build import arch
     from irqlab.build.kernel import ensure_kernel
     from irqlab.build.kmod import cross_args, ensure_cross_compiler, module_make_args
-    from irqlab.vm.guest import image_kind
 
     try:
         guest_arch = arch.by_name(args.arch) if args.arch else arch.selected(os.environ)
@@ -161,7 +160,8 @@ def cmd_kdir(args: argparse.Namespace) -> int:
         print(f"irqlab kdir: {e}", file=sys.stderr)
         return 2
     k = ensure_kernel(arch=guest_arch)
-    if image_kind() == "buildroot":
+    # read here, not through irqlab.vm.guest: `make -C $(irqlab kdir)` needs no paramiko
+    if os.environ.get("IRQLAB_IMAGE") == "buildroot":
         print(
             "irqlab kdir: these are the Debian image's kernel headers; for the Buildroot "
             "guest (IRQLAB_IMAGE=buildroot) build against its own kernel tree, "

@@ -207,14 +207,13 @@ class AgentClient:
         """The error for an agent whose end went away (see :meth:`_dead`):
         :class:`AgentFault` when the guest's fault is known."""
         fault = self._diagnose() if self._diagnose is not None else None
-        text = self._dead(doing)
+        text = self._dead(doing, fault)
         return AgentFault(text, fault) if fault is not None else AgentError(text)
 
-    def _dead(self, doing: str) -> str:
+    def _dead(self, doing: str, fault: Fault | None = None) -> str:
         """Why the agent's end went away, *doing* (what we were at) on the first line:
         the guest's fault when one is known (then the agent did nothing wrong), else
         the agent's exit; then where its logs are and its last words."""
-        fault = self._diagnose() if self._diagnose is not None else None
         cause = fault.describe() if fault is not None else None
         if self.fatal:
             what = f"agent exited (fatal: {self.fatal})"

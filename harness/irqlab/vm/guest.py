@@ -567,7 +567,7 @@ class GuestConfig:
             where = str(remote)
             if not posixpath.isabs(where):
                 raise GuestConfigError(f"extra_files: guest path {where!r} is not absolute")
-            top = posixpath.normpath(where).split("/")[1]
+            top = posixpath.normpath(where).lstrip("/").split("/")[0]  # "//proc/x" too
             if top in ("proc", "sys"):
                 raise GuestConfigError(
                     f"extra_files: {where}: no file can be made under /{top} (the "
@@ -1051,12 +1051,15 @@ class Guest:
         # A splat of this boot (a WARN() of a module loading, a soft lockup of a loaded
         # host) saved into the snapshot would be in every guest restored from it, and
         # fail each of their tests: such a boot is not saved (the next boots cold).
-        splats = kernel_splats(*guest_kernel_log(self, scan_leaks=False))
+        try:
+            splats = kernel_splats(*guest_kernel_log(self, scan_leaks=False))
+            why = f"the kernel reported problems while this guest booted ({splats[0].strip()})"
+        except GuestFault:
+            raise  # it died: the start's story
+        except (IrqlabError, ValueError) as e:  # the log could not be read: not saved
+            splats, why = [str(e)], f"its kernel log could not be read ({e})"
         if splats:
-            self.snapshot_error = (
-                f"not saved as the snapshot {key}: the kernel reported problems while "
-                f"this guest booted ({splats[0].strip()})"
-            )
+            self.snapshot_error = f"not saved as the snapshot {key}: {why}"
             print(f"irqlab: {self.config.name}: {self.snapshot_error}", file=sys.stderr)
             return
         if self._agent is not None:

@@ -57,6 +57,9 @@ class _LateReplies(logging.Filter):
         return True
 
 
+_LATE_REPLIES = _LateReplies()
+
+
 class SyncQMP:
     """One QMP session; every method blocks until QEMU answered (or the timeout hit)."""
 
@@ -64,7 +67,7 @@ class SyncQMP:
         self.timeout = timeout
         self._aio = LoopThread(name=f"qmp-{name}")
         self._client = QMPClient(name)
-        self._client.logger.addFilter(_LateReplies())
+        self._client.logger.addFilter(_LATE_REPLIES)  # its logger is per name: added once
         self._listener = EventListener()
         self._client.register_listener(self._listener)
         self._backlog: list[dict[str, Any]] = []  # touched only on the loop thread

@@ -48,6 +48,18 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.soak)
 
 
+@pytest.fixture(autouse=True)
+def _inner_runs_log_apart(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A test that runs pytest inside (pytester) gives it a log directory of its own:
+    the inner sessions inherited $IRQLAB_LOG_DIR, left empty run directories there and
+    pruned the developer's real runs (an e2e run's directory while it ran, once)."""
+    if "pytester" in request.fixturenames:
+        monkeypatch = request.getfixturevalue("monkeypatch")
+        monkeypatch.setenv("IRQLAB_LOG_DIR", str(tmp_path_factory.mktemp("inner-logs")))
+
+
 @pytest.fixture
 def soak(request: pytest.FixtureRequest) -> Callable[[float, float], float]:
     """How long a soak test loops: ``soak(quick, full)`` is *full* under ``--soak``

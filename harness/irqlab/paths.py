@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from irqlab.errors import IrqlabError
@@ -129,11 +130,16 @@ def packaged_file(name: str, repo_rel: str) -> Path:
     raise FileNotFoundError(f"{repo_rel} not found in the checkout or in {_PKG_DIR / 'data'}")
 
 
-def prune_logs(root: Path | None = None, *, keep_runs: int = 10, keep_other: int = 50) -> int:
-    """Keep the newest *keep_runs* pytest run directories (``pytest-*``) and the newest
-    *keep_other* other entries (a library's or the CLI's guest runs, an agent's log
-    files) in the log directory; returns how many were removed.  Entries in use are
-    recent, so they are never among the removed; ``build/`` (the recipes' logs) stays."""
+def prune_logs(
+    root: Path | None = None, *, keep_runs: int | None = 10, keep_other: int = 50
+) -> int:
+    """Keep the newest *keep_runs* pytest run directories (``pytest-*``; None: leave them
+    all, a pytest controller prunes its own) and the newest *keep_other* other entries
+    (a library's or the CLI's guest runs, an agent's log files) in the log directory;
+    returns how many were removed.  ``build/`` (the recipes' logs) stays, and so does
+    anything whose name carries the pid of a process still running (a guest that runs
+    for hours writes into its files, not into its directory: by the directory's age it
+    looked old, and its logs went while it ran)."""
     import shutil
 
     base = root if root is not None else log_dir()
@@ -149,10 +155,29 @@ def prune_logs(root: Path | None = None, *, keep_runs: int = 10, keep_other: int
     entries = sorted(base.iterdir(), key=mtime, reverse=True)
     runs = [p for p in entries if p.is_dir() and p.name.startswith("pytest-")]
     other = [p for p in entries if not p.name.startswith("pytest-") and p.name != "build"]
-    doomed = runs[keep_runs:] + other[keep_other:]
+    doomed = (runs[keep_runs:] if keep_runs is not None else []) + other[keep_other:]
+    doomed = [p for p in doomed if not _owner_runs(p.name)]
     for p in doomed:
         if p.is_dir():
             shutil.rmtree(p, ignore_errors=True)
         else:
             p.unlink(missing_ok=True)
     return len(doomed)
+
+
+# <stamp>-<pid>: pytest-20261206-154314-16208, e2e-20261206-154314-16208-3, ...
+_OWNER = re.compile(r"-\d{8}-\d{6}-(\d+)(?:-\d+)?(?:\.|$)")
+
+
+def _owner_runs(name: str) -> bool:
+    """Whether the log entry *name* names a process (its ``<stamp>-<pid>``) that runs."""
+    m = _OWNER.search(name)
+    if m is None:
+        return False
+    try:
+        os.kill(int(m[1]), 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # someone else's: it runs
+        return True
+    return True

@@ -117,17 +117,34 @@ def test_stale_socket_dirs_of_dead_processes_are_removed(tmp_path: Path) -> None
     assert not stale.exists() and live.exists() and other.exists()
 
 
+GONE = 999_999_999  # a pid no process has (above the kernel's pid_max)
+
+
+def test_prune_logs_leaves_what_a_running_process_writes(tmp_path: Path) -> None:
+    """A guest that runs for hours writes into its files, not its directory: by the
+    directory's age it was among the oldest, and its logs went while it ran."""
+    now = time.time()
+    mine = tmp_path / f"shell-20261206-000000-{os.getpid()}-1"
+    mine.mkdir()
+    os.utime(mine, (now - 1000, now - 1000))
+    for i in range(3):
+        (tmp_path / f"run-2026120{i}-000000-{GONE}-1").mkdir()
+    (tmp_path / f"pytest-20261206-000000-{GONE}").mkdir()
+    assert paths.prune_logs(tmp_path, keep_runs=None, keep_other=1) == 2
+    assert mine.exists() and (tmp_path / f"pytest-20261206-000000-{GONE}").exists()
+
+
 def test_prune_logs_keeps_the_newest_runs(tmp_path: Path) -> None:
     for i in range(5):
-        d = tmp_path / f"pytest-2026120{i}-000000-1"
+        d = tmp_path / f"pytest-2026120{i}-000000-{GONE}"
         d.mkdir()
         os.utime(d, (time.time() - 100 + i, time.time() - 100 + i))
     (tmp_path / "e2e-x").mkdir()
     assert paths.prune_logs(tmp_path, keep_runs=2) == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "e2e-x",
-        "pytest-20261203-000000-1",
-        "pytest-20261204-000000-1",
+        f"pytest-20261203-000000-{GONE}",
+        f"pytest-20261204-000000-{GONE}",
     ]
 
 
@@ -136,7 +153,7 @@ def test_prune_logs_keeps_the_newest_other_entries_files_too(tmp_path: Path) -> 
     pruned (99 runs had piled up); the recipes' build/ logs stay."""
     now = time.time()
     for i in range(4):
-        d = tmp_path / f"run-2026120{i}-000000-1-1"
+        d = tmp_path / f"run-2026120{i}-000000-{GONE}-1"
         d.mkdir()
         f = tmp_path / f"agent-2026120{i}.rx.jsonl"
         f.write_text("{}\n")
@@ -149,7 +166,7 @@ def test_prune_logs_keeps_the_newest_other_entries_files_too(tmp_path: Path) -> 
         "agent-20261202.rx.jsonl",
         "agent-20261203.rx.jsonl",
         "build",
-        "run-20261203-000000-1-1",
+        f"run-20261203-000000-{GONE}-1",
     ]  # the newest three but build/, which stays whatever its age
 
 

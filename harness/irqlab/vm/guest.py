@@ -1164,7 +1164,7 @@ class Guest:
         c = self.config
         if c.log_dir is None:  # the default log directory: scripts' and the CLI's runs
             with contextlib.suppress(OSError):  # were never pruned (pytest prunes its own)
-                prune_logs()
+                prune_logs(keep_runs=None)
         # Port 0: libslirp binds the host side itself and we read the port back, so no
         # other process can take it between our choice and QEMU's bind.
         self.machine = Machine(

@@ -16,8 +16,10 @@ and the pytest plugin's use it.
 from __future__ import annotations
 
 import logging
+import queue
 import signal
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -37,7 +39,10 @@ def holds_logging_lock() -> bool:
 class SafeRaise:
     """The deferral and re-delivery for one set of signal handlers in the main thread.
     A handler calls :meth:`deferred` first and returns when it says so; *ours* tells
-    the unraisable hook which exceptions are the handlers' own."""
+    the unraisable hook which exceptions are the handlers' own.  Deliveries go through
+    a thread started here (a handler or a finaliser starting one could deadlock on
+    threading's own locks); :meth:`uninstall` returns the signals still pending, for the
+    caller to send once its old handlers are back."""
 
     def __init__(self, ours: Callable[[BaseException], int | None]) -> None:
         main = threading.main_thread().ident
@@ -45,26 +50,29 @@ class SafeRaise:
         self._main = main
         self._ours = ours  # the signal an exception of our handlers came from, or None
         self.again: set[int] = set()  # signals delivered again: their handler raises
-        self.active = True  # False once the handlers are gone: no more deliveries
+        self.active = True  # False once uninstalled: no more deliveries
         self._spent = 0
         self._old_hook: Callable[[Any], object] | None = None
+        self._queue: queue.SimpleQueue[int] = queue.SimpleQueue()  # put() is reentrant
+        self._sending = threading.Lock()  # the sender's, and uninstall()'s (never a handler's)
+        self._sender = threading.Thread(target=self._send, name="sigsafe", daemon=True)
+        self._sender.start()
+
+    def _send(self) -> None:
+        while (signum := self._queue.get()) > 0:
+            time.sleep(DEFER_S)  # by then the main thread has left where it could not raise
+            with self._sending:  # not while uninstall() hands the pending ones back
+                if self.active and signum in self.again:
+                    signal.pthread_kill(self._main, signum)
 
     def deliver_again(self, signum: int) -> bool:
-        """*signum* to the main thread again in DEFER_S (from a timer thread: by then
-        the main thread has left the place it could not be raised in); False when the
-        deferrals are spent."""
-        if self._spent >= MAX_DEFERRALS:
+        """*signum* to the main thread again in DEFER_S; False when the deferrals are
+        spent."""
+        if self._spent >= MAX_DEFERRALS or not self.active:
             return False
         self._spent += 1
-
-        def send() -> None:
-            if self.active:
-                signal.pthread_kill(self._main, signum)
-
         self.again.add(signum)
-        timer = threading.Timer(DEFER_S, send)
-        timer.daemon = True
-        timer.start()
+        self._queue.put(signum)
         return True
 
     def deferred(self, signum: int) -> bool:
@@ -85,10 +93,17 @@ class SafeRaise:
 
         sys.unraisablehook = unraisable
 
-    def uninstall(self) -> None:
+    def uninstall(self) -> set[int]:
+        """Stop delivering, put the unraisable hook back and end the sender; the
+        signals whose delivery was still pending (send them again with the old
+        handlers in place: a Ctrl-C deferred in the block's last milliseconds)."""
         import sys
 
-        self.active = False
+        with self._sending:  # what the sender has not sent by now, it never sends
+            self.active = False
+            pending, self.again = set(self.again), set()
         if self._old_hook is not None:
             sys.unraisablehook = self._old_hook
             self._old_hook = None
+        self._queue.put(0)
+        return pending

@@ -228,3 +228,21 @@ def test_ctrl_c_that_lands_in_a_finaliser_is_delivered_again() -> None:
     )
     assert r.stdout.strip() == "interrupted", (r.stdout, r.stderr)
     assert "Exception ignored" not in r.stderr, r.stderr
+
+
+def test_a_signal_deferred_as_the_block_ends_is_not_lost() -> None:
+    """Deferred in the block's last milliseconds, it was dropped with the handlers: a
+    SIGTERM then ended nothing and irqlab exited as if none had come."""
+    r = _run_python(
+        """
+        import logging, os, signal
+        from irqlab.cli.main import teardown_on_signals
+        with teardown_on_signals():
+            logging._lock.acquire()
+            os.kill(os.getpid(), signal.SIGTERM)  # deferred: logging's lock is held
+            logging._lock.release()
+        print("the block ended as if no SIGTERM had come")
+        """
+    )
+    assert r.returncode == -signal.SIGTERM, (r.returncode, r.stdout, r.stderr)
+    assert "as if no SIGTERM" not in r.stdout

@@ -527,9 +527,11 @@ def teardown_on_signals() -> Iterator[None]:
         yield
     finally:
         watch.end()  # first: a signal between here and the old handlers is ignored
+        pending = safe.uninstall()  # before the old handlers: none of ours reaches them
         for sig, previous in old.items():
             signal.signal(sig, previous)
-        safe.uninstall()
+        for signum in pending:  # deferred in the block's last moments: not lost
+            signal.raise_signal(signum)
 
 
 def _terminated(signum: int) -> int:

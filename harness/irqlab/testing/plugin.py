@@ -397,10 +397,11 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     import signal
 
     safe = config.stash.get(_SAFE_RAISE, None)
-    if safe is not None:
-        safe.uninstall()
+    pending = safe.uninstall() if safe is not None else set()
     for sig, previous in config.stash.get(_OLD_HANDLERS, {}).items():
         signal.signal(sig, previous)  # what Python had: nothing of ours after the run
+    for sig in pending:  # deferred in the run's last moments: not lost
+        signal.raise_signal(sig)
 
 
 def pytest_configure(config: pytest.Config) -> None:

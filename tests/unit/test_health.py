@@ -359,3 +359,19 @@ def test_the_errors_a_guest_raises_are_exported_beside_it() -> None:
     e = AgentFault("guest kernel panic: x (waiting for y)", Fault("guest kernel panic: x", ""))
     assert isinstance(e, IrqlabError) and e.fault.cause == "guest kernel panic: x"
     assert str(e) == "guest kernel panic: x (waiting for y)" and e.response is None
+
+
+def test_a_fault_survives_pickle_and_copy() -> None:
+    """A process pool's worker that raised GuestFault broke the pool: unpickling called
+    __init__ with the message where a Fault belongs."""
+    import copy
+    import pickle
+
+    from irqlab.vm.agent_client import AgentFault
+
+    fault = Fault("guest kernel panic: x", "line 1\nline 2")
+    faults = [GuestFault(fault, "running 'y'"), AgentFault("guest kernel panic: x (y)", fault)]
+    for e in faults:
+        for again in (pickle.loads(pickle.dumps(e)), copy.copy(e)):
+            assert type(again) is type(e) and str(again) == str(e)
+            assert again.fault == fault

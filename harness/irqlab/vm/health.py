@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from irqlab.errors import IrqlabError
 from irqlab.vm.loadscale import timeout_scale
@@ -81,6 +81,20 @@ class GuestFault(IrqlabError, RuntimeError):
             f"{first}" + (f" ({doing})" if doing else "") + (f"\n{rest}" if rest else "")
         )
         self.fault = fault
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # pickle and copy called __init__ with the message for *fault* (a process pool,
+        # copy.copy): the made message and the attributes, as they are
+        return (_rebuilt, (type(self), str(self), dict(self.__dict__)))
+
+
+def _rebuilt(cls: type[BaseException], message: str, state: dict[str, Any]) -> BaseException:
+    """An exception of *cls* with *message* and the attributes *state*, without its
+    ``__init__`` (for :meth:`GuestFault.__reduce__`)."""
+    e = cls.__new__(cls)
+    BaseException.__init__(e, message)
+    e.__dict__.update(state)
+    return e
 
 
 def scan_console(text: str) -> tuple[int, str] | None:

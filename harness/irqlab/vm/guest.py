@@ -1051,14 +1051,16 @@ class Guest:
         # A splat of this boot (a WARN() of a module loading, a soft lockup of a loaded
         # host) saved into the snapshot would be in every guest restored from it, and
         # fail each of their tests: such a boot is not saved (the next boots cold).
+        why = ""
         try:
             splats = kernel_splats(*guest_kernel_log(self, scan_leaks=False))
-            why = f"the kernel reported problems while this guest booted ({splats[0].strip()})"
+            if splats:
+                why = f"the kernel reported problems while this guest booted ({splats[0]})"
         except GuestFault:
             raise  # it died: the start's story
         except (IrqlabError, ValueError) as e:  # the log could not be read: not saved
-            splats, why = [str(e)], f"its kernel log could not be read ({e})"
-        if splats:
+            why = f"its kernel log could not be read ({e})"
+        if why:
             self.snapshot_error = f"not saved as the snapshot {key}: {why}"
             print(f"irqlab: {self.config.name}: {self.snapshot_error}", file=sys.stderr)
             return

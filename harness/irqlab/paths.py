@@ -18,6 +18,7 @@ __all__ = [
     "checkout_root",
     "log_dir",
     "packaged_file",
+    "pid_runs",
     "repo_root",
 ]
 
@@ -172,10 +173,14 @@ _OWNER = re.compile(r"-\d{8}-\d{6}-(\d+)(?:-\d+)?(?:\.|$)")
 def _owner_runs(name: str) -> bool:
     """Whether the log entry *name* names a process (its ``<stamp>-<pid>``) that runs."""
     m = _OWNER.search(name)
-    if m is None:
-        return False
+    return m is not None and pid_runs(int(m[1]))
+
+
+def pid_runs(pid: int) -> bool:
+    """Whether a process *pid* exists (another user's too): the owner of a log entry or
+    of a socket directory (irqlab.vm.machine) that must not be removed under it."""
     try:
-        os.kill(int(m[1]), 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except OSError:  # someone else's: it runs

@@ -33,7 +33,7 @@ from typing import Any
 
 from irqlab.build import cache
 from irqlab.errors import IrqlabError
-from irqlab.paths import log_dir
+from irqlab.paths import log_dir, pid_runs
 from irqlab.vm import proc
 from irqlab.vm.console import Console
 from irqlab.vm.qmp.client import SyncQMP
@@ -159,13 +159,8 @@ def remove_stale_sock_dirs(tmp: Path | None = None) -> list[Path]:
             shutil.rmtree(p, ignore_errors=True)
             removed.append(p)
             continue
-        try:
-            os.kill(int(m[1]), 0)
+        if pid_runs(int(m[1])):
             continue  # its owner lives
-        except ProcessLookupError:
-            pass
-        except PermissionError:
-            continue  # someone else's live process
         shutil.rmtree(p, ignore_errors=True)
         removed.append(p)
     return removed

@@ -1,0 +1,82 @@
+"""A cold boot is saved as a snapshot only when its kernel log is clean (a splat would
+be in every guest restored from it) and could be read; a guest that died while it was
+read is its start's failure.  Without a VM: the log read and the save are stand-ins."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from irqlab.vm import kernlog, snapshot
+from irqlab.vm.guest import Guest, GuestConfig
+from irqlab.vm.health import Fault, GuestFault
+
+
+def _guest(monkeypatch: pytest.MonkeyPatch, log: Any) -> tuple[Guest, list[str]]:
+    """A Guest as a cold boot leaves it, whose kernel log read returns *log* (or raises
+    it, an exception); the keys snapshot.save was called with."""
+    g = Guest(GuestConfig(name="t"))
+    g.image = SimpleNamespace(version="v")  # type: ignore[assignment]
+    g.qemu = SimpleNamespace(binary=Path("/q"))  # type: ignore[assignment]
+    g.machine = SimpleNamespace(argv=["q"])  # type: ignore[assignment]
+    saved: list[str] = []
+
+    def read(guest: Guest, *, scan_leaks: bool) -> tuple[str, int]:
+        assert not scan_leaks  # a leak scan is the session's, not every boot's
+        if isinstance(log, BaseException):
+            raise log
+        return log  # type: ignore[no-any-return]
+
+    def save(machine: object, key: str, meta: dict[str, Any], **kw: object) -> Path:
+        saved.append(key)
+        return Path("/snap")
+
+    monkeypatch.setattr(kernlog, "guest_kernel_log", read)
+    monkeypatch.setattr(snapshot, "save", save)
+    monkeypatch.setattr(g, "_connect_ssh", lambda: None)
+    monkeypatch.setattr(g, "_connect_agent", lambda: None)
+    return g, saved
+
+
+def test_a_clean_boot_is_saved(monkeypatch: pytest.MonkeyPatch) -> None:
+    """It failed on the first splat of none (IndexError) and no boot was saved."""
+    g, saved = _guest(monkeypatch, ("[ 1.0] irqlab: loaded\n", kernlog.EXPECTED_TAINT))
+    g._save_snapshot("k")
+    assert saved == ["k"] and g.snapshot_error is None and g.snapshot_dir == Path("/snap")
+
+
+def test_a_boot_with_a_splat_is_not_saved(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    warn = "[ 2.7] WARNING: CPU: 0 PID: 131 at mydrv.c:24 mydrv_init+0x4e/0x1000 [mydrv]"
+    g, saved = _guest(monkeypatch, (f"[ 1.0] ok\n{warn}\n", 1 << 9))
+    g._save_snapshot("k")
+    assert saved == []
+    assert g.snapshot_error == (
+        f"not saved as the snapshot k: the kernel reported problems while this guest "
+        f"booted ({warn})"
+    )
+    assert capsys.readouterr().err == f"irqlab: t: {g.snapshot_error}\n"
+
+
+def test_a_log_that_cannot_be_read_is_not_saved(monkeypatch: pytest.MonkeyPatch) -> None:
+    g, saved = _guest(monkeypatch, ValueError("invalid literal for int(): 'x'"))
+    g._save_snapshot("k")
+    assert saved == []
+    assert g.snapshot_error == (
+        "not saved as the snapshot k: its kernel log could not be read "
+        "(invalid literal for int(): 'x')"
+    )
+
+
+def test_a_guest_that_died_while_its_log_was_read_fails_the_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    died = GuestFault(Fault("guest kernel panic: x", ""))
+    g, saved = _guest(monkeypatch, died)
+    with pytest.raises(GuestFault) as info:
+        g._save_snapshot("k")
+    assert info.value is died and saved == [] and g.snapshot_error is None

@@ -133,9 +133,9 @@ def test_a_module_built_for_another_kernel_is_refused_before_anything_boots(
     patched.write_bytes(data.replace(mark, f"vermagic={other} ".encode()))
     g = Guest(GuestConfig(name="other-kernel", extra_modules=[patched], load_irqlab=False))
     with pytest.raises(PrerequisiteMissing) as info:
-        g.prepare()
+        g.start()  # refused in its first step: nothing booted
     assert str(info.value) == (
         f"extra module {patched} is built for kernel {other}, but the guest runs {release}: "
         "build it against the guest's kernel with `make -C $(irqlab kdir) M=$PWD modules`"
     )
-    assert g.machine is None
+    assert g.log_dir is None, "no QEMU was started for it"

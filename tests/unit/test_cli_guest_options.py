@@ -9,7 +9,7 @@ import pytest
 
 from irqlab.cli.guestcmd import UsageError, parse_assignments, parse_puts
 from irqlab.cli.main import build_parser, main
-from irqlab.contract.regs import QOM
+from irqlab.contract.regs import QOM, REGS
 from irqlab.errors import IrqlabError
 
 
@@ -498,6 +498,9 @@ def test_regs_with_a_prefix_nothing_has_fails(capsys: pytest.CaptureFixture[str]
     assert capsys.readouterr().out == short
 
 
+MIN_US = f"{REGS.MIN_BURST_PERIOD_NS / 1000:g}"  # the device's minimum burst period
+
+
 def test_inject_burst_period_below_the_minimum_is_said_in_microseconds(
     qmp: type[_Qmp], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -505,8 +508,8 @@ def test_inject_burst_period_below_the_minimum_is_said_in_microseconds(
     device's range, as push's and pulse's (the README's status 1): no usage error."""
     assert main(["inject", "--qmp", "S", "burst", "10", "--period-us", "0"]) == 1
     err = capsys.readouterr().err.strip()
-    assert err == "irqlab: --period-us 0 µs is below the minimum, 1 µs", err
+    assert err == f"irqlab: --period-us 0 µs is below the minimum, {MIN_US} µs", err
     # as given, not as rounded to whole ns (it said "0 µs" of 0.0004)
     assert main(["inject", "--qmp", "S", "burst", "10", "--period-us", "0.0004"]) == 1
     err = capsys.readouterr().err.strip()
-    assert err == "irqlab: --period-us 0.0004 µs is below the minimum, 1 µs", err
+    assert err == f"irqlab: --period-us 0.0004 µs is below the minimum, {MIN_US} µs", err

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from irqlab.testing.helpers import kernel_report, kernel_splats
+from irqlab.testing.helpers import EXPECTED_TAINT, kernel_report, kernel_splats
 
 CLEAN = """\
 [    1.679955] irqlab: module verification failed: signature and/or required key missing
@@ -33,7 +33,7 @@ def test_a_splat_is_found(line: str) -> None:
 
 
 def test_a_clean_log_with_the_expected_taint_passes() -> None:
-    assert kernel_splats(CLEAN, tainted=(1 << 12) | (1 << 13)) == []
+    assert kernel_splats(CLEAN, tainted=EXPECTED_TAINT) == []
 
 
 def test_kmemleaks_own_boot_lines_are_no_report() -> None:

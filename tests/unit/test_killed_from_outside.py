@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from irqlab.vm import guest
 from irqlab.vm.guest import Guest, GuestConfig
 from irqlab.vm.machine import MachineError
 
@@ -53,7 +54,11 @@ def test_an_exit_just_after_the_lost_connection_decides(status: int, outside: bo
         qemu.proc.wait()
 
 
-def test_a_qemu_that_goes_on_running_is_the_snapshots_fault() -> None:
+def test_a_qemu_that_goes_on_running_is_the_snapshots_fault(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # the whole wait runs out here: a short one (2 s, up to 16 on a loaded host)
+    monkeypatch.setattr(guest, "EXIT_AFTER_LOST_QMP_S", 0.2)
     g = Guest(GuestConfig())
     qemu = _Exiting(30, 0)
     g.machine = qemu  # type: ignore[assignment]

@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from faultwait import raises_within  # same directory (rootdir-relative import)
@@ -172,17 +173,20 @@ def test_a_device_poll_ends_when_the_heartbeat_stops() -> None:
         g.close()
 
 
-def test_an_unplug_whose_qemu_dies_is_named_at_once() -> None:
+def test_an_unplug_whose_qemu_dies_is_named_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """Unplug waits for QEMU's DEVICE_DELETED: a dead QEMU made it wait its 30 s."""
     g = start_guest(GuestConfig(name="fault-unplug", hotplug=True))
     try:
-        assert g.machine is not None
-        kill = threading.Timer(0.05, os.kill, (g.machine.pid, signal.SIGKILL))
-        kill.start()
-        try:
-            e = raises_within(g.unplug, VERDICT, GuestFault)
-        finally:
-            kill.cancel()
+        machine = g.machine
+        assert machine is not None
+        wait_event = machine.wait_event
+
+        def killed_then_wait(*args: Any, **kw: Any) -> Any:  # QEMU dies as the wait begins
+            os.kill(machine.pid, signal.SIGKILL)
+            return wait_event(*args, **kw)
+
+        monkeypatch.setattr(machine, "wait_event", killed_then_wait)
+        e = raises_within(g.unplug, VERDICT, GuestFault)
         assert str(e).startswith("QEMU exited with status -9"), e
     finally:
         g.close()

@@ -36,6 +36,7 @@ from irqlab.errors import IrqlabError
 from irqlab.paths import log_dir, pid_runs
 from irqlab.vm import proc
 from irqlab.vm.console import Console
+from irqlab.vm.health import file_tail
 from irqlab.vm.qmp.client import SyncQMP
 from irqlab.vm.qmp.errors import QMPFailure
 from irqlab.vm.qtest import QTest
@@ -199,14 +200,6 @@ def build_argv(cfg: MachineConfig, paths: RunPaths) -> list[str]:
     return argv
 
 
-def _tail(path: Path, lines: int = 15) -> str:
-    try:
-        text = path.read_text(errors="replace").rstrip()
-    except OSError:
-        return ""
-    return "\n".join(text.splitlines()[-lines:])
-
-
 class Machine:
     """A running QEMU; use as a context manager (or call :meth:`start`/:meth:`close`)."""
 
@@ -308,7 +301,7 @@ class Machine:
         if self._proc is not None and self._proc.poll() is not None:
             parts.append(f"QEMU exit status {self._proc.returncode}")
         if self.paths is not None:
-            tail = _tail(self.paths.stderr_log)
+            tail = file_tail(self.paths.stderr_log, 15)
             if tail:
                 parts.append("QEMU said:\n" + tail)
             parts.append(self.describe_logs())
@@ -316,7 +309,7 @@ class Machine:
 
     def stderr_tail(self, lines: int = 15) -> str:
         """The last *lines* of QEMU's own output (empty before start)."""
-        return _tail(self.paths.stderr_log, lines) if self.paths is not None else ""
+        return file_tail(self.paths.stderr_log, lines) if self.paths is not None else ""
 
     def describe_logs(self) -> str:
         if self.paths is None:

@@ -13,7 +13,7 @@ import contextlib
 import logging
 from collections.abc import Coroutine, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from qemu.qmp import EventListener, ExecInterruptedError, ExecuteError, QMPClient, QMPError
 from qemu.qmp.protocol import Runstate
@@ -26,6 +26,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 
 class _HeldRecords(logging.Filter):
@@ -174,6 +175,14 @@ class SyncQMP:
         except (QMPError, OSError) as e:
             raise QMPFailure(f"QMP {command}: {e}") from e
 
+    def _loop(self, coro: Coroutine[Any, Any, _T], timeout: float, what: str) -> _T:
+        """*coro* run on the loop; an :meth:`abort` that ends it is a QMPFailure saying
+        *what* was waited for (a timeout stays the caller's to say)."""
+        try:
+            return self._aio.run(coro, timeout)
+        except LoopAborted as e:
+            raise QMPFailure(f"{what}: {e}") from None
+
     def abort(self, reason: str, *, later: bool = True) -> None:
         """End every command or event wait now pending, and with *later* each one after,
         with :class:`QMPFailure` (*reason*): the peer is known dead or frozen (the health
@@ -224,13 +233,11 @@ class SyncQMP:
             return await asyncio.gather(*tasks, return_exceptions=True)
 
         try:
-            results = self._aio.run(run_all(), limit)
+            results = self._loop(run_all(), limit, f"QMP: {len(commands)} pipelined commands")
         except LoopTimeout:
             raise QMPFailure(
                 f"QMP: {len(commands)} pipelined commands not done in {limit} s"
             ) from None
-        except LoopAborted as e:
-            raise QMPFailure(f"QMP: {len(commands)} pipelined commands: {e}") from None
         for (cmd, args), r in zip(commands, results, strict=True):
             if isinstance(r, ExecuteError):
                 raise QMPCommandError(cmd, dict(args or {}), r.error_class, str(r)) from None
@@ -247,10 +254,7 @@ class SyncQMP:
             out, self._backlog = self._backlog, []
             return out + [dict(m) for m in self._listener.clear()]
 
-        try:
-            return self._aio.run(drain(), self.timeout)
-        except LoopAborted as e:
-            raise QMPFailure(f"QMP events: {e}") from None
+        return self._loop(drain(), self.timeout, "QMP events")
 
     def take_events(
         self, names: Sequence[str], timeout: float | None = None
@@ -264,10 +268,8 @@ class SyncQMP:
             self._backlog = [ev for ev in self._backlog if ev.get("event") not in wanted]
             return out
 
-        try:
-            return self._aio.run(take(), self.timeout if timeout is None else timeout)
-        except LoopAborted as e:
-            raise QMPFailure(f"QMP events {sorted(wanted)}: {e}") from None
+        limit = self.timeout if timeout is None else timeout
+        return self._loop(take(), limit, f"QMP events {sorted(wanted)}")
 
     def wait_event(
         self, name: str, timeout: float, match: Mapping[str, object] | None = None
@@ -294,13 +296,11 @@ class SyncQMP:
                 self._backlog.append(ev)
 
         try:
-            return self._aio.run(wait(), timeout)
+            return self._loop(wait(), timeout, f"QMP event {name}")
         except LoopTimeout:
             raise QMPFailure(
                 f"QMP event {name} {dict(match or {})} not seen within {timeout} s"
             ) from None
-        except LoopAborted as e:
-            raise QMPFailure(f"QMP event {name}: {e}") from None
 
     def close(self) -> None:
         """Disconnect (ignoring errors of a dead peer) and stop the loop thread; idempotent."""

@@ -85,13 +85,16 @@ def parse_puts(items: list[str] | None) -> dict[str, Path]:
     return out
 
 
-_BUILD_MODULE = "make -C $(irqlab kdir) M=$PWD modules"  # as the README and `kdir --help` say
-
-
 def guest_config(args: argparse.Namespace, name: str) -> Any:
     """The GuestConfig the options describe (``--accel`` goes to $IRQLAB_ACCEL)."""
     from irqlab.build.kernel import module_name
-    from irqlab.vm.guest import GuestConfig, GuestConfigError, check_device_props, parse_module_spec
+    from irqlab.vm.guest import (
+        BUILD_MODULE,
+        GuestConfig,
+        GuestConfigError,
+        check_device_props,
+        parse_module_spec,
+    )
 
     if args.accel:
         os.environ["IRQLAB_ACCEL"] = args.accel
@@ -110,7 +113,7 @@ def guest_config(args: argparse.Namespace, name: str) -> Any:
         m = Path(ko)
         problem = _not_a_file(m, "a .ko file")
         if problem:
-            hint = "" if m.exists() else f" (build it with {_BUILD_MODULE})"
+            hint = "" if m.exists() else f" (build it with {BUILD_MODULE})"
             raise UsageError(f"--module {m}: {problem}{hint}")
         modules.append(m)
         if params:

@@ -68,6 +68,7 @@ from irqlab.vm.ssh import (
 __all__ = [
     "AGENT_LOG",
     "AGENT_PORT",
+    "BUILD_MODULE",
     "DEVICE_TYPE",
     "FAULT_VERDICT",
     "GUEST_SSH_PORT",
@@ -301,6 +302,10 @@ def check_module_arch(ko: Path, arch: Arch, what: str) -> None:
     )
 
 
+# How a module is built against the Debian guest's kernel (README, `irqlab kdir --help`)
+BUILD_MODULE = "make -C $(irqlab kdir) M=$PWD modules"
+
+
 def check_module_kernel(ko: Path, image: GuestImage, what: str) -> None:
     """Refuse, before anything boots, a module *ko* built for another kernel than the
     guest *image*'s (``uname -r``; the first word of the module's ``vermagic``): the
@@ -318,7 +323,7 @@ def check_module_kernel(ko: Path, image: GuestImage, what: str) -> None:
         tree = image.kernel_artifacts.headers_build_dir
         how = f"make -C {tree} M=$PWD modules, with Buildroot's toolchain"
     elif image.arch == "x86_64":
-        how = "make -C $(irqlab kdir) M=$PWD modules"
+        how = BUILD_MODULE
     else:
         how = f"make $(irqlab kdir --arch {image.arch} --make-args) M=$PWD modules"
     raise PrerequisiteMissing(

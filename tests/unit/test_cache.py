@@ -418,3 +418,21 @@ def test_a_waiter_on_a_lock_file_removed_meanwhile_locks_the_new_one(tmp_path: P
         assert lock.exists() and got == [os.stat(lock).st_ino] and got[0] != old
     finally:
         os.close(keep)
+
+
+def test_a_lock_file_that_cannot_be_opened_is_left_not_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another user's (a sudo run's) lock file: the PermissionError escaped the snapshot
+    prune after a save, and irqlab cache --prune after the outputs went."""
+    lock = tmp_path / f"kmod-{fake_cache.digest(7)}.lock"
+    lock.write_text("")
+    old = time.time() - 2 * cache.STALE_LOCK_AGE_S
+    os.utime(lock, (old, old))
+
+    def refused(path: Path, *, wait: bool) -> None:
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(cache, "_locked_file", refused)
+    assert cache.remove_stale_locks(tmp_path) == []
+    assert lock.exists()

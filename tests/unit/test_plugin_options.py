@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from irqlab.errors import IrqlabError
 from irqlab.testing.plugin import gpio_mask
 
 pytest_plugins = ["pytester"]
@@ -341,3 +342,30 @@ def test_the_plugins_signal_handlers_go_with_the_run(tmp_path: Path) -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
     )
     assert r.stdout.splitlines()[-1] == "0 True True True", (r.stdout, r.stderr)
+
+
+@pytest.mark.parametrize(
+    "error", [EOFError(), OSError(104, "reset"), ValueError("int('x')"), IrqlabError("gone")]
+)
+def test_the_kernel_log_check_is_quiet_for_a_guest_that_stops_answering(
+    monkeypatch: pytest.MonkeyPatch, error: BaseException
+) -> None:
+    """A guest that went as its test ended is that test's story: the check added an
+    error of its own (SSH's errors but the harness's own escaped it)."""
+    import paramiko
+
+    from irqlab.testing import plugin
+    from irqlab.vm import kernlog
+
+    def gone(guest: object, *, scan_leaks: bool) -> tuple[str, int]:
+        raise error
+
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(kernlog, "guest_kernel_log", gone)
+    guest = SimpleNamespace(
+        fault=None, ssh=object(), machine=SimpleNamespace(is_running=lambda: True)
+    )
+    plugin._check_kernel_log(guest)  # type: ignore[arg-type]
+    error = paramiko.SSHException("no session")  # paramiko's own: not an OSError
+    plugin._check_kernel_log(guest)  # type: ignore[arg-type]

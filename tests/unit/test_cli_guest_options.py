@@ -150,6 +150,9 @@ class _Guest:
     def close(self) -> None:
         _Guest.closed += 1
 
+    def fault_after(self, rc: int, signal: object = None) -> None:
+        return None
+
 
 @pytest.mark.parametrize("starts", [True, False], ids=["normal-exit", "start-fails"])
 def test_shell_leaves_no_socket_folder(
@@ -161,7 +164,7 @@ def test_shell_leaves_no_socket_folder(
     monkeypatch.setattr("irqlab.vm.guest.Guest", _Guest)
     monkeypatch.setattr(_Guest, "fails", not starts)
     monkeypatch.setattr(_Guest, "closed", 0)
-    monkeypatch.setattr(guestcmd, "interactive_shell", lambda g: 0)
+    monkeypatch.setattr(guestcmd, "interactive_shell", lambda g: (0, None))
     assert main(["shell"]) == (0 if starts else 1)
     assert list(tmp_path.iterdir()) == []
     assert _Guest.closed == 1  # the guest is stopped however the shell ends
@@ -213,7 +216,7 @@ def test_shell_hint_without_our_driver_says_so(
 
     monkeypatch.setattr(guestcmd.tempfile, "tempdir", str(tmp_path))
     monkeypatch.setattr("irqlab.vm.guest.Guest", _Guest)
-    monkeypatch.setattr(guestcmd, "interactive_shell", lambda g: 0)
+    monkeypatch.setattr(guestcmd, "interactive_shell", lambda g: (0, None))
     assert main(["shell", *(["--no-irqlab"] if no_irqlab else [])]) == 0
     err = capsys.readouterr().err
     assert "irqlab:   export IRQLAB_QMP=" in err  # the device is still driven over QMP

@@ -29,6 +29,7 @@ import paramiko
 
 from irqlab.cli.argtypes import UsageError, finite, integer
 from irqlab.errors import IrqlabError
+from irqlab.vm.exit_signal import ExitSignal, exit_signal
 
 __all__ = [
     "RUN_DESCRIPTION",
@@ -225,10 +226,15 @@ def _session(guest: Any) -> paramiko.Channel:
     return chan
 
 
-def interactive_shell(guest: Any) -> int:
+def interactive_shell(guest: Any) -> tuple[int, ExitSignal | None]:
     """An interactive shell in the guest on this terminal (raw mode, window size kept
-    in sync); without a terminal, the shell reads our stdin."""
+    in sync); without a terminal, the shell reads our stdin.  Its exit status (as
+    :func:`bridge`) and the signal that killed it, if one did."""
     chan = _session(guest)
+    return _shell(chan), exit_signal(chan)
+
+
+def _shell(chan: paramiko.Channel) -> int:
     tty = sys.stdin.isatty()
     if not tty:
         chan.exec_command("sh")
@@ -334,15 +340,6 @@ def shell_hint(qmp: Path, *, irqlab_loaded: bool = True) -> str:
     return "\n".join(f"irqlab: {line}" for line in lines)
 
 
-def _fault_after(guest: Any, rc: int) -> Any:
-    """The guest's fault after a command or shell ended with *rc*; when its connection
-    dropped (rc < 0), waiting for the health watch's verdict, which comes a moment
-    after (FAULT_VERDICT)."""
-    from irqlab.vm.guest import FAULT_VERDICT
-
-    return guest.wait_fault(FAULT_VERDICT) if rc < 0 else guest.fault
-
-
 def cmd_shell(args: argparse.Namespace) -> int:
     config = guest_config(args, "shell")
     sock_dir = Path(tempfile.mkdtemp(prefix=f"irqlab-{os.getpid()}-shell"))
@@ -351,10 +348,10 @@ def cmd_shell(args: argparse.Namespace) -> int:
         with _running_guest(config) as g:
             hint = shell_hint(qmp, irqlab_loaded=not args.no_irqlab)
             print(hint, file=sys.stderr, flush=True)
-            rc = interactive_shell(g)
+            rc, killed = interactive_shell(g)
             # the connection dropped under the shell: the watch's verdict comes a moment
             # later (it ended with status 255 and not a word when QEMU was killed)
-            fault = _fault_after(g, rc)
+            fault = g.fault_after(rc, killed)
             if fault is not None:
                 print(f"irqlab: the guest died: {fault.describe()}", file=sys.stderr)
                 return 1
@@ -363,6 +360,8 @@ def cmd_shell(args: argparse.Namespace) -> int:
                     "irqlab: the shell did not finish: the SSH connection dropped", file=sys.stderr
                 )
                 return 255
+            if killed is not None:
+                print(f"irqlab: the shell was {killed.describe()}", file=sys.stderr)
             return rc
     finally:
         shutil.rmtree(sock_dir, ignore_errors=True)
@@ -398,11 +397,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         chan.exec_command(remote_command(cmd))
         stdin = None if args.no_stdin else forwarded_stdin()
         rc = bridge(chan, stdin, sys.stdout.fileno(), sys.stderr.fileno())
-        if rc < 0:
-            fault = _fault_after(g, rc)
-            cause = fault.describe() if fault is not None else "the SSH connection dropped"
-            print(f"irqlab: the command did not finish: {cause}", file=sys.stderr)
-            return 255
+        killed = exit_signal(chan)
+        if rc < 0 or killed is not None:
+            fault = g.fault_after(rc, killed)
+            if fault is not None or killed is None:
+                cause = fault.describe() if fault is not None else "the SSH connection dropped"
+                print(f"irqlab: the command did not finish: {cause}", file=sys.stderr)
+                return 255
+            # as a shell says it of its child (ssh said nothing, with status 255)
+            print(f"irqlab: the command was {killed.describe()}", file=sys.stderr)
         return rc
 
 

@@ -44,7 +44,8 @@ from irqlab.errors import IrqlabError
 from irqlab.paths import log_dir, prune_logs
 from irqlab.vm import proc
 from irqlab.vm.agent_client import AgentClient, AgentError, AgentFault, AgentTimeout
-from irqlab.vm.health import Fault, GuestFault, HealthWatch, file_tail, printable
+from irqlab.vm.exit_signal import ExitSignal, signal_status
+from irqlab.vm.health import GRACE, Fault, GuestFault, HealthWatch, file_tail, printable
 from irqlab.vm.qmp.injector import DEVICE_ID, DEVICE_TYPE
 
 if TYPE_CHECKING:
@@ -115,6 +116,12 @@ EXTRA_DIR = "/root/irqlab-extra"  # where GuestConfig.extra_modules go in the gu
 AGENT_PORT = 7707  # the agent daemon listens on the guest's loopback, reached by SSH forward
 AGENT_LOG = "/run/irqlab-agent.log"  # the daemon's stderr in the guest
 FAULT_VERDICT = 2.0  # s a broken connection waits for the health watch's verdict
+# The signals the kernel kills a task with when it oopses under it (die()); a command
+# they end waits this long for the watch's verdict on the console (an oops's verdict
+# comes GRACE after its line), other signals (ABRT, TERM, ...) not at all.
+KERNEL_KILLS = frozenset({"SEGV", "KILL"})
+OOPS_VERDICT = GRACE + 0.6
+_KERNEL_KILL_STATUSES = frozenset(signal_status(name) for name in KERNEL_KILLS)
 EXIT_AFTER_LOST_QMP_S = 2.0  # s a load that lost QMP waits to see whether QEMU exits
 HEARTBEAT_MS = 1000  # the agent's heartbeat period (the health watch's freeze detection)
 
@@ -1404,6 +1411,13 @@ class Guest:
             raise CommandError(cmd, result)
         return result.out
 
+    def run(self, cmd: str, *, timeout: float = 60.0, input: bytes | None = None) -> RunResult:
+        """Run a shell command in the guest (*input* on its stdin) and return its
+        :class:`RunResult` whatever its status: ``rc`` (128 + N when signal N killed
+        it, and ``signal`` names it), ``out``, ``err``.  A guest that dies meanwhile
+        raises :class:`GuestFault`."""
+        return self._run(cmd, timeout=timeout, input=input)
+
     def _run(
         self, cmd: str, *, timeout: float, input: bytes | None = None, doing: str = ""
     ) -> RunResult:
@@ -1420,11 +1434,23 @@ class Guest:
             if fault is not None:
                 raise GuestFault(fault, doing) from e
             raise
-        if result.rc == -1:  # the channel closed under the command: did the guest die?
-            fault = self.wait_fault(FAULT_VERDICT)
+        if result.rc == -1 or result.rc >= 128:  # dropped, or killed by a signal
+            fault = self.fault_after(result.rc, result.signal)
             if fault is not None:
                 raise GuestFault(fault, doing)
         return result
+
+    def fault_after(self, rc: int, signal: ExitSignal | None = None) -> Fault | None:
+        """The guest's fault, if it has one, after a command ended with *rc* (killed by
+        *signal*): a closed channel (rc -1) waits up to FAULT_VERDICT s for the health
+        watch's verdict, a command the kernel may have killed for an oops under it
+        (KERNEL_KILLS, reported by SSH or by a shell as 128 + N) OOPS_VERDICT s; any
+        other end does not wait."""
+        if rc == -1:  # the channel closed under the command: did the guest die?
+            return self.wait_fault(FAULT_VERDICT)
+        if rc in _KERNEL_KILL_STATUSES or (signal is not None and signal.name in KERNEL_KILLS):
+            return self.wait_fault(OOPS_VERDICT)  # an oops under it, or its own crash?
+        return self.fault
 
     @property
     def injector(self) -> Injector:

@@ -34,6 +34,7 @@ from typing import Any, BinaryIO, NamedTuple, Protocol
 import paramiko
 
 from irqlab.errors import IrqlabError
+from irqlab.vm.exit_signal import ExitSignal, exit_signal, track_exit_signals
 
 __all__ = [
     "RETRYABLE",
@@ -70,19 +71,36 @@ class SshError(IrqlabError, RuntimeError):
 
 class CommandError(SshError):
     def __init__(self, cmd: str, result: RunResult) -> None:
+        how = f"{result.signal.describe()}, rc={result.rc}" if result.signal else f"rc={result.rc}"
         super().__init__(
-            f"command failed (rc={result.rc}): {cmd}\n"
-            f"--- stdout\n{result.out}\n--- stderr\n{result.err}"
+            f"command failed ({how}): {cmd}\n--- stdout\n{result.out}\n--- stderr\n{result.err}"
         )
         self.result = result
 
 
-class RunResult(NamedTuple):
-    """A finished command; a tuple, so that ``rc, out, err = ssh.run(...)`` works (typed)."""
-
+class _Finished(NamedTuple):
     rc: int
     out: str
     err: str
+
+
+class RunResult(_Finished):
+    """A finished command; a tuple, so that ``rc, out, err = ssh.run(...)`` works (typed).
+
+    ``rc`` is the exit status; 128 + N when signal N killed the command (as a shell
+    says it), and then ``signal`` names it; -1 when the connection closed before
+    any status came."""
+
+    signal: ExitSignal | None
+
+    def __new__(cls, rc: int, out: str, err: str, signal: ExitSignal | None = None) -> RunResult:
+        self = super().__new__(cls, rc, out, err)
+        self.signal = signal
+        return self
+
+    def __repr__(self) -> str:
+        more = f", signal={self.signal.name!r}" if self.signal else ""
+        return f"RunResult(rc={self.rc!r}, out={self.out!r}, err={self.err!r}{more})"
 
 
 class _Client(Protocol):
@@ -255,10 +273,16 @@ class RemoteProcess:
         self.stdin, self.stdout, self.stderr = channel_files(channel)
 
     def exit_status(self, timeout: float | None = None) -> int | None:
-        """The exit status, or None if the command still runs after *timeout* s."""
+        """The exit status, or None if the command still runs after *timeout* s
+        (128 + N when signal N killed it: :attr:`signal` names it)."""
         if timeout is not None and not self.channel.status_event.wait(timeout):
             return None
         return self.channel.recv_exit_status()
+
+    @property
+    def signal(self) -> ExitSignal | None:
+        """The signal that killed the command, once it ended so."""
+        return exit_signal(self.channel)
 
     def close_stdin(self) -> None:
         with contextlib.suppress(OSError, EOFError, ValueError):
@@ -371,6 +395,7 @@ class SshClient:
                 self._check_host_key(client, transport)
             self._client = client
             if transport is not None:
+                track_exit_signals(transport)  # before any channel: a crash is no -1
                 transport.set_keepalive(5)
             return self
 
@@ -466,7 +491,9 @@ class SshClient:
                 raise SshError(f"timeout ({timeout}s) running: {cmd}") from e
             finally:
                 chan.close()
-        result = RunResult(rc, out.decode(errors="replace"), err.decode(errors="replace"))
+        result = RunResult(
+            rc, out.decode(errors="replace"), err.decode(errors="replace"), exit_signal(chan)
+        )
         if check and rc != 0:
             raise CommandError(cmd, result)
         return result

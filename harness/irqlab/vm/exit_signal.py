@@ -1,0 +1,75 @@
+"""A guest command killed by a signal, as SSH reports it (RFC 4254 6.10, "exit-signal").
+
+dropbear reports a command that a signal ended (a crash: SEGV, ABRT; ``kill -9``)
+with an ``exit-signal`` channel request instead of ``exit-status``.  paramiko
+ignores that request: the channel then closes without a status and
+``recv_exit_status()`` says -1, as if the connection had dropped, so a user's
+crashing program cost the wait for a guest fault and was reported as "rc=-1".
+
+:func:`track_exit_signals` gives one transport a channel-request handler that
+records the signal on the channel (:func:`exit_signal`) and sets its exit status
+to 128 + the signal's number, as a shell reports a child killed by a signal.
+"""
+
+from __future__ import annotations
+
+import signal
+from typing import Any, NamedTuple
+
+import paramiko
+from paramiko.common import MSG_CHANNEL_REQUEST
+
+__all__ = ["ExitSignal", "exit_signal", "signal_status", "track_exit_signals"]
+
+ATTR = "irqlab_exit_signal"  # where the request's contents go on the channel
+TABLE = "_channel_handler_table"  # paramiko.Transport's (private, see below)
+UNKNOWN_SIGNAL_STATUS = 255  # a name this host does not know (another OS's signal)
+
+
+class ExitSignal(NamedTuple):
+    name: str  # without "SIG", as the protocol sends it: "SEGV", "KILL"
+    core_dumped: bool
+    message: str
+
+    def describe(self) -> str:
+        core = " (core dumped)" if self.core_dumped else ""
+        msg = f": {self.message}" if self.message else ""
+        return f"killed by signal {self.name}{core}{msg}"
+
+
+def signal_status(name: str) -> int:
+    """128 + the number of signal *name* ("SEGV" -> 139), as a shell says it."""
+    try:
+        return 128 + int(signal.Signals[f"SIG{name}"])
+    except KeyError:
+        return UNKNOWN_SIGNAL_STATUS
+
+
+def exit_signal(chan: Any) -> ExitSignal | None:
+    """The signal that ended *chan*'s command, if one did (and was reported)."""
+    found = getattr(chan, ATTR, None)
+    return found if isinstance(found, ExitSignal) else None
+
+
+def track_exit_signals(transport: paramiko.Transport) -> None:
+    """Record ``exit-signal`` requests on *transport*'s channels (see the module's doc).
+
+    paramiko dispatches channel messages through a table of the transport's class;
+    this gives *transport* its own copy, with the request handler wrapped."""
+    table = dict(getattr(transport, TABLE))
+    base = table[MSG_CHANNEL_REQUEST]
+
+    def handle(chan: paramiko.Channel, m: paramiko.Message) -> None:
+        start = m.packet.tell()
+        if m.get_text() != "exit-signal":
+            m.packet.seek(start)
+            base(chan, m)
+            return
+        m.get_boolean()  # want_reply: never for exit-signal
+        found = ExitSignal(m.get_text(), m.get_boolean(), m.get_text())
+        setattr(chan, ATTR, found)
+        chan.exit_status = signal_status(found.name)
+        chan.status_event.set()
+
+    table[MSG_CHANNEL_REQUEST] = handle
+    setattr(transport, TABLE, table)

@@ -171,3 +171,12 @@ def test_status_numbers_and_results_survive_pickling() -> None:
     back = pickle.loads(pickle.dumps(r))
     assert back == r and back.signal == r.signal, back
     assert "signal='SEGV'" in repr(r) and "signal" not in repr(RunResult(0, "", ""))
+
+
+def test_a_transport_without_the_table_is_left_alone() -> None:
+    class Fake:
+        pass
+
+    fake = Fake()
+    track_exit_signals(fake)  # type: ignore[arg-type]
+    assert not hasattr(fake, "_channel_handler_table")

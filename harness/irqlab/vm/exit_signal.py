@@ -55,8 +55,13 @@ def track_exit_signals(transport: paramiko.Transport) -> None:
     """Record ``exit-signal`` requests on *transport*'s channels (see the module's doc).
 
     paramiko dispatches channel messages through a table of the transport's class;
-    this gives *transport* its own copy, with the request handler wrapped."""
-    table = dict(getattr(transport, TABLE))
+    this gives *transport* its own copy, with the request handler wrapped.  A transport
+    without that table (a test's fake; a paramiko that renamed it, which
+    tests/unit/test_exit_signal.py would catch) is left as it is."""
+    found = getattr(transport, TABLE, None)
+    if not isinstance(found, dict) or MSG_CHANNEL_REQUEST not in found:
+        return
+    table = dict(found)
     base = table[MSG_CHANNEL_REQUEST]
 
     def handle(chan: paramiko.Channel, m: paramiko.Message) -> None:

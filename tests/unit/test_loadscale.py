@@ -39,3 +39,28 @@ def test_the_environment_sets_a_floor_and_the_scale_is_capped(
     assert timeout_scale(load=100.0, cpus=2) == MAX_SCALE
     monkeypatch.setenv("IRQLAB_TIMEOUT_SCALE", "not a number")
     assert timeout_scale(load=0.0, cpus=2) == 1.0
+
+
+@pytest.mark.parametrize("value", ["not a number", "-1", "inf", "nan"])
+def test_a_bad_floor_is_refused_before_a_guest_starts(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    from irqlab.vm.guest import Guest, GuestConfig, GuestConfigError
+    from irqlab.vm.loadscale import check_environment
+
+    monkeypatch.setenv("IRQLAB_TIMEOUT_SCALE", value)
+    with pytest.raises(ValueError, match=r"IRQLAB_TIMEOUT_SCALE=.* is not a number >= 0"):
+        check_environment()
+    g = Guest(GuestConfig(name="bad-scale"))
+    # refused before the prerequisites are looked for (nothing built, nothing started)
+    monkeypatch.setattr(g, "find_prerequisites", lambda: pytest.fail("looked further"))
+    with pytest.raises(GuestConfigError, match="IRQLAB_TIMEOUT_SCALE"):
+        g.prepare()
+
+
+@pytest.mark.parametrize("value", ["", "0", "2.5"])
+def test_a_good_floor_passes(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    from irqlab.vm.loadscale import check_environment
+
+    monkeypatch.setenv("IRQLAB_TIMEOUT_SCALE", value)
+    check_environment()

@@ -627,7 +627,8 @@ class Guest:
     With ``config.snapshot`` (the default) a guest starts from the ready-state
     snapshot of its configuration (:mod:`irqlab.vm.snapshot`) when there is one:
     :attr:`restored` is then True and the phases are ``restored`` (QEMU loaded the
-    state), ``ssh`` and ``agent_ready``.  When there is none, the guest cold-boots,
+    state), ``reseeded`` (the guest's RNG took a fresh seed), ``ssh`` and
+    ``agent_ready``.  When there is none, the guest cold-boots,
     saves the snapshot once ready (phase ``snapshot_saved``) and runs on.  A
     snapshot that fails to load is reported in :attr:`snapshot_error` (naming the
     file), removed, and replaced by a cold boot.  The agent runs as a daemon in the
@@ -951,7 +952,12 @@ class Guest:
         """Find (or build) QEMU, the image and the module, and choose the accelerator,
         without starting anything (:meth:`start` does this first)."""
         from irqlab.vm.accel import choose
+        from irqlab.vm.loadscale import check_environment
 
+        try:
+            check_environment()
+        except ValueError as e:
+            raise GuestConfigError(str(e)) from None
         qemu, image, _ko = self.find_prerequisites()
         self.qemu, self.image = qemu, image
         # The KVM probe (cached on disk) is not part of booting.  Another architecture's

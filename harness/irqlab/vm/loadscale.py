@@ -7,16 +7,34 @@ QMP answer) must then allow for that, or a slow guest is declared dead.
 :func:`timeout_scale` says by how much: the run queue per usable core (the 1-minute load
 average; the number of pytest-xdist workers per core when that is higher, since a run
 that just started has not moved the average yet), at least 1, at most :data:`MAX_SCALE`;
-``$IRQLAB_TIMEOUT_SCALE`` sets a floor (e.g. for a slow CI runner).
+``$IRQLAB_TIMEOUT_SCALE`` sets a floor (e.g. for a slow CI runner; still at most
+:data:`MAX_SCALE`).  A value that is no number is ignored here (the watch threads
+must not fail on it); :func:`check_environment` refuses it before a guest starts.
 """
 
 from __future__ import annotations
 
 import os
 
-__all__ = ["MAX_SCALE", "scaled", "timeout_scale"]
+__all__ = ["MAX_SCALE", "SCALE_ENV", "check_environment", "scaled", "timeout_scale"]
 
 MAX_SCALE = 8.0
+SCALE_ENV = "IRQLAB_TIMEOUT_SCALE"
+
+
+def check_environment() -> None:
+    """Raise ValueError naming :data:`SCALE_ENV` when it is set to something that is not
+    a finite number >= 0."""
+    raw = os.environ.get(SCALE_ENV, "")
+    try:
+        ok = not raw or 0 <= float(raw) < float("inf")
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(
+            f"{SCALE_ENV}={raw!r} is not a number >= 0 (the floor of the factor the "
+            f"guests' liveness limits stretch by under load, at most {MAX_SCALE:g})"
+        )
 
 
 def _cpus() -> int:
@@ -42,7 +60,7 @@ def timeout_scale(*, load: float | None = None, cpus: int | None = None) -> floa
         except OSError:
             load = 0.0
     workers = _env_float("PYTEST_XDIST_WORKER_COUNT", 1.0)
-    floor = _env_float("IRQLAB_TIMEOUT_SCALE", 1.0)
+    floor = _env_float(SCALE_ENV, 1.0)
     return min(MAX_SCALE, max(1.0, floor, load / max(n, 1), workers / max(n, 1)))
 
 

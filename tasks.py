@@ -127,7 +127,12 @@ def workers_args(jobs: int) -> str:
 _JOBS_HELP = "pytest-xdist workers, one guest each (default 0: one per core; 1: no xdist)"
 
 
-@task(help={"k": "only tests matching this pytest -k expression", "jobs": _JOBS_HELP})
+@task(
+    help={
+        "k": "only tests matching this pytest -k expression",
+        "jobs": "pytest-xdist workers (default 0: one per core; 1: no xdist)",
+    }
+)
 def test_device(c: Context, k: str = "", jobs: int = 0) -> None:
     """Device tests: the real built QEMU under the qtest accelerator, no guest."""
     _pytest(c, "tests/device" + workers_args(jobs) + _filters(k))
@@ -149,8 +154,9 @@ def test_e2e(c: Context, k: str = "", jobs: int = 0) -> None:
     }
 )
 def test_all(c: Context, k: str = "", m: str = "", jobs: int = 0, junit: str = "") -> None:
-    """Build what is missing, then run every test (lint, unit, device, end-to-end) on
-    ``-j N`` pytest-xdist workers (default: one per core); the soak tests run short
+    """Build what is missing, then run every test: lint, unit, device, end-to-end.
+
+    On ``-j N`` pytest-xdist workers (default: one per core); the soak tests run short
     (``invoke soak`` runs them at full length)."""
     build(c)
     junit_arg = f" --junitxml={shlex.quote(junit)}" if junit else ""
@@ -159,19 +165,23 @@ def test_all(c: Context, k: str = "", m: str = "", jobs: int = 0, junit: str = "
 
 @task(help={"k": "only tests matching this pytest -k expression", "jobs": _JOBS_HELP})
 def soak(c: Context, k: str = "", jobs: int = 0) -> None:
-    """The soak tier: the loops of what users repeat (copy then run, restore,
-    unbind/bind, arm/disarm, unplug/replug, the long storm) at full length, hundreds of
-    rounds each (``invoke test-all`` runs them short)."""
+    """Build what is missing, then run the soak tier: repeated user loops at full length.
+
+    The loops of what users repeat (copy then run, restore, unbind/bind, arm/disarm,
+    unplug/replug, the long storm), hundreds of rounds each (``invoke test-all`` runs
+    them short)."""
     build(c)
     _pytest(c, "tests -m soak --soak" + workers_args(jobs) + _filters(k) + _ci_args())
 
 
 @task
 def clean(c: Context) -> None:
-    """Remove this checkout's logs.  The build cache stays and evicts old outputs itself
-    (IRQLAB_CACHE_KEEP; snapshots IRQLAB_SNAPSHOT_KEEP); `irqlab cache` lists it,
-    `irqlab cache --prune N --dry-run` shows what `--prune N` would remove: never a
-    build output this checkout or a running guest uses, but snapshots count like any
-    other group (N per architecture), and the suite restores about 25 configurations,
-    so a small N makes its next run cold-boot the others."""
+    """Remove this checkout's logs (build/logs); the build cache stays.
+
+    The cache evicts old outputs itself (IRQLAB_CACHE_KEEP; snapshots
+    IRQLAB_SNAPSHOT_KEEP); `irqlab cache` lists it, `irqlab cache --prune N --dry-run`
+    shows what `--prune N` would remove: never a build output this checkout or a
+    running guest uses, but snapshots count like any other group (N per architecture),
+    and the suite restores about 30 configurations, so a small N makes its next run
+    cold-boot the others."""
     c.run("rm -rf build/logs", echo=True)

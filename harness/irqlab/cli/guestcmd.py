@@ -591,9 +591,12 @@ def add_guest_parsers(sub: Any) -> None:
     a = action("push", "push words into the device's FIFO")
     a.add_argument("words", type=integer, nargs="+", metavar="WORD")
     a = action("burst", "start the in-device burst generator")
-    a.add_argument("count", type=integer)
+    a.add_argument("count", type=integer, help="steps of the burst; 0 stops a running one")
     a.add_argument(
-        "--period-us", type=finite, help="period in microseconds (its range: the device's)"
+        "--period-us",
+        type=finite,
+        help="period in microseconds (its range: the device's; default: the device's "
+        "current burst-period-ns, 1 ms unless set)",
     )
     a.add_argument("--line", type=integer, help="toggle this GPIO line instead of BURST events")
     action("counters", "print the device counters (JSON)")

@@ -288,7 +288,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--qemu", help="QEMU binary (default: the built one)")
     s.add_argument("--accel", help="force kvm|tcg|auto (default: $IRQLAB_ACCEL or auto)")
-    s.add_argument("--timeout", type=positive, default=5.0, help="probe timeout, seconds")
+    s.add_argument(
+        "--timeout", type=positive, default=5.0, help="probe timeout, seconds (default 5)"
+    )
     s.set_defaults(func=cmd_probe_accel)
 
     from irqlab.cli.cachecmd import add_cache_parser

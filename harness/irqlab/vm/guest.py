@@ -1763,38 +1763,32 @@ class _FaultNamingQmp:
         self._guest, self._machine = guest, machine
 
     def qmp(self, command: str, args: Mapping[str, object] | None = None, /) -> Any:
-        from irqlab.vm.machine import MachineError
-
-        self._refuse_if_dead(f"QMP {command}")
-        try:
-            return self._machine.qmp(command, args)
-        except MachineError as e:
-            self._name_fault(e, f"QMP {command}")
-            raise
+        return self._naming_faults(f"QMP {command}", lambda: self._machine.qmp(command, args))
 
     def qmp_many(
         self, commands: Sequence[tuple[str, Mapping[str, object] | None]], *, window: int = 8
     ) -> list[Any]:
+        return self._naming_faults(
+            f"QMP {len(commands)} pipelined commands",
+            lambda: self._machine.qmp_many(commands, window=window),
+        )
+
+    def _naming_faults(self, doing: str, call: Callable[[], _T]) -> _T:
+        """*call*'s result; a guest known dead or frozen refuses it at once (a poll
+        between two calls would not meet the verdict's abort), and a failure of it
+        waits for the health watch's verdict and names it."""
         from irqlab.vm.machine import MachineError
 
-        self._refuse_if_dead(f"QMP {len(commands)} pipelined commands")
-        try:
-            return self._machine.qmp_many(commands, window=window)
-        except MachineError as e:
-            self._name_fault(e, f"QMP {len(commands)} pipelined commands")
-            raise
-
-    def _refuse_if_dead(self, doing: str) -> None:
-        """A guest known dead or frozen: every later device call says so at once (a
-        poll between two calls would not meet the verdict's abort)."""
         fault = self._guest.fault
         if fault is not None:
             raise GuestFault(fault, doing)
-
-    def _name_fault(self, error: Exception, doing: str) -> None:
-        fault = self._guest.wait_fault(FAULT_VERDICT)
-        if fault is not None:
-            raise GuestFault(fault, doing) from error
+        try:
+            return call()
+        except MachineError as e:
+            fault = self._guest.wait_fault(FAULT_VERDICT)
+            if fault is not None:
+                raise GuestFault(fault, doing) from e
+            raise
 
 
 def agent_command(package: str) -> str:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from irqlab.build.arch import host_deb_arch
-from irqlab.build.cache import exclusive_lock
+from irqlab.build.cache import exclusive_lock, lock_file
 from irqlab.build.steps import BuildError, StepLog
 from irqlab.errors import IrqlabError
 from irqlab.paths import cache_dir
@@ -352,7 +352,7 @@ def extracted(deb: Path, steps: StepLog) -> Path:
     root = cache_dir() / "debs" / "x" / deb.name.removesuffix(".deb")
     if (root / ".complete").is_file():
         return root
-    with exclusive_lock(root.with_name(root.name + ".lock"), f"unpacking {deb.name}"):
+    with exclusive_lock(lock_file(root), f"unpacking {deb.name}"):
         if (root / ".complete").is_file():
             return root
         tmp = root.with_name(root.name + ".tmp")

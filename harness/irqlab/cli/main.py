@@ -151,6 +151,7 @@ def cmd_buildroot_check(args: argparse.Namespace) -> int:
 
 def cmd_kdir(args: argparse.Namespace) -> int:
     from irqlab.build import arch
+    from irqlab.build.imagekind import image_setting
     from irqlab.build.kernel import ensure_kernel
     from irqlab.build.kmod import cross_args, ensure_cross_compiler, module_make_args
 
@@ -160,8 +161,9 @@ def cmd_kdir(args: argparse.Namespace) -> int:
         print(f"irqlab kdir: {e}", file=sys.stderr)
         return 2
     k = ensure_kernel(arch=guest_arch)
-    # read here, not through irqlab.vm.guest: `make -C $(irqlab kdir)` needs no paramiko
-    if os.environ.get("IRQLAB_IMAGE") == "buildroot":
+    # not through irqlab.vm.guest (`make -C $(irqlab kdir)` needs no paramiko), and a
+    # bad value is not this command's error
+    if image_setting() == "buildroot":
         print(
             "irqlab kdir: these are the Debian image's kernel headers; for the Buildroot "
             "guest (IRQLAB_IMAGE=buildroot) build against its own kernel tree, "

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 import pytest
 
 from irqlab import paths
+from irqlab.build.imagekind import IMAGE_ENV, IMAGE_KINDS
 from irqlab.errors import IrqlabError
 from irqlab.sigsafe import SafeRaise
 from irqlab.testing.diagnostics import GuestDiagnostics
@@ -77,7 +78,7 @@ class QtestMachineFactory(Protocol):
 
 _OPTIONS = (  # (option, environment variable, help)
     ("--irqlab-accel", "IRQLAB_ACCEL", "accelerator: kvm, tcg or auto (probe; default)"),
-    ("--irqlab-image", "IRQLAB_IMAGE", "guest image: debian (default) or buildroot"),
+    ("--irqlab-image", IMAGE_ENV, "guest image: debian (default) or buildroot"),
     (
         "--irqlab-log-dir",
         "IRQLAB_LOG_DIR",
@@ -102,9 +103,7 @@ def _choices(env: str) -> tuple[str, ...] | None:
     """The values the option of *env* may take (the library's lists), None: any."""
     if env == accel.ENV_VAR:
         return accel.CHOICES
-    if env == "IRQLAB_IMAGE":
-        from irqlab.vm.guest import IMAGE_KINDS
-
+    if env == IMAGE_ENV:
         return IMAGE_KINDS
     return None
 

@@ -39,6 +39,8 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import paramiko
 
+from irqlab.build import imagekind
+from irqlab.build.imagekind import IMAGE_KINDS
 from irqlab.contract.regs import REGS
 from irqlab.errors import IrqlabError
 from irqlab.paths import log_dir, prune_logs
@@ -257,15 +259,13 @@ HOTPLUG_PORT = "irqlab-rp0"  # the PCIe root port our device sits behind with ho
 IMAGE_EXTRA_PACKAGES = ("gpiod",)
 
 
-IMAGE_KINDS = ("debian", "buildroot")  # what $IRQLAB_IMAGE may say; the first is the default
-
-
 def image_kind() -> str:
-    """Which guest image to boot: $IRQLAB_IMAGE, ``debian`` (default) or ``buildroot``."""
-    kind = os.environ.get("IRQLAB_IMAGE", IMAGE_KINDS[0])
-    if kind not in IMAGE_KINDS:
-        raise PrerequisiteMissing(f"IRQLAB_IMAGE={kind!r}: use 'debian' or 'buildroot'")
-    return kind
+    """Which guest image to boot: $IRQLAB_IMAGE, ``debian`` (default) or ``buildroot``
+    (:func:`irqlab.build.imagekind.image_kind`); PrerequisiteMissing for another."""
+    try:
+        return imagekind.image_kind()
+    except imagekind.UnknownImageKind as e:
+        raise PrerequisiteMissing(str(e)) from None
 
 
 def ko_module_name(ko: bytes) -> str | None:

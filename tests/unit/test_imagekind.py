@@ -73,3 +73,26 @@ def test_kdir_takes_an_unknown_image_as_not_buildroot(
     monkeypatch.setenv(IMAGE_ENV, "fedora")
     assert main(["kdir"]) == 0
     assert capsys.readouterr() == ("/h\n", "")  # no error, no Buildroot note
+
+
+def test_kdir_imports_no_paramiko(tmp_path: Path) -> None:
+    """`make -C $(irqlab kdir)` runs the command at every make: it imported paramiko
+    through the run/shell parser, whatever it read $IRQLAB_IMAGE with."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, types\n"
+        "from pathlib import Path\n"
+        "import irqlab.build.kernel as k\n"
+        "k.ensure_kernel = lambda arch: types.SimpleNamespace(headers_build_dir=Path('/h'), "
+        "arch=arch)\n"
+        "from irqlab.cli.main import main\n"
+        "print(main(['kdir']), 'paramiko' in sys.modules)\n"
+    )
+    env = {"PATH": "/usr/bin:/bin", IMAGE_ENV: "buildroot", "IRQLAB_CACHE_DIR": str(tmp_path)}
+    r = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert r.stdout.splitlines() == ["/h", "0 False"], (r.stdout, r.stderr)
+    assert "for the Buildroot guest" in r.stderr

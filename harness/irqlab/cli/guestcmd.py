@@ -23,12 +23,13 @@ import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
-
-import paramiko
+from typing import TYPE_CHECKING, Any
 
 from irqlab.cli.argtypes import UsageError, finite, integer
 from irqlab.errors import IrqlabError
+
+if TYPE_CHECKING:
+    import paramiko  # annotations only: `irqlab kdir` builds this parser, and needs none
 
 __all__ = [
     "RUN_DESCRIPTION",

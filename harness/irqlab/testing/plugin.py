@@ -576,22 +576,21 @@ def _check_kernel_log(g: Guest) -> None:
     died or froze (the test met that itself, or caused it: the fault stays the story)."""
     from paramiko import SSHException
 
-    from irqlab.vm.kernlog import guest_kernel_log, kernel_report, kernel_splats
+    from irqlab.vm.kernlog import kernel_problems
 
     if g.fault is not None or g.ssh is None or g.machine is None or not g.machine.is_running():
         return
     try:
         # no kmemleak scan (slow under TCG): a session's end scans the shared guest
-        log, tainted = guest_kernel_log(g, scan_leaks=False)
+        problems = kernel_problems(g, scan_leaks=False)
     except (IrqlabError, SSHException, OSError, EOFError, ValueError):  # it died or stopped
         return  # answering as the test ended (SSH's own errors too): that is its story
-    splats = kernel_splats(log, tainted)
-    if splats:
+    if problems:
         lead = (
             "the guest kernel reported problems during the test (a test that expects "
             "them: @pytest.mark.irqlab(check_kernel_log=False))"
         )
-        pytest.fail(kernel_report(lead, log, splats), pytrace=False)
+        pytest.fail(problems.report(lead), pytrace=False)
 
 
 @pytest.fixture

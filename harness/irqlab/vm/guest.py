@@ -1050,7 +1050,7 @@ class Guest:
         """Save this ready guest as the snapshot *key*, with no host connection open in
         it (the agent's session ended, SSH closed), then reconnect."""
         from irqlab.vm import snapshot
-        from irqlab.vm.kernlog import guest_kernel_log, kernel_splats
+        from irqlab.vm.kernlog import kernel_problems
 
         assert self.image is not None and self.qemu is not None
         # A splat of this boot (a WARN() of a module loading, a soft lockup of a loaded
@@ -1058,9 +1058,9 @@ class Guest:
         # fail each of their tests: such a boot is not saved (the next boots cold).
         why = ""
         try:
-            splats = kernel_splats(*guest_kernel_log(self, scan_leaks=False))
-            if splats:
-                why = f"the kernel reported problems while this guest booted ({splats[0]})"
+            problems = kernel_problems(self, scan_leaks=False)
+            if problems:
+                why = f"the kernel reported problems while this guest booted ({problems.splats[0]})"
         except GuestFault:
             raise  # it died: the start's story
         except (IrqlabError, ValueError) as e:  # the log could not be read: not saved

@@ -507,9 +507,7 @@ def teardown_on_signals() -> Iterator[None]:
     safe = SafeRaise(ours)
 
     def handler(signum: int, frame: object) -> None:
-        if signum in safe.again:
-            safe.again.discard(signum)
-        elif not watch.start(signum):
+        if not safe.redelivered(signum) and not watch.start(signum):
             return  # a later signal while the first one's teardown runs: ignored
         if safe.deferred(signum):  # see irqlab.sigsafe: a raise here could wedge us
             return
@@ -519,21 +517,14 @@ def teardown_on_signals() -> Iterator[None]:
 
     # Ctrl-C too: whichever comes first starts the teardown, and any later one of the
     # three (Ctrl-C, then closing the window) is ignored until it has finished
-    old = {
-        sig: signal.signal(sig, handler)
-        for sig in (*TEARDOWN_SIGNALS, signal.SIGINT)
-        if signal.getsignal(sig) is not signal.SIG_IGN
-    }
+    signals = (*TEARDOWN_SIGNALS, signal.SIGINT)
+    safe.set_handlers([s for s in signals if signal.getsignal(s) is not signal.SIG_IGN], handler)
     safe.install_hook()  # a raise lost in a finaliser is delivered again
     try:
         yield
     finally:
         watch.end()  # first: a signal between here and the old handlers is ignored
-        pending = safe.uninstall()  # before the old handlers: none of ours reaches them
-        for sig, previous in old.items():
-            signal.signal(sig, previous)
-        for signum in pending:  # deferred in the block's last moments: not lost
-            signal.raise_signal(signum)
+        safe.restore()  # the old handlers, then what was deferred in the last moments
 
 
 def _terminated(signum: int) -> int:

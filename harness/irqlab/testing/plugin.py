@@ -341,7 +341,6 @@ def pytest_report_header(config: pytest.Config) -> str:
 
 
 _SAFE_RAISE = pytest.StashKey[SafeRaise]()
-_OLD_HANDLERS = pytest.StashKey[dict[int, Any]]()
 
 
 def _install_interrupts(config: pytest.Config) -> None:
@@ -359,14 +358,14 @@ def _install_interrupts(config: pytest.Config) -> None:
         signal.SIGINT: signal.default_int_handler,
         signal.SIGTERM: signal.SIG_DFL,
     }
-    mine = {sig: d for sig, d in defaults.items() if signal.getsignal(sig) is d}
+    mine = [sig for sig, default in defaults.items() if signal.getsignal(sig) is default]
     if not mine:
         return
     last = [0]  # the signal the last KeyboardInterrupt of ours came from
     safe = SafeRaise(lambda e: last[0] or None if isinstance(e, KeyboardInterrupt) else None)
 
     def handler(signum: int, frame: object) -> None:
-        safe.again.discard(signum)
+        safe.redelivered(signum)  # or a new one: both raise
         if safe.deferred(signum):
             return
         last[0] = signum
@@ -376,10 +375,8 @@ def _install_interrupts(config: pytest.Config) -> None:
             else KeyboardInterrupt(f"signal {signum}")
         )
 
-    for sig in mine:
-        signal.signal(sig, handler)
+    safe.set_handlers(mine, handler)
     config.stash[_SAFE_RAISE] = safe
-    config.stash[_OLD_HANDLERS] = mine
 
 
 @pytest.hookimpl(trylast=True)
@@ -393,14 +390,9 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    import signal
-
     safe = config.stash.get(_SAFE_RAISE, None)
-    pending = safe.uninstall() if safe is not None else set()
-    for sig, previous in config.stash.get(_OLD_HANDLERS, {}).items():
-        signal.signal(sig, previous)  # what Python had: nothing of ours after the run
-    for sig in pending:  # deferred in the run's last moments: not lost
-        signal.raise_signal(sig)
+    if safe is not None:  # what Python had: nothing of ours after the run
+        safe.restore()  # and a signal deferred in the run's last moments is not lost
 
 
 def pytest_configure(config: pytest.Config) -> None:

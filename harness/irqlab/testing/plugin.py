@@ -493,32 +493,27 @@ def _marker_modules(
 ) -> tuple[list[Path], dict[str, dict[str, str | None]]]:
     """``modules=`` of the marker: each a .ko path, or ``"KO PARAM=VALUE ..."`` as insmod
     takes it -> the files and their parameters by module name."""
-    from irqlab.build.kernel import module_name
-    from irqlab.vm.guest import parse_module_spec
+    from irqlab.vm.guest import module_specs
 
-    files: list[Path] = []
-    params: dict[str, dict[str, str | None]] = {}
-    for m in modules:
-        given: dict[str, str | None] = {}
-        if isinstance(m, str):
-            try:
-                m, given = parse_module_spec(m)
-            except ValueError as e:
-                _marker_error("modules=...", str(e))
-        path = _marker_file(here, "modules", m)
-        files.append(path)
-        if given:
-            params[module_name(path.name)] = given
-    return files, params
+    try:
+        files, params = module_specs(modules, lambda name: _marker_path(here, "modules", name))
+    except ValueError as e:
+        _marker_error("modules=...", str(e))
+    return [_marker_file(here, "modules", f) for f in files], params
 
 
-def _marker_file(here: Path, key: str, name: object) -> Path:
-    """A file the marker names: absolute, or relative to the test file's directory
-    *here* (not the current directory); it must exist."""
+def _marker_path(here: Path, key: str, name: object) -> Path:
+    """A path the marker names: absolute, or relative to the test file's directory
+    *here* (not the current directory)."""
     if not isinstance(name, (str, os.PathLike)):
         _marker_error(f"{key}=...", f"{name!r} is not a path")
     path = Path(name).expanduser()
-    path = (here / path).resolve() if not path.is_absolute() else path
+    return (here / path).resolve() if not path.is_absolute() else path
+
+
+def _marker_file(here: Path, key: str, name: object) -> Path:
+    """A file the marker names (:func:`_marker_path`); it must exist."""
+    path = _marker_path(here, key, name)
     if not path.is_file():
         _marker_error(f"{key}=...", f"not found: {path}")
     return path

@@ -108,6 +108,7 @@ __all__ = [
     "host_cpu_model",
     "image_kind",
     "kernel_param",
+    "module_specs",
     "parse_module_spec",
     "parse_usernet",
 ]
@@ -358,12 +359,15 @@ def kernel_param(name: object, value: object) -> str:
     return shlex.quote(word)
 
 
-def parse_module_spec(text: str) -> tuple[str, dict[str, str | None]]:
+def parse_module_spec(
+    text: str, locate: Callable[[str], Path] = Path
+) -> tuple[str, dict[str, str | None]]:
     """``"mydrv.ko tag=x mode=1 verbose"`` (as insmod takes it; shell quoting) -> the
     file and its parameters (None for a bare name: a bool parameter, set); ValueError
     saying what is wrong.  A *text* that names an existing file as it stands (a path
-    with a blank, a backslash) is that file, no parameters."""
-    if Path(text).is_file():
+    with a blank, a backslash) is that file, no parameters; *locate* finds a file by
+    its name (default: a relative name is relative to the current directory)."""
+    if locate(text).is_file():
         return text, {}
     try:
         words = shlex.split(text)
@@ -378,6 +382,28 @@ def parse_module_spec(text: str) -> tuple[str, dict[str, str | None]]:
             raise ValueError(f"{text!r}: {word!r} is not PARAM=VALUE (KO [PARAM=VALUE ...])")
         params[key] = value if sep else None
     return words[0], params
+
+
+def module_specs(
+    specs: Iterable[object], locate: Callable[[Any], Path] = Path
+) -> tuple[list[Path], dict[str, dict[str, str | None]]]:
+    """Modules as insmod takes them, each a .ko path or ``"KO PARAM=VALUE ..."``
+    (:func:`parse_module_spec`; a path object is a path) -> the files and their
+    parameters by module name (GuestConfig's ``extra_modules``,
+    ``extra_module_params``).  *locate* turns what a spec names into the file (default:
+    relative to the current directory); whether each is one is the caller's to say.
+    ValueError for a spec that is none."""
+    from irqlab.build.kernel import module_name
+
+    files: list[Path] = []
+    params: dict[str, dict[str, str | None]] = {}
+    for spec in specs:
+        name, given = parse_module_spec(spec, locate) if isinstance(spec, str) else (spec, {})
+        path = locate(name)
+        files.append(path)
+        if given:
+            params[module_name(path.name)] = given
+    return files, params
 
 
 def check_module_params(ko: Path, params: Mapping[str, Any]) -> None:

@@ -9,8 +9,8 @@ thread where it cannot wedge the process.  Python raises it between any two byte
 
 :class:`SafeRaise` defers the raise a few milliseconds while the main thread holds
 logging's lock, and delivers the signal again when a finaliser swallowed its
-exception (through :data:`sys.unraisablehook`).  The ``irqlab`` command's handlers
-and the pytest plugin's use it.
+exception (through :data:`sys.unraisablehook`); it sets the handlers and puts the
+old ones back.  The ``irqlab`` command's handlers and the pytest plugin's use it.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import queue
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 __all__ = ["DEFER_S", "MAX_DEFERRALS", "SafeRaise", "holds_logging_lock"]
@@ -37,12 +37,12 @@ def holds_logging_lock() -> bool:
 
 
 class SafeRaise:
-    """The deferral and re-delivery for one set of signal handlers in the main thread.
-    A handler calls :meth:`deferred` first and returns when it says so; *ours* tells
-    the unraisable hook which exceptions are the handlers' own.  Deliveries go through
-    a thread started here (a handler or a finaliser starting one could deadlock on
-    threading's own locks); :meth:`uninstall` returns the signals still pending, for the
-    caller to send once its old handlers are back."""
+    """The deferral and re-delivery for one set of signal handlers in the main thread,
+    set with :meth:`set_handlers`.  A handler calls :meth:`redelivered` and
+    :meth:`deferred` first, and returns when the latter says so; *ours* tells the
+    unraisable hook which exceptions are the handlers' own.  Deliveries go through a
+    thread started here (a handler or a finaliser starting one could deadlock on
+    threading's own locks); :meth:`restore` ends it all, the old handlers back."""
 
     def __init__(self, ours: Callable[[BaseException], int | None]) -> None:
         main = threading.main_thread().ident
@@ -53,6 +53,7 @@ class SafeRaise:
         self.active = True  # False once uninstalled: no more deliveries
         self._spent = 0
         self._old_hook: Callable[[Any], object] | None = None
+        self._old_handlers: dict[int, Any] = {}  # what set_handlers replaced
         self._queue: queue.SimpleQueue[int] = queue.SimpleQueue()  # put() is reentrant
         self._sending = threading.Lock()  # the sender's, and uninstall()'s (never a handler's)
         self._sender = threading.Thread(target=self._send, name="sigsafe", daemon=True)
@@ -75,6 +76,14 @@ class SafeRaise:
         self._queue.put(signum)
         return True
 
+    def redelivered(self, signum: int) -> bool:
+        """Whether this delivery of *signum* is one of ours again (it is then no longer
+        pending), rather than a new signal."""
+        if signum in self.again:
+            self.again.discard(signum)
+            return True
+        return False
+
     def deferred(self, signum: int) -> bool:
         """Whether the handler must not raise now (it is delivered again shortly)."""
         return holds_logging_lock() and self.deliver_again(signum)
@@ -92,6 +101,22 @@ class SafeRaise:
             self._old_hook(u)
 
         sys.unraisablehook = unraisable
+
+    def set_handlers(self, signals: Iterable[int], handler: Callable[[int, Any], None]) -> None:
+        """*handler* for each of *signals*, what they had kept for :meth:`restore`."""
+        for signum in signals:
+            self._old_handlers.setdefault(signum, signal.signal(signum, handler))
+
+    def restore(self) -> None:
+        """:meth:`uninstall`, then the old handlers back, then the signals still pending
+        raised again, now theirs: a Ctrl-C deferred in the last milliseconds is not
+        lost, and none reaches a handler of ours."""
+        pending = self.uninstall()
+        old, self._old_handlers = self._old_handlers, {}
+        for signum, previous in old.items():
+            signal.signal(signum, previous)
+        for signum in pending:
+            signal.raise_signal(signum)
 
     def uninstall(self) -> set[int]:
         """Stop delivering, put the unraisable hook back and end the sender; the

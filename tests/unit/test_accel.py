@@ -143,6 +143,28 @@ def test_verdict_outlives_the_process_but_not_a_host_reboot(
     assert calls == [a, a]
 
 
+def test_the_probe_and_forced_kvm_read_the_same_kept_verdict(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """known_verdict (forced KVM's note) and probe look a verdict up the same way: in
+    memory, else on disk (then kept in memory)."""
+    calls = _probe_finds(monkeypatch, ProbeResult(False, "KVM hangs"))
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.write_text("1")
+    b.write_text("2")
+    assert accel.known_verdict(a) is None and calls == []  # none reached: not probed
+    accel.probe(a)
+    accel._cache.clear()  # a new process: the verdict on disk
+    kept = accel.known_verdict(a)
+    assert kept is not None and "KVM hangs (cached verdict)" in kept.reason
+    for f in (tmp_path / "cache" / "accel-probe").glob("*.json"):
+        f.unlink()
+    assert accel.probe(a) is kept and calls == [a]  # kept in memory by the lookup
+    monkeypatch.setattr(accel, "_save_verdict", lambda key, result: None)  # not writable
+    found = accel.probe(b)
+    assert accel.known_verdict(b) is found and calls == [a, b]  # in memory only
+
+
 def test_forced_kvm_says_what_the_probe_found_without_probing(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

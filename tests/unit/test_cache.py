@@ -380,6 +380,27 @@ def test_stale_lock_files_go_and_held_or_needed_ones_stay(tmp_path: Path) -> Non
     assert kept.exists()
 
 
+def test_every_lock_file_leads_back_to_its_output(tmp_path: Path) -> None:
+    """One spelling of the lock files: a build's, a snapshot's cold boot's (snapshot.
+    boot_lock), a .tmp build's (remove_entry), and the stale-lock sweep's reading back."""
+    from irqlab.vm import snapshot
+
+    out = tmp_path / f"snapshot-{fake_cache.digest(3)}"
+    build, boot = cache.lock_file(out), cache.lock_file(out, "boot")
+    assert (build.name, boot.name) == (f"{out.name}.lock", f"{out.name}.boot.lock")
+    for purpose in ("", *cache.LOCK_PURPOSES):
+        assert cache._lock_output(cache.lock_file(out, purpose)) == out
+    with pytest.raises(ValueError, match="one of"):
+        cache.lock_file(out, "bogus")  # the sweep could not read it back
+    with snapshot.boot_lock(fake_cache.digest(3)):
+        assert boot.read_text() == f"{os.getpid()}\n"
+    tmp = tmp_path / f"kmod-{fake_cache.digest(4)}.tmp"  # a build writing into it
+    tmp.mkdir()
+    (entry,) = cache.entries(recipe="kmod")
+    with cache.exclusive_lock(cache.lock_file(tmp.with_suffix("")), "building"):
+        assert cache.remove_entry(entry) is False and tmp.exists()
+
+
 def test_a_waiter_on_a_lock_file_removed_meanwhile_locks_the_new_one(tmp_path: Path) -> None:
     """The prune unlinks a stale lock file while a builder waits on it: the builder
     must not hold a lock on the unlinked file while a third process locks a new one

@@ -273,6 +273,12 @@ def test_module_specs_as_insmod_takes_them(tmp_path: Path) -> None:
     spaced.parent.mkdir()
     spaced.write_bytes(b"\x7fELF")
     assert parse_module_spec(str(spaced)) == (str(spaced), {})
+    args = build_parser().parse_args(
+        ["run", "--module", str(spaced), "--module", f"'{spaced}' tag=y", "--", "true"]
+    )
+    config = guest_config(args, "t")  # the path as it stands wins; quoted, it takes params
+    assert config.extra_modules == [spaced, spaced]
+    assert config.extra_module_params == {"x": {"tag": "y"}}
     args = build_parser().parse_args(["run", "--module", f"{ko} =x", "--", "true"])
     with pytest.raises(UsageError, match=r"--module .*'=x' is not PARAM=VALUE"):
         guest_config(args, "t")
@@ -516,3 +522,20 @@ def test_inject_burst_period_below_the_minimum_is_said_in_microseconds(
     assert main(["inject", "--qmp", "S", "burst", "10", "--period-us", "0.0004"]) == 1
     err = capsys.readouterr().err.strip()
     assert err == f"irqlab: --period-us 0.0004 µs is below the minimum, {MIN_US} µs", err
+
+
+def test_module_specs_give_files_and_parameters_by_module_name(tmp_path: Path) -> None:
+    """One reading of module specs for --module and the marker's modules=: each spec's
+    file found by the caller's rule (the marker's: beside the test file)."""
+    from irqlab.vm.guest import module_specs
+
+    (tmp_path / "my dir").mkdir()
+    (tmp_path / "my dir" / "b.ko").write_bytes(b"\x7fELF")
+    files, params = module_specs(
+        ["my-drv.ko tag=x verbose", Path("c.ko"), "my dir/b.ko"], lambda n: tmp_path / n
+    )
+    assert files == [tmp_path / "my-drv.ko", tmp_path / "c.ko", tmp_path / "my dir" / "b.ko"]
+    assert params == {"my_drv": {"tag": "x", "verbose": None}}  # by module name
+    assert module_specs(["a.ko"]) == ([Path("a.ko")], {})  # default: as given
+    with pytest.raises(ValueError, match="'=x' is not PARAM=VALUE"):
+        module_specs(["a.ko", "b.ko =x"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from irqlab.testing.helpers import EXPECTED_TAINT, kernel_report, kernel_splats
@@ -68,3 +70,46 @@ def test_the_report_shows_the_log_around_the_first_splat() -> None:
     assert "WARNING: CPU: 0" in around.splitlines()[3]  # after the 3 lines before it
     assert "removing non-empty directory 'irq/24'" in around and "free_desc" in around
     assert kernel_report("x", CLEAN, ["kernel tainted: bit 9"]) == "x:\nkernel tainted: bit 9"
+
+
+class _LogGuest:
+    """A guest whose shell answers the kernel-log read with *log* and *tainted*."""
+
+    def __init__(self, log: str, tainted: int = EXPECTED_TAINT) -> None:
+        self.out = f"{log}\n{tainted}\n"
+        self.commands: list[str] = []
+
+    def sh(self, command: str, timeout: float) -> str:
+        self.commands.append(command)
+        return self.out
+
+
+WARN = "[ 4.31] WARNING: CPU: 0 PID: 185 at fs/proc/generic.c:740 remove_proc_entry"
+
+
+def test_one_read_and_scan_serves_every_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    """kernel_problems reads the log, scans it and reports it, for the snapshot's
+    refusal, the per-test check (the plugin) and check_guest_kernel_log alike."""
+    from irqlab.testing import helpers, plugin
+    from irqlab.vm.kernlog import KMEMLEAK, kernel_problems
+
+    clean = _LogGuest(CLEAN)
+    assert kernel_problems(clean, scan_leaks=False) is None  # type: ignore[arg-type]
+    assert KMEMLEAK not in clean.commands[0]
+    helpers.check_guest_kernel_log(clean)  # type: ignore[arg-type]
+    assert KMEMLEAK in clean.commands[1]  # the session's check scans for leaks first
+    bad = _LogGuest(CLEAN + WARN)
+    problems = kernel_problems(bad, scan_leaks=False)  # type: ignore[arg-type]
+    assert problems is not None and problems.splats == [WARN]
+    assert problems.report("lead") == kernel_report("lead", CLEAN + WARN, [WARN])
+    with pytest.raises(AssertionError) as info:
+        helpers.check_guest_kernel_log(bad)  # type: ignore[arg-type]
+    assert str(info.value) == problems.report("the guest kernel reported problems")
+    bad_guest = SimpleNamespace(
+        sh=bad.sh, fault=None, ssh=object(), machine=SimpleNamespace(is_running=lambda: True)
+    )
+    with pytest.raises(pytest.fail.Exception) as failed:
+        plugin._check_kernel_log(bad_guest)  # type: ignore[arg-type]
+    assert str(failed.value).startswith("the guest kernel reported problems during the test")
+    assert str(failed.value).endswith(problems.report("x").partition("\n")[2])
+    assert KMEMLEAK not in bad.commands[-1]  # not after every test: slow under TCG

@@ -175,14 +175,18 @@ def test_marker_paths_are_the_test_files_and_a_missing_one_is_named(
 def test_marker_paths_resolve_against_the_test_files_directory(
     pytester: pytest.Pytester,
 ) -> None:
-    """Run from another directory: ``modules=["mydrv.ko"]`` is the file beside the test."""
+    """Run from another directory: ``modules=["mydrv.ko"]`` is the file beside the test,
+    and so is ``"my dir/x.ko"`` as it stands (it was split: "my" with a parameter)."""
     sub = pytester.mkpydir("drv")
     (sub / "mydrv.ko").write_bytes(b"\x7fELF")
+    (sub / "my dir").mkdir()
+    (sub / "my dir" / "x.ko").write_bytes(b"\x7fELF")
     (sub / "fw.bin").write_bytes(b"fw")
     (sub / "test_paths.py").write_text(
         "import pytest\n"
         "from irqlab.testing.plugin import fresh_guest_config\n\n"
-        '@pytest.mark.irqlab(modules=["mydrv.ko tag=x"], files={"/fw.bin": "fw.bin"})\n'
+        '@pytest.mark.irqlab(modules=["mydrv.ko tag=x", "my dir/x.ko"], '
+        'files={"/fw.bin": "fw.bin"})\n'
         "def test_paths(request):\n"
         "    c = fresh_guest_config(request)\n"
         "    print('MODULES', c.extra_modules, 'FILES', c.extra_files)\n"
@@ -196,7 +200,8 @@ def test_marker_paths_resolve_against_the_test_files_directory(
         )
     r.assert_outcomes(passed=1)
     out = r.stdout.str()
-    assert f"MODULES [PosixPath('{sub / 'mydrv.ko'}')]" in out, out
+    spaced = sub / "my dir" / "x.ko"
+    assert f"MODULES [PosixPath('{sub / 'mydrv.ko'}'), PosixPath('{spaced}')]" in out, out
     assert f"FILES {{'/fw.bin': PosixPath('{sub / 'fw.bin'}')}}" in out, out
     assert "PARAMS {'mydrv': {'tag': 'x'}}" in out, out
 

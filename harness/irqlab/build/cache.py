@@ -37,6 +37,7 @@ from irqlab.paths import cache_dir, cache_location
 __all__ = [
     "DEFAULT_KEEP",
     "KEEP_ENV",
+    "LOCK_PURPOSES",
     "CacheBusy",
     "CacheEntry",
     "CacheKeepError",
@@ -52,6 +53,7 @@ __all__ = [
     "in_use",
     "is_complete",
     "keep_count",
+    "lock_file",
     "output_dir",
     "outputs_named",
     "prune_plan",
@@ -105,6 +107,27 @@ def output_dir(name: str, digest: str) -> Path:
 
 def is_complete(path: Path) -> bool:
     return (path / _COMPLETE).is_file()
+
+
+LOCK_PURPOSES = ("boot",)  # an output's locks besides its build's: a snapshot's cold boot
+
+
+def lock_file(output: Path, purpose: str = "") -> Path:
+    """The lock file of the cache output *output* (a directory, there or not), beside
+    it: ``<output>.lock``, its build's; ``<output>.<purpose>.lock``, another lock of it
+    (*purpose* one of :data:`LOCK_PURPOSES`).  :func:`remove_stale_locks` reads the
+    output back from the name."""
+    if purpose and purpose not in LOCK_PURPOSES:
+        raise ValueError(f"a lock's purpose is one of {LOCK_PURPOSES}, not {purpose!r}")
+    return output.with_name(f"{output.name}{'.' if purpose else ''}{purpose}.lock")
+
+
+def _lock_output(lock: Path) -> Path:
+    """The output whose lock file (:func:`lock_file`) is *lock*."""
+    name = lock.name.removesuffix(".lock")
+    for purpose in LOCK_PURPOSES:
+        name = name.removesuffix(f".{purpose}")
+    return lock.with_name(name)
 
 
 def _locked_file(path: Path, *, wait: bool) -> IO[str] | None:
@@ -172,7 +195,7 @@ def remove_stale_locks(root: Path | None = None) -> list[Path]:
     removed = []
     now = time.time()
     for path in sorted(base.glob("*.lock")):
-        output = base / path.name.removesuffix(".lock").removesuffix(".boot")
+        output = _lock_output(path)
         if not _ENTRY.match(output.name) or output.exists():
             continue
         try:
@@ -217,7 +240,7 @@ def cached_build(
         return final
     keep = keep_count() if evict else None  # a bad value fails before the build, not after
     final.parent.mkdir(parents=True, exist_ok=True)
-    with exclusive_lock(final.with_name(final.name + ".lock"), f"building {final.name}"):
+    with exclusive_lock(lock_file(final), f"building {final.name}"):
         if is_complete(final) and not force:
             touch(final)
             return final
@@ -411,7 +434,9 @@ def outputs_named(args: Iterable[str], root: Path | None = None) -> list[Path]:
 def remove_entry(entry: CacheEntry) -> bool:
     """Remove one output unless a build holds its lock or something holds the output
     (:func:`hold`: a running guest's QEMU, kernel, image) right now; True if removed."""
-    lock = _locked_file(entry.path.with_name(f"{entry.name}-{entry.digest}.lock"), wait=False)
+    # the output's build lock, a .tmp entry's too (its build holds that lock)
+    output = entry.path.with_name(f"{entry.name}-{entry.digest}")
+    lock = _locked_file(lock_file(output), wait=False)
     if lock is None:
         return False
     with lock:

@@ -15,13 +15,12 @@ import json
 import os
 import shutil
 import subprocess
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from irqlab.build.arch import host_deb_arch
-from irqlab.build.cache import exclusive_lock
+from irqlab.build.cache import exclusive_lock, lock_file
 from irqlab.build.steps import BuildError, StepLog
 from irqlab.errors import IrqlabError
 from irqlab.paths import cache_dir
@@ -307,13 +306,6 @@ def closure(roots: Sequence[str], lookup: Lookup, exclude: Iterable[str] = ()) -
     return sorted(chosen.values(), key=lambda p: p.name)
 
 
-@contextmanager
-def _locked(lock_file: Path) -> Iterator[None]:
-    """Serialise concurrent builds (two test runs, QEMU and image recipes) on *lock_file*."""
-    with exclusive_lock(lock_file, "fetching or unpacking Debian packages"):
-        yield
-
-
 def pool_dir() -> Path:
     return cache_dir() / "debs" / "pool"
 
@@ -329,7 +321,7 @@ def download(pkgs: Sequence[Package], steps: StepLog, pool: Path | None = None) 
     """Fetch the exact versions into the pool (once); returns name -> .deb path."""
     pool = pool or pool_dir()
     pool.mkdir(parents=True, exist_ok=True)
-    with _locked(pool / ".lock"):
+    with exclusive_lock(pool / ".lock", "downloading Debian packages"):
         missing = [p for p in pkgs if not (pool / p.deb_name).is_file()]
         if missing:
             steps.log(f"downloading {len(missing)} Debian package(s) into {pool}")
@@ -360,7 +352,7 @@ def extracted(deb: Path, steps: StepLog) -> Path:
     root = cache_dir() / "debs" / "x" / deb.name.removesuffix(".deb")
     if (root / ".complete").is_file():
         return root
-    with _locked(root.with_name(root.name + ".lock")):
+    with exclusive_lock(lock_file(root), f"unpacking {deb.name}"):
         if (root / ".complete").is_file():
             return root
         tmp = root.with_name(root.name + ".tmp")

@@ -23,13 +23,14 @@ import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
-
-import paramiko
+from typing import TYPE_CHECKING, Any
 
 from irqlab.cli.argtypes import UsageError, finite, integer
 from irqlab.errors import IrqlabError
 from irqlab.vm.exit_signal import ExitSignal, exit_signal
+
+if TYPE_CHECKING:
+    import paramiko  # annotations only: `irqlab kdir` builds this parser, and needs none
 
 __all__ = [
     "RUN_DESCRIPTION",
@@ -88,13 +89,12 @@ def parse_puts(items: list[str] | None) -> dict[str, Path]:
 
 def guest_config(args: argparse.Namespace, name: str) -> Any:
     """The GuestConfig the options describe (``--accel`` goes to $IRQLAB_ACCEL)."""
-    from irqlab.build.kernel import module_name
     from irqlab.vm.guest import (
         BUILD_MODULE,
         GuestConfig,
         GuestConfigError,
         check_device_props,
-        parse_module_spec,
+        module_specs,
     )
 
     if args.accel:
@@ -104,21 +104,15 @@ def guest_config(args: argparse.Namespace, name: str) -> Any:
             "--module-param sets our driver's parameters, and --no-irqlab does not load it "
             "(your module's: --module 'my.ko k=v')"
         )
-    modules: list[Path] = []
-    module_params: dict[str, dict[str, str | None]] = {}
-    for spec in args.module or []:
-        try:
-            ko, params = parse_module_spec(spec)
-        except ValueError as e:
-            raise UsageError(f"--module {e}") from None
-        m = Path(ko)
+    try:
+        modules, module_params = module_specs(args.module or [])
+    except ValueError as e:
+        raise UsageError(f"--module {e}") from None
+    for m in modules:
         problem = _not_a_file(m, "a .ko file")
         if problem:
             hint = "" if m.exists() else f" (build it with {BUILD_MODULE})"
             raise UsageError(f"--module {m}: {problem}{hint}")
-        modules.append(m)
-        if params:
-            module_params[module_name(m.name)] = params
     device_props = parse_assignments(args.device_prop, "--device-prop")
     try:
         check_device_props(device_props, "--device-prop")

@@ -151,6 +151,7 @@ def cmd_buildroot_check(args: argparse.Namespace) -> int:
 
 def cmd_kdir(args: argparse.Namespace) -> int:
     from irqlab.build import arch
+    from irqlab.build.imagekind import image_setting
     from irqlab.build.kernel import ensure_kernel
     from irqlab.build.kmod import cross_args, ensure_cross_compiler, module_make_args
 
@@ -160,8 +161,9 @@ def cmd_kdir(args: argparse.Namespace) -> int:
         print(f"irqlab kdir: {e}", file=sys.stderr)
         return 2
     k = ensure_kernel(arch=guest_arch)
-    # read here, not through irqlab.vm.guest: `make -C $(irqlab kdir)` needs no paramiko
-    if os.environ.get("IRQLAB_IMAGE") == "buildroot":
+    # not through irqlab.vm.guest (`make -C $(irqlab kdir)` needs no paramiko), and a
+    # bad value is not this command's error
+    if image_setting() == "buildroot":
         print(
             "irqlab kdir: these are the Debian image's kernel headers; for the Buildroot "
             "guest (IRQLAB_IMAGE=buildroot) build against its own kernel tree, "
@@ -507,9 +509,7 @@ def teardown_on_signals() -> Iterator[None]:
     safe = SafeRaise(ours)
 
     def handler(signum: int, frame: object) -> None:
-        if signum in safe.again:
-            safe.again.discard(signum)
-        elif not watch.start(signum):
+        if not safe.redelivered(signum) and not watch.start(signum):
             return  # a later signal while the first one's teardown runs: ignored
         if safe.deferred(signum):  # see irqlab.sigsafe: a raise here could wedge us
             return
@@ -519,21 +519,14 @@ def teardown_on_signals() -> Iterator[None]:
 
     # Ctrl-C too: whichever comes first starts the teardown, and any later one of the
     # three (Ctrl-C, then closing the window) is ignored until it has finished
-    old = {
-        sig: signal.signal(sig, handler)
-        for sig in (*TEARDOWN_SIGNALS, signal.SIGINT)
-        if signal.getsignal(sig) is not signal.SIG_IGN
-    }
+    signals = (*TEARDOWN_SIGNALS, signal.SIGINT)
+    safe.set_handlers([s for s in signals if signal.getsignal(s) is not signal.SIG_IGN], handler)
     safe.install_hook()  # a raise lost in a finaliser is delivered again
     try:
         yield
     finally:
         watch.end()  # first: a signal between here and the old handlers is ignored
-        pending = safe.uninstall()  # before the old handlers: none of ours reaches them
-        for sig, previous in old.items():
-            signal.signal(sig, previous)
-        for signum in pending:  # deferred in the block's last moments: not lost
-            signal.raise_signal(signum)
+        safe.restore()  # the old handlers, then what was deferred in the last moments
 
 
 def _terminated(signum: int) -> int:

@@ -143,7 +143,7 @@ def report_header() -> str:
     """One line for pytest's header: QEMU version, guest kernel, image, accelerator.
     Cheap whatever the state of the cache: it reads the newest complete outputs in it
     (a build touches what it uses) and asks no package index; nothing is built."""
-    import os
+    from irqlab.build.imagekind import image_setting
 
     parts: list[str] = []
     qemu = None
@@ -153,7 +153,7 @@ def report_header() -> str:
         parts.append(f"QEMU {version}" if version else "QEMU not built yet")
     except Exception as e:
         parts.append(f"QEMU unknown ({e})")
-    image = os.environ.get("IRQLAB_IMAGE", "debian")
+    image = image_setting()  # as it is: a bad value is the option check's error
     if image == "debian":
         try:
             kernel = _newest("kernel")

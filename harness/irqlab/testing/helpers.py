@@ -17,6 +17,7 @@ from irqlab.vm.kernlog import (
     KERNEL_SPLAT,
     KMEMLEAK,
     guest_kernel_log,
+    kernel_problems,
     kernel_report,
     kernel_splats,
 )
@@ -176,7 +177,6 @@ def module_reloaded(guest: Guest, **params: Any) -> Iterator[Guest]:
 def check_guest_kernel_log(guest: Guest) -> None:
     """Fail (AssertionError with the lines) if the guest's kernel log reports a bug; on
     a kernel with kmemleak (the Buildroot debug kernel) after a scan for leaks first."""
-    log, tainted = guest_kernel_log(guest)
-    splats = kernel_splats(log, tainted)
-    if splats:
-        raise AssertionError(kernel_report("the guest kernel reported problems", log, splats))
+    problems = kernel_problems(guest)
+    if problems:
+        raise AssertionError(problems.report("the guest kernel reported problems"))

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 import pytest
 
 from irqlab import paths
+from irqlab.build.imagekind import IMAGE_ENV, IMAGE_KINDS
 from irqlab.errors import IrqlabError
 from irqlab.sigsafe import SafeRaise
 from irqlab.testing.diagnostics import GuestDiagnostics
@@ -77,7 +78,7 @@ class QtestMachineFactory(Protocol):
 
 _OPTIONS = (  # (option, environment variable, help)
     ("--irqlab-accel", "IRQLAB_ACCEL", "accelerator: kvm, tcg or auto (probe; default)"),
-    ("--irqlab-image", "IRQLAB_IMAGE", "guest image: debian (default) or buildroot"),
+    ("--irqlab-image", IMAGE_ENV, "guest image: debian (default) or buildroot"),
     (
         "--irqlab-log-dir",
         "IRQLAB_LOG_DIR",
@@ -102,9 +103,7 @@ def _choices(env: str) -> tuple[str, ...] | None:
     """The values the option of *env* may take (the library's lists), None: any."""
     if env == accel.ENV_VAR:
         return accel.CHOICES
-    if env == "IRQLAB_IMAGE":
-        from irqlab.vm.guest import IMAGE_KINDS
-
+    if env == IMAGE_ENV:
         return IMAGE_KINDS
     return None
 
@@ -342,7 +341,6 @@ def pytest_report_header(config: pytest.Config) -> str:
 
 
 _SAFE_RAISE = pytest.StashKey[SafeRaise]()
-_OLD_HANDLERS = pytest.StashKey[dict[int, Any]]()
 
 
 def _install_interrupts(config: pytest.Config) -> None:
@@ -360,14 +358,14 @@ def _install_interrupts(config: pytest.Config) -> None:
         signal.SIGINT: signal.default_int_handler,
         signal.SIGTERM: signal.SIG_DFL,
     }
-    mine = {sig: d for sig, d in defaults.items() if signal.getsignal(sig) is d}
+    mine = [sig for sig, default in defaults.items() if signal.getsignal(sig) is default]
     if not mine:
         return
     last = [0]  # the signal the last KeyboardInterrupt of ours came from
     safe = SafeRaise(lambda e: last[0] or None if isinstance(e, KeyboardInterrupt) else None)
 
     def handler(signum: int, frame: object) -> None:
-        safe.again.discard(signum)
+        safe.redelivered(signum)  # or a new one: both raise
         if safe.deferred(signum):
             return
         last[0] = signum
@@ -377,10 +375,8 @@ def _install_interrupts(config: pytest.Config) -> None:
             else KeyboardInterrupt(f"signal {signum}")
         )
 
-    for sig in mine:
-        signal.signal(sig, handler)
+    safe.set_handlers(mine, handler)
     config.stash[_SAFE_RAISE] = safe
-    config.stash[_OLD_HANDLERS] = mine
 
 
 @pytest.hookimpl(trylast=True)
@@ -394,14 +390,9 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    import signal
-
     safe = config.stash.get(_SAFE_RAISE, None)
-    pending = safe.uninstall() if safe is not None else set()
-    for sig, previous in config.stash.get(_OLD_HANDLERS, {}).items():
-        signal.signal(sig, previous)  # what Python had: nothing of ours after the run
-    for sig in pending:  # deferred in the run's last moments: not lost
-        signal.raise_signal(sig)
+    if safe is not None:  # what Python had: nothing of ours after the run
+        safe.restore()  # and a signal deferred in the run's last moments is not lost
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -502,32 +493,27 @@ def _marker_modules(
 ) -> tuple[list[Path], dict[str, dict[str, str | None]]]:
     """``modules=`` of the marker: each a .ko path, or ``"KO PARAM=VALUE ..."`` as insmod
     takes it -> the files and their parameters by module name."""
-    from irqlab.build.kernel import module_name
-    from irqlab.vm.guest import parse_module_spec
+    from irqlab.vm.guest import module_specs
 
-    files: list[Path] = []
-    params: dict[str, dict[str, str | None]] = {}
-    for m in modules:
-        given: dict[str, str | None] = {}
-        if isinstance(m, str):
-            try:
-                m, given = parse_module_spec(m)
-            except ValueError as e:
-                _marker_error("modules=...", str(e))
-        path = _marker_file(here, "modules", m)
-        files.append(path)
-        if given:
-            params[module_name(path.name)] = given
-    return files, params
+    try:
+        files, params = module_specs(modules, lambda name: _marker_path(here, "modules", name))
+    except ValueError as e:
+        _marker_error("modules=...", str(e))
+    return [_marker_file(here, "modules", f) for f in files], params
 
 
-def _marker_file(here: Path, key: str, name: object) -> Path:
-    """A file the marker names: absolute, or relative to the test file's directory
-    *here* (not the current directory); it must exist."""
+def _marker_path(here: Path, key: str, name: object) -> Path:
+    """A path the marker names: absolute, or relative to the test file's directory
+    *here* (not the current directory)."""
     if not isinstance(name, (str, os.PathLike)):
         _marker_error(f"{key}=...", f"{name!r} is not a path")
     path = Path(name).expanduser()
-    path = (here / path).resolve() if not path.is_absolute() else path
+    return (here / path).resolve() if not path.is_absolute() else path
+
+
+def _marker_file(here: Path, key: str, name: object) -> Path:
+    """A file the marker names (:func:`_marker_path`); it must exist."""
+    path = _marker_path(here, key, name)
     if not path.is_file():
         _marker_error(f"{key}=...", f"not found: {path}")
     return path
@@ -577,22 +563,21 @@ def _check_kernel_log(g: Guest) -> None:
     died or froze (the test met that itself, or caused it: the fault stays the story)."""
     from paramiko import SSHException
 
-    from irqlab.vm.kernlog import guest_kernel_log, kernel_report, kernel_splats
+    from irqlab.vm.kernlog import kernel_problems
 
     if g.fault is not None or g.ssh is None or g.machine is None or not g.machine.is_running():
         return
     try:
         # no kmemleak scan (slow under TCG): a session's end scans the shared guest
-        log, tainted = guest_kernel_log(g, scan_leaks=False)
+        problems = kernel_problems(g, scan_leaks=False)
     except (IrqlabError, SSHException, OSError, EOFError, ValueError):  # it died or stopped
         return  # answering as the test ended (SSH's own errors too): that is its story
-    splats = kernel_splats(log, tainted)
-    if splats:
+    if problems:
         lead = (
             "the guest kernel reported problems during the test (a test that expects "
             "them: @pytest.mark.irqlab(check_kernel_log=False))"
         )
-        pytest.fail(kernel_report(lead, log, splats), pytrace=False)
+        pytest.fail(problems.report(lead), pytrace=False)
 
 
 @pytest.fixture

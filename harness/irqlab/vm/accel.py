@@ -221,11 +221,11 @@ def probe(
     (up to *timeout* where KVM hangs, as under nested PVM).
     """
     key = verdict_key(binary, datadir)
-    cached = _cache.get(key) or _load_verdict(key)
+    cached = _kept_verdict(key)
     if cached is None:
         cached = run_probe_guest(binary, "kvm", datadir=datadir, timeout=timeout)
         _save_verdict(key, cached)
-    _cache[key] = cached
+        _cache[key] = cached
     return cached
 
 
@@ -236,7 +236,15 @@ def known_verdict(binary: Path, datadir: Path | None = None) -> ProbeResult | No
         key = verdict_key(binary, datadir)
     except OSError:
         return None
-    return _cache.get(key) or _load_verdict(key)
+    return _kept_verdict(key)
+
+
+def _kept_verdict(key: str) -> ProbeResult | None:
+    """The verdict of *key* kept in memory, else on disk (then kept in memory too)."""
+    found = _cache.get(key) or _load_verdict(key)
+    if found is not None:
+        _cache[key] = found
+    return found
 
 
 def clear_cache() -> None:

@@ -39,6 +39,8 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import paramiko
 
+from irqlab.build import imagekind
+from irqlab.build.imagekind import IMAGE_KINDS
 from irqlab.contract.regs import REGS
 from irqlab.errors import IrqlabError
 from irqlab.paths import log_dir, prune_logs
@@ -107,6 +109,7 @@ __all__ = [
     "host_cpu_model",
     "image_kind",
     "kernel_param",
+    "module_specs",
     "parse_module_spec",
     "parse_usernet",
 ]
@@ -264,15 +267,13 @@ HOTPLUG_PORT = "irqlab-rp0"  # the PCIe root port our device sits behind with ho
 IMAGE_EXTRA_PACKAGES = ("gpiod",)
 
 
-IMAGE_KINDS = ("debian", "buildroot")  # what $IRQLAB_IMAGE may say; the first is the default
-
-
 def image_kind() -> str:
-    """Which guest image to boot: $IRQLAB_IMAGE, ``debian`` (default) or ``buildroot``."""
-    kind = os.environ.get("IRQLAB_IMAGE", IMAGE_KINDS[0])
-    if kind not in IMAGE_KINDS:
-        raise PrerequisiteMissing(f"IRQLAB_IMAGE={kind!r}: use 'debian' or 'buildroot'")
-    return kind
+    """Which guest image to boot: $IRQLAB_IMAGE, ``debian`` (default) or ``buildroot``
+    (:func:`irqlab.build.imagekind.image_kind`); PrerequisiteMissing for another."""
+    try:
+        return imagekind.image_kind()
+    except imagekind.UnknownImageKind as e:
+        raise PrerequisiteMissing(str(e)) from None
 
 
 def ko_module_name(ko: bytes) -> str | None:
@@ -365,12 +366,15 @@ def kernel_param(name: object, value: object) -> str:
     return shlex.quote(word)
 
 
-def parse_module_spec(text: str) -> tuple[str, dict[str, str | None]]:
+def parse_module_spec(
+    text: str, locate: Callable[[str], Path] = Path
+) -> tuple[str, dict[str, str | None]]:
     """``"mydrv.ko tag=x mode=1 verbose"`` (as insmod takes it; shell quoting) -> the
     file and its parameters (None for a bare name: a bool parameter, set); ValueError
     saying what is wrong.  A *text* that names an existing file as it stands (a path
-    with a blank, a backslash) is that file, no parameters."""
-    if Path(text).is_file():
+    with a blank, a backslash) is that file, no parameters; *locate* finds a file by
+    its name (default: a relative name is relative to the current directory)."""
+    if locate(text).is_file():
         return text, {}
     try:
         words = shlex.split(text)
@@ -385,6 +389,28 @@ def parse_module_spec(text: str) -> tuple[str, dict[str, str | None]]:
             raise ValueError(f"{text!r}: {word!r} is not PARAM=VALUE (KO [PARAM=VALUE ...])")
         params[key] = value if sep else None
     return words[0], params
+
+
+def module_specs(
+    specs: Iterable[object], locate: Callable[[Any], Path] = Path
+) -> tuple[list[Path], dict[str, dict[str, str | None]]]:
+    """Modules as insmod takes them, each a .ko path or ``"KO PARAM=VALUE ..."``
+    (:func:`parse_module_spec`; a path object is a path) -> the files and their
+    parameters by module name (GuestConfig's ``extra_modules``,
+    ``extra_module_params``).  *locate* turns what a spec names into the file (default:
+    relative to the current directory); whether each is one is the caller's to say.
+    ValueError for a spec that is none."""
+    from irqlab.build.kernel import module_name
+
+    files: list[Path] = []
+    params: dict[str, dict[str, str | None]] = {}
+    for spec in specs:
+        name, given = parse_module_spec(spec, locate) if isinstance(spec, str) else (spec, {})
+        path = locate(name)
+        files.append(path)
+        if given:
+            params[module_name(path.name)] = given
+    return files, params
 
 
 def check_module_params(ko: Path, params: Mapping[str, Any]) -> None:
@@ -1063,7 +1089,7 @@ class Guest:
         """Save this ready guest as the snapshot *key*, with no host connection open in
         it (the agent's session ended, SSH closed), then reconnect."""
         from irqlab.vm import snapshot
-        from irqlab.vm.kernlog import guest_kernel_log, kernel_splats
+        from irqlab.vm.kernlog import kernel_problems
 
         assert self.image is not None and self.qemu is not None
         # A splat of this boot (a WARN() of a module loading, a soft lockup of a loaded
@@ -1071,9 +1097,9 @@ class Guest:
         # fail each of their tests: such a boot is not saved (the next boots cold).
         why = ""
         try:
-            splats = kernel_splats(*guest_kernel_log(self, scan_leaks=False))
-            if splats:
-                why = f"the kernel reported problems while this guest booted ({splats[0]})"
+            problems = kernel_problems(self, scan_leaks=False)
+            if problems:
+                why = f"the kernel reported problems while this guest booted ({problems.splats[0]})"
         except GuestFault:
             raise  # it died: the start's story
         except (IrqlabError, ValueError) as e:  # the log could not be read: not saved
@@ -1795,38 +1821,32 @@ class _FaultNamingQmp:
         self._guest, self._machine = guest, machine
 
     def qmp(self, command: str, args: Mapping[str, object] | None = None, /) -> Any:
-        from irqlab.vm.machine import MachineError
-
-        self._refuse_if_dead(f"QMP {command}")
-        try:
-            return self._machine.qmp(command, args)
-        except MachineError as e:
-            self._name_fault(e, f"QMP {command}")
-            raise
+        return self._naming_faults(f"QMP {command}", lambda: self._machine.qmp(command, args))
 
     def qmp_many(
         self, commands: Sequence[tuple[str, Mapping[str, object] | None]], *, window: int = 8
     ) -> list[Any]:
+        return self._naming_faults(
+            f"QMP {len(commands)} pipelined commands",
+            lambda: self._machine.qmp_many(commands, window=window),
+        )
+
+    def _naming_faults(self, doing: str, call: Callable[[], _T]) -> _T:
+        """*call*'s result; a guest known dead or frozen refuses it at once (a poll
+        between two calls would not meet the verdict's abort), and a failure of it
+        waits for the health watch's verdict and names it."""
         from irqlab.vm.machine import MachineError
 
-        self._refuse_if_dead(f"QMP {len(commands)} pipelined commands")
-        try:
-            return self._machine.qmp_many(commands, window=window)
-        except MachineError as e:
-            self._name_fault(e, f"QMP {len(commands)} pipelined commands")
-            raise
-
-    def _refuse_if_dead(self, doing: str) -> None:
-        """A guest known dead or frozen: every later device call says so at once (a
-        poll between two calls would not meet the verdict's abort)."""
         fault = self._guest.fault
         if fault is not None:
             raise GuestFault(fault, doing)
-
-    def _name_fault(self, error: Exception, doing: str) -> None:
-        fault = self._guest.wait_fault(FAULT_VERDICT)
-        if fault is not None:
-            raise GuestFault(fault, doing) from error
+        try:
+            return call()
+        except MachineError as e:
+            fault = self._guest.wait_fault(FAULT_VERDICT)
+            if fault is not None:
+                raise GuestFault(fault, doing) from e
+            raise
 
 
 def agent_command(package: str) -> str:

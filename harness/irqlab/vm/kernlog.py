@@ -7,6 +7,7 @@ before a cold-booted guest is saved as a snapshot (a splat is never saved into o
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from irqlab.vm.loadscale import timeout_scale
@@ -18,7 +19,9 @@ __all__ = [
     "EXPECTED_TAINT",
     "KERNEL_SPLAT",
     "KMEMLEAK",
+    "KernelProblems",
     "guest_kernel_log",
+    "kernel_problems",
     "kernel_report",
     "kernel_splats",
 ]
@@ -79,3 +82,24 @@ def kernel_report(lead: str, log: str, splats: list[str]) -> str:
             lines[start : first + SPLAT_AFTER + 1]
         )
     return text
+
+
+@dataclass(frozen=True)
+class KernelProblems:
+    """What a guest's kernel log reports as bugs: the lines (:func:`kernel_splats`) and
+    the log they are in."""
+
+    splats: list[str]
+    log: str
+
+    def report(self, lead: str) -> str:
+        """:func:`kernel_report` of them, after *lead*."""
+        return kernel_report(lead, self.log, self.splats)
+
+
+def kernel_problems(guest: Guest, *, scan_leaks: bool = True) -> KernelProblems | None:
+    """Read the guest's kernel log (:func:`guest_kernel_log`, whose errors propagate)
+    and scan it: what it reports as bugs, None when nothing."""
+    log, tainted = guest_kernel_log(guest, scan_leaks=scan_leaks)
+    splats = kernel_splats(log, tainted)
+    return KernelProblems(splats, log) if splats else None

@@ -81,7 +81,7 @@ def boot_lock(key: str) -> Iterator[None]:
     """Held while a guest cold-boots to make the snapshot *key*: another process that
     misses the same snapshot waits here, then finds it and restores instead of booting
     a second time.  (A lock of its own: :func:`save` takes the output's build lock.)"""
-    path = cache.output_dir(RECIPE, key).with_name(f"{RECIPE}-{key}.boot.lock")
+    path = cache.lock_file(cache.output_dir(RECIPE, key), "boot")
     with cache.exclusive_lock(path, f"cold-booting a guest to save the snapshot {key}"):
         yield
 

@@ -1,0 +1,83 @@
+"""The device injector's QMP runner of a guest: a QMP failure once the guest died or
+froze is a GuestFault naming why, for one command and for pipelined ones alike.
+Without a VM: the guest and its machine are stand-ins."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from irqlab.vm.guest import FAULT_VERDICT, _FaultNamingQmp
+from irqlab.vm.health import Fault, GuestFault
+from irqlab.vm.machine import MachineError
+
+PANIC = Fault("guest kernel panic: x", "")
+
+
+class StandIn:
+    """A guest (its fault, the health watch's verdict) and its machine (QMP calls)."""
+
+    def __init__(self, fault: Fault | None = None, verdict: Fault | None = None) -> None:
+        self.fault, self.verdict = fault, verdict
+        self.calls: list[str] = []
+        self.waits: list[float] = []
+        self.error: MachineError | None = None
+
+    def wait_fault(self, timeout: float) -> Fault | None:
+        self.waits.append(timeout)
+        return self.verdict
+
+    def qmp(self, command: str, args: object) -> Any:
+        self.calls.append(command)
+        if self.error is not None:
+            raise self.error
+        return {"return": command}
+
+    def qmp_many(self, commands: list[tuple[str, object]], *, window: int) -> list[Any]:
+        self.calls += [c for c, _ in commands]
+        if self.error is not None:
+            raise self.error
+        return [window] * len(commands)
+
+
+CALLS: list[tuple[Callable[[_FaultNamingQmp], Any], str, Any]] = [
+    (lambda q: q.qmp("qom-get", {}), "QMP qom-get", {"return": "qom-get"}),
+    (
+        lambda q: q.qmp_many([("qom-set", {}), ("qom-get", None)], window=3),
+        "QMP 2 pipelined commands",
+        [3, 3],
+    ),
+]
+
+
+@pytest.mark.parametrize(("call", "doing", "result"), CALLS)
+def test_a_call_of_a_live_guest_returns_and_a_dead_one_is_refused_at_once(
+    call: Callable[[_FaultNamingQmp], Any], doing: str, result: Any
+) -> None:
+    live = StandIn()
+    assert call(_FaultNamingQmp(live, live)) == result  # type: ignore[arg-type]
+    assert live.calls and live.waits == []
+    dead = StandIn(fault=PANIC)
+    with pytest.raises(GuestFault) as info:
+        call(_FaultNamingQmp(dead, dead))  # type: ignore[arg-type]
+    assert str(info.value) == f"guest kernel panic: x ({doing})"
+    assert dead.calls == [] and dead.waits == []  # not asked: no wait on a dead guest
+
+
+@pytest.mark.parametrize(("call", "doing", "result"), CALLS)
+def test_a_failed_call_names_the_verdict_or_stays_what_it_was(
+    call: Callable[[_FaultNamingQmp], Any], doing: str, result: Any
+) -> None:
+    died = StandIn(verdict=PANIC)
+    died.error = MachineError("QMP: not connected")
+    with pytest.raises(GuestFault) as info:
+        call(_FaultNamingQmp(died, died))  # type: ignore[arg-type]
+    assert str(info.value) == f"guest kernel panic: x ({doing})"
+    assert info.value.__cause__ is died.error and died.waits == [FAULT_VERDICT]
+    healthy = StandIn()
+    healthy.error = MachineError("QMP: device not found")
+    with pytest.raises(MachineError) as plain:
+        call(_FaultNamingQmp(healthy, healthy))  # type: ignore[arg-type]
+    assert plain.value is healthy.error and healthy.waits == [FAULT_VERDICT]

@@ -14,10 +14,10 @@ to 128 + the signal's number, as a shell reports a child killed by a signal.
 from __future__ import annotations
 
 import signal
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-import paramiko
-from paramiko.common import MSG_CHANNEL_REQUEST
+if TYPE_CHECKING:  # paramiko is imported where it is used: `irqlab kdir` loads none
+    import paramiko
 
 __all__ = ["ExitSignal", "exit_signal", "signal_status", "track_exit_signals"]
 
@@ -58,6 +58,8 @@ def track_exit_signals(transport: paramiko.Transport) -> None:
     this gives *transport* its own copy, with the request handler wrapped.  A transport
     without that table (a test's fake; a paramiko that renamed it, which
     tests/unit/test_exit_signal.py would catch) is left as it is."""
+    from paramiko.common import MSG_CHANNEL_REQUEST
+
     found = getattr(transport, TABLE, None)
     if not isinstance(found, dict) or MSG_CHANNEL_REQUEST not in found:
         return

@@ -36,6 +36,7 @@ import contextlib
 import os
 import re
 import sys
+import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
@@ -341,6 +342,9 @@ def pytest_report_header(config: pytest.Config) -> str:
 
 
 _SAFE_RAISE = pytest.StashKey[SafeRaise]()
+# A signal this soon after the one that interrupted the run is the same stop, sent
+# twice: ignored.  One later than that interrupts again (as Python's own Ctrl-C does).
+REPEATED_SIGNAL_S = 1.0
 
 
 def _install_interrupts(config: pytest.Config) -> None:
@@ -362,13 +366,20 @@ def _install_interrupts(config: pytest.Config) -> None:
     if not mine:
         return
     last = [0]  # the signal the last KeyboardInterrupt of ours came from
+    raised_at = [-REPEATED_SIGNAL_S]  # when it was raised (monotonic)
     safe = SafeRaise(lambda e: last[0] or None if isinstance(e, KeyboardInterrupt) else None)
 
     def handler(signum: int, frame: object) -> None:
-        safe.redelivered(signum)  # or a new one: both raise
+        again = safe.redelivered(signum)
+        if not again and time.monotonic() - raised_at[0] < REPEATED_SIGNAL_S:
+            # the same stop sent twice (timeout(1) signals pytest and then its process
+            # group; a CI runner the group too): a second KeyboardInterrupt inside
+            # pytest's own interrupt handling spoilt its report and exit status
+            return
         if safe.deferred(signum):
             return
         last[0] = signum
+        raised_at[0] = time.monotonic()
         raise (
             KeyboardInterrupt()
             if signum == signal.SIGINT

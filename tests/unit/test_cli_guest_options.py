@@ -160,7 +160,7 @@ def test_shell_leaves_no_socket_folder(
 ) -> None:
     from irqlab.cli import guestcmd
 
-    monkeypatch.setattr(guestcmd.tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr("irqlab.vm.machine.sock_parent", lambda: tmp_path)
     monkeypatch.setattr("irqlab.vm.guest.Guest", _Guest)
     monkeypatch.setattr(_Guest, "fails", not starts)
     monkeypatch.setattr(_Guest, "closed", 0)
@@ -214,7 +214,7 @@ def test_shell_hint_without_our_driver_says_so(
     to watch /proc/interrupts for them and to give our driver a --module-param."""
     from irqlab.cli import guestcmd
 
-    monkeypatch.setattr(guestcmd.tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr("irqlab.vm.machine.sock_parent", lambda: tmp_path)
     monkeypatch.setattr("irqlab.vm.guest.Guest", _Guest)
     monkeypatch.setattr(guestcmd, "interactive_shell", lambda g: (0, None))
     assert main(["shell", *(["--no-irqlab"] if no_irqlab else [])]) == 0

@@ -49,6 +49,7 @@ __all__ = [
     "entries",
     "evict_after",
     "exclusive_lock",
+    "held_elsewhere",
     "hold",
     "in_use",
     "is_complete",
@@ -413,6 +414,12 @@ def in_use(path: Path) -> bool:
         fd = _open_dir(path)
     except OSError:
         return False
+    return held_elsewhere(fd)
+
+
+def held_elsewhere(fd: int) -> bool:
+    """Whether another open file description holds a flock on *fd*'s file; closes *fd*
+    (and with it the lock it may have taken to find out)."""
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

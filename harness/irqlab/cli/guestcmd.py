@@ -15,11 +15,9 @@ import json
 import os
 import select
 import shlex
-import shutil
 import signal
 import stat
 import sys
-import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -336,7 +334,9 @@ def shell_hint(qmp: Path, *, irqlab_loaded: bool = True) -> str:
 
 def cmd_shell(args: argparse.Namespace) -> int:
     config = guest_config(args, "shell")
-    sock_dir = Path(tempfile.mkdtemp(prefix=f"irqlab-{os.getpid()}-shell"))
+    from irqlab.vm.machine import make_sock_dir, remove_sock_dir
+
+    sock_dir = make_sock_dir("shell")
     qmp = config.qmp_socket = sock_dir / "qmp.sock"
     try:
         with _running_guest(config) as g:
@@ -358,7 +358,7 @@ def cmd_shell(args: argparse.Namespace) -> int:
                 print(f"irqlab: the shell was {killed.describe()}", file=sys.stderr)
             return rc
     finally:
-        shutil.rmtree(sock_dir, ignore_errors=True)
+        remove_sock_dir(sock_dir)
 
 
 def forwarded_stdin() -> int | None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import fcntl
 import itertools
 import os
 import re
@@ -48,7 +49,10 @@ __all__ = [
     "QemuExited",
     "RunPaths",
     "build_argv",
+    "make_sock_dir",
+    "remove_sock_dir",
     "remove_stale_sock_dirs",
+    "sock_parent",
 ]
 
 _counter = itertools.count(1)
@@ -108,17 +112,66 @@ class RunPaths:
         s(self, "cmdline", g / "cmdline.sh")
 
 
-# This process's socket directories not yet removed by close(): a script that never
-# closes its guest (or ends on Ctrl-C outside a with block) leaves none behind at exit
-# (its QEMUs are killed by irqlab.vm.proc's own exit hook).
-_SOCK_DIRS: set[Path] = set()
+# This process's socket directories not yet removed by close(), each with the descriptor
+# of its held owner lock: a script that never closes its guest (or ends on Ctrl-C
+# outside a with block) leaves none behind at exit (its QEMUs are killed by
+# irqlab.vm.proc's own exit hook).
+_SOCK_DIRS: dict[Path, int] = {}
+# In every socket directory: flock-ed by its owner while it lives.  Another process
+# that finds the owner's pid gone (from its pid namespace: a container sharing /tmp)
+# still sees the lock held, and leaves the directory.
+OWNER_LOCK = ".owner.lock"
+# A unix socket's path: at most 107 bytes (sun_path, with its NUL).  The longest of
+# ours: <parent>/irqlab-<pid>-shell<8 random>/console.sock.
+SUN_PATH_MAX = 107
+_LONGEST_SOCK_NAME = len(f"/irqlab-{2**22}-shell") + 8 + len("/console.sock")
+
+
+def sock_parent() -> Path:
+    """Where socket directories go: the temp directory ($TMPDIR), or /tmp when that
+    path is too long for a unix socket's (QEMU could not bind there)."""
+    tmp = Path(tempfile.gettempdir())
+    if len(os.fsencode(tmp)) + _LONGEST_SOCK_NAME <= SUN_PATH_MAX:
+        return tmp
+    return Path("/tmp")
+
+
+def make_sock_dir(kind: str = "") -> Path:
+    """A new socket directory of this process (``irqlab-<pid>-<kind>...``, mode 0700) in
+    :func:`sock_parent`, its owner lock held until :func:`remove_sock_dir` or exit."""
+    d = Path(tempfile.mkdtemp(prefix=f"irqlab-{os.getpid()}-{kind}", dir=sock_parent()))
+    try:
+        fd = os.open(d / OWNER_LOCK, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
+    except OSError:
+        shutil.rmtree(d, ignore_errors=True)
+        raise
+    fcntl.flock(fd, fcntl.LOCK_EX)  # a new file: nobody else holds it
+    _SOCK_DIRS[d] = fd
+    return d
+
+
+def remove_sock_dir(d: Path) -> None:
+    """Remove socket directory *d* of this process, then let go of its owner lock."""
+    shutil.rmtree(d, ignore_errors=True)
+    fd = _SOCK_DIRS.pop(d, None)
+    if fd is not None:
+        os.close(fd)
 
 
 @atexit.register
 def _remove_own_sock_dirs() -> None:
     for d in list(_SOCK_DIRS):
-        shutil.rmtree(d, ignore_errors=True)
-    _SOCK_DIRS.clear()
+        remove_sock_dir(d)
+
+
+def _owner_holds(d: Path) -> bool:
+    """Whether a process holds *d*'s owner lock (False when it has none: older
+    versions made none)."""
+    try:
+        fd = os.open(d / OWNER_LOCK, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    return cache.held_elsewhere(fd)
 
 
 _SOCK_DIR = re.compile(r"^irqlab-(\d+)-[A-Za-z0-9_]+$")
@@ -137,10 +190,11 @@ def _bound_unix_paths() -> set[str]:
 
 
 def remove_stale_sock_dirs(tmp: Path | None = None) -> list[Path]:
-    """Remove socket directories (``irqlab-<pid>-*`` in the temp dir) whose owning
-    process is gone (a killed test run), and pid-less ones of older irqlab versions
-    that are over 10 minutes old with no socket in use; returns what was removed."""
-    base = tmp if tmp is not None else Path(tempfile.gettempdir())
+    """Remove socket directories (``irqlab-<pid>-*`` in :func:`sock_parent`) whose
+    owning process is gone (a killed test run) and whose owner lock nobody holds, and
+    pid-less ones of older irqlab versions that are over 10 minutes old with no socket
+    in use; returns what was removed."""
+    base = tmp if tmp is not None else sock_parent()
     removed = []
     bound: set[str] | None = None
     for p in base.glob("irqlab-*"):
@@ -160,8 +214,8 @@ def remove_stale_sock_dirs(tmp: Path | None = None) -> list[Path]:
             shutil.rmtree(p, ignore_errors=True)
             removed.append(p)
             continue
-        if pid_runs(int(m[1])):
-            continue  # its owner lives
+        if pid_runs(int(m[1])) or _owner_holds(p):
+            continue  # its owner lives (the lock: also one in another pid namespace)
         shutil.rmtree(p, ignore_errors=True)
         removed.append(p)
     return removed
@@ -235,9 +289,7 @@ class Machine:
         run_dir = root / f"{self.config.name}-{stamp}-{os.getpid()}-{next(_counter)}"
         run_dir.mkdir(parents=True, exist_ok=False)
         remove_stale_sock_dirs()
-        sock_dir = Path(tempfile.mkdtemp(prefix=f"irqlab-{os.getpid()}-"))  # mode 0700
-        _SOCK_DIRS.add(sock_dir)
-        return RunPaths(sock_dir=sock_dir, log_dir=run_dir)
+        return RunPaths(sock_dir=make_sock_dir(), log_dir=run_dir)
 
     def start(self) -> Machine:
         if self._proc is not None or self._closed:
@@ -351,8 +403,7 @@ class Machine:
                 os.close(self._pidfd)
                 self._pidfd = -1
             if self.paths is not None:
-                shutil.rmtree(self.paths.sock_dir, ignore_errors=True)
-                _SOCK_DIRS.discard(self.paths.sock_dir)
+                remove_sock_dir(self.paths.sock_dir)
             if self._held is not None and (self._proc is None or status is not None):
                 self._held.release()  # QEMU is gone (or never started)
         if self._proc is not None and status is None:

@@ -1,0 +1,86 @@
+"""Socket directories: a $TMPDIR too long for a unix socket's path falls back to /tmp,
+and a directory whose owner holds its lock stays although its pid looks gone (another
+pid namespace sharing /tmp)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from irqlab.vm import machine
+from irqlab.vm.machine import (
+    SUN_PATH_MAX,
+    make_sock_dir,
+    remove_sock_dir,
+    remove_stale_sock_dirs,
+    sock_parent,
+)
+
+
+def test_a_short_tmpdir_is_used(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    short = Path(tempfile.mkdtemp(prefix="s", dir="/tmp"))
+    try:
+        monkeypatch.setattr(tempfile, "tempdir", str(short))
+        assert sock_parent() == short
+        d = make_sock_dir("shell")
+        assert d.parent == short and d.name.startswith(f"irqlab-{os.getpid()}-shell")
+        remove_sock_dir(d)
+        assert not d.exists()
+    finally:
+        os.rmdir(short)
+
+
+def test_a_tmpdir_too_long_for_a_socket_falls_back_to_tmp(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    long = tmp_path / ("y" * 80)
+    long.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(long))
+    assert sock_parent() == Path("/tmp")
+    d = make_sock_dir()
+    try:
+        for name in ("qmp.sock", "console.sock", "qtest.sock"):
+            path = d / name
+            assert len(os.fsencode(path)) <= SUN_PATH_MAX
+            with socket.socket(socket.AF_UNIX) as s:
+                s.bind(str(path))  # what QEMU and our listeners do
+    finally:
+        remove_sock_dir(d)
+    # and it is where the sweep looks
+    assert machine.sock_parent() == Path("/tmp")
+
+
+def test_a_dir_whose_owner_holds_its_lock_stays_though_its_pid_is_gone(tmp_path: Path) -> None:
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    live = tmp_path / f"irqlab-{gone.pid}-live1234"
+    stale = tmp_path / f"irqlab-{gone.pid}-dead1234"
+    live.mkdir()
+    stale.mkdir()
+    (stale / machine.OWNER_LOCK).write_text("")  # its owner died: nobody holds it
+    # a process in another pid namespace: its pid means nothing here, its lock does
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_CREAT | os.O_RDWR);"
+            " fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); sys.stdin.read()",
+            str(tmp_path / f"irqlab-{gone.pid}-live1234" / machine.OWNER_LOCK),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        assert remove_stale_sock_dirs(tmp_path) == [stale]
+        assert live.exists() and not stale.exists()
+    finally:
+        holder.communicate("")
+    assert remove_stale_sock_dirs(tmp_path) == [live]  # its owner is gone now

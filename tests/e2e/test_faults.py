@@ -397,6 +397,37 @@ def test_tests_with_only_the_session_guest_get_a_new_one_after_it_died(
     ], out
 
 
+INNER_SSHD_KILLED = """
+def test_01_kills_the_guests_sshd(irqlab_guest):
+    irqlab_guest.sh("killall dropbear; true", check=False)
+
+def test_02_gets_a_new_guest(irqlab_guest, irqlab_agent):
+    assert irqlab_guest.sh("echo hi").strip() == "hi"
+    assert irqlab_agent.request("ping")["pong"]
+
+def test_03_so_does_the_next(irqlab_device):
+    irqlab_device.push(7)
+    assert irqlab_device.wait_counters(lambda c: c.raised == 1, timeout=30).raised == 1
+"""
+
+
+def test_a_session_guest_the_host_cannot_reach_is_replaced(tmp_path: Path) -> None:
+    """A test that kills the guest's sshd leaves a live guest no one can reach: the
+    next test gets a new one at once (each waited 30 s for SSH, then failed, and so
+    did every test after it)."""
+    test = _inner(tmp_path, INNER_SSHD_KILLED)
+    r = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(test)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False,
+        env=_inner_env(tmp_path),
+    )  # fmt: skip
+    out = r.stdout + r.stderr
+    assert "3 passed" in out, out
+    assert (
+        "the session guest cannot be reached (its SSH connection closed); starting a new one" in out
+    ), out
+
+
 INNER_SLOW = """
 import time
 def test_waits(irqlab_fresh_guest):

@@ -693,14 +693,21 @@ def _guest_logs(guest: Guest) -> dict[str, Path]:
 
 
 def revive(guest: Guest, config: pytest.Config | None = None) -> str | None:
-    """Replace a guest that died or froze (the health watch saw it) with a new one
-    of the same configuration: a restore from its snapshot, about half a second.
-    Says so once on the terminal; returns the cause (None if the guest was fine)."""
+    """Replace a guest that died or froze (the health watch saw it), or that the host
+    cannot reach any more (its SSH connection or agent session gone: a test killed
+    the guest's sshd), with a new one of the same configuration: a restore from its
+    snapshot, about half a second.  Says so once on the terminal; returns the cause
+    (None if the guest was fine)."""
     dead = guest.fault is not None or guest.machine is None or not guest.machine.is_running()
-    if not dead:
+    lost = None if dead else guest.connection_lost()
+    if not dead and lost is None:
         return None
-    cause = guest.fault.cause if guest.fault is not None else "QEMU is not running"
-    msg = f"irqlab: the session guest died ({cause}); starting a new one"
+    if lost is not None:
+        cause = lost
+        msg = f"irqlab: the session guest cannot be reached ({cause}); starting a new one"
+    else:
+        cause = guest.fault.cause if guest.fault is not None else "QEMU is not running"
+        msg = f"irqlab: the session guest died ({cause}); starting a new one"
     reporter = config.pluginmanager.get_plugin("terminalreporter") if config else None
     capture = config.pluginmanager.get_plugin("capturemanager") if config else None
     if reporter is not None and capture is not None:
@@ -719,8 +726,9 @@ def irqlab_guest_alive(request: pytest.FixtureRequest) -> Guest | None:
     itself, ``irqlab_agent``, ``irqlab_device``, ``irqlab_wait_stats`` or a
     function-scoped fixture of your own that takes it; pytest sets up wider-scoped ones
     before this one, so they meet a dead guest): if an earlier test killed it (panic,
-    QEMU gone, frozen), it is replaced by a new one first (a restore) and the terminal
-    says once why.  What the health watch already knows decides: no round trip to a
+    QEMU gone, frozen) or left it out of reach (its SSH connection or agent session
+    gone), it is replaced by a new one first (a restore) and the terminal says once
+    why.  What the health watch already knows decides: no round trip to a
     healthy guest.  Returns the guest (None for a test without it; no guest is started
     for such a test)."""
     if "irqlab_guest" not in request.fixturenames:

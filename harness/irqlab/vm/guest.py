@@ -1271,6 +1271,17 @@ class Guest:
             # stopped) keeps QMP for later questions; the device's injector refuses
             machine.abort_qmp(f"the guest is not usable: {fault.cause}", later=fault.qmp_silent)
 
+    def connection_lost(self) -> str | None:
+        """Why the host cannot reach this running guest any more, as far as the host
+        knows without a round trip: its SSH connection closed (a test killed the
+        guest's sshd, or its network), or the agent's session ended; None if neither.
+        Reconnecting could wait ``ssh_timeout`` for an sshd that is gone."""
+        if self.ssh is None or not self.ssh.is_active():
+            return "its SSH connection closed"
+        if self._agent is not None and self._agent.eof:
+            return "its agent's session ended"
+        return None
+
     def wait_fault(self, timeout: float) -> Fault | None:
         """The health watch's fault, waiting up to *timeout* s for its verdict (a broken
         connection is often the first sign of a dead guest, a moment before the

@@ -399,6 +399,11 @@ class SshClient:
                 transport.set_keepalive(5)
             return self
 
+    def is_active(self) -> bool:
+        """Whether the connection is up, as far as this side knows (no round trip)."""
+        t = self._client.get_transport() if self._client is not None else None
+        return t is not None and t.is_active()
+
     @property
     def transport(self) -> paramiko.Transport:
         t = self._client.get_transport() if self._client is not None else None

@@ -80,3 +80,74 @@ def test_a_guest_that_died_while_its_log_was_read_fails_the_start(
     with pytest.raises(GuestFault) as info:
         g._save_snapshot("k")
     assert info.value is died and saved == [] and g.snapshot_error is None
+
+
+def test_a_failed_save_leaves_the_guest_running_and_says_why(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A full cache filesystem: the save fails, the guest goes on (reconnected), the
+    next start boots cold.  It failed the start, so every test of a run errored."""
+    g, _ = _guest(monkeypatch, ("[ 1.0] ok\n", kernlog.EXPECTED_TAINT))
+    full = "saving x/state.mig: migration failed: Unable to write to file: No space left on device"
+    reconnected: list[str] = []
+
+    def save(machine: object, key: str, meta: dict[str, Any], **kw: object) -> Path:
+        raise snapshot.SnapshotError(full)
+
+    monkeypatch.setattr(snapshot, "save", save)
+    monkeypatch.setattr(g, "_name_fault", lambda: None)  # the watch saw nothing wrong
+    monkeypatch.setattr(g, "_connect_ssh", lambda: reconnected.append("ssh"))
+    monkeypatch.setattr(g, "_connect_agent", lambda: reconnected.append("agent"))
+    g._save_snapshot("k")
+    assert reconnected == ["ssh", "agent"]
+    assert g.snapshot_dir is None and g.snapshot_error == f"not saved as the snapshot k: {full}"
+    assert "No space left on device; going on without it" in capsys.readouterr().err
+
+
+def test_a_failed_migration_carries_qemus_words() -> None:
+    class Qemu:
+        returncode = None
+
+        def is_running(self) -> bool:
+            return True
+
+        def wait_event(self, name: str, timeout: float) -> Any:
+            return {"event": "MIGRATION", "data": {"status": "failed"}}
+
+        def qmp(self, command: str, **kw: Any) -> Any:
+            assert command == "query-migrate"
+            return {"status": "failed", "error-desc": "Unable to write to file: No space left"}
+
+    with pytest.raises(snapshot.SnapshotError, match=r"^saving s: migration failed: Unable to"):
+        snapshot._wait_migration(Qemu(), 5.0, "saving s")  # type: ignore[arg-type]
+
+
+def test_ensure_snapshot_starts_no_guest_when_the_snapshot_exists(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from irqlab.vm import guest as guest_mod
+
+    monkeypatch.setattr(Guest, "prepare", lambda self: self)
+    monkeypatch.setattr(Guest, "snapshot_key", lambda self: "k1")
+    monkeypatch.setattr(snapshot, "lookup", lambda key: Path(f"/cache/{key}"))
+    monkeypatch.setattr(Guest, "start", lambda self: pytest.fail("a guest started"))
+    assert guest_mod.ensure_snapshot(GuestConfig(name="t")) == Path("/cache/k1")
+
+
+def test_ensure_snapshot_says_why_none_was_saved(monkeypatch: pytest.MonkeyPatch) -> None:
+    from irqlab.vm import guest as guest_mod
+
+    monkeypatch.setattr(Guest, "prepare", lambda self: self)
+    monkeypatch.setattr(Guest, "snapshot_key", lambda self: "k1")
+    monkeypatch.setattr(snapshot, "lookup", lambda key: None)
+
+    def start(self: Guest) -> Guest:
+        self.snapshot_error = "not saved as the snapshot k1: migration failed: disk full"
+        return self
+
+    monkeypatch.setattr(Guest, "start", start)
+    monkeypatch.setattr(Guest, "close", lambda self: None)
+    with pytest.raises(guest_mod.GuestError, match=r"^no snapshot: not saved .* disk full$"):
+        guest_mod.ensure_snapshot(GuestConfig(name="t"))
+    with pytest.raises(guest_mod.GuestError, match="snapshot=False"):
+        guest_mod.ensure_snapshot(GuestConfig(name="t", snapshot=False))

@@ -122,17 +122,28 @@ def _wait_migration(
             # No event in this slice.  Ask QEMU too: an event that arrives just as a
             # slice times out can be lost with the cancelled wait (seen on a loaded
             # host: a finished save waited out its whole timeout).
-            status = (machine.qmp("query-migrate") or {}).get("status")
+            info = machine.qmp("query-migrate") or {}
+            status = info.get("status")
             if status == "completed":
                 return {"event": "MIGRATION", "data": {"status": status}}
             if status in ("failed", "cancelled"):
-                raise SnapshotError(f"{what}: migration {status}") from None
+                raise SnapshotError(_failed(what, status, info)) from None
             continue
         status = (ev.get("data") or {}).get("status")
         if status == "completed":
             return ev
         if status in ("failed", "cancelled"):
-            raise SnapshotError(f"{what}: migration {status}")
+            info = {}
+            with contextlib.suppress(MachineError, QMPFailure, QMPCommandError):
+                info = machine.qmp("query-migrate") or {}
+            raise SnapshotError(_failed(what, status, info))
+
+
+def _failed(what: str, status: str, info: Mapping[str, Any]) -> str:
+    """A failed migration's error, with QEMU's own words (``error-desc``: "Unable to
+    write to file: No space left on device") when it gave them."""
+    desc = info.get("error-desc")
+    return f"{what}: migration {status}" + (f": {desc}" if desc else "")
 
 
 @contextlib.contextmanager

@@ -790,6 +790,10 @@ def irqlab_wait_stats(irqlab_agent: AgentClient) -> WaitStats:
     return wait
 
 
+def _unsaved(dest: Path, error: OSError) -> str:
+    return f"not saved into {dest}: {error.strerror or error}"
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
@@ -806,19 +810,30 @@ def pytest_runtest_makereport(
             ("irqlab logs", "\n".join(f"{m.config.name}: {m.describe_logs()}" for m in machines))
         )
         saved += [m.paths.log_dir for m in machines if m.paths is not None]
+    # A log directory that cannot be written (its filesystem full) loses the logs, not
+    # the run: an error raised here was pytest's INTERNALERROR, and no test ran after.
     guest_logs = item.stash.get(_GUEST_LOGS, None)
     if guest_logs is not None:
         slicer, dest = guest_logs
-        files = slicer.save(dest)
+        try:
+            files = slicer.save(dest)
+        except OSError as e:
+            files = []
+            report.sections.append(("irqlab guest logs (this test's part)", _unsaved(dest, e)))
+        else:
+            report.sections.append(
+                ("irqlab guest logs (this test's part)", "\n".join(str(f) for f in files))
+            )
         saved += files
-        report.sections.append(
-            ("irqlab guest logs (this test's part)", "\n".join(str(f) for f in files))
-        )
     if call.when == "call":
         for diag, dest in item.stash.get(_DIAGNOSTICS, []):
-            text, files = diag.collect(dest)
+            title = f"irqlab diagnostics ({diag.guest.config.name})"
+            try:
+                text, files = diag.collect(dest)
+            except OSError as e:
+                text, files = _unsaved(dest, e), []
             saved += files
-            report.sections.append((f"irqlab diagnostics ({diag.guest.config.name})", text))
+            report.sections.append((title, text))
     # log paths as JUnit properties (the junitxml plugin writes the teardown report's)
     for path in saved:
         prop = ("irqlab_log", str(path))

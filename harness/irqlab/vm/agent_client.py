@@ -28,6 +28,7 @@ from irqlab.contract import uapi
 from irqlab.errors import IrqlabError
 from irqlab.paths import log_dir
 from irqlab.vm.health import Fault, GuestFault
+from irqlab.vm.logfile import LogFile
 
 __all__ = [
     "AGENT_PACKAGE_DIR",
@@ -120,9 +121,10 @@ class AgentClient:
         logs.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         self.log_base = logs / f"{name}-{stamp}"
-        self._rx_log = open(f"{self.log_base}.rx.jsonl", "ab", buffering=0)  # noqa: SIM115
-        self._tx_log = open(f"{self.log_base}.tx.jsonl", "ab", buffering=0)  # noqa: SIM115
-        self._err_log = open(f"{self.log_base}.stderr.log", "ab", buffering=0)  # noqa: SIM115
+        # a full disk stops a log, never the session (it read as the agent's end)
+        self._rx_log = LogFile(f"{self.log_base}.rx.jsonl")
+        self._tx_log = LogFile(f"{self.log_base}.tx.jsonl")
+        self._err_log = LogFile(f"{self.log_base}.stderr.log")
         self._reader = threading.Thread(target=self._read_loop, name=f"{name}-rx", daemon=True)
         self._reader.start()
         self._err_reader: threading.Thread | None = None

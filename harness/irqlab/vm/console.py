@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from irqlab.errors import IrqlabError
+from irqlab.vm.logfile import LogFile
 
 __all__ = [
     "Console",
@@ -39,7 +40,7 @@ class Console:
         self._data = bytearray()
         self._eof = False
         self._cond = threading.Condition()
-        self._log = log_path.open("ab", buffering=0)
+        self._log = LogFile(log_path)  # a full disk stops the log, never the draining
         self._thread = threading.Thread(target=self._run, name="irqlab-console", daemon=True)
         self._thread.start()
 

@@ -23,13 +23,13 @@ import hashlib
 import os
 import re
 import shutil
-import sys
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from irqlab import notice
 from irqlab.build.outputs import Kind, describe
 from irqlab.errors import IrqlabError
 from irqlab.paths import cache_dir, cache_location
@@ -175,9 +175,7 @@ def exclusive_lock(path: Path, what: str) -> Iterator[None]:
         except OSError:
             holder = ""
         who = f"process {holder}" if holder.isdigit() else "another process"
-        print(
-            f"irqlab: waiting for {who}, which is {what} (lock {path})", file=sys.stderr, flush=True
-        )
+        notice.say(f"irqlab: waiting for {who}, which is {what} (lock {path})")
         f = _locked_file(path, wait=True)
         assert f is not None
     with f:

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 import pytest
 
-from irqlab import paths
+from irqlab import notice, paths
 from irqlab.build.imagekind import IMAGE_ENV, IMAGE_KINDS
 from irqlab.errors import IrqlabError
 from irqlab.sigsafe import SafeRaise
@@ -401,13 +401,20 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    if _OLD_SINK in config.stash:
+        notice.set_sink(config.stash[_OLD_SINK])
     safe = config.stash.get(_SAFE_RAISE, None)
     if safe is not None:  # what Python had: nothing of ours after the run
         safe.restore()  # and a signal deferred in the run's last moments is not lost
 
 
+_OLD_SINK = pytest.StashKey[notice.Sink]()
+
+
 def pytest_configure(config: pytest.Config) -> None:
     _install_interrupts(config)
+    # a wait on another run's lock (its cold boot, its build) is said on the terminal
+    config.stash[_OLD_SINK] = notice.set_sink(_terminal_sink(config))
     check_options(config)
     apply_options(config)
     config.addinivalue_line(
@@ -708,16 +715,33 @@ def revive(guest: Guest, config: pytest.Config | None = None) -> str | None:
     else:
         cause = guest.fault.cause if guest.fault is not None else "QEMU is not running"
         msg = f"irqlab: the session guest died ({cause}); starting a new one"
-    reporter = config.pluginmanager.get_plugin("terminalreporter") if config else None
-    capture = config.pluginmanager.get_plugin("capturemanager") if config else None
-    if reporter is not None and capture is not None:
-        with capture.global_and_fixture_disabled():  # past pytest's output capture
-            reporter.write_line("")
-            reporter.write_line(msg, yellow=True)
+    if config is not None:
+        _terminal_sink(config)(msg)
     else:
-        print(msg, file=sys.stderr)
+        notice.say(msg)
     guest.restart()
     return cause
+
+
+def _terminal_sink(config: pytest.Config) -> notice.Sink:
+    """A :mod:`irqlab.notice` sink that writes a line on pytest's terminal, past its
+    output capture; stderr when there is no terminal reporter (an xdist worker) or
+    outside the main thread (suspending pytest's capture is the main thread's: guests
+    a test starts in threads wait there)."""
+    import threading
+
+    def say(line: str) -> None:
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        capture = config.pluginmanager.get_plugin("capturemanager")
+        main = threading.current_thread() is threading.main_thread()
+        if reporter is None or capture is None or not main:
+            print(line, file=sys.stderr, flush=True)
+            return
+        with capture.global_and_fixture_disabled():
+            reporter.write_line("")
+            reporter.write_line(line, yellow=True)
+
+    return say
 
 
 @pytest.fixture(autouse=True)

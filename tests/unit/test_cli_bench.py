@@ -122,3 +122,27 @@ def test_the_known_names_are_the_benchs() -> None:
     )  # fmt: skip
     assert args.paths == runner.WANTED_PATHS and args.skip == runner.STAGES
     assert args.storm_rates == (1000, 2000)
+
+
+def test_a_series_whose_checks_failed_fails_the_bench(
+    result: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A series with problems (events dropped at the device and lost in the ring) was
+    reported as fine and exited 0: now its checks show, it is not called pending, and
+    the exit status is 1 with one line per such series."""
+    r = fixture_result()
+    read = r["runs"][0]["latency"]["hardirq"]["read"]
+    read["problems"] = ["got 256 of 1500 events (idle)"]
+    read["latency_ns"]["n"] = 256
+    read["lost"] = {"device_dropped": 475, "reported": 0, "driver": 769, "pending": 0}
+    r["runs"][0]["latency"]["thread"]["poll"]["problems"] = ["3 events flagged"]
+    result.write_text(json.dumps(r))
+    assert main(["bench", "--report", str(result)]) == 1
+    out, err = capsys.readouterr()
+    assert err.splitlines() == [
+        "irqlab bench: checks failed: agent read (wakeup=hardirq): got 256 of 1500 events (idle)",
+        "irqlab bench: checks failed: agent poll (wakeup=thread): 3 events flagged",
+    ]
+    assert "events still pending" not in out
+    (row,) = [ln for ln in out.splitlines() if ln.startswith("read ") and "256" in ln]
+    assert row.rstrip().endswith("got 256 of 1500 events (idle)")

@@ -20,6 +20,7 @@ __all__ = [
     "CSS",
     "NotABenchResult",
     "Table",
+    "checks",
     "fmt_ns",
     "fmt_rate",
     "fmt_ratio",
@@ -79,19 +80,26 @@ def _first_run(result: dict[str, Any]) -> dict[str, Any]:
     return runs[0]
 
 
+def checks(series: dict[str, Any]) -> str:
+    """A series' checks in a table cell: ok, or its problems (cut)."""
+    problems = series.get("problems")
+    return "ok" if not problems else "; ".join(map(str, problems))[:80]
+
+
 def latency_table(result: dict[str, Any], placement: str) -> Table | None:
     per = (_first_run(result).get("latency") or {}).get(placement)
     if not per:
         return None
     base = (per.get("read") or {}).get("latency_ns", {})
-    head = ["path", "n", "p50", "p90", "p99", "max", "p50/read", "p99/read", "device hist"]
+    head = ["path", "n", "p50", "p90", "p99", "max", "p50/read", "p99/read", "device hist",
+            "checks"]  # fmt: skip
     rows = []
     for path, r in per.items():
         if r is None:
-            rows.append([path, "-", "failed (see errors)", "", "", "", "", "", ""])
+            rows.append([path, "-", "failed (see errors)"] + [""] * 7)
             continue
         if "skipped" in r:
-            rows.append([path, "-", f"n/a: {r['skipped']}", "", "", "", "", "", ""])
+            rows.append([path, "-", f"n/a: {r['skipped']}"] + [""] * 7)
             continue
         s = r["latency_ns"]
         hist = r.get("device_histogram", {})
@@ -110,6 +118,7 @@ def latency_table(result: dict[str, Any], placement: str) -> Table | None:
                 fmt_ratio(_ratio(s["p50"], base.get("p50"))),
                 fmt_ratio(_ratio(s["p99"], base.get("p99"))),
                 ok,
+                checks(r),
             ]
         )
     return head, rows
@@ -147,7 +156,7 @@ def native_table(result: dict[str, Any]) -> Table | None:
                 fmt_ratio(_ratio(n["p50"], base)),
                 fmt_ratio(_ratio(n["p50"], c50 * 1e3 if c50 else None)),
                 fmt_ratio(_ratio(n["p99"], c99 * 1e3 if c99 else None)),
-                "ok" if not r.get("problems") else "; ".join(r["problems"])[:80],
+                checks(r),
             ]
         )
     return head, rows

@@ -38,7 +38,7 @@ from typing import Any
 from irqlab.bench import gpio
 from irqlab.bench.collect import collect
 from irqlab.bench.guest import agent_paths
-from irqlab.bench.latency import UIO_PATHS, arm_clean, arm_measured
+from irqlab.bench.latency import UIO_PATHS, arm_clean, arm_measured, driver_stats
 from irqlab.contract.regs import REGS
 
 __all__ = [
@@ -90,7 +90,7 @@ def measure(
     n = max(1, round(rate * duration_s))
     period = max(REGS.MIN_BURST_PERIOD_NS, round(1e9 / rate))
     agent, inj = arm_clean(guest, path, **storm_arm_opts(agent_paths(guest), path, ack))
-    drv0 = _driver_stats(agent, guest, path)
+    drv0 = driver_stats(guest, path)
     seq0 = inj.counters().next_seq
     t0 = time.monotonic()
     gen_s = _generate(inj, n, period, duration_s)
@@ -152,7 +152,7 @@ def measure(
     pstats = agent.disarm(path).get(path, {})
     after = inj.counters()  # ACKs are written before the message covering them
     result["device_acked"], result["device_ack_invalid"] = after.acked, after.ack_invalid
-    drv1 = _driver_stats(agent, guest, path)
+    drv1 = driver_stats(guest, path)
     if drv0 is not None and drv1 is not None:
         result["driver"] = {k: drv1[k] - drv0[k] for k in DRIVER_STATS if k in drv0}
     if isinstance(pstats.get("cpu_ns"), int):
@@ -182,14 +182,6 @@ def measure(
 # went (hard IRQs, fetched, device-dropped marks, staging losses, wake-up runs, ACKs).
 DRIVER_STATS = ("irqs", "irqs_spurious", "rearms", "events", "dev_dropped", "stage_lost",
                 "deliveries", "acks", "acks_invalid")  # fmt: skip
-
-
-def _driver_stats(agent: Any, guest: Any, path: str) -> dict[str, int] | None:
-    """The driver's GET_STATS (device-wide part used), None without a /dev/irqlabN (UIO)."""
-    if path in UIO_PATHS:
-        return None
-    drv = agent.stats(dev=guest.dev).get("driver")
-    return drv if isinstance(drv, dict) else None
 
 
 def _agent_figures(sums: list[dict[str, Any]], ack: str) -> dict[str, Any]:

@@ -4,8 +4,9 @@
 measures, writes ``build/bench/<stamp>/{result.json,report.txt,report.html,*.png}``
 and prints the text report (and the comparison).  ``irqlab bench --report R.json``
 only re-renders an existing result; ``--compare`` with ``--report`` compares two
-results without booting anything.  Exit status: 0, or 1 if the bench had errors
-or ``--compare`` found figures worse beyond noise (``--no-fail-on-worse`` keeps 0).
+results without booting anything.  Exit status: 0, or 1 if the bench had errors, a
+series' checks failed (one line each on stderr) or ``--compare`` found figures worse
+beyond noise (``--no-fail-on-worse`` keeps 0).
 """
 
 from __future__ import annotations
@@ -100,8 +101,10 @@ a full run much longer.
 --compare OLD.json also prints the figures worse beyond noise (with --report it
 compares the two results, again without booting).
 
-Exit status: 0; 1 if the bench had errors or --compare found figures worse beyond
-noise (--no-fail-on-worse keeps 0); 2 for a usage error.
+Exit status: 0; 1 if the bench had errors, if the checks of a latency series or
+storm failed (events missing, out of order, lost, the device histogram disagreeing:
+the report's "checks" columns; one line per series on stderr), or if --compare found
+figures worse beyond noise (--no-fail-on-worse keeps 0); 2 for a usage error.
 """
 
 
@@ -184,7 +187,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from irqlab.bench import compare, report
+    from irqlab.bench import compare, queueing, report
 
     status = 0
     # every result given is checked before anything boots or is written
@@ -206,6 +209,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     print(f"\nresult: {result_path}\nreport: {written['html']}")
     new = report.load_result(result_path)
     if new.get("errors"):
+        status = 1
+    if failed := queueing.failed_checks(new):
+        for label, problems in failed:
+            print(f"irqlab bench: checks failed: {label}: {problems}", file=sys.stderr)
         status = 1
     if old is not None:
         text, worse = compare.render(old, new, floor=args.noise_floor)

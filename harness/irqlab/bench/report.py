@@ -18,6 +18,7 @@ from irqlab.errors import IrqlabError
 
 __all__ = [
     "CSS",
+    "STORM_ENDS",
     "NotABenchResult",
     "Table",
     "checks",
@@ -223,19 +224,26 @@ def wakeup_table(result: dict[str, Any]) -> Table | None:
     return head, rows
 
 
+# A storm's ``end`` in the table: how its wait for the path ended.
+STORM_ENDS = {"until": "marker", "accounted": "accounted", "idle": "IDLE", "timeout": "TIMEOUT"}
+
+
 def storm_table(result: dict[str, Any]) -> Table | None:
     st = result.get("storm")
     if not st or not st.get("paths"):
         return None
     head = ["path", "rate", "raised", "delivered", "coalesced", "observed", "lost",
-            "dev dropped", "ring/buffer lost", "lossless"]  # fmt: skip
+            "dev dropped", "ring/buffer lost", "unexplained", "end", "lossless"]  # fmt: skip
     rows = []
     for p, rs in st["paths"].items():
         for r in rs:
+            unexplained = r.get("unexplained")
             rows.append(
                 [p, fmt_rate(r["rate"])]
                 + [str(r[k]) for k in ("raised", "delivered", "coalesced", "observed", "lost")]
                 + [str(r["device_dropped"]), str(r["reported_lost"])]
+                + ["-" if unexplained is None else f"{unexplained}{' (!)' if unexplained else ''}"]
+                + [STORM_ENDS.get(r.get("end"), str(r.get("end") or "-"))]
                 + ["yes" if r["lossless"] else "NO"]
             )
     return head, rows

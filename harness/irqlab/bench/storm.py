@@ -101,19 +101,24 @@ def measure(
     timeout = max(60.0, duration_s * 10 + 60)
     result: dict[str, Any] = {"path": path, "rate": rate, "period_ns": period, "events": n}
     if path == "count":
-        inj.push(MARKER)
+        # The file has no ring to lose from: it counts every event the device did not
+        # drop, in order.  A total past the burst's events includes a marker, so every
+        # burst event was counted; a marker the device dropped is followed by another.
+        countable: int = raised - c.dropped
         total = 0
 
-        def done(ev: dict[str, Any]) -> bool:
+        def past(ev: dict[str, Any], upto: int) -> bool:
             nonlocal total
             total += int(ev.get("count") or 0)
-            ok: bool = total >= raised + 1
-            return ok
+            return total > countable
 
-        _evs, why = collect(agent, path, until=done, timeout=timeout, idle=idle)
-        observed = total - 1 if why == "until" else total
-        reported = 0
+        _evs, why, markers = _until_marker(agent, inj, path, past, timeout=timeout, idle=idle)
         marker_seen = why == "until"
+        observed = min(total, countable)
+        reported = 0
+        result["markers"], result["counted"] = markers, total
+        if total > countable + markers:
+            result["problems"] = [f"counted {total}: more than the {raised} raised + markers"]
     elif path in UIO_PATHS:
         # The user-space driver drains the device queue itself: only the device can
         # drop (EVQ full), and the first seq past the burst is a marker.

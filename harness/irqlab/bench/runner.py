@@ -281,6 +281,18 @@ class Bench:
                     if pl == DEFAULT_PLACEMENT:
                         self.native_series(g, run, p)
                     self.save()
+            if DEFAULT_PLACEMENT not in placements and "native" not in c.skip:
+                # native is a stage of its own: without agent series at the default
+                # placement (--skip latency, --placements thread) it runs alone, on the
+                # module as booted (wakeup=hardirq) unless a placement changed it
+                if placements:
+                    self.stage(
+                        f"wakeup={DEFAULT_PLACEMENT}: reload module",
+                        partial(g.switch_module, wakeup=DEFAULT_PLACEMENT),
+                    )
+                for p in driver_paths:
+                    self.native_series(g, run, p)
+                    self.save()
             if last and "storm" not in c.skip:
                 ring_param = {"ring_size": c.storm_ring_size} if c.storm_ring_size else {}
                 self.stage(
@@ -298,11 +310,15 @@ class Bench:
                 for p in storm_paths:
                     if p not in NO_STORM and p not in MODULE_MODES and p not in OTHER_DRIVER:
                         self.storm_series(g, p)
+            stormed = storm_paths if last and "storm" not in c.skip else []
+            # a path in another set-up is measured (module reloaded, second guest booted)
+            # only when a stage has something to measure on it
+            series = "latency" not in c.skip or "native" not in c.skip
             for p in MODULE_MODES:
-                if p in paths:
+                if p in paths and (series or p in stormed):
                     self.module_mode(g, run, p, storm_paths if last else [])
             for p in OTHER_DRIVER:
-                if p in paths:
+                if p in paths and (series or p in stormed):
                     other = partial(self.other_driver, index, run, p, storm_paths if last else [])
                     self.stage(f"{p}: second guest", other)
             if self.result.get("storm"):
@@ -379,8 +395,8 @@ class Bench:
             )
             if per[path] is not None:
                 per[path]["module_params"] = params
-            self.native_series(g, run, path, params)
-            self.save()
+        self.native_series(g, run, path, params)
+        self.save()
         if path in storm_paths and self.result.get("storm") is not None:
             self.storm_series(g, path, params)
 

@@ -146,3 +146,17 @@ def test_a_series_whose_checks_failed_fails_the_bench(
     assert "events still pending" not in out
     (row,) = [ln for ln in out.splitlines() if ln.startswith("read ") and "256" in ln]
     assert row.rstrip().endswith("got 256 of 1500 events (idle)")
+
+
+def test_native_is_said_to_be_taken_at_hardirq_only(capsys: pytest.CaptureFixture[str]) -> None:
+    from irqlab.bench import report
+
+    with pytest.raises(SystemExit):
+        main(["bench", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "native responder (C: the kernel's part without Python), at wakeup=hardirq only" in text
+    assert "the native responder runs at hardirq only" in text
+    r = fixture_result()
+    r["runs"][0]["native"] = {"read": r["runs"][0]["latency"]["hardirq"]["read"]}
+    (title,) = [t for t, _ in report.sections(r) if t.startswith("Native responder")]
+    assert "wakeup=hardirq only (no native series at other placements)" in title

@@ -404,7 +404,7 @@ def sections(result: dict[str, Any]) -> list[tuple[str, Table | None]]:
     out.append(
         (
             f"Native responder (irqlab-respond) vs agent (Python), raise -> ACK, "
-            f"wakeup={DEFAULT_PLACEMENT}{which}",
+            f"wakeup={DEFAULT_PLACEMENT} only (no native series at other placements){which}",
             native_table(result),
         )
     )

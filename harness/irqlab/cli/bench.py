@@ -95,7 +95,8 @@ userspace acknowledging it on every notification path (for each wakeup placement
 the driver), interrupt storms at rising rates, QMP injection speed, boot and restore
 times and cyclictest.  Writes result.json, report.txt, report.html and plots into
 build/bench/<stamp> (or --out) and prints the text report.  --quick takes minutes,
-a full run much longer.
+a full run much longer.  Every path is also measured through the native responder
+(C: the kernel's part without Python), at wakeup=hardirq only.
 
 --report RESULT.json re-renders an earlier result without booting anything;
 --compare OLD.json also prints the figures worse beyond noise (with --report it
@@ -132,7 +133,8 @@ def add_bench_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument(
         "--placements",
         type=_names("placement", _placements),
-        help="wakeup placements (hardirq,thread,workqueue)",
+        help="wakeup placements of the agent's series (hardirq,thread,workqueue); the native "
+        "responder runs at hardirq only",
     )
     wakeup_runs = "measure the non-default placements in the first N runs only (default: every run)"
     s.add_argument("--wakeup-runs", type=count(0), help=wakeup_runs)

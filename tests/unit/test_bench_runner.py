@@ -115,3 +115,15 @@ def test_native_runs_at_hardirq_when_only_other_placements_are_measured(
 def test_nothing_to_measure_reloads_nothing(tmp_path: Path, calls: list[tuple[Any, ...]]) -> None:
     bench(tmp_path, skip=("latency", "native", "storm", "injection"))
     assert [c[0] for c in calls] == ["boot", "close"]
+
+
+def test_storm_paths_of_another_set_up_not_in_paths_are_said_skipped(
+    tmp_path: Path, calls: list[tuple[Any, ...]]
+) -> None:
+    r = bench(tmp_path, paths=("read",), storm_paths=("read", "uio", "uio-generic"))
+    assert set(r["storm"]["paths"]) == {"read"}
+    assert r["storm"]["skipped"] == dict.fromkeys(("uio", "uio-generic"), runner.NOT_IN_PATHS)
+    assert not [c for c in calls if c[0] == "boot" and c[1] != "bench-0"]
+    from irqlab.bench import report
+
+    assert "not stormed: uio (not in --paths" in report.render_text(r)

@@ -36,6 +36,7 @@ __all__ = [
     "BASELINE_PATH",
     "DEFAULT_PLACEMENT",
     "MODULE_MODES",
+    "NOT_IN_PATHS",
     "NO_STORM",
     "OTHER_DRIVER",
     "PLACEMENTS",
@@ -70,6 +71,11 @@ OTHER_DRIVER: dict[str, dict[str, Any]] = {
 # Paths the storms cannot measure, with why (none left: gpio-cdev storms run the
 # generator on a GPIO line).
 NO_STORM: dict[str, str] = {}
+# Why a --storm-paths entry of MODULE_MODES or OTHER_DRIVER not in --paths is not stormed.
+NOT_IN_PATHS = (
+    "not in --paths: stormed only in the set-up of its latency series (module reloaded, or "
+    "a second guest booted); add it to --paths"
+)
 
 STORM_RING_SIZE = 4096
 # What BenchConfig.skip names: the stages of a run and the extra boots.
@@ -307,6 +313,11 @@ class Bench:
                 storms["paths"] = {}
                 self.result["storm"] = storms
                 storms["skipped"] = {p: NO_STORM[p] for p in storm_paths if p in NO_STORM}
+                storms["skipped"].update(
+                    (p, NOT_IN_PATHS)
+                    for p in storm_paths
+                    if (p in MODULE_MODES or p in OTHER_DRIVER) and p not in paths
+                )
                 for p in storm_paths:
                     if p not in NO_STORM and p not in MODULE_MODES and p not in OTHER_DRIVER:
                         self.storm_series(g, p)

@@ -143,7 +143,7 @@ def add_bench_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument(
         "--storm-paths",
         type=_names("path", _storm_paths),
-        help="paths stormed (default: as --paths)",
+        help="paths stormed (default: as --paths); uio and uio-generic only when in --paths too",
     )
     acks = "record paths' ACK in storms: an ioctl per event, one write(2) per read (default)"
     s.add_argument("--storm-ack", choices=("ioctl", "write", "none"), help=acks + ", none")

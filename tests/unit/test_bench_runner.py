@@ -48,10 +48,11 @@ class FakeGuest:
 
 
 @pytest.fixture
-def calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[Any, ...]]]:
+def calls(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[list[tuple[Any, ...]]]:
     log: list[tuple[Any, ...]] = []
     monkeypatch.setattr(FakeGuest, "calls", log)
     monkeypatch.setattr(runner, "BenchGuest", FakeGuest)
+    monkeypatch.setattr(runner, "lock_path", lambda: tmp_path / "bench.lock")
 
     def series(kind: str) -> Any:
         def measure(g: FakeGuest, path: str, **_kw: Any) -> dict[str, Any]:
@@ -127,3 +128,22 @@ def test_storm_paths_of_another_set_up_not_in_paths_are_said_skipped(
     from irqlab.bench import report
 
     assert "not stormed: uio (not in --paths" in report.render_text(r)
+
+
+def test_a_second_bench_is_refused_naming_the_first(
+    tmp_path: Path, calls: list[tuple[Any, ...]]
+) -> None:
+    import os
+
+    from irqlab.build import cache
+
+    with (
+        cache.exclusive_lock(runner.lock_path(), "running a bench"),
+        pytest.raises(cache.LockHeld) as e,
+    ):
+        bench(tmp_path / "second")
+    assert e.value.holder == os.getpid()
+    assert str(e.value).startswith(f"process {os.getpid()} is running a bench (two at once")
+    assert calls == [] and not (tmp_path / "second").exists()  # nothing booted or written
+    bench(tmp_path / "third")  # once it is free
+    assert ("boot", "bench-0") in calls

@@ -160,3 +160,16 @@ def test_native_is_said_to_be_taken_at_hardirq_only(capsys: pytest.CaptureFixtur
     r["runs"][0]["native"] = {"read": r["runs"][0]["latency"]["hardirq"]["read"]}
     (title,) = [t for t, _ in report.sections(r) if t.startswith("Native responder")]
     assert "wakeup=hardirq only (no native series at other placements)" in title
+
+
+def test_an_out_directory_holding_a_result_is_refused(
+    result: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = result.read_bytes()
+    assert main(["bench", "--quick", "--out", str(result.parent)]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"irqlab: --out {result.parent}: holds a result.json already (an earlier bench's); "
+        "give another directory or remove it\n"
+    )
+    assert result.read_bytes() == before

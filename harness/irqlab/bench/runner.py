@@ -29,12 +29,15 @@ from typing import Any
 
 from irqlab.bench import SCHEMA, cyclic, env, host, latency, metrics, native, storm
 from irqlab.bench.guest import BenchGuest, agent_paths
+from irqlab.build import cache
 from irqlab.contract.regs import QOM
+from irqlab.paths import cache_dir
 from irqlab.vm.guest import GuestConfig, ensure_snapshot
 
 __all__ = [
     "BASELINE_PATH",
     "DEFAULT_PLACEMENT",
+    "LOCK_WHAT",
     "MODULE_MODES",
     "NOT_IN_PATHS",
     "NO_STORM",
@@ -48,6 +51,7 @@ __all__ = [
     "Log",
     "available_paths",
     "default_out_dir",
+    "lock_path",
     "run_bench",
 ]
 
@@ -154,6 +158,15 @@ def available_paths(
     return have, missing
 
 
+LOCK_WHAT = "running a bench (two at once would disturb each other's figures)"
+
+
+def lock_path() -> Path:
+    """The lock file a running bench holds (in the build cache: every checkout on the
+    machine shares it)."""
+    return cache_dir() / "bench.lock"
+
+
 def default_out_dir(stamp: str) -> Path:
     return env.REPO / "build" / "bench" / stamp
 
@@ -190,6 +203,13 @@ class Bench:
         return out
 
     def run(self) -> Path:
+        """The whole bench; refused (:class:`~irqlab.build.cache.LockHeld`, naming the
+        holder's pid) while another bench runs on this machine: each would disturb the
+        other's figures."""
+        with cache.exclusive_lock(lock_path(), LOCK_WHAT, wait=False):
+            return self._run()
+
+    def _run(self) -> Path:
         c = self.config
         stamp = env.stamp()
         self.out_dir = c.out_dir or default_out_dir(stamp)

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from irqlab.cli.argtypes import count, finite, non_negative, positive
+from irqlab.cli.argtypes import UsageError, count, finite, non_negative, positive
 
 __all__ = [
     "DESCRIPTION",
@@ -105,7 +105,10 @@ compares the two results, again without booting).
 Exit status: 0; 1 if the bench had errors, if the checks of a latency series or
 storm failed (events missing, out of order, lost, the device histogram disagreeing:
 the report's "checks" columns; one line per series on stderr), or if --compare found
-figures worse beyond noise (--no-fail-on-worse keeps 0); 2 for a usage error.
+figures worse beyond noise (--no-fail-on-worse keeps 0), or if another bench runs
+on this machine (refused before booting, naming its pid: two benches disturb each
+other's figures); 2 for a usage error, among them an --out that holds a result.json
+already.
 """
 
 
@@ -201,6 +204,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from irqlab.bench.runner import run_bench
         from irqlab.vm.guest import PrerequisiteMissing
 
+        if args.out is not None and (args.out / "result.json").exists():
+            raise UsageError(
+                f"--out {args.out}: holds a result.json already (an earlier bench's); "
+                "give another directory or remove it"
+            )
         try:
             result_path = run_bench(config_from_args(args))
         except PrerequisiteMissing as e:

@@ -147,3 +147,17 @@ def test_a_second_bench_is_refused_naming_the_first(
     assert calls == [] and not (tmp_path / "second").exists()  # nothing booted or written
     bench(tmp_path / "third")  # once it is free
     assert ("boot", "bench-0") in calls
+
+
+def test_the_run_guest_stops_before_the_second_guest_boots(
+    tmp_path: Path, calls: list[tuple[Any, ...]]
+) -> None:
+    r = bench(tmp_path, skip=("injection",))
+    assert not r.get("errors")
+    boots = [c for c in calls if c[0] == "boot"]
+    assert boots == [("boot", "bench-0"), ("boot", "bench-0-uio-generic")]
+    first_close = calls.index(("close", "bench-0"))
+    assert first_close < calls.index(boots[1])
+    # nothing measured on the run's guest after it stopped
+    assert all(c[1] != "bench-0" for c in calls[first_close:] if c[0] != "close")
+    assert r["storm"]["paths"]["uio-generic"] and r["runs"][0]["native"]["uio-generic"]

@@ -238,3 +238,15 @@ def test_spread_table_lists_figures_repeated_across_runs() -> None:
     assert row[0] == "latency.hardirq.read.p50" and row[3] == "±25.0%"
     assert row[2] == "1.5 µs / 2.0 µs / 2.5 µs"
     assert "Spread across 3 runs" in report.render_text(result)
+
+
+def test_the_cyclictest_comparison_says_the_priorities() -> None:
+    from irqlab.bench import cyclic
+
+    r = fixture_result()
+    r["runs"][0]["native"] = {"read": r["runs"][0]["latency"]["hardirq"]["read"]}
+    txt = report.render_text(r)
+    assert f"cyclictest: {cyclic.VERSUS}" in txt
+    assert "SCHED_FIFO priority 80 (-p 80), the native responder and the agent SCHED_OTHER" in txt
+    assert "cyclictest, SCHED_FIFO priority 80 (run 1, same boot)" in txt
+    assert f" -p {cyclic.PRIORITY} " in cyclic.command(10)

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from irqlab.bench import SCHEMA
+from irqlab.bench import SCHEMA, cyclic
 from irqlab.errors import IrqlabError
 
 __all__ = [
@@ -296,7 +296,7 @@ def host_table(result: dict[str, Any]) -> Table:
         if cyc:
             rows.append(
                 [
-                    f"cyclictest (run {i + 1}, same boot)",
+                    f"cyclictest, SCHED_FIFO priority {cyclic.PRIORITY} (run {i + 1}, same boot)",
                     f"p50 {_us(cyc.get('p50_us'))}, p90 {_us(cyc.get('p90_us'))}, "
                     f"p99 {_us(cyc.get('p99_us'))}, max {_us(cyc.get('max_us'))} "
                     f"over {cyc.get('cycles')} cycles",
@@ -404,7 +404,8 @@ def sections(result: dict[str, Any]) -> list[tuple[str, Table | None]]:
     out.append(
         (
             f"Native responder (irqlab-respond) vs agent (Python), raise -> ACK, "
-            f"wakeup={DEFAULT_PLACEMENT} only (no native series at other placements){which}",
+            f"wakeup={DEFAULT_PLACEMENT} only (no native series at other placements){which}; "
+            f"p50/p99 vs cyclictest: {cyclic.VERSUS}",
             native_table(result),
         )
     )

@@ -250,3 +250,16 @@ def test_the_cyclictest_comparison_says_the_priorities() -> None:
     assert "SCHED_FIFO priority 80 (-p 80), the native responder and the agent SCHED_OTHER" in txt
     assert "cyclictest, SCHED_FIFO priority 80 (run 1, same boot)" in txt
     assert f" -p {cyclic.PRIORITY} " in cyclic.command(10)
+
+
+def test_plots_of_failed_series_warn_nothing(tmp_path: Path) -> None:
+    import warnings
+
+    r = {
+        "runs": [{"latency": {"hardirq": {"read": None}}}],
+        "storm": {"seconds": 1, "paths": {"read": [{"rate": 1000, "raised": 0, "lost": 0}]}},
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        files = report.plot_all(r, tmp_path)
+    assert [f.name for f in files] == ["latency_cdf_hardirq.png", "storm_loss.png"]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from test_bench_report import fixture_result  # same directory (rootdir-relative import)
 
-from irqlab.cli.main import main
+from irqlab.cli.main import build_parser, main
 
 
 @pytest.fixture(autouse=True)
@@ -173,3 +173,22 @@ def test_an_out_directory_holding_a_result_is_refused(
         "give another directory or remove it\n"
     )
     assert result.read_bytes() == before
+
+
+def test_values_the_device_refuses_and_repeated_names_are_usage_errors(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from irqlab.contract.regs import REGS
+
+    shortest_us = REGS.MIN_BURST_PERIOD_NS / 1000
+    for argv, error in (
+        (["--period-us", f"{shortest_us / 2:g}"], "below the device's shortest burst period"),
+        (["--paths", "read,read"], "argument --paths: path named twice: 'read'"),
+        (["--skip", "storm,boot,storm"], "argument --skip: stage named twice: 'storm'"),
+    ):
+        with pytest.raises(SystemExit) as e:
+            main(["bench", "--quick", *argv])
+        assert e.value.code == 2
+        assert error in capsys.readouterr().err
+    args = build_parser().parse_args(["bench", "--period-us", f"{shortest_us:g}"])
+    assert round(args.period_us * 1000) == REGS.MIN_BURST_PERIOD_NS

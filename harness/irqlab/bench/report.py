@@ -461,6 +461,15 @@ def _style(i: int) -> dict[str, Any]:
     return {"color": f"C{i % 10}", "linestyle": ("-", "--", ":")[(i // 10) % 3]}
 
 
+def _legend(ax: Any, **kw: Any) -> None:
+    """The plot's legend, or "no data" when no series could be drawn (every one failed:
+    matplotlib's warning about a legend without lines went to the user's stderr)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(**kw)
+    else:
+        ax.text(0.5, 0.5, "no data (see the report)", transform=ax.transAxes, ha="center")
+
+
 def plot_all(result: dict[str, Any], out_dir: Path) -> list[Path]:
     """Latency CDFs per placement and loss vs rate; [] without matplotlib."""
     try:
@@ -487,7 +496,7 @@ def plot_all(result: dict[str, Any], out_dir: Path) -> list[Path]:
         of = f", run 1 of {len(runs)}" if len(runs) > 1 else ""
         ax.set_title(f"Latency CDF per path, wakeup={pl} ({env}{of})")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8, loc="lower right")
+        _legend(ax, fontsize=8, loc="lower right")
         f = out_dir / f"latency_cdf_{pl}.png"
         fig.tight_layout()
         fig.savefig(f, dpi=110)
@@ -506,7 +515,7 @@ def plot_all(result: dict[str, Any], out_dir: Path) -> list[Path]:
         ax.set_ylabel("events lost, % of raised")
         ax.set_title(f"Loss vs rate ({st.get('seconds')} s per rate, ring {st.get('ring_size')})")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
+        _legend(ax, fontsize=8)
         f = out_dir / "storm_loss.png"
         fig.tight_layout()
         fig.savefig(f, dpi=110)

@@ -56,9 +56,27 @@ def _names(what: str, known: Callable[[], Sequence[str]]) -> Callable[[str], tup
         if unknown or not names:
             bad = f"unknown {what} {', '.join(map(repr, unknown))}" if unknown else f"no {what}"
             raise argparse.ArgumentTypeError(f"{bad}; known: {', '.join(allowed)}")
+        twice = sorted({n for n in names if names.count(n) > 1}, key=names.index)
+        if twice:
+            raise argparse.ArgumentTypeError(f"{what} named twice: {', '.join(map(repr, twice))}")
         return names
 
     return parse
+
+
+def _period_us(s: str) -> float:
+    """A latency series' period in µs: no shorter than the device's burst generator
+    allows (``IRQLAB_MIN_BURST_PERIOD_NS``; the device refused it once the bench had
+    booted)."""
+    from irqlab.contract.regs import REGS
+
+    us = positive(s)
+    if round(us * 1000) < REGS.MIN_BURST_PERIOD_NS:
+        raise argparse.ArgumentTypeError(
+            f"{s!r}: below the device's shortest burst period, "
+            f"{REGS.MIN_BURST_PERIOD_NS / 1000:g} µs"
+        )
+    return us
 
 
 def _paths() -> Sequence[str]:
@@ -129,7 +147,8 @@ def add_bench_arguments(s: argparse.ArgumentParser) -> None:
     runs = "fresh boots measuring everything (spread); default 1"
     s.add_argument("--runs", type=count(1), help=runs)
     s.add_argument("--events", type=count(1), help="latency events per path (full 10000)")
-    s.add_argument("--period-us", type=positive, help="latency series period, µs (default 3000)")
+    period = "latency series period, µs (default 3000; at least the device's minimum)"
+    s.add_argument("--period-us", type=_period_us, help=period)
     s.add_argument(
         "--paths", type=_names("path", _paths), help="comma list of agent paths (default: all)"
     )

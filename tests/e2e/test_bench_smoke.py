@@ -43,6 +43,7 @@ def result(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Pa
 def test_no_errors_and_provenance(result: tuple[dict[str, Any], Path]) -> None:
     r, _ = result
     assert not r.get("errors"), r.get("errors")
+    assert r["complete"] is True and "interrupted" not in r
     assert r["schema"] == SCHEMA
     assert r["machine"]["cpu_model"] and r["machine"]["cores"] >= 1
     assert r["machine"]["host_kernel"]

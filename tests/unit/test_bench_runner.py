@@ -161,3 +161,35 @@ def test_the_run_guest_stops_before_the_second_guest_boots(
     # nothing measured on the run's guest after it stopped
     assert all(c[1] != "bench-0" for c in calls[first_close:] if c[0] != "close")
     assert r["storm"]["paths"]["uio-generic"] and r["runs"][0]["native"]["uio-generic"]
+
+
+def test_an_interrupted_bench_leaves_a_result_marked_incomplete(
+    tmp_path: Path, calls: list[tuple[Any, ...]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from irqlab.bench import report
+
+    def interrupted(*_a: Any, **_kw: Any) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner.native, "measure", interrupted)
+    said: list[str] = []
+    cfg = runner.BenchConfig.quick_config(paths=("read",), rt_tests=False, out_dir=tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        runner.Bench(cfg, log=said.append).run()
+    path = tmp_path / "result.json"
+    assert said[-1] == (
+        f"stopped (KeyboardInterrupt()): the partial result is {path} "
+        f"(irqlab bench --report {path})"
+    )
+    r = json.loads(path.read_text())
+    assert r["complete"] is False and r["interrupted"] == "KeyboardInterrupt()"
+    assert r["runs"][0]["latency"]["hardirq"]["read"]  # what it had
+    assert ("close", "bench-0") in calls
+    text = report.render_text(r)
+    assert text.startswith("INCOMPLETE (interrupted: KeyboardInterrupt()): only the stages")
+    assert "<strong>INCOMPLETE (interrupted" in report.render_html(r, [])
+    done = bench(tmp_path / "whole", skip=("native",))
+    assert done["complete"] is True and "interrupted" not in done
+    assert "INCOMPLETE" not in report.render_text(done)

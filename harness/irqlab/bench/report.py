@@ -28,6 +28,7 @@ __all__ = [
     "header_lines",
     "host_table",
     "html_table",
+    "incomplete",
     "latency_table",
     "load_result",
     "plot_all",
@@ -333,6 +334,18 @@ def targets_table(result: dict[str, Any]) -> Table:
     return ["target", "wanted", "measured", "status"], rows
 
 
+def incomplete(result: dict[str, Any]) -> str | None:
+    """The banner of a result whose bench did not finish (``complete`` false: it was
+    interrupted, or is still running), else None (older results have no ``complete``)."""
+    if result.get("complete") is not False:
+        return None
+    why = result.get("interrupted")
+    return (
+        f"INCOMPLETE (interrupted{': ' + why if why else ', or still running'}): "
+        "only the stages before the stop were measured; the figures below are partial"
+    )
+
+
 def header_lines(result: dict[str, Any]) -> list[str]:
     m, v, g = result.get("machine", {}), result.get("versions", {}), result.get("git", {})
     acc = result.get("accel", {})
@@ -440,7 +453,8 @@ def sections(result: dict[str, Any]) -> list[tuple[str, Table | None]]:
 
 
 def render_text(result: dict[str, Any]) -> str:
-    parts = ["\n".join(header_lines(result))]
+    banner = incomplete(result)
+    parts = ([banner] if banner else []) + ["\n".join(header_lines(result))]
     missing = result.get("missing_paths") or {}
     if missing:
         parts.append("not measured: " + ", ".join(f"{p} ({w})" for p, w in missing.items()))
@@ -550,6 +564,7 @@ def render_html(result: dict[str, Any], images: Sequence[Path]) -> str:
         f"<title>irqlab bench {html.escape(str(result.get('stamp')))}</title>",
         f"<style>{CSS}</style></head><body>",
         f"<h1>irqlab bench {html.escape(str(result.get('stamp')))}</h1>",
+        *([f"<p><strong>{html.escape(b)}</strong></p>"] if (b := incomplete(result)) else []),
         "<pre>" + html.escape("\n".join(header_lines(result))) + "</pre>",
     ]
     missing = result.get("missing_paths") or {}

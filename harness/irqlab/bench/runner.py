@@ -11,7 +11,9 @@ spread between runs is the noise of each figure):
 
 Then ``boots`` extra boots of the *standard* test image (no rt-tests) give the
 boot -> agent ready median/spread, and optionally ``invoke test-all`` is timed.
-The result is written after every stage, so an interrupted bench leaves what it had.
+The result is written after every stage, so an interrupted bench leaves what it had;
+its ``complete`` is true only once every stage ran (an interrupted one also has
+``interrupted``, and says where the partial result is).
 """
 
 from __future__ import annotations
@@ -207,7 +209,18 @@ class Bench:
         holder's pid) while another bench runs on this machine: each would disturb the
         other's figures."""
         with cache.exclusive_lock(lock_path(), LOCK_WHAT, wait=False):
-            return self._run()
+            try:
+                return self._run()
+            except BaseException as e:  # Ctrl-C, SIGTERM: say where the partial result is
+                if self.result and not self.result.get("complete"):
+                    self.result["interrupted"] = repr(e)
+                    with contextlib.suppress(Exception):
+                        path = self.save()
+                        self.log(
+                            f"stopped ({e!r}): the partial result is {path} "
+                            f"(irqlab bench --report {path})"
+                        )
+                raise
 
     def _run(self) -> Path:
         c = self.config
@@ -225,6 +238,7 @@ class Bench:
             "paths": [],  # known once the first guest's agent says hello
             "missing_paths": {},
             "runs": [],
+            "complete": False,  # true once every stage ran (not interrupted)
         }
         self.save()
         t0 = time.monotonic()
@@ -249,6 +263,7 @@ class Bench:
         self.result["load"]["end"] = env.load()
         self.result["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         self.result["duration_s"] = round(time.monotonic() - t0, 1)
+        self.result["complete"] = True
         return self.save()
 
     def choose_paths(self, agent: Mapping[str, object]) -> tuple[list[str], list[str]]:

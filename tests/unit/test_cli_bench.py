@@ -192,3 +192,27 @@ def test_values_the_device_refuses_and_repeated_names_are_usage_errors(
         assert error in capsys.readouterr().err
     args = build_parser().parse_args(["bench", "--period-us", f"{shortest_us:g}"])
     assert round(args.period_us * 1000) == REGS.MIN_BURST_PERIOD_NS
+
+
+def test_the_help_lists_the_paths_and_what_quick_sets(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from irqlab.bench import runner
+    from irqlab.cli.bench import PATHS_HELP, QUICK_HELP
+
+    assert PATHS_HELP.split(", ") == list(runner.WANTED_PATHS)
+    quick = runner.BenchConfig.quick_config()
+    full = runner.BenchConfig()
+    said = dict(zip(QUICK_HELP.split()[::2], QUICK_HELP.split()[1::2], strict=False))
+    for opt, field in (("--events", "events"), ("--storm-seconds", "storm_seconds"),
+                       ("--injections", "injections"), ("--boots", "boots"),
+                       ("--cyclictest-loops", "cyclictest_loops")):  # fmt: skip
+        assert float(said[opt]) == getattr(quick, field) != getattr(full, field), opt
+    assert quick.injection_seconds == 0 and "(no 5 s minimum)" in QUICK_HELP
+    changed = {f for f in vars(quick) if getattr(quick, f) != getattr(full, f)}
+    assert changed == {"quick", "events", "storm_seconds", "injections", "injection_seconds",
+                       "boots", "cyclictest_loops"}  # fmt: skip
+    with pytest.raises(SystemExit):
+        main(["bench", "--help"])
+    text = "".join(capsys.readouterr().out.split())  # wrapped at spaces and hyphens
+    assert "".join(PATHS_HELP.split()) in text and "".join(QUICK_HELP.split()) in text

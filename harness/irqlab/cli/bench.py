@@ -21,6 +21,8 @@ from irqlab.cli.argtypes import UsageError, count, finite, non_negative, positiv
 
 __all__ = [
     "DESCRIPTION",
+    "PATHS_HELP",
+    "QUICK_HELP",
     "STAGES_HELP",
     "add_bench_arguments",
     "add_bench_parser",
@@ -105,6 +107,16 @@ def _stages() -> Sequence[str]:
 
 # the help's list (a unit test checks it is irqlab.bench.runner.STAGES)
 STAGES_HELP = "latency,native,wakeup,storm,injection,boot,cyclictest"
+# the help's lists (unit tests check them against irqlab.bench.runner: its modules load
+# only when the bench runs)
+PATHS_HELP = (
+    "read, nonblock, poll, select, epoll-lt, epoll-et, sigio, setsig, count, eventfd, "
+    "gpio-cdev, uio, uio-generic"
+)
+QUICK_HELP = (
+    "--events 300 --storm-seconds 0.2 --injections 500 (no 5 s minimum) --boots 2 "
+    "--cyclictest-loops 1000"
+)
 
 
 DESCRIPTION = """\
@@ -143,14 +155,17 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def add_bench_arguments(s: argparse.ArgumentParser) -> None:
-    s.add_argument("--quick", action="store_true", help="small counts (minutes, not the full run)")
+    quick = f"small counts, minutes, not the full run: {QUICK_HELP} (options given win)"
+    s.add_argument("--quick", action="store_true", help=quick)
     runs = "fresh boots measuring everything (spread); default 1"
     s.add_argument("--runs", type=count(1), help=runs)
     s.add_argument("--events", type=count(1), help="latency events per path (full 10000)")
     period = "latency series period, µs (default 3000; at least the device's minimum)"
     s.add_argument("--period-us", type=_period_us, help=period)
     s.add_argument(
-        "--paths", type=_names("path", _paths), help="comma list of agent paths (default: all)"
+        "--paths",
+        type=_names("path", _paths),
+        help=f"comma list of agent paths (default: all): {PATHS_HELP}",
     )
     s.add_argument(
         "--placements",

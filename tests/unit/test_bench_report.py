@@ -263,3 +263,15 @@ def test_plots_of_failed_series_warn_nothing(tmp_path: Path) -> None:
         warnings.simplefilter("error")
         files = report.plot_all(r, tmp_path)
     assert [f.name for f in files] == ["latency_cdf_hardirq.png", "storm_loss.png"]
+
+
+def test_targets_say_skipped_storms_and_the_runs_taken() -> None:
+    r = fixture_result(runs=2)
+    r["config"]["skip"] = ["storm"]
+    del r["storm"]
+    t = {x["name"].split(" ")[0]: x for x in metrics.targets(r)}
+    assert t["zero"]["value"] == "skipped (--skip storm)" and t["zero"]["met"] is None
+    assert t["spread"]["name"] == "spread across runs"
+    assert t["spread"]["value"].startswith("2 runs: worst ±") and t["spread"]["met"] is None
+    txt = report.render_text(r)
+    assert "None" not in txt.split("Targets", 1)[1]

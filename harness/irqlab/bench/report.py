@@ -329,7 +329,7 @@ def targets_table(result: dict[str, Any]) -> Table:
     for t in result.get("targets") or []:
         met = {True: "MET", False: "MISSED", None: "not measured"}[t["met"]]
         v = t["value"]
-        v = f"{v:.3g}" if isinstance(v, float) else str(v)
+        v = f"{v:.3g}" if isinstance(v, float) else "-" if v is None else str(v)
         rows.append([t["name"], t["target"], v, met])
     return ["target", "wanted", "measured", "status"], rows
 

@@ -43,6 +43,7 @@ def result(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Pa
 def test_no_errors_and_provenance(result: tuple[dict[str, Any], Path]) -> None:
     r, _ = result
     assert not r.get("errors"), r.get("errors")
+    assert r["complete"] is True and "interrupted" not in r
     assert r["schema"] == SCHEMA
     assert r["machine"]["cpu_model"] and r["machine"]["cores"] >= 1
     assert r["machine"]["host_kernel"]
@@ -63,6 +64,8 @@ def test_latency_from_device_clock(result: tuple[dict[str, Any], Path]) -> None:
     hist = read["device_histogram"]
     assert hist["count"] == EVENTS and hist["problems"] == []
     assert read["counters"]["raised"] == EVENTS and read["counters"]["acked"] == EVENTS
+    # nothing lost (device, ring) and nothing pending: from the driver's counters
+    assert read["lost"] == {"device_dropped": 0, "reported": 0, "driver": 0, "pending": 0}
     # The counting file and gpio-cdev (the generator on a GPIO line) ACK by order
     # through a second fd; UIO (the driver's UIO mode, and uio_pci_generic on a second
     # guest) ACKs through the mapping and reads the latency back: all exact.

@@ -162,3 +162,25 @@ def test_native_ratio_target_needs_three_runs_within_ten_percent() -> None:
     assert t[name]["met"] is False and "native.poll.p50_per_read" in t[name]["value"]
     t = {x["name"]: x for x in metrics.targets(result([1.0]))}
     assert t[name]["met"] is None
+
+
+def test_lost_events_are_not_pending() -> None:
+    """raised 1500, 256 handled, 475 dropped at the device, 769 lost in the ring (the
+    driver fetched 1025): nothing pending; an old result without ``lost`` still
+    subtracts the device's drops."""
+    from types import SimpleNamespace
+
+    from irqlab.bench import latency
+
+    c = SimpleNamespace(raised=1500, dropped=475)
+    lost = latency.losses(c, 256, 0, {"events": 10}, {"events": 1035})
+    assert lost == {"device_dropped": 475, "reported": 0, "driver": 769, "pending": 0}
+    s = _lat("read", 700_000, n=256)
+    s["counters"], s["lost"] = {"raised": 1500, "dropped": 475}, lost
+    assert queueing.pending(s) == 0
+    assert queueing.series_warnings(s) == []
+    del s["lost"]
+    assert queueing.pending(s) == 1500 - 256 - 475
+    # a ring loss reported in a record, no driver counters (UIO): still not pending
+    assert latency.losses(c, 256, 769, None, None)["pending"] == 0
+    assert latency.losses(c, 256, 0, None, None)["pending"] == 769

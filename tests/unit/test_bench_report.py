@@ -238,3 +238,40 @@ def test_spread_table_lists_figures_repeated_across_runs() -> None:
     assert row[0] == "latency.hardirq.read.p50" and row[3] == "±25.0%"
     assert row[2] == "1.5 µs / 2.0 µs / 2.5 µs"
     assert "Spread across 3 runs" in report.render_text(result)
+
+
+def test_the_cyclictest_comparison_says_the_priorities() -> None:
+    from irqlab.bench import cyclic
+
+    r = fixture_result()
+    r["runs"][0]["native"] = {"read": r["runs"][0]["latency"]["hardirq"]["read"]}
+    txt = report.render_text(r)
+    assert f"cyclictest: {cyclic.VERSUS}" in txt
+    assert "SCHED_FIFO priority 80 (-p 80), the native responder and the agent SCHED_OTHER" in txt
+    assert "cyclictest, SCHED_FIFO priority 80 (run 1, same boot)" in txt
+    assert f" -p {cyclic.PRIORITY} " in cyclic.command(10)
+
+
+def test_plots_of_failed_series_warn_nothing(tmp_path: Path) -> None:
+    import warnings
+
+    r = {
+        "runs": [{"latency": {"hardirq": {"read": None}}}],
+        "storm": {"seconds": 1, "paths": {"read": [{"rate": 1000, "raised": 0, "lost": 0}]}},
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        files = report.plot_all(r, tmp_path)
+    assert [f.name for f in files] == ["latency_cdf_hardirq.png", "storm_loss.png"]
+
+
+def test_targets_say_skipped_storms_and_the_runs_taken() -> None:
+    r = fixture_result(runs=2)
+    r["config"]["skip"] = ["storm"]
+    del r["storm"]
+    t = {x["name"].split(" ")[0]: x for x in metrics.targets(r)}
+    assert t["zero"]["value"] == "skipped (--skip storm)" and t["zero"]["met"] is None
+    assert t["spread"]["name"] == "spread across runs"
+    assert t["spread"]["value"].startswith("2 runs: worst ±") and t["spread"]["met"] is None
+    txt = report.render_text(r)
+    assert "None" not in txt.split("Targets", 1)[1]

@@ -180,3 +180,47 @@ def test_cli_storm_options() -> None:
     )
     with pytest.raises(SystemExit):
         p.parse_args(["bench", "--storm-ack", "sometimes"])
+
+
+@dataclass
+class CountGuest(FakeGuest):
+    """The counting file: the burst's events less *dropped* at the device in one count,
+    then each marker as a count of 1 (the first *drop_markers* dropped at the device)."""
+
+    dropped: int = 0
+
+    def burst(self, n: int, period: int, line: int | None = None) -> None:
+        self.c = replace(self.c, raised=n, dropped=self.dropped, next_seq=self.c.next_seq + n)
+        self.queue.append({"type": "event", "path": "count", "count": n - self.dropped})
+
+    def push(self, word: int) -> None:
+        self.pushed += 1
+        self.c = replace(self.c, raised=self.c.raised + 1, next_seq=self.c.next_seq + 1)
+        if self.pushed <= self.drop_markers:  # the device queue was still full
+            self.c = replace(self.c, dropped=self.c.dropped + 1)
+        else:
+            self.queue.append({"type": "event", "path": "count", "count": 1})
+
+
+def test_count_storm_with_device_drops_ends_at_its_marker() -> None:
+    """With device drops the count never reached raised + 1: the storm waited out the
+    idle timeout and counted the marker as a burst event (unexplained -1)."""
+    g = CountGuest([], n=1000, dropped=40)
+    r = storm.measure(g, "count", rate=1000, duration_s=1.0, idle=5.0)
+    assert (r["end"], r["marker_seen"]) == ("until", True)
+    assert (r["raised"], r["observed"], r["lost"], r["device_dropped"]) == (1000, 960, 40, 40)
+    assert r["unexplained"] == 0 and r["lossless"] is False
+    from irqlab.bench import report
+
+    t = report.storm_table({"storm": {"paths": {"count": [r]}}})
+    assert t is not None
+    (row,) = t[1]
+    assert dict(zip(t[0], row, strict=True))["unexplained"] == "0"
+    assert dict(zip(t[0], row, strict=True))["end"] == "marker"
+
+
+def test_count_storm_pushes_another_marker_when_the_device_dropped_one() -> None:
+    g = CountGuest([], n=1000, dropped=40, drop_markers=1)
+    r = storm.measure(g, "count", rate=1000, duration_s=1.0, idle=5.0)
+    assert (r["end"], r["markers"], r["counted"]) == ("until", 2, 961)
+    assert (r["observed"], r["lost"], r["unexplained"]) == (960, 40, 0)

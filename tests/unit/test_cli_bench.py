@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from test_bench_report import fixture_result  # same directory (rootdir-relative import)
 
-from irqlab.cli.main import main
+from irqlab.cli.main import build_parser, main
 
 
 @pytest.fixture(autouse=True)
@@ -122,3 +122,97 @@ def test_the_known_names_are_the_benchs() -> None:
     )  # fmt: skip
     assert args.paths == runner.WANTED_PATHS and args.skip == runner.STAGES
     assert args.storm_rates == (1000, 2000)
+
+
+def test_a_series_whose_checks_failed_fails_the_bench(
+    result: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A series with problems (events dropped at the device and lost in the ring) was
+    reported as fine and exited 0: now its checks show, it is not called pending, and
+    the exit status is 1 with one line per such series."""
+    r = fixture_result()
+    read = r["runs"][0]["latency"]["hardirq"]["read"]
+    read["problems"] = ["got 256 of 1500 events (idle)"]
+    read["latency_ns"]["n"] = 256
+    read["lost"] = {"device_dropped": 475, "reported": 0, "driver": 769, "pending": 0}
+    r["runs"][0]["latency"]["thread"]["poll"]["problems"] = ["3 events flagged"]
+    result.write_text(json.dumps(r))
+    assert main(["bench", "--report", str(result)]) == 1
+    out, err = capsys.readouterr()
+    assert err.splitlines() == [
+        "irqlab bench: checks failed: agent read (wakeup=hardirq): got 256 of 1500 events (idle)",
+        "irqlab bench: checks failed: agent poll (wakeup=thread): 3 events flagged",
+    ]
+    assert "events still pending" not in out
+    (row,) = [ln for ln in out.splitlines() if ln.startswith("read ") and "256" in ln]
+    assert row.rstrip().endswith("got 256 of 1500 events (idle)")
+
+
+def test_native_is_said_to_be_taken_at_hardirq_only(capsys: pytest.CaptureFixture[str]) -> None:
+    from irqlab.bench import report
+
+    with pytest.raises(SystemExit):
+        main(["bench", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "native responder (C: the kernel's part without Python), at wakeup=hardirq only" in text
+    assert "the native responder runs at hardirq only" in text
+    r = fixture_result()
+    r["runs"][0]["native"] = {"read": r["runs"][0]["latency"]["hardirq"]["read"]}
+    (title,) = [t for t, _ in report.sections(r) if t.startswith("Native responder")]
+    assert "wakeup=hardirq only (no native series at other placements)" in title
+
+
+def test_an_out_directory_holding_a_result_is_refused(
+    result: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = result.read_bytes()
+    assert main(["bench", "--quick", "--out", str(result.parent)]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"irqlab: --out {result.parent}: holds a result.json already (an earlier bench's); "
+        "give another directory or remove it\n"
+    )
+    assert result.read_bytes() == before
+
+
+def test_values_the_device_refuses_and_repeated_names_are_usage_errors(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from irqlab.contract.regs import REGS
+
+    shortest_us = REGS.MIN_BURST_PERIOD_NS / 1000
+    for argv, error in (
+        (["--period-us", f"{shortest_us / 2:g}"], "below the device's shortest burst period"),
+        (["--paths", "read,read"], "argument --paths: path named twice: 'read'"),
+        (["--skip", "storm,boot,storm"], "argument --skip: stage named twice: 'storm'"),
+    ):
+        with pytest.raises(SystemExit) as e:
+            main(["bench", "--quick", *argv])
+        assert e.value.code == 2
+        assert error in capsys.readouterr().err
+    args = build_parser().parse_args(["bench", "--period-us", f"{shortest_us:g}"])
+    assert round(args.period_us * 1000) == REGS.MIN_BURST_PERIOD_NS
+
+
+def test_the_help_lists_the_paths_and_what_quick_sets(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from irqlab.bench import runner
+    from irqlab.cli.bench import PATHS_HELP, QUICK_HELP
+
+    assert PATHS_HELP.split(", ") == list(runner.WANTED_PATHS)
+    quick = runner.BenchConfig.quick_config()
+    full = runner.BenchConfig()
+    said = dict(zip(QUICK_HELP.split()[::2], QUICK_HELP.split()[1::2], strict=False))
+    for opt, field in (("--events", "events"), ("--storm-seconds", "storm_seconds"),
+                       ("--injections", "injections"), ("--boots", "boots"),
+                       ("--cyclictest-loops", "cyclictest_loops")):  # fmt: skip
+        assert float(said[opt]) == getattr(quick, field) != getattr(full, field), opt
+    assert quick.injection_seconds == 0 and "(no 5 s minimum)" in QUICK_HELP
+    changed = {f for f in vars(quick) if getattr(quick, f) != getattr(full, f)}
+    assert changed == {"quick", "events", "storm_seconds", "injections", "injection_seconds",
+                       "boots", "cyclictest_loops"}  # fmt: skip
+    with pytest.raises(SystemExit):
+        main(["bench", "--help"])
+    text = "".join(capsys.readouterr().out.split())  # wrapped at spaces and hyphens
+    assert "".join(PATHS_HELP.split()) in text and "".join(QUICK_HELP.split()) in text

@@ -17,6 +17,8 @@ from typing import Any
 __all__ = [
     "HIST_MAX_US",
     "JSON_PATH",
+    "PRIORITY",
+    "VERSUS",
     "command",
     "hist_percentile",
     "parse",
@@ -24,12 +26,18 @@ __all__ = [
 ]
 
 HIST_MAX_US = 20_000
+PRIORITY = 80  # cyclictest -p: its thread runs SCHED_FIFO at this priority
+# What a comparison with cyclictest must say: the two do not run at the same priority.
+VERSUS = (
+    f"cyclictest runs SCHED_FIFO priority {PRIORITY} (-p {PRIORITY}), the native responder "
+    "and the agent SCHED_OTHER"
+)
 JSON_PATH = "/tmp/irqlab-cyclictest.json"
 
 
 def command(loops: int, interval_us: int = 1000, max_us: int = HIST_MAX_US) -> str:
     return (
-        f"cyclictest -m -p 80 -i {interval_us} -l {loops} -q -h {max_us} "
+        f"cyclictest -m -p {PRIORITY} -i {interval_us} -l {loops} -q -h {max_us} "
         f"--json={shlex.quote(JSON_PATH)} >/dev/null && cat {shlex.quote(JSON_PATH)}"
     )
 

@@ -36,8 +36,10 @@ __all__ = [
     "UIO_PATHS",
     "arm_clean",
     "arm_measured",
+    "driver_stats",
     "events_in",
     "latencies",
+    "losses",
     "measure",
     "reset",
     "uio_arm_opts",
@@ -111,6 +113,39 @@ def uio_arm_opts(path: str = "uio") -> dict[str, Any]:
     return {"dev": "", "regs": dict(REGS), **UIO_PATHS[path]}
 
 
+def driver_stats(guest: Any, path: str) -> dict[str, int] | None:
+    """The driver's device-wide counters (``IRQLAB_IOC_GET_STATS``), None for a UIO path
+    (no /dev/irqlabN)."""
+    if path in UIO_PATHS:
+        return None
+    drv = guest.agent.stats(dev=guest.dev).get("driver")
+    return drv if isinstance(drv, dict) else None
+
+
+def losses(
+    counters: Any,
+    handled: int,
+    reported: int,
+    drv0: dict[str, int] | None,
+    drv1: dict[str, int] | None,
+) -> dict[str, int | None]:
+    """Where the events of a series that the responder never handled went: dropped at the
+    device (its queue was full), ``reported`` lost in records' ``lost`` fields, and
+    ``driver``: events the driver fetched from the device but the responder never read
+    (its ring or staging buffer overflowed), from the driver's counters before and after
+    (None without them, UIO).  ``pending`` is what is left: raised, neither lost nor
+    handled."""
+    fetched = None if drv0 is None or drv1 is None else drv1["events"] - drv0["events"]
+    driver = None if fetched is None else max(0, fetched - handled)
+    in_driver = max(reported, driver or 0)
+    return {
+        "device_dropped": counters.dropped,
+        "reported": reported,
+        "driver": driver,
+        "pending": max(0, counters.raised - handled - counters.dropped - in_driver),
+    }
+
+
 def events_in(ev: dict[str, Any]) -> int:
     """Device events one agent message stands for (a UIO wake-up can drain several,
     a read of the counting file returns how many)."""
@@ -151,6 +186,7 @@ def measure(
     on_line = path == gpio.PATH
     agent, inj, seq0 = arm_measured(guest, path)
     lost0 = gpio.driver_lost(guest) if on_line else 0
+    drv0 = driver_stats(guest, path)
     t0 = time.monotonic()
     try:
         inj.burst(events, period_ns, line=gpio.LINE if on_line else None)
@@ -173,6 +209,7 @@ def measure(
             gpio.done(inj)
     counters = inj.counters()
     hist = inj.histogram()
+    drv1 = driver_stats(guest, path)
     seqs: list[Any] = []
     for e in evs:
         if isinstance(e.get("seqs"), list):
@@ -194,6 +231,7 @@ def measure(
     if seqs != list(range(seq0, seq0 + len(seqs))):
         problems.append("sequence numbers not consecutive from the first raised")
     flagged = sum(1 for e in evs if e.get("flags") or e.get("lost"))
+    reported = sum(int(e.get("lost") or 0) for e in evs)
     if flagged:
         problems.append(f"{flagged} events flagged (overflow/device drop)")
     acks = [v for e in evs for v in latencies(e)]
@@ -223,6 +261,7 @@ def measure(
         "device_histogram": agreement,
         "breakdown_p50_ns": breakdown,
         "counters": counters.__dict__,
+        "lost": losses(counters, len(seqs), 0 if on_line else reported, drv0, drv1),
         "agent": {k: pstats.get(k) for k in ("events", "reads", "wakeups", "acks", "spurious")},
         "cdf": stats.cdf_points(lat, cdf_points) if lat else [],
         "problems": problems,

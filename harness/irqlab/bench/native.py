@@ -88,9 +88,11 @@ def measure(
     guest: Any, path: str, *, events: int, period_ns: int, cdf_points: int = 400
 ) -> dict[str, Any]:
     """One path through the responder; a JSON-ready dict like ``latency.measure``'s."""
+    drv0 = latency.driver_stats(guest, path)
     got = run(guest, path, events=events, period_ns=period_ns)
     inj = guest.injector
     counters = inj.counters()
+    drv1 = latency.driver_stats(guest, path)
     hist = inj.histogram()
     res = got.get("result") or {}
     rows = rows_of(res)
@@ -125,7 +127,9 @@ def measure(
     problems += [f"histogram {p}" for p in agreement["problems"]]
     bd = breakdown.summarize(rows, clock_of(res))
     problems += [f"breakdown: {p}" for p in bd["problems"]]
-    pending = max(0, counters.raised - len(rows))
+    # gpio-cdev's lost field carries the seqno
+    reported = 0 if path == gpio.PATH else sum(int(r.get("lost") or 0) for r in rows)
+    lost = latency.losses(counters, len(rows), reported, drv0, drv1)
     return {
         "path": path,
         "responder": "native",
@@ -138,7 +142,8 @@ def measure(
         "breakdown": bd,
         "breakdown_p50_ns": {k: v["p50"] for k, v in bd["stages"].items() if k != "total"},
         "counters": counters.__dict__,
-        "pending_at_end": pending,
+        "lost": lost,
+        "pending_at_end": lost["pending"],
         "native": {k: res.get(k) for k in NATIVE_COUNTERS},
         "cdf": stats.cdf_points(lat, cdf_points) if lat else [],
         "problems": problems,

@@ -1,4 +1,5 @@
-"""Latency series that measure a queue, not a latency: the report's warnings.
+"""Latency series that measure a queue, not a latency, or whose checks failed: the
+report's warnings.
 
 A series is **queueing** when the responder (agent or native) does not keep up with
 the generator: its p50 is above the generator period (most events were raised
@@ -14,14 +15,21 @@ from typing import Any
 
 
 def pending(series: dict[str, Any]) -> int:
-    """Events the series raised but did not handle by its end."""
+    """Events the series raised but neither handled nor lost by its end: an event the
+    device dropped, or the driver's ring or staging buffer had no room for, is lost, not
+    pending (the series' ``lost``, :func:`irqlab.bench.latency.losses`; a result without
+    it: the device's drops only)."""
+    lost = series.get("lost")
+    if isinstance(lost, dict) and isinstance(lost.get("pending"), int):
+        return int(lost["pending"])
     if isinstance(series.get("pending_at_end"), int):
         return int(series["pending_at_end"])
-    raised = (series.get("counters") or {}).get("raised")
+    counters = series.get("counters") or {}
+    raised, dropped = counters.get("raised"), counters.get("dropped")
     n = (series.get("latency_ns") or {}).get("n")
     if not isinstance(raised, int) or not isinstance(n, int):
         return 0
-    return max(0, raised - n)
+    return max(0, raised - n - (dropped if isinstance(dropped, int) else 0))
 
 
 def series_warnings(series: dict[str, Any] | None) -> list[str]:
@@ -54,6 +62,22 @@ def all_series(result: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
         for path, s in (run.get("native") or {}).items():
             if s:
                 yield f"{tag}native {path}", s
+
+
+def failed_checks(result: dict[str, Any]) -> list[tuple[str, str]]:
+    """(series label, its problems in one line) for every latency series (agent and
+    native) and storm of *result* whose checks failed: such a series is no figure to
+    trust, and the bench's exit status says so."""
+    out = [
+        (label, "; ".join(map(str, s["problems"])))
+        for label, s in all_series(result)
+        if s.get("problems")
+    ]
+    for path, rs in ((result.get("storm") or {}).get("paths") or {}).items():
+        for r in rs or []:
+            if r and r.get("problems"):
+                out.append((f"storm {path} {r.get('rate')}/s", "; ".join(r["problems"])))
+    return out
 
 
 def warnings(result: dict[str, Any]) -> list[tuple[str, str]]:

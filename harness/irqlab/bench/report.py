@@ -13,19 +13,22 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from irqlab.bench import SCHEMA
+from irqlab.bench import SCHEMA, cyclic
 from irqlab.errors import IrqlabError
 
 __all__ = [
     "CSS",
+    "STORM_ENDS",
     "NotABenchResult",
     "Table",
+    "checks",
     "fmt_ns",
     "fmt_rate",
     "fmt_ratio",
     "header_lines",
     "host_table",
     "html_table",
+    "incomplete",
     "latency_table",
     "load_result",
     "plot_all",
@@ -79,19 +82,26 @@ def _first_run(result: dict[str, Any]) -> dict[str, Any]:
     return runs[0]
 
 
+def checks(series: dict[str, Any]) -> str:
+    """A series' checks in a table cell: ok, or its problems (cut)."""
+    problems = series.get("problems")
+    return "ok" if not problems else "; ".join(map(str, problems))[:80]
+
+
 def latency_table(result: dict[str, Any], placement: str) -> Table | None:
     per = (_first_run(result).get("latency") or {}).get(placement)
     if not per:
         return None
     base = (per.get("read") or {}).get("latency_ns", {})
-    head = ["path", "n", "p50", "p90", "p99", "max", "p50/read", "p99/read", "device hist"]
+    head = ["path", "n", "p50", "p90", "p99", "max", "p50/read", "p99/read", "device hist",
+            "checks"]  # fmt: skip
     rows = []
     for path, r in per.items():
         if r is None:
-            rows.append([path, "-", "failed (see errors)", "", "", "", "", "", ""])
+            rows.append([path, "-", "failed (see errors)"] + [""] * 7)
             continue
         if "skipped" in r:
-            rows.append([path, "-", f"n/a: {r['skipped']}", "", "", "", "", "", ""])
+            rows.append([path, "-", f"n/a: {r['skipped']}"] + [""] * 7)
             continue
         s = r["latency_ns"]
         hist = r.get("device_histogram", {})
@@ -110,6 +120,7 @@ def latency_table(result: dict[str, Any], placement: str) -> Table | None:
                 fmt_ratio(_ratio(s["p50"], base.get("p50"))),
                 fmt_ratio(_ratio(s["p99"], base.get("p99"))),
                 ok,
+                checks(r),
             ]
         )
     return head, rows
@@ -147,7 +158,7 @@ def native_table(result: dict[str, Any]) -> Table | None:
                 fmt_ratio(_ratio(n["p50"], base)),
                 fmt_ratio(_ratio(n["p50"], c50 * 1e3 if c50 else None)),
                 fmt_ratio(_ratio(n["p99"], c99 * 1e3 if c99 else None)),
-                "ok" if not r.get("problems") else "; ".join(r["problems"])[:80],
+                checks(r),
             ]
         )
     return head, rows
@@ -214,19 +225,26 @@ def wakeup_table(result: dict[str, Any]) -> Table | None:
     return head, rows
 
 
+# A storm's ``end`` in the table: how its wait for the path ended.
+STORM_ENDS = {"until": "marker", "accounted": "accounted", "idle": "IDLE", "timeout": "TIMEOUT"}
+
+
 def storm_table(result: dict[str, Any]) -> Table | None:
     st = result.get("storm")
     if not st or not st.get("paths"):
         return None
     head = ["path", "rate", "raised", "delivered", "coalesced", "observed", "lost",
-            "dev dropped", "ring/buffer lost", "lossless"]  # fmt: skip
+            "dev dropped", "ring/buffer lost", "unexplained", "end", "lossless"]  # fmt: skip
     rows = []
     for p, rs in st["paths"].items():
         for r in rs:
+            unexplained = r.get("unexplained")
             rows.append(
                 [p, fmt_rate(r["rate"])]
                 + [str(r[k]) for k in ("raised", "delivered", "coalesced", "observed", "lost")]
                 + [str(r["device_dropped"]), str(r["reported_lost"])]
+                + ["-" if unexplained is None else f"{unexplained}{' (!)' if unexplained else ''}"]
+                + [STORM_ENDS.get(r.get("end"), str(r.get("end") or "-"))]
                 + ["yes" if r["lossless"] else "NO"]
             )
     return head, rows
@@ -279,7 +297,7 @@ def host_table(result: dict[str, Any]) -> Table:
         if cyc:
             rows.append(
                 [
-                    f"cyclictest (run {i + 1}, same boot)",
+                    f"cyclictest, SCHED_FIFO priority {cyclic.PRIORITY} (run {i + 1}, same boot)",
                     f"p50 {_us(cyc.get('p50_us'))}, p90 {_us(cyc.get('p90_us'))}, "
                     f"p99 {_us(cyc.get('p99_us'))}, max {_us(cyc.get('max_us'))} "
                     f"over {cyc.get('cycles')} cycles",
@@ -311,9 +329,21 @@ def targets_table(result: dict[str, Any]) -> Table:
     for t in result.get("targets") or []:
         met = {True: "MET", False: "MISSED", None: "not measured"}[t["met"]]
         v = t["value"]
-        v = f"{v:.3g}" if isinstance(v, float) else str(v)
+        v = f"{v:.3g}" if isinstance(v, float) else "-" if v is None else str(v)
         rows.append([t["name"], t["target"], v, met])
     return ["target", "wanted", "measured", "status"], rows
+
+
+def incomplete(result: dict[str, Any]) -> str | None:
+    """The banner of a result whose bench did not finish (``complete`` false: it was
+    interrupted, or is still running), else None (older results have no ``complete``)."""
+    if result.get("complete") is not False:
+        return None
+    why = result.get("interrupted")
+    return (
+        f"INCOMPLETE (interrupted{': ' + why if why else ', or still running'}): "
+        "only the stages before the stop were measured; the figures below are partial"
+    )
 
 
 def header_lines(result: dict[str, Any]) -> list[str]:
@@ -387,7 +417,8 @@ def sections(result: dict[str, Any]) -> list[tuple[str, Table | None]]:
     out.append(
         (
             f"Native responder (irqlab-respond) vs agent (Python), raise -> ACK, "
-            f"wakeup={DEFAULT_PLACEMENT}{which}",
+            f"wakeup={DEFAULT_PLACEMENT} only (no native series at other placements){which}; "
+            f"p50/p99 vs cyclictest: {cyclic.VERSUS}",
             native_table(result),
         )
     )
@@ -422,7 +453,8 @@ def sections(result: dict[str, Any]) -> list[tuple[str, Table | None]]:
 
 
 def render_text(result: dict[str, Any]) -> str:
-    parts = ["\n".join(header_lines(result))]
+    banner = incomplete(result)
+    parts = ([banner] if banner else []) + ["\n".join(header_lines(result))]
     missing = result.get("missing_paths") or {}
     if missing:
         parts.append("not measured: " + ", ".join(f"{p} ({w})" for p, w in missing.items()))
@@ -441,6 +473,15 @@ def _style(i: int) -> dict[str, Any]:
     """Line *i* of a plot: matplotlib's ten default colours, then dashed, then dotted
     (more than ten paths would otherwise share colours)."""
     return {"color": f"C{i % 10}", "linestyle": ("-", "--", ":")[(i // 10) % 3]}
+
+
+def _legend(ax: Any, **kw: Any) -> None:
+    """The plot's legend, or "no data" when no series could be drawn (every one failed:
+    matplotlib's warning about a legend without lines went to the user's stderr)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(**kw)
+    else:
+        ax.text(0.5, 0.5, "no data (see the report)", transform=ax.transAxes, ha="center")
 
 
 def plot_all(result: dict[str, Any], out_dir: Path) -> list[Path]:
@@ -469,7 +510,7 @@ def plot_all(result: dict[str, Any], out_dir: Path) -> list[Path]:
         of = f", run 1 of {len(runs)}" if len(runs) > 1 else ""
         ax.set_title(f"Latency CDF per path, wakeup={pl} ({env}{of})")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8, loc="lower right")
+        _legend(ax, fontsize=8, loc="lower right")
         f = out_dir / f"latency_cdf_{pl}.png"
         fig.tight_layout()
         fig.savefig(f, dpi=110)
@@ -488,7 +529,7 @@ def plot_all(result: dict[str, Any], out_dir: Path) -> list[Path]:
         ax.set_ylabel("events lost, % of raised")
         ax.set_title(f"Loss vs rate ({st.get('seconds')} s per rate, ring {st.get('ring_size')})")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
+        _legend(ax, fontsize=8)
         f = out_dir / "storm_loss.png"
         fig.tight_layout()
         fig.savefig(f, dpi=110)
@@ -523,6 +564,7 @@ def render_html(result: dict[str, Any], images: Sequence[Path]) -> str:
         f"<title>irqlab bench {html.escape(str(result.get('stamp')))}</title>",
         f"<style>{CSS}</style></head><body>",
         f"<h1>irqlab bench {html.escape(str(result.get('stamp')))}</h1>",
+        *([f"<p><strong>{html.escape(b)}</strong></p>"] if (b := incomplete(result)) else []),
         "<pre>" + html.escape("\n".join(header_lines(result))) + "</pre>",
     ]
     missing = result.get("missing_paths") or {}

@@ -11,7 +11,9 @@ spread between runs is the noise of each figure):
 
 Then ``boots`` extra boots of the *standard* test image (no rt-tests) give the
 boot -> agent ready median/spread, and optionally ``invoke test-all`` is timed.
-The result is written after every stage, so an interrupted bench leaves what it had.
+The result is written after every stage, so an interrupted bench leaves what it had;
+its ``complete`` is true only once every stage ran (an interrupted one also has
+``interrupted``, and says where the partial result is).
 """
 
 from __future__ import annotations
@@ -29,13 +31,17 @@ from typing import Any
 
 from irqlab.bench import SCHEMA, cyclic, env, host, latency, metrics, native, storm
 from irqlab.bench.guest import BenchGuest, agent_paths
+from irqlab.build import cache
 from irqlab.contract.regs import QOM
+from irqlab.paths import cache_dir
 from irqlab.vm.guest import GuestConfig, ensure_snapshot
 
 __all__ = [
     "BASELINE_PATH",
     "DEFAULT_PLACEMENT",
+    "LOCK_WHAT",
     "MODULE_MODES",
+    "NOT_IN_PATHS",
     "NO_STORM",
     "OTHER_DRIVER",
     "PLACEMENTS",
@@ -47,6 +53,7 @@ __all__ = [
     "Log",
     "available_paths",
     "default_out_dir",
+    "lock_path",
     "run_bench",
 ]
 
@@ -70,6 +77,11 @@ OTHER_DRIVER: dict[str, dict[str, Any]] = {
 # Paths the storms cannot measure, with why (none left: gpio-cdev storms run the
 # generator on a GPIO line).
 NO_STORM: dict[str, str] = {}
+# Why a --storm-paths entry of MODULE_MODES or OTHER_DRIVER not in --paths is not stormed.
+NOT_IN_PATHS = (
+    "not in --paths: stormed only in the set-up of its latency series (module reloaded, or "
+    "a second guest booted); add it to --paths"
+)
 
 STORM_RING_SIZE = 4096
 # What BenchConfig.skip names: the stages of a run and the extra boots.
@@ -148,6 +160,15 @@ def available_paths(
     return have, missing
 
 
+LOCK_WHAT = "running a bench (two at once would disturb each other's figures)"
+
+
+def lock_path() -> Path:
+    """The lock file a running bench holds (in the build cache: every checkout on the
+    machine shares it)."""
+    return cache_dir() / "bench.lock"
+
+
 def default_out_dir(stamp: str) -> Path:
     return env.REPO / "build" / "bench" / stamp
 
@@ -184,6 +205,24 @@ class Bench:
         return out
 
     def run(self) -> Path:
+        """The whole bench; refused (:class:`~irqlab.build.cache.LockHeld`, naming the
+        holder's pid) while another bench runs on this machine: each would disturb the
+        other's figures."""
+        with cache.exclusive_lock(lock_path(), LOCK_WHAT, wait=False):
+            try:
+                return self._run()
+            except BaseException as e:  # Ctrl-C, SIGTERM: say where the partial result is
+                if self.result and not self.result.get("complete"):
+                    self.result["interrupted"] = repr(e)
+                    with contextlib.suppress(Exception):
+                        path = self.save()
+                        self.log(
+                            f"stopped ({e!r}): the partial result is {path} "
+                            f"(irqlab bench --report {path})"
+                        )
+                raise
+
+    def _run(self) -> Path:
         c = self.config
         stamp = env.stamp()
         self.out_dir = c.out_dir or default_out_dir(stamp)
@@ -199,6 +238,7 @@ class Bench:
             "paths": [],  # known once the first guest's agent says hello
             "missing_paths": {},
             "runs": [],
+            "complete": False,  # true once every stage ran (not interrupted)
         }
         self.save()
         t0 = time.monotonic()
@@ -223,6 +263,7 @@ class Bench:
         self.result["load"]["end"] = env.load()
         self.result["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         self.result["duration_s"] = round(time.monotonic() - t0, 1)
+        self.result["complete"] = True
         return self.save()
 
     def choose_paths(self, agent: Mapping[str, object]) -> tuple[list[str], list[str]]:
@@ -281,6 +322,18 @@ class Bench:
                     if pl == DEFAULT_PLACEMENT:
                         self.native_series(g, run, p)
                     self.save()
+            if DEFAULT_PLACEMENT not in placements and "native" not in c.skip:
+                # native is a stage of its own: without agent series at the default
+                # placement (--skip latency, --placements thread) it runs alone, on the
+                # module as booted (wakeup=hardirq) unless a placement changed it
+                if placements:
+                    self.stage(
+                        f"wakeup={DEFAULT_PLACEMENT}: reload module",
+                        partial(g.switch_module, wakeup=DEFAULT_PLACEMENT),
+                    )
+                for p in driver_paths:
+                    self.native_series(g, run, p)
+                    self.save()
             if last and "storm" not in c.skip:
                 ring_param = {"ring_size": c.storm_ring_size} if c.storm_ring_size else {}
                 self.stage(
@@ -295,14 +348,28 @@ class Bench:
                 storms["paths"] = {}
                 self.result["storm"] = storms
                 storms["skipped"] = {p: NO_STORM[p] for p in storm_paths if p in NO_STORM}
+                storms["skipped"].update(
+                    (p, NOT_IN_PATHS)
+                    for p in storm_paths
+                    if (p in MODULE_MODES or p in OTHER_DRIVER) and p not in paths
+                )
                 for p in storm_paths:
                     if p not in NO_STORM and p not in MODULE_MODES and p not in OTHER_DRIVER:
                         self.storm_series(g, p)
+            stormed = storm_paths if last and "storm" not in c.skip else []
+            # a path in another set-up is measured (module reloaded, second guest booted)
+            # only when a stage has something to measure on it
+            series = "latency" not in c.skip or "native" not in c.skip
             for p in MODULE_MODES:
-                if p in paths:
+                if p in paths and (series or p in stormed):
                     self.module_mode(g, run, p, storm_paths if last else [])
             for p in OTHER_DRIVER:
-                if p in paths:
+                if p in paths and (series or p in stormed):
+                    # nothing after needs the run's guest: stop it before the second
+                    # boots (its vCPU would take time from the one measured)
+                    self.log(f"run {index + 1}: stop the bench guest before {p}'s")
+                    with contextlib.suppress(Exception):
+                        g.close()
                     other = partial(self.other_driver, index, run, p, storm_paths if last else [])
                     self.stage(f"{p}: second guest", other)
             if self.result.get("storm"):
@@ -379,8 +446,8 @@ class Bench:
             )
             if per[path] is not None:
                 per[path]["module_params"] = params
-            self.native_series(g, run, path, params)
-            self.save()
+        self.native_series(g, run, path, params)
+        self.save()
         if path in storm_paths and self.result.get("storm") is not None:
             self.storm_series(g, path, params)
 

@@ -38,7 +38,7 @@ from typing import Any
 from irqlab.bench import gpio
 from irqlab.bench.collect import collect
 from irqlab.bench.guest import agent_paths
-from irqlab.bench.latency import UIO_PATHS, arm_clean, arm_measured
+from irqlab.bench.latency import UIO_PATHS, arm_clean, arm_measured, driver_stats
 from irqlab.contract.regs import REGS
 
 __all__ = [
@@ -90,7 +90,7 @@ def measure(
     n = max(1, round(rate * duration_s))
     period = max(REGS.MIN_BURST_PERIOD_NS, round(1e9 / rate))
     agent, inj = arm_clean(guest, path, **storm_arm_opts(agent_paths(guest), path, ack))
-    drv0 = _driver_stats(agent, guest, path)
+    drv0 = driver_stats(guest, path)
     seq0 = inj.counters().next_seq
     t0 = time.monotonic()
     gen_s = _generate(inj, n, period, duration_s)
@@ -101,19 +101,24 @@ def measure(
     timeout = max(60.0, duration_s * 10 + 60)
     result: dict[str, Any] = {"path": path, "rate": rate, "period_ns": period, "events": n}
     if path == "count":
-        inj.push(MARKER)
+        # The file has no ring to lose from: it counts every event the device did not
+        # drop, in order.  A total past the burst's events includes a marker, so every
+        # burst event was counted; a marker the device dropped is followed by another.
+        countable: int = raised - c.dropped
         total = 0
 
-        def done(ev: dict[str, Any]) -> bool:
+        def past(ev: dict[str, Any], upto: int) -> bool:
             nonlocal total
             total += int(ev.get("count") or 0)
-            ok: bool = total >= raised + 1
-            return ok
+            return total > countable
 
-        _evs, why = collect(agent, path, until=done, timeout=timeout, idle=idle)
-        observed = total - 1 if why == "until" else total
-        reported = 0
+        _evs, why, markers = _until_marker(agent, inj, path, past, timeout=timeout, idle=idle)
         marker_seen = why == "until"
+        observed = min(total, countable)
+        reported = 0
+        result["markers"], result["counted"] = markers, total
+        if total > countable + markers:
+            result["problems"] = [f"counted {total}: more than the {raised} raised + markers"]
     elif path in UIO_PATHS:
         # The user-space driver drains the device queue itself: only the device can
         # drop (EVQ full), and the first seq past the burst is a marker.
@@ -152,7 +157,7 @@ def measure(
     pstats = agent.disarm(path).get(path, {})
     after = inj.counters()  # ACKs are written before the message covering them
     result["device_acked"], result["device_ack_invalid"] = after.acked, after.ack_invalid
-    drv1 = _driver_stats(agent, guest, path)
+    drv1 = driver_stats(guest, path)
     if drv0 is not None and drv1 is not None:
         result["driver"] = {k: drv1[k] - drv0[k] for k in DRIVER_STATS if k in drv0}
     if isinstance(pstats.get("cpu_ns"), int):
@@ -182,14 +187,6 @@ def measure(
 # went (hard IRQs, fetched, device-dropped marks, staging losses, wake-up runs, ACKs).
 DRIVER_STATS = ("irqs", "irqs_spurious", "rearms", "events", "dev_dropped", "stage_lost",
                 "deliveries", "acks", "acks_invalid")  # fmt: skip
-
-
-def _driver_stats(agent: Any, guest: Any, path: str) -> dict[str, int] | None:
-    """The driver's GET_STATS (device-wide part used), None without a /dev/irqlabN (UIO)."""
-    if path in UIO_PATHS:
-        return None
-    drv = agent.stats(dev=guest.dev).get("driver")
-    return drv if isinstance(drv, dict) else None
 
 
 def _agent_figures(sums: list[dict[str, Any]], ack: str) -> dict[str, Any]:

@@ -43,6 +43,7 @@ __all__ = [
     "CacheKeepError",
     "Held",
     "InputHash",
+    "LockHeld",
     "OutputGone",
     "cached_build",
     "dir_size",
@@ -160,13 +161,23 @@ def _locked_file(path: Path, *, wait: bool) -> IO[str] | None:
         f.close()
 
 
+class LockHeld(IrqlabError, RuntimeError):
+    """Another process holds a lock that :func:`exclusive_lock` was told not to wait
+    for; the message names it (``holder``: its pid, None if unknown), what it is doing
+    and the lock file."""
+
+    def __init__(self, message: str, holder: int | None) -> None:
+        super().__init__(message)
+        self.holder = holder
+
+
 @contextlib.contextmanager
-def exclusive_lock(path: Path, what: str) -> Iterator[None]:
+def exclusive_lock(path: Path, what: str, *, wait: bool = True) -> Iterator[None]:
     """Hold an exclusive lock on the file *path* (created if missing) for the block.
     When another process holds it, say so once on stderr, naming that process (each
     holder writes its pid into the file) and *what* the lock guards (what the holder is
     doing), then wait: a wait of minutes (another run's QEMU build, a cold boot) was
-    silent."""
+    silent.  Not *wait*: raise :class:`LockHeld`, saying the same, instead."""
     path.parent.mkdir(parents=True, exist_ok=True)
     f = _locked_file(path, wait=False)
     if f is None:
@@ -175,6 +186,9 @@ def exclusive_lock(path: Path, what: str) -> Iterator[None]:
         except OSError:
             holder = ""
         who = f"process {holder}" if holder.isdigit() else "another process"
+        if not wait:
+            pid = int(holder) if holder.isdigit() else None
+            raise LockHeld(f"{who} is {what} (lock {path})", pid)
         notice.say(f"irqlab: waiting for {who}, which is {what} (lock {path})")
         f = _locked_file(path, wait=True)
         assert f is not None

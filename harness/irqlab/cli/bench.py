@@ -4,8 +4,9 @@
 measures, writes ``build/bench/<stamp>/{result.json,report.txt,report.html,*.png}``
 and prints the text report (and the comparison).  ``irqlab bench --report R.json``
 only re-renders an existing result; ``--compare`` with ``--report`` compares two
-results without booting anything.  Exit status: 0, or 1 if the bench had errors
-or ``--compare`` found figures worse beyond noise (``--no-fail-on-worse`` keeps 0).
+results without booting anything.  Exit status: 0, or 1 if the bench had errors, a
+series' checks failed (one line each on stderr) or ``--compare`` found figures worse
+beyond noise (``--no-fail-on-worse`` keeps 0).
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from irqlab.cli.argtypes import count, finite, non_negative, positive
+from irqlab.cli.argtypes import UsageError, count, finite, non_negative, positive
 
 __all__ = [
     "DESCRIPTION",
+    "PATHS_HELP",
+    "QUICK_HELP",
     "STAGES_HELP",
     "add_bench_arguments",
     "add_bench_parser",
@@ -55,9 +58,27 @@ def _names(what: str, known: Callable[[], Sequence[str]]) -> Callable[[str], tup
         if unknown or not names:
             bad = f"unknown {what} {', '.join(map(repr, unknown))}" if unknown else f"no {what}"
             raise argparse.ArgumentTypeError(f"{bad}; known: {', '.join(allowed)}")
+        twice = sorted({n for n in names if names.count(n) > 1}, key=names.index)
+        if twice:
+            raise argparse.ArgumentTypeError(f"{what} named twice: {', '.join(map(repr, twice))}")
         return names
 
     return parse
+
+
+def _period_us(s: str) -> float:
+    """A latency series' period in µs: no shorter than the device's burst generator
+    allows (``IRQLAB_MIN_BURST_PERIOD_NS``; the device refused it once the bench had
+    booted)."""
+    from irqlab.contract.regs import REGS
+
+    us = positive(s)
+    if round(us * 1000) < REGS.MIN_BURST_PERIOD_NS:
+        raise argparse.ArgumentTypeError(
+            f"{s!r}: below the device's shortest burst period, "
+            f"{REGS.MIN_BURST_PERIOD_NS / 1000:g} µs"
+        )
+    return us
 
 
 def _paths() -> Sequence[str]:
@@ -86,6 +107,16 @@ def _stages() -> Sequence[str]:
 
 # the help's list (a unit test checks it is irqlab.bench.runner.STAGES)
 STAGES_HELP = "latency,native,wakeup,storm,injection,boot,cyclictest"
+# the help's lists (unit tests check them against irqlab.bench.runner: its modules load
+# only when the bench runs)
+PATHS_HELP = (
+    "read, nonblock, poll, select, epoll-lt, epoll-et, sigio, setsig, count, eventfd, "
+    "gpio-cdev, uio, uio-generic"
+)
+QUICK_HELP = (
+    "--events 300 --storm-seconds 0.2 --injections 500 (no 5 s minimum) --boots 2 "
+    "--cyclictest-loops 1000"
+)
 
 
 DESCRIPTION = """\
@@ -94,14 +125,20 @@ userspace acknowledging it on every notification path (for each wakeup placement
 the driver), interrupt storms at rising rates, QMP injection speed, boot and restore
 times and cyclictest.  Writes result.json, report.txt, report.html and plots into
 build/bench/<stamp> (or --out) and prints the text report.  --quick takes minutes,
-a full run much longer.
+a full run much longer.  Every path is also measured through the native responder
+(C: the kernel's part without Python), at wakeup=hardirq only.
 
 --report RESULT.json re-renders an earlier result without booting anything;
 --compare OLD.json also prints the figures worse beyond noise (with --report it
 compares the two results, again without booting).
 
-Exit status: 0; 1 if the bench had errors or --compare found figures worse beyond
-noise (--no-fail-on-worse keeps 0); 2 for a usage error.
+Exit status: 0; 1 if the bench had errors, if the checks of a latency series or
+storm failed (events missing, out of order, lost, the device histogram disagreeing:
+the report's "checks" columns; one line per series on stderr), or if --compare found
+figures worse beyond noise (--no-fail-on-worse keeps 0), or if another bench runs
+on this machine (refused before booting, naming its pid: two benches disturb each
+other's figures); 2 for a usage error, among them an --out that holds a result.json
+already.
 """
 
 
@@ -118,18 +155,23 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def add_bench_arguments(s: argparse.ArgumentParser) -> None:
-    s.add_argument("--quick", action="store_true", help="small counts (minutes, not the full run)")
+    quick = f"small counts, minutes, not the full run: {QUICK_HELP} (options given win)"
+    s.add_argument("--quick", action="store_true", help=quick)
     runs = "fresh boots measuring everything (spread); default 1"
     s.add_argument("--runs", type=count(1), help=runs)
     s.add_argument("--events", type=count(1), help="latency events per path (full 10000)")
-    s.add_argument("--period-us", type=positive, help="latency series period, µs (default 3000)")
+    period = "latency series period, µs (default 3000; at least the device's minimum)"
+    s.add_argument("--period-us", type=_period_us, help=period)
     s.add_argument(
-        "--paths", type=_names("path", _paths), help="comma list of agent paths (default: all)"
+        "--paths",
+        type=_names("path", _paths),
+        help=f"comma list of agent paths (default: all): {PATHS_HELP}",
     )
     s.add_argument(
         "--placements",
         type=_names("placement", _placements),
-        help="wakeup placements (hardirq,thread,workqueue)",
+        help="wakeup placements of the agent's series (hardirq,thread,workqueue); the native "
+        "responder runs at hardirq only",
     )
     wakeup_runs = "measure the non-default placements in the first N runs only (default: every run)"
     s.add_argument("--wakeup-runs", type=count(0), help=wakeup_runs)
@@ -138,7 +180,7 @@ def add_bench_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument(
         "--storm-paths",
         type=_names("path", _storm_paths),
-        help="paths stormed (default: as --paths)",
+        help="paths stormed (default: as --paths); uio and uio-generic only when in --paths too",
     )
     acks = "record paths' ACK in storms: an ioctl per event, one write(2) per read (default)"
     s.add_argument("--storm-ack", choices=("ioctl", "write", "none"), help=acks + ", none")
@@ -184,7 +226,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from irqlab.bench import compare, report
+    from irqlab.bench import compare, queueing, report
 
     status = 0
     # every result given is checked before anything boots or is written
@@ -196,6 +238,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from irqlab.bench.runner import run_bench
         from irqlab.vm.guest import PrerequisiteMissing
 
+        if args.out is not None and (args.out / "result.json").exists():
+            raise UsageError(
+                f"--out {args.out}: holds a result.json already (an earlier bench's); "
+                "give another directory or remove it"
+            )
         try:
             result_path = run_bench(config_from_args(args))
         except PrerequisiteMissing as e:
@@ -206,6 +253,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     print(f"\nresult: {result_path}\nreport: {written['html']}")
     new = report.load_result(result_path)
     if new.get("errors"):
+        status = 1
+    if failed := queueing.failed_checks(new):
+        for label, problems in failed:
+            print(f"irqlab bench: checks failed: {label}: {problems}", file=sys.stderr)
         status = 1
     if old is not None:
         text, worse = compare.render(old, new, floor=args.noise_floor)

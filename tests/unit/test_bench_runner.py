@@ -1,0 +1,195 @@
+"""The bench's stages and their order (no VM: a scripted guest and measurements stand in)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, ClassVar
+
+import pytest
+from test_bench_report import _lat
+
+from irqlab.bench import runner
+
+ALL = ("read", "poll", "uio", "uio-generic")
+
+
+class FakeGuest:
+    """A BenchGuest whose every step is written to the shared *calls*."""
+
+    calls: ClassVar[list[tuple[Any, ...]]] = []
+
+    def __init__(self, config: Any) -> None:
+        self.config = SimpleNamespace(name=config.name, smp=1)
+        self.phases = {"console_ready": 1.0, "agent_ready": 2.0}
+        self.accel = SimpleNamespace(accel="tcg", reason="fake", probed=False)
+        self.agent = SimpleNamespace(hello={"paths": {p: {} for p in ("read", "poll", "uio")}})
+        self.qemu = self.image = None
+        self.dev = "/dev/irqlab0"
+
+    def start(self) -> None:
+        self.calls.append(("boot", self.config.name))
+
+    def close(self) -> None:
+        self.calls.append(("close", self.config.name))
+
+    def switch_module(self, **params: Any) -> None:
+        self.calls.append(("module", self.config.name, params))
+
+    def sh(self, cmd: str) -> str:
+        return "4096" if "ring_size" in cmd else "x"
+
+    def module_name(self) -> str:
+        return "irqlab"
+
+    def bind_uio_pci_generic(self) -> tuple[str, Any]:
+        return "0000:00:04.0", SimpleNamespace(rc=0, err="")
+
+
+@pytest.fixture
+def calls(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[list[tuple[Any, ...]]]:
+    log: list[tuple[Any, ...]] = []
+    monkeypatch.setattr(FakeGuest, "calls", log)
+    monkeypatch.setattr(runner, "BenchGuest", FakeGuest)
+    monkeypatch.setattr(runner, "lock_path", lambda: tmp_path / "bench.lock")
+
+    def series(kind: str) -> Any:
+        def measure(g: FakeGuest, path: str, **_kw: Any) -> dict[str, Any]:
+            log.append((kind, g.config.name, path))
+            return _lat(path, 500_000)
+
+        return measure
+
+    def storm(g: FakeGuest, path: str, *, rate: int, **_kw: Any) -> dict[str, Any]:
+        log.append(("storm", g.config.name, path))
+        return {"path": path, "rate": rate, "raised": 10, "delivered": 10, "coalesced": 0,
+                "observed": 10, "lost": 0, "device_dropped": 0, "reported_lost": 0,
+                "unexplained": 0, "end": "until", "lossless": True}  # fmt: skip
+
+    monkeypatch.setattr(runner.latency, "measure", series("latency"))
+    monkeypatch.setattr(runner.native, "measure", series("native"))
+    monkeypatch.setattr(runner.storm, "measure", storm)
+    yield log
+
+
+def bench(tmp_path: Path, **kw: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {"paths": ALL, "rt_tests": False, "boots": 0, "storm_rates": (1000,)}
+    cfg = runner.BenchConfig.quick_config(**{**base, "out_dir": tmp_path, **kw})
+    b = runner.Bench(cfg, log=lambda _m: None)
+    b.run()
+    return b.result
+
+
+def test_skip_latency_keeps_the_native_series_without_reloading(
+    tmp_path: Path, calls: list[tuple[Any, ...]]
+) -> None:
+    r = bench(tmp_path, skip=("latency", "storm", "injection"))
+    (run,) = r["runs"]
+    assert set(run["native"]) == set(ALL) and not r.get("errors")
+    assert not [c for c in calls if c[0] == "latency"]
+    # no reload on the main guest but UIO's mode and back
+    assert [c[2] for c in calls if c[:2] == ("module", "bench-0")] == [
+        {"uio": 1},
+        {"wakeup": "hardirq"},
+    ]
+
+
+def test_skip_native_keeps_the_latency_series(tmp_path: Path, calls: list[tuple[Any, ...]]) -> None:
+    r = bench(tmp_path, skip=("native", "storm", "injection", "wakeup"))
+    (run,) = r["runs"]
+    assert set(run["latency"]["hardirq"]) == set(ALL) and run["native"] == {}
+    assert not [c for c in calls if c[0] == "native"]
+
+
+def test_native_runs_at_hardirq_when_only_other_placements_are_measured(
+    tmp_path: Path, calls: list[tuple[Any, ...]]
+) -> None:
+    r = bench(tmp_path, placements=("thread",), skip=("storm", "injection"), paths=("read",))
+    (run,) = r["runs"]
+    assert set(run["latency"]) == {"thread"} and set(run["native"]) == {"read"}
+    mods = [c[2] for c in calls if c[0] == "module"]
+    assert mods == [{"wakeup": "thread"}, {"wakeup": "hardirq"}]
+    assert calls.index(("native", "bench-0", "read")) > calls.index(("module", "bench-0", mods[1]))
+
+
+def test_nothing_to_measure_reloads_nothing(tmp_path: Path, calls: list[tuple[Any, ...]]) -> None:
+    bench(tmp_path, skip=("latency", "native", "storm", "injection"))
+    assert [c[0] for c in calls] == ["boot", "close"]
+
+
+def test_storm_paths_of_another_set_up_not_in_paths_are_said_skipped(
+    tmp_path: Path, calls: list[tuple[Any, ...]]
+) -> None:
+    r = bench(tmp_path, paths=("read",), storm_paths=("read", "uio", "uio-generic"))
+    assert set(r["storm"]["paths"]) == {"read"}
+    assert r["storm"]["skipped"] == dict.fromkeys(("uio", "uio-generic"), runner.NOT_IN_PATHS)
+    assert not [c for c in calls if c[0] == "boot" and c[1] != "bench-0"]
+    from irqlab.bench import report
+
+    assert "not stormed: uio (not in --paths" in report.render_text(r)
+
+
+def test_a_second_bench_is_refused_naming_the_first(
+    tmp_path: Path, calls: list[tuple[Any, ...]]
+) -> None:
+    import os
+
+    from irqlab.build import cache
+
+    with (
+        cache.exclusive_lock(runner.lock_path(), "running a bench"),
+        pytest.raises(cache.LockHeld) as e,
+    ):
+        bench(tmp_path / "second")
+    assert e.value.holder == os.getpid()
+    assert str(e.value).startswith(f"process {os.getpid()} is running a bench (two at once")
+    assert calls == [] and not (tmp_path / "second").exists()  # nothing booted or written
+    bench(tmp_path / "third")  # once it is free
+    assert ("boot", "bench-0") in calls
+
+
+def test_the_run_guest_stops_before_the_second_guest_boots(
+    tmp_path: Path, calls: list[tuple[Any, ...]]
+) -> None:
+    r = bench(tmp_path, skip=("injection",))
+    assert not r.get("errors")
+    boots = [c for c in calls if c[0] == "boot"]
+    assert boots == [("boot", "bench-0"), ("boot", "bench-0-uio-generic")]
+    first_close = calls.index(("close", "bench-0"))
+    assert first_close < calls.index(boots[1])
+    # nothing measured on the run's guest after it stopped
+    assert all(c[1] != "bench-0" for c in calls[first_close:] if c[0] != "close")
+    assert r["storm"]["paths"]["uio-generic"] and r["runs"][0]["native"]["uio-generic"]
+
+
+def test_an_interrupted_bench_leaves_a_result_marked_incomplete(
+    tmp_path: Path, calls: list[tuple[Any, ...]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from irqlab.bench import report
+
+    def interrupted(*_a: Any, **_kw: Any) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner.native, "measure", interrupted)
+    said: list[str] = []
+    cfg = runner.BenchConfig.quick_config(paths=("read",), rt_tests=False, out_dir=tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        runner.Bench(cfg, log=said.append).run()
+    path = tmp_path / "result.json"
+    assert said[-1] == (
+        f"stopped (KeyboardInterrupt()): the partial result is {path} "
+        f"(irqlab bench --report {path})"
+    )
+    r = json.loads(path.read_text())
+    assert r["complete"] is False and r["interrupted"] == "KeyboardInterrupt()"
+    assert r["runs"][0]["latency"]["hardirq"]["read"]  # what it had
+    assert ("close", "bench-0") in calls
+    text = report.render_text(r)
+    assert text.startswith("INCOMPLETE (interrupted: KeyboardInterrupt()): only the stages")
+    assert "<strong>INCOMPLETE (interrupted" in report.render_html(r, [])
+    done = bench(tmp_path / "whole", skip=("native",))
+    assert done["complete"] is True and "interrupted" not in done
+    assert "INCOMPLETE" not in report.render_text(done)

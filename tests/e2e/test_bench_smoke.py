@@ -125,3 +125,19 @@ def test_report_files(result: tuple[dict[str, Any], Path]) -> None:
     out = report.write_all(path)
     assert "Raise -> userspace ACK latency" in out["text"].read_text()
     assert "<table>" in out["html"].read_text()
+
+
+def test_native_series_of_default_mode_paths_come_in_interleaved_rounds(
+    result: tuple[dict[str, Any], Path],
+) -> None:
+    r, _ = result
+    (run,) = r["runs"]
+    rounds = BenchConfig.quick_config().native_rounds
+    for path in ("read", "count", "gpio-cdev"):
+        nat = run["native"][path]
+        assert nat["problems"] == [], (path, nat["problems"])
+        assert nat["rounds"] == rounds and len(nat["round_p50_ns"]) == rounds, path
+        assert nat["events"] == EVENTS == nat["latency_ns"]["n"], path
+        assert nat["native"]["acks"] == EVENTS == nat["counters"]["acked"], path
+    # UIO's mode is a module reload: its native series is one, in that mode
+    assert "rounds" not in run["native"]["uio"] and run["native"]["uio"]["problems"] == []

@@ -74,7 +74,13 @@ def calls(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[list[tupl
 
 
 def bench(tmp_path: Path, **kw: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {"paths": ALL, "rt_tests": False, "boots": 0, "storm_rates": (1000,)}
+    base: dict[str, Any] = {
+        "paths": ALL,
+        "rt_tests": False,
+        "boots": 0,
+        "storm_rates": (1000,),
+        "native_rounds": 1,  # one native series per path (rounds: their own test)
+    }
     cfg = runner.BenchConfig.quick_config(**{**base, "out_dir": tmp_path, **kw})
     b = runner.Bench(cfg, log=lambda _m: None)
     b.run()
@@ -175,7 +181,9 @@ def test_an_interrupted_bench_leaves_a_result_marked_incomplete(
 
     monkeypatch.setattr(runner.native, "measure", interrupted)
     said: list[str] = []
-    cfg = runner.BenchConfig.quick_config(paths=("read",), rt_tests=False, out_dir=tmp_path)
+    cfg = runner.BenchConfig.quick_config(
+        paths=("read",), rt_tests=False, out_dir=tmp_path, native_rounds=1
+    )
     with pytest.raises(KeyboardInterrupt):
         runner.Bench(cfg, log=said.append).run()
     path = tmp_path / "result.json"
@@ -193,3 +201,33 @@ def test_an_interrupted_bench_leaves_a_result_marked_incomplete(
     done = bench(tmp_path / "whole", skip=("native",))
     assert done["complete"] is True and "interrupted" not in done
     assert "INCOMPLETE" not in report.render_text(done)
+
+
+def test_native_rounds_interleave_the_paths_and_pool_each(
+    tmp_path: Path, calls: list[tuple[Any, ...]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every round measures every default-mode path for its share of the events, the
+    order reversed every other round; each path's result pools its rounds."""
+    from irqlab.bench import native
+
+    def series(g: FakeGuest, path: str, *, events: int, **_kw: Any) -> Any:
+        calls.append(("native-round", path, events))
+        r = _lat(path, 100_000 * (1 + len([c for c in calls if c[:2] == ("native-round", path)])))
+        r.update(events=events, wall_s=1.0, counters={"raised": events, "next_seq": 7},
+                 lost={"pending": 0, "driver": None}, native={"acks": events, "exit": "ok"},
+                 pending_at_end=0, problems=["late"] if path == "poll" else [])  # fmt: skip
+        r["device_histogram"] = {"count": events, "problems": []}
+        return r, [r["latency_ns"]["p50"]] * events, ([], None)
+
+    monkeypatch.setattr(native, "_series", series)
+    r = bench(tmp_path, native_rounds=3, events=10, skip=("latency", "storm", "injection"))
+    rounds = [c[1:] for c in calls if c[0] == "native-round"]
+    assert rounds == [("read", 4), ("poll", 4), ("poll", 3), ("read", 3), ("read", 3), ("poll", 3)]
+    read = r["runs"][0]["native"]["read"]
+    assert read["rounds"] == 3 and read["events"] == 10
+    assert read["round_p50_ns"] == [224_000, 324_000, 424_000]  # _lat's p50: base + 24 µs
+    assert read["counters"] == {"raised": 10, "next_seq": 7}  # a count summed, a state last
+    assert read["native"] == {"acks": 10, "exit": "ok"} and read["lost"]["driver"] is None
+    assert r["runs"][0]["native"]["poll"]["problems"] == [f"round {i}/3: late" for i in (1, 2, 3)]
+    # one series each for the paths of another set-up (UIO's mode, a second guest)
+    assert [c[2] for c in calls if c[0] == "native"] == ["uio", "uio-generic"]

@@ -206,12 +206,13 @@ def test_the_help_lists_the_paths_and_what_quick_sets(
     said = dict(zip(QUICK_HELP.split()[::2], QUICK_HELP.split()[1::2], strict=False))
     for opt, field in (("--events", "events"), ("--storm-seconds", "storm_seconds"),
                        ("--injections", "injections"), ("--boots", "boots"),
-                       ("--cyclictest-loops", "cyclictest_loops")):  # fmt: skip
+                       ("--cyclictest-loops", "cyclictest_loops"),
+                       ("--native-rounds", "native_rounds")):  # fmt: skip
         assert float(said[opt]) == getattr(quick, field) != getattr(full, field), opt
     assert quick.injection_seconds == 0 and "(no 5 s minimum)" in QUICK_HELP
     changed = {f for f in vars(quick) if getattr(quick, f) != getattr(full, f)}
     assert changed == {"quick", "events", "storm_seconds", "injections", "injection_seconds",
-                       "boots", "cyclictest_loops"}  # fmt: skip
+                       "boots", "cyclictest_loops", "native_rounds"}  # fmt: skip
     with pytest.raises(SystemExit):
         main(["bench", "--help"])
     text = "".join(capsys.readouterr().out.split())  # wrapped at spaces and hyphens

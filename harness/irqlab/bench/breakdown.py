@@ -187,20 +187,32 @@ def check(row: Row, clock: ClockMap) -> list[str]:
 
 def summarize(rows: Sequence[Row], clock: ClockMap | None) -> dict[str, Any]:
     """p50/p99 per stage over *rows*, the clock, and the events that break the order."""
-    if clock is None:
+    return summarize_parts([(rows, clock)])
+
+
+def summarize_parts(parts: Sequence[tuple[Sequence[Row], ClockMap | None]]) -> dict[str, Any]:
+    """:func:`summarize` over several series' rows, each with its own clock (a path
+    measured in rounds); ``clock`` is the first one's."""
+    if not parts or any(clock is None for _, clock in parts):
         return {"clock": None, "stages": {}, "problems": ["no clock offset measured"]}
     per: dict[str, list[float]] = {}
     bad: list[tuple[int, list[str]]] = []
     early = 0
-    for i, r in enumerate(rows):
-        st = stages(r, clock)
-        if st.pop("early_read", None):
-            early += 1
-        for k, v in st.items():
-            per.setdefault(k, []).append(v)
-        b = check(r, clock)
-        if b:
-            bad.append((i, b))
+    i = -1
+    for rows, clock in parts:
+        assert clock is not None
+        for r in rows:
+            i += 1
+            st = stages(r, clock)
+            if st.pop("early_read", None):
+                early += 1
+            for k, v in st.items():
+                per.setdefault(k, []).append(v)
+            b = check(r, clock)
+            if b:
+                bad.append((i, b))
+    clock = parts[0][1]
+    assert clock is not None
     out_stages = {}
     for k in ("total", *STAGES):
         vals = per.get(k)

@@ -14,6 +14,7 @@ every ACK accepted, and the device's ``acked`` equal to the responder's ACKs.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from irqlab.bench import breakdown, gpio, latency, stats
@@ -88,6 +89,14 @@ def measure(
     guest: Any, path: str, *, events: int, period_ns: int, cdf_points: int = 400
 ) -> dict[str, Any]:
     """One path through the responder; a JSON-ready dict like ``latency.measure``'s."""
+    return _series(guest, path, events=events, period_ns=period_ns, cdf_points=cdf_points)[0]
+
+
+def _series(
+    guest: Any, path: str, *, events: int, period_ns: int, cdf_points: int = 400
+) -> tuple[dict[str, Any], list[int], tuple[list[dict[str, Any]], breakdown.ClockMap | None]]:
+    """:func:`measure`'s result, its ACK latencies in event order, and its rows with
+    their clock (what :func:`measure_rounds` pools over rounds)."""
     drv0 = latency.driver_stats(guest, path)
     got = run(guest, path, events=events, period_ns=period_ns)
     inj = guest.injector
@@ -125,12 +134,13 @@ def measure(
     summary["exact"] = True
     agreement = stats.histogram_agreement(summary, hist)
     problems += [f"histogram {p}" for p in agreement["problems"]]
-    bd = breakdown.summarize(rows, clock_of(res))
+    clock = clock_of(res)
+    bd = breakdown.summarize(rows, clock)
     problems += [f"breakdown: {p}" for p in bd["problems"]]
     # gpio-cdev's lost field carries the seqno
     reported = 0 if path == gpio.PATH else sum(int(r.get("lost") or 0) for r in rows)
     lost = latency.losses(counters, len(rows), reported, drv0, drv1)
-    return {
+    result = {
         "path": path,
         "responder": "native",
         "events": events,
@@ -148,6 +158,95 @@ def measure(
         "cdf": stats.cdf_points(lat, cdf_points) if lat else [],
         "problems": problems,
     }
+    return result, lat, (rows, clock)
+
+
+# Device counters that are a state at the end, not a count over the series.
+_STATE_COUNTERS = ("evq_count", "next_seq")
+
+
+def measure_rounds(
+    guest: Any,
+    paths: Sequence[str],
+    *,
+    events: int,
+    period_ns: int,
+    rounds: int,
+    log: Callable[[str], None] = lambda _: None,
+) -> dict[str, dict[str, Any] | None]:
+    """*events* per path through the responder, in *rounds* interleaved rounds: each
+    round measures every path for its share of the events, in turn (the order reversed
+    every other round), so a slow spell of the host is met by every path alike.  Per
+    path one result as :func:`measure`'s, pooled over the rounds, plus ``rounds`` and
+    ``round_p50_ns``.  Measured one after another (``rounds`` 1), the path ratios
+    moved by 18-32 % between boots of one quiet host; in 10 rounds by 1-9 %.  A path
+    whose round raised is None (the error logged) and not measured again."""
+    shares = [events // rounds + (1 if r < events % rounds else 0) for r in range(rounds)]
+    parts: dict[str, list[tuple[dict[str, Any], list[int], Any]]] = {p: [] for p in paths}
+    failed: set[str] = set()
+    for r, share in enumerate(shares):
+        for path in paths if r % 2 == 0 else list(reversed(paths)):
+            if path in failed or share == 0:
+                continue
+            try:
+                parts[path].append(_series(guest, path, events=share, period_ns=period_ns))
+            except Exception as e:
+                log(f"native {path} round {r + 1}/{rounds}: FAILED {e!r}")
+                failed.add(path)
+    return {p: None if p in failed else _pooled(p, parts[p], period_ns) for p in paths}
+
+
+def _pooled(
+    path: str, parts: Sequence[tuple[dict[str, Any], list[int], Any]], period_ns: int
+) -> dict[str, Any]:
+    """One result from the rounds' *parts* of one path."""
+    results = [p[0] for p in parts]
+    lat = [v for p in parts for v in p[1]]
+    summary = stats.summarize(lat)
+    summary["exact"] = True
+    bd = breakdown.summarize_parts([p[2] for p in parts])
+    n = len(results)
+    problems = [f"round {i + 1}/{n}: {m}" for i, r in enumerate(results) for m in r["problems"]]
+    hist_problems = [
+        f"round {i + 1}/{n}: {m}"
+        for i, r in enumerate(results)
+        for m in r["device_histogram"]["problems"]
+    ]
+    return {
+        **results[-1],
+        "events": sum(r["events"] for r in results),
+        "rounds": n,
+        "round_p50_ns": [r["latency_ns"]["p50"] for r in results],
+        "wall_s": round(sum(r["wall_s"] for r in results), 3),
+        "latency_ns": summary,
+        "chunks_ns": stats.chunk_percentiles(lat, latency.CHUNKS),
+        "device_histogram": {
+            "count": sum(r["device_histogram"]["count"] for r in results),
+            "rounds": n,
+            "problems": hist_problems,
+        },
+        "breakdown": bd,
+        "breakdown_p50_ns": {k: v["p50"] for k, v in bd["stages"].items() if k != "total"},
+        "counters": _summed([r["counters"] for r in results], keep_last=_STATE_COUNTERS),
+        "lost": _summed([r["lost"] for r in results]),
+        "pending_at_end": sum(r["pending_at_end"] for r in results),
+        "native": _summed([r["native"] for r in results]),
+        "cdf": stats.cdf_points(lat) if lat else [],
+        "problems": problems,
+    }
+
+
+def _summed(dicts: Sequence[Mapping[str, Any]], keep_last: Sequence[str] = ()) -> dict[str, Any]:
+    """Key by key: the sum of the integers (None if any is None), else the last value;
+    *keep_last* keys always the last value (a state, not a count)."""
+    out: dict[str, Any] = {}
+    for key in dicts[-1]:
+        values = [d.get(key) for d in dicts]
+        if key not in keep_last and all(type(v) is int for v in values):
+            out[key] = sum(values)
+        else:
+            out[key] = values[-1]
+    return out
 
 
 # gpio_v2_line_event.id (linux/gpio.h): the edge names the agent reports

@@ -114,6 +114,9 @@ class BenchConfig:
     injection_seconds: float = 5.0
     boots: int = 5
     runs: int = 1
+    # the native series of the driver's default-mode paths in this many interleaved
+    # rounds (1: one path after another); see irqlab.bench.native.measure_rounds
+    native_rounds: int = 5
     cyclictest_loops: int = 10_000
     rt_tests: bool = True
     test_all: bool = False
@@ -131,6 +134,7 @@ class BenchConfig:
             "injection_seconds": 0.0,
             "boots": 2,
             "cyclictest_loops": 1_000,
+            "native_rounds": 2,
         }
         base.update(kw)
         return cls(**base)
@@ -319,9 +323,9 @@ class Bench:
                         f"latency {pl} {p} ({c.events} events)",
                         partial(latency.measure, g, p, events=c.events, period_ns=c.period_ns),
                     )
-                    if pl == DEFAULT_PLACEMENT:
-                        self.native_series(g, run, p)
                     self.save()
+                if pl == DEFAULT_PLACEMENT:
+                    self.native_group(g, run, driver_paths)
             if DEFAULT_PLACEMENT not in placements and "native" not in c.skip:
                 # native is a stage of its own: without agent series at the default
                 # placement (--skip latency, --placements thread) it runs alone, on the
@@ -331,9 +335,7 @@ class Bench:
                         f"wakeup={DEFAULT_PLACEMENT}: reload module",
                         partial(g.switch_module, wakeup=DEFAULT_PLACEMENT),
                     )
-                for p in driver_paths:
-                    self.native_series(g, run, p)
-                    self.save()
+                self.native_group(g, run, driver_paths)
             if last and "storm" not in c.skip:
                 ring_param = {"ring_size": c.storm_ring_size} if c.storm_ring_size else {}
                 self.stage(
@@ -451,11 +453,43 @@ class Bench:
         if path in storm_paths and self.result.get("storm") is not None:
             self.storm_series(g, path, params)
 
+    def native_group(self, g: BenchGuest, run: dict[str, Any], paths: list[str]) -> None:
+        """The native responder on *paths* (the driver's default mode), in
+        ``native_rounds`` interleaved rounds (:func:`irqlab.bench.native.measure_rounds`),
+        into ``run["native"]``; one series after another with ``native_rounds`` 1."""
+        c = self.config
+        if "native" in c.skip or not paths:
+            return
+        if c.native_rounds <= 1:
+            for p in paths:
+                self.native_series(g, run, p)
+                self.save()
+            return
+        got = self.stage(
+            f"native {len(paths)} paths ({c.events} events each, {c.native_rounds} "
+            "interleaved rounds)",
+            partial(
+                native.measure_rounds,
+                g,
+                paths,
+                events=c.events,
+                period_ns=c.period_ns,
+                rounds=c.native_rounds,
+                log=self.log,
+            ),
+        )
+        for p in paths:
+            r = (got or {}).get(p)
+            if r is not None:
+                r["placement"] = DEFAULT_PLACEMENT
+            run.setdefault("native", {})[p] = r
+        self.save()
+
     def native_series(
         self, g: BenchGuest, run: dict[str, Any], path: str, params: dict[str, Any] | None = None
     ) -> None:
-        """The native responder on *path*, right after the agent's series of it (same
-        boot, same module mode), into ``run["native"][path]``."""
+        """The native responder on *path* in one series (same boot and module mode as
+        its agent series), into ``run["native"][path]``."""
         c = self.config
         if "native" in c.skip:
             return

@@ -115,7 +115,7 @@ PATHS_HELP = (
 )
 QUICK_HELP = (
     "--events 300 --storm-seconds 0.2 --injections 500 (no 5 s minimum) --boots 2 "
-    "--cyclictest-loops 1000"
+    "--cyclictest-loops 1000 --native-rounds 2"
 )
 
 
@@ -160,6 +160,12 @@ def add_bench_arguments(s: argparse.ArgumentParser) -> None:
     runs = "fresh boots measuring everything (spread); default 1"
     s.add_argument("--runs", type=count(1), help=runs)
     s.add_argument("--events", type=count(1), help="latency events per path (full 10000)")
+    rounds = (
+        "native series of the driver's default-mode paths in N interleaved rounds, each "
+        "path its share of --events per round, so that a slow spell of the host meets "
+        "every path alike (default 5; 1: one path after another)"
+    )
+    s.add_argument("--native-rounds", type=count(1), help=rounds)
     period = "latency series period, µs (default 3000; at least the device's minimum)"
     s.add_argument("--period-us", type=_period_us, help=period)
     s.add_argument(
@@ -209,7 +215,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
     kw: dict[str, Any] = {}
     for name in ("runs", "wakeup_runs", "events", "paths", "placements", "storm_rates",
                  "storm_seconds", "storm_paths", "storm_ack", "storm_ring_size", "injections",
-                 "boots", "cyclictest_loops"):  # fmt: skip
+                 "boots", "cyclictest_loops", "native_rounds"):  # fmt: skip
         v = getattr(args, name, None)
         if v is not None:
             kw[name] = v

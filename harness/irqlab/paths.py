@@ -13,6 +13,7 @@ __all__ = [
     "CacheDirError",
     "SourceTreeMissing",
     "agent_package_dir",
+    "cache_description",
     "cache_dir",
     "cache_location",
     "checkout_root",
@@ -97,10 +98,19 @@ def _cache_location() -> tuple[Path, str]:
     env = os.environ.get("IRQLAB_CACHE_DIR")
     if env:
         return Path(env).expanduser().resolve(), f"IRQLAB_CACHE_DIR={env}"
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg) if xdg else Path.home() / ".cache"
-    how = "$XDG_CACHE_HOME/irqlab" if xdg else "the default, ~/.cache/irqlab"
-    return (base / "irqlab").resolve(), how
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    # the XDG spec: a relative $XDG_CACHE_HOME is ignored (it built a new cache under
+    # the working directory, and a 5-minute QEMU build into it)
+    if xdg and Path(xdg).is_absolute():
+        return (Path(xdg) / "irqlab").resolve(), "$XDG_CACHE_HOME/irqlab"
+    return (Path.home() / ".cache" / "irqlab").resolve(), "the default, ~/.cache/irqlab"
+
+
+def cache_description() -> str:
+    """Where the build cache is and why, for messages: ``/root/.cache/irqlab (the
+    default, ~/.cache/irqlab)``."""
+    where, how = _cache_location()
+    return f"{where} ({how})"
 
 
 def log_dir() -> Path:

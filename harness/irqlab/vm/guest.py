@@ -43,7 +43,7 @@ from irqlab.build import imagekind
 from irqlab.build.imagekind import IMAGE_KINDS
 from irqlab.contract.regs import REGS
 from irqlab.errors import IrqlabError
-from irqlab.paths import log_dir, prune_logs
+from irqlab.paths import cache_description, log_dir, prune_logs
 from irqlab.vm import proc
 from irqlab.vm.agent_client import AgentClient, AgentError, AgentFault, AgentTimeout
 from irqlab.vm.exit_signal import ExitSignal, signal_status
@@ -849,7 +849,8 @@ class Guest:
         if qemu is None:
             raise PrerequisiteMissing(
                 "QEMU with the irqlab device is not built: "
-                "run `irqlab build-qemu` (and `irqlab build-image` for the guest)"
+                "run `irqlab build-qemu` (and `irqlab build-image` for the guest); "
+                f"looked in the build cache {cache_description()}"
             )
         return qemu
 

@@ -358,3 +358,17 @@ def test_a_qemu_pruned_before_the_start_is_a_clear_error(
     with pytest.raises(MachineError, match="removed from the cache"):
         Machine(_cfg(binary, tmp_path)).start()
     assert not cache.in_use(binary.parent.parent)
+
+
+def test_an_unwritable_log_dir_is_said_as_that(fake_qemu: Path, tmp_path: Path) -> None:
+    """It said "QEMU failed to start: [Errno 30] Read-only file system" (a QEMU problem)."""
+    from irqlab.vm.machine import LogDirError
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")  # a log root under a file: mkdir fails (as on a read-only one)
+    m = Machine(_cfg(fake_qemu, tmp_path, log_root=blocker / "logs"))
+    with pytest.raises(
+        LogDirError, match=r"cannot make the guest's log directory in .*IRQLAB_LOG_DIR"
+    ):
+        m.start()
+    assert m.paths is None  # nothing made, nothing started

@@ -43,6 +43,7 @@ from irqlab.vm.qmp.errors import QMPFailure
 from irqlab.vm.qtest import QTest
 
 __all__ = [
+    "LogDirError",
     "Machine",
     "MachineConfig",
     "MachineError",
@@ -60,6 +61,11 @@ _counter = itertools.count(1)
 
 class MachineError(IrqlabError, RuntimeError):
     """QEMU failed to start, died, or did not stop; the message names the log files."""
+
+
+class LogDirError(MachineError):
+    """The run's log directory could not be made (read-only, full, not a directory):
+    said as that, not as QEMU failing to start."""
 
 
 class QemuExited(MachineError):
@@ -287,7 +293,13 @@ class Machine:
         root = self.config.log_root if self.config.log_root is not None else log_dir()
         stamp = time.strftime("%Y%m%d-%H%M%S")
         run_dir = root / f"{self.config.name}-{stamp}-{os.getpid()}-{next(_counter)}"
-        run_dir.mkdir(parents=True, exist_ok=False)
+        try:
+            run_dir.mkdir(parents=True, exist_ok=False)
+        except OSError as e:
+            raise LogDirError(
+                f"cannot make the guest's log directory in {root}: {e.strerror or e} (point "
+                "IRQLAB_LOG_DIR, or pytest's --irqlab-log-dir, at a writable directory)"
+            ) from e
         remove_stale_sock_dirs()
         return RunPaths(sock_dir=make_sock_dir(), log_dir=run_dir)
 
@@ -301,7 +313,9 @@ class Machine:
             exited = self._proc is not None and self._proc.poll() is not None
             said = self.stderr_tail()
             self.close()
-            if not isinstance(e, MachineError | QMPFailure | OSError | TimeoutError):
+            if isinstance(e, LogDirError) or not isinstance(
+                e, MachineError | QMPFailure | OSError | TimeoutError
+            ):
                 raise
             msg = f"{self.config.name}: QEMU failed to start: {e}{why}"
             if exited and self._proc is not None:

@@ -203,6 +203,13 @@ def test_an_interrupted_bench_leaves_a_result_marked_incomplete(
     assert "INCOMPLETE" not in report.render_text(done)
 
 
+def test_the_storms_ring_size_is_a_number_in_the_result(
+    tmp_path: Path, calls: list[tuple[Any, ...]]
+) -> None:
+    r = bench(tmp_path, paths=("read",), skip=("latency", "native", "injection", "wakeup"))
+    assert r["storm"]["ring_size"] == 4096  # it was the string "4096"
+
+
 def test_native_rounds_interleave_the_paths_and_pool_each(
     tmp_path: Path, calls: list[tuple[Any, ...]], monkeypatch: pytest.MonkeyPatch
 ) -> None:

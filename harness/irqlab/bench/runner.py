@@ -342,7 +342,8 @@ class Bench:
                     f"wakeup={DEFAULT_PLACEMENT}: reload module {ring_param or ''}",
                     lambda: g.switch_module(wakeup=DEFAULT_PLACEMENT, **ring_param),
                 )
-                ring = g.sh(f"cat /sys/module/{g.module_name()}/parameters/ring_size").strip()
+                said = g.sh(f"cat /sys/module/{g.module_name()}/parameters/ring_size").strip()
+                ring: int | str = int(said) if said.isdigit() else said  # a number in JSON
                 storms: dict[str, Any] = {"placement": DEFAULT_PLACEMENT, "ring_size": ring}
                 storms["ring_size_default"] = not ring_param
                 storms["ack"] = c.storm_ack

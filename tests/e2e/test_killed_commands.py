@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Callable
 
 import pytest
 from faultwait import raises_within  # same directory (rootdir-relative import)
@@ -90,3 +91,15 @@ def test_a_shell_a_signal_kills_says_so() -> None:
     assert r.returncode == 137, r.stderr
     assert r.stdout == "before\n", r.stdout
     assert "irqlab: the shell was killed by signal KILL" in r.stderr, r.stderr
+
+
+def test_killed_commands_in_a_loop_leave_the_connection_whole(
+    irqlab_guest: Guest, soak: Callable[[float, float], float]
+) -> None:
+    """A crash, then a command, hundreds of times: a channel that ends with exit-signal
+    must leave the connection whole for the next (a flake here sinks every test after)."""
+    for i in range(int(soak(20, 300))):
+        r = irqlab_guest.run("kill -ABRT $$")
+        assert (r.rc, r.signal and r.signal.name) == (134, "ABRT"), (i, r)
+        assert irqlab_guest.sh(f"echo {i}") == f"{i}\n", i
+    assert irqlab_guest.ssh is not None and irqlab_guest.ssh.reconnects == 0

@@ -238,3 +238,26 @@ def test_native_rounds_interleave_the_paths_and_pool_each(
     assert r["runs"][0]["native"]["poll"]["problems"] == [f"round {i}/3: late" for i in (1, 2, 3)]
     # one series each for the paths of another set-up (UIO's mode, a second guest)
     assert [c[2] for c in calls if c[0] == "native"] == ["uio", "uio-generic"]
+
+
+def test_a_failed_native_round_is_an_error_of_the_bench(
+    tmp_path: Path, calls: list[tuple[Any, ...]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It was logged and its path left None, with no entry in errors: exit status 0."""
+    from irqlab.bench import native
+
+    def series(g: FakeGuest, path: str, *, events: int, **_kw: Any) -> Any:
+        if path == "poll" and len([c for c in calls if c[:2] == ("native-round", "poll")]) == 1:
+            raise RuntimeError("the responder died")
+        calls.append(("native-round", path, events))
+        r = _lat(path, 100_000)
+        r.update(events=events, wall_s=1.0, counters={}, lost={}, native={}, pending_at_end=0)
+        r["device_histogram"] = {"count": events, "problems": []}
+        return r, [r["latency_ns"]["p50"]] * events, ([], None)
+
+    monkeypatch.setattr(native, "_series", series)
+    r = bench(tmp_path, native_rounds=3, events=9, skip=("latency", "storm", "injection"))
+    assert r["runs"][0]["native"]["poll"] is None and r["runs"][0]["native"]["read"]["rounds"] == 3
+    (err,) = r["errors"]
+    assert err["stage"] == "native poll round 2/3" and "the responder died" in err["error"]
+    assert [c[1] for c in calls if c[0] == "native-round"] == ["read", "poll", "read", "read"]

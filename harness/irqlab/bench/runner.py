@@ -479,8 +479,10 @@ class Bench:
                 log=self.log,
             ),
         )
+        results, errors = got if got is not None else ({}, [])
+        self.result.setdefault("errors", []).extend(errors)  # a failed round: exit 1
         for p in paths:
-            r = (got or {}).get(p)
+            r = results.get(p)
             if r is not None:
                 r["placement"] = DEFAULT_PLACEMENT
             run.setdefault("native", {})[p] = r

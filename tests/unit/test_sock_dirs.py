@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -79,6 +80,8 @@ def test_a_dir_whose_owner_holds_its_lock_stays_though_its_pid_is_gone(tmp_path:
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        for d in (live, stale):  # made a minute ago: not new
+            os.utime(d, (time.time() - 60, time.time() - 60))
         assert remove_stale_sock_dirs(tmp_path) == [stale]
         assert live.exists() and not stale.exists()
     finally:

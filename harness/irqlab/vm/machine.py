@@ -146,12 +146,15 @@ def make_sock_dir(kind: str = "") -> Path:
     """A new socket directory of this process (``irqlab-<pid>-<kind>...``, mode 0700) in
     :func:`sock_parent`, its owner lock held until :func:`remove_sock_dir` or exit."""
     d = Path(tempfile.mkdtemp(prefix=f"irqlab-{os.getpid()}-{kind}", dir=sock_parent()))
+    fd = -1
     try:
         fd = os.open(d / OWNER_LOCK, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
-    except OSError:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # a new file: nobody else holds it
+    except OSError:  # ENOLCK (a /tmp over NFS), ...
+        if fd >= 0:
+            os.close(fd)
         shutil.rmtree(d, ignore_errors=True)
         raise
-    fcntl.flock(fd, fcntl.LOCK_EX)  # a new file: nobody else holds it
     _SOCK_DIRS[d] = fd
     return d
 
@@ -168,6 +171,16 @@ def remove_sock_dir(d: Path) -> None:
 def _remove_own_sock_dirs() -> None:
     for d in list(_SOCK_DIRS):
         remove_sock_dir(d)
+
+
+NEW_SOCK_DIR_S = 10.0
+
+
+def _younger_than(d: Path, seconds: float) -> bool:
+    try:
+        return time.time() - d.stat().st_mtime < seconds
+    except OSError:
+        return False
 
 
 def _owner_holds(d: Path) -> bool:
@@ -220,8 +233,11 @@ def remove_stale_sock_dirs(tmp: Path | None = None) -> list[Path]:
             shutil.rmtree(p, ignore_errors=True)
             removed.append(p)
             continue
-        if pid_runs(int(m[1])) or _owner_holds(p):
-            continue  # its owner lives (the lock: also one in another pid namespace)
+        if pid_runs(int(m[1])) or _owner_holds(p) or _younger_than(p, NEW_SOCK_DIR_S):
+            # its owner lives (the lock: also one in another pid namespace), or it was
+            # made a moment ago (its owner, in another pid namespace, may not have
+            # taken the lock yet)
+            continue
         shutil.rmtree(p, ignore_errors=True)
         removed.append(p)
     return removed

@@ -136,3 +136,45 @@ def test_a_refused_migration_command_has_qemu_close_the_descriptor(tmp_path: Pat
     with pytest.raises(snapshot.SnapshotError, match="refused"):
         snapshot.load(q, tmp_path)  # type: ignore[arg-type]
     assert q.uris[-1] == f"closefd {snapshot.STATE_FD_NAME}", q.uris
+
+
+class StillSaving:
+    """A QEMU whose save never reports an end (the wait times out): it cancels when
+    told, after two more looks."""
+
+    returncode = None
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.cancel_looks = -1
+
+    def is_running(self) -> bool:
+        return True
+
+    def wait_event(self, name: str, timeout: float) -> Any:
+        from irqlab.vm.machine import MachineError
+
+        raise MachineError("no event")
+
+    def qmp(self, command: str, *args: Any, **kw: Any) -> Any:
+        self.calls.append(command)
+        if command == "migrate_cancel":
+            self.cancel_looks = 2
+            return {}
+        if command == "query-migrate":
+            if self.cancel_looks < 0:
+                return {"status": "active"}
+            self.cancel_looks -= 1
+            return {"status": "cancelling" if self.cancel_looks >= 0 else "cancelled"}
+        if command == "query-status":
+            return {"status": "paused"}
+        return {}
+
+
+def test_a_save_that_times_out_is_cancelled_before_the_vm_goes_on() -> None:
+    """Left running, it stopped the VM into postmigrate later, under a continued guest."""
+    q = StillSaving()
+    with pytest.raises(snapshot.SnapshotError, match="no result from QEMU"):
+        snapshot._wait_migration(q, 0.01, "saving")  # type: ignore[arg-type]
+    snapshot._cancel_migration(q)  # type: ignore[arg-type]
+    assert q.calls[-4:] == ["migrate_cancel", "query-migrate", "query-migrate", "query-migrate"]

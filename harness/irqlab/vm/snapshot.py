@@ -168,6 +168,24 @@ def _enable_events(machine: Machine) -> None:
     machine.qmp("migrate-set-capabilities", capabilities=[{"capability": "events", "state": True}])
 
 
+# query-migrate's states of a migration that has not ended
+_UNDER_WAY = frozenset({"setup", "active", "pre-switchover", "device", "cancelling", "wait-unplug"})
+
+
+def _cancel_migration(machine: Machine, timeout: float = 10.0) -> None:
+    """Cancel a save that has not ended (it timed out, or its wait was interrupted)
+    and wait until it has: left running, it went on writing and then stopped the VM
+    into ``postmigrate`` under the guest that was continued meanwhile.  Best effort:
+    a QEMU that does not answer is the caller's error already."""
+    with contextlib.suppress(MachineError, QMPFailure, QMPCommandError):
+        machine.qmp("migrate_cancel")
+        deadline = time.monotonic() + timeout
+        while (machine.qmp("query-migrate") or {}).get("status") in _UNDER_WAY:
+            if time.monotonic() > deadline:
+                return
+            time.sleep(EVENT_SLICE / 10)  # no event is promised for every state: look again
+
+
 def _continue_after_save(machine: Machine, timeout: float = 30.0) -> None:
     """``cont`` once QEMU left ``finish-migrate``: the MIGRATION ``completed`` event
     comes from the migration thread a moment before the run state moves on to
@@ -204,6 +222,10 @@ def save(
             with _state_fd(machine, state, os.O_WRONLY | os.O_CREAT | os.O_EXCL) as uri:
                 machine.qmp("migrate", uri=uri)
             _wait_migration(machine, timeout, f"saving {state}", check)
+        except BaseException:
+            if machine.is_running():
+                _cancel_migration(machine)  # a save still running would stop the VM later
+            raise
         finally:
             if machine.is_running():
                 _continue_after_save(machine)

@@ -4,15 +4,25 @@ read is its start's failure.  Without a VM: the log read and the save are stand-
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
+from irqlab import notice
 from irqlab.vm import kernlog, snapshot
 from irqlab.vm.guest import Guest, GuestConfig
 from irqlab.vm.health import Fault, GuestFault
+
+
+@pytest.fixture(autouse=True)
+def _notices_on_stderr() -> Iterator[None]:
+    """What a guest says goes to stderr here (capsys), not to this session's terminal."""
+    old = notice.set_sink(None)
+    yield
+    notice.set_sink(old)
 
 
 def _guest(monkeypatch: pytest.MonkeyPatch, log: Any) -> tuple[Guest, list[str]]:
@@ -21,7 +31,9 @@ def _guest(monkeypatch: pytest.MonkeyPatch, log: Any) -> tuple[Guest, list[str]]
     g = Guest(GuestConfig(name="t"))
     g.image = SimpleNamespace(version="v")  # type: ignore[assignment]
     g.qemu = SimpleNamespace(binary=Path("/q"))  # type: ignore[assignment]
-    g.machine = SimpleNamespace(argv=["q"])  # type: ignore[assignment]
+    g.machine = SimpleNamespace(  # type: ignore[assignment]
+        argv=["q"], is_running=lambda: True, qmp=lambda cmd, **kw: {"status": "running"}
+    )
     saved: list[str] = []
 
     def read(guest: Guest, *, scan_leaks: bool) -> tuple[str, int]:
@@ -151,3 +163,22 @@ def test_ensure_snapshot_says_why_none_was_saved(monkeypatch: pytest.MonkeyPatch
         guest_mod.ensure_snapshot(GuestConfig(name="t"))
     with pytest.raises(guest_mod.GuestError, match="snapshot=False"):
         guest_mod.ensure_snapshot(GuestConfig(name="t", snapshot=False))
+
+
+def test_a_failed_save_that_left_the_vm_stopped_fails_the_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A save QEMU could not cancel stops the VM later: that guest is no guest to go on
+    with (its SSH would time out), the save's error is the start's."""
+    g, _ = _guest(monkeypatch, ("[ 1.0] ok\n", kernlog.EXPECTED_TAINT))
+    g.machine = SimpleNamespace(  # type: ignore[assignment]
+        argv=["q"], is_running=lambda: True, qmp=lambda cmd, **kw: {"status": "postmigrate"}
+    )
+
+    def save(machine: object, key: str, meta: dict[str, Any], **kw: object) -> Path:
+        raise snapshot.SnapshotError("saving x: no result from QEMU within 120 s")
+
+    monkeypatch.setattr(snapshot, "save", save)
+    monkeypatch.setattr(g, "_name_fault", lambda: None)
+    with pytest.raises(snapshot.SnapshotError, match="no result from QEMU"):
+        g._save_snapshot("k")

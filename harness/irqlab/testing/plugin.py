@@ -313,22 +313,17 @@ def start_uio_generic_guest(config: GuestConfig) -> Iterator[Guest]:
 
 @pytest.fixture(scope="session")
 def irqlab_guest(irqlab_log_dir: Path) -> Generator[Guest, None, None]:
-    """One guest for the whole session, restored from the ready-state snapshot (made by
-    one cold boot first if missing); tests share it through a soft reset."""
+    """One guest for the whole session, restored from the ready-state snapshot (or
+    cold-booted, and saved as the snapshot, when there is none: the first of several
+    xdist workers boots, the others wait for its snapshot); tests share it through a
+    soft reset.  A save that fails (a full cache) leaves the booted guest in use."""
     from irqlab.testing.parallel import worker_id
-    from irqlab.vm.guest import GuestConfig, PrerequisiteMissing, ensure_snapshot
+    from irqlab.vm.guest import GuestConfig
 
     config = GuestConfig(
         name=f"e2e-{worker_id()}" if worker_id() else "e2e", log_dir=irqlab_log_dir
     )
-    missing = None
-    try:
-        ensure_snapshot(config)
-    except (PrerequisiteMissing, paths.CacheDirError) as e:
-        missing = str(e)
-    if missing is not None:
-        pytest.fail(f"end-to-end prerequisite missing: {missing}", pytrace=False)
-    g = start_guest(config)
+    g = start_guest(config)  # a missing prerequisite fails with its name
     try:
         yield g
     finally:
@@ -701,10 +696,10 @@ def _guest_logs(guest: Guest) -> dict[str, Path]:
 
 def revive(guest: Guest, config: pytest.Config | None = None) -> str | None:
     """Replace a guest that died or froze (the health watch saw it), or that the host
-    cannot reach any more (its SSH connection or agent session gone: a test killed
-    the guest's sshd), with a new one of the same configuration: a restore from its
-    snapshot, about half a second.  Says so once on the terminal; returns the cause
-    (None if the guest was fine)."""
+    cannot reach any more (its SSH connection gone: a test killed the guest's sshd),
+    with a new one of the same configuration: a restore from its snapshot, about half
+    a second.  Says so once on the terminal; returns the cause (None if the guest was
+    fine)."""
     dead = guest.fault is not None or guest.machine is None or not guest.machine.is_running()
     lost = None if dead else guest.connection_lost()
     if not dead and lost is None:
@@ -725,21 +720,26 @@ def revive(guest: Guest, config: pytest.Config | None = None) -> str | None:
 
 def _terminal_sink(config: pytest.Config) -> notice.Sink:
     """A :mod:`irqlab.notice` sink that writes a line on pytest's terminal, past its
-    output capture; stderr when there is no terminal reporter (an xdist worker) or
-    outside the main thread (suspending pytest's capture is the main thread's: guests
-    a test starts in threads wait there)."""
+    output capture.  An xdist worker's terminal writes into nothing (execnet points
+    its stdout at /dev/null): there the line goes to its stderr, which is the
+    controller's, past the capture too.  Outside the main thread (suspending pytest's
+    capture is the main thread's: guests a test starts in threads wait there) it goes
+    to stderr as it is."""
     import threading
 
     def say(line: str) -> None:
         reporter = config.pluginmanager.get_plugin("terminalreporter")
         capture = config.pluginmanager.get_plugin("capturemanager")
         main = threading.current_thread() is threading.main_thread()
-        if reporter is None or capture is None or not main:
+        if capture is None or not main:
             print(line, file=sys.stderr, flush=True)
             return
         with capture.global_and_fixture_disabled():
-            reporter.write_line("")
-            reporter.write_line(line, yellow=True)
+            if reporter is None or hasattr(config, "workerinput"):
+                print(line, file=sys.stderr, flush=True)
+            else:
+                reporter.write_line("")
+                reporter.write_line(line, yellow=True)
 
     return say
 
@@ -750,8 +750,8 @@ def irqlab_guest_alive(request: pytest.FixtureRequest) -> Guest | None:
     itself, ``irqlab_agent``, ``irqlab_device``, ``irqlab_wait_stats`` or a
     function-scoped fixture of your own that takes it; pytest sets up wider-scoped ones
     before this one, so they meet a dead guest): if an earlier test killed it (panic,
-    QEMU gone, frozen) or left it out of reach (its SSH connection or agent session
-    gone), it is replaced by a new one first (a restore) and the terminal says once
+    QEMU gone, frozen) or left it out of reach (its SSH connection gone), it is
+    replaced by a new one first (a restore) and the terminal says once
     why.  What the health watch already knows decides: no round trip to a
     healthy guest.  Returns the guest (None for a test without it; no guest is started
     for such a test)."""

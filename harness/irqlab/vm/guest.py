@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import paramiko
 
+from irqlab import notice
 from irqlab.build import imagekind
 from irqlab.build.imagekind import IMAGE_KINDS
 from irqlab.contract.regs import REGS
@@ -965,14 +966,11 @@ class Guest:
                 raise
             self.snapshot_error = str(e)
             self._stop_machine()
+            notice.say(f"irqlab: {e}")
             if snapshot.discard(key):
-                print(f"irqlab: {e}\nirqlab: removed it; booting cold", file=sys.stderr)
+                notice.say("irqlab: removed it; booting cold")
             else:  # the next start after the holder is gone removes it
-                print(
-                    f"irqlab: {e}\nirqlab: another process holds it, so it stays for now; "
-                    "booting cold",
-                    file=sys.stderr,
-                )
+                notice.say("irqlab: another process holds it, so it stays for now; booting cold")
             return False
 
     def prepare(self) -> Guest:
@@ -1107,7 +1105,7 @@ class Guest:
             why = f"its kernel log could not be read ({e})"
         if why:
             self.snapshot_error = f"not saved as the snapshot {key}: {why}"
-            print(f"irqlab: {self.config.name}: {self.snapshot_error}", file=sys.stderr)
+            notice.say(f"irqlab: {self.config.name}: {self.snapshot_error}")
             return
         if self._agent is not None:
             self._agent.close(timeout=10)  # the daemon ends the session before replying EOF
@@ -1132,12 +1130,15 @@ class Guest:
         except snapshot.SnapshotError as e:
             self._name_fault()  # QEMU died or froze: the start's story
             # The guest runs on (QEMU continued it): a failed save (a full cache
-            # filesystem) costs later starts a cold boot, not this one its guest.
+            # filesystem) costs later starts a cold boot, not this one its guest.  One
+            # that QEMU did not continue (a save it could not cancel) fails the start.
+            if (
+                not self._vm().is_running()
+                or self._vm().qmp("query-status").get("status") != "running"
+            ):
+                raise
             self.snapshot_error = f"not saved as the snapshot {key}: {e}"
-            print(
-                f"irqlab: {self.config.name}: {self.snapshot_error}; going on without it",
-                file=sys.stderr,
-            )
+            notice.say(f"irqlab: {self.config.name}: {self.snapshot_error}; going on without it")
         else:
             self.phases["snapshot_saved"] = time.monotonic() - self._t0
         self._connect_ssh()
@@ -1282,12 +1283,11 @@ class Guest:
     def connection_lost(self) -> str | None:
         """Why the host cannot reach this running guest any more, as far as the host
         knows without a round trip: its SSH connection closed (a test killed the
-        guest's sshd, or its network), or the agent's session ended; None if neither.
-        Reconnecting could wait ``ssh_timeout`` for an sshd that is gone."""
+        guest's sshd, or its network); None if not.  Reconnecting could wait
+        ``ssh_timeout`` for an sshd that is gone.  (An agent whose session ended is no
+        such case: :attr:`agent` starts it again over SSH, the guest's state kept.)"""
         if self.ssh is None or not self.ssh.is_active():
             return "its SSH connection closed"
-        if self._agent is not None and self._agent.eof:
-            return "its agent's session ended"
         return None
 
     def wait_fault(self, timeout: float) -> Fault | None:

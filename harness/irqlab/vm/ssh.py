@@ -91,7 +91,8 @@ class RunResult(_Finished):
     says it), and then ``signal`` names it; -1 when the connection closed before
     any status came."""
 
-    signal: ExitSignal | None
+    # (a class default too: _replace() and _make() build the tuple without __new__)
+    signal: ExitSignal | None = None
 
     def __new__(cls, rc: int, out: str, err: str, signal: ExitSignal | None = None) -> RunResult:
         self = super().__new__(cls, rc, out, err)

@@ -177,3 +177,17 @@ def test_a_boot_whose_kernel_reported_a_problem_is_not_saved_as_a_snapshot() -> 
         assert "WARNING: CPU:" in (g.snapshot_error or "")
         assert snapshot.lookup(g.snapshot_key()) is None
         assert g.sh("echo still usable").strip() == "still usable"
+
+
+def test_module_parameters_that_do_not_fit_the_device_are_named_by_the_kernels_words() -> None:
+    """irq_mode=msi on the default device (irq-mode=msix): the driver loads but cannot
+    bind; the error quotes the driver's own line, not the hint that it may not be ours."""
+    from irqlab.vm.guest import GuestError
+
+    g = Guest(GuestConfig(name="msi-on-msix", module_params={"irq_mode": "msi"}))
+    with pytest.raises(GuestError) as e:
+        g.start()
+    first = str(e.value).partition("\n")[0]
+    assert "the kernel said 'irqlab " in first and "no interrupt of type msi" in first, first
+    assert "is it a build of our driver" not in first, first
+    assert g.machine is None or not g.machine.is_running()  # the failed start stopped it

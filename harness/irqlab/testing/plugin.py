@@ -265,6 +265,7 @@ def start_guest(config: GuestConfig | None = None) -> Guest:
         Guest,
         GuestConfig,
         GuestConfigError,
+        GuestError,
         ModuleLoadError,
         PrerequisiteMissing,
     )
@@ -287,9 +288,10 @@ def start_guest(config: GuestConfig | None = None) -> Guest:
             f"QEMU refused to start the guest {config.name!r}:\n{e.said}\n"
             f"(exit status {e.status}; {e.logs})"
         )
-    except (ModuleLoadError, GuestFault) as e:
-        # a module that fails to load, oopses or panics the guest (often the user's
-        # own): the cause and the kernel's words, not 50 lines of the harness's frames
+    except (ModuleLoadError, GuestFault, GuestError) as e:
+        # a module that fails to load or bind, oopses or panics the guest (often the
+        # user's own, or its parameters): the cause and the kernel's words, not 50
+        # lines of the harness's frames
         notes = "".join(f"\n{n}" for n in getattr(e, "__notes__", ()))
         why = f"the guest {config.name!r} did not start: {e}{notes}"
     else:

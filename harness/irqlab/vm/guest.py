@@ -635,6 +635,21 @@ class GuestConfig:
                 )
 
 
+_PROBE_FAILED = re.compile(r"fail|error|no interrupt|cannot|unable|-E[A-Z]{3,}|not supported", re.I)
+
+
+def probe_failure(kmsg: str, driver: str) -> str | None:
+    """The first kernel line of *kmsg* in which *driver*, about a device, says why it
+    did not bind (its own words, ``irqlab 0000:00:04.0: no interrupt of type msi``,
+    come before the core's ``irqlab: probe of ... failed with error -22``), or None."""
+    device = re.compile(rf"^{re.escape(driver)}(?: [0-9a-f]{{4}}:[0-9a-f:.]+:|: probe of )")
+    for line in kmsg.splitlines():
+        text = line.split("] ", 1)[-1].strip()  # without the timestamp
+        if device.match(text) and _PROBE_FAILED.search(text):
+            return text
+    return None
+
+
 def _by_signal(status: int) -> bool:
     """Whether a guest command's exit status is a signal's (128 + N, as the shell says
     it): SIGKILL, or SIGSEGV from die() on x86's BUG() when the kernel oopsed under it."""
@@ -1564,11 +1579,18 @@ class Guest:
             unloading = unload_first and f"{STEP_MARK} 0\n" in result.err
             self._kernel_step_failed(f"rmmod {name}" if unloading else modprobe, result)
         if result.out.strip() != "present":
+            kmsg = self.sh("dmesg | tail -n 12", check=False)
+            refusal = probe_failure(kmsg, name)
+            why = (
+                f": the kernel said {refusal!r} (do the module parameters fit the device's "
+                "properties? e.g. irq_mode and the device's irq-mode)"
+                if refusal
+                else " (is it a build of our driver? your own modules go in "
+                "GuestConfig(extra_modules=...))"
+            )
             raise GuestError(
                 f"{name} loaded but {node} did not appear within {timeout:g} s: the "
-                "driver did not bind the irqlab device (is it a build of our driver? your "
-                "own modules go in GuestConfig(extra_modules=...)); last kernel messages:\n"
-                + self.sh("dmesg | tail -n 12", check=False)
+                f"driver did not bind the irqlab device{why}; last kernel messages:\n{kmsg}"
             )
 
     def _kernel_step_failed(self, what: str, result: RunResult) -> NoReturn:

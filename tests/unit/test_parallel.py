@@ -161,3 +161,14 @@ def test_a_shard_keeps_a_group_together(pytester: pytest.Pytester) -> None:
     with_shares = [s for s in shards if any("test_shares" in t for t in s)]
     assert len(with_shares) == 1 and sum("test_shares" in t for t in with_shares[0]) == 6
     assert sorted(len(s) for s in shards) == [6, 6]  # the group, plus alone tests dealt
+
+
+def test_the_default_log_directory_is_kept_out_of_git(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As pytest's .pytest_cache: `git status` listed every run's logs."""
+    monkeypatch.delenv("IRQLAB_LOG_DIR", raising=False)
+    pytester.makepyfile("def test_logs(irqlab_log_dir):\n    assert irqlab_log_dir.is_dir()\n")
+    pytester.runpytest_subprocess().assert_outcomes(passed=1)
+    ignore = pytester.path / ".irqlab" / ".gitignore"
+    assert ignore.read_text().splitlines()[-1] == "*"

@@ -26,6 +26,7 @@ fixtures of :mod:`irqlab.testing.plugin`:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -91,7 +92,22 @@ def run_log_dir(config: pytest.Config) -> Path:
     else:
         d = _controller_run_dir(config)
     d.mkdir(parents=True, exist_ok=True)
+    _ignore_default_logs(config)
     return d
+
+
+DEFAULT_DIR = ".irqlab"  # under the rootdir: the default log directory's parent
+
+
+def _ignore_default_logs(config: pytest.Config) -> None:
+    """A ``.gitignore`` of ``*`` in ``<rootdir>/.irqlab`` once logs go there (as pytest
+    does for its ``.pytest_cache``): a user's ``git status`` did not list its logs."""
+    top = Path(config.rootpath) / DEFAULT_DIR
+    ignore = top / ".gitignore"
+    if top.is_dir() and not ignore.exists():
+        # a read-only checkout: nothing to keep out of git then
+        with contextlib.suppress(OSError):
+            ignore.write_text("# made by irqlab's pytest plugin: its logs\n*\n")
 
 
 _RUN_DIR = pytest.StashKey[Path]()

@@ -49,6 +49,7 @@ from irqlab.errors import IrqlabError
 from irqlab.sigsafe import SafeRaise
 from irqlab.testing.diagnostics import GuestDiagnostics
 from irqlab.testing.logslice import LogSlicer
+from irqlab.testing.parallel import DEFAULT_DIR
 from irqlab.vm import accel
 from irqlab.vm.machine import Machine, MachineConfig
 from irqlab.vm.qmp.injector import DEVICE_ID, DEVICE_TYPE, Injector
@@ -134,7 +135,7 @@ def apply_options(config: pytest.Config) -> None:
                 value = str(Path(value).expanduser().resolve())
             os.environ[env] = value
     if not os.environ.get("IRQLAB_LOG_DIR"):
-        ini = str(config.getini("irqlab_log_dir") or ".irqlab/logs")
+        ini = str(config.getini("irqlab_log_dir") or f"{DEFAULT_DIR}/logs")
         os.environ["IRQLAB_LOG_DIR"] = str((Path(config.rootpath) / ini).resolve())
 
 

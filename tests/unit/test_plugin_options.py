@@ -52,8 +52,11 @@ def test_options_override_the_environment(
     pytester.makepyfile(
         """
         import os
+        from pathlib import Path
+        from irqlab.vm import accel
         def test_env(irqlab_log_dir):
             print("ACCEL", os.environ["IRQLAB_ACCEL"])
+            print("WHY", accel.choose(Path("/nonexistent/qemu")).reason)
             print("IMAGE", os.environ.get("IRQLAB_IMAGE"))
             print("LOGS", irqlab_log_dir)
         """
@@ -62,6 +65,8 @@ def test_options_override_the_environment(
     r.assert_outcomes(passed=1)
     out = r.stdout.str()
     assert "ACCEL tcg" in out and "IMAGE debian" in out
+    # the option said as the cause, not the variable it was copied into
+    assert "WHY tcg forced by --irqlab-accel tcg" in out, out
     logs = str(pytester.path / ".irqlab" / "logs" / "pytest-")
     assert logs in out, out
     r = pytester.runpytest_subprocess("-s", "--irqlab-log-dir", str(tmp_path / "L"))

@@ -49,6 +49,8 @@ __all__ = [
 
 Accel = Literal["kvm", "tcg"]
 ENV_VAR = "IRQLAB_ACCEL"
+# set by whoever copied its own option into ENV_VAR ("--irqlab-accel "): said as the cause
+SOURCE_ENV = "IRQLAB_ACCEL_SOURCE"
 CHOICES = ("kvm", "tcg", "auto")  # what $IRQLAB_ACCEL (and --irqlab-accel) may say
 KVM_DEVICE = Path("/dev/kvm")
 DEFAULT_TIMEOUT = 5.0  # a working KVM reaches long mode in milliseconds
@@ -280,7 +282,9 @@ def choose(
     """KVM if forced or if the probe boots a guest with it, else TCG; with the reason."""
     forced = requested(accel)
     if forced is not None:
-        how = f"accel={accel!r} argument" if accel is not None else f"${ENV_VAR}={forced}"
+        # $IRQLAB_ACCEL, or the option that set it (SOURCE_ENV: pytest's --irqlab-accel)
+        source = os.environ.get(SOURCE_ENV) or f"${ENV_VAR}="
+        how = f"accel={accel!r} argument" if accel is not None else f"{source}{forced}"
         reason = f"{forced} forced by {how}"
         known = known_verdict(binary, datadir) if forced == "kvm" else None
         if known is not None and not known.ok:  # said, not probed again: it was forced

@@ -203,6 +203,14 @@ def test_an_interrupted_bench_leaves_a_result_marked_incomplete(
     assert "INCOMPLETE" not in report.render_text(done)
 
 
+def test_errors_and_test_all_are_in_every_result(
+    tmp_path: Path, calls: list[tuple[Any, ...]]
+) -> None:
+    """docs/bench.md lists them; they were absent unless something failed or ran."""
+    r = bench(tmp_path, paths=("read",), skip=("latency", "native", "injection", "storm"))
+    assert r["errors"] == [] and r["test_all"] is None
+
+
 def test_the_storms_ring_size_is_a_number_in_the_result(
     tmp_path: Path, calls: list[tuple[Any, ...]]
 ) -> None:

@@ -242,6 +242,8 @@ class Bench:
             "paths": [],  # known once the first guest's agent says hello
             "missing_paths": {},
             "runs": [],
+            "errors": [],  # a failed stage each (the bench goes on; exit status 1)
+            "test_all": None,  # with --test-all: its wall time and exit status
             "complete": False,  # true once every stage ran (not interrupted)
         }
         self.save()

@@ -71,6 +71,14 @@ def test_report_and_compare_of_bench_results(
     assert (result.parent / "report.html").is_file()
 
 
+def test_report_with_out_writes_there(result: Path, tmp_path: Path) -> None:
+    """--out was ignored with --report: the report overwrote the one beside the result."""
+    out = tmp_path / "elsewhere"
+    assert main(["bench", "--report", str(result), "--out", str(out)]) == 0
+    assert (out / "report.html").is_file() and (out / "report.txt").is_file()
+    assert not (result.parent / "report.html").exists()
+
+
 @pytest.mark.parametrize(
     ("argv", "error"),
     [

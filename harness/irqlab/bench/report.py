@@ -619,11 +619,13 @@ def load_result(path: Path) -> dict[str, Any]:
     return result
 
 
-def write_all(result_path: Path) -> dict[str, Path]:
-    """report.txt, report.html and PNGs beside *result_path*; returns what was written.
-    Nothing is written unless it is a bench result (:func:`load_result`)."""
+def write_all(result_path: Path, out_dir: Path | None = None) -> dict[str, Path]:
+    """report.txt, report.html and PNGs in *out_dir* (default: beside *result_path*);
+    returns what was written.  Nothing is written unless it is a bench result
+    (:func:`load_result`)."""
     result = load_result(result_path)
-    out_dir = result_path.parent
+    out_dir = out_dir if out_dir is not None else result_path.parent
+    out_dir.mkdir(parents=True, exist_ok=True)
     images = plot_all(result, out_dir)
     txt = out_dir / "report.txt"
     txt.write_text(render_text(result))

@@ -201,7 +201,12 @@ def add_bench_arguments(s: argparse.ArgumentParser) -> None:
         "--skip", type=_names("stage", _stages), default=(), help=f"stages to skip: {STAGES_HELP}"
     )
     s.add_argument("--test-all", action="store_true", help="also time `invoke test-all` (long)")
-    s.add_argument("--out", type=Path, help="output directory (default build/bench/<stamp>)")
+    s.add_argument(
+        "--out",
+        type=Path,
+        help="output directory (default build/bench/<stamp>; with --report: where the "
+        "report goes, default beside RESULT.json)",
+    )
     s.add_argument("--compare", type=Path, metavar="OLD.json", help="compare with an old result")
     floor = "compare: minimum threshold"
     s.add_argument("--noise-floor", type=non_negative, default=0.10, help=floor)
@@ -254,7 +259,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         except PrerequisiteMissing as e:
             print(f"irqlab bench: {e}", file=sys.stderr)
             return 1
-    written = report.write_all(result_path)
+    # --report with --out: the report goes there (it was written beside the result,
+    # over an earlier report, --out ignored)
+    written = report.write_all(result_path, args.out if args.report is not None else None)
     sys.stdout.write(written["text"].read_text())
     print(f"\nresult: {result_path}\nreport: {written['html']}")
     new = report.load_result(result_path)

@@ -151,7 +151,8 @@ def test_tests_sharing_a_module_fixture_run_on_one_worker_which_sets_it_up_once(
     result.assert_outcomes(passed=12)
     assert (tmp_path / "setups").read_text() == "x"  # one worker set it up, once
     shares = [ln for ln in result.outlines if "test_shares[" in ln and "PASSED" in ln]
-    assert len(shares) == 6 and all("@test_shared.py" in ln for ln in shares), shares
+    # reported under their own ids (the group suffix is the scheduler's), one worker
+    assert len(shares) == 6 and not any("@" in ln for ln in shares), shares
     assert len({ln.split("]")[0].split()[0] for ln in shares}) == 1  # one worker: [gwN]
 
 
@@ -172,3 +173,51 @@ def test_the_default_log_directory_is_kept_out_of_git(
     pytester.runpytest_subprocess().assert_outcomes(passed=1)
     ignore = pytester.path / ".irqlab" / ".gitignore"
     assert ignore.read_text().splitlines()[-1] == "*"
+
+
+GROUPED_FAILURES = """
+import pytest
+
+@pytest.fixture(scope="module")
+def shared():
+    return 1
+
+@pytest.mark.xdist_group("g")
+def test_grouped_fails():
+    assert False
+
+def test_module_fixture_fails(shared):  # grouped by its module-scoped fixture
+    assert False
+
+def test_plain_fails():
+    assert False
+
+def test_passes():
+    pass
+"""
+
+
+def test_grouped_failures_keep_their_ids_for_lf_and_junit(pytester: pytest.Pytester) -> None:
+    """Under --dist loadgroup a grouped test's id is ``<id>@<group>`` on the worker (the
+    scheduler groups by it): the cache recorded that, and --lf missed those failures
+    in the next run; JUnit names differed from a run without xdist."""
+    import json
+    import xml.etree.ElementTree as ET
+
+    pytester.makepyfile(test_groups=GROUPED_FAILURES)
+    junit = pytester.path / "junit.xml"
+    r = pytester.runpytest_subprocess("-n", "2", "--dist", "loadgroup", f"--junitxml={junit}")
+    r.assert_outcomes(failed=3, passed=1)
+    lastfailed = json.loads(
+        (pytester.path / ".pytest_cache" / "v" / "cache" / "lastfailed").read_text()
+    )
+    assert sorted(lastfailed) == [
+        "test_groups.py::test_grouped_fails",
+        "test_groups.py::test_module_fixture_fails",
+        "test_groups.py::test_plain_fails",
+    ]
+    names = {c.get("name") for c in ET.parse(junit).iter("testcase")}
+    assert names == {"test_grouped_fails", "test_module_fixture_fails", "test_plain_fails",
+                     "test_passes"}  # fmt: skip
+    for args in ((), ("-n", "2", "--dist", "loadgroup")):  # --lf reruns all three
+        pytester.runpytest_subprocess("--lf", *args).assert_outcomes(failed=3)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from collections.abc import Generator
 from pathlib import Path
 
 import pytest
@@ -216,24 +217,62 @@ def _suffix_nodeid(item: pytest.Item, suffix: str) -> None:
         return
     from _pytest.nodeid import NodeId
 
+    item.stash[_PLAIN_NODEID] = item.nodeid
     item._id = NodeId.parse(item.nodeid + suffix)
 
 
+# A grouped test's nodeid before the group suffix (set in the worker, where the suffix
+# is added), and the report attribute that carries it to the controller
+_PLAIN_NODEID = pytest.StashKey[str]()
+PLAIN_NODEID_ATTR = "irqlab_nodeid"
+
+
 class _SharedSetupGroups:
-    @pytest.hookimpl(tryfirst=True)  # before xdist reads the marks (--dist loadgroup)
+    # A wrapper, and the outermost (registered after pytest's cache plugin): the marks
+    # go on before everything else (xdist reads them), the suffix after everything
+    # else, --lf's selection included, which then compares the plain ids the
+    # controller recorded (see pytest_runtest_logreport below)
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_collection_modifyitems(
         self, config: pytest.Config, items: list[pytest.Item]
-    ) -> None:
+    ) -> Generator[None, None, None]:
         for item in items:
             if _group(item) is None:
                 group = shared_setup_group(item)
                 if group is not None:
                     item.add_marker(pytest.mark.xdist_group(group))
+        yield
         if getattr(config.option, "loadgroup", False):  # an xdist worker under loadgroup
             for item in items:
                 suffix = _group_suffix(item)
                 if suffix is not None:
                     _suffix_nodeid(item, suffix)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item,
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """In a worker: a grouped test's report carries its plain nodeid to the controller."""
+    report = yield
+    plain = item.stash.get(_PLAIN_NODEID, None)
+    if plain is not None:
+        setattr(report, PLAIN_NODEID_ATTR, plain)
+    return report
+
+
+class _PlainReportIds:
+    """Registered in the xdist controller only (a worker checks each report's nodeid
+    against its item's, the suffixed one)."""
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        """Before the cache (--lf), JUnit and the terminal see it: a grouped test's
+        report under its plain nodeid, as in a run without xdist (with the ``@<group>``
+        suffix, --lf missed those failures and JUnit names changed)."""
+        plain = getattr(report, PLAIN_NODEID_ATTR, None)
+        if isinstance(plain, str):
+            report.nodeid = plain
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -249,6 +288,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(_SharedSetupGroups(), "irqlab-shared-setup-groups")
+    if not hasattr(config, "workerinput"):
+        config.pluginmanager.register(_PlainReportIds(), "irqlab-plain-report-ids")
     # known with --strict-markers also when xdist is absent or disabled (-p no:xdist)
     config.addinivalue_line("markers", "xdist_group(name): run on the same xdist worker")
     shard = config.getoption("--shard", None)

@@ -31,3 +31,11 @@ def test_nothing_when_no_probe_failed() -> None:
     kmsg = "\n".join(KMSG.splitlines()[:3])  # taint lines and an enabled device only
     assert probe_failure(kmsg, "irqlab") is None
     assert probe_failure(KMSG, "mydrv") is None
+
+
+def test_only_this_steps_messages_count() -> None:
+    """A session guest's log holds an earlier load's failure: not this step's reason."""
+    kmsg = (
+        KMSG + "[    9.00] irqlab-step-321-8.99\n[    9.01] irqlab 0000:00:04.0: enabling device\n"
+    )
+    assert probe_failure(kmsg, "irqlab") is None

@@ -178,3 +178,41 @@ def test_a_save_that_times_out_is_cancelled_before_the_vm_goes_on() -> None:
         snapshot._wait_migration(q, 0.01, "saving")  # type: ignore[arg-type]
     snapshot._cancel_migration(q)  # type: ignore[arg-type]
     assert q.calls[-4:] == ["migrate_cancel", "query-migrate", "query-migrate", "query-migrate"]
+
+
+class SavingQemu(StillSaving):
+    """StillSaving as save() drives it: the state file's descriptor, the VM stopped."""
+
+    def send_fd(self, fd: int, name: str) -> None:
+        self.calls.append("getfd")
+
+
+def _save(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, q: SavingQemu) -> None:
+    from irqlab.build import cache
+
+    def build(name: str, key: str, write: Any, **kw: Any) -> Path:
+        write(tmp_path)
+        return tmp_path
+
+    monkeypatch.setattr(cache, "cached_build", build)
+    with pytest.raises(snapshot.SnapshotError, match="no result from QEMU"):
+        snapshot.save(q, "k", {}, timeout=0.01)  # type: ignore[arg-type]
+
+
+def test_save_cancels_a_save_that_timed_out_before_it_continues_the_vm(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    q = SavingQemu()
+    _save(monkeypatch, tmp_path, q)
+    cancel = q.calls.index("migrate_cancel")
+    assert "cont" not in q.calls[:cancel] and q.calls[-1] == "cont", q.calls
+
+
+def test_save_leaves_the_vm_stopped_when_the_save_cannot_be_cancelled(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Continued, it would be stopped again by the save's end, under the guest."""
+    monkeypatch.setattr(snapshot, "_cancel_migration", lambda machine: False)
+    q = SavingQemu()
+    _save(monkeypatch, tmp_path, q)
+    assert "cont" not in q.calls, q.calls

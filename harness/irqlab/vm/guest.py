@@ -162,6 +162,9 @@ class GuestWriteError(GuestError, CommandError):
 KMSG_MARK = "--- irqlab: kernel messages since the command began"
 # Before KMSG_MARK: which of the step's commands failed (its index).
 STEP_MARK = "--- irqlab: failed command"
+# Written to the kernel log as a step script begins (then its pid and uptime): where
+# the step's own kernel messages start.
+STEP_KMSG_MARK = "irqlab-step-"
 
 
 def _kernel_step(commands: Sequence[str], then: str = "") -> str:
@@ -179,7 +182,7 @@ def _kernel_step(commands: Sequence[str], then: str = "") -> str:
         f"{c}; " + failed.format(mark=shlex.quote(STEP_MARK), i=i) for i, c in enumerate(commands)
     )
     return (
-        'm="irqlab-step-$$-$(cut -d" " -f1 /proc/uptime)"; echo "<7>$m" > /dev/kmsg; '
+        f'm="{STEP_KMSG_MARK}$$-$(cut -d" " -f1 /proc/uptime)"; echo "<7>$m" > /dev/kmsg; '
         + steps
         + then
     )
@@ -643,7 +646,10 @@ def probe_failure(kmsg: str, driver: str) -> str | None:
     did not bind (its own words, ``irqlab 0000:00:04.0: no interrupt of type msi``,
     come before the core's ``irqlab: probe of ... failed with error -22``), or None."""
     device = re.compile(rf"^{re.escape(driver)}(?: [0-9a-f]{{4}}:[0-9a-f:.]+:|: probe of )")
-    for line in kmsg.splitlines():
+    lines = kmsg.splitlines()
+    # after this step's mark in the log (STEP_SCRIPT writes one): not an earlier load's
+    marks = [i for i, line in enumerate(lines) if STEP_KMSG_MARK in line]
+    for line in lines[marks[-1] + 1 :] if marks else lines:
         text = line.split("] ", 1)[-1].strip()  # without the timestamp
         if device.match(text) and _PROBE_FAILED.search(text):
             return text
@@ -1147,10 +1153,14 @@ class Guest:
             # The guest runs on (QEMU continued it): a failed save (a full cache
             # filesystem) costs later starts a cold boot, not this one its guest.  One
             # that QEMU did not continue (a save it could not cancel) fails the start.
-            if (
-                not self._vm().is_running()
-                or self._vm().qmp("query-status").get("status") != "running"
-            ):
+            from irqlab.vm.machine import MachineError
+            from irqlab.vm.qmp.errors import QMPCommandError, QMPFailure
+
+            status = None
+            # a QEMU that fails to answer now: the save's error is the story
+            with contextlib.suppress(MachineError, QMPFailure, QMPCommandError):
+                status = self._vm().qmp("query-status").get("status")
+            if status != "running":
                 raise
             self.snapshot_error = f"not saved as the snapshot {key}: {e}"
             notice.say(f"irqlab: {self.config.name}: {self.snapshot_error}; going on without it")

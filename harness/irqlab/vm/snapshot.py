@@ -172,18 +172,21 @@ def _enable_events(machine: Machine) -> None:
 _UNDER_WAY = frozenset({"setup", "active", "pre-switchover", "device", "cancelling", "wait-unplug"})
 
 
-def _cancel_migration(machine: Machine, timeout: float = 10.0) -> None:
+def _cancel_migration(machine: Machine, timeout: float = 10.0) -> bool:
     """Cancel a save that has not ended (it timed out, or its wait was interrupted)
     and wait until it has: left running, it went on writing and then stopped the VM
-    into ``postmigrate`` under the guest that was continued meanwhile.  Best effort:
-    a QEMU that does not answer is the caller's error already."""
-    with contextlib.suppress(MachineError, QMPFailure, QMPCommandError):
+    into ``postmigrate`` under the guest that was continued meanwhile.  Whether it
+    ended (False: it still runs, or QEMU did not answer: the VM must not go on)."""
+    try:
         machine.qmp("migrate_cancel")
         deadline = time.monotonic() + timeout
         while (machine.qmp("query-migrate") or {}).get("status") in _UNDER_WAY:
             if time.monotonic() > deadline:
-                return
+                return False
             time.sleep(EVENT_SLICE / 10)  # no event is promised for every state: look again
+    except (MachineError, QMPFailure, QMPCommandError):
+        return False
+    return True
 
 
 def _continue_after_save(machine: Machine, timeout: float = 30.0) -> None:
@@ -218,16 +221,17 @@ def save(
         _enable_events(machine)
         t0 = time.monotonic()
         machine.qmp("stop")
+        ended = True
         try:
             with _state_fd(machine, state, os.O_WRONLY | os.O_CREAT | os.O_EXCL) as uri:
                 machine.qmp("migrate", uri=uri)
             _wait_migration(machine, timeout, f"saving {state}", check)
         except BaseException:
-            if machine.is_running():
-                _cancel_migration(machine)  # a save still running would stop the VM later
+            # a save still running would stop the VM later, under a continued guest
+            ended = not machine.is_running() or _cancel_migration(machine)
             raise
         finally:
-            if machine.is_running():
+            if ended and machine.is_running():  # else it stays stopped: the start fails
                 _continue_after_save(machine)
         info = {
             **meta,

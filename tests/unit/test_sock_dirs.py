@@ -87,3 +87,23 @@ def test_a_dir_whose_owner_holds_its_lock_stays_though_its_pid_is_gone(tmp_path:
     finally:
         holder.communicate("")
     assert remove_stale_sock_dirs(tmp_path) == [live]  # its owner is gone now
+
+
+def test_a_temp_dir_without_locks_still_gets_a_socket_dir(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """flock says ENOLCK on an NFS /tmp: the directory is made all the same (the sweep
+    goes by pid and age there); it said "QEMU failed to start: No locks available"."""
+    import errno
+    import fcntl
+
+    def no_locks(fd: int, op: int) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    d = make_sock_dir()
+    try:
+        assert d.is_dir() and machine._SOCK_DIRS[d] == -1
+    finally:
+        remove_sock_dir(d)
+    assert not d.exists() and d not in machine._SOCK_DIRS

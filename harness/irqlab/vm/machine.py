@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import errno
 import fcntl
 import itertools
 import os
@@ -150,11 +151,14 @@ def make_sock_dir(kind: str = "") -> Path:
     try:
         fd = os.open(d / OWNER_LOCK, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
         fcntl.flock(fd, fcntl.LOCK_EX)  # a new file: nobody else holds it
-    except OSError:  # ENOLCK (a /tmp over NFS), ...
+    except OSError as e:
         if fd >= 0:
             os.close(fd)
-        shutil.rmtree(d, ignore_errors=True)
-        raise
+            fd = -1
+        if e.errno != errno.ENOLCK:
+            shutil.rmtree(d, ignore_errors=True)
+            raise
+        # a temp dir without locks (NFS): the stale sweep goes by pid and age alone
     _SOCK_DIRS[d] = fd
     return d
 
@@ -162,8 +166,8 @@ def make_sock_dir(kind: str = "") -> Path:
 def remove_sock_dir(d: Path) -> None:
     """Remove socket directory *d* of this process, then let go of its owner lock."""
     shutil.rmtree(d, ignore_errors=True)
-    fd = _SOCK_DIRS.pop(d, None)
-    if fd is not None:
+    fd = _SOCK_DIRS.pop(d, -1)
+    if fd >= 0:
         os.close(fd)
 
 

@@ -183,6 +183,23 @@ def test_forced_kvm_says_what_the_probe_found_without_probing(
     assert accel.choose(a, accel="tcg").reason == "tcg forced by accel='tcg' argument"
 
 
+@pytest.mark.parametrize(
+    ("env", "source", "said"),
+    [
+        ("tcg", "", "tcg forced by $IRQLAB_ACCEL=tcg"),
+        ("tcg", "--irqlab-accel tcg", "tcg forced by --irqlab-accel tcg"),
+        # the variable changed since the option set it: the variable is the cause
+        ("kvm", "--irqlab-accel tcg", "kvm forced by $IRQLAB_ACCEL=kvm"),
+    ],
+)
+def test_a_forced_accelerator_names_what_forced_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, env: str, source: str, said: str
+) -> None:
+    monkeypatch.setenv(accel.ENV_VAR, env)
+    monkeypatch.setenv(accel.SOURCE_ENV, source)
+    assert accel.choose(tmp_path / "qemu").reason.startswith(said)
+
+
 def _fake_qemu(tmp_path: Path, body: str) -> Path:
     script = tmp_path / "fake-qemu"
     script.write_text(f"#!{sys.executable}\nimport sys, time\n{body}\n")

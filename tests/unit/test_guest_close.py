@@ -38,3 +38,20 @@ def test_close_gives_up_on_a_stuck_agent_goodbye(
     assert time.monotonic() - t0 < 2.0
     assert agent.entered.is_set() and g._agent is None
     assert "closing the agent's session did not finish within 0.3 s" in capsys.readouterr().err
+
+
+def test_only_a_closed_ssh_connection_puts_a_guest_out_of_reach() -> None:
+    """A dead agent is started again over SSH, in the same guest (its state kept): no
+    reason to replace the guest; a closed SSH connection is."""
+    from types import SimpleNamespace
+
+    from irqlab.vm.guest import Guest, GuestConfig
+
+    g = Guest(GuestConfig(name="t"))
+    g.ssh = SimpleNamespace(is_active=lambda: True)  # type: ignore[assignment]
+    g._agent = SimpleNamespace(eof=True)  # type: ignore[assignment]
+    assert g.connection_lost() is None
+    g.ssh = SimpleNamespace(is_active=lambda: False)  # type: ignore[assignment]
+    assert g.connection_lost() == "its SSH connection closed"
+    g.ssh = None
+    assert g.connection_lost() == "its SSH connection closed"

@@ -39,7 +39,8 @@ def test_a_lock_wait_under_pytest_is_on_the_terminal(
     """Past pytest's capture; an xdist worker's terminal writes into nothing, so its
     notices go to its stderr, which is the controller's."""
     pytester.makepyfile(test_waits=INNER)
-    r = pytester.runpytest_subprocess(*args)  # pytest's own capture, as a user runs it
+    # pytest's own capture, as a user runs it; a regression would hang both processes
+    r = pytester.runpytest_subprocess(*args, timeout=120)
     r.assert_outcomes(passed=1)
     shown = "\n".join(r.outlines + r.errlines)
     assert re.search(

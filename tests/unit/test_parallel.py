@@ -173,6 +173,11 @@ def test_the_default_log_directory_is_kept_out_of_git(
     pytester.runpytest_subprocess().assert_outcomes(passed=1)
     ignore = pytester.path / ".irqlab" / ".gitignore"
     assert ignore.read_text().splitlines()[-1] == "*"
+    # logs elsewhere: a .irqlab of the user's own is left as it is
+    ignore.unlink()
+    monkeypatch.setenv("IRQLAB_LOG_DIR", str(pytester.path / "elsewhere"))
+    pytester.runpytest_subprocess().assert_outcomes(passed=1)
+    assert not ignore.exists()
 
 
 GROUPED_FAILURES = """

@@ -426,9 +426,11 @@ def sections(result: dict[str, Any]) -> list[tuple[str, Table | None]]:
         (
             "Breakdown per path, native responder, p50 / p99 (device clock: raise, ACK; "
             "guest CLOCK_MONOTONIC: ISR entry, wake call, userspace return; mapped by an "
-            "offset measured with IRQLAB_IOC_GET_CLOCK). Per event the stages add up to "
-            "its total (an event whose clocks break the order is a check that fails); "
-            "their p50s need not add up to the total's p50, percentiles are not additive",
+            "offset measured with IRQLAB_IOC_GET_CLOCK). Per event a row's stages add up "
+            "to its total (an event whose clocks break the order is a check that fails), "
+            "except count's and gpio-cdev's, whose first stages have no reading of their "
+            "own; the stages' p50s need not add up to the total's p50, percentiles are "
+            "not additive",
             breakdown_table(result),
         )
     )

@@ -93,19 +93,20 @@ def run_log_dir(config: pytest.Config) -> Path:
     else:
         d = _controller_run_dir(config)
     d.mkdir(parents=True, exist_ok=True)
-    _ignore_default_logs(config)
+    _ignore_default_logs(config, d)
     return d
 
 
 DEFAULT_DIR = ".irqlab"  # under the rootdir: the default log directory's parent
 
 
-def _ignore_default_logs(config: pytest.Config) -> None:
+def _ignore_default_logs(config: pytest.Config, run: Path) -> None:
     """A ``.gitignore`` of ``*`` in ``<rootdir>/.irqlab`` once logs go there (as pytest
-    does for its ``.pytest_cache``): a user's ``git status`` did not list its logs."""
+    does for its ``.pytest_cache``): a user's ``git status`` listed its logs.  Not
+    when the run's logs go elsewhere (a ``.irqlab`` of the user's own stays as it is)."""
     top = Path(config.rootpath) / DEFAULT_DIR
     ignore = top / ".gitignore"
-    if top.is_dir() and not ignore.exists():
+    if run.resolve().is_relative_to(top.resolve()) and not ignore.exists():
         # a read-only checkout: nothing to keep out of git then
         with contextlib.suppress(OSError):
             ignore.write_text("# made by irqlab's pytest plugin: its logs\n*\n")

@@ -134,7 +134,7 @@ def apply_options(config: pytest.Config) -> None:
             if env == "IRQLAB_LOG_DIR":
                 value = str(Path(value).expanduser().resolve())
             if env == accel.ENV_VAR:  # "kvm forced by --irqlab-accel kvm", not by $...
-                os.environ[accel.SOURCE_ENV] = f"{option} "
+                os.environ[accel.SOURCE_ENV] = f"{option} {value}"
             os.environ[env] = value
     if not os.environ.get("IRQLAB_LOG_DIR"):
         ini = str(config.getini("irqlab_log_dir") or f"{DEFAULT_DIR}/logs")

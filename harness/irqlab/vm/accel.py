@@ -49,7 +49,8 @@ __all__ = [
 
 Accel = Literal["kvm", "tcg"]
 ENV_VAR = "IRQLAB_ACCEL"
-# set by whoever copied its own option into ENV_VAR ("--irqlab-accel "): said as the cause
+# set by whoever copied its option into ENV_VAR ("--irqlab-accel tcg"): said as the
+# cause while ENV_VAR still holds that value
 SOURCE_ENV = "IRQLAB_ACCEL_SOURCE"
 CHOICES = ("kvm", "tcg", "auto")  # what $IRQLAB_ACCEL (and --irqlab-accel) may say
 KVM_DEVICE = Path("/dev/kvm")
@@ -282,9 +283,12 @@ def choose(
     """KVM if forced or if the probe boots a guest with it, else TCG; with the reason."""
     forced = requested(accel)
     if forced is not None:
-        # $IRQLAB_ACCEL, or the option that set it (SOURCE_ENV: pytest's --irqlab-accel)
-        source = os.environ.get(SOURCE_ENV) or f"${ENV_VAR}="
-        how = f"accel={accel!r} argument" if accel is not None else f"{source}{forced}"
+        # $IRQLAB_ACCEL, or the option that set it to what it still is (SOURCE_ENV:
+        # "--irqlab-accel tcg", pytest's)
+        source = os.environ.get(SOURCE_ENV, "")
+        if not source.endswith(f" {os.environ.get(ENV_VAR, '')}"):
+            source = f"${ENV_VAR}={forced}"
+        how = f"accel={accel!r} argument" if accel is not None else source
         reason = f"{forced} forced by {how}"
         known = known_verdict(binary, datadir) if forced == "kvm" else None
         if known is not None and not known.ok:  # said, not probed again: it was forced

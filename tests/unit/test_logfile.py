@@ -86,3 +86,23 @@ def _full(request, tmp_path):
     r.assert_outcomes(failed=1, passed=1)
     r.stdout.fnmatch_lines(["*not saved into *logs: No space left on device*"])
     assert "INTERNALERROR" not in r.stdout.str()
+
+
+def test_the_console_shows_a_pattern_after_a_mark_within_a_moment() -> None:
+    """Guest._run's quick look: did the console print a fault while a command ran?"""
+    import re
+
+    with tempfile.TemporaryDirectory(dir="/tmp") as d:
+        console = Console(Path(d) / "c.sock", Path(d) / "c.log")
+        try:
+            with socket.socket(socket.AF_UNIX) as qemu:
+                qemu.connect(str(Path(d) / "c.sock"))
+                qemu.sendall(b"Oops: before the mark\n")
+                console.wait_for("mark", 5)
+                mark = console.size()
+                oops = re.compile(r"Oops: ")
+                assert not console.shows(oops, mark, 0.05)  # only before the mark
+                qemu.sendall(b"[ 9.0] Oops: 0002 [#1] PREEMPT SMP\n")
+                assert console.shows(oops, mark, 5)
+        finally:
+            console.close()

@@ -388,12 +388,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError("run: no command (irqlab run [options] -- CMD ...)")
     with _running_guest(guest_config(args, "run")) as g:
         chan = _session(g)
+        mark = g.console_mark()  # an oops printed while it ran (vs. its own crash)
         chan.exec_command(remote_command(cmd))
         stdin = None if args.no_stdin else forwarded_stdin()
         rc = bridge(chan, stdin, sys.stdout.fileno(), sys.stderr.fileno())
         killed = exit_signal(chan)
         if rc < 0 or killed is not None:
-            fault = g.fault_after(rc, killed)
+            fault = g.fault_after(rc, killed, console_mark=mark)
             if fault is not None or killed is None:
                 cause = fault.describe() if fault is not None else "the SSH connection dropped"
                 print(f"irqlab: the command did not finish: {cause}", file=sys.stderr)

@@ -88,6 +88,24 @@ class Console:
         with self._cond:
             return self._data.decode("utf-8", "replace")
 
+    def size(self) -> int:
+        """Bytes read so far: a mark for :meth:`shows`."""
+        with self._cond:
+            return len(self._data)
+
+    def shows(self, pattern: re.Pattern[str], since: int, timeout: float) -> bool:
+        """Whether *pattern* appears in what came after byte *since*, waiting up to
+        *timeout* s for it (no exception: a quick look, not a wait for a marker)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                if pattern.search(self._data[since:].decode("utf-8", "replace")):
+                    return True
+                left = deadline - time.monotonic()
+                if self._eof or left <= 0:
+                    return False
+                self._cond.wait(left)
+
     def wait_for(self, marker: str | re.Pattern[str], timeout: float, *, start: int = 0) -> str:
         """Wait until *marker* (text or regex) appears at or after character *start*.
 

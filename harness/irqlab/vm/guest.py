@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     from irqlab.build.boot import GuestImage
     from irqlab.build.qemu import QemuInstall
     from irqlab.vm.accel import AccelChoice
+    from irqlab.vm.console import Console
     from irqlab.vm.machine import Machine
     from irqlab.vm.qmp.injector import Injector
 from irqlab.vm.ssh import (
@@ -125,6 +126,7 @@ FAULT_VERDICT = 2.0  # s a broken connection waits for the health watch's verdic
 # comes GRACE after its line), other signals (ABRT, TERM, ...) not at all.
 KERNEL_KILLS = frozenset({"SEGV", "KILL"})
 OOPS_VERDICT = GRACE + 0.6
+CONSOLE_LAG = 0.2  # s the console may trail a command's end (another path to the host)
 _KERNEL_KILL_STATUSES = frozenset(signal_status(name) for name in KERNEL_KILLS)
 EXIT_AFTER_LOST_QMP_S = 2.0  # s a load that lost QMP waits to see whether QEMU exits
 HEARTBEAT_MS = 1000  # the agent's heartbeat period (the health watch's freeze detection)
@@ -1503,6 +1505,7 @@ class Guest:
         if self.ssh is None:
             raise GuestError("the guest is not connected")
         doing = doing or f"running {cmd!r}"
+        mark = self.console_mark()
         try:
             result = self.ssh.run(cmd, timeout=timeout, check=False, input=input)
         except (SshError, paramiko.SSHException, OSError, EOFError) as e:
@@ -1511,22 +1514,51 @@ class Guest:
                 raise GuestFault(fault, doing) from e
             raise
         if result.rc == -1 or result.rc >= 128:  # dropped, or killed by a signal
-            fault = self.fault_after(result.rc, result.signal)
+            fault = self.fault_after(result.rc, result.signal, console_mark=mark)
             if fault is not None:
                 raise GuestFault(fault, doing)
         return result
 
-    def fault_after(self, rc: int, signal: ExitSignal | None = None) -> Fault | None:
+    def fault_after(
+        self, rc: int, signal: ExitSignal | None = None, *, console_mark: int | None = None
+    ) -> Fault | None:
         """The guest's fault, if it has one, after a command ended with *rc* (killed by
         *signal*): a closed channel (rc -1) waits up to FAULT_VERDICT s for the health
         watch's verdict, a command the kernel may have killed for an oops under it
         (KERNEL_KILLS, reported by SSH or by a shell as 128 + N) OOPS_VERDICT s; any
-        other end does not wait."""
+        other end does not wait.  With *console_mark* (:meth:`console_mark` as the
+        command began), a kill waits only when the console printed a fault meanwhile
+        (the kernel prints an oops before it kills): a user's own crash costs
+        CONSOLE_LAG, not OOPS_VERDICT."""
         if rc == -1:  # the channel closed under the command: did the guest die?
             return self.wait_fault(FAULT_VERDICT)
         if rc in _KERNEL_KILL_STATUSES or (signal is not None and signal.name in KERNEL_KILLS):
-            return self.wait_fault(OOPS_VERDICT)  # an oops under it, or its own crash?
+            if console_mark is not None and not self._console_shows_fault(console_mark):
+                return self.fault  # its own crash: nothing on the console
+            return self.wait_fault(OOPS_VERDICT)  # an oops under it: the watch names it
         return self.fault
+
+    def _console(self) -> Console | None:
+        from irqlab.vm.machine import MachineError
+
+        try:
+            return self.machine.console if self.machine is not None else None
+        except MachineError:  # a machine without a console
+            return None
+
+    def console_mark(self) -> int | None:
+        """Where the console is now (bytes), or None without one."""
+        console = self._console()
+        return console.size() if console is not None else None
+
+    def _console_shows_fault(self, mark: int) -> bool:
+        from irqlab.vm.health import CONSOLE_FAULT
+
+        console = self._console()
+        if console is None:
+            return True  # cannot tell: wait for the watch
+        # the console's bytes and the command's end come by different paths: a moment
+        return console.shows(CONSOLE_FAULT, mark, CONSOLE_LAG)
 
     @property
     def injector(self) -> Injector:

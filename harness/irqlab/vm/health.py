@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from irqlab.vm.machine import Machine
 
 __all__ = [
+    "CONSOLE_FAULT",
     "CONSOLE_FAULTS",
     "Fault",
     "GuestFault",
@@ -51,6 +52,8 @@ CONSOLE_FAULTS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"INFO: task \S+ blocked for more than.*"), "guest hung task"),
     (re.compile(r"(?:BUG: |Oops: |general protection fault).*"), "guest kernel oops"),
 )
+# Any of them on one line (a quick look at what a command's time printed)
+CONSOLE_FAULT = re.compile("|".join(f"(?:{p.pattern})" for p, _ in CONSOLE_FAULTS))
 TAIL_LINES = 40
 GRACE = 0.4  # s: after a console fault, wait this long for a more severe line (oops -> panic)
 

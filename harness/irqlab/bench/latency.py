@@ -24,6 +24,7 @@ device seq its ``seqno`` stands for.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from irqlab.bench import gpio, stats
@@ -120,6 +121,11 @@ def driver_stats(guest: Any, path: str) -> dict[str, int] | None:
         return None
     drv = guest.agent.stats(dev=guest.dev).get("driver")
     return drv if isinstance(drv, dict) else None
+
+
+def reported_lost(records: Iterable[Mapping[str, Any]]) -> int:
+    """Events the driver said it lost, over *records* (each one's ``lost`` field)."""
+    return sum(int(r.get("lost") or 0) for r in records)
 
 
 def losses(
@@ -231,7 +237,7 @@ def measure(
     if seqs != list(range(seq0, seq0 + len(seqs))):
         problems.append("sequence numbers not consecutive from the first raised")
     flagged = sum(1 for e in evs if e.get("flags") or e.get("lost"))
-    reported = sum(int(e.get("lost") or 0) for e in evs)
+    reported = reported_lost(evs)
     if flagged:
         problems.append(f"{flagged} events flagged (overflow/device drop)")
     acks = [v for e in evs for v in latencies(e)]

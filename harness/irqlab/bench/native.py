@@ -139,7 +139,7 @@ def _series(
     bd = breakdown.summarize(rows, clock)
     problems += [f"breakdown: {p}" for p in bd["problems"]]
     # gpio-cdev's lost field carries the seqno
-    reported = 0 if path == gpio.PATH else sum(int(r.get("lost") or 0) for r in rows)
+    reported = 0 if path == gpio.PATH else latency.reported_lost(rows)
     lost = latency.losses(counters, len(rows), reported, drv0, drv1)
     result = {
         "path": path,

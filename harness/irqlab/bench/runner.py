@@ -333,17 +333,11 @@ class Bench:
                 # placement (--skip latency, --placements thread) it runs alone, on the
                 # module as booted (wakeup=hardirq) unless a placement changed it
                 if placements:
-                    self.stage(
-                        f"wakeup={DEFAULT_PLACEMENT}: reload module",
-                        partial(g.switch_module, wakeup=DEFAULT_PLACEMENT),
-                    )
+                    self.back_to_default(g)
                 self.native_group(g, run, driver_paths)
             if last and "storm" not in c.skip:
                 ring_param = {"ring_size": c.storm_ring_size} if c.storm_ring_size else {}
-                self.stage(
-                    f"wakeup={DEFAULT_PLACEMENT}: reload module {ring_param or ''}",
-                    lambda: g.switch_module(wakeup=DEFAULT_PLACEMENT, **ring_param),
-                )
+                self.back_to_default(g, **ring_param)
                 said = g.sh(f"cat /sys/module/{g.module_name()}/parameters/ring_size").strip()
                 ring: int | str = int(said) if said.isdigit() else said  # a number in JSON
                 storms: dict[str, Any] = {"placement": DEFAULT_PLACEMENT, "ring_size": ring}
@@ -518,9 +512,13 @@ class Bench:
         if len(self.result.get("errors", [])) > errors:
             return
         self.set_up_path(g, run, path, params, storms)
+        self.back_to_default(g)
+
+    def back_to_default(self, g: BenchGuest, **params: Any) -> None:
+        """A stage: the driver reloaded at the default placement (with *params*)."""
         self.stage(
-            f"wakeup={DEFAULT_PLACEMENT}: reload module",
-            partial(g.switch_module, wakeup=DEFAULT_PLACEMENT),
+            f"wakeup={DEFAULT_PLACEMENT}: reload module {params or ''}".rstrip(),
+            partial(g.switch_module, wakeup=DEFAULT_PLACEMENT, **params),
         )
 
     def _versions(self, g: BenchGuest) -> None:

@@ -38,7 +38,13 @@ from typing import Any
 from irqlab.bench import gpio
 from irqlab.bench.collect import collect
 from irqlab.bench.guest import agent_paths
-from irqlab.bench.latency import UIO_PATHS, arm_clean, arm_measured, driver_stats
+from irqlab.bench.latency import (
+    UIO_PATHS,
+    arm_clean,
+    arm_measured,
+    driver_stats,
+    reported_lost,
+)
 from irqlab.contract.regs import REGS
 
 __all__ = [
@@ -142,7 +148,7 @@ def measure(
         # Markers pushed before the one seen were dropped by the full ring: their
         # loss is in the ``lost`` fields too and is not a burst event's.
         dropped_markers = (evs[-1]["value"] - MARKER) if marker_seen else markers
-        reported = sum(int(e.get("lost") or 0) for e in evs) - dropped_markers
+        reported = reported_lost(evs) - dropped_markers
         result["markers"] = markers
         result["duplicates"] = sum(b["out_of_order"] for b in burst)
         seen = [q for b in burst for q in (b["first"], b["last"])]

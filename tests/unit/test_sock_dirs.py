@@ -90,7 +90,7 @@ def test_a_dir_whose_owner_holds_its_lock_stays_though_its_pid_is_gone(tmp_path:
 
 
 def test_a_temp_dir_without_locks_still_gets_a_socket_dir(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """flock says ENOLCK on an NFS /tmp: the directory is made all the same (the sweep
     goes by pid and age there); it said "QEMU failed to start: No locks available"."""
@@ -107,3 +107,12 @@ def test_a_temp_dir_without_locks_still_gets_a_socket_dir(
     finally:
         remove_sock_dir(d)
     assert not d.exists() and d not in machine._SOCK_DIRS
+    # and the sweep there: a stale one (owner gone, old, its lock file made) goes, no
+    # ENOLCK out of it (every later start failed with "No locks available")
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    stale = tmp_path / f"irqlab-{gone.pid}-nolock12"
+    stale.mkdir()
+    (stale / machine.OWNER_LOCK).write_text("")
+    os.utime(stale, (time.time() - 60, time.time() - 60))
+    assert remove_stale_sock_dirs(tmp_path) == [stale]

@@ -9,6 +9,8 @@ import os
 import subprocess
 import sys
 
+from cli import irqlab  # same directory (rootdir-relative import)
+
 from irqlab.build import cache
 from irqlab.vm.guest import Guest
 
@@ -24,8 +26,9 @@ print(json.dumps({e.path.name: cache.remove_entry(e) for e in cache.entries()
 
 
 def _irqlab(*args: str) -> str:
-    argv = [sys.executable, "-m", "irqlab.cli.main", *args]
-    return subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    r = irqlab(*args)
+    assert r.returncode == 0, (args, r.stderr)
+    return r.stdout
 
 
 def test_a_running_guests_outputs_are_not_pruned(irqlab_fresh_guest: Guest) -> None:

@@ -11,30 +11,18 @@ import re
 import shlex
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cli import IRQLAB, irqlab  # same directory (rootdir-relative import)
 
 from irqlab.contract.regs import QOM
 from irqlab.testing.helpers import process_exited
 from irqlab.testing.terminal import COOKED, Terminal
 from irqlab.vm.qmp.stats import Counters
-
-IRQLAB = [sys.executable, "-m", "irqlab.cli.main"]
-
-
-def irqlab(*args: str, timeout: float = 120, **kw: object) -> subprocess.CompletedProcess[str]:
-    """The CLI as a process; its stdin is empty unless the test gives one (`irqlab run`
-    forwards stdin: pytest's terminal is not the test's input)."""
-    if "input" not in kw:
-        kw.setdefault("stdin", subprocess.DEVNULL)
-    return subprocess.run(
-        [*IRQLAB, *args], capture_output=True, text=True, timeout=timeout, check=False, **kw
-    )  # type: ignore[call-overload,no-any-return]
 
 
 def test_run_exits_with_the_commands_status_and_streams_its_output() -> None:

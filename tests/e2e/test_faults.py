@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from faultwait import raises_within  # same directory (rootdir-relative import)
 
-from irqlab.testing.helpers import DeviceControl
+from irqlab.testing.helpers import DeviceControl, process_exited
 from irqlab.testing.plugin import start_guest
 from irqlab.vm.agent_client import AgentError, AgentTimeout
 from irqlab.vm.guest import Guest, GuestConfig
@@ -473,9 +473,7 @@ def test_sigterm_or_sigint_of_pytest_stops_its_guests(
     assert "KeyboardInterrupt" in rest, rest[
         -3000:
     ]  # pytest's "!!! KeyboardInterrupt !!!" and where
-    assert (
-        not Path(f"/proc/{qemu}").exists() or "zombie" in Path(f"/proc/{qemu}/status").read_text()
-    )
+    assert process_exited(qemu, 0), f"QEMU {qemu} outlived its pytest"
     assert not list(Path(tempfile.gettempdir()).glob(f"irqlab-{p.pid}-*"))
 
 

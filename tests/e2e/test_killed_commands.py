@@ -5,11 +5,10 @@ ignored: it read as a dropped connection (rc -1) after a 2 s wait for a guest fa
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Callable
 
 import pytest
+from cli import irqlab  # same directory (rootdir-relative import)
 from faultwait import raises_within  # same directory (rootdir-relative import)
 from kmods import build_test_kmod
 
@@ -54,14 +53,7 @@ def test_a_command_the_kernel_kills_for_an_oops_is_named_as_the_oops() -> None:
 
 
 def test_run_says_the_signal_and_exits_as_a_shell_would() -> None:
-    r = subprocess.run(
-        [sys.executable, "-m", "irqlab.cli.main", "run", "--", "sh", "-c", "kill -SEGV $$"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
+    r = irqlab("run", "--", "sh", "-c", "kill -SEGV $$")
     assert r.returncode == 139, r.stderr
     assert "irqlab: the command was killed by signal SEGV" in r.stderr, r.stderr
     assert "did not finish" not in r.stderr and "dropped" not in r.stderr, r.stderr
@@ -80,14 +72,7 @@ def test_a_long_running_process_a_signal_ends_says_which(irqlab_guest: Guest) ->
 
 
 def test_a_shell_a_signal_kills_says_so() -> None:
-    r = subprocess.run(
-        [sys.executable, "-m", "irqlab.cli.main", "shell"],
-        input="echo before; kill -KILL $$\n",
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    r = irqlab("shell", input="echo before; kill -KILL $$\n")
     assert r.returncode == 137, r.stderr
     assert r.stdout == "before\n", r.stdout
     assert "irqlab: the shell was killed by signal KILL" in r.stderr, r.stderr

@@ -5,9 +5,9 @@ guest's sockets go to /tmp instead, and the guest runs (it failed with QEMU's
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
+
+from cli import irqlab  # same directory (rootdir-relative import)
 
 from irqlab.vm.machine import SUN_PATH_MAX
 
@@ -15,14 +15,7 @@ from irqlab.vm.machine import SUN_PATH_MAX
 def test_a_guest_runs_with_a_tmpdir_too_long_for_a_socket(tmp_path: Path) -> None:
     long = tmp_path / ("t" * (SUN_PATH_MAX - len(str(tmp_path))))
     long.mkdir()
-    r = subprocess.run(
-        [sys.executable, "-m", "irqlab.cli.main", "run", "-n", "--", "echo", "ran"],
-        env={**os.environ, "TMPDIR": str(long)},
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
+    r = irqlab("run", "-n", "--", "echo", "ran", env={**os.environ, "TMPDIR": str(long)})
     assert r.returncode == 0, r.stderr
     assert r.stdout == "ran\n"
     assert "Traceback" not in r.stderr, r.stderr

@@ -14,7 +14,13 @@ from pathlib import Path
 import pytest
 
 from irqlab.testing.plugin import start_guest
-from irqlab.vm.guest import Guest, GuestConfig, GuestError, PrerequisiteMissing
+from irqlab.vm.guest import (
+    BUILD_MODULE,
+    Guest,
+    GuestConfig,
+    GuestError,
+    PrerequisiteMissing,
+)
 
 HERE = Path(__file__).resolve().parent
 
@@ -136,6 +142,6 @@ def test_a_module_built_for_another_kernel_is_refused_before_anything_boots(
         g.start()  # refused in its first step: nothing booted
     assert str(info.value) == (
         f"extra module {patched} is built for kernel {other}, but the guest runs {release}: "
-        "build it against the guest's kernel with `make -C $(irqlab kdir) M=$PWD modules`"
+        f"build it against the guest's kernel with `{BUILD_MODULE}`"
     )
     assert g.log_dir is None, "no QEMU was started for it"

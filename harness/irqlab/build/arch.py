@@ -24,6 +24,7 @@ __all__ = [
     "DEFAULT",
     "X86_64",
     "Arch",
+    "build_module_command",
     "built_arches",
     "by_name",
     "host_deb_arch",
@@ -75,6 +76,14 @@ AARCH64 = _arch("aarch64", "arm64", "arm64", 183, cross=True)  # EM_AARCH64
 ARCHES: dict[str, Arch] = {a.name: a for a in (X86_64, AARCH64)}
 DEFAULT = X86_64
 _ALIASES = {"amd64": "x86_64", "arm64": "aarch64"}
+
+
+def build_module_command(arch: str = DEFAULT.name) -> str:
+    """How a module is built against the Debian guest kernel of *arch* (the README,
+    ``irqlab kdir --help`` and every refusal of a module built otherwise say this)."""
+    if arch == DEFAULT.name:
+        return "make -C $(irqlab kdir) M=$PWD modules"
+    return f"make $(irqlab kdir --arch {arch} --make-args) M=$PWD modules"
 
 
 def host_deb_arch() -> str:

@@ -16,6 +16,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from typing import Any, TextIO
 
+from irqlab.build.arch import build_module_command
 from irqlab.cli.argtypes import UsageError, count, positive
 from irqlab.sigsafe import SafeRaise
 
@@ -179,8 +180,8 @@ def cmd_kdir(args: argparse.Namespace) -> int:
         cross = cross_args(k)
         if cross:  # a plain `make -C` would build for this host's architecture and fail
             print(
-                f"irqlab kdir: these are {guest_arch.name} headers: build with `make $(irqlab "
-                f"kdir --arch {guest_arch.name} --make-args) M=$PWD modules` (it adds "
+                f"irqlab kdir: these are {guest_arch.name} headers: build with "
+                f"`{build_module_command(guest_arch.name)}` (it adds "
                 f"{' '.join(cross)} and installs the cross compiler)",
                 file=sys.stderr,
             )
@@ -359,9 +360,9 @@ def build_parser() -> argparse.ArgumentParser:
         "kdir",
         help="print the guest kernel's build directory: make -C $(irqlab kdir) M=$PWD",
         description="The Debian guest kernel's headers (extracted into the cache on first "
-        "use): build an out-of-tree module for the guest with `make -C $(irqlab kdir) "
-        "M=$PWD modules`; for another architecture's guest `make $(irqlab kdir --arch "
-        "aarch64 --make-args) M=$PWD modules` (the cross compiler is installed with apt).",
+        f"use): build an out-of-tree module for the guest with `{build_module_command()}`; "
+        f"for another architecture's guest `{build_module_command('aarch64')}` (the cross "
+        "compiler is installed with apt).",
     )
     s.add_argument(
         "--arch",

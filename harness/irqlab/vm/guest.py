@@ -41,6 +41,7 @@ import paramiko
 
 from irqlab import notice
 from irqlab.build import imagekind
+from irqlab.build.arch import build_module_command
 from irqlab.build.imagekind import IMAGE_KINDS
 from irqlab.contract.regs import REGS
 from irqlab.errors import IrqlabError
@@ -311,13 +312,13 @@ def check_module_arch(ko: Path, arch: Arch, what: str) -> None:
     built = next((a.name for a in ARCHES.values() if a.elf_machine == machine), None)
     raise PrerequisiteMissing(
         f"{what} {ko} is built for {built or f'ELF machine {machine}'}, but the guest is "
-        f"{arch.name}: build it against the {arch.name} guest's kernel with `make "
-        f"$(irqlab kdir --arch {arch.name} --make-args) M=$PWD modules`"
+        f"{arch.name}: build it against the {arch.name} guest's kernel with "
+        f"`{build_module_command(arch.name)}`"
     )
 
 
-# How a module is built against the Debian guest's kernel (README, `irqlab kdir --help`)
-BUILD_MODULE = "make -C $(irqlab kdir) M=$PWD modules"
+# How a module is built against the Debian x86_64 guest's kernel
+BUILD_MODULE = build_module_command()
 
 
 def check_module_kernel(ko: Path, image: GuestImage, what: str) -> None:
@@ -336,10 +337,8 @@ def check_module_kernel(ko: Path, image: GuestImage, what: str) -> None:
     if image_kind() == "buildroot":  # `irqlab kdir` gives the Debian image's headers
         tree = image.kernel_artifacts.headers_build_dir
         how = f"make -C {tree} M=$PWD modules, with Buildroot's toolchain"
-    elif image.arch == "x86_64":
-        how = BUILD_MODULE
     else:
-        how = f"make $(irqlab kdir --arch {image.arch} --make-args) M=$PWD modules"
+        how = build_module_command(image.arch)
     raise PrerequisiteMissing(
         f"{what} {ko} is built for kernel {built}, but the guest runs {release}: "
         f"build it against the guest's kernel with `{how}`"

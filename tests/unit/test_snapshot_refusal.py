@@ -163,6 +163,9 @@ def test_ensure_snapshot_says_why_none_was_saved(monkeypatch: pytest.MonkeyPatch
         guest_mod.ensure_snapshot(GuestConfig(name="t"))
     with pytest.raises(guest_mod.GuestError, match="snapshot=False"):
         guest_mod.ensure_snapshot(GuestConfig(name="t", snapshot=False))
+    monkeypatch.setattr(Guest, "start", lambda self: self)  # saved nothing, said nothing
+    with pytest.raises(guest_mod.GuestError, match=r"^no snapshot: none was saved$"):
+        guest_mod.ensure_snapshot(GuestConfig(name="t"))
 
 
 def test_a_failed_save_that_left_the_vm_stopped_fails_the_start(

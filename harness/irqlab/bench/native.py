@@ -14,7 +14,6 @@ every ACK accepted, and the device's ``acked`` equal to the responder's ACKs.
 from __future__ import annotations
 
 import time
-import traceback
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -173,20 +172,19 @@ def measure_rounds(
     events: int,
     period_ns: int,
     rounds: int,
-    log: Callable[[str], None] = lambda _: None,
-) -> tuple[dict[str, dict[str, Any] | None], list[dict[str, str]]]:
+    on_error: Callable[[str, BaseException], None],
+) -> dict[str, dict[str, Any] | None]:
     """*events* per path through the responder, in *rounds* interleaved rounds: each
     round measures every path for its share of the events, in turn (the order reversed
     every other round), so a slow spell of the host is met by every path alike.  Per
     path one result as :func:`measure`'s, pooled over the rounds, plus ``rounds`` and
     ``round_p50_ns``.  Measured one after another (``rounds`` 1), the path ratios
     moved by 18-32 % between boots of one quiet host; in 10 rounds by 1-9 %.  A path
-    whose round raised is None and not measured again; the second value lists those
-    errors (``stage``, ``error``, ``traceback``: the bench's ``errors`` entries)."""
+    whose round raised is None and not measured again; ``on_error(stage, exc)`` is
+    called in the ``except`` that caught it (the bench records it as an error)."""
     shares = [events // rounds + (1 if r < events % rounds else 0) for r in range(rounds)]
     parts: dict[str, list[tuple[dict[str, Any], list[int], Any]]] = {p: [] for p in paths}
     failed: set[str] = set()
-    errors: list[dict[str, str]] = []
     for r, share in enumerate(shares):
         for path in paths if r % 2 == 0 else list(reversed(paths)):
             if path in failed or share == 0:
@@ -194,14 +192,9 @@ def measure_rounds(
             try:
                 parts[path].append(_series(guest, path, events=share, period_ns=period_ns))
             except Exception as e:
-                stage = f"native {path} round {r + 1}/{rounds}"
-                log(f"{stage}: FAILED {e!r}")
                 failed.add(path)
-                errors.append(
-                    {"stage": stage, "error": repr(e), "traceback": traceback.format_exc()[-4000:]}
-                )
-    results = {p: None if p in failed else _pooled(p, parts[p], period_ns) for p in paths}
-    return results, errors
+                on_error(f"native {path} round {r + 1}/{rounds}", e)
+    return {p: None if p in failed else _pooled(p, parts[p], period_ns) for p in paths}
 
 
 def _pooled(

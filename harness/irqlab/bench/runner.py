@@ -193,6 +193,14 @@ class Bench:
         tmp.replace(path)
         return path
 
+    def record_error(self, stage: str, e: BaseException) -> None:
+        """Log *stage*'s failure and keep it in the result's ``errors`` (exit status 1);
+        called in the ``except`` that caught *e* (its traceback is the current one)."""
+        self.log(f"{stage}: FAILED {e!r}")
+        self.result.setdefault("errors", []).append(
+            {"stage": stage, "error": repr(e), "traceback": traceback.format_exc()[-4000:]}
+        )
+
     def stage(self, name: str, fn: Callable[[], Any]) -> Any:
         """Run one stage; an exception is recorded (with traceback) and the bench goes on."""
         t0 = time.monotonic()
@@ -200,10 +208,7 @@ class Bench:
         try:
             out = fn()
         except Exception as e:
-            self.log(f"{name}: FAILED {e!r}")
-            self.result.setdefault("errors", []).append(
-                {"stage": name, "error": repr(e), "traceback": traceback.format_exc()[-4000:]}
-            )
+            self.record_error(name, e)
             out = None
         self.log(f"{name}: {time.monotonic() - t0:.1f} s")
         return out
@@ -377,10 +382,7 @@ class Bench:
                     p: storm.highest_lossless(rs) for p, rs in st["paths"].items()
                 }
         except Exception as e:
-            self.log(f"run {index + 1}: FAILED {e!r}")
-            self.result.setdefault("errors", []).append(
-                {"stage": f"run {index}", "error": repr(e), "traceback": traceback.format_exc()}
-            )
+            self.record_error(f"run {index}", e)
         finally:
             run["load_end"] = env.load()
             with contextlib.suppress(Exception):
@@ -472,13 +474,11 @@ class Bench:
                 events=c.events,
                 period_ns=c.period_ns,
                 rounds=c.native_rounds,
-                log=self.log,
+                on_error=self.record_error,  # a failed round: an error, exit 1
             ),
         )
-        results, errors = got if got is not None else ({}, [])
-        self.result.setdefault("errors", []).extend(errors)  # a failed round: exit 1
         for p in paths:
-            r = results.get(p)
+            r = (got or {}).get(p)
             if r is not None:
                 r["placement"] = DEFAULT_PLACEMENT
             run.setdefault("native", {})[p] = r

@@ -15,6 +15,7 @@ import fake_cache  # same directory (rootdir-relative import)
 import pytest
 
 from irqlab.build import cache
+from irqlab.testing.helpers import wait_until
 
 
 @pytest.fixture(autouse=True)
@@ -422,14 +423,16 @@ def test_a_waiter_on_a_lock_file_removed_meanwhile_locks_the_new_one(tmp_path: P
     waiter = threading.Thread(target=wait)
     waiter.start()
     # the waiter blocks on the old file: /proc/locks lists a blocked request ("->")
-    deadline = time.monotonic() + 5
-    while not any(
-        line.split()[1] == "->" and line.split()[-3].endswith(f":{old}")
-        for line in Path("/proc/locks").read_text().splitlines()
-        if len(line.split()) > 6
-    ):
-        assert time.monotonic() < deadline, "the waiter never waited on the lock"
-        time.sleep(0.01)
+    wait_until(
+        lambda: Path("/proc/locks").read_text().splitlines(),
+        lambda lines: any(
+            line.split()[1] == "->" and line.split()[-3].endswith(f":{old}")
+            for line in lines
+            if len(line.split()) > 6
+        ),
+        5,
+        "the waiter to wait on the lock",
+    )
     keep = os.open(lock, os.O_RDONLY)  # the old file lives on: its inode is not reused
     try:
         lock.unlink()  # as remove_stale_locks does, holding it

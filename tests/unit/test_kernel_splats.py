@@ -28,10 +28,28 @@ CLEAN = """\
         "[   12.8] INFO: task rmmod:312 blocked for more than 120 seconds.",
         "unreferenced object 0xffff888004a1c000 (size 64):",
         "[   12.9] ODEBUG: free active (active state 0) object: 0000 object type: work_struct",
+        "[   13.0] Kernel panic - not syncing: sysrq triggered crash",
+        "[   13.1] watchdog: Watchdog detected hard LOCKUP on cpu 1",
     ],
 )
 def test_a_splat_is_found(line: str) -> None:
     assert kernel_splats(CLEAN + line + "\n") == [line]
+
+
+def test_every_console_fault_is_a_splat() -> None:
+    """What the health watch calls a fault on the console, the log scan reports too
+    (one list of patterns, extended, not a second copy)."""
+    from irqlab.vm.health import CONSOLE_FAULTS
+
+    lines = {
+        "guest kernel panic": "Kernel panic - not syncing: Fatal exception",
+        "guest soft lockup": "BUG: soft lockup - CPU#0 stuck for 22s!",
+        "guest hung task": "INFO: task modprobe:99 blocked for more than 120 seconds.",
+        "guest kernel oops": "general protection fault, probably for non-canonical address",
+    }
+    assert sorted(lines) == sorted(cause for _, cause in CONSOLE_FAULTS)
+    for line in lines.values():
+        assert kernel_splats(line) == [line]
 
 
 def test_a_clean_log_with_the_expected_taint_passes() -> None:

@@ -348,6 +348,12 @@ def check_module_kernel(ko: Path, image: GuestImage, what: str) -> None:
 IMPLICIT_MODULE_PARAMS = frozenset({"dyndbg", "async_probe"})
 
 
+def param_key(name: object) -> str:
+    """A module parameter's name as the kernel matches it: ``-`` and ``_`` are the same
+    character there (kernel/params.c ``parameq``)."""
+    return str(name).replace("-", "_")
+
+
 def kernel_bool(value: object) -> bool:
     """A bool module parameter's value as the kernel reads it (``kstrtobool``): set for
     a bare name (None), True, 1, y, Y, t, T, on; anything else unset."""
@@ -433,12 +439,12 @@ def check_module_params(ko: Path, params: Mapping[str, Any]) -> None:
     # the kernel takes - and _ in a parameter's name as the same character, and every
     # module has dyndbg and async_probe without a .modinfo entry (kernel/params.c,
     # kernel/module/main.c)
-    known = {n.replace("-", "_") for n in declared} | IMPLICIT_MODULE_PARAMS
-    unknown = sorted(n for n in params if str(n).replace("-", "_") not in known)
+    known = {param_key(n) for n in declared} | IMPLICIT_MODULE_PARAMS
+    unknown = sorted(n for n in params if param_key(n) not in known)
     if not unknown:
-        types = {n.replace("-", "_"): t for n, t in declared.items()}
+        types = {param_key(n): t for n, t in declared.items()}
         for name, value in params.items():
-            kind = types.get(str(name).replace("-", "_"), "")
+            kind = types.get(param_key(name), "")
             if value is None and kind not in ("bool", "invbool", ""):
                 raise GuestConfigError(
                     f"parameter {name} of {ko.name} ({kind}) needs a value: {name}=VALUE "
@@ -793,11 +799,11 @@ class Guest:
         except GuestConfigError as e:
             for mod in map(Path, self.config.extra_modules):
                 try:
-                    declared = {n.replace("-", "_") for n in module_parameters(mod.read_bytes())}
+                    declared = {param_key(n) for n in module_parameters(mod.read_bytes())}
                 except (OSError, ElfError):
                     continue
                 given = map(str, self.config.module_params)
-                mine = [n for n in given if n.replace("-", "_") in declared]
+                mine = [n for n in given if param_key(n) in declared]
                 if mine:
                     example = " ".join(f"{n}=..." for n in mine)
                     raise GuestConfigError(

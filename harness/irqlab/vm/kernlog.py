@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from irqlab.vm.health import CONSOLE_FAULT
 from irqlab.vm.loadscale import timeout_scale
 
 if TYPE_CHECKING:
@@ -29,13 +30,14 @@ __all__ = [
 # A kernel report that means a bug (sanitizers, lockdep, kmemleak, oopses, warnings).
 # kmemleak's own boot lines ("kmemleak: Kernel memory leak detector initialized",
 # "... scanning thread started") are no report: only its findings are.
-KERNEL_SPLAT = re.compile(
-    r"BUG:|WARNING:|KASAN:|UBSAN:|KCSAN:|ODEBUG:|Oops|general protection fault|kernel BUG"
+# The console's faults (panic, oops, soft lockup, hung task) are splats too.
+_MORE_SPLATS = (
+    r"WARNING:|KASAN:|UBSAN:|KCSAN:|ODEBUG:|Oops|kernel BUG"
     r"|possible (?:circular|recursive) locking|inconsistent lock state|lockdep"
     r"|suspected memory leak|unreferenced object"
-    r"|soft lockup|hard LOCKUP|rcu_sched self-detected"
-    r"|INFO: task .* blocked for more than"
+    r"|hard LOCKUP|rcu_sched self-detected"
 )
+KERNEL_SPLAT = re.compile(f"{CONSOLE_FAULT.pattern}|{_MORE_SPLATS}")
 # Taint flags that are expected: O (out-of-tree module), E (unsigned module).
 EXPECTED_TAINT = (1 << 12) | (1 << 13)
 KMEMLEAK = "/sys/kernel/debug/kmemleak"

@@ -5,14 +5,16 @@ before handing it on.  A write that failed (the log's filesystem full) used to e
 the reader: the console's thread stopped draining the serial port, so the guest
 blocked in printk and every later command timed out; the agent's reader took the
 error for the agent's end of output.  :class:`LogFile` writes until the first
-error, then stops writing and says so once on stderr; its reader goes on.
+error, then stops writing and says so once (:mod:`irqlab.notice`: past pytest's
+capture under the plugin, stderr otherwise); its reader goes on.
 """
 
 from __future__ import annotations
 
-import sys
 import threading
 from pathlib import Path
+
+from irqlab import notice
 
 __all__ = ["LogFile"]
 
@@ -39,10 +41,7 @@ class LogFile:
                 self.error = e
             if first:
                 why = e.strerror or str(e)
-                print(
-                    f"irqlab: writing {self.path} failed ({why}): that log stops here",
-                    file=sys.stderr,
-                )
+                notice.say(f"irqlab: writing {self.path} failed ({why}): that log stops here")
         except ValueError:  # closed meanwhile (the session ended): nothing to keep
             pass
 

@@ -342,10 +342,11 @@ def cmd_shell(args: argparse.Namespace) -> int:
         with _running_guest(config) as g:
             hint = shell_hint(qmp, irqlab_loaded=not args.no_irqlab)
             print(hint, file=sys.stderr, flush=True)
+            mark = g.console_mark()  # an oops printed meanwhile (vs. a crash of its own)
             rc, killed = interactive_shell(g)
             # the connection dropped under the shell: the watch's verdict comes a moment
             # later (it ended with status 255 and not a word when QEMU was killed)
-            fault = g.fault_after(rc, killed)
+            fault = g.fault_after(rc, killed, console_mark=mark)
             if fault is not None:
                 print(f"irqlab: the guest died: {fault.describe()}", file=sys.stderr)
                 return 1

@@ -150,7 +150,11 @@ class _Guest:
     def close(self) -> None:
         _Guest.closed += 1
 
-    def fault_after(self, rc: int, signal: object = None) -> None:
+    def console_mark(self) -> int:
+        return 0
+
+    def fault_after(self, rc: int, signal: object = None, *, console_mark: int | None) -> None:
+        assert console_mark == 0  # a crash of its own waits for an oops line briefly only
         return None
 
 

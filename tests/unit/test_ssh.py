@@ -8,7 +8,7 @@ import paramiko
 import pytest
 from fake_ssh import fake_ssh  # same directory (rootdir-relative import)
 
-from irqlab.vm.ssh import RunResult, SshClient, SshError
+from irqlab.vm.ssh import RunResult, SshClient, SshError, check_timeout
 
 
 class FakeClock:
@@ -148,3 +148,26 @@ def test_our_connections_are_quiet_and_an_applications_own_are_not() -> None:
     assert theirs.startswith("SSHException"), r.stderr
     assert "Error reading SSH protocol banner" in theirs, r.stderr
     assert theirs.rstrip().endswith("-- theirs raised SSHException"), r.stderr
+
+
+@pytest.mark.parametrize(
+    ("timeout", "error", "said"),
+    [
+        (0, ValueError, "timeout must be more than 0 s, not 0"),
+        (-1.5, ValueError, "timeout must be more than 0 s, not -1.5"),
+        (float("nan"), ValueError, "timeout must be more than 0 s, not nan"),
+        ("5", TypeError, "timeout must be a number of seconds, not '5'"),
+        (True, TypeError, "timeout must be a number of seconds, not True"),
+    ],
+)
+def test_a_timeout_that_is_no_wait_is_refused_before_anything_runs(
+    timeout: object, error: type[Exception], said: str
+) -> None:
+    """-1 or 0 ran the command and then waited 2 s for a guest fault; "5" raised
+    a TypeError from deep inside."""
+    ssh, _ = fake_ssh(lambda: FakeClient([None], []))
+    with pytest.raises(error) as e:
+        ssh.run("true", timeout=timeout)  # type: ignore[arg-type]
+    assert str(e.value) == said
+    check_timeout(0.001)
+    check_timeout(3)

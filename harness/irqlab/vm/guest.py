@@ -66,7 +66,9 @@ from irqlab.vm.ssh import (
     RunResult,
     SshClient,
     SshError,
+    SshTimeout,
     channel_files,
+    check_timeout,
 )
 
 # The errors a Guest's methods raise are importable from here, beside Guest (their
@@ -99,6 +101,7 @@ __all__ = [
     "PrerequisiteMissing",
     "RunResult",
     "SshError",
+    "SshTimeout",
     "agent_command",
     "check_device_props",
     "check_module_arch",
@@ -168,6 +171,26 @@ STEP_MARK = "--- irqlab: failed command"
 # Written to the kernel log as a step script begins (then its pid and uptime): where
 # the step's own kernel messages start.
 STEP_KMSG_MARK = "irqlab-step-"
+
+
+# The files of our driver whose holders keep it loaded: its nodes, UIO's, the gpio
+# chip's and a gpio line request's (an anonymous inode).
+HELD_NODES = ("/dev/irqlab", "/dev/uio", "/dev/gpiochip", "anon_inode:gpio")
+
+
+def holders_of(ls_fds: str, prefixes: Sequence[str]) -> dict[int, list[str]]:
+    """From ``ls -l /proc/[0-9]*/fd`` output: pid -> the files it has open whose path
+    starts with one of *prefixes* (each once)."""
+    held: dict[int, list[str]] = {}
+    pid = None
+    for line in ls_fds.splitlines():
+        if line.startswith("/proc/") and line.endswith("/fd:"):
+            pid = int(line.split("/")[2]) if line.split("/")[2].isdigit() else None
+        elif pid is not None and " -> " in line:
+            target = line.rpartition(" -> ")[2].strip()
+            if target.startswith(tuple(prefixes)) and target not in held.get(pid, []):
+                held.setdefault(pid, []).append(target)
+    return held
 
 
 def _kernel_step(commands: Sequence[str], then: str = "") -> str:
@@ -712,6 +735,7 @@ class Guest:
         self.restored = False
         # after a restore: the guest's CLOCK_BOOTTIME (ns) when its RNG was reseeded
         self.reseeded_at_ns: int | None = None
+        self.driver_ko: Path | None = None  # the build of our driver the guest loads
         self.snapshot_dir: Path | None = None  # the snapshot this guest came from or saved
         # why a matching snapshot could not be used, or why this boot was not saved
         self.snapshot_error: str | None = None
@@ -1011,8 +1035,8 @@ class Guest:
             check_environment()
         except ValueError as e:
             raise GuestConfigError(str(e)) from None
-        qemu, image, _ko = self.find_prerequisites()
-        self.qemu, self.image = qemu, image
+        qemu, image, ko = self.find_prerequisites()
+        self.qemu, self.image, self.driver_ko = qemu, image, ko
         # The KVM probe (cached on disk) is not part of booting.  Another architecture's
         # guest runs under TCG (the probe boots an x86 guest).
         forced = "tcg" if image.arch != "x86_64" else None
@@ -1514,7 +1538,9 @@ class Guest:
         try:
             result = self.ssh.run(cmd, timeout=timeout, check=False, input=input)
         except (SshError, paramiko.SSHException, OSError, EOFError) as e:
-            fault = self.wait_fault(FAULT_VERDICT)
+            # a connection that broke waits for the watch's verdict; a command that only
+            # ran too long (killed by now), for an oops line that its end may trail
+            fault = self.wait_fault(CONSOLE_LAG if isinstance(e, SshTimeout) else FAULT_VERDICT)
             if fault is not None:
                 raise GuestFault(fault, doing) from e
             raise
@@ -1588,7 +1614,6 @@ class Guest:
     def load_module(self, **params: Any) -> None:
         """modprobe the driver (with the config's params, overridden by *params*); with
         ``uio=1`` the driver offers /dev/uio0 instead of /dev/irqlab0."""
-        self.module = self.module_name()
         self._modprobe({**self.config.module_params, **params}, unload_first=False)
 
     def driver_node(self, params: Mapping[str, Any] | None = None) -> str:
@@ -1607,7 +1632,9 @@ class Guest:
         devtmpfs's node creation both finish before modprobe returns): its absence a
         few seconds later is a driver that did not bind, said with the kernel's last
         words (not an SSH timeout)."""
-        name = self.module_name()
+        if self.driver_ko is not None:  # a misspelt name loaded the defaults silently
+            check_module_params(self.driver_ko, params)
+        self.module = name = self.module_name()
         modprobe = " ".join([f"modprobe {name}", *(kernel_param(k, v) for k, v in params.items())])
         node = self.driver_node(params)
         q = shlex.quote(node)
@@ -1624,7 +1651,9 @@ class Guest:
         result = self._run(script, timeout=timeout + 60, doing=f"running {said!r}")
         if result.rc != 0:
             unloading = unload_first and f"{STEP_MARK} 0\n" in result.err
-            self._kernel_step_failed(f"rmmod {name}" if unloading else modprobe, result)
+            if unloading:
+                self._kernel_step_failed(f"rmmod {name}", result, self._module_holders(name))
+            self._kernel_step_failed(modprobe, result)
         if result.out.strip() != "present":
             kmsg = self.sh("dmesg | tail -n 12", check=False)
             refusal = probe_failure(kmsg, name)
@@ -1640,7 +1669,7 @@ class Guest:
                 f"driver did not bind the irqlab device{why}; last kernel messages:\n{kmsg}"
             )
 
-    def _kernel_step_failed(self, what: str, result: RunResult) -> NoReturn:
+    def _kernel_step_failed(self, what: str, result: RunResult, hint: str = "") -> NoReturn:
         """Raise for a module load or unload that failed: :class:`GuestFault` if the
         kernel oopsed or panicked meanwhile (the command was killed: exit 137, or its
         channel closed), else :class:`ModuleLoadError` with the command's words and the
@@ -1653,10 +1682,39 @@ class Guest:
         err = "\n".join(line for line in err.splitlines() if not line.startswith(STEP_MARK))
         said = (err or result.out).strip() or "(nothing on stderr)"
         raise ModuleLoadError(
-            f"{what} failed in the guest (exit {result.rc}): {said}\n"
+            f"{what} failed in the guest (exit {result.rc}): {said}\n{hint}"
             f"kernel messages meanwhile:\n{kmsg.rstrip() or '(none)'}",
             result,
         )
+
+    def _module_holders(self, name: str) -> str:
+        """Who keeps module *name* loaded, as lines for an error: the modules that use it
+        and the guest processes with a file of our driver open (the agent's armed paths
+        among them); '' when the guest names none."""
+        sep = "--- irqlab: fds"
+        r = self._run(
+            f"ls /sys/module/{name}/holders 2>/dev/null; echo {sep}; "
+            "ls -l /proc/[0-9]*/fd 2>/dev/null",
+            timeout=30,
+            doing="looking for what holds the driver",
+        )
+        mods, _, fds = r.out.partition(sep + "\n")
+        held = holders_of(fds, HELD_NODES)
+        lines = [f"  used by the module {m}" for m in mods.split()]
+        if held:
+            pids = " ".join(map(str, held))
+            cmdlines = self._run(
+                f"for p in {pids}; do tr '\\0' ' ' < /proc/$p/cmdline; echo; done",
+                timeout=30,
+                doing="looking for what holds the driver",
+            ).out.splitlines()
+            cmds = [*cmdlines, *[""] * len(held)][: len(held)]  # one line per pid, gone or not
+            for (pid, files), cmd in zip(held.items(), cmds, strict=True):
+                cmd = cmd.strip()
+                agent = " (the irqlab agent's armed paths: g.agent.disarm() first)"
+                whose = agent if "irqlab_agent" in cmd else ""
+                lines.append(f"  held open by pid {pid} `{cmd[:80]}`: {', '.join(files)}{whose}")
+        return "".join(f"{line}\n" for line in ["in use:", *lines]) if lines else ""
 
     def install_extras(self) -> None:
         """Put ``config.extra_files`` into the guest, copy ``config.extra_modules`` to
@@ -1704,23 +1762,36 @@ class Guest:
             raise GuestWriteError(f"cannot write {remote} in the guest: {said}", r)
 
     def unload_module(self) -> None:
-        self.sh(f"rmmod {self.module_name()}")
+        """rmmod the driver; :class:`ModuleLoadError` when that fails, naming what holds
+        it (guest processes with its files open: the agent's armed paths among them)."""
+        name = self.module_name()
+        r = self._run(_kernel_step([f"rmmod {name}"]), timeout=60, doing=f"running 'rmmod {name}'")
+        if r.rc != 0:
+            self._kernel_step_failed(f"rmmod {name}", r, self._module_holders(name))
 
     def reload_module(self, **params: Any) -> None:
         """rmmod (if loaded), then modprobe with *params* (the config's params are not
         used)."""
-        self.module = self.module_name()
         self._modprobe(params, unload_first=True)
 
     def wait_for_node(self, path: str, timeout: float = 30.0) -> None:
+        """Wait until the character device *path* exists in the guest; :class:`GuestError`
+        if it does not within *timeout* s (by the guest's clock)."""
         # devtmpfs creates the node synchronously with device_add; a short bounded wait
         # covers the uevent-less case without a fixed sleep.
+        check_timeout(timeout)
         q = shlex.quote(path)
-        self.sh(
-            f"i=0; while [ ! -c {q} ]; do i=$((i+1)); [ $i -gt {int(timeout * 100)} ] && exit 1; "
+        r = self._run(
+            # a deadline by the guest's clock, in 1/100 s (/proc/uptime has two decimals)
+            "cs() { read -r u _ < /proc/uptime; echo ${u%.*}${u#*.}; }; "
+            f"end=$(( $(cs) + {math.ceil(timeout * 100)} )); "
+            f"while [ ! -c {q} ]; do [ $(cs) -ge $end ] && exit 1; "
             f"usleep 10000 2>/dev/null || sleep 0.01; done",
             timeout=timeout + 10,
+            doing=f"waiting for {path}",
         )
+        if r.rc != 0:
+            raise GuestError(f"no character device {path} in the guest within {timeout:g} s")
 
     # -- hot-plug -------------------------------------------------------------------------
     def unplug(self, timeout: float = 30.0) -> None:

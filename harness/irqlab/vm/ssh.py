@@ -23,6 +23,7 @@ import contextlib
 import io
 import logging
 import posixpath
+import secrets
 import shlex
 import socket
 import threading
@@ -44,7 +45,9 @@ __all__ = [
     "RunResult",
     "SshClient",
     "SshError",
+    "SshTimeout",
     "channel_files",
+    "check_timeout",
     "load_private_key",
 ]
 
@@ -57,6 +60,13 @@ log = logging.getLogger(__name__)
 # and handlers the application puts on "paramiko" still see ours (records propagate).
 TRANSPORT_LOG = "paramiko.transport.irqlab"
 logging.getLogger(TRANSPORT_LOG).addHandler(logging.NullHandler())
+# SshClient.run's commands run with this variable set to a tag of their own, which
+# their children inherit: a command that timed out or was interrupted is found by it
+# and killed, pipeline and all.  Closing its channel does not end it: dropbear leaves
+# a command blocked in a read running, holding the files it opened (a driver's node
+# then kept the module from unloading).
+CMD_TAG_VAR = "IRQLAB_CMD"
+KILL_TIMEOUT = 5.0  # s: the kill of a timed-out command's processes
 
 RETRYABLE: tuple[type[BaseException], ...] = (
     paramiko.SSHException,  # banner errors, resets during kex, auth timeouts
@@ -67,6 +77,11 @@ RETRYABLE: tuple[type[BaseException], ...] = (
 
 class SshError(IrqlabError, RuntimeError):
     pass
+
+
+class SshTimeout(SshError):
+    """A command did not finish within its timeout (its processes in the guest were
+    killed, or the message says why not)."""
 
 
 class CommandError(SshError):
@@ -256,6 +271,14 @@ def send_all(channel: Any, data: bytes | bytearray | memoryview) -> None:
     view = memoryview(data).cast("B")
     for start in range(0, len(view), SEND_CHUNK):
         channel.sendall(bytes(view[start : start + SEND_CHUNK]))
+
+
+def check_timeout(timeout: object, what: str = "timeout") -> None:
+    """Refuse a *timeout* that is not a number of seconds > 0 (a wait of -1 s or "5")."""
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+        raise TypeError(f"{what} must be a number of seconds, not {timeout!r}")
+    if not timeout > 0:  # NaN too
+        raise ValueError(f"{what} must be more than 0 s, not {timeout!r}")
 
 
 def _read_all(recv: Callable[[int], bytes]) -> bytes:
@@ -480,21 +503,31 @@ class SshClient:
         check: bool = False,
         input: bytes | None = None,
     ) -> RunResult:
-        """Run *cmd*, wait for its exit status, return (rc, stdout, stderr)."""
+        """Run *cmd*, wait for its exit status, return (rc, stdout, stderr).  A command
+        that does not finish within *timeout* s raises :class:`SshTimeout`, one that
+        Ctrl-C interrupts KeyboardInterrupt: either way its guest processes are killed."""
+        check_timeout(timeout)
+        tag = secrets.token_hex(8)
         with self._exec_lock:
             chan = self._open(lambda t: t.open_session(timeout=timeout))
             try:
                 chan.settimeout(timeout)
-                chan.exec_command(cmd)
+                chan.exec_command(f"export {CMD_TAG_VAR}={tag}; {cmd}")
                 if input is not None:
                     send_all(chan, input)
                 chan.shutdown_write()
                 out, err = self._collect(chan, timeout)
                 if not chan.status_event.wait(timeout):
-                    raise SshError(f"timeout ({timeout}s) waiting for exit status of: {cmd}")
+                    raise TimeoutError
                 rc = chan.recv_exit_status()
             except TimeoutError as e:
-                raise SshError(f"timeout ({timeout}s) running: {cmd}") from e
+                chan.close()
+                killed = self._kill_tagged(tag)
+                raise SshTimeout(f"timeout ({timeout}s) running: {cmd}{killed}") from e
+            except KeyboardInterrupt:  # Ctrl-C: the command does not outlive the wait
+                chan.close()
+                self._kill_tagged(tag)
+                raise
             finally:
                 chan.close()
         result = RunResult(
@@ -503,6 +536,40 @@ class SshClient:
         if check and rc != 0:
             raise CommandError(cmd, result)
         return result
+
+    def _kill_tagged(self, tag: str) -> str:
+        """Kill the guest processes of the command run with *tag* (CMD_TAG_VAR), on the
+        connection as it is (no reconnect: a dead guest must not cost a connect
+        timeout); what to add to the timeout's message.  Called with the exec lock
+        held."""
+        # The command's shell has the tag in its command line (so has a busybox applet
+        # it forked without an exec), a program it ran in its environment.  "[x]yz"
+        # matches "xyz" but not itself: the kill's own command line is no match.
+        pattern = f"{CMD_TAG_VAR}=[{tag[0]}]{tag[1:]}"
+        script = (
+            f"n=0; for p in $(grep -l '{pattern}' /proc/[0-9]*/environ /proc/[0-9]*/cmdline "
+            "2>/dev/null | cut -d/ -f3 | sort -u); do kill -KILL $p 2>/dev/null && n=$((n+1)); "
+            "done; echo $n"
+        )
+        try:
+            chan = self.transport.open_session(timeout=KILL_TIMEOUT)
+            try:
+                chan.settimeout(KILL_TIMEOUT)
+                chan.exec_command(script)
+                chan.shutdown_write()
+                out = _read_all(chan.recv).decode(errors="replace").strip()
+                chan.status_event.wait(KILL_TIMEOUT)
+            finally:
+                chan.close()
+        except (paramiko.SSHException, OSError, EOFError, SshError) as e:
+            return f" (it may still run in the guest: killing it failed: {e or type(e).__name__})"
+        if not out.isdigit():
+            return f" (it may still run in the guest: the kill said {out[:80]!r})"
+        return (
+            f" (killed in the guest: {out} process{'' if out == '1' else 'es'})"
+            if out != "0"
+            else ""
+        )
 
     @staticmethod
     def _collect(chan: paramiko.Channel, timeout: float) -> tuple[bytes, bytes]:

@@ -1,0 +1,86 @@
+"""What a script does to the driver at run time leaves it in a known state: a guest
+command that timed out or was interrupted does not run on holding the driver's node
+(closing its SSH channel did not end it, so the module could not unload afterwards),
+an unload the agent's armed paths block says so and how to free it, and a misspelt
+module parameter at a reload is refused as it is in the GuestConfig."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+
+import pytest
+
+from irqlab.vm.guest import Guest, GuestConfigError, GuestError, ModuleLoadError, SshTimeout
+
+HOLDER = "cat /dev/irqlab0 | od -An -tx1 | head -c 100"  # blocks: no interrupt comes
+LEFT = "ps -o pid,args | grep -v grep | grep -E '[c]at /dev/irqlab0|[o]d -An' || true"
+
+
+def test_a_command_that_timed_out_is_killed_in_the_guest(irqlab_fresh_guest: Guest) -> None:
+    g = irqlab_fresh_guest
+    with pytest.raises(SshTimeout, match=r"timeout \(1.5s\) running: .*killed in the guest"):
+        g.sh(HOLDER, timeout=1.5)
+    assert g.sh(LEFT) == ""
+    g.reload_module()  # nothing holds the driver: rmmod succeeds
+    assert g.sh("test -c /dev/irqlab0 && echo ok") == "ok\n"
+
+
+def test_a_command_interrupted_by_ctrl_c_is_killed_in_the_guest(irqlab_fresh_guest: Guest) -> None:
+    g = irqlab_fresh_guest
+    started = threading.Event()
+    timer = threading.Timer(1.0, lambda: (started.set(), os.kill(os.getpid(), signal.SIGINT)))
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            g.sh(HOLDER, timeout=30)
+    finally:
+        timer.cancel()
+    assert started.is_set()
+    assert g.sh(LEFT) == ""
+    g.reload_module()
+
+
+def test_killed_commands_in_a_loop_leave_nothing_behind(irqlab_fresh_guest: Guest) -> None:
+    g = irqlab_fresh_guest
+    for _ in range(5):
+        with pytest.raises(SshTimeout):
+            g.sh(HOLDER, timeout=0.5)
+    assert g.sh(LEFT) == ""
+    assert g.sh("echo alive") == "alive\n"  # the same connection serves on
+
+
+def test_an_unload_the_agent_blocks_names_it_and_the_way_out(irqlab_fresh_guest: Guest) -> None:
+    g = irqlab_fresh_guest
+    g.agent.arm("read")
+    with pytest.raises(ModuleLoadError) as e:
+        g.unload_module()
+    msg = str(e.value)
+    assert "rmmod irqlab failed in the guest" in msg, msg
+    assert "held open by pid" in msg and "/dev/irqlab0" in msg, msg
+    assert "the irqlab agent's armed paths: g.agent.disarm() first" in msg, msg
+    with pytest.raises(ModuleLoadError, match="irqlab agent's armed paths"):
+        g.reload_module()
+    g.agent.disarm()
+    g.unload_module()
+    assert g.sh("grep -c '^irqlab ' /proc/modules", check=False).strip() == "0"
+    g.load_module()
+
+
+def test_a_misspelt_parameter_at_a_reload_is_refused(irqlab_fresh_guest: Guest) -> None:
+    g = irqlab_fresh_guest
+    with pytest.raises(GuestConfigError, match=r"unknown parameter of irqlab\.ko: nosuch"):
+        g.reload_module(nosuch=1)
+    assert g.sh("test -c /dev/irqlab0 && echo ok") == "ok\n"  # still loaded, untouched
+
+
+def test_wait_for_node_says_which_node_did_not_come(irqlab_fresh_guest: Guest) -> None:
+    g = irqlab_fresh_guest
+    g.wait_for_node("/dev/irqlab0", timeout=1)
+    with pytest.raises(
+        GuestError, match=r"no character device /dev/nosuch in the guest within 1 s"
+    ):
+        g.wait_for_node("/dev/nosuch", timeout=1)
+    with pytest.raises(ValueError, match=r"timeout must be more than 0 s, not -1"):
+        g.wait_for_node("/dev/nosuch", timeout=-1)

@@ -73,6 +73,29 @@ def test_qemu_killed_while_a_restored_guest_connects_is_named(
         os.kill(sent[0], 0)
 
 
+@pytest.mark.parametrize("command", ["cont", "human-monitor-command"])
+def test_qemu_killed_under_a_qmp_call_of_the_start_is_named(
+    monkeypatch: pytest.MonkeyPatch, command: str
+) -> None:
+    """A QMP call of the restore that lost its connection as QEMU died raised
+    MachineError "QMP cont: connection lost before the reply", no GuestFault."""
+    from irqlab.vm.machine import Machine
+
+    ensure_snapshot(GuestConfig())
+    real = Machine.qmp
+    sent: list[int] = []
+
+    def qmp(self: Machine, cmd: str, *args: Any, **kw: Any) -> Any:
+        if cmd == command and not sent:
+            sent.append(self.pid)
+            os.kill(self.pid, signal.SIGKILL)
+        return real(self, cmd, *args, **kw)
+
+    monkeypatch.setattr(Machine, "qmp", qmp)
+    _start_fails_naming(GuestConfig(name=f"kill-{command}"), "QEMU exited with status -9", KILLED_S)
+    assert sent
+
+
 def test_a_stopped_qemu_while_ssh_connects_is_named_and_killed_at_once(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

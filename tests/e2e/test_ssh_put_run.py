@@ -9,12 +9,14 @@ own connection to the session guest so a broken transport cannot sink the sessio
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
-from irqlab.vm.guest import Guest
+from irqlab.vm.guest import Guest, GuestError
 from irqlab.vm.ssh import SshClient
 
 ROUNDS = (20, 200)  # (test-all, soak)
@@ -78,3 +80,21 @@ def test_a_file_the_guest_cannot_take_is_named_with_the_guests_words(irqlab_gues
     assert msg.startswith("cannot write /proc/irqlab-no-such-file in the guest: "), msg
     assert "cat >" not in msg and "\n" not in msg, msg
     assert irqlab_guest.sh("echo still fine").strip() == "still fine"
+
+
+def test_files_go_in_and_come_out_byte_for_byte(irqlab_guest: Guest, tmp_path: Path) -> None:
+    """Copying out had no method: g.run("cat f").out decoded the bytes (a binary file
+    came back changed), and g.ssh.put took only a Path."""
+    g = irqlab_guest
+    blob = os.urandom(100_000) + bytes(range(256))
+    local = tmp_path / "blob.bin"
+    local.write_bytes(blob)
+    local.chmod(0o640)
+    g.put(str(local), "/tmp/irqlab-copy/in/blob.bin")  # parents made, a str path taken
+    assert g.get("/tmp/irqlab-copy/in/blob.bin") == blob
+    assert g.sh("stat -c %a /tmp/irqlab-copy/in/blob.bin") == "640\n"
+    g.put_bytes(b"\x00\xff\n", "/tmp/irqlab-copy/small", mode=0o600)
+    assert g.get("/tmp/irqlab-copy/small") == b"\x00\xff\n"
+    with pytest.raises(GuestError, match=r"cannot read /tmp/irqlab-copy/nosuch in the guest: "):
+        g.get("/tmp/irqlab-copy/nosuch")
+    g.sh("rm -rf /tmp/irqlab-copy")

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from irqlab.vm.guest import FAULT_VERDICT, _FaultNamingQmp
+from irqlab.vm.guest import FAULT_VERDICT, GuestError, _FaultNamingQmp
 from irqlab.vm.health import Fault, GuestFault
 from irqlab.vm.machine import MachineError
 
@@ -24,6 +24,7 @@ class StandIn:
         self.calls: list[str] = []
         self.waits: list[float] = []
         self.error: MachineError | None = None
+        self.machine: StandIn | None = self  # the guest's QEMU: this one
 
     def wait_fault(self, timeout: float) -> Fault | None:
         self.waits.append(timeout)
@@ -81,3 +82,19 @@ def test_a_failed_call_names_the_verdict_or_stays_what_it_was(
     with pytest.raises(MachineError) as plain:
         call(_FaultNamingQmp(healthy, healthy))  # type: ignore[arg-type]
     assert plain.value is healthy.error and healthy.waits == [FAULT_VERDICT]
+
+
+@pytest.mark.parametrize(("call", "doing", "result"), CALLS)
+def test_an_injector_of_a_stopped_qemu_says_so_at_once(
+    call: Callable[[_FaultNamingQmp], Any], doing: str, result: Any
+) -> None:
+    """An injector taken before g.restart() waited 2 s, then said "QMP qom-set: not
+    connected / QEMU exit status 0"."""
+    guest, old = StandIn(), StandIn()
+    with pytest.raises(GuestError) as e:
+        call(_FaultNamingQmp(guest, old))  # type: ignore[arg-type]
+    assert str(e.value) == (
+        f"{doing}: this injector's QEMU was stopped (its guest was closed or restarted): "
+        "take the running guest's g.injector"
+    )
+    assert old.calls == [] and guest.waits == []

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from irqlab import paths
-from irqlab.vm.agent_client import AgentClient, AgentError
+from irqlab.vm.agent_client import AgentClient, AgentError, AgentTimeout
 from irqlab.vm.guest import parse_usernet
 from irqlab.vm.health import (
     TAIL_LINES,
@@ -284,7 +284,32 @@ def test_a_request_on_a_closed_session_is_an_agent_error(tmp_path: Path, abi_jso
     agent.close(timeout=5)
     with pytest.raises(AgentError, match="session is closed"):
         agent.ping(timeout=5)
+    # a wait on it says so at once (it said "agent exited (end of output)" after 2 s)
+    started = time.monotonic()
+    with pytest.raises(AgentError, match=r"session is closed .*: waiting for an event"):
+        agent.next_event(timeout=30)
+    assert time.monotonic() - started < 5
     agent.close(timeout=5)  # twice: nothing more to do
+
+
+def test_an_agent_wait_refuses_a_timeout_or_count_that_is_no_wait(
+    tmp_path: Path, abi_json: Path
+) -> None:
+    """next_event(timeout="5") raised TypeError from deep inside; events(-1) was []."""
+    agent = AgentClient.spawn_local(["--spec", str(abi_json)], logs=tmp_path)
+    try:
+        agent.wait_hello(30)
+        with pytest.raises(TypeError, match="timeout must be a number of seconds, not '5'"):
+            agent.next_event(timeout="5")  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match=r"timeout must be 0 s or more, not -1"):
+            agent.next_event(timeout=-1)
+        with pytest.raises(ValueError, match=r"events: n must be a count >= 0, not -1"):
+            agent.events(-1)
+        assert agent.events(0) == []
+        with pytest.raises(AgentTimeout):  # 0: look once, do not wait
+            agent.next_event(timeout=0)
+    finally:
+        agent.close(timeout=5)
 
 
 class _SilentMachine:

@@ -8,7 +8,8 @@ import paramiko
 import pytest
 from fake_ssh import fake_ssh  # same directory (rootdir-relative import)
 
-from irqlab.vm.ssh import RunResult, SshClient, SshError, check_timeout
+from irqlab.vm.loadscale import check_timeout
+from irqlab.vm.ssh import RunResult, SshClient, SshError
 
 
 class FakeClock:
@@ -171,3 +172,6 @@ def test_a_timeout_that_is_no_wait_is_refused_before_anything_runs(
     assert str(e.value) == said
     check_timeout(0.001)
     check_timeout(3)
+    check_timeout(0, zero=True)  # an agent wait may look once without waiting
+    with pytest.raises(ValueError, match="must be 0 s or more, not -1"):
+        check_timeout(-1, zero=True)

@@ -28,6 +28,7 @@ from irqlab.contract import uapi
 from irqlab.errors import IrqlabError
 from irqlab.paths import log_dir
 from irqlab.vm.health import Fault, GuestFault
+from irqlab.vm.loadscale import check_timeout
 from irqlab.vm.logfile import LogFile
 
 __all__ = [
@@ -66,6 +67,9 @@ class AgentFault(AgentError, GuestFault):
         RuntimeError.__init__(self, message)  # not the bases' own: the message is made
         self.response = None
         self.fault = fault
+
+
+CLOSED = "this agent session is closed (a running guest's is g.agent)"
 
 
 def stage_agent(dest: Path) -> Path:
@@ -230,9 +234,12 @@ class AgentClient:
         return f"{what} ({doing}); {where}"
 
     def _wait(self, pred: Callable[[], bool], timeout: float, what: str) -> None:
+        check_timeout(timeout, zero=True)
         deadline = time.monotonic() + timeout
         with self._cond:
             while not pred():
+                if self.closed:  # what came before it closed is still there (pred)
+                    raise AgentError(f"{CLOSED}: waiting for {what}")
                 if self.eof:
                     raise self._gone(f"waiting for {what}")
                 left = deadline - time.monotonic()
@@ -251,7 +258,7 @@ class AgentClient:
     def send_raw(self, line: bytes) -> None:
         """Write one raw line (tests use it to send malformed requests)."""
         if self.closed:  # its logs are closed too: that was a ValueError
-            raise AgentError("this agent session is closed (a running guest's is g.agent)")
+            raise AgentError(CLOSED)
         with self._send_lock:
             self._tx_log.write(line if line.endswith(b"\n") else line + b"\n")
             try:
@@ -320,6 +327,9 @@ class AgentClient:
     ) -> list[Event]:
         """The next *n* messages of *type* (and *path*), within *timeout* for all of them
         and, if *idle* is given, with no gap longer than *idle* seconds between two."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ValueError(f"events: n must be a count >= 0, not {n!r}")
+        check_timeout(timeout, zero=True)
         deadline = time.monotonic() + timeout
         out: list[Event] = []
         while len(out) < n:

@@ -49,7 +49,15 @@ from irqlab.paths import cache_description, log_dir, prune_logs
 from irqlab.vm import proc
 from irqlab.vm.agent_client import AgentClient, AgentError, AgentFault, AgentTimeout
 from irqlab.vm.exit_signal import ExitSignal, signal_status
-from irqlab.vm.health import GRACE, Fault, GuestFault, HealthWatch, file_tail, printable
+from irqlab.vm.health import (
+    GRACE,
+    Fault,
+    GuestFault,
+    HealthWatch,
+    exited_cause,
+    file_tail,
+    printable,
+)
 from irqlab.vm.qmp.injector import DEVICE_ID, DEVICE_TYPE
 
 if TYPE_CHECKING:
@@ -60,6 +68,7 @@ if TYPE_CHECKING:
     from irqlab.vm.console import Console
     from irqlab.vm.machine import Machine
     from irqlab.vm.qmp.injector import Injector
+from irqlab.vm.loadscale import check_timeout
 from irqlab.vm.ssh import (
     CommandError,
     RemoteProcess,
@@ -68,7 +77,6 @@ from irqlab.vm.ssh import (
     SshError,
     SshTimeout,
     channel_files,
-    check_timeout,
 )
 
 # The errors a Guest's methods raise are importable from here, beside Guest (their
@@ -973,16 +981,38 @@ class Guest:
         try:
             return self._start()
         except BaseException as e:
+            named = self._qemu_gone_under(e)
             paths = self.machine.paths if self.machine is not None else None
             self.close()
-            if paths is not None and isinstance(e, Exception):
+            if paths is not None and isinstance(named, Exception):
                 # the console, QEMU's output and the agent's log (pytest shows notes,
                 # the irqlab command prints them), unless the error names them already
-                if str(paths.log_dir) not in str(e):
-                    e.add_note(f"logs: {paths.log_dir}")
+                if str(paths.log_dir) not in str(named):
+                    named.add_note(f"logs: {paths.log_dir}")
                 if self.accel is not None and self.accel.accel == "kvm" and not self.accel.probed:
-                    e.add_note(f"accelerator: {self.accel.reason}")  # forced: often the cause
-            raise
+                    named.add_note(f"accelerator: {self.accel.reason}")  # forced: often the cause
+            if named is e:
+                raise
+            raise named from e
+
+    def _qemu_gone_under(self, e: BaseException) -> BaseException:
+        """*e*, or the :class:`GuestFault` behind it when it is a QMP call of the start
+        that failed because QEMU went away (killed from outside: "QMP cont: connection
+        lost before the reply" said neither that QEMU died nor was a GuestFault)."""
+        from irqlab.vm.loadscale import scaled
+        from irqlab.vm.machine import MachineError, QemuExited
+        from irqlab.vm.qmp.errors import QMPFailure
+
+        vm = self.machine
+        if vm is None or not isinstance(e, MachineError) or isinstance(e, QemuExited):
+            return e
+        if vm.is_running() and isinstance(e.__cause__, QMPFailure):
+            with contextlib.suppress(MachineError):  # its exit comes a moment after the socket's
+                vm.wait_exit(scaled(EXIT_AFTER_LOST_QMP_S))
+        fault = self.wait_fault(FAULT_VERDICT) if not vm.is_running() else self.fault
+        if fault is None and not vm.is_running():  # before the health watch ran
+            fault = Fault(exited_cause(vm.returncode), "", vm.stderr_tail())
+        return GuestFault(fault, "starting the guest") if fault is not None else e
 
     def _start(self) -> Guest:
         from irqlab.vm import snapshot
@@ -1724,8 +1754,7 @@ class Guest:
             raise GuestError("the guest is not connected")
         c._check_guest_paths()  # again: a config is a plain dataclass, changed since
         for remote, local in c.extra_files.items():
-            local = Path(local)
-            self._put(local.read_bytes(), remote, local.stat().st_mode & 0o777)
+            self.put(local, remote)
         for mod in c.extra_modules:
             ko = Path(mod)
             data = ko.read_bytes()
@@ -1748,6 +1777,28 @@ class Guest:
             r = self._run(_kernel_step([step]), timeout=60, doing=f"running {what!r}")
             if r.rc != 0:
                 self._kernel_step_failed(what, r)
+
+    def put(self, local: Path | str, remote: str, *, mode: int | None = None) -> None:
+        """Copy the local file *local* to the absolute guest path *remote* (parents made;
+        *mode* default: the local file's).  :class:`GuestWriteError` names a guest path
+        that cannot be written."""
+        local = Path(local)
+        data = local.read_bytes()
+        self._put(data, remote, local.stat().st_mode & 0o777 if mode is None else mode)
+
+    def put_bytes(self, data: bytes, remote: str, *, mode: int = 0o644) -> None:
+        """Write *data* to the guest file *remote* (parents made)."""
+        self._put(data, remote, mode)
+
+    def get(self, remote: str, *, timeout: float = 60.0) -> bytes:
+        """The bytes of the guest file *remote*; :class:`GuestError` naming it, with the
+        guest's words, when it cannot be read."""
+        r = self._run(f"cat {shlex.quote(remote)}", timeout=timeout, doing=f"reading {remote}")
+        if r.rc != 0:
+            lines = r.err.strip().splitlines()
+            said = lines[0] if lines else f"exit status {r.rc}"
+            raise GuestError(f"cannot read {remote} in the guest: {said}")
+        return r.out_bytes
 
     def _put(self, data: bytes, remote: str, mode: int) -> None:
         """Write *data* to *remote* (parents made) through one exec channel, waiting for
@@ -1996,6 +2047,11 @@ class _FaultNamingQmp:
         waits for the health watch's verdict and names it."""
         from irqlab.vm.machine import MachineError
 
+        if self._guest.machine is not self._machine:  # at once, not QMP's "not connected"
+            raise GuestError(
+                f"{doing}: this injector's QEMU was stopped (its guest was closed or "
+                "restarted): take the running guest's g.injector"
+            )
         fault = self._guest.fault
         if fault is not None:
             raise GuestFault(fault, doing)
@@ -2055,7 +2111,7 @@ def _sha256(path: Path | str) -> str:
     try:
         return hashlib.sha256(Path(path).read_bytes()).hexdigest()
     except OSError as e:
-        raise GuestError(f"cannot read {path} for the guest: {e.strerror}") from e
+        raise GuestConfigError(f"cannot read {path} for the guest: {e.strerror}") from e
 
 
 def ensure_snapshot(config: GuestConfig | None = None) -> Path:

@@ -40,6 +40,7 @@ __all__ = [
     "Fault",
     "GuestFault",
     "HealthWatch",
+    "exited_cause",
     "file_tail",
     "printable",
     "scan_console",
@@ -56,6 +57,11 @@ CONSOLE_FAULTS: tuple[tuple[re.Pattern[str], str], ...] = (
 CONSOLE_FAULT = re.compile("|".join(f"(?:{p.pattern})" for p, _ in CONSOLE_FAULTS))
 TAIL_LINES = 40
 GRACE = 0.4  # s: after a console fault, wait this long for a more severe line (oops -> panic)
+
+
+def exited_cause(status: int | None) -> str:
+    """The cause of a fault that is QEMU's exit (status -N: killed by signal N)."""
+    return f"QEMU exited with status {status}"
 
 
 @dataclass(frozen=True)
@@ -257,7 +263,7 @@ class HealthWatch(threading.Thread):
             cause = self._pending[1]  # "what: the console's line"
             return self._fault(cause, qemu=not running, line=cause.partition(": ")[2])
         if not running:
-            return self._fault(f"QEMU exited with status {self.machine.returncode}", qemu=True)
+            return self._fault(exited_cause(self.machine.returncode), qemu=True)
         if now >= self._next_qmp:
             self._next_qmp = now + self.qmp_every
             fault = self._check_qmp()

@@ -16,7 +16,14 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["MAX_SCALE", "SCALE_ENV", "check_environment", "scaled", "timeout_scale"]
+__all__ = [
+    "MAX_SCALE",
+    "SCALE_ENV",
+    "check_environment",
+    "check_timeout",
+    "scaled",
+    "timeout_scale",
+]
 
 MAX_SCALE = 8.0
 SCALE_ENV = "IRQLAB_TIMEOUT_SCALE"
@@ -67,3 +74,14 @@ def timeout_scale(*, load: float | None = None, cpus: int | None = None) -> floa
 def scaled(seconds: float, **kw: float | int | None) -> float:
     """*seconds* stretched by :func:`timeout_scale`."""
     return seconds * timeout_scale(**kw)  # type: ignore[arg-type]
+
+
+def check_timeout(timeout: object, what: str = "timeout", *, zero: bool = False) -> None:
+    """Refuse a *timeout* that is not a number of seconds > 0 (>= 0 with *zero*: look
+    once, do not wait): a wait of -1 s or "5" failed later and obscurely."""
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+        raise TypeError(f"{what} must be a number of seconds, not {timeout!r}")
+    if not (timeout >= 0 if zero else timeout > 0):  # NaN too
+        raise ValueError(
+            f"{what} must be {'0 s or more' if zero else 'more than 0 s'}, not {timeout!r}"
+        )

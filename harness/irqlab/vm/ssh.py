@@ -36,6 +36,7 @@ import paramiko
 
 from irqlab.errors import IrqlabError
 from irqlab.vm.exit_signal import ExitSignal, exit_signal, track_exit_signals
+from irqlab.vm.loadscale import check_timeout
 
 __all__ = [
     "RETRYABLE",
@@ -47,7 +48,6 @@ __all__ = [
     "SshError",
     "SshTimeout",
     "channel_files",
-    "check_timeout",
     "load_private_key",
 ]
 
@@ -104,14 +104,24 @@ class RunResult(_Finished):
 
     ``rc`` is the exit status; 128 + N when signal N killed the command (as a shell
     says it), and then ``signal`` names it; -1 when the connection closed before
-    any status came."""
+    any status came.  ``out`` is stdout decoded (undecodable bytes replaced),
+    ``out_bytes`` stdout as it came (a binary file's bytes)."""
 
-    # (a class default too: _replace() and _make() build the tuple without __new__)
+    # (class defaults too: _replace() and _make() build the tuple without __new__)
     signal: ExitSignal | None = None
+    out_bytes: bytes = b""
 
-    def __new__(cls, rc: int, out: str, err: str, signal: ExitSignal | None = None) -> RunResult:
+    def __new__(
+        cls,
+        rc: int,
+        out: str,
+        err: str,
+        signal: ExitSignal | None = None,
+        out_bytes: bytes | None = None,
+    ) -> RunResult:
         self = super().__new__(cls, rc, out, err)
         self.signal = signal
+        self.out_bytes = out.encode() if out_bytes is None else out_bytes
         return self
 
     def __repr__(self) -> str:
@@ -271,14 +281,6 @@ def send_all(channel: Any, data: bytes | bytearray | memoryview) -> None:
     view = memoryview(data).cast("B")
     for start in range(0, len(view), SEND_CHUNK):
         channel.sendall(bytes(view[start : start + SEND_CHUNK]))
-
-
-def check_timeout(timeout: object, what: str = "timeout") -> None:
-    """Refuse a *timeout* that is not a number of seconds > 0 (a wait of -1 s or "5")."""
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
-        raise TypeError(f"{what} must be a number of seconds, not {timeout!r}")
-    if not timeout > 0:  # NaN too
-        raise ValueError(f"{what} must be more than 0 s, not {timeout!r}")
 
 
 def _read_all(recv: Callable[[int], bytes]) -> bytes:
@@ -531,7 +533,7 @@ class SshClient:
             finally:
                 chan.close()
         result = RunResult(
-            rc, out.decode(errors="replace"), err.decode(errors="replace"), exit_signal(chan)
+            rc, out.decode(errors="replace"), err.decode(errors="replace"), exit_signal(chan), out
         )
         if check and rc != 0:
             raise CommandError(cmd, result)
@@ -612,8 +614,9 @@ class SshClient:
             except paramiko.ChannelException as e:
                 raise SshError(f"guest {host}:{port} refused a forwarded connection: {e}") from e
 
-    def put(self, local: Path, remote: str, *, mode: int | None = None) -> None:
+    def put(self, local: Path | str, remote: str, *, mode: int | None = None) -> None:
         """Copy one file (SFTP, or ``cat >`` over exec when the guest has no sftp-server)."""
+        local = Path(local)
         data = local.read_bytes()
         mode = mode if mode is not None else (local.stat().st_mode & 0o777)
         self.put_bytes(data, remote, mode=mode)

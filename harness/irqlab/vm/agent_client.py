@@ -293,14 +293,21 @@ class AgentClient:
         return self.request("ping", timeout=timeout)
 
     def arm(self, path: str, *, dev: str = "/dev/irqlab0", **opts: Any) -> dict[str, Any]:
+        """Arm notification *path* (read, nonblock, poll, select, epoll-lt, epoll-et,
+        sigio, setsig, count, eventfd, gpio-cdev, uio, ...) on *dev*; its events then
+        come as messages (:meth:`next_event`, :meth:`expect`).  *opts*: ``op_arm``'s
+        (harness/irqlab_agent/agent.py), e.g. ``name``, ``batch``, ``ack``."""
         return self.request("arm", path=path, dev=dev, **opts)
 
     def disarm(self, name: str | None = None, *, timeout: float = 30.0) -> dict[str, Any]:
+        """Disarm the path *name* (default: every one); their final statistics by name."""
         args: dict[str, Any] = {"name": name} if name is not None else {}
         paths: dict[str, Any] = self.request("disarm", timeout=timeout, **args)["paths"]
         return paths
 
     def stats(self, dev: str | None = None) -> dict[str, Any]:
+        """The armed paths' statistics (events, reads, wake-ups, ACKs, ...) and, with
+        *dev*, the driver's for that device file."""
         args: dict[str, Any] = {"dev": dev} if dev is not None else {}
         return self.request("stats", **args)
 
@@ -312,6 +319,8 @@ class AgentClient:
 
     # -- events -----------------------------------------------------------------------
     def next_event(self, timeout: float = 10.0) -> Event:
+        """The next message from the agent, whatever its type (0: only one queued
+        already); :class:`AgentTimeout` when none comes within *timeout* s."""
         self._wait(lambda: bool(self._backlog), timeout, "an event")
         with self._cond:
             return self._backlog.popleft()

@@ -1631,6 +1631,7 @@ class Guest:
 
     @property
     def dev(self) -> str:
+        """Our driver's character device in the guest (its default mode)."""
         return "/dev/irqlab0"
 
     @property
@@ -1891,11 +1892,13 @@ class Guest:
         return out[0]
 
     def unbind(self) -> str:
+        """Unbind our driver from the device (sysfs); the device's PCI address."""
         addr = self.pci_address()
         self.sh(f"echo {addr} > /sys/bus/pci/drivers/{self.module_name()}/unbind")
         return addr
 
     def bind(self, addr: str | None = None) -> None:
+        """Bind our driver to the device at *addr* (default: ours) and wait for its node."""
         addr = addr or self.pci_address()
         self.sh(f"echo {addr} > /sys/bus/pci/drivers/{self.module_name()}/bind")
         self.wait_for_node(self.dev)

@@ -119,6 +119,8 @@ def _wait_migration(
         try:
             ev = machine.wait_event("MIGRATION", min(EVENT_SLICE, left))
         except MachineError:
+            ev = None  # out of the handler: a Ctrl-C now does not chain "not seen" to it
+        if ev is None:
             # No event in this slice.  Ask QEMU too: an event that arrives just as a
             # slice times out can be lost with the cancelled wait (seen on a loaded
             # host: a finished save waited out its whole timeout).

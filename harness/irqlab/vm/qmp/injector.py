@@ -136,6 +136,7 @@ class Injector:
         self.set(QOM.PROP_GPIO_CLEAR, self._mask(mask))
 
     def set_line(self, line: int, level: bool | int) -> None:
+        """Drive GPIO input *line* to *level* (0/1; an edge if it changes)."""
         bit = 1 << self._line(line)
         if type(level) not in (bool, int) or level not in (0, 1):
             raise InvalidArgument(f"level must be 0/1 or a bool, not {level!r}")
@@ -228,14 +229,17 @@ class Injector:
         return self._get_uint(QOM.PROP_BURST_COUNT)
 
     def stop_burst(self) -> None:
+        """Stop the burst generator (the steps not made yet are dropped)."""
         self.set(QOM.PROP_BURST_COUNT, 0)
 
     # -- statistics --------------------------------------------------------------------
 
     def counters(self) -> Counters:
+        """The device's event counters (raised, delivered, acked, dropped, ...)."""
         return Counters.from_qmp(self.get(QOM.PROP_COUNTERS))
 
     def histogram(self) -> Histogram:
+        """The device's raise -> ACK latency histogram (log2 buckets, device clock)."""
         return Histogram.from_qmp(self.get(QOM.PROP_LATENCY_HISTOGRAM), REGS.HIST_BUCKETS)
 
     def reset_counters(self) -> None:

@@ -398,9 +398,18 @@ def test_a_fault_survives_pickle_and_copy() -> None:
 
     from irqlab.vm.agent_client import AgentFault
 
-    fault = Fault("guest kernel panic: x", "line 1\nline 2")
+    fault = Fault("guest kernel panic: x", "line 1\nline 2", log_dir="/logs/g-1")
     faults = [GuestFault(fault, "running 'y'"), AgentFault("guest kernel panic: x (y)", fault)]
     for e in faults:
         for again in (pickle.loads(pickle.dumps(e)), copy.copy(e)):
             assert type(again) is type(e) and str(again) == str(e)
             assert again.fault == fault
+            assert getattr(again, "__notes__", None) == getattr(e, "__notes__", None)
+
+
+def test_a_fault_names_where_its_logs_are() -> None:
+    """A guest that died under a script's command said why, not where its console
+    and QEMU's output were (a failed start did)."""
+    e = GuestFault(Fault("QEMU exited with status -9", "", log_dir="/logs/g-1"), "running 'x'")
+    assert e.__notes__ == ["logs: /logs/g-1"]
+    assert not hasattr(GuestFault(Fault("guest kernel panic: x", "")), "__notes__")

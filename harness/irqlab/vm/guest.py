@@ -987,7 +987,8 @@ class Guest:
             if paths is not None and isinstance(named, Exception):
                 # the console, QEMU's output and the agent's log (pytest shows notes,
                 # the irqlab command prints them), unless the error names them already
-                if str(paths.log_dir) not in str(named):
+                said = [str(named), *getattr(named, "__notes__", ())]
+                if not any(str(paths.log_dir) in text for text in said):
                     named.add_note(f"logs: {paths.log_dir}")
                 if self.accel is not None and self.accel.accel == "kvm" and not self.accel.probed:
                     named.add_note(f"accelerator: {self.accel.reason}")  # forced: often the cause

@@ -71,6 +71,7 @@ class Fault:
     qemu_tail: str = ""
     console_span: str = f"last {TAIL_LINES} lines"  # which lines console_tail shows
     qmp_silent: bool = False  # QEMU stopped answering QMP (frozen): no call will return
+    log_dir: str = ""  # the guest's run directory (console, QEMU's output, agent logs)
 
     def describe(self) -> str:
         text = self.cause
@@ -90,6 +91,8 @@ class GuestFault(IrqlabError, RuntimeError):
             f"{first}" + (f" ({doing})" if doing else "") + (f"\n{rest}" if rest else "")
         )
         self.fault = fault
+        if fault.log_dir:  # where to look next (pytest and the irqlab command show notes)
+            self.add_note(f"logs: {fault.log_dir}")
 
     def __reduce__(self) -> tuple[Any, ...]:
         # pickle and copy called __init__ with the message for *fault* (a process pool,
@@ -239,15 +242,17 @@ class HealthWatch(threading.Thread):
         """The fault *cause*; a console fault's *line* places the console excerpt."""
         log = self._console_log()
         qemu_tail = self.machine.stderr_tail() if qemu else ""
+        paths = self.machine.paths
+        logs = str(paths.log_dir) if paths is not None else ""
         if log is not None and line:
             try:
                 found = console_excerpt(log.read_text(errors="replace"), line)
             except OSError:
                 found = None
             if found is not None:
-                return Fault(cause, found[0], qemu_tail, found[1], qmp_silent)
+                return Fault(cause, found[0], qemu_tail, found[1], qmp_silent, logs)
         tail = file_tail(log) if log is not None else ""
-        return Fault(cause, tail, qemu_tail, qmp_silent=qmp_silent)
+        return Fault(cause, tail, qemu_tail, qmp_silent=qmp_silent, log_dir=logs)
 
     def check(self) -> Fault | None:
         now = time.monotonic()

@@ -67,6 +67,7 @@ logging.getLogger(TRANSPORT_LOG).addHandler(logging.NullHandler())
 # then kept the module from unloading).
 CMD_TAG_VAR = "IRQLAB_CMD"
 KILL_TIMEOUT = 5.0  # s: the kill of a timed-out command's processes
+KILL_TIMEOUT_INTERRUPTED = 2.0  # s: the same after Ctrl-C (a frozen guest: not long)
 
 RETRYABLE: tuple[type[BaseException], ...] = (
     paramiko.SSHException,  # banner errors, resets during kex, auth timeouts
@@ -528,7 +529,7 @@ class SshClient:
                 raise SshTimeout(f"timeout ({timeout}s) running: {cmd}{killed}") from e
             except KeyboardInterrupt:  # Ctrl-C: the command does not outlive the wait
                 chan.close()
-                self._kill_tagged(tag)
+                self._kill_tagged(tag, KILL_TIMEOUT_INTERRUPTED)
                 raise
             finally:
                 chan.close()
@@ -539,7 +540,7 @@ class SshClient:
             raise CommandError(cmd, result)
         return result
 
-    def _kill_tagged(self, tag: str) -> str:
+    def _kill_tagged(self, tag: str, timeout: float = KILL_TIMEOUT) -> str:
         """Kill the guest processes of the command run with *tag* (CMD_TAG_VAR), on the
         connection as it is (no reconnect: a dead guest must not cost a connect
         timeout); what to add to the timeout's message.  Called with the exec lock
@@ -554,13 +555,13 @@ class SshClient:
             "done; echo $n"
         )
         try:
-            chan = self.transport.open_session(timeout=KILL_TIMEOUT)
+            chan = self.transport.open_session(timeout=timeout)
             try:
-                chan.settimeout(KILL_TIMEOUT)
+                chan.settimeout(timeout)
                 chan.exec_command(script)
                 chan.shutdown_write()
                 out = _read_all(chan.recv).decode(errors="replace").strip()
-                chan.status_event.wait(KILL_TIMEOUT)
+                chan.status_event.wait(timeout)
             finally:
                 chan.close()
         except (paramiko.SSHException, OSError, EOFError, SshError) as e:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -183,6 +184,47 @@ def test_an_output_that_cannot_be_opened_is_left_not_raised(tmp_path: Path) -> N
     entry = cache.CacheEntry("kmod", fake_cache.digest(1), odd, True, 0.0)
     assert cache.remove_entry(entry) is False
     assert odd.is_file() and (tmp_path / f"kmod-{fake_cache.digest(1)}.lock").exists()
+
+
+def test_a_refused_removal_says_so_and_is_not_counted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """rmtree(ignore_errors=True) said "removed" of an immutable output still there."""
+    out = fake_cache.qemu(tmp_path, 1, "x86_64", 100)
+    (entry,) = cache.entries()
+
+    def refused(path: object, *a: object, **kw: object) -> None:
+        raise PermissionError(13, "Permission denied", f"{path}/bin")
+
+    monkeypatch.setattr(shutil, "rmtree", refused)
+    with pytest.raises(
+        cache.RemoveError, match=f"^cannot remove {out}.trash/bin: Permission denied$"
+    ):
+        cache.remove_entry(entry)
+    done = cache.remove_all([entry])
+    assert done.removed == [] and len(done.errors) == 1
+
+
+def test_an_interrupted_removal_leaves_nothing_that_looks_complete(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """rmtree deletes the big files first and .complete last: a prune killed midway left
+    an output marked complete without its files (and newest, so kept by --prune N)."""
+    out = fake_cache.output(tmp_path, "kernel", 1, {"kernel.json": "{}", "vmlinux": b"x" * 9})
+    (entry,) = cache.entries()
+    real = shutil.rmtree
+
+    def interrupted(path: str | Path, *a: object, **kw: object) -> None:
+        (Path(path) / "vmlinux").unlink()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(shutil, "rmtree", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        cache.remove_entry(entry)
+    monkeypatch.setattr(shutil, "rmtree", real)
+    assert [e.complete for e in cache.entries()] == [False]  # a leftover, pruned as such
+    assert not out.exists() and cache.remove_all(cache.entries()).errors == []
+    assert list(tmp_path.iterdir()) == [cache.lock_file(out)]
 
 
 def test_holding_a_removed_output_says_so(tmp_path: Path) -> None:

@@ -70,6 +70,27 @@ def test_prune_zero_removes_all_but_current_and_in_use(
     assert "removed 5 outputs" in capsys.readouterr().out
 
 
+def test_prune_names_what_it_could_not_remove_and_counts_only_the_rest(
+    outputs: dict[str, Path], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An immutable output: --prune said "removed 1 outputs, 142.6 MiB", files still there."""
+    import os
+
+    real = os.rename
+
+    def rename(src: str | Path, dst: str | Path) -> None:
+        if Path(src) == outputs["x86_old"]:
+            raise PermissionError(1, "Operation not permitted", str(src))
+        real(src, dst)
+
+    monkeypatch.setattr(os, "rename", rename)
+    assert main(["cache", "--prune", "1"]) == 1
+    out, err = capsys.readouterr()
+    assert err == f"irqlab cache: cannot remove {outputs['x86_old']}: Operation not permitted\n"
+    assert "removed 2 outputs" in out and "1 could not be removed (said above)" in out
+    assert outputs["x86_old"].is_dir() and not outputs["image_held"].exists()
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

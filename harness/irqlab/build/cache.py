@@ -45,6 +45,8 @@ __all__ = [
     "InputHash",
     "LockHeld",
     "OutputGone",
+    "Removal",
+    "RemoveError",
     "cached_build",
     "dir_size",
     "entries",
@@ -59,6 +61,7 @@ __all__ = [
     "output_dir",
     "outputs_named",
     "prune_plan",
+    "remove_all",
     "remove_entry",
     "remove_stale_locks",
     "touch",
@@ -267,8 +270,11 @@ def cached_build(
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         (tmp / _COMPLETE).write_text(digest + "\n")
-        if final.exists():
-            shutil.rmtree(final)
+        try:
+            _remove_dir(final)  # a forced rebuild's old output
+        except RemoveError:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         tmp.rename(final)
     if keep is not None:
         evict_after(final, keep)
@@ -277,7 +283,12 @@ def cached_build(
 
 # --- housekeeping --------------------------------------------------------------------
 
-_ENTRY = re.compile(r"^(?P<name>[a-z][a-z0-9_-]*?)-(?P<digest>[0-9a-f]{16})(?P<tmp>\.tmp)?$")
+# An output being built is <output>.tmp, one being removed <output>.trash: neither is
+# ever looked up, so no interruption leaves a partial output that looks complete.
+_TRASH = ".trash"
+_ENTRY = re.compile(
+    r"^(?P<name>[a-z][a-z0-9_-]*?)-(?P<digest>[0-9a-f]{16})(?P<tmp>\.tmp|\.trash)?$"
+)
 
 
 @dataclass(frozen=True)
@@ -450,33 +461,104 @@ def outputs_named(args: Iterable[str], root: Path | None = None) -> list[Path]:
     return list(dict.fromkeys(found))
 
 
+class RemoveError(IrqlabError, OSError):
+    """The OS refused to remove (part of) an output; the message names the path and
+    says the OS's words (Permission denied, Operation not permitted, ...)."""
+
+
+def _removing(path: Path, step: Callable[[], object]) -> None:
+    """Run *step*, a step of removing *path* (a missing file is no failure);
+    :class:`RemoveError` naming the file the OS refused and its words."""
+    try:
+        step()
+    except RemoveError:
+        raise
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise RemoveError(f"cannot remove {e.filename or path}: {e.strerror or e}") from e
+
+
+def _rmtree(path: Path) -> None:
+    """shutil.rmtree, whose error names the file it could not remove by its whole path
+    (the error rmtree raises names it relative to its directory: "state.mig")."""
+
+    def refused(_func: object, name: str, exc_info: tuple[type, BaseException, object]) -> None:
+        e = exc_info[1]
+        if not isinstance(e, FileNotFoundError):
+            words = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+            raise RemoveError(f"cannot remove {name}: {words}") from e
+
+    shutil.rmtree(path, onerror=refused)
+
+
+def _remove_dir(path: Path) -> None:
+    """Remove the output directory *path* (its build lock held): first renamed out of the
+    names that are looked up (``<output>.trash``), then deleted, so an interruption
+    (Ctrl-C, SIGKILL, a full disk) leaves an incomplete leftover, never an output
+    marked complete without its big files (rmtree deletes ``.complete`` last)."""
+    if path.name.endswith((".tmp", _TRASH)):
+        _removing(path, lambda: _rmtree(path))
+        return
+    trash = path.with_name(path.name + _TRASH)
+    _removing(trash, lambda: _rmtree(trash))  # an earlier removal's, interrupted
+    _removing(path, lambda: os.rename(path, trash))
+    _removing(trash, lambda: _rmtree(trash))
+
+
 def remove_entry(entry: CacheEntry) -> bool:
     """Remove one output unless a build holds its lock or something holds the output
-    (:func:`hold`: a running guest's QEMU, kernel, image) right now; True if removed."""
+    (:func:`hold`: a running guest's QEMU, kernel, image) right now; True if removed,
+    False if it stays for that reason.  :class:`RemoveError` when the OS refuses (a
+    read-only or immutable entry, another user's): it may stay in part or whole."""
     # the output's build lock, a .tmp entry's too (its build holds that lock)
     output = entry.path.with_name(f"{entry.name}-{entry.digest}")
-    lock = _locked_file(lock_file(output), wait=False)
+    try:
+        lock = _locked_file(lock_file(output), wait=False)
+    except OSError as e:
+        raise RemoveError(
+            f"cannot remove {entry.path}: cannot lock {e.filename}: {e.strerror}"
+        ) from e
     if lock is None:
         return False
     with lock:
         try:
             fd = _open_dir(entry.path)
         except FileNotFoundError:
-            fd = -1
-        except OSError:  # not ours to remove (permissions, not a directory): leave it
+            return True
+        except OSError:  # not ours to remove (not a directory): leave it
             return False
         try:
-            if fd >= 0:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    return False
-            shutil.rmtree(entry.path, ignore_errors=True)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+            _remove_dir(entry.path)
         finally:
-            if fd >= 0:
-                os.close(fd)
+            os.close(fd)
         # The lock file goes with remove_stale_locks (a waiter on it then takes a new one).
     return True
+
+
+@dataclass
+class Removal:
+    """What :func:`remove_all` did: the outputs removed, those that stayed because
+    something held them, and the OS's refusals (one line each, naming the path)."""
+
+    removed: list[CacheEntry]
+    held: list[CacheEntry]
+    errors: list[str]
+
+
+def remove_all(doomed: Iterable[CacheEntry]) -> Removal:
+    """:func:`remove_entry` each of *doomed*, going on past the ones that stay."""
+    done = Removal([], [], [])
+    for e in doomed:
+        try:
+            (done.removed if remove_entry(e) else done.held).append(e)
+        except RemoveError as err:
+            done.errors.append(str(err))
+    return done
 
 
 # --- automatic eviction ---------------------------------------------------------------
@@ -539,7 +621,7 @@ def evict_after(stored: Path, keep: int) -> list[Path]:
         if len(group) <= keep:
             return []
         protected = {stored, *_current_outputs(this.name, group)}
-        gone = [e.path for e in prune_plan(group, keep, protected) if remove_entry(e)]
+        gone = [e.path for e in remove_all(prune_plan(group, keep, protected)).removed]
         remove_stale_locks(stored.parent)
         return gone
     except Exception:  # best effort: a finished build never fails on its eviction

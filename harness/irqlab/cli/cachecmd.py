@@ -130,12 +130,15 @@ def cmd_cache(args: argparse.Namespace) -> int:
         freed = _mib(sum(sizes[p] for p in doomed))
         print(f"--prune {args.prune} would remove {len(plan)} outputs, {freed} (dry run)")
         return 0
-    removed = [e for e in plan if cache.remove_entry(e)]
-    kept = len(plan) - len(removed)
+    done = cache.remove_all(plan)
+    for error in done.errors:
+        print(f"irqlab cache: {error}", file=sys.stderr)
     locks = cache.remove_stale_locks()
+    held, failed = len(done.held), len(done.errors)
     print(
-        f"removed {len(removed)} outputs, {_mib(sum(sizes[e.path] for e in removed))}"
-        + (f"; {kept} in use or being built meanwhile, kept" if kept else "")
+        f"removed {len(done.removed)} outputs, {_mib(sum(sizes[e.path] for e in done.removed))}"
+        + (f"; {held} in use or being built meanwhile, kept" if held else "")
+        + (f"; {failed} could not be removed (said above)" if failed else "")
         + (f"; {len(locks)} lock files of outputs no longer cached" if locks else "")
     )
-    return 0
+    return 1 if failed else 0

@@ -1019,10 +1019,11 @@ class Guest:
             self.snapshot_error = str(e)
             self._stop_machine()
             notice.say(f"irqlab: {e}")
-            if snapshot.discard(key):
+            why = snapshot.discard(key)
+            if why is None:
                 notice.say("irqlab: removed it; booting cold")
             else:  # the next start after the holder is gone removes it
-                notice.say("irqlab: another process holds it, so it stays for now; booting cold")
+                notice.say(f"irqlab: {why}, so it stays for now; booting cold")
             return False
 
     def prepare(self) -> Guest:
@@ -1203,7 +1204,7 @@ class Guest:
     def _restore(self, directory: Path) -> None:
         from irqlab.vm import snapshot
 
-        meta = snapshot.read_meta(directory)
+        meta = snapshot.check(directory)
         saved_by = (meta.get("qemu"), meta.get("image"))
         if saved_by != (str(self._qemu().binary), self._img().version):
             raise snapshot.SnapshotError(
@@ -2069,7 +2070,7 @@ def ensure_snapshot(config: GuestConfig | None = None) -> Path:
     if not g.config.snapshot:
         raise GuestError("no snapshot: GuestConfig(snapshot=False)")
     found = snapshot.lookup(g.prepare().snapshot_key())
-    if found is not None:
+    if found is not None and snapshot.intact(found):
         return found
     try:
         g.start()

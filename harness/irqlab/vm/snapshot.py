@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from irqlab import notice
 from irqlab.build import cache
 from irqlab.errors import IrqlabError
 from irqlab.vm.machine import Machine, MachineError
@@ -36,7 +37,9 @@ __all__ = [
     "STATE_FILE",
     "SnapshotError",
     "boot_lock",
+    "check",
     "discard",
+    "intact",
     "keep_snapshots",
     "load",
     "lookup",
@@ -69,11 +72,26 @@ def snapshot_key(inputs: Mapping[str, Any]) -> str:
 
 
 def lookup(key: str) -> Path | None:
-    """The complete snapshot directory for *key*, or None."""
+    """The snapshot directory for *key* marked complete, or None; whether its files are
+    all there is :func:`check`'s to say (one without its state file is a bad snapshot,
+    to be reported and replaced, not a missing one that a save would find in its way)."""
     d = cache.output_dir(RECIPE, key)
-    if cache.is_complete(d) and (d / STATE_FILE).is_file():
-        return d
-    return None
+    return d if cache.is_complete(d) else None
+
+
+def intact(directory: Path) -> bool:
+    """Whether the snapshot *directory* has its state file."""
+    return (directory / STATE_FILE).is_file()
+
+
+def check(directory: Path) -> dict[str, Any]:
+    """The snapshot *directory*'s meta (:func:`read_meta`); :class:`SnapshotError` naming
+    the file when its state file is missing."""
+    if not intact(directory):
+        raise SnapshotError(
+            f"snapshot {directory / STATE_FILE} is missing (its directory is marked complete)"
+        )
+    return read_meta(directory)
 
 
 @contextlib.contextmanager
@@ -94,11 +112,18 @@ def read_meta(directory: Path) -> dict[str, Any]:
     return meta
 
 
-def discard(key: str) -> bool:
-    """Remove the snapshot for *key* (a bad one), unless a save holds its lock or a
-    guest holds the output (:func:`irqlab.build.cache.hold`); False if it stays."""
-    removed = [cache.remove_entry(e) for e in cache.entries(recipe=RECIPE) if e.digest == key]
-    return all(removed)
+def discard(key: str) -> str | None:
+    """Remove the snapshot for *key* (a bad one); None once it is gone, else why it stays:
+    a save holds its lock or a guest holds the output (:func:`irqlab.build.cache.hold`),
+    or the OS refused (the path and the OS's words)."""
+    done = cache.remove_all(e for e in cache.entries(recipe=RECIPE) if e.digest == key)
+    if done.held:
+        return "another process holds it"
+    if done.errors and lookup(key) is not None:
+        return "; ".join(done.errors)
+    for error in done.errors:  # out of the way, but not all of it is gone
+        notice.say(f"irqlab: {error} (irqlab cache --prune removes the rest)")
+    return None
 
 
 def _wait_migration(
@@ -243,6 +268,9 @@ def save(
         (tmp / META_FILE).write_text(json.dumps(info, indent=2, default=str) + "\n")
 
     keep = keep_snapshots()  # a bad value fails before the save, not after
+    there = lookup(key)
+    if there is not None:  # a bad one that could not be removed: cached_build returns it
+        raise SnapshotError(f"{there} could not be replaced: it is still there")
     try:
         saved = cache.cached_build(RECIPE, key, write, evict=False)  # prune() below
     except (MachineError, QMPFailure, QMPCommandError, OSError) as e:
@@ -276,7 +304,7 @@ def prune(keep: int) -> list[Path]:
         key=lambda e: e.mtime,
         reverse=True,
     )
-    gone = [e.path for e in found[keep:] if cache.remove_entry(e)]
+    gone = [e.path for e in cache.remove_all(found[keep:]).removed]
     if gone:
         cache.remove_stale_locks()  # theirs, and those of configurations never saved
     return gone

@@ -392,6 +392,58 @@ def test_a_lock_held_elsewhere_is_waited_for_out_loud(
     assert err == f"irqlab: waiting for process {os.getpid()}, which is building x (lock {lock})\n"
 
 
+def test_a_lock_whose_pid_cannot_be_written_is_still_taken(tmp_path: Path) -> None:
+    """A full cache disk: writing the holder's pid into the boot lock raised ENOSPC,
+    and the cold start failed at once ("irqlab: No space left on device"), the lock
+    file left open.  (/dev/full: every write fails with ENOSPC.)"""
+    lock = tmp_path / "x.lock"
+    lock.symlink_to("/dev/full")
+    held = pytest.raises(cache.LockHeld, match="another process is building x")
+    with cache.exclusive_lock(lock, "building x"), held:
+        cache.take_lock(lock, "building x", wait=False)
+    cache.take_lock(lock, "building x", wait=False).close()  # let go
+
+
+def test_a_lock_file_that_cannot_be_opened_names_it(tmp_path: Path) -> None:
+    lock = tmp_path / "x.lock"
+    lock.mkdir()
+    with pytest.raises(cache.LockError, match=f"^cannot take the lock {lock}: Is a directory$"):
+        cache.take_lock(lock, "building x")
+
+
+def test_a_stopped_holder_is_said_and_waited_for_a_bounded_time(tmp_path: Path) -> None:
+    """A first start stopped (Ctrl-Z) while it cold-booted: the second waited forever."""
+    import signal
+
+    from irqlab import notice
+
+    lock = tmp_path / "x.lock"
+    code = (
+        "import sys, time; from pathlib import Path; from irqlab.build import cache; "
+        "f = cache.take_lock(Path(sys.argv[1]), 'x'); print('held', flush=True); time.sleep(60)"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", code, str(lock)], stdout=subprocess.PIPE)
+    said: list[str] = []
+    old = notice.set_sink(said.append)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == b"held\n"
+        os.kill(holder.pid, signal.SIGSTOP)
+        t0 = time.monotonic()
+        stayed = f"process {holder.pid}, which is cold-booting, stayed stopped for 0.3 s"
+        with pytest.raises(cache.LockHeld, match=f"^{stayed} \\(lock {lock}\\)$"):
+            cache.take_lock(lock, "cold-booting", stopped_limit=0.3)
+        assert 0.3 <= time.monotonic() - t0 < 5
+        assert said == [
+            f"irqlab: waiting for process {holder.pid}, which is cold-booting (lock {lock})",
+            f"irqlab: process {holder.pid} is stopped (Ctrl-Z, SIGSTOP or a debugger); "
+            "waiting at most 0.3 s",
+        ]
+    finally:
+        notice.set_sink(old)
+        holder.kill()
+        holder.wait()
+
+
 def test_stale_lock_files_go_and_held_or_needed_ones_stay(tmp_path: Path) -> None:
     """Every build and every snapshot configuration left an empty lock file behind (a
     cache held over a thousand); the prune removes those of outputs no longer there."""

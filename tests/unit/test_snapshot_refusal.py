@@ -231,3 +231,24 @@ def test_a_failed_save_that_left_the_vm_stopped_fails_the_start(
     monkeypatch.setattr(g, "_name_fault", lambda: None)
     with pytest.raises(snapshot.SnapshotError, match="no result from QEMU"):
         g._save_snapshot("k")
+
+
+def test_a_boot_lock_that_cannot_be_taken_costs_the_snapshot_not_the_guest(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An immutable (or another user's) boot lock failed the start: "irqlab: Operation not
+    permitted: ...boot.lock", while an unwritable build lock only cost the save."""
+    from irqlab.build import cache
+
+    g, d = _cache_with_snapshot(monkeypatch, tmp_path)
+    (d / snapshot.STATE_FILE).write_bytes(b"x")
+    d.rename(d.with_name(d.name + ".old"))  # no snapshot: a cold boot, under the boot lock
+    lock = cache.lock_file(d, "boot")
+    lock.mkdir()  # what cannot be opened as a file
+    booted: list[bool] = []
+    monkeypatch.setattr(g, "_cold_start", lambda: booted.append(True))
+    monkeypatch.setattr(g, "_save_snapshot", lambda key: pytest.fail("saved"))
+    g._start()
+    why = f"not saved as the snapshot {'0' * 16}: cannot take the lock {lock}: Is a directory"
+    assert booted == [True] and g.snapshot_error == why
+    assert capsys.readouterr().err == f"irqlab: t: {why}; booting cold\n"

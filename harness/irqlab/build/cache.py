@@ -43,6 +43,7 @@ __all__ = [
     "CacheKeepError",
     "Held",
     "InputHash",
+    "LockError",
     "LockHeld",
     "OutputGone",
     "Removal",
@@ -64,6 +65,7 @@ __all__ = [
     "remove_all",
     "remove_entry",
     "remove_stale_locks",
+    "take_lock",
     "touch",
 ]
 
@@ -156,12 +158,19 @@ def _locked_file(path: Path, *, wait: bool) -> IO[str] | None:
             f.close()
             raise
         if same:
-            f.seek(0)  # whose it is, for a waiter's message
-            f.truncate()
-            f.write(f"{os.getpid()}\n")
-            f.flush()
+            _write_pid(f)
             return f
         f.close()
+
+
+def _write_pid(f: IO[str]) -> None:
+    """Write this process's pid into the lock file *f* it holds: whose it is, for a
+    waiter's message.  Past the buffer, so a write the OS refuses (a full disk: the
+    flush raised, and the start failed with the lock file open) costs that message
+    only: the flock is the lock."""
+    with contextlib.suppress(OSError):
+        os.ftruncate(f.fileno(), 0)
+        os.write(f.fileno(), f"{os.getpid()}\n".encode())
 
 
 class LockHeld(IrqlabError, RuntimeError):
@@ -174,28 +183,78 @@ class LockHeld(IrqlabError, RuntimeError):
         self.holder = holder
 
 
-@contextlib.contextmanager
-def exclusive_lock(path: Path, what: str, *, wait: bool = True) -> Iterator[None]:
-    """Hold an exclusive lock on the file *path* (created if missing) for the block.
+class LockError(IrqlabError, OSError):
+    """A lock file could not be opened (an immutable or another user's file, a
+    read-only cache); the message names it and says the OS's words."""
+
+
+LOCK_POLL_S = 0.05  # how often a waiter tries a lock again
+
+
+def _holder(path: Path) -> int | None:
+    """The pid the holder of the lock file *path* wrote into it, None if unknown."""
+    try:
+        with open(path, "rb") as f:
+            text = f.read(32).strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def take_lock(
+    path: Path, what: str, *, wait: bool = True, stopped_limit: float | None = None
+) -> IO[str]:
+    """The file *path* (created if missing), locked exclusively: closing it lets go.
     When another process holds it, say so once on stderr, naming that process (each
     holder writes its pid into the file) and *what* the lock guards (what the holder is
     doing), then wait: a wait of minutes (another run's QEMU build, a cold boot) was
-    silent.  Not *wait*: raise :class:`LockHeld`, saying the same, instead."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    f = _locked_file(path, wait=False)
-    if f is None:
-        try:
-            holder = path.read_text()[:32].strip()
-        except OSError:
-            holder = ""
-        who = f"process {holder}" if holder.isdigit() else "another process"
-        if not wait:
-            pid = int(holder) if holder.isdigit() else None
-            raise LockHeld(f"{who} is {what} (lock {path})", pid)
-        notice.say(f"irqlab: waiting for {who}, which is {what} (lock {path})")
-        f = _locked_file(path, wait=True)
-        assert f is not None
-    with f:
+    silent.  Not *wait*: raise :class:`LockHeld`, saying the same, instead.  A holder
+    that is stopped (Ctrl-Z, SIGSTOP, a debugger) is said to be, once; with
+    *stopped_limit*, one that stays stopped that many seconds raises :class:`LockHeld`
+    (a wait behind it never ended).  :class:`LockError` when the file cannot be opened."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        f = _locked_file(path, wait=False)
+    except OSError as e:
+        raise LockError(f"cannot take the lock {path}: {e.strerror or e}") from e
+    if f is not None:
+        return f
+    pid = _holder(path)
+    who = f"process {pid}" if pid is not None else "another process"
+    if not wait:
+        raise LockHeld(f"{who} is {what} (lock {path})", pid)
+    notice.say(f"irqlab: waiting for {who}, which is {what} (lock {path})")
+    return _wait_for_lock(path, what, stopped_limit)
+
+
+def _wait_for_lock(path: Path, what: str, stopped_limit: float | None) -> IO[str]:
+    from irqlab.vm.proc import is_stopped
+
+    stopped_since: float | None = None
+    while (f := _locked_file(path, wait=False)) is None:
+        pid = _holder(path)
+        if pid is None or not is_stopped(pid):
+            stopped_since = None  # continued (SIGCONT), or another holder now
+        elif stopped_since is None:
+            stopped_since = time.monotonic()
+            limit = "" if stopped_limit is None else f"; waiting at most {stopped_limit:g} s"
+            notice.say(f"irqlab: process {pid} is stopped (Ctrl-Z, SIGSTOP or a debugger){limit}")
+        elif stopped_limit is not None and time.monotonic() - stopped_since > stopped_limit:
+            raise LockHeld(
+                f"process {pid}, which is {what}, stayed stopped for {stopped_limit:g} s "
+                f"(lock {path})",
+                pid,
+            )
+        time.sleep(LOCK_POLL_S)
+    return f
+
+
+@contextlib.contextmanager
+def exclusive_lock(
+    path: Path, what: str, *, wait: bool = True, stopped_limit: float | None = None
+) -> Iterator[None]:
+    """Hold the lock :func:`take_lock` takes for the block."""
+    with take_lock(path, what, wait=wait, stopped_limit=stopped_limit):
         yield
 
 

@@ -998,7 +998,12 @@ class Guest:
             return self
         # One cold boot per configuration: concurrent starters (pytest-xdist workers,
         # two terminals) wait here for the first one's snapshot, then restore from it.
-        with snapshot.boot_lock(key):
+        with snapshot.boot_lock(key, stopped_limit=self.config.boot_timeout) as unlocked:
+            if unlocked is not None:  # it costs the snapshot, not the guest
+                self.snapshot_error = f"not saved as the snapshot {key}: {unlocked}"
+                notice.say(f"irqlab: {self.config.name}: {self.snapshot_error}; booting cold")
+                self._cold_start()
+                return self
             found = snapshot.lookup(key)
             if found is not None and self._try_restore(key, found):
                 return self

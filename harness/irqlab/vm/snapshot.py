@@ -95,13 +95,22 @@ def check(directory: Path) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def boot_lock(key: str) -> Iterator[None]:
+def boot_lock(key: str, *, stopped_limit: float | None = None) -> Iterator[str | None]:
     """Held while a guest cold-boots to make the snapshot *key*: another process that
     misses the same snapshot waits here, then finds it and restores instead of booting
-    a second time.  (A lock of its own: :func:`save` takes the output's build lock.)"""
+    a second time.  (A lock of its own: :func:`save` takes the output's build lock.)
+    Yields None when held, else why it could not be taken (the lock file cannot be
+    opened, or its holder stayed stopped *stopped_limit* s): that guest boots without
+    it and saves nothing, the snapshot is what it costs, not the guest."""
     path = cache.lock_file(cache.output_dir(RECIPE, key), "boot")
-    with cache.exclusive_lock(path, f"cold-booting a guest to save the snapshot {key}"):
-        yield
+    what = f"cold-booting a guest to save the snapshot {key}"
+    try:
+        held = cache.take_lock(path, what, stopped_limit=stopped_limit)
+    except (cache.LockError, cache.LockHeld) as e:
+        yield str(e)
+        return
+    with held:
+        yield None
 
 
 def read_meta(directory: Path) -> dict[str, Any]:

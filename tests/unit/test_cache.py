@@ -15,7 +15,7 @@ from pathlib import Path
 import fake_cache  # same directory (rootdir-relative import)
 import pytest
 
-from irqlab.build import cache
+from irqlab.build import cache, outputs
 from irqlab.testing.helpers import wait_until
 
 
@@ -39,9 +39,17 @@ def test_build_once_then_hit() -> None:
         calls.append(out)
         (out / "f").write_text("x")
 
-    a = cache.cached_build("thing", "0" * 16, build)
-    b = cache.cached_build("thing", "0" * 16, build)
+    a = cache.cached_build("kmod", "0" * 16, build)
+    b = cache.cached_build("kmod", "0" * 16, build)
     assert a == b and len(calls) == 1 and (a / "f").read_text() == "x"
+
+
+def test_only_irqlabs_recipes_build_into_the_cache() -> None:
+    """The cache lists and prunes only the recipes it knows: one it does not would be
+    left alone, so building one is a mistake said at once."""
+    with pytest.raises(ValueError, match="'project' is no recipe"):
+        cache.cached_build("project", "0" * 16, _build("x"))
+    assert outputs.is_recipe("test-kmod-read_window") and not outputs.is_recipe("test-kmod-")
 
 
 def test_failed_build_leaves_nothing_complete(tmp_path: Path) -> None:
@@ -50,7 +58,7 @@ def test_failed_build_leaves_nothing_complete(tmp_path: Path) -> None:
         raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError):
-        cache.cached_build("thing", "1" * 16, build)
+        cache.cached_build("kmod", "1" * 16, build)
     assert [e for e in cache.entries() if e.complete] == []
 
 

@@ -91,6 +91,24 @@ def test_prune_names_what_it_could_not_remove_and_counts_only_the_rest(
     assert outputs["x86_old"].is_dir() and not outputs["image_held"].exists()
 
 
+def test_what_irqlab_never_made_is_left_alone(
+    root: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A user's project-0123456789abcdef/ in the cache directory: --prune 0 listed it as
+    "project (no arch) ... incomplete, (remove)" and deleted it, leaving a lock file."""
+    monkeypatch.setattr(inventory, "current", lambda found: inventory.Current())
+    theirs = root / "project-0123456789abcdef"
+    (theirs / "src").mkdir(parents=True)
+    ours = fake_cache.kmod(root, 1, fake_cache.EM_X86_64, 10)
+    assert main(["cache", "--prune", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "not irqlab's, left alone: project-0123456789abcdef\n" in out
+    assert "project (no arch)" not in out and "removed 1 outputs" in out
+    assert (theirs / "src").is_dir() and not ours.exists()
+    assert sorted(p.name for p in root.iterdir()) == [f"{ours.name}.lock", theirs.name]
+    assert cache.remove_stale_locks(root) == [] and not cache.entries()
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import IO
 
 from irqlab import notice
-from irqlab.build.outputs import Kind, describe
+from irqlab.build.outputs import Kind, describe, is_recipe
 from irqlab.errors import IrqlabError
 from irqlab.paths import cache_dir, cache_location
 
@@ -53,6 +53,7 @@ __all__ = [
     "entries",
     "evict_after",
     "exclusive_lock",
+    "foreign",
     "held_elsewhere",
     "hold",
     "in_use",
@@ -271,7 +272,7 @@ def remove_stale_locks(root: Path | None = None) -> list[Path]:
     now = time.time()
     for path in sorted(base.glob("*.lock")):
         output = _lock_output(path)
-        if not _ENTRY.match(output.name) or output.exists():
+        if not _output_name(output.name) or output.exists():
             continue
         try:
             # recently used: an older irqlab (another checkout sharing the cache) may be
@@ -309,6 +310,8 @@ def cached_build(
     least recently used outputs of its group beyond :func:`keep_count` go (with *evict*;
     :func:`evict_after` says which never do); a snapshot keeps its own count.
     """
+    if not is_recipe(name):  # its outputs would be none of irqlab's (foreign)
+        raise ValueError(f"{name!r} is no recipe of irqlab.build.outputs.RECIPES")
     final = output_dir(name, digest)
     if is_complete(final) and not force:
         touch(final)
@@ -350,6 +353,21 @@ _ENTRY = re.compile(
 )
 
 
+def _output_name(name: str) -> re.Match[str] | None:
+    """*name* read as an output's directory name (recipe, digest, .tmp / .trash), or
+    None: not one, or not of a recipe irqlab knows (:func:`foreign`)."""
+    m = _ENTRY.match(name)
+    return m if m is not None and is_recipe(m["name"]) else None
+
+
+def foreign(root: Path | None = None) -> list[Path]:
+    """What in the cache is named like an output but of no recipe irqlab knows (a
+    user's ``project-0123456789abcdef/``): never listed as an output, never removed."""
+    base = root if root is not None else cache_dir()
+    names = sorted(p.name for p in base.iterdir()) if base.is_dir() else []
+    return [base / n for n in names if _ENTRY.match(n) and not _output_name(n)]
+
+
 @dataclass(frozen=True)
 class CacheEntry:
     name: str  # the recipe: qemu, kernel, kmod, image, ...
@@ -373,7 +391,7 @@ def entries(root: Path | None = None, *, recipe: str | None = None) -> list[Cach
     base = root if root is not None else cache_dir()
     found = []
     for p in sorted(base.iterdir()) if base.is_dir() else []:
-        m = _ENTRY.match(p.name)
+        m = _output_name(p.name)
         if not m or (recipe is not None and m["name"] != recipe) or not p.is_dir():
             continue
         complete = is_complete(p) and not m["tmp"]
@@ -668,7 +686,7 @@ def evict_after(stored: Path, keep: int) -> list[Path]:
     group beyond the *keep* most recently used.  Never *stored*, an output this checkout
     resolves to (:mod:`irqlab.build.inventory`), one a running guest holds (:func:`hold`)
     or one a build holds locked; returns what was removed."""
-    m = _ENTRY.match(stored.name)
+    m = _output_name(stored.name)
     if m is None or m["name"] in OWN_COUNT:
         return []
     try:

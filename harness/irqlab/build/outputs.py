@@ -32,7 +32,36 @@ from typing import Any
 from irqlab.build.arch import ARCHES
 from irqlab.build.elf import ElfError, elf_machine
 
-__all__ = ["IMAGE_VARIANT_KEY", "Kind", "describe", "image_variant_record"]
+__all__ = [
+    "IMAGE_VARIANT_KEY",
+    "RECIPES",
+    "TEST_MODULE_PREFIX",
+    "Kind",
+    "describe",
+    "image_variant_record",
+    "is_recipe",
+]
+
+# Every recipe's name: the <name> of its outputs, <cache>/<name>-<input hash>/
+# (irqlab.build: qemu, kernel, kmod, responder, image, devicetree, buildroot;
+# irqlab.vm.snapshot).  Only their outputs are listed, pruned and evicted: the cache
+# directory may hold what irqlab never made (a user's project-0123456789abcdef/).
+RECIPES = frozenset(
+    {
+        "qemu",
+        "kernel",
+        "kmod",
+        "checkpatch",
+        "responder",
+        "image",
+        "dtb",
+        "buildroot-src",
+        "buildroot-image",
+        "snapshot",
+    }
+)
+# a test's own module (tests/e2e/kmods): test-kmod-<module name>
+TEST_MODULE_PREFIX = "test-kmod-"
 
 # image.json's record of the parameters that make a variant (written by ensure_image)
 IMAGE_VARIANT_KEY = "variant"
@@ -150,6 +179,11 @@ _READERS: dict[str, Callable[[Path], Kind]] = {
     "buildroot-image": _buildroot_image,
     "snapshot": _snapshot,
 }
+
+
+def is_recipe(name: str) -> bool:
+    """Whether *name* names one of irqlab's recipes (:data:`RECIPES`, a test's module)."""
+    return name in RECIPES or (name.startswith(TEST_MODULE_PREFIX) and name != TEST_MODULE_PREFIX)
 
 
 def describe(recipe: str, path: Path) -> Kind:

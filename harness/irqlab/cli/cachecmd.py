@@ -118,6 +118,9 @@ def cmd_cache(args: argparse.Namespace) -> int:
     for line in format_listing(found, sizes, current, busy, doomed):
         print(line)
     print(f"{len(found)} outputs, {_mib(sum(sizes.values()))} in {cache_dir()}")
+    others = cache.foreign()
+    if others:
+        print(f"not irqlab's, left alone: {', '.join(p.name for p in others)}")
     for (recipe, arch), why in sorted(now.unknown.items()):
         print(
             f"the current {recipe} ({arch or 'no arch'}) is not known ({why}): the most "

@@ -235,6 +235,19 @@ def test_an_interrupted_removal_leaves_nothing_that_looks_complete(
     assert list(tmp_path.iterdir()) == [cache.lock_file(out)]
 
 
+def test_a_build_sweeps_the_leftovers_of_writers_that_are_gone(tmp_path: Path) -> None:
+    """A first start SIGKILLed while it saved its snapshot left snapshot-<key>.tmp/
+    state.mig (tens of MB) until a prune; a build still writing (its lock held) stays."""
+    dead = fake_cache.output(tmp_path, "snapshot", 1, {"state.mig": b"x" * 99}, complete=False)
+    removing = tmp_path / f"kmod-{fake_cache.digest(2)}.trash"  # a prune killed midway
+    removing.mkdir()
+    writing = fake_cache.output(tmp_path, "image", 3, {"initramfs.cpio": "x"}, complete=False)
+    with cache.exclusive_lock(cache.lock_file(tmp_path / f"image-{fake_cache.digest(3)}"), "b"):
+        cache.cached_build("kmod", fake_cache.digest(4), _build("x"))
+    assert not dead.exists() and not removing.exists() and writing.is_dir()
+    assert cache.sweep_leftovers(tmp_path) == [writing]  # its writer is gone now
+
+
 def test_holding_a_removed_output_says_so(tmp_path: Path) -> None:
     out = fake_cache.qemu(tmp_path, 1, "x86_64", 100)
     (entry,) = cache.entries()

@@ -66,6 +66,7 @@ __all__ = [
     "remove_all",
     "remove_entry",
     "remove_stale_locks",
+    "sweep_leftovers",
     "take_lock",
     "touch",
 ]
@@ -318,6 +319,7 @@ def cached_build(
         return final
     keep = keep_count() if evict else None  # a bad value fails before the build, not after
     final.parent.mkdir(parents=True, exist_ok=True)
+    sweep_leftovers(final.parent)
     with exclusive_lock(lock_file(final), f"building {final.name}"):
         if is_complete(final) and not force:
             touch(final)
@@ -615,6 +617,18 @@ def remove_entry(entry: CacheEntry) -> bool:
             os.close(fd)
         # The lock file goes with remove_stale_locks (a waiter on it then takes a new one).
     return True
+
+
+def sweep_leftovers(root: Path | None = None) -> list[Path]:
+    """Best effort: remove the ``.tmp`` and ``.trash`` directories whose writer or
+    remover is gone (nobody holds the output's build lock, which each holds: one that
+    does is left alone).  A first start SIGKILLed while it saved its snapshot left
+    ``snapshot-<key>.tmp/state.mig`` (tens of MB) until a prune; returns what went."""
+    try:
+        found = [e for e in entries(root) if e.path.name.endswith((".tmp", _TRASH))]
+    except OSError:
+        return []
+    return [e.path for e in remove_all(found).removed]
 
 
 @dataclass

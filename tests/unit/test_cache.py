@@ -63,14 +63,14 @@ def test_failed_build_leaves_nothing_complete(tmp_path: Path) -> None:
 
 
 def test_prune_keeps_most_recently_used(tmp_path: Path) -> None:
-    paths = [cache.cached_build("image", f"{i:016x}", _build(str(i))) for i in range(4)]
+    paths = [cache.cached_build("kmod", f"{i:016x}", _build(str(i))) for i in range(4)]
     for i, p in enumerate(paths):
         os.utime(p, (1000 + i, 1000 + i))
-    cache.cached_build("image", f"{0:016x}", _build("0"))  # a hit marks it as used now
-    (tmp_path / f"kmod-{9:016x}.tmp").mkdir()  # an interrupted build
+    cache.cached_build("kmod", f"{0:016x}", _build("0"))  # a hit marks it as used now
+    (tmp_path / f"image-{9:016x}.tmp").mkdir()  # an interrupted build
     plan = cache.prune_plan(cache.entries(), keep=2)
     assert sorted(e.path.name for e in plan) == sorted(
-        [paths[1].name, paths[2].name, f"kmod-{9:016x}.tmp"]
+        [paths[1].name, paths[2].name, f"image-{9:016x}.tmp"]
     )
     for e in plan:
         assert cache.remove_entry(e)
@@ -246,6 +246,48 @@ def test_a_build_sweeps_the_leftovers_of_writers_that_are_gone(tmp_path: Path) -
         cache.cached_build("kmod", fake_cache.digest(4), _build("x"))
     assert not dead.exists() and not removing.exists() and writing.is_dir()
     assert cache.sweep_leftovers(tmp_path) == [writing]  # its writer is gone now
+
+
+def _vmlinux(length: int) -> bytes:
+    """A 64-bit ELF of 1192 bytes by its headers (two section headers at 64, a section
+    at 192 of 1000 bytes), cut to *length*."""
+    import struct
+
+    head = (
+        b"\x7fELF\x02\x01\x01"
+        + bytes(9)
+        + struct.pack("<HHIQQQIHHHHHH", 2, 62, 1, 0, 0, 64, 0, 64, 0, 0, 64, 2, 0)
+    )
+    sections = bytes(64) + struct.pack("<IIQQQQIIQQ", 0, 1, 0, 0, 192, 1000, 0, 0, 1, 0)
+    return (head + sections + bytes(1000))[:length]
+
+
+def test_a_truncated_initramfs_or_vmlinux_is_damaged_built_again_and_pruned(
+    tmp_path: Path,
+) -> None:
+    """A cut initramfs.cpio or vmlinux was served as it was: the guest then failed to
+    boot with a confusing error far from the cause."""
+    from irqlab import notice
+
+    meta = '{"initramfs": "initramfs.cpio", "initramfs_size": 100}'
+    image = fake_cache.output(tmp_path, "image", 1, {"image.json": meta, "initramfs.cpio": "x"})
+    kernel = fake_cache.output(tmp_path, "kernel", 2, {"vmlinux": _vmlinux(600)})
+    whole = fake_cache.output(tmp_path, "kernel", 3, {"vmlinux": _vmlinux(1192)})
+    damaged = {e.path: e.damage for e in cache.entries()}
+    assert damaged == {
+        image: f"{image}/initramfs.cpio is 1 bytes, image.json says 100",
+        kernel: f"{kernel}/vmlinux is 600 bytes, its ELF headers need at least 1192",
+        whole: "",
+    }
+    assert {e.path for e in cache.prune_plan(cache.entries(), keep=8)} == {image, kernel}
+    said: list[str] = []
+    old = notice.set_sink(said.append)
+    try:
+        again = cache.cached_build("image", fake_cache.digest(1), _build("x"), evict=False)
+    finally:
+        notice.set_sink(old)
+    assert again == image and (image / "f").exists() and not (image / "image.json").exists()
+    assert said == [f"irqlab: {image} is damaged ({damaged[image]}): building it again"]
 
 
 def test_holding_a_removed_output_says_so(tmp_path: Path) -> None:

@@ -109,6 +109,18 @@ def test_what_irqlab_never_made_is_left_alone(
     assert cache.remove_stale_locks(root) == [] and not cache.entries()
 
 
+def test_a_damaged_output_is_marked_and_said(
+    root: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A snapshot without its state.mig was listed as a normal 0.0 MiB snapshot."""
+    monkeypatch.setattr(inventory, "current", lambda found: inventory.Current())
+    snap = fake_cache.output(root, "snapshot", 1, {"meta.json": "{}"})
+    assert main(["cache"]) == 0
+    out = capsys.readouterr().out
+    assert _line(out, snap).endswith("damaged")
+    assert f"damaged: {snap}/state.mig is missing; --prune removes it" in out
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

@@ -2,7 +2,8 @@
 
 A recipe computes an :class:`InputHash` over everything that affects its output
 (source files, versions, flags), then calls :func:`cached_build`.  If
-``<cache>/<name>-<hash>/`` exists and is complete, it is returned at once;
+``<cache>/<name>-<hash>/`` exists, is complete and not damaged (a big file cut short:
+:func:`irqlab.build.outputs.damage`), it is returned at once;
 otherwise the recipe builds into a temporary directory which is renamed into
 place only on success, so an interrupted build never looks complete.
 
@@ -30,7 +31,7 @@ from pathlib import Path
 from typing import IO
 
 from irqlab import notice
-from irqlab.build.outputs import Kind, describe, is_recipe
+from irqlab.build.outputs import Kind, damage, describe, is_recipe
 from irqlab.errors import IrqlabError
 from irqlab.paths import cache_dir, cache_location
 
@@ -292,6 +293,22 @@ def remove_stale_locks(root: Path | None = None) -> list[Path]:
     return removed
 
 
+def _serves(name: str, final: Path, *, say: bool = False) -> bool:
+    """Whether the output *final* of *name* serves as it is: complete and not damaged
+    (:func:`irqlab.build.outputs.damage`: a truncated initramfs or vmlinux booted into a
+    confusing guest error).  One that does is marked used; a damaged one is said (with
+    *say*), to be built again."""
+    if not is_complete(final):
+        return False
+    why = damage(name, final)
+    if why:
+        if say:
+            notice.say(f"irqlab: {final} is damaged ({why}): building it again")
+        return False
+    touch(final)
+    return True
+
+
 def cached_build(
     name: str,
     digest: str,
@@ -314,15 +331,13 @@ def cached_build(
     if not is_recipe(name):  # its outputs would be none of irqlab's (foreign)
         raise ValueError(f"{name!r} is no recipe of irqlab.build.outputs.RECIPES")
     final = output_dir(name, digest)
-    if is_complete(final) and not force:
-        touch(final)
+    if not force and _serves(name, final, say=True):
         return final
     keep = keep_count() if evict else None  # a bad value fails before the build, not after
     final.parent.mkdir(parents=True, exist_ok=True)
     sweep_leftovers(final.parent)
     with exclusive_lock(lock_file(final), f"building {final.name}"):
-        if is_complete(final) and not force:
-            touch(final)
+        if not force and _serves(name, final):
             return final
         tmp = final.with_name(final.name + ".tmp")
         if tmp.exists():
@@ -380,6 +395,7 @@ class CacheEntry:
     arch: str = ""  # what the output is for (irqlab.build.outputs): "x86_64", "aarch64"
     variant: str = ""  # within recipe and arch, e.g. an image's extra packages
     detail: str = ""  # the variant for people
+    damage: str = ""  # complete but damaged: what is wrong (irqlab.build.outputs.damage)
 
     @property
     def group(self) -> tuple[str, str, str]:
@@ -408,6 +424,7 @@ def entries(root: Path | None = None, *, recipe: str | None = None) -> list[Cach
                 kind.arch,
                 kind.variant,
                 kind.detail,
+                damage(m["name"], p) if complete else "",
             )
         )
     return found
@@ -420,15 +437,15 @@ def dir_size(path: Path) -> int:
 def prune_plan(
     found: Sequence[CacheEntry], keep: int, protected: Collection[Path] = ()
 ) -> list[CacheEntry]:
-    """What to remove: incomplete leftovers, and in each group (recipe, architecture,
-    variant: :attr:`CacheEntry.group`) all but the *keep* most recently used outputs,
-    never one in *protected*.  ``keep=0`` leaves only the protected ones."""
+    """What to remove: incomplete leftovers, damaged outputs, and in each group (recipe,
+    architecture, variant: :attr:`CacheEntry.group`) all but the *keep* most recently
+    used outputs; never one in *protected*.  ``keep=0`` leaves only the protected ones."""
     if keep < 0:
         raise ValueError(f"keep must be 0 or more, not {keep}")
-    doomed = [e for e in found if not e.complete]
+    doomed = [e for e in found if not e.complete or (e.damage and e.path not in protected)]
     groups: dict[tuple[str, str, str], list[CacheEntry]] = {}
     for e in found:
-        if e.complete:
+        if e.complete and not e.damage:
             groups.setdefault(e.group, []).append(e)
     for group in groups.values():
         group.sort(key=lambda e: e.mtime, reverse=True)

@@ -88,6 +88,7 @@ def _line(
         m
         for m, on in (
             ("incomplete", not e.complete),
+            ("damaged", bool(e.damage)),
             ("current", e.path in current),
             ("in use", e.path in busy),
             ("(remove)", e.path in doomed),
@@ -118,6 +119,9 @@ def cmd_cache(args: argparse.Namespace) -> int:
     for line in format_listing(found, sizes, current, busy, doomed):
         print(line)
     print(f"{len(found)} outputs, {_mib(sum(sizes.values()))} in {cache_dir()}")
+    for e in found:
+        if e.damage:
+            print(f"damaged: {e.damage}; --prune removes it, and its next use makes it again")
     others = cache.foreign()
     if others:
         print(f"not irqlab's, left alone: {', '.join(p.name for p in others)}")

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from irqlab import notice
-from irqlab.build import cache
+from irqlab.build import cache, outputs
 from irqlab.errors import IrqlabError
 from irqlab.vm.machine import Machine, MachineError
 from irqlab.vm.qmp.errors import QMPCommandError, QMPFailure
@@ -81,16 +81,15 @@ def lookup(key: str) -> Path | None:
 
 def intact(directory: Path) -> bool:
     """Whether the snapshot *directory* has its state file."""
-    return (directory / STATE_FILE).is_file()
+    return not outputs.damage(RECIPE, directory)
 
 
 def check(directory: Path) -> dict[str, Any]:
     """The snapshot *directory*'s meta (:func:`read_meta`); :class:`SnapshotError` naming
     the file when its state file is missing."""
-    if not intact(directory):
-        raise SnapshotError(
-            f"snapshot {directory / STATE_FILE} is missing (its directory is marked complete)"
-        )
+    why = outputs.damage(RECIPE, directory)
+    if why:
+        raise SnapshotError(f"snapshot {why} (its directory is marked complete)")
     return read_meta(directory)
 
 

@@ -130,7 +130,7 @@ def test_a_module_or_image_change_gives_another_snapshot(tmp_path: Path) -> None
     assert snapshot.lookup(changed.snapshot_key()) is None
 
 
-@pytest.mark.parametrize("damage", ["truncated", "garbage", "other-qemu"])
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "other-qemu", "missing"])
 def test_a_bad_snapshot_is_named_then_replaced_by_a_cold_boot(damage: str) -> None:
     config = GuestConfig(name=f"bad-{damage}", snapshot_tag=f"test-bad-{damage}")
     # A good snapshot under this test's own key: a copy of the standard guest's (the
@@ -152,6 +152,8 @@ def test_a_bad_snapshot_is_named_then_replaced_by_a_cold_boot(damage: str) -> No
             f.truncate(size // 2)
     elif damage == "garbage":
         state.write_bytes(os.urandom(4096))
+    elif damage == "missing":  # it cold-booted silently on every start, saved nothing
+        state.unlink()
     else:
         meta = snapshot.read_meta(directory)
         meta["qemu"] = "/elsewhere/qemu-0000000000000000/bin/qemu-system-x86_64"
@@ -163,6 +165,8 @@ def test_a_bad_snapshot_is_named_then_replaced_by_a_cold_boot(damage: str) -> No
         assert str(state) in g.snapshot_error, g.snapshot_error
         if damage == "other-qemu":
             assert "another QEMU build" in g.snapshot_error
+        elif damage == "missing":
+            assert f"{state} is missing" in g.snapshot_error
         else:
             # QEMU refused the stream (or died on it) and its own words are quoted
             assert "migration failed" in g.snapshot_error or "QEMU exited" in g.snapshot_error

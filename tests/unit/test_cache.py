@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -14,7 +15,7 @@ from pathlib import Path
 import fake_cache  # same directory (rootdir-relative import)
 import pytest
 
-from irqlab.build import cache
+from irqlab.build import cache, outputs
 from irqlab.testing.helpers import wait_until
 
 
@@ -38,9 +39,17 @@ def test_build_once_then_hit() -> None:
         calls.append(out)
         (out / "f").write_text("x")
 
-    a = cache.cached_build("thing", "0" * 16, build)
-    b = cache.cached_build("thing", "0" * 16, build)
+    a = cache.cached_build("kmod", "0" * 16, build)
+    b = cache.cached_build("kmod", "0" * 16, build)
     assert a == b and len(calls) == 1 and (a / "f").read_text() == "x"
+
+
+def test_only_irqlabs_recipes_build_into_the_cache() -> None:
+    """The cache lists and prunes only the recipes it knows: one it does not would be
+    left alone, so building one is a mistake said at once."""
+    with pytest.raises(ValueError, match="'project' is no recipe"):
+        cache.cached_build("project", "0" * 16, _build("x"))
+    assert outputs.is_recipe("test-kmod-read_window") and not outputs.is_recipe("test-kmod-")
 
 
 def test_failed_build_leaves_nothing_complete(tmp_path: Path) -> None:
@@ -49,19 +58,19 @@ def test_failed_build_leaves_nothing_complete(tmp_path: Path) -> None:
         raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError):
-        cache.cached_build("thing", "1" * 16, build)
+        cache.cached_build("kmod", "1" * 16, build)
     assert [e for e in cache.entries() if e.complete] == []
 
 
 def test_prune_keeps_most_recently_used(tmp_path: Path) -> None:
-    paths = [cache.cached_build("image", f"{i:016x}", _build(str(i))) for i in range(4)]
+    paths = [cache.cached_build("kmod", f"{i:016x}", _build(str(i))) for i in range(4)]
     for i, p in enumerate(paths):
         os.utime(p, (1000 + i, 1000 + i))
-    cache.cached_build("image", f"{0:016x}", _build("0"))  # a hit marks it as used now
-    (tmp_path / f"kmod-{9:016x}.tmp").mkdir()  # an interrupted build
+    cache.cached_build("kmod", f"{0:016x}", _build("0"))  # a hit marks it as used now
+    (tmp_path / f"image-{9:016x}.tmp").mkdir()  # an interrupted build
     plan = cache.prune_plan(cache.entries(), keep=2)
     assert sorted(e.path.name for e in plan) == sorted(
-        [paths[1].name, paths[2].name, f"kmod-{9:016x}.tmp"]
+        [paths[1].name, paths[2].name, f"image-{9:016x}.tmp"]
     )
     for e in plan:
         assert cache.remove_entry(e)
@@ -183,6 +192,102 @@ def test_an_output_that_cannot_be_opened_is_left_not_raised(tmp_path: Path) -> N
     entry = cache.CacheEntry("kmod", fake_cache.digest(1), odd, True, 0.0)
     assert cache.remove_entry(entry) is False
     assert odd.is_file() and (tmp_path / f"kmod-{fake_cache.digest(1)}.lock").exists()
+
+
+def test_a_refused_removal_says_so_and_is_not_counted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """rmtree(ignore_errors=True) said "removed" of an immutable output still there."""
+    out = fake_cache.qemu(tmp_path, 1, "x86_64", 100)
+    (entry,) = cache.entries()
+
+    def refused(path: object, *a: object, **kw: object) -> None:
+        raise PermissionError(13, "Permission denied", f"{path}/bin")
+
+    monkeypatch.setattr(shutil, "rmtree", refused)
+    with pytest.raises(
+        cache.RemoveError, match=f"^cannot remove {out}.trash/bin: Permission denied$"
+    ):
+        cache.remove_entry(entry)
+    done = cache.remove_all([entry])
+    assert done.removed == [] and len(done.errors) == 1
+
+
+def test_an_interrupted_removal_leaves_nothing_that_looks_complete(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """rmtree deletes the big files first and .complete last: a prune killed midway left
+    an output marked complete without its files (and newest, so kept by --prune N)."""
+    out = fake_cache.output(tmp_path, "kernel", 1, {"kernel.json": "{}", "vmlinux": b"x" * 9})
+    (entry,) = cache.entries()
+    real = shutil.rmtree
+
+    def interrupted(path: str | Path, *a: object, **kw: object) -> None:
+        (Path(path) / "vmlinux").unlink()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(shutil, "rmtree", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        cache.remove_entry(entry)
+    monkeypatch.setattr(shutil, "rmtree", real)
+    assert [e.complete for e in cache.entries()] == [False]  # a leftover, pruned as such
+    assert not out.exists() and cache.remove_all(cache.entries()).errors == []
+    assert list(tmp_path.iterdir()) == [cache.lock_file(out)]
+
+
+def test_a_build_sweeps_the_leftovers_of_writers_that_are_gone(tmp_path: Path) -> None:
+    """A first start SIGKILLed while it saved its snapshot left snapshot-<key>.tmp/
+    state.mig (tens of MB) until a prune; a build still writing (its lock held) stays."""
+    dead = fake_cache.output(tmp_path, "snapshot", 1, {"state.mig": b"x" * 99}, complete=False)
+    removing = tmp_path / f"kmod-{fake_cache.digest(2)}.trash"  # a prune killed midway
+    removing.mkdir()
+    writing = fake_cache.output(tmp_path, "image", 3, {"initramfs.cpio": "x"}, complete=False)
+    with cache.exclusive_lock(cache.lock_file(tmp_path / f"image-{fake_cache.digest(3)}"), "b"):
+        cache.cached_build("kmod", fake_cache.digest(4), _build("x"))
+    assert not dead.exists() and not removing.exists() and writing.is_dir()
+    assert cache.sweep_leftovers(tmp_path) == [writing]  # its writer is gone now
+
+
+def _vmlinux(length: int) -> bytes:
+    """A 64-bit ELF of 1192 bytes by its headers (two section headers at 64, a section
+    at 192 of 1000 bytes), cut to *length*."""
+    import struct
+
+    head = (
+        b"\x7fELF\x02\x01\x01"
+        + bytes(9)
+        + struct.pack("<HHIQQQIHHHHHH", 2, 62, 1, 0, 0, 64, 0, 64, 0, 0, 64, 2, 0)
+    )
+    sections = bytes(64) + struct.pack("<IIQQQQIIQQ", 0, 1, 0, 0, 192, 1000, 0, 0, 1, 0)
+    return (head + sections + bytes(1000))[:length]
+
+
+def test_a_truncated_initramfs_or_vmlinux_is_damaged_built_again_and_pruned(
+    tmp_path: Path,
+) -> None:
+    """A cut initramfs.cpio or vmlinux was served as it was: the guest then failed to
+    boot with a confusing error far from the cause."""
+    from irqlab import notice
+
+    meta = '{"initramfs": "initramfs.cpio", "initramfs_size": 100}'
+    image = fake_cache.output(tmp_path, "image", 1, {"image.json": meta, "initramfs.cpio": "x"})
+    kernel = fake_cache.output(tmp_path, "kernel", 2, {"vmlinux": _vmlinux(600)})
+    whole = fake_cache.output(tmp_path, "kernel", 3, {"vmlinux": _vmlinux(1192)})
+    damaged = {e.path: e.damage for e in cache.entries()}
+    assert damaged == {
+        image: f"{image}/initramfs.cpio is 1 bytes, image.json says 100",
+        kernel: f"{kernel}/vmlinux is 600 bytes, its ELF headers need at least 1192",
+        whole: "",
+    }
+    assert {e.path for e in cache.prune_plan(cache.entries(), keep=8)} == {image, kernel}
+    said: list[str] = []
+    old = notice.set_sink(said.append)
+    try:
+        again = cache.cached_build("image", fake_cache.digest(1), _build("x"), evict=False)
+    finally:
+        notice.set_sink(old)
+    assert again == image and (image / "f").exists() and not (image / "image.json").exists()
+    assert said == [f"irqlab: {image} is damaged ({damaged[image]}): building it again"]
 
 
 def test_holding_a_removed_output_says_so(tmp_path: Path) -> None:
@@ -348,6 +453,58 @@ def test_a_lock_held_elsewhere_is_waited_for_out_loud(
     waiter.join(5)
     err = capfd.readouterr().err
     assert err == f"irqlab: waiting for process {os.getpid()}, which is building x (lock {lock})\n"
+
+
+def test_a_lock_whose_pid_cannot_be_written_is_still_taken(tmp_path: Path) -> None:
+    """A full cache disk: writing the holder's pid into the boot lock raised ENOSPC,
+    and the cold start failed at once ("irqlab: No space left on device"), the lock
+    file left open.  (/dev/full: every write fails with ENOSPC.)"""
+    lock = tmp_path / "x.lock"
+    lock.symlink_to("/dev/full")
+    held = pytest.raises(cache.LockHeld, match="another process is building x")
+    with cache.exclusive_lock(lock, "building x"), held:
+        cache.take_lock(lock, "building x", wait=False)
+    cache.take_lock(lock, "building x", wait=False).close()  # let go
+
+
+def test_a_lock_file_that_cannot_be_opened_names_it(tmp_path: Path) -> None:
+    lock = tmp_path / "x.lock"
+    lock.mkdir()
+    with pytest.raises(cache.LockError, match=f"^cannot take the lock {lock}: Is a directory$"):
+        cache.take_lock(lock, "building x")
+
+
+def test_a_stopped_holder_is_said_and_waited_for_a_bounded_time(tmp_path: Path) -> None:
+    """A first start stopped (Ctrl-Z) while it cold-booted: the second waited forever."""
+    import signal
+
+    from irqlab import notice
+
+    lock = tmp_path / "x.lock"
+    code = (
+        "import sys, time; from pathlib import Path; from irqlab.build import cache; "
+        "f = cache.take_lock(Path(sys.argv[1]), 'x'); print('held', flush=True); time.sleep(60)"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", code, str(lock)], stdout=subprocess.PIPE)
+    said: list[str] = []
+    old = notice.set_sink(said.append)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == b"held\n"
+        os.kill(holder.pid, signal.SIGSTOP)
+        t0 = time.monotonic()
+        stayed = f"process {holder.pid}, which is cold-booting, stayed stopped for 0.3 s"
+        with pytest.raises(cache.LockHeld, match=f"^{stayed} \\(lock {lock}\\)$"):
+            cache.take_lock(lock, "cold-booting", stopped_limit=0.3)
+        assert 0.3 <= time.monotonic() - t0 < 5
+        assert said == [
+            f"irqlab: waiting for process {holder.pid}, which is cold-booting (lock {lock})",
+            f"irqlab: process {holder.pid} is stopped (Ctrl-Z, SIGSTOP or a debugger); "
+            "waiting at most 0.3 s",
+        ]
+    finally:
+        notice.set_sink(old)
+        holder.kill()
+        holder.wait()
 
 
 def test_stale_lock_files_go_and_held_or_needed_ones_stay(tmp_path: Path) -> None:

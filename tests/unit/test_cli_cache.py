@@ -70,6 +70,57 @@ def test_prune_zero_removes_all_but_current_and_in_use(
     assert "removed 5 outputs" in capsys.readouterr().out
 
 
+def test_prune_names_what_it_could_not_remove_and_counts_only_the_rest(
+    outputs: dict[str, Path], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An immutable output: --prune said "removed 1 outputs, 142.6 MiB", files still there."""
+    import os
+
+    real = os.rename
+
+    def rename(src: str | Path, dst: str | Path) -> None:
+        if Path(src) == outputs["x86_old"]:
+            raise PermissionError(1, "Operation not permitted", str(src))
+        real(src, dst)
+
+    monkeypatch.setattr(os, "rename", rename)
+    assert main(["cache", "--prune", "1"]) == 1
+    out, err = capsys.readouterr()
+    assert err == f"irqlab cache: cannot remove {outputs['x86_old']}: Operation not permitted\n"
+    assert "removed 2 outputs" in out and "1 could not be removed (said above)" in out
+    assert outputs["x86_old"].is_dir() and not outputs["image_held"].exists()
+
+
+def test_what_irqlab_never_made_is_left_alone(
+    root: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A user's project-0123456789abcdef/ in the cache directory: --prune 0 listed it as
+    "project (no arch) ... incomplete, (remove)" and deleted it, leaving a lock file."""
+    monkeypatch.setattr(inventory, "current", lambda found: inventory.Current())
+    theirs = root / "project-0123456789abcdef"
+    (theirs / "src").mkdir(parents=True)
+    ours = fake_cache.kmod(root, 1, fake_cache.EM_X86_64, 10)
+    assert main(["cache", "--prune", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "not irqlab's, left alone: project-0123456789abcdef\n" in out
+    assert "project (no arch)" not in out and "removed 1 outputs" in out
+    assert (theirs / "src").is_dir() and not ours.exists()
+    assert sorted(p.name for p in root.iterdir()) == [f"{ours.name}.lock", theirs.name]
+    assert cache.remove_stale_locks(root) == [] and not cache.entries()
+
+
+def test_a_damaged_output_is_marked_and_said(
+    root: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A snapshot without its state.mig was listed as a normal 0.0 MiB snapshot."""
+    monkeypatch.setattr(inventory, "current", lambda found: inventory.Current())
+    snap = fake_cache.output(root, "snapshot", 1, {"meta.json": "{}"})
+    assert main(["cache"]) == 0
+    out = capsys.readouterr().out
+    assert _line(out, snap).endswith("damaged")
+    assert f"damaged: {snap}/state.mig is missing; --prune removes it" in out
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

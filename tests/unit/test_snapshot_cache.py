@@ -65,17 +65,29 @@ def test_lookup_finds_only_complete_snapshots(_cache_dir: Path) -> None:
     done = cache.cached_build("snapshot", key, write)
     assert snapshot.lookup(key) == done
     assert snapshot.read_meta(done)["key"] == key
-    (done / snapshot.STATE_FILE).unlink()  # complete marker but no state: not usable
-    assert snapshot.lookup(key) is None
+    (done / snapshot.STATE_FILE).unlink()  # complete marker but no state: a bad snapshot
+    assert snapshot.lookup(key) == done and not snapshot.intact(done)
+    with pytest.raises(snapshot.SnapshotError, match=f"{done / snapshot.STATE_FILE} is missing"):
+        snapshot.check(done)
+
+
+def test_a_save_never_takes_a_bad_snapshot_in_its_way_for_its_own(_cache_dir: Path) -> None:
+    """A snapshot without state.mig: lookup() said none, the save's cached_build found the
+    directory complete and returned it, and every start cold-booted, "saved" nothing."""
+    key = snapshot.snapshot_key(BASE)
+    done = cache.cached_build("snapshot", key, lambda t: (t / snapshot.META_FILE).write_text("{}"))
+    machine = object()  # the save stops before it asks QEMU anything
+    with pytest.raises(snapshot.SnapshotError, match=f"^{done} could not be replaced"):
+        snapshot.save(machine, key, {})  # type: ignore[arg-type]
 
 
 def test_discard_removes_it_and_prune_lists_it(_cache_dir: Path) -> None:
     key = snapshot.snapshot_key(BASE)
     cache.cached_build("snapshot", key, lambda t: (t / snapshot.STATE_FILE).write_bytes(b"x"))
     assert [e.name for e in cache.entries()] == ["snapshot"]
-    assert snapshot.discard(key) is True
+    assert snapshot.discard(key) is None
     assert snapshot.lookup(key) is None and cache.entries() == []
-    assert snapshot.discard(key) is True  # nothing left to remove
+    assert snapshot.discard(key) is None  # nothing left to remove
 
 
 def test_discard_leaves_a_held_snapshot_and_says_so(_cache_dir: Path) -> None:
@@ -85,11 +97,60 @@ def test_discard_leaves_a_held_snapshot_and_says_so(_cache_dir: Path) -> None:
     )
     held = cache.hold([done])
     try:
-        assert snapshot.discard(key) is False
+        assert snapshot.discard(key) == "another process holds it"
         assert snapshot.lookup(key) == done
     finally:
         held.release()
-    assert snapshot.discard(key) is True and snapshot.lookup(key) is None
+    assert snapshot.discard(key) is None and snapshot.lookup(key) is None
+
+
+def test_discard_says_why_the_os_refused(_cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An immutable (or another user's) snapshot: discard said it was removed, and every
+    start said "removed it; booting cold" with the files still there."""
+    import os
+
+    key = snapshot.snapshot_key(BASE)
+    done = cache.cached_build(
+        "snapshot", key, lambda t: (t / snapshot.STATE_FILE).write_bytes(b"x")
+    )
+
+    def refused(src: object, dst: object) -> None:
+        raise PermissionError(1, "Operation not permitted", str(src))
+
+    monkeypatch.setattr(os, "rename", refused)
+    assert snapshot.discard(key) == f"cannot remove {done}: Operation not permitted"
+    assert snapshot.lookup(key) == done
+
+
+def test_discard_of_a_snapshot_moved_aside_but_not_all_removed_says_so(
+    _cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Out of its place (a cold boot can save anew), its files left: said, not "stays"."""
+    import shutil
+
+    from irqlab import notice
+
+    key = snapshot.snapshot_key(BASE)
+    done = cache.cached_build(
+        "snapshot", key, lambda t: (t / snapshot.STATE_FILE).write_bytes(b"x")
+    )
+
+    def refused(path: str, *a: object, **kw: object) -> None:
+        if Path(path).exists():  # (none left by an earlier removal)
+            raise PermissionError(13, "Permission denied", f"{path}/{snapshot.STATE_FILE}")
+
+    monkeypatch.setattr(shutil, "rmtree", refused)
+    said: list[str] = []
+    old = notice.set_sink(said.append)
+    try:
+        assert snapshot.discard(key) is None
+    finally:
+        notice.set_sink(old)
+    trash = f"{done}.trash/{snapshot.STATE_FILE}"
+    assert said == [
+        f"irqlab: cannot remove {trash}: Permission denied (irqlab cache --prune removes the rest)"
+    ]
+    assert snapshot.lookup(key) is None
 
 
 def test_unreadable_meta_names_the_file(tmp_path: Path) -> None:

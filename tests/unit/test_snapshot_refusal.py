@@ -135,15 +135,61 @@ def test_a_failed_migration_carries_qemus_words() -> None:
 
 
 def test_ensure_snapshot_starts_no_guest_when_the_snapshot_exists(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     from irqlab.vm import guest as guest_mod
 
+    (tmp_path / snapshot.STATE_FILE).write_bytes(b"QEVM")
     monkeypatch.setattr(Guest, "prepare", lambda self: self)
     monkeypatch.setattr(Guest, "snapshot_key", lambda self: "k1")
-    monkeypatch.setattr(snapshot, "lookup", lambda key: Path(f"/cache/{key}"))
+    monkeypatch.setattr(snapshot, "lookup", lambda key: tmp_path)
     monkeypatch.setattr(Guest, "start", lambda self: pytest.fail("a guest started"))
-    assert guest_mod.ensure_snapshot(GuestConfig(name="t")) == Path("/cache/k1")
+    assert guest_mod.ensure_snapshot(GuestConfig(name="t")) == tmp_path
+
+
+def _cache_with_snapshot(monkeypatch: pytest.MonkeyPatch, root: Path) -> tuple[Guest, Path]:
+    """A guest whose configuration's snapshot in the cache *root* has lost its state
+    file (.complete and meta.json stay); its cold boot and save are stand-ins."""
+    from irqlab.build import cache
+
+    monkeypatch.setenv("IRQLAB_CACHE_DIR", str(root))
+    d = cache.cached_build(
+        "snapshot", "0" * 16, lambda t: (t / snapshot.META_FILE).write_text("{}")
+    )
+    g = Guest(GuestConfig(name="t"))
+    monkeypatch.setattr(g, "prepare", lambda: g)
+    monkeypatch.setattr(g, "snapshot_key", lambda: "0" * 16)
+    monkeypatch.setattr(g, "_cold_start", lambda: None)
+    return g, d
+
+
+def test_a_snapshot_without_its_state_file_is_reported_removed_and_saved_again(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It cold-booted on every start, silently, and was never saved again."""
+    g, d = _cache_with_snapshot(monkeypatch, tmp_path)
+    saved: list[str] = []
+    monkeypatch.setattr(g, "_save_snapshot", saved.append)
+    g._start()
+    missing = f"snapshot {d / snapshot.STATE_FILE} is missing (its directory is marked complete)"
+    assert g.snapshot_error == missing and saved == ["0" * 16] and not d.exists()
+    assert capsys.readouterr().err == f"irqlab: {missing}\nirqlab: removed it; booting cold\n"
+
+
+def test_ensure_snapshot_replaces_a_snapshot_without_its_state_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from irqlab.vm import guest as guest_mod
+
+    _cache_with_snapshot(monkeypatch, tmp_path)
+    started: list[Guest] = []
+    monkeypatch.setattr(Guest, "prepare", lambda self: self)
+    monkeypatch.setattr(Guest, "snapshot_key", lambda self: "0" * 16)
+    monkeypatch.setattr(Guest, "start", lambda self: started.append(self) or self)
+    monkeypatch.setattr(Guest, "close", lambda self: None)
+    with pytest.raises(guest_mod.GuestError, match="none was saved"):
+        guest_mod.ensure_snapshot(GuestConfig(name="t"))
+    assert len(started) == 1
 
 
 def test_ensure_snapshot_says_why_none_was_saved(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -185,3 +231,24 @@ def test_a_failed_save_that_left_the_vm_stopped_fails_the_start(
     monkeypatch.setattr(g, "_name_fault", lambda: None)
     with pytest.raises(snapshot.SnapshotError, match="no result from QEMU"):
         g._save_snapshot("k")
+
+
+def test_a_boot_lock_that_cannot_be_taken_costs_the_snapshot_not_the_guest(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An immutable (or another user's) boot lock failed the start: "irqlab: Operation not
+    permitted: ...boot.lock", while an unwritable build lock only cost the save."""
+    from irqlab.build import cache
+
+    g, d = _cache_with_snapshot(monkeypatch, tmp_path)
+    (d / snapshot.STATE_FILE).write_bytes(b"x")
+    d.rename(d.with_name(d.name + ".old"))  # no snapshot: a cold boot, under the boot lock
+    lock = cache.lock_file(d, "boot")
+    lock.mkdir()  # what cannot be opened as a file
+    booted: list[bool] = []
+    monkeypatch.setattr(g, "_cold_start", lambda: booted.append(True))
+    monkeypatch.setattr(g, "_save_snapshot", lambda key: pytest.fail("saved"))
+    g._start()
+    why = f"not saved as the snapshot {'0' * 16}: cannot take the lock {lock}: Is a directory"
+    assert booted == [True] and g.snapshot_error == why
+    assert capsys.readouterr().err == f"irqlab: t: {why}; booting cold\n"

@@ -2,7 +2,8 @@
 
 A recipe computes an :class:`InputHash` over everything that affects its output
 (source files, versions, flags), then calls :func:`cached_build`.  If
-``<cache>/<name>-<hash>/`` exists and is complete, it is returned at once;
+``<cache>/<name>-<hash>/`` exists, is complete and not damaged (a big file cut short:
+:func:`irqlab.build.outputs.damage`), it is returned at once;
 otherwise the recipe builds into a temporary directory which is renamed into
 place only on success, so an interrupted build never looks complete.
 
@@ -30,7 +31,7 @@ from pathlib import Path
 from typing import IO
 
 from irqlab import notice
-from irqlab.build.outputs import Kind, describe
+from irqlab.build.outputs import Kind, damage, describe, is_recipe
 from irqlab.errors import IrqlabError
 from irqlab.paths import cache_dir, cache_location
 
@@ -43,13 +44,17 @@ __all__ = [
     "CacheKeepError",
     "Held",
     "InputHash",
+    "LockError",
     "LockHeld",
     "OutputGone",
+    "Removal",
+    "RemoveError",
     "cached_build",
     "dir_size",
     "entries",
     "evict_after",
     "exclusive_lock",
+    "foreign",
     "held_elsewhere",
     "hold",
     "in_use",
@@ -59,8 +64,11 @@ __all__ = [
     "output_dir",
     "outputs_named",
     "prune_plan",
+    "remove_all",
     "remove_entry",
     "remove_stale_locks",
+    "sweep_leftovers",
+    "take_lock",
     "touch",
 ]
 
@@ -153,12 +161,19 @@ def _locked_file(path: Path, *, wait: bool) -> IO[str] | None:
             f.close()
             raise
         if same:
-            f.seek(0)  # whose it is, for a waiter's message
-            f.truncate()
-            f.write(f"{os.getpid()}\n")
-            f.flush()
+            _write_pid(f)
             return f
         f.close()
+
+
+def _write_pid(f: IO[str]) -> None:
+    """Write this process's pid into the lock file *f* it holds: whose it is, for a
+    waiter's message.  Past the buffer, so a write the OS refuses (a full disk: the
+    flush raised, and the start failed with the lock file open) costs that message
+    only: the flock is the lock."""
+    with contextlib.suppress(OSError):
+        os.ftruncate(f.fileno(), 0)
+        os.write(f.fileno(), f"{os.getpid()}\n".encode())
 
 
 class LockHeld(IrqlabError, RuntimeError):
@@ -171,28 +186,78 @@ class LockHeld(IrqlabError, RuntimeError):
         self.holder = holder
 
 
-@contextlib.contextmanager
-def exclusive_lock(path: Path, what: str, *, wait: bool = True) -> Iterator[None]:
-    """Hold an exclusive lock on the file *path* (created if missing) for the block.
+class LockError(IrqlabError, OSError):
+    """A lock file could not be opened (an immutable or another user's file, a
+    read-only cache); the message names it and says the OS's words."""
+
+
+LOCK_POLL_S = 0.05  # how often a waiter tries a lock again
+
+
+def _holder(path: Path) -> int | None:
+    """The pid the holder of the lock file *path* wrote into it, None if unknown."""
+    try:
+        with open(path, "rb") as f:
+            text = f.read(32).strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def take_lock(
+    path: Path, what: str, *, wait: bool = True, stopped_limit: float | None = None
+) -> IO[str]:
+    """The file *path* (created if missing), locked exclusively: closing it lets go.
     When another process holds it, say so once on stderr, naming that process (each
     holder writes its pid into the file) and *what* the lock guards (what the holder is
     doing), then wait: a wait of minutes (another run's QEMU build, a cold boot) was
-    silent.  Not *wait*: raise :class:`LockHeld`, saying the same, instead."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    f = _locked_file(path, wait=False)
-    if f is None:
-        try:
-            holder = path.read_text()[:32].strip()
-        except OSError:
-            holder = ""
-        who = f"process {holder}" if holder.isdigit() else "another process"
-        if not wait:
-            pid = int(holder) if holder.isdigit() else None
-            raise LockHeld(f"{who} is {what} (lock {path})", pid)
-        notice.say(f"irqlab: waiting for {who}, which is {what} (lock {path})")
-        f = _locked_file(path, wait=True)
-        assert f is not None
-    with f:
+    silent.  Not *wait*: raise :class:`LockHeld`, saying the same, instead.  A holder
+    that is stopped (Ctrl-Z, SIGSTOP, a debugger) is said to be, once; with
+    *stopped_limit*, one that stays stopped that many seconds raises :class:`LockHeld`
+    (a wait behind it never ended).  :class:`LockError` when the file cannot be opened."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        f = _locked_file(path, wait=False)
+    except OSError as e:
+        raise LockError(f"cannot take the lock {path}: {e.strerror or e}") from e
+    if f is not None:
+        return f
+    pid = _holder(path)
+    who = f"process {pid}" if pid is not None else "another process"
+    if not wait:
+        raise LockHeld(f"{who} is {what} (lock {path})", pid)
+    notice.say(f"irqlab: waiting for {who}, which is {what} (lock {path})")
+    return _wait_for_lock(path, what, stopped_limit)
+
+
+def _wait_for_lock(path: Path, what: str, stopped_limit: float | None) -> IO[str]:
+    from irqlab.vm.proc import is_stopped
+
+    stopped_since: float | None = None
+    while (f := _locked_file(path, wait=False)) is None:
+        pid = _holder(path)
+        if pid is None or not is_stopped(pid):
+            stopped_since = None  # continued (SIGCONT), or another holder now
+        elif stopped_since is None:
+            stopped_since = time.monotonic()
+            limit = "" if stopped_limit is None else f"; waiting at most {stopped_limit:g} s"
+            notice.say(f"irqlab: process {pid} is stopped (Ctrl-Z, SIGSTOP or a debugger){limit}")
+        elif stopped_limit is not None and time.monotonic() - stopped_since > stopped_limit:
+            raise LockHeld(
+                f"process {pid}, which is {what}, stayed stopped for {stopped_limit:g} s "
+                f"(lock {path})",
+                pid,
+            )
+        time.sleep(LOCK_POLL_S)
+    return f
+
+
+@contextlib.contextmanager
+def exclusive_lock(
+    path: Path, what: str, *, wait: bool = True, stopped_limit: float | None = None
+) -> Iterator[None]:
+    """Hold the lock :func:`take_lock` takes for the block."""
+    with take_lock(path, what, wait=wait, stopped_limit=stopped_limit):
         yield
 
 
@@ -209,7 +274,7 @@ def remove_stale_locks(root: Path | None = None) -> list[Path]:
     now = time.time()
     for path in sorted(base.glob("*.lock")):
         output = _lock_output(path)
-        if not _ENTRY.match(output.name) or output.exists():
+        if not _output_name(output.name) or output.exists():
             continue
         try:
             # recently used: an older irqlab (another checkout sharing the cache) may be
@@ -226,6 +291,22 @@ def remove_stale_locks(root: Path | None = None) -> list[Path]:
         except OSError:  # e.g. another user's (a sudo run): not ours to remove
             continue
     return removed
+
+
+def _serves(name: str, final: Path, *, say: bool = False) -> bool:
+    """Whether the output *final* of *name* serves as it is: complete and not damaged
+    (:func:`irqlab.build.outputs.damage`: a truncated initramfs or vmlinux booted into a
+    confusing guest error).  One that does is marked used; a damaged one is said (with
+    *say*), to be built again."""
+    if not is_complete(final):
+        return False
+    why = damage(name, final)
+    if why:
+        if say:
+            notice.say(f"irqlab: {final} is damaged ({why}): building it again")
+        return False
+    touch(final)
+    return True
 
 
 def cached_build(
@@ -247,15 +328,16 @@ def cached_build(
     least recently used outputs of its group beyond :func:`keep_count` go (with *evict*;
     :func:`evict_after` says which never do); a snapshot keeps its own count.
     """
+    if not is_recipe(name):  # its outputs would be none of irqlab's (foreign)
+        raise ValueError(f"{name!r} is no recipe of irqlab.build.outputs.RECIPES")
     final = output_dir(name, digest)
-    if is_complete(final) and not force:
-        touch(final)
+    if not force and _serves(name, final, say=True):
         return final
     keep = keep_count() if evict else None  # a bad value fails before the build, not after
     final.parent.mkdir(parents=True, exist_ok=True)
+    sweep_leftovers(final.parent)
     with exclusive_lock(lock_file(final), f"building {final.name}"):
-        if is_complete(final) and not force:
-            touch(final)
+        if not force and _serves(name, final):
             return final
         tmp = final.with_name(final.name + ".tmp")
         if tmp.exists():
@@ -267,8 +349,11 @@ def cached_build(
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         (tmp / _COMPLETE).write_text(digest + "\n")
-        if final.exists():
-            shutil.rmtree(final)
+        try:
+            _remove_dir(final)  # a forced rebuild's old output
+        except RemoveError:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         tmp.rename(final)
     if keep is not None:
         evict_after(final, keep)
@@ -277,7 +362,27 @@ def cached_build(
 
 # --- housekeeping --------------------------------------------------------------------
 
-_ENTRY = re.compile(r"^(?P<name>[a-z][a-z0-9_-]*?)-(?P<digest>[0-9a-f]{16})(?P<tmp>\.tmp)?$")
+# An output being built is <output>.tmp, one being removed <output>.trash: neither is
+# ever looked up, so no interruption leaves a partial output that looks complete.
+_TRASH = ".trash"
+_ENTRY = re.compile(
+    r"^(?P<name>[a-z][a-z0-9_-]*?)-(?P<digest>[0-9a-f]{16})(?P<tmp>\.tmp|\.trash)?$"
+)
+
+
+def _output_name(name: str) -> re.Match[str] | None:
+    """*name* read as an output's directory name (recipe, digest, .tmp / .trash), or
+    None: not one, or not of a recipe irqlab knows (:func:`foreign`)."""
+    m = _ENTRY.match(name)
+    return m if m is not None and is_recipe(m["name"]) else None
+
+
+def foreign(root: Path | None = None) -> list[Path]:
+    """What in the cache is named like an output but of no recipe irqlab knows (a
+    user's ``project-0123456789abcdef/``): never listed as an output, never removed."""
+    base = root if root is not None else cache_dir()
+    names = sorted(p.name for p in base.iterdir()) if base.is_dir() else []
+    return [base / n for n in names if _ENTRY.match(n) and not _output_name(n)]
 
 
 @dataclass(frozen=True)
@@ -290,6 +395,7 @@ class CacheEntry:
     arch: str = ""  # what the output is for (irqlab.build.outputs): "x86_64", "aarch64"
     variant: str = ""  # within recipe and arch, e.g. an image's extra packages
     detail: str = ""  # the variant for people
+    damage: str = ""  # complete but damaged: what is wrong (irqlab.build.outputs.damage)
 
     @property
     def group(self) -> tuple[str, str, str]:
@@ -303,7 +409,7 @@ def entries(root: Path | None = None, *, recipe: str | None = None) -> list[Cach
     base = root if root is not None else cache_dir()
     found = []
     for p in sorted(base.iterdir()) if base.is_dir() else []:
-        m = _ENTRY.match(p.name)
+        m = _output_name(p.name)
         if not m or (recipe is not None and m["name"] != recipe) or not p.is_dir():
             continue
         complete = is_complete(p) and not m["tmp"]
@@ -318,6 +424,7 @@ def entries(root: Path | None = None, *, recipe: str | None = None) -> list[Cach
                 kind.arch,
                 kind.variant,
                 kind.detail,
+                damage(m["name"], p) if complete else "",
             )
         )
     return found
@@ -330,15 +437,15 @@ def dir_size(path: Path) -> int:
 def prune_plan(
     found: Sequence[CacheEntry], keep: int, protected: Collection[Path] = ()
 ) -> list[CacheEntry]:
-    """What to remove: incomplete leftovers, and in each group (recipe, architecture,
-    variant: :attr:`CacheEntry.group`) all but the *keep* most recently used outputs,
-    never one in *protected*.  ``keep=0`` leaves only the protected ones."""
+    """What to remove: incomplete leftovers, damaged outputs, and in each group (recipe,
+    architecture, variant: :attr:`CacheEntry.group`) all but the *keep* most recently
+    used outputs; never one in *protected*.  ``keep=0`` leaves only the protected ones."""
     if keep < 0:
         raise ValueError(f"keep must be 0 or more, not {keep}")
-    doomed = [e for e in found if not e.complete]
+    doomed = [e for e in found if not e.complete or (e.damage and e.path not in protected)]
     groups: dict[tuple[str, str, str], list[CacheEntry]] = {}
     for e in found:
-        if e.complete:
+        if e.complete and not e.damage:
             groups.setdefault(e.group, []).append(e)
     for group in groups.values():
         group.sort(key=lambda e: e.mtime, reverse=True)
@@ -450,33 +557,116 @@ def outputs_named(args: Iterable[str], root: Path | None = None) -> list[Path]:
     return list(dict.fromkeys(found))
 
 
+class RemoveError(IrqlabError, OSError):
+    """The OS refused to remove (part of) an output; the message names the path and
+    says the OS's words (Permission denied, Operation not permitted, ...)."""
+
+
+def _removing(path: Path, step: Callable[[], object]) -> None:
+    """Run *step*, a step of removing *path* (a missing file is no failure);
+    :class:`RemoveError` naming the file the OS refused and its words."""
+    try:
+        step()
+    except RemoveError:
+        raise
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise RemoveError(f"cannot remove {e.filename or path}: {e.strerror or e}") from e
+
+
+def _rmtree(path: Path) -> None:
+    """shutil.rmtree, whose error names the file it could not remove by its whole path
+    (the error rmtree raises names it relative to its directory: "state.mig")."""
+
+    def refused(_func: object, name: str, exc_info: tuple[type, BaseException, object]) -> None:
+        e = exc_info[1]
+        if not isinstance(e, FileNotFoundError):
+            words = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+            raise RemoveError(f"cannot remove {name}: {words}") from e
+
+    shutil.rmtree(path, onerror=refused)
+
+
+def _remove_dir(path: Path) -> None:
+    """Remove the output directory *path* (its build lock held): first renamed out of the
+    names that are looked up (``<output>.trash``), then deleted, so an interruption
+    (Ctrl-C, SIGKILL, a full disk) leaves an incomplete leftover, never an output
+    marked complete without its big files (rmtree deletes ``.complete`` last)."""
+    if path.name.endswith((".tmp", _TRASH)):
+        _removing(path, lambda: _rmtree(path))
+        return
+    trash = path.with_name(path.name + _TRASH)
+    _removing(trash, lambda: _rmtree(trash))  # an earlier removal's, interrupted
+    _removing(path, lambda: os.rename(path, trash))
+    _removing(trash, lambda: _rmtree(trash))
+
+
 def remove_entry(entry: CacheEntry) -> bool:
     """Remove one output unless a build holds its lock or something holds the output
-    (:func:`hold`: a running guest's QEMU, kernel, image) right now; True if removed."""
+    (:func:`hold`: a running guest's QEMU, kernel, image) right now; True if removed,
+    False if it stays for that reason.  :class:`RemoveError` when the OS refuses (a
+    read-only or immutable entry, another user's): it may stay in part or whole."""
     # the output's build lock, a .tmp entry's too (its build holds that lock)
     output = entry.path.with_name(f"{entry.name}-{entry.digest}")
-    lock = _locked_file(lock_file(output), wait=False)
+    try:
+        lock = _locked_file(lock_file(output), wait=False)
+    except OSError as e:
+        raise RemoveError(
+            f"cannot remove {entry.path}: cannot lock {e.filename}: {e.strerror}"
+        ) from e
     if lock is None:
         return False
     with lock:
         try:
             fd = _open_dir(entry.path)
         except FileNotFoundError:
-            fd = -1
-        except OSError:  # not ours to remove (permissions, not a directory): leave it
+            return True
+        except OSError:  # not ours to remove (not a directory): leave it
             return False
         try:
-            if fd >= 0:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    return False
-            shutil.rmtree(entry.path, ignore_errors=True)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+            _remove_dir(entry.path)
         finally:
-            if fd >= 0:
-                os.close(fd)
+            os.close(fd)
         # The lock file goes with remove_stale_locks (a waiter on it then takes a new one).
     return True
+
+
+def sweep_leftovers(root: Path | None = None) -> list[Path]:
+    """Best effort: remove the ``.tmp`` and ``.trash`` directories whose writer or
+    remover is gone (nobody holds the output's build lock, which each holds: one that
+    does is left alone).  A first start SIGKILLed while it saved its snapshot left
+    ``snapshot-<key>.tmp/state.mig`` (tens of MB) until a prune; returns what went."""
+    try:
+        found = [e for e in entries(root) if e.path.name.endswith((".tmp", _TRASH))]
+    except OSError:
+        return []
+    return [e.path for e in remove_all(found).removed]
+
+
+@dataclass
+class Removal:
+    """What :func:`remove_all` did: the outputs removed, those that stayed because
+    something held them, and the OS's refusals (one line each, naming the path)."""
+
+    removed: list[CacheEntry]
+    held: list[CacheEntry]
+    errors: list[str]
+
+
+def remove_all(doomed: Iterable[CacheEntry]) -> Removal:
+    """:func:`remove_entry` each of *doomed*, going on past the ones that stay."""
+    done = Removal([], [], [])
+    for e in doomed:
+        try:
+            (done.removed if remove_entry(e) else done.held).append(e)
+        except RemoveError as err:
+            done.errors.append(str(err))
+    return done
 
 
 # --- automatic eviction ---------------------------------------------------------------
@@ -527,7 +717,7 @@ def evict_after(stored: Path, keep: int) -> list[Path]:
     group beyond the *keep* most recently used.  Never *stored*, an output this checkout
     resolves to (:mod:`irqlab.build.inventory`), one a running guest holds (:func:`hold`)
     or one a build holds locked; returns what was removed."""
-    m = _ENTRY.match(stored.name)
+    m = _output_name(stored.name)
     if m is None or m["name"] in OWN_COUNT:
         return []
     try:
@@ -539,7 +729,7 @@ def evict_after(stored: Path, keep: int) -> list[Path]:
         if len(group) <= keep:
             return []
         protected = {stored, *_current_outputs(this.name, group)}
-        gone = [e.path for e in prune_plan(group, keep, protected) if remove_entry(e)]
+        gone = [e.path for e in remove_all(prune_plan(group, keep, protected)).removed]
         remove_stale_locks(stored.parent)
         return gone
     except Exception:  # best effort: a finished build never fails on its eviction

@@ -24,15 +24,46 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from irqlab.build.arch import ARCHES
-from irqlab.build.elf import ElfError, elf_machine
+from irqlab.build.elf import ELF_MAGIC, ElfError, elf_machine
 
-__all__ = ["IMAGE_VARIANT_KEY", "Kind", "describe", "image_variant_record"]
+__all__ = [
+    "IMAGE_VARIANT_KEY",
+    "RECIPES",
+    "TEST_MODULE_PREFIX",
+    "Kind",
+    "damage",
+    "describe",
+    "image_variant_record",
+    "is_recipe",
+]
+
+# Every recipe's name: the <name> of its outputs, <cache>/<name>-<input hash>/
+# (irqlab.build: qemu, kernel, kmod, responder, image, devicetree, buildroot;
+# irqlab.vm.snapshot).  Only their outputs are listed, pruned and evicted: the cache
+# directory may hold what irqlab never made (a user's project-0123456789abcdef/).
+RECIPES = frozenset(
+    {
+        "qemu",
+        "kernel",
+        "kmod",
+        "checkpatch",
+        "responder",
+        "image",
+        "dtb",
+        "buildroot-src",
+        "buildroot-image",
+        "snapshot",
+    }
+)
+# a test's own module (tests/e2e/kmods): test-kmod-<module name>
+TEST_MODULE_PREFIX = "test-kmod-"
 
 # image.json's record of the parameters that make a variant (written by ensure_image)
 IMAGE_VARIANT_KEY = "variant"
@@ -150,6 +181,89 @@ _READERS: dict[str, Callable[[Path], Kind]] = {
     "buildroot-image": _buildroot_image,
     "snapshot": _snapshot,
 }
+
+
+def _size_damage(path: Path, want: int, who: str, *, exact: bool) -> str:
+    """Why *path*'s size is not *want* (*exact*) or at least *want*, as *who* says, or ""."""
+    try:
+        size = path.stat().st_size
+    except OSError as e:
+        return f"{path}: {e.strerror}"
+    wrong = size != want if exact else size < want
+    return f"{path} is {size} bytes, {who} {want}" if wrong else ""
+
+
+def _image_damage(path: Path) -> str:
+    meta = _json(path / "image.json")
+    if not meta:
+        return f"{path / 'image.json'} is missing or unreadable"
+    want = meta.get("initramfs_size")
+    initramfs = path / str(meta.get("initramfs", "initramfs.cpio"))
+    if not isinstance(want, int):  # images from before it was recorded
+        return ""
+    return _size_damage(initramfs, want, "image.json says", exact=True)
+
+
+_SHT_NOBITS = 8
+
+
+def _elf_extent(f: BinaryIO) -> int:
+    """How long the 64-bit little-endian ELF file *f* must be by its own headers: the
+    end of its section header table and of its last section with contents in the file
+    (a truncated vmlinux is shorter).  Reads the headers only.  (Not in
+    :mod:`irqlab.build.elf`: that file is an input of every image.)"""
+    head = f.read(64)
+    if head[:4] != ELF_MAGIC or len(head) < 64 or head[4:6] != b"\x02\x01":
+        raise ElfError("not a 64-bit little-endian ELF file")
+    shoff: int = struct.unpack_from("<Q", head, 0x28)[0]
+    shentsize, shnum = struct.unpack_from("<HH", head, 0x3A)
+    end: int = shoff + shentsize * shnum
+    f.seek(shoff)
+    table = f.read(shentsize * shnum)
+    if len(table) < shentsize * shnum or shentsize < 40:
+        return end  # the table itself is cut short (or odd): its end says enough
+    for i in range(shnum):
+        kind, offset, size = struct.unpack_from("<4xI16xQQ", table, i * shentsize)
+        if kind != _SHT_NOBITS:
+            end = max(end, offset + size)
+    return end
+
+
+def _kernel_damage(path: Path) -> str:
+    vmlinux = path / "vmlinux"  # x86_64's (arm64 boots vmlinuz as it is: none)
+    if not vmlinux.exists():
+        return ""
+    try:
+        with vmlinux.open("rb") as f:
+            want = _elf_extent(f)
+    except (OSError, ElfError) as e:
+        return f"{vmlinux}: {getattr(e, 'strerror', None) or e}"
+    return _size_damage(vmlinux, want, "its ELF headers need at least", exact=False)
+
+
+def _snapshot_damage(path: Path) -> str:
+    state = path / "state.mig"  # irqlab.vm.snapshot.STATE_FILE
+    return "" if state.is_file() else f"{state} is missing"
+
+
+_DAMAGE: dict[str, Callable[[Path], str]] = {
+    "kernel": _kernel_damage,
+    "image": _image_damage,
+    "snapshot": _snapshot_damage,
+}
+
+
+def damage(recipe: str, path: Path) -> str:
+    """What is wrong with the complete output *path* of *recipe* by its own records ("" if
+    nothing is): a big file cut short or gone (a full disk, an interrupted copy), which
+    would fail later and far from its cause (a guest's confusing boot error)."""
+    check = _DAMAGE.get(recipe)
+    return check(path) if check is not None else ""
+
+
+def is_recipe(name: str) -> bool:
+    """Whether *name* names one of irqlab's recipes (:data:`RECIPES`, a test's module)."""
+    return name in RECIPES or (name.startswith(TEST_MODULE_PREFIX) and name != TEST_MODULE_PREFIX)
 
 
 def describe(recipe: str, path: Path) -> Kind:

@@ -88,6 +88,7 @@ def _line(
         m
         for m, on in (
             ("incomplete", not e.complete),
+            ("damaged", bool(e.damage)),
             ("current", e.path in current),
             ("in use", e.path in busy),
             ("(remove)", e.path in doomed),
@@ -118,6 +119,12 @@ def cmd_cache(args: argparse.Namespace) -> int:
     for line in format_listing(found, sizes, current, busy, doomed):
         print(line)
     print(f"{len(found)} outputs, {_mib(sum(sizes.values()))} in {cache_dir()}")
+    for e in found:
+        if e.damage:
+            print(f"damaged: {e.damage}; --prune removes it, and its next use makes it again")
+    others = cache.foreign()
+    if others:
+        print(f"not irqlab's, left alone: {', '.join(p.name for p in others)}")
     for (recipe, arch), why in sorted(now.unknown.items()):
         print(
             f"the current {recipe} ({arch or 'no arch'}) is not known ({why}): the most "
@@ -130,12 +137,15 @@ def cmd_cache(args: argparse.Namespace) -> int:
         freed = _mib(sum(sizes[p] for p in doomed))
         print(f"--prune {args.prune} would remove {len(plan)} outputs, {freed} (dry run)")
         return 0
-    removed = [e for e in plan if cache.remove_entry(e)]
-    kept = len(plan) - len(removed)
+    done = cache.remove_all(plan)
+    for error in done.errors:
+        print(f"irqlab cache: {error}", file=sys.stderr)
     locks = cache.remove_stale_locks()
+    held, failed = len(done.held), len(done.errors)
     print(
-        f"removed {len(removed)} outputs, {_mib(sum(sizes[e.path] for e in removed))}"
-        + (f"; {kept} in use or being built meanwhile, kept" if kept else "")
+        f"removed {len(done.removed)} outputs, {_mib(sum(sizes[e.path] for e in done.removed))}"
+        + (f"; {held} in use or being built meanwhile, kept" if held else "")
+        + (f"; {failed} could not be removed (said above)" if failed else "")
         + (f"; {len(locks)} lock files of outputs no longer cached" if locks else "")
     )
-    return 0
+    return 1 if failed else 0

@@ -1029,7 +1029,12 @@ class Guest:
             return self
         # One cold boot per configuration: concurrent starters (pytest-xdist workers,
         # two terminals) wait here for the first one's snapshot, then restore from it.
-        with snapshot.boot_lock(key):
+        with snapshot.boot_lock(key, stopped_limit=self.config.boot_timeout) as unlocked:
+            if unlocked is not None:  # it costs the snapshot, not the guest
+                self.snapshot_error = f"not saved as the snapshot {key}: {unlocked}"
+                notice.say(f"irqlab: {self.config.name}: {self.snapshot_error}; booting cold")
+                self._cold_start()
+                return self
             found = snapshot.lookup(key)
             if found is not None and self._try_restore(key, found):
                 return self
@@ -1050,10 +1055,11 @@ class Guest:
             self.snapshot_error = str(e)
             self._stop_machine()
             notice.say(f"irqlab: {e}")
-            if snapshot.discard(key):
+            why = snapshot.discard(key)
+            if why is None:
                 notice.say("irqlab: removed it; booting cold")
             else:  # the next start after the holder is gone removes it
-                notice.say("irqlab: another process holds it, so it stays for now; booting cold")
+                notice.say(f"irqlab: {why}, so it stays for now; booting cold")
             return False
 
     def prepare(self) -> Guest:
@@ -1234,7 +1240,7 @@ class Guest:
     def _restore(self, directory: Path) -> None:
         from irqlab.vm import snapshot
 
-        meta = snapshot.read_meta(directory)
+        meta = snapshot.check(directory)
         saved_by = (meta.get("qemu"), meta.get("image"))
         if saved_by != (str(self._qemu().binary), self._img().version):
             raise snapshot.SnapshotError(
@@ -2129,7 +2135,7 @@ def ensure_snapshot(config: GuestConfig | None = None) -> Path:
     if not g.config.snapshot:
         raise GuestError("no snapshot: GuestConfig(snapshot=False)")
     found = snapshot.lookup(g.prepare().snapshot_key())
-    if found is not None:
+    if found is not None and snapshot.intact(found):
         return found
     try:
         g.start()

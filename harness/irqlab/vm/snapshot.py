@@ -26,7 +26,8 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from irqlab.build import cache
+from irqlab import notice
+from irqlab.build import cache, outputs
 from irqlab.errors import IrqlabError
 from irqlab.vm.machine import Machine, MachineError
 from irqlab.vm.qmp.errors import QMPCommandError, QMPFailure
@@ -36,7 +37,9 @@ __all__ = [
     "STATE_FILE",
     "SnapshotError",
     "boot_lock",
+    "check",
     "discard",
+    "intact",
     "keep_snapshots",
     "load",
     "lookup",
@@ -69,21 +72,44 @@ def snapshot_key(inputs: Mapping[str, Any]) -> str:
 
 
 def lookup(key: str) -> Path | None:
-    """The complete snapshot directory for *key*, or None."""
+    """The snapshot directory for *key* marked complete, or None; whether its files are
+    all there is :func:`check`'s to say (one without its state file is a bad snapshot,
+    to be reported and replaced, not a missing one that a save would find in its way)."""
     d = cache.output_dir(RECIPE, key)
-    if cache.is_complete(d) and (d / STATE_FILE).is_file():
-        return d
-    return None
+    return d if cache.is_complete(d) else None
+
+
+def intact(directory: Path) -> bool:
+    """Whether the snapshot *directory* has its state file."""
+    return not outputs.damage(RECIPE, directory)
+
+
+def check(directory: Path) -> dict[str, Any]:
+    """The snapshot *directory*'s meta (:func:`read_meta`); :class:`SnapshotError` naming
+    the file when its state file is missing."""
+    why = outputs.damage(RECIPE, directory)
+    if why:
+        raise SnapshotError(f"snapshot {why} (its directory is marked complete)")
+    return read_meta(directory)
 
 
 @contextlib.contextmanager
-def boot_lock(key: str) -> Iterator[None]:
+def boot_lock(key: str, *, stopped_limit: float | None = None) -> Iterator[str | None]:
     """Held while a guest cold-boots to make the snapshot *key*: another process that
     misses the same snapshot waits here, then finds it and restores instead of booting
-    a second time.  (A lock of its own: :func:`save` takes the output's build lock.)"""
+    a second time.  (A lock of its own: :func:`save` takes the output's build lock.)
+    Yields None when held, else why it could not be taken (the lock file cannot be
+    opened, or its holder stayed stopped *stopped_limit* s): that guest boots without
+    it and saves nothing, the snapshot is what it costs, not the guest."""
     path = cache.lock_file(cache.output_dir(RECIPE, key), "boot")
-    with cache.exclusive_lock(path, f"cold-booting a guest to save the snapshot {key}"):
-        yield
+    what = f"cold-booting a guest to save the snapshot {key}"
+    try:
+        held = cache.take_lock(path, what, stopped_limit=stopped_limit)
+    except (cache.LockError, cache.LockHeld) as e:
+        yield str(e)
+        return
+    with held:
+        yield None
 
 
 def read_meta(directory: Path) -> dict[str, Any]:
@@ -94,11 +120,18 @@ def read_meta(directory: Path) -> dict[str, Any]:
     return meta
 
 
-def discard(key: str) -> bool:
-    """Remove the snapshot for *key* (a bad one), unless a save holds its lock or a
-    guest holds the output (:func:`irqlab.build.cache.hold`); False if it stays."""
-    removed = [cache.remove_entry(e) for e in cache.entries(recipe=RECIPE) if e.digest == key]
-    return all(removed)
+def discard(key: str) -> str | None:
+    """Remove the snapshot for *key* (a bad one); None once it is gone, else why it stays:
+    a save holds its lock or a guest holds the output (:func:`irqlab.build.cache.hold`),
+    or the OS refused (the path and the OS's words)."""
+    done = cache.remove_all(e for e in cache.entries(recipe=RECIPE) if e.digest == key)
+    if done.held:
+        return "another process holds it"
+    if done.errors and lookup(key) is not None:
+        return "; ".join(done.errors)
+    for error in done.errors:  # out of the way, but not all of it is gone
+        notice.say(f"irqlab: {error} (irqlab cache --prune removes the rest)")
+    return None
 
 
 def _wait_migration(
@@ -245,6 +278,9 @@ def save(
         (tmp / META_FILE).write_text(json.dumps(info, indent=2, default=str) + "\n")
 
     keep = keep_snapshots()  # a bad value fails before the save, not after
+    there = lookup(key)
+    if there is not None:  # a bad one that could not be removed: cached_build returns it
+        raise SnapshotError(f"{there} could not be replaced: it is still there")
     try:
         saved = cache.cached_build(RECIPE, key, write, evict=False)  # prune() below
     except (MachineError, QMPFailure, QMPCommandError, OSError) as e:
@@ -278,7 +314,7 @@ def prune(keep: int) -> list[Path]:
         key=lambda e: e.mtime,
         reverse=True,
     )
-    gone = [e.path for e in found[keep:] if cache.remove_entry(e)]
+    gone = [e.path for e in cache.remove_all(found[keep:]).removed]
     if gone:
         cache.remove_stale_locks()  # theirs, and those of configurations never saved
     return gone

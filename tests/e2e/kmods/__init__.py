@@ -11,6 +11,7 @@ from pathlib import Path
 from irqlab.build.cache import InputHash, cached_build
 from irqlab.build.kernel import ensure_kernel
 from irqlab.build.kmod import warnings_in
+from irqlab.build.outputs import TEST_MODULE_PREFIX
 from irqlab.build.steps import StepLog
 from irqlab.paths import log_dir
 
@@ -29,7 +30,7 @@ def build_test_kmod(name: str) -> Path:
     digest = h.hexdigest()
 
     def build(out: Path) -> None:
-        with StepLog(log_dir() / "build" / f"test-kmod-{name}-{digest}.log") as steps:
+        with StepLog(log_dir() / "build" / f"{TEST_MODULE_PREFIX}{name}-{digest}.log") as steps:
             scratch = out / "src"
             scratch.mkdir()
             for p in files:
@@ -43,4 +44,4 @@ def build_test_kmod(name: str) -> Path:
             shutil.copy2(scratch / f"{name}.ko", out / f"{name}.ko")
             shutil.rmtree(scratch)
 
-    return cached_build(f"test-kmod-{name}", digest, build) / f"{name}.ko"
+    return cached_build(f"{TEST_MODULE_PREFIX}{name}", digest, build) / f"{name}.ko"

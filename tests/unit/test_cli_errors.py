@@ -213,3 +213,66 @@ def test_an_errors_notes_follow_it(
     monkeypatch.setattr("irqlab.build.qemu.ensure_qemu", fail)
     assert main(["build-qemu"]) == 1
     assert capsys.readouterr().err == printed
+
+
+@pytest.mark.parametrize(
+    ("variable", "command", "said"),
+    [
+        ("IRQLAB_ACCEL", ["run", "-n", "--", "true"], "$IRQLAB_ACCEL must be kvm, tcg or auto"),
+        ("IRQLAB_ACCEL", ["shell"], "$IRQLAB_ACCEL must be kvm, tcg or auto"),
+        ("IRQLAB_ACCEL", ["probe-accel", "--qemu", sys.executable], "$IRQLAB_ACCEL must be"),
+        ("IRQLAB_ARCH", ["run", "--", "true"], "IRQLAB_ARCH='bogus': no such architecture"),
+        ("IRQLAB_ARCH", ["kdir"], "IRQLAB_ARCH='bogus': no such architecture"),
+        ("IRQLAB_ARCHES", ["build-qemu"], "IRQLAB_ARCHES='bogus': no such architecture"),
+        ("IRQLAB_IMAGE", ["run", "--", "true"], "IRQLAB_IMAGE='bogus': use 'debian'"),
+    ],
+)
+def test_a_bad_environment_value_is_a_usage_error_before_anything_starts(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    variable: str,
+    command: list[str],
+    said: str,
+) -> None:
+    """One line naming the variable, status 2 as for a bad option (a traceback and 1
+    before for IRQLAB_ACCEL and IRQLAB_ARCHES), and nothing built or started."""
+
+    def nothing(*a: object, **kw: object) -> None:
+        raise AssertionError("started something")
+
+    started = ("qemu.ensure_qemu", "qemu.find_qemu", "kernel.ensure_kernel")
+    for name in started:
+        monkeypatch.setattr(f"irqlab.build.{name}", nothing)
+    monkeypatch.setattr("irqlab.vm.accel.run_probe_guest", nothing)
+    monkeypatch.setenv(variable, "bogus")
+    assert main(command) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and said in err and "Traceback" not in err, err
+
+
+def test_the_accel_option_is_named_as_the_cause(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--accel`` of probe-accel, run and shell is said as the option (it was "accel='tcg'
+    argument", and run's "$IRQLAB_ACCEL=kvm" though the user typed --accel)."""
+    from irqlab.cli.guestcmd import guest_config
+    from irqlab.cli.main import build_parser
+    from irqlab.vm import accel
+
+    monkeypatch.setenv(accel.ENV_VAR, "auto")  # restored afterwards: --accel sets them
+    monkeypatch.setenv(accel.SOURCE_ENV, "")
+    qemu = tmp_path / "qemu-system-x86_64"
+    qemu.write_text("#!/bin/sh\necho 'QEMU emulator version 7.2.0'\n")
+    qemu.chmod(0o755)
+    assert main(["probe-accel", "--qemu", str(qemu), "--accel", "tcg"]) == 0
+    out, err = capsys.readouterr()
+    assert out == "tcg\n" and err.startswith("tcg forced by --accel tcg"), err
+    guest_config(build_parser().parse_args(["run", "--accel", "kvm", "--", "true"]), "t")
+    assert accel.choose(qemu).reason.startswith("kvm forced by --accel kvm")
+
+
+@pytest.mark.parametrize("value", ["bogus", ""])
+def test_probe_accel_takes_only_its_choices(capsys: pytest.CaptureFixture[str], value: str) -> None:
+    with pytest.raises(SystemExit) as e:
+        main(["probe-accel", "--accel", value])
+    assert e.value.code == 2 and "argument --accel: invalid choice" in capsys.readouterr().err

@@ -40,6 +40,7 @@ __all__ = [
     "cmd_inject",
     "cmd_run",
     "cmd_shell",
+    "force_accel",
     "forwarded_stdin",
     "guest_config",
     "parse_assignments",
@@ -85,6 +86,16 @@ def parse_puts(items: list[str] | None) -> dict[str, Path]:
     return out
 
 
+def force_accel(value: str | None) -> None:
+    """``--accel VALUE``: into $IRQLAB_ACCEL, which the guest reads, with the option
+    named as its cause (``kvm forced by --accel kvm``, not by $IRQLAB_ACCEL)."""
+    from irqlab.vm import accel
+
+    if value:
+        os.environ[accel.ENV_VAR] = value
+        os.environ[accel.SOURCE_ENV] = f"--accel {value}"
+
+
 def guest_config(args: argparse.Namespace, name: str) -> Any:
     """The GuestConfig the options describe (``--accel`` goes to $IRQLAB_ACCEL)."""
     from irqlab.vm.guest import (
@@ -95,8 +106,7 @@ def guest_config(args: argparse.Namespace, name: str) -> Any:
         module_specs,
     )
 
-    if args.accel:
-        os.environ["IRQLAB_ACCEL"] = args.accel
+    force_accel(args.accel)
     if args.no_irqlab and args.module_param:  # accepted, and a cold boot for nothing
         raise UsageError(
             "--module-param sets our driver's parameters, and --no-irqlab does not load it "

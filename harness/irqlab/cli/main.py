@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any, TextIO
 
 from irqlab.build.arch import build_module_command
-from irqlab.cli.argtypes import UsageError, count, positive
+from irqlab.cli.argtypes import count, positive
 from irqlab.sigsafe import SafeRaise
 
 __all__ = [
@@ -67,6 +67,7 @@ def cmd_build_image(args: argparse.Namespace) -> int:
 def cmd_probe_accel(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from irqlab.cli.guestcmd import force_accel
     from irqlab.vm import accel
 
     datadir: Path | None = None
@@ -80,11 +81,8 @@ def cmd_probe_accel(args: argparse.Namespace) -> int:
             print("irqlab: no built QEMU; run 'irqlab build-qemu' or pass --qemu", file=sys.stderr)
             return 1
         binary, datadir = inst.binary, inst.datadir
-    try:
-        choice = accel.choose(binary, accel=args.accel, datadir=datadir, timeout=args.timeout)
-    except ValueError as e:
-        print(f"irqlab: {e}", file=sys.stderr)
-        return 2
+    force_accel(args.accel)
+    choice = accel.choose(binary, datadir=datadir, timeout=args.timeout)
     print(choice.accel)
     print(choice.reason, file=sys.stderr)
     return 0
@@ -290,7 +288,11 @@ def build_parser() -> argparse.ArgumentParser:
         "probe-accel", help="print the accelerator to use here (kvm only if it boots a guest)"
     )
     s.add_argument("--qemu", help="QEMU binary (default: the built one)")
-    s.add_argument("--accel", help="force kvm|tcg|auto (default: $IRQLAB_ACCEL or auto)")
+    from irqlab.vm.accel import CHOICES
+
+    s.add_argument(
+        "--accel", choices=CHOICES, help="force one (default: $IRQLAB_ACCEL, else auto: probe)"
+    )
     s.add_argument(
         "--timeout", type=positive, default=5.0, help="probe timeout, seconds (default 5)"
     )
@@ -560,14 +562,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one subcommand.  User and environment errors (what irqlab reports, a file or
     directory that cannot be used, a failed external command) end in one line on
     stderr and exit status 1, never a traceback; IRQLAB_DEBUG=1 shows it anyway.  A
-    usage error (:class:`UsageError`: an option's value malformed or naming nothing of
-    the kind it takes, ``run`` without a command) exits 2 instead, as argparse's own
-    do; a value the device refuses (``inject push 0x1ffffffff``) is no usage error.
+    usage error (a :class:`~irqlab.errors.ConfigError`: an option's value malformed or
+    naming nothing of the kind it takes, ``run`` without a command, an environment
+    variable's value irqlab does not take, a guest configuration that cannot work) exits
+    2 instead, as argparse's own do; a value the device refuses (``inject push
+    0x1ffffffff``) is no usage error.
     SIGTERM and SIGHUP tear down as Ctrl-C does, then say so in one line and exit with
     128 + the signal's number."""
     import subprocess
 
-    from irqlab.errors import IrqlabError
+    from irqlab.errors import ConfigError, IrqlabError
 
     args = build_parser().parse_args(argv)
     debug = os.environ.get("IRQLAB_DEBUG") == "1"
@@ -594,7 +598,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for note in getattr(e, "__notes__", ()):  # e.g. where the guest's logs are
             msg += f"\nirqlab: {note}"
         print(f"irqlab: {msg}", file=sys.stderr)
-        return 2 if isinstance(e, UsageError) else 1
+        return 2 if isinstance(e, ConfigError) else 1
     return rc
 
 

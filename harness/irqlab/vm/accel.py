@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from irqlab.errors import ConfigError
 from irqlab.paths import cache_dir
 from irqlab.vm import probe_rom, proc
 
@@ -259,7 +260,9 @@ def clear_cache() -> None:
 
 
 def requested(accel: str | None = None) -> Accel | None:
-    """The forced accelerator from *accel* or $IRQLAB_ACCEL; None means probe ("auto")."""
+    """The forced accelerator from *accel* or $IRQLAB_ACCEL; None means probe ("auto").
+    :class:`~irqlab.errors.ConfigError` (a ValueError) for a value that is none of
+    :data:`CHOICES`."""
     value = accel if accel is not None else os.environ.get(ENV_VAR, "")
     value = value.strip().lower()
     if value in ("", "auto"):
@@ -269,7 +272,7 @@ def requested(accel: str | None = None) -> Accel | None:
     if value == "tcg":
         return "tcg"
     source = "accel argument" if accel is not None else f"${ENV_VAR}"
-    raise ValueError(f"{source} must be kvm, tcg or auto, not {value!r}")
+    raise ConfigError(f"{source} must be kvm, tcg or auto, not {value!r}")
 
 
 def choose(

@@ -44,7 +44,7 @@ from irqlab.build import imagekind
 from irqlab.build.arch import build_module_command
 from irqlab.build.imagekind import IMAGE_KINDS
 from irqlab.contract.regs import REGS
-from irqlab.errors import IrqlabError
+from irqlab.errors import ConfigError, IrqlabError
 from irqlab.paths import cache_description, log_dir, prune_logs
 from irqlab.vm import proc
 from irqlab.vm.agent_client import AgentClient, AgentError, AgentFault, AgentTimeout
@@ -191,8 +191,9 @@ def _kernel_step(commands: Sequence[str], then: str = "") -> str:
     )
 
 
-class GuestConfigError(GuestError):
-    """The GuestConfig asks for something its guest cannot take (a module parameter the
+class GuestConfigError(GuestError, ConfigError):
+    """The GuestConfig, or an environment variable a guest reads ($IRQLAB_ACCEL,
+    $IRQLAB_ARCH, ...), asks for something its guest cannot take (a module parameter the
     module does not have, fewer than 1 vCPU); raised before anything boots."""
 
 
@@ -276,11 +277,11 @@ IMAGE_EXTRA_PACKAGES = ("gpiod",)
 
 def image_kind() -> str:
     """Which guest image to boot: $IRQLAB_IMAGE, ``debian`` (default) or ``buildroot``
-    (:func:`irqlab.build.imagekind.image_kind`); PrerequisiteMissing for another."""
+    (:func:`irqlab.build.imagekind.image_kind`); GuestConfigError for another."""
     try:
         return imagekind.image_kind()
     except imagekind.UnknownImageKind as e:
-        raise PrerequisiteMissing(str(e)) from None
+        raise GuestConfigError(str(e)) from None
 
 
 def ko_module_name(ko: bytes) -> str | None:
@@ -754,7 +755,7 @@ class Guest:
                 return arch.by_name(self.config.arch)
             return arch.selected(os.environ)
         except ValueError as e:
-            raise PrerequisiteMissing(str(e)) from e
+            raise GuestConfigError(str(e)) from None
 
     def _check_extra_module_params(self) -> None:
         """Each :attr:`GuestConfig.extra_module_params` entry names an extra module and
@@ -1004,11 +1005,12 @@ class Guest:
     def prepare(self) -> Guest:
         """Find (or build) QEMU, the image and the module, and choose the accelerator,
         without starting anything (:meth:`start` does this first)."""
-        from irqlab.vm.accel import choose
+        from irqlab.vm.accel import choose, requested
         from irqlab.vm.loadscale import check_environment
 
-        try:
+        try:  # the environment's values, before anything is built
             check_environment()
+            requested()  # $IRQLAB_ACCEL
         except ValueError as e:
             raise GuestConfigError(str(e)) from None
         qemu, image, _ko = self.find_prerequisites()

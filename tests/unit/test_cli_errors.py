@@ -276,3 +276,35 @@ def test_probe_accel_takes_only_its_choices(capsys: pytest.CaptureFixture[str], 
     with pytest.raises(SystemExit) as e:
         main(["probe-accel", "--accel", value])
     assert e.value.code == 2 and "argument --accel: invalid choice" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [["probe-accel"], ["run", "--", "true"], ["build-qemu"]])
+@pytest.mark.parametrize(
+    ("env", "said"),
+    [
+        ({"IRQLAB_QEMU_SOURCE": "bogus"}, "IRQLAB_QEMU_SOURCE='bogus': expected 'debian'"),
+        (
+            {"IRQLAB_QEMU_SOURCE": "upstream", "IRQLAB_QEMU_UPSTREAM_VERSION": "1"},
+            "IRQLAB_QEMU_UPSTREAM_VERSION='1': no pinned checksum",
+        ),
+    ],
+)
+def test_a_bad_qemu_source_is_named_not_taken_for_an_unbuilt_qemu(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    command: list[str],
+    env: dict[str, str],
+    said: str,
+) -> None:
+    """probe-accel said "no built QEMU", run "QEMU ... is not built": the value is what
+    is wrong, as build-qemu says (which said it as a failed build step, status 1)."""
+
+    def no_apt(*a: object) -> None:
+        raise AssertionError("asked apt")
+
+    monkeypatch.setattr("irqlab.build.qemu._apt_versions", no_apt)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    assert main(command) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and said in err, err

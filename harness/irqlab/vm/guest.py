@@ -870,12 +870,14 @@ class Guest:
         from irqlab.build import archguest
         from irqlab.build.qemu import find_qemu
 
-        if arch.name != "x86_64":
-            try:
+        try:
+            if arch.name != "x86_64":
                 return archguest.arch_qemu(arch)
-            except archguest.Missing as e:
-                raise PrerequisiteMissing(str(e)) from e
-        qemu = find_qemu()
+            qemu = find_qemu()
+        except archguest.Missing as e:
+            raise PrerequisiteMissing(str(e)) from e
+        except ConfigError as e:  # $IRQLAB_QEMU_SOURCE names no source
+            raise GuestConfigError(str(e)) from None
         if qemu is None:
             raise PrerequisiteMissing(
                 "QEMU with the irqlab device is not built: "

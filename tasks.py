@@ -12,15 +12,25 @@ import inspect
 import os
 import shlex
 import sys
+from pathlib import Path
 from typing import Any
 
 from invoke import Context, Task, task
 
 PYTEST = f"{sys.executable} -m pytest"
+# Every task's commands run here, whatever directory invoke was started in (it finds
+# tasks.py in a parent directory); a path the user gives stays relative to theirs.
+ROOT = Path(__file__).resolve().parent
+
+
+def _run(c: Context, command: str, **kw: Any) -> None:
+    """*command* run in :data:`ROOT`, echoed."""
+    with c.cd(str(ROOT)):
+        c.run(command, echo=True, **kw)
 
 
 def _pytest(c: Context, args: str) -> None:
-    c.run(f"{PYTEST} {args}", pty=False, echo=True)
+    _run(c, f"{PYTEST} {args}", pty=False)
 
 
 def cli_task(command: str) -> Task[Any]:
@@ -93,9 +103,9 @@ def build(c: Context) -> None:
 @task
 def lint(c: Context) -> None:
     """ruff (lint, format check) and mypy over the Python code."""
-    c.run("ruff check harness tests tasks.py", echo=True)
-    c.run("ruff format --check harness tests tasks.py", echo=True)
-    c.run("mypy", echo=True)
+    _run(c, "ruff check harness tests tasks.py")
+    _run(c, "ruff format --check harness tests tasks.py")
+    _run(c, "mypy")
 
 
 @task(help={"k": "only tests matching this pytest -k expression"})
@@ -159,7 +169,8 @@ def test_all(c: Context, k: str = "", m: str = "", jobs: int = 0, junit: str = "
     On ``-j N`` pytest-xdist workers (default: one per core); the soak tests run short
     (``invoke soak`` runs them at full length)."""
     build(c)
-    junit_arg = f" --junitxml={shlex.quote(junit)}" if junit else ""
+    # relative to where the user typed it, not to ROOT, where pytest runs
+    junit_arg = f" --junitxml={shlex.quote(str(Path(junit).absolute()))}" if junit else ""
     _pytest(c, "tests" + workers_args(jobs) + _filters(k, m) + junit_arg + _ci_args())
 
 
@@ -184,4 +195,4 @@ def clean(c: Context) -> None:
     running guest uses, but snapshots count like any other group (N per architecture),
     and the suite restores about 30 configurations, so a small N makes its next run
     cold-boot the others."""
-    c.run("rm -rf build/logs", echo=True)
+    _run(c, "rm -rf build/logs")

@@ -78,9 +78,11 @@ class _Recorder(Context):  # type: ignore[misc]
     def __init__(self) -> None:
         super().__init__()
         self.commands: list[str] = []
+        self.cwds: list[str] = []  # where each command runs
 
     def run(self, command: str, **kw: Any) -> None:  # type: ignore[override]
         self.commands.append(command)
+        self.cwds.append(self.cwd)
 
 
 @pytest.mark.parametrize(
@@ -104,6 +106,26 @@ def test_test_all_runs_one_xdist_worker_per_core_unless_told(
     c = _Recorder()
     tasks.test_all(c, jobs=jobs, junit="out.xml")
     (cmd,) = c.commands
-    assert cmd.endswith(f"pytest tests{expected} --junitxml=out.xml") or (
-        f"pytest tests{expected} --junitxml=out.xml -p no:cacheprovider" in cmd
+    junit = f"--junitxml={Path.cwd() / 'out.xml'}"
+    assert cmd.endswith(f"pytest tests{expected} {junit}") or (
+        f"pytest tests{expected} {junit} -p no:cacheprovider" in cmd
     ), cmd
+
+
+def test_tasks_run_in_the_checkout_whatever_the_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """invoke finds tasks.py in a parent directory: `cd docs && invoke test-unit` found no
+    tests/unit, `invoke lint` no files, and `invoke clean` removed docs/build/logs.  A
+    path the user gives (--junit) is still relative to where they typed it."""
+    tasks = _tasks()
+    monkeypatch.setattr(tasks, "build", lambda c: None)
+    (tmp_path / "build" / "logs").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    c = _Recorder()
+    tasks.test_unit(c)
+    tasks.lint(c)
+    tasks.clean(c)
+    tasks.test_all(c, junit="reports/r.xml")
+    assert len(c.commands) == 6 and set(c.cwds) == {str(repo_root())}, c.cwds
+    assert f"--junitxml={tmp_path / 'reports' / 'r.xml'}" in c.commands[-1]

@@ -261,9 +261,7 @@ def test_the_accel_option_is_named_as_the_cause(
 
     monkeypatch.setenv(accel.ENV_VAR, "auto")  # restored afterwards: --accel sets them
     monkeypatch.setenv(accel.SOURCE_ENV, "")
-    qemu = tmp_path / "qemu-system-x86_64"
-    qemu.write_text("#!/bin/sh\necho 'QEMU emulator version 7.2.0'\n")
-    qemu.chmod(0o755)
+    qemu = _fake_qemu(tmp_path)
     assert main(["probe-accel", "--qemu", str(qemu), "--accel", "tcg"]) == 0
     out, err = capsys.readouterr()
     assert out == "tcg\n" and err.startswith("tcg forced by --accel tcg"), err
@@ -308,3 +306,54 @@ def test_a_bad_qemu_source_is_named_not_taken_for_an_unbuilt_qemu(
     assert main(command) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and said in err, err
+
+
+def _fake_qemu(tmp_path: Path) -> Path:
+    qemu = tmp_path / "qemu-system-x86_64"
+    qemu.write_text("#!/bin/sh\necho 'QEMU emulator version 7.2.0'\n")
+    qemu.chmod(0o755)
+    return qemu
+
+
+@pytest.mark.parametrize(
+    ("qemu", "said"),
+    [
+        ("/bin/true", "--qemu /bin/true: not a QEMU binary (its --version does not say"),
+        ("/tmp", "--qemu /tmp: is a directory, not a QEMU binary"),
+        ("/nonexistent/qemu", "--qemu /nonexistent/qemu: no such file"),
+    ],
+)
+def test_probe_accel_refuses_what_is_no_qemu_binary(
+    capsys: pytest.CaptureFixture[str], qemu: str, said: str
+) -> None:
+    """/bin/true was 'probed' (tcg, exit 0) and /tmp said 'Permission denied', exit 1."""
+    assert main(["probe-accel", "--qemu", qemu]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and said in err, err
+
+
+def test_probe_accel_fresh_probes_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A cached verdict answered at once whatever --timeout said, with no way to probe
+    again."""
+    from irqlab.vm import accel
+
+    monkeypatch.setenv("IRQLAB_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv(accel.ENV_VAR, "auto")
+    monkeypatch.setattr(accel, "_kvm_usable", lambda: None)
+    monkeypatch.setattr(accel, "_cache", {})
+    runs: list[float] = []
+
+    def probe_guest(binary: Path, how: str, *, datadir: object, timeout: float) -> object:
+        runs.append(timeout)
+        return accel.ProbeResult(False, "no long mode")
+
+    monkeypatch.setattr(accel, "run_probe_guest", probe_guest)
+    qemu = str(_fake_qemu(tmp_path))
+    assert main(["probe-accel", "--qemu", qemu]) == 0
+    accel._cache.clear()  # as in a new process: the verdict on disk
+    assert main(["probe-accel", "--qemu", qemu, "--timeout", "0.5"]) == 0
+    assert runs == [5.0] and "(cached verdict)" in capsys.readouterr().err
+    assert main(["probe-accel", "--qemu", qemu, "--timeout", "0.5", "--fresh"]) == 0
+    assert runs == [5.0, 0.5]

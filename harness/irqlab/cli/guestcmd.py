@@ -43,6 +43,7 @@ __all__ = [
     "force_accel",
     "forwarded_stdin",
     "guest_config",
+    "not_a_file",
     "parse_assignments",
     "raw_tty",
     "remote_command",
@@ -61,7 +62,7 @@ def parse_assignments(items: list[str] | None, option: str) -> dict[str, str]:
     return out
 
 
-def _not_a_file(path: Path, kind: str) -> str | None:
+def not_a_file(path: Path, kind: str) -> str | None:
     """What keeps *path* from being *kind* (``"a file"``): ``no such file``, ``is a
     directory, not a file``, ...; None when it is a file."""
     if path.is_file():
@@ -77,7 +78,7 @@ def parse_puts(items: list[str] | None) -> dict[str, Path]:
     for item in items or []:
         local, sep, remote = item.partition(":")
         path = Path(local)
-        problem = _not_a_file(path, "a file")
+        problem = not_a_file(path, "a file")
         if problem:
             raise UsageError(f"--put {local}: {problem}")
         if sep and not remote.startswith("/"):
@@ -117,7 +118,7 @@ def guest_config(args: argparse.Namespace, name: str) -> Any:
     except ValueError as e:
         raise UsageError(f"--module {e}") from None
     for m in modules:
-        problem = _not_a_file(m, "a .ko file")
+        problem = not_a_file(m, "a .ko file")
         if problem:
             hint = "" if m.exists() else f" (build it with {BUILD_MODULE})"
             raise UsageError(f"--module {m}: {problem}{hint}")

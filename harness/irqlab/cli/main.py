@@ -14,10 +14,11 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any, TextIO
 
 from irqlab.build.arch import build_module_command
-from irqlab.cli.argtypes import count, positive
+from irqlab.cli.argtypes import UsageError, count, positive
 from irqlab.sigsafe import SafeRaise
 
 __all__ = [
@@ -64,15 +65,43 @@ def cmd_build_image(args: argparse.Namespace) -> int:
     return 0
 
 
+QEMU_VERSION_WORDS = "QEMU emulator version"  # the first line of `qemu-system-* --version`
+
+
+def _check_qemu_binary(binary: Path) -> None:
+    """``--qemu`` names a QEMU binary (it runs, and its ``--version`` says QEMU), else a
+    usage error (``/bin/true`` was probed, and said tcg)."""
+    import subprocess
+
+    from irqlab.cli.guestcmd import not_a_file
+
+    problem = not_a_file(binary, "a QEMU binary")
+    if problem:
+        raise UsageError(f"--qemu {binary}: {problem}")
+    try:
+        said = subprocess.run(
+            [binary, "--version"], capture_output=True, text=True, timeout=30, check=False
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired) as e:
+        why = e.strerror if isinstance(e, OSError) else "no answer to --version within 30 s"
+        raise UsageError(f"--qemu {binary}: not a QEMU binary ({why})") from None
+    if QEMU_VERSION_WORDS not in said:
+        said = f"its --version does not say {QEMU_VERSION_WORDS!r}"
+        raise UsageError(f"--qemu {binary}: not a QEMU binary ({said})")
+
+
 def cmd_probe_accel(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    import functools
 
     from irqlab.cli.guestcmd import force_accel
     from irqlab.vm import accel
 
+    force_accel(args.accel)
+    accel.requested()  # $IRQLAB_ACCEL, before anything runs
     datadir: Path | None = None
     if args.qemu is not None:
         binary = Path(args.qemu)
+        _check_qemu_binary(binary)
     else:
         from irqlab.build.qemu import find_qemu
 
@@ -81,8 +110,8 @@ def cmd_probe_accel(args: argparse.Namespace) -> int:
             print("irqlab: no built QEMU; run 'irqlab build-qemu' or pass --qemu", file=sys.stderr)
             return 1
         binary, datadir = inst.binary, inst.datadir
-    force_accel(args.accel)
-    choice = accel.choose(binary, datadir=datadir, timeout=args.timeout)
+    fresh = functools.partial(accel.probe, fresh=True) if args.fresh else None
+    choice = accel.choose(binary, datadir=datadir, timeout=args.timeout, probe_fn=fresh)
     print(choice.accel)
     print(choice.reason, file=sys.stderr)
     return 0
@@ -285,17 +314,28 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_build_image)
 
     s = sub.add_parser(
-        "probe-accel", help="print the accelerator to use here (kvm only if it boots a guest)"
+        "probe-accel",
+        help="print the accelerator to use here (kvm only if it boots a guest)",
+        description="Prints kvm or tcg on stdout and why on stderr.  KVM counts only if "
+        "it runs a tiny long-mode guest within --timeout (where /dev/kvm exists but runs no "
+        "guest, as on a nested PVM host, the answer is tcg).  The verdict is cached per QEMU "
+        "binary and host boot, in <cache>/accel-probe/ (the build cache, "
+        "$IRQLAB_CACHE_DIR or ~/.cache/irqlab): a later run answers from it at once, "
+        "whatever --timeout says; --fresh probes again.  Guests choose the same way.",
     )
-    s.add_argument("--qemu", help="QEMU binary (default: the built one)")
+    s.add_argument("--qemu", help="QEMU binary (default: the built one, see build-qemu)")
     from irqlab.vm.accel import CHOICES
 
     s.add_argument(
         "--accel", choices=CHOICES, help="force one (default: $IRQLAB_ACCEL, else auto: probe)"
     )
     s.add_argument(
-        "--timeout", type=positive, default=5.0, help="probe timeout, seconds (default 5)"
+        "--timeout",
+        type=positive,
+        default=5.0,
+        help="probe timeout, seconds (default 5; not used when a cached verdict answers)",
     )
+    s.add_argument("--fresh", action="store_true", help="probe again, not from the cached verdict")
     s.set_defaults(func=cmd_probe_accel)
 
     from irqlab.cli.cachecmd import add_cache_parser

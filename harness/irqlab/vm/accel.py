@@ -216,16 +216,21 @@ def _save_verdict(key: str, result: ProbeResult) -> None:
 
 
 def probe(
-    binary: Path, datadir: Path | None = None, timeout: float = DEFAULT_TIMEOUT
+    binary: Path,
+    datadir: Path | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    *,
+    fresh: bool = False,
 ) -> ProbeResult:
     """Does KVM run a guest with this QEMU here?
 
     The verdict is cached in memory and on disk (the build cache), keyed by
     :func:`verdict_key`, so only the first run after a host boot pays for the probe
-    (up to *timeout* where KVM hangs, as under nested PVM).
+    (up to *timeout* where KVM hangs, as under nested PVM).  *fresh*: probe again
+    whatever is cached (and cache the new verdict).
     """
     key = verdict_key(binary, datadir)
-    cached = _kept_verdict(key)
+    cached = None if fresh else _kept_verdict(key)
     if cached is None:
         cached = run_probe_guest(binary, "kvm", datadir=datadir, timeout=timeout)
         _save_verdict(key, cached)

@@ -357,3 +357,20 @@ def test_probe_accel_fresh_probes_again(
     assert runs == [5.0] and "(cached verdict)" in capsys.readouterr().err
     assert main(["probe-accel", "--qemu", qemu, "--timeout", "0.5", "--fresh"]) == 0
     assert runs == [5.0, 0.5]
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["--tree", "/nonexistent", "--download"], "'/nonexistent': no such directory"),
+        (["--tree", "/nonexistent"], "argument --tree: '/nonexistent': no such directory"),
+        (["--tree", "/", "--download"], "argument --download: not allowed with argument --tree"),
+    ],
+)
+def test_buildroot_check_takes_a_tree_or_the_download(
+    capsys: pytest.CaptureFixture[str], argv: list[str], said: str
+) -> None:
+    """--download won silently over --tree (and tried the internet)."""
+    with pytest.raises(SystemExit) as e:
+        main(["buildroot-check", *argv])
+    assert e.value.code == 2 and said in capsys.readouterr().err

@@ -147,6 +147,16 @@ def _buildroot_arch(value: str) -> str:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def _directory(text: str) -> str:
+    """An argparse type: an existing directory (``--tree``), else a usage error."""
+    path = Path(text)
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: " + ("is not a directory" if path.exists() else "no such directory")
+        )
+    return text
+
+
 def cmd_buildroot_check(args: argparse.Namespace) -> int:
     from irqlab.build import buildroot, buildroot_checks
 
@@ -377,17 +387,23 @@ def build_parser() -> argparse.ArgumentParser:
         "buildroot-check",
         help="offline checks of buildroot/: defconfig, check-dotconfig, show-info, check-package",
     )
-    s.add_argument("--tree", help="Buildroot source tree (default: $IRQLAB_BUILDROOT_DIR)")
+    where = s.add_mutually_exclusive_group()
+    where.add_argument(
+        "--tree",
+        type=_directory,
+        metavar="DIR",
+        help="Buildroot source tree (default: $IRQLAB_BUILDROOT_DIR)",
+    )
+    where.add_argument(
+        "--download",
+        action="store_true",
+        help="use the pinned release, downloading it if needed (needs the internet)",
+    )
     s.add_argument(
         "--arch",
         type=_buildroot_arch,
         default=None,
         help="only this architecture's defconfig (default: all)",
-    )
-    s.add_argument(
-        "--download",
-        action="store_true",
-        help="use the pinned release, downloading it if needed (needs internet)",
     )
     s.add_argument(
         "--python", help="interpreter for check-package (needs the magic and flake8 modules)"

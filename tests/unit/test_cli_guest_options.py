@@ -84,6 +84,9 @@ def test_run_without_a_command_is_a_usage_error(capsys: pytest.CaptureFixture[st
     assert "no command" in capsys.readouterr().err
     assert main(["run", "--module", "mydrv.ko"]) == 2
     assert "irqlab: run: no command" in capsys.readouterr().err
+    for blank in (["--", ""], ["--", " ", ""]):  # booted a guest for nothing, exit 0
+        assert main(["run", "-n", *blank]) == 2
+        assert "irqlab: run: no command" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("command", ["run", "shell"])

@@ -396,7 +396,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     cmd = list(args.cmd)
     if cmd and cmd[0] == "--":
         cmd = cmd[1:]
-    if not cmd:
+    if not "".join(cmd).strip():  # `irqlab run -- ''` booted a guest for nothing
         raise UsageError("run: no command (irqlab run [options] -- CMD ...)")
     with _running_guest(guest_config(args, "run")) as g:
         chan = _session(g)

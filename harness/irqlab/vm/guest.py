@@ -492,16 +492,18 @@ def env_kmod(arch: Arch | None = None) -> Path | None:
     if env:
         if not Path(env).is_file():
             raise PrerequisiteMissing(f"$IRQLAB_KMOD={env} does not exist")
+        # first: a file that is no kernel module at all is said so
+        check_module_arch(Path(env), arch or X86_64, "$IRQLAB_KMOD")
         name = ko_module_name(Path(env).read_bytes())
         if name != "irqlab":
+            what = f"the module {name!r}" if name else "a module without a name"
             raise PrerequisiteMissing(
-                f"$IRQLAB_KMOD={env} is the module {name!r}, not a build of the irqlab "
+                f"$IRQLAB_KMOD={env} is {what}, not a build of the irqlab "
                 "driver (IRQLAB_KMOD replaces our driver, whose /dev/irqlab0 the harness "
                 "uses); load your own module with GuestConfig(extra_modules=[...], "
                 "load_irqlab=False), `irqlab shell --module FILE` or `irqlab run --module "
                 "FILE`, and unset IRQLAB_KMOD"
             )
-        check_module_arch(Path(env), arch or X86_64, "$IRQLAB_KMOD")
         return Path(env)
     return None
 

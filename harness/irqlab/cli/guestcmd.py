@@ -99,11 +99,14 @@ def force_accel(value: str | None) -> None:
 
 def guest_config(args: argparse.Namespace, name: str) -> Any:
     """The GuestConfig the options describe (``--accel`` goes to $IRQLAB_ACCEL)."""
+    from irqlab.build.arch import selected
     from irqlab.vm.guest import (
         BUILD_MODULE,
         GuestConfig,
         GuestConfigError,
+        PrerequisiteMissing,
         check_device_props,
+        check_module_arch,
         module_specs,
     )
 
@@ -122,6 +125,10 @@ def guest_config(args: argparse.Namespace, name: str) -> Any:
         if problem:
             hint = "" if m.exists() else f" (build it with {BUILD_MODULE})"
             raise UsageError(f"--module {m}: {problem}{hint}")
+        try:  # a kernel module, of the guest's architecture
+            check_module_arch(m, selected(os.environ), "--module")
+        except PrerequisiteMissing as e:
+            raise UsageError(str(e)) from None
     device_props = parse_assignments(args.device_prop, "--device-prop")
     try:
         check_device_props(device_props, "--device-prop")
@@ -311,16 +318,34 @@ SHELL_EXAMPLES = (
 )
 
 
-def shell_hint(qmp: Path, *, irqlab_loaded: bool = True) -> str:
+def _has_param(needs: str, params: Mapping[str, str]) -> bool:
+    """Whether the driver parameters *params* set the bits *needs* (``gpio_edges=0x8``)
+    names."""
+    key, _, bits = needs.partition("=")
+    try:
+        return int(params[key], 0) & int(bits, 0) == int(bits, 0)
+    except (KeyError, ValueError):
+        return False
+
+
+def shell_hint(
+    qmp: Path, *, irqlab_loaded: bool = True, module_params: Mapping[str, str] | None = None
+) -> str:
     """The lines ``irqlab shell`` prints before the prompt: the QMP socket and the
-    commands that use it, one a line, each with what it does after a ``#``.  Without
+    commands that use it, one a line, each with what it does after a ``#`` (and the
+    driver parameter it needs, unless *module_params*, the shell's, set it).  Without
     our driver (``--no-irqlab``, *irqlab_loaded* False) the commands still drive the
     device, but nothing of ours handles its interrupts: no ``/proc/interrupts`` line
     of ours to watch, and no parameter of our driver to suggest."""
     width = max(len(a) for a, _, _ in SHELL_EXAMPLES) + len("irqlab inject ")
+    given = module_params or {}
     examples = [
         f"  {'irqlab inject ' + a:{width}}  # {what}"
-        + (f", if the shell has --module-param {needs}" if needs and irqlab_loaded else "")
+        + (
+            f", if the shell has --module-param {needs}"
+            if needs and irqlab_loaded and not _has_param(needs, given)
+            else ""
+        )
         for a, what, needs in SHELL_EXAMPLES
     ]
     arrive = (
@@ -351,7 +376,9 @@ def cmd_shell(args: argparse.Namespace) -> int:
     qmp = config.qmp_socket = sock_dir / "qmp.sock"
     try:
         with _running_guest(config) as g:
-            hint = shell_hint(qmp, irqlab_loaded=not args.no_irqlab)
+            hint = shell_hint(
+                qmp, irqlab_loaded=not args.no_irqlab, module_params=config.module_params
+            )
             print(hint, file=sys.stderr, flush=True)
             mark = g.console_mark()  # an oops printed meanwhile (vs. a crash of its own)
             rc, killed = interactive_shell(g)
@@ -591,12 +618,26 @@ def add_guest_parsers(sub: Any) -> None:
         a: argparse.ArgumentParser = acts.add_parser(name, help=help, parents=[common])
         return a
 
+    from irqlab.contract.regs import REGS
+
+    lines = f"0 to the device's gpio-lines - 1 (default {REGS.MAX_GPIO_LINES - 1})"
+    numbers = "decimal, or hex with 0x"
     a = action("pulse", "pulse GPIO input lines (rising then falling edge)")
-    a.add_argument("lines", type=integer, nargs="+", metavar="LINE")
+    a.add_argument(
+        "lines", type=integer, nargs="+", metavar="LINE", help=f"a GPIO line: {lines}; {numbers}"
+    )
     a = action("set-lines", "drive the GPIO inputs to a bit mask of levels")
-    a.add_argument("levels", type=integer, metavar="MASK")
+    a.add_argument(
+        "levels", type=integer, metavar="MASK", help=f"bit n: line n high; {numbers} (0x8: line 3)"
+    )
     a = action("push", "push words into the device's FIFO")
-    a.add_argument("words", type=integer, nargs="+", metavar="WORD")
+    a.add_argument(
+        "words",
+        type=integer,
+        nargs="+",
+        metavar="WORD",
+        help=f"a 32-bit word, 0 to 0xffffffff; {numbers}",
+    )
     a = action("burst", "start the in-device burst generator")
     a.add_argument("count", type=integer, help="steps of the burst; 0 stops a running one")
     a.add_argument(

@@ -312,13 +312,32 @@ def build_parser() -> argparse.ArgumentParser:
         dest="command", required=True, metavar="COMMAND", parser_class=_Subcommand
     )
 
-    s = sub.add_parser("build-qemu", help="build (or find cached) QEMU with the irqlab device")
+    s = sub.add_parser(
+        "build-qemu",
+        help="build (or find cached) QEMU with the irqlab device",
+        description="Builds QEMU with the irqlab device (Debian's QEMU source package, the "
+        "device grafted in; $IRQLAB_QEMU_SOURCE=upstream: a pinned upstream release) unless "
+        "the build cache has it for the current inputs, then prints the binary's path, its "
+        "version and firmware directory (-L): for x86_64 and every target $IRQLAB_ARCHES "
+        "adds.  It installs the Debian packages it needs with apt: run it as root on Debian "
+        "12.  A cold build takes 4-6 min on 2 cores (seconds with ccache after a change "
+        "of the device), a cached one a second.  Output: <cache>/qemu-<input hash>/ (the "
+        "build cache: $IRQLAB_CACHE_DIR, else ~/.cache/irqlab); logs: build/logs/build/ in "
+        "a checkout ($IRQLAB_LOG_DIR/build), and a failing step names its log.",
+    )
     s.add_argument("--force", action="store_true", help="rebuild even if cached")
     s.set_defaults(func=cmd_build_qemu)
 
     s = sub.add_parser(
         "build-image",
         help="build (or find cached) the guest: Debian kernel, our module, initramfs",
+        description="Builds the Debian guest unless the build cache has it for the current "
+        "inputs: Debian's kernel, our module built against its headers, an initramfs from "
+        "Debian packages (busybox, dropbear, Python, the agent); prints their paths and the "
+        "kernel command line.  It installs the Debian packages it needs with apt: run it as "
+        "root on Debian 12.  About 15 s cold, 0.2 s cached.  Output: <cache>/ (the build "
+        "cache: $IRQLAB_CACHE_DIR, else ~/.cache/irqlab), one directory per output and "
+        "input hash; logs: build/logs/build/ in a checkout ($IRQLAB_LOG_DIR/build).",
     )
     s.add_argument("--force", action="store_true", help="rebuild even if cached")
     s.set_defaults(func=cmd_build_image)
@@ -439,8 +458,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_guest_parsers(sub)
 
-    s = sub.add_parser("regs", help="print the register map parsed from irqlab-regs.h")
-    s.add_argument("prefix", nargs="?", default="", help="only names starting so (e.g. REG_)")
+    s = sub.add_parser(
+        "regs",
+        help="print the register map parsed from irqlab-regs.h",
+        description="Prints the device's register offsets, bits and constants as parsed "
+        "from qemu-device/irqlab-regs.h (the one definition the device, the driver and the "
+        "harness share), one a line: the name and its value in hex.",
+    )
+    s.add_argument(
+        "prefix",
+        nargs="?",
+        default="",
+        metavar="PREFIX",
+        help="only names starting so, with or without IRQLAB_ (e.g. REG_)",
+    )
     s.set_defaults(func=cmd_regs)
     return p
 

@@ -374,3 +374,28 @@ def test_buildroot_check_takes_a_tree_or_the_download(
     with pytest.raises(SystemExit) as e:
         main(["buildroot-check", *argv])
     assert e.value.code == 2 and said in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["--bogus"], "irqlab: error: unrecognized arguments: --bogus"),
+        (["kdir", "--arch", ""], "argument --arch: unknown architecture ''"),
+        (["inject", "--device-id", "", "push", "1"], "argument --device-id: an empty id"),
+        (["inject", "push", "1", "--device-id", " "], "argument --device-id: an empty id"),
+    ],
+)
+def test_an_empty_or_unknown_value_is_named(
+    capsys: pytest.CaptureFixture[str], argv: list[str], said: str
+) -> None:
+    """`irqlab --bogus` said only that COMMAND is required; `kdir --arch ''` meant the
+    default; `--device-id ''` got QOM's "Property 'container.counters' not found"."""
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2 and said in capsys.readouterr().err
+
+
+def test_an_empty_put_is_named(capsys: pytest.CaptureFixture[str]) -> None:
+    """It said "--put : is a directory, not a file"."""
+    assert main(["run", "--put", "", "--", "true"]) == 2
+    assert capsys.readouterr().err == "irqlab: --put '': an empty path: give a file\n"

@@ -78,9 +78,9 @@ def parse_puts(items: list[str] | None) -> dict[str, Path]:
     for item in items or []:
         local, sep, remote = item.partition(":")
         path = Path(local)
-        problem = not_a_file(path, "a file")
+        problem = not_a_file(path, "a file") if local else "an empty path: give a file"
         if problem:
-            raise UsageError(f"--put {local}: {problem}")
+            raise UsageError(f"--put {local or repr(local)}: {problem}")
         if sep and not remote.startswith("/"):
             raise UsageError(f"--put {item!r}: the guest path must be absolute")
         out[remote if sep else f"/root/{path.name}"] = path
@@ -651,6 +651,14 @@ def add_guest_parsers(sub: Any) -> None:
     s.set_defaults(func=cmd_inject)
 
 
+def _device_id(text: str) -> str:
+    """An argparse type: ``--device-id``, not empty (``''`` was QOM's "Property
+    'container.counters' not found")."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty id: give the device's QEMU id")
+    return text
+
+
 def _inject_options(p: argparse.ArgumentParser, *, defaults: bool) -> None:
     """``irqlab inject``'s options, before the action (*defaults*) or after it."""
 
@@ -662,6 +670,7 @@ def _inject_options(p: argparse.ArgumentParser, *, defaults: bool) -> None:
 
     p.add_argument(
         "--device-id",
+        type=_device_id,
         default=default(DEVICE_ID),
         help=f"the device's id (default {DEVICE_ID})",
     )

@@ -193,11 +193,7 @@ def cmd_kdir(args: argparse.Namespace) -> int:
     from irqlab.build.kernel import ensure_kernel
     from irqlab.build.kmod import cross_args, ensure_cross_compiler, module_make_args
 
-    try:
-        guest_arch = arch.by_name(args.arch) if args.arch else arch.selected(os.environ)
-    except ValueError as e:
-        print(f"irqlab kdir: {e}", file=sys.stderr)
-        return 2
+    guest_arch = arch.by_name(args.arch) if args.arch else arch.selected(os.environ)
     k = ensure_kernel(arch=guest_arch)
     # not through irqlab.vm.guest (`make -C $(irqlab kdir)` needs no paramiko), and a
     # bad value is not this command's error
@@ -223,6 +219,17 @@ def cmd_kdir(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
     return 0
+
+
+def _guest_arch(value: str) -> str:
+    """``kdir --arch``: a guest architecture's name (``''`` meant the default), else
+    argparse's usage error."""
+    from irqlab.build import arch
+
+    try:
+        return arch.by_name(value).name
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def cmd_regs(args: argparse.Namespace) -> int:
@@ -443,7 +450,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument(
         "--arch",
-        default="",
+        type=_guest_arch,
         help="the guest architecture (x86_64, aarch64; default $IRQLAB_ARCH, else x86_64)",
     )
     s.add_argument(
@@ -484,6 +491,15 @@ def command_parser(name: str) -> tuple[argparse.ArgumentParser, str]:
             helps = {a.dest: a.help or "" for a in action._choices_actions}
             return action.choices[name], helps[name]
     raise KeyError(name)
+
+
+def _option_first(parser: argparse.ArgumentParser, argv: Sequence[str]) -> Sequence[str]:
+    """*argv*, unless it starts with an option ``irqlab`` itself does not know: then its
+    usage error, naming it (``irqlab --bogus`` said only that COMMAND is required)."""
+    first = argv[0].partition("=")[0] if argv else ""
+    if first.startswith("-") and first not in parser._option_string_actions:
+        parser.error(f"unrecognized arguments: {argv[0]} (irqlab COMMAND --help: its options)")
+    return argv
 
 
 def _to_devnull(stream: TextIO) -> None:
@@ -660,7 +676,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from irqlab.errors import ConfigError, IrqlabError
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(_option_first(parser, sys.argv[1:] if argv is None else argv))
     debug = os.environ.get("IRQLAB_DEBUG") == "1"
     _stacks_on_sigusr1()
     try:

@@ -33,7 +33,29 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 SUITE_SNAPSHOT_KEEP = "64"
 
 
+# The device tests' random walk (tests/device/test_random_sequence.py): the variables
+# that replay a seed and set the steps per seed, and the least value each takes (None:
+# any integer).  A value they cannot take is a usage error here, at startup: it was a
+# traceback while collecting (a seed 'x') or a misleading assertion (steps -5).
+RANDOM_WALK_ENV = {"IRQLAB_RANDOM_SEED": None, "IRQLAB_RANDOM_STEPS": 1}
+
+
+def check_random_walk_env() -> None:
+    for name, least in RANDOM_WALK_ENV.items():
+        raw = os.environ.get(name)
+        if raw is None or (raw == "" and least is not None):  # steps: '' is the default
+            continue
+        try:
+            value: int | None = int(raw)
+        except ValueError:
+            value = None
+        if value is None or (least is not None and value < least):
+            want = "an integer" if least is None else f"a whole number >= {least}"
+            raise pytest.UsageError(f"${name}={raw!r}: expected {want}")
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    check_random_walk_env()
     os.environ.setdefault("IRQLAB_SNAPSHOT_KEEP", SUITE_SNAPSHOT_KEEP)  # xdist workers too
     config.addinivalue_line(
         "markers",

@@ -363,7 +363,9 @@ def build_parser() -> argparse.ArgumentParser:
     from irqlab.vm.accel import CHOICES
 
     s.add_argument(
-        "--accel", choices=CHOICES, help="force one (default: $IRQLAB_ACCEL, else auto: probe)"
+        "--accel",
+        choices=CHOICES,
+        help="kvm or tcg: force it; auto: probe (default: $IRQLAB_ACCEL, else auto)",
     )
     s.add_argument(
         "--timeout",

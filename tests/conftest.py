@@ -40,7 +40,17 @@ SUITE_SNAPSHOT_KEEP = "64"
 RANDOM_WALK_ENV = {"IRQLAB_RANDOM_SEED": None, "IRQLAB_RANDOM_STEPS": 1}
 
 
-def check_random_walk_env() -> None:
+def check_environment() -> None:
+    """pytest's usage error for a variable set to a value it cannot take: the random
+    walk's, and the QEMU source's (read while collecting: tests/e2e/conftest.py looks
+    for an aarch64 QEMU, and a bad value was a traceback there)."""
+    from irqlab.build.qemu import env_source
+    from irqlab.errors import ConfigError
+
+    try:
+        env_source(os.environ)
+    except ConfigError as e:
+        raise pytest.UsageError(str(e)) from None
     for name, least in RANDOM_WALK_ENV.items():
         raw = os.environ.get(name)
         if raw is None or (raw == "" and least is not None):  # steps: '' is the default
@@ -55,7 +65,7 @@ def check_random_walk_env() -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    check_random_walk_env()
+    check_environment()
     os.environ.setdefault("IRQLAB_SNAPSHOT_KEEP", SUITE_SNAPSHOT_KEEP)  # xdist workers too
     config.addinivalue_line(
         "markers",

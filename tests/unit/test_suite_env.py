@@ -17,11 +17,14 @@ from irqlab.paths import repo_root
         ("IRQLAB_RANDOM_SEED", "x", "ERROR: $IRQLAB_RANDOM_SEED='x': expected an integer"),
         ("IRQLAB_RANDOM_STEPS", "-5", "$IRQLAB_RANDOM_STEPS='-5': expected a whole number >= 1"),
         ("IRQLAB_RANDOM_STEPS", "many", "$IRQLAB_RANDOM_STEPS='many': expected a whole number"),
+        ("IRQLAB_QEMU_SOURCE", "bogus", "IRQLAB_QEMU_SOURCE='bogus': expected 'debian'"),
     ],
 )
-def test_a_bad_random_walk_setting_is_a_usage_error(name: str, value: str, said: str) -> None:
-    """A seed 'x' was a traceback while collecting, steps -5 a misleading assertion."""
+def test_a_bad_setting_is_a_usage_error(name: str, value: str, said: str) -> None:
+    """A seed 'x' was a traceback while collecting, steps -5 a misleading assertion, a
+    bad QEMU source a traceback in tests/e2e/conftest.py."""
     collect = ["--collect-only", "-p", "no:cacheprovider", "tests/device/test_random_sequence.py"]
+    collect += ["tests/e2e"] if name == "IRQLAB_QEMU_SOURCE" else []  # its conftest looks
     r = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", *collect],
         cwd=repo_root(),

@@ -57,6 +57,7 @@ __all__ = [
     "current_digest",
     "ensure_qemu",
     "ensure_qemus",
+    "env_source",
     "find_qemu",
 ]
 
@@ -348,12 +349,20 @@ class _Inputs:
     arch: Arch = X86_64
 
 
+def env_source(env: Mapping[str, str]) -> QemuSource | None:
+    """The upstream release ``$IRQLAB_QEMU_SOURCE=upstream`` asks for (the version
+    ``$IRQLAB_QEMU_UPSTREAM_VERSION`` names), None for Debian's source (whose version apt
+    says); :class:`~irqlab.errors.ConfigError` naming the variable for a value not
+    taken."""
+    if source_kind(env) != "upstream":
+        return None
+    return upstream_source(env.get(UPSTREAM_VERSION_ENV) or None)
+
+
 def _current_inputs(arch: Arch = X86_64) -> _Inputs:
-    """The inputs of *arch*'s QEMU; :class:`~irqlab.errors.ConfigError` first, naming
-    the variable, when $IRQLAB_QEMU_SOURCE (or the upstream version) is not taken."""
-    upstream = None
-    if source_kind(os.environ) == "upstream":
-        upstream = upstream_source(os.environ.get(UPSTREAM_VERSION_ENV) or None)
+    """The inputs of *arch*'s QEMU; :class:`~irqlab.errors.ConfigError` first, before
+    apt is asked, when the environment names no source (:func:`env_source`)."""
+    upstream = env_source(os.environ)
     versions = _apt_versions(sorted(FIRMWARE))
     source = upstream or QemuSource("debian", versions[SOURCE_VERSION_PACKAGE])
     digest = input_digest(source, device_dir(), versions, configure_flags(arch))

@@ -12,15 +12,27 @@ import inspect
 import os
 import shlex
 import sys
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from invoke import Context, Task, task
+from invoke.exceptions import Exit
 
 PYTEST = f"{sys.executable} -m pytest"
+# Every task's commands run here, whatever directory invoke was started in (it finds
+# tasks.py in a parent directory); a path the user gives stays relative to theirs.
+ROOT = Path(__file__).resolve().parent
+
+
+def _run(c: Context, command: str, **kw: Any) -> None:
+    """*command* run in :data:`ROOT`, echoed."""
+    with c.cd(str(ROOT)):
+        c.run(command, echo=True, **kw)
 
 
 def _pytest(c: Context, args: str) -> None:
-    c.run(f"{PYTEST} {args}", pty=False, echo=True)
+    _run(c, f"{PYTEST} {args}", pty=False)
 
 
 def cli_task(command: str) -> Task[Any]:
@@ -93,9 +105,9 @@ def build(c: Context) -> None:
 @task
 def lint(c: Context) -> None:
     """ruff (lint, format check) and mypy over the Python code."""
-    c.run("ruff check harness tests tasks.py", echo=True)
-    c.run("ruff format --check harness tests tasks.py", echo=True)
-    c.run("mypy", echo=True)
+    _run(c, "ruff check harness tests tasks.py")
+    _run(c, "ruff format --check harness tests tasks.py")
+    _run(c, "mypy")
 
 
 @task(help={"k": "only tests matching this pytest -k expression"})
@@ -114,64 +126,118 @@ def _ci_args() -> str:
     return " -p no:cacheprovider" if os.environ.get("CI") else ""
 
 
-def workers_args(jobs: int) -> str:
-    """pytest's options for *jobs* pytest-xdist workers (0: one per usable core, see
-    :func:`irqlab.testing.parallel.default_workers`); 1 runs without xdist.
-    ``--dist loadgroup`` keeps tests marked ``xdist_group`` on one worker."""
-    from irqlab.testing.parallel import default_workers
+def _usage_error(message: str) -> Exit:
+    """What a task raises for a bad option, before anything starts: *message* on one
+    line, exit status 2 (as the irqlab command's usage errors)."""
+    return Exit(f"invoke: {message}", code=2)
 
-    n = jobs if jobs > 0 else default_workers()
+
+WORKERS_PER_CORE = 4  # -j beyond this many per usable core is refused (each is a guest)
+
+
+def workers(jobs: int | str) -> int:
+    """How many pytest-xdist workers ``-j`` asks for: 0 (the default) one per usable core
+    (:func:`irqlab.testing.parallel.default_workers`); a usage error for what is not a
+    whole number, is negative, or exceeds :data:`WORKERS_PER_CORE` per usable core."""
+    from irqlab.testing.parallel import default_workers, usable_cpus
+
+    try:
+        n = int(jobs)
+    except ValueError:
+        raise _usage_error(f"-j {jobs!r}: not a whole number of workers") from None
+    limit = WORKERS_PER_CORE * usable_cpus()
+    if n < 0:
+        raise _usage_error(f"-j {jobs}: must be 0 (one worker per core) or more")
+    if n > limit:
+        raise _usage_error(
+            f"-j {jobs}: at most {limit} workers here ({WORKERS_PER_CORE} per usable core; "
+            "each runs its own guests)"
+        )
+    return n or default_workers()
+
+
+def workers_args(jobs: int | str) -> str:
+    """pytest's options for *jobs* pytest-xdist workers (:func:`workers`); 1 runs without
+    xdist.  ``--dist loadgroup`` keeps tests marked ``xdist_group`` on one worker."""
+    n = workers(jobs)
     return f" -n {n} --dist loadgroup" if n > 1 else " -p no:xdist"
 
 
-_JOBS_HELP = "pytest-xdist workers, one guest each (default 0: one per core; 1: no xdist)"
+_JOBS_HELP = (
+    "pytest-xdist workers, one guest each (default 0: one per core; 1: no xdist; at most "
+    f"{WORKERS_PER_CORE} per core)"
+)
+
+
+def junit_path(junit: str) -> Path:
+    """``--junit FILE`` as an absolute path (relative to the user's directory), checked
+    before anything starts: a usage error if it is a directory or no file can be written
+    there (its missing directories are made, as pytest would)."""
+    path = Path(junit).absolute()
+    if path.is_dir():
+        raise _usage_error(f"--junit {junit}: is a directory, not a file")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path.parent):
+            pass
+    except OSError as e:
+        why = e.strerror or e
+        raise _usage_error(f"--junit {junit}: cannot write into {path.parent}: {why}") from None
+    return path
 
 
 @task(
     help={
         "k": "only tests matching this pytest -k expression",
-        "jobs": "pytest-xdist workers (default 0: one per core; 1: no xdist)",
+        "jobs": "pytest-xdist workers (default 0: one per core; 1: no xdist; at most "
+        f"{WORKERS_PER_CORE} per core)",
     }
 )
-def test_device(c: Context, k: str = "", jobs: int = 0) -> None:
+def test_device(c: Context, k: str = "", jobs: str = "0") -> None:
     """Device tests: the real built QEMU under the qtest accelerator, no guest."""
     _pytest(c, "tests/device" + workers_args(jobs) + _filters(k))
 
 
 @task(help={"k": "only tests matching this pytest -k expression", "jobs": _JOBS_HELP})
-def test_e2e(c: Context, k: str = "", jobs: int = 0) -> None:
-    """End-to-end tests in booted guests (one per worker)."""
+def test_e2e(c: Context, k: str = "", jobs: str = "0") -> None:
+    """Build what is missing (QEMU, the guest image), then the end-to-end tests in booted
+    guests (one per worker)."""
+    args = workers_args(jobs)
     build(c)
-    _pytest(c, "tests/e2e" + workers_args(jobs) + _filters(k))
+    _pytest(c, "tests/e2e" + args + _filters(k))
 
 
 @task(
     help={
         "k": "only tests matching this pytest -k expression",
         "m": "only tests matching this pytest -m marker expression (e.g. 'not e2e')",
-        "junit": "also write a JUnit XML report to this path",
+        "junit": "also write a JUnit XML report to this file (-u: -j is --jobs); checked "
+        "before anything starts",
         "jobs": _JOBS_HELP,
     }
 )
-def test_all(c: Context, k: str = "", m: str = "", jobs: int = 0, junit: str = "") -> None:
+def test_all(c: Context, k: str = "", m: str = "", jobs: str = "0", junit: str = "") -> None:
     """Build what is missing, then run every test: lint, unit, device, end-to-end.
 
     On ``-j N`` pytest-xdist workers (default: one per core); the soak tests run short
     (``invoke soak`` runs them at full length)."""
+    # relative to where the user typed it, not to ROOT, where pytest runs
+    junit_arg = f" --junitxml={shlex.quote(str(junit_path(junit)))}" if junit else ""
+    args = workers_args(jobs)
     build(c)
-    junit_arg = f" --junitxml={shlex.quote(junit)}" if junit else ""
-    _pytest(c, "tests" + workers_args(jobs) + _filters(k, m) + junit_arg + _ci_args())
+    _pytest(c, "tests" + args + _filters(k, m) + junit_arg + _ci_args())
 
 
 @task(help={"k": "only tests matching this pytest -k expression", "jobs": _JOBS_HELP})
-def soak(c: Context, k: str = "", jobs: int = 0) -> None:
+def soak(c: Context, k: str = "", jobs: str = "0") -> None:
     """Build what is missing, then run the soak tier: repeated user loops at full length.
 
     The loops of what users repeat (copy then run, restore, unbind/bind, arm/disarm,
     unplug/replug, the long storm), hundreds of rounds each (``invoke test-all`` runs
     them short)."""
+    args = workers_args(jobs)
     build(c)
-    _pytest(c, "tests -m soak --soak" + workers_args(jobs) + _filters(k) + _ci_args())
+    _pytest(c, "tests -m soak --soak" + args + _filters(k) + _ci_args())
 
 
 @task
@@ -184,4 +250,4 @@ def clean(c: Context) -> None:
     running guest uses, but snapshots count like any other group (N per architecture),
     and the suite restores about 30 configurations, so a small N makes its next run
     cold-boot the others."""
-    c.run("rm -rf build/logs", echo=True)
+    _run(c, "rm -rf build/logs")

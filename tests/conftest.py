@@ -33,7 +33,39 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 SUITE_SNAPSHOT_KEEP = "64"
 
 
+# The device tests' random walk (tests/device/test_random_sequence.py): the variables
+# that replay a seed and set the steps per seed, and the least value each takes (None:
+# any integer).  A value they cannot take is a usage error here, at startup: it was a
+# traceback while collecting (a seed 'x') or a misleading assertion (steps -5).
+RANDOM_WALK_ENV = {"IRQLAB_RANDOM_SEED": None, "IRQLAB_RANDOM_STEPS": 1}
+
+
+def check_environment() -> None:
+    """pytest's usage error for a variable set to a value it cannot take: the random
+    walk's, and the QEMU source's (read while collecting: tests/e2e/conftest.py looks
+    for an aarch64 QEMU, and a bad value was a traceback there)."""
+    from irqlab.build.qemu import env_source
+    from irqlab.errors import ConfigError
+
+    try:
+        env_source(os.environ)
+    except ConfigError as e:
+        raise pytest.UsageError(str(e)) from None
+    for name, least in RANDOM_WALK_ENV.items():
+        raw = os.environ.get(name)
+        if raw is None or (raw == "" and least is not None):  # steps: '' is the default
+            continue
+        try:
+            value: int | None = int(raw)
+        except ValueError:
+            value = None
+        if value is None or (least is not None and value < least):
+            want = "an integer" if least is None else f"a whole number >= {least}"
+            raise pytest.UsageError(f"${name}={raw!r}: expected {want}")
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    check_environment()
     os.environ.setdefault("IRQLAB_SNAPSHOT_KEEP", SUITE_SNAPSHOT_KEEP)  # xdist workers too
     config.addinivalue_line(
         "markers",

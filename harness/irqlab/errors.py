@@ -9,8 +9,15 @@ that callers catching those still work.
 
 from __future__ import annotations
 
-__all__ = ["IrqlabError"]
+__all__ = ["ConfigError", "IrqlabError"]
 
 
 class IrqlabError(Exception):
     """Something irqlab detected and reports; subclasses say what."""
+
+
+class ConfigError(IrqlabError, ValueError):
+    """A value the user chose (a command-line option, an environment variable such as
+    ``IRQLAB_ACCEL``, a guest's configuration) that cannot work, found before anything
+    starts; the message names the value.  The ``irqlab`` command exits with status 2
+    for it, as for argparse's usage errors."""

@@ -332,7 +332,8 @@ def test_shell_hint_pulse_with_what_it_needs() -> None:
     try:
         env, examples = hinted(t)
         t.expect(r"irqlab:~# ")
-        (pulse,) = [a for a, n in examples if a[0] == "pulse"]
+        ((pulse, note),) = [(a, n) for a, n in examples if a[0] == "pulse"]
+        assert "--module-param" not in note  # the shell has it: no "if the shell has"
         before, after = raised_after(env, pulse)
         assert after > before
         t.send("grep irqlab0-gpio /proc/interrupts\r")

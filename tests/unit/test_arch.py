@@ -195,7 +195,7 @@ def test_aarch64_boot_arguments(tmp_path: Path) -> None:
 
 
 def test_guest_arch_from_config_or_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    from irqlab.vm.guest import Guest, GuestConfig, PrerequisiteMissing
+    from irqlab.vm.guest import Guest, GuestConfig, GuestConfigError
 
     monkeypatch.delenv(arch.ARCH_ENV, raising=False)
     assert Guest(GuestConfig()).arch == X86_64
@@ -203,8 +203,16 @@ def test_guest_arch_from_config_or_environment(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv(arch.ARCH_ENV, "arm64")
     assert Guest(GuestConfig()).arch == AARCH64
     assert Guest(GuestConfig(arch="x86_64")).arch == X86_64
-    with pytest.raises(PrerequisiteMissing, match="mips"):
+    with pytest.raises(GuestConfigError, match="mips"):
         _ = Guest(GuestConfig(arch="mips")).arch
+    monkeypatch.setenv(arch.ARCH_ENV, "mips")
+    with pytest.raises(GuestConfigError, match=r"^IRQLAB_ARCH='mips': no such architecture"):
+        _ = Guest(GuestConfig()).arch
+
+
+def test_a_bad_arches_list_names_the_variable() -> None:
+    with pytest.raises(ValueError, match=r"^IRQLAB_ARCHES='bogus': no such architecture \(known"):
+        arch.built_arches({arch.ARCHES_ENV: "x86_64,bogus"})
 
 
 # ---- the device-tree key (aarch64) ------------------------------------------------------

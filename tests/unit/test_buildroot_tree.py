@@ -609,3 +609,11 @@ def test_built_output_becomes_the_harness_guest_image(
     assert img.kernel_artifacts.config.read_text() == "CONFIG_UIO=m\n"
     assert "-initrd" in img.qemu_args(2222)
     assert ("-bios" in img.qemu_args(2222)) == (arch == "x86_64")  # aarch64: no firmware
+
+
+def test_a_failed_download_leaves_nothing_and_says_it_needs_the_internet(tmp_path: Path) -> None:
+    """It left an empty buildroot-dl/buildroot/ and showed urllib's raw error."""
+    dest = tmp_path / "dl" / "buildroot" / "x.tar.xz"
+    with pytest.raises(fetch.DownloadFailed, match=r"^cannot download .*needs the internet"):
+        fetch.download((tmp_path / "nowhere").as_uri(), dest, "0" * 64, say=lambda _m: None)
+    assert list(tmp_path.iterdir()) == []

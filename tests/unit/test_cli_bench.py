@@ -225,3 +225,53 @@ def test_the_help_lists_the_paths_and_what_quick_sets(
         main(["bench", "--help"])
     text = "".join(capsys.readouterr().out.split())  # wrapped at spaces and hyphens
     assert "".join(PATHS_HELP.split()) in text and "".join(QUICK_HELP.split()) in text
+
+
+@pytest.mark.parametrize("command", ["bench", "bench-peers"])
+def test_out_must_be_a_directory_that_holds_no_result(
+    result: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    command: str,
+) -> None:
+    """``--out ''`` benched into the current directory, ``--out /etc/passwd`` said 'File
+    exists' after booting, and bench-peers overwrote an earlier result.json."""
+    monkeypatch.setattr("irqlab.bench.peers.run_peers", lambda *a: pytest.fail("ran"))
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    for out, said in [
+        (str(afile), f"irqlab: --out {afile}: is not a directory\n"),
+        (str(result.parent), f"irqlab: --out {result.parent}: holds a result.json already"),
+    ]:
+        assert main([command, "--out", out]) == 2
+        assert capsys.readouterr().err.startswith(said)
+    with pytest.raises(SystemExit) as e:
+        main([command, "--out", ""])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "argument --out: an empty path: give a directory" in err
+
+
+def test_report_refuses_the_options_that_measure(
+    result: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """They were ignored without a word."""
+    argv = ["bench", "--report", str(result), "--quick", "--events", "5", "--paths", "poll"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "irqlab: --report re-renders a result and measures nothing: --events, --paths, "
+        "--quick do not apply to it\n"
+    )
+
+
+def test_bench_peers_takes_the_bench_lock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two benches disturb each other's figures; bench-peers took no lock."""
+    from irqlab.bench import peers
+    from irqlab.bench.runner import LOCK_WHAT, lock_path
+    from irqlab.build import cache
+
+    monkeypatch.setenv("IRQLAB_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(peers, "_run_peers", lambda *a: pytest.fail("ran"))
+    with cache.exclusive_lock(lock_path(), LOCK_WHAT), pytest.raises(cache.LockHeld):
+        peers.run_peers(1, tmp_path / "out")

@@ -213,3 +213,189 @@ def test_an_errors_notes_follow_it(
     monkeypatch.setattr("irqlab.build.qemu.ensure_qemu", fail)
     assert main(["build-qemu"]) == 1
     assert capsys.readouterr().err == printed
+
+
+@pytest.mark.parametrize(
+    ("variable", "command", "said"),
+    [
+        ("IRQLAB_ACCEL", ["run", "-n", "--", "true"], "$IRQLAB_ACCEL must be kvm, tcg or auto"),
+        ("IRQLAB_ACCEL", ["shell"], "$IRQLAB_ACCEL must be kvm, tcg or auto"),
+        ("IRQLAB_ACCEL", ["probe-accel", "--qemu", sys.executable], "$IRQLAB_ACCEL must be"),
+        ("IRQLAB_ARCH", ["run", "--", "true"], "IRQLAB_ARCH='bogus': no such architecture"),
+        ("IRQLAB_ARCH", ["kdir"], "IRQLAB_ARCH='bogus': no such architecture"),
+        ("IRQLAB_ARCHES", ["build-qemu"], "IRQLAB_ARCHES='bogus': no such architecture"),
+        ("IRQLAB_IMAGE", ["run", "--", "true"], "IRQLAB_IMAGE='bogus': use 'debian'"),
+    ],
+)
+def test_a_bad_environment_value_is_a_usage_error_before_anything_starts(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    variable: str,
+    command: list[str],
+    said: str,
+) -> None:
+    """One line naming the variable, status 2 as for a bad option (a traceback and 1
+    before for IRQLAB_ACCEL and IRQLAB_ARCHES), and nothing built or started."""
+
+    def nothing(*a: object, **kw: object) -> None:
+        raise AssertionError("started something")
+
+    started = ("qemu.ensure_qemu", "qemu.find_qemu", "kernel.ensure_kernel")
+    for name in started:
+        monkeypatch.setattr(f"irqlab.build.{name}", nothing)
+    monkeypatch.setattr("irqlab.vm.accel.run_probe_guest", nothing)
+    monkeypatch.setenv(variable, "bogus")
+    assert main(command) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and said in err and "Traceback" not in err, err
+
+
+def test_the_accel_option_is_named_as_the_cause(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--accel`` of probe-accel, run and shell is said as the option (it was "accel='tcg'
+    argument", and run's "$IRQLAB_ACCEL=kvm" though the user typed --accel)."""
+    from irqlab.cli.guestcmd import guest_config
+    from irqlab.cli.main import build_parser
+    from irqlab.vm import accel
+
+    monkeypatch.setenv(accel.ENV_VAR, "auto")  # restored afterwards: --accel sets them
+    monkeypatch.setenv(accel.SOURCE_ENV, "")
+    qemu = _fake_qemu(tmp_path)
+    assert main(["probe-accel", "--qemu", str(qemu), "--accel", "tcg"]) == 0
+    out, err = capsys.readouterr()
+    assert out == "tcg\n" and err.startswith("tcg forced by --accel tcg"), err
+    guest_config(build_parser().parse_args(["run", "--accel", "kvm", "--", "true"]), "t")
+    assert accel.choose(qemu).reason.startswith("kvm forced by --accel kvm")
+
+
+@pytest.mark.parametrize("value", ["bogus", ""])
+def test_probe_accel_takes_only_its_choices(capsys: pytest.CaptureFixture[str], value: str) -> None:
+    with pytest.raises(SystemExit) as e:
+        main(["probe-accel", "--accel", value])
+    assert e.value.code == 2 and "argument --accel: invalid choice" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [["probe-accel"], ["run", "--", "true"], ["build-qemu"]])
+@pytest.mark.parametrize(
+    ("env", "said"),
+    [
+        ({"IRQLAB_QEMU_SOURCE": "bogus"}, "IRQLAB_QEMU_SOURCE='bogus': expected 'debian'"),
+        (
+            {"IRQLAB_QEMU_SOURCE": "upstream", "IRQLAB_QEMU_UPSTREAM_VERSION": "1"},
+            "IRQLAB_QEMU_UPSTREAM_VERSION='1': no pinned checksum",
+        ),
+    ],
+)
+def test_a_bad_qemu_source_is_named_not_taken_for_an_unbuilt_qemu(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    command: list[str],
+    env: dict[str, str],
+    said: str,
+) -> None:
+    """probe-accel said "no built QEMU", run "QEMU ... is not built": the value is what
+    is wrong, as build-qemu says (which said it as a failed build step, status 1)."""
+
+    def no_apt(*a: object) -> None:
+        raise AssertionError("asked apt")
+
+    monkeypatch.setattr("irqlab.build.qemu._apt_versions", no_apt)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    assert main(command) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and said in err, err
+
+
+def _fake_qemu(tmp_path: Path) -> Path:
+    qemu = tmp_path / "qemu-system-x86_64"
+    qemu.write_text("#!/bin/sh\necho 'QEMU emulator version 7.2.0'\n")
+    qemu.chmod(0o755)
+    return qemu
+
+
+@pytest.mark.parametrize(
+    ("qemu", "said"),
+    [
+        ("/bin/true", "--qemu /bin/true: not a QEMU binary (its --version does not say"),
+        ("/tmp", "--qemu /tmp: is a directory, not a QEMU binary"),
+        ("/nonexistent/qemu", "--qemu /nonexistent/qemu: no such file"),
+    ],
+)
+def test_probe_accel_refuses_what_is_no_qemu_binary(
+    capsys: pytest.CaptureFixture[str], qemu: str, said: str
+) -> None:
+    """/bin/true was 'probed' (tcg, exit 0) and /tmp said 'Permission denied', exit 1."""
+    assert main(["probe-accel", "--qemu", qemu]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and said in err, err
+
+
+def test_probe_accel_fresh_probes_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A cached verdict answered at once whatever --timeout said, with no way to probe
+    again."""
+    from irqlab.vm import accel
+
+    monkeypatch.setenv("IRQLAB_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv(accel.ENV_VAR, "auto")
+    monkeypatch.setattr(accel, "_kvm_usable", lambda: None)
+    monkeypatch.setattr(accel, "_cache", {})
+    runs: list[float] = []
+
+    def probe_guest(binary: Path, how: str, *, datadir: object, timeout: float) -> object:
+        runs.append(timeout)
+        return accel.ProbeResult(False, "no long mode")
+
+    monkeypatch.setattr(accel, "run_probe_guest", probe_guest)
+    qemu = str(_fake_qemu(tmp_path))
+    assert main(["probe-accel", "--qemu", qemu]) == 0
+    accel._cache.clear()  # as in a new process: the verdict on disk
+    assert main(["probe-accel", "--qemu", qemu, "--timeout", "0.5"]) == 0
+    assert runs == [5.0] and "(cached verdict)" in capsys.readouterr().err
+    assert main(["probe-accel", "--qemu", qemu, "--timeout", "0.5", "--fresh"]) == 0
+    assert runs == [5.0, 0.5]
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["--tree", "/nonexistent", "--download"], "'/nonexistent': no such directory"),
+        (["--tree", "/nonexistent"], "argument --tree: '/nonexistent': no such directory"),
+        (["--tree", "/", "--download"], "argument --download: not allowed with argument --tree"),
+    ],
+)
+def test_buildroot_check_takes_a_tree_or_the_download(
+    capsys: pytest.CaptureFixture[str], argv: list[str], said: str
+) -> None:
+    """--download won silently over --tree (and tried the internet)."""
+    with pytest.raises(SystemExit) as e:
+        main(["buildroot-check", *argv])
+    assert e.value.code == 2 and said in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["--bogus"], "irqlab: error: unrecognized arguments: --bogus"),
+        (["kdir", "--arch", ""], "argument --arch: unknown architecture ''"),
+        (["inject", "--device-id", "", "push", "1"], "argument --device-id: an empty id"),
+        (["inject", "push", "1", "--device-id", " "], "argument --device-id: an empty id"),
+    ],
+)
+def test_an_empty_or_unknown_value_is_named(
+    capsys: pytest.CaptureFixture[str], argv: list[str], said: str
+) -> None:
+    """`irqlab --bogus` said only that COMMAND is required; `kdir --arch ''` meant the
+    default; `--device-id ''` got QOM's "Property 'container.counters' not found"."""
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2 and said in capsys.readouterr().err
+
+
+def test_an_empty_put_is_named(capsys: pytest.CaptureFixture[str]) -> None:
+    """It said "--put : is a directory, not a file"."""
+    assert main(["run", "--put", "", "--", "true"]) == 2
+    assert capsys.readouterr().err == "irqlab: --put '': an empty path: give a file\n"

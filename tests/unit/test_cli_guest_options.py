@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
+from test_irqlab_kmod import _fake_ko  # same directory (rootdir-relative import)
 
 from irqlab.cli.guestcmd import UsageError, parse_assignments, parse_puts
 from irqlab.cli.main import build_parser, main
@@ -84,6 +85,9 @@ def test_run_without_a_command_is_a_usage_error(capsys: pytest.CaptureFixture[st
     assert "no command" in capsys.readouterr().err
     assert main(["run", "--module", "mydrv.ko"]) == 2
     assert "irqlab: run: no command" in capsys.readouterr().err
+    for blank in (["--", ""], ["--", " ", ""]):  # booted a guest for nothing, exit 0
+        assert main(["run", "-n", *blank]) == 2
+        assert "irqlab: run: no command" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("command", ["run", "shell"])
@@ -264,8 +268,7 @@ def test_module_specs_as_insmod_takes_them(tmp_path: Path) -> None:
     for bad, said in (("", "empty"), ("a.ko =x", "'=x' is not PARAM=VALUE"), ("'a", "quot")):
         with pytest.raises(ValueError, match=said):
             parse_module_spec(bad)
-    ko = tmp_path / "my-drv.ko"
-    ko.write_bytes(b"\x7fELF")
+    ko = _fake_ko(tmp_path / "my-drv.ko", "my_drv")
     args = build_parser().parse_args(
         ["run", "--module", f"{ko} tag=x", "--module", str(ko), "--", "true"]
     )
@@ -275,7 +278,7 @@ def test_module_specs_as_insmod_takes_them(tmp_path: Path) -> None:
     assert config.extra_module_params == {"my_drv": {"tag": "x"}}  # by module name
     spaced = tmp_path / "my dir" / "x.ko"  # an existing file as it stands: no parameters
     spaced.parent.mkdir()
-    spaced.write_bytes(b"\x7fELF")
+    _fake_ko(spaced, "x")
     assert parse_module_spec(str(spaced)) == (str(spaced), {})
     args = build_parser().parse_args(
         ["run", "--module", str(spaced), "--module", f"'{spaced}' tag=y", "--", "true"]
@@ -543,3 +546,37 @@ def test_module_specs_give_files_and_parameters_by_module_name(tmp_path: Path) -
     assert module_specs(["a.ko"]) == ([Path("a.ko")], {})  # default: as given
     with pytest.raises(ValueError, match="'=x' is not PARAM=VALUE"):
         module_specs(["a.ko", "b.ko =x"])
+
+
+@pytest.mark.parametrize(
+    ("given", "conditional"),
+    [
+        ({}, True),
+        ({"gpio_edges": "0x8"}, False),
+        ({"gpio_edges": "0xff"}, False),
+        ({"gpio_edges": "0x1"}, True),
+        ({"gpio_edges": "x"}, True),
+    ],
+)
+def test_shell_hint_drops_the_condition_the_shell_meets(
+    given: dict[str, str], conditional: bool
+) -> None:
+    """A shell started with --module-param gpio_edges=0x8 was told to need it."""
+    from irqlab.cli.guestcmd import PULSE_LINE, shell_hint
+
+    hint = shell_hint(Path("/q.sock"), module_params=given)
+    (pulse,) = [ln for ln in hint.splitlines() if f"inject pulse {PULSE_LINE}" in ln]
+    assert ("if the shell has --module-param gpio_edges=0x8" in pulse) == conditional, pulse
+
+
+def test_a_module_that_is_no_kernel_module_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A text file named by --module failed with status 1 after the build, as an
+    'extra module'."""
+    monkeypatch.setattr("irqlab.vm.guest.Guest", None)  # a guest started would fail loudly
+    text = tmp_path / "f.txt"
+    text.write_text("not a module\n")
+    assert main(["run", "--module", str(text), "--", "true"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"irqlab: --module {text} is not a kernel module: not an ELF file\n"

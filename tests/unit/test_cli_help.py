@@ -66,3 +66,18 @@ def test_version_outside_a_checkout(
     with pytest.raises(SystemExit):
         main(["--version"])
     assert capsys.readouterr().out == f"irqlab {__version__}\n"
+
+
+@pytest.mark.parametrize("command", ["build-qemu", "build-image", "probe-accel", "regs"])
+def test_every_command_says_what_it_does(command: str) -> None:
+    """These had a one-line summary and no description in their --help."""
+    assert _commands()[command].description
+
+
+@pytest.mark.parametrize("action", ["pulse", "set-lines", "push"])
+def test_inject_arguments_have_help(action: str) -> None:
+    """LINE, WORD and MASK had none: no range, no word of hex."""
+    inject = _commands()["inject"]
+    sub = next(a for a in inject._actions if isinstance(a, argparse._SubParsersAction))
+    positional = [a for a in sub.choices[action]._actions if not a.option_strings]
+    assert positional and all(a.help and "0x" in a.help for a in positional)

@@ -31,7 +31,7 @@ def test_each_reader_takes_the_environment(monkeypatch: pytest.MonkeyPatch) -> N
     assert image_setting() == image_kind() == "buildroot"
 
 
-def test_the_guest_refuses_an_unknown_image_as_a_missing_prerequisite(
+def test_the_guest_refuses_an_unknown_image_as_a_config_error(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from irqlab.vm import guest
@@ -40,7 +40,7 @@ def test_the_guest_refuses_an_unknown_image_as_a_missing_prerequisite(
     monkeypatch.setenv(IMAGE_ENV, "buildroot")
     assert guest.image_kind() == "buildroot"
     monkeypatch.setenv(IMAGE_ENV, "fedora")
-    with pytest.raises(guest.PrerequisiteMissing, match=r"^IRQLAB_IMAGE='fedora': use 'debian'"):
+    with pytest.raises(guest.GuestConfigError, match=r"^IRQLAB_IMAGE='fedora': use 'debian'"):
         guest.image_kind()
 
 

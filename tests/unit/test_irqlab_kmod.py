@@ -278,3 +278,13 @@ def test_kernel_params_reach_the_kernel_whole() -> None:
     assert kernel_param("n", 7) == "n=7"
     with pytest.raises(GuestConfigError, match="double quote"):
         kernel_param("tag", 'say "hi"')
+
+
+def test_irqlab_kmod_that_is_no_module_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """/etc/passwd was "the module None, not a build of the irqlab driver"."""
+    (tmp_path / "text").write_text("root:x:0:0\n")
+    monkeypatch.setenv("IRQLAB_KMOD", str(tmp_path / "text"))
+    with pytest.raises(PrerequisiteMissing, match=r"text is not a kernel module: not an ELF file"):
+        find_kmod()

@@ -69,7 +69,7 @@ def test_the_cli_parses_what_the_tasks_pass(tmp_path: Path) -> None:
 def test_cli_reports_irqlab_errors_without_a_traceback(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert cli.main(["buildroot-check", "--tree", str(tmp_path / "nothing")]) == 1
+    assert cli.main(["buildroot-check", "--tree", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert err.startswith("irqlab: ") and "not a Buildroot source tree" in err
 
@@ -78,9 +78,11 @@ class _Recorder(Context):  # type: ignore[misc]
     def __init__(self) -> None:
         super().__init__()
         self.commands: list[str] = []
+        self.cwds: list[str] = []  # where each command runs
 
     def run(self, command: str, **kw: Any) -> None:  # type: ignore[override]
         self.commands.append(command)
+        self.cwds.append(self.cwd)
 
 
 @pytest.mark.parametrize(
@@ -104,6 +106,79 @@ def test_test_all_runs_one_xdist_worker_per_core_unless_told(
     c = _Recorder()
     tasks.test_all(c, jobs=jobs, junit="out.xml")
     (cmd,) = c.commands
-    assert cmd.endswith(f"pytest tests{expected} --junitxml=out.xml") or (
-        f"pytest tests{expected} --junitxml=out.xml -p no:cacheprovider" in cmd
+    junit = f"--junitxml={Path.cwd() / 'out.xml'}"
+    assert cmd.endswith(f"pytest tests{expected} {junit}") or (
+        f"pytest tests{expected} {junit} -p no:cacheprovider" in cmd
     ), cmd
+
+
+def test_tasks_run_in_the_checkout_whatever_the_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """invoke finds tasks.py in a parent directory: `cd docs && invoke test-unit` found no
+    tests/unit, `invoke lint` no files, and `invoke clean` removed docs/build/logs.  A
+    path the user gives (--junit) is still relative to where they typed it."""
+    tasks = _tasks()
+    monkeypatch.setattr(tasks, "build", lambda c: None)
+    (tmp_path / "build" / "logs").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    c = _Recorder()
+    tasks.test_unit(c)
+    tasks.lint(c)
+    tasks.clean(c)
+    tasks.test_all(c, junit="reports/r.xml")
+    assert len(c.commands) == 6 and set(c.cwds) == {str(repo_root())}, c.cwds
+    assert f"--junitxml={tmp_path / 'reports' / 'r.xml'}" in c.commands[-1]
+
+
+@pytest.mark.parametrize(
+    ("jobs", "said"),
+    [
+        ("x", "-j 'x': not a whole number of workers"),
+        ("1.5", "-j '1.5': not a whole number"),
+        ("-1", "-j -1: must be 0 (one worker per core) or more"),
+        ("9", "-j 9: at most 8 workers here (4 per usable core"),
+    ],
+)
+def test_a_bad_worker_count_is_refused_before_anything_starts(
+    monkeypatch: pytest.MonkeyPatch, jobs: str, said: str
+) -> None:
+    """`-j x` was invoke's ValueError traceback, `-j -1` the default, and `-j 1000` ran
+    1000 guests."""
+    from invoke.exceptions import Exit
+
+    from irqlab.testing import parallel
+
+    monkeypatch.setattr(parallel, "usable_cpus", lambda: 2)
+    tasks = _tasks()
+    monkeypatch.setattr(tasks, "build", lambda c: pytest.fail("built"))
+    c = _Recorder()
+    for run in (tasks.test_all, tasks.test_device, tasks.test_e2e, tasks.soak):
+        with pytest.raises(Exit) as e:
+            run(c, jobs=jobs)
+        assert e.value.code == 2 and said in str(e.value.message)
+    assert c.commands == []
+    assert tasks.workers("8") == 8
+
+
+def test_an_unwritable_junit_file_is_refused_before_anything_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It failed at the end of the whole suite, in pytest's traceback, with no report."""
+    from invoke.exceptions import Exit
+
+    tasks = _tasks()
+    monkeypatch.setattr(tasks, "build", lambda c: pytest.fail("built"))
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    c = _Recorder()
+    for junit, said in [
+        ("/proc/nope/x.xml", "cannot write into /proc/nope"),
+        (str(tmp_path), "is a directory, not a file"),
+        (str(afile / "x.xml"), f"cannot write into {afile}"),
+    ]:
+        with pytest.raises(Exit) as e:
+            tasks.test_all(c, junit=junit)
+        assert e.value.code == 2 and f"--junit {junit}: {said}" in str(e.value.message)
+    assert c.commands == []
+    assert tasks.junit_path(str(tmp_path / "new" / "r.xml")) == tmp_path / "new" / "r.xml"

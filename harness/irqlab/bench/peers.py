@@ -543,7 +543,17 @@ def run_peers(
 ) -> Path:
     """Interleaved rounds of labgrid, restore and cold boot; writes ``result.json``
     and ``table.txt`` to *out_dir* (default ``build/bench-peers/<stamp>``) and
-    returns the JSON's path."""
+    returns the JSON's path.  Refused (:class:`~irqlab.build.cache.LockHeld`) while a
+    bench runs on this machine, as :meth:`irqlab.bench.runner.Bench.run` is: it holds
+    the same lock."""
+    from irqlab.bench.runner import LOCK_WHAT, lock_path
+    from irqlab.build import cache
+
+    with cache.exclusive_lock(lock_path(), LOCK_WHAT, wait=False):
+        return _run_peers(rounds, out_dir, progress)
+
+
+def _run_peers(rounds: int, out_dir: Path | None, progress: Callable[[str], None]) -> Path:
     from irqlab.vm.guest import Guest, GuestConfig, device_arg, ensure_snapshot
 
     if rounds < 1:

@@ -13,10 +13,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 from irqlab.cli.argtypes import count
+from irqlab.cli.bench import check_out_dir, out_path
 
 DESCRIPTION = """\
 Times the whole of "start a guest, run one command in it over SSH, stop it" three
@@ -25,8 +25,11 @@ environment, build/peer-venv), an irqlab guest restored from its snapshot, and a
 irqlab cold boot.  Writes result.json and table.txt into build/bench-peers/<stamp>
 (or --out) and prints the table.
 
-Exit status: 0; 1 when the irqlab guests cannot run.  A labgrid failure is shown in
-the table (the step and the end of its output) and does not change the status.
+Exit status: 0; 1 when the irqlab guests cannot run, or while a bench runs on this
+machine (either would disturb the other's figures; refused before anything starts,
+naming its pid); 2 for a usage error, among them an --out that holds a result.json
+already.  A labgrid failure is shown in the table (the step and the end of its output)
+and does not change the status.
 """
 
 
@@ -41,7 +44,12 @@ def add_bench_peers_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     s.add_argument("--rounds", type=count(1), default=DEFAULT_ROUNDS,
                    help=f"interleaved rounds (default {DEFAULT_ROUNDS})")  # fmt: skip
-    s.add_argument("--out", type=Path, help="output directory (default build/bench-peers/<stamp>)")
+    s.add_argument(
+        "--out",
+        type=out_path,
+        help="output directory (default build/bench-peers/<stamp>); refused if it holds a "
+        "result.json",
+    )
     s.set_defaults(func=cmd_bench_peers)
     return s
 
@@ -50,6 +58,7 @@ def cmd_bench_peers(args: argparse.Namespace) -> int:
     from irqlab.bench.peers import render_table, run_peers
     from irqlab.vm.guest import PrerequisiteMissing
 
+    check_out_dir(args.out)
     try:
         path = run_peers(args.rounds, args.out)
     except PrerequisiteMissing as e:

@@ -16,6 +16,8 @@ import platform
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from irqlab.errors import ConfigError
+
 __all__ = [
     "AARCH64",
     "ARCHES",
@@ -92,20 +94,33 @@ def host_deb_arch() -> str:
 
 
 def by_name(name: str) -> Arch:
-    """The architecture called *name* (``x86_64``/``amd64``, ``aarch64``/``arm64``)."""
+    """The architecture called *name* (``x86_64``/``amd64``, ``aarch64``/``arm64``);
+    :class:`~irqlab.errors.ConfigError` (a ValueError) for another name."""
     key = name.strip().lower()
     key = _ALIASES.get(key, key)
     try:
         return ARCHES[key]
     except KeyError:
-        known = ", ".join(sorted(ARCHES))
-        raise ValueError(f"unknown architecture {name!r} (known: {known})") from None
+        raise ConfigError(f"unknown architecture {name!r} ({_known()})") from None
+
+
+def _known() -> str:
+    return f"known: {', '.join(sorted(ARCHES))}"
 
 
 def selected(env: Mapping[str, str]) -> Arch:
     """The guest architecture ``IRQLAB_ARCH`` names (default x86_64)."""
     value = env.get(ARCH_ENV, "").strip()
-    return by_name(value) if value else DEFAULT
+    return _from_env(ARCH_ENV, value) if value else DEFAULT
+
+
+def _from_env(var: str, name: str) -> Arch:
+    """:func:`by_name` of *name*, read from the environment variable *var*: its error
+    names the variable."""
+    try:
+        return by_name(name)
+    except ConfigError:
+        raise ConfigError(f"{var}={name!r}: no such architecture ({_known()})") from None
 
 
 def built_arches(env: Mapping[str, str]) -> tuple[Arch, ...]:
@@ -116,7 +131,7 @@ def built_arches(env: Mapping[str, str]) -> tuple[Arch, ...]:
     out: list[Arch] = [X86_64]
     for part in env.get(ARCHES_ENV, "").split(","):
         if part.strip():
-            a = by_name(part)
+            a = _from_env(ARCHES_ENV, part.strip())
             if a not in out:
                 out.append(a)
     return tuple(out)

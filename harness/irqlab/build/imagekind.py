@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from irqlab.errors import IrqlabError
+from irqlab.errors import ConfigError
 
 __all__ = ["IMAGE_ENV", "IMAGE_KINDS", "UnknownImageKind", "image_kind", "image_setting"]
 
@@ -17,7 +17,7 @@ IMAGE_ENV = "IRQLAB_IMAGE"
 IMAGE_KINDS = ("debian", "buildroot")  # what $IRQLAB_IMAGE may say; the first is the default
 
 
-class UnknownImageKind(IrqlabError, ValueError):
+class UnknownImageKind(ConfigError):
     """$IRQLAB_IMAGE names no image kind."""
 
 

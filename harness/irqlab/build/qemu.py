@@ -47,6 +47,7 @@ from irqlab import paths
 from irqlab.build import cache, debs, fetch
 from irqlab.build.arch import X86_64, Arch, built_arches
 from irqlab.build.steps import BuildError, StepLog
+from irqlab.errors import ConfigError
 
 __all__ = [
     "BuildError",
@@ -56,6 +57,7 @@ __all__ = [
     "current_digest",
     "ensure_qemu",
     "ensure_qemus",
+    "env_source",
     "find_qemu",
 ]
 
@@ -195,14 +197,17 @@ def upstream_source(version: str | None = None) -> QemuSource:
         sha = UPSTREAM_RELEASES[v]
     except KeyError:
         known = ", ".join(sorted(UPSTREAM_RELEASES))
-        raise ValueError(f"no pinned checksum for upstream QEMU {v!r} (pinned: {known})") from None
+        raise ConfigError(
+            f"{UPSTREAM_VERSION_ENV}={v!r}: no pinned checksum for that upstream QEMU "
+            f"(pinned: {known})"
+        ) from None
     return QemuSource("upstream", v, UPSTREAM_URL.format(version=v), sha)
 
 
 def source_kind(env: Mapping[str, str]) -> str:
     kind = env.get(SOURCE_ENV, "debian").strip() or "debian"
     if kind not in ("debian", "upstream"):
-        raise ValueError(f"{SOURCE_ENV}={kind!r}: expected 'debian' or 'upstream'")
+        raise ConfigError(f"{SOURCE_ENV}={kind!r}: expected 'debian' or 'upstream'")
     return kind
 
 
@@ -344,13 +349,22 @@ class _Inputs:
     arch: Arch = X86_64
 
 
+def env_source(env: Mapping[str, str]) -> QemuSource | None:
+    """The upstream release ``$IRQLAB_QEMU_SOURCE=upstream`` asks for (the version
+    ``$IRQLAB_QEMU_UPSTREAM_VERSION`` names), None for Debian's source (whose version apt
+    says); :class:`~irqlab.errors.ConfigError` naming the variable for a value not
+    taken."""
+    if source_kind(env) != "upstream":
+        return None
+    return upstream_source(env.get(UPSTREAM_VERSION_ENV) or None)
+
+
 def _current_inputs(arch: Arch = X86_64) -> _Inputs:
-    kind = source_kind(os.environ)
+    """The inputs of *arch*'s QEMU; :class:`~irqlab.errors.ConfigError` first, before
+    apt is asked, when the environment names no source (:func:`env_source`)."""
+    upstream = env_source(os.environ)
     versions = _apt_versions(sorted(FIRMWARE))
-    if kind == "upstream":
-        source = upstream_source(os.environ.get(UPSTREAM_VERSION_ENV) or None)
-    else:
-        source = QemuSource("debian", versions[SOURCE_VERSION_PACKAGE])
+    source = upstream or QemuSource("debian", versions[SOURCE_VERSION_PACKAGE])
     digest = input_digest(source, device_dir(), versions, configure_flags(arch))
     return _Inputs(source, versions, digest, arch)
 
@@ -369,10 +383,14 @@ def current_digest(arch: Arch = X86_64) -> str:
 
 
 def find_qemu(arch: Arch = X86_64) -> QemuInstall | None:
-    """The cached install for the current inputs (and *arch*'s target), or None.  Never
-    builds; marks the install used (pruning keeps the most recently used)."""
+    """The cached install for the current inputs (and *arch*'s target), or None;
+    :class:`~irqlab.errors.ConfigError` when the environment names no QEMU source (not
+    "not built": the value is what is wrong).  Never builds; marks the install used
+    (pruning keeps the most recently used)."""
     try:
         digest = current_digest(arch)
+    except ConfigError:
+        raise
     except (debs.AptError, ValueError, OSError):
         return None
     out = cache.output_dir("qemu", digest)
@@ -590,6 +608,8 @@ def ensure_qemu(*, force: bool = False, log: Log = print, arch: Arch = X86_64) -
                 check=False,
             )
             inputs = _current_inputs(arch)
+    except ConfigError:
+        raise  # the variable's value, not a build step, is what is wrong
     except (debs.AptError, ValueError) as e:
         raise BuildError("inputs", lp, str(e)) from e
     out = cache.output_dir("qemu", inputs.digest)

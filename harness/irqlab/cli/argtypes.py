@@ -9,12 +9,12 @@ import argparse
 import math
 from collections.abc import Callable
 
-from irqlab.errors import IrqlabError
+from irqlab.errors import ConfigError
 
 __all__ = ["UsageError", "count", "finite", "integer", "non_negative", "positive"]
 
 
-class UsageError(IrqlabError, ValueError):
+class UsageError(ConfigError):
     """A bad command-line value; the message says which and what is expected.  The
     command exits with status 2, as for argparse's own usage errors."""
 

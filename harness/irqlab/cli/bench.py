@@ -21,13 +21,16 @@ from irqlab.cli.argtypes import UsageError, count, finite, non_negative, positiv
 
 __all__ = [
     "DESCRIPTION",
+    "MEASURING",
     "PATHS_HELP",
     "QUICK_HELP",
     "STAGES_HELP",
     "add_bench_arguments",
     "add_bench_parser",
+    "check_out_dir",
     "cmd_bench",
     "config_from_args",
+    "out_path",
 ]
 
 
@@ -64,6 +67,28 @@ def _names(what: str, known: Callable[[], Sequence[str]]) -> Callable[[str], tup
         return names
 
     return parse
+
+
+def out_path(s: str) -> Path:
+    """An argparse type: ``--out DIR``, not empty (``--out ''`` was the current
+    directory)."""
+    if not s.strip():
+        raise argparse.ArgumentTypeError("an empty path: give a directory")
+    return Path(s)
+
+
+def check_out_dir(out: Path | None) -> None:
+    """A usage error unless ``--out`` *out* can take a new result: not a file, no
+    ``result.json`` of an earlier run in it (bench and bench-peers)."""
+    if out is None:
+        return
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: is not a directory")
+    if (out / "result.json").exists():
+        raise UsageError(
+            f"--out {out}: holds a result.json already (an earlier bench's); "
+            "give another directory or remove it"
+        )
 
 
 def _period_us(s: str) -> float:
@@ -203,24 +228,42 @@ def add_bench_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("--test-all", action="store_true", help="also time `invoke test-all` (long)")
     s.add_argument(
         "--out",
-        type=Path,
+        type=out_path,
         help="output directory (default build/bench/<stamp>; with --report: where the "
         "report goes, default beside RESULT.json)",
     )
     s.add_argument("--compare", type=Path, metavar="OLD.json", help="compare with an old result")
-    floor = "compare: minimum threshold"
+    floor = (
+        "compare: the smallest relative change counted as worse, beyond each figure's own "
+        "noise (default 0.10: 10 %%)"
+    )
     s.add_argument("--noise-floor", type=non_negative, default=0.10, help=floor)
     s.add_argument("--report", type=Path, metavar="RESULT.json", help="re-render; do not measure")
     s.add_argument("--no-fail-on-worse", action="store_true", help="exit 0 even if worse")
+
+
+# what configures a measurement (passed to BenchConfig as given), and the options that
+# measure besides them: --report measures nothing, so none of them applies to it
+CONFIG_OPTIONS = ("runs", "wakeup_runs", "events", "paths", "placements", "storm_rates",
+                  "storm_seconds", "storm_paths", "storm_ack", "storm_ring_size", "injections",
+                  "boots", "cyclictest_loops", "native_rounds")  # fmt: skip
+MEASURING = (*CONFIG_OPTIONS, "quick", "period_us", "no_rt_tests", "skip", "test_all")
+
+
+def _measuring_given(args: argparse.Namespace) -> list[str]:
+    """The measuring options given (as typed: ``--events``), in the parser's order."""
+    return [
+        "--" + name.replace("_", "-")
+        for name in MEASURING
+        if getattr(args, name, None) not in (None, False, ())
+    ]
 
 
 def config_from_args(args: argparse.Namespace) -> Any:
     from irqlab.bench.runner import BenchConfig
 
     kw: dict[str, Any] = {}
-    for name in ("runs", "wakeup_runs", "events", "paths", "placements", "storm_rates",
-                 "storm_seconds", "storm_paths", "storm_ack", "storm_ring_size", "injections",
-                 "boots", "cyclictest_loops", "native_rounds"):  # fmt: skip
+    for name in CONFIG_OPTIONS:
         v = getattr(args, name, None)
         if v is not None:
             kw[name] = v
@@ -243,17 +286,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
     # every result given is checked before anything boots or is written
     old = report.load_result(args.compare) if args.compare is not None else None
     if args.report is not None:
+        if given := _measuring_given(args):
+            raise UsageError(
+                f"--report re-renders a result and measures nothing: {', '.join(given)} "
+                "do not apply to it"
+            )
         result_path = Path(args.report)
         report.load_result(result_path)
     else:
         from irqlab.bench.runner import run_bench
         from irqlab.vm.guest import PrerequisiteMissing
 
-        if args.out is not None and (args.out / "result.json").exists():
-            raise UsageError(
-                f"--out {args.out}: holds a result.json already (an earlier bench's); "
-                "give another directory or remove it"
-            )
+        check_out_dir(args.out)
         try:
             result_path = run_bench(config_from_args(args))
         except PrerequisiteMissing as e:

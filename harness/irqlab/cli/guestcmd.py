@@ -40,8 +40,10 @@ __all__ = [
     "cmd_inject",
     "cmd_run",
     "cmd_shell",
+    "force_accel",
     "forwarded_stdin",
     "guest_config",
+    "not_a_file",
     "parse_assignments",
     "raw_tty",
     "remote_command",
@@ -60,7 +62,7 @@ def parse_assignments(items: list[str] | None, option: str) -> dict[str, str]:
     return out
 
 
-def _not_a_file(path: Path, kind: str) -> str | None:
+def not_a_file(path: Path, kind: str) -> str | None:
     """What keeps *path* from being *kind* (``"a file"``): ``no such file``, ``is a
     directory, not a file``, ...; None when it is a file."""
     if path.is_file():
@@ -76,27 +78,39 @@ def parse_puts(items: list[str] | None) -> dict[str, Path]:
     for item in items or []:
         local, sep, remote = item.partition(":")
         path = Path(local)
-        problem = _not_a_file(path, "a file")
+        problem = not_a_file(path, "a file") if local else "an empty path: give a file"
         if problem:
-            raise UsageError(f"--put {local}: {problem}")
+            raise UsageError(f"--put {local or repr(local)}: {problem}")
         if sep and not remote.startswith("/"):
             raise UsageError(f"--put {item!r}: the guest path must be absolute")
         out[remote if sep else f"/root/{path.name}"] = path
     return out
 
 
+def force_accel(value: str | None) -> None:
+    """``--accel VALUE``: into $IRQLAB_ACCEL, which the guest reads, with the option
+    named as its cause (``kvm forced by --accel kvm``, not by $IRQLAB_ACCEL)."""
+    from irqlab.vm import accel
+
+    if value:
+        os.environ[accel.ENV_VAR] = value
+        os.environ[accel.SOURCE_ENV] = f"--accel {value}"
+
+
 def guest_config(args: argparse.Namespace, name: str) -> Any:
     """The GuestConfig the options describe (``--accel`` goes to $IRQLAB_ACCEL)."""
+    from irqlab.build.arch import selected
     from irqlab.vm.guest import (
         BUILD_MODULE,
         GuestConfig,
         GuestConfigError,
+        PrerequisiteMissing,
         check_device_props,
+        check_module_arch,
         module_specs,
     )
 
-    if args.accel:
-        os.environ["IRQLAB_ACCEL"] = args.accel
+    force_accel(args.accel)
     if args.no_irqlab and args.module_param:  # accepted, and a cold boot for nothing
         raise UsageError(
             "--module-param sets our driver's parameters, and --no-irqlab does not load it "
@@ -107,10 +121,14 @@ def guest_config(args: argparse.Namespace, name: str) -> Any:
     except ValueError as e:
         raise UsageError(f"--module {e}") from None
     for m in modules:
-        problem = _not_a_file(m, "a .ko file")
+        problem = not_a_file(m, "a .ko file")
         if problem:
             hint = "" if m.exists() else f" (build it with {BUILD_MODULE})"
             raise UsageError(f"--module {m}: {problem}{hint}")
+        try:  # a kernel module, of the guest's architecture
+            check_module_arch(m, selected(os.environ), "--module")
+        except PrerequisiteMissing as e:
+            raise UsageError(str(e)) from None
     device_props = parse_assignments(args.device_prop, "--device-prop")
     try:
         check_device_props(device_props, "--device-prop")
@@ -300,16 +318,34 @@ SHELL_EXAMPLES = (
 )
 
 
-def shell_hint(qmp: Path, *, irqlab_loaded: bool = True) -> str:
+def _has_param(needs: str, params: Mapping[str, str]) -> bool:
+    """Whether the driver parameters *params* set the bits *needs* (``gpio_edges=0x8``)
+    names."""
+    key, _, bits = needs.partition("=")
+    try:
+        return int(params[key], 0) & int(bits, 0) == int(bits, 0)
+    except (KeyError, ValueError):
+        return False
+
+
+def shell_hint(
+    qmp: Path, *, irqlab_loaded: bool = True, module_params: Mapping[str, str] | None = None
+) -> str:
     """The lines ``irqlab shell`` prints before the prompt: the QMP socket and the
-    commands that use it, one a line, each with what it does after a ``#``.  Without
+    commands that use it, one a line, each with what it does after a ``#`` (and the
+    driver parameter it needs, unless *module_params*, the shell's, set it).  Without
     our driver (``--no-irqlab``, *irqlab_loaded* False) the commands still drive the
     device, but nothing of ours handles its interrupts: no ``/proc/interrupts`` line
     of ours to watch, and no parameter of our driver to suggest."""
     width = max(len(a) for a, _, _ in SHELL_EXAMPLES) + len("irqlab inject ")
+    given = module_params or {}
     examples = [
         f"  {'irqlab inject ' + a:{width}}  # {what}"
-        + (f", if the shell has --module-param {needs}" if needs and irqlab_loaded else "")
+        + (
+            f", if the shell has --module-param {needs}"
+            if needs and irqlab_loaded and not _has_param(needs, given)
+            else ""
+        )
         for a, what, needs in SHELL_EXAMPLES
     ]
     arrive = (
@@ -340,7 +376,9 @@ def cmd_shell(args: argparse.Namespace) -> int:
     qmp = config.qmp_socket = sock_dir / "qmp.sock"
     try:
         with _running_guest(config) as g:
-            hint = shell_hint(qmp, irqlab_loaded=not args.no_irqlab)
+            hint = shell_hint(
+                qmp, irqlab_loaded=not args.no_irqlab, module_params=config.module_params
+            )
             print(hint, file=sys.stderr, flush=True)
             mark = g.console_mark()  # an oops printed meanwhile (vs. a crash of its own)
             rc, killed = interactive_shell(g)
@@ -385,7 +423,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     cmd = list(args.cmd)
     if cmd and cmd[0] == "--":
         cmd = cmd[1:]
-    if not cmd:
+    if not "".join(cmd).strip():  # `irqlab run -- ''` booted a guest for nothing
         raise UsageError("run: no command (irqlab run [options] -- CMD ...)")
     with _running_guest(guest_config(args, "run")) as g:
         chan = _session(g)
@@ -580,12 +618,26 @@ def add_guest_parsers(sub: Any) -> None:
         a: argparse.ArgumentParser = acts.add_parser(name, help=help, parents=[common])
         return a
 
+    from irqlab.contract.regs import REGS
+
+    lines = f"0 to the device's gpio-lines - 1 (default {REGS.MAX_GPIO_LINES - 1})"
+    numbers = "decimal, or hex with 0x"
     a = action("pulse", "pulse GPIO input lines (rising then falling edge)")
-    a.add_argument("lines", type=integer, nargs="+", metavar="LINE")
+    a.add_argument(
+        "lines", type=integer, nargs="+", metavar="LINE", help=f"a GPIO line: {lines}; {numbers}"
+    )
     a = action("set-lines", "drive the GPIO inputs to a bit mask of levels")
-    a.add_argument("levels", type=integer, metavar="MASK")
+    a.add_argument(
+        "levels", type=integer, metavar="MASK", help=f"bit n: line n high; {numbers} (0x8: line 3)"
+    )
     a = action("push", "push words into the device's FIFO")
-    a.add_argument("words", type=integer, nargs="+", metavar="WORD")
+    a.add_argument(
+        "words",
+        type=integer,
+        nargs="+",
+        metavar="WORD",
+        help=f"a 32-bit word, 0 to 0xffffffff; {numbers}",
+    )
     a = action("burst", "start the in-device burst generator")
     a.add_argument("count", type=integer, help="steps of the burst; 0 stops a running one")
     a.add_argument(
@@ -599,6 +651,14 @@ def add_guest_parsers(sub: Any) -> None:
     s.set_defaults(func=cmd_inject)
 
 
+def _device_id(text: str) -> str:
+    """An argparse type: ``--device-id``, not empty (``''`` was QOM's "Property
+    'container.counters' not found")."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty id: give the device's QEMU id")
+    return text
+
+
 def _inject_options(p: argparse.ArgumentParser, *, defaults: bool) -> None:
     """``irqlab inject``'s options, before the action (*defaults*) or after it."""
 
@@ -610,6 +670,7 @@ def _inject_options(p: argparse.ArgumentParser, *, defaults: bool) -> None:
 
     p.add_argument(
         "--device-id",
+        type=_device_id,
         default=default(DEVICE_ID),
         help=f"the device's id (default {DEVICE_ID})",
     )

@@ -14,6 +14,7 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any, TextIO
 
 from irqlab.build.arch import build_module_command
@@ -64,14 +65,43 @@ def cmd_build_image(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_probe_accel(args: argparse.Namespace) -> int:
-    from pathlib import Path
+QEMU_VERSION_WORDS = "QEMU emulator version"  # the first line of `qemu-system-* --version`
 
+
+def _check_qemu_binary(binary: Path) -> None:
+    """``--qemu`` names a QEMU binary (it runs, and its ``--version`` says QEMU), else a
+    usage error (``/bin/true`` was probed, and said tcg)."""
+    import subprocess
+
+    from irqlab.cli.guestcmd import not_a_file
+
+    problem = not_a_file(binary, "a QEMU binary")
+    if problem:
+        raise UsageError(f"--qemu {binary}: {problem}")
+    try:
+        said = subprocess.run(
+            [binary, "--version"], capture_output=True, text=True, timeout=30, check=False
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired) as e:
+        why = e.strerror if isinstance(e, OSError) else "no answer to --version within 30 s"
+        raise UsageError(f"--qemu {binary}: not a QEMU binary ({why})") from None
+    if QEMU_VERSION_WORDS not in said:
+        said = f"its --version does not say {QEMU_VERSION_WORDS!r}"
+        raise UsageError(f"--qemu {binary}: not a QEMU binary ({said})")
+
+
+def cmd_probe_accel(args: argparse.Namespace) -> int:
+    import functools
+
+    from irqlab.cli.guestcmd import force_accel
     from irqlab.vm import accel
 
+    force_accel(args.accel)
+    accel.requested()  # $IRQLAB_ACCEL, before anything runs
     datadir: Path | None = None
     if args.qemu is not None:
         binary = Path(args.qemu)
+        _check_qemu_binary(binary)
     else:
         from irqlab.build.qemu import find_qemu
 
@@ -80,11 +110,8 @@ def cmd_probe_accel(args: argparse.Namespace) -> int:
             print("irqlab: no built QEMU; run 'irqlab build-qemu' or pass --qemu", file=sys.stderr)
             return 1
         binary, datadir = inst.binary, inst.datadir
-    try:
-        choice = accel.choose(binary, accel=args.accel, datadir=datadir, timeout=args.timeout)
-    except ValueError as e:
-        print(f"irqlab: {e}", file=sys.stderr)
-        return 2
+    fresh = functools.partial(accel.probe, fresh=True) if args.fresh else None
+    choice = accel.choose(binary, datadir=datadir, timeout=args.timeout, probe_fn=fresh)
     print(choice.accel)
     print(choice.reason, file=sys.stderr)
     return 0
@@ -118,6 +145,16 @@ def _buildroot_arch(value: str) -> str:
         return build_arch(value).name
     except BuildrootError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _directory(text: str) -> str:
+    """An argparse type: an existing directory (``--tree``), else a usage error."""
+    path = Path(text)
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: " + ("is not a directory" if path.exists() else "no such directory")
+        )
+    return text
 
 
 def cmd_buildroot_check(args: argparse.Namespace) -> int:
@@ -156,11 +193,7 @@ def cmd_kdir(args: argparse.Namespace) -> int:
     from irqlab.build.kernel import ensure_kernel
     from irqlab.build.kmod import cross_args, ensure_cross_compiler, module_make_args
 
-    try:
-        guest_arch = arch.by_name(args.arch) if args.arch else arch.selected(os.environ)
-    except ValueError as e:
-        print(f"irqlab kdir: {e}", file=sys.stderr)
-        return 2
+    guest_arch = arch.by_name(args.arch) if args.arch else arch.selected(os.environ)
     k = ensure_kernel(arch=guest_arch)
     # not through irqlab.vm.guest (`make -C $(irqlab kdir)` needs no paramiko), and a
     # bad value is not this command's error
@@ -186,6 +219,17 @@ def cmd_kdir(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
     return 0
+
+
+def _guest_arch(value: str) -> str:
+    """``kdir --arch``: a guest architecture's name (``''`` meant the default), else
+    argparse's usage error."""
+    from irqlab.build import arch
+
+    try:
+        return arch.by_name(value).name
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def cmd_regs(args: argparse.Namespace) -> int:
@@ -275,25 +319,61 @@ def build_parser() -> argparse.ArgumentParser:
         dest="command", required=True, metavar="COMMAND", parser_class=_Subcommand
     )
 
-    s = sub.add_parser("build-qemu", help="build (or find cached) QEMU with the irqlab device")
+    s = sub.add_parser(
+        "build-qemu",
+        help="build (or find cached) QEMU with the irqlab device",
+        description="Builds QEMU with the irqlab device (Debian's QEMU source package, the "
+        "device grafted in; $IRQLAB_QEMU_SOURCE=upstream: a pinned upstream release) unless "
+        "the build cache has it for the current inputs, then prints the binary's path, its "
+        "version and firmware directory (-L): for x86_64 and every target $IRQLAB_ARCHES "
+        "adds.  It installs the Debian packages it needs with apt: run it as root on Debian "
+        "12.  A cold build takes 4-6 min on 2 cores (seconds with ccache after a change "
+        "of the device), a cached one a second.  Output: <cache>/qemu-<input hash>/ (the "
+        "build cache: $IRQLAB_CACHE_DIR, else ~/.cache/irqlab); logs: build/logs/build/ in "
+        "a checkout ($IRQLAB_LOG_DIR/build), and a failing step names its log.",
+    )
     s.add_argument("--force", action="store_true", help="rebuild even if cached")
     s.set_defaults(func=cmd_build_qemu)
 
     s = sub.add_parser(
         "build-image",
         help="build (or find cached) the guest: Debian kernel, our module, initramfs",
+        description="Builds the Debian guest unless the build cache has it for the current "
+        "inputs: Debian's kernel, our module built against its headers, an initramfs from "
+        "Debian packages (busybox, dropbear, Python, the agent); prints their paths and the "
+        "kernel command line.  It installs the Debian packages it needs with apt: run it as "
+        "root on Debian 12.  About 15 s cold, 0.2 s cached.  Output: <cache>/ (the build "
+        "cache: $IRQLAB_CACHE_DIR, else ~/.cache/irqlab), one directory per output and "
+        "input hash; logs: build/logs/build/ in a checkout ($IRQLAB_LOG_DIR/build).",
     )
     s.add_argument("--force", action="store_true", help="rebuild even if cached")
     s.set_defaults(func=cmd_build_image)
 
     s = sub.add_parser(
-        "probe-accel", help="print the accelerator to use here (kvm only if it boots a guest)"
+        "probe-accel",
+        help="print the accelerator to use here (kvm only if it boots a guest)",
+        description="Prints kvm or tcg on stdout and why on stderr.  KVM counts only if "
+        "it runs a tiny long-mode guest within --timeout (where /dev/kvm exists but runs no "
+        "guest, as on a nested PVM host, the answer is tcg).  The verdict is cached per QEMU "
+        "binary and host boot, in <cache>/accel-probe/ (the build cache, "
+        "$IRQLAB_CACHE_DIR or ~/.cache/irqlab): a later run answers from it at once, "
+        "whatever --timeout says; --fresh probes again.  Guests choose the same way.",
     )
-    s.add_argument("--qemu", help="QEMU binary (default: the built one)")
-    s.add_argument("--accel", help="force kvm|tcg|auto (default: $IRQLAB_ACCEL or auto)")
+    s.add_argument("--qemu", help="QEMU binary (default: the built one, see build-qemu)")
+    from irqlab.vm.accel import CHOICES
+
     s.add_argument(
-        "--timeout", type=positive, default=5.0, help="probe timeout, seconds (default 5)"
+        "--accel",
+        choices=CHOICES,
+        help="kvm or tcg: force it; auto: probe (default: $IRQLAB_ACCEL, else auto)",
     )
+    s.add_argument(
+        "--timeout",
+        type=positive,
+        default=5.0,
+        help="probe timeout, seconds (default 5; not used when a cached verdict answers)",
+    )
+    s.add_argument("--fresh", action="store_true", help="probe again, not from the cached verdict")
     s.set_defaults(func=cmd_probe_accel)
 
     from irqlab.cli.cachecmd import add_cache_parser
@@ -335,17 +415,23 @@ def build_parser() -> argparse.ArgumentParser:
         "buildroot-check",
         help="offline checks of buildroot/: defconfig, check-dotconfig, show-info, check-package",
     )
-    s.add_argument("--tree", help="Buildroot source tree (default: $IRQLAB_BUILDROOT_DIR)")
+    where = s.add_mutually_exclusive_group()
+    where.add_argument(
+        "--tree",
+        type=_directory,
+        metavar="DIR",
+        help="Buildroot source tree (default: $IRQLAB_BUILDROOT_DIR)",
+    )
+    where.add_argument(
+        "--download",
+        action="store_true",
+        help="use the pinned release, downloading it if needed (needs the internet)",
+    )
     s.add_argument(
         "--arch",
         type=_buildroot_arch,
         default=None,
         help="only this architecture's defconfig (default: all)",
-    )
-    s.add_argument(
-        "--download",
-        action="store_true",
-        help="use the pinned release, downloading it if needed (needs internet)",
     )
     s.add_argument(
         "--python", help="interpreter for check-package (needs the magic and flake8 modules)"
@@ -366,7 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument(
         "--arch",
-        default="",
+        type=_guest_arch,
         help="the guest architecture (x86_64, aarch64; default $IRQLAB_ARCH, else x86_64)",
     )
     s.add_argument(
@@ -381,8 +467,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_guest_parsers(sub)
 
-    s = sub.add_parser("regs", help="print the register map parsed from irqlab-regs.h")
-    s.add_argument("prefix", nargs="?", default="", help="only names starting so (e.g. REG_)")
+    s = sub.add_parser(
+        "regs",
+        help="print the register map parsed from irqlab-regs.h",
+        description="Prints the device's register offsets, bits and constants as parsed "
+        "from qemu-device/irqlab-regs.h (the one definition the device, the driver and the "
+        "harness share), one a line: the name and its value in hex.",
+    )
+    s.add_argument(
+        "prefix",
+        nargs="?",
+        default="",
+        metavar="PREFIX",
+        help="only names starting so, with or without IRQLAB_ (e.g. REG_)",
+    )
     s.set_defaults(func=cmd_regs)
     return p
 
@@ -395,6 +493,15 @@ def command_parser(name: str) -> tuple[argparse.ArgumentParser, str]:
             helps = {a.dest: a.help or "" for a in action._choices_actions}
             return action.choices[name], helps[name]
     raise KeyError(name)
+
+
+def _option_first(parser: argparse.ArgumentParser, argv: Sequence[str]) -> Sequence[str]:
+    """*argv*, unless it starts with an option ``irqlab`` itself does not know: then its
+    usage error, naming it (``irqlab --bogus`` said only that COMMAND is required)."""
+    first = argv[0].partition("=")[0] if argv else ""
+    if first.startswith("-") and first not in parser._option_string_actions:
+        parser.error(f"unrecognized arguments: {argv[0]} (irqlab COMMAND --help: its options)")
+    return argv
 
 
 def _to_devnull(stream: TextIO) -> None:
@@ -560,16 +667,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one subcommand.  User and environment errors (what irqlab reports, a file or
     directory that cannot be used, a failed external command) end in one line on
     stderr and exit status 1, never a traceback; IRQLAB_DEBUG=1 shows it anyway.  A
-    usage error (:class:`UsageError`: an option's value malformed or naming nothing of
-    the kind it takes, ``run`` without a command) exits 2 instead, as argparse's own
-    do; a value the device refuses (``inject push 0x1ffffffff``) is no usage error.
+    usage error (a :class:`~irqlab.errors.ConfigError`: an option's value malformed or
+    naming nothing of the kind it takes, ``run`` without a command, an environment
+    variable's value irqlab does not take, a guest configuration that cannot work) exits
+    2 instead, as argparse's own do; a value the device refuses (``inject push
+    0x1ffffffff``) is no usage error.
     SIGTERM and SIGHUP tear down as Ctrl-C does, then say so in one line and exit with
     128 + the signal's number."""
     import subprocess
 
-    from irqlab.errors import IrqlabError
+    from irqlab.errors import ConfigError, IrqlabError
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(_option_first(parser, sys.argv[1:] if argv is None else argv))
     debug = os.environ.get("IRQLAB_DEBUG") == "1"
     _stacks_on_sigusr1()
     try:
@@ -594,7 +704,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for note in getattr(e, "__notes__", ()):  # e.g. where the guest's logs are
             msg += f"\nirqlab: {note}"
         print(f"irqlab: {msg}", file=sys.stderr)
-        return 2 if isinstance(e, UsageError) else 1
+        return 2 if isinstance(e, ConfigError) else 1
     return rc
 
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from irqlab.errors import ConfigError
 from irqlab.paths import cache_dir
 from irqlab.vm import probe_rom, proc
 
@@ -215,16 +216,21 @@ def _save_verdict(key: str, result: ProbeResult) -> None:
 
 
 def probe(
-    binary: Path, datadir: Path | None = None, timeout: float = DEFAULT_TIMEOUT
+    binary: Path,
+    datadir: Path | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    *,
+    fresh: bool = False,
 ) -> ProbeResult:
     """Does KVM run a guest with this QEMU here?
 
     The verdict is cached in memory and on disk (the build cache), keyed by
     :func:`verdict_key`, so only the first run after a host boot pays for the probe
-    (up to *timeout* where KVM hangs, as under nested PVM).
+    (up to *timeout* where KVM hangs, as under nested PVM).  *fresh*: probe again
+    whatever is cached (and cache the new verdict).
     """
     key = verdict_key(binary, datadir)
-    cached = _kept_verdict(key)
+    cached = None if fresh else _kept_verdict(key)
     if cached is None:
         cached = run_probe_guest(binary, "kvm", datadir=datadir, timeout=timeout)
         _save_verdict(key, cached)
@@ -259,7 +265,9 @@ def clear_cache() -> None:
 
 
 def requested(accel: str | None = None) -> Accel | None:
-    """The forced accelerator from *accel* or $IRQLAB_ACCEL; None means probe ("auto")."""
+    """The forced accelerator from *accel* or $IRQLAB_ACCEL; None means probe ("auto").
+    :class:`~irqlab.errors.ConfigError` (a ValueError) for a value that is none of
+    :data:`CHOICES`."""
     value = accel if accel is not None else os.environ.get(ENV_VAR, "")
     value = value.strip().lower()
     if value in ("", "auto"):
@@ -269,7 +277,7 @@ def requested(accel: str | None = None) -> Accel | None:
     if value == "tcg":
         return "tcg"
     source = "accel argument" if accel is not None else f"${ENV_VAR}"
-    raise ValueError(f"{source} must be kvm, tcg or auto, not {value!r}")
+    raise ConfigError(f"{source} must be kvm, tcg or auto, not {value!r}")
 
 
 def choose(

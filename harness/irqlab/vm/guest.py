@@ -44,7 +44,7 @@ from irqlab.build import imagekind
 from irqlab.build.arch import build_module_command
 from irqlab.build.imagekind import IMAGE_KINDS
 from irqlab.contract.regs import REGS
-from irqlab.errors import IrqlabError
+from irqlab.errors import ConfigError, IrqlabError
 from irqlab.paths import cache_description, log_dir, prune_logs
 from irqlab.vm import proc
 from irqlab.vm.agent_client import AgentClient, AgentError, AgentFault, AgentTimeout
@@ -222,8 +222,9 @@ def _kernel_step(commands: Sequence[str], then: str = "") -> str:
     )
 
 
-class GuestConfigError(GuestError):
-    """The GuestConfig asks for something its guest cannot take (a module parameter the
+class GuestConfigError(GuestError, ConfigError):
+    """The GuestConfig, or an environment variable a guest reads ($IRQLAB_ACCEL,
+    $IRQLAB_ARCH, ...), asks for something its guest cannot take (a module parameter the
     module does not have, fewer than 1 vCPU); raised before anything boots."""
 
 
@@ -307,11 +308,11 @@ IMAGE_EXTRA_PACKAGES = ("gpiod",)
 
 def image_kind() -> str:
     """Which guest image to boot: $IRQLAB_IMAGE, ``debian`` (default) or ``buildroot``
-    (:func:`irqlab.build.imagekind.image_kind`); PrerequisiteMissing for another."""
+    (:func:`irqlab.build.imagekind.image_kind`); GuestConfigError for another."""
     try:
         return imagekind.image_kind()
     except imagekind.UnknownImageKind as e:
-        raise PrerequisiteMissing(str(e)) from None
+        raise GuestConfigError(str(e)) from None
 
 
 def ko_module_name(ko: bytes) -> str | None:
@@ -522,16 +523,18 @@ def env_kmod(arch: Arch | None = None) -> Path | None:
     if env:
         if not Path(env).is_file():
             raise PrerequisiteMissing(f"$IRQLAB_KMOD={env} does not exist")
+        # first: a file that is no kernel module at all is said so
+        check_module_arch(Path(env), arch or X86_64, "$IRQLAB_KMOD")
         name = ko_module_name(Path(env).read_bytes())
         if name != "irqlab":
+            what = f"the module {name!r}" if name else "a module without a name"
             raise PrerequisiteMissing(
-                f"$IRQLAB_KMOD={env} is the module {name!r}, not a build of the irqlab "
+                f"$IRQLAB_KMOD={env} is {what}, not a build of the irqlab "
                 "driver (IRQLAB_KMOD replaces our driver, whose /dev/irqlab0 the harness "
                 "uses); load your own module with GuestConfig(extra_modules=[...], "
                 "load_irqlab=False), `irqlab shell --module FILE` or `irqlab run --module "
                 "FILE`, and unset IRQLAB_KMOD"
             )
-        check_module_arch(Path(env), arch or X86_64, "$IRQLAB_KMOD")
         return Path(env)
     return None
 
@@ -786,7 +789,7 @@ class Guest:
                 return arch.by_name(self.config.arch)
             return arch.selected(os.environ)
         except ValueError as e:
-            raise PrerequisiteMissing(str(e)) from e
+            raise GuestConfigError(str(e)) from None
 
     def _check_extra_module_params(self) -> None:
         """Each :attr:`GuestConfig.extra_module_params` entry names an extra module and
@@ -901,12 +904,14 @@ class Guest:
         from irqlab.build import archguest
         from irqlab.build.qemu import find_qemu
 
-        if arch.name != "x86_64":
-            try:
+        try:
+            if arch.name != "x86_64":
                 return archguest.arch_qemu(arch)
-            except archguest.Missing as e:
-                raise PrerequisiteMissing(str(e)) from e
-        qemu = find_qemu()
+            qemu = find_qemu()
+        except archguest.Missing as e:
+            raise PrerequisiteMissing(str(e)) from e
+        except ConfigError as e:  # $IRQLAB_QEMU_SOURCE names no source
+            raise GuestConfigError(str(e)) from None
         if qemu is None:
             raise PrerequisiteMissing(
                 "QEMU with the irqlab device is not built: "
@@ -1065,11 +1070,12 @@ class Guest:
     def prepare(self) -> Guest:
         """Find (or build) QEMU, the image and the module, and choose the accelerator,
         without starting anything (:meth:`start` does this first)."""
-        from irqlab.vm.accel import choose
+        from irqlab.vm.accel import choose, requested
         from irqlab.vm.loadscale import check_environment
 
-        try:
+        try:  # the environment's values, before anything is built
             check_environment()
+            requested()  # $IRQLAB_ACCEL
         except ValueError as e:
             raise GuestConfigError(str(e)) from None
         qemu, image, ko = self.find_prerequisites()

@@ -9,12 +9,12 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from irqlab import notice
 from irqlab.errors import IrqlabError
 
 __all__ = [
@@ -28,10 +28,8 @@ Log = Callable[[str], None]
 
 
 def stderr_log(msg: str) -> None:
-    """The default progress sink: one line on stderr, through :mod:`irqlab.notice`
-    (past pytest's capture under the plugin: a build a test's first guest needs, e.g.
-    the image after an agent change, was silent there)."""
-    notice.say(f"[irqlab] {msg}")
+    """The default progress sink: one line on stderr."""
+    print(f"[irqlab] {msg}", file=sys.stderr, flush=True)
 
 
 class BuildError(IrqlabError, RuntimeError):

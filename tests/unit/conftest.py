@@ -37,3 +37,10 @@ def fifo(tmp_path: Path) -> Iterator[Fifo]:
     f = Fifo(tmp_path / "irqlab0")
     yield f
     os.close(f.fd)
+
+
+@pytest.fixture(autouse=True)
+def _own_log_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every unit test logs into a directory of its own: builds into a temporary cache
+    wrote their step logs (a 35-byte header) into the checkout's build/logs/build."""
+    monkeypatch.setenv("IRQLAB_LOG_DIR", str(tmp_path_factory.mktemp("logs")))

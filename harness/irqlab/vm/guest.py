@@ -947,7 +947,10 @@ class Guest:
         extra = tuple(dict.fromkeys((*IMAGE_EXTRA_PACKAGES, *self.config.extra_packages)))
         try:
             image = ensure_image(
-                kmod=Path(ko), extra_packages=extra, kernel_modules=self.kernel_modules()
+                kmod=Path(ko),
+                extra_packages=extra,
+                kernel_modules=self.kernel_modules(),
+                log=_build_progress,
             )
         except UnknownKernelModule as e:  # kernel_modules, or an extra module's depends=
             raise GuestConfigError(str(e)) from e
@@ -2121,6 +2124,19 @@ def _within(limit: float, step: Callable[[], object], what: str) -> None:
     t.join(limit)
     if t.is_alive():
         print(f"irqlab: closing {what} did not finish within {limit:g} s: left", file=sys.stderr)
+
+
+def _build_progress(msg: str) -> None:
+    """A guest start's build progress: each build's first line ("guest image D:
+    building ...") through :mod:`irqlab.notice`, past pytest's capture (after a change
+    to the agent or the driver a test's first guest rebuilt the image in silence), the
+    steps on stderr as every build says them."""
+    from irqlab.build.steps import stderr_log
+
+    if ": building" in msg:
+        notice.say(f"[irqlab] {msg}")
+    else:
+        stderr_log(msg)
 
 
 def _sha256(path: Path | str) -> str:

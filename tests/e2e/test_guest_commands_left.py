@@ -9,11 +9,14 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable
 
 import pytest
 
 from irqlab.vm.guest import Guest, GuestConfigError, GuestError, ModuleLoadError, SshTimeout
+from irqlab.vm.loadscale import timeout_scale
+from irqlab.vm.ssh import SshClient
 
 HOLDER = "cat /dev/irqlab0 | od -An -tx1 | head -c 100"  # blocks: no interrupt comes
 LEFT = "ps -o pid,args | grep -v grep | grep -E '[c]at /dev/irqlab0|[o]d -An' || true"
@@ -30,15 +33,30 @@ def test_a_command_that_timed_out_is_killed_in_the_guest(irqlab_fresh_guest: Gue
 
 def test_a_command_interrupted_by_ctrl_c_is_killed_in_the_guest(irqlab_fresh_guest: Guest) -> None:
     g = irqlab_fresh_guest
-    started = threading.Event()
-    timer = threading.Timer(1.0, lambda: (started.set(), os.kill(os.getpid(), signal.SIGINT)))
-    timer.start()
+    assert g.ssh is not None
+    # a second connection sees the holder run before the Ctrl-C (the first one is busy)
+    watcher = SshClient("127.0.0.1", g.ssh_port, user=g.ssh.user, key_path=g.ssh.key_path).connect(
+        timeout=30
+    )
+    seen = threading.Event()
+
+    def interrupt_once_it_runs() -> None:
+        deadline = time.monotonic() + 30 * timeout_scale()
+        while time.monotonic() < deadline:
+            if watcher.run(LEFT, timeout=30).out.strip():
+                seen.set()
+                os.kill(os.getpid(), signal.SIGINT)
+                return
+
+    thread = threading.Thread(target=interrupt_once_it_runs, daemon=True)
     try:
+        thread.start()
         with pytest.raises(KeyboardInterrupt):
-            g.sh(HOLDER, timeout=30)
+            g.sh(HOLDER, timeout=60)
     finally:
-        timer.cancel()
-    assert started.is_set()
+        thread.join(30)
+        watcher.close()
+    assert seen.is_set(), "the holder never ran"
     assert g.sh(LEFT) == ""
     g.reload_module()
 

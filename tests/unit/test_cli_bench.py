@@ -263,6 +263,10 @@ def test_report_refuses_the_options_that_measure(
         "irqlab: --report re-renders a result and measures nothing: --events, --paths, "
         "--quick do not apply to it\n"
     )
+    # a value of 0 is given too (0 == False hid it), and one option "does" not apply
+    assert main(["bench", "--report", str(result), "--boots", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.endswith("nothing: --boots does not apply to it\n"), err
 
 
 def test_bench_peers_takes_the_bench_lock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

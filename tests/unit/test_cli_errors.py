@@ -321,6 +321,10 @@ def _fake_qemu(tmp_path: Path) -> Path:
         ("/bin/true", "--qemu /bin/true: not a QEMU binary (its --version does not say"),
         ("/tmp", "--qemu /tmp: is a directory, not a QEMU binary"),
         ("/nonexistent/qemu", "--qemu /nonexistent/qemu: no such file"),
+        # a bare name is looked up on PATH (running it did that): true is found, and is
+        # no QEMU; a name PATH lacks is no file here either
+        ("true", "/true: not a QEMU binary (its --version does not say"),
+        ("irqlab-no-such-qemu", "--qemu irqlab-no-such-qemu: no such file"),
     ],
 )
 def test_probe_accel_refuses_what_is_no_qemu_binary(

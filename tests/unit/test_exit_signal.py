@@ -171,8 +171,10 @@ def test_status_numbers_and_results_survive_pickling() -> None:
     back = pickle.loads(pickle.dumps(r))
     assert back == r and back.signal == r.signal, back
     assert "signal='SEGV'" in repr(r) and "signal" not in repr(RunResult(0, "", ""))
-    # namedtuple's own builders skip __new__: no signal then, but no AttributeError
-    assert r._replace(out="x").signal is None and repr(RunResult._make((1, "", "")))
+    assert back.out_bytes == r.out_bytes == b"o"
+    # _replace keeps the signal (RunResult's own); _make skips __new__: no signal then,
+    # but no AttributeError
+    assert r._replace(out="x").signal == r.signal and repr(RunResult._make((1, "", "")))
 
 
 def test_a_transport_without_the_table_is_left_alone() -> None:

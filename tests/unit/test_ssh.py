@@ -175,3 +175,22 @@ def test_a_timeout_that_is_no_wait_is_refused_before_anything_runs(
     check_timeout(0, zero=True)  # an agent wait may look once without waiting
     with pytest.raises(ValueError, match="must be 0 s or more, not -1"):
         check_timeout(-1, zero=True)
+
+
+def test_an_infinite_timeout_is_refused() -> None:
+    """inf passed the check and failed later (socket.settimeout: OverflowError)."""
+    with pytest.raises(ValueError, match="timeout must be more than 0 s, not inf"):
+        check_timeout(float("inf"))
+
+
+def test_a_replaced_run_result_keeps_its_signal_and_bytes() -> None:
+    from irqlab.vm.exit_signal import ExitSignal
+
+    sig = ExitSignal("SEGV", True, "")
+    r = RunResult(139, "\ufffd\n", "", sig, b"\xff\n")
+    again = r._replace(rc=1)
+    assert (again.rc, again.out, again.signal, again.out_bytes) == (1, "\ufffd\n", sig, b"\xff\n")
+    new_out = r._replace(out="x")
+    assert new_out.out_bytes == b"x"  # a new text gives its own bytes
+    with pytest.raises(ValueError, match="no fields"):
+        r._replace(nosuch=1)

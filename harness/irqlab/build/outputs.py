@@ -44,6 +44,9 @@ __all__ = [
     "is_recipe",
 ]
 
+# the ready-state snapshot's output and its state file (irqlab.vm.snapshot's)
+SNAPSHOT_RECIPE = "snapshot"
+SNAPSHOT_STATE_FILE = "state.mig"
 # Every recipe's name: the <name> of its outputs, <cache>/<name>-<input hash>/
 # (irqlab.build: qemu, kernel, kmod, responder, image, devicetree, buildroot;
 # irqlab.vm.snapshot).  Only their outputs are listed, pruned and evicted: the cache
@@ -59,7 +62,7 @@ RECIPES = frozenset(
         "dtb",
         "buildroot-src",
         "buildroot-image",
-        "snapshot",
+        SNAPSHOT_RECIPE,
     }
 )
 # a test's own module (tests/e2e/kmods): test-kmod-<module name>
@@ -179,7 +182,7 @@ _READERS: dict[str, Callable[[Path], Kind]] = {
     "kernel": _kernel,
     "image": _image,
     "buildroot-image": _buildroot_image,
-    "snapshot": _snapshot,
+    SNAPSHOT_RECIPE: _snapshot,
 }
 
 
@@ -242,14 +245,14 @@ def _kernel_damage(path: Path) -> str:
 
 
 def _snapshot_damage(path: Path) -> str:
-    state = path / "state.mig"  # irqlab.vm.snapshot.STATE_FILE
+    state = path / SNAPSHOT_STATE_FILE
     return "" if state.is_file() else f"{state} is missing"
 
 
 _DAMAGE: dict[str, Callable[[Path], str]] = {
     "kernel": _kernel_damage,
     "image": _image_damage,
-    "snapshot": _snapshot_damage,
+    SNAPSHOT_RECIPE: _snapshot_damage,
 }
 
 

@@ -255,7 +255,7 @@ def _measuring_given(args: argparse.Namespace) -> list[str]:
     return [
         "--" + name.replace("_", "-")
         for name in MEASURING
-        if getattr(args, name, None) not in (None, False, ())
+        if (v := getattr(args, name, None)) is not None and v is not False and v != ()
     ]
 
 
@@ -289,7 +289,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if given := _measuring_given(args):
             raise UsageError(
                 f"--report re-renders a result and measures nothing: {', '.join(given)} "
-                "do not apply to it"
+                f"{'does' if len(given) == 1 else 'do'} not apply to it"
             )
         result_path = Path(args.report)
         report.load_result(result_path)

@@ -78,12 +78,13 @@ def _check_qemu_binary(binary: Path) -> None:
     problem = not_a_file(binary, "a QEMU binary")
     if problem:
         raise UsageError(f"--qemu {binary}: {problem}")
+    limit = 30  # s
     try:
         said = subprocess.run(
-            [binary, "--version"], capture_output=True, text=True, timeout=30, check=False
+            [binary, "--version"], capture_output=True, text=True, timeout=limit, check=False
         ).stdout
     except (OSError, subprocess.TimeoutExpired) as e:
-        why = e.strerror if isinstance(e, OSError) else "no answer to --version within 30 s"
+        why = e.strerror if isinstance(e, OSError) else f"no answer to --version within {limit} s"
         raise UsageError(f"--qemu {binary}: not a QEMU binary ({why})") from None
     if QEMU_VERSION_WORDS not in said:
         said = f"its --version does not say {QEMU_VERSION_WORDS!r}"
@@ -100,7 +101,11 @@ def cmd_probe_accel(args: argparse.Namespace) -> int:
     accel.requested()  # $IRQLAB_ACCEL, before anything runs
     datadir: Path | None = None
     if args.qemu is not None:
-        binary = Path(args.qemu)
+        import shutil
+
+        # a bare name is looked up on PATH, as running it did (qemu-system-x86_64)
+        found = shutil.which(args.qemu) if "/" not in args.qemu else None
+        binary = Path(found or args.qemu)
         _check_qemu_binary(binary)
     else:
         from irqlab.build.qemu import find_qemu

@@ -67,6 +67,8 @@ class AgentFault(AgentError, GuestFault):
         RuntimeError.__init__(self, message)  # not the bases' own: the message is made
         self.response = None
         self.fault = fault
+        if fault.log_dir:  # as every GuestFault
+            self.add_note(f"logs: {fault.log_dir}")
 
 
 CLOSED = "this agent session is closed (a running guest's is g.agent)"

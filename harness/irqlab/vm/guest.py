@@ -989,9 +989,11 @@ class Guest:
         try:
             return self._start()
         except BaseException as e:
-            named = self._qemu_gone_under(e)
             paths = self.machine.paths if self.machine is not None else None
-            self.close()
+            try:
+                named = self._qemu_gone_under(e)
+            finally:  # a second Ctrl-C in its wait must not leave QEMU running
+                self.close()
             if paths is not None and isinstance(named, Exception):
                 # the console, QEMU's output and the agent's log (pytest shows notes,
                 # the irqlab command prints them), unless the error names them already
@@ -1699,7 +1701,7 @@ class Guest:
         if result.rc != 0:
             unloading = unload_first and f"{STEP_MARK} 0\n" in result.err
             if unloading:
-                self._kernel_step_failed(f"rmmod {name}", result, self._module_holders(name))
+                self._kernel_step_failed(f"rmmod {name}", result, self._holders_hint(name, result))
             self._kernel_step_failed(modprobe, result)
         if result.out.strip() != "present":
             kmsg = self.sh("dmesg | tail -n 12", check=False)
@@ -1733,6 +1735,17 @@ class Guest:
             f"kernel messages meanwhile:\n{kmsg.rstrip() or '(none)'}",
             result,
         )
+
+    def _holders_hint(self, name: str, result: RunResult) -> str:
+        """:meth:`_module_holders` for an rmmod that failed on its own; nothing when the
+        kernel killed it or the guest has a fault (the oops is the story, and a dying
+        guest must not be asked more), or when the guest cannot say."""
+        if _by_signal(result.rc) or result.rc == -1 or self.fault is not None:
+            return ""
+        try:
+            return self._module_holders(name)
+        except (SshError, GuestError, GuestFault):  # the failure's own words stand
+            return ""
 
     def _module_holders(self, name: str) -> str:
         """Who keeps module *name* loaded, as lines for an error: the modules that use it
@@ -1835,7 +1848,7 @@ class Guest:
         name = self.module_name()
         r = self._run(_kernel_step([f"rmmod {name}"]), timeout=60, doing=f"running 'rmmod {name}'")
         if r.rc != 0:
-            self._kernel_step_failed(f"rmmod {name}", r, self._module_holders(name))
+            self._kernel_step_failed(f"rmmod {name}", r, self._holders_hint(name, r))
 
     def reload_module(self, **params: Any) -> None:
         """rmmod (if loaded), then modprobe with *params* (the config's params are not

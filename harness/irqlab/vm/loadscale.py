@@ -14,6 +14,7 @@ must not fail on it); :func:`check_environment` refuses it before a guest starts
 
 from __future__ import annotations
 
+import math
 import os
 
 __all__ = [
@@ -81,7 +82,7 @@ def check_timeout(timeout: object, what: str = "timeout", *, zero: bool = False)
     once, do not wait): a wait of -1 s or "5" failed later and obscurely."""
     if isinstance(timeout, bool) or not isinstance(timeout, int | float):
         raise TypeError(f"{what} must be a number of seconds, not {timeout!r}")
-    if not (timeout >= 0 if zero else timeout > 0):  # NaN too
+    if not math.isfinite(timeout) or not (timeout >= 0 if zero else timeout > 0):
         raise ValueError(
             f"{what} must be {'0 s or more' if zero else 'more than 0 s'}, not {timeout!r}"
         )

@@ -49,9 +49,9 @@ __all__ = [
     "snapshot_key",
 ]
 
-RECIPE = "snapshot"
+RECIPE = outputs.SNAPSHOT_RECIPE
 FORMAT = "2"  # bump when the saved guest's contract changes (agent port, daemon protocol)
-STATE_FILE = "state.mig"
+STATE_FILE = outputs.SNAPSHOT_STATE_FILE
 META_FILE = "meta.json"
 STATE_FD_NAME = "irqlab-state"  # the name QEMU knows the state file's descriptor by
 EVENT_SLICE = 0.1  # s: how often a wait for QEMU's migration events checks that QEMU lives
@@ -106,10 +106,12 @@ def boot_lock(key: str, *, stopped_limit: float | None = None) -> Iterator[str |
     try:
         held = cache.take_lock(path, what, stopped_limit=stopped_limit)
     except (cache.LockError, cache.LockHeld) as e:
-        yield str(e)
+        why = str(e)  # yielded outside the handler: a failed boot does not chain to it
+    else:
+        with held:
+            yield None
         return
-    with held:
-        yield None
+    yield why
 
 
 def read_meta(directory: Path) -> dict[str, Any]:

@@ -66,6 +66,7 @@ logging.getLogger(TRANSPORT_LOG).addHandler(logging.NullHandler())
 # a command blocked in a read running, holding the files it opened (a driver's node
 # then kept the module from unloading).
 CMD_TAG_VAR = "IRQLAB_CMD"
+CHANNEL_OPEN_TIMEOUT = 10.0  # s: at least, for a command's channel to open
 KILL_TIMEOUT = 5.0  # s: the kill of a timed-out command's processes
 KILL_TIMEOUT_INTERRUPTED = 2.0  # s: the same after Ctrl-C (a frozen guest: not long)
 
@@ -124,6 +125,16 @@ class RunResult(_Finished):
         self.signal = signal
         self.out_bytes = out.encode() if out_bytes is None else out_bytes
         return self
+
+    def _replace(self, **changes: Any) -> RunResult:
+        """A copy with *changes* (``signal`` and ``out_bytes`` too; a new ``out`` without
+        ``out_bytes`` gives its own bytes)."""
+        rc, out, err = (changes.pop(f, getattr(self, f)) for f in ("rc", "out", "err"))
+        signal = changes.pop("signal", self.signal)
+        raw = changes.pop("out_bytes", self.out_bytes if out == self.out else None)
+        if changes:
+            raise ValueError(f"RunResult has no fields {sorted(changes)}")
+        return RunResult(rc, out, err, signal, raw)
 
     def __repr__(self) -> str:
         more = f", signal={self.signal.name!r}" if self.signal else ""
@@ -512,7 +523,10 @@ class SshClient:
         check_timeout(timeout)
         tag = secrets.token_hex(8)
         with self._exec_lock:
-            chan = self._open(lambda t: t.open_session(timeout=timeout))
+            # opening the channel is not the command: a short command timeout must not
+            # make a busy guest's channel open fail (and the connection be replaced)
+            opening = max(timeout, CHANNEL_OPEN_TIMEOUT)
+            chan = self._open(lambda t: t.open_session(timeout=opening))
             try:
                 chan.settimeout(timeout)
                 chan.exec_command(f"export {CMD_TAG_VAR}={tag}; {cmd}")
@@ -549,10 +563,13 @@ class SshClient:
         # it forked without an exec), a program it ran in its environment.  "[x]yz"
         # matches "xyz" but not itself: the kill's own command line is no match.
         pattern = f"{CMD_TAG_VAR}=[{tag[0]}]{tag[1:]}"
+        # Nothing found may be a command not started yet (its channel just opened):
+        # look twice more, 0.1 s apart.
         script = (
-            f"n=0; for p in $(grep -l '{pattern}' /proc/[0-9]*/environ /proc/[0-9]*/cmdline "
+            "n=0; for try in 1 2 3; do "
+            f"for p in $(grep -l '{pattern}' /proc/[0-9]*/environ /proc/[0-9]*/cmdline "
             "2>/dev/null | cut -d/ -f3 | sort -u); do kill -KILL $p 2>/dev/null && n=$((n+1)); "
-            "done; echo $n"
+            "done; [ $n -gt 0 ] && break; usleep 100000 2>/dev/null || sleep 0.1; done; echo $n"
         )
         try:
             chan = self.transport.open_session(timeout=timeout)

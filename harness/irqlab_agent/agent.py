@@ -58,6 +58,13 @@ if TYPE_CHECKING:
     from typing import IO, Any, Protocol
 
 DEFAULT_DEV = "/dev/irqlab0"
+# What op_arm reads itself; a path kind reads its own ``options`` too.
+ARM_OPTIONS = frozenset(
+    {
+        "path", "name", "sig", "ack", "summarize", "dev", "batch", "interval_ms",
+        "max_polls", "drain", "summary_interval_ms",
+    }
+)  # fmt: skip
 SUMMARY_BATCH = 1024  # records per read(2) in storm mode (the driver's ring is 256 by default)
 NUM_RT_SIGNALS = 8  # setsig may use SIGRTMIN+0 .. SIGRTMIN+7
 
@@ -217,6 +224,13 @@ class Agent:
         cls = kinds.get(kind)
         if cls is None:
             raise ProtocolError(f"unknown path {kind!r}; known: {sorted(kinds)}")
+        unknown = sorted(set(req.args) - ARM_OPTIONS - cls.options)
+        if unknown:  # a misspelt option was ignored: the default ran instead
+            known = ", ".join(sorted(ARM_OPTIONS - {"path"} | cls.options))
+            raise ProtocolError(
+                f"op 'arm': path {kind!r} takes no {', '.join(unknown)}; its options: {known}",
+                req.id,
+            )
         name = req.get_str("name", kind)
         sig = req.get_int("sig", 1 if kind == "setsig" else 0, lo=0, hi=NUM_RT_SIGNALS - 1)
         if issubclass(cls, AsyncPath) and self.dispatcher is None:

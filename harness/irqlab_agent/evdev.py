@@ -95,6 +95,7 @@ class EvdevPath(NotificationPath):
     summarizable = False  # input events, not the driver's records
     input_name: str | None = None  # EVIOCGNAME of the open device
     clock = "realtime"  # of the events' times (EVIOCSCLOCKID)
+    options = NotificationPath.options | {"input"}
 
     def open(self) -> None:
         want = self.opts.params.get("input")

@@ -134,6 +134,7 @@ class GpioCdevPath(NotificationPath):
 
     kind = "gpio-cdev"
     own_summary = True  # counts its line events itself with ``summarize`` (storm mode)
+    options = NotificationPath.options | {"chip", "label", "lines", "edge", "buffer"}
     acker: SeqAcker | None = None
     summarizing = False
 

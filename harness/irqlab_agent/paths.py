@@ -109,6 +109,9 @@ class NotificationPath(threading.Thread):
     blocking: ClassVar[bool] = False  # woken by STOP_SIGNAL instead of the pipe
     summarizable: ClassVar[bool] = False  # reads event records through report(): summarize
     open_nonblock: ClassVar[bool] = True
+    # the arm request's options this kind reads beyond op_arm's own (opts.params):
+    # ACKs on a second file of ack_dev, the first seq a counting path ACKs
+    options: ClassVar[frozenset[str]] = frozenset({"ack_dev", "ack_first_seq"})
 
     def __init__(self, name: str, abi: Abi, opts: PathOptions, emit: Emit) -> None:
         super().__init__(name=f"path-{name}", daemon=True)

@@ -62,6 +62,9 @@ class UioPath(NotificationPath):
     blocking = True
     open_nonblock = False
     REENABLE: ClassVar[tuple[str, ...]] = ("config", "irqcontrol", "device")
+    options = NotificationPath.options | {
+        "regs", "reenable", "gate", "uio", "uio_name", "map", "enable",
+    }  # fmt: skip
 
     def open(self) -> None:
         p = self.opts.params

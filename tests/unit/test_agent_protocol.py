@@ -193,3 +193,17 @@ def test_agent_answers_malformed_and_unknown_requests_and_keeps_going() -> None:
     r = agent.handle_line(b'{"id": 13, "op": "disarm", "name": "nothing"}')
     assert r["ok"] is False and "no armed path" in r["error"]
     assert agent.handle_line(b'{"id": 14, "op": "ping"}')["pong"] is True
+
+
+def test_an_arm_option_the_path_does_not_take_is_refused_naming_them() -> None:
+    """A misspelt option (interval_msec, bogus_opt=1) was ignored: the default ran."""
+    agent = Agent(fake_abi(), Writer(io.BytesIO()))
+    line = b'{"id": 20, "op": "arm", "path": "nonblock", "dev": "/dev/null", "interval_msec": 5}'
+    r = agent.handle_line(line)
+    assert r["ok"] is False, r
+    assert r["error"].startswith("op 'arm': path 'nonblock' takes no interval_msec; its options: ")
+    assert "interval_ms" in r["error"] and "lines" not in r["error"], r["error"]
+    # a kind's own options are its own: gpio-cdev takes lines, read does not
+    r = agent.handle_line(b'{"id": 21, "op": "arm", "path": "read", "lines": [1]}')
+    assert r["ok"] is False and "takes no lines" in r["error"], r
+    assert agent.paths == {}

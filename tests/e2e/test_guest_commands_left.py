@@ -107,5 +107,36 @@ def test_wait_for_node_says_which_node_did_not_come(irqlab_fresh_guest: Guest) -
         GuestError, match=r"no character device /dev/nosuch in the guest within 1 s"
     ):
         g.wait_for_node("/dev/nosuch", timeout=1)
-    with pytest.raises(ValueError, match=r"timeout must be more than 0 s, not -1"):
+    with pytest.raises(
+        ValueError, match=r"timeout must be more than 0 to 604800 s \(a week\), not -1"
+    ):
         g.wait_for_node("/dev/nosuch", timeout=-1)
+
+
+def test_a_command_that_keeps_printing_still_times_out(irqlab_fresh_guest: Guest) -> None:
+    """The timeout bounded each read alone: a command printing a line every 0.2 s ran
+    on for ever (its kill never came)."""
+    g = irqlab_fresh_guest
+    started = time.monotonic()
+    with pytest.raises(SshTimeout, match="killed in the guest"):
+        # 20 s at most: without the whole-command deadline it ends by itself, no timeout
+        g.sh("for i in $(seq 100); do echo x; usleep 200000; done", timeout=2)
+    assert time.monotonic() - started < 2 + 15 * timeout_scale()  # not for ever
+    assert g.sh("ps -o args | grep -c '[u]sleep 200000' || true").strip() == "0"
+
+
+def test_a_loop_that_keeps_starting_holders_is_killed_whole(irqlab_fresh_guest: Guest) -> None:
+    """One kill pass missed what the loop forked meanwhile: holders were left and the
+    module could not unload."""
+    g = irqlab_fresh_guest
+    with pytest.raises(SshTimeout, match="killed in the guest"):
+        g.sh("while :; do cat /dev/irqlab0 > /dev/null & usleep 10000; done", timeout=1.5)
+    assert g.sh(LEFT) == ""
+    g.reload_module()
+
+
+def test_a_guest_path_to_write_must_be_absolute(irqlab_fresh_guest: Guest) -> None:
+    with pytest.raises(ValueError, match="a guest path must be absolute, not 'tmp/x'"):
+        irqlab_fresh_guest.put_bytes(b"x", "tmp/x")
+    with pytest.raises(TypeError, match="data must be bytes, not str"):
+        irqlab_fresh_guest.put_bytes("x", "/tmp/x")  # type: ignore[arg-type]

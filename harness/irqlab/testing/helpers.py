@@ -21,6 +21,7 @@ from irqlab.vm.kernlog import (
     kernel_report,
     kernel_splats,
 )
+from irqlab.vm.loadscale import check_timeout
 from irqlab.vm.qmp.stats import Counters
 
 if TYPE_CHECKING:
@@ -64,6 +65,7 @@ def process_exited(pid: int, timeout: float) -> bool:
 
 def wait_until(fetch: Callable[[], T], pred: Callable[[T], bool], timeout: float, what: str) -> T:
     """Fetch a value until *pred* holds; AssertionError naming *what* at the timeout."""
+    check_timeout(timeout, zero=True)  # -1 or "1" failed obscurely at the deadline
     deadline = time.monotonic() + timeout
     while True:
         value = fetch()

@@ -1007,19 +1007,24 @@ class Guest:
             raise named from e
 
     def _qemu_gone_under(self, e: BaseException) -> BaseException:
-        """*e*, or the :class:`GuestFault` behind it when it is a QMP call of the start
-        that failed because QEMU went away (killed from outside: "QMP cont: connection
-        lost before the reply" said neither that QEMU died nor was a GuestFault)."""
+        """*e*, or the :class:`GuestFault` behind it when a step of the start failed
+        because QEMU went away (killed from outside: "QMP cont: connection lost before
+        the reply", an SSH login's EOF or "QEMU exited before connecting to the QMP
+        socket" said neither that QEMU died nor was a GuestFault)."""
         from irqlab.vm.loadscale import scaled
         from irqlab.vm.machine import MachineError, QemuExited
         from irqlab.vm.qmp.errors import QMPFailure
 
         vm = self.machine
-        if vm is None or not isinstance(e, MachineError) or isinstance(e, QemuExited):
+        if vm is None or not isinstance(e, Exception) or isinstance(e, GuestFault):
             return e
-        if vm.is_running() and isinstance(e.__cause__, QMPFailure):
+        if isinstance(e, QemuExited) and (e.status is None or e.status >= 0):
+            return e  # it exited by itself: refused its command line, its own words
+        if isinstance(e, MachineError) and vm.is_running() and isinstance(e.__cause__, QMPFailure):
             with contextlib.suppress(MachineError):  # its exit comes a moment after the socket's
                 vm.wait_exit(scaled(EXIT_AFTER_LOST_QMP_S))
+        if vm.is_running() and self.fault is None:
+            return e  # a step's own failure (SSH refused a login, ...): its words stand
         fault = self.wait_fault(FAULT_VERDICT) if not vm.is_running() else self.fault
         if fault is None and not vm.is_running():  # before the health watch ran
             fault = Fault(exited_cause(vm.returncode), "", vm.stderr_tail())
@@ -1812,13 +1817,17 @@ class Guest:
         """Copy the local file *local* to the absolute guest path *remote* (parents made;
         *mode* default: the local file's).  :class:`GuestWriteError` names a guest path
         that cannot be written."""
+        _check_guest_path(remote)
         local = Path(local)
         data = local.read_bytes()
         self._put(data, remote, local.stat().st_mode & 0o777 if mode is None else mode)
 
     def put_bytes(self, data: bytes, remote: str, *, mode: int = 0o644) -> None:
         """Write *data* to the guest file *remote* (parents made)."""
-        self._put(data, remote, mode)
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise TypeError(f"put_bytes: data must be bytes, not {type(data).__name__}")
+        _check_guest_path(remote)
+        self._put(bytes(data), remote, mode)
 
     def get(self, remote: str, *, timeout: float = 60.0) -> bytes:
         """The bytes of the guest file *remote*; :class:`GuestError` naming it, with the
@@ -2137,6 +2146,13 @@ def _within(limit: float, step: Callable[[], object], what: str) -> None:
     t.join(limit)
     if t.is_alive():
         print(f"irqlab: closing {what} did not finish within {limit:g} s: left", file=sys.stderr)
+
+
+def _check_guest_path(remote: str) -> None:
+    """A guest path to write must be absolute (a relative one said "mkdir: can't create
+    directory ''")."""
+    if not isinstance(remote, str) or not posixpath.isabs(remote):
+        raise ValueError(f"a guest path must be absolute, not {remote!r}")
 
 
 def _build_progress(msg: str) -> None:

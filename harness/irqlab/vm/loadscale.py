@@ -27,6 +27,7 @@ __all__ = [
 ]
 
 MAX_SCALE = 8.0
+MAX_TIMEOUT = 7 * 24 * 3600.0  # s: the longest wait a timeout may ask for
 SCALE_ENV = "IRQLAB_TIMEOUT_SCALE"
 
 
@@ -79,10 +80,11 @@ def scaled(seconds: float, **kw: float | int | None) -> float:
 
 def check_timeout(timeout: object, what: str = "timeout", *, zero: bool = False) -> None:
     """Refuse a *timeout* that is not a number of seconds > 0 (>= 0 with *zero*: look
-    once, do not wait): a wait of -1 s or "5" failed later and obscurely."""
+    once, do not wait) up to MAX_TIMEOUT: a wait of -1 s or "5" failed later and
+    obscurely, one of 1e12 s or inf with an OverflowError that left the command running."""
     if isinstance(timeout, bool) or not isinstance(timeout, int | float):
         raise TypeError(f"{what} must be a number of seconds, not {timeout!r}")
-    if not math.isfinite(timeout) or not (timeout >= 0 if zero else timeout > 0):
-        raise ValueError(
-            f"{what} must be {'0 s or more' if zero else 'more than 0 s'}, not {timeout!r}"
-        )
+    low_ok = timeout >= 0 if zero else timeout > 0
+    if not (math.isfinite(timeout) and low_ok and timeout <= MAX_TIMEOUT):
+        least = "0" if zero else "more than 0"
+        raise ValueError(f"{what} must be {least} to {MAX_TIMEOUT:.0f} s (a week), not {timeout!r}")

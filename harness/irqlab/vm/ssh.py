@@ -295,11 +295,26 @@ def send_all(channel: Any, data: bytes | bytearray | memoryview) -> None:
         channel.sendall(bytes(view[start : start + SEND_CHUNK]))
 
 
-def _read_all(recv: Callable[[int], bytes]) -> bytes:
+def _read_all(
+    recv: Callable[[int], bytes],
+    chan: paramiko.Channel | None = None,
+    deadline: float | None = None,
+) -> bytes:
+    """Everything *recv* gives until EOF; with *deadline* (time.monotonic()) on *chan*,
+    TimeoutError once it passes, however steadily the data comes (the channel's own
+    timeout bounds each read alone: a command that printed a line a second never
+    timed out)."""
     chunks: list[bytes] = []
-    while chunk := recv(65536):
+    while True:
+        if chan is not None and deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError
+            chan.settimeout(left)
+        chunk = recv(65536)
+        if not chunk:
+            return b"".join(chunks)
         chunks.append(chunk)
-    return b"".join(chunks)
 
 
 class RemoteProcess:
@@ -529,12 +544,13 @@ class SshClient:
             chan = self._open(lambda t: t.open_session(timeout=opening))
             try:
                 chan.settimeout(timeout)
+                deadline = time.monotonic() + timeout  # the whole command's
                 chan.exec_command(f"export {CMD_TAG_VAR}={tag}; {cmd}")
                 if input is not None:
                     send_all(chan, input)
                 chan.shutdown_write()
-                out, err = self._collect(chan, timeout)
-                if not chan.status_event.wait(timeout):
+                out, err = self._collect(chan, deadline)
+                if not chan.status_event.wait(max(0.0, deadline - time.monotonic())):
                     raise TimeoutError
                 rc = chan.recv_exit_status()
             except TimeoutError as e:
@@ -563,13 +579,16 @@ class SshClient:
         # it forked without an exec), a program it ran in its environment.  "[x]yz"
         # matches "xyz" but not itself: the kill's own command line is no match.
         pattern = f"{CMD_TAG_VAR}=[{tag[0]}]{tag[1:]}"
-        # Nothing found may be a command not started yet (its channel just opened):
-        # look twice more, 0.1 s apart.
+        # Pass after pass until one finds nothing: a loop forks new ones until its
+        # shell is gone.  Nothing found at first may be a command not started yet (its
+        # channel just opened): the first passes then wait 0.1 s each.
         script = (
-            "n=0; for try in 1 2 3; do "
+            "n=0; for try in 1 2 3 4 5 6 7 8; do k=0; "
             f"for p in $(grep -l '{pattern}' /proc/[0-9]*/environ /proc/[0-9]*/cmdline "
-            "2>/dev/null | cut -d/ -f3 | sort -u); do kill -KILL $p 2>/dev/null && n=$((n+1)); "
-            "done; [ $n -gt 0 ] && break; usleep 100000 2>/dev/null || sleep 0.1; done; echo $n"
+            "2>/dev/null | cut -d/ -f3 | sort -u); do kill -KILL $p 2>/dev/null && k=$((k+1)); "
+            "done; n=$((n+k)); [ $k -eq 0 ] && [ $n -gt 0 ] && break; "
+            "[ $k -eq 0 ] && { usleep 100000 2>/dev/null || sleep 0.1; }; [ $try -ge 3 ] && "
+            "[ $n -eq 0 ] && break; done; echo $n"
         )
         try:
             chan = self.transport.open_session(timeout=timeout)
@@ -582,7 +601,8 @@ class SshClient:
             finally:
                 chan.close()
         except (paramiko.SSHException, OSError, EOFError, SshError) as e:
-            return f" (it may still run in the guest: killing it failed: {e or type(e).__name__})"
+            why = str(e) or type(e).__name__  # a timeout's message is empty
+            return f" (it may still run in the guest: killing it failed: {why})"
         if not out.isdigit():
             return f" (it may still run in the guest: the kill said {out[:80]!r})"
         return (
@@ -592,19 +612,19 @@ class SshClient:
         )
 
     @staticmethod
-    def _collect(chan: paramiko.Channel, timeout: float) -> tuple[bytes, bytes]:
-        """Read stdout and stderr to EOF (stderr in a helper thread), straight from the
-        channel (no file objects to close)."""
+    def _collect(chan: paramiko.Channel, deadline: float) -> tuple[bytes, bytes]:
+        """Read stdout and stderr to EOF by *deadline* (stderr in a helper thread),
+        straight from the channel (no file objects to close)."""
         err: list[bytes] = []
 
         def read_stderr() -> None:
             with contextlib.suppress(OSError, EOFError):
-                err.append(_read_all(chan.recv_stderr))
+                err.append(_read_all(chan.recv_stderr, chan, deadline))
 
         t = threading.Thread(target=read_stderr, daemon=True)
         t.start()
-        out = _read_all(chan.recv)
-        t.join(timeout)
+        out = _read_all(chan.recv, chan, deadline)
+        t.join(max(0.0, deadline - time.monotonic()))
         return out, (err[0] if err else b"")
 
     def check(self, cmd: str, *, timeout: float = 60.0) -> str:

@@ -60,11 +60,8 @@ if TYPE_CHECKING:
 DEFAULT_DEV = "/dev/irqlab0"
 # What op_arm reads itself; a path kind reads its own ``options`` too.
 ARM_OPTIONS = frozenset(
-    {
-        "path", "name", "sig", "ack", "summarize", "dev", "batch", "interval_ms",
-        "max_polls", "drain", "summary_interval_ms",
-    }
-)  # fmt: skip
+    {"path", "name", "ack", "summarize", "dev", "batch", "drain", "summary_interval_ms"}
+)
 SUMMARY_BATCH = 1024  # records per read(2) in storm mode (the driver's ring is 256 by default)
 NUM_RT_SIGNALS = 8  # setsig may use SIGRTMIN+0 .. SIGRTMIN+7
 

@@ -134,7 +134,9 @@ class GpioCdevPath(NotificationPath):
 
     kind = "gpio-cdev"
     own_summary = True  # counts its line events itself with ``summarize`` (storm mode)
-    options = NotificationPath.options | {"chip", "label", "lines", "edge", "buffer"}
+    options = NotificationPath.options | {
+        "chip", "label", "lines", "edge", "buffer", "ack_first_seq",
+    }  # fmt: skip
     acker: SeqAcker | None = None
     summarizing = False
 

@@ -109,9 +109,9 @@ class NotificationPath(threading.Thread):
     blocking: ClassVar[bool] = False  # woken by STOP_SIGNAL instead of the pipe
     summarizable: ClassVar[bool] = False  # reads event records through report(): summarize
     open_nonblock: ClassVar[bool] = True
-    # the arm request's options this kind reads beyond op_arm's own (opts.params):
-    # ACKs on a second file of ack_dev, the first seq a counting path ACKs
-    options: ClassVar[frozenset[str]] = frozenset({"ack_dev", "ack_first_seq"})
+    # the arm request's options this kind reads beyond op_arm's own (opts.params and
+    # op_arm's per-kind ones): ACKs on a second file of ack_dev
+    options: ClassVar[frozenset[str]] = frozenset({"ack_dev"})
 
     def __init__(self, name: str, abi: Abi, opts: PathOptions, emit: Emit) -> None:
         super().__init__(name=f"path-{name}", daemon=True)
@@ -403,6 +403,7 @@ class NonblockPath(NotificationPath):
 
     kind = "nonblock"
     summarizable = True
+    options = NotificationPath.options | {"interval_ms", "max_polls"}
 
     def loop(self) -> None:
         misses = 0
@@ -588,6 +589,7 @@ class AsyncPath(NotificationPath):
 
 class SetsigPath(AsyncPath):
     kind = "setsig"
+    options = AsyncPath.options | {"sig"}
 
 
 class CountPath(NotificationPath):
@@ -596,6 +598,7 @@ class CountPath(NotificationPath):
     kind = "count"
     blocking = True
     open_nonblock = False
+    options = NotificationPath.options | {"ack_first_seq"}
     acker: SeqAcker | None = None
 
     def setup(self) -> None:

@@ -108,7 +108,7 @@ def test_wait_for_node_says_which_node_did_not_come(irqlab_fresh_guest: Guest) -
     ):
         g.wait_for_node("/dev/nosuch", timeout=1)
     with pytest.raises(
-        ValueError, match=r"timeout must be more than 0 to 604800 s \(a week\), not -1"
+        ValueError, match=r"timeout must be more than 0 and at most 604800 s \(a week\), not -1"
     ):
         g.wait_for_node("/dev/nosuch", timeout=-1)
 

@@ -206,4 +206,9 @@ def test_an_arm_option_the_path_does_not_take_is_refused_naming_them() -> None:
     # a kind's own options are its own: gpio-cdev takes lines, read does not
     r = agent.handle_line(b'{"id": 21, "op": "arm", "path": "read", "lines": [1]}')
     assert r["ok"] is False and "takes no lines" in r["error"], r
+    # the nonblock poller's and setsig's own options are theirs alone
+    r = agent.handle_line(b'{"id": 22, "op": "arm", "path": "read", "max_polls": 5}')
+    assert r["ok"] is False and "takes no max_polls" in r["error"], r
+    r = agent.handle_line(b'{"id": 23, "op": "arm", "path": "poll", "sig": 2}')
+    assert r["ok"] is False and "takes no sig" in r["error"], r
     assert agent.paths == {}

@@ -154,11 +154,19 @@ def test_our_connections_are_quiet_and_an_applications_own_are_not() -> None:
 @pytest.mark.parametrize(
     ("timeout", "error", "said"),
     [
-        (0, ValueError, "timeout must be more than 0 to 604800 s (a week), not 0"),
-        (-1.5, ValueError, "timeout must be more than 0 to 604800 s (a week), not -1.5"),
-        (float("nan"), ValueError, "timeout must be more than 0 to 604800 s (a week), not nan"),
+        (0, ValueError, "timeout must be more than 0 and at most 604800 s (a week), not 0"),
+        (-1.5, ValueError, "timeout must be more than 0 and at most 604800 s (a week), not -1.5"),
+        (
+            float("nan"),
+            ValueError,
+            "timeout must be more than 0 and at most 604800 s (a week), not nan",
+        ),
         # an OverflowError deep in the read left the command running
-        (1e12, ValueError, "timeout must be more than 0 to 604800 s (a week), not 1000000000000.0"),
+        (
+            1e12,
+            ValueError,
+            "timeout must be more than 0 and at most 604800 s (a week), not 1000000000000.0",
+        ),
         ("5", TypeError, "timeout must be a number of seconds, not '5'"),
         (True, TypeError, "timeout must be a number of seconds, not True"),
     ],
@@ -175,14 +183,16 @@ def test_a_timeout_that_is_no_wait_is_refused_before_anything_runs(
     check_timeout(0.001)
     check_timeout(3)
     check_timeout(0, zero=True)  # an agent wait may look once without waiting
-    with pytest.raises(ValueError, match=r"must be 0 to 604800 s \(a week\), not -1"):
+    with pytest.raises(
+        ValueError, match=r"must be 0 or more and at most 604800 s \(a week\), not -1"
+    ):
         check_timeout(-1, zero=True)
 
 
 def test_an_infinite_timeout_is_refused() -> None:
     """inf passed the check and failed later (socket.settimeout: OverflowError)."""
     with pytest.raises(
-        ValueError, match=r"timeout must be more than 0 to 604800 s \(a week\), not inf"
+        ValueError, match=r"timeout must be more than 0 and at most 604800 s \(a week\), not inf"
     ):
         check_timeout(float("inf"))
 

@@ -52,3 +52,25 @@ def test_what_qemu_said_or_a_live_qemu_s_failure_stays() -> None:
     assert _named(None, login) is login  # QEMU runs: the step's own failure
     interrupt = KeyboardInterrupt()
     assert _named(-9, interrupt) is interrupt  # Ctrl-C is never renamed
+
+
+def test_qemu_s_own_crash_stays_qemu_exited() -> None:
+    """An abort in the device's realize (SIGABRT, -6) is QEMU's story: its words stay."""
+    crashed = QemuExited("QEMU exited before connecting", status=-6, said="assert", logs="")
+    assert _named(-6, crashed) is crashed
+
+
+def test_a_new_start_does_not_carry_the_last_qemu_s_fault() -> None:
+    """After a crash, a restart that failed early was named with the old crash."""
+    from irqlab.vm.health import Fault
+
+    g = Guest(GuestConfig())
+    g.fault = Fault("guest kernel panic: OLD", "")
+    g.machine = _Exited(None)  # type: ignore[assignment]
+    login = SshError("SSH authentication failed")
+    assert g._qemu_gone_under(login) is not login  # the stale verdict renames it
+    g.machine = None
+    g.prepare = lambda: (_ for _ in ()).throw(SshError("no prerequisites"))  # type: ignore[method-assign]
+    with pytest.raises(SshError):  # start() fails in its first step ...
+        g.start()
+    assert g.fault is None  # ... with the old verdict gone

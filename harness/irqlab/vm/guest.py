@@ -68,7 +68,7 @@ if TYPE_CHECKING:
     from irqlab.vm.console import Console
     from irqlab.vm.machine import Machine
     from irqlab.vm.qmp.injector import Injector
-from irqlab.vm.loadscale import check_timeout
+from irqlab.vm.loadscale import MAX_TIMEOUT, check_timeout
 from irqlab.vm.ssh import (
     CommandError,
     RemoteProcess,
@@ -635,10 +635,11 @@ class GuestConfig:
             if (
                 isinstance(value, bool)
                 or not isinstance(value, int | float)
-                or not 0 < value < math.inf  # NaN and inf: no wait takes them
+                or not 0 < value <= MAX_TIMEOUT  # NaN and inf: no wait takes them
             ):
                 raise GuestConfigError(
-                    f"GuestConfig({name}={value!r}): a number of seconds > 0"
+                    f"GuestConfig({name}={value!r}): a number of seconds > 0, at most "
+                    f"{MAX_TIMEOUT:.0f} (a week)"
                     + (" (None turns the freeze watch off)" if name == "freeze_timeout" else "")
                 )
 
@@ -986,6 +987,7 @@ class Guest:
                 "this Guest has a QEMU already (running, or dead and not closed): "
                 "close() or restart() it first"
             )
+        self.fault = None  # the last QEMU's verdict is not this one's
         try:
             return self._start()
         except BaseException as e:
@@ -1018,8 +1020,8 @@ class Guest:
         vm = self.machine
         if vm is None or not isinstance(e, Exception) or isinstance(e, GuestFault):
             return e
-        if isinstance(e, QemuExited) and (e.status is None or e.status >= 0):
-            return e  # it exited by itself: refused its command line, its own words
+        if isinstance(e, QemuExited) and e.status not in _KILLED_FROM_OUTSIDE:
+            return e  # it exited by itself (refused its command line, crashed): its words
         if isinstance(e, MachineError) and vm.is_running() and isinstance(e.__cause__, QMPFailure):
             with contextlib.suppress(MachineError):  # its exit comes a moment after the socket's
                 vm.wait_exit(scaled(EXIT_AFTER_LOST_QMP_S))
@@ -2146,6 +2148,13 @@ def _within(limit: float, step: Callable[[], object], what: str) -> None:
     t.join(limit)
     if t.is_alive():
         print(f"irqlab: closing {what} did not finish within {limit:g} s: left", file=sys.stderr)
+
+
+# QEMU's exit statuses when someone else ended it (SIGKILL, SIGTERM, SIGINT, SIGHUP);
+# an abort or a crash of its own (SIGABRT, SIGSEGV) is QEMU's story, not the guest's
+_KILLED_FROM_OUTSIDE = frozenset(
+    -s for s in (signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+)
 
 
 def _check_guest_path(remote: str) -> None:

@@ -86,5 +86,7 @@ def check_timeout(timeout: object, what: str = "timeout", *, zero: bool = False)
         raise TypeError(f"{what} must be a number of seconds, not {timeout!r}")
     low_ok = timeout >= 0 if zero else timeout > 0
     if not (math.isfinite(timeout) and low_ok and timeout <= MAX_TIMEOUT):
-        least = "0" if zero else "more than 0"
-        raise ValueError(f"{what} must be {least} to {MAX_TIMEOUT:.0f} s (a week), not {timeout!r}")
+        least = "0 or more" if zero else "more than 0"
+        raise ValueError(
+            f"{what} must be {least} and at most {MAX_TIMEOUT:.0f} s (a week), not {timeout!r}"
+        )

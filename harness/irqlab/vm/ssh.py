@@ -67,6 +67,7 @@ logging.getLogger(TRANSPORT_LOG).addHandler(logging.NullHandler())
 # then kept the module from unloading).
 CMD_TAG_VAR = "IRQLAB_CMD"
 CHANNEL_OPEN_TIMEOUT = 10.0  # s: at least, for a command's channel to open
+STATUS_GRACE = 0.5  # s: a finished command's exit status and stderr, at the deadline
 KILL_TIMEOUT = 5.0  # s: the kill of a timed-out command's processes
 KILL_TIMEOUT_INTERRUPTED = 2.0  # s: the same after Ctrl-C (a frozen guest: not long)
 
@@ -550,7 +551,8 @@ class SshClient:
                     send_all(chan, input)
                 chan.shutdown_write()
                 out, err = self._collect(chan, deadline)
-                if not chan.status_event.wait(max(0.0, deadline - time.monotonic())):
+                # its exit status may trail its output's EOF a moment at the deadline
+                if not chan.status_event.wait(max(STATUS_GRACE, deadline - time.monotonic())):
                     raise TimeoutError
                 rc = chan.recv_exit_status()
             except TimeoutError as e:
@@ -583,9 +585,10 @@ class SshClient:
         # shell is gone.  Nothing found at first may be a command not started yet (its
         # channel just opened): the first passes then wait 0.1 s each.
         script = (
-            "n=0; for try in 1 2 3 4 5 6 7 8; do k=0; "
+            "n=0; seen=' '; for try in 1 2 3 4 5 6 7 8; do k=0; "
             f"for p in $(grep -l '{pattern}' /proc/[0-9]*/environ /proc/[0-9]*/cmdline "
-            "2>/dev/null | cut -d/ -f3 | sort -u); do kill -KILL $p 2>/dev/null && k=$((k+1)); "
+            '2>/dev/null | cut -d/ -f3 | sort -u); do case $seen in *" $p "*) continue;; esac; '
+            'seen="$seen$p "; kill -KILL $p 2>/dev/null && k=$((k+1)); '
             "done; n=$((n+k)); [ $k -eq 0 ] && [ $n -gt 0 ] && break; "
             "[ $k -eq 0 ] && { usleep 100000 2>/dev/null || sleep 0.1; }; [ $try -ge 3 ] && "
             "[ $n -eq 0 ] && break; done; echo $n"
@@ -624,7 +627,7 @@ class SshClient:
         t = threading.Thread(target=read_stderr, daemon=True)
         t.start()
         out = _read_all(chan.recv, chan, deadline)
-        t.join(max(0.0, deadline - time.monotonic()))
+        t.join(max(STATUS_GRACE, deadline - time.monotonic()))
         return out, (err[0] if err else b"")
 
     def check(self, cmd: str, *, timeout: float = 60.0) -> str:

@@ -9,6 +9,7 @@ import gc
 import socket
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -162,3 +163,25 @@ def test_big_writes_are_linear_not_quadratic() -> None:
     chan.copied = 0
     assert stream.write(memoryview(data)) == len(data)
     assert chan.copied <= len(data), f"{chan.copied} bytes copied to send {len(data)}"
+
+
+def test_send_all_stops_at_its_deadline() -> None:
+    """The command's deadline bounds sending its input too: a reader that stopped
+    reading held each piece for the channel's whole timeout."""
+
+    class Timed(PacketChannel):
+        def __init__(self) -> None:
+            super().__init__()
+            self.timeouts: list[float] = []
+
+        def settimeout(self, t: float) -> None:
+            self.timeouts.append(t)
+
+    late = Timed()
+    with pytest.raises(TimeoutError):
+        send_all(late, bytes(3 * SEND_CHUNK), deadline=time.monotonic() - 1)
+    assert late.received == b""  # nothing sent past the deadline
+    timely = Timed()
+    send_all(timely, bytes(3 * SEND_CHUNK), deadline=time.monotonic() + 60)
+    assert len(timely.received) == 3 * SEND_CHUNK
+    assert len(timely.timeouts) == 3 and all(0 < t <= 60 for t in timely.timeouts)

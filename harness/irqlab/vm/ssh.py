@@ -289,10 +289,19 @@ def channel_files(channel: paramiko.Channel) -> tuple[BinaryIO, BinaryIO, Binary
 SEND_CHUNK = 64 * 1024
 
 
-def send_all(channel: Any, data: bytes | bytearray | memoryview) -> None:
-    """``channel.sendall(data)`` in :data:`SEND_CHUNK` pieces: linear in the data's size."""
+def send_all(
+    channel: Any, data: bytes | bytearray | memoryview, deadline: float | None = None
+) -> None:
+    """``channel.sendall(data)`` in :data:`SEND_CHUNK` pieces: linear in the data's size;
+    with *deadline* (time.monotonic()), TimeoutError once it passes (a reader that
+    stopped reading held each piece for the channel's whole timeout)."""
     view = memoryview(data).cast("B")
     for start in range(0, len(view), SEND_CHUNK):
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError
+            channel.settimeout(left)
         channel.sendall(bytes(view[start : start + SEND_CHUNK]))
 
 
@@ -548,7 +557,7 @@ class SshClient:
                 deadline = time.monotonic() + timeout  # the whole command's
                 chan.exec_command(f"export {CMD_TAG_VAR}={tag}; {cmd}")
                 if input is not None:
-                    send_all(chan, input)
+                    send_all(chan, input, deadline)
                 chan.shutdown_write()
                 out, err = self._collect(chan, deadline)
                 # its exit status may trail its output's EOF a moment at the deadline

@@ -5,12 +5,11 @@ start of another option; QEMU's property parser judges the value in its own word
 from __future__ import annotations
 
 import contextlib
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
 import pytest
+from cli import irqlab  # same directory (rootdir-relative import)
 
 from irqlab.contract.regs import QOM
 from irqlab.vm.guest import Guest, GuestConfig
@@ -53,11 +52,7 @@ def test_a_comma_in_a_value_is_the_values(tmp_path: Path) -> None:
 
 def test_run_device_prop_with_a_comma_shows_qemus_refusal() -> None:
     marker = f"evil{uuid.uuid4().hex[:12]}"
-    r = subprocess.run(
-        [sys.executable, "-m", "irqlab.cli.main", "run",
-         "--device-prop", f"{QOM.PROP_IRQ_MODE}=msi,id={marker}", "--", "true"],
-        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+    r = irqlab("run", "--device-prop", f"{QOM.PROP_IRQ_MODE}=msi,id={marker}", "--", "true")
     assert r.returncode == 1, r.stderr
     assert "Traceback" not in r.stderr and "QEMU failed to start" in r.stderr, r.stderr
     assert f"irq-mode must be intx, msi or msix, not 'msi,id={marker}'" in r.stderr, r.stderr

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from cli import IRQLAB  # same directory (rootdir-relative import)
 
 from irqlab.testing.plugin import start_guest
 from irqlab.vm.guest import (
@@ -36,8 +36,7 @@ def mymod(tmp_path_factory: pytest.TempPathFactory) -> Path:
     would: against the directory `irqlab kdir` prints."""
     src = tmp_path_factory.mktemp("mymod")
     shutil.copytree(HERE / "mymod", src, dirs_exist_ok=True)
-    irqlab = [sys.executable, "-m", "irqlab.cli.main"]
-    kdir = subprocess.run([*irqlab, "kdir"], check=True, capture_output=True, text=True)
+    kdir = subprocess.run([*IRQLAB, "kdir"], check=True, capture_output=True, text=True)
     # the README's reproducible build: the same source gives the same .ko in any
     # directory, so a warm run restores this configuration's snapshot
     make = ["make", "-C", kdir.stdout.strip(), f"M={src}", prefix_map(src), "modules"]
@@ -110,7 +109,7 @@ def test_irqlab_kmod_that_does_not_bind_fails_fast_and_says_why(
     shutil.copy(HERE / "mymod" / "mymod.c", src / "irqlab.c")
     (src / "Kbuild").write_text("obj-m := irqlab.o\n")
     kdir = subprocess.run(
-        [sys.executable, "-m", "irqlab.cli.main", "kdir"],
+        [*IRQLAB, "kdir"],
         check=True,
         capture_output=True,
         text=True,

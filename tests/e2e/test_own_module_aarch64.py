@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from cli import IRQLAB  # same directory (rootdir-relative import)
 
 from irqlab.build import archguest
 from irqlab.build.arch import AARCH64
@@ -22,7 +22,6 @@ from irqlab.testing.plugin import start_guest
 from irqlab.vm.guest import Guest, GuestConfig, PrerequisiteMissing, find_kmod
 
 HERE = Path(__file__).resolve().parent
-IRQLAB = [sys.executable, "-m", "irqlab.cli.main"]
 
 
 @pytest.fixture(scope="module")

@@ -212,3 +212,22 @@ def test_an_arm_option_the_path_does_not_take_is_refused_naming_them() -> None:
     r = agent.handle_line(b'{"id": 23, "op": "arm", "path": "poll", "sig": 2}')
     assert r["ok"] is False and "takes no sig" in r["error"], r
     assert agent.paths == {}
+
+
+def test_every_arm_option_a_path_reads_is_one_the_arm_check_takes() -> None:
+    """The allow-lists repeat the names the paths read: a name read but not listed
+    would be refused at every arm (seen only in a booted guest)."""
+    import re
+    from pathlib import Path
+
+    from irqlab_agent.agent import ALL_PATH_KINDS, ARM_OPTIONS
+
+    agent_dir = Path(__file__).resolve().parents[2] / "harness" / "irqlab_agent"
+    read = {
+        name
+        for path in agent_dir.glob("*.py")
+        for name in re.findall(r"\b(?:params|p)\.get\(\s*\"([a-z_]+)\"", path.read_text())
+    }
+    assert {"ack_dev", "lines", "regs", "input"} <= read, read  # the scan still finds them
+    taken = ARM_OPTIONS.union(*(cls.options for cls in ALL_PATH_KINDS.values()))
+    assert read <= taken, f"read by a path but refused by arm: {sorted(read - taken)}"

@@ -31,11 +31,12 @@ from pathlib import Path
 from typing import IO
 
 from irqlab import notice
-from irqlab.build.outputs import Kind, damage, describe, is_recipe
+from irqlab.build.outputs import SNAPSHOT_RECIPE, Kind, damage, describe, is_recipe
 from irqlab.errors import IrqlabError
 from irqlab.paths import cache_dir, cache_location
 
 __all__ = [
+    "BOOT_LOCK",
     "DEFAULT_KEEP",
     "KEEP_ENV",
     "LOCK_PURPOSES",
@@ -119,7 +120,8 @@ def is_complete(path: Path) -> bool:
     return (path / _COMPLETE).is_file()
 
 
-LOCK_PURPOSES = ("boot",)  # an output's locks besides its build's: a snapshot's cold boot
+BOOT_LOCK = "boot"  # a snapshot's cold boot: an output's lock besides its build's
+LOCK_PURPOSES = (BOOT_LOCK,)
 
 
 def lock_file(output: Path, purpose: str = "") -> Path:
@@ -518,7 +520,7 @@ def hold(paths: Iterable[Path], *, timeout: float = HOLD_WAIT_S) -> Held:
                             f"eviction after a build) and still was after {timeout:g} s: "
                             "is a pruning process stopped?"
                         ) from None
-                    time.sleep(0.05)  # a lock has no timeout: poll it
+                    time.sleep(LOCK_POLL_S)  # a lock has no timeout: poll it
             if not is_complete(p):
                 raise OutputGone(f"{p} was removed from the cache (pruned meanwhile)")
     except BaseException:
@@ -675,7 +677,7 @@ KEEP_ENV = "IRQLAB_CACHE_KEEP"
 DEFAULT_KEEP = 8
 # Recipes that keep their own count (irqlab.vm.snapshot: $IRQLAB_SNAPSHOT_KEEP, the most
 # recently used across all configurations): a build of theirs evicts nothing here.
-OWN_COUNT = frozenset({"snapshot"})
+OWN_COUNT = frozenset({SNAPSHOT_RECIPE})
 
 
 class CacheKeepError(IrqlabError, ValueError):

@@ -32,5 +32,6 @@ def image_kind(env: Mapping[str, str] | None = None) -> str:
     :class:`UnknownImageKind` for anything else."""
     kind = image_setting(env)
     if kind not in IMAGE_KINDS:
-        raise UnknownImageKind(f"{IMAGE_ENV}={kind!r}: use 'debian' or 'buildroot'")
+        kinds = " or ".join(map(repr, IMAGE_KINDS))
+        raise UnknownImageKind(f"{IMAGE_ENV}={kind!r}: use {kinds}")
     return kind

@@ -79,7 +79,11 @@ class QtestMachineFactory(Protocol):
 
 
 _OPTIONS = (  # (option, environment variable, help)
-    ("--irqlab-accel", "IRQLAB_ACCEL", "accelerator: kvm, tcg or auto (probe; default)"),
+    (
+        "--irqlab-accel",
+        accel.ENV_VAR,
+        f"accelerator: {', '.join(accel.CHOICES[:-1])} or {accel.CHOICES[-1]} (probe; default)",
+    ),
     ("--irqlab-image", IMAGE_ENV, "guest image: debian (default) or buildroot"),
     (
         "--irqlab-log-dir",

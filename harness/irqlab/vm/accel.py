@@ -277,7 +277,8 @@ def requested(accel: str | None = None) -> Accel | None:
     if value == "tcg":
         return "tcg"
     source = "accel argument" if accel is not None else f"${ENV_VAR}"
-    raise ConfigError(f"{source} must be kvm, tcg or auto, not {value!r}")
+    choices = f"{', '.join(CHOICES[:-1])} or {CHOICES[-1]}"
+    raise ConfigError(f"{source} must be {choices}, not {value!r}")
 
 
 def choose(

@@ -77,6 +77,7 @@ from irqlab.vm.ssh import (
     SshError,
     SshTimeout,
     channel_files,
+    file_mode,
 )
 
 # The errors a Guest's methods raise are importable from here, beside Guest (their
@@ -1819,10 +1820,8 @@ class Guest:
         """Copy the local file *local* to the absolute guest path *remote* (parents made;
         *mode* default: the local file's).  :class:`GuestWriteError` names a guest path
         that cannot be written."""
-        _check_guest_path(remote)
         local = Path(local)
-        data = local.read_bytes()
-        self._put(data, remote, local.stat().st_mode & 0o777 if mode is None else mode)
+        self.put_bytes(local.read_bytes(), remote, mode=file_mode(local) if mode is None else mode)
 
     def put_bytes(self, data: bytes, remote: str, *, mode: int = 0o644) -> None:
         """Write *data* to the guest file *remote* (parents made)."""

@@ -101,7 +101,7 @@ def boot_lock(key: str, *, stopped_limit: float | None = None) -> Iterator[str |
     Yields None when held, else why it could not be taken (the lock file cannot be
     opened, or its holder stayed stopped *stopped_limit* s): that guest boots without
     it and saves nothing, the snapshot is what it costs, not the guest."""
-    path = cache.lock_file(cache.output_dir(RECIPE, key), "boot")
+    path = cache.lock_file(cache.output_dir(RECIPE, key), cache.BOOT_LOCK)
     what = f"cold-booting a guest to save the snapshot {key}"
     try:
         held = cache.take_lock(path, what, stopped_limit=stopped_limit)

@@ -289,6 +289,11 @@ def channel_files(channel: paramiko.Channel) -> tuple[BinaryIO, BinaryIO, Binary
 SEND_CHUNK = 64 * 1024
 
 
+def file_mode(local: Path) -> int:
+    """The permission bits of the local file *local* (what a copy into the guest keeps)."""
+    return local.stat().st_mode & 0o777
+
+
 def send_all(
     channel: Any, data: bytes | bytearray | memoryview, deadline: float | None = None
 ) -> None:
@@ -668,7 +673,7 @@ class SshClient:
         """Copy one file (SFTP, or ``cat >`` over exec when the guest has no sftp-server)."""
         local = Path(local)
         data = local.read_bytes()
-        mode = mode if mode is not None else (local.stat().st_mode & 0o777)
+        mode = mode if mode is not None else file_mode(local)
         self.put_bytes(data, remote, mode=mode)
 
     def put_bytes(

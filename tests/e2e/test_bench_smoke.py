@@ -141,3 +141,20 @@ def test_native_series_of_default_mode_paths_come_in_interleaved_rounds(
         assert nat["native"]["acks"] == EVENTS == nat["counters"]["acked"], path
     # UIO's mode is a module reload: its native series is one, in that mode
     assert "rounds" not in run["native"]["uio"] and run["native"]["uio"]["problems"] == []
+
+
+def test_bench_peers_times_an_irqlab_restore_as_a_whole_process(tmp_path: Path) -> None:
+    """bench-peers' irqlab row is a process of its own, as labgrid's is: its parts
+    (interpreter and imports, set-up, start, the command, stop, exit) add up to the
+    wall time from spawn to exit."""
+    from irqlab.bench.peers import IrqlabRunner
+    from irqlab.vm.guest import GuestConfig, ensure_snapshot
+
+    ensure_snapshot(GuestConfig(name="peer-smoke-snapshot"))
+    s = IrqlabRunner(tmp_path)("peer-smoke", snapshot=True)
+    assert s["restored"] is True
+    parts = s["parts"]
+    assert parts["python_and_imports"] > 0 and parts["to_agent_ready"] > 0
+    assert 0 < s["inner"] < s["whole"]
+    assert sum(parts.values()) == pytest.approx(s["whole"], abs=0.01)
+    assert s["phases"]["agent_ready"] == pytest.approx(parts["to_agent_ready"], abs=0.002)

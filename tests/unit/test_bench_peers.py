@@ -118,7 +118,13 @@ def _samples(with_labgrid: bool = True) -> dict[str, list[dict[str, Any]]]:
     cold = [3.2, 4.0, 3.6]
     out: dict[str, list[dict[str, Any]]] = {
         "restore": [
-            {"round": i + 1, "whole": w, "restored": True, "parts": {"command": 0.3}}
+            {
+                "round": i + 1,
+                "whole": w,
+                "inner": w - 0.2,
+                "restored": True,
+                "parts": {"command": 0.3},
+            }
             for i, w in enumerate(restore)
         ],
         "cold": [{"round": i + 1, "whole": w, "restored": False} for i, w in enumerate(cold)],
@@ -141,7 +147,14 @@ def test_summarize_medians_ranges_ratios() -> None:
     assert rows["cold"]["median"] == 3.6
     assert ratios["labgrid/restore"]["of_medians"] == pytest.approx(4.0 / 0.9)
     assert ratios["cold/restore"]["of_medians"] == pytest.approx(4.0)
-    assert ratios["labgrid_inner/restore"]["of_medians"] == pytest.approx(3.7 / 0.9)
+    # like for like: the scripts' own times against each other
+    assert rows["restore_inner"]["median"] == pytest.approx(0.7)
+    assert "cold_inner" not in rows
+    assert "labgrid_inner/restore" not in ratios
+    assert ratios["labgrid_inner/restore_inner"]["of_medians"] == pytest.approx(3.7 / 0.7)
+    # per round: 3.7/0.6, 4.1/0.8, 3.0/0.7
+    assert ratios["labgrid_inner/restore_inner"]["per_round_min"] == pytest.approx(3.0 / 0.7)
+    assert ratios["labgrid_inner/restore_inner"]["per_round_max"] == pytest.approx(3.7 / 0.6)
     # paired per round: 4.0/0.8, 4.4/1.0, 3.3/0.9
     assert ratios["labgrid/restore"]["per_round_min"] == pytest.approx(3.3 / 0.9)
     assert ratios["labgrid/restore"]["per_round_max"] == pytest.approx(5.0)
@@ -175,8 +188,14 @@ def test_render_table() -> None:
     text = peers.render_table(_result(_samples(), {"status": "ok"}))
     assert "3 interleaved rounds, TCG" in text
     assert "labgrid 26.0.1" in text and "4.00 s" in text and "3.30-4.40 s" in text
-    assert "labgrid/restore           4.4x" in text
-    assert "cold/restore              4.0x" in text
+    assert "labgrid/restore                 4.4x" in text
+    assert "labgrid_inner/restore_inner     5.3x" in text
+    assert "cold/restore                    4.0x" in text
+    lines = text.splitlines()
+    # each inner row right under its own kind's row
+    restore_row = next(i for i, line in enumerate(lines) if line.startswith("irqlab Guest(),"))
+    assert lines[restore_row + 1].startswith("  the same, without interpreter start")
+    assert "0.70 s" in lines[restore_row + 1]
     assert "Test CPU 9000, 2 cores, accel tcg" in text
     assert "before 1.5/1.2/1.0" in text and "[1.5, 1.6, 1.7]" in text
     assert "FAILED" not in text
@@ -228,3 +247,69 @@ def test_cli_registers_bench_peers() -> None:
     args = build_parser().parse_args(["bench-peers", "--rounds", "3", "--out", "/tmp/x"])
     assert args.rounds == 3 and args.out == Path("/tmp/x")
     assert build_parser().parse_args(["bench-peers"]).rounds == peers.DEFAULT_ROUNDS
+
+
+def _script(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "peer.py"
+    path.write_text(body)
+    return path
+
+
+def test_run_script_times_a_process_and_reads_its_result_line(tmp_path: Path) -> None:
+    import sys
+    import time
+
+    body = (
+        "import time, json\n"
+        "T0 = time.monotonic()\n"
+        f"print({peers.RESULT_PREFIX!r} + json.dumps({{'t0_monotonic': T0, 'import_s': 0.25,"
+        " 'x': 1}))\n"
+    )
+    t0 = time.monotonic()
+    run = peers.run_script([sys.executable, _script(tmp_path, body)], 60, "a step")
+    wall = time.monotonic() - t0
+    assert run.result["x"] == 1
+    assert 0 < run.whole <= wall
+    # from the spawn to the script's first line, plus the imports it reports
+    assert 0.25 < run.python_and_imports < run.whole + 0.25
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        ("import sys\nprint('booting')\nsys.exit(3)\n", "exit status 3"),
+        ("print('booting')\n", "printed no IRQLAB-PEER-RESULT line"),
+    ],
+)
+def test_run_script_names_the_step_and_keeps_the_output(
+    tmp_path: Path, body: str, error: str
+) -> None:
+    import sys
+
+    with pytest.raises(peers.StepFailure) as e:
+        peers.run_script([sys.executable, _script(tmp_path, body)], 60, "irqlab restore x")
+    assert e.value.step == "irqlab restore x" and e.value.error == error
+    assert "booting" in e.value.output
+
+
+def test_irqlab_script_is_python_and_times_what_a_user_script_does() -> None:
+    compile(peers.IRQLAB_SCRIPT, "irqlab_whole.py", "exec")
+    compile(peers.LABGRID_SCRIPT, "labgrid_whole.py", "exec")
+    head = peers.IRQLAB_SCRIPT.split("T_IMPORT = ")[0]
+    # the clock starts before the imports a user's script makes, as labgrid's does
+    assert head.index("T0 = time.monotonic()") < head.index("from irqlab.vm.guest import")
+
+
+def test_scripts_run_with_a_bytecode_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    monkeypatch.setenv("IRQLAB_PEER_PROBE", "kept")
+    body = (
+        "import os, time, json\n"
+        f"print({peers.RESULT_PREFIX!r} + json.dumps({{'t0_monotonic': time.monotonic(),"
+        " 'import_s': 0, 'dont': sys.dont_write_bytecode, 'probe': os.environ.get("
+        "'IRQLAB_PEER_PROBE')}))\n"
+    ).replace("import os,", "import os, sys,")
+    run = peers.run_script([sys.executable, _script(tmp_path, body)], 60, "a step")
+    assert run.result["dont"] is False and run.result["probe"] == "kept"

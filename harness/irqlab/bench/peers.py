@@ -8,12 +8,16 @@
   device, waiting for the image's ready marker on the console, then running the
   command through its SSHDriver.  labgrid lives in a throwaway venv
   (``build/peer-venv``, never a dependency of irqlab) and runs as a subprocess
-  there (:data:`LABGRID_SCRIPT`); its wall time is measured here, from spawning
-  the interpreter to its exit (the script's own phases are reported beside it).
+  there (:data:`LABGRID_SCRIPT`).
 * ``restore``: ``Guest(GuestConfig(name=...))`` from the ready-state snapshot
   (made once before the rounds, not timed).
 * ``cold``: ``Guest(GuestConfig(snapshot=False))``, a full boot with the module
   loaded and the agent started.
+
+Each is a process of its own (irqlab's in this interpreter's venv,
+:data:`IRQLAB_SCRIPT`), timed here from spawning the interpreter to its exit, so
+every row pays an interpreter start and its imports alike; each script's own time
+after its imports is the ``inner`` row beside it.
 
 If labgrid cannot be installed or does not boot the image, the result says which
 step failed with its output's tail, and the comparison is restore against our
@@ -26,6 +30,7 @@ are unit-tested; the rest needs QEMU, the image and (for labgrid) PyPI.
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import statistics
 import subprocess
@@ -41,7 +46,7 @@ from irqlab.bench import env, stats
 from irqlab.bench.host import WHOLE_COMMAND
 from irqlab.errors import IrqlabError
 
-SCHEMA = "irqlab-bench-peers/1"
+SCHEMA = "irqlab-bench-peers/2"
 DEFAULT_ROUNDS = 7
 LABGRID_VERSION = "26.0.1"
 # labgrid and everything it pulls in, pinned (the set pip resolved for 26.0.1 on
@@ -75,12 +80,15 @@ LABGRID_REQUIREMENTS: tuple[str, ...] = (
     "xmodem==0.5.0",
 )
 KINDS = ("labgrid", "restore", "cold")
+INNER = "_inner"  # a kind's row without its interpreter start and imports
 LABELS = {
     "labgrid": f"labgrid {LABGRID_VERSION} QEMUDriver + SSHDriver, our image",
-    "labgrid_inner": "  the same, without interpreter start and imports",
     "restore": "irqlab Guest(), restored from the snapshot",
     "cold": "irqlab Guest(snapshot=False), cold boot",
 }
+INNER_LABEL = "  the same, without interpreter start and imports"
+# the like-for-like ratios: whole processes, then the scripts' own times
+RATIOS = ("labgrid", "labgrid" + INNER, "cold")
 RESULT_PREFIX = "IRQLAB-PEER-RESULT "
 TAIL_LINES = 25
 
@@ -132,6 +140,49 @@ def main():
         "phases": phases,
         "stdout": out,
         "labgrid": getattr(labgrid, "__version__", None),
+    }}), flush=True)
+
+
+main()
+'''
+
+# Runs in irqlab's venv: argv = guest name, "1" to restore from the snapshot or "0"
+# to boot cold, command.  The same shape as LABGRID_SCRIPT: what a user's script
+# imports, then start, the command, close.
+IRQLAB_SCRIPT = f'''\
+import time
+
+T0 = time.monotonic()
+import json
+import sys
+
+from irqlab.vm.guest import Guest, GuestConfig
+
+T_IMPORT = time.monotonic()
+
+
+def main():
+    name, snapshot, command = sys.argv[1], sys.argv[2] == "1", sys.argv[3]
+    g = Guest(GuestConfig(name=name, snapshot=snapshot))
+    try:
+        g.start()
+        started = time.monotonic()
+        out = g.sh(command)
+        done = time.monotonic()
+    finally:
+        g.close()
+    closed = time.monotonic()
+    print("{RESULT_PREFIX}" + json.dumps({{
+        "t0_monotonic": T0,
+        "import_s": round(T_IMPORT - T0, 3),
+        "times": {{
+            "started": started - T_IMPORT,
+            "done": done - T_IMPORT,
+            "closed": closed - T_IMPORT,
+        }},
+        "phases": g.phases,
+        "restored": g.restored,
+        "stdout": out,
     }}), flush=True)
 
 
@@ -245,19 +296,18 @@ def tail(text: str, lines: int = TAIL_LINES) -> list[str]:
 
 
 def summarize(samples: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, Any]:
-    """Per kind the spread of ``whole`` (s); for labgrid also of ``inner`` (its time
-    after interpreter start and imports), and the median of each of the ``parts``.
-    Ratios of medians against the restore (``labgrid/restore``,
-    ``labgrid_inner/restore``, ``cold/restore``) and, since the rounds are
+    """Per kind the spread of ``whole`` (s), of ``inner`` (its time after interpreter
+    start and imports, row ``<kind>_inner``) and the median of each of the ``parts``.
+    Ratios of medians against the restore, like for like (``labgrid/restore``,
+    ``labgrid_inner/restore_inner``, ``cold/restore``) and, since the rounds are
     interleaved, the range of the same ratio within each round."""
     rows: dict[str, Any] = {}
     for kind, ss in samples.items():
         if ss:
             rows[kind] = stats.spread(s["whole"] for s in ss)
-            if kind == "labgrid":
-                inner = [s["inner"] for s in ss if s.get("inner") is not None]
-                if inner:
-                    rows["labgrid_inner"] = stats.spread(inner)
+            inner = [s["inner"] for s in ss if s.get("inner") is not None]
+            if inner:
+                rows[kind + INNER] = stats.spread(inner)
     parts: dict[str, dict[str, float]] = {}
     for kind, ss in samples.items():
         names = list(dict.fromkeys(k for s in ss for k in s.get("parts", {})))
@@ -266,13 +316,12 @@ def summarize(samples: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, A
             for n in names
         }
     ratios: dict[str, Any] = {}
-    base = rows.get("restore")
-    if base is not None:
-        for kind in ("labgrid", "labgrid_inner", "cold"):
-            if kind not in rows:
-                continue
+    for kind in RATIOS:
+        base_kind = "restore" + INNER if kind.endswith(INNER) else "restore"
+        base = rows.get(base_kind)
+        if kind in rows and base is not None:
             per_round = _paired_ratios(samples, kind)
-            ratios[f"{kind}/restore"] = {
+            ratios[f"{kind}/{base_kind}"] = {
                 "of_medians": stats.ratio(rows[kind]["median"], base["median"]),
                 "per_round_min": min(per_round) if per_round else None,
                 "per_round_max": max(per_round) if per_round else None,
@@ -282,8 +331,10 @@ def summarize(samples: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, A
 
 
 def _paired_ratios(samples: Mapping[str, Sequence[Mapping[str, Any]]], kind: str) -> list[float]:
-    field_, source = ("inner", "labgrid") if kind == "labgrid_inner" else ("whole", kind)
-    base = {s["round"]: s["whole"] for s in samples.get("restore", ()) if "round" in s}
+    """*kind*'s time over the restore's, like for like, in each round."""
+    field_ = "inner" if kind.endswith(INNER) else "whole"
+    source = kind.removesuffix(INNER)
+    base = {s["round"]: s.get(field_) for s in samples.get("restore", ()) if "round" in s}
     out = []
     for s in samples.get(source, ()):
         r = s.get("round")
@@ -313,16 +364,16 @@ def render_table(result: Mapping[str, Any]) -> str:
         "",
         f"{'':58} {'median':>9} {'range':>19}",
     ]
-    for kind in ("labgrid", "labgrid_inner", "restore", "cold"):
-        r = rows.get(kind)
-        if r is None:
-            continue
-        rng = f"{r['min']:.2f}-{r['max']:.2f} s"
-        lines.append(f"{LABELS[kind]:58} {_secs(r['median']):>9} {rng:>19}")
+    for kind in KINDS:
+        for row, label in ((kind, LABELS[kind]), (kind + INNER, INNER_LABEL)):
+            r = rows.get(row)
+            if r is not None:
+                rng = f"{r['min']:.2f}-{r['max']:.2f} s"
+                lines.append(f"{label:58} {_secs(r['median']):>9} {rng:>19}")
     lines.append("")
     for key, r in ratios.items():
         lines.append(
-            f"{key:22} {_times(r['of_medians']):>7} (ratio of medians; per round "
+            f"{key:28} {_times(r['of_medians']):>7} (ratio of medians; per round "
             f"{_times(r['per_round_min'])}-{_times(r['per_round_max'])})"
         )
     if summary.get("parts"):
@@ -416,6 +467,14 @@ def ensure_peer_venv(venv: Path | None = None, *, timeout: float = 900.0) -> Pat
     return python
 
 
+def write_script(work: Path, name: str, text: str) -> Path:
+    """*text* as the script *name* in *work* (made if missing)."""
+    work.mkdir(parents=True, exist_ok=True)
+    path = work / name
+    path.write_text(text)
+    return path
+
+
 @dataclass
 class LabgridRunner:
     """One labgrid whole-process run per :meth:`__call__`, in the peer venv."""
@@ -430,9 +489,7 @@ class LabgridRunner:
     script: Path = field(init=False)
 
     def __post_init__(self) -> None:
-        self.work.mkdir(parents=True, exist_ok=True)
-        self.script = self.work / "labgrid_whole.py"
-        self.script.write_text(LABGRID_SCRIPT)
+        self.script = write_script(self.work, "labgrid_whole.py", LABGRID_SCRIPT)
 
     def write_env(self, index: int) -> Path:
         port = _free_port()
@@ -450,89 +507,131 @@ class LabgridRunner:
         return path
 
     def __call__(self, index: int) -> dict[str, Any]:
-        from irqlab.vm import proc
-
         env_file = self.write_env(index)  # before the clock: configuration, not work
-        argv = [self.python, self.script, env_file, self.image.ready_marker, WHOLE_COMMAND,
-                str(self.timeout)]  # fmt: skip
-        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-            t0 = time.monotonic()
-            child = proc.spawn(argv, stdout=out, stderr=err)
-            rc = proc.wait_or_stop(child, self.timeout + 30)
-            whole = time.monotonic() - t0
-            out.seek(0)
-            err.seek(0)
-            stdout = out.read().decode(errors="replace")
-            stderr = err.read().decode(errors="replace")
-        result = next(
-            (json.loads(line[len(RESULT_PREFIX) :]) for line in stdout.splitlines()
-             if line.startswith(RESULT_PREFIX)),
-            None,
+        step = f"labgrid run {index}: boot, ready marker, SSH command, stop"
+        run = run_script(
+            [self.python, self.script, env_file, self.image.ready_marker, WHOLE_COMMAND,
+             str(self.timeout)],
+            self.timeout + 30,
+            step,
         )  # fmt: skip
-        if rc != 0 or result is None:
-            raise StepFailure(
-                f"labgrid run {index}: boot, ready marker, SSH command, stop",
-                f"exit status {rc}" if rc is not None else "did not stop",
-                stdout + stderr,
-            )
+        result = run.result
         if [line.strip() for line in result["stdout"]] != ["1"]:
             raise StepFailure(f"labgrid run {index}", f"command printed {result['stdout']!r}")
         phases = result["phases"]
-        spawn = result["t0_monotonic"] - t0
         return {
-            "whole": round(whole, 3),
+            "whole": round(run.whole, 3),
             "inner": phases["stopped"],
             "phases": phases,
             "parts": _rounded(
                 {
-                    "python_and_imports": spawn + result["import_s"],
+                    "python_and_imports": run.python_and_imports,
                     "to_console_ready": phases["console_ready"],
                     "ssh_connect": phases["ssh"] - phases["console_ready"],
                     "command": phases["command"] - phases["ssh"],
                     "stop": phases["stopped"] - phases["command"],
-                    "exit": whole - spawn - result["import_s"] - phases["stopped"],
+                    "exit": run.whole - run.python_and_imports - phases["stopped"],
                 }
             ),
         }
+
+
+@dataclass(frozen=True)
+class ScriptRun:
+    """A peer script's run: its wall time from spawn to exit (s), the time from the
+    spawn to the end of its imports (s), and its result line's JSON."""
+
+    whole: float
+    python_and_imports: float
+    result: dict[str, Any]
+
+
+def script_env() -> dict[str, str]:
+    """The environment of every timed script: ours without ``PYTHONDONTWRITEBYTECODE``.
+    pip compiled labgrid's modules when it installed them, while irqlab is installed
+    editable: with that variable set, its modules would be compiled from source in every
+    run (about 50 ms), a cost no user with the usual bytecode cache pays."""
+    return {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
+def run_script(argv: Sequence[object], timeout: float, step: str) -> ScriptRun:
+    """Run one whole-process script (:data:`LABGRID_SCRIPT`, :data:`IRQLAB_SCRIPT`)
+    in :func:`script_env`, timed from the spawn to its exit; :class:`StepFailure`
+    (*step*, with its output) when it fails, does not stop within *timeout* s or
+    prints no result line."""
+    from irqlab.vm import proc
+
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        t0 = time.monotonic()
+        child = proc.spawn([str(a) for a in argv], stdout=out, stderr=err, env=script_env())
+        rc = proc.wait_or_stop(child, timeout)
+        whole = time.monotonic() - t0
+        out.seek(0)
+        err.seek(0)
+        stdout = out.read().decode(errors="replace")
+        stderr = err.read().decode(errors="replace")
+    result = next(
+        (json.loads(line[len(RESULT_PREFIX) :]) for line in stdout.splitlines()
+         if line.startswith(RESULT_PREFIX)),
+        None,
+    )  # fmt: skip
+    if rc != 0 or result is None:
+        why = (
+            "did not stop" if rc is None
+            else f"exit status {rc}" if rc != 0
+            else f"printed no {RESULT_PREFIX.strip()} line"
+        )  # fmt: skip
+        raise StepFailure(step, why, stdout + stderr)
+    # CLOCK_MONOTONIC is one clock for every process: the script's start on ours
+    spawn = result["t0_monotonic"] - t0
+    return ScriptRun(whole, spawn + result["import_s"], result)
 
 
 def _rounded(d: Mapping[str, float]) -> dict[str, float]:
     return {k: round(v, 3) for k, v in d.items()}
 
 
-def irqlab_whole(config: Any) -> dict[str, Any]:
-    """One irqlab whole process: ``Guest(config)``, start, the command over SSH, close."""
-    from irqlab.vm.guest import Guest
+@dataclass
+class IrqlabRunner:
+    """One irqlab whole-process run per :meth:`__call__`: :data:`IRQLAB_SCRIPT` in a
+    process of its own, with this interpreter (irqlab's venv)."""
 
-    t0 = time.monotonic()
-    g = Guest(config)
-    try:
-        g.start()
-        started = time.monotonic()
-        out = g.sh(WHOLE_COMMAND)
-        done = time.monotonic()
-        phases = dict(g.phases)
-        restored = g.restored
-    finally:
-        g.close()
-    closed = time.monotonic()
-    if out.strip() != "1":
-        raise RuntimeError(f"{WHOLE_COMMAND} printed {out!r}")
-    ready = phases["agent_ready"]
-    return {
-        "whole": round(closed - t0, 3),
-        "restored": restored,
-        "phases": _rounded(phases),
-        "parts": _rounded(
-            {
-                # finding QEMU and the image, the accelerator, Guest's set-up
-                "before_qemu": started - t0 - ready,
-                "to_agent_ready": ready,
-                "command": done - started,
-                "stop": closed - done,
-            }
-        ),
-    }
+    work: Path
+    timeout: float = 180.0
+    script: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.script = write_script(self.work, "irqlab_whole.py", IRQLAB_SCRIPT)
+
+    def __call__(self, name: str, *, snapshot: bool) -> dict[str, Any]:
+        kind = "restore" if snapshot else "cold boot"
+        run = run_script(
+            [sys.executable, self.script, name, "1" if snapshot else "0", WHOLE_COMMAND],
+            self.timeout,
+            f"irqlab {kind} {name}: start, SSH command, stop",
+        )
+        result = run.result
+        if result["stdout"].strip() != "1":
+            raise StepFailure(f"irqlab {kind} {name}", f"command printed {result['stdout']!r}")
+        times, phases = result["times"], result["phases"]
+        ready = phases["agent_ready"]
+        return {
+            "whole": round(run.whole, 3),
+            "inner": round(times["closed"], 3),
+            "restored": result["restored"],
+            "phases": _rounded(phases),
+            "parts": _rounded(
+                {
+                    "python_and_imports": run.python_and_imports,
+                    # finding QEMU and the image, the accelerator, Guest's set-up
+                    "before_qemu": times["started"] - ready,
+                    "to_agent_ready": ready,
+                    "command": times["done"] - times["started"],
+                    "stop": times["closed"] - times["done"],
+                    "exit": run.whole - run.python_and_imports - times["closed"],
+                }
+            ),
+        }
 
 
 def run_peers(
@@ -582,9 +681,10 @@ def _run_peers(rounds: int, out_dir: Path | None, progress: Callable[[str], None
         _record_failure(peer, e, progress)
     progress("snapshot: making sure the ready-state snapshot exists (not timed)")
     snapshot_dir = ensure_snapshot(GuestConfig(name="peer-snapshot"))
+    irqlab_run = IrqlabRunner(out_dir / "irqlab")
     makers: dict[str, Callable[[int], dict[str, Any]]] = {
-        "restore": lambda i: irqlab_whole(GuestConfig(name=f"peer-restore-{i}")),
-        "cold": lambda i: irqlab_whole(GuestConfig(name=f"peer-cold-{i}", snapshot=False)),
+        "restore": lambda i: irqlab_run(f"peer-restore-{i}", snapshot=True),
+        "cold": lambda i: irqlab_run(f"peer-cold-{i}", snapshot=False),
     }
     samples: dict[str, list[dict[str, Any]]] = {kind: [] for kind in KINDS}
     per_round_load: list[float] = []

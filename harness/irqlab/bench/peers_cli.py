@@ -22,8 +22,10 @@ DESCRIPTION = """\
 Times the whole of "start a guest, run one command in it over SSH, stop it" three
 ways, in interleaved rounds: labgrid {labgrid} (installed into a throwaway virtual
 environment, build/peer-venv), an irqlab guest restored from its snapshot, and an
-irqlab cold boot.  Writes result.json and table.txt into build/bench-peers/<stamp>
-(or --out) and prints the table.
+irqlab cold boot.  Each run is a process of its own, timed from its interpreter's
+start to its exit (the rows "without interpreter start and imports" beside them are
+each script's own time after its imports).  Writes result.json and table.txt
+into build/bench-peers/<stamp> (or --out) and prints the table.
 
 Exit status: 0; 1 when the irqlab guests cannot run, or while a bench runs on this
 machine (either would disturb the other's figures; refused before anything starts,
@@ -55,7 +57,7 @@ def add_bench_peers_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def cmd_bench_peers(args: argparse.Namespace) -> int:
-    from irqlab.bench.peers import render_table, run_peers
+    from irqlab.bench.peers import StepFailure, render_table, run_peers, tail
     from irqlab.vm.guest import PrerequisiteMissing
 
     check_out_dir(args.out)
@@ -63,6 +65,11 @@ def cmd_bench_peers(args: argparse.Namespace) -> int:
         path = run_peers(args.rounds, args.out)
     except PrerequisiteMissing as e:
         print(f"irqlab bench-peers: {e}", file=sys.stderr)
+        return 1
+    except StepFailure as e:  # an irqlab run (labgrid's are in the table)
+        print(f"irqlab bench-peers: {e}", file=sys.stderr)
+        for line in tail(e.output):
+            print(f"  | {line}", file=sys.stderr)
         return 1
     print()
     sys.stdout.write(render_table(json.loads(path.read_text())))

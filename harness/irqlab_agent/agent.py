@@ -379,7 +379,8 @@ class Agent:
             return ok(req.id, errno=errno_name(e.errno or 0), result=None)
 
     def op_interrupt(self, req: Request) -> JsonObj:
-        """Signal an armed blocking path's thread while it sits in read(2).
+        """Signal an armed path's thread while it sits in read(2) (a path whose
+        ``waits_in_read``: read, count, uio, evdev-read).
 
         ``restart=false`` (SIGUSR1, no SA_RESTART): the read returns EINTR, the path
         reports ``{"type": "interrupted"}`` and reads again.  ``restart=true``
@@ -397,8 +398,13 @@ class Agent:
         timeout = req.get_float("timeout_ms", 10000.0) / 1000.0
         with self.lock:
             path = self.paths.get(name)
-        if path is None or not path.blocking:
-            raise ProtocolError(f"no armed blocking path (read/count) named {name!r}")
+        if path is None or not path.waits_in_read:
+            kinds = "/".join(k for k, cls in ALL_PATH_KINDS.items() if cls.waits_in_read)
+            what = (
+                f"no armed path named {name!r}" if path is None
+                else f"the {path.kind} path {name!r} does not wait in read(2)"
+            )  # fmt: skip
+            raise ProtocolError(f"{what}: this takes a path that does ({kinds})")
         deadline = time.monotonic() + timeout
         while not path.in_read():
             if time.monotonic() > deadline or not path.is_alive():
@@ -407,7 +413,7 @@ class Agent:
         return path
 
     def op_wait_blocked(self, req: Request) -> JsonObj:
-        """Return once the named blocking path's thread sits in read(2)."""
+        """Return once the named path's thread sits in read(2) (see op_interrupt)."""
         path = self._wait_blocked(req)
         return ok(req.id, name=path.path_name, tid=path.native_id)
 

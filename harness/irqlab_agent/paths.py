@@ -106,7 +106,13 @@ class NotificationPath(threading.Thread):
     """Base: owns the fd, the stats, ACK + report; subclasses implement :meth:`loop`."""
 
     kind: ClassVar[str] = ""
-    blocking: ClassVar[bool] = False  # woken by STOP_SIGNAL instead of the pipe
+    # sits in a syscall the wake-up pipe cannot end: stop() signals its thread
+    # (STOP_SIGNAL, no SA_RESTART) until it returns
+    stopped_by_signal: ClassVar[bool] = False
+    # waits for the driver in read(2) itself: the agent's interrupt and wait_blocked
+    # take it (a path that sleeps elsewhere, say ppoll(2), needs the signal to stop
+    # but would never be seen "in read(2)")
+    waits_in_read: ClassVar[bool] = False
     summarizable: ClassVar[bool] = False  # reads event records through report(): summarize
     open_nonblock: ClassVar[bool] = True
     # the arm request's options this kind reads beyond op_arm's own (opts.params and
@@ -224,7 +230,7 @@ class NotificationPath(threading.Thread):
         with contextlib.suppress(OSError):
             os.write(self._wake_w, b"x")
         deadline = time.monotonic() + timeout
-        if self.is_alive() and self.blocking:
+        if self.is_alive() and self.stopped_by_signal:
             while self.is_alive() and time.monotonic() < deadline:
                 ident = self.ident
                 if ident is not None:
@@ -383,7 +389,8 @@ class ReadPath(NotificationPath):
 
     kind = "read"
     summarizable = True
-    blocking = True
+    stopped_by_signal = True
+    waits_in_read = True
     open_nonblock = False
 
     def loop(self) -> None:
@@ -596,7 +603,8 @@ class CountPath(NotificationPath):
     """The counting interrupt file: read returns a u32, interrupts since the last read."""
 
     kind = "count"
-    blocking = True
+    stopped_by_signal = True
+    waits_in_read = True
     open_nonblock = False
     options = NotificationPath.options | {"ack_first_seq"}
     acker: SeqAcker | None = None

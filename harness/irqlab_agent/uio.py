@@ -59,7 +59,8 @@ class UioPath(NotificationPath):
     """A user-space driver on /dev/uioN with BAR0 mapped (see the module docstring)."""
 
     kind = "uio"
-    blocking = True
+    stopped_by_signal = True
+    waits_in_read = True
     open_nonblock = False
     REENABLE: ClassVar[tuple[str, ...]] = ("config", "irqcontrol", "device")
     options = NotificationPath.options | {

@@ -45,3 +45,19 @@ def test_sa_restart_restarts_the_read_transparently(
     assert irqlab_agent.expect(path="read", seq=seq, timeout=TIMEOUT)["value"] == 7
     assert not [e for e in irqlab_agent.pending() if e.get("type") == "interrupted"]
     assert irqlab_agent.disarm("read")["read"]["eintr"] == 0
+
+
+def test_interrupt_refuses_a_path_that_does_not_wait_in_read(
+    irqlab_guest: Guest, irqlab_agent: AgentClient, irqlab_device: Any
+) -> None:
+    """epoll waits in epoll_wait(2), not read(2): refused, naming the kinds that do,
+    and the path goes on working."""
+    from irqlab.vm.agent_client import AgentError
+
+    irqlab_agent.arm("epoll-lt", dev=irqlab_guest.dev)
+    with pytest.raises(AgentError, match=r"the epoll-lt path 'epoll-lt' does not wait in read"):
+        irqlab_agent.request("interrupt", name="epoll-lt")
+    seq = irqlab_device.next_seq()
+    irqlab_device.push(5)
+    assert irqlab_agent.expect(path="epoll-lt", seq=seq, timeout=TIMEOUT)["value"] == 5
+    irqlab_agent.disarm("epoll-lt")

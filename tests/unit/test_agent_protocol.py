@@ -231,3 +231,33 @@ def test_every_arm_option_a_path_reads_is_one_the_arm_check_takes() -> None:
     assert {"ack_dev", "lines", "regs", "input"} <= read, read  # the scan still finds them
     taken = ARM_OPTIONS.union(*(cls.options for cls in ALL_PATH_KINDS.values()))
     assert read <= taken, f"read by a path but refused by arm: {sorted(read - taken)}"
+
+
+def test_interrupt_takes_only_a_path_that_waits_in_read() -> None:
+    """``interrupt``/``wait_blocked`` need a thread in read(2); stop() needs a signal for
+    a thread the wake-up pipe cannot end.  Two flags: one meant both, so a path that
+    sleeps in ppoll(2) would have been accepted by interrupt and then timed out."""
+    from irqlab_agent.agent import ALL_PATH_KINDS
+    from irqlab_agent.paths import NotificationPath
+
+    in_read = {k for k, cls in ALL_PATH_KINDS.items() if cls.waits_in_read}
+    assert in_read == {"read", "count", "uio", "evdev-read"}, in_read
+    # waiting in read(2) is a wait only a signal ends
+    assert all(ALL_PATH_KINDS[k].stopped_by_signal for k in in_read)
+    assert not NotificationPath.waits_in_read and not NotificationPath.stopped_by_signal
+
+    agent = Agent(fake_abi(), Writer(io.BytesIO()))
+    r = agent.handle_line(b'{"id": 30, "op": "interrupt", "name": "nothing"}')
+    assert r["ok"] is False, r
+    assert r["error"].startswith("no armed path named 'nothing': this takes a path that does")
+    assert "read/count/uio/evdev-read" in r["error"], r["error"]
+
+    class Sleeper(NotificationPath):  # armed, not in read(2): e.g. a ppoll(2) path
+        kind = "ppoll"
+        stopped_by_signal = True
+
+    path = object.__new__(Sleeper)
+    agent.paths["p"] = path
+    r = agent.handle_line(b'{"id": 31, "op": "wait_blocked", "name": "p"}')
+    assert r["ok"] is False, r
+    assert r["error"].startswith("the ppoll path 'p' does not wait in read(2)"), r["error"]

@@ -213,6 +213,18 @@ static bool irqlab_intx_disabled(IrqlabState *s)
 }
 
 /*
+ * MSI and MSI-X messages are memory writes by the device: with
+ * COMMAND.MASTER clear the PCI core drops them (a driver that forgot
+ * pci_set_master()), so they are not counted as delivered.
+ */
+static bool irqlab_bus_master(IrqlabState *s)
+{
+    PCIDevice *pdev = PCI_DEVICE(s);
+
+    return pci_get_word(pdev->config + PCI_COMMAND) & PCI_COMMAND_MASTER;
+}
+
+/*
  * MSI-X or MSI when the guest enabled it, INTx otherwise (a PCI function
  * whose MSI/MSI-X is disabled signals through its interrupt pin).
  */
@@ -252,7 +264,9 @@ static void irqlab_msix_send(IrqlabState *s, unsigned vector)
         return;
     }
     msix_notify(pdev, vector);
-    s->cnt[IRQLAB_CNT_DELIVERED]++;
+    if (irqlab_bus_master(s)) {
+        s->cnt[IRQLAB_CNT_DELIVERED]++;
+    }
 }
 
 /* Signal every source whose IRQ_PENDING bit went 0->1 since last time */
@@ -276,7 +290,9 @@ static void irqlab_update_irq(IrqlabState *s)
     case IRQLAB_ROUTE_MSI:
         if (!old && pending) {
             msi_notify(PCI_DEVICE(s), 0);
-            s->cnt[IRQLAB_CNT_DELIVERED]++;
+            if (irqlab_bus_master(s)) {
+                s->cnt[IRQLAB_CNT_DELIVERED]++;
+            }
         }
         break;
     default:
@@ -323,7 +339,7 @@ static int irqlab_msix_vector_use(PCIDevice *pdev, unsigned vector,
 {
     IrqlabState *s = IRQLAB(pdev);
 
-    if (vector < IRQLAB_NUM_SOURCES &&
+    if (vector < IRQLAB_NUM_SOURCES && irqlab_bus_master(s) &&
         (pdev->msix_pba[vector / 8] & (1u << (vector % 8)))) {
         s->cnt[IRQLAB_CNT_DELIVERED]++;
     }

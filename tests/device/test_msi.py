@@ -8,6 +8,7 @@ from devrig import BURST, FIFO, GPIO, RAM_MSI, Rig, RigFactory
 from irqlab.contract.regs import REGS
 from irqlab.testing.qtest_pci import (
     CAP_ID_MSIX,
+    COMMAND_MASTER,
     MSIX_ENTRY_SIZE,
     enable_msi,
     enable_msix,
@@ -144,3 +145,34 @@ def test_msix_irq_enable_masks(msix: Rig) -> None:
     assert _written(r) == []
     r.dev.write("IRQ_ENABLE", REGS.SRC_ALL)
     assert _written(r) == [REGS.SRC_FIFO]
+
+
+def test_msix_without_bus_mastering_is_not_delivered(msix: Rig) -> None:
+    """A driver that forgot pci_set_master(): the PCI core drops the message, and
+    ``delivered`` says so (it counted the message as sent)."""
+    r = msix
+    r.dev.write("IRQ_ENABLE", REGS.SRC_ALL)
+    assert not r.dev.cfg.set_command_bits(clear_bits=COMMAND_MASTER) & COMMAND_MASTER
+    r.inj.push(1)
+    assert _written(r) == []
+    c = r.inj.counters()
+    assert (c.raised, c.delivered) == (1, 0)
+    r.dev.write("IRQ_STATUS", FIFO)
+    r.dev.cfg.set_command_bits(set_bits=COMMAND_MASTER)
+    r.inj.push(2)
+    assert _written(r) == [REGS.SRC_FIFO]
+    assert r.inj.counters().delivered == 1
+
+
+def test_msi_without_bus_mastering_is_not_delivered(msi: Rig) -> None:
+    r = msi
+    r.dev.write("IRQ_ENABLE", REGS.SRC_ALL)
+    r.dev.cfg.set_command_bits(clear_bits=COMMAND_MASTER)
+    r.inj.push(1)
+    assert r.qt.readl(RAM_MSI) == 0
+    assert r.inj.counters().delivered == 0
+    r.dev.write("IRQ_STATUS", FIFO)
+    r.dev.cfg.set_command_bits(set_bits=COMMAND_MASTER)
+    r.inj.push(2)
+    assert r.qt.readl(RAM_MSI) == MSI_DATA
+    assert r.inj.counters().delivered == 1

@@ -71,3 +71,20 @@ def test_irq_modes_deliver(
     assert info["irq_mode"] == REGS[f"IRQLAB_IRQ_MODE_{irq_mode.upper()}"], info
     assert info["nvecs"] == (1 if irq_mode == "intx" else REGS.NUM_SOURCES), info
     read_and_poll_get(irqlab_guest, irqlab_agent, irqlab_device)
+
+
+def test_reset_between_tests_loads_the_configured_parameters_again(
+    irqlab_guest: Guest, irqlab_agent: AgentClient
+) -> None:
+    """A test that reloaded the driver with other parameters left them to the next test
+    on the shared guest (it failed there, or passed on the wrong configuration)."""
+    wakeup = "/sys/module/irqlab/parameters/wakeup"
+    configured = irqlab_guest.sh(f"cat {wakeup}").strip()
+    other = "workqueue" if configured != "workqueue" else "thread"
+    irqlab_guest.reload_module(wakeup=other)
+    assert irqlab_guest.sh(f"cat {wakeup}").strip() == other
+    irqlab_guest.reset()  # what the plugin does between tests
+    assert irqlab_guest.sh(f"cat {wakeup}").strip() == configured
+    # the driver works after the reload (the agent's paths were reset before it)
+    irqlab_agent.arm("read", dev=irqlab_guest.dev)
+    irqlab_agent.disarm("read")

@@ -288,3 +288,18 @@ def test_irqlab_kmod_that_is_no_module_says_so(
     monkeypatch.setenv("IRQLAB_KMOD", str(tmp_path / "text"))
     with pytest.raises(PrerequisiteMissing, match=r"text is not a kernel module: not an ELF file"):
         find_kmod()
+
+
+def test_reset_knows_the_driver_loaded_with_the_configured_parameters() -> None:
+    """Guest.reset() reloads our driver when a test reloaded it with other parameters;
+    the comparison is the kernel's: 64 and "64" are one value, order does not matter."""
+    from irqlab.vm.guest import Guest, GuestConfig
+
+    g = Guest(GuestConfig(module_params={"ring_size": 64, "wakeup": "thread"}))
+    assert not g._loaded_as(g.config.module_params)  # not loaded through it
+    g._loaded_params = {"wakeup": "thread", "ring_size": "64"}
+    assert g._loaded_as(g.config.module_params)
+    g._loaded_params = {"wakeup": "workqueue", "ring_size": 64}
+    assert not g._loaded_as(g.config.module_params)
+    g._loaded_params = {"ring_size": 64}  # wakeup back to the driver's default
+    assert not g._loaded_as(g.config.module_params)

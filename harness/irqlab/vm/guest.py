@@ -743,6 +743,9 @@ class Guest:
         self.accel: AccelChoice | None = None
         self.ssh_port = 0
         self.module: str | None = None
+        # the parameters our driver was last loaded with through this object (None: not
+        # loaded by it, or unloaded since): reset() loads the config's again
+        self._loaded_params: dict[str, Any] | None = None
         self.boot_seconds: float | None = None
         self.phases: dict[str, float] = {}
         self.restored = False
@@ -1284,6 +1287,8 @@ class Guest:
         self.phases["agent_ready"] = time.monotonic() - t0
         self.boot_seconds = self.phases["restored"]
         self.module = self.module_name()
+        # the snapshot's key holds the module parameters: saved loaded with these
+        self._loaded_params = dict(self.config.module_params) if self.config.load_irqlab else None
         self.restored = True
         self.snapshot_dir = directory
 
@@ -1705,6 +1710,7 @@ class Guest:
             f"if [ -c {q} ]; then echo present; else echo absent; fi",
         )
         said = f"rmmod {name}; {modprobe}" if unload_first else modprobe  # not the script
+        self._loaded_params = None  # unknown until it is known loaded
         result = self._run(script, timeout=timeout + 60, doing=f"running {said!r}")
         if result.rc != 0:
             unloading = unload_first and f"{STEP_MARK} 0\n" in result.err
@@ -1725,6 +1731,7 @@ class Guest:
                 f"{name} loaded but {node} did not appear within {timeout:g} s: the "
                 f"driver did not bind the irqlab device{why}; last kernel messages:\n{kmsg}"
             )
+        self._loaded_params = dict(params)
 
     def _kernel_step_failed(self, what: str, result: RunResult, hint: str = "") -> NoReturn:
         """Raise for a module load or unload that failed: :class:`GuestFault` if the
@@ -1856,6 +1863,7 @@ class Guest:
         """rmmod the driver; :class:`ModuleLoadError` when that fails, naming what holds
         it (guest processes with its files open: the agent's armed paths among them)."""
         name = self.module_name()
+        self._loaded_params = None
         r = self._run(_kernel_step([f"rmmod {name}"]), timeout=60, doing=f"running 'rmmod {name}'")
         if r.rc != 0:
             self._kernel_step_failed(f"rmmod {name}", r, self._holders_hint(name, r))
@@ -2047,7 +2055,9 @@ class Guest:
         return self._agent
 
     def reset(self) -> None:
-        """Between tests: disarm every path, close every handle, zero device counters."""
+        """Between tests: disarm every path, close every handle, zero device counters,
+        and load our driver again with the config's parameters if a test unloaded it or
+        reloaded it with others (:meth:`reload_module`)."""
         agent = self.agent
         node = self.driver_node()  # its absence is a module to load again
         try:
@@ -2058,10 +2068,21 @@ class Guest:
             agent = self.agent
             present = agent.reset(node).get("present")
         agent.drain_events()
-        if self.config.load_irqlab and not present:
-            self.reload_module(**self.config.module_params)
+        wanted = self.config.module_params
+        if self.config.load_irqlab and not (present and self._loaded_as(wanted)):
+            self.reload_module(**wanted)
         if self._injector is not None:
             self._injector.reset_counters()
+
+    def _loaded_as(self, params: Mapping[str, Any]) -> bool:
+        """Whether our driver was last loaded, through this object, with *params*
+        (compared as the kernel sees them: ``ring_size=64`` and ``"64"`` are one)."""
+        loaded = self._loaded_params
+
+        def words(ps: Mapping[str, Any]) -> list[str]:
+            return sorted(kernel_param(k, v) for k, v in ps.items())
+
+        return loaded is not None and words(loaded) == words(params)
 
 
 class _FaultNamingQmp:

@@ -296,6 +296,17 @@ def _inner(tmp_path: Path, body: str) -> Path:
     return test
 
 
+def _run_inner(tmp_path: Path, body: str) -> str:
+    """An inner pytest session of *body*: its output (stdout, then stderr)."""
+    test = _inner(tmp_path, body)
+    r = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(test)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False,
+        env=_inner_env(tmp_path),
+    )  # fmt: skip
+    return r.stdout + r.stderr
+
+
 def test_a_session_goes_on_with_a_new_guest_after_one_died(tmp_path: Path) -> None:
     test = _inner(tmp_path, INNER_SESSION)
     t0 = time.monotonic()
@@ -388,13 +399,50 @@ def test_tests_with_only_the_session_guest_get_a_new_one_after_it_died(
     assert "FAILED test_inner.py::test_04_panics_under_a_command_and_fails" in out, out
     if args:
         return  # an xdist worker's terminal output is not shown
-    died = re.findall(r"the session guest died \((.*)\); starting a new one", out)
+    # the terminal's lines (a failure's report lists the replacements again, unprefixed)
+    died = re.findall(r"^irqlab: the session guest died \((.*)\); starting a new one", out, re.M)
     assert [c.split(":")[0].split(" (")[0] for c in died] == [
         "guest kernel panic",
         "guest kernel panic",
         "QEMU exited with status -9",
         "guest stopped responding",
     ], out
+
+
+INNER_MODULE_FIXTURE = """
+import pytest
+from irqlab.vm.health import GuestFault
+
+def test_01_panics(irqlab_guest):
+    with pytest.raises(GuestFault, match="^guest kernel panic"):
+        irqlab_guest.sh("echo c > /proc/sysrq-trigger", check=False)
+
+@pytest.fixture(scope="module")
+def prepared(irqlab_guest):  # set up after test_01 killed the guest
+    irqlab_guest.sh("echo ready > /tmp/prepared")
+    return irqlab_guest
+
+def test_02_a_module_fixture_meets_a_live_guest(prepared):
+    assert prepared.sh("cat /tmp/prepared").strip() == "ready"
+
+def test_03_fails(irqlab_guest):
+    assert irqlab_guest.sh("echo hi").strip() == "bye"
+"""
+
+
+def test_a_module_fixture_after_a_death_meets_a_new_guest_and_failures_say_it_was_replaced(
+    tmp_path: Path,
+) -> None:
+    """A module-scoped fixture that takes the session guest is set up before the autouse
+    revive: it met the guest an earlier test killed, and every test of its module
+    failed with that test's fault.  A failure after a replacement says the guest was
+    replaced after which test (what was set up in it before is gone)."""
+    out = _run_inner(tmp_path, INNER_MODULE_FIXTURE)
+    assert "1 failed, 2 passed" in out, out
+    assert "FAILED test_inner.py::test_03_fails" in out, out
+    assert "the last test to use it: test_inner.py::test_01_panics)" in out, out
+    assert "irqlab: the session guest was replaced during this run" in out, out
+    assert "set up in the guest before a replacement is gone" in out, out
 
 
 INNER_SSHD_KILLED = """
@@ -415,13 +463,7 @@ def test_a_session_guest_the_host_cannot_reach_is_replaced(tmp_path: Path) -> No
     """A test that kills the guest's sshd leaves a live guest no one can reach: the
     next test gets a new one at once (each waited 30 s for SSH, then failed, and so
     did every test after it)."""
-    test = _inner(tmp_path, INNER_SSHD_KILLED)
-    r = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(test)],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False,
-        env=_inner_env(tmp_path),
-    )  # fmt: skip
-    out = r.stdout + r.stderr
+    out = _run_inner(tmp_path, INNER_SSHD_KILLED)
     assert "3 passed" in out, out
     assert (
         "the session guest cannot be reached (its SSH connection closed); starting a new one" in out

@@ -64,6 +64,10 @@ _MACHINES = pytest.StashKey[list[Machine]]()
 _GUEST_LOGS = pytest.StashKey[tuple[LogSlicer, Path]]()
 _DIAGNOSTICS = pytest.StashKey[list[tuple[GuestDiagnostics, Path]]]()
 _CALL_FAILED = pytest.StashKey[bool]()  # the test's own call failed (set by makereport)
+# the session guest's replacements so far, each said as a line, and the last test to
+# take the session guest (its node id): which test a death came after
+_REVIVALS = pytest.StashKey[list[str]]()
+_LAST_USER = pytest.StashKey[str]()
 QTEST_DEVICE = f"{DEVICE_TYPE},id={DEVICE_ID}"  # the qtest machines' device, as a guest's
 
 
@@ -719,12 +723,29 @@ def revive(guest: Guest, config: pytest.Config | None = None) -> str | None:
     else:
         cause = guest.fault.cause if guest.fault is not None else "QEMU is not running"
         msg = f"irqlab: the session guest died ({cause}); starting a new one"
+    last = config.stash.get(_LAST_USER, None) if config is not None else None
+    if last is not None:
+        msg += f" (the last test to use it: {last})"
     if config is not None:
+        config.stash.setdefault(_REVIVALS, []).append(msg.removeprefix("irqlab: "))
         _terminal_sink(config)(msg)
     else:
         notice.say(msg)
     guest.restart()
     return cause
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_fixture_setup(
+    fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest
+) -> None:
+    """A module-, class-, package- or session-scoped fixture that takes the session guest
+    meets a live one: if an earlier test killed it, it is replaced first (pytest sets
+    wider-scoped fixtures up before the autouse ``irqlab_guest_alive``, so such a
+    fixture met the dead guest, and every test of its module failed with a fault of
+    an earlier test's making)."""
+    if fixturedef.scope != "function" and "irqlab_guest" in fixturedef.argnames:
+        revive(request.getfixturevalue("irqlab_guest"), request.config)
 
 
 def _terminal_sink(config: pytest.Config) -> notice.Sink:
@@ -768,6 +789,7 @@ def irqlab_guest_alive(request: pytest.FixtureRequest) -> Guest | None:
         return None
     guest: Guest = request.getfixturevalue("irqlab_guest")  # session scope: set up already
     revive(guest, request.config)
+    request.config.stash[_LAST_USER] = request.node.nodeid
     # A failure's report names this test's part of the guest's logs and its diagnostics,
     # whichever of the session guest's fixtures the test took itself (not a test that
     # has it only through a conftest's autouse session fixture: it uses a guest of its
@@ -858,6 +880,15 @@ def pytest_runtest_makereport(
                 ("irqlab guest logs (this test's part)", "\n".join(str(f) for f in files))
             )
         saved += files
+    revivals = item.config.stash.get(_REVIVALS, [])
+    if revivals and "irqlab_guest" in getattr(item, "fixturenames", ()):
+        report.sections.append(
+            (
+                "irqlab: the session guest was replaced during this run",
+                "\n".join(revivals) + "\nWhat earlier tests and module-, class- or "
+                "session-scoped fixtures set up in the guest before a replacement is gone.",
+            )
+        )
     if call.when == "call":
         for diag, dest in item.stash.get(_DIAGNOSTICS, []):
             title = f"irqlab diagnostics ({diag.guest.config.name})"

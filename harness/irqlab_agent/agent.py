@@ -455,14 +455,17 @@ class Agent:
 
     def op_reset(self, req: Request) -> JsonObj:
         """Disarm every path, close every handle; with ``dev``, say whether that
-        character device is present (``present``)."""
+        character device is present (``present``).  ``monotonic_ns``: the guest time
+        the reset began (the clock of the kernel log's stamps: where a test's part of
+        the kernel log starts)."""
+        began = mono_ns()
         paths = self._disarm_all()
         self.native.close()
         for fd in self.handles.values():
             with contextlib.suppress(OSError):
                 os.close(fd)
         self.handles.clear()
-        out = ok(req.id, paths=paths)
+        out = ok(req.id, paths=paths, monotonic_ns=began)
         dev = req.get_opt_str("dev")
         if dev is not None:  # saves the host a shell round trip per test
             try:

@@ -14,7 +14,12 @@ pytest_plugins = ["pytester"]
 CACHE = cache_dir()  # at import: the pytester fixture moves $HOME
 
 USER_TESTS = """
+def test_passes_after_a_kernel_line(irqlab_guest, irqlab_agent):
+    irqlab_guest.sh("echo irqlab-test: an earlier test > /dev/kmsg")
+
+
 def test_fails_after_kernel_lines(irqlab_guest, irqlab_agent, irqlab_device):
+    irqlab_guest.reload_module()  # a kernel step: its marker stays out of the report
     irqlab_guest.sh("echo irqlab-test: during the failing test > /dev/kmsg")
     irqlab_agent.arm("read")
     irqlab_device.push(0x5A5A)
@@ -54,8 +59,14 @@ def test_failure_report_has_dmesg_counters_and_agent_messages(
     pytester.makeconftest(USER_CONFTEST)
     junit = pytester.path / "junit.xml"
     r = pytester.runpytest_subprocess(f"--junitxml={junit}", "-p", "no:cacheprovider")
-    r.assert_outcomes(failed=3)
+    r.assert_outcomes(failed=3, passed=1)
     out = r.stdout.str()
+    # the failing test's slice starts at its own setup (the agent's reset): not at the
+    # heartbeat before it, up to a second early, with the earlier test's lines
+    failing = out.split("test_fails_after_kernel_lines", 1)[1].split("test_fails_with_only", 1)[0]
+    assert "irqlab-test: during the failing test" in failing, failing
+    assert "irqlab-test: an earlier test" not in failing, failing
+    assert "irqlab-step-" not in failing, failing
     # each failure names its logs, the test with only irqlab_guest too (it had none)
     only = out.split("test_fails_with_only_the_guest", 1)[1].split("test_fails_without", 1)[0]
     assert "irqlab guest logs (this test's part)" in only, only

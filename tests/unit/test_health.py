@@ -415,3 +415,27 @@ def test_a_fault_names_where_its_logs_are() -> None:
     e = GuestFault(Fault("QEMU exited with status -9", "", log_dir="/logs/g-1"), "running 'x'")
     assert e.__notes__ == ["logs: /logs/g-1"]
     assert not hasattr(GuestFault(Fault("guest kernel panic: x", "")), "__notes__")
+
+
+def test_dmesg_since_leaves_out_the_harness_step_markers() -> None:
+    from irqlab.testing.diagnostics import GuestDiagnostics, dmesg_since
+    from irqlab.vm.guest import STEP_KMSG_MARK
+
+    text = "\n".join(
+        [
+            "[    1.000000] early",
+            f"[    2.000000] {STEP_KMSG_MARK}141-3.33",
+            "[    2.500000] irqlab 0000:00:03.0: probed",
+            "    a continuation line",
+        ]
+    )
+    assert dmesg_since(text, 1.5) == ["[    2.500000] irqlab 0000:00:03.0: probed",
+                                      "    a continuation line"]  # fmt: skip
+    assert dmesg_since(text, None)[0] == "[    1.000000] early"
+    assert len(dmesg_since(text, None)) == 3
+    d = GuestDiagnostics(guest=None, rx_log=None, rx_offset=0)  # type: ignore[arg-type]
+    d.mark(None)
+    assert d.since is None
+    d.mark(2_250_000_000)
+    d.mark(9_000_000_000)  # the first reset of the test's setup counts
+    assert d.since == 2.25

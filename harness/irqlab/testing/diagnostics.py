@@ -3,9 +3,12 @@ started (dmesg: the kernel runs ``quiet``, so the console has little of it), the
 device's counters, and the agent's last messages.
 
 Nothing is asked of the guest while tests pass: the start of a test is known from
-the agent's stream log (byte offset), and the guest time of that moment from the last
-agent heartbeat before it (``monotonic_ns``, the clock of the kernel log's
-timestamps); only a failure fetches ``dmesg`` (one SSH command).
+the agent's stream log (byte offset), and the guest time of that moment from the
+agent's reset at the test's setup (its reply's ``monotonic_ns``, the clock of the
+kernel log's timestamps; :meth:`GuestDiagnostics.mark`), else from the last agent
+heartbeat before it (up to a heartbeat interval early: earlier tests' lines too);
+only a failure fetches ``dmesg`` (one SSH command).  The harness's own markers in
+the kernel log (``irqlab-step-...``) are left out.
 """
 
 from __future__ import annotations
@@ -58,15 +61,16 @@ def heartbeat_before(rx_log: Path, offset: int) -> float | None:
 
 
 def dmesg_since(text: str, since: float | None) -> list[str]:
-    """The kernel log lines stamped at or after *since* (s; None: all)."""
-    if since is None:
-        return text.splitlines()
+    """The kernel log lines stamped at or after *since* (s; None: all), without the
+    harness's own step markers."""
+    from irqlab.vm.guest import STEP_KMSG_MARK
+
     out: list[str] = []
     for line in text.splitlines():
         m = _STAMP.match(line)
-        if (m is not None and float(m[1]) >= since) or (m is None and out):
+        if since is None or (m is not None and float(m[1]) >= since) or (m is None and out):
             out.append(line)
-    return out
+    return [line for line in out if STEP_KMSG_MARK not in line]
 
 
 @dataclass
@@ -76,6 +80,13 @@ class GuestDiagnostics:
     guest: Guest
     rx_log: Path | None
     rx_offset: int
+    since: float | None = None  # the test's start in guest time (s), once known
+
+    def mark(self, reset_at_ns: int | None) -> None:
+        """The test's setup reset the guest's agent at *reset_at_ns* (guest time): its
+        part of the kernel log starts there."""
+        if reset_at_ns is not None and self.since is None:
+            self.since = reset_at_ns / 1e9
 
     @classmethod
     def start(cls, guest: Guest) -> GuestDiagnostics:
@@ -90,7 +101,9 @@ class GuestDiagnostics:
         g = self.guest
         if g.fault is not None or g.machine is None or not g.machine.is_running():
             return "the guest is gone: no kernel log or counters (see the failure)", files
-        since = heartbeat_before(self.rx_log, self.rx_offset) if self.rx_log else None
+        since = self.since
+        if since is None and self.rx_log is not None:
+            since = heartbeat_before(self.rx_log, self.rx_offset)
         try:
             text = g.sh("dmesg", timeout=10, check=False)
             lines = dmesg_since(text, since)

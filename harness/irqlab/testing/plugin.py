@@ -615,14 +615,25 @@ def irqlab_fresh_device(irqlab_fresh_guest: Guest) -> DeviceControl:
 
 
 @pytest.fixture
-def irqlab_fresh_agent(irqlab_fresh_guest: Guest) -> Generator[AgentClient, None, None]:
+def irqlab_fresh_agent(
+    request: pytest.FixtureRequest, irqlab_fresh_guest: Guest
+) -> Generator[AgentClient, None, None]:
     """The agent of :func:`irqlab_fresh_guest`, reset as ``irqlab_agent`` is (no armed
     paths or open files, device counters zero); a path error the test left unread fails
     it at its end, as with ``irqlab_agent``."""
     irqlab_fresh_guest.reset()
+    _mark_test_start(request, irqlab_fresh_guest)
     client = irqlab_fresh_guest.agent
     yield client
     _check_path_errors(irqlab_fresh_guest, client)
+
+
+def _mark_test_start(request: pytest.FixtureRequest, guest: Guest) -> None:
+    """The test's part of *guest*'s kernel log, in a failure's diagnostics, starts at
+    the agent's reset of its setup."""
+    for diag, _ in request.node.stash.get(_DIAGNOSTICS, []):
+        if diag.guest is guest:
+            diag.mark(guest.reset_at_ns)
 
 
 def _check_path_errors(guest: Guest, client: AgentClient) -> None:
@@ -805,11 +816,14 @@ def irqlab_guest_alive(request: pytest.FixtureRequest) -> Guest | None:
 
 
 @pytest.fixture
-def irqlab_agent(irqlab_guest: Guest) -> Generator[AgentClient, None, None]:
+def irqlab_agent(
+    request: pytest.FixtureRequest, irqlab_guest: Guest
+) -> Generator[AgentClient, None, None]:
     """The session's agent, reset: no armed paths or open files, device counters zero.
     If an earlier test killed the session guest, it was replaced first (by the autouse
     ``irqlab_guest_alive``, which pytest sets up before this one)."""
     irqlab_guest.reset()
+    _mark_test_start(request, irqlab_guest)
     client = irqlab_guest.agent
     yield client
     _check_path_errors(irqlab_guest, client)

@@ -315,7 +315,8 @@ class AgentClient:
 
     def reset(self, dev: str | None = None) -> dict[str, Any]:
         """Disarm all paths and close all handles (per-test cleanup); the reply's
-        ``paths``, and with *dev* also ``present``: that character device exists."""
+        ``paths``, ``monotonic_ns`` (the guest time it began), and with *dev* also
+        ``present``: that character device exists."""
         args: dict[str, Any] = {"dev": dev} if dev is not None else {}
         return self.request("reset", timeout=60.0, **args)
 

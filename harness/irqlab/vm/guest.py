@@ -743,6 +743,8 @@ class Guest:
         self.accel: AccelChoice | None = None
         self.ssh_port = 0
         self.module: str | None = None
+        # the guest time (CLOCK_MONOTONIC, ns) the last reset() began: a test's start
+        self.reset_at_ns: int | None = None
         # the parameters our driver was last loaded with through this object (None: not
         # loaded by it, or unloaded since): reset() loads the config's again
         self._loaded_params: dict[str, Any] | None = None
@@ -2061,12 +2063,15 @@ class Guest:
         agent = self.agent
         node = self.driver_node()  # its absence is a module to load again
         try:
-            present = agent.reset(node).get("present")
+            reply = agent.reset(node)
         except AgentError:
             agent.close(timeout=2)
             self._agent = None
             agent = self.agent
-            present = agent.reset(node).get("present")
+            reply = agent.reset(node)
+        present = reply.get("present")
+        began = reply.get("monotonic_ns")
+        self.reset_at_ns = began if isinstance(began, int) else None
         agent.drain_events()
         wanted = self.config.module_params
         if self.config.load_irqlab and not (present and self._loaded_as(wanted)):

@@ -28,6 +28,7 @@ import posixpath
 import re
 import shlex
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -1831,12 +1832,16 @@ class Guest:
         self._put(bytes(data), remote, mode)
 
     def get(self, remote: str, *, timeout: float = 60.0) -> bytes:
-        """The bytes of the guest file *remote*; :class:`GuestError` naming it, with the
-        guest's words, when it cannot be read."""
-        r = self._run(f"cat {shlex.quote(remote)}", timeout=timeout, doing=f"reading {remote}")
+        """The bytes of the guest file *remote* (a regular file, /proc's and /sys's
+        included); :class:`GuestError` naming it, with the guest's words, when it cannot
+        be read, and before any read when it is no regular file (a device node or a
+        FIFO: the read waited for data until the timeout)."""
+        r = self._run(_get_command(remote), timeout=timeout, doing=f"reading {remote}")
         if r.rc != 0:
             lines = r.err.strip().splitlines()
             said = lines[0] if lines else f"exit status {r.rc}"
+            if said.startswith(_NOT_A_FILE_MARK):
+                said = _not_a_file(said.removeprefix(_NOT_A_FILE_MARK))
             raise GuestError(f"cannot read {remote} in the guest: {said}")
         return r.out_bytes
 
@@ -2154,6 +2159,45 @@ def _within(limit: float, step: Callable[[], object], what: str) -> None:
 _KILLED_FROM_OUTSIDE = frozenset(
     -s for s in (signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 )
+
+
+# What Guest.get's command says on stderr of a path that is there but no regular file,
+# with its mode as stat's %f gives it (hex)
+_NOT_A_FILE_MARK = "irqlab-get: not a regular file, mode "
+_FILE_KINDS = {
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFDIR: "a directory",
+}
+
+
+def _get_command(remote: str) -> str:
+    """The guest command that writes the file *remote* to stdout, or refuses (exit 1,
+    :data:`_NOT_A_FILE_MARK` on stderr) a path that is there but no regular file, before
+    reading it (a symbolic link is followed)."""
+    q = shlex.quote(remote)
+    return (
+        f"if [ -e {q} ] && [ ! -f {q} ]; then "
+        f'echo "{_NOT_A_FILE_MARK}$(stat -L -c %f -- {q} 2>/dev/null)" >&2; exit 1; fi; '
+        f"exec cat -- {q}"
+    )
+
+
+def _not_a_file(mode: str) -> str:
+    """What :meth:`Guest.get` says of a path whose *mode* (hex, stat's %f; "" when the
+    guest could not say) is no regular file's."""
+    try:
+        kind = _FILE_KINDS.get(stat.S_IFMT(int(mode, 16)), "a special file")
+    except ValueError:
+        kind = "a special file"
+    if kind == "a directory":
+        return "it is a directory, not a regular file"
+    return (
+        f"it is {kind}, not a regular file: get reads only files (a read of {kind} waits "
+        "for data that may never come; g.run() a reader of your own, with its timeout)"
+    )
 
 
 def _check_guest_path(remote: str) -> None:

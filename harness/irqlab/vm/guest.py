@@ -1044,6 +1044,7 @@ class Guest:
         snapshot.keep_snapshots()  # a bad $IRQLAB_SNAPSHOT_KEEP fails now, not after a boot
         key = self.snapshot_key()
         found = snapshot.lookup(key)
+        tried = _dir_identity(found)
         if found is not None and self._try_restore(key, found):
             return self
         # One cold boot per configuration: concurrent starters (pytest-xdist workers,
@@ -1055,7 +1056,10 @@ class Guest:
                 self._cold_start()
                 return self
             found = snapshot.lookup(key)
-            if found is not None and self._try_restore(key, found):
+            # one saved meanwhile is tried; the bad one that could not be removed is
+            # not tried twice (a QEMU start and its refusal again, ~0.25 s)
+            fresh = found is not None and _dir_identity(found) != tried
+            if found is not None and fresh and self._try_restore(key, found):
                 return self
             self._cold_start()
             self._save_snapshot(key)
@@ -2198,6 +2202,19 @@ def _not_a_file(mode: str) -> str:
         f"it is {kind}, not a regular file: get reads only files (a read of {kind} waits "
         "for data that may never come; g.run() a reader of your own, with its timeout)"
     )
+
+
+def _dir_identity(directory: Path | None) -> tuple[int, int, int] | None:
+    """Which directory *directory* is (device, inode, change time), to tell a snapshot
+    from one saved in its place since (renamed into place: another inode, another
+    change time); None when there is none."""
+    if directory is None:
+        return None
+    try:
+        st = directory.stat()
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_ctime_ns)
 
 
 def _check_guest_path(remote: str) -> None:

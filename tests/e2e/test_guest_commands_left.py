@@ -61,6 +61,24 @@ def test_a_command_interrupted_by_ctrl_c_is_killed_in_the_guest(irqlab_fresh_gue
     g.reload_module()
 
 
+def test_a_process_its_close_does_not_end_is_killed_in_the_guest(
+    irqlab_fresh_guest: Guest,
+) -> None:
+    """open_process's command ran untagged: closing it left the holder running."""
+    g = irqlab_fresh_guest
+    assert g.ssh is not None
+    proc = g.ssh.open_process(HOLDER)
+    try:
+        deadline = time.monotonic() + 30 * timeout_scale()
+        while not g.sh(LEFT).strip():  # it runs (a kill before it starts finds nothing)
+            assert time.monotonic() < deadline, "the holder never ran"
+    finally:
+        said = proc.close(timeout=0.5)
+    assert "killed in the guest" in said, said
+    assert g.sh(LEFT) == ""
+    g.reload_module()  # nothing holds the driver: rmmod succeeds
+
+
 def test_killed_commands_in_a_loop_leave_nothing_behind(
     irqlab_fresh_guest: Guest, soak: Callable[[float, float], float]
 ) -> None:

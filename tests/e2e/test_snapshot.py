@@ -130,9 +130,9 @@ def test_a_module_or_image_change_gives_another_snapshot(tmp_path: Path) -> None
     assert snapshot.lookup(changed.snapshot_key()) is None
 
 
-@pytest.mark.parametrize("damage", ["truncated", "garbage", "other-qemu", "missing"])
-def test_a_bad_snapshot_is_named_then_replaced_by_a_cold_boot(damage: str) -> None:
-    config = GuestConfig(name=f"bad-{damage}", snapshot_tag=f"test-bad-{damage}")
+def _bad_snapshot(config: GuestConfig, damage: str) -> Path:
+    """The snapshot of *config* made bad by *damage* (truncated, garbage, other-qemu,
+    missing); its state file's path."""
     # A good snapshot under this test's own key: a copy of the standard guest's (the
     # tag changes the key, not the guest), not a cold boot of its own.
     good = snapshot.lookup(Guest(GuestConfig()).prepare().snapshot_key()) or ensure_snapshot()
@@ -158,7 +158,13 @@ def test_a_bad_snapshot_is_named_then_replaced_by_a_cold_boot(damage: str) -> No
         meta = snapshot.read_meta(directory)
         meta["qemu"] = "/elsewhere/qemu-0000000000000000/bin/qemu-system-x86_64"
         (directory / snapshot.META_FILE).write_text(json.dumps(meta))
+    return state
 
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "other-qemu", "missing"])
+def test_a_bad_snapshot_is_named_then_replaced_by_a_cold_boot(damage: str) -> None:
+    config = GuestConfig(name=f"bad-{damage}", snapshot_tag=f"test-bad-{damage}")
+    state = _bad_snapshot(config, damage)
     g = start_guest(config)
     try:
         assert not g.restored and g.snapshot_error is not None
@@ -182,6 +188,36 @@ def test_a_bad_snapshot_is_named_then_replaced_by_a_cold_boot(damage: str) -> No
     finally:
         again.close()
         snapshot.discard(again.snapshot_key())
+
+
+def test_a_bad_snapshot_that_cannot_be_removed_is_tried_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One that another process holds stays: the start tried it again under the boot
+    lock (a second QEMU refusing it, ~0.25 s), then booted cold."""
+    config = GuestConfig(name="bad-held", snapshot_tag="test-bad-held")
+    state = _bad_snapshot(config, "garbage")
+    tried: list[Path] = []
+    restore = Guest._restore
+
+    def counted(self: Guest, directory: Path) -> None:
+        tried.append(directory)
+        restore(self, directory)
+
+    monkeypatch.setattr(Guest, "_restore", counted)
+    held = cache.hold([state.parent])  # as another guest's start would
+    try:
+        g = start_guest(config)
+        try:
+            assert not g.restored and tried == [state.parent], tried
+            assert g.snapshot_error is not None
+            assert "could not be replaced" in g.snapshot_error, g.snapshot_error
+            assert g.sh("test -c /dev/irqlab0 && echo ok").strip() == "ok"
+        finally:
+            g.close()
+    finally:
+        held.release()
+        snapshot.discard(state.parent.name.removeprefix(f"{snapshot.RECIPE}-"))
 
 
 def test_a_guest_a_test_starts_logs_into_that_tests_directory(

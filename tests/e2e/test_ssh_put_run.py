@@ -98,3 +98,20 @@ def test_files_go_in_and_come_out_byte_for_byte(irqlab_guest: Guest, tmp_path: P
     with pytest.raises(GuestError, match=r"cannot read /tmp/irqlab-copy/nosuch in the guest: "):
         g.get("/tmp/irqlab-copy/nosuch")
     g.sh("rm -rf /tmp/irqlab-copy")
+
+
+def test_get_refuses_a_device_node_at_once_and_reads_proc_and_sys(irqlab_guest: Guest) -> None:
+    """g.get("/dev/irqlab0") read the node: it waited for an interrupt until its
+    timeout (SshTimeout), naming neither the path nor why."""
+    g = irqlab_guest
+    with pytest.raises(
+        GuestError,
+        match=r"^cannot read /dev/irqlab0 in the guest: it is a character device, not a "
+        r"regular file",
+    ):
+        g.get("/dev/irqlab0", timeout=20)  # a timeout would be SshTimeout, not this
+    with pytest.raises(GuestError, match="cannot read /tmp in the guest: it is a directory"):
+        g.get("/tmp")
+    assert b"irqlab" in g.get("/proc/interrupts")
+    assert g.get("/sys/module/irqlab/initstate") == b"live\n"
+    assert g.sh("echo still fine").strip() == "still fine"

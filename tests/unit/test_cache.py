@@ -290,6 +290,38 @@ def test_a_truncated_initramfs_or_vmlinux_is_damaged_built_again_and_pruned(
     assert said == [f"irqlab: {image} is damaged ({damaged[image]}): building it again"]
 
 
+def _vmlinux_with_segments(length: int) -> bytes:
+    """A 64-bit ELF of 6096 bytes by its program headers (at 64: a PT_LOAD of 2000 bytes
+    at 4096, a PT_NOTE inside it), whose section header table (at 176, the null
+    section's only) ends at 240 and names no section: cut to *length*."""
+    import struct
+
+    head = (
+        b"\x7fELF\x02\x01\x01"
+        + bytes(9)
+        + struct.pack("<HHIQQQIHHHHHH", 2, 62, 1, 0, 64, 176, 0, 64, 56, 2, 64, 1, 0)
+    )
+    load = struct.pack("<IIQQQQQQ", 1, 5, 4096, 0, 0, 2000, 2000, 4096)
+    note = struct.pack("<IIQQQQQQ", 4, 4, 4100, 0, 0, 24, 24, 4)
+    whole = head + load + note + bytes(64)
+    return (whole + bytes(6096 - len(whole)))[:length]
+
+
+@pytest.mark.parametrize(
+    ("length", "need"), [(6096, 0), (6095, 6096), (5000, 6096), (150, 240), (100, 240)]
+)
+def test_a_vmlinux_cut_inside_a_loadable_segment_is_damaged(
+    tmp_path: Path, length: int, need: int
+) -> None:
+    """The check read the section headers only: a vmlinux whose loadable segments'
+    bytes lie past the sections they name (or with no sections named) was served cut
+    short, and QEMU loaded a kernel missing its tail."""
+    kernel = fake_cache.output(tmp_path, "kernel", 1, {"vmlinux": _vmlinux_with_segments(length)})
+    (entry,) = cache.entries()
+    want = f"{kernel}/vmlinux is {length} bytes, its ELF headers need at least {need}"
+    assert entry.damage == (want if need else "")
+
+
 def test_holding_a_removed_output_says_so(tmp_path: Path) -> None:
     out = fake_cache.qemu(tmp_path, 1, "x86_64", 100)
     (entry,) = cache.entries()

@@ -66,6 +66,30 @@ def test_a_bad_shard_option_is_a_usage_error(pytester: pytest.Pytester) -> None:
     result.stderr.fnmatch_lines(["*--shard 4/3: K must be between 1 and N*"])
 
 
+TWO_TESTS = TEN_TESTS.replace("range(10)", "range(2)")
+
+
+@pytest.mark.parametrize("xdist", [(), ("-n", "2")], ids=["alone", "xdist"])
+def test_a_shard_that_gets_no_test_passes_and_says_so(
+    pytester: pytest.Pytester, xdist: tuple[str, ...]
+) -> None:
+    """More shards than tests: the empty one exited 5 (pytest's "no tests collected"),
+    failing its CI job with nothing wrong.  Under xdist the controller collects
+    nothing itself: its workers' counts decide."""
+    pytester.makepyfile(test_two=TWO_TESTS)
+    args = ("-p", "no:cacheprovider", *(xdist or ("-p", "no:xdist")))
+    result = pytester.runpytest_subprocess("--shard", "3/3", *args)
+    assert result.ret == pytest.ExitCode.OK, result.outlines
+    result.stdout.fnmatch_lines(
+        ["irqlab: shard 3/3 got no tests: the 2 selected all went to the other shards *"]
+    )
+    pytester.runpytest_subprocess("--shard", "1/3", *args).assert_outcomes(passed=1)
+    # nothing selected at all (a -k or -m that matches nothing) is no shard's doing
+    nothing = pytester.runpytest_subprocess("--shard", "1/3", "-k", "nosuch", *args)
+    assert nothing.ret == pytest.ExitCode.NO_TESTS_COLLECTED, nothing.outlines
+    assert "got no tests" not in nothing.stdout.str()
+
+
 LOG_DIRS = """
 import json, os
 

@@ -252,3 +252,64 @@ def test_a_boot_lock_that_cannot_be_taken_costs_the_snapshot_not_the_guest(
     why = f"not saved as the snapshot {'0' * 16}: cannot take the lock {lock}: Is a directory"
     assert booted == [True] and g.snapshot_error == why
     assert capsys.readouterr().err == f"irqlab: t: {why}; booting cold\n"
+
+
+def _count_restores(monkeypatch: pytest.MonkeyPatch, g: Guest) -> list[Path]:
+    """The snapshot directories *g*'s start tries to restore (one with its state file
+    restores, as a stand-in; one without fails as it does)."""
+    tried: list[Path] = []
+    real = g._restore
+
+    def restore(directory: Path) -> None:
+        tried.append(directory)
+        if not snapshot.intact(directory):
+            real(directory)
+
+    monkeypatch.setattr(g, "_restore", restore)
+    return tried
+
+
+def test_a_bad_snapshot_that_cannot_be_removed_is_tried_once_per_start(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It was tried again under the boot lock (QEMU started and refused it twice, ~0.5 s
+    of every start) and reported twice."""
+    from irqlab.build import cache
+
+    g, d = _cache_with_snapshot(monkeypatch, tmp_path)
+    tried = _count_restores(monkeypatch, g)
+    booted: list[bool] = []
+    monkeypatch.setattr(g, "_cold_start", lambda: booted.append(True))
+    monkeypatch.setattr(g, "_save_snapshot", lambda key: None)
+    held = cache.hold([d])  # another process's: discard leaves it
+    try:
+        g._start()
+    finally:
+        held.release()
+    assert tried == [d] and booted == [True] and d.exists()
+    err = capsys.readouterr().err
+    assert err.count("is missing (its directory is marked complete)") == 1, err
+    assert "another process holds it, so it stays for now; booting cold" in err
+
+
+def test_a_snapshot_saved_in_the_bad_ones_place_meanwhile_is_restored(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Another process saved a good one while this start waited for the boot lock: that
+    one is tried (the same path, another directory)."""
+    from irqlab.build import cache
+
+    g, d = _cache_with_snapshot(monkeypatch, tmp_path)
+    tried = _count_restores(monkeypatch, g)
+    monkeypatch.setattr(g, "_cold_start", lambda: pytest.fail("booted cold"))
+    real_lock = snapshot.boot_lock
+
+    def saved_meanwhile(key: str, **kw: Any) -> Any:
+        cache.cached_build(
+            "snapshot", key, lambda t: (t / snapshot.STATE_FILE).write_bytes(b"QEVM")
+        )
+        return real_lock(key, **kw)
+
+    monkeypatch.setattr(snapshot, "boot_lock", saved_meanwhile)
+    g._start()
+    assert tried == [d, d] and snapshot.intact(d)

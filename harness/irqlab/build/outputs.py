@@ -208,25 +208,44 @@ def _image_damage(path: Path) -> str:
 
 
 _SHT_NOBITS = 8
+_PT_LOAD = 1
+
+
+def _table(f: BinaryIO, offset: int, entsize: int, count: int, least: int) -> bytes | None:
+    """The ELF header table of *count* entries of *entsize* bytes at *offset* in *f*, or
+    None when it is cut short or its entries are shorter than *least* bytes (its end
+    then says enough); none at all is an empty one."""
+    if count == 0:
+        return b""
+    f.seek(offset)
+    table = f.read(entsize * count)
+    return table if len(table) == entsize * count and entsize >= least else None
 
 
 def _elf_extent(f: BinaryIO) -> int:
     """How long the 64-bit little-endian ELF file *f* must be by its own headers: the
-    end of its section header table and of its last section with contents in the file
-    (a truncated vmlinux is shorter).  Reads the headers only.  (Not in
+    end of its program and section header tables, of every loadable segment
+    (``PT_LOAD``: what a boot copies into memory) and of every section with contents
+    in the file (a truncated vmlinux is shorter).  Reads the headers only.  (Not in
     :mod:`irqlab.build.elf`: that file is an input of every image.)"""
     head = f.read(64)
     if head[:4] != ELF_MAGIC or len(head) < 64 or head[4:6] != b"\x02\x01":
         raise ElfError("not a 64-bit little-endian ELF file")
-    shoff: int = struct.unpack_from("<Q", head, 0x28)[0]
-    shentsize, shnum = struct.unpack_from("<HH", head, 0x3A)
-    end: int = shoff + shentsize * shnum
-    f.seek(shoff)
-    table = f.read(shentsize * shnum)
-    if len(table) < shentsize * shnum or shentsize < 40:
-        return end  # the table itself is cut short (or odd): its end says enough
+    phoff: int
+    shoff: int
+    phoff, shoff = struct.unpack_from("<QQ", head, 0x20)
+    phentsize, phnum, shentsize, shnum = struct.unpack_from("<HHHH", head, 0x36)
+    end: int = max(phoff + phentsize * phnum, shoff + shentsize * shnum)
+    segments = _table(f, phoff, phentsize, phnum, 56)
+    sections = _table(f, shoff, shentsize, shnum, 40)
+    if segments is None or sections is None:
+        return end
+    for i in range(phnum):
+        kind, offset, size = struct.unpack_from("<I4xQ16xQ", segments, i * phentsize)
+        if kind == _PT_LOAD:
+            end = max(end, offset + size)
     for i in range(shnum):
-        kind, offset, size = struct.unpack_from("<4xI16xQQ", table, i * shentsize)
+        kind, offset, size = struct.unpack_from("<4xI16xQQ", sections, i * shentsize)
         if kind != _SHT_NOBITS:
             end = max(end, offset + size)
     return end

@@ -14,7 +14,8 @@ fixtures of :mod:`irqlab.testing.plugin`:
   (1-based), so that a CI matrix can split a suite across machines without a
   scheduler of ours.  Tests are dealt in the collection order, each to the emptiest
   slice (round-robin when nothing is grouped), so each shard gets a share of every
-  module; a group stays in one shard.
+  module; a group stays in one shard.  A shard left with none while the others have
+  some passes (status 0, said in one line), not pytest's 5 for "no tests collected".
 - **Groups**: a test that uses a fixture of module, class or package scope (a guest
   booted for a module, a bench run whose result several tests check) is marked
   ``xdist_group("<that fixture's owner>")``, so that under ``--dist loadgroup`` the
@@ -291,6 +292,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(_SharedSetupGroups(), "irqlab-shared-setup-groups")
     if not hasattr(config, "workerinput"):
         config.pluginmanager.register(_PlainReportIds(), "irqlab-plain-report-ids")
+        config.pluginmanager.register(_WorkerCounts(config), "irqlab-shard-worker-counts")
     # known with --strict-markers also when xdist is absent or disabled (-p no:xdist)
     config.addinivalue_line("markers", "xdist_group(name): run on the same xdist worker")
     shard = config.getoption("--shard", None)
@@ -301,15 +303,65 @@ def pytest_configure(config: pytest.Config) -> None:
             raise pytest.UsageError(str(e)) from None
 
 
+# How many tests were selected before the shard took its slice (the most any worker
+# saw under xdist, where the controller collects nothing itself)
+_SELECTED = pytest.StashKey[int]()
+_SELECTED_KEY = "irqlab_shard_selected"  # workeroutput key: a worker's count
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     shard = config.getoption("--shard", None)
     if not shard:
         return
+    config.stash[_SELECTED] = len(items)
+    workeroutput = getattr(config, "workeroutput", None)
+    if workeroutput is not None:  # an xdist worker: the controller decides the status
+        workeroutput[_SELECTED_KEY] = len(items)
     kept, dropped = shard_items(items, *parse_shard(shard))
     if dropped:
         config.hook.pytest_deselected(items=dropped)
     items[:] = kept
+
+
+class _WorkerCounts:
+    """Registered in the xdist controller: what its workers selected before sharding."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+
+    @pytest.hookimpl(optionalhook=True)  # xdist's: absent without it (-p no:xdist)
+    def pytest_testnodedown(self, node: object, error: object) -> None:
+        output = getattr(node, "workeroutput", None) or {}
+        seen = output.get(_SELECTED_KEY)
+        if isinstance(seen, int):
+            self.config.stash[_SELECTED] = max(self.config.stash.get(_SELECTED, 0), seen)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """A shard left with no test while the others have some (more shards than tests)
+    passes, and says so (pytest's status 5, "no tests collected", failed a CI job with
+    nothing wrong); with nothing selected at all the status stays 5."""
+    config = session.config
+    shard = config.getoption("--shard", None)
+    if (
+        not shard
+        or hasattr(config, "workerinput")
+        or exitstatus != pytest.ExitCode.NO_TESTS_COLLECTED
+    ):
+        return
+    selected = config.stash.get(_SELECTED, 0)
+    if selected == 0:
+        return
+    session.exitstatus = pytest.ExitCode.OK
+    line = (
+        f"irqlab: shard {shard} got no tests: the {selected} selected all went to the other "
+        "shards (more shards than tests); exit status 0"
+    )
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(line)
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:

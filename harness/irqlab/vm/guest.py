@@ -28,6 +28,7 @@ import posixpath
 import re
 import shlex
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -1048,6 +1049,7 @@ class Guest:
         snapshot.keep_snapshots()  # a bad $IRQLAB_SNAPSHOT_KEEP fails now, not after a boot
         key = self.snapshot_key()
         found = snapshot.lookup(key)
+        tried = _dir_identity(found)
         if found is not None and self._try_restore(key, found):
             return self
         # One cold boot per configuration: concurrent starters (pytest-xdist workers,
@@ -1059,7 +1061,10 @@ class Guest:
                 self._cold_start()
                 return self
             found = snapshot.lookup(key)
-            if found is not None and self._try_restore(key, found):
+            # one saved meanwhile is tried; the bad one that could not be removed is
+            # not tried twice (a QEMU start and its refusal again, ~0.25 s)
+            fresh = found is not None and _dir_identity(found) != tried
+            if found is not None and fresh and self._try_restore(key, found):
                 return self
             self._cold_start()
             self._save_snapshot(key)
@@ -1840,12 +1845,16 @@ class Guest:
         self._put(bytes(data), remote, mode)
 
     def get(self, remote: str, *, timeout: float = 60.0) -> bytes:
-        """The bytes of the guest file *remote*; :class:`GuestError` naming it, with the
-        guest's words, when it cannot be read."""
-        r = self._run(f"cat {shlex.quote(remote)}", timeout=timeout, doing=f"reading {remote}")
+        """The bytes of the guest file *remote* (a regular file, /proc's and /sys's
+        included); :class:`GuestError` naming it, with the guest's words, when it cannot
+        be read, and before any read when it is no regular file (a device node or a
+        FIFO: the read waited for data until the timeout)."""
+        r = self._run(_get_command(remote), timeout=timeout, doing=f"reading {remote}")
         if r.rc != 0:
             lines = r.err.strip().splitlines()
             said = lines[0] if lines else f"exit status {r.rc}"
+            if said.startswith(_NOT_A_FILE_MARK):
+                said = _not_a_file(said.removeprefix(_NOT_A_FILE_MARK))
             raise GuestError(f"cannot read {remote} in the guest: {said}")
         return r.out_bytes
 
@@ -2180,6 +2189,58 @@ def _within(limit: float, step: Callable[[], object], what: str) -> None:
 _KILLED_FROM_OUTSIDE = frozenset(
     -s for s in (signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 )
+
+
+# What Guest.get's command says on stderr of a path that is there but no regular file,
+# with its mode as stat's %f gives it (hex)
+_NOT_A_FILE_MARK = "irqlab-get: not a regular file, mode "
+_FILE_KINDS = {
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFDIR: "a directory",
+}
+
+
+def _get_command(remote: str) -> str:
+    """The guest command that writes the file *remote* to stdout, or refuses (exit 1,
+    :data:`_NOT_A_FILE_MARK` on stderr) a path that is there but no regular file, before
+    reading it (a symbolic link is followed)."""
+    q = shlex.quote(remote)
+    return (
+        f"if [ -e {q} ] && [ ! -f {q} ]; then "
+        f'echo "{_NOT_A_FILE_MARK}$(stat -L -c %f -- {q} 2>/dev/null)" >&2; exit 1; fi; '
+        f"exec cat -- {q}"
+    )
+
+
+def _not_a_file(mode: str) -> str:
+    """What :meth:`Guest.get` says of a path whose *mode* (hex, stat's %f; "" when the
+    guest could not say) is no regular file's."""
+    try:
+        kind = _FILE_KINDS.get(stat.S_IFMT(int(mode, 16)), "a special file")
+    except ValueError:
+        kind = "a special file"
+    if kind == "a directory":
+        return "it is a directory, not a regular file"
+    return (
+        f"it is {kind}, not a regular file: get reads only files (a read of {kind} waits "
+        "for data that may never come; g.run() a reader of your own, with its timeout)"
+    )
+
+
+def _dir_identity(directory: Path | None) -> tuple[int, int, int] | None:
+    """Which directory *directory* is (device, inode, change time), to tell a snapshot
+    from one saved in its place since (renamed into place: another inode, another
+    change time); None when there is none."""
+    if directory is None:
+        return None
+    try:
+        st = directory.stat()
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_ctime_ns)
 
 
 def _check_guest_path(remote: str) -> None:

@@ -49,6 +49,7 @@ __all__ = [
     "SshTimeout",
     "channel_files",
     "load_private_key",
+    "tagged",
 ]
 
 log = logging.getLogger(__name__)
@@ -60,9 +61,10 @@ log = logging.getLogger(__name__)
 # and handlers the application puts on "paramiko" still see ours (records propagate).
 TRANSPORT_LOG = "paramiko.transport.irqlab"
 logging.getLogger(TRANSPORT_LOG).addHandler(logging.NullHandler())
-# SshClient.run's commands run with this variable set to a tag of their own, which
-# their children inherit: a command that timed out or was interrupted is found by it
-# and killed, pipeline and all.  Closing its channel does not end it: dropbear leaves
+# The commands of SshClient.run and open_process, and `irqlab run`'s, run with this
+# variable set to a tag of their own (:func:`tagged`), which their children inherit: a
+# command that timed out or was interrupted is found by it and killed, pipeline and all
+# (:meth:`SshClient.kill_command`).  Closing its channel does not end it: dropbear leaves
 # a command blocked in a read running, holding the files it opened (a driver's node
 # then kept the module from unloading).
 CMD_TAG_VAR = "IRQLAB_CMD"
@@ -289,6 +291,14 @@ def channel_files(channel: paramiko.Channel) -> tuple[BinaryIO, BinaryIO, Binary
 SEND_CHUNK = 64 * 1024
 
 
+def tagged(cmd: str) -> tuple[str, str]:
+    """A new tag and the command line that runs *cmd* under it (:data:`CMD_TAG_VAR`
+    exported: what the command starts inherits it), for
+    :meth:`SshClient.kill_command`."""
+    tag = secrets.token_hex(8)
+    return tag, f"export {CMD_TAG_VAR}={tag}; {cmd}"
+
+
 def file_mode(local: Path) -> int:
     """The permission bits of the local file *local* (what a copy into the guest keeps)."""
     return local.stat().st_mode & 0o777
@@ -333,11 +343,17 @@ def _read_all(
 
 
 class RemoteProcess:
-    """A long-running command on its own channel, with file-like stdio."""
+    """A long-running command on its own channel, with file-like stdio; started by
+    :meth:`SshClient.open_process` under a tag (:func:`tagged`), by which :meth:`kill`,
+    and :meth:`close` when the command outlives its timeout, find its guest processes."""
 
-    def __init__(self, channel: paramiko.Channel, cmd: str) -> None:
+    def __init__(
+        self, channel: paramiko.Channel, cmd: str, client: SshClient | None = None, tag: str = ""
+    ) -> None:
         self.channel = channel
         self.cmd = cmd
+        self.tag = tag
+        self._client = client
         self.stdin, self.stdout, self.stderr = channel_files(channel)
 
     def exit_status(self, timeout: float | None = None) -> int | None:
@@ -356,15 +372,35 @@ class RemoteProcess:
         with contextlib.suppress(OSError, EOFError, ValueError):
             self.stdin.close()
 
-    def close(self, timeout: float = 5.0) -> None:
-        """Close stdin (the command's cue to exit), wait for its exit status, close the
-        channel and the output streams."""
+    def kill(self, timeout: float = KILL_TIMEOUT) -> str:
+        """Close the channel and kill the command's processes in the guest (closing the
+        channel alone leaves them running); what to add to a message about it
+        (:meth:`SshClient.kill_command`)."""
+        if self._client is None or not self.tag:  # not started under a tag
+            self.channel.close()
+            return ""
+        return self._client.kill_command(self.channel, self.tag, timeout)
+
+    def close(self, timeout: float = 5.0) -> str:
+        """Close stdin (the command's cue to exit) and wait up to *timeout* s for its exit
+        status; a command still running then, or when Ctrl-C interrupts the wait, is
+        killed in the guest as :meth:`SshClient.run`'s is at its timeout.  Closes the
+        channel and the output streams; returns what the kill said ("" if none was
+        needed or it found nothing)."""
         self.close_stdin()
-        self.channel.status_event.wait(timeout)
-        self.channel.close()
-        for f in (self.stdout, self.stderr):
-            with contextlib.suppress(OSError, ValueError):
-                f.close()
+        killed = ""
+        try:
+            if not self.channel.status_event.wait(timeout):
+                killed = self.kill()
+        except KeyboardInterrupt:
+            self.kill(KILL_TIMEOUT_INTERRUPTED)
+            raise
+        finally:
+            self.channel.close()
+            for f in (self.stdout, self.stderr):
+                with contextlib.suppress(OSError, ValueError):
+                    f.close()
+        return killed
 
 
 class SshClient:
@@ -397,7 +433,8 @@ class SshClient:
         self._client: _Client | None = None
         self._shut = False  # close() was called: never connect again
         self._retired: list[_Client] = []  # replaced connections, closed in close()
-        self._exec_lock = threading.Lock()
+        # re-entrant: run() kills its own command (kill_command) with the lock held
+        self._exec_lock = threading.RLock()
         self.reconnects = 0
         self.attempts = 0
         self.last_error: BaseException | None = None
@@ -551,7 +588,7 @@ class SshClient:
         that does not finish within *timeout* s raises :class:`SshTimeout`, one that
         Ctrl-C interrupts KeyboardInterrupt: either way its guest processes are killed."""
         check_timeout(timeout)
-        tag = secrets.token_hex(8)
+        tag, line = tagged(cmd)
         with self._exec_lock:
             # opening the channel is not the command: a short command timeout must not
             # make a busy guest's channel open fail (and the connection be replaced)
@@ -560,7 +597,7 @@ class SshClient:
             try:
                 chan.settimeout(timeout)
                 deadline = time.monotonic() + timeout  # the whole command's
-                chan.exec_command(f"export {CMD_TAG_VAR}={tag}; {cmd}")
+                chan.exec_command(line)
                 if input is not None:
                     send_all(chan, input, deadline)
                 chan.shutdown_write()
@@ -570,12 +607,10 @@ class SshClient:
                     raise TimeoutError
                 rc = chan.recv_exit_status()
             except TimeoutError as e:
-                chan.close()
-                killed = self._kill_tagged(tag)
+                killed = self.kill_command(chan, tag)
                 raise SshTimeout(f"timeout ({timeout}s) running: {cmd}{killed}") from e
             except KeyboardInterrupt:  # Ctrl-C: the command does not outlive the wait
-                chan.close()
-                self._kill_tagged(tag, KILL_TIMEOUT_INTERRUPTED)
+                self.kill_command(chan, tag, KILL_TIMEOUT_INTERRUPTED)
                 raise
             finally:
                 chan.close()
@@ -586,11 +621,28 @@ class SshClient:
             raise CommandError(cmd, result)
         return result
 
-    def _kill_tagged(self, tag: str, timeout: float = KILL_TIMEOUT) -> str:
+    def kill_command(self, chan: paramiko.Channel, tag: str, timeout: float = KILL_TIMEOUT) -> str:
+        """Close *chan*, the channel of a command run under *tag* (:func:`tagged`), and
+        kill the command's processes in the guest (closing its channel does not end
+        them); what to add to the message that says why: how many were killed, or why
+        they may still run."""
+        chan.close()
+        # serialised with the other channels (dropbear), but not behind another
+        # thread's long command for ever
+        if not self._exec_lock.acquire(timeout=timeout):
+            return (
+                " (it may still run in the guest: killing it failed: another command "
+                "held the connection)"
+            )
+        try:
+            return self._kill_tagged(tag, timeout)
+        finally:
+            self._exec_lock.release()
+
+    def _kill_tagged(self, tag: str, timeout: float) -> str:
         """Kill the guest processes of the command run with *tag* (CMD_TAG_VAR), on the
         connection as it is (no reconnect: a dead guest must not cost a connect
-        timeout); what to add to the timeout's message.  Called with the exec lock
-        held."""
+        timeout); what :meth:`kill_command` says.  Called with the exec lock held."""
         # The command's shell has the tag in its command line (so has a busybox applet
         # it forked without an exec), a program it ran in its environment.  "[x]yz"
         # matches "xyz" but not itself: the kill's own command line is no match.
@@ -649,11 +701,14 @@ class SshClient:
         return self.run(cmd, timeout=timeout, check=True).out
 
     def open_process(self, cmd: str, *, timeout: float = 30.0) -> RemoteProcess:
-        """Start a long-running *cmd* on its own channel (e.g. the agent)."""
+        """Start a long-running *cmd* on its own channel (e.g. the agent), under a tag:
+        its processes are killed in the guest by :meth:`RemoteProcess.kill`, and by
+        :meth:`RemoteProcess.close` when they do not end by its timeout."""
+        tag, line = tagged(cmd)
         with self._exec_lock:
             chan = self._open(lambda t: t.open_session(timeout=timeout))
-            chan.exec_command(cmd)
-        return RemoteProcess(chan, cmd)
+            chan.exec_command(line)
+        return RemoteProcess(chan, cmd, self, tag)
 
     # -- files --------------------------------------------------------------------
     def open_forward(self, host: str, port: int, *, timeout: float = 10.0) -> paramiko.Channel:

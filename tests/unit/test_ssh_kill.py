@@ -1,0 +1,144 @@
+"""A guest command that outlives its wait is killed in the guest by its tag
+(``IRQLAB_CMD=<tag>``), whoever started it: ``SshClient.run`` at its timeout or Ctrl-C,
+``open_process``'s at a ``close()`` it does not end by or Ctrl-C, ``irqlab run``'s at
+Ctrl-C (closing the channel alone left ``cat /dev/irqlab0`` running); fakes stand in
+for paramiko."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from fake_ssh import FakeChannel, FakeTransport, connected  # same directory
+
+from irqlab.vm.ssh import KILL_TIMEOUT_INTERRUPTED, SshClient, SshTimeout, tagged
+
+
+def kill_finds_two(cmd: str) -> tuple[bytes, int | None]:
+    """The guest: the kill's script finds two processes, any other command runs on."""
+    return (b"2\n", 0) if "/proc/[0-9]*/environ" in cmd else (b"", None)
+
+
+def kill_of(tag: str, transport: FakeTransport) -> list[FakeChannel]:
+    """The channels on *transport* that ran the kill of *tag*'s processes."""
+    pattern = f"IRQLAB_CMD=[{tag[0]}]{tag[1:]}"
+    return [ch for ch in transport.opened if any(pattern in c for c in ch.commands)]
+
+
+def test_tagged_exports_the_tag_before_the_command() -> None:
+    tag, line = tagged("cat /dev/irqlab0 | od")
+    assert len(tag) == 16 and line == f"export IRQLAB_CMD={tag}; cat /dev/irqlab0 | od"
+    assert tagged("true")[0] != tag
+
+
+def test_open_process_runs_its_command_under_a_tag() -> None:
+    t = FakeTransport(reply=kill_finds_two)
+    ssh, _ = connected(t)
+    proc = ssh.open_process("cat /dev/irqlab0")
+    assert proc.tag and proc.channel.commands == [f"export IRQLAB_CMD={proc.tag}; cat /dev/irqlab0"]
+
+
+def test_a_process_close_does_not_end_is_killed_by_its_tag() -> None:
+    t = FakeTransport(reply=kill_finds_two)
+    ssh, _ = connected(t)
+    proc = ssh.open_process("cat /dev/irqlab0")
+    assert proc.close(timeout=0.01) == " (killed in the guest: 2 processes)"
+    assert len(kill_of(proc.tag, t)) == 1 and proc.channel.closed
+
+
+def test_a_process_that_ended_is_not_killed() -> None:
+    t = FakeTransport(reply=lambda cmd: (b"", 0))
+    ssh, _ = connected(t)
+    proc = ssh.open_process("true")
+    assert proc.close(timeout=5) == ""
+    assert t.opened == [proc.channel] and proc.channel.closed
+
+
+class _Interrupted(threading.Event):
+    def wait(self, timeout: float | None = None) -> bool:
+        raise KeyboardInterrupt
+
+
+def test_ctrl_c_while_close_waits_kills_the_process() -> None:
+    t = FakeTransport(reply=kill_finds_two)
+    ssh, _ = connected(t)
+    proc = ssh.open_process("cat /dev/irqlab0")
+    proc.channel.status_event = _Interrupted()
+    with pytest.raises(KeyboardInterrupt):
+        proc.close(timeout=60)
+    assert len(kill_of(proc.tag, t)) == 1 and proc.channel.closed
+
+
+def test_run_kills_its_command_at_the_timeout_by_the_same_tag() -> None:
+    t = FakeTransport(reply=kill_finds_two)
+    ssh, _ = connected(t)
+    with pytest.raises(SshTimeout, match=r"running: cat /dev/irqlab0 \(killed in the guest: 2"):
+        ssh.run("cat /dev/irqlab0", timeout=0.01)
+    line = t.opened[0].commands[0]
+    assert line.startswith("export IRQLAB_CMD=") and line.endswith("; cat /dev/irqlab0")
+    assert len(kill_of(line.split("=", 1)[1].split(";")[0], t)) == 1
+
+
+def test_a_kill_does_not_wait_for_ever_behind_another_threads_command() -> None:
+    t = FakeTransport(reply=kill_finds_two)
+    ssh, _ = connected(t)
+    proc = ssh.open_process("cat /dev/irqlab0")
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with ssh._exec_lock:  # what a long run() in another thread does
+            held.set()
+            release.wait(30)
+
+    other = threading.Thread(target=hold, daemon=True)
+    other.start()
+    try:
+        held.wait(30)
+        said = proc.kill(timeout=0.01)
+    finally:
+        release.set()
+        other.join(30)
+    assert said.endswith("killing it failed: another command held the connection)"), said
+    assert not kill_of(proc.tag, t) and proc.channel.closed
+
+
+def test_irqlab_run_tags_its_command_and_kills_it_at_ctrl_c(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from irqlab.cli import guestcmd
+    from irqlab.cli.main import main
+
+    t = FakeTransport(reply=kill_finds_two)
+    ssh, _ = connected(t)
+    kills: list[float] = []
+    real_kill = SshClient.kill_command
+
+    def kill_command(self: SshClient, chan: FakeChannel, tag: str, timeout: float = 5.0) -> str:
+        kills.append(timeout)
+        return real_kill(self, chan, tag, timeout)  # type: ignore[arg-type]
+
+    class Guest:
+        def __init__(self, config: object) -> None:
+            self.ssh = ssh
+
+        def start(self) -> Guest:
+            self.restored, self.phases = True, {}
+            return self
+
+        def close(self) -> None:
+            pass
+
+        def console_mark(self) -> int:
+            return 0
+
+    def ctrl_c(*args: object) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("irqlab.vm.guest.Guest", Guest)
+    monkeypatch.setattr(SshClient, "kill_command", kill_command)
+    monkeypatch.setattr(guestcmd, "bridge", ctrl_c)
+    assert main(["run", "-n", "--", "cat /dev/irqlab0"]) == 130
+    cmd = t.opened[0]
+    tag = cmd.commands[0].split("=", 1)[1].split(";")[0]
+    assert cmd.commands == [f"export IRQLAB_CMD={tag}; cat /dev/irqlab0"] and cmd.closed
+    assert len(kill_of(tag, t)) == 1 and kills == [KILL_TIMEOUT_INTERRUPTED]

@@ -228,3 +228,33 @@ def test_a_torn_record_ends_its_async_path_with_an_error_and_spares_the_others(
     b.push(rec(5))
     assert agent.expect(path="B", seq=5)["signal"]["signo"] > 0
     agent.disarm()
+
+
+def test_a_timed_out_expect_says_why_its_criteria_cannot_match(
+    agent: AgentClient, fifo: Fifo
+) -> None:
+    """A misspelt field (valeu=) or a value of another type (seq="2") waited out the
+    timeout and then showed the queue cut mid-message, keys sorted: seq and value lost."""
+    from irqlab.vm.agent_client import AgentTimeout
+
+    agent.arm("read", dev=fifo.path)
+    fifo.push(rec(1, 100))
+    agent.expect(path="read", seq=1, timeout=10)
+    fifo.push(rec(2, 200))
+    with pytest.raises(AgentTimeout) as e:
+        agent.expect(path="read", valeu=200, timeout=1)
+    msg = str(e.value)
+    assert "no queued message of its type has a field 'valeu'" in msg, msg
+    # the queued event in short: its telling fields first, whole
+    pending = msg.split("pending: ", 1)[1]
+    assert pending.startswith(
+        '1 queued [{"type": "event", "path": "read", "seq": 2, "value": 200'
+    ), pending
+    with pytest.raises(AgentTimeout, match=r"seq='2' is a str; the queued messages' seq is int"):
+        agent.expect(path="read", seq="2", timeout=0)  # type: ignore[arg-type]
+    with pytest.raises(AgentTimeout) as e:
+        agent.events(2, path="read", timeout=0.5)
+    msg = str(e.value)
+    assert "got 1 of 2 event messages on read (timeout 0.5s); last: {" in msg, msg
+    assert "None" not in msg, msg
+    agent.disarm("read")

@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -43,6 +43,40 @@ __all__ = [
 Event = dict[str, Any]
 
 AGENT_PACKAGE_DIR = Path(__file__).resolve().parents[2] / "irqlab_agent"
+
+
+# the fields a message is told by, first in its summary (a long message is cut at the end)
+KEY_FIELDS = ("type", "path", "seq", "value", "count", "errno", "error")
+SUMMARY_CHARS = 240
+
+
+def summarize_message(msg: Event) -> str:
+    """*msg* as JSON with its :data:`KEY_FIELDS` first, cut to about
+    :data:`SUMMARY_CHARS` characters (the fields a test asks for survive the cut)."""
+    ordered = {k: msg[k] for k in KEY_FIELDS if k in msg}
+    ordered.update((k, msg[k]) for k in sorted(msg) if k not in ordered)
+    text = json.dumps(ordered)
+    return text if len(text) <= SUMMARY_CHARS else text[:SUMMARY_CHARS] + " ...}"
+
+
+def criteria_hints(crit: Mapping[str, Any], queued: Sequence[Event]) -> list[str]:
+    """Why *crit* may never match what is queued of its type: a field none of them has
+    (a misspelt name), or a value of another type than theirs (``seq="2"``)."""
+    if not queued:
+        return []
+    hints = []
+    for k, v in crit.items():
+        if k == "type":
+            continue
+        seen = {type(e[k]).__name__ for e in queued if k in e}
+        if not seen:
+            hints.append(f"no queued message of its type has a field {k!r}")
+        elif type(v).__name__ not in seen:
+            hints.append(
+                f"{k}={v!r} is a {type(v).__name__}; the queued messages' {k} is "
+                + " or ".join(sorted(seen))
+            )
+    return hints
 
 
 class AgentError(IrqlabError, RuntimeError):
@@ -350,10 +384,12 @@ class AgentClient:
             try:
                 out.append(self.expect(path=path, type=type, timeout=wait))
             except AgentTimeout:
+                gap = f", at most {idle:g}s between two" if idle is not None else ""
+                last = summarize_message(out[-1]) if out else "none"
                 raise AgentTimeout(
                     f"got {len(out)} of {n} {type} messages"
-                    f"{' on ' + path if path else ''} (timeout {timeout:g}s, idle {idle}s); "
-                    f"last: {out[-1] if out else None}; pending: {self.pending_summary()}"
+                    f"{' on ' + path if path else ''} (timeout {timeout:g}s{gap}); "
+                    f"last: {last}; pending: {self.pending_summary()}"
                 ) from None
         return out
 
@@ -389,8 +425,11 @@ class AgentClient:
         try:
             self._wait(pred, timeout, f"message {crit}")
         except AgentTimeout:
+            hints = criteria_hints(crit, [e for e in self.pending() if e.get("type") in types])
             raise AgentTimeout(
-                f"no message matching {crit} within {timeout:g}s; pending: {self.pending_summary()}"
+                f"no message matching {crit} within {timeout:g}s"
+                + "".join(f" ({h})" for h in hints)
+                + f"; pending: {self.pending_summary()}"
             ) from None
         return found[0]
 
@@ -399,8 +438,10 @@ class AgentClient:
             return list(self._backlog)
 
     def pending_summary(self, limit: int = 5) -> str:
+        """How many messages are queued, and the first *limit* of them in short
+        (:func:`summarize_message`)."""
         items = self.pending()
-        head = ", ".join(json.dumps(e, sort_keys=True)[:200] for e in items[:limit])
+        head = ", ".join(summarize_message(e) for e in items[:limit])
         return f"{len(items)} queued [{head}{', ...' if len(items) > limit else ''}]"
 
     def drain_events(self) -> list[Event]:

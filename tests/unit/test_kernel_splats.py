@@ -69,7 +69,9 @@ def test_kmemleaks_own_boot_lines_are_no_report() -> None:
 
 
 def test_an_unexpected_taint_is_reported_even_without_a_log_line() -> None:
-    assert kernel_splats(CLEAN, tainted=(1 << 9) | (1 << 12)) == ["kernel tainted: bit 9"]
+    assert kernel_splats(CLEAN, tainted=(1 << 9) | (1 << 12)) == [
+        "kernel tainted: W (warning issued, bit 9)"
+    ]
 
 
 def test_the_report_shows_the_log_around_the_first_splat() -> None:
@@ -131,3 +133,15 @@ def test_one_read_and_scan_serves_every_check(monkeypatch: pytest.MonkeyPatch) -
     assert str(failed.value).startswith("the guest kernel reported problems during the test")
     assert str(failed.value).endswith(problems.report("x").partition("\n")[2])
     assert KMEMLEAK not in bad.commands[-1]  # not after every test: slow under TCG
+
+
+def test_taint_bits_are_named_by_the_kernels_letters() -> None:
+    from irqlab.vm.kernlog import EXPECTED_TAINT, TAINT_FLAGS, taint_name
+
+    assert taint_name(7) == "D (kernel died (oops or BUG), bit 7)"
+    assert taint_name(14) == "L (soft lockup, bit 14)"
+    assert taint_name(40) == "bit 40"
+    # the expected ones are O and E, as the table names them
+    expected = [TAINT_FLAGS[b][0] for b in range(len(TAINT_FLAGS)) if EXPECTED_TAINT >> b & 1]
+    assert expected == ["O", "E"]
+    assert "".join(letter for letter, _ in TAINT_FLAGS) == "PFSRMBUDAWCIOELKXTN"

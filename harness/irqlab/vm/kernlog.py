@@ -40,6 +40,27 @@ _MORE_SPLATS = (
 KERNEL_SPLAT = re.compile(f"{CONSOLE_FAULT.pattern}|{_MORE_SPLATS}")
 # Taint flags that are expected: O (out-of-tree module), E (unsigned module).
 EXPECTED_TAINT = (1 << 12) | (1 << 13)
+# The kernel's taint flags by bit: letter and meaning (taint_flags in kernel/panic.c,
+# Documentation/admin-guide/tainted-kernels.rst), named in a report.
+TAINT_FLAGS = (
+    ("P", "proprietary module"), ("F", "module force-loaded"), ("S", "out of spec"),
+    ("R", "module force-unloaded"), ("M", "machine check"), ("B", "bad page"),
+    ("U", "taint requested by userspace"), ("D", "kernel died (oops or BUG)"),
+    ("A", "ACPI table overridden"), ("W", "warning issued"), ("C", "staging driver"),
+    ("I", "firmware workaround"), ("O", "out-of-tree module"), ("E", "unsigned module"),
+    ("L", "soft lockup"), ("K", "live patched"), ("X", "auxiliary taint"),
+    ("T", "structurally randomized build"), ("N", "in-kernel test"),
+)  # fmt: skip
+
+
+def taint_name(bit: int) -> str:
+    """``W (warning issued, bit 9)`` for taint bit *bit*; ``bit N`` beyond the table."""
+    if bit < len(TAINT_FLAGS):
+        letter, meaning = TAINT_FLAGS[bit]
+        return f"{letter} ({meaning}, bit {bit})"
+    return f"bit {bit}"
+
+
 KMEMLEAK = "/sys/kernel/debug/kmemleak"
 SPLAT_BEFORE, SPLAT_AFTER = 3, 30  # the excerpt's lines around the first splat
 LOG_TIMEOUT_S = 20.0  # reading the log (x host load); a leak scan gets more
@@ -52,7 +73,9 @@ def kernel_splats(dmesg: str, tainted: int = 0) -> list[str]:
     lockup, ... also when the ring buffer lost the report)."""
     found = [line for line in dmesg.splitlines() if KERNEL_SPLAT.search(line)]
     bad = tainted & ~EXPECTED_TAINT
-    found += [f"kernel tainted: bit {bit}" for bit in range(bad.bit_length()) if bad >> bit & 1]
+    found += [
+        f"kernel tainted: {taint_name(bit)}" for bit in range(bad.bit_length()) if bad >> bit & 1
+    ]
     return found
 
 

@@ -379,3 +379,21 @@ def test_the_kernel_log_check_is_quiet_for_a_guest_that_stops_answering(
     plugin._check_kernel_log(guest)  # type: ignore[arg-type]
     error = paramiko.SSHException("no session")  # paramiko's own: not an OSError
     plugin._check_kernel_log(guest)  # type: ignore[arg-type]
+
+
+def test_a_workers_notice_starts_a_line_of_its_own(capsys: pytest.CaptureFixture[str]) -> None:
+    """Under xdist a worker's notice goes to the controller's stderr, which may be in the
+    middle of a test's line (-v): it starts a line of its own."""
+    import contextlib
+    from types import SimpleNamespace
+
+    from irqlab.testing.plugin import _terminal_sink
+
+    capture = SimpleNamespace(global_and_fixture_disabled=contextlib.nullcontext)
+    plugins = {"terminalreporter": object(), "capturemanager": capture}
+    config = SimpleNamespace(
+        workerinput={"workerid": "gw1"},
+        pluginmanager=SimpleNamespace(get_plugin=plugins.get),
+    )
+    _terminal_sink(config)("irqlab: the session guest died (x); starting a new one")  # type: ignore[arg-type]
+    assert capsys.readouterr().err == "\nirqlab: the session guest died (x); starting a new one\n"

@@ -777,7 +777,9 @@ def _terminal_sink(config: pytest.Config) -> notice.Sink:
             return
         with capture.global_and_fixture_disabled():
             if reporter is None or hasattr(config, "workerinput"):
-                print(line, file=sys.stderr, flush=True)
+                # on a line of its own: the controller's terminal may be in the middle
+                # of a test's line (-v: "[gw1] ... FAILED test_x irqlab: ...")
+                print(f"\n{line}", file=sys.stderr, flush=True)
             else:
                 reporter.write_line("")
                 reporter.write_line(line, yellow=True)

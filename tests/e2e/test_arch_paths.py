@@ -189,3 +189,26 @@ def test_boot_and_restore_times(
     out.write_text(json.dumps(data, indent=2) + "\n")
     request.config.stash.setdefault(ARCH_TIMES, {})[arch] = times
     assert times["cold_agent_ready_s"] > 0
+
+
+def test_a_kvm_asked_for_is_used_or_said_to_be_unused(
+    arch: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """KVM runs the host's own architecture only: an aarch64 guest runs under TCG, and
+    a KVM asked for is said to be unused (it was dropped without a word)."""
+    from irqlab import notice
+
+    monkeypatch.setenv("IRQLAB_ACCEL", "kvm")
+    said: list[str] = []
+    old = notice.set_sink(said.append)
+    try:
+        g = Guest(GuestConfig(name=f"accel-{arch}", arch=arch)).prepare()  # nothing boots
+    finally:
+        notice.set_sink(old)
+    assert g.accel is not None
+    if arch == "x86_64":
+        assert (g.accel.accel, g.accel.reason.split(" by ")[0]) == ("kvm", "kvm forced")
+    else:
+        assert g.accel.accel == "tcg", g.accel
+        assert "the KVM asked for is not used" in g.accel.reason, g.accel
+        assert [line for line in said if "the KVM asked for is not used" in line], said

@@ -75,7 +75,7 @@ def test_failure_report_has_dmesg_counters_and_agent_messages(
     none = out.split("test_fails_without_a_guest", 1)[1].split("short test summary", 1)[0]
     assert "irqlab guest logs" not in none and "irqlab diagnostics" not in none, none
     header = out.split("collected", 1)[0]
-    assert "irqlab: QEMU 7." in header or "irqlab: QEMU " in header, header
+    assert "irqlab: arch x86_64, QEMU 7." in header, header
     assert "kernel 6." in header and "image debian" in header and "accel " in header, header
     assert "irqlab diagnostics" in out
     assert "irqlab-test: during the failing test" in out

@@ -271,9 +271,29 @@ def test_the_report_header_reads_the_newest_x86_64_qemu_not_another_targets(
 
         out = cache.cached_build("qemu", digest, fill, evict=False)
         os.utime(out, (time.time() - 10 + i, time.time() - 10 + i))  # aarch64 newest
+    for i, (digest, release) in enumerate(
+        [("3" * 16, "6.1.0-57-amd64"), ("4" * 16, "6.1.0-57-arm64")]
+    ):
+
+        def fill_kernel(tmp: Path, release: str = release) -> None:
+            (tmp / "root" / "lib" / "modules" / release).mkdir(parents=True)
+
+        out = cache.cached_build("kernel", digest, fill_kernel, evict=False)
+        os.utime(out, (time.time() - 10 + i, time.time() - 10 + i))  # arm64 newest
+    monkeypatch.delenv("IRQLAB_ARCH", raising=False)
+    monkeypatch.setenv("IRQLAB_IMAGE", "debian")
     header = report_header()
-    assert "QEMU 7.2.22 (x86)" in header, header
+    assert header.startswith("irqlab: arch x86_64, QEMU 7.2.22 (x86)"), header
+    assert "kernel 6.1.0-57-amd64" in header, header  # not the newest kernel: arm64's
     assert "accel tcg forced" in header, header
+    # an aarch64 session: its QEMU, its kernel, and why TCG
+    monkeypatch.setenv("IRQLAB_ARCH", "aarch64")
+    monkeypatch.setenv("IRQLAB_ACCEL", "kvm")
+    header = report_header()
+    assert header.startswith("irqlab: arch aarch64, QEMU 7.2.22 (arm)"), header
+    assert "kernel 6.1.0-57-arm64" in header, header
+    assert "accel tcg: an aarch64 guest on an" in header, header
+    assert "the KVM asked for is not used" in header, header
 
 
 def test_a_request_on_a_closed_session_is_an_agent_error(tmp_path: Path, abi_json: Path) -> None:
@@ -439,3 +459,16 @@ def test_dmesg_since_leaves_out_the_harness_step_markers() -> None:
     d.mark(2_250_000_000)
     d.mark(9_000_000_000)  # the first reset of the test's setup counts
     assert d.since == 2.25
+
+
+def test_a_missing_aarch64_qemu_names_the_cache_it_looked_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As x86_64's does: a wrong $IRQLAB_CACHE_DIR is not a build to start."""
+    from irqlab.vm.guest import Guest, GuestConfig, PrerequisiteMissing
+
+    monkeypatch.setenv("IRQLAB_CACHE_DIR", str(tmp_path))
+    with pytest.raises(PrerequisiteMissing) as e:
+        Guest(GuestConfig(arch="aarch64")).prepare()
+    assert "qemu-system-aarch64" in str(e.value), e.value
+    assert f"looked in the build cache {tmp_path}" in str(e.value), e.value

@@ -71,11 +71,14 @@ def absent_arches() -> list[Arch]:
 def arch_qemu(arch: Arch) -> QemuInstall:
     """The built QEMU of *arch*'s target, or :class:`Missing` naming the command that
     builds it."""
+    from irqlab.paths import cache_description
+
     qemu = find_qemu(arch)
-    if qemu is None:
+    if qemu is None:  # which cache, as for x86_64: a wrong $IRQLAB_CACHE_DIR is no build
         raise Missing(
             f"{arch.qemu_binary} with the irqlab device is not built: "
-            f"run `{ARCHES_ENV}=x86_64,{arch.name} irqlab build-qemu`"
+            f"run `{ARCHES_ENV}=x86_64,{arch.name} irqlab build-qemu`; looked in the build "
+            f"cache {cache_description()}"
         )
     return qemu
 

@@ -144,24 +144,40 @@ class GuestDiagnostics:
         return "\n".join(parts), files
 
 
-def _newest(recipe: str, holding: str = "") -> Path | None:
-    """The newest complete output of *recipe* (that has the file *holding*)."""
+def _newest(recipe: str, holding: str = "", suffix: str = "") -> Path | None:
+    """The newest complete output of *recipe* (that has the file *holding*; a kernel:
+    whose module directory's name ends with *suffix*, e.g. ``-arm64``)."""
     from irqlab.build import cache
 
-    done = [e for e in cache.entries(recipe=recipe) if e.complete and (e.path / holding).exists()]
+    def fits(path: Path) -> bool:
+        if not (path / holding).exists():
+            return False
+        modules = path / "root" / "lib" / "modules"
+        return not suffix or any(m.name.endswith(suffix) for m in modules.iterdir())
+
+    done = [e for e in cache.entries(recipe=recipe) if e.complete and fits(e.path)]
     return max(done, key=lambda e: e.mtime).path if done else None
 
 
 def report_header() -> str:
-    """One line for pytest's header: QEMU version, guest kernel, image, accelerator.
-    Cheap whatever the state of the cache: it reads the newest complete outputs in it
-    (a build touches what it uses) and asks no package index; nothing is built."""
-    from irqlab.build.imagekind import image_setting
+    """One line for pytest's header: the guest architecture ($IRQLAB_ARCH), its QEMU's
+    version, guest kernel, image, accelerator.  Cheap whatever the state of the cache:
+    it reads the newest complete outputs in it (a build touches what it uses) and asks
+    no package index; nothing is built."""
+    import os
 
-    parts: list[str] = []
+    from irqlab.build import arch as arches
+    from irqlab.build.imagekind import image_setting
+    from irqlab.errors import ConfigError
+
+    try:
+        arch = arches.selected(os.environ)
+    except ConfigError as e:  # the option check's error: said there
+        return f"irqlab: {e}"
+    parts: list[str] = [f"arch {arch.name}"]
     qemu = None
     try:
-        qemu = _newest("qemu", "bin/qemu-system-x86_64")  # not another target's build
+        qemu = _newest("qemu", f"bin/{arch.qemu_binary}")  # not another target's build
         version = (qemu / "VERSION").read_text().strip() if qemu is not None else None
         parts.append(f"QEMU {version}" if version else "QEMU not built yet")
     except Exception as e:
@@ -169,17 +185,21 @@ def report_header() -> str:
     image = image_setting()  # as it is: a bad value is the option check's error
     if image == "debian":
         try:
-            kernel = _newest("kernel")
+            kernel = _newest("kernel", "root/lib/modules", f"-{arch.deb_arch}")
             mods = sorted((kernel / "root" / "lib" / "modules").iterdir()) if kernel else []
             parts.append(f"kernel {mods[0].name}" if mods else "kernel not extracted yet")
         except Exception as e:
             parts.append(f"kernel unknown ({e})")
     parts.append(f"image {image}")
-    if qemu is not None:
+    if qemu is not None and arch.name != "x86_64":
+        from irqlab.vm.guest import foreign_arch_accel
+
+        parts.append(f"accel {foreign_arch_accel(arch.name).reason}")
+    elif qemu is not None:
         try:
             from irqlab.vm.accel import choose
 
-            binary = qemu / "bin" / "qemu-system-x86_64"
+            binary = qemu / "bin" / arch.qemu_binary
             parts.append(f"accel {choose(binary, datadir=qemu / 'share' / 'qemu').reason}")
         except Exception as e:
             parts.append(f"accel unknown ({e})")

@@ -1105,8 +1105,12 @@ class Guest:
         self.qemu, self.image, self.driver_ko = qemu, image, ko
         # The KVM probe (cached on disk) is not part of booting.  Another architecture's
         # guest runs under TCG (the probe boots an x86 guest).
-        forced = "tcg" if image.arch != "x86_64" else None
-        self.accel = choose(qemu.binary, datadir=qemu.datadir, accel=forced)
+        if image.arch != "x86_64":
+            self.accel = foreign_arch_accel(image.arch)
+            if requested() == "kvm":  # it was ignored without a word
+                notice.say(f"irqlab: {self.config.name}: {self.accel.reason}")
+        else:
+            self.accel = choose(qemu.binary, datadir=qemu.datadir)
         return self
 
     def _machine_args(self, ssh_port: int) -> list[str]:
@@ -2241,6 +2245,21 @@ def _dir_identity(directory: Path | None) -> tuple[int, int, int] | None:
     except OSError:
         return None
     return (st.st_dev, st.st_ino, st.st_ctime_ns)
+
+
+def foreign_arch_accel(guest_arch: str) -> AccelChoice:
+    """TCG for a guest of another architecture than the host's (KVM runs the host's own
+    only), saying why, and that a KVM asked for ($IRQLAB_ACCEL, ``--accel``) is not
+    used."""
+    import platform
+
+    from irqlab.vm.accel import AccelChoice, requested
+
+    host = platform.machine()
+    reason = f"tcg: an {guest_arch} guest on an {host} host (KVM runs the host's own only)"
+    if requested() == "kvm":
+        reason += "; the KVM asked for is not used"
+    return AccelChoice("tcg", reason, probed=False)
 
 
 def _check_guest_path(remote: str) -> None:

@@ -86,6 +86,10 @@ def find_input(abi: Abi, name: str, pattern: str = INPUT_GLOB) -> str:
             os.close(fd)
         if seen[-1] == name:
             return dev
+    if not seen:  # the input device may be there, its evdev node not
+        raise FileNotFoundError(
+            2, f"no input device named {name!r}: no {pattern} at all (is evdev loaded?)"
+        )
     raise FileNotFoundError(2, f"no input device named {name!r} (there are: {seen})")
 
 

@@ -106,3 +106,14 @@ def test_input_event_layout_is_the_kernel_headers() -> None:
         [cc, "-x", "c", "-fsyntax-only", "-"], input=bad, capture_output=True, text=True
     )
     assert r.returncode != 0
+
+
+def test_no_evdev_node_at_all_says_to_load_evdev(tmp_path: Path) -> None:
+    """gpio_keys loaded without evdev: the input device is there, no /dev/input/eventN;
+    the error said only "(there are: [])"."""
+    from irqlab_agent.abi import Abi
+    from irqlab_agent.evdev import find_input
+
+    abi = Abi.__new__(Abi)  # no node is opened: the ABI is not asked
+    with pytest.raises(FileNotFoundError, match=r"no .*event\* at all \(is evdev loaded\?\)"):
+        find_input(abi, "irqlab-keys", str(tmp_path / "event*"))

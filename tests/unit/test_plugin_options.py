@@ -379,3 +379,63 @@ def test_the_kernel_log_check_is_quiet_for_a_guest_that_stops_answering(
     plugin._check_kernel_log(guest)  # type: ignore[arg-type]
     error = paramiko.SSHException("no session")  # paramiko's own: not an OSError
     plugin._check_kernel_log(guest)  # type: ignore[arg-type]
+
+
+def _marked_config_run(pytester: pytest.Pytester, test: str) -> pytest.RunResult:
+    """Run *test* (its irqlab_fresh_guest is the GuestConfig the plugin makes of its
+    markers, printed, and the merged markers' keywords) without a guest."""
+    pytester.makeconftest(
+        "import pytest\n"
+        "from irqlab.testing.plugin import fresh_guest_config, irqlab_marker\n\n"
+        "@pytest.fixture\n"
+        "def irqlab_fresh_guest(request):\n"
+        "    c = fresh_guest_config(request)\n"
+        "    print('CONFIG', c.smp, c.module_params, c.device_props, sorted(c.extra_files))\n"
+        "    print('KEYWORDS', dict(irqlab_marker(request.node).kwargs))\n"
+        "    return c\n"
+    )
+    (pytester.path / "x.bin").write_bytes(b"x")
+    pytester.makepyfile(test_marked="import pytest\n\n" + test)
+    return pytester.runpytest_subprocess("-s", "-p", "no:cacheprovider", "-p", "no:xdist")
+
+
+def test_stacked_and_module_level_markers_are_merged(pytester: pytest.Pytester) -> None:
+    """``pytestmark = pytest.mark.irqlab(smp=2)`` beside the test's own marker, or two
+    markers on one test: only the closest one was read (1 vCPU)."""
+    r = _marked_config_run(
+        pytester,
+        "pytestmark = pytest.mark.irqlab(smp=2, module={'wakeup': 'thread', 'uio': 0},\n"
+        "                                 files={'/a': 'x.bin'}, check_kernel_log=False)\n\n"
+        "@pytest.mark.irqlab(module={'wakeup': 'workqueue'}, device={'fifo-depth': 8})\n"
+        "def test_module_and_own(irqlab_fresh_guest):\n    pass\n\n"
+        "class TestClass:\n"
+        "    pytestmark = pytest.mark.irqlab(smp=3, files={'/b': 'x.bin'})\n\n"
+        "    @pytest.mark.irqlab(device={'fifo-depth': 8, 'evq-depth': 16})\n"
+        "    @pytest.mark.irqlab(device={'fifo-depth': 4}, smp=4)\n"
+        "    def test_stacked(self, irqlab_fresh_guest):\n        pass\n",
+    )
+    r.assert_outcomes(passed=2)
+    out = r.stdout.str()
+    assert (
+        "CONFIG 2 {'wakeup': 'workqueue', 'uio': 0} {'fifo-depth': 8} ['/a']\n"
+        "KEYWORDS {'smp': 2, 'module': {'wakeup': 'workqueue', 'uio': 0}, "
+        "'files': {'/a': 'x.bin'}, 'check_kernel_log': False, 'device': {'fifo-depth': 8}}"
+    ) in out, out
+    # of two decorators the lower one is the closer (pytest's order)
+    assert (
+        "CONFIG 4 {'wakeup': 'thread', 'uio': 0} {'fifo-depth': 4, 'evq-depth': 16} ['/a', '/b']"
+    ) in out, out
+
+
+def test_a_bad_dict_in_any_marker_is_named(pytester: pytest.Pytester) -> None:
+    """A farther marker's ``module=[...]`` is not dropped behind a closer one's dict."""
+    r = _marked_config_run(
+        pytester,
+        "pytestmark = pytest.mark.irqlab(module=['mydrv.ko'])\n\n"
+        "@pytest.mark.irqlab(module={'uio': 1})\n"
+        "def test_it(irqlab_fresh_guest):\n    pass\n",
+    )
+    r.assert_outcomes(errors=1)
+    out = r.stdout.str()
+    assert "@pytest.mark.irqlab(module=['mydrv.ko']): give a dict" in out, out
+    assert "Traceback" not in out, out

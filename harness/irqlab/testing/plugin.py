@@ -39,7 +39,7 @@ import sys
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn, Protocol
 
 import pytest
 
@@ -434,21 +434,55 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+MARKER_KEYWORDS = frozenset(
+    {
+        *("device", "module", "smp", "hotplug", "gpio_edges", "modules", "files"),
+        *("load_irqlab", "kernel_modules", "check_kernel_log"),
+    }
+)
+# The marker's keywords whose values are dicts: merged key by key across markers.
+MERGED_KEYWORDS = ("device", "module", "files")
+
+
+class IrqlabMarker(NamedTuple):
+    """All ``@pytest.mark.irqlab(...)`` markers of a test as one (:func:`irqlab_marker`)."""
+
+    args: tuple[object, ...]
+    kwargs: Mapping[str, object]
+
+
+def irqlab_marker(item: pytest.Item) -> IrqlabMarker | None:
+    """The test's ``irqlab`` markers merged (None: it has none): the test's own, its
+    class's, its module's (``pytestmark``).  Per keyword the closest marker wins (of
+    decorators on one test, the lowest); the dicts ``device=``, ``module=`` and
+    ``files=`` are merged key by key, the closest winning.  Everything that reads the
+    marker reads it here."""
+    marks = list(item.iter_markers("irqlab"))  # closest first
+    if not marks:
+        return None
+    args: list[object] = []
+    kwargs: dict[str, object] = {}
+    for mark in reversed(marks):  # farthest first: each closer one overrides
+        args[:0] = mark.args
+        for key, value in mark.kwargs.items():
+            if key in MERGED_KEYWORDS:
+                value = {**_marker_mapping(kwargs, key), **_marker_mapping(mark.kwargs, key)}
+            kwargs[key] = value
+    return IrqlabMarker(tuple(args), kwargs)
+
+
 def fresh_guest_config(request: pytest.FixtureRequest, log_dir: Path | None = None) -> GuestConfig:
     """The GuestConfig of a test's own guest, from its ``@pytest.mark.irqlab(...)``; a
     value that cannot work fails the test here, before anything boots.  Relative paths
     in ``modules=`` and ``files=`` are relative to the test file's directory."""
     from irqlab.vm.guest import GuestConfig
 
-    marker = request.node.get_closest_marker("irqlab")
-    kw = dict(marker.kwargs) if marker is not None else {}
-    known = {
-        *("device", "module", "smp", "hotplug", "gpio_edges", "modules", "files"),
-        *("load_irqlab", "kernel_modules", "check_kernel_log"),
-    }
-    unknown = set(kw) - known
-    if unknown or (marker is not None and marker.args):
-        got = [*(repr(a) for a in (marker.args if marker is not None else ())), *sorted(unknown)]
+    marker = irqlab_marker(request.node)
+    args, kw = (marker.args, dict(marker.kwargs)) if marker is not None else ((), {})
+    unknown = set(kw) - MARKER_KEYWORDS
+    if unknown or args:
+        known = MARKER_KEYWORDS
+        got = [*(repr(a) for a in args), *sorted(unknown)]
         pytest.fail(
             f"@pytest.mark.irqlab takes {', '.join(f'{k}=' for k in sorted(known))}, "
             f"not {', '.join(f'{g}=' if g in unknown else g for g in got)}",
@@ -570,7 +604,7 @@ def irqlab_fresh_guest(
     )
     try:
         yield g
-        marker = request.node.get_closest_marker("irqlab")
+        marker = irqlab_marker(request.node)
         wanted = marker is None or marker.kwargs.get("check_kernel_log", True)
         # a failed test has its story already: no second error, no wait on its guest
         if wanted and not request.node.stash.get(_CALL_FAILED, False):
@@ -682,7 +716,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
             f"({_instead(shared)}), or the shared guest's only",
             pytrace=False,
         )
-    if item.get_closest_marker("irqlab") is not None:
+    if irqlab_marker(item) is not None:
         pytest.fail(
             f"@pytest.mark.irqlab configures a guest of the test's own, but {item.name} "
             f"uses the shared guest ({names}), which keeps its defaults: use "

@@ -153,16 +153,29 @@ def _marker_run(pytester: pytest.Pytester, marker: str, *files: str) -> pytest.R
         ("bogus_key=1", "modules=, smp=, not bogus_key="),  # was: (got ['bogus_key'] ())
         ('"smp"', "smp=, not 'smp'"),
         ('check_kernel_log="no"', "(check_kernel_log='no'): give True or False"),
+        (
+            'module={"gpio-edges": 8}, gpio_edges=[4]',
+            "@pytest.mark.irqlab(module={'gpio-edges': 8}, gpio_edges=[4]): both set our "
+            "driver's gpio_edges: give one of them",
+        ),
+        (
+            'files={"etc/x": "x.bin"}',
+            "@pytest.mark.irqlab(files={'etc/x': ...}): guest path 'etc/x' is not absolute",
+        ),
+        (
+            'files={"/proc/x": "x.bin"}',
+            "@pytest.mark.irqlab(files={'/proc/x': ...}): /proc/x: no file can be made under",
+        ),
     ],
 )
 def test_bad_marker_values_fail_clearly_before_any_guest(
     pytester: pytest.Pytester, marker: str, said: str
 ) -> None:
-    r = _marker_run(pytester, marker)
+    r = _marker_run(pytester, marker, "x.bin")
     r.assert_outcomes(errors=1)
     out = r.stdout.str()
     assert said in out, out
-    assert "Traceback" not in out and "ValueError" not in out, out
+    assert "Traceback" not in out and "ValueError" not in out and "GuestConfigError" not in out
 
 
 def test_marker_paths_are_the_test_files_and_a_missing_one_is_named(
@@ -187,13 +200,19 @@ def test_marker_paths_resolve_against_the_test_files_directory(
     (sub / "my dir").mkdir()
     (sub / "my dir" / "x.ko").write_bytes(b"\x7fELF")
     (sub / "fw.bin").write_bytes(b"fw")
-    (sub / "test_paths.py").write_text(
+    (sub / "conftest.py").write_text(  # the plugin's fixture, but for the guest
         "import pytest\n"
         "from irqlab.testing.plugin import fresh_guest_config\n\n"
+        "@pytest.fixture\n"
+        "def irqlab_fresh_guest(request):\n"
+        "    return fresh_guest_config(request)\n"
+    )
+    (sub / "test_paths.py").write_text(
+        "import pytest\n\n"
         '@pytest.mark.irqlab(modules=["mydrv.ko tag=x", "my dir/x.ko"], '
         'files={"/fw.bin": "fw.bin"})\n'
-        "def test_paths(request):\n"
-        "    c = fresh_guest_config(request)\n"
+        "def test_paths(irqlab_fresh_guest):\n"
+        "    c = irqlab_fresh_guest\n"
         "    print('MODULES', c.extra_modules, 'FILES', c.extra_files)\n"
         "    print('PARAMS', c.extra_module_params)\n"
     )
@@ -242,6 +261,16 @@ def test_marker_paths_resolve_against_the_test_files_directory(
         (
             "def test_it(irqlab_fresh_guest, irqlab_wait_stats):\n    pass\n",
             "irqlab.testing.helpers.wait_file_stats(irqlab_fresh_agent, ...) for irqlab_wait_stats",
+        ),
+        (  # it configured nothing: the test ran and passed
+            "@pytest.mark.irqlab(smp=2)\ndef test_it(tmp_path):\n    pass\n",
+            "@pytest.mark.irqlab configures a guest of the test's own, but test_it uses none: "
+            "take irqlab_fresh_guest (or irqlab_fresh_agent, irqlab_fresh_device), or drop "
+            "the marker",
+        ),
+        (
+            "pytestmark = pytest.mark.irqlab(smp=2)\n\ndef test_it():\n    pass\n",
+            "but test_it uses none: take irqlab_fresh_guest",
         ),
     ],
 )

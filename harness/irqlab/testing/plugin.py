@@ -19,8 +19,8 @@ Booted guest (end to end): ``irqlab_guest`` (session), ``irqlab_agent``,
 among its fixtures, the autouse ``irqlab_guest_alive`` replaces one an earlier test
 killed); ``irqlab_fresh_guest``, ``irqlab_fresh_agent``
 and ``irqlab_fresh_device`` for a guest of the test's own (a test uses one guest: mixing
-the two kinds, or the marker with the shared guest's fixtures, is an error), configured by
-``@pytest.mark.irqlab(device={...}, module={...}, smp=N, gpio_edges=LINES,
+the two kinds, or the marker with the shared guest's fixtures or with none, is an
+error), configured by ``@pytest.mark.irqlab(device={...}, module={...}, smp=N, gpio_edges=LINES,
 modules=[KO, ...], files={GUEST_PATH: FILE}, load_irqlab=True,
 kernel_modules=[NAME, ...])`` (relative KO and FILE paths are relative to the test
 file's directory; a ``modules=`` entry may carry parameters, ``"KO PARAM=VALUE ..."``).
@@ -492,6 +492,14 @@ def fresh_guest_config(request: pytest.FixtureRequest, log_dir: Path | None = No
     params = dict(module)
     edges = kw.get("gpio_edges")
     if edges is not None:
+        from irqlab.vm.guest import param_key
+
+        for name, value in module.items():  # the shortcut's value went in silently
+            if param_key(name) == "gpio_edges":
+                _marker_error(
+                    f"module={{{name!r}: {value!r}}}, gpio_edges={edges!r}",
+                    "both set our driver's gpio_edges: give one of them",
+                )
         params["gpio_edges"] = gpio_mask(edges)
     smp = kw.get("smp", 1)
     if type(smp) is not int or smp < 1:
@@ -510,25 +518,32 @@ def fresh_guest_config(request: pytest.FixtureRequest, log_dir: Path | None = No
         _marker_error(f"kernel_modules={kmods!r}", "give a list of module names")
     if not isinstance(kw.get("check_kernel_log", True), bool):
         _marker_error(f"check_kernel_log={kw['check_kernel_log']!r}", "give True or False")
-    from irqlab.vm.guest import GuestConfigError, check_device_props
+    from irqlab.vm.guest import GuestConfigError, check_device_props, guest_file_problem
 
     try:
         check_device_props(dict(device))
     except GuestConfigError as e:
         _marker_error(f"device={dict(device)!r}", str(e))
-    return GuestConfig(
-        name="fresh",
-        device_props=dict(device),
-        module_params=params,
-        smp=smp,
-        hotplug=bool(kw.get("hotplug", False)),
-        log_dir=log_dir,
-        extra_modules=extra_modules,
-        extra_module_params=extra_params,
-        extra_files={str(g): _marker_file(here, "files", f) for g, f in files.items()},
-        load_irqlab=bool(kw.get("load_irqlab", True)),
-        kernel_modules=tuple(kmods),
-    )
+    for remote in files:
+        problem = guest_file_problem(str(remote))
+        if problem:
+            _marker_error(f"files={{{remote!r}: ...}}", problem)
+    try:
+        return GuestConfig(
+            name="fresh",
+            device_props=dict(device),
+            module_params=params,
+            smp=smp,
+            hotplug=bool(kw.get("hotplug", False)),
+            log_dir=log_dir,
+            extra_modules=extra_modules,
+            extra_module_params=extra_params,
+            extra_files={str(g): _marker_file(here, "files", f) for g, f in files.items()},
+            load_irqlab=bool(kw.get("load_irqlab", True)),
+            kernel_modules=tuple(kmods),
+        )
+    except GuestConfigError as e:  # what the checks above missed: still the marker's
+        _marker_error("...", str(e))
 
 
 def _marker_error(argument: str, problem: str) -> NoReturn:
@@ -702,13 +717,20 @@ def _instead(shared: list[str]) -> str:
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """Refuse, before any guest starts, a test that would get another guest than it
     asks for: the marker with the shared guest's fixtures (the shared guest keeps its
-    defaults), or the shared guest's fixtures beside a guest of the test's own (two
-    guests, the agent of one and the device of the other)."""
+    defaults) or with no guest at all, or the shared guest's fixtures beside a guest of
+    the test's own (two guests, the agent of one and the device of the other)."""
     shared = _shared_fixtures(item)
+    fresh = [n for n in _FRESH if n in getattr(item, "fixturenames", ())]
     if not shared:
+        if not fresh and irqlab_marker(item) is not None:  # it configured nothing
+            pytest.fail(
+                f"@pytest.mark.irqlab configures a guest of the test's own, but "
+                f"{item.name} uses none: take irqlab_fresh_guest (or irqlab_fresh_agent, "
+                "irqlab_fresh_device), or drop the marker",
+                pytrace=False,
+            )
         return
     names = ", ".join(shared)
-    fresh = [n for n in _FRESH if n in getattr(item, "fixturenames", ())]
     if fresh:
         pytest.fail(
             f"{item.name} uses the shared guest's {names} and a guest of its own "

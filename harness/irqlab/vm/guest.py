@@ -649,15 +649,9 @@ class GuestConfig:
         filesystem of the kernel's (/proc, /sys), where no file can be made: such a
         copy failed only after a cold boot (the path is part of the snapshot's key)."""
         for remote in self.extra_files:
-            where = str(remote)
-            if not posixpath.isabs(where):
-                raise GuestConfigError(f"extra_files: guest path {where!r} is not absolute")
-            top = posixpath.normpath(where).lstrip("/").split("/")[0]  # "//proc/x" too
-            if top in ("proc", "sys"):
-                raise GuestConfigError(
-                    f"extra_files: {where}: no file can be made under /{top} (the "
-                    "kernel's own files; write to them with g.sh once the guest runs)"
-                )
+            problem = guest_file_problem(str(remote))
+            if problem:
+                raise GuestConfigError(f"extra_files: {problem}")
 
     def _check_shapes(self) -> None:
         """A string where a list belongs was taken a character at a time ("extra module
@@ -679,6 +673,20 @@ class GuestConfig:
                     f"GuestConfig(extra_module_params={{{module!r}: {params!r}}}): each "
                     f"module's parameters are a dict, e.g. {{{module!r}: {{'tag': 'x'}}}}"
                 )
+
+
+def guest_file_problem(where: str) -> str | None:
+    """Why no file can be put at the guest path *where* (None: it can): not absolute, or
+    in a filesystem of the kernel's (/proc, /sys)."""
+    if not posixpath.isabs(where):
+        return f"guest path {where!r} is not absolute"
+    top = posixpath.normpath(where).lstrip("/").split("/")[0]  # "//proc/x" too
+    if top in ("proc", "sys"):
+        return (
+            f"{where}: no file can be made under /{top} (the kernel's own files; write "
+            "to them with g.sh once the guest runs)"
+        )
+    return None
 
 
 _PROBE_FAILED = re.compile(r"fail|error|no interrupt|cannot|unable|-E[A-Z]{3,}|not supported", re.I)

@@ -288,3 +288,88 @@ def test_irqlab_kmod_that_is_no_module_says_so(
     monkeypatch.setenv("IRQLAB_KMOD", str(tmp_path / "text"))
     with pytest.raises(PrerequisiteMissing, match=r"text is not a kernel module: not an ELF file"):
         find_kmod()
+
+
+TYPED_PARAMS = tuple(
+    f"parmtype={name}:{kind}"
+    for name, kind in (
+        ("count", "int"),
+        ("mask", "uint"),
+        ("small", "byte"),
+        ("delta", "short"),
+        ("big", "ulong"),
+        ("on", "bool"),
+        ("off", "invbool"),
+        ("tag", "charp"),
+        ("list", "array of int"),
+    )
+)
+
+
+@pytest.mark.parametrize(
+    ("params", "said"),
+    [
+        ({"count": "abc"}, "count of mydrv.ko (int): 'abc' is not an integer (decimal, 0x hex"),
+        ({"mask": -1}, "mask of mydrv.ko (uint): '-1' is not an unsigned integer"),
+        ({"mask": 2**32}, "mask of mydrv.ko (uint): 4294967296 is out of range for uint "),
+        ({"small": 256}, "(byte): 256 is out of range for byte (0 to 255)"),
+        ({"delta": "-32769"}, "(short): -32769 is out of range for short (-32768 to 32767)"),
+        ({"count": "08"}, "(int): '08' is not an integer"),  # 0: octal
+        ({"count": "0x"}, "(int): '0x' is not an integer"),
+        ({"count": True}, "(int): 'True' is not an integer"),
+        ({"count": 1.5}, "(int): '1.5' is not an integer"),
+        ({"on": "maybe"}, "on of mydrv.ko (bool): 'maybe' is not a bool (the kernel takes 1, y"),
+        ({"off": ""}, "(invbool): '' is not a bool"),
+        ({"list": "1,x,3"}, "list of mydrv.ko (array of int): 'x' is not an integer"),
+    ],
+)
+def test_parameter_values_the_kernel_refuses_are_refused_before_booting(
+    tmp_path: Path, params: dict[str, object], said: str
+) -> None:
+    """``irq_count=abc`` for an int, ``uio=maybe`` for a bool: each failed only at the
+    module's load, after a boot."""
+    ko = _fake_ko(tmp_path / "mydrv.ko", "mydrv", params=TYPED_PARAMS)
+    with pytest.raises(GuestConfigError) as e:
+        check_module_params(ko, params)
+    text = str(e.value)
+    assert text.startswith("parameter ") and said in text and "\n" not in text, text
+
+
+def test_parameter_values_the_kernel_takes_are_taken(tmp_path: Path) -> None:
+    ko = _fake_ko(tmp_path / "mydrv.ko", "mydrv", params=TYPED_PARAMS)
+    check_module_params(
+        ko,
+        {
+            "count": "-2147483648",
+            "mask": "0xffffffff",
+            "small": "0377",
+            "delta": "+5",
+            "big": 2**64 - 1,
+            "on": None,
+            "off": "oN",
+            "tag": "anything at all",
+            "list": "1,0x2,-3",
+        },
+    )
+    for value in (1, 0, True, False, "y", "N", "t", "F", "on", "off", "yes"):
+        check_module_params(ko, {"on": value})
+    for value in (0, "007", "0x1F", "+0", "-0", "12\n"):
+        check_module_params(ko, {"count": value})
+
+
+def test_a_parameter_value_is_refused_before_the_image_or_a_boot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Our driver's ``uio=maybe``: refused in prepare(), no image built, no QEMU."""
+    import irqlab.build.image
+
+    ko = _fake_ko(tmp_path / "irqlab.ko", "irqlab", params=IRQLAB_PARAMS)
+    monkeypatch.setenv("IRQLAB_KMOD", str(ko))
+    monkeypatch.delenv("IRQLAB_IMAGE", raising=False)
+    monkeypatch.delenv("IRQLAB_ARCH", raising=False)
+    monkeypatch.setattr(Guest, "_find_qemu", staticmethod(lambda arch: object()))
+    monkeypatch.setattr(irqlab.build.image, "ensure_image", None)  # called: a TypeError
+    with pytest.raises(GuestConfigError, match=r"^parameter uio of irqlab\.ko \(bool\): 'maybe'"):
+        Guest(GuestConfig(module_params={"uio": "maybe"})).start()
+    with pytest.raises(GuestConfigError, match=r"^parameter gpio_edges of irqlab\.ko \(uint\)"):
+        Guest(GuestConfig(module_params={"gpio_edges": "all"})).start()

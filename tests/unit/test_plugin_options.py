@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from irqlab.contract.regs import REGS
 from irqlab.errors import IrqlabError
 from irqlab.testing.plugin import gpio_mask
 
@@ -20,8 +21,23 @@ def test_gpio_edges_as_lines_or_mask() -> None:
     assert gpio_mask(0x30) == 0x30
     with pytest.raises(pytest.fail.Exception, match="give a bit mask or a list of lines"):
         gpio_mask("all")
-    with pytest.raises(pytest.fail.Exception, match="99 is not a line number"):
-        gpio_mask([99])
+    with pytest.raises(pytest.fail.Exception, match="-1 is not a line number"):
+        gpio_mask([-1])
+    assert gpio_mask([REGS.MAX_GPIO_LINES - 1]) == 1 << (REGS.MAX_GPIO_LINES - 1)
+    # the driver refused them after a boot, with "Numerical result out of range"
+    with pytest.raises(pytest.fail.Exception) as e:
+        gpio_mask([0, 40])
+    assert str(e.value) == (
+        "@pytest.mark.irqlab(gpio_edges=[0, 40]): line 40 is beyond the device's "
+        f"{REGS.MAX_GPIO_LINES} GPIO lines (0 to {REGS.MAX_GPIO_LINES - 1}; "
+        "device={'gpio-lines': N} sets how many)"
+    )
+    with pytest.raises(pytest.fail.Exception, match="line 8 is beyond the device's 8 GPIO"):
+        gpio_mask([8], lines=8)
+    with pytest.raises(pytest.fail.Exception, match=r"gpio_edges=0x100\): names lines beyond"):
+        gpio_mask(0x100, lines=8)
+    with pytest.raises(pytest.fail.Exception, match="a bit mask is not negative"):
+        gpio_mask(-1)
 
 
 def test_every_fixture_is_prefixed_and_documented(tmp_path: Path) -> None:
@@ -157,6 +173,10 @@ def _marker_run(pytester: pytest.Pytester, marker: str, *files: str) -> pytest.R
             'module={"gpio-edges": 8}, gpio_edges=[4]',
             "@pytest.mark.irqlab(module={'gpio-edges': 8}, gpio_edges=[4]): both set our "
             "driver's gpio_edges: give one of them",
+        ),
+        (
+            'device={"gpio-lines": 16}, gpio_edges=[16]',
+            "(gpio_edges=[16]): line 16 is beyond the device's 16 GPIO lines (0 to 15;",
         ),
         (
             'files={"etc/x": "x.bin"}',

@@ -45,6 +45,7 @@ import pytest
 
 from irqlab import notice, paths
 from irqlab.build.imagekind import IMAGE_ENV, IMAGE_KINDS
+from irqlab.contract.regs import QOM, REGS
 from irqlab.errors import IrqlabError
 from irqlab.sigsafe import SafeRaise
 from irqlab.testing.diagnostics import GuestDiagnostics
@@ -500,7 +501,7 @@ def fresh_guest_config(request: pytest.FixtureRequest, log_dir: Path | None = No
                     f"module={{{name!r}: {value!r}}}, gpio_edges={edges!r}",
                     "both set our driver's gpio_edges: give one of them",
                 )
-        params["gpio_edges"] = gpio_mask(edges)
+        params["gpio_edges"] = gpio_mask(edges, _gpio_lines(device))
     smp = kw.get("smp", 1)
     if type(smp) is not int or smp < 1:
         _marker_error(f"smp={smp!r}", "give the number of vCPUs, an int of at least 1")
@@ -590,18 +591,39 @@ def _marker_file(here: Path, key: str, name: object) -> Path:
     return path
 
 
-def gpio_mask(edges: object) -> int:
-    """``gpio_edges=`` of the marker: a bit mask, or an iterable of line numbers."""
+def gpio_mask(edges: object, lines: int = REGS.MAX_GPIO_LINES) -> int:
+    """``gpio_edges=`` of the marker: a bit mask, or an iterable of line numbers, of a
+    device with *lines* GPIO lines (the driver refused any other after a boot)."""
+    beyond = f"beyond the device's {lines} GPIO lines (0 to {lines - 1}; device="
+    beyond += f"{{{QOM.PROP_GPIO_LINES!r}: N}} sets how many)"
     if isinstance(edges, int) and not isinstance(edges, bool):
+        if edges < 0:
+            _marker_error(f"gpio_edges={edges!r}", "a bit mask is not negative")
+        if edges >> lines:
+            _marker_error(f"gpio_edges={edges:#x}", f"names lines {beyond}")
         return edges
     if isinstance(edges, (list, tuple, set, frozenset, range)):
         mask = 0
         for line in edges:
-            if not isinstance(line, int) or not 0 <= line < 64:
+            if not isinstance(line, int) or isinstance(line, bool) or line < 0:
                 pytest.fail(f"gpio_edges: {line!r} is not a line number", pytrace=False)
+            if line >= lines:
+                _marker_error(f"gpio_edges={edges!r}", f"line {line} is {beyond}")
             mask |= 1 << line
         return mask
     pytest.fail(f"gpio_edges={edges!r}: give a bit mask or a list of lines", pytrace=False)
+
+
+def _gpio_lines(device: Mapping[str, object]) -> int:
+    """How many GPIO lines the marker's device has: its gpio-lines property, else the
+    device's default (the register contract's maximum)."""
+    given = device.get(QOM.PROP_GPIO_LINES)
+    if given is None:
+        return REGS.MAX_GPIO_LINES
+    try:
+        return int(str(given), 0)
+    except ValueError:  # QEMU refuses it, in its own words
+        return REGS.MAX_GPIO_LINES
 
 
 @pytest.fixture

@@ -396,6 +396,67 @@ def kernel_bool(value: object) -> bool:
     return text[:1] in ("1", "y", "Y", "t", "T") or text[:2].lower() == "on"
 
 
+# The kernel's integer parameter types (a .ko's parmtype=) and the values each takes: its
+# param_set_<type> reads them with kstrto<type>(value, 0) (both guests are 64-bit).
+KERNEL_INT_RANGES = {
+    "byte": (0, 2**8 - 1),
+    "short": (-(2**15), 2**15 - 1),
+    "ushort": (0, 2**16 - 1),
+    "int": (-(2**31), 2**31 - 1),
+    "uint": (0, 2**32 - 1),
+    "hexint": (0, 2**32 - 1),
+    "long": (-(2**63), 2**63 - 1),
+    "ulong": (0, 2**64 - 1),
+    "ullong": (0, 2**64 - 1),
+}
+# kstrto*'s base 0: 0x hex, 0 octal, else decimal; one trailing newline is allowed
+_KERNEL_INT = re.compile(r"(?:(0[xX][0-9a-fA-F]+)|(0[0-7]*)|([1-9][0-9]*))\n?")
+KERNEL_BOOL_WORDS = "1, y, t or on; 0, n, f or off"  # what kstrtobool takes
+
+
+def kernel_int(text: str, signed: bool) -> int | None:
+    """*text* as the kernel's ``kstrtoll``/``kstrtoull`` (base 0) read it: None where
+    they refuse it (a ``+`` sign, or a ``-`` if *signed*, then 0x hex, 0 octal or
+    decimal digits; the range is the caller's)."""
+    sign = 1
+    if signed and text.startswith("-"):
+        sign, text = -1, text[1:]
+    elif text.startswith("+"):
+        text = text[1:]
+    m = _KERNEL_INT.fullmatch(text)
+    if m is None:
+        return None
+    hexa, octal, decimal = m.groups()
+    return sign * (int(hexa, 16) if hexa else int(octal, 8) if octal else int(decimal))
+
+
+def param_value_problem(kind: str, value: object) -> str | None:
+    """Why the kernel would refuse *value* for a module parameter of type *kind* (its
+    .modinfo ``parmtype``; ``array of T``: each comma-separated T), or None: it takes
+    it, or the type says nothing (charp, string, a parameter with its own ops)."""
+    if value is None:  # a bare name: a bool's, said by the caller otherwise
+        return None
+    text = str(value)
+    element = kind.removeprefix("array of ")
+    if element != kind:
+        problems = (param_value_problem(element, v) for v in text.split(","))
+        return next((p for p in problems if p), None)
+    if kind in ("bool", "invbool"):  # kstrtobool: the first character, or on/off
+        if text[:1] in tuple("1yYtT0nNfF") or text[:2].lower() in ("on", "of"):
+            return None
+        return f"{text!r} is not a bool (the kernel takes {KERNEL_BOOL_WORDS})"
+    if kind not in KERNEL_INT_RANGES:
+        return None
+    low, high = KERNEL_INT_RANGES[kind]
+    number = kernel_int(text, signed=low < 0)
+    if number is None:
+        sign = "" if low < 0 else "unsigned "
+        return f"{text!r} is not an {sign}integer (decimal, 0x hex or 0 octal)"
+    if not low <= number <= high:
+        return f"{text} is out of range for {kind} ({low} to {high})"
+    return None
+
+
 def kernel_param(name: object, value: object) -> str:
     """``name=value`` as one shell word for insmod/modprobe, in the kernel's syntax: a
     value with blanks in double quotes (BusyBox joins its arguments with spaces and the
@@ -460,7 +521,8 @@ def module_specs(
 def check_module_params(ko: Path, params: Mapping[str, Any]) -> None:
     """Refuse, before anything boots, parameters *params* that the module *ko* does not
     declare (its .modinfo ``parm``/``parmtype`` entries, as ``modinfo -p`` lists them):
-    the kernel would only log "unknown parameter ... ignored"."""
+    the kernel would only log "unknown parameter ... ignored"; and values the kernel
+    would refuse for a parameter's type (:func:`param_value_problem`)."""
     from irqlab.build.elf import ElfError, module_parameters
 
     if not params:
@@ -483,6 +545,9 @@ def check_module_params(ko: Path, params: Mapping[str, Any]) -> None:
                     f"parameter {name} of {ko.name} ({kind}) needs a value: {name}=VALUE "
                     "(a bare name sets a bool parameter only)"
                 )
+            problem = param_value_problem(kind, value)
+            if problem:  # the kernel refused it only after a boot
+                raise GuestConfigError(f"parameter {name} of {ko.name} ({kind}): {problem}")
         return
     valid = ", ".join(f"{n} ({t})" if t else n for n, t in sorted(declared.items()))
     raise GuestConfigError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -488,3 +489,95 @@ def test_a_bad_dict_in_any_marker_is_named(pytester: pytest.Pytester) -> None:
     out = r.stdout.str()
     assert "@pytest.mark.irqlab(module=['mydrv.ko']): give a dict" in out, out
     assert "Traceback" not in out, out
+
+
+HARNESS_FAILURES = """
+from types import SimpleNamespace
+
+import pytest
+
+from irqlab.contract import uapi
+from irqlab.testing.helpers import DeviceControl
+from irqlab.vm.agent_client import AgentClient
+from irqlab.vm.guest import Guest, GuestConfig
+from irqlab.vm.qmp.errors import QMPCommandError
+from irqlab.vm.qmp.injector import Injector
+from irqlab.vm.ssh import RunResult
+
+
+@pytest.fixture
+def agent(tmp_path):
+    spec = tmp_path / "abi.json"
+    spec.write_text(uapi.abi_json(uapi.header_path()))
+    client = AgentClient.spawn_local(["--spec", str(spec)], logs=tmp_path / "logs")
+    client.wait_hello(20)
+    yield client
+    client.close()
+
+
+class Refusing:
+    def qmp(self, command, args=None, /):
+        raise QMPCommandError(command, args or {}, "GenericError", "refused here")
+
+
+def test_agent_expect(agent):
+    agent.expect(path="read", timeout=0)
+
+
+def test_agent_events(agent):
+    agent.events(2, timeout=0)
+
+
+def test_agent_request(agent):
+    agent.request("no_such_op")
+
+
+def test_qmp(tmp_path):
+    Injector(Refusing()).push(1)
+
+
+def test_device_wait(tmp_path):
+    device = DeviceControl.__new__(DeviceControl)
+    device.counters = lambda: "the counters"
+    device.wait_counters(lambda c: False, timeout=0)
+
+
+def test_guest_sh(tmp_path):
+    g = Guest(GuestConfig())
+    g.ssh = SimpleNamespace(run=lambda cmd, **kw: RunResult(1, "", "no such file"))
+    g.sh("cat /nonexistent")
+
+
+def test_a_bug_keeps_its_frames(agent):
+    agent.expect(path="read", timeout="soon")
+"""
+
+
+def test_a_failure_in_the_harness_shows_the_tests_line_and_the_cause(
+    pytester: pytest.Pytester,
+) -> None:
+    """An agent timeout, a refused QMP command, a failed guest command: pytest showed
+    some 35 lines of the harness's source around each raise; now the test's own line
+    and the error.  A bug's error (here a TypeError) keeps the harness's frames."""
+    pytester.makepyfile(test_harness=HARNESS_FAILURES)
+    r = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:xdist")
+    r.assert_outcomes(failed=7)
+    out = r.stdout.str()
+    parts = re.split(r"\n_{3,} (test_\w+) _{3,}\n", out.split(" FAILURES ", 1)[1])
+    by_name = dict(zip(parts[1::2], parts[2::2], strict=True))
+    said = {
+        "test_agent_expect": "AgentTimeout: no message matching",
+        "test_agent_events": "AgentTimeout: got 0 of 2 event messages",
+        "test_agent_request": "AgentError: agent op 'no_such_op'",
+        "test_qmp": "DeviceRejected: ",
+        "test_device_wait": "AssertionError: ",
+        "test_guest_sh": "CommandError: ",
+    }
+    for name, error in said.items():
+        text = by_name[name]
+        assert error in text, text
+        # only the test's own source: no frame of the harness
+        assert "harness/irqlab" not in text and "irqlab/vm/" not in text, text
+        assert len(text.splitlines()) < 25, text
+    bug = by_name["test_a_bug_keeps_its_frames"]
+    assert "TypeError" in bug and "agent_client.py" in bug, bug

@@ -49,6 +49,7 @@ from irqlab.contract.regs import QOM, REGS
 from irqlab.errors import IrqlabError
 from irqlab.sigsafe import SafeRaise
 from irqlab.testing.diagnostics import GuestDiagnostics
+from irqlab.testing.helpers import hide_test_frame
 from irqlab.testing.logslice import LogSlicer
 from irqlab.testing.parallel import DEFAULT_DIR
 from irqlab.vm import accel
@@ -686,6 +687,7 @@ def irqlab_fresh_agent(irqlab_fresh_guest: Guest) -> Generator[AgentClient, None
     """The agent of :func:`irqlab_fresh_guest`, reset as ``irqlab_agent`` is (no armed
     paths or open files, device counters zero); a path error the test left unread fails
     it at its end, as with ``irqlab_agent``."""
+    __tracebackhide__ = hide_test_frame
     irqlab_fresh_guest.reset()
     client = irqlab_fresh_guest.agent
     yield client
@@ -694,6 +696,7 @@ def irqlab_fresh_agent(irqlab_fresh_guest: Guest) -> Generator[AgentClient, None
 
 def _check_path_errors(guest: Guest, client: AgentClient) -> None:
     """End of a test: no path error the test did not read (then the events are dropped)."""
+    __tracebackhide__ = hide_test_frame
     if guest.fault is not None:
         return  # the test's own failure names the cause; the next test gets a new guest
     errors = [e for e in client.pending() if e.get("type") == "path_error"]
@@ -865,6 +868,7 @@ def irqlab_agent(irqlab_guest: Guest) -> Generator[AgentClient, None, None]:
     """The session's agent, reset: no armed paths or open files, device counters zero.
     If an earlier test killed the session guest, it was replaced first (by the autouse
     ``irqlab_guest_alive``, which pytest sets up before this one)."""
+    __tracebackhide__ = hide_test_frame
     irqlab_guest.reset()
     client = irqlab_guest.agent
     yield client

@@ -44,7 +44,7 @@ from irqlab.build import imagekind
 from irqlab.build.arch import build_module_command
 from irqlab.build.imagekind import IMAGE_KINDS
 from irqlab.contract.regs import REGS
-from irqlab.errors import ConfigError, IrqlabError
+from irqlab.errors import ConfigError, IrqlabError, hide_frame
 from irqlab.paths import cache_description, log_dir, prune_logs
 from irqlab.vm import proc
 from irqlab.vm.agent_client import AgentClient, AgentError, AgentFault, AgentTimeout
@@ -1490,6 +1490,7 @@ class Guest:
     def _raise_fault(self) -> None:
         """Raise :class:`GuestFault` if the health watch has a verdict within
         FAULT_VERDICT s (a broken connection usually comes a moment before it)."""
+        __tracebackhide__ = hide_frame
         fault = self.wait_fault(FAULT_VERDICT)
         if fault is not None:
             raise GuestFault(fault)
@@ -1528,6 +1529,7 @@ class Guest:
 
     def check_health(self) -> None:
         """Raise :class:`GuestFault` if the health watch saw the guest die or freeze."""
+        __tracebackhide__ = hide_frame
         if self.fault is not None:
             raise GuestFault(self.fault)
 
@@ -1642,6 +1644,7 @@ class Guest:
     # -- guest commands ---------------------------------------------------------------
     def sh(self, cmd: str, *, timeout: float = 60.0, check: bool = True) -> str:
         """Run a shell command in the guest; return stdout (raise on rc != 0 if *check*)."""
+        __tracebackhide__ = hide_frame
         result = self._run(cmd, timeout=timeout)
         if check and result.rc != 0:
             raise CommandError(cmd, result)
@@ -1652,6 +1655,7 @@ class Guest:
         :class:`RunResult` whatever its status: ``rc`` (128 + N when signal N killed
         it, and ``signal`` names it), ``out``, ``err``.  A guest that dies meanwhile
         raises :class:`GuestFault`."""
+        __tracebackhide__ = hide_frame
         return self._run(cmd, timeout=timeout, input=input)
 
     def _run(
@@ -1659,6 +1663,7 @@ class Guest:
     ) -> RunResult:
         """Run *cmd* in the guest (*input* on its stdin); a guest or QEMU that dies
         meanwhile is named, with *doing* (default: running *cmd*)."""
+        __tracebackhide__ = hide_frame
         self.check_health()
         if self.ssh is None:
             raise GuestError("the guest is not connected")
@@ -1724,6 +1729,7 @@ class Guest:
     def injector(self) -> Injector:
         """The device's interrupt injector (QMP to QEMU); :class:`GuestError` while the
         guest does not run (it was an AttributeError on None)."""
+        __tracebackhide__ = hide_frame
         if self._injector is None or self.machine is None:
             raise GuestError("the guest is not running: start() it first")
         return self._injector
@@ -1744,6 +1750,7 @@ class Guest:
     def load_module(self, **params: Any) -> None:
         """modprobe the driver (with the config's params, overridden by *params*); with
         ``uio=1`` the driver offers /dev/uio0 instead of /dev/irqlab0."""
+        __tracebackhide__ = hide_frame
         self._modprobe({**self.config.module_params, **params}, unload_first=False)
 
     def driver_node(self, params: Mapping[str, Any] | None = None) -> str:
@@ -1762,6 +1769,7 @@ class Guest:
         devtmpfs's node creation both finish before modprobe returns): its absence a
         few seconds later is a driver that did not bind, said with the kernel's last
         words (not an SSH timeout)."""
+        __tracebackhide__ = hide_frame
         if self.driver_ko is not None:  # a misspelt name loaded the defaults silently
             check_module_params(self.driver_ko, params)
         self.module = name = self.module_name()
@@ -1804,6 +1812,7 @@ class Guest:
         kernel oopsed or panicked meanwhile (the command was killed: exit 137, or its
         channel closed), else :class:`ModuleLoadError` with the command's words and the
         kernel's messages since it began."""
+        __tracebackhide__ = hide_frame
         # a closed channel (-1) was waited on by _run already: not twice
         fault = self.wait_fault(FAULT_VERDICT) if _by_signal(result.rc) else self.fault
         if fault is not None:
@@ -1893,11 +1902,13 @@ class Guest:
         """Copy the local file *local* to the absolute guest path *remote* (parents made;
         *mode* default: the local file's).  :class:`GuestWriteError` names a guest path
         that cannot be written."""
+        __tracebackhide__ = hide_frame
         local = Path(local)
         self.put_bytes(local.read_bytes(), remote, mode=file_mode(local) if mode is None else mode)
 
     def put_bytes(self, data: bytes, remote: str, *, mode: int = 0o644) -> None:
         """Write *data* to the guest file *remote* (parents made)."""
+        __tracebackhide__ = hide_frame
         if not isinstance(data, bytes | bytearray | memoryview):
             raise TypeError(f"put_bytes: data must be bytes, not {type(data).__name__}")
         _check_guest_path(remote)
@@ -1906,6 +1917,7 @@ class Guest:
     def get(self, remote: str, *, timeout: float = 60.0) -> bytes:
         """The bytes of the guest file *remote*; :class:`GuestError` naming it, with the
         guest's words, when it cannot be read."""
+        __tracebackhide__ = hide_frame
         r = self._run(f"cat {shlex.quote(remote)}", timeout=timeout, doing=f"reading {remote}")
         if r.rc != 0:
             lines = r.err.strip().splitlines()
@@ -1916,6 +1928,7 @@ class Guest:
     def _put(self, data: bytes, remote: str, mode: int) -> None:
         """Write *data* to *remote* (parents made) through one exec channel, waiting for
         its exit status (dropbear copes badly with overlapping channels)."""
+        __tracebackhide__ = hide_frame
         q = shlex.quote(remote)
         d = shlex.quote(posixpath.dirname(remote))
         cmd = f"mkdir -p {d} && cat > {q} && chmod {mode:o} {q}"
@@ -1928,6 +1941,7 @@ class Guest:
     def unload_module(self) -> None:
         """rmmod the driver; :class:`ModuleLoadError` when that fails, naming what holds
         it (guest processes with its files open: the agent's armed paths among them)."""
+        __tracebackhide__ = hide_frame
         name = self.module_name()
         r = self._run(_kernel_step([f"rmmod {name}"]), timeout=60, doing=f"running 'rmmod {name}'")
         if r.rc != 0:
@@ -1936,11 +1950,13 @@ class Guest:
     def reload_module(self, **params: Any) -> None:
         """rmmod (if loaded), then modprobe with *params* (the config's params are not
         used)."""
+        __tracebackhide__ = hide_frame
         self._modprobe(params, unload_first=True)
 
     def wait_for_node(self, path: str, timeout: float = 30.0) -> None:
         """Wait until the character device *path* exists in the guest; :class:`GuestError`
         if it does not within *timeout* s (by the guest's clock)."""
+        __tracebackhide__ = hide_frame
         # devtmpfs creates the node synchronously with device_add; a short bounded wait
         # covers the uevent-less case without a fixed sleep.
         check_timeout(timeout)
@@ -2110,6 +2126,7 @@ class Guest:
     @property
     def agent(self) -> AgentClient:
         """The agent, restarted if it died (a test may have killed it)."""
+        __tracebackhide__ = hide_frame
         if self._agent is None or self._agent.eof:
             if self._agent is not None:
                 with contextlib.suppress(Exception):
@@ -2146,11 +2163,13 @@ class _FaultNamingQmp:
         self._guest, self._machine = guest, machine
 
     def qmp(self, command: str, args: Mapping[str, object] | None = None, /) -> Any:
+        __tracebackhide__ = hide_frame
         return self._naming_faults(f"QMP {command}", lambda: self._machine.qmp(command, args))
 
     def qmp_many(
         self, commands: Sequence[tuple[str, Mapping[str, object] | None]], *, window: int = 8
     ) -> list[Any]:
+        __tracebackhide__ = hide_frame
         return self._naming_faults(
             f"QMP {len(commands)} pipelined commands",
             lambda: self._machine.qmp_many(commands, window=window),
@@ -2160,6 +2179,7 @@ class _FaultNamingQmp:
         """*call*'s result; a guest known dead or frozen refuses it at once (a poll
         between two calls would not meet the verdict's abort), and a failure of it
         waits for the health watch's verdict and names it."""
+        __tracebackhide__ = hide_frame
         from irqlab.vm.machine import MachineError
 
         if self._guest.machine is not self._machine:  # at once, not QMP's "not connected"

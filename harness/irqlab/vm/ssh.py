@@ -34,7 +34,7 @@ from typing import Any, BinaryIO, NamedTuple, Protocol
 
 import paramiko
 
-from irqlab.errors import IrqlabError
+from irqlab.errors import IrqlabError, hide_frame
 from irqlab.vm.exit_signal import ExitSignal, exit_signal, track_exit_signals
 from irqlab.vm.loadscale import check_timeout
 
@@ -550,6 +550,7 @@ class SshClient:
         """Run *cmd*, wait for its exit status, return (rc, stdout, stderr).  A command
         that does not finish within *timeout* s raises :class:`SshTimeout`, one that
         Ctrl-C interrupts KeyboardInterrupt: either way its guest processes are killed."""
+        __tracebackhide__ = hide_frame
         check_timeout(timeout)
         tag = secrets.token_hex(8)
         with self._exec_lock:
@@ -646,6 +647,7 @@ class SshClient:
 
     def check(self, cmd: str, *, timeout: float = 60.0) -> str:
         """Run *cmd*; raise :class:`CommandError` unless it exits 0; return stdout."""
+        __tracebackhide__ = hide_frame
         return self.run(cmd, timeout=timeout, check=True).out
 
     def open_process(self, cmd: str, *, timeout: float = 30.0) -> RemoteProcess:

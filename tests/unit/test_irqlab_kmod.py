@@ -373,3 +373,33 @@ def test_a_parameter_value_is_refused_before_the_image_or_a_boot(
         Guest(GuestConfig(module_params={"uio": "maybe"})).start()
     with pytest.raises(GuestConfigError, match=r"^parameter gpio_edges of irqlab\.ko \(uint\)"):
         Guest(GuestConfig(module_params={"gpio_edges": "all"})).start()
+
+
+def test_gpio_parameters_beyond_the_devices_lines_are_refused_before_booting(
+    tmp_path: Path,
+) -> None:
+    """``gpio_edges`` naming a line the device lacks was ignored by the driver (a line in
+    the kernel log), and such a ``key_line`` failed its probe: both after a boot."""
+    from irqlab.contract.regs import QOM, REGS
+
+    ours = _fake_ko(
+        tmp_path / "irqlab.ko", "irqlab", params=(*IRQLAB_PARAMS, "parmtype=key_line:int")
+    )
+    top = REGS.MAX_GPIO_LINES - 1
+
+    def check(params: dict[str, object], lines: int | None = None) -> None:
+        props = {} if lines is None else {QOM.PROP_GPIO_LINES: lines}
+        Guest(GuestConfig(module_params=params, device_props=props))._check_driver_params(ours)
+
+    check({"gpio_edges": 1 << top, "key_line": top})
+    check({"gpio_edges": "0xffff", "key_line": -1}, lines=16)
+    with pytest.raises(GuestConfigError) as e:
+        check({"gpio_edges": 1 << 16}, lines=16)
+    assert str(e.value) == (
+        "parameter gpio_edges=65536: names lines beyond the device's 16 GPIO lines (0 to 15; "
+        "its gpio-lines property sets how many)"
+    )
+    with pytest.raises(GuestConfigError, match=rf"key_line={top + 1}: a line beyond the device"):
+        check({"key_line": top + 1})
+    with pytest.raises(GuestConfigError, match="key_line=-2: a line beyond"):
+        check({"key_line": -2}, lines=8)

@@ -494,7 +494,7 @@ def fresh_guest_config(request: pytest.FixtureRequest, log_dir: Path | None = No
     params = dict(module)
     edges = kw.get("gpio_edges")
     if edges is not None:
-        from irqlab.vm.guest import param_key
+        from irqlab.vm.guest import device_gpio_lines, param_key
 
         for name, value in module.items():  # the shortcut's value went in silently
             if param_key(name) == "gpio_edges":
@@ -502,7 +502,7 @@ def fresh_guest_config(request: pytest.FixtureRequest, log_dir: Path | None = No
                     f"module={{{name!r}: {value!r}}}, gpio_edges={edges!r}",
                     "both set our driver's gpio_edges: give one of them",
                 )
-        params["gpio_edges"] = gpio_mask(edges, _gpio_lines(device))
+        params["gpio_edges"] = gpio_mask(edges, device_gpio_lines(device))
     smp = kw.get("smp", 1)
     if type(smp) is not int or smp < 1:
         _marker_error(f"smp={smp!r}", "give the number of vCPUs, an int of at least 1")
@@ -613,18 +613,6 @@ def gpio_mask(edges: object, lines: int = REGS.MAX_GPIO_LINES) -> int:
             mask |= 1 << line
         return mask
     pytest.fail(f"gpio_edges={edges!r}: give a bit mask or a list of lines", pytrace=False)
-
-
-def _gpio_lines(device: Mapping[str, object]) -> int:
-    """How many GPIO lines the marker's device has: its gpio-lines property, else the
-    device's default (the register contract's maximum)."""
-    given = device.get(QOM.PROP_GPIO_LINES)
-    if given is None:
-        return REGS.MAX_GPIO_LINES
-    try:
-        return int(str(given), 0)
-    except ValueError:  # QEMU refuses it, in its own words
-        return REGS.MAX_GPIO_LINES
 
 
 @pytest.fixture

@@ -43,7 +43,7 @@ from irqlab import notice
 from irqlab.build import imagekind
 from irqlab.build.arch import build_module_command
 from irqlab.build.imagekind import IMAGE_KINDS
-from irqlab.contract.regs import REGS
+from irqlab.contract.regs import QOM, REGS
 from irqlab.errors import ConfigError, IrqlabError, hide_frame
 from irqlab.paths import cache_description, log_dir, prune_logs
 from irqlab.vm import proc
@@ -455,6 +455,19 @@ def param_value_problem(kind: str, value: object) -> str | None:
     if not low <= number <= high:
         return f"{text} is out of range for {kind} ({low} to {high})"
     return None
+
+
+def device_gpio_lines(props: Mapping[str, Any]) -> int:
+    """How many GPIO lines a device of the properties *props* has: its gpio-lines, else
+    the device's default, the register contract's maximum (also for a value QEMU will
+    refuse, in its own words)."""
+    given = props.get(QOM.PROP_GPIO_LINES)
+    if given is None:
+        return REGS.MAX_GPIO_LINES
+    try:
+        return int(str(given), 0)
+    except ValueError:
+        return REGS.MAX_GPIO_LINES
 
 
 def kernel_param(name: object, value: object) -> str:
@@ -906,6 +919,7 @@ class Guest:
 
         try:
             check_module_params(ko, self.config.module_params)
+            self._check_gpio_lines()
         except GuestConfigError as e:
             for mod in map(Path, self.config.extra_modules):
                 try:
@@ -924,6 +938,27 @@ class Guest:
                         "GuestConfig(extra_module_params=...))"
                     ) from None
             raise
+
+    def _check_gpio_lines(self) -> None:
+        """Our driver's ``gpio_edges`` and ``key_line`` against the device's GPIO lines
+        (:func:`device_gpio_lines`), before anything boots: the driver ignored edges
+        beyond them (a line in the kernel log) and refused such a key line at probe."""
+        lines = device_gpio_lines(self.config.device_props)
+        for name, value in self.config.module_params.items():
+            key = param_key(name)
+            if key not in ("gpio_edges", "key_line") or value is None:
+                continue
+            number = kernel_int(str(value), signed=key == "key_line")
+            if number is None:  # not a number: its type's check says so
+                continue
+            beyond = number >> lines if key == "gpio_edges" else not -1 <= number < lines
+            if beyond:
+                raise GuestConfigError(
+                    f"parameter {name}={value}: "
+                    f"{'names lines' if key == 'gpio_edges' else 'a line'} beyond the "
+                    f"device's {lines} GPIO lines (0 to {lines - 1}; its "
+                    f"{QOM.PROP_GPIO_LINES} property sets how many)"
+                )
 
     def _extra_module_args(self, ko: Path) -> str:
         """The insmod arguments of the extra module *ko* (its extra_module_params)."""

@@ -500,9 +500,9 @@ from irqlab.contract import uapi
 from irqlab.testing.helpers import DeviceControl
 from irqlab.vm.agent_client import AgentClient
 from irqlab.vm.guest import Guest, GuestConfig
-from irqlab.vm.qmp.errors import QMPCommandError
 from irqlab.vm.qmp.injector import Injector
 from irqlab.vm.ssh import RunResult
+from qemu_double import Refusing
 
 
 @pytest.fixture
@@ -513,11 +513,6 @@ def agent(tmp_path):
     client.wait_hello(20)
     yield client
     client.close()
-
-
-class Refusing:
-    def qmp(self, command, args=None, /):
-        raise QMPCommandError(command, args or {}, "GenericError", "refused here")
 
 
 def test_agent_expect(agent):
@@ -534,6 +529,13 @@ def test_agent_request(agent):
 
 def test_qmp(tmp_path):
     Injector(Refusing()).push(1)
+
+
+def test_guest_qmp(tmp_path):
+    from irqlab.vm.guest import _FaultNamingQmp
+
+    machine = Refusing()
+    Injector(_FaultNamingQmp(SimpleNamespace(machine=machine, fault=None), machine)).push(1)
 
 
 def test_device_wait(tmp_path):
@@ -560,8 +562,14 @@ def test_a_failure_in_the_harness_shows_the_tests_line_and_the_cause(
     some 35 lines of the harness's source around each raise; now the test's own line
     and the error.  A bug's error (here a TypeError) keeps the harness's frames."""
     pytester.makepyfile(test_harness=HARNESS_FAILURES)
+    pytester.makepyfile(  # QEMU's side, outside the test file (as the harness is)
+        qemu_double="from irqlab.vm.qmp.errors import QMPCommandError\n\n"
+        "class Refusing:\n"
+        "    def qmp(self, command, args=None, /):\n"
+        "        raise QMPCommandError(command, args or {}, 'GenericError', 'refused here')\n"
+    )
     r = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:xdist")
-    r.assert_outcomes(failed=7)
+    r.assert_outcomes(failed=8)
     out = r.stdout.str()
     parts = re.split(r"\n_{3,} (test_\w+) _{3,}\n", out.split(" FAILURES ", 1)[1])
     by_name = dict(zip(parts[1::2], parts[2::2], strict=True))
@@ -570,6 +578,7 @@ def test_a_failure_in_the_harness_shows_the_tests_line_and_the_cause(
         "test_agent_events": "AgentTimeout: got 0 of 2 event messages",
         "test_agent_request": "AgentError: agent op 'no_such_op'",
         "test_qmp": "DeviceRejected: ",
+        "test_guest_qmp": "DeviceRejected: ",
         "test_device_wait": "AssertionError: ",
         "test_guest_sh": "CommandError: ",
     }

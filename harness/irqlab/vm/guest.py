@@ -34,6 +34,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
@@ -2199,7 +2200,8 @@ class _FaultNamingQmp:
 
     def qmp(self, command: str, args: Mapping[str, object] | None = None, /) -> Any:
         __tracebackhide__ = hide_frame
-        return self._naming_faults(f"QMP {command}", lambda: self._machine.qmp(command, args))
+        # a partial, not a lambda: no frame of its own in a failed test's traceback
+        return self._naming_faults(f"QMP {command}", partial(self._machine.qmp, command, args))
 
     def qmp_many(
         self, commands: Sequence[tuple[str, Mapping[str, object] | None]], *, window: int = 8
@@ -2207,7 +2209,7 @@ class _FaultNamingQmp:
         __tracebackhide__ = hide_frame
         return self._naming_faults(
             f"QMP {len(commands)} pipelined commands",
-            lambda: self._machine.qmp_many(commands, window=window),
+            partial(self._machine.qmp_many, commands, window=window),
         )
 
     def _naming_faults(self, doing: str, call: Callable[[], _T]) -> _T:

@@ -503,6 +503,7 @@ from irqlab.vm.guest import Guest, GuestConfig
 from irqlab.vm.qmp.injector import Injector
 from irqlab.vm.ssh import RunResult
 from qemu_double import Refusing
+from ssh_double import silent_ssh
 
 
 @pytest.fixture
@@ -550,8 +551,78 @@ def test_guest_sh(tmp_path):
     g.sh("cat /nonexistent")
 
 
+def test_ssh_timeout(tmp_path):
+    silent_ssh().run("sleep 100", timeout=0.1)
+
+
 def test_a_bug_keeps_its_frames(agent):
     agent.expect(path="read", timeout="soon")
+"""
+
+
+SILENT_SSH = """
+import threading
+
+import paramiko
+
+from irqlab.vm.ssh import SshClient
+
+
+class Channel:
+    def __init__(self):
+        self.status_event = threading.Event()  # never set: the command never ends
+
+    def settimeout(self, t):
+        pass
+
+    def exec_command(self, cmd):
+        pass
+
+    def shutdown_write(self):
+        pass
+
+    def recv(self, n):
+        return b""
+
+    recv_stderr = recv
+
+    def close(self):
+        pass
+
+
+class Transport:
+    def __init__(self):
+        self.channels = 0
+
+    def is_active(self):
+        return True
+
+    def set_keepalive(self, interval):
+        pass
+
+    def open_session(self, timeout=None):
+        self.channels += 1
+        if self.channels > 1:
+            raise paramiko.SSHException("no second channel")
+        return Channel()
+
+
+class Client:
+    transport = Transport()
+
+    def connect(self, hostname, **kw):
+        pass
+
+    def get_transport(self):
+        return self.transport
+
+    def close(self):
+        pass
+
+
+def silent_ssh():
+    pkey = paramiko.Ed25519Key.__new__(paramiko.Ed25519Key)
+    return SshClient("127.0.0.1", 2222, pkey=pkey, client_factory=Client).connect(timeout=5)
 """
 
 
@@ -568,8 +639,9 @@ def test_a_failure_in_the_harness_shows_the_tests_line_and_the_cause(
         "    def qmp(self, command, args=None, /):\n"
         "        raise QMPCommandError(command, args or {}, 'GenericError', 'refused here')\n"
     )
+    pytester.makepyfile(ssh_double=SILENT_SSH)  # a guest whose command never ends
     r = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:xdist")
-    r.assert_outcomes(failed=8)
+    r.assert_outcomes(failed=9)
     out = r.stdout.str()
     parts = re.split(r"\n_{3,} (test_\w+) _{3,}\n", out.split(" FAILURES ", 1)[1])
     by_name = dict(zip(parts[1::2], parts[2::2], strict=True))
@@ -581,6 +653,8 @@ def test_a_failure_in_the_harness_shows_the_tests_line_and_the_cause(
         "test_guest_qmp": "DeviceRejected: ",
         "test_device_wait": "AssertionError: ",
         "test_guest_sh": "CommandError: ",
+        "test_ssh_timeout": "SshTimeout: timeout (0.1s) running: sleep 100 (it may still run "
+        "in the guest: killing it failed: no second channel)",
     }
     for name, error in said.items():
         text = by_name[name]

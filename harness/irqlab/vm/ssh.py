@@ -570,10 +570,12 @@ class SshClient:
                 if not chan.status_event.wait(max(STATUS_GRACE, deadline - time.monotonic())):
                     raise TimeoutError
                 rc = chan.recv_exit_status()
-            except TimeoutError as e:
+            except TimeoutError:
                 chan.close()
                 killed = self._kill_tagged(tag)
-                raise SshTimeout(f"timeout ({timeout}s) running: {cmd}{killed}") from e
+                # the message is the whole story: the bare TimeoutError's traceback (this
+                # method's source) was printed before it in a failed test
+                raise SshTimeout(f"timeout ({timeout}s) running: {cmd}{killed}") from None
             except KeyboardInterrupt:  # Ctrl-C: the command does not outlive the wait
                 chan.close()
                 self._kill_tagged(tag, KILL_TIMEOUT_INTERRUPTED)

@@ -403,3 +403,56 @@ def test_gpio_parameters_beyond_the_devices_lines_are_refused_before_booting(
         check({"key_line": top + 1})
     with pytest.raises(GuestConfigError, match="key_line=-2: a line beyond"):
         check({"key_line": -2}, lines=8)
+
+
+def _driver_modinfo_params() -> tuple[str, ...]:
+    """Our driver's parameters as its .modinfo has them (``parm=`` with the source's
+    MODULE_PARM_DESC, ``parmtype=`` for a module_param), read from its C source."""
+    import re
+
+    source = "".join(
+        f.read_text() for f in sorted((Path(__file__).parents[2] / "guest-kmod").glob("*.c"))
+    )
+    descs = re.findall(r'MODULE_PARM_DESC\((\w+),\s*((?:"[^"]*"\s*)+)\);', source)
+    types = re.findall(r"\bmodule_param\((\w+),\s*(\w+),", source)
+    assert len(descs) >= 6 and types, "the driver's parameters are declared otherwise now"
+    pieces = re.compile(r'"([^"]*)"')  # C's adjacent string literals, joined
+    return (
+        *(f"parm={n}:" + "".join(pieces.findall(d)) for n, d in descs),
+        *(f"parmtype={n}:{t}" for n, t in types),
+    )
+
+
+def test_our_drivers_named_choices_are_checked_before_booting(tmp_path: Path) -> None:
+    """``wakeup=bogus`` or ``irq_mode=msi-x`` failed only at the driver's load, after a
+    boot; the names are those the driver's own descriptions list."""
+    from irqlab.vm.guest import check_driver_choices
+
+    ko = _fake_ko(tmp_path / "irqlab.ko", "irqlab", params=_driver_modinfo_params())
+    check_driver_choices(ko, {"wakeup": "workqueue", "irq_mode": "auto", "ring_size": 64})
+    check_driver_choices(ko, {"irq_mode": "msix\n", "uio": 1, "key_line": 3})
+    with pytest.raises(GuestConfigError) as e:
+        check_driver_choices(ko, {"wakeup": "bogus"})
+    assert str(e.value) == (
+        "parameter wakeup of irqlab.ko: 'bogus' is none of hardirq, thread, workqueue"
+    )
+    with pytest.raises(GuestConfigError, match=r"'msi-x' is none of auto, intx, msi, msix$"):
+        check_driver_choices(ko, {"irq_mode": "msi-x"})
+    with pytest.raises(GuestConfigError, match=r"wakeup of irqlab\.ko needs a value: one of "):
+        check_driver_choices(ko, {"wakeup": None})
+    ours = Guest(GuestConfig(module_params={"wakeup": "Thread"}))
+    with pytest.raises(GuestConfigError, match="'Thread' is none of hardirq, thread"):
+        ours._check_driver_params(ko)
+
+
+def test_a_description_that_lists_no_names_gives_no_choices() -> None:
+    from irqlab.vm.guest import described_choices
+
+    assert described_choices("a: x (default), y or z") == ("x", "y", "z")
+    for text in (
+        "event records per open file, a power of two in [2, 65536] (default 256)",
+        "GPIO line debounced as a key: press/release records on /dev/irqlabN",
+        "mode: fast or a slow one",
+        "only: one",
+    ):
+        assert described_choices(text) is None, text

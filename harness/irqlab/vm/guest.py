@@ -458,6 +458,49 @@ def param_value_problem(kind: str, value: object) -> str | None:
     return None
 
 
+def described_choices(description: str) -> tuple[str, ...] | None:
+    """The values a parameter takes as its description lists them after a colon, each
+    a word, the list's asides in parentheses: ``"where readers are woken: hardirq
+    (default), thread (threaded IRQ) or workqueue"`` -> hardirq, thread, workqueue;
+    None for a description that is no such list."""
+    _, colon, listed = description.partition(": ")
+    words = [w.strip() for w in re.split(r",|\bor\b", re.sub(r"\([^()]*\)", "", listed))]
+    if not colon or len(words) < 2:
+        return None
+    return tuple(words) if all(re.fullmatch(r"[a-z][a-z0-9_-]*", w) for w in words) else None
+
+
+def check_driver_choices(ko: Path, params: Mapping[str, Any]) -> None:
+    """Our driver's parameters that take one of a few names (their own ops: no
+    ``parmtype``, e.g. ``wakeup``, ``irq_mode``) against the names their ``.modinfo``
+    descriptions list (:func:`described_choices`), before anything boots: the driver
+    refused another only at its load, after a boot."""
+    from irqlab.build.elf import ElfError, modinfo
+
+    try:
+        entries = modinfo(ko.read_bytes())
+    except (OSError, ElfError):
+        return  # check_module_params says so
+    typed = {param_key(v.partition(":")[0]) for k, v in entries if k == "parmtype"}
+    choices = {
+        param_key(name): described_choices(text)
+        for name, _, text in (v.partition(":") for k, v in entries if k == "parm")
+        if param_key(name) not in typed
+    }
+    for name, value in params.items():
+        names = choices.get(param_key(name))
+        if not names:
+            continue
+        if value is None:  # a bare name: the kernel's -EINVAL
+            raise GuestConfigError(
+                f"parameter {name} of {ko.name} needs a value: one of {', '.join(names)}"
+            )
+        if str(value).removesuffix("\n") not in names:
+            raise GuestConfigError(
+                f"parameter {name} of {ko.name}: {str(value)!r} is none of {', '.join(names)}"
+            )
+
+
 def device_gpio_lines(props: Mapping[str, Any]) -> int:
     """How many GPIO lines a device of the properties *props* has: its gpio-lines, else
     the device's default, the register contract's maximum (also for a value QEMU will
@@ -920,6 +963,7 @@ class Guest:
 
         try:
             check_module_params(ko, self.config.module_params)
+            check_driver_choices(ko, self.config.module_params)
             self._check_gpio_lines()
         except GuestConfigError as e:
             for mod in map(Path, self.config.extra_modules):
@@ -1808,6 +1852,7 @@ class Guest:
         __tracebackhide__ = hide_frame
         if self.driver_ko is not None:  # a misspelt name loaded the defaults silently
             check_module_params(self.driver_ko, params)
+            check_driver_choices(self.driver_ko, params)
         self.module = name = self.module_name()
         modprobe = " ".join([f"modprobe {name}", *(kernel_param(k, v) for k, v in params.items())])
         node = self.driver_node(params)

@@ -9,7 +9,9 @@ that callers catching those still work.
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "IrqlabError"]
+from typing import Any
+
+__all__ = ["ConfigError", "IrqlabError", "hide_frame"]
 
 
 class IrqlabError(Exception):
@@ -21,3 +23,13 @@ class ConfigError(IrqlabError, ValueError):
     ``IRQLAB_ACCEL``, a guest's configuration) that cannot work, found before anything
     starts; the message names the value.  The ``irqlab`` command exits with status 2
     for it, as for argparse's usage errors."""
+
+
+def hide_frame(excinfo: Any) -> bool:
+    """``__tracebackhide__ = hide_frame`` in a function a pytest test calls (or one
+    between it and the ``raise``): pytest leaves that function's frame out of a failed
+    test's traceback when the error is an :class:`IrqlabError` (its message says the
+    cause; the harness's source around it only buried it), and shows it for any other
+    error, a bug's.  *excinfo*: pytest's ``ExceptionInfo`` (pytest itself is not
+    imported); ``--full-trace`` shows every frame."""
+    return excinfo is not None and bool(excinfo.errisinstance(IrqlabError))

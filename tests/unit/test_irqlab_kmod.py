@@ -303,3 +303,171 @@ def test_reset_knows_the_driver_loaded_with_the_configured_parameters() -> None:
     assert not g._loaded_as(g.config.module_params)
     g._loaded_params = {"ring_size": 64}  # wakeup back to the driver's default
     assert not g._loaded_as(g.config.module_params)
+
+
+TYPED_PARAMS = tuple(
+    f"parmtype={name}:{kind}"
+    for name, kind in (
+        ("count", "int"),
+        ("mask", "uint"),
+        ("small", "byte"),
+        ("delta", "short"),
+        ("big", "ulong"),
+        ("on", "bool"),
+        ("off", "invbool"),
+        ("tag", "charp"),
+        ("list", "array of int"),
+    )
+)
+
+
+@pytest.mark.parametrize(
+    ("params", "said"),
+    [
+        ({"count": "abc"}, "count of mydrv.ko (int): 'abc' is not an integer (decimal, 0x hex"),
+        ({"mask": -1}, "mask of mydrv.ko (uint): '-1' is not an unsigned integer"),
+        ({"mask": 2**32}, "mask of mydrv.ko (uint): 4294967296 is out of range for uint "),
+        ({"small": 256}, "(byte): 256 is out of range for byte (0 to 255)"),
+        ({"delta": "-32769"}, "(short): -32769 is out of range for short (-32768 to 32767)"),
+        ({"count": "08"}, "(int): '08' is not an integer"),  # 0: octal
+        ({"count": "0x"}, "(int): '0x' is not an integer"),
+        ({"count": True}, "(int): 'True' is not an integer"),
+        ({"count": 1.5}, "(int): '1.5' is not an integer"),
+        ({"on": "maybe"}, "on of mydrv.ko (bool): 'maybe' is not a bool (the kernel takes 1, y"),
+        ({"off": ""}, "(invbool): '' is not a bool"),
+        ({"list": "1,x,3"}, "list of mydrv.ko (array of int): 'x' is not an integer"),
+    ],
+)
+def test_parameter_values_the_kernel_refuses_are_refused_before_booting(
+    tmp_path: Path, params: dict[str, object], said: str
+) -> None:
+    """``irq_count=abc`` for an int, ``uio=maybe`` for a bool: each failed only at the
+    module's load, after a boot."""
+    ko = _fake_ko(tmp_path / "mydrv.ko", "mydrv", params=TYPED_PARAMS)
+    with pytest.raises(GuestConfigError) as e:
+        check_module_params(ko, params)
+    text = str(e.value)
+    assert text.startswith("parameter ") and said in text and "\n" not in text, text
+
+
+def test_parameter_values_the_kernel_takes_are_taken(tmp_path: Path) -> None:
+    ko = _fake_ko(tmp_path / "mydrv.ko", "mydrv", params=TYPED_PARAMS)
+    check_module_params(
+        ko,
+        {
+            "count": "-2147483648",
+            "mask": "0xffffffff",
+            "small": "0377",
+            "delta": "+5",
+            "big": 2**64 - 1,
+            "on": None,
+            "off": "oN",
+            "tag": "anything at all",
+            "list": "1,0x2,-3",
+        },
+    )
+    for value in (1, 0, True, False, "y", "N", "t", "F", "on", "off", "yes"):
+        check_module_params(ko, {"on": value})
+    for value in (0, "007", "0x1F", "+0", "-0", "12\n"):
+        check_module_params(ko, {"count": value})
+
+
+def test_a_parameter_value_is_refused_before_the_image_or_a_boot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Our driver's ``uio=maybe``: refused in prepare(), no image built, no QEMU."""
+    import irqlab.build.image
+
+    ko = _fake_ko(tmp_path / "irqlab.ko", "irqlab", params=IRQLAB_PARAMS)
+    monkeypatch.setenv("IRQLAB_KMOD", str(ko))
+    monkeypatch.delenv("IRQLAB_IMAGE", raising=False)
+    monkeypatch.delenv("IRQLAB_ARCH", raising=False)
+    monkeypatch.setattr(Guest, "_find_qemu", staticmethod(lambda arch: object()))
+    monkeypatch.setattr(irqlab.build.image, "ensure_image", None)  # called: a TypeError
+    with pytest.raises(GuestConfigError, match=r"^parameter uio of irqlab\.ko \(bool\): 'maybe'"):
+        Guest(GuestConfig(module_params={"uio": "maybe"})).start()
+    with pytest.raises(GuestConfigError, match=r"^parameter gpio_edges of irqlab\.ko \(uint\)"):
+        Guest(GuestConfig(module_params={"gpio_edges": "all"})).start()
+
+
+def test_gpio_parameters_beyond_the_devices_lines_are_refused_before_booting(
+    tmp_path: Path,
+) -> None:
+    """``gpio_edges`` naming a line the device lacks was ignored by the driver (a line in
+    the kernel log), and such a ``key_line`` failed its probe: both after a boot."""
+    from irqlab.contract.regs import QOM, REGS
+
+    ours = _fake_ko(
+        tmp_path / "irqlab.ko", "irqlab", params=(*IRQLAB_PARAMS, "parmtype=key_line:int")
+    )
+    top = REGS.MAX_GPIO_LINES - 1
+
+    def check(params: dict[str, object], lines: int | None = None) -> None:
+        props = {} if lines is None else {QOM.PROP_GPIO_LINES: lines}
+        Guest(GuestConfig(module_params=params, device_props=props))._check_driver_params(ours)
+
+    check({"gpio_edges": 1 << top, "key_line": top})
+    check({"gpio_edges": "0xffff", "key_line": -1}, lines=16)
+    with pytest.raises(GuestConfigError) as e:
+        check({"gpio_edges": 1 << 16}, lines=16)
+    assert str(e.value) == (
+        "parameter gpio_edges=65536: names lines beyond the device's 16 GPIO lines (0 to 15; "
+        "its gpio-lines property sets how many)"
+    )
+    with pytest.raises(GuestConfigError, match=rf"key_line={top + 1}: a line beyond the device"):
+        check({"key_line": top + 1})
+    with pytest.raises(GuestConfigError, match="key_line=-2: a line beyond"):
+        check({"key_line": -2}, lines=8)
+
+
+def _driver_modinfo_params() -> tuple[str, ...]:
+    """Our driver's parameters as its .modinfo has them (``parm=`` with the source's
+    MODULE_PARM_DESC, ``parmtype=`` for a module_param), read from its C source."""
+    import re
+
+    source = "".join(
+        f.read_text() for f in sorted((Path(__file__).parents[2] / "guest-kmod").glob("*.c"))
+    )
+    descs = re.findall(r'MODULE_PARM_DESC\((\w+),\s*((?:"[^"]*"\s*)+)\);', source)
+    types = re.findall(r"\bmodule_param\((\w+),\s*(\w+),", source)
+    assert len(descs) >= 6 and types, "the driver's parameters are declared otherwise now"
+    pieces = re.compile(r'"([^"]*)"')  # C's adjacent string literals, joined
+    return (
+        *(f"parm={n}:" + "".join(pieces.findall(d)) for n, d in descs),
+        *(f"parmtype={n}:{t}" for n, t in types),
+    )
+
+
+def test_our_drivers_named_choices_are_checked_before_booting(tmp_path: Path) -> None:
+    """``wakeup=bogus`` or ``irq_mode=msi-x`` failed only at the driver's load, after a
+    boot; the names are those the driver's own descriptions list."""
+    from irqlab.vm.guest import check_driver_choices
+
+    ko = _fake_ko(tmp_path / "irqlab.ko", "irqlab", params=_driver_modinfo_params())
+    check_driver_choices(ko, {"wakeup": "workqueue", "irq_mode": "auto", "ring_size": 64})
+    check_driver_choices(ko, {"irq_mode": "msix\n", "uio": 1, "key_line": 3})
+    with pytest.raises(GuestConfigError) as e:
+        check_driver_choices(ko, {"wakeup": "bogus"})
+    assert str(e.value) == (
+        "parameter wakeup of irqlab.ko: 'bogus' is none of hardirq, thread, workqueue"
+    )
+    with pytest.raises(GuestConfigError, match=r"'msi-x' is none of auto, intx, msi, msix$"):
+        check_driver_choices(ko, {"irq_mode": "msi-x"})
+    with pytest.raises(GuestConfigError, match=r"wakeup of irqlab\.ko needs a value: one of "):
+        check_driver_choices(ko, {"wakeup": None})
+    ours = Guest(GuestConfig(module_params={"wakeup": "Thread"}))
+    with pytest.raises(GuestConfigError, match="'Thread' is none of hardirq, thread"):
+        ours._check_driver_params(ko)
+
+
+def test_a_description_that_lists_no_names_gives_no_choices() -> None:
+    from irqlab.vm.guest import described_choices
+
+    assert described_choices("a: x (default), y or z") == ("x", "y", "z")
+    for text in (
+        "event records per open file, a power of two in [2, 65536] (default 256)",
+        "GPIO line debounced as a key: press/release records on /dev/irqlabN",
+        "mode: fast or a slow one",
+        "only: one",
+    ):
+        assert described_choices(text) is None, text

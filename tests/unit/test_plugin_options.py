@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from irqlab.contract.regs import REGS
 from irqlab.errors import IrqlabError
 from irqlab.testing.plugin import gpio_mask
 
@@ -20,8 +22,23 @@ def test_gpio_edges_as_lines_or_mask() -> None:
     assert gpio_mask(0x30) == 0x30
     with pytest.raises(pytest.fail.Exception, match="give a bit mask or a list of lines"):
         gpio_mask("all")
-    with pytest.raises(pytest.fail.Exception, match="99 is not a line number"):
-        gpio_mask([99])
+    with pytest.raises(pytest.fail.Exception, match="-1 is not a line number"):
+        gpio_mask([-1])
+    assert gpio_mask([REGS.MAX_GPIO_LINES - 1]) == 1 << (REGS.MAX_GPIO_LINES - 1)
+    # the driver refused them after a boot, with "Numerical result out of range"
+    with pytest.raises(pytest.fail.Exception) as e:
+        gpio_mask([0, 40])
+    assert str(e.value) == (
+        "@pytest.mark.irqlab(gpio_edges=[0, 40]): line 40 is beyond the device's "
+        f"{REGS.MAX_GPIO_LINES} GPIO lines (0 to {REGS.MAX_GPIO_LINES - 1}; "
+        "device={'gpio-lines': N} sets how many)"
+    )
+    with pytest.raises(pytest.fail.Exception, match="line 8 is beyond the device's 8 GPIO"):
+        gpio_mask([8], lines=8)
+    with pytest.raises(pytest.fail.Exception, match=r"gpio_edges=0x100\): names lines beyond"):
+        gpio_mask(0x100, lines=8)
+    with pytest.raises(pytest.fail.Exception, match="a bit mask is not negative"):
+        gpio_mask(-1)
 
 
 def test_every_fixture_is_prefixed_and_documented(tmp_path: Path) -> None:
@@ -153,16 +170,33 @@ def _marker_run(pytester: pytest.Pytester, marker: str, *files: str) -> pytest.R
         ("bogus_key=1", "modules=, smp=, not bogus_key="),  # was: (got ['bogus_key'] ())
         ('"smp"', "smp=, not 'smp'"),
         ('check_kernel_log="no"', "(check_kernel_log='no'): give True or False"),
+        (
+            'module={"gpio-edges": 8}, gpio_edges=[4]',
+            "@pytest.mark.irqlab(module={'gpio-edges': 8}, gpio_edges=[4]): both set our "
+            "driver's gpio_edges: give one of them",
+        ),
+        (
+            'device={"gpio-lines": 16}, gpio_edges=[16]',
+            "(gpio_edges=[16]): line 16 is beyond the device's 16 GPIO lines (0 to 15;",
+        ),
+        (
+            'files={"etc/x": "x.bin"}',
+            "@pytest.mark.irqlab(files={'etc/x': ...}): guest path 'etc/x' is not absolute",
+        ),
+        (
+            'files={"/proc/x": "x.bin"}',
+            "@pytest.mark.irqlab(files={'/proc/x': ...}): /proc/x: no file can be made under",
+        ),
     ],
 )
 def test_bad_marker_values_fail_clearly_before_any_guest(
     pytester: pytest.Pytester, marker: str, said: str
 ) -> None:
-    r = _marker_run(pytester, marker)
+    r = _marker_run(pytester, marker, "x.bin")
     r.assert_outcomes(errors=1)
     out = r.stdout.str()
     assert said in out, out
-    assert "Traceback" not in out and "ValueError" not in out, out
+    assert "Traceback" not in out and "ValueError" not in out and "GuestConfigError" not in out
 
 
 def test_marker_paths_are_the_test_files_and_a_missing_one_is_named(
@@ -187,13 +221,19 @@ def test_marker_paths_resolve_against_the_test_files_directory(
     (sub / "my dir").mkdir()
     (sub / "my dir" / "x.ko").write_bytes(b"\x7fELF")
     (sub / "fw.bin").write_bytes(b"fw")
-    (sub / "test_paths.py").write_text(
+    (sub / "conftest.py").write_text(  # the plugin's fixture, but for the guest
         "import pytest\n"
         "from irqlab.testing.plugin import fresh_guest_config\n\n"
+        "@pytest.fixture\n"
+        "def irqlab_fresh_guest(request):\n"
+        "    return fresh_guest_config(request)\n"
+    )
+    (sub / "test_paths.py").write_text(
+        "import pytest\n\n"
         '@pytest.mark.irqlab(modules=["mydrv.ko tag=x", "my dir/x.ko"], '
         'files={"/fw.bin": "fw.bin"})\n'
-        "def test_paths(request):\n"
-        "    c = fresh_guest_config(request)\n"
+        "def test_paths(irqlab_fresh_guest):\n"
+        "    c = irqlab_fresh_guest\n"
         "    print('MODULES', c.extra_modules, 'FILES', c.extra_files)\n"
         "    print('PARAMS', c.extra_module_params)\n"
     )
@@ -242,6 +282,16 @@ def test_marker_paths_resolve_against_the_test_files_directory(
         (
             "def test_it(irqlab_fresh_guest, irqlab_wait_stats):\n    pass\n",
             "irqlab.testing.helpers.wait_file_stats(irqlab_fresh_agent, ...) for irqlab_wait_stats",
+        ),
+        (  # it configured nothing: the test ran and passed
+            "@pytest.mark.irqlab(smp=2)\ndef test_it(tmp_path):\n    pass\n",
+            "@pytest.mark.irqlab configures a guest of the test's own, but test_it uses none: "
+            "take irqlab_fresh_guest (or irqlab_fresh_agent, irqlab_fresh_device), or drop "
+            "the marker",
+        ),
+        (
+            "pytestmark = pytest.mark.irqlab(smp=2)\n\ndef test_it():\n    pass\n",
+            "but test_it uses none: take irqlab_fresh_guest",
         ),
     ],
 )
@@ -397,3 +447,238 @@ def test_a_workers_notice_starts_a_line_of_its_own(capsys: pytest.CaptureFixture
     )
     _terminal_sink(config)("irqlab: the session guest died (x); starting a new one")  # type: ignore[arg-type]
     assert capsys.readouterr().err == "\nirqlab: the session guest died (x); starting a new one\n"
+
+
+def _marked_config_run(pytester: pytest.Pytester, test: str) -> pytest.RunResult:
+    """Run *test* (its irqlab_fresh_guest is the GuestConfig the plugin makes of its
+    markers, printed, and the merged markers' keywords) without a guest."""
+    pytester.makeconftest(
+        "import pytest\n"
+        "from irqlab.testing.plugin import fresh_guest_config, irqlab_marker\n\n"
+        "@pytest.fixture\n"
+        "def irqlab_fresh_guest(request):\n"
+        "    c = fresh_guest_config(request)\n"
+        "    print('CONFIG', c.smp, c.module_params, c.device_props, sorted(c.extra_files))\n"
+        "    print('KEYWORDS', dict(irqlab_marker(request.node).kwargs))\n"
+        "    return c\n"
+    )
+    (pytester.path / "x.bin").write_bytes(b"x")
+    pytester.makepyfile(test_marked="import pytest\n\n" + test)
+    return pytester.runpytest_subprocess("-s", "-p", "no:cacheprovider", "-p", "no:xdist")
+
+
+def test_stacked_and_module_level_markers_are_merged(pytester: pytest.Pytester) -> None:
+    """``pytestmark = pytest.mark.irqlab(smp=2)`` beside the test's own marker, or two
+    markers on one test: only the closest one was read (1 vCPU)."""
+    r = _marked_config_run(
+        pytester,
+        "pytestmark = pytest.mark.irqlab(smp=2, module={'wakeup': 'thread', 'uio': 0},\n"
+        "                                 files={'/a': 'x.bin'}, check_kernel_log=False)\n\n"
+        "@pytest.mark.irqlab(module={'wakeup': 'workqueue'}, device={'fifo-depth': 8})\n"
+        "def test_module_and_own(irqlab_fresh_guest):\n    pass\n\n"
+        "class TestClass:\n"
+        "    pytestmark = pytest.mark.irqlab(smp=3, files={'/b': 'x.bin'})\n\n"
+        "    @pytest.mark.irqlab(device={'fifo-depth': 8, 'evq-depth': 16})\n"
+        "    @pytest.mark.irqlab(device={'fifo-depth': 4}, smp=4)\n"
+        "    def test_stacked(self, irqlab_fresh_guest):\n        pass\n",
+    )
+    r.assert_outcomes(passed=2)
+    out = r.stdout.str()
+    assert (
+        "CONFIG 2 {'wakeup': 'workqueue', 'uio': 0} {'fifo-depth': 8} ['/a']\n"
+        "KEYWORDS {'smp': 2, 'module': {'wakeup': 'workqueue', 'uio': 0}, "
+        "'files': {'/a': 'x.bin'}, 'check_kernel_log': False, 'device': {'fifo-depth': 8}}"
+    ) in out, out
+    # of two decorators the lower one is the closer (pytest's order)
+    assert (
+        "CONFIG 4 {'wakeup': 'thread', 'uio': 0} {'fifo-depth': 4, 'evq-depth': 16} ['/a', '/b']"
+    ) in out, out
+
+
+def test_a_bad_dict_in_any_marker_is_named(pytester: pytest.Pytester) -> None:
+    """A farther marker's ``module=[...]`` is not dropped behind a closer one's dict."""
+    r = _marked_config_run(
+        pytester,
+        "pytestmark = pytest.mark.irqlab(module=['mydrv.ko'])\n\n"
+        "@pytest.mark.irqlab(module={'uio': 1})\n"
+        "def test_it(irqlab_fresh_guest):\n    pass\n",
+    )
+    r.assert_outcomes(errors=1)
+    out = r.stdout.str()
+    assert "@pytest.mark.irqlab(module=['mydrv.ko']): give a dict" in out, out
+    assert "Traceback" not in out, out
+
+
+HARNESS_FAILURES = """
+from types import SimpleNamespace
+
+import pytest
+
+from irqlab.contract import uapi
+from irqlab.testing.helpers import DeviceControl
+from irqlab.vm.agent_client import AgentClient
+from irqlab.vm.guest import Guest, GuestConfig
+from irqlab.vm.qmp.injector import Injector
+from irqlab.vm.ssh import RunResult
+from qemu_double import Refusing
+from ssh_double import silent_ssh
+
+
+@pytest.fixture
+def agent(tmp_path):
+    spec = tmp_path / "abi.json"
+    spec.write_text(uapi.abi_json(uapi.header_path()))
+    client = AgentClient.spawn_local(["--spec", str(spec)], logs=tmp_path / "logs")
+    client.wait_hello(20)
+    yield client
+    client.close()
+
+
+def test_agent_expect(agent):
+    agent.expect(path="read", timeout=0)
+
+
+def test_agent_events(agent):
+    agent.events(2, timeout=0)
+
+
+def test_agent_request(agent):
+    agent.request("no_such_op")
+
+
+def test_qmp(tmp_path):
+    Injector(Refusing()).push(1)
+
+
+def test_guest_qmp(tmp_path):
+    from irqlab.vm.guest import _FaultNamingQmp
+
+    machine = Refusing()
+    Injector(_FaultNamingQmp(SimpleNamespace(machine=machine, fault=None), machine)).push(1)
+
+
+def test_device_wait(tmp_path):
+    device = DeviceControl.__new__(DeviceControl)
+    device.counters = lambda: "the counters"
+    device.wait_counters(lambda c: False, timeout=0)
+
+
+def test_guest_sh(tmp_path):
+    g = Guest(GuestConfig())
+    g.ssh = SimpleNamespace(run=lambda cmd, **kw: RunResult(1, "", "no such file"))
+    g.sh("cat /nonexistent")
+
+
+def test_ssh_timeout(tmp_path):
+    silent_ssh().run("sleep 100", timeout=0.1)
+
+
+def test_a_bug_keeps_its_frames(agent):
+    agent.expect(path="read", timeout="soon")
+"""
+
+
+SILENT_SSH = """
+import threading
+
+import paramiko
+
+from irqlab.vm.ssh import SshClient
+
+
+class Channel:
+    def __init__(self):
+        self.status_event = threading.Event()  # never set: the command never ends
+
+    def settimeout(self, t):
+        pass
+
+    def exec_command(self, cmd):
+        pass
+
+    def shutdown_write(self):
+        pass
+
+    def recv(self, n):
+        return b""
+
+    recv_stderr = recv
+
+    def close(self):
+        pass
+
+
+class Transport:
+    def __init__(self):
+        self.channels = 0
+
+    def is_active(self):
+        return True
+
+    def set_keepalive(self, interval):
+        pass
+
+    def open_session(self, timeout=None):
+        self.channels += 1
+        if self.channels > 1:
+            raise paramiko.SSHException("no second channel")
+        return Channel()
+
+
+class Client:
+    transport = Transport()
+
+    def connect(self, hostname, **kw):
+        pass
+
+    def get_transport(self):
+        return self.transport
+
+    def close(self):
+        pass
+
+
+def silent_ssh():
+    pkey = paramiko.Ed25519Key.__new__(paramiko.Ed25519Key)
+    return SshClient("127.0.0.1", 2222, pkey=pkey, client_factory=Client).connect(timeout=5)
+"""
+
+
+def test_a_failure_in_the_harness_shows_the_tests_line_and_the_cause(
+    pytester: pytest.Pytester,
+) -> None:
+    """An agent timeout, a refused QMP command, a failed guest command: pytest showed
+    some 35 lines of the harness's source around each raise; now the test's own line
+    and the error.  A bug's error (here a TypeError) keeps the harness's frames."""
+    pytester.makepyfile(test_harness=HARNESS_FAILURES)
+    pytester.makepyfile(  # QEMU's side, outside the test file (as the harness is)
+        qemu_double="from irqlab.vm.qmp.errors import QMPCommandError\n\n"
+        "class Refusing:\n"
+        "    def qmp(self, command, args=None, /):\n"
+        "        raise QMPCommandError(command, args or {}, 'GenericError', 'refused here')\n"
+    )
+    pytester.makepyfile(ssh_double=SILENT_SSH)  # a guest whose command never ends
+    r = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:xdist")
+    r.assert_outcomes(failed=9)
+    out = r.stdout.str()
+    parts = re.split(r"\n_{3,} (test_\w+) _{3,}\n", out.split(" FAILURES ", 1)[1])
+    by_name = dict(zip(parts[1::2], parts[2::2], strict=True))
+    said = {
+        "test_agent_expect": "AgentTimeout: no message matching",
+        "test_agent_events": "AgentTimeout: got 0 of 2 event messages",
+        "test_agent_request": "AgentError: agent op 'no_such_op'",
+        "test_qmp": "DeviceRejected: ",
+        "test_guest_qmp": "DeviceRejected: ",
+        "test_device_wait": "AssertionError: ",
+        "test_guest_sh": "CommandError: ",
+        "test_ssh_timeout": "SshTimeout: timeout (0.1s) running: sleep 100 (it may still run "
+        "in the guest: killing it failed: no second channel)",
+    }
+    for name, error in said.items():
+        text = by_name[name]
+        assert error in text, text
+        # only the test's own source: no frame of the harness
+        assert "harness/irqlab" not in text and "irqlab/vm/" not in text, text
+        assert len(text.splitlines()) < 25, text
+    bug = by_name["test_a_bug_keeps_its_frames"]
+    assert "TypeError" in bug and "agent_client.py" in bug, bug

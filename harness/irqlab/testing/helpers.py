@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from irqlab.errors import hide_frame
 from irqlab.vm.kernlog import (
     EXPECTED_TAINT,
     KERNEL_SPLAT,
@@ -37,6 +38,7 @@ __all__ = [
     "DeviceControl",
     "check_guest_kernel_log",
     "guest_kernel_log",
+    "hide_test_frame",
     "kernel_report",
     "kernel_splats",
     "module_reloaded",
@@ -47,6 +49,14 @@ __all__ = [
 
 POLL_INTERVAL = 0.005
 T = TypeVar("T")
+
+
+def hide_test_frame(excinfo: Any) -> bool:
+    """:func:`irqlab.errors.hide_frame`, and for a helper's or fixture's own
+    AssertionError too (a wait that timed out: its message is the failure)."""
+    return hide_frame(excinfo) or (
+        excinfo is not None and bool(excinfo.errisinstance(AssertionError))
+    )
 
 
 def process_exited(pid: int, timeout: float) -> bool:
@@ -65,6 +75,7 @@ def process_exited(pid: int, timeout: float) -> bool:
 
 def wait_until(fetch: Callable[[], T], pred: Callable[[T], bool], timeout: float, what: str) -> T:
     """Fetch a value until *pred* holds; AssertionError naming *what* at the timeout."""
+    __tracebackhide__ = hide_test_frame
     check_timeout(timeout, zero=True)  # -1 or "1" failed obscurely at the deadline
     deadline = time.monotonic() + timeout
     while True:
@@ -82,6 +93,7 @@ class DeviceControl:
     """The host side of the device for tests: injection and counters over QMP."""
 
     def __init__(self, guest: Guest) -> None:
+        __tracebackhide__ = hide_test_frame
         self.guest = guest
         guest.injector  # noqa: B018 - GuestError now when the guest does not run
 
@@ -89,36 +101,44 @@ class DeviceControl:
     def inj(self) -> Injector:
         """The guest's injector now (a restart() gives the guest a new one: the one
         taken at first went stale, "QMP qom-get: not connected")."""
+        __tracebackhide__ = hide_test_frame
         return self.guest.injector
 
     def counters(self) -> Counters:
+        __tracebackhide__ = hide_test_frame
         c: Counters = self.inj.counters()
         return c
 
     def next_seq(self) -> int:
+        __tracebackhide__ = hide_test_frame
         return self.counters().next_seq
 
     def push(self, *words: int) -> None:
+        __tracebackhide__ = hide_test_frame
         for w in words:
             self.inj.push(w)
 
     def burst(self, count: int, period_ns: int) -> None:
         """The in-device generator: *count* BURST events, one per *period_ns*."""
+        __tracebackhide__ = hide_test_frame
         self.inj.burst(count, period_ns)
 
     # -- GPIO input lines (driven by the host) --------------------------------------
     def pulse(self, *lines: int) -> None:
         """Pulse each line: a rising then a falling edge (two events on a line armed
         for both edges, e.g. by ``@pytest.mark.irqlab(gpio_edges=[line])``)."""
+        __tracebackhide__ = hide_test_frame
         for line in lines:
             self.inj.pulse(line)
 
     def set_lines(self, levels: int) -> None:
         """Drive every GPIO input to the bit of *levels* (bit n: line n high)."""
+        __tracebackhide__ = hide_test_frame
         self.inj.set_lines(levels)
 
     def lines(self) -> int:
         """The GPIO input levels now (bit n: line n high)."""
+        __tracebackhide__ = hide_test_frame
         value: int = self.inj.gpio_in()
         return value
 
@@ -126,10 +146,12 @@ class DeviceControl:
         """A train of *count* alternating edges on *line*, one per *period_ns*, made
         by the device's burst generator (for rates QMP cannot reach); the line ends
         where it started if *count* is even."""
+        __tracebackhide__ = hide_test_frame
         self.inj.burst(count, period_ns, line=line)
 
     def wait_burst_done(self, what: str, timeout: float = 60.0) -> None:
         """Wait until the device's burst generator made all its steps (QMP)."""
+        __tracebackhide__ = hide_test_frame
         wait_until(self.inj.burst_remaining, lambda n: n == 0, timeout, what)
 
     def let_guest_time_pass(self, ns: int, idle_line: int, timeout: float = 60.0) -> None:
@@ -140,11 +162,13 @@ class DeviceControl:
 
         *idle_line* must be a line nothing detects (no edge or level enabled): its two
         toggles raise nothing and leave it at its level.  The generator must be idle."""
+        __tracebackhide__ = hide_test_frame
         self.edges(idle_line, 2, ns)
         self.wait_burst_done(f"{ns} ns of the guest's clock (steps on line {idle_line})", timeout)
 
     def wait_counters(self, pred: Callable[[Counters], bool], timeout: float = 60.0) -> Counters:
         """Poll the device counters (QMP) until *pred* holds."""
+        __tracebackhide__ = hide_test_frame
         return wait_until(self.counters, pred, timeout, "the device counters")
 
 
@@ -152,6 +176,7 @@ def wait_file_stats(
     agent: AgentClient, handle: str, pred: Callable[[dict[str, int]], bool], timeout: float = 60.0
 ) -> dict[str, int]:
     """Poll GET_STATS on an agent handle until *pred* holds (the driver's view of a file)."""
+    __tracebackhide__ = hide_test_frame
 
     def fetch() -> dict[str, int]:
         r = agent.request("ioctl", name=handle, ioctl="GET_STATS")
@@ -179,6 +204,7 @@ def module_reloaded(guest: Guest, **params: Any) -> Iterator[Guest]:
 def check_guest_kernel_log(guest: Guest) -> None:
     """Fail (AssertionError with the lines) if the guest's kernel log reports a bug; on
     a kernel with kmemleak (the Buildroot debug kernel) after a scan for leaks first."""
+    __tracebackhide__ = hide_test_frame
     problems = kernel_problems(guest)
     if problems:
         raise AssertionError(problems.report("the guest kernel reported problems"))

@@ -19,8 +19,8 @@ Booted guest (end to end): ``irqlab_guest`` (session), ``irqlab_agent``,
 among its fixtures, the autouse ``irqlab_guest_alive`` replaces one an earlier test
 killed); ``irqlab_fresh_guest``, ``irqlab_fresh_agent``
 and ``irqlab_fresh_device`` for a guest of the test's own (a test uses one guest: mixing
-the two kinds, or the marker with the shared guest's fixtures, is an error), configured by
-``@pytest.mark.irqlab(device={...}, module={...}, smp=N, gpio_edges=LINES,
+the two kinds, or the marker with the shared guest's fixtures or with none, is an
+error), configured by ``@pytest.mark.irqlab(device={...}, module={...}, smp=N, gpio_edges=LINES,
 modules=[KO, ...], files={GUEST_PATH: FILE}, load_irqlab=True,
 kernel_modules=[NAME, ...])`` (relative KO and FILE paths are relative to the test
 file's directory; a ``modules=`` entry may carry parameters, ``"KO PARAM=VALUE ..."``).
@@ -39,15 +39,17 @@ import sys
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn, Protocol
 
 import pytest
 
 from irqlab import notice, paths
 from irqlab.build.imagekind import IMAGE_ENV, IMAGE_KINDS
+from irqlab.contract.regs import QOM, REGS
 from irqlab.errors import IrqlabError
 from irqlab.sigsafe import SafeRaise
 from irqlab.testing.diagnostics import GuestDiagnostics
+from irqlab.testing.helpers import hide_test_frame
 from irqlab.testing.logslice import LogSlicer
 from irqlab.testing.parallel import DEFAULT_DIR
 from irqlab.vm import accel
@@ -438,21 +440,55 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+MARKER_KEYWORDS = frozenset(
+    {
+        *("device", "module", "smp", "hotplug", "gpio_edges", "modules", "files"),
+        *("load_irqlab", "kernel_modules", "check_kernel_log"),
+    }
+)
+# The marker's keywords whose values are dicts: merged key by key across markers.
+MERGED_KEYWORDS = ("device", "module", "files")
+
+
+class IrqlabMarker(NamedTuple):
+    """All ``@pytest.mark.irqlab(...)`` markers of a test as one (:func:`irqlab_marker`)."""
+
+    args: tuple[object, ...]
+    kwargs: Mapping[str, object]
+
+
+def irqlab_marker(item: pytest.Item) -> IrqlabMarker | None:
+    """The test's ``irqlab`` markers merged (None: it has none): the test's own, its
+    class's, its module's (``pytestmark``).  Per keyword the closest marker wins (of
+    decorators on one test, the lowest); the dicts ``device=``, ``module=`` and
+    ``files=`` are merged key by key, the closest winning.  Everything that reads the
+    marker reads it here."""
+    marks = list(item.iter_markers("irqlab"))  # closest first
+    if not marks:
+        return None
+    args: list[object] = []
+    kwargs: dict[str, object] = {}
+    for mark in reversed(marks):  # farthest first: each closer one overrides
+        args[:0] = mark.args
+        for key, value in mark.kwargs.items():
+            if key in MERGED_KEYWORDS:
+                value = {**_marker_mapping(kwargs, key), **_marker_mapping(mark.kwargs, key)}
+            kwargs[key] = value
+    return IrqlabMarker(tuple(args), kwargs)
+
+
 def fresh_guest_config(request: pytest.FixtureRequest, log_dir: Path | None = None) -> GuestConfig:
     """The GuestConfig of a test's own guest, from its ``@pytest.mark.irqlab(...)``; a
     value that cannot work fails the test here, before anything boots.  Relative paths
     in ``modules=`` and ``files=`` are relative to the test file's directory."""
     from irqlab.vm.guest import GuestConfig
 
-    marker = request.node.get_closest_marker("irqlab")
-    kw = dict(marker.kwargs) if marker is not None else {}
-    known = {
-        *("device", "module", "smp", "hotplug", "gpio_edges", "modules", "files"),
-        *("load_irqlab", "kernel_modules", "check_kernel_log"),
-    }
-    unknown = set(kw) - known
-    if unknown or (marker is not None and marker.args):
-        got = [*(repr(a) for a in (marker.args if marker is not None else ())), *sorted(unknown)]
+    marker = irqlab_marker(request.node)
+    args, kw = (marker.args, dict(marker.kwargs)) if marker is not None else ((), {})
+    unknown = set(kw) - MARKER_KEYWORDS
+    if unknown or args:
+        known = MARKER_KEYWORDS
+        got = [*(repr(a) for a in args), *sorted(unknown)]
         pytest.fail(
             f"@pytest.mark.irqlab takes {', '.join(f'{k}=' for k in sorted(known))}, "
             f"not {', '.join(f'{g}=' if g in unknown else g for g in got)}",
@@ -462,7 +498,15 @@ def fresh_guest_config(request: pytest.FixtureRequest, log_dir: Path | None = No
     params = dict(module)
     edges = kw.get("gpio_edges")
     if edges is not None:
-        params["gpio_edges"] = gpio_mask(edges)
+        from irqlab.vm.guest import device_gpio_lines, param_key
+
+        for name, value in module.items():  # the shortcut's value went in silently
+            if param_key(name) == "gpio_edges":
+                _marker_error(
+                    f"module={{{name!r}: {value!r}}}, gpio_edges={edges!r}",
+                    "both set our driver's gpio_edges: give one of them",
+                )
+        params["gpio_edges"] = gpio_mask(edges, device_gpio_lines(device))
     smp = kw.get("smp", 1)
     if type(smp) is not int or smp < 1:
         _marker_error(f"smp={smp!r}", "give the number of vCPUs, an int of at least 1")
@@ -480,25 +524,32 @@ def fresh_guest_config(request: pytest.FixtureRequest, log_dir: Path | None = No
         _marker_error(f"kernel_modules={kmods!r}", "give a list of module names")
     if not isinstance(kw.get("check_kernel_log", True), bool):
         _marker_error(f"check_kernel_log={kw['check_kernel_log']!r}", "give True or False")
-    from irqlab.vm.guest import GuestConfigError, check_device_props
+    from irqlab.vm.guest import GuestConfigError, check_device_props, guest_file_problem
 
     try:
         check_device_props(dict(device))
     except GuestConfigError as e:
         _marker_error(f"device={dict(device)!r}", str(e))
-    return GuestConfig(
-        name="fresh",
-        device_props=dict(device),
-        module_params=params,
-        smp=smp,
-        hotplug=bool(kw.get("hotplug", False)),
-        log_dir=log_dir,
-        extra_modules=extra_modules,
-        extra_module_params=extra_params,
-        extra_files={str(g): _marker_file(here, "files", f) for g, f in files.items()},
-        load_irqlab=bool(kw.get("load_irqlab", True)),
-        kernel_modules=tuple(kmods),
-    )
+    for remote in files:
+        problem = guest_file_problem(str(remote))
+        if problem:
+            _marker_error(f"files={{{remote!r}: ...}}", problem)
+    try:
+        return GuestConfig(
+            name="fresh",
+            device_props=dict(device),
+            module_params=params,
+            smp=smp,
+            hotplug=bool(kw.get("hotplug", False)),
+            log_dir=log_dir,
+            extra_modules=extra_modules,
+            extra_module_params=extra_params,
+            extra_files={str(g): _marker_file(here, "files", f) for g, f in files.items()},
+            load_irqlab=bool(kw.get("load_irqlab", True)),
+            kernel_modules=tuple(kmods),
+        )
+    except GuestConfigError as e:  # what the checks above missed: still the marker's
+        _marker_error("...", str(e))
 
 
 def _marker_error(argument: str, problem: str) -> NoReturn:
@@ -545,15 +596,24 @@ def _marker_file(here: Path, key: str, name: object) -> Path:
     return path
 
 
-def gpio_mask(edges: object) -> int:
-    """``gpio_edges=`` of the marker: a bit mask, or an iterable of line numbers."""
+def gpio_mask(edges: object, lines: int = REGS.MAX_GPIO_LINES) -> int:
+    """``gpio_edges=`` of the marker: a bit mask, or an iterable of line numbers, of a
+    device with *lines* GPIO lines (the driver refused any other after a boot)."""
+    beyond = f"beyond the device's {lines} GPIO lines (0 to {lines - 1}; device="
+    beyond += f"{{{QOM.PROP_GPIO_LINES!r}: N}} sets how many)"
     if isinstance(edges, int) and not isinstance(edges, bool):
+        if edges < 0:
+            _marker_error(f"gpio_edges={edges!r}", "a bit mask is not negative")
+        if edges >> lines:
+            _marker_error(f"gpio_edges={edges:#x}", f"names lines {beyond}")
         return edges
     if isinstance(edges, (list, tuple, set, frozenset, range)):
         mask = 0
         for line in edges:
-            if not isinstance(line, int) or not 0 <= line < 64:
+            if not isinstance(line, int) or isinstance(line, bool) or line < 0:
                 pytest.fail(f"gpio_edges: {line!r} is not a line number", pytrace=False)
+            if line >= lines:
+                _marker_error(f"gpio_edges={edges!r}", f"line {line} is {beyond}")
             mask |= 1 << line
         return mask
     pytest.fail(f"gpio_edges={edges!r}: give a bit mask or a list of lines", pytrace=False)
@@ -574,7 +634,7 @@ def irqlab_fresh_guest(
     )
     try:
         yield g
-        marker = request.node.get_closest_marker("irqlab")
+        marker = irqlab_marker(request.node)
         wanted = marker is None or marker.kwargs.get("check_kernel_log", True)
         # a failed test has its story already: no second error, no wait on its guest
         if wanted and not request.node.stash.get(_CALL_FAILED, False):
@@ -621,6 +681,7 @@ def irqlab_fresh_agent(
     """The agent of :func:`irqlab_fresh_guest`, reset as ``irqlab_agent`` is (no armed
     paths or open files, device counters zero); a path error the test left unread fails
     it at its end, as with ``irqlab_agent``."""
+    __tracebackhide__ = hide_test_frame
     irqlab_fresh_guest.reset()
     _mark_test_start(request, irqlab_fresh_guest)
     client = irqlab_fresh_guest.agent
@@ -638,6 +699,7 @@ def _mark_test_start(request: pytest.FixtureRequest, guest: Guest) -> None:
 
 def _check_path_errors(guest: Guest, client: AgentClient) -> None:
     """End of a test: no path error the test did not read (then the events are dropped)."""
+    __tracebackhide__ = hide_test_frame
     if guest.fault is not None:
         return  # the test's own failure names the cause; the next test gets a new guest
     errors = [e for e in client.pending() if e.get("type") == "path_error"]
@@ -683,13 +745,20 @@ def _instead(shared: list[str]) -> str:
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """Refuse, before any guest starts, a test that would get another guest than it
     asks for: the marker with the shared guest's fixtures (the shared guest keeps its
-    defaults), or the shared guest's fixtures beside a guest of the test's own (two
-    guests, the agent of one and the device of the other)."""
+    defaults) or with no guest at all, or the shared guest's fixtures beside a guest of
+    the test's own (two guests, the agent of one and the device of the other)."""
     shared = _shared_fixtures(item)
+    fresh = [n for n in _FRESH if n in getattr(item, "fixturenames", ())]
     if not shared:
+        if not fresh and irqlab_marker(item) is not None:  # it configured nothing
+            pytest.fail(
+                f"@pytest.mark.irqlab configures a guest of the test's own, but "
+                f"{item.name} uses none: take irqlab_fresh_guest (or irqlab_fresh_agent, "
+                "irqlab_fresh_device), or drop the marker",
+                pytrace=False,
+            )
         return
     names = ", ".join(shared)
-    fresh = [n for n in _FRESH if n in getattr(item, "fixturenames", ())]
     if fresh:
         pytest.fail(
             f"{item.name} uses the shared guest's {names} and a guest of its own "
@@ -697,7 +766,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
             f"({_instead(shared)}), or the shared guest's only",
             pytrace=False,
         )
-    if item.get_closest_marker("irqlab") is not None:
+    if irqlab_marker(item) is not None:
         pytest.fail(
             f"@pytest.mark.irqlab configures a guest of the test's own, but {item.name} "
             f"uses the shared guest ({names}), which keeps its defaults: use "
@@ -824,6 +893,7 @@ def irqlab_agent(
     """The session's agent, reset: no armed paths or open files, device counters zero.
     If an earlier test killed the session guest, it was replaced first (by the autouse
     ``irqlab_guest_alive``, which pytest sets up before this one)."""
+    __tracebackhide__ = hide_test_frame
     irqlab_guest.reset()
     _mark_test_start(request, irqlab_guest)
     client = irqlab_guest.agent

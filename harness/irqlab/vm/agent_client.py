@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from irqlab.contract import uapi
-from irqlab.errors import IrqlabError
+from irqlab.errors import IrqlabError, hide_frame
 from irqlab.paths import log_dir
 from irqlab.vm.health import Fault, GuestFault
 from irqlab.vm.loadscale import check_timeout
@@ -270,6 +270,7 @@ class AgentClient:
         return f"{what} ({doing}); {where}"
 
     def _wait(self, pred: Callable[[], bool], timeout: float, what: str) -> None:
+        __tracebackhide__ = hide_frame
         check_timeout(timeout, zero=True)
         deadline = time.monotonic() + timeout
         with self._cond:
@@ -293,6 +294,7 @@ class AgentClient:
 
     def send_raw(self, line: bytes) -> None:
         """Write one raw line (tests use it to send malformed requests)."""
+        __tracebackhide__ = hide_frame
         if self.closed:  # its logs are closed too: that was a ValueError
             raise AgentError(CLOSED)
         with self._send_lock:
@@ -304,6 +306,7 @@ class AgentClient:
                 raise self._gone(f"cannot send to the agent: {e}") from e
 
     def submit(self, op: str, **args: Any) -> int:
+        __tracebackhide__ = hide_frame
         with self._send_lock:
             rid = self._next_id
             self._next_id += 1
@@ -311,6 +314,7 @@ class AgentClient:
         return rid
 
     def response(self, rid: int, timeout: float = 30.0) -> dict[str, Any]:
+        __tracebackhide__ = hide_frame
         self._wait(lambda: rid in self._responses, timeout, f"response to request {rid}")
         with self._cond:
             return self._responses.pop(rid)
@@ -319,6 +323,7 @@ class AgentClient:
         self, op: str, *, timeout: float = 30.0, check: bool = True, **args: Any
     ) -> dict[str, Any]:
         """Send ``{"op": op, **args}``; return the response (raise if not ok and *check*)."""
+        __tracebackhide__ = hide_frame
         rid = self.submit(op, **args)
         resp = self.response(rid, timeout)
         if check and not resp.get("ok"):
@@ -326,6 +331,7 @@ class AgentClient:
         return resp
 
     def ping(self, timeout: float = 10.0) -> dict[str, Any]:
+        __tracebackhide__ = hide_frame
         return self.request("ping", timeout=timeout)
 
     def arm(self, path: str, *, dev: str = "/dev/irqlab0", **opts: Any) -> dict[str, Any]:
@@ -333,10 +339,12 @@ class AgentClient:
         sigio, setsig, count, eventfd, gpio-cdev, uio, ...) on *dev*; its events then
         come as messages (:meth:`next_event`, :meth:`expect`).  *opts*: ``op_arm``'s
         (harness/irqlab_agent/agent.py), e.g. ``name``, ``batch``, ``ack``."""
+        __tracebackhide__ = hide_frame
         return self.request("arm", path=path, dev=dev, **opts)
 
     def disarm(self, name: str | None = None, *, timeout: float = 30.0) -> dict[str, Any]:
         """Disarm the path *name* (default: every one); their final statistics by name."""
+        __tracebackhide__ = hide_frame
         args: dict[str, Any] = {"name": name} if name is not None else {}
         paths: dict[str, Any] = self.request("disarm", timeout=timeout, **args)["paths"]
         return paths
@@ -344,6 +352,7 @@ class AgentClient:
     def stats(self, dev: str | None = None) -> dict[str, Any]:
         """The armed paths' statistics (events, reads, wake-ups, ACKs, ...) and, with
         *dev*, the driver's for that device file."""
+        __tracebackhide__ = hide_frame
         args: dict[str, Any] = {"dev": dev} if dev is not None else {}
         return self.request("stats", **args)
 
@@ -351,6 +360,7 @@ class AgentClient:
         """Disarm all paths and close all handles (per-test cleanup); the reply's
         ``paths``, ``monotonic_ns`` (the guest time it began), and with *dev* also
         ``present``: that character device exists."""
+        __tracebackhide__ = hide_frame
         args: dict[str, Any] = {"dev": dev} if dev is not None else {}
         return self.request("reset", timeout=60.0, **args)
 
@@ -358,6 +368,7 @@ class AgentClient:
     def next_event(self, timeout: float = 10.0) -> Event:
         """The next message from the agent, whatever its type (0: only one queued
         already); :class:`AgentTimeout` when none comes within *timeout* s."""
+        __tracebackhide__ = hide_frame
         self._wait(lambda: bool(self._backlog), timeout, "an event")
         with self._cond:
             return self._backlog.popleft()
@@ -373,6 +384,7 @@ class AgentClient:
     ) -> list[Event]:
         """The next *n* messages of *type* (and *path*), within *timeout* for all of them
         and, if *idle* is given, with no gap longer than *idle* seconds between two."""
+        __tracebackhide__ = hide_frame
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
             raise ValueError(f"events: n must be a count >= 0, not {n!r}")
         check_timeout(timeout, zero=True)
@@ -404,6 +416,7 @@ class AgentClient:
     ) -> Event:
         """The first message matching all criteria (*type*: one, or a tuple of types);
         others stay queued in order."""
+        __tracebackhide__ = hide_frame
         types = (type,) if isinstance(type, str) else type
         crit: dict[str, Any] = {"type": type, **match}
         if path is not None:

@@ -35,6 +35,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
@@ -44,8 +45,8 @@ from irqlab import notice
 from irqlab.build import imagekind
 from irqlab.build.arch import build_module_command
 from irqlab.build.imagekind import IMAGE_KINDS
-from irqlab.contract.regs import REGS
-from irqlab.errors import ConfigError, IrqlabError
+from irqlab.contract.regs import QOM, REGS
+from irqlab.errors import ConfigError, IrqlabError, hide_frame
 from irqlab.paths import cache_description, log_dir, prune_logs
 from irqlab.vm import proc
 from irqlab.vm.agent_client import AgentClient, AgentError, AgentFault, AgentTimeout
@@ -397,6 +398,123 @@ def kernel_bool(value: object) -> bool:
     return text[:1] in ("1", "y", "Y", "t", "T") or text[:2].lower() == "on"
 
 
+# The kernel's integer parameter types (a .ko's parmtype=) and the values each takes: its
+# param_set_<type> reads them with kstrto<type>(value, 0) (both guests are 64-bit).
+KERNEL_INT_RANGES = {
+    "byte": (0, 2**8 - 1),
+    "short": (-(2**15), 2**15 - 1),
+    "ushort": (0, 2**16 - 1),
+    "int": (-(2**31), 2**31 - 1),
+    "uint": (0, 2**32 - 1),
+    "hexint": (0, 2**32 - 1),
+    "long": (-(2**63), 2**63 - 1),
+    "ulong": (0, 2**64 - 1),
+    "ullong": (0, 2**64 - 1),
+}
+# kstrto*'s base 0: 0x hex, 0 octal, else decimal; one trailing newline is allowed
+_KERNEL_INT = re.compile(r"(?:(0[xX][0-9a-fA-F]+)|(0[0-7]*)|([1-9][0-9]*))\n?")
+KERNEL_BOOL_WORDS = "1, y, t or on; 0, n, f or off"  # what kstrtobool takes
+
+
+def kernel_int(text: str, signed: bool) -> int | None:
+    """*text* as the kernel's ``kstrtoll``/``kstrtoull`` (base 0) read it: None where
+    they refuse it (a ``+`` sign, or a ``-`` if *signed*, then 0x hex, 0 octal or
+    decimal digits; the range is the caller's)."""
+    sign = 1
+    if signed and text.startswith("-"):
+        sign, text = -1, text[1:]
+    elif text.startswith("+"):
+        text = text[1:]
+    m = _KERNEL_INT.fullmatch(text)
+    if m is None:
+        return None
+    hexa, octal, decimal = m.groups()
+    return sign * (int(hexa, 16) if hexa else int(octal, 8) if octal else int(decimal))
+
+
+def param_value_problem(kind: str, value: object) -> str | None:
+    """Why the kernel would refuse *value* for a module parameter of type *kind* (its
+    .modinfo ``parmtype``; ``array of T``: each comma-separated T), or None: it takes
+    it, or the type says nothing (charp, string, a parameter with its own ops)."""
+    if value is None:  # a bare name: a bool's, said by the caller otherwise
+        return None
+    text = str(value)
+    element = kind.removeprefix("array of ")
+    if element != kind:
+        problems = (param_value_problem(element, v) for v in text.split(","))
+        return next((p for p in problems if p), None)
+    if kind in ("bool", "invbool"):  # kstrtobool: the first character, or on/off
+        if text[:1] in tuple("1yYtT0nNfF") or text[:2].lower() in ("on", "of"):
+            return None
+        return f"{text!r} is not a bool (the kernel takes {KERNEL_BOOL_WORDS})"
+    if kind not in KERNEL_INT_RANGES:
+        return None
+    low, high = KERNEL_INT_RANGES[kind]
+    number = kernel_int(text, signed=low < 0)
+    if number is None:
+        sign = "" if low < 0 else "unsigned "
+        return f"{text!r} is not an {sign}integer (decimal, 0x hex or 0 octal)"
+    if not low <= number <= high:
+        return f"{text} is out of range for {kind} ({low} to {high})"
+    return None
+
+
+def described_choices(description: str) -> tuple[str, ...] | None:
+    """The values a parameter takes as its description lists them after a colon, each
+    a word, the list's asides in parentheses: ``"where readers are woken: hardirq
+    (default), thread (threaded IRQ) or workqueue"`` -> hardirq, thread, workqueue;
+    None for a description that is no such list."""
+    _, colon, listed = description.partition(": ")
+    words = [w.strip() for w in re.split(r",|\bor\b", re.sub(r"\([^()]*\)", "", listed))]
+    if not colon or len(words) < 2:
+        return None
+    return tuple(words) if all(re.fullmatch(r"[a-z][a-z0-9_-]*", w) for w in words) else None
+
+
+def check_driver_choices(ko: Path, params: Mapping[str, Any]) -> None:
+    """Our driver's parameters that take one of a few names (their own ops: no
+    ``parmtype``, e.g. ``wakeup``, ``irq_mode``) against the names their ``.modinfo``
+    descriptions list (:func:`described_choices`), before anything boots: the driver
+    refused another only at its load, after a boot."""
+    from irqlab.build.elf import ElfError, modinfo
+
+    try:
+        entries = modinfo(ko.read_bytes())
+    except (OSError, ElfError):
+        return  # check_module_params says so
+    typed = {param_key(v.partition(":")[0]) for k, v in entries if k == "parmtype"}
+    choices = {
+        param_key(name): described_choices(text)
+        for name, _, text in (v.partition(":") for k, v in entries if k == "parm")
+        if param_key(name) not in typed
+    }
+    for name, value in params.items():
+        names = choices.get(param_key(name))
+        if not names:
+            continue
+        if value is None:  # a bare name: the kernel's -EINVAL
+            raise GuestConfigError(
+                f"parameter {name} of {ko.name} needs a value: one of {', '.join(names)}"
+            )
+        if str(value).removesuffix("\n") not in names:
+            raise GuestConfigError(
+                f"parameter {name} of {ko.name}: {str(value)!r} is none of {', '.join(names)}"
+            )
+
+
+def device_gpio_lines(props: Mapping[str, Any]) -> int:
+    """How many GPIO lines a device of the properties *props* has: its gpio-lines, else
+    the device's default, the register contract's maximum (also for a value QEMU will
+    refuse, in its own words)."""
+    given = props.get(QOM.PROP_GPIO_LINES)
+    if given is None:
+        return REGS.MAX_GPIO_LINES
+    try:
+        return int(str(given), 0)
+    except ValueError:
+        return REGS.MAX_GPIO_LINES
+
+
 def kernel_param(name: object, value: object) -> str:
     """``name=value`` as one shell word for insmod/modprobe, in the kernel's syntax: a
     value with blanks in double quotes (BusyBox joins its arguments with spaces and the
@@ -461,7 +579,8 @@ def module_specs(
 def check_module_params(ko: Path, params: Mapping[str, Any]) -> None:
     """Refuse, before anything boots, parameters *params* that the module *ko* does not
     declare (its .modinfo ``parm``/``parmtype`` entries, as ``modinfo -p`` lists them):
-    the kernel would only log "unknown parameter ... ignored"."""
+    the kernel would only log "unknown parameter ... ignored"; and values the kernel
+    would refuse for a parameter's type (:func:`param_value_problem`)."""
     from irqlab.build.elf import ElfError, module_parameters
 
     if not params:
@@ -484,6 +603,9 @@ def check_module_params(ko: Path, params: Mapping[str, Any]) -> None:
                     f"parameter {name} of {ko.name} ({kind}) needs a value: {name}=VALUE "
                     "(a bare name sets a bool parameter only)"
                 )
+            problem = param_value_problem(kind, value)
+            if problem:  # the kernel refused it only after a boot
+                raise GuestConfigError(f"parameter {name} of {ko.name} ({kind}): {problem}")
         return
     valid = ", ".join(f"{n} ({t})" if t else n for n, t in sorted(declared.items()))
     raise GuestConfigError(
@@ -650,15 +772,9 @@ class GuestConfig:
         filesystem of the kernel's (/proc, /sys), where no file can be made: such a
         copy failed only after a cold boot (the path is part of the snapshot's key)."""
         for remote in self.extra_files:
-            where = str(remote)
-            if not posixpath.isabs(where):
-                raise GuestConfigError(f"extra_files: guest path {where!r} is not absolute")
-            top = posixpath.normpath(where).lstrip("/").split("/")[0]  # "//proc/x" too
-            if top in ("proc", "sys"):
-                raise GuestConfigError(
-                    f"extra_files: {where}: no file can be made under /{top} (the "
-                    "kernel's own files; write to them with g.sh once the guest runs)"
-                )
+            problem = guest_file_problem(str(remote))
+            if problem:
+                raise GuestConfigError(f"extra_files: {problem}")
 
     def _check_shapes(self) -> None:
         """A string where a list belongs was taken a character at a time ("extra module
@@ -680,6 +796,20 @@ class GuestConfig:
                     f"GuestConfig(extra_module_params={{{module!r}: {params!r}}}): each "
                     f"module's parameters are a dict, e.g. {{{module!r}: {{'tag': 'x'}}}}"
                 )
+
+
+def guest_file_problem(where: str) -> str | None:
+    """Why no file can be put at the guest path *where* (None: it can): not absolute, or
+    in a filesystem of the kernel's (/proc, /sys)."""
+    if not posixpath.isabs(where):
+        return f"guest path {where!r} is not absolute"
+    top = posixpath.normpath(where).lstrip("/").split("/")[0]  # "//proc/x" too
+    if top in ("proc", "sys"):
+        return (
+            f"{where}: no file can be made under /{top} (the kernel's own files; write "
+            "to them with g.sh once the guest runs)"
+        )
+    return None
 
 
 _PROBE_FAILED = re.compile(r"fail|error|no interrupt|cannot|unable|-E[A-Z]{3,}|not supported", re.I)
@@ -839,6 +969,8 @@ class Guest:
 
         try:
             check_module_params(ko, self.config.module_params)
+            check_driver_choices(ko, self.config.module_params)
+            self._check_gpio_lines()
         except GuestConfigError as e:
             for mod in map(Path, self.config.extra_modules):
                 try:
@@ -857,6 +989,27 @@ class Guest:
                         "GuestConfig(extra_module_params=...))"
                     ) from None
             raise
+
+    def _check_gpio_lines(self) -> None:
+        """Our driver's ``gpio_edges`` and ``key_line`` against the device's GPIO lines
+        (:func:`device_gpio_lines`), before anything boots: the driver ignored edges
+        beyond them (a line in the kernel log) and refused such a key line at probe."""
+        lines = device_gpio_lines(self.config.device_props)
+        for name, value in self.config.module_params.items():
+            key = param_key(name)
+            if key not in ("gpio_edges", "key_line") or value is None:
+                continue
+            number = kernel_int(str(value), signed=key == "key_line")
+            if number is None:  # not a number: its type's check says so
+                continue
+            beyond = number >> lines if key == "gpio_edges" else not -1 <= number < lines
+            if beyond:
+                raise GuestConfigError(
+                    f"parameter {name}={value}: "
+                    f"{'names lines' if key == 'gpio_edges' else 'a line'} beyond the "
+                    f"device's {lines} GPIO lines (0 to {lines - 1}; its "
+                    f"{QOM.PROP_GPIO_LINES} property sets how many)"
+                )
 
     def _extra_module_args(self, ko: Path) -> str:
         """The insmod arguments of the extra module *ko* (its extra_module_params)."""
@@ -1433,6 +1586,7 @@ class Guest:
     def _raise_fault(self) -> None:
         """Raise :class:`GuestFault` if the health watch has a verdict within
         FAULT_VERDICT s (a broken connection usually comes a moment before it)."""
+        __tracebackhide__ = hide_frame
         fault = self.wait_fault(FAULT_VERDICT)
         if fault is not None:
             raise GuestFault(fault)
@@ -1471,6 +1625,7 @@ class Guest:
 
     def check_health(self) -> None:
         """Raise :class:`GuestFault` if the health watch saw the guest die or freeze."""
+        __tracebackhide__ = hide_frame
         if self.fault is not None:
             raise GuestFault(self.fault)
 
@@ -1585,6 +1740,7 @@ class Guest:
     # -- guest commands ---------------------------------------------------------------
     def sh(self, cmd: str, *, timeout: float = 60.0, check: bool = True) -> str:
         """Run a shell command in the guest; return stdout (raise on rc != 0 if *check*)."""
+        __tracebackhide__ = hide_frame
         result = self._run(cmd, timeout=timeout)
         if check and result.rc != 0:
             raise CommandError(cmd, result)
@@ -1595,6 +1751,7 @@ class Guest:
         :class:`RunResult` whatever its status: ``rc`` (128 + N when signal N killed
         it, and ``signal`` names it), ``out``, ``err``.  A guest that dies meanwhile
         raises :class:`GuestFault`."""
+        __tracebackhide__ = hide_frame
         return self._run(cmd, timeout=timeout, input=input)
 
     def _run(
@@ -1602,6 +1759,7 @@ class Guest:
     ) -> RunResult:
         """Run *cmd* in the guest (*input* on its stdin); a guest or QEMU that dies
         meanwhile is named, with *doing* (default: running *cmd*)."""
+        __tracebackhide__ = hide_frame
         self.check_health()
         if self.ssh is None:
             raise GuestError("the guest is not connected")
@@ -1667,6 +1825,7 @@ class Guest:
     def injector(self) -> Injector:
         """The device's interrupt injector (QMP to QEMU); :class:`GuestError` while the
         guest does not run (it was an AttributeError on None)."""
+        __tracebackhide__ = hide_frame
         if self._injector is None or self.machine is None:
             raise GuestError("the guest is not running: start() it first")
         return self._injector
@@ -1687,6 +1846,7 @@ class Guest:
     def load_module(self, **params: Any) -> None:
         """modprobe the driver (with the config's params, overridden by *params*); with
         ``uio=1`` the driver offers /dev/uio0 instead of /dev/irqlab0."""
+        __tracebackhide__ = hide_frame
         self._modprobe({**self.config.module_params, **params}, unload_first=False)
 
     def driver_node(self, params: Mapping[str, Any] | None = None) -> str:
@@ -1705,8 +1865,10 @@ class Guest:
         devtmpfs's node creation both finish before modprobe returns): its absence a
         few seconds later is a driver that did not bind, said with the kernel's last
         words (not an SSH timeout)."""
+        __tracebackhide__ = hide_frame
         if self.driver_ko is not None:  # a misspelt name loaded the defaults silently
             check_module_params(self.driver_ko, params)
+            check_driver_choices(self.driver_ko, params)
         self.module = name = self.module_name()
         modprobe = " ".join([f"modprobe {name}", *(kernel_param(k, v) for k, v in params.items())])
         node = self.driver_node(params)
@@ -1749,6 +1911,7 @@ class Guest:
         kernel oopsed or panicked meanwhile (the command was killed: exit 137, or its
         channel closed), else :class:`ModuleLoadError` with the command's words and the
         kernel's messages since it began."""
+        __tracebackhide__ = hide_frame
         # a closed channel (-1) was waited on by _run already: not twice
         fault = self.wait_fault(FAULT_VERDICT) if _by_signal(result.rc) else self.fault
         if fault is not None:
@@ -1838,11 +2001,13 @@ class Guest:
         """Copy the local file *local* to the absolute guest path *remote* (parents made;
         *mode* default: the local file's).  :class:`GuestWriteError` names a guest path
         that cannot be written."""
+        __tracebackhide__ = hide_frame
         local = Path(local)
         self.put_bytes(local.read_bytes(), remote, mode=file_mode(local) if mode is None else mode)
 
     def put_bytes(self, data: bytes, remote: str, *, mode: int = 0o644) -> None:
         """Write *data* to the guest file *remote* (parents made)."""
+        __tracebackhide__ = hide_frame
         if not isinstance(data, bytes | bytearray | memoryview):
             raise TypeError(f"put_bytes: data must be bytes, not {type(data).__name__}")
         _check_guest_path(remote)
@@ -1853,6 +2018,7 @@ class Guest:
         included); :class:`GuestError` naming it, with the guest's words, when it cannot
         be read, and before any read when it is no regular file (a device node or a
         FIFO: the read waited for data until the timeout)."""
+        __tracebackhide__ = hide_frame
         r = self._run(_get_command(remote), timeout=timeout, doing=f"reading {remote}")
         if r.rc != 0:
             lines = r.err.strip().splitlines()
@@ -1865,6 +2031,7 @@ class Guest:
     def _put(self, data: bytes, remote: str, mode: int) -> None:
         """Write *data* to *remote* (parents made) through one exec channel, waiting for
         its exit status (dropbear copes badly with overlapping channels)."""
+        __tracebackhide__ = hide_frame
         q = shlex.quote(remote)
         d = shlex.quote(posixpath.dirname(remote))
         cmd = f"mkdir -p {d} && cat > {q} && chmod {mode:o} {q}"
@@ -1877,6 +2044,7 @@ class Guest:
     def unload_module(self) -> None:
         """rmmod the driver; :class:`ModuleLoadError` when that fails, naming what holds
         it (guest processes with its files open: the agent's armed paths among them)."""
+        __tracebackhide__ = hide_frame
         name = self.module_name()
         self._loaded_params = None
         r = self._run(_kernel_step([f"rmmod {name}"]), timeout=60, doing=f"running 'rmmod {name}'")
@@ -1886,11 +2054,13 @@ class Guest:
     def reload_module(self, **params: Any) -> None:
         """rmmod (if loaded), then modprobe with *params* (the config's params are not
         used)."""
+        __tracebackhide__ = hide_frame
         self._modprobe(params, unload_first=True)
 
     def wait_for_node(self, path: str, timeout: float = 30.0) -> None:
         """Wait until the character device *path* exists in the guest; :class:`GuestError`
         if it does not within *timeout* s (by the guest's clock)."""
+        __tracebackhide__ = hide_frame
         # devtmpfs creates the node synchronously with device_add; a short bounded wait
         # covers the uevent-less case without a fixed sleep.
         check_timeout(timeout)
@@ -2060,6 +2230,7 @@ class Guest:
     @property
     def agent(self) -> AgentClient:
         """The agent, restarted if it died (a test may have killed it)."""
+        __tracebackhide__ = hide_frame
         if self._agent is None or self._agent.eof:
             if self._agent is not None:
                 with contextlib.suppress(Exception):
@@ -2112,20 +2283,24 @@ class _FaultNamingQmp:
         self._guest, self._machine = guest, machine
 
     def qmp(self, command: str, args: Mapping[str, object] | None = None, /) -> Any:
-        return self._naming_faults(f"QMP {command}", lambda: self._machine.qmp(command, args))
+        __tracebackhide__ = hide_frame
+        # a partial, not a lambda: no frame of its own in a failed test's traceback
+        return self._naming_faults(f"QMP {command}", partial(self._machine.qmp, command, args))
 
     def qmp_many(
         self, commands: Sequence[tuple[str, Mapping[str, object] | None]], *, window: int = 8
     ) -> list[Any]:
+        __tracebackhide__ = hide_frame
         return self._naming_faults(
             f"QMP {len(commands)} pipelined commands",
-            lambda: self._machine.qmp_many(commands, window=window),
+            partial(self._machine.qmp_many, commands, window=window),
         )
 
     def _naming_faults(self, doing: str, call: Callable[[], _T]) -> _T:
         """*call*'s result; a guest known dead or frozen refuses it at once (a poll
         between two calls would not meet the verdict's abort), and a failure of it
         waits for the health watch's verdict and names it."""
+        __tracebackhide__ = hide_frame
         from irqlab.vm.machine import MachineError
 
         if self._guest.machine is not self._machine:  # at once, not QMP's "not connected"

@@ -34,7 +34,7 @@ from types import TracebackType
 from typing import Any
 
 from irqlab.build import cache
-from irqlab.errors import IrqlabError
+from irqlab.errors import IrqlabError, hide_frame
 from irqlab.paths import log_dir, pid_runs
 from irqlab.vm import proc
 from irqlab.vm.console import Console
@@ -486,6 +486,7 @@ class Machine:
         Raises :class:`~irqlab.vm.qmp.errors.QMPCommandError` for QEMU's error replies
         and :class:`MachineError` (with the logs) when QEMU is gone.
         """
+        __tracebackhide__ = hide_frame
         if self._qmp is None:
             raise MachineError("machine not started")
         try:
@@ -497,6 +498,7 @@ class Machine:
         self, commands: Sequence[tuple[str, Mapping[str, object] | None]], *, window: int = 8
     ) -> list[Any]:
         """Execute independent QMP commands pipelined (see :meth:`SyncQMP.execute_many`)."""
+        __tracebackhide__ = hide_frame
         if self._qmp is None:
             raise MachineError("machine not started")
         try:

@@ -34,7 +34,7 @@ from typing import Any, BinaryIO, NamedTuple, Protocol
 
 import paramiko
 
-from irqlab.errors import IrqlabError
+from irqlab.errors import IrqlabError, hide_frame
 from irqlab.vm.exit_signal import ExitSignal, exit_signal, track_exit_signals
 from irqlab.vm.loadscale import check_timeout
 
@@ -587,6 +587,7 @@ class SshClient:
         """Run *cmd*, wait for its exit status, return (rc, stdout, stderr).  A command
         that does not finish within *timeout* s raises :class:`SshTimeout`, one that
         Ctrl-C interrupts KeyboardInterrupt: either way its guest processes are killed."""
+        __tracebackhide__ = hide_frame
         check_timeout(timeout)
         tag, line = tagged(cmd)
         with self._exec_lock:
@@ -606,9 +607,11 @@ class SshClient:
                 if not chan.status_event.wait(max(STATUS_GRACE, deadline - time.monotonic())):
                     raise TimeoutError
                 rc = chan.recv_exit_status()
-            except TimeoutError as e:
+            except TimeoutError:
                 killed = self.kill_command(chan, tag)
-                raise SshTimeout(f"timeout ({timeout}s) running: {cmd}{killed}") from e
+                # the message is the whole story: the bare TimeoutError's traceback (this
+                # method's source) was printed before it in a failed test
+                raise SshTimeout(f"timeout ({timeout}s) running: {cmd}{killed}") from None
             except KeyboardInterrupt:  # Ctrl-C: the command does not outlive the wait
                 self.kill_command(chan, tag, KILL_TIMEOUT_INTERRUPTED)
                 raise
@@ -698,6 +701,7 @@ class SshClient:
 
     def check(self, cmd: str, *, timeout: float = 60.0) -> str:
         """Run *cmd*; raise :class:`CommandError` unless it exits 0; return stdout."""
+        __tracebackhide__ = hide_frame
         return self.run(cmd, timeout=timeout, check=True).out
 
     def open_process(self, cmd: str, *, timeout: float = 30.0) -> RemoteProcess:

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from qemu.qmp import EventListener, ExecInterruptedError, ExecuteError, QMPClient, QMPError
 from qemu.qmp.protocol import Runstate
 
+from irqlab.errors import hide_frame
 from irqlab.vm.aioloop import LoopAborted, LoopThread, LoopTimeout
 from irqlab.vm.qmp.errors import QMPCommandError, QMPFailure, QMPNoReply
 
@@ -151,6 +152,7 @@ class SyncQMP:
         timeout: float | None = None,
     ) -> Any:
         """Run one command and return its ``return`` value; errors become exceptions."""
+        __tracebackhide__ = hide_frame
         args = dict(arguments or {})
         limit = self.timeout if timeout is None else timeout
         return self._run(self._client.execute(command, args or None), command, args, limit)
@@ -159,6 +161,7 @@ class SyncQMP:
         self, coro: Coroutine[Any, Any, Any], command: str, args: dict[str, object], limit: float
     ) -> Any:
         """Run *coro* (which executes *command*) on the loop; its errors as ours."""
+        __tracebackhide__ = hide_frame
         if not self.connected:
             coro.close()
             raise QMPFailure(f"QMP {command}: not connected")
@@ -215,6 +218,7 @@ class SyncQMP:
         command sent has been answered (the ones after a failing one still run:
         give a batch only commands that are independent of each other).
         """
+        __tracebackhide__ = hide_frame
         if not self.connected:
             raise QMPFailure("QMP: not connected")
         if window < 1:

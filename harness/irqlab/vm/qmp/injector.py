@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, TypedDict, Unpack
 
 from irqlab.contract.regs import QOM, REGS
+from irqlab.errors import hide_frame
 from irqlab.vm.qmp.errors import DeviceRejected, InvalidArgument, OutOfRange, QMPCommandError
 from irqlab.vm.qmp.stats import Counters, Histogram
 
@@ -57,6 +58,7 @@ def _int(name: str, value: object, lo: int, hi: int | None, **style: Unpack[_Sty
     """*value* checked to be an int in [*lo*, *hi*] (*hi* None: the u64 maximum, not
     named in the error); the error says it in decimal (lines, counts, durations, in
     their unit) or in hex (masks, data words): :class:`OutOfRange`."""
+    __tracebackhide__ = hide_frame
     if type(value) is not int:  # bool is an int subclass: refuse it too
         raise InvalidArgument(f"{name} must be an int, not {type(value).__name__} {value!r}")
     if not lo <= value <= (U64_MAX if hi is None else hi):
@@ -78,6 +80,7 @@ class Injector:
 
     def get(self, prop: str) -> Any:
         """``qom-get`` of one property (raises :class:`DeviceRejected`)."""
+        __tracebackhide__ = hide_frame
         try:
             return self._runner.qmp("qom-get", {"path": self.path, "property": prop})
         except QMPCommandError as e:
@@ -85,12 +88,14 @@ class Injector:
 
     def set(self, prop: str, value: object) -> None:
         """``qom-set`` of one property (raises :class:`DeviceRejected`)."""
+        __tracebackhide__ = hide_frame
         try:
             self._runner.qmp("qom-set", {"path": self.path, "property": prop, "value": value})
         except QMPCommandError as e:
             raise DeviceRejected(f"qom-set {self.path} {prop}={value!r}", e.desc, e) from e
 
     def _get_uint(self, prop: str) -> int:
+        __tracebackhide__ = hide_frame
         value = self.get(prop)
         if type(value) is not int:
             raise InvalidArgument(f"{prop}: device returned {value!r}, not an integer")
@@ -99,18 +104,22 @@ class Injector:
     @property
     def gpio_lines(self) -> int:
         """Number of GPIO lines of this device (read once from its ``gpio-lines`` property)."""
+        __tracebackhide__ = hide_frame
         if self._gpio_lines is None:
             self._gpio_lines = self._get_uint(QOM.PROP_GPIO_LINES)
         return self._gpio_lines
 
     @property
     def line_mask(self) -> int:
+        __tracebackhide__ = hide_frame
         return (1 << self.gpio_lines) - 1
 
     def _line(self, line: object) -> int:
+        __tracebackhide__ = hide_frame
         return _int("line", line, 0, self.gpio_lines - 1)
 
     def _mask(self, mask: object) -> int:
+        __tracebackhide__ = hide_frame
         m = _int("mask", mask, 0, U32_MAX, hexadecimal=True)
         if m & ~self.line_mask:
             raise InvalidArgument(
@@ -123,20 +132,25 @@ class Injector:
 
     def gpio_in(self) -> int:
         """All input line levels (bit n = line n)."""
+        __tracebackhide__ = hide_frame
         return self._get_uint(QOM.PROP_GPIO_IN)
 
     def set_lines(self, levels: int) -> None:
         """Drive every line at once to the bits of *levels* (edges per changed bit)."""
+        __tracebackhide__ = hide_frame
         self.set(QOM.PROP_GPIO_IN, self._mask(levels))
 
     def drive_high(self, mask: int) -> None:
+        __tracebackhide__ = hide_frame
         self.set(QOM.PROP_GPIO_SET, self._mask(mask))
 
     def drive_low(self, mask: int) -> None:
+        __tracebackhide__ = hide_frame
         self.set(QOM.PROP_GPIO_CLEAR, self._mask(mask))
 
     def set_line(self, line: int, level: bool | int) -> None:
         """Drive GPIO input *line* to *level* (0/1; an edge if it changes)."""
+        __tracebackhide__ = hide_frame
         bit = 1 << self._line(line)
         if type(level) not in (bool, int) or level not in (0, 1):
             raise InvalidArgument(f"level must be 0/1 or a bool, not {level!r}")
@@ -144,22 +158,26 @@ class Injector:
 
     def pulse(self, line: int) -> None:
         """Toggle *line* and back (two edges)."""
+        __tracebackhide__ = hide_frame
         self.set(QOM.PROP_GPIO_PULSE, 1 << self._line(line))
 
     def pulse_lines(self, lines: Sequence[int]) -> None:
         """:meth:`pulse` each of *lines* in order (a line given twice is pulsed twice);
         every line is checked before the first pulse."""
+        __tracebackhide__ = hide_frame
         for bit in [1 << self._line(line) for line in lines]:
             self.set(QOM.PROP_GPIO_PULSE, bit)
 
     def pulse_mask(self, mask: int) -> None:
         """Toggle every line in *mask* and back."""
+        __tracebackhide__ = hide_frame
         self.set(QOM.PROP_GPIO_PULSE, self._mask(mask))
 
     # -- FIFO ----------------------------------------------------------------------
 
     def push(self, word: int) -> None:
         """Push one 32-bit word (one FIFO event; dropped and counted if the FIFO is full)."""
+        __tracebackhide__ = hide_frame
         self.set(QOM.PROP_FIFO_PUSH, _int("word", word, 0, U32_MAX, hexadecimal=True))
 
     def push_many(self, words: Sequence[int], *, window: int = 8) -> None:
@@ -169,6 +187,7 @@ class Injector:
         each reply before sending the next (needs a runner with ``qmp_many``,
         e.g. :class:`irqlab.vm.machine.Machine`).  Every word is checked before
         anything is sent."""
+        __tracebackhide__ = hide_frame
         checked = [_int("word", w, 0, U32_MAX, hexadecimal=True) for w in words]
         qmp_many = getattr(self._runner, "qmp_many", None)
         if qmp_many is None:
@@ -204,6 +223,7 @@ class Injector:
         as for a host-driven change; steps of an edge detection the guest did not
         enable raise nothing.  A stop (*count* 0) leaves ``burst-line`` alone.
         """
+        __tracebackhide__ = hide_frame
         n = _int("count", count, 0, U32_MAX)
         target = REGS.BURST_LINE_NONE if line is None else self._line(line)
         if period_ns is not None:
@@ -236,12 +256,15 @@ class Injector:
 
     def counters(self) -> Counters:
         """The device's event counters (raised, delivered, acked, dropped, ...)."""
+        __tracebackhide__ = hide_frame
         return Counters.from_qmp(self.get(QOM.PROP_COUNTERS))
 
     def histogram(self) -> Histogram:
         """The device's raise -> ACK latency histogram (log2 buckets, device clock)."""
+        __tracebackhide__ = hide_frame
         return Histogram.from_qmp(self.get(QOM.PROP_LATENCY_HISTOGRAM), REGS.HIST_BUCKETS)
 
     def reset_counters(self) -> None:
         """Zero the counters and the histogram (not the event queue)."""
+        __tracebackhide__ = hide_frame
         self.set(QOM.PROP_RESET_COUNTERS, True)

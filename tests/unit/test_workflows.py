@@ -178,6 +178,29 @@ def test_caches_keyed_by_inputs_and_logs_uploaded_on_failure(wf: Path) -> None:
             assert "path: build/logs/" in step, step
 
 
+def _jobs(text: str) -> dict[str, str]:
+    """Every job of a workflow by name."""
+    return {n: _job(text, n) for n in re.findall(r"^  ([a-z0-9-]+):\n    name:", text, re.M)}
+
+
+@pytest.mark.parametrize("wf", WORKFLOWS, ids=lambda p: p.name)
+def test_a_restored_qemu_is_made_runnable_before_it_runs(wf: Path) -> None:
+    """A job restores ~/.cache/irqlab into a fresh debian:12 container, which lacks the
+    shared libraries the cached QEMU needs (a build gets them with its -dev packages):
+    it runs build-qemu (``invoke build``, ``invoke build-qemu``, ``.ci/run``'s
+    ``invoke test-all``), whose cache hit installs them, before any test starts QEMU."""
+    for name, job in _jobs(_text(wf)).items():
+        if "path: |\n            ~/.cache/irqlab\n" not in job:
+            continue
+        job = job[job.index("\n    steps:\n") :]
+        first_test = min(
+            (i for i in (job.find("pytest "), job.find("invoke bench")) if i >= 0),
+            default=len(job),
+        )
+        builds = [job.find(c) for c in ("invoke build", "invoke build-qemu", "bash .ci/run")]
+        assert any(0 <= i < first_test for i in builds), f"{wf.name} {name}"
+
+
 def test_bench_job_runs_the_bench_and_uploads_its_json() -> None:
     """Issue 6: GitHub Actions runs the bench too (KVM where the runner has it) and
     uploads the JSON and the report, whatever the outcome."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import shlex
 import signal
 import sys
@@ -19,10 +20,12 @@ from typing import Any, TextIO
 
 from irqlab.build.arch import build_module_command
 from irqlab.cli.argtypes import UsageError, count, positive
+from irqlab.errors import IrqlabError
 from irqlab.sigsafe import SafeRaise
 
 __all__ = [
     "TEARDOWN_SIGNALS",
+    "CannotRun",
     "Terminated",
     "build_parser",
     "cmd_build_image",
@@ -66,6 +69,13 @@ def cmd_build_image(args: argparse.Namespace) -> int:
 
 
 QEMU_VERSION_WORDS = "QEMU emulator version"  # the first line of `qemu-system-* --version`
+# the dynamic loader's words when a program cannot start (a shared library missing)
+LOADER_ERROR = re.compile(r"error while loading shared libraries:.*")
+
+
+class CannotRun(IrqlabError, RuntimeError):
+    """A program given on the command line exists but cannot start here (the loader's
+    words say why): no usage error, the host lacks something."""
 
 
 def _check_qemu_binary(binary: Path) -> None:
@@ -80,12 +90,17 @@ def _check_qemu_binary(binary: Path) -> None:
         raise UsageError(f"--qemu {binary}: {problem}")
     limit = 30  # s
     try:
-        said = subprocess.run(
+        r = subprocess.run(
             [binary, "--version"], capture_output=True, text=True, timeout=limit, check=False
-        ).stdout
+        )
     except (OSError, subprocess.TimeoutExpired) as e:
         why = e.strerror if isinstance(e, OSError) else f"no answer to --version within {limit} s"
         raise UsageError(f"--qemu {binary}: not a QEMU binary ({why})") from None
+    said = r.stdout
+    loader = LOADER_ERROR.search(r.stderr)
+    if loader:  # it never started: that says nothing of what it is
+        hint = " (irqlab build-qemu installs what the built QEMU needs)"
+        raise CannotRun(f"--qemu {binary}: could not run it: {loader[0].strip()}{hint}")
     if QEMU_VERSION_WORDS not in said:
         said = f"its --version does not say {QEMU_VERSION_WORDS!r}"
         raise UsageError(f"--qemu {binary}: not a QEMU binary ({said})")
@@ -332,8 +347,10 @@ def build_parser() -> argparse.ArgumentParser:
         "the build cache has it for the current inputs, then prints the binary's path, its "
         "version and firmware directory (-L): for x86_64 and every target $IRQLAB_ARCHES "
         "adds.  It installs the Debian packages it needs with apt: run it as root on Debian "
-        "12.  A cold build takes 4-6 min on 2 cores (seconds with ccache after a change "
-        "of the device), a cached one a second.  Output: <cache>/qemu-<input hash>/ (the "
+        "12; a cached QEMU is checked to start (its shared libraries' packages are installed "
+        "when missing, as in a fresh container with a restored cache).  A cold build takes "
+        "4-6 min on 2 cores (seconds with ccache after a change of the device), a cached one "
+        "a second.  Output: <cache>/qemu-<input hash>/ (the "
         "build cache: $IRQLAB_CACHE_DIR, else ~/.cache/irqlab); logs: build/logs/build/ in "
         "a checkout ($IRQLAB_LOG_DIR/build), and a failing step names its log.",
     )
@@ -681,7 +698,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     128 + the signal's number."""
     import subprocess
 
-    from irqlab.errors import ConfigError, IrqlabError
+    from irqlab.errors import ConfigError
 
     parser = build_parser()
     args = parser.parse_args(_option_first(parser, sys.argv[1:] if argv is None else argv))

@@ -10,6 +10,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from fake_dpkg import FakeDpkg  # same directory (rootdir-relative import)
 
 from irqlab.build import fetch, qemu
 from irqlab.build.steps import BuildError, StepLog
@@ -376,28 +377,17 @@ def _cached_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, manifest: o
     return _cached(manifest)
 
 
-class _Host:
-    """This host as a fresh container sees it: ldd's answer until apt installs the
-    missing packages, dpkg's installed set, the apt-get calls."""
+class _Host(FakeDpkg):
+    """This host as a fresh container sees it (as root unless *uid* says otherwise): ldd's
+    answer until apt installs the missing packages, dpkg's installed set, the apt-get
+    calls."""
 
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, installed: set[str]) -> None:
-        from irqlab.build import debs
-
-        self.installed = installed
-        self.apt: list[list[str]] = []
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, installed: set[str], uid: int = 0):
+        super().__init__(monkeypatch, installed, uid)
         monkeypatch.setattr(qemu, "_ldd", self.ldd)
-        monkeypatch.setattr(debs, "missing_packages", self.missing)
-        monkeypatch.setattr(debs, "ensure_apt_packages", self.install)
 
     def ldd(self, _binary: Path) -> str:
         return LDD_FOUND if {"libfdt1", "libslirp0"} <= self.installed else LDD_MISSING
-
-    def missing(self, names: list[str]) -> list[str]:
-        return [n for n in names if n not in self.installed]
-
-    def install(self, _steps: StepLog, names: list[str], step: str = "") -> None:
-        self.apt.append(list(names))
-        self.installed.update(names)
 
 
 def test_a_cache_hit_installs_the_libraries_qemu_needs(
@@ -409,7 +399,6 @@ def test_a_cache_hit_installs_the_libraries_qemu_needs(
     runtime = ["libc6", "libfdt1", "libglib2.0-0", "libpixman-1-0", "libslirp0"]
     out = _cached_install(tmp_path, monkeypatch, {"runtime_packages": runtime})
     host = _Host(monkeypatch, {"libc6", "libglib2.0-0", "libpixman-1-0"})
-    monkeypatch.setattr(qemu.os, "geteuid", lambda: 0)
     inst = qemu.ensure_qemu(log=lambda _m: None)
     assert inst.binary == out / "bin" / qemu.TARGET
     assert host.apt == [["libfdt1", "libslirp0"]]
@@ -423,7 +412,6 @@ def test_an_install_without_the_record_installs_the_known_packages(
     """An install made before the manifest recorded its runtime packages."""
     _cached_install(tmp_path, monkeypatch, {"digest": "x"})
     host = _Host(monkeypatch, {"libc6"})
-    monkeypatch.setattr(qemu.os, "geteuid", lambda: 0)
     qemu.ensure_qemu(log=lambda _m: None)
     assert host.apt == [[p for p in qemu.RUNTIME_PACKAGES_FALLBACK if p != "libc6"]]
 
@@ -432,8 +420,7 @@ def test_without_root_the_missing_packages_are_named(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _cached_install(tmp_path, monkeypatch, {"runtime_packages": ["libfdt1", "libslirp0"]})
-    host = _Host(monkeypatch, set())
-    monkeypatch.setattr(qemu.os, "geteuid", lambda: 1000)
+    host = _Host(monkeypatch, set(), uid=1000)
     with pytest.raises(BuildError) as e:
         qemu.ensure_qemu(log=lambda _m: None)
     assert "libfdt.so.1, libslirp.so.0 not found" in str(e.value)
@@ -448,7 +435,6 @@ def test_a_library_no_recorded_package_brings_is_said(
     help, the message says to rebuild."""
     _cached_install(tmp_path, monkeypatch, {"runtime_packages": ["libc6"]})
     host = _Host(monkeypatch, {"libc6"})
-    monkeypatch.setattr(qemu.os, "geteuid", lambda: 0)
     with pytest.raises(BuildError, match=r"cannot find libfdt.so.1, libslirp.so.0.*--force"):
         qemu.ensure_qemu(log=lambda _m: None)
     assert host.apt == []

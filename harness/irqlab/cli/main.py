@@ -18,7 +18,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from irqlab.build.arch import build_module_command
+from irqlab.build.arch import MODULE_BUILD_PACKAGES, build_module_command
 from irqlab.cli.argtypes import UsageError, count, positive
 from irqlab.errors import IrqlabError
 from irqlab.sigsafe import SafeRaise
@@ -211,10 +211,17 @@ def cmd_kdir(args: argparse.Namespace) -> int:
     from irqlab.build import arch
     from irqlab.build.imagekind import image_setting
     from irqlab.build.kernel import ensure_kernel
-    from irqlab.build.kmod import cross_args, ensure_cross_compiler, module_make_args
+    from irqlab.build.kmod import (
+        cross_args,
+        ensure_cross_compiler,
+        ensure_module_build_tools,
+        module_make_args,
+    )
 
     guest_arch = arch.by_name(args.arch) if args.arch else arch.selected(os.environ)
     k = ensure_kernel(arch=guest_arch)
+    # what `make -C` runs (make, gcc, objtool's libelf1): a restored cache brings none
+    ensure_module_build_tools()
     # not through irqlab.vm.guest (`make -C $(irqlab kdir)` needs no paramiko), and a
     # bad value is not this command's error
     if image_setting() == "buildroot":
@@ -470,7 +477,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="The Debian guest kernel's headers (extracted into the cache on first "
         f"use): build an out-of-tree module for the guest with `{build_module_command()}`; "
         f"for another architecture's guest `{build_module_command('aarch64')}` (the cross "
-        "compiler is installed with apt).",
+        "compiler is installed with apt).  What make runs (the Debian packages "
+        f"{', '.join(MODULE_BUILD_PACKAGES)}) is installed with apt when missing (as root; "
+        "otherwise the error names them).",
     )
     s.add_argument(
         "--arch",

@@ -339,6 +339,13 @@ class _Subcommand(argparse.ArgumentParser):
         return said + (f" (did you mean {' or '.join(dict.fromkeys(like))}?)" if like else "")
 
 
+# where the recipes' logs go (irqlab.paths.log_dir() / "build"), for the build commands' help
+BUILD_LOGS = (
+    "$IRQLAB_LOG_DIR/build/ when set, else build/logs/build/ in a checkout, "
+    "<cache>/logs/build/ for an installed wheel"
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="irqlab", description="irqlab interrupt test harness")
     p.add_argument("--version", action=_VersionAction)
@@ -358,8 +365,8 @@ def build_parser() -> argparse.ArgumentParser:
         "when missing, as in a fresh container with a restored cache).  A cold build takes "
         "4-6 min on 2 cores (seconds with ccache after a change of the device), a cached one "
         "a second.  Output: <cache>/qemu-<input hash>/ (the "
-        "build cache: $IRQLAB_CACHE_DIR, else ~/.cache/irqlab); logs: build/logs/build/ in "
-        "a checkout ($IRQLAB_LOG_DIR/build), and a failing step names its log.",
+        f"build cache: $IRQLAB_CACHE_DIR, else ~/.cache/irqlab); logs: {BUILD_LOGS}, and a "
+        "failing step names its log.",
     )
     s.add_argument("--force", action="store_true", help="rebuild even if cached")
     s.set_defaults(func=cmd_build_qemu)
@@ -373,7 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
         "kernel command line.  It installs the Debian packages it needs with apt: run it as "
         "root on Debian 12.  About 15 s cold, 0.2 s cached.  Output: <cache>/ (the build "
         "cache: $IRQLAB_CACHE_DIR, else ~/.cache/irqlab), one directory per output and "
-        "input hash; logs: build/logs/build/ in a checkout ($IRQLAB_LOG_DIR/build).",
+        f"input hash; logs: {BUILD_LOGS}.",
     )
     s.add_argument("--force", action="store_true", help="rebuild even if cached")
     s.set_defaults(func=cmd_build_image)

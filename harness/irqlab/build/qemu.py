@@ -18,6 +18,14 @@ packages: Debian's dfsg source ships no firmware blobs) are installed into
 the QEMU source version, the device files, the configure flags and the firmware
 package versions.  A rerun with unchanged inputs returns at once.
 
+The binary needs shared libraries (libglib2.0-0, libpixman-1-0, libslirp0, libfdt1,
+...) that the build gets as a side effect of the ``-dev`` packages of
+:data:`BUILD_DEPS`.  The install records the Debian packages that provide them
+(``ldd`` + ``dpkg -S``, ``runtime_packages`` in ``manifest.json``), and a cache hit
+(a cache restored into a fresh container) checks with ``ldd`` that every library is
+found, installing the missing packages with apt as the build does
+(:func:`ensure_runtime`).
+
 Layout in the cache dir::
 
     qemu/src-<source version>/     source tree (grafted in place)
@@ -57,8 +65,12 @@ __all__ = [
     "current_digest",
     "ensure_qemu",
     "ensure_qemus",
+    "ensure_runtime",
     "env_source",
     "find_qemu",
+    "libraries_not_found",
+    "packages_from_dpkg_search",
+    "runtime_packages",
 ]
 
 RECIPE_VERSION = "qemu-1"
@@ -139,6 +151,19 @@ FIRMWARE: dict[str, dict[str, str]] = {
 # qemu-system-data is built from the qemu source package: its version is the
 # Debian source version we build.
 SOURCE_VERSION_PACKAGE = "qemu-system-data"
+
+# The runtime libraries' packages of a Debian 12 build (what `ldd` + `dpkg -S` found),
+# for an install made before its manifest recorded them (``runtime_packages``).
+RUNTIME_PACKAGES_FALLBACK: tuple[str, ...] = (
+    "libc6",
+    "libfdt1",
+    "libgcc-s1",
+    "libglib2.0-0",
+    "libpcre2-8-0",
+    "libpixman-1-0",
+    "libslirp0",
+    "zlib1g",
+)
 
 # Upstream release used with IRQLAB_QEMU_SOURCE=upstream.  The SHA-256 of
 # qemu-9.1.0.tar.xz as published and pinned by independent packagers: Arch
@@ -301,6 +326,112 @@ def apt_lists_state(lists: Path = APT_LISTS) -> str:
             st = e.stat()
             h.update(f"{e.name}:{st.st_size}:{st.st_mtime_ns}\n".encode())
     return h.hexdigest()[:16]
+
+
+_LDD_NOT_FOUND = re.compile(r"^\s*(\S+) => not found\s*$", re.M)
+_LDD_PATH = re.compile(r"=> (/\S+) \(0x[0-9a-f]+\)")
+
+
+def libraries_not_found(ldd_output: str) -> list[str]:
+    """The sonames ``ldd`` says are ``not found``."""
+    return _LDD_NOT_FOUND.findall(ldd_output)
+
+
+def _usr_twin(path: str) -> str:
+    """The other spelling of *path* on a merged-/usr system (``/lib/x`` <-> ``/usr/lib/x``):
+    dpkg knows a file by the one its package ships, ldd says either."""
+    return path.removeprefix("/usr") if path.startswith("/usr/") else "/usr" + path
+
+
+def packages_from_dpkg_search(text: str) -> list[str]:
+    """Package names (architecture dropped) in ``dpkg -S`` output, sorted, once each
+    (``libfdt1:amd64: /usr/lib/x86_64-linux-gnu/libfdt.so.1``; diversion lines and
+    ``dpkg-query: no path found`` are not packages)."""
+    names: set[str] = set()
+    for line in text.splitlines():
+        owners, sep, _path = line.partition(": /")
+        if not sep or owners.startswith(("diversion ", "dpkg-query")):
+            continue
+        names.update(o.strip().split(":")[0] for o in owners.split(",") if o.strip())
+    return sorted(names)
+
+
+def _output_of(argv: Sequence[str]) -> str:
+    """*argv*'s stdout in the C locale, whatever its status ('' if it cannot run)."""
+    try:
+        r = subprocess.run(
+            argv, capture_output=True, text=True, check=False, env={**os.environ, "LC_ALL": "C"}
+        )
+    except OSError:
+        return ""
+    return r.stdout
+
+
+def _ldd(binary: Path) -> str:
+    """``ldd binary``'s output ('' if it says nothing: a static or foreign binary)."""
+    return _output_of(["ldd", str(binary)])
+
+
+def _dpkg_search(paths: Sequence[str]) -> str:
+    """``dpkg -S`` of *paths* (each also in its other /usr spelling); its stdout."""
+    if not paths:
+        return ""
+    return _output_of(["dpkg", "-S", *sorted({q for p in paths for q in (p, _usr_twin(p))})])
+
+
+def runtime_packages(binary: Path) -> list[str]:
+    """The Debian packages providing *binary*'s shared libraries (``ldd`` + ``dpkg -S``;
+    [] where dpkg knows none of them)."""
+    return packages_from_dpkg_search(_dpkg_search(_LDD_PATH.findall(_ldd(binary))))
+
+
+def _recorded_runtime_packages(out: Path) -> list[str]:
+    try:
+        recorded = json.loads((out / "manifest.json").read_text()).get("runtime_packages")
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [str(p) for p in recorded] if isinstance(recorded, list) else []
+
+
+def ensure_runtime(out: Path, arch: Arch = X86_64, log: Log = print) -> None:
+    """Make sure the cached install *out* can run here: when ``ldd`` finds a shared
+    library of its binary missing (a cache restored into a fresh container, where the
+    ``-dev`` build dependencies that brought them were never installed), install the
+    packages its manifest records (:data:`RUNTIME_PACKAGES_FALLBACK` for an older
+    install) with apt as the build does; :class:`BuildError` naming the packages where
+    that cannot be done (not root) or does not help."""
+    binary = out / "bin" / arch.qemu_binary
+    missing = libraries_not_found(_ldd(binary))
+    if not missing:
+        return
+    lp = log_path(arch)
+    pkgs = _recorded_runtime_packages(out) or list(RUNTIME_PACKAGES_FALLBACK)
+    absent = debs.missing_packages(pkgs)
+    libs = ", ".join(missing)
+    if not absent:
+        raise BuildError(
+            "runtime-deps",
+            lp,
+            f"{binary} cannot find {libs}, although {' '.join(pkgs)} are installed: "
+            "rebuild it (irqlab build-qemu --force)",
+        )
+    if os.geteuid() != 0:
+        raise BuildError(
+            "runtime-deps",
+            lp,
+            f"{binary} cannot run: {libs} not found; install their packages as root: "
+            f"apt-get install {' '.join(absent)}",
+        )
+    with StepLog(lp, lambda m: log(f"qemu: {m}")) as steps:
+        steps.log(f"{binary.name} needs {libs}: installing {' '.join(absent)}")
+        debs.ensure_apt_packages(steps, absent, step="runtime-deps")
+    still = libraries_not_found(_ldd(binary))
+    if still:
+        raise BuildError(
+            "runtime-deps",
+            lp,
+            f"{binary} still cannot find {', '.join(still)} after installing {' '.join(absent)}",
+        )
 
 
 # ---- inputs ----------------------------------------------------------------
@@ -579,6 +710,8 @@ def _build(inputs: _Inputs, out: Path, steps: StepLog, log: Log) -> None:
             "firmware": inputs.firmware,
             "configure": list(configure_flags(arch)),
             "digest": inputs.digest,
+            # what a cache hit in a fresh container installs (ensure_runtime)
+            "runtime_packages": runtime_packages(out / "bin" / arch.qemu_binary),
         }
         (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
 
@@ -615,10 +748,12 @@ def ensure_qemu(*, force: bool = False, log: Log = print, arch: Arch = X86_64) -
     out = cache.output_dir("qemu", inputs.digest)
     if cache.is_complete(out) and not force:
         cache.touch(out)
+        ensure_runtime(out, arch, log)
         return _install_from(out, arch)
 
     with _lock():
         if cache.is_complete(out) and not force:  # another process built it meanwhile
+            ensure_runtime(out, arch, log)
             return _install_from(out, arch)
         t0 = time.monotonic()
         what = f"{inputs.source.kind} {inputs.source.version}"

@@ -16,6 +16,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from irqlab.build import debs
 from irqlab.build.cache import InputHash, cached_build
 from irqlab.build.steps import Log, StepLog
 from irqlab.paths import log_dir, repo_root
@@ -72,8 +73,15 @@ def input_digest(cc: str) -> str:
     return h.hexdigest()
 
 
+# gcc names the binary (its version is an input, a cached binary too); libc6-dev for the
+# static link.  A QEMU build brings them with its build dependencies, a restored cache not.
+BUILD_PACKAGES: tuple[str, ...] = ("gcc", "libc6-dev")
+
+
 def ensure_responder(log: Log | None = None, *, force: bool = False) -> Path:
-    """Path of the static ``irqlab-respond`` binary (cached)."""
+    """Path of the static ``irqlab-respond`` binary (cached); installs
+    :data:`BUILD_PACKAGES` with apt first when they are missing (as root)."""
+    debs.ensure_host_packages(BUILD_PACKAGES, "the native responder", log)
     cc = compiler()
     digest = input_digest(cc)
 

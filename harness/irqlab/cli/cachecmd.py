@@ -1,6 +1,7 @@
 """``irqlab cache``: the build cache's outputs by recipe, architecture and variant, which
 of them this checkout resolves to (*current*) and which a running QEMU holds (*in use*);
-``--prune N`` keeps the N most recently used of each group and never those two."""
+``--prune N`` keeps the N most recently used of each group and never those two;
+``--keys`` prints the input digests a CI cache is keyed by (:mod:`irqlab.build.cachekeys`)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from typing import Any
 from irqlab.build import cache
 from irqlab.cli.argtypes import count
 
-__all__ = ["add_cache_parser", "cmd_cache", "format_listing"]
+__all__ = ["add_cache_parser", "cmd_cache", "cmd_cache_keys", "format_listing"]
 
 DESCRIPTION = (
     "Each recipe (qemu, kernel, kmod, image, ...) writes one output per input hash; outputs "
@@ -46,7 +47,26 @@ def add_cache_parser(sub: Any) -> None:
     s.add_argument(
         "--dry-run", action="store_true", help="with --prune: only show what would be removed"
     )
+    s.add_argument(
+        "--keys",
+        action="store_true",
+        help="print, without building, the input digests of what the build commands make "
+        "here (each QEMU target, the guest kernel, our module, the image's inputs) and, last, "
+        "'key irqlab-<hash>': one key for a CI cache of them all (it changes when a Debian "
+        "update or a new irqlab changes an output; apt-get update first)",
+    )
     s.set_defaults(func=cmd_cache)
+
+
+def cmd_cache_keys() -> int:
+    """``irqlab cache --keys``: ``<recipe> <arch> <digest>`` lines, then ``key <key>``."""
+    from irqlab.build import cachekeys
+
+    keys = cachekeys.cache_keys()
+    for name, digest in keys.items():
+        print(f"{name} {digest}")
+    print(f"key {cachekeys.combined(keys)}")
+    return 0
 
 
 def _mib(n: int) -> str:
@@ -103,6 +123,11 @@ def cmd_cache(args: argparse.Namespace) -> int:
     from irqlab.build import inventory
     from irqlab.paths import cache_dir
 
+    if args.keys:
+        if args.prune is not None or args.dry_run:
+            print("irqlab cache: --keys takes no --prune or --dry-run", file=sys.stderr)
+            return 2
+        return cmd_cache_keys()
     if args.dry_run and args.prune is None:
         print(
             "irqlab cache: --dry-run needs --prune N (it shows what --prune N would remove)",

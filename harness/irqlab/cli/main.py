@@ -17,12 +17,14 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from irqlab.build.arch import build_module_command
+from irqlab.build.arch import MODULE_BUILD_PACKAGES, build_module_command
 from irqlab.cli.argtypes import UsageError, count, positive
+from irqlab.errors import IrqlabError
 from irqlab.sigsafe import SafeRaise
 
 __all__ = [
     "TEARDOWN_SIGNALS",
+    "CannotRun",
     "Terminated",
     "build_parser",
     "cmd_build_image",
@@ -68,24 +70,35 @@ def cmd_build_image(args: argparse.Namespace) -> int:
 QEMU_VERSION_WORDS = "QEMU emulator version"  # the first line of `qemu-system-* --version`
 
 
+class CannotRun(IrqlabError, RuntimeError):
+    """A program given on the command line exists but cannot start here (the loader's
+    words say why): no usage error, the host lacks something."""
+
+
 def _check_qemu_binary(binary: Path) -> None:
     """``--qemu`` names a QEMU binary (it runs, and its ``--version`` says QEMU), else a
     usage error (``/bin/true`` was probed, and said tcg)."""
     import subprocess
 
     from irqlab.cli.guestcmd import not_a_file
+    from irqlab.vm.accel import LOADER_ERROR
 
     problem = not_a_file(binary, "a QEMU binary")
     if problem:
         raise UsageError(f"--qemu {binary}: {problem}")
     limit = 30  # s
     try:
-        said = subprocess.run(
+        r = subprocess.run(
             [binary, "--version"], capture_output=True, text=True, timeout=limit, check=False
-        ).stdout
+        )
     except (OSError, subprocess.TimeoutExpired) as e:
         why = e.strerror if isinstance(e, OSError) else f"no answer to --version within {limit} s"
         raise UsageError(f"--qemu {binary}: not a QEMU binary ({why})") from None
+    said = r.stdout
+    loader = LOADER_ERROR.search(r.stderr)
+    if loader:  # it never started: that says nothing of what it is
+        hint = " (irqlab build-qemu installs what the built QEMU needs)"
+        raise CannotRun(f"--qemu {binary}: could not run it: {loader[0].strip()}{hint}")
     if QEMU_VERSION_WORDS not in said:
         said = f"its --version does not say {QEMU_VERSION_WORDS!r}"
         raise UsageError(f"--qemu {binary}: not a QEMU binary ({said})")
@@ -196,10 +209,17 @@ def cmd_kdir(args: argparse.Namespace) -> int:
     from irqlab.build import arch
     from irqlab.build.imagekind import image_setting
     from irqlab.build.kernel import ensure_kernel
-    from irqlab.build.kmod import cross_args, ensure_cross_compiler, module_make_args
+    from irqlab.build.kmod import (
+        cross_args,
+        ensure_cross_compiler,
+        ensure_module_build_tools,
+        module_make_args,
+    )
 
     guest_arch = arch.by_name(args.arch) if args.arch else arch.selected(os.environ)
     k = ensure_kernel(arch=guest_arch)
+    # what `make -C` runs (make, gcc, objtool's libelf1): a restored cache brings none
+    ensure_module_build_tools()
     # not through irqlab.vm.guest (`make -C $(irqlab kdir)` needs no paramiko), and a
     # bad value is not this command's error
     if image_setting() == "buildroot":
@@ -317,6 +337,13 @@ class _Subcommand(argparse.ArgumentParser):
         return said + (f" (did you mean {' or '.join(dict.fromkeys(like))}?)" if like else "")
 
 
+# where the recipes' logs go (irqlab.paths.log_dir() / "build"), for the build commands' help
+BUILD_LOGS = (
+    "$IRQLAB_LOG_DIR/build/ when set, else build/logs/build/ in a checkout, "
+    "<cache>/logs/build/ for an installed wheel"
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="irqlab", description="irqlab interrupt test harness")
     p.add_argument("--version", action=_VersionAction)
@@ -332,10 +359,12 @@ def build_parser() -> argparse.ArgumentParser:
         "the build cache has it for the current inputs, then prints the binary's path, its "
         "version and firmware directory (-L): for x86_64 and every target $IRQLAB_ARCHES "
         "adds.  It installs the Debian packages it needs with apt: run it as root on Debian "
-        "12.  A cold build takes 4-6 min on 2 cores (seconds with ccache after a change "
-        "of the device), a cached one a second.  Output: <cache>/qemu-<input hash>/ (the "
-        "build cache: $IRQLAB_CACHE_DIR, else ~/.cache/irqlab); logs: build/logs/build/ in "
-        "a checkout ($IRQLAB_LOG_DIR/build), and a failing step names its log.",
+        "12; a cached QEMU is checked to start (its shared libraries' packages are installed "
+        "when missing, as in a fresh container with a restored cache).  A cold build takes "
+        "4-6 min on 2 cores (seconds with ccache after a change of the device), a cached one "
+        "a second.  Output: <cache>/qemu-<input hash>/ (the "
+        f"build cache: $IRQLAB_CACHE_DIR, else ~/.cache/irqlab); logs: {BUILD_LOGS}, and a "
+        "failing step names its log.",
     )
     s.add_argument("--force", action="store_true", help="rebuild even if cached")
     s.set_defaults(func=cmd_build_qemu)
@@ -349,7 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
         "kernel command line.  It installs the Debian packages it needs with apt: run it as "
         "root on Debian 12.  About 15 s cold, 0.2 s cached.  Output: <cache>/ (the build "
         "cache: $IRQLAB_CACHE_DIR, else ~/.cache/irqlab), one directory per output and "
-        "input hash; logs: build/logs/build/ in a checkout ($IRQLAB_LOG_DIR/build).",
+        f"input hash; logs: {BUILD_LOGS}.",
     )
     s.add_argument("--force", action="store_true", help="rebuild even if cached")
     s.set_defaults(func=cmd_build_image)
@@ -453,7 +482,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="The Debian guest kernel's headers (extracted into the cache on first "
         f"use): build an out-of-tree module for the guest with `{build_module_command()}`; "
         f"for another architecture's guest `{build_module_command('aarch64')}` (the cross "
-        "compiler is installed with apt).",
+        "compiler is installed with apt).  What make runs (the Debian packages "
+        f"{', '.join(MODULE_BUILD_PACKAGES)}) is installed with apt when missing (as root; "
+        "otherwise the error names them).",
     )
     s.add_argument(
         "--arch",
@@ -681,7 +712,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     128 + the signal's number."""
     import subprocess
 
-    from irqlab.errors import ConfigError, IrqlabError
+    from irqlab.errors import ConfigError
 
     parser = build_parser()
     args = parser.parse_args(_option_first(parser, sys.argv[1:] if argv is None else argv))

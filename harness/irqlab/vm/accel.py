@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import selectors
 import subprocess
 import tempfile
@@ -34,6 +35,7 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "ENV_VAR",
     "KVM_DEVICE",
+    "LOADER_ERROR",
     "Accel",
     "AccelChoice",
     "ProbeFn",
@@ -55,6 +57,8 @@ ENV_VAR = "IRQLAB_ACCEL"
 SOURCE_ENV = "IRQLAB_ACCEL_SOURCE"
 CHOICES = ("kvm", "tcg", "auto")  # what $IRQLAB_ACCEL (and --irqlab-accel) may say
 KVM_DEVICE = Path("/dev/kvm")
+# the dynamic loader's words when a program cannot start (a shared library missing)
+LOADER_ERROR = re.compile(r"error while loading shared libraries:.*")
 DEFAULT_TIMEOUT = 5.0  # a working KVM reaches long mode in milliseconds
 
 
@@ -62,6 +66,10 @@ DEFAULT_TIMEOUT = 5.0  # a working KVM reaches long mode in milliseconds
 class ProbeResult:
     ok: bool
     reason: str
+    # the verdict says something of KVM here, and is kept for this QEMU and host boot;
+    # not so when QEMU could not start at all (a shared library missing: installing it
+    # makes the same binary run, maybe with KVM)
+    kept: bool = True
 
 
 @dataclass(frozen=True)
@@ -148,7 +156,9 @@ def run_probe_guest(
         stderr = _tail(errlog)
         if exited is not None and not out:
             return ProbeResult(
-                False, f"QEMU -accel {accel} exited with status {exited} at startup: {stderr}"
+                False,
+                f"QEMU -accel {accel} exited with status {exited} at startup: {stderr}",
+                kept=LOADER_ERROR.search(stderr) is None,
             )
         if out.startswith(probe_rom.STAGE_REAL):
             stage = "ran real-mode code but did not reach long mode"
@@ -233,8 +243,9 @@ def probe(
     cached = None if fresh else _kept_verdict(key)
     if cached is None:
         cached = run_probe_guest(binary, "kvm", datadir=datadir, timeout=timeout)
-        _save_verdict(key, cached)
-        _cache[key] = cached
+        if cached.kept:
+            _save_verdict(key, cached)
+            _cache[key] = cached
     return cached
 
 

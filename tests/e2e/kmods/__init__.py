@@ -10,7 +10,7 @@ from pathlib import Path
 
 from irqlab.build.cache import InputHash, cached_build
 from irqlab.build.kernel import ensure_kernel
-from irqlab.build.kmod import warnings_in
+from irqlab.build.kmod import ensure_module_build_tools, warnings_in
 from irqlab.build.outputs import TEST_MODULE_PREFIX
 from irqlab.build.steps import StepLog
 from irqlab.paths import log_dir
@@ -30,6 +30,7 @@ def build_test_kmod(name: str) -> Path:
     digest = h.hexdigest()
 
     def build(out: Path) -> None:
+        ensure_module_build_tools()  # a restored cache brings no make or gcc
         with StepLog(log_dir() / "build" / f"{TEST_MODULE_PREFIX}{name}-{digest}.log") as steps:
             scratch = out / "src"
             scratch.mkdir()

@@ -1,0 +1,63 @@
+"""What the README tells a project that uses irqlab in its own CI holds: where the logs
+are and how they are uploaded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from irqlab import paths
+from irqlab.cli.main import command_parser
+from irqlab.paths import repo_root
+
+
+def _section(title: str) -> str:
+    """The README's section *title* (a heading line), up to the next heading of its level
+    or above."""
+    text = (repo_root() / "README.md").read_text()
+    level = title.split(" ", 1)[0]
+    start = text.index(f"\n{title}\n") + 1
+    ends = [text.find(f"\n{'#' * n} ", start + 1) for n in range(1, len(level) + 1)]
+    ends = [e for e in ends if e >= 0]
+    return text[start : min(ends)] if ends else text[start:]
+
+
+def test_the_own_ci_logs_are_uploaded_from_a_directory_the_upload_takes() -> None:
+    """The README said to upload `.irqlab/logs`: a hidden directory, which
+    actions/upload-artifact (v4.4 and later) skips without include-hidden-files; and the
+    build logs of `irqlab build-qemu` are not there at all (an installed wheel's go to
+    <cache>/logs/build/)."""
+    own = _section("### Your own project's CI")
+    if ".irqlab/logs" in own:
+        assert "include-hidden-files: true" in own
+    assert 'echo "IRQLAB_LOG_DIR=$GITHUB_WORKSPACE/' in own
+
+
+def test_where_build_logs_go_is_said_for_an_installed_wheel_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """'Build logs are under build/logs/build/' held in a checkout only."""
+    texts = {
+        "README": _section("## Builds and the cache"),
+        **{c: command_parser(c)[0].description or "" for c in ("build-qemu", "build-image")},
+    }
+    for where, text in texts.items():
+        assert "build/logs/build/" in text, where
+        assert "<cache>/logs/build/" in text, where
+    # an installed wheel: no checkout, no $IRQLAB_LOG_DIR
+    monkeypatch.setenv("IRQLAB_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("IRQLAB_LOG_DIR", raising=False)
+    monkeypatch.setattr(paths, "checkout_root", lambda: None)
+    assert paths.log_dir() == tmp_path / "cache" / "logs"
+
+
+def test_the_own_ci_cache_key_and_snapshots_are_said_as_they_work() -> None:
+    """The README keyed the cache by irqlab's version (the same for every commit, blind
+    to Debian updates) and said a hit skips the first cold boot, while our workflows
+    leave the snapshots out (a KVM snapshot's key includes the host CPU model)."""
+    own = _section("### Your own project's CI")
+    assert "irqlab cache --keys" in own
+    assert "keyed by the irqlab version" not in own
+    assert "!~/.cache/irqlab/snapshot-*" in own
+    assert "and the first cold boot of each" not in own

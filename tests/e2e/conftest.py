@@ -62,7 +62,11 @@ def _aarch64_built() -> bool:
 
 # aarch64-only tests are not collected without the aarch64 QEMU (never skipped): the
 # session header names what is left out.
-collect_ignore = [] if _aarch64_built() else ["test_dt_key.py", "test_own_module_aarch64.py"]
+collect_ignore = (
+    []
+    if _aarch64_built()
+    else ["test_dt_key.py", "test_own_module_aarch64.py", "test_arch_option.py"]
+)
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:

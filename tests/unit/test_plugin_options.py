@@ -75,13 +75,17 @@ def test_options_override_the_environment(
             print("ACCEL", os.environ["IRQLAB_ACCEL"])
             print("WHY", accel.choose(Path("/nonexistent/qemu")).reason)
             print("IMAGE", os.environ.get("IRQLAB_IMAGE"))
+            print("ARCH", os.environ.get("IRQLAB_ARCH"))
             print("LOGS", irqlab_log_dir)
         """
     )
-    r = pytester.runpytest_subprocess("-s", "--irqlab-accel", "tcg", "--irqlab-image", "debian")
+    monkeypatch.delenv("IRQLAB_ARCH", raising=False)
+    r = pytester.runpytest_subprocess(
+        "-s", "--irqlab-accel", "tcg", "--irqlab-image", "debian", "--irqlab-arch", "aarch64"
+    )
     r.assert_outcomes(passed=1)
     out = r.stdout.str()
-    assert "ACCEL tcg" in out and "IMAGE debian" in out
+    assert "ACCEL tcg" in out and "IMAGE debian" in out and "ARCH aarch64" in out
     # the option said as the cause, not the variable it was copied into
     assert "WHY tcg forced by --irqlab-accel tcg" in out, out
     logs = str(pytester.path / ".irqlab" / "logs" / "pytest-")
@@ -107,6 +111,9 @@ def test_ini_option_sets_the_default_log_dir(
         (["--irqlab-accel", "bogus"], {}, "--irqlab-accel 'bogus': use one of kvm, tcg, auto"),
         ([], {"IRQLAB_ACCEL": "bogus"}, "$IRQLAB_ACCEL='bogus' (no --irqlab-accel given)"),
         (["--irqlab-image", "fedora"], {}, "--irqlab-image 'fedora': use one of debian, buildroot"),
+        # every test failed at its setup with it
+        ([], {"IRQLAB_ARCH": "riscv64"}, "$IRQLAB_ARCH='riscv64' (no --irqlab-arch given): use"),
+        (["--irqlab-arch", "mips"], {}, "--irqlab-arch 'mips': use one of x86_64, aarch64"),
     ],
 )
 def test_a_bad_option_value_is_a_usage_error_at_startup(
@@ -116,7 +123,7 @@ def test_a_bad_option_value_is_a_usage_error_at_startup(
     env: dict[str, str],
     said: str,
 ) -> None:
-    for var in ("IRQLAB_ACCEL", "IRQLAB_IMAGE"):
+    for var in ("IRQLAB_ACCEL", "IRQLAB_IMAGE", "IRQLAB_ARCH"):
         monkeypatch.delenv(var, raising=False)
     for var, value in env.items():
         monkeypatch.setenv(var, value)
@@ -126,7 +133,11 @@ def test_a_bad_option_value_is_a_usage_error_at_startup(
     err = r.stderr.str()
     assert said in err, err
     assert "Traceback" not in err + r.stdout.str()
-    r = pytester.runpytest_subprocess("--irqlab-accel", "TCG", "--irqlab-image", "debian")
+    monkeypatch.delenv("IRQLAB_ARCH", raising=False)
+    monkeypatch.delenv("IRQLAB_ACCEL", raising=False)
+    r = pytester.runpytest_subprocess(
+        "--irqlab-accel", "TCG", "--irqlab-image", "debian", "--irqlab-arch", "arm64"
+    )
     assert r.ret == pytest.ExitCode.OK, r.stderr.str()  # as the library reads them
 
 

@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn, Protocol
 import pytest
 
 from irqlab import notice, paths
+from irqlab.build import arch as arches
 from irqlab.build.imagekind import IMAGE_ENV, IMAGE_KINDS
 from irqlab.contract.regs import QOM, REGS
 from irqlab.errors import IrqlabError
@@ -92,6 +93,12 @@ _OPTIONS = (  # (option, environment variable, help)
     ),
     ("--irqlab-image", IMAGE_ENV, "guest image: debian (default) or buildroot"),
     (
+        "--irqlab-arch",
+        arches.ARCH_ENV,
+        f"guest architecture: {' or '.join(arches.ARCHES)} (default {arches.DEFAULT.name}; "
+        "amd64 and arm64 are taken too)",
+    ),
+    (
         "--irqlab-log-dir",
         "IRQLAB_LOG_DIR",
         "where irqlab's logs go (default: <rootdir>/.irqlab/logs, a directory per run)",
@@ -117,7 +124,19 @@ def _choices(env: str) -> tuple[str, ...] | None:
         return accel.CHOICES
     if env == IMAGE_ENV:
         return IMAGE_KINDS
+    if env == arches.ARCH_ENV:
+        return tuple(arches.ARCHES)
     return None
+
+
+def _as_read(env: str, value: str) -> str:
+    """*value* of *env* as the library reads it (case, an architecture's other name)."""
+    if env == accel.ENV_VAR:
+        return value.strip().lower()
+    if env == arches.ARCH_ENV:
+        with contextlib.suppress(ValueError):
+            return arches.by_name(value).name
+    return value
 
 
 def check_options(config: pytest.Config) -> None:
@@ -127,8 +146,7 @@ def check_options(config: pytest.Config) -> None:
         given = config.getoption(option)
         value = given or os.environ.get(env, "")
         choices = _choices(env) if value else None
-        said = value.strip().lower() if env == accel.ENV_VAR else value  # as the library reads it
-        if choices is None or said in choices:
+        if choices is None or _as_read(env, value) in choices:
             continue
         where = f"{option} {value!r}" if given else f"${env}={value!r} (no {option} given)"
         raise pytest.UsageError(f"{where}: use one of {', '.join(choices)}")

@@ -32,3 +32,12 @@ def test_irqlab_arch_option_runs_the_session_on_aarch64(
     header = r.stdout.str().split("collected", 1)[0]
     assert "irqlab: arch aarch64" in header and "-arm64" in header, header
     assert "accel tcg: an aarch64 guest" in header, header
+
+
+def test_irqlab_run_arch_runs_the_command_on_aarch64(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cli import irqlab  # same directory (rootdir-relative import)
+
+    monkeypatch.delenv("IRQLAB_ARCH", raising=False)
+    r = irqlab("run", "--arch", "aarch64", "-n", "--", "uname", "-m", timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "aarch64", (r.stdout, r.stderr)

@@ -580,3 +580,20 @@ def test_a_module_that_is_no_kernel_module_is_a_usage_error(
     assert main(["run", "--module", str(text), "--", "true"]) == 2
     err = capsys.readouterr().err
     assert err == f"irqlab: --module {text} is not a kernel module: not an ELF file\n"
+
+
+def test_run_and_shell_take_the_guest_architecture() -> None:
+    """`irqlab run --arch aarch64` was "unrecognized arguments: --arch"; arm64 is
+    aarch64, as everywhere; another name is a usage error naming the known ones."""
+    from irqlab.cli.guestcmd import guest_config
+    from irqlab.cli.main import build_parser
+
+    parser = build_parser()
+    for cmd in ("run", "shell"):
+        extra = ["--", "true"] if cmd == "run" else []
+        args = parser.parse_args([cmd, "--arch", "arm64", *extra])
+        assert args.arch == "aarch64"
+        assert guest_config(args, "t").arch == "aarch64"
+    with pytest.raises(SystemExit) as e:
+        parser.parse_args(["run", "--arch", "riscv64", "--", "true"])
+    assert e.value.code == 2

@@ -62,6 +62,7 @@ __all__ = [
     "AARCH64_SHIPPED_MODULES",
     "ABI_ARTIFACT",
     "BOOT_MODULES",
+    "DEFAULT_EXTRA_PACKAGES",
     "EXCLUDED_PACKAGES",
     "PICK",
     "RECIPE_VERSION",
@@ -77,6 +78,12 @@ __all__ = [
 ]
 
 RECIPE_VERSION = "image-1"  # bump to force rebuilds when nothing else changed
+
+# Debian packages the default guest ships besides the base set: libgpiod's tools, so a
+# test can show that standard userspace tools (not only our agent) see the GPIO lines.
+# Every guest's image has them (Guest adds a configuration's own): `irqlab build-image`
+# builds that image, not one without them that no guest boots.
+DEFAULT_EXTRA_PACKAGES = ("gpiod",)
 
 ROOT_PACKAGES = (
     "busybox-static",

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from irqlab.errors import ConfigError
 
-__all__ = ["UsageError", "count", "finite", "integer", "non_negative", "positive"]
+__all__ = ["UsageError", "count", "finite", "guest_arch", "integer", "non_negative", "positive"]
 
 
 class UsageError(ConfigError):
@@ -56,6 +56,17 @@ def positive(text: str) -> float:
     if x <= 0:
         raise argparse.ArgumentTypeError(f"{text!r}: must be more than 0")
     return x
+
+
+def guest_arch(text: str) -> str:
+    """``--arch``: a guest architecture's name (``amd64``/``arm64`` taken too), as the
+    library names it; argparse's usage error for another."""
+    from irqlab.build import arch
+
+    try:
+        return arch.by_name(text).name
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def non_negative(text: str) -> float:

@@ -23,7 +23,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from irqlab.cli.argtypes import UsageError, finite, integer
+from irqlab.cli.argtypes import UsageError, finite, guest_arch, integer
 from irqlab.errors import IrqlabError
 from irqlab.vm.exit_signal import ExitSignal, exit_signal
 
@@ -99,7 +99,7 @@ def force_accel(value: str | None) -> None:
 
 def guest_config(args: argparse.Namespace, name: str) -> Any:
     """The GuestConfig the options describe (``--accel`` goes to $IRQLAB_ACCEL)."""
-    from irqlab.build.arch import selected
+    from irqlab.build.arch import by_name, selected
     from irqlab.vm.guest import (
         BUILD_MODULE,
         GuestConfig,
@@ -111,6 +111,10 @@ def guest_config(args: argparse.Namespace, name: str) -> Any:
     )
 
     force_accel(args.accel)
+    try:
+        arch = by_name(args.arch) if args.arch else selected(os.environ)
+    except ValueError as e:  # $IRQLAB_ARCH names none
+        raise UsageError(str(e)) from None
     if args.no_irqlab and args.module_param:  # accepted, and a cold boot for nothing
         raise UsageError(
             "--module-param sets our driver's parameters, and --no-irqlab does not load it "
@@ -126,7 +130,7 @@ def guest_config(args: argparse.Namespace, name: str) -> Any:
             hint = "" if m.exists() else f" (build it with {BUILD_MODULE})"
             raise UsageError(f"--module {m}: {problem}{hint}")
         try:  # a kernel module, of the guest's architecture
-            check_module_arch(m, selected(os.environ), "--module")
+            check_module_arch(m, arch, "--module")
         except PrerequisiteMissing as e:
             raise UsageError(str(e)) from None
     device_props = parse_assignments(args.device_prop, "--device-prop")
@@ -138,6 +142,7 @@ def guest_config(args: argparse.Namespace, name: str) -> Any:
     try:
         return GuestConfig(
             name=name,
+            arch=arch.name,
             device_props=device_props,
             module_params=parse_assignments(args.module_param, "--module-param"),
             smp=args.smp,
@@ -552,6 +557,11 @@ def _guest_options(s: argparse.ArgumentParser) -> None:
     from irqlab.vm.accel import CHOICES
 
     s.add_argument("--accel", choices=CHOICES, help="default: $IRQLAB_ACCEL or auto")
+    s.add_argument(
+        "--arch",
+        type=guest_arch,
+        help="the guest architecture: x86_64 or aarch64 (default $IRQLAB_ARCH, else x86_64)",
+    )
     s.add_argument("--smp", type=_vcpus, default=1, metavar="N", help="vCPUs (default 1)")
     s.add_argument("--cold", action="store_true", help="boot cold, not from the snapshot")
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from irqlab.build.arch import MODULE_BUILD_PACKAGES, build_module_command
-from irqlab.cli.argtypes import UsageError, count, positive
+from irqlab.cli.argtypes import UsageError, count, guest_arch, positive
 from irqlab.errors import IrqlabError
 from irqlab.sigsafe import SafeRaise
 
@@ -52,14 +52,24 @@ def cmd_build_qemu(args: argparse.Namespace) -> int:
 
 
 def cmd_build_image(args: argparse.Namespace) -> int:
-    from irqlab.build.image import ensure_image
+    from irqlab.build import arch, archguest
+    from irqlab.build.image import DEFAULT_EXTRA_PACKAGES, ensure_image
     from irqlab.build.kmod import ensure_kmod, ensure_style_tools
 
+    target = arch.by_name(args.arch) if args.arch else arch.selected(os.environ)
+    if target.name != "x86_64" and args.force:
+        raise UsageError(
+            f"--force: only the x86_64 image is rebuilt on demand, not {target.name}'s"
+        )
     try:
-        ensure_style_tools()
-        ko = ensure_kmod(force=args.force)
-        img = ensure_image(kmod=ko, force=args.force)
-    except FileNotFoundError as e:
+        if target.name != "x86_64":  # as Guest(GuestConfig(arch=...)) finds or builds it
+            _, img, ko = archguest.prerequisites(target, DEFAULT_EXTRA_PACKAGES)
+        else:
+            ensure_style_tools()
+            ko = ensure_kmod(force=args.force)
+            # the image Guest() boots: with the packages every guest's image has
+            img = ensure_image(kmod=ko, force=args.force, extra_packages=DEFAULT_EXTRA_PACKAGES)
+    except (FileNotFoundError, archguest.Missing) as e:
         print(f"irqlab: {e}", file=sys.stderr)
         return 1
     print(f"module:    {ko}\nkernel:    {img.kernel} ({img.kernel_version})")
@@ -216,8 +226,8 @@ def cmd_kdir(args: argparse.Namespace) -> int:
         module_make_args,
     )
 
-    guest_arch = arch.by_name(args.arch) if args.arch else arch.selected(os.environ)
-    k = ensure_kernel(arch=guest_arch)
+    target = arch.by_name(args.arch) if args.arch else arch.selected(os.environ)
+    k = ensure_kernel(arch=target)
     # what `make -C` runs (make, gcc, objtool's libelf1): a restored cache brings none
     ensure_module_build_tools()
     # not through irqlab.vm.guest (`make -C $(irqlab kdir)` needs no paramiko), and a
@@ -238,23 +248,12 @@ def cmd_kdir(args: argparse.Namespace) -> int:
         cross = cross_args(k)
         if cross:  # a plain `make -C` would build for this host's architecture and fail
             print(
-                f"irqlab kdir: these are {guest_arch.name} headers: build with "
-                f"`{build_module_command(guest_arch.name)}` (it adds "
+                f"irqlab kdir: these are {target.name} headers: build with "
+                f"`{build_module_command(target.name)}` (it adds "
                 f"{' '.join(cross)} and installs the cross compiler)",
                 file=sys.stderr,
             )
     return 0
-
-
-def _guest_arch(value: str) -> str:
-    """``kdir --arch``: a guest architecture's name (``''`` meant the default), else
-    argparse's usage error."""
-    from irqlab.build import arch
-
-    try:
-        return arch.by_name(value).name
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def cmd_regs(args: argparse.Namespace) -> int:
@@ -381,6 +380,12 @@ def build_parser() -> argparse.ArgumentParser:
         f"input hash; logs: {BUILD_LOGS}.",
     )
     s.add_argument("--force", action="store_true", help="rebuild even if cached")
+    s.add_argument(
+        "--arch",
+        type=guest_arch,
+        help="the guest architecture: x86_64 or aarch64 (default $IRQLAB_ARCH, else x86_64; "
+        "aarch64 needs its QEMU: IRQLAB_ARCHES=x86_64,aarch64 irqlab build-qemu)",
+    )
     s.set_defaults(func=cmd_build_image)
 
     s = sub.add_parser(
@@ -488,7 +493,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument(
         "--arch",
-        type=_guest_arch,
+        type=guest_arch,
         help="the guest architecture (x86_64, aarch64; default $IRQLAB_ARCH, else x86_64)",
     )
     s.add_argument(

@@ -44,6 +44,7 @@ import paramiko
 from irqlab import notice
 from irqlab.build import imagekind
 from irqlab.build.arch import build_module_command
+from irqlab.build.image import DEFAULT_EXTRA_PACKAGES
 from irqlab.build.imagekind import IMAGE_KINDS
 from irqlab.contract.regs import QOM, REGS
 from irqlab.errors import ConfigError, IrqlabError, hide_frame
@@ -304,9 +305,8 @@ def device_arg(device_id: str, props: Mapping[str, Any], bus: str | None = None)
 HOTPLUG_PORT = "irqlab-rp0"  # the PCIe root port our device sits behind with hotplug=True
 
 
-# Debian packages the default guest ships besides the base set: libgpiod's tools, so a
-# test can show that standard userspace tools (not only our agent) see the GPIO lines.
-IMAGE_EXTRA_PACKAGES = ("gpiod",)
+# Debian packages every guest's image ships besides the base set (the build's list)
+IMAGE_EXTRA_PACKAGES = DEFAULT_EXTRA_PACKAGES
 
 
 def image_kind() -> str:

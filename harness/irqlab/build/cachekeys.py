@@ -35,12 +35,11 @@ RESPONDER_COMPILER_ROOTS = ("gcc", "libc6-dev")
 def image_key(arch: Arch, kmod_digest: str) -> str:
     """The Debian image's inputs known before anything is built (see the module's doc)."""
     from irqlab.build import debs, image, responder
-    from irqlab.vm.guest import IMAGE_EXTRA_PACKAGES
 
     h = InputHash("image-key-1")
     for src in image._recipe_sources():
         h.add_file(src, label=f"recipe/{src.name}")
-    for p in image.resolve_packages(IMAGE_EXTRA_PACKAGES, debs.apt_show, arch=arch):
+    for p in image.resolve_packages(image.DEFAULT_EXTRA_PACKAGES, debs.apt_show, arch=arch):
         h.add_str("package", f"{p.name}={p.version}")
     agent = image.default_agent_dir().resolve()
     h.add_tree(agent)

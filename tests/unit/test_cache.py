@@ -649,3 +649,27 @@ def test_a_lock_file_that_cannot_be_opened_is_left_not_an_error(
     monkeypatch.setattr(cache, "_locked_file", refused)
     assert cache.remove_stale_locks(tmp_path) == []
     assert lock.exists()
+
+
+def test_dir_size_skips_what_another_process_removes_meanwhile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`irqlab cache` failed with "No such file or directory" while another user's
+    image build removed its .tmp directory during the size walk."""
+    import os
+
+    from irqlab.build import cache
+
+    (tmp_path / "a").write_bytes(b"x" * 10)
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "gone").write_bytes(b"y" * 100)
+    (tmp_path / "sub" / "kept").write_bytes(b"z" * 1000)
+    real = os.lstat
+
+    def lstat(path: str | os.PathLike[str], *a: object, **kw: object) -> os.stat_result:
+        if str(path).endswith("gone"):
+            raise FileNotFoundError(2, "No such file or directory", str(path))
+        return real(path)
+
+    monkeypatch.setattr(cache.os, "lstat", lstat)
+    assert cache.dir_size(tmp_path) == 1010

@@ -433,7 +433,14 @@ def entries(root: Path | None = None, *, recipe: str | None = None) -> list[Cach
 
 
 def dir_size(path: Path) -> int:
-    return sum(f.lstat().st_size for f in path.rglob("*") if f.is_file() or f.is_symlink())
+    """The bytes of the files under *path*; what another process removes meanwhile (a
+    build's temporary directory on a shared cache) counts as gone, not as an error."""
+    total = 0
+    for root, _dirs, files in os.walk(path):  # os.walk skips a directory that went away
+        for name in files:
+            with contextlib.suppress(FileNotFoundError):
+                total += os.lstat(os.path.join(root, name)).st_size
+    return total
 
 
 def prune_plan(

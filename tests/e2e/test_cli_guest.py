@@ -32,14 +32,6 @@ def test_run_exits_with_the_commands_status_and_streams_its_output() -> None:
     assert "to-err" in r.stderr and "guest ready" in r.stderr
 
 
-def test_run_tags_its_command_as_g_sh_does() -> None:
-    """What the command starts carries IRQLAB_CMD=<tag>, by which Ctrl-C's kill finds it
-    (it had none: only g.sh()'s commands could be killed)."""
-    r = irqlab("run", "--", "sh -c 'echo $IRQLAB_CMD'")
-    assert r.returncode == 0, r.stderr
-    assert re.fullmatch(r"[0-9a-f]{16}\n", r.stdout), r.stdout
-
-
 def test_run_whose_guest_panics_says_why_once_and_exits_255() -> None:
     """As ssh, 255 for a command that did not finish; the cause was said twice (the
     health watch's notice, then the command's end)."""

@@ -111,7 +111,7 @@ def test_an_agent_launch_that_does_not_detach_is_named_without_reading_its_outpu
         def exit_status(self, timeout: float | None = None) -> int | None:
             return None
 
-        def close(self, timeout: float = 5.0) -> None:
+        def abandon(self) -> None:  # the failed start stops the guest: no kill first
             Stuck.closed = True
 
     g = Guest(GuestConfig(agent_timeout=0.01))

@@ -430,19 +430,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         cmd = cmd[1:]
     if not "".join(cmd).strip():  # `irqlab run -- ''` booted a guest for nothing
         raise UsageError("run: no command (irqlab run [options] -- CMD ...)")
-    from irqlab.vm.ssh import KILL_TIMEOUT_INTERRUPTED, tagged
-
+    # The guest is this command's own: Ctrl-C, SIGTERM or a closed stdout stop it with
+    # the command (no kill in the guest first: on a frozen guest that waited for nothing).
     with _running_guest(guest_config(args, "run")) as g:
         chan = _session(g)
         mark = g.console_mark()  # an oops printed while it ran (vs. its own crash)
-        tag, line = tagged(remote_command(cmd))  # as g.sh()'s: found and killed by its tag
-        chan.exec_command(line)
+        chan.exec_command(remote_command(cmd))
         stdin = None if args.no_stdin else forwarded_stdin()
-        try:
-            rc = bridge(chan, stdin, sys.stdout.fileno(), sys.stderr.fileno())
-        except BaseException:  # Ctrl-C, SIGTERM, a closed stdout: it does not outlive us
-            g.ssh.kill_command(chan, tag, KILL_TIMEOUT_INTERRUPTED)
-            raise
+        rc = bridge(chan, stdin, sys.stdout.fileno(), sys.stderr.fileno())
         killed = exit_signal(chan)
         if rc < 0 or killed is not None:
             fault = g.fault_after(rc, killed, console_mark=mark)

@@ -1349,8 +1349,9 @@ class Guest:
             if self.config.load_irqlab:
                 self.load_module()
         except BaseException:
-            with contextlib.suppress(Exception):  # the load's error is the story
-                launcher.close(timeout=2)
+            # the load's error is the story, and the failed start stops the guest: no
+            # kill in it first (on a dead guest that waited seconds for nothing)
+            launcher.abandon()
             raise
         self._await_launch(launcher)
         self.install_extras()  # after the launcher's channel: one at a time to dropbear
@@ -2170,7 +2171,7 @@ class Guest:
     def _await_launch(self, launcher: RemoteProcess) -> None:
         status = launcher.exit_status(self.config.agent_timeout)
         if status is None:  # still running: reading its output would wait for its EOF
-            launcher.close(timeout=2)
+            launcher.abandon()  # the failed start stops the guest
             raise GuestError(
                 f"the agent daemon did not detach within agent_timeout="
                 f"{self.config.agent_timeout:g} s (it detaches once it listens)"

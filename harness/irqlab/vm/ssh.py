@@ -381,6 +381,14 @@ class RemoteProcess:
             return ""
         return self._client.kill_command(self.channel, self.tag, timeout)
 
+    def abandon(self) -> None:
+        """Close the channel and the streams without waiting or killing: for a command
+        whose guest is about to be stopped anyway."""
+        self.channel.close()
+        for f in (self.stdin, self.stdout, self.stderr):
+            with contextlib.suppress(OSError, ValueError):
+                f.close()
+
     def close(self, timeout: float = 5.0) -> str:
         """Close stdin (the command's cue to exit) and wait up to *timeout* s for its exit
         status; a command still running then, or when Ctrl-C interrupts the wait, is
@@ -628,7 +636,9 @@ class SshClient:
         """Close *chan*, the channel of a command run under *tag* (:func:`tagged`), and
         kill the command's processes in the guest (closing its channel does not end
         them); what to add to the message that says why: how many were killed, or why
-        they may still run."""
+        they may still run.  *timeout* bounds the whole of it (the lock, the kill's
+        channel and its answer): a frozen guest costs that, not three times it."""
+        deadline = time.monotonic() + timeout
         chan.close()
         # serialised with the other channels (dropbear), but not behind another
         # thread's long command for ever
@@ -638,14 +648,15 @@ class SshClient:
                 "held the connection)"
             )
         try:
-            return self._kill_tagged(tag, timeout)
+            return self._kill_tagged(tag, deadline)
         finally:
             self._exec_lock.release()
 
-    def _kill_tagged(self, tag: str, timeout: float) -> str:
+    def _kill_tagged(self, tag: str, deadline: float) -> str:
         """Kill the guest processes of the command run with *tag* (CMD_TAG_VAR), on the
         connection as it is (no reconnect: a dead guest must not cost a connect
-        timeout); what :meth:`kill_command` says.  Called with the exec lock held."""
+        timeout), by *deadline* (time.monotonic()); what :meth:`kill_command` says.
+        Called with the exec lock held."""
         # The command's shell has the tag in its command line (so has a busybox applet
         # it forked without an exec), a program it ran in its environment.  "[x]yz"
         # matches "xyz" but not itself: the kill's own command line is no match.
@@ -662,14 +673,18 @@ class SshClient:
             "[ $k -eq 0 ] && { usleep 100000 2>/dev/null || sleep 0.1; }; [ $try -ge 3 ] && "
             "[ $n -eq 0 ] && break; done; echo $n"
         )
+
+        def left() -> float:
+            return max(0.01, deadline - time.monotonic())
+
         try:
-            chan = self.transport.open_session(timeout=timeout)
+            chan = self.transport.open_session(timeout=left())
             try:
-                chan.settimeout(timeout)
+                chan.settimeout(left())
                 chan.exec_command(script)
                 chan.shutdown_write()
-                out = _read_all(chan.recv).decode(errors="replace").strip()
-                chan.status_event.wait(timeout)
+                out = _read_all(chan.recv, chan, deadline).decode(errors="replace").strip()
+                chan.status_event.wait(left())
             finally:
                 chan.close()
         except (paramiko.SSHException, OSError, EOFError, SshError) as e:

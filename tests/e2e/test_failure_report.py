@@ -15,7 +15,9 @@ CACHE = cache_dir()  # at import: the pytester fixture moves $HOME
 
 USER_TESTS = """
 def test_passes_after_a_kernel_line(irqlab_guest, irqlab_agent):
-    irqlab_guest.sh("echo irqlab-test: an earlier test > /dev/kmsg")
+    # 0.3 s of the guest's own after the line: more than its kernel log's clock runs
+    # ahead of the agent's (20-115 ms), less than the heartbeat (1 s) the slice began at
+    irqlab_guest.sh("echo irqlab-test: an earlier test > /dev/kmsg; sleep 0.3")
 
 
 def test_fails_after_kernel_lines(irqlab_guest, irqlab_agent, irqlab_device):

@@ -61,15 +61,18 @@ def cmd_build_image(args: argparse.Namespace) -> int:
         raise UsageError(
             f"--force: only the x86_64 image is rebuilt on demand, not {target.name}'s"
         )
+    from irqlab.vm.guest import PrerequisiteMissing, env_kmod
+
     try:
+        # the image Guest() boots: our driver or $IRQLAB_KMOD's build of it, with the
+        # packages every guest's image has
         if target.name != "x86_64":  # as Guest(GuestConfig(arch=...)) finds or builds it
-            _, img, ko = archguest.prerequisites(target, DEFAULT_EXTRA_PACKAGES)
+            _, img, ko = archguest.prerequisites(target, DEFAULT_EXTRA_PACKAGES, env_kmod(target))
         else:
             ensure_style_tools()
-            ko = ensure_kmod(force=args.force)
-            # the image Guest() boots: with the packages every guest's image has
+            ko = env_kmod() or ensure_kmod(force=args.force)
             img = ensure_image(kmod=ko, force=args.force, extra_packages=DEFAULT_EXTRA_PACKAGES)
-    except (FileNotFoundError, archguest.Missing) as e:
+    except (FileNotFoundError, archguest.Missing, PrerequisiteMissing) as e:
         print(f"irqlab: {e}", file=sys.stderr)
         return 1
     print(f"module:    {ko}\nkernel:    {img.kernel} ({img.kernel_version})")

@@ -67,9 +67,10 @@ _MACHINES = pytest.StashKey[list[Machine]]()
 _GUEST_LOGS = pytest.StashKey[tuple[LogSlicer, Path]]()
 _DIAGNOSTICS = pytest.StashKey[list[tuple[GuestDiagnostics, Path]]]()
 _CALL_FAILED = pytest.StashKey[bool]()  # the test's own call failed (set by makereport)
-# the session guest's replacements so far, each said as a line, and the last test to
-# take the session guest (its node id): which test a death came after
-_REVIVALS = pytest.StashKey[list[str]]()
+# the session guest's replacements so far, each said as a line with the test file it
+# came in ("" outside one), and the last test to take the session guest (its node id):
+# which test a death came after
+_REVIVALS = pytest.StashKey[list[tuple[str, str]]]()
 _LAST_USER = pytest.StashKey[str]()
 QTEST_DEVICE = f"{DEVICE_TYPE},id={DEVICE_ID}"  # the qtest machines' device, as a guest's
 
@@ -805,12 +806,12 @@ def _guest_logs(guest: Guest) -> dict[str, Path]:
     return logs
 
 
-def revive(guest: Guest, config: pytest.Config | None = None) -> str | None:
+def revive(guest: Guest, config: pytest.Config | None = None, where: str = "") -> str | None:
     """Replace a guest that died or froze (the health watch saw it), or that the host
     cannot reach any more (its SSH connection gone: a test killed the guest's sshd),
     with a new one of the same configuration: a restore from its snapshot, about half
     a second.  Says so once on the terminal; returns the cause (None if the guest was
-    fine)."""
+    fine).  *where*: the test file being set up (a later failure there lists it)."""
     dead = guest.fault is not None or guest.machine is None or not guest.machine.is_running()
     lost = None if dead else guest.connection_lost()
     if not dead and lost is None:
@@ -825,7 +826,7 @@ def revive(guest: Guest, config: pytest.Config | None = None) -> str | None:
     if last is not None:
         msg += f" (the last test to use it: {last})"
     if config is not None:
-        config.stash.setdefault(_REVIVALS, []).append(msg.removeprefix("irqlab: "))
+        config.stash.setdefault(_REVIVALS, []).append((where, msg.removeprefix("irqlab: ")))
         _terminal_sink(config)(msg)
     else:
         notice.say(msg)
@@ -843,7 +844,8 @@ def pytest_fixture_setup(
     fixture met the dead guest, and every test of its module failed with a fault of
     an earlier test's making)."""
     if fixturedef.scope != "function" and "irqlab_guest" in fixturedef.argnames:
-        revive(request.getfixturevalue("irqlab_guest"), request.config)
+        where = request.node.nodeid.split("::")[0]  # a session's fixture: ""
+        revive(request.getfixturevalue("irqlab_guest"), request.config, where)
 
 
 def _terminal_sink(config: pytest.Config) -> notice.Sink:
@@ -878,8 +880,8 @@ def _terminal_sink(config: pytest.Config) -> notice.Sink:
 def irqlab_guest_alive(request: pytest.FixtureRequest) -> Guest | None:
     """Before every test that has the session guest among its fixtures (``irqlab_guest``
     itself, ``irqlab_agent``, ``irqlab_device``, ``irqlab_wait_stats`` or a
-    function-scoped fixture of your own that takes it; pytest sets up wider-scoped ones
-    before this one, so they meet a dead guest): if an earlier test killed it (panic,
+    function-scoped fixture of your own that takes it; a wider-scoped one, set up before
+    this, gets the same from :func:`pytest_fixture_setup`): if an earlier test killed it (panic,
     QEMU gone, frozen) or left it out of reach (its SSH connection gone), it is
     replaced by a new one first (a restore) and the terminal says once
     why.  What the health watch already knows decides: no round trip to a
@@ -888,7 +890,7 @@ def irqlab_guest_alive(request: pytest.FixtureRequest) -> Guest | None:
     if "irqlab_guest" not in request.fixturenames:
         return None
     guest: Guest = request.getfixturevalue("irqlab_guest")  # session scope: set up already
-    revive(guest, request.config)
+    revive(guest, request.config, request.node.nodeid.split("::")[0])
     request.config.stash[_LAST_USER] = request.node.nodeid
     # A failure's report names this test's part of the guest's logs and its diagnostics,
     # whichever of the session guest's fixtures the test took itself (not a test that
@@ -984,7 +986,11 @@ def pytest_runtest_makereport(
                 ("irqlab guest logs (this test's part)", "\n".join(str(f) for f in files))
             )
         saved += files
-    revivals = item.config.stash.get(_REVIVALS, [])
+    # the replacements while this test's file ran (or outside any file): what its
+    # module- or class-scoped fixtures set up before one is gone; another file's are not
+    # this test's story
+    here = item.nodeid.split("::")[0]
+    revivals = [m for where, m in item.config.stash.get(_REVIVALS, []) if where in ("", here)]
     if revivals and "irqlab_guest" in getattr(item, "fixturenames", ()):
         report.sections.append(
             (

@@ -202,9 +202,11 @@ def test_a_restored_qemu_is_made_runnable_before_it_runs(wf: Path) -> None:
             (i for i in (job.find("pytest "), job.find("invoke bench")) if i >= 0),
             default=len(job),
         )
-        starts = ("invoke build", "invoke build-qemu", "bash .ci/run", "irqlab build-qemu")
-        builds = [job.find(c) for c in starts]
-        assert any(0 <= i < first_test for i in builds), f"{wf.name} {name}"
+        # whole commands: "invoke build" must not match "invoke build-image", which does
+        # not make QEMU runnable
+        starts = re.compile(r"(?:invoke build(?:-qemu)?|irqlab build-qemu|bash \.ci/run)(?![\w-])")
+        builds = [m.start() for m in starts.finditer(job)]
+        assert any(i < first_test for i in builds), f"{wf.name} {name}"
 
 
 def test_the_example_for_other_projects_does_what_the_readme_says() -> None:

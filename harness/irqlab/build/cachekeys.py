@@ -4,10 +4,10 @@
 include Debian package versions (QEMU's source and firmware, the kernel, the image's
 packages), which change with a point release or a security update: a CI cache keyed by
 irqlab's version went on restoring a cache whose QEMU and image no longer matched, and
-each run built them again.  The digests here change exactly when a build would make a
-new output of the Debian-image setup (x86_64 QEMU plus the targets ``IRQLAB_ARCHES``
-names, the guest kernel, our module, the guest image), and :func:`combined` is one key
-for them all.
+each run built them again.  The digests here change whenever an input they hash
+changes, nearly always when a build would make a new output of the Debian-image setup
+(x86_64 QEMU plus the targets ``IRQLAB_ARCHES`` names, the guest kernel, our module,
+the guest image), and :func:`combined` is one key for them all.
 
 The image's own input hash also covers what only a build makes (the SSH keys the cache
 generates once, the responder's and our module's binaries): its entry here hashes what
@@ -25,11 +25,7 @@ import os
 from irqlab.build.arch import Arch, built_arches, selected
 from irqlab.build.cache import InputHash
 
-__all__ = ["RESPONDER_COMPILER_ROOTS", "cache_keys", "combined", "image_key"]
-
-# the Debian packages whose versions name the responder's compiler (gcc's version is an
-# input of its binary): their dependency closure
-RESPONDER_COMPILER_ROOTS = ("gcc", "libc6-dev")
+__all__ = ["cache_keys", "combined", "image_key"]
 
 
 def image_key(arch: Arch, kmod_digest: str) -> str:
@@ -47,7 +43,9 @@ def image_key(arch: Arch, kmod_digest: str) -> str:
         h.add_file(path, label=f"agent-file/{name}")
     for rel, path in sorted(responder.source_files().items()):
         h.add_file(path, label=f"responder/{rel}")
-    for p in debs.closure(RESPONDER_COMPILER_ROOTS, debs.apt_show):
+    # the responder's compiler (gcc's version is an input of its binary): the versions
+    # of its build packages' dependency closure
+    for p in debs.closure(responder.BUILD_PACKAGES, debs.apt_show):
         h.add_str("compiler", f"{p.name}={p.version}")
     h.add_str("kmod", kmod_digest)
     return h.hexdigest()

@@ -438,3 +438,29 @@ def test_a_library_no_recorded_package_brings_is_said(
     with pytest.raises(BuildError, match=r"cannot find libfdt.so.1, libslirp.so.0.*--force"):
         qemu.ensure_qemu(log=lambda _m: None)
     assert host.apt == []
+
+
+def test_a_guest_started_outside_build_qemu_gets_the_libraries_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A script's Guest(), `irqlab shell`/`run`, from a cache restored into a fresh
+    container: the loader's "error while loading shared libraries" at QEMU's start
+    (only build-qemu and the plugin installed them).  Once per process: no ldd again."""
+    from irqlab.build.arch import X86_64
+    from irqlab.build.debs import os as debs_os
+    from irqlab.vm.guest import Guest, PrerequisiteMissing
+
+    out = _cached_install(tmp_path, monkeypatch, {"runtime_packages": ["libfdt1", "libslirp0"]})
+    monkeypatch.setattr(qemu, "_RUNNABLE", set())
+    host = _Host(monkeypatch, set(), uid=1000)  # not root: named
+    with pytest.raises(PrerequisiteMissing, match="the built QEMU cannot run here:") as e:
+        Guest._find_qemu(X86_64)
+    assert "apt-get install libfdt1 libslirp0" in str(e.value)
+    monkeypatch.setattr(debs_os, "geteuid", lambda: 0)  # root: installed, then not
+    # looked at again in this process
+    lddcalls: list[Path] = []
+    ldd = host.ldd
+    monkeypatch.setattr(qemu, "_ldd", lambda b: lddcalls.append(b) or ldd(b))
+    for _ in range(2):
+        assert Guest._find_qemu(X86_64).binary == out / "bin" / qemu.TARGET
+    assert host.apt == [["libfdt1", "libslirp0"]] and len(lddcalls) == 2  # before, after

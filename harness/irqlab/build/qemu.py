@@ -66,6 +66,7 @@ __all__ = [
     "ensure_qemu",
     "ensure_qemus",
     "ensure_runtime",
+    "ensure_runtime_once",
     "env_source",
     "find_qemu",
     "libraries_not_found",
@@ -391,6 +392,21 @@ def _recorded_runtime_packages(out: Path) -> list[str]:
     except (OSError, ValueError, AttributeError):
         return []
     return [str(p) for p in recorded] if isinstance(recorded, list) else []
+
+
+_RUNNABLE: set[tuple[Path, str]] = set()  # installs ensure_runtime_once found runnable
+
+
+def ensure_runtime_once(install: QemuInstall, arch: Arch = X86_64, log: Log = print) -> None:
+    """:func:`ensure_runtime` for a found *install*, once per process (one ``ldd``, a
+    few ms): a guest started by a script or ``irqlab shell``/``run`` from a restored cache
+    gets QEMU's libraries as ``build-qemu`` and the pytest plugin do, not the loader's
+    error."""
+    out = install.binary.parent.parent
+    key = (out, arch.name)
+    if key not in _RUNNABLE:
+        ensure_runtime(out, arch, log)
+        _RUNNABLE.add(key)
 
 
 def ensure_runtime(out: Path, arch: Arch = X86_64, log: Log = print) -> None:

@@ -1063,12 +1063,10 @@ class Guest:
         """The built QEMU for a guest of *arch*, or :class:`PrerequisiteMissing` saying how
         to build it."""
         from irqlab.build import archguest
-        from irqlab.build.qemu import find_qemu
+        from irqlab.build.qemu import BuildError, ensure_runtime_once, find_qemu
 
         try:
-            if arch.name != "x86_64":
-                return archguest.arch_qemu(arch)
-            qemu = find_qemu()
+            qemu = archguest.arch_qemu(arch) if arch.name != "x86_64" else find_qemu()
         except archguest.Missing as e:
             raise PrerequisiteMissing(str(e)) from e
         except ConfigError as e:  # $IRQLAB_QEMU_SOURCE names no source
@@ -1079,6 +1077,10 @@ class Guest:
                 "run `irqlab build-qemu` (and `irqlab build-image` for the guest); "
                 f"looked in the build cache {cache_description()}"
             )
+        try:  # a cache restored into a fresh container: QEMU's libraries, as build-qemu
+            ensure_runtime_once(qemu, arch, _build_progress)
+        except BuildError as e:
+            raise PrerequisiteMissing(f"the built QEMU cannot run here: {e}") from e
         return qemu
 
     def _find_buildroot(self, arch: Any) -> tuple[QemuInstall, GuestImage, Path]:

@@ -2033,12 +2033,12 @@ class Guest:
 
     def _put(self, data: bytes, remote: str, mode: int) -> None:
         """Write *data* to *remote* (parents made) through one exec channel, waiting for
-        its exit status (dropbear copes badly with overlapping channels)."""
+        its exit status (dropbear copes badly with overlapping channels); a file is
+        replaced whole (:func:`_put_command`)."""
         __tracebackhide__ = hide_frame
-        q = shlex.quote(remote)
-        d = shlex.quote(posixpath.dirname(remote))
-        cmd = f"mkdir -p {d} && cat > {q} && chmod {mode:o} {q}"
-        r = self._run(cmd, timeout=60.0, input=data, doing=f"writing {remote}")
+        r = self._run(
+            _put_command(remote, mode), timeout=60.0, input=data, doing=f"writing {remote}"
+        )
         if r.rc != 0:  # e.g. a path under /proc: the guest's own words, not our command
             lines = r.err.strip().splitlines()
             said = lines[0] if lines else f"exit status {r.rc}"
@@ -2383,6 +2383,30 @@ _FILE_KINDS = {
     stat.S_IFSOCK: "a socket",
     stat.S_IFDIR: "a directory",
 }
+
+
+# Beside a file being replaced while its new contents arrive: .<name>.irqlab-put.<pid>
+PUT_TEMP_MARK = ".irqlab-put."
+
+
+def _put_command(remote: str, mode: int) -> str:
+    """The guest command that writes its stdin to *remote* with *mode* (parents made).
+    A regular file, or none yet, is written beside it and renamed over it once whole:
+    an interrupted copy (a timeout, Ctrl-C: its ``cat`` killed) leaves the old file
+    (and the partial one beside it, named with :data:`PUT_TEMP_MARK`), never a cut
+    one, and a running program can be replaced (``cat >`` on it: "Text file busy").
+    Anything else (/proc, /sys, /dev, a symbolic link, a FIFO) is written to in
+    place."""
+    q = shlex.quote(remote)
+    d, name = posixpath.split(remote)
+    tmp = shlex.quote(posixpath.join(d, f".{name}{PUT_TEMP_MARK}")) + "$$"
+    in_place = f"cat > {q} && chmod {mode:o} {q}"
+    whole = f"cat > {tmp} && chmod {mode:o} {tmp} && mv -f {tmp} {q}"
+    return (
+        f"mkdir -p {shlex.quote(d)} && case {q} in /proc/*|/sys/*|/dev/*) {in_place};; "
+        f"*) if [ -L {q} ] || {{ [ -e {q} ] && [ ! -f {q} ]; }}; then {in_place}; "
+        f"else {whole}; fi;; esac"
+    )
 
 
 def _get_command(remote: str) -> str:

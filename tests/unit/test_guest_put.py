@@ -1,0 +1,71 @@
+"""``Guest.put``/``put_bytes`` replace a file whole: an interrupted copy (a timeout,
+Ctrl-C) left the target cut at whatever had arrived.  The guest's shell is this host's
+here (the command is POSIX), the files its own."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from irqlab.vm.guest import PUT_TEMP_MARK, _put_command
+
+LOCAL_TIMEOUT = 10.0
+
+
+def _put(remote: Path | str, data: bytes, mode: int = 0o644) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        ["sh", "-c", _put_command(str(remote), mode)],
+        input=data, capture_output=True, timeout=LOCAL_TIMEOUT, check=False,
+    )  # fmt: skip
+
+
+def test_a_file_is_replaced_whole_with_its_mode(tmp_path: Path) -> None:
+    target = tmp_path / "sub dir" / "it's"
+    assert _put(target, b"first").returncode == 0
+    assert _put(target, b"second", 0o750).returncode == 0
+    assert target.read_bytes() == b"second"
+    assert target.stat().st_mode & 0o777 == 0o750
+    assert [p.name for p in target.parent.iterdir()] == ["it's"]  # no temporary left
+
+
+def test_an_interrupted_copy_leaves_the_old_file_not_a_cut_one(tmp_path: Path) -> None:
+    target = tmp_path / "tool"
+    target.write_bytes(b"old and whole")
+    p = subprocess.Popen(
+        ["sh", "-c", _put_command(str(target), 0o755)],
+        stdin=subprocess.PIPE, start_new_session=True,
+    )  # fmt: skip
+    assert p.stdin is not None
+    p.stdin.write(b"the first half of the new")
+    p.stdin.flush()
+    partial = tmp_path / f".tool{PUT_TEMP_MARK}{p.pid}"
+    deadline = time.monotonic() + LOCAL_TIMEOUT
+    # the copy has begun: its temporary holds what arrived
+    while not (partial.exists() and partial.stat().st_size == 25):
+        assert time.monotonic() < deadline and p.poll() is None, "the copy never began"
+        time.sleep(0.001)  # a poll of the file's size, bounded by the deadline
+    os.killpg(p.pid, signal.SIGKILL)  # as a timeout's or Ctrl-C's kill of its processes
+    p.wait(LOCAL_TIMEOUT)
+    assert target.read_bytes() == b"old and whole"
+    assert partial.read_bytes() == b"the first half of the new"
+
+
+def test_a_link_and_a_special_file_are_written_in_place(tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    real.write_bytes(b"x")
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    assert _put(link, b"through the link").returncode == 0
+    assert link.is_symlink() and real.read_bytes() == b"through the link"
+    assert _put("/dev/null", b"nothing").returncode == 0  # as /proc, /sys: in place
+
+
+@pytest.mark.parametrize("remote", ["/proc/self/nosuch", "/sys/nosuch"])
+def test_proc_and_sys_are_never_renamed_into(remote: str) -> None:
+    cmd = _put_command(remote, 0o644)
+    assert PUT_TEMP_MARK not in cmd.split(";;")[0], cmd  # their branch writes in place

@@ -92,6 +92,7 @@ static const struct kernel_param_ops irqlab_ring_size_ops = {
 
 static unsigned int ring_size = 256;
 module_param_cb(ring_size, &irqlab_ring_size_ops, &ring_size, 0644);
+__MODULE_PARM_TYPE(ring_size, "uint");	/* modinfo's type, as module_param() gives */
 MODULE_PARM_DESC(ring_size,
 		 "event records per open file, a power of two in [2, 65536] (default 256); read at open()");
 

@@ -193,3 +193,14 @@ def test_module_parameters_that_do_not_fit_the_device_are_named_by_the_kernels_w
     assert "the kernel said 'irqlab " in first and "no interrupt of type msi" in first, first
     assert "is it a build of our driver" not in first, first
     assert g.machine is None or not g.machine.is_running()  # the failed start stopped it
+
+
+def test_a_value_of_the_wrong_type_for_ring_size_is_refused_before_booting() -> None:
+    """ring_size has its own ops: its type came into .modinfo only with
+    __MODULE_PARM_TYPE, so ring_size=abc cost a boot before the kernel refused it."""
+    from irqlab.vm.guest import GuestConfigError
+
+    g = Guest(GuestConfig(name="ring-abc", module_params={"ring_size": "abc"}))
+    with pytest.raises(GuestConfigError, match=r"ring_size"):
+        g.prepare()  # nothing boots
+    assert g.machine is None

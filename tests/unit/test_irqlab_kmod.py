@@ -471,3 +471,21 @@ def test_a_description_that_lists_no_names_gives_no_choices() -> None:
         "only: one",
     ):
         assert described_choices(text) is None, text
+
+
+def test_every_parameter_with_its_own_ops_says_its_type() -> None:
+    """module_param_cb() puts no parmtype= in .modinfo: the value check before boot had
+    no type for ring_size, and ring_size=abc cost a boot before the kernel refused it.
+    Each such parameter says its type (__MODULE_PARM_TYPE), but the choice parameters,
+    checked against the choices their descriptions list."""
+    import re
+
+    src = "\n".join(
+        p.read_text() for p in sorted((Path(__file__).parents[2] / "guest-kmod").glob("*.c"))
+    )
+    with_ops = set(re.findall(r"^module_param_cb\((\w+),", src, re.M))
+    typed = set(re.findall(r"^__MODULE_PARM_TYPE\((\w+),", src, re.M))
+    choices = set(re.findall(r"^IRQLAB_CHOICE_PARAM\((\w+),", src, re.M))
+    assert with_ops == {"ring_size"}, with_ops  # the scan still finds them
+    assert choices == {"wakeup", "irq_mode"}, choices
+    assert with_ops <= typed, f"no parmtype for {sorted(with_ops - typed)}"

@@ -22,7 +22,8 @@ def test_passes_after_a_kernel_line(irqlab_guest, irqlab_agent):
 
 def test_fails_after_kernel_lines(irqlab_guest, irqlab_agent, irqlab_device):
     irqlab_guest.reload_module()  # a kernel step: its marker stays out of the report
-    irqlab_guest.sh("echo irqlab-test: during the failing test > /dev/kmsg")
+    # (0.3 s after it, as below: the next test's slice must not show it)
+    irqlab_guest.sh("echo irqlab-test: during the failing test > /dev/kmsg; sleep 0.3")
     irqlab_agent.arm("read")
     irqlab_device.push(0x5A5A)
     irqlab_agent.expect(path="read", timeout=10)
@@ -73,6 +74,9 @@ def test_failure_report_has_dmesg_counters_and_agent_messages(
     only = out.split("test_fails_with_only_the_guest", 1)[1].split("test_fails_without", 1)[0]
     assert "irqlab guest logs (this test's part)" in only, only
     assert "irqlab diagnostics" in only and "irqlab-test: only the guest" in only, only
+    # no agent fixture, no reset to mark its start: the heartbeats' clock does, not the
+    # heartbeat before it (the previous test's lines were in its slice)
+    assert "irqlab-test: during the failing test" not in only, only
     # ...and one without a guest of its own has no report of the conftest's
     none = out.split("test_fails_without_a_guest", 1)[1].split("short test summary", 1)[0]
     assert "irqlab guest logs" not in none and "irqlab diagnostics" not in none, none

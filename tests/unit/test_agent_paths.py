@@ -258,3 +258,22 @@ def test_a_timed_out_expect_says_why_its_criteria_cannot_match(
     assert "got 1 of 2 event messages on read (timeout 0.5s); last: {" in msg, msg
     assert "None" not in msg, msg
     agent.disarm("read")
+
+
+def test_guest_now_from_the_heartbeats_is_never_late(agent: AgentClient) -> None:
+    """A local agent shares this host's CLOCK_MONOTONIC: the estimate from its
+    heartbeats' stamps lies at or before now, by the delivery's milliseconds."""
+    import time
+
+    assert agent.guest_now_ns() is None  # no heartbeat yet
+    agent.request("heartbeat", interval_ms=20)
+    deadline = time.monotonic() + 10
+    while agent.guest_now_ns() is None:
+        assert time.monotonic() < deadline, "no heartbeat within 10 s"
+        time.sleep(0.01)  # a poll, bounded by the deadline
+    before = time.monotonic_ns()
+    est = agent.guest_now_ns()
+    after = time.monotonic_ns()
+    assert est is not None
+    assert before - 500_000_000 < est <= after, (before, est, after)
+    agent.request("heartbeat", interval_ms=0)

@@ -5,8 +5,11 @@ device's counters, and the agent's last messages.
 Nothing is asked of the guest while tests pass: the start of a test is known from
 the agent's stream log (byte offset), and the guest time of that moment from the
 agent's reset at the test's setup (its reply's ``monotonic_ns``, the clock of the
-kernel log's timestamps; :meth:`GuestDiagnostics.mark`), else from the last agent
-heartbeat before it (up to a heartbeat interval early: earlier tests' lines too);
+kernel log's timestamps; :meth:`GuestDiagnostics.mark`), else (a test without the
+agent's fixture) from the heartbeats' stamps and when they arrived
+(:meth:`~irqlab.vm.agent_client.AgentClient.guest_now_ns`: early by a delivery's
+milliseconds), else from the last agent heartbeat before it (up to a heartbeat
+interval early: earlier tests' lines too);
 only a failure fetches ``dmesg`` (one SSH command).  The harness's own markers in
 the kernel log (``irqlab-step-...``) are left out.
 """
@@ -85,6 +88,8 @@ class GuestDiagnostics:
     rx_log: Path | None
     rx_offset: int
     since: float | None = None  # the test's start in guest time (s), once known
+    # the same from the heartbeats (never late): for a test whose setup resets no agent
+    estimate: float | None = None
 
     def mark(self, reset_at_ns: int | None) -> None:
         """The test's setup reset the guest's agent at *reset_at_ns* (guest time): its
@@ -96,7 +101,13 @@ class GuestDiagnostics:
     def start(cls, guest: Guest) -> GuestDiagnostics:
         agent = guest._agent  # never (re)start an agent just to mark the start
         rx = Path(f"{agent.log_base}.rx.jsonl") if agent is not None else None
-        return cls(guest, rx, file_size(rx) if rx is not None else 0)
+        now = agent.guest_now_ns() if agent is not None else None
+        return cls(
+            guest,
+            rx,
+            file_size(rx) if rx is not None else 0,
+            estimate=None if now is None else now / 1e9,
+        )
 
     def collect(self, dest: Path) -> tuple[str, list[Path]]:
         """(text for the failure report, files written into *dest*)."""
@@ -105,7 +116,7 @@ class GuestDiagnostics:
         g = self.guest
         if g.fault is not None or g.machine is None or not g.machine.is_running():
             return "the guest is gone: no kernel log or counters (see the failure)", files
-        since = self.since
+        since = self.since if self.since is not None else self.estimate
         if since is None and self.rx_log is not None:
             since = heartbeat_before(self.rx_log, self.rx_offset)
         try:

@@ -45,6 +45,8 @@ Event = dict[str, Any]
 AGENT_PACKAGE_DIR = Path(__file__).resolve().parents[2] / "irqlab_agent"
 
 
+CLOCK_SAMPLES = 8  # heartbeats (1 s apart) that guest_now_ns reads the offset from
+
 # the fields a message is told by, first in its summary (a long message is cut at the end)
 KEY_FIELDS = ("type", "path", "seq", "value", "count", "errno", "error")
 SUMMARY_CHARS = 240
@@ -147,6 +149,9 @@ class AgentClient:
         # (a guest health watch: "guest kernel panic ..."); first line of the error.
         self._diagnose = diagnose
         self.last_heartbeat: float | None = None  # host monotonic time of the last one
+        # host CLOCK_MONOTONIC minus the guest's at each of the last heartbeats (ns): the
+        # least is the two clocks' offset plus the quickest delivery (guest_now_ns)
+        self._clock_offsets: deque[int] = deque(maxlen=CLOCK_SAMPLES)
         self._cond = threading.Condition()
         self._responses: dict[int, dict[str, Any]] = {}
         self._backlog: deque[Event] = deque()
@@ -226,6 +231,9 @@ class AgentClient:
                         self.hello = msg
                     elif msg.get("type") == "heartbeat":
                         self.last_heartbeat = time.monotonic()
+                        sent = msg.get("monotonic_ns")
+                        if isinstance(sent, int):
+                            self._clock_offsets.append(time.monotonic_ns() - sent)
                     else:
                         if msg.get("type") == "fatal":
                             self.fatal = str(msg.get("error"))
@@ -445,6 +453,14 @@ class AgentClient:
                 + f"; pending: {self.pending_summary()}"
             ) from None
         return found[0]
+
+    def guest_now_ns(self) -> int | None:
+        """The guest's CLOCK_MONOTONIC now (ns), from the heartbeats' stamps and when they
+        arrived, without asking the guest: early by at most the quickest delivery of the
+        last :data:`CLOCK_SAMPLES` (never late); None before a heartbeat came."""
+        with self._cond:
+            least = min(self._clock_offsets, default=None)
+        return None if least is None else time.monotonic_ns() - least
 
     def pending(self) -> list[Event]:
         with self._cond:

@@ -43,7 +43,7 @@ def test_an_interrupted_copy_leaves_the_old_file_not_a_cut_one(tmp_path: Path) -
     assert p.stdin is not None
     p.stdin.write(b"the first half of the new")
     p.stdin.flush()
-    partial = tmp_path / f".tool{PUT_TEMP_MARK}{p.pid}"
+    partial = tmp_path / f"{PUT_TEMP_MARK}{p.pid}"
     deadline = time.monotonic() + LOCAL_TIMEOUT
     # the copy has begun: its temporary holds what arrived
     while not (partial.exists() and partial.stat().st_size == 25):
@@ -62,10 +62,25 @@ def test_a_link_and_a_special_file_are_written_in_place(tmp_path: Path) -> None:
     link.symlink_to(real)
     assert _put(link, b"through the link").returncode == 0
     assert link.is_symlink() and real.read_bytes() == b"through the link"
-    assert _put("/dev/null", b"nothing").returncode == 0  # as /proc, /sys: in place
 
 
-@pytest.mark.parametrize("remote", ["/proc/self/nosuch", "/sys/nosuch"])
-def test_proc_and_sys_are_never_renamed_into(remote: str) -> None:
-    cmd = _put_command(remote, 0o644)
-    assert PUT_TEMP_MARK not in cmd.split(";;")[0], cmd  # their branch writes in place
+@pytest.mark.parametrize("remote", ["/proc/sys/kernel/printk", "/sys/nosuch", "/dev/irqlab0"])
+def test_proc_sys_and_dev_are_written_in_place_and_keep_their_mode(remote: str) -> None:
+    """Never run here (it would write the host's own files): the command's branch for
+    them is a plain write, no rename, no chmod (a device node kept its mode)."""
+    special = _put_command(remote, 0o644).split(";;")[0]
+    assert special.endswith(f"cat > {remote}"), special
+
+
+def test_a_name_near_name_max_has_room_for_its_temporary(tmp_path: Path) -> None:
+    """The temporary was named after the file: a name of 250 bytes made it too long."""
+    target = tmp_path / ("n" * 250)
+    assert _put(target, b"long").returncode == 0, "the temporary's name was too long"
+    assert target.read_bytes() == b"long"
+
+
+def test_a_path_ending_in_a_slash_is_refused_before_anything_runs() -> None:
+    from irqlab.vm.guest import Guest, GuestConfig
+
+    with pytest.raises(ValueError, match="must name a file, not a directory"):
+        Guest(GuestConfig(name="put")).put_bytes(b"x", "/root/dir/")

@@ -45,6 +45,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -395,6 +396,7 @@ def _recorded_runtime_packages(out: Path) -> list[str]:
 
 
 _RUNNABLE: set[tuple[Path, str]] = set()  # installs ensure_runtime_once found runnable
+_RUNNABLE_LOCK = threading.Lock()  # two guests started at once: one apt-get, not two
 
 
 def ensure_runtime_once(install: QemuInstall, arch: Arch = X86_64, log: Log = print) -> None:
@@ -404,9 +406,10 @@ def ensure_runtime_once(install: QemuInstall, arch: Arch = X86_64, log: Log = pr
     error."""
     out = install.binary.parent.parent
     key = (out, arch.name)
-    if key not in _RUNNABLE:
-        ensure_runtime(out, arch, log)
-        _RUNNABLE.add(key)
+    with _RUNNABLE_LOCK:
+        if key not in _RUNNABLE:
+            ensure_runtime(out, arch, log)
+            _RUNNABLE.add(key)
 
 
 def ensure_runtime(out: Path, arch: Arch = X86_64, log: Log = print) -> None:

@@ -2385,7 +2385,8 @@ _FILE_KINDS = {
 }
 
 
-# Beside a file being replaced while its new contents arrive: .<name>.irqlab-put.<pid>
+# Beside a file being replaced while its new contents arrive: .irqlab-put.<pid> (not
+# after the file's name: a name near NAME_MAX would make it too long)
 PUT_TEMP_MARK = ".irqlab-put."
 
 
@@ -2393,17 +2394,17 @@ def _put_command(remote: str, mode: int) -> str:
     """The guest command that writes its stdin to *remote* with *mode* (parents made).
     A regular file, or none yet, is written beside it and renamed over it once whole:
     an interrupted copy (a timeout, Ctrl-C: its ``cat`` killed) leaves the old file
-    (and the partial one beside it, named with :data:`PUT_TEMP_MARK`), never a cut
-    one, and a running program can be replaced (``cat >`` on it: "Text file busy").
-    Anything else (/proc, /sys, /dev, a symbolic link, a FIFO) is written to in
-    place."""
+    (and the partial one beside it, :data:`PUT_TEMP_MARK` and the shell's pid), never
+    a cut one, and a running program can be replaced (``cat >`` on it: "Text file
+    busy").  A symbolic link or a FIFO is written to in place; a file of /proc, /sys
+    or /dev too, and keeps its mode (an attribute or a device node is not re-moded)."""
     q = shlex.quote(remote)
-    d, name = posixpath.split(remote)
-    tmp = shlex.quote(posixpath.join(d, f".{name}{PUT_TEMP_MARK}")) + "$$"
+    d = posixpath.dirname(remote)
+    tmp = shlex.quote(posixpath.join(d, PUT_TEMP_MARK)) + "$$"
     in_place = f"cat > {q} && chmod {mode:o} {q}"
     whole = f"cat > {tmp} && chmod {mode:o} {tmp} && mv -f {tmp} {q}"
     return (
-        f"mkdir -p {shlex.quote(d)} && case {q} in /proc/*|/sys/*|/dev/*) {in_place};; "
+        f"mkdir -p {shlex.quote(d)} && case {q} in /proc/*|/sys/*|/dev/*) cat > {q};; "
         f"*) if [ -L {q} ] || {{ [ -e {q} ] && [ ! -f {q} ]; }}; then {in_place}; "
         f"else {whole}; fi;; esac"
     )
@@ -2469,6 +2470,8 @@ def _check_guest_path(remote: str) -> None:
     directory ''")."""
     if not isinstance(remote, str) or not posixpath.isabs(remote):
         raise ValueError(f"a guest path must be absolute, not {remote!r}")
+    if remote.endswith("/"):  # a directory's: no file to write
+        raise ValueError(f"a guest path to write must name a file, not a directory: {remote!r}")
 
 
 def _build_progress(msg: str) -> None:

@@ -79,8 +79,24 @@ def test_a_name_near_name_max_has_room_for_its_temporary(tmp_path: Path) -> None
     assert target.read_bytes() == b"long"
 
 
-def test_a_path_ending_in_a_slash_is_refused_before_anything_runs() -> None:
+def test_a_bad_path_or_data_is_refused_before_anything_runs() -> None:
+    """On a guest never started: nothing reaches the guest (no guest is needed)."""
     from irqlab.vm.guest import Guest, GuestConfig
 
+    g = Guest(GuestConfig(name="put"))
     with pytest.raises(ValueError, match="must name a file, not a directory"):
-        Guest(GuestConfig(name="put")).put_bytes(b"x", "/root/dir/")
+        g.put_bytes(b"x", "/root/dir/")
+    with pytest.raises(ValueError, match="a guest path must be absolute, not 'tmp/x'"):
+        g.put_bytes(b"x", "tmp/x")
+    with pytest.raises(TypeError, match="data must be bytes, not str"):
+        g.put_bytes("x", "/tmp/x")  # type: ignore[arg-type]
+
+
+def test_a_directorys_path_in_extra_files_is_refused_before_any_boot(tmp_path: Path) -> None:
+    """It passed the config check, then failed after a cold boot."""
+    from irqlab.vm.guest import GuestConfig, GuestConfigError
+
+    f = tmp_path / "f"
+    f.write_text("x")
+    with pytest.raises(GuestConfigError, match="names a directory, not a file"):
+        GuestConfig(extra_files={"/root/d/": f})

@@ -430,6 +430,8 @@ def _driver_modinfo_params() -> tuple[str, ...]:
     )
     descs = re.findall(r'MODULE_PARM_DESC\((\w+),\s*((?:"[^"]*"\s*)+)\);', source)
     types = re.findall(r"\bmodule_param\((\w+),\s*(\w+),", source)
+    # a parameter with its own ops says its type so (module_param_cb gives none)
+    types += re.findall(r'__MODULE_PARM_TYPE\((\w+),\s*"(\w+)"\)', source)
     assert len(descs) >= 6 and types, "the driver's parameters are declared otherwise now"
     pieces = re.compile(r'"([^"]*)"')  # C's adjacent string literals, joined
     return (
@@ -489,3 +491,16 @@ def test_every_parameter_with_its_own_ops_says_its_type() -> None:
     assert with_ops == {"ring_size"}, with_ops  # the scan still finds them
     assert choices == {"wakeup", "irq_mode"}, choices
     assert with_ops <= typed, f"no parmtype for {sorted(with_ops - typed)}"
+
+
+@pytest.mark.parametrize(
+    ("text", "read"),
+    [("1", True), ("Yes", True), ("on", True), ("t", True), ("0", False), ("no", False),
+     ("off", False), ("F", False), ("maybe", None), ("", None), ("2", None)],
+)  # fmt: skip
+def test_kstrtobool_reads_as_the_kernel_does(text: str, read: bool | None) -> None:
+    """One reading of the kernel's bool grammar, for the value check and kernel_bool."""
+    from irqlab.vm.guest import kernel_bool, kstrtobool
+
+    assert kstrtobool(text) is read
+    assert kernel_bool(text) is (read is True)

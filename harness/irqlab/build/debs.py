@@ -398,8 +398,13 @@ def ensure_apt_packages(steps: StepLog, names: Sequence[str], step: str = "apt-d
     if not any(APT_LISTS.glob("*_Packages*")):
         steps.run(step, ["apt-get", "update", "-q"], env=APT_ENV)
     steps.run(
-        step, ["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing], env=APT_ENV
-    )
+        step,
+        # another process installing meanwhile (pytest-xdist workers on a restored
+        # cache): wait for dpkg's lock rather than fail on it
+        ["apt-get", "install", "-y", "-q", "-o", "DPkg::Lock::Timeout=600",
+         "--no-install-recommends", *missing],
+        env=APT_ENV,
+    )  # fmt: skip
 
 
 def ensure_host_packages(

@@ -767,13 +767,15 @@ def ensure_qemu(*, force: bool = False, log: Log = print, arch: Arch = X86_64) -
     out = cache.output_dir("qemu", inputs.digest)
     if cache.is_complete(out) and not force:
         cache.touch(out)
-        ensure_runtime(out, arch, log)
-        return _install_from(out, arch)
+        install = _install_from(out, arch)
+        ensure_runtime_once(install, arch, log)  # a guest's start then asks no ldd again
+        return install
 
     with _lock():
         if cache.is_complete(out) and not force:  # another process built it meanwhile
-            ensure_runtime(out, arch, log)
-            return _install_from(out, arch)
+            install = _install_from(out, arch)
+            ensure_runtime_once(install, arch, log)
+            return install
         t0 = time.monotonic()
         what = f"{inputs.source.kind} {inputs.source.version}"
         if arch != X86_64:

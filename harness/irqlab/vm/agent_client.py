@@ -229,6 +229,8 @@ class AgentClient:
                         self._responses[rid if isinstance(rid, int) else -1] = msg
                     elif msg.get("type") == "hello":
                         self.hello = msg
+                        if isinstance(msg.get("monotonic_ns"), int):  # the first stamp
+                            self._clock_offsets.append(time.monotonic_ns() - msg["monotonic_ns"])
                     elif msg.get("type") == "heartbeat":
                         self.last_heartbeat = time.monotonic()
                         sent = msg.get("monotonic_ns")

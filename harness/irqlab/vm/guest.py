@@ -94,7 +94,6 @@ __all__ = [
     "GUEST_SSH_PORT",
     "HEARTBEAT_MS",
     "HOTPLUG_PORT",
-    "IMAGE_EXTRA_PACKAGES",
     "IMAGE_KINDS",
     "KMSG_MARK",
     "AgentError",
@@ -305,10 +304,6 @@ def device_arg(device_id: str, props: Mapping[str, Any], bus: str | None = None)
 HOTPLUG_PORT = "irqlab-rp0"  # the PCIe root port our device sits behind with hotplug=True
 
 
-# Debian packages every guest's image ships besides the base set (the build's list)
-IMAGE_EXTRA_PACKAGES = DEFAULT_EXTRA_PACKAGES
-
-
 def image_kind() -> str:
     """Which guest image to boot: $IRQLAB_IMAGE, ``debian`` (default) or ``buildroot``
     (:func:`irqlab.build.imagekind.image_kind`); GuestConfigError for another."""
@@ -389,13 +384,22 @@ def param_key(name: object) -> str:
     return str(name).replace("-", "_")
 
 
+def kstrtobool(text: str) -> bool | None:
+    """*text* as the kernel's ``kstrtobool`` reads it: its first character (1yYtT,
+    0nNfF) or on/of(f); None for what the kernel refuses."""
+    if text[:1] in ("1", "y", "Y", "t", "T") or text[:2].lower() == "on":
+        return True
+    if text[:1] in ("0", "n", "N", "f", "F") or text[:2].lower() == "of":
+        return False
+    return None
+
+
 def kernel_bool(value: object) -> bool:
     """A bool module parameter's value as the kernel reads it (``kstrtobool``): set for
     a bare name (None), True, 1, y, Y, t, T, on; anything else unset."""
     if value is None or value is True:
         return True
-    text = str(value)
-    return text[:1] in ("1", "y", "Y", "t", "T") or text[:2].lower() == "on"
+    return kstrtobool(str(value)) is True
 
 
 # The kernel's integer parameter types (a .ko's parmtype=) and the values each takes: its
@@ -444,7 +448,7 @@ def param_value_problem(kind: str, value: object) -> str | None:
         problems = (param_value_problem(element, v) for v in text.split(","))
         return next((p for p in problems if p), None)
     if kind in ("bool", "invbool"):  # kstrtobool: the first character, or on/off
-        if text[:1] in tuple("1yYtT0nNfF") or text[:2].lower() in ("on", "of"):
+        if kstrtobool(text) is not None:
             return None
         return f"{text!r} is not a bool (the kernel takes {KERNEL_BOOL_WORDS})"
     if kind not in KERNEL_INT_RANGES:
@@ -686,7 +690,7 @@ class GuestConfig:
     ssh_timeout: float = 60.0
     agent_timeout: float = 60.0
     name: str = "guest"
-    # Debian packages added to the image besides IMAGE_EXTRA_PACKAGES (e.g. rt-tests).
+    # Debian packages added to the image besides DEFAULT_EXTRA_PACKAGES (e.g. rt-tests).
     extra_packages: tuple[str, ...] = ()
     # Start from the ready-state snapshot for this configuration when one exists (and
     # save one after a cold boot when none does); False always cold-boots.
@@ -799,10 +803,12 @@ class GuestConfig:
 
 
 def guest_file_problem(where: str) -> str | None:
-    """Why no file can be put at the guest path *where* (None: it can): not absolute, or
-    in a filesystem of the kernel's (/proc, /sys)."""
+    """Why no file can be put at the guest path *where* (None: it can): not absolute, a
+    directory's (ending in /), or in a filesystem of the kernel's (/proc, /sys)."""
     if not posixpath.isabs(where):
         return f"guest path {where!r} is not absolute"
+    if where.endswith("/"):
+        return f"guest path {where!r} names a directory, not a file"
     top = posixpath.normpath(where).lstrip("/").split("/")[0]  # "//proc/x" too
     if top in ("proc", "sys"):
         return (
@@ -1107,7 +1113,7 @@ class Guest:
         self._check_driver_params(ko)  # before an image build
         from irqlab.build.image import UnknownKernelModule, ensure_image
 
-        extra = tuple(dict.fromkeys((*IMAGE_EXTRA_PACKAGES, *self.config.extra_packages)))
+        extra = tuple(dict.fromkeys((*DEFAULT_EXTRA_PACKAGES, *self.config.extra_packages)))
         try:
             image = ensure_image(
                 kmod=Path(ko),
@@ -1131,7 +1137,7 @@ class Guest:
         try:
             return archguest.prerequisites(
                 arch,
-                (*IMAGE_EXTRA_PACKAGES, *self.config.extra_packages),
+                (*DEFAULT_EXTRA_PACKAGES, *self.config.extra_packages),
                 env_kmod(arch),
                 kernel_modules=self.kernel_modules(),
             )

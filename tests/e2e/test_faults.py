@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from faultwait import raises_within  # same directory (rootdir-relative import)
 
-from irqlab.testing.helpers import DeviceControl, process_exited
+from irqlab.testing.helpers import DeviceControl, process_exited, wait_until
 from irqlab.testing.plugin import start_guest
 from irqlab.vm.agent_client import AgentError, AgentTimeout
 from irqlab.vm.guest import Guest, GuestConfig
@@ -470,21 +470,18 @@ def test_a_session_guest_the_host_cannot_reach_is_replaced(tmp_path: Path) -> No
     ), out
 
 
-def _signal_delivered(pid: int, signo: int, timeout: float = 10.0) -> bool:
+def _wait_signal_taken(pid: int, signo: int, timeout: float = 10.0) -> None:
     """Wait until *signo* no longer pends for *pid* (its handler has it): the pending
     masks of /proc/PID/status, SigPnd (the thread's) and ShdPnd (the process's)."""
     bit = 1 << (signo - 1)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            status = Path(f"/proc/{pid}/status").read_text()
-        except OSError:
-            return False
-        masks = [int(line.split()[1], 16) for line in status.splitlines()
-                 if line.startswith(("SigPnd:", "ShdPnd:"))]  # fmt: skip
-        if not any(m & bit for m in masks):
-            return True
-    return False
+
+    def pending() -> list[int]:
+        status = Path(f"/proc/{pid}/status").read_text()  # gone: the OSError says so
+        return [int(line.split()[1], 16) for line in status.splitlines()
+                if line.startswith(("SigPnd:", "ShdPnd:"))]  # fmt: skip
+
+    wait_until(pending, lambda masks: not any(m & bit for m in masks), timeout,
+               f"signal {signo} pending for pytest {pid}")  # fmt: skip
 
 
 INNER_SLOW = """
@@ -524,7 +521,7 @@ def test_sigterm_or_sigint_of_pytest_stops_its_guests(
     if times == 2:
         # the second once the kernel delivered the first (sent while the first still
         # pends, the two merge into one, and the repeat would not be tested)
-        assert _signal_delivered(p.pid, signo), "pytest never took the first signal"
+        _wait_signal_taken(p.pid, signo)
         p.send_signal(signo)
     rest = p.communicate(timeout=60)[0].decode(errors="replace")
     assert p.returncode == pytest.ExitCode.INTERRUPTED, rest[-3000:]

@@ -440,6 +440,21 @@ def test_a_library_no_recorded_package_brings_is_said(
     assert host.apt == []
 
 
+def test_a_library_still_missing_after_the_install_is_said(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """apt installed what the manifest records and the loader still misses a library (a
+    package that moved it): the error names what is still missing, not a QEMU that
+    fails at its start."""
+    _cached_install(tmp_path, monkeypatch, {"runtime_packages": ["libfdt1", "libslirp0"]})
+    host = _Host(monkeypatch, set())
+    monkeypatch.setattr(qemu, "_ldd", lambda _b: LDD_MISSING)  # whatever apt installs
+    with pytest.raises(BuildError, match=r"still cannot find libfdt.so.1, libslirp.so.0 after "
+                       r"installing libfdt1 libslirp0"):  # fmt: skip
+        qemu.ensure_qemu(log=lambda _m: None)
+    assert host.apt == [["libfdt1", "libslirp0"]]
+
+
 def test_a_guest_started_outside_build_qemu_gets_the_libraries_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

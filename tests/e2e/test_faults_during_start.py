@@ -11,6 +11,7 @@ import os
 import signal
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -164,3 +165,18 @@ def test_qemu_killed_or_stopped_while_the_snapshot_is_saved_is_named(
     with pytest.raises(ProcessLookupError):  # killed and reaped by the start's cleanup
         os.kill(sent[0], 0)
     assert snapshot.lookup(key) is None, "a save that did not finish is no snapshot"
+
+
+def test_a_start_that_fails_before_qemu_runs_keeps_its_own_words(tmp_path: Path) -> None:
+    """A log directory the user cannot make (root's ``build/logs`` in a non-root user's
+    checkout) said "QEMU exited with status None (starting the guest)": the start's
+    fault check took a QEMU never spawned for one that died."""
+    from irqlab.vm.machine import LogDirError
+
+    not_a_dir = tmp_path / "logs"
+    not_a_dir.write_text("")  # mkdir under it fails as a root-owned one does for a user
+    g = Guest(GuestConfig(name="nolog", log_dir=not_a_dir / "guest"))
+    with pytest.raises(LogDirError, match="cannot make the guest's log directory") as e:
+        g.start()
+    assert "status None" not in str(e.value)
+    assert g.machine is None or not g.machine.spawned

@@ -13,6 +13,7 @@ from test_agent_protocol import fake_abi
 
 from irqlab.build import responder
 from irqlab.paths import repo_root
+from irqlab.testing.helpers import process_exited
 from irqlab_agent.agent import Agent
 from irqlab_agent.native import PATHS, build_argv
 from irqlab_agent.protocol import Writer, parse_request
@@ -103,20 +104,26 @@ def test_agent_starts_waits_and_reports(tmp_path: Path, monkeypatch: pytest.Monk
 def test_agent_stops_a_responder_that_runs_too_long(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The fake reports when SIGTERM arrives, as the responder does.
+    # The fake reports when SIGTERM arrives, as the responder does (and ends its sleep:
+    # left behind, every unit run added an orphan `sleep 600`).
     fake = _fake(
         tmp_path,
-        """trap 'echo "{\\"exit\\": \\"stopped\\"}"; exit 0' TERM
+        """trap 'kill $sleeper; echo "{\\"exit\\": \\"stopped\\"}"; exit 0' TERM
 echo ready
 sleep 600 >/dev/null 2>&1 &
+sleeper=$!
+echo $sleeper > sleeper.pid
 wait
 """,
     )
+    monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("IRQLAB_RESPONDER", str(fake))
     agent = Agent(fake_abi(), Writer(io.BytesIO()))
     assert agent.handle_line(b'{"id": 1, "op": "native_start", "path": "poll"}')["ok"]
     r = agent.handle_line(b'{"id": 2, "op": "native_wait", "name": "poll", "wait_s": 0.2}')
     assert r["timed_out"] is True and r["result"] == {"exit": "stopped"}
+    sleeper = int((tmp_path / "sleeper.pid").read_text())
+    assert process_exited(sleeper, 5.0), f"the fake's sleep {sleeper} outlived the test"
 
 
 def test_agent_reports_a_responder_that_cannot_arm(

@@ -116,3 +116,37 @@ def test_a_temp_dir_without_locks_still_gets_a_socket_dir(
     (stale / machine.OWNER_LOCK).write_text("")
     os.utime(stale, (time.time() - 60, time.time() - 60))
     assert remove_stale_sock_dirs(tmp_path) == [stale]
+
+
+def test_another_users_dirs_are_left_alone(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A non-root user's start met root's old ``/tmp/irqlab-XXXXXXXX``: the sweep's
+    ``iterdir`` raised PermissionError and every guest start failed ("QEMU exited with
+    status None").  Here the directories are this user's and the sweep is told it is
+    another (uid + 1): it looks into none and removes none."""
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    legacy = tmp_path / "irqlab-zzsim001"
+    pid_named = tmp_path / f"irqlab-{gone.pid}-other123"
+    for d in (legacy, pid_named):
+        d.mkdir()
+        os.utime(d, (time.time() - 3600, time.time() - 3600))
+    looked: list[Path] = []
+    real_iterdir = Path.iterdir
+    monkeypatch.setattr(Path, "iterdir", lambda p: looked.append(p) or real_iterdir(p))
+    monkeypatch.setattr(machine.os, "geteuid", lambda: os.getuid() + 1)
+    assert remove_stale_sock_dirs(tmp_path) == []
+    assert legacy.exists() and pid_named.exists() and looked == []
+    monkeypatch.undo()  # this user's after all: both are stale
+    assert sorted(remove_stale_sock_dirs(tmp_path)) == sorted([legacy, pid_named])
+
+
+def test_a_dir_the_sweep_could_not_remove_is_not_reported(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    stale = tmp_path / f"irqlab-{gone.pid}-stuck123"
+    stale.mkdir()
+    os.utime(stale, (time.time() - 60, time.time() - 60))
+    monkeypatch.setattr(machine.shutil, "rmtree", lambda *_a, **_k: None)  # EPERM, EBUSY...
+    assert remove_stale_sock_dirs(tmp_path) == []

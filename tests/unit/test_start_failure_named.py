@@ -17,6 +17,7 @@ class _Exited:
 
     def __init__(self, status: int | None) -> None:
         self.returncode = status
+        self.spawned = True
 
     def is_running(self) -> bool:
         return self.returncode is None
@@ -74,3 +75,17 @@ def test_a_new_start_does_not_carry_the_last_qemu_s_fault() -> None:
     with pytest.raises(SshError):  # start() fails in its first step ...
         g.start()
     assert g.fault is None  # ... with the old verdict gone
+
+
+def test_a_start_that_failed_before_qemu_was_spawned_keeps_its_error() -> None:
+    """A log directory it could not make: "QEMU exited with status None" took its
+    place (:meth:`Guest._qemu_gone_under` took the QEMU never spawned for a dead one)."""
+    from irqlab.vm.machine import LogDirError
+
+    g = Guest(GuestConfig())
+    vm = _Exited(None)
+    vm.spawned = False
+    vm.is_running = lambda: False  # type: ignore[method-assign]
+    g.machine = vm  # type: ignore[assignment]
+    e = LogDirError("cannot make the guest's log directory in /x: Permission denied")
+    assert g._qemu_gone_under(e) is e

@@ -1188,6 +1188,8 @@ class Guest:
         vm = self.machine
         if vm is None or not isinstance(e, Exception) or isinstance(e, GuestFault):
             return e
+        if not vm.spawned:  # it failed before QEMU ran (a log directory it cannot make
+            return e  # said "QEMU exited with status None")
         if isinstance(e, QemuExited) and e.status not in _KILLED_FROM_OUTSIDE:
             return e  # it exited by itself (refused its command line, crashed): its words
         if isinstance(e, MachineError) and vm.is_running() and isinstance(e.__cause__, QMPFailure):

@@ -24,6 +24,7 @@ import selectors
 import shlex
 import shutil
 import socket
+import stat
 import subprocess
 import tempfile
 import time
@@ -219,12 +220,18 @@ def remove_stale_sock_dirs(tmp: Path | None = None) -> list[Path]:
     """Remove socket directories (``irqlab-<pid>-*`` in :func:`sock_parent`) whose
     owning process is gone (a killed test run) and whose owner lock nobody holds, and
     pid-less ones of older irqlab versions that are over 10 minutes old with no socket
-    in use; returns what was removed."""
+    in use; returns what was removed.  Another user's directories are left alone (a
+    non-root user cannot look into root's, and every guest start failed on one)."""
     base = tmp if tmp is not None else sock_parent()
     removed = []
     bound: set[str] | None = None
+    uid = os.geteuid()
     for p in base.glob("irqlab-*"):
-        if not p.is_dir() or p.is_symlink():
+        try:
+            st = p.lstat()
+        except OSError:  # removed meanwhile
+            continue
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != uid:
             continue
         m = _SOCK_DIR.match(p.name)
         if m is None:
@@ -235,19 +242,28 @@ def remove_stale_sock_dirs(tmp: Path | None = None) -> list[Path]:
             except OSError:
                 continue
             bound = _bound_unix_paths() if bound is None else bound
-            if age < LEGACY_MIN_AGE_S or any(str(s) in bound for s in p.iterdir()):
+            try:
+                if age < LEGACY_MIN_AGE_S or any(str(s) in bound for s in p.iterdir()):
+                    continue
+            except OSError:
                 continue
-            shutil.rmtree(p, ignore_errors=True)
-            removed.append(p)
+            if _removed(p):
+                removed.append(p)
             continue
         if pid_runs(int(m[1])) or _owner_holds(p) or _younger_than(p, NEW_SOCK_DIR_S):
             # its owner lives (the lock: also one in another pid namespace), or it was
             # made a moment ago (its owner, in another pid namespace, may not have
             # taken the lock yet)
             continue
-        shutil.rmtree(p, ignore_errors=True)
-        removed.append(p)
+        if _removed(p):
+            removed.append(p)
     return removed
+
+
+def _removed(d: Path) -> bool:
+    """Remove *d*'s tree; whether it is gone."""
+    shutil.rmtree(d, ignore_errors=True)
+    return not d.exists()
 
 
 def _chardev_path(p: Path) -> str:
@@ -470,6 +486,12 @@ class Machine:
 
     def is_running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def spawned(self) -> bool:
+        """Whether QEMU's process was started (a start can fail before: its log
+        directory, its sockets)."""
+        return self._proc is not None
 
     @property
     def returncode(self) -> int | None:

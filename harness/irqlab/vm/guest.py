@@ -71,7 +71,7 @@ if TYPE_CHECKING:
     from irqlab.vm.console import Console
     from irqlab.vm.machine import Machine
     from irqlab.vm.qmp.injector import Injector
-from irqlab.vm.loadscale import MAX_TIMEOUT, check_timeout
+from irqlab.vm.loadscale import check_timeout
 from irqlab.vm.ssh import (
     CommandError,
     RemoteProcess,
@@ -759,17 +759,11 @@ class GuestConfig:
         # ("the reseed port did not answer"), not about the setting
         limits = ["boot_timeout", "ssh_timeout", "agent_timeout", "restore_timeout"]
         for name in [*limits, *(["freeze_timeout"] if self.freeze_timeout is not None else [])]:
-            value = getattr(self, name)
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, int | float)
-                or not 0 < value <= MAX_TIMEOUT  # NaN and inf: no wait takes them
-            ):
-                raise GuestConfigError(
-                    f"GuestConfig({name}={value!r}): a number of seconds > 0, at most "
-                    f"{MAX_TIMEOUT:.0f} (a week)"
-                    + (" (None turns the freeze watch off)" if name == "freeze_timeout" else "")
-                )
+            try:
+                check_timeout(getattr(self, name), f"GuestConfig.{name}")
+            except (TypeError, ValueError) as e:
+                off = " (None turns the freeze watch off)" if name == "freeze_timeout" else ""
+                raise GuestConfigError(f"{e}{off}") from None
 
     def _check_guest_paths(self) -> None:
         """extra_files' guest paths, before anything boots: absolute, and not in a

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from irqlab.vm.guest import Guest, GuestError
-from irqlab.vm.ssh import SshClient
+from irqlab.vm.ssh import RemoteWriteError, SshClient
 
 ROUNDS = (20, 200)  # (test-all, soak)
 
@@ -56,6 +56,34 @@ def test_put_then_run_in_a_loop(ssh: SshClient, soak: Callable[[float, float], f
         ssh.put_bytes(f"echo {i}\n".encode(), "/tmp/put_run.sh", mode=0o755)
         assert ssh.run("/tmp/put_run.sh", timeout=30, check=True).out == f"{i}\n", f"round {i}"
     assert ssh.reconnects == 0
+
+
+def test_sshclient_put_replaces_a_running_program_and_names_what_fails(ssh: SshClient) -> None:
+    """SshClient.put wrote with SFTP, in place: a running program could not be replaced
+    (SFTP's "Failure": Text file busy), a copy cut short left a cut file, and a path the
+    guest refused raised paramiko's IOError.  It runs Guest.put's command now."""
+    d = "/tmp/irqlab-sshput"
+    # a copy of sleep, running: its file is busy (busybox's too: the copy is named sleep)
+    pid = ssh.run(
+        f'rm -rf {d} && mkdir {d} && cp "$(readlink -f /bin/sleep)" {d}/sleep && '
+        f"{{ {d}/sleep 600 </dev/null >/dev/null 2>&1 & p=$!; }} && "
+        f'while [ "$(readlink /proc/$p/exe)" != {d}/sleep ]; do :; done; echo $p',
+        timeout=30,
+        check=True,
+    ).out.strip()
+    try:
+        busy = ssh.run(f"echo > {d}/sleep", timeout=30)
+        assert busy.rc != 0 and "busy" in busy.err, busy  # what a write in place meets
+        ssh.put_bytes(b"#!/bin/sh\necho replaced\n", f"{d}/sleep", mode=0o755)
+        assert ssh.run(f"{d}/sleep", timeout=30, check=True).out == "replaced\n"
+        assert ssh.run(f"ls -A {d}", check=True).out == "sleep\n"  # no temporary left
+    finally:
+        ssh.run(f"kill {pid}; rm -rf {d}")
+    with pytest.raises(RemoteWriteError) as info:
+        ssh.put_bytes(b"x", "/proc/irqlab-no-such-file")
+    msg = str(info.value)
+    assert msg.startswith("cannot write /proc/irqlab-no-such-file in the guest: "), msg
+    assert "\n" not in msg, msg
 
 
 def test_the_connection_sends_small_messages_at_once(ssh: SshClient) -> None:

@@ -1,5 +1,6 @@
 """``Guest.put``/``put_bytes`` replace a file whole: an interrupted copy (a timeout,
-Ctrl-C) left the target cut at whatever had arrived.  The guest's shell is this host's
+Ctrl-C) left the target cut at whatever had arrived; ``SshClient.put``/``put_bytes``
+run the same command (:mod:`irqlab.vm.guestfile`).  The guest's shell is this host's
 here (the command is POSIX), the files its own."""
 
 from __future__ import annotations
@@ -12,14 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from irqlab.vm.guest import PUT_TEMP_MARK, _put_command
+from irqlab.vm.guestfile import PUT_TEMP_MARK, put_command
+from irqlab.vm.ssh import RemoteWriteError, RunResult, SshClient
 
 LOCAL_TIMEOUT = 10.0
 
 
 def _put(remote: Path | str, data: bytes, mode: int = 0o644) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(
-        ["sh", "-c", _put_command(str(remote), mode)],
+        ["sh", "-c", put_command(str(remote), mode)],
         input=data, capture_output=True, timeout=LOCAL_TIMEOUT, check=False,
     )  # fmt: skip
 
@@ -37,7 +39,7 @@ def test_an_interrupted_copy_leaves_the_old_file_not_a_cut_one(tmp_path: Path) -
     target = tmp_path / "tool"
     target.write_bytes(b"old and whole")
     p = subprocess.Popen(
-        ["sh", "-c", _put_command(str(target), 0o755)],
+        ["sh", "-c", put_command(str(target), 0o755)],
         stdin=subprocess.PIPE, start_new_session=True,
     )  # fmt: skip
     assert p.stdin is not None
@@ -68,7 +70,7 @@ def test_a_link_and_a_special_file_are_written_in_place(tmp_path: Path) -> None:
 def test_proc_sys_and_dev_are_written_in_place_and_keep_their_mode(remote: str) -> None:
     """Never run here (it would write the host's own files): the command's branch for
     them is a plain write, no rename, no chmod (a device node kept its mode)."""
-    special = _put_command(remote, 0o644).split(";;")[0]
+    special = put_command(remote, 0o644).split(";;")[0]
     assert special.endswith(f"cat > {remote}"), special
 
 
@@ -100,3 +102,44 @@ def test_a_directorys_path_in_extra_files_is_refused_before_any_boot(tmp_path: P
     f.write_text("x")
     with pytest.raises(GuestConfigError, match="names a directory, not a file"):
         GuestConfig(extra_files={"/root/d/": f})
+
+
+def test_sshclient_put_runs_guest_puts_command_with_its_checks_and_errors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SshClient.put wrote with SFTP: in place (a copy cut short left a cut file, a
+    running program could not be replaced), no parents made, errors of its own."""
+    from irqlab.vm.guest import GuestWriteError
+
+    client = SshClient("127.0.0.1", 1)  # never connected: its run() is the host's sh
+    ran: list[str] = []
+
+    def run_here(
+        cmd: str, *, timeout: float = 60.0, check: bool = False, input: bytes | None = None
+    ) -> RunResult:
+        ran.append(cmd)
+        p = subprocess.run(
+            ["sh", "-c", cmd], input=input, capture_output=True, timeout=LOCAL_TIMEOUT,
+            check=False,
+        )  # fmt: skip
+        return RunResult(p.returncode, p.stdout.decode(), p.stderr.decode(errors="replace"))
+
+    monkeypatch.setattr(client, "run", run_here)
+    target = tmp_path / "made" / "tool"
+    local = tmp_path / "local"
+    local.write_bytes(b"whole")
+    local.chmod(0o750)
+    client.put(local, str(target))
+    assert ran == [put_command(str(target), 0o750)]
+    assert target.read_bytes() == b"whole" and target.stat().st_mode & 0o777 == 0o750
+    assert [p.name for p in target.parent.iterdir()] == ["tool"]  # no temporary left
+    with pytest.raises(RemoteWriteError) as e:
+        client.put_bytes(b"x", str(local / "under a file"))
+    assert str(e.value).startswith(f"cannot write {local}/under a file in the guest: mkdir: ")
+    assert "\n" not in str(e.value) and e.value.result.rc != 0
+    assert issubclass(GuestWriteError, RemoteWriteError)  # one kind of error for both
+    with pytest.raises(ValueError, match="a guest path must be absolute, not 'tmp/x'"):
+        client.put_bytes(b"x", "tmp/x")
+    with pytest.raises(TypeError, match="data must be bytes, not str"):
+        client.put_bytes("x", "/tmp/x")  # type: ignore[arg-type]
+    assert len(ran) == 2  # the refusals ran nothing

@@ -71,10 +71,12 @@ if TYPE_CHECKING:
     from irqlab.vm.console import Console
     from irqlab.vm.machine import Machine
     from irqlab.vm.qmp.injector import Injector
+from irqlab.vm.guestfile import check_put, put_command, put_failure
 from irqlab.vm.loadscale import check_timeout
 from irqlab.vm.ssh import (
     CommandError,
     RemoteProcess,
+    RemoteWriteError,
     RunResult,
     SshClient,
     SshError,
@@ -165,14 +167,11 @@ class ModuleLoadError(GuestError, CommandError):
         self.result = result
 
 
-class GuestWriteError(GuestError, CommandError):
+class GuestWriteError(GuestError, RemoteWriteError):
     """A file could not be written in the guest (``extra_files``, ``--put``, a module's
     copy); the message has the path and the guest's words.  Also a
+    :class:`RemoteWriteError` (what :meth:`SshClient.put_bytes` raises) and so a
     :class:`CommandError` (an ``SshError``), what a failed copy raised before."""
-
-    def __init__(self, message: str, result: RunResult) -> None:
-        RuntimeError.__init__(self, message)
-        self.result = result
 
 
 # Between a failed command's stderr and the kernel's messages since it began.
@@ -2009,11 +2008,10 @@ class Guest:
         self.put_bytes(local.read_bytes(), remote, mode=file_mode(local) if mode is None else mode)
 
     def put_bytes(self, data: bytes, remote: str, *, mode: int = 0o644) -> None:
-        """Write *data* to the guest file *remote* (parents made)."""
+        """Write *data* to the guest file *remote* (parents made), as
+        :meth:`SshClient.put_bytes` does (:mod:`irqlab.vm.guestfile`)."""
         __tracebackhide__ = hide_frame
-        if not isinstance(data, bytes | bytearray | memoryview):
-            raise TypeError(f"put_bytes: data must be bytes, not {type(data).__name__}")
-        _check_guest_path(remote)
+        check_put(data, remote)
         self._put(bytes(data), remote, mode)
 
     def get(self, remote: str, *, timeout: float = 60.0) -> bytes:
@@ -2034,15 +2032,13 @@ class Guest:
     def _put(self, data: bytes, remote: str, mode: int) -> None:
         """Write *data* to *remote* (parents made) through one exec channel, waiting for
         its exit status (dropbear copes badly with overlapping channels); a file is
-        replaced whole (:func:`_put_command`)."""
+        replaced whole (:func:`irqlab.vm.guestfile.put_command`)."""
         __tracebackhide__ = hide_frame
         r = self._run(
-            _put_command(remote, mode), timeout=60.0, input=data, doing=f"writing {remote}"
+            put_command(remote, mode), timeout=60.0, input=data, doing=f"writing {remote}"
         )
         if r.rc != 0:  # e.g. a path under /proc: the guest's own words, not our command
-            lines = r.err.strip().splitlines()
-            said = lines[0] if lines else f"exit status {r.rc}"
-            raise GuestWriteError(f"cannot write {remote} in the guest: {said}", r)
+            raise GuestWriteError(put_failure(remote, r), r)
 
     def unload_module(self) -> None:
         """rmmod the driver; :class:`ModuleLoadError` when that fails, naming what holds
@@ -2385,31 +2381,6 @@ _FILE_KINDS = {
 }
 
 
-# Beside a file being replaced while its new contents arrive: .irqlab-put.<pid> (not
-# after the file's name: a name near NAME_MAX would make it too long)
-PUT_TEMP_MARK = ".irqlab-put."
-
-
-def _put_command(remote: str, mode: int) -> str:
-    """The guest command that writes its stdin to *remote* with *mode* (parents made).
-    A regular file, or none yet, is written beside it and renamed over it once whole:
-    an interrupted copy (a timeout, Ctrl-C: its ``cat`` killed) leaves the old file
-    (and the partial one beside it, :data:`PUT_TEMP_MARK` and the shell's pid), never
-    a cut one, and a running program can be replaced (``cat >`` on it: "Text file
-    busy").  A symbolic link or a FIFO is written to in place; a file of /proc, /sys
-    or /dev too, and keeps its mode (an attribute or a device node is not re-moded)."""
-    q = shlex.quote(remote)
-    d = posixpath.dirname(remote)
-    tmp = shlex.quote(posixpath.join(d, PUT_TEMP_MARK)) + "$$"
-    in_place = f"cat > {q} && chmod {mode:o} {q}"
-    whole = f"cat > {tmp} && chmod {mode:o} {tmp} && mv -f {tmp} {q}"
-    return (
-        f"mkdir -p {shlex.quote(d)} && case {q} in /proc/*|/sys/*|/dev/*) cat > {q};; "
-        f"*) if [ -L {q} ] || {{ [ -e {q} ] && [ ! -f {q} ]; }}; then {in_place}; "
-        f"else {whole}; fi;; esac"
-    )
-
-
 def _get_command(remote: str) -> str:
     """The guest command that writes the file *remote* to stdout, or refuses (exit 1,
     :data:`_NOT_A_FILE_MARK` on stderr) a path that is there but no regular file, before
@@ -2463,15 +2434,6 @@ def foreign_arch_accel(guest_arch: str) -> AccelChoice:
     if requested() == "kvm":
         reason += "; the KVM asked for is not used"
     return AccelChoice("tcg", reason, probed=False)
-
-
-def _check_guest_path(remote: str) -> None:
-    """A guest path to write must be absolute (a relative one said "mkdir: can't create
-    directory ''")."""
-    if not isinstance(remote, str) or not posixpath.isabs(remote):
-        raise ValueError(f"a guest path must be absolute, not {remote!r}")
-    if remote.endswith("/"):  # a directory's: no file to write
-        raise ValueError(f"a guest path to write must name a file, not a directory: {remote!r}")
 
 
 def _build_progress(msg: str) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from irqlab.vm.guest import Guest, GuestError
-from irqlab.vm.ssh import RemoteWriteError, SshClient
+from irqlab.vm.ssh import RemoteWriteError, SshClient, SshTimeout
 
 ROUNDS = (20, 200)  # (test-all, soak)
 
@@ -84,6 +84,23 @@ def test_sshclient_put_replaces_a_running_program_and_names_what_fails(ssh: SshC
     msg = str(info.value)
     assert msg.startswith("cannot write /proc/irqlab-no-such-file in the guest: "), msg
     assert "\n" not in msg, msg
+
+
+def test_a_put_its_timeout_cuts_short_leaves_the_old_file_and_no_temporary(
+    ssh: SshClient,
+) -> None:
+    """A timeout closes the command's channel before it kills the command: cat took
+    that EOF for the end of the data, and the cut copy (10 MB of 32) was renamed over
+    the target.  Its partial copy is removed (a SIGKILL that came first leaves it to the
+    next put into the directory)."""
+    d = "/tmp/irqlab-cutput"
+    ssh.run(f"rm -rf {d} && mkdir {d} && echo old > {d}/f", check=True)
+    with pytest.raises(SshTimeout):  # 64 MiB in 0.3 s: some 200 MB/s, never under TCG
+        ssh.put_bytes(os.urandom(64 << 20), f"{d}/f", timeout=0.3)
+    assert ssh.run(f"cat {d}/f", check=True).out == "old\n"
+    ssh.put_bytes(b"new\n", f"{d}/g")
+    assert ssh.run(f"ls -A {d}", check=True).out == "f\ng\n"
+    ssh.run(f"rm -rf {d}")
 
 
 def test_the_connection_sends_small_messages_at_once(ssh: SshClient) -> None:

@@ -2035,7 +2035,10 @@ class Guest:
         replaced whole (:func:`irqlab.vm.guestfile.put_command`)."""
         __tracebackhide__ = hide_frame
         r = self._run(
-            put_command(remote, mode), timeout=60.0, input=data, doing=f"writing {remote}"
+            put_command(remote, mode, len(data)),
+            timeout=60.0,
+            input=data,
+            doing=f"writing {remote}",
         )
         if r.rc != 0:  # e.g. a path under /proc: the guest's own words, not our command
             raise GuestWriteError(put_failure(remote, r), r)

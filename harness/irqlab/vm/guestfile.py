@@ -35,21 +35,36 @@ def check_put(data: object, remote: object) -> None:
         raise ValueError(f"a guest path to write must name a file, not a directory: {remote!r}")
 
 
-def put_command(remote: str, mode: int) -> str:
-    """The guest command that writes its stdin to *remote* with *mode* (parents made).
-    A regular file, or none yet, is written beside it and renamed over it once whole:
-    an interrupted copy (a timeout, Ctrl-C: its ``cat`` killed) leaves the old file
-    (and the partial one beside it, :data:`PUT_TEMP_MARK` and the shell's pid), never
-    a cut one, and a running program can be replaced (``cat >`` on it: "Text file
-    busy").  A symbolic link or a FIFO is written to in place; a file of /proc, /sys
-    or /dev too, and keeps its mode (an attribute or a device node is not re-moded)."""
+def put_command(remote: str, mode: int, size: int) -> str:
+    """The guest command that writes its stdin, *size* bytes, to *remote* with *mode*
+    (parents made).  A regular file, or none yet, is written beside it and renamed over
+    it once whole: an interrupted copy (a timeout, Ctrl-C) leaves the old file, never a
+    cut one, and a running program can be replaced (``cat >`` on it: "Text file busy").
+    Whole means *size* bytes: a timeout or Ctrl-C closes the channel, and its EOF ended
+    ``cat`` as if the copy were complete.  The partial copy (:data:`PUT_TEMP_MARK` and
+    the shell's pid) is removed when the command fails or a signal it can catch ends
+    it; one a SIGKILL left (how a timed-out command is killed) is removed by the next
+    put into that directory, once its writer is gone.  A symbolic link or a FIFO is
+    written to in place; a file of /proc, /sys or /dev too, and keeps its mode (an
+    attribute or a device node is not re-moded)."""
     q = shlex.quote(remote)
-    d = posixpath.dirname(remote)
-    tmp = shlex.quote(posixpath.join(d, PUT_TEMP_MARK)) + "$$"
+    d = shlex.quote(posixpath.dirname(remote))
+    mark = shlex.quote(PUT_TEMP_MARK)
     in_place = f"cat > {q} && chmod {mode:o} {q}"
-    whole = f"cat > {tmp} && chmod {mode:o} {tmp} && mv -f {tmp} {q}"
+    # partial copies whose writer (the pid after the mark) is gone
+    sweep = (
+        f'for o in {d}/{mark}*; do p="${{o##*.}}"; case "$p" in ""|*[!0-9]*) continue;; '
+        'esac; [ -d "/proc/$p" ] || rm -f "$o"; done'
+    )
+    cut = f'echo "irqlab put: the copy was cut short: $n of {size} bytes came" >&2; false'
+    whole = (
+        f"{sweep}; t={d}/{mark}$$; trap 'rm -f \"$t\"' EXIT; "
+        "trap 'exit 129' HUP; trap 'exit 130' INT; trap 'exit 143' TERM; "
+        f'cat > "$t" && n=$(wc -c < "$t") && {{ [ "$n" -eq {size} ] || {{ {cut}; }}; }} && '
+        f'chmod {mode:o} "$t" && mv -f "$t" {q}'
+    )
     return (
-        f"mkdir -p {shlex.quote(d)} && case {q} in /proc/*|/sys/*|/dev/*) cat > {q};; "
+        f"mkdir -p {d} && case {q} in /proc/*|/sys/*|/dev/*) cat > {q};; "
         f"*) if [ -L {q} ] || {{ [ -e {q} ] && [ ! -f {q} ]; }}; then {in_place}; "
         f"else {whole}; fi;; esac"
     )

@@ -762,7 +762,8 @@ class SshClient:
         :class:`RemoteWriteError` names a path the guest cannot write, with its words."""
         __tracebackhide__ = hide_frame
         check_put(data, remote)
-        r = self.run(put_command(remote, mode), input=bytes(data), timeout=timeout)
+        data = bytes(data)
+        r = self.run(put_command(remote, mode, len(data)), input=data, timeout=timeout)
         if r.rc != 0:
             raise RemoteWriteError(put_failure(remote, r), r)
 

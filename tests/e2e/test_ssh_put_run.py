@@ -160,3 +160,20 @@ def test_get_refuses_a_device_node_at_once_and_reads_proc_and_sys(irqlab_guest: 
     assert b"irqlab" in g.get("/proc/interrupts")
     assert g.get("/sys/module/irqlab/initstate") == b"live\n"
     assert g.sh("echo still fine").strip() == "still fine"
+
+
+def test_get_refuses_the_kernel_logs_stream_at_once(irqlab_guest: Guest) -> None:
+    """g.get("/proc/kmsg") read the kernel log's stream, a regular file that never ends:
+    the read took its whole timeout (and the messages from the log's other readers)."""
+    g = irqlab_guest
+    g.sh("ln -sf /proc/kmsg /tmp/irqlab-klog")
+    try:
+        for path in ("/proc/kmsg", "/tmp/irqlab-klog"):
+            with pytest.raises(GuestError) as info:
+                g.get(path, timeout=20)  # a timeout would be SshTimeout, not this
+            said = str(info.value)
+            assert said.startswith(f"cannot read {path} in the guest: it never ends"), said
+            assert 'g.sh("dmesg")' in said, said
+    finally:
+        g.sh("rm -f /tmp/irqlab-klog")
+    assert g.sh("dmesg").strip(), "the kernel log it points to"

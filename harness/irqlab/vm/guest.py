@@ -2018,7 +2018,8 @@ class Guest:
         """The bytes of the guest file *remote* (a regular file, /proc's and /sys's
         included); :class:`GuestError` naming it, with the guest's words, when it cannot
         be read, and before any read when it is no regular file (a device node or a
-        FIFO: the read waited for data until the timeout)."""
+        FIFO: the read waited for data until the timeout) or one that never ends
+        (/proc/kmsg, a trace_pipe: the kernel log is ``g.sh("dmesg")``)."""
         __tracebackhide__ = hide_frame
         r = self._run(_get_command(remote), timeout=timeout, doing=f"reading {remote}")
         if r.rc != 0:
@@ -2026,6 +2027,8 @@ class Guest:
             said = lines[0] if lines else f"exit status {r.rc}"
             if said.startswith(_NOT_A_FILE_MARK):
                 said = _not_a_file(said.removeprefix(_NOT_A_FILE_MARK))
+            elif said.startswith(_ENDLESS_MARK):
+                said = _endless(said.removeprefix(_ENDLESS_MARK))
             raise GuestError(f"cannot read {remote} in the guest: {said}")
         return r.out_bytes
 
@@ -2384,15 +2387,42 @@ _FILE_KINDS = {
 }
 
 
+# What Guest.get's command says on stderr of a regular file that never ends, with the
+# path it resolves to
+_ENDLESS_MARK = "irqlab-get: never ends: "
+# Regular files a read of which never ends (it waits for the next kernel message, the
+# next trace event), as the guest resolves a path (symbolic links followed): a case
+# pattern of the shell's (its * matches a / too)
+ENDLESS_FILES = "/proc/kmsg|*/tracing/trace_pipe|*/tracing/*/trace_pipe|*/trace_pipe_raw"
+
+
 def _get_command(remote: str) -> str:
-    """The guest command that writes the file *remote* to stdout, or refuses (exit 1,
-    :data:`_NOT_A_FILE_MARK` on stderr) a path that is there but no regular file, before
-    reading it (a symbolic link is followed)."""
+    """The guest command that writes the file *remote* to stdout, or refuses (exit 1) a
+    path that is there but no regular file (:data:`_NOT_A_FILE_MARK` on stderr) or a
+    file a read of which never ends (:data:`ENDLESS_FILES`, :data:`_ENDLESS_MARK`),
+    before reading it (a symbolic link is followed)."""
     q = shlex.quote(remote)
     return (
         f"if [ -e {q} ] && [ ! -f {q} ]; then "
         f'echo "{_NOT_A_FILE_MARK}$(stat -L -c %f -- {q} 2>/dev/null)" >&2; exit 1; fi; '
+        f'r=$(readlink -f {q} 2>/dev/null); [ -n "$r" ] || r={q}; '
+        f'case "$r" in {ENDLESS_FILES}) echo "{_ENDLESS_MARK}$r" >&2; exit 1;; esac; '
         f"exec cat -- {q}"
+    )
+
+
+def _endless(path: str) -> str:
+    """What :meth:`Guest.get` says of a file that never ends, *path* as the guest
+    resolved it (:data:`ENDLESS_FILES`)."""
+    if path == "/proc/kmsg":
+        return (
+            "it never ends (a read of /proc/kmsg waits for the kernel's next message, and "
+            "takes the messages from the log's other readers): the kernel log so far is "
+            'g.sh("dmesg"), or irqlab.vm.kernlog.guest_kernel_log(g) with the taint flags'
+        )
+    return (
+        f"it never ends (a read of {path} waits for the next trace event): the trace so "
+        "far is the trace file beside it; g.run() a reader of your own, with its timeout"
     )
 
 

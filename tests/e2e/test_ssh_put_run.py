@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from irqlab.vm.guest import Guest, GuestError
-from irqlab.vm.ssh import SshClient
+from irqlab.vm.ssh import RemoteWriteError, SshClient, SshTimeout
 
 ROUNDS = (20, 200)  # (test-all, soak)
 
@@ -56,6 +56,51 @@ def test_put_then_run_in_a_loop(ssh: SshClient, soak: Callable[[float, float], f
         ssh.put_bytes(f"echo {i}\n".encode(), "/tmp/put_run.sh", mode=0o755)
         assert ssh.run("/tmp/put_run.sh", timeout=30, check=True).out == f"{i}\n", f"round {i}"
     assert ssh.reconnects == 0
+
+
+def test_sshclient_put_replaces_a_running_program_and_names_what_fails(ssh: SshClient) -> None:
+    """SshClient.put wrote with SFTP, in place: a running program could not be replaced
+    (SFTP's "Failure": Text file busy), a copy cut short left a cut file, and a path the
+    guest refused raised paramiko's IOError.  It runs Guest.put's command now."""
+    d = "/tmp/irqlab-sshput"
+    # a copy of sleep, running: its file is busy (busybox's too: the copy is named sleep)
+    pid = ssh.run(
+        f'rm -rf {d} && mkdir {d} && cp "$(readlink -f /bin/sleep)" {d}/sleep && '
+        f"{{ {d}/sleep 600 </dev/null >/dev/null 2>&1 & p=$!; }} && "
+        f'while [ "$(readlink /proc/$p/exe)" != {d}/sleep ]; do :; done; echo $p',
+        timeout=30,
+        check=True,
+    ).out.strip()
+    try:
+        busy = ssh.run(f"echo > {d}/sleep", timeout=30)
+        assert busy.rc != 0 and "busy" in busy.err, busy  # what a write in place meets
+        ssh.put_bytes(b"#!/bin/sh\necho replaced\n", f"{d}/sleep", mode=0o755)
+        assert ssh.run(f"{d}/sleep", timeout=30, check=True).out == "replaced\n"
+        assert ssh.run(f"ls -A {d}", check=True).out == "sleep\n"  # no temporary left
+    finally:
+        ssh.run(f"kill {pid}; rm -rf {d}")
+    with pytest.raises(RemoteWriteError) as info:
+        ssh.put_bytes(b"x", "/proc/irqlab-no-such-file")
+    msg = str(info.value)
+    assert msg.startswith("cannot write /proc/irqlab-no-such-file in the guest: "), msg
+    assert "\n" not in msg, msg
+
+
+def test_a_put_its_timeout_cuts_short_leaves_the_old_file_and_no_temporary(
+    ssh: SshClient,
+) -> None:
+    """A timeout closes the command's channel before it kills the command: cat took
+    that EOF for the end of the data, and the cut copy (10 MB of 32) was renamed over
+    the target.  Its partial copy is removed (a SIGKILL that came first leaves it to the
+    next put into the directory)."""
+    d = "/tmp/irqlab-cutput"
+    ssh.run(f"rm -rf {d} && mkdir {d} && echo old > {d}/f", check=True)
+    with pytest.raises(SshTimeout):  # 64 MiB in 0.3 s: some 200 MB/s, never under TCG
+        ssh.put_bytes(os.urandom(64 << 20), f"{d}/f", timeout=0.3)
+    assert ssh.run(f"cat {d}/f", check=True).out == "old\n"
+    ssh.put_bytes(b"new\n", f"{d}/g")
+    assert ssh.run(f"ls -A {d}", check=True).out == "f\ng\n"
+    ssh.run(f"rm -rf {d}")
 
 
 def test_the_connection_sends_small_messages_at_once(ssh: SshClient) -> None:
@@ -115,3 +160,20 @@ def test_get_refuses_a_device_node_at_once_and_reads_proc_and_sys(irqlab_guest: 
     assert b"irqlab" in g.get("/proc/interrupts")
     assert g.get("/sys/module/irqlab/initstate") == b"live\n"
     assert g.sh("echo still fine").strip() == "still fine"
+
+
+def test_get_refuses_the_kernel_logs_stream_at_once(irqlab_guest: Guest) -> None:
+    """g.get("/proc/kmsg") read the kernel log's stream, a regular file that never ends:
+    the read took its whole timeout (and the messages from the log's other readers)."""
+    g = irqlab_guest
+    g.sh("ln -sf /proc/kmsg /tmp/irqlab-klog")
+    try:
+        for path in ("/proc/kmsg", "/tmp/irqlab-klog"):
+            with pytest.raises(GuestError) as info:
+                g.get(path, timeout=20)  # a timeout would be SshTimeout, not this
+            said = str(info.value)
+            assert said.startswith(f"cannot read {path} in the guest: it never ends"), said
+            assert 'g.sh("dmesg")' in said, said
+    finally:
+        g.sh("rm -f /tmp/irqlab-klog")
+    assert g.sh("dmesg").strip(), "the kernel log it points to"

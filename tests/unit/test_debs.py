@@ -58,3 +58,23 @@ def test_the_pool_is_filled_under_its_lock(tmp_path: Path, locks: list[tuple[Pat
     with StepLog(tmp_path / "build.log", lambda _m: None) as steps:
         assert debs.download([pkg], steps, pool) == {"gpiod": pool / pkg.deb_name}
     assert locks == [(pool / ".lock", "downloading Debian packages")]
+
+
+def test_not_root_every_install_is_refused_in_one_wording(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A build step's apt install said "missing packages P: install them (needs root)",
+    a tool's "W needs P, not installed: apt-get install P (as root)", QEMU's runtime
+    "install their packages as root: apt-get install P": one helper says it now."""
+    from irqlab.build.steps import BuildError
+
+    monkeypatch.setattr(debs, "missing_packages", lambda names: list(names))
+    monkeypatch.setattr(debs.os, "geteuid", lambda: 1000)
+    said = debs.install_refusal(["gcc", "make"], "building x")
+    assert said == "building x needs gcc make, not installed: apt-get install gcc make (as root)"
+    with pytest.raises(debs.AptError) as tool:
+        debs.ensure_host_packages(["gcc", "make"], "building x")
+    assert str(tool.value) == said
+    with StepLog(tmp_path / "build.log") as steps, pytest.raises(BuildError) as step:
+        debs.ensure_apt_packages(steps, ["gcc", "make"], step="cc")
+    assert f"'cc' failed: {debs.install_refusal(['gcc', 'make'])} (log: " in str(step.value)

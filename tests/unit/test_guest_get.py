@@ -83,3 +83,50 @@ def test_a_missing_file_is_said_in_the_guests_words(guest: Guest, tmp_path: Path
         GuestError, match=f"cannot read {re.escape(str(tmp_path))}/nosuch in the guest: cat: "
     ):
         guest.get(str(tmp_path / "nosuch"))
+
+
+@pytest.fixture
+def no_cat(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ``cat`` that reads nothing, first on the commands' PATH: a check that let the
+    read through fails the test, and the host's own /proc/kmsg is never read (a read
+    takes its messages from the host's log readers, and waits for the next)."""
+    stub = tmp_path / "bin"
+    stub.mkdir()
+    (stub / "cat").write_text('#!/bin/sh\necho "irqlab test: cat ran on $2" >&2\nexit 99\n')
+    (stub / "cat").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{stub}{os.pathsep}{os.environ['PATH']}")
+
+
+@pytest.mark.usefixtures("no_cat")
+def test_the_kernel_logs_stream_is_refused_pointing_to_dmesg(guest: Guest, tmp_path: Path) -> None:
+    """g.get("/proc/kmsg") is a regular file's read that never ends: it waited out its
+    timeout.  A link to it is refused too."""
+    (tmp_path / "klog").symlink_to("/proc/kmsg")
+    for path in ("/proc/kmsg", str(tmp_path / "klog")):
+        with pytest.raises(GuestError) as e:
+            guest.get(path)
+        said = str(e.value)
+        assert said.startswith(f"cannot read {path} in the guest: it never ends"), said
+        assert 'g.sh("dmesg")' in said and "cat ran" not in said, said
+
+
+@pytest.mark.usefixtures("no_cat")
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/sys/kernel/tracing/trace_pipe",
+        "/sys/kernel/debug/tracing/trace_pipe",
+        "/sys/kernel/tracing/per_cpu/cpu0/trace_pipe",
+        "/sys/kernel/tracing/instances/x/trace_pipe",
+        "/sys/kernel/tracing/per_cpu/cpu1/trace_pipe_raw",
+    ],
+)
+def test_a_trace_pipe_is_refused_too(guest: Guest, path: str) -> None:
+    with pytest.raises(GuestError, match=r"in the guest: it never ends \(a read of .*trace_pipe"):
+        guest.get(path)
+
+
+def test_a_file_of_that_name_elsewhere_is_read(guest: Guest, tmp_path: Path) -> None:
+    for name in ("kmsg", "trace_pipe"):
+        (tmp_path / name).write_bytes(b"just a file")
+        assert guest.get(str(tmp_path / name)) == b"just a file"

@@ -43,6 +43,7 @@ __all__ = [
     "extract_into",
     "extracted",
     "foreign_lookup",
+    "install_refusal",
     "missing_packages",
     "packages_from_show",
     "parse_relations",
@@ -386,14 +387,20 @@ def missing_packages(names: Sequence[str]) -> list[str]:
     return [n for n in names if n not in installed]
 
 
+def install_refusal(packages: Sequence[str], what: str = "it") -> str:
+    """What a build that cannot install *packages* (not root), which *what* needs, says:
+    the packages and the command that installs them.  Every such refusal says it so."""
+    pkgs = " ".join(packages)
+    return f"{what} needs {pkgs}, not installed: apt-get install {pkgs} (as root)"
+
+
 def ensure_apt_packages(steps: StepLog, names: Sequence[str], step: str = "apt-deps") -> None:
     """Install the missing ones of *names* with apt-get (as root), logging to *steps*."""
     missing = missing_packages(names)
     if not missing:
         return
     if os.geteuid() != 0:
-        detail = f"missing packages {' '.join(missing)}: install them (needs root)"
-        raise BuildError(step, steps.path, detail)
+        raise BuildError(step, steps.path, install_refusal(missing))
     steps.log(f"installing {' '.join(missing)}")
     if not any(APT_LISTS.glob("*_Packages*")):
         steps.run(step, ["apt-get", "update", "-q"], env=APT_ENV)
@@ -418,9 +425,8 @@ def ensure_host_packages(
     missing = missing_packages(names)
     if not missing:
         return
-    pkgs = " ".join(missing)
     if os.geteuid() != 0:
-        raise AptError(f"{what} needs {pkgs}, not installed: apt-get install {pkgs} (as root)")
+        raise AptError(install_refusal(missing, what))
     slug = re.sub(r"[^a-z0-9]+", "-", what.lower()).strip("-")
     with StepLog(log_dir() / "build" / f"{slug}.log", log) as steps, steps.step(what):
         ensure_apt_packages(steps, missing, step=what)

@@ -438,8 +438,7 @@ def ensure_runtime(out: Path, arch: Arch = X86_64, log: Log = print) -> None:
         raise BuildError(
             "runtime-deps",
             lp,
-            f"{binary} cannot run: {libs} not found; install their packages as root: "
-            f"apt-get install {' '.join(absent)}",
+            debs.install_refusal(absent, f"{binary} cannot run: {libs} not found; it"),
         )
     with StepLog(lp, lambda m: log(f"qemu: {m}")) as steps:
         steps.log(f"{binary.name} needs {libs}: installing {' '.join(absent)}")

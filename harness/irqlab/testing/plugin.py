@@ -20,10 +20,10 @@ among its fixtures, the autouse ``irqlab_guest_alive`` replaces one an earlier t
 killed); ``irqlab_fresh_guest``, ``irqlab_fresh_agent``
 and ``irqlab_fresh_device`` for a guest of the test's own (a test uses one guest: mixing
 the two kinds, or the marker with the shared guest's fixtures or with none, is an
-error), configured by ``@pytest.mark.irqlab(device={...}, module={...}, smp=N, gpio_edges=LINES,
-modules=[KO, ...], files={GUEST_PATH: FILE}, load_irqlab=True,
-kernel_modules=[NAME, ...])`` (relative KO and FILE paths are relative to the test
-file's directory; a ``modules=`` entry may carry parameters, ``"KO PARAM=VALUE ..."``).
+error), configured by ``@pytest.mark.irqlab(...)``: its keywords and their defaults
+are :data:`MARKER_DEFAULTS` (``pytest --markers`` lists them; the README says what
+each does).  Relative KO and FILE paths are relative to the test file's directory; a
+``modules=`` entry may carry parameters, ``"KO PARAM=VALUE ..."``.
 
 When a test that started machines fails, the report gets a section naming their logs;
 for the shared guest, the test's own part of the console log and of the agent's streams
@@ -446,25 +446,39 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_OLD_SINK] = notice.set_sink(_terminal_sink(config))
     check_options(config)
     apply_options(config)
-    config.addinivalue_line(
-        "markers",
-        "irqlab(device=None, module=None, smp=1, hotplug=False, gpio_edges=None, modules=(), "
-        "files=None, load_irqlab=True, kernel_modules=(), check_kernel_log=True): configure "
-        "the test's own guest "
-        "(irqlab_fresh_guest): device properties, module parameters, vCPUs, the device "
-        "behind a hotplug-capable PCIe root port, GPIO lines armed for edge events (a list "
-        "of lines or a bit mask), your own modules ('KO PARAM=VALUE ...') and files, "
-        "whether ours loads, more of "
-        "the guest kernel's modules in the image",
+    config.addinivalue_line("markers", marker_help())
+
+
+# The marker's keywords and their defaults, in the order `pytest --markers` shows them:
+# the one list the parser (fresh_guest_config) and the marker's help read.
+MARKER_DEFAULTS: Mapping[str, object] = {
+    "device": None,
+    "module": None,
+    "smp": 1,
+    "hotplug": False,
+    "gpio_edges": None,
+    "modules": (),
+    "files": None,
+    "load_irqlab": True,
+    "kernel_modules": (),
+    "check_kernel_log": True,
+}
+MARKER_KEYWORDS = frozenset(MARKER_DEFAULTS)
+
+
+def marker_help() -> str:
+    """The ``irqlab`` marker's line of ``pytest --markers``: its keywords with their
+    defaults (:data:`MARKER_DEFAULTS`), then what they configure."""
+    signature = ", ".join(f"{k}={v!r}" for k, v in MARKER_DEFAULTS.items())
+    return (
+        f"irqlab({signature}): configure the test's own guest (irqlab_fresh_guest): device "
+        "properties, module parameters, vCPUs, the device behind a hotplug-capable PCIe "
+        "root port, GPIO lines armed for edge events (a list of lines or a bit mask), your "
+        "own modules ('KO PARAM=VALUE ...') and files, whether ours loads, more of the "
+        "guest kernel's modules in the image, whether its kernel log is checked at the end"
     )
 
 
-MARKER_KEYWORDS = frozenset(
-    {
-        *("device", "module", "smp", "hotplug", "gpio_edges", "modules", "files"),
-        *("load_irqlab", "kernel_modules", "check_kernel_log"),
-    }
-)
 # The marker's keywords whose values are dicts: merged key by key across markers.
 MERGED_KEYWORDS = ("device", "module", "files")
 
@@ -503,8 +517,9 @@ def fresh_guest_config(request: pytest.FixtureRequest, log_dir: Path | None = No
     from irqlab.vm.guest import GuestConfig
 
     marker = irqlab_marker(request.node)
-    args, kw = (marker.args, dict(marker.kwargs)) if marker is not None else ((), {})
-    unknown = set(kw) - MARKER_KEYWORDS
+    args, given = (marker.args, marker.kwargs) if marker is not None else ((), {})
+    kw = {**MARKER_DEFAULTS, **given}
+    unknown = set(given) - MARKER_KEYWORDS
     if unknown or args:
         known = MARKER_KEYWORDS
         got = [*(repr(a) for a in args), *sorted(unknown)]
@@ -526,22 +541,22 @@ def fresh_guest_config(request: pytest.FixtureRequest, log_dir: Path | None = No
                     "both set our driver's gpio_edges: give one of them",
                 )
         params["gpio_edges"] = gpio_mask(edges, device_gpio_lines(device))
-    smp = kw.get("smp", 1)
+    smp = kw["smp"]
     if type(smp) is not int or smp < 1:
         _marker_error(f"smp={smp!r}", "give the number of vCPUs, an int of at least 1")
-    modules = kw.get("modules") or ()
+    modules = kw["modules"] or ()
     if isinstance(modules, (str, Path)) or not isinstance(modules, Iterable):
         _marker_error(f"modules={modules!r}", "give a list of .ko files")
     here = request.node.path.parent
     extra_modules, extra_params = _marker_modules(here, modules)
-    kmods = kw.get("kernel_modules") or ()
+    kmods = kw["kernel_modules"] or ()
     if (
         isinstance(kmods, str)
         or not isinstance(kmods, Iterable)  # 5 was a TypeError from all()
         or not all(isinstance(n, str) for n in kmods)
     ):
         _marker_error(f"kernel_modules={kmods!r}", "give a list of module names")
-    if not isinstance(kw.get("check_kernel_log", True), bool):
+    if not isinstance(kw["check_kernel_log"], bool):
         _marker_error(f"check_kernel_log={kw['check_kernel_log']!r}", "give True or False")
     from irqlab.vm.guest import GuestConfigError, check_device_props, guest_file_problem
 
@@ -559,12 +574,12 @@ def fresh_guest_config(request: pytest.FixtureRequest, log_dir: Path | None = No
             device_props=dict(device),
             module_params=params,
             smp=smp,
-            hotplug=bool(kw.get("hotplug", False)),
+            hotplug=bool(kw["hotplug"]),
             log_dir=log_dir,
             extra_modules=extra_modules,
             extra_module_params=extra_params,
             extra_files={str(g): _marker_file(here, "files", f) for g, f in files.items()},
-            load_irqlab=bool(kw.get("load_irqlab", True)),
+            load_irqlab=bool(kw["load_irqlab"]),
             kernel_modules=tuple(kmods),
         )
     except GuestConfigError as e:  # what the checks above missed: still the marker's
@@ -654,7 +669,9 @@ def irqlab_fresh_guest(
     try:
         yield g
         marker = irqlab_marker(request.node)
-        wanted = marker is None or marker.kwargs.get("check_kernel_log", True)
+        wanted = marker is None or marker.kwargs.get(
+            "check_kernel_log", MARKER_DEFAULTS["check_kernel_log"]
+        )
         # a failed test has its story already: no second error, no wait on its guest
         if wanted and not request.node.stash.get(_CALL_FAILED, False):
             _check_kernel_log(g)

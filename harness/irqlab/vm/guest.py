@@ -71,10 +71,12 @@ if TYPE_CHECKING:
     from irqlab.vm.console import Console
     from irqlab.vm.machine import Machine
     from irqlab.vm.qmp.injector import Injector
-from irqlab.vm.loadscale import MAX_TIMEOUT, check_timeout
+from irqlab.vm.guestfile import check_put, put_command, put_failure
+from irqlab.vm.loadscale import check_timeout
 from irqlab.vm.ssh import (
     CommandError,
     RemoteProcess,
+    RemoteWriteError,
     RunResult,
     SshClient,
     SshError,
@@ -165,14 +167,11 @@ class ModuleLoadError(GuestError, CommandError):
         self.result = result
 
 
-class GuestWriteError(GuestError, CommandError):
+class GuestWriteError(GuestError, RemoteWriteError):
     """A file could not be written in the guest (``extra_files``, ``--put``, a module's
     copy); the message has the path and the guest's words.  Also a
+    :class:`RemoteWriteError` (what :meth:`SshClient.put_bytes` raises) and so a
     :class:`CommandError` (an ``SshError``), what a failed copy raised before."""
-
-    def __init__(self, message: str, result: RunResult) -> None:
-        RuntimeError.__init__(self, message)
-        self.result = result
 
 
 # Between a failed command's stderr and the kernel's messages since it began.
@@ -759,17 +758,11 @@ class GuestConfig:
         # ("the reseed port did not answer"), not about the setting
         limits = ["boot_timeout", "ssh_timeout", "agent_timeout", "restore_timeout"]
         for name in [*limits, *(["freeze_timeout"] if self.freeze_timeout is not None else [])]:
-            value = getattr(self, name)
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, int | float)
-                or not 0 < value <= MAX_TIMEOUT  # NaN and inf: no wait takes them
-            ):
-                raise GuestConfigError(
-                    f"GuestConfig({name}={value!r}): a number of seconds > 0, at most "
-                    f"{MAX_TIMEOUT:.0f} (a week)"
-                    + (" (None turns the freeze watch off)" if name == "freeze_timeout" else "")
-                )
+            try:
+                check_timeout(getattr(self, name), f"GuestConfig.{name}")
+            except (TypeError, ValueError) as e:
+                off = " (None turns the freeze watch off)" if name == "freeze_timeout" else ""
+                raise GuestConfigError(f"{e}{off}") from None
 
     def _check_guest_paths(self) -> None:
         """extra_files' guest paths, before anything boots: absolute, and not in a
@@ -2017,18 +2010,18 @@ class Guest:
         self.put_bytes(local.read_bytes(), remote, mode=file_mode(local) if mode is None else mode)
 
     def put_bytes(self, data: bytes, remote: str, *, mode: int = 0o644) -> None:
-        """Write *data* to the guest file *remote* (parents made)."""
+        """Write *data* to the guest file *remote* (parents made), as
+        :meth:`SshClient.put_bytes` does (:mod:`irqlab.vm.guestfile`)."""
         __tracebackhide__ = hide_frame
-        if not isinstance(data, bytes | bytearray | memoryview):
-            raise TypeError(f"put_bytes: data must be bytes, not {type(data).__name__}")
-        _check_guest_path(remote)
+        check_put(data, remote)
         self._put(bytes(data), remote, mode)
 
     def get(self, remote: str, *, timeout: float = 60.0) -> bytes:
         """The bytes of the guest file *remote* (a regular file, /proc's and /sys's
         included); :class:`GuestError` naming it, with the guest's words, when it cannot
         be read, and before any read when it is no regular file (a device node or a
-        FIFO: the read waited for data until the timeout)."""
+        FIFO: the read waited for data until the timeout) or one that never ends
+        (/proc/kmsg, a trace_pipe: the kernel log is ``g.sh("dmesg")``)."""
         __tracebackhide__ = hide_frame
         r = self._run(_get_command(remote), timeout=timeout, doing=f"reading {remote}")
         if r.rc != 0:
@@ -2036,21 +2029,24 @@ class Guest:
             said = lines[0] if lines else f"exit status {r.rc}"
             if said.startswith(_NOT_A_FILE_MARK):
                 said = _not_a_file(said.removeprefix(_NOT_A_FILE_MARK))
+            elif said.startswith(_ENDLESS_MARK):
+                said = _endless(said.removeprefix(_ENDLESS_MARK))
             raise GuestError(f"cannot read {remote} in the guest: {said}")
         return r.out_bytes
 
     def _put(self, data: bytes, remote: str, mode: int) -> None:
         """Write *data* to *remote* (parents made) through one exec channel, waiting for
         its exit status (dropbear copes badly with overlapping channels); a file is
-        replaced whole (:func:`_put_command`)."""
+        replaced whole (:func:`irqlab.vm.guestfile.put_command`)."""
         __tracebackhide__ = hide_frame
         r = self._run(
-            _put_command(remote, mode), timeout=60.0, input=data, doing=f"writing {remote}"
+            put_command(remote, mode, len(data)),
+            timeout=60.0,
+            input=data,
+            doing=f"writing {remote}",
         )
         if r.rc != 0:  # e.g. a path under /proc: the guest's own words, not our command
-            lines = r.err.strip().splitlines()
-            said = lines[0] if lines else f"exit status {r.rc}"
-            raise GuestWriteError(f"cannot write {remote} in the guest: {said}", r)
+            raise GuestWriteError(put_failure(remote, r), r)
 
     def unload_module(self) -> None:
         """rmmod the driver; :class:`ModuleLoadError` when that fails, naming what holds
@@ -2393,40 +2389,42 @@ _FILE_KINDS = {
 }
 
 
-# Beside a file being replaced while its new contents arrive: .irqlab-put.<pid> (not
-# after the file's name: a name near NAME_MAX would make it too long)
-PUT_TEMP_MARK = ".irqlab-put."
-
-
-def _put_command(remote: str, mode: int) -> str:
-    """The guest command that writes its stdin to *remote* with *mode* (parents made).
-    A regular file, or none yet, is written beside it and renamed over it once whole:
-    an interrupted copy (a timeout, Ctrl-C: its ``cat`` killed) leaves the old file
-    (and the partial one beside it, :data:`PUT_TEMP_MARK` and the shell's pid), never
-    a cut one, and a running program can be replaced (``cat >`` on it: "Text file
-    busy").  A symbolic link or a FIFO is written to in place; a file of /proc, /sys
-    or /dev too, and keeps its mode (an attribute or a device node is not re-moded)."""
-    q = shlex.quote(remote)
-    d = posixpath.dirname(remote)
-    tmp = shlex.quote(posixpath.join(d, PUT_TEMP_MARK)) + "$$"
-    in_place = f"cat > {q} && chmod {mode:o} {q}"
-    whole = f"cat > {tmp} && chmod {mode:o} {tmp} && mv -f {tmp} {q}"
-    return (
-        f"mkdir -p {shlex.quote(d)} && case {q} in /proc/*|/sys/*|/dev/*) cat > {q};; "
-        f"*) if [ -L {q} ] || {{ [ -e {q} ] && [ ! -f {q} ]; }}; then {in_place}; "
-        f"else {whole}; fi;; esac"
-    )
+# What Guest.get's command says on stderr of a regular file that never ends, with the
+# path it resolves to
+_ENDLESS_MARK = "irqlab-get: never ends: "
+# Regular files a read of which never ends (it waits for the next kernel message, the
+# next trace event), as the guest resolves a path (symbolic links followed): a case
+# pattern of the shell's (its * matches a / too)
+ENDLESS_FILES = "/proc/kmsg|*/tracing/trace_pipe|*/tracing/*/trace_pipe|*/trace_pipe_raw"
 
 
 def _get_command(remote: str) -> str:
-    """The guest command that writes the file *remote* to stdout, or refuses (exit 1,
-    :data:`_NOT_A_FILE_MARK` on stderr) a path that is there but no regular file, before
-    reading it (a symbolic link is followed)."""
+    """The guest command that writes the file *remote* to stdout, or refuses (exit 1) a
+    path that is there but no regular file (:data:`_NOT_A_FILE_MARK` on stderr) or a
+    file a read of which never ends (:data:`ENDLESS_FILES`, :data:`_ENDLESS_MARK`),
+    before reading it (a symbolic link is followed)."""
     q = shlex.quote(remote)
     return (
         f"if [ -e {q} ] && [ ! -f {q} ]; then "
         f'echo "{_NOT_A_FILE_MARK}$(stat -L -c %f -- {q} 2>/dev/null)" >&2; exit 1; fi; '
+        f'r=$(readlink -f {q} 2>/dev/null); [ -n "$r" ] || r={q}; '
+        f'case "$r" in {ENDLESS_FILES}) echo "{_ENDLESS_MARK}$r" >&2; exit 1;; esac; '
         f"exec cat -- {q}"
+    )
+
+
+def _endless(path: str) -> str:
+    """What :meth:`Guest.get` says of a file that never ends, *path* as the guest
+    resolved it (:data:`ENDLESS_FILES`)."""
+    if path == "/proc/kmsg":
+        return (
+            "it never ends (a read of /proc/kmsg waits for the kernel's next message, and "
+            "takes the messages from the log's other readers): the kernel log so far is "
+            'g.sh("dmesg"), or irqlab.vm.kernlog.guest_kernel_log(g) with the taint flags'
+        )
+    return (
+        f"it never ends (a read of {path} waits for the next trace event): the trace so "
+        "far is the trace file beside it; g.run() a reader of your own, with its timeout"
     )
 
 
@@ -2471,15 +2469,6 @@ def foreign_arch_accel(guest_arch: str) -> AccelChoice:
     if requested() == "kvm":
         reason += "; the KVM asked for is not used"
     return AccelChoice("tcg", reason, probed=False)
-
-
-def _check_guest_path(remote: str) -> None:
-    """A guest path to write must be absolute (a relative one said "mkdir: can't create
-    directory ''")."""
-    if not isinstance(remote, str) or not posixpath.isabs(remote):
-        raise ValueError(f"a guest path must be absolute, not {remote!r}")
-    if remote.endswith("/"):  # a directory's: no file to write
-        raise ValueError(f"a guest path to write must name a file, not a directory: {remote!r}")
 
 
 def _build_progress(msg: str) -> None:

@@ -7,14 +7,14 @@ Pitfalls this module handles (see BRIEF.md):
   or a reset: :meth:`SshClient.connect` retries with short banner/auth timeouts
   until an overall deadline.
 * dropbear misbehaves when a new channel is opened before the previous one's
-  exit status arrived: :meth:`SshClient.run` and :meth:`SshClient.put` are
-  serialised and always wait for the exit status (for SFTP: of sftp-server,
-  after sending EOF) before closing a channel.
+  exit status arrived: :meth:`SshClient.run` (and :meth:`SshClient.put`, a command
+  too) is serialised and always waits for the exit status before closing a channel.
 * a connection on which opening a channel fails is not reused: it is replaced
   by a new one (channels already open on the old one, e.g. a running
   process's, stay usable until :meth:`SshClient.close`).
-* the guest may lack sftp-server: :meth:`SshClient.put` falls back to
-  ``cat > file`` over an exec channel.
+* :meth:`SshClient.put` writes a file as :meth:`irqlab.vm.guest.Guest.put` does, with
+  the command of :mod:`irqlab.vm.guestfile` (SFTP wrote the target in place: a copy cut
+  short left a cut file, and a running program could not be replaced).
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ import paramiko
 
 from irqlab.errors import IrqlabError, hide_frame
 from irqlab.vm.exit_signal import ExitSignal, exit_signal, track_exit_signals
+from irqlab.vm.guestfile import check_put, put_command, put_failure
 from irqlab.vm.loadscale import check_timeout
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "ChannelStream",
     "CommandError",
     "RemoteProcess",
+    "RemoteWriteError",
     "RunResult",
     "SshClient",
     "SshError",
@@ -95,6 +97,16 @@ class CommandError(SshError):
         super().__init__(
             f"command failed ({how}): {cmd}\n--- stdout\n{result.out}\n--- stderr\n{result.err}"
         )
+        self.result = result
+
+
+class RemoteWriteError(CommandError):
+    """A file could not be written in the guest (:meth:`SshClient.put_bytes`); the
+    message has the path and the guest's words (:func:`irqlab.vm.guestfile.put_failure`),
+    ``result`` the command's :class:`RunResult`."""
+
+    def __init__(self, message: str, result: RunResult) -> None:
+        RuntimeError.__init__(self, message)
         self.result = result
 
 
@@ -569,14 +581,6 @@ class SshClient:
         except (paramiko.SSHException, EOFError, OSError) as e:
             return open_(self._reconnect(e))
 
-    @staticmethod
-    def _end_channel(chan: paramiko.Channel, timeout: float) -> None:
-        """Send EOF, wait for the exit status (or the server's close), close the channel."""
-        with contextlib.suppress(OSError, EOFError):
-            chan.shutdown_write()
-        chan.status_event.wait(timeout)
-        chan.close()
-
     def __enter__(self) -> SshClient:
         return self
 
@@ -744,31 +748,24 @@ class SshClient:
                 raise SshError(f"guest {host}:{port} refused a forwarded connection: {e}") from e
 
     def put(self, local: Path | str, remote: str, *, mode: int | None = None) -> None:
-        """Copy one file (SFTP, or ``cat >`` over exec when the guest has no sftp-server)."""
+        """Copy the local file *local* to the absolute guest path *remote*
+        (:meth:`put_bytes`; *mode* default: the local file's)."""
         local = Path(local)
-        data = local.read_bytes()
-        mode = mode if mode is not None else file_mode(local)
-        self.put_bytes(data, remote, mode=mode)
+        self.put_bytes(local.read_bytes(), remote, mode=file_mode(local) if mode is None else mode)
 
     def put_bytes(
         self, data: bytes, remote: str, *, mode: int = 0o644, timeout: float = 60.0
     ) -> None:
-        """Write *data* to *remote* (SFTP, else ``cat >``); returns once sftp-server exited."""
-        with self._exec_lock:
-            try:
-                sftp = self._open(lambda t: t.open_sftp_client())
-            except (paramiko.SSHException, EOFError):
-                sftp = None
-            if sftp is not None:
-                try:
-                    with sftp.open(remote, "wb") as f:
-                        f.write(data)
-                    sftp.chmod(remote, mode)
-                finally:
-                    self._end_channel(sftp.get_channel(), timeout)
-                return
-        q = shlex.quote(remote)
-        self.run(f"cat > {q} && chmod {mode:o} {q}", input=data, check=True, timeout=timeout)
+        """Write *data* to the absolute guest path *remote* (parents made) as
+        :meth:`irqlab.vm.guest.Guest.put_bytes` does: a regular file is written beside it
+        and renamed over it once whole (:func:`irqlab.vm.guestfile.put_command`).
+        :class:`RemoteWriteError` names a path the guest cannot write, with its words."""
+        __tracebackhide__ = hide_frame
+        check_put(data, remote)
+        data = bytes(data)
+        r = self.run(put_command(remote, mode, len(data)), input=data, timeout=timeout)
+        if r.rc != 0:
+            raise RemoteWriteError(put_failure(remote, r), r)
 
     def put_tree(self, local_dir: Path, remote_dir: str) -> int:
         """Copy a directory tree (no __pycache__), as one tar stream when tar exists."""

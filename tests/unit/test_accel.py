@@ -100,6 +100,31 @@ def test_unopenable_kvm_device(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
     assert "cannot open" in (accel._kvm_usable() or "")
 
 
+def test_a_kvm_device_the_user_may_not_open_says_who_may(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A non-root user: "cannot open /dev/kvm: Permission denied" and nothing on what
+    to do; and --accel kvm was taken without a word until QEMU refused."""
+    import errno
+    import os
+
+    d = tmp_path / "kvm"
+    d.write_text("")
+    d.chmod(0o600)
+    monkeypatch.setattr(accel, "KVM_DEVICE", d)
+
+    def denied(path: object, flags: int, *a: object) -> int:
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(accel.os, "open", denied)
+    why = accel._kvm_usable() or ""
+    user = __import__("pwd").getpwuid(os.getuid()).pw_name
+    assert why.startswith(f"cannot open {d}: Permission denied (-rw------- {user}:")
+    assert "ask for read-write access: the kvm group or an ACL" in why
+    forced = accel.choose(tmp_path / "qemu", accel="kvm")
+    assert forced.accel == "kvm" and forced.reason.endswith(f", though {why}")
+
+
 def _probe_finds(monkeypatch: pytest.MonkeyPatch, result: ProbeResult) -> list[Path]:
     """The probe guest's run replaced: it finds *result*; the binaries it ran for."""
     calls: list[Path] = []
@@ -171,6 +196,7 @@ def test_forced_kvm_says_what_the_probe_found_without_probing(
     """--accel kvm where the probe had found KVM unusable ended in QEMU's assertion and
     nothing else: the reason (a note on a failed start) now says what the probe found."""
     calls = _probe_finds(monkeypatch, ProbeResult(False, "KVM hangs"))
+    _kvm_usable(monkeypatch)  # /dev/kvm opens (the probe decides)
     a = tmp_path / "a"
     a.write_text("1")
     forced = accel.choose(a, accel="kvm")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -103,6 +104,22 @@ def test_ini_option_sets_the_default_log_dir(
     r = pytester.runpytest_subprocess("-s")
     r.assert_outcomes(passed=1)
     assert f"LOGS {pytester.path / 'out' / 'logs'}/pytest-" in r.stdout.str()
+
+
+def test_a_log_dir_that_cannot_be_made_is_one_line_naming_the_option(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A non-root user's checkout with root's ``build/logs``: each test's setup gave a
+    bare PermissionError from pathlib, with the plugin's frames."""
+    (pytester.path / "file").write_text("")
+    monkeypatch.setenv("IRQLAB_LOG_DIR", str(pytester.path / "file" / "logs"))
+    pytester.makepyfile("def test_env(irqlab_log_dir):\n    pass\n")
+    r = pytester.runpytest_subprocess()
+    r.assert_outcomes(errors=1)
+    out = r.stdout.str()
+    assert f"cannot make the test run's log directory in {pytester.path / 'file' / 'logs'}" in out
+    assert "point IRQLAB_LOG_DIR, or pytest's --irqlab-log-dir, at a writable directory" in out
+    assert "Traceback" not in out and "parallel.py" not in out, out
 
 
 @pytest.mark.parametrize(
@@ -693,3 +710,21 @@ def test_a_failure_in_the_harness_shows_the_tests_line_and_the_cause(
         assert len(text.splitlines()) < 25, text
     bug = by_name["test_a_bug_keeps_its_frames"]
     assert "TypeError" in bug and "agent_client.py" in bug, bug
+
+
+def test_a_cache_that_cannot_be_written_does_not_stop_the_e2e_collection(tmp_path: Path) -> None:
+    """tests/e2e's conftest asks which guest architectures are built: with a cache it
+    cannot write, collection ended in "ImportError while loading conftest"; now the
+    tests are collected and their setup names the cache (end-to-end prerequisite)."""
+    from irqlab.paths import repo_root
+
+    (tmp_path / "file").write_text("")
+    r = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
+         "tests/e2e/test_boot.py"],
+        capture_output=True, text=True, check=False, cwd=repo_root(),
+        env={**os.environ, "IRQLAB_CACHE_DIR": str(tmp_path / "file" / "cache")},
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "ImportError while loading conftest" not in r.stdout + r.stderr
+    assert "test_boot.py::test_boot_and_first_command" in r.stdout

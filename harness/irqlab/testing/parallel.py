@@ -93,7 +93,12 @@ def run_log_dir(config: pytest.Config) -> Path:
         d = run / str(workerinput.get("workerid", worker_id() or "worker"))
     else:
         d = _controller_run_dir(config)
-    d.mkdir(parents=True, exist_ok=True)
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a bare PermissionError at each test's setup said no more
+        from irqlab.vm.machine import LogDirError
+
+        raise LogDirError.cannot_make("the test run's log directory", d.parent, e) from None
     _ignore_default_logs(config, d)
     return d
 

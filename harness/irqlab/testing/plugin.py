@@ -177,8 +177,13 @@ def irqlab_log_dir(request: pytest.FixtureRequest) -> Path:
     $IRQLAB_LOG_DIR or ``<rootdir>/.irqlab/logs``); older runs beyond the newest ten
     are removed."""
     from irqlab.testing.parallel import run_log_dir
+    from irqlab.vm.machine import LogDirError
 
-    return run_log_dir(request.config)
+    try:
+        return run_log_dir(request.config)
+    except LogDirError as e:
+        why = str(e)
+    pytest.fail(why, pytrace=False)  # what to change, not the plugin's frames
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ Override: the ``accel`` argument of :func:`choose`, else ``$IRQLAB_ACCEL``
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -175,9 +176,34 @@ def _kvm_usable() -> str | None:
     try:
         fd = os.open(KVM_DEVICE, os.O_RDWR | os.O_CLOEXEC)
     except OSError as e:
-        return f"cannot open {KVM_DEVICE}: {e.strerror}"
+        why = f"cannot open {KVM_DEVICE}: {e.strerror}"
+        if e.errno in (errno.EACCES, errno.EPERM):
+            who = _owner_and_mode(KVM_DEVICE)
+            why += f" ({who}; ask for read-write access: the kvm group or an ACL)"
+        return why
     os.close(fd)
     return None
+
+
+def _owner_and_mode(path: Path) -> str:
+    """``crw------- root:root``: who may open *path*, for a refusal's next step."""
+    import grp
+    import pwd
+    import stat
+
+    try:
+        st = path.stat()
+    except OSError:
+        return "its owner unknown"
+    try:
+        user = pwd.getpwuid(st.st_uid).pw_name
+    except KeyError:
+        user = str(st.st_uid)
+    try:
+        group = grp.getgrgid(st.st_gid).gr_name
+    except KeyError:
+        group = str(st.st_gid)
+    return f"{stat.filemode(st.st_mode)} {user}:{group}"
 
 
 def _boot_id() -> str:
@@ -313,6 +339,8 @@ def choose(
         known = known_verdict(binary, datadir) if forced == "kvm" else None
         if known is not None and not known.ok:  # said, not probed again: it was forced
             reason += f", though the KVM probe found it does not work here ({known.reason})"
+        elif forced == "kvm" and (unusable := _kvm_usable()) is not None:
+            reason += f", though {unusable}"  # QEMU's refusal, later, says only that
         return AccelChoice(forced, reason, probed=False)
     unusable = _kvm_usable()
     if unusable is not None:

@@ -69,6 +69,14 @@ class LogDirError(MachineError):
     """The run's log directory could not be made (read-only, full, not a directory):
     said as that, not as QEMU failing to start."""
 
+    @classmethod
+    def cannot_make(cls, what: str, root: Path, e: OSError) -> LogDirError:
+        """*what* (in the log directory *root*) could not be made: *e*."""
+        return cls(
+            f"cannot make {what} in {root}: {e.strerror or e} (point IRQLAB_LOG_DIR, or "
+            "pytest's --irqlab-log-dir, at a writable directory)"
+        )
+
 
 class QemuExited(MachineError):
     """QEMU exited by itself while starting, typically refusing its command line (a bad
@@ -335,10 +343,7 @@ class Machine:
         try:
             run_dir.mkdir(parents=True, exist_ok=False)
         except OSError as e:
-            raise LogDirError(
-                f"cannot make the guest's log directory in {root}: {e.strerror or e} (point "
-                "IRQLAB_LOG_DIR, or pytest's --irqlab-log-dir, at a writable directory)"
-            ) from e
+            raise LogDirError.cannot_make("the guest's log directory", root, e) from e
         remove_stale_sock_dirs()
         return RunPaths(sock_dir=make_sock_dir(), log_dir=run_dir)
 

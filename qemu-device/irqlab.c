@@ -100,6 +100,19 @@ IRQLAB_CNT_REG_IS(ACKED);
 IRQLAB_CNT_REG_IS(COALESCED);
 IRQLAB_CNT_REG_IS(DROPPED);
 
+/*
+ * BAR0: the register window (offset 0 up to the MSI-X table) holds the last
+ * register, CNT_DROPPED; the MSI-X table, then the PBA, fit in BAR0.  The
+ * harness's header parser checks every register offset the same way.
+ */
+QEMU_BUILD_BUG_ON(IRQLAB_REG_CNT_DROPPED + 4 > IRQLAB_MSIX_TABLE_OFFSET);
+QEMU_BUILD_BUG_ON(IRQLAB_MSIX_TABLE_OFFSET +
+                  IRQLAB_NUM_SOURCES * PCI_MSIX_ENTRY_SIZE >
+                  IRQLAB_MSIX_PBA_OFFSET);
+QEMU_BUILD_BUG_ON(IRQLAB_MSIX_PBA_OFFSET +
+                  DIV_ROUND_UP(IRQLAB_NUM_SOURCES, 64) * 8 >
+                  IRQLAB_BAR0_SIZE);
+
 typedef struct IrqlabEvent {
     uint32_t seq;
     uint32_t info;      /* EVQ_HEAD_INFO layout, without EVINFO_VALID */

@@ -12,6 +12,8 @@ import ast
 from collections.abc import Iterator
 from pathlib import Path
 
+from source_trees import python_trees  # same directory (rootdir-relative import)
+
 from irqlab.contract.regs import QOM
 from irqlab.paths import repo_root
 
@@ -87,20 +89,15 @@ def scan(root: Path, names: frozenset[str]) -> tuple[list[str], set[str]]:
     left out), and the :data:`ALLOWED` keys that let one stand."""
     found: list[tuple[str, int, str]] = []
     used: set[str] = set()
-    for top in SCANNED:
-        for path in sorted((root / top).rglob("*.py")):
-            rel = path.relative_to(root).as_posix()
-            if rel.startswith(NOT_SCANNED):
+    for rel, tree in python_trees(root, SCANNED, NOT_SCANNED):
+        for line, text, scope in string_literals(tree):
+            if text not in names:
                 continue
-            tree = ast.parse(path.read_text(encoding="utf-8"), filename=rel)
-            for line, text, scope in string_literals(tree):
-                if text not in names:
-                    continue
-                key = allowed_by(rel, scope, text)
-                if key is None:
-                    found.append((rel, line, text))
-                else:
-                    used.add(key)
+            key = allowed_by(rel, scope, text)
+            if key is None:
+                found.append((rel, line, text))
+            else:
+                used.add(key)
     return [f"{rel}:{line}: {text!r}" for rel, line, text in sorted(found)], used
 
 

@@ -127,3 +127,106 @@ def test_evaluate_does_not_execute_code() -> None:
     with pytest.raises(HeaderParseError):
         evaluate("IRQLAB_A.x", {"IRQLAB_A": 1})
     assert evaluate("IRQLAB_A + 1", {"IRQLAB_A": 1}) == 2
+
+
+# --- the layout checks, on copies of the real header with one line changed ------------
+
+
+def _changed_header(tmp_path: Path, old: str, new: str) -> Path:
+    """A copy of the real header with *old* (which must occur once) replaced by *new*."""
+    text = regs.header_path().read_text(encoding="utf-8")
+    assert text.count(old) == 1, old
+    p = tmp_path / "irqlab-regs.h"
+    p.write_text(text.replace(old, new), encoding="utf-8")
+    return p
+
+
+def _line_of(path: Path, needle: str) -> int:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return next(i for i, line in enumerate(lines, 1) if needle in line)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "at", "said"),
+    [
+        # a duplicate offset names both registers, at the second one's line
+        (
+            "IRQLAB_REG_SCRATCH        0x014",
+            "IRQLAB_REG_SCRATCH        0x010",
+            "IRQLAB_REG_SCRATCH ",
+            "IRQLAB_REG_SCRATCH has offset 0x10, as IRQLAB_REG_IRQ_PENDING (line ",
+        ),
+        (
+            "IRQLAB_REG_SCRATCH        0x014",
+            "IRQLAB_REG_SCRATCH        0x015",
+            "IRQLAB_REG_SCRATCH ",
+            "IRQLAB_REG_SCRATCH (0x15) is not a 4-byte aligned offset",
+        ),
+        (
+            "IRQLAB_REG_CNT_DROPPED    0x190",
+            "IRQLAB_REG_CNT_DROPPED    0x800",
+            "IRQLAB_REG_CNT_DROPPED ",
+            "IRQLAB_REG_CNT_DROPPED (0x800) is not below IRQLAB_MSIX_TABLE_OFFSET (0x800)",
+        ),
+        (
+            "IRQLAB_REG_CNT_DROPPED    0x190",
+            "IRQLAB_REG_CNT_DROPPED    0x1000",
+            "IRQLAB_REG_CNT_DROPPED ",
+            "IRQLAB_REG_CNT_DROPPED (0x1000) is not below IRQLAB_MSIX_TABLE_OFFSET",
+        ),
+        (
+            "IRQLAB_EVINFO_DROPPED     (1 << 17)",
+            "IRQLAB_EVINFO_DROPPED     (1 << 16)",
+            "IRQLAB_EVINFO_DROPPED ",
+            "IRQLAB_EVINFO_* field IRQLAB_EVINFO_DROPPED (0x10000) overlaps "
+            "IRQLAB_EVINFO_VALID (0x10000) (line ",
+        ),
+        (
+            "IRQLAB_FEAT_BROKEN_INTX       (1 << 16)",
+            "IRQLAB_FEAT_BROKEN_INTX       (1 << 9)",
+            "IRQLAB_FEAT_BROKEN_INTX ",
+            "IRQLAB_FEAT_* field IRQLAB_FEAT_BROKEN_INTX (0x200) overlaps "
+            "IRQLAB_FEAT_IRQ_MODE_MASK (0x300)",
+        ),
+        (
+            "(0x3 << IRQLAB_FEAT_IRQ_MODE_SHIFT)",
+            "(0x3 << 10)",
+            "IRQLAB_FEAT_IRQ_MODE_SHIFT ",
+            "IRQLAB_FEAT_IRQ_MODE_SHIFT (0x8) is not the lowest bit of "
+            "IRQLAB_FEAT_IRQ_MODE_MASK (0xc00)",
+        ),
+    ],
+)
+def test_a_layout_mistake_is_a_parse_error_naming_the_file_and_line(
+    tmp_path: Path, old: str, new: str, at: str, said: str
+) -> None:
+    p = _changed_header(tmp_path, old, new)
+    with pytest.raises(HeaderParseError) as err:
+        regs.load(p)
+    assert err.value.source == str(p)
+    assert err.value.line == _line_of(p, f"#define {at}")
+    assert said in err.value.message
+    assert str(err.value).startswith(f"{p}:{err.value.line}: ")
+
+
+def test_the_layout_checks_leave_values_that_are_no_fields_alone() -> None:
+    """Only ``_MASK`` names and single-bit flags of a group with a ``_MASK``/``_SHIFT``
+    are fields: a magic number beside its shift, registers at power-of-two offsets and
+    a header without an MSI-X table or BAR size parse."""
+    r = parse(
+        "#define IRQLAB_ID_MAGIC 0x1a5b\n"
+        "#define IRQLAB_ID_MAGIC_SHIFT 16\n"
+        "#define IRQLAB_ID_VALUE ((IRQLAB_ID_MAGIC << IRQLAB_ID_MAGIC_SHIFT) | 0x0100)\n"
+        "#define IRQLAB_REG_A 0x4\n"
+        "#define IRQLAB_REG_A_MASK 0x8\n"
+        "#define IRQLAB_REG_B 0x2000\n"
+    )
+    assert r.REG_B == 0x2000
+    assert regs.field_groups(r) == {}
+    assert regs.field_groups(REGS) == {
+        "IRQLAB_FEAT_": ["IRQLAB_FEAT_GPIO_LINES_MASK", "IRQLAB_FEAT_IRQ_MODE_MASK",
+                         "IRQLAB_FEAT_BROKEN_INTX"],
+        "IRQLAB_EVINFO_": ["IRQLAB_EVINFO_SRC_MASK", "IRQLAB_EVINFO_LINE_MASK",
+                           "IRQLAB_EVINFO_VALID", "IRQLAB_EVINFO_DROPPED",
+                           "IRQLAB_EVINFO_KIND_MASK"],
+    }  # fmt: skip

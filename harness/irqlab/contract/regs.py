@@ -8,6 +8,12 @@ names, in :data:`QOM`), plus comments, blank lines and an include guard: no stru
 ioctls or includes.  Anything else is a :class:`~irqlab.contract.cheader.HeaderParseError`
 naming the file and line.
 
+The layout is checked as well (:func:`check_layout`): register offsets (``REG_*``) are
+distinct, 4-byte aligned and below the MSI-X table (``MSIX_TABLE_OFFSET``, else
+``BAR0_SIZE``); the bit fields of a register (a group such as ``FEAT_*`` or
+``EVINFO_*``: see :func:`field_groups`) do not overlap, and a field's ``_SHIFT`` is its
+``_MASK``'s lowest bit.
+
 >>> REGS["IRQLAB_REG_ACK"] == REGS.REG_ACK
 True
 """
@@ -29,6 +35,8 @@ __all__ = [
     "Defines",
     "HeaderParseError",
     "Regs",
+    "check_layout",
+    "field_groups",
     "header_path",
     "load",
     "parse",
@@ -118,7 +126,95 @@ def parse(text: str, source: str = "<string>") -> Regs:
             raise HeaderParseError(
                 source, h.lines[name], f"string {name} is not a QOM name (PROP_, COUNTER_, ...)"
             )
+    check_layout(h.constants, h.lines, source)
     return Regs(h.constants, source, h.strings)
+
+
+def _where(name: str, value: int) -> str:
+    return f"{name} ({value:#x})"
+
+
+def check_layout(values: Mapping[str, int], lines: Mapping[str, int], source: str) -> None:
+    """Raise :class:`HeaderParseError` (at the line of the name at fault) for a register
+    offset that repeats another's (both named), is not 4-byte aligned or is not below the
+    MSI-X table, and for overlapping bit fields (see :func:`field_groups`)."""
+    limit_name = next(
+        (PREFIX + n for n in ("MSIX_TABLE_OFFSET", "BAR0_SIZE") if PREFIX + n in values), None
+    )
+    seen: dict[int, str] = {}
+    for name, off in values.items():
+        if not name.startswith(PREFIX + "REG_"):
+            continue
+        if off in seen:
+            raise HeaderParseError(
+                source,
+                lines[name],
+                f"{name} has offset {off:#x}, as {seen[off]} (line {lines[seen[off]]}) has",
+            )
+        seen[off] = name
+        if off < 0 or off % 4:
+            raise HeaderParseError(
+                source, lines[name], f"{_where(name, off)} is not a 4-byte aligned offset"
+            )
+        if limit_name is not None and off + 4 > values[limit_name]:
+            raise HeaderParseError(
+                source,
+                lines[name],
+                f"{_where(name, off)} is not below {_where(limit_name, values[limit_name])}",
+            )
+    for group, fields in field_groups(values).items():
+        taken: dict[str, int] = {}
+        for name in fields:
+            bits = values[name]
+            for other, other_bits in taken.items():
+                if bits & other_bits:
+                    raise HeaderParseError(
+                        source,
+                        lines[name],
+                        f"{group}* field {_where(name, bits)} overlaps {_where(other, other_bits)}"
+                        f" (line {lines[other]})",
+                    )
+            taken[name] = bits
+            shift = name.removesuffix("_MASK") + "_SHIFT"
+            lowest = (bits & -bits).bit_length() - 1
+            if name.endswith("_MASK") and shift in values and lowest != values[shift]:
+                raise HeaderParseError(
+                    source,
+                    lines[shift],
+                    f"{_where(shift, values[shift])} is not the lowest bit of {_where(name, bits)}",
+                )
+
+
+def field_groups(values: Mapping[str, int]) -> dict[str, list[str]]:
+    """The bit fields of each field group, by group prefix (``IRQLAB_FEAT_``, ...).
+
+    A field group is the names sharing their first word after ``IRQLAB_`` when one of
+    them ends in ``_MASK`` or ``_SHIFT`` (the registers, ``IRQLAB_REG_*``, are none); its
+    fields are its ``_MASK`` names and its single-bit flags (a positive power of two).
+    Other names of the group (a ``_SHIFT``, a value such as ``IRQLAB_ID_MAGIC``) are no
+    field, so they are never compared."""
+    groups: dict[str, list[str]] = {}
+    for name in values:
+        word = name.removeprefix(PREFIX).split("_", 1)[0]
+        if word == "REG":
+            continue
+        groups.setdefault(f"{PREFIX}{word}_", []).append(name)
+    out: dict[str, list[str]] = {}
+    for group, names in groups.items():
+        if not any(n.endswith(("_MASK", "_SHIFT")) for n in names):
+            continue
+        fields = [
+            n
+            for n in names
+            if n.endswith("_MASK") or (not n.endswith("_SHIFT") and _is_flag(values[n]))
+        ]
+        if fields:
+            out[group] = fields
+    return out
+
+
+def _is_flag(value: int) -> bool:
+    return value > 0 and value & (value - 1) == 0
 
 
 def header_path() -> Path:

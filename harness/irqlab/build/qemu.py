@@ -16,7 +16,10 @@ changes (so a warm ccache hits), and the binary plus the firmware the guest need
 packages: Debian's dfsg source ships no firmware blobs) are installed into
 ``<cache>/qemu-<hash>/``.  The hash covers every input: this recipe's version,
 the QEMU source version, the device files, the configure flags and the firmware
-package versions.  A rerun with unchanged inputs returns at once.
+package versions.  A rerun with unchanged inputs returns at once.  The device files
+are read once: the graft copies the bytes the hash covered (a copy of them in a
+temporary directory), so an edit made while a build waits for the lock is never
+stored under the key of the text it replaced.
 
 The binary needs shared libraries (libglib2.0-0, libpixman-1-0, libslirp0, libfdt1,
 ...) that the build gets as a side effect of the ``-dev`` packages of
@@ -45,6 +48,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -238,17 +242,23 @@ def source_kind(env: Mapping[str, str]) -> str:
     return kind
 
 
+def device_sources(device_dir: Path) -> cache.Sources:
+    """The :data:`DEVICE_FILES` of *device_dir*, read now: what the key hashes and the
+    graft copies."""
+    return cache.Sources.read({name: device_dir / name for name in DEVICE_FILES})
+
+
 def input_digest(
     source: QemuSource,
-    device_dir: Path,
+    device: Path | cache.Sources,
     firmware_versions: Mapping[str, str],
     configure_flags: Sequence[str] = CONFIGURE_FLAGS,
 ) -> str:
-    """The hash naming the install: every input that changes the output."""
+    """The hash naming the install: every input that changes the output (*device*: the
+    device files, or the directory holding them)."""
     h = cache.InputHash(RECIPE_VERSION)
     h.add_str("source", f"{source.kind} {source.version} {source.sha256}")
-    for name in DEVICE_FILES:
-        h.add_file(device_dir / name, label=f"device/{name}")
+    (device_sources(device) if isinstance(device, Path) else device).add_to(h, "device/")
     h.add_str("configure", " ".join([*configure_flags, f"--prefix={CONFIGURE_PREFIX}"]))
     for pkg in sorted(firmware_versions):
         h.add_str("firmware", f"{pkg}={firmware_versions[pkg]}")
@@ -496,6 +506,7 @@ class _Inputs:
     source: QemuSource
     firmware: dict[str, str]
     digest: str
+    device: cache.Sources  # the device files the digest hashed: the graft's
     arch: Arch = X86_64
 
 
@@ -515,8 +526,9 @@ def _current_inputs(arch: Arch = X86_64) -> _Inputs:
     upstream = env_source(os.environ)
     versions = _apt_versions(sorted(FIRMWARE))
     source = upstream or QemuSource("debian", versions[SOURCE_VERSION_PACKAGE])
-    digest = input_digest(source, device_dir(), versions, configure_flags(arch))
-    return _Inputs(source, versions, digest, arch)
+    device = device_sources(device_dir())
+    digest = input_digest(source, device, versions, configure_flags(arch))
+    return _Inputs(source, versions, digest, device, arch)
 
 
 def _install_from(out: Path, arch: Arch = X86_64) -> QemuInstall:
@@ -712,8 +724,10 @@ def _build(inputs: _Inputs, out: Path, steps: StepLog, log: Log) -> None:
                 _fetch_upstream_source(steps, source, src)
             else:
                 _fetch_debian_source(steps, source, src)
-    with steps.step("graft"):
-        steps.run("graft", [sys.executable, str(device_dir() / "graft.py"), str(src)])
+    with steps.step("graft"), tempfile.TemporaryDirectory(prefix="irqlab-graft-") as tmp:
+        # the files the digest hashed, not qemu-device/ now (edited since, maybe)
+        inputs.device.write_to(Path(tmp))
+        steps.run("graft", [sys.executable, str(Path(tmp) / "graft.py"), str(src)])
     with steps.step("configure"):
         _configure(steps, src, build, arch)
     with steps.step("compile"):

@@ -144,6 +144,7 @@ def ensure_kmod(
                 result = steps.run(
                     "make modules",
                     ["make", *module_make_args(k), f"M={moddir}", "modules"],
+                    where=lambda line: line.replace(f"{scratch}/", ""),  # as the checkout's
                 )
                 found = warnings_in(result)
                 if found:

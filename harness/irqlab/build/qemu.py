@@ -59,7 +59,7 @@ from pathlib import Path
 from irqlab import paths
 from irqlab.build import cache, debs, fetch
 from irqlab.build.arch import X86_64, Arch, built_arches
-from irqlab.build.steps import BuildError, StepLog
+from irqlab.build.steps import BuildError, StepLog, failure_detail
 from irqlab.errors import ConfigError
 
 __all__ = [
@@ -68,6 +68,7 @@ __all__ = [
     "QemuSource",
     "configure_flags",
     "current_digest",
+    "device_paths",
     "ensure_qemu",
     "ensure_qemus",
     "ensure_runtime",
@@ -118,6 +119,23 @@ BUILD_DEPS: tuple[str, ...] = (
 )
 # QEMU >= 8.1 sets up a Python venv in its build dir.
 UPSTREAM_EXTRA_DEPS: tuple[str, ...] = ("python3-venv",)
+
+# Where qemu-device/graft.py puts the device's sources in QEMU's tree -> the checkout's
+# file: what a compiler error names (the shared tree's copy) is said as the latter.
+GRAFTED: dict[str, str] = {
+    "hw/misc/irqlab.c": "qemu-device/irqlab.c",
+    "include/hw/misc/irqlab-regs.h": "qemu-device/irqlab-regs.h",
+}
+_GRAFTED_PATH = re.compile(
+    r"(?<![^\s'\"`(])(?:[^\s:'\"`(]*/)?(" + "|".join(map(re.escape, GRAFTED)) + r")(?=[:\s'\"`]|$)"
+)
+
+
+def device_paths(line: str) -> str:
+    """*line* (of the compiler's) with the grafted copies' paths
+    (``../src-7.2+dfsg-7/hw/misc/irqlab.c``) as the checkout's (``qemu-device/irqlab.c``)."""
+    return _GRAFTED_PATH.sub(lambda m: GRAFTED[m.group(1)], line)
+
 
 DEVICE_FILES: tuple[str, ...] = (
     "irqlab.c",
@@ -665,6 +683,7 @@ def _ninja(steps: StepLog, build: Path, log: Log, arch: Arch = X86_64) -> None:
     argv = ["nice", "-n", nice, "ninja", "-C", str(build), arch.qemu_binary]
     steps.write("$ " + " ".join(argv))
     t0 = last = time.monotonic()
+    output: list[str] = []
     with subprocess.Popen(
         argv,
         stdout=subprocess.PIPE,
@@ -676,6 +695,7 @@ def _ninja(steps: StepLog, build: Path, log: Log, arch: Arch = X86_64) -> None:
         assert proc.stdout is not None
         for line in proc.stdout:
             steps.write(line)
+            output.append(line)
             m = _NINJA_PROGRESS.match(line)
             now = time.monotonic()
             if m and now - last >= 15:
@@ -683,7 +703,8 @@ def _ninja(steps: StepLog, build: Path, log: Log, arch: Arch = X86_64) -> None:
                 log(f"compile: {m.group(1)}/{m.group(2)} ({now - t0:.0f} s)")
         rc = proc.wait()
     if rc != 0:
-        raise BuildError("compile", steps.path, f"ninja exited {rc}")
+        detail = failure_detail("ninja", rc, "".join(output), device_paths)
+        raise BuildError("compile", steps.path, detail)
 
 
 def _firmware(steps: StepLog, versions: Mapping[str, str], datadir: Path) -> None:

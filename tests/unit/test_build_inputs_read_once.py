@@ -65,7 +65,7 @@ def test_qemu_grafts_the_device_files_its_key_hashed(
         yield
 
     monkeypatch.setattr(qemu, "_lock", lock)
-    src = qemu.work_dir() / f"src-{qemu.QemuSource('debian', FIRMWARE['qemu-system-data']).slug}"
+    src = qemu.source_dir(qemu.QemuSource("debian", FIRMWARE["qemu-system-data"]))
     (src / "hw" / "misc").mkdir(parents=True)
     (src / "configure").write_text("")
     (src / "VERSION").write_text("7.2.22\n")

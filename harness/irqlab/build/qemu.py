@@ -68,6 +68,7 @@ __all__ = [
     "QemuSource",
     "configure_flags",
     "current_digest",
+    "current_source_dir",
     "device_paths",
     "ensure_qemu",
     "ensure_qemus",
@@ -78,6 +79,7 @@ __all__ = [
     "libraries_not_found",
     "packages_from_dpkg_search",
     "runtime_packages",
+    "source_dir",
 ]
 
 RECIPE_VERSION = "qemu-1"
@@ -492,6 +494,11 @@ def work_dir() -> Path:
     return paths.cache_dir() / "qemu"
 
 
+def source_dir(source: QemuSource) -> Path:
+    """The (shared, grafted) source tree of *source* in the cache."""
+    return work_dir() / f"src-{source.slug}"
+
+
 def log_path(arch: Arch = X86_64) -> Path:
     name = "qemu.log" if arch == X86_64 else f"qemu-{arch.name}.log"
     return paths.log_dir() / "build" / name
@@ -560,6 +567,12 @@ def current_digest(arch: Arch = X86_64) -> str:
     builds; apt's candidate versions are memoized per apt-lists state).  Raises
     :class:`~irqlab.build.debs.AptError` or ValueError when the inputs are not known."""
     return _current_inputs(arch).digest
+
+
+def current_source_dir(arch: Arch = X86_64) -> Path:
+    """The source tree the current inputs build from (there or not; never builds):
+    where its scripts/checkpatch.pl is.  Raises as :func:`current_digest`."""
+    return source_dir(_current_inputs(arch).source)
 
 
 def find_qemu(arch: Arch = X86_64) -> QemuInstall | None:
@@ -731,7 +744,7 @@ def _lock() -> Iterator[None]:
 def _build(inputs: _Inputs, out: Path, steps: StepLog, log: Log) -> None:
     source = inputs.source
     arch = inputs.arch
-    src = work_dir() / f"src-{source.slug}"
+    src = source_dir(source)
     # one build dir per target: adding a target never reconfigures (and so never
     # rebuilds) the x86_64 one; each path is stable, so ccache stays warm
     suffix = "" if arch == X86_64 else f"-{arch.name}"

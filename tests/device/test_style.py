@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import subprocess
 
-from irqlab.build.qemu import QemuInstall, device_dir, work_dir
+from irqlab.build.qemu import QemuInstall, current_source_dir, device_dir
 
 
 def test_device_passes_qemu_checkpatch(irqlab_qemu: QemuInstall) -> None:
-    scripts = sorted(work_dir().glob("src-*/scripts/checkpatch.pl"))
-    assert scripts, f"no QEMU source tree with scripts/checkpatch.pl under {work_dir()}"
+    # the tree of the current build: the cache may hold others (an upstream release's)
+    script = current_source_dir() / "scripts" / "checkpatch.pl"
+    assert script.is_file(), f"the QEMU source tree of this build has no {script}"
     for path in (device_dir() / "irqlab.c", device_dir() / "irqlab-regs.h"):
         r = subprocess.run(
-            [str(scripts[-1]), "--no-tree", "-f", str(path)],
+            [str(script), "--no-tree", "-f", str(path)],
             capture_output=True,
             text=True,
             check=False,

@@ -302,6 +302,19 @@ def test_warm_lookup_does_not_build(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert qemu.ensure_qemu(log=lambda _m: None) == found
 
 
+def test_the_current_source_tree_is_the_current_inputs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """tests/device/test_style.py ran the last ``src-*/scripts/checkpatch.pl`` in sort
+    order: an upstream release's tree beside Debian's was taken for a Debian build."""
+    _no_build(tmp_path, monkeypatch)
+    for slug in ("7.2+dfsg-7", "upstream-9.1.0"):
+        (qemu.work_dir() / f"src-{slug}" / "scripts").mkdir(parents=True)
+    assert qemu.current_source_dir() == qemu.work_dir() / "src-7.2+dfsg-7"
+    monkeypatch.setenv("IRQLAB_QEMU_SOURCE", "upstream")
+    assert qemu.current_source_dir() == qemu.work_dir() / "src-upstream-9.1.0"
+
+
 # ---- a cached QEMU in a fresh container: its shared libraries ------------------
 
 LDD_MISSING = """\

@@ -84,7 +84,9 @@ def recipes(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(image, "resolve_packages", resolve_packages)
 
-    def build_image(inp: Any, digest: str, tmp: Path, steps: object) -> dict[str, object]:
+    def build_image(
+        inp: Any, _read: object, digest: str, tmp: Path, steps: object
+    ) -> dict[str, object]:
         (tmp / "initramfs.cpio").write_text("x")
         module = "irqlab" if inp.kmod else None
         return {"initramfs": "initramfs.cpio", "kernel_version": ABI, "kmod": module}

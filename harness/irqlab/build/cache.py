@@ -24,9 +24,10 @@ import hashlib
 import os
 import re
 import shutil
+import stat
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
@@ -50,6 +51,7 @@ __all__ = [
     "OutputGone",
     "Removal",
     "RemoveError",
+    "Sources",
     "cached_build",
     "dir_size",
     "entries",
@@ -89,8 +91,12 @@ class InputHash:
         self._h.update(data)
 
     def add_file(self, path: Path, label: str | None = None) -> None:
-        self.add_str("file", label if label is not None else path.name)
-        self._h.update(hashlib.sha256(path.read_bytes()).digest())
+        self.add_bytes(label if label is not None else path.name, path.read_bytes())
+
+    def add_bytes(self, label: str, data: bytes) -> None:
+        """A file's content *data* as :meth:`add_file` hashes the file (same digest)."""
+        self.add_str("file", label)
+        self._h.update(hashlib.sha256(data).digest())
 
     def add_tree(self, root: Path, files: Iterable[Path] | None = None) -> None:
         """Hash every regular file below *root* (or the given ones), by relative path."""
@@ -102,6 +108,43 @@ class InputHash:
 
     def hexdigest(self, length: int = 16) -> str:
         return self._h.hexdigest()[:length]
+
+
+@dataclass(frozen=True)
+class Sources:
+    """Source files read once: a recipe hashes these bytes and builds from these bytes
+    (:meth:`write_to`), never the checkout's files again.  Read twice, an edit made in
+    between (while the build waited for its lock) was built and stored under the key of
+    the text it replaced, and served from the cache until a forced rebuild."""
+
+    contents: Mapping[str, bytes]  # relative path -> content, in the order hashed
+    modes: Mapping[str, int] = field(default_factory=dict)  # permission bits (unhashed)
+
+    @classmethod
+    def read(cls, files: Mapping[str, Path]) -> Sources:
+        """The content and permission bits of *files* (relative path -> file), now, in
+        *files*' order."""
+        contents: dict[str, bytes] = {}
+        modes: dict[str, int] = {}
+        for rel, path in files.items():
+            with path.open("rb") as f:
+                contents[rel] = f.read()
+                modes[rel] = stat.S_IMODE(os.fstat(f.fileno()).st_mode)
+        return cls(contents, modes)
+
+    def add_to(self, h: InputHash, prefix: str = "") -> None:
+        """Hash each file as :meth:`InputHash.add_file` would, labelled *prefix* + its path."""
+        for rel, data in self.contents.items():
+            h.add_bytes(prefix + rel, data)
+
+    def write_to(self, root: Path) -> None:
+        """Write the files, at their relative paths, below *root*."""
+        for rel, data in self.contents.items():
+            dst = root / rel
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            dst.write_bytes(data)
+            if rel in self.modes:
+                dst.chmod(self.modes[rel])
 
 
 def touch(path: Path) -> None:

@@ -36,7 +36,7 @@ from irqlab.build.boot import (
     boot_values,
     guest_image,
 )
-from irqlab.build.cache import InputHash, cached_build, output_dir
+from irqlab.build.cache import InputHash, Sources, cached_build, output_dir
 from irqlab.build.cpio import Entry, tree_entries
 from irqlab.build.guest import BOOT_SCRIPT, BOOT_SCRIPT_PATH, GUEST_DIR, INIT_TEMPLATE
 from irqlab.build.initramfs import COMPRESSORS, DEFAULT_COMPRESSION, Stage
@@ -207,6 +207,20 @@ def _recipe_sources() -> list[Path]:
 
 
 @dataclass(frozen=True)
+class _Read:
+    """The checkout's files an image is made of, read once: the digest hashes these
+    bytes and the build writes these bytes (an edit made while the build waited for
+    its lock is not stored under the key of the text it replaced)."""
+
+    recipe: Sources  # "recipe/<name>" of each of _recipe_sources() (the /init template...)
+    agent: Sources  # the agent package, by path inside it (bytecode caches left out)
+
+    def text(self, path: Path) -> str:
+        """The recipe file *path*'s text as read (one of :func:`_recipe_sources`)."""
+        return self.recipe.contents[f"recipe/{path.name}"].decode()
+
+
+@dataclass(frozen=True)
 class _Inputs:
     kernel: KernelArtifacts
     packages: tuple[debs.Package, ...]
@@ -230,16 +244,28 @@ class _Inputs:
         base = AARCH64_SHIPPED_MODULES if self.arch.name == "aarch64" else SHIPPED_MODULES
         return tuple(dict.fromkeys((*base, *self.kernel_modules)))
 
-    def digest(self) -> str:
+    def read(self) -> _Read:
+        """The recipe's files and the agent package's, read now."""
+        agent = sorted(
+            p for p in self.agent_dir.rglob("*") if p.is_file() and "__pycache__" not in p.parts
+        )
+        return _Read(
+            recipe=Sources.read({f"recipe/{src.name}": src for src in _recipe_sources()}),
+            agent=Sources.read({str(p.relative_to(self.agent_dir)): p for p in agent}),
+        )
+
+    def digest(self, read: _Read | None = None) -> str:
+        """The hash naming the image of these inputs, of the files *read* (default: as
+        they are now)."""
+        files = read if read is not None else self.read()
         h = InputHash(RECIPE_VERSION)
-        for src in _recipe_sources():
-            h.add_file(src, label=f"recipe/{src.name}")
+        files.recipe.add_to(h)
         h.add_str("kernel", f"{self.kernel.version} {self.kernel.package_version}")
         for p in self.packages:
             h.add_str("package", f"{p.name}={p.version}")
         h.add_str("extra-packages", ",".join(self.extra_packages))
         h.add_str("agent", self.agent_dir.name)
-        h.add_tree(self.agent_dir, [p for p in self.agent_dir.rglob("*") if p.is_file()])
+        files.agent.add_to(h)
         for name, path in sorted(self.agent_files.items()):
             h.add_file(path, label=f"agent-file/{name}")
         if self.kmod is not None:
@@ -310,7 +336,18 @@ def _modules(stage: Stage, inp: _Inputs, steps: StepLog) -> tuple[list[str], lis
     return boot, names, kmod_name
 
 
-def _build(inp: _Inputs, digest: str, tmp: Path, steps: StepLog) -> dict[str, object]:
+def _stage_agent(stage: Stage, inp: _Inputs, read: _Read) -> str:
+    """The agent package into *stage* as *read* (as hashed, not as it is now; bytecode
+    left out); returns its directory in the stage."""
+    agent_dst = f"usr/lib/python3/dist-packages/{inp.agent_dir.name}"
+    stage.mkdir(agent_dst)
+    for arel, data in read.agent.contents.items():
+        if not arel.endswith(".pyc"):
+            stage.write(f"{agent_dst}/{arel}", data, read.agent.modes[arel])
+    return agent_dst
+
+
+def _build(inp: _Inputs, read: _Read, digest: str, tmp: Path, steps: StepLog) -> dict[str, object]:
     k = inp.kernel
     stage = Stage(tmp / "rootfs")
     stage.root.mkdir()
@@ -337,16 +374,7 @@ def _build(inp: _Inputs, digest: str, tmp: Path, steps: StepLog) -> dict[str, ob
         for rel, target in initramfs.busybox_links(listing).items():
             if not stage.path(rel).exists() and not stage.path(rel).is_symlink():
                 stage.symlink(rel, target)
-        agent_dst = f"usr/lib/python3/dist-packages/{inp.agent_dir.name}"
-        stage.mkdir(agent_dst)
-        for src in sorted(inp.agent_dir.rglob("*")):
-            arel = src.relative_to(inp.agent_dir)
-            if "__pycache__" in arel.parts or src.suffix == ".pyc":
-                continue
-            if src.is_dir():
-                stage.mkdir(f"{agent_dst}/{arel}")
-            else:
-                stage.copy_file(src, f"{agent_dst}/{arel}")
+        agent_dst = _stage_agent(stage, inp, read)
         for name, src in inp.agent_files.items():
             stage.copy_file(src, f"{agent_dst}/{name}")
         _etc_files(stage, inp)
@@ -359,7 +387,7 @@ def _build(inp: _Inputs, digest: str, tmp: Path, steps: StepLog) -> dict[str, ob
         steps.write("libraries: " + " ".join(libs))
     with steps.step("render /init"):
         init = render_init(
-            INIT_TEMPLATE.read_text(),
+            read.text(INIT_TEMPLATE),
             {
                 "KERNEL_VERSION": k.version,
                 "BOOT_MODULES": " ".join(boot),
@@ -367,7 +395,7 @@ def _build(inp: _Inputs, digest: str, tmp: Path, steps: StepLog) -> dict[str, ob
             },
         )
         stage.write("init", init, 0o755)
-        stage.write(BOOT_SCRIPT_PATH, BOOT_SCRIPT.read_text())
+        stage.write(BOOT_SCRIPT_PATH, read.text(BOOT_SCRIPT))
     with steps.step("precompile Python"):
         stdlib = stage.path(f"usr/lib/{PY}")
         if inp.stdlib_sources:
@@ -555,12 +583,13 @@ def ensure_image(
         ours = modinfo_depends(kmod.read_bytes()) if kmod is not None else []
         present = (*inp.boot_modules, *inp.shipped_modules, *ours)
         inp = replace(inp, kernel_modules=kernel_modules_to_ship(kernel, kernel_modules, present))
-    digest = inp.digest()
+    read = inp.read()  # built from these bytes, the digest's, not the checkout's then
+    digest = inp.digest(read)
 
     def build(tmp: Path) -> None:
         with StepLog(log_dir() / "build" / f"image-{digest}.log", log) as steps:
             steps.log(f"guest image {digest}: building {output_dir('image', digest)}")
-            meta = _build(inp, digest, tmp, steps)
+            meta = _build(inp, read, digest, tmp, steps)
             # what pruning groups by (irqlab.build.outputs) and the inventory looks up
             meta[IMAGE_VARIANT_KEY] = image_variant_record(
                 inp.extra_packages, inp.compression, inp.stdlib_sources, inp.kernel_modules

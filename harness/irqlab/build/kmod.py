@@ -1,8 +1,9 @@
 """Build recipe for the irqlab kernel module against the guest kernel's headers.
 
 The sources (``guest-kmod/`` and the register map ``qemu-device/irqlab-regs.h``)
-are copied, with their relative layout, into a scratch directory and built
-there, so the checkout never collects build products.  The ``.ko`` is cached
+are read once, and the bytes the key hashed are written, with their relative
+layout, into a scratch directory and built there, so the checkout never collects
+build products (and an edit made meanwhile is not stored under the old key).  The ``.ko`` is cached
 by the hash of those sources and the kernel version; a compiler warning fails
 the build (the driver is kept warning-free).
 """
@@ -13,11 +14,12 @@ import re
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 from irqlab.build import debs
 from irqlab.build.arch import MODULE_BUILD_PACKAGES
-from irqlab.build.cache import InputHash, cached_build
+from irqlab.build.cache import InputHash, Sources, cached_build
 from irqlab.build.kernel import KernelArtifacts, ensure_kernel
 from irqlab.build.steps import Log, StepLog
 from irqlab.errors import IrqlabError
@@ -42,6 +44,7 @@ __all__ = [
     "ensure_style_tools",
     "input_digest",
     "module_make_args",
+    "read_sources",
     "source_files",
     "sparse_findings",
     "warnings_in",
@@ -65,11 +68,15 @@ def source_files() -> dict[str, Path]:
     return files
 
 
-def input_digest(kernel_version: str, files: dict[str, Path]) -> str:
+def read_sources(files: Mapping[str, Path]) -> Sources:
+    """*files* (:func:`source_files`) read now, in the order the key hashes them."""
+    return Sources.read(dict(sorted(files.items())))
+
+
+def input_digest(kernel_version: str, files: Mapping[str, Path] | Sources) -> str:
     h = InputHash(RECIPE_VERSION)
     h.add_str("kernel", kernel_version)
-    for rel, path in sorted(files.items()):
-        h.add_file(path, label=rel)
+    (files if isinstance(files, Sources) else read_sources(files)).add_to(h)
     return h.hexdigest()
 
 
@@ -120,7 +127,8 @@ def ensure_kmod(
 ) -> Path:
     """Path of ``irqlab.ko`` built for the guest kernel (cached)."""
     k = kernel if kernel is not None else ensure_kernel(log)
-    files = source_files()
+    # read once: the build copies the bytes the key hashed, not the checkout's files then
+    files = read_sources(source_files())
     digest = input_digest(k.version, files)
 
     def build(out: Path) -> None:
@@ -130,15 +138,13 @@ def ensure_kmod(
             steps.log(f"kernel module for {k.version}: building")
             scratch = out / "src"
             with steps.step("copy module sources"):
-                for rel, src in files.items():
-                    dst = scratch / rel
-                    dst.parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copy2(src, dst)
+                files.write_to(scratch)
             moddir = scratch / "guest-kmod"
             with steps.step("make modules"):
                 result = steps.run(
                     "make modules",
                     ["make", *module_make_args(k), f"M={moddir}", "modules"],
+                    where=lambda line: line.replace(f"{scratch}/", ""),  # as the checkout's
                 )
                 found = warnings_in(result)
                 if found:

@@ -16,7 +16,10 @@ changes (so a warm ccache hits), and the binary plus the firmware the guest need
 packages: Debian's dfsg source ships no firmware blobs) are installed into
 ``<cache>/qemu-<hash>/``.  The hash covers every input: this recipe's version,
 the QEMU source version, the device files, the configure flags and the firmware
-package versions.  A rerun with unchanged inputs returns at once.
+package versions.  A rerun with unchanged inputs returns at once.  The device files
+are read once: the graft copies the bytes the hash covered (a copy of them in a
+temporary directory), so an edit made while a build waits for the lock is never
+stored under the key of the text it replaced.
 
 The binary needs shared libraries (libglib2.0-0, libpixman-1-0, libslirp0, libfdt1,
 ...) that the build gets as a side effect of the ``-dev`` packages of
@@ -45,6 +48,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -55,7 +59,7 @@ from pathlib import Path
 from irqlab import paths
 from irqlab.build import cache, debs, fetch
 from irqlab.build.arch import X86_64, Arch, built_arches
-from irqlab.build.steps import BuildError, StepLog
+from irqlab.build.steps import BuildError, StepLog, failure_detail
 from irqlab.errors import ConfigError
 
 __all__ = [
@@ -64,6 +68,8 @@ __all__ = [
     "QemuSource",
     "configure_flags",
     "current_digest",
+    "current_source_dir",
+    "device_paths",
     "ensure_qemu",
     "ensure_qemus",
     "ensure_runtime",
@@ -73,6 +79,7 @@ __all__ = [
     "libraries_not_found",
     "packages_from_dpkg_search",
     "runtime_packages",
+    "source_dir",
 ]
 
 RECIPE_VERSION = "qemu-1"
@@ -114,6 +121,23 @@ BUILD_DEPS: tuple[str, ...] = (
 )
 # QEMU >= 8.1 sets up a Python venv in its build dir.
 UPSTREAM_EXTRA_DEPS: tuple[str, ...] = ("python3-venv",)
+
+# Where qemu-device/graft.py puts the device's sources in QEMU's tree -> the checkout's
+# file: what a compiler error names (the shared tree's copy) is said as the latter.
+GRAFTED: dict[str, str] = {
+    "hw/misc/irqlab.c": "qemu-device/irqlab.c",
+    "include/hw/misc/irqlab-regs.h": "qemu-device/irqlab-regs.h",
+}
+_GRAFTED_PATH = re.compile(
+    r"(?<![^\s'\"`(])(?:[^\s:'\"`(]*/)?(" + "|".join(map(re.escape, GRAFTED)) + r")(?=[:\s'\"`]|$)"
+)
+
+
+def device_paths(line: str) -> str:
+    """*line* (of the compiler's) with the grafted copies' paths
+    (``../src-7.2+dfsg-7/hw/misc/irqlab.c``) as the checkout's (``qemu-device/irqlab.c``)."""
+    return _GRAFTED_PATH.sub(lambda m: GRAFTED[m.group(1)], line)
+
 
 DEVICE_FILES: tuple[str, ...] = (
     "irqlab.c",
@@ -238,17 +262,23 @@ def source_kind(env: Mapping[str, str]) -> str:
     return kind
 
 
+def device_sources(device_dir: Path) -> cache.Sources:
+    """The :data:`DEVICE_FILES` of *device_dir*, read now: what the key hashes and the
+    graft copies."""
+    return cache.Sources.read({name: device_dir / name for name in DEVICE_FILES})
+
+
 def input_digest(
     source: QemuSource,
-    device_dir: Path,
+    device: Path | cache.Sources,
     firmware_versions: Mapping[str, str],
     configure_flags: Sequence[str] = CONFIGURE_FLAGS,
 ) -> str:
-    """The hash naming the install: every input that changes the output."""
+    """The hash naming the install: every input that changes the output (*device*: the
+    device files, or the directory holding them)."""
     h = cache.InputHash(RECIPE_VERSION)
     h.add_str("source", f"{source.kind} {source.version} {source.sha256}")
-    for name in DEVICE_FILES:
-        h.add_file(device_dir / name, label=f"device/{name}")
+    (device_sources(device) if isinstance(device, Path) else device).add_to(h, "device/")
     h.add_str("configure", " ".join([*configure_flags, f"--prefix={CONFIGURE_PREFIX}"]))
     for pkg in sorted(firmware_versions):
         h.add_str("firmware", f"{pkg}={firmware_versions[pkg]}")
@@ -463,6 +493,11 @@ def work_dir() -> Path:
     return paths.cache_dir() / "qemu"
 
 
+def source_dir(source: QemuSource) -> Path:
+    """The (shared, grafted) source tree of *source* in the cache."""
+    return work_dir() / f"src-{source.slug}"
+
+
 def log_path(arch: Arch = X86_64) -> Path:
     name = "qemu.log" if arch == X86_64 else f"qemu-{arch.name}.log"
     return paths.log_dir() / "build" / name
@@ -495,6 +530,7 @@ class _Inputs:
     source: QemuSource
     firmware: dict[str, str]
     digest: str
+    device: cache.Sources  # the device files the digest hashed: the graft's
     arch: Arch = X86_64
 
 
@@ -514,8 +550,9 @@ def _current_inputs(arch: Arch = X86_64) -> _Inputs:
     upstream = env_source(os.environ)
     versions = _apt_versions(sorted(FIRMWARE))
     source = upstream or QemuSource("debian", versions[SOURCE_VERSION_PACKAGE])
-    digest = input_digest(source, device_dir(), versions, configure_flags(arch))
-    return _Inputs(source, versions, digest, arch)
+    device = device_sources(device_dir())
+    digest = input_digest(source, device, versions, configure_flags(arch))
+    return _Inputs(source, versions, digest, device, arch)
 
 
 def _install_from(out: Path, arch: Arch = X86_64) -> QemuInstall:
@@ -529,6 +566,12 @@ def current_digest(arch: Arch = X86_64) -> str:
     builds; apt's candidate versions are memoized per apt-lists state).  Raises
     :class:`~irqlab.build.debs.AptError` or ValueError when the inputs are not known."""
     return _current_inputs(arch).digest
+
+
+def current_source_dir(arch: Arch = X86_64) -> Path:
+    """The source tree the current inputs build from (there or not; never builds):
+    where its scripts/checkpatch.pl is.  Raises as :func:`current_digest`."""
+    return source_dir(_current_inputs(arch).source)
 
 
 def find_qemu(arch: Arch = X86_64) -> QemuInstall | None:
@@ -652,6 +695,7 @@ def _ninja(steps: StepLog, build: Path, log: Log, arch: Arch = X86_64) -> None:
     argv = ["nice", "-n", nice, "ninja", "-C", str(build), arch.qemu_binary]
     steps.write("$ " + " ".join(argv))
     t0 = last = time.monotonic()
+    output: list[str] = []
     with subprocess.Popen(
         argv,
         stdout=subprocess.PIPE,
@@ -663,6 +707,7 @@ def _ninja(steps: StepLog, build: Path, log: Log, arch: Arch = X86_64) -> None:
         assert proc.stdout is not None
         for line in proc.stdout:
             steps.write(line)
+            output.append(line)
             m = _NINJA_PROGRESS.match(line)
             now = time.monotonic()
             if m and now - last >= 15:
@@ -670,7 +715,8 @@ def _ninja(steps: StepLog, build: Path, log: Log, arch: Arch = X86_64) -> None:
                 log(f"compile: {m.group(1)}/{m.group(2)} ({now - t0:.0f} s)")
         rc = proc.wait()
     if rc != 0:
-        raise BuildError("compile", steps.path, f"ninja exited {rc}")
+        detail = failure_detail("ninja", rc, "".join(output), device_paths)
+        raise BuildError("compile", steps.path, detail)
 
 
 def _firmware(steps: StepLog, versions: Mapping[str, str], datadir: Path) -> None:
@@ -697,7 +743,7 @@ def _lock() -> Iterator[None]:
 def _build(inputs: _Inputs, out: Path, steps: StepLog, log: Log) -> None:
     source = inputs.source
     arch = inputs.arch
-    src = work_dir() / f"src-{source.slug}"
+    src = source_dir(source)
     # one build dir per target: adding a target never reconfigures (and so never
     # rebuilds) the x86_64 one; each path is stable, so ccache stays warm
     suffix = "" if arch == X86_64 else f"-{arch.name}"
@@ -711,8 +757,10 @@ def _build(inputs: _Inputs, out: Path, steps: StepLog, log: Log) -> None:
                 _fetch_upstream_source(steps, source, src)
             else:
                 _fetch_debian_source(steps, source, src)
-    with steps.step("graft"):
-        steps.run("graft", [sys.executable, str(device_dir() / "graft.py"), str(src)])
+    with steps.step("graft"), tempfile.TemporaryDirectory(prefix="irqlab-graft-") as tmp:
+        # the files the digest hashed, not qemu-device/ now (edited since, maybe)
+        inputs.device.write_to(Path(tmp))
+        steps.run("graft", [sys.executable, str(Path(tmp) / "graft.py"), str(src)])
     with steps.step("configure"):
         _configure(steps, src, build, arch)
     with steps.step("compile"):

@@ -14,10 +14,11 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 from irqlab.build import debs
-from irqlab.build.cache import InputHash, cached_build
+from irqlab.build.cache import InputHash, Sources, cached_build
 from irqlab.build.steps import Log, StepLog
 from irqlab.paths import log_dir, repo_root
 
@@ -63,13 +64,18 @@ def warnings_in(output: str) -> list[str]:
     return [ln for ln in output.splitlines() if re.search(r"\bwarning:", ln)]
 
 
-def input_digest(cc: str) -> str:
-    """The hash naming the binary *cc* makes of the current sources (nothing is built)."""
+def read_sources() -> Sources:
+    """:func:`source_files` read now, in the order the key hashes them."""
+    return Sources.read(dict(sorted(source_files().items())))
+
+
+def input_digest(cc: str, sources: Sources | None = None) -> str:
+    """The hash naming the binary *cc* makes of *sources* (default: the current ones;
+    nothing is built)."""
     h = InputHash(RECIPE_VERSION)
     h.add_str("cc", compiler_version(cc))
     h.add_str("cflags", " ".join(CFLAGS))
-    for rel, path in sorted(source_files().items()):
-        h.add_file(path, label=rel)
+    (sources if sources is not None else read_sources()).add_to(h)
     return h.hexdigest()
 
 
@@ -83,12 +89,17 @@ def ensure_responder(log: Log | None = None, *, force: bool = False) -> Path:
     :data:`BUILD_PACKAGES` with apt first when they are missing (as root)."""
     debs.ensure_host_packages(BUILD_PACKAGES, "the native responder", log)
     cc = compiler()
-    digest = input_digest(cc)
+    sources = read_sources()  # compiled from these bytes, the key's, not the checkout's
+    digest = input_digest(cc, sources)
 
     def build(out: Path) -> None:
         with StepLog(log_dir() / "build" / f"responder-{digest}.log", log) as steps:
-            with steps.step("compile irqlab-respond"):
-                argv = compile_argv(cc, repo_root(), out / BINARY)
+            with (
+                steps.step("compile irqlab-respond"),
+                tempfile.TemporaryDirectory(prefix="irqlab-responder-") as tmp,
+            ):
+                sources.write_to(Path(tmp))
+                argv = compile_argv(cc, Path(tmp), out / BINARY)
                 steps.write("$ " + " ".join(argv))
                 r = subprocess.run(argv, capture_output=True, text=True, check=False)
                 steps.write(r.stdout + r.stderr)

@@ -1,7 +1,8 @@
 """Build steps: a progress line per step for the user, full output in one log file.
 
 A failing step raises :class:`BuildError`, whose message names the step, the
-log file and the last lines of the failing command's output.
+log file and the first compiler errors of the failing command's output
+(:func:`compiler_errors`), else its last lines.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ __all__ = [
     "BuildError",
     "Log",
     "StepLog",
+    "compiler_errors",
+    "failure_detail",
     "stderr_log",
 ]
 
@@ -48,6 +51,44 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 def _tail(text: str, lines: int = 15) -> str:
     return _ANSI.sub("", "\n".join(text.rstrip().splitlines()[-lines:]))
+
+
+# gcc's "file:line:col: error: ..." (and "fatal error:"); another diagnostic or a line of
+# make's or ninja's ends the lines after one (gcc's source line and caret)
+_ERROR = re.compile(r"^\S+:\d+(?::\d+)?: (?:fatal )?error: ")
+_NOT_CONTEXT = re.compile(
+    r"^(?:\S+:\d+(?::\d+)?: |\S+: In |In file included|\s+from |FAILED: |ninja: |make|\[\d+/\d+\] )"
+)
+
+
+def compiler_errors(
+    output: str, where: Callable[[str], str] = str, count: int = 3, context: int = 2
+) -> str:
+    """The first *count* compiler errors in *output* (``file:line:col: error: ...``),
+    each with up to *context* lines after it (gcc's source line and caret), every line
+    passed through *where* (which names a scratch copy's file as the checkout's); ''
+    when there is none."""
+    lines = _ANSI.sub("", output).splitlines()
+    picked: list[str] = []
+    found = 0
+    for i, line in enumerate(lines):
+        if found == count:
+            break
+        if not _ERROR.match(line):
+            continue
+        found += 1
+        picked.append(where(line))
+        for after in lines[i + 1 : i + 1 + context]:
+            if _NOT_CONTEXT.match(after):
+                break
+            picked.append(where(after))
+    return "\n".join(picked)
+
+
+def failure_detail(program: str, rc: int, output: str, where: Callable[[str], str] = str) -> str:
+    """What a :class:`BuildError` says of a command that failed: its exit status, then its
+    first compiler errors (:func:`compiler_errors`) or else its last lines."""
+    return f"{program} exited {rc}\n{compiler_errors(output, where) or _tail(output)}"
 
 
 class StepLog:
@@ -100,8 +141,11 @@ class StepLog:
         env: Mapping[str, str] | None = None,
         capture: bool = False,
         executable: Path | None = None,
+        where: Callable[[str], str] = str,
     ) -> str:
-        """Run a command; its output goes to the log (and is returned if *capture*)."""
+        """Run a command; its output goes to the log (and is returned if *capture*).  A
+        failure's :class:`BuildError` says its first compiler errors, their lines passed
+        through *where* (:func:`compiler_errors`), else the output's last lines."""
         args = [str(a) for a in argv]
         self.write("$ " + " ".join(args) + (f"   (cwd {cwd})" if cwd else ""))
         full_env = None
@@ -129,8 +173,9 @@ class StepLog:
         if err:
             self.write(err)
         if r.returncode != 0:
-            detail = f"{args[0]} exited {r.returncode}\n{_tail(out + err)}"
-            raise BuildError(step, self.path, detail)
+            raise BuildError(
+                step, self.path, failure_detail(args[0], r.returncode, out + err, where)
+            )
         return out
 
     def stream(

@@ -630,9 +630,13 @@ def add_guest_parsers(sub: Any) -> None:
         a: argparse.ArgumentParser = acts.add_parser(name, help=help, parents=[common])
         return a
 
-    from irqlab.contract.regs import REGS
+    from irqlab.contract.regs import REGS, HeaderParseError
 
-    lines = f"0 to the device's gpio-lines - 1 (default {REGS.MAX_GPIO_LINES - 1})"
+    try:
+        last = f"{REGS.MAX_GPIO_LINES - 1}"
+    except HeaderParseError:  # the help still shows; a command that reads it says why not
+        last = "IRQLAB_MAX_GPIO_LINES - 1"
+    lines = f"0 to the device's gpio-lines - 1 (default {last})"
     numbers = "decimal, or hex with 0x"
     a = action("pulse", "pulse GPIO input lines (rising then falling edge)")
     a.add_argument(

@@ -6,7 +6,8 @@ too; a register header may hold only ``#define IRQLAB_NAME <integer expression>`
 lines and ``#define IRQLAB_PROP_/COUNTER_/HISTOGRAM_NAME "name"`` lines (the QOM
 names, in :data:`QOM`), plus comments, blank lines and an include guard: no structs,
 ioctls or includes.  Anything else is a :class:`~irqlab.contract.cheader.HeaderParseError`
-naming the file and line.
+naming the file and line, raised at the first use of :data:`REGS` or :data:`QOM` (not
+at import: ``irqlab --help`` answers, and a command says the one line).
 
 The layout is checked as well (:func:`check_layout`): register offsets (``REG_*``) are
 distinct, 4-byte aligned and below the MSI-X table (``MSIX_TABLE_OFFSET``, else
@@ -20,9 +21,9 @@ True
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from irqlab.contract import cheader
 from irqlab.contract.cheader import HeaderParseError
@@ -228,7 +229,42 @@ def load(path: Path | None = None) -> Regs:
     return parse(p.read_text(encoding="utf-8"), source=str(p))
 
 
-REGS: Regs = load()
+def _filled(lazy: Defines[Any], fill: Callable[[], Defines[Any]]) -> None:
+    """*lazy*'s tables taken from *fill*'s result (at its first use)."""
+    if "_values" not in lazy.__dict__:
+        lazy.__dict__.update(vars(fill()))
+
+
+class _HeaderRegs(Regs):
+    """:data:`REGS`: the header parsed at its first use, not at import.  A header the
+    parser cannot read (``BIT(5)``) then fails what reads a register, in one line
+    (:class:`HeaderParseError` is an :class:`~irqlab.errors.IrqlabError`), and not every
+    import of irqlab: ``irqlab --help`` and ``invoke --list`` still answer."""
+
+    def __init__(self) -> None:  # filled by __getattr__, at the first use
+        pass
+
+    def __getattr__(self, name: str) -> int:
+        if "_values" in self.__dict__:
+            return super().__getattr__(name)
+        _filled(self, load)
+        return getattr(self, name)  # type: ignore[no-any-return]
+
+
+class _HeaderStrings(Defines[str]):
+    """:data:`QOM`: :data:`REGS`' strings, at their first use."""
+
+    def __init__(self) -> None:  # filled by __getattr__, at the first use
+        pass
+
+    def __getattr__(self, name: str) -> str:
+        if "_values" in self.__dict__:
+            return super().__getattr__(name)
+        _filled(self, lambda: REGS.strings)
+        return getattr(self, name)  # type: ignore[no-any-return]
+
+
+REGS: Regs = _HeaderRegs()
 # The device's QOM names: properties (QOM.PROP_FIFO_PUSH is "fifo-push"), the members of
 # its counters (COUNTER_*) and latency-histogram (HISTOGRAM_*) properties.
-QOM: Defines[str] = REGS.strings
+QOM: Defines[str] = _HeaderStrings()

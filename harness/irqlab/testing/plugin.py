@@ -635,9 +635,12 @@ def _marker_file(here: Path, key: str, name: object) -> Path:
     return path
 
 
-def gpio_mask(edges: object, lines: int = REGS.MAX_GPIO_LINES) -> int:
+def gpio_mask(edges: object, lines: int | None = None) -> int:
     """``gpio_edges=`` of the marker: a bit mask, or an iterable of line numbers, of a
-    device with *lines* GPIO lines (the driver refused any other after a boot)."""
+    device with *lines* GPIO lines (default the header's maximum; the driver refused any
+    other after a boot)."""
+    if lines is None:  # read here, not at import: pytest starts whatever the header holds
+        lines = REGS.MAX_GPIO_LINES
     beyond = f"beyond the device's {lines} GPIO lines (0 to {lines - 1}; device="
     beyond += f"{{{QOM.PROP_GPIO_LINES!r}: N}} sets how many)"
     if isinstance(edges, int) and not isinstance(edges, bool):

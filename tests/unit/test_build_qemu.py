@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -181,6 +182,35 @@ def test_verify_sha256(tmp_path: Path) -> None:
     fetch.verify_sha256(f, good.upper())
     with pytest.raises(ValueError, match="does not match"):
         fetch.verify_sha256(f, "0" * 64)
+
+
+def test_a_user_is_told_every_root_step_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not root, on a fresh host: the build sent the user to root for the packages,
+    then again with a raw PermissionError writing the deb-src file.  Now one refusal,
+    before anything runs, lists the packages, the deb-src entry and apt's update."""
+    (tmp_path / "debian.sources").write_text(DEBIAN_SOURCES)
+    monkeypatch.setattr(qemu, "APT_SOURCES_D", tmp_path)
+    monkeypatch.setattr(qemu, "APT_SOURCES_LIST", tmp_path / "none")
+    monkeypatch.setattr(qemu, "_have_qemu_source", lambda _v: False)
+    monkeypatch.setattr(qemu.debs, "missing_packages", lambda names: ["meson", "libfdt-dev"])
+    with StepLog(tmp_path / "q.log", lambda _m: None) as steps, pytest.raises(BuildError) as e:
+        qemu._check_root_steps(steps, ["meson", "libfdt-dev", "gcc"], DEBIAN, tmp_path / "src")
+    msg = str(e.value)
+    assert "building QEMU needs these steps as root first:" in msg
+    assert "1. apt-get install --no-install-recommends meson libfdt-dev" in msg
+    assert f"2. write {qemu.DEB_SRC_FILE} with:" in msg and "Types: deb-src" in msg
+    assert "3. apt-get update" in msg
+    # an unpacked source needs no deb-src; nothing missing: nothing to refuse
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "configure").write_text("")
+    with StepLog(tmp_path / "q.log", lambda _m: None) as steps, pytest.raises(BuildError) as e:
+        qemu._check_root_steps(steps, ["meson"], DEBIAN, tmp_path / "src")
+    assert "deb-src" not in str(e.value) and "apt-get update" not in str(e.value)
+    monkeypatch.setattr(qemu.debs, "missing_packages", lambda names: [])
+    with StepLog(tmp_path / "q.log", lambda _m: None) as steps:
+        qemu._check_root_steps(steps, ["meson"], DEBIAN, tmp_path / "src")
 
 
 # ---- errors name the step and the log ----------------------------------------
@@ -493,3 +523,38 @@ def test_a_guest_started_outside_build_qemu_gets_the_libraries_once(
     for _ in range(2):
         assert Guest._find_qemu(X86_64).binary == out / "bin" / qemu.TARGET
     assert host.apt == [["libfdt1", "libslirp0"]] and len(lddcalls) == 2  # before, after
+
+
+def test_a_guest_meeting_a_qemu_build_in_progress_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A script's Guest() while another shell ran `irqlab build-qemu` said "QEMU ... is
+    not built: run irqlab build-qemu"; it names the build and its process now."""
+    from irqlab.build.arch import X86_64
+    from irqlab.vm.guest import Guest, PrerequisiteMissing
+
+    _no_build(tmp_path, monkeypatch)
+    with pytest.raises(PrerequisiteMissing, match="is not built: run `irqlab build-qemu`"):
+        Guest._find_qemu(X86_64)
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_CREAT | os.O_RDWR);"
+         " fcntl.flock(fd, fcntl.LOCK_EX); os.write(fd, b'%d\\n' % os.getpid());"
+         " print('held', flush=True); sys.stdin.read()",
+         str(qemu.work_dir() / ".lock")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        with pytest.raises(PrerequisiteMissing) as e:
+            Guest._find_qemu(X86_64)
+        assert str(e.value).startswith(
+            "QEMU with the irqlab device is being built: "
+            f"process {holder.pid} is preparing or building QEMU's source tree"
+        )
+        assert "`irqlab build-qemu` waits for it" in str(e.value)
+    finally:
+        holder.communicate("")
+    # the lock is free again: not built, as before
+    with pytest.raises(PrerequisiteMissing, match="is not built"):
+        Guest._find_qemu(X86_64)

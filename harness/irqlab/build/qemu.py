@@ -49,6 +49,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -613,15 +614,45 @@ def _have_qemu_source(version: str) -> bool:
     return f"Version: {version}" in r.stdout
 
 
+def _deb_src_entry(steps: StepLog) -> str:
+    """The deb-src entries mirroring this host's Debian 'deb' sources."""
+    texts = [p.read_text() for p in sorted(APT_SOURCES_D.glob("*.sources"))]
+    one_line = APT_SOURCES_LIST.read_text() if APT_SOURCES_LIST.is_file() else ""
+    entry = deb_src_entries(texts, one_line)
+    if not entry:
+        raise BuildError("deb-src", steps.path, "no Debian 'deb' source to mirror as deb-src")
+    return entry
+
+
+def _check_root_steps(steps: StepLog, deps: Sequence[str], source: QemuSource, src: Path) -> None:
+    """Not root: refuse, before anything runs, with every step root must take (the
+    missing build packages; the deb-src entry and apt's update, for a Debian source not
+    unpacked yet).  A user was sent to root for the packages, then again with a raw
+    PermissionError on the deb-src file."""
+    todo = []
+    missing = debs.missing_packages(deps)
+    if missing:
+        todo.append(f"apt-get install --no-install-recommends {' '.join(missing)}")
+    needs_src = source.kind == "debian" and not (src / "configure").is_file()
+    if needs_src and not _have_qemu_source(source.version):
+        entry = _deb_src_entry(steps)
+        todo.append(f"write {DEB_SRC_FILE} with:\n{textwrap.indent(entry.rstrip(), '    ')}")
+        todo.append("apt-get update")
+    if todo:
+        steps_text = "\n".join(f"  {i}. {t}" for i, t in enumerate(todo, 1))
+        raise BuildError(
+            "root-steps",
+            steps.path,
+            f"building QEMU needs these steps as root first:\n{steps_text}\n"
+            "then run the build again as this user",
+        )
+
+
 def _ensure_deb_src(steps: StepLog, version: str) -> None:
     if _have_qemu_source(version):
         return
     if not DEB_SRC_FILE.exists():
-        texts = [p.read_text() for p in sorted(APT_SOURCES_D.glob("*.sources"))]
-        one_line = APT_SOURCES_LIST.read_text() if APT_SOURCES_LIST.is_file() else ""
-        entry = deb_src_entries(texts, one_line)
-        if not entry:
-            raise BuildError("deb-src", steps.path, "no Debian 'deb' source to mirror as deb-src")
+        entry = _deb_src_entry(steps)
         steps.write(f"writing {DEB_SRC_FILE}:\n{entry}")
         DEB_SRC_FILE.write_text(entry)
     steps.run("deb-src", ["apt-get", "update", "-q"], env=_APT_ENV)
@@ -734,10 +765,23 @@ def _firmware(steps: StepLog, versions: Mapping[str, str], datadir: Path) -> Non
             shutil.copyfile(src, datadir / dest)
 
 
+_LOCK_WHAT = "preparing or building QEMU's source tree"
+
+
 @contextmanager
 def _lock() -> Iterator[None]:
-    with cache.exclusive_lock(work_dir() / ".lock", "preparing or building QEMU's source tree"):
+    with cache.exclusive_lock(work_dir() / ".lock", _LOCK_WHAT):
         yield
+
+
+def build_in_progress() -> str | None:
+    """Who is building QEMU now (``process N is preparing or building QEMU's source
+    tree (lock ...)``), or None when nobody holds the build's lock."""
+    try:
+        with cache.exclusive_lock(work_dir() / ".lock", _LOCK_WHAT, wait=False):
+            return None
+    except cache.LockHeld as e:
+        return str(e)
 
 
 def _build(inputs: _Inputs, out: Path, steps: StepLog, log: Log) -> None:
@@ -748,8 +792,10 @@ def _build(inputs: _Inputs, out: Path, steps: StepLog, log: Log) -> None:
     # rebuilds) the x86_64 one; each path is stable, so ccache stays warm
     suffix = "" if arch == X86_64 else f"-{arch.name}"
     build = work_dir() / f"build-{source.slug}{suffix}"
+    deps = [*BUILD_DEPS, *(UPSTREAM_EXTRA_DEPS if source.kind == "upstream" else ())]
+    if os.geteuid() != 0:  # what root must do, all of it at once
+        _check_root_steps(steps, deps, source, src)
     with steps.step("apt-deps"):
-        deps = [*BUILD_DEPS, *(UPSTREAM_EXTRA_DEPS if source.kind == "upstream" else ())]
         debs.ensure_apt_packages(steps, deps)
     with steps.step("source"):
         if not (src / "configure").is_file():

@@ -1071,6 +1071,14 @@ class Guest:
         except ConfigError as e:  # $IRQLAB_QEMU_SOURCE names no source
             raise GuestConfigError(str(e)) from None
         if qemu is None:
+            from irqlab.build.qemu import build_in_progress
+
+            building = build_in_progress() if arch.name == "x86_64" else None
+            if building is not None:  # it said "not built" while another shell built it
+                raise PrerequisiteMissing(
+                    f"QEMU with the irqlab device is being built: {building}; "
+                    "`irqlab build-qemu` waits for it (a Guest does not build QEMU)"
+                )
             raise PrerequisiteMissing(
                 "QEMU with the irqlab device is not built: "
                 "run `irqlab build-qemu` (and `irqlab build-image` for the guest); "
@@ -1247,8 +1255,10 @@ class Guest:
             return False
 
     def prepare(self) -> Guest:
-        """Find (or build) QEMU, the image and the module, and choose the accelerator,
-        without starting anything (:meth:`start` does this first)."""
+        """Find QEMU (built by ``irqlab build-qemu`` or the pytest plugin, never here:
+        :class:`PrerequisiteMissing` says how), find or build the image and the module,
+        and choose the accelerator, without starting anything (:meth:`start` does this
+        first)."""
         from irqlab.vm.accel import choose, requested
         from irqlab.vm.loadscale import check_environment
 

@@ -204,3 +204,28 @@ def test_a_value_of_the_wrong_type_for_ring_size_is_refused_before_booting() -> 
     with pytest.raises(GuestConfigError, match=r"ring_size of irqlab\.ko \(uint\): 'abc' is not"):
         g.prepare()  # nothing boots
     assert g.machine is None
+
+
+@pytest.mark.parametrize(
+    ("device", "param", "refused"),
+    [("intx", "msi", True), ("msi", "msix", True), ("msix", "msi", True),
+     ("intx", "intx", False), ("msi", "auto", False), ("msi", "msi", False)],
+)  # fmt: skip
+def test_an_irq_mode_the_given_device_cannot_offer_is_refused_before_booting(
+    device: str, param: str, refused: bool
+) -> None:
+    """irq_mode=msi on a device in INTx mode: a boot, then "no interrupt of type msi";
+    with both given, the mismatch is a configuration error before anything starts."""
+    from irqlab.contract.regs import QOM
+    from irqlab.vm.guest import GuestConfigError
+
+    mode = QOM.PROP_IRQ_MODE
+    g = Guest(GuestConfig(name="mode-mismatch", device_props={mode: device},
+                          module_params={"irq_mode": param}))  # fmt: skip
+    if refused:
+        with pytest.raises(GuestConfigError, match=rf"irq_mode={param}: the device's {mode} "
+                           rf"is {device}, which offers INTx and {device} only"):  # fmt: skip
+            g.prepare()
+    else:
+        g.prepare()
+    assert g.machine is None  # nothing booted

@@ -970,6 +970,7 @@ class Guest:
             check_module_params(ko, self.config.module_params)
             check_driver_choices(ko, self.config.module_params)
             self._check_gpio_lines()
+            self._check_irq_mode()
         except GuestConfigError as e:
             for mod in map(Path, self.config.extra_modules):
                 try:
@@ -1008,6 +1009,23 @@ class Guest:
                     f"{'names lines' if key == 'gpio_edges' else 'a line'} beyond the "
                     f"device's {lines} GPIO lines (0 to {lines - 1}; its "
                     f"{QOM.PROP_GPIO_LINES} property sets how many)"
+                )
+
+    def _check_irq_mode(self) -> None:
+        """Our driver's ``irq_mode`` against a device whose ``irq-mode`` is given, before
+        anything boots: the device offers INTx and the capability of its own mode only,
+        so ``irq_mode=msi`` on an ``irq-mode=intx`` device cost a boot to learn that the
+        driver cannot bind.  (The device's default mode is its own to say: a device
+        without the property is left to the kernel's words.)"""
+        device = self.config.device_props.get(QOM.PROP_IRQ_MODE)
+        for name, value in self.config.module_params.items():
+            if param_key(name) != "irq_mode" or value is None or device is None:
+                continue
+            if str(value) not in ("auto", "intx", str(device)):
+                raise GuestConfigError(
+                    f"parameter {name}={value}: the device's {QOM.PROP_IRQ_MODE} is "
+                    f"{device}, which offers INTx and {device} only (give the device "
+                    f"{QOM.PROP_IRQ_MODE}={value}, or {name}=auto or intx)"
                 )
 
     def _extra_module_args(self, ko: Path) -> str:

@@ -8,6 +8,8 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -372,3 +374,36 @@ def test_an_unwritable_log_dir_is_said_as_that(fake_qemu: Path, tmp_path: Path) 
     ):
         m.start()
     assert m.paths is None  # nothing made, nothing started
+
+
+def test_a_big_pipelined_batch_leaves_the_qmp_loop_free_and_ends_at_once(
+    fake_qemu: Path, tmp_path: Path
+) -> None:
+    """While 200000 pipelined commands run, other QMP waits on the same loop (the health
+    watch's, limit 3 s) are answered, and ending the batch (Ctrl-C, an abort) frees the
+    loop at once: a task per command took the loop seconds to create and as long to
+    cancel, and the watch's wait timed out meanwhile (its thread died of it)."""
+    with Machine(_cfg(fake_qemu, tmp_path, qmp_timeout=600.0)) as m:
+        ended: list[BaseException] = []
+
+        def batch() -> None:
+            try:
+                m.qmp_many([("query-status", None)] * 200_000)
+            except MachineError as e:
+                ended.append(e)
+
+        worker = threading.Thread(target=batch)
+        worker.start()
+        try:
+            for _ in range(10):  # spans the batch's start
+                t0 = time.monotonic()
+                m.take_events(("RESET",), timeout=1.0)
+                assert time.monotonic() - t0 < 1.0
+        finally:
+            m.abort_qmp("the test ends the batch", later=False)
+            worker.join(10)
+        assert not worker.is_alive() and ended, "the batch did not end with the abort"
+        t0 = time.monotonic()
+        m.take_events(("RESET",), timeout=1.0)  # the loop is free again at once
+        assert time.monotonic() - t0 < 1.0
+        assert m.qmp("query-status")["status"] == "running"

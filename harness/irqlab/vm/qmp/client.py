@@ -227,14 +227,22 @@ class SyncQMP:
         client = self._client
 
         async def run_all() -> list[Any]:
-            slots = asyncio.Semaphore(window)
+            # *window* workers taking the commands in order (each send happens before the
+            # worker's first await: QEMU receives them in order).  Not a task per
+            # command: 200000 of them took the loop seconds to create and as long to
+            # cancel (Ctrl-C), every other wait on the loop (the health watch's) meanwhile
+            results: list[Any] = [None] * len(commands)
+            todo = iter(enumerate(commands))
 
-            async def one(cmd: str, args: Mapping[str, object] | None) -> Any:
-                async with slots:
-                    return await client.execute(cmd, dict(args) if args else None)
+            async def worker() -> None:
+                for i, (cmd, args) in todo:
+                    try:
+                        results[i] = await client.execute(cmd, dict(args) if args else None)
+                    except Exception as e:  # raised below, once every command is answered
+                        results[i] = e
 
-            tasks = [asyncio.ensure_future(one(c, a)) for c, a in commands]
-            return await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*(worker() for _ in range(min(window, len(commands)))))
+            return results
 
         try:
             results = self._loop(run_all(), limit, f"QMP: {len(commands)} pipelined commands")
@@ -273,7 +281,12 @@ class SyncQMP:
             return out
 
         limit = self.timeout if timeout is None else timeout
-        return self._loop(take(), limit, f"QMP events {sorted(wanted)}")
+        try:
+            return self._loop(take(), limit, f"QMP events {sorted(wanted)}")
+        except LoopTimeout:  # the loop was busy that long: a QMPFailure, as for a command
+            raise QMPNoReply(
+                f"QMP events {sorted(wanted)}: not taken within {round(limit, 2):g} s"
+            ) from None
 
     def wait_event(
         self, name: str, timeout: float, match: Mapping[str, object] | None = None

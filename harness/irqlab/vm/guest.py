@@ -1741,6 +1741,12 @@ class Guest:
             self.machine = None
 
     def __enter__(self) -> Guest:
+        """Start the guest unless it was started already (``with Guest().start() as g``
+        and ``g.start(); with g:`` too: a second start was refused there, and the QEMU
+        of the first ran on with nobody to close it); :meth:`close` at the end.  A
+        start that fails stops what it started before raising."""
+        if self.machine is not None:
+            return self
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -107,3 +107,34 @@ def test_a_boot_that_times_out_shows_console_and_qemu(
     # the whole boot_timeout is named (not the last half-second slice of the wait)
     assert msg.startswith("the guest did not print 'never printed' within boot_timeout=1 s; see ")
     assert "console.log" in msg.splitlines()[0]
+
+
+def test_a_ready_marker_after_the_boot_timeout_is_said_late_and_not_shown_as_if_in_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The marker that comes while the timed-out boot waits for the watch's verdict: the
+    message said "did not print 'IRQLAB-READY' within boot_timeout" above a console
+    tail ending in that marker (read after the wait)."""
+    g = _guest(tmp_path, boot_timeout=1.0)
+    g.image.ready_marker = "LATE marker"
+    monkeypatch.setenv("FAKE_QEMU_MODE", "normal")
+    waited = g.wait_fault
+
+    def marker_while_waiting(timeout: float) -> object:
+        console = g._console()
+        assert console is not None
+        console._append(b"LATE marker uptime=1.61\n")  # as the console's reader does
+        return waited(0.0)
+
+    monkeypatch.setattr(g, "wait_fault", marker_while_waiting)
+    try:
+        with pytest.raises(GuestError) as info:
+            g._boot()
+    finally:
+        g.close()
+    first, _, rest = str(info.value).partition("\n")
+    assert first.startswith(
+        "the guest did not print 'LATE marker' within boot_timeout=1 s "
+        "(it printed it a moment after); see "
+    ), first
+    assert "--- guest console (last lines)\nbooting\nREADY marker 42\n---" in rest, rest

@@ -1668,16 +1668,26 @@ class Guest:
                 if self.fault is not None:
                     raise GuestFault(self.fault, "booting") from None
                 if not self._vm().is_running() or left <= 0:
+                    # the console as it was at the limit: the marker could come while the
+                    # watch's verdict is awaited, and the tail then showed it under "did
+                    # not print it"
+                    paths = self._vm().paths
+                    tail = file_tail(paths.console_log, 20) if paths is not None else ""
                     fault = self.wait_fault(FAULT_VERDICT)
                     if fault is not None:
                         raise GuestFault(fault, "booting") from None
-                    paths = self._vm().paths
-                    tail = file_tail(paths.console_log, 20) if paths is not None else ""
+                    console = self._console()
+                    ready = re.compile(re.escape(img.ready_marker))
+                    late = (
+                        " (it printed it a moment after)"  # not seen by the limit: late
+                        if console is not None and console.shows(ready, 0, 0)
+                        else ""
+                    )
                     why = (
                         f"QEMU exited: {e}"
                         if not self._vm().is_running()
                         else f"the guest did not print {img.ready_marker!r} within "
-                        f"boot_timeout={self.config.boot_timeout:g} s"
+                        f"boot_timeout={self.config.boot_timeout:g} s{late}"
                         + (f"; see {paths.console_log}" if paths is not None else "")
                     )
                     raise GuestError(

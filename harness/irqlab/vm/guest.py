@@ -2313,12 +2313,16 @@ class _FaultNamingQmp:
         return self._naming_faults(f"QMP {command}", partial(self._machine.qmp, command, args))
 
     def qmp_many(
-        self, commands: Sequence[tuple[str, Mapping[str, object] | None]], *, window: int = 8
+        self,
+        commands: Sequence[tuple[str, Mapping[str, object] | None]],
+        *,
+        window: int = 8,
+        timeout: float | None = None,
     ) -> list[Any]:
         __tracebackhide__ = hide_frame
         return self._naming_faults(
             f"QMP {len(commands)} pipelined commands",
-            partial(self._machine.qmp_many, commands, window=window),
+            partial(self._machine.qmp_many, commands, window=window, timeout=timeout),
         )
 
     def _naming_faults(self, doing: str, call: Callable[[], _T]) -> _T:

@@ -495,14 +495,19 @@ class Machine:
             raise MachineError(f"{e}{self._exit_summary()}") from e
 
     def qmp_many(
-        self, commands: Sequence[tuple[str, Mapping[str, object] | None]], *, window: int = 8
+        self,
+        commands: Sequence[tuple[str, Mapping[str, object] | None]],
+        *,
+        window: int = 8,
+        timeout: float | None = None,
     ) -> list[Any]:
-        """Execute independent QMP commands pipelined (see :meth:`SyncQMP.execute_many`)."""
+        """Execute independent QMP commands pipelined (see :meth:`SyncQMP.execute_many`:
+        *timeout* None grows with the number of commands)."""
         __tracebackhide__ = hide_frame
         if self._qmp is None:
             raise MachineError("machine not started")
         try:
-            return self._qmp.execute_many(commands, window=window)
+            return self._qmp.execute_many(commands, window=window, timeout=timeout)
         except QMPFailure as e:
             raise MachineError(f"{e}{self._exit_summary()}") from e
 

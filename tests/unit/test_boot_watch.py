@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from irqlab.vm.guest import Guest, GuestConfig, GuestError
+from irqlab.vm.guest import Guest, GuestConfig, GuestError, GuestTimeout
 from irqlab.vm.health import GuestFault
 
 FAKE = Path(__file__).with_name("fake_qemu.py")
@@ -101,7 +101,12 @@ def test_a_boot_that_times_out_shows_console_and_qemu(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     msg, _ = _failed_boot(
-        tmp_path, monkeypatch, "normal", GuestError, boot_timeout=1.0, ready_marker="never printed"
+        tmp_path,
+        monkeypatch,
+        "normal",
+        GuestTimeout,
+        boot_timeout=1.0,
+        ready_marker="never printed",
     )
     assert "--- guest console (last lines)\nbooting" in msg and "--- QEMU said" in msg
     # the whole boot_timeout is named (not the last half-second slice of the wait)
@@ -128,7 +133,7 @@ def test_a_ready_marker_after_the_boot_timeout_is_said_late_and_not_shown_as_if_
 
     monkeypatch.setattr(g, "wait_fault", marker_while_waiting)
     try:
-        with pytest.raises(GuestError) as info:
+        with pytest.raises(GuestTimeout) as info:
             g._boot()
     finally:
         g.close()

@@ -106,6 +106,7 @@ __all__ = [
     "GuestConfigError",
     "GuestError",
     "GuestFault",
+    "GuestTimeout",
     "GuestWriteError",
     "IrqlabError",
     "ModuleLoadError",
@@ -153,6 +154,11 @@ class PrerequisiteMissing(IrqlabError, RuntimeError):
 
 class GuestError(IrqlabError, RuntimeError):
     pass
+
+
+class GuestTimeout(GuestError, TimeoutError):
+    """A wait of the guest's ran out of time: the boot's ready marker (boot_timeout), the
+    agent's start, a device node; a TimeoutError too."""
 
 
 class ModuleLoadError(GuestError, CommandError):
@@ -1683,14 +1689,16 @@ class Guest:
                         if console is not None and console.shows(ready, 0, 0)
                         else ""
                     )
+                    exited = not self._vm().is_running()
                     why = (
                         f"QEMU exited: {e}"
-                        if not self._vm().is_running()
+                        if exited
                         else f"the guest did not print {img.ready_marker!r} within "
                         f"boot_timeout={self.config.boot_timeout:g} s{late}"
                         + (f"; see {paths.console_log}" if paths is not None else "")
                     )
-                    raise GuestError(
+                    error = GuestError if exited else GuestTimeout  # an exit is no timeout
+                    raise error(
                         f"{why}\n--- guest console (last lines)\n{tail or '(empty)'}"
                         f"\n--- QEMU said\n{self._vm().stderr_tail() or '(nothing)'}"
                     ) from None
@@ -1925,7 +1933,7 @@ class Guest:
                 else " (is it a build of our driver? your own modules go in "
                 "GuestConfig(extra_modules=...))"
             )
-            raise GuestError(
+            raise GuestTimeout(
                 f"{name} loaded but {node} did not appear within {timeout:g} s: the "
                 f"driver did not bind the irqlab device{why}; last kernel messages:\n{kmsg}"
             )
@@ -2100,7 +2108,7 @@ class Guest:
             doing=f"waiting for {path}",
         )
         if r.rc != 0:
-            raise GuestError(f"no character device {path} in the guest within {timeout:g} s")
+            raise GuestTimeout(f"no character device {path} in the guest within {timeout:g} s")
 
     # -- hot-plug -------------------------------------------------------------------------
     def unplug(self, timeout: float = 30.0) -> None:
@@ -2196,7 +2204,7 @@ class Guest:
         status = launcher.exit_status(self.config.agent_timeout)
         if status is None:  # still running: reading its output would wait for its EOF
             launcher.abandon()  # the failed start stops the guest
-            raise GuestError(
+            raise GuestTimeout(
                 f"the agent daemon did not detach within agent_timeout="
                 f"{self.config.agent_timeout:g} s (it detaches once it listens)"
             )

@@ -84,9 +84,9 @@ class SshError(IrqlabError, RuntimeError):
     pass
 
 
-class SshTimeout(SshError):
+class SshTimeout(SshError, TimeoutError):
     """A command did not finish within its timeout (its processes in the guest were
-    killed, or the message says why not)."""
+    killed, or the message says why not); a TimeoutError too."""
 
 
 class CommandError(SshError):

@@ -21,6 +21,7 @@ the command that builds it: the e2e tests fail with that message, never skip.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import math
 import os
@@ -37,7 +38,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, Never, NoReturn, TypeVar
 
 import paramiko
 
@@ -686,6 +687,37 @@ def host_cpu_model() -> str:
 
 @dataclass
 class GuestConfig:
+    """How a :class:`Guest` is made: ``Guest(GuestConfig(smp=2, module_params=...))``.
+    Every value is checked when the config is made (:class:`GuestConfigError`).
+
+    Fields (the comments in the source and the README's table say more):
+
+    * ``name`` ("guest"): names the guest's log directory.
+    * ``device_props`` ({}): properties of the irqlab device (``-device irqlab,...``).
+    * ``device_id`` ("irqlab0"): the device's QEMU id.
+    * ``module_params`` ({}): our driver's parameters, checked against its .modinfo.
+    * ``load_irqlab`` (True): False leaves the device unbound for a driver of your own.
+    * ``extra_modules`` (()), ``extra_module_params`` ({}): your own .ko files,
+      insmod-ed in order after ours, and their parameters by module name.
+    * ``kernel_modules`` (()): more of the guest kernel's modules shipped in the image.
+    * ``extra_files`` ({}): ``{absolute guest path: local file}``, put before the
+      modules load.
+    * ``extra_packages`` (()): Debian packages added to the image (e.g. rt-tests).
+    * ``smp`` (1): vCPUs.
+    * ``arch`` (""): "x86_64" or "aarch64" ("": $IRQLAB_ARCH, default x86_64).
+    * ``hotplug`` (False): the device behind a PCIe root port (unplug/replug).
+    * ``snapshot`` (True), ``snapshot_tag`` (""): start from (and save) the
+      ready-state snapshot; guests with another tag never share one.
+    * ``boot_timeout`` (180), ``ssh_timeout`` (60), ``agent_timeout`` (60),
+      ``restore_timeout`` (60): seconds each step of a start may take.
+    * ``freeze_timeout`` (10): seconds without an agent heartbeat before the guest is
+      declared frozen (stretched by the host's load; None: never).
+    * ``log_dir`` (None): where the guest's run directory goes (default: the log
+      directory).
+    * ``qmp_socket`` (None): a second QMP monitor on this unix socket (qmp-shell,
+      ``irqlab inject``).
+    """
+
     device_id: str = DEVICE_ID
     # Properties of the irqlab device (-device irqlab,...): each value reaches QEMU as it
     # is, commas included; a name with ',' or '=' is refused (GuestConfigError).
@@ -870,7 +902,17 @@ class Guest:
     connection of the process that saved it.
     """
 
-    def __init__(self, config: GuestConfig | None = None) -> None:
+    def __init__(self, config: GuestConfig | None = None, **misplaced: Never) -> None:
+        if misplaced:  # Guest(smp=2): a bare "unexpected keyword argument" said no more
+            names = ", ".join(misplaced)
+            fields = {f.name for f in dataclasses.fields(GuestConfig)}
+            given = ", ".join(f"{k}={misplaced[k]!r}" for k in misplaced)
+            raise TypeError(
+                f"Guest() takes a GuestConfig, not {names}: Guest(GuestConfig({given}))"
+                if set(misplaced) <= fields
+                else f"Guest() takes a GuestConfig, not {names} (no GuestConfig field "
+                f"either: {', '.join(sorted(set(misplaced) - fields))}; see help(GuestConfig))"
+            )
         if config is not None and not isinstance(config, GuestConfig):
             raise GuestConfigError(
                 f"Guest({config!r}): give a GuestConfig, e.g. Guest(GuestConfig(name=...))"
@@ -908,6 +950,26 @@ class Guest:
         # or test sees why its wait ends); False for a caller that reports it itself.
         self.fault_notice = True
         self._watch: HealthWatch | None = None
+
+    def __repr__(self) -> str:
+        """``<Guest 'name' running, restored, ssh port 4022, logs /...>``: the state is
+        not started, running, dead (QEMU exited, or the guest died or froze: not
+        closed yet) or closed."""
+        vm = self.machine
+        if vm is None:
+            state = "closed" if self.log_dir is not None else "not started"
+        elif self.fault is not None or not vm.is_running():
+            state = "dead"
+        else:
+            state = "running"
+        parts = [f"{self.config.name!r} {state}"]
+        if self.log_dir is not None:  # started at least once
+            parts.append("restored" if self.restored else "cold boot")
+        if vm is not None and self.ssh_port:
+            parts.append(f"ssh port {self.ssh_port}")
+        if self.log_dir is not None:
+            parts.append(f"logs {self.log_dir}")
+        return f"<Guest {', '.join(parts)}>"
 
     # -- the parts, once there --------------------------------------------------------
     @staticmethod
@@ -1772,7 +1834,13 @@ class Guest:
 
     # -- guest commands ---------------------------------------------------------------
     def sh(self, cmd: str, *, timeout: float = 60.0, check: bool = True) -> str:
-        """Run a shell command in the guest; return stdout (raise on rc != 0 if *check*)."""
+        """Run a shell command in the guest; return its stdout.
+
+        Raises :class:`CommandError` (with ``.result``: rc, out, err) when it exits
+        non-zero and *check*; :class:`SshTimeout` (a TimeoutError) when it runs longer
+        than *timeout* s (its processes in the guest are killed); :class:`GuestFault`
+        when the guest dies or freezes meanwhile.  :meth:`run` returns the status
+        instead and takes stdin."""
         __tracebackhide__ = hide_frame
         result = self._run(cmd, timeout=timeout)
         if check and result.rc != 0:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import logging
 import math
 import os
 import posixpath
@@ -134,6 +135,17 @@ __all__ = [
 ]
 
 _T = TypeVar("_T")
+log = logging.getLogger(__name__)
+# how the start's phases (Guest.phases) are said in the log
+PHASE_NAMES = {
+    "console_ready": "console ready",
+    "ssh": "ssh up",
+    "module": "module loaded",
+    "agent_ready": "agent ready",
+    "restored": "snapshot restored",
+    "reseeded": "RNG reseeded",
+    "snapshot_saved": "snapshot saved",
+}
 EXTRA_DIR = "/root/irqlab-extra"  # where GuestConfig.extra_modules go in the guest
 AGENT_PORT = 7707  # the agent daemon listens on the guest's loopback, reached by SSH forward
 AGENT_LOG = "/run/irqlab-agent.log"  # the daemon's stderr in the guest
@@ -1408,13 +1420,28 @@ class Guest:
             }
         )
 
+    def _reached(self, phase: str, t0: float) -> None:
+        """Record *phase* of the start in :attr:`phases` (s since *t0*) and log it (INFO
+        on ``irqlab.vm.guest``: a script's logging.basicConfig shows the start's steps)."""
+        self.phases[phase] = time.monotonic() - t0
+        log.info(
+            "%s: %s after %.2f s",
+            self.config.name,
+            PHASE_NAMES.get(phase, phase),
+            self.phases[phase],
+        )
+
     def _cold_start(self) -> None:
         t0 = time.monotonic()
         self.phases = {}
-
-        def reached(phase: str) -> None:
-            self.phases[phase] = time.monotonic() - t0
-
+        reached = partial(self._reached, t0=t0)
+        log.info(
+            "%s: booting cold (%s, %d vCPU%s)",
+            self.config.name,
+            self._accel(),
+            self.config.smp,
+            "" if self.config.smp == 1 else "s",
+        )
         self._boot()
         reached("console_ready")
         self.boot_seconds = self.phases["console_ready"]
@@ -1496,7 +1523,7 @@ class Guest:
             self.snapshot_error = f"not saved as the snapshot {key}: {e}"
             notice.say(f"irqlab: {self.config.name}: {self.snapshot_error}; going on without it")
         else:
-            self.phases["snapshot_saved"] = time.monotonic() - self._t0
+            self._reached("snapshot_saved", self._t0)
         self._connect_ssh()
         self._connect_agent()
 
@@ -1512,20 +1539,21 @@ class Guest:
             )
         t0 = time.monotonic()
         self.phases = {}
+        log.info("%s: restoring the snapshot %s", self.config.name, directory)
         self._start_machine(["-incoming", "defer"])
         snapshot.load(
             self._vm(), directory, timeout=self.config.restore_timeout, check=self.check_health
         )
-        self.phases["restored"] = time.monotonic() - t0
+        self._reached("restored", t0)
         self._vm().qmp("cont")
         # The restored kernel's CRNG is the saver's: reseed it from the host before
         # anything connects (dropbear draws a new connection's keys from it).
         self.reseeded_at_ns = self._reseed()
-        self.phases["reseeded"] = time.monotonic() - t0
+        self._reached("reseeded", t0)
         self._connect_ssh(retry_interval=0.02)
-        self.phases["ssh"] = time.monotonic() - t0
+        self._reached("ssh", t0)
         self._connect_agent()
-        self.phases["agent_ready"] = time.monotonic() - t0
+        self._reached("agent_ready", t0)
         self.boot_seconds = self.phases["restored"]
         self.module = self.module_name()
         # the snapshot's key holds the module parameters: saved loaded with these
@@ -1817,6 +1845,7 @@ class Guest:
     def _stop_machine(self) -> None:
         self._stop_watch()
         if self.machine is not None:
+            log.info("%s: stopping QEMU", self.config.name)
             self.machine.close()  # cut short (Ctrl-C): the next close finishes it
             self.machine = None
 
@@ -1866,6 +1895,8 @@ class Guest:
             raise GuestError("the guest is not connected")
         doing = doing or f"running {cmd!r}"
         mark = self.console_mark()
+        log.debug("%s: running %r (timeout %g s)", self.config.name, cmd, timeout)
+        t0 = time.monotonic()
         try:
             result = self.ssh.run(cmd, timeout=timeout, check=False, input=input)
         except (SshError, paramiko.SSHException, OSError, EOFError) as e:
@@ -1875,6 +1906,13 @@ class Guest:
             if fault is not None:
                 raise GuestFault(fault, doing) from e
             raise
+        log.debug(
+            "%s: %r ended: rc=%d after %.2f s",
+            self.config.name,
+            cmd,
+            result.rc,
+            time.monotonic() - t0,
+        )
         if result.rc == -1 or result.rc >= 128:  # dropped, or killed by a signal
             fault = self.fault_after(result.rc, result.signal, console_mark=mark)
             if fault is not None:

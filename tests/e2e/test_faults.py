@@ -128,6 +128,35 @@ def test_a_frozen_qemu_is_named_within_ten_seconds(fault_guest: Guest) -> None:
     assert "no reply within" not in str(e), e  # the silence is said once
 
 
+def test_a_panic_after_a_push_many_cut_short_by_ctrl_c_is_named(fault_guest: Guest) -> None:
+    """Ctrl-C in a big pipelined push_many (a REPL user's): the QMP loop spent seconds
+    creating and then cancelling a task per word, the health watch's QMP wait timed
+    out meanwhile and its thread died of it, and a panic afterwards came out as
+    ``CommandError rc=-1`` and "QMP qom-set: not connected", unnamed."""
+    injector = fault_guest.injector
+    main = threading.main_thread().ident
+    assert main is not None and threading.current_thread().ident == main
+
+    def ctrl_c_once_pushing() -> None:  # SIGINT to the main thread, as a terminal's
+        wait_until(injector.counters, lambda c: c.raised + c.dropped > 0, 60, "the first word")
+        signal.pthread_kill(main, signal.SIGINT)
+
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)  # Python's own
+    interrupter = threading.Thread(target=ctrl_c_once_pushing)
+    try:
+        interrupter.start()
+        with pytest.raises(KeyboardInterrupt):
+            injector.push_many(range(200_000))
+        interrupter.join()
+    finally:
+        signal.signal(signal.SIGINT, before)
+    fault_guest.sh("true")  # the guest and its watch go on
+    e = raises_within(lambda: fault_guest.sh(PANIC), VERDICT, GuestFault)
+    assert str(e).startswith("guest kernel panic: Kernel panic - not syncing: sysrq"), e
+    e2 = raises_within(lambda: injector.push(1), 1.0, GuestFault)
+    assert str(e2).startswith("guest kernel panic"), e2
+
+
 @pytest.mark.parametrize("how", ["panic", "SIGKILL", "SIGSTOP"])
 def test_the_devices_controls_name_a_dead_or_frozen_guest(fault_guest: Guest, how: str) -> None:
     """QMP from the test's thread (the device fixture's controls, the injector): a panic

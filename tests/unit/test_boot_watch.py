@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from irqlab.vm.guest import Guest, GuestConfig, GuestError
+from irqlab.vm.guest import Guest, GuestConfig, GuestError, GuestTimeout
 from irqlab.vm.health import GuestFault
 
 FAKE = Path(__file__).with_name("fake_qemu.py")
@@ -101,9 +101,45 @@ def test_a_boot_that_times_out_shows_console_and_qemu(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     msg, _ = _failed_boot(
-        tmp_path, monkeypatch, "normal", GuestError, boot_timeout=1.0, ready_marker="never printed"
+        tmp_path,
+        monkeypatch,
+        "normal",
+        GuestTimeout,
+        boot_timeout=1.0,
+        ready_marker="never printed",
     )
     assert "--- guest console (last lines)\nbooting" in msg and "--- QEMU said" in msg
     # the whole boot_timeout is named (not the last half-second slice of the wait)
     assert msg.startswith("the guest did not print 'never printed' within boot_timeout=1 s; see ")
     assert "console.log" in msg.splitlines()[0]
+
+
+def test_a_ready_marker_after_the_boot_timeout_is_said_late_and_not_shown_as_if_in_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The marker that comes while the timed-out boot waits for the watch's verdict: the
+    message said "did not print 'IRQLAB-READY' within boot_timeout" above a console
+    tail ending in that marker (read after the wait)."""
+    g = _guest(tmp_path, boot_timeout=1.0)
+    g.image.ready_marker = "LATE marker"
+    monkeypatch.setenv("FAKE_QEMU_MODE", "normal")
+    waited = g.wait_fault
+
+    def marker_while_waiting(timeout: float) -> object:
+        console = g._console()
+        assert console is not None
+        console._append(b"LATE marker uptime=1.61\n")  # as the console's reader does
+        return waited(0.0)
+
+    monkeypatch.setattr(g, "wait_fault", marker_while_waiting)
+    try:
+        with pytest.raises(GuestTimeout) as info:
+            g._boot()
+    finally:
+        g.close()
+    first, _, rest = str(info.value).partition("\n")
+    assert first.startswith(
+        "the guest did not print 'LATE marker' within boot_timeout=1 s "
+        "(it printed it a moment after); see "
+    ), first
+    assert "--- guest console (last lines)\nbooting\nREADY marker 42\n---" in rest, rest

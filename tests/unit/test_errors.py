@@ -48,3 +48,35 @@ def test_they_keep_their_standard_bases() -> None:
             continue
         std = [b for b in cls.__mro__ if b.__module__ == "builtins" and b is not object]
         assert any(b not in (Exception, BaseException) for b in std), (name, std)
+
+
+def test_each_timeout_is_a_timeout_error_and_keeps_its_irqlab_base() -> None:
+    """``except TimeoutError`` catches every wait that ran out (AgentTimeout was one;
+    g.sh's SshTimeout, the boot's and push_many's were not), and the clauses written
+    for their irqlab bases still do."""
+    from irqlab.vm.agent_client import AgentError, AgentTimeout
+    from irqlab.vm.guest import GuestError, GuestTimeout
+    from irqlab.vm.machine import MachineError, MachineTimeout
+    from irqlab.vm.qmp.errors import QMPFailure, QMPNoReply
+    from irqlab.vm.ssh import SshError, SshTimeout
+
+    pairs = [
+        (AgentTimeout, AgentError),
+        (SshTimeout, SshError),
+        (GuestTimeout, GuestError),
+        (MachineTimeout, MachineError),
+        (QMPNoReply, QMPFailure),
+    ]
+    for timeout, base in pairs:
+        e = timeout("waited 3 s")
+        assert isinstance(e, TimeoutError) and isinstance(e, base), timeout
+        assert isinstance(e, IrqlabError) and str(e) == "waited 3 s", timeout
+
+
+def test_a_qmp_time_out_is_a_machine_timeout_and_other_failures_are_not() -> None:
+    from irqlab.vm.machine import MachineTimeout, _qmp_error
+    from irqlab.vm.qmp.errors import QMPFailure, QMPNoReply
+
+    assert type(_qmp_error(QMPNoReply("no reply within 3 s"), "x")) is MachineTimeout
+    other = _qmp_error(QMPFailure("QMP qom-set: not connected"), "x")
+    assert not isinstance(other, TimeoutError)

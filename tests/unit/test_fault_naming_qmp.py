@@ -36,7 +36,9 @@ class StandIn:
             raise self.error
         return {"return": command}
 
-    def qmp_many(self, commands: list[tuple[str, object]], *, window: int) -> list[Any]:
+    def qmp_many(
+        self, commands: list[tuple[str, object]], *, window: int, timeout: float | None
+    ) -> list[Any]:
         self.calls += [c for c, _ in commands]
         if self.error is not None:
             raise self.error

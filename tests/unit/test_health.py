@@ -4,6 +4,7 @@ socket dirs, log pruning, the agent's bounds on request lines."""
 from __future__ import annotations
 
 import io
+import logging
 import os
 import subprocess
 import sys
@@ -472,3 +473,33 @@ def test_a_missing_aarch64_qemu_names_the_cache_it_looked_in(
         Guest(GuestConfig(arch="aarch64")).prepare()
     assert "qemu-system-aarch64" in str(e.value), e.value
     assert f"looked in the build cache {tmp_path}" in str(e.value), e.value
+
+
+def test_the_watch_survives_a_check_that_raises(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A look that fails (a QMP wait that timed out on a loop busy with a big pipelined
+    batch: LoopTimeout) is logged and the watch goes on: it died of it, and the guest's
+    panic afterwards went unnamed."""
+    from irqlab.vm import health
+    from irqlab.vm.aioloop import LoopTimeout
+
+    faults: list[Fault] = []
+    watch = health.HealthWatch(_SilentMachine(RuntimeError()), faults.append, tick=0.01)  # type: ignore[arg-type]
+    looks = iter([LoopTimeout("timed out after 3.0 s"), OSError("gone"), None])
+
+    def check() -> Fault | None:
+        step = next(looks)
+        if isinstance(step, Exception):
+            raise step
+        return Fault("guest kernel panic: Kernel panic - not syncing: sysrq", "")
+
+    monkeypatch.setattr(watch, "check", check)
+    with caplog.at_level(logging.DEBUG, logger="irqlab.vm.health"):
+        watch.start()
+        fault = watch.wait_verdict(10.0)
+        watch.join(5.0)
+    assert fault is not None and faults == [fault]
+    assert fault.cause.startswith("guest kernel panic")
+    failed = [r for r in caplog.records if "a check failed" in r.getMessage()]
+    assert [r.levelno for r in failed] == [logging.WARNING, logging.DEBUG]

@@ -277,11 +277,13 @@ class PipeRunner(FakeRunner):
     def __init__(self) -> None:
         super().__init__()
         self.batches: list[int] = []
+        self.limits: list[dict[str, Any]] = []
 
     def qmp_many(
-        self, commands: list[tuple[str, Mapping[str, object] | None]], *, window: int = 8
+        self, commands: list[tuple[str, Mapping[str, object] | None]], *, window: int = 8, **kw: Any
     ) -> list[Any]:
         self.batches.append(window)
+        self.limits.append(kw)
         return [self.qmp(c, a) for c, a in commands]
 
 
@@ -290,6 +292,21 @@ def test_push_many_pipelines_in_order() -> None:
     Injector(r, "irq0").push_many([1, 2, 0xFFFF_FFFF], window=4)
     assert r.sets() == [(PUSH, 1), (PUSH, 2), (PUSH, 0xFFFF_FFFF)]
     assert r.batches == [4]
+
+
+def test_push_many_passes_a_timeout_given_and_refuses_one_that_is_no_wait() -> None:
+    """push_many(timeout=): the whole batch's limit; none given leaves the runner's own
+    (which grows with the batch); a timeout that is no number of seconds > 0 is refused
+    before anything is sent."""
+    r = PipeRunner()
+    inj = Injector(r, "irq0")
+    inj.push_many([1, 2])
+    inj.push_many([3], timeout=120)
+    assert r.limits == [{}, {"timeout": 120}]
+    for bad in (0, -1, float("nan"), "5"):
+        with pytest.raises((ValueError, TypeError), match="timeout"):
+            inj.push_many([4], timeout=bad)  # type: ignore[arg-type]
+    assert r.sets() == [(PUSH, 1), (PUSH, 2), (PUSH, 3)]
 
 
 def test_push_many_checks_every_word_before_sending() -> None:

@@ -8,6 +8,8 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,7 @@ from irqlab.vm.machine import (
     Machine,
     MachineConfig,
     MachineError,
+    MachineTimeout,
     QemuExited,
     RunPaths,
     build_argv,
@@ -372,3 +375,65 @@ def test_an_unwritable_log_dir_is_said_as_that(fake_qemu: Path, tmp_path: Path) 
     ):
         m.start()
     assert m.paths is None  # nothing made, nothing started
+
+
+def test_a_big_pipelined_batch_leaves_the_qmp_loop_free_and_ends_at_once(
+    fake_qemu: Path, tmp_path: Path
+) -> None:
+    """While 200000 pipelined commands run, other QMP waits on the same loop (the health
+    watch's, limit 3 s) are answered, and ending the batch (Ctrl-C, an abort) frees the
+    loop at once: a task per command took the loop seconds to create and as long to
+    cancel, and the watch's wait timed out meanwhile (its thread died of it)."""
+    with Machine(_cfg(fake_qemu, tmp_path, qmp_timeout=600.0)) as m:
+        ended: list[BaseException] = []
+
+        def batch() -> None:
+            try:
+                m.qmp_many([("query-status", None)] * 200_000)
+            except MachineError as e:
+                ended.append(e)
+
+        worker = threading.Thread(target=batch)
+        worker.start()
+        try:
+            for _ in range(10):  # spans the batch's start
+                t0 = time.monotonic()
+                m.take_events(("RESET",), timeout=1.0)
+                assert time.monotonic() - t0 < 1.0
+        finally:
+            m.abort_qmp("the test ends the batch", later=False)
+            worker.join(10)
+        assert not worker.is_alive() and ended, "the batch did not end with the abort"
+        t0 = time.monotonic()
+        m.take_events(("RESET",), timeout=1.0)  # the loop is free again at once
+        assert time.monotonic() - t0 < 1.0
+        assert m.qmp("query-status")["status"] == "running"
+
+
+def test_a_pipelined_batch_gets_time_by_its_size_or_the_timeout_given(
+    fake_qemu: Path, tmp_path: Path
+) -> None:
+    """A batch's limit was the session's one-command timeout (30 s) whatever its size:
+    100000 words (0.7 ms each under TCG) failed "not done in 30.0 s".  Now it grows
+    with the batch unless a timeout is given; past it, how many were answered."""
+    from irqlab.vm.qmp.client import PIPELINED_S_EACH, pipelined_limit
+
+    assert pipelined_limit(100_000, 30.0) == 30.0 + 100_000 * PIPELINED_S_EACH >= 100.0
+    with Machine(_cfg(fake_qemu, tmp_path)) as m:
+        assert m._qmp is not None
+        m._qmp.timeout = 0.02  # one command's limit (the start and the quit had the usual)
+        t0 = time.monotonic()
+        many = 5000
+        try:
+            assert len(m.qmp_many([("query-status", None)] * many)) == many
+        finally:
+            m._qmp.timeout = 30.0
+        assert time.monotonic() - t0 > 0.02, "the fake answers too fast for this test"
+        with pytest.raises(
+            MachineTimeout,
+            match=r"200000 pipelined commands not done in 0\.5 s "
+            r"\(\d+ answered\)",
+        ):
+            m.qmp_many([("query-status", None)] * 200_000, timeout=0.5)
+        with pytest.raises(ValueError, match="timeout"):
+            m.qmp_many([("query-status", None)], timeout=0)

@@ -474,11 +474,15 @@ class QmpSocket:
         return self._qmp.execute(command, args)
 
     def qmp_many(
-        self, commands: Sequence[tuple[str, Mapping[str, object] | None]], *, window: int = 8
+        self,
+        commands: Sequence[tuple[str, Mapping[str, object] | None]],
+        *,
+        window: int = 8,
+        timeout: float | None = None,
     ) -> list[Any]:
         """*commands* pipelined (:meth:`SyncQMP.execute_many`), for
         :meth:`Injector.push_many`."""
-        return self._qmp.execute_many(commands, window=window)
+        return self._qmp.execute_many(commands, window=window, timeout=timeout)
 
     def close(self) -> None:
         self._qmp.close()

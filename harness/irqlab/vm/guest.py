@@ -21,7 +21,9 @@ the command that builds it: the e2e tests fail with that message, never skip.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
+import logging
 import math
 import os
 import posixpath
@@ -37,7 +39,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, Never, NoReturn, TypeVar
 
 import paramiko
 
@@ -108,6 +110,7 @@ __all__ = [
     "GuestConfigError",
     "GuestError",
     "GuestFault",
+    "GuestTimeout",
     "GuestWriteError",
     "IrqlabError",
     "ModuleLoadError",
@@ -134,6 +137,17 @@ __all__ = [
 ]
 
 _T = TypeVar("_T")
+log = logging.getLogger(__name__)
+# how the start's phases (Guest.phases) are said in the log
+PHASE_NAMES = {
+    "console_ready": "console ready",
+    "ssh": "ssh up",
+    "module": "module loaded",
+    "agent_ready": "agent ready",
+    "restored": "snapshot restored",
+    "reseeded": "RNG reseeded",
+    "snapshot_saved": "snapshot saved",
+}
 EXTRA_DIR = "/root/irqlab-extra"  # where GuestConfig.extra_modules go in the guest
 AGENT_PORT = 7707  # the agent daemon listens on the guest's loopback, reached by SSH forward
 AGENT_LOG = "/run/irqlab-agent.log"  # the daemon's stderr in the guest
@@ -155,6 +169,11 @@ class PrerequisiteMissing(IrqlabError, RuntimeError):
 
 class GuestError(IrqlabError, RuntimeError):
     pass
+
+
+class GuestTimeout(GuestError, TimeoutError):
+    """A wait of the guest's ran out of time: the boot's ready marker (boot_timeout), the
+    agent's start, a device node; a TimeoutError too."""
 
 
 class ModuleLoadError(GuestError, CommandError):
@@ -679,6 +698,37 @@ def host_cpu_model() -> str:
 
 @dataclass
 class GuestConfig:
+    """How a :class:`Guest` is made: ``Guest(GuestConfig(smp=2, module_params=...))``.
+    Every value is checked when the config is made (:class:`GuestConfigError`).
+
+    Fields (the comments in the source and the README's table say more):
+
+    * ``name`` ("guest"): names the guest's log directory.
+    * ``device_props`` ({}): properties of the irqlab device (``-device irqlab,...``).
+    * ``device_id`` ("irqlab0"): the device's QEMU id.
+    * ``module_params`` ({}): our driver's parameters, checked against its .modinfo.
+    * ``load_irqlab`` (True): False leaves the device unbound for a driver of your own.
+    * ``extra_modules`` (()), ``extra_module_params`` ({}): your own .ko files,
+      insmod-ed in order after ours, and their parameters by module name.
+    * ``kernel_modules`` (()): more of the guest kernel's modules shipped in the image.
+    * ``extra_files`` ({}): ``{absolute guest path: local file}``, put before the
+      modules load.
+    * ``extra_packages`` (()): Debian packages added to the image (e.g. rt-tests).
+    * ``smp`` (1): vCPUs.
+    * ``arch`` (""): "x86_64" or "aarch64" ("": $IRQLAB_ARCH, default x86_64).
+    * ``hotplug`` (False): the device behind a PCIe root port (unplug/replug).
+    * ``snapshot`` (True), ``snapshot_tag`` (""): start from (and save) the
+      ready-state snapshot; guests with another tag never share one.
+    * ``boot_timeout`` (180), ``ssh_timeout`` (60), ``agent_timeout`` (60),
+      ``restore_timeout`` (60): seconds each step of a start may take.
+    * ``freeze_timeout`` (10): seconds without an agent heartbeat before the guest is
+      declared frozen (stretched by the host's load; None: never).
+    * ``log_dir`` (None): where the guest's run directory goes (default: the log
+      directory).
+    * ``qmp_socket`` (None): a second QMP monitor on this unix socket (qmp-shell,
+      ``irqlab inject``).
+    """
+
     device_id: str = DEVICE_ID
     # Properties of the irqlab device (-device irqlab,...): each value reaches QEMU as it
     # is, commas included; a name with ',' or '=' is refused (GuestConfigError).
@@ -857,7 +907,17 @@ class Guest:
     connection of the process that saved it.
     """
 
-    def __init__(self, config: GuestConfig | None = None) -> None:
+    def __init__(self, config: GuestConfig | None = None, **misplaced: Never) -> None:
+        if misplaced:  # Guest(smp=2): a bare "unexpected keyword argument" said no more
+            names = ", ".join(misplaced)
+            fields = {f.name for f in dataclasses.fields(GuestConfig)}
+            given = ", ".join(f"{k}={misplaced[k]!r}" for k in misplaced)
+            raise TypeError(
+                f"Guest() takes a GuestConfig, not {names}: Guest(GuestConfig({given}))"
+                if set(misplaced) <= fields
+                else f"Guest() takes a GuestConfig, not {names} (no GuestConfig field "
+                f"either: {', '.join(sorted(set(misplaced) - fields))}; see help(GuestConfig))"
+            )
         if config is not None and not isinstance(config, GuestConfig):
             raise GuestConfigError(
                 f"Guest({config!r}): give a GuestConfig, e.g. Guest(GuestConfig(name=...))"
@@ -895,6 +955,26 @@ class Guest:
         # or test sees why its wait ends); False for a caller that reports it itself.
         self.fault_notice = True
         self._watch: HealthWatch | None = None
+
+    def __repr__(self) -> str:
+        """``<Guest 'name' running, restored, ssh port 4022, logs /...>``: the state is
+        not started, running, dead (QEMU exited, or the guest died or froze: not
+        closed yet) or closed."""
+        vm = self.machine
+        if vm is None:
+            state = "closed" if self.log_dir is not None else "not started"
+        elif self.fault is not None or not vm.is_running():
+            state = "dead"
+        else:
+            state = "running"
+        parts = [f"{self.config.name!r} {state}"]
+        if self.log_dir is not None:  # started at least once
+            parts.append("restored" if self.restored else "cold boot")
+        if vm is not None and self.ssh_port:
+            parts.append(f"ssh port {self.ssh_port}")
+        if self.log_dir is not None:
+            parts.append(f"logs {self.log_dir}")
+        return f"<Guest {', '.join(parts)}>"
 
     # -- the parts, once there --------------------------------------------------------
     @staticmethod
@@ -1363,13 +1443,28 @@ class Guest:
             }
         )
 
+    def _reached(self, phase: str, t0: float) -> None:
+        """Record *phase* of the start in :attr:`phases` (s since *t0*) and log it (INFO
+        on ``irqlab.vm.guest``: a script's logging.basicConfig shows the start's steps)."""
+        self.phases[phase] = time.monotonic() - t0
+        log.info(
+            "%s: %s after %.2f s",
+            self.config.name,
+            PHASE_NAMES.get(phase, phase),
+            self.phases[phase],
+        )
+
     def _cold_start(self) -> None:
         t0 = time.monotonic()
         self.phases = {}
-
-        def reached(phase: str) -> None:
-            self.phases[phase] = time.monotonic() - t0
-
+        reached = partial(self._reached, t0=t0)
+        log.info(
+            "%s: booting cold (%s, %d vCPU%s)",
+            self.config.name,
+            self._accel(),
+            self.config.smp,
+            "" if self.config.smp == 1 else "s",
+        )
         self._boot()
         reached("console_ready")
         self.boot_seconds = self.phases["console_ready"]
@@ -1451,7 +1546,7 @@ class Guest:
             self.snapshot_error = f"not saved as the snapshot {key}: {e}"
             notice.say(f"irqlab: {self.config.name}: {self.snapshot_error}; going on without it")
         else:
-            self.phases["snapshot_saved"] = time.monotonic() - self._t0
+            self._reached("snapshot_saved", self._t0)
         self._connect_ssh()
         self._connect_agent()
 
@@ -1467,20 +1562,21 @@ class Guest:
             )
         t0 = time.monotonic()
         self.phases = {}
+        log.info("%s: restoring the snapshot %s", self.config.name, directory)
         self._start_machine(["-incoming", "defer"])
         snapshot.load(
             self._vm(), directory, timeout=self.config.restore_timeout, check=self.check_health
         )
-        self.phases["restored"] = time.monotonic() - t0
+        self._reached("restored", t0)
         self._vm().qmp("cont")
         # The restored kernel's CRNG is the saver's: reseed it from the host before
         # anything connects (dropbear draws a new connection's keys from it).
         self.reseeded_at_ns = self._reseed()
-        self.phases["reseeded"] = time.monotonic() - t0
+        self._reached("reseeded", t0)
         self._connect_ssh(retry_interval=0.02)
-        self.phases["ssh"] = time.monotonic() - t0
+        self._reached("ssh", t0)
         self._connect_agent()
-        self.phases["agent_ready"] = time.monotonic() - t0
+        self._reached("agent_ready", t0)
         self.boot_seconds = self.phases["restored"]
         self.module = self.module_name()
         # the snapshot's key holds the module parameters: saved loaded with these
@@ -1691,19 +1787,31 @@ class Guest:
                 if self.fault is not None:
                     raise GuestFault(self.fault, "booting") from None
                 if not self._vm().is_running() or left <= 0:
+                    # the console as it was at the limit: the marker could come while the
+                    # watch's verdict is awaited, and the tail then showed it under "did
+                    # not print it"
+                    paths = self._vm().paths
+                    tail = file_tail(paths.console_log, 20) if paths is not None else ""
                     fault = self.wait_fault(FAULT_VERDICT)
                     if fault is not None:
                         raise GuestFault(fault, "booting") from None
-                    paths = self._vm().paths
-                    tail = file_tail(paths.console_log, 20) if paths is not None else ""
+                    console = self._console()
+                    ready = re.compile(re.escape(img.ready_marker))
+                    late = (
+                        " (it printed it a moment after)"  # not seen by the limit: late
+                        if console is not None and console.shows(ready, 0, 0)
+                        else ""
+                    )
+                    exited = not self._vm().is_running()
                     why = (
                         f"QEMU exited: {e}"
-                        if not self._vm().is_running()
+                        if exited
                         else f"the guest did not print {img.ready_marker!r} within "
-                        f"boot_timeout={self.config.boot_timeout:g} s"
+                        f"boot_timeout={self.config.boot_timeout:g} s{late}"
                         + (f"; see {paths.console_log}" if paths is not None else "")
                     )
-                    raise GuestError(
+                    error = GuestError if exited else GuestTimeout  # an exit is no timeout
+                    raise error(
                         f"{why}\n--- guest console (last lines)\n{tail or '(empty)'}"
                         f"\n--- QEMU said\n{self._vm().stderr_tail() or '(nothing)'}"
                     ) from None
@@ -1760,10 +1868,17 @@ class Guest:
     def _stop_machine(self) -> None:
         self._stop_watch()
         if self.machine is not None:
+            log.info("%s: stopping QEMU", self.config.name)
             self.machine.close()  # cut short (Ctrl-C): the next close finishes it
             self.machine = None
 
     def __enter__(self) -> Guest:
+        """Start the guest unless it was started already (``with Guest().start() as g``
+        and ``g.start(); with g:`` too: a second start was refused there, and the QEMU
+        of the first ran on with nobody to close it); :meth:`close` at the end.  A
+        start that fails stops what it started before raising."""
+        if self.machine is not None:
+            return self
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -1771,7 +1886,13 @@ class Guest:
 
     # -- guest commands ---------------------------------------------------------------
     def sh(self, cmd: str, *, timeout: float = 60.0, check: bool = True) -> str:
-        """Run a shell command in the guest; return stdout (raise on rc != 0 if *check*)."""
+        """Run a shell command in the guest; return its stdout.
+
+        Raises :class:`CommandError` (with ``.result``: rc, out, err) when it exits
+        non-zero and *check*; :class:`SshTimeout` (a TimeoutError) when it runs longer
+        than *timeout* s (its processes in the guest are killed); :class:`GuestFault`
+        when the guest dies or freezes meanwhile.  :meth:`run` returns the status
+        instead and takes stdin."""
         __tracebackhide__ = hide_frame
         result = self._run(cmd, timeout=timeout)
         if check and result.rc != 0:
@@ -1797,6 +1918,8 @@ class Guest:
             raise GuestError("the guest is not connected")
         doing = doing or f"running {cmd!r}"
         mark = self.console_mark()
+        log.debug("%s: running %r (timeout %g s)", self.config.name, cmd, timeout)
+        t0 = time.monotonic()
         try:
             result = self.ssh.run(cmd, timeout=timeout, check=False, input=input)
         except (SshError, paramiko.SSHException, OSError, EOFError) as e:
@@ -1806,6 +1929,13 @@ class Guest:
             if fault is not None:
                 raise GuestFault(fault, doing) from e
             raise
+        log.debug(
+            "%s: %r ended: rc=%d after %.2f s",
+            self.config.name,
+            cmd,
+            result.rc,
+            time.monotonic() - t0,
+        )
         if result.rc == -1 or result.rc >= 128:  # dropped, or killed by a signal
             fault = self.fault_after(result.rc, result.signal, console_mark=mark)
             if fault is not None:
@@ -1932,7 +2062,7 @@ class Guest:
                 else " (is it a build of our driver? your own modules go in "
                 "GuestConfig(extra_modules=...))"
             )
-            raise GuestError(
+            raise GuestTimeout(
                 f"{name} loaded but {node} did not appear within {timeout:g} s: the "
                 f"driver did not bind the irqlab device{why}; last kernel messages:\n{kmsg}"
             )
@@ -2110,7 +2240,7 @@ class Guest:
             doing=f"waiting for {path}",
         )
         if r.rc != 0:
-            raise GuestError(f"no character device {path} in the guest within {timeout:g} s")
+            raise GuestTimeout(f"no character device {path} in the guest within {timeout:g} s")
 
     # -- hot-plug -------------------------------------------------------------------------
     def unplug(self, timeout: float = 30.0) -> None:
@@ -2206,7 +2336,7 @@ class Guest:
         status = launcher.exit_status(self.config.agent_timeout)
         if status is None:  # still running: reading its output would wait for its EOF
             launcher.abandon()  # the failed start stops the guest
-            raise GuestError(
+            raise GuestTimeout(
                 f"the agent daemon did not detach within agent_timeout="
                 f"{self.config.agent_timeout:g} s (it detaches once it listens)"
             )
@@ -2323,12 +2453,16 @@ class _FaultNamingQmp:
         return self._naming_faults(f"QMP {command}", partial(self._machine.qmp, command, args))
 
     def qmp_many(
-        self, commands: Sequence[tuple[str, Mapping[str, object] | None]], *, window: int = 8
+        self,
+        commands: Sequence[tuple[str, Mapping[str, object] | None]],
+        *,
+        window: int = 8,
+        timeout: float | None = None,
     ) -> list[Any]:
         __tracebackhide__ = hide_frame
         return self._naming_faults(
             f"QMP {len(commands)} pipelined commands",
-            partial(self._machine.qmp_many, commands, window=window),
+            partial(self._machine.qmp_many, commands, window=window, timeout=timeout),
         )
 
     def _naming_faults(self, doing: str, call: Callable[[], _T]) -> _T:

@@ -18,6 +18,7 @@ first line names the cause; :meth:`Fault.describe` adds the console tail.
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 import time
@@ -56,6 +57,7 @@ CONSOLE_FAULTS: tuple[tuple[re.Pattern[str], str], ...] = (
 # Any of them on one line (a quick look at what a command's time printed)
 CONSOLE_FAULT = re.compile("|".join(f"(?:{p.pattern})" for p, _ in CONSOLE_FAULTS))
 TAIL_LINES = 40
+log = logging.getLogger(__name__)
 GRACE = 0.4  # s: after a console fault, wait this long for a more severe line (oops -> panic)
 
 
@@ -206,8 +208,24 @@ class HealthWatch(threading.Thread):
         return self.fault
 
     def run(self) -> None:
+        failures = 0  # checks in a row that raised
         while not self._stop_event.is_set():
-            fault = self.check()
+            try:
+                fault = self.check()
+            except Exception:
+                # one look that failed (a QMP loop busy past its limit, a file that
+                # vanished) must not end the watch: the guest would go unwatched, its
+                # death unnamed.  Said once, at debug level each time after.
+                failures += 1
+                log.log(
+                    logging.WARNING if failures == 1 else logging.DEBUG,
+                    "health watch of %s: a check failed (watching on)",
+                    self.machine.config.name,
+                    exc_info=True,
+                )
+                self._stop_event.wait(self.tick)
+                continue
+            failures = 0
             if fault is not None:
                 self.fault = fault
                 if not self._stop_event.is_set():

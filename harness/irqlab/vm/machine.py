@@ -41,7 +41,7 @@ from irqlab.vm import proc
 from irqlab.vm.console import Console
 from irqlab.vm.health import file_tail
 from irqlab.vm.qmp.client import SyncQMP
-from irqlab.vm.qmp.errors import QMPFailure
+from irqlab.vm.qmp.errors import QMPFailure, QMPNoReply
 from irqlab.vm.qtest import QTest
 
 __all__ = [
@@ -49,6 +49,7 @@ __all__ = [
     "Machine",
     "MachineConfig",
     "MachineError",
+    "MachineTimeout",
     "QemuExited",
     "RunPaths",
     "build_argv",
@@ -63,6 +64,17 @@ _counter = itertools.count(1)
 
 class MachineError(IrqlabError, RuntimeError):
     """QEMU failed to start, died, or did not stop; the message names the log files."""
+
+
+class MachineTimeout(MachineError, TimeoutError):
+    """QEMU did not answer QMP within the time limit (a command, a pipelined batch):
+    frozen, stopped, or busy longer than allowed."""
+
+
+def _qmp_error(e: QMPFailure, message: str) -> MachineError:
+    """The MachineError saying *message* for the QMP failure *e*: a MachineTimeout when
+    QEMU did not answer in time."""
+    return (MachineTimeout if isinstance(e, QMPNoReply) else MachineError)(message)
 
 
 class LogDirError(MachineError):
@@ -519,19 +531,24 @@ class Machine:
         try:
             return self._qmp.execute(command, {**(args or {}), **kwargs})
         except QMPFailure as e:
-            raise MachineError(f"{e}{self._exit_summary()}") from e
+            raise _qmp_error(e, f"{e}{self._exit_summary()}") from e
 
     def qmp_many(
-        self, commands: Sequence[tuple[str, Mapping[str, object] | None]], *, window: int = 8
+        self,
+        commands: Sequence[tuple[str, Mapping[str, object] | None]],
+        *,
+        window: int = 8,
+        timeout: float | None = None,
     ) -> list[Any]:
-        """Execute independent QMP commands pipelined (see :meth:`SyncQMP.execute_many`)."""
+        """Execute independent QMP commands pipelined (see :meth:`SyncQMP.execute_many`:
+        *timeout* None grows with the number of commands)."""
         __tracebackhide__ = hide_frame
         if self._qmp is None:
             raise MachineError("machine not started")
         try:
-            return self._qmp.execute_many(commands, window=window)
+            return self._qmp.execute_many(commands, window=window, timeout=timeout)
         except QMPFailure as e:
-            raise MachineError(f"{e}{self._exit_summary()}") from e
+            raise _qmp_error(e, f"{e}{self._exit_summary()}") from e
 
     def send_fd(self, fd: int, name: str) -> None:
         """Give QEMU a copy of the open file descriptor *fd* as *name* (QMP ``getfd``;
@@ -541,7 +558,7 @@ class Machine:
         try:
             self._qmp.send_fd(fd, name)
         except QMPFailure as e:
-            raise MachineError(f"{e}{self._exit_summary()}") from e
+            raise _qmp_error(e, f"{e}{self._exit_summary()}") from e
 
     def abort_qmp(self, reason: str, *, later: bool = True) -> None:
         """End every QMP command and event wait now pending, and with *later* each one
@@ -558,7 +575,7 @@ class Machine:
         try:
             return str(self._qmp.execute("query-status", timeout=timeout)["status"])
         except QMPFailure as e:
-            raise MachineError(str(e)) from e
+            raise _qmp_error(e, str(e)) from e
 
     def take_events(self, names: Sequence[str], timeout: float = 2.0) -> list[dict[str, Any]]:
         """QMP events named *names* received so far (removed); the others stay queued."""
@@ -567,7 +584,7 @@ class Machine:
         try:
             return self._qmp.take_events(names, timeout)
         except QMPFailure as e:
-            raise MachineError(str(e)) from e
+            raise _qmp_error(e, str(e)) from e
 
     def qmp_events(self) -> list[dict[str, Any]]:
         """QMP events received since the last call."""
@@ -584,7 +601,7 @@ class Machine:
         try:
             return self._qmp.wait_event(name, timeout, match)
         except QMPFailure as e:
-            raise MachineError(f"{e}{self._exit_summary()}") from e
+            raise _qmp_error(e, f"{e}{self._exit_summary()}") from e
 
     @property
     def qtest(self) -> QTest:

@@ -86,9 +86,9 @@ class SshError(IrqlabError, RuntimeError):
     pass
 
 
-class SshTimeout(SshError):
+class SshTimeout(SshError, TimeoutError):
     """A command did not finish within its timeout (its processes in the guest were
-    killed, or the message says why not)."""
+    killed, or the message says why not); a TimeoutError too."""
 
 
 class CommandError(SshError):
@@ -612,7 +612,7 @@ class SshClient:
                 deadline = time.monotonic() + timeout  # the whole command's
                 chan.exec_command(line)
                 if input is not None:
-                    send_all(chan, input, deadline)
+                    self._send_input(chan, input, deadline)
                 chan.shutdown_write()
                 out, err = self._collect(chan, deadline)
                 # its exit status may trail its output's EOF a moment at the deadline
@@ -635,6 +635,21 @@ class SshClient:
         if check and rc != 0:
             raise CommandError(cmd, result)
         return result
+
+    @staticmethod
+    def _send_input(chan: paramiko.Channel, data: bytes, deadline: float) -> None:
+        """:func:`send_all` of a command's stdin *data*; a command that ended before
+        reading it all (its channel closed by the guest: "Socket is closed") stops the
+        sending, and its status and output are collected as for any other."""
+        try:
+            send_all(chan, data, deadline)
+        except TimeoutError:
+            raise
+        except OSError:
+            if not chan.closed:
+                raise
+            # closed by the remote side (or under a dead connection: its status is then
+            # missing, rc -1, which the caller takes as such)
 
     def kill_command(self, chan: paramiko.Channel, tag: str, timeout: float = KILL_TIMEOUT) -> str:
         """Close *chan*, the channel of a command run under *tag* (:func:`tagged`), and

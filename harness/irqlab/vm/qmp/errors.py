@@ -21,7 +21,7 @@ class QMPFailure(IrqlabError, RuntimeError):
     """Talking to QEMU failed: not connected, timed out, or the connection dropped."""
 
 
-class QMPNoReply(QMPFailure):
+class QMPNoReply(QMPFailure, TimeoutError):
     """QEMU did not answer a command within its time limit (frozen, stopped, busy)."""
 
 

@@ -17,6 +17,7 @@ from typing import Any, Protocol, TypedDict, Unpack
 
 from irqlab.contract.regs import QOM, REGS
 from irqlab.errors import hide_frame
+from irqlab.vm.loadscale import check_timeout
 from irqlab.vm.qmp.errors import DeviceRejected, InvalidArgument, OutOfRange, QMPCommandError
 from irqlab.vm.qmp.stats import Counters, Histogram
 
@@ -180,14 +181,24 @@ class Injector:
         __tracebackhide__ = hide_frame
         self.set(QOM.PROP_FIFO_PUSH, _int("word", word, 0, U32_MAX, hexadecimal=True))
 
-    def push_many(self, words: Sequence[int], *, window: int = 8) -> None:
+    def push_many(
+        self, words: Sequence[int], *, window: int = 8, timeout: float | None = None
+    ) -> None:
         """Push *words* in order with pipelined ``qom-set``s, up to *window* in flight.
 
         The same events as calling :meth:`push` per word, without waiting for
         each reply before sending the next (needs a runner with ``qmp_many``,
         e.g. :class:`irqlab.vm.machine.Machine`).  Every word is checked before
-        anything is sent."""
+        anything is sent.
+
+        *timeout*: seconds for the whole batch.  None (the default) allows the QMP
+        session's timeout (30 s) plus 10 ms per word
+        (:func:`irqlab.vm.qmp.client.pipelined_limit`; a word takes about 0.7 ms under
+        TCG, so 100000 words about 70 s); past it the push stops with an error saying
+        how many words were answered."""
         __tracebackhide__ = hide_frame
+        if timeout is not None:
+            check_timeout(timeout)
         checked = [_int("word", w, 0, U32_MAX, hexadecimal=True) for w in words]
         qmp_many = getattr(self._runner, "qmp_many", None)
         if qmp_many is None:
@@ -196,8 +207,10 @@ class Injector:
             ("qom-set", {"path": self.path, "property": QOM.PROP_FIFO_PUSH, "value": w})
             for w in checked
         ]
+        # a runner of one's own without timeout= is given none unless asked for one
+        limit = {} if timeout is None else {"timeout": timeout}
         try:
-            qmp_many(cmds, window=window)
+            qmp_many(cmds, window=window, **limit)
         except QMPCommandError as e:
             raise DeviceRejected(
                 f"qom-set {self.path} {QOM.PROP_FIFO_PUSH} (pipelined)", e.desc, e

@@ -1,0 +1,48 @@
+"""What a REPL user sees of a Guest: help() of GuestConfig and of sh, the error for a
+setting given to Guest instead of its config, and the repr."""
+
+from __future__ import annotations
+
+import dataclasses
+import pydoc
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from irqlab.vm.guest import Guest, GuestConfig
+
+
+def test_help_of_guestconfig_describes_every_field() -> None:
+    """The fields' comments are invisible to help(): the docstring names each one."""
+    text = pydoc.render_doc(GuestConfig, renderer=pydoc.plaintext)
+    assert "Guest(GuestConfig(smp=2, module_params=...))" in text
+    doc = GuestConfig.__doc__ or ""
+    missing = [f.name for f in dataclasses.fields(GuestConfig) if f"``{f.name}``" not in doc]
+    assert missing == []
+
+
+def test_a_setting_given_to_guest_says_to_put_it_in_a_guestconfig() -> None:
+    with pytest.raises(TypeError, match=r"Guest\(GuestConfig\(smp=2, name='x'\)\)"):
+        Guest(smp=2, name="x")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="no GuestConfig field either: cpus"):
+        Guest(GuestConfig(), cpus=2)  # type: ignore[arg-type]
+
+
+def test_the_repr_says_name_state_boot_port_and_logs() -> None:
+    g = Guest(GuestConfig(name="t"))
+    assert repr(g) == "<Guest 't' not started>"
+    running = [True]
+    g.machine = SimpleNamespace(is_running=lambda: running[0])  # type: ignore[assignment]
+    g.log_dir, g.ssh_port, g.restored = Path("/logs/t-1"), 4022, True
+    assert repr(g) == "<Guest 't' running, restored, ssh port 4022, logs /logs/t-1>"
+    running[0] = False
+    assert repr(g).startswith("<Guest 't' dead, restored, ")
+    g.machine, g.restored = None, False
+    assert repr(g) == "<Guest 't' closed, cold boot, logs /logs/t-1>"
+
+
+def test_help_of_sh_names_what_it_raises() -> None:
+    doc = Guest.sh.__doc__ or ""
+    for name in ("CommandError", "SshTimeout", "GuestFault"):
+        assert name in doc, name

@@ -539,7 +539,8 @@ def test_a_guest_meeting_a_qemu_build_in_progress_says_so(
     holder = subprocess.Popen(
         [sys.executable, "-c",
          "import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_CREAT | os.O_RDWR);"
-         " fcntl.flock(fd, fcntl.LOCK_EX); os.write(fd, b'%d\\n' % os.getpid());"
+         " fcntl.flock(fd, fcntl.LOCK_EX); os.ftruncate(fd, 0);"  # as holders do: the
+         " os.write(fd, b'%d\\n' % os.getpid());"  # probe above wrote its own pid
          " print('held', flush=True); sys.stdin.read()",
          str(qemu.work_dir() / ".lock")],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,

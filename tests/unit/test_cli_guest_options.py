@@ -597,3 +597,13 @@ def test_run_and_shell_take_the_guest_architecture() -> None:
     with pytest.raises(SystemExit) as e:
         parser.parse_args(["run", "--arch", "riscv64", "--", "true"])
     assert e.value.code == 2
+
+
+def test_qemu_device_reaches_the_guest_config_and_a_bad_one_is_a_usage_error() -> None:
+    from irqlab.cli.guestcmd import guest_config
+
+    args = build_parser().parse_args(["run", "--qemu-device", "edu", "--", "true"])
+    assert guest_config(args, "t").extra_devices == ("edu",)
+    args = build_parser().parse_args(["run", "--qemu-device=irqlab,id=x", "--", "true"])
+    with pytest.raises(UsageError, match="the irqlab device is the guest's own"):
+        guest_config(args, "t")

@@ -49,3 +49,29 @@ def test_the_injector_of_a_guest_not_started_is_a_guest_error() -> None:
 
     with pytest.raises(GuestError, match="not running: start"):
         Guest(GuestConfig()).injector.push(1)
+
+
+@pytest.mark.parametrize(
+    ("devices", "says"),
+    [
+        ("edu", "GuestConfig(extra_devices='edu'): give a list"),
+        (["-device edu"], "one -device spec, without the option itself"),
+        (["edu\n-S"], "one -device spec, without the option itself or line breaks"),
+        ([""], "give a -device spec as QEMU takes it"),
+        ([5], "give a -device spec as QEMU takes it"),
+        (["irqlab,id=x"], "the irqlab device is the guest's own: set its properties with"),
+        (["help"], "-device help` lists the devices"),
+    ],
+)
+def test_extra_devices_are_device_specs(devices: Any, says: str) -> None:
+    with pytest.raises(GuestConfigError) as info:
+        GuestConfig(extra_devices=devices)
+    assert says in str(info.value), str(info.value)
+
+
+def test_extra_devices_reach_the_command_line_after_ours() -> None:
+    from irqlab.vm.guest import extra_device_problem
+
+    c = GuestConfig(extra_devices=["edu", "pci-testdev,id=t"])
+    assert c.extra_devices == ("edu", "pci-testdev,id=t")
+    assert extra_device_problem("edu,id=edu0,dma_mask=0xffffffff") is None

@@ -198,6 +198,8 @@ def _marker_run(pytester: pytest.Pytester, marker: str, *files: str) -> pytest.R
         ("bogus_key=1", "modules=, smp=, not bogus_key="),  # was: (got ['bogus_key'] ())
         ('"smp"', "smp=, not 'smp'"),
         ('check_kernel_log="no"', "(check_kernel_log='no'): give True or False"),
+        ('devices="edu"', "(devices='edu'): give a list of -device specs, e.g. ['edu']"),
+        ('devices=["irqlab"]', "(devices=['irqlab']): the irqlab device is the guest's own"),
         (
             'module={"gpio-edges": 8}, gpio_edges=[4]',
             "@pytest.mark.irqlab(module={'gpio-edges': 8}, gpio_edges=[4]): both set our "
@@ -728,3 +730,26 @@ def test_a_cache_that_cannot_be_written_does_not_stop_the_e2e_collection(tmp_pat
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert "ImportError while loading conftest" not in r.stdout + r.stderr
     assert "test_boot.py::test_boot_and_first_command" in r.stdout
+
+
+def test_the_markers_devices_become_the_guests_extra_devices(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(  # the plugin's fixture, but for the guest
+        "import pytest\n"
+        "from irqlab.testing.plugin import fresh_guest_config\n\n"
+        "@pytest.fixture\n"
+        "def irqlab_fresh_guest(request):\n"
+        "    return fresh_guest_config(request)\n"
+    )
+    pytester.makepyfile(
+        test_devices="""
+        import pytest
+
+        @pytest.mark.irqlab(devices=["edu", "pci-testdev,id=t"], load_irqlab=False)
+        def test_it(irqlab_fresh_guest):
+            assert irqlab_fresh_guest.extra_devices == ("edu", "pci-testdev,id=t")
+            assert not irqlab_fresh_guest.load_irqlab
+        """
+    )
+    pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:xdist").assert_outcomes(
+        passed=1
+    )

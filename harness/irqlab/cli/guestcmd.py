@@ -151,6 +151,7 @@ def guest_config(args: argparse.Namespace, name: str) -> Any:
             extra_files=puts,
             load_irqlab=not args.no_irqlab,
             snapshot=not args.cold,
+            extra_devices=tuple(args.qemu_device or ()),
         )
     except GuestConfigError as e:  # e.g. --put x:/proc/y, refused before any boot
         raise UsageError(str(e)) from None
@@ -546,6 +547,13 @@ def _guest_options(s: argparse.ArgumentParser) -> None:
     )
     s.add_argument(
         "--no-irqlab", action="store_true", help="do not load our driver (leave the device unbound)"
+    )
+    s.add_argument(
+        "--qemu-device",
+        action="append",
+        metavar="SPEC",
+        help="one more QEMU device, a -device spec (repeatable; e.g. edu for a driver of "
+        "QEMU's edu device); such a guest boots cold",
     )
     s.add_argument(
         "--put",

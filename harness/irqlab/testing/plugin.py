@@ -466,6 +466,7 @@ MARKER_DEFAULTS: Mapping[str, object] = {
     "files": None,
     "load_irqlab": True,
     "kernel_modules": (),
+    "devices": (),
     "check_kernel_log": True,
 }
 MARKER_KEYWORDS = frozenset(MARKER_DEFAULTS)
@@ -480,7 +481,8 @@ def marker_help() -> str:
         "properties, module parameters, vCPUs, the device behind a hotplug-capable PCIe "
         "root port, GPIO lines armed for edge events (a list of lines or a bit mask), your "
         "own modules ('KO PARAM=VALUE ...') and files, whether ours loads, more of the "
-        "guest kernel's modules in the image, whether its kernel log is checked at the end"
+        "guest kernel's modules in the image, more QEMU devices (-device specs; a cold "
+        "boot), whether its kernel log is checked at the end"
     )
 
 
@@ -561,6 +563,16 @@ def fresh_guest_config(request: pytest.FixtureRequest, log_dir: Path | None = No
         or not all(isinstance(n, str) for n in kmods)
     ):
         _marker_error(f"kernel_modules={kmods!r}", "give a list of module names")
+    devices = kw["devices"] or ()
+    if isinstance(devices, str) or not isinstance(devices, Iterable):
+        _marker_error(f"devices={devices!r}", "give a list of -device specs, e.g. ['edu']")
+    devices = tuple(devices)
+    from irqlab.vm.guest import extra_device_problem
+
+    for spec in devices:
+        problem = extra_device_problem(spec)
+        if problem:
+            _marker_error(f"devices=[{spec!r}]", problem)
     if not isinstance(kw["check_kernel_log"], bool):
         _marker_error(f"check_kernel_log={kw['check_kernel_log']!r}", "give True or False")
     from irqlab.vm.guest import GuestConfigError, check_device_props, guest_file_problem
@@ -586,6 +598,7 @@ def fresh_guest_config(request: pytest.FixtureRequest, log_dir: Path | None = No
             extra_files={str(g): _marker_file(here, "files", f) for g, f in files.items()},
             load_irqlab=bool(kw["load_irqlab"]),
             kernel_modules=tuple(kmods),
+            extra_devices=devices,
         )
     except GuestConfigError as e:  # what the checks above missed: still the marker's
         _marker_error("...", str(e))

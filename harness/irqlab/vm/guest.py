@@ -524,6 +524,24 @@ def check_driver_choices(ko: Path, params: Mapping[str, Any]) -> None:
             )
 
 
+def extra_device_problem(spec: object) -> str | None:
+    """What is wrong with *spec* as one of :attr:`GuestConfig.extra_devices` (a QEMU
+    ``-device`` spec), or None.  QEMU judges the rest (an unknown device or property is
+    its error at the start, in its words)."""
+    if not isinstance(spec, str) or not spec.strip():
+        return "give a -device spec as QEMU takes it, e.g. 'edu' or 'edu,id=edu0'"
+    if spec.startswith("-") or any(c in spec for c in "\n\r\0"):
+        return "one -device spec, without the option itself or line breaks"
+    driver = spec.split(",", 1)[0]
+    if driver in (DEVICE_TYPE, "help") or driver.endswith("=help"):
+        return (
+            "the irqlab device is the guest's own: set its properties with device_props"
+            if driver == DEVICE_TYPE
+            else "`qemu-system-x86_64 -device help` lists the devices"
+        )
+    return None
+
+
 def device_gpio_lines(props: Mapping[str, Any]) -> int:
     """How many GPIO lines a device of the properties *props* has: its gpio-lines, else
     the device's default, the register contract's maximum (also for a value QEMU will
@@ -717,6 +735,8 @@ class GuestConfig:
     * ``smp`` (1): vCPUs.
     * ``arch`` (""): "x86_64" or "aarch64" ("": $IRQLAB_ARCH, default x86_64).
     * ``hotplug`` (False): the device behind a PCIe root port (unplug/replug).
+    * ``extra_devices`` (()): more QEMU devices, ``-device`` specs (``"edu"``,
+      ``"edu,id=edu0"``), for a driver of another device; such a guest cold-boots.
     * ``snapshot`` (True), ``snapshot_tag`` (""): start from (and save) the
       ready-state snapshot; guests with another tag never share one.
     * ``boot_timeout`` (180), ``ssh_timeout`` (60), ``agent_timeout`` (60),
@@ -780,6 +800,11 @@ class GuestConfig:
     # Guest architecture (irqlab.build.arch): "x86_64" or "aarch64"; "" means
     # $IRQLAB_ARCH, default x86_64.  aarch64 needs IRQLAB_ARCHES=x86_64,aarch64 builds.
     arch: str = ""
+    # More QEMU devices for a driver of your own, each a -device spec as QEMU takes it
+    # ("edu", "edu,id=edu0,dma_mask=0xffffffff"; `qemu-system-x86_64 -device help` of
+    # the build lists them).  A guest with any always cold-boots: a device of QEMU's
+    # own need not keep its state in a saved VM (edu keeps none, not even its BARs).
+    extra_devices: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         self._check_shapes()
@@ -799,6 +824,11 @@ class GuestConfig:
             elif value is not None and not isinstance(value, Path):
                 raise GuestConfigError(f"GuestConfig({name}={value!r}): give a path")
         check_device_props(self.device_props)
+        self.extra_devices = tuple(self.extra_devices)
+        for spec in self.extra_devices:
+            problem = extra_device_problem(spec)
+            if problem:
+                raise GuestConfigError(f"GuestConfig(extra_devices=[{spec!r}]): {problem}")
         # QEMU takes -smp 0 as its default (1 vCPU): refused rather than silently changed
         if isinstance(self.smp, bool) or not isinstance(self.smp, int) or self.smp < 1:
             raise GuestConfigError(
@@ -827,7 +857,7 @@ class GuestConfig:
         """A string where a list belongs was taken a character at a time ("extra module
         not found: m", "no module named 7, c, r"), and a list where a mapping belongs
         ended in an AttributeError: each is refused here, naming the setting."""
-        for name in ("extra_modules", "kernel_modules", "extra_packages"):
+        for name in ("extra_modules", "kernel_modules", "extra_packages", "extra_devices"):
             value = getattr(self, name)
             if isinstance(value, str | bytes | Path) or not isinstance(value, Iterable):
                 raise GuestConfigError(
@@ -1305,7 +1335,7 @@ class Guest:
         from irqlab.vm import snapshot
 
         self.prepare()
-        if not self.config.snapshot:
+        if not self.config.snapshot or self.config.extra_devices:  # their state: see the field
             self._cold_start()
             return self
         snapshot.keep_snapshots()  # a bad $IRQLAB_SNAPSHOT_KEEP fails now, not after a boot
@@ -1402,6 +1432,7 @@ class Guest:
             ),
             "-device",
             device_arg(c.device_id, c.device_props, HOTPLUG_PORT if c.hotplug else None),
+            *(arg for spec in c.extra_devices for arg in ("-device", spec)),
         ]
 
     def snapshot_key(self) -> str:
@@ -2663,6 +2694,8 @@ def ensure_snapshot(config: GuestConfig | None = None) -> Path:
     g = Guest(config or GuestConfig(name="snapshot"))
     if not g.config.snapshot:
         raise GuestError("no snapshot: GuestConfig(snapshot=False)")
+    if g.config.extra_devices:
+        raise GuestError("no snapshot: a guest with extra_devices always cold-boots")
     found = snapshot.lookup(g.prepare().snapshot_key())
     if found is not None and snapshot.intact(found):
         return found

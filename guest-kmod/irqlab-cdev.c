@@ -519,26 +519,33 @@ static long irqlab_ioc_flush(struct irqlab_file *f)
 
 /*
  * One device clock reading bracketed by two CLOCK_MONOTONIC readings (the
- * device samples its clock at the TIME_LO read).  Under evq_lock: the hard
- * IRQ handler reads TIME_LO/HI too, and TIME_LO latches TIME_HI.
+ * device samples its clock at the TIME_LO read).  Under hw_lock, as ACK:
+ * while it is held and @dead is false the nodes are not deleted, so BAR0 is
+ * still mapped.  Under evq_lock too: the hard IRQ handler reads TIME_LO/HI,
+ * and TIME_LO latches TIME_HI.
  */
 static long irqlab_ioc_get_clock(struct irqlab_file *f, void __user *uarg)
 {
 	struct irqlab_dev *idev = f->idev;
 	struct irqlab_clock clk = { };
 	unsigned long flags;
+	int ret = 0;
 	u32 lo;
 
+	mutex_lock(&idev->hw_lock);
 	spin_lock_irqsave(&idev->evq_lock, flags);
-	if (idev->hw_stopped) {
-		spin_unlock_irqrestore(&idev->evq_lock, flags);
-		return -ENODEV;
+	if (idev->dead || idev->hw_stopped) {
+		ret = -ENODEV;
+	} else {
+		clk.mono_before_ns = ktime_get_ns();
+		lo = irqlab_rd(idev, IRQLAB_REG_TIME_LO);
+		clk.mono_after_ns = ktime_get_ns();
+		clk.dev_ns = ((u64)irqlab_rd(idev, IRQLAB_REG_TIME_HI) << 32) | lo;
 	}
-	clk.mono_before_ns = ktime_get_ns();
-	lo = irqlab_rd(idev, IRQLAB_REG_TIME_LO);
-	clk.mono_after_ns = ktime_get_ns();
-	clk.dev_ns = ((u64)irqlab_rd(idev, IRQLAB_REG_TIME_HI) << 32) | lo;
 	spin_unlock_irqrestore(&idev->evq_lock, flags);
+	mutex_unlock(&idev->hw_lock);
+	if (ret)
+		return ret;
 	return copy_to_user(uarg, &clk, sizeof(clk)) ? -EFAULT : 0;
 }
 

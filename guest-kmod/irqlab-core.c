@@ -707,9 +707,9 @@ static void irqlab_hw_stop(void *data)
 
 /*
  * Everything is undone by devres, in reverse order, on unbind and on every
- * probe error: stop the device, kill and delete the nodes, free the IRQs,
- * flush the work item, free the vectors, unmap BAR0, drop the device
- * reference, disable the PCI function.
+ * probe error: kill and delete the nodes, stop the device, remove the gpio
+ * chip, free the IRQs, flush the work item, free the vectors, unmap BAR0,
+ * drop the device reference, disable the PCI function.
  */
 static int irqlab_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 {
@@ -758,9 +758,6 @@ static int irqlab_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 	ret = irqlab_setup_irqs(idev);
 	if (ret)
 		return ret;
-	ret = irqlab_nodes_add(idev);
-	if (ret)
-		return ret;
 	ret = irqlab_gpio_add(idev);
 	if (ret)
 		return ret;
@@ -770,6 +767,16 @@ start:
 	ret = devm_add_action_or_reset(dev, irqlab_hw_stop, idev);
 	if (ret)
 		return ret;
+	/*
+	 * The nodes last: userspace never opens a half-probed device, and no
+	 * probe error can unmap BAR0 under an open file.  On unbind they are
+	 * killed first, before the device is stopped.
+	 */
+	if (!uio) {
+		ret = irqlab_nodes_add(idev);
+		if (ret)
+			return ret;
+	}
 
 	dev_info(dev, "irqlab%d: id %#x, %s x%u, %s, %u gpio lines, evq depth %u\n",
 		 idev->index, idev->id, irqlab_irq_mode_names[idev->irq_mode],

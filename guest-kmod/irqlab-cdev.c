@@ -355,7 +355,10 @@ static ssize_t irqlab_ev_read(struct file *filp, char __user *buf,
 	}
 }
 
-/* Each u32 written is the sequence number of an event to acknowledge. */
+/*
+ * Each u32 written is the sequence number of an event to acknowledge.  A
+ * signal ends a long write with the ACKs done so far (a short count).
+ */
 static ssize_t irqlab_ev_write(struct file *filp, const char __user *buf,
 			       size_t count, loff_t *ppos)
 {
@@ -367,6 +370,9 @@ static ssize_t irqlab_ev_write(struct file *filp, const char __user *buf,
 	if (!count || count % sizeof(seq))
 		return -EINVAL;
 	for (done = 0; done < count; done += sizeof(seq)) {
+		if (signal_pending(current))
+			return done ? (ssize_t)done : -ERESTARTSYS;
+		cond_resched();
 		if (copy_from_user(&seq, buf + done, sizeof(seq)))
 			return done ? (ssize_t)done : -EFAULT;
 		/* A sequence the device does not know is counted, not fatal. */

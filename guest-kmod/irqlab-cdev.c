@@ -331,6 +331,17 @@ static ssize_t irqlab_copy_records(struct irqlab_file *f, char __user *buf,
 	return done * sizeof(recs[0]);
 }
 
+/*
+ * Take f->read_lock.  Another reader of the file may hold it across a
+ * copy_to_user() that faults and sleeps: O_NONBLOCK does not wait for it.
+ */
+static int irqlab_read_lock(struct irqlab_file *f, struct file *filp)
+{
+	if (filp->f_flags & O_NONBLOCK)
+		return mutex_trylock(&f->read_lock) ? 0 : -EAGAIN;
+	return mutex_lock_interruptible(&f->read_lock) ? -ERESTARTSYS : 0;
+}
+
 static ssize_t irqlab_ev_read(struct file *filp, char __user *buf,
 			      size_t count, loff_t *ppos)
 {
@@ -341,8 +352,9 @@ static ssize_t irqlab_ev_read(struct file *filp, char __user *buf,
 	if (!want)
 		return -EINVAL;
 	for (;;) {
-		if (mutex_lock_interruptible(&f->read_lock))
-			return -ERESTARTSYS;
+		ret = irqlab_read_lock(f, filp);
+		if (ret)
+			return ret;
 		ret = irqlab_copy_records(f, buf, want);
 		mutex_unlock(&f->read_lock);
 		if (ret)
@@ -506,14 +518,16 @@ static long irqlab_ioc_set_sources(struct irqlab_file *f, void __user *uarg)
 	return 0;
 }
 
-static long irqlab_ioc_flush(struct irqlab_file *f)
+static long irqlab_ioc_flush(struct irqlab_file *f, struct file *filp)
 {
 	struct irqlab_dev *idev = f->idev;
 	unsigned int n;
+	int ret;
 
 	/* Not while a reader is between peeking and consuming the ring. */
-	if (mutex_lock_interruptible(&f->read_lock))
-		return -ERESTARTSYS;
+	ret = irqlab_read_lock(f, filp);
+	if (ret)
+		return ret;
 	spin_lock_irq(&idev->lock);
 	n = kfifo_len(&f->ring);
 	kfifo_reset_out(&f->ring);
@@ -573,7 +587,7 @@ static long irqlab_ev_ioctl(struct file *filp, unsigned int cmd,
 	case IRQLAB_IOC_SET_SOURCES:
 		return irqlab_ioc_set_sources(f, uarg);
 	case IRQLAB_IOC_FLUSH:
-		return irqlab_ioc_flush(f);
+		return irqlab_ioc_flush(f, filp);
 	case IRQLAB_IOC_GET_CLOCK:
 		return irqlab_ioc_get_clock(f, uarg);
 	default:

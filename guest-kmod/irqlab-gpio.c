@@ -157,10 +157,18 @@ static int irqlab_gpio_irq_set_type(struct irq_data *d, unsigned int type)
 	return 0;
 }
 
+/*
+ * The driver's own lines (gpio_edges, key_line) are refused here, when any
+ * consumer requests the interrupt, with or without a trigger type: a
+ * request without one never calls irq_set_type.
+ */
 static int irqlab_gpio_irq_reqres(struct irq_data *d)
 {
 	struct gpio_chip *gc = irq_data_get_irq_chip_data(d);
+	struct irqlab_dev *idev = gpiochip_get_data(gc);
 
+	if (idev->gpio_direct & BIT(irqd_to_hwirq(d)))
+		return -EBUSY;
 	return gpiochip_reqres_irq(gc, irqd_to_hwirq(d));
 }
 

@@ -711,7 +711,7 @@ static void irqlab_hw_stop(void *data)
 
 /*
  * Everything is undone by devres, in reverse order, on unbind and on every
- * probe error: kill and delete the nodes, stop the device, remove the gpio
+ * probe error: stop the device, kill and delete the nodes, remove the gpio
  * chip, free the IRQs, flush the work item, free the vectors, unmap BAR0,
  * drop the device reference, disable the PCI function.
  */
@@ -768,19 +768,22 @@ static int irqlab_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 
 start:
 	irqlab_hw_start(idev);
-	ret = devm_add_action_or_reset(dev, irqlab_hw_stop, idev);
-	if (ret)
-		return ret;
 	/*
 	 * The nodes last: userspace never opens a half-probed device, and no
-	 * probe error can unmap BAR0 under an open file.  On unbind they are
-	 * killed first, before the device is stopped.
+	 * probe error can unmap BAR0 under an open file.  The stop is
+	 * registered after them, so that unbind stops the device (and waits
+	 * for its handlers) before it kills them, as it did.
 	 */
 	if (!uio) {
 		ret = irqlab_nodes_add(idev);
-		if (ret)
+		if (ret) {
+			irqlab_hw_stop(idev);
 			return ret;
+		}
 	}
+	ret = devm_add_action_or_reset(dev, irqlab_hw_stop, idev);
+	if (ret)
+		return ret;
 
 	dev_info(dev, "irqlab%d: id %#x, %s x%u, %s, %u gpio lines, evq depth %u\n",
 		 idev->index, idev->id, irqlab_irq_mode_names[idev->irq_mode],

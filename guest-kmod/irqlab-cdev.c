@@ -331,6 +331,17 @@ static ssize_t irqlab_copy_records(struct irqlab_file *f, char __user *buf,
 	return done * sizeof(recs[0]);
 }
 
+/*
+ * Take f->read_lock.  Another reader of the file may hold it across a
+ * copy_to_user() that faults and sleeps: O_NONBLOCK does not wait for it.
+ */
+static int irqlab_read_lock(struct irqlab_file *f, struct file *filp)
+{
+	if (filp->f_flags & O_NONBLOCK)
+		return mutex_trylock(&f->read_lock) ? 0 : -EAGAIN;
+	return mutex_lock_interruptible(&f->read_lock) ? -ERESTARTSYS : 0;
+}
+
 static ssize_t irqlab_ev_read(struct file *filp, char __user *buf,
 			      size_t count, loff_t *ppos)
 {
@@ -341,8 +352,9 @@ static ssize_t irqlab_ev_read(struct file *filp, char __user *buf,
 	if (!want)
 		return -EINVAL;
 	for (;;) {
-		if (mutex_lock_interruptible(&f->read_lock))
-			return -ERESTARTSYS;
+		ret = irqlab_read_lock(f, filp);
+		if (ret)
+			return ret;
 		ret = irqlab_copy_records(f, buf, want);
 		mutex_unlock(&f->read_lock);
 		if (ret)
@@ -355,7 +367,10 @@ static ssize_t irqlab_ev_read(struct file *filp, char __user *buf,
 	}
 }
 
-/* Each u32 written is the sequence number of an event to acknowledge. */
+/*
+ * Each u32 written is the sequence number of an event to acknowledge.  A
+ * signal ends a long write with the ACKs done so far (a short count).
+ */
 static ssize_t irqlab_ev_write(struct file *filp, const char __user *buf,
 			       size_t count, loff_t *ppos)
 {
@@ -367,6 +382,9 @@ static ssize_t irqlab_ev_write(struct file *filp, const char __user *buf,
 	if (!count || count % sizeof(seq))
 		return -EINVAL;
 	for (done = 0; done < count; done += sizeof(seq)) {
+		if (signal_pending(current))
+			return done ? (ssize_t)done : -ERESTARTSYS;
+		cond_resched();
 		if (copy_from_user(&seq, buf + done, sizeof(seq)))
 			return done ? (ssize_t)done : -EFAULT;
 		/* A sequence the device does not know is counted, not fatal. */
@@ -500,14 +518,16 @@ static long irqlab_ioc_set_sources(struct irqlab_file *f, void __user *uarg)
 	return 0;
 }
 
-static long irqlab_ioc_flush(struct irqlab_file *f)
+static long irqlab_ioc_flush(struct irqlab_file *f, struct file *filp)
 {
 	struct irqlab_dev *idev = f->idev;
 	unsigned int n;
+	int ret;
 
 	/* Not while a reader is between peeking and consuming the ring. */
-	if (mutex_lock_interruptible(&f->read_lock))
-		return -ERESTARTSYS;
+	ret = irqlab_read_lock(f, filp);
+	if (ret)
+		return ret;
 	spin_lock_irq(&idev->lock);
 	n = kfifo_len(&f->ring);
 	kfifo_reset_out(&f->ring);
@@ -519,26 +539,33 @@ static long irqlab_ioc_flush(struct irqlab_file *f)
 
 /*
  * One device clock reading bracketed by two CLOCK_MONOTONIC readings (the
- * device samples its clock at the TIME_LO read).  Under evq_lock: the hard
- * IRQ handler reads TIME_LO/HI too, and TIME_LO latches TIME_HI.
+ * device samples its clock at the TIME_LO read).  Under hw_lock, as ACK:
+ * while it is held and @dead is false the nodes are not deleted, so BAR0 is
+ * still mapped.  Under evq_lock too: the hard IRQ handler reads TIME_LO/HI,
+ * and TIME_LO latches TIME_HI.
  */
 static long irqlab_ioc_get_clock(struct irqlab_file *f, void __user *uarg)
 {
 	struct irqlab_dev *idev = f->idev;
 	struct irqlab_clock clk = { };
 	unsigned long flags;
+	int ret = 0;
 	u32 lo;
 
+	mutex_lock(&idev->hw_lock);
 	spin_lock_irqsave(&idev->evq_lock, flags);
-	if (idev->hw_stopped) {
-		spin_unlock_irqrestore(&idev->evq_lock, flags);
-		return -ENODEV;
+	if (idev->dead || idev->hw_stopped) {
+		ret = -ENODEV;
+	} else {
+		clk.mono_before_ns = ktime_get_ns();
+		lo = irqlab_rd(idev, IRQLAB_REG_TIME_LO);
+		clk.mono_after_ns = ktime_get_ns();
+		clk.dev_ns = ((u64)irqlab_rd(idev, IRQLAB_REG_TIME_HI) << 32) | lo;
 	}
-	clk.mono_before_ns = ktime_get_ns();
-	lo = irqlab_rd(idev, IRQLAB_REG_TIME_LO);
-	clk.mono_after_ns = ktime_get_ns();
-	clk.dev_ns = ((u64)irqlab_rd(idev, IRQLAB_REG_TIME_HI) << 32) | lo;
 	spin_unlock_irqrestore(&idev->evq_lock, flags);
+	mutex_unlock(&idev->hw_lock);
+	if (ret)
+		return ret;
 	return copy_to_user(uarg, &clk, sizeof(clk)) ? -EFAULT : 0;
 }
 
@@ -560,7 +587,7 @@ static long irqlab_ev_ioctl(struct file *filp, unsigned int cmd,
 	case IRQLAB_IOC_SET_SOURCES:
 		return irqlab_ioc_set_sources(f, uarg);
 	case IRQLAB_IOC_FLUSH:
-		return irqlab_ioc_flush(f);
+		return irqlab_ioc_flush(f, filp);
 	case IRQLAB_IOC_GET_CLOCK:
 		return irqlab_ioc_get_clock(f, uarg);
 	default:

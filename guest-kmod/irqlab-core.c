@@ -196,7 +196,9 @@ void irqlab_stage(struct irqlab_dev *idev, struct irqlab_event *ev)
  * Fetch up to @budget events from the device queue into the staging buffer;
  * returns how many.  Events raised after the caller cleared the status set
  * it again; a caller whose budget ran out drains the rest later (deferred).
- * Called with evq_lock.
+ * A device that is gone reads all-ones (VALID set): that ends the fetch, or
+ * @defer_work would stage garbage forever.  An event of a source the driver
+ * does not know is popped and dropped.  Called with evq_lock.
  */
 static u32 irqlab_fetch_events(struct irqlab_dev *idev, u64 isr_ns, u32 budget)
 {
@@ -207,7 +209,7 @@ static u32 irqlab_fetch_events(struct irqlab_dev *idev, u64 isr_ns, u32 budget)
 	ev.isr_dev_ns = irqlab_rd64(idev, IRQLAB_REG_TIME_LO, IRQLAB_REG_TIME_HI);
 	for (; fetched < budget; fetched++) {
 		info = irqlab_rd(idev, IRQLAB_REG_EVQ_HEAD_INFO);
-		if (!(info & IRQLAB_EVINFO_VALID))
+		if (info == U32_MAX || !(info & IRQLAB_EVINFO_VALID))
 			break;
 		ev.seq = irqlab_rd(idev, IRQLAB_REG_EVQ_HEAD_SEQ);
 		ev.value = irqlab_rd(idev, IRQLAB_REG_EVQ_HEAD_VALUE);
@@ -216,6 +218,8 @@ static u32 irqlab_fetch_events(struct irqlab_dev *idev, u64 isr_ns, u32 budget)
 		irqlab_wr(idev, IRQLAB_REG_EVQ_POP, 0);
 
 		ev.source = FIELD_GET(IRQLAB_EVINFO_SRC_MASK, info);
+		if (ev.source >= IRQLAB_NUM_SOURCES)
+			continue;
 		ev.line = FIELD_GET(IRQLAB_EVINFO_LINE_MASK, info);
 		ev.kind = FIELD_GET(IRQLAB_EVINFO_KIND_MASK, info);
 		ev.flags = 0;
@@ -707,9 +711,9 @@ static void irqlab_hw_stop(void *data)
 
 /*
  * Everything is undone by devres, in reverse order, on unbind and on every
- * probe error: stop the device, kill and delete the nodes, free the IRQs,
- * flush the work item, free the vectors, unmap BAR0, drop the device
- * reference, disable the PCI function.
+ * probe error: stop the device, kill and delete the nodes, remove the gpio
+ * chip, free the IRQs, flush the work item, free the vectors, unmap BAR0,
+ * drop the device reference, disable the PCI function.
  */
 static int irqlab_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 {
@@ -758,15 +762,25 @@ static int irqlab_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 	ret = irqlab_setup_irqs(idev);
 	if (ret)
 		return ret;
-	ret = irqlab_nodes_add(idev);
-	if (ret)
-		return ret;
 	ret = irqlab_gpio_add(idev);
 	if (ret)
 		return ret;
 
 start:
 	irqlab_hw_start(idev);
+	/*
+	 * The nodes last: userspace never opens a half-probed device, and no
+	 * probe error can unmap BAR0 under an open file.  The stop is
+	 * registered after them, so that unbind stops the device (and waits
+	 * for its handlers) before it kills them, as it did.
+	 */
+	if (!uio) {
+		ret = irqlab_nodes_add(idev);
+		if (ret) {
+			irqlab_hw_stop(idev);
+			return ret;
+		}
+	}
 	ret = devm_add_action_or_reset(dev, irqlab_hw_stop, idev);
 	if (ret)
 		return ret;

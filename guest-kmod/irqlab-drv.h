@@ -71,9 +71,10 @@ struct irqlab_vec {
  *	@hw_stopped, @deferred.
  * @lock: consumer side: @stage consumer index, the lists of open files and
  *	everything in them, @dead, @deliveries.
- * @hw_lock: process-context register access (ACK), @dead, ACK counters.
+ * @hw_lock: process-context register access (ACK, GET_CLOCK), @dead, ACK
+ *	counters.
  * @dead is written with both @hw_lock and @lock held.  @evq_lock and @lock
- * are never nested.
+ * are never nested; @hw_lock is taken outside either.
  */
 struct irqlab_dev {
 	struct kref ref;

@@ -157,10 +157,18 @@ static int irqlab_gpio_irq_set_type(struct irq_data *d, unsigned int type)
 	return 0;
 }
 
+/*
+ * The driver's own lines (gpio_edges, key_line) are refused here, when any
+ * consumer requests the interrupt, with or without a trigger type: a
+ * request without one never calls irq_set_type.
+ */
 static int irqlab_gpio_irq_reqres(struct irq_data *d)
 {
 	struct gpio_chip *gc = irq_data_get_irq_chip_data(d);
+	struct irqlab_dev *idev = gpiochip_get_data(gc);
 
+	if (idev->gpio_direct & BIT(irqd_to_hwirq(d)))
+		return -EBUSY;
 	return gpiochip_reqres_irq(gc, irqd_to_hwirq(d));
 }
 
@@ -180,6 +188,8 @@ static void irqlab_gpio_irq_relres(struct irq_data *d)
 		idev->gpio_lvl_low &= ~bit;
 		idev->gpio_level &= ~bit;
 		irqlab_gpio_sync_types(idev);
+		/* A level latched while masked would interrupt the next user. */
+		irqlab_wr(idev, IRQLAB_REG_GPIO_STATUS, bit);
 	}
 	raw_spin_unlock_irqrestore(&idev->gpio_lock, flags);
 	gpiochip_relres_irq(gc, irqd_to_hwirq(d));
@@ -200,7 +210,10 @@ static const struct irq_chip irqlab_gpio_irqchip = {
 /*
  * Clear the latched GPIO status.  Level lines of gpiolib stay latched and
  * masked until their consumer ran (the work item releases them), or the
- * device would latch them again at once.  Returns true when it took a new
+ * device would latch them again at once.  A masked level line stays latched
+ * too, without interrupting (its GPIO_IRQ_EN bit is clear), until it is
+ * unmasked: clearing it here would raise a new LEVEL event at once, on every
+ * pass of this handler.  Returns true when it took a new
  * hold: the caller must then queue the work item, even with no event to
  * replay (the LEVEL event was dropped by a full device queue, or another
  * MSI-X vector fetched it before this one took the hold).  Called with
@@ -217,8 +230,8 @@ bool irqlab_gpio_ack(struct irqlab_dev *idev, u32 status)
 		idev->gpio_held |= level;
 		irqlab_gpio_sync_en(idev);
 	}
-	if (status & ~level)
-		irqlab_wr(idev, IRQLAB_REG_GPIO_STATUS, status & ~level);
+	if (status & ~idev->gpio_level)
+		irqlab_wr(idev, IRQLAB_REG_GPIO_STATUS, status & ~idev->gpio_level);
 	raw_spin_unlock(&idev->gpio_lock);
 	return fresh;
 }

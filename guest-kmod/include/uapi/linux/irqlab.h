@@ -58,7 +58,8 @@ struct irqlab_event {
 
 /*
  * Records the driver makes itself (not device events: @seq is 0, nothing to
- * ACK) use sources above the device's IRQLAB_SRC_* numbers.
+ * ACK) use sources above the device's IRQLAB_SRC_* numbers.  They reach
+ * every open file: IRQLAB_IOC_SET_SOURCES filters the device's sources only.
  * IRQLAB_SRC_KEY: the debounced key line ("key_line" module parameter);
  * @line is the key line, @kind IRQLAB_KEY_PRESS (level went high) or
  * IRQLAB_KEY_RELEASE (level went low), @value the debounced level,
@@ -172,7 +173,11 @@ struct irqlab_clock {
 /* Argument: pointer to an eventfd descriptor; -1 unbinds. */
 #define IRQLAB_IOC_SET_EVENTFD	_IOW(IRQLAB_IOC_MAGIC, 0x03, __s32)
 #define IRQLAB_IOC_GET_INFO	_IOR(IRQLAB_IOC_MAGIC, 0x04, struct irqlab_info)
-/* Argument: pointer to a source mask, bits (1 << IRQLAB_SRC_*). */
+/*
+ * Argument: pointer to a source mask, bits (1 << IRQLAB_SRC_*) of the
+ * device's sources; any other bit (IRQLAB_SRC_KEY's too) is -EINVAL.
+ * Records of the driver's own sources (IRQLAB_SRC_KEY) are not filtered.
+ */
 #define IRQLAB_IOC_SET_SOURCES	_IOW(IRQLAB_IOC_MAGIC, 0x05, __u32)
 /* Discard this file's queued records; returns how many. */
 #define IRQLAB_IOC_FLUSH	_IO(IRQLAB_IOC_MAGIC, 0x06)

@@ -4,9 +4,12 @@
  * kind of consumer user space cannot be (the GPIO character device and sysfs
  * request edges only).  It requests the line's interrupt with
  * IRQF_TRIGGER_HIGH (or LOW) and counts the interrupts it gets in the
- * read-only parameter "count".
+ * read-only parameter "count".  With notype=1 it requests the interrupt
+ * without a trigger type (irq_set_type is not called); with noautoen=1 the
+ * interrupt stays disabled (the line masked) after the request.
  *
- *   insmod level_consumer.ko chip=irqlab-0000:00:03.0 line=7 [low=1]
+ *   insmod level_consumer.ko chip=irqlab-0000:00:03.0 line=7 [low=1] [notype=1]
+ *	[noautoen=1]
  */
 
 #include <linux/gpio/consumer.h>
@@ -24,6 +27,12 @@ MODULE_PARM_DESC(line, "line offset in the chip");
 static bool low;
 module_param(low, bool, 0444);
 MODULE_PARM_DESC(low, "trigger on low level instead of high");
+static bool notype;
+module_param(notype, bool, 0444);
+MODULE_PARM_DESC(notype, "request without a trigger type");
+static bool noautoen;
+module_param(noautoen, bool, 0444);
+MODULE_PARM_DESC(noautoen, "leave the interrupt disabled after the request");
 static unsigned int count;
 module_param(count, uint, 0444);
 MODULE_PARM_DESC(count, "interrupts handled");
@@ -61,7 +70,10 @@ static int __init level_consumer_init(void)
 	irq = gpiod_to_irq(desc);
 	if (irq < 0)
 		return irq;
-	flags |= low ? IRQF_TRIGGER_LOW : IRQF_TRIGGER_HIGH;
+	if (noautoen)
+		flags |= IRQF_NO_AUTOEN;
+	if (!notype)
+		flags |= low ? IRQF_TRIGGER_LOW : IRQF_TRIGGER_HIGH;
 	ret = request_threaded_irq(irq, NULL, level_consumer_fn, flags,
 				   "level_consumer", &count);
 	return ret;

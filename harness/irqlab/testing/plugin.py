@@ -67,6 +67,8 @@ _MACHINES = pytest.StashKey[list[Machine]]()
 _GUEST_LOGS = pytest.StashKey[tuple[LogSlicer, Path]]()
 _DIAGNOSTICS = pytest.StashKey[list[tuple[GuestDiagnostics, Path]]]()
 _CALL_FAILED = pytest.StashKey[bool]()  # the test's own call failed (set by makereport)
+_DIAGNOSED = pytest.StashKey[bool]()  # a failure of the test's reported its diagnostics
+FRESH_DIR = "fresh"  # a test's own guest's diagnostics, in the test's log directory
 # the session guest's replacements so far, each said as a line with the test file it
 # came in ("" outside one), and the last test to take the session guest (its node id):
 # which test a death came after
@@ -432,6 +434,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     safe = session.config.stash.get(_SAFE_RAISE, None)
     if safe is not None:
         safe.install_hook()
+    _junit_log_dir(session)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -672,7 +675,7 @@ def irqlab_fresh_guest(
     g = start_guest(fresh_guest_config(request, _test_log_root(request, irqlab_log_dir)))
     request.node.stash.setdefault(_MACHINES, []).append(g.machine)
     request.node.stash.setdefault(_DIAGNOSTICS, []).append(
-        (GuestDiagnostics.start(g), _test_log_root(request, irqlab_log_dir) / "fresh")
+        (GuestDiagnostics.start(g), _test_log_root(request, irqlab_log_dir) / FRESH_DIR)
     )
     try:
         yield g
@@ -976,6 +979,56 @@ def irqlab_wait_stats(irqlab_agent: AgentClient) -> WaitStats:
     return wait
 
 
+def _has_data(path: Path) -> bool:
+    try:
+        return path.is_dir() or path.stat().st_size > 0
+    except OSError:
+        return False
+
+
+def diagnostics_title(guest_name: str, dest: Path) -> str:
+    """The title of a guest's diagnostics in a failure's report: which guest, in words
+    that mean something in any project (its name is the harness's, e.g. ``e2e``)."""
+    own = dest.name == FRESH_DIR
+    which = "the test's own guest" if own else "the session guest"
+    return f"irqlab diagnostics of {which} ({guest_name!r})"
+
+
+def _add_section(report: pytest.TestReport, title: str, text: str) -> None:
+    """A titled section of *report*'s failure text: the terminal shows it after the
+    traceback, and pytest's JUnit XML has it in the test's ``<failure>`` or ``<error>``
+    element (whatever ``junit_logging`` says: the report's own sections are written
+    only as captured output, and by default not at all).  A failure without a
+    traceback's representation keeps it among the report's sections."""
+    add = getattr(report.longrepr, "addsection", None)
+    if callable(add):
+        add(title, text)
+    else:
+        report.sections.append((title, text))
+
+
+LOG_DIR_PROPERTY = "irqlab_log_dir"  # the JUnit run's property: where irqlab_log are
+
+
+def _below_log_dir(path: Path) -> str:
+    """*path* relative to the log directory (``$IRQLAB_LOG_DIR``), else as it is."""
+    try:
+        return str(path.resolve().relative_to(paths.log_dir()))
+    except ValueError:
+        return str(path)
+
+
+def _junit_log_dir(session: pytest.Session) -> None:
+    """The JUnit XML (written by the controller) says once where the log directory was:
+    each test's ``irqlab_log`` properties are relative to it."""
+    if hasattr(session.config, "workerinput"):
+        return
+    for plugin in session.config.pluginmanager.get_plugins():
+        add = getattr(plugin, "add_global_property", None)
+        if callable(add) and type(plugin).__name__ == "LogXML":
+            add(LOG_DIR_PROPERTY, str(paths.log_dir()))
+
+
 def _unsaved(dest: Path, error: OSError) -> str:
     return f"not saved into {dest}: {error.strerror or error}"
 
@@ -992,10 +1045,25 @@ def pytest_runtest_makereport(
     saved: list[Path] = []
     machines = item.stash.get(_MACHINES, [])
     if machines:
-        report.sections.append(
-            ("irqlab logs", "\n".join(f"{m.config.name}: {m.describe_logs()}" for m in machines))
+        _add_section(
+            report,
+            "irqlab logs",
+            "\n".join(f"{m.config.name}: {m.describe_logs()}" for m in machines),
         )
         saved += [m.paths.log_dir for m in machines if m.paths is not None]
+    # the guests' diagnostics, once per test: on the first of its phases that fails
+    # (a fixture's setup, the test, a teardown); what they wrote is listed below
+    diagnosed: list[tuple[str, str]] = []
+    diag_files: list[Path] = []
+    if not item.stash.get(_DIAGNOSED, False):
+        item.stash[_DIAGNOSED] = True
+        for diag, dest in item.stash.get(_DIAGNOSTICS, []):
+            try:
+                text, files = diag.collect(dest)
+            except OSError as e:
+                text, files = _unsaved(dest, e), []
+            diag_files += files
+            diagnosed.append((diagnostics_title(diag.guest.config.name, dest), text))
     # A log directory that cannot be written (its filesystem full) loses the logs, not
     # the run: an error raised here was pytest's INTERNALERROR, and no test ran after.
     guest_logs = item.stash.get(_GUEST_LOGS, None)
@@ -1005,10 +1073,14 @@ def pytest_runtest_makereport(
             files = slicer.save(dest)
         except OSError as e:
             files = []
-            report.sections.append(("irqlab guest logs (this test's part)", _unsaved(dest, e)))
+            _add_section(report, "irqlab guest logs (this test's part)", _unsaved(dest, e))
         else:
-            report.sections.append(
-                ("irqlab guest logs (this test's part)", "\n".join(str(f) for f in files))
+            # an empty slice (nothing on the console while the test ran) is no lead
+            files = [f for f in [*files, *diag_files] if f.parent == dest and _has_data(f)]
+            _add_section(
+                report,
+                "irqlab guest logs (this test's part)",
+                "\n".join(str(f) for f in files) or "(all empty: nothing logged meanwhile)",
             )
         saved += files
     # the replacements while this test's file ran (or outside any file): what its
@@ -1017,25 +1089,20 @@ def pytest_runtest_makereport(
     here = item.nodeid.split("::")[0]
     revivals = [m for where, m in item.config.stash.get(_REVIVALS, []) if where in ("", here)]
     if revivals and "irqlab_guest" in getattr(item, "fixturenames", ()):
-        report.sections.append(
-            (
-                "irqlab: the session guest was replaced during this run",
-                "\n".join(revivals) + "\nWhat earlier tests and module-, class- or "
-                "session-scoped fixtures set up in the guest before a replacement is gone.",
-            )
+        _add_section(
+            report,
+            "irqlab: the session guest was replaced during this run",
+            "\n".join(revivals) + "\nWhat earlier tests and module-, class- or "
+            "session-scoped fixtures set up in the guest before a replacement is gone.",
         )
-    if call.when == "call":
-        for diag, dest in item.stash.get(_DIAGNOSTICS, []):
-            title = f"irqlab diagnostics ({diag.guest.config.name})"
-            try:
-                text, files = diag.collect(dest)
-            except OSError as e:
-                text, files = _unsaved(dest, e), []
-            saved += files
-            report.sections.append((title, text))
-    # log paths as JUnit properties (the junitxml plugin writes the teardown report's)
-    for path in saved:
-        prop = ("irqlab_log", str(path))
+    for title, text in diagnosed:
+        _add_section(report, title, text)
+    saved += [f for f in diag_files if _has_data(f)]
+    # log paths as JUnit properties (the junitxml plugin writes the teardown report's),
+    # relative to the log directory (the run's property irqlab_log_dir): the same
+    # after the logs were downloaded elsewhere
+    for path in dict.fromkeys(saved):
+        prop = ("irqlab_log", _below_log_dir(path))
         if prop not in item.user_properties:
             item.user_properties.append(prop)
             report.user_properties.append(prop)

@@ -93,9 +93,12 @@ class GuestDiagnostics:
 
     def mark(self, reset_at_ns: int | None) -> None:
         """The test's setup reset the guest's agent at *reset_at_ns* (guest time): its
-        part of the kernel log starts there."""
+        part of the kernel log starts there, and its part of the agent's messages after
+        the reset (before it: the previous test's replies)."""
         if reset_at_ns is not None and self.since is None:
             self.since = reset_at_ns / 1e9
+            if self.rx_log is not None:
+                self.rx_offset = max(self.rx_offset, file_size(self.rx_log))
 
     @classmethod
     def start(cls, guest: Guest) -> GuestDiagnostics:
@@ -114,6 +117,8 @@ class GuestDiagnostics:
         parts: list[str] = []
         files: list[Path] = []
         g = self.guest
+        if g.fault is None and g.machine is None:  # a test's own, closed at its end
+            return "the guest was stopped at the test's end: its logs are listed", files
         if g.fault is not None or g.machine is None or not g.machine.is_running():
             return "the guest is gone: no kernel log or counters (see the failure)", files
         since = self.since if self.since is not None else self.estimate

@@ -1,0 +1,48 @@
+"""A failing test's guest diagnostics (irqlab.testing.diagnostics), with a stand-in guest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from irqlab.testing.diagnostics import GuestDiagnostics
+
+
+def fake_guest(**kw: Any) -> Any:
+    def counters() -> None:
+        raise RuntimeError("no QMP here")
+
+    machine = SimpleNamespace(is_running=lambda: True)
+    return SimpleNamespace(
+        fault=None,
+        machine=machine,
+        sh=lambda cmd, **_: "[    3.000000] a line of the test\n",
+        injector=SimpleNamespace(counters=counters),
+        **kw,
+    )
+
+
+def test_the_agents_messages_start_after_the_tests_own_reset(tmp_path: Path) -> None:
+    rx = tmp_path / "agent.rx.jsonl"
+    rx.write_text('{"type": "reply", "id": 1, "said": "the previous test"}\n')
+    # the session guest's diagnostics start before the test's setup resets the agent
+    d = GuestDiagnostics(fake_guest(), rx, rx.stat().st_size)
+    with rx.open("a") as f:  # the reset's own reply, still the previous test's story
+        f.write('{"type": "reply", "id": 2, "said": "the reset"}\n')
+    d.mark(2_000_000_000)
+    with rx.open("a") as f:
+        f.write('{"type": "event", "said": "the test itself"}\n')
+    text, files = d.collect(tmp_path / "test")
+    agent = text.split("--- the agent's last messages", 1)[1]
+    assert "the test itself" in agent, agent
+    assert "the reset" not in agent and "the previous test" not in agent, agent
+    assert [f.name for f in files] == ["dmesg.log"]
+
+
+def test_a_guest_closed_at_the_tests_end_is_said_so(tmp_path: Path) -> None:
+    g = fake_guest()
+    g.machine = None
+    text, files = GuestDiagnostics(g, None, 0).collect(tmp_path)
+    assert text.startswith("the guest was stopped at the test's end"), text
+    assert files == []

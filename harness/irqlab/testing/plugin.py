@@ -7,7 +7,8 @@ Options (each falls back to its environment variable, then the default):
 ``--irqlab-accel kvm|tcg|auto`` ($IRQLAB_ACCEL), ``--irqlab-image debian|buildroot``
 ($IRQLAB_IMAGE), ``--irqlab-log-dir DIR`` ($IRQLAB_LOG_DIR, then the ini option
 ``irqlab_log_dir`` relative to the rootdir; default ``<rootdir>/.irqlab/logs``, one
-``pytest-<stamp>-<pid>`` directory per run, the newest ten kept).
+``pytest-<stamp>-<pid>`` directory per run, the newest ten kept and ten more that did
+not pass; ``latest`` links to the newest).
 
 Device level (a QEMU under the qtest accelerator, no guest):
 ``irqlab_qemu``, ``irqlab_accel``, ``irqlab_qtest_factory``, ``irqlab_qtest_machine``,
@@ -177,7 +178,8 @@ def irqlab_log_dir(request: pytest.FixtureRequest) -> Path:
     """This run's log directory (``<log dir>/pytest-<stamp>-<pid>``, and ``<worker id>/``
     below it in a pytest-xdist worker; the log dir is ``--irqlab-log-dir``,
     $IRQLAB_LOG_DIR or ``<rootdir>/.irqlab/logs``); older runs beyond the newest ten
-    are removed."""
+    are removed, but for the newest ten that did not pass
+    (:func:`irqlab.paths.prune_logs`)."""
     from irqlab.testing.parallel import run_log_dir
     from irqlab.vm.machine import LogDirError
 

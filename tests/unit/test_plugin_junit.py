@@ -182,3 +182,29 @@ def test_a_failures_list_of_logs_has_dmesg_and_no_empty_file(
     props = [p.get("value") or "" for p in case_of(root, "test_fails").iter("property")]
     assert not any(v.endswith("console.log") for v in props), props
     assert any(v.endswith("dmesg.log") for v in props), props
+
+
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])
+def test_an_interrupted_run_names_the_test_and_its_logs(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, signal_name: str
+) -> None:
+    logs = pytester.path / "logs"
+    monkeypatch.setenv("IRQLAB_LOG_DIR", str(logs))
+    pytester.makepyfile(
+        test_stop=f"""
+        import os, signal, time
+
+        def test_first():
+            pass
+
+        def test_stopped(irqlab_log_dir):
+            (irqlab_log_dir / "test_stop.py_test_stopped").mkdir()
+            os.kill(os.getpid(), signal.{signal_name})
+            time.sleep(5)
+        """
+    )
+    r = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    text = r.stdout.str() + r.stderr.str()
+    (line,) = [ln for ln in text.splitlines() if "interrupted during" in ln]
+    assert "test_stop.py::test_stopped (its logs: " in line, text
+    assert line.rstrip(")").endswith("/test_stop.py_test_stopped"), line

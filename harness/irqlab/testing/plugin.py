@@ -221,13 +221,43 @@ def _node_log_root(node: pytest.Item, base: Path) -> Path:
 _RUNNING: list[pytest.Item] = []  # the test being run, for start_guest()'s logs
 
 
+_INTERRUPTED: list[pytest.Item] = []  # the test a Ctrl-C or SIGTERM stopped
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object]:
     _RUNNING.append(item)
     try:
         return (yield)
+    except KeyboardInterrupt:
+        _INTERRUPTED[:] = [item]
+        raise
     finally:
         _RUNNING.pop()
+
+
+def interrupted_line(item: pytest.Item) -> str:
+    """What a stopped run says of the test it stopped: its id and its log directory
+    (pytest's own summary names only the signal handler's line)."""
+    from irqlab.testing.parallel import run_log_dir
+
+    try:
+        logs = _node_log_root(item, run_log_dir(item.config))
+    except Exception as e:  # the line, whatever the log directory's state
+        where = f"its log directory unknown ({e})"
+    else:
+        where = (
+            f"its logs: {logs}"
+            if logs.exists()
+            else f"no logs of its own; the run's: {logs.parent}"
+        )
+    return f"irqlab: the run was interrupted during {item.nodeid} ({where})"
+
+
+def pytest_keyboard_interrupt(excinfo: pytest.ExceptionInfo[BaseException]) -> None:
+    if _INTERRUPTED:
+        item = _INTERRUPTED.pop()
+        _terminal_sink(item.config)(interrupted_line(item))
 
 
 @pytest.fixture

@@ -46,3 +46,18 @@ def test_a_guest_closed_at_the_tests_end_is_said_so(tmp_path: Path) -> None:
     text, files = GuestDiagnostics(g, None, 0).collect(tmp_path)
     assert text.startswith("the guest was stopped at the test's end"), text
     assert files == []
+
+
+def test_a_tainted_guest_is_said_so_with_the_first_report(tmp_path: Path) -> None:
+    g = fake_guest()
+    log = "[    1.000000] WARNING: CPU: 0 PID: 9 at x.c:1 f+0x1/0x2\n[    3.000000] later\n"
+    g.sh = lambda cmd, **_: log + "\n" + str((1 << 9) | (1 << 12))  # W and O
+    d = GuestDiagnostics(g, None, 0)
+    d.mark(2_000_000_000)  # the test started after the WARN: its slice has none of it
+    text, _ = d.collect(tmp_path)
+    assert "(since 2.000 s guest time: 1 lines" in text, text
+    assert "--- the guest kernel is tainted: W (warning issued, bit 9)\n" in text, text
+    assert "first report in its kernel log: [    1.000000] WARNING: CPU: 0" in text, text
+    assert "out-of-tree" not in text  # expected: our module's
+    g.sh = lambda cmd, **_: "[    3.000000] later\n\n" + str(1 << 12)
+    assert "kernel is tainted" not in GuestDiagnostics(g, None, 0).collect(tmp_path)[0]

@@ -125,7 +125,8 @@ class GuestDiagnostics:
         if since is None and self.rx_log is not None:
             since = heartbeat_before(self.rx_log, self.rx_offset)
         try:
-            text = g.sh("dmesg", timeout=10, check=False)
+            out = g.sh("dmesg; echo; cat /proc/sys/kernel/tainted", timeout=10, check=False)
+            text, tainted = _split_tainted(out)
             lines = dmesg_since(text, since)
             dest.mkdir(parents=True, exist_ok=True)
             log = dest / "dmesg.log"
@@ -138,6 +139,9 @@ class GuestDiagnostics:
                 f"--- guest kernel log ({when}: {len(lines)} lines{cut}; {log})\n"
                 + ("\n".join(shown) or "(nothing)")
             )
+            note = taint_note(text, tainted)
+            if note:
+                parts.append(note)
         except Exception as e:  # a diagnostic must not hide the test's own failure
             parts.append(f"--- guest kernel log: unavailable ({e})")
         try:
@@ -162,6 +166,39 @@ class GuestDiagnostics:
                 + ("\n".join(msgs) or "(none since the test started)")
             )
         return "\n".join(parts), files
+
+
+def _split_tainted(out: str) -> tuple[str, int | None]:
+    """``dmesg; echo; cat /proc/sys/kernel/tainted``'s output -> (log, taint mask; None
+    when the last line is no number)."""
+    log, _, last = out.rstrip().rpartition("\n")
+    try:
+        return log, int(last)
+    except ValueError:
+        return out, None
+
+
+def taint_note(log: str, tainted: int | None) -> str | None:
+    """A failure's line on a guest kernel tainted beyond an out-of-tree or unsigned
+    module's taint (a WARN or an oops during an earlier, passing test of the shared
+    guest taints it for good): the flags, and the first report left in *log* (the whole
+    kernel log: when it was first seen).  None when it is not."""
+    from irqlab.vm.kernlog import EXPECTED_TAINT, KERNEL_SPLAT, taint_name
+
+    bad = (tainted or 0) & ~EXPECTED_TAINT
+    if not bad:
+        return None
+    names = ", ".join(taint_name(bit) for bit in range(bad.bit_length()) if bad >> bit & 1)
+    first = next((ln for ln in log.splitlines() if KERNEL_SPLAT.search(ln)), None)
+    seen = (
+        f"first report in its kernel log: {first.strip()}"
+        if first is not None
+        else "no report of it left in its kernel log (overwritten or cleared)"
+    )
+    return (
+        f"--- the guest kernel is tainted: {names}\n{seen}\n"
+        "(a taint lasts for the guest's life: it may come from an earlier test)"
+    )
 
 
 def _newest(recipe: str, holding: str = "", suffix: str = "") -> Path | None:

@@ -145,3 +145,24 @@ def test_taint_bits_are_named_by_the_kernels_letters() -> None:
     expected = [TAINT_FLAGS[b][0] for b in range(len(TAINT_FLAGS)) if EXPECTED_TAINT >> b & 1]
     assert expected == ["O", "E"]
     assert "".join(letter for letter, _ in TAINT_FLAGS) == "PFSRMBUDAWCIOELKXTN"
+
+
+def test_the_report_quotes_the_first_trace_to_its_end() -> None:
+    """A WARN's call trace is longer than 30 lines under a debug kernel: the quote
+    stopped mid-trace; it goes on to the "---[ end trace" line, within a bound."""
+    trace = [f"[ 4.{i:02d}]  frame_{i}+0x1/0x2" for i in range(40)]
+    log = CLEAN + "\n".join(
+        [
+            "[ 4.00] WARNING: CPU: 0 PID: 1 at x.c:1 f",
+            "[ 4.00] Call Trace:",
+            *trace,
+            "[ 4.99] ---[ end trace 0000000000000000 ]---",
+            "[ 5.00] an unrelated line after it",
+        ]
+    )
+    around = kernel_report("p", log, kernel_splats(log)).split("around the first one\n")[1]
+    assert around.splitlines()[-1].endswith("---[ end trace 0000000000000000 ]---"), around
+    assert "frame_39" in around and "unrelated" not in around
+    endless = CLEAN + "[ 4.00] WARNING: CPU: 0\n" + "\n".join(trace * 10)
+    around = kernel_report("p", endless, kernel_splats(endless)).split("first one\n")[1]
+    assert len(around.splitlines()) == 3 + 1 + 30  # no end in sight: as before

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -107,7 +108,9 @@ class _LogGuest:
 WARN = "[ 4.31] WARNING: CPU: 0 PID: 185 at fs/proc/generic.c:740 remove_proc_entry"
 
 
-def test_one_read_and_scan_serves_every_check(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_one_read_and_scan_serves_every_check(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     """kernel_problems reads the log, scans it and reports it, for the snapshot's
     refusal, the per-test check (the plugin) and check_guest_kernel_log alike."""
     from irqlab.testing import helpers, plugin
@@ -128,10 +131,14 @@ def test_one_read_and_scan_serves_every_check(monkeypatch: pytest.MonkeyPatch) -
     bad_guest = SimpleNamespace(
         sh=bad.sh, fault=None, ssh=object(), machine=SimpleNamespace(is_running=lambda: True)
     )
+    log = tmp_path / "test" / "dmesg.log"
     with pytest.raises(pytest.fail.Exception) as failed:
-        plugin._check_kernel_log(bad_guest)  # type: ignore[arg-type]
-    assert str(failed.value).startswith("the guest kernel reported problems during the test")
-    assert str(failed.value).endswith(problems.report("x").partition("\n")[2])
+        plugin._check_kernel_log(bad_guest, "the lead", log)  # type: ignore[arg-type]
+    assert str(failed.value).startswith("the lead:\n")
+    report, _, whole = str(failed.value).rpartition("\n")
+    assert report.endswith(problems.report("x").partition("\n")[2])
+    assert whole == f"(the whole kernel log: {log})"  # a quiet guest's console has none
+    assert log.read_text() == CLEAN + WARN + "\n"
     assert KMEMLEAK not in bad.commands[-1]  # not after every test: slow under TCG
 
 

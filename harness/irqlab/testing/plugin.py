@@ -68,6 +68,7 @@ _MACHINES = pytest.StashKey[list[Machine]]()
 _GUEST_LOGS = pytest.StashKey[tuple[LogSlicer, Path]]()
 _DIAGNOSTICS = pytest.StashKey[list[tuple[GuestDiagnostics, Path]]]()
 _CALL_FAILED = pytest.StashKey[bool]()  # the test's own call failed (set by makereport)
+_MORE_LOGS = pytest.StashKey[list[Path]]()  # more of a test's logs (a kernel log check's)
 _DIAGNOSED = pytest.StashKey[bool]()  # a failure of the test's reported its diagnostics
 FRESH_DIR = "fresh"  # a test's own guest's diagnostics, in the test's log directory
 # the session guest's replacements so far, each said as a line with the test file it
@@ -110,10 +111,20 @@ _OPTIONS = (  # (option, environment variable, help)
 )
 
 
+CHECK_KERNEL_LOG_INI = "irqlab_check_kernel_log"
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("irqlab", "irqlab (QEMU interrupt test harness)")
     for option, env, text in _OPTIONS:
         group.addoption(option, default=None, help=f"{text}; falls back to ${env}")
+    parser.addini(
+        CHECK_KERNEL_LOG_INI,
+        "check the session guest's kernel log at the session's end: a WARN, BUG, oops "
+        "or an unexpected taint is an error (default true)",
+        type="bool",
+        default=True,
+    )
     parser.addini(
         "irqlab_log_dir",
         "irqlab's log directory, relative to the rootdir (after --irqlab-log-dir and "
@@ -385,11 +396,16 @@ def start_uio_generic_guest(config: GuestConfig) -> Iterator[Guest]:
 
 
 @pytest.fixture(scope="session")
-def irqlab_guest(irqlab_log_dir: Path) -> Generator[Guest, None, None]:
+def irqlab_guest(
+    request: pytest.FixtureRequest, irqlab_log_dir: Path
+) -> Generator[Guest, None, None]:
     """One guest for the whole session, restored from the ready-state snapshot (or
     cold-booted, and saved as the snapshot, when there is none: the first of several
     xdist workers boots, the others wait for its snapshot); tests share it through a
-    soft reset.  A save that fails (a full cache) leaves the booted guest in use."""
+    soft reset.  A save that fails (a full cache) leaves the booted guest in use.  At
+    the session's end its kernel log is checked (a WARN, BUG, oops or an unexpected
+    taint during any test, one that passed too, is an error of the last test's
+    teardown; the ini option ``irqlab_check_kernel_log = false`` turns it off)."""
     from irqlab.testing.parallel import worker_id
     from irqlab.vm.guest import GuestConfig
 
@@ -399,6 +415,12 @@ def irqlab_guest(irqlab_log_dir: Path) -> Generator[Guest, None, None]:
     g = start_guest(config)  # a missing prerequisite fails with its name
     try:
         yield g
+        if request.config.getini(CHECK_KERNEL_LOG_INI):
+            lead = (
+                f"the session guest's kernel reported problems during this session's tests "
+                f"(not checked with the ini option {CHECK_KERNEL_LOG_INI} = false)"
+            )
+            _check_kernel_log(g, lead, irqlab_log_dir / "session-dmesg.log", scan_leaks=True)
     finally:
         g.close()
 
@@ -717,15 +739,23 @@ def irqlab_fresh_guest(
         )
         # a failed test has its story already: no second error, no wait on its guest
         if wanted and not request.node.stash.get(_CALL_FAILED, False):
-            _check_kernel_log(g)
+            lead = (
+                "the guest kernel reported problems during the test (a test that expects "
+                "them: @pytest.mark.irqlab(check_kernel_log=False))"
+            )
+            log = _test_log_root(request, irqlab_log_dir) / "dmesg.log"
+            request.node.stash.setdefault(_MORE_LOGS, []).append(log)
+            _check_kernel_log(g, lead, log)
     finally:
         g.close()
 
 
-def _check_kernel_log(g: Guest) -> None:
-    """Fail the test (at its teardown) when its own guest's kernel reported a bug: a
-    WARN(), BUG:, lockdep or KASAN report, an unexpected taint.  Not for a guest that
-    died or froze (the test met that itself, or caused it: the fault stays the story)."""
+def _check_kernel_log(g: Guest, lead: str, log: Path, *, scan_leaks: bool = False) -> None:
+    """Fail the test (at its teardown) when *g*'s kernel reported a bug: a WARN(), BUG:,
+    lockdep or KASAN report, an unexpected taint; the whole kernel log is then written
+    to *log* (a ``quiet`` guest's console has none of it).  Not for a guest that died
+    or froze (the test met that itself, or caused it: the fault stays the story).
+    *scan_leaks*: a kmemleak scan first (slow under TCG: once a session)."""
     from paramiko import SSHException
 
     from irqlab.vm.kernlog import kernel_problems
@@ -733,16 +763,17 @@ def _check_kernel_log(g: Guest) -> None:
     if g.fault is not None or g.ssh is None or g.machine is None or not g.machine.is_running():
         return
     try:
-        # no kmemleak scan (slow under TCG): a session's end scans the shared guest
-        problems = kernel_problems(g, scan_leaks=False)
+        problems = kernel_problems(g, scan_leaks=scan_leaks)
     except (IrqlabError, SSHException, OSError, EOFError, ValueError):  # it died or stopped
         return  # answering as the test ended (SSH's own errors too): that is its story
     if problems:
-        lead = (
-            "the guest kernel reported problems during the test (a test that expects "
-            "them: @pytest.mark.irqlab(check_kernel_log=False))"
-        )
-        pytest.fail(problems.report(lead), pytrace=False)
+        try:
+            log.parent.mkdir(parents=True, exist_ok=True)
+            log.write_text(problems.log + "\n")
+            whole = f"\n(the whole kernel log: {log})"
+        except OSError as e:
+            whole = f"\n(the whole kernel log {_unsaved(log, e)})"
+        pytest.fail(problems.report(lead) + whole, pytrace=False)
 
 
 @pytest.fixture
@@ -1129,7 +1160,7 @@ def pytest_runtest_makereport(
         )
     for title, text in diagnosed:
         _add_section(report, title, text)
-    saved += [f for f in diag_files if _has_data(f)]
+    saved += [f for f in [*diag_files, *item.stash.get(_MORE_LOGS, [])] if _has_data(f)]
     # log paths as JUnit properties (the junitxml plugin writes the teardown report's),
     # relative to the log directory (the run's property irqlab_log_dir): the same
     # after the logs were downloaded elsewhere

@@ -88,10 +88,19 @@ def test_failure_report_has_dmesg_counters_and_agent_messages(
     assert "Linux version" not in out, "the kernel log is this test's slice, not the boot"
     assert "raised=1 delivered=1 acked=1" in out
     assert '"path":"read"' in out.replace(" ", "")  # the agent's event, as it sent it
-    props = [
-        p.get("value", "")
-        for p in ET.parse(junit).getroot().iter("property")
-        if p.get("name") == "irqlab_log"
-    ]
+    root = ET.parse(junit).getroot()
+    props = [p.get("value", "") for p in root.iter("property") if p.get("name") == "irqlab_log"]
     assert any(v.endswith("dmesg.log") for v in props), props
-    assert any(v.endswith("console.log") for v in props), props
+    # relative to the log directory the run names once: valid in a downloaded copy
+    assert all(v.startswith("pytest-") for v in props), props
+    (log_dir,) = [
+        p.get("value") for p in root.iter("property") if p.get("name") == "irqlab_log_dir"
+    ]
+    assert all((pytester.path / "logs" / v).exists() for v in props), (log_dir, props)
+    # the diagnostics are in the JUnit file, not only on the terminal
+    (case,) = [c for c in root.iter("testcase") if c.get("name") == "test_fails_after_kernel_lines"]
+    failure = case.find("failure")
+    assert failure is not None and failure.text is not None
+    assert "irqlab diagnostics of the session guest ('e2e')" in failure.text, failure.text
+    assert "irqlab-test: during the failing test" in failure.text, failure.text
+    assert "raised=1 delivered=1 acked=1" in failure.text, failure.text

@@ -61,3 +61,11 @@ def test_a_tainted_guest_is_said_so_with_the_first_report(tmp_path: Path) -> Non
     assert "out-of-tree" not in text  # expected: our module's
     g.sh = lambda cmd, **_: "[    3.000000] later\n\n" + str(1 << 12)
     assert "kernel is tainted" not in GuestDiagnostics(g, None, 0).collect(tmp_path)[0]
+
+
+def test_a_slice_of_no_kernel_lines_is_an_empty_file(tmp_path: Path) -> None:
+    """The failure's list of logs leaves out empty files: a dmesg.log of "\\n" was in it."""
+    d = GuestDiagnostics(fake_guest(), None, 0)
+    d.mark(9_000_000_000)  # after the guest's only line
+    text, (log,) = d.collect(tmp_path)
+    assert "0 lines" in text and log.read_bytes() == b""

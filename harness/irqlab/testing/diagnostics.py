@@ -130,7 +130,7 @@ class GuestDiagnostics:
             lines = dmesg_since(text, since)
             dest.mkdir(parents=True, exist_ok=True)
             log = dest / "dmesg.log"
-            log.write_text("\n".join(lines) + "\n")
+            log.write_text("".join(f"{line}\n" for line in lines))  # none: empty, unlisted
             files.append(log)
             when = f"since {since:.3f} s guest time" if since is not None else "all of it"
             shown = lines[-DMESG_LINES:]

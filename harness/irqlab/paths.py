@@ -141,16 +141,35 @@ def packaged_file(name: str, repo_rel: str) -> Path:
     raise FileNotFoundError(f"{repo_rel} not found in the checkout or in {_PKG_DIR / 'data'}")
 
 
+RUN_OUTCOME = "outcome"  # a pytest run directory's file: "passed" or "failed ..."
+LATEST_RUN = "latest"  # the log directory's symlink to the newest pytest run
+
+
+def run_passed(run: Path) -> bool:
+    """Whether the pytest run directory *run* says its run passed (one that failed, was
+    interrupted or never finished has no ``passed`` outcome)."""
+    try:
+        return (run / RUN_OUTCOME).read_text().split(maxsplit=1)[:1] == ["passed"]
+    except OSError:
+        return False
+
+
 def prune_logs(
-    root: Path | None = None, *, keep_runs: int | None = 10, keep_other: int = 50
+    root: Path | None = None,
+    *,
+    keep_runs: int | None = 10,
+    keep_failed: int = 10,
+    keep_other: int = 50,
 ) -> int:
     """Keep the newest *keep_runs* pytest run directories (``pytest-*``; None: leave them
-    all, a pytest controller prunes its own) and the newest *keep_other* other entries
-    (a library's or the CLI's guest runs, an agent's log files) in the log directory;
-    returns how many were removed.  ``build/`` (the recipes' logs) stays, and so does
-    anything whose name carries the pid of a process still running (a guest that runs
-    for hours writes into its files, not into its directory: by the directory's age it
-    looked old, and its logs went while it ran)."""
+    all, a pytest controller prunes its own), and beyond them the newest *keep_failed*
+    that did not pass (:func:`run_passed`: ten passing runs removed the failing one
+    whose logs were wanted), and the newest *keep_other* other entries (a library's or
+    the CLI's guest runs, an agent's log files) in the log directory; returns how many
+    were removed.  ``build/`` (the recipes' logs) and the ``latest`` link stay, and so
+    does anything whose name carries the pid of a process still running (a guest that
+    runs for hours writes into its files, not into its directory: by the directory's
+    age it looked old, and its logs went while it ran)."""
     import shutil
 
     base = root if root is not None else log_dir()
@@ -165,8 +184,14 @@ def prune_logs(
 
     entries = sorted(base.iterdir(), key=mtime, reverse=True)
     runs = [p for p in entries if p.is_dir() and p.name.startswith("pytest-")]
-    other = [p for p in entries if not p.name.startswith("pytest-") and p.name != "build"]
-    doomed = (runs[keep_runs:] if keep_runs is not None else []) + other[keep_other:]
+    other = [
+        p
+        for p in entries
+        if not p.name.startswith("pytest-") and p.name not in ("build", LATEST_RUN)
+    ]
+    older = runs[keep_runs:] if keep_runs is not None else []
+    kept_failed = [p for p in older if not run_passed(p)][:keep_failed]
+    doomed = [p for p in older if p not in kept_failed] + other[keep_other:]
     doomed = [p for p in doomed if not _owner_runs(p.name)]
     for p in doomed:
         if p.is_dir():

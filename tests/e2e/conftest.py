@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 
-from irqlab.testing.helpers import check_guest_kernel_log
 from irqlab.vm.guest import Guest
 
 
@@ -38,18 +37,6 @@ def ring_size(irqlab_guest: Guest) -> Iterator[Callable[[int], int]]:
 
     yield set_size
     irqlab_guest.sh(f"echo {old} > {param}")
-
-
-@pytest.fixture(scope="session", autouse=True)
-def guest_kernel_log_clean(irqlab_guest: Guest) -> Iterator[None]:
-    """After the suite: the session guest's kernel log holds no splat (BUG:, WARNING:,
-    KASAN:, lockdep, kmemleak, Oops, ...) and no unexpected taint; a report fails the
-    session (an error in the teardown of the last test).  The guest checked is the one
-    running at the end: a session guest a fault test killed and the plugin replaced is
-    not (its fault is what that test provoked); a fresh guest's log is checked after
-    its own test (the plugin, ``check_kernel_log``)."""
-    yield
-    check_guest_kernel_log(irqlab_guest)
 
 
 def _aarch64_built() -> bool:

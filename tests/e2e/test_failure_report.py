@@ -88,10 +88,53 @@ def test_failure_report_has_dmesg_counters_and_agent_messages(
     assert "Linux version" not in out, "the kernel log is this test's slice, not the boot"
     assert "raised=1 delivered=1 acked=1" in out
     assert '"path":"read"' in out.replace(" ", "")  # the agent's event, as it sent it
-    props = [
-        p.get("value", "")
-        for p in ET.parse(junit).getroot().iter("property")
-        if p.get("name") == "irqlab_log"
-    ]
+    root = ET.parse(junit).getroot()
+    props = [p.get("value", "") for p in root.iter("property") if p.get("name") == "irqlab_log"]
     assert any(v.endswith("dmesg.log") for v in props), props
-    assert any(v.endswith("console.log") for v in props), props
+    # relative to the log directory the run names once: valid in a downloaded copy
+    assert all(v.startswith("pytest-") for v in props), props
+    (log_dir,) = [
+        p.get("value") for p in root.iter("property") if p.get("name") == "irqlab_log_dir"
+    ]
+    assert all((pytester.path / "logs" / v).exists() for v in props), (log_dir, props)
+    # the diagnostics are in the JUnit file, not only on the terminal
+    (case,) = [c for c in root.iter("testcase") if c.get("name") == "test_fails_after_kernel_lines"]
+    failure = case.find("failure")
+    assert failure is not None and failure.text is not None
+    assert "irqlab diagnostics of the session guest ('e2e')" in failure.text, failure.text
+    assert "irqlab-test: during the failing test" in failure.text, failure.text
+    assert "raised=1 delivered=1 acked=1" in failure.text, failure.text
+
+
+TAINTING_TESTS = """
+def test_01_taints_the_guest_and_passes(irqlab_guest):
+    irqlab_guest.sh(
+        "echo 'irqlab-test: tainting' > /dev/kmsg; echo 512 > /proc/sys/kernel/tainted"
+    )
+
+
+def test_02_fails(irqlab_guest):
+    assert irqlab_guest.sh("echo hi").strip() == "bye"
+"""
+
+
+def test_a_taint_from_a_passing_test_is_reported(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A WARN (a taint) in the shared guest during a passing test: a later failure's
+    diagnostics say the kernel is tainted, and the session's end fails on it, in a
+    user's project with no check of its own."""
+    monkeypatch.setenv("IRQLAB_CACHE_DIR", str(CACHE))
+    monkeypatch.setenv("IRQLAB_LOG_DIR", str(pytester.path / "logs"))
+    pytester.makepyfile(TAINTING_TESTS)
+    r = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    r.assert_outcomes(passed=1, failed=1, errors=1)  # the error: the session's end
+    out = r.stdout.str()
+    failing = out.split("_ test_02_fails _", 1)[1]
+    assert "--- the guest kernel is tainted: W (warning issued, bit 9)" in failing, out
+    assert "the session guest's kernel reported problems during this session" in out, out
+    (log,) = (pytester.path / "logs").glob("pytest-*/session-dmesg.log")
+    assert "irqlab-test: tainting" in log.read_text()
+    pytester.makeini("[pytest]\nirqlab_check_kernel_log = false\n")
+    r = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    r.assert_outcomes(passed=1, failed=1)  # turned off: no error at the end

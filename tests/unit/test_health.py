@@ -143,6 +143,7 @@ def test_prune_logs_keeps_the_newest_runs(tmp_path: Path) -> None:
     for i in range(5):
         d = tmp_path / f"pytest-2026120{i}-000000-{GONE}"
         d.mkdir()
+        (d / paths.RUN_OUTCOME).write_text("passed\n")  # a failed one is kept longer
         os.utime(d, (time.time() - 100 + i, time.time() - 100 + i))
     (tmp_path / "e2e-x").mkdir()
     assert paths.prune_logs(tmp_path, keep_runs=2) == 3

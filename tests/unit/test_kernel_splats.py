@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -107,7 +108,9 @@ class _LogGuest:
 WARN = "[ 4.31] WARNING: CPU: 0 PID: 185 at fs/proc/generic.c:740 remove_proc_entry"
 
 
-def test_one_read_and_scan_serves_every_check(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_one_read_and_scan_serves_every_check(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     """kernel_problems reads the log, scans it and reports it, for the snapshot's
     refusal, the per-test check (the plugin) and check_guest_kernel_log alike."""
     from irqlab.testing import helpers, plugin
@@ -128,10 +131,14 @@ def test_one_read_and_scan_serves_every_check(monkeypatch: pytest.MonkeyPatch) -
     bad_guest = SimpleNamespace(
         sh=bad.sh, fault=None, ssh=object(), machine=SimpleNamespace(is_running=lambda: True)
     )
+    log = tmp_path / "test" / "dmesg.log"
     with pytest.raises(pytest.fail.Exception) as failed:
-        plugin._check_kernel_log(bad_guest)  # type: ignore[arg-type]
-    assert str(failed.value).startswith("the guest kernel reported problems during the test")
-    assert str(failed.value).endswith(problems.report("x").partition("\n")[2])
+        plugin._check_kernel_log(bad_guest, "the lead", log)  # type: ignore[arg-type]
+    assert str(failed.value).startswith("the lead:\n")
+    report, _, whole = str(failed.value).rpartition("\n")
+    assert report.endswith(problems.report("x").partition("\n")[2])
+    assert whole == f"(the whole kernel log: {log})"  # a quiet guest's console has none
+    assert log.read_text() == CLEAN + WARN + "\n"
     assert KMEMLEAK not in bad.commands[-1]  # not after every test: slow under TCG
 
 
@@ -145,3 +152,24 @@ def test_taint_bits_are_named_by_the_kernels_letters() -> None:
     expected = [TAINT_FLAGS[b][0] for b in range(len(TAINT_FLAGS)) if EXPECTED_TAINT >> b & 1]
     assert expected == ["O", "E"]
     assert "".join(letter for letter, _ in TAINT_FLAGS) == "PFSRMBUDAWCIOELKXTN"
+
+
+def test_the_report_quotes_the_first_trace_to_its_end() -> None:
+    """A WARN's call trace is longer than 30 lines under a debug kernel: the quote
+    stopped mid-trace; it goes on to the "---[ end trace" line, within a bound."""
+    trace = [f"[ 4.{i:02d}]  frame_{i}+0x1/0x2" for i in range(40)]
+    log = CLEAN + "\n".join(
+        [
+            "[ 4.00] WARNING: CPU: 0 PID: 1 at x.c:1 f",
+            "[ 4.00] Call Trace:",
+            *trace,
+            "[ 4.99] ---[ end trace 0000000000000000 ]---",
+            "[ 5.00] an unrelated line after it",
+        ]
+    )
+    around = kernel_report("p", log, kernel_splats(log)).split("around the first one\n")[1]
+    assert around.splitlines()[-1].endswith("---[ end trace 0000000000000000 ]---"), around
+    assert "frame_39" in around and "unrelated" not in around
+    endless = CLEAN + "[ 4.00] WARNING: CPU: 0\n" + "\n".join(trace * 10)
+    around = kernel_report("p", endless, kernel_splats(endless)).split("first one\n")[1]
+    assert len(around.splitlines()) == 3 + 1 + 30  # no end in sight: as before

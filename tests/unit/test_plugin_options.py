@@ -456,9 +456,10 @@ def test_the_kernel_log_check_is_quiet_for_a_guest_that_stops_answering(
     guest = SimpleNamespace(
         fault=None, ssh=object(), machine=SimpleNamespace(is_running=lambda: True)
     )
-    plugin._check_kernel_log(guest)  # type: ignore[arg-type]
+    log = Path("/nonexistent/dmesg.log")  # never written: nothing to report
+    plugin._check_kernel_log(guest, "lead", log)  # type: ignore[arg-type]
     error = paramiko.SSHException("no session")  # paramiko's own: not an OSError
-    plugin._check_kernel_log(guest)  # type: ignore[arg-type]
+    plugin._check_kernel_log(guest, "lead", log)  # type: ignore[arg-type]
 
 
 def test_a_workers_notice_starts_a_line_of_its_own(capsys: pytest.CaptureFixture[str]) -> None:

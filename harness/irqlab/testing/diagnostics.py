@@ -93,9 +93,12 @@ class GuestDiagnostics:
 
     def mark(self, reset_at_ns: int | None) -> None:
         """The test's setup reset the guest's agent at *reset_at_ns* (guest time): its
-        part of the kernel log starts there."""
+        part of the kernel log starts there, and its part of the agent's messages after
+        the reset (before it: the previous test's replies)."""
         if reset_at_ns is not None and self.since is None:
             self.since = reset_at_ns / 1e9
+            if self.rx_log is not None:
+                self.rx_offset = max(self.rx_offset, file_size(self.rx_log))
 
     @classmethod
     def start(cls, guest: Guest) -> GuestDiagnostics:
@@ -114,17 +117,20 @@ class GuestDiagnostics:
         parts: list[str] = []
         files: list[Path] = []
         g = self.guest
+        if g.fault is None and g.machine is None:  # a test's own, closed at its end
+            return "the guest was stopped at the test's end: its logs are listed", files
         if g.fault is not None or g.machine is None or not g.machine.is_running():
             return "the guest is gone: no kernel log or counters (see the failure)", files
         since = self.since if self.since is not None else self.estimate
         if since is None and self.rx_log is not None:
             since = heartbeat_before(self.rx_log, self.rx_offset)
         try:
-            text = g.sh("dmesg", timeout=10, check=False)
+            out = g.sh("dmesg; echo; cat /proc/sys/kernel/tainted", timeout=10, check=False)
+            text, tainted = _split_tainted(out)
             lines = dmesg_since(text, since)
             dest.mkdir(parents=True, exist_ok=True)
             log = dest / "dmesg.log"
-            log.write_text("\n".join(lines) + "\n")
+            log.write_text("".join(f"{line}\n" for line in lines))  # none: empty, unlisted
             files.append(log)
             when = f"since {since:.3f} s guest time" if since is not None else "all of it"
             shown = lines[-DMESG_LINES:]
@@ -133,6 +139,9 @@ class GuestDiagnostics:
                 f"--- guest kernel log ({when}: {len(lines)} lines{cut}; {log})\n"
                 + ("\n".join(shown) or "(nothing)")
             )
+            note = taint_note(text, tainted)
+            if note:
+                parts.append(note)
         except Exception as e:  # a diagnostic must not hide the test's own failure
             parts.append(f"--- guest kernel log: unavailable ({e})")
         try:
@@ -157,6 +166,39 @@ class GuestDiagnostics:
                 + ("\n".join(msgs) or "(none since the test started)")
             )
         return "\n".join(parts), files
+
+
+def _split_tainted(out: str) -> tuple[str, int | None]:
+    """``dmesg; echo; cat /proc/sys/kernel/tainted``'s output -> (log, taint mask; None
+    when the last line is no number)."""
+    log, _, last = out.rstrip().rpartition("\n")
+    try:
+        return log, int(last)
+    except ValueError:
+        return out, None
+
+
+def taint_note(log: str, tainted: int | None) -> str | None:
+    """A failure's line on a guest kernel tainted beyond an out-of-tree or unsigned
+    module's taint (a WARN or an oops during an earlier, passing test of the shared
+    guest taints it for good): the flags, and the first report left in *log* (the whole
+    kernel log: when it was first seen).  None when it is not."""
+    from irqlab.vm.kernlog import EXPECTED_TAINT, KERNEL_SPLAT, taint_name
+
+    bad = (tainted or 0) & ~EXPECTED_TAINT
+    if not bad:
+        return None
+    names = ", ".join(taint_name(bit) for bit in range(bad.bit_length()) if bad >> bit & 1)
+    first = next((ln for ln in log.splitlines() if KERNEL_SPLAT.search(ln)), None)
+    seen = (
+        f"first report in its kernel log: {first.strip()}"
+        if first is not None
+        else "no report of it left in its kernel log (overwritten or cleared)"
+    )
+    return (
+        f"--- the guest kernel is tainted: {names}\n{seen}\n"
+        "(a taint lasts for the guest's life: it may come from an earlier test)"
+    )
 
 
 def _newest(recipe: str, holding: str = "", suffix: str = "") -> Path | None:

@@ -99,8 +99,38 @@ def run_log_dir(config: pytest.Config) -> Path:
         from irqlab.vm.machine import LogDirError
 
         raise LogDirError.cannot_make("the test run's log directory", d.parent, e) from None
+    if workerinput is None:
+        _link_latest(d)
     _ignore_default_logs(config, d)
     return d
+
+
+def _link_latest(run: Path) -> None:
+    """``<log dir>/latest`` -> this run's directory (replaced at once: never missing for
+    a reader; a filesystem without symlinks has none)."""
+    link = run.parent / paths.LATEST_RUN
+    tmp = run.parent / f".{paths.LATEST_RUN}-{os.getpid()}"
+    with contextlib.suppress(OSError):
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(run.name, target_is_directory=True)
+        os.replace(tmp, link)
+
+
+def mark_outcome(config: pytest.Config, exitstatus: int) -> None:
+    """The controller's run directory (when the run made one) says how the run ended:
+    ``passed``, else how and the status: ``tests failed (exit status 1)``,
+    ``interrupted (exit status 2)``, ... (pruning keeps those in preference)."""
+    run = config.stash.get(_RUN_DIR, None)
+    if run is None or hasattr(config, "workerinput") or not run.is_dir():
+        return
+    try:
+        how = pytest.ExitCode(exitstatus).name.lower().replace("_", " ")
+    except ValueError:
+        how = "ended"
+    text = "passed" if exitstatus == 0 else f"{how} (exit status {int(exitstatus)})"
+    with contextlib.suppress(OSError):  # a full disk loses the mark, not the run
+        (run / paths.RUN_OUTCOME).write_text(text + "\n")
+    _link_latest(run)  # under xdist, the first time: its controller logs nothing itself
 
 
 DEFAULT_DIR = ".irqlab"  # under the rootdir: the default log directory's parent
@@ -345,6 +375,11 @@ class _WorkerCounts:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    _shard_status(session, exitstatus)
+    mark_outcome(session.config, session.exitstatus)
+
+
+def _shard_status(session: pytest.Session, exitstatus: int) -> None:
     """A shard left with no test while the others have some (more shards than tests)
     passes, and says so (pytest's status 5, "no tests collected", failed a CI job with
     nothing wrong); with nothing selected at all the status stays 5."""

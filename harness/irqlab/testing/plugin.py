@@ -7,7 +7,8 @@ Options (each falls back to its environment variable, then the default):
 ``--irqlab-accel kvm|tcg|auto`` ($IRQLAB_ACCEL), ``--irqlab-image debian|buildroot``
 ($IRQLAB_IMAGE), ``--irqlab-log-dir DIR`` ($IRQLAB_LOG_DIR, then the ini option
 ``irqlab_log_dir`` relative to the rootdir; default ``<rootdir>/.irqlab/logs``, one
-``pytest-<stamp>-<pid>`` directory per run, the newest ten kept).
+``pytest-<stamp>-<pid>`` directory per run, the newest ten kept and ten more that did
+not pass; ``latest`` links to the newest).
 
 Device level (a QEMU under the qtest accelerator, no guest):
 ``irqlab_qemu``, ``irqlab_accel``, ``irqlab_qtest_factory``, ``irqlab_qtest_machine``,
@@ -67,6 +68,9 @@ _MACHINES = pytest.StashKey[list[Machine]]()
 _GUEST_LOGS = pytest.StashKey[tuple[LogSlicer, Path]]()
 _DIAGNOSTICS = pytest.StashKey[list[tuple[GuestDiagnostics, Path]]]()
 _CALL_FAILED = pytest.StashKey[bool]()  # the test's own call failed (set by makereport)
+_MORE_LOGS = pytest.StashKey[list[Path]]()  # more of a test's logs (a kernel log check's)
+_DIAGNOSED = pytest.StashKey[bool]()  # a failure of the test's reported its diagnostics
+FRESH_DIR = "fresh"  # a test's own guest's diagnostics, in the test's log directory
 # the session guest's replacements so far, each said as a line with the test file it
 # came in ("" outside one), and the last test to take the session guest (its node id):
 # which test a death came after
@@ -107,10 +111,20 @@ _OPTIONS = (  # (option, environment variable, help)
 )
 
 
+CHECK_KERNEL_LOG_INI = "irqlab_check_kernel_log"
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("irqlab", "irqlab (QEMU interrupt test harness)")
     for option, env, text in _OPTIONS:
         group.addoption(option, default=None, help=f"{text}; falls back to ${env}")
+    parser.addini(
+        CHECK_KERNEL_LOG_INI,
+        "check the session guest's kernel log at the session's end: a WARN, BUG, oops "
+        "or an unexpected taint is an error (default true)",
+        type="bool",
+        default=True,
+    )
     parser.addini(
         "irqlab_log_dir",
         "irqlab's log directory, relative to the rootdir (after --irqlab-log-dir and "
@@ -175,7 +189,8 @@ def irqlab_log_dir(request: pytest.FixtureRequest) -> Path:
     """This run's log directory (``<log dir>/pytest-<stamp>-<pid>``, and ``<worker id>/``
     below it in a pytest-xdist worker; the log dir is ``--irqlab-log-dir``,
     $IRQLAB_LOG_DIR or ``<rootdir>/.irqlab/logs``); older runs beyond the newest ten
-    are removed."""
+    are removed, but for the newest ten that did not pass
+    (:func:`irqlab.paths.prune_logs`)."""
     from irqlab.testing.parallel import run_log_dir
     from irqlab.vm.machine import LogDirError
 
@@ -217,13 +232,43 @@ def _node_log_root(node: pytest.Item, base: Path) -> Path:
 _RUNNING: list[pytest.Item] = []  # the test being run, for start_guest()'s logs
 
 
+_INTERRUPTED: list[pytest.Item] = []  # the test a Ctrl-C or SIGTERM stopped
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object]:
     _RUNNING.append(item)
     try:
         return (yield)
+    except KeyboardInterrupt:
+        _INTERRUPTED[:] = [item]
+        raise
     finally:
         _RUNNING.pop()
+
+
+def interrupted_line(item: pytest.Item) -> str:
+    """What a stopped run says of the test it stopped: its id and its log directory
+    (pytest's own summary names only the signal handler's line)."""
+    from irqlab.testing.parallel import run_log_dir
+
+    try:
+        logs = _node_log_root(item, run_log_dir(item.config))
+    except Exception as e:  # the line, whatever the log directory's state
+        where = f"its log directory unknown ({e})"
+    else:
+        where = (
+            f"its logs: {logs}"
+            if logs.exists()
+            else f"no logs of its own; the run's: {logs.parent}"
+        )
+    return f"irqlab: the run was interrupted during {item.nodeid} ({where})"
+
+
+def pytest_keyboard_interrupt(excinfo: pytest.ExceptionInfo[BaseException]) -> None:
+    if _INTERRUPTED:
+        item = _INTERRUPTED.pop()
+        _terminal_sink(item.config)(interrupted_line(item))
 
 
 @pytest.fixture
@@ -351,11 +396,16 @@ def start_uio_generic_guest(config: GuestConfig) -> Iterator[Guest]:
 
 
 @pytest.fixture(scope="session")
-def irqlab_guest(irqlab_log_dir: Path) -> Generator[Guest, None, None]:
+def irqlab_guest(
+    request: pytest.FixtureRequest, irqlab_log_dir: Path
+) -> Generator[Guest, None, None]:
     """One guest for the whole session, restored from the ready-state snapshot (or
     cold-booted, and saved as the snapshot, when there is none: the first of several
     xdist workers boots, the others wait for its snapshot); tests share it through a
-    soft reset.  A save that fails (a full cache) leaves the booted guest in use."""
+    soft reset.  A save that fails (a full cache) leaves the booted guest in use.  At
+    the session's end its kernel log is checked (a WARN, BUG, oops or an unexpected
+    taint during any test, one that passed too, is an error of the last test's
+    teardown; the ini option ``irqlab_check_kernel_log = false`` turns it off)."""
     from irqlab.testing.parallel import worker_id
     from irqlab.vm.guest import GuestConfig
 
@@ -365,6 +415,12 @@ def irqlab_guest(irqlab_log_dir: Path) -> Generator[Guest, None, None]:
     g = start_guest(config)  # a missing prerequisite fails with its name
     try:
         yield g
+        if request.config.getini(CHECK_KERNEL_LOG_INI):
+            lead = (
+                f"the session guest's kernel reported problems during this session's tests "
+                f"(not checked with the ini option {CHECK_KERNEL_LOG_INI} = false)"
+            )
+            _check_kernel_log(g, lead, irqlab_log_dir / "session-dmesg.log", scan_leaks=True)
     finally:
         g.close()
 
@@ -432,6 +488,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     safe = session.config.stash.get(_SAFE_RAISE, None)
     if safe is not None:
         safe.install_hook()
+    _junit_log_dir(session)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -685,7 +742,7 @@ def irqlab_fresh_guest(
     g = start_guest(fresh_guest_config(request, _test_log_root(request, irqlab_log_dir)))
     request.node.stash.setdefault(_MACHINES, []).append(g.machine)
     request.node.stash.setdefault(_DIAGNOSTICS, []).append(
-        (GuestDiagnostics.start(g), _test_log_root(request, irqlab_log_dir) / "fresh")
+        (GuestDiagnostics.start(g), _test_log_root(request, irqlab_log_dir) / FRESH_DIR)
     )
     try:
         yield g
@@ -695,15 +752,23 @@ def irqlab_fresh_guest(
         )
         # a failed test has its story already: no second error, no wait on its guest
         if wanted and not request.node.stash.get(_CALL_FAILED, False):
-            _check_kernel_log(g)
+            lead = (
+                "the guest kernel reported problems during the test (a test that expects "
+                "them: @pytest.mark.irqlab(check_kernel_log=False))"
+            )
+            log = _test_log_root(request, irqlab_log_dir) / "dmesg.log"
+            request.node.stash.setdefault(_MORE_LOGS, []).append(log)
+            _check_kernel_log(g, lead, log)
     finally:
         g.close()
 
 
-def _check_kernel_log(g: Guest) -> None:
-    """Fail the test (at its teardown) when its own guest's kernel reported a bug: a
-    WARN(), BUG:, lockdep or KASAN report, an unexpected taint.  Not for a guest that
-    died or froze (the test met that itself, or caused it: the fault stays the story)."""
+def _check_kernel_log(g: Guest, lead: str, log: Path, *, scan_leaks: bool = False) -> None:
+    """Fail the test (at its teardown) when *g*'s kernel reported a bug: a WARN(), BUG:,
+    lockdep or KASAN report, an unexpected taint; the whole kernel log is then written
+    to *log* (a ``quiet`` guest's console has none of it).  Not for a guest that died
+    or froze (the test met that itself, or caused it: the fault stays the story).
+    *scan_leaks*: a kmemleak scan first (slow under TCG: once a session)."""
     from paramiko import SSHException
 
     from irqlab.vm.kernlog import kernel_problems
@@ -711,16 +776,17 @@ def _check_kernel_log(g: Guest) -> None:
     if g.fault is not None or g.ssh is None or g.machine is None or not g.machine.is_running():
         return
     try:
-        # no kmemleak scan (slow under TCG): a session's end scans the shared guest
-        problems = kernel_problems(g, scan_leaks=False)
+        problems = kernel_problems(g, scan_leaks=scan_leaks)
     except (IrqlabError, SSHException, OSError, EOFError, ValueError):  # it died or stopped
         return  # answering as the test ended (SSH's own errors too): that is its story
     if problems:
-        lead = (
-            "the guest kernel reported problems during the test (a test that expects "
-            "them: @pytest.mark.irqlab(check_kernel_log=False))"
-        )
-        pytest.fail(problems.report(lead), pytrace=False)
+        try:
+            log.parent.mkdir(parents=True, exist_ok=True)
+            log.write_text(problems.log + "\n")
+            whole = f"\n(the whole kernel log: {log})"
+        except OSError as e:
+            whole = f"\n(the whole kernel log {_unsaved(log, e)})"
+        pytest.fail(problems.report(lead) + whole, pytrace=False)
 
 
 @pytest.fixture
@@ -989,6 +1055,56 @@ def irqlab_wait_stats(irqlab_agent: AgentClient) -> WaitStats:
     return wait
 
 
+def _has_data(path: Path) -> bool:
+    try:
+        return path.is_dir() or path.stat().st_size > 0
+    except OSError:
+        return False
+
+
+def diagnostics_title(guest_name: str, dest: Path) -> str:
+    """The title of a guest's diagnostics in a failure's report: which guest, in words
+    that mean something in any project (its name is the harness's, e.g. ``e2e``)."""
+    own = dest.name == FRESH_DIR
+    which = "the test's own guest" if own else "the session guest"
+    return f"irqlab diagnostics of {which} ({guest_name!r})"
+
+
+def _add_section(report: pytest.TestReport, title: str, text: str) -> None:
+    """A titled section of *report*'s failure text: the terminal shows it after the
+    traceback, and pytest's JUnit XML has it in the test's ``<failure>`` or ``<error>``
+    element (whatever ``junit_logging`` says: the report's own sections are written
+    only as captured output, and by default not at all).  A failure without a
+    traceback's representation keeps it among the report's sections."""
+    add = getattr(report.longrepr, "addsection", None)
+    if callable(add):
+        add(title, text)
+    else:
+        report.sections.append((title, text))
+
+
+LOG_DIR_PROPERTY = "irqlab_log_dir"  # the JUnit run's property: where irqlab_log are
+
+
+def _below_log_dir(path: Path) -> str:
+    """*path* relative to the log directory (``$IRQLAB_LOG_DIR``), else as it is."""
+    try:
+        return str(path.resolve().relative_to(paths.log_dir()))
+    except ValueError:
+        return str(path)
+
+
+def _junit_log_dir(session: pytest.Session) -> None:
+    """The JUnit XML (written by the controller) says once where the log directory was:
+    each test's ``irqlab_log`` properties are relative to it."""
+    if hasattr(session.config, "workerinput"):
+        return
+    for plugin in session.config.pluginmanager.get_plugins():
+        add = getattr(plugin, "add_global_property", None)
+        if callable(add) and type(plugin).__name__ == "LogXML":
+            add(LOG_DIR_PROPERTY, str(paths.log_dir()))
+
+
 def _unsaved(dest: Path, error: OSError) -> str:
     return f"not saved into {dest}: {error.strerror or error}"
 
@@ -1005,10 +1121,25 @@ def pytest_runtest_makereport(
     saved: list[Path] = []
     machines = item.stash.get(_MACHINES, [])
     if machines:
-        report.sections.append(
-            ("irqlab logs", "\n".join(f"{m.config.name}: {m.describe_logs()}" for m in machines))
+        _add_section(
+            report,
+            "irqlab logs",
+            "\n".join(f"{m.config.name}: {m.describe_logs()}" for m in machines),
         )
         saved += [m.paths.log_dir for m in machines if m.paths is not None]
+    # the guests' diagnostics, once per test: on the first of its phases that fails
+    # (a fixture's setup, the test, a teardown); what they wrote is listed below
+    diagnosed: list[tuple[str, str]] = []
+    diag_files: list[Path] = []
+    if not item.stash.get(_DIAGNOSED, False):
+        item.stash[_DIAGNOSED] = True
+        for diag, dest in item.stash.get(_DIAGNOSTICS, []):
+            try:
+                text, files = diag.collect(dest)
+            except OSError as e:
+                text, files = _unsaved(dest, e), []
+            diag_files += files
+            diagnosed.append((diagnostics_title(diag.guest.config.name, dest), text))
     # A log directory that cannot be written (its filesystem full) loses the logs, not
     # the run: an error raised here was pytest's INTERNALERROR, and no test ran after.
     guest_logs = item.stash.get(_GUEST_LOGS, None)
@@ -1018,10 +1149,14 @@ def pytest_runtest_makereport(
             files = slicer.save(dest)
         except OSError as e:
             files = []
-            report.sections.append(("irqlab guest logs (this test's part)", _unsaved(dest, e)))
+            _add_section(report, "irqlab guest logs (this test's part)", _unsaved(dest, e))
         else:
-            report.sections.append(
-                ("irqlab guest logs (this test's part)", "\n".join(str(f) for f in files))
+            # an empty slice (nothing on the console while the test ran) is no lead
+            files = [f for f in [*files, *diag_files] if f.parent == dest and _has_data(f)]
+            _add_section(
+                report,
+                "irqlab guest logs (this test's part)",
+                "\n".join(str(f) for f in files) or "(all empty: nothing logged meanwhile)",
             )
         saved += files
     # the replacements while this test's file ran (or outside any file): what its
@@ -1030,25 +1165,20 @@ def pytest_runtest_makereport(
     here = item.nodeid.split("::")[0]
     revivals = [m for where, m in item.config.stash.get(_REVIVALS, []) if where in ("", here)]
     if revivals and "irqlab_guest" in getattr(item, "fixturenames", ()):
-        report.sections.append(
-            (
-                "irqlab: the session guest was replaced during this run",
-                "\n".join(revivals) + "\nWhat earlier tests and module-, class- or "
-                "session-scoped fixtures set up in the guest before a replacement is gone.",
-            )
+        _add_section(
+            report,
+            "irqlab: the session guest was replaced during this run",
+            "\n".join(revivals) + "\nWhat earlier tests and module-, class- or "
+            "session-scoped fixtures set up in the guest before a replacement is gone.",
         )
-    if call.when == "call":
-        for diag, dest in item.stash.get(_DIAGNOSTICS, []):
-            title = f"irqlab diagnostics ({diag.guest.config.name})"
-            try:
-                text, files = diag.collect(dest)
-            except OSError as e:
-                text, files = _unsaved(dest, e), []
-            saved += files
-            report.sections.append((title, text))
-    # log paths as JUnit properties (the junitxml plugin writes the teardown report's)
-    for path in saved:
-        prop = ("irqlab_log", str(path))
+    for title, text in diagnosed:
+        _add_section(report, title, text)
+    saved += [f for f in [*diag_files, *item.stash.get(_MORE_LOGS, [])] if _has_data(f)]
+    # log paths as JUnit properties (the junitxml plugin writes the teardown report's),
+    # relative to the log directory (the run's property irqlab_log_dir): the same
+    # after the logs were downloaded elsewhere
+    for path in dict.fromkeys(saved):
+        prop = ("irqlab_log", _below_log_dir(path))
         if prop not in item.user_properties:
             item.user_properties.append(prop)
             report.user_properties.append(prop)

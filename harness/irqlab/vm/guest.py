@@ -2513,10 +2513,10 @@ class _FaultNamingQmp:
             raise GuestFault(fault, doing)
         try:
             return call()
-        except MachineError as e:
+        except MachineError:
             fault = self._guest.wait_fault(FAULT_VERDICT)
             if fault is not None:
-                raise GuestFault(fault, doing) from e
+                raise GuestFault(fault, doing) from None  # QMP's loss is its consequence
             raise
 
 

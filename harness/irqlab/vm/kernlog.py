@@ -63,6 +63,8 @@ def taint_name(bit: int) -> str:
 
 KMEMLEAK = "/sys/kernel/debug/kmemleak"
 SPLAT_BEFORE, SPLAT_AFTER = 3, 30  # the excerpt's lines around the first splat
+TRACE_END = "---[ end trace"  # the last line of a WARN's or an oops's report
+TRACE_MAX = 150  # the excerpt goes on to its trace's end, up to this many lines
 LOG_TIMEOUT_S = 20.0  # reading the log (x host load); a leak scan gets more
 LEAK_SCAN_TIMEOUT_S = 120.0  # a kmemleak scan of a KASAN kernel under TCG is slow
 
@@ -97,15 +99,19 @@ def guest_kernel_log(guest: Guest, *, scan_leaks: bool = True) -> tuple[str, int
 
 def kernel_report(lead: str, log: str, splats: list[str]) -> str:
     """*lead*, the splat lines (at most 50), then the kernel log around the first one:
-    the lines before it (a WARN()'s own message) and after (where, the call trace)."""
+    the lines before it (a WARN()'s own message) and after (where, the call trace, to
+    its ``---[ end trace`` line within :data:`TRACE_MAX` lines; else
+    :data:`SPLAT_AFTER`: a report with no such line)."""
     text = f"{lead}:\n" + "\n".join(splats[:50])
     lines = log.splitlines()
     first = next((i for i, line in enumerate(lines) if KERNEL_SPLAT.search(line)), None)
     if first is not None:
         start = max(0, first - SPLAT_BEFORE)
-        text += "\n--- kernel log around the first one\n" + "\n".join(
-            lines[start : first + SPLAT_AFTER + 1]
+        ends = (
+            i for i in range(first, min(len(lines), first + TRACE_MAX)) if TRACE_END in lines[i]
         )
+        stop = next(ends, first + SPLAT_AFTER)
+        text += "\n--- kernel log around the first one\n" + "\n".join(lines[start : stop + 1])
     return text
 
 

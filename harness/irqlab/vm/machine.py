@@ -458,6 +458,9 @@ class Machine:
                 t = self.config.stop_timeout
                 quitting = False
                 running = self._proc.poll() is None and not proc.is_stopped(self._proc.pid)
+                closing = getattr(self._qmp, "closing", None)
+                if callable(closing):  # its connection's loss, from here on, is no error
+                    closing()
                 # a stopped QEMU (SIGSTOP) answers nothing: no quit, killed at once
                 if running and self._qmp is not None and self._qmp.connected:
                     with contextlib.suppress(Exception):

@@ -76,6 +76,18 @@ class _LateReplies(logging.Filter):
 _LATE_REPLIES = _LateReplies()
 
 
+class _PeerStopped(logging.Filter):
+    """A client whose QEMU is being stopped: its lost connection (qemu.qmp's
+    ``Task.Reader: ConnectionResetError`` at ERROR, in the next test's captured log
+    after a guest was replaced) goes to irqlab's own log at debug level."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.WARNING:
+            log.debug("QMP of a QEMU being stopped: %s", record.getMessage())
+            return False
+        return True
+
+
 class SyncQMP:
     """One QMP session; every method blocks until QEMU answered (or the timeout hit)."""
 
@@ -343,11 +355,22 @@ class SyncQMP:
                 f"QMP event {name} {dict(match or {})} not seen within {timeout} s"
             ) from None
 
+    def closing(self) -> None:
+        """Its QEMU is about to be stopped: what qemu.qmp logs of the connection's loss
+        from now on is no error.  This client's alone: another with the same name (the
+        replacement guest's) shares qemu.qmp's logger, so this one gets a logger of its
+        own below it."""
+        mine = logging.Logger(self._client.logger.name)  # not registered: this client's
+        mine.parent = self._client.logger
+        mine.addFilter(_PeerStopped())
+        self._client.logger = mine
+
     def close(self) -> None:
         """Disconnect (ignoring errors of a dead peer) and stop the loop thread; idempotent."""
         if self._closed:
             return
         self._closed = True
+        self.closing()
         with contextlib.suppress(Exception):
             self._aio.run(self._client.disconnect(), 5.0, abortable=False)
         self._aio.close()

@@ -479,8 +479,11 @@ static void irqlab_gpio_check_levels(IrqlabState *s)
     irqlab_gpio_check_levels_at(s, irqlab_now());
 }
 
-/* The host (or a burst step due at @ts) drives the input levels */
-static void irqlab_gpio_drive_at(IrqlabState *s, uint32_t levels, int64_t ts)
+/*
+ * New input levels, changed at @ts: detection only, no signalling (a burst
+ * signals once after its steps, see irqlab_burst_tick())
+ */
+static void irqlab_gpio_input_at(IrqlabState *s, uint32_t levels, int64_t ts)
 {
     uint32_t changed = (s->gpio_in ^ levels) & s->gpio_mask;
     unsigned line;
@@ -499,12 +502,13 @@ static void irqlab_gpio_drive_at(IrqlabState *s, uint32_t levels, int64_t ts)
         }
     }
     irqlab_gpio_check_levels_at(s, ts);
-    irqlab_update_irq(s);
 }
 
+/* The host drives the input levels */
 static void irqlab_gpio_drive(IrqlabState *s, uint32_t levels)
 {
-    irqlab_gpio_drive_at(s, levels, irqlab_now());
+    irqlab_gpio_input_at(s, levels, irqlab_now());
+    irqlab_update_irq(s);
 }
 
 /* ---- burst generator -------------------------------------------------- */
@@ -522,14 +526,21 @@ static int64_t irqlab_burst_deadline(IrqlabState *s)
 /*
  * One burst step, due at @deadline (its raise timestamp): a BURST event, or
  * with burst-line set a toggle of that GPIO input, which goes through
- * edge/level detection like a host change.
+ * edge/level detection like a host change.  The step is taken off the burst
+ * before it is raised, and nothing is signalled: an interrupt is a memory
+ * write that may reach the device itself (reset it through a bridge, clear
+ * its status) and must not run in the middle of the steps.
  */
 static void irqlab_burst_step(IrqlabState *s, int64_t deadline)
 {
+    uint32_t index = s->burst_next;
+
+    s->burst_next++;
+    s->burst_remaining--;
     if (s->burst_line == IRQLAB_BURST_LINE_NONE) {
-        irqlab_raise_latched(s, IRQLAB_SRC_BURST, s->burst_next, deadline);
+        irqlab_raise_latched(s, IRQLAB_SRC_BURST, index, deadline);
     } else {
-        irqlab_gpio_drive_at(s, s->gpio_in ^ (1u << s->burst_line), deadline);
+        irqlab_gpio_input_at(s, s->gpio_in ^ (1u << s->burst_line), deadline);
     }
 }
 
@@ -602,9 +613,9 @@ static void irqlab_burst_drop_steps(IrqlabState *s, uint32_t n)
 }
 
 /*
- * Raise every step whose deadline has passed, then wait for the next.  Work
- * per call is bounded by the queue depth: steps are raised one by one until
- * the queue is full, the overdue rest is counted in one go.
+ * Raise every step whose deadline has passed, then wait for the next, then
+ * signal once.  Work per call is bounded by the queue depth: steps are raised
+ * one by one until the queue is full, the overdue rest is counted in one go.
  */
 static void irqlab_burst_tick(void *opaque)
 {
@@ -627,8 +638,6 @@ static void irqlab_burst_tick(void *opaque)
             continue;
         }
         irqlab_burst_step(s, deadline);
-        s->burst_next++;
-        s->burst_remaining--;
     }
     irqlab_update_irq(s);
 }

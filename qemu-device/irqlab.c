@@ -1242,6 +1242,8 @@ static void irqlab_reset(DeviceState *dev)
     s->evq_count = 0;
     s->evq_lost = false;
     s->fifo_count = 0;
+    /* the events are gone: none of them can be acknowledged any more */
+    memset(s->ack_win_seq, 0, sizeof(s->ack_win_seq));
     s->ack_seq = 0;
     s->ack_lat = 0;
     s->last_pending = 0;

@@ -267,12 +267,25 @@ static void irqlab_set_intx(IrqlabState *s, bool level)
     }
 }
 
+/* A message for @vector waits in the PBA */
+static bool irqlab_msix_parked(PCIDevice *pdev, unsigned vector)
+{
+    return pdev->msix_pba[vector / 8] & (1u << (vector % 8));
+}
+
 static void irqlab_msix_send(IrqlabState *s, unsigned vector)
 {
     PCIDevice *pdev = PCI_DEVICE(s);
 
     if (msix_is_masked(pdev, vector)) {
-        /* parked in the PBA; counted when the core sends it on unmask */
+        /*
+         * parked in the PBA; counted when the core sends it on unmask.  A
+         * message already parked there absorbs this one: one interrupt for
+         * both, so this raise is coalesced.
+         */
+        if (irqlab_msix_parked(pdev, vector)) {
+            s->cnt[IRQLAB_CNT_COALESCED]++;
+        }
         msix_notify(pdev, vector);
         return;
     }
@@ -325,6 +338,18 @@ static void irqlab_update_route(IrqlabState *s)
     if (s->route == IRQLAB_ROUTE_INTX) {
         irqlab_set_intx(s, false);
     }
+    if (s->route == IRQLAB_ROUTE_MSIX) {
+        unsigned v;
+
+        /*
+         * A message parked in the PBA is for a condition the new path
+         * signals now; sent on a later return to MSI-X it would be a
+         * second interrupt for one raise.
+         */
+        for (v = 0; v < IRQLAB_NUM_SOURCES; v++) {
+            msix_clr_pending(PCI_DEVICE(s), v);
+        }
+    }
     s->route = route;
     /* whatever is pending now is signalled on the new path */
     s->last_pending = 0;
@@ -353,7 +378,7 @@ static int irqlab_msix_vector_use(PCIDevice *pdev, unsigned vector,
     IrqlabState *s = IRQLAB(pdev);
 
     if (vector < IRQLAB_NUM_SOURCES && irqlab_bus_master(s) &&
-        (pdev->msix_pba[vector / 8] & (1u << (vector % 8)))) {
+        irqlab_msix_parked(pdev, vector)) {
         s->cnt[IRQLAB_CNT_DELIVERED]++;
     }
     return 0;

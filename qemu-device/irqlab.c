@@ -918,7 +918,9 @@ static bool irqlab_check_ready(IrqlabState *s, const char *name, Error **errp)
 static bool irqlab_visit_mask(IrqlabState *s, Visitor *v, const char *name,
                               uint32_t *mask, Error **errp)
 {
-    if (!visit_type_uint32(v, name, mask, errp)) {
+    /* before realize gpio_mask is not known yet: refuse that first */
+    if (!visit_type_uint32(v, name, mask, errp) ||
+        !irqlab_check_ready(s, name, errp)) {
         return false;
     }
     if (*mask & ~s->gpio_mask) {
@@ -927,7 +929,7 @@ static bool irqlab_visit_mask(IrqlabState *s, Visitor *v, const char *name,
                    name, *mask, s->gpio_lines, s->gpio_mask);
         return false;
     }
-    return irqlab_check_ready(s, name, errp);
+    return true;
 }
 
 static void irqlab_get_gpio_in(Object *obj, Visitor *v, const char *name,

@@ -651,6 +651,11 @@ static void irqlab_burst_tick(void *opaque)
         int64_t deadline = irqlab_burst_deadline(s);
         uint64_t due;
 
+        if (deadline == INT64_MAX) {
+            /* beyond the clock's range: never due (nor a step to count) */
+            timer_del(&s->burst_timer);
+            break;
+        }
         if (deadline > now) {
             timer_mod(&s->burst_timer, deadline);
             break;

@@ -18,6 +18,7 @@
  */
 
 #include "qemu/osdep.h"
+#include "qemu/error-report.h"
 #include "qemu/host-utils.h"
 #include "qemu/log.h"
 #include "qemu/module.h"
@@ -139,6 +140,7 @@ struct IrqlabState {
     /* static properties */
     char *irq_mode_str;
     bool broken_intx_disable;
+    bool stream_broken_intx;    /* the migration source's, see post_load */
     uint32_t gpio_lines;
     uint32_t fifo_depth;
     uint32_t evq_depth;
@@ -1294,12 +1296,21 @@ static void irqlab_instance_init(Object *obj)
     irqlab_reset_counters(s);
 }
 
-/* A stream without the burst-line subsection had the default */
+static int irqlab_pre_save(void *opaque)
+{
+    IrqlabState *s = opaque;
+
+    s->stream_broken_intx = s->broken_intx_disable;
+    return 0;
+}
+
+/* A stream without a subsection had that subsection's default */
 static int irqlab_pre_load(void *opaque)
 {
     IrqlabState *s = opaque;
 
     s->burst_line = IRQLAB_BURST_LINE_NONE;
+    s->stream_broken_intx = false;
     return 0;
 }
 
@@ -1321,6 +1332,17 @@ static int irqlab_post_load(void *opaque, int version_id)
                          s->gpio_irq_en | s->gpio_status;
     uint32_t fifo = 0, i;
 
+    /*
+     * COMMAND.INTX_DISABLE is writable on one side only: set on a source
+     * without the property it would stay set for good (INTx dead).
+     */
+    if (s->stream_broken_intx != s->broken_intx_disable) {
+        error_report("irqlab: " IRQLAB_PROP_BROKEN_INTX_DISABLE " differs "
+                     "(source %s, destination %s)",
+                     s->stream_broken_intx ? "on" : "off",
+                     s->broken_intx_disable ? "on" : "off");
+        return -EINVAL;
+    }
     if (s->evq_head >= s->evq_depth || s->evq_count > s->evq_depth ||
         s->fifo_count > s->evq_count || s->fifo_count > s->fifo_depth ||
         !s->next_seq || (gpio_regs & ~s->gpio_mask) ||
@@ -1396,9 +1418,29 @@ static const VMStateDescription vmstate_irqlab_burst_line = {
     }
 };
 
+static bool irqlab_broken_intx_needed(void *opaque)
+{
+    IrqlabState *s = opaque;
+
+    return s->broken_intx_disable;
+}
+
+/* Sent when on: the destination compares it in post_load */
+static const VMStateDescription vmstate_irqlab_broken_intx = {
+    .name = "irqlab/broken-intx-disable",
+    .version_id = 1,
+    .minimum_version_id = 1,
+    .needed = irqlab_broken_intx_needed,
+    .fields = (VMStateField[]) {
+        VMSTATE_BOOL(stream_broken_intx, IrqlabState),
+        VMSTATE_END_OF_LIST()
+    }
+};
+
 /* Not const: QEMU 7.2 declares the member without the inner const */
 static const VMStateDescription *irqlab_vmstate_subsections[] = {
     &vmstate_irqlab_burst_line,
+    &vmstate_irqlab_broken_intx,
     NULL
 };
 
@@ -1406,6 +1448,7 @@ static const VMStateDescription vmstate_irqlab = {
     .name = TYPE_IRQLAB,
     .version_id = 1,
     .minimum_version_id = 1,
+    .pre_save = irqlab_pre_save,
     .pre_load = irqlab_pre_load,
     .post_load = irqlab_post_load,
     .fields = (VMStateField[]) {

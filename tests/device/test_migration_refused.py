@@ -17,6 +17,7 @@ from devrig import RigFactory, device_arg, migrate_in_start, migrate_out
 
 from irqlab.contract.regs import QOM
 from irqlab.testing.plugin import QtestMachineFactory
+from irqlab.testing.qtest_pci import COMMAND_INTX_DISABLE
 
 pytestmark = pytest.mark.device
 
@@ -64,3 +65,28 @@ def test_stream_with_valid_period_loads(
     )
     dst.qmp("qom-set", path="/machine/peripheral/irq0", property=QOM.PROP_BURST_COUNT, value=3)
     assert dst.is_running()
+
+
+@pytest.mark.parametrize("src_broken", [False, True])
+def test_broken_intx_disable_must_match(
+    rig_factory: RigFactory, irqlab_qtest_factory: QtestMachineFactory, tmp_path: Path,
+    src_broken: bool,
+) -> None:  # fmt: skip
+    """``COMMAND.INTX_DISABLE`` is writable on one side only: set by the guest on a
+    source without ``broken-intx-disable`` it would stay set on a destination with it
+    (INTx dead for good).  Either mismatch is refused; matching properties load."""
+    src = rig_factory(irq_mode="intx", broken_intx_disable=src_broken)
+    src.dev.cfg.set_command_bits(COMMAND_INTX_DISABLE)
+    image = tmp_path / "src.mig"
+    migrate_out(src.machine, image)
+    for dst_broken in (not src_broken, src_broken):
+        dst = irqlab_qtest_factory(
+            device_arg(irq_mode="intx", broken_intx_disable=dst_broken),
+            extra_args=["-incoming", "defer"],
+        )
+        migrate_in_start(dst, image)
+        if dst_broken != src_broken:
+            assert dst.wait_exit(timeout=30) == 1
+        else:
+            dst.wait_event("MIGRATION", timeout=30, match={"status": "completed"})
+            dst.close()

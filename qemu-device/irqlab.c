@@ -1370,6 +1370,11 @@ static int irqlab_post_load(void *opaque, int version_id)
         return -EINVAL;
     }
     s->route = irqlab_compute_route(s);
+    /* a running burst always waits on its timer (unless never due again) */
+    if (s->burst_remaining && !timer_pending(&s->burst_timer) &&
+        irqlab_burst_deadline(s) != INT64_MAX) {
+        timer_mod(&s->burst_timer, irqlab_burst_deadline(s));
+    }
     return 0;
 }
 

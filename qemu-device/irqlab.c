@@ -18,6 +18,7 @@
  */
 
 #include "qemu/osdep.h"
+#include "qemu/error-report.h"
 #include "qemu/host-utils.h"
 #include "qemu/log.h"
 #include "qemu/module.h"
@@ -139,6 +140,7 @@ struct IrqlabState {
     /* static properties */
     char *irq_mode_str;
     bool broken_intx_disable;
+    bool stream_broken_intx;    /* the migration source's, see post_load */
     uint32_t gpio_lines;
     uint32_t fifo_depth;
     uint32_t evq_depth;
@@ -267,12 +269,25 @@ static void irqlab_set_intx(IrqlabState *s, bool level)
     }
 }
 
+/* A message for @vector waits in the PBA */
+static bool irqlab_msix_parked(PCIDevice *pdev, unsigned vector)
+{
+    return pdev->msix_pba[vector / 8] & (1u << (vector % 8));
+}
+
 static void irqlab_msix_send(IrqlabState *s, unsigned vector)
 {
     PCIDevice *pdev = PCI_DEVICE(s);
 
     if (msix_is_masked(pdev, vector)) {
-        /* parked in the PBA; counted when the core sends it on unmask */
+        /*
+         * parked in the PBA; counted when the core sends it on unmask.  A
+         * message already parked there absorbs this one: one interrupt for
+         * both, so this raise is coalesced.
+         */
+        if (irqlab_msix_parked(pdev, vector)) {
+            s->cnt[IRQLAB_CNT_COALESCED]++;
+        }
         msix_notify(pdev, vector);
         return;
     }
@@ -325,6 +340,18 @@ static void irqlab_update_route(IrqlabState *s)
     if (s->route == IRQLAB_ROUTE_INTX) {
         irqlab_set_intx(s, false);
     }
+    if (s->route == IRQLAB_ROUTE_MSIX) {
+        unsigned v;
+
+        /*
+         * A message parked in the PBA is for a condition the new path
+         * signals now; sent on a later return to MSI-X it would be a
+         * second interrupt for one raise.
+         */
+        for (v = 0; v < IRQLAB_NUM_SOURCES; v++) {
+            msix_clr_pending(PCI_DEVICE(s), v);
+        }
+    }
     s->route = route;
     /* whatever is pending now is signalled on the new path */
     s->last_pending = 0;
@@ -353,7 +380,7 @@ static int irqlab_msix_vector_use(PCIDevice *pdev, unsigned vector,
     IrqlabState *s = IRQLAB(pdev);
 
     if (vector < IRQLAB_NUM_SOURCES && irqlab_bus_master(s) &&
-        (pdev->msix_pba[vector / 8] & (1u << (vector % 8)))) {
+        irqlab_msix_parked(pdev, vector)) {
         s->cnt[IRQLAB_CNT_DELIVERED]++;
     }
     return 0;
@@ -479,8 +506,11 @@ static void irqlab_gpio_check_levels(IrqlabState *s)
     irqlab_gpio_check_levels_at(s, irqlab_now());
 }
 
-/* The host (or a burst step due at @ts) drives the input levels */
-static void irqlab_gpio_drive_at(IrqlabState *s, uint32_t levels, int64_t ts)
+/*
+ * New input levels, changed at @ts: detection only, no signalling (a burst
+ * signals once after its steps, see irqlab_burst_tick())
+ */
+static void irqlab_gpio_input_at(IrqlabState *s, uint32_t levels, int64_t ts)
 {
     uint32_t changed = (s->gpio_in ^ levels) & s->gpio_mask;
     unsigned line;
@@ -499,12 +529,13 @@ static void irqlab_gpio_drive_at(IrqlabState *s, uint32_t levels, int64_t ts)
         }
     }
     irqlab_gpio_check_levels_at(s, ts);
-    irqlab_update_irq(s);
 }
 
+/* The host drives the input levels */
 static void irqlab_gpio_drive(IrqlabState *s, uint32_t levels)
 {
-    irqlab_gpio_drive_at(s, levels, irqlab_now());
+    irqlab_gpio_input_at(s, levels, irqlab_now());
+    irqlab_update_irq(s);
 }
 
 /* ---- burst generator -------------------------------------------------- */
@@ -522,14 +553,21 @@ static int64_t irqlab_burst_deadline(IrqlabState *s)
 /*
  * One burst step, due at @deadline (its raise timestamp): a BURST event, or
  * with burst-line set a toggle of that GPIO input, which goes through
- * edge/level detection like a host change.
+ * edge/level detection like a host change.  The step is taken off the burst
+ * before it is raised, and nothing is signalled: an interrupt is a memory
+ * write that may reach the device itself (reset it through a bridge, clear
+ * its status) and must not run in the middle of the steps.
  */
 static void irqlab_burst_step(IrqlabState *s, int64_t deadline)
 {
+    uint32_t index = s->burst_next;
+
+    s->burst_next++;
+    s->burst_remaining--;
     if (s->burst_line == IRQLAB_BURST_LINE_NONE) {
-        irqlab_raise_latched(s, IRQLAB_SRC_BURST, s->burst_next, deadline);
+        irqlab_raise_latched(s, IRQLAB_SRC_BURST, index, deadline);
     } else {
-        irqlab_gpio_drive_at(s, s->gpio_in ^ (1u << s->burst_line), deadline);
+        irqlab_gpio_input_at(s, s->gpio_in ^ (1u << s->burst_line), deadline);
     }
 }
 
@@ -602,9 +640,9 @@ static void irqlab_burst_drop_steps(IrqlabState *s, uint32_t n)
 }
 
 /*
- * Raise every step whose deadline has passed, then wait for the next.  Work
- * per call is bounded by the queue depth: steps are raised one by one until
- * the queue is full, the overdue rest is counted in one go.
+ * Raise every step whose deadline has passed, then wait for the next, then
+ * signal once.  Work per call is bounded by the queue depth: steps are raised
+ * one by one until the queue is full, the overdue rest is counted in one go.
  */
 static void irqlab_burst_tick(void *opaque)
 {
@@ -615,6 +653,11 @@ static void irqlab_burst_tick(void *opaque)
         int64_t deadline = irqlab_burst_deadline(s);
         uint64_t due;
 
+        if (deadline == INT64_MAX) {
+            /* beyond the clock's range: never due (nor a step to count) */
+            timer_del(&s->burst_timer);
+            break;
+        }
         if (deadline > now) {
             timer_mod(&s->burst_timer, deadline);
             break;
@@ -627,8 +670,6 @@ static void irqlab_burst_tick(void *opaque)
             continue;
         }
         irqlab_burst_step(s, deadline);
-        s->burst_next++;
-        s->burst_remaining--;
     }
     irqlab_update_irq(s);
 }
@@ -884,7 +925,9 @@ static bool irqlab_check_ready(IrqlabState *s, const char *name, Error **errp)
 static bool irqlab_visit_mask(IrqlabState *s, Visitor *v, const char *name,
                               uint32_t *mask, Error **errp)
 {
-    if (!visit_type_uint32(v, name, mask, errp)) {
+    /* before realize gpio_mask is not known yet: refuse that first */
+    if (!visit_type_uint32(v, name, mask, errp) ||
+        !irqlab_check_ready(s, name, errp)) {
         return false;
     }
     if (*mask & ~s->gpio_mask) {
@@ -893,7 +936,7 @@ static bool irqlab_visit_mask(IrqlabState *s, Visitor *v, const char *name,
                    name, *mask, s->gpio_lines, s->gpio_mask);
         return false;
     }
-    return irqlab_check_ready(s, name, errp);
+    return true;
 }
 
 static void irqlab_get_gpio_in(Object *obj, Visitor *v, const char *name,
@@ -1233,6 +1276,8 @@ static void irqlab_reset(DeviceState *dev)
     s->evq_count = 0;
     s->evq_lost = false;
     s->fifo_count = 0;
+    /* the events are gone: none of them can be acknowledged any more */
+    memset(s->ack_win_seq, 0, sizeof(s->ack_win_seq));
     s->ack_seq = 0;
     s->ack_lat = 0;
     s->last_pending = 0;
@@ -1251,12 +1296,21 @@ static void irqlab_instance_init(Object *obj)
     irqlab_reset_counters(s);
 }
 
-/* A stream without the burst-line subsection had the default */
+static int irqlab_pre_save(void *opaque)
+{
+    IrqlabState *s = opaque;
+
+    s->stream_broken_intx = s->broken_intx_disable;
+    return 0;
+}
+
+/* A stream without a subsection had that subsection's default */
 static int irqlab_pre_load(void *opaque)
 {
     IrqlabState *s = opaque;
 
     s->burst_line = IRQLAB_BURST_LINE_NONE;
+    s->stream_broken_intx = false;
     return 0;
 }
 
@@ -1278,6 +1332,17 @@ static int irqlab_post_load(void *opaque, int version_id)
                          s->gpio_irq_en | s->gpio_status;
     uint32_t fifo = 0, i;
 
+    /*
+     * COMMAND.INTX_DISABLE is writable on one side only: set on a source
+     * without the property it would stay set for good (INTx dead).
+     */
+    if (s->stream_broken_intx != s->broken_intx_disable) {
+        error_report("irqlab: " IRQLAB_PROP_BROKEN_INTX_DISABLE " differs "
+                     "(source %s, destination %s)",
+                     s->stream_broken_intx ? "on" : "off",
+                     s->broken_intx_disable ? "on" : "off");
+        return -EINVAL;
+    }
     if (s->evq_head >= s->evq_depth || s->evq_count > s->evq_depth ||
         s->fifo_count > s->evq_count || s->fifo_count > s->fifo_depth ||
         !s->next_seq || (gpio_regs & ~s->gpio_mask) ||
@@ -1305,6 +1370,11 @@ static int irqlab_post_load(void *opaque, int version_id)
         return -EINVAL;
     }
     s->route = irqlab_compute_route(s);
+    /* a running burst always waits on its timer (unless never due again) */
+    if (s->burst_remaining && !timer_pending(&s->burst_timer) &&
+        irqlab_burst_deadline(s) != INT64_MAX) {
+        timer_mod(&s->burst_timer, irqlab_burst_deadline(s));
+    }
     return 0;
 }
 
@@ -1353,9 +1423,29 @@ static const VMStateDescription vmstate_irqlab_burst_line = {
     }
 };
 
+static bool irqlab_broken_intx_needed(void *opaque)
+{
+    IrqlabState *s = opaque;
+
+    return s->broken_intx_disable;
+}
+
+/* Sent when on: the destination compares it in post_load */
+static const VMStateDescription vmstate_irqlab_broken_intx = {
+    .name = "irqlab/broken-intx-disable",
+    .version_id = 1,
+    .minimum_version_id = 1,
+    .needed = irqlab_broken_intx_needed,
+    .fields = (VMStateField[]) {
+        VMSTATE_BOOL(stream_broken_intx, IrqlabState),
+        VMSTATE_END_OF_LIST()
+    }
+};
+
 /* Not const: QEMU 7.2 declares the member without the inner const */
 static const VMStateDescription *irqlab_vmstate_subsections[] = {
     &vmstate_irqlab_burst_line,
+    &vmstate_irqlab_broken_intx,
     NULL
 };
 
@@ -1363,6 +1453,7 @@ static const VMStateDescription vmstate_irqlab = {
     .name = TYPE_IRQLAB,
     .version_id = 1,
     .minimum_version_id = 1,
+    .pre_save = irqlab_pre_save,
     .pre_load = irqlab_pre_load,
     .post_load = irqlab_post_load,
     .fields = (VMStateField[]) {

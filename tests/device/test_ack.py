@@ -98,3 +98,20 @@ def test_reset_counters_zeroes_stats_but_not_the_queue(rig: Rig) -> None:
     assert (h.count, h.sum_ns, h.min_ns, h.max_ns, sum(h.buckets)) == (0, 0, 0, 0, 0)
     assert rig.dev.read("EVQ_COUNT") == 1
     assert _raise(rig) == 3  # sequence numbers continue
+
+
+def test_an_event_from_before_a_reset_cannot_be_acknowledged(rig: Rig) -> None:
+    """Reset empties the queue; an ACK of one of its events is invalid, not a latency."""
+    seq = _raise(rig)
+    rig.machine.qmp("system_reset")
+    rig.machine.wait_event("RESET", timeout=30)
+    rig.dev.cfg.map_bar(0, rig.dev.bar0)  # a PCI reset unmaps the BAR too
+    rig.dev.ack(seq)
+    assert rig.dev.read("ACK_SEQ") == 0
+    c = rig.inj.counters()
+    assert (c.acked, c.ack_invalid) == (0, 1)
+    assert rig.inj.histogram().count == 0
+    # events raised after the reset are acknowledged as usual
+    after = _raise(rig)
+    rig.dev.ack(after)
+    assert rig.dev.read("ACK_SEQ") == after

@@ -13,11 +13,12 @@ import time
 from pathlib import Path
 
 import pytest
-from devrig import RigFactory, device_arg, migrate_in, migrate_out
+from devrig import RAM_MSI, RigFactory, device_arg, migrate_in, migrate_out
 
 from irqlab.contract.regs import REGS
 from irqlab.testing.plugin import QtestMachineFactory
-from irqlab.testing.qtest_device import QtestIrqlab
+from irqlab.testing.qtest_device import DEFAULT_BAR0, QtestIrqlab, reg
+from irqlab.testing.qtest_pci import enable_msix
 from irqlab.vm.qmp.injector import Injector
 
 pytestmark = pytest.mark.device
@@ -29,13 +30,15 @@ U32_MAX = 0xFFFF_FFFF
 def _late_burst(
     rig_factory: RigFactory, irqlab_qtest_factory: QtestMachineFactory, tmp_path: Path,
     props: dict[str, object], count: int, period: int, steps_before: int, late_ns: int,
-    line: int | None = None,
+    line: int | None = None, msix: list[tuple[int, int]] | None = None,
 ) -> tuple[QtestIrqlab, Injector, int, float]:  # fmt: skip
     """Start a burst, run *steps_before* steps, migrate into a QEMU whose clock is
     *late_ns* past the source's, let its timer run; returns the device, its injector,
     the source's clock at the burst start and how long the load and the late timer run
-    took (s)."""
+    took (s).  *msix*: enable MSI-X with these (address, data) vectors first."""
     src = rig_factory(**props)
+    if msix is not None:
+        enable_msix(src.dev.cfg, src.dev.bar0 + REGS.MSIX_TABLE_OFFSET, msix)
     src.dev.write("IRQ_ENABLE", REGS.SRC_ALL)
     if line is not None:
         src.dev.write("GPIO_RISING", 1 << line)
@@ -146,3 +149,28 @@ def test_maximal_late_storm_is_counted_in_bulk(
     inj.push(7)
     (ev,) = dst.drain()
     assert ev.value == 7 and ev.dropped and ev.seq == 1
+
+
+def test_a_step_interrupt_that_clears_the_status_does_not_unbound_a_late_storm(
+    rig_factory: RigFactory, irqlab_qtest_factory: QtestMachineFactory, tmp_path: Path
+) -> None:
+    """The GPIO vector's message is a write-1-to-clear of the device's own GPIO_STATUS
+    bit of the burst line.  Sent after every step, it kept the status unlatched, so the
+    overdue steps were never counted in bulk: one late timer run walked (and signalled)
+    every step.  A timer run signals once, after its steps."""
+    depth, line, late_steps = 16, 2, 1_000_000
+    pmin = REGS.MIN_BURST_PERIOD_NS
+    gpio_status = DEFAULT_BAR0 + reg("GPIO_STATUS")  # the source device's own register
+    dst, inj, _, elapsed = _late_burst(
+        rig_factory, irqlab_qtest_factory, tmp_path, {"evq_depth": depth, "gpio_lines": 8},
+        count=U32_MAX, period=pmin, steps_before=depth + 5, late_ns=late_steps * pmin,
+        line=line, msix=[(gpio_status, 1 << line), (RAM_MSI, 0), (RAM_MSI, 0)],
+    )  # fmt: skip
+    assert elapsed < 5.0, f"the late timer run took {elapsed:.1f} s"
+    c = inj.counters()
+    assert c.raised == depth + 5 + late_steps
+    # one message per timer run: each of the source's steps ran on its own, then the
+    # late run sent one
+    assert c.delivered == depth + 5 + 1
+    assert dst.read("GPIO_STATUS") == 0  # which cleared the status again
+    assert inj.burst_remaining() == U32_MAX - (depth + 5 + late_steps)

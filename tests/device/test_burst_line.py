@@ -11,8 +11,17 @@ import pytest
 from devrig import BURST, GPIO, Rig, RigFactory
 
 from irqlab.contract.regs import QOM, REGS
-from irqlab.testing.qtest_device import Event
+from irqlab.testing.plugin import QtestMachineFactory
+from irqlab.testing.qtest_device import Event, QtestIrqlab
+from irqlab.testing.qtest_pci import (
+    COMMAND_MASTER,
+    COMMAND_MEMORY,
+    PciAddress,
+    PciConfig,
+    enable_msix,
+)
 from irqlab.vm.qmp.errors import DeviceRejected
+from irqlab.vm.qmp.injector import Injector
 
 pytestmark = pytest.mark.device
 
@@ -206,3 +215,56 @@ def test_stop_keeps_the_line_level_and_reset_keeps_the_setting(rig: Rig) -> None
     rig.machine.qmp("system_reset")
     rig.machine.wait_event("RESET", timeout=30)
     assert rig.inj.burst_line() == LINE  # host-side setting, like burst-period-ns
+
+
+# A q35 machine's MMCONFIG window (MCH PCIEXBAR), and where irqlab's BAR0 goes
+# behind a root port whose memory window is FE000000-FE0FFFFF.
+MMCONFIG = 0xB000_0000
+MCH_PCIEXBAR = 0x60
+BRIDGE_BUS_NUMBERS = 0x18
+BRIDGE_MEMORY_WINDOW = 0x20
+BRIDGE_CONTROL = 0x3E
+BRIDGE_CONTROL_SBR = 0x40
+BEHIND_PORT_BAR0 = 0xFE00_0000
+ROOT_PORT_SLOT = 2
+ROOT_PORT = f"pcie-root-port,id=rp0,bus=pcie.0,chassis=1,addr={ROOT_PORT_SLOT:#x}"
+
+
+def test_a_step_interrupt_that_resets_the_device_ends_the_burst(
+    irqlab_qtest_factory: QtestMachineFactory,
+) -> None:
+    """A step's MSI-X message may be a memory write that resets the device itself (here
+    the secondary bus reset of the root port above it, through MMCONFIG).  The step was
+    taken off the burst before it was signalled, so the reset's stop holds: the burst
+    must not wrap its remaining count to 2^32-1 and run on."""
+    m = irqlab_qtest_factory(
+        "",
+        extra_args=["-device", ROOT_PORT, "-device", "irqlab,id=irq0,bus=rp0,gpio-lines=8"],
+    )
+    qt = m.qtest
+    mch = PciConfig(qt, PciAddress(0, 0, 0))
+    mch.writel(MCH_PCIEXBAR + 4, 0)
+    mch.writel(MCH_PCIEXBAR, MMCONFIG | 1)  # 256 buses, enabled
+    port = PciConfig(qt, PciAddress(0, ROOT_PORT_SLOT, 0))
+    port.writel(BRIDGE_BUS_NUMBERS, 0x0001_0100)  # primary 0, secondary 1, subordinate 1
+    port.writel(BRIDGE_MEMORY_WINDOW, BEHIND_PORT_BAR0 >> 16 | BEHIND_PORT_BAR0)
+    port.set_command_bits(COMMAND_MEMORY | COMMAND_MASTER)
+    cfg = PciConfig(qt, PciAddress(1, 0, 0))
+    cfg.map_bar(0, BEHIND_PORT_BAR0)
+    dev = QtestIrqlab(qt, cfg, BEHIND_PORT_BAR0)
+    inj = Injector(m, "irq0")
+    # vector 0 (GPIO): a dword write at 0x3c (interrupt line, pin, bridge control)
+    # that keeps the first two and sets the bridge's secondary bus reset
+    port_0x3c = MMCONFIG + (port.addr.devfn << 12) + BRIDGE_CONTROL - 2
+    data = port.readw(BRIDGE_CONTROL - 2) | BRIDGE_CONTROL_SBR << 16
+    enable_msix(cfg, BEHIND_PORT_BAR0 + REGS.MSIX_TABLE_OFFSET, [(port_0x3c, data)])
+    _edges(Rig(m, qt, dev, inj), 1 << LINE)
+    dev.write("GPIO_IRQ_EN", 1 << LINE)
+    dev.write("IRQ_ENABLE", GPIO)
+    inj.burst(10, period_ns=P, line=LINE)
+    assert port.readw(BRIDGE_CONTROL) & BRIDGE_CONTROL_SBR  # the message was sent
+    assert inj.burst_remaining() == 0  # the reset stopped the burst
+    qt.clock_step(20 * P)
+    assert inj.burst_remaining() == 0
+    assert inj.gpio_in() == 1 << LINE  # the first step's level, no step after the reset
+    assert inj.counters().raised == 1

@@ -13,10 +13,12 @@ import struct
 from pathlib import Path
 
 import pytest
-from devrig import RigFactory, device_arg, migrate_in_start, migrate_out
+from devrig import RigFactory, device_arg, migrate_in, migrate_in_start, migrate_out
 
 from irqlab.contract.regs import QOM
 from irqlab.testing.plugin import QtestMachineFactory
+from irqlab.testing.qtest_pci import COMMAND_INTX_DISABLE
+from irqlab.vm.qmp.injector import Injector
 
 pytestmark = pytest.mark.device
 
@@ -64,3 +66,53 @@ def test_stream_with_valid_period_loads(
     )
     dst.qmp("qom-set", path="/machine/peripheral/irq0", property=QOM.PROP_BURST_COUNT, value=3)
     assert dst.is_running()
+
+
+@pytest.mark.parametrize("src_broken", [False, True])
+def test_broken_intx_disable_must_match(
+    rig_factory: RigFactory, irqlab_qtest_factory: QtestMachineFactory, tmp_path: Path,
+    src_broken: bool,
+) -> None:  # fmt: skip
+    """``COMMAND.INTX_DISABLE`` is writable on one side only: set by the guest on a
+    source without ``broken-intx-disable`` it would stay set on a destination with it
+    (INTx dead for good).  Either mismatch is refused; matching properties load."""
+    src = rig_factory(irq_mode="intx", broken_intx_disable=src_broken)
+    src.dev.cfg.set_command_bits(COMMAND_INTX_DISABLE)
+    image = tmp_path / "src.mig"
+    migrate_out(src.machine, image)
+    for dst_broken in (not src_broken, src_broken):
+        dst = irqlab_qtest_factory(
+            device_arg(irq_mode="intx", broken_intx_disable=dst_broken),
+            extra_args=["-incoming", "defer"],
+        )
+        migrate_in_start(dst, image)
+        if dst_broken != src_broken:
+            assert dst.wait_exit(timeout=30) == 1
+        else:
+            dst.wait_event("MIGRATION", timeout=30, match={"status": "completed"})
+            dst.close()
+
+
+def test_a_running_burst_without_its_timer_is_rearmed(
+    rig_factory: RigFactory, irqlab_qtest_factory: QtestMachineFactory, tmp_path: Path
+) -> None:
+    """A stream whose running burst has no pending timer (expire -1) would stall the
+    burst for good; the load arms the timer for the next step's deadline."""
+    start, period = 1_000, 9_876_543_211
+    src = rig_factory(**PROPS)
+    src.qt.clock_set(start)
+    src.inj.burst(5, period_ns=period)
+    src.inj.set_burst_period(5_000)  # the next burst's: the marker stays the timer's
+    image = tmp_path / "src.mig"
+    migrate_out(src.machine, image)
+    data = image.read_bytes()
+    needle = struct.pack(">Q", start + period)  # the timer's expire time
+    assert data.count(needle) == 1, "marker not unique in the stream"
+    patched = tmp_path / "patched.mig"
+    patched.write_bytes(data.replace(needle, struct.pack(">q", -1)))
+    dst = irqlab_qtest_factory(device_arg(**PROPS), extra_args=["-incoming", "defer"])
+    dst.qtest.clock_set(start)
+    migrate_in(dst, patched)
+    dst.qtest.clock_step(period)
+    inj = Injector(dst, "irq0")
+    assert inj.burst_remaining() == 3

@@ -9,7 +9,8 @@ import pytest
 from devrig import Rig, RigFactory
 
 from irqlab.contract.regs import QOM, REGS
-from irqlab.vm.qmp.errors import DeviceRejected, InvalidArgument
+from irqlab.testing.plugin import QtestMachineFactory
+from irqlab.vm.qmp.errors import DeviceRejected, InvalidArgument, QMPCommandError
 
 pytestmark = pytest.mark.device
 
@@ -101,3 +102,19 @@ def test_client_side_validation_matches_the_device(small: Rig) -> None:
         with pytest.raises(InvalidArgument):
             bad()
     assert _snapshot(small) == before
+
+
+@pytest.mark.parametrize("prop", [QOM.PROP_GPIO_SET, QOM.PROP_FIFO_PUSH, QOM.PROP_BURST_COUNT])
+def test_an_action_property_before_realize_says_so(
+    irqlab_qtest_factory: QtestMachineFactory, prop: str
+) -> None:
+    """``-device``/``device_add`` with an action property: the device is not running
+    yet.  A GPIO mask said it named lines beyond gpio-lines (valid bits 0x0): the lines
+    are only known once the device is realized."""
+    m = irqlab_qtest_factory("", extra_args=["-device", "pcie-root-port,id=rp0,chassis=1"])
+    with pytest.raises(QMPCommandError) as info:
+        m.qmp("device_add", driver="irqlab", id="irq1", bus="rp0", **{prop: 1})
+    assert info.value.desc == (
+        f"irqlab: property '{prop}' acts on a running device; set it with qom-set after realize"
+    )
+    assert m.qmp("query-status")["status"] == "running"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from irqlab.build.qemu import QemuInstall, device_dir, work_dir
+from irqlab.build.qemu import QemuInstall, current_build_dir, device_dir
 
 pytestmark = pytest.mark.device
 
@@ -22,9 +22,11 @@ _OUTPUT_OPTIONS = {"-o": 1, "-MQ": 1, "-MF": 1, "-MD": 0, "-c": 1}
 def _compile(header_text: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
     """Compile this checkout's irqlab.c as QEMU's build does, ``hw/misc/irqlab-regs.h``
     being *header_text*."""
-    commands = sorted(work_dir().glob("build-*/compile_commands.json"))
-    assert commands, f"no QEMU build with compile_commands.json under {work_dir()}"
-    entries = json.loads(commands[0].read_text(encoding="utf-8"))
+    # the current build's tree (not the first in sort order: an upstream release's
+    # beside Debian's)
+    commands = current_build_dir() / "compile_commands.json"
+    assert commands.is_file(), f"no compile_commands.json of the current QEMU build: {commands}"
+    entries = json.loads(commands.read_text(encoding="utf-8"))
     entry = next(e for e in entries if e["file"].endswith("hw/misc/irqlab.c"))
     argv = shlex.split(entry["command"])
     kept: list[str] = []

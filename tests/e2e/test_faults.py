@@ -522,15 +522,19 @@ def test_waits(irqlab_fresh_guest):
 """
 
 
-@pytest.mark.parametrize("times", [1, 2], ids=["once", "twice"])
-@pytest.mark.parametrize("signo", [signal.SIGTERM, signal.SIGINT])
-def test_sigterm_or_sigint_of_pytest_stops_its_guests(
-    tmp_path: Path, signo: int, times: int
-) -> None:
-    """Once, or twice back to back as timeout(1) and CI runners send it (to pytest,
-    then to its process group): pytest's interrupted run, status 2, no second
-    KeyboardInterrupt inside its report."""
-    test = _inner(tmp_path, INNER_SLOW)
+INNER_SLOW_SHARED = """
+def test_waits(irqlab_guest, irqlab_agent):
+    irqlab_guest.sh("echo 512 > /proc/sys/kernel/tainted")  # W: the end's check would fail
+    print("GUEST-UP", irqlab_guest.machine.pid, flush=True)
+    irqlab_agent.arm("read")
+    irqlab_agent.expect(path="read", timeout=300)
+"""
+
+
+def _inner_until_up(tmp_path: Path, source: str) -> tuple[subprocess.Popen[bytes], int]:
+    """An inner pytest of *source* started, once its test printed ``GUEST-UP <qemu pid>``:
+    the process and that pid."""
+    test = _inner(tmp_path, source)
     p = subprocess.Popen(
         [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", str(test)],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=_inner_env(tmp_path),
@@ -539,13 +543,34 @@ def test_sigterm_or_sigint_of_pytest_stops_its_guests(
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     assert p.stdout is not None
-    qemu = 0
     for raw in p.stdout:
         line = raw.decode(errors="replace")
         if "GUEST-UP" in line:
-            qemu = int(line.split("GUEST-UP", 1)[1].split()[0])
-            break
-    assert qemu, "the inner test never started its guest"
+            return p, int(line.split("GUEST-UP", 1)[1].split()[0])
+    raise AssertionError(f"the inner test never started its guest: {p.communicate()[0]!r}")
+
+
+def test_an_interrupted_run_skips_the_session_guests_kernel_log_check(tmp_path: Path) -> None:
+    """Ctrl-C of a run whose session guest was tainted: the end-of-run kernel-log check
+    ran anyway (a kmemleak scan of up to minutes), and its report escaped pytest's
+    interrupted exit as a raw traceback."""
+    p, _ = _inner_until_up(tmp_path, INNER_SLOW_SHARED)
+    p.send_signal(signal.SIGINT)
+    rest = p.communicate(timeout=60)[0].decode(errors="replace")
+    assert p.returncode == pytest.ExitCode.INTERRUPTED, rest[-3000:]
+    assert "kernel reported problems" not in rest, rest[-3000:]
+    assert "Traceback" not in rest and "Failed:" not in rest, rest[-3000:]
+
+
+@pytest.mark.parametrize("times", [1, 2], ids=["once", "twice"])
+@pytest.mark.parametrize("signo", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_or_sigint_of_pytest_stops_its_guests(
+    tmp_path: Path, signo: int, times: int
+) -> None:
+    """Once, or twice back to back as timeout(1) and CI runners send it (to pytest,
+    then to its process group): pytest's interrupted run, status 2, no second
+    KeyboardInterrupt inside its report."""
+    p, qemu = _inner_until_up(tmp_path, INNER_SLOW)
     p.send_signal(signo)
     if times == 2:
         # the second once the kernel delivered the first (sent while the first still

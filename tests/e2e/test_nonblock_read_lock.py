@@ -31,14 +31,17 @@ def test_nonblocking_read_and_flush_do_not_wait_for_a_held_read_lock(
     g.put(build_test_prog("nb_read", tmp_path), "/tmp/nb_read", mode=0o755)
     g.sh("rm -f /tmp/nb_read.ready /tmp/nb_read.out")
     g.sh(f"setsid /tmp/nb_read {g.dev} /tmp/nb_read.ready </dev/null >/tmp/nb_read.out 2>&1 &")
-    wait_until(lambda: _exists(g, "/tmp/nb_read.ready"), bool, TIMEOUT, "nb_read to open")
-    irqlab_device.push(0x4E42)  # one record for the held reader to copy
-    out = wait_until(
-        lambda: g.sh("cat /tmp/nb_read.out 2>/dev/null || true").strip(),
-        lambda s: s.endswith("}"),
-        TIMEOUT,
-        "nb_read's result",
-    )
+    try:
+        wait_until(lambda: _exists(g, "/tmp/nb_read.ready"), bool, TIMEOUT, "nb_read to open")
+        irqlab_device.push(0x4E42)  # one record for the held reader to copy
+        out = wait_until(
+            lambda: g.sh("cat /tmp/nb_read.out 2>/dev/null || true").strip(),
+            lambda s: s.endswith("}"),
+            TIMEOUT,
+            "nb_read's result",
+        )
+    finally:  # not left holding /dev/irqlab0 open for the shared guest's next tests
+        g.sh("kill -9 $(pidof nb_read) 2>/dev/null; true")
     r = json.loads(out.splitlines()[-1])
     assert "error" not in r, r
     assert r["read_errno"] == "EAGAIN" and r["read_s"] < 1.0, (

@@ -569,6 +569,20 @@ def current_digest(arch: Arch = X86_64) -> str:
     return _current_inputs(arch).digest
 
 
+def build_dir(source: QemuSource, arch: Arch = X86_64) -> Path:
+    """The (shared) build tree of *source* for *arch*'s target in the cache: one per
+    target, so adding one never reconfigures (and so never rebuilds) the x86_64 one;
+    each path is stable, so ccache stays warm."""
+    suffix = "" if arch == X86_64 else f"-{arch.name}"
+    return work_dir() / f"build-{source.slug}{suffix}"
+
+
+def current_build_dir(arch: Arch = X86_64) -> Path:
+    """The build tree the current inputs build in (there or not; never builds): where
+    its compile_commands.json is.  Raises as :func:`current_digest`."""
+    return build_dir(_current_inputs(arch).source, arch)
+
+
 def current_source_dir(arch: Arch = X86_64) -> Path:
     """The source tree the current inputs build from (there or not; never builds):
     where its scripts/checkpatch.pl is.  Raises as :func:`current_digest`."""
@@ -788,10 +802,7 @@ def _build(inputs: _Inputs, out: Path, steps: StepLog, log: Log) -> None:
     source = inputs.source
     arch = inputs.arch
     src = source_dir(source)
-    # one build dir per target: adding a target never reconfigures (and so never
-    # rebuilds) the x86_64 one; each path is stable, so ccache stays warm
-    suffix = "" if arch == X86_64 else f"-{arch.name}"
-    build = work_dir() / f"build-{source.slug}{suffix}"
+    build = build_dir(source, arch)
     deps = [*BUILD_DEPS, *(UPSTREAM_EXTRA_DEPS if source.kind == "upstream" else ())]
     if os.geteuid() != 0:  # what root must do, all of it at once
         _check_root_steps(steps, deps, source, src)

@@ -233,6 +233,9 @@ _RUNNING: list[pytest.Item] = []  # the test being run, for start_guest()'s logs
 
 
 _INTERRUPTED: list[pytest.Item] = []  # the test a Ctrl-C or SIGTERM stopped
+# the run was stopped by Ctrl-C or SIGTERM: the session guest's end-of-run check is
+# skipped (a kmemleak scan of minutes, and a report pytest's interrupted exit crashed on)
+_RUN_INTERRUPTED = pytest.StashKey[bool]()
 
 
 @pytest.hookimpl(wrapper=True)
@@ -242,6 +245,7 @@ def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object
         return (yield)
     except KeyboardInterrupt:
         _INTERRUPTED[:] = [item]
+        item.config.stash[_RUN_INTERRUPTED] = True
         raise
     finally:
         _RUNNING.pop()
@@ -405,7 +409,8 @@ def irqlab_guest(
     soft reset.  A save that fails (a full cache) leaves the booted guest in use.  At
     the session's end its kernel log is checked (a WARN, BUG, oops or an unexpected
     taint during any test, one that passed too, is an error of the last test's
-    teardown; the ini option ``irqlab_check_kernel_log = false`` turns it off)."""
+    teardown; the ini option ``irqlab_check_kernel_log = false`` turns it off; not
+    after a Ctrl-C or SIGTERM)."""
     from irqlab.testing.parallel import worker_id
     from irqlab.vm.guest import GuestConfig
 
@@ -415,7 +420,8 @@ def irqlab_guest(
     g = start_guest(config)  # a missing prerequisite fails with its name
     try:
         yield g
-        if request.config.getini(CHECK_KERNEL_LOG_INI):
+        interrupted = request.config.stash.get(_RUN_INTERRUPTED, False)
+        if request.config.getini(CHECK_KERNEL_LOG_INI) and not interrupted:
             lead = (
                 f"the session guest's kernel reported problems during this session's tests "
                 f"(not checked with the ini option {CHECK_KERNEL_LOG_INI} = false)"

@@ -63,6 +63,7 @@ int main(int argc, char **argv)
 	struct uffdio_api api = { .api = UFFD_API };
 	struct uffdio_register reg = { 0 };
 	struct uffdio_zeropage zp = { 0 };
+	struct uffd_msg msg;
 	struct irqlab_event ev;
 	struct sigaction sa;
 	struct pollfd pfd;
@@ -101,7 +102,14 @@ int main(int argc, char **argv)
 
 	if (pthread_create(&t, NULL, held_reader, NULL))
 		return fail("pthread_create");
-	sleep(1);	/* the reader faults in copy_to_user() */
+	/* the reader faults in copy_to_user(), holding the file's read lock */
+	pfd.fd = uffd;
+	pfd.events = POLLIN;
+	if (poll(&pfd, 1, 60000) != 1)
+		return fail("poll uffd");
+	if (read(uffd, &msg, sizeof(msg)) != sizeof(msg) ||
+	    msg.event != UFFD_EVENT_PAGEFAULT)
+		return fail("uffd event");
 
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = on_alarm;	/* no SA_RESTART: a sleeper gets EINTR */

@@ -179,7 +179,10 @@ struct irqlab_clock {
  * Records of the driver's own sources (IRQLAB_SRC_KEY) are not filtered.
  */
 #define IRQLAB_IOC_SET_SOURCES	_IOW(IRQLAB_IOC_MAGIC, 0x05, __u32)
-/* Discard this file's queued records; returns how many. */
+/*
+ * Discard this file's queued records; returns how many.  With O_NONBLOCK,
+ * -EAGAIN while another reader of the file is copying records out.
+ */
 #define IRQLAB_IOC_FLUSH	_IO(IRQLAB_IOC_MAGIC, 0x06)
 #define IRQLAB_IOC_GET_CLOCK	_IOR(IRQLAB_IOC_MAGIC, 0x07, struct irqlab_clock)
 

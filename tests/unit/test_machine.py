@@ -11,6 +11,7 @@ import textwrap
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fake_qemu import REFUSED_DEVICE  # same directory (rootdir-relative import)
@@ -408,6 +409,44 @@ def test_a_big_pipelined_batch_leaves_the_qmp_loop_free_and_ends_at_once(
         m.take_events(("RESET",), timeout=1.0)  # the loop is free again at once
         assert time.monotonic() - t0 < 1.0
         assert m.qmp("query-status")["status"] == "running"
+
+
+def test_a_batch_whose_qemu_died_ends_at_once(fake_qemu: Path, tmp_path: Path) -> None:
+    """QEMU killed during 200000 pipelined commands: qemu.qmp refuses each later one at
+    once, without a suspension, and the rest of the batch ran in one loop step (3.4 s
+    here, the health watch's waits meanwhile); now the first refusal ends the sending."""
+    from irqlab.testing.helpers import wait_until
+
+    with Machine(_cfg(fake_qemu, tmp_path, qmp_timeout=600.0)) as m:
+        ended: list[float] = []
+
+        def batch() -> None:
+            try:
+                m.qmp_many([("query-status", None)] * 200_000)
+            except MachineError:
+                ended.append(time.monotonic())
+
+        assert m._qmp is not None
+        client = m._qmp._client
+        sent = [0]
+        execute = client.execute
+
+        async def counted(*a: Any, **kw: Any) -> Any:  # the real one, counted
+            sent[0] += 1
+            return await execute(*a, **kw)
+
+        client.execute = counted  # type: ignore[method-assign]
+        worker = threading.Thread(target=batch)
+        worker.start()
+        try:
+            # a few thousand commands in, most of the batch to come
+            wait_until(lambda: sent[0], lambda n: n > 2000, 30.0, "the batch's commands")
+            killed = time.monotonic()
+            os.kill(m.pid, signal.SIGKILL)
+        finally:
+            worker.join(60)
+        assert ended, "the batch did not fail with its QEMU"
+        assert ended[0] - killed < 1.0, f"the batch ended {ended[0] - killed:.2f} s after"
 
 
 def test_a_pipelined_batch_gets_time_by_its_size_or_the_timeout_given(

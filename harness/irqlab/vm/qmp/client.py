@@ -267,13 +267,20 @@ class SyncQMP:
             # cancel (Ctrl-C), every other wait on the loop (the health watch's) meanwhile
             results: list[Any] = [None] * len(commands)
             todo = iter(enumerate(commands))
+            lost: list[BaseException] = []  # the session ended: nothing more is sent
 
             async def worker() -> None:
                 for i, (cmd, args) in todo:
+                    if lost:  # qemu.qmp refuses at once, without a suspension: the rest
+                        results[i] = lost[0]  # of a big batch took the loop seconds in
+                        continue  # one step (the health watch's waits meanwhile)
                     try:
                         results[i] = await client.execute(cmd, dict(args) if args else None)
-                    except Exception as e:  # raised below, once every command is answered
+                    except ExecuteError as e:  # raised below, once every command is answered
                         results[i] = e
+                    except Exception as e:  # the connection's end: every later one fails
+                        results[i] = e
+                        lost.append(e)
                     answered[0] += 1
 
             await asyncio.gather(*(worker() for _ in range(min(window, len(commands)))))

@@ -94,7 +94,17 @@ class Terminal:
                     if not self._read(until - time.monotonic()):
                         break  # EOF: all it wrote is read
             raise AssertionError(f"{self.proc.args!r} still runs after {timeout} s:\n{self.seen}")
+        self._drain()
         return self.proc.returncode
+
+    def _drain(self) -> None:
+        """Read what the exited command wrote and :meth:`wait` has not read yet: to EOF,
+        or until nothing more comes for 0.2 s (a child it left may hold the terminal).
+        The status came before the output's end (a stack dump cut at 'File "')."""
+        while self.master >= 0:
+            before = len(self.seen)
+            if not self._read(0.2) or len(self.seen) == before:
+                return
 
     def lflags(self) -> int:
         """The terminal's local modes (``termios.ICANON``, ``termios.ECHO``, ...)."""

@@ -36,7 +36,13 @@ if pid == 0:
     os._exit(0)
 os.close(w)
 os.read(r, 1)
-time.sleep(2)  # well inside the write
+# well inside the write: the child has spent half a second in the kernel (its stime,
+# /proc/PID/stat field 15, in clock ticks), a wait on that rather than a fixed sleep
+hz = os.sysconf("SC_CLK_TCK")
+end = time.monotonic() + 60
+while int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[12]) < hz // 2:
+    assert time.monotonic() < end, "the child spent no time in its write(2)"
+    time.sleep(0.01)
 t0 = time.monotonic()
 os.kill(pid, signal.SIGKILL if how == "kill" else signal.SIGUSR1)
 _, status = os.waitpid(pid, 0)

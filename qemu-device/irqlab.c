@@ -1321,6 +1321,26 @@ static bool irqlab_period_ok(uint64_t period)
 }
 
 /*
+ * Our INTx line is the PCI core's (irq_state, migrated with the function),
+ * only the INTx route raises it, and there it is high exactly while a source
+ * is pending.  A line high on another route is never lowered again: INTA
+ * stuck for good.
+ */
+static bool irqlab_intx_level_ok(IrqlabState *s)
+{
+    PCIDevice *pdev = PCI_DEVICE(s);
+    bool line = pdev->irq_state & (1u << pci_intx(pdev));
+
+    if (s->intx_level != line) {
+        return false;
+    }
+    if (s->route != IRQLAB_ROUTE_INTX) {
+        return !s->intx_level;
+    }
+    return s->intx_level == (s->last_pending != 0);
+}
+
+/*
  * Refuse a stream whose state the device could never reach: every index
  * and divisor the device uses later comes from here.
  */
@@ -1370,6 +1390,11 @@ static int irqlab_post_load(void *opaque, int version_id)
         return -EINVAL;
     }
     s->route = irqlab_compute_route(s);
+    if (!irqlab_intx_level_ok(s)) {
+        error_report("irqlab: INTx level %d does not match the stream's "
+                     "route and PCI interrupt state", s->intx_level);
+        return -EINVAL;
+    }
     /* a running burst always waits on its timer (unless never due again) */
     if (s->burst_remaining && !timer_pending(&s->burst_timer) &&
         irqlab_burst_deadline(s) != INT64_MAX) {

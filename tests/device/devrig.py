@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,17 +58,35 @@ def device_arg(**props: object) -> str:
     return ",".join(parts)
 
 
+MIGRATION_FD = "devrig-migration"
+
+
+def _migrate_fd(m: Machine, path: Path, flags: int) -> str:
+    """Hand QEMU its own copy of *path* opened with *flags*; the URI naming it."""
+    fd = os.open(path, flags | os.O_CLOEXEC, 0o644)
+    try:
+        m.send_fd(fd, MIGRATION_FD)
+    finally:
+        os.close(fd)
+    return f"fd:{MIGRATION_FD}"
+
+
 def migrate_out(m: Machine, path: Path) -> None:
-    """Save *m*'s state to *path* (migration to a file) and wait until it completed."""
+    """Save *m*'s state to *path* (migration to a file) and wait until it completed.
+
+    QEMU writes the file itself (``fd:``): through ``exec:cat > path`` the MIGRATION
+    ``completed`` event came when QEMU had written the pipe, not when ``cat`` had
+    written the file, and under load a test read a cut stream ("Failed to load
+    irqlab:ack_win_ts")."""
     m.qmp("migrate-set-capabilities", capabilities=[{"capability": "events", "state": True}])
-    m.qmp("migrate", uri=f"exec:cat > {path}")
+    m.qmp("migrate", uri=_migrate_fd(m, path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC))
     m.wait_event("MIGRATION", timeout=60, match={"status": "completed"})
 
 
 def migrate_in_start(m: Machine, path: Path) -> None:
     """Start loading *path* into *m* (started with ``-incoming defer``); returns at once."""
     m.qmp("migrate-set-capabilities", capabilities=[{"capability": "events", "state": True}])
-    m.qmp("migrate-incoming", uri=f"exec:cat {path}")
+    m.qmp("migrate-incoming", uri=_migrate_fd(m, path, os.O_RDONLY))
 
 
 def migrate_in(m: Machine, path: Path) -> None:

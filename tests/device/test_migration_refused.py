@@ -13,11 +13,11 @@ import struct
 from pathlib import Path
 
 import pytest
-from devrig import RigFactory, device_arg, migrate_in, migrate_in_start, migrate_out
+from devrig import FIFO, RAM_MSI, RigFactory, device_arg, migrate_in, migrate_in_start, migrate_out
 
-from irqlab.contract.regs import QOM
+from irqlab.contract.regs import QOM, REGS
 from irqlab.testing.plugin import QtestMachineFactory
-from irqlab.testing.qtest_pci import COMMAND_INTX_DISABLE
+from irqlab.testing.qtest_pci import COMMAND_INTX_DISABLE, enable_msix
 from irqlab.vm.qmp.injector import Injector
 
 pytestmark = pytest.mark.device
@@ -116,3 +116,74 @@ def test_a_running_burst_without_its_timer_is_rearmed(
     dst.qtest.clock_step(period)
     inj = Injector(dst, "irq0")
     assert inj.burst_remaining() == 3
+
+
+def _stream_with_intx_state(
+    rig_factory: RigFactory, tmp_path: Path, mode: str, patch: tuple[int, int] | None
+) -> Path:
+    """A stream of a device whose FIFO source is pending (INTx: the line high), with
+    the device's (``last_pending``, ``intx_level``) rewritten to *patch*.  The two are
+    found by what follows them, the counters ``raised`` and ``delivered`` (the first
+    of the counter array, in the CNT_* registers' order)."""
+    src = rig_factory(irq_mode=mode, gpio_lines=8, evq_depth=16)
+    if mode == "msix":
+        enable_msix(
+            src.dev.cfg,
+            src.dev.bar0 + REGS.MSIX_TABLE_OFFSET,
+            [(RAM_MSI + 0x10 * i, 0x100 + i) for i in range(REGS.NUM_SOURCES)],
+        )
+    src.dev.write("IRQ_ENABLE", REGS.SRC_ALL)
+    for word in (1, 2, 3):
+        src.inj.push(word)
+    c = src.inj.counters()
+    assert (c.raised, c.delivered) == (3, 1)
+    image = tmp_path / "src.mig"
+    migrate_out(src.machine, image)
+    data = image.read_bytes()
+    level = 1 if mode == "intx" else 0
+    needle = struct.pack(">IBQQ", FIFO, level, c.raised, c.delivered)
+    assert data.count(needle) == 1, "last_pending/intx_level not found once in the stream"
+    out = tmp_path / "patched.mig"
+    if patch is None:
+        out.write_bytes(data)
+    else:
+        out.write_bytes(data.replace(needle, struct.pack(">IBQQ", *patch, 3, 1)))
+    return out
+
+
+@pytest.mark.parametrize(
+    ("mode", "patch"),
+    [
+        pytest.param("intx", (FIFO, 0), id="intx-line-high-level-low"),
+        pytest.param("intx", (0, 1), id="intx-level-high-nothing-pending"),
+        pytest.param("msix", (FIFO, 1), id="msix-level-high"),
+    ],
+)
+def test_an_intx_level_the_device_could_not_have_is_refused(
+    rig_factory: RigFactory, irqlab_qtest_factory: QtestMachineFactory, tmp_path: Path,
+    mode: str, patch: tuple[int, int],
+) -> None:  # fmt: skip
+    """The device's INTx level must be the PCI core's (migrated with the function),
+    low off the INTx route and high exactly while a source is pending there: loaded,
+    a level low under a high line was never lowered again (INTA stuck for good)."""
+    image = _stream_with_intx_state(rig_factory, tmp_path, mode, patch)
+    dst = irqlab_qtest_factory(
+        device_arg(irq_mode=mode, gpio_lines=8, evq_depth=16), extra_args=["-incoming", "defer"]
+    )
+    migrate_in_start(dst, image)
+    assert dst.wait_exit(timeout=30) == 1
+
+
+@pytest.mark.parametrize("mode", ["intx", "msix"])
+def test_an_unpatched_intx_state_loads(
+    rig_factory: RigFactory, irqlab_qtest_factory: QtestMachineFactory, tmp_path: Path,
+    mode: str,
+) -> None:  # fmt: skip
+    """The control of the test above: the same stream, unpatched, loads."""
+    image = _stream_with_intx_state(rig_factory, tmp_path, mode, None)
+    dst = irqlab_qtest_factory(
+        device_arg(irq_mode=mode, gpio_lines=8, evq_depth=16), extra_args=["-incoming", "defer"]
+    )
+    migrate_in_start(dst, image)
+    dst.wait_event("MIGRATION", timeout=30, match={"status": "completed"})
+    assert Injector(dst, "irq0").counters().raised == 3

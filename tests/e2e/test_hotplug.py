@@ -18,7 +18,7 @@ import pytest
 
 from irqlab.contract.regs import REGS
 from irqlab.testing.helpers import DeviceControl, check_guest_kernel_log
-from irqlab.vm.guest import Guest
+from irqlab.vm.guest import Guest, GuestTimeout
 
 TIMEOUT = 60.0
 CYCLES = (5, 20)  # (test-all, soak)
@@ -83,3 +83,21 @@ def test_unplug_needs_a_hotplug_slot(irqlab_fresh_guest: Guest) -> None:
 
     with pytest.raises(GuestError, match="hotplug=True"):
         irqlab_fresh_guest.unplug()
+
+
+@pytest.mark.irqlab(hotplug=True)
+def test_an_unplug_the_guest_never_answers_is_a_timeout(irqlab_fresh_guest: Guest) -> None:
+    """The guest's vCPUs are stopped (QMP ``stop``): it never releases the device, and
+    ``unplug`` ends at its timeout with a GuestTimeout (a TimeoutError) naming
+    DEVICE_DELETED, not a bare GuestError."""
+    g = irqlab_fresh_guest
+    vm = g.machine
+    assert vm is not None
+    vm.qmp("stop")
+    try:
+        with pytest.raises(GuestTimeout) as info:
+            g.unplug(timeout=1.0)
+        assert isinstance(info.value, TimeoutError)
+        assert "never reported DEVICE_DELETED within 1 s" in str(info.value)
+    finally:
+        vm.qmp("cont")

@@ -103,6 +103,23 @@ def test_a_put_its_timeout_cuts_short_leaves_the_old_file_and_no_temporary(
     ssh.run(f"rm -rf {d}")
 
 
+def test_guest_put_takes_a_timeout(irqlab_guest: Guest, tmp_path: Path) -> None:
+    """``Guest.put``/``put_bytes`` had a fixed 60 s timeout: a big file on a slow guest
+    could not be given longer, nor a short wait shorter."""
+    g = irqlab_guest
+    big = tmp_path / "big"
+    big.write_bytes(os.urandom(64 << 20))
+    d = "/tmp/irqlab-guestput"
+    g.sh(f"rm -rf {d} && mkdir {d} && echo old > {d}/f")
+    with pytest.raises(TimeoutError):  # 64 MiB in 0.3 s: never under TCG
+        g.put(big, f"{d}/f", timeout=0.3)
+    with pytest.raises(TimeoutError):
+        g.put_bytes(big.read_bytes(), f"{d}/f", timeout=0.3)
+    assert g.sh(f"cat {d}/f") == "old\n"
+    g.put_bytes(b"new\n", f"{d}/f", timeout=30)
+    assert g.sh(f"cat {d}/f; rm -rf {d}") == "new\n"
+
+
 def test_the_connection_sends_small_messages_at_once(ssh: SshClient) -> None:
     """TCP_NODELAY on the SSH socket: with Nagle's algorithm a small message sent right
     after another waits for the peer's delayed ACK (~40 ms on loopback)."""

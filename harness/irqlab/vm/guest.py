@@ -173,7 +173,7 @@ class GuestError(IrqlabError, RuntimeError):
 
 class GuestTimeout(GuestError, TimeoutError):
     """A wait of the guest's ran out of time: the boot's ready marker (boot_timeout), the
-    agent's start, a device node; a TimeoutError too."""
+    agent's start, a device node, an unplug's DEVICE_DELETED; a TimeoutError too."""
 
 
 class ModuleLoadError(GuestError, CommandError):
@@ -2190,20 +2190,25 @@ class Guest:
             if r.rc != 0:
                 self._kernel_step_failed(what, r)
 
-    def put(self, local: Path | str, remote: str, *, mode: int | None = None) -> None:
+    def put(
+        self, local: Path | str, remote: str, *, mode: int | None = None, timeout: float = 60.0
+    ) -> None:
         """Copy the local file *local* to the absolute guest path *remote* (parents made;
-        *mode* default: the local file's).  :class:`GuestWriteError` names a guest path
-        that cannot be written."""
+        *mode* default: the local file's) within *timeout* seconds.
+        :class:`GuestWriteError` names a guest path that cannot be written."""
         __tracebackhide__ = hide_frame
         local = Path(local)
-        self.put_bytes(local.read_bytes(), remote, mode=file_mode(local) if mode is None else mode)
+        mode = file_mode(local) if mode is None else mode
+        self.put_bytes(local.read_bytes(), remote, mode=mode, timeout=timeout)
 
-    def put_bytes(self, data: bytes, remote: str, *, mode: int = 0o644) -> None:
-        """Write *data* to the guest file *remote* (parents made), as
-        :meth:`SshClient.put_bytes` does (:mod:`irqlab.vm.guestfile`)."""
+    def put_bytes(
+        self, data: bytes, remote: str, *, mode: int = 0o644, timeout: float = 60.0
+    ) -> None:
+        """Write *data* to the guest file *remote* (parents made) within *timeout*
+        seconds, as :meth:`SshClient.put_bytes` does (:mod:`irqlab.vm.guestfile`)."""
         __tracebackhide__ = hide_frame
         check_put(data, remote)
-        self._put(bytes(data), remote, mode)
+        self._put(bytes(data), remote, mode, timeout)
 
     def get(self, remote: str, *, timeout: float = 60.0) -> bytes:
         """The bytes of the guest file *remote* (a regular file, /proc's and /sys's
@@ -2223,14 +2228,14 @@ class Guest:
             raise GuestError(f"cannot read {remote} in the guest: {said}")
         return r.out_bytes
 
-    def _put(self, data: bytes, remote: str, mode: int) -> None:
+    def _put(self, data: bytes, remote: str, mode: int, timeout: float = 60.0) -> None:
         """Write *data* to *remote* (parents made) through one exec channel, waiting for
         its exit status (dropbear copes badly with overlapping channels); a file is
         replaced whole (:func:`irqlab.vm.guestfile.put_command`)."""
         __tracebackhide__ = hide_frame
         r = self._run(
             put_command(remote, mode, len(data)),
-            timeout=60.0,
+            timeout=timeout,
             input=data,
             doing=f"writing {remote}",
         )
@@ -2286,7 +2291,7 @@ class Guest:
             fault = self.wait_fault(FAULT_VERDICT)
             if fault is not None:
                 raise GuestFault(fault, "unplugging the device") from e
-            raise GuestError(
+            raise GuestTimeout(
                 f"device_del {c.device_id}: QEMU never reported DEVICE_DELETED within "
                 f"{timeout:g} s (the guest did not release the device)"
             ) from e

@@ -762,11 +762,14 @@ class SshClient:
             except paramiko.ChannelException as e:
                 raise SshError(f"guest {host}:{port} refused a forwarded connection: {e}") from e
 
-    def put(self, local: Path | str, remote: str, *, mode: int | None = None) -> None:
+    def put(
+        self, local: Path | str, remote: str, *, mode: int | None = None, timeout: float = 60.0
+    ) -> None:
         """Copy the local file *local* to the absolute guest path *remote*
         (:meth:`put_bytes`; *mode* default: the local file's)."""
         local = Path(local)
-        self.put_bytes(local.read_bytes(), remote, mode=file_mode(local) if mode is None else mode)
+        mode = file_mode(local) if mode is None else mode
+        self.put_bytes(local.read_bytes(), remote, mode=mode, timeout=timeout)
 
     def put_bytes(
         self, data: bytes, remote: str, *, mode: int = 0o644, timeout: float = 60.0

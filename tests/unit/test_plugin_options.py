@@ -754,3 +754,23 @@ def test_the_markers_devices_become_the_guests_extra_devices(pytester: pytest.Py
     pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:xdist").assert_outcomes(
         passed=1
     )
+
+
+def test_a_module_that_is_no_kernel_module_is_the_users_mistake_not_a_missing_build(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The marker's module that is no ELF file said "end-to-end prerequisite missing",
+    as if irqlab had not been built; it is refused before anything boots."""
+    monkeypatch.setenv("IRQLAB_CACHE_DIR", "/proc/no-cache-here")
+    pytester.makefile(".ko", mydrv="not a module\n")
+    pytester.makepyfile(
+        "import pytest\n\n"
+        "@pytest.mark.irqlab(modules=['mydrv.ko'], load_irqlab=False)\n"
+        "def test_it(irqlab_fresh_guest):\n    pass\n"
+    )
+    r = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:xdist")
+    r.assert_outcomes(errors=1)
+    out = " ".join(r.stdout.str().split())
+    assert "the guest 'fresh' cannot load a module it was given: extra module" in out, out
+    assert "mydrv.ko is not a kernel module: not an ELF file" in out, out
+    assert "prerequisite missing" not in out and "Traceback" not in out, out

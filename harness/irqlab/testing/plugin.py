@@ -354,6 +354,7 @@ def start_guest(config: GuestConfig | None = None) -> Guest:
         GuestError,
         ModuleLoadError,
         PrerequisiteMissing,
+        UnusableModule,
     )
     from irqlab.vm.health import GuestFault
     from irqlab.vm.machine import QemuExited
@@ -365,6 +366,8 @@ def start_guest(config: GuestConfig | None = None) -> Guest:
     g = Guest(config)
     try:
         g.start()  # stops whatever it started when it fails
+    except UnusableModule as e:  # the user's module: a mistake of theirs, not a missing build
+        why = f"the guest {config.name!r} cannot load a module it was given: {e}"
     except (PrerequisiteMissing, paths.CacheDirError) as e:
         why = f"end-to-end prerequisite missing: {e}"
     except GuestConfigError as e:  # e.g. module={"nosuch": 1}, before anything booted

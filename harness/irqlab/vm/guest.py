@@ -118,6 +118,7 @@ __all__ = [
     "RunResult",
     "SshError",
     "SshTimeout",
+    "UnusableModule",
     "agent_command",
     "check_device_props",
     "check_module_arch",
@@ -165,6 +166,12 @@ HEARTBEAT_MS = 1000  # the agent's heartbeat period (the health watch's freeze d
 
 class PrerequisiteMissing(IrqlabError, RuntimeError):
     """Something the guest needs was not built; the message says what and how."""
+
+
+class UnusableModule(PrerequisiteMissing):
+    """A module given to the guest (an extra module, ``$IRQLAB_KMOD``) cannot be loaded
+    by it: not found, not a kernel module, built for another architecture or kernel.
+    Raised before anything boots; a :class:`PrerequisiteMissing`, as before."""
 
 
 class GuestError(IrqlabError, RuntimeError):
@@ -352,13 +359,13 @@ def check_module_arch(ko: Path, arch: Arch, what: str) -> None:
             " (a file and its parameters, as --module and the marker's modules= take them? "
             "Here the parameters go in GuestConfig(extra_module_params={name: {...}}))"
         )
-        raise PrerequisiteMissing(f"{what} not found: {ko.absolute()}{hint if spec else ''}") from e
+        raise UnusableModule(f"{what} not found: {ko.absolute()}{hint if spec else ''}") from e
     except (OSError, ElfError) as e:
-        raise PrerequisiteMissing(f"{what} {ko} is not a kernel module: {e}") from e
+        raise UnusableModule(f"{what} {ko} is not a kernel module: {e}") from e
     if machine == arch.elf_machine:
         return
     built = next((a.name for a in ARCHES.values() if a.elf_machine == machine), None)
-    raise PrerequisiteMissing(
+    raise UnusableModule(
         f"{what} {ko} is built for {built or f'ELF machine {machine}'}, but the guest is "
         f"{arch.name}: build it against the {arch.name} guest's kernel with "
         f"`{build_module_command(arch.name)}`"
@@ -387,7 +394,7 @@ def check_module_kernel(ko: Path, image: GuestImage, what: str) -> None:
         how = f"make -C {tree} M=$PWD modules, with Buildroot's toolchain"
     else:
         how = build_module_command(image.arch)
-    raise PrerequisiteMissing(
+    raise UnusableModule(
         f"{what} {ko} is built for kernel {built}, but the guest runs {release}: "
         f"build it against the guest's kernel with `{how}`"
     )

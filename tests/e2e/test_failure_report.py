@@ -142,3 +142,75 @@ def test_a_taint_from_a_passing_test_is_reported(
     pytester.makeini("[pytest]\nirqlab_check_kernel_log = false\n")
     r = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     r.assert_outcomes(passed=1, failed=1)  # turned off: no error at the end
+
+
+UNPLUGGING_TEST = """
+import pytest
+
+
+@pytest.mark.irqlab(hotplug=True)
+def test_fails_after_unplugging(irqlab_fresh_guest):
+    irqlab_fresh_guest.unplug()
+    assert False, "on purpose, the device unplugged"
+"""
+
+
+def test_a_failure_after_an_unplug_says_the_device_is_gone(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The diagnostics said "device counters: unavailable" with QMP's "Device ... not
+    found" for a device the test itself had unplugged: noise pointing at a QMP fault."""
+    monkeypatch.setenv("IRQLAB_CACHE_DIR", str(CACHE))
+    monkeypatch.setenv("IRQLAB_LOG_DIR", str(pytester.path / "logs"))
+    pytester.makepyfile(UNPLUGGING_TEST)
+    r = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    r.assert_outcomes(failed=1)
+    out = r.stdout.str()
+    assert "--- device counters: none (the device irqlab0 is unplugged)" in out, out
+    assert "device counters: unavailable" not in out, out
+
+
+INTERRUPTED_TESTS = """
+import os, signal, threading
+
+
+def _interrupt_soon():
+    threading.Timer(1.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+
+
+def test_in_a_command(irqlab_guest):
+    _interrupt_soon()
+    irqlab_guest.sh("sleep 60")
+
+
+def test_in_an_agent_wait(irqlab_agent):
+    irqlab_agent.arm("read")
+    _interrupt_soon()
+    irqlab_agent.expect(path="read", timeout=60)
+"""
+
+
+@pytest.mark.parametrize(
+    ("test", "said"),
+    [
+        ("test_in_a_command", "; interrupted in the guest 'e2e' running 'sleep 60'"),
+        (
+            "test_in_an_agent_wait",
+            "; interrupted waiting for the agent's message {'type': 'event', 'path': 'read'}",
+        ),
+    ],
+)
+def test_an_interrupted_run_names_what_ran_in_the_guest(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, test: str, said: str
+) -> None:
+    """Ctrl-C during a guest command or an agent wait: the run's line named the test and
+    its logs, not what it was waiting for in the guest."""
+    monkeypatch.setenv("IRQLAB_CACHE_DIR", str(CACHE))
+    monkeypatch.setenv("IRQLAB_LOG_DIR", str(pytester.path / "logs"))
+    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT"):
+        monkeypatch.delenv(name, raising=False)
+    pytester.makepyfile(INTERRUPTED_TESTS)
+    r = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:xdist", "-k", test)
+    text = r.stdout.str() + r.stderr.str()
+    (line,) = [ln for ln in text.splitlines() if "interrupted during" in ln]
+    assert line.endswith(said), line

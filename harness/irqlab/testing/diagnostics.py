@@ -151,7 +151,7 @@ class GuestDiagnostics:
                 + " ".join(f"{f.name}={getattr(c, f.name)}" for f in fields(c))
             )
         except Exception as e:
-            parts.append(f"--- device counters: unavailable ({e})")
+            parts.append(_no_counters(g, e))
         if self.rx_log is not None:
             try:
                 with self.rx_log.open("rb") as f:
@@ -166,6 +166,20 @@ class GuestDiagnostics:
                 + ("\n".join(msgs) or "(none since the test started)")
             )
         return "\n".join(parts), files
+
+
+def _no_counters(g: Guest, e: Exception) -> str:
+    """Why the device counters are missing: a device the test unplugged has none (not
+    "unavailable" with QMP's "not found"), any other failure is named."""
+    try:
+        dev, vm = g.config.device_id, g.machine
+        assert vm is not None  # collect() returned before when it was
+        plugged = {p["name"] for p in vm.qmp("qom-list", path="/machine/peripheral")}
+    except Exception:  # the counters' own error says more
+        plugged = None
+    if plugged is not None and dev not in plugged:
+        return f"--- device counters: none (the device {dev} is unplugged)"
+    return f"--- device counters: unavailable ({e})"
 
 
 def _split_tainted(out: str) -> tuple[str, int | None]:

@@ -232,7 +232,8 @@ def _node_log_root(node: pytest.Item, base: Path) -> Path:
 _RUNNING: list[pytest.Item] = []  # the test being run, for start_guest()'s logs
 
 
-_INTERRUPTED: list[pytest.Item] = []  # the test a Ctrl-C or SIGTERM stopped
+# the test a Ctrl-C or SIGTERM stopped, with the library's notes of what it was doing
+_INTERRUPTED: list[tuple[pytest.Item, list[str]]] = []
 # the run was stopped by Ctrl-C or SIGTERM: the session guest's end-of-run check is
 # skipped (a kmemleak scan of minutes, and a report pytest's interrupted exit crashed on)
 _RUN_INTERRUPTED = pytest.StashKey[bool]()
@@ -243,17 +244,24 @@ def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object
     _RUNNING.append(item)
     try:
         return (yield)
-    except KeyboardInterrupt:
-        _INTERRUPTED[:] = [item]
+    except KeyboardInterrupt as e:
+        _INTERRUPTED[:] = [(item, _interrupted_notes(e))]
         item.config.stash[_RUN_INTERRUPTED] = True
         raise
     finally:
         _RUNNING.pop()
 
 
-def interrupted_line(item: pytest.Item) -> str:
+def _interrupted_notes(e: BaseException) -> list[str]:
+    """What the library noted on the interrupt: the guest command running, the agent's
+    message waited for (``interrupted ...``)."""
+    return [n for n in getattr(e, "__notes__", ()) if n.startswith("interrupted ")]
+
+
+def interrupted_line(item: pytest.Item, notes: Sequence[str] = ()) -> str:
     """What a stopped run says of the test it stopped: its id and its log directory
-    (pytest's own summary names only the signal handler's line)."""
+    (pytest's own summary names only the signal handler's line), then what it was
+    doing in the guest when the library knows (*notes*)."""
     from irqlab.testing.parallel import run_log_dir
 
     try:
@@ -266,13 +274,14 @@ def interrupted_line(item: pytest.Item) -> str:
             if logs.exists()
             else f"no logs of its own; the run's: {logs.parent}"
         )
-    return f"irqlab: the run was interrupted during {item.nodeid} ({where})"
+    doing = "".join(f"; {n}" for n in notes)
+    return f"irqlab: the run was interrupted during {item.nodeid} ({where}){doing}"
 
 
 def pytest_keyboard_interrupt(excinfo: pytest.ExceptionInfo[BaseException]) -> None:
     if _INTERRUPTED:
-        item = _INTERRUPTED.pop()
-        _terminal_sink(item.config)(interrupted_line(item))
+        item, notes = _INTERRUPTED.pop()
+        _terminal_sink(item.config)(interrupted_line(item, notes))
 
 
 @pytest.fixture

@@ -292,7 +292,11 @@ class AgentClient:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise AgentTimeout(f"timeout ({timeout:g}s) waiting for {what}")
-                self._cond.wait(left)
+                try:
+                    self._cond.wait(left)
+                except KeyboardInterrupt as e:  # Ctrl-C: the plugin's line names the wait
+                    e.add_note(f"interrupted waiting for the agent's {what}")
+                    raise
 
     # -- requests -------------------------------------------------------------------
     def wait_hello(self, timeout: float = 30.0) -> dict[str, Any]:

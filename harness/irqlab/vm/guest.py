@@ -1960,6 +1960,9 @@ class Guest:
         t0 = time.monotonic()
         try:
             result = self.ssh.run(cmd, timeout=timeout, check=False, input=input)
+        except KeyboardInterrupt as e:  # Ctrl-C: the plugin's line names what ran
+            e.add_note(f"interrupted in the guest {self.config.name!r} {doing}")
+            raise
         except (SshError, paramiko.SSHException, OSError, EOFError) as e:
             # a connection that broke waits for the watch's verdict; a command that only
             # ran too long (killed by now), for an oops line that its end may trail

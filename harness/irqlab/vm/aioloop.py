@@ -122,10 +122,11 @@ class LoopThread:
             fut.cancel()
 
     def close(self, timeout: float = 5.0) -> None:
-        """Cancel what is left, stop the loop and join the thread (idempotent)."""
-        if self._closed:
+        """Cancel what is left, stop the loop and join the thread (idempotent; a close
+        cut short, by Ctrl-C in its waits, is finished by the next call)."""
+        if self._loop.is_closed():
             return
-        self._closed = True
+        self._closed = True  # no submit() from now on
 
         async def _cancel_all() -> None:
             me = asyncio.current_task()

@@ -1373,8 +1373,13 @@ class Guest:
         from irqlab.vm import snapshot
 
         try:
-            self._restore(found)
+            with snapshot.held(found):  # no prune removes it before the load ended
+                self._restore(found)
             return True
+        except snapshot.SnapshotGone as e:  # pruned since the lookup: a miss
+            log.info("%s: %s; no snapshot to restore", self.config.name, e)
+            self._stop_machine()
+            return False
         except snapshot.SnapshotError as e:
             if self._killed_from_outside():  # not the snapshot's doing: it stays
                 self._raise_fault()

@@ -28,7 +28,7 @@ import stat
 import subprocess
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -334,6 +334,8 @@ class Machine:
         self._console: Console | None = None
         self._held: cache.Held | None = None  # the cache outputs QEMU runs from
         self._closed = False
+        self._released: set[str] = set()  # close()'s steps done (one cut short is redone)
+        self._finished = False  # QEMU reaped and every step of close() done
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -448,8 +450,10 @@ class Machine:
         """Stop QEMU (quit, then SIGTERM, then SIGKILL) and release everything; idempotent.
 
         Returns QEMU's exit status (None if it could not be reaped).  A close cut short
-        (Ctrl-C while it waited for QEMU) is finished by the next call, not skipped."""
-        if self._closed and (self._proc is None or self._proc.poll() is not None):
+        (Ctrl-C while it waited for QEMU, or for one of the steps after: QMP's
+        disconnect, the console's last lines) is finished by the next call, not
+        skipped: each step is done once, and the next call does those left."""
+        if self._finished:
             return self._proc.returncode if self._proc is not None else None
         self._closed = True  # no start() after this, even if stopping QEMU fails below
         status: int | None = None
@@ -459,8 +463,8 @@ class Machine:
                 quitting = False
                 running = self._proc.poll() is None and not proc.is_stopped(self._proc.pid)
                 closing = getattr(self._qmp, "closing", None)
-                if callable(closing):  # its connection's loss, from here on, is no error
-                    closing()
+                if callable(closing) and "qmp" not in self._released:
+                    closing()  # its connection's loss, from here on, is no error
                 # a stopped QEMU (SIGSTOP) answers nothing: no quit, killed at once
                 if running and self._qmp is not None and self._qmp.connected:
                     with contextlib.suppress(Exception):
@@ -468,20 +472,52 @@ class Machine:
                         quitting = True
                 status = proc.wait_or_stop(self._proc, t if quitting else 0.0, kill_after=t)
         finally:
-            for closer in (self._qmp, self._qtest, self._qtest_listener, self._console):
-                if closer is not None:
-                    with contextlib.suppress(Exception):
-                        closer.close()
-            if self._pidfd >= 0:
-                os.close(self._pidfd)
-                self._pidfd = -1
-            if self.paths is not None:
-                remove_sock_dir(self.paths.sock_dir)
-            if self._held is not None and (self._proc is None or status is not None):
-                self._held.release()  # QEMU is gone (or never started)
+            self._release(gone=self._proc is None or status is not None)
         if self._proc is not None and status is None:
             raise MachineError(f"QEMU pid {self._proc.pid} could not be killed")
         return status
+
+    def _release(self, *, gone: bool) -> None:
+        """close()'s clean-up, each step once (marked done when it returned): what an
+        interruption (Ctrl-C) left undone, that step and those after it, the next
+        close() does.  The quick steps first: the cache outputs QEMU ran from (*gone*:
+        QEMU was reaped or never started) stop being held before the waits of QMP's
+        disconnect and the console's reader (seconds each at worst)."""
+
+        def close_pidfd() -> None:
+            if self._pidfd >= 0:
+                os.close(self._pidfd)
+                self._pidfd = -1
+
+        def remove_socks() -> None:
+            if self.paths is not None:
+                remove_sock_dir(self.paths.sock_dir)
+
+        def quietly(closer: SyncQMP | QTest | socket.socket | Console | None) -> Callable[[], None]:
+            def close() -> None:
+                if closer is not None:
+                    with contextlib.suppress(Exception):
+                        closer.close()
+
+            return close
+
+        held = self._held
+        steps: list[tuple[str, Callable[[], None]]] = []
+        if gone and held is not None:
+            steps.append(("held", held.release))
+        steps += [
+            ("pidfd", close_pidfd),
+            ("sock_dir", remove_socks),
+            ("qtest", quietly(self._qtest)),
+            ("qtest_listener", quietly(self._qtest_listener)),
+            ("qmp", quietly(self._qmp)),
+            ("console", quietly(self._console)),
+        ]
+        for name, step in steps:
+            if name not in self._released:
+                step()
+                self._released.add(name)
+        self._finished = gone and (held is None or "held" in self._released)
 
     def wait_exit(self, timeout: float) -> int:
         """Wait for QEMU to exit by itself (e.g. after a guest shutdown); returns its status."""

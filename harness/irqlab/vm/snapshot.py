@@ -36,9 +36,11 @@ __all__ = [
     "META_FILE",
     "STATE_FILE",
     "SnapshotError",
+    "SnapshotGone",
     "boot_lock",
     "check",
     "discard",
+    "held",
     "intact",
     "keep_snapshots",
     "load",
@@ -61,6 +63,11 @@ class SnapshotError(IrqlabError, RuntimeError):
     """A snapshot could not be saved or loaded; the message names the file."""
 
 
+class SnapshotGone(SnapshotError):
+    """The snapshot was removed after it was found (another process pruned it): a
+    cache miss, not a bad snapshot (nothing to report or discard)."""
+
+
 def snapshot_key(inputs: Mapping[str, Any]) -> str:
     """The cache key of a snapshot: a hash of *inputs* (JSON-serialisable values:
     QEMU build, image, machine arguments, device properties, module parameters,
@@ -77,6 +84,23 @@ def lookup(key: str) -> Path | None:
     to be reported and replaced, not a missing one that a save would find in its way)."""
     d = cache.output_dir(RECIPE, key)
     return d if cache.is_complete(d) else None
+
+
+@contextlib.contextmanager
+def held(directory: Path) -> Iterator[None]:
+    """Hold the snapshot *directory* found by :func:`lookup` (a shared lock,
+    :func:`irqlab.build.cache.hold`) while it is checked and loaded: :func:`prune` and
+    :func:`discard`, another process's too, leave it alone meanwhile.
+    :class:`SnapshotGone` when it was removed since the lookup (or a removal under
+    way stayed longer than a start waits)."""
+    try:
+        hold = cache.hold([directory])
+    except (cache.OutputGone, cache.CacheBusy) as e:
+        raise SnapshotGone(f"snapshot {directory}: {e}") from e
+    except OSError as e:
+        raise SnapshotError(f"snapshot {directory} cannot be held: {e}") from e
+    with hold:
+        yield
 
 
 def intact(directory: Path) -> bool:
@@ -156,9 +180,12 @@ def _wait_migration(
         except MachineError:
             ev = None  # out of the handler: a Ctrl-C now does not chain "not seen" to it
         if ev is None:
-            # No event in this slice.  Ask QEMU too: an event that arrives just as a
-            # slice times out can be lost with the cancelled wait (seen on a loaded
-            # host: a finished save waited out its whole timeout).
+            # No event in this slice.  Ask QEMU too.  (A wait that timed out as the
+            # event came took it with it once, on a loaded host: a finished save waited
+            # out its whole timeout.  SyncQMP no longer loses one that way, but a
+            # MIGRATION event taken by another reader of the session's events, e.g.
+            # Machine.qmp_events(), which takes them all, would still be; the query
+            # costs one command a slice.)
             info = machine.qmp("query-migrate") or {}
             status = info.get("status")
             if status == "completed":
@@ -310,7 +337,8 @@ def keep_snapshots() -> int | None:
 
 def prune(keep: int) -> list[Path]:
     """Remove all but the *keep* most recently used snapshots (a load or save marks a
-    snapshot used); one that a save or load holds locked right now is left alone."""
+    snapshot used); one that a save holds locked right now, or a start holds from its
+    lookup to its load's end (:func:`held`), is left alone."""
     found = sorted(
         (e for e in cache.entries(recipe=RECIPE) if e.complete),
         key=lambda e: e.mtime,
@@ -330,8 +358,10 @@ def load(
     check: Callable[[], None] | None = None,
 ) -> None:
     """Load the snapshot in *directory* into *machine* (started with ``-incoming
-    defer``), which is left paused: the caller continues it (``cont``).  *check* runs
-    while it waits and may end the wait by raising (see :func:`_wait_migration`)."""
+    defer``), which is left paused: the caller continues it (``cont``), and holds
+    *directory* from its lookup on (:func:`held`; :class:`SnapshotGone` when its state
+    file went all the same, removed by hand).  *check* runs while it waits and may end
+    the wait by raising (see :func:`_wait_migration`)."""
     state = directory / STATE_FILE
     what = f"loading the snapshot {state}"
     try:
@@ -339,9 +369,10 @@ def load(
         with _state_fd(machine, state, os.O_RDONLY) as uri:
             machine.qmp("migrate-incoming", uri=uri)
         _wait_migration(machine, timeout, what, check)
+    except FileNotFoundError as e:  # removed without the cache's locks (held() holds it)
+        raise SnapshotGone(f"{what} failed: {e}") from e
     except (MachineError, QMPFailure, QMPCommandError, OSError) as e:
-        # OSError: the file went away (pruned by another run) or cannot be read
-        raise SnapshotError(f"{what} failed: {e}") from e
+        raise SnapshotError(f"{what} failed: {e}") from e  # OSError: it cannot be read
     except SnapshotError as e:
         tail = machine.stderr_tail()
         raise SnapshotError(f"{e}" + (f"\nQEMU said:\n{tail}" if tail else "")) from e

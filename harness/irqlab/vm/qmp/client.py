@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Coroutine, Mapping, Sequence
+import threading
+import time
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -88,6 +90,61 @@ class _PeerStopped(logging.Filter):
         return True
 
 
+_Event = dict[str, Any]
+
+
+class _Events(EventListener):
+    """Every QMP event, in the order of arrival, until someone takes it: the one place
+    qemu.qmp's reader hands events to (:meth:`put`, on the loop thread), and the one
+    place they are taken from, under a lock, by whoever returns them.
+
+    A wait (:meth:`arrival`, on the loop) only learns that a matching event is there
+    and takes nothing: its caller takes it (:meth:`take`) once the wait returned.  So a
+    look at the events meanwhile (the health watch's take, every 0.2 s) never hides
+    one from a wait (the reader's queue, emptied by that look, was all a wait in
+    progress watched), and a wait that gives up (its time ran out while the loop was
+    busy, its coroutine still ran afterwards) never takes one with it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+        self._events: list[_Event] = []
+        self._changed: asyncio.Event | None = None  # made and set on the loop thread
+
+    async def put(self, event: Any) -> None:
+        if not self.accept(event):
+            return
+        with self._lock:
+            self._events.append(dict(event))
+        changed, self._changed = self._changed, None
+        if changed is not None:  # every wait looks again
+            changed.set()
+
+    async def arrival(self, wanted: Callable[[_Event], bool]) -> None:
+        """Return once an event *wanted* is there (on the loop thread)."""
+        while True:
+            with self._lock:
+                if any(wanted(ev) for ev in self._events):
+                    return
+            if self._changed is None:
+                self._changed = asyncio.Event()
+            await self._changed.wait()
+
+    def take(self, wanted: Callable[[_Event], bool], *, first: bool = False) -> list[_Event]:
+        """Remove and return the events *wanted* (with *first*, the oldest alone)."""
+        with self._lock:
+            out: list[_Event] = []
+            rest: list[_Event] = []
+            for ev in self._events:
+                (out if wanted(ev) and not (first and out) else rest).append(ev)
+            self._events = rest
+            return out
+
+
+async def _nothing() -> None:
+    pass
+
+
 class SyncQMP:
     """One QMP session; every method blocks until QEMU answered (or the timeout hit)."""
 
@@ -96,9 +153,8 @@ class SyncQMP:
         self._aio = LoopThread(name=f"qmp-{name}")
         self._client = QMPClient(name)
         self._client.logger.addFilter(_LATE_REPLIES)  # its logger is per name: added once
-        self._listener = EventListener()
-        self._client.register_listener(self._listener)
-        self._backlog: list[dict[str, Any]] = []  # touched only on the loop thread
+        self._events = _Events()
+        self._client.register_listener(self._events)
         self._closed = False
 
     def listen(self, path: Path) -> None:
@@ -304,32 +360,24 @@ class SyncQMP:
 
     def events(self) -> list[dict[str, Any]]:
         """Asynchronous events received and not yet returned (oldest first)."""
-
-        async def drain() -> list[dict[str, Any]]:
-            out, self._backlog = self._backlog, []
-            return out + [dict(m) for m in self._listener.clear()]
-
-        return self._loop(drain(), self.timeout, "QMP events")
+        return self._events.take(lambda ev: True)
 
     def take_events(
         self, names: Sequence[str], timeout: float | None = None
     ) -> list[dict[str, Any]]:
-        """Events named *names* received so far (removed); all others stay queued."""
+        """Events named *names* received so far (removed); all others stay queued.
+
+        The loop is asked first (what it was handed by then is taken): a loop busy
+        longer than *timeout* is :class:`QMPNoReply`, as a command's silence."""
         wanted = set(names)
-
-        async def take() -> list[dict[str, Any]]:
-            self._backlog += [dict(m) for m in self._listener.clear()]
-            out = [ev for ev in self._backlog if ev.get("event") in wanted]
-            self._backlog = [ev for ev in self._backlog if ev.get("event") not in wanted]
-            return out
-
         limit = self.timeout if timeout is None else timeout
         try:
-            return self._loop(take(), limit, f"QMP events {sorted(wanted)}")
+            self._loop(_nothing(), limit, f"QMP events {sorted(wanted)}")
         except LoopTimeout:  # the loop was busy that long: a QMPFailure, as for a command
             raise QMPNoReply(
                 f"QMP events {sorted(wanted)}: not taken within {round(limit, 2):g} s"
             ) from None
+        return self._events.take(lambda ev: ev.get("event") in wanted)
 
     def wait_event(
         self, name: str, timeout: float, match: Mapping[str, object] | None = None
@@ -338,49 +386,51 @@ class SyncQMP:
 
         Other events received meanwhile stay available to :meth:`events`."""
 
-        def matches(ev: dict[str, Any]) -> bool:
+        def matches(ev: _Event) -> bool:
             data = ev.get("data") or {}
             return ev.get("event") == name and all(
                 data.get(k) == v for k, v in (match or {}).items()
             )
 
-        async def wait() -> dict[str, Any]:
-            for i, ev in enumerate(self._backlog):
-                if matches(ev):
-                    del self._backlog[i]
-                    return ev
-            while True:
-                ev = dict(await self._listener.get())
-                if matches(ev):
-                    return ev
-                self._backlog.append(ev)
-
-        try:
-            return self._loop(wait(), timeout, f"QMP event {name}")
-        except LoopTimeout:
-            raise QMPFailure(
-                f"QMP event {name} {dict(match or {})} not seen within {timeout} s"
-            ) from None
+        deadline = time.monotonic() + timeout
+        # taken here, not on the loop: a wait that gives up takes nothing with it
+        while not (found := self._events.take(matches, first=True)):
+            # (none, or another wait for the same event took it first: wait on)
+            try:
+                self._loop(
+                    self._events.arrival(matches),
+                    max(0.0, deadline - time.monotonic()),
+                    f"QMP event {name}",
+                )
+            except LoopTimeout:
+                raise QMPFailure(
+                    f"QMP event {name} {dict(match or {})} not seen within {timeout} s"
+                ) from None
+        return found[0]
 
     def closing(self) -> None:
         """Its QEMU is about to be stopped: what qemu.qmp logs of the connection's loss
         from now on is no error.  This client's alone: another with the same name (the
         replacement guest's) shares qemu.qmp's logger, so this one gets a logger of its
         own below it."""
+        if any(isinstance(f, _PeerStopped) for f in self._client.logger.filters):
+            return  # said already
         mine = logging.Logger(self._client.logger.name)  # not registered: this client's
         mine.parent = self._client.logger
         mine.addFilter(_PeerStopped())
         self._client.logger = mine
 
     def close(self) -> None:
-        """Disconnect (ignoring errors of a dead peer) and stop the loop thread; idempotent."""
+        """Disconnect (ignoring errors of a dead peer) and stop the loop thread; idempotent.
+        A close cut short (Ctrl-C during the disconnect's wait, up to 5 s) is finished
+        by the next call (the session counts as closed once both steps ran)."""
         if self._closed:
             return
-        self._closed = True
         self.closing()
         with contextlib.suppress(Exception):
             self._aio.run(self._client.disconnect(), 5.0, abortable=False)
         self._aio.close()
+        self._closed = True
 
 
 def _retrieve(task: asyncio.Future[Any]) -> None:

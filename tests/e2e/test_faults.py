@@ -221,6 +221,23 @@ def test_an_unplug_whose_qemu_dies_is_named_at_once(monkeypatch: pytest.MonkeyPa
         g.close()
 
 
+def test_unplug_and_replug_of_a_guest_known_dead_are_named() -> None:
+    """A guest that died before the call: unplug and replug raised MachineError "QMP
+    device_del: not connected", as if QEMU had failed, not the guest's fault."""
+    g = start_guest(GuestConfig(name="fault-unplug-dead", hotplug=True))
+    try:
+        g.fault_notice = False
+        assert g.ssh is not None
+        g.ssh.run(PANIC, timeout=10)
+        assert g.wait_fault(VERDICT) is not None
+        for call, doing in ((g.unplug, "unplugging"), (g.replug, "plugging the device back")):
+            e = raises_within(call, 1.0, GuestFault)
+            first = str(e).splitlines()[0]
+            assert first.startswith("guest kernel panic") and doing in first, first
+    finally:
+        g.close()
+
+
 def test_a_guest_that_stops_running_userspace_is_named_by_the_heartbeat() -> None:
     g = start_guest(GuestConfig(name="fault-beat", freeze_timeout=3.0))
     try:

@@ -2297,9 +2297,11 @@ class Guest:
     def unplug(self, timeout: float = 30.0) -> None:
         """Hot-unplug the device (``device_del``) and wait until QEMU has released it
         (``DEVICE_DELETED``: the guest let go of it).  Needs ``GuestConfig(hotplug=True)``."""
+        __tracebackhide__ = hide_frame
         self._need_hotplug()
         c = self.config
-        self._vm().qmp("device_del", id=c.device_id)
+        # a guest known dead or frozen is named (GuestFault), not QMP's "not connected"
+        self._control_qmp("device_del", {"id": c.device_id}, "unplugging the device")
         try:
             self._vm().wait_event("DEVICE_DELETED", timeout, {"device": c.device_id})
         except Exception as e:
@@ -2314,12 +2316,21 @@ class Guest:
     def replug(self, timeout: float = 30.0) -> None:
         """Plug the device back (``device_add``, same id and properties) and wait for the
         driver to create its node again."""
+        __tracebackhide__ = hide_frame
         self._need_hotplug()
         c = self.config
         args = {"driver": DEVICE_TYPE, "id": c.device_id, "bus": HOTPLUG_PORT}
         args.update({k: _prop_text(v) for k, v in c.device_props.items()})
-        self._vm().qmp("device_add", args)
+        self._control_qmp("device_add", args, "plugging the device back")
         self.wait_for_node(self.driver_node(), timeout=timeout)
+
+    def _control_qmp(self, command: str, args: Mapping[str, object], doing: str) -> Any:
+        """QMP *command* as every control of the guest runs it: a guest known dead or
+        frozen refuses it at once, and a failure that is the guest's death waits for
+        the health watch's verdict; either way :class:`GuestFault` naming the cause and
+        *doing*."""
+        __tracebackhide__ = hide_frame
+        return _FaultNamingQmp(self, self._vm(), doing).qmp(command, args)
 
     def _need_hotplug(self) -> None:
         if not self.config.hotplug:
@@ -2495,13 +2506,15 @@ class _FaultNamingQmp:
     :class:`GuestFault` naming why (the health watch's verdict, the console's tail),
     not "QMP qom-get: not connected"."""
 
-    def __init__(self, guest: Guest, machine: Machine) -> None:
+    def __init__(self, guest: Guest, machine: Machine, doing: str = "") -> None:
         self._guest, self._machine = guest, machine
+        self._doing = doing  # what a fault names (default: "QMP <command>")
 
     def qmp(self, command: str, args: Mapping[str, object] | None = None, /) -> Any:
         __tracebackhide__ = hide_frame
         # a partial, not a lambda: no frame of its own in a failed test's traceback
-        return self._naming_faults(f"QMP {command}", partial(self._machine.qmp, command, args))
+        doing = self._doing or f"QMP {command}"
+        return self._naming_faults(doing, partial(self._machine.qmp, command, args))
 
     def qmp_many(
         self,

@@ -66,6 +66,9 @@ def test_a_panic_while_the_agent_waits_names_the_panic(fault_guest: Guest) -> No
     assert time.monotonic() - t0 < VERDICT, info.value
     assert not isinstance(info.value, AgentTimeout)
     assert str(info.value).startswith("guest kernel panic"), info.value
+    # what it waited for is on that line, not after the console's tail
+    first = str(info.value).splitlines()[0]
+    assert "(waiting for message {" in first and first.endswith("})"), first
     # the wait in progress is a GuestFault too, as every later call is (one except
     # clause for "the guest died"); it was a plain AgentError without the verdict
     assert isinstance(info.value, GuestFault), type(info.value)

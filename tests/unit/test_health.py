@@ -233,6 +233,37 @@ def test_a_request_when_the_guest_died_names_the_fault_not_an_agent_exit(
     agent.close(timeout=5)
 
 
+def test_an_agent_wait_the_guests_death_ends_says_what_it_waited_for_on_the_first_line(
+    tmp_path: Path, abi_json: Path
+) -> None:
+    """The fault's console tail spans many lines: "(waiting for message {...})" came
+    after its last line, not on the cause's line as a GuestFault's does."""
+    agent = AgentClient.spawn_local(["--spec", str(abi_json)], logs=tmp_path)
+    agent.wait_hello(30)
+    tail = "[   12.345678] sysrq: Trigger a crash\n[   12.345999] Call Trace:"
+    fault = Fault(
+        "guest kernel panic: Kernel panic - not syncing: sysrq triggered crash", tail, "bye"
+    )
+    agent._diagnose = lambda: fault
+    agent.process.kill()
+    agent.process.wait(10)
+    with pytest.raises(AgentError) as info:
+        agent.expect(path="read", timeout=5)
+    lines = str(info.value).splitlines()
+    assert lines[0].startswith(fault.cause + " (waiting for message {"), lines[0]
+    assert lines[0].endswith(")") and "'read'" in lines[0], lines[0]
+    # the console's tail and QEMU's words follow as in a GuestFault, the agent's note last
+    assert lines[1:6] == [
+        "--- guest console (last 40 lines)",
+        *tail.splitlines(),
+        "--- QEMU said",
+        "bye",
+    ]
+    assert lines[6].startswith("(the agent's session ended with it; logs "), lines
+    assert isinstance(info.value, GuestFault) and info.value.fault is fault
+    agent.close(timeout=5)
+
+
 def test_legacy_socket_dirs_go_once_old_and_unused(tmp_path: Path) -> None:
     import socket
 

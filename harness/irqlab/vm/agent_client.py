@@ -275,8 +275,9 @@ class AgentClient:
             what = "agent exited (end of output)"
         tail = "\n".join(self.stderr_tail)
         where = f"logs {self.log_base}.*" + (f"; stderr tail:\n{tail}" if tail else "")
-        if cause:
-            return f"{cause} ({doing})\n({what}; {where})"
+        if cause:  # *doing* on the cause's line, not after the console's tail below it
+            first, _, rest = cause.partition("\n")
+            return f"{first} ({doing})" + (f"\n{rest}" if rest else "") + f"\n({what}; {where})"
         return f"{what} ({doing}); {where}"
 
     def _wait(self, pred: Callable[[], bool], timeout: float, what: str) -> None:

@@ -159,6 +159,9 @@ FAULT_VERDICT = 2.0  # s a broken connection waits for the health watch's verdic
 KERNEL_KILLS = frozenset({"SEGV", "KILL"})
 OOPS_VERDICT = GRACE + 0.6
 CONSOLE_LAG = 0.2  # s the console may trail a command's end (another path to the host)
+# s a broken SSH connection of a running QEMU waits for the watch's verdict before it is
+# replaced (a killed QEMU's exit is seen a moment after the connection's reset: a tick)
+RECONNECT_VERDICT = 0.5
 _KERNEL_KILL_STATUSES = frozenset(signal_status(name) for name in KERNEL_KILLS)
 EXIT_AFTER_LOST_QMP_S = 2.0  # s a load that lost QMP waits to see whether QEMU exits
 HEARTBEAT_MS = 1000  # the agent's heartbeat period (the health watch's freeze detection)
@@ -1879,6 +1882,7 @@ class Guest:
             user=image.ssh_user,
             key_path=image.client_key,
             host_key=image.host_key,  # pinned: nobody else on that port passes for the guest
+            reconnect_check=self._before_reconnect,
         )
         try:
             self.ssh = client.connect(
@@ -1889,6 +1893,18 @@ class Guest:
         except SshError:
             self._name_fault()
             raise
+
+    def _before_reconnect(self) -> None:
+        """The SSH client's check before it replaces a broken connection: a guest that
+        died raises :class:`GuestFault` (a killed QEMU resets the connection a moment
+        before the watch sees the exit: a short wait for the verdict), not a warning
+        and up to 30 s of reconnecting to nothing."""
+        __tracebackhide__ = hide_frame
+        vm = self.machine
+        gone = vm is None or not vm.is_running()
+        fault = self.wait_fault(FAULT_VERDICT if gone else RECONNECT_VERDICT)
+        if fault is not None:
+            raise GuestFault(fault)
 
     def restart(self) -> Guest:
         """Stop this guest (whatever state it is in) and start it again, restored from
@@ -1968,6 +1984,8 @@ class Guest:
         except KeyboardInterrupt as e:  # Ctrl-C: the plugin's line names what ran
             e.add_note(f"interrupted in the guest {self.config.name!r} {doing}")
             raise
+        except GuestFault as e:  # the connection broke: not replaced (_before_reconnect)
+            raise GuestFault(e.fault, doing) from e.__context__
         except (SshError, paramiko.SSHException, OSError, EOFError) as e:
             # a connection that broke waits for the watch's verdict; a command that only
             # ran too long (killed by now), for an oops line that its end may trail

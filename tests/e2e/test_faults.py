@@ -26,6 +26,7 @@ from irqlab.testing.plugin import start_guest
 from irqlab.vm.agent_client import AgentError, AgentTimeout
 from irqlab.vm.guest import Guest, GuestConfig
 from irqlab.vm.health import GuestFault
+from irqlab.vm.loadscale import timeout_scale
 
 VERDICT = 5.0  # s: the target is 2 s (panic, exit) and 10 s (freeze); margin for a loaded host
 PANIC = "echo c > /proc/sysrq-trigger"
@@ -137,6 +138,30 @@ def test_a_frozen_qemu_is_named_within_ten_seconds(fault_guest: Guest) -> None:
         os.kill(fault_guest.machine.pid, signal.SIGCONT)
     assert str(e).startswith("guest stopped responding: QEMU did not answer QMP"), e
     assert "no reply within" not in str(e), e  # the silence is said once
+
+
+def test_closing_a_stopped_qemu_before_the_verdict_is_quick() -> None:
+    """A QEMU stopped by SIGSTOP, closed before the watch's verdict: the agent's quit
+    waited out its 2 s and the watch's thread, blocked in its QMP ping, was joined for up
+    to 5 s (a close took 6-9 s); now no goodbyes, QEMU killed at once."""
+    running = set(_qemu_children())
+    g = start_guest(GuestConfig(name="fault-stop-close"))
+    try:
+        g.fault_notice = False
+        assert g.machine is not None
+        pid = g.machine.pid
+        os.kill(pid, signal.SIGSTOP)
+        # the watch pings QMP every 2 s and waits 3 s (x load) for the reply: by now its
+        # ping waits on the stopped QEMU, and no verdict came yet
+        time.sleep(2.3)
+        assert g.fault is None, g.fault.cause
+        t0 = time.monotonic()
+        g.close()
+        took = time.monotonic() - t0
+    finally:
+        g.close()
+    assert took < 1.0 * timeout_scale(), f"close took {took:.1f} s"
+    assert process_exited(pid, 0) and set(_qemu_children()) == running
 
 
 def test_a_panic_after_a_push_many_cut_short_by_ctrl_c_is_named(fault_guest: Guest) -> None:

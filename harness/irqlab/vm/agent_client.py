@@ -495,8 +495,10 @@ class AgentClient:
                 return
 
     # -- shutdown -----------------------------------------------------------------------
-    def close(self, timeout: float = 10.0) -> None:
-        if not self.eof and not self.closed:
+    def close(self, timeout: float = 10.0, *, goodbye: bool = True) -> None:
+        """End the session: the agent's ``quit`` (not with *goodbye* False: a guest that
+        cannot answer), then its streams; each wait at most *timeout* s."""
+        if goodbye and not self.eof and not self.closed:
             with contextlib.suppress(AgentError, OSError, ValueError):
                 self.request("quit", timeout=timeout)
         self.closed = True

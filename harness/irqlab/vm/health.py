@@ -196,10 +196,11 @@ class HealthWatch(threading.Thread):
         self._pending: tuple[float, str, float] | None = None  # console fault, grace deadline
         self._next_qmp = time.monotonic() + qmp_every
 
-    def stop(self) -> None:
+    def stop(self, wait: float = 5.0) -> None:
+        """End the watch, waiting up to *wait* s for its thread (0: only tell it)."""
         self._stop_event.set()
-        if self.is_alive() and threading.current_thread() is not self:
-            self.join(5.0)
+        if wait > 0 and self.is_alive() and threading.current_thread() is not self:
+            self.join(wait)
 
     def wait_verdict(self, timeout: float) -> Fault | None:
         """Wait up to *timeout* s for a fault (returns at once if the watch stopped)."""

@@ -21,7 +21,12 @@ from typing import Any
 import pytest
 from faultwait import raises_within  # same directory (rootdir-relative import)
 
-from irqlab.testing.helpers import DeviceControl, process_exited, wait_until
+from irqlab.testing.helpers import (
+    DeviceControl,
+    check_guest_kernel_log,
+    process_exited,
+    wait_until,
+)
 from irqlab.testing.plugin import start_guest
 from irqlab.vm.agent_client import AgentError, AgentTimeout
 from irqlab.vm.guest import Guest, GuestConfig
@@ -75,6 +80,32 @@ def test_a_panic_while_the_agent_waits_names_the_panic(fault_guest: Guest) -> No
     # clause for "the guest died"); it was a plain AgentError without the verdict
     assert isinstance(info.value, GuestFault), type(info.value)
     assert info.value.fault is fault_guest.fault
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "BUG: sleeping function called from invalid context at kernel/irqlab-test.c:1",
+        "BUG: scheduling while atomic: irqlab-test/1/0x00000002",
+    ],
+    ids=["sleeping-function", "scheduling-while-atomic"],
+)
+def test_a_bug_report_the_guest_lives_on_after_is_left_to_the_kernel_log_check(
+    fault_guest: Guest, line: str
+) -> None:
+    """The watch took any "BUG: " line for a dead guest: a test marked
+    check_kernel_log=False (the opt-out for tests that expect such reports) was ended
+    with GuestFault.  The kernel prints them at KERN_ERR; written to /dev/kmsg here (no
+    hook of our driver makes one), the console shows them the same."""
+    console = fault_guest.machine.paths.console_log  # type: ignore[union-attr]
+    fault_guest.sh(f"echo '<3>{line}' > /dev/kmsg")
+    wait_until(lambda: console.read_text(errors="replace"), lambda t: line in t, 10, "the line")
+    time.sleep(1.0 * timeout_scale())  # the watch's grace (0.4 s) and a few looks
+    assert fault_guest.fault is None, fault_guest.fault.cause
+    fault_guest.sh("true")
+    with pytest.raises(AssertionError, match="the guest kernel reported problems") as info:
+        check_guest_kernel_log(fault_guest)
+    assert line in str(info.value), info.value
 
 
 def test_a_killed_qemu_is_named_with_its_status(

@@ -21,7 +21,7 @@ class _StuckAgent:
         self.lock.acquire()
         self.entered = threading.Event()
 
-    def close(self, timeout: float = 10.0) -> None:
+    def close(self, timeout: float = 10.0, *, goodbye: bool = True) -> None:
         self.entered.set()
         self.lock.acquire()  # for ever
 

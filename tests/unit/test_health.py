@@ -17,6 +17,7 @@ from irqlab import paths
 from irqlab.vm.agent_client import AgentClient, AgentError, AgentTimeout
 from irqlab.vm.guest import parse_usernet
 from irqlab.vm.health import (
+    CONSOLE_FAULT,
     TAIL_LINES,
     Fault,
     GuestFault,
@@ -46,20 +47,132 @@ def test_console_scan_prefers_the_panic_over_the_oops_before_it() -> None:
     )
 
 
+NULL_DEREF = """\
+[    3.5] BUG: kernel NULL pointer dereference, address: 0000000000000008
+[    3.5] #PF: supervisor read access in kernel mode
+[    3.5] #PF: error_code(0x0000) - not-present page
+[    3.5] PGD 0 P4D 0
+[    3.5] Oops: 0000 [#1] PREEMPT SMP NOPTI
+"""
+
+
 @pytest.mark.parametrize(
-    ("line", "cause"),
+    ("text", "cause"),
     [
-        ("[ 30.0] watchdog: BUG: soft lockup - CPU#0 stuck for 26s! [sh:1]", "guest soft lockup"),
-        ("[ 242.] INFO: task python3:120 blocked for more than 120 seconds.", "guest hung task"),
         (
-            "[ 9.0] general protection fault, probably for non-canonical address",
-            "guest kernel oops",
+            NULL_DEREF,
+            "guest kernel oops: BUG: kernel NULL pointer dereference, address: 0000000000000008",
+        ),
+        (
+            "[ 4.0] BUG: unable to handle page fault for address: ffffc90000a3c000\n"
+            "[ 4.0] #PF: supervisor write access in kernel mode\n"
+            "[ 4.0] #PF: error_code(0x0002) - not-present page\n"
+            "[ 4.0] PGD 100000067 P4D 100000067 PUD 1001d6067 PMD 0\n"
+            "[ 4.0] Oops: 0002 [#1] PREEMPT SMP NOPTI\n",
+            "guest kernel oops: BUG: unable to handle page fault for address: ffffc90000a3c000",
+        ),
+        (
+            "[ 7.0] kernel BUG at drivers/misc/x.c:42!\n"
+            "[ 7.0] invalid opcode: 0000 [#1] PREEMPT SMP NOPTI\n",
+            "guest kernel oops: kernel BUG at drivers/misc/x.c:42!",
+        ),
+        (
+            "[ 9.0] general protection fault, probably for non-canonical address "
+            "0xdead000000000122: 0000 [#1] PREEMPT SMP NOPTI\n",
+            "guest kernel oops: general protection fault, probably for non-canonical address "
+            "0xdead000000000122: 0000 [#1] PREEMPT SMP NOPTI",
+        ),
+        (  # arm64
+            "[ 5.1] Unable to handle kernel NULL pointer dereference at virtual address "
+            "0000000000000008\n[ 5.1] Mem abort info:\n[ 5.1]   ESR = 0x0000000096000005\n"
+            "[ 5.1] Internal error: Oops: 0000000096000005 [#1] PREEMPT SMP\n",
+            "guest kernel oops: Unable to handle kernel NULL pointer dereference at virtual "
+            "address 0000000000000008",
+        ),
+        (
+            "[ 5.0] Oops: 0000 [#1] PREEMPT SMP NOPTI\n",
+            "guest kernel oops: Oops: 0000 [#1] PREEMPT SMP NOPTI",
         ),
     ],
+    ids=["null-deref", "page-fault", "kernel-BUG-at", "gpf", "arm64", "bare-oops"],
 )
-def test_console_scan_names_each_fault(line: str, cause: str) -> None:
-    hit = scan_console(f"[ 1.0] ok\n{line}\n")
-    assert hit is not None and hit[1].startswith(f"{cause}: "), hit
+def test_console_scan_names_an_oops_by_the_line_before_it(text: str, cause: str) -> None:
+    hit = scan_console(f"[ 1.0] ok\n{text}")
+    assert hit is not None and hit[1] == cause, hit
+
+
+# Reports the guest lives on after (real kernel lines): the kernel-log check's, not
+# the watch's (a test marked check_kernel_log=False was ended with GuestFault)
+NON_FATAL = {
+    "sleeping-function": """\
+[   25.1] BUG: sleeping function called from invalid context at kernel/locking/mutex.c:580
+[   25.1] in_atomic(): 1, irqs_disabled(): 0, non_block: 0, pid: 312, name: insmod
+[   25.1] preempt_count: 1, expected: 0
+[   25.1] RCU nest depth: 0, expected: 0
+[   25.1] CPU: 0 PID: 312 Comm: insmod Tainted: G           OE      6.1.0-27-amd64 #1
+[   25.1] Hardware name: QEMU Standard PC (Q35 + ICH9, 2009), BIOS 1.16.2-debian-1.16.2-1
+[   25.1] Call Trace:
+[   25.1]  <TASK>
+[   25.1]  dump_stack_lvl+0x44/0x5c
+[   25.1]  __might_resched.cold+0xcc/0xe1
+[   25.1]  </TASK>
+""",
+    "scheduling-while-atomic": """\
+[   30.5] BUG: scheduling while atomic: insmod/312/0x00000002
+[   30.5] Modules linked in: irqlab(OE)
+[   30.5] Preemption disabled at:
+[   30.5] [<ffffffffc0a1b02d>] atomic_init+0x2d/0x1000 [splat]
+""",
+    "kasan": """\
+[   12.1] ==================================================================
+[   12.1] BUG: KASAN: slab-use-after-free in irqlab_gpio_work_fn+0x2c/0x1a0 [irqlab]
+[   12.1] Read of size 8 at addr ffff888004a1c008 by task kworker/0:1/37
+""",
+    "soft-lockup": "[ 52.2] watchdog: BUG: soft lockup - CPU#0 stuck for 26s! [kworker/0:1H:37]\n",
+    "hung-task": "[  242.1] INFO: task python3:120 blocked for more than 120 seconds.\n",
+    "user-gpf": "[  100.1] traps: python3[412] general protection fault ip:7f0d2c8a1b2e "
+    "sp:7ffd5c2e80a0 error:0 in libc.so.6[7f0d2c828000+155000]\n",
+}
+
+
+@pytest.mark.parametrize("text", NON_FATAL.values(), ids=NON_FATAL.keys())
+def test_a_report_the_guest_lives_on_after_is_no_console_fault(text: str) -> None:
+    from irqlab.vm.kernlog import kernel_splats
+
+    assert scan_console(text) is None
+    assert not CONSOLE_FAULT.search(text)  # a command killed after it waits for no oops
+    assert kernel_splats(text), text  # the kernel-log check reports it (as it did)
+
+
+def test_an_oops_is_named_by_the_bug_line_a_look_before_it_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The watch reads the console a look at a time: the BUG line may come in one and
+    its oops in the next; the BUG line alone is no fault."""
+    from types import SimpleNamespace
+
+    from irqlab.vm import health
+
+    console = tmp_path / "console.log"
+    console.write_text(NON_FATAL["sleeping-function"] + NULL_DEREF.split("#PF: error")[0])
+    machine = SimpleNamespace(
+        config=SimpleNamespace(name="t", console=True),
+        paths=SimpleNamespace(console_log=console, log_dir=tmp_path),
+        is_running=lambda: True,
+        take_events=lambda names, timeout: [],
+        stderr_tail=lambda: "",
+    )
+    monkeypatch.setattr(health, "GRACE", 0.0)
+    watch = health.HealthWatch(machine, lambda f: None, freeze_timeout=None, qmp_every=3600)  # type: ignore[arg-type]
+    assert watch.check() is None and watch.check() is None
+    with console.open("a") as f:
+        f.write("[    3.5] #PF: error_code(0x0000) - not-present page\n")
+        f.write("[    3.5] PGD 0 P4D 0\n[    3.5] Oops: 0000 [#1] PREEMPT SMP NOPTI\n")
+    fault = watch.check()
+    assert fault is not None, "no verdict on the oops"
+    assert fault.cause == (
+        "guest kernel oops: BUG: kernel NULL pointer dereference, address: 0000000000000008"
+    )
 
 
 def test_console_scan_ignores_a_healthy_console() -> None:
@@ -230,6 +343,37 @@ def test_a_request_when_the_guest_died_names_the_fault_not_an_agent_exit(
     assert first.startswith("guest stopped responding: a test says so"), first
     assert second.startswith("(the agent's session ended with it; logs "), second
     assert isinstance(info.value, GuestFault) and info.value.fault is fault  # AgentFault
+    agent.close(timeout=5)
+
+
+def test_an_agent_wait_the_guests_death_ends_says_what_it_waited_for_on_the_first_line(
+    tmp_path: Path, abi_json: Path
+) -> None:
+    """The fault's console tail spans many lines: "(waiting for message {...})" came
+    after its last line, not on the cause's line as a GuestFault's does."""
+    agent = AgentClient.spawn_local(["--spec", str(abi_json)], logs=tmp_path)
+    agent.wait_hello(30)
+    tail = "[   12.345678] sysrq: Trigger a crash\n[   12.345999] Call Trace:"
+    fault = Fault(
+        "guest kernel panic: Kernel panic - not syncing: sysrq triggered crash", tail, "bye"
+    )
+    agent._diagnose = lambda: fault
+    agent.process.kill()
+    agent.process.wait(10)
+    with pytest.raises(AgentError) as info:
+        agent.expect(path="read", timeout=5)
+    lines = str(info.value).splitlines()
+    assert lines[0].startswith(fault.cause + " (waiting for message {"), lines[0]
+    assert lines[0].endswith(")") and "'read'" in lines[0], lines[0]
+    # the console's tail and QEMU's words follow as in a GuestFault, the agent's note last
+    assert lines[1:6] == [
+        "--- guest console (last 40 lines)",
+        *tail.splitlines(),
+        "--- QEMU said",
+        "bye",
+    ]
+    assert lines[6].startswith("(the agent's session ended with it; logs "), lines
+    assert isinstance(info.value, GuestFault) and info.value.fault is fault
     agent.close(timeout=5)
 
 

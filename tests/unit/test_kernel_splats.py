@@ -44,13 +44,31 @@ def test_every_console_fault_is_a_splat() -> None:
 
     lines = {
         "guest kernel panic": "Kernel panic - not syncing: Fatal exception",
-        "guest soft lockup": "BUG: soft lockup - CPU#0 stuck for 22s!",
-        "guest hung task": "INFO: task modprobe:99 blocked for more than 120 seconds.",
-        "guest kernel oops": "general protection fault, probably for non-canonical address",
+        "guest kernel oops": "general protection fault, probably for non-canonical address "
+        "0xdead000000000122: 0000 [#1] PREEMPT SMP NOPTI",
     }
     assert sorted(lines) == sorted(cause for _, cause in CONSOLE_FAULTS)
     for line in lines.values():
         assert kernel_splats(line) == [line]
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "[   25.1] BUG: sleeping function called from invalid context at mm/slab.h:742",
+        "[   30.5] BUG: scheduling while atomic: insmod/312/0x00000002",
+        "[   52.2] watchdog: BUG: soft lockup - CPU#0 stuck for 26s! [kworker/0:1H:37]",
+        "[  242.1] INFO: task python3:120 blocked for more than 120 seconds.",
+        "[   12.1] BUG: KASAN: slab-use-after-free in irqlab_gpio_work_fn+0x2c/0x1a0",
+    ],
+)
+def test_a_report_the_watch_leaves_to_the_check_is_a_splat(line: str) -> None:
+    """The health watch ends a guest on a panic or an oops only: the reports the guest
+    lives on after are this check's (they were splats as console faults before)."""
+    from irqlab.vm.health import CONSOLE_FAULT
+
+    assert not CONSOLE_FAULT.search(line)
+    assert kernel_splats(CLEAN + line + "\n") == [line]
 
 
 def test_a_clean_log_with_the_expected_taint_passes() -> None:

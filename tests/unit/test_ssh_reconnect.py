@@ -3,6 +3,8 @@ makes it connect again (issue 16 item 9); fakes stand in for paramiko."""
 
 from __future__ import annotations
 
+import logging
+
 import paramiko
 import pytest
 from fake_ssh import FakeTransport, connected  # same directory (rootdir-relative import)
@@ -35,3 +37,39 @@ def test_the_new_connection_is_tried_once() -> None:
     with pytest.raises(paramiko.SSHException, match="Channel closed"):
         ssh.open_process("true")
     assert ssh.reconnects == 1
+
+
+class _Dead(Exception):
+    pass
+
+
+def test_a_check_that_raises_ends_a_reconnect_before_the_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The guest died (its QEMU's exit reset the connection): the check names it, no
+    "reconnecting" warning and no new connection (up to 30 s to a dead guest)."""
+    dead = FakeTransport()
+    ssh, clients = connected(dead, FakeTransport())
+    asked: list[str] = []
+
+    def check() -> None:
+        asked.append("check")
+        raise _Dead("the guest died")
+
+    ssh.reconnect_check = check
+    dead.active = False
+    with caplog.at_level(logging.WARNING, logger="irqlab"), pytest.raises(_Dead):
+        ssh.run("true", timeout=5)
+    assert asked == ["check"] and len(clients) == 1 and ssh.reconnects == 0
+    assert not caplog.records, [r.getMessage() for r in caplog.records]
+
+
+def test_a_check_that_passes_lets_the_reconnect_go_on(caplog: pytest.LogCaptureFixture) -> None:
+    broken, fresh = FakeTransport(fail_open=True), FakeTransport()
+    ssh, _ = connected(broken, fresh)
+    asked: list[str] = []
+    ssh.reconnect_check = lambda: asked.append("check")
+    with caplog.at_level(logging.WARNING, logger="irqlab"):
+        ssh.open_process("true")
+    assert asked == ["check"] and len(fresh.opened) == 1 and ssh.reconnects == 1
+    assert [r.getMessage() for r in caplog.records][-1].endswith(": reconnecting")

@@ -275,8 +275,9 @@ class AgentClient:
             what = "agent exited (end of output)"
         tail = "\n".join(self.stderr_tail)
         where = f"logs {self.log_base}.*" + (f"; stderr tail:\n{tail}" if tail else "")
-        if cause:
-            return f"{cause} ({doing})\n({what}; {where})"
+        if cause:  # *doing* on the cause's line, not after the console's tail below it
+            first, _, rest = cause.partition("\n")
+            return f"{first} ({doing})" + (f"\n{rest}" if rest else "") + f"\n({what}; {where})"
         return f"{what} ({doing}); {where}"
 
     def _wait(self, pred: Callable[[], bool], timeout: float, what: str) -> None:
@@ -494,8 +495,10 @@ class AgentClient:
                 return
 
     # -- shutdown -----------------------------------------------------------------------
-    def close(self, timeout: float = 10.0) -> None:
-        if not self.eof and not self.closed:
+    def close(self, timeout: float = 10.0, *, goodbye: bool = True) -> None:
+        """End the session: the agent's ``quit`` (not with *goodbye* False: a guest that
+        cannot answer), then its streams; each wait at most *timeout* s."""
+        if goodbye and not self.eof and not self.closed:
             with contextlib.suppress(AgentError, OSError, ValueError):
                 self.request("quit", timeout=timeout)
         self.closed = True

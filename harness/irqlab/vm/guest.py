@@ -159,6 +159,9 @@ FAULT_VERDICT = 2.0  # s a broken connection waits for the health watch's verdic
 KERNEL_KILLS = frozenset({"SEGV", "KILL"})
 OOPS_VERDICT = GRACE + 0.6
 CONSOLE_LAG = 0.2  # s the console may trail a command's end (another path to the host)
+# s a broken SSH connection of a running QEMU waits for the watch's verdict before it is
+# replaced (a killed QEMU's exit is seen a moment after the connection's reset: a tick)
+RECONNECT_VERDICT = 0.5
 _KERNEL_KILL_STATUSES = frozenset(signal_status(name) for name in KERNEL_KILLS)
 EXIT_AFTER_LOST_QMP_S = 2.0  # s a load that lost QMP waits to see whether QEMU exits
 HEARTBEAT_MS = 1000  # the agent's heartbeat period (the health watch's freeze detection)
@@ -1879,6 +1882,7 @@ class Guest:
             user=image.ssh_user,
             key_path=image.client_key,
             host_key=image.host_key,  # pinned: nobody else on that port passes for the guest
+            reconnect_check=self._before_reconnect,
         )
         try:
             self.ssh = client.connect(
@@ -1890,6 +1894,18 @@ class Guest:
             self._name_fault()
             raise
 
+    def _before_reconnect(self) -> None:
+        """The SSH client's check before it replaces a broken connection: a guest that
+        died raises :class:`GuestFault` (a killed QEMU resets the connection a moment
+        before the watch sees the exit: a short wait for the verdict), not a warning
+        and up to 30 s of reconnecting to nothing."""
+        __tracebackhide__ = hide_frame
+        vm = self.machine
+        gone = vm is None or not vm.is_running()
+        fault = self.wait_fault(FAULT_VERDICT if gone else RECONNECT_VERDICT)
+        if fault is not None:
+            raise GuestFault(fault)
+
     def restart(self) -> Guest:
         """Stop this guest (whatever state it is in) and start it again, restored from
         its snapshot when there is one."""
@@ -1899,14 +1915,39 @@ class Guest:
         return self.start()
 
     def close(self) -> None:
-        """Stop the guest (QEMU's quit; nothing in the guest needs a clean shutdown)."""
+        """Stop the guest (QEMU's quit; nothing in the guest needs a clean shutdown).  A
+        QEMU stopped by a signal (SIGSTOP) answers nothing: no goodbyes, killed at once."""
+        stopped = self._qemu_stopped()
+        if stopped:
+            self._cut_off()
         if self._agent is not None:
             agent, self._agent = self._agent, None
-            _within(AGENT_CLOSE_S, lambda: agent.close(timeout=2), "the agent's session")
+            _within(
+                AGENT_CLOSE_S,
+                lambda: agent.close(timeout=2, goodbye=not stopped),
+                "the agent's session",
+            )
         if self.ssh is not None:
             ssh, self.ssh = self.ssh, None
             _within(AGENT_CLOSE_S, ssh.close, "the SSH connection")  # may wait on a lock too
         self._stop_machine()
+
+    def _qemu_stopped(self) -> bool:
+        """Whether QEMU runs but is stopped by a signal (SIGSTOP, SIGTSTP)."""
+        vm = self.machine
+        return vm is not None and vm.is_running() and proc.is_stopped(vm.pid)
+
+    def _cut_off(self) -> None:
+        """Before closing a stopped QEMU: end the watch's QMP wait and the SSH connection
+        now.  The agent's quit waited out its 2 s and the watch's QMP ping its 3 s (x
+        load) before the watch's thread was let go: a close took 6-9 s."""
+        if self._watch is not None:
+            self._watch.stop(wait=0)  # joined in _stop_machine, its QMP wait ended below
+        if self.machine is not None:
+            self.machine.abort_qmp("the guest is being closed (QEMU is stopped)")
+        if self.ssh is not None:  # the agent's channel with it: its reader ends at once
+            ssh, self.ssh = self.ssh, None
+            _within(AGENT_CLOSE_S, ssh.close, "the SSH connection")
 
     def _stop_machine(self) -> None:
         self._stop_watch()
@@ -1968,6 +2009,8 @@ class Guest:
         except KeyboardInterrupt as e:  # Ctrl-C: the plugin's line names what ran
             e.add_note(f"interrupted in the guest {self.config.name!r} {doing}")
             raise
+        except GuestFault as e:  # the connection broke: not replaced (_before_reconnect)
+            raise GuestFault(e.fault, doing) from e.__context__
         except (SshError, paramiko.SSHException, OSError, EOFError) as e:
             # a connection that broke waits for the watch's verdict; a command that only
             # ran too long (killed by now), for an oops line that its end may trail
@@ -2297,9 +2340,11 @@ class Guest:
     def unplug(self, timeout: float = 30.0) -> None:
         """Hot-unplug the device (``device_del``) and wait until QEMU has released it
         (``DEVICE_DELETED``: the guest let go of it).  Needs ``GuestConfig(hotplug=True)``."""
+        __tracebackhide__ = hide_frame
         self._need_hotplug()
         c = self.config
-        self._vm().qmp("device_del", id=c.device_id)
+        # a guest known dead or frozen is named (GuestFault), not QMP's "not connected"
+        self._control_qmp("device_del", {"id": c.device_id}, "unplugging the device")
         try:
             self._vm().wait_event("DEVICE_DELETED", timeout, {"device": c.device_id})
         except Exception as e:
@@ -2314,12 +2359,21 @@ class Guest:
     def replug(self, timeout: float = 30.0) -> None:
         """Plug the device back (``device_add``, same id and properties) and wait for the
         driver to create its node again."""
+        __tracebackhide__ = hide_frame
         self._need_hotplug()
         c = self.config
         args = {"driver": DEVICE_TYPE, "id": c.device_id, "bus": HOTPLUG_PORT}
         args.update({k: _prop_text(v) for k, v in c.device_props.items()})
-        self._vm().qmp("device_add", args)
+        self._control_qmp("device_add", args, "plugging the device back")
         self.wait_for_node(self.driver_node(), timeout=timeout)
+
+    def _control_qmp(self, command: str, args: Mapping[str, object], doing: str) -> Any:
+        """QMP *command* as every control of the guest runs it: a guest known dead or
+        frozen refuses it at once, and a failure that is the guest's death waits for
+        the health watch's verdict; either way :class:`GuestFault` naming the cause and
+        *doing*."""
+        __tracebackhide__ = hide_frame
+        return _FaultNamingQmp(self, self._vm(), doing).qmp(command, args)
 
     def _need_hotplug(self) -> None:
         if not self.config.hotplug:
@@ -2495,13 +2549,15 @@ class _FaultNamingQmp:
     :class:`GuestFault` naming why (the health watch's verdict, the console's tail),
     not "QMP qom-get: not connected"."""
 
-    def __init__(self, guest: Guest, machine: Machine) -> None:
+    def __init__(self, guest: Guest, machine: Machine, doing: str = "") -> None:
         self._guest, self._machine = guest, machine
+        self._doing = doing  # what a fault names (default: "QMP <command>")
 
     def qmp(self, command: str, args: Mapping[str, object] | None = None, /) -> Any:
         __tracebackhide__ = hide_frame
         # a partial, not a lambda: no frame of its own in a failed test's traceback
-        return self._naming_faults(f"QMP {command}", partial(self._machine.qmp, command, args))
+        doing = self._doing or f"QMP {command}"
+        return self._naming_faults(doing, partial(self._machine.qmp, command, args))
 
     def qmp_many(
         self,

@@ -3,8 +3,11 @@
 A :class:`HealthWatch` thread per running guest looks at four things, several
 times a second:
 
-* the serial console (the kernel prints panics, oopses, soft lockups and hung
-  tasks there even with ``quiet``): the line itself becomes the cause;
+* the serial console (the kernel prints panics and oopses there even with
+  ``quiet``): the line itself becomes the cause.  A report the guest lives on after
+  (a ``BUG:`` line with no oops after it: KASAN, "sleeping function called from
+  invalid context", "scheduling while atomic", a soft lockup; a hung task) is no
+  fault: the kernel-log check (:mod:`irqlab.vm.kernlog`) reports it;
 * the QEMU process: an exit is a fault with its status and QEMU's last words;
 * QMP: a QEMU that stops answering (frozen, SIGSTOPped) or whose run state says
   the guest stopped (``guest-panicked``, ``internal-error``, ``shutdown``);
@@ -22,7 +25,8 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,6 +42,8 @@ if TYPE_CHECKING:
 __all__ = [
     "CONSOLE_FAULT",
     "CONSOLE_FAULTS",
+    "OOPS",
+    "OOPS_PRELUDE",
     "Fault",
     "GuestFault",
     "HealthWatch",
@@ -47,15 +53,31 @@ __all__ = [
     "scan_console",
 ]
 
+# The header die() prints for an oops, with its counter in brackets: x86's "Oops: 0002
+# [#1] PREEMPT SMP NOPTI", "general protection fault, probably for non-canonical address
+# 0x...: 0000 [#1] ...", "invalid opcode: 0000 [#1] ..." (a BUG()), "Oops: invalid
+# opcode: ..." (newer kernels), arm64's "Internal error: Oops: 96000005 [#1] ...".  A
+# user process's "traps: x[1] general protection fault ip:..." has no counter: no oops.
+OOPS = re.compile(
+    r"(?:Oops|Internal error|general protection fault|invalid opcode|stack segment"
+    r"|double fault|kernel stack overflow)[^\[\]]*\[#\d+\].*"
+)
 # Most severe first: a panic usually follows an oops, and the panic is the story.
 CONSOLE_FAULTS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"Kernel panic - not syncing.*"), "guest kernel panic"),
-    (re.compile(r"BUG: soft lockup.*"), "guest soft lockup"),
-    (re.compile(r"INFO: task \S+ blocked for more than.*"), "guest hung task"),
-    (re.compile(r"(?:BUG: |Oops: |general protection fault).*"), "guest kernel oops"),
+    (OOPS, "guest kernel oops"),
 )
 # Any of them on one line (a quick look at what a command's time printed)
 CONSOLE_FAULT = re.compile("|".join(f"(?:{p.pattern})" for p, _ in CONSOLE_FAULTS))
+# A line the kernel prints a few lines before an oops's header, saying what happened
+# ("BUG: kernel NULL pointer dereference, address: ...", "BUG: unable to handle page
+# fault for address: ...", "kernel BUG at mm/slub.c:1!", arm64's "Unable to handle
+# kernel NULL pointer dereference ..."): the oops is named by it.  Alone (no oops
+# within OOPS_PRELUDE_LINES after it) it is no fault: "BUG: KASAN: ...", "BUG: sleeping
+# function called from invalid context", "BUG: scheduling while atomic", "BUG: soft
+# lockup" and the like leave the guest running.
+OOPS_PRELUDE = re.compile(r"(?:BUG: |kernel BUG at |Unable to handle kernel ).*")
+OOPS_PRELUDE_LINES = 16  # arm64 prints 13 lines of abort details in between
 TAIL_LINES = 40
 log = logging.getLogger(__name__)
 GRACE = 0.4  # s: after a console fault, wait this long for a more severe line (oops -> panic)
@@ -111,15 +133,31 @@ def _rebuilt(cls: type[BaseException], message: str, state: dict[str, Any]) -> B
     return e
 
 
-def scan_console(text: str) -> tuple[int, str] | None:
-    """The most severe fault line in *text*: (severity rank, "cause: line"), or None."""
+def scan_console(text: str, before: Sequence[str] = ()) -> tuple[int, str] | None:
+    """The most severe fault line in *text*: (severity rank, "cause: line"), or None.
+    An oops is named by the line before it that says what happened (OOPS_PRELUDE),
+    looked for in *text* and the console's lines *before* it (the previous look's)."""
     best: tuple[int, str] | None = None
-    for line in text.splitlines():
+    lines = text.splitlines()
+    earlier = list(before)[-OOPS_PRELUDE_LINES:]
+    for i, line in enumerate(lines):
         for rank, (pattern, cause) in enumerate(CONSOLE_FAULTS):
             m = pattern.search(line)
             if m and (best is None or rank < best[0]):
-                best = (rank, f"{cause}: {m.group(0).strip()}")
+                what = m.group(0).strip()
+                if pattern is OOPS:
+                    what = _prelude((earlier + lines[:i])[-OOPS_PRELUDE_LINES:]) or what
+                best = (rank, f"{cause}: {what}")
     return best
+
+
+def _prelude(lines: Sequence[str]) -> str | None:
+    """The last line of *lines* that says what an oops after them is (OOPS_PRELUDE)."""
+    for line in reversed(lines):
+        m = OOPS_PRELUDE.search(line)
+        if m:
+            return m.group(0).strip()
+    return None
 
 
 # A terminal's escape sequences (CSI ... final byte; two-byte ESC x) and other control
@@ -193,13 +231,16 @@ class HealthWatch(threading.Thread):
         self._stop_event = threading.Event()
         self._verdict = threading.Event()  # set once a fault is known
         self._offset = 0
+        # the console's last lines looked at: an oops's prelude may come in a look before
+        self._recent: deque[str] = deque(maxlen=OOPS_PRELUDE_LINES)
         self._pending: tuple[float, str, float] | None = None  # console fault, grace deadline
         self._next_qmp = time.monotonic() + qmp_every
 
-    def stop(self) -> None:
+    def stop(self, wait: float = 5.0) -> None:
+        """End the watch, waiting up to *wait* s for its thread (0: only tell it)."""
         self._stop_event.set()
-        if self.is_alive() and threading.current_thread() is not self:
-            self.join(5.0)
+        if wait > 0 and self.is_alive() and threading.current_thread() is not self:
+            self.join(wait)
 
     def wait_verdict(self, timeout: float) -> Fault | None:
         """Wait up to *timeout* s for a fault (returns at once if the watch stopped)."""
@@ -274,7 +315,9 @@ class HealthWatch(threading.Thread):
 
     def check(self) -> Fault | None:
         now = time.monotonic()
-        hit = scan_console(self._new_console_text())
+        text = self._new_console_text()
+        hit = scan_console(text, self._recent)
+        self._recent.extend(text.splitlines())
         if hit is not None and (self._pending is None or hit[0] < self._pending[0]):
             self._pending = (hit[0], hit[1], now + GRACE)
         running = self.machine.is_running()

@@ -30,9 +30,13 @@ __all__ = [
 # A kernel report that means a bug (sanitizers, lockdep, kmemleak, oopses, warnings).
 # kmemleak's own boot lines ("kmemleak: Kernel memory leak detector initialized",
 # "... scanning thread started") are no report: only its findings are.
-# The console's faults (panic, oops, soft lockup, hung task) are splats too.
+# The console's faults (panic, oops) are splats too, and so are the reports the health
+# watch leaves to this check, the guest living on after them: a BUG: line without an
+# oops (KASAN, sleeping function called from invalid context, scheduling while atomic,
+# soft lockup), a hung task.
 _MORE_SPLATS = (
-    r"WARNING:|KASAN:|UBSAN:|KCSAN:|ODEBUG:|Oops|kernel BUG"
+    r"WARNING:|BUG:|KASAN:|UBSAN:|KCSAN:|ODEBUG:|Oops|kernel BUG|general protection fault"
+    r"|INFO: task \S+ blocked for more than"
     r"|possible (?:circular|recursive) locking|inconsistent lock state|lockdep"
     r"|suspected memory leak|unreferenced object"
     r"|hard LOCKUP|rcu_sched self-detected"

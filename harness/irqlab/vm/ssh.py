@@ -438,6 +438,7 @@ class SshClient:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         host_key: str | None = None,
+        reconnect_check: Callable[[], None] | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -447,6 +448,10 @@ class SshClient:
         # connect to something other than our image)
         self.host_key = host_key
         self._pkey = pkey
+        # runs before a broken connection is replaced and ends that by raising: the
+        # guest died (its QEMU's exit reset the connection), so there is nothing to
+        # reconnect to (the Guest's: the health watch's verdict, a short wait)
+        self.reconnect_check = reconnect_check
         self._factory = client_factory
         self._clock = clock
         self._sleep = sleep
@@ -558,9 +563,12 @@ class SshClient:
             self._client = None
 
     def _reconnect(self, why: BaseException) -> paramiko.Transport:
-        """Replace the connection after *why*; the old one is closed in :meth:`close`."""
+        """Replace the connection after *why*; the old one is closed in :meth:`close`.
+        :attr:`reconnect_check` is asked first: what it raises (the guest is dead) ends this."""
         if self._client is None:
             raise SshError("SSH is not connected") from why
+        if self.reconnect_check is not None:
+            self.reconnect_check()
         log.warning(
             "SSH connection to %s:%d unusable (%r): reconnecting", self.host, self.port, why
         )

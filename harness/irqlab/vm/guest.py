@@ -2452,9 +2452,18 @@ class Guest:
         return self._agent
 
     def reset(self) -> None:
-        """Between tests: disarm every path, close every handle, zero device counters,
-        and load our driver again with the config's parameters if a test unloaded it or
-        reloaded it with others (:meth:`reload_module`)."""
+        """Between tests: return the device's inputs to rest (a running burst stopped,
+        every GPIO input driven low), disarm every path, close every handle, zero device
+        counters, and load our driver again with the config's parameters if a test
+        unloaded it or reloaded it with others (:meth:`reload_module`).
+
+        The inputs go first: a line a test left high made the next test's rising edge
+        on it never happen, and an event their return to rest raises is flushed with
+        the agent's reset and counted before the counters are zeroed.  The event
+        sequence (``next_seq``) is the device's and goes on."""
+        if self._injector is not None:
+            self._injector.stop_burst()
+            self._injector.set_lines(0)
         agent = self.agent
         node = self.driver_node()  # its absence is a module to load again
         try:

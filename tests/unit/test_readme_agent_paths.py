@@ -56,7 +56,7 @@ def test_each_paths_own_options_are_its_kinds() -> None:
 def test_the_options_every_path_takes_and_the_ack_modes() -> None:
     text = _readme()
     para = text[text.index("Every path takes `name=`") : text.index(HEADER)]
-    common = _options(para.split("the path's own\noptions are below")[0])
+    common = _options(re.split(r"the path's own\s+options are below", para)[0])
     assert common == (ARM_OPTIONS - {"path"}) | NotificationPath.options
     for mode in ACK_MODES:
         assert f'`"{mode}"`' in para, mode

@@ -7,6 +7,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 
 import pytest
+from userrun import as_a_user  # same directory (rootdir-relative import)
 
 from irqlab.paths import cache_dir
 
@@ -54,14 +55,7 @@ def guest_for_all(irqlab_guest):
 def test_failure_report_has_dmesg_counters_and_agent_messages(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("IRQLAB_CACHE_DIR", str(CACHE))
-    # the inner run's logs stay in its own directory (its log pruning would count this
-    # run's directories otherwise)
-    monkeypatch.setenv("IRQLAB_LOG_DIR", str(pytester.path / "logs"))
-    # a plain user's run, not an xdist worker's (run from one, it inherited the id and
-    # named its guest 'e2e-gw1')
-    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT"):
-        monkeypatch.delenv(name, raising=False)
+    as_a_user(pytester, monkeypatch)
     pytester.makepyfile(USER_TESTS)
     pytester.makeconftest(USER_CONFTEST)
     junit = pytester.path / "junit.xml"

@@ -276,3 +276,22 @@ def test_guest_now_from_the_heartbeats_is_never_late(agent: AgentClient) -> None
     assert est is not None
     assert before - 500_000_000 < est <= after, (before, est, after)
     agent.request("heartbeat", interval_ms=0)
+
+
+def test_waiting_on_a_path_not_armed_says_so(agent: AgentClient, fifo: Fifo) -> None:
+    """A forgotten arm, or expect(path="epoll") with "epoll-et" armed, waited out its
+    timeout and said only "no message matching {...}; pending: 0 queued []"."""
+    with pytest.raises(AgentError) as e:
+        agent.expect(path="read", timeout=0.2)
+    assert "(no path named 'read' is armed; armed: [])" in str(e.value), e.value
+    agent.arm("epoll-et", dev=fifo.path)
+    fifo.push(rec(1, 100))
+    agent.expect(path="epoll-et", timeout=10)
+    with pytest.raises(AgentError) as e:
+        agent.events(1, path="epoll", timeout=0.2)
+    said = str(e.value)
+    assert said.startswith("got 0 of 1 event messages on epoll (timeout 0.2s) "), said
+    assert "(no path named 'epoll' is armed; armed: ['epoll-et'])" in said, said
+    with pytest.raises(AgentError) as e:  # armed, nothing came: no such words
+        agent.expect(path="epoll-et", timeout=0.2)
+    assert "is armed" not in str(e.value), e.value

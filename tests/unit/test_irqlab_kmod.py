@@ -504,3 +504,44 @@ def test_kstrtobool_reads_as_the_kernel_does(text: str, read: bool | None) -> No
 
     assert kstrtobool(text) is read
     assert kernel_bool(text) is (read is True)
+
+
+def test_reset_returns_the_device_inputs_to_rest_before_the_agent_reset() -> None:
+    """A test that left GPIO line 3 high made the next test's rising edge on it never
+    happen: between tests the burst is stopped and every input driven low, before the
+    agent's reset (which flushes what that raises), and the counters zeroed last."""
+    from irqlab.vm.guest import Guest, GuestConfig
+
+    calls: list[tuple[object, ...]] = []
+
+    class Inj:
+        def stop_burst(self) -> None:
+            calls.append(("stop_burst",))
+
+        def set_lines(self, levels: int) -> None:
+            calls.append(("set_lines", levels))
+
+        def reset_counters(self) -> None:
+            calls.append(("reset_counters",))
+
+    class Agent:
+        eof = False
+
+        def reset(self, dev: str) -> dict[str, object]:
+            calls.append(("agent.reset", dev))
+            return {"present": True, "monotonic_ns": 5}
+
+        def drain_events(self) -> list[object]:
+            calls.append(("drain_events",))
+            return []
+
+    g = Guest(GuestConfig(load_irqlab=False))
+    g._injector, g._agent = Inj(), Agent()  # type: ignore[assignment]
+    g.reset()
+    assert calls == [
+        ("stop_burst",),
+        ("set_lines", 0),
+        ("agent.reset", "/dev/irqlab0"),
+        ("drain_events",),
+        ("reset_counters",),
+    ]

@@ -193,6 +193,11 @@ def _marker_run(pytester: pytest.Pytester, marker: str, *files: str) -> pytest.R
         ('kernel_modules="crc7"', "(kernel_modules='crc7'): give a list of module names"),
         ("kernel_modules=5", "(kernel_modules=5): give a list of module names"),
         ('device={"irq-mode,id": "x"}', "(device={'irq-mode,id': 'x'}): "),
+        (
+            'device={"gpio_lines": 8}',
+            "(device={'gpio_lines': 8}): device_props key 'gpio_lines': the irqlab device has "
+            "no property 'gpio_lines' (did you mean 'gpio-lines'? ",
+        ),
         ('modules=["mydrv.ko =x"]', "(modules=...): 'mydrv.ko =x': '=x' is not PARAM=VALUE"),
         ("bogus_key=1", "gpio_edges=, hotplug=, kernel_modules=, load_irqlab=, module=, "),
         ("bogus_key=1", "modules=, smp=, not bogus_key="),  # was: (got ['bogus_key'] ())

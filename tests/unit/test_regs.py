@@ -230,3 +230,24 @@ def test_the_layout_checks_leave_values_that_are_no_fields_alone() -> None:
                            "IRQLAB_EVINFO_VALID", "IRQLAB_EVINFO_DROPPED",
                            "IRQLAB_EVINFO_KIND_MASK"],
     }  # fmt: skip
+
+
+def test_bit_numbers_are_told_from_masks() -> None:
+    """`irqlab regs` printed IRQLAB_SRC_FIFO 0x1 (a bit number) and IRQLAB_SRC_ALL 0x7
+    (a mask) alike: the header's values say which is which."""
+    kinds = regs.bit_numbers(REGS)
+    assert kinds["IRQLAB_SRC_FIFO"] == f"bit {REGS.SRC_FIFO} of IRQLAB_SRC_ALL"
+    assert kinds["IRQLAB_SRC_ALL"].startswith("mask of bits 0, ")
+    assert kinds["IRQLAB_FEAT_IRQ_MODE_SHIFT"] == f"bit {REGS.FEAT_IRQ_MODE_SHIFT}"
+    assert "IRQLAB_REG_IRQ_ENABLE" not in kinds and "IRQLAB_FEAT_IRQ_MODE_MASK" not in kinds
+    # an _ALL that is no mask of the others' bits says nothing of them
+    assert regs.bit_numbers({"IRQLAB_X_A": 1, "IRQLAB_X_B": 3, "IRQLAB_X_ALL": 3}) == {}
+
+
+def test_irqlab_regs_prints_which_is_a_bit_number(capsys: pytest.CaptureFixture[str]) -> None:
+    from irqlab.cli.main import main
+
+    assert main(["regs", "SRC_"]) == 0
+    out = {ln.split()[0]: ln for ln in capsys.readouterr().out.splitlines()}
+    assert out["IRQLAB_SRC_FIFO"].endswith(f"{REGS.SRC_FIFO:#x}  (bit 1 of IRQLAB_SRC_ALL)")
+    assert "(mask of bits" in out["IRQLAB_SRC_ALL"]

@@ -260,7 +260,7 @@ def cmd_kdir(args: argparse.Namespace) -> int:
 
 
 def cmd_regs(args: argparse.Namespace) -> int:
-    from irqlab.contract.regs import PREFIX, REGS
+    from irqlab.contract.regs import PREFIX, REGS, bit_numbers
 
     found = [
         (n, v)
@@ -270,8 +270,9 @@ def cmd_regs(args: argparse.Namespace) -> int:
     if not found:
         print(f"irqlab: regs: no name starts with {args.prefix!r}", file=sys.stderr)
         return 1
+    bits = bit_numbers(REGS)  # a bit number (IRQLAB_SRC_FIFO) read as a mask was 0x1
     for name, value in found:
-        print(f"{name:36} {value:#x}")
+        print(f"{name:36} {value:#x}" + (f"  ({bits[name]})" if name in bits else ""))
     return 0
 
 

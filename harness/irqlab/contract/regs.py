@@ -36,6 +36,7 @@ __all__ = [
     "Defines",
     "HeaderParseError",
     "Regs",
+    "bit_numbers",
     "check_layout",
     "field_groups",
     "header_path",
@@ -211,6 +212,25 @@ def field_groups(values: Mapping[str, int]) -> dict[str, list[str]]:
         ]
         if fields:
             out[group] = fields
+    return out
+
+
+def bit_numbers(values: Mapping[str, int]) -> dict[str, str]:
+    """Which values are bit numbers and which a mask of them, as far as the header
+    shows it: each ``_SHIFT`` (the lowest bit of its field), and the members of a group
+    whose ``_ALL`` is the mask of exactly their bits (``IRQLAB_SRC_FIFO`` is 1, bit 1 of
+    ``IRQLAB_SRC_ALL`` 0x7, the mask of bits 0, 1, 2): name -> what it is."""
+    out = {n: f"bit {v}" for n, v in values.items() if n.endswith("_SHIFT") and v >= 0}
+    for all_name, mask in values.items():
+        if not all_name.endswith("_ALL"):
+            continue
+        group = all_name.removesuffix("ALL")
+        members = {n: v for n, v in values.items() if n.startswith(group) and n != all_name}
+        bits = sorted(members.values())
+        distinct = bits and len(set(bits)) == len(bits) and all(0 <= v < 64 for v in bits)
+        if distinct and sum(1 << v for v in bits) == mask:
+            out.update({n: f"bit {v} of {all_name}" for n, v in members.items()})
+            out[all_name] = f"mask of bits {', '.join(map(str, bits))}"
     return out
 
 

@@ -413,12 +413,25 @@ class AgentClient:
             except AgentTimeout:
                 gap = f", at most {idle:g}s between two" if idle is not None else ""
                 last = summarize_message(out[-1]) if out else "none"
+                unarmed = "".join(f" ({h})" for h in self._unarmed(path))
                 raise AgentTimeout(
                     f"got {len(out)} of {n} {type} messages"
-                    f"{' on ' + path if path else ''} (timeout {timeout:g}s{gap}); "
+                    f"{' on ' + path if path else ''} (timeout {timeout:g}s{gap}){unarmed}; "
                     f"last: {last}; pending: {self.pending_summary()}"
                 ) from None
         return out
+
+    def _unarmed(self, path: str | None) -> list[str]:
+        """After a wait for *path*'s messages timed out: that no path of that name is
+        armed (asked of the agent), if so; a forgotten ``arm`` or a misspelt name was
+        only "no message matching {...}"."""
+        if path is None:
+            return []
+        try:
+            armed = sorted(self.request("stats", timeout=5.0)["paths"])
+        except AgentError:  # gone or slow: the timeout's own message says enough
+            return []
+        return [] if path in armed else [f"no path named {path!r} is armed; armed: {armed}"]
 
     def expect(
         self,
@@ -454,6 +467,7 @@ class AgentClient:
             self._wait(pred, timeout, f"message {crit}")
         except AgentTimeout:
             hints = criteria_hints(crit, [e for e in self.pending() if e.get("type") in types])
+            hints += self._unarmed(path)
             raise AgentTimeout(
                 f"no message matching {crit} within {timeout:g}s"
                 + "".join(f" ({h})" for h in hints)

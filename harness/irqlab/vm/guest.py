@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import difflib
 import hashlib
 import logging
 import math
@@ -302,10 +303,46 @@ OWN_DEVICE_OPTIONS = {
 }
 
 
+# What QEMU's -device takes of every PCI device besides the device's own properties
+# (QEMU's pci_props, hw/pci/pci.c): not the irqlab device's, so not in its header.
+PCI_DEVICE_PROPS = (
+    "addr",
+    "romfile",
+    "romsize",
+    "rombar",
+    "multifunction",
+    "failover_pair_id",
+    "acpi-index",
+    "x-pcie-lnksta-dllla",
+    "x-pcie-extcap-init",
+)
+
+
+def unknown_device_prop(name: str) -> str | None:
+    """Why *name* is no property of the irqlab device (None if it is one): the device's
+    are its header's QOM names (:data:`QOM`'s ``PROP_*``) and every PCI device's.  A
+    typo (``gpio_lines``, ``gpio-lnes``) was QEMU's "Property 'irqlab.gpio_lines' not
+    found", after QEMU started."""
+    own = list(QOM.with_prefix("PROP_").values())
+    if name in own or name in PCI_DEVICE_PROPS:
+        return None
+    dashed = name.replace("_", "-")
+    if dashed in own:
+        hint = f" (did you mean {dashed!r}? its property names are spelled with '-')"
+    else:
+        close = difflib.get_close_matches(name, own, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return (
+        f"the irqlab device has no property {name!r}{hint}; its own are {', '.join(own)} "
+        f"({Path(QOM.source).name}), and every PCI device's {', '.join(PCI_DEVICE_PROPS)}"
+    )
+
+
 def check_device_props(props: Mapping[str, Any], what: str = "device_props key") -> None:
     """:class:`GuestConfigError` for a property name QEMU's option syntax cannot carry:
-    empty, or with ``,`` or ``=`` (a value's comma can be escaped, a name's cannot);
-    the message names it as *what* (e.g. the command-line option that gave it)."""
+    empty, or with ``,`` or ``=`` (a value's comma can be escaped, a name's cannot),
+    or that the irqlab device does not have (:func:`unknown_device_prop`); the message
+    names it as *what* (e.g. the command-line option that gave it)."""
     for key in props:
         name = str(key)
         if not name:
@@ -317,6 +354,9 @@ def check_device_props(props: Mapping[str, Any], what: str = "device_props key")
             )
         if name in OWN_DEVICE_OPTIONS:
             raise GuestConfigError(f"{what} {name!r}: {OWN_DEVICE_OPTIONS[name]}")
+        unknown = unknown_device_prop(name)
+        if unknown:
+            raise GuestConfigError(f"{what} {name!r}: {unknown}")
 
 
 def device_arg(device_id: str, props: Mapping[str, Any], bus: str | None = None) -> str:
@@ -2511,9 +2551,18 @@ class Guest:
         return self._agent
 
     def reset(self) -> None:
-        """Between tests: disarm every path, close every handle, zero device counters,
-        and load our driver again with the config's parameters if a test unloaded it or
-        reloaded it with others (:meth:`reload_module`)."""
+        """Between tests: return the device's inputs to rest (a running burst stopped,
+        every GPIO input driven low), disarm every path, close every handle, zero device
+        counters, and load our driver again with the config's parameters if a test
+        unloaded it or reloaded it with others (:meth:`reload_module`).
+
+        The inputs go first: a line a test left high made the next test's rising edge
+        on it never happen, and an event their return to rest raises is flushed with
+        the agent's reset and counted before the counters are zeroed.  The event
+        sequence (``next_seq``) is the device's and goes on."""
+        if self._injector is not None:
+            self._injector.stop_burst()
+            self._injector.set_lines(0)
         agent = self.agent
         node = self.driver_node()  # its absence is a module to load again
         try:

@@ -64,6 +64,8 @@ ARM_OPTIONS = frozenset(
 )
 SUMMARY_BATCH = 1024  # records per read(2) in storm mode (the driver's ring is 256 by default)
 NUM_RT_SIGNALS = 8  # setsig may use SIGRTMIN+0 .. SIGRTMIN+7
+MAX_INTERVAL_MS = 60_000.0  # nonblock's pause between polls
+MAX_SUMMARY_INTERVAL_MS = 3_600_000.0
 
 
 def async_signals() -> list[int]:
@@ -241,12 +243,15 @@ class Agent:
             dev=req.get_str("dev", DEFAULT_DEV),
             ack=ack,
             batch=req.get_int("batch", SUMMARY_BATCH if summarize else 64, lo=1, hi=4096),
-            interval_s=req.get_float("interval_ms", 1.0) / 1000.0,
+            interval_s=req.get_float("interval_ms", 1.0, hi=MAX_INTERVAL_MS) / 1000.0,
             max_polls=req.get_int("max_polls", 0, lo=0),
             signo=(signal.SIGRTMIN + sig) if kind == "setsig" else 0,
             drain=req.get_bool("drain", False),
             summarize=frozenset(summarize),
-            summary_interval_s=req.get_float("summary_interval_ms", 250.0, lo=1.0) / 1000.0,
+            summary_interval_s=req.get_float(
+                "summary_interval_ms", 250.0, lo=1.0, hi=MAX_SUMMARY_INTERVAL_MS
+            )
+            / 1000.0,
             params=dict(req.args),
         )
         if summarize and not (

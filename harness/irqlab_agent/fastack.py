@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 # The switch interval stays Python's default (5 ms): measured in the bench guest
 # (docs/bench.md), 0.5 ms did not lower the agent's p50 and did not help storms.
 DEFAULT_SWITCH_INTERVAL_S = 0.005
+MAX_SWITCH_INTERVAL_S = 1.0  # a thread may hold the interpreter this long at most
 
 
 class Tuning:
@@ -71,7 +72,9 @@ def op_tune(req: Request) -> JsonObj:
     """``{"op": "tune", "switch_interval_s"?: x, "ack_first"?: bool}``: set what is
     given, answer both."""
     if "switch_interval_s" in req.args:
-        value = req.get_float("switch_interval_s", DEFAULT_SWITCH_INTERVAL_S, lo=1e-6)
+        value = req.get_float(
+            "switch_interval_s", DEFAULT_SWITCH_INTERVAL_S, lo=1e-6, hi=MAX_SWITCH_INTERVAL_S
+        )
         set_switch_interval(value)
     if "ack_first" in req.args:
         TUNING.ack_first = req.get_bool("ack_first", True)

@@ -262,7 +262,10 @@ class Agent:
             if name in self.paths:
                 raise ProtocolError(f"a path named {name!r} is already armed")
             path = cls(name, self.abi, opts, self.writer.send)
-            info = path.arm()
+            try:
+                info = path.arm()  # closes what it opened if it fails
+            except ValueError as e:  # a kind's own option the request got wrong
+                raise ProtocolError(f"op 'arm': {e}", req.id) from None
             self.paths[name] = path
         if opts.signo:
             info["signo"] = opts.signo

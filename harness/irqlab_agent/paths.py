@@ -150,8 +150,14 @@ class NotificationPath(threading.Thread):
         """Undo :meth:`setup` before the fd is closed."""
 
     def arm(self) -> dict[str, Any]:
-        """Open, configure and start the thread; return what the host should know."""
-        self.open()
+        """Open, configure and start the thread; return what the host should know.
+        A failure at any step closes everything opened so far (the wake-up pipe, the
+        device file, what a kind's :meth:`open` got before it failed)."""
+        try:
+            self.open()
+        except BaseException:
+            self.close_fds()
+            raise
         try:
             self.setup()
         except BaseException:
@@ -498,8 +504,12 @@ class EpollPath(_ReadinessPath):
     def setup(self) -> None:
         self._ep = select.epoll(flags=select.EPOLL_CLOEXEC)
         flags = select.EPOLLIN | select.EPOLLRDNORM | (select.EPOLLET if self.edge else 0)
-        self._ep.register(self.fd, flags)
-        self._ep.register(self._wake_r, select.EPOLLIN)
+        try:
+            self._ep.register(self.fd, flags)
+            self._ep.register(self._wake_r, select.EPOLLIN)
+        except BaseException:
+            self._ep.close()  # arm() closes the rest
+            raise
         if self.edge:
             self.opts.drain = True
 

@@ -130,12 +130,17 @@ class UioPath(NotificationPath):
         self._gate.release()
 
     def close_fds(self) -> None:
+        """Also what a failed :meth:`open` got so far (any of fd, cfd, mm)."""
         if hasattr(self, "words"):
             self.words.release()
+            del self.words
+        if hasattr(self, "mm"):
             with contextlib.suppress(BufferError):
                 self.mm.close()
+            del self.mm
         if getattr(self, "cfd", -1) >= 0:
-            os.close(self.cfd)
+            with contextlib.suppress(OSError):
+                os.close(self.cfd)
             self.cfd = -1
         super().close_fds()
 

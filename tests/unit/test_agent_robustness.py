@@ -4,11 +4,13 @@ FIFOs standing in for /dev/irqlabN, and parts of it in this process."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from agent_fifo import Fifo, fake_spec_agent  # same directory (rootdir-relative import)
+from test_agent_protocol import rec  # same directory
 
 from irqlab.vm.agent_client import AgentClient
 from irqlab_agent.protocol import ProtocolError, parse_request
@@ -19,6 +21,45 @@ QUICK = 10.0  # seconds a request that must not block gets before the test fails
 @pytest.fixture
 def agent(tmp_path: Path) -> Iterator[AgentClient]:
     yield from fake_spec_agent(tmp_path)
+
+
+def _fds(pid: int) -> list[str]:
+    out = []
+    for name in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            out.append(os.readlink(f"/proc/{pid}/fd/{name}"))
+        except FileNotFoundError:  # the listing's own fd
+            continue
+    return sorted(out)
+
+
+# -- a failed arm closes what it opened ------------------------------------------------
+
+
+def test_failed_arms_leave_no_file_open(agent: AgentClient, fifo: Fifo, tmp_path: Path) -> None:
+    pid = agent.ping()["pid"]
+    agent.arm("poll", dev=fifo.path)  # a path armed and disarmed: the baseline has its fds
+    agent.disarm()
+    before = _fds(pid)
+    for i in range(50):  # open() fails
+        r = agent.request("arm", path="read", dev=str(tmp_path / "none"), name=f"x{i}", check=False)
+        assert r["ok"] is False and r["errno"] == "ENOENT", r
+    for i in range(10):  # setup() fails (SET_EVENTFD on a FIFO: ENOTTY)
+        r = agent.request("arm", path="eventfd", dev=fifo.path, name=f"e{i}", check=False)
+        assert r["ok"] is False and r["errno"] == "ENOTTY", r
+    for i in range(10):  # the uio path's own open() fails with its option missing
+        r = agent.request("arm", path="uio", name=f"u{i}", check=False)
+        assert r["ok"] is False, r
+    assert _fds(pid) == before
+    agent.arm("read", dev=fifo.path)  # and a good arm still works
+    fifo.push(rec(1))
+    agent.expect(path="read", seq=1)
+
+
+def test_a_bad_path_option_is_the_requests_error_not_an_internal_one(agent: AgentClient) -> None:
+    r = agent.request("arm", path="uio", check=False)
+    assert r["ok"] is False and "'regs'" in r["error"], r
+    assert "internal error" not in r["error"], r
 
 
 # -- numbers are finite and bounded ----------------------------------------------------

@@ -1,0 +1,36 @@
+"""The guest agent in a booted guest, what its review found (the unit tests hold the
+rest: tests/unit/test_agent_robustness.py)."""
+
+from __future__ import annotations
+
+from irqlab.vm.agent_client import AgentClient
+from irqlab.vm.guest import Guest
+
+TIMEOUT = 30.0
+# After an event, before the next push: the delivery that reported it ends (its drain's
+# last read) first.  Pushed sooner, that read may take the next record, and the next
+# signal finds nothing (spurious) or merges with one still pending (plain SIGIO is not
+# queued): counts that are not a signal per event.
+SETTLE_S = 0.2
+
+
+def _fds(guest: Guest, pid: int) -> list[str]:
+    """What the agent process has open (the targets of /proc/PID/fd)."""
+    out = guest.sh(f"for f in /proc/{pid}/fd/*; do readlink $f; done", check=False)
+    return sorted(line for line in out.splitlines() if line and not line.startswith("/proc"))
+
+
+def test_failed_arms_leave_no_file_open(irqlab_guest: Guest, irqlab_agent: AgentClient) -> None:
+    pid = irqlab_agent.ping()["pid"]
+    before = _fds(irqlab_guest, pid)
+    for i in range(50):
+        r = irqlab_agent.request(
+            "arm", path="read", dev="/dev/nonexistent", name=f"x{i}", check=False
+        )
+        assert r["ok"] is False and r["errno"] == "ENOENT", r
+    assert _fds(irqlab_guest, pid) == before
+    for i in range(5):
+        r = irqlab_agent.request("arm", path="uio", name=f"u{i}", check=False)
+        assert r["ok"] is False and "internal error" not in r["error"], r
+    assert _fds(irqlab_guest, pid) == before
+    irqlab_agent.arm("poll", dev=irqlab_guest.dev)  # a good arm after them works

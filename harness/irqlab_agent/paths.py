@@ -637,8 +637,11 @@ class CountPath(NotificationPath):
             ev: dict[str, Any] = {"type": "event", "path": self.path_name, "count": count}
             if self.acker is not None:  # every event the count includes, oldest first
                 first = self.stats.counted - count + 1
+                acks, errors = self.acker.counts()
                 ev["ack_latency_ns"] = [self.acker.ack_nth(k) for k in range(first, first + count)]
-                self.stats.acks += count
+                now_acks, now_errors = self.acker.counts()  # a refused ACK is an error
+                self.stats.acks += now_acks - acks
+                self.stats.ack_errors += now_errors - errors
             ev["wake_ns"] = wake
             self.emit(ev)
 

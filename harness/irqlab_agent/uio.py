@@ -181,7 +181,9 @@ class UioPath(NotificationPath):
             evs = self.handle()
             self.enable()
             self.stats.events += len(evs)
-            self.stats.acks += len(evs)
+            refused = sum(1 for e in evs if e["ack_latency_ns"] is None)  # see ack_seq
+            self.stats.acks += len(evs) - refused
+            self.stats.ack_errors += refused
             self.stats.counted += delta
             if evs:
                 self.stats.last_seq = evs[-1]["seq"]

@@ -3,6 +3,8 @@ rest: tests/unit/test_agent_robustness.py)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from irqlab.vm.agent_client import AgentClient
 from irqlab.vm.guest import Guest
 
@@ -34,3 +36,17 @@ def test_failed_arms_leave_no_file_open(irqlab_guest: Guest, irqlab_agent: Agent
         assert r["ok"] is False and "internal error" not in r["error"], r
     assert _fds(irqlab_guest, pid) == before
     irqlab_agent.arm("poll", dev=irqlab_guest.dev)  # a good arm after them works
+
+
+def test_count_path_counts_refused_acks_as_errors(
+    irqlab_guest: Guest, irqlab_agent: AgentClient, irqlab_device: Any
+) -> None:
+    """ACKs of seqs the device never raised: refused, so ack_errors, not acks."""
+    irqlab_agent.arm(
+        "count", dev=irqlab_guest.count_dev, ack_dev=irqlab_guest.dev, ack_first_seq=100_000
+    )
+    irqlab_device.push(0x33)
+    ev = irqlab_agent.expect(path="count", timeout=TIMEOUT)
+    assert ev["count"] == 1 and ev["ack_latency_ns"] == [None], ev
+    st = irqlab_agent.disarm("count")["count"]
+    assert (st["counted"], st["acks"], st["ack_errors"]) == (1, 0, 1), st

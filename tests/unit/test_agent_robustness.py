@@ -5,15 +5,20 @@ FIFOs standing in for /dev/irqlabN, and parts of it in this process."""
 from __future__ import annotations
 
 import os
+import struct
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from agent_fifo import Fifo, fake_spec_agent  # same directory (rootdir-relative import)
-from test_agent_protocol import rec  # same directory
+from test_agent_protocol import fake_abi, rec  # same directory
 
 from irqlab.vm.agent_client import AgentClient
+from irqlab_agent.acks import SeqAcks
+from irqlab_agent.paths import PathOptions
 from irqlab_agent.protocol import ProtocolError, parse_request
+from irqlab_agent.uio import UioPath
 
 QUICK = 10.0  # seconds a request that must not block gets before the test fails
 
@@ -60,6 +65,50 @@ def test_a_bad_path_option_is_the_requests_error_not_an_internal_one(agent: Agen
     r = agent.request("arm", path="uio", check=False)
     assert r["ok"] is False and "'regs'" in r["error"], r
     assert "internal error" not in r["error"], r
+
+
+# -- a refused ACK is an ack_error -----------------------------------------------------
+
+
+def test_count_path_counts_refused_acks_as_errors(agent: AgentClient, tmp_path: Path) -> None:
+    cnt, ack = Fifo(tmp_path / "count"), Fifo(tmp_path / "ack")  # a FIFO's ioctl: ENOTTY
+    agent.arm("count", dev=cnt.path, ack_dev=ack.path, ack_first_seq=100)
+    os.write(cnt.fd, struct.pack("=I", 3))
+    assert agent.expect(path="count")["ack_latency_ns"] == [None, None, None]
+    st = agent.disarm("count")["count"]
+    assert (st["counted"], st["acks"], st["ack_errors"]) == (3, 0, 3)
+
+
+def test_uio_path_counts_refused_acks_as_errors() -> None:
+    sent: list[dict[str, Any]] = []
+    path = UioPath("uio", fake_abi(), PathOptions("/dev/uio0"), sent.append)
+    path.last, path.gate = 0, False
+    path.wake_reads = lambda size: iter([(struct.pack("=I", 2), 123)])  # type: ignore[method-assign]
+    path.enable = lambda: None  # type: ignore[method-assign]
+    path.handle = lambda: [  # type: ignore[method-assign]
+        {"seq": 7, "source": 0, "value": 1, "ack_latency_ns": 500},
+        {"seq": 8, "source": 0, "value": 2, "ack_latency_ns": None},  # the device refused it
+    ]
+    path.loop()
+    assert sent[0]["ack_latency_ns"] == [500, None]
+    assert (path.stats.events, path.stats.acks, path.stats.ack_errors) == (2, 1, 1)
+    path.close_fds()
+
+
+def test_write_acks_cut_short_go_on_with_the_rest(monkeypatch: pytest.MonkeyPatch) -> None:
+    from irqlab_agent import acks as acks_mod
+
+    calls: list[int] = []
+
+    def short_write(fd: int, data: bytes) -> int:  # a signal after the first seq
+        calls.append(len(data))
+        return 4 if len(calls) == 1 else len(data)
+
+    monkeypatch.setattr(acks_mod.os, "write", short_write)
+    a = SeqAcks(fake_abi(), "write", 99)
+    a.ack([1, 2, 3])
+    assert calls == [12, 8]
+    assert (a.acks, a.errors) == (3, 0)
 
 
 # -- numbers are finite and bounded ----------------------------------------------------

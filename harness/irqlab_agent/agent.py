@@ -100,7 +100,10 @@ class SignalDispatcher(threading.Thread):
             r, _, _ = select.select([self.source.fd, self._stop_r], [], [])
             if self._stop_r in r:
                 return
-            for info in self.source.read_all():
+            # The RT signals first: a plain SIGIO read with them (another path's,
+            # or an RT queue overflow) then finds their records taken.
+            infos = sorted(self.source.read_all(), key=lambda i: i.signo == signal.SIGIO)
+            for info in infos:
                 self.dispatch(info)
 
     def dispatch(self, info: SigInfo) -> None:

@@ -3,6 +3,7 @@ rest: tests/unit/test_agent_robustness.py)."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from irqlab.vm.agent_client import AgentClient
@@ -50,3 +51,24 @@ def test_count_path_counts_refused_acks_as_errors(
     assert ev["count"] == 1 and ev["ack_latency_ns"] == [None], ev
     st = irqlab_agent.disarm("count")["count"]
     assert (st["counted"], st["acks"], st["ack_errors"]) == (1, 0, 1), st
+
+
+def test_sigio_beside_setsig_is_no_signal_of_the_setsig_path(
+    irqlab_guest: Guest, irqlab_agent: AgentClient, irqlab_device: Any
+) -> None:
+    irqlab_agent.arm("sigio", name="s", dev=irqlab_guest.dev)
+    irqlab_agent.arm("setsig", name="r", dev=irqlab_guest.dev, sig=1)
+    for i in range(10):
+        seq = irqlab_device.next_seq()
+        irqlab_device.push(0x200 + i)
+        irqlab_agent.expect(path="s", seq=seq, timeout=TIMEOUT)
+        irqlab_agent.expect(path="r", seq=seq, timeout=TIMEOUT)
+        time.sleep(SETTLE_S)
+    st = irqlab_agent.disarm()
+    keys = ("events", "signals", "wakeups", "spurious", "sigio_fallback")
+    assert {k: st["s"][k] for k in keys} == {
+        "events": 10, "signals": 10, "wakeups": 10, "spurious": 0, "sigio_fallback": 0,
+    }  # fmt: skip
+    assert {k: st["r"][k] for k in keys} == {
+        "events": 10, "signals": 10, "wakeups": 10, "spurious": 0, "sigio_fallback": 10,
+    }  # fmt: skip

@@ -5,7 +5,9 @@ FIFOs standing in for /dev/irqlabN, and parts of it in this process."""
 from __future__ import annotations
 
 import os
+import signal
 import struct
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,8 +18,10 @@ from test_agent_protocol import fake_abi, rec  # same directory
 
 from irqlab.vm.agent_client import AgentClient
 from irqlab_agent.acks import SeqAcks
-from irqlab_agent.paths import PathOptions
+from irqlab_agent.agent import SignalDispatcher
+from irqlab_agent.paths import AsyncPath, PathOptions, SetsigPath
 from irqlab_agent.protocol import ProtocolError, parse_request
+from irqlab_agent.sysio import SigInfo
 from irqlab_agent.uio import UioPath
 
 QUICK = 10.0  # seconds a request that must not block gets before the test fails
@@ -36,6 +40,24 @@ def _fds(pid: int) -> list[str]:
         except FileNotFoundError:  # the listing's own fd
             continue
     return sorted(out)
+
+
+class _FakeSource:
+    """A signalfd stand-in: readable through a pipe, its signals ``queue``."""
+
+    def __init__(self) -> None:
+        self.fd, self._w = os.pipe()
+        self.closed = False
+        self.queue = [SigInfo(signo=signal.SIGIO, errno=0, code=0, pid=0, fd=-1, band=0)]
+
+    def read_all(self) -> list[SigInfo]:
+        os.read(self.fd, 1)
+        return list(self.queue)
+
+    def close(self) -> None:
+        self.closed = True
+        os.close(self.fd)
+        os.close(self._w)
 
 
 # -- a failed arm closes what it opened ------------------------------------------------
@@ -65,6 +87,91 @@ def test_a_bad_path_option_is_the_requests_error_not_an_internal_one(agent: Agen
     r = agent.request("arm", path="uio", check=False)
     assert r["ok"] is False and "'regs'" in r["error"], r
     assert "internal error" not in r["error"], r
+
+
+# -- a plain SIGIO is not an F_SETSIG path's signal ------------------------------------
+
+
+def _async_path(cls: type[AsyncPath], name: str, signo: int) -> tuple[AsyncPath, int]:
+    """An async path in this process, its file a pipe (the write end returned)."""
+    sent: list[dict[str, Any]] = []
+    path = cls(name, fake_abi(), PathOptions("pipe", signo=signo), sent.append)
+    r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    path.fd = r
+    return path, w
+
+
+def _counters(path: AsyncPath) -> dict[str, int]:
+    st = path.stats
+    return {"events": st.events, "signals": st.signals, "wakeups": st.wakeups,
+            "spurious": st.spurious, "sigio_fallback": st.sigio_fallback}  # fmt: skip
+
+
+def test_a_plain_sigio_is_no_signal_of_a_setsig_path() -> None:
+    """(A FIFO's F_SETSIG storms with POLL_OUT signals of its own: paths in this
+    process, on pipes, with the dispatcher fed by hand.)"""
+    rt = signal.SIGRTMIN + 1
+    s, s_w = _async_path(AsyncPath, "s", 0)
+    r, r_w = _async_path(SetsigPath, "r", rt)
+    source = _FakeSource()
+    d = SignalDispatcher(source, lambda: [s, r])
+    try:
+        for seq in range(1, 6):  # the sigio path's file: a plain SIGIO, to both
+            os.write(s_w, rec(seq))
+            d.dispatch(SigInfo(signo=signal.SIGIO, errno=0, code=0, pid=0, fd=-1, band=0))
+        assert _counters(s) == {
+            "events": 5, "signals": 5, "wakeups": 5, "spurious": 0, "sigio_fallback": 0,
+        }  # fmt: skip
+        assert _counters(r) == {
+            "events": 0, "signals": 0, "wakeups": 0, "spurious": 0, "sigio_fallback": 5,
+        }  # fmt: skip
+        # Both at once, the SIGIO read first: the RT signal is still r's own, and the
+        # fallback drain that took its record leaves it no spurious wake-up.
+        os.write(r_w, rec(11))
+        source.queue = [
+            SigInfo(signo=signal.SIGIO, errno=0, code=0, pid=0, fd=-1, band=0),
+            SigInfo(signo=rt, errno=0, code=1, pid=0, fd=r.fd, band=1),
+        ]
+        for info in sorted(source.queue, key=lambda i: i.signo == signal.SIGIO):
+            d.dispatch(info)
+        os.write(r_w, rec(12))
+        for info in source.queue:  # in the order read
+            d.dispatch(info)
+        assert _counters(r) == {
+            "events": 2, "signals": 2, "wakeups": 2, "spurious": 0, "sigio_fallback": 7,
+        }  # fmt: skip
+        assert s.stats.spurious == 2  # a plain sigio path: nothing to read is spurious
+    finally:
+        for p in (s, r):
+            p.close_fds()
+        for fd in (s_w, r_w):
+            os.close(fd)
+        source.close()
+
+
+def test_the_dispatcher_hands_out_rt_signals_before_a_plain_sigio() -> None:
+    seen: list[int] = []
+
+    class Path:
+        fd = 7
+        opts = PathOptions("x", signo=signal.SIGRTMIN)
+
+        def deliver(self, info: SigInfo) -> None:
+            seen.append(info.signo)
+
+    source = _FakeSource()
+    source.queue = [
+        SigInfo(signo=signal.SIGIO, errno=0, code=0, pid=0, fd=-1, band=0),
+        SigInfo(signo=signal.SIGRTMIN, errno=0, code=1, pid=0, fd=7, band=1),
+    ]
+    d = SignalDispatcher(source, lambda: [Path()])  # type: ignore[list-item]
+    d.start()
+    os.write(source._w, b"x")
+    deadline = time.monotonic() + 10
+    while len(seen) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    d.stop()
+    assert seen == [signal.SIGRTMIN, signal.SIGIO]
 
 
 # -- a refused ACK is an ack_error -----------------------------------------------------

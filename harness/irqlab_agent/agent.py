@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import signal
 import stat
@@ -14,7 +15,7 @@ from collections.abc import Callable
 from irqlab_agent import __version__
 from irqlab_agent.abi import Abi, load_abi
 from irqlab_agent.acks import parse_ack_mode
-from irqlab_agent.checks import run_checks
+from irqlab_agent.checks import MAX_DRAIN_READS, drain, run_checks
 from irqlab_agent.evdev import EVDEV_PATHS
 from irqlab_agent.fastack import ops as tune_ops
 from irqlab_agent.gpio_cdev import GpioCdevPath
@@ -64,6 +65,10 @@ ARM_OPTIONS = frozenset(
 )
 SUMMARY_BATCH = 1024  # records per read(2) in storm mode (the driver's ring is 256 by default)
 NUM_RT_SIGNALS = 8  # setsig may use SIGRTMIN+0 .. SIGRTMIN+7
+# The longest a request may wait (wait_blocked/interrupt's timeout_ms, a blocking
+# handle's read wait_ms): the session answers nothing else meanwhile.
+MAX_WAIT_MS = 60_000.0
+READ_WAIT_MS = 10_000.0  # a read on a blocking handle waits this long for data by default
 MAX_INTERVAL_MS = 60_000.0  # nonblock's pause between polls
 MAX_SUMMARY_INTERVAL_MS = 3_600_000.0
 
@@ -346,11 +351,19 @@ class Agent:
             raise ProtocolError(f"no open handle {name!r}") from None
 
     def op_read(self, req: Request) -> JsonObj:
-        """One read(2) on an open handle; ``as`` = records | count | raw."""
+        """One read(2) on an open handle; ``as`` = records | count | raw.  A blocking
+        handle (``nonblock=false``) waits up to ``wait_ms`` (default 10 s, at most
+        :data:`MAX_WAIT_MS`) for something to read, then answers ``errno``
+        ``ETIMEDOUT`` without reading: a read never blocks the session for ever."""
         fd = self._handle(req)
         mode = req.get_str("as", "records")
+        if mode not in ("records", "count", "raw"):  # before the read consumes anything
+            raise ProtocolError(f"read: 'as' must be records, count or raw, not {mode!r}")
         default = COUNT_FMT.size if mode == "count" else self.abi.record_size * 64
         size = req.get_int("size", default, lo=0, hi=1 << 20)
+        wait_ms = req.get_float("wait_ms", READ_WAIT_MS, hi=MAX_WAIT_MS)
+        if not fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_NONBLOCK and not _readable(fd, wait_ms):
+            return ok(req.id, errno="ETIMEDOUT", nbytes=None)
         try:
             data = os.read(fd, size)
         except OSError as e:
@@ -360,10 +373,8 @@ class Agent:
             out["hex"] = data.hex()
         elif mode == "count":
             out["count"] = COUNT_FMT.unpack(data)[0] if len(data) == COUNT_FMT.size else None
-        elif mode == "records":
-            out["events"] = self.abi.decode(data)
         else:
-            raise ProtocolError(f"read: 'as' must be records, count or raw, not {mode!r}")
+            out["events"] = self.abi.decode(data)
         return out
 
     def op_close(self, req: Request) -> JsonObj:
@@ -406,7 +417,7 @@ class Agent:
 
     def _wait_blocked(self, req: Request) -> NotificationPath:
         name = req.get_str("name")
-        timeout = req.get_float("timeout_ms", 10000.0) / 1000.0
+        timeout = req.get_float("timeout_ms", 10000.0, hi=MAX_WAIT_MS) / 1000.0
         with self.lock:
             path = self.paths.get(name)
         if path is None or not path.waits_in_read:
@@ -438,21 +449,17 @@ class Agent:
         """Discard whatever is queued for a fresh open file of ``dev``."""
         dev = req.get_str("dev", DEFAULT_DEV)
         fd = os.open(dev, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
-        n = 0
         try:
             if "FLUSH" in self.abi.ioctls:
                 self.abi.ioctl("FLUSH").call(fd, 0)
-            while True:
-                try:
-                    data = os.read(fd, self.abi.record_size * 256)
-                except BlockingIOError:
-                    break
-                if not data:
-                    break
-                n += len(data) // self.abi.record_size
+            nbytes = drain(fd, self.abi.record_size * 256)
         finally:
             os.close(fd)
-        return ok(req.id, discarded=n)
+        if nbytes is None:
+            raise ProtocolError(
+                f"flush: {dev} never ran empty ({MAX_DRAIN_READS} reads): not a device queue"
+            )
+        return ok(req.id, discarded=nbytes // self.abi.record_size)
 
     def op_release(self, req: Request) -> JsonObj:
         """Let a gated uio path handle the wake-up it reported (``uio_wake``)."""
@@ -512,6 +519,16 @@ class Agent:
     def op_quit(self, req: Request) -> JsonObj:
         self.running = False
         return ok(req.id, paths=self._disarm_all())
+
+
+def _readable(fd: int, wait_ms: float) -> bool:
+    """Whether *fd* has something to read within *wait_ms* (or is at end/error: the
+    read then says what)."""
+    import select
+
+    p = select.poll()
+    p.register(fd, select.POLLIN | select.POLLRDNORM)
+    return bool(p.poll(wait_ms))
 
 
 def path_kinds() -> dict[str, dict[str, bool]]:

@@ -6,7 +6,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from irqlab.vm.agent_client import AgentClient
+import pytest
+
+from irqlab.vm.agent_client import AgentClient, AgentError
 from irqlab.vm.guest import Guest
 
 TIMEOUT = 30.0
@@ -72,3 +74,32 @@ def test_sigio_beside_setsig_is_no_signal_of_the_setsig_path(
     assert {k: st["r"][k] for k in keys} == {
         "events": 10, "signals": 10, "wakeups": 10, "spurious": 0, "sigio_fallback": 10,
     }  # fmt: skip
+
+
+def test_no_request_blocks_the_session(
+    irqlab_guest: Guest, irqlab_agent: AgentClient, irqlab_device: Any
+) -> None:
+    irqlab_agent.request("open", name="blk", dev=irqlab_guest.dev, nonblock=False)
+    r = irqlab_agent.request("read", name="blk", wait_ms=300, timeout=TIMEOUT)
+    assert (r["errno"], r["nbytes"]) == ("ETIMEDOUT", None), r
+    with pytest.raises(AgentError, match="never ran empty"):
+        irqlab_agent.request("check", dev="/dev/zero", timeout=TIMEOUT)
+    with pytest.raises(AgentError, match="'timeout_ms' must be a finite number in"):
+        irqlab_agent.request("wait_blocked", name="x", timeout_ms=1e12, timeout=TIMEOUT)
+    seq = irqlab_device.next_seq()
+    irqlab_device.push(0x11)  # something queued: the blocking read takes it at once
+    r = irqlab_agent.request("read", name="blk", timeout=TIMEOUT)
+    assert [e["seq"] for e in r["events"]] == [seq], r
+
+
+def test_read_with_a_bad_as_consumes_nothing(
+    irqlab_guest: Guest, irqlab_agent: AgentClient, irqlab_device: Any, irqlab_wait_stats: Any
+) -> None:
+    irqlab_agent.request("open", name="h", dev=irqlab_guest.dev)
+    seq = irqlab_device.next_seq()
+    irqlab_device.push(0x11, 0x22)
+    irqlab_wait_stats("h", lambda st: st["queued"] >= 2)
+    with pytest.raises(AgentError, match="'as' must be records, count or raw"):
+        irqlab_agent.request("read", name="h", **{"as": "bogus"})
+    r = irqlab_agent.request("read", name="h")
+    assert [e["seq"] for e in r["events"]] == [seq, seq + 1], r

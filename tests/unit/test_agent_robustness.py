@@ -16,7 +16,7 @@ import pytest
 from agent_fifo import Fifo, fake_spec_agent  # same directory (rootdir-relative import)
 from test_agent_protocol import fake_abi, rec  # same directory
 
-from irqlab.vm.agent_client import AgentClient
+from irqlab.vm.agent_client import AgentClient, AgentError
 from irqlab_agent.acks import SeqAcks
 from irqlab_agent.agent import SignalDispatcher
 from irqlab_agent.paths import AsyncPath, PathOptions, SetsigPath
@@ -87,6 +87,47 @@ def test_a_bad_path_option_is_the_requests_error_not_an_internal_one(agent: Agen
     r = agent.request("arm", path="uio", check=False)
     assert r["ok"] is False and "'regs'" in r["error"], r
     assert "internal error" not in r["error"], r
+
+
+# -- no request blocks the session for ever --------------------------------------------
+
+
+def test_a_blocking_handles_read_waits_a_bounded_time(agent: AgentClient, fifo: Fifo) -> None:
+    agent.request("open", name="h", dev=fifo.path, nonblock=False)
+    t0 = time.monotonic()
+    r = agent.request("read", name="h", wait_ms=200, timeout=QUICK)
+    assert r["errno"] == "ETIMEDOUT" and r["nbytes"] is None, r
+    assert time.monotonic() - t0 < QUICK / 2
+    assert agent.ping(timeout=QUICK)["pong"] is True
+    fifo.push(rec(3))  # something to read: the read takes it at once
+    r = agent.request("read", name="h", timeout=QUICK)
+    assert [e["seq"] for e in r["events"]] == [3]
+    with pytest.raises(AgentError, match="wait_ms"):
+        agent.request("read", name="h", wait_ms=1e9, timeout=QUICK)
+
+
+@pytest.mark.parametrize(
+    ("op", "args", "key"),
+    [
+        ("wait_blocked", {"name": "read", "timeout_ms": 1e9}, "timeout_ms"),
+        ("interrupt", {"name": "read", "timeout_ms": 1e12}, "timeout_ms"),
+        ("native_wait", {"name": "none", "wait_s": 1e7}, "wait_s"),
+    ],
+)
+def test_waits_above_their_cap_are_refused(
+    agent: AgentClient, fifo: Fifo, op: str, args: dict[str, Any], key: str
+) -> None:
+    agent.arm("read", dev=fifo.path)
+    with pytest.raises(AgentError, match=f"'{key}' must be a finite number in"):
+        agent.request(op, timeout=QUICK, **args)
+    assert agent.stats()["paths"]["read"]["eintr"] == 0  # interrupt sent nothing
+
+
+@pytest.mark.parametrize("op", ["check", "flush"])
+def test_check_and_flush_of_a_file_that_never_runs_empty_end(agent: AgentClient, op: str) -> None:
+    with pytest.raises(AgentError, match="never ran empty"):
+        agent.request(op, dev="/dev/zero", timeout=QUICK)
+    assert agent.ping(timeout=QUICK)["pong"] is True
 
 
 # -- a plain SIGIO is not an F_SETSIG path's signal ------------------------------------
@@ -216,6 +257,18 @@ def test_write_acks_cut_short_go_on_with_the_rest(monkeypatch: pytest.MonkeyPatc
     a.ack([1, 2, 3])
     assert calls == [12, 8]
     assert (a.acks, a.errors) == (3, 0)
+
+
+# -- read checks 'as' before reading ---------------------------------------------------
+
+
+def test_read_with_a_bad_as_consumes_nothing(agent: AgentClient, fifo: Fifo) -> None:
+    agent.request("open", name="h", dev=fifo.path)
+    fifo.push(rec(1), rec(2))
+    with pytest.raises(AgentError, match="'as' must be records, count or raw"):
+        agent.request("read", name="h", **{"as": "bogus"})
+    r = agent.request("read", name="h")
+    assert [e["seq"] for e in r["events"]] == [1, 2]
 
 
 # -- numbers are finite and bounded ----------------------------------------------------

@@ -18,6 +18,7 @@ from irqlab_agent.acks import parse_ack_mode
 from irqlab_agent.checks import MAX_DRAIN_READS, drain, run_checks
 from irqlab_agent.evdev import EVDEV_PATHS
 from irqlab_agent.fastack import ops as tune_ops
+from irqlab_agent.fastack import reset_tuning
 from irqlab_agent.gpio_cdev import GpioCdevPath
 from irqlab_agent.native import NativeRuns
 from irqlab_agent.native import ops as native_ops
@@ -220,6 +221,7 @@ class Agent:
         self.handles.clear()
         if self.dispatcher is not None:
             self.dispatcher.stop()
+        reset_tuning()
 
     # -- ops ------------------------------------------------------------------------
     def op_ping(self, req: Request) -> JsonObj:
@@ -472,7 +474,8 @@ class Agent:
         return ok(req.id)
 
     def op_reset(self, req: Request) -> JsonObj:
-        """Disarm every path, close every handle; with ``dev``, say whether that
+        """Disarm every path, close every handle, stop the responders, put the ``tune``
+        settings back to their defaults; with ``dev``, say whether that
         character device is present (``present``).  ``monotonic_ns``: the guest time
         the reset began (the clock of the kernel log's stamps: where a test's part of
         the kernel log starts)."""
@@ -483,6 +486,7 @@ class Agent:
             with contextlib.suppress(OSError):
                 os.close(fd)
         self.handles.clear()
+        reset_tuning()
         out = ok(req.id, paths=paths, monotonic_ns=began)
         dev = req.get_opt_str("dev")
         if dev is not None:  # saves the host a shell round trip per test

@@ -103,3 +103,11 @@ def test_read_with_a_bad_as_consumes_nothing(
         irqlab_agent.request("read", name="h", **{"as": "bogus"})
     r = irqlab_agent.request("read", name="h")
     assert [e["seq"] for e in r["events"]] == [seq, seq + 1], r
+
+
+def test_reset_puts_the_tune_settings_back(irqlab_agent: AgentClient) -> None:
+    r = irqlab_agent.request("tune", ack_first=False, switch_interval_s=0.001)
+    assert r["ack_first"] is False
+    irqlab_agent.request("reset")
+    r = irqlab_agent.request("tune")
+    assert (r["ack_first"], r["switch_interval_s"]) == (True, 0.005), r

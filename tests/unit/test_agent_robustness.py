@@ -4,9 +4,11 @@ FIFOs standing in for /dev/irqlabN, and parts of it in this process."""
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import struct
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,9 +20,10 @@ from test_agent_protocol import fake_abi, rec  # same directory
 
 from irqlab.vm.agent_client import AgentClient, AgentError
 from irqlab_agent.acks import SeqAcks
-from irqlab_agent.agent import SignalDispatcher
+from irqlab_agent.agent import Agent, SignalDispatcher
+from irqlab_agent.fastack import DEFAULT_SWITCH_INTERVAL_S, TUNING
 from irqlab_agent.paths import AsyncPath, PathOptions, SetsigPath
-from irqlab_agent.protocol import ProtocolError, parse_request
+from irqlab_agent.protocol import ProtocolError, Writer, parse_request
 from irqlab_agent.sysio import SigInfo
 from irqlab_agent.uio import UioPath
 
@@ -295,3 +298,29 @@ def test_a_nan_summary_interval_is_refused(agent: AgentClient, fifo: Fifo) -> No
     )  # fmt: skip
     assert r["ok"] is False and "summary_interval_ms" in r["error"], r
     assert agent.stats()["paths"] == {}
+
+
+# -- tune lasts one session ------------------------------------------------------------
+
+
+def test_reset_puts_the_tune_settings_back(agent: AgentClient) -> None:
+    r = agent.request("tune", ack_first=False, switch_interval_s=0.001)
+    assert r["ack_first"] is False and r["switch_interval_s"] == pytest.approx(0.001)
+    agent.reset()
+    r = agent.request("tune")
+    assert r["ack_first"] is True
+    assert r["switch_interval_s"] == pytest.approx(DEFAULT_SWITCH_INTERVAL_S)
+
+
+def test_shutdown_puts_the_tune_settings_back() -> None:
+    before = sys.getswitchinterval()
+    agent = Agent(fake_abi(), Writer(io.BytesIO()))
+    try:
+        agent.handle_line(b'{"id": 1, "op": "tune", "ack_first": false, "switch_interval_s": 0.25}')
+        assert TUNING.ack_first is False
+        agent.shutdown()
+        assert TUNING.ack_first is True
+        assert sys.getswitchinterval() == pytest.approx(DEFAULT_SWITCH_INTERVAL_S)
+    finally:
+        TUNING.ack_first = True
+        sys.setswitchinterval(before)

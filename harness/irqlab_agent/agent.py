@@ -98,19 +98,26 @@ class SignalDispatcher(threading.Thread):
         self.total = 0
         self.orphans = 0
         self._stop_r, self._stop_w = os.pipe2(os.O_CLOEXEC)
+        self._stopping = False
+        self._closed = False
+        self._close_lock = threading.Lock()
 
     def run(self) -> None:
         import select
 
-        while True:
-            r, _, _ = select.select([self.source.fd, self._stop_r], [], [])
-            if self._stop_r in r:
-                return
-            # The RT signals first: a plain SIGIO read with them (another path's,
-            # or an RT queue overflow) then finds their records taken.
-            infos = sorted(self.source.read_all(), key=lambda i: i.signo == signal.SIGIO)
-            for info in infos:
-                self.dispatch(info)
+        try:
+            while True:
+                r, _, _ = select.select([self.source.fd, self._stop_r], [], [])
+                if self._stop_r in r:
+                    return
+                # The RT signals first: a plain SIGIO read with them (another path's,
+                # or an RT queue overflow) then finds their records taken.
+                infos = sorted(self.source.read_all(), key=lambda i: i.signo == signal.SIGIO)
+                for info in infos:
+                    self.dispatch(info)
+        finally:
+            if self._stopping:  # a stop() whose join timed out left the closing to us
+                self._close()
 
     def dispatch(self, info: SigInfo) -> None:
         self.total += 1
@@ -124,10 +131,24 @@ class SignalDispatcher(threading.Thread):
         for p in targets:
             p.deliver(info)
 
-    def stop(self) -> None:
-        os.write(self._stop_w, b"x")
-        self.join(2.0)
-        if not self.is_alive():  # a daemon agent runs many sessions: no fd leaks
+    def stop(self, timeout: float = 2.0) -> None:
+        """End the thread and close the signalfd and pipe (a daemon agent runs many
+        sessions: no fd leaks).  A thread still in a delivery after *timeout* closes
+        them itself when that returns.  Stopping twice is harmless."""
+        with self._close_lock:
+            if self._stopping:
+                return
+            self._stopping = True
+            os.write(self._stop_w, b"x")
+        self.join(timeout)
+        if not self.is_alive():
+            self._close()
+
+    def _close(self) -> None:
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
             self.source.close()
             os.close(self._stop_r)
             os.close(self._stop_w)
@@ -140,7 +161,9 @@ class Agent:
         self.paths: dict[str, NotificationPath] = {}
         self.handles: dict[str, int] = {}
         self.running = True
+        self.closed = False  # shut down: arms nothing more
         self.lock = threading.Lock()
+        self._shutdown_lock = threading.Lock()
         self.dispatcher: SignalDispatcher | None = None
         if signals is not None:
             self.dispatcher = SignalDispatcher(signals, self._async_paths)
@@ -212,16 +235,34 @@ class Agent:
         self.shutdown()
 
     def shutdown(self) -> None:
-        self._stop_heartbeat()
-        self._disarm_all()
-        self.native.close()
-        for fd in self.handles.values():
+        """End the session: :meth:`stop`, then close the open handles."""
+        self.stop()
+        self._close_handles()
+
+    def stop(self) -> None:
+        """Stop what the session runs: paths, responders, heartbeat, the signal
+        dispatcher; put the ``tune`` settings back.  Once only, from any thread: the
+        daemon stops a session whose thread is still in a request (a takeover, see
+        :mod:`irqlab_agent.daemon`); the handles stay for that thread's shutdown (a
+        request may be using one, and a closed fd number is soon another file's)."""
+        with self._shutdown_lock:
+            if self.closed:
+                return
+            self.closed = True
+            self.running = False
+            self._stop_heartbeat()
+            self._disarm_all()
+            self.native.close()
+            if self.dispatcher is not None:
+                self.dispatcher.stop()
+            reset_tuning()
+
+    def _close_handles(self) -> None:
+        handles = list(self.handles.values())
+        self.handles.clear()
+        for fd in handles:
             with contextlib.suppress(OSError):
                 os.close(fd)
-        self.handles.clear()
-        if self.dispatcher is not None:
-            self.dispatcher.stop()
-        reset_tuning()
 
     # -- ops ------------------------------------------------------------------------
     def op_ping(self, req: Request) -> JsonObj:
@@ -269,6 +310,8 @@ class Agent:
         ):
             raise ProtocolError(f"op 'arm': path {kind!r} has no records to summarize", req.id)
         with self.lock:
+            if self.closed:
+                raise ProtocolError("the session is shut down")
             if name in self.paths:
                 raise ProtocolError(f"a path named {name!r} is already armed")
             path = cls(name, self.abi, opts, self.writer.send)
@@ -482,10 +525,7 @@ class Agent:
         began = mono_ns()
         paths = self._disarm_all()
         self.native.close()
-        for fd in self.handles.values():
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        self.handles.clear()
+        self._close_handles()
         reset_tuning()
         out = ok(req.id, paths=paths, monotonic_ns=began)
         dev = req.get_opt_str("dev")

@@ -111,3 +111,35 @@ def test_reset_puts_the_tune_settings_back(irqlab_agent: AgentClient) -> None:
     irqlab_agent.request("reset")
     r = irqlab_agent.request("tune")
     assert (r["ack_first"], r["switch_interval_s"]) == (True, 0.005), r
+
+
+def test_a_takeover_stops_a_session_stuck_in_a_request(
+    irqlab_fresh_guest: Guest, irqlab_fresh_agent: AgentClient
+) -> None:
+    """The old session arms SIGIO and waits 20 s in a blocking read (beyond the daemon's
+    10 s for it to end); the new session still gets every SIGIO on time."""
+    g, old = irqlab_fresh_guest, irqlab_fresh_agent
+    pid = old.ping()["pid"]
+    old.arm("sigio", name="old_sigio", dev=g.dev)
+    old.request("open", name="blk", dev=g.dev, nonblock=False)
+    old.request("ioctl", name="blk", ioctl="SET_SOURCES", arg=0)  # it never gets a record
+    old.request("tune", ack_first=False)
+    old.submit("read", name="blk", wait_ms=20_000)  # answered after the takeover
+    time.sleep(0.5)
+    old.close(timeout=2)
+    t0 = time.monotonic()
+    new = g.agent  # a new session: the daemon takes over
+    took = time.monotonic() - t0
+    assert new.ping()["pid"] == pid
+    assert 9.0 < took < 20.0, took  # the daemon's 10 s for the old session to end
+    fds = _fds(g, pid)
+    assert fds.count("anon_inode:[signalfd]") == 1, fds  # the new session's dispatcher alone
+    assert new.request("tune")["ack_first"] is True  # the old session's tune is gone
+    new.arm("sigio", name="new_sigio", dev=g.dev)
+    inj = g.injector
+    for i in range(20):
+        inj.push(0x100 + i)
+        new.expect(path="new_sigio", timeout=2.0)
+        time.sleep(SETTLE_S)
+    st = new.disarm("new_sigio")["new_sigio"]
+    assert (st["events"], st["signals"], st["spurious"]) == (20, 20, 0), st

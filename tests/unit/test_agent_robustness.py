@@ -4,11 +4,13 @@ FIFOs standing in for /dev/irqlabN, and parts of it in this process."""
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import signal
 import struct
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +21,7 @@ from agent_fifo import Fifo, fake_spec_agent  # same directory (rootdir-relative
 from test_agent_protocol import fake_abi, rec  # same directory
 
 from irqlab.vm.agent_client import AgentClient, AgentError
+from irqlab_agent import daemon
 from irqlab_agent.acks import SeqAcks
 from irqlab_agent.agent import Agent, SignalDispatcher
 from irqlab_agent.fastack import DEFAULT_SWITCH_INTERVAL_S, TUNING
@@ -321,6 +324,71 @@ def test_shutdown_puts_the_tune_settings_back() -> None:
         agent.shutdown()
         assert TUNING.ack_first is True
         assert sys.getswitchinterval() == pytest.approx(DEFAULT_SWITCH_INTERVAL_S)
+        assert agent.handle_line(b'{"id": 2, "op": "arm", "path": "poll"}')["ok"] is False
     finally:
         TUNING.ack_first = True
         sys.setswitchinterval(before)
+
+
+# -- the daemon and the signal dispatcher ----------------------------------------------
+
+
+def test_a_dispatcher_stuck_in_a_delivery_closes_its_files_when_it_returns() -> None:
+    source = _FakeSource()
+    inside, release = threading.Event(), threading.Event()
+
+    class Stuck:
+        fd = -1
+
+        def deliver(self, info: SigInfo) -> None:
+            inside.set()
+            release.wait(30)
+
+    d = SignalDispatcher(source, lambda: [Stuck()])  # type: ignore[list-item]
+    d.start()
+    os.write(source._w, b"x")
+    assert inside.wait(10)
+    stop_r = d._stop_r
+    d.stop(timeout=0.1)  # the delivery holds on: the thread lives on
+    assert d.is_alive() and not source.closed
+    release.set()
+    d.join(10)
+    assert not d.is_alive()
+    assert source.closed
+    with pytest.raises(OSError) as ei:
+        os.fstat(stop_r)
+    assert ei.value.errno == errno.EBADF
+    d.stop()  # a second stop is harmless
+
+
+def test_accept_out_of_files_waits_and_goes_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    naps: list[float] = []
+    monkeypatch.setattr(daemon.time, "sleep", naps.append)
+
+    class Sock:
+        n = 0
+
+        def accept(self) -> tuple[str, None]:
+            self.n += 1
+            if self.n == 1:
+                raise OSError(errno.EMFILE, "Too many open files")
+            if self.n == 2:
+                raise OSError(errno.ENFILE, "Too many open files in system")
+            return "conn", None
+
+    assert daemon._accept(Sock()) == "conn"  # type: ignore[arg-type]
+    assert naps == [daemon.ACCEPT_BACKOFF_S] * 2
+
+
+def test_a_session_whose_agent_cannot_be_made_closes_its_connection() -> None:
+    import socket
+
+    a, b = socket.socketpair()
+
+    def broken(w: Writer) -> Agent:
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    assert daemon._Session.start(a, broken) is None
+    assert a.fileno() == -1  # closed
+    assert b.recv(10) == b""  # the peer sees the end
+    b.close()

@@ -113,15 +113,19 @@ class SeqAcks:
         return lat
 
     def _write(self, seqs: Sequence[int]) -> None:
-        data = struct.pack(f"{self._order}{len(seqs)}{self._code}", *seqs)
-        try:
-            n = os.write(self.fd, data)
-        except OSError:
-            self.errors += len(seqs)
-            return
-        done = n * len(seqs) // len(data)
-        self.acks += done
-        self.errors += len(seqs) - done
+        size = struct.calcsize(f"{self._order}{self._code}")
+        data = memoryview(struct.pack(f"{self._order}{len(seqs)}{self._code}", *seqs))
+        while data:  # a write cut short (a signal) goes on with the seqs it did not take
+            try:
+                n = os.write(self.fd, data)
+            except OSError:
+                n = 0
+            done = n // size
+            self.acks += done
+            if done == 0:
+                self.errors += len(data) // size
+                return
+            data = data[done * size :]
 
     def close_fd(self) -> None:
         with contextlib.suppress(OSError):
@@ -164,6 +168,10 @@ class SeqAcker:
     def ack_nth(self, n: int) -> int | None:
         """ACK the path's *n*-th event (1-based); the device's latency, None if rejected."""
         return self._acks.ack_one(self.dev_seq(n))
+
+    def counts(self) -> tuple[int, int]:
+        """(ACKs the device took, ACKs it refused) so far."""
+        return self._acks.acks, self._acks.errors
 
     def close(self) -> None:
         with contextlib.suppress(OSError):

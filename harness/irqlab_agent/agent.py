@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import signal
 import stat
@@ -14,9 +15,10 @@ from collections.abc import Callable
 from irqlab_agent import __version__
 from irqlab_agent.abi import Abi, load_abi
 from irqlab_agent.acks import parse_ack_mode
-from irqlab_agent.checks import run_checks
+from irqlab_agent.checks import MAX_DRAIN_READS, drain, run_checks
 from irqlab_agent.evdev import EVDEV_PATHS
 from irqlab_agent.fastack import ops as tune_ops
+from irqlab_agent.fastack import reset_tuning
 from irqlab_agent.gpio_cdev import GpioCdevPath
 from irqlab_agent.native import NativeRuns
 from irqlab_agent.native import ops as native_ops
@@ -64,6 +66,12 @@ ARM_OPTIONS = frozenset(
 )
 SUMMARY_BATCH = 1024  # records per read(2) in storm mode (the driver's ring is 256 by default)
 NUM_RT_SIGNALS = 8  # setsig may use SIGRTMIN+0 .. SIGRTMIN+7
+# The longest a request may wait (wait_blocked/interrupt's timeout_ms, a blocking
+# handle's read wait_ms): the session answers nothing else meanwhile.
+MAX_WAIT_MS = 60_000.0
+READ_WAIT_MS = 10_000.0  # a read on a blocking handle waits this long for data by default
+MAX_INTERVAL_MS = 60_000.0  # nonblock's pause between polls
+MAX_SUMMARY_INTERVAL_MS = 3_600_000.0
 
 
 def async_signals() -> list[int]:
@@ -90,16 +98,26 @@ class SignalDispatcher(threading.Thread):
         self.total = 0
         self.orphans = 0
         self._stop_r, self._stop_w = os.pipe2(os.O_CLOEXEC)
+        self._stopping = False
+        self._closed = False
+        self._close_lock = threading.Lock()
 
     def run(self) -> None:
         import select
 
-        while True:
-            r, _, _ = select.select([self.source.fd, self._stop_r], [], [])
-            if self._stop_r in r:
-                return
-            for info in self.source.read_all():
-                self.dispatch(info)
+        try:
+            while True:
+                r, _, _ = select.select([self.source.fd, self._stop_r], [], [])
+                if self._stop_r in r:
+                    return
+                # The RT signals first: a plain SIGIO read with them (another path's,
+                # or an RT queue overflow) then finds their records taken.
+                infos = sorted(self.source.read_all(), key=lambda i: i.signo == signal.SIGIO)
+                for info in infos:
+                    self.dispatch(info)
+        finally:
+            if self._stopping:  # a stop() whose join timed out left the closing to us
+                self._close()
 
     def dispatch(self, info: SigInfo) -> None:
         self.total += 1
@@ -113,10 +131,24 @@ class SignalDispatcher(threading.Thread):
         for p in targets:
             p.deliver(info)
 
-    def stop(self) -> None:
-        os.write(self._stop_w, b"x")
-        self.join(2.0)
-        if not self.is_alive():  # a daemon agent runs many sessions: no fd leaks
+    def stop(self, timeout: float = 2.0) -> None:
+        """End the thread and close the signalfd and pipe (a daemon agent runs many
+        sessions: no fd leaks).  A thread still in a delivery after *timeout* closes
+        them itself when that returns.  Stopping twice is harmless."""
+        with self._close_lock:
+            if self._stopping:
+                return
+            self._stopping = True
+            os.write(self._stop_w, b"x")
+        self.join(timeout)
+        if not self.is_alive():
+            self._close()
+
+    def _close(self) -> None:
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
             self.source.close()
             os.close(self._stop_r)
             os.close(self._stop_w)
@@ -129,7 +161,9 @@ class Agent:
         self.paths: dict[str, NotificationPath] = {}
         self.handles: dict[str, int] = {}
         self.running = True
+        self.closed = False  # shut down: arms nothing more
         self.lock = threading.Lock()
+        self._shutdown_lock = threading.Lock()
         self.dispatcher: SignalDispatcher | None = None
         if signals is not None:
             self.dispatcher = SignalDispatcher(signals, self._async_paths)
@@ -201,15 +235,34 @@ class Agent:
         self.shutdown()
 
     def shutdown(self) -> None:
-        self._stop_heartbeat()
-        self._disarm_all()
-        self.native.close()
-        for fd in self.handles.values():
+        """End the session: :meth:`stop`, then close the open handles."""
+        self.stop()
+        self._close_handles()
+
+    def stop(self) -> None:
+        """Stop what the session runs: paths, responders, heartbeat, the signal
+        dispatcher; put the ``tune`` settings back.  Once only, from any thread: the
+        daemon stops a session whose thread is still in a request (a takeover, see
+        :mod:`irqlab_agent.daemon`); the handles stay for that thread's shutdown (a
+        request may be using one, and a closed fd number is soon another file's)."""
+        with self._shutdown_lock:
+            if self.closed:
+                return
+            self.closed = True
+            self.running = False
+            self._stop_heartbeat()
+            self._disarm_all()
+            self.native.close()
+            if self.dispatcher is not None:
+                self.dispatcher.stop()
+            reset_tuning()
+
+    def _close_handles(self) -> None:
+        handles = list(self.handles.values())
+        self.handles.clear()
+        for fd in handles:
             with contextlib.suppress(OSError):
                 os.close(fd)
-        self.handles.clear()
-        if self.dispatcher is not None:
-            self.dispatcher.stop()
 
     # -- ops ------------------------------------------------------------------------
     def op_ping(self, req: Request) -> JsonObj:
@@ -241,12 +294,15 @@ class Agent:
             dev=req.get_str("dev", DEFAULT_DEV),
             ack=ack,
             batch=req.get_int("batch", SUMMARY_BATCH if summarize else 64, lo=1, hi=4096),
-            interval_s=req.get_float("interval_ms", 1.0) / 1000.0,
+            interval_s=req.get_float("interval_ms", 1.0, hi=MAX_INTERVAL_MS) / 1000.0,
             max_polls=req.get_int("max_polls", 0, lo=0),
             signo=(signal.SIGRTMIN + sig) if kind == "setsig" else 0,
             drain=req.get_bool("drain", False),
             summarize=frozenset(summarize),
-            summary_interval_s=req.get_float("summary_interval_ms", 250.0, lo=1.0) / 1000.0,
+            summary_interval_s=req.get_float(
+                "summary_interval_ms", 250.0, lo=1.0, hi=MAX_SUMMARY_INTERVAL_MS
+            )
+            / 1000.0,
             params=dict(req.args),
         )
         if summarize and not (
@@ -254,10 +310,15 @@ class Agent:
         ):
             raise ProtocolError(f"op 'arm': path {kind!r} has no records to summarize", req.id)
         with self.lock:
+            if self.closed:
+                raise ProtocolError("the session is shut down")
             if name in self.paths:
                 raise ProtocolError(f"a path named {name!r} is already armed")
             path = cls(name, self.abi, opts, self.writer.send)
-            info = path.arm()
+            try:
+                info = path.arm()  # closes what it opened if it fails
+            except ValueError as e:  # a kind's own option the request got wrong
+                raise ProtocolError(f"op 'arm': {e}", req.id) from None
             self.paths[name] = path
         if opts.signo:
             info["signo"] = opts.signo
@@ -335,11 +396,19 @@ class Agent:
             raise ProtocolError(f"no open handle {name!r}") from None
 
     def op_read(self, req: Request) -> JsonObj:
-        """One read(2) on an open handle; ``as`` = records | count | raw."""
+        """One read(2) on an open handle; ``as`` = records | count | raw.  A blocking
+        handle (``nonblock=false``) waits up to ``wait_ms`` (default 10 s, at most
+        :data:`MAX_WAIT_MS`) for something to read, then answers ``errno``
+        ``ETIMEDOUT`` without reading: a read never blocks the session for ever."""
         fd = self._handle(req)
         mode = req.get_str("as", "records")
+        if mode not in ("records", "count", "raw"):  # before the read consumes anything
+            raise ProtocolError(f"read: 'as' must be records, count or raw, not {mode!r}")
         default = COUNT_FMT.size if mode == "count" else self.abi.record_size * 64
         size = req.get_int("size", default, lo=0, hi=1 << 20)
+        wait_ms = req.get_float("wait_ms", READ_WAIT_MS, hi=MAX_WAIT_MS)
+        if not fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_NONBLOCK and not _readable(fd, wait_ms):
+            return ok(req.id, errno="ETIMEDOUT", nbytes=None)
         try:
             data = os.read(fd, size)
         except OSError as e:
@@ -349,10 +418,8 @@ class Agent:
             out["hex"] = data.hex()
         elif mode == "count":
             out["count"] = COUNT_FMT.unpack(data)[0] if len(data) == COUNT_FMT.size else None
-        elif mode == "records":
-            out["events"] = self.abi.decode(data)
         else:
-            raise ProtocolError(f"read: 'as' must be records, count or raw, not {mode!r}")
+            out["events"] = self.abi.decode(data)
         return out
 
     def op_close(self, req: Request) -> JsonObj:
@@ -395,7 +462,7 @@ class Agent:
 
     def _wait_blocked(self, req: Request) -> NotificationPath:
         name = req.get_str("name")
-        timeout = req.get_float("timeout_ms", 10000.0) / 1000.0
+        timeout = req.get_float("timeout_ms", 10000.0, hi=MAX_WAIT_MS) / 1000.0
         with self.lock:
             path = self.paths.get(name)
         if path is None or not path.waits_in_read:
@@ -427,21 +494,17 @@ class Agent:
         """Discard whatever is queued for a fresh open file of ``dev``."""
         dev = req.get_str("dev", DEFAULT_DEV)
         fd = os.open(dev, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
-        n = 0
         try:
             if "FLUSH" in self.abi.ioctls:
                 self.abi.ioctl("FLUSH").call(fd, 0)
-            while True:
-                try:
-                    data = os.read(fd, self.abi.record_size * 256)
-                except BlockingIOError:
-                    break
-                if not data:
-                    break
-                n += len(data) // self.abi.record_size
+            nbytes = drain(fd, self.abi.record_size * 256)
         finally:
             os.close(fd)
-        return ok(req.id, discarded=n)
+        if nbytes is None:
+            raise ProtocolError(
+                f"flush: {dev} never ran empty ({MAX_DRAIN_READS} reads): not a device queue"
+            )
+        return ok(req.id, discarded=nbytes // self.abi.record_size)
 
     def op_release(self, req: Request) -> JsonObj:
         """Let a gated uio path handle the wake-up it reported (``uio_wake``)."""
@@ -454,17 +517,16 @@ class Agent:
         return ok(req.id)
 
     def op_reset(self, req: Request) -> JsonObj:
-        """Disarm every path, close every handle; with ``dev``, say whether that
+        """Disarm every path, close every handle, stop the responders, put the ``tune``
+        settings back to their defaults; with ``dev``, say whether that
         character device is present (``present``).  ``monotonic_ns``: the guest time
         the reset began (the clock of the kernel log's stamps: where a test's part of
         the kernel log starts)."""
         began = mono_ns()
         paths = self._disarm_all()
         self.native.close()
-        for fd in self.handles.values():
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        self.handles.clear()
+        self._close_handles()
+        reset_tuning()
         out = ok(req.id, paths=paths, monotonic_ns=began)
         dev = req.get_opt_str("dev")
         if dev is not None:  # saves the host a shell round trip per test
@@ -501,6 +563,16 @@ class Agent:
     def op_quit(self, req: Request) -> JsonObj:
         self.running = False
         return ok(req.id, paths=self._disarm_all())
+
+
+def _readable(fd: int, wait_ms: float) -> bool:
+    """Whether *fd* has something to read within *wait_ms* (or is at end/error: the
+    read then says what)."""
+    import select
+
+    p = select.poll()
+    p.register(fd, select.POLLIN | select.POLLRDNORM)
+    return bool(p.poll(wait_ms))
 
 
 def path_kinds() -> dict[str, dict[str, bool]]:

@@ -34,6 +34,7 @@ import time
 TYPE_CHECKING = False  # typing is not imported at run time: it costs start-up time
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from typing import BinaryIO
 
     from irqlab_agent.agent import Agent
     from irqlab_agent.protocol import Writer
@@ -87,9 +88,23 @@ def detach(sock: socket.socket, log_path: str) -> None:
     os.close(w)
 
 
+# How long a new connection waits for the previous session to end before shutting
+# that session's agent down itself (its thread is stuck in a request).
+TAKEOVER_JOIN_S = 10.0
+# accept() out of files or memory: the daemon waits this long and tries again.
+ACCEPT_BACKOFF_S = 0.5
+_SCARCE = (errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS)
+
+
+def _log(message: str) -> None:
+    print(f"irqlab-agent: {message}", file=sys.stderr, flush=True)
+
+
 def _accept(sock: socket.socket) -> socket.socket | None:
     """The next connection on the listening *sock*; None once *sock* is shut down or
-    closed (the loop that called it ends quietly)."""
+    closed (the loop that called it ends quietly).  Out of files or memory (EMFILE,
+    ENFILE, ENOMEM, ENOBUFS) it logs, waits :data:`ACCEPT_BACKOFF_S` and goes on: the
+    daemon outlives a session that leaked files."""
     while True:
         try:
             return sock.accept()[0]
@@ -98,6 +113,10 @@ def _accept(sock: socket.socket) -> socket.socket | None:
         except OSError as e:
             if e.errno in (errno.EINVAL, errno.EBADF):
                 return None
+            if e.errno in _SCARCE:
+                _log(f"accept: {e}; trying again in {ACCEPT_BACKOFF_S} s")
+                time.sleep(ACCEPT_BACKOFF_S)
+                continue
             raise
 
 
@@ -107,20 +126,16 @@ def serve_forever(sock: socket.socket, make_agent: Callable[[Writer], Agent]) ->
     A new connection takes over: the previous session's socket is shut down (its
     paths are disarmed, its files closed) before the new one starts.  So a host
     that vanished without closing (a restored snapshot, a killed test run) never
-    blocks the next one.
+    blocks the next one.  A previous session still in a request after
+    :data:`TAKEOVER_JOIN_S` has its agent stopped from here (paths, responders, signal
+    dispatcher: ``Agent.stop``): nothing of it competes with the new session for the
+    signals; its thread closes its handles when the request returns.
     """
-    current: tuple[socket.socket, threading.Thread] | None = None
+    current: _Session | None = None
     while (conn := _accept(sock)) is not None:
         if current is not None:
-            old, thread = current
-            with contextlib.suppress(OSError):
-                old.shutdown(socket.SHUT_RDWR)
-            thread.join(10.0)
-        thread = threading.Thread(
-            target=_session, args=(conn, make_agent), name="session", daemon=True
-        )
-        thread.start()
-        current = (conn, thread)
+            current.end(TAKEOVER_JOIN_S)
+        current = _Session.start(conn, make_agent)
 
 
 def reseed_forever(sock: socket.socket) -> None:
@@ -143,21 +158,56 @@ def reseed_forever(sock: socket.socket) -> None:
                     conn.sendall(f"error {e}\n".encode())
 
 
-def _session(conn: socket.socket, make_agent: Callable[[Writer], Agent]) -> None:
-    from irqlab_agent.protocol import Writer
+class _Session:
+    """One connection's agent, served in a thread of its own."""
 
-    with conn:
-        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        rfile = conn.makefile("rb")
-        wfile = conn.makefile("wb")
-        agent = make_agent(Writer(wfile))
+    def __init__(self, conn: socket.socket, rfile: BinaryIO, wfile: BinaryIO, agent: Agent):
+        self.conn, self.rfile, self.wfile, self.agent = conn, rfile, wfile, agent
+        self.thread = threading.Thread(target=self._serve, name="session", daemon=True)
+
+    @classmethod
+    def start(cls, conn: socket.socket, make_agent: Callable[[Writer], Agent]) -> _Session | None:
+        """The session of *conn*, running; None (the connection closed, the failure
+        logged) when its agent cannot be made (out of files: the daemon goes on)."""
+        from irqlab_agent.protocol import Writer
+
+        files: list[BinaryIO] = []
         try:
-            agent.serve(rfile)
-        except Exception as e:  # a broken session must not end the daemon
-            print(f"irqlab-agent: session ended: {e!r}", file=sys.stderr, flush=True)
-            with contextlib.suppress(Exception):
-                agent.shutdown()
-        finally:
-            for f in (rfile, wfile):
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            files.append(conn.makefile("rb"))
+            files.append(conn.makefile("wb"))
+            session = cls(conn, files[0], files[1], make_agent(Writer(files[1])))
+        except Exception as e:
+            _log(f"cannot start a session: {e!r}")
+            for f in files:
                 with contextlib.suppress(OSError):
                     f.close()
+            with contextlib.suppress(OSError):
+                conn.close()
+            return None
+        session.thread.start()
+        return session
+
+    def _serve(self) -> None:
+        with self.conn:
+            try:
+                self.agent.serve(self.rfile)
+            except Exception as e:  # a broken session must not end the daemon
+                _log(f"session ended: {e!r}")
+                with contextlib.suppress(Exception):
+                    self.agent.shutdown()
+            finally:
+                for f in (self.rfile, self.wfile):
+                    with contextlib.suppress(OSError):
+                        f.close()
+
+    def end(self, timeout: float) -> None:
+        """Shut the connection down and wait up to *timeout* for the session to end;
+        if it does not (a request still running), stop its agent from here."""
+        with contextlib.suppress(OSError):
+            self.conn.shutdown(socket.SHUT_RDWR)
+        self.thread.join(timeout)
+        if self.thread.is_alive():
+            _log(f"the previous session did not end in {timeout} s: stopping its agent")
+            with contextlib.suppress(Exception):
+                self.agent.stop()

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 # The switch interval stays Python's default (5 ms): measured in the bench guest
 # (docs/bench.md), 0.5 ms did not lower the agent's p50 and did not help storms.
 DEFAULT_SWITCH_INTERVAL_S = 0.005
+MAX_SWITCH_INTERVAL_S = 1.0  # a thread may hold the interpreter this long at most
 
 
 class Tuning:
@@ -60,6 +61,13 @@ class FastAcker:
         return out
 
 
+def reset_tuning() -> None:
+    """Back to the defaults: what one session tuned never outlives it (``Agent.shutdown``)
+    or a ``reset``."""
+    TUNING.ack_first = Tuning.ack_first
+    sys.setswitchinterval(DEFAULT_SWITCH_INTERVAL_S)
+
+
 def set_switch_interval(seconds: float) -> float:
     """Set the interpreter's switch interval; return the previous one."""
     old = sys.getswitchinterval()
@@ -69,9 +77,12 @@ def set_switch_interval(seconds: float) -> float:
 
 def op_tune(req: Request) -> JsonObj:
     """``{"op": "tune", "switch_interval_s"?: x, "ack_first"?: bool}``: set what is
-    given, answer both."""
+    given, answer both.  Both last until the session ends or a ``reset``
+    (:func:`reset_tuning`)."""
     if "switch_interval_s" in req.args:
-        value = req.get_float("switch_interval_s", DEFAULT_SWITCH_INTERVAL_S, lo=1e-6)
+        value = req.get_float(
+            "switch_interval_s", DEFAULT_SWITCH_INTERVAL_S, lo=1e-6, hi=MAX_SWITCH_INTERVAL_S
+        )
         set_switch_interval(value)
     if "ack_first" in req.args:
         TUNING.ack_first = req.get_bool("ack_first", True)

@@ -13,7 +13,8 @@ Ops (registered by :func:`ops`):
     "buffer"?}``: start the responder and wait until it prints ``ready`` (the path
     is armed), so the host may start the interrupts.  Answers ``pid`` and ``argv``.
 ``native_wait``  ``{"name", "wait_s"}``: wait until the responder has handled
-    ``count`` events and exited; after *wait_s* seconds stop it (SIGTERM: it
+    ``count`` events and exited; after *wait_s* seconds (at most :data:`MAX_WAIT_S`,
+    an hour: the session answers nothing else meanwhile) stop it (SIGTERM: it
     still reports what it has).  Answers ``result`` (the responder's JSON: per-run
     counters, ``fields`` and ``rows``, one row per event), ``rc``, ``stderr`` and
     ``timed_out``.
@@ -44,6 +45,8 @@ BINARY = "irqlab-respond"
 # Every path the agent has (the responder implements each; a unit test checks its source).
 PATHS = (*PATH_KINDS, GpioCdevPath.kind, UioPath.kind)
 READY_TIMEOUT_S = 10.0
+# native_wait's longest wait_s: the session answers nothing else meanwhile
+MAX_WAIT_S = 3600.0
 # request key -> (responder option, kind)
 _OPTIONS: dict[str, tuple[str, str]] = {
     "dev": ("-d", "str"),
@@ -142,7 +145,7 @@ class NativeRuns:
         import subprocess
 
         name = req.get_str("name")
-        timeout = req.get_float("wait_s", 60.0)
+        timeout = req.get_float("wait_s", 60.0, hi=MAX_WAIT_S)
         proc = self.procs.pop(name, None)
         if proc is None:
             raise ProtocolError(f"native: no responder named {name!r}", req.id)

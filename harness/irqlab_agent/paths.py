@@ -93,6 +93,9 @@ class PathStats:
         self.ack_errors = 0
         self.errors = 0
         self.counted = 0  # count path: sum of counts read
+        # an F_SETSIG path: plain SIGIOs handed to it (another path's SIGIO, or the
+        # kernel's fallback when the RT signal queue is full); not in signals/wakeups
+        self.sigio_fallback = 0
         self.summaries = 0  # summary messages sent (storm mode)
         self.cpu_ns: int | None = None  # CPU time of the path's thread, once it has ended
         self.last_seq: int | None = None
@@ -150,8 +153,14 @@ class NotificationPath(threading.Thread):
         """Undo :meth:`setup` before the fd is closed."""
 
     def arm(self) -> dict[str, Any]:
-        """Open, configure and start the thread; return what the host should know."""
-        self.open()
+        """Open, configure and start the thread; return what the host should know.
+        A failure at any step closes everything opened so far (the wake-up pipe, the
+        device file, what a kind's :meth:`open` got before it failed)."""
+        try:
+            self.open()
+        except BaseException:
+            self.close_fds()
+            raise
         try:
             self.setup()
         except BaseException:
@@ -498,8 +507,12 @@ class EpollPath(_ReadinessPath):
     def setup(self) -> None:
         self._ep = select.epoll(flags=select.EPOLL_CLOEXEC)
         flags = select.EPOLLIN | select.EPOLLRDNORM | (select.EPOLLET if self.edge else 0)
-        self._ep.register(self.fd, flags)
-        self._ep.register(self._wake_r, select.EPOLLIN)
+        try:
+            self._ep.register(self.fd, flags)
+            self._ep.register(self._wake_r, select.EPOLLIN)
+        except BaseException:
+            self._ep.close()  # arm() closes the rest
+            raise
         if self.edge:
             self.opts.drain = True
 
@@ -539,6 +552,7 @@ class AsyncPath(NotificationPath):
         self._work = threading.Lock()  # held by a delivery; stop() waits for it
         self._failed = False
         self._work_cpu_ns = 0  # CPU time the deliveries took in the dispatcher's thread
+        self._fallback_took = False  # a sigio_fallback drain read records since the last signal
 
     def setup(self) -> None:
         fcntl.fcntl(self.fd, fcntl.F_SETOWN, os.getpid())
@@ -553,17 +567,31 @@ class AsyncPath(NotificationPath):
             fcntl.fcntl(self.fd, fcntl.F_SETFL, fl & ~os.O_ASYNC)
 
     def deliver(self, info: SigInfo) -> None:
-        """Called by the signal dispatcher: read until EAGAIN, ACKing and reporting."""
+        """Called by the signal dispatcher: read until EAGAIN, ACKing and reporting.
+
+        A plain SIGIO handed to an F_SETSIG path (it carries no fd: it may be another
+        path's, or the kernel's fallback for a full RT signal queue) still drains the
+        file, but counts as ``sigio_fallback``, never as a signal, wake-up or spurious
+        one: the path's ``signals`` are its own RT signals alone."""
         with self._work:
             if self.stopping.is_set() or self._failed:
                 return
             wake = mono_ns()
             cpu0 = time.thread_time_ns()
-            self.stats.signals += 1
-            self.stats.wakeups += 1
+            fallback = bool(self.opts.signo) and info.signo != self.opts.signo
+            if fallback:
+                self.stats.sigio_fallback += 1
+            else:
+                self.stats.signals += 1
+                self.stats.wakeups += 1
             try:
-                if self.drain(wake, {"signal": info.as_json()}) == 0:
+                n = self.drain(wake, {"signal": info.as_json()})
+                if fallback:
+                    self._fallback_took = self._fallback_took or n > 0
+                elif n == 0 and not self._fallback_took:
                     self.stats.spurious += 1
+                else:
+                    self._fallback_took = False  # its records went with a fallback drain
             except Exception as e:  # an OSError, or a bug such as a torn record (ValueError)
                 self._failed = True
                 self.failures.put(e)  # the path's thread reports it and ends; the
@@ -627,8 +655,11 @@ class CountPath(NotificationPath):
             ev: dict[str, Any] = {"type": "event", "path": self.path_name, "count": count}
             if self.acker is not None:  # every event the count includes, oldest first
                 first = self.stats.counted - count + 1
+                acks, errors = self.acker.counts()
                 ev["ack_latency_ns"] = [self.acker.ack_nth(k) for k in range(first, first + count)]
-                self.stats.acks += count
+                now_acks, now_errors = self.acker.counts()  # a refused ACK is an error
+                self.stats.acks += now_acks - acks
+                self.stats.ack_errors += now_errors - errors
             ev["wake_ns"] = wake
             self.emit(ev)
 

@@ -50,8 +50,10 @@ import it directly.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
+import math
 import threading
 from collections.abc import Mapping
 
@@ -126,11 +128,22 @@ class Request:
             raise ProtocolError(f"op {self.op!r}: {key!r} must be a boolean", self.id)
         return v
 
-    def get_float(self, key: str, default: float, *, lo: float = 0.0) -> float:
+    def get_float(
+        self, key: str, default: float, *, lo: float = 0.0, hi: float | None = None
+    ) -> float:
+        """A finite number in [lo, hi] (JSON's NaN and Infinity are refused: a NaN
+        passes every comparison's "no", an infinite wait never ends)."""
         v = self.args.get(key, default)
-        if isinstance(v, bool) or not isinstance(v, int | float) or v < lo:
-            raise ProtocolError(f"op {self.op!r}: {key!r} must be a number >= {lo}", self.id)
-        return float(v)
+        f = math.nan
+        if isinstance(v, int | float) and not isinstance(v, bool):
+            with contextlib.suppress(OverflowError):  # an integer beyond any float
+                f = float(v)
+        if not math.isfinite(f) or f < lo or (hi is not None and f > hi):
+            within = f"in [{lo}, {hi}]" if hi is not None else f">= {lo}"
+            raise ProtocolError(
+                f"op {self.op!r}: {key!r} must be a finite number {within}, not {v!r}", self.id
+            )
+        return f
 
 
 MAX_LINE = 1 << 20  # bytes of one request line; longer lines are refused, not parsed

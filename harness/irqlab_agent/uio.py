@@ -130,12 +130,17 @@ class UioPath(NotificationPath):
         self._gate.release()
 
     def close_fds(self) -> None:
+        """Also what a failed :meth:`open` got so far (any of fd, cfd, mm)."""
         if hasattr(self, "words"):
             self.words.release()
+            del self.words
+        if hasattr(self, "mm"):
             with contextlib.suppress(BufferError):
                 self.mm.close()
+            del self.mm
         if getattr(self, "cfd", -1) >= 0:
-            os.close(self.cfd)
+            with contextlib.suppress(OSError):
+                os.close(self.cfd)
             self.cfd = -1
         super().close_fds()
 
@@ -176,7 +181,9 @@ class UioPath(NotificationPath):
             evs = self.handle()
             self.enable()
             self.stats.events += len(evs)
-            self.stats.acks += len(evs)
+            refused = sum(1 for e in evs if e["ack_latency_ns"] is None)  # see ack_seq
+            self.stats.acks += len(evs) - refused
+            self.stats.ack_errors += refused
             self.stats.counted += delta
             if evs:
                 self.stats.last_seq = evs[-1]["seq"]

@@ -134,3 +134,76 @@ def test_reseed_port_takes_one_hex_seed_per_connection(
         assert reply.startswith("error") and why in reply, reply
     assert seeds == [seed]  # nothing else reached the kernel
     assert _send_seed(port, os.urandom(16).hex().encode() + b"\n").startswith("ok ")
+
+
+def _ask(f: BinaryIO, rid: int, op: str, **args: object) -> dict[str, object]:
+    """Send a request; its reply (events before it are skipped)."""
+    import json
+
+    f.write(json.dumps({"id": rid, "op": op, **args}).encode() + b"\n")
+    f.flush()
+    while True:
+        msg = json.loads(f.readline())
+        if msg.get("id") == rid:
+            return msg  # type: ignore[no-any-return]
+
+
+def _links(pid: int) -> list[str]:
+    out = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            out.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+        except FileNotFoundError:
+            continue
+    return out
+
+
+def test_a_takeover_stops_a_session_stuck_in_a_request(
+    daemon: tuple[int, int, Path], tmp_path: Path, abi_json: Path
+) -> None:
+    """The old session waits 20 s in a blocking read (beyond the daemon's 10 s for it
+    to end): its sigio path and its signal dispatcher stop all the same, and the new
+    session's sigio path sees every record."""
+    import time
+
+    from irqlab_agent.abi import load_abi
+    from irqlab_agent.daemon import TAKEOVER_JOIN_S
+
+    record = bytes(load_abi(str(abi_json)).record_size)
+
+    port, pid, log = daemon
+    old_fifo, new_fifo = str(tmp_path / "old"), str(tmp_path / "new")
+    for p in (old_fifo, new_fifo):
+        os.mkfifo(p)
+    keep = [os.open(p, os.O_RDWR | os.O_NONBLOCK) for p in (old_fifo, new_fifo)]
+    old, old_f = _session(port)
+    assert _ask(old_f, 1, "arm", path="sigio", name="old", dev=old_fifo)["ok"]
+    assert _ask(old_f, 2, "open", name="blk", dev=old_fifo, nonblock=False)["ok"]
+    old_f.write(b'{"id":3,"op":"read","name":"blk","wait_ms":20000}\n')
+    old_f.flush()
+    time.sleep(0.3)  # the read waits
+    assert [x for x in _links(pid) if x.startswith("anon_inode:[signalfd]")] != []
+    t0 = time.monotonic()
+    new, new_f = _session(port)
+    took = time.monotonic() - t0
+    assert TAKEOVER_JOIN_S - 1 < took < TAKEOVER_JOIN_S + 5, took
+    links = _links(pid)
+    assert links.count("anon_inode:[signalfd]") == 1, links  # the new session's alone
+    assert links.count(old_fifo) == 1, links  # the handle (its read is still running)
+    assert "did not end" in log.read_text()
+    reply = _ask(new_f, 1, "arm", path="sigio", name="new", dev=new_fifo)
+    assert reply["ok"], reply
+    for i in range(20):
+        os.write(keep[1], record)
+        deadline = time.monotonic() + 10
+        while True:
+            st = _ask(new_f, 100 + i, "stats")["paths"]["new"]  # type: ignore[index]
+            if st["events"] > i or not st["alive"] or time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
+    st = _ask(new_f, 200, "disarm")["paths"]["new"]  # type: ignore[index]
+    assert st["events"] == 20 and st["signals"] >= 20, st  # (a FIFO adds POLL_OUT ones)
+    old.close()
+    new.close()
+    for fd in keep:
+        os.close(fd)

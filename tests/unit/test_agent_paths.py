@@ -8,15 +8,14 @@ signal with si_fd/si_band.  ioctls fail with ENOTTY, so ACKs are counted as erro
 
 from __future__ import annotations
 
-import json
 import os
 import struct
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from agent_fifo import Fifo  # same directory (rootdir-relative import)
-from test_agent_protocol import FAKE_SPEC, rec  # same directory (rootdir-relative import)
+from agent_fifo import Fifo, fake_spec_agent  # same directory (rootdir-relative import)
+from test_agent_protocol import rec  # same directory (rootdir-relative import)
 
 from irqlab.vm.agent_client import AgentClient, AgentError
 
@@ -25,12 +24,7 @@ POLLIN = 0x1
 
 @pytest.fixture
 def agent(tmp_path: Path) -> Iterator[AgentClient]:
-    spec = tmp_path / "spec.json"
-    spec.write_text(json.dumps(FAKE_SPEC))
-    client = AgentClient.spawn_local(["--spec", str(spec)], logs=tmp_path / "logs")
-    client.wait_hello(20)
-    yield client
-    client.close()
+    yield from fake_spec_agent(tmp_path)
 
 
 def test_hello_and_ping(agent: AgentClient) -> None:

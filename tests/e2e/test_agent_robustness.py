@@ -1,0 +1,145 @@
+"""The guest agent in a booted guest, what its review found (the unit tests hold the
+rest: tests/unit/test_agent_robustness.py)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from irqlab.vm.agent_client import AgentClient, AgentError
+from irqlab.vm.guest import Guest
+
+TIMEOUT = 30.0
+# After an event, before the next push: the delivery that reported it ends (its drain's
+# last read) first.  Pushed sooner, that read may take the next record, and the next
+# signal finds nothing (spurious) or merges with one still pending (plain SIGIO is not
+# queued): counts that are not a signal per event.
+SETTLE_S = 0.2
+
+
+def _fds(guest: Guest, pid: int) -> list[str]:
+    """What the agent process has open (the targets of /proc/PID/fd)."""
+    out = guest.sh(f"for f in /proc/{pid}/fd/*; do readlink $f; done", check=False)
+    return sorted(line for line in out.splitlines() if line and not line.startswith("/proc"))
+
+
+def test_failed_arms_leave_no_file_open(irqlab_guest: Guest, irqlab_agent: AgentClient) -> None:
+    pid = irqlab_agent.ping()["pid"]
+    before = _fds(irqlab_guest, pid)
+    for i in range(50):
+        r = irqlab_agent.request(
+            "arm", path="read", dev="/dev/nonexistent", name=f"x{i}", check=False
+        )
+        assert r["ok"] is False and r["errno"] == "ENOENT", r
+    assert _fds(irqlab_guest, pid) == before
+    for i in range(5):
+        r = irqlab_agent.request("arm", path="uio", name=f"u{i}", check=False)
+        assert r["ok"] is False and "internal error" not in r["error"], r
+    assert _fds(irqlab_guest, pid) == before
+    irqlab_agent.arm("poll", dev=irqlab_guest.dev)  # a good arm after them works
+
+
+def test_count_path_counts_refused_acks_as_errors(
+    irqlab_guest: Guest, irqlab_agent: AgentClient, irqlab_device: Any
+) -> None:
+    """ACKs of seqs the device never raised: refused, so ack_errors, not acks."""
+    irqlab_agent.arm(
+        "count", dev=irqlab_guest.count_dev, ack_dev=irqlab_guest.dev, ack_first_seq=100_000
+    )
+    irqlab_device.push(0x33)
+    ev = irqlab_agent.expect(path="count", timeout=TIMEOUT)
+    assert ev["count"] == 1 and ev["ack_latency_ns"] == [None], ev
+    st = irqlab_agent.disarm("count")["count"]
+    assert (st["counted"], st["acks"], st["ack_errors"]) == (1, 0, 1), st
+
+
+def test_sigio_beside_setsig_is_no_signal_of_the_setsig_path(
+    irqlab_guest: Guest, irqlab_agent: AgentClient, irqlab_device: Any
+) -> None:
+    irqlab_agent.arm("sigio", name="s", dev=irqlab_guest.dev)
+    irqlab_agent.arm("setsig", name="r", dev=irqlab_guest.dev, sig=1)
+    for i in range(10):
+        seq = irqlab_device.next_seq()
+        irqlab_device.push(0x200 + i)
+        irqlab_agent.expect(path="s", seq=seq, timeout=TIMEOUT)
+        irqlab_agent.expect(path="r", seq=seq, timeout=TIMEOUT)
+        time.sleep(SETTLE_S)
+    st = irqlab_agent.disarm()
+    keys = ("events", "signals", "wakeups", "spurious", "sigio_fallback")
+    assert {k: st["s"][k] for k in keys} == {
+        "events": 10, "signals": 10, "wakeups": 10, "spurious": 0, "sigio_fallback": 0,
+    }  # fmt: skip
+    assert {k: st["r"][k] for k in keys} == {
+        "events": 10, "signals": 10, "wakeups": 10, "spurious": 0, "sigio_fallback": 10,
+    }  # fmt: skip
+
+
+def test_no_request_blocks_the_session(
+    irqlab_guest: Guest, irqlab_agent: AgentClient, irqlab_device: Any
+) -> None:
+    irqlab_agent.request("open", name="blk", dev=irqlab_guest.dev, nonblock=False)
+    r = irqlab_agent.request("read", name="blk", wait_ms=300, timeout=TIMEOUT)
+    assert (r["errno"], r["nbytes"]) == ("ETIMEDOUT", None), r
+    with pytest.raises(AgentError, match="never ran empty"):
+        irqlab_agent.request("check", dev="/dev/zero", timeout=TIMEOUT)
+    with pytest.raises(AgentError, match="'timeout_ms' must be a finite number in"):
+        irqlab_agent.request("wait_blocked", name="x", timeout_ms=1e12, timeout=TIMEOUT)
+    seq = irqlab_device.next_seq()
+    irqlab_device.push(0x11)  # something queued: the blocking read takes it at once
+    r = irqlab_agent.request("read", name="blk", timeout=TIMEOUT)
+    assert [e["seq"] for e in r["events"]] == [seq], r
+
+
+def test_read_with_a_bad_as_consumes_nothing(
+    irqlab_guest: Guest, irqlab_agent: AgentClient, irqlab_device: Any, irqlab_wait_stats: Any
+) -> None:
+    irqlab_agent.request("open", name="h", dev=irqlab_guest.dev)
+    seq = irqlab_device.next_seq()
+    irqlab_device.push(0x11, 0x22)
+    irqlab_wait_stats("h", lambda st: st["queued"] >= 2)
+    with pytest.raises(AgentError, match="'as' must be records, count or raw"):
+        irqlab_agent.request("read", name="h", **{"as": "bogus"})
+    r = irqlab_agent.request("read", name="h")
+    assert [e["seq"] for e in r["events"]] == [seq, seq + 1], r
+
+
+def test_reset_puts_the_tune_settings_back(irqlab_agent: AgentClient) -> None:
+    r = irqlab_agent.request("tune", ack_first=False, switch_interval_s=0.001)
+    assert r["ack_first"] is False
+    irqlab_agent.request("reset")
+    r = irqlab_agent.request("tune")
+    assert (r["ack_first"], r["switch_interval_s"]) == (True, 0.005), r
+
+
+def test_a_takeover_stops_a_session_stuck_in_a_request(
+    irqlab_fresh_guest: Guest, irqlab_fresh_agent: AgentClient
+) -> None:
+    """The old session arms SIGIO and waits 20 s in a blocking read (beyond the daemon's
+    10 s for it to end); the new session still gets every SIGIO on time."""
+    g, old = irqlab_fresh_guest, irqlab_fresh_agent
+    pid = old.ping()["pid"]
+    old.arm("sigio", name="old_sigio", dev=g.dev)
+    old.request("open", name="blk", dev=g.dev, nonblock=False)
+    old.request("ioctl", name="blk", ioctl="SET_SOURCES", arg=0)  # it never gets a record
+    old.request("tune", ack_first=False)
+    old.submit("read", name="blk", wait_ms=20_000)  # answered after the takeover
+    time.sleep(0.5)
+    old.close(timeout=2)
+    t0 = time.monotonic()
+    new = g.agent  # a new session: the daemon takes over
+    took = time.monotonic() - t0
+    assert new.ping()["pid"] == pid
+    assert 9.0 < took < 20.0, took  # the daemon's 10 s for the old session to end
+    fds = _fds(g, pid)
+    assert fds.count("anon_inode:[signalfd]") == 1, fds  # the new session's dispatcher alone
+    assert new.request("tune")["ack_first"] is True  # the old session's tune is gone
+    new.arm("sigio", name="new_sigio", dev=g.dev)
+    inj = g.injector
+    for i in range(20):
+        inj.push(0x100 + i)
+        new.expect(path="new_sigio", timeout=2.0)
+        time.sleep(SETTLE_S)
+    st = new.disarm("new_sigio")["new_sigio"]
+    assert (st["events"], st["signals"], st["spurious"]) == (20, 20, 0), st

@@ -11,6 +11,7 @@ test) to make that boot on purpose.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import time
@@ -77,11 +78,13 @@ def test_a_guest_whose_clock_runs_wrong_is_booted_again(
         assert "has a clock that runs " in line and "Detected 370.000 MHz" in line, line
         rate = guestclock.measure(lambda: int(g.agent.ping()["monotonic_ns"]))
         assert not rate.wrong(), rate
-        key = g.snapshot_key()
-        assert snapshot.lookup(key) is not None, "the good boot is saved"
+        # the good boot is saved (unless a loaded host's soft lockup kept it out: said)
+        saved = snapshot.lookup(g.snapshot_key()) is not None
+        assert saved or "kernel reported problems" in (g.snapshot_error or ""), g.snapshot_error
     finally:
         g.close()
-    snapshot.discard(key)
+        with contextlib.suppress(GuestError):  # failed before prepare(): nothing saved
+            snapshot.discard(g.snapshot_key())
 
 
 def test_a_clock_wrong_in_every_boot_fails_the_start_and_saves_nothing(

@@ -130,9 +130,11 @@ NON_FATAL = {
 """,
     "soft-lockup": "[ 52.2] watchdog: BUG: soft lockup - CPU#0 stuck for 26s! [kworker/0:1H:37]\n",
     "hung-task": "[  242.1] INFO: task python3:120 blocked for more than 120 seconds.\n",
-    "user-gpf": "[  100.1] traps: python3[412] general protection fault ip:7f0d2c8a1b2e "
-    "sp:7ffd5c2e80a0 error:0 in libc.so.6[7f0d2c828000+155000]\n",
 }
+USER_GPF = (
+    "[  100.1] traps: python3[412] general protection fault ip:7f0d2c8a1b2e "
+    "sp:7ffd5c2e80a0 error:0 in libc.so.6[7f0d2c828000+155000]\n"
+)
 
 
 @pytest.mark.parametrize("text", NON_FATAL.values(), ids=NON_FATAL.keys())
@@ -142,6 +144,15 @@ def test_a_report_the_guest_lives_on_after_is_no_console_fault(text: str) -> Non
     assert scan_console(text) is None
     assert not CONSOLE_FAULT.search(text)  # a command killed after it waits for no oops
     assert kernel_splats(text), text  # the kernel-log check reports it (as it did)
+
+
+def test_a_user_process_general_protection_fault_is_no_kernel_report() -> None:
+    """A process's crash (its "traps:" line) is no kernel bug: neither the watch's fault
+    nor the kernel-log check's splat (the check failed the test that crashed one)."""
+    from irqlab.vm.kernlog import kernel_splats
+
+    assert scan_console(USER_GPF) is None and not CONSOLE_FAULT.search(USER_GPF)
+    assert kernel_splats(USER_GPF) == []
 
 
 def test_an_oops_is_named_by_the_bug_line_a_look_before_it_read(

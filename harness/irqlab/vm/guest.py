@@ -323,7 +323,10 @@ def unknown_device_prop(name: str) -> str | None:
     """Why *name* is no property of the irqlab device (None if it is one): the device's
     are its header's QOM names (:data:`QOM`'s ``PROP_*``) and every PCI device's.  A
     typo (``gpio_lines``, ``gpio-lnes``) was QEMU's "Property 'irqlab.gpio_lines' not
-    found", after QEMU started."""
+    found", after QEMU started.  The header does not say which of its properties are
+    set at the start and which act on a running device (``fifo-push``, ...): the latter
+    pass this check and QEMU refuses them at the start in its own words ("acts on a
+    running device; set it with qom-set after realize")."""
     own = list(QOM.with_prefix("PROP_").values())
     if name in own or name in PCI_DEVICE_PROPS:
         return None
@@ -335,7 +338,9 @@ def unknown_device_prop(name: str) -> str | None:
         hint = f" (did you mean {close[0]!r}?)" if close else ""
     return (
         f"the irqlab device has no property {name!r}{hint}; its own are {', '.join(own)} "
-        f"({Path(QOM.source).name}), and every PCI device's {', '.join(PCI_DEVICE_PROPS)}"
+        f"({Path(QOM.source).name}), and every PCI device's {', '.join(PCI_DEVICE_PROPS)}. "
+        f"(Those that act on a running device, such as {QOM.PROP_FIFO_PUSH}, QEMU refuses "
+        "at the start: the injector sets them)"
     )
 
 
@@ -2415,12 +2420,17 @@ class Guest:
         c = self.config
         # a guest known dead or frozen is named (GuestFault), not QMP's "not connected"
         self._control_qmp("device_del", {"id": c.device_id}, "unplugging the device")
+        deadline = time.monotonic() + timeout
         try:
             self._vm().wait_event("DEVICE_DELETED", timeout, {"device": c.device_id})
         except Exception as e:
             fault = self.wait_fault(FAULT_VERDICT)
             if fault is not None:
                 raise GuestFault(fault, "unplugging the device") from e
+            if time.monotonic() < deadline:  # the wait failed early: its own error
+                raise GuestError(
+                    f"device_del {c.device_id}: waiting for DEVICE_DELETED: {e}"
+                ) from e
             raise GuestTimeout(
                 f"device_del {c.device_id}: QEMU never reported DEVICE_DELETED within "
                 f"{timeout:g} s (the guest did not release the device)"

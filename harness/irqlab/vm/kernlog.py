@@ -35,7 +35,10 @@ __all__ = [
 # oops (KASAN, sleeping function called from invalid context, scheduling while atomic,
 # soft lockup), a hung task.
 _MORE_SPLATS = (
-    r"WARNING:|BUG:|KASAN:|UBSAN:|KCSAN:|ODEBUG:|Oops|kernel BUG|general protection fault"
+    # (a kernel's general protection fault is its oops header, "...: 0000 [#1]"; a user
+    # process's, "traps: x[1] general protection fault ip:...", is no kernel bug)
+    r"WARNING:|BUG:|KASAN:|UBSAN:|KCSAN:|ODEBUG:|Oops|kernel BUG"
+    r"|general protection fault(?!.*\bip:)"
     r"|INFO: task \S+ blocked for more than"
     r"|possible (?:circular|recursive) locking|inconsistent lock state|lockdep"
     r"|suspected memory leak|unreferenced object"

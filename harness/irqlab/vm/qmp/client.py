@@ -91,6 +91,9 @@ class _PeerStopped(logging.Filter):
 
 
 _Event = dict[str, Any]
+# Events nobody takes (STOP, RESUME, a MIGRATION pass's) are kept up to this many, the
+# oldest dropped first: a long session's store stays small and a wait's look short.
+MAX_KEPT_EVENTS = 1000
 
 
 class _Events(EventListener):
@@ -116,6 +119,8 @@ class _Events(EventListener):
             return
         with self._lock:
             self._events.append(dict(event))
+            if len(self._events) > MAX_KEPT_EVENTS:  # the oldest nobody took go
+                del self._events[: len(self._events) - MAX_KEPT_EVENTS]
         changed, self._changed = self._changed, None
         if changed is not None:  # every wait looks again
             changed.set()

@@ -181,10 +181,18 @@ def test_closing_a_stopped_qemu_before_the_verdict_is_quick() -> None:
         g.fault_notice = False
         assert g.machine is not None
         pid = g.machine.pid
+        watch = g._watch
+        assert watch is not None
         os.kill(pid, signal.SIGSTOP)
-        # the watch pings QMP every 2 s and waits 3 s (x load) for the reply: by now its
-        # ping waits on the stopped QEMU, and no verdict came yet
-        time.sleep(2.3)
+        # the watch pings QMP every 2 s and waits 3 s (x load) for the reply: wait until
+        # a ping begun after the stop waits on the stopped QEMU, before its verdict
+        begun = watch.qmp_pings
+        wait_until(
+            lambda: (watch.qmp_pings, watch.qmp_ping_pending),
+            lambda v: v[0] > begun and v[1],
+            10.0 * timeout_scale(),
+            "the health watch's QMP ping of the stopped QEMU (begun, pings in flight)",
+        )
         assert g.fault is None, g.fault.cause
         t0 = time.monotonic()
         g.close()

@@ -1,6 +1,7 @@
 """The agent's requests end, its failures leave nothing open, its counters say what
 happened (the review of the guest agent): the real agent process on the host with
-FIFOs standing in for /dev/irqlabN, and parts of it in this process."""
+FIFOs standing in for /dev/irqlabN, and parts of it in this process (what needs a booted
+guest: tests/e2e/test_agent_in_guest.py)."""
 
 from __future__ import annotations
 

@@ -8,6 +8,7 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -535,6 +536,51 @@ def test_a_silent_qmp_is_said_once(
     fault = watch._check_qmp()
     assert fault is not None
     assert fault.cause == f"guest stopped responding: QEMU did not answer QMP {verdict_ends}"
+
+
+class _WaitingMachine(_SilentMachine):
+    """A running QEMU whose ping waits until *release* is set, then answers *status*
+    (or fails with *cause*, as _SilentMachine)."""
+
+    def __init__(self, cause: Exception | None) -> None:
+        super().__init__(cause or RuntimeError())
+        self.fails = cause is not None
+        self.release = threading.Event()
+
+    def qmp_ping(self, timeout: float) -> str:
+        assert self.release.wait(10)
+        if self.fails:
+            return super().qmp_ping(timeout)
+        return "running"
+
+
+@pytest.mark.parametrize(
+    "cause", [None, QMPNoReply("no reply within 3 s")], ids=["answered", "silent"]
+)
+def test_the_watch_says_while_its_qmp_ping_is_in_flight(
+    monkeypatch: pytest.MonkeyPatch, cause: Exception | None
+) -> None:
+    """qmp_pings counts the pings begun, qmp_ping_pending holds while one waits for its
+    reply (a test closes a stopped QEMU then), and is cleared however the ping ended."""
+    from irqlab.vm import health
+
+    machine = _WaitingMachine(cause)
+    watch = health.HealthWatch(machine, lambda f: None)  # type: ignore[arg-type]
+    monkeypatch.setattr(watch, "_console_log", lambda: None)
+    assert (watch.qmp_pings, watch.qmp_ping_pending) == (0, False)
+    result: list[Fault | None] = []
+    t = threading.Thread(target=lambda: result.append(watch._check_qmp()))
+    t.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not watch.qmp_ping_pending and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert (watch.qmp_pings, watch.qmp_ping_pending) == (1, True)
+    finally:
+        machine.release.set()
+        t.join(10)
+    assert (watch.qmp_pings, watch.qmp_ping_pending) == (1, False)
+    assert (result[0] is None) == (cause is None), result
 
 
 def test_console_text_shown_to_the_user_has_no_terminal_controls(tmp_path: Path) -> None:

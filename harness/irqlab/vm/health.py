@@ -235,6 +235,17 @@ class HealthWatch(threading.Thread):
         self._recent: deque[str] = deque(maxlen=OOPS_PRELUDE_LINES)
         self._pending: tuple[float, str, float] | None = None  # console fault, grace deadline
         self._next_qmp = time.monotonic() + qmp_every
+        # read-only for others (tests): the QMP pings begun, and whether one waits for
+        # its reply now (see qmp_ping_pending)
+        self.qmp_pings = 0
+        self._qmp_in_flight = threading.Event()
+
+    @property
+    def qmp_ping_pending(self) -> bool:
+        """Whether the watch's QMP ping is in flight now: begun (``qmp_pings`` counts
+        it) and not yet answered, failed or timed out.  Read-only, for tests that must
+        act while the watch waits on QEMU (one stopped by SIGSTOP answers nothing)."""
+        return self._qmp_in_flight.is_set()
 
     def stop(self, wait: float = 5.0) -> None:
         """End the watch, waiting up to *wait* s for its thread (0: only tell it)."""
@@ -353,6 +364,8 @@ class HealthWatch(threading.Thread):
         from irqlab.vm.machine import MachineError
 
         limit = self.qmp_timeout * timeout_scale()
+        self.qmp_pings += 1
+        self._qmp_in_flight.set()
         try:
             status = self.machine.qmp_ping(limit)
         except MachineError as e:
@@ -364,6 +377,8 @@ class HealthWatch(threading.Thread):
                 f"guest stopped responding: QEMU did not answer QMP within {limit:.3g} s{why}",
                 qmp_silent=True,
             )
+        finally:
+            self._qmp_in_flight.clear()
         if status == "guest-panicked":
             # pvpanic told QEMU; the console's own panic line usually follows within
             # the grace period and names it better (it replaces this one, rank 0 < 0.5)

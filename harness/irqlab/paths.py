@@ -166,7 +166,9 @@ def prune_logs(
     that did not pass (:func:`run_passed`: ten passing runs removed the failing one
     whose logs were wanted), and the newest *keep_other* other entries (a library's or
     the CLI's guest runs, an agent's log files) in the log directory; returns how many
-    were removed.  ``build/`` (the recipes' logs) and the ``latest`` link stay, and so
+    were removed.  Only irqlab's own entries are pruned (their names carry its
+    ``<stamp>``): a user's files in a log directory they named stay.  ``build/`` (the
+    recipes' logs) and the ``latest`` link stay, and so
     does anything whose name carries the pid of a process still running (a guest that
     runs for hours writes into its files, not into its directory: by the directory's
     age it looked old, and its logs went while it ran)."""
@@ -182,7 +184,12 @@ def prune_logs(
         except OSError:  # removed meanwhile (another run's prune)
             return 0.0
 
-    entries = sorted(base.iterdir(), key=mtime, reverse=True)
+    # only what irqlab made: its names carry a <stamp> (a directory given with
+    # --irqlab-log-dir or $IRQLAB_LOG_DIR may hold the user's own files: they were
+    # pruned as "other entries", the oldest first)
+    entries = [
+        p for p in sorted(base.iterdir(), key=mtime, reverse=True) if _STAMPED.search(p.name)
+    ]
     runs = [p for p in entries if p.is_dir() and p.name.startswith("pytest-")]
     other = [
         p
@@ -201,6 +208,9 @@ def prune_logs(
     return len(doomed)
 
 
+# the <stamp> of every log entry irqlab makes: pytest-20261206-154314-16208,
+# e2e-20261206-154314-16208-3, agent-20261206-154314.rx.jsonl, ...
+_STAMPED = re.compile(r"-\d{8}-\d{6}(?:[-.]|$)")
 # <stamp>-<pid>: pytest-20261206-154314-16208, e2e-20261206-154314-16208-3, ...
 _OWNER = re.compile(r"-\d{8}-\d{6}-(\d+)(?:-\d+)?(?:\.|$)")
 

@@ -286,7 +286,7 @@ def test_prune_logs_keeps_the_newest_other_entries_files_too(tmp_path: Path) -> 
     for i in range(4):
         d = tmp_path / f"run-2026120{i}-000000-{GONE}-1"
         d.mkdir()
-        f = tmp_path / f"agent-2026120{i}.rx.jsonl"
+        f = tmp_path / f"agent-2026120{i}-000000.rx.jsonl"
         f.write_text("{}\n")
         for k, p in enumerate((d, f)):  # newest last: agent-3, run-3, agent-2, ...
             os.utime(p, (now - 100 + 2 * i + k, now - 100 + 2 * i + k))
@@ -294,11 +294,27 @@ def test_prune_logs_keeps_the_newest_other_entries_files_too(tmp_path: Path) -> 
     os.utime(tmp_path / "build", (now - 1000, now - 1000))
     assert paths.prune_logs(tmp_path, keep_other=3) == 5
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "agent-20261202.rx.jsonl",
-        "agent-20261203.rx.jsonl",
+        "agent-20261202-000000.rx.jsonl",
+        "agent-20261203-000000.rx.jsonl",
         "build",
         f"run-20261203-000000-{GONE}-1",
     ]  # the newest three but build/, which stays whatever its age
+
+
+def test_prune_logs_leaves_the_users_own_files(tmp_path: Path) -> None:
+    """A log directory the user named (--irqlab-log-dir ~/work) may hold their files:
+    beyond the newest 50 "other entries" they were removed, the oldest first."""
+    old = time.time() - 10_000
+    mine = [tmp_path / f"thesis-chapter-{i:02d}.txt" for i in range(60)]
+    for p in mine:
+        p.write_text("data\n")
+        os.utime(p, (old, old))
+    (tmp_path / "my-project").mkdir()
+    os.utime(tmp_path / "my-project", (old, old))
+    for i in range(3):
+        (tmp_path / f"run-2026120{i}-000000-{GONE}-1").mkdir()
+    assert paths.prune_logs(tmp_path, keep_other=1) == 2  # irqlab's own, the oldest two
+    assert all(p.exists() for p in mine) and (tmp_path / "my-project").is_dir()
 
 
 def test_a_deeply_nested_request_is_refused_not_a_crash() -> None:

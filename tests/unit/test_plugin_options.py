@@ -779,3 +779,56 @@ def test_a_module_that_is_no_kernel_module_is_the_users_mistake_not_a_missing_bu
     assert "the guest 'fresh' cannot load a module it was given: extra module" in out, out
     assert "mydrv.ko is not a kernel module: not an ELF file" in out, out
     assert "prerequisite missing" not in out and "Traceback" not in out, out
+
+
+@pytest.mark.parametrize(
+    ("marker", "said"),
+    [
+        ("hotplug='no'", "@pytest.mark.irqlab(hotplug='no'): give True or False"),
+        ("load_irqlab='false'", "@pytest.mark.irqlab(load_irqlab='false'): give True or False"),
+    ],
+)
+def test_a_flag_of_the_marker_that_is_no_bool_is_refused(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, marker: str, said: str
+) -> None:
+    """bool("false") is True: load_irqlab="false" loaded our driver, hotplug="no" added
+    the root port."""
+    monkeypatch.setenv("IRQLAB_CACHE_DIR", "/proc/no-cache-here")
+    pytester.makepyfile(
+        f"import pytest\n\n@pytest.mark.irqlab({marker})\n"
+        "def test_it(irqlab_fresh_guest):\n    pass\n"
+    )
+    r = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:xdist")
+    r.assert_outcomes(errors=1)
+    assert said in r.stdout.str(), r.stdout.str()
+
+
+def test_a_bad_device_property_in_the_marker_is_said_once(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It was said, then "During handling of the above exception", then said again."""
+    monkeypatch.setenv("IRQLAB_CACHE_DIR", "/proc/no-cache-here")
+    pytester.makepyfile(
+        "import pytest\n\n@pytest.mark.irqlab(device={'nonesuch': 1})\n"
+        "def test_it(irqlab_fresh_guest):\n    pass\n"
+    )
+    r = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:xdist")
+    r.assert_outcomes(errors=1)
+    out = r.stdout.str()
+    assert out.count("has no property 'nonesuch'") == 1, out
+    assert "During handling" not in out, out
+
+
+def test_a_relative_log_dir_from_the_environment_is_made_absolute(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A test that changed directory re-resolved a relative $IRQLAB_LOG_DIR against it."""
+    monkeypatch.setenv("IRQLAB_LOG_DIR", "rel-logs")
+    pytester.makepyfile(
+        "import os\n\n"
+        "def test_it(tmp_path):\n"
+        "    os.chdir(tmp_path)\n"
+        f"    assert os.environ['IRQLAB_LOG_DIR'] == {str(pytester.path / 'rel-logs')!r}\n"
+    )
+    r = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:xdist")
+    r.assert_outcomes(passed=1)

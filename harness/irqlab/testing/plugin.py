@@ -179,7 +179,10 @@ def apply_options(config: pytest.Config) -> None:
             if env == accel.ENV_VAR:  # "kvm forced by --irqlab-accel kvm", not by $...
                 os.environ[accel.SOURCE_ENV] = f"{option} {value}"
             os.environ[env] = value
-    if not os.environ.get("IRQLAB_LOG_DIR"):
+    given = os.environ.get("IRQLAB_LOG_DIR")
+    if given:  # made absolute: a test that changes directory keeps the run's
+        os.environ["IRQLAB_LOG_DIR"] = str(Path(given).expanduser().resolve())
+    else:
         ini = str(config.getini("irqlab_log_dir") or f"{DEFAULT_DIR}/logs")
         os.environ["IRQLAB_LOG_DIR"] = str((Path(config.rootpath) / ini).resolve())
 
@@ -292,7 +295,9 @@ def irqlab_qtest_factory(
     memory="128M")`` starts a device-level QEMU (``-accel qtest``, no guest: the test
     drives MMIO and sees interrupt lines through qtest); all are stopped at teardown."""
     started: list[Machine] = []
-    request.node.stash[_MACHINES] = started
+    # the test's machines for its failure report: a fresh guest's too (this list
+    # replaced the one a fresh guest set up before this fixture had put its QEMU in)
+    listed = request.node.stash.setdefault(_MACHINES, [])
     log_root = _test_log_root(request, irqlab_log_dir)
 
     def start(
@@ -316,6 +321,7 @@ def irqlab_qtest_factory(
         )
         m = Machine(cfg)
         started.append(m)
+        listed.append(m)
         return m.start()
 
     try:
@@ -648,14 +654,18 @@ def fresh_guest_config(request: pytest.FixtureRequest, log_dir: Path | None = No
         problem = extra_device_problem(spec)
         if problem:
             _marker_error(f"devices=[{spec!r}]", problem)
-    if not isinstance(kw["check_kernel_log"], bool):
-        _marker_error(f"check_kernel_log={kw['check_kernel_log']!r}", "give True or False")
+    for flag in ("check_kernel_log", "hotplug", "load_irqlab"):  # "false" was True
+        if not isinstance(kw[flag], bool):
+            _marker_error(f"{flag}={kw[flag]!r}", "give True or False")
     from irqlab.vm.guest import GuestConfigError, check_device_props, guest_file_problem
 
+    problem = None
     try:
         check_device_props(dict(device))
-    except GuestConfigError as e:
-        _marker_error(f"device={dict(device)!r}", str(e))
+    except GuestConfigError as e:  # failed outside the except: said once, not twice
+        problem = str(e)
+    if problem is not None:
+        _marker_error(f"device={dict(device)!r}", problem)
     for remote in files:
         problem = guest_file_problem(str(remote))
         if problem:
@@ -666,7 +676,7 @@ def fresh_guest_config(request: pytest.FixtureRequest, log_dir: Path | None = No
             device_props=dict(device),
             module_params=params,
             smp=smp,
-            hotplug=bool(kw["hotplug"]),
+            hotplug=bool(kw["hotplug"]),  # a bool: checked above
             log_dir=log_dir,
             extra_modules=extra_modules,
             extra_module_params=extra_params,
@@ -676,7 +686,8 @@ def fresh_guest_config(request: pytest.FixtureRequest, log_dir: Path | None = No
             extra_devices=devices,
         )
     except GuestConfigError as e:  # what the checks above missed: still the marker's
-        _marker_error("...", str(e))
+        problem = str(e)
+    _marker_error("...", str(problem))
 
 
 def _marker_error(argument: str, problem: str) -> NoReturn:

@@ -320,21 +320,55 @@ def _download_spec(p: Package) -> str:
     return f"{p.name}:{p.arch}={p.version}"
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's: alive
+        return True
+    return True
+
+
+def _sweep_partials(pool: Path) -> None:
+    """Remove the partial download directories of processes that are gone (killed
+    mid-download: what they fetched was never moved into the pool)."""
+    for d in pool.glob("partial-*"):
+        pid = d.name.removeprefix("partial-")
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            shutil.rmtree(d, ignore_errors=True)
+
+
 def download(pkgs: Sequence[Package], steps: StepLog, pool: Path | None = None) -> dict[str, Path]:
-    """Fetch the exact versions into the pool (once); returns name -> .deb path."""
+    """Fetch the exact versions into the pool (once); returns name -> .deb path.
+
+    ``apt-get download`` writes into ``partial-<pid>/`` under the pool; its files are
+    moved into the pool only once it exits 0: a download cut short (Ctrl-C, SIGKILL, a
+    CI timeout) left a truncated ``.deb`` under its final name, which every later build
+    trusted and failed on in ``dpkg-deb``."""
     pool = pool or pool_dir()
     pool.mkdir(parents=True, exist_ok=True)
     with exclusive_lock(pool / ".lock", "downloading Debian packages"):
+        _sweep_partials(pool)
         missing = [p for p in pkgs if not (pool / p.deb_name).is_file()]
         if missing:
             steps.log(f"downloading {len(missing)} Debian package(s) into {pool}")
             opts = ["-o", "APT::Sandbox::User=root"] if os.geteuid() == 0 else []
-            steps.run(
-                "apt-get download",
-                ["apt-get", "download", "-q", *opts, *(_download_spec(p) for p in missing)],
-                cwd=pool,
-                env={"LC_ALL": "C", "DEBIAN_FRONTEND": "noninteractive"},
-            )
+            partial = pool / f"partial-{os.getpid()}"
+            shutil.rmtree(partial, ignore_errors=True)
+            partial.mkdir()
+            try:
+                steps.run(
+                    "apt-get download",
+                    ["apt-get", "download", "-q", *opts, *(_download_spec(p) for p in missing)],
+                    cwd=partial,
+                    env={"LC_ALL": "C", "DEBIAN_FRONTEND": "noninteractive"},
+                )
+                for f in partial.iterdir():
+                    if f.name.endswith(".deb"):
+                        f.replace(pool / f.name)
+            finally:
+                shutil.rmtree(partial, ignore_errors=True)
     out: dict[str, Path] = {}
     for p in pkgs:
         deb = pool / p.deb_name

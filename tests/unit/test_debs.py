@@ -97,6 +97,18 @@ done
 """
 
 
+@pytest.fixture
+def fake_apt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cache in *tmp_path*; ``apt-get`` on PATH is :data:`_FAKE_APT`."""
+    monkeypatch.setenv("IRQLAB_CACHE_DIR", str(tmp_path / "cache"))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "apt-get").write_text(_FAKE_APT)
+    (bin_dir / "apt-get").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+
+
+@pytest.mark.usefixtures("fake_apt")
 def test_a_killed_download_leaves_nothing_the_next_build_trusts(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -104,12 +116,6 @@ def test_a_killed_download_leaves_nothing_the_next_build_trusts(
     .deb in the pool under its final name, which every later build took as downloaded
     (and failed on in dpkg-deb): apt now writes into a partial directory whose files
     reach the pool only when it exits 0."""
-    monkeypatch.setenv("IRQLAB_CACHE_DIR", str(tmp_path / "cache"))
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "apt-get").write_text(_FAKE_APT)
-    (bin_dir / "apt-get").chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
     pool = tmp_path / "pool"
     pkg = debs.Package("gpiod", "1.6", "all")
     with StepLog(tmp_path / "build.log", lambda _m: None) as steps:
@@ -138,3 +144,27 @@ def test_a_dead_processs_partial_download_is_swept(tmp_path: Path) -> None:
         debs.download([pkg], steps, pool)
     assert not (pool / f"partial-{dead.pid}").exists()
     assert (pool / f"partial-{os.getppid()}").is_dir()
+
+
+@pytest.mark.usefixtures("fake_apt")
+def test_a_cut_deb_already_in_the_pool_is_downloaded_again(tmp_path: Path) -> None:
+    """A cache that already holds a .deb cut by a killed download (before downloads went
+    through a partial directory) heals: a pool file whose size is not apt's ``Size:`` is
+    removed and fetched again; one of the right size is trusted."""
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    cut = debs.Package("gpiod", "1.6", "all", size=len("whole"))
+    whole = debs.Package("kmod", "30", "all", size=len("whole"))
+    (pool / cut.deb_name).write_text("half")
+    (pool / whole.deb_name).write_text("kept!")  # the right size: not fetched again
+    with StepLog(tmp_path / "build.log", lambda _m: None) as steps:
+        debs.download([cut, whole], steps, pool)
+    assert (pool / cut.deb_name).read_text() == "whole"
+    assert (pool / whole.deb_name).read_text() == "kept!"
+
+
+def test_apt_sizes_are_read_and_memoised() -> None:
+    text = "Package: gpiod\nVersion: 1.6\nArchitecture: amd64\nSize: 12345\n"
+    pkg = debs.packages_from_show(text)["gpiod"]
+    assert pkg.size == 12345
+    assert debs._from_json("gpiod", debs._to_json(pkg)) == pkg

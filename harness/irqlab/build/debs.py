@@ -62,6 +62,7 @@ class Package:
     arch: str
     depends: Relations = ()
     provides: tuple[str, ...] = field(default=())
+    size: int = 0  # the .deb's bytes (apt's Size:), 0 if unknown
 
     @property
     def deb_name(self) -> str:
@@ -121,7 +122,10 @@ def packages_from_show(text: str) -> dict[str, Package]:
             continue
         deps = parse_relations(st.get("Pre-Depends", "")) + parse_relations(st.get("Depends", ""))
         provides = tuple(n for (n, *_rest) in parse_relations(st.get("Provides", "")))
-        pkg = Package(st["Package"], st["Version"], st.get("Architecture", "all"), deps, provides)
+        size = int(st["Size"]) if st.get("Size", "").isdigit() else 0
+        pkg = Package(
+            st["Package"], st["Version"], st.get("Architecture", "all"), deps, provides, size
+        )
         out.setdefault(pkg.name, pkg)  # first stanza = candidate with --no-all-versions
     return out
 
@@ -184,14 +188,16 @@ def _show(names: Sequence[str], *, qualified: bool = False) -> dict[str, Package
 def _to_json(p: Package | None) -> object:
     if p is None:
         return None
-    return {"v": p.version, "a": p.arch, "d": [list(g) for g in p.depends], "p": list(p.provides)}
+    deps = [list(g) for g in p.depends]
+    return {"v": p.version, "a": p.arch, "d": deps, "p": list(p.provides), "s": p.size}
 
 
 def _from_json(name: str, obj: object) -> Package | None:
     if not isinstance(obj, dict):
         return None
     deps = tuple(tuple(str(a) for a in g) for g in obj["d"])
-    return Package(name, str(obj["v"]), str(obj["a"]), deps, tuple(str(x) for x in obj["p"]))
+    provides = tuple(str(x) for x in obj["p"])
+    return Package(name, str(obj["v"]), str(obj["a"]), deps, provides, int(obj.get("s", 0)))
 
 
 def apt_show(names: Sequence[str]) -> dict[str, Package]:
@@ -203,7 +209,7 @@ def apt_show(names: Sequence[str]) -> dict[str, Package]:
     """
     if not names:
         return {}
-    memo_file = cache_dir() / "debs" / f"apt-show-{apt_state_key()}.json"
+    memo_file = cache_dir() / "debs" / f"apt-show-2-{apt_state_key()}.json"
     memo: dict[str, object] = {}
     with contextlib.suppress(OSError, ValueError):
         memo = json.loads(memo_file.read_text())
@@ -320,26 +326,80 @@ def _download_spec(p: Package) -> str:
     return f"{p.name}:{p.arch}={p.version}"
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's: alive
+        return True
+    return True
+
+
+def _sweep_partials(pool: Path) -> None:
+    """Remove the partial download directories of processes that are gone (killed
+    mid-download: what they fetched was never moved into the pool)."""
+    for d in pool.glob("partial-*"):
+        pid = d.name.removeprefix("partial-")
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def _in_pool(deb: Path, p: Package, steps: StepLog) -> bool:
+    """Whether *deb* is in the pool whole: one of another size than apt's lists say (cut
+    by a download killed before downloads went through a partial directory) is
+    removed, to be downloaded again."""
+    try:
+        size = deb.stat().st_size
+    except FileNotFoundError:
+        return False
+    if p.size and size != p.size:
+        steps.log(f"{deb.name} in the pool has {size} bytes, not {p.size}: downloading it again")
+        deb.unlink()
+        return False
+    return True
+
+
 def download(pkgs: Sequence[Package], steps: StepLog, pool: Path | None = None) -> dict[str, Path]:
-    """Fetch the exact versions into the pool (once); returns name -> .deb path."""
+    """Fetch the exact versions into the pool (once); returns name -> .deb path.
+
+    ``apt-get download`` writes into ``partial-<pid>/`` under the pool; its files are
+    moved into the pool only once it exits 0: a download cut short (Ctrl-C, SIGKILL, a
+    CI timeout) left a truncated ``.deb`` under its final name, which every later build
+    trusted and failed on in ``dpkg-deb``."""
     pool = pool or pool_dir()
     pool.mkdir(parents=True, exist_ok=True)
     with exclusive_lock(pool / ".lock", "downloading Debian packages"):
-        missing = [p for p in pkgs if not (pool / p.deb_name).is_file()]
+        _sweep_partials(pool)
+        missing = [p for p in pkgs if not _in_pool(pool / p.deb_name, p, steps)]
         if missing:
             steps.log(f"downloading {len(missing)} Debian package(s) into {pool}")
             opts = ["-o", "APT::Sandbox::User=root"] if os.geteuid() == 0 else []
-            steps.run(
-                "apt-get download",
-                ["apt-get", "download", "-q", *opts, *(_download_spec(p) for p in missing)],
-                cwd=pool,
-                env={"LC_ALL": "C", "DEBIAN_FRONTEND": "noninteractive"},
-            )
+            partial = pool / f"partial-{os.getpid()}"
+            shutil.rmtree(partial, ignore_errors=True)
+            partial.mkdir()
+            try:
+                steps.run(
+                    "apt-get download",
+                    ["apt-get", "download", "-q", *opts, *(_download_spec(p) for p in missing)],
+                    cwd=partial,
+                    env={"LC_ALL": "C", "DEBIAN_FRONTEND": "noninteractive"},
+                )
+                for f in partial.iterdir():
+                    if f.name.endswith(".deb"):
+                        f.replace(pool / f.name)
+            finally:
+                shutil.rmtree(partial, ignore_errors=True)
     out: dict[str, Path] = {}
     for p in pkgs:
         deb = pool / p.deb_name
         if not deb.is_file():
             raise AptError(f"apt-get download did not produce {deb}")
+        if p.size and deb.stat().st_size != p.size:
+            raise AptError(
+                f"apt-get download produced {deb} of {deb.stat().st_size} bytes, "
+                f"apt's lists say {p.size}"
+            )
         out[p.name] = deb
     return out
 

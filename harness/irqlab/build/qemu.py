@@ -520,7 +520,7 @@ def _apt_versions(names: Sequence[str]) -> dict[str, str]:
         raise debs.AptError(f"apt knows no candidate for {', '.join(missing)} (apt-get update?)")
     versions = {n: pkgs[n].version for n in names}
     memo.parent.mkdir(parents=True, exist_ok=True)
-    tmp = memo.with_suffix(".tmp")
+    tmp = memo.with_name(f"{memo.name}.{os.getpid()}.tmp")  # a fixed name: racers crashed
     tmp.write_text(json.dumps({"state": state, "versions": versions}))
     tmp.replace(memo)
     return versions

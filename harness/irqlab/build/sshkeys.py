@@ -17,6 +17,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from irqlab.build.cache import exclusive_lock
 from irqlab.paths import cache_dir
 
 __all__ = [
@@ -64,7 +65,7 @@ def openssh_pub(key: Ed25519PrivateKey) -> str:
 
 
 def _write_private(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(data)
@@ -94,10 +95,18 @@ def _keys_dir(directory: Path | None) -> Path:
 
 
 def ensure_keys(directory: Path | None = None) -> SshKeys:
-    """The cache's guest SSH keys, generated on first use."""
+    """The cache's guest SSH keys, generated on first use.
+
+    Under the directory's lock: two builds on a fresh cache each generated keys, one
+    returning a key the other then overwrote on disk (or failing on a shared temporary)."""
     d = _keys_dir(directory)
     d.mkdir(parents=True, exist_ok=True)
     os.chmod(d, 0o700)
+    with exclusive_lock(d / ".lock", "generating the guest SSH keys"):
+        return _ensure_keys(d)
+
+
+def _ensure_keys(d: Path) -> SshKeys:
     client = _load_or_create(d / CLIENT_KEY)
     (d / (CLIENT_KEY + ".pub")).write_text(_client_pub(client) + "\n")
     host = _load_or_create(d / _HOST_PEM)

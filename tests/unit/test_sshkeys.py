@@ -1,0 +1,35 @@
+"""The guest SSH keys: processes generating them at once on a fresh cache agree."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from racers import race  # same directory (rootdir-relative import)
+
+from irqlab.build import sshkeys
+
+TRIALS = 20
+
+
+def test_processes_racing_on_a_fresh_cache_get_the_keys_on_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ensure_keys took no lock and wrote one fixed ``.tmp``: two builds on a fresh cache
+    each generated keys; one crashed (FileNotFoundError on the other's renamed .tmp) or
+    returned a key that the other then overwrote on disk (the guest presented a host key
+    the build did not know).  Now every racer returns the keys that stay on disk."""
+    monkeypatch.setenv("IRQLAB_CACHE_DIR", str(tmp_path / "cache"))
+
+    def keys(trial: int) -> object:
+        k = sshkeys.ensure_keys(tmp_path / f"keys-{trial}")
+        return (k.client_pub, k.host_pub)
+
+    got = race(keys, TRIALS)
+    wrong = []
+    for trial, pubs in got:
+        on_disk = sshkeys.find_keys(tmp_path / f"keys-{trial}")
+        if on_disk is None or pubs != (on_disk.client_pub, on_disk.host_pub):
+            wrong.append((trial, str(pubs)[:80]))
+    assert wrong == []
+    assert not list(tmp_path.glob("keys-*/*.tmp"))

@@ -106,9 +106,12 @@ def test_kmod_builds_the_sources_its_key_hashed(
         return ""
 
     monkeypatch.setattr(StepLog, "run", make)
-    k = SimpleNamespace(version="6.1.0-1-amd64", arch=SimpleNamespace(foreign=False))
+    k = SimpleNamespace(
+        version="6.1.0-1-amd64", package_version="6.1.1-1", arch=SimpleNamespace(foreign=False)
+    )
     k.headers_build_dir = tmp_path / "headers"
-    key = kmod.input_digest(k.version, {"guest-kmod/a.c": c})
+    monkeypatch.setattr(kmod, "compiler_version", lambda _k: "cc 1.0")
+    key = kmod.input_digest(k, {"guest-kmod/a.c": c}, "cc 1.0")  # type: ignore[arg-type]
     ko = kmod.ensure_kmod(lambda _m: None, kernel=k)  # type: ignore[arg-type]
     assert ko == cache.output_dir("kmod", key) / kmod.MODULE
     assert ko.read_text() == "int x;\n"

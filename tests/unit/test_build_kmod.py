@@ -199,3 +199,27 @@ def test_two_builds_in_other_scratch_dirs_make_the_same_module(
     assert built[0] == built[1]
     assert b".tmp/src" not in built[0]
     assert str(tmp_path).encode() not in built[0]
+
+
+def test_test_modules_key_the_headers_upload_and_the_compiler(tmp_path: Path) -> None:
+    """tests/e2e/kmods/: keyed by the ABI name alone (no package version, no gcc), like
+    the driver was."""
+    import importlib.util
+
+    from irqlab.build.cache import Sources
+    from irqlab.paths import repo_root
+
+    init = repo_root() / "tests" / "e2e" / "kmods" / "__init__.py"
+    spec = importlib.util.spec_from_file_location("_irqlab_test_kmods", init)
+    assert spec is not None and spec.loader is not None
+    kmods = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(kmods)
+    (tmp_path / "m.c").write_text("int x;\n")
+    src = Sources.read({"m.c": tmp_path / "m.c"})
+    k = kmod.kernel_inputs(_kernel())  # type: ignore[arg-type]
+    base = kmods.kmod_digest(k, "gcc 12.2.0-14", src)
+    assert base == kmods.kmod_digest(k, "gcc 12.2.0-14", src)
+    assert base != kmods.kmod_digest(
+        kmod.kernel_inputs(_kernel(version="6.1.1-3")), "gcc 12.2.0-14", src
+    )  # type: ignore[arg-type]
+    assert base != kmods.kmod_digest(k, "gcc 12.2.0-15", src)

@@ -110,6 +110,7 @@ def test_kmod_builds_the_sources_its_key_hashed(
         version="6.1.0-1-amd64", package_version="6.1.1-1", arch=SimpleNamespace(foreign=False)
     )
     k.headers_build_dir = tmp_path / "headers"
+    k.root = tmp_path / "kernel-root"
     monkeypatch.setattr(kmod, "compiler_version", lambda _k: "cc 1.0")
     key = kmod.input_digest(k, {"guest-kmod/a.c": c}, "cc 1.0")  # type: ignore[arg-type]
     ko = kmod.ensure_kmod(lambda _m: None, kernel=k)  # type: ignore[arg-type]

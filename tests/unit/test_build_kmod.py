@@ -88,6 +88,9 @@ def test_the_scratch_path_is_mapped_out_of_the_module() -> None:
     assert (
         kmod.kcflags(Path("/c/kmod-ab.tmp/src")) == "KCFLAGS=-ffile-prefix-map=/c/kmod-ab.tmp/src=."
     )
+    assert kmod.kcflags(Path("/c/s"), Path("/c/kernel-1/root")) == (
+        "KCFLAGS=-ffile-prefix-map=/c/s=. -ffile-prefix-map=/c/kernel-1/root/=/"
+    )
 
 
 def test_warnings_are_found_in_kbuild_output() -> None:
@@ -199,6 +202,7 @@ def test_two_builds_in_other_scratch_dirs_make_the_same_module(
     assert built[0] == built[1]
     assert b".tmp/src" not in built[0]
     assert str(tmp_path).encode() not in built[0]
+    assert str(k.root).encode() not in built[0]  # the headers as /usr/src/linux-headers-*
 
 
 def test_test_modules_key_the_headers_upload_and_the_compiler(tmp_path: Path) -> None:

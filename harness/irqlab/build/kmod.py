@@ -56,7 +56,7 @@ __all__ = [
     "warnings_in",
 ]
 
-RECIPE_VERSION = "kmod-1"
+RECIPE_VERSION = "kmod-2"  # 2: kernel headers mapped to / in the .ko
 MODULE = "irqlab.ko"
 _BUILD_PRODUCT = re.compile(r"(\.o|\.ko|\.mod|\.mod\.c|\.cmd|Module\.symvers|modules\.order)$")
 
@@ -164,11 +164,16 @@ def module_make_args(k: KernelArtifacts) -> list[str]:
     return ["-C", str(k.headers_build_dir), *cross_args(k)]
 
 
-def kcflags(scratch: Path) -> str:
+def kcflags(scratch: Path, kernel_root: Path | None = None) -> str:
     """``KCFLAGS=`` mapping the scratch directory (named by the key) to ``.`` in the
-    debug info and ``__FILE__``: the ``.ko`` bytes do not depend on where it was built,
+    debug info and ``__FILE__``, and the kernel output's extracted packages
+    (*kernel_root*, below the cache directory) to ``/`` (its headers as Debian installs
+    them): the ``.ko`` bytes do not depend on where it was built or where the cache is,
     so the image (and every snapshot) is not new for a module that is not."""
-    return f"KCFLAGS=-ffile-prefix-map={scratch}=."
+    maps = [f"-ffile-prefix-map={scratch}=."]
+    if kernel_root is not None:
+        maps.append(f"-ffile-prefix-map={kernel_root}/=/")
+    return "KCFLAGS=" + " ".join(maps)
 
 
 def ensure_kmod(
@@ -197,7 +202,13 @@ def ensure_kmod(
             with steps.step("make modules"):
                 result = steps.run(
                     "make modules",
-                    ["make", *module_make_args(k), f"M={moddir}", "modules", kcflags(scratch)],
+                    [
+                        "make",
+                        *module_make_args(k),
+                        f"M={moddir}",
+                        "modules",
+                        kcflags(scratch, k.root),
+                    ],
                     where=lambda line: line.replace(f"{scratch}/", ""),  # as the checkout's
                 )
                 found = warnings_in(result)

@@ -28,7 +28,7 @@ HERE = Path(__file__).resolve().parent
 def kmod_digest(kernel: str, cc: str | None, sources: Sources) -> str:
     """The key of a test module: *kernel* (:func:`~irqlab.build.kmod.kernel_inputs`), the
     compiler's version line *cc* and the *sources* read."""
-    h = InputHash("test-kmod-1")
+    h = InputHash("test-kmod-2")
     h.add_str("kernel", kernel)
     h.add_str("cc", cc if cc is not None else "not installed")
     sources.add_to(h)
@@ -55,7 +55,14 @@ def build_test_kmod(name: str) -> Path:
             sources.write_to(scratch)
             result = steps.run(
                 f"make {name}",
-                ["make", "-C", k.headers_build_dir, f"M={scratch}", "modules", kcflags(scratch)],
+                [
+                    "make",
+                    "-C",
+                    k.headers_build_dir,
+                    f"M={scratch}",
+                    "modules",
+                    kcflags(scratch, k.root),
+                ],
             )
             found = warnings_in(result)
             if found:

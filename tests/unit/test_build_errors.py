@@ -116,8 +116,11 @@ for n in range(12):
 sys.exit(2)
 """
     _fake_tool(tmp_path, monkeypatch, "make", script)
-    k = SimpleNamespace(version="6.1.0-1-amd64", arch=SimpleNamespace(foreign=False))
+    k = SimpleNamespace(
+        version="6.1.0-1-amd64", package_version="6.1.1-1", arch=SimpleNamespace(foreign=False)
+    )
     k.headers_build_dir = tmp_path / "headers"
+    k.root = tmp_path / "kernel-root"
     with pytest.raises(BuildError) as e:
         kmod.ensure_kmod(lambda _m: None, kernel=k)  # type: ignore[arg-type]
     assert str(e.value).startswith(

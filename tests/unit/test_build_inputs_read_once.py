@@ -106,9 +106,13 @@ def test_kmod_builds_the_sources_its_key_hashed(
         return ""
 
     monkeypatch.setattr(StepLog, "run", make)
-    k = SimpleNamespace(version="6.1.0-1-amd64", arch=SimpleNamespace(foreign=False))
+    k = SimpleNamespace(
+        version="6.1.0-1-amd64", package_version="6.1.1-1", arch=SimpleNamespace(foreign=False)
+    )
     k.headers_build_dir = tmp_path / "headers"
-    key = kmod.input_digest(k.version, {"guest-kmod/a.c": c})
+    k.root = tmp_path / "kernel-root"
+    monkeypatch.setattr(kmod, "compiler_version", lambda _k: "cc 1.0")
+    key = kmod.input_digest(k, {"guest-kmod/a.c": c}, "cc 1.0")  # type: ignore[arg-type]
     ko = kmod.ensure_kmod(lambda _m: None, kernel=k)  # type: ignore[arg-type]
     assert ko == cache.output_dir("kmod", key) / kmod.MODULE
     assert ko.read_text() == "int x;\n"
@@ -145,13 +149,40 @@ def test_the_image_stages_the_agent_its_key_hashed(tmp_path: Path) -> None:
     (agent / "__init__.py").write_text("x = 1\n")
     (agent / "sub" / "m.py").write_text("y = 1\n")
     (agent / "sub" / "m.py").chmod(0o755)
-    inp = SimpleNamespace(agent_dir=agent)
+    inp = SimpleNamespace(agent_dir=agent, kmod=None)
     read = image._Inputs.read(inp)  # type: ignore[arg-type]
     (agent / "__init__.py").write_text("x = 2\n")  # edited after the digest's reading
     stage = Stage(tmp_path / "rootfs")
     dst = image._stage_agent(stage, inp, read)  # type: ignore[arg-type]
     assert stage.path(f"{dst}/__init__.py").read_text() == "x = 1\n"
     assert stage.path(f"{dst}/sub/m.py").stat().st_mode & 0o777 == 0o755
+
+
+def test_the_image_stages_the_module_its_key_hashed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The key hashed irqlab.ko, the build copied the file again: a module rebuilt while
+    the image build waited for its lock was stored under the old module's key."""
+    agent = tmp_path / "irqlab_agent"
+    agent.mkdir()
+    (agent / "__init__.py").write_text("")
+    ko = tmp_path / "irqlab.ko"
+    ko.write_bytes(b"\0depends=uio\0old module")
+    modules_dir = tmp_path / "lib" / "modules" / "6.1.0-1-amd64"
+    modules_dir.mkdir(parents=True)
+    (modules_dir / "modules.dep").write_text("kernel/drivers/uio/uio.ko:\n")
+    (modules_dir / "kernel" / "drivers" / "uio").mkdir(parents=True)
+    (modules_dir / "kernel" / "drivers" / "uio" / "uio.ko").write_bytes(b"uio")
+    k = SimpleNamespace(version="6.1.0-1-amd64", modules_dir=modules_dir, kmod=tmp_path / "kmod")
+    inp = SimpleNamespace(agent_dir=agent, kmod=ko, kernel=k, boot_modules=(), shipped_modules=())
+    monkeypatch.setattr(image, "run_depmod", lambda *_a: None)
+    read = image._Inputs.read(inp)  # type: ignore[arg-type]
+    ko.write_bytes(b"\0depends=\0new module")  # rebuilt after the digest's reading
+    stage = Stage(tmp_path / "rootfs")
+    _boot, names, name = image._modules(stage, inp, read, StepLog(tmp_path / "log"))  # type: ignore[arg-type]
+    staged = stage.path("usr/lib/modules/6.1.0-1-amd64/extra/irqlab.ko").read_bytes()
+    assert staged == b"\0depends=uio\0old module"
+    assert (name, names) == ("irqlab", ["irqlab", "uio"])  # its depends=, as read
 
 
 def test_sources_hash_as_the_files_do(tmp_path: Path) -> None:

@@ -19,14 +19,78 @@ def test_sources_include_register_map_and_exclude_build_products(tmp_path: Path)
     assert not [r for r in files if r.endswith((".o", ".ko", ".mod.c", ".cmd"))]
 
 
+def _kernel(abi: str = "6.1.0-1-amd64", version: str = "6.1.1-2") -> SimpleNamespace:
+    return SimpleNamespace(version=abi, package_version=version)
+
+
 def test_digest_follows_sources_and_kernel(tmp_path: Path) -> None:
     a = tmp_path / "a.c"
     a.write_text("int x;\n")
-    base = kmod.input_digest("6.1.0-1-amd64", {"guest-kmod/a.c": a})
-    assert base == kmod.input_digest("6.1.0-1-amd64", {"guest-kmod/a.c": a})
-    assert base != kmod.input_digest("6.1.0-2-amd64", {"guest-kmod/a.c": a})
+    k, cc = _kernel(), "gcc (Debian 12.2.0-14) 12.2.0"
+    base = kmod.input_digest(k, {"guest-kmod/a.c": a}, cc)  # type: ignore[arg-type]
+    assert base == kmod.input_digest(k, {"guest-kmod/a.c": a}, cc)  # type: ignore[arg-type]
+    other_abi = _kernel("6.1.0-2-amd64")
+    assert base != kmod.input_digest(other_abi, {"guest-kmod/a.c": a}, cc)  # type: ignore[arg-type]
     a.write_text("int y;\n")
-    assert base != kmod.input_digest("6.1.0-1-amd64", {"guest-kmod/a.c": a})
+    assert base != kmod.input_digest(k, {"guest-kmod/a.c": a}, cc)  # type: ignore[arg-type]
+
+
+def test_digest_follows_the_headers_upload_and_the_compiler(tmp_path: Path) -> None:
+    """A Debian upload that keeps the ABI name (-2 -> -3) brings other headers; a gcc
+    update another compiler: both a new module (the key had the ABI name only)."""
+    a = tmp_path / "a.c"
+    a.write_text("int x;\n")
+    files = {"guest-kmod/a.c": a}
+    cc = "gcc (Debian 12.2.0-14) 12.2.0"
+    base = kmod.input_digest(_kernel(), files, cc)  # type: ignore[arg-type]
+    assert base != kmod.input_digest(_kernel(version="6.1.1-3"), files, cc)  # type: ignore[arg-type]
+    assert base != kmod.input_digest(_kernel(), files, "gcc (Debian 12.2.0-15) 12.2.0")  # type: ignore[arg-type]
+
+
+def test_only_build_inputs_are_hashed_and_copied(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A README (or any file the build does not read) is no input: editing it kept
+    rebuilding the module, and so the image and every snapshot."""
+    root = tmp_path / "checkout"
+    for rel in (
+        "qemu-device/irqlab-regs.h",
+        "guest-kmod/Kbuild",
+        "guest-kmod/Makefile",
+        "guest-kmod/a.c",
+        "guest-kmod/a.h",
+        "guest-kmod/include/uapi/linux/irqlab.h",
+        "guest-kmod/README.md",
+        "guest-kmod/notes.txt",
+        "guest-kmod/a.o",
+        "guest-kmod/.a.o.cmd",
+        "guest-kmod/responder/respond.c",
+    ):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(rel)
+    monkeypatch.setattr(kmod, "repo_root", lambda: root)
+    assert sorted(kmod.source_files()) == [
+        "guest-kmod/Kbuild",
+        "guest-kmod/Makefile",
+        "guest-kmod/a.c",
+        "guest-kmod/a.h",
+        "guest-kmod/include/uapi/linux/irqlab.h",
+        "qemu-device/irqlab-regs.h",
+    ]
+    k = _kernel()
+    before = kmod.input_digest(k, kmod.source_files(), "cc")  # type: ignore[arg-type]
+    (root / "guest-kmod" / "README.md").write_text("edited\n")
+    assert kmod.input_digest(k, kmod.source_files(), "cc") == before  # type: ignore[arg-type]
+
+
+def test_the_scratch_path_is_mapped_out_of_the_module() -> None:
+    """The .ko embedded the digest-named scratch path (debug info, __FILE__)."""
+    assert (
+        kmod.kcflags(Path("/c/kmod-ab.tmp/src")) == "KCFLAGS=-ffile-prefix-map=/c/kmod-ab.tmp/src=."
+    )
+    assert kmod.kcflags(Path("/c/s"), Path("/c/kernel-1/root")) == (
+        "KCFLAGS=-ffile-prefix-map=/c/s=. -ffile-prefix-map=/c/kernel-1/root/=/"
+    )
 
 
 def test_warnings_are_found_in_kbuild_output() -> None:
@@ -111,3 +175,55 @@ def test_the_responder_gets_its_compiler_first(
     monkeypatch.setattr(responder, "compiler", compiler)
     with pytest.raises(Stop):
         responder.ensure_responder()
+
+
+def test_two_builds_in_other_scratch_dirs_make_the_same_module(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Built into two private caches (scratch dirs of other names), against the shared
+    kernel output's headers (read only): the same .ko bytes, no scratch path in them.
+    Without the prefix map the two differed and each named its kmod-<digest>.tmp/src."""
+    import shutil
+
+    from irqlab.build import kernel
+    from irqlab.build.arch import X86_64
+
+    try:
+        _, k = kernel.current_kernel(kernel.resolve_packages(debs.apt_show, X86_64))
+    except Exception as e:  # no apt lists here
+        pytest.skip(f"no kernel packages: {e}")
+    if not k.headers_build_dir.is_dir() or not all(shutil.which(t) for t in ("make", "gcc")):
+        pytest.skip("the shared kernel output (headers) or make/gcc is not there")
+    built = []
+    for name in ("one", "second-cache"):
+        monkeypatch.setenv("IRQLAB_CACHE_DIR", str(tmp_path / name))
+        monkeypatch.setenv("IRQLAB_LOG_DIR", str(tmp_path / "logs"))
+        built.append(kmod.ensure_kmod(lambda _m: None, kernel=k).read_bytes())
+    assert built[0] == built[1]
+    assert b".tmp/src" not in built[0]
+    assert str(tmp_path).encode() not in built[0]
+    assert str(k.root).encode() not in built[0]  # the headers as /usr/src/linux-headers-*
+
+
+def test_test_modules_key_the_headers_upload_and_the_compiler(tmp_path: Path) -> None:
+    """tests/e2e/kmods/: keyed by the ABI name alone (no package version, no gcc), like
+    the driver was."""
+    import importlib.util
+
+    from irqlab.build.cache import Sources
+    from irqlab.paths import repo_root
+
+    init = repo_root() / "tests" / "e2e" / "kmods" / "__init__.py"
+    spec = importlib.util.spec_from_file_location("_irqlab_test_kmods", init)
+    assert spec is not None and spec.loader is not None
+    kmods = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(kmods)
+    (tmp_path / "m.c").write_text("int x;\n")
+    src = Sources.read({"m.c": tmp_path / "m.c"})
+    k = kmod.kernel_inputs(_kernel())  # type: ignore[arg-type]
+    base = kmods.kmod_digest(k, "gcc 12.2.0-14", src)
+    assert base == kmods.kmod_digest(k, "gcc 12.2.0-14", src)
+    assert base != kmods.kmod_digest(
+        kmod.kernel_inputs(_kernel(version="6.1.1-3")), "gcc 12.2.0-14", src
+    )  # type: ignore[arg-type]
+    assert base != kmods.kmod_digest(k, "gcc 12.2.0-15", src)

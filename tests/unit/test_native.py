@@ -28,6 +28,26 @@ def test_source_includes_the_uapi_and_register_map_and_retypes_nothing() -> None
     assert not re.search(r"#define\s+IRQLAB_", text), "IRQLAB_ constants come from the headers"
 
 
+def test_the_key_follows_libc6_dev(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The binary is static: a glibc update (libc6-dev's version) is another binary, and
+    the CI key (the build packages' closure) changes with it; this key did not."""
+    monkeypatch.setattr(responder, "compiler_version", lambda _cc: "gcc (Debian 12.2.0-14) 12.2.0")
+    sources = responder.read_sources()
+    monkeypatch.setattr(responder, "libc_version", lambda: "2.36-9+deb12u9")
+    before = responder.input_digest("gcc", sources)
+    assert responder.input_digest("gcc", sources) == before
+    monkeypatch.setattr(responder, "libc_version", lambda: "2.36-9+deb12u10")
+    assert responder.input_digest("gcc", sources) != before
+
+
+def test_libc_version_is_dpkgs() -> None:
+    r = subprocess.run(
+        ["dpkg-query", "-W", "-f", "${Version}", "libc6-dev"], capture_output=True, text=True
+    )
+    expected = r.stdout.strip() if r.returncode == 0 and r.stdout.strip() else "not installed"
+    assert responder.libc_version() == expected
+
+
 @pytest.fixture(scope="module")
 def binary() -> Path:
     return responder.ensure_responder()

@@ -61,7 +61,7 @@ def cache_keys() -> dict[str, str]:
     guest = selected(os.environ)
     digest, k = kernel.current_kernel(kernel.resolve_packages(debs.apt_show, guest))
     keys[f"kernel {guest.name}"] = digest
-    keys[f"kmod {guest.name}"] = kmod.input_digest(k.version, kmod.source_files())
+    keys[f"kmod {guest.name}"] = kmod.current_digest(k)
     keys[f"image {guest.name}"] = image_key(guest, keys[f"kmod {guest.name}"])
     return keys
 

@@ -214,6 +214,7 @@ class _Read:
 
     recipe: Sources  # "recipe/<name>" of each of _recipe_sources() (the /init template...)
     agent: Sources  # the agent package, by path inside it (bytecode caches left out)
+    kmod: Sources | None = None  # our module, by its file name (None: no module)
 
     def text(self, path: Path) -> str:
         """The recipe file *path*'s text as read (one of :func:`_recipe_sources`)."""
@@ -252,6 +253,7 @@ class _Inputs:
         return _Read(
             recipe=Sources.read({f"recipe/{src.name}": src for src in _recipe_sources()}),
             agent=Sources.read({str(p.relative_to(self.agent_dir)): p for p in agent}),
+            kmod=Sources.read({self.kmod.name: self.kmod}) if self.kmod is not None else None,
         )
 
     def digest(self, read: _Read | None = None) -> str:
@@ -268,8 +270,8 @@ class _Inputs:
         files.agent.add_to(h)
         for name, path in sorted(self.agent_files.items()):
             h.add_file(path, label=f"agent-file/{name}")
-        if self.kmod is not None:
-            h.add_file(self.kmod, label=f"kmod/{self.kmod.name}")
+        if files.kmod is not None:  # as add_file(kmod, label="kmod/<name>") hashed it
+            files.kmod.add_to(h, prefix="kmod/")
         else:
             h.add_str("kmod", "none")
         h.add_str("authorized_keys", self.authorized_keys)
@@ -312,15 +314,21 @@ def _etc_files(stage: Stage, inp: _Inputs) -> None:
     stage.write("root/.ssh/authorized_keys", inp.authorized_keys, 0o600)
 
 
-def _modules(stage: Stage, inp: _Inputs, steps: StepLog) -> tuple[list[str], list[str], str | None]:
-    """Copy modules + depmod; returns (boot insmod order, all module names, kmod name)."""
+def _modules(
+    stage: Stage, inp: _Inputs, read: _Read, steps: StepLog
+) -> tuple[list[str], list[str], str | None]:
+    """Copy modules + depmod; returns (boot insmod order, all module names, kmod name).
+    Our module is the bytes *read* holds (the key's), not the file as it is now."""
     k = inp.kernel
     deps = parse_modules_dep((k.modules_dir / "modules.dep").read_text())
     wanted = list(inp.boot_modules) + list(inp.shipped_modules)
     kmod_name: str | None = None
-    if inp.kmod is not None:
-        kmod_name = module_name(inp.kmod.name)
-        wanted += modinfo_depends(inp.kmod.read_bytes())
+    ko: tuple[str, bytes, int] | None = None
+    if read.kmod is not None:
+        ((ko_name, ko_data),) = read.kmod.contents.items()
+        ko = (ko_name, ko_data, read.kmod.modes.get(ko_name, 0o644))
+        kmod_name = module_name(ko_name)
+        wanted += modinfo_depends(ko_data)
     every = module_load_order(deps, wanted)
     modroot = f"usr/lib/modules/{k.version}"
     for rel in every:
@@ -328,8 +336,8 @@ def _modules(stage: Stage, inp: _Inputs, steps: StepLog) -> tuple[list[str], lis
     for meta in ("modules.order", "modules.builtin", "modules.builtin.modinfo"):
         if (k.modules_dir / meta).is_file():
             stage.copy_file(k.modules_dir / meta, f"{modroot}/{meta}")
-    if inp.kmod is not None:
-        stage.copy_file(inp.kmod, f"{modroot}/extra/{inp.kmod.name}")
+    if ko is not None:
+        stage.write(f"{modroot}/extra/{ko[0]}", ko[1], ko[2])
     run_depmod(k.kmod, stage.root, k.version, steps)
     boot = module_load_order(deps, inp.boot_modules)
     names = sorted({module_name(r) for r in every} | ({kmod_name} if kmod_name else set()))
@@ -379,7 +387,7 @@ def _build(inp: _Inputs, read: _Read, digest: str, tmp: Path, steps: StepLog) ->
             stage.copy_file(src, f"{agent_dst}/{name}")
         _etc_files(stage, inp)
     with steps.step("kernel modules"):
-        boot, modnames, kmod_name = _modules(stage, inp, steps)
+        boot, modnames, kmod_name = _modules(stage, inp, read, steps)
     with steps.step("shared libraries (ELF DT_NEEDED closure)"):
         libdir, search = initramfs.lib_dirs(inp.arch.triplet)
         index = initramfs.library_index(trees.values(), search)

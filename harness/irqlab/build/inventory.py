@@ -83,8 +83,7 @@ class _Lookups:
         """Our module's output directory for *arch*'s current kernel (built or not)."""
         from irqlab.build import kmod
 
-        version = self.kernel(arch)[1].version
-        return output_dir("kmod", kmod.input_digest(version, kmod.source_files()))
+        return output_dir("kmod", kmod.current_digest(self.kernel(arch)[1]))
 
     def responder(self) -> Path:
         from irqlab.build import responder

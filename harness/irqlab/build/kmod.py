@@ -26,6 +26,7 @@ from irqlab.errors import IrqlabError
 from irqlab.paths import log_dir, repo_root
 
 __all__ = [
+    "BUILD_INPUTS",
     "CHECKPATCH_FILES",
     "CHECKPATCH_IGNORE",
     "CHECKPATCH_PACKAGE",
@@ -36,13 +37,18 @@ __all__ = [
     "ToolMissing",
     "checkpatch_digest",
     "checkpatch_findings",
+    "compiler_version",
     "cross_args",
+    "current_digest",
     "ensure_checkpatch",
     "ensure_cross_compiler",
     "ensure_kmod",
     "ensure_module_build_tools",
     "ensure_style_tools",
     "input_digest",
+    "is_build_input",
+    "kcflags",
+    "kernel_inputs",
     "module_make_args",
     "read_sources",
     "source_files",
@@ -50,9 +56,22 @@ __all__ = [
     "warnings_in",
 ]
 
-RECIPE_VERSION = "kmod-1"
+RECIPE_VERSION = "kmod-2"  # 2: kernel headers mapped to / in the .ko
 MODULE = "irqlab.ko"
 _BUILD_PRODUCT = re.compile(r"(\.o|\.ko|\.mod|\.mod\.c|\.cmd|Module\.symvers|modules\.order)$")
+
+
+# What the build reads, below guest-kmod/ (besides the register map): Kbuild (the build
+# description), the Makefile (its wrapper) and the C sources and headers.  One list for
+# the key and the copy, so they cannot disagree; a README edit is no new module.
+BUILD_INPUTS: tuple[str, ...] = ("Kbuild", "Makefile", "*.c", "*.h")
+
+
+def is_build_input(rel: Path) -> bool:
+    """Whether *rel* (relative to guest-kmod/) is one of :data:`BUILD_INPUTS`."""
+    if "responder" in rel.parts or rel.name.startswith(".") or _BUILD_PRODUCT.search(rel.name):
+        return False  # the native responder has its own recipe (irqlab.build.responder)
+    return any(rel.match(pat) for pat in BUILD_INPUTS)
 
 
 def source_files() -> dict[str, Path]:
@@ -61,9 +80,7 @@ def source_files() -> dict[str, Path]:
     files = {"qemu-device/irqlab-regs.h": root / "qemu-device" / "irqlab-regs.h"}
     kmod = root / "guest-kmod"
     for p in sorted(kmod.rglob("*")):
-        if "responder" in p.relative_to(kmod).parts:
-            continue  # the native responder has its own recipe (irqlab.build.responder)
-        if p.is_file() and not _BUILD_PRODUCT.search(p.name) and not p.name.startswith("."):
+        if p.is_file() and is_build_input(p.relative_to(kmod)):
             files[f"guest-kmod/{p.relative_to(kmod)}"] = p
     return files
 
@@ -73,11 +90,36 @@ def read_sources(files: Mapping[str, Path]) -> Sources:
     return Sources.read(dict(sorted(files.items())))
 
 
-def input_digest(kernel_version: str, files: Mapping[str, Path] | Sources) -> str:
+def compiler_version(k: KernelArtifacts) -> str | None:
+    """First line of ``gcc --version`` of the compiler that builds for *k* (the cross
+    one for another architecture), or None when it is not installed."""
+    cc = shutil.which(f"{k.arch.cross_compile if k.arch.foreign else ''}gcc")
+    if cc is None:
+        return None
+    r = subprocess.run([cc, "--version"], capture_output=True, text=True, check=True)
+    return r.stdout.splitlines()[0]
+
+
+def kernel_inputs(k: KernelArtifacts) -> str:
+    """The kernel a module is built against: its ABI name and the Debian version of its
+    packages (headers and image are one upload: an upload that keeps the ABI name, a
+    -2 -> -3 revision, brings other headers)."""
+    return f"{k.version} {k.package_version}"
+
+
+def input_digest(k: KernelArtifacts, files: Mapping[str, Path] | Sources, cc: str | None) -> str:
+    """The module's key: *files* built against *k*'s headers by the compiler *cc*
+    (:func:`compiler_version`)."""
     h = InputHash(RECIPE_VERSION)
-    h.add_str("kernel", kernel_version)
+    h.add_str("kernel", kernel_inputs(k))
+    h.add_str("cc", cc if cc is not None else "not installed")
     (files if isinstance(files, Sources) else read_sources(files)).add_to(h)
     return h.hexdigest()
+
+
+def current_digest(k: KernelArtifacts) -> str:
+    """The key of the module the checkout's sources make for *k* (nothing is built)."""
+    return input_digest(k, source_files(), compiler_version(k))
 
 
 def warnings_in(output: str) -> list[str]:
@@ -122,6 +164,18 @@ def module_make_args(k: KernelArtifacts) -> list[str]:
     return ["-C", str(k.headers_build_dir), *cross_args(k)]
 
 
+def kcflags(scratch: Path, kernel_root: Path | None = None) -> str:
+    """``KCFLAGS=`` mapping the scratch directory (named by the key) to ``.`` in the
+    debug info and ``__FILE__``, and the kernel output's extracted packages
+    (*kernel_root*, below the cache directory) to ``/`` (its headers as Debian installs
+    them): the ``.ko`` bytes do not depend on where it was built or where the cache is,
+    so the image (and every snapshot) is not new for a module that is not."""
+    maps = [f"-ffile-prefix-map={scratch}=."]
+    if kernel_root is not None:
+        maps.append(f"-ffile-prefix-map={kernel_root}/=/")
+    return "KCFLAGS=" + " ".join(maps)
+
+
 def ensure_kmod(
     log: Log | None = None, *, force: bool = False, kernel: KernelArtifacts | None = None
 ) -> Path:
@@ -129,7 +183,12 @@ def ensure_kmod(
     k = kernel if kernel is not None else ensure_kernel(log)
     # read once: the build copies the bytes the key hashed, not the checkout's files then
     files = read_sources(source_files())
-    digest = input_digest(k.version, files)
+    cc = compiler_version(k)
+    if cc is None:  # the compiler names the module: installed first to be hashed
+        ensure_module_build_tools(log)
+        ensure_cross_compiler(k, log)
+        cc = compiler_version(k)
+    digest = input_digest(k, files, cc)
 
     def build(out: Path) -> None:
         ensure_module_build_tools(log)  # only to build: a cached module needs none
@@ -143,7 +202,13 @@ def ensure_kmod(
             with steps.step("make modules"):
                 result = steps.run(
                     "make modules",
-                    ["make", *module_make_args(k), f"M={moddir}", "modules"],
+                    [
+                        "make",
+                        *module_make_args(k),
+                        f"M={moddir}",
+                        "modules",
+                        kcflags(scratch, k.root),
+                    ],
                     where=lambda line: line.replace(f"{scratch}/", ""),  # as the checkout's
                 )
                 found = warnings_in(result)

@@ -55,6 +55,21 @@ def compiler_version(cc: str) -> str:
     return r.stdout.splitlines()[0]
 
 
+LIBC_PACKAGE = "libc6-dev"
+
+
+def libc_version() -> str:
+    """The installed Debian version of :data:`LIBC_PACKAGE` (the static binary links its
+    libc.a: a glibc security update is another binary), "not installed" without it."""
+    r = subprocess.run(
+        ["dpkg-query", "-W", "-f", "${Version}", LIBC_PACKAGE],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return r.stdout.strip() if r.returncode == 0 and r.stdout.strip() else "not installed"
+
+
 def compile_argv(cc: str, root: Path, out: Path) -> list[str]:
     incs = [f"-I{root / d}" for d in INCLUDES]
     return [cc, *CFLAGS, *incs, "-o", str(out), str(root / SOURCE)]
@@ -75,13 +90,14 @@ def input_digest(cc: str, sources: Sources | None = None) -> str:
     h = InputHash(RECIPE_VERSION)
     h.add_str("cc", compiler_version(cc))
     h.add_str("cflags", " ".join(CFLAGS))
+    h.add_str(LIBC_PACKAGE, libc_version())
     (sources if sources is not None else read_sources()).add_to(h)
     return h.hexdigest()
 
 
 # gcc names the binary (its version is an input, a cached binary too); libc6-dev for the
 # static link.  A QEMU build brings them with its build dependencies, a restored cache not.
-BUILD_PACKAGES: tuple[str, ...] = ("gcc", "libc6-dev")
+BUILD_PACKAGES: tuple[str, ...] = ("gcc", LIBC_PACKAGE)
 
 
 def ensure_responder(log: Log | None = None, *, force: bool = False) -> Path:

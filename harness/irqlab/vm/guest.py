@@ -2424,10 +2424,11 @@ class Guest:
         try:
             self._vm().wait_event("DEVICE_DELETED", timeout, {"device": c.device_id})
         except Exception as e:
+            failed_at = time.monotonic()  # before the wait for a verdict below (2 s)
             fault = self.wait_fault(FAULT_VERDICT)
             if fault is not None:
                 raise GuestFault(fault, "unplugging the device") from e
-            if time.monotonic() < deadline:  # the wait failed early: its own error
+            if failed_at < deadline:  # the wait failed early: its own error
                 raise GuestError(
                     f"device_del {c.device_id}: waiting for DEVICE_DELETED: {e}"
                 ) from e

@@ -793,6 +793,13 @@ def test_a_flag_of_the_marker_that_is_no_bool_is_refused(
 ) -> None:
     """bool("false") is True: load_irqlab="false" loaded our driver, hotplug="no" added
     the root port."""
+    out = _marker_refused(pytester, monkeypatch, marker)
+    assert said in out, out
+
+
+def _marker_refused(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, marker: str) -> str:
+    """The output of a run whose one test's marker (``irqlab(<marker>)``) is refused at
+    setup, before any guest starts (one would fail at once on this cache directory)."""
     monkeypatch.setenv("IRQLAB_CACHE_DIR", "/proc/no-cache-here")
     pytester.makepyfile(
         f"import pytest\n\n@pytest.mark.irqlab({marker})\n"
@@ -800,21 +807,14 @@ def test_a_flag_of_the_marker_that_is_no_bool_is_refused(
     )
     r = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:xdist")
     r.assert_outcomes(errors=1)
-    assert said in r.stdout.str(), r.stdout.str()
+    return r.stdout.str()
 
 
 def test_a_bad_device_property_in_the_marker_is_said_once(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """It was said, then "During handling of the above exception", then said again."""
-    monkeypatch.setenv("IRQLAB_CACHE_DIR", "/proc/no-cache-here")
-    pytester.makepyfile(
-        "import pytest\n\n@pytest.mark.irqlab(device={'nonesuch': 1})\n"
-        "def test_it(irqlab_fresh_guest):\n    pass\n"
-    )
-    r = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:xdist")
-    r.assert_outcomes(errors=1)
-    out = r.stdout.str()
+    out = _marker_refused(pytester, monkeypatch, "device={'nonesuch': 1}")
     # (the short summary may repeat the message: the error itself is said once)
     assert "has no property 'nonesuch'" in out, out
     assert "During handling" not in out and "another exception occurred" not in out, out

@@ -46,6 +46,17 @@ def _in_thread(fn: Any) -> tuple[threading.Thread, dict[str, Any]]:
     return t, out
 
 
+def _until_a_wait_waits(machine: Machine) -> None:
+    """Return once a wait_event waits on the loop for its event (not a fixed sleep: a
+    wait that had not begun took the event at once, and the test ran nothing)."""
+    qmp = machine._qmp
+    assert qmp is not None
+    deadline = time.monotonic() + 10
+    while qmp._events._changed is None:  # made by the wait's look on the loop
+        assert time.monotonic() < deadline, "no wait began waiting within 10 s"
+        time.sleep(0.01)
+
+
 def test_an_event_the_health_watch_looks_past_still_ends_the_wait(machine: Machine) -> None:
     """The watch's take ran between QEMU's event and the waiter's wake-up: it moved the
     event aside, where the waiter, by then waiting on the listener alone, never looked
@@ -66,7 +77,7 @@ def test_an_event_the_health_watch_looks_past_still_ends_the_wait(machine: Machi
 
     qmp._client._event_dispatch = dispatch  # type: ignore[method-assign]
     waiter, out = _in_thread(lambda: machine.wait_event("DEVICE_DELETED", 3.0, {"n": 0}))
-    time.sleep(0.2)  # the wait waits
+    _until_a_wait_waits(machine)
     machine.qmp("emit", names=["DEVICE_DELETED"])
     waiter.join(10)
     for look in looks:
@@ -101,7 +112,7 @@ def test_take_events_takes_only_what_it_returns(machine: Machine) -> None:
 def test_two_waits_for_one_event_one_gets_it(machine: Machine) -> None:
     first, out1 = _in_thread(lambda: machine.wait_event("X", 1.0))
     second, out2 = _in_thread(lambda: machine.wait_event("X", 1.0))
-    time.sleep(0.2)
+    _until_a_wait_waits(machine)
     machine.qmp("emit", names=["X"])
     first.join(10)
     second.join(10)

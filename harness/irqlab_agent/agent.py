@@ -162,6 +162,9 @@ class Agent:
         self.handles: dict[str, int] = {}
         self.running = True
         self.closed = False  # shut down: arms nothing more
+        # time.monotonic() at the start of the request being handled, None between
+        # requests (the daemon's takeover tells a stuck session from one ending)
+        self.busy_since: float | None = None
         self.lock = threading.Lock()
         self._shutdown_lock = threading.Lock()
         self.dispatcher: SignalDispatcher | None = None
@@ -231,7 +234,12 @@ class Agent:
                 break
             if not line.strip():
                 continue
-            self.writer.send(self.handle_line(line))
+            self.busy_since = time.monotonic()
+            try:
+                reply = self.handle_line(line)
+            finally:
+                self.busy_since = None
+            self.writer.send(reply)
         self.shutdown()
 
     def shutdown(self) -> None:

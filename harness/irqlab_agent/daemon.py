@@ -91,6 +91,9 @@ def detach(sock: socket.socket, log_path: str) -> None:
 # How long a new connection waits for the previous session to end before shutting
 # that session's agent down itself (its thread is stuck in a request).
 TAKEOVER_JOIN_S = 10.0
+# A previous session in one request this long is stuck in it (a blocking read, a
+# long wait): its agent is stopped then, not after TAKEOVER_JOIN_S.
+STUCK_REQUEST_S = 1.0
 # accept() out of files or memory: the daemon waits this long and tries again.
 ACCEPT_BACKOFF_S = 0.5
 _SCARCE = (errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS)
@@ -126,15 +129,16 @@ def serve_forever(sock: socket.socket, make_agent: Callable[[Writer], Agent]) ->
     A new connection takes over: the previous session's socket is shut down (its
     paths are disarmed, its files closed) before the new one starts.  So a host
     that vanished without closing (a restored snapshot, a killed test run) never
-    blocks the next one.  A previous session still in a request after
-    :data:`TAKEOVER_JOIN_S` has its agent stopped from here (paths, responders, signal
-    dispatcher: ``Agent.stop``): nothing of it competes with the new session for the
-    signals; its thread closes its handles when the request returns.
+    blocks the next one.  A previous session that has been in one request for
+    :data:`STUCK_REQUEST_S`, or has not ended after :data:`TAKEOVER_JOIN_S`, has its
+    agent stopped from here (paths, responders, signal dispatcher: ``Agent.stop``):
+    nothing of it competes with the new session for the signals; its thread closes
+    its handles when the request returns.
     """
     current: _Session | None = None
     while (conn := _accept(sock)) is not None:
         if current is not None:
-            current.end(TAKEOVER_JOIN_S)
+            current.end(TAKEOVER_JOIN_S, STUCK_REQUEST_S)
         current = _Session.start(conn, make_agent)
 
 
@@ -201,13 +205,24 @@ class _Session:
                     with contextlib.suppress(OSError):
                         f.close()
 
-    def end(self, timeout: float) -> None:
+    def end(self, timeout: float, stuck: float) -> None:
         """Shut the connection down and wait up to *timeout* for the session to end;
-        if it does not (a request still running), stop its agent from here."""
+        if it does not, or has been in one request for *stuck* seconds (the request
+        outlives its host: a blocking read, a long wait), stop its agent from here."""
         with contextlib.suppress(OSError):
             self.conn.shutdown(socket.SHUT_RDWR)
-        self.thread.join(timeout)
-        if self.thread.is_alive():
-            _log(f"the previous session did not end in {timeout} s: stopping its agent")
-            with contextlib.suppress(Exception):
-                self.agent.stop()
+        start = time.monotonic()
+        while self.thread.is_alive():
+            now, since = time.monotonic(), self.agent.busy_since
+            if since is not None and now - since >= stuck:
+                why = f"has been in one request for {now - since:.1f} s"
+                break
+            if now - start >= timeout:
+                why = f"did not end in {timeout} s"
+                break
+            self.thread.join(0.05)
+        else:
+            return
+        _log(f"the previous session {why}: stopping its agent")
+        with contextlib.suppress(Exception):
+            self.agent.stop()

@@ -10,8 +10,9 @@ import pytest
 
 from irqlab.testing.helpers import wait_until
 from irqlab.vm.agent_client import AgentClient, AgentError
-from irqlab.vm.guest import Guest
+from irqlab.vm.guest import AGENT_LOG, Guest
 from irqlab.vm.loadscale import scaled
+from irqlab_agent.daemon import TAKEOVER_JOIN_S
 
 TIMEOUT = 30.0
 # The takeover test's blocking read in the old session (the agent's longest, its
@@ -23,6 +24,16 @@ def _fds(guest: Guest, pid: int) -> list[str]:
     """What the agent process has open (the targets of /proc/PID/fd)."""
     out = guest.sh(f"for f in /proc/{pid}/fd/*; do readlink $f; done", check=False)
     return sorted(line for line in out.splitlines() if line and not line.startswith("/proc"))
+
+
+def _waits_in_poll(guest: Guest, pid: int, timeout_ms: int) -> bool:
+    """Whether a thread of process *pid* is in poll(2) with *timeout_ms* (x86_64's
+    syscall 7; /proc/PID/task/TID/syscall: number, then fds, nfds, timeout in hex)."""
+    out = guest.sh(f"cat /proc/{pid}/task/*/syscall", check=False)
+    return any(
+        line.split()[:1] == ["7"] and line.split()[3:4] == [hex(timeout_ms)]
+        for line in out.splitlines()
+    )
 
 
 def _deliveries_ended(agent: AgentClient, want: dict[str, dict[str, int]]) -> None:
@@ -142,8 +153,10 @@ def test_reset_puts_the_tune_settings_back(irqlab_agent: AgentClient) -> None:
 def test_a_takeover_stops_a_session_stuck_in_a_request(
     irqlab_fresh_guest: Guest, irqlab_fresh_agent: AgentClient
 ) -> None:
-    """The old session arms SIGIO and waits 60 s in a blocking read (far beyond the
-    daemon's 10 s for it to end); the new session still gets every SIGIO on time."""
+    """The old session arms SIGIO and waits 60 s in a blocking read: the new session
+    starts at once, the old request having lasted more than STUCK_REQUEST_S (not after
+    the daemon's 10 s for a session to end, nor the read's 60 s), and gets every SIGIO
+    on time."""
     g, old = irqlab_fresh_guest, irqlab_fresh_agent
     pid = old.ping()["pid"]
     old.arm("sigio", name="old_sigio", dev=g.dev)
@@ -151,15 +164,23 @@ def test_a_takeover_stops_a_session_stuck_in_a_request(
     old.request("ioctl", name="blk", ioctl="SET_SOURCES", arg=0)  # it never gets a record
     old.request("tune", ack_first=False)
     old.submit("read", name="blk", wait_ms=STUCK_READ_MS)  # answered after the takeover
-    time.sleep(0.5)
+    wait_until(
+        lambda: _waits_in_poll(g, pid, STUCK_READ_MS),
+        bool,
+        timeout=scaled(10.0),
+        what="the old session's blocking read (a thread of the agent in poll(2))",
+    )
     old.close(timeout=2)
     t0 = time.monotonic()
     new = g.agent  # a new session: the daemon takes over
     took = time.monotonic() - t0
     assert new.ping()["pid"] == pid
-    # the daemon's 10 s for the old session to end, not the end of its read (the
-    # slack for a loaded host stretches, but stays short of the read's 60 s)
-    assert 9.0 < took < min(scaled(20.0), STUCK_READ_MS / 1000 - 10.0), took
+    # the old read has been waiting longer than STUCK_REQUEST_S: its agent is stopped
+    # at once, not after the daemon's TAKEOVER_JOIN_S for a session to end nor at the
+    # end of the read (the slack for a loaded host stretches, but stays short of it)
+    assert took < min(scaled(5.0), TAKEOVER_JOIN_S - 1.0), took
+    log = g.sh(f"cat {AGENT_LOG}")
+    assert "the previous session has been in one request for" in log, log
     fds = _fds(g, pid)
     assert fds.count("anon_inode:[signalfd]") == 1, fds  # the new session's dispatcher alone
     assert new.request("tune")["ack_first"] is True  # the old session's tune is gone

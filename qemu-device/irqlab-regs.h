@@ -8,8 +8,9 @@
  * parsed by the Python harness (harness/irqlab/contract/regs.py).  Keep it
  * to plain "#define IRQLAB_NAME <integer expression>" lines (literals,
  * parentheses, <<, >>, |, &, ~, +, -, and other IRQLAB_ names) and
- * "#define IRQLAB_NAME "string"" lines (the QOM names) so that the Python
- * parser can read it.  See qemu-device/irqlab.rst for the semantics.
+ * "#define IRQLAB_NAME "string"" lines (the QOM names; each property's
+ * _WHEN mark is an integer line) so that the Python parser can read it.
+ * See qemu-device/irqlab.rst for the semantics.
  *
  * All registers are 32 bits wide, little endian, in BAR0.  64-bit values
  * are split into _LO/_HI halves; reading _LO latches _HI.
@@ -132,23 +133,51 @@
  * QOM properties of the device (the host side: QMP qom-get/qom-set).  The
  * device model registers them under these names and the host's injector
  * uses them; nothing else types them.
+ *
+ * Each IRQLAB_PROP_<NAME> has an IRQLAB_PROP_<NAME>_WHEN: when it can be
+ * set.  Start-time properties are given on -device (or device_add) and fixed
+ * once the device is realized; runtime controls act on the realized device
+ * (qom-set), so the device refuses them before realize (on -device); the
+ * read-only ones are read with qom-get.  The device model registers each
+ * property by its mark, and the harness refuses a property that is not
+ * start-time among the -device properties before it starts QEMU.
  */
+#define IRQLAB_SET_AT_START       1  /* -device; fixed once realized */
+#define IRQLAB_SET_AT_RUN         2  /* qom-set on the realized device */
+#define IRQLAB_SET_NEVER          3  /* read-only: qom-get */
+
 #define IRQLAB_PROP_IRQ_MODE      "irq-mode"
+#define IRQLAB_PROP_IRQ_MODE_WHEN        IRQLAB_SET_AT_START
 #define IRQLAB_PROP_BROKEN_INTX_DISABLE "broken-intx-disable"
+#define IRQLAB_PROP_BROKEN_INTX_DISABLE_WHEN IRQLAB_SET_AT_START
 #define IRQLAB_PROP_GPIO_LINES    "gpio-lines"
+#define IRQLAB_PROP_GPIO_LINES_WHEN      IRQLAB_SET_AT_START
 #define IRQLAB_PROP_FIFO_DEPTH    "fifo-depth"
+#define IRQLAB_PROP_FIFO_DEPTH_WHEN      IRQLAB_SET_AT_START
 #define IRQLAB_PROP_EVQ_DEPTH     "evq-depth"
+#define IRQLAB_PROP_EVQ_DEPTH_WHEN       IRQLAB_SET_AT_START
 #define IRQLAB_PROP_GPIO_IN       "gpio-in"
+#define IRQLAB_PROP_GPIO_IN_WHEN         IRQLAB_SET_AT_RUN
 #define IRQLAB_PROP_GPIO_SET      "gpio-set"
+#define IRQLAB_PROP_GPIO_SET_WHEN        IRQLAB_SET_AT_RUN
 #define IRQLAB_PROP_GPIO_CLEAR    "gpio-clear"
+#define IRQLAB_PROP_GPIO_CLEAR_WHEN      IRQLAB_SET_AT_RUN
 #define IRQLAB_PROP_GPIO_PULSE    "gpio-pulse"
+#define IRQLAB_PROP_GPIO_PULSE_WHEN      IRQLAB_SET_AT_RUN
 #define IRQLAB_PROP_FIFO_PUSH     "fifo-push"
+#define IRQLAB_PROP_FIFO_PUSH_WHEN       IRQLAB_SET_AT_RUN
 #define IRQLAB_PROP_BURST_PERIOD_NS "burst-period-ns"
+#define IRQLAB_PROP_BURST_PERIOD_NS_WHEN IRQLAB_SET_AT_RUN
 #define IRQLAB_PROP_BURST_COUNT   "burst-count"
+#define IRQLAB_PROP_BURST_COUNT_WHEN     IRQLAB_SET_AT_RUN
 #define IRQLAB_PROP_BURST_LINE    "burst-line"
+#define IRQLAB_PROP_BURST_LINE_WHEN      IRQLAB_SET_AT_RUN
 #define IRQLAB_PROP_COUNTERS      "counters"
+#define IRQLAB_PROP_COUNTERS_WHEN        IRQLAB_SET_NEVER
 #define IRQLAB_PROP_LATENCY_HISTOGRAM "latency-histogram"
+#define IRQLAB_PROP_LATENCY_HISTOGRAM_WHEN IRQLAB_SET_NEVER
 #define IRQLAB_PROP_RESET_COUNTERS "reset-counters"
+#define IRQLAB_PROP_RESET_COUNTERS_WHEN  IRQLAB_SET_AT_RUN
 
 /* Members of the counters property */
 #define IRQLAB_COUNTER_RAISED     "raised"

@@ -912,22 +912,15 @@ static const MemoryRegionOps irqlab_mmio_ops = {
 
 /* ---- QMP control surface: dynamic QOM properties ---------------------- */
 
-static bool irqlab_check_ready(IrqlabState *s, const char *name, Error **errp)
-{
-    if (!DEVICE(s)->realized) {
-        error_setg(errp, "irqlab: property '%s' acts on a running device; "
-                   "set it with qom-set after realize", name);
-        return false;
-    }
-    return true;
-}
-
+/*
+ * The setters below run on a realized device only: the header marks their
+ * properties IRQLAB_SET_AT_RUN and irqlab_prop_set refuses them before
+ * realize (gpio_mask, say, is not known before).
+ */
 static bool irqlab_visit_mask(IrqlabState *s, Visitor *v, const char *name,
                               uint32_t *mask, Error **errp)
 {
-    /* before realize gpio_mask is not known yet: refuse that first */
-    if (!visit_type_uint32(v, name, mask, errp) ||
-        !irqlab_check_ready(s, name, errp)) {
+    if (!visit_type_uint32(v, name, mask, errp)) {
         return false;
     }
     if (*mask & ~s->gpio_mask) {
@@ -988,8 +981,7 @@ static void irqlab_set_fifo_push(Object *obj, Visitor *v, const char *name,
     IrqlabState *s = IRQLAB(obj);
     uint32_t word;
 
-    if (!visit_type_uint32(v, name, &word, errp) ||
-        !irqlab_check_ready(s, name, errp)) {
+    if (!visit_type_uint32(v, name, &word, errp)) {
         return;
     }
     if (s->fifo_count >= s->fifo_depth) {
@@ -1033,8 +1025,7 @@ static void irqlab_burst_count(Object *obj, Visitor *v, const char *name,
     IrqlabState *s = IRQLAB(obj);
     uint32_t count = s->burst_remaining;
 
-    if (visit_type_uint32(v, name, &count, errp) && visit_is_input(v) &&
-        irqlab_check_ready(s, name, errp)) {
+    if (visit_type_uint32(v, name, &count, errp) && visit_is_input(v)) {
         irqlab_burst_start(s, count);
     }
 }
@@ -1046,8 +1037,7 @@ static void irqlab_burst_line(Object *obj, Visitor *v, const char *name,
     IrqlabState *s = IRQLAB(obj);
     int64_t line = s->burst_line;
 
-    if (!visit_type_int(v, name, &line, errp) || !visit_is_input(v) ||
-        !irqlab_check_ready(s, name, errp)) {
+    if (!visit_type_int(v, name, &line, errp) || !visit_is_input(v)) {
         return;
     }
     if (line < IRQLAB_BURST_LINE_NONE || line >= (int64_t)s->gpio_lines) {
@@ -1526,33 +1516,120 @@ static const VMStateDescription vmstate_irqlab = {
     .subsections = irqlab_vmstate_subsections,
 };
 
+/*
+ * The qdev properties are the start-time ones (QEMU refuses to set them once
+ * the device is realized): IRQLAB_START_PROP(NAME) is IRQLAB_PROP_NAME, and
+ * fails the build unless the header marks it IRQLAB_SET_AT_START.
+ */
+#define IRQLAB_START_PROP(NAME) \
+    (IRQLAB_PROP_##NAME + QEMU_BUILD_BUG_ON_ZERO( \
+        IRQLAB_PROP_##NAME##_WHEN != IRQLAB_SET_AT_START))
+
 #if IRQLAB_QEMU_AT_LEAST(10, 0)
 static const Property irqlab_properties[] = {
 #else
 static Property irqlab_properties[] = {
 #endif
-    DEFINE_PROP_STRING(IRQLAB_PROP_IRQ_MODE, IrqlabState, irq_mode_str),
-    DEFINE_PROP_BOOL(IRQLAB_PROP_BROKEN_INTX_DISABLE, IrqlabState,
+    DEFINE_PROP_STRING(IRQLAB_START_PROP(IRQ_MODE), IrqlabState,
+                       irq_mode_str),
+    DEFINE_PROP_BOOL(IRQLAB_START_PROP(BROKEN_INTX_DISABLE), IrqlabState,
                      broken_intx_disable, false),
-    DEFINE_PROP_UINT32(IRQLAB_PROP_GPIO_LINES, IrqlabState, gpio_lines,
-                       IRQLAB_MAX_GPIO_LINES),
-    DEFINE_PROP_UINT32(IRQLAB_PROP_FIFO_DEPTH, IrqlabState, fifo_depth,
-                       IRQLAB_DEFAULT_FIFO_DEPTH),
-    DEFINE_PROP_UINT32(IRQLAB_PROP_EVQ_DEPTH, IrqlabState, evq_depth,
-                       IRQLAB_DEFAULT_EVQ_DEPTH),
+    DEFINE_PROP_UINT32(IRQLAB_START_PROP(GPIO_LINES), IrqlabState,
+                       gpio_lines, IRQLAB_MAX_GPIO_LINES),
+    DEFINE_PROP_UINT32(IRQLAB_START_PROP(FIFO_DEPTH), IrqlabState,
+                       fifo_depth, IRQLAB_DEFAULT_FIFO_DEPTH),
+    DEFINE_PROP_UINT32(IRQLAB_START_PROP(EVQ_DEPTH), IrqlabState,
+                       evq_depth, IRQLAB_DEFAULT_EVQ_DEPTH),
 #if !IRQLAB_QEMU_AT_LEAST(10, 0)
     DEFINE_PROP_END_OF_LIST(),
 #endif
 };
 
-static void irqlab_add_prop(ObjectClass *klass, const char *name,
-                            const char *type, ObjectPropertyAccessor *get,
-                            ObjectPropertyAccessor *set, int op,
-                            const char *desc)
+/*
+ * The other properties: runtime controls and read-only ones, registered as
+ * the header's IRQLAB_PROP_<NAME>_WHEN marks them (irqlab_add_props).
+ */
+typedef struct IrqlabProp {
+    const char *name;
+    int when;                   /* IRQLAB_SET_AT_RUN or IRQLAB_SET_NEVER */
+    const char *type;
+    ObjectPropertyAccessor *get;
+    ObjectPropertyAccessor *set;
+    int op;                     /* the accessors' opaque */
+    const char *desc;
+} IrqlabProp;
+
+#define IRQLAB_PROP(NAME, type, get, set, op, desc) \
+    { IRQLAB_PROP_##NAME, IRQLAB_PROP_##NAME##_WHEN, type, get, set, op, desc }
+
+static IrqlabProp irqlab_dynamic_props[] = {
+    IRQLAB_PROP(GPIO_IN, "uint32", irqlab_get_gpio_in, irqlab_set_gpio,
+                IRQLAB_GPIO_OP_IN, "GPIO input levels, one bit per line"),
+    IRQLAB_PROP(GPIO_SET, "uint32", NULL, irqlab_set_gpio, IRQLAB_GPIO_OP_SET,
+                "drive the GPIO lines in the mask high"),
+    IRQLAB_PROP(GPIO_CLEAR, "uint32", NULL, irqlab_set_gpio,
+                IRQLAB_GPIO_OP_CLEAR, "drive the GPIO lines in the mask low"),
+    IRQLAB_PROP(GPIO_PULSE, "uint32", NULL, irqlab_set_gpio,
+                IRQLAB_GPIO_OP_PULSE,
+                "toggle the GPIO lines in the mask and back"),
+    IRQLAB_PROP(FIFO_PUSH, "uint32", NULL, irqlab_set_fifo_push, 0,
+                "push one 32-bit word into the FIFO"),
+    IRQLAB_PROP(BURST_PERIOD_NS, "uint64", irqlab_burst_period,
+                irqlab_burst_period, 0,
+                "period of the next burst in ns, 1000..10000000000"),
+    IRQLAB_PROP(BURST_COUNT, "uint32", irqlab_burst_count, irqlab_burst_count,
+                0, "set: start a burst of N events (0 stops); "
+                "get: events remaining"),
+    IRQLAB_PROP(BURST_LINE, "int", irqlab_burst_line, irqlab_burst_line, 0,
+                "-1: bursts raise BURST events; 0..gpio-lines-1: "
+                "each burst step toggles that GPIO input"),
+    IRQLAB_PROP(COUNTERS, "IrqlabCounters", irqlab_get_counters, NULL, 0,
+                "raised, delivered, acked, coalesced, dropped, ..."),
+    IRQLAB_PROP(LATENCY_HISTOGRAM, "IrqlabLatencyHistogram",
+                irqlab_get_histogram, NULL, 0,
+                "raise->ack latency: count, sum-ns, min-ns, max-ns, "
+                "log2 buckets"),
+    IRQLAB_PROP(RESET_COUNTERS, "bool", NULL, irqlab_set_reset_counters, 0,
+                "true: zero the counters and the histogram"),
+};
+
+static void irqlab_prop_get(Object *obj, Visitor *v, const char *name,
+                            void *opaque, Error **errp)
 {
-    object_class_property_add(klass, name, type, get, set, NULL,
-                              GINT_TO_POINTER(op));
-    object_class_property_set_description(klass, name, desc);
+    IrqlabProp *p = opaque;
+
+    p->get(obj, v, name, GINT_TO_POINTER(p->op), errp);
+}
+
+/* A runtime control acts on a realized device only */
+static void irqlab_prop_set(Object *obj, Visitor *v, const char *name,
+                            void *opaque, Error **errp)
+{
+    IrqlabProp *p = opaque;
+
+    if (p->when == IRQLAB_SET_AT_RUN && !DEVICE(obj)->realized) {
+        error_setg(errp, "irqlab: property '%s' acts on a running device; "
+                   "set it with qom-set after realize", name);
+        return;
+    }
+    p->set(obj, v, name, GINT_TO_POINTER(p->op), errp);
+}
+
+static void irqlab_add_props(ObjectClass *klass)
+{
+    size_t i;
+
+    for (i = 0; i < ARRAY_SIZE(irqlab_dynamic_props); i++) {
+        IrqlabProp *p = &irqlab_dynamic_props[i];
+
+        /* start-time ones are qdev properties; only runtime ones are set */
+        assert(p->when == IRQLAB_SET_AT_RUN || p->when == IRQLAB_SET_NEVER);
+        assert((p->when == IRQLAB_SET_AT_RUN) == (p->set != NULL));
+        object_class_property_add(klass, p->name, p->type,
+                                  p->get ? irqlab_prop_get : NULL,
+                                  p->set ? irqlab_prop_set : NULL, NULL, p);
+        object_class_property_set_description(klass, p->name, p->desc);
+    }
 }
 
 static void irqlab_class_init(ObjectClass *klass, IrqlabClassData *data)
@@ -1588,43 +1665,7 @@ static void irqlab_class_init(ObjectClass *klass, IrqlabClassData *data)
     object_class_property_set_description(klass, IRQLAB_PROP_EVQ_DEPTH,
         "event queue depth, 1..4096");
 
-    irqlab_add_prop(klass, IRQLAB_PROP_GPIO_IN, "uint32",
-                    irqlab_get_gpio_in, irqlab_set_gpio, IRQLAB_GPIO_OP_IN,
-                    "GPIO input levels, one bit per line");
-    irqlab_add_prop(klass, IRQLAB_PROP_GPIO_SET, "uint32", NULL,
-                    irqlab_set_gpio, IRQLAB_GPIO_OP_SET,
-                    "drive the GPIO lines in the mask high");
-    irqlab_add_prop(klass, IRQLAB_PROP_GPIO_CLEAR, "uint32", NULL,
-                    irqlab_set_gpio, IRQLAB_GPIO_OP_CLEAR,
-                    "drive the GPIO lines in the mask low");
-    irqlab_add_prop(klass, IRQLAB_PROP_GPIO_PULSE, "uint32", NULL,
-                    irqlab_set_gpio, IRQLAB_GPIO_OP_PULSE,
-                    "toggle the GPIO lines in the mask and back");
-    irqlab_add_prop(klass, IRQLAB_PROP_FIFO_PUSH, "uint32",
-                    NULL, irqlab_set_fifo_push, 0,
-                    "push one 32-bit word into the FIFO");
-    irqlab_add_prop(klass, IRQLAB_PROP_BURST_PERIOD_NS, "uint64",
-                    irqlab_burst_period, irqlab_burst_period, 0,
-                    "period of the next burst in ns, 1000..10000000000");
-    irqlab_add_prop(klass, IRQLAB_PROP_BURST_COUNT, "uint32",
-                    irqlab_burst_count, irqlab_burst_count, 0,
-                    "set: start a burst of N events (0 stops); "
-                    "get: events remaining");
-    irqlab_add_prop(klass, IRQLAB_PROP_BURST_LINE, "int",
-                    irqlab_burst_line, irqlab_burst_line, 0,
-                    "-1: bursts raise BURST events; 0..gpio-lines-1: "
-                    "each burst step toggles that GPIO input");
-    irqlab_add_prop(klass, IRQLAB_PROP_COUNTERS, "IrqlabCounters",
-                    irqlab_get_counters, NULL, 0,
-                    "raised, delivered, acked, coalesced, dropped, ...");
-    irqlab_add_prop(klass, IRQLAB_PROP_LATENCY_HISTOGRAM,
-                    "IrqlabLatencyHistogram",
-                    irqlab_get_histogram, NULL, 0,
-                    "raise->ack latency: count, sum-ns, min-ns, max-ns, "
-                    "log2 buckets");
-    irqlab_add_prop(klass, IRQLAB_PROP_RESET_COUNTERS, "bool", NULL,
-                    irqlab_set_reset_counters, 0,
-                    "true: zero the counters and the histogram");
+    irqlab_add_props(klass);
 }
 
 static const TypeInfo irqlab_info = {

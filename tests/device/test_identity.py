@@ -8,7 +8,7 @@ import pytest
 from devrig import Rig, RigFactory
 
 from irqlab.build.qemu import QemuInstall
-from irqlab.contract.regs import QOM, REGS
+from irqlab.contract.regs import AT_START, QOM, REGS, props_when
 from irqlab.testing.plugin import QtestMachineFactory
 from irqlab.testing.qtest_pci import DEVICE_ID, INTERRUPT_PIN, REVISION, VENDOR_ID
 from irqlab.vm.accel import AccelChoice
@@ -17,13 +17,7 @@ from irqlab.vm.qmp.injector import Injector
 
 pytestmark = pytest.mark.device
 
-STATIC_PROPERTIES = (
-    QOM.PROP_IRQ_MODE,
-    QOM.PROP_BROKEN_INTX_DISABLE,
-    QOM.PROP_GPIO_LINES,
-    QOM.PROP_FIFO_DEPTH,
-    QOM.PROP_EVQ_DEPTH,
-)
+STATIC_PROPERTIES = props_when(AT_START)  # the header's start-time (-device) properties
 
 
 def test_pci_identity(rig: Rig) -> None:

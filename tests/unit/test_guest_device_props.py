@@ -9,8 +9,9 @@ import re
 import pytest
 from qemu_opts import qemu_options  # same directory (rootdir-relative import)
 
-from irqlab.contract.regs import QOM
+from irqlab.contract.regs import AT_RUN, AT_START, NEVER, QOM, props_when
 from irqlab.vm.guest import GuestConfig, GuestConfigError, device_arg
+from irqlab.vm.qmp.injector import method_of
 
 
 @pytest.mark.parametrize(
@@ -67,11 +68,50 @@ def test_a_property_the_device_does_not_have_is_refused_before_booting(key: str,
     assert text.startswith(
         f"device_props key {key!r}: the irqlab device has no property {key!r}{hint}; "
     ), text
-    own = list(QOM.with_prefix("PROP_").values())
-    assert f"its own are {', '.join(own)} (irqlab-regs.h)" in text, text
-    assert QOM.PROP_GPIO_LINES in own and QOM.PROP_EVQ_DEPTH in own
+    assert f"-device takes its start-time properties {START} (irqlab-regs.h marks" in text, text
+    later = [p for p in QOM.with_prefix("PROP_").values() if p not in props_when(AT_START)]
+    assert f"(Its others, {', '.join(later)}, act on a running device" in text, text
+    assert QOM.PROP_GPIO_LINES in START and QOM.PROP_FIFO_PUSH in later
 
 
-def test_the_devices_and_pcis_own_properties_are_taken() -> None:
-    props = {name: 1 for name in QOM.with_prefix("PROP_").values()}
+START = ", ".join(props_when(AT_START))
+
+
+def _refusal(key: str) -> str:
+    with pytest.raises(GuestConfigError) as e:
+        GuestConfig(device_props={key: 1})
+    return str(e.value)
+
+
+TAKES = f"-device takes its start-time properties {START} (irqlab-regs.h marks them "
+
+
+@pytest.mark.parametrize("key", props_when(AT_RUN))
+def test_a_runtime_control_is_refused_before_booting(key: str) -> None:
+    """``device={"fifo-push": 1}`` passed the check and QEMU refused it when it started
+    (the device: "acts on a running device; set it with qom-set after realize"): the
+    header marks it a runtime control, so it is refused when the config is made, naming
+    the injector's method for it and what -device takes."""
+    said = _refusal(key)
+    assert said.startswith(
+        f"device_props key {key!r}: acts on a running device (a runtime control); set it "
+        f"after the start with the injector (e.g. guest.injector.{method_of(key)}) or "
+        f"qom-set; {TAKES}IRQLAB_SET_AT_START) and every PCI device's addr, "
+    ), said
+    with pytest.raises(GuestConfigError, match="acts on a running device"):
+        device_arg("irqlab0", {key: 1})  # a config changed after it was made
+
+
+@pytest.mark.parametrize("key", props_when(NEVER))
+def test_a_read_only_property_is_refused_before_booting(key: str) -> None:
+    said = _refusal(key)
+    assert said.startswith(
+        f"device_props key {key!r}: a read-only property (read it after the start with the "
+        f"injector, e.g. guest.injector.{method_of(key)}, or qom-get); {TAKES}"
+    ), said
+
+
+def test_the_devices_start_time_and_pcis_own_properties_are_taken() -> None:
+    props = {name: 1 for name in props_when(AT_START)}
+    assert QOM.PROP_GPIO_LINES in props and QOM.PROP_IRQ_MODE in props
     GuestConfig(device_props={**props, "addr": "05.0", "rombar": 0, "failover_pair_id": "x"})

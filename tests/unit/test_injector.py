@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from irqlab.contract.regs import QOM, REGS
+from irqlab.contract.regs import AT_START, NEVER, QOM, REGS
 from irqlab.vm.qmp.errors import DeviceRejected, InvalidArgument, OutOfRange, QMPCommandError
-from irqlab.vm.qmp.injector import DEVICE_ID, Injector, device_path
+from irqlab.vm.qmp.injector import DEVICE_ID, Injector, device_path, method_of
 from irqlab.vm.qmp.stats import Counters, Histogram, StatsFormatError
 
 COUNTERS = {
@@ -349,3 +349,45 @@ def test_one_device_id_for_what_irqlab_starts(runner: FakeRunner) -> None:
         paths = set(re.findall(r"/machine/peripheral/([A-Za-z0-9_<>-]+)", text))
         assert paths <= {DEVICE_ID, "<id>"}, (doc, paths)
         assert DEVICE_ID in paths, doc
+
+
+# Arguments to call each method method_of names with (a value the device would take).
+METHOD_ARGS: dict[str, tuple[int, ...]] = {
+    "set_lines": (1,), "drive_high": (1,), "drive_low": (1,), "pulse": (0,), "push": (0,),
+    "set_burst_period": (REGS.MIN_BURST_PERIOD_NS,), "burst": (1,), "set_burst_line": (0,),
+}  # fmt: skip
+
+
+class _GetRecorder(FakeRunner):
+    """Records the properties read as well."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.got: list[str] = []
+        self.props.update({QOM.PROP_COUNTERS: COUNTERS, QOM.PROP_LATENCY_HISTOGRAM: _hist({})})
+
+    def qmp(self, command: str, args: Mapping[str, object] | None = None, /) -> Any:
+        if command == "qom-get":
+            self.got.append(str((args or {})["property"]))
+        return super().qmp(command, args)
+
+
+def test_method_of_names_the_method_that_sets_or_reads_each_property_once_it_runs() -> None:
+    """The device_props check points a runtime control or a read-only property at the
+    injector's method for it: each property the header does not mark start-time has one,
+    which is the Injector's and sets (read-only: reads) that property, and a start-time
+    property has none."""
+    assert REGS.prop_when and set(REGS.prop_when) == set(QOM.with_prefix("PROP_").values())
+    for prop, when in REGS.prop_when.items():
+        said = method_of(prop)
+        if when == AT_START:
+            assert said is None, prop
+            continue
+        assert said is not None, f"no injector method named for {prop}"
+        name, _, args = said.partition("(")
+        assert args.endswith(")"), said
+        runner = _GetRecorder()
+        getattr(Injector(runner), name)(*METHOD_ARGS.get(name, ()))
+        touched = runner.got if when == NEVER else [p for p, _ in runner.sets()]
+        assert prop in touched, (prop, said, touched)
+    assert method_of("nonesuch") is None

@@ -93,7 +93,11 @@ GOOD = """\
                         2
 #define IRQLAB_H        -1
 #define IRQLAB_I        0
+#define IRQLAB_SET_AT_START 1
+#define IRQLAB_SET_AT_RUN 2
+#define IRQLAB_SET_NEVER 3
 #define IRQLAB_PROP_X   "x-y"  /* a QOM name */
+#define IRQLAB_PROP_X_WHEN IRQLAB_SET_AT_RUN  /* ... and when it can be set */
 #endif /* IRQLAB_T_H */
 """
 
@@ -110,8 +114,66 @@ def test_grammar() -> None:
         "IRQLAB_G": 3,
         "IRQLAB_H": -1,
         "IRQLAB_I": 0,
+        "IRQLAB_SET_AT_START": 1,
+        "IRQLAB_SET_AT_RUN": 2,
+        "IRQLAB_SET_NEVER": 3,
+        "IRQLAB_PROP_X_WHEN": 2,
     }
     assert dict(r.strings) == {"IRQLAB_PROP_X": "x-y"} and r.strings.PROP_X == "x-y"
+    assert r.prop_when == {"x-y": regs.AT_RUN}
+    assert regs.props_when(regs.AT_RUN, r) == ("x-y",) and not regs.props_when(regs.NEVER, r)
+
+
+def test_the_real_headers_marks_are_its_text() -> None:
+    """Every property of the header has its mark, read from its text (none retyped): the
+    QOM name of each IRQLAB_PROP_<NAME> -> the IRQLAB_SET_<mark> its _WHEN names."""
+    text = regs.header_path().read_text()
+    names = dict(re.findall(r'^#define\s+IRQLAB_PROP_(\w+)\s+"([^"]*)"', text, re.M))
+    marks = dict(re.findall(r"^#define\s+IRQLAB_PROP_(\w+)_WHEN\s+IRQLAB_SET_(\w+)\b", text, re.M))
+    assert sorted(marks) == sorted(names)
+    assert REGS.prop_when == {names[n]: marks[n] for n in names}
+    assert list(REGS.prop_when) == list(regs.QOM.with_prefix("PROP_").values())  # its order
+    start = regs.props_when(regs.AT_START)
+    assert regs.QOM.PROP_GPIO_LINES in start and regs.QOM.PROP_FIFO_PUSH not in start
+    assert regs.QOM.PROP_FIFO_PUSH in regs.props_when(regs.AT_RUN)
+    assert regs.QOM.PROP_COUNTERS in regs.props_when(regs.NEVER)
+    assert sorted(start + regs.props_when(regs.AT_RUN) + regs.props_when(regs.NEVER)) == sorted(
+        names.values()
+    )
+    with pytest.raises(ValueError, match="'AT_BOOT' is no property mark: one of AT_START"):
+        regs.props_when("AT_BOOT")
+
+
+MARKS = "#define IRQLAB_SET_AT_START 1\n#define IRQLAB_SET_AT_RUN 2\n#define IRQLAB_SET_NEVER 3\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "said"),
+    [
+        (MARKS + '#define IRQLAB_PROP_X "x"\n', 4,
+         "IRQLAB_PROP_X has no IRQLAB_PROP_X_WHEN: when the property can be set, one of "
+         "IRQLAB_SET_AT_START, IRQLAB_SET_AT_RUN, IRQLAB_SET_NEVER"),
+        (MARKS + '#define IRQLAB_PROP_X "x"\n#define IRQLAB_PROP_X_WHEN 7\n', 5,
+         "IRQLAB_PROP_X_WHEN is 7, none of the defined marks IRQLAB_SET_AT_START (1), "
+         "IRQLAB_SET_AT_RUN (2), IRQLAB_SET_NEVER (3)"),
+        ('#define IRQLAB_PROP_X "x"\n#define IRQLAB_PROP_X_WHEN 1\n', 2,
+         "IRQLAB_PROP_X_WHEN is 1, none of the defined marks (none)"),
+        (MARKS + '#define IRQLAB_PROP_X "x"\n#define IRQLAB_PROP_Y_WHEN 1\n', 5,
+         "IRQLAB_PROP_Y_WHEN marks no property"),
+        (MARKS + "#define IRQLAB_PROP_COUNT 1\n", 4, "IRQLAB_PROP_COUNT marks no property"),
+        ("#define IRQLAB_SET_AT_BOOT 1\n", 1, "IRQLAB_SET_AT_BOOT is no property mark"),
+        ("#define IRQLAB_SET_AT_START 1\n#define IRQLAB_SET_NEVER 1\n", 2,
+         "IRQLAB_SET_NEVER is 1, as IRQLAB_SET_AT_START is: marks must differ"),
+    ],
+)  # fmt: skip
+def test_a_property_mark_mistake_is_a_parse_error_at_its_line(
+    text: str, line: int, said: str
+) -> None:
+    """A property without its mark would pass the device_props check whatever it is: the
+    header says when each property can be set, or it does not parse."""
+    with pytest.raises(HeaderParseError) as e:
+        parse(text, "h.h")
+    assert (e.value.line, e.value.message[: len(said)]) == (line, said), e.value
 
 
 def test_the_register_header_grammar_is_the_uapi_headers() -> None:

@@ -9,6 +9,14 @@ ioctls or includes.  Anything else is a :class:`~irqlab.contract.cheader.HeaderP
 naming the file and line, raised at the first use of :data:`REGS` or :data:`QOM` (not
 at import: ``irqlab --help`` answers, and a command says the one line).
 
+Each property ``IRQLAB_PROP_<NAME>`` has its mark ``IRQLAB_PROP_<NAME>_WHEN``: one of
+the header's ``IRQLAB_SET_AT_START`` (given on ``-device``, fixed once the device is
+realized), ``IRQLAB_SET_AT_RUN`` (a runtime control: ``qom-set`` on the realized device,
+refused before) or ``IRQLAB_SET_NEVER`` (read-only).  :attr:`Regs.prop_when` holds them
+by QOM name, :func:`props_when` picks the names of one mark (``props_when(AT_START)``:
+what ``-device`` takes); a property without its mark, a mark of no property or of none
+of the three values is a :class:`HeaderParseError` at its line.
+
 The layout is checked as well (:func:`check_layout`): register offsets (``REG_*``) are
 distinct, 4-byte aligned and below the MSI-X table (``MSIX_TABLE_OFFSET``, else
 ``BAR0_SIZE``); the bit fields of a register (a group such as ``FEAT_*`` or
@@ -23,14 +31,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from irqlab.contract import cheader
 from irqlab.contract.cheader import HeaderParseError
 from irqlab.paths import packaged_file
 
 __all__ = [
+    "AT_RUN",
+    "AT_START",
+    "NEVER",
     "PREFIX",
+    "PROP_MARKS",
     "QOM",
     "REGS",
     "Defines",
@@ -42,9 +54,17 @@ __all__ = [
     "header_path",
     "load",
     "parse",
+    "props_when",
 ]
 
 PREFIX = "IRQLAB_"
+
+# When a device property can be set: the names of the header's IRQLAB_SET_* marks.
+AT_START = "AT_START"  # given on -device (or device_add); fixed once realized
+AT_RUN = "AT_RUN"  # a runtime control: qom-set on the realized device, refused before
+NEVER = "NEVER"  # read-only: qom-get
+PROP_MARKS = (AT_START, AT_RUN, NEVER)
+_MARK_SUFFIX = "_WHEN"
 
 V = TypeVar("V", int, str)
 
@@ -99,13 +119,20 @@ class Defines(Mapping[str, V]):
 
 
 class Regs(Defines[int]):
-    """The integer definitions; :attr:`strings` holds the string ones (the QOM names)."""
+    """The integer definitions; :attr:`strings` holds the string ones (the QOM names),
+    :attr:`prop_when` each property's mark (QOM name -> :data:`AT_START`, ... in the
+    header's order)."""
 
     def __init__(
-        self, values: Mapping[str, int], source: str, strings: Mapping[str, str] | None = None
+        self,
+        values: Mapping[str, int],
+        source: str,
+        strings: Mapping[str, str] | None = None,
+        prop_when: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(values, source)
         self.strings: Defines[str] = Defines(strings or {}, source)
+        self.prop_when: dict[str, str] = dict(prop_when or {})
 
 
 def parse(text: str, source: str = "<string>") -> Regs:
@@ -129,7 +156,49 @@ def parse(text: str, source: str = "<string>") -> Regs:
                 source, h.lines[name], f"string {name} is not a QOM name (PROP_, COUNTER_, ...)"
             )
     check_layout(h.constants, h.lines, source)
-    return Regs(h.constants, source, h.strings)
+    return Regs(h.constants, source, h.strings, prop_marks(h.constants, h.strings, h.lines, source))
+
+
+def prop_marks(
+    values: Mapping[str, int], strings: Mapping[str, str], lines: Mapping[str, int], source: str
+) -> dict[str, str]:
+    """Each property's mark (QOM name -> :data:`AT_START`, :data:`AT_RUN` or
+    :data:`NEVER`), read from its ``IRQLAB_PROP_<NAME>_WHEN``; :class:`HeaderParseError`
+    at the line of a property without its mark, of a mark that is none of the header's
+    ``IRQLAB_SET_*`` values or marks no property, and of an ``IRQLAB_SET_*`` that is
+    not one of the three (or repeats another's value)."""
+    props = {n: v for n, v in strings.items() if n.startswith(PREFIX + "PROP_")}
+    marks = {n: v for n, v in values.items() if n.startswith(PREFIX + "SET_")}
+    spelled = ", ".join(f"{PREFIX}SET_{m}" for m in PROP_MARKS)
+
+    def fail(name: str, message: str) -> NoReturn:
+        raise HeaderParseError(source, lines[name], f"{name} {message}")
+
+    by_value: dict[int, str] = {}
+    for name, value in marks.items():
+        mark = name.removeprefix(PREFIX + "SET_")
+        if mark not in PROP_MARKS:
+            fail(name, f"is no property mark (those are {spelled})")
+        if value in by_value:
+            fail(name, f"is {value}, as {PREFIX}SET_{by_value[value]} is: marks must differ")
+        by_value[value] = mark
+    for name in values:
+        if name.startswith(PREFIX + "PROP_") and name.removesuffix(_MARK_SUFFIX) not in props:
+            fail(
+                name,
+                f"marks no property: an integer {PREFIX}PROP_ name is the mark"
+                f" {PREFIX}PROP_<NAME>{_MARK_SUFFIX} of a property {PREFIX}PROP_<NAME>",
+            )
+    defined = ", ".join(f"{PREFIX}SET_{m} ({v})" for v, m in by_value.items()) or "(none)"
+    out: dict[str, str] = {}
+    for name, qom in props.items():
+        mark_name = name + _MARK_SUFFIX
+        if mark_name not in values:
+            fail(name, f"has no {mark_name}: when the property can be set, one of {spelled}")
+        if values[mark_name] not in by_value:
+            fail(mark_name, f"is {values[mark_name]}, none of the defined marks {defined}")
+        out[qom] = by_value[values[mark_name]]
+    return out
 
 
 def _where(name: str, value: int) -> str:
@@ -247,6 +316,15 @@ def load(path: Path | None = None) -> Regs:
     """Parse the register header (default: :func:`header_path`)."""
     p = path if path is not None else header_path()
     return parse(p.read_text(encoding="utf-8"), source=str(p))
+
+
+def props_when(mark: str, regs: Regs | None = None) -> tuple[str, ...]:
+    """The QOM names of the properties the header marks *mark* (:data:`AT_START`:
+    those ``-device`` takes), in its order; *regs*: :data:`REGS` unless given."""
+    if mark not in PROP_MARKS:
+        raise ValueError(f"{mark!r} is no property mark: one of {', '.join(PROP_MARKS)}")
+    when = (regs if regs is not None else REGS).prop_when
+    return tuple(name for name, m in when.items() if m == mark)
 
 
 def _filled(lazy: Defines[Any], fill: Callable[[], Defines[Any]]) -> None:

@@ -1,5 +1,6 @@
 """The register table of the device's spec, ``qemu-device/irqlab.rst`` ("Registers
-(BAR0)"): each register's offset and access as the spec states them.
+(BAR0)"): each register's offset and access as the spec states them; and its property
+tables' "When" column (:func:`property_marks`).
 
 The header (:mod:`irqlab.contract.regs`) is the register map's source of truth; this
 reads what the spec says of it, so tests can hold the two together and pick registers by
@@ -15,7 +16,15 @@ from pathlib import Path
 from irqlab.errors import IrqlabError
 from irqlab.paths import repo_root
 
-__all__ = ["ACCESS", "TABLE_TITLE", "SpecError", "SpecRegister", "registers", "spec_path"]
+__all__ = [
+    "ACCESS",
+    "TABLE_TITLE",
+    "SpecError",
+    "SpecRegister",
+    "property_marks",
+    "registers",
+    "spec_path",
+]
 
 TABLE_TITLE = "Registers (BAR0)"
 ACCESS = ("RO", "RW", "WO", "W1C")
@@ -60,4 +69,44 @@ def registers(text: str | None = None) -> dict[str, SpecRegister]:
         if name in out:
             raise SpecError(f"{name} is listed twice")
         out[name] = SpecRegister(int(m.group("offset"), 16), m.group("acc"))
+    return out
+
+
+_BORDER_RE = re.compile(r"^=+(?:  +=+)+\s*$")
+
+
+def property_marks(text: str | None = None) -> dict[str, str]:
+    """Property -> its "When" cell (``AT_START``, ...), from every table of the spec
+    whose header row is "Property ... When ..." (the QMP control surface's, the start-time
+    properties'), in the spec's order; *text*: the spec's (default: :func:`spec_path`'s).
+    A property in two rows is a :class:`SpecError`."""
+    if text is None:
+        text = spec_path().read_text(encoding="utf-8")
+    lines = text.splitlines()
+    out: dict[str, str] = {}
+    i = 0
+    while i + 2 < len(lines):
+        if not (_BORDER_RE.match(lines[i]) and _BORDER_RE.match(lines[i + 2])):
+            i += 1
+            continue
+        columns = [m.span() for m in re.finditer(r"=+", lines[i])]
+
+        def cells(line: str, columns: list[tuple[int, int]] = columns) -> list[str]:
+            bounds = [start for start, _ in columns[1:]] + [len(line)]
+            return [line[s:e].strip() for (s, _), e in zip(columns, bounds, strict=True)]
+
+        header = cells(lines[i + 1])
+        end = next((j for j in range(i + 3, len(lines)) if _BORDER_RE.match(lines[j])), None)
+        if end is None:
+            raise SpecError(f"a table at line {i + 1} has no closing border")
+        if header[0] == "Property" and "When" in header:
+            when = header.index("When")
+            for line in lines[i + 3 : end]:
+                row = cells(line)
+                if not row[0]:
+                    continue  # a row's continuation lines
+                if row[0] in out:
+                    raise SpecError(f"property {row[0]} is listed twice")
+                out[row[0]] = row[when]
+        i = end + 1
     return out

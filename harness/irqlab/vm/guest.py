@@ -49,7 +49,7 @@ from irqlab.build import imagekind
 from irqlab.build.arch import build_module_command
 from irqlab.build.image import DEFAULT_EXTRA_PACKAGES
 from irqlab.build.imagekind import IMAGE_KINDS
-from irqlab.contract.regs import QOM, REGS
+from irqlab.contract.regs import AT_START, NEVER, PREFIX, QOM, REGS, props_when
 from irqlab.errors import ConfigError, IrqlabError, hide_frame
 from irqlab.paths import cache_description, log_dir, prune_logs
 from irqlab.vm import proc
@@ -323,10 +323,7 @@ def unknown_device_prop(name: str) -> str | None:
     """Why *name* is no property of the irqlab device (None if it is one): the device's
     are its header's QOM names (:data:`QOM`'s ``PROP_*``) and every PCI device's.  A
     typo (``gpio_lines``, ``gpio-lnes``) was QEMU's "Property 'irqlab.gpio_lines' not
-    found", after QEMU started.  The header does not say which of its properties are
-    set at the start and which act on a running device (``fifo-push``, ...): the latter
-    pass this check and QEMU refuses them at the start in its own words ("acts on a
-    running device; set it with qom-set after realize")."""
+    found", after QEMU started."""
     own = list(QOM.with_prefix("PROP_").values())
     if name in own or name in PCI_DEVICE_PROPS:
         return None
@@ -336,19 +333,51 @@ def unknown_device_prop(name: str) -> str | None:
     else:
         close = difflib.get_close_matches(name, own, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
+    later = [p for p in own if p not in props_when(AT_START)]
     return (
-        f"the irqlab device has no property {name!r}{hint}; its own are {', '.join(own)} "
-        f"({Path(QOM.source).name}), and every PCI device's {', '.join(PCI_DEVICE_PROPS)}. "
-        f"(Those that act on a running device, such as {QOM.PROP_FIFO_PUSH}, QEMU refuses "
-        "at the start: the injector sets them)"
+        f"the irqlab device has no property {name!r}{hint}; {_start_props_text()}. "
+        f"(Its others, {', '.join(later)}, act on a running device: the injector sets "
+        "or reads them after the start)"
+    )
+
+
+def _start_props_text() -> str:
+    """The properties ``-device irqlab`` takes, as the messages name them."""
+    return (
+        f"-device takes its start-time properties {', '.join(props_when(AT_START))} "
+        f"({Path(REGS.source).name} marks them {PREFIX}SET_{AT_START}) and every PCI "
+        f"device's {', '.join(PCI_DEVICE_PROPS)}"
+    )
+
+
+def runtime_device_prop(name: str) -> str | None:
+    """Why the irqlab device's property *name* cannot be given on ``-device`` (None if it
+    can, or is none of its header's): the header marks it (``IRQLAB_PROP_<NAME>_WHEN``) a
+    runtime control, which the device refuses before it runs ("acts on a running device;
+    set it with qom-set after realize", once QEMU started), or read-only."""
+    from irqlab.vm.qmp.injector import method_of
+
+    when = REGS.prop_when.get(name)
+    if when is None or when == AT_START:
+        return None
+    method = f"guest.injector.{method_of(name)}"
+    if when == NEVER:
+        return (
+            f"a read-only property (read it after the start with the injector, e.g. {method}, "
+            f"or qom-get); {_start_props_text()}"
+        )
+    return (
+        "acts on a running device (a runtime control); set it after the start with the "
+        f"injector (e.g. {method}) or qom-set; {_start_props_text()}"
     )
 
 
 def check_device_props(props: Mapping[str, Any], what: str = "device_props key") -> None:
     """:class:`GuestConfigError` for a property name QEMU's option syntax cannot carry:
     empty, or with ``,`` or ``=`` (a value's comma can be escaped, a name's cannot),
-    or that the irqlab device does not have (:func:`unknown_device_prop`); the message
-    names it as *what* (e.g. the command-line option that gave it)."""
+    or that the irqlab device does not have (:func:`unknown_device_prop`) or takes only
+    once it runs (:func:`runtime_device_prop`); the message names it as *what* (e.g. the
+    command-line option that gave it)."""
     for key in props:
         name = str(key)
         if not name:
@@ -360,9 +389,9 @@ def check_device_props(props: Mapping[str, Any], what: str = "device_props key")
             )
         if name in OWN_DEVICE_OPTIONS:
             raise GuestConfigError(f"{what} {name!r}: {OWN_DEVICE_OPTIONS[name]}")
-        unknown = unknown_device_prop(name)
-        if unknown:
-            raise GuestConfigError(f"{what} {name!r}: {unknown}")
+        why = unknown_device_prop(name) or runtime_device_prop(name)
+        if why:
+            raise GuestConfigError(f"{what} {name!r}: {why}")
 
 
 def device_arg(device_id: str, props: Mapping[str, Any], bus: str | None = None) -> str:

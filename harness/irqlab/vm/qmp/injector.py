@@ -29,6 +29,7 @@ __all__ = [
     "Injector",
     "QMPRunner",
     "device_path",
+    "method_of",
 ]
 
 DEVICE_TYPE = "irqlab"  # the QOM type: -device irqlab,...
@@ -48,6 +49,26 @@ class QMPRunner(Protocol):
 def device_path(device_id: str) -> str:
     """QOM path of a device created with ``-device irqlab,id=<device_id>``."""
     return f"/machine/peripheral/{device_id}"
+
+
+def method_of(prop: str) -> str | None:
+    """The :class:`Injector` method that sets (or reads) the device's property *prop*
+    once it runs, with its arguments (``push(word)`` for fifo-push), for a message that
+    points there; None for a start-time property (the header's marks say which: a unit
+    test holds this table to them)."""
+    return {
+        QOM.PROP_GPIO_IN: "set_lines(levels)",
+        QOM.PROP_GPIO_SET: "drive_high(mask)",
+        QOM.PROP_GPIO_CLEAR: "drive_low(mask)",
+        QOM.PROP_GPIO_PULSE: "pulse(line)",
+        QOM.PROP_FIFO_PUSH: "push(word)",
+        QOM.PROP_BURST_PERIOD_NS: "set_burst_period(period_ns)",
+        QOM.PROP_BURST_COUNT: "burst(count, period_ns)",
+        QOM.PROP_BURST_LINE: "set_burst_line(line)",
+        QOM.PROP_COUNTERS: "counters()",
+        QOM.PROP_LATENCY_HISTOGRAM: "histogram()",
+        QOM.PROP_RESET_COUNTERS: "reset_counters()",
+    }.get(prop)
 
 
 class _Style(TypedDict, total=False):

@@ -70,6 +70,7 @@ __all__ = [
     "configure_flags",
     "current_digest",
     "current_source_dir",
+    "debian_source_version",
     "device_paths",
     "ensure_qemu",
     "ensure_qemus",
@@ -524,6 +525,12 @@ def _apt_versions(names: Sequence[str]) -> dict[str, str]:
     tmp.write_text(json.dumps({"state": state, "versions": versions}))
     tmp.replace(memo)
     return versions
+
+
+def debian_source_version() -> str:
+    """The Debian QEMU source version the next build takes: apt's candidate (memoized
+    as :func:`current_digest`'s inputs are); raises as :func:`current_digest`."""
+    return _apt_versions([SOURCE_VERSION_PACKAGE])[SOURCE_VERSION_PACKAGE]
 
 
 @dataclass(frozen=True)

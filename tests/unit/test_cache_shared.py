@@ -341,3 +341,50 @@ def test_prune_says_a_build_holds_what_it_keeps(
     assert layout["src_old"].is_dir() and layout["src_new"].is_dir()
     assert "kept what its lock guards: process " in out
     assert "removed 2 shared parts, 0.0 MiB; 2 held by a build, kept" in out
+
+
+def test_the_eviction_after_a_build_removes_what_only_the_evicted_needed(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new QEMU evicting the last output of the old version left its trees for ever."""
+    monkeypatch.setattr(cache, "_current_outputs", lambda recipe, group: set())
+    monkeypatch.setattr(shared, "current_qemu_slugs", lambda: slugs(NEWEST))
+    monkeypatch.setattr(shared, "apt_candidates", candidates(("qemu-system-data", NEWEST)))
+    old = qemu_output(root, 1, NEW, 50)
+    old_parts = [tree(root, "src-7.2+dfsg-7+deb12u17"), deb(root, "qemu-system-data", NEW, "all")]
+    current = [tree(root, "src-7.2+dfsg-7+deb12u18"), deb(root, "qemu-system-data", NEWEST, "all")]
+
+    def build(out: Path) -> None:
+        manifest = {"source": {"kind": "debian", "version": NEWEST}, "firmware": {}, **X86}
+        (out / "manifest.json").write_text(json.dumps(manifest))
+
+    monkeypatch.setenv("IRQLAB_CACHE_KEEP", "1")
+    cache.cached_build("qemu", fake_cache.digest(2), build)
+    assert not old.exists() and not any(p.exists() for p in old_parts)
+    assert all(p.exists() for p in current)
+
+
+def test_a_qemu_build_evicts_after_its_lock_so_the_old_trees_go(
+    root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The eviction ran inside the QEMU build's lock, which kept the old trees (held)."""
+    monkeypatch.setenv("IRQLAB_LOG_DIR", str(tmp_path / "logs"))
+    monkeypatch.setenv("IRQLAB_CACHE_KEEP", "1")
+    monkeypatch.delenv("IRQLAB_QEMU_SOURCE", raising=False)
+    versions = {**FIRMWARE, "qemu-system-data": NEWEST}
+    monkeypatch.setattr(qemu, "_apt_versions", lambda names: {n: versions[n] for n in names})
+    monkeypatch.setattr(cache, "_current_outputs", lambda recipe, group: set())
+    monkeypatch.setattr(shared, "apt_candidates", none)
+    monkeypatch.setattr(qemu, "ensure_runtime_once", lambda *_a: None)
+
+    def build(inputs: object, out: Path, *_a: object) -> None:
+        manifest = {"source": {"kind": "debian", "version": NEWEST}, "firmware": versions}
+        (out / "manifest.json").write_text(json.dumps({**manifest, **X86}))
+        (out / "VERSION").write_text("7.2.22\n")
+
+    monkeypatch.setattr(qemu, "_build", build)
+    old = qemu_output(root, 1, NEW, 50)
+    old_tree = tree(root, "build-7.2+dfsg-7+deb12u17")
+    current = tree(root, "src-7.2+dfsg-7+deb12u18")
+    qemu.ensure_qemu(log=lambda _m: None)
+    assert not old.exists() and not old_tree.exists() and current.is_dir()

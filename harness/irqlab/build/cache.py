@@ -14,8 +14,8 @@ recently used of its group beyond $IRQLAB_CACHE_KEEP (:func:`evict_after`), and
 (:func:`prune_plan`).  Neither removes an output this checkout resolves to
 (:mod:`irqlab.build.inventory`) nor one that a running QEMU holds (:func:`hold`,
 taken by :class:`irqlab.vm.machine.Machine` for the outputs its command line names).
-``--prune`` then removes the shared build parts (QEMU trees, .debs) that no output left
-needs (:mod:`irqlab.build.shared`).
+Both then remove the shared build parts (QEMU trees, .debs) that no output left needs
+(:mod:`irqlab.build.shared`).
 """
 
 from __future__ import annotations
@@ -789,7 +789,8 @@ def evict_after(stored: Path, keep: int) -> list[Path]:
     """Best effort, never waiting: remove the least recently used outputs of *stored*'s
     group beyond the *keep* most recently used.  Never *stored*, an output this checkout
     resolves to (:mod:`irqlab.build.inventory`), one a running guest holds (:func:`hold`)
-    or one a build holds locked; returns what was removed."""
+    or one a build holds locked; returns what was removed.  When some went, so do the
+    shared parts nothing left needs (:func:`irqlab.build.shared.prune_unused`)."""
     m = _output_name(stored.name)
     if m is None or m["name"] in OWN_COUNT:
         return []
@@ -804,6 +805,10 @@ def evict_after(stored: Path, keep: int) -> list[Path]:
         protected = {stored, *_current_outputs(this.name, group)}
         gone = [e.path for e in remove_all(prune_plan(group, keep, protected)).removed]
         remove_stale_locks(stored.parent)
+        if gone:  # the shared parts only the evicted outputs needed (an old QEMU's trees)
+            from irqlab.build import shared
+
+            shared.prune_unused(stored.parent)
         return gone
     except Exception:  # best effort: a finished build never fails on its eviction
         return []

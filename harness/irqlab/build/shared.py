@@ -26,7 +26,9 @@ not answering, keeps every part of that kind (:attr:`Survey.unknown` says why). 
 entries directly in those directories, of those names, are parts; a symbolic link or a
 file of another name is left alone.  :func:`remove` takes the lock the builds take (the
 QEMU build's ``qemu/.lock``, the download's ``debs/pool/.lock``, an unpacked package's
-own), never waiting: a build holding it keeps what it guards.
+own), never waiting: a build holding it keeps what it guards.  ``irqlab cache --prune``
+removes the unused parts, and so does the eviction after a build that removed an output
+(:func:`prune_unused`; a QEMU build evicts once it let its lock go).
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ __all__ = [
     "Uses",
     "apt_candidates",
     "current_qemu_slugs",
+    "prune_unused",
     "remove",
     "remove_stale_locks",
     "survey",
@@ -406,3 +409,14 @@ def remove_stale_locks(root: Path) -> list[Path]:
         if _inside(lock, root)
         and cache.remove_stale_lock(lock, lock.with_name(lock.name.removesuffix(".lock")), now)
     ]
+
+
+def prune_unused(root: Path) -> list[Part]:
+    """Best effort, never waiting: remove the parts that neither a complete output in the
+    cache *root* nor apt's candidates need; returns what was removed.  Those a build
+    holds, or the OS refuses, stay, unsaid.  The eviction after a build that removed an
+    output runs it (:func:`irqlab.build.cache.evict_after`)."""
+    found = survey(root, [e for e in cache.entries(root) if e.complete], measure=False)
+    removed = remove(found.unused, root).removed
+    remove_stale_locks(root)
+    return removed

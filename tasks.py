@@ -247,7 +247,8 @@ def clean(c: Context) -> None:
     The cache evicts old outputs itself (IRQLAB_CACHE_KEEP; snapshots
     IRQLAB_SNAPSHOT_KEEP); `irqlab cache` lists it, `irqlab cache --prune N --dry-run`
     shows what `--prune N` would remove: never a build output this checkout or a
-    running guest uses, but snapshots count like any other group (N per architecture),
+    running guest uses (then the QEMU trees and .debs nothing left needs), but
+    snapshots count like any other group (N per architecture),
     and the suite restores about 30 configurations, so a small N makes its next run
     cold-boot the others."""
     _run(c, "rm -rf build/logs")

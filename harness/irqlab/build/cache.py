@@ -14,6 +14,8 @@ recently used of its group beyond $IRQLAB_CACHE_KEEP (:func:`evict_after`), and
 (:func:`prune_plan`).  Neither removes an output this checkout resolves to
 (:mod:`irqlab.build.inventory`) nor one that a running QEMU holds (:func:`hold`,
 taken by :class:`irqlab.vm.machine.Machine` for the outputs its command line names).
+Both then remove the shared build parts (QEMU trees, .debs) that no output left needs
+(:mod:`irqlab.build.shared`).
 """
 
 from __future__ import annotations
@@ -68,7 +70,10 @@ __all__ = [
     "outputs_named",
     "prune_plan",
     "remove_all",
+    "remove_dir",
     "remove_entry",
+    "remove_file",
+    "remove_stale_lock",
     "remove_stale_locks",
     "sweep_leftovers",
     "take_lock",
@@ -319,23 +324,32 @@ def remove_stale_locks(root: Path | None = None) -> list[Path]:
     now = time.time()
     for path in sorted(base.glob("*.lock")):
         output = _lock_output(path)
-        if not _output_name(output.name) or output.exists():
-            continue
-        try:
-            # recently used: an older irqlab (another checkout sharing the cache) may be
-            # waiting on it, and does not check, once it holds it, that it is still there
-            if now - path.stat().st_mtime < STALE_LOCK_AGE_S:
-                continue
-            f = _locked_file(path, wait=False)
-            if f is None:
-                continue
-            with f:
-                if not output.exists():  # a build that finished meanwhile keeps its lock
-                    path.unlink()
-                    removed.append(path)
-        except OSError:  # e.g. another user's (a sudo run): not ours to remove
-            continue
+        if _output_name(output.name) and remove_stale_lock(path, output, now):
+            removed.append(path)
     return removed
+
+
+def remove_stale_lock(path: Path, guarded: Path, now: float) -> bool:
+    """Remove the lock file *path* of *guarded* (an output, an unpacked package) when
+    *guarded* is not there, the lock is free and unused for :data:`STALE_LOCK_AGE_S`;
+    True if removed.  A waiter on it locks a new file of that name (:func:`_locked_file`)."""
+    if guarded.exists():
+        return False
+    try:
+        # recently used: an older irqlab (another checkout sharing the cache) may be
+        # waiting on it, and does not check, once it holds it, that it is still there
+        if now - path.stat().st_mtime < STALE_LOCK_AGE_S:
+            return False
+        f = _locked_file(path, wait=False)
+        if f is None:
+            return False
+        with f:
+            if guarded.exists():  # a build that finished meanwhile keeps its lock
+                return False
+            path.unlink()
+            return True
+    except OSError:  # e.g. another user's (a sudo run): not ours to remove
+        return False
 
 
 def _serves(name: str, final: Path, *, say: bool = False) -> bool:
@@ -395,7 +409,7 @@ def cached_build(
             raise
         (tmp / _COMPLETE).write_text(digest + "\n")
         try:
-            _remove_dir(final)  # a forced rebuild's old output
+            remove_dir(final)  # a forced rebuild's old output
         except RemoveError:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -640,8 +654,9 @@ def _rmtree(path: Path) -> None:
     shutil.rmtree(path, onerror=refused)
 
 
-def _remove_dir(path: Path) -> None:
-    """Remove the output directory *path* (its build lock held): first renamed out of the
+def remove_dir(path: Path) -> None:
+    """Remove the output directory *path* (its build lock held), or a shared part of the
+    cache (:mod:`irqlab.build.shared`, its lock held): first renamed out of the
     names that are looked up (``<output>.trash``), then deleted, so an interruption
     (Ctrl-C, SIGKILL, a full disk) leaves an incomplete leftover, never an output
     marked complete without its big files (rmtree deletes ``.complete`` last)."""
@@ -652,6 +667,12 @@ def _remove_dir(path: Path) -> None:
     _removing(trash, lambda: _rmtree(trash))  # an earlier removal's, interrupted
     _removing(path, lambda: os.rename(path, trash))
     _removing(trash, lambda: _rmtree(trash))
+
+
+def remove_file(path: Path) -> None:
+    """Remove the file *path* (a shared part's, its lock held); :class:`RemoveError`
+    naming it and the OS's words when the OS refuses (a missing file is no failure)."""
+    _removing(path, path.unlink)
 
 
 def remove_entry(entry: CacheEntry) -> bool:
@@ -681,7 +702,7 @@ def remove_entry(entry: CacheEntry) -> bool:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 return False
-            _remove_dir(entry.path)
+            remove_dir(entry.path)
         finally:
             os.close(fd)
         # The lock file goes with remove_stale_locks (a waiter on it then takes a new one).
@@ -768,7 +789,8 @@ def evict_after(stored: Path, keep: int) -> list[Path]:
     """Best effort, never waiting: remove the least recently used outputs of *stored*'s
     group beyond the *keep* most recently used.  Never *stored*, an output this checkout
     resolves to (:mod:`irqlab.build.inventory`), one a running guest holds (:func:`hold`)
-    or one a build holds locked; returns what was removed."""
+    or one a build holds locked; returns what was removed.  When some went, so do the
+    shared parts nothing left needs (:func:`irqlab.build.shared.prune_unused`)."""
     m = _output_name(stored.name)
     if m is None or m["name"] in OWN_COUNT:
         return []
@@ -783,6 +805,10 @@ def evict_after(stored: Path, keep: int) -> list[Path]:
         protected = {stored, *_current_outputs(this.name, group)}
         gone = [e.path for e in remove_all(prune_plan(group, keep, protected)).removed]
         remove_stale_locks(stored.parent)
+        if gone:  # the shared parts only the evicted outputs needed (an old QEMU's trees)
+            from irqlab.build import shared
+
+            shared.prune_unused(stored.parent)
         return gone
     except Exception:  # best effort: a finished build never fails on its eviction
         return []

@@ -36,6 +36,7 @@ __all__ = [
     "STYLE_TOOL_PACKAGES",
     "ToolMissing",
     "checkpatch_digest",
+    "checkpatch_digest_of",
     "checkpatch_findings",
     "compiler_version",
     "cross_args",
@@ -279,9 +280,15 @@ def _checkpatch_package() -> tuple[debs.Package, str]:
             f"{CHECKPATCH_PACKAGE} is not in the apt lists: run apt-get update "
             "(checkpatch.pl comes from that package)"
         )
+    return pkg, checkpatch_digest_of(pkg.spec)
+
+
+def checkpatch_digest_of(spec: str) -> str:
+    """The hash naming the checkpatch output made from the package *spec*
+    (``linux-source-6.1=6.1.192-3``): the output records no more of it."""
     h = InputHash("checkpatch-1")
-    h.add_str("package", pkg.spec)
-    return pkg, h.hexdigest()
+    h.add_str("package", spec)
+    return h.hexdigest()
 
 
 def checkpatch_digest() -> str:

@@ -70,6 +70,7 @@ __all__ = [
     "configure_flags",
     "current_digest",
     "current_source_dir",
+    "debian_source_version",
     "device_paths",
     "ensure_qemu",
     "ensure_qemus",
@@ -526,6 +527,12 @@ def _apt_versions(names: Sequence[str]) -> dict[str, str]:
     return versions
 
 
+def debian_source_version() -> str:
+    """The Debian QEMU source version the next build takes: apt's candidate (memoized
+    as :func:`current_digest`'s inputs are); raises as :func:`current_digest`."""
+    return _apt_versions([SOURCE_VERSION_PACKAGE])[SOURCE_VERSION_PACKAGE]
+
+
 @dataclass(frozen=True)
 class _Inputs:
     source: QemuSource
@@ -875,6 +882,7 @@ def ensure_qemu(*, force: bool = False, log: Log = print, arch: Arch = X86_64) -
         ensure_runtime_once(install, arch, log)  # a guest's start then asks no ldd again
         return install
 
+    keep = cache.keep_count()  # a bad value fails before the build, not after
     with _lock():
         if cache.is_complete(out) and not force:  # another process built it meanwhile
             install = _install_from(out, arch)
@@ -887,7 +895,15 @@ def ensure_qemu(*, force: bool = False, log: Log = print, arch: Arch = X86_64) -
         log(f"building QEMU {what} + irqlab (log: {lp})")
         with StepLog(lp, lambda m: log(f"qemu: {m}")) as steps:
             path = cache.cached_build(
-                "qemu", inputs.digest, lambda tmp: _build(inputs, tmp, steps, log), force=force
+                "qemu",
+                inputs.digest,
+                lambda tmp: _build(inputs, tmp, steps, log),
+                force=force,
+                evict=False,
             )
         log(f"QEMU ready in {time.monotonic() - t0:.0f} s: {path / 'bin' / arch.qemu_binary}")
+    if keep is not None:
+        # once the lock is let go: the source and build trees of the QEMU versions no
+        # output left uses go with the outputs (irqlab.build.shared), a held lock keeps them
+        cache.evict_after(path, keep)
     return _install_from(path, arch)

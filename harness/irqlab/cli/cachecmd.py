@@ -1,7 +1,9 @@
 """``irqlab cache``: the build cache's outputs by recipe, architecture and variant, which
-of them this checkout resolves to (*current*) and which a running QEMU holds (*in use*);
-``--prune N`` keeps the N most recently used of each group and never those two;
-``--keys`` prints the input digests a CI cache is keyed by (:mod:`irqlab.build.cachekeys`)."""
+of them this checkout resolves to (*current*) and which a running QEMU holds (*in use*),
+and the shared build parts (:mod:`irqlab.build.shared`), *unused* when nothing kept needs
+them; ``--prune N`` keeps the N most recently used of each group and never those two,
+then removes the shared parts the outputs left need no more; ``--keys`` prints the input
+digests a CI cache is keyed by (:mod:`irqlab.build.cachekeys`)."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
-from irqlab.build import cache
+from irqlab.build import cache, shared
 from irqlab.cli.argtypes import count
 
 __all__ = ["add_cache_parser", "cmd_cache", "cmd_cache_keys", "format_listing"]
@@ -25,7 +27,9 @@ DESCRIPTION = (
     "resolves to (found without building); 'in use': held by a running QEMU (a guest's "
     "QEMU, kernel, image).  Neither is ever pruned.  A new output evicts the least recently "
     f"used of its group beyond ${cache.KEEP_ENV} (default {cache.DEFAULT_KEEP}; 0: never).  "
-    "Shared parts (QEMU source and build trees, ccache, the .deb pool) are not listed."
+    "Shared parts (QEMU source and build trees of a QEMU version, downloaded and unpacked "
+    ".debs) are listed too: 'unused' when no output left and not apt's current candidate "
+    "needs them; --prune removes those (ccache is never pruned: it bounds itself)."
 )
 
 
@@ -42,7 +46,8 @@ def add_cache_parser(sub: Any) -> None:
         metavar="N",
         help="remove incomplete leftovers and all but the N most recently used outputs of "
         "each group (recipe, architecture, variant); current and in-use outputs always "
-        "stay, so 0 removes all but those",
+        "stay, so 0 removes all but those; then the shared parts (QEMU trees, .debs) that "
+        "no output left nor apt's current candidates need",
     )
     s.add_argument(
         "--dry-run", action="store_true", help="with --prune: only show what would be removed"
@@ -119,6 +124,57 @@ def _line(
     return f"  {e.path.name:34} {_mib(size):>12}  used {used}  {', '.join(marks)}".rstrip()
 
 
+def _shared_lines(found: shared.Survey, root: Path, pruning: bool) -> list[str]:
+    """The shared parts: each QEMU tree or tarball, the .debs and unpacked packages as
+    two sums; the unused marked ``unused`` (``(remove)`` when *pruning*)."""
+    if not found.parts:
+        return []
+    mark = "(remove)" if pruning else "unused"
+    lines = ["shared build parts:"]
+    debs = [p for p in found.parts if p.path.parent.parent.name == shared.DEBS_DIR]
+    for p in found.parts:
+        if p not in debs:
+            tail = "" if p.used else f"  {mark}"
+            lines.append(f"  {p.relative(root):40} {_mib(p.size):>12}  {p.what}{tail}")
+    for where, what in (("pool", ".debs"), ("x", "unpacked packages")):
+        these = [p for p in debs if p.path.parent.name == where]
+        if not these:
+            continue
+        unused = [p for p in these if not p.used]
+        line = f"  {shared.DEBS_DIR}/{where}: {len(these)} {what}, {_mib(_total(these))}"
+        if unused:
+            line += f"; {len(unused)} {mark}, {_mib(_total(unused))}"
+        lines.append(line)
+    return lines
+
+
+def _total(parts: Sequence[shared.Part]) -> int:
+    return sum(p.size for p in parts)
+
+
+def _prune_shared(root: Path, sizes: dict[Path, int]) -> tuple[int, str]:
+    """Remove the shared parts the outputs now left do not need; prints each and a sum;
+    (how many the OS refused, what was said)."""
+    left = [e for e in cache.entries() if e.complete]
+    found = shared.survey(root, left, sizes=sizes)
+    done = shared.remove(found.unused, root)
+    for p in done.removed:
+        print(f"removed {p.relative(root)} ({p.what}, {_mib(p.size)}): nothing kept needs it")
+    for error in done.errors:
+        print(f"irqlab cache: {error}", file=sys.stderr)
+    held = {why for _, why in done.held}
+    for why in sorted(held):
+        print(f"kept what its lock guards: {why}")
+    locks = shared.remove_stale_locks(root)
+    summary = (
+        f"removed {len(done.removed)} shared parts, {_mib(_total(done.removed))}"
+        + (f"; {len(done.held)} held by a build, kept" if done.held else "")
+        + (f"; {len(done.errors)} could not be removed (said above)" if done.errors else "")
+        + (f"; {len(locks)} lock files of unpacked packages no longer there" if locks else "")
+    )
+    return len(done.errors), summary
+
+
 def cmd_cache(args: argparse.Namespace) -> int:
     from irqlab.build import inventory
     from irqlab.paths import cache_dir
@@ -134,6 +190,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    root = cache_dir()
     found = cache.entries()
     now = inventory.current(found)
     busy = {e.path for e in found if e.complete and cache.in_use(e.path)}
@@ -143,7 +200,13 @@ def cmd_cache(args: argparse.Namespace) -> int:
     sizes = {e.path: cache.dir_size(e.path) for e in found}
     for line in format_listing(found, sizes, current, busy, doomed):
         print(line)
-    print(f"{len(found)} outputs, {_mib(sum(sizes.values()))} in {cache_dir()}")
+    print(f"{len(found)} outputs, {_mib(sum(sizes.values()))} in {root}")
+    part_sizes: dict[Path, int] = {}
+    parts = shared.survey(
+        root, [e for e in found if e.complete and e.path not in doomed], sizes=part_sizes
+    )
+    for line in _shared_lines(parts, root, args.prune is not None):
+        print(line)
     for e in found:
         if e.damage:
             print(f"damaged: {e.damage}; --prune removes it, and its next use makes it again")
@@ -156,11 +219,17 @@ def cmd_cache(args: argparse.Namespace) -> int:
             "recently used of each of its groups counts as current",
             file=sys.stderr,
         )
+    for why in parts.unknown:
+        print(f"irqlab cache: {why}", file=sys.stderr)
     if args.prune is None:
         return 0
     if args.dry_run:
         freed = _mib(sum(sizes[p] for p in doomed))
-        print(f"--prune {args.prune} would remove {len(plan)} outputs, {freed} (dry run)")
+        unused = parts.unused
+        print(
+            f"--prune {args.prune} would remove {len(plan)} outputs, {freed}, and "
+            f"{len(unused)} shared parts, {_mib(_total(unused))} (dry run)"
+        )
         return 0
     done = cache.remove_all(plan)
     for error in done.errors:
@@ -173,4 +242,6 @@ def cmd_cache(args: argparse.Namespace) -> int:
         + (f"; {failed} could not be removed (said above)" if failed else "")
         + (f"; {len(locks)} lock files of outputs no longer cached" if locks else "")
     )
-    return 1 if failed else 0
+    shared_failed, summary = _prune_shared(root, part_sizes)
+    print(summary)
+    return 1 if failed or shared_failed else 0

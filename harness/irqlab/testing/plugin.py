@@ -28,7 +28,9 @@ each does).  Relative KO and FILE paths are relative to the test file's director
 
 When a test that started machines fails, the report gets a section naming their logs;
 for the shared guest, the test's own part of the console log and of the agent's streams
-is copied into the test's log directory and named in the report.
+is copied into the test's log directory and named in the report.  A guest the test
+builds itself (``Guest(GuestConfig(...))``, no log directory named) logs into the
+test's log directory (:mod:`irqlab.vm.logplace`), and its failure report names it.
 """
 
 from __future__ import annotations
@@ -50,11 +52,11 @@ from irqlab.build.imagekind import IMAGE_ENV, IMAGE_KINDS
 from irqlab.contract.regs import QOM, REGS
 from irqlab.errors import IrqlabError
 from irqlab.sigsafe import SafeRaise
-from irqlab.testing.diagnostics import GuestDiagnostics
+from irqlab.testing.diagnostics import GuestDiagnostics, built_guest_report
 from irqlab.testing.helpers import hide_test_frame
 from irqlab.testing.logslice import LogSlicer
 from irqlab.testing.parallel import DEFAULT_DIR
-from irqlab.vm import accel
+from irqlab.vm import accel, logplace
 from irqlab.vm.machine import Machine, MachineConfig
 from irqlab.vm.qmp.injector import DEVICE_ID, DEVICE_TYPE, Injector
 
@@ -70,6 +72,9 @@ _DIAGNOSTICS = pytest.StashKey[list[tuple[GuestDiagnostics, Path]]]()
 _CALL_FAILED = pytest.StashKey[bool]()  # the test's own call failed (set by makereport)
 _MORE_LOGS = pytest.StashKey[list[Path]]()  # more of a test's logs (a kernel log check's)
 _DIAGNOSED = pytest.StashKey[bool]()  # a failure of the test's reported its diagnostics
+# guests the test built itself (their configuration named no log directory: placed in
+# the test's directory by _placer), for its failure report
+_BUILT = pytest.StashKey[list["Guest"]]()
 FRESH_DIR = "fresh"  # a test's own guest's diagnostics, in the test's log directory
 # the session guest's replacements so far, each said as a line with the test file it
 # came in ("" outside one), and the last test to take the session guest (its node id):
@@ -232,7 +237,31 @@ def _node_log_root(node: pytest.Item, base: Path) -> Path:
     return base / name
 
 
-_RUNNING: list[pytest.Item] = []  # the test being run, for start_guest()'s logs
+_RUNNING: list[pytest.Item] = []  # the test being run, for its guests' logs (_placer)
+# the scopes of the fixtures being set up, innermost last (pytest_fixture_setup): a
+# guest a module's or the session's fixture builds is no single test's
+_SETTING_UP: list[str] = []
+
+
+def _placer(config: pytest.Config) -> logplace.Placer:
+    """Where a guest whose configuration names no log directory logs
+    (:mod:`irqlab.vm.logplace`): built while a test runs (the test itself, a
+    function-scoped fixture, a thread of its), in the test's log directory, and the
+    test's failure report names it; else (a wider-scoped fixture's, between tests) in
+    the run's directory.  Beside the run's other logs, never in the log directory's
+    root (where another run's pruning removes what carries irqlab's stamp)."""
+    from irqlab.testing.parallel import run_log_dir
+
+    def place(guest: Guest) -> Path:
+        if not _RUNNING or any(scope != "function" for scope in _SETTING_UP):
+            return run_log_dir(config)
+        item = _RUNNING[-1]
+        built = item.stash.setdefault(_BUILT, [])
+        if not any(g is guest for g in built):  # a restart places it again
+            built.append(guest)
+        return _node_log_root(item, run_log_dir(item.config))
+
+    return place
 
 
 # the test a Ctrl-C or SIGTERM stopped, with the library's notes of what it was doing
@@ -359,9 +388,6 @@ def start_guest(config: GuestConfig | None = None) -> Guest:
     traceback; :meth:`Guest.start` raises them, for a test that expects one).  Called during a test,
     the guest logs into that test's directory of the run's logs (unless *config* names
     a log directory)."""
-    from dataclasses import replace
-
-    from irqlab.testing.parallel import run_log_dir
     from irqlab.vm.guest import (
         Guest,
         GuestConfig,
@@ -375,10 +401,7 @@ def start_guest(config: GuestConfig | None = None) -> Guest:
     from irqlab.vm.machine import QemuExited
 
     config = config or GuestConfig(name="e2e")
-    if config.log_dir is None and _RUNNING:  # its logs beside the test's other logs
-        item = _RUNNING[-1]
-        config = replace(config, log_dir=_node_log_root(item, run_log_dir(item.config)))
-    g = Guest(config)
+    g = Guest(config)  # no log directory named: the test's (_placer)
     try:
         g.start()  # stops whatever it started when it fails
     except UnusableModule as e:  # the user's module: a mistake of theirs, not a missing build
@@ -518,18 +541,23 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 def pytest_unconfigure(config: pytest.Config) -> None:
     if _OLD_SINK in config.stash:
         notice.set_sink(config.stash[_OLD_SINK])
+    if _OLD_PLACER in config.stash:
+        logplace.set_placer(config.stash[_OLD_PLACER])
     safe = config.stash.get(_SAFE_RAISE, None)
     if safe is not None:  # what Python had: nothing of ours after the run
         safe.restore()  # and a signal deferred in the run's last moments is not lost
 
 
 _OLD_SINK = pytest.StashKey[notice.Sink]()
+_OLD_PLACER = pytest.StashKey["logplace.Placer | None"]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
     _install_interrupts(config)
     # a wait on another run's lock (its cold boot, its build) is said on the terminal
     config.stash[_OLD_SINK] = notice.set_sink(_terminal_sink(config))
+    # a guest built without a log directory logs into the test's (or the run's)
+    config.stash[_OLD_PLACER] = logplace.set_placer(_placer(config))
     check_options(config)
     apply_options(config)
     config.addinivalue_line("markers", marker_help())
@@ -967,18 +995,24 @@ def revive(guest: Guest, config: pytest.Config | None = None, where: str = "") -
     return cause
 
 
-@pytest.hookimpl(tryfirst=True)
+@pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_fixture_setup(
     fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest
-) -> None:
+) -> Generator[None, object, object]:
     """A module-, class-, package- or session-scoped fixture that takes the session guest
     meets a live one: if an earlier test killed it, it is replaced first (pytest sets
     wider-scoped fixtures up before the autouse ``irqlab_guest_alive``, so such a
     fixture met the dead guest, and every test of its module failed with a fault of
-    an earlier test's making)."""
+    an earlier test's making).  While a fixture is set up, its scope is known to
+    :func:`_placer`."""
     if fixturedef.scope != "function" and "irqlab_guest" in fixturedef.argnames:
         where = request.node.nodeid.split("::")[0]  # a session's fixture: ""
         revive(request.getfixturevalue("irqlab_guest"), request.config, where)
+    _SETTING_UP.append(fixturedef.scope)
+    try:
+        return (yield)
+    finally:
+        _SETTING_UP.pop()
 
 
 def _terminal_sink(config: pytest.Config) -> notice.Sink:
@@ -1160,7 +1194,8 @@ def pytest_runtest_makereport(
     # (a fixture's setup, the test, a teardown); what they wrote is listed below
     diagnosed: list[tuple[str, str]] = []
     diag_files: list[Path] = []
-    if not item.stash.get(_DIAGNOSED, False):
+    diagnosed_now = not item.stash.get(_DIAGNOSED, False)
+    if diagnosed_now:
         item.stash[_DIAGNOSED] = True
         for diag, dest in item.stash.get(_DIAGNOSTICS, []):
             try:
@@ -1202,6 +1237,14 @@ def pytest_runtest_makereport(
         )
     for title, text in diagnosed:
         _add_section(report, title, text)
+    built = item.stash.get(_BUILT, []) if diagnosed_now else []  # once, as the diagnostics
+    if built:
+        texts = []
+        for guest in built:
+            text, runs = built_guest_report(guest)
+            texts.append(text)
+            saved += runs
+        _add_section(report, "irqlab guests the test built itself", "\n".join(texts))
     saved += [f for f in [*diag_files, *item.stash.get(_MORE_LOGS, [])] if _has_data(f)]
     # log paths as JUnit properties (the junitxml plugin writes the teardown report's),
     # relative to the log directory (the run's property irqlab_log_dir): the same

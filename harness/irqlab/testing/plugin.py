@@ -65,6 +65,7 @@ if TYPE_CHECKING:
     from irqlab.testing.helpers import DeviceControl
     from irqlab.vm.agent_client import AgentClient
     from irqlab.vm.guest import Guest, GuestConfig
+    from irqlab.vm.kernlog import KernelProblems
 
 _MACHINES = pytest.StashKey[list[Machine]]()
 _GUEST_LOGS = pytest.StashKey[tuple[LogSlicer, Path]]()
@@ -81,6 +82,13 @@ FRESH_DIR = "fresh"  # a test's own guest's diagnostics, in the test's log direc
 # which test a death came after
 _REVIVALS = pytest.StashKey[list[tuple[str, str]]]()
 _LAST_USER = pytest.StashKey[str]()
+# the session guest (once its fixture has it), and the wider-scoped fixtures that took it
+# with their requests (set up again after a replacement: _renew_after_replacement)
+_SESSION_GUEST = pytest.StashKey["Guest"]()
+_GUEST_FIXTURES = pytest.StashKey[list[tuple[pytest.FixtureDef[Any], pytest.FixtureRequest]]]()
+# what each replaced session guest's console reported as bugs before it died: (which
+# guest, its problems), for the session's end kernel log check
+_REPLACED_PROBLEMS = pytest.StashKey[list[tuple[str, "KernelProblems"]]]()
 QTEST_DEVICE = f"{DEVICE_TYPE},id={DEVICE_ID}"  # the qtest machines' device, as a guest's
 
 
@@ -451,7 +459,8 @@ def irqlab_guest(
     the session's end its kernel log is checked (a WARN, BUG, oops or an unexpected
     taint during any test, one that passed too, is an error of the last test's
     teardown; the ini option ``irqlab_check_kernel_log = false`` turns it off; not
-    after a Ctrl-C or SIGTERM)."""
+    after a Ctrl-C or SIGTERM), and so is what each session guest replaced after it died
+    had reported on its console before (its console prints warnings too)."""
     from irqlab.testing.parallel import worker_id
     from irqlab.vm.guest import GuestConfig
 
@@ -460,6 +469,8 @@ def irqlab_guest(
     )
     g = start_guest(config)  # a missing prerequisite fails with its name
     try:
+        _console_warnings(g)
+        request.config.stash[_SESSION_GUEST] = g
         yield g
         interrupted = request.config.stash.get(_RUN_INTERRUPTED, False)
         if request.config.getini(CHECK_KERNEL_LOG_INI) and not interrupted:
@@ -467,8 +478,17 @@ def irqlab_guest(
                 f"the session guest's kernel reported problems during this session's tests "
                 f"(not checked with the ini option {CHECK_KERNEL_LOG_INI} = false)"
             )
-            _check_kernel_log(g, lead, irqlab_log_dir / "session-dmesg.log", scan_leaks=True)
+            replaced = request.config.stash.get(_REPLACED_PROBLEMS, [])
+            reports = [p.report(f"{lead}: the replaced {which}") for which, p in replaced]
+            now = f"{lead}: the session guest at the end" if replaced else lead
+            log = irqlab_log_dir / "session-dmesg.log"
+            last = _kernel_log_failure(g, now, log, scan_leaks=True)
+            reports += [last] if last is not None else []
+            if reports:
+                pytest.fail("\n\n".join(reports), pytrace=False)
     finally:
+        if _SESSION_GUEST in request.config.stash:
+            del request.config.stash[_SESSION_GUEST]
         g.close()
 
 
@@ -820,30 +840,38 @@ def irqlab_fresh_guest(
         g.close()
 
 
-def _check_kernel_log(g: Guest, lead: str, log: Path, *, scan_leaks: bool = False) -> None:
-    """Fail the test (at its teardown) when *g*'s kernel reported a bug: a WARN(), BUG:,
-    lockdep or KASAN report, an unexpected taint; the whole kernel log is then written
-    to *log* (a ``quiet`` guest's console has none of it).  Not for a guest that died
-    or froze (the test met that itself, or caused it: the fault stays the story).
+def _check_kernel_log(g: Guest, lead: str, log: Path) -> None:
+    """Fail the test (at its teardown) with :func:`_kernel_log_failure`'s report."""
+    report = _kernel_log_failure(g, lead, log)
+    if report is not None:
+        pytest.fail(report, pytrace=False)
+
+
+def _kernel_log_failure(g: Guest, lead: str, log: Path, *, scan_leaks: bool = False) -> str | None:
+    """The failure's text when *g*'s kernel reported a bug: a WARN(), BUG:, lockdep or
+    KASAN report, an unexpected taint; the whole kernel log is then written to *log*
+    (a ``quiet`` guest's console has none of it).  None for a guest that died or
+    froze (the test met that itself, or caused it: the fault stays the story).
     *scan_leaks*: a kmemleak scan first (slow under TCG: once a session)."""
     from paramiko import SSHException
 
     from irqlab.vm.kernlog import kernel_problems
 
     if g.fault is not None or g.ssh is None or g.machine is None or not g.machine.is_running():
-        return
+        return None
     try:
         problems = kernel_problems(g, scan_leaks=scan_leaks)
     except (IrqlabError, SSHException, OSError, EOFError, ValueError):  # it died or stopped
-        return  # answering as the test ended (SSH's own errors too): that is its story
-    if problems:
-        try:
-            log.parent.mkdir(parents=True, exist_ok=True)
-            log.write_text(problems.log + "\n")
-            whole = f"\n(the whole kernel log: {log})"
-        except OSError as e:
-            whole = f"\n(the whole kernel log {_unsaved(log, e)})"
-        pytest.fail(problems.report(lead) + whole, pytrace=False)
+        return None  # answering as the test ended (SSH's own errors too): that is its story
+    if not problems:
+        return None
+    try:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(problems.log + "\n")
+        whole = f"\n(the whole kernel log: {log})"
+    except OSError as e:
+        whole = f"\n(the whole kernel log {_unsaved(log, e)})"
+    return problems.report(lead) + whole
 
 
 @pytest.fixture
@@ -924,9 +952,17 @@ def _instead(shared: list[str]) -> str:
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """Refuse, before any guest starts, a test that would get another guest than it
-    asks for: the marker with the shared guest's fixtures (the shared guest keeps its
-    defaults) or with no guest at all, or the shared guest's fixtures beside a guest of
-    the test's own (two guests, the agent of one and the device of the other)."""
+    asks for (:func:`_refuse_other_guests`); then replace a session guest an earlier
+    test killed before any fixture is set up (:func:`_renew_after_replacement`)."""
+    _refuse_other_guests(item)
+    _renew_after_replacement(item)
+
+
+def _refuse_other_guests(item: pytest.Item) -> None:
+    """Fail a test that would get another guest than it asks for: the marker with the
+    shared guest's fixtures (the shared guest keeps its defaults) or with no guest at
+    all, or the shared guest's fixtures beside a guest of the test's own (two guests,
+    the agent of one and the device of the other)."""
     shared = _shared_fixtures(item)
     fresh = [n for n in _FRESH if n in getattr(item, "fixturenames", ())]
     if not shared:
@@ -953,6 +989,30 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
             f"irqlab_fresh_guest & co ({_instead(shared)})",
             pytrace=False,
         )
+
+
+def _renew_after_replacement(item: pytest.Item) -> None:
+    """Before *item*'s fixtures are set up: if it takes the session guest and an earlier
+    test killed it, replace it now, and tear down the module-, class-, package- and
+    session-scoped fixtures that took the replaced one (pytest keeps their values: a
+    module's fixture that prepared the guest went on with what was gone, its agent or
+    handles stale), so that pytest sets them up again in the new guest.  A teardown
+    of theirs that fails against the new guest is said, not raised."""
+    guest = item.config.stash.get(_SESSION_GUEST, None)
+    if guest is None or "irqlab_guest" not in getattr(item, "fixturenames", ()):
+        return
+    if revive(guest, item.config, item.nodeid.split("::")[0]) is None:
+        return
+    stale = item.config.stash.get(_GUEST_FIXTURES, [])
+    item.config.stash[_GUEST_FIXTURES] = []  # set up again: listed again
+    for fixturedef, request in stale:
+        try:
+            fixturedef.finish(request)  # type: ignore[arg-type]  # the SubRequest it had
+        except Exception as e:
+            _terminal_sink(item.config)(
+                f"irqlab: tearing down the fixture {fixturedef.argname!r} set up in the "
+                f"replaced session guest failed (it is set up again): {e}"
+            )
 
 
 def _guest_logs(guest: Guest) -> dict[str, Path]:
@@ -991,8 +1051,45 @@ def revive(guest: Guest, config: pytest.Config | None = None, where: str = "") -
         _terminal_sink(config)(msg)
     else:
         notice.say(msg)
-    guest.restart()
+    run = guest.log_dir  # the replaced QEMU's: its console is read once it is closed
+    try:
+        guest.restart()
+    finally:
+        if config is not None and run is not None:
+            _keep_console_problems(config, run, len(config.stash[_REVIVALS]), cause, last)
+    _console_warnings(guest)
     return cause
+
+
+def _console_warnings(guest: Guest) -> None:
+    """The session guest's console prints warnings too: what its kernel reported stays
+    in its console log should it die (:func:`irqlab.vm.kernlog.console_shows_warnings`)."""
+    from irqlab.vm.kernlog import console_shows_warnings
+
+    console_shows_warnings(guest)
+
+
+def _keep_console_problems(
+    config: pytest.Config, run: Path, nth: int, cause: str, last: str | None
+) -> None:
+    """Keep what the replaced session guest's console (in its run directory *run*)
+    reported as bugs before it died, for the session's end (its kernel log cannot be
+    read any more): the *nth* replacement, after *cause*."""
+    from irqlab.vm.kernlog import console_problems
+
+    console = run / "console.log"
+    try:
+        problems = console_problems(console.read_text(errors="replace"))
+    except OSError as e:
+        problems = None
+        _terminal_sink(config)(f"irqlab: the replaced session guest's console {console}: {e}")
+    if problems is not None:
+        after = f", the last test to use it: {last}" if last else ""
+        which = (
+            f"session guest #{nth} (replaced after: {cause}{after}; its console before "
+            f"it died: {console})"
+        )
+        config.stash.setdefault(_REPLACED_PROBLEMS, []).append((which, problems))
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -1008,6 +1105,7 @@ def pytest_fixture_setup(
     if fixturedef.scope != "function" and "irqlab_guest" in fixturedef.argnames:
         where = request.node.nodeid.split("::")[0]  # a session's fixture: ""
         revive(request.getfixturevalue("irqlab_guest"), request.config, where)
+        request.config.stash.setdefault(_GUEST_FIXTURES, []).append((fixturedef, request))
     _SETTING_UP.append(fixturedef.scope)
     try:
         return (yield)
@@ -1232,8 +1330,9 @@ def pytest_runtest_makereport(
         _add_section(
             report,
             "irqlab: the session guest was replaced during this run",
-            "\n".join(revivals) + "\nWhat earlier tests and module-, class- or "
-            "session-scoped fixtures set up in the guest before a replacement is gone.",
+            "\n".join(revivals) + "\nWhat earlier tests set up in the guest before a "
+            "replacement is gone (module-, class- and session-scoped fixtures that took "
+            "the session guest were set up again in the new one).",
         )
     for title, text in diagnosed:
         _add_section(report, title, text)

@@ -68,8 +68,13 @@ def prepared(irqlab_guest):
     return irqlab_guest.generation
 
 
-def test_01_warns_and_dies(irqlab_guest, prepared):
-    assert prepared == 0
+@pytest.fixture(scope="class")
+def derived(prepared):  # takes the session guest through another fixture only
+    return prepared
+
+
+def test_01_warns_and_dies(irqlab_guest, prepared, derived):
+    assert prepared == 0 and derived == 0
     irqlab_guest.die(
         "[    2.000000] WARNING: CPU: 0 PID: 7 at drivers/x.c:1 f+0x1/0x2\\n"
         "[    2.000001] ---[ end trace 0000000000000000 ]---\\n"
@@ -79,9 +84,9 @@ def test_01_warns_and_dies(irqlab_guest, prepared):
     )
 
 
-def test_02_meets_its_module_fixture_set_up_again(irqlab_guest, prepared):
+def test_02_meets_its_module_fixture_set_up_again(irqlab_guest, prepared, derived):
     assert irqlab_guest.generation == 1
-    assert prepared == 1
+    assert prepared == 1 and derived == 1
 
 
 def test_03_each_guest_prints_warnings_on_its_console(irqlab_guest):

@@ -23,14 +23,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from irqlab.testing.logslice import file_size
+from irqlab.vm.health import file_tail
 
 if TYPE_CHECKING:
     from irqlab.vm.guest import Guest
 
 __all__ = [
     "AGENT_LINES",
+    "BUILT_CONSOLE_LINES",
     "DMESG_LINES",
     "GuestDiagnostics",
+    "built_guest_report",
     "dmesg_since",
     "heartbeat_before",
     "report_header",
@@ -166,6 +169,42 @@ class GuestDiagnostics:
                 + ("\n".join(msgs) or "(none since the test started)")
             )
         return "\n".join(parts), files
+
+
+BUILT_CONSOLE_LINES = 20  # a guest the test built itself: its console's last lines
+
+
+def built_guest_report(guest: Guest) -> tuple[str, list[Path]]:
+    """A guest a failed test built itself (``Guest(GuestConfig(...))``, not a fixture's;
+    :mod:`irqlab.vm.logplace` put its logs in the test's directory): (text for the
+    failure report, its run directory).  Its state, where its logs are, its console's
+    last lines; a guest still running has its diagnostics too (the whole kernel log,
+    written into its run directory, the device counters, the agent's messages)."""
+    g = guest
+    run = g.log_dir
+    if run is None:
+        return f"{g.config.name!r}: never started (no logs)", []
+    if g.fault is not None:
+        state = f"died ({g.fault.cause})"
+    elif g.machine is None:
+        state = "stopped"
+    elif not g.machine.is_running():
+        state = "its QEMU is gone"
+    else:
+        state = "running"
+    try:
+        logs = ", ".join(sorted(p.name for p in run.iterdir()))
+    except OSError as e:
+        logs = f"unreadable: {e.strerror or e}"
+    parts = [f"{g.config.name!r} ({state}): logs in {run} ({logs})"]
+    tail = file_tail(run / "console.log", BUILT_CONSOLE_LINES)
+    parts.append(f"--- its console (last {BUILT_CONSOLE_LINES} lines)\n" + (tail or "(nothing)"))
+    if state == "running":
+        agent = g._agent  # its messages from the first (offset 0), the whole kernel log
+        rx = Path(f"{agent.log_base}.rx.jsonl") if agent is not None else None
+        text, _ = GuestDiagnostics(g, rx, 0).collect(run)
+        parts.append(text)
+    return "\n".join(parts), [run]
 
 
 def _no_counters(g: Guest, e: Exception) -> str:

@@ -28,7 +28,9 @@ each does).  Relative KO and FILE paths are relative to the test file's director
 
 When a test that started machines fails, the report gets a section naming their logs;
 for the shared guest, the test's own part of the console log and of the agent's streams
-is copied into the test's log directory and named in the report.
+is copied into the test's log directory and named in the report.  A guest the test
+builds itself (``Guest(GuestConfig(...))``, no log directory named) logs into the
+test's log directory (:mod:`irqlab.vm.logplace`), and its failure report names it.
 """
 
 from __future__ import annotations
@@ -50,11 +52,11 @@ from irqlab.build.imagekind import IMAGE_ENV, IMAGE_KINDS
 from irqlab.contract.regs import QOM, REGS
 from irqlab.errors import IrqlabError
 from irqlab.sigsafe import SafeRaise
-from irqlab.testing.diagnostics import GuestDiagnostics
+from irqlab.testing.diagnostics import GuestDiagnostics, built_guest_report
 from irqlab.testing.helpers import hide_test_frame
 from irqlab.testing.logslice import LogSlicer
 from irqlab.testing.parallel import DEFAULT_DIR
-from irqlab.vm import accel
+from irqlab.vm import accel, logplace
 from irqlab.vm.machine import Machine, MachineConfig
 from irqlab.vm.qmp.injector import DEVICE_ID, DEVICE_TYPE, Injector
 
@@ -63,6 +65,7 @@ if TYPE_CHECKING:
     from irqlab.testing.helpers import DeviceControl
     from irqlab.vm.agent_client import AgentClient
     from irqlab.vm.guest import Guest, GuestConfig
+    from irqlab.vm.kernlog import KernelProblems
 
 _MACHINES = pytest.StashKey[list[Machine]]()
 _GUEST_LOGS = pytest.StashKey[tuple[LogSlicer, Path]]()
@@ -70,12 +73,22 @@ _DIAGNOSTICS = pytest.StashKey[list[tuple[GuestDiagnostics, Path]]]()
 _CALL_FAILED = pytest.StashKey[bool]()  # the test's own call failed (set by makereport)
 _MORE_LOGS = pytest.StashKey[list[Path]]()  # more of a test's logs (a kernel log check's)
 _DIAGNOSED = pytest.StashKey[bool]()  # a failure of the test's reported its diagnostics
+# guests the test built itself (their configuration named no log directory: placed in
+# the test's directory by _placer), for its failure report
+_BUILT = pytest.StashKey[list["Guest"]]()
 FRESH_DIR = "fresh"  # a test's own guest's diagnostics, in the test's log directory
 # the session guest's replacements so far, each said as a line with the test file it
 # came in ("" outside one), and the last test to take the session guest (its node id):
 # which test a death came after
 _REVIVALS = pytest.StashKey[list[tuple[str, str]]]()
 _LAST_USER = pytest.StashKey[str]()
+# the session guest (once its fixture has it), and the wider-scoped fixtures that took it
+# with their requests (set up again after a replacement: _renew_after_replacement)
+_SESSION_GUEST = pytest.StashKey["Guest"]()
+_GUEST_FIXTURES = pytest.StashKey[list[tuple[pytest.FixtureDef[Any], pytest.FixtureRequest]]]()
+# what each replaced session guest's console reported as bugs before it died: (which
+# guest, its problems), for the session's end kernel log check
+_REPLACED_PROBLEMS = pytest.StashKey[list[tuple[str, "KernelProblems"]]]()
 QTEST_DEVICE = f"{DEVICE_TYPE},id={DEVICE_ID}"  # the qtest machines' device, as a guest's
 
 
@@ -232,7 +245,31 @@ def _node_log_root(node: pytest.Item, base: Path) -> Path:
     return base / name
 
 
-_RUNNING: list[pytest.Item] = []  # the test being run, for start_guest()'s logs
+_RUNNING: list[pytest.Item] = []  # the test being run, for its guests' logs (_placer)
+# the scopes of the fixtures being set up, innermost last (pytest_fixture_setup): a
+# guest a module's or the session's fixture builds is no single test's
+_SETTING_UP: list[str] = []
+
+
+def _placer(config: pytest.Config) -> logplace.Placer:
+    """Where a guest whose configuration names no log directory logs
+    (:mod:`irqlab.vm.logplace`): built while a test runs (the test itself, a
+    function-scoped fixture, a thread of its), in the test's log directory, and the
+    test's failure report names it; else (a wider-scoped fixture's, between tests) in
+    the run's directory.  Beside the run's other logs, never in the log directory's
+    root (where another run's pruning removes what carries irqlab's stamp)."""
+    from irqlab.testing.parallel import run_log_dir
+
+    def place(guest: Guest) -> Path:
+        if not _RUNNING or any(scope != "function" for scope in _SETTING_UP):
+            return run_log_dir(config)
+        item = _RUNNING[-1]
+        built = item.stash.setdefault(_BUILT, [])
+        if not any(g is guest for g in built):  # a restart places it again
+            built.append(guest)
+        return _node_log_root(item, run_log_dir(item.config))
+
+    return place
 
 
 # the test a Ctrl-C or SIGTERM stopped, with the library's notes of what it was doing
@@ -359,9 +396,6 @@ def start_guest(config: GuestConfig | None = None) -> Guest:
     traceback; :meth:`Guest.start` raises them, for a test that expects one).  Called during a test,
     the guest logs into that test's directory of the run's logs (unless *config* names
     a log directory)."""
-    from dataclasses import replace
-
-    from irqlab.testing.parallel import run_log_dir
     from irqlab.vm.guest import (
         Guest,
         GuestConfig,
@@ -375,10 +409,7 @@ def start_guest(config: GuestConfig | None = None) -> Guest:
     from irqlab.vm.machine import QemuExited
 
     config = config or GuestConfig(name="e2e")
-    if config.log_dir is None and _RUNNING:  # its logs beside the test's other logs
-        item = _RUNNING[-1]
-        config = replace(config, log_dir=_node_log_root(item, run_log_dir(item.config)))
-    g = Guest(config)
+    g = Guest(config)  # no log directory named: the test's (_placer)
     try:
         g.start()  # stops whatever it started when it fails
     except UnusableModule as e:  # the user's module: a mistake of theirs, not a missing build
@@ -428,7 +459,8 @@ def irqlab_guest(
     the session's end its kernel log is checked (a WARN, BUG, oops or an unexpected
     taint during any test, one that passed too, is an error of the last test's
     teardown; the ini option ``irqlab_check_kernel_log = false`` turns it off; not
-    after a Ctrl-C or SIGTERM)."""
+    after a Ctrl-C or SIGTERM), and so is what each session guest replaced after it died
+    had reported on its console before (its console prints warnings too)."""
     from irqlab.testing.parallel import worker_id
     from irqlab.vm.guest import GuestConfig
 
@@ -437,6 +469,8 @@ def irqlab_guest(
     )
     g = start_guest(config)  # a missing prerequisite fails with its name
     try:
+        _console_warnings(g)
+        request.config.stash[_SESSION_GUEST] = g
         yield g
         interrupted = request.config.stash.get(_RUN_INTERRUPTED, False)
         if request.config.getini(CHECK_KERNEL_LOG_INI) and not interrupted:
@@ -444,8 +478,17 @@ def irqlab_guest(
                 f"the session guest's kernel reported problems during this session's tests "
                 f"(not checked with the ini option {CHECK_KERNEL_LOG_INI} = false)"
             )
-            _check_kernel_log(g, lead, irqlab_log_dir / "session-dmesg.log", scan_leaks=True)
+            replaced = request.config.stash.get(_REPLACED_PROBLEMS, [])
+            reports = [p.report(f"{lead}: the replaced {which}") for which, p in replaced]
+            now = f"{lead}: the session guest at the end" if replaced else lead
+            log = irqlab_log_dir / "session-dmesg.log"
+            last = _kernel_log_failure(g, now, log, scan_leaks=True)
+            reports += [last] if last is not None else []
+            if reports:
+                pytest.fail("\n\n".join(reports), pytrace=False)
     finally:
+        if _SESSION_GUEST in request.config.stash:
+            del request.config.stash[_SESSION_GUEST]
         g.close()
 
 
@@ -518,18 +561,23 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 def pytest_unconfigure(config: pytest.Config) -> None:
     if _OLD_SINK in config.stash:
         notice.set_sink(config.stash[_OLD_SINK])
+    if _OLD_PLACER in config.stash:
+        logplace.set_placer(config.stash[_OLD_PLACER])
     safe = config.stash.get(_SAFE_RAISE, None)
     if safe is not None:  # what Python had: nothing of ours after the run
         safe.restore()  # and a signal deferred in the run's last moments is not lost
 
 
 _OLD_SINK = pytest.StashKey[notice.Sink]()
+_OLD_PLACER = pytest.StashKey["logplace.Placer | None"]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
     _install_interrupts(config)
     # a wait on another run's lock (its cold boot, its build) is said on the terminal
     config.stash[_OLD_SINK] = notice.set_sink(_terminal_sink(config))
+    # a guest built without a log directory logs into the test's (or the run's)
+    config.stash[_OLD_PLACER] = logplace.set_placer(_placer(config))
     check_options(config)
     apply_options(config)
     config.addinivalue_line("markers", marker_help())
@@ -792,30 +840,38 @@ def irqlab_fresh_guest(
         g.close()
 
 
-def _check_kernel_log(g: Guest, lead: str, log: Path, *, scan_leaks: bool = False) -> None:
-    """Fail the test (at its teardown) when *g*'s kernel reported a bug: a WARN(), BUG:,
-    lockdep or KASAN report, an unexpected taint; the whole kernel log is then written
-    to *log* (a ``quiet`` guest's console has none of it).  Not for a guest that died
-    or froze (the test met that itself, or caused it: the fault stays the story).
+def _check_kernel_log(g: Guest, lead: str, log: Path) -> None:
+    """Fail the test (at its teardown) with :func:`_kernel_log_failure`'s report."""
+    report = _kernel_log_failure(g, lead, log)
+    if report is not None:
+        pytest.fail(report, pytrace=False)
+
+
+def _kernel_log_failure(g: Guest, lead: str, log: Path, *, scan_leaks: bool = False) -> str | None:
+    """The failure's text when *g*'s kernel reported a bug: a WARN(), BUG:, lockdep or
+    KASAN report, an unexpected taint; the whole kernel log is then written to *log*
+    (a ``quiet`` guest's console has none of it).  None for a guest that died or
+    froze (the test met that itself, or caused it: the fault stays the story).
     *scan_leaks*: a kmemleak scan first (slow under TCG: once a session)."""
     from paramiko import SSHException
 
     from irqlab.vm.kernlog import kernel_problems
 
     if g.fault is not None or g.ssh is None or g.machine is None or not g.machine.is_running():
-        return
+        return None
     try:
         problems = kernel_problems(g, scan_leaks=scan_leaks)
     except (IrqlabError, SSHException, OSError, EOFError, ValueError):  # it died or stopped
-        return  # answering as the test ended (SSH's own errors too): that is its story
-    if problems:
-        try:
-            log.parent.mkdir(parents=True, exist_ok=True)
-            log.write_text(problems.log + "\n")
-            whole = f"\n(the whole kernel log: {log})"
-        except OSError as e:
-            whole = f"\n(the whole kernel log {_unsaved(log, e)})"
-        pytest.fail(problems.report(lead) + whole, pytrace=False)
+        return None  # answering as the test ended (SSH's own errors too): that is its story
+    if not problems:
+        return None
+    try:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(problems.log + "\n")
+        whole = f"\n(the whole kernel log: {log})"
+    except OSError as e:
+        whole = f"\n(the whole kernel log {_unsaved(log, e)})"
+    return problems.report(lead) + whole
 
 
 @pytest.fixture
@@ -896,9 +952,17 @@ def _instead(shared: list[str]) -> str:
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """Refuse, before any guest starts, a test that would get another guest than it
-    asks for: the marker with the shared guest's fixtures (the shared guest keeps its
-    defaults) or with no guest at all, or the shared guest's fixtures beside a guest of
-    the test's own (two guests, the agent of one and the device of the other)."""
+    asks for (:func:`_refuse_other_guests`); then replace a session guest an earlier
+    test killed before any fixture is set up (:func:`_renew_after_replacement`)."""
+    _refuse_other_guests(item)
+    _renew_after_replacement(item)
+
+
+def _refuse_other_guests(item: pytest.Item) -> None:
+    """Fail a test that would get another guest than it asks for: the marker with the
+    shared guest's fixtures (the shared guest keeps its defaults) or with no guest at
+    all, or the shared guest's fixtures beside a guest of the test's own (two guests,
+    the agent of one and the device of the other)."""
     shared = _shared_fixtures(item)
     fresh = [n for n in _FRESH if n in getattr(item, "fixturenames", ())]
     if not shared:
@@ -925,6 +989,30 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
             f"irqlab_fresh_guest & co ({_instead(shared)})",
             pytrace=False,
         )
+
+
+def _renew_after_replacement(item: pytest.Item) -> None:
+    """Before *item*'s fixtures are set up: if it takes the session guest and an earlier
+    test killed it, replace it now, and tear down the module-, class-, package- and
+    session-scoped fixtures that took the replaced one (pytest keeps their values: a
+    module's fixture that prepared the guest went on with what was gone, its agent or
+    handles stale), so that pytest sets them up again in the new guest.  A teardown
+    of theirs that fails against the new guest is said, not raised."""
+    guest = item.config.stash.get(_SESSION_GUEST, None)
+    if guest is None or "irqlab_guest" not in getattr(item, "fixturenames", ()):
+        return
+    if revive(guest, item.config, item.nodeid.split("::")[0]) is None:
+        return
+    stale = item.config.stash.get(_GUEST_FIXTURES, [])
+    item.config.stash[_GUEST_FIXTURES] = []  # set up again: listed again
+    for fixturedef, request in stale:
+        try:
+            fixturedef.finish(request)  # type: ignore[arg-type]  # the SubRequest it had
+        except Exception as e:
+            _terminal_sink(item.config)(
+                f"irqlab: tearing down the fixture {fixturedef.argname!r} set up in the "
+                f"replaced session guest failed (it is set up again): {e}"
+            )
 
 
 def _guest_logs(guest: Guest) -> dict[str, Path]:
@@ -963,22 +1051,66 @@ def revive(guest: Guest, config: pytest.Config | None = None, where: str = "") -
         _terminal_sink(config)(msg)
     else:
         notice.say(msg)
-    guest.restart()
+    run = guest.log_dir  # the replaced QEMU's: its console is read once it is closed
+    try:
+        guest.restart()
+    finally:
+        if config is not None and run is not None:
+            _keep_console_problems(config, run, len(config.stash[_REVIVALS]), cause, last)
+    _console_warnings(guest)
     return cause
 
 
-@pytest.hookimpl(tryfirst=True)
+def _console_warnings(guest: Guest) -> None:
+    """The session guest's console prints warnings too: what its kernel reported stays
+    in its console log should it die (:func:`irqlab.vm.kernlog.console_shows_warnings`)."""
+    from irqlab.vm.kernlog import console_shows_warnings
+
+    console_shows_warnings(guest)
+
+
+def _keep_console_problems(
+    config: pytest.Config, run: Path, nth: int, cause: str, last: str | None
+) -> None:
+    """Keep what the replaced session guest's console (in its run directory *run*)
+    reported as bugs before it died, for the session's end (its kernel log cannot be
+    read any more): the *nth* replacement, after *cause*."""
+    from irqlab.vm.kernlog import console_problems
+
+    console = run / "console.log"
+    try:
+        problems = console_problems(console.read_text(errors="replace"))
+    except OSError as e:
+        problems = None
+        _terminal_sink(config)(f"irqlab: the replaced session guest's console {console}: {e}")
+    if problems is not None:
+        after = f", the last test to use it: {last}" if last else ""
+        which = (
+            f"session guest #{nth} (replaced after: {cause}{after}; its console before "
+            f"it died: {console})"
+        )
+        config.stash.setdefault(_REPLACED_PROBLEMS, []).append((which, problems))
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_fixture_setup(
     fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest
-) -> None:
+) -> Generator[None, object, object]:
     """A module-, class-, package- or session-scoped fixture that takes the session guest
     meets a live one: if an earlier test killed it, it is replaced first (pytest sets
     wider-scoped fixtures up before the autouse ``irqlab_guest_alive``, so such a
     fixture met the dead guest, and every test of its module failed with a fault of
-    an earlier test's making)."""
+    an earlier test's making).  While a fixture is set up, its scope is known to
+    :func:`_placer`."""
     if fixturedef.scope != "function" and "irqlab_guest" in fixturedef.argnames:
         where = request.node.nodeid.split("::")[0]  # a session's fixture: ""
         revive(request.getfixturevalue("irqlab_guest"), request.config, where)
+        request.config.stash.setdefault(_GUEST_FIXTURES, []).append((fixturedef, request))
+    _SETTING_UP.append(fixturedef.scope)
+    try:
+        return (yield)
+    finally:
+        _SETTING_UP.pop()
 
 
 def _terminal_sink(config: pytest.Config) -> notice.Sink:
@@ -1160,7 +1292,8 @@ def pytest_runtest_makereport(
     # (a fixture's setup, the test, a teardown); what they wrote is listed below
     diagnosed: list[tuple[str, str]] = []
     diag_files: list[Path] = []
-    if not item.stash.get(_DIAGNOSED, False):
+    diagnosed_now = not item.stash.get(_DIAGNOSED, False)
+    if diagnosed_now:
         item.stash[_DIAGNOSED] = True
         for diag, dest in item.stash.get(_DIAGNOSTICS, []):
             try:
@@ -1197,11 +1330,20 @@ def pytest_runtest_makereport(
         _add_section(
             report,
             "irqlab: the session guest was replaced during this run",
-            "\n".join(revivals) + "\nWhat earlier tests and module-, class- or "
-            "session-scoped fixtures set up in the guest before a replacement is gone.",
+            "\n".join(revivals) + "\nWhat earlier tests set up in the guest before a "
+            "replacement is gone (module-, class- and session-scoped fixtures that took "
+            "the session guest were set up again in the new one).",
         )
     for title, text in diagnosed:
         _add_section(report, title, text)
+    built = item.stash.get(_BUILT, []) if diagnosed_now else []  # once, as the diagnostics
+    if built:
+        texts = []
+        for guest in built:
+            text, runs = built_guest_report(guest)
+            texts.append(text)
+            saved += runs
+        _add_section(report, "irqlab guests the test built itself", "\n".join(texts))
     saved += [f for f in [*diag_files, *item.stash.get(_MORE_LOGS, [])] if _has_data(f)]
     # log paths as JUnit properties (the junitxml plugin writes the teardown report's),
     # relative to the log directory (the run's property irqlab_log_dir): the same

@@ -52,7 +52,7 @@ from irqlab.build.imagekind import IMAGE_KINDS
 from irqlab.contract.regs import AT_START, NEVER, PREFIX, QOM, REGS, props_when
 from irqlab.errors import ConfigError, IrqlabError, hide_frame
 from irqlab.paths import cache_description, log_dir, prune_logs
-from irqlab.vm import proc
+from irqlab.vm import logplace, proc
 from irqlab.vm.agent_client import AgentClient, AgentError, AgentFault, AgentTimeout
 from irqlab.vm.exit_signal import ExitSignal, signal_status
 from irqlab.vm.health import (
@@ -829,7 +829,7 @@ class GuestConfig:
     * ``freeze_timeout`` (10): seconds without an agent heartbeat before the guest is
       declared frozen (stretched by the host's load; None: never).
     * ``log_dir`` (None): where the guest's run directory goes (default: the log
-      directory).
+      directory; under pytest, the running test's: :mod:`irqlab.vm.logplace`).
     * ``qmp_socket`` (None): a second QMP monitor on this unix socket (qmp-shell,
       ``irqlab inject``).
     """
@@ -1776,7 +1776,9 @@ class Guest:
         from irqlab.vm.qmp.injector import Injector
 
         c = self.config
-        if c.log_dir is None:  # the default log directory: scripts' and the CLI's runs
+        # none named: where the framework running it says (a pytest test's directory)
+        root = c.log_dir if c.log_dir is not None else logplace.place(self)
+        if root is None:  # the default log directory: scripts' and the CLI's runs
             with contextlib.suppress(OSError):  # were never pruned (pytest prunes its own)
                 prune_logs(keep_runs=None)
         # Port 0: libslirp binds the host side itself and we read the port back, so no
@@ -1788,7 +1790,7 @@ class Guest:
                 datadir=self._qemu().datadir,
                 accel=self._accel(),
                 name=c.name,
-                log_root=c.log_dir,
+                log_root=root,
             )
         )
         try:

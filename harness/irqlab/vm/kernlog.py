@@ -10,17 +10,20 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from irqlab.vm.health import CONSOLE_FAULT
+from irqlab.vm.health import CONSOLE_FAULT, OOPS, OOPS_PRELUDE, OOPS_PRELUDE_LINES, printable
 from irqlab.vm.loadscale import timeout_scale
 
 if TYPE_CHECKING:
     from irqlab.vm.guest import Guest
 
 __all__ = [
+    "CONSOLE_LOGLEVEL",
     "EXPECTED_TAINT",
     "KERNEL_SPLAT",
     "KMEMLEAK",
     "KernelProblems",
+    "console_problems",
+    "console_shows_warnings",
     "guest_kernel_log",
     "kernel_problems",
     "kernel_report",
@@ -141,3 +144,37 @@ def kernel_problems(guest: Guest, *, scan_leaks: bool = True) -> KernelProblems 
     log, tainted = guest_kernel_log(guest, scan_leaks=scan_leaks)
     splats = kernel_splats(log, tainted)
     return KernelProblems(splats, log) if splats else None
+
+
+# The console's loglevel for a guest whose console is its kernel log's record: messages
+# below it are printed, KERN_WARNING (4: a WARN()'s report, lockdep's) included.  The
+# kernel runs ``quiet`` (4: errors and worse only).
+CONSOLE_LOGLEVEL = 5
+
+
+def console_shows_warnings(guest: Guest) -> None:
+    """Make *guest*'s serial console print the kernel's warnings too (its console
+    loglevel :data:`CONSOLE_LOGLEVEL`; not saved in a snapshot: after every start).
+    A guest that dies cannot be asked for its kernel log; its console log keeps what
+    :func:`console_problems` reads."""
+    guest.sh(
+        f"echo {CONSOLE_LOGLEVEL} > /proc/sys/kernel/printk",
+        timeout=LOG_TIMEOUT_S * timeout_scale(),
+    )
+
+
+def console_problems(console: str) -> KernelProblems | None:
+    """What a guest's serial console (*console*, its ``console.log``) reports as bugs
+    before the report of its death: from the first panic or oops on (the health
+    watch's verdict, told when the guest died; with the ``BUG:`` line naming an oops
+    a few lines before it) the lines are left out.  The console shows what the
+    kernel's console loglevel lets through (:func:`console_shows_warnings`), and no
+    taint."""
+    lines = printable(console).splitlines()
+    end = next((i for i, line in enumerate(lines) if CONSOLE_FAULT.search(line)), len(lines))
+    if end < len(lines) and OOPS.search(lines[end]):  # its BUG: line, a little before
+        prelude = range(max(0, end - OOPS_PRELUDE_LINES), end)
+        end = next((i for i in reversed(prelude) if OOPS_PRELUDE.search(lines[i])), end)
+    before = "\n".join(lines[:end])
+    splats = kernel_splats(before)
+    return KernelProblems(splats, before) if splats else None

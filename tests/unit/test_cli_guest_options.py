@@ -117,6 +117,23 @@ def test_device_prop_the_harness_sets_itself_is_refused_before_a_guest_starts(
     assert "\n" not in err
 
 
+@pytest.mark.parametrize("command", ["run", "shell"])
+def test_device_prop_of_the_running_device_is_refused_before_a_guest_starts(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, command: str
+) -> None:
+    """``--device-prop fifo-push=1`` is refused as GuestConfig(device_props=) refuses
+    it, before a guest starts (QEMU refused it only once started)."""
+    monkeypatch.setattr("irqlab.vm.guest.Guest", None)  # a guest started would fail loudly
+    cmd = ["--", "true"] if command == "run" else []
+    assert main([command, "--device-prop", f"{QOM.PROP_FIFO_PUSH}=1", *cmd]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(
+        f"irqlab: --device-prop {QOM.PROP_FIFO_PUSH!r}: acts on a running device (a runtime "
+        "control); set it after the start with the injector"
+    ), err
+    assert "\n" not in err
+
+
 def test_device_prop_value_with_a_comma_is_one_value(tmp_path: Path) -> None:
     from irqlab.cli.guestcmd import guest_config
     from irqlab.vm.guest import device_arg

@@ -198,6 +198,11 @@ def _marker_run(pytester: pytest.Pytester, marker: str, *files: str) -> pytest.R
             "(device={'gpio_lines': 8}): device_props key 'gpio_lines': the irqlab device has "
             "no property 'gpio_lines' (did you mean 'gpio-lines'? ",
         ),
+        (  # a runtime control: QEMU refused it only once started
+            'device={"fifo-push": 1}',
+            "(device={'fifo-push': 1}): device_props key 'fifo-push': acts on a running device "
+            "(a runtime control); set it after the start with the injector",
+        ),
         ('modules=["mydrv.ko =x"]', "(modules=...): 'mydrv.ko =x': '=x' is not PARAM=VALUE"),
         ("bogus_key=1", "gpio_edges=, hotplug=, kernel_modules=, load_irqlab=, module=, "),
         ("bogus_key=1", "modules=, smp=, not bogus_key="),  # was: (got ['bogus_key'] ())

@@ -282,12 +282,10 @@ static void irqlab_msix_send(IrqlabState *s, unsigned vector)
     if (msix_is_masked(pdev, vector)) {
         /*
          * parked in the PBA; counted when the core sends it on unmask.  A
-         * message already parked there absorbs this one: one interrupt for
-         * both, so this raise is coalesced.
+         * raise whose message merges into one parked there is counted as
+         * coalesced where it is raised (irqlab_count_coalesced()): this
+         * 0->1 may come from no raise at all (IRQ_ENABLE, GPIO_IRQ_EN).
          */
-        if (irqlab_msix_parked(pdev, vector)) {
-            s->cnt[IRQLAB_CNT_COALESCED]++;
-        }
         msix_notify(pdev, vector);
         return;
     }
@@ -392,10 +390,19 @@ static void irqlab_msix_vector_release(PCIDevice *pdev, unsigned vector)
 
 /* ---- events ----------------------------------------------------------- */
 
-/* A raise for @src while its pending bit is already set is coalesced */
+/*
+ * A raise that makes @src pending (if enabled) produces no interrupt of its
+ * own, so is coalesced, when @src is pending already, or on MSI-X when its
+ * pending bit goes 0->1 while a message for its vector waits in the PBA.
+ * Called before the raise latches anything.
+ */
 static void irqlab_count_coalesced(IrqlabState *s, unsigned src)
 {
-    if (irqlab_pending(s) & (1u << src)) {
+    uint32_t bit = 1u << src;
+
+    if ((irqlab_pending(s) & bit) ||
+        ((s->irq_enable & bit) && s->route == IRQLAB_ROUTE_MSIX &&
+         irqlab_msix_parked(PCI_DEVICE(s), src))) {
         s->cnt[IRQLAB_CNT_COALESCED]++;
     }
 }
@@ -457,12 +464,8 @@ static void irqlab_evq_pop(IrqlabState *s)
 static void irqlab_raise_latched(IrqlabState *s, unsigned src, uint32_t value,
                                  int64_t ts)
 {
-    uint32_t pending = irqlab_pending(s);
-
     if (irqlab_raise_event(s, src, 0, 0, value, ts)) {
-        if (pending & (1u << src)) {
-            s->cnt[IRQLAB_CNT_COALESCED]++;
-        }
+        irqlab_count_coalesced(s, src);
         s->irq_status |= 1u << src;
     }
 }

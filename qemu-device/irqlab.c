@@ -295,7 +295,13 @@ static void irqlab_msix_send(IrqlabState *s, unsigned vector)
     }
 }
 
-/* Signal every source whose IRQ_PENDING bit went 0->1 since last time */
+/*
+ * Signal every source whose IRQ_PENDING bit went 0->1 since last time.  On
+ * MSI-X a source whose bit went 1->0 (status cleared, disabled in
+ * IRQ_ENABLE, its GPIO lines masked) withdraws a message still waiting in
+ * the PBA, as PCI 3.0 requires of a masked vector whose interrupt events
+ * are satisfied: unmasked later, it would send an interrupt for nothing.
+ */
 static void irqlab_update_irq(IrqlabState *s)
 {
     uint32_t pending = irqlab_pending(s);
@@ -310,6 +316,8 @@ static void irqlab_update_irq(IrqlabState *s)
         for (src = 0; src < IRQLAB_NUM_SOURCES; src++) {
             if (newly & (1u << src)) {
                 irqlab_msix_send(s, src);
+            } else if (old & ~pending & (1u << src)) {
+                msix_clr_pending(PCI_DEVICE(s), src);
             }
         }
         break;
@@ -394,7 +402,10 @@ static void irqlab_msix_vector_release(PCIDevice *pdev, unsigned vector)
  * A raise that makes @src pending (if enabled) produces no interrupt of its
  * own, so is coalesced, when @src is pending already, or on MSI-X when its
  * pending bit goes 0->1 while a message for its vector waits in the PBA.
- * Called before the raise latches anything.
+ * Called before the raise latches anything.  (A message waits there only
+ * while its source is pending, see irqlab_update_irq(): the PBA case is a
+ * bit cleared and latched again within one access, a GPIO level that still
+ * holds when its GPIO_STATUS is cleared.)
  */
 static void irqlab_count_coalesced(IrqlabState *s, unsigned src)
 {

@@ -1355,6 +1355,31 @@ static bool irqlab_intx_level_ok(IrqlabState *s)
 }
 
 /*
+ * A queued event as irqlab_raise_event() makes it: a sequence number (never
+ * 0), a GPIO event's line below gpio-lines and kind one of the four, no line
+ * or kind for the other sources, no bit beyond the fields but DROPPED (VALID
+ * is added when the head is read).  The guest's driver indexes its lines by
+ * the line field.
+ */
+static bool irqlab_event_ok(IrqlabState *s, const IrqlabEvent *ev)
+{
+    uint32_t fields = IRQLAB_EVINFO_SRC_MASK | IRQLAB_EVINFO_LINE_MASK |
+                      IRQLAB_EVINFO_DROPPED | IRQLAB_EVINFO_KIND_MASK;
+    uint32_t line = (ev->info & IRQLAB_EVINFO_LINE_MASK) >>
+                    IRQLAB_EVINFO_LINE_SHIFT;
+    uint32_t kind = (ev->info & IRQLAB_EVINFO_KIND_MASK) >>
+                    IRQLAB_EVINFO_KIND_SHIFT;
+
+    if (!ev->seq || (ev->info & ~fields)) {
+        return false;
+    }
+    if ((ev->info & IRQLAB_EVINFO_SRC_MASK) == IRQLAB_SRC_GPIO) {
+        return line < s->gpio_lines && kind <= IRQLAB_KIND_LEVEL_LOW;
+    }
+    return !line && !kind;
+}
+
+/*
  * Refuse a stream whose state the device could never reach: every index
  * and divisor the device uses later comes from here.
  */
@@ -1398,9 +1423,25 @@ static int irqlab_post_load(void *opaque, int version_id)
         if (src >= IRQLAB_NUM_SOURCES) {
             return -EINVAL;
         }
+        if (!irqlab_event_ok(s, ev)) {
+            error_report("irqlab: queued event seq %u info 0x%x is not one "
+                         "the device raises", ev->seq, ev->info);
+            return -EINVAL;
+        }
         fifo += src == IRQLAB_SRC_FIFO;
     }
     if (fifo != s->fifo_count) {
+        return -EINVAL;
+    }
+    /*
+     * IRQ_PENDING when last signalled is IRQ_PENDING now after every access:
+     * a stale copy on MSI/MSI-X turns the next 0->1 into no message at all
+     * (a lost interrupt), or signals a condition that went away.
+     */
+    if (s->last_pending != irqlab_pending(s)) {
+        error_report("irqlab: last signalled IRQ_PENDING 0x%x differs from "
+                     "IRQ_STATUS & IRQ_ENABLE 0x%x", s->last_pending,
+                     irqlab_pending(s));
         return -EINVAL;
     }
     s->route = irqlab_compute_route(s);

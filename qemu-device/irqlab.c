@@ -1450,6 +1450,20 @@ static int irqlab_post_load(void *opaque, int version_id)
                      "route and PCI interrupt state", s->intx_level);
         return -EINVAL;
     }
+    /*
+     * A message waits in the PBA only on the MSI-X route and while its
+     * source is pending (irqlab_update_irq()); one a build before that
+     * left behind for a serviced source would be sent on unmask: withdraw it.
+     */
+    if (s->irq_mode == IRQLAB_IRQ_MODE_MSIX) {
+        uint32_t keep = s->route == IRQLAB_ROUTE_MSIX ? s->last_pending : 0;
+
+        for (i = 0; i < IRQLAB_NUM_SOURCES; i++) {
+            if (!(keep & (1u << i))) {
+                msix_clr_pending(PCI_DEVICE(s), i);
+            }
+        }
+    }
     /* a running burst always waits on its timer (unless never due again) */
     if (s->burst_remaining && !timer_pending(&s->burst_timer) &&
         irqlab_burst_deadline(s) != INT64_MAX) {

@@ -28,7 +28,7 @@ from devrig import (
 from irqlab.contract.regs import QOM, REGS
 from irqlab.testing.plugin import QtestMachineFactory
 from irqlab.testing.qtest_device import QtestIrqlab
-from irqlab.testing.qtest_pci import COMMAND_INTX_DISABLE, enable_msix
+from irqlab.testing.qtest_pci import COMMAND_INTX_DISABLE, MSIX_ENTRY_SIZE, enable_msix
 from irqlab.vm.qmp.injector import Injector
 
 pytestmark = pytest.mark.device
@@ -315,3 +315,45 @@ def test_a_queued_event_the_device_could_raise_loads(
     assert ev is not None and ev.ts == TS_MARKER
     if patch is not None:
         assert (ev.seq, ev.line, ev.kind, ev.dropped) == (7, 7, REGS.KIND_LEVEL_LOW, True)
+
+
+def test_a_parked_message_of_a_serviced_source_is_withdrawn_on_load(
+    rig_factory: RigFactory, irqlab_qtest_factory: QtestMachineFactory, tmp_path: Path
+) -> None:
+    """A build before the withdrawal left a masked vector's PBA bit set after its
+    source was serviced; loaded, unmasking the vector would send that message for
+    nothing.  The load withdraws it (the stream: the FIFO vector masked, its status
+    cleared, the PBA bit set again in the stream)."""
+    slots = [RAM_MSI + 0x10 * i for i in range(REGS.NUM_SOURCES)]
+    vectors = [(a, 0x100 + i) for i, a in enumerate(slots)]
+    src = rig_factory(irq_mode="msix", gpio_lines=8, evq_depth=16)
+    table = src.dev.bar0 + REGS.MSIX_TABLE_OFFSET
+    enable_msix(src.dev.cfg, table, vectors)
+    ctrl = REGS.SRC_FIFO * MSIX_ENTRY_SIZE + 12
+    src.qt.writel(table + ctrl, 1)
+    src.dev.write("IRQ_ENABLE", REGS.SRC_ALL)
+    src.inj.push(1)
+    src.dev.write("IRQ_STATUS", FIFO)
+    assert src.qt.readl(src.dev.bar0 + REGS.MSIX_PBA_OFFSET) == 0
+    entries = b"".join(
+        struct.pack("<IIII", a, 0, d, 1 if i == REGS.SRC_FIFO else 0)
+        for i, (a, d) in enumerate(vectors)
+    )
+    image = tmp_path / "src.mig"
+    migrate_out(src.machine, image)
+    data = image.read_bytes()
+    needle = entries + bytes([0])  # the MSI-X table, then the PBA (one byte)
+    assert data.count(needle) == 1, "the MSI-X table not found once in the stream"
+    patched = tmp_path / "patched.mig"
+    patched.write_bytes(data.replace(needle, entries + bytes([1 << REGS.SRC_FIFO])))
+    dst = irqlab_qtest_factory(
+        device_arg(irq_mode="msix", gpio_lines=8, evq_depth=16), extra_args=["-incoming", "defer"]
+    )
+    migrate_in(dst, patched)
+    dev = QtestIrqlab.attach(dst.qtest)
+    for a in slots:
+        dst.qtest.writel(a, 0)
+    assert dst.qtest.readl(dev.bar0 + REGS.MSIX_PBA_OFFSET) == 0
+    dst.qtest.writel(dev.bar0 + REGS.MSIX_TABLE_OFFSET + ctrl, 0)
+    assert [dst.qtest.readl(a) for a in slots] == [0, 0, 0]
+    assert Injector(dst, "irq0").counters().delivered == 0

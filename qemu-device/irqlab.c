@@ -282,12 +282,10 @@ static void irqlab_msix_send(IrqlabState *s, unsigned vector)
     if (msix_is_masked(pdev, vector)) {
         /*
          * parked in the PBA; counted when the core sends it on unmask.  A
-         * message already parked there absorbs this one: one interrupt for
-         * both, so this raise is coalesced.
+         * raise whose message merges into one parked there is counted as
+         * coalesced where it is raised (irqlab_count_coalesced()): this
+         * 0->1 may come from no raise at all (IRQ_ENABLE, GPIO_IRQ_EN).
          */
-        if (irqlab_msix_parked(pdev, vector)) {
-            s->cnt[IRQLAB_CNT_COALESCED]++;
-        }
         msix_notify(pdev, vector);
         return;
     }
@@ -297,7 +295,13 @@ static void irqlab_msix_send(IrqlabState *s, unsigned vector)
     }
 }
 
-/* Signal every source whose IRQ_PENDING bit went 0->1 since last time */
+/*
+ * Signal every source whose IRQ_PENDING bit went 0->1 since last time.  On
+ * MSI-X a source whose bit went 1->0 (status cleared, disabled in
+ * IRQ_ENABLE, its GPIO lines masked) withdraws a message still waiting in
+ * the PBA, as PCI 3.0 requires of a masked vector whose interrupt events
+ * are satisfied: unmasked later, it would send an interrupt for nothing.
+ */
 static void irqlab_update_irq(IrqlabState *s)
 {
     uint32_t pending = irqlab_pending(s);
@@ -312,6 +316,8 @@ static void irqlab_update_irq(IrqlabState *s)
         for (src = 0; src < IRQLAB_NUM_SOURCES; src++) {
             if (newly & (1u << src)) {
                 irqlab_msix_send(s, src);
+            } else if (old & ~pending & (1u << src)) {
+                msix_clr_pending(PCI_DEVICE(s), src);
             }
         }
         break;
@@ -392,10 +398,22 @@ static void irqlab_msix_vector_release(PCIDevice *pdev, unsigned vector)
 
 /* ---- events ----------------------------------------------------------- */
 
-/* A raise for @src while its pending bit is already set is coalesced */
+/*
+ * A raise that makes @src pending (if enabled) produces no interrupt of its
+ * own, so is coalesced, when @src is pending already, or on MSI-X when its
+ * pending bit goes 0->1 while a message for its vector waits in the PBA.
+ * Called before the raise latches anything.  (A message waits there only
+ * while its source is pending, see irqlab_update_irq(): the PBA case is a
+ * bit cleared and latched again within one access, a GPIO level that still
+ * holds when its GPIO_STATUS is cleared.)
+ */
 static void irqlab_count_coalesced(IrqlabState *s, unsigned src)
 {
-    if (irqlab_pending(s) & (1u << src)) {
+    uint32_t bit = 1u << src;
+
+    if ((irqlab_pending(s) & bit) ||
+        ((s->irq_enable & bit) && s->route == IRQLAB_ROUTE_MSIX &&
+         irqlab_msix_parked(PCI_DEVICE(s), src))) {
         s->cnt[IRQLAB_CNT_COALESCED]++;
     }
 }
@@ -457,12 +475,8 @@ static void irqlab_evq_pop(IrqlabState *s)
 static void irqlab_raise_latched(IrqlabState *s, unsigned src, uint32_t value,
                                  int64_t ts)
 {
-    uint32_t pending = irqlab_pending(s);
-
     if (irqlab_raise_event(s, src, 0, 0, value, ts)) {
-        if (pending & (1u << src)) {
-            s->cnt[IRQLAB_CNT_COALESCED]++;
-        }
+        irqlab_count_coalesced(s, src);
         s->irq_status |= 1u << src;
     }
 }
@@ -1331,6 +1345,31 @@ static bool irqlab_intx_level_ok(IrqlabState *s)
 }
 
 /*
+ * A queued event as irqlab_raise_event() makes it: a sequence number (never
+ * 0), a GPIO event's line below gpio-lines and kind one of the four, no line
+ * or kind for the other sources, no bit beyond the fields but DROPPED (VALID
+ * is added when the head is read).  The guest's driver indexes its lines by
+ * the line field.
+ */
+static bool irqlab_event_ok(IrqlabState *s, const IrqlabEvent *ev)
+{
+    uint32_t fields = IRQLAB_EVINFO_SRC_MASK | IRQLAB_EVINFO_LINE_MASK |
+                      IRQLAB_EVINFO_DROPPED | IRQLAB_EVINFO_KIND_MASK;
+    uint32_t line = (ev->info & IRQLAB_EVINFO_LINE_MASK) >>
+                    IRQLAB_EVINFO_LINE_SHIFT;
+    uint32_t kind = (ev->info & IRQLAB_EVINFO_KIND_MASK) >>
+                    IRQLAB_EVINFO_KIND_SHIFT;
+
+    if (!ev->seq || (ev->info & ~fields)) {
+        return false;
+    }
+    if ((ev->info & IRQLAB_EVINFO_SRC_MASK) == IRQLAB_SRC_GPIO) {
+        return line < s->gpio_lines && kind <= IRQLAB_KIND_LEVEL_LOW;
+    }
+    return !line && !kind;
+}
+
+/*
  * Refuse a stream whose state the device could never reach: every index
  * and divisor the device uses later comes from here.
  */
@@ -1374,9 +1413,25 @@ static int irqlab_post_load(void *opaque, int version_id)
         if (src >= IRQLAB_NUM_SOURCES) {
             return -EINVAL;
         }
+        if (!irqlab_event_ok(s, ev)) {
+            error_report("irqlab: queued event seq %u info 0x%x is not one "
+                         "the device raises", ev->seq, ev->info);
+            return -EINVAL;
+        }
         fifo += src == IRQLAB_SRC_FIFO;
     }
     if (fifo != s->fifo_count) {
+        return -EINVAL;
+    }
+    /*
+     * IRQ_PENDING when last signalled is IRQ_PENDING now after every access:
+     * a stale copy on MSI/MSI-X turns the next 0->1 into no message at all
+     * (a lost interrupt), or signals a condition that went away.
+     */
+    if (s->last_pending != irqlab_pending(s)) {
+        error_report("irqlab: last signalled IRQ_PENDING 0x%x differs from "
+                     "IRQ_STATUS & IRQ_ENABLE 0x%x", s->last_pending,
+                     irqlab_pending(s));
         return -EINVAL;
     }
     s->route = irqlab_compute_route(s);
@@ -1384,6 +1439,20 @@ static int irqlab_post_load(void *opaque, int version_id)
         error_report("irqlab: INTx level %d does not match the stream's "
                      "route and PCI interrupt state", s->intx_level);
         return -EINVAL;
+    }
+    /*
+     * A message waits in the PBA only on the MSI-X route and while its
+     * source is pending (irqlab_update_irq()); one a build before that
+     * left behind for a serviced source would be sent on unmask: withdraw it.
+     */
+    if (s->irq_mode == IRQLAB_IRQ_MODE_MSIX) {
+        uint32_t keep = s->route == IRQLAB_ROUTE_MSIX ? s->last_pending : 0;
+
+        for (i = 0; i < IRQLAB_NUM_SOURCES; i++) {
+            if (!(keep & (1u << i))) {
+                msix_clr_pending(PCI_DEVICE(s), i);
+            }
+        }
     }
     /* a running burst always waits on its timer (unless never due again) */
     if (s->burst_remaining && !timer_pending(&s->burst_timer) &&

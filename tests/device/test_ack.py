@@ -66,7 +66,8 @@ def test_unknown_and_stale_acks_are_counted_invalid(rig: Rig) -> None:
 
 
 def test_ack_window(rig_factory: RigFactory) -> None:
-    """Only the raise timestamps of the last IRQLAB_ACK_WINDOW queued events are kept."""
+    """A queued event's raise timestamp is kept in slot seq % IRQLAB_ACK_WINDOW until a
+    later queued event takes the slot."""
     r = rig_factory(evq_depth=REGS.MAX_EVQ_DEPTH)
     n = REGS.ACK_WINDOW
     r.inj.burst(n, period_ns=REGS.MIN_BURST_PERIOD_NS)
@@ -81,6 +82,28 @@ def test_ack_window(rig_factory: RigFactory) -> None:
     r.dev.ack(n + 1)
     c = r.inj.counters()
     assert (c.acked, c.ack_invalid) == (2, 1)
+
+
+def test_after_drops_a_queued_event_may_have_lost_its_ack_slot(rig_factory: RigFactory) -> None:
+    """The window is not "the last IRQLAB_ACK_WINDOW queued events" (irqlab.rst's
+    example): dropped events use sequence numbers but write no slot, so the event
+    queued next can take the slot of an event still in the queue."""
+    n = REGS.ACK_WINDOW
+    r = rig_factory(evq_depth=2)
+    r.inj.push(1)
+    r.inj.push(2)  # seq 2, queued
+    r.inj.burst(n - 1, period_ns=REGS.MIN_BURST_PERIOD_NS)  # seqs 3 .. n + 1, all dropped
+    r.qt.clock_step(n * REGS.MIN_BURST_PERIOD_NS)
+    assert r.inj.counters().evq_overflow == n - 1
+    r.dev.pop()
+    r.inj.push(3)  # seq n + 2: slot 2
+    head = r.dev.head()
+    assert head is not None and head.seq == 2
+    r.dev.ack(2)
+    c = r.inj.counters()
+    assert (c.acked, c.ack_invalid) == (0, 1)
+    r.dev.ack(n + 2)
+    assert r.inj.counters().acked == 1
 
 
 def test_reset_counters_zeroes_stats_but_not_the_queue(rig: Rig) -> None:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from devrig import FIFO, RAM_MSI, Rig, RigFactory
+from devrig import FIFO, GPIO, RAM_MSI, Rig, RigFactory
 
 from irqlab.contract.regs import REGS
-from irqlab.testing.qtest_pci import enable_msix
+from irqlab.testing.qtest_pci import MSIX_ENTRY_SIZE, enable_msi, enable_msix
 from irqlab.vm.qmp.stats import Counters
 
 pytestmark = pytest.mark.device
@@ -88,3 +88,40 @@ def test_intx_delivery_counts_assertions(rig_factory: RigFactory) -> None:
     r.inj.push(3)
     c = r.inj.counters()
     assert (c.raised, c.delivered, c.coalesced) == (3, 2, 1)
+
+
+@pytest.mark.parametrize("mode", ["intx", "msi", "msix"])
+def test_only_raises_are_coalesced(rig_factory: RigFactory, mode: str) -> None:
+    """``coalesced`` counts raises that found their source pending (or, MSI-X, whose
+    message merged into one waiting in the PBA).  A source made pending again without a
+    raise -- the driver's re-arm toggle of IRQ_ENABLE, a GPIO_IRQ_EN unmask, on MSI-X
+    while the vectors are masked and the messages wait in the PBA -- coalesces nothing:
+    it was counted 10 times for one raise, coalesced + delivered > raised."""
+    r = rig_factory(irq_mode=mode)
+    r.qt.irq_intercept_in("ioapic")
+    table = r.dev.bar0 + REGS.MSIX_TABLE_OFFSET
+    if mode == "msi":
+        enable_msi(r.dev.cfg, RAM_MSI, 1)
+    elif mode == "msix":
+        enable_msix(r.dev.cfg, table, [(RAM_MSI + 0x10 * i, i + 1) for i in range(3)])
+        for v in range(REGS.NUM_SOURCES):
+            r.qt.writel(table + v * MSIX_ENTRY_SIZE + 12, 1)  # masked: messages park
+    r.dev.write("IRQ_ENABLE", REGS.SRC_ALL)
+    r.dev.write("GPIO_RISING", 1)
+    r.dev.write("GPIO_IRQ_EN", 1)
+    r.inj.push(1)
+    r.inj.set_line(0, True)
+    for _ in range(5):
+        r.dev.write("IRQ_ENABLE", 0)
+        r.dev.write("IRQ_ENABLE", REGS.SRC_ALL)
+        r.dev.write("GPIO_IRQ_EN", 0)
+        r.dev.write("GPIO_IRQ_EN", 1)
+    assert r.dev.read("IRQ_PENDING") == FIFO | GPIO
+    c = r.inj.counters()
+    assert (c.raised, c.coalesced) == (2, 0)
+    if mode == "msix":
+        for v in range(REGS.NUM_SOURCES):
+            r.qt.writel(table + v * MSIX_ENTRY_SIZE + 12, 0)  # one message per source
+        c = r.inj.counters()
+        assert (c.delivered, c.coalesced) == (2, 0)
+        assert c.delivered + c.coalesced <= c.raised

@@ -185,17 +185,76 @@ def _mask_fifo_vector(r: Rig, masked: bool) -> None:
     r.qt.writel(ctrl, 1 if masked else 0)
 
 
-def test_msix_a_raise_merged_into_a_parked_message_is_coalesced(msix: Rig) -> None:
-    """Two pending 0->1 transitions while the vector is masked park one message: the
-    second raise produced no interrupt of its own."""
+def test_msix_a_parked_message_waits_for_its_pending_condition(msix: Rig) -> None:
+    """A message waits in the PBA while its source stays pending: a raise meanwhile
+    is coalesced into it.  Once the source is serviced (its status cleared) the
+    message is withdrawn, so the next raise parks a message of its own, not a merge
+    (before, it merged: coalesced 2, and the serviced raise's message stayed)."""
     r = msix
+    pba = r.dev.bar0 + REGS.MSIX_PBA_OFFSET
     r.dev.write("IRQ_ENABLE", REGS.SRC_ALL)
     _mask_fifo_vector(r, True)
     r.inj.push(1)
-    r.dev.write("IRQ_STATUS", FIFO)
-    r.inj.push(2)  # pending 0->1 again: the same PBA bit
+    r.inj.push(2)  # FIFO already pending: coalesced into the parked message
+    r.dev.write("IRQ_STATUS", FIFO)  # serviced: the message is withdrawn
+    assert r.qt.readl(pba) == 0
+    r.inj.push(3)  # pending 0->1 again: a message of its own parks
+    assert r.qt.readl(pba) == 1 << REGS.SRC_FIFO
     _mask_fifo_vector(r, False)
     assert _written(r) == [REGS.SRC_FIFO]
+    c = r.inj.counters()
+    assert (c.raised, c.delivered, c.coalesced) == (3, 1, 1)
+
+
+@pytest.mark.parametrize("service", ["irq-status", "irq-enable", "gpio-irq-en"])
+def test_msix_a_serviced_source_sends_nothing_on_unmask(msix: Rig, service: str) -> None:
+    """PCI 3.0 MSI-X: a masked vector whose Pending bit is set and whose interrupt
+    events are satisfied must clear the bit, or unmasking it sends a spurious message
+    (Linux counts it spurious).  The source's IRQ_PENDING bit going 1->0 -- its status
+    cleared, the source disabled, its GPIO lines masked -- withdraws its message."""
+    r = msix
+    src = REGS.SRC_GPIO if service == "gpio-irq-en" else REGS.SRC_FIFO
+    ctrl = r.dev.bar0 + REGS.MSIX_TABLE_OFFSET + src * MSIX_ENTRY_SIZE + 12
+    pba = r.dev.bar0 + REGS.MSIX_PBA_OFFSET
+    r.dev.write("IRQ_ENABLE", REGS.SRC_ALL)
+    r.qt.writel(ctrl, 1)
+    if src == REGS.SRC_GPIO:
+        r.dev.write("GPIO_RISING", 1)
+        r.dev.write("GPIO_IRQ_EN", 1)
+        r.inj.pulse(0)
+    else:
+        r.inj.push(1)
+    assert r.qt.readl(pba) == 1 << src
+    r.dev.drain()
+    if service == "irq-status":
+        r.dev.write("IRQ_STATUS", FIFO)
+    elif service == "irq-enable":
+        r.dev.write("IRQ_ENABLE", REGS.SRC_ALL & ~FIFO)
+    else:
+        r.dev.write("GPIO_IRQ_EN", 0)
+    assert r.dev.read("IRQ_PENDING") & (1 << src) == 0
+    assert r.qt.readl(pba) == 0
+    r.qt.writel(ctrl, 0)
+    assert _written(r) == []
+    c = r.inj.counters()
+    assert (c.raised, c.delivered, c.coalesced) == (1, 0, 0)
+
+
+def test_msix_a_level_latched_again_merges_into_its_parked_message(msix: Rig) -> None:
+    """Clearing the GPIO_STATUS of a level that still holds latches it again in the
+    same access: IRQ_PENDING never reads 0, the parked message stays, and the new
+    raise is coalesced into it (one message on unmask)."""
+    r = msix
+    ctrl = r.dev.bar0 + REGS.MSIX_TABLE_OFFSET + REGS.SRC_GPIO * MSIX_ENTRY_SIZE + 12
+    r.dev.write("IRQ_ENABLE", REGS.SRC_ALL)
+    r.qt.writel(ctrl, 1)
+    r.dev.write("GPIO_IRQ_EN", 1)
+    r.inj.set_line(0, True)
+    r.dev.write("GPIO_LEVEL_HIGH", 1)  # raise 1: a message parks
+    r.dev.write("GPIO_STATUS", 1)  # raise 2, latched again at once
+    assert r.qt.readl(r.dev.bar0 + REGS.MSIX_PBA_OFFSET) == 1 << REGS.SRC_GPIO
+    r.qt.writel(ctrl, 0)
+    assert _written(r) == [REGS.SRC_GPIO]
     c = r.inj.counters()
     assert (c.raised, c.delivered, c.coalesced) == (2, 1, 1)
 

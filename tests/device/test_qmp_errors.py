@@ -41,6 +41,7 @@ def _snapshot(r: Rig) -> dict[str, Any]:
     }
 
 
+QEMU_VISITOR = ("Parameter '", "Invalid parameter type")  # QEMU's messages, irqlab.rst quotes them
 BEYOND = f"names lines beyond {QOM.PROP_GPIO_LINES}=8"  # the fixture's 8 lines
 BAD = [
     (QOM.PROP_GPIO_SET, 1 << 8, BEYOND),
@@ -50,14 +51,14 @@ BAD = [
     (QOM.PROP_BURST_PERIOD_NS, 0, "out of range"),
     (QOM.PROP_BURST_PERIOD_NS, REGS.MIN_BURST_PERIOD_NS - 1, "out of range"),
     (QOM.PROP_BURST_PERIOD_NS, 10_000_000_001, "out of range"),
-    (QOM.PROP_GPIO_SET, -1, ""),
-    (QOM.PROP_FIFO_PUSH, 1 << 32, ""),
-    (QOM.PROP_FIFO_PUSH, "0x12", ""),
-    (QOM.PROP_BURST_COUNT, 1.5, ""),
+    (QOM.PROP_GPIO_SET, -1, f"Parameter '{QOM.PROP_GPIO_SET}' expects uint32_t"),
+    (QOM.PROP_FIFO_PUSH, 1 << 32, f"Parameter '{QOM.PROP_FIFO_PUSH}' expects uint32_t"),
+    (QOM.PROP_FIFO_PUSH, "0x12", f"Parameter '{QOM.PROP_FIFO_PUSH}' expects uint64"),
+    (QOM.PROP_BURST_COUNT, 1.5, f"Parameter '{QOM.PROP_BURST_COUNT}' expects uint64"),
     (QOM.PROP_BURST_LINE, 8, f"{QOM.PROP_BURST_LINE} 8 out of range [-1, 7]"),
     (QOM.PROP_BURST_LINE, -2, "out of range"),
     (QOM.PROP_BURST_LINE, 1 << 40, "out of range"),
-    (QOM.PROP_BURST_LINE, "1", ""),
+    (QOM.PROP_BURST_LINE, "1", f"Invalid parameter type for '{QOM.PROP_BURST_LINE}', expected"),
     (QOM.PROP_BURST_LINE, 1.5, ""),
     (QOM.PROP_BURST_LINE, None, ""),
     (QOM.PROP_GPIO_IN, [1], ""),
@@ -76,7 +77,7 @@ def test_bad_value_is_refused_and_nothing_changes(
         small.inj.set(prop, value)
     assert info.value.desc, "QEMU gave no error text"
     assert message in info.value.desc
-    if message and prop != "no-such-property":
+    if message and prop != "no-such-property" and not message.startswith(QEMU_VISITOR):
         assert info.value.desc.startswith("irqlab: ")
     assert small.machine.qmp("query-status")["status"] == "running"
     assert _snapshot(small) == before

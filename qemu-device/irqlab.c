@@ -1628,10 +1628,15 @@ typedef struct IrqlabProp {
     const char *desc;
 } IrqlabProp;
 
+/* fails the build unless the header marks NAME a runtime or read-only one */
 #define IRQLAB_PROP(NAME, type, get, set, op, desc) \
-    { IRQLAB_PROP_##NAME, IRQLAB_PROP_##NAME##_WHEN, type, get, set, op, desc }
+    { IRQLAB_PROP_##NAME, \
+      IRQLAB_PROP_##NAME##_WHEN + QEMU_BUILD_BUG_ON_ZERO( \
+          IRQLAB_PROP_##NAME##_WHEN != IRQLAB_SET_AT_RUN && \
+          IRQLAB_PROP_##NAME##_WHEN != IRQLAB_SET_NEVER), \
+      type, get, set, op, desc }
 
-static IrqlabProp irqlab_dynamic_props[] = {
+static const IrqlabProp irqlab_dynamic_props[] = {
     IRQLAB_PROP(GPIO_IN, "uint32", irqlab_get_gpio_in, irqlab_set_gpio,
                 IRQLAB_GPIO_OP_IN, "GPIO input levels, one bit per line"),
     IRQLAB_PROP(GPIO_SET, "uint32", NULL, irqlab_set_gpio, IRQLAB_GPIO_OP_SET,
@@ -1665,7 +1670,7 @@ static IrqlabProp irqlab_dynamic_props[] = {
 static void irqlab_prop_get(Object *obj, Visitor *v, const char *name,
                             void *opaque, Error **errp)
 {
-    IrqlabProp *p = opaque;
+    const IrqlabProp *p = opaque;
 
     p->get(obj, v, name, GINT_TO_POINTER(p->op), errp);
 }
@@ -1674,7 +1679,7 @@ static void irqlab_prop_get(Object *obj, Visitor *v, const char *name,
 static void irqlab_prop_set(Object *obj, Visitor *v, const char *name,
                             void *opaque, Error **errp)
 {
-    IrqlabProp *p = opaque;
+    const IrqlabProp *p = opaque;
 
     if (p->when == IRQLAB_SET_AT_RUN && !DEVICE(obj)->realized) {
         error_setg(errp, "irqlab: property '%s' acts on a running device; "
@@ -1689,14 +1694,14 @@ static void irqlab_add_props(ObjectClass *klass)
     size_t i;
 
     for (i = 0; i < ARRAY_SIZE(irqlab_dynamic_props); i++) {
-        IrqlabProp *p = &irqlab_dynamic_props[i];
+        const IrqlabProp *p = &irqlab_dynamic_props[i];
 
-        /* start-time ones are qdev properties; only runtime ones are set */
-        assert(p->when == IRQLAB_SET_AT_RUN || p->when == IRQLAB_SET_NEVER);
+        /* a runtime control has a setter, a read-only property none */
         assert((p->when == IRQLAB_SET_AT_RUN) == (p->set != NULL));
         object_class_property_add(klass, p->name, p->type,
                                   p->get ? irqlab_prop_get : NULL,
-                                  p->set ? irqlab_prop_set : NULL, NULL, p);
+                                  p->set ? irqlab_prop_set : NULL, NULL,
+                                  (void *)p);
         object_class_property_set_description(klass, p->name, p->desc);
     }
 }

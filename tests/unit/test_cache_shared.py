@@ -388,3 +388,88 @@ def test_a_qemu_build_evicts_after_its_lock_so_the_old_trees_go(
     current = tree(root, "src-7.2+dfsg-7+deb12u18")
     qemu.ensure_qemu(log=lambda _m: None)
     assert not old.exists() and not old_tree.exists() and current.is_dir()
+
+
+# --- apt answering that it has none of them ---------------------------------------------
+
+# apt-cache show --no-all-versions as apt 2.6 (Debian 12) answers: the known names'
+# stanzas, an unknown one beside them skipped without a word, and none known:
+# "E: No packages found", exit status 100.  $APT_BROKEN: apt failing otherwise.
+FAKE_APT_CACHE = """#!/bin/sh
+if [ -n "$APT_BROKEN" ]; then
+    echo "E: The package cache file is corrupted" >&2; exit 100
+fi
+shift 2  # show --no-all-versions
+found=
+for name; do
+    case "$name" in
+    libc6) found=1; printf 'Package: libc6\\nVersion: 2.36-9+deb12u14\\nArchitecture: amd64\\n\\n';;
+    esac
+done
+[ -n "$found" ] || { echo "E: No packages found" >&2; exit 100; }
+"""
+
+
+@pytest.fixture
+def fake_apt(
+    root: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    """apt-cache on $PATH is :data:`FAKE_APT_CACHE`, with package lists of its own."""
+    here = tmp_path_factory.mktemp("apt")
+    (here / "bin").mkdir()
+    tool = here / "bin" / "apt-cache"
+    tool.write_text(FAKE_APT_CACHE)
+    tool.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{here / 'bin'}:{os.environ['PATH']}")
+    lists = here / "lists"
+    lists.mkdir()
+    (lists / "deb.debian.org_debian_dists_bookworm_main_binary-amd64_Packages").write_text("x")
+    monkeypatch.setattr(debs, "APT_LISTS", lists)
+    monkeypatch.setattr(debs, "APT_STATE_FILES", (lists,))
+    return lists
+
+
+def test_debs_of_packages_apt_no_longer_has_go(root: Path, fake_apt: Path) -> None:
+    """After a point release every old kernel ABI's package is one apt does not know:
+    apt-cache failed with "E: No packages found", which counted as apt silent, and every
+    .deb stayed, in exactly the case the prune was made for."""
+    gone = [
+        deb(root, "linux-image-6.1.0-99-amd64", "6.1.99-1"),
+        deb(root, "linux-headers-6.1.0-99-amd64", "6.1.99-1", unpacked=True),
+    ]
+    found = shared.survey(root, [], qemu_slugs=set)
+    assert unused(found) == set(gone) and not found.unknown, found.unknown
+    # beside a package apt knows (it skipped the unknown one silently): the same
+    older, current = deb(root, "libc6", "0.0-1"), deb(root, "libc6", "2.36-9+deb12u14")
+    for memo in (root / "debs").glob("apt-show-*"):  # asked again, all at once
+        memo.unlink()
+    found = shared.survey(root, [], qemu_slugs=set)
+    assert unused(found) == {*gone, older} and not found.unknown, found.unknown
+    assert current not in unused(found)
+
+
+def test_apt_failing_otherwise_or_without_lists_keeps_every_deb(
+    root: Path, fake_apt: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old = deb(root, "linux-image-6.1.0-99-amd64", "6.1.99-1")
+    monkeypatch.setenv("APT_BROKEN", "1")
+    found = shared.survey(root, [], qemu_slugs=set)
+    assert not found.unused and "The package cache file is corrupted" in found.unknown[0]
+    monkeypatch.delenv("APT_BROKEN")
+    for f in fake_apt.iterdir():  # no lists: apt finds nothing it has not installed
+        f.unlink()
+    found = shared.survey(root, [], qemu_slugs=set)
+    assert not found.unused and old.exists()
+    assert found.unknown == [
+        "every .deb and unpacked package stays: apt's candidates are not known (AptError: "
+        f"apt has no package lists in {fake_apt} (apt-get update))"
+    ]
+
+
+def test_the_real_apt_cache_answers_an_unknown_name_as_none() -> None:
+    """apt-cache's own words for a name it has no package for (what debs._show reads)."""
+    import shutil
+
+    if shutil.which("apt-cache") is None:
+        pytest.skip("no apt-cache here")
+    assert debs._show(["irqlab-no-such-package-anywhere"]) == {}

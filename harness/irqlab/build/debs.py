@@ -166,7 +166,23 @@ def _query_apt(names: Sequence[str]) -> dict[str, Package]:
     return out
 
 
+# What apt-cache says of names it has no package for: it ran and answered, none of
+# them is offered (apt 2.6 skips an unknown name beside known ones without a word, and
+# fails with "E: No packages found" when it knows none; others say "Unable to locate
+# package NAME" first).  Any other error is apt failing, not an answer.
+_NONE_FOUND = re.compile(r"No packages found|Unable to locate package")
+
+
+def _none_found(stderr: str) -> bool:
+    """Whether apt-cache's *stderr* (a failed ``show``) says only that it has none of
+    the names: every error line one of :data:`_NONE_FOUND`'s."""
+    errors = [ln for ln in stderr.splitlines() if ln.startswith("E:")]
+    return bool(errors) and all(_NONE_FOUND.search(ln) for ln in errors)
+
+
 def _show(names: Sequence[str], *, qualified: bool = False) -> dict[str, Package]:
+    """apt-cache's candidates of *names* (none for a name apt does not offer); raises
+    :class:`AptError` when apt-cache is missing or fails otherwise than finding none."""
     try:
         r = subprocess.run(
             ["apt-cache", "show", "--no-all-versions", *names],
@@ -178,7 +194,7 @@ def _show(names: Sequence[str], *, qualified: bool = False) -> dict[str, Package
     except FileNotFoundError as e:
         raise AptError("apt-cache not found: the guest image recipe needs Debian's apt") from e
     pkgs = packages_from_show(r.stdout)
-    if not pkgs and r.returncode != 0 and not qualified:
+    if not pkgs and r.returncode != 0 and not _none_found(r.stderr):
         raise AptError(f"apt-cache show {' '.join(names)} failed: {r.stderr.strip()}")
     if qualified:  # answered as "name:arch" (apt knows none for an Architecture: all one)
         return {f"{p.name}:{p.arch}": p for p in pkgs.values()}

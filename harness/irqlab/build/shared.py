@@ -22,7 +22,9 @@ old ones for ever.  A part is *used*, and stays, when
   candidate for its name and architecture.
 
 What cannot be known counts as used: a kept output whose record cannot be read, or apt
-not answering, keeps every part of that kind (:attr:`Survey.unknown` says why).  Only
+not answering (apt-cache missing or failing, no package lists), keeps every part of
+that kind (:attr:`Survey.unknown` says why); a package apt answers it has none of (an
+old kernel ABI's name after a point release) is offered in no version.  Only
 entries directly in those directories, of those names, are parts; a symbolic link or a
 file of another name is left alone.  :func:`remove` takes the lock the builds take (the
 QEMU build's ``qemu/.lock``, the download's ``debs/pool/.lock``, an unpacked package's
@@ -184,9 +186,14 @@ def current_qemu_slugs() -> set[str]:
 
 def apt_candidates(ids: Sequence[DebId]) -> set[DebId]:
     """Those of *ids* that are apt's candidate for their name and architecture (a
-    foreign architecture's asked as ``name:arch``); raises when apt does not answer."""
+    foreign architecture's asked as ``name:arch``); a name apt has no package for (an
+    old kernel ABI's after a point release) is offered in no version.  Raises when apt
+    does not answer: apt-cache missing or failing, or no package lists to answer from
+    (then it finds nothing it has not installed: no answer either)."""
     from irqlab.build import debs
 
+    if not any(debs.APT_LISTS.glob("*_Packages*")):
+        raise debs.AptError(f"apt has no package lists in {debs.APT_LISTS} (apt-get update)")
     host = host_deb_arch()
     query = {d: d.name if d.arch in ("all", host) else f"{d.name}:{d.arch}" for d in ids}
     got = debs.apt_show(sorted(set(query.values())))

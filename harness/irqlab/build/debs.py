@@ -382,7 +382,13 @@ def download(pkgs: Sequence[Package], steps: StepLog, pool: Path | None = None) 
     ``apt-get download`` writes into ``partial-<pid>/`` under the pool; its files are
     moved into the pool only once it exits 0: a download cut short (Ctrl-C, SIGKILL, a
     CI timeout) left a truncated ``.deb`` under its final name, which every later build
-    trusted and failed on in ``dpkg-deb``."""
+    trusted and failed on in ``dpkg-deb``.
+
+    Each .deb is marked used under the pool's lock (:func:`irqlab.build.shared.mark_used`):
+    the caller unpacks it after the lock is let go, and a prune keeps what a build used
+    within the hour."""
+    from irqlab.build.shared import mark_used
+
     pool = pool or pool_dir()
     pool.mkdir(parents=True, exist_ok=True)
     with exclusive_lock(pool / ".lock", "downloading Debian packages"):
@@ -406,6 +412,7 @@ def download(pkgs: Sequence[Package], steps: StepLog, pool: Path | None = None) 
                         f.replace(pool / f.name)
             finally:
                 shutil.rmtree(partial, ignore_errors=True)
+        mark_used(*(pool / p.deb_name for p in pkgs))
     out: dict[str, Path] = {}
     for p in pkgs:
         deb = pool / p.deb_name
@@ -427,19 +434,21 @@ def extract_into(deb: Path, dest: Path, steps: StepLog) -> None:
 
 
 def extracted(deb: Path, steps: StepLog) -> Path:
-    """A cached, read-only-by-convention tree holding just *deb*'s files."""
+    """A cached, read-only-by-convention tree holding just *deb*'s files, marked used
+    under its lock (:func:`irqlab.build.shared.mark_used`: the caller reads it after the
+    lock is let go, and a prune keeps what a build used within the hour)."""
+    from irqlab.build.shared import mark_used
+
     root = cache_dir() / "debs" / "x" / deb.name.removesuffix(".deb")
-    if (root / ".complete").is_file():
-        return root
     with exclusive_lock(lock_file(root), f"unpacking {deb.name}"):
-        if (root / ".complete").is_file():
-            return root
-        tmp = root.with_name(root.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        extract_into(deb, tmp, steps)
-        (tmp / ".complete").touch()
-        shutil.rmtree(root, ignore_errors=True)
-        tmp.rename(root)
+        if not (root / ".complete").is_file():
+            tmp = root.with_name(root.name + ".tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            extract_into(deb, tmp, steps)
+            (tmp / ".complete").touch()
+            shutil.rmtree(root, ignore_errors=True)
+            tmp.rename(root)
+        mark_used(root)
     return root
 
 

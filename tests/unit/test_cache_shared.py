@@ -8,8 +8,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import fake_cache  # same directory (rootdir-relative import)
 import pytest
@@ -45,11 +47,20 @@ def image_output(root: Path, n: int, packages: dict[str, str], used: float) -> P
     return fake_cache.output(root, "image", n, files, used=used)
 
 
+LONG_AGO = 1_000_000.0  # a part's mtime: last used long ago (a build's mark is an hour)
+
+
+def aged(path: Path, when: float = LONG_AGO) -> Path:
+    """*path* last modified (or marked used by a build) at *when*."""
+    os.utime(path, (when, when))
+    return path
+
+
 def tree(root: Path, name: str, size: int = 1000) -> Path:
     d = root / "qemu" / name
     (d / "sub").mkdir(parents=True)
     (d / "sub" / "big").write_bytes(b"x" * size)
-    return d
+    return aged(d)
 
 
 def deb(
@@ -60,11 +71,11 @@ def deb(
         d = root / "debs" / "x" / stem
         (d / "usr").mkdir(parents=True)
         (d / ".complete").touch()
-        return d
+        return aged(d)
     f = root / "debs" / "pool" / f"{stem}.deb"
     f.parent.mkdir(parents=True, exist_ok=True)
     f.write_bytes(b"d" * 100)
-    return f
+    return aged(f)
 
 
 def slugs(*versions: str) -> set[str]:
@@ -166,6 +177,7 @@ def test_debs_a_kept_output_records_or_apt_has_stay_old_ones_go(root: Path) -> N
     ]
     leftover = root / "debs" / "x" / "libc6_2.36-9+deb12u14_amd64.tmp"
     leftover.mkdir()
+    aged(leftover)
     asked: list[shared.DebId] = []
 
     def look(ids: Sequence[shared.DebId]) -> set[shared.DebId]:
@@ -343,6 +355,22 @@ def test_prune_says_a_build_holds_what_it_keeps(
     assert "removed 2 shared parts, 0.0 MiB; 2 held by a build, kept" in out
 
 
+def test_prune_says_it_kept_what_a_build_took_after_the_survey(
+    layout: dict[str, Path], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = shared.remove
+
+    def remove(*args: Any) -> shared.SharedRemoval:
+        shared.mark_used(layout["src_old"])  # a build takes it before the prune's lock
+        return real(*args)
+
+    monkeypatch.setattr(shared, "remove", remove)
+    assert main(["cache", "--prune", "1"]) == 0
+    out = capsys.readouterr().out
+    assert layout["src_old"].is_dir() and not layout["src_new"].exists()
+    assert "; 1 a build used since the survey, kept" in out, out
+
+
 def test_the_eviction_after_a_build_removes_what_only_the_evicted_needed(
     root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -388,3 +416,151 @@ def test_a_qemu_build_evicts_after_its_lock_so_the_old_trees_go(
     current = tree(root, "src-7.2+dfsg-7+deb12u18")
     qemu.ensure_qemu(log=lambda _m: None)
     assert not old.exists() and not old_tree.exists() and current.is_dir()
+
+
+# --- apt answering that it has none of them ---------------------------------------------
+
+# apt-cache show --no-all-versions as apt 2.6 (Debian 12) answers: the known names'
+# stanzas, an unknown one beside them skipped without a word, and none known:
+# "E: No packages found", exit status 100.  $APT_BROKEN: apt failing otherwise.
+FAKE_APT_CACHE = """#!/bin/sh
+if [ -n "$APT_BROKEN" ]; then
+    echo "E: The package cache file is corrupted" >&2; exit 100
+fi
+shift 2  # show --no-all-versions
+found=
+for name; do
+    case "$name" in
+    libc6) found=1; printf 'Package: libc6\\nVersion: 2.36-9+deb12u14\\nArchitecture: amd64\\n\\n';;
+    esac
+done
+[ -n "$found" ] || { echo "E: No packages found" >&2; exit 100; }
+"""
+
+
+@pytest.fixture
+def fake_apt(
+    root: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    """apt-cache on $PATH is :data:`FAKE_APT_CACHE`, with package lists of its own."""
+    here = tmp_path_factory.mktemp("apt")
+    (here / "bin").mkdir()
+    tool = here / "bin" / "apt-cache"
+    tool.write_text(FAKE_APT_CACHE)
+    tool.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{here / 'bin'}:{os.environ['PATH']}")
+    lists = here / "lists"
+    lists.mkdir()
+    (lists / "deb.debian.org_debian_dists_bookworm_main_binary-amd64_Packages").write_text("x")
+    monkeypatch.setattr(debs, "APT_LISTS", lists)
+    monkeypatch.setattr(debs, "APT_STATE_FILES", (lists,))
+    return lists
+
+
+def test_debs_of_packages_apt_no_longer_has_go(root: Path, fake_apt: Path) -> None:
+    """After a point release every old kernel ABI's package is one apt does not know:
+    apt-cache failed with "E: No packages found", which counted as apt silent, and every
+    .deb stayed, in exactly the case the prune was made for."""
+    gone = [
+        deb(root, "linux-image-6.1.0-99-amd64", "6.1.99-1"),
+        deb(root, "linux-headers-6.1.0-99-amd64", "6.1.99-1", unpacked=True),
+    ]
+    found = shared.survey(root, [], qemu_slugs=set)
+    assert unused(found) == set(gone) and not found.unknown, found.unknown
+    # beside a package apt knows (it skipped the unknown one silently): the same
+    older, current = deb(root, "libc6", "0.0-1"), deb(root, "libc6", "2.36-9+deb12u14")
+    for memo in (root / "debs").glob("apt-show-*"):  # asked again, all at once
+        memo.unlink()
+    found = shared.survey(root, [], qemu_slugs=set)
+    assert unused(found) == {*gone, older} and not found.unknown, found.unknown
+    assert current not in unused(found)
+
+
+def test_apt_failing_otherwise_or_without_lists_keeps_every_deb(
+    root: Path, fake_apt: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old = deb(root, "linux-image-6.1.0-99-amd64", "6.1.99-1")
+    monkeypatch.setenv("APT_BROKEN", "1")
+    found = shared.survey(root, [], qemu_slugs=set)
+    assert not found.unused and "The package cache file is corrupted" in found.unknown[0]
+    monkeypatch.delenv("APT_BROKEN")
+    for f in fake_apt.iterdir():  # no lists: apt finds nothing it has not installed
+        f.unlink()
+    found = shared.survey(root, [], qemu_slugs=set)
+    assert not found.unused and old.exists()
+    assert found.unknown == [
+        "every .deb and unpacked package stays: apt's candidates are not known (AptError: "
+        f"apt has no package lists in {fake_apt} (apt-get update))"
+    ]
+
+
+def test_the_real_apt_cache_answers_an_unknown_name_as_none() -> None:
+    """apt-cache's own words for a name it has no package for (what debs._show reads)."""
+    import shutil
+
+    if shutil.which("apt-cache") is None:
+        pytest.skip("no apt-cache here")
+    assert debs._show(["irqlab-no-such-package-anywhere"]) == {}
+
+
+# --- a part a build uses stays ------------------------------------------------------------
+
+
+def test_a_part_used_within_the_hour_stays_though_nothing_kept_needs_it(root: Path) -> None:
+    """A build unpacks its .debs and copies from the unpacked packages after their locks
+    were let go; after an apt-get update they are no candidate any more."""
+    used = [
+        aged(deb(root, "libc6", "2.36-9+deb12u12"), time.time() - 60),
+        aged(deb(root, "libc6", "2.36-9+deb12u12", unpacked=True), time.time() - 60),
+        aged(tree(root, "src-7.2+dfsg-7+deb12u16"), time.time() - 60),
+    ]
+    old = [deb(root, "libc6", "2.36-9+deb12u11"), tree(root, "build-7.2+dfsg-7+deb12u16")]
+    found = shared.survey(root, [], qemu_slugs=set, candidates=none)
+    assert unused(found) == set(old)
+    assert all(p.used for p in found.parts if p.path in used)
+
+
+def test_a_part_a_build_took_after_the_survey_stays(root: Path) -> None:
+    """The survey runs before the prune takes a part's lock: a QEMU output finished in
+    between (its trees), a build that took a .deb or an unpacked package meanwhile."""
+    parts = [
+        tree(root, "src-7.2+dfsg-7+deb12u16"),
+        deb(root, "libc6", "2.36-9+deb12u12"),
+        deb(root, "libc6", "2.36-9+deb12u12", unpacked=True),
+    ]
+    old = deb(root, "libc6", "2.36-9+deb12u11")
+    found = shared.survey(root, [], qemu_slugs=set, candidates=none)
+    assert unused(found) == {*parts, old}
+    shared.mark_used(*parts)
+    done = shared.remove(found.unused, root)
+    assert [p.path for p in done.removed] == [old] and not done.errors and not done.held
+    assert {p.path for p in done.used} == set(parts) and all(p.exists() for p in parts)
+
+
+def test_builds_mark_the_parts_they_take_used(
+    root: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The download its .debs (there already too), the unpacking its tree (unpacked
+    already too), the QEMU build its source and build trees as it ends (failed too)."""
+    from irqlab.build.steps import StepLog
+
+    pkg = debs.Package("libc6", "2.36-9+deb12u12", "amd64")
+    pooled = deb(root, pkg.name, pkg.version)
+    unpacked = deb(root, pkg.name, pkg.version, unpacked=True)
+    logs = tmp_path_factory.mktemp("logs")
+    with StepLog(logs / "build.log", lambda _m: None) as steps:
+        assert debs.download([pkg], steps, root / "debs" / "pool") == {pkg.name: pooled}
+        assert debs.extracted(pooled, steps) == unpacked
+    assert shared.used_lately(pooled) and shared.used_lately(unpacked)
+
+    source = qemu.QemuSource("debian", OLD)
+    trees = [tree(root, f"src-{source.slug}"), tree(root, f"build-{source.slug}")]
+
+    def fails(*_a: object) -> None:
+        raise RuntimeError("compile failed")
+
+    monkeypatch.setattr(qemu, "_build_in", fails)
+    inputs = type("Inputs", (), {"source": source, "arch": qemu.X86_64})()
+    with pytest.raises(RuntimeError):
+        qemu._build(inputs, root / "out", steps, lambda _m: None)  # type: ignore[arg-type]
+    assert all(shared.used_lately(t) for t in trees)

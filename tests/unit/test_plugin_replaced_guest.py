@@ -134,3 +134,183 @@ def test_a_consoles_problems_end_where_its_death_is_reported() -> None:
     # no death on it (killed, frozen): every line counts, a BUG: near its end too
     alive = console_problems(f"[    1.0] probed\n{oops[0]}")
     assert alive is not None and alive.splats == [oops[0]], alive
+
+
+def test_a_console_without_its_printk_stamp_is_no_kernel_report() -> None:
+    """init, the agent and a shell write on the console too: their WARNING: is none of
+    the kernel's; a kernel line that userspace's output ran on into is the kernel's."""
+    console = "\n".join(
+        [
+            "[    1.0] probed",
+            "WARNING: the agent's own words, on its stderr",
+            "irqlab:/# \x1b[6n[    2.0] WARNING: CPU: 0 PID: 7 at drivers/x.c:1 f+0x1/0x2",
+        ]
+    )
+    found = console_problems(console)
+    assert found is not None, console
+    assert found.splats == ["[    2.0] WARNING: CPU: 0 PID: 7 at drivers/x.c:1 f+0x1/0x2"], found
+    assert console_problems("[    1.0] probed\nWARNING: userspace only") is None
+
+
+def _run(pytester: pytest.Pytester, extra: str, tests: str) -> pytest.RunResult:
+    pytester.makeconftest(CONFTEST + extra)
+    pytester.makepyfile(test_k=tests)
+    return pytester.runpytest_subprocess("-p", "no:cacheprovider", "-rA")
+
+
+# the new guest does not answer the loglevel's echo once (SSH timing out under load)
+ECHO_FAILS = """
+_sh = FakeGuest.sh
+def sh(self, cmd, **kw):
+    if cmd.startswith("echo 5 > /proc/sys/kernel/printk") and self.generation in FAIL_IN:
+        FAIL_IN.discard(self.generation)
+        raise TimeoutError("the echo timed out")
+    return _sh(self, cmd, **kw)
+FakeGuest.sh = sh
+FAIL_IN = {%d}
+"""
+MODULE_FIXTURE = """
+import pytest
+
+@pytest.fixture(scope="module")
+def prepared(irqlab_guest):
+    return irqlab_guest.generation
+"""
+
+
+@pytest.mark.parametrize("generation", [0, 1], ids=["session-start", "after-replacement"])
+def test_a_console_that_cannot_be_made_to_show_warnings_is_said_not_an_error(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, generation: int
+) -> None:
+    """The session guest's loglevel echo failing (its first guest's, or a replacement's)
+    fails no test, and a replacement's still renews the fixtures that took the guest it
+    replaced (its echo raised out of the replacement: they stayed the dead guest's)."""
+    monkeypatch.setenv("IRQLAB_LOG_DIR", str(pytester.path / "logs"))
+    tests = MODULE_FIXTURE + (
+        "def test_01_dies(irqlab_guest, prepared):\n"
+        '    irqlab_guest.die("[    3.0] Kernel panic - not syncing: x\\n")\n'
+        "def test_02(irqlab_guest, prepared):\n"
+        "    assert prepared == irqlab_guest.generation == 1\n"
+        "def test_03(irqlab_guest, prepared):\n"
+        "    assert prepared == irqlab_guest.generation == 1\n"
+    )
+    r = _run(pytester, ECHO_FAILS % generation, tests)
+    r.assert_outcomes(passed=3)
+    out = " ".join(r.stdout.str().split())
+    assert (
+        "irqlab: the console of the guest 'e2e' could not be made to print the kernel's "
+        "warnings (TimeoutError: the echo timed out)"
+    ) in out, out
+
+
+KILLS_AT_SETUP = """
+import pytest
+
+KILLED = []
+SET_UP = []
+
+@pytest.fixture(scope="module")
+def prepared(irqlab_guest):
+    return irqlab_guest.generation
+
+@pytest.fixture(scope="module")
+def kills_once(irqlab_guest):  # the guest dies while the test's fixtures are set up
+    if not KILLED:
+        KILLED.append(1)
+        irqlab_guest.die("[    3.0] Kernel panic - not syncing: x\\n")
+
+@pytest.fixture(scope="module")
+def later(irqlab_guest):  # set up after kills_once: replaces the guest at its setup
+    SET_UP.append(irqlab_guest.generation)
+    return irqlab_guest.generation
+
+def test_01(irqlab_guest, prepared):
+    assert prepared == 0
+
+def test_02(irqlab_guest, prepared, kills_once%s):
+    pass
+
+def test_03_in_the_new_guest(irqlab_guest, prepared%s):
+    assert irqlab_guest.generation == 1
+    assert prepared == 1, "prepared in the replaced guest"
+    assert SET_UP in ([], [1]), SET_UP
+"""
+
+
+@pytest.mark.parametrize("replacer", ["fixture-setup", "guest-alive"])
+def test_fixtures_of_a_guest_replaced_while_a_test_is_set_up_are_renewed_after_it(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, replacer: str
+) -> None:
+    """The guest replaced by a wider-scoped fixture's setup (pytest_fixture_setup) or by
+    irqlab_guest_alive, not before the test's fixtures: the fixtures that took the
+    replaced guest are set up again before the next test that takes it (they were
+    never: the guest was alive then); one set up in the new guest is kept."""
+    monkeypatch.setenv("IRQLAB_LOG_DIR", str(pytester.path / "logs"))
+    extra = ", later" if replacer == "fixture-setup" else ""
+    r = _run(pytester, "", KILLS_AT_SETUP % (extra, extra))
+    r.assert_outcomes(passed=3)
+    assert r.stdout.str().count("starting a new one") == 1, r.stdout.str()
+
+
+def test_a_fixture_teardown_that_calls_pytest_fail_is_said_and_the_others_torn_down(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pytest.fail() (a BaseException) in the teardown of a fixture that took the
+    replaced guest fails no test, and the other fixtures are torn down too."""
+    monkeypatch.setenv("IRQLAB_LOG_DIR", str(pytester.path / "logs"))
+    tests = """
+import pytest
+
+@pytest.fixture(scope="module")
+def loaded(irqlab_guest):
+    gen = irqlab_guest.generation
+    yield gen
+    if irqlab_guest.generation != gen:
+        pytest.fail("the module is not loaded any more")
+
+@pytest.fixture(scope="module")
+def other(irqlab_guest):
+    return irqlab_guest.generation
+
+def test_01_dies(irqlab_guest, loaded, other):
+    irqlab_guest.die("[    3.0] Kernel panic - not syncing: x\\n")
+
+def test_02(irqlab_guest, loaded, other):
+    assert loaded == other == 1
+"""
+    r = _run(pytester, "", tests)
+    r.assert_outcomes(passed=2)
+    assert (
+        "irqlab: tearing down the fixture 'loaded' set up in the replaced session guest "
+        "failed (it is set up again): Failed: the module is not loaded any more"
+    ) in " ".join(r.stdout.str().split()), r.stdout.str()
+
+
+def test_a_failed_replacement_reads_the_dead_guests_console_once(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A replacement whose restart raised, then one that worked: the dead guest's
+    console (its run directory, still the guest's after the failed one) is reported
+    once at the session's end."""
+    monkeypatch.setenv("IRQLAB_LOG_DIR", str(pytester.path / "logs"))
+    extra = """
+_restart = FakeGuest.restart
+def restart(self):
+    if not getattr(self, "failed_once", False):
+        self.failed_once = True
+        raise OSError("qemu: could not start")
+    return _restart(self)
+FakeGuest.restart = restart
+"""
+    tests = (
+        "def test_01_dies(irqlab_guest):\n"
+        '    irqlab_guest.die("[    2.0] WARNING: CPU: 0 PID: 7 at x.c:1 f\\n'
+        '[    3.0] Kernel panic - not syncing: x\\n")\n'
+        "def test_02(irqlab_guest):\n    pass\n"
+        "def test_03(irqlab_guest):\n    pass\n"
+    )
+    r = _run(pytester, extra, tests)
+    r.assert_outcomes(passed=2, errors=2)  # test_02's setup (the restart), the end
+    out = " ".join(r.stdout.str().split())
+    assert out.count("its console before it died") == 1, out
+    assert "the replaced session guest #1 (" in out, out

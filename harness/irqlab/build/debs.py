@@ -166,7 +166,23 @@ def _query_apt(names: Sequence[str]) -> dict[str, Package]:
     return out
 
 
+# What apt-cache says of names it has no package for: it ran and answered, none of
+# them is offered (apt 2.6 skips an unknown name beside known ones without a word, and
+# fails with "E: No packages found" when it knows none; others say "Unable to locate
+# package NAME" first).  Any other error is apt failing, not an answer.
+_NONE_FOUND = re.compile(r"No packages found|Unable to locate package")
+
+
+def _none_found(stderr: str) -> bool:
+    """Whether apt-cache's *stderr* (a failed ``show``) says only that it has none of
+    the names: every error line one of :data:`_NONE_FOUND`'s."""
+    errors = [ln for ln in stderr.splitlines() if ln.startswith("E:")]
+    return bool(errors) and all(_NONE_FOUND.search(ln) for ln in errors)
+
+
 def _show(names: Sequence[str], *, qualified: bool = False) -> dict[str, Package]:
+    """apt-cache's candidates of *names* (none for a name apt does not offer); raises
+    :class:`AptError` when apt-cache is missing or fails otherwise than finding none."""
     try:
         r = subprocess.run(
             ["apt-cache", "show", "--no-all-versions", *names],
@@ -178,7 +194,7 @@ def _show(names: Sequence[str], *, qualified: bool = False) -> dict[str, Package
     except FileNotFoundError as e:
         raise AptError("apt-cache not found: the guest image recipe needs Debian's apt") from e
     pkgs = packages_from_show(r.stdout)
-    if not pkgs and r.returncode != 0 and not qualified:
+    if not pkgs and r.returncode != 0 and not _none_found(r.stderr):
         raise AptError(f"apt-cache show {' '.join(names)} failed: {r.stderr.strip()}")
     if qualified:  # answered as "name:arch" (apt knows none for an Architecture: all one)
         return {f"{p.name}:{p.arch}": p for p in pkgs.values()}
@@ -366,7 +382,13 @@ def download(pkgs: Sequence[Package], steps: StepLog, pool: Path | None = None) 
     ``apt-get download`` writes into ``partial-<pid>/`` under the pool; its files are
     moved into the pool only once it exits 0: a download cut short (Ctrl-C, SIGKILL, a
     CI timeout) left a truncated ``.deb`` under its final name, which every later build
-    trusted and failed on in ``dpkg-deb``."""
+    trusted and failed on in ``dpkg-deb``.
+
+    Each .deb is marked used under the pool's lock (:func:`irqlab.build.shared.mark_used`):
+    the caller unpacks it after the lock is let go, and a prune keeps what a build used
+    within the hour."""
+    from irqlab.build.shared import mark_used
+
     pool = pool or pool_dir()
     pool.mkdir(parents=True, exist_ok=True)
     with exclusive_lock(pool / ".lock", "downloading Debian packages"):
@@ -390,6 +412,7 @@ def download(pkgs: Sequence[Package], steps: StepLog, pool: Path | None = None) 
                         f.replace(pool / f.name)
             finally:
                 shutil.rmtree(partial, ignore_errors=True)
+        mark_used(*(pool / p.deb_name for p in pkgs))
     out: dict[str, Path] = {}
     for p in pkgs:
         deb = pool / p.deb_name
@@ -411,19 +434,21 @@ def extract_into(deb: Path, dest: Path, steps: StepLog) -> None:
 
 
 def extracted(deb: Path, steps: StepLog) -> Path:
-    """A cached, read-only-by-convention tree holding just *deb*'s files."""
+    """A cached, read-only-by-convention tree holding just *deb*'s files, marked used
+    under its lock (:func:`irqlab.build.shared.mark_used`: the caller reads it after the
+    lock is let go, and a prune keeps what a build used within the hour)."""
+    from irqlab.build.shared import mark_used
+
     root = cache_dir() / "debs" / "x" / deb.name.removesuffix(".deb")
-    if (root / ".complete").is_file():
-        return root
     with exclusive_lock(lock_file(root), f"unpacking {deb.name}"):
-        if (root / ".complete").is_file():
-            return root
-        tmp = root.with_name(root.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        extract_into(deb, tmp, steps)
-        (tmp / ".complete").touch()
-        shutil.rmtree(root, ignore_errors=True)
-        tmp.rename(root)
+        if not (root / ".complete").is_file():
+            tmp = root.with_name(root.name + ".tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            extract_into(deb, tmp, steps)
+            (tmp / ".complete").touch()
+            shutil.rmtree(root, ignore_errors=True)
+            tmp.rename(root)
+        mark_used(root)
     return root
 
 

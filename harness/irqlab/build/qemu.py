@@ -58,7 +58,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from irqlab import paths
-from irqlab.build import cache, debs, fetch
+from irqlab.build import cache, debs, fetch, shared
 from irqlab.build.arch import X86_64, Arch, built_arches
 from irqlab.build.steps import BuildError, StepLog, failure_detail
 from irqlab.errors import ConfigError
@@ -810,6 +810,17 @@ def _build(inputs: _Inputs, out: Path, steps: StepLog, log: Log) -> None:
     arch = inputs.arch
     src = source_dir(source)
     build = build_dir(source, arch)
+    # marked used as the build lets them go (its lock still held): a prune that
+    # surveyed before the output was there keeps them (irqlab.build.shared.remove)
+    try:
+        _build_in(inputs, out, steps, log, src, build)
+    finally:
+        shared.mark_used(src, build)
+
+
+def _build_in(inputs: _Inputs, out: Path, steps: StepLog, log: Log, src: Path, build: Path) -> None:
+    source = inputs.source
+    arch = inputs.arch
     deps = [*BUILD_DEPS, *(UPSTREAM_EXTRA_DEPS if source.kind == "upstream" else ())]
     if os.geteuid() != 0:  # what root must do, all of it at once
         _check_root_steps(steps, deps, source, src)

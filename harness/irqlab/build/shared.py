@@ -21,8 +21,23 @@ old ones for ever.  A part is *used*, and stays, when
   a kernel's or an image's packages, a checkpatch output made from it), or are apt's
   candidate for its name and architecture.
 
+A part a build used lately stays too, whatever else says: one modified or marked used
+within the last :data:`USED_LATELY_S` (an hour: :data:`irqlab.build.cache.STALE_LOCK_AGE_S`).
+A build holds a part's lock only while it makes it, not while it reads it (the kernel
+unpacks its .debs from the pool, the image copies from the unpacked packages, after
+their locks were let go), and what it takes need not be apt's candidate by then (an
+``apt-get update`` meanwhile, a cache shared with a checkout of another release).  So a
+build marks each part used (:func:`mark_used`: its mtime) as it takes it, under the
+part's lock: :func:`irqlab.build.debs.download` its .debs,
+:func:`irqlab.build.debs.extracted` an unpacked package, the QEMU build its source and
+build trees as it ends; and :func:`remove` looks again once it holds that lock (the
+survey came before it: a QEMU output finished in between keeps its trees).  A build's
+use of a part is over within minutes of taking it, well within the hour.
+
 What cannot be known counts as used: a kept output whose record cannot be read, or apt
-not answering, keeps every part of that kind (:attr:`Survey.unknown` says why).  Only
+not answering (apt-cache missing or failing, no package lists), keeps every part of
+that kind (:attr:`Survey.unknown` says why); a package apt answers it has none of (an
+old kernel ABI's name after a point release) is offered in no version.  Only
 entries directly in those directories, of those names, are parts; a symbolic link or a
 file of another name is left alone.  :func:`remove` takes the lock the builds take (the
 QEMU build's ``qemu/.lock``, the download's ``debs/pool/.lock``, an unpacked package's
@@ -33,7 +48,9 @@ removes the unused parts, and so does the eviction after a build that removed an
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -49,6 +66,7 @@ from irqlab.errors import IrqlabError
 __all__ = [
     "DEBS_DIR",
     "QEMU_DIR",
+    "USED_LATELY_S",
     "DebId",
     "Part",
     "SharedRemoval",
@@ -56,10 +74,12 @@ __all__ = [
     "Uses",
     "apt_candidates",
     "current_qemu_slugs",
+    "mark_used",
     "prune_unused",
     "remove",
     "remove_stale_locks",
     "survey",
+    "used_lately",
     "uses_of",
 ]
 
@@ -70,6 +90,27 @@ _TARBALL = re.compile(r"^qemu-(.+)\.tar\.xz(?:\.part)?$")
 _LEFTOVER = (".tmp", ".trash")  # an interrupted unpacking's or removal's
 # what a lookup that cannot be done raises (no apt lists, no apt-cache)
 _LOOKUP_ERRORS = (IrqlabError, OSError, ValueError, KeyError)
+# a part modified or marked used (mark_used) this recently stays (seconds)
+USED_LATELY_S = cache.STALE_LOCK_AGE_S
+
+
+def mark_used(*paths: Path) -> None:
+    """Mark the shared parts *paths* used now (their mtime): a build does it when it
+    takes them, under their lock, and :func:`survey` and :func:`remove` keep them for
+    :data:`USED_LATELY_S`.  Best effort (a part another user owns keeps its time)."""
+    for path in paths:
+        with contextlib.suppress(OSError):
+            os.utime(path)
+
+
+def used_lately(path: Path, now: float | None = None) -> bool:
+    """Whether the part *path* was modified or marked used within :data:`USED_LATELY_S`
+    of *now* (default: now); a part not there is not."""
+    try:
+        mtime = path.lstat().st_mtime
+    except OSError:
+        return False
+    return (time.time() if now is None else now) - mtime < USED_LATELY_S
 
 
 @dataclass(frozen=True)
@@ -184,9 +225,14 @@ def current_qemu_slugs() -> set[str]:
 
 def apt_candidates(ids: Sequence[DebId]) -> set[DebId]:
     """Those of *ids* that are apt's candidate for their name and architecture (a
-    foreign architecture's asked as ``name:arch``); raises when apt does not answer."""
+    foreign architecture's asked as ``name:arch``); a name apt has no package for (an
+    old kernel ABI's after a point release) is offered in no version.  Raises when apt
+    does not answer: apt-cache missing or failing, or no package lists to answer from
+    (then it finds nothing it has not installed: no answer either)."""
     from irqlab.build import debs
 
+    if not any(debs.APT_LISTS.glob("*_Packages*")):
+        raise debs.AptError(f"apt has no package lists in {debs.APT_LISTS} (apt-get update)")
     host = host_deb_arch()
     query = {d: d.name if d.arch in ("all", host) else f"{d.name}:{d.arch}" for d in ids}
     got = debs.apt_show(sorted(set(query.values())))
@@ -261,14 +307,15 @@ def _qemu_parts(
     lock = work / ".lock"  # the QEMU build's (irqlab.build.qemu._lock)
     locker = "preparing or building QEMU's source tree"
     parts = []
+    now = time.time()
     for p in trees:
         what = "QEMU source tree" if p.name.startswith("src-") else "QEMU build tree"
-        used = bool(keep_all) or p.name in names
+        used = bool(keep_all) or p.name in names or used_lately(p, now)
         parts.append(Part(p, what, _size(p, sizes), used, lock, locker))
     for p in tarballs:
         m = _TARBALL.match(p.name)
         assert m is not None
-        used = bool(keep_all) or f"upstream-{m[1]}" in wanted
+        used = bool(keep_all) or f"upstream-{m[1]}" in wanted or used_lately(p, now)
         parts.append(Part(p, "QEMU release tarball", _size(p, sizes), used, lock, locker))
     return parts
 
@@ -307,7 +354,15 @@ def _deb_parts(
     def needed(d: DebId) -> bool:
         return (d.name, d.version) in found.debs or checkpatch_digest_of(d.spec) in found.checkpatch
 
-    ask = sorted({d for _, d, _, leftover in known if not leftover and not needed(d)}, key=str)
+    now = time.time()
+    ask = sorted(
+        {
+            d
+            for p, d, _, leftover in known
+            if not leftover and not needed(d) and not used_lately(p, now)
+        },
+        key=str,
+    )
     current: set[DebId] = set()
     if ask and not keep_all:
         try:
@@ -319,6 +374,7 @@ def _deb_parts(
     parts = []
     for p, d, stem, leftover in known:
         used = bool(keep_all) or (not leftover and (needed(d) or d in current))
+        used = used or used_lately(p, now)
         if p.parent == pool:  # irqlab.build.debs.download's lock
             what, lock = f".deb {d.name} {d.version} {d.arch}", pool / ".lock"
             locker = "downloading Debian packages"
@@ -355,11 +411,13 @@ def survey(
 @dataclass
 class SharedRemoval:
     """What :func:`remove` did: the parts removed, those a build held (with who held
-    them), and the OS's refusals (one line each, naming the path)."""
+    them), those a build used since the survey (:func:`used_lately`, looked at under
+    their lock), and the OS's refusals (one line each, naming the path)."""
 
     removed: list[Part] = field(default_factory=list)
     held: list[tuple[Part, str]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    used: list[Part] = field(default_factory=list)
 
 
 def _remove_one(part: Part, root: Path) -> None:
@@ -373,7 +431,9 @@ def _remove_one(part: Part, root: Path) -> None:
 
 def remove(parts: Iterable[Part], root: Path) -> SharedRemoval:
     """Remove *parts* (parts of the cache *root*), each under its lock taken without
-    waiting: the parts whose lock a build holds stay (``held``, with the holder)."""
+    waiting: the parts whose lock a build holds stay (``held``, with the holder), and
+    so do those a build marked used lately (``used``: looked at again under the lock,
+    the survey may be older than a build's use)."""
     done = SharedRemoval()
     by_lock: dict[Path, list[Part]] = {}
     for p in parts:
@@ -389,6 +449,9 @@ def remove(parts: Iterable[Part], root: Path) -> SharedRemoval:
             continue
         with held:
             for p in group:
+                if _inside(p.path, root) and used_lately(p.path):
+                    done.used.append(p)
+                    continue
                 try:
                     _remove_one(p, root)
                 except cache.RemoveError as e:

@@ -29,7 +29,8 @@ DESCRIPTION = (
     f"used of its group beyond ${cache.KEEP_ENV} (default {cache.DEFAULT_KEEP}; 0: never).  "
     "Shared parts (QEMU source and build trees of a QEMU version, downloaded and unpacked "
     ".debs) are listed too: 'unused' when no output left and not apt's current candidate "
-    "needs them; --prune removes those (ccache is never pruned: it bounds itself)."
+    "needs them and no build used them within the hour; --prune removes those (ccache is "
+    "never pruned: it bounds itself)."
 )
 
 
@@ -169,6 +170,7 @@ def _prune_shared(root: Path, sizes: dict[Path, int]) -> tuple[int, str]:
     summary = (
         f"removed {len(done.removed)} shared parts, {_mib(_total(done.removed))}"
         + (f"; {len(done.held)} held by a build, kept" if done.held else "")
+        + (f"; {len(done.used)} a build used since the survey, kept" if done.used else "")
         + (f"; {len(done.errors)} could not be removed (said above)" if done.errors else "")
         + (f"; {len(locks)} lock files of unpacked packages no longer there" if locks else "")
     )

@@ -85,10 +85,18 @@ _LAST_USER = pytest.StashKey[str]()
 # the session guest (once its fixture has it), and the wider-scoped fixtures that took it
 # with their requests (set up again after a replacement: _renew_after_replacement)
 _SESSION_GUEST = pytest.StashKey["Guest"]()
-_GUEST_FIXTURES = pytest.StashKey[list[tuple[pytest.FixtureDef[Any], pytest.FixtureRequest]]]()
+_GuestFixture = tuple[pytest.FixtureDef[Any], pytest.FixtureRequest]
+_GUEST_FIXTURES = pytest.StashKey[list[_GuestFixture]]()
+# the renewal pending: those of them that took a session guest since replaced (moved
+# here by revive() once the replacement's restart returned, whichever hook or fixture
+# replaced it), torn down before the next test that takes the session guest
+_STALE_FIXTURES = pytest.StashKey[list[_GuestFixture]]()
 # what each replaced session guest's console reported as bugs before it died: (which
 # guest, its problems), for the session's end kernel log check
 _REPLACED_PROBLEMS = pytest.StashKey[list[tuple[str, "KernelProblems"]]]()
+# the run directories whose console was read for it (each once: a replacement whose
+# restart failed left the guest's run directory the replaced one's, read already)
+_CONSOLES_READ = pytest.StashKey[set[Path]]()
 QTEST_DEVICE = f"{DEVICE_TYPE},id={DEVICE_ID}"  # the qtest machines' device, as a guest's
 
 
@@ -996,23 +1004,42 @@ def _renew_after_replacement(item: pytest.Item) -> None:
     test killed it, replace it now, and tear down the module-, class-, package- and
     session-scoped fixtures that took the replaced one (pytest keeps their values: a
     module's fixture that prepared the guest went on with what was gone, its agent or
-    handles stale), so that pytest sets them up again in the new guest.  A teardown
-    of theirs that fails against the new guest is said, not raised."""
+    handles stale), so that pytest sets them up again in the new guest.  So too after
+    a replacement made elsewhere (:func:`pytest_fixture_setup`, ``irqlab_guest_alive``)
+    or one that raised after its restart: whatever replaced the guest left the
+    renewal pending (:func:`revive`).  A teardown of theirs that fails against the new
+    guest is said, not raised."""
     guest = item.config.stash.get(_SESSION_GUEST, None)
     if guest is None or "irqlab_guest" not in getattr(item, "fixturenames", ()):
         return
-    if revive(guest, item.config, item.nodeid.split("::")[0]) is None:
-        return
-    stale = item.config.stash.get(_GUEST_FIXTURES, [])
-    item.config.stash[_GUEST_FIXTURES] = []  # set up again: listed again
-    for fixturedef, request in stale:
-        try:
-            fixturedef.finish(request)  # type: ignore[arg-type]  # the SubRequest it had
-        except Exception as e:
-            _terminal_sink(item.config)(
-                f"irqlab: tearing down the fixture {fixturedef.argname!r} set up in the "
-                f"replaced session guest failed (it is set up again): {e}"
-            )
+    try:
+        revive(guest, item.config, item.nodeid.split("::")[0])
+    finally:  # a replacement that raised after its restart: its fixtures go all the same
+        # those of this replacement and of one an earlier hook or fixture made
+        stale = item.config.stash.get(_STALE_FIXTURES, [])
+        item.config.stash[_STALE_FIXTURES] = []
+        for fixturedef, request in stale:
+            _finish_stale(item.config, fixturedef, request)
+
+
+def _finish_stale(
+    config: pytest.Config, fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest
+) -> None:
+    """Tear down *fixturedef*, which took a session guest since replaced; whatever its
+    teardown raises (an error, or pytest.fail()'s or pytest.skip()'s exceptions, which
+    are no Exception) is said, not raised: it is no failure of the test being set up,
+    and the other fixtures are torn down too.  A Ctrl-C, SIGTERM or pytest.exit() stops
+    the run."""
+    try:
+        fixturedef.finish(request)  # type: ignore[arg-type]  # the SubRequest it had
+    except (KeyboardInterrupt, SystemExit, pytest.exit.Exception):
+        raise
+    except BaseException as e:  # pytest's Failed and Skipped are BaseExceptions
+        what = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+        _terminal_sink(config)(
+            f"irqlab: tearing down the fixture {fixturedef.argname!r} set up in the "
+            f"replaced session guest failed (it is set up again): {what}"
+        )
 
 
 def _guest_logs(guest: Guest) -> dict[str, Path]:
@@ -1054,8 +1081,14 @@ def revive(guest: Guest, config: pytest.Config | None = None, where: str = "") -
     run = guest.log_dir  # the replaced QEMU's: its console is read once it is closed
     try:
         guest.restart()
+        if config is not None:  # the fixtures that took the replaced guest: renewal pending
+            taken: list[_GuestFixture] = config.stash.get(_GUEST_FIXTURES, [])
+            config.stash.setdefault(_STALE_FIXTURES, []).extend(taken)
+            config.stash[_GUEST_FIXTURES] = []  # set up again: listed again
     finally:
-        if config is not None and run is not None:
+        read = config.stash.setdefault(_CONSOLES_READ, set()) if config is not None else set()
+        if config is not None and run is not None and run not in read:
+            read.add(run)
             _keep_console_problems(config, run, len(config.stash[_REVIVALS]), cause, last)
     _console_warnings(guest)
     return cause
@@ -1063,7 +1096,9 @@ def revive(guest: Guest, config: pytest.Config | None = None, where: str = "") -
 
 def _console_warnings(guest: Guest) -> None:
     """The session guest's console prints warnings too: what its kernel reported stays
-    in its console log should it die (:func:`irqlab.vm.kernlog.console_shows_warnings`)."""
+    in its console log should it die (:func:`irqlab.vm.kernlog.console_shows_warnings`;
+    best effort: a guest that does not answer is said on the terminal, never an
+    error)."""
     from irqlab.vm.kernlog import console_shows_warnings
 
     console_shows_warnings(guest)

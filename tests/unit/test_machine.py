@@ -378,13 +378,32 @@ def test_an_unwritable_log_dir_is_said_as_that(fake_qemu: Path, tmp_path: Path) 
     assert m.paths is None  # nothing made, nothing started
 
 
+def _count_sends(m: Machine) -> list[int]:
+    """A one-item list that counts the QMP commands *m*'s client sends from now on
+    (the real ``execute``, wrapped)."""
+    assert m._qmp is not None
+    client = m._qmp._client
+    sent = [0]
+    execute = client.execute
+
+    async def counted(*a: Any, **kw: Any) -> Any:
+        sent[0] += 1
+        return await execute(*a, **kw)
+
+    client.execute = counted  # type: ignore[method-assign]
+    return sent
+
+
 def test_a_big_pipelined_batch_leaves_the_qmp_loop_free_and_ends_at_once(
     fake_qemu: Path, tmp_path: Path
 ) -> None:
     """While 200000 pipelined commands run, other QMP waits on the same loop (the health
     watch's, limit 3 s) are answered, and ending the batch (Ctrl-C, an abort) frees the
     loop at once: a task per command took the loop seconds to create and as long to
-    cancel, and the watch's wait timed out meanwhile (its thread died of it)."""
+    cancel, and the watch's wait timed out meanwhile (its thread died of it).  The
+    probes wait until the batch sends, and the batch is still sending after them."""
+    from irqlab.testing.helpers import wait_until
+
     with Machine(_cfg(fake_qemu, tmp_path, qmp_timeout=600.0)) as m:
         ended: list[BaseException] = []
 
@@ -394,13 +413,16 @@ def test_a_big_pipelined_batch_leaves_the_qmp_loop_free_and_ends_at_once(
             except MachineError as e:
                 ended.append(e)
 
+        sent = _count_sends(m)
         worker = threading.Thread(target=batch)
         worker.start()
         try:
-            for _ in range(10):  # spans the batch's start
+            wait_until(lambda: sent[0], bool, timeout=30.0, what="the batch's first command")
+            for _ in range(10):  # while the batch runs
                 t0 = time.monotonic()
                 m.take_events(("RESET",), timeout=1.0)
                 assert time.monotonic() - t0 < 1.0
+            assert worker.is_alive() and sent[0] < 200_000, "the probes outlasted the batch"
         finally:
             m.abort_qmp("the test ends the batch", later=False)
             worker.join(10)
@@ -426,16 +448,7 @@ def test_a_batch_whose_qemu_died_ends_at_once(fake_qemu: Path, tmp_path: Path) -
             except MachineError:
                 ended.append(time.monotonic())
 
-        assert m._qmp is not None
-        client = m._qmp._client
-        sent = [0]
-        execute = client.execute
-
-        async def counted(*a: Any, **kw: Any) -> Any:  # the real one, counted
-            sent[0] += 1
-            return await execute(*a, **kw)
-
-        client.execute = counted  # type: ignore[method-assign]
+        sent = _count_sends(m)
         worker = threading.Thread(target=batch)
         worker.start()
         try:

@@ -208,3 +208,23 @@ def test_an_interrupted_run_names_what_ran_in_the_guest(
     text = r.stdout.str() + r.stderr.str()
     (line,) = [ln for ln in text.splitlines() if "interrupted during" in ln]
     assert line.endswith(said), line
+
+
+FRESH_AND_QTEST = """
+def test_fails_with_a_fresh_guest_and_a_qtest_qemu(irqlab_fresh_guest, irqlab_qtest_factory):
+    irqlab_qtest_factory()
+    assert False, "on purpose, two QEMUs"
+"""
+
+
+def test_a_failure_lists_the_fresh_guests_and_the_qtest_machines_logs(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A test with a fresh guest and a qtest QEMU: its failure names both QEMUs' logs
+    (the qtest factory replaced the test's list of machines, the fresh guest's gone)."""
+    as_a_user(pytester, monkeypatch)
+    pytester.makepyfile(FRESH_AND_QTEST)
+    r = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    r.assert_outcomes(failed=1)
+    logs = r.stdout.str().split("irqlab logs", 1)[1]
+    assert "\nfresh: logs in " in logs and "\nqtest0: logs in " in logs, logs

@@ -305,22 +305,34 @@ static void irqlab_msix_send(IrqlabState *s, unsigned vector)
 static void irqlab_update_irq(IrqlabState *s)
 {
     uint32_t pending = irqlab_pending(s);
-    uint32_t newly = pending & ~s->last_pending;
     uint32_t old = s->last_pending;
     unsigned src;
 
-    s->last_pending = pending;
-
-    switch (s->route) {
-    case IRQLAB_ROUTE_MSIX:
+    if (s->route == IRQLAB_ROUTE_MSIX) {
+        /*
+         * Source by source, from the state as it is then: a message may
+         * write the device's own registers (a vector aimed at BAR0), which
+         * runs this function again before the loop goes on.
+         */
         for (src = 0; src < IRQLAB_NUM_SOURCES; src++) {
-            if (newly & (1u << src)) {
+            uint32_t bit = 1u << src;
+            uint32_t now = irqlab_pending(s) & bit;
+
+            if (now == (s->last_pending & bit)) {
+                continue;
+            }
+            s->last_pending ^= bit;
+            if (now) {
                 irqlab_msix_send(s, src);
-            } else if (old & ~pending & (1u << src)) {
+            } else {
                 msix_clr_pending(PCI_DEVICE(s), src);
             }
         }
-        break;
+        return;
+    }
+    s->last_pending = pending;
+
+    switch (s->route) {
     case IRQLAB_ROUTE_MSI:
         if (!old && pending) {
             msi_notify(PCI_DEVICE(s), 0);
@@ -400,20 +412,17 @@ static void irqlab_msix_vector_release(PCIDevice *pdev, unsigned vector)
 
 /*
  * A raise that makes @src pending (if enabled) produces no interrupt of its
- * own, so is coalesced, when @src is pending already, or on MSI-X when its
- * pending bit goes 0->1 while a message for its vector waits in the PBA.
- * Called before the raise latches anything.  (A message waits there only
- * while its source is pending, see irqlab_update_irq(): the PBA case is a
- * bit cleared and latched again within one access, a GPIO level that still
- * holds when its GPIO_STATUS is cleared.)
+ * own, so is coalesced, when @src is pending already, or was when the
+ * interrupt state was last updated: a bit cleared and latched again within
+ * one access (a GPIO level that still holds when its GPIO_STATUS is cleared)
+ * never reads 0 to the interrupt logic, on every route alike.  Called before
+ * the raise latches anything.
  */
 static void irqlab_count_coalesced(IrqlabState *s, unsigned src)
 {
     uint32_t bit = 1u << src;
 
-    if ((irqlab_pending(s) & bit) ||
-        ((s->irq_enable & bit) && s->route == IRQLAB_ROUTE_MSIX &&
-         irqlab_msix_parked(PCI_DEVICE(s), src))) {
+    if ((irqlab_pending(s) | s->last_pending) & bit) {
         s->cnt[IRQLAB_CNT_COALESCED]++;
     }
 }
@@ -1628,43 +1637,53 @@ typedef struct IrqlabProp {
     const char *desc;
 } IrqlabProp;
 
-/* fails the build unless the header marks NAME a runtime or read-only one */
-#define IRQLAB_PROP(NAME, type, get, set, op, desc) \
+/*
+ * A runtime control (a setter) and a read-only property (none): each fails
+ * the build unless the header marks NAME so.
+ */
+#define IRQLAB_RUN_PROP(NAME, type, get, set, op, desc) \
     { IRQLAB_PROP_##NAME, \
       IRQLAB_PROP_##NAME##_WHEN + QEMU_BUILD_BUG_ON_ZERO( \
-          IRQLAB_PROP_##NAME##_WHEN != IRQLAB_SET_AT_RUN && \
-          IRQLAB_PROP_##NAME##_WHEN != IRQLAB_SET_NEVER), \
+          IRQLAB_PROP_##NAME##_WHEN != IRQLAB_SET_AT_RUN), \
       type, get, set, op, desc }
+#define IRQLAB_RO_PROP(NAME, type, get, desc) \
+    { IRQLAB_PROP_##NAME, \
+      IRQLAB_PROP_##NAME##_WHEN + QEMU_BUILD_BUG_ON_ZERO( \
+          IRQLAB_PROP_##NAME##_WHEN != IRQLAB_SET_NEVER), \
+      type, get, NULL, 0, desc }
 
 static const IrqlabProp irqlab_dynamic_props[] = {
-    IRQLAB_PROP(GPIO_IN, "uint32", irqlab_get_gpio_in, irqlab_set_gpio,
-                IRQLAB_GPIO_OP_IN, "GPIO input levels, one bit per line"),
-    IRQLAB_PROP(GPIO_SET, "uint32", NULL, irqlab_set_gpio, IRQLAB_GPIO_OP_SET,
-                "drive the GPIO lines in the mask high"),
-    IRQLAB_PROP(GPIO_CLEAR, "uint32", NULL, irqlab_set_gpio,
-                IRQLAB_GPIO_OP_CLEAR, "drive the GPIO lines in the mask low"),
-    IRQLAB_PROP(GPIO_PULSE, "uint32", NULL, irqlab_set_gpio,
-                IRQLAB_GPIO_OP_PULSE,
-                "toggle the GPIO lines in the mask and back"),
-    IRQLAB_PROP(FIFO_PUSH, "uint32", NULL, irqlab_set_fifo_push, 0,
-                "push one 32-bit word into the FIFO"),
-    IRQLAB_PROP(BURST_PERIOD_NS, "uint64", irqlab_burst_period,
-                irqlab_burst_period, 0,
-                "period of the next burst in ns, 1000..10000000000"),
-    IRQLAB_PROP(BURST_COUNT, "uint32", irqlab_burst_count, irqlab_burst_count,
-                0, "set: start a burst of N events (0 stops); "
-                "get: events remaining"),
-    IRQLAB_PROP(BURST_LINE, "int", irqlab_burst_line, irqlab_burst_line, 0,
-                "-1: bursts raise BURST events; 0..gpio-lines-1: "
-                "each burst step toggles that GPIO input"),
-    IRQLAB_PROP(COUNTERS, "IrqlabCounters", irqlab_get_counters, NULL, 0,
-                "raised, delivered, acked, coalesced, dropped, ..."),
-    IRQLAB_PROP(LATENCY_HISTOGRAM, "IrqlabLatencyHistogram",
-                irqlab_get_histogram, NULL, 0,
-                "raise->ack latency: count, sum-ns, min-ns, max-ns, "
-                "log2 buckets"),
-    IRQLAB_PROP(RESET_COUNTERS, "bool", NULL, irqlab_set_reset_counters, 0,
-                "true: zero the counters and the histogram"),
+    IRQLAB_RUN_PROP(GPIO_IN, "uint32", irqlab_get_gpio_in, irqlab_set_gpio,
+                    IRQLAB_GPIO_OP_IN, "GPIO input levels, one bit per line"),
+    IRQLAB_RUN_PROP(GPIO_SET, "uint32", NULL, irqlab_set_gpio,
+                    IRQLAB_GPIO_OP_SET,
+                    "drive the GPIO lines in the mask high"),
+    IRQLAB_RUN_PROP(GPIO_CLEAR, "uint32", NULL, irqlab_set_gpio,
+                    IRQLAB_GPIO_OP_CLEAR,
+                    "drive the GPIO lines in the mask low"),
+    IRQLAB_RUN_PROP(GPIO_PULSE, "uint32", NULL, irqlab_set_gpio,
+                    IRQLAB_GPIO_OP_PULSE,
+                    "toggle the GPIO lines in the mask and back"),
+    IRQLAB_RUN_PROP(FIFO_PUSH, "uint32", NULL, irqlab_set_fifo_push, 0,
+                    "push one 32-bit word into the FIFO"),
+    IRQLAB_RUN_PROP(BURST_PERIOD_NS, "uint64", irqlab_burst_period,
+                    irqlab_burst_period, 0,
+                    "period of the next burst in ns, 1000..10000000000"),
+    IRQLAB_RUN_PROP(BURST_COUNT, "uint32", irqlab_burst_count,
+                    irqlab_burst_count, 0,
+                    "set: start a burst of N events (0 stops); "
+                    "get: events remaining"),
+    IRQLAB_RUN_PROP(BURST_LINE, "int", irqlab_burst_line, irqlab_burst_line,
+                    0, "-1: bursts raise BURST events; 0..gpio-lines-1: "
+                    "each burst step toggles that GPIO input"),
+    IRQLAB_RO_PROP(COUNTERS, "IrqlabCounters", irqlab_get_counters,
+                   "raised, delivered, acked, coalesced, dropped, ..."),
+    IRQLAB_RO_PROP(LATENCY_HISTOGRAM, "IrqlabLatencyHistogram",
+                   irqlab_get_histogram,
+                   "raise->ack latency: count, sum-ns, min-ns, max-ns, "
+                   "log2 buckets"),
+    IRQLAB_RUN_PROP(RESET_COUNTERS, "bool", NULL, irqlab_set_reset_counters,
+                    0, "true: zero the counters and the histogram"),
 };
 
 static void irqlab_prop_get(Object *obj, Visitor *v, const char *name,

@@ -125,3 +125,31 @@ def test_only_raises_are_coalesced(rig_factory: RigFactory, mode: str) -> None:
         c = r.inj.counters()
         assert (c.delivered, c.coalesced) == (2, 0)
         assert c.delivered + c.coalesced <= c.raised
+
+
+@pytest.mark.parametrize("mode", ["intx", "msi", "msix", "msix-masked"])
+def test_a_level_latched_again_by_its_clear_is_coalesced_on_every_route(
+    rig_factory: RigFactory, mode: str
+) -> None:
+    """A GPIO level that still holds when its GPIO_STATUS is cleared latches again in
+    that write (a second raise) without IRQ_PENDING ever reading 0: coalesced on every
+    route.  It was coalesced only on MSI-X with its vector masked (its message parked),
+    and neither delivered nor coalesced elsewhere."""
+    r = rig_factory(irq_mode=mode.removesuffix("-masked"))
+    r.qt.irq_intercept_in("ioapic")
+    table = r.dev.bar0 + REGS.MSIX_TABLE_OFFSET
+    if mode == "msi":
+        enable_msi(r.dev.cfg, RAM_MSI, 1)
+    elif mode.startswith("msix"):
+        masked = range(REGS.NUM_SOURCES) if mode == "msix-masked" else ()
+        vectors = [(RAM_MSI + 0x10 * i, i + 1) for i in range(REGS.NUM_SOURCES)]
+        enable_msix(r.dev.cfg, table, vectors, masked=masked)
+    r.dev.write("IRQ_ENABLE", REGS.SRC_ALL)
+    r.dev.write("GPIO_IRQ_EN", 1)
+    r.inj.set_line(0, True)
+    r.dev.write("GPIO_LEVEL_HIGH", 1)  # the first raise
+    r.dev.write("GPIO_STATUS", 1)  # latched again: the second
+    if mode == "msix-masked":
+        r.qt.writel(table + 12, 0)  # GPIO's vector unmasked: its parked message goes
+    c = r.inj.counters()
+    assert (c.raised, c.delivered, c.coalesced) == (2, 1, 1), c

@@ -277,3 +277,30 @@ def test_msix_a_parked_message_does_not_outlive_leaving_msix(msix: Rig) -> None:
     assert _written(r) == [REGS.SRC_FIFO]
     c = r.inj.counters()
     assert (c.raised, c.delivered) == (1, 2)  # the INTx assertion, one MSI-X message
+
+
+def test_a_message_that_writes_the_device_leaves_no_stale_message(
+    rig_factory: RigFactory,
+) -> None:
+    """FIFO's vector is aimed at the device's own IRQ_ENABLE (data 0): its message,
+    sent while the interrupt logic goes over the sources, disables them all.  BURST's
+    (masked) message is then neither sent nor parked: the loop went on with the
+    sources' state from before the message, parked it, and the unmask sent an
+    interrupt for nothing."""
+    r = rig_factory(irq_mode="msix")
+    r.dev.write("IRQ_ENABLE", FIFO | BURST)
+    r.inj.push(1)
+    r.inj.burst(1)
+    assert r.dev.read("IRQ_PENDING") == FIFO | BURST  # latched on the INTx route
+    table = r.dev.bar0 + REGS.MSIX_TABLE_OFFSET
+    vectors = [(a, 0x100 + i) for i, a in enumerate(SLOTS)]
+    vectors[REGS.SRC_FIFO] = (r.dev.bar0 + REGS.REG_IRQ_ENABLE, 0)
+    _clear(r)
+    enable_msix(r.dev.cfg, table, vectors, masked=[REGS.SRC_BURST])
+    assert r.dev.read("IRQ_ENABLE") == 0  # FIFO's message wrote it
+    assert r.qt.readl(r.dev.bar0 + REGS.MSIX_PBA_OFFSET) == 0, "a message parked"
+    r.qt.writel(table + REGS.SRC_BURST * MSIX_ENTRY_SIZE + 12, 0)  # unmask BURST's
+    assert _written(r) == []
+    c = r.inj.counters()
+    # INTx asserted for the first raise; FIFO's message on the switch to MSI-X
+    assert (c.raised, c.delivered) == (2, 2), c

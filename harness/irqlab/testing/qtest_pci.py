@@ -6,6 +6,7 @@ device's: those come from :mod:`irqlab.contract.regs`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from irqlab.errors import IrqlabError
@@ -244,11 +245,17 @@ def msix_table_size(cfg: PciConfig) -> int:
     return (cfg.readw(cfg.capability(CAP_ID_MSIX) + MSIX_FLAGS) & MSIX_FLAGS_QSIZE) + 1
 
 
-def enable_msix(cfg: PciConfig, table_base: int, vectors: list[tuple[int, int]]) -> int:
+def enable_msix(
+    cfg: PciConfig,
+    table_base: int,
+    vectors: list[tuple[int, int]],
+    masked: Sequence[int] = (),
+) -> int:
     """Enable MSI-X; program entry i of the table (mapped at *table_base*) with vectors[i].
 
-    *vectors* holds (address, data) pairs.  Entries are unmasked; bus mastering is
-    enabled.  Returns the capability offset.
+    *vectors* holds (address, data) pairs.  Entries are unmasked but those *masked*
+    names (masked before MSI-X is enabled); bus mastering is enabled.  Returns the
+    capability offset.
     """
     cap = cfg.capability(CAP_ID_MSIX)
     qt = cfg.qt
@@ -257,7 +264,7 @@ def enable_msix(cfg: PciConfig, table_base: int, vectors: list[tuple[int, int]])
         qt.writel(entry + 0, address & 0xFFFFFFFF)
         qt.writel(entry + 4, address >> 32)
         qt.writel(entry + 8, data)
-        qt.writel(entry + 12, 0)  # unmask
+        qt.writel(entry + 12, int(i in masked))  # the vector control's mask bit
     cfg.set_command_bits(COMMAND_MASTER)
     flags = cfg.readw(cap + MSIX_FLAGS)
     cfg.writew(cap + MSIX_FLAGS, (flags | MSIX_FLAGS_ENABLE) & ~MSIX_FLAGS_MASKALL)

@@ -423,7 +423,7 @@ def cached_build(
 
 # An output being built is <output>.tmp, one being removed <output>.trash: neither is
 # ever looked up, so no interruption leaves a partial output that looks complete.
-_TRASH = ".trash"
+TRASH = ".trash"  # suffix of an output or shared part being removed (a leftover if cut short)
 _ENTRY = re.compile(
     r"^(?P<name>[a-z][a-z0-9_-]*?)-(?P<digest>[0-9a-f]{16})(?P<tmp>\.tmp|\.trash)?$"
 )
@@ -660,10 +660,10 @@ def remove_dir(path: Path) -> None:
     names that are looked up (``<output>.trash``), then deleted, so an interruption
     (Ctrl-C, SIGKILL, a full disk) leaves an incomplete leftover, never an output
     marked complete without its big files (rmtree deletes ``.complete`` last)."""
-    if path.name.endswith((".tmp", _TRASH)):
+    if path.name.endswith((".tmp", TRASH)):
         _removing(path, lambda: _rmtree(path))
         return
-    trash = path.with_name(path.name + _TRASH)
+    trash = path.with_name(path.name + TRASH)
     _removing(trash, lambda: _rmtree(trash))  # an earlier removal's, interrupted
     _removing(path, lambda: os.rename(path, trash))
     _removing(trash, lambda: _rmtree(trash))
@@ -715,7 +715,7 @@ def sweep_leftovers(root: Path | None = None) -> list[Path]:
     does is left alone).  A first start SIGKILLed while it saved its snapshot left
     ``snapshot-<key>.tmp/state.mig`` (tens of MB) until a prune; returns what went."""
     try:
-        found = [e for e in entries(root) if e.path.name.endswith((".tmp", _TRASH))]
+        found = [e for e in entries(root) if e.path.name.endswith((".tmp", TRASH))]
     except OSError:
         return []
     return [e.path for e in remove_all(found).removed]

@@ -391,7 +391,7 @@ def download(pkgs: Sequence[Package], steps: StepLog, pool: Path | None = None) 
 
     pool = pool or pool_dir()
     pool.mkdir(parents=True, exist_ok=True)
-    with exclusive_lock(pool / ".lock", "downloading Debian packages"):
+    with exclusive_lock(pool_lock(pool), POOL_LOCK_WHAT):
         _sweep_partials(pool)
         missing = [p for p in pkgs if not _in_pool(pool / p.deb_name, p, steps)]
         if missing:
@@ -433,6 +433,21 @@ def extract_into(deb: Path, dest: Path, steps: StepLog) -> None:
     steps.run(f"extract {deb.name}", ["dpkg-deb", "-x", deb, dest])
 
 
+POOL_LOCK_WHAT = "downloading Debian packages"
+UNPACK_TMP = ".tmp"  # suffix of an unpacking in progress (a leftover if interrupted)
+
+
+def pool_lock(pool: Path) -> Path:
+    """The lock file :func:`download` holds while it fills *pool*; a prune of the pool
+    takes it too (:mod:`irqlab.build.shared`)."""
+    return pool / ".lock"
+
+
+def unpack_lock_what(deb_name: str) -> str:
+    """What the holder of an unpacked package's lock (``lock_file`` of its tree) does."""
+    return f"unpacking {deb_name}"
+
+
 def extracted(deb: Path, steps: StepLog) -> Path:
     """A cached, read-only-by-convention tree holding just *deb*'s files, marked used
     under its lock (:func:`irqlab.build.shared.mark_used`: the caller reads it after the
@@ -440,9 +455,9 @@ def extracted(deb: Path, steps: StepLog) -> Path:
     from irqlab.build.shared import mark_used
 
     root = cache_dir() / "debs" / "x" / deb.name.removesuffix(".deb")
-    with exclusive_lock(lock_file(root), f"unpacking {deb.name}"):
+    with exclusive_lock(lock_file(root), unpack_lock_what(deb.name)):
         if not (root / ".complete").is_file():
-            tmp = root.with_name(root.name + ".tmp")
+            tmp = root.with_name(root.name + UNPACK_TMP)
             shutil.rmtree(tmp, ignore_errors=True)
             extract_into(deb, tmp, steps)
             (tmp / ".complete").touch()

@@ -703,7 +703,7 @@ def _fetch_debian_source(steps: StepLog, source: QemuSource, dest: Path) -> None
 def _fetch_upstream_source(steps: StepLog, source: QemuSource, dest: Path) -> None:
     tarball = fetch.download(
         source.url,
-        work_dir() / "dl" / f"qemu-{source.version}.tar.xz",
+        work_dir() / "dl" / tarball_name(source.version),
         source.sha256,
         say=steps.log,
     )
@@ -786,12 +786,28 @@ def _firmware(steps: StepLog, versions: Mapping[str, str], datadir: Path) -> Non
             shutil.copyfile(src, datadir / dest)
 
 
-_LOCK_WHAT = "preparing or building QEMU's source tree"
+BUILD_LOCK_WHAT = "preparing or building QEMU's source tree"
+
+
+def build_lock(work: Path | None = None) -> Path:
+    """The lock file a QEMU build holds while it prepares or builds the shared trees of
+    *work* (default :func:`work_dir`); a prune of them takes it too
+    (:mod:`irqlab.build.shared`)."""
+    return (work if work is not None else work_dir()) / ".lock"
+
+
+# A release tarball in work_dir()/"dl" (a download in progress ends in .part):
+# its name, and the pattern that finds them (group 1: the version)
+TARBALL = re.compile(r"^qemu-(.+)\.tar\.xz(?:\.part)?$")
+
+
+def tarball_name(version: str) -> str:
+    return f"qemu-{version}.tar.xz"
 
 
 @contextmanager
 def _lock() -> Iterator[None]:
-    with cache.exclusive_lock(work_dir() / ".lock", _LOCK_WHAT):
+    with cache.exclusive_lock(build_lock(), BUILD_LOCK_WHAT):
         yield
 
 
@@ -799,7 +815,7 @@ def build_in_progress() -> str | None:
     """Who is building QEMU now (``process N is preparing or building QEMU's source
     tree (lock ...)``), or None when nobody holds the build's lock."""
     try:
-        with cache.exclusive_lock(work_dir() / ".lock", _LOCK_WHAT, wait=False):
+        with cache.exclusive_lock(build_lock(), BUILD_LOCK_WHAT, wait=False):
             return None
     except cache.LockHeld as e:
         return str(e)

@@ -86,8 +86,6 @@ __all__ = [
 QEMU_DIR = "qemu"
 DEBS_DIR = "debs"
 _TREE = re.compile(r"^(src|build)-.+$")
-_TARBALL = re.compile(r"^qemu-(.+)\.tar\.xz(?:\.part)?$")
-_LEFTOVER = (".tmp", ".trash")  # an interrupted unpacking's or removal's
 # what a lookup that cannot be done raises (no apt lists, no apt-cache)
 _LOOKUP_ERRORS = (IrqlabError, OSError, ValueError, KeyError)
 # a part modified or marked used (mark_used) this recently stays (seconds)
@@ -289,9 +287,13 @@ def _qemu_parts(
     sizes: dict[Path, int] | None,
     unknown: list[str],
 ) -> list[Part]:
+    from irqlab.build import qemu
+
     work = root / QEMU_DIR
     trees = [p for p in _entries(work, root) if p.is_dir() and _TREE.match(p.name)]
-    tarballs = [p for p in _entries(work / "dl", root) if p.is_file() and _TARBALL.match(p.name)]
+    tarballs = [
+        p for p in _entries(work / "dl", root) if p.is_file() and qemu.TARBALL.match(p.name)
+    ]
     if not trees and not tarballs:
         return []
     keep_all = list(found.unknown_trees)
@@ -304,8 +306,7 @@ def _qemu_parts(
         unknown += [f"every QEMU source and build tree stays: {why}" for why in keep_all]
     names = {f"src-{s}" for s in wanted} | {f"build-{s}" for s in wanted}
     names |= {f"build-{s}-{a}" for s in wanted for a in ARCHES}
-    lock = work / ".lock"  # the QEMU build's (irqlab.build.qemu._lock)
-    locker = "preparing or building QEMU's source tree"
+    lock, locker = qemu.build_lock(work), qemu.BUILD_LOCK_WHAT
     parts = []
     now = time.time()
     for p in trees:
@@ -313,9 +314,10 @@ def _qemu_parts(
         used = bool(keep_all) or p.name in names or used_lately(p, now)
         parts.append(Part(p, what, _size(p, sizes), used, lock, locker))
     for p in tarballs:
-        m = _TARBALL.match(p.name)
+        m = qemu.TARBALL.match(p.name)
         assert m is not None
-        used = bool(keep_all) or f"upstream-{m[1]}" in wanted or used_lately(p, now)
+        slug = qemu.QemuSource("upstream", m[1]).slug
+        used = bool(keep_all) or slug in wanted or used_lately(p, now)
         parts.append(Part(p, "QEMU release tarball", _size(p, sizes), used, lock, locker))
     return parts
 
@@ -323,8 +325,10 @@ def _qemu_parts(
 def _package_of(p: Path) -> tuple[DebId | None, str]:
     """The package a pool file or unpacked directory holds, and its stem (an interrupted
     unpacking's or removal's leftover named as the directory it was for)."""
+    from irqlab.build import debs
+
     stem = p.name.removesuffix(".deb") if p.is_file() else p.name
-    for suffix in _LEFTOVER:
+    for suffix in (debs.UNPACK_TMP, cache.TRASH):
         stem = stem.removesuffix(suffix)
     return DebId.parse(stem), stem
 
@@ -336,6 +340,7 @@ def _deb_parts(
     sizes: dict[Path, int] | None,
     unknown: list[str],
 ) -> list[Part]:
+    from irqlab.build import debs
     from irqlab.build.kmod import checkpatch_digest_of
 
     pool, unpacked = root / DEBS_DIR / "pool", root / DEBS_DIR / "x"
@@ -376,12 +381,12 @@ def _deb_parts(
         used = bool(keep_all) or (not leftover and (needed(d) or d in current))
         used = used or used_lately(p, now)
         if p.parent == pool:  # irqlab.build.debs.download's lock
-            what, lock = f".deb {d.name} {d.version} {d.arch}", pool / ".lock"
-            locker = "downloading Debian packages"
+            what, lock = f".deb {d.name} {d.version} {d.arch}", debs.pool_lock(pool)
+            locker = debs.POOL_LOCK_WHAT
         else:  # irqlab.build.debs.extracted's
             what = f"unpacked {d.name} {d.version} {d.arch}" + (" (leftover)" * leftover)
             lock = cache.lock_file(unpacked / stem)
-            locker = f"unpacking {stem}.deb"
+            locker = debs.unpack_lock_what(f"{stem}.deb")
         parts.append(Part(p, what, _size(p, sizes), used, lock, locker))
     return parts
 

@@ -6,7 +6,7 @@ import pytest
 from devrig import FIFO, GPIO, RAM_MSI, Rig, RigFactory
 
 from irqlab.contract.regs import REGS
-from irqlab.testing.qtest_pci import MSIX_ENTRY_SIZE, enable_msi, enable_msix
+from irqlab.testing.qtest_pci import enable_msi, enable_msix, vector_ctrl
 from irqlab.vm.qmp.stats import Counters
 
 pytestmark = pytest.mark.device
@@ -105,7 +105,7 @@ def test_only_raises_are_coalesced(rig_factory: RigFactory, mode: str) -> None:
     elif mode == "msix":
         enable_msix(r.dev.cfg, table, [(RAM_MSI + 0x10 * i, i + 1) for i in range(3)])
         for v in range(REGS.NUM_SOURCES):
-            r.qt.writel(table + v * MSIX_ENTRY_SIZE + 12, 1)  # masked: messages park
+            r.qt.writel(vector_ctrl(table, v), 1)  # masked: messages park
     r.dev.write("IRQ_ENABLE", REGS.SRC_ALL)
     r.dev.write("GPIO_RISING", 1)
     r.dev.write("GPIO_IRQ_EN", 1)
@@ -121,7 +121,7 @@ def test_only_raises_are_coalesced(rig_factory: RigFactory, mode: str) -> None:
     assert (c.raised, c.coalesced) == (2, 0)
     if mode == "msix":
         for v in range(REGS.NUM_SOURCES):
-            r.qt.writel(table + v * MSIX_ENTRY_SIZE + 12, 0)  # one message per source
+            r.qt.writel(vector_ctrl(table, v), 0)  # one message per source
         c = r.inj.counters()
         assert (c.delivered, c.coalesced) == (2, 0)
         assert c.delivered + c.coalesced <= c.raised
@@ -150,6 +150,8 @@ def test_a_level_latched_again_by_its_clear_is_coalesced_on_every_route(
     r.dev.write("GPIO_LEVEL_HIGH", 1)  # the first raise
     r.dev.write("GPIO_STATUS", 1)  # latched again: the second
     if mode == "msix-masked":
-        r.qt.writel(table + 12, 0)  # GPIO's vector unmasked: its parked message goes
+        r.qt.writel(
+            vector_ctrl(table, REGS.SRC_GPIO), 0
+        )  # GPIO's vector unmasked: its parked message goes
     c = r.inj.counters()
     assert (c.raised, c.delivered, c.coalesced) == (2, 1, 1), c

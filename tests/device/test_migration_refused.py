@@ -28,7 +28,8 @@ from devrig import (
 from irqlab.contract.regs import QOM, REGS
 from irqlab.testing.plugin import QtestMachineFactory
 from irqlab.testing.qtest_device import QtestIrqlab
-from irqlab.testing.qtest_pci import COMMAND_INTX_DISABLE, MSIX_ENTRY_SIZE, enable_msix
+from irqlab.testing.qtest_pci import COMMAND_INTX_DISABLE, enable_msix, vector_ctrl
+from irqlab.vm.machine import Machine
 from irqlab.vm.qmp.injector import Injector
 
 pytestmark = pytest.mark.device
@@ -200,6 +201,13 @@ def test_an_unpatched_intx_state_loads(
     assert Injector(dst, "irq0").counters().raised == 3
 
 
+def _said(m: Machine, words: str) -> None:
+    """The refused load's QEMU said *words* on stderr (the device's error_report)."""
+    assert m.paths is not None
+    said = m.paths.stderr_log.read_text(errors="replace")
+    assert f"irqlab: {words}" in said, said
+
+
 @pytest.mark.parametrize(
     "last_pending",
     [pytest.param(0, id="fifo-pending-not-signalled"),
@@ -220,6 +228,7 @@ def test_a_last_pending_unlike_the_pending_sources_is_refused(
     )
     migrate_in_start(dst, image)
     assert dst.wait_exit(timeout=30) == 1
+    _said(dst, f"last signalled IRQ_PENDING {last_pending:#x} differs from IRQ_STATUS")
 
 
 TS_MARKER = 9_876_543_217  # the clock at the raise: the event's timestamp, once in the stream
@@ -291,6 +300,7 @@ def test_a_queued_event_the_device_could_not_raise_is_refused(
     )
     migrate_in_start(dst, image)
     assert dst.wait_exit(timeout=30) == 1
+    _said(dst, f"queued event seq {patch[0]} info {patch[1]:#x} is not one the device raises")
 
 
 @pytest.mark.parametrize(
@@ -329,8 +339,7 @@ def test_a_parked_message_of_a_serviced_source_is_withdrawn_on_load(
     src = rig_factory(irq_mode="msix", gpio_lines=8, evq_depth=16)
     table = src.dev.bar0 + REGS.MSIX_TABLE_OFFSET
     enable_msix(src.dev.cfg, table, vectors)
-    ctrl = REGS.SRC_FIFO * MSIX_ENTRY_SIZE + 12
-    src.qt.writel(table + ctrl, 1)
+    src.qt.writel(vector_ctrl(table, REGS.SRC_FIFO), 1)
     src.dev.write("IRQ_ENABLE", REGS.SRC_ALL)
     src.inj.push(1)
     src.dev.write("IRQ_STATUS", FIFO)
@@ -354,6 +363,6 @@ def test_a_parked_message_of_a_serviced_source_is_withdrawn_on_load(
     for a in slots:
         dst.qtest.writel(a, 0)
     assert dst.qtest.readl(dev.bar0 + REGS.MSIX_PBA_OFFSET) == 0
-    dst.qtest.writel(dev.bar0 + REGS.MSIX_TABLE_OFFSET + ctrl, 0)
+    dst.qtest.writel(vector_ctrl(dev.bar0 + REGS.MSIX_TABLE_OFFSET, REGS.SRC_FIFO), 0)
     assert [dst.qtest.readl(a) for a in slots] == [0, 0, 0]
     assert Injector(dst, "irq0").counters().delivered == 0

@@ -9,13 +9,13 @@ from irqlab.contract.regs import REGS
 from irqlab.testing.qtest_pci import (
     CAP_ID_MSIX,
     COMMAND_MASTER,
-    MSIX_ENTRY_SIZE,
     MSIX_FLAGS,
     MSIX_FLAGS_ENABLE,
     enable_msi,
     enable_msix,
     msix_table,
     msix_table_size,
+    vector_ctrl,
 )
 
 pytestmark = pytest.mark.device
@@ -126,7 +126,7 @@ def test_msix_each_source_has_its_own_pending_bit(msix: Rig) -> None:
 def test_msix_masked_vector_parks_in_pba_and_fires_on_unmask(msix: Rig) -> None:
     r = msix
     table = r.dev.bar0 + REGS.MSIX_TABLE_OFFSET
-    ctrl = table + REGS.SRC_FIFO * MSIX_ENTRY_SIZE + 12
+    ctrl = vector_ctrl(table, REGS.SRC_FIFO)
     pba = r.dev.bar0 + REGS.MSIX_PBA_OFFSET
     r.dev.write("IRQ_ENABLE", REGS.SRC_ALL)
     r.qt.writel(ctrl, 1)  # mask the FIFO vector
@@ -181,7 +181,7 @@ def test_msi_without_bus_mastering_is_not_delivered(msi: Rig) -> None:
 
 
 def _mask_fifo_vector(r: Rig, masked: bool) -> None:
-    ctrl = r.dev.bar0 + REGS.MSIX_TABLE_OFFSET + REGS.SRC_FIFO * MSIX_ENTRY_SIZE + 12
+    ctrl = vector_ctrl(r.dev.bar0 + REGS.MSIX_TABLE_OFFSET, REGS.SRC_FIFO)
     r.qt.writel(ctrl, 1 if masked else 0)
 
 
@@ -214,7 +214,7 @@ def test_msix_a_serviced_source_sends_nothing_on_unmask(msix: Rig, service: str)
     cleared, the source disabled, its GPIO lines masked -- withdraws its message."""
     r = msix
     src = REGS.SRC_GPIO if service == "gpio-irq-en" else REGS.SRC_FIFO
-    ctrl = r.dev.bar0 + REGS.MSIX_TABLE_OFFSET + src * MSIX_ENTRY_SIZE + 12
+    ctrl = vector_ctrl(r.dev.bar0 + REGS.MSIX_TABLE_OFFSET, src)
     pba = r.dev.bar0 + REGS.MSIX_PBA_OFFSET
     r.dev.write("IRQ_ENABLE", REGS.SRC_ALL)
     r.qt.writel(ctrl, 1)
@@ -245,7 +245,7 @@ def test_msix_a_level_latched_again_merges_into_its_parked_message(msix: Rig) ->
     same access: IRQ_PENDING never reads 0, the parked message stays, and the new
     raise is coalesced into it (one message on unmask)."""
     r = msix
-    ctrl = r.dev.bar0 + REGS.MSIX_TABLE_OFFSET + REGS.SRC_GPIO * MSIX_ENTRY_SIZE + 12
+    ctrl = vector_ctrl(r.dev.bar0 + REGS.MSIX_TABLE_OFFSET, REGS.SRC_GPIO)
     r.dev.write("IRQ_ENABLE", REGS.SRC_ALL)
     r.qt.writel(ctrl, 1)
     r.dev.write("GPIO_IRQ_EN", 1)
@@ -299,7 +299,7 @@ def test_a_message_that_writes_the_device_leaves_no_stale_message(
     enable_msix(r.dev.cfg, table, vectors, masked=[REGS.SRC_BURST])
     assert r.dev.read("IRQ_ENABLE") == 0  # FIFO's message wrote it
     assert r.qt.readl(r.dev.bar0 + REGS.MSIX_PBA_OFFSET) == 0, "a message parked"
-    r.qt.writel(table + REGS.SRC_BURST * MSIX_ENTRY_SIZE + 12, 0)  # unmask BURST's
+    r.qt.writel(vector_ctrl(table, REGS.SRC_BURST), 0)  # unmask BURST's
     assert _written(r) == []
     c = r.inj.counters()
     # INTx asserted for the first raise; FIFO's message on the switch to MSI-X

@@ -69,9 +69,10 @@ def test_a_property_the_device_does_not_have_is_refused_before_booting(key: str,
         f"device_props key {key!r}: the irqlab device has no property {key!r}{hint}; "
     ), text
     assert f"-device takes its start-time properties {START} (irqlab-regs.h marks" in text, text
-    later = [p for p in QOM.with_prefix("PROP_").values() if p not in props_when(AT_START)]
-    assert f"(Its others, {', '.join(later)}, act on a running device" in text, text
-    assert QOM.PROP_GPIO_LINES in START and QOM.PROP_FIFO_PUSH in later
+    run, never = props_when(AT_RUN), props_when(NEVER)
+    assert f"(Its runtime controls, {', '.join(run)}, act on a running device" in text, text
+    assert f"its read-only {', '.join(never)} are read from one" in text, text
+    assert QOM.PROP_GPIO_LINES in START and QOM.PROP_FIFO_PUSH in run
 
 
 START = ", ".join(props_when(AT_START))
@@ -115,3 +116,20 @@ def test_the_devices_start_time_and_pcis_own_properties_are_taken() -> None:
     props = {name: 1 for name in props_when(AT_START)}
     assert QOM.PROP_GPIO_LINES in props and QOM.PROP_IRQ_MODE in props
     GuestConfig(device_props={**props, "addr": "05.0", "rombar": 0, "failover_pair_id": "x"})
+
+
+@pytest.mark.parametrize(
+    ("typo", "said"),
+    [
+        (QOM.PROP_FIFO_PUSH[:-1], "That is a runtime control: set it after the start"),
+        (QOM.PROP_COUNTERS[:-1], "That is read-only: read it after the start"),
+        (QOM.PROP_GPIO_LINES[:-1], "?);"),
+    ],
+)
+def test_a_typo_suggests_the_property_and_says_when_it_is_set(typo: str, said: str) -> None:
+    """A suggestion that -device would refuse too says so at once (the next try was
+    refused as a runtime control); the runtime and read-only ones are listed apart."""
+    with pytest.raises(GuestConfigError) as info:
+        GuestConfig(device_props={typo: 1})
+    msg = str(info.value)
+    assert said in msg, msg

@@ -27,6 +27,7 @@ __all__ = [
     "HEADER_TYPE",
     "INTERRUPT_PIN",
     "MSIX_ENTRY_SIZE",
+    "MSIX_ENTRY_VECTOR_CTRL",
     "MSIX_FLAGS",
     "MSIX_FLAGS_ENABLE",
     "MSIX_FLAGS_MASKALL",
@@ -48,6 +49,7 @@ __all__ = [
     "find_device",
     "msix_table",
     "msix_table_size",
+    "vector_ctrl",
 ]
 
 CONFIG_ADDRESS = 0xCF8
@@ -81,6 +83,12 @@ MSIX_FLAGS_MASKALL = 1 << 14
 MSIX_FLAGS_ENABLE = 1 << 15
 MSIX_TABLE = 4
 MSIX_ENTRY_SIZE = 16
+MSIX_ENTRY_VECTOR_CTRL = 12  # an entry's vector control dword; bit 0 masks it
+
+
+def vector_ctrl(table_base: int, vector: int) -> int:
+    """The address of MSI-X *vector*'s control dword in the table at *table_base*."""
+    return table_base + vector * MSIX_ENTRY_SIZE + MSIX_ENTRY_VECTOR_CTRL
 
 
 class PciError(IrqlabError, RuntimeError):
@@ -264,7 +272,7 @@ def enable_msix(
         qt.writel(entry + 0, address & 0xFFFFFFFF)
         qt.writel(entry + 4, address >> 32)
         qt.writel(entry + 8, data)
-        qt.writel(entry + 12, int(i in masked))  # the vector control's mask bit
+        qt.writel(entry + MSIX_ENTRY_VECTOR_CTRL, int(i in masked))
     cfg.set_command_bits(COMMAND_MASTER)
     flags = cfg.readw(cap + MSIX_FLAGS)
     cfg.writew(cap + MSIX_FLAGS, (flags | MSIX_FLAGS_ENABLE) & ~MSIX_FLAGS_MASKALL)

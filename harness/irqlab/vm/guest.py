@@ -49,7 +49,7 @@ from irqlab.build import imagekind
 from irqlab.build.arch import build_module_command
 from irqlab.build.image import DEFAULT_EXTRA_PACKAGES
 from irqlab.build.imagekind import IMAGE_KINDS
-from irqlab.contract.regs import AT_START, NEVER, PREFIX, QOM, REGS, props_when
+from irqlab.contract.regs import AT_RUN, AT_START, NEVER, PREFIX, QOM, REGS, props_when
 from irqlab.errors import ConfigError, IrqlabError, hide_frame
 from irqlab.paths import cache_description, log_dir, prune_logs
 from irqlab.vm import logplace, proc
@@ -332,13 +332,22 @@ def unknown_device_prop(name: str) -> str | None:
         hint = f" (did you mean {dashed!r}? its property names are spelled with '-')"
     else:
         close = difflib.get_close_matches(name, own, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-    later = [p for p in own if p not in props_when(AT_START)]
+        hint = f" (did you mean {close[0]!r}?{_not_at_start(close[0])})" if close else ""
     return (
         f"the irqlab device has no property {name!r}{hint}; {_start_props_text()}. "
-        f"(Its others, {', '.join(later)}, act on a running device: the injector sets "
-        "or reads them after the start)"
+        f"(Its runtime controls, {', '.join(props_when(AT_RUN))}, act on a running "
+        f"device and its read-only {', '.join(props_when(NEVER))} are read from one: "
+        "the injector sets or reads them after the start)"
     )
+
+
+def _not_at_start(prop: str) -> str:
+    """What to say of a suggested property *prop* that ``-device`` does not take."""
+    if prop in props_when(AT_RUN):
+        return " That is a runtime control: set it after the start, not on -device"
+    if prop in props_when(NEVER):
+        return " That is read-only: read it after the start"
+    return ""
 
 
 def _start_props_text() -> str:

@@ -2,11 +2,12 @@
 
 ``irqlab bench [--quick] [--runs N] [--compare OLD.json] ...`` boots the guest,
 measures, writes ``build/bench/<stamp>/{result.json,report.txt,report.html,*.png}``
-and prints the text report (and the comparison).  ``irqlab bench --report R.json``
-only re-renders an existing result; ``--compare`` with ``--report`` compares two
-results without booting anything.  Exit status: 0, or 1 if the bench had errors, a
-series' checks failed (one line each on stderr) or ``--compare`` found figures worse
-beyond noise (``--no-fail-on-worse`` keeps 0).
+(``<cache>/bench/<stamp>`` for an installed wheel) and prints the text report (and the
+comparison).  ``irqlab bench --report R.json`` only re-renders an existing result;
+``--compare`` with ``--report`` compares two results without booting anything.  Exit
+status: 0, or 1 if the bench had errors, a series' checks failed (one line each on
+stderr) or ``--compare`` found figures worse beyond noise (``--no-fail-on-worse``
+keeps 0).
 """
 
 from __future__ import annotations
@@ -149,9 +150,10 @@ Boots the guest and measures the latency from the device raising an interrupt to
 userspace acknowledging it on every notification path (for each wakeup placement of
 the driver), interrupt storms at rising rates, QMP injection speed, boot and restore
 times and cyclictest.  Writes result.json, report.txt, report.html and plots into
-build/bench/<stamp> (or --out) and prints the text report.  --quick takes minutes,
-a full run much longer.  Every path is also measured through the native responder
-(C: the kernel's part without Python), at wakeup=hardirq only.
+--out (default: build/bench/<stamp> in a checkout, else <cache>/bench/<stamp>, the
+build cache's: $IRQLAB_CACHE_DIR or ~/.cache/irqlab) and prints the text report.
+--quick takes minutes, a full run much longer.  Every path is also measured through
+the native responder (C: the kernel's part without Python), at wakeup=hardirq only.
 
 --report RESULT.json re-renders an earlier result without booting anything;
 --compare OLD.json also prints the figures worse beyond noise (with --report it
@@ -225,11 +227,16 @@ def add_bench_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument(
         "--skip", type=_names("stage", _stages), default=(), help=f"stages to skip: {STAGES_HELP}"
     )
-    s.add_argument("--test-all", action="store_true", help="also time `invoke test-all` (long)")
+    s.add_argument(
+        "--test-all",
+        action="store_true",
+        help="also time `invoke test-all` (long; only in a source checkout)",
+    )
     s.add_argument(
         "--out",
         type=out_path,
-        help="output directory (default build/bench/<stamp>; with --report: where the "
+        help="output directory (default build/bench/<stamp> in a checkout, else "
+        "<cache>/bench/<stamp>; with --report: where the "
         "report goes, default beside RESULT.json)",
     )
     s.add_argument("--compare", type=Path, metavar="OLD.json", help="compare with an old result")
@@ -298,6 +305,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from irqlab.vm.guest import PrerequisiteMissing
 
         check_out_dir(args.out)
+        if args.test_all:
+            from irqlab.bench.host import NO_CHECKOUT
+            from irqlab.paths import checkout_root
+
+            if checkout_root() is None:
+                raise UsageError(f"--test-all: {NO_CHECKOUT}")
         try:
             result_path = run_bench(config_from_args(args))
         except PrerequisiteMissing as e:

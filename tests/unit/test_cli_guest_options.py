@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from test_irqlab_kmod import _fake_ko  # same directory (rootdir-relative import)
@@ -144,7 +146,13 @@ class _Guest:
     closed = 0
 
     def __init__(self, config: object) -> None:
-        pass
+        self.config = config
+
+    def prepare(self) -> _Guest:
+        return self
+
+    def snapshot_key(self) -> str:
+        return "no-such-snapshot"
 
     def start(self) -> _Guest:
         if self.fails:
@@ -607,3 +615,65 @@ def test_qemu_device_reaches_the_guest_config_and_a_bad_one_is_a_usage_error() -
     args = build_parser().parse_args(["run", "--qemu-device=irqlab,id=x", "--", "true"])
     with pytest.raises(UsageError, match="the irqlab device is the guest's own"):
         guest_config(args, "t")
+
+
+@pytest.mark.parametrize(
+    ("options", "why"),
+    [
+        (
+            [],
+            "no snapshot of this configuration yet; one is saved once it is ready, and "
+            "later starts restore it",
+        ),
+        (["--cold"], "--cold: no snapshot is restored or saved"),
+        (["--qemu-device", "edu"], "--qemu-device: a guest with another device has no snapshot"),
+    ],
+)
+def test_a_cold_boot_is_said_before_it_begins(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    options: list[str],
+    why: str,
+) -> None:
+    """A cold boot printed nothing for 11 s, then "guest ready (cold boot, 7.55 s)": it
+    is said (and why) before the guest starts, and the ready line gives the time since
+    irqlab started too."""
+    from irqlab.cli import guestcmd
+
+    said_before_start: list[str] = []
+
+    class Cold(_Guest):
+        restored = False
+        phases = {"agent_ready": 7.5}  # noqa: RUF012 (read only)
+
+        def start(self) -> _Guest:
+            said_before_start.append(capsys.readouterr().err)
+            return self
+
+    monkeypatch.setenv("IRQLAB_CACHE_DIR", str(tmp_path))  # no snapshot in it
+    monkeypatch.setattr("irqlab.vm.guest.Guest", Cold)
+    config = guestcmd.guest_config(build_parser().parse_args(["run", *options, "true"]), "run")
+    with guestcmd._running_guest(config, time.monotonic() - 12):
+        pass
+    assert said_before_start == [f"irqlab: booting the guest cold ({why})\n"]
+    ready = capsys.readouterr().err
+    assert re.fullmatch(
+        r"irqlab: guest ready \(cold boot, 7\.50 s; 12\.\d\d s since irqlab started\)\n", ready
+    )
+
+
+def test_a_guest_with_its_snapshot_says_nothing_before_it_starts(tmp_path: Path) -> None:
+    from irqlab.build import outputs
+    from irqlab.cli.guestcmd import cold_boot_reason
+    from irqlab.vm import snapshot
+
+    guest = SimpleNamespace(
+        config=SimpleNamespace(snapshot=True, extra_devices=()), snapshot_key=lambda: "k"
+    )
+    assert cold_boot_reason(guest) is not None
+    found = tmp_path / "snapshot-k"
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(snapshot, "lookup", lambda key: found if key == "k" else None)
+        m.setattr(outputs, "damage", lambda recipe, d: "")
+        assert cold_boot_reason(guest) is None

@@ -291,21 +291,54 @@ def _shell(chan: paramiko.Channel) -> int:
         os.close(wake)
 
 
+COLD_WHY_OPTION = "--cold: no snapshot is restored or saved"
+COLD_WHY_DEVICES = "--qemu-device: a guest with another device has no snapshot"
+COLD_WHY_NONE = (
+    "no snapshot of this configuration yet; one is saved once it is ready, and later "
+    "starts restore it"
+)
+
+
+def cold_boot_reason(g: Any) -> str | None:
+    """Why the prepared guest *g* will boot cold (seconds to minutes under TCG, where
+    a restore takes about one), or None when it restores its snapshot."""
+    from irqlab.vm import snapshot
+
+    if not g.config.snapshot:
+        return COLD_WHY_OPTION
+    if g.config.extra_devices:
+        return COLD_WHY_DEVICES
+    found = snapshot.lookup(g.snapshot_key())
+    return None if found is not None and snapshot.intact(found) else COLD_WHY_NONE
+
+
 @contextlib.contextmanager
-def _running_guest(config: Any) -> Iterator[Any]:
+def _running_guest(config: Any, started: float | None = None) -> Iterator[Any]:
     """A started guest for the block, stopped however it ends.  One ``try`` from the
     start on: a signal that lands between the start and the caller's own ``try`` (as
     soon as "guest ready" is out, under load) would otherwise leave QEMU to the
-    parent-death signal and its socket folder behind."""
+    parent-death signal and its socket folder behind.  A cold boot is said before it
+    begins (it was 11 s of silence); *started*: when the command started
+    (``time.monotonic()``), for the time until the guest was ready."""
+    import time
+
     from irqlab.vm.guest import Guest
 
+    started = time.monotonic() if started is None else started
     g = Guest(config)
     g.fault_notice = False  # shell and run say a fault once, when the command ends
     try:
+        why = cold_boot_reason(g.prepare())
+        if why is not None:
+            print(f"irqlab: booting the guest cold ({why})", file=sys.stderr, flush=True)
         g.start()
         how = "restored from the snapshot" if g.restored else "cold boot"
-        ready = f"({how}, {g.phases.get('agent_ready', 0):.2f} s)"
-        print(f"irqlab: guest ready {ready}", file=sys.stderr)
+        took = g.phases.get("agent_ready", 0)
+        total = time.monotonic() - started
+        print(
+            f"irqlab: guest ready ({how}, {took:.2f} s; {total:.2f} s since irqlab started)",
+            file=sys.stderr,
+        )
         yield g
     finally:
         g.close()
@@ -381,7 +414,7 @@ def cmd_shell(args: argparse.Namespace) -> int:
     sock_dir = make_sock_dir("shell")
     qmp = config.qmp_socket = sock_dir / "qmp.sock"
     try:
-        with _running_guest(config) as g:
+        with _running_guest(config, getattr(args, "started", None)) as g:
             hint = shell_hint(
                 qmp, irqlab_loaded=not args.no_irqlab, module_params=config.module_params
             )
@@ -433,7 +466,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError("run: no command (irqlab run [options] -- CMD ...)")
     # The guest is this command's own: Ctrl-C, SIGTERM or a closed stdout stop it with
     # the command (no kill in the guest first: on a frozen guest that waited for nothing).
-    with _running_guest(guest_config(args, "run")) as g:
+    with _running_guest(guest_config(args, "run"), getattr(args, "started", None)) as g:
         chan = _session(g)
         mark = g.console_mark()  # an oops printed while it ran (vs. its own crash)
         chan.exec_command(remote_command(cmd))

@@ -720,11 +720,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     SIGTERM and SIGHUP tear down as Ctrl-C does, then say so in one line and exit with
     128 + the signal's number."""
     import subprocess
+    import time
 
     from irqlab.errors import ConfigError
 
+    started = time.monotonic()
     parser = build_parser()
     args = parser.parse_args(_option_first(parser, sys.argv[1:] if argv is None else argv))
+    args.started = started  # for "guest ready (...; 11.2 s since irqlab started)"
     debug = os.environ.get("IRQLAB_DEBUG") == "1"
     _stacks_on_sigusr1()
     try:

@@ -667,7 +667,7 @@ def add_guest_parsers(sub: Any) -> None:
     _inject_options(s, defaults=True)
     # the same options after the action too (`inject push 1 --counters`); there they
     # have no defaults, so that they override only what they are given for
-    common = argparse.ArgumentParser(add_help=False)
+    common = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     _inject_options(common, defaults=False)
     acts = s.add_subparsers(dest="action", required=True, metavar="ACTION")
 

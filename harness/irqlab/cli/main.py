@@ -315,7 +315,13 @@ class _Subcommand(argparse.ArgumentParser):
     like.  argparse's subparsers hand what they do not know up to the top level, whose
     usage (``irqlab [-h] [--version] COMMAND ...``) says nothing of the subcommand's
     options: so its ``parse_known_args`` (what the subparsers call) leaves nothing
-    unknown.  Its subcommands' parsers (``inject``'s actions) are of this class too."""
+    unknown.  Its subcommands' parsers (``inject``'s actions) are of this class too.
+    No option is taken by a prefix of its name (``build-qemu --forc`` ran a forced
+    rebuild, ``bench --event 5`` was ``--events 5``): ``allow_abbrev=False``."""
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        kw.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kw)
 
     def parse_known_args(  # type: ignore[override]
         self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
@@ -348,7 +354,9 @@ BUILD_LOGS = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="irqlab", description="irqlab interrupt test harness")
+    p = argparse.ArgumentParser(
+        prog="irqlab", description="irqlab interrupt test harness", allow_abbrev=False
+    )
     p.add_argument("--version", action=_VersionAction)
     sub = p.add_subparsers(
         dest="command", required=True, metavar="COMMAND", parser_class=_Subcommand

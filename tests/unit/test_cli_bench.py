@@ -44,9 +44,9 @@ def test_report_of_what_is_no_bench_result_is_one_line(
 ) -> None:
     bad = tmp_path / "input.json"
     bad.write_bytes(content)
-    assert main(["bench", "--report", str(bad)]) == 1
+    assert main(["bench", "--report", str(bad)]) == 2  # a usage error, naming the option
     err = capsys.readouterr().err
-    assert err == f"irqlab: {bad}: not a bench result: {why}" + err.split(why, 1)[1]
+    assert err == f"irqlab: --report {bad}: not a bench result: {why}" + err.split(why, 1)[1]
     assert err.count("\n") == 1 and "Traceback" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["input.json"], "nothing written"
 
@@ -57,9 +57,24 @@ def test_compare_with_what_is_no_bench_result_fails_before_anything(
     empty = tmp_path / "old.json"
     empty.write_text("{}")
     for argv in (["--report", str(result)], ["--quick"]):
-        assert main(["bench", *argv, "--compare", str(empty)]) == 1
-        assert "not a bench result: schema missing" in capsys.readouterr().err
+        assert main(["bench", *argv, "--compare", str(empty)]) == 2
+        assert f"--compare {empty}: not a bench result: schema missing" in capsys.readouterr().err
     assert sorted(p.name for p in result.parent.iterdir()) == ["result.json"]
+
+
+@pytest.mark.parametrize("option", ["--report", "--compare"])
+@pytest.mark.parametrize(
+    ("name", "problem"), [("gone.json", "no such file"), (".", "is a directory")]
+)
+def test_a_result_that_is_no_file_is_a_usage_error_naming_the_option(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], option: str, name: str, problem: str
+) -> None:
+    """``--report /nonexistent.json`` said "No such file or directory: /nonexistent.json"
+    and exited 1."""
+    given = tmp_path / name
+    assert main(["bench", option, str(given), "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.startswith(f"irqlab: {option} {given}: {problem}")
+    assert not (tmp_path / "out").exists()
 
 
 def test_report_and_compare_of_bench_results(

@@ -677,3 +677,57 @@ def test_a_guest_with_its_snapshot_says_nothing_before_it_starts(tmp_path: Path)
         m.setattr(snapshot, "lookup", lambda key: found if key == "k" else None)
         m.setattr(outputs, "damage", lambda recipe, d: "")
         assert cold_boot_reason(guest) is None
+
+
+@pytest.mark.parametrize(("arch", "most"), [("x86_64", 288), ("aarch64", 512)])
+def test_more_vcpus_than_the_machine_takes_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, arch: str, most: int
+) -> None:
+    """`--smp 1000` started QEMU, which then refused it (status 1)."""
+    monkeypatch.setattr("irqlab.vm.guest.Guest", None)  # a guest started would fail loudly
+    assert main(["run", "--arch", arch, "--smp", str(most + 1), "--", "true"]) == 2
+    said = f"irqlab: --smp {most + 1}: the {arch} guest's machine takes at most {most} vCPUs\n"
+    assert capsys.readouterr().err == said
+    args = build_parser().parse_args(["run", "--arch", arch, "--smp", str(most), "true"])
+    from irqlab.cli.guestcmd import guest_config
+
+    assert guest_config(args, "run").smp == most
+
+
+def test_a_module_built_for_another_kernel_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found once the guest's image is (prepare()), before QEMU starts: it exited 1
+    where a module of another architecture exits 2, and named an 'extra module'."""
+    from irqlab.vm.guest import UnusableModule
+
+    ko = _fake_ko(tmp_path / "wrongver.ko", "wrongver")
+
+    class Prepared(_Guest):
+        def prepare(self) -> _Guest:
+            raise UnusableModule(f"extra module {ko} is built for kernel 5.10.0, but ...")
+
+        def start(self) -> _Guest:
+            raise AssertionError("started")
+
+    monkeypatch.setattr("irqlab.vm.guest.Guest", Prepared)
+    assert main(["run", "--module", str(ko), "--", "true"]) == 2
+    assert capsys.readouterr().err == f"irqlab: --module {ko} is built for kernel 5.10.0, but ...\n"
+
+
+@pytest.mark.parametrize("command", [["run", "--", "true"], ["shell"], ["build-image"]])
+def test_an_irqlab_kmod_that_names_no_file_is_a_usage_error(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    command: list[str],
+) -> None:
+    """IRQLAB_KMOD=/nonexist.ko exited 1 once the command had begun."""
+    monkeypatch.setattr("irqlab.vm.guest.Guest", None)  # a guest started would fail loudly
+    monkeypatch.setattr("irqlab.build.kmod.ensure_style_tools", None)  # nor a build
+    gone = tmp_path / "nonexist.ko"
+    monkeypatch.setenv("IRQLAB_KMOD", str(gone))
+    assert main(command) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"irqlab: $IRQLAB_KMOD={gone} does not exist (IRQLAB_KMOD names a ")
+    assert err.count("\n") == 1

@@ -31,6 +31,7 @@ __all__ = [
     "check_out_dir",
     "cmd_bench",
     "config_from_args",
+    "load_given_result",
     "out_path",
 ]
 
@@ -165,7 +166,7 @@ the report's "checks" columns; one line per series on stderr), or if --compare f
 figures worse beyond noise (--no-fail-on-worse keeps 0), or if another bench runs
 on this machine (refused before booting, naming its pid: two benches disturb each
 other's figures); 2 for a usage error, among them an --out that holds a result.json
-already.
+already and a --report or --compare that names no bench result.
 """
 
 
@@ -286,12 +287,29 @@ def config_from_args(args: argparse.Namespace) -> Any:
     return BenchConfig(**kw)
 
 
+def load_given_result(path: Path, option: str) -> dict[str, Any]:
+    """The bench result *path* that *option* (``--report``, ``--compare``) names, else
+    a usage error naming the option ("No such file or directory: /x.json" named none)."""
+    from irqlab.bench import report
+    from irqlab.cli.guestcmd import not_a_file
+
+    problem = not_a_file(path, "a file")
+    if problem:
+        raise UsageError(f"{option} {path}: {problem}")
+    try:
+        return report.load_result(path)
+    except report.NotABenchResult as e:
+        raise UsageError(f"{option} {e}") from None
+    except OSError as e:
+        raise UsageError(f"{option} {path}: cannot be read: {e.strerror or e}") from None
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from irqlab.bench import compare, queueing, report
 
     status = 0
     # every result given is checked before anything boots or is written
-    old = report.load_result(args.compare) if args.compare is not None else None
+    old = load_given_result(args.compare, "--compare") if args.compare is not None else None
     if args.report is not None:
         if given := _measuring_given(args):
             raise UsageError(
@@ -299,7 +317,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 f"{'does' if len(given) == 1 else 'do'} not apply to it"
             )
         result_path = Path(args.report)
-        report.load_result(result_path)
+        load_given_result(result_path, "--report")
     else:
         from irqlab.bench.runner import run_bench
         from irqlab.vm.guest import PrerequisiteMissing

@@ -97,9 +97,24 @@ def force_accel(value: str | None) -> None:
         os.environ[accel.SOURCE_ENV] = f"--accel {value}"
 
 
+def check_env_kmod(arch: Any = None) -> None:
+    """$IRQLAB_KMOD, when set, names a build of our driver for *arch*, else a usage error
+    naming the variable (a missing file exited 1, after the command had begun)."""
+    from irqlab.vm.guest import PrerequisiteMissing, env_kmod
+
+    try:
+        env_kmod(arch)
+    except PrerequisiteMissing as e:
+        raise UsageError(
+            f"{e} (IRQLAB_KMOD names a build of the irqlab driver to use instead of ours: "
+            "correct it, or unset it)"
+        ) from None
+
+
 def guest_config(args: argparse.Namespace, name: str) -> Any:
     """The GuestConfig the options describe (``--accel`` goes to $IRQLAB_ACCEL)."""
     from irqlab.build.arch import by_name, selected
+    from irqlab.build.boot import MAX_VCPUS
     from irqlab.vm.guest import (
         BUILD_MODULE,
         GuestConfig,
@@ -115,6 +130,12 @@ def guest_config(args: argparse.Namespace, name: str) -> Any:
         arch = by_name(args.arch) if args.arch else selected(os.environ)
     except ValueError as e:  # $IRQLAB_ARCH names none
         raise UsageError(str(e)) from None
+    most = MAX_VCPUS[arch.name]
+    if args.smp > most:  # QEMU started, then refused it
+        raise UsageError(
+            f"--smp {args.smp}: the {arch.name} guest's machine takes at most {most} vCPUs"
+        )
+    check_env_kmod(arch)
     if args.no_irqlab and args.module_param:  # accepted, and a cold boot for nothing
         raise UsageError(
             "--module-param sets our driver's parameters, and --no-irqlab does not load it "
@@ -322,13 +343,17 @@ def _running_guest(config: Any, started: float | None = None) -> Iterator[Any]:
     (``time.monotonic()``), for the time until the guest was ready."""
     import time
 
-    from irqlab.vm.guest import Guest
+    from irqlab.vm.guest import Guest, UnusableModule
 
     started = time.monotonic() if started is None else started
     g = Guest(config)
     g.fault_notice = False  # shell and run say a fault once, when the command ends
     try:
-        why = cold_boot_reason(g.prepare())
+        try:  # a --module built for another kernel is found once the image is
+            g.prepare()
+        except UnusableModule as e:
+            raise UsageError(str(e).replace("extra module", "--module", 1)) from None
+        why = cold_boot_reason(g)
         if why is not None:
             print(f"irqlab: booting the guest cold ({why})", file=sys.stderr, flush=True)
         g.start()

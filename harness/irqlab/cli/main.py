@@ -61,8 +61,10 @@ def cmd_build_image(args: argparse.Namespace) -> int:
         raise UsageError(
             f"--force: only the x86_64 image is rebuilt on demand, not {target.name}'s"
         )
+    from irqlab.cli.guestcmd import check_env_kmod
     from irqlab.vm.guest import PrerequisiteMissing, env_kmod
 
+    check_env_kmod(target)  # a usage error naming the variable
     try:
         # the image Guest() boots: our driver or $IRQLAB_KMOD's build of it, with the
         # packages every guest's image has

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from pathlib import Path
@@ -180,7 +181,7 @@ def test_shell_leaves_no_socket_folder(
     monkeypatch.setattr("irqlab.vm.guest.Guest", _Guest)
     monkeypatch.setattr(_Guest, "fails", not starts)
     monkeypatch.setattr(_Guest, "closed", 0)
-    monkeypatch.setattr(guestcmd, "interactive_shell", lambda g: (0, None))
+    monkeypatch.setattr(guestcmd, "interactive_shell", lambda g, last=None: (0, None))
     assert main(["shell"]) == (0 if starts else 1)
     assert list(tmp_path.iterdir()) == []
     assert _Guest.closed == 1  # the guest is stopped however the shell ends
@@ -232,7 +233,7 @@ def test_shell_hint_without_our_driver_says_so(
 
     monkeypatch.setattr("irqlab.vm.machine.sock_parent", lambda: tmp_path)
     monkeypatch.setattr("irqlab.vm.guest.Guest", _Guest)
-    monkeypatch.setattr(guestcmd, "interactive_shell", lambda g: (0, None))
+    monkeypatch.setattr(guestcmd, "interactive_shell", lambda g, last=None: (0, None))
     assert main(["shell", *(["--no-irqlab"] if no_irqlab else [])]) == 0
     err = capsys.readouterr().err
     assert "irqlab:   export IRQLAB_QMP=" in err  # the device is still driven over QMP
@@ -731,3 +732,56 @@ def test_an_irqlab_kmod_that_names_no_file_is_a_usage_error(
     err = capsys.readouterr().err
     assert err.startswith(f"irqlab: $IRQLAB_KMOD={gone} does not exist (IRQLAB_KMOD names a ")
     assert err.count("\n") == 1
+
+
+class _Chan:
+    def exec_command(self, command: str) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("fault_logs", "said"),
+    [
+        ("/logs/fault", "guest kernel panic: sysrq"),
+        ("", "guest kernel panic: sysrq"),  # the guest's own directory then
+        (None, "the SSH connection dropped"),
+    ],
+)
+@pytest.mark.parametrize("output", [b"prompt# ", b"done\n"])
+def test_a_guest_that_died_under_run_says_where_its_logs_are(
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+    fault_logs: str | None,
+    said: str,
+    output: bytes,
+) -> None:
+    """`irqlab run -- 'echo c > /proc/sysrq-trigger'` and a killed QEMU printed the
+    console but no logs directory; "the guest died" followed the command's last line
+    when that ended with no newline (a prompt)."""
+    from irqlab.cli import guestcmd
+    from irqlab.vm.health import Fault
+
+    fault = None if fault_logs is None else Fault(said, "", log_dir=fault_logs)
+
+    class Died(_Guest):
+        log_dir = "/logs/guest"
+
+        def fault_after(self, *args: object, **kw: object) -> Fault | None:
+            return fault
+
+    def bridge(*args: object, last: bytearray, **kw: object) -> int:
+        os.write(1, output)
+        last[:] = output[-1:]
+        return -1
+
+    monkeypatch.setattr("irqlab.vm.guest.Guest", Died)
+    monkeypatch.setattr(guestcmd, "_session", lambda g: _Chan())
+    monkeypatch.setattr(guestcmd, "bridge", bridge)
+    assert main(["run", "-n", "--", "true"]) == 255
+    err = capfd.readouterr().err
+    # after a prompt (no newline at its end) irqlab's lines start on a line of their own
+    fresh = "\n" if output == b"prompt# " else ""
+    assert err.endswith(
+        f"since irqlab started)\n{fresh}irqlab: the command did not finish: {said}\n"
+        f"irqlab: logs: {fault_logs or '/logs/guest'}\n"
+    ), err

@@ -40,6 +40,7 @@ __all__ = [
     "cmd_inject",
     "cmd_run",
     "cmd_shell",
+    "died_lines",
     "force_accel",
     "forwarded_stdin",
     "guest_config",
@@ -47,6 +48,7 @@ __all__ = [
     "parse_assignments",
     "raw_tty",
     "remote_command",
+    "say_on_own_line",
     "shell_hint",
 ]
 
@@ -202,6 +204,7 @@ def bridge(
     stderr_fd: int,
     *,
     wakeup: tuple[int, Callable[[], None]] | None = None,
+    last: bytearray | None = None,
 ) -> int:
     """Copy *stdin_fd* to the channel (its EOF, or a read error such as a hung-up
     terminal's, becomes the channel's EOF) and the channel's stdout/stderr to ours
@@ -211,7 +214,9 @@ def bridge(
     Input is sent as the channel's window allows, never blocking on it: a command that
     does not read its stdin neither stalls its output nor keeps us once it exits.
     *wakeup* ``(fd, call)``: when *fd* becomes readable it is drained and *call* runs
-    here, between sends (a signal handler's work that must not interrupt one)."""
+    here, between sends (a signal handler's work that must not interrupt one).
+    *last* is set to the last byte written to either stream (a line irqlab prints
+    after them starts on a line of its own: see :func:`say_on_own_line`)."""
     pending = b""  # read from stdin, not yet taken by the channel
     stdin_open = stdin_fd is not None
     if not stdin_open:
@@ -232,10 +237,16 @@ def bridge(
         if chan in ready:
             got = False
             while chan.recv_stderr_ready():
-                os.write(stderr_fd, chan.recv_stderr(65536))
+                data = chan.recv_stderr(65536)
+                os.write(stderr_fd, data)
+                if last is not None and data:
+                    last[:] = data[-1:]
                 got = True
             if chan.recv_ready():
-                os.write(stdout_fd, chan.recv(65536))
+                data = chan.recv(65536)
+                os.write(stdout_fd, data)
+                if last is not None and data:
+                    last[:] = data[-1:]
             elif not got and (chan.eof_received or chan.closed):
                 break  # EOF ends both streams
         if stdin_fd is not None and stdin_fd in ready:
@@ -256,6 +267,22 @@ def bridge(
     return chan.recv_exit_status()
 
 
+def say_on_own_line(last: bytes | bytearray, *lines: str) -> None:
+    """*lines* on stderr, the first on a line of its own: after output that did not end
+    one (*last*, its last byte: a shell's prompt, ``printf x``) a newline comes first
+    ("irqlab: the guest died" was printed after the guest's prompt)."""
+    fresh = "" if last in (b"", b"\n") else "\n"
+    print(fresh + "\n".join(lines), file=sys.stderr, flush=True)
+
+
+def died_lines(g: Any, fault: Any, first: str) -> list[str]:
+    """*first*, then where the guest's logs are (console, QEMU's output, the agent's
+    log), when the guest ran: every death says it (a panic's and a killed QEMU's did
+    not)."""
+    logs = (fault.log_dir if fault is not None else "") or g.log_dir
+    return [first, *([f"irqlab: logs: {logs}"] if logs else [])]
+
+
 def _session(guest: Any) -> paramiko.Channel:
     if guest.ssh is None:
         raise IrqlabError("the guest is not connected")
@@ -263,19 +290,19 @@ def _session(guest: Any) -> paramiko.Channel:
     return chan
 
 
-def interactive_shell(guest: Any) -> tuple[int, ExitSignal | None]:
+def interactive_shell(guest: Any, last: bytearray | None = None) -> tuple[int, ExitSignal | None]:
     """An interactive shell in the guest on this terminal (raw mode, window size kept
     in sync); without a terminal, the shell reads our stdin.  Its exit status (as
-    :func:`bridge`) and the signal that killed it, if one did."""
+    :func:`bridge`) and the signal that killed it, if one did; *last*: as bridge's."""
     chan = _session(guest)
-    return _shell(chan), exit_signal(chan)
+    return _shell(chan, last), exit_signal(chan)
 
 
-def _shell(chan: paramiko.Channel) -> int:
+def _shell(chan: paramiko.Channel, last: bytearray | None = None) -> int:
     tty = sys.stdin.isatty()
     if not tty:
         chan.exec_command("sh")
-        return bridge(chan, sys.stdin.fileno(), sys.stdout.fileno(), sys.stderr.fileno())
+        return bridge(chan, sys.stdin.fileno(), sys.stdout.fileno(), sys.stderr.fileno(), last=last)
     cols, rows = os.get_terminal_size(sys.stdout.fileno())
     chan.get_pty(term=os.environ.get("TERM", "vt100"), width=cols, height=rows)
     chan.invoke_shell()
@@ -305,6 +332,7 @@ def _shell(chan: paramiko.Channel) -> int:
                 sys.stdout.fileno(),
                 sys.stdout.fileno(),
                 wakeup=(woken, resize),
+                last=last,
             )
     finally:
         signal.signal(signal.SIGWINCH, old)
@@ -445,17 +473,18 @@ def cmd_shell(args: argparse.Namespace) -> int:
             )
             print(hint, file=sys.stderr, flush=True)
             mark = g.console_mark()  # an oops printed meanwhile (vs. a crash of its own)
-            rc, killed = interactive_shell(g)
+            last = bytearray()
+            rc, killed = interactive_shell(g, last)
             # the connection dropped under the shell: the watch's verdict comes a moment
             # later (it ended with status 255 and not a word when QEMU was killed)
             fault = g.fault_after(rc, killed, console_mark=mark)
             if fault is not None:
-                print(f"irqlab: the guest died: {fault.describe()}", file=sys.stderr)
+                cause = f"irqlab: the guest died: {fault.describe()}"
+                say_on_own_line(last, *died_lines(g, fault, cause))
                 return 1
             if rc < 0:
-                print(
-                    "irqlab: the shell did not finish: the SSH connection dropped", file=sys.stderr
-                )
+                cause = "irqlab: the shell did not finish: the SSH connection dropped"
+                say_on_own_line(last, *died_lines(g, None, cause))
                 return 255
             if killed is not None:
                 print(f"irqlab: the shell was {killed.describe()}", file=sys.stderr)
@@ -496,16 +525,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         mark = g.console_mark()  # an oops printed while it ran (vs. its own crash)
         chan.exec_command(remote_command(cmd))
         stdin = None if args.no_stdin else forwarded_stdin()
-        rc = bridge(chan, stdin, sys.stdout.fileno(), sys.stderr.fileno())
+        last = bytearray()
+        rc = bridge(chan, stdin, sys.stdout.fileno(), sys.stderr.fileno(), last=last)
         killed = exit_signal(chan)
         if rc < 0 or killed is not None:
             fault = g.fault_after(rc, killed, console_mark=mark)
             if fault is not None or killed is None:
                 cause = fault.describe() if fault is not None else "the SSH connection dropped"
-                print(f"irqlab: the command did not finish: {cause}", file=sys.stderr)
+                first = f"irqlab: the command did not finish: {cause}"
+                say_on_own_line(last, *died_lines(g, fault, first))
                 return 255
             # as a shell says it of its child (ssh said nothing, with status 255)
-            print(f"irqlab: the command was {killed.describe()}", file=sys.stderr)
+            say_on_own_line(last, f"irqlab: the command was {killed.describe()}")
         return rc
 
 

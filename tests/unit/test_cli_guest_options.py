@@ -23,6 +23,29 @@ def test_assignments() -> None:
         parse_assignments(["novalue"], "--o")
 
 
+def test_a_key_given_twice_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    """A repeated --device-prop NAME=... silently kept the last."""
+    with pytest.raises(UsageError, match=r"--o 'a=2': a is given twice \(also --o 'a=1'\)"):
+        parse_assignments(["a=1", "b=1", "a=2"], "--o")
+    with pytest.raises(UsageError, match=r"wakeup-mode is given twice"):  # the kernel's match
+        parse_assignments(["wakeup_mode=x", "wakeup-mode=y"], "--module-param")
+    assert main(["run", "--device-prop", "x=1", "--device-prop", "x=2", "--", "true"]) == 2
+    assert "irqlab: --device-prop 'x=2': x is given twice" in capsys.readouterr().err
+
+
+def test_a_guest_path_given_twice_is_a_usage_error(tmp_path: Path) -> None:
+    """Two --put to one guest path: the second silently won."""
+    a, b = tmp_path / "a", tmp_path / "sub" / "a"
+    b.parent.mkdir()
+    a.write_text("a")
+    b.write_text("b")
+    with pytest.raises(UsageError, match=r"the guest path /root/a is given twice"):
+        parse_puts([str(a), str(b)])
+    with pytest.raises(UsageError, match=r"the guest path /etc//x is given twice"):
+        parse_puts([f"{a}:/etc/x", f"{b}:/etc//x"])
+    assert parse_puts([str(a), f"{b}:/root/b"]) == {"/root/a": a, "/root/b": b}
+
+
 def test_puts(tmp_path: Path) -> None:
     f = tmp_path / "f.bin"
     f.write_bytes(b"x")
@@ -785,3 +808,29 @@ def test_a_guest_that_died_under_run_says_where_its_logs_are(
         f"since irqlab started)\n{fresh}irqlab: the command did not finish: {said}\n"
         f"irqlab: logs: {fault_logs or '/logs/guest'}\n"
     ), err
+
+
+def test_guest_config_errors_name_the_option_not_the_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The command's errors named GuestConfig's fields ("extra_files: ... write to them
+    with g.sh", "extra_modules: a module mydrv is listed twice",
+    "GuestConfig(extra_devices=[''])"); the library's own messages stay as they are."""
+    from irqlab.vm.guest import GuestConfig, GuestConfigError
+
+    afile = tmp_path / "x"
+    afile.write_text("")
+    ko = str(_fake_ko(tmp_path / "mydrv.ko", "mydrv"))
+    cases = [
+        (["--put", f"{afile}:/proc/x"], "--put: /proc/x: no file can be made under /proc"),
+        (["--module", ko, "--module", ko], "--module: a module mydrv is listed twice"),
+        (["--qemu-device", ""], "--qemu-device '': "),
+    ]
+    for options, said in cases:
+        assert main(["run", "-n", *options, "--", "true"]) == 2, options
+        err = capsys.readouterr().err
+        assert err.startswith(f"irqlab: {said}"), err
+        assert "g.sh" not in err and "GuestConfig" not in err and "extra_" not in err
+        assert err.count("\n") == 1
+    with pytest.raises(GuestConfigError, match=r"^extra_files: /proc/x: .*with g\.sh"):
+        GuestConfig(extra_files={"/proc/x": afile})

@@ -13,6 +13,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import select
 import shlex
 import signal
@@ -44,6 +45,7 @@ __all__ = [
     "force_accel",
     "forwarded_stdin",
     "guest_config",
+    "in_option_words",
     "not_a_file",
     "parse_assignments",
     "raw_tty",
@@ -54,12 +56,22 @@ __all__ = [
 
 
 def parse_assignments(items: list[str] | None, option: str) -> dict[str, str]:
-    """``["k=v", ...]`` as a dict (values stay strings: QEMU and modprobe parse them)."""
+    """``["k=v", ...]`` as a dict (values stay strings: QEMU and modprobe parse them); a
+    key given twice is a usage error (the last one silently won).  A module
+    parameter's ``-`` and ``_`` are one character, as the kernel matches them."""
     out: dict[str, str] = {}
+    seen: dict[str, str] = {}
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise UsageError(f"{option} {item!r}: expected KEY=VALUE")
+        same = key.replace("-", "_") if option == "--module-param" else key
+        if same in seen:
+            raise UsageError(
+                f"{option} {item!r}: {key} is given twice (also {option} {seen[same]!r}); "
+                "give it once"
+            )
+        seen[same] = item
         out[key] = value
     return out
 
@@ -75,8 +87,10 @@ def not_a_file(path: Path, kind: str) -> str | None:
 
 
 def parse_puts(items: list[str] | None) -> dict[str, Path]:
-    """``--put FILE`` (to /root/<name>) or ``--put FILE:/guest/path``."""
+    """``--put FILE`` (to /root/<name>) or ``--put FILE:/guest/path``; each guest path
+    once."""
     out: dict[str, Path] = {}
+    given: dict[str, str] = {}  # the guest paths (normalised) and the --put that gave it
     for item in items or []:
         local, sep, remote = item.partition(":")
         path = Path(local)
@@ -85,7 +99,14 @@ def parse_puts(items: list[str] | None) -> dict[str, Path]:
             raise UsageError(f"--put {local or repr(local)}: {problem}")
         if sep and not remote.startswith("/"):
             raise UsageError(f"--put {item!r}: the guest path must be absolute")
-        out[remote if sep else f"/root/{path.name}"] = path
+        dest = remote if sep else f"/root/{path.name}"
+        if os.path.normpath(dest) in given:  # the second silently won
+            raise UsageError(
+                f"--put {item!r}: the guest path {dest} is given twice (also by --put "
+                f"{given[os.path.normpath(dest)]!r}): one file a path"
+            )
+        given[os.path.normpath(dest)] = item
+        out[dest] = path
     return out
 
 
@@ -97,6 +118,35 @@ def force_accel(value: str | None) -> None:
     if value:
         os.environ[accel.ENV_VAR] = value
         os.environ[accel.SOURCE_ENV] = f"--accel {value}"
+
+
+# GuestConfig's fields as the options of shell and run that set them: the library's
+# messages name the fields (its users write them), the command's name the options
+FIELD_OPTIONS = {
+    "extra_files": "--put",
+    "extra_modules": "--module",
+    "extra_module_params": "--module",
+    "extra_devices": "--qemu-device",
+    "module_params": "--module-param",
+}
+_FIELD_CALL = re.compile(r"GuestConfig\((\w+)=\[?(.*?)\]?\): ")
+_FIELD_PREFIX = re.compile(r"(\w+): ")
+
+
+def in_option_words(message: str) -> str:
+    """A GuestConfigError's *message* as the command line says it: the GuestConfig
+    field it starts with (``extra_files: ...``, ``GuestConfig(extra_devices=['']):
+    ...``) as the option (``--put: ...``, ``--qemu-device '': ...``), and no Python
+    (``g.sh``); a message of another kind as it is."""
+    call = _FIELD_CALL.match(message)
+    prefix = _FIELD_PREFIX.match(message)
+    if call is not None and call[1] in FIELD_OPTIONS:
+        message = f"{FIELD_OPTIONS[call[1]]} {call[2]}: {message[call.end() :]}"
+    elif prefix is not None and prefix[1] in FIELD_OPTIONS:
+        message = f"{FIELD_OPTIONS[prefix[1]]}: {message[prefix.end() :]}"
+    else:
+        return message
+    return message.replace("with g.sh once the guest runs", "with a command once the guest runs")
 
 
 def check_env_kmod(arch: Any = None) -> None:
@@ -177,7 +227,7 @@ def guest_config(args: argparse.Namespace, name: str) -> Any:
             extra_devices=tuple(args.qemu_device or ()),
         )
     except GuestConfigError as e:  # e.g. --put x:/proc/y, refused before any boot
-        raise UsageError(str(e)) from None
+        raise UsageError(in_option_words(str(e))) from None
 
 
 @contextlib.contextmanager
@@ -371,7 +421,7 @@ def _running_guest(config: Any, started: float | None = None) -> Iterator[Any]:
     (``time.monotonic()``), for the time until the guest was ready."""
     import time
 
-    from irqlab.vm.guest import Guest, UnusableModule
+    from irqlab.vm.guest import Guest, GuestConfigError, UnusableModule
 
     started = time.monotonic() if started is None else started
     g = Guest(config)
@@ -381,6 +431,8 @@ def _running_guest(config: Any, started: float | None = None) -> Iterator[Any]:
             g.prepare()
         except UnusableModule as e:
             raise UsageError(str(e).replace("extra module", "--module", 1)) from None
+        except GuestConfigError as e:  # --module twice, or before one it needs
+            raise UsageError(in_option_words(str(e))) from None
         why = cold_boot_reason(g)
         if why is not None:
             print(f"irqlab: booting the guest cold ({why})", file=sys.stderr, flush=True)

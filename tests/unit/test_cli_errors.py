@@ -191,8 +191,8 @@ def test_kdir_prints_the_path_and_for_a_cross_build_how_to_make(
         ("the cause", ["logs: /some/where"], "irqlab: the cause\nirqlab: logs: /some/where\n"),
         (
             "QEMU failed",
-            ["logs: /some/where", "accelerator: kvm forced"],
-            "irqlab: QEMU failed\nirqlab: logs: /some/where\nirqlab: accelerator: kvm forced\n",
+            ["logs: /some/where", "another note"],
+            "irqlab: QEMU failed\nirqlab: logs: /some/where\nirqlab: another note\n",
         ),
     ],
     ids=["noted", "two-notes"],
@@ -213,6 +213,27 @@ def test_an_errors_notes_follow_it(
     monkeypatch.setattr("irqlab.build.qemu.ensure_qemu", fail)
     assert main(["build-qemu"]) == 1
     assert capsys.readouterr().err == printed
+
+
+def test_the_accelerators_explanation_comes_before_qemus_words(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`irqlab run --accel kvm` where KVM does not work showed QEMU's assertion (and the
+    console) first and the KVM probe's explanation last."""
+
+    def fail(**kw: object) -> None:
+        e = PrerequisiteMissing("QEMU exited with status 134\n--- QEMU said\nassertion failed")
+        e.add_note("logs: /x/logs")
+        e.add_note("accelerator: kvm forced by --accel kvm (the probe found no KVM here)")
+        raise e
+
+    monkeypatch.setattr("irqlab.build.qemu.ensure_qemu", fail)
+    assert main(["build-qemu"]) == 1
+    assert capsys.readouterr().err == (
+        "irqlab: accelerator: kvm forced by --accel kvm (the probe found no KVM here)\n"
+        "irqlab: QEMU exited with status 134\n--- QEMU said\nassertion failed\n"
+        "irqlab: logs: /x/logs\n"
+    )
 
 
 @pytest.mark.parametrize(

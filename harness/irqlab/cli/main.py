@@ -718,6 +718,11 @@ def _stacks_on_sigusr1() -> None:
             faulthandler.register(signal.SIGUSR1, all_threads=True)  # is no file (captured)
 
 
+# the notes an error's message follows rather than leads (Guest.start's "accelerator:
+# kvm forced by --accel kvm, but ..." explains QEMU's assertion above it)
+LEADING_NOTES = ("accelerator: ",)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one subcommand.  User and environment errors (what irqlab reports, a file or
     directory that cannot be used, a failed external command) end in one line on
@@ -759,9 +764,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif isinstance(e, subprocess.CalledProcessError):
             cmd = e.cmd if isinstance(e.cmd, str) else " ".join(map(str, e.cmd))
             msg = f"{cmd!r} failed with exit status {e.returncode}"
-        for note in getattr(e, "__notes__", ()):  # e.g. where the guest's logs are
-            msg += f"\nirqlab: {note}"
-        print(f"irqlab: {msg}", file=sys.stderr)
+        notes = list(getattr(e, "__notes__", ()))  # e.g. where the guest's logs are
+        # a note that explains the error (a forced KVM that does not work here) comes
+        # first: after QEMU's assertion and console it was the last line, unseen
+        first = [n for n in notes if n.startswith(LEADING_NOTES)]
+        lines = [*first, msg, *(n for n in notes if n not in first)]
+        print("\n".join(f"irqlab: {line}" for line in lines), file=sys.stderr)
         return 2 if isinstance(e, ConfigError) else 1
     return rc
 

@@ -165,6 +165,7 @@ def test_kdir_prints_the_path_and_for_a_cross_build_how_to_make(
 
     monkeypatch.setattr("irqlab.build.kernel.ensure_kernel", kernel)
     monkeypatch.setattr("irqlab.build.arch.host_deb_arch", lambda: "amd64")
+    monkeypatch.setattr("irqlab.build.archguest._foreign_deb_arches", lambda: ["arm64"])
     monkeypatch.setenv("IRQLAB_ARCH", guest)
     assert main(["kdir"]) == 0
     out, err = capsys.readouterr()
@@ -182,6 +183,21 @@ def test_kdir_prints_the_path_and_for_a_cross_build_how_to_make(
     out, err = capsys.readouterr()
     assert out == f"/h/{guest}\n"
     assert "these are the Debian image's kernel headers; for the Buildroot guest" in err
+
+
+def test_kdir_of_an_architecture_apt_does_not_know_says_how_to_add_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`irqlab kdir --arch aarch64` on a host without the arm64 architecture said
+    "package linux-image-arm64 not found in the apt lists (run apt-get update?)"."""
+    monkeypatch.setattr("irqlab.build.arch.host_deb_arch", lambda: "amd64")
+    monkeypatch.setattr("irqlab.build.archguest._foreign_deb_arches", lambda: [])
+    monkeypatch.setattr("irqlab.build.kernel.ensure_kernel", None)  # would fail loudly
+    assert main(["kdir", "--arch", "aarch64"]) == 1
+    assert capsys.readouterr().err == (
+        "irqlab: apt does not know Debian's arm64 packages: run "
+        "`dpkg --add-architecture arm64 && apt-get update` (as root) once\n"
+    )
 
 
 @pytest.mark.parametrize(

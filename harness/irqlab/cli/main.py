@@ -232,6 +232,9 @@ def cmd_kdir(args: argparse.Namespace) -> int:
     )
 
     target = arch.by_name(args.arch) if args.arch else arch.selected(os.environ)
+    from irqlab.build.archguest import check_apt_arch
+
+    check_apt_arch(target)  # a foreign architecture apt does not know: how to add it
     k = ensure_kernel(arch=target)
     # what `make -C` runs (make, gcc, objtool's libelf1): a restored cache brings none
     ensure_module_build_tools()

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from test_bench_report import fixture_result  # same directory (rootdir-relative import)
 
+from irqlab.cli.bench import STAGES_HELP
 from irqlab.cli.main import build_parser, main
 
 
@@ -294,3 +295,40 @@ def test_bench_peers_takes_the_bench_lock(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setattr(peers, "_run_peers", lambda *a: pytest.fail("ran"))
     with cache.exclusive_lock(lock_path(), LOCK_WHAT), pytest.raises(cache.LockHeld):
         peers.run_peers(1, tmp_path / "out")
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (
+            ["--skip", STAGES_HELP],
+            f"--skip {STAGES_HELP}: every stage is skipped, nothing to measure",
+        ),
+        (
+            ["--paths", "read", "--storm-paths", "uio,poll"],
+            "--storm-paths uio,poll: uio is stormed only in the set-up of its latency "
+            "series: add it to --paths too",
+        ),
+    ],
+)
+def test_a_bench_that_would_measure_nothing_or_storm_nothing_is_refused(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], argv: list[str], said: str
+) -> None:
+    """--skip of every stage still built and booted; --storm-paths uio without uio in
+    --paths silently stormed nothing (while poll, not in --paths either, was)."""
+    monkeypatch.setattr("irqlab.bench.runner.run_bench", None)  # a bench run fails loudly
+    assert main(["bench", *argv]) == 2
+    assert capsys.readouterr().err == f"irqlab: {said}\n"
+
+
+def test_what_the_storm_paths_rule_lets_through() -> None:
+    from irqlab.cli.bench import check_measures
+
+    parse = build_parser().parse_args
+    for argv in (
+        ["--paths", "read", "--storm-paths", "poll"],  # the standard set-up: stormed
+        ["--paths", "read,uio", "--storm-paths", "uio"],
+        ["--storm-paths", "uio"],  # --paths: all
+        ["--skip", STAGES_HELP, "--test-all"],
+    ):
+        check_measures(parse(["bench", *argv]))

@@ -28,6 +28,7 @@ __all__ = [
     "STAGES_HELP",
     "add_bench_arguments",
     "add_bench_parser",
+    "check_measures",
     "check_out_dir",
     "cmd_bench",
     "config_from_args",
@@ -214,7 +215,9 @@ def add_bench_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument(
         "--storm-paths",
         type=_names("path", _storm_paths),
-        help="paths stormed (default: as --paths); uio and uio-generic only when in --paths too",
+        help="paths stormed (default: as --paths); a path not in --paths is stormed in the "
+        "standard set-up, but uio and uio-generic need their own and must be in --paths "
+        "too (else a usage error)",
     )
     acks = "record paths' ACK in storms: an ioctl per event, one write(2) per read (default)"
     s.add_argument("--storm-ack", choices=("ioctl", "write", "none"), help=acks + ", none")
@@ -226,7 +229,11 @@ def add_bench_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("--cyclictest-loops", type=count(1), help=loops)
     s.add_argument("--no-rt-tests", action="store_true", help="no cyclictest (image without it)")
     s.add_argument(
-        "--skip", type=_names("stage", _stages), default=(), help=f"stages to skip: {STAGES_HELP}"
+        "--skip",
+        type=_names("stage", _stages),
+        default=(),
+        help=f"stages to skip: {STAGES_HELP} (not all of them: nothing would be measured, "
+        "unless --test-all)",
     )
     s.add_argument(
         "--test-all",
@@ -304,6 +311,33 @@ def load_given_result(path: Path, option: str) -> dict[str, Any]:
         raise UsageError(f"{option} {path}: cannot be read: {e.strerror or e}") from None
 
 
+def check_measures(args: argparse.Namespace) -> None:
+    """A usage error for a bench that would measure nothing (every stage in --skip, no
+    --test-all: it built and booted all the same) or storm a path it cannot: uio and
+    uio-generic are stormed in their own set-up (module reloaded, a second guest),
+    which only their latency series makes, so they must be in --paths too (they were
+    skipped without a word, while a path of the standard set-up not in --paths, such
+    as poll, is stormed)."""
+    from irqlab.bench.runner import MODULE_MODES, OTHER_DRIVER, STAGES
+
+    if set(STAGES) <= set(args.skip or ()) and not args.test_all:
+        raise UsageError(
+            f"--skip {','.join(args.skip)}: every stage is skipped, nothing to measure"
+        )
+    apart = [
+        p
+        for p in args.storm_paths or ()
+        if (p in MODULE_MODES or p in OTHER_DRIVER) and args.paths and p not in args.paths
+    ]
+    if apart:
+        raise UsageError(
+            f"--storm-paths {','.join(args.storm_paths)}: {' and '.join(apart)} "
+            f"{'is' if len(apart) == 1 else 'are'} stormed only in the set-up of "
+            f"{'its' if len(apart) == 1 else 'their'} latency series: add "
+            f"{'it' if len(apart) == 1 else 'them'} to --paths too"
+        )
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from irqlab.bench import compare, queueing, report
 
@@ -323,6 +357,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from irqlab.vm.guest import PrerequisiteMissing
 
         check_out_dir(args.out)
+        check_measures(args)
         if args.test_all:
             from irqlab.bench.host import NO_CHECKOUT
             from irqlab.paths import checkout_root

@@ -544,6 +544,9 @@ def test_regs_with_a_prefix_nothing_has_fails(capsys: pytest.CaptureFixture[str]
     short = capsys.readouterr().out
     assert main(["regs", "IRQLAB_REG_"]) == 0  # the whole name's start works too
     assert capsys.readouterr().out == short
+    for prefix in ("reg_", "irqlab_Reg_"):  # in any case ("no name starts with 'reg_'")
+        assert main(["regs", prefix]) == 0
+        assert capsys.readouterr().out == short
 
 
 MIN_US = f"{REGS.MIN_BURST_PERIOD_NS / 1000:g}"  # the device's minimum burst period

@@ -267,10 +267,11 @@ def cmd_kdir(args: argparse.Namespace) -> int:
 def cmd_regs(args: argparse.Namespace) -> int:
     from irqlab.contract.regs import PREFIX, REGS, bit_numbers
 
+    want = args.prefix.upper()  # case-insensitive: `regs reg_` found nothing
     found = [
         (n, v)
         for n, v in REGS.items()
-        if n.startswith(args.prefix) or n.removeprefix(PREFIX).startswith(args.prefix)
+        if n.upper().startswith(want) or n.removeprefix(PREFIX).upper().startswith(want)
     ]
     if not found:
         print(f"irqlab: regs: no name starts with {args.prefix!r}", file=sys.stderr)
@@ -537,7 +538,7 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="?",
         default="",
         metavar="PREFIX",
-        help="only names starting so, with or without IRQLAB_ (e.g. REG_)",
+        help="only names starting so, with or without IRQLAB_, in any case (e.g. REG_)",
     )
     s.set_defaults(func=cmd_regs)
     return p

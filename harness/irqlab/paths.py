@@ -21,6 +21,7 @@ __all__ = [
     "packaged_file",
     "pid_runs",
     "repo_root",
+    "results_dir",
 ]
 
 _PKG_DIR = Path(__file__).resolve().parent
@@ -122,6 +123,15 @@ def log_dir() -> Path:
         return Path(env).expanduser().resolve()
     root = checkout_root()
     return root / "build" / "logs" if root is not None else cache_dir() / "logs"
+
+
+def results_dir() -> Path:
+    """Where commands put what they make that is neither a build output nor a log (bench
+    results in bench/, bench-peers' in bench-peers/ and its peer-venv/): <checkout>/build,
+    else (an installed wheel) the cache directory, as :func:`log_dir` chooses (an
+    installed wheel wrote them into its own venv, <venv>/lib/python3.11/build/bench)."""
+    root = checkout_root()
+    return root / "build" if root is not None else cache_dir()
 
 
 def agent_package_dir() -> Path:

@@ -631,7 +631,9 @@ def quick_args(argv: list[str]) -> Any:
 def parse_args(argv: list[str]) -> Any:
     import argparse  # only for a command line quick_args() leaves: it costs start-up time
 
-    ap = argparse.ArgumentParser(prog="python3 -m irqlab_agent", description=__doc__)
+    ap = argparse.ArgumentParser(
+        prog="python3 -m irqlab_agent", description=__doc__, allow_abbrev=False
+    )
     ap.add_argument("--spec", help="ABI artifact (default: the shipped abi.json)")
     ap.add_argument(
         "--listen",

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from test_bench_report import fixture_result  # same directory (rootdir-relative import)
 
+from irqlab.cli.bench import STAGES_HELP
 from irqlab.cli.main import build_parser, main
 
 
@@ -44,9 +45,9 @@ def test_report_of_what_is_no_bench_result_is_one_line(
 ) -> None:
     bad = tmp_path / "input.json"
     bad.write_bytes(content)
-    assert main(["bench", "--report", str(bad)]) == 1
+    assert main(["bench", "--report", str(bad)]) == 2  # a usage error, naming the option
     err = capsys.readouterr().err
-    assert err == f"irqlab: {bad}: not a bench result: {why}" + err.split(why, 1)[1]
+    assert err == f"irqlab: --report {bad}: not a bench result: {why}" + err.split(why, 1)[1]
     assert err.count("\n") == 1 and "Traceback" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["input.json"], "nothing written"
 
@@ -57,9 +58,24 @@ def test_compare_with_what_is_no_bench_result_fails_before_anything(
     empty = tmp_path / "old.json"
     empty.write_text("{}")
     for argv in (["--report", str(result)], ["--quick"]):
-        assert main(["bench", *argv, "--compare", str(empty)]) == 1
-        assert "not a bench result: schema missing" in capsys.readouterr().err
+        assert main(["bench", *argv, "--compare", str(empty)]) == 2
+        assert f"--compare {empty}: not a bench result: schema missing" in capsys.readouterr().err
     assert sorted(p.name for p in result.parent.iterdir()) == ["result.json"]
+
+
+@pytest.mark.parametrize("option", ["--report", "--compare"])
+@pytest.mark.parametrize(
+    ("name", "problem"), [("gone.json", "no such file"), (".", "is a directory")]
+)
+def test_a_result_that_is_no_file_is_a_usage_error_naming_the_option(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], option: str, name: str, problem: str
+) -> None:
+    """``--report /nonexistent.json`` said "No such file or directory: /nonexistent.json"
+    and exited 1."""
+    given = tmp_path / name
+    assert main(["bench", option, str(given), "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.startswith(f"irqlab: {option} {given}: {problem}")
+    assert not (tmp_path / "out").exists()
 
 
 def test_report_and_compare_of_bench_results(
@@ -279,3 +295,40 @@ def test_bench_peers_takes_the_bench_lock(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setattr(peers, "_run_peers", lambda *a: pytest.fail("ran"))
     with cache.exclusive_lock(lock_path(), LOCK_WHAT), pytest.raises(cache.LockHeld):
         peers.run_peers(1, tmp_path / "out")
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (
+            ["--skip", STAGES_HELP],
+            f"--skip {STAGES_HELP}: every stage is skipped, nothing to measure",
+        ),
+        (
+            ["--paths", "read", "--storm-paths", "uio,poll"],
+            "--storm-paths uio,poll: uio is stormed only in the set-up of its latency "
+            "series: add it to --paths too",
+        ),
+    ],
+)
+def test_a_bench_that_would_measure_nothing_or_storm_nothing_is_refused(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], argv: list[str], said: str
+) -> None:
+    """--skip of every stage still built and booted; --storm-paths uio without uio in
+    --paths silently stormed nothing (while poll, not in --paths either, was)."""
+    monkeypatch.setattr("irqlab.bench.runner.run_bench", None)  # a bench run fails loudly
+    assert main(["bench", *argv]) == 2
+    assert capsys.readouterr().err == f"irqlab: {said}\n"
+
+
+def test_what_the_storm_paths_rule_lets_through() -> None:
+    from irqlab.cli.bench import check_measures
+
+    parse = build_parser().parse_args
+    for argv in (
+        ["--paths", "read", "--storm-paths", "poll"],  # the standard set-up: stormed
+        ["--paths", "read,uio", "--storm-paths", "uio"],
+        ["--storm-paths", "uio"],  # --paths: all
+        ["--skip", STAGES_HELP, "--test-all"],
+    ):
+        check_measures(parse(["bench", *argv]))

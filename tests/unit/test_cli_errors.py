@@ -165,6 +165,7 @@ def test_kdir_prints_the_path_and_for_a_cross_build_how_to_make(
 
     monkeypatch.setattr("irqlab.build.kernel.ensure_kernel", kernel)
     monkeypatch.setattr("irqlab.build.arch.host_deb_arch", lambda: "amd64")
+    monkeypatch.setattr("irqlab.build.archguest._foreign_deb_arches", lambda: ["arm64"])
     monkeypatch.setenv("IRQLAB_ARCH", guest)
     assert main(["kdir"]) == 0
     out, err = capsys.readouterr()
@@ -184,6 +185,21 @@ def test_kdir_prints_the_path_and_for_a_cross_build_how_to_make(
     assert "these are the Debian image's kernel headers; for the Buildroot guest" in err
 
 
+def test_kdir_of_an_architecture_apt_does_not_know_says_how_to_add_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`irqlab kdir --arch aarch64` on a host without the arm64 architecture said
+    "package linux-image-arm64 not found in the apt lists (run apt-get update?)"."""
+    monkeypatch.setattr("irqlab.build.arch.host_deb_arch", lambda: "amd64")
+    monkeypatch.setattr("irqlab.build.archguest._foreign_deb_arches", lambda: [])
+    monkeypatch.setattr("irqlab.build.kernel.ensure_kernel", None)  # would fail loudly
+    assert main(["kdir", "--arch", "aarch64"]) == 1
+    assert capsys.readouterr().err == (
+        "irqlab: apt does not know Debian's arm64 packages: run "
+        "`dpkg --add-architecture arm64 && apt-get update` (as root) once\n"
+    )
+
+
 @pytest.mark.parametrize(
     ("cause", "notes", "printed"),
     [
@@ -191,8 +207,8 @@ def test_kdir_prints_the_path_and_for_a_cross_build_how_to_make(
         ("the cause", ["logs: /some/where"], "irqlab: the cause\nirqlab: logs: /some/where\n"),
         (
             "QEMU failed",
-            ["logs: /some/where", "accelerator: kvm forced"],
-            "irqlab: QEMU failed\nirqlab: logs: /some/where\nirqlab: accelerator: kvm forced\n",
+            ["logs: /some/where", "another note"],
+            "irqlab: QEMU failed\nirqlab: logs: /some/where\nirqlab: another note\n",
         ),
     ],
     ids=["noted", "two-notes"],
@@ -213,6 +229,27 @@ def test_an_errors_notes_follow_it(
     monkeypatch.setattr("irqlab.build.qemu.ensure_qemu", fail)
     assert main(["build-qemu"]) == 1
     assert capsys.readouterr().err == printed
+
+
+def test_the_accelerators_explanation_comes_before_qemus_words(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`irqlab run --accel kvm` where KVM does not work showed QEMU's assertion (and the
+    console) first and the KVM probe's explanation last."""
+
+    def fail(**kw: object) -> None:
+        e = PrerequisiteMissing("QEMU exited with status 134\n--- QEMU said\nassertion failed")
+        e.add_note("logs: /x/logs")
+        e.add_note("accelerator: kvm forced by --accel kvm (the probe found no KVM here)")
+        raise e
+
+    monkeypatch.setattr("irqlab.build.qemu.ensure_qemu", fail)
+    assert main(["build-qemu"]) == 1
+    assert capsys.readouterr().err == (
+        "irqlab: accelerator: kvm forced by --accel kvm (the probe found no KVM here)\n"
+        "irqlab: QEMU exited with status 134\n--- QEMU said\nassertion failed\n"
+        "irqlab: logs: /x/logs\n"
+    )
 
 
 @pytest.mark.parametrize(

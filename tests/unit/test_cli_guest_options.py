@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from test_irqlab_kmod import _fake_ko  # same directory (rootdir-relative import)
@@ -18,6 +21,29 @@ def test_assignments() -> None:
     assert parse_assignments(["a=1", "b=x=y", "c="], "--o") == {"a": "1", "b": "x=y", "c": ""}
     with pytest.raises(UsageError, match=r"--o 'novalue': expected KEY=VALUE"):
         parse_assignments(["novalue"], "--o")
+
+
+def test_a_key_given_twice_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    """A repeated --device-prop NAME=... silently kept the last."""
+    with pytest.raises(UsageError, match=r"--o 'a=2': a is given twice \(also --o 'a=1'\)"):
+        parse_assignments(["a=1", "b=1", "a=2"], "--o")
+    with pytest.raises(UsageError, match=r"wakeup-mode is given twice"):  # the kernel's match
+        parse_assignments(["wakeup_mode=x", "wakeup-mode=y"], "--module-param")
+    assert main(["run", "--device-prop", "x=1", "--device-prop", "x=2", "--", "true"]) == 2
+    assert "irqlab: --device-prop 'x=2': x is given twice" in capsys.readouterr().err
+
+
+def test_a_guest_path_given_twice_is_a_usage_error(tmp_path: Path) -> None:
+    """Two --put to one guest path: the second silently won."""
+    a, b = tmp_path / "a", tmp_path / "sub" / "a"
+    b.parent.mkdir()
+    a.write_text("a")
+    b.write_text("b")
+    with pytest.raises(UsageError, match=r"the guest path /root/a is given twice"):
+        parse_puts([str(a), str(b)])
+    with pytest.raises(UsageError, match=r"the guest path /etc//x is given twice"):
+        parse_puts([f"{a}:/etc/x", f"{b}:/etc//x"])
+    assert parse_puts([str(a), f"{b}:/root/b"]) == {"/root/a": a, "/root/b": b}
 
 
 def test_puts(tmp_path: Path) -> None:
@@ -161,7 +187,13 @@ class _Guest:
     closed = 0
 
     def __init__(self, config: object) -> None:
-        pass
+        self.config = config
+
+    def prepare(self) -> _Guest:
+        return self
+
+    def snapshot_key(self) -> str:
+        return "no-such-snapshot"
 
     def start(self) -> _Guest:
         if self.fails:
@@ -189,7 +221,7 @@ def test_shell_leaves_no_socket_folder(
     monkeypatch.setattr("irqlab.vm.guest.Guest", _Guest)
     monkeypatch.setattr(_Guest, "fails", not starts)
     monkeypatch.setattr(_Guest, "closed", 0)
-    monkeypatch.setattr(guestcmd, "interactive_shell", lambda g: (0, None))
+    monkeypatch.setattr(guestcmd, "interactive_shell", lambda g, last=None: (0, None))
     assert main(["shell"]) == (0 if starts else 1)
     assert list(tmp_path.iterdir()) == []
     assert _Guest.closed == 1  # the guest is stopped however the shell ends
@@ -241,7 +273,7 @@ def test_shell_hint_without_our_driver_says_so(
 
     monkeypatch.setattr("irqlab.vm.machine.sock_parent", lambda: tmp_path)
     monkeypatch.setattr("irqlab.vm.guest.Guest", _Guest)
-    monkeypatch.setattr(guestcmd, "interactive_shell", lambda g: (0, None))
+    monkeypatch.setattr(guestcmd, "interactive_shell", lambda g, last=None: (0, None))
     assert main(["shell", *(["--no-irqlab"] if no_irqlab else [])]) == 0
     err = capsys.readouterr().err
     assert "irqlab:   export IRQLAB_QMP=" in err  # the device is still driven over QMP
@@ -529,6 +561,9 @@ def test_regs_with_a_prefix_nothing_has_fails(capsys: pytest.CaptureFixture[str]
     short = capsys.readouterr().out
     assert main(["regs", "IRQLAB_REG_"]) == 0  # the whole name's start works too
     assert capsys.readouterr().out == short
+    for prefix in ("reg_", "irqlab_Reg_"):  # in any case ("no name starts with 'reg_'")
+        assert main(["regs", prefix]) == 0
+        assert capsys.readouterr().out == short
 
 
 MIN_US = f"{REGS.MIN_BURST_PERIOD_NS / 1000:g}"  # the device's minimum burst period
@@ -624,3 +659,198 @@ def test_qemu_device_reaches_the_guest_config_and_a_bad_one_is_a_usage_error() -
     args = build_parser().parse_args(["run", "--qemu-device=irqlab,id=x", "--", "true"])
     with pytest.raises(UsageError, match="the irqlab device is the guest's own"):
         guest_config(args, "t")
+
+
+@pytest.mark.parametrize(
+    ("options", "why"),
+    [
+        (
+            [],
+            "no snapshot of this configuration yet; one is saved once it is ready, and "
+            "later starts restore it",
+        ),
+        (["--cold"], "--cold: no snapshot is restored or saved"),
+        (["--qemu-device", "edu"], "--qemu-device: a guest with another device has no snapshot"),
+    ],
+)
+def test_a_cold_boot_is_said_before_it_begins(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    options: list[str],
+    why: str,
+) -> None:
+    """A cold boot printed nothing for 11 s, then "guest ready (cold boot, 7.55 s)": it
+    is said (and why) before the guest starts, and the ready line gives the time since
+    irqlab started too."""
+    from irqlab.cli import guestcmd
+
+    said_before_start: list[str] = []
+
+    class Cold(_Guest):
+        restored = False
+        phases = {"agent_ready": 7.5}  # noqa: RUF012 (read only)
+
+        def start(self) -> _Guest:
+            said_before_start.append(capsys.readouterr().err)
+            return self
+
+    monkeypatch.setenv("IRQLAB_CACHE_DIR", str(tmp_path))  # no snapshot in it
+    monkeypatch.setattr("irqlab.vm.guest.Guest", Cold)
+    config = guestcmd.guest_config(build_parser().parse_args(["run", *options, "true"]), "run")
+    with guestcmd._running_guest(config, time.monotonic() - 12):
+        pass
+    assert said_before_start == [f"irqlab: booting the guest cold ({why})\n"]
+    ready = capsys.readouterr().err
+    assert re.fullmatch(
+        r"irqlab: guest ready \(cold boot, 7\.50 s; 12\.\d\d s since irqlab started\)\n", ready
+    )
+
+
+def test_a_guest_with_its_snapshot_says_nothing_before_it_starts(tmp_path: Path) -> None:
+    from irqlab.build import outputs
+    from irqlab.cli.guestcmd import cold_boot_reason
+    from irqlab.vm import snapshot
+
+    guest = SimpleNamespace(
+        config=SimpleNamespace(snapshot=True, extra_devices=()), snapshot_key=lambda: "k"
+    )
+    assert cold_boot_reason(guest) is not None
+    found = tmp_path / "snapshot-k"
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(snapshot, "lookup", lambda key: found if key == "k" else None)
+        m.setattr(outputs, "damage", lambda recipe, d: "")
+        assert cold_boot_reason(guest) is None
+
+
+@pytest.mark.parametrize(("arch", "most"), [("x86_64", 288), ("aarch64", 512)])
+def test_more_vcpus_than_the_machine_takes_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, arch: str, most: int
+) -> None:
+    """`--smp 1000` started QEMU, which then refused it (status 1)."""
+    monkeypatch.setattr("irqlab.vm.guest.Guest", None)  # a guest started would fail loudly
+    assert main(["run", "--arch", arch, "--smp", str(most + 1), "--", "true"]) == 2
+    said = f"irqlab: --smp {most + 1}: the {arch} guest's machine takes at most {most} vCPUs\n"
+    assert capsys.readouterr().err == said
+    args = build_parser().parse_args(["run", "--arch", arch, "--smp", str(most), "true"])
+    from irqlab.cli.guestcmd import guest_config
+
+    assert guest_config(args, "run").smp == most
+
+
+def test_a_module_built_for_another_kernel_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found once the guest's image is (prepare()), before QEMU starts: it exited 1
+    where a module of another architecture exits 2, and named an 'extra module'."""
+    from irqlab.vm.guest import UnusableModule
+
+    ko = _fake_ko(tmp_path / "wrongver.ko", "wrongver")
+
+    class Prepared(_Guest):
+        def prepare(self) -> _Guest:
+            raise UnusableModule(f"extra module {ko} is built for kernel 5.10.0, but ...")
+
+        def start(self) -> _Guest:
+            raise AssertionError("started")
+
+    monkeypatch.setattr("irqlab.vm.guest.Guest", Prepared)
+    assert main(["run", "--module", str(ko), "--", "true"]) == 2
+    assert capsys.readouterr().err == f"irqlab: --module {ko} is built for kernel 5.10.0, but ...\n"
+
+
+@pytest.mark.parametrize("command", [["run", "--", "true"], ["shell"], ["build-image"]])
+def test_an_irqlab_kmod_that_names_no_file_is_a_usage_error(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    command: list[str],
+) -> None:
+    """IRQLAB_KMOD=/nonexist.ko exited 1 once the command had begun."""
+    monkeypatch.setattr("irqlab.vm.guest.Guest", None)  # a guest started would fail loudly
+    monkeypatch.setattr("irqlab.build.kmod.ensure_style_tools", None)  # nor a build
+    gone = tmp_path / "nonexist.ko"
+    monkeypatch.setenv("IRQLAB_KMOD", str(gone))
+    assert main(command) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"irqlab: $IRQLAB_KMOD={gone} does not exist (IRQLAB_KMOD names a ")
+    assert err.count("\n") == 1
+
+
+class _Chan:
+    def exec_command(self, command: str) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("fault_logs", "said"),
+    [
+        ("/logs/fault", "guest kernel panic: sysrq"),
+        ("", "guest kernel panic: sysrq"),  # the guest's own directory then
+        (None, "the SSH connection dropped"),
+    ],
+)
+@pytest.mark.parametrize("output", [b"prompt# ", b"done\n"])
+def test_a_guest_that_died_under_run_says_where_its_logs_are(
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+    fault_logs: str | None,
+    said: str,
+    output: bytes,
+) -> None:
+    """`irqlab run -- 'echo c > /proc/sysrq-trigger'` and a killed QEMU printed the
+    console but no logs directory; "the guest died" followed the command's last line
+    when that ended with no newline (a prompt)."""
+    from irqlab.cli import guestcmd
+    from irqlab.vm.health import Fault
+
+    fault = None if fault_logs is None else Fault(said, "", log_dir=fault_logs)
+
+    class Died(_Guest):
+        log_dir = "/logs/guest"
+
+        def fault_after(self, *args: object, **kw: object) -> Fault | None:
+            return fault
+
+    def bridge(*args: object, last: bytearray, **kw: object) -> int:
+        os.write(1, output)
+        last[:] = output[-1:]
+        return -1
+
+    monkeypatch.setattr("irqlab.vm.guest.Guest", Died)
+    monkeypatch.setattr(guestcmd, "_session", lambda g: _Chan())
+    monkeypatch.setattr(guestcmd, "bridge", bridge)
+    assert main(["run", "-n", "--", "true"]) == 255
+    err = capfd.readouterr().err
+    # after a prompt (no newline at its end) irqlab's lines start on a line of their own
+    fresh = "\n" if output == b"prompt# " else ""
+    assert err.endswith(
+        f"since irqlab started)\n{fresh}irqlab: the command did not finish: {said}\n"
+        f"irqlab: logs: {fault_logs or '/logs/guest'}\n"
+    ), err
+
+
+def test_guest_config_errors_name_the_option_not_the_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The command's errors named GuestConfig's fields ("extra_files: ... write to them
+    with g.sh", "extra_modules: a module mydrv is listed twice",
+    "GuestConfig(extra_devices=[''])"); the library's own messages stay as they are."""
+    from irqlab.vm.guest import GuestConfig, GuestConfigError
+
+    afile = tmp_path / "x"
+    afile.write_text("")
+    ko = str(_fake_ko(tmp_path / "mydrv.ko", "mydrv"))
+    cases = [
+        (["--put", f"{afile}:/proc/x"], "--put: /proc/x: no file can be made under /proc"),
+        (["--module", ko, "--module", ko], "--module: a module mydrv is listed twice"),
+        (["--qemu-device", ""], "--qemu-device '': "),
+    ]
+    for options, said in cases:
+        assert main(["run", "-n", *options, "--", "true"]) == 2, options
+        err = capsys.readouterr().err
+        assert err.startswith(f"irqlab: {said}"), err
+        assert "g.sh" not in err and "GuestConfig" not in err and "extra_" not in err
+        assert err.count("\n") == 1
+    with pytest.raises(GuestConfigError, match=r"^extra_files: /proc/x: .*with g\.sh"):
+        GuestConfig(extra_files={"/proc/x": afile})

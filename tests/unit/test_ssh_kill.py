@@ -121,7 +121,13 @@ def test_irqlab_run_at_ctrl_c_stops_its_guest_without_a_kill_first(
 
     class Guest:
         def __init__(self, config: object) -> None:
-            self.ssh = ssh
+            self.ssh, self.config = ssh, config
+
+        def prepare(self) -> Guest:
+            return self
+
+        def snapshot_key(self) -> str:
+            return "no-such-snapshot"
 
         def start(self) -> Guest:
             self.restored, self.phases = True, {}
@@ -133,7 +139,7 @@ def test_irqlab_run_at_ctrl_c_stops_its_guest_without_a_kill_first(
         def console_mark(self) -> int:
             return 0
 
-    def ctrl_c(*args: object) -> int:
+    def ctrl_c(*args: object, **kw: object) -> int:
         raise KeyboardInterrupt
 
     monkeypatch.setattr("irqlab.vm.guest.Guest", Guest)

@@ -10,15 +10,12 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
-    "REPO",
     "cpu_model",
     "git_commit",
     "load",
     "machine",
     "stamp",
 ]
-
-REPO = Path(__file__).resolve().parents[3]
 
 
 def cpu_model(cpuinfo: str | None = None) -> str:
@@ -40,8 +37,15 @@ def load() -> dict[str, float]:
     return {"1min": round(one, 2), "5min": round(five, 2), "15min": round(fifteen, 2)}
 
 
-def git_commit(repo: Path = REPO) -> dict[str, Any]:
-    """HEAD and whether tracked files differ from it (None fields outside a git tree)."""
+def git_commit(repo: Path | None = None) -> dict[str, Any]:
+    """HEAD and whether tracked files differ from it (None fields outside a git tree);
+    *repo* defaults to the checkout irqlab runs from (none for an installed wheel: its
+    venv may lie in some other git tree, whose commit says nothing of irqlab's)."""
+    from irqlab.paths import checkout_root
+
+    repo = repo if repo is not None else checkout_root()
+    if repo is None:
+        return {"commit": None, "dirty": None}
 
     def git(*args: str) -> str | None:
         try:

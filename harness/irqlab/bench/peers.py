@@ -45,6 +45,7 @@ from typing import Any
 from irqlab.bench import env, stats
 from irqlab.bench.host import WHOLE_COMMAND
 from irqlab.errors import IrqlabError
+from irqlab.paths import results_dir
 
 SCHEMA = "irqlab-bench-peers/2"
 DEFAULT_ROUNDS = 7
@@ -431,7 +432,7 @@ class StepFailure(IrqlabError, RuntimeError):
 
 
 def peer_venv_dir() -> Path:
-    return env.REPO / "build" / "peer-venv"
+    return results_dir() / "peer-venv"
 
 
 def ensure_peer_venv(venv: Path | None = None, *, timeout: float = 900.0) -> Path:
@@ -657,7 +658,7 @@ def _run_peers(rounds: int, out_dir: Path | None, progress: Callable[[str], None
 
     if rounds < 1:
         raise ValueError("rounds must be >= 1")
-    out_dir = out_dir or env.REPO / "build" / "bench-peers" / env.stamp()
+    out_dir = out_dir or results_dir() / "bench-peers" / env.stamp()
     out_dir.mkdir(parents=True, exist_ok=True)
     load_before = env.load()
     prepared = Guest(GuestConfig(name="peer-prepare")).prepare()

@@ -3,7 +3,8 @@
 ``irqlab bench-peers [--rounds N] [--out DIR]`` times "start a guest, run one command
 over SSH, stop" with labgrid (in a throwaway venv, ``build/peer-venv``), an irqlab
 restore and an irqlab cold boot in interleaved rounds (:mod:`irqlab.bench.peers`),
-writes ``result.json`` and ``table.txt`` (default ``build/bench-peers/<stamp>``) and
+writes ``result.json`` and ``table.txt`` (default ``build/bench-peers/<stamp>``, for an
+installed wheel ``<cache>/bench-peers/<stamp>``) and
 prints the table.  Exit status 0, or 1 when the irqlab guests cannot run; a labgrid
 failure is reported in the table (which step, its output's tail) and does not fail it.
 """
@@ -21,11 +22,12 @@ from irqlab.cli.bench import check_out_dir, out_path
 DESCRIPTION = """\
 Times the whole of "start a guest, run one command in it over SSH, stop it" three
 ways, in interleaved rounds: labgrid {labgrid} (installed into a throwaway virtual
-environment, build/peer-venv), an irqlab guest restored from its snapshot, and an
-irqlab cold boot.  Each run is a process of its own, timed from its interpreter's
-start to its exit (the rows "without interpreter start and imports" beside them are
-each script's own time after its imports).  Writes result.json and table.txt
-into build/bench-peers/<stamp> (or --out) and prints the table.
+environment, build/peer-venv; <cache>/peer-venv for an installed wheel), an irqlab
+guest restored from its snapshot, and an irqlab cold boot.  Each run is a process of
+its own, timed from its interpreter's start to its exit (the rows "without interpreter
+start and imports" beside them are each script's own time after its imports).  Writes
+result.json and table.txt into --out (default build/bench-peers/<stamp> in a checkout,
+else <cache>/bench-peers/<stamp>, the build cache's) and prints the table.
 
 Exit status: 0; 1 when the irqlab guests cannot run, or while a bench runs on this
 machine (either would disturb the other's figures; refused before anything starts,
@@ -49,7 +51,8 @@ def add_bench_peers_parser(subparsers: Any) -> argparse.ArgumentParser:
     s.add_argument(
         "--out",
         type=out_path,
-        help="output directory (default build/bench-peers/<stamp>); refused if it holds a "
+        help="output directory (default build/bench-peers/<stamp> in a checkout, else "
+        "<cache>/bench-peers/<stamp>); refused if it holds a "
         "result.json",
     )
     s.set_defaults(func=cmd_bench_peers)

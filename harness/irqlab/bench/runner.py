@@ -33,7 +33,7 @@ from irqlab.bench import SCHEMA, cyclic, env, host, latency, metrics, native, st
 from irqlab.bench.guest import BenchGuest, agent_paths
 from irqlab.build import cache
 from irqlab.contract.regs import QOM
-from irqlab.paths import cache_dir
+from irqlab.paths import cache_dir, results_dir
 from irqlab.vm.guest import GuestConfig, ensure_snapshot
 
 __all__ = [
@@ -174,7 +174,9 @@ def lock_path() -> Path:
 
 
 def default_out_dir(stamp: str) -> Path:
-    return env.REPO / "build" / "bench" / stamp
+    """build/bench/<stamp> in a checkout, <cache>/bench/<stamp> for an installed wheel
+    (:func:`irqlab.paths.results_dir`)."""
+    return results_dir() / "bench" / stamp
 
 
 @dataclass

@@ -28,6 +28,7 @@ __all__ = [
     "Missing",
     "absent_arches",
     "arch_qemu",
+    "check_apt_arch",
     "key_dtb_args",
     "prerequisites",
     "present_arches",
@@ -54,6 +55,17 @@ def _foreign_deb_arches() -> list[str]:
     except FileNotFoundError:
         return []
     return r.stdout.split()
+
+
+def check_apt_arch(arch: Arch) -> None:
+    """:class:`Missing` saying how to add *arch*'s Debian packages to apt when it is a
+    foreign architecture dpkg does not know ("package linux-image-arm64 not found in
+    the apt lists (run apt-get update?)" said no more)."""
+    if arch.foreign and arch.deb_arch not in _foreign_deb_arches():
+        raise Missing(
+            f"apt does not know Debian's {arch.deb_arch} packages: run "
+            f"`dpkg --add-architecture {arch.deb_arch} && apt-get update` (as root) once"
+        )
 
 
 def present_arches() -> list[Arch]:
@@ -95,11 +107,7 @@ def prerequisites(
     (``$IRQLAB_KMOD``).  The Buildroot image of *arch* is
     :func:`irqlab.build.buildroot.ensure_image` (``Guest`` chooses by ``$IRQLAB_IMAGE``)."""
     qemu = arch_qemu(arch)
-    if arch.foreign and arch.deb_arch not in _foreign_deb_arches():
-        raise Missing(
-            f"apt does not know Debian's {arch.deb_arch} packages: run "
-            f"`dpkg --add-architecture {arch.deb_arch} && apt-get update` (as root) once"
-        )
+    check_apt_arch(arch)
     from irqlab.build.image import ensure_image
     from irqlab.build.kernel import ensure_kernel
     from irqlab.build.kmod import ensure_kmod

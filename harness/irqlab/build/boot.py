@@ -26,6 +26,7 @@ __all__ = [
     "HOSTNAME",
     "KERNEL_CMDLINE",
     "MACHINE_ARGS",
+    "MAX_VCPUS",
     "READY_MARKER",
     "RESEED_PORT",
     "SSH_USER",
@@ -81,6 +82,10 @@ MACHINE_ARGS: tuple[str, ...] = ("-machine", "q35", *_BOARD_ARGS)
 # bridge's interrupt map), PCIe root bus, PL011 console (ttyAMA0); the kernel's
 # Image is booted directly (no firmware).  Debian's arm64 kernel has no pvpanic.
 AARCH64_MACHINE_ARGS: tuple[str, ...] = ("-machine", "virt,gic-version=3,its=on", *_BOARD_ARGS)
+# The most vCPUs (-smp) each architecture's machine takes (QEMU 7.2: q35 says "The max
+# CPUs supported by machine 'pc-q35-7.2' is 288"; virt with GICv3 takes 512): more is
+# refused before QEMU starts (it started, then exited with that line).
+MAX_VCPUS: dict[str, int] = {"x86_64": 288, "aarch64": 512}
 AARCH64_KERNEL_CMDLINE: tuple[str, ...] = (
     "console=ttyAMA0", "quiet", "panic=-1", "cryptomgr.notests", "init_on_alloc=0",
 )  # fmt: skip

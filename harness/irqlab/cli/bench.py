@@ -2,11 +2,12 @@
 
 ``irqlab bench [--quick] [--runs N] [--compare OLD.json] ...`` boots the guest,
 measures, writes ``build/bench/<stamp>/{result.json,report.txt,report.html,*.png}``
-and prints the text report (and the comparison).  ``irqlab bench --report R.json``
-only re-renders an existing result; ``--compare`` with ``--report`` compares two
-results without booting anything.  Exit status: 0, or 1 if the bench had errors, a
-series' checks failed (one line each on stderr) or ``--compare`` found figures worse
-beyond noise (``--no-fail-on-worse`` keeps 0).
+(``<cache>/bench/<stamp>`` for an installed wheel) and prints the text report (and the
+comparison).  ``irqlab bench --report R.json`` only re-renders an existing result;
+``--compare`` with ``--report`` compares two results without booting anything.  Exit
+status: 0, or 1 if the bench had errors, a series' checks failed (one line each on
+stderr) or ``--compare`` found figures worse beyond noise (``--no-fail-on-worse``
+keeps 0).
 """
 
 from __future__ import annotations
@@ -27,9 +28,11 @@ __all__ = [
     "STAGES_HELP",
     "add_bench_arguments",
     "add_bench_parser",
+    "check_measures",
     "check_out_dir",
     "cmd_bench",
     "config_from_args",
+    "load_given_result",
     "out_path",
 ]
 
@@ -149,9 +152,10 @@ Boots the guest and measures the latency from the device raising an interrupt to
 userspace acknowledging it on every notification path (for each wakeup placement of
 the driver), interrupt storms at rising rates, QMP injection speed, boot and restore
 times and cyclictest.  Writes result.json, report.txt, report.html and plots into
-build/bench/<stamp> (or --out) and prints the text report.  --quick takes minutes,
-a full run much longer.  Every path is also measured through the native responder
-(C: the kernel's part without Python), at wakeup=hardirq only.
+--out (default: build/bench/<stamp> in a checkout, else <cache>/bench/<stamp>, the
+build cache's: $IRQLAB_CACHE_DIR or ~/.cache/irqlab) and prints the text report.
+--quick takes minutes, a full run much longer.  Every path is also measured through
+the native responder (C: the kernel's part without Python), at wakeup=hardirq only.
 
 --report RESULT.json re-renders an earlier result without booting anything;
 --compare OLD.json also prints the figures worse beyond noise (with --report it
@@ -163,7 +167,7 @@ the report's "checks" columns; one line per series on stderr), or if --compare f
 figures worse beyond noise (--no-fail-on-worse keeps 0), or if another bench runs
 on this machine (refused before booting, naming its pid: two benches disturb each
 other's figures); 2 for a usage error, among them an --out that holds a result.json
-already.
+already and a --report or --compare that names no bench result.
 """
 
 
@@ -211,7 +215,9 @@ def add_bench_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument(
         "--storm-paths",
         type=_names("path", _storm_paths),
-        help="paths stormed (default: as --paths); uio and uio-generic only when in --paths too",
+        help="paths stormed (default: as --paths); a path not in --paths is stormed in the "
+        "standard set-up, but uio and uio-generic need their own and must be in --paths "
+        "too (else a usage error)",
     )
     acks = "record paths' ACK in storms: an ioctl per event, one write(2) per read (default)"
     s.add_argument("--storm-ack", choices=("ioctl", "write", "none"), help=acks + ", none")
@@ -223,13 +229,22 @@ def add_bench_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("--cyclictest-loops", type=count(1), help=loops)
     s.add_argument("--no-rt-tests", action="store_true", help="no cyclictest (image without it)")
     s.add_argument(
-        "--skip", type=_names("stage", _stages), default=(), help=f"stages to skip: {STAGES_HELP}"
+        "--skip",
+        type=_names("stage", _stages),
+        default=(),
+        help=f"stages to skip: {STAGES_HELP} (not all of them: nothing would be measured, "
+        "unless --test-all)",
     )
-    s.add_argument("--test-all", action="store_true", help="also time `invoke test-all` (long)")
+    s.add_argument(
+        "--test-all",
+        action="store_true",
+        help="also time `invoke test-all` (long; only in a source checkout)",
+    )
     s.add_argument(
         "--out",
         type=out_path,
-        help="output directory (default build/bench/<stamp>; with --report: where the "
+        help="output directory (default build/bench/<stamp> in a checkout, else "
+        "<cache>/bench/<stamp>; with --report: where the "
         "report goes, default beside RESULT.json)",
     )
     s.add_argument("--compare", type=Path, metavar="OLD.json", help="compare with an old result")
@@ -279,12 +294,56 @@ def config_from_args(args: argparse.Namespace) -> Any:
     return BenchConfig(**kw)
 
 
+def load_given_result(path: Path, option: str) -> dict[str, Any]:
+    """The bench result *path* that *option* (``--report``, ``--compare``) names, else
+    a usage error naming the option ("No such file or directory: /x.json" named none)."""
+    from irqlab.bench import report
+    from irqlab.cli.guestcmd import not_a_file
+
+    problem = not_a_file(path, "a file")
+    if problem:
+        raise UsageError(f"{option} {path}: {problem}")
+    try:
+        return report.load_result(path)
+    except report.NotABenchResult as e:
+        raise UsageError(f"{option} {e}") from None
+    except OSError as e:
+        raise UsageError(f"{option} {path}: cannot be read: {e.strerror or e}") from None
+
+
+def check_measures(args: argparse.Namespace) -> None:
+    """A usage error for a bench that would measure nothing (every stage in --skip, no
+    --test-all: it built and booted all the same) or storm a path it cannot: uio and
+    uio-generic are stormed in their own set-up (module reloaded, a second guest),
+    which only their latency series makes, so they must be in --paths too (they were
+    skipped without a word, while a path of the standard set-up not in --paths, such
+    as poll, is stormed)."""
+    from irqlab.bench.runner import MODULE_MODES, OTHER_DRIVER, STAGES
+
+    if set(STAGES) <= set(args.skip or ()) and not args.test_all:
+        raise UsageError(
+            f"--skip {','.join(args.skip)}: every stage is skipped, nothing to measure"
+        )
+    apart = [
+        p
+        for p in args.storm_paths or ()
+        if (p in MODULE_MODES or p in OTHER_DRIVER) and args.paths and p not in args.paths
+    ]
+    if apart:
+        raise UsageError(
+            f"--storm-paths {','.join(args.storm_paths)}: {' and '.join(apart)} "
+            f"{'is' if len(apart) == 1 else 'are'} stormed only in the set-up of "
+            f"{'its' if len(apart) == 1 else 'their'} latency series: add "
+            f"{'it' if len(apart) == 1 else 'them'} to --paths too"
+        )
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from irqlab.bench import compare, queueing, report
 
     status = 0
     # every result given is checked before anything boots or is written
-    old = report.load_result(args.compare) if args.compare is not None else None
+    old = load_given_result(args.compare, "--compare") if args.compare is not None else None
     if args.report is not None:
         if given := _measuring_given(args):
             raise UsageError(
@@ -292,12 +351,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 f"{'does' if len(given) == 1 else 'do'} not apply to it"
             )
         result_path = Path(args.report)
-        report.load_result(result_path)
+        load_given_result(result_path, "--report")
     else:
         from irqlab.bench.runner import run_bench
         from irqlab.vm.guest import PrerequisiteMissing
 
         check_out_dir(args.out)
+        check_measures(args)
+        if args.test_all:
+            from irqlab.bench.host import NO_CHECKOUT
+            from irqlab.paths import checkout_root
+
+            if checkout_root() is None:
+                raise UsageError(f"--test-all: {NO_CHECKOUT}")
         try:
             result_path = run_bench(config_from_args(args))
         except PrerequisiteMissing as e:

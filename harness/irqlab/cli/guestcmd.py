@@ -13,6 +13,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import select
 import shlex
 import signal
@@ -40,24 +41,37 @@ __all__ = [
     "cmd_inject",
     "cmd_run",
     "cmd_shell",
+    "died_lines",
     "force_accel",
     "forwarded_stdin",
     "guest_config",
+    "in_option_words",
     "not_a_file",
     "parse_assignments",
     "raw_tty",
     "remote_command",
+    "say_on_own_line",
     "shell_hint",
 ]
 
 
 def parse_assignments(items: list[str] | None, option: str) -> dict[str, str]:
-    """``["k=v", ...]`` as a dict (values stay strings: QEMU and modprobe parse them)."""
+    """``["k=v", ...]`` as a dict (values stay strings: QEMU and modprobe parse them); a
+    key given twice is a usage error (the last one silently won).  A module
+    parameter's ``-`` and ``_`` are one character, as the kernel matches them."""
     out: dict[str, str] = {}
+    seen: dict[str, str] = {}
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise UsageError(f"{option} {item!r}: expected KEY=VALUE")
+        same = key.replace("-", "_") if option == "--module-param" else key
+        if same in seen:
+            raise UsageError(
+                f"{option} {item!r}: {key} is given twice (also {option} {seen[same]!r}); "
+                "give it once"
+            )
+        seen[same] = item
         out[key] = value
     return out
 
@@ -73,8 +87,10 @@ def not_a_file(path: Path, kind: str) -> str | None:
 
 
 def parse_puts(items: list[str] | None) -> dict[str, Path]:
-    """``--put FILE`` (to /root/<name>) or ``--put FILE:/guest/path``."""
+    """``--put FILE`` (to /root/<name>) or ``--put FILE:/guest/path``; each guest path
+    once."""
     out: dict[str, Path] = {}
+    given: dict[str, str] = {}  # the guest paths (normalised) and the --put that gave it
     for item in items or []:
         local, sep, remote = item.partition(":")
         path = Path(local)
@@ -83,7 +99,14 @@ def parse_puts(items: list[str] | None) -> dict[str, Path]:
             raise UsageError(f"--put {local or repr(local)}: {problem}")
         if sep and not remote.startswith("/"):
             raise UsageError(f"--put {item!r}: the guest path must be absolute")
-        out[remote if sep else f"/root/{path.name}"] = path
+        dest = remote if sep else f"/root/{path.name}"
+        if os.path.normpath(dest) in given:  # the second silently won
+            raise UsageError(
+                f"--put {item!r}: the guest path {dest} is given twice (also by --put "
+                f"{given[os.path.normpath(dest)]!r}): one file a path"
+            )
+        given[os.path.normpath(dest)] = item
+        out[dest] = path
     return out
 
 
@@ -97,9 +120,53 @@ def force_accel(value: str | None) -> None:
         os.environ[accel.SOURCE_ENV] = f"--accel {value}"
 
 
+# GuestConfig's fields as the options of shell and run that set them: the library's
+# messages name the fields (its users write them), the command's name the options
+FIELD_OPTIONS = {
+    "extra_files": "--put",
+    "extra_modules": "--module",
+    "extra_module_params": "--module",
+    "extra_devices": "--qemu-device",
+    "module_params": "--module-param",
+}
+_FIELD_CALL = re.compile(r"GuestConfig\((\w+)=\[?(.*?)\]?\): ")
+_FIELD_PREFIX = re.compile(r"(\w+): ")
+
+
+def in_option_words(message: str) -> str:
+    """A GuestConfigError's *message* as the command line says it: the GuestConfig
+    field it starts with (``extra_files: ...``, ``GuestConfig(extra_devices=['']):
+    ...``) as the option (``--put: ...``, ``--qemu-device '': ...``), and no Python
+    (``g.sh``); a message of another kind as it is."""
+    call = _FIELD_CALL.match(message)
+    prefix = _FIELD_PREFIX.match(message)
+    if call is not None and call[1] in FIELD_OPTIONS:
+        message = f"{FIELD_OPTIONS[call[1]]} {call[2]}: {message[call.end() :]}"
+    elif prefix is not None and prefix[1] in FIELD_OPTIONS:
+        message = f"{FIELD_OPTIONS[prefix[1]]}: {message[prefix.end() :]}"
+    else:
+        return message
+    return message.replace("with g.sh once the guest runs", "with a command once the guest runs")
+
+
+def check_env_kmod(arch: Any = None) -> None:
+    """$IRQLAB_KMOD, when set, names a build of our driver for *arch*, else a usage error
+    naming the variable (a missing file exited 1, after the command had begun)."""
+    from irqlab.vm.guest import PrerequisiteMissing, env_kmod
+
+    try:
+        env_kmod(arch)
+    except PrerequisiteMissing as e:
+        raise UsageError(
+            f"{e} (IRQLAB_KMOD names a build of the irqlab driver to use instead of ours: "
+            "correct it, or unset it)"
+        ) from None
+
+
 def guest_config(args: argparse.Namespace, name: str) -> Any:
     """The GuestConfig the options describe (``--accel`` goes to $IRQLAB_ACCEL)."""
     from irqlab.build.arch import by_name, selected
+    from irqlab.build.boot import MAX_VCPUS
     from irqlab.vm.guest import (
         BUILD_MODULE,
         GuestConfig,
@@ -115,6 +182,12 @@ def guest_config(args: argparse.Namespace, name: str) -> Any:
         arch = by_name(args.arch) if args.arch else selected(os.environ)
     except ValueError as e:  # $IRQLAB_ARCH names none
         raise UsageError(str(e)) from None
+    most = MAX_VCPUS[arch.name]
+    if args.smp > most:  # QEMU started, then refused it
+        raise UsageError(
+            f"--smp {args.smp}: the {arch.name} guest's machine takes at most {most} vCPUs"
+        )
+    check_env_kmod(arch)
     if args.no_irqlab and args.module_param:  # accepted, and a cold boot for nothing
         raise UsageError(
             "--module-param sets our driver's parameters, and --no-irqlab does not load it "
@@ -154,7 +227,7 @@ def guest_config(args: argparse.Namespace, name: str) -> Any:
             extra_devices=tuple(args.qemu_device or ()),
         )
     except GuestConfigError as e:  # e.g. --put x:/proc/y, refused before any boot
-        raise UsageError(str(e)) from None
+        raise UsageError(in_option_words(str(e))) from None
 
 
 @contextlib.contextmanager
@@ -181,6 +254,7 @@ def bridge(
     stderr_fd: int,
     *,
     wakeup: tuple[int, Callable[[], None]] | None = None,
+    last: bytearray | None = None,
 ) -> int:
     """Copy *stdin_fd* to the channel (its EOF, or a read error such as a hung-up
     terminal's, becomes the channel's EOF) and the channel's stdout/stderr to ours
@@ -190,7 +264,9 @@ def bridge(
     Input is sent as the channel's window allows, never blocking on it: a command that
     does not read its stdin neither stalls its output nor keeps us once it exits.
     *wakeup* ``(fd, call)``: when *fd* becomes readable it is drained and *call* runs
-    here, between sends (a signal handler's work that must not interrupt one)."""
+    here, between sends (a signal handler's work that must not interrupt one).
+    *last* is set to the last byte written to either stream (a line irqlab prints
+    after them starts on a line of its own: see :func:`say_on_own_line`)."""
     pending = b""  # read from stdin, not yet taken by the channel
     stdin_open = stdin_fd is not None
     if not stdin_open:
@@ -211,10 +287,16 @@ def bridge(
         if chan in ready:
             got = False
             while chan.recv_stderr_ready():
-                os.write(stderr_fd, chan.recv_stderr(65536))
+                data = chan.recv_stderr(65536)
+                os.write(stderr_fd, data)
+                if last is not None and data:
+                    last[:] = data[-1:]
                 got = True
             if chan.recv_ready():
-                os.write(stdout_fd, chan.recv(65536))
+                data = chan.recv(65536)
+                os.write(stdout_fd, data)
+                if last is not None and data:
+                    last[:] = data[-1:]
             elif not got and (chan.eof_received or chan.closed):
                 break  # EOF ends both streams
         if stdin_fd is not None and stdin_fd in ready:
@@ -235,6 +317,22 @@ def bridge(
     return chan.recv_exit_status()
 
 
+def say_on_own_line(last: bytes | bytearray, *lines: str) -> None:
+    """*lines* on stderr, the first on a line of its own: after output that did not end
+    one (*last*, its last byte: a shell's prompt, ``printf x``) a newline comes first
+    ("irqlab: the guest died" was printed after the guest's prompt)."""
+    fresh = "" if last in (b"", b"\n") else "\n"
+    print(fresh + "\n".join(lines), file=sys.stderr, flush=True)
+
+
+def died_lines(g: Any, fault: Any, first: str) -> list[str]:
+    """*first*, then where the guest's logs are (console, QEMU's output, the agent's
+    log), when the guest ran: every death says it (a panic's and a killed QEMU's did
+    not)."""
+    logs = (fault.log_dir if fault is not None else "") or g.log_dir
+    return [first, *([f"irqlab: logs: {logs}"] if logs else [])]
+
+
 def _session(guest: Any) -> paramiko.Channel:
     if guest.ssh is None:
         raise IrqlabError("the guest is not connected")
@@ -242,19 +340,19 @@ def _session(guest: Any) -> paramiko.Channel:
     return chan
 
 
-def interactive_shell(guest: Any) -> tuple[int, ExitSignal | None]:
+def interactive_shell(guest: Any, last: bytearray | None = None) -> tuple[int, ExitSignal | None]:
     """An interactive shell in the guest on this terminal (raw mode, window size kept
     in sync); without a terminal, the shell reads our stdin.  Its exit status (as
-    :func:`bridge`) and the signal that killed it, if one did."""
+    :func:`bridge`) and the signal that killed it, if one did; *last*: as bridge's."""
     chan = _session(guest)
-    return _shell(chan), exit_signal(chan)
+    return _shell(chan, last), exit_signal(chan)
 
 
-def _shell(chan: paramiko.Channel) -> int:
+def _shell(chan: paramiko.Channel, last: bytearray | None = None) -> int:
     tty = sys.stdin.isatty()
     if not tty:
         chan.exec_command("sh")
-        return bridge(chan, sys.stdin.fileno(), sys.stdout.fileno(), sys.stderr.fileno())
+        return bridge(chan, sys.stdin.fileno(), sys.stdout.fileno(), sys.stderr.fileno(), last=last)
     cols, rows = os.get_terminal_size(sys.stdout.fileno())
     chan.get_pty(term=os.environ.get("TERM", "vt100"), width=cols, height=rows)
     chan.invoke_shell()
@@ -284,6 +382,7 @@ def _shell(chan: paramiko.Channel) -> int:
                 sys.stdout.fileno(),
                 sys.stdout.fileno(),
                 wakeup=(woken, resize),
+                last=last,
             )
     finally:
         signal.signal(signal.SIGWINCH, old)
@@ -291,21 +390,60 @@ def _shell(chan: paramiko.Channel) -> int:
         os.close(wake)
 
 
+COLD_WHY_OPTION = "--cold: no snapshot is restored or saved"
+COLD_WHY_DEVICES = "--qemu-device: a guest with another device has no snapshot"
+COLD_WHY_NONE = (
+    "no snapshot of this configuration yet; one is saved once it is ready, and later "
+    "starts restore it"
+)
+
+
+def cold_boot_reason(g: Any) -> str | None:
+    """Why the prepared guest *g* will boot cold (seconds to minutes under TCG, where
+    a restore takes about one), or None when it restores its snapshot."""
+    from irqlab.vm import snapshot
+
+    if not g.config.snapshot:
+        return COLD_WHY_OPTION
+    if g.config.extra_devices:
+        return COLD_WHY_DEVICES
+    found = snapshot.lookup(g.snapshot_key())
+    return None if found is not None and snapshot.intact(found) else COLD_WHY_NONE
+
+
 @contextlib.contextmanager
-def _running_guest(config: Any) -> Iterator[Any]:
+def _running_guest(config: Any, started: float | None = None) -> Iterator[Any]:
     """A started guest for the block, stopped however it ends.  One ``try`` from the
     start on: a signal that lands between the start and the caller's own ``try`` (as
     soon as "guest ready" is out, under load) would otherwise leave QEMU to the
-    parent-death signal and its socket folder behind."""
-    from irqlab.vm.guest import Guest
+    parent-death signal and its socket folder behind.  A cold boot is said before it
+    begins (it was 11 s of silence); *started*: when the command started
+    (``time.monotonic()``), for the time until the guest was ready."""
+    import time
 
+    from irqlab.vm.guest import Guest, GuestConfigError, UnusableModule
+
+    started = time.monotonic() if started is None else started
     g = Guest(config)
     g.fault_notice = False  # shell and run say a fault once, when the command ends
     try:
+        try:  # a --module built for another kernel is found once the image is
+            g.prepare()
+        except UnusableModule as e:
+            raise UsageError(str(e).replace("extra module", "--module", 1)) from None
+        except GuestConfigError as e:  # --module twice, or before one it needs
+            raise UsageError(in_option_words(str(e))) from None
+        why = cold_boot_reason(g)
+        if why is not None:
+            print(f"irqlab: booting the guest cold ({why})", file=sys.stderr, flush=True)
         g.start()
         how = "restored from the snapshot" if g.restored else "cold boot"
-        ready = f"({how}, {g.phases.get('agent_ready', 0):.2f} s)"
-        print(f"irqlab: guest ready {ready}", file=sys.stderr)
+        took = g.phases.get("agent_ready", 0)
+        total = time.monotonic() - started
+        print(
+            f"irqlab: guest ready ({how}, {took:.2f} s; {total:.2f} s since irqlab started)",
+            file=sys.stderr,
+        )
         yield g
     finally:
         g.close()
@@ -381,23 +519,24 @@ def cmd_shell(args: argparse.Namespace) -> int:
     sock_dir = make_sock_dir("shell")
     qmp = config.qmp_socket = sock_dir / "qmp.sock"
     try:
-        with _running_guest(config) as g:
+        with _running_guest(config, getattr(args, "started", None)) as g:
             hint = shell_hint(
                 qmp, irqlab_loaded=not args.no_irqlab, module_params=config.module_params
             )
             print(hint, file=sys.stderr, flush=True)
             mark = g.console_mark()  # an oops printed meanwhile (vs. a crash of its own)
-            rc, killed = interactive_shell(g)
+            last = bytearray()
+            rc, killed = interactive_shell(g, last)
             # the connection dropped under the shell: the watch's verdict comes a moment
             # later (it ended with status 255 and not a word when QEMU was killed)
             fault = g.fault_after(rc, killed, console_mark=mark)
             if fault is not None:
-                print(f"irqlab: the guest died: {fault.describe()}", file=sys.stderr)
+                cause = f"irqlab: the guest died: {fault.describe()}"
+                say_on_own_line(last, *died_lines(g, fault, cause))
                 return 1
             if rc < 0:
-                print(
-                    "irqlab: the shell did not finish: the SSH connection dropped", file=sys.stderr
-                )
+                cause = "irqlab: the shell did not finish: the SSH connection dropped"
+                say_on_own_line(last, *died_lines(g, None, cause))
                 return 255
             if killed is not None:
                 print(f"irqlab: the shell was {killed.describe()}", file=sys.stderr)
@@ -433,21 +572,23 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError("run: no command (irqlab run [options] -- CMD ...)")
     # The guest is this command's own: Ctrl-C, SIGTERM or a closed stdout stop it with
     # the command (no kill in the guest first: on a frozen guest that waited for nothing).
-    with _running_guest(guest_config(args, "run")) as g:
+    with _running_guest(guest_config(args, "run"), getattr(args, "started", None)) as g:
         chan = _session(g)
         mark = g.console_mark()  # an oops printed while it ran (vs. its own crash)
         chan.exec_command(remote_command(cmd))
         stdin = None if args.no_stdin else forwarded_stdin()
-        rc = bridge(chan, stdin, sys.stdout.fileno(), sys.stderr.fileno())
+        last = bytearray()
+        rc = bridge(chan, stdin, sys.stdout.fileno(), sys.stderr.fileno(), last=last)
         killed = exit_signal(chan)
         if rc < 0 or killed is not None:
             fault = g.fault_after(rc, killed, console_mark=mark)
             if fault is not None or killed is None:
                 cause = fault.describe() if fault is not None else "the SSH connection dropped"
-                print(f"irqlab: the command did not finish: {cause}", file=sys.stderr)
+                first = f"irqlab: the command did not finish: {cause}"
+                say_on_own_line(last, *died_lines(g, fault, first))
                 return 255
             # as a shell says it of its child (ssh said nothing, with status 255)
-            print(f"irqlab: the command was {killed.describe()}", file=sys.stderr)
+            say_on_own_line(last, f"irqlab: the command was {killed.describe()}")
         return rc
 
 
@@ -634,7 +775,7 @@ def add_guest_parsers(sub: Any) -> None:
     _inject_options(s, defaults=True)
     # the same options after the action too (`inject push 1 --counters`); there they
     # have no defaults, so that they override only what they are given for
-    common = argparse.ArgumentParser(add_help=False)
+    common = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     _inject_options(common, defaults=False)
     acts = s.add_subparsers(dest="action", required=True, metavar="ACTION")
 

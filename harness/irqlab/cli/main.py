@@ -61,8 +61,10 @@ def cmd_build_image(args: argparse.Namespace) -> int:
         raise UsageError(
             f"--force: only the x86_64 image is rebuilt on demand, not {target.name}'s"
         )
+    from irqlab.cli.guestcmd import check_env_kmod
     from irqlab.vm.guest import PrerequisiteMissing, env_kmod
 
+    check_env_kmod(target)  # a usage error naming the variable
     try:
         # the image Guest() boots: our driver or $IRQLAB_KMOD's build of it, with the
         # packages every guest's image has
@@ -230,6 +232,9 @@ def cmd_kdir(args: argparse.Namespace) -> int:
     )
 
     target = arch.by_name(args.arch) if args.arch else arch.selected(os.environ)
+    from irqlab.build.archguest import check_apt_arch
+
+    check_apt_arch(target)  # a foreign architecture apt does not know: how to add it
     k = ensure_kernel(arch=target)
     # what `make -C` runs (make, gcc, objtool's libelf1): a restored cache brings none
     ensure_module_build_tools()
@@ -262,10 +267,11 @@ def cmd_kdir(args: argparse.Namespace) -> int:
 def cmd_regs(args: argparse.Namespace) -> int:
     from irqlab.contract.regs import PREFIX, REGS, bit_numbers
 
+    want = args.prefix.upper()  # case-insensitive: `regs reg_` found nothing
     found = [
         (n, v)
         for n, v in REGS.items()
-        if n.startswith(args.prefix) or n.removeprefix(PREFIX).startswith(args.prefix)
+        if n.upper().startswith(want) or n.removeprefix(PREFIX).upper().startswith(want)
     ]
     if not found:
         print(f"irqlab: regs: no name starts with {args.prefix!r}", file=sys.stderr)
@@ -315,7 +321,13 @@ class _Subcommand(argparse.ArgumentParser):
     like.  argparse's subparsers hand what they do not know up to the top level, whose
     usage (``irqlab [-h] [--version] COMMAND ...``) says nothing of the subcommand's
     options: so its ``parse_known_args`` (what the subparsers call) leaves nothing
-    unknown.  Its subcommands' parsers (``inject``'s actions) are of this class too."""
+    unknown.  Its subcommands' parsers (``inject``'s actions) are of this class too.
+    No option is taken by a prefix of its name (``build-qemu --forc`` ran a forced
+    rebuild, ``bench --event 5`` was ``--events 5``): ``allow_abbrev=False``."""
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        kw.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kw)
 
     def parse_known_args(  # type: ignore[override]
         self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
@@ -348,7 +360,9 @@ BUILD_LOGS = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="irqlab", description="irqlab interrupt test harness")
+    p = argparse.ArgumentParser(
+        prog="irqlab", description="irqlab interrupt test harness", allow_abbrev=False
+    )
     p.add_argument("--version", action=_VersionAction)
     sub = p.add_subparsers(
         dest="command", required=True, metavar="COMMAND", parser_class=_Subcommand
@@ -524,7 +538,7 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="?",
         default="",
         metavar="PREFIX",
-        help="only names starting so, with or without IRQLAB_ (e.g. REG_)",
+        help="only names starting so, with or without IRQLAB_, in any case (e.g. REG_)",
     )
     s.set_defaults(func=cmd_regs)
     return p
@@ -708,6 +722,11 @@ def _stacks_on_sigusr1() -> None:
             faulthandler.register(signal.SIGUSR1, all_threads=True)  # is no file (captured)
 
 
+# the notes an error's message follows rather than leads (Guest.start's "accelerator:
+# kvm forced by --accel kvm, but ..." explains QEMU's assertion above it)
+LEADING_NOTES = ("accelerator: ",)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one subcommand.  User and environment errors (what irqlab reports, a file or
     directory that cannot be used, a failed external command) end in one line on
@@ -720,11 +739,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     SIGTERM and SIGHUP tear down as Ctrl-C does, then say so in one line and exit with
     128 + the signal's number."""
     import subprocess
+    import time
 
     from irqlab.errors import ConfigError
 
+    started = time.monotonic()
     parser = build_parser()
     args = parser.parse_args(_option_first(parser, sys.argv[1:] if argv is None else argv))
+    args.started = started  # for "guest ready (...; 11.2 s since irqlab started)"
     debug = os.environ.get("IRQLAB_DEBUG") == "1"
     _stacks_on_sigusr1()
     try:
@@ -746,9 +768,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif isinstance(e, subprocess.CalledProcessError):
             cmd = e.cmd if isinstance(e.cmd, str) else " ".join(map(str, e.cmd))
             msg = f"{cmd!r} failed with exit status {e.returncode}"
-        for note in getattr(e, "__notes__", ()):  # e.g. where the guest's logs are
-            msg += f"\nirqlab: {note}"
-        print(f"irqlab: {msg}", file=sys.stderr)
+        notes = list(getattr(e, "__notes__", ()))  # e.g. where the guest's logs are
+        # a note that explains the error (a forced KVM that does not work here) comes
+        # first: after QEMU's assertion and console it was the last line, unseen
+        first = [n for n in notes if n.startswith(LEADING_NOTES)]
+        lines = [*first, msg, *(n for n in notes if n not in first)]
+        print("\n".join(f"irqlab: {line}" for line in lines), file=sys.stderr)
         return 2 if isinstance(e, ConfigError) else 1
     return rc
 

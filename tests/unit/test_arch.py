@@ -358,3 +358,26 @@ def test_prerequisites_rename_build_failures_only(
     with pytest.raises(archguest.Missing if renamed else type(error)) as caught:
         archguest.prerequisites(AARCH64)
     assert (caught.value.__cause__ is error) if renamed else caught.value is error
+
+
+def test_archguest_looks_qemu_up_at_the_call_not_at_its_import(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Imported first while a test had replaced ``qemu.find_qemu`` (an xdist worker's
+    order), archguest kept that replacement for the rest of the worker: a later test's
+    ``find_qemu(arch)`` was a TypeError."""
+    import importlib
+    import sys
+
+    import irqlab.build
+    from irqlab.build import archguest, qemu
+
+    # both put back at the end: the other tests meet the one module they imported
+    monkeypatch.setattr(irqlab.build, "archguest", archguest)
+    monkeypatch.delitem(sys.modules, "irqlab.build.archguest")
+    with monkeypatch.context() as m:
+        m.setattr(qemu, "find_qemu", lambda: None)
+        fresh = importlib.import_module("irqlab.build.archguest")
+    monkeypatch.setenv("IRQLAB_CACHE_DIR", str(tmp_path))
+    with pytest.raises(fresh.Missing, match="qemu-system-aarch64 with the irqlab device"):
+        fresh.arch_qemu(AARCH64)

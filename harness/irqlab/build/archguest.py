@@ -16,9 +16,10 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
+from irqlab.build import qemu as qemu_build
 from irqlab.build.arch import ARCHES, ARCHES_ENV, X86_64, Arch
 from irqlab.build.boot import GuestImage
-from irqlab.build.qemu import QemuInstall, find_qemu
+from irqlab.build.qemu import QemuInstall
 from irqlab.errors import IrqlabError
 
 __all__ = [
@@ -71,7 +72,16 @@ def check_apt_arch(arch: Arch) -> None:
 def present_arches() -> list[Arch]:
     """x86_64 (the default guest: its absence is an error elsewhere, never hidden), plus
     every other architecture whose QEMU is built."""
-    return [X86_64, *(a for a in ARCHES.values() if a != X86_64 and find_qemu(a) is not None)]
+    return [
+        X86_64,
+        *(a for a in ARCHES.values() if a != X86_64 and find_qemu(a) is not None),
+    ]
+
+
+def find_qemu(arch: Arch) -> QemuInstall | None:
+    """:func:`irqlab.build.qemu.find_qemu`, looked up at each call: bound at this module's
+    import, it kept a replacement a test had made then for the rest of the process."""
+    return qemu_build.find_qemu(arch)
 
 
 def absent_arches() -> list[Arch]:

@@ -49,7 +49,8 @@ def cli_task(command: str) -> Task[Any]:
             continue
         flag = isinstance(action, argparse._StoreTrueAction)
         options[action.dest] = (action.option_strings[-1], flag)
-        helps[action.dest] = action.help or ""
+        # as argparse shows it: %(default)s filled in, %% as %
+        helps[action.dest] = parser._get_formatter()._expand_help(action) if action.help else ""
         params.append(
             inspect.Parameter(
                 action.dest, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=False if flag else ""
@@ -112,7 +113,7 @@ def lint(c: Context) -> None:
 
 @task(help={"k": "only tests matching this pytest -k expression"})
 def test_unit(c: Context, k: str = "") -> None:
-    """Unit tests: no QEMU, no guest (seconds)."""
+    """Unit tests: no QEMU, no guest (1-2 minutes)."""
     _pytest(c, "tests/unit" + _filters(k))
 
 
@@ -200,8 +201,9 @@ def test_device(c: Context, k: str = "", jobs: str = "0") -> None:
 
 @task(help={"k": "only tests matching this pytest -k expression", "jobs": _JOBS_HELP})
 def test_e2e(c: Context, k: str = "", jobs: str = "0") -> None:
-    """Build what is missing (QEMU, the guest image), then the end-to-end tests in booted
-    guests (one per worker)."""
+    """Build what is missing, then the end-to-end tests (a booted guest per worker).
+
+    What is missing: QEMU with the irqlab device, the guest image."""
     args = workers_args(jobs)
     build(c)
     _pytest(c, "tests/e2e" + args + _filters(k))

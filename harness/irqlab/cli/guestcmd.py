@@ -716,8 +716,10 @@ def _guest_options(s: argparse.ArgumentParser) -> None:
 
 RUN_DESCRIPTION = """\
 Starts a fresh guest (restored from its snapshot when one exists), runs one command
-in it and exits with the command's status (255, as ssh, when it did not finish: the
-guest died or the connection dropped; the cause is said).  Its stdout and stderr
+in it and exits with the command's status (128 + N when signal N killed it, as a
+shell says; 255, as ssh, when it did not finish: the guest died or the connection
+dropped, the cause and the logs are said; 130 or 143 when Ctrl-C or SIGTERM stopped
+irqlab, the guest with it).  Its stdout and stderr
 stream here, and irqlab's stdin is forwarded to it as ssh does (the command reads EOF
 at its end; -n gives it an empty stdin, as ssh -n does, e.g. in a `while read` loop).
 
@@ -743,7 +745,9 @@ def add_guest_parsers(sub: Any) -> None:
         help="start a guest and open a shell in it; prints a QMP socket for irqlab inject",
         description="Starts a guest (restored from its snapshot when one exists), opens an "
         "interactive SSH session in this terminal and offers a QMP socket (printed) for "
-        "`irqlab inject` or `qmp-shell` while it runs. Exiting the shell stops the guest.",
+        "`irqlab inject` or `qmp-shell` while it runs. Exiting the shell stops the guest. In "
+        "a terminal, Ctrl-C goes to the guest's shell, as over ssh; SIGTERM to irqlab stops "
+        "the guest (exit status 143).",
     )
     _guest_options(s)
     s.set_defaults(func=cmd_shell)
@@ -789,7 +793,7 @@ def add_guest_parsers(sub: Any) -> None:
         last = f"{REGS.MAX_GPIO_LINES - 1}"
     except HeaderParseError:  # the help still shows; a command that reads it says why not
         last = "IRQLAB_MAX_GPIO_LINES - 1"
-    lines = f"0 to the device's gpio-lines - 1 (default {last})"
+    lines = f"0 to the device's gpio-lines - 1 (gpio-lines defaults to {last} + 1)"
     numbers = "decimal, or hex with 0x"
     a = action("pulse", "pulse GPIO input lines (rising then falling edge)")
     a.add_argument(

@@ -359,9 +359,26 @@ BUILD_LOGS = (
 )
 
 
+TOP_EPILOG = """\
+examples:
+  irqlab build-qemu; irqlab build-image  build (or find) QEMU and the guest image
+  irqlab run -- 'cat /proc/interrupts'   one command in a fresh guest
+  irqlab shell                           a guest to work in; prints the QMP socket for:
+  irqlab inject push 0x1234              an interrupt into that guest's device
+  irqlab COMMAND --help                  a command's options
+
+exit status: 0 done; 1 a failure (its cause said); 2 a usage error, said before
+anything starts; 130 or 143 stopped by Ctrl-C or SIGTERM; irqlab run: the command's.
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="irqlab", description="irqlab interrupt test harness", allow_abbrev=False
+        prog="irqlab",
+        description="irqlab interrupt test harness",
+        allow_abbrev=False,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=TOP_EPILOG,
     )
     p.add_argument("--version", action=_VersionAction)
     sub = p.add_subparsers(
@@ -471,6 +488,13 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser(
         "buildroot-check",
         help="offline checks of buildroot/: defconfig, check-dotconfig, show-info, check-package",
+        description="Checks the BR2_EXTERNAL tree buildroot/ against a Buildroot source tree "
+        "without building or downloading anything of Buildroot's: for each architecture's "
+        "defconfig (or --arch's), that it configures, check-dotconfig, show-info (our "
+        "packages built from this repository) and the rsync of our sources; then "
+        "check-package over the tree. Each check's result is printed; exit status 1 if one "
+        "failed. It needs a Buildroot tree: --tree DIR or $IRQLAB_BUILDROOT_DIR, or "
+        "--download (the pinned release; needs the internet).",
     )
     where = s.add_mutually_exclusive_group()
     where.add_argument(

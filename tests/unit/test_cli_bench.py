@@ -332,3 +332,15 @@ def test_what_the_storm_paths_rule_lets_through() -> None:
         ["--skip", STAGES_HELP, "--test-all"],
     ):
         check_measures(parse(["bench", *argv]))
+
+
+def test_an_irqlab_kmod_that_names_no_file_is_a_usage_error_before_the_bench(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It exited 1 with "irqlab bench: ..." once the bench had begun, where run, shell
+    and build-image say it as a usage error naming the variable."""
+    monkeypatch.setenv("IRQLAB_KMOD", str(tmp_path / "none.ko"))
+    monkeypatch.setattr("irqlab.bench.runner.run_bench", None)  # a bench begun fails loudly
+    assert main(["bench", "--quick", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "IRQLAB_KMOD names a build of the irqlab driver" in err, err

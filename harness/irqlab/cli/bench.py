@@ -358,6 +358,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         check_out_dir(args.out)
         check_measures(args)
+        from irqlab.cli.guestcmd import check_env_kmod
+
+        check_env_kmod()  # a usage error naming the variable, before the bench begins
         if args.test_all:
             from irqlab.bench.host import NO_CHECKOUT
             from irqlab.paths import checkout_root

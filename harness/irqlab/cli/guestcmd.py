@@ -186,6 +186,7 @@ def guest_config(args: argparse.Namespace, name: str) -> Any:
     if args.smp > most:  # QEMU started, then refused it
         raise UsageError(
             f"--smp {args.smp}: the {arch.name} guest's machine takes at most {most} vCPUs"
+            + (" (QEMU needs KVM's x2APIC beyond that)" if arch.name == "x86_64" else "")
         )
     check_env_kmod(arch)
     if args.no_irqlab and args.module_param:  # accepted, and a cold boot for nothing

@@ -364,11 +364,12 @@ examples:
   irqlab build-qemu; irqlab build-image  build (or find) QEMU and the guest image
   irqlab run -- 'cat /proc/interrupts'   one command in a fresh guest
   irqlab shell                           a guest to work in; prints the QMP socket for:
-  irqlab inject push 0x1234              an interrupt into that guest's device
+  irqlab inject --qmp SOCK push 0x1234   an interrupt into that guest's device
   irqlab COMMAND --help                  a command's options
 
 exit status: 0 done; 1 a failure (its cause said); 2 a usage error, said before
-anything starts; 130 or 143 stopped by Ctrl-C or SIGTERM; irqlab run: the command's.
+anything starts; 128 + N stopped by signal N (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP);
+irqlab run and shell: the command's or the shell's (255 when the guest died).
 """
 
 

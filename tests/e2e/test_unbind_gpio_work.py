@@ -14,6 +14,8 @@ Debian's kernel has no KASAN: the late run is counted rather than seen as a spla
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 from kmods import build_test_kmod  # same directory (rootdir-relative import)
 
@@ -54,7 +56,27 @@ PIN_PROCESSES = (
 # The kernel's doing, not the driver's: this test's kernel log is not checked.
 @pytest.mark.irqlab(smp=2, check_kernel_log=False)
 def test_no_gpio_work_starts_after_unbind_cancelled_it(irqlab_fresh_guest: Guest) -> None:
-    g = irqlab_fresh_guest
+    state, late = _unbind_while_held(irqlab_fresh_guest)
+    if state == "3":
+        # The hold outlasted its 5 s before unbind reached it (1 run in 21 here, and
+        # one CI run, 2026-12-07; not seen before that day's device changes, 0 in 10
+        # on the earlier build): the window was not exercised.  Said, then once more
+        # in a new guest; twice is a failure.
+        warnings.warn(
+            "unbind_window: the hold ended by its timeout (state 3), before unbind "
+            "released it; tried again in a new guest",
+            stacklevel=1,
+        )
+        with Guest(irqlab_fresh_guest.config) as again:
+            state, late = _unbind_while_held(again)
+    assert state == "2", f"the hold ended by its timeout, not by unbind (state {state})"
+    assert late == 0, f"{late} GPIO work run(s) started after unbind cancelled the work"
+
+
+def _unbind_while_held(g: Guest) -> tuple[str, int]:
+    """Hold the hard IRQ handler that queues the GPIO work, unbind meanwhile: the hold's
+    end ("2": released by unbind, "3": timed out) and the GPIO work runs that started
+    after unbind cancelled the work."""
     assert g.ssh is not None
     g.injector.drive_low(1 << LINE)
     g.agent.arm("gpio-cdev", lines=[LINE], edge="rising")
@@ -84,7 +106,4 @@ def test_no_gpio_work_starts_after_unbind_cancelled_it(irqlab_fresh_guest: Guest
         "the unbind",
     )
     assert out == "unbound", out
-    state = g.sh(f"cat {PARAMS}/state").strip()
-    late = int(g.sh(f"cat {PARAMS}/late_runs"))
-    assert state == "2", f"the hold ended by its timeout, not by unbind (state {state})"
-    assert late == 0, f"{late} GPIO work run(s) started after unbind cancelled the work"
+    return g.sh(f"cat {PARAMS}/state").strip(), int(g.sh(f"cat {PARAMS}/late_runs"))

@@ -18,6 +18,7 @@ from cli import IRQLAB  # same directory (rootdir-relative import)
 
 from irqlab.contract.regs import REGS
 from irqlab.paths import cache_dir, repo_root
+from irqlab.testing.parallel import WORKER_ENV
 
 HERE = Path(__file__).resolve().parent
 EXAMPLE = repo_root() / "docs" / "examples" / "test_own_driver.py"
@@ -37,7 +38,7 @@ def test_the_example_passes_against_a_driver_of_the_projects_own(tmp_path: Path)
     assert r.returncode == 0, f"building mydrv failed:\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}"
     # a plain user's run (not an xdist worker's), logging into its own directory, with
     # this run's build cache
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST_")}
+    env = {k: v for k, v in os.environ.items() if k not in WORKER_ENV}
     env |= {"IRQLAB_CACHE_DIR": str(cache_dir()), "IRQLAB_LOG_DIR": str(tmp_path / "logs")}
     r = subprocess.run(
         [sys.executable, "-m", "pytest", "tests", "-p", "no:cacheprovider", "-rA"],

@@ -9,10 +9,7 @@ import xml.etree.ElementTree as ET
 import pytest
 from userrun import as_a_user  # same directory (rootdir-relative import)
 
-from irqlab.paths import cache_dir
-
 pytest_plugins = ["pytester"]
-CACHE = cache_dir()  # at import: the pytester fixture moves $HOME
 
 USER_TESTS = """
 def test_passes_after_a_kernel_line(irqlab_guest, irqlab_agent):
@@ -122,8 +119,7 @@ def test_a_taint_from_a_passing_test_is_reported(
     """A WARN (a taint) in the shared guest during a passing test: a later failure's
     diagnostics say the kernel is tainted, and the session's end fails on it, in a
     user's project with no check of its own."""
-    monkeypatch.setenv("IRQLAB_CACHE_DIR", str(CACHE))
-    monkeypatch.setenv("IRQLAB_LOG_DIR", str(pytester.path / "logs"))
+    as_a_user(pytester, monkeypatch)
     pytester.makepyfile(TAINTING_TESTS)
     r = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     r.assert_outcomes(passed=1, failed=1, errors=1)  # the error: the session's end
@@ -154,8 +150,7 @@ def test_a_failure_after_an_unplug_says_the_device_is_gone(
 ) -> None:
     """The diagnostics said "device counters: unavailable" with QMP's "Device ... not
     found" for a device the test itself had unplugged: noise pointing at a QMP fault."""
-    monkeypatch.setenv("IRQLAB_CACHE_DIR", str(CACHE))
-    monkeypatch.setenv("IRQLAB_LOG_DIR", str(pytester.path / "logs"))
+    as_a_user(pytester, monkeypatch)
     pytester.makepyfile(UNPLUGGING_TEST)
     r = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     r.assert_outcomes(failed=1)
@@ -199,10 +194,7 @@ def test_an_interrupted_run_names_what_ran_in_the_guest(
 ) -> None:
     """Ctrl-C during a guest command or an agent wait: the run's line named the test and
     its logs, not what it was waiting for in the guest."""
-    monkeypatch.setenv("IRQLAB_CACHE_DIR", str(CACHE))
-    monkeypatch.setenv("IRQLAB_LOG_DIR", str(pytester.path / "logs"))
-    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT"):
-        monkeypatch.delenv(name, raising=False)
+    as_a_user(pytester, monkeypatch)
     pytester.makepyfile(INTERRUPTED_TESTS)
     r = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:xdist", "-k", test)
     text = r.stdout.str() + r.stderr.str()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from irqlab.paths import cache_dir
+from irqlab.testing.parallel import WORKER_ENV
 
 CACHE = cache_dir()  # at import: the pytester fixture moves $HOME
 
@@ -17,5 +18,5 @@ def as_a_user(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> Non
     guest 'e2e-gw1')."""
     monkeypatch.setenv("IRQLAB_CACHE_DIR", str(CACHE))
     monkeypatch.setenv("IRQLAB_LOG_DIR", str(pytester.path / "logs"))
-    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT"):
+    for name in WORKER_ENV:
         monkeypatch.delenv(name, raising=False)

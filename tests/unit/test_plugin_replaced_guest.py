@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 
+from irqlab.testing.parallel import WORKER_ENV
 from irqlab.vm.kernlog import CONSOLE_LOGLEVEL, console_problems
 
 pytest_plugins = ["pytester"]
@@ -156,7 +157,7 @@ def test_a_console_without_its_printk_stamp_is_no_kernel_report() -> None:
 def _not_an_xdist_worker(monkeypatch: pytest.MonkeyPatch) -> None:
     """The inner runs are a plain user's, not a worker's (run from one, they inherited
     its id and named their guest 'e2e-gwN')."""
-    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT"):
+    for name in WORKER_ENV:
         monkeypatch.delenv(name, raising=False)
 
 

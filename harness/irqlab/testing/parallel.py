@@ -39,6 +39,7 @@ from irqlab import paths
 
 __all__ = [
     "RUN_DIR_KEY",
+    "WORKER_ENV",
     "default_workers",
     "parse_shard",
     "run_log_dir",
@@ -48,6 +49,9 @@ __all__ = [
 ]
 
 RUN_DIR_KEY = "irqlab_run_dir"  # workerinput key: the run's log directory, named once
+# What pytest-xdist sets in a worker's environment: the worker's id and the count.  An
+# inner pytest run that inherits them takes itself for a worker (its guest 'e2e-gwN').
+WORKER_ENV = ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT")
 
 
 def usable_cpus() -> int:
@@ -68,13 +72,13 @@ def default_workers(cpus: int | None = None) -> int:
 
 def worker_id() -> str | None:
     """This process's xdist worker id (``gw0``, ...), or None outside xdist workers."""
-    return os.environ.get("PYTEST_XDIST_WORKER") or None
+    return os.environ.get(WORKER_ENV[0]) or None
 
 
 def worker_count() -> int:
     """How many xdist workers this run has (1 without xdist)."""
     try:
-        return max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+        return max(1, int(os.environ.get(WORKER_ENV[1], "1")))
     except ValueError:
         return 1
 

@@ -100,7 +100,12 @@ def test_a_bug_report_the_guest_lives_on_after_is_left_to_the_kernel_log_check(
     console = fault_guest.machine.paths.console_log  # type: ignore[union-attr]
     fault_guest.sh(f"echo '<3>{line}' > /dev/kmsg")
     wait_until(lambda: console.read_text(errors="replace"), lambda t: line in t, 10, "the line")
-    time.sleep(1.0 * timeout_scale())  # the watch's grace (0.4 s) and a few looks
+    # a look begun once the line was there found nothing wrong and nothing pending (a
+    # line taken for a fault is pending for the watch's grace, then the fault)
+    seen = time.monotonic()
+    watch = fault_guest._watch
+    assert watch is not None
+    wait_until(lambda: watch.last_clean_look, lambda t: t > seen, 10 * timeout_scale(), "a look")
     assert fault_guest.fault is None, fault_guest.fault.cause
     fault_guest.sh("true")
     with pytest.raises(AssertionError, match="the guest kernel reported problems") as info:

@@ -239,6 +239,9 @@ class HealthWatch(threading.Thread):
         # its reply now (see qmp_ping_pending)
         self.qmp_pings = 0
         self._qmp_in_flight = threading.Event()
+        # read-only for others (tests): time.monotonic() at the start of the last look
+        # that found nothing wrong and nothing pending (no console line in its grace)
+        self.last_clean_look = 0.0
 
     @property
     def qmp_ping_pending(self) -> bool:
@@ -262,6 +265,7 @@ class HealthWatch(threading.Thread):
     def run(self) -> None:
         failures = 0  # checks in a row that raised
         while not self._stop_event.is_set():
+            began = time.monotonic()
             try:
                 fault = self.check()
             except Exception:
@@ -278,7 +282,10 @@ class HealthWatch(threading.Thread):
                 self._stop_event.wait(self.tick)
                 continue
             failures = 0
-            if fault is not None:
+            if fault is None:
+                if self._pending is None:
+                    self.last_clean_look = began
+            else:
                 self.fault = fault
                 if not self._stop_event.is_set():
                     self.on_fault(fault)

@@ -1068,6 +1068,7 @@ class Guest:
         # after a restore: the guest's CLOCK_BOOTTIME (ns) when its RNG was reseeded
         self.reseeded_at_ns: int | None = None
         self.driver_ko: Path | None = None  # the build of our driver the guest loads
+        self._prepared = False  # prepare() ran and no start() since: start() skips it
         self.snapshot_dir: Path | None = None  # the snapshot this guest came from or saved
         # why a matching snapshot could not be used, or why this boot was not saved
         self.snapshot_error: str | None = None
@@ -1428,7 +1429,9 @@ class Guest:
     def _start(self) -> Guest:
         from irqlab.vm import snapshot
 
-        self.prepare()
+        if not self._prepared:  # the caller's prepare() just ran (irqlab run/shell): once
+            self.prepare()
+        self._prepared = False  # a restart looks again (a module rebuilt meanwhile)
         if not self.config.snapshot or self.config.extra_devices:  # their state: see the field
             self._cold_start()
             return self
@@ -1504,6 +1507,7 @@ class Guest:
                 notice.say(f"irqlab: {self.config.name}: {self.accel.reason}")
         else:
             self.accel = choose(qemu.binary, datadir=qemu.datadir)
+        self._prepared = True
         return self
 
     def _machine_args(self, ssh_port: int) -> list[str]:

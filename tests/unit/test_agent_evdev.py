@@ -93,7 +93,7 @@ def test_input_event_layout_is_the_kernel_headers() -> None:
     lays it out (the agent runs on the guest's own Python: the same rule there)."""
     cc = shutil.which("gcc") or shutil.which("cc")
     if cc is None or not Path("/usr/include/linux/input.h").exists():
-        pytest.skip("no C compiler or no linux/input.h (linux-libc-dev)")
+        pytest.fail("no C compiler or no linux/input.h: apt-get install gcc linux-libc-dev")
     word = 2 * struct.calcsize("@L")  # __sec, __usec; then u16 type, u16 code, s32 value
     src = C_CHECK.format(size=INPUT_EVENT.size, type=word, code=word + 2, value=word + 4)
     r = subprocess.run(

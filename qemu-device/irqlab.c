@@ -58,7 +58,8 @@ OBJECT_DECLARE_SIMPLE_TYPE(IrqlabState, IRQLAB)
 #define IRQLAB_DEFAULT_FIFO_DEPTH   256
 #define IRQLAB_DEFAULT_EVQ_DEPTH    1024
 #define IRQLAB_DEFAULT_BURST_PERIOD 1000000          /* 1 ms */
-#define IRQLAB_MAX_BURST_PERIOD_NS  10000000000ULL   /* 10 s */
+/* 10 s; no suffix: the property's description stringifies it */
+#define IRQLAB_MAX_BURST_PERIOD_NS  10000000000
 
 /* Which 64-bit register pair a _HI read returns (latched by the _LO read) */
 enum {
@@ -1668,7 +1669,9 @@ static const IrqlabProp irqlab_dynamic_props[] = {
                     "push one 32-bit word into the FIFO"),
     IRQLAB_RUN_PROP(BURST_PERIOD_NS, "uint64", irqlab_burst_period,
                     irqlab_burst_period, 0,
-                    "period of the next burst in ns, 1000..10000000000"),
+                    "period of the next burst in ns, "
+                    stringify(IRQLAB_MIN_BURST_PERIOD_NS) ".."
+                    stringify(IRQLAB_MAX_BURST_PERIOD_NS)),
     IRQLAB_RUN_PROP(BURST_COUNT, "uint32", irqlab_burst_count,
                     irqlab_burst_count, 0,
                     "set: start a burst of N events (0 stops); "
@@ -1752,11 +1755,12 @@ static void irqlab_class_init(ObjectClass *klass, IrqlabClassData *data)
         IRQLAB_PROP_BROKEN_INTX_DISABLE,
         "make COMMAND.INTX_DISABLE read-only 0");
     object_class_property_set_description(klass, IRQLAB_PROP_GPIO_LINES,
-        "number of GPIO lines, 1..32");
+        "number of GPIO lines, 1.." stringify(IRQLAB_MAX_GPIO_LINES));
     object_class_property_set_description(klass, IRQLAB_PROP_FIFO_DEPTH,
-        "FIFO words that may wait in the event queue, 1..4096");
+        "FIFO words that may wait in the event queue, 1.."
+        stringify(IRQLAB_MAX_FIFO_DEPTH));
     object_class_property_set_description(klass, IRQLAB_PROP_EVQ_DEPTH,
-        "event queue depth, 1..4096");
+        "event queue depth, 1.." stringify(IRQLAB_MAX_EVQ_DEPTH));
 
     irqlab_add_props(klass);
 }

@@ -115,6 +115,18 @@ def test_device_help_lists_properties(irqlab_qemu: QemuInstall) -> None:
     for prop in STATIC_PROPERTIES:
         assert f"  {prop}=" in r.stdout, f"{prop} missing from:\n{r.stdout}"
     assert "intx, msi or msix" in r.stdout  # descriptions are shown
+    # the limits they state are the header's (stringified, not typed again)
+    lines = dict(
+        line.strip().split("=", 1) for line in r.stdout.splitlines() if line.startswith("  ")
+    )
+    for prop, top in (
+        (QOM.PROP_GPIO_LINES, REGS.MAX_GPIO_LINES),
+        (QOM.PROP_FIFO_DEPTH, REGS.MAX_FIFO_DEPTH),
+        (QOM.PROP_EVQ_DEPTH, REGS.MAX_EVQ_DEPTH),
+    ):
+        assert f", 1..{top} (default" in lines[prop], lines[prop]
+    burst = lines[QOM.PROP_BURST_PERIOD_NS]
+    assert f", {REGS.MIN_BURST_PERIOD_NS}..10000000000" in burst, burst
 
 
 def test_plugin_fixtures(irqlab_qtest_machine: Machine, irqlab_qtest_injector: Injector) -> None:

@@ -10,7 +10,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -512,18 +514,32 @@ class _SilentMachine:
     """The part of Machine the watch's QMP look uses: a running QEMU whose ping fails
     with *cause* (as Machine.qmp_ping raises it: a MachineError from the QMP error)."""
 
-    def __init__(self, cause: Exception) -> None:
+    def __init__(self, cause: Exception, *, exits: bool = False) -> None:
         self.config = type("Config", (), {"name": "t"})()
         self.paths = None
         self.cause = cause
+        self.exits = exits  # whether it exits while the watch waits for that
+        self.running = True
+        self.looks_after_ping = 0  # is_running() calls after a failed ping
 
     def qmp_ping(self, timeout: float) -> str:
         from irqlab.vm.machine import MachineError
 
+        self.looks_after_ping = 0
         raise MachineError(str(self.cause)) from self.cause
 
     def is_running(self) -> bool:
-        return True
+        self.looks_after_ping += 1
+        if self.exits and self.looks_after_ping > 2:
+            self.running = False
+        return self.running
+
+    def take_events(self, names: Sequence[str], timeout: float = 2.0) -> list[dict[str, Any]]:
+        return []
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self.running else 1
 
     def stderr_tail(self) -> str:
         return ""
@@ -547,11 +563,66 @@ def test_a_silent_qmp_is_said_once(
     from irqlab.vm import health
 
     monkeypatch.setattr(health, "timeout_scale", lambda: 1.0)
-    watch = health.HealthWatch(_SilentMachine(cause), lambda f: None)  # type: ignore[arg-type]
+    monkeypatch.setattr(health, "EXIT_AFTER_LOST_QMP_S", 0.1)
+    machine = _SilentMachine(cause)
+    watch = health.HealthWatch(machine, lambda f: None)  # type: ignore[arg-type]
     monkeypatch.setattr(watch, "_console_log", lambda: None)
     fault = watch._check_qmp()
     assert fault is not None
     assert fault.cause == f"guest stopped responding: QEMU did not answer QMP {verdict_ends}"
+    # a closed socket (not a silence) first waits a moment for QEMU's exit
+    looked = machine.looks_after_ping
+    assert looked == 1 if isinstance(cause, QMPNoReply) else looked > 2, looked
+
+
+def test_a_stop_ends_the_wait_for_an_exit_after_qmp_was_lost(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Guest.close() of a stopped QEMU aborts the watch's QMP ping and stops the watch:
+    the wait for QEMU's exit that a lost socket begins ends at once (a close took 5 s)."""
+    from irqlab.vm import health
+
+    monkeypatch.setattr(health, "timeout_scale", lambda: 1.0)
+    machine = _SilentMachine(QMPFailure("QMP query-status: aborted"))
+    watch = health.HealthWatch(machine, lambda f: None)  # type: ignore[arg-type]
+    monkeypatch.setattr(watch, "_console_log", lambda: None)
+    watch.stop(wait=0)
+    t0 = time.monotonic()
+    watch._check_qmp()
+    assert time.monotonic() - t0 < health.EXIT_AFTER_LOST_QMP_S / 2
+
+
+PANIC_CONSOLE = """\
+[    4.6] sysrq: Trigger a crash
+[    4.6] Kernel panic - not syncing: sysrq triggered crash
+[    4.6] CPU: 1 PID: 212 Comm: sh Not tainted 6.1.0-57-amd64 #1  Debian 6.1.158-1
+[    4.6]  </TASK>
+"""
+
+
+@pytest.mark.parametrize("exits", [False, True], ids=["exit-slow", "exits-in-the-wait"])
+def test_qmp_lost_after_a_panic_on_the_console_is_the_panic(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, exits: bool
+) -> None:
+    """QEMU closes its QMP socket as it exits after the guest's panic; under a loaded
+    host the watch's ping met the closed socket before it saw the panic line (within
+    its grace period) or the exit: the verdict was "guest stopped responding: QEMU did
+    not answer QMP ... (not connected)".  The console's line names the cause."""
+    from irqlab.vm import health
+
+    monkeypatch.setattr(health, "timeout_scale", lambda: 1.0)
+    monkeypatch.setattr(health, "EXIT_AFTER_LOST_QMP_S", 0.1)
+    console = tmp_path / "console.log"
+    console.write_text("[    1.0] booted\n" + PANIC_CONSOLE)  # within its grace period
+    machine = _SilentMachine(QMPFailure("QMP query-status: not connected"), exits=exits)
+    watch = health.HealthWatch(machine, lambda f: None, qmp_every=0.0)  # type: ignore[arg-type]
+    monkeypatch.setattr(watch, "_console_log", lambda: console)
+    watch._next_qmp = 0.0
+    fault = watch.check() or watch.check()  # an exit in the wait: said on the next look
+    assert fault is not None
+    assert fault.cause == "guest kernel panic: Kernel panic - not syncing: sysrq triggered crash"
+    assert "</TASK>" in fault.console_tail
+    assert fault.qmp_silent == (not exits)  # still silent: no caller waits on QMP
 
 
 class _WaitingMachine(_SilentMachine):

@@ -56,6 +56,7 @@ from irqlab.vm import logplace, proc
 from irqlab.vm.agent_client import AgentClient, AgentError, AgentFault, AgentTimeout
 from irqlab.vm.exit_signal import ExitSignal, signal_status
 from irqlab.vm.health import (
+    EXIT_AFTER_LOST_QMP_S,
     GRACE,
     Fault,
     GuestFault,
@@ -164,7 +165,6 @@ CONSOLE_LAG = 0.2  # s the console may trail a command's end (another path to th
 # replaced (a killed QEMU's exit is seen a moment after the connection's reset: a tick)
 RECONNECT_VERDICT = 0.5
 _KERNEL_KILL_STATUSES = frozenset(signal_status(name) for name in KERNEL_KILLS)
-EXIT_AFTER_LOST_QMP_S = 2.0  # s a load that lost QMP waits to see whether QEMU exits
 HEARTBEAT_MS = 1000  # the agent's heartbeat period (the health watch's freeze detection)
 CLOCK_BOOTS = 3  # cold boots a start makes at most for a guest whose clock runs right
 

@@ -27,7 +27,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -81,6 +81,8 @@ OOPS_PRELUDE_LINES = 16  # arm64 prints 13 lines of abort details in between
 TAIL_LINES = 40
 log = logging.getLogger(__name__)
 GRACE = 0.4  # s: after a console fault, wait this long for a more severe line (oops -> panic)
+EXIT_AFTER_LOST_QMP_S = 2.0  # s a load that lost QMP waits to see whether QEMU exits
+EXIT_POLL_S = 0.02  # s between two looks at a QEMU that may be exiting
 
 
 def exited_cause(status: int | None) -> str:
@@ -331,28 +333,42 @@ class HealthWatch(threading.Thread):
         tail = file_tail(log) if log is not None else ""
         return Fault(cause, tail, qemu_tail, qmp_silent=qmp_silent, log_dir=logs)
 
-    def check(self) -> Fault | None:
-        now = time.monotonic()
+    def _scan_console(self, now: float) -> None:
+        """Read the console's new lines; a fault among them is pending (worse first)."""
         text = self._new_console_text()
         hit = scan_console(text, self._recent)
         self._recent.extend(text.splitlines())
         if hit is not None and (self._pending is None or hit[0] < self._pending[0]):
             self._pending = (hit[0], hit[1], now + GRACE)
+
+    def _pending_fault(self) -> Fault:
+        assert self._pending is not None
+        cause = self._pending[1]  # "what: the console's line"
+        return self._fault(cause, qemu=not self.machine.is_running(), line=cause.partition(": ")[2])
+
+    def check(self) -> Fault | None:
+        now = time.monotonic()
+        self._scan_console(now)
         running = self.machine.is_running()
         if running:
             fault = self._check_events()
             if fault is not None:
                 return fault
         if self._pending is not None and (now >= self._pending[2] or not running):
-            cause = self._pending[1]  # "what: the console's line"
-            return self._fault(cause, qemu=not running, line=cause.partition(": ")[2])
+            return self._pending_fault()
         if not running:
             return self._fault(exited_cause(self.machine.returncode), qemu=True)
         if now >= self._next_qmp:
             self._next_qmp = now + self.qmp_every
             fault = self._check_qmp()
             if fault is not None:
-                return fault
+                # a QEMU that exits after the guest's panic is silent on QMP first: the
+                # console's line, read now, names the cause (seen under a loaded host)
+                # (still silent: callers must not wait on QMP)
+                self._scan_console(time.monotonic())
+                if self._pending is None:
+                    return fault
+                return replace(self._pending_fault(), qmp_silent=fault.qmp_silent)
         agent = self.agent()
         beat = agent.last_heartbeat if agent is not None and not agent.eof else None
         if self.freeze_timeout is not None and beat is not None:
@@ -376,10 +392,13 @@ class HealthWatch(threading.Thread):
         try:
             status = self.machine.qmp_ping(limit)
         except MachineError as e:
+            silent = isinstance(e.__cause__, QMPNoReply)
+            if not silent:  # the socket closed: QEMU exiting?  (not when told to stop:
+                self._wait_exit(EXIT_AFTER_LOST_QMP_S * timeout_scale())  # a close cut it)
             if not self.machine.is_running():
                 return None  # the exit is reported on the next look, with its status
             # no reply in time is what the verdict says already: not twice
-            why = "" if isinstance(e.__cause__, QMPNoReply) else f" ({str(e).splitlines()[0]})"
+            why = "" if silent else f" ({str(e).splitlines()[0]})"
             return self._fault(
                 f"guest stopped responding: QEMU did not answer QMP within {limit:.3g} s{why}",
                 qmp_silent=True,
@@ -394,6 +413,15 @@ class HealthWatch(threading.Thread):
         if status in ("internal-error", "shutdown", "io-error"):
             return self._fault(f"guest stopped: QEMU run state {status!r}", qemu=True)
         return None
+
+    def _wait_exit(self, limit: float) -> None:
+        """Up to *limit* s for QEMU's exit, ended early by :meth:`stop`."""
+        deadline = time.monotonic() + limit
+        while self.machine.is_running() and not self._stop_event.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self._stop_event.wait(min(EXIT_POLL_S, left))
 
     def _note_panic(self, cause: str) -> None:
         if self._pending is None or self._pending[0] > 0.5:

@@ -229,3 +229,40 @@ def test_an_irq_mode_the_given_device_cannot_offer_is_refused_before_booting(
     else:
         g.prepare()
     assert g.machine is None  # nothing booted
+
+
+@pytest.mark.parametrize(
+    ("how", "said"),
+    [
+        ("sleep", "the guest still answers: the kernel has not returned from the module's init"),
+        ("spin", "the guest no longer answers over SSH (frozen"),
+    ],
+)
+def test_an_extra_module_whose_init_never_returns_is_named(
+    monkeypatch: pytest.MonkeyPatch, how: str, said: str
+) -> None:
+    """A module_init that sleeps or spins forever: after 60 s the error was an SSH
+    timeout quoting the harness's own step script (`m="irqlab-step-$$-..."; ...`),
+    with no kernel log and no console.  Now the insmod is named, the guest's state is
+    said, with the kernel's or the console's last lines (the limit shortened here)."""
+    from irqlab.vm import guest as guest_mod
+    from irqlab.vm.guest import GuestTimeout
+
+    monkeypatch.setattr(guest_mod, "KERNEL_STEP_TIMEOUT_S", 3.0)
+    ko = build_test_kmod("hang_on_load")
+    config = GuestConfig(
+        name=f"hang-on-load-{how}",
+        extra_modules=[ko],
+        extra_module_params={"hang_on_load": {"how": how}},
+    )
+
+    def start() -> None:
+        Guest(config).start().close()
+
+    # a cold boot, the 3 s, the kill of the command and (frozen) the channel that opens no more
+    e = raises_within(start, NAMED_WITHIN_S + 30, GuestTimeout)
+    first, _, rest = str(e).partition("\n")
+    assert first.startswith(f"insmod {ko} how={how} did not return within 3 s"), first
+    assert said in first, first
+    assert "irqlab-step" not in str(e), str(e)
+    assert f"hang_on_load: how={how}, never returning" in rest, rest

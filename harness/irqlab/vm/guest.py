@@ -161,6 +161,10 @@ FAULT_VERDICT = 2.0  # s a broken connection waits for the health watch's verdic
 KERNEL_KILLS = frozenset({"SEGV", "KILL"})
 OOPS_VERDICT = GRACE + 0.6
 CONSOLE_LAG = 0.2  # s the console may trail a command's end (another path to the host)
+# s a module load or unload (modprobe, insmod, rmmod) may take before it is killed and
+# said as a hang (a module's init or exit that never returns)
+KERNEL_STEP_TIMEOUT_S = 60.0
+ALIVE_PROBE_S = 5.0  # s (x load) a guest has to answer a command after such a hang
 # s a broken SSH connection of a running QEMU waits for the watch's verdict before it is
 # replaced (a killed QEMU's exit is seen a moment after the connection's reset: a tick)
 RECONNECT_VERDICT = 0.5
@@ -684,6 +688,10 @@ def parse_module_spec(
         key, sep, value = word.partition("=")
         if not key:
             raise ValueError(f"{text!r}: {word!r} is not PARAM=VALUE (KO [PARAM=VALUE ...])")
+        # the kernel takes the last and says nothing: a typo for another parameter?
+        same = [k for k in params if param_key(k) == param_key(key)]
+        if same:
+            raise ValueError(f"{text!r}: parameter {key} given twice (once is enough)")
         params[key] = value if sep else None
     return words[0], params
 
@@ -2128,14 +2136,19 @@ class Guest:
         except KeyboardInterrupt as e:  # Ctrl-C: the plugin's line names what ran
             e.add_note(f"interrupted in the guest {self.config.name!r} {doing}")
             raise
+        # The verdict alone, unchained: the SSH errors under it (a socket's EBADF, an EOF,
+        # "SSH is not connected") are its consequence; their ~140 lines of paramiko
+        # tracebacks before the test's own line said no more (logged at debug level).
         except GuestFault as e:  # the connection broke: not replaced (_before_reconnect)
-            raise GuestFault(e.fault, doing) from e.__context__
+            log.debug("%s: %s; under it", self.config.name, e, exc_info=e.__context__)
+            raise GuestFault(e.fault, doing) from None
         except (SshError, paramiko.SSHException, OSError, EOFError) as e:
             # a connection that broke waits for the watch's verdict; a command that only
             # ran too long (killed by now), for an oops line that its end may trail
             fault = self.wait_fault(CONSOLE_LAG if isinstance(e, SshTimeout) else FAULT_VERDICT)
             if fault is not None:
-                raise GuestFault(fault, doing) from e
+                log.debug("%s: %s under the fault", self.config.name, e, exc_info=e)
+                raise GuestFault(fault, doing) from None
             raise
         log.debug(
             "%s: %r ended: rc=%d after %.2f s",
@@ -2254,7 +2267,7 @@ class Guest:
         )
         said = f"rmmod {name}; {modprobe}" if unload_first else modprobe  # not the script
         self._loaded_params = None  # unknown until it is known loaded
-        result = self._run(script, timeout=timeout + 60, doing=f"running {said!r}")
+        result = self._run_kernel_step(script, said, timeout + KERNEL_STEP_TIMEOUT_S)
         if result.rc != 0:
             unloading = unload_first and f"{STEP_MARK} 0\n" in result.err
             if unloading:
@@ -2275,6 +2288,42 @@ class Guest:
                 f"driver did not bind the irqlab device{why}; last kernel messages:\n{kmsg}"
             )
         self._loaded_params = dict(params)
+
+    def _run_kernel_step(self, script: str, what: str, timeout: float | None = None) -> RunResult:
+        """Run the :func:`_kernel_step` *script* (*what*: its commands as the user gave
+        them).  One that does not return in time (a module's init or exit that never
+        returns) is a :class:`GuestTimeout` naming *what*, whether the guest still
+        answers, and the kernel's last words; it was an SSH timeout quoting the script."""
+        __tracebackhide__ = hide_frame
+        timeout = KERNEL_STEP_TIMEOUT_S if timeout is None else timeout
+        try:
+            return self._run(script, timeout=timeout, doing=f"running {what!r}")
+        except SshTimeout:
+            pass  # not a fault the watch saw (_run raised that): said below, unchained
+        raise self._kernel_step_timeout(what, timeout)
+
+    def _kernel_step_timeout(self, what: str, timeout: float) -> GuestTimeout:
+        from irqlab.vm.loadscale import scaled
+
+        said = f"{what} did not return within {timeout:g} s"
+        if self.ssh is not None:  # a guest that answers says what its kernel logged
+            try:
+                probe = f"dmesg | grep -v {STEP_KMSG_MARK} | tail -n 30"  # not our marks
+                kmsg = self.ssh.run(probe, timeout=scaled(ALIVE_PROBE_S)).out
+            except (SshError, paramiko.SSHException, OSError, EOFError):
+                pass
+            else:
+                return GuestTimeout(
+                    f"{said}; the guest still answers: the kernel has not returned from "
+                    "the module's init or exit (it waits for something that never comes?); "
+                    f"last kernel messages:\n{kmsg.rstrip() or '(none)'}"
+                )
+        console = self._console()
+        tail = file_tail(console.log_path) if console is not None else ""
+        return GuestTimeout(
+            f"{said}, and the guest no longer answers over SSH (frozen: a CPU spinning "
+            "with interrupts off?); the guest console's last lines:\n" + (tail.rstrip() or "(none)")
+        )
 
     def _kernel_step_failed(self, what: str, result: RunResult, hint: str = "") -> NoReturn:
         """Raise for a module load or unload that failed: :class:`GuestFault` if the
@@ -2357,13 +2406,13 @@ class Guest:
                 what = f"modprobe {dep} (needed by {ko.name})"
                 loaded = f"grep -q '^{module_name(dep)} ' /proc/modules"
                 step = f"{loaded} || modprobe {shlex.quote(dep)}"
-                r = self._run(_kernel_step([step]), timeout=60, doing=f"running {what!r}")
+                r = self._run_kernel_step(_kernel_step([step]), what)
                 if r.rc != 0:
                     self._kernel_step_failed(what, r)
             args = self._extra_module_args(ko)
             what = f"insmod {ko}{args}"
             step = f"insmod {shlex.quote(remote)}{args}"
-            r = self._run(_kernel_step([step]), timeout=60, doing=f"running {what!r}")
+            r = self._run_kernel_step(_kernel_step([step]), what)
             if r.rc != 0:
                 self._kernel_step_failed(what, r)
 
@@ -2425,7 +2474,7 @@ class Guest:
         __tracebackhide__ = hide_frame
         name = self.module_name()
         self._loaded_params = None
-        r = self._run(_kernel_step([f"rmmod {name}"]), timeout=60, doing=f"running 'rmmod {name}'")
+        r = self._run_kernel_step(_kernel_step([f"rmmod {name}"]), f"rmmod {name}")
         if r.rc != 0:
             self._kernel_step_failed(f"rmmod {name}", r, self._holders_hint(name, r))
 
@@ -2470,8 +2519,8 @@ class Guest:
         except Exception as e:
             failed_at = time.monotonic()  # before the wait for a verdict below (2 s)
             fault = self.wait_fault(FAULT_VERDICT)
-            if fault is not None:
-                raise GuestFault(fault, "unplugging the device") from e
+            if fault is not None:  # the wait's failure is its consequence
+                raise GuestFault(fault, "unplugging the device") from None
             if failed_at < deadline:  # the wait failed early: its own error
                 raise GuestError(
                     f"device_del {c.device_id}: waiting for DEVICE_DELETED: {e}"

@@ -314,7 +314,14 @@ def test_module_specs_as_insmod_takes_them(tmp_path: Path) -> None:
         "my drv.ko",
         {"tag": "x", "mode": "a b"},
     )
-    for bad, said in (("", "empty"), ("a.ko =x", "'=x' is not PARAM=VALUE"), ("'a", "quot")):
+    for bad, said in (
+        ("", "empty"),
+        ("a.ko =x", "'=x' is not PARAM=VALUE"),
+        ("'a", "quot"),
+        # the kernel took the last silently; - and _ are one character to it
+        ("a.ko line=3 line=4", "parameter line given twice"),
+        ("a.ko my-line=3 my_line=4", "parameter my_line given twice"),
+    ):
         with pytest.raises(ValueError, match=said):
             parse_module_spec(bad)
     ko = _fake_ko(tmp_path / "my-drv.ko", "my_drv")

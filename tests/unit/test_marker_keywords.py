@@ -37,3 +37,29 @@ def test_the_plugins_docstring_spells_no_list_of_its_own() -> None:
     assert plugin.__doc__ is not None
     assert not re.search(r"mark\.irqlab\(\w+=", plugin.__doc__), "a second list"
     assert "MARKER_DEFAULTS" in plugin.__doc__
+
+
+class _Node:
+    def __init__(self, **kwargs: object) -> None:
+        self.mark = pytest.mark.irqlab(**kwargs).mark
+
+    def iter_markers(self, name: str) -> list[pytest.Mark]:
+        return [self.mark] if name == "irqlab" else []
+
+
+class _Request:
+    def __init__(self, **kwargs: object) -> None:
+        self.node = _Node(**kwargs)
+
+
+def test_a_misspelt_keyword_gets_a_suggestion() -> None:
+    """``modlues=`` listed every keyword, unlike a misspelt device property it did
+    not say which was meant."""
+    with pytest.raises(pytest.fail.Exception) as info:
+        plugin.fresh_guest_config(_Request(modlues=["x.ko"]))  # type: ignore[arg-type]
+    msg = str(info.value)
+    assert msg.startswith("@pytest.mark.irqlab takes "), msg
+    assert msg.endswith("not modlues= (did you mean modules=?)"), msg
+    with pytest.raises(pytest.fail.Exception) as info:
+        plugin.fresh_guest_config(_Request(zzzz=1))  # type: ignore[arg-type]
+    assert str(info.value).endswith("not zzzz="), str(info.value)  # nothing close

@@ -665,11 +665,15 @@ def fresh_guest_config(request: pytest.FixtureRequest, log_dir: Path | None = No
     kw = {**MARKER_DEFAULTS, **given}
     unknown = set(given) - MARKER_KEYWORDS
     if unknown or args:
+        import difflib
+
         known = MARKER_KEYWORDS
         got = [*(repr(a) for a in args), *sorted(unknown)]
+        like = [m for u in sorted(unknown) for m in difflib.get_close_matches(u, known, n=1)]
         pytest.fail(
             f"@pytest.mark.irqlab takes {', '.join(f'{k}=' for k in sorted(known))}, "
-            f"not {', '.join(f'{g}=' if g in unknown else g for g in got)}",
+            f"not {', '.join(f'{g}=' if g in unknown else g for g in got)}"
+            + (f" (did you mean {' or '.join(f'{m}=' for m in like)}?)" if like else ""),
             pytrace=False,
         )
     device, module, files = (_marker_mapping(kw, k) for k in ("device", "module", "files"))

@@ -266,3 +266,21 @@ def test_an_extra_module_whose_init_never_returns_is_named(
     assert said in first, first
     assert "irqlab-step" not in str(e), str(e)
     assert f"hang_on_load: how={how}, never returning" in rest, rest
+
+
+def test_a_guest_a_module_keeps_from_running_is_named_by_the_soft_lockup(
+    irqlab_fresh_guest: Guest,
+) -> None:
+    """A module spinning with preemption off on the one vCPU: no process runs again,
+    the agent's heartbeat stops.  The verdict said only that the agent was silent; the
+    kernel's soft lockup report on the console names the stuck CPU and task."""
+    g = irqlab_fresh_guest
+    assert g.ssh is not None and g.config.smp == 1
+    g.ssh.put(build_test_kmod("hang_on_load"), "/tmp/hang_on_load.ko")
+    g.sh("echo 1 > /proc/sys/kernel/watchdog_thresh")  # a report after 2 s, not 20 s
+    with pytest.raises(GuestFault) as info:
+        g.sh("insmod /tmp/hang_on_load.ko how=busy", timeout=300)
+    first = str(info.value).partition("\n")[0]
+    assert first.startswith("guest stopped responding: no agent heartbeat for "), first
+    assert "; the kernel said: BUG: soft lockup - CPU#0 stuck for " in first, first
+    assert "[insmod:" in first, first

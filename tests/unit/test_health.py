@@ -792,3 +792,52 @@ def test_the_watch_survives_a_check_that_raises(
     assert fault.cause.startswith("guest kernel panic")
     failed = [r for r in caplog.records if "a check failed" in r.getMessage()]
     assert [r.levelno for r in failed] == [logging.WARNING, logging.DEBUG]
+
+
+class _QuietMachine(_SilentMachine):
+    """A running QEMU that answers QMP: the guest inside is what stopped."""
+
+    def __init__(self) -> None:
+        super().__init__(RuntimeError())
+
+    def qmp_ping(self, timeout: float) -> str:
+        return "running"
+
+
+class _SilentAgent:
+    eof = False
+
+    def __init__(self, silent_for: float) -> None:
+        self.last_heartbeat = time.monotonic() - silent_for
+
+
+@pytest.mark.parametrize("stall", [True, False], ids=["soft-lockup", "nothing-said"])
+def test_a_silent_agent_is_named_by_the_kernels_stall_report(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, stall: bool
+) -> None:
+    """A driver's IRQ handler that spins: the console said "BUG: soft lockup" ~20 s
+    before the heartbeat's verdict, which said only that the agent was silent."""
+    from irqlab.vm import health
+
+    monkeypatch.setattr(health, "timeout_scale", lambda: 1.0)
+    console = tmp_path / "console.log"
+    lockup = "watchdog: BUG: soft lockup - CPU#0 stuck for 26s! [insmod:212]"
+    console.write_text(
+        "[    1.0] booted\n" + (f"[   36.1] {lockup}\n[   36.1] Modules linked in: mydrv\n" * stall)
+    )
+    watch = health.HealthWatch(
+        _QuietMachine(),  # type: ignore[arg-type]
+        lambda f: None,
+        agent=lambda: _SilentAgent(20.0),  # type: ignore[arg-type,return-value]
+        freeze_timeout=10.0,
+        qmp_every=1e9,
+    )
+    monkeypatch.setattr(watch, "_console_log", lambda: console)
+    fault = watch.check()
+    assert fault is not None
+    head = "guest stopped responding: no agent heartbeat for 20 s (limit 10 s: 10 s x host load)"
+    if stall:
+        assert fault.cause == f"{head}; the kernel said: {lockup.removeprefix('watchdog: ')}"
+        assert "Modules linked in: mydrv" in fault.console_tail
+    else:
+        assert fault.cause == head

@@ -77,6 +77,14 @@ CONSOLE_FAULT = re.compile("|".join(f"(?:{p.pattern})" for p, _ in CONSOLE_FAULT
 # function called from invalid context", "BUG: scheduling while atomic", "BUG: soft
 # lockup" and the like leave the guest running.
 OOPS_PRELUDE = re.compile(r"(?:BUG: |kernel BUG at |Unable to handle kernel ).*")
+# The kernel's reports of a CPU or task that stopped making progress: no fault by
+# themselves (the guest may recover), but what a guest that stops responding meanwhile
+# is named by (a driver's IRQ handler spinning: "BUG: soft lockup" comes ~20 s before
+# the heartbeat's verdict under load, which said only that the agent was silent).
+STALL_REPORT = re.compile(
+    r"(?:BUG: soft lockup|Watchdog detected hard LOCKUP|rcu: INFO: \S+ (?:self-)?detected "
+    r"stalls?|INFO: task .* blocked for more than).*"
+)
 OOPS_PRELUDE_LINES = 16  # arm64 prints 13 lines of abort details in between
 TAIL_LINES = 40
 log = logging.getLogger(__name__)
@@ -236,6 +244,7 @@ class HealthWatch(threading.Thread):
         # the console's last lines looked at: an oops's prelude may come in a look before
         self._recent: deque[str] = deque(maxlen=OOPS_PRELUDE_LINES)
         self._pending: tuple[float, str, float] | None = None  # console fault, grace deadline
+        self._stall: str | None = None  # the console's last STALL_REPORT line
         self._next_qmp = time.monotonic() + qmp_every
         # read-only for others (tests): the QMP pings begun, and whether one waits for
         # its reply now (see qmp_ping_pending)
@@ -338,6 +347,8 @@ class HealthWatch(threading.Thread):
         text = self._new_console_text()
         hit = scan_console(text, self._recent)
         self._recent.extend(text.splitlines())
+        for m in STALL_REPORT.finditer(text):
+            self._stall = m.group(0).strip()
         if hit is not None and (self._pending is None or hit[0] < self._pending[0]):
             self._pending = (hit[0], hit[1], now + GRACE)
 
@@ -377,9 +388,11 @@ class HealthWatch(threading.Thread):
             # stretches with the load (irqlab.vm.loadscale)
             limit = self.freeze_timeout * timeout_scale()
             if silent > limit:
+                said = "" if self._stall is None else f"; the kernel said: {self._stall}"
                 return self._fault(
                     f"guest stopped responding: no agent heartbeat for {silent:.0f} s "
-                    f"(limit {limit:.3g} s: {self.freeze_timeout:g} s x host load)"
+                    f"(limit {limit:.3g} s: {self.freeze_timeout:g} s x host load){said}",
+                    line=self._stall or "",
                 )
         return None
 

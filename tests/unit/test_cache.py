@@ -673,3 +673,40 @@ def test_dir_size_skips_what_another_process_removes_meanwhile(
 
     monkeypatch.setattr(cache.os, "lstat", lstat)
     assert cache.dir_size(tmp_path) == 1010
+
+
+@pytest.mark.parametrize(
+    ("shape", "said"),
+    [
+        ("whole", ""),
+        ("short", "state.mig is 1000 bytes, meta.json says the save wrote 4096"),
+        ("empty", "state.mig is 0 bytes, meta.json says the save wrote 4096"),
+        ("longer", "state.mig is 5000 bytes, meta.json says the save wrote 4096"),
+        ("missing", "state.mig is missing"),
+        ("directory", "state.mig is a directory, not the file the save wrote"),
+        ("fifo", "state.mig is a FIFO, not the file the save wrote"),
+        ("link", "state.mig is a symbolic link, not the file the save wrote"),
+        ("no-record", ""),  # a snapshot saved before the size was recorded: unknown
+    ],
+)
+def test_a_snapshot_state_file_not_as_saved_is_damaged(
+    tmp_path: Path, shape: str, said: str
+) -> None:
+    """A state.mig cut short (to 1000 bytes, to 0) was listed by `irqlab cache` as an
+    ordinary entry of 0.0 MiB, and one a byte short restored without a word; a FIFO, a
+    directory and a link to /dev/zero were all called "missing"."""
+    size = {"short": 1000, "empty": 0, "longer": 5000}.get(shape, 4096)
+    meta = "{}" if shape == "no-record" else '{"bytes": 4096}'
+    files = {"meta.json": meta}
+    if shape in ("whole", "short", "empty", "longer", "no-record"):
+        files["state.mig"] = "x" * size
+    snap = fake_cache.output(tmp_path, "snapshot", 1, files)
+    state = snap / "state.mig"
+    if shape == "directory":
+        state.mkdir()
+    elif shape == "fifo":
+        os.mkfifo(state)
+    elif shape == "link":
+        state.symlink_to("/dev/zero")
+    damaged = {e.path: e.damage for e in cache.entries()}
+    assert damaged[snap] == (f"{snap}/{said}" if said else "")

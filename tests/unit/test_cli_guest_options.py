@@ -716,6 +716,7 @@ def test_a_cold_boot_is_said_before_it_begins(
 
 def test_a_guest_with_its_snapshot_says_nothing_before_it_starts(tmp_path: Path) -> None:
     from irqlab.build import outputs
+    from irqlab.cli import guestcmd
     from irqlab.cli.guestcmd import cold_boot_reason
     from irqlab.vm import snapshot
 
@@ -728,6 +729,9 @@ def test_a_guest_with_its_snapshot_says_nothing_before_it_starts(tmp_path: Path)
         m.setattr(snapshot, "lookup", lambda key: found if key == "k" else None)
         m.setattr(outputs, "damage", lambda recipe, d: "")
         assert cold_boot_reason(guest) is None
+        # a damaged one is not "no snapshot yet" (said before the start named it)
+        m.setattr(outputs, "damage", lambda recipe, d: f"{d}/state.mig is 0 bytes")
+        assert cold_boot_reason(guest) == guestcmd.COLD_WHY_DAMAGED
 
 
 @pytest.mark.parametrize(

@@ -313,3 +313,29 @@ def test_a_snapshot_saved_in_the_bad_ones_place_meanwhile_is_restored(
     monkeypatch.setattr(snapshot, "boot_lock", saved_meanwhile)
     g._start()
     assert tried == [d, d] and snapshot.intact(d)
+
+
+def test_a_save_that_failed_without_qemus_words_says_how_full_the_disk_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A save into a full file system said only "migration failed" (QEMU 7.2 gives no
+    error-desc for a descriptor whose write failed): the free space now says why."""
+    import shutil as sh
+    from collections import namedtuple
+
+    from irqlab.vm import snapshot as snap
+
+    state = tmp_path / "state.mig"
+    state.write_bytes(bytes(3 * 2**20))
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(sh, "disk_usage", lambda p: usage(10 * 2**20, 10 * 2**20, 2**19))
+    said = snap._failed(f"saving {state}", "failed", {}, state)
+    assert said == (
+        f"saving {state}: migration failed (QEMU gave no reason; {tmp_path} has 0 MiB "
+        "free after 3 MiB were written: the disk is full?)"
+    )
+    # QEMU's own words stand alone; room enough: nothing guessed
+    desc = {"error-desc": "Unable to write to file: No space left on device"}
+    assert snap._failed("saving x", "failed", desc, state).endswith(": No space left on device")
+    monkeypatch.setattr(sh, "disk_usage", lambda p: usage(2**40, 0, 2**40))
+    assert snap._failed("saving x", "failed", {}, state) == "saving x: migration failed"

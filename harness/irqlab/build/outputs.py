@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import stat
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,6 +48,7 @@ __all__ = [
 # the ready-state snapshot's output and its state file (irqlab.vm.snapshot's)
 SNAPSHOT_RECIPE = "snapshot"
 SNAPSHOT_STATE_FILE = "state.mig"
+SNAPSHOT_META_FILE = "meta.json"  # its record: the size the save wrote ("bytes"), ...
 # Every recipe's name: the <name> of its outputs, <cache>/<name>-<input hash>/
 # (irqlab.build: qemu, kernel, kmod, responder, image, devicetree, buildroot;
 # irqlab.vm.snapshot).  Only their outputs are listed, pruned and evicted: the cache
@@ -265,7 +267,30 @@ def _kernel_damage(path: Path) -> str:
 
 def _snapshot_damage(path: Path) -> str:
     state = path / SNAPSHOT_STATE_FILE
-    return "" if state.is_file() else f"{state} is missing"
+    try:
+        mode = state.lstat().st_mode
+    except FileNotFoundError:
+        return f"{state} is missing"
+    except OSError as e:
+        return f"{state}: {e.strerror}"
+    if not stat.S_ISREG(mode):  # a FIFO, a directory or a link (to /dev/zero) was "missing"
+        return f"{state} is {_file_kind(mode)}, not the file the save wrote"
+    want = _json(path / SNAPSHOT_META_FILE).get("bytes")
+    if not isinstance(want, int) or isinstance(want, bool):  # no record: size unknown
+        return ""
+    return _size_damage(state, want, f"{SNAPSHOT_META_FILE} says the save wrote", exact=True)
+
+
+def _file_kind(mode: int) -> str:
+    kinds = (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISLNK, "a symbolic link"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    )
+    return next((said for test, said in kinds if test(mode)), "not a regular file")
 
 
 _DAMAGE: dict[str, Callable[[Path], str]] = {

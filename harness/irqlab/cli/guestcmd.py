@@ -397,6 +397,7 @@ COLD_WHY_NONE = (
     "no snapshot of this configuration yet; one is saved once it is ready, and later "
     "starts restore it"
 )
+COLD_WHY_DAMAGED = "the snapshot of this configuration is damaged; a new one is saved"
 
 
 def cold_boot_reason(g: Any) -> str | None:
@@ -409,7 +410,11 @@ def cold_boot_reason(g: Any) -> str | None:
     if g.config.extra_devices:
         return COLD_WHY_DEVICES
     found = snapshot.lookup(g.snapshot_key())
-    return None if found is not None and snapshot.intact(found) else COLD_WHY_NONE
+    if found is None:
+        return COLD_WHY_NONE
+    if not snapshot.intact(found):  # it is said, removed and made again by the start
+        return COLD_WHY_DAMAGED
+    return None
 
 
 @contextlib.contextmanager

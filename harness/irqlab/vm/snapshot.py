@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -54,8 +55,9 @@ __all__ = [
 RECIPE = outputs.SNAPSHOT_RECIPE
 FORMAT = "2"  # bump when the saved guest's contract changes (agent port, daemon protocol)
 STATE_FILE = outputs.SNAPSHOT_STATE_FILE
-META_FILE = "meta.json"
+META_FILE = outputs.SNAPSHOT_META_FILE
 STATE_FD_NAME = "irqlab-state"  # the name QEMU knows the state file's descriptor by
+FULL_DISK_BYTES = 64 * 2**20  # free space below which a failed save blames the disk
 EVENT_SLICE = 0.1  # s: how often a wait for QEMU's migration events checks that QEMU lives
 
 
@@ -104,13 +106,13 @@ def held(directory: Path) -> Iterator[None]:
 
 
 def intact(directory: Path) -> bool:
-    """Whether the snapshot *directory* has its state file."""
+    """Whether the snapshot *directory* has its state file, as big as the save wrote."""
     return not outputs.damage(RECIPE, directory)
 
 
 def check(directory: Path) -> dict[str, Any]:
     """The snapshot *directory*'s meta (:func:`read_meta`); :class:`SnapshotError` naming
-    the file when its state file is missing."""
+    the file when its state file is missing, not a file, or not the size saved."""
     why = outputs.damage(RECIPE, directory)
     if why:
         raise SnapshotError(f"snapshot {why} (its directory is marked complete)")
@@ -161,11 +163,16 @@ def discard(key: str) -> str | None:
 
 
 def _wait_migration(
-    machine: Machine, timeout: float, what: str, check: Callable[[], None] | None = None
+    machine: Machine,
+    timeout: float,
+    what: str,
+    check: Callable[[], None] | None = None,
+    written: Path | None = None,
 ) -> dict[str, Any]:
     """Wait for QEMU's MIGRATION event with a final status (completed or failed); a
     QEMU that exits meanwhile ends the wait at once, and so does *check* (run every
-    slice) by raising (the health watch's verdict on a frozen QEMU)."""
+    slice) by raising (the health watch's verdict on a frozen QEMU).  *written*: the
+    file a save writes (a failure QEMU gives no words for says how full its disk is)."""
     deadline = time.monotonic() + timeout
     while True:
         if check is not None:
@@ -191,7 +198,7 @@ def _wait_migration(
             if status == "completed":
                 return {"event": "MIGRATION", "data": {"status": status}}
             if status in ("failed", "cancelled"):
-                raise SnapshotError(_failed(what, status, info)) from None
+                raise SnapshotError(_failed(what, status, info, written)) from None
             continue
         status = (ev.get("data") or {}).get("status")
         if status == "completed":
@@ -200,14 +207,30 @@ def _wait_migration(
             info = {}
             with contextlib.suppress(MachineError, QMPFailure, QMPCommandError):
                 info = machine.qmp("query-migrate") or {}
-            raise SnapshotError(_failed(what, status, info))
+            raise SnapshotError(_failed(what, status, info, written))
 
 
-def _failed(what: str, status: str, info: Mapping[str, Any]) -> str:
+def _failed(what: str, status: str, info: Mapping[str, Any], written: Path | None = None) -> str:
     """A failed migration's error, with QEMU's own words (``error-desc``: "Unable to
-    write to file: No space left on device") when it gave them."""
+    write to file: No space left on device") when it gave them.  QEMU 7.2 gives none
+    for a write to a descriptor that failed (a full disk said only "migration failed"):
+    then, for a save, how much room the file's file system has left."""
     desc = info.get("error-desc")
-    return f"{what}: migration {status}" + (f": {desc}" if desc else "")
+    if desc:
+        return f"{what}: migration {status}: {desc}"
+    said = f"{what}: migration {status}"
+    if written is not None and status == "failed":
+        try:
+            free = shutil.disk_usage(written.parent).free
+        except OSError:
+            return said
+        if free < FULL_DISK_BYTES:
+            size = written.stat().st_size if written.exists() else 0
+            said += (
+                f" (QEMU gave no reason; {written.parent} has {free // 2**20} MiB free "
+                f"after {size // 2**20} MiB were written: the disk is full?)"
+            )
+    return said
 
 
 @contextlib.contextmanager
@@ -289,7 +312,7 @@ def save(
         try:
             with _state_fd(machine, state, os.O_WRONLY | os.O_CREAT | os.O_EXCL) as uri:
                 machine.qmp("migrate", uri=uri)
-            _wait_migration(machine, timeout, f"saving {state}", check)
+            _wait_migration(machine, timeout, f"saving {state}", check, written=state)
         except BaseException:
             # a save still running would stop the VM later, under a continued guest
             ended = not machine.is_running() or _cancel_migration(machine)

@@ -74,3 +74,25 @@ def test_a_command_that_failed_on_its_own_keeps_its_error(
     with pytest.raises(SshError) as info:
         g.sh("echo hi")
     assert info.value is error
+
+
+@pytest.mark.parametrize(
+    ("cmd", "error", "said"),
+    [
+        (b"echo hi", TypeError, "a guest command is a str, not bytes: b'echo hi'"),
+        ("echo a\0b", ValueError, "cannot hold a NUL character"),
+    ],
+)
+def test_a_command_that_is_no_shell_text_is_refused(
+    monkeypatch: pytest.MonkeyPatch, cmd: object, error: type[Exception], said: str
+) -> None:
+    """``g.sh(b"echo hi")`` ran the text ``b'echo hi'`` (exit 127) and ``"echo a\\0b"``
+    ran ``echo a``, both without a word; nothing reaches the guest now."""
+    g = Guest(GuestConfig(name="bad-command"))
+    ran: list[str] = []
+    g.ssh = _BrokenSsh(AssertionError("reached the guest"))  # type: ignore[assignment]
+    monkeypatch.setattr(g, "check_health", lambda: ran.append("looked"))
+    for call in (g.sh, g.run):
+        with pytest.raises(error, match=said):
+            call(cmd)  # type: ignore[arg-type]
+    assert ran == []

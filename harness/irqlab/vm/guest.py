@@ -238,6 +238,18 @@ def holders_of(ls_fds: str, prefixes: Sequence[str]) -> dict[int, list[str]]:
     return held
 
 
+def _shell_command(cmd: object) -> str:
+    """*cmd* as a guest shell command: a str without NUL.  ``b"echo hi"`` ran the text
+    ``b'echo hi'`` (exit 127), and ``"echo a\0b"`` ran ``echo a``: both said nothing."""
+    if not isinstance(cmd, str):
+        raise TypeError(f"a guest command is a str, not {type(cmd).__name__}: {cmd!r}")
+    if "\0" in cmd:
+        raise ValueError(
+            f"a guest command cannot hold a NUL character (the shell ends it there): {cmd!r}"
+        )
+    return cmd
+
+
 def _kernel_step(commands: Sequence[str], then: str = "") -> str:
     """A guest shell script running *commands* (modprobe, insmod, rmmod) in turn; at the
     first that fails, STEP_MARK and its index, then KMSG_MARK and the kernel's messages
@@ -2105,7 +2117,7 @@ class Guest:
         when the guest dies or freezes meanwhile.  :meth:`run` returns the status
         instead and takes stdin."""
         __tracebackhide__ = hide_frame
-        result = self._run(cmd, timeout=timeout)
+        result = self._run(_shell_command(cmd), timeout=timeout)
         if check and result.rc != 0:
             raise CommandError(cmd, result)
         return result.out
@@ -2116,7 +2128,7 @@ class Guest:
         it, and ``signal`` names it), ``out``, ``err``.  A guest that dies meanwhile
         raises :class:`GuestFault`."""
         __tracebackhide__ = hide_frame
-        return self._run(cmd, timeout=timeout, input=input)
+        return self._run(_shell_command(cmd), timeout=timeout, input=input)
 
     def _run(
         self, cmd: str, *, timeout: float, input: bytes | None = None, doing: str = ""

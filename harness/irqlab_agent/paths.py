@@ -16,11 +16,13 @@ thread (their reads go through :func:`sysio.raw_read`, which returns EINTR).
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import queue
 import select
 import signal
+import stat
 import struct
 import threading
 import time
@@ -118,6 +120,7 @@ class NotificationPath(threading.Thread):
     waits_in_read: ClassVar[bool] = False
     summarizable: ClassVar[bool] = False  # reads event records through report(): summarize
     open_nonblock: ClassVar[bool] = True
+    records: ClassVar[bool] = True  # opens the driver's event node (opts.dev): checked
     # the arm request's options this kind reads beyond op_arm's own (opts.params and
     # op_arm's per-kind ones): ACKs on a second file of ack_dev
     options: ClassVar[frozenset[str]] = frozenset({"ack_dev"})
@@ -145,6 +148,28 @@ class NotificationPath(threading.Thread):
     def open(self) -> None:
         flags = os.O_RDWR | os.O_CLOEXEC | (os.O_NONBLOCK if self.open_nonblock else 0)
         self.fd = os.open(self.opts.dev, flags)
+        if self.records:
+            self.check_node()
+
+    def check_node(self) -> None:
+        """The open file is one of the driver's record nodes (its GET_INFO ioctl
+        answers), or a FIFO (a test's stand-in, records written into it): a regular
+        file or ``dev="/dev/zero"`` was armed and its bytes read as thousands of garbage
+        events."""
+        dev = self.opts.dev
+        mode = os.fstat(self.fd).st_mode
+        if stat.S_ISFIFO(mode):
+            return
+        if not stat.S_ISCHR(mode):
+            raise OSError(errno.ENOTTY, f"{dev} is not a character device (an irqlab node?)")
+        try:
+            self.abi.ioctl("GET_INFO").call(self.fd)
+        except OSError as e:
+            if e.errno not in (errno.ENOTTY, errno.EINVAL):
+                raise
+            raise OSError(
+                e.errno, f"{dev} is not an irqlab event node: its GET_INFO ioctl fails"
+            ) from None
 
     def setup(self) -> None:
         """Configure the open fd (FASYNC, eventfd, ...). Runs in the caller's thread."""
@@ -631,6 +656,7 @@ class CountPath(NotificationPath):
     """The counting interrupt file: read returns a u32, interrupts since the last read."""
 
     kind = "count"
+    records = False  # the counting file: a u32 per read, no GET_INFO
     stopped_by_signal = True
     waits_in_read = True
     open_nonblock = False

@@ -74,6 +74,15 @@ def test_failed_arms_leave_no_file_open(irqlab_guest: Guest, irqlab_agent: Agent
         r = irqlab_agent.request("arm", path="uio", name=f"u{i}", check=False)
         assert r["ok"] is False and "internal error" not in r["error"], r
     assert _fds(irqlab_guest, pid) == before
+    # no irqlab node: /dev/zero's bytes were read as thousands of garbage events
+    for kind in ("read", "poll", "sigio", "eventfd"):
+        for dev, said in (
+            ("/dev/zero", "/dev/zero is not an irqlab event node"),
+            ("/etc/passwd", "/etc/passwd is not a character device"),
+        ):
+            r = irqlab_agent.request("arm", path=kind, dev=dev, check=False)
+            assert r["ok"] is False and said in r["error"], r
+    assert _fds(irqlab_guest, pid) == before
     irqlab_agent.arm("poll", dev=irqlab_guest.dev)  # a good arm after them works
 
 

@@ -49,6 +49,8 @@ FAKE_SPEC = {
             "arg": _struct(16, ("seq", 0, "I"), ("pad", 4, "I"), ("latency_ns", 8, "Q")),
         },
         "SET_EVENTFD": {"request": 0x40044902, "arg": _struct(4, ("fd", 0, "i"))},
+        # what a record path's arm asks of a character device (a FIFO is let be)
+        "GET_INFO": {"request": 0x80084904, "arg": _struct(8, ("version", 0, "Q"))},
     },
 }  # fmt: skip
 

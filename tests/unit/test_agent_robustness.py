@@ -393,3 +393,26 @@ def test_a_session_whose_agent_cannot_be_made_closes_its_connection() -> None:
     assert a.fileno() == -1  # closed
     assert b.recv(10) == b""  # the peer sees the end
     b.close()
+
+
+@pytest.mark.parametrize(
+    ("dev", "said"),
+    [
+        ("regular", "is not a character device (an irqlab node?)"),
+        ("/dev/zero", "/dev/zero is not an irqlab event node: its GET_INFO ioctl fails"),
+    ],
+)
+def test_a_record_path_on_a_file_that_is_no_irqlab_node_is_refused(
+    agent: AgentClient, tmp_path: Path, dev: str, said: str
+) -> None:
+    """``arm("read", dev="/dev/zero")`` or a regular file was accepted, and its bytes read
+    as thousands of garbage events (seq 0, value 0)."""
+    if dev == "regular":
+        dev = str(tmp_path / "records")
+        Path(dev).write_bytes(bytes(4096))
+    pid = agent.ping()["pid"]
+    before = _fds(pid)
+    r = agent.request("arm", path="read", dev=dev, check=False)
+    assert r["ok"] is False and r["errno"] == "ENOTTY", r
+    assert said in r["error"], r
+    assert _fds(pid) == before  # the file it opened is closed again

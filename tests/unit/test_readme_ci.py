@@ -61,6 +61,9 @@ def test_the_own_ci_cache_key_and_snapshots_are_said_as_they_work() -> None:
     assert "irqlab cache --keys" in own
     assert "keyed by the irqlab version" not in own
     assert "!~/.cache/irqlab/snapshot-*" in own
+    # the entries, not the directory: an exclude does not reach into a directory listed
+    # whole (test_workflows.test_cache_excludes_are_at_the_level_of_their_includes)
+    assert "the rest: `~/.cache/irqlab/*` with" in own
     assert "and the first cold boot of each" not in own
 
 

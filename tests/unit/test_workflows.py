@@ -182,6 +182,37 @@ def test_caches_keyed_by_inputs_and_logs_uploaded_on_failure(wf: Path) -> None:
             assert "path: build/logs/" in step, step
 
 
+def _cache_path_lists(text: str) -> list[list[str]]:
+    """The path list of every actions/cache step (cache, cache/restore, cache/save)."""
+    lists = []
+    for m in re.finditer(
+        r"uses: actions/cache(?:/restore|/save)?@.*\n\s+with:\n((?:\s{10,}.*\n)+)", text
+    ):
+        path = re.search(r"path: (\|\n(?:\s{12,}.*\n)+|.+)", m[1])
+        assert path, m[1]
+        lists.append(path[1].removeprefix("|").split())
+    return lists
+
+
+@pytest.mark.parametrize("wf", LINTED, ids=lambda p: p.name)
+def test_cache_excludes_are_at_the_level_of_their_includes(wf: Path) -> None:
+    """actions/cache resolves its paths with implicit descendants off: an include names
+    only itself, an exclude removes only what an include matched. `~/.cache/irqlab` with
+    `!~/.cache/irqlab/snapshot-*` saved the whole directory, snapshots included
+    (actions/toolkit#713, #2155). Every path list with an exclude lists the entries at
+    the exclude's level (`~/.cache/irqlab/*`), never a directory above one."""
+    lists = [p for p in _cache_path_lists(_text(wf)) if any(x.startswith("!") for x in p)]
+    assert lists, "no cache with an exclude?"
+    for paths in lists:
+        excludes = [x[1:] for x in paths if x.startswith("!")]
+        includes = [x for x in paths if not x.startswith("!")]
+        for ex in excludes:
+            above = [i for i in includes if ex.startswith(i.rstrip("/") + "/")]
+            assert not above, f"{above} lists a directory above the exclude !{ex}: {paths}"
+            level = ex.rsplit("/", 1)[0]
+            assert any(i.rsplit("/", 1)[0] == level for i in includes), (ex, paths)
+
+
 def _jobs(text: str) -> dict[str, str]:
     """Every job of a workflow by name."""
     return {n: _job(text, n) for n in re.findall(r"^  ([a-z0-9-]+):\n    name:", text, re.M)}
@@ -194,7 +225,7 @@ def test_a_restored_qemu_is_made_runnable_before_it_runs(wf: Path) -> None:
     it runs build-qemu (``invoke build``, ``invoke build-qemu``, ``.ci/run``'s
     ``invoke test-all``), whose cache hit installs them, before any test starts QEMU."""
     for name, job in _jobs(_text(wf)).items():
-        if "path: |\n            ~/.cache/irqlab\n" not in job:
+        if "path: |\n            ~/.cache/irqlab/*\n" not in job:
             continue
         steps = job[job.index("\n    steps:\n") :].splitlines()
         job = "\n".join(ln for ln in steps if not ln.lstrip().startswith("#"))
@@ -276,7 +307,7 @@ def test_the_examples_caches_are_saved_as_soon_as_each_build_is_made() -> None:
         "irqlab-qemu-${{ steps.keys.outputs.qemu }}": qemu,
         "irqlab-ccache-${{ steps.keys.outputs.qemu }}": "~/.cache/ccache",
         "irqlab-rest-${{ steps.keys.outputs.rest }}": "|\n"
-        "            ~/.cache/irqlab\n"
+        "            ~/.cache/irqlab/*\n"
         "            !~/.cache/irqlab/snapshot-*\n"
         "            !~/.cache/irqlab/qemu*",
     }

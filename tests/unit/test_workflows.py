@@ -154,6 +154,27 @@ def test_a_cache_restore_asks_for_the_paths_it_was_saved_with(wf: Path) -> None:
         assert path == saved[key], f"{key}: restored as {path!r}, saved as {saved[key]!r}"
 
 
+def test_restore_keys_match_only_their_own_caches_keys() -> None:
+    """A restore-keys prefix restores the newest entry whose key starts with it: the
+    x86_64 ccache's `ccache-qemu-` also took the aarch64 job's `ccache-qemu-aarch64-...`
+    (both targets' objects). Every key any workflow saves that a step's restore-keys
+    prefix matches has that step's key's fixed part (all but its last expression)."""
+    steps = []
+    for wf in LINTED:
+        for m in re.finditer(r"\n\s+with:\n((?:\s{10,}.*\n)+)", _text(wf)):
+            key = re.search(r"^\s+key: (.+)$", m[1], re.M)
+            if key:
+                restore = re.search(r"^\s+restore-keys: (.+)$", m[1], re.M)
+                steps.append((key[1].rsplit("${{", 1)[0], restore[1].strip() if restore else None))
+    assert any(r for _, r in steps)
+    for fixed, prefix in steps:
+        if prefix is None:
+            continue
+        assert fixed.startswith(prefix), (fixed, prefix)
+        others = {f for f, _ in steps if f.startswith(prefix) and f != fixed}
+        assert not others, f"restore-keys {prefix} also matches {others}"
+
+
 @pytest.mark.parametrize("wf", WORKFLOWS, ids=lambda p: p.name)
 def test_caches_keyed_by_inputs_and_logs_uploaded_on_failure(wf: Path) -> None:
     """Each cache key hashes the files it depends on; logs are uploaded when a job

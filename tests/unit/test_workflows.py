@@ -154,6 +154,90 @@ def test_a_cache_restore_asks_for_the_paths_it_was_saved_with(wf: Path) -> None:
         assert path == saved[key], f"{key}: restored as {path!r}, saved as {saved[key]!r}"
 
 
+@pytest.mark.parametrize("wf", WORKFLOWS, ids=lambda p: p.name)
+def test_the_build_caches_are_keyed_by_irqlab_cache_keys(wf: Path) -> None:
+    """hashFiles over qemu-device/ and the build recipes missed what the build's own
+    digests include, apt's candidate versions: after a Debian point release the stale
+    key hit forever. Every cache of the builds (~/.cache/irqlab, QEMU's ccache) is keyed
+    by what .ci/cache-keys read from `irqlab cache --keys`, in a step after the venv's
+    install and before the first cache step; a job building the aarch64 target has
+    IRQLAB_ARCHES set for it, and its keys name both targets."""
+    for name, job in _jobs(_text(wf)).items():
+        if "\n    steps:\n" not in job:  # a job calling a workflow
+            continue
+        steps = _steps(job)
+        keyed = {
+            n: s
+            for n, s in steps.items()
+            if "uses: actions/cache" in s and ("~/.cache/irqlab" in s or "~/.cache/ccache" in s)
+        }
+        if not keyed:
+            continue
+        names = list(steps)
+        keys_step = steps["The build caches' keys"]
+        assert "id: keys\n" in keys_step and "run: bash .ci/cache-keys\n" in keys_step
+        install = names.index("Install the project")
+        assert install < names.index("The build caches' keys") < names.index(next(iter(keyed)))
+        assert "pip install -q -c constraints.txt -e '.[dev]'" in steps["Install the project"]
+        assert "apt-get update" in steps[names[0]], name
+        for n, s in keyed.items():
+            (key,) = re.findall(r"^\s+key: (.+)$", s, re.M)
+            assert "hashFiles" not in key and "${{ steps.keys.outputs." in key, (name, n)
+        if "aarch64" in "".join(keyed.values()):
+            assert "IRQLAB_ARCHES: x86_64,aarch64" in job, name
+            assert any("steps.keys.outputs.qemu_aarch64" in s for s in keyed.values()), name
+
+
+def _printed_keys(
+    keys: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> str:
+    """What ``irqlab cache --keys`` prints for *keys*."""
+    from irqlab.build import cachekeys
+    from irqlab.cli.main import main
+
+    monkeypatch.setattr(cachekeys, "cache_keys", lambda: dict(keys))
+    assert main(["cache", "--keys"]) == 0
+    return capsys.readouterr().out
+
+
+def _run_with_fake_irqlab(
+    tmp_path: Path, argv: list[str], printed: str
+) -> tuple[subprocess.CompletedProcess[str], str]:
+    """*argv* run with an ``irqlab`` on PATH that prints *printed*; its $GITHUB_OUTPUT."""
+    fake = tmp_path / "bin" / "irqlab"
+    fake.parent.mkdir(exist_ok=True)
+    fake.write_text(f"#!/bin/sh\ncat <<'EOF'\n{printed}EOF\n")
+    fake.chmod(0o755)
+    github_output = tmp_path / "output"
+    github_output.write_text("")
+    env = {"PATH": f"{fake.parent}:/usr/bin:/bin", "GITHUB_OUTPUT": str(github_output)}
+    r = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+    return r, github_output.read_text()
+
+
+def test_the_workflows_cache_keys_are_read_from_what_irqlab_cache_keys_prints(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """.ci/cache-keys, run against what ``irqlab cache --keys`` prints (both QEMU targets):
+    the combined key and each target's QEMU digest as step outputs; a missing line fails
+    the step."""
+    keys = {"qemu x86_64": "0" * 16, "qemu aarch64": "a" * 16, "kernel x86_64": "b" * 16}
+    printed = _printed_keys(keys, monkeypatch, capsys)
+    argv = ["bash", str(repo_root() / ".ci" / "cache-keys")]
+    r, output = _run_with_fake_irqlab(tmp_path, argv, printed)
+    assert r.returncode == 0, r.stderr
+    combined = printed.splitlines()[-1].removeprefix("key irqlab-")
+    assert output.splitlines() == [
+        f"key={combined}",
+        f"qemu_x86_64={'0' * 16}",
+        f"qemu_aarch64={'a' * 16}",
+    ]
+    for missing in ("key", "qemu"):
+        cut = "".join(ln + "\n" for ln in printed.splitlines() if not ln.startswith(missing))
+        r, output = _run_with_fake_irqlab(tmp_path, argv, cut)
+        assert r.returncode != 0 and output == "", missing
+
+
 def test_restore_keys_match_only_their_own_caches_keys() -> None:
     """A restore-keys prefix restores the newest entry whose key starts with it: the
     x86_64 ccache's `ccache-qemu-` also took the aarch64 job's `ccache-qemu-aarch64-...`
@@ -184,7 +268,8 @@ def test_caches_keyed_by_inputs_and_logs_uploaded_on_failure(wf: Path) -> None:
     text = _text(wf)
     keys = re.findall(r"^\s+key:\s*(.+)$", text, re.M)
     assert keys, "no caches"
-    assert all("hashFiles(" in k for k in keys), keys
+    # hashFiles over the files (Buildroot's), or irqlab cache --keys (the builds')
+    assert all("hashFiles(" in k or "${{ steps.keys.outputs." in k for k in keys), keys
     uploads = [m.start() for m in re.finditer(r"uses: actions/upload-artifact@", text)]
     assert uploads
     for pos in uploads:
@@ -366,28 +451,15 @@ def test_the_examples_cache_keys_are_read_from_what_irqlab_cache_keys_prints(
     """The keys step's shell, run against what ``irqlab cache --keys`` prints: the QEMU
     digest (the name of its output directory in the cache, which the QEMU cache saves)
     and the combined key; a missing line fails the step."""
-    from irqlab.build import cache, cachekeys
-    from irqlab.cli.main import main
+    from irqlab.build import cache
 
     keys = {"qemu x86_64": "0123456789abcdef", "kernel x86_64": "b" * 16, "image x86_64": "c" * 16}
-    monkeypatch.setattr(cachekeys, "cache_keys", lambda: dict(keys))
-    assert main(["cache", "--keys"]) == 0
-    printed = capsys.readouterr().out
+    printed = _printed_keys(keys, monkeypatch, capsys)
     script = _steps(_job(_text(EXAMPLE), "irqlab"))["The build caches' keys"]
     script = script.split("run: |\n", 1)[1]
-    fake = tmp_path / "bin" / "irqlab"
-    fake.parent.mkdir()
 
     def run(out: str) -> tuple[subprocess.CompletedProcess[str], str]:
-        fake.write_text(f"#!/bin/sh\ncat <<'EOF'\n{out}EOF\n")
-        fake.chmod(0o755)
-        github_output = tmp_path / "output"
-        github_output.write_text("")
-        env = {"PATH": f"{fake.parent}:/usr/bin:/bin", "GITHUB_OUTPUT": str(github_output)}
-        r = subprocess.run(
-            ["bash", "-e", "-c", script], env=env, capture_output=True, text=True, check=False
-        )
-        return r, github_output.read_text()
+        return _run_with_fake_irqlab(tmp_path, ["bash", "-e", "-c", script], out)
 
     r, output = run(printed)
     assert r.returncode == 0, r.stderr

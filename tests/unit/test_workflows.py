@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -147,11 +148,27 @@ def test_a_cache_restore_asks_for_the_paths_it_was_saved_with(wf: Path) -> None:
     another workflow of the run (e2e.yml restores what regression.yml's build saves)."""
     saved: dict[str, str] = {}
     for other in WORKFLOWS:
-        for key, path in _cache_steps(_text(other), "actions/cache@").items():
-            assert saved.setdefault(key, path) == path, f"{key} saved with two path sets"
+        for action in ("actions/cache@", "actions/cache/save@"):
+            for key, path in _cache_steps(_text(other), action).items():
+                assert saved.setdefault(key, path) == path, f"{key} saved with two path sets"
     for key, path in _cache_steps(_text(wf), "actions/cache/restore@").items():
         assert key in saved, f"nothing saves {key}"
         assert path == saved[key], f"{key}: restored as {path!r}, saved as {saved[key]!r}"
+
+
+def _build_cache_steps(wf: Path) -> Iterator[tuple[str, str, dict[str, str], dict[str, str]]]:
+    """Per job with steps of *wf*: its name, text, steps, and the steps caching the
+    builds (~/.cache/irqlab) or QEMU's ccache (~/.cache/ccache)."""
+    for name, job in _jobs(_text(wf)).items():
+        if "\n    steps:\n" not in job:  # a job calling a workflow
+            continue
+        steps = _steps(job)
+        ours = {
+            n: s
+            for n, s in steps.items()
+            if "uses: actions/cache" in s and ("~/.cache/irqlab" in s or "~/.cache/ccache" in s)
+        }
+        yield name, job, steps, ours
 
 
 @pytest.mark.parametrize("wf", WORKFLOWS, ids=lambda p: p.name)
@@ -162,15 +179,7 @@ def test_the_build_caches_are_keyed_by_irqlab_cache_keys(wf: Path) -> None:
     by what .ci/cache-keys read from `irqlab cache --keys`, in a step after the venv's
     install and before the first cache step; a job building the aarch64 target has
     IRQLAB_ARCHES set for it, and its keys name both targets."""
-    for name, job in _jobs(_text(wf)).items():
-        if "\n    steps:\n" not in job:  # a job calling a workflow
-            continue
-        steps = _steps(job)
-        keyed = {
-            n: s
-            for n, s in steps.items()
-            if "uses: actions/cache" in s and ("~/.cache/irqlab" in s or "~/.cache/ccache" in s)
-        }
+    for name, job, steps, keyed in _build_cache_steps(wf):
         if not keyed:
             continue
         names = list(steps)
@@ -236,6 +245,42 @@ def test_the_workflows_cache_keys_are_read_from_what_irqlab_cache_keys_prints(
         cut = "".join(ln + "\n" for ln in printed.splitlines() if not ln.startswith(missing))
         r, output = _run_with_fake_irqlab(tmp_path, argv, cut)
         assert r.returncode != 0 and output == "", missing
+
+
+@pytest.mark.parametrize("wf", WORKFLOWS, ids=lambda p: p.name)
+def test_the_build_caches_are_saved_right_after_the_build(wf: Path) -> None:
+    """actions/cache saves only at the end of a green job: after a key change a red run
+    saved nothing and every later run built again (the README tells other projects to
+    use cache/restore and cache/save). A job that saves the build cache or QEMU's
+    ccache restores each with actions/cache/restore and saves it with
+    actions/cache/save, with the same key and paths, when its key missed, after the
+    build step and before any test."""
+    for name, _job, steps, ours in _build_cache_steps(wf):
+        assert not [n for n, s in ours.items() if "uses: actions/cache@" in s], name
+        saves = {n: s for n, s in ours.items() if "uses: actions/cache/save@" in s}
+        if not saves:
+            continue
+        restores = {n: s for n, s in ours.items() if "uses: actions/cache/restore@" in s}
+        restored = {
+            k: p
+            for s in restores.values()
+            for k, p in _cache_steps(s, "actions/cache/restore@").items()
+        }
+        names = list(steps)
+        build = [
+            n
+            for n, s in steps.items()
+            if "uses:" not in s and re.search(r"\binvoke build(?:-qemu)?(?![\w-])", s)
+        ]
+        first_test = min(
+            i for i, s in enumerate(steps.values()) if "pytest " in s or "bash .ci/run" in s
+        )
+        assert build, name
+        for n, s in saves.items():
+            ((key, path),) = _cache_steps(s, "actions/cache/save@").items()
+            assert restored.get(key) == path, (name, n)
+            assert names.index(build[0]) < names.index(n) < first_test, (name, n)
+            assert "outputs.cache-hit != 'true'" in s, (name, n)
 
 
 def test_restore_keys_match_only_their_own_caches_keys() -> None:

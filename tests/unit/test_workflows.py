@@ -324,7 +324,7 @@ def test_caches_keyed_by_inputs_and_logs_uploaded_on_failure(wf: Path) -> None:
         elif "name: junit" in step:  # every shard's report, and the merged one
             assert "if: always()" in step or "if: ${{ !cancelled() }}" in step, step
             assert re.search(
-                r"path: build/logs/junit-(aarch64-)?\*\.xml|path: build/reports/"
+                r"path: build/logs/junit-(aarch64-)?\*\.xml|path: \|\n\s+build/reports/junit/\n"
                 r"|path: build/logs/junit-build\.xml",
                 step,
             )
@@ -737,6 +737,15 @@ def test_e2e_suite_is_a_matrix_of_images_and_shards_reported_once() -> None:
     assert "if: always()" in upload and "name: junit-build\n" in upload
     assert "path: build/logs/junit-build.xml\n" in upload
     assert "build/reports/junit/junit-build.xml" in report
+    # the junit artifact: the JUnit files and the merged one, not all of build/reports/
+    # (the bench result is fetched there too)
+    upload = _steps(report)["Upload the merged JUnit report"]
+    assert "--out build/reports/junit-merged.xml" in report
+    assert (
+        "path: |\n            build/reports/junit/\n            build/reports/junit-merged.xml\n"
+        in upload
+    )
+    assert "path: build/reports/\n" not in upload
 
 
 def test_jobs_run_in_debian_12_with_kvm() -> None:

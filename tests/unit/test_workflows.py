@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -147,11 +148,160 @@ def test_a_cache_restore_asks_for_the_paths_it_was_saved_with(wf: Path) -> None:
     another workflow of the run (e2e.yml restores what regression.yml's build saves)."""
     saved: dict[str, str] = {}
     for other in WORKFLOWS:
-        for key, path in _cache_steps(_text(other), "actions/cache@").items():
-            assert saved.setdefault(key, path) == path, f"{key} saved with two path sets"
+        for action in ("actions/cache@", "actions/cache/save@"):
+            for key, path in _cache_steps(_text(other), action).items():
+                assert saved.setdefault(key, path) == path, f"{key} saved with two path sets"
     for key, path in _cache_steps(_text(wf), "actions/cache/restore@").items():
         assert key in saved, f"nothing saves {key}"
         assert path == saved[key], f"{key}: restored as {path!r}, saved as {saved[key]!r}"
+
+
+def _build_cache_steps(wf: Path) -> Iterator[tuple[str, str, dict[str, str], dict[str, str]]]:
+    """Per job with steps of *wf*: its name, text, steps, and the steps caching the
+    builds (~/.cache/irqlab) or QEMU's ccache (~/.cache/ccache)."""
+    for name, job in _jobs(_text(wf)).items():
+        if "\n    steps:\n" not in job:  # a job calling a workflow
+            continue
+        steps = _steps(job)
+        ours = {
+            n: s
+            for n, s in steps.items()
+            if "uses: actions/cache" in s and ("~/.cache/irqlab" in s or "~/.cache/ccache" in s)
+        }
+        yield name, job, steps, ours
+
+
+@pytest.mark.parametrize("wf", WORKFLOWS, ids=lambda p: p.name)
+def test_the_build_caches_are_keyed_by_irqlab_cache_keys(wf: Path) -> None:
+    """hashFiles over qemu-device/ and the build recipes missed what the build's own
+    digests include, apt's candidate versions: after a Debian point release the stale
+    key hit forever. Every cache of the builds (~/.cache/irqlab, QEMU's ccache) is keyed
+    by what .ci/cache-keys read from `irqlab cache --keys`, in a step after the venv's
+    install and before the first cache step; a job building the aarch64 target has
+    IRQLAB_ARCHES set for it, and its keys name both targets."""
+    for name, job, steps, keyed in _build_cache_steps(wf):
+        if not keyed:
+            continue
+        names = list(steps)
+        keys_step = steps["The build caches' keys"]
+        assert "id: keys\n" in keys_step and "run: bash .ci/cache-keys\n" in keys_step
+        install = names.index("Install the project")
+        assert install < names.index("The build caches' keys") < names.index(next(iter(keyed)))
+        assert "pip install -q -c constraints.txt -e '.[dev]'" in steps["Install the project"]
+        assert "apt-get update" in steps[names[0]], name
+        for n, s in keyed.items():
+            (key,) = re.findall(r"^\s+key: (.+)$", s, re.M)
+            assert "hashFiles" not in key and "${{ steps.keys.outputs." in key, (name, n)
+        if "aarch64" in "".join(keyed.values()):
+            assert "IRQLAB_ARCHES: x86_64,aarch64" in job, name
+            assert any("steps.keys.outputs.qemu_aarch64" in s for s in keyed.values()), name
+
+
+def _printed_keys(
+    keys: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> str:
+    """What ``irqlab cache --keys`` prints for *keys*."""
+    from irqlab.build import cachekeys
+    from irqlab.cli.main import main
+
+    monkeypatch.setattr(cachekeys, "cache_keys", lambda: dict(keys))
+    assert main(["cache", "--keys"]) == 0
+    return capsys.readouterr().out
+
+
+def _run_with_fake_irqlab(
+    tmp_path: Path, argv: list[str], printed: str
+) -> tuple[subprocess.CompletedProcess[str], str]:
+    """*argv* run with an ``irqlab`` on PATH that prints *printed*; its $GITHUB_OUTPUT."""
+    fake = tmp_path / "bin" / "irqlab"
+    fake.parent.mkdir(exist_ok=True)
+    fake.write_text(f"#!/bin/sh\ncat <<'EOF'\n{printed}EOF\n")
+    fake.chmod(0o755)
+    github_output = tmp_path / "output"
+    github_output.write_text("")
+    env = {"PATH": f"{fake.parent}:/usr/bin:/bin", "GITHUB_OUTPUT": str(github_output)}
+    r = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+    return r, github_output.read_text()
+
+
+def test_the_workflows_cache_keys_are_read_from_what_irqlab_cache_keys_prints(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """.ci/cache-keys, run against what ``irqlab cache --keys`` prints (both QEMU targets):
+    the combined key and each target's QEMU digest as step outputs; a missing line fails
+    the step."""
+    keys = {"qemu x86_64": "0" * 16, "qemu aarch64": "a" * 16, "kernel x86_64": "b" * 16}
+    printed = _printed_keys(keys, monkeypatch, capsys)
+    argv = ["bash", str(repo_root() / ".ci" / "cache-keys")]
+    r, output = _run_with_fake_irqlab(tmp_path, argv, printed)
+    assert r.returncode == 0, r.stderr
+    combined = printed.splitlines()[-1].removeprefix("key irqlab-")
+    assert output.splitlines() == [
+        f"key={combined}",
+        f"qemu_x86_64={'0' * 16}",
+        f"qemu_aarch64={'a' * 16}",
+    ]
+    for missing in ("key", "qemu"):
+        cut = "".join(ln + "\n" for ln in printed.splitlines() if not ln.startswith(missing))
+        r, output = _run_with_fake_irqlab(tmp_path, argv, cut)
+        assert r.returncode != 0 and output == "", missing
+
+
+@pytest.mark.parametrize("wf", WORKFLOWS, ids=lambda p: p.name)
+def test_the_build_caches_are_saved_right_after_the_build(wf: Path) -> None:
+    """actions/cache saves only at the end of a green job: after a key change a red run
+    saved nothing and every later run built again (the README tells other projects to
+    use cache/restore and cache/save). A job that saves the build cache or QEMU's
+    ccache restores each with actions/cache/restore and saves it with
+    actions/cache/save, with the same key and paths, when its key missed, after the
+    build step and before any test."""
+    for name, _job, steps, ours in _build_cache_steps(wf):
+        assert not [n for n, s in ours.items() if "uses: actions/cache@" in s], name
+        saves = {n: s for n, s in ours.items() if "uses: actions/cache/save@" in s}
+        if not saves:
+            continue
+        restores = {n: s for n, s in ours.items() if "uses: actions/cache/restore@" in s}
+        restored = {
+            k: p
+            for s in restores.values()
+            for k, p in _cache_steps(s, "actions/cache/restore@").items()
+        }
+        names = list(steps)
+        build = [
+            n
+            for n, s in steps.items()
+            if "uses:" not in s and re.search(r"\binvoke build(?:-qemu)?(?![\w-])", s)
+        ]
+        first_test = min(
+            i for i, s in enumerate(steps.values()) if "pytest " in s or "bash .ci/run" in s
+        )
+        assert build, name
+        for n, s in saves.items():
+            ((key, path),) = _cache_steps(s, "actions/cache/save@").items()
+            assert restored.get(key) == path, (name, n)
+            assert names.index(build[0]) < names.index(n) < first_test, (name, n)
+            assert "outputs.cache-hit != 'true'" in s, (name, n)
+
+
+def test_restore_keys_match_only_their_own_caches_keys() -> None:
+    """A restore-keys prefix restores the newest entry whose key starts with it: the
+    x86_64 ccache's `ccache-qemu-` also took the aarch64 job's `ccache-qemu-aarch64-...`
+    (both targets' objects). Every key any workflow saves that a step's restore-keys
+    prefix matches has that step's key's fixed part (all but its last expression)."""
+    steps = []
+    for wf in LINTED:
+        for m in re.finditer(r"\n\s+with:\n((?:\s{10,}.*\n)+)", _text(wf)):
+            key = re.search(r"^\s+key: (.+)$", m[1], re.M)
+            if key:
+                restore = re.search(r"^\s+restore-keys: (.+)$", m[1], re.M)
+                steps.append((key[1].rsplit("${{", 1)[0], restore[1].strip() if restore else None))
+    assert any(r for _, r in steps)
+    for fixed, prefix in steps:
+        if prefix is None:
+            continue
+        assert fixed.startswith(prefix), (fixed, prefix)
+        others = {f for f, _ in steps if f.startswith(prefix) and f != fixed}
+        assert not others, f"restore-keys {prefix} also matches {others}"
 
 
 @pytest.mark.parametrize("wf", WORKFLOWS, ids=lambda p: p.name)
@@ -163,7 +313,8 @@ def test_caches_keyed_by_inputs_and_logs_uploaded_on_failure(wf: Path) -> None:
     text = _text(wf)
     keys = re.findall(r"^\s+key:\s*(.+)$", text, re.M)
     assert keys, "no caches"
-    assert all("hashFiles(" in k for k in keys), keys
+    # hashFiles over the files (Buildroot's), or irqlab cache --keys (the builds')
+    assert all("hashFiles(" in k or "${{ steps.keys.outputs." in k for k in keys), keys
     uploads = [m.start() for m in re.finditer(r"uses: actions/upload-artifact@", text)]
     assert uploads
     for pos in uploads:
@@ -171,15 +322,48 @@ def test_caches_keyed_by_inputs_and_logs_uploaded_on_failure(wf: Path) -> None:
         if "name: bench" in step:  # the bench's results are the job's product: always kept
             assert "if: always()" in step and "build/bench/" in step, step
         elif "name: junit" in step:  # every shard's report, and the merged one
-            assert "if: always()" in step, step
+            assert "if: always()" in step or "if: ${{ !cancelled() }}" in step, step
             assert re.search(
-                r"path: build/logs/junit-(aarch64-)?\*\.xml|path: build/reports/", step
+                r"path: build/logs/junit-(aarch64-)?\*\.xml|path: \|\n\s+build/reports/junit/\n"
+                r"|path: build/logs/junit-build\.xml",
+                step,
             )
         elif "name: buildroot-image" in step:  # handed to the e2e shards
             assert "if:" not in step.split("uses:")[0] and "path: build/out/" in step, step
         else:
             assert "if: failure()" in step, step
             assert "path: build/logs/" in step, step
+
+
+def _cache_path_lists(text: str) -> list[list[str]]:
+    """The path list of every actions/cache step (cache, cache/restore, cache/save)."""
+    lists = []
+    for m in re.finditer(
+        r"uses: actions/cache(?:/restore|/save)?@.*\n\s+with:\n((?:\s{10,}.*\n)+)", text
+    ):
+        path = re.search(r"path: (\|\n(?:\s{12,}.*\n)+|.+)", m[1])
+        assert path, m[1]
+        lists.append(path[1].removeprefix("|").split())
+    return lists
+
+
+@pytest.mark.parametrize("wf", LINTED, ids=lambda p: p.name)
+def test_cache_excludes_are_at_the_level_of_their_includes(wf: Path) -> None:
+    """actions/cache resolves its paths with implicit descendants off: an include names
+    only itself, an exclude removes only what an include matched. `~/.cache/irqlab` with
+    `!~/.cache/irqlab/snapshot-*` saved the whole directory, snapshots included
+    (actions/toolkit#713, #2155). Every path list with an exclude lists the entries at
+    the exclude's level (`~/.cache/irqlab/*`), never a directory above one."""
+    lists = [p for p in _cache_path_lists(_text(wf)) if any(x.startswith("!") for x in p)]
+    assert lists, "no cache with an exclude?"
+    for paths in lists:
+        excludes = [x[1:] for x in paths if x.startswith("!")]
+        includes = [x for x in paths if not x.startswith("!")]
+        for ex in excludes:
+            above = [i for i in includes if ex.startswith(i.rstrip("/") + "/")]
+            assert not above, f"{above} lists a directory above the exclude !{ex}: {paths}"
+            level = ex.rsplit("/", 1)[0]
+            assert any(i.rsplit("/", 1)[0] == level for i in includes), (ex, paths)
 
 
 def _jobs(text: str) -> dict[str, str]:
@@ -194,7 +378,7 @@ def test_a_restored_qemu_is_made_runnable_before_it_runs(wf: Path) -> None:
     it runs build-qemu (``invoke build``, ``invoke build-qemu``, ``.ci/run``'s
     ``invoke test-all``), whose cache hit installs them, before any test starts QEMU."""
     for name, job in _jobs(_text(wf)).items():
-        if "path: |\n            ~/.cache/irqlab\n" not in job:
+        if "path: |\n            ~/.cache/irqlab/*\n" not in job:
             continue
         steps = job[job.index("\n    steps:\n") :].splitlines()
         job = "\n".join(ln for ln in steps if not ln.lstrip().startswith("#"))
@@ -276,7 +460,7 @@ def test_the_examples_caches_are_saved_as_soon_as_each_build_is_made() -> None:
         "irqlab-qemu-${{ steps.keys.outputs.qemu }}": qemu,
         "irqlab-ccache-${{ steps.keys.outputs.qemu }}": "~/.cache/ccache",
         "irqlab-rest-${{ steps.keys.outputs.rest }}": "|\n"
-        "            ~/.cache/irqlab\n"
+        "            ~/.cache/irqlab/*\n"
         "            !~/.cache/irqlab/snapshot-*\n"
         "            !~/.cache/irqlab/qemu*",
     }
@@ -314,28 +498,15 @@ def test_the_examples_cache_keys_are_read_from_what_irqlab_cache_keys_prints(
     """The keys step's shell, run against what ``irqlab cache --keys`` prints: the QEMU
     digest (the name of its output directory in the cache, which the QEMU cache saves)
     and the combined key; a missing line fails the step."""
-    from irqlab.build import cache, cachekeys
-    from irqlab.cli.main import main
+    from irqlab.build import cache
 
     keys = {"qemu x86_64": "0123456789abcdef", "kernel x86_64": "b" * 16, "image x86_64": "c" * 16}
-    monkeypatch.setattr(cachekeys, "cache_keys", lambda: dict(keys))
-    assert main(["cache", "--keys"]) == 0
-    printed = capsys.readouterr().out
+    printed = _printed_keys(keys, monkeypatch, capsys)
     script = _steps(_job(_text(EXAMPLE), "irqlab"))["The build caches' keys"]
     script = script.split("run: |\n", 1)[1]
-    fake = tmp_path / "bin" / "irqlab"
-    fake.parent.mkdir()
 
     def run(out: str) -> tuple[subprocess.CompletedProcess[str], str]:
-        fake.write_text(f"#!/bin/sh\ncat <<'EOF'\n{out}EOF\n")
-        fake.chmod(0o755)
-        github_output = tmp_path / "output"
-        github_output.write_text("")
-        env = {"PATH": f"{fake.parent}:/usr/bin:/bin", "GITHUB_OUTPUT": str(github_output)}
-        r = subprocess.run(
-            ["bash", "-e", "-c", script], env=env, capture_output=True, text=True, check=False
-        )
-        return r, github_output.read_text()
+        return _run_with_fake_irqlab(tmp_path, ["bash", "-e", "-c", script], out)
 
     r, output = run(printed)
     assert r.returncode == 0, r.stderr
@@ -530,13 +701,16 @@ def test_e2e_suite_is_a_matrix_of_images_and_shards_reported_once() -> None:
     assert "name: junit-${{ inputs.image }}-${{ matrix.shard }}" in e2e
     report = _job(text, "report")
     assert _needs(report) == [
+        "build",
         "e2e-debian",
         "e2e-buildroot",
         "aarch64-guest-debian",
         "aarch64-guest-buildroot",
         "bench",
     ]
-    assert "if: always()" in report
+    # whatever the jobs' outcome, but not in a run cancelled (cancel-in-progress: a new
+    # push cancels the running one), where always() still ran it
+    assert "\n    if: ${{ !cancelled() }}\n" in report and "always()" not in report
     assert "python -m irqlab.testing.reports" in report
     assert '--summary "$GITHUB_STEP_SUMMARY"' in report and "--bench" in report
     for image in ("debian", "buildroot"):
@@ -549,8 +723,29 @@ def test_e2e_suite_is_a_matrix_of_images_and_shards_reported_once() -> None:
         assert f"build/reports/junit/junit-aarch64-{image}.xml" in report, image
         assert f"--junitxml=build/logs/junit-aarch64-{image}.xml" in arm
     assert "pattern: junit-*" in report and "merge-multiple: true" in report
-    # the build job runs everything but the e2e suite
-    assert "IRQLAB_TEST_MARKS: not e2e" in _job(text, "build")
+    # the build job runs everything but the e2e suite (1728 of 2047 tests): its JUnit
+    # file (.ci/run's build/logs/junit.xml) is uploaded whatever the outcome, as an
+    # artifact of its own that the pattern fetches, and is in the merged report
+    build = _job(text, "build")
+    assert "IRQLAB_TEST_MARKS: not e2e" in build
+    assert "--junit build/logs/junit.xml" in (repo_root() / ".ci" / "run").read_text()
+    steps = _steps(build)
+    named = steps["Name the JUnit report for the merged report"]
+    assert "if: always()" in named
+    assert "cp build/logs/junit.xml build/logs/junit-build.xml" in named
+    upload = steps["Upload the JUnit report"]
+    assert "if: always()" in upload and "name: junit-build\n" in upload
+    assert "path: build/logs/junit-build.xml\n" in upload
+    assert "build/reports/junit/junit-build.xml" in report
+    # the junit artifact: the JUnit files and the merged one, not all of build/reports/
+    # (the bench result is fetched there too)
+    upload = _steps(report)["Upload the merged JUnit report"]
+    assert "--out build/reports/junit-merged.xml" in report
+    assert (
+        "path: |\n            build/reports/junit/\n            build/reports/junit-merged.xml\n"
+        in upload
+    )
+    assert "path: build/reports/\n" not in upload
 
 
 def test_jobs_run_in_debian_12_with_kvm() -> None:

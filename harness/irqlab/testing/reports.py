@@ -4,8 +4,10 @@
 [--bench result.json] SHARD.xml ...`` merges the JUnit XML files of the shards
 (each shard's suites keep their tests, renamed ``<shard>: <suite>``) into one
 ``<testsuites>`` file and writes a Markdown summary: passed / failed / errors /
-skipped per shard and in total, then the bench run's tables when given.  A
-shard's name is its file's stem (``junit-debian-1of2.xml`` -> ``debian-1of2``); a
+skipped per report (a CI job's or shard's: lint and unit tests, end-to-end or soak
+shards, the aarch64 guest, a driver's tests) and in total, the failed tests by name
+(the first :data:`FAILED_LISTED`), then the bench run's tables when given.  A
+report's name is its file's stem (``junit-debian-1of2.xml`` -> ``debian-1of2``); a
 file that is missing or unreadable is a row that says so, never a silent gap.
 The exit status is 1 when any test failed or any shard's report is unreadable.
 """
@@ -21,7 +23,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ShardCounts", "main", "markdown_table", "merge", "read_shard", "summary_markdown"]
+__all__ = [
+    "FAILED_LISTED",
+    "ShardCounts",
+    "main",
+    "markdown_table",
+    "merge",
+    "read_shard",
+    "summary_markdown",
+]
+
+FAILED_LISTED = 20  # failed tests the summary names; the merged report has them all
 
 
 @dataclass
@@ -33,6 +45,7 @@ class ShardCounts:
     skipped: int = 0
     seconds: float = 0.0
     problem: str = ""  # why the report could not be read
+    failed: list[str] = field(default_factory=list)  # ids of the failed and errored tests
     suites: list[ET.Element] = field(default_factory=list, repr=False)
 
     @property
@@ -66,11 +79,20 @@ def read_shard(path: Path, name: str | None = None) -> ShardCounts:
             counts.tests += 1
             if case.find("failure") is not None:
                 counts.failures += 1
+                counts.failed.append(_case_id(case))
             elif case.find("error") is not None:
                 counts.errors += 1
+                counts.failed.append(_case_id(case) + " (error)")
             elif case.find("skipped") is not None:
                 counts.skipped += 1
     return counts
+
+
+def _case_id(case: ET.Element) -> str:
+    """``<classname>::<name>`` of a JUnit test case (pytest's classname is the dotted
+    module path, with the class)."""
+    classname, name = case.get("classname") or "", case.get("name") or "?"
+    return f"{classname}::{name}" if classname else name
 
 
 def merge(shards: Sequence[ShardCounts]) -> ET.ElementTree[ET.Element]:
@@ -133,8 +155,15 @@ def summary_markdown(shards: Sequence[ShardCounts], bench: dict[str, Any] | None
         "",
         "passed" if all(s.ok for s in shards) and shards else "FAILED",
     ]
-    head = ["shard", "passed", "failed", "errors", "skipped", "time", "verdict"]
-    text = "## End-to-end tests per shard\n\n" + markdown_table(head, [*rows, total]) + "\n"
+    # one row per JUnit file: a CI job's or a shard's, whatever its tests are
+    head = ["report", "passed", "failed", "errors", "skipped", "time", "verdict"]
+    text = "## Tests per report\n\n" + markdown_table(head, [*rows, total]) + "\n"
+    failed = [(s.name, test) for s in shards for test in s.failed]
+    if failed:
+        text += f"\n### Failed tests ({len(failed)})\n\n"
+        text += "".join(f"- {name}: `{test}`\n" for name, test in failed[:FAILED_LISTED])
+        if len(failed) > FAILED_LISTED:
+            text += f"- and {len(failed) - FAILED_LISTED} more (the merged JUnit report)\n"
     if bench is not None:
         text += "\n" + _bench_markdown(bench) + "\n"
     return text

@@ -195,10 +195,17 @@ static void irqlab_gpio_irq_relres(struct irq_data *d)
 	gpiochip_relres_irq(gc, irqd_to_hwirq(d));
 }
 
+/*
+ * .irq_disable masks at once: the nested flow (handle_nested_irq()) never
+ * masks a lazily disabled line itself, it only marks it pending, so a level
+ * line disabled by its consumer (disable_irq_nosync() in its handler) would
+ * go on interrupting.
+ */
 static const struct irq_chip irqlab_gpio_irqchip = {
 	.name = "irqlab-gpio",
 	.irq_mask = irqlab_gpio_irq_mask,
 	.irq_unmask = irqlab_gpio_irq_unmask,
+	.irq_disable = irqlab_gpio_irq_mask,
 	.irq_set_type = irqlab_gpio_irq_set_type,
 	.irq_request_resources = irqlab_gpio_irq_reqres,
 	.irq_release_resources = irqlab_gpio_irq_relres,
@@ -277,12 +284,19 @@ static void irqlab_gpio_work_fn(struct work_struct *work)
 		WRITE_ONCE(idev->replay_task, NULL);
 	}
 
-	/* Let held level lines latch (and interrupt) again. */
+	/*
+	 * Let held level lines latch (and interrupt) again.  A line its
+	 * consumer masked or disabled meanwhile stays latched, as a masked
+	 * level line does (irqlab_gpio_ack()): clearing it would raise a new
+	 * LEVEL event at once.  Its unmask interrupts, and takes a new hold.
+	 */
 	raw_spin_lock_irqsave(&idev->gpio_lock, flags);
 	held = idev->gpio_held;
 	if (held) {
 		idev->gpio_held = 0;
-		irqlab_wr(idev, IRQLAB_REG_GPIO_STATUS, held);
+		if (held & idev->gpio_unmasked)
+			irqlab_wr(idev, IRQLAB_REG_GPIO_STATUS,
+				  held & idev->gpio_unmasked);
 		irqlab_gpio_sync_en(idev);
 	}
 	raw_spin_unlock_irqrestore(&idev->gpio_lock, flags);

@@ -694,7 +694,8 @@ static void irqlab_hw_stop(void *data)
 
 	spin_lock_irqsave(&idev->evq_lock, flags);
 	idev->hw_stopped = true;
-	irqlab_hw_disarm(idev);
+	irqlab_wr(idev, IRQLAB_REG_IRQ_ENABLE, 0);
+	irqlab_gpio_hw_stop(idev);
 	spin_unlock_irqrestore(&idev->evq_lock, flags);
 	/*
 	 * A handler may still run (an MSI in flight, another device on a

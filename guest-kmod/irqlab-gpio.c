@@ -33,21 +33,31 @@
 
 #include "irqlab-drv.h"
 
+/*
+ * Every GPIO register write: none once the device stopped
+ * (irqlab_gpio_hw_stop()), whatever a consumer still asks of the irq_chip
+ * until the gpio chip is removed.
+ */
+static void irqlab_gpio_wr(struct irqlab_dev *idev, unsigned int reg, u32 val)
+{
+	lockdep_assert_held(&idev->gpio_lock);
+	if (!idev->gpio_stopped)
+		irqlab_wr(idev, reg, val);
+}
+
 /* GPIO_IRQ_EN: unmasked gpiolib lines not held, and the driver's own lines. */
 static void irqlab_gpio_sync_en(struct irqlab_dev *idev)
 {
-	lockdep_assert_held(&idev->gpio_lock);
-	irqlab_wr(idev, IRQLAB_REG_GPIO_IRQ_EN,
-		  (idev->gpio_unmasked & ~idev->gpio_held) | idev->gpio_direct);
+	irqlab_gpio_wr(idev, IRQLAB_REG_GPIO_IRQ_EN,
+		       (idev->gpio_unmasked & ~idev->gpio_held) | idev->gpio_direct);
 }
 
 static void irqlab_gpio_sync_types(struct irqlab_dev *idev)
 {
-	lockdep_assert_held(&idev->gpio_lock);
-	irqlab_wr(idev, IRQLAB_REG_GPIO_RISING, idev->gpio_rising);
-	irqlab_wr(idev, IRQLAB_REG_GPIO_FALLING, idev->gpio_falling);
-	irqlab_wr(idev, IRQLAB_REG_GPIO_LEVEL_HIGH, idev->gpio_lvl_high);
-	irqlab_wr(idev, IRQLAB_REG_GPIO_LEVEL_LOW, idev->gpio_lvl_low);
+	irqlab_gpio_wr(idev, IRQLAB_REG_GPIO_RISING, idev->gpio_rising);
+	irqlab_gpio_wr(idev, IRQLAB_REG_GPIO_FALLING, idev->gpio_falling);
+	irqlab_gpio_wr(idev, IRQLAB_REG_GPIO_LEVEL_HIGH, idev->gpio_lvl_high);
+	irqlab_gpio_wr(idev, IRQLAB_REG_GPIO_LEVEL_LOW, idev->gpio_lvl_low);
 }
 
 /* --- gpio_chip: input lines --------------------------------------------- */
@@ -189,7 +199,7 @@ static void irqlab_gpio_irq_relres(struct irq_data *d)
 		idev->gpio_level &= ~bit;
 		irqlab_gpio_sync_types(idev);
 		/* A level latched while masked would interrupt the next user. */
-		irqlab_wr(idev, IRQLAB_REG_GPIO_STATUS, bit);
+		irqlab_gpio_wr(idev, IRQLAB_REG_GPIO_STATUS, bit);
 	}
 	raw_spin_unlock_irqrestore(&idev->gpio_lock, flags);
 	gpiochip_relres_irq(gc, irqd_to_hwirq(d));
@@ -238,7 +248,7 @@ bool irqlab_gpio_ack(struct irqlab_dev *idev, u32 status)
 		irqlab_gpio_sync_en(idev);
 	}
 	if (status & ~idev->gpio_level)
-		irqlab_wr(idev, IRQLAB_REG_GPIO_STATUS, status & ~idev->gpio_level);
+		irqlab_gpio_wr(idev, IRQLAB_REG_GPIO_STATUS, status & ~idev->gpio_level);
 	raw_spin_unlock(&idev->gpio_lock);
 	return fresh;
 }
@@ -295,8 +305,8 @@ static void irqlab_gpio_work_fn(struct work_struct *work)
 	if (held) {
 		idev->gpio_held = 0;
 		if (held & idev->gpio_unmasked)
-			irqlab_wr(idev, IRQLAB_REG_GPIO_STATUS,
-				  held & idev->gpio_unmasked);
+			irqlab_gpio_wr(idev, IRQLAB_REG_GPIO_STATUS,
+				       held & idev->gpio_unmasked);
 		irqlab_gpio_sync_en(idev);
 	}
 	raw_spin_unlock_irqrestore(&idev->gpio_lock, flags);
@@ -366,6 +376,27 @@ void irqlab_gpio_hw_start(struct irqlab_dev *idev)
 	if (idev->key_line >= 0)
 		idev->key_state = !!(irqlab_rd(idev, IRQLAB_REG_GPIO_IN) &
 				     BIT(idev->key_line));
+}
+
+/*
+ * Stop detecting (the device stops, evq_lock held): the detect registers,
+ * GPIO_IRQ_EN and their shadows cleared, and no GPIO register written again.
+ */
+void irqlab_gpio_hw_stop(struct irqlab_dev *idev)
+{
+	lockdep_assert_held(&idev->evq_lock);
+	raw_spin_lock(&idev->gpio_lock);
+	idev->gpio_rising = 0;
+	idev->gpio_falling = 0;
+	idev->gpio_lvl_high = 0;
+	idev->gpio_lvl_low = 0;
+	idev->gpio_level = 0;
+	idev->gpio_unmasked = 0;
+	idev->gpio_held = 0;
+	irqlab_wr(idev, IRQLAB_REG_GPIO_IRQ_EN, 0);
+	irqlab_gpio_sync_types(idev);
+	idev->gpio_stopped = true;
+	raw_spin_unlock(&idev->gpio_lock);
 }
 
 /*

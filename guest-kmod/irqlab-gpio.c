@@ -443,8 +443,10 @@ int irqlab_gpio_add(struct irqlab_dev *idev)
 	names = devm_kcalloc(dev, idev->gpio_lines, sizeof(*names), GFP_KERNEL);
 	if (!names)
 		return -ENOMEM;
+	/* Unique names: gpiolib warns of, and looks up the first of, twins. */
 	for (i = 0; i < idev->gpio_lines; i++) {
-		names[i] = devm_kasprintf(dev, GFP_KERNEL, "irqlab-%u", i);
+		names[i] = devm_kasprintf(dev, GFP_KERNEL, "irqlab%d-%u",
+					  idev->index, i);
 		if (!names[i])
 			return -ENOMEM;
 	}

@@ -26,7 +26,8 @@ def test_gpiochip_label_line_names_and_consumer(
     armed = irqlab_agent.arm("gpio-cdev", lines=[LINE, LINE2], edge="rising")
     assert armed["label"] == f"irqlab-{irqlab_guest.pci_address()}", armed
     assert armed["nlines"] == irqlab_guest.injector.gpio_lines, armed
-    assert armed["names"] == [f"irqlab-{LINE}", f"irqlab-{LINE2}"], armed
+    index = irqlab_guest.dev.removeprefix("/dev/irqlab")  # the N of /dev/irqlabN
+    assert armed["names"] == [f"irqlab{index}-{LINE}", f"irqlab{index}-{LINE2}"], armed
     assert armed["consumers"] == ["irqlab-agent"] * 2, armed
     assert armed["chip"].startswith("/dev/gpiochip"), armed
 

@@ -470,6 +470,12 @@ static long irqlab_ioc_set_eventfd(struct irqlab_file *f, void __user *uarg)
 			return PTR_ERR(ctx);
 	}
 	spin_lock_irq(&idev->lock);
+	/* Once the device is gone nothing would ever signal it. */
+	if (ctx && idev->dead) {
+		spin_unlock_irq(&idev->lock);
+		eventfd_ctx_put(ctx);
+		return -ENODEV;
+	}
 	old = f->efd;
 	f->efd = ctx;
 	spin_unlock_irq(&idev->lock);

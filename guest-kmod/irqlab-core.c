@@ -415,27 +415,40 @@ static void irqlab_defer_work_fn(struct work_struct *work)
 
 /* --- process context register access ----------------------------------- */
 
+/*
+ * A device that reads all ones is gone (surprise removal) before unbind
+ * told the driver: its ACK_INVALID and latency readings are no answer.
+ */
 int irqlab_hw_ack(struct irqlab_dev *idev, u32 seq, u64 *latency_ns)
 {
-	u32 invalid;
-	int ret = 0;
+	u32 invalid, after;
+	u64 lat;
+	int ret = -ENODEV;
 
 	mutex_lock(&idev->hw_lock);
-	if (idev->dead) {
-		ret = -ENODEV;
+	if (idev->dead)
 		goto out;
-	}
 	invalid = irqlab_rd(idev, IRQLAB_REG_ACK_INVALID);
+	if (invalid == U32_MAX)
+		goto out;
 	irqlab_wr(idev, IRQLAB_REG_ACK, seq);
-	if (irqlab_rd(idev, IRQLAB_REG_ACK_INVALID) != invalid) {
+	after = irqlab_rd(idev, IRQLAB_REG_ACK_INVALID);
+	if (after == U32_MAX)
+		goto out;
+	if (after != invalid) {
 		idev->acks_invalid++;
 		ret = -ENOENT;
 		goto out;
 	}
+	if (latency_ns) {
+		lat = irqlab_rd64(idev, IRQLAB_REG_ACK_LAT_LO,
+				  IRQLAB_REG_ACK_LAT_HI);
+		if (lat == U64_MAX)
+			goto out;
+		*latency_ns = lat;
+	}
 	idev->acks++;
-	if (latency_ns)
-		*latency_ns = irqlab_rd64(idev, IRQLAB_REG_ACK_LAT_LO,
-					  IRQLAB_REG_ACK_LAT_HI);
+	ret = 0;
 out:
 	mutex_unlock(&idev->hw_lock);
 	return ret;
@@ -694,7 +707,8 @@ static void irqlab_hw_stop(void *data)
 
 	spin_lock_irqsave(&idev->evq_lock, flags);
 	idev->hw_stopped = true;
-	irqlab_hw_disarm(idev);
+	irqlab_wr(idev, IRQLAB_REG_IRQ_ENABLE, 0);
+	irqlab_gpio_hw_stop(idev);
 	spin_unlock_irqrestore(&idev->evq_lock, flags);
 	/*
 	 * A handler may still run (an MSI in flight, another device on a

@@ -145,6 +145,7 @@ struct irqlab_dev {
 	u32 gpio_level;		/* gpiolib lines with a level trigger type */
 	u32 gpio_held;		/* level lines masked until gpiolib ran */
 	u32 gpio_direct;	/* lines the driver handles itself */
+	bool gpio_stopped;	/* device stopped: no GPIO register writes */
 	DECLARE_KFIFO(gpio_evq, struct irqlab_gpio_ev, IRQLAB_GPIO_EVQ_LEN);
 	struct work_struct gpio_work;
 	u64 gpio_lost;		/* @gpio_evq full: events gpiolib never saw */
@@ -188,6 +189,7 @@ void irqlab_gpio_init(struct irqlab_dev *idev, u32 edges, int key_line,
 		      unsigned int key_debounce_ms);
 int irqlab_gpio_add(struct irqlab_dev *idev);
 void irqlab_gpio_hw_start(struct irqlab_dev *idev);
+void irqlab_gpio_hw_stop(struct irqlab_dev *idev);
 bool irqlab_gpio_ack(struct irqlab_dev *idev, u32 status);
 void irqlab_gpio_event(struct irqlab_dev *idev, const struct irqlab_event *ev);
 void irqlab_gpio_stop(struct irqlab_dev *idev);

@@ -33,21 +33,31 @@
 
 #include "irqlab-drv.h"
 
+/*
+ * Every GPIO register write: none once the device stopped
+ * (irqlab_gpio_hw_stop()), whatever a consumer still asks of the irq_chip
+ * until the gpio chip is removed.
+ */
+static void irqlab_gpio_wr(struct irqlab_dev *idev, unsigned int reg, u32 val)
+{
+	lockdep_assert_held(&idev->gpio_lock);
+	if (!idev->gpio_stopped)
+		irqlab_wr(idev, reg, val);
+}
+
 /* GPIO_IRQ_EN: unmasked gpiolib lines not held, and the driver's own lines. */
 static void irqlab_gpio_sync_en(struct irqlab_dev *idev)
 {
-	lockdep_assert_held(&idev->gpio_lock);
-	irqlab_wr(idev, IRQLAB_REG_GPIO_IRQ_EN,
-		  (idev->gpio_unmasked & ~idev->gpio_held) | idev->gpio_direct);
+	irqlab_gpio_wr(idev, IRQLAB_REG_GPIO_IRQ_EN,
+		       (idev->gpio_unmasked & ~idev->gpio_held) | idev->gpio_direct);
 }
 
 static void irqlab_gpio_sync_types(struct irqlab_dev *idev)
 {
-	lockdep_assert_held(&idev->gpio_lock);
-	irqlab_wr(idev, IRQLAB_REG_GPIO_RISING, idev->gpio_rising);
-	irqlab_wr(idev, IRQLAB_REG_GPIO_FALLING, idev->gpio_falling);
-	irqlab_wr(idev, IRQLAB_REG_GPIO_LEVEL_HIGH, idev->gpio_lvl_high);
-	irqlab_wr(idev, IRQLAB_REG_GPIO_LEVEL_LOW, idev->gpio_lvl_low);
+	irqlab_gpio_wr(idev, IRQLAB_REG_GPIO_RISING, idev->gpio_rising);
+	irqlab_gpio_wr(idev, IRQLAB_REG_GPIO_FALLING, idev->gpio_falling);
+	irqlab_gpio_wr(idev, IRQLAB_REG_GPIO_LEVEL_HIGH, idev->gpio_lvl_high);
+	irqlab_gpio_wr(idev, IRQLAB_REG_GPIO_LEVEL_LOW, idev->gpio_lvl_low);
 }
 
 /* --- gpio_chip: input lines --------------------------------------------- */
@@ -189,16 +199,23 @@ static void irqlab_gpio_irq_relres(struct irq_data *d)
 		idev->gpio_level &= ~bit;
 		irqlab_gpio_sync_types(idev);
 		/* A level latched while masked would interrupt the next user. */
-		irqlab_wr(idev, IRQLAB_REG_GPIO_STATUS, bit);
+		irqlab_gpio_wr(idev, IRQLAB_REG_GPIO_STATUS, bit);
 	}
 	raw_spin_unlock_irqrestore(&idev->gpio_lock, flags);
 	gpiochip_relres_irq(gc, irqd_to_hwirq(d));
 }
 
+/*
+ * .irq_disable masks at once: the nested flow (handle_nested_irq()) never
+ * masks a lazily disabled line itself, it only marks it pending, so a level
+ * line disabled by its consumer (disable_irq_nosync() in its handler) would
+ * go on interrupting.
+ */
 static const struct irq_chip irqlab_gpio_irqchip = {
 	.name = "irqlab-gpio",
 	.irq_mask = irqlab_gpio_irq_mask,
 	.irq_unmask = irqlab_gpio_irq_unmask,
+	.irq_disable = irqlab_gpio_irq_mask,
 	.irq_set_type = irqlab_gpio_irq_set_type,
 	.irq_request_resources = irqlab_gpio_irq_reqres,
 	.irq_release_resources = irqlab_gpio_irq_relres,
@@ -231,7 +248,7 @@ bool irqlab_gpio_ack(struct irqlab_dev *idev, u32 status)
 		irqlab_gpio_sync_en(idev);
 	}
 	if (status & ~idev->gpio_level)
-		irqlab_wr(idev, IRQLAB_REG_GPIO_STATUS, status & ~idev->gpio_level);
+		irqlab_gpio_wr(idev, IRQLAB_REG_GPIO_STATUS, status & ~idev->gpio_level);
 	raw_spin_unlock(&idev->gpio_lock);
 	return fresh;
 }
@@ -277,12 +294,19 @@ static void irqlab_gpio_work_fn(struct work_struct *work)
 		WRITE_ONCE(idev->replay_task, NULL);
 	}
 
-	/* Let held level lines latch (and interrupt) again. */
+	/*
+	 * Let held level lines latch (and interrupt) again.  A line its
+	 * consumer masked or disabled meanwhile stays latched, as a masked
+	 * level line does (irqlab_gpio_ack()): clearing it would raise a new
+	 * LEVEL event at once.  Its unmask interrupts, and takes a new hold.
+	 */
 	raw_spin_lock_irqsave(&idev->gpio_lock, flags);
 	held = idev->gpio_held;
 	if (held) {
 		idev->gpio_held = 0;
-		irqlab_wr(idev, IRQLAB_REG_GPIO_STATUS, held);
+		if (held & idev->gpio_unmasked)
+			irqlab_gpio_wr(idev, IRQLAB_REG_GPIO_STATUS,
+				       held & idev->gpio_unmasked);
 		irqlab_gpio_sync_en(idev);
 	}
 	raw_spin_unlock_irqrestore(&idev->gpio_lock, flags);
@@ -355,6 +379,27 @@ void irqlab_gpio_hw_start(struct irqlab_dev *idev)
 }
 
 /*
+ * Stop detecting (the device stops, evq_lock held): the detect registers,
+ * GPIO_IRQ_EN and their shadows cleared, and no GPIO register written again.
+ */
+void irqlab_gpio_hw_stop(struct irqlab_dev *idev)
+{
+	lockdep_assert_held(&idev->evq_lock);
+	raw_spin_lock(&idev->gpio_lock);
+	idev->gpio_rising = 0;
+	idev->gpio_falling = 0;
+	idev->gpio_lvl_high = 0;
+	idev->gpio_lvl_low = 0;
+	idev->gpio_level = 0;
+	idev->gpio_unmasked = 0;
+	idev->gpio_held = 0;
+	irqlab_wr(idev, IRQLAB_REG_GPIO_IRQ_EN, 0);
+	irqlab_gpio_sync_types(idev);
+	idev->gpio_stopped = true;
+	raw_spin_unlock(&idev->gpio_lock);
+}
+
+/*
  * After the device stopped signalling and the handlers that saw it running
  * finished: no more callbacks, and nothing left for a work item to replay.
  */
@@ -398,8 +443,10 @@ int irqlab_gpio_add(struct irqlab_dev *idev)
 	names = devm_kcalloc(dev, idev->gpio_lines, sizeof(*names), GFP_KERNEL);
 	if (!names)
 		return -ENOMEM;
+	/* Unique names: gpiolib warns of, and looks up the first of, twins. */
 	for (i = 0; i < idev->gpio_lines; i++) {
-		names[i] = devm_kasprintf(dev, GFP_KERNEL, "irqlab-%u", i);
+		names[i] = devm_kasprintf(dev, GFP_KERNEL, "irqlab%d-%u",
+					  idev->index, i);
 		if (!names[i])
 			return -ENOMEM;
 	}

@@ -35,7 +35,8 @@ def test_libgpiod_tools_detect_and_monitor_the_lines(
     chip, nlines = m[1], int(m[2])
     assert nlines == irqlab_guest.injector.gpio_lines
     info = irqlab_guest.sh(f"gpioinfo {chip}")
-    assert re.search(rf'line\s+{LINE}:\s+"irqlab-{LINE}"\s+unused\s+input', info), info
+    name = f"irqlab{irqlab_guest.dev.removeprefix('/dev/irqlab')}-{LINE}"
+    assert re.search(rf'line\s+{LINE}:\s+"{name}"\s+unused\s+input', info), info
 
     irqlab_guest.injector.drive_low(1 << LINE)
     irqlab_guest.sh(
@@ -45,7 +46,7 @@ def test_libgpiod_tools_detect_and_monitor_the_lines(
     _wait_for(
         irqlab_guest,
         f"gpioinfo {chip}",
-        rf'line\s+{LINE}:\s+"irqlab-{LINE}"\s+"gpiomon"',
+        rf'line\s+{LINE}:\s+"{name}"\s+"gpiomon"',
         "gpiomon never requested the line",
     )
     for _ in range(PULSES):

@@ -6,12 +6,16 @@
  * IRQF_TRIGGER_HIGH (or LOW) and counts the interrupts it gets in the
  * read-only parameter "count".  With notype=1 it requests the interrupt
  * without a trigger type (irq_set_type is not called); with noautoen=1 the
- * interrupt stays disabled (the line masked) after the request.
+ * interrupt stays disabled (the line masked) after the request.  With
+ * disable=1 the handler disables its interrupt (disable_irq_nosync(), as
+ * drivers do until they serviced their device); writing to the parameter
+ * "enable" enables it again (enable_irq()).
  *
  *   insmod level_consumer.ko chip=irqlab-0000:00:03.0 line=7 [low=1] [notype=1]
- *	[noautoen=1]
+ *	[noautoen=1] [disable=1]
  */
 
+#include <linux/atomic.h>
 #include <linux/gpio/consumer.h>
 #include <linux/gpio/driver.h>
 #include <linux/interrupt.h>
@@ -33,17 +37,40 @@ MODULE_PARM_DESC(notype, "request without a trigger type");
 static bool noautoen;
 module_param(noautoen, bool, 0444);
 MODULE_PARM_DESC(noautoen, "leave the interrupt disabled after the request");
+static bool disable;
+module_param(disable, bool, 0444);
+MODULE_PARM_DESC(disable, "the handler disables the interrupt");
 static unsigned int count;
 module_param(count, uint, 0444);
 MODULE_PARM_DESC(count, "interrupts handled");
 
 static int irq;
+static atomic_t disabled = ATOMIC_INIT(0);
 
 static irqreturn_t level_consumer_fn(int irq, void *data)
 {
 	WRITE_ONCE(count, READ_ONCE(count) + 1);
+	if (disable) {
+		atomic_inc(&disabled);
+		disable_irq_nosync(irq);
+	}
 	return IRQ_HANDLED;
 }
+
+/* Undo one disable of the handler; nothing when it disabled nothing. */
+static int level_consumer_enable(const char *val, const struct kernel_param *kp)
+{
+	if (!atomic_add_unless(&disabled, -1, 0))
+		return -EINVAL;
+	enable_irq(irq);
+	return 0;
+}
+
+static const struct kernel_param_ops level_consumer_enable_ops = {
+	.set = level_consumer_enable,
+};
+module_param_cb(enable, &level_consumer_enable_ops, NULL, 0200);
+MODULE_PARM_DESC(enable, "write: enable the interrupt the handler disabled");
 
 static int level_consumer_match(struct gpio_chip *gc, void *data)
 {

@@ -152,6 +152,12 @@ class GpioCdevPath(NotificationPath):
             ci = chip_info(self.abi, cfd)
             self.chip = {"chip": chip, "chip_name": ci["name"], "label": ci["label"]}
             self.chip["nlines"] = ci["lines"]
+            beyond = [n for n in lines if not 0 <= n < ci["lines"]]
+            if beyond:  # the line info ioctl said only "[Errno 22] Invalid argument"
+                raise ValueError(
+                    f"gpio-cdev: {chip} ({ci['label']}) has lines 0..{ci['lines'] - 1}, "
+                    f"not {', '.join(map(str, beyond))}"
+                )
             self.chip["names"] = [line_info(self.abi, cfd, n)["name"] for n in lines]
             flags = GPIO_V2_LINE_FLAG_INPUT | EDGE_FLAGS[edge]
             self.fd = request_lines(

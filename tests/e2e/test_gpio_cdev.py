@@ -33,6 +33,17 @@ def test_gpiochip_label_line_names_and_consumer(
     assert armed["chip"].startswith("/dev/gpiochip"), armed
 
 
+def test_a_line_the_chip_does_not_have_is_named(
+    irqlab_guest: Guest, irqlab_agent: AgentClient
+) -> None:
+    """lines=[99] said only "[Errno 22] Invalid argument" (the line info ioctl's)."""
+    n = irqlab_guest.injector.gpio_lines
+    r = irqlab_agent.request("arm", path="gpio-cdev", lines=[LINE, n, 99], check=False)
+    assert r["ok"] is False, r
+    assert f"has lines 0..{n - 1}, not {n}, 99" in r["error"], r
+    irqlab_agent.arm("gpio-cdev", lines=[LINE])  # nothing held: the line is free
+
+
 @pytest.mark.parametrize(
     ("edge", "expected"),
     [("rising", ["rising"]), ("falling", ["falling"]), ("both", ["rising", "falling"])],

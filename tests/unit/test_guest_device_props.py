@@ -17,7 +17,7 @@ from irqlab.vm.qmp.injector import method_of
 @pytest.mark.parametrize(
     ("props", "value"),
     [
-        ({QOM.PROP_FIFO_DEPTH: "16,gpio-lines=8"}, "16,gpio-lines=8"),
+        ({QOM.PROP_IRQ_MODE: "16,gpio-lines=8"}, "16,gpio-lines=8"),
         ({QOM.PROP_IRQ_MODE: "msi,id=evil"}, "msi,id=evil"),
         ({QOM.PROP_IRQ_MODE: "a,,b,"}, "a,,b,"),
         ({QOM.PROP_IRQ_MODE: ",id=x"}, ",id=x"),
@@ -110,6 +110,29 @@ def test_a_read_only_property_is_refused_before_booting(key: str) -> None:
         f"device_props key {key!r}: a read-only property (read it after the start with the "
         f"injector, e.g. guest.injector.{method_of(key)}, or qom-get); {TAKES}"
     ), said
+
+
+@pytest.mark.parametrize(
+    ("prop", "value"),
+    [
+        (QOM.PROP_GPIO_LINES, "many"),
+        (QOM.PROP_GPIO_LINES, 33),
+        (QOM.PROP_FIFO_DEPTH, 0),
+        (QOM.PROP_EVQ_DEPTH, "4097"),
+        (QOM.PROP_EVQ_DEPTH, True),
+        (QOM.PROP_FIFO_DEPTH, "16,gpio-lines=8"),
+    ],
+)
+def test_a_count_out_of_the_devices_range_is_refused_before_booting(
+    prop: str, value: object
+) -> None:
+    """gpio-lines="many" and fifo-depth=0 reached QEMU, which refused them after
+    "booting the guest cold" (and the command exited 1, not as a usage error)."""
+    with pytest.raises(GuestConfigError) as info:
+        GuestConfig(device_props={prop: value})
+    assert f"{value!r} is not a whole number 1.." in str(info.value), str(info.value)
+    for good in (1, "0x10", 16):
+        GuestConfig(device_props={prop: good})
 
 
 def test_the_devices_start_time_and_pcis_own_properties_are_taken() -> None:

@@ -417,6 +417,32 @@ def check_device_props(props: Mapping[str, Any], what: str = "device_props key")
         why = unknown_device_prop(name) or runtime_device_prop(name)
         if why:
             raise GuestConfigError(f"{what} {name!r}: {why}")
+        top = _PROP_LIMITS.get(name)
+        if top is not None and not _in_range(props[key], top):
+            # QEMU refused it too, but after "booting the guest cold" and as exit 1
+            raise GuestConfigError(
+                f"{what} {name!r}: {props[key]!r} is not a whole number 1..{top} "
+                "(the device's limit, irqlab-regs.h)"
+            )
+
+
+# The device's start-time properties that are counts, and their largest value (the
+# header's): QEMU refuses the others at its start.
+_PROP_LIMITS = {
+    QOM.PROP_GPIO_LINES: REGS.MAX_GPIO_LINES,
+    QOM.PROP_FIFO_DEPTH: REGS.MAX_FIFO_DEPTH,
+    QOM.PROP_EVQ_DEPTH: REGS.MAX_EVQ_DEPTH,
+}
+
+
+def _in_range(value: object, top: int) -> bool:
+    if isinstance(value, bool):
+        return False
+    try:
+        n = int(str(value), 0)  # QEMU's integer syntax: 16, 0x10
+    except ValueError:
+        return False
+    return 1 <= n <= top
 
 
 def device_arg(device_id: str, props: Mapping[str, Any], bus: str | None = None) -> str:

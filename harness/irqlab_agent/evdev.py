@@ -97,6 +97,7 @@ class EvdevPath(NotificationPath):
     """An input device's events; subclassed with the way of waiting (read, poll, SIGIO)."""
 
     summarizable = False  # input events, not the driver's records
+    records = False  # an input device: no GET_INFO (it answers EINVAL)
     input_name: str | None = None  # EVIOCGNAME of the open device
     clock = "realtime"  # of the events' times (EVIOCSCLOCKID)
     options = NotificationPath.options | {"input"}

@@ -167,8 +167,8 @@ class NotificationPath(threading.Thread):
         except OSError as e:
             if e.errno not in (errno.ENOTTY, errno.EINVAL):
                 raise
-            raise OSError(
-                e.errno, f"{dev} is not an irqlab event node: its GET_INFO ioctl fails"
+            raise OSError(  # one errno whatever the device answered (ENOTTY or EINVAL)
+                errno.ENOTTY, f"{dev} is not an irqlab event node: its GET_INFO ioctl fails"
             ) from None
 
     def setup(self) -> None:

@@ -117,3 +117,22 @@ def test_no_evdev_node_at_all_says_to_load_evdev(tmp_path: Path) -> None:
     abi = Abi.__new__(Abi)  # no node is opened: the ABI is not asked
     with pytest.raises(FileNotFoundError, match=r"no .*event\* at all \(is evdev loaded\?\)"):
         find_input(abi, "irqlab-keys", str(tmp_path / "event*"))
+
+
+@pytest.mark.parametrize("kind", ["evdev-read", "evdev-poll", "evdev-sigio"])
+def test_an_evdev_path_opens_a_character_device_that_is_no_irqlab_node(
+    tmp_path: Path, kind: str
+) -> None:
+    """The record paths' check (GET_INFO answers) refused every input device: evdev
+    answers a foreign ioctl with EINVAL.  An input device is no irqlab node."""
+    from test_agent_protocol import fake_abi  # same directory (rootdir-relative import)
+
+    from irqlab_agent.agent import INPUT_PATH_KINDS
+    from irqlab_agent.paths import PathOptions
+
+    path = INPUT_PATH_KINDS[kind]("k", fake_abi(), PathOptions("/dev/null"), lambda ev: None)
+    path.open()  # /dev/null: a character device whose every ioctl fails
+    try:
+        assert path.fd >= 0
+    finally:
+        path.close_fds()

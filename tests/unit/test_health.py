@@ -600,9 +600,24 @@ PANIC_CONSOLE = """\
 """
 
 
+class _PanickingMachine(_SilentMachine):
+    """A QEMU whose guest's panic reaches the console while the watch's ping fails:
+    after the look's first read of the console, as on a loaded host."""
+
+    def __init__(self, console: Path, exits: bool) -> None:
+        super().__init__(QMPFailure("QMP query-status: not connected"), exits=exits)
+        self.console = console
+
+    def qmp_ping(self, timeout: float) -> str:
+        with self.console.open("a") as f:
+            f.write(PANIC_CONSOLE)
+        return super().qmp_ping(timeout)
+
+
+@pytest.mark.parametrize("landed", ["before-the-look", "during-the-ping"])
 @pytest.mark.parametrize("exits", [False, True], ids=["exit-slow", "exits-in-the-wait"])
 def test_qmp_lost_after_a_panic_on_the_console_is_the_panic(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, exits: bool
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, exits: bool, landed: str
 ) -> None:
     """QEMU closes its QMP socket as it exits after the guest's panic; under a loaded
     host the watch's ping met the closed socket before it saw the panic line (within
@@ -613,8 +628,12 @@ def test_qmp_lost_after_a_panic_on_the_console_is_the_panic(
     monkeypatch.setattr(health, "timeout_scale", lambda: 1.0)
     monkeypatch.setattr(health, "EXIT_AFTER_LOST_QMP_S", 0.1)
     console = tmp_path / "console.log"
-    console.write_text("[    1.0] booted\n" + PANIC_CONSOLE)  # within its grace period
-    machine = _SilentMachine(QMPFailure("QMP query-status: not connected"), exits=exits)
+    if landed == "before-the-look":  # read by the look, within its grace period
+        console.write_text("[    1.0] booted\n" + PANIC_CONSOLE)
+        machine = _SilentMachine(QMPFailure("QMP query-status: not connected"), exits=exits)
+    else:  # only the read after the QMP fault sees it
+        console.write_text("[    1.0] booted\n")
+        machine = _PanickingMachine(console, exits)
     watch = health.HealthWatch(machine, lambda f: None, qmp_every=0.0)  # type: ignore[arg-type]
     monkeypatch.setattr(watch, "_console_log", lambda: console)
     watch._next_qmp = 0.0
@@ -841,3 +860,38 @@ def test_a_silent_agent_is_named_by_the_kernels_stall_report(
         assert "Modules linked in: mydrv" in fault.console_tail
     else:
         assert fault.cause == head
+
+
+def test_a_stall_report_the_guest_got_over_is_not_quoted_later(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A hung-task report the agent's heartbeat outlived (a test with
+    check_kernel_log=False) was quoted in every later freeze verdict."""
+    from types import SimpleNamespace
+
+    from irqlab.vm import health
+
+    clock = [1000.0]
+    monkeypatch.setattr(health, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    monkeypatch.setattr(health, "timeout_scale", lambda: 1.0)
+    console = tmp_path / "console.log"
+    console.write_text("[   30.0] INFO: task kworker/0:1:12 blocked for more than 120 seconds.\n")
+    agent = _SilentAgent(0.0)
+    agent.last_heartbeat = clock[0]
+    watch = health.HealthWatch(
+        _QuietMachine(),  # type: ignore[arg-type]
+        lambda f: None,
+        agent=lambda: agent,  # type: ignore[arg-type,return-value]
+        freeze_timeout=10.0,
+        qmp_every=1e9,
+    )
+    monkeypatch.setattr(watch, "_console_log", lambda: console)
+    assert watch.check() is None  # the report is read; the agent beats on
+    clock[0] += 5.0
+    agent.last_heartbeat = clock[0]  # after the report
+    clock[0] += 20.0  # then silence
+    fault = watch.check()
+    assert fault is not None
+    assert fault.cause == (
+        "guest stopped responding: no agent heartbeat for 20 s (limit 10 s: 10 s x host load)"
+    )

@@ -244,7 +244,8 @@ class HealthWatch(threading.Thread):
         # the console's last lines looked at: an oops's prelude may come in a look before
         self._recent: deque[str] = deque(maxlen=OOPS_PRELUDE_LINES)
         self._pending: tuple[float, str, float] | None = None  # console fault, grace deadline
-        self._stall: str | None = None  # the console's last STALL_REPORT line
+        # the console's last STALL_REPORT line, and when it was read (time.monotonic())
+        self._stall: tuple[float, str] | None = None
         self._next_qmp = time.monotonic() + qmp_every
         # read-only for others (tests): the QMP pings begun, and whether one waits for
         # its reply now (see qmp_ping_pending)
@@ -348,7 +349,7 @@ class HealthWatch(threading.Thread):
         hit = scan_console(text, self._recent)
         self._recent.extend(text.splitlines())
         for m in STALL_REPORT.finditer(text):
-            self._stall = m.group(0).strip()
+            self._stall = (now, m.group(0).strip())
         if hit is not None and (self._pending is None or hit[0] < self._pending[0]):
             self._pending = (hit[0], hit[1], now + GRACE)
 
@@ -388,11 +389,13 @@ class HealthWatch(threading.Thread):
             # stretches with the load (irqlab.vm.loadscale)
             limit = self.freeze_timeout * timeout_scale()
             if silent > limit:
-                said = "" if self._stall is None else f"; the kernel said: {self._stall}"
+                # a report read before the last heartbeat is one the guest got over
+                stall = self._stall[1] if self._stall and self._stall[0] > beat else ""
+                said = f"; the kernel said: {stall}" if stall else ""
                 return self._fault(
                     f"guest stopped responding: no agent heartbeat for {silent:.0f} s "
                     f"(limit {limit:.3g} s: {self.freeze_timeout:g} s x host load){said}",
-                    line=self._stall or "",
+                    line=stall,
                 )
         return None
 

@@ -41,6 +41,7 @@
 #define IRQLAB_ACK_WINDOW         4096     /* raise timestamps kept for ACK */
 #define IRQLAB_HIST_BUCKETS       64       /* log2 latency histogram */
 #define IRQLAB_MIN_BURST_PERIOD_NS 1000
+#define IRQLAB_MAX_BURST_PERIOD_NS 10000000000  /* 10 s, no suffix */
 #define IRQLAB_BURST_LINE_NONE    (-1)     /* burst-line: BURST events */
 
 /* ID register value: magic in [31:16], major version [15:8], minor [7:0] */

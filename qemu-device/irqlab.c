@@ -58,8 +58,6 @@ OBJECT_DECLARE_SIMPLE_TYPE(IrqlabState, IRQLAB)
 #define IRQLAB_DEFAULT_FIFO_DEPTH   256
 #define IRQLAB_DEFAULT_EVQ_DEPTH    1024
 #define IRQLAB_DEFAULT_BURST_PERIOD 1000000          /* 1 ms */
-/* 10 s; no suffix: the property's description stringifies it */
-#define IRQLAB_MAX_BURST_PERIOD_NS  10000000000
 
 /* Which 64-bit register pair a _HI read returns (latched by the _LO read) */
 enum {

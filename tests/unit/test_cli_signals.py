@@ -271,3 +271,50 @@ def test_a_sigterm_that_cpythons_constant_folder_drops_is_raised_again() -> None
     )
     assert r.stdout.split() == ["compiled", "terminated"], (r.stdout, r.stderr)
     assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+
+
+# The console script's target called as pip's wrapper calls it, with the first import of
+# irqlab.cli.argtypes (main.py's, at its top) waiting on stdin: the test signals the
+# process while it is inside irqlab's imports.
+IMPORTING = textwrap.dedent(
+    """
+    import importlib.abc, sys, tomllib
+    with open(sys.argv[1], "rb") as f:
+        module, func = tomllib.load(f)["project"]["scripts"]["irqlab"].split(":")
+
+    class Block(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name == "irqlab.cli.argtypes":
+                print("importing", flush=True)
+                sys.stdin.readline()
+            return None
+
+    sys.meta_path.insert(0, Block())
+    sys.argv[1:] = ["--version"]
+    sys.exit(getattr(__import__(module, fromlist=[func]), func)())
+    """
+)
+
+
+@pytest.mark.parametrize(
+    "sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name
+)
+def test_a_signal_while_irqlab_imports_ends_it_as_documented(sig: int) -> None:
+    """Ctrl-C in the command's first few hundred ms (Python importing irqlab's modules)
+    printed the import's traceback and exited -2; SIGTERM killed it without a word."""
+    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+    p = subprocess.Popen(
+        [sys.executable, "-c", IMPORTING, str(pyproject)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert p.stdout is not None
+        assert p.stdout.readline() == "importing\n"
+        p.send_signal(sig)
+        err = p.communicate(timeout=30)[1]
+    finally:
+        p.kill()
+        p.wait()
+    assert p.returncode == 128 + sig, (p.returncode, err)
+    said = "" if sig == signal.SIGINT else f"irqlab: stopped by {signal.Signals(sig).name}\n"
+    assert err == said, err

@@ -5,12 +5,17 @@ thread where it cannot wedge the process.  Python raises it between any two byte
   leaves the logging module's lock held, and every other thread that logs (paramiko's
   transport threads) waits on it for ever, the teardown with them;
 * inside a finaliser (a ``__del__``, a weakref callback such as logging's
-  ``_removeHandlerRef``) it is printed as "Exception ignored" and lost.
+  ``_removeHandlerRef``) it is printed as "Exception ignored" and lost;
+* inside C code that runs the handlers and then drops the error: CPython's constant
+  folder (``2**64`` in a module compiled as it is imported, the ``irqlab`` command's
+  first second with PYTHONDONTWRITEBYTECODE) clears any exception a handler raised but
+  KeyboardInterrupt, and the import goes on as if no signal had come.
 
 :class:`SafeRaise` defers the raise a few milliseconds while the main thread holds
 logging's lock, and delivers the signal again when a finaliser swallowed its
-exception (through :data:`sys.unraisablehook`); it sets the handlers and puts the
-old ones back.  The ``irqlab`` command's handlers and the pytest plugin's use it.
+exception (through :data:`sys.unraisablehook`) or C code dropped it (a
+:class:`SignalRaise` destroyed before it reached anyone); it sets the handlers and puts
+the old ones back.  The ``irqlab`` command's handlers and the pytest plugin's use it.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-__all__ = ["DEFER_S", "MAX_DEFERRALS", "SafeRaise", "holds_logging_lock"]
+__all__ = ["DEFER_S", "MAX_DEFERRALS", "SafeRaise", "SignalRaise", "holds_logging_lock"]
 
 DEFER_S = 0.005  # how long a raise waits before it is tried again
 MAX_DEFERRALS = 200  # in all (1 s): a lock held longer is not worth a hung Ctrl-C
@@ -88,6 +93,13 @@ class SafeRaise:
         """Whether the handler must not raise now (it is delivered again shortly)."""
         return holds_logging_lock() and self.deliver_again(signum)
 
+    def dropped(self, signum: int) -> None:
+        """A :class:`SignalRaise` for *signum* was destroyed while the handlers are ours:
+        C code dropped it on its way out; *signum* again, unless it is pending already
+        (the unraisable hook sent it)."""
+        if signum not in self.again:
+            self.deliver_again(signum)
+
     def install_hook(self) -> None:
         import sys
 
@@ -132,3 +144,21 @@ class SafeRaise:
             self._old_hook = None
         self._queue.put(0)
         return pending
+
+
+class SignalRaise(BaseException):
+    """What a handler raises for *signum* (a signal other than Ctrl-C's, whose
+    KeyboardInterrupt CPython keeps where it drops other errors), delivered again
+    through *safe* when it is destroyed before the handlers are put back: it never
+    reached the code that ends the block (C code dropped it, see the module's notes).
+    One that reached it is destroyed after :meth:`SafeRaise.restore`: nothing then."""
+
+    def __init__(self, signum: int, safe: SafeRaise | None = None) -> None:
+        super().__init__(signum)
+        self.signum = signum
+        self._safe = safe
+
+    def __del__(self) -> None:
+        safe, self._safe = self._safe, None
+        if safe is not None:
+            safe.dropped(self.signum)

@@ -14,8 +14,8 @@ from irqlab.errors import IrqlabError
 PRIVATE = {"irqlab.contract.cheader._ExprError"}
 # Not errors: control flow as KeyboardInterrupt is (a BaseException that no
 # ``except Exception`` or ``except IrqlabError`` may stop): SIGTERM/SIGHUP unwinding
-# the CLI through its finally blocks.
-CONTROL_FLOW = {"irqlab.cli.main.Terminated"}
+# the CLI through its finally blocks (SignalRaise: its base, raised again if dropped).
+CONTROL_FLOW = {"irqlab.cli.main.Terminated", "irqlab.sigsafe.SignalRaise"}
 
 
 def _exception_classes() -> dict[str, type[BaseException]]:

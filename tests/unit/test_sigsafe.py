@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from irqlab import sigsafe
-from irqlab.sigsafe import SafeRaise
+from irqlab.sigsafe import SafeRaise, SignalRaise
 
 SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
 
@@ -71,3 +71,26 @@ def test_a_redelivery_is_told_from_a_new_signal() -> None:
         assert not safe.redelivered(signal.SIGUSR1) and safe.again == set()
     finally:
         safe.restore()
+
+
+def test_a_dropped_signal_raise_is_delivered_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A SignalRaise destroyed while the handlers are ours never reached anyone (C code
+    dropped it): its signal again, unless it is pending already; none once they are
+    put back (the one that ended the block is destroyed after that)."""
+    safe = SafeRaise(lambda e: None)
+    sent: list[int] = []
+    monkeypatch.setattr(safe, "deliver_again", lambda s: safe.active and not sent.append(s))
+    try:
+        SignalRaise(signal.SIGUSR1, safe)  # dropped at once
+        assert sent == [signal.SIGUSR1]
+        safe.again.add(signal.SIGUSR2)  # pending: the unraisable hook sent it
+        SignalRaise(signal.SIGUSR2, safe)
+        assert sent == [signal.SIGUSR1]
+        safe.again.clear()  # nothing for restore() to raise
+        kept = SignalRaise(signal.SIGUSR1, safe)
+    finally:
+        safe.restore()
+    sent.clear()
+    del kept  # reached the end of the block: destroyed with the handlers back
+    SignalRaise(signal.SIGUSR1)  # no SafeRaise: raised by someone else
+    assert sent == []

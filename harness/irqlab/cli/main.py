@@ -20,7 +20,7 @@ from typing import Any, TextIO
 from irqlab.build.arch import MODULE_BUILD_PACKAGES, build_module_command
 from irqlab.cli.argtypes import UsageError, count, guest_arch, positive
 from irqlab.errors import IrqlabError
-from irqlab.sigsafe import SafeRaise
+from irqlab.sigsafe import SafeRaise, SignalRaise
 
 __all__ = [
     "TEARDOWN_SIGNALS",
@@ -602,14 +602,11 @@ def _stdout_gone() -> int:
     return 141
 
 
-class Terminated(BaseException):
+class Terminated(SignalRaise):
     """SIGTERM or SIGHUP arrived.  Like KeyboardInterrupt it is no ``Exception``, so it
     unwinds through every ``finally`` (terminal restored, guest stopped, temporary
-    directories removed) and no ``except Exception`` swallows it."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
+    directories removed) and no ``except Exception`` swallows it; one that C code
+    dropped is raised again (:class:`~irqlab.sigsafe.SignalRaise`)."""
 
 
 TEARDOWN_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
@@ -707,7 +704,7 @@ def teardown_on_signals() -> Iterator[None]:
             return
         if signum == signal.SIGINT:
             raise KeyboardInterrupt
-        raise Terminated(signum)
+        raise Terminated(signum, safe)  # raised again if C code drops it
 
     # Ctrl-C too: whichever comes first starts the teardown, and any later one of the
     # three (Ctrl-C, then closing the window) is ignored until it has finished

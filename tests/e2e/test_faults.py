@@ -331,6 +331,28 @@ def test_a_guest_that_stops_running_userspace_is_named_by_the_heartbeat() -> Non
         g.close()
 
 
+@pytest.mark.parametrize(
+    ("trigger", "cause"),
+    [
+        ("echo o > /proc/sysrq-trigger", "guest powered off (reboot: Power down; "),
+        ("echo b > /proc/sysrq-trigger", "guest rebooted (sysrq: Resetting; "),
+        ("poweroff -f", "guest powered off (reboot: Power down; "),
+    ],
+    ids=["sysrq-o", "sysrq-b", "poweroff-f"],
+)
+def test_a_guest_that_powers_off_or_reboots_is_named_so(
+    fault_guest: Guest, trigger: str, cause: str
+) -> None:
+    """QEMU runs with -no-reboot: a poweroff and a reboot both end it with status 0,
+    and the verdict said only "QEMU exited with status 0 (running 'sleep 120')"."""
+    fault_guest.sh("echo 1 > /proc/sys/kernel/sysrq")
+    fault_guest.sh(f"(sleep 1; {trigger}) </dev/null >/dev/null 2>&1 &")
+    e = raises_within(lambda: fault_guest.sh("sleep 120", timeout=150), 1 + VERDICT, GuestFault)
+    first = str(e).splitlines()[0]
+    assert first.startswith(cause), first
+    assert first.endswith("; QEMU exited with status 0) (running 'sleep 120')"), first
+
+
 def _qemu_children() -> list[int]:
     me = str(os.getpid())
     found = []

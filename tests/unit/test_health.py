@@ -841,3 +841,50 @@ def test_a_silent_agent_is_named_by_the_kernels_stall_report(
         assert "Modules linked in: mydrv" in fault.console_tail
     else:
         assert fault.cause == head
+
+
+class _ExitedMachine(_SilentMachine):
+    """A QEMU that exited with *status*."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(RuntimeError())
+        self.running = False
+        self.status = status
+
+    @property
+    def returncode(self) -> int | None:
+        return self.status
+
+
+@pytest.mark.parametrize(
+    ("status", "said", "cause"),
+    [
+        (0, "[    6.9] reboot: Power down", "guest powered off (reboot: Power down; "),
+        (0, "[    6.9] sysrq: Power Off\n[    6.9] reboot: Power down", "guest powered off ("),
+        (0, "[    7.1] reboot: Restarting system", "guest rebooted (reboot: Restarting system; "),
+        (0, "[    7.1] sysrq: Resetting", "guest rebooted (sysrq: Resetting; "),
+        (0, "[    7.1] reboot: System halted", "guest halted (reboot: System halted; "),
+        (0, "[    7.1] all fine", ""),  # QEMU told to terminate (SIGTERM): status 0 too
+        (-9, "[    6.9] reboot: Power down", ""),  # killed as it powered off: the kill
+    ],
+    ids=["poweroff", "sysrq-o", "reboot", "sysrq-b", "halt", "sigterm", "killed"],
+)
+def test_a_guest_that_powers_off_or_reboots_is_named_by_the_kernels_last_words(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, status: int, said: str, cause: str
+) -> None:
+    """`poweroff -f`, SysRq o or b: QEMU (-no-reboot) exits with status 0, and the
+    verdict said only "QEMU exited with status 0"."""
+    from irqlab.vm import health
+
+    console = tmp_path / "console.log"
+    console.write_text(f"[    1.0] booted\n{said}\n")
+    watch = health.HealthWatch(_ExitedMachine(status), lambda f: None)  # type: ignore[arg-type]
+    monkeypatch.setattr(watch, "_console_log", lambda: console)
+    fault = watch.check()
+    assert fault is not None
+    exited = f"QEMU exited with status {status}"
+    if cause:
+        assert fault.cause.startswith(cause) and fault.cause.endswith(f"; {exited})"), fault
+    else:
+        assert fault.cause == exited, fault
+    assert said.splitlines()[-1] in fault.console_tail

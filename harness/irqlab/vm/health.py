@@ -85,6 +85,20 @@ STALL_REPORT = re.compile(
     r"(?:BUG: soft lockup|Watchdog detected hard LOCKUP|rcu: INFO: \S+ (?:self-)?detected "
     r"stalls?|INFO: task .* blocked for more than).*"
 )
+# The kernel's last words before it powers the machine off or resets it (Debian 6.1:
+# kernel_power_off()'s "reboot: Power down", kernel_restart()'s "reboot: Restarting
+# system", kernel_halt()'s "reboot: System halted"; SysRq's "sysrq: Power Off" and
+# "sysrq: Resetting", the latter with no reboot: line after it).  QEMU runs with
+# -no-reboot: a reboot ends it too, with status 0, as a poweroff does.
+SHUTDOWN = re.compile(
+    r"(?:reboot: (?:Power down|Restarting system|System halted)|sysrq: (?:Power Off|Resetting)).*"
+)
+SHUTDOWN_CAUSES = (
+    ("Power", "guest powered off"),
+    ("Restart", "guest rebooted"),
+    ("Resetting", "guest rebooted"),
+    ("halted", "guest halted"),
+)
 OOPS_PRELUDE_LINES = 16  # arm64 prints 13 lines of abort details in between
 TAIL_LINES = 40
 log = logging.getLogger(__name__)
@@ -161,13 +175,18 @@ def scan_console(text: str, before: Sequence[str] = ()) -> tuple[int, str] | Non
     return best
 
 
-def _prelude(lines: Sequence[str]) -> str | None:
-    """The last line of *lines* that says what an oops after them is (OOPS_PRELUDE)."""
+def _last_match(pattern: re.Pattern[str], lines: Sequence[str]) -> str | None:
+    """What *pattern* matches on the last of *lines* it matches, stripped; or None."""
     for line in reversed(lines):
-        m = OOPS_PRELUDE.search(line)
+        m = pattern.search(line)
         if m:
             return m.group(0).strip()
     return None
+
+
+def _prelude(lines: Sequence[str]) -> str | None:
+    """The last line of *lines* that says what an oops after them is (OOPS_PRELUDE)."""
+    return _last_match(OOPS_PRELUDE, lines)
 
 
 # A terminal's escape sequences (CSI ... final byte; two-byte ESC x) and other control
@@ -368,7 +387,7 @@ class HealthWatch(threading.Thread):
         if self._pending is not None and (now >= self._pending[2] or not running):
             return self._pending_fault()
         if not running:
-            return self._fault(exited_cause(self.machine.returncode), qemu=True)
+            return self._exit_fault()
         if now >= self._next_qmp:
             self._next_qmp = now + self.qmp_every
             fault = self._check_qmp()
@@ -395,6 +414,19 @@ class HealthWatch(threading.Thread):
                     line=self._stall or "",
                 )
         return None
+
+    def _exit_fault(self) -> Fault:
+        """QEMU's exit; status 0 after the kernel's last words of a poweroff or reboot
+        (SHUTDOWN) is the guest's own doing, named by that line."""
+        status = self.machine.returncode
+        exited = exited_cause(status)
+        if status == 0:
+            self._scan_console(time.monotonic())  # its last lines, written as it exited
+            said = _last_match(SHUTDOWN, self._recent)
+            if said is not None:
+                what = next(c for key, c in SHUTDOWN_CAUSES if key in said)
+                return self._fault(f"{what} ({said}; {exited})", qemu=True)
+        return self._fault(exited, qemu=True)
 
     def _check_qmp(self) -> Fault | None:
         from irqlab.vm.machine import MachineError

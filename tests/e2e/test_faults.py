@@ -353,6 +353,51 @@ def test_a_guest_that_powers_off_or_reboots_is_named_so(
     assert first.endswith("; QEMU exited with status 0) (running 'sleep 120')"), first
 
 
+FILL_MEMORY = (  # the guest's root, /run and /tmp are tmpfs: its memory fills
+    "dd if=/dev/zero of=/fill bs=1M 2>/dev/null; dd if=/dev/zero of=/run/fill bs=1M "
+    "2>/dev/null; dd if=/dev/zero of=/tmp/fill bs=1M"
+)
+HOG = "python3 -c 'a = []\nwhile True: a.append(bytearray(1 << 20))'"
+
+
+@pytest.mark.parametrize("wait", ["sh", "agent"])
+def test_a_guest_out_of_memory_is_named_when_it_kills_the_agent_or_sshd(
+    fault_guest: Guest, wait: str
+) -> None:
+    """The OOM killer took the agent, then dropbear: the user saw "command failed
+    (rc=-1): sleep 120" or "agent exited (end of output)", no cause, no console."""
+    if wait == "agent":
+        fault_guest.agent.arm("read")
+    fault_guest.sh(f"(sleep 1; {FILL_MEMORY}) </dev/null >/dev/null 2>&1 &")
+    if wait == "sh":
+        e = raises_within(lambda: fault_guest.sh("sleep 120", timeout=150), 30, GuestFault)
+    else:
+        e = raises_within(
+            lambda: fault_guest.agent.expect(path="read", timeout=150), 30, AgentError
+        )
+    first, *rest = str(e).splitlines()
+    assert first.startswith("guest out of memory: Out of memory: Killed process "), str(e)
+    assert "(the agent) (" in first or "(the SSH server) (" in first, first
+    assert any("Out of memory: Killed process" in line for line in rest), str(e)
+    assert fault_guest.fault is not None
+
+
+def test_a_command_the_oom_killer_killed_is_named_and_a_hog_is_no_fault(fault_guest: Guest) -> None:
+    """A memory hog's kill leaves the guest running: no fault; when it was the command
+    itself, its error says so (it said "command failed (signal KILL, rc=137)")."""
+    fault_guest.sh(f"({HOG}) </dev/null >/dev/null 2>&1 &")
+    assert fault_guest.sh("sleep 8; echo alive", timeout=60).strip() == "alive"
+    assert "Out of memory: Killed process" in fault_guest.sh("dmesg")
+    e = raises_within(lambda: fault_guest.sh(HOG, timeout=60), 30, GuestFault)
+    first = str(e).splitlines()[0]
+    assert re.match(
+        r"guest out of memory: Out of memory: Killed process \d+ \(python3\) \(running ", first
+    ), first
+    assert fault_guest.fault is None  # the guest lives on
+    assert fault_guest.sh("echo alive").strip() == "alive"
+    assert fault_guest.run(HOG, timeout=60).rc == 137  # run() returns the status, as before
+
+
 def _qemu_children() -> list[int]:
     me = str(os.getpid())
     found = []

@@ -806,6 +806,7 @@ class _QuietMachine(_SilentMachine):
 
 class _SilentAgent:
     eof = False
+    hello: dict[str, Any] | None = None
 
     def __init__(self, silent_for: float) -> None:
         self.last_heartbeat = time.monotonic() - silent_for
@@ -888,3 +889,109 @@ def test_a_guest_that_powers_off_or_reboots_is_named_by_the_kernels_last_words(
     else:
         assert fault.cause == exited, fault
     assert said.splitlines()[-1] in fault.console_tail
+
+
+OOM = "Out of memory: Killed process {pid} ({comm}) total-vm:311772kB, anon-rss:5808kB, UID:0"
+
+
+class _Agent(_SilentAgent):
+    def __init__(self, pid: int) -> None:
+        super().__init__(0.0)
+        self.hello = {"type": "hello", "pid": pid}
+
+
+@pytest.mark.parametrize(
+    ("killed", "who"),
+    [
+        ([(139, "python3")], None),  # a memory hog: the guest lives on
+        ([(128, "python3"), (110, "dropbear")], "(python3) (the agent)"),
+        ([(139, "python3"), (135, "dropbear")], "(dropbear) (the SSH server)"),
+    ],
+    ids=["hog", "agent", "dropbear"],
+)
+def test_an_oom_kill_of_the_agent_or_the_ssh_server_is_named(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, killed: list[tuple[int, str]], who: str | None
+) -> None:
+    """A guest whose tmpfs filled its memory: the OOM killer took the agent, then
+    dropbear; the user saw "agent exited (end of output)" or "command failed (rc=-1)",
+    no cause, no console.  A hog's kill stays no fault."""
+    from irqlab.vm import health
+
+    monkeypatch.setattr(health, "timeout_scale", lambda: 1.0)
+    monkeypatch.setattr(health, "GRACE", 0.0)
+    console = tmp_path / "console.log"
+    lines = [
+        f"[    5.{i}] {OOM.format(pid=pid, comm=comm)}" for i, (pid, comm) in enumerate(killed)
+    ]
+    console.write_text(
+        "[    1.0] booted\n[    5.0] dd: writing: no space\n" + "\n".join(lines) + "\n"
+    )
+    watch = health.HealthWatch(
+        _QuietMachine(),  # type: ignore[arg-type]
+        lambda f: None,
+        agent=lambda: _Agent(128),  # type: ignore[arg-type,return-value]
+        qmp_every=1e9,
+    )
+    monkeypatch.setattr(watch, "_console_log", lambda: console)
+    fault = watch.check() or watch.check()  # the grace period's end: the next look
+    if who is None:
+        assert fault is None
+        return
+    assert fault is not None
+    assert fault.cause.startswith("guest out of memory: Out of memory: Killed process "), fault
+    assert fault.cause.endswith(who), fault
+    assert "dd: writing: no space" in fault.console_tail  # the console from before it
+
+
+class _Console:
+    """The part of Console a command's end reads: bytes so far, a look since a mark."""
+
+    def __init__(self, before: str) -> None:
+        self.data = before
+
+    def size(self) -> int:
+        return len(self.data.encode())
+
+    def since(self, mark: int) -> str:
+        return self.data.encode()[mark:].decode()
+
+    def text(self) -> str:
+        return self.data
+
+    def shows(self, pattern: Any, since: int, timeout: float) -> bool:
+        return bool(pattern.search(self.since(since)))
+
+
+@pytest.mark.parametrize("oom", [True, False], ids=["oom-killed", "killed-by-the-user"])
+def test_a_command_the_oom_killer_killed_says_so(
+    monkeypatch: pytest.MonkeyPatch, oom: bool
+) -> None:
+    """g.sh() of a command the guest's OOM killer killed said only "command failed
+    (killed by signal KILL, rc=137)"; a SIGKILL of the user's own stays that."""
+    from irqlab.vm.exit_signal import ExitSignal
+    from irqlab.vm.guest import Guest, GuestConfig
+    from irqlab.vm.ssh import CommandError, RunResult
+
+    g = Guest(GuestConfig(name="t"))
+    console = _Console("[    1.0] booted\n")
+    killed = OOM.format(pid=140, comm="python3")
+
+    def run(cmd: str, **kw: Any) -> RunResult:
+        if oom:
+            console.data += f"[    4.9] {killed}\n"
+        return RunResult(137, "", "", ExitSignal("KILL", False, ""))
+
+    monkeypatch.setattr(g, "_console", lambda: console)
+    monkeypatch.setattr(g, "_run", run)
+    with pytest.raises((GuestFault, CommandError)) as info:
+        g.sh("python3 hog.py")
+    if not oom:
+        assert type(info.value) is CommandError, info.value
+        return
+    first = str(info.value).splitlines()[0]
+    assert first == (
+        "guest out of memory: Out of memory: Killed process 140 (python3) "
+        "(running 'python3 hog.py')"
+    ), first
+    assert killed in info.value.fault.console_tail  # type: ignore[union-attr]
+    assert g.fault is None  # the guest lives on

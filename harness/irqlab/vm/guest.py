@@ -58,9 +58,11 @@ from irqlab.vm.exit_signal import ExitSignal, signal_status
 from irqlab.vm.health import (
     EXIT_AFTER_LOST_QMP_S,
     GRACE,
+    OOM_KILL,
     Fault,
     GuestFault,
     HealthWatch,
+    console_view,
     exited_cause,
     file_tail,
     printable,
@@ -2102,13 +2104,35 @@ class Guest:
         Raises :class:`CommandError` (with ``.result``: rc, out, err) when it exits
         non-zero and *check*; :class:`SshTimeout` (a TimeoutError) when it runs longer
         than *timeout* s (its processes in the guest are killed); :class:`GuestFault`
-        when the guest dies or freezes meanwhile.  :meth:`run` returns the status
-        instead and takes stdin."""
+        when the guest dies or freezes meanwhile, or when the guest's OOM killer killed
+        the command ("guest out of memory: Out of memory: Killed process N (...)", the
+        guest lives on).  :meth:`run` returns the status instead and takes stdin."""
         __tracebackhide__ = hide_frame
+        mark = self.console_mark()
         result = self._run(cmd, timeout=timeout)
         if check and result.rc != 0:
+            fault = self._oom_killed(result, mark)
+            if fault is not None:
+                raise GuestFault(fault, f"running {cmd!r}")
             raise CommandError(cmd, result)
         return result.out
+
+    def _oom_killed(self, result: RunResult, mark: int | None) -> Fault | None:
+        """The OOM killer's kill of a command that ended with *result* (SIGKILL), named
+        by its console line after *mark*; None for any other end."""
+        killed = result.rc == signal_status("KILL") or (
+            result.signal is not None and result.signal.name == "KILL"
+        )
+        console = self._console()
+        if not killed or console is None or mark is None:
+            return None
+        if not console.shows(OOM_KILL, mark, CONSOLE_LAG):  # it kills before SIGKILL lands
+            return None
+        kills = list(OOM_KILL.finditer(console.since(mark)))
+        line = kills[-1].group(0)
+        tail, span = console_view(console.text(), line)
+        logs = str(self.log_dir) if self.log_dir is not None else ""
+        return Fault(f"guest out of memory: {line}", tail, console_span=span, log_dir=logs)
 
     def run(self, cmd: str, *, timeout: float = 60.0, input: bytes | None = None) -> RunResult:
         """Run a shell command in the guest (*input* on its stdin) and return its

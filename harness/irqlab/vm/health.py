@@ -7,7 +7,10 @@ times a second:
   ``quiet``): the line itself becomes the cause.  A report the guest lives on after
   (a ``BUG:`` line with no oops after it: KASAN, "sleeping function called from
   invalid context", "scheduling while atomic", a soft lockup; a hung task) is no
-  fault: the kernel-log check (:mod:`irqlab.vm.kernlog`) reports it;
+  fault: the kernel-log check (:mod:`irqlab.vm.kernlog`) reports it.  The OOM
+  killer's kill is a fault when it took the agent or the SSH server (the harness's
+  ways in), none for another process (a test's memory hog);  a poweroff's or reboot's
+  last line names the exit that follows;
 * the QEMU process: an exit is a fault with its status and QEMU's last words;
 * QMP: a QEMU that stops answering (frozen, SIGSTOPped) or whose run state says
   the guest stopped (``guest-panicked``, ``internal-error``, ``shutdown``);
@@ -42,6 +45,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CONSOLE_FAULT",
     "CONSOLE_FAULTS",
+    "OOM_KILL",
     "OOPS",
     "OOPS_PRELUDE",
     "Fault",
@@ -99,9 +103,16 @@ SHUTDOWN_CAUSES = (
     ("Resetting", "guest rebooted"),
     ("halted", "guest halted"),
 )
+# The OOM killer's line for each process it kills ("Out of memory: Killed process 128
+# (python3) total-vm:..."; a memory cgroup's "Memory cgroup out of memory: ..."): no
+# fault for an ordinary process (a test's memory hog: the guest lives on), a fault when
+# it is the harness's way into the guest: the agent (its hello's pid) or the SSH server
+OOM_KILL = re.compile(r"(?:Memory cgroup )?Out of memory.*?: Killed process (\d+) \(([^)]*)\)")
+SSH_SERVERS = frozenset({"dropbear", "sshd"})
 OOPS_PRELUDE_LINES = 16  # arm64 prints 13 lines of abort details in between
 TAIL_LINES = 40
 log = logging.getLogger(__name__)
+OOM_RANK = len(CONSOLE_FAULTS)  # an OOM kill that matters: less severe than an oops
 GRACE = 0.4  # s: after a console fault, wait this long for a more severe line (oops -> panic)
 EXIT_AFTER_LOST_QMP_S = 2.0  # s a load that lost QMP waits to see whether QEMU exits
 EXIT_POLL_S = 0.02  # s between two looks at a QEMU that may be exiting
@@ -234,6 +245,17 @@ def console_excerpt(text: str, line: str) -> tuple[str, str] | None:
     return "\n".join(shown + rest), f"from {BEFORE_FAULT} lines before the fault"
 
 
+def console_view(text: str, line: str) -> tuple[str, str]:
+    """The console *text* to show for a fault at its *line*: from a little before it
+    (:func:`console_excerpt`) or its last TAIL_LINES lines, and what that spans."""
+    found = console_excerpt(text, line)
+    if found is not None:
+        return found
+    return "\n".join(
+        printable(text).rstrip().splitlines()[-TAIL_LINES:]
+    ), f"last {TAIL_LINES} lines"
+
+
 class HealthWatch(threading.Thread):
     """Watches one machine (and its agent) until :meth:`stop` or the first fault."""
 
@@ -262,7 +284,8 @@ class HealthWatch(threading.Thread):
         self._offset = 0
         # the console's last lines looked at: an oops's prelude may come in a look before
         self._recent: deque[str] = deque(maxlen=OOPS_PRELUDE_LINES)
-        self._pending: tuple[float, str, float] | None = None  # console fault, grace deadline
+        # a console fault: (severity rank, cause, grace deadline, the console line's text)
+        self._pending: tuple[float, str, float, str] | None = None
         self._stall: str | None = None  # the console's last STALL_REPORT line
         self._next_qmp = time.monotonic() + qmp_every
         # read-only for others (tests): the QMP pings begun, and whether one waits for
@@ -368,13 +391,30 @@ class HealthWatch(threading.Thread):
         self._recent.extend(text.splitlines())
         for m in STALL_REPORT.finditer(text):
             self._stall = m.group(0).strip()
-        if hit is not None and (self._pending is None or hit[0] < self._pending[0]):
-            self._pending = (hit[0], hit[1], now + GRACE)
+        found = (*hit, hit[1].partition(": ")[2]) if hit is not None else self._oom_kill(text)
+        if found is not None and (self._pending is None or found[0] < self._pending[0]):
+            self._pending = (found[0], found[1], now + GRACE, found[2])
+
+    def _oom_kill(self, text: str) -> tuple[float, str, str] | None:
+        """The OOM killer's kill of the agent or the SSH server in *text*, as a console
+        fault (rank, cause, line); None for other processes (a memory hog)."""
+        agent = self.agent()
+        hello = agent.hello if agent is not None else None
+        pid = hello.get("pid") if isinstance(hello, dict) else None
+        for m in OOM_KILL.finditer(text):
+            if int(m.group(1)) == pid:
+                who = "the agent"
+            elif m.group(2) in SSH_SERVERS:
+                who = "the SSH server"
+            else:
+                continue
+            return (OOM_RANK, f"guest out of memory: {m.group(0)} ({who})", m.group(0))
+        return None
 
     def _pending_fault(self) -> Fault:
         assert self._pending is not None
-        cause = self._pending[1]  # "what: the console's line"
-        return self._fault(cause, qemu=not self.machine.is_running(), line=cause.partition(": ")[2])
+        _, cause, _, line = self._pending
+        return self._fault(cause, qemu=not self.machine.is_running(), line=line)
 
     def check(self) -> Fault | None:
         now = time.monotonic()
@@ -470,7 +510,7 @@ class HealthWatch(threading.Thread):
 
     def _note_panic(self, cause: str) -> None:
         if self._pending is None or self._pending[0] > 0.5:
-            self._pending = (0.5, cause, time.monotonic() + GRACE)
+            self._pending = (0.5, cause, time.monotonic() + GRACE, cause.partition(": ")[2])
 
     def _check_events(self) -> Fault | None:
         """pvpanic's GUEST_PANICKED (the guest kernel said it panicked) and RESET (our

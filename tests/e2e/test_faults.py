@@ -30,11 +30,13 @@ from irqlab.testing.helpers import (
 from irqlab.testing.plugin import start_guest
 from irqlab.vm.agent_client import AgentError, AgentTimeout
 from irqlab.vm.guest import Guest, GuestConfig
-from irqlab.vm.health import GuestFault
+from irqlab.vm.health import SSH_GREETING_S, GuestFault
 from irqlab.vm.loadscale import timeout_scale
 
 VERDICT = 5.0  # s: the target is 2 s (panic, exit) and 10 s (freeze); margin for a loaded host
 PANIC = "echo c > /proc/sysrq-trigger"
+# every process but init stops (the SSH server, the agent): the guest answers no one
+STOP_USERSPACE = "(sleep 0.5; kill -STOP -1) </dev/null >/dev/null 2>&1 &"
 
 
 @pytest.fixture
@@ -272,11 +274,11 @@ def test_a_device_poll_ends_when_the_heartbeat_stops() -> None:
     waited out its own timeout and said only that the counters never got there."""
     g = start_guest(GuestConfig(name="fault-beat-qmp", freeze_timeout=3.0))
     try:
-        pid = g.agent.ping()["pid"]
-        g.sh(f"kill -STOP {pid}")
+        g.agent.ping()
+        g.sh(STOP_USERSPACE)
         device = DeviceControl(g)
         poll = lambda: device.wait_counters(lambda c: False, 60)  # noqa: E731
-        e = raises_within(poll, 3.0 + VERDICT, GuestFault)
+        e = raises_within(poll, 3.0 + SSH_GREETING_S + VERDICT, GuestFault)
         assert str(e).startswith("guest stopped responding: no agent heartbeat"), e
     finally:
         g.close()
@@ -321,12 +323,44 @@ def test_unplug_and_replug_of_a_guest_known_dead_are_named() -> None:
 def test_a_guest_that_stops_running_userspace_is_named_by_the_heartbeat() -> None:
     g = start_guest(GuestConfig(name="fault-beat", freeze_timeout=3.0))
     try:
-        pid = g.agent.ping()["pid"]
         g.agent.arm("read")
-        g.sh(f"kill -STOP {pid}")  # the agent (our stand-in for all of userspace) stops
+        g.sh(STOP_USERSPACE)  # every process but init stops: the SSH server too
         with pytest.raises(AgentError) as info:
             g.agent.expect(path="read", timeout=60)
         assert str(info.value).startswith("guest stopped responding: no agent heartbeat")
+    finally:
+        g.close()
+
+
+def test_a_stopped_agent_in_a_guest_that_answers_ends_agent_waits_not_commands() -> None:
+    """SIGSTOP of the agent alone: "guest stopped responding: no agent heartbeat"
+    ended a g.sh('sleep 120') that ran fine over SSH.  The agent's waits end, naming
+    it; SSH commands go on; the next g.agent is a new agent."""
+    g = start_guest(GuestConfig(name="fault-agent-stop", freeze_timeout=3.0))
+    try:
+        pid = g.agent.ping()["pid"]
+        g.agent.arm("read")
+        errors: list[BaseException] = []
+
+        def wait() -> None:
+            try:
+                g.agent.expect(path="read", timeout=60)
+            except BaseException as e:
+                errors.append(e)
+
+        waiter = threading.Thread(target=wait, daemon=True)
+        waiter.start()
+        g.sh(f"(sleep 1; kill -STOP {pid}) </dev/null >/dev/null 2>&1 &")
+        assert g.sh("sleep 12; echo alive", timeout=60).strip() == "alive"
+        waiter.join(3.0 + SSH_GREETING_S + VERDICT)
+        assert errors, "the agent's wait did not end"
+        first = str(errors[0]).splitlines()[0]
+        assert first.startswith("agent stopped responding: no agent heartbeat for "), first
+        assert "; the guest still answers (its SSH server greets) (waiting for" in first, first
+        assert not isinstance(errors[0], (GuestFault, AgentTimeout)), errors[0]
+        assert g.fault is None
+        assert g.agent.ping()["pid"] != pid  # a new agent; the stopped one was killed
+        assert g.sh(f"kill -0 {pid} 2>/dev/null || echo gone").strip() == "gone"
     finally:
         g.close()
 

@@ -995,3 +995,93 @@ def test_a_command_the_oom_killer_killed_says_so(
     ), first
     assert killed in info.value.fault.console_tail  # type: ignore[union-attr]
     assert g.fault is None  # the guest lives on
+
+
+class _StoppedAgent(_SilentAgent):
+    """An agent silent for 20 s whose session the watch may give up."""
+
+    def __init__(self) -> None:
+        super().__init__(20.0)
+        self.abandoned: str | None = None
+
+    def abandon(self, cause: str) -> None:
+        self.abandoned = cause
+        self.eof = True
+
+
+@pytest.mark.parametrize("answers", [True, False], ids=["guest-answers", "guest-silent"])
+def test_a_silent_agent_in_a_guest_that_answers_is_the_agents_fault(
+    monkeypatch: pytest.MonkeyPatch, answers: bool
+) -> None:
+    """SIGSTOP of the agent alone: "guest stopped responding: no agent heartbeat" ended
+    a g.sh('sleep 120') that ran fine over SSH.  A guest whose SSH server still greets
+    loses only its agent session; a guest that does not is named as before."""
+    from irqlab.vm import health
+
+    monkeypatch.setattr(health, "timeout_scale", lambda: 1.0)
+    agent = _StoppedAgent()
+    watch = health.HealthWatch(
+        _QuietMachine(),  # type: ignore[arg-type]
+        lambda f: None,
+        agent=lambda: agent,  # type: ignore[arg-type,return-value]
+        freeze_timeout=10.0,
+        answers=lambda: answers,
+        qmp_every=1e9,
+    )
+    monkeypatch.setattr(watch, "_console_log", lambda: None)
+    fault = watch.check()
+    why = "no agent heartbeat for 20 s (limit 10 s: 10 s x host load)"
+    if answers:
+        assert fault is None
+        assert agent.abandoned == (
+            f"agent stopped responding: {why}; the guest still answers (its SSH server greets)"
+        )
+        assert watch.check() is None  # given up: not said again
+    else:
+        assert fault is not None and fault.cause == f"guest stopped responding: {why}"
+        assert agent.abandoned is None
+
+
+def test_an_abandoned_agent_session_names_why_in_every_wait(tmp_path: Path, abi_json: Path) -> None:
+    agent = AgentClient.spawn_local(["--spec", str(abi_json)], logs=tmp_path)
+    agent.wait_hello(30)
+    agent._diagnose = lambda: pytest.fail("no guest verdict to wait for")  # type: ignore[assignment,return-value]
+    try:
+        agent.abandon("agent stopped responding: a test says so")
+        with pytest.raises(AgentError) as info:
+            agent.expect(path="read", timeout=5)
+        assert str(info.value).startswith("agent stopped responding: a test says so (waiting for")
+        assert not isinstance(info.value, (AgentTimeout, GuestFault))
+        with pytest.raises(AgentError, match=r"^agent stopped responding: a test says so"):
+            agent.ping(timeout=5)
+    finally:
+        agent.close(timeout=5)
+
+
+@pytest.mark.parametrize("greeting", [b"SSH-2.0-dropbear_2022.83\r\n", b""], ids=["greets", "mute"])
+def test_an_ssh_server_that_greets_is_told_from_one_that_only_accepts(greeting: bytes) -> None:
+    """A stopped guest's kernel (or QEMU's forward) still accepts the connection."""
+    import socket
+
+    from irqlab.vm.health import ssh_greets
+
+    server = socket.create_server(("127.0.0.1", 0))
+    conns: list[socket.socket] = []
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        conns.append(conn)
+        if greeting:
+            conn.sendall(greeting)
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        t0 = time.monotonic()
+        assert ssh_greets(server.getsockname()[1], 0.5) == bool(greeting)
+        assert time.monotonic() - t0 < 2.0
+    finally:
+        t.join(5)
+        for c in conns:
+            c.close()
+        server.close()

@@ -59,6 +59,7 @@ from irqlab.vm.health import (
     EXIT_AFTER_LOST_QMP_S,
     GRACE,
     OOM_KILL,
+    SSH_GREETING_S,
     Fault,
     GuestFault,
     HealthWatch,
@@ -66,6 +67,7 @@ from irqlab.vm.health import (
     exited_cause,
     file_tail,
     printable,
+    ssh_greets,
 )
 from irqlab.vm.qmp.injector import DEVICE_ID, DEVICE_TYPE
 
@@ -1839,8 +1841,16 @@ class Guest:
             self._on_fault,
             agent=lambda: self._agent,
             freeze_timeout=self.config.freeze_timeout,
+            answers=self._ssh_greets,
         )
         self._watch.start()
+
+    def _ssh_greets(self) -> bool:
+        """Whether the guest's SSH server greets (its userspace runs), within
+        SSH_GREETING_S s scaled with the host's load."""
+        from irqlab.vm.loadscale import scaled
+
+        return self.ssh_port > 0 and ssh_greets(self.ssh_port, scaled(SSH_GREETING_S))
 
     def _stop_watch(self) -> None:
         if self._watch is not None:
@@ -2701,8 +2711,12 @@ class Guest:
         __tracebackhide__ = hide_frame
         if self._agent is None or self._agent.eof:
             if self._agent is not None:
+                stuck = self._agent.abandoned is not None and self._agent.hello is not None
                 with contextlib.suppress(Exception):
                     self._agent.close(timeout=2)
+                if stuck:  # the health watch gave it up: its daemon answers no one
+                    assert self._agent.hello is not None
+                    self.sh(_KILL_AND_WAIT.format(pid=int(self._agent.hello["pid"])))
             self._agent = None
             self.start_agent()
         assert self._agent is not None
@@ -2749,6 +2763,14 @@ class Guest:
             return sorted(kernel_param(k, v) for k, v in ps.items())
 
         return loaded is not None and words(loaded) == words(params)
+
+
+# An agent daemon the health watch gave up killed, and waited for (up to 5 s) until
+# its listening port is free for the next one
+_KILL_AND_WAIT = (
+    "kill -9 {pid} 2>/dev/null; i=0; "
+    "while kill -0 {pid} 2>/dev/null && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done"
+)
 
 
 class _FaultNamingQmp:

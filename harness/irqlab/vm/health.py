@@ -15,7 +15,9 @@ times a second:
 * QMP: a QEMU that stops answering (frozen, SIGSTOPped) or whose run state says
   the guest stopped (``guest-panicked``, ``internal-error``, ``shutdown``);
 * the agent's heartbeat (``{"type": "heartbeat"}`` every second): none for
-  *freeze_timeout* seconds means the guest no longer schedules userspace.
+  *freeze_timeout* seconds means the guest no longer schedules userspace, unless
+  its SSH server still greets (*answers*): then the agent alone stopped, and its
+  session is given up (:meth:`AgentClient.abandon`), no fault.
 
 On the first fault it calls *on_fault* once (the guest then breaks every wait of
 the harness: SSH commands, agent requests, expects) and stops.  The fault's
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import re
+import socket
 import threading
 import time
 from collections import deque
@@ -256,6 +259,31 @@ def console_view(text: str, line: str) -> tuple[str, str]:
     ), f"last {TAIL_LINES} lines"
 
 
+SSH_GREETING_S = 3.0  # s an SSH server has to greet before the guest counts as silent
+
+
+def ssh_greets(port: int, timeout: float) -> bool:
+    """Whether the SSH server on the host's *port* (forwarded to the guest's) greets
+    within *timeout* s ("SSH-2.0-..."): the guest's userspace runs.  A connection that
+    opens proves nothing (QEMU and the guest's kernel accept it)."""
+    deadline = time.monotonic() + timeout
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+            data = b""
+            while b"\n" not in data and len(data) < 256:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                sock.settimeout(left)
+                chunk = sock.recv(256)
+                if not chunk:
+                    return False
+                data += chunk
+    except OSError:
+        return False
+    return data.startswith(b"SSH-")
+
+
 class HealthWatch(threading.Thread):
     """Watches one machine (and its agent) until :meth:`stop` or the first fault."""
 
@@ -266,6 +294,7 @@ class HealthWatch(threading.Thread):
         *,
         agent: Callable[[], AgentClient | None] = lambda: None,
         freeze_timeout: float | None = 10.0,
+        answers: Callable[[], bool] | None = None,
         tick: float = 0.2,
         qmp_every: float = 2.0,
         qmp_timeout: float = 3.0,
@@ -275,6 +304,9 @@ class HealthWatch(threading.Thread):
         self.on_fault = on_fault
         self.agent = agent
         self.freeze_timeout = freeze_timeout
+        # whether the guest's userspace still answers (its SSH server's greeting): a
+        # silent agent in a guest that does is the agent's fault, not the guest's
+        self.answers = answers
         self.tick = tick
         self.qmp_every = qmp_every
         self.qmp_timeout = qmp_timeout
@@ -447,12 +479,17 @@ class HealthWatch(threading.Thread):
             # stretches with the load (irqlab.vm.loadscale)
             limit = self.freeze_timeout * timeout_scale()
             if silent > limit:
+                why = f"no agent heartbeat for {silent:.0f} s (limit {limit:.3g} s: "
+                why += f"{self.freeze_timeout:g} s x host load)"
+                if self.answers is not None and self.answers():
+                    # the agent alone (stopped, stuck): its waits end, SSH goes on
+                    assert agent is not None
+                    cause = f"agent stopped responding: {why}; the guest still answers "
+                    agent.abandon(cause + "(its SSH server greets)")
+                    log.warning("%s: %s", self.machine.config.name, agent.abandoned)
+                    return None
                 said = "" if self._stall is None else f"; the kernel said: {self._stall}"
-                return self._fault(
-                    f"guest stopped responding: no agent heartbeat for {silent:.0f} s "
-                    f"(limit {limit:.3g} s: {self.freeze_timeout:g} s x host load){said}",
-                    line=self._stall or "",
-                )
+                return self._fault(f"guest stopped responding: {why}{said}", line=self._stall or "")
         return None
 
     def _exit_fault(self) -> Fault:

@@ -532,9 +532,11 @@ class AgentClient:
         self.closed = True
         with contextlib.suppress(OSError, ValueError):
             self._stdin.close()
-        self._reader.join(timeout)
+        # an agent given up (abandon()) says nothing more: its streams end with on_close
+        first = 0.0 if self.abandoned is not None else timeout
+        self._reader.join(first)
         if self._err_reader is not None:
-            self._err_reader.join(timeout)
+            self._err_reader.join(first)
         if self._on_close is not None:
             self._on_close()
             # closing the channel ends a read still blocked on it: let the readers finish

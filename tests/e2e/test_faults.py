@@ -30,11 +30,13 @@ from irqlab.testing.helpers import (
 from irqlab.testing.plugin import start_guest
 from irqlab.vm.agent_client import AgentError, AgentTimeout
 from irqlab.vm.guest import Guest, GuestConfig
-from irqlab.vm.health import GuestFault
+from irqlab.vm.health import SSH_GREETING_S, GuestFault
 from irqlab.vm.loadscale import timeout_scale
 
 VERDICT = 5.0  # s: the target is 2 s (panic, exit) and 10 s (freeze); margin for a loaded host
 PANIC = "echo c > /proc/sysrq-trigger"
+# every process but init stops (the SSH server, the agent): the guest answers no one
+STOP_USERSPACE = "(sleep 0.5; kill -STOP -1) </dev/null >/dev/null 2>&1 &"
 
 
 @pytest.fixture
@@ -272,11 +274,11 @@ def test_a_device_poll_ends_when_the_heartbeat_stops() -> None:
     waited out its own timeout and said only that the counters never got there."""
     g = start_guest(GuestConfig(name="fault-beat-qmp", freeze_timeout=3.0))
     try:
-        pid = g.agent.ping()["pid"]
-        g.sh(f"kill -STOP {pid}")
+        g.agent.ping()
+        g.sh(STOP_USERSPACE)
         device = DeviceControl(g)
         poll = lambda: device.wait_counters(lambda c: False, 60)  # noqa: E731
-        e = raises_within(poll, 3.0 + VERDICT, GuestFault)
+        e = raises_within(poll, 3.0 + SSH_GREETING_S + VERDICT, GuestFault)
         assert str(e).startswith("guest stopped responding: no agent heartbeat"), e
     finally:
         g.close()
@@ -321,14 +323,113 @@ def test_unplug_and_replug_of_a_guest_known_dead_are_named() -> None:
 def test_a_guest_that_stops_running_userspace_is_named_by_the_heartbeat() -> None:
     g = start_guest(GuestConfig(name="fault-beat", freeze_timeout=3.0))
     try:
-        pid = g.agent.ping()["pid"]
         g.agent.arm("read")
-        g.sh(f"kill -STOP {pid}")  # the agent (our stand-in for all of userspace) stops
+        g.sh(STOP_USERSPACE)  # every process but init stops: the SSH server too
         with pytest.raises(AgentError) as info:
             g.agent.expect(path="read", timeout=60)
         assert str(info.value).startswith("guest stopped responding: no agent heartbeat")
     finally:
         g.close()
+
+
+def test_a_stopped_agent_in_a_guest_that_answers_ends_agent_waits_not_commands() -> None:
+    """SIGSTOP of the agent alone: "guest stopped responding: no agent heartbeat"
+    ended a g.sh('sleep 120') that ran fine over SSH.  The agent's waits end, naming
+    it; SSH commands go on; the next g.agent is a new agent."""
+    g = start_guest(GuestConfig(name="fault-agent-stop", freeze_timeout=3.0))
+    try:
+        pid = g.agent.ping()["pid"]
+        g.agent.arm("read")
+        errors: list[BaseException] = []
+
+        def wait() -> None:
+            try:
+                g.agent.expect(path="read", timeout=60)
+            except BaseException as e:
+                errors.append(e)
+
+        waiter = threading.Thread(target=wait, daemon=True)
+        waiter.start()
+        g.sh(f"(sleep 1; kill -STOP {pid}) </dev/null >/dev/null 2>&1 &")
+        assert g.sh("sleep 12; echo alive", timeout=60).strip() == "alive"
+        waiter.join(3.0 + SSH_GREETING_S + VERDICT)
+        assert errors, "the agent's wait did not end"
+        first = str(errors[0]).splitlines()[0]
+        assert first.startswith("agent stopped responding: no agent heartbeat for "), first
+        assert "; the guest still answers (its SSH server greets) (waiting for" in first, first
+        assert not isinstance(errors[0], (GuestFault, AgentTimeout)), errors[0]
+        assert g.fault is None
+        assert g.agent.ping()["pid"] != pid  # a new agent; the stopped one was killed
+        assert g.sh(f"kill -0 {pid} 2>/dev/null || echo gone").strip() == "gone"
+    finally:
+        g.close()
+
+
+@pytest.mark.parametrize(
+    ("trigger", "cause"),
+    [
+        ("echo o > /proc/sysrq-trigger", "guest powered off (reboot: Power down; "),
+        ("echo b > /proc/sysrq-trigger", "guest rebooted (sysrq: Resetting; "),
+        ("poweroff -f", "guest powered off (reboot: Power down; "),
+    ],
+    ids=["sysrq-o", "sysrq-b", "poweroff-f"],
+)
+def test_a_guest_that_powers_off_or_reboots_is_named_so(
+    fault_guest: Guest, trigger: str, cause: str
+) -> None:
+    """QEMU runs with -no-reboot: a poweroff and a reboot both end it with status 0,
+    and the verdict said only "QEMU exited with status 0 (running 'sleep 120')"."""
+    fault_guest.sh("echo 1 > /proc/sys/kernel/sysrq")
+    fault_guest.sh(f"(sleep 1; {trigger}) </dev/null >/dev/null 2>&1 &")
+    e = raises_within(lambda: fault_guest.sh("sleep 120", timeout=150), 1 + VERDICT, GuestFault)
+    first = str(e).splitlines()[0]
+    assert first.startswith(cause), first
+    assert first.endswith("; QEMU exited with status 0) (running 'sleep 120')"), first
+
+
+FILL_MEMORY = (  # the guest's root, /run and /tmp are tmpfs: its memory fills
+    "dd if=/dev/zero of=/fill bs=1M 2>/dev/null; dd if=/dev/zero of=/run/fill bs=1M "
+    "2>/dev/null; dd if=/dev/zero of=/tmp/fill bs=1M"
+)
+HOG = "python3 -c 'a = []\nwhile True: a.append(bytearray(1 << 20))'"
+
+
+@pytest.mark.parametrize("wait", ["sh", "agent"])
+def test_a_guest_out_of_memory_is_named_when_it_kills_the_agent_or_sshd(
+    fault_guest: Guest, wait: str
+) -> None:
+    """The OOM killer took the agent, then dropbear: the user saw "command failed
+    (rc=-1): sleep 120" or "agent exited (end of output)", no cause, no console."""
+    if wait == "agent":
+        fault_guest.agent.arm("read")
+    fault_guest.sh(f"(sleep 1; {FILL_MEMORY}) </dev/null >/dev/null 2>&1 &")
+    if wait == "sh":
+        e = raises_within(lambda: fault_guest.sh("sleep 120", timeout=150), 30, GuestFault)
+    else:
+        e = raises_within(
+            lambda: fault_guest.agent.expect(path="read", timeout=150), 30, AgentError
+        )
+    first, *rest = str(e).splitlines()
+    assert first.startswith("guest out of memory: Out of memory: Killed process "), str(e)
+    assert "(the agent) (" in first or "(the SSH server) (" in first, first
+    assert any("Out of memory: Killed process" in line for line in rest), str(e)
+    assert fault_guest.fault is not None
+
+
+def test_a_command_the_oom_killer_killed_is_named_and_a_hog_is_no_fault(fault_guest: Guest) -> None:
+    """A memory hog's kill leaves the guest running: no fault; when it was the command
+    itself, its error says so (it said "command failed (signal KILL, rc=137)")."""
+    fault_guest.sh(f"({HOG}) </dev/null >/dev/null 2>&1 &")
+    assert fault_guest.sh("sleep 8; echo alive", timeout=60).strip() == "alive"
+    assert "Out of memory: Killed process" in fault_guest.sh("dmesg")
+    e = raises_within(lambda: fault_guest.sh(HOG, timeout=60), 30, GuestFault)
+    first = str(e).splitlines()[0]
+    assert re.match(
+        r"guest out of memory: Out of memory: Killed process \d+ \(python3\) \(running ", first
+    ), first
+    assert fault_guest.fault is None  # the guest lives on
+    assert fault_guest.sh("echo alive").strip() == "alive"
+    assert fault_guest.run(HOG, timeout=60).rc == 137  # run() returns the status, as before
 
 
 def _qemu_children() -> list[int]:

@@ -825,6 +825,7 @@ class _QuietMachine(_SilentMachine):
 
 class _SilentAgent:
     eof = False
+    hello: dict[str, Any] | None = None
 
     def __init__(self, silent_for: float) -> None:
         self.last_heartbeat = time.monotonic() - silent_for
@@ -895,3 +896,246 @@ def test_a_stall_report_the_guest_got_over_is_not_quoted_later(
     assert fault.cause == (
         "guest stopped responding: no agent heartbeat for 20 s (limit 10 s: 10 s x host load)"
     )
+
+
+class _ExitedMachine(_SilentMachine):
+    """A QEMU that exited with *status*."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(RuntimeError())
+        self.running = False
+        self.status = status
+
+    @property
+    def returncode(self) -> int | None:
+        return self.status
+
+
+@pytest.mark.parametrize(
+    ("status", "said", "cause"),
+    [
+        (0, "[    6.9] reboot: Power down", "guest powered off (reboot: Power down; "),
+        (0, "[    6.9] sysrq: Power Off\n[    6.9] reboot: Power down", "guest powered off ("),
+        (0, "[    7.1] reboot: Restarting system", "guest rebooted (reboot: Restarting system; "),
+        (0, "[    7.1] sysrq: Resetting", "guest rebooted (sysrq: Resetting; "),
+        (0, "[    7.1] reboot: System halted", "guest halted (reboot: System halted; "),
+        (0, "[    7.1] all fine", ""),  # QEMU told to terminate (SIGTERM): status 0 too
+        (-9, "[    6.9] reboot: Power down", ""),  # killed as it powered off: the kill
+    ],
+    ids=["poweroff", "sysrq-o", "reboot", "sysrq-b", "halt", "sigterm", "killed"],
+)
+def test_a_guest_that_powers_off_or_reboots_is_named_by_the_kernels_last_words(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, status: int, said: str, cause: str
+) -> None:
+    """`poweroff -f`, SysRq o or b: QEMU (-no-reboot) exits with status 0, and the
+    verdict said only "QEMU exited with status 0"."""
+    from irqlab.vm import health
+
+    console = tmp_path / "console.log"
+    console.write_text(f"[    1.0] booted\n{said}\n")
+    watch = health.HealthWatch(_ExitedMachine(status), lambda f: None)  # type: ignore[arg-type]
+    monkeypatch.setattr(watch, "_console_log", lambda: console)
+    fault = watch.check()
+    assert fault is not None
+    exited = f"QEMU exited with status {status}"
+    if cause:
+        assert fault.cause.startswith(cause) and fault.cause.endswith(f"; {exited})"), fault
+    else:
+        assert fault.cause == exited, fault
+    assert said.splitlines()[-1] in fault.console_tail
+
+
+OOM = "Out of memory: Killed process {pid} ({comm}) total-vm:311772kB, anon-rss:5808kB, UID:0"
+
+
+class _Agent(_SilentAgent):
+    def __init__(self, pid: int) -> None:
+        super().__init__(0.0)
+        self.hello = {"type": "hello", "pid": pid}
+
+
+@pytest.mark.parametrize(
+    ("killed", "who"),
+    [
+        ([(139, "python3")], None),  # a memory hog: the guest lives on
+        ([(128, "python3"), (110, "dropbear")], "(python3) (the agent)"),
+        ([(139, "python3"), (135, "dropbear")], "(dropbear) (the SSH server)"),
+    ],
+    ids=["hog", "agent", "dropbear"],
+)
+def test_an_oom_kill_of_the_agent_or_the_ssh_server_is_named(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, killed: list[tuple[int, str]], who: str | None
+) -> None:
+    """A guest whose tmpfs filled its memory: the OOM killer took the agent, then
+    dropbear; the user saw "agent exited (end of output)" or "command failed (rc=-1)",
+    no cause, no console.  A hog's kill stays no fault."""
+    from irqlab.vm import health
+
+    monkeypatch.setattr(health, "timeout_scale", lambda: 1.0)
+    monkeypatch.setattr(health, "GRACE", 0.0)
+    console = tmp_path / "console.log"
+    lines = [
+        f"[    5.{i}] {OOM.format(pid=pid, comm=comm)}" for i, (pid, comm) in enumerate(killed)
+    ]
+    console.write_text(
+        "[    1.0] booted\n[    5.0] dd: writing: no space\n" + "\n".join(lines) + "\n"
+    )
+    watch = health.HealthWatch(
+        _QuietMachine(),  # type: ignore[arg-type]
+        lambda f: None,
+        agent=lambda: _Agent(128),  # type: ignore[arg-type,return-value]
+        qmp_every=1e9,
+    )
+    monkeypatch.setattr(watch, "_console_log", lambda: console)
+    fault = watch.check() or watch.check()  # the grace period's end: the next look
+    if who is None:
+        assert fault is None
+        return
+    assert fault is not None
+    assert fault.cause.startswith("guest out of memory: Out of memory: Killed process "), fault
+    assert fault.cause.endswith(who), fault
+    assert "dd: writing: no space" in fault.console_tail  # the console from before it
+
+
+class _Console:
+    """The part of Console a command's end reads: bytes so far, a look since a mark."""
+
+    def __init__(self, before: str) -> None:
+        self.data = before
+
+    def size(self) -> int:
+        return len(self.data.encode())
+
+    def since(self, mark: int) -> str:
+        return self.data.encode()[mark:].decode()
+
+    def text(self) -> str:
+        return self.data
+
+    def shows(self, pattern: Any, since: int, timeout: float) -> bool:
+        return bool(pattern.search(self.since(since)))
+
+
+@pytest.mark.parametrize("oom", [True, False], ids=["oom-killed", "killed-by-the-user"])
+def test_a_command_the_oom_killer_killed_says_so(
+    monkeypatch: pytest.MonkeyPatch, oom: bool
+) -> None:
+    """g.sh() of a command the guest's OOM killer killed said only "command failed
+    (killed by signal KILL, rc=137)"; a SIGKILL of the user's own stays that."""
+    from irqlab.vm.exit_signal import ExitSignal
+    from irqlab.vm.guest import Guest, GuestConfig
+    from irqlab.vm.ssh import CommandError, RunResult
+
+    g = Guest(GuestConfig(name="t"))
+    console = _Console("[    1.0] booted\n")
+    killed = OOM.format(pid=140, comm="python3")
+
+    def run(cmd: str, **kw: Any) -> RunResult:
+        if oom:
+            console.data += f"[    4.9] {killed}\n"
+        return RunResult(137, "", "", ExitSignal("KILL", False, ""))
+
+    monkeypatch.setattr(g, "_console", lambda: console)
+    monkeypatch.setattr(g, "_run", run)
+    with pytest.raises((GuestFault, CommandError)) as info:
+        g.sh("python3 hog.py")
+    if not oom:
+        assert type(info.value) is CommandError, info.value
+        return
+    first = str(info.value).splitlines()[0]
+    assert first == (
+        "guest out of memory: Out of memory: Killed process 140 (python3) "
+        "(running 'python3 hog.py')"
+    ), first
+    assert killed in info.value.fault.console_tail  # type: ignore[union-attr]
+    assert g.fault is None  # the guest lives on
+
+
+class _StoppedAgent(_SilentAgent):
+    """An agent silent for 20 s whose session the watch may give up."""
+
+    def __init__(self) -> None:
+        super().__init__(20.0)
+        self.abandoned: str | None = None
+
+    def abandon(self, cause: str) -> None:
+        self.abandoned = cause
+        self.eof = True
+
+
+@pytest.mark.parametrize("answers", [True, False], ids=["guest-answers", "guest-silent"])
+def test_a_silent_agent_in_a_guest_that_answers_is_the_agents_fault(
+    monkeypatch: pytest.MonkeyPatch, answers: bool
+) -> None:
+    """SIGSTOP of the agent alone: "guest stopped responding: no agent heartbeat" ended
+    a g.sh('sleep 120') that ran fine over SSH.  A guest whose SSH server still greets
+    loses only its agent session; a guest that does not is named as before."""
+    from irqlab.vm import health
+
+    monkeypatch.setattr(health, "timeout_scale", lambda: 1.0)
+    agent = _StoppedAgent()
+    watch = health.HealthWatch(
+        _QuietMachine(),  # type: ignore[arg-type]
+        lambda f: None,
+        agent=lambda: agent,  # type: ignore[arg-type,return-value]
+        freeze_timeout=10.0,
+        answers=lambda: answers,
+        qmp_every=1e9,
+    )
+    monkeypatch.setattr(watch, "_console_log", lambda: None)
+    fault = watch.check()
+    why = "no agent heartbeat for 20 s (limit 10 s: 10 s x host load)"
+    if answers:
+        assert fault is None
+        assert agent.abandoned == (
+            f"agent stopped responding: {why}; the guest still answers (its SSH server greets)"
+        )
+        assert watch.check() is None  # given up: not said again
+    else:
+        assert fault is not None and fault.cause == f"guest stopped responding: {why}"
+        assert agent.abandoned is None
+
+
+def test_an_abandoned_agent_session_names_why_in_every_wait(tmp_path: Path, abi_json: Path) -> None:
+    agent = AgentClient.spawn_local(["--spec", str(abi_json)], logs=tmp_path)
+    agent.wait_hello(30)
+    agent._diagnose = lambda: pytest.fail("no guest verdict to wait for")  # type: ignore[assignment,return-value]
+    try:
+        agent.abandon("agent stopped responding: a test says so")
+        with pytest.raises(AgentError) as info:
+            agent.expect(path="read", timeout=5)
+        assert str(info.value).startswith("agent stopped responding: a test says so (waiting for")
+        assert not isinstance(info.value, (AgentTimeout, GuestFault))
+        with pytest.raises(AgentError, match=r"^agent stopped responding: a test says so"):
+            agent.ping(timeout=5)
+    finally:
+        agent.close(timeout=5)
+
+
+@pytest.mark.parametrize("greeting", [b"SSH-2.0-dropbear_2022.83\r\n", b""], ids=["greets", "mute"])
+def test_an_ssh_server_that_greets_is_told_from_one_that_only_accepts(greeting: bytes) -> None:
+    """A stopped guest's kernel (or QEMU's forward) still accepts the connection."""
+    import socket
+
+    from irqlab.vm.health import ssh_greets
+
+    server = socket.create_server(("127.0.0.1", 0))
+    conns: list[socket.socket] = []
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        conns.append(conn)
+        if greeting:
+            conn.sendall(greeting)
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        t0 = time.monotonic()
+        assert ssh_greets(server.getsockname()[1], 0.5) == bool(greeting)
+        assert time.monotonic() - t0 < 2.0
+    finally:
+        t.join(5)
+        for c in conns:
+            c.close()
+        server.close()

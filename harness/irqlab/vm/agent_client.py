@@ -160,6 +160,9 @@ class AgentClient:
         self.hello: dict[str, Any] | None = None
         self.fatal: str | None = None
         self.eof = False
+        # why the session was given up with the agent still there (abandon()): it
+        # stopped answering while the guest still does
+        self.abandoned: str | None = None
         self.closed = False  # close() was called: requests are refused
         self.stderr_tail: deque[str] = deque(maxlen=50)
         logs = logs if logs is not None else log_dir()
@@ -258,6 +261,8 @@ class AgentClient:
     def _gone(self, doing: str) -> AgentError:
         """The error for an agent whose end went away (see :meth:`_dead`):
         :class:`AgentFault` when the guest's fault is known."""
+        if self.abandoned is not None:  # the guest answers: no verdict to wait for
+            return AgentError(f"{self.abandoned} ({doing}); logs {self.log_base}.*")
         fault = self._diagnose() if self._diagnose is not None else None
         text = self._dead(doing, fault)
         return AgentFault(text, fault) if fault is not None else AgentError(text)
@@ -508,6 +513,15 @@ class AgentClient:
             except AgentTimeout:
                 return
 
+    def abandon(self, cause: str) -> None:
+        """Give the session up for *cause* (the health watch: the agent stopped
+        answering while the guest still does): every wait, now and later, raises
+        :class:`AgentError` with *cause* first; :meth:`close` ends the channel."""
+        with self._cond:
+            self.abandoned = cause
+            self.eof = True
+            self._cond.notify_all()
+
     # -- shutdown -----------------------------------------------------------------------
     def close(self, timeout: float = 10.0, *, goodbye: bool = True) -> None:
         """End the session: the agent's ``quit`` (not with *goodbye* False: a guest that
@@ -518,9 +532,11 @@ class AgentClient:
         self.closed = True
         with contextlib.suppress(OSError, ValueError):
             self._stdin.close()
-        self._reader.join(timeout)
+        # an agent given up (abandon()) says nothing more: its streams end with on_close
+        first = 0.0 if self.abandoned is not None else timeout
+        self._reader.join(first)
         if self._err_reader is not None:
-            self._err_reader.join(timeout)
+            self._err_reader.join(first)
         if self._on_close is not None:
             self._on_close()
             # closing the channel ends a read still blocked on it: let the readers finish

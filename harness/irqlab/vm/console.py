@@ -93,6 +93,11 @@ class Console:
         with self._cond:
             return len(self._data)
 
+    def since(self, mark: int) -> str:
+        """What came after byte *mark* (:meth:`size`), as text."""
+        with self._cond:
+            return self._data[mark:].decode("utf-8", "replace")
+
     def shows(self, pattern: re.Pattern[str], since: int, timeout: float) -> bool:
         """Whether *pattern* appears in what came after byte *since*, waiting up to
         *timeout* s for it (no exception: a quick look, not a wait for a marker)."""

@@ -58,12 +58,16 @@ from irqlab.vm.exit_signal import ExitSignal, signal_status
 from irqlab.vm.health import (
     EXIT_AFTER_LOST_QMP_S,
     GRACE,
+    OOM_KILL,
+    SSH_GREETING_S,
     Fault,
     GuestFault,
     HealthWatch,
+    console_view,
     exited_cause,
     file_tail,
     printable,
+    ssh_greets,
 )
 from irqlab.vm.qmp.injector import DEVICE_ID, DEVICE_TYPE
 
@@ -1875,8 +1879,16 @@ class Guest:
             self._on_fault,
             agent=lambda: self._agent,
             freeze_timeout=self.config.freeze_timeout,
+            answers=self._ssh_greets,
         )
         self._watch.start()
+
+    def _ssh_greets(self) -> bool:
+        """Whether the guest's SSH server greets (its userspace runs), within
+        SSH_GREETING_S s scaled with the host's load."""
+        from irqlab.vm.loadscale import scaled
+
+        return self.ssh_port > 0 and ssh_greets(self.ssh_port, scaled(SSH_GREETING_S))
 
     def _stop_watch(self) -> None:
         if self._watch is not None:
@@ -2140,13 +2152,35 @@ class Guest:
         Raises :class:`CommandError` (with ``.result``: rc, out, err) when it exits
         non-zero and *check*; :class:`SshTimeout` (a TimeoutError) when it runs longer
         than *timeout* s (its processes in the guest are killed); :class:`GuestFault`
-        when the guest dies or freezes meanwhile.  :meth:`run` returns the status
-        instead and takes stdin."""
+        when the guest dies or freezes meanwhile, or when the guest's OOM killer killed
+        the command ("guest out of memory: Out of memory: Killed process N (...)", the
+        guest lives on).  :meth:`run` returns the status instead and takes stdin."""
         __tracebackhide__ = hide_frame
+        mark = self.console_mark()
         result = self._run(_shell_command(cmd), timeout=timeout)
         if check and result.rc != 0:
+            fault = self._oom_killed(result, mark)
+            if fault is not None:
+                raise GuestFault(fault, f"running {cmd!r}")
             raise CommandError(cmd, result)
         return result.out
+
+    def _oom_killed(self, result: RunResult, mark: int | None) -> Fault | None:
+        """The OOM killer's kill of a command that ended with *result* (SIGKILL), named
+        by its console line after *mark*; None for any other end."""
+        killed = result.rc == signal_status("KILL") or (
+            result.signal is not None and result.signal.name == "KILL"
+        )
+        console = self._console()
+        if not killed or console is None or mark is None:
+            return None
+        if not console.shows(OOM_KILL, mark, CONSOLE_LAG):  # it kills before SIGKILL lands
+            return None
+        kills = list(OOM_KILL.finditer(console.since(mark)))
+        line = kills[-1].group(0)
+        tail, span = console_view(console.text(), line)
+        logs = str(self.log_dir) if self.log_dir is not None else ""
+        return Fault(f"guest out of memory: {line}", tail, console_span=span, log_dir=logs)
 
     def run(self, cmd: str, *, timeout: float = 60.0, input: bytes | None = None) -> RunResult:
         """Run a shell command in the guest (*input* on its stdin) and return its
@@ -2715,8 +2749,12 @@ class Guest:
         __tracebackhide__ = hide_frame
         if self._agent is None or self._agent.eof:
             if self._agent is not None:
+                stuck = self._agent.abandoned is not None and self._agent.hello is not None
                 with contextlib.suppress(Exception):
                     self._agent.close(timeout=2)
+                if stuck:  # the health watch gave it up: its daemon answers no one
+                    assert self._agent.hello is not None
+                    self.sh(_KILL_AND_WAIT.format(pid=int(self._agent.hello["pid"])))
             self._agent = None
             self.start_agent()
         assert self._agent is not None
@@ -2763,6 +2801,14 @@ class Guest:
             return sorted(kernel_param(k, v) for k, v in ps.items())
 
         return loaded is not None and words(loaded) == words(params)
+
+
+# An agent daemon the health watch gave up killed, and waited for (up to 5 s) until
+# its listening port is free for the next one
+_KILL_AND_WAIT = (
+    "kill -9 {pid} 2>/dev/null; i=0; "
+    "while kill -0 {pid} 2>/dev/null && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done"
+)
 
 
 class _FaultNamingQmp:

@@ -7,12 +7,17 @@ times a second:
   ``quiet``): the line itself becomes the cause.  A report the guest lives on after
   (a ``BUG:`` line with no oops after it: KASAN, "sleeping function called from
   invalid context", "scheduling while atomic", a soft lockup; a hung task) is no
-  fault: the kernel-log check (:mod:`irqlab.vm.kernlog`) reports it;
+  fault: the kernel-log check (:mod:`irqlab.vm.kernlog`) reports it.  The OOM
+  killer's kill is a fault when it took the agent or the SSH server (the harness's
+  ways in), none for another process (a test's memory hog);  a poweroff's or reboot's
+  last line names the exit that follows;
 * the QEMU process: an exit is a fault with its status and QEMU's last words;
 * QMP: a QEMU that stops answering (frozen, SIGSTOPped) or whose run state says
   the guest stopped (``guest-panicked``, ``internal-error``, ``shutdown``);
 * the agent's heartbeat (``{"type": "heartbeat"}`` every second): none for
-  *freeze_timeout* seconds means the guest no longer schedules userspace.
+  *freeze_timeout* seconds means the guest no longer schedules userspace, unless
+  its SSH server still greets (*answers*): then the agent alone stopped, and its
+  session is given up (:meth:`AgentClient.abandon`), no fault.
 
 On the first fault it calls *on_fault* once (the guest then breaks every wait of
 the harness: SSH commands, agent requests, expects) and stops.  The fault's
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import re
+import socket
 import threading
 import time
 from collections import deque
@@ -42,6 +48,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CONSOLE_FAULT",
     "CONSOLE_FAULTS",
+    "OOM_KILL",
     "OOPS",
     "OOPS_PRELUDE",
     "Fault",
@@ -85,9 +92,30 @@ STALL_REPORT = re.compile(
     r"(?:BUG: soft lockup|Watchdog detected hard LOCKUP|rcu: INFO: \S+ (?:self-)?detected "
     r"stalls?|INFO: task .* blocked for more than).*"
 )
+# The kernel's last words before it powers the machine off or resets it (Debian 6.1:
+# kernel_power_off()'s "reboot: Power down", kernel_restart()'s "reboot: Restarting
+# system", kernel_halt()'s "reboot: System halted"; SysRq's "sysrq: Power Off" and
+# "sysrq: Resetting", the latter with no reboot: line after it).  QEMU runs with
+# -no-reboot: a reboot ends it too, with status 0, as a poweroff does.
+SHUTDOWN = re.compile(
+    r"(?:reboot: (?:Power down|Restarting system|System halted)|sysrq: (?:Power Off|Resetting)).*"
+)
+SHUTDOWN_CAUSES = (
+    ("Power", "guest powered off"),
+    ("Restart", "guest rebooted"),
+    ("Resetting", "guest rebooted"),
+    ("halted", "guest halted"),
+)
+# The OOM killer's line for each process it kills ("Out of memory: Killed process 128
+# (python3) total-vm:..."; a memory cgroup's "Memory cgroup out of memory: ..."): no
+# fault for an ordinary process (a test's memory hog: the guest lives on), a fault when
+# it is the harness's way into the guest: the agent (its hello's pid) or the SSH server
+OOM_KILL = re.compile(r"(?:Memory cgroup )?Out of memory.*?: Killed process (\d+) \(([^)]*)\)")
+SSH_SERVERS = frozenset({"dropbear", "sshd"})
 OOPS_PRELUDE_LINES = 16  # arm64 prints 13 lines of abort details in between
 TAIL_LINES = 40
 log = logging.getLogger(__name__)
+OOM_RANK = len(CONSOLE_FAULTS)  # an OOM kill that matters: less severe than an oops
 GRACE = 0.4  # s: after a console fault, wait this long for a more severe line (oops -> panic)
 EXIT_AFTER_LOST_QMP_S = 2.0  # s a load that lost QMP waits to see whether QEMU exits
 EXIT_POLL_S = 0.02  # s between two looks at a QEMU that may be exiting
@@ -161,13 +189,18 @@ def scan_console(text: str, before: Sequence[str] = ()) -> tuple[int, str] | Non
     return best
 
 
-def _prelude(lines: Sequence[str]) -> str | None:
-    """The last line of *lines* that says what an oops after them is (OOPS_PRELUDE)."""
+def _last_match(pattern: re.Pattern[str], lines: Sequence[str]) -> str | None:
+    """What *pattern* matches on the last of *lines* it matches, stripped; or None."""
     for line in reversed(lines):
-        m = OOPS_PRELUDE.search(line)
+        m = pattern.search(line)
         if m:
             return m.group(0).strip()
     return None
+
+
+def _prelude(lines: Sequence[str]) -> str | None:
+    """The last line of *lines* that says what an oops after them is (OOPS_PRELUDE)."""
+    return _last_match(OOPS_PRELUDE, lines)
 
 
 # A terminal's escape sequences (CSI ... final byte; two-byte ESC x) and other control
@@ -215,6 +248,42 @@ def console_excerpt(text: str, line: str) -> tuple[str, str] | None:
     return "\n".join(shown + rest), f"from {BEFORE_FAULT} lines before the fault"
 
 
+def console_view(text: str, line: str) -> tuple[str, str]:
+    """The console *text* to show for a fault at its *line*: from a little before it
+    (:func:`console_excerpt`) or its last TAIL_LINES lines, and what that spans."""
+    found = console_excerpt(text, line)
+    if found is not None:
+        return found
+    return "\n".join(
+        printable(text).rstrip().splitlines()[-TAIL_LINES:]
+    ), f"last {TAIL_LINES} lines"
+
+
+SSH_GREETING_S = 3.0  # s an SSH server has to greet before the guest counts as silent
+
+
+def ssh_greets(port: int, timeout: float) -> bool:
+    """Whether the SSH server on the host's *port* (forwarded to the guest's) greets
+    within *timeout* s ("SSH-2.0-..."): the guest's userspace runs.  A connection that
+    opens proves nothing (QEMU and the guest's kernel accept it)."""
+    deadline = time.monotonic() + timeout
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+            data = b""
+            while b"\n" not in data and len(data) < 256:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                sock.settimeout(left)
+                chunk = sock.recv(256)
+                if not chunk:
+                    return False
+                data += chunk
+    except OSError:
+        return False
+    return data.startswith(b"SSH-")
+
+
 class HealthWatch(threading.Thread):
     """Watches one machine (and its agent) until :meth:`stop` or the first fault."""
 
@@ -225,6 +294,7 @@ class HealthWatch(threading.Thread):
         *,
         agent: Callable[[], AgentClient | None] = lambda: None,
         freeze_timeout: float | None = 10.0,
+        answers: Callable[[], bool] | None = None,
         tick: float = 0.2,
         qmp_every: float = 2.0,
         qmp_timeout: float = 3.0,
@@ -234,6 +304,9 @@ class HealthWatch(threading.Thread):
         self.on_fault = on_fault
         self.agent = agent
         self.freeze_timeout = freeze_timeout
+        # whether the guest's userspace still answers (its SSH server's greeting): a
+        # silent agent in a guest that does is the agent's fault, not the guest's
+        self.answers = answers
         self.tick = tick
         self.qmp_every = qmp_every
         self.qmp_timeout = qmp_timeout
@@ -243,7 +316,8 @@ class HealthWatch(threading.Thread):
         self._offset = 0
         # the console's last lines looked at: an oops's prelude may come in a look before
         self._recent: deque[str] = deque(maxlen=OOPS_PRELUDE_LINES)
-        self._pending: tuple[float, str, float] | None = None  # console fault, grace deadline
+        # a console fault: (severity rank, cause, grace deadline, the console line's text)
+        self._pending: tuple[float, str, float, str] | None = None
         # the console's last STALL_REPORT line, and when it was read (time.monotonic())
         self._stall: tuple[float, str] | None = None
         self._next_qmp = time.monotonic() + qmp_every
@@ -350,13 +424,30 @@ class HealthWatch(threading.Thread):
         self._recent.extend(text.splitlines())
         for m in STALL_REPORT.finditer(text):
             self._stall = (now, m.group(0).strip())
-        if hit is not None and (self._pending is None or hit[0] < self._pending[0]):
-            self._pending = (hit[0], hit[1], now + GRACE)
+        found = (*hit, hit[1].partition(": ")[2]) if hit is not None else self._oom_kill(text)
+        if found is not None and (self._pending is None or found[0] < self._pending[0]):
+            self._pending = (found[0], found[1], now + GRACE, found[2])
+
+    def _oom_kill(self, text: str) -> tuple[float, str, str] | None:
+        """The OOM killer's kill of the agent or the SSH server in *text*, as a console
+        fault (rank, cause, line); None for other processes (a memory hog)."""
+        agent = self.agent()
+        hello = agent.hello if agent is not None else None
+        pid = hello.get("pid") if isinstance(hello, dict) else None
+        for m in OOM_KILL.finditer(text):
+            if int(m.group(1)) == pid:
+                who = "the agent"
+            elif m.group(2) in SSH_SERVERS:
+                who = "the SSH server"
+            else:
+                continue
+            return (OOM_RANK, f"guest out of memory: {m.group(0)} ({who})", m.group(0))
+        return None
 
     def _pending_fault(self) -> Fault:
         assert self._pending is not None
-        cause = self._pending[1]  # "what: the console's line"
-        return self._fault(cause, qemu=not self.machine.is_running(), line=cause.partition(": ")[2])
+        _, cause, _, line = self._pending
+        return self._fault(cause, qemu=not self.machine.is_running(), line=line)
 
     def check(self) -> Fault | None:
         now = time.monotonic()
@@ -369,7 +460,7 @@ class HealthWatch(threading.Thread):
         if self._pending is not None and (now >= self._pending[2] or not running):
             return self._pending_fault()
         if not running:
-            return self._fault(exited_cause(self.machine.returncode), qemu=True)
+            return self._exit_fault()
         if now >= self._next_qmp:
             self._next_qmp = now + self.qmp_every
             fault = self._check_qmp()
@@ -389,15 +480,33 @@ class HealthWatch(threading.Thread):
             # stretches with the load (irqlab.vm.loadscale)
             limit = self.freeze_timeout * timeout_scale()
             if silent > limit:
+                why = f"no agent heartbeat for {silent:.0f} s (limit {limit:.3g} s: "
+                why += f"{self.freeze_timeout:g} s x host load)"
+                if self.answers is not None and self.answers():
+                    # the agent alone (stopped, stuck): its waits end, SSH goes on
+                    assert agent is not None
+                    cause = f"agent stopped responding: {why}; the guest still answers "
+                    agent.abandon(cause + "(its SSH server greets)")
+                    log.warning("%s: %s", self.machine.config.name, agent.abandoned)
+                    return None
                 # a report read before the last heartbeat is one the guest got over
                 stall = self._stall[1] if self._stall and self._stall[0] > beat else ""
                 said = f"; the kernel said: {stall}" if stall else ""
-                return self._fault(
-                    f"guest stopped responding: no agent heartbeat for {silent:.0f} s "
-                    f"(limit {limit:.3g} s: {self.freeze_timeout:g} s x host load){said}",
-                    line=stall,
-                )
+                return self._fault(f"guest stopped responding: {why}{said}", line=stall)
         return None
+
+    def _exit_fault(self) -> Fault:
+        """QEMU's exit; status 0 after the kernel's last words of a poweroff or reboot
+        (SHUTDOWN) is the guest's own doing, named by that line."""
+        status = self.machine.returncode
+        exited = exited_cause(status)
+        if status == 0:
+            self._scan_console(time.monotonic())  # its last lines, written as it exited
+            said = _last_match(SHUTDOWN, self._recent)
+            if said is not None:
+                what = next(c for key, c in SHUTDOWN_CAUSES if key in said)
+                return self._fault(f"{what} ({said}; {exited})", qemu=True)
+        return self._fault(exited, qemu=True)
 
     def _check_qmp(self) -> Fault | None:
         from irqlab.vm.machine import MachineError
@@ -441,7 +550,7 @@ class HealthWatch(threading.Thread):
 
     def _note_panic(self, cause: str) -> None:
         if self._pending is None or self._pending[0] > 0.5:
-            self._pending = (0.5, cause, time.monotonic() + GRACE)
+            self._pending = (0.5, cause, time.monotonic() + GRACE, cause.partition(": ")[2])
 
     def _check_events(self) -> Fault | None:
         """pvpanic's GUEST_PANICKED (the guest kernel said it panicked) and RESET (our

@@ -85,6 +85,7 @@ from irqlab.vm.ssh import (
     SshClient,
     SshError,
     SshTimeout,
+    SshUnreachable,
     channel_files,
     file_mode,
 )
@@ -120,6 +121,7 @@ __all__ = [
     "RunResult",
     "SshError",
     "SshTimeout",
+    "SshUnreachable",
     "UnusableModule",
     "agent_command",
     "check_device_props",
@@ -2107,14 +2109,17 @@ class Guest:
         __tracebackhide__ = hide_frame
         result = self._run(cmd, timeout=timeout)
         if check and result.rc != 0:
-            raise CommandError(cmd, result)
+            # rc -1: the connection closed under it, and _run found the guest alive
+            raise CommandError(cmd, result, detail=self._alive())
         return result.out
 
     def run(self, cmd: str, *, timeout: float = 60.0, input: bytes | None = None) -> RunResult:
         """Run a shell command in the guest (*input* on its stdin) and return its
         :class:`RunResult` whatever its status: ``rc`` (128 + N when signal N killed
-        it, and ``signal`` names it), ``out``, ``err``.  A guest that dies meanwhile
-        raises :class:`GuestFault`."""
+        it, and ``signal`` names it; -1 when the SSH connection closed under it, the
+        guest alive), ``out``, ``err``.  A guest that dies meanwhile raises
+        :class:`GuestFault`; one in which nothing answers SSH any more (its sshd was
+        killed) :class:`SshUnreachable`, in a second or two."""
         __tracebackhide__ = hide_frame
         return self._run(cmd, timeout=timeout, input=input)
 
@@ -2144,11 +2149,21 @@ class Guest:
             raise GuestFault(e.fault, doing) from None
         except (SshError, paramiko.SSHException, OSError, EOFError) as e:
             # a connection that broke waits for the watch's verdict; a command that only
-            # ran too long (killed by now), for an oops line that its end may trail
-            fault = self.wait_fault(CONSOLE_LAG if isinstance(e, SshTimeout) else FAULT_VERDICT)
+            # ran too long (killed by now), for an oops line that its end may trail; a
+            # reconnect that found no sshd asked the watch before (_before_reconnect):
+            # again only if QEMU exited meanwhile (its port refuses too)
+            wait = FAULT_VERDICT
+            if isinstance(e, SshTimeout):
+                wait = CONSOLE_LAG
+            elif isinstance(e, SshUnreachable) and self._alive():
+                wait = 0.0
+            fault = self.wait_fault(wait)
             if fault is not None:
                 log.debug("%s: %s under the fault", self.config.name, e, exc_info=e)
                 raise GuestFault(fault, doing) from None
+            if isinstance(e, SshUnreachable):
+                alive = self._alive()
+                raise SshUnreachable(f"{e} ({doing}{'; ' + alive if alive else ''})") from None
             raise
         log.debug(
             "%s: %r ended: rc=%d after %.2f s",
@@ -2162,6 +2177,14 @@ class Guest:
             if fault is not None:
                 raise GuestFault(fault, doing)
         return result
+
+    def _alive(self) -> str:
+        """What to add to an error of a lost SSH connection when the guest lives on (its
+        QEMU runs and the health watch has no verdict), else ""."""
+        vm = self.machine
+        if self.fault is None and vm is not None and vm.is_running():
+            return "QEMU and the guest kernel are alive: the health watch has no verdict"
+        return ""
 
     def fault_after(
         self, rc: int, signal: ExitSignal | None = None, *, console_mark: int | None = None

@@ -70,7 +70,8 @@ def test_a_reconnect_to_a_guest_without_sshd_fails_at_once_and_says_why(
             f"127.0.0.1:{sshd.port} reset or closed {GONE_ATTEMPTS} connections in a row"
         ), msg
         assert "after a connection had worked; last error: " in msg, msg
-        assert "ConnectionResetError" in msg or "EOFError" in msg, msg
+        # the reset or EOF, bare or under paramiko's banner error (as the timing has it)
+        assert any(w in msg for w in ("ConnectionResetError", "reset by peer", "EOFError")), msg
         assert info.value.__cause__ is None and info.value.__suppress_context__
         assert sshd.resets == GONE_ATTEMPTS
         # every later command says the same at once, with no new connection

@@ -1,15 +1,19 @@
 """The guest's sshd (dropbear) killed: the guest lives on, out of reach.  The command
 that ran says that its SSH connection closed under it and that the guest is alive; the
 next command's reconnect says at once that nothing answers SSH in the guest any more
-(it retried for 30 s, then said "SSH is not connected").  A connection that closes
+(it retried for 30 s, then said "SSH is not connected"); an agent wait says that its
+connection, not the agent, closed.  A connection that closes
 while the guest's sshd still listens is replaced as before (the fault tester's
 kill-sshd cases)."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from faultwait import raises_within  # same directory (rootdir-relative import)
 
+from irqlab.vm.agent_client import AgentError, AgentTimeout
 from irqlab.vm.guest import Guest
 from irqlab.vm.ssh import CommandError, SshUnreachable
 
@@ -48,6 +52,24 @@ def test_the_next_command_after_sshd_was_killed_fails_at_once(irqlab_fresh_guest
     assert str(e).startswith("nothing answers SSH in the guest any more"), e
     assert g.fault is None and g.machine is not None and g.machine.is_running()
     assert g.connection_lost() == "its SSH connection closed"
+
+
+def test_an_agent_wait_whose_forward_closed_with_ssh_says_so(irqlab_fresh_guest: Guest) -> None:
+    g = irqlab_fresh_guest
+    g.agent.arm("read")
+    g.sh(KILL_SSHD)
+    t0 = time.monotonic()
+    with pytest.raises(AgentError) as info:
+        g.agent.expect(path="read", timeout=60)
+    assert time.monotonic() - t0 < 1.0 + LIMIT, info.value
+    assert not isinstance(info.value, AgentTimeout)
+    first = str(info.value).splitlines()[0]
+    assert first.startswith(
+        "the connection to the agent closed: its SSH forward ended with the guest's SSH "
+        f"connection (was the guest's sshd killed?); the agent may still run; {ALIVE} "
+        "(waiting for message {"
+    ), first
+    assert g.fault is None
 
 
 def test_a_connection_closed_while_sshd_listens_is_replaced(irqlab_fresh_guest: Guest) -> None:

@@ -2682,6 +2682,7 @@ class Guest:
             logs=logs,
             on_close=chan.close,
             diagnose=self._diagnose,
+            link_lost=lambda: self._forward_lost(chan),
         )
         try:
             client.wait_hello(self.config.agent_timeout)
@@ -2693,6 +2694,19 @@ class Guest:
                 client.close(timeout=1)
             raise
         self._agent = client
+
+    def _forward_lost(self, chan: paramiko.Channel) -> str | None:
+        """Why the agent's session ended if its SSH forward *chan* closed with its SSH
+        connection (no EOF from the agent's end: the agent did not close it), else
+        None.  Asked after the health watch's verdict (none)."""
+        transport = chan.get_transport()
+        if chan.eof_received or (transport is not None and transport.is_active()):
+            return None  # the agent closed its socket: it exited (or was killed)
+        alive = self._alive()
+        return (
+            "its SSH forward ended with the guest's SSH connection (was the guest's sshd "
+            f"killed?); the agent may still run{'; ' + alive if alive else ''}"
+        )
 
     @property
     def agent(self) -> AgentClient:

@@ -140,6 +140,7 @@ class AgentClient:
         logs: Path | None = None,
         on_close: Callable[[], None] | None = None,
         diagnose: Callable[[], Fault | None] | None = None,
+        link_lost: Callable[[], str | None] | None = None,
     ) -> None:
         self._stdin = stdin
         self._stdout = stdout
@@ -148,6 +149,9 @@ class AgentClient:
         # Why the agent's end went away, when someone knows better than "end of output"
         # (a guest health watch: "guest kernel panic ..."); first line of the error.
         self._diagnose = diagnose
+        # Whether the end of output was the connection's, not the agent's: what closed
+        # (an SSH forward that ended with its SSH connection, the agent alive), or None
+        self._link_lost = link_lost
         self.last_heartbeat: float | None = None  # host monotonic time of the last one
         # host CLOCK_MONOTONIC minus the guest's at each of the last heartbeats (ns): the
         # least is the two clocks' offset plus the quickest delivery (guest_now_ns)
@@ -270,12 +274,16 @@ class AgentClient:
     def _dead(self, doing: str, fault: Fault | None = None) -> str:
         """Why the agent's end went away, *doing* (what we were at) on the first line:
         the guest's fault when one is known (then the agent did nothing wrong), else
-        the agent's exit; then where its logs are and its last words."""
+        the connection to the agent when that closed under it, else the agent's exit;
+        then where its logs are and its last words."""
         cause = fault.describe() if fault is not None else None
+        lost = self._link_lost() if self._link_lost is not None and not cause else None
         if self.fatal:
             what = f"agent exited (fatal: {self.fatal})"
         elif cause:
             what = "the agent's session ended with it"
+        elif lost:
+            what = f"the connection to the agent closed: {lost}"
         else:
             what = "agent exited (end of output)"
         tail = "\n".join(self.stderr_tail)

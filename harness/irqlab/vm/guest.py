@@ -89,6 +89,7 @@ from irqlab.vm.ssh import (
     SshClient,
     SshError,
     SshTimeout,
+    SshUnreachable,
     channel_files,
     file_mode,
 )
@@ -124,6 +125,7 @@ __all__ = [
     "RunResult",
     "SshError",
     "SshTimeout",
+    "SshUnreachable",
     "UnusableModule",
     "agent_command",
     "check_device_props",
@@ -2162,7 +2164,8 @@ class Guest:
             fault = self._oom_killed(result, mark)
             if fault is not None:
                 raise GuestFault(fault, f"running {cmd!r}")
-            raise CommandError(cmd, result)
+            # rc -1: the connection closed under it, and _run found the guest alive
+            raise CommandError(cmd, result, detail=self._alive())
         return result.out
 
     def _oom_killed(self, result: RunResult, mark: int | None) -> Fault | None:
@@ -2185,8 +2188,10 @@ class Guest:
     def run(self, cmd: str, *, timeout: float = 60.0, input: bytes | None = None) -> RunResult:
         """Run a shell command in the guest (*input* on its stdin) and return its
         :class:`RunResult` whatever its status: ``rc`` (128 + N when signal N killed
-        it, and ``signal`` names it), ``out``, ``err``.  A guest that dies meanwhile
-        raises :class:`GuestFault`."""
+        it, and ``signal`` names it; -1 when the SSH connection closed under it, the
+        guest alive), ``out``, ``err``.  A guest that dies meanwhile raises
+        :class:`GuestFault`; one in which nothing answers SSH any more (its sshd was
+        killed) :class:`SshUnreachable`, in a second or two."""
         __tracebackhide__ = hide_frame
         return self._run(_shell_command(cmd), timeout=timeout, input=input)
 
@@ -2216,11 +2221,21 @@ class Guest:
             raise GuestFault(e.fault, doing) from None
         except (SshError, paramiko.SSHException, OSError, EOFError) as e:
             # a connection that broke waits for the watch's verdict; a command that only
-            # ran too long (killed by now), for an oops line that its end may trail
-            fault = self.wait_fault(CONSOLE_LAG if isinstance(e, SshTimeout) else FAULT_VERDICT)
+            # ran too long (killed by now), for an oops line that its end may trail; a
+            # reconnect that found no sshd asked the watch before (_before_reconnect):
+            # again only if QEMU exited meanwhile (its port refuses too)
+            wait = FAULT_VERDICT
+            if isinstance(e, SshTimeout):
+                wait = CONSOLE_LAG
+            elif isinstance(e, SshUnreachable) and self._alive():
+                wait = 0.0
+            fault = self.wait_fault(wait)
             if fault is not None:
                 log.debug("%s: %s under the fault", self.config.name, e, exc_info=e)
                 raise GuestFault(fault, doing) from None
+            if isinstance(e, SshUnreachable):
+                alive = self._alive()
+                raise SshUnreachable(f"{e} ({doing}{'; ' + alive if alive else ''})") from None
             raise
         log.debug(
             "%s: %r ended: rc=%d after %.2f s",
@@ -2234,6 +2249,14 @@ class Guest:
             if fault is not None:
                 raise GuestFault(fault, doing)
         return result
+
+    def _alive(self) -> str:
+        """What to add to an error of a lost SSH connection when the guest lives on (its
+        QEMU runs and the health watch has no verdict), else ""."""
+        vm = self.machine
+        if self.fault is None and vm is not None and vm.is_running():
+            return "QEMU and the guest kernel are alive: the health watch has no verdict"
+        return ""
 
     def fault_after(
         self, rc: int, signal: ExitSignal | None = None, *, console_mark: int | None = None
@@ -2731,6 +2754,7 @@ class Guest:
             logs=logs,
             on_close=chan.close,
             diagnose=self._diagnose,
+            link_lost=lambda: self._forward_lost(chan),
         )
         try:
             client.wait_hello(self.config.agent_timeout)
@@ -2742,6 +2766,19 @@ class Guest:
                 client.close(timeout=1)
             raise
         self._agent = client
+
+    def _forward_lost(self, chan: paramiko.Channel) -> str | None:
+        """Why the agent's session ended if its SSH forward *chan* closed with its SSH
+        connection (no EOF from the agent's end: the agent did not close it), else
+        None.  Asked after the health watch's verdict (none)."""
+        transport = chan.get_transport()
+        if chan.eof_received or (transport is not None and transport.is_active()):
+            return None  # the agent closed its socket: it exited (or was killed)
+        alive = self._alive()
+        return (
+            "its SSH forward ended with the guest's SSH connection (was the guest's sshd "
+            f"killed?); the agent may still run{'; ' + alive if alive else ''}"
+        )
 
     @property
     def agent(self) -> AgentClient:

@@ -49,6 +49,7 @@ __all__ = [
     "SshClient",
     "SshError",
     "SshTimeout",
+    "SshUnreachable",
     "channel_files",
     "load_private_key",
     "tagged",
@@ -75,6 +76,15 @@ STATUS_GRACE = 0.5  # s: a finished command's exit status and stderr, at the dea
 KILL_TIMEOUT = 5.0  # s: the kill of a timed-out command's processes
 KILL_TIMEOUT_INTERRUPTED = 2.0  # s: the same after Ctrl-C (a frozen guest: not long)
 
+# A reconnect (a connection to the guest had worked) gives up after this many attempts
+# in a row that nothing answered: QEMU's forward accepted the TCP connection and then
+# reset or closed it before any SSH banner, as it does when nothing listens on the
+# guest's port (its sshd was killed).  A guest that boots does the same for a while, but
+# that is the first connect, which retries to its deadline; a busy guest's banner comes
+# late (a timeout: retried), and a reset after the banner (during kex) counts as an answer.
+GONE_ATTEMPTS = 5
+LOST_UNDER_COMMAND = "the SSH connection to the guest closed while it ran: no exit status came"
+
 RETRYABLE: tuple[type[BaseException], ...] = (
     paramiko.SSHException,  # banner errors, resets during kex, auth timeouts
     EOFError,
@@ -91,12 +101,27 @@ class SshTimeout(SshError, TimeoutError):
     killed, or the message says why not); a TimeoutError too."""
 
 
+class SshUnreachable(SshError):
+    """The guest's SSH server no longer answers: a reconnect found nothing listening in
+    the guest (:data:`GONE_ATTEMPTS` connections in a row reset or closed before any SSH
+    banner), said at once instead of after the reconnect's 30 s of retries; every later
+    command of that :class:`SshClient` raises it again at once."""
+
+
 class CommandError(SshError):
-    def __init__(self, cmd: str, result: RunResult) -> None:
+    """A command exited non-zero (``result``: its :class:`RunResult`); rc -1 with no
+    signal: it did not finish, the connection closed under it (*detail*: what else is
+    known, e.g. that the guest is alive)."""
+
+    def __init__(self, cmd: str, result: RunResult, *, detail: str = "") -> None:
         how = f"{result.signal.describe()}, rc={result.rc}" if result.signal else f"rc={result.rc}"
-        super().__init__(
-            f"command failed ({how}): {cmd}\n--- stdout\n{result.out}\n--- stderr\n{result.err}"
-        )
+        if result.rc == -1 and result.signal is None:
+            first = f"command did not finish (rc=-1): {LOST_UNDER_COMMAND}"
+            first += f" ({detail})" if detail else ""
+            first += f": {cmd}"
+        else:
+            first = f"command failed ({how}): {cmd}"
+        super().__init__(f"{first}\n--- stdout\n{result.out}\n--- stderr\n{result.err}")
         self.result = result
 
 
@@ -212,6 +237,23 @@ class _NoDelayClient(paramiko.SSHClient):
         except BaseException:
             sock.close()
             raise
+
+
+def answered_nothing(e: BaseException, client: _Client | None = None) -> bool:
+    """Whether a connection attempt's error *e* (on *client*, before it is closed) says
+    nothing answers SSH at the other end: the TCP connection refused, or reset or closed
+    before the server's banner (what QEMU's forward does when nothing listens on the
+    guest's port: the banner's read fails, or our own banner's write).  A banner that
+    did not come in time (a busy guest) is no such answer, nor any error after the
+    server's banner came (a reset during kex)."""
+    transport = client.get_transport() if client is not None else None
+    if getattr(transport, "remote_version", ""):
+        return False  # the server's banner came: something answers SSH
+    if isinstance(e, paramiko.SSHException) and str(e).startswith(
+        "Error reading SSH protocol banner"
+    ):
+        e = e.__context__ or e
+    return isinstance(e, (ConnectionError, EOFError))
 
 
 def _default_client() -> _Client:
@@ -463,6 +505,9 @@ class SshClient:
         self.reconnects = 0
         self.attempts = 0
         self.last_error: BaseException | None = None
+        # why the connection is gone for good (SshUnreachable's message), once a
+        # reconnect found nothing answering SSH in the guest
+        self.unreachable: str | None = None
 
     # -- connection -------------------------------------------------------------
     def connect(
@@ -474,14 +519,20 @@ class SshClient:
         retry_interval: float = 0.1,
         max_interval: float = 1.0,
         check: Callable[[], None] | None = None,
+        gone_after: int | None = None,
     ) -> SshClient:
         """Connect, retrying every failure until *timeout* seconds have passed; *check*
         runs before every attempt and ends the retrying by raising (a guest that died
-        meanwhile is named then, not by the last of many refused connections)."""
+        meanwhile is named then, not by the last of many refused connections).  With
+        *gone_after* (a reconnect: a connection had worked), that many attempts in a
+        row that nothing answered (:func:`answered_nothing`) raise
+        :class:`SshUnreachable` at once."""
         if self._pkey is None and self.key_path is not None:
             self._pkey = load_private_key(self.key_path)
-        deadline = self._clock() + timeout
+        start = self._clock()
+        deadline = start + timeout
         interval = retry_interval
+        unanswered = 0  # attempts in a row that nothing answered
         while True:
             if self._shut:
                 raise SshError(f"SSH to {self.host}:{self.port} was closed")
@@ -508,10 +559,20 @@ class SshClient:
                     f"SSH authentication to {self.user}@{self.host}:{self.port} failed: {e}"
                 ) from e
             except RETRYABLE as e:
+                unanswered = unanswered + 1 if answered_nothing(e, client) else 0
                 client.close()
                 self.last_error = e
                 left = deadline - self._clock()
                 log.debug("ssh attempt %d failed: %r (%.1fs left)", self.attempts, e, left)
+                if gone_after is not None and unanswered >= gone_after:
+                    self.unreachable = (
+                        f"nothing answers SSH in the guest any more (was its sshd, dropbear, "
+                        f"killed?): {self.host}:{self.port} reset or closed {unanswered} "
+                        f"connections in a row at once, before any SSH banner, in "
+                        f"{self._clock() - start:.1f} s, after a connection had worked; "
+                        f"last error: {e!r}"
+                    )
+                    raise SshUnreachable(self.unreachable) from None  # its error is said
                 if left <= 0:
                     raise SshError(
                         f"no SSH connection to {self.host}:{self.port} after {self.attempts} "
@@ -538,6 +599,8 @@ class SshClient:
     def transport(self) -> paramiko.Transport:
         t = self._client.get_transport() if self._client is not None else None
         if t is None or not t.is_active():
+            if self.unreachable is not None:
+                raise SshUnreachable(self.unreachable)
             raise SshError("SSH is not connected")
         return t
 
@@ -564,7 +627,11 @@ class SshClient:
 
     def _reconnect(self, why: BaseException) -> paramiko.Transport:
         """Replace the connection after *why*; the old one is closed in :meth:`close`.
-        :attr:`reconnect_check` is asked first: what it raises (the guest is dead) ends this."""
+        :attr:`reconnect_check` is asked first: what it raises (the guest is dead) ends this.
+        A guest in which nothing answers SSH any more raises :class:`SshUnreachable` in a
+        second or two (and at once ever after), not after 30 s of retries."""
+        if self.unreachable is not None:
+            raise SshUnreachable(self.unreachable) from None
         if self._client is None:
             raise SshError("SSH is not connected") from why
         if self.reconnect_check is not None:
@@ -575,7 +642,7 @@ class SshClient:
         self._retired.append(self._client)
         self._client = None
         self.reconnects += 1
-        self.connect(timeout=30.0)
+        self.connect(timeout=30.0, gone_after=GONE_ATTEMPTS)
         return self.transport
 
     def _open(self, open_: Callable[[paramiko.Transport], Any]) -> Any:

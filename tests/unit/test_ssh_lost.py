@@ -1,0 +1,237 @@
+"""The guest's sshd killed under a command: the command's error says that the SSH
+connection closed under it, and the reconnect of the next command fails in a second or
+two with a message that names what happened (it retried for 30 s, then "SSH is not
+connected" ever after), while a busy guest's reconnect still retries (fault tester's
+kill-sshd case; a real paramiko server stands in for dropbear: fake_sshd)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import paramiko
+import pytest
+from fake_ssh import FakeTransport, fake_ssh  # same directory (rootdir-relative import)
+from fake_sshd import FakeSshd
+
+from irqlab.vm.guest import Guest, GuestConfig
+from irqlab.vm.ssh import GONE_ATTEMPTS, CommandError, SshClient, SshError, SshUnreachable
+
+
+@pytest.fixture
+def sshd() -> Iterator[FakeSshd]:
+    server = FakeSshd()
+    yield server
+    server.close()
+
+
+def _killed_under(ssh: SshClient, sshd: FakeSshd, cmd: str = "sleep 120") -> Any:
+    killer = threading.Timer(0.3, sshd.kill)
+    killer.start()
+    try:
+        return ssh.run(cmd, timeout=30, check=True)
+    finally:
+        killer.join()
+
+
+def test_a_command_whose_connection_closed_says_so(sshd: FakeSshd) -> None:
+    ssh = sshd.client()
+    try:
+        assert ssh.run("echo hi", timeout=10).out == "hi\n"
+        with pytest.raises(CommandError) as info:
+            _killed_under(ssh, sshd)
+        first = str(info.value).splitlines()[0]
+        assert first == (
+            "command did not finish (rc=-1): the SSH connection to the guest closed while "
+            "it ran: no exit status came: sleep 120"
+        ), first
+        assert info.value.result.rc == -1
+    finally:
+        ssh.close()
+
+
+def test_a_reconnect_to_a_guest_without_sshd_fails_at_once_and_says_why(
+    sshd: FakeSshd,
+) -> None:
+    ssh = sshd.client()
+    try:
+        with pytest.raises(CommandError):
+            _killed_under(ssh, sshd)
+        t0 = time.monotonic()
+        with pytest.raises(SshUnreachable) as info:
+            ssh.run("echo second", timeout=10)
+        took = time.monotonic() - t0
+        assert took < 5, took  # the backoff's 1.5 s, not the reconnect's 30 s
+        msg = str(info.value)
+        assert msg.startswith(
+            "nothing answers SSH in the guest any more (was its sshd, dropbear, killed?): "
+            f"127.0.0.1:{sshd.port} reset or closed {GONE_ATTEMPTS} connections in a row"
+        ), msg
+        assert "after a connection had worked; last error: " in msg, msg
+        # the reset or EOF, bare or under paramiko's banner error (as the timing has it)
+        assert any(w in msg for w in ("ConnectionResetError", "reset by peer", "EOFError")), msg
+        assert info.value.__cause__ is None and info.value.__suppress_context__
+        assert sshd.resets == GONE_ATTEMPTS
+        # every later command says the same at once, with no new connection
+        t0 = time.monotonic()
+        for later in (lambda: ssh.run("echo third", timeout=10), lambda: ssh.transport):
+            with pytest.raises(SshUnreachable, match=r"^nothing answers SSH in the guest"):
+                later()
+        assert time.monotonic() - t0 < 0.5 and sshd.resets == GONE_ATTEMPTS
+    finally:
+        ssh.close()
+
+
+def test_the_first_connect_still_retries_a_guest_whose_sshd_does_not_listen_yet(
+    sshd: FakeSshd,
+) -> None:
+    """A booting guest resets connections too: connect() retries them to its deadline."""
+    sshd.killed.set()
+    sshd.listens_after = 2 * GONE_ATTEMPTS  # then its sshd starts
+    ssh = SshClient("127.0.0.1", sshd.port, pkey=paramiko.RSAKey.generate(1024))
+    ssh.connect(timeout=30, max_interval=0.2)
+    try:
+        assert sshd.resets == 2 * GONE_ATTEMPTS, sshd.resets
+        assert ssh.run("echo up", timeout=10).out == "up\n"
+    finally:
+        ssh.close()
+
+
+def _banner_error(cause: BaseException) -> paramiko.SSHException:
+    """paramiko's banner error as its transport raises it: the read's error under it."""
+    banner = paramiko.SSHException(f"Error reading SSH protocol banner{cause}")
+    banner.__context__ = cause
+    return banner
+
+
+class _AfterBanner(ConnectionResetError):
+    """A reset that came after the server's banner (during kex)."""
+
+
+class _Scripted:
+    """A connection that fails with the next of *script*'s errors (None: connects)."""
+
+    def __init__(self, script: list[BaseException | None]) -> None:
+        self.script = script
+        self.transport = FakeTransport()
+
+    def connect(self, hostname: str, **kw: Any) -> None:
+        error = self.script.pop(0)
+        if isinstance(error, _AfterBanner):  # as paramiko's Transport has it then
+            self.transport.remote_version = "SSH-2.0-dropbear_2022.83"  # type: ignore[attr-defined]
+        if error is not None:
+            raise error
+
+    def get_transport(self) -> FakeTransport:
+        return self.transport
+
+    def close(self) -> None:
+        pass
+
+
+def _reconnecting(script: list[BaseException | None]) -> tuple[SshClient, list[float]]:
+    """An SshClient connected once, its connection then dead, the reconnect's attempts
+    as *script* says, on a fake clock (the sleeps listed)."""
+    now = [0.0]
+    sleeps: list[float] = []
+
+    def sleep(s: float) -> None:
+        sleeps.append(s)
+        now[0] += s
+
+    ssh, clients = fake_ssh(lambda: _Scripted(script), clock=lambda: now[0], sleep=sleep)
+    script.insert(0, None)
+    ssh.connect(timeout=5)
+    clients[0].transport.active = False
+    return ssh, sleeps
+
+
+def test_a_busy_guests_late_banners_are_retried_to_the_deadline() -> None:
+    late = [_banner_error(TimeoutError("timed out")) for _ in range(100)]
+    ssh, sleeps = _reconnecting([*late])
+    with pytest.raises(SshError, match=r"no SSH connection .* after \d+ attempts in 30s") as info:
+        ssh.run("true", timeout=5)
+    assert not isinstance(info.value, SshUnreachable)
+    assert sum(sleeps) >= 29
+
+
+@pytest.mark.parametrize(
+    "answered",
+    [
+        _AfterBanner(104, "Connection reset by peer"),  # something answers SSH
+        paramiko.SSHException("Negotiation failed."),
+        _banner_error(TimeoutError("timed out")),
+        None,  # connected
+    ],
+    ids=["reset-in-kex", "kex-failed", "banner-timeout", "connected"],
+)
+def test_fewer_resets_in_a_row_than_the_limit_are_retried(
+    answered: BaseException | None,
+) -> None:
+    reset = _banner_error(ConnectionResetError(104, "Connection reset by peer"))
+    before = [reset] * (GONE_ATTEMPTS - 1)
+    script: list[BaseException | None] = [*before, answered]
+    if answered is not None:  # the count starts again: as many more, then it connects
+        script += [*before, None]
+    ssh, _ = _reconnecting(script)
+    proc = ssh.open_process("agent")
+    assert proc.channel is not None and ssh.reconnects == 1 and ssh.unreachable is None
+    assert not script
+
+
+def test_an_eof_before_the_banner_and_a_refused_connection_count_as_no_answer() -> None:
+    no_answer = [
+        _banner_error(EOFError()),
+        ConnectionRefusedError(111, "Connection refused"),
+        BrokenPipeError(32, "Broken pipe"),  # our banner's write, the connection reset
+    ] * GONE_ATTEMPTS
+    ssh, sleeps = _reconnecting(no_answer)
+    with pytest.raises(SshUnreachable, match=f"closed {GONE_ATTEMPTS} connections in a row"):
+        ssh.run("true", timeout=5)
+    assert len(sleeps) == GONE_ATTEMPTS - 1 and sum(sleeps) < 2
+
+
+class _RunningQemu:
+    console = None
+
+    def is_running(self) -> bool:
+        return True
+
+
+@pytest.fixture
+def guest(sshd: FakeSshd) -> Iterator[Guest]:
+    """A Guest whose SSH is the fake sshd's and whose QEMU runs (no health watch: no
+    verdict)."""
+    g = Guest(GuestConfig(name="sshloss", freeze_timeout=None))
+    g.machine = _RunningQemu()  # type: ignore[assignment]
+    g.ssh = sshd.client()
+    yield g
+    g.machine = None
+    g.close()
+
+
+def test_a_guest_command_whose_connection_closed_says_the_guest_is_alive(
+    guest: Guest, sshd: FakeSshd
+) -> None:
+    threading.Timer(0.3, sshd.kill).start()
+    with pytest.raises(CommandError) as info:
+        guest.sh("sleep 120")
+    first = str(info.value).splitlines()[0]
+    assert first == (
+        "command did not finish (rc=-1): the SSH connection to the guest closed while it "
+        "ran: no exit status came (QEMU and the guest kernel are alive: the health watch "
+        "has no verdict): sleep 120"
+    ), first
+    t0 = time.monotonic()
+    with pytest.raises(SshUnreachable) as unreachable:
+        guest.sh("echo second")
+    assert time.monotonic() - t0 < 5
+    msg = str(unreachable.value)
+    assert msg.startswith("nothing answers SSH in the guest any more"), msg
+    assert msg.endswith(
+        "(running 'echo second'; QEMU and the guest kernel are alive: the health watch has "
+        "no verdict)"
+    ), msg
+    assert guest.fault is None and guest.connection_lost() == "its SSH connection closed"

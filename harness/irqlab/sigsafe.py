@@ -160,5 +160,8 @@ class SignalRaise(BaseException):
 
     def __del__(self) -> None:
         safe, self._safe = self._safe, None
-        if safe is not None:
+        # one that passed through a Python frame was raised there and met its fate (a
+        # handler that caught it and tidied up must not get it again mid-teardown);
+        # one C code dropped never reached a frame: no traceback
+        if safe is not None and self.__traceback__ is None:
             safe.dropped(self.signum)

@@ -94,3 +94,21 @@ def test_a_dropped_signal_raise_is_delivered_again(monkeypatch: pytest.MonkeyPat
     del kept  # reached the end of the block: destroyed with the handlers back
     SignalRaise(signal.SIGUSR1)  # no SafeRaise: raised by someone else
     assert sent == []
+
+
+def test_a_signal_raise_caught_and_handled_is_not_delivered_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A Terminated caught inside the block (a teardown step's ``except BaseException``)
+    was raised a second time when it was destroyed, cutting the teardown short."""
+    safe = SafeRaise(lambda e: None)
+    sent: list[int] = []
+    monkeypatch.setattr(safe, "deliver_again", lambda s: safe.active and not sent.append(s))
+    try:
+        try:
+            raise SignalRaise(signal.SIGUSR1, safe)
+        except SignalRaise:
+            pass  # handled here: it reached a frame
+        assert sent == []
+    finally:
+        safe.restore()

@@ -482,16 +482,23 @@ class HealthWatch(threading.Thread):
             if silent > limit:
                 why = f"no agent heartbeat for {silent:.0f} s (limit {limit:.3g} s: "
                 why += f"{self.freeze_timeout:g} s x host load)"
-                if self.answers is not None and self.answers():
-                    # the agent alone (stopped, stuck): its waits end, SSH goes on
-                    assert agent is not None
-                    cause = f"agent stopped responding: {why}; the guest still answers "
-                    agent.abandon(cause + "(its SSH server greets)")
-                    log.warning("%s: %s", self.machine.config.name, agent.abandoned)
-                    return None
+                greets = self.answers is not None and self.answers()
+                # the probe took a while (seconds x load): what came meanwhile first
+                self._scan_console(time.monotonic())
+                if self._pending is not None:
+                    return self._pending_fault()
+                if not self.machine.is_running():
+                    return self._exit_fault()
                 # a report read before the last heartbeat is one the guest got over
                 stall = self._stall[1] if self._stall and self._stall[0] > beat else ""
                 said = f"; the kernel said: {stall}" if stall else ""
+                if greets:
+                    # the agent alone (stopped, stuck): its waits end, SSH goes on
+                    assert agent is not None
+                    cause = f"agent stopped responding: {why}{said}; the guest still answers "
+                    agent.abandon(cause + "(its SSH server greets)")
+                    log.warning("%s: %s", self.machine.config.name, agent.abandoned)
+                    return None
                 return self._fault(f"guest stopped responding: {why}{said}", line=stall)
         return None
 
@@ -500,8 +507,10 @@ class HealthWatch(threading.Thread):
         (SHUTDOWN) is the guest's own doing, named by that line."""
         status = self.machine.returncode
         exited = exited_cause(status)
+        self._scan_console(time.monotonic())  # its last lines, written as it exited
+        if self._pending is not None:  # a panic read only now names it better
+            return self._pending_fault()
         if status == 0:
-            self._scan_console(time.monotonic())  # its last lines, written as it exited
             said = _last_match(SHUTDOWN, self._recent)
             if said is not None:
                 what = next(c for key, c in SHUTDOWN_CAUSES if key in said)

@@ -629,18 +629,19 @@ class SshClient:
         """Replace the connection after *why*; the old one is closed in :meth:`close`.
         :attr:`reconnect_check` is asked first: what it raises (the guest is dead) ends this.
         A guest in which nothing answers SSH any more raises :class:`SshUnreachable` in a
-        second or two (and at once ever after), not after 30 s of retries."""
-        if self.unreachable is not None:
-            raise SshUnreachable(self.unreachable) from None
-        if self._client is None:
+        second or two, not after 30 s of retries; each later call tries as briefly again
+        (an sshd restarted meanwhile, by a test or systemd, is found)."""
+        if self._client is None and self.unreachable is None:
             raise SshError("SSH is not connected") from why
         if self.reconnect_check is not None:
             self.reconnect_check()
         log.warning(
             "SSH connection to %s:%d unusable (%r): reconnecting", self.host, self.port, why
         )
-        self._retired.append(self._client)
-        self._client = None
+        if self._client is not None:
+            self._retired.append(self._client)
+            self._client = None
+        self.unreachable = None  # set again by connect() if nothing answers still
         self.reconnects += 1
         self.connect(timeout=30.0, gone_after=GONE_ATTEMPTS)
         return self.transport

@@ -2153,19 +2153,20 @@ class Guest:
 
         Raises :class:`CommandError` (with ``.result``: rc, out, err) when it exits
         non-zero and *check*; :class:`SshTimeout` (a TimeoutError) when it runs longer
-        than *timeout* s (its processes in the guest are killed); :class:`GuestFault`
-        when the guest dies or freezes meanwhile, or when the guest's OOM killer killed
-        the command ("guest out of memory: Out of memory: Killed process N (...)", the
-        guest lives on).  :meth:`run` returns the status instead and takes stdin."""
+        than *timeout* s (its processes in the guest are killed; one killed by SIGKILL
+        while the guest's OOM killer killed a process notes that kill); :class:`GuestFault`
+        when the guest dies or freezes meanwhile.  :meth:`run` returns the status instead
+        and takes stdin."""
         __tracebackhide__ = hide_frame
         mark = self.console_mark()
         result = self._run(_shell_command(cmd), timeout=timeout)
         if check and result.rc != 0:
-            fault = self._oom_killed(result, mark)
-            if fault is not None:
-                raise GuestFault(fault, f"running {cmd!r}")
             # rc -1: the connection closed under it, and _run found the guest alive
-            raise CommandError(cmd, result, detail=self._alive())
+            error = CommandError(cmd, result, detail=self._alive())
+            oom = self._oom_killed(result, mark)
+            if oom is not None:  # the kill may have been this command's: said, not claimed
+                error.add_note(f"{oom.cause} while it ran (the guest lives on)")
+            raise error
         return result.out
 
     def _oom_killed(self, result: RunResult, mark: int | None) -> Fault | None:
@@ -2224,12 +2225,8 @@ class Guest:
             # ran too long (killed by now), for an oops line that its end may trail; a
             # reconnect that found no sshd asked the watch before (_before_reconnect):
             # again only if QEMU exited meanwhile (its port refuses too)
-            wait = FAULT_VERDICT
-            if isinstance(e, SshTimeout):
-                wait = CONSOLE_LAG
-            elif isinstance(e, SshUnreachable) and self._alive():
-                wait = 0.0
-            fault = self.wait_fault(wait)
+            # (an sshd gone as the guest powers off: the watch's verdict names that)
+            fault = self.wait_fault(CONSOLE_LAG if isinstance(e, SshTimeout) else FAULT_VERDICT)
             if fault is not None:
                 log.debug("%s: %s under the fault", self.config.name, e, exc_info=e)
                 raise GuestFault(fault, doing) from None

@@ -21,7 +21,6 @@ the old ones back.  The ``irqlab`` command's handlers and the pytest plugin's us
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import signal
 import threading
@@ -29,35 +28,10 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-__all__ = [
-    "DEFER_S",
-    "LOCKING_LIBRARIES",
-    "MAX_DEFERRALS",
-    "SafeRaise",
-    "SignalRaise",
-    "holds_logging_lock",
-    "in_locking_library",
-]
+__all__ = ["DEFER_S", "MAX_DEFERRALS", "SafeRaise", "SignalRaise", "holds_logging_lock"]
 
 DEFER_S = 0.005  # how long a raise waits before it is tried again
 MAX_DEFERRALS = 200  # in all (1 s): a lock held longer is not worth a hung Ctrl-C
-
-
-# Libraries whose code takes a lock of its own and releases it in a ``try`` a few
-# bytecodes later: an exception raised in between leaves the lock held for ever.
-# paramiko's Transport._send_user_message acquires clear_to_send_lock before its try: a
-# SIGTERM raised there left it held, and the main thread's next SSH channel and the
-# transport thread's keepalive both waited on it for ever (a pytest given two SIGTERMs
-# hung for over 20 minutes in its teardown, its QEMU with it; seen 2026-12-07).
-LOCKING_LIBRARIES = (f"{os.sep}paramiko{os.sep}",)
-
-
-def in_locking_library(frame: object) -> bool:
-    """Whether the interrupted *frame* (a signal handler's) is code of one of
-    :data:`LOCKING_LIBRARIES`, where a raise could leave one of its locks held."""
-    code = getattr(frame, "f_code", None)
-    name = getattr(code, "co_filename", "")
-    return any(lib in name for lib in LOCKING_LIBRARIES)
 
 
 def holds_logging_lock() -> bool:
@@ -115,12 +89,9 @@ class SafeRaise:
             return True
         return False
 
-    def deferred(self, signum: int, frame: object = None) -> bool:
-        """Whether the handler must not raise now (it is delivered again shortly): this
-        thread holds logging's lock, or the interrupted *frame* is in a library that
-        holds locks of its own across a few bytecodes (:func:`in_locking_library`)."""
-        unsafe = holds_logging_lock() or in_locking_library(frame)
-        return unsafe and self.deliver_again(signum)
+    def deferred(self, signum: int) -> bool:
+        """Whether the handler must not raise now (it is delivered again shortly)."""
+        return holds_logging_lock() and self.deliver_again(signum)
 
     def dropped(self, signum: int) -> None:
         """A :class:`SignalRaise` for *signum* was destroyed while the handlers are ours:

@@ -112,32 +112,3 @@ def test_a_signal_raise_caught_and_handled_is_not_delivered_again(
         assert sent == []
     finally:
         safe.restore()
-
-
-def test_a_signal_inside_paramiko_is_deferred(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A SIGTERM raised in paramiko's Transport._send_user_message between its
-    clear_to_send_lock.acquire() and the try that releases it left the lock held: the
-    next channel open and the transport's keepalive waited on it for ever (a pytest
-    given two SIGTERMs hung 20 minutes with its QEMU).  Raised a moment later instead,
-    outside paramiko's code."""
-    from types import SimpleNamespace
-
-    import paramiko.transport
-
-    from irqlab.sigsafe import in_locking_library
-
-    def frame(path: str) -> object:
-        return SimpleNamespace(f_code=SimpleNamespace(co_filename=path))
-
-    assert in_locking_library(frame(paramiko.transport.__file__))
-    assert not in_locking_library(frame(__file__))
-    assert not in_locking_library(None)
-    safe = SafeRaise(lambda e: None)
-    sent: list[int] = []
-    monkeypatch.setattr(safe, "deliver_again", lambda s: not sent.append(s))
-    try:
-        assert safe.deferred(signal.SIGTERM, frame(paramiko.transport.__file__))
-        assert not safe.deferred(signal.SIGTERM, frame(__file__))
-        assert sent == [signal.SIGTERM]
-    finally:
-        safe.restore()

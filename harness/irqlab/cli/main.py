@@ -700,7 +700,7 @@ def teardown_on_signals() -> Iterator[None]:
     def handler(signum: int, frame: object) -> None:
         if not safe.redelivered(signum) and not watch.start(signum):
             return  # a later signal while the first one's teardown runs: ignored
-        if safe.deferred(signum, frame):  # see irqlab.sigsafe: a raise here could wedge us
+        if safe.deferred(signum):  # see irqlab.sigsafe: a raise here could wedge us
             return
         if signum == signal.SIGINT:
             raise KeyboardInterrupt

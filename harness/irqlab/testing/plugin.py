@@ -541,7 +541,7 @@ def _install_interrupts(config: pytest.Config) -> None:
             # group; a CI runner the group too): a second KeyboardInterrupt inside
             # pytest's own interrupt handling spoilt its report and exit status
             return
-        if safe.deferred(signum, frame):  # see irqlab.sigsafe: a raise here could wedge us
+        if safe.deferred(signum):
             return
         last[0] = signum
         raised_at[0] = time.monotonic()

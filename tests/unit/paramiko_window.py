@@ -23,6 +23,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -176,15 +177,53 @@ def play(
         server.close()
 
 
+def play_wedged(
+    signum: int,
+    interrupts: tuple[type[BaseException], ...],
+    handlers: Callable[[], AbstractContextManager[object]],
+) -> str:
+    """*signum* while the main thread waits in the window's acquire on a lock another
+    thread holds for good: it is deferred (the handler cannot tell that wait from the
+    moment after it), but only MAX_DEFERRALS times, and then raised there: how long
+    that took."""
+    from irqlab import sigsafe
+
+    client, server = connect()
+    client.clear_to_send_lock.acquire()  # by this thread: main's acquire waits
+    main = threading.main_thread()
+    caught: list[BaseException] = []
+
+    def send_it() -> None:  # once main waits in the window (where it stays)
+        while (frame := sys._current_frames().get(main.ident or 0)) is not None:
+            if sigsafe.in_paramiko_send_window(frame):
+                signal.pthread_kill(main.ident or 0, signum)
+                return
+            threading.Event().wait(0.01)  # a poll of main's frame, not a guess
+
+    threading.Thread(target=send_it, daemon=True).start()
+    with handlers():
+        start = time.monotonic()
+        try:
+            client.open_session(timeout=10)
+        except interrupts as e:
+            caught.append(e)
+        took = time.monotonic() - start
+    client.close()
+    server.close()
+    if not caught:
+        return "not interrupted"
+    frames = [f.f_code for f, _ in traceback.walk_tb(caught[0].__traceback__)]
+    where = "there" if SEND_USER_MESSAGE in frames else "elsewhere"
+    return f"raised={where} within={'20s' if took < 20 else f'{took:.0f}s'}"
+
+
 if __name__ == "__main__":
     from irqlab.cli.main import Terminated, teardown_on_signals
 
-    print(
-        play(
-            sys.argv[1],
-            signal.Signals[sys.argv[2]],
-            (KeyboardInterrupt, Terminated),
-            teardown_on_signals,
-        ),
-        flush=True,
-    )
+    place, signame = sys.argv[1:3]
+    signum = signal.Signals[signame]
+    interrupts = (KeyboardInterrupt, Terminated)
+    if place == "wedged":
+        print(play_wedged(signum, interrupts, teardown_on_signals), flush=True)
+    else:
+        print(play(place, signum, interrupts, teardown_on_signals), flush=True)

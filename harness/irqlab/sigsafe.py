@@ -4,6 +4,12 @@ thread where it cannot wedge the process.  Python raises it between any two byte
 * inside logging's ``_acquireLock``/``_releaseLock`` (no ``with`` in Python 3.11) it
   leaves the logging module's lock held, and every other thread that logs (paramiko's
   transport threads) waits on it for ever, the teardown with them;
+* inside paramiko's ``Transport._send_user_message`` between
+  ``clear_to_send_lock.acquire()`` (a plain Lock) and the ``try`` whose ``finally``
+  releases it, it leaves that lock held, and the teardown's next SSH channel and the
+  transport's keepalive wait on it for ever (a pytest given two SIGTERMs hung 20
+  minutes with its QEMU).  Only that window counts, not paramiko's code at large
+  (:func:`in_paramiko_send_window`);
 * inside a finaliser (a ``__del__``, a weakref callback such as logging's
   ``_removeHandlerRef``) it is printed as "Exception ignored" and lost;
 * inside C code that runs the handlers and then drops the error: CPython's constant
@@ -12,26 +18,40 @@ thread where it cannot wedge the process.  Python raises it between any two byte
   KeyboardInterrupt, and the import goes on as if no signal had come.
 
 :class:`SafeRaise` defers the raise a few milliseconds while the main thread holds
-logging's lock, and delivers the signal again when a finaliser swallowed its
-exception (through :data:`sys.unraisablehook`) or C code dropped it (a
-:class:`SignalRaise` destroyed before it reached anyone); it sets the handlers and puts
-the old ones back.  The ``irqlab`` command's handlers and the pytest plugin's use it.
+logging's lock or is in that window of paramiko's, and delivers the signal again when a
+finaliser swallowed its exception (through :data:`sys.unraisablehook`) or C code
+dropped it (a :class:`SignalRaise` destroyed before it reached anyone); it sets the
+handlers and puts the old ones back.  The ``irqlab`` command's handlers and the pytest
+plugin's use it.
 """
 
 from __future__ import annotations
 
+import dis
+import itertools
 import logging
 import queue
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
+from types import CodeType, FrameType
 from typing import Any
 
-__all__ = ["DEFER_S", "MAX_DEFERRALS", "SafeRaise", "SignalRaise", "holds_logging_lock"]
+__all__ = [
+    "DEFER_S",
+    "MAX_DEFERRALS",
+    "SEND_WINDOW_DEPTH",
+    "SafeRaise",
+    "SignalRaise",
+    "holds_logging_lock",
+    "in_paramiko_send_window",
+]
 
 DEFER_S = 0.005  # how long a raise waits before it is tried again
 MAX_DEFERRALS = 200  # in all (1 s): a lock held longer is not worth a hung Ctrl-C
+SEND_WINDOW_DEPTH = 4  # the interrupted frame and its callers looked at for paramiko's
 
 
 def holds_logging_lock() -> bool:
@@ -41,13 +61,73 @@ def holds_logging_lock() -> bool:
     return bool(owned is not None and owned())
 
 
+def in_paramiko_send_window(frame: FrameType | None) -> bool:
+    """Whether the interrupted *frame* (a signal handler's), or one of its first callers
+    (:data:`SEND_WINDOW_DEPTH` frames in all: an ``Event.is_set`` or a finaliser run
+    there), is paramiko's ``Transport._send_user_message`` between the load of
+    ``clear_to_send_lock.acquire`` and the ``try`` that releases the lock.
+
+    Why that rule is exact: an exception raised in a frame goes where the code's
+    exception table sends the frame's last instruction (``f_lasti``).  From the acquire
+    to the ``try`` no entry covers it, so nothing releases the lock; inside the ``try``
+    (``_send_message`` and everything it calls) the ``finally`` does; before the acquire
+    (the ``clear_to_send.wait(0.1)`` at the loop's top, where the main thread waits)
+    the lock is not ours.  The window also holds the acquire's own call while it waits
+    and the retry path after its ``release()``: a raise there would be harmless, a
+    deferral is too (bounded like any other).  The first such frame decides.
+
+    The code object is paramiko's own, looked up in :data:`sys.modules` (paramiko not
+    imported: it cannot be running); a paramiko whose method no longer has that shape
+    (one acquire of ``clear_to_send_lock``, one ``_send_message`` inside a ``try`` after
+    it) has no window, and nothing is deferred."""
+    transport = sys.modules.get("paramiko.transport")
+    method = getattr(getattr(transport, "Transport", None), "_send_user_message", None)
+    code = getattr(method, "__code__", None)
+    if not isinstance(code, CodeType):
+        return False
+    for _ in range(SEND_WINDOW_DEPTH):
+        if frame is None:
+            return False
+        if frame.f_code is code:
+            if code not in _send_windows:
+                _send_windows[code] = _send_window(code)
+            window = _send_windows[code]
+            return window is not None and window[0] <= frame.f_lasti < window[1]
+        frame = frame.f_back
+    return False
+
+
+# code object -> its window [start, end) of bytecode offsets, or None (no such window)
+_send_windows: dict[CodeType, tuple[int, int] | None] = {}
+
+
+def _send_window(code: CodeType) -> tuple[int, int] | None:
+    """In *code* (``_send_user_message``'s), the offsets [load of the lock's
+    ``acquire``, first one of the ``try`` around ``_send_message``), or None."""
+    ins = list(dis.get_instructions(code))
+    loads = ("LOAD_ATTR", "LOAD_METHOD")
+    acquires = [
+        b.offset
+        for a, b in itertools.pairwise(ins)
+        if a.argval == "clear_to_send_lock" and b.opname in loads and b.argval == "acquire"
+    ]
+    sends = [i.offset for i in ins if i.opname in loads and i.argval == "_send_message"]
+    if len(acquires) != 1 or len(sends) != 1 or sends[0] < acquires[0]:
+        return None
+    # the exception table's entries, [start, end) each (not in typeshed; none: no window)
+    entries = getattr(dis.Bytecode(code), "exception_entries", ())
+    tries = [e.start for e in entries if acquires[0] < e.start <= sends[0] < e.end]
+    return (acquires[0], max(tries)) if tries else None
+
+
 class SafeRaise:
     """The deferral and re-delivery for one set of signal handlers in the main thread,
     set with :meth:`set_handlers`.  A handler calls :meth:`redelivered` and
-    :meth:`deferred` first, and returns when the latter says so; *ours* tells the
-    unraisable hook which exceptions are the handlers' own.  Deliveries go through a
-    thread started here (a handler or a finaliser starting one could deadlock on
-    threading's own locks); :meth:`restore` ends it all, the old handlers back."""
+    :meth:`deferred` (with the frame it was given) first, and returns when the latter
+    says so; *ours* tells the unraisable hook which exceptions are the handlers' own.
+    Deliveries go through a thread started here (a handler or a finaliser starting one
+    could deadlock on threading's own locks); :meth:`restore` ends it all, the old
+    handlers back."""
 
     def __init__(self, ours: Callable[[BaseException], int | None]) -> None:
         main = threading.main_thread().ident
@@ -89,9 +169,12 @@ class SafeRaise:
             return True
         return False
 
-    def deferred(self, signum: int) -> bool:
-        """Whether the handler must not raise now (it is delivered again shortly)."""
-        return holds_logging_lock() and self.deliver_again(signum)
+    def deferred(self, signum: int, frame: FrameType | None) -> bool:
+        """Whether the handler must not raise now (it is delivered again shortly): this
+        thread holds logging's lock, or the interrupted *frame* (the handler's) is in
+        paramiko's window (:func:`in_paramiko_send_window`)."""
+        unsafe = holds_logging_lock() or in_paramiko_send_window(frame)
+        return unsafe and self.deliver_again(signum)
 
     def dropped(self, signum: int) -> None:
         """A :class:`SignalRaise` for *signum* was destroyed while the handlers are ours:

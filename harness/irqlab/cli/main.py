@@ -15,6 +15,7 @@ import sys
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from types import FrameType
 from typing import Any, TextIO
 
 from irqlab.build.arch import MODULE_BUILD_PACKAGES, build_module_command
@@ -697,10 +698,10 @@ def teardown_on_signals() -> Iterator[None]:
 
     safe = SafeRaise(ours)
 
-    def handler(signum: int, frame: object) -> None:
+    def handler(signum: int, frame: FrameType | None) -> None:
         if not safe.redelivered(signum) and not watch.start(signum):
             return  # a later signal while the first one's teardown runs: ignored
-        if safe.deferred(signum):  # see irqlab.sigsafe: a raise here could wedge us
+        if safe.deferred(signum, frame):  # see irqlab.sigsafe: a raise here could wedge us
             return
         if signum == signal.SIGINT:
             raise KeyboardInterrupt

@@ -61,6 +61,8 @@ from irqlab.vm.machine import Machine, MachineConfig
 from irqlab.vm.qmp.injector import DEVICE_ID, DEVICE_TYPE, Injector
 
 if TYPE_CHECKING:
+    from types import FrameType
+
     from irqlab.build.qemu import QemuInstall
     from irqlab.testing.helpers import DeviceControl
     from irqlab.vm.agent_client import AgentClient
@@ -534,14 +536,14 @@ def _install_interrupts(config: pytest.Config) -> None:
     raised_at = [-REPEATED_SIGNAL_S]  # when it was raised (monotonic)
     safe = SafeRaise(lambda e: last[0] or None if isinstance(e, KeyboardInterrupt) else None)
 
-    def handler(signum: int, frame: object) -> None:
+    def handler(signum: int, frame: FrameType | None) -> None:
         again = safe.redelivered(signum)
         if not again and time.monotonic() - raised_at[0] < REPEATED_SIGNAL_S:
             # the same stop sent twice (timeout(1) signals pytest and then its process
             # group; a CI runner the group too): a second KeyboardInterrupt inside
             # pytest's own interrupt handling spoilt its report and exit status
             return
-        if safe.deferred(signum):
+        if safe.deferred(signum, frame):  # see irqlab.sigsafe: a raise here could wedge us
             return
         last[0] = signum
         raised_at[0] = time.monotonic()

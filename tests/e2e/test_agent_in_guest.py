@@ -3,12 +3,14 @@ rest: tests/unit/test_agent_robustness.py)."""
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
 import pytest
 
 from irqlab.testing.helpers import wait_until
+from irqlab.vm import agent_client
 from irqlab.vm.agent_client import AgentClient, AgentError
 from irqlab.vm.guest import AGENT_LOG, Guest
 from irqlab.vm.loadscale import scaled
@@ -141,6 +143,27 @@ def test_no_request_blocks_the_session(
     seq = irqlab_device.next_seq()
     irqlab_device.push(0x11)  # something queued: the blocking read takes it at once
     r = irqlab_agent.request("read", name="blk", timeout=TIMEOUT)
+    assert [e["seq"] for e in r["events"]] == [seq], r
+
+
+def test_a_read_longer_than_the_base_limit_is_waited_for(
+    irqlab_guest: Guest,
+    irqlab_agent: AgentClient,
+    irqlab_device: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A ``read`` with ``wait_ms`` 35 000 and no timeout of the caller's: the client
+    waits for it as long as the read may take (the 30 s it gave up after before made
+    0.5 s here: the read ends by an event 1.5 s in)."""
+    monkeypatch.setattr(agent_client, "REQUEST_TIMEOUT", 0.5)
+    irqlab_agent.request("open", name="blk", dev=irqlab_guest.dev, nonblock=False)
+    seq = irqlab_device.next_seq()
+    timer = threading.Timer(1.5, irqlab_device.push, (0x35,))
+    timer.start()
+    try:
+        r = irqlab_agent.request("read", name="blk", wait_ms=35_000)
+    finally:
+        timer.join()
     assert [e["seq"] for e in r["events"]] == [seq], r
 
 

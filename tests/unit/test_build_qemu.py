@@ -332,6 +332,23 @@ def test_warm_lookup_does_not_build(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert qemu.ensure_qemu(log=lambda _m: None) == found
 
 
+def test_a_bad_keep_count_is_a_usage_error_on_a_warm_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`irqlab build-qemu` with QEMU cached said nothing of a bad $IRQLAB_CACHE_KEEP
+    (read only before a build), and a build's exited 1, not 2."""
+    from irqlab.cli.main import main
+
+    _no_build(tmp_path, monkeypatch)
+    _cached()
+    monkeypatch.setenv("IRQLAB_CACHE_KEEP", "eight")
+    assert main(["build-qemu"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("irqlab: IRQLAB_CACHE_KEEP='eight': expected how many") and (
+        err.count("\n") == 1
+    ), err
+
+
 def test_the_current_source_tree_is_the_current_inputs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -457,6 +457,26 @@ def test_a_bad_keep_count_fails_before_building(monkeypatch: pytest.MonkeyPatch)
     assert built == [] and cache.entries() == []
 
 
+def test_a_bad_keep_count_is_a_usage_error_on_a_cache_hit_too(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """It was read only when a build ran: a cache hit said nothing of it, and the error
+    was no ConfigError (irqlab exited 1, not 2)."""
+    from irqlab.errors import ConfigError
+
+    built = cache.cached_build("kmod", fake_cache.digest(1), lambda t: (t / "m").write_text(""))
+    monkeypatch.setenv("IRQLAB_CACHE_KEEP", "-3")
+    with pytest.raises(ConfigError, match=r"IRQLAB_CACHE_KEEP='-3': expected how many"):
+        cache.cached_build("kmod", fake_cache.digest(1), lambda t: None)
+    assert issubclass(cache.CacheKeepError, ConfigError) and built.is_dir()
+    monkeypatch.setenv("IRQLAB_CACHE_KEEP", "2")
+    monkeypatch.setenv("IRQLAB_SNAPSHOT_KEEP", "some")
+    with pytest.raises(ConfigError, match=r"IRQLAB_SNAPSHOT_KEEP='some': expected how many"):
+        cache.check_keep_env()
+    monkeypatch.setenv("IRQLAB_SNAPSHOT_KEEP", "0")
+    cache.check_keep_env()
+
+
 def test_a_lock_held_elsewhere_is_waited_for_out_loud(
     tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:

@@ -262,6 +262,11 @@ def test_the_accelerators_explanation_comes_before_qemus_words(
         ("IRQLAB_ARCH", ["kdir"], "IRQLAB_ARCH='bogus': no such architecture"),
         ("IRQLAB_ARCHES", ["build-qemu"], "IRQLAB_ARCHES='bogus': no such architecture"),
         ("IRQLAB_IMAGE", ["run", "--", "true"], "IRQLAB_IMAGE='bogus': use 'debian'"),
+        # exit 1, and only once a build or a snapshot's save ran (a cache hit: never)
+        ("IRQLAB_CACHE_KEEP", ["run", "--", "true"], "IRQLAB_CACHE_KEEP='bogus': expected how"),
+        ("IRQLAB_CACHE_KEEP", ["shell"], "IRQLAB_CACHE_KEEP='bogus': expected how many"),
+        ("IRQLAB_SNAPSHOT_KEEP", ["run", "--", "true"], "IRQLAB_SNAPSHOT_KEEP='bogus': expected"),
+        ("IRQLAB_SNAPSHOT_KEEP", ["shell", "--cold"], "IRQLAB_SNAPSHOT_KEEP='bogus': expected"),
     ],
 )
 def test_a_bad_environment_value_is_a_usage_error_before_anything_starts(

@@ -81,3 +81,11 @@ def test_inject_arguments_have_help(action: str) -> None:
     sub = next(a for a in inject._actions if isinstance(a, argparse._SubParsersAction))
     positional = [a for a in sub.choices[action]._actions if not a.option_strings]
     assert positional and all(a.help and "0x" in a.help for a in positional)
+
+
+def test_the_exit_statuses_of_run_and_shell_are_theirs() -> None:
+    """The epilog said 255 for both when the guest died; shell exits 1 then (255 when
+    the SSH connection dropped), as the README says."""
+    text = " ".join(build_parser().format_help().split())
+    assert "irqlab run: the command's (255 when the guest died or the SSH connection" in text
+    assert "irqlab shell: the shell's (1 when the guest died, 255 when the SSH" in text

@@ -131,6 +131,9 @@ def test_a_log_dir_that_cannot_be_made_is_one_line_naming_the_option(
         # every test failed at its setup with it
         ([], {"IRQLAB_ARCH": "riscv64"}, "$IRQLAB_ARCH='riscv64' (no --irqlab-arch given): use"),
         (["--irqlab-arch", "mips"], {}, "--irqlab-arch 'mips': use one of x86_64, aarch64"),
+        # read once a build or a snapshot's save ran: a raw traceback from start_guest
+        ([], {"IRQLAB_CACHE_KEEP": "many"}, "IRQLAB_CACHE_KEEP='many': expected how many"),
+        ([], {"IRQLAB_SNAPSHOT_KEEP": "-1"}, "IRQLAB_SNAPSHOT_KEEP='-1': expected how many"),
     ],
 )
 def test_a_bad_option_value_is_a_usage_error_at_startup(
@@ -140,7 +143,7 @@ def test_a_bad_option_value_is_a_usage_error_at_startup(
     env: dict[str, str],
     said: str,
 ) -> None:
-    for var in ("IRQLAB_ACCEL", "IRQLAB_IMAGE", "IRQLAB_ARCH"):
+    for var in ("IRQLAB_ACCEL", "IRQLAB_IMAGE", "IRQLAB_ARCH", *env):
         monkeypatch.delenv(var, raising=False)
     for var, value in env.items():
         monkeypatch.setenv(var, value)
@@ -150,8 +153,8 @@ def test_a_bad_option_value_is_a_usage_error_at_startup(
     err = r.stderr.str()
     assert said in err, err
     assert "Traceback" not in err + r.stdout.str()
-    monkeypatch.delenv("IRQLAB_ARCH", raising=False)
-    monkeypatch.delenv("IRQLAB_ACCEL", raising=False)
+    for var in ("IRQLAB_ACCEL", "IRQLAB_ARCH", *env):
+        monkeypatch.delenv(var, raising=False)
     r = pytester.runpytest_subprocess(
         "--irqlab-accel", "TCG", "--irqlab-image", "debian", "--irqlab-arch", "arm64"
     )
@@ -838,3 +841,22 @@ def test_a_relative_log_dir_from_the_environment_is_made_absolute(
     )
     r = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:xdist")
     r.assert_outcomes(passed=1)
+
+
+@pytest.mark.parametrize("var", ["IRQLAB_CACHE_KEEP", "IRQLAB_SNAPSHOT_KEEP"])
+def test_start_guest_fails_a_bad_keep_count_without_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, var: str
+) -> None:
+    """Set after the run's start (a test's monkeypatch): said as another environment
+    value a guest cannot take is, before anything is looked for, not a raw traceback."""
+    from irqlab.testing.plugin import start_guest
+    from irqlab.vm.guest import Guest
+
+    monkeypatch.setenv(var, "all")
+    monkeypatch.setattr(Guest, "find_prerequisites", lambda self: pytest.fail("looked further"))
+    with pytest.raises(pytest.fail.Exception) as e:
+        start_guest()
+    assert str(e.value).startswith(
+        f"the guest's configuration cannot work: {var}='all': expected how many"
+    ), e.value
+    assert e.value.pytrace is False

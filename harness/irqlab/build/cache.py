@@ -35,7 +35,7 @@ from typing import IO
 
 from irqlab import notice
 from irqlab.build.outputs import SNAPSHOT_RECIPE, Kind, damage, describe, is_recipe
-from irqlab.errors import IrqlabError
+from irqlab.errors import ConfigError, IrqlabError
 from irqlab.paths import cache_dir, cache_location
 
 __all__ = [
@@ -55,6 +55,7 @@ __all__ = [
     "RemoveError",
     "Sources",
     "cached_build",
+    "check_keep_env",
     "dir_size",
     "entries",
     "evict_after",
@@ -390,9 +391,9 @@ def cached_build(
     if not is_recipe(name):  # its outputs would be none of irqlab's (foreign)
         raise ValueError(f"{name!r} is no recipe of irqlab.build.outputs.RECIPES")
     final = output_dir(name, digest)
+    keep = keep_count() if evict else None  # a bad value fails on a cache hit too
     if not force and _serves(name, final, say=True):
         return final
-    keep = keep_count() if evict else None  # a bad value fails before the build, not after
     final.parent.mkdir(parents=True, exist_ok=True)
     sweep_leftovers(final.parent)
     with exclusive_lock(lock_file(final), f"building {final.name}"):
@@ -751,8 +752,20 @@ DEFAULT_KEEP = 8
 OWN_COUNT = frozenset({SNAPSHOT_RECIPE})
 
 
-class CacheKeepError(IrqlabError, ValueError):
-    """$IRQLAB_CACHE_KEEP (or $IRQLAB_SNAPSHOT_KEEP) is not a count."""
+class CacheKeepError(ConfigError):
+    """$IRQLAB_CACHE_KEEP (or $IRQLAB_SNAPSHOT_KEEP) is not a count: a usage error
+    (``irqlab`` exits 2), found before anything is built or started
+    (:func:`check_keep_env`)."""
+
+
+def check_keep_env() -> None:
+    """Raise :class:`CacheKeepError` when $IRQLAB_CACHE_KEEP or $IRQLAB_SNAPSHOT_KEEP is
+    not a count, up front (a guest's prepare, the pytest plugin's start): a cache hit,
+    or a guest that boots cold, reads neither, and a bad value went unsaid."""
+    from irqlab.vm import snapshot  # reads its count through keep_count
+
+    keep_count()
+    snapshot.keep_snapshots()
 
 
 def keep_count(

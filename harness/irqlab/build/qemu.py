@@ -903,13 +903,13 @@ def ensure_qemu(*, force: bool = False, log: Log = print, arch: Arch = X86_64) -
     except (debs.AptError, ValueError) as e:
         raise BuildError("inputs", lp, str(e)) from e
     out = cache.output_dir("qemu", inputs.digest)
+    keep = cache.keep_count()  # a bad value fails on a cache hit too, not only a build
     if cache.is_complete(out) and not force:
         cache.touch(out)
         install = _install_from(out, arch)
         ensure_runtime_once(install, arch, log)  # a guest's start then asks no ldd again
         return install
 
-    keep = cache.keep_count()  # a bad value fails before the build, not after
     with _lock():
         if cache.is_complete(out) and not force:  # another process built it meanwhile
             install = _install_from(out, arch)

@@ -370,7 +370,8 @@ examples:
 
 exit status: 0 done; 1 a failure (its cause said); 2 a usage error, said before
 anything starts; 128 + N stopped by signal N (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP);
-irqlab run and shell: the command's or the shell's (255 when the guest died).
+irqlab run: the command's (255 when the guest died or the SSH connection dropped);
+irqlab shell: the shell's (1 when the guest died, 255 when the SSH connection dropped).
 """
 
 

@@ -179,7 +179,8 @@ def _as_read(env: str, value: str) -> str:
 
 def check_options(config: pytest.Config) -> None:
     """A value no test could use (``--irqlab-accel bogus``, or its environment variable
-    when the option is not given) is a usage error at startup, naming the option."""
+    when the option is not given; a bad $IRQLAB_CACHE_KEEP or $IRQLAB_SNAPSHOT_KEEP) is a
+    usage error at startup, naming the option or the variable."""
     for option, env, _ in _OPTIONS:
         given = config.getoption(option)
         value = given or os.environ.get(env, "")
@@ -188,6 +189,12 @@ def check_options(config: pytest.Config) -> None:
             continue
         where = f"{option} {value!r}" if given else f"${env}={value!r} (no {option} given)"
         raise pytest.UsageError(f"{where}: use one of {', '.join(choices)}")
+    from irqlab.build.cache import CacheKeepError, check_keep_env
+
+    try:  # read only once a build or a snapshot's save runs: a bad one went unsaid
+        check_keep_env()
+    except CacheKeepError as e:
+        raise pytest.UsageError(str(e)) from None
 
 
 def apply_options(config: pytest.Config) -> None:

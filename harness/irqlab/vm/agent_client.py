@@ -37,12 +37,35 @@ __all__ = [
     "AgentError",
     "AgentFault",
     "AgentTimeout",
+    "request_timeout",
     "stage_agent",
 ]
 
 Event = dict[str, Any]
 
 AGENT_PACKAGE_DIR = Path(__file__).resolve().parents[2] / "irqlab_agent"
+
+
+# What a request's answer may take beyond the wait the request itself asks of the agent
+REQUEST_TIMEOUT = 30.0
+# The request arguments that make the agent wait: seconds per unit, and the agent's
+# longest (irqlab_agent's agent.MAX_WAIT_MS and native.MAX_WAIT_S: a unit test compares;
+# a longer or malformed one the agent refuses at once)
+WAIT_ARGS = {"wait_ms": (1e-3, 60.0), "timeout_ms": (1e-3, 60.0), "wait_s": (1.0, 3600.0)}
+# The agent's own wait, in seconds, of an op that waits when its request names none
+DEFAULT_WAITS = {"read": 10.0, "wait_blocked": 10.0, "interrupt": 10.0, "native_wait": 60.0}
+
+
+def request_timeout(op: str, args: Mapping[str, Any]) -> float:
+    """How long :meth:`AgentClient.request` waits for the answer by default:
+    :data:`REQUEST_TIMEOUT` plus the wait the request asks of the agent (its
+    ``wait_ms``, ``timeout_ms`` or ``wait_s``, else the op's default wait)."""
+    wait = DEFAULT_WAITS.get(op, 0.0)
+    for key, (unit, most) in WAIT_ARGS.items():
+        v = args.get(key)
+        if isinstance(v, int | float) and not isinstance(v, bool) and v >= 0:  # not NaN
+            wait = v * unit if v <= most / unit else most  # a huge int: no float overflow
+    return REQUEST_TIMEOUT + wait
 
 
 CLOCK_SAMPLES = 8  # heartbeats (1 s apart) that guest_now_ns reads the offset from
@@ -348,12 +371,14 @@ class AgentClient:
             return self._responses.pop(rid)
 
     def request(
-        self, op: str, *, timeout: float = 30.0, check: bool = True, **args: Any
+        self, op: str, *, timeout: float | None = None, check: bool = True, **args: Any
     ) -> dict[str, Any]:
-        """Send ``{"op": op, **args}``; return the response (raise if not ok and *check*)."""
+        """Send ``{"op": op, **args}``; return the response (raise if not ok and *check*).
+        *timeout*: seconds to wait for it; ``None``: :func:`request_timeout` (30 s plus
+        the request's own ``wait_ms``, ``timeout_ms`` or ``wait_s``)."""
         __tracebackhide__ = hide_frame
         rid = self.submit(op, **args)
-        resp = self.response(rid, timeout)
+        resp = self.response(rid, request_timeout(op, args) if timeout is None else timeout)
         if check and not resp.get("ok"):
             raise AgentError(f"agent op {op!r} {args} failed: {resp.get('error')}", resp)
         return resp

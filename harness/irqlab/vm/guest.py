@@ -1541,12 +1541,14 @@ class Guest:
         :class:`PrerequisiteMissing` says how), find or build the image and the module,
         and choose the accelerator, without starting anything (:meth:`start` does this
         first)."""
+        from irqlab.build.cache import check_keep_env
         from irqlab.vm.accel import choose, requested
         from irqlab.vm.loadscale import check_environment
 
         try:  # the environment's values, before anything is built
             check_environment()
             requested()  # $IRQLAB_ACCEL
+            check_keep_env()  # $IRQLAB_CACHE_KEEP, $IRQLAB_SNAPSHOT_KEEP
         except ValueError as e:
             raise GuestConfigError(str(e)) from None
         qemu, image, ko = self.find_prerequisites()

@@ -10,9 +10,11 @@ import stat
 import subprocess
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 
 from irqlab.build import elf
 from irqlab.build.cpio import Entry, write_newc
+from irqlab.paths import PRIVATE_FILE_MODE
 
 __all__ = [
     "COMPRESSORS",
@@ -279,16 +281,29 @@ def busybox_links(listing: str) -> dict[str, str]:
     return links
 
 
+def _private_file(path: Path) -> BinaryIO:
+    """*path* opened for writing, truncated, mode 0600: an image archive holds the
+    guest's SSH host key (an existing file is made 0600 too)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, PRIVATE_FILE_MODE)
+    try:
+        os.fchmod(fd, PRIVATE_FILE_MODE)
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "wb")
+
+
 def write_archive(entries: Sequence[Entry], out_dir: Path, compression: str) -> tuple[Path, int]:
     """Write *entries* as ``initramfs.cpio[.suffix]`` in *out_dir*, compressed with one of
-    :data:`COMPRESSORS`: (the file, the uncompressed archive's size)."""
+    :data:`COMPRESSORS`: (the file, the uncompressed archive's size).  Mode 0600: the
+    archive holds the guest's SSH host key."""
     raw = out_dir / "initramfs.cpio"
-    with raw.open("wb") as f:
+    with _private_file(raw) as f:
         raw_size = write_newc(entries, f, mtime=MTIME)
     cmd, suffix = COMPRESSORS[compression]
     out = out_dir / f"initramfs.cpio{suffix}"
     if cmd:
-        with raw.open("rb") as fin, out.open("wb") as fout:
+        with raw.open("rb") as fin, _private_file(out) as fout:
             r = subprocess.run(
                 [*cmd, "-"], stdin=fin, stdout=fout, stderr=subprocess.PIPE, check=False
             )

@@ -9,7 +9,7 @@ import shutil
 import stat
 import subprocess
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from pathlib import Path, PurePosixPath
+from pathlib import Path, PurePath, PurePosixPath
 from typing import BinaryIO
 
 from irqlab.build import elf
@@ -88,8 +88,15 @@ def merged_path(rel: str) -> str:
     return str(PurePosixPath(*parts))
 
 
+def _leaves(rel: PurePath | str) -> bool:
+    """Whether the relative path *rel*, normalised, climbs out of the directory it is
+    relative to (``../x``, ``a/../../x``)."""
+    return PurePosixPath(os.path.normpath(str(rel))).parts[:1] == ("..",)
+
+
 def resolve_in_tree(tree: Path, rel: str, limit: int = 40) -> Path:
-    """Follow symlinks inside an extracted package tree (absolute links stay in *tree*)."""
+    """Follow symlinks inside an extracted package tree (absolute links stay in *tree*;
+    a relative one that climbs out of it is a :class:`ValueError`)."""
     cur = PurePosixPath(rel)
     for _ in range(limit):
         p = tree / cur
@@ -97,12 +104,19 @@ def resolve_in_tree(tree: Path, rel: str, limit: int = 40) -> Path:
             return p
         target = PurePosixPath(os.readlink(p))
         cur = PurePosixPath(*target.parts[1:]) if target.is_absolute() else cur.parent / target
+        if _leaves(cur):
+            raise ValueError(f"{p}: symlink to {target} leads out of {tree}")
         cur = PurePosixPath(os.path.normpath(str(cur)))
     raise ValueError(f"{tree}/{rel}: too many levels of symbolic links")
 
 
 class Stage:
-    """The initramfs tree being assembled, merged-/usr (paths are relative to it)."""
+    """The initramfs tree being assembled, merged-/usr (paths are relative to it).
+
+    Nothing is made or written outside :attr:`root`: a symlink that climbs out of it
+    (a package's relative link with enough ``../``) is refused when made, and a write,
+    directory or copy whose destination resolves outside it (through any symlink) is
+    refused, a :class:`ValueError` naming it."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -110,27 +124,38 @@ class Stage:
     def path(self, rel: str) -> Path:
         return self.root / merged_path(rel.lstrip("/"))
 
+    def contained(self, p: Path) -> Path:
+        """*p*, once what it resolves to (its symlinks followed, as a write would) is
+        checked to be in the stage."""
+        root = self.root.resolve()
+        real = p.resolve()
+        if real != root and root not in real.parents:
+            raise ValueError(f"{p} resolves to {real}, outside the image's tree {root}")
+        return p
+
     def mkdir(self, rel: str, mode: int = 0o755) -> Path:
-        p = self.path(rel)
+        p = self.contained(self.path(rel))
         p.mkdir(parents=True, exist_ok=True)
         os.chmod(p, mode)
         return p
 
     def write(self, rel: str, data: bytes | str, mode: int = 0o644) -> None:
-        p = self.path(rel)
+        p = self.contained(self.path(rel))
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(data.encode() if isinstance(data, str) else data)
         os.chmod(p, mode)
 
     def symlink(self, rel: str, target: str) -> None:
         p = self.path(rel)
-        p.parent.mkdir(parents=True, exist_ok=True)
+        if not os.path.isabs(target) and _leaves(p.parent.relative_to(self.root) / target):
+            raise ValueError(f"{p}: symlink to {target} leads out of the image's tree")
+        self.contained(p.parent).mkdir(parents=True, exist_ok=True)
         if p.is_symlink() or p.exists():
             p.unlink()
         p.symlink_to(target)
 
     def copy_file(self, src: Path, rel: str) -> None:
-        dst = self.path(rel)
+        dst = self.contained(self.path(rel))
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src, dst)
         os.chmod(dst, stat.S_IMODE(src.stat().st_mode))
@@ -254,7 +279,7 @@ def add_libraries(
                 )
             tree, rel = hit
             src = resolve_in_tree(tree, rel)
-            shutil.copyfile(src, dst)
+            shutil.copyfile(src, stage.contained(dst))
             os.chmod(dst, 0o755)
             added.append(so)
             todo.append(dst)

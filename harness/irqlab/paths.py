@@ -10,6 +10,8 @@ from irqlab.errors import IrqlabError
 
 __all__ = [
     "BUNDLED_SOURCES",
+    "CACHE_DIR_MODE",
+    "PRIVATE_FILE_MODE",
     "CacheDirError",
     "SourceTreeMissing",
     "agent_package_dir",
@@ -59,6 +61,8 @@ class CacheDirError(IrqlabError, RuntimeError):
 
 
 _WRITABLE: set[Path] = set()  # cache directories found writable in this process
+CACHE_DIR_MODE = 0o700  # of a cache directory irqlab creates (an existing one is left as is)
+PRIVATE_FILE_MODE = 0o600  # of cache files holding secrets: image archives, snapshots
 
 
 def _check_writable(path: Path, how: str) -> Path:
@@ -67,7 +71,12 @@ def _check_writable(path: Path, how: str) -> Path:
     import tempfile
 
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        # one irqlab creates is the user's alone (0700: it holds the guest's SSH host
+        # key and snapshots of guest memory); one that is there already keeps its mode
+        # (a user's own choice, a directory shared on purpose): the secret files in it
+        # are written 0600 anyway
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.mkdir(mode=CACHE_DIR_MODE, exist_ok=True)
         with tempfile.TemporaryFile(dir=path):
             pass
     except OSError as e:
@@ -84,6 +93,7 @@ def cache_dir() -> Path:
 
     $IRQLAB_CACHE_DIR overrides; default is $XDG_CACHE_HOME/irqlab or ~/.cache/irqlab.
     It must be writable (locks, snapshots): :class:`CacheDirError` says so otherwise.
+    Created :data:`CACHE_DIR_MODE` (0700) when missing; an existing one keeps its mode.
     """
     return _check_writable(*_cache_location())
 

@@ -96,6 +96,8 @@ TAKEOVER_JOIN_S = 10.0
 STUCK_REQUEST_S = 1.0
 # accept() out of files or memory: the daemon waits this long and tries again.
 ACCEPT_BACKOFF_S = 0.5
+# A reseed connection that has not sent its line within this is dropped (its thread's).
+RESEED_READ_TIMEOUT_S = 5.0
 _SCARCE = (errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS)
 
 
@@ -144,22 +146,34 @@ def serve_forever(sock: socket.socket, make_agent: Callable[[Writer], Agent]) ->
 
 def reseed_forever(sock: socket.socket) -> None:
     """Accept connections for ever; each sends one line, a hex seed of 16-256 bytes,
-    and gets ``ok <CLOCK_BOOTTIME ns of the reseed>`` or ``error <why>``."""
+    and gets ``ok <CLOCK_BOOTTIME ns of the reseed>`` or ``error <why>``.  Each is
+    served in a thread of its own: a connection that sends nothing (anyone's on the
+    host can reach the port QEMU forwards on 127.0.0.1) held up the host's reseed
+    after a restore until its read timed out."""
+    while (conn := _accept(sock)) is not None:
+        try:
+            threading.Thread(target=_reseed, args=(conn,), name="reseed", daemon=True).start()
+        except RuntimeError as e:  # no thread to be had: that connection is refused
+            _log(f"reseed: {e}")
+            conn.close()
+
+
+def _reseed(conn: socket.socket) -> None:
+    """Serve one reseed connection (:func:`reseed_forever`)."""
     from irqlab_agent.sysio import reseed_kernel_rng
 
-    while (conn := _accept(sock)) is not None:
-        with conn:
-            try:
-                conn.settimeout(5.0)
-                with conn.makefile("rb") as r:
-                    seed = bytes.fromhex(r.readline(600).decode("ascii").strip())
-                if not 16 <= len(seed) <= 256:
-                    raise ValueError(f"a seed is 16..256 bytes, not {len(seed)}")
-                reseed_kernel_rng(seed)
-                conn.sendall(f"ok {time.clock_gettime_ns(time.CLOCK_BOOTTIME)}\n".encode())
-            except (OSError, ValueError) as e:
-                with contextlib.suppress(OSError):
-                    conn.sendall(f"error {e}\n".encode())
+    with conn:
+        try:
+            conn.settimeout(RESEED_READ_TIMEOUT_S)
+            with conn.makefile("rb") as r:
+                seed = bytes.fromhex(r.readline(600).decode("ascii").strip())
+            if not 16 <= len(seed) <= 256:
+                raise ValueError(f"a seed is 16..256 bytes, not {len(seed)}")
+            reseed_kernel_rng(seed)
+            conn.sendall(f"ok {time.clock_gettime_ns(time.CLOCK_BOOTTIME)}\n".encode())
+        except (OSError, ValueError) as e:
+            with contextlib.suppress(OSError):
+                conn.sendall(f"error {e}\n".encode())
 
 
 class _Session:

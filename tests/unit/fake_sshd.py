@@ -24,16 +24,20 @@ from irqlab.vm.ssh import SshClient
 HOST_KEY = paramiko.RSAKey.generate(1024)
 CLIENT_KEY = paramiko.RSAKey.generate(1024)
 HELLO = b'{"type": "hello", "paths": []}\n'
+HOST_PUB = f"{HOST_KEY.get_name()} {HOST_KEY.get_base64()}"  # as a GuestImage pins it
 
 
 class _Dropbear(paramiko.ServerInterface):
-    def __init__(self) -> None:
+    def __init__(self, auths: list[str]) -> None:
         self.forward_ids: set[int] = set()
+        self.auths = auths
 
     def get_allowed_auths(self, username: str) -> str:
+        self.auths.append(f"{username} asked the methods")
         return "publickey"
 
     def check_auth_publickey(self, username: str, key: paramiko.PKey) -> int:
+        self.auths.append(f"{username} offered {key.get_name()}")
         return paramiko.AUTH_SUCCESSFUL
 
     def check_channel_request(self, kind: str, chanid: int) -> int:
@@ -71,6 +75,7 @@ class FakeSshd:
         self.port = self._listener.getsockname()[1]
         self.killed = threading.Event()
         self.transports: list[paramiko.Transport] = []
+        self.auths: list[str] = []  # what clients tried to authenticate with, in order
         self.forwards: list[paramiko.Channel] = []
         self._channels: list[paramiko.Channel] = []  # held: a collected channel closes
         self.resets = 0
@@ -94,8 +99,11 @@ class FakeSshd:
             t = paramiko.Transport(sock)
             t.add_server_key(HOST_KEY)
             self.transports.append(t)
-            server = _Dropbear()
-            t.start_server(server=server)
+            server = _Dropbear(self.auths)
+            try:
+                t.start_server(server=server)
+            except (EOFError, OSError, paramiko.SSHException):
+                continue  # the client left during the key exchange (a refused host key)
             threading.Thread(target=self._accept_channels, args=(t, server), daemon=True).start()
 
     def _accept_channels(self, t: paramiko.Transport, server: _Dropbear) -> None:

@@ -136,6 +136,29 @@ def test_reseed_port_takes_one_hex_seed_per_connection(
     assert _send_seed(port, os.urandom(16).hex().encode() + b"\n").startswith("ok ")
 
 
+def test_an_idle_reseed_connection_holds_up_no_other(
+    reseed_port: tuple[int, list[bytes]],
+) -> None:
+    """Another local user's connection to the forwarded port that never sends its line
+    (two of them) did not hold up the host's reseed after a restore: each connection
+    is served in a thread of its own."""
+    import time
+
+    port, seeds = reseed_port
+    idle = [socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) for _ in range(2)]
+    try:
+        idle[0].sendall(b"00")  # a line begun, never ended
+        t0 = time.monotonic()
+        seed = os.urandom(32)
+        assert _send_seed(port, seed.hex().encode() + b"\n").startswith("ok ")
+        took = time.monotonic() - t0
+    finally:
+        for s in idle:
+            s.close()
+    assert seeds == [seed]
+    assert took < 2.0, f"the reseed waited {took:.1f} s behind idle connections"
+
+
 def _ask(f: BinaryIO, rid: int, op: str, **args: object) -> dict[str, object]:
     """Send a request; its reply (events before it are skipped)."""
     import json

@@ -558,15 +558,9 @@ def test_download_verifies_sha256(tmp_path: Path) -> None:
     assert not (tmp_path / "dl" / "y.tar.xz.part").exists()
 
 
-@pytest.mark.parametrize("arch", ["x86_64", "aarch64"])
-def test_built_output_becomes_the_harness_guest_image(
-    arch: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """What a finished Buildroot build leaves (images/, the kernel build, the target's
-    modules) is collected into the same GuestImage the Debian image gives: the
-    architecture's kernel file (x86_64 vmlinux, aarch64 Image) + zstd initramfs, the
-    Debian image's command line for that architecture, markers, keys and our module's
-    name (from modules.dep's updates/, where the kernel-module infrastructure installs)."""
+def _collected(arch: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """What a finished Buildroot build of *arch* leaves in tmp_path/output, collected
+    into tmp_path/image (returned)."""
     kernel_file = buildroot.KERNEL_IMAGES[arch]
     out = tmp_path / "output"
     (out / "images").mkdir(parents=True)
@@ -591,6 +585,20 @@ def test_built_output_becomes_the_harness_guest_image(
         buildroot._collect(out, dest, log, ARCHES[arch])
     finally:
         log.close()
+    return dest
+
+
+@pytest.mark.parametrize("arch", ["x86_64", "aarch64"])
+def test_built_output_becomes_the_harness_guest_image(
+    arch: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a finished Buildroot build leaves (images/, the kernel build, the target's
+    modules) is collected into the same GuestImage the Debian image gives: the
+    architecture's kernel file (x86_64 vmlinux, aarch64 Image) + zstd initramfs, the
+    Debian image's command line for that architecture, markers, keys and our module's
+    name (from modules.dep's updates/, where the kernel-module infrastructure installs)."""
+    kernel_file = buildroot.KERNEL_IMAGES[arch]
+    dest = _collected(arch, tmp_path, monkeypatch)
     keys = SshKeys(
         tmp_path / "client", "ssh-ed25519 AAAA c", tmp_path / "host", "ssh-ed25519 AAAA h"
     )
@@ -609,6 +617,20 @@ def test_built_output_becomes_the_harness_guest_image(
     assert img.kernel_artifacts.config.read_text() == "CONFIG_UIO=m\n"
     assert "-initrd" in img.qemu_args(2222)
     assert ("-bios" in img.qemu_args(2222)) == (arch == "x86_64")  # aarch64: no firmware
+
+
+def test_the_collected_initramfs_is_the_users_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The root file system's archive holds the guest's SSH host key: 0600 in the cache
+    entry and in Buildroot's output directory, whatever the umask let Buildroot write."""
+    old = os.umask(0o022)
+    try:
+        dest = _collected("x86_64", tmp_path, monkeypatch)
+    finally:
+        os.umask(old)
+    for archive in (dest / buildroot.INITRD_IMAGE, tmp_path / "output/images/rootfs.cpio.zst"):
+        assert stat.S_IMODE(archive.stat().st_mode) == 0o600, archive
 
 
 def test_a_failed_download_leaves_nothing_and_says_it_needs_the_internet(tmp_path: Path) -> None:

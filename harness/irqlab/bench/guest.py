@@ -7,6 +7,7 @@ agent ready" figure.  Extra image packages (rt-tests for cyclictest) go in
 
 from __future__ import annotations
 
+import shlex
 from typing import Any
 
 from irqlab.vm.guest import Guest
@@ -36,7 +37,7 @@ class BenchGuest(Guest):
 
     def set_param(self, name: str, value: object) -> str:
         """Write a writable module parameter; return its old value."""
-        p = f"/sys/module/{self.module_name()}/parameters/{name}"
+        p = shlex.quote(f"/sys/module/{self.module_name()}/parameters/{name}")
         old = self.sh(f"cat {p}").strip()
-        self.sh(f"echo {value} > {p}")
+        self.sh(f"echo {shlex.quote(str(value))} > {p}")
         return old

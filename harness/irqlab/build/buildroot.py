@@ -41,7 +41,7 @@ from irqlab.build.sshkeys import SshKeys, ensure_keys
 from irqlab.build.steps import Log, StepLog, stderr_log
 from irqlab.contract import uapi
 from irqlab.errors import IrqlabError
-from irqlab.paths import cache_dir, log_dir, repo_root
+from irqlab.paths import PRIVATE_FILE_MODE, cache_dir, log_dir, repo_root
 
 __all__ = [
     "AUTHORIZED_KEYS_ENV",
@@ -486,7 +486,13 @@ def _collect(out: Path, dest: Path, log: StepLog, arch: Arch = X86_64) -> None:
     for name in (kernel, INITRD_IMAGE):
         if not (images / name).is_file():
             raise BuildrootError(f"Buildroot did not produce {images / name} (log: {log.path})")
+    # the root file system's archives hold the guest's SSH host key: the user's alone,
+    # in Buildroot's output directory and in the cache entry
+    for archive in images.glob("rootfs.cpio*"):
+        os.chmod(archive, PRIVATE_FILE_MODE)
+    for name in (kernel, INITRD_IMAGE):
         shutil.copy2(images / name, dest / name)
+    os.chmod(dest / INITRD_IMAGE, PRIVATE_FILE_MODE)
     linux_dirs = sorted((out / "build").glob("linux-[0-9]*"))
     if not linux_dirs:
         raise BuildrootError(f"no linux build directory in {out / 'build'}")

@@ -9,10 +9,12 @@ import shutil
 import stat
 import subprocess
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from pathlib import Path, PurePosixPath
+from pathlib import Path, PurePath, PurePosixPath
+from typing import BinaryIO
 
 from irqlab.build import elf
 from irqlab.build.cpio import Entry, write_newc
+from irqlab.paths import PRIVATE_FILE_MODE
 
 __all__ = [
     "COMPRESSORS",
@@ -86,8 +88,15 @@ def merged_path(rel: str) -> str:
     return str(PurePosixPath(*parts))
 
 
+def _leaves(rel: PurePath | str) -> bool:
+    """Whether the relative path *rel*, normalised, climbs out of the directory it is
+    relative to (``../x``, ``a/../../x``)."""
+    return PurePosixPath(os.path.normpath(str(rel))).parts[:1] == ("..",)
+
+
 def resolve_in_tree(tree: Path, rel: str, limit: int = 40) -> Path:
-    """Follow symlinks inside an extracted package tree (absolute links stay in *tree*)."""
+    """Follow symlinks inside an extracted package tree (absolute links stay in *tree*;
+    a relative one that climbs out of it is a :class:`ValueError`)."""
     cur = PurePosixPath(rel)
     for _ in range(limit):
         p = tree / cur
@@ -95,12 +104,19 @@ def resolve_in_tree(tree: Path, rel: str, limit: int = 40) -> Path:
             return p
         target = PurePosixPath(os.readlink(p))
         cur = PurePosixPath(*target.parts[1:]) if target.is_absolute() else cur.parent / target
+        if _leaves(cur):
+            raise ValueError(f"{p}: symlink to {target} leads out of {tree}")
         cur = PurePosixPath(os.path.normpath(str(cur)))
     raise ValueError(f"{tree}/{rel}: too many levels of symbolic links")
 
 
 class Stage:
-    """The initramfs tree being assembled, merged-/usr (paths are relative to it)."""
+    """The initramfs tree being assembled, merged-/usr (paths are relative to it).
+
+    Nothing is made or written outside :attr:`root`: a symlink that climbs out of it
+    (a package's relative link with enough ``../``) is refused when made, and a write,
+    directory or copy whose destination resolves outside it (through any symlink) is
+    refused, a :class:`ValueError` naming it."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -108,27 +124,38 @@ class Stage:
     def path(self, rel: str) -> Path:
         return self.root / merged_path(rel.lstrip("/"))
 
+    def contained(self, p: Path) -> Path:
+        """*p*, once what it resolves to (its symlinks followed, as a write would) is
+        checked to be in the stage."""
+        root = self.root.resolve()
+        real = p.resolve()
+        if real != root and root not in real.parents:
+            raise ValueError(f"{p} resolves to {real}, outside the image's tree {root}")
+        return p
+
     def mkdir(self, rel: str, mode: int = 0o755) -> Path:
-        p = self.path(rel)
+        p = self.contained(self.path(rel))
         p.mkdir(parents=True, exist_ok=True)
         os.chmod(p, mode)
         return p
 
     def write(self, rel: str, data: bytes | str, mode: int = 0o644) -> None:
-        p = self.path(rel)
+        p = self.contained(self.path(rel))
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(data.encode() if isinstance(data, str) else data)
         os.chmod(p, mode)
 
     def symlink(self, rel: str, target: str) -> None:
         p = self.path(rel)
-        p.parent.mkdir(parents=True, exist_ok=True)
+        if not os.path.isabs(target) and _leaves(p.parent.relative_to(self.root) / target):
+            raise ValueError(f"{p}: symlink to {target} leads out of the image's tree")
+        self.contained(p.parent).mkdir(parents=True, exist_ok=True)
         if p.is_symlink() or p.exists():
             p.unlink()
         p.symlink_to(target)
 
     def copy_file(self, src: Path, rel: str) -> None:
-        dst = self.path(rel)
+        dst = self.contained(self.path(rel))
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src, dst)
         os.chmod(dst, stat.S_IMODE(src.stat().st_mode))
@@ -252,7 +279,7 @@ def add_libraries(
                 )
             tree, rel = hit
             src = resolve_in_tree(tree, rel)
-            shutil.copyfile(src, dst)
+            shutil.copyfile(src, stage.contained(dst))
             os.chmod(dst, 0o755)
             added.append(so)
             todo.append(dst)
@@ -279,16 +306,29 @@ def busybox_links(listing: str) -> dict[str, str]:
     return links
 
 
+def _private_file(path: Path) -> BinaryIO:
+    """*path* opened for writing, truncated, mode 0600: an image archive holds the
+    guest's SSH host key (an existing file is made 0600 too)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, PRIVATE_FILE_MODE)
+    try:
+        os.fchmod(fd, PRIVATE_FILE_MODE)
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "wb")
+
+
 def write_archive(entries: Sequence[Entry], out_dir: Path, compression: str) -> tuple[Path, int]:
     """Write *entries* as ``initramfs.cpio[.suffix]`` in *out_dir*, compressed with one of
-    :data:`COMPRESSORS`: (the file, the uncompressed archive's size)."""
+    :data:`COMPRESSORS`: (the file, the uncompressed archive's size).  Mode 0600: the
+    archive holds the guest's SSH host key."""
     raw = out_dir / "initramfs.cpio"
-    with raw.open("wb") as f:
+    with _private_file(raw) as f:
         raw_size = write_newc(entries, f, mtime=MTIME)
     cmd, suffix = COMPRESSORS[compression]
     out = out_dir / f"initramfs.cpio{suffix}"
     if cmd:
-        with raw.open("rb") as fin, out.open("wb") as fout:
+        with raw.open("rb") as fin, _private_file(out) as fout:
             r = subprocess.run(
                 [*cmd, "-"], stdin=fin, stdout=fout, stderr=subprocess.PIPE, check=False
             )

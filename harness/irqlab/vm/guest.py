@@ -2498,7 +2498,7 @@ class Guest:
             # listed before this one is loaded already
             for dep in modinfo_depends(data):
                 what = f"modprobe {dep} (needed by {ko.name})"
-                loaded = f"grep -q '^{module_name(dep)} ' /proc/modules"
+                loaded = f"grep -q {shlex.quote(f'^{module_name(dep)} ')} /proc/modules"
                 step = f"{loaded} || modprobe {shlex.quote(dep)}"
                 r = self._run_kernel_step(_kernel_step([step]), what)
                 if r.rc != 0:
@@ -2664,13 +2664,15 @@ class Guest:
     def unbind(self) -> str:
         """Unbind our driver from the device (sysfs); the device's PCI address."""
         addr = self.pci_address()
-        self.sh(f"echo {addr} > /sys/bus/pci/drivers/{self.module_name()}/unbind")
+        to = shlex.quote(f"/sys/bus/pci/drivers/{self.module_name()}/unbind")
+        self.sh(f"echo {shlex.quote(addr)} > {to}")
         return addr
 
     def bind(self, addr: str | None = None) -> None:
         """Bind our driver to the device at *addr* (default: ours) and wait for its node."""
         addr = addr or self.pci_address()
-        self.sh(f"echo {addr} > /sys/bus/pci/drivers/{self.module_name()}/bind")
+        to = shlex.quote(f"/sys/bus/pci/drivers/{self.module_name()}/bind")
+        self.sh(f"echo {shlex.quote(addr)} > {to}")
         self.wait_for_node(self.dev)
 
     def bind_uio_pci_generic(self) -> tuple[str, RunResult]:

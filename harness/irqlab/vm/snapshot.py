@@ -30,6 +30,7 @@ from typing import Any
 from irqlab import notice
 from irqlab.build import cache, outputs
 from irqlab.errors import IrqlabError
+from irqlab.paths import PRIVATE_FILE_MODE
 from irqlab.vm.machine import Machine, MachineError
 from irqlab.vm.qmp.errors import QMPCommandError, QMPFailure
 
@@ -238,7 +239,7 @@ def _state_fd(machine: Machine, state: Path, flags: int) -> Iterator[str]:
     """Open *state* with *flags* and hand QEMU a copy of the descriptor; yields the
     migration URI naming it (``fd:NAME``, valid until QEMU's migration takes it; a
     migration command that fails has QEMU close it).  Our copy is closed on leaving."""
-    fd = os.open(state, flags | os.O_CLOEXEC, 0o644)
+    fd = os.open(state, flags | os.O_CLOEXEC, PRIVATE_FILE_MODE)  # guest memory: the user's
     try:
         machine.send_fd(fd, STATE_FD_NAME)
         try:

@@ -43,6 +43,7 @@ __all__ = [
     "RETRYABLE",
     "ChannelStream",
     "CommandError",
+    "HostKeyRefused",
     "RemoteProcess",
     "RemoteWriteError",
     "RunResult",
@@ -203,15 +204,42 @@ class _Client(Protocol):
 
     def close(self) -> None: ...
 
+    # asked of an SshClient with a host_key only (fakes without one need none)
+    def set_missing_host_key_policy(self, policy: paramiko.MissingHostKeyPolicy) -> None: ...
 
-class _AcceptHostKey(paramiko.MissingHostKeyPolicy):
-    """Any key passes paramiko's own check; :class:`SshClient` compares it with the
-    pinned ``host_key`` itself (the guest image's key, generated per image build)."""
+
+class HostKeyRefused(SshError):
+    """The server's host key is not the one pinned: nothing was offered to it."""
+
+
+def _refuse_other_host_key(key: paramiko.PKey, want: str, where: str) -> None:
+    """Raise :class:`HostKeyRefused` unless *key* is *want* (``"ssh-ed25519 AAAA..."``)."""
+    got = f"{key.get_name()} {key.get_base64()}"
+    want = " ".join(want.split()[:2])
+    if got != want:
+        raise HostKeyRefused(
+            f"{where} presented host key {got[:60]}..., not the guest "
+            f"image's {want[:60]}...: refusing (another process on that port?)"
+        )
+
+
+class _PinnedHostKey(paramiko.MissingHostKeyPolicy):
+    """The host key check, before authentication: paramiko's connect() asks this for
+    the server's key (the client knows no host keys) before it authenticates, so a
+    server whose key is not the pinned one (the guest image's, generated per image
+    build; another process on the guest's forwarded port) is refused before our client
+    key is offered to it.  *want* None accepts any key (tools that connect to something
+    other than our image)."""
+
+    def __init__(self, want: str | None = None, where: str = "") -> None:
+        self.want = want
+        self.where = where
 
     def missing_host_key(
         self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
     ) -> None:
-        return None
+        if self.want is not None:
+            _refuse_other_host_key(key, self.want, self.where or hostname)
 
 
 class _NoDelayClient(paramiko.SSHClient):
@@ -258,7 +286,7 @@ def answered_nothing(e: BaseException, client: _Client | None = None) -> bool:
 
 def _default_client() -> _Client:
     c = _NoDelayClient()
-    c.set_missing_host_key_policy(_AcceptHostKey())
+    c.set_missing_host_key_policy(_PinnedHostKey())  # SshClient pins its host_key
     c.set_log_channel(TRANSPORT_LOG)
     return c
 
@@ -540,6 +568,10 @@ class SshClient:
                 check()
             self.attempts += 1
             client = self._factory()
+            if self.host_key is not None:  # refused before authentication
+                client.set_missing_host_key_policy(
+                    _PinnedHostKey(self.host_key, f"{self.host}:{self.port}")
+                )
             try:
                 client.connect(
                     self.host,
@@ -553,6 +585,9 @@ class SshClient:
                     look_for_keys=False,
                     allow_agent=False,
                 )
+            except HostKeyRefused:
+                client.close()
+                raise
             except paramiko.AuthenticationException as e:
                 client.close()
                 raise SshError(
@@ -605,16 +640,17 @@ class SshClient:
         return t
 
     def _check_host_key(self, client: _Client, transport: paramiko.Transport) -> None:
-        """Refuse a server whose host key is not the one pinned (the guest image's)."""
-        key = transport.get_remote_server_key()
-        got = f"{key.get_name()} {key.get_base64()}"
-        want = " ".join((self.host_key or "").split()[:2])
-        if got != want:
-            client.close()
-            raise SshError(
-                f"{self.host}:{self.port} presented host key {got[:60]}..., not the guest "
-                f"image's {want[:60]}...: refusing (another process on that port?)"
+        """Refuse a server whose host key is not the one pinned (the guest image's), once
+        more after the connection: :class:`_PinnedHostKey` refused it before
+        authentication, unless a client of a *client_factory* knew a key for that
+        address (paramiko then asks no policy)."""
+        try:
+            _refuse_other_host_key(
+                transport.get_remote_server_key(), self.host_key or "", f"{self.host}:{self.port}"
             )
+        except HostKeyRefused:
+            client.close()
+            raise
 
     def close(self) -> None:
         self._shut = True

@@ -15,19 +15,29 @@ thread where it cannot wedge the process.  Python raises it between any two byte
 * inside C code that runs the handlers and then drops the error: CPython's constant
   folder (``2**64`` in a module compiled as it is imported, the ``irqlab`` command's
   first second with PYTHONDONTWRITEBYTECODE) clears any exception a handler raised but
-  KeyboardInterrupt, and the import goes on as if no signal had come.
+  KeyboardInterrupt, and the import goes on as if no signal had come;
+* between making a resource and recording it where its cleanup finds it (a socket
+  directory made but not yet listed for removal, an event loop half made whose
+  finaliser then fails with "no attribute '_ssock'", a child forked but not yet
+  tracked): such a block runs under :class:`critical`;
+* inside code that ``exec()`` or ``eval()`` ran from a string (the methods a dataclass
+  or a namedtuple makes as its module is imported; a signal that comes while that
+  string is compiled is raised there too): CPython 3.11 then sets its global
+  "unhandled KeyboardInterrupt" flag (``run_eval_code_obj`` in Python/pythonrun.c)
+  although the exception is caught further up, and ``python -m ...`` ends by SIGINT
+  after its exit (status -2, silently) instead of with the status it chose.  What
+  catches KeyboardInterrupt for good calls :func:`clear_caught_interrupt`.
 
 :class:`SafeRaise` defers the raise a few milliseconds while the main thread holds
-logging's lock or is in that window of paramiko's, and delivers the signal again when a
-finaliser swallowed its exception (through :data:`sys.unraisablehook`) or C code
-dropped it (a :class:`SignalRaise` destroyed before it reached anyone); it sets the
-handlers and puts the old ones back.  The ``irqlab`` command's handlers and the pytest
-plugin's use it.
+logging's lock, is in that window of paramiko's or in a :class:`critical` block, and
+delivers the signal again when a finaliser swallowed its exception (through
+:data:`sys.unraisablehook`) or C code dropped it (a :class:`SignalRaise` destroyed
+before it reached anyone); it sets the handlers and puts the old ones back.  The
+``irqlab`` command's handlers and the pytest plugin's use it.
 """
 
 from __future__ import annotations
 
-import dis
 import itertools
 import logging
 import queue
@@ -45,7 +55,10 @@ __all__ = [
     "SEND_WINDOW_DEPTH",
     "SafeRaise",
     "SignalRaise",
+    "clear_caught_interrupt",
+    "critical",
     "holds_logging_lock",
+    "in_critical",
     "in_paramiko_send_window",
 ]
 
@@ -59,6 +72,41 @@ def holds_logging_lock() -> bool:
     ``logging._lock``, an RLock; False where it is not there)."""
     owned = getattr(getattr(logging, "_lock", None), "_is_owned", None)
     return bool(owned is not None and owned())
+
+
+class critical:  # a block, used as ``with critical():``
+    """A block of the main thread that a signal's exception must not cut in two: the
+    handlers of a :class:`SafeRaise` defer the raise until it has ended (bounded like
+    every deferral).  For a few lines that make something and record it where its
+    cleanup finds it; nothing that waits long.  Other threads: no effect (a handler
+    runs in the main thread only)."""
+
+    def __enter__(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            _critical[0] += 1
+
+    def __exit__(self, *exc: object) -> None:
+        if threading.current_thread() is threading.main_thread():
+            _critical[0] -= 1
+
+
+_critical = [0]  # how deep the main thread is in critical blocks
+
+
+def in_critical() -> bool:
+    """Whether the main thread is inside a :class:`critical` block."""
+    return _critical[0] > 0
+
+
+def clear_caught_interrupt() -> None:
+    """Clear CPython's "unhandled KeyboardInterrupt" flag (see the module's notes): a
+    KeyboardInterrupt that left code exec() ran from a string set it though it was
+    caught, and ``python -m`` would end by SIGINT instead of with its status.  Every
+    exec() of a string clears it before it runs (``run_eval_code_obj``): one that runs
+    nothing.  For the code that catches KeyboardInterrupt for good and chooses the
+    status (the ``irqlab`` command's :func:`~irqlab.cli.main.main`, the pytest plugin
+    at the run's end)."""
+    exec("None")  # a constant string: only its side effect is wanted
 
 
 def in_paramiko_send_window(frame: FrameType | None) -> bool:
@@ -104,6 +152,8 @@ _send_windows: dict[CodeType, tuple[int, int] | None] = {}
 def _send_window(code: CodeType) -> tuple[int, int] | None:
     """In *code* (``_send_user_message``'s), the offsets [load of the lock's
     ``acquire``, first one of the ``try`` around ``_send_message``), or None."""
+    import dis  # only when a signal came: 10 ms of the irqlab command's start otherwise
+
     ins = list(dis.get_instructions(code))
     loads = ("LOAD_ATTR", "LOAD_METHOD")
     acquires = [
@@ -171,9 +221,10 @@ class SafeRaise:
 
     def deferred(self, signum: int, frame: FrameType | None) -> bool:
         """Whether the handler must not raise now (it is delivered again shortly): this
-        thread holds logging's lock, or the interrupted *frame* (the handler's) is in
-        paramiko's window (:func:`in_paramiko_send_window`)."""
-        unsafe = holds_logging_lock() or in_paramiko_send_window(frame)
+        thread is in a :class:`critical` block or holds logging's lock, or the
+        interrupted *frame* (the handler's) is in paramiko's window
+        (:func:`in_paramiko_send_window`)."""
+        unsafe = in_critical() or holds_logging_lock() or in_paramiko_send_window(frame)
         return unsafe and self.deliver_again(signum)
 
     def dropped(self, signum: int) -> None:

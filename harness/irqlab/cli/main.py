@@ -21,7 +21,7 @@ from typing import Any, TextIO
 from irqlab.build.arch import MODULE_BUILD_PACKAGES, build_module_command
 from irqlab.cli.argtypes import UsageError, count, guest_arch, positive
 from irqlab.errors import IrqlabError
-from irqlab.sigsafe import SafeRaise, SignalRaise
+from irqlab.sigsafe import SafeRaise, SignalRaise, clear_caught_interrupt
 
 __all__ = [
     "TEARDOWN_SIGNALS",
@@ -762,6 +762,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     0x1ffffffff``) is no usage error.
     SIGTERM and SIGHUP tear down as Ctrl-C does, then say so in one line and exit with
     128 + the signal's number."""
+    try:
+        return _main(argv)
+    finally:  # the status is ours: not SIGINT's at exit (irqlab.sigsafe's notes)
+        clear_caught_interrupt()
+
+
+def _main(argv: Sequence[str] | None) -> int:
     import subprocess
     import time
 

@@ -51,7 +51,7 @@ from irqlab.build import arch as arches
 from irqlab.build.imagekind import IMAGE_ENV, IMAGE_KINDS
 from irqlab.contract.regs import QOM, REGS
 from irqlab.errors import IrqlabError
-from irqlab.sigsafe import SafeRaise
+from irqlab.sigsafe import SafeRaise, clear_caught_interrupt
 from irqlab.testing.diagnostics import GuestDiagnostics, built_guest_report
 from irqlab.testing.helpers import hide_test_frame
 from irqlab.testing.logslice import LogSlicer
@@ -583,6 +583,9 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     safe = config.stash.get(_SAFE_RAISE, None)
     if safe is not None:  # what Python had: nothing of ours after the run
         safe.restore()  # and a signal deferred in the run's last moments is not lost
+    # pytest caught every KeyboardInterrupt of the run (ours for SIGTERM among them) and
+    # chose its status: `python -m pytest` does not end by SIGINT instead (sigsafe's notes)
+    clear_caught_interrupt()
 
 
 _OLD_SINK = pytest.StashKey[notice.Sink]()

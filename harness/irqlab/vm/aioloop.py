@@ -11,6 +11,7 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from irqlab.errors import IrqlabError
+from irqlab.sigsafe import critical
 
 __all__ = [
     "LoopAborted",
@@ -52,16 +53,20 @@ class LoopThread:
     """Owns one event loop running forever on a background thread until :meth:`close`."""
 
     def __init__(self, name: str = "irqlab-aio") -> None:
-        self._loop = asyncio.new_event_loop()
-        self._loop.set_exception_handler(_quiet_about_a_lost_peer)
-        self._thread = threading.Thread(target=self._main, name=name, daemon=True)
-        self._closed = False
-        # abort(): the reason, and the runs waiting now (cancelled by it)
-        self._lock = threading.Lock()
-        self._aborted: str | None = None  # later runs refused, for this reason
-        self._waiting: set[concurrent.futures.Future[Any]] = set()
-        self._cancelled: dict[concurrent.futures.Future[Any], str] = {}  # by abort(): why
-        self._thread.start()
+        # made whole or not at all: a Ctrl-C inside new_event_loop() left a loop half
+        # made, whose finaliser then failed at exit ("'_UnixSelectorEventLoop' object
+        # has no attribute '_ssock'"), one after it a loop nobody closes
+        with critical():
+            self._loop = asyncio.new_event_loop()
+            self._loop.set_exception_handler(_quiet_about_a_lost_peer)
+            self._thread = threading.Thread(target=self._main, name=name, daemon=True)
+            self._closed = False
+            # abort(): the reason, and the runs waiting now (cancelled by it)
+            self._lock = threading.Lock()
+            self._aborted: str | None = None  # later runs refused, for this reason
+            self._waiting: set[concurrent.futures.Future[Any]] = set()
+            self._cancelled: dict[concurrent.futures.Future[Any], str] = {}  # abort(): why
+            self._thread.start()
 
     def _main(self) -> None:
         asyncio.set_event_loop(self._loop)

@@ -37,6 +37,7 @@ from typing import Any
 from irqlab.build import cache
 from irqlab.errors import IrqlabError, hide_frame
 from irqlab.paths import log_dir, pid_runs
+from irqlab.sigsafe import critical
 from irqlab.vm import proc
 from irqlab.vm.console import Console
 from irqlab.vm.health import file_tail
@@ -167,20 +168,22 @@ def sock_parent() -> Path:
 def make_sock_dir(kind: str = "") -> Path:
     """A new socket directory of this process (``irqlab-<pid>-<kind>...``, mode 0700) in
     :func:`sock_parent`, its owner lock held until :func:`remove_sock_dir` or exit."""
-    d = Path(tempfile.mkdtemp(prefix=f"irqlab-{os.getpid()}-{kind}", dir=sock_parent()))
-    fd = -1
-    try:
-        fd = os.open(d / OWNER_LOCK, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
-        fcntl.flock(fd, fcntl.LOCK_EX)  # a new file: nobody else holds it
-    except OSError as e:
-        if fd >= 0:
-            os.close(fd)
-            fd = -1
-        if e.errno != errno.ENOLCK:
-            shutil.rmtree(d, ignore_errors=True)
-            raise
-        # a temp dir without locks (NFS): the stale sweep goes by pid and age alone
-    _SOCK_DIRS[d] = fd
+    parent = sock_parent()
+    with critical():  # a Ctrl-C between the mkdir and the record left the folder behind
+        d = Path(tempfile.mkdtemp(prefix=f"irqlab-{os.getpid()}-{kind}", dir=parent))
+        fd = -1
+        try:
+            fd = os.open(d / OWNER_LOCK, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
+            fcntl.flock(fd, fcntl.LOCK_EX)  # a new file: nobody else holds it
+        except OSError as e:
+            if fd >= 0:
+                os.close(fd)
+                fd = -1
+            if e.errno != errno.ENOLCK:
+                shutil.rmtree(d, ignore_errors=True)
+                raise
+            # a temp dir without locks (NFS): the stale sweep goes by pid and age alone
+        _SOCK_DIRS[d] = fd
     return d
 
 

@@ -28,6 +28,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
 
+from irqlab.sigsafe import critical
+
 __all__ = [
     "StdSpec",
     "kill_all",
@@ -95,12 +97,17 @@ def spawn(
             close_fds=True,
         )
 
-    if threading.current_thread() is threading.main_thread():
-        proc = popen()
-    else:
+    if threading.current_thread() is not threading.main_thread():
         proc = _spawner().submit(popen).result()
-    with _live_lock:
-        _live.add(proc)
+        with _live_lock:
+            _live.add(proc)
+        return proc
+    # a Ctrl-C while Popen waited for the child's exec lost the Popen (the child ran
+    # on, untracked, until this process exited); none is raised before it is tracked
+    with critical():
+        proc = popen()
+        with _live_lock:
+            _live.add(proc)
     return proc
 
 

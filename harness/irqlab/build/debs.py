@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from irqlab.build import hostfacts
 from irqlab.build.arch import host_deb_arch
 from irqlab.build.cache import exclusive_lock, lock_file
 from irqlab.build.steps import BuildError, StepLog
@@ -474,17 +475,32 @@ APT_LISTS = Path("/var/lib/apt/lists")
 
 
 def missing_packages(names: Sequence[str]) -> list[str]:
-    """The packages among *names* that dpkg does not have installed."""
+    """The packages among *names* that dpkg does not have installed (when it has all,
+    ``dpkg-query`` is not asked again while dpkg's database is unchanged:
+    :mod:`irqlab.build.hostfacts`)."""
+    installed = set(
+        hostfacts.remembered(
+            "dpkg-installed",
+            hostfacts.DPKG_DATABASE,
+            lambda: _installed(names),
+            args=names,
+            keep=lambda found: set(names) <= set(found),  # none missing: nothing to install
+        )
+    )
+    return [n for n in names if n not in installed]
+
+
+def _installed(names: Sequence[str]) -> list[str]:
+    """The packages among *names* that ``dpkg-query`` says are installed."""
     r = subprocess.run(
         ["dpkg-query", "-W", "-f", "${Package} ${db:Status-Abbrev}\n", *names],
         capture_output=True,
         text=True,
         check=False,
     )
-    installed = {
-        ln.split()[0].split(":")[0] for ln in r.stdout.splitlines() if ln.split()[1:2] == ["ii"]
-    }
-    return [n for n in names if n not in installed]
+    return sorted(
+        {ln.split()[0].split(":")[0] for ln in r.stdout.splitlines() if ln.split()[1:2] == ["ii"]}
+    )
 
 
 def install_refusal(packages: Sequence[str], what: str = "it") -> str:

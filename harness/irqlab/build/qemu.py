@@ -58,7 +58,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from irqlab import paths
-from irqlab.build import cache, debs, fetch, shared
+from irqlab.build import cache, debs, fetch, hostfacts, shared
 from irqlab.build.arch import X86_64, Arch, built_arches
 from irqlab.build.steps import BuildError, StepLog, failure_detail
 from irqlab.errors import ConfigError
@@ -406,6 +406,18 @@ def _ldd(binary: Path) -> str:
     return _output_of(["ldd", str(binary)])
 
 
+def _remembered_ldd(binary: Path) -> str:
+    """:func:`_ldd`; when it found every library, not asked again while the binary, the
+    loader's cache and dpkg's database are the same (:mod:`irqlab.build.hostfacts`)."""
+    return hostfacts.remembered(
+        "ldd",
+        [binary, hostfacts.LOADER_CACHE, *hostfacts.DPKG_DATABASE],
+        lambda: _ldd(binary),
+        args=[str(binary), os.environ.get("LD_LIBRARY_PATH", "")],
+        keep=lambda said: not libraries_not_found(said),  # one missing: asked again
+    )
+
+
 def _dpkg_search(paths: Sequence[str]) -> str:
     """``dpkg -S`` of *paths* (each also in its other /usr spelling); its stdout."""
     if not paths:
@@ -452,7 +464,7 @@ def ensure_runtime(out: Path, arch: Arch = X86_64, log: Log = print) -> None:
     install) with apt as the build does; :class:`BuildError` naming the packages where
     that cannot be done (not root) or does not help."""
     binary = out / "bin" / arch.qemu_binary
-    missing = libraries_not_found(_ldd(binary))
+    missing = libraries_not_found(_remembered_ldd(binary))
     if not missing:
         return
     lp = log_path(arch)

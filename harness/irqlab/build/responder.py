@@ -17,7 +17,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from irqlab.build import debs
+from irqlab.build import debs, hostfacts
 from irqlab.build.cache import InputHash, Sources, cached_build
 from irqlab.build.steps import Log, StepLog
 from irqlab.paths import log_dir, repo_root
@@ -51,8 +51,13 @@ def compiler() -> str:
 
 
 def compiler_version(cc: str) -> str:
-    r = subprocess.run([cc, "--version"], capture_output=True, text=True, check=True)
-    return r.stdout.splitlines()[0]
+    """The first line of ``cc --version`` (asked once while *cc*'s binary is the same)."""
+
+    def ask() -> str:
+        r = subprocess.run([cc, "--version"], capture_output=True, text=True, check=True)
+        return r.stdout.splitlines()[0]
+
+    return hostfacts.remembered("cc-version", [Path(cc)], ask, args=[cc])
 
 
 LIBC_PACKAGE = "libc6-dev"
@@ -60,14 +65,19 @@ LIBC_PACKAGE = "libc6-dev"
 
 def libc_version() -> str:
     """The installed Debian version of :data:`LIBC_PACKAGE` (the static binary links its
-    libc.a: a glibc security update is another binary), "not installed" without it."""
-    r = subprocess.run(
-        ["dpkg-query", "-W", "-f", "${Version}", LIBC_PACKAGE],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    return r.stdout.strip() if r.returncode == 0 and r.stdout.strip() else "not installed"
+    libc.a: a glibc security update is another binary), "not installed" without it.
+    Asked of dpkg once while its database is unchanged."""
+
+    def ask() -> str:
+        r = subprocess.run(
+            ["dpkg-query", "-W", "-f", "${Version}", LIBC_PACKAGE],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        return r.stdout.strip() if r.returncode == 0 and r.stdout.strip() else "not installed"
+
+    return hostfacts.remembered("dpkg-version", hostfacts.DPKG_DATABASE, ask, args=[LIBC_PACKAGE])
 
 
 def compile_argv(cc: str, root: Path, out: Path) -> list[str]:

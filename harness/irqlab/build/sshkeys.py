@@ -73,13 +73,18 @@ def _write_private(path: Path, data: bytes) -> None:
     tmp.rename(path)
 
 
+def _load(path: Path) -> Ed25519PrivateKey:
+    """The key stored (OpenSSH PEM) at *path*; ValueError if it is no ed25519 key."""
+    key = serialization.load_ssh_private_key(path.read_bytes(), password=None)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ValueError(f"{path} is not an ed25519 key; delete it to regenerate")
+    return key
+
+
 def _load_or_create(path: Path) -> Ed25519PrivateKey:
     """The key stored (OpenSSH PEM) at *path*, created if missing."""
     if path.is_file():
-        key = serialization.load_ssh_private_key(path.read_bytes(), password=None)
-        if not isinstance(key, Ed25519PrivateKey):
-            raise ValueError(f"{path} is not an ed25519 key; delete it to regenerate")
-        return key
+        return _load(path)
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(
         serialization.Encoding.PEM,
@@ -102,8 +107,29 @@ def ensure_keys(directory: Path | None = None) -> SshKeys:
     d = _keys_dir(directory)
     d.mkdir(parents=True, exist_ok=True)
     os.chmod(d, 0o700)
+    ready = _ready_keys(d)
+    if ready is not None:  # every guest start: no lock (it waited on another's start)
+        return ready
     with exclusive_lock(d / ".lock", "generating the guest SSH keys"):
         return _ensure_keys(d)
+
+
+def _ready_keys(d: Path) -> SshKeys | None:
+    """The keys when every file is as :func:`_ensure_keys` leaves it, read without the
+    lock and writing nothing; None otherwise (one missing, partly written, another's)."""
+    try:
+        client = _load(d / CLIENT_KEY)
+        host = _load(d / _HOST_PEM)
+        whole = (
+            (d / HOST_KEY).read_bytes() == dropbear_ed25519(host)
+            and (d / (CLIENT_KEY + ".pub")).read_text() == _client_pub(client) + "\n"
+            and (d / "host_ed25519.pub").read_text() == openssh_pub(host) + "\n"
+        )
+    except (OSError, ValueError):
+        return None
+    if not whole:
+        return None
+    return SshKeys(d / CLIENT_KEY, _client_pub(client), d / HOST_KEY, openssh_pub(host))
 
 
 def _ensure_keys(d: Path) -> SshKeys:

@@ -42,8 +42,6 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Never, NoReturn, TypeVar
 
-import paramiko
-
 from irqlab import notice
 from irqlab.build import imagekind
 from irqlab.build.arch import build_module_command
@@ -69,6 +67,7 @@ from irqlab.vm.health import (
     printable,
     ssh_greets,
 )
+from irqlab.vm.paramiko_import import paramiko
 from irqlab.vm.qmp.injector import DEVICE_ID, DEVICE_TYPE
 
 if TYPE_CHECKING:

@@ -20,6 +20,7 @@ import atexit
 import contextlib
 import ctypes
 import os
+import select
 import signal
 import subprocess
 import threading
@@ -36,6 +37,7 @@ __all__ = [
     "live_children",
     "spawn",
     "stop",
+    "wait",
     "wait_or_stop",
 ]
 
@@ -132,6 +134,31 @@ def is_stopped(pid: int) -> bool:
     return state in (b"T", b"t")
 
 
+def wait(proc: subprocess.Popen[bytes], timeout: float) -> int | None:
+    """*proc*'s exit status once it exits, within *timeout* s (None: it still runs).
+
+    ``Popen.wait(timeout)`` polls, with naps that grow to 50 ms: an exit was seen up to
+    50 ms after it happened (a QEMU's after its ``quit``, a bench's timed process).
+    This waits on the process's pidfd instead, and sees the exit at once."""
+    if proc.returncode is not None:
+        return proc.returncode
+    try:
+        fd = os.pidfd_open(proc.pid)
+    except OSError:  # no pidfd here, or no such process: Popen's own wait says
+        try:
+            return proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+    try:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        if not poller.poll(max(0.0, timeout) * 1000):
+            return proc.poll()
+    finally:
+        os.close(fd)
+    return proc.wait()  # it exited: reaped at once
+
+
 def stop(
     proc: subprocess.Popen[bytes],
     *,
@@ -145,13 +172,9 @@ def stop(
             stopped = is_stopped(proc.pid)
             if not stopped:
                 _signal_group(proc, signal.SIGTERM)
-            try:
-                proc.wait(0 if stopped else term_timeout)
-            except subprocess.TimeoutExpired:
+            if wait(proc, 0 if stopped else term_timeout) is None:
                 _signal_group(proc, signal.SIGKILL)
-                try:
-                    proc.wait(kill_timeout)
-                except subprocess.TimeoutExpired:
+                if wait(proc, kill_timeout) is None:
                     return None
         return proc.returncode
     finally:
@@ -167,8 +190,7 @@ def wait_or_stop(
 
     *kill_after* bounds each of the SIGTERM and SIGKILL waits."""
     if timeout > 0:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout)
+        wait(proc, timeout)
     return stop(proc, term_timeout=kill_after, kill_timeout=kill_after)
 
 

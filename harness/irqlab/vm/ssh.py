@@ -32,12 +32,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple, Protocol
 
-import paramiko
-
 from irqlab.errors import IrqlabError, hide_frame
 from irqlab.vm.exit_signal import ExitSignal, exit_signal, track_exit_signals
 from irqlab.vm.guestfile import check_put, put_command, put_failure
 from irqlab.vm.loadscale import check_timeout
+from irqlab.vm.paramiko_import import paramiko
 
 __all__ = [
     "RETRYABLE",

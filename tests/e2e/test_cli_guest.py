@@ -149,10 +149,11 @@ def test_sigusr1_prints_where_each_thread_is_and_the_command_goes_on() -> None:
         t.close()
 
 
-# After irqlab's first child (``ldd`` of QEMU's binary, then dpkg-query, QEMU itself
-# some 0.2-1 s later): a lazy import making a dataclass's methods, the event loop and
-# the socket folder being made, QEMU spawned, waiting on the QMP socket, loading the
-# snapshot, SSH's banner and key exchange, the agent.
+# After irqlab's first child (QEMU; where the host's answers are not remembered yet,
+# see irqlab.build.hostfacts, ``ldd`` of QEMU's binary and dpkg-query 0.2-1 s before
+# it): a lazy import making a dataclass's methods, the event loop and the socket folder
+# being made, QEMU spawned, waiting on the QMP socket, loading the snapshot, SSH's
+# banner and key exchange, the agent.
 CTRL_C_AFTER_S = (0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3)
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import signal
 import sys
+
+import pytest
 
 from irqlab.testing.terminal import Terminal
 
@@ -20,3 +23,24 @@ def test_wait_returns_with_everything_the_command_wrote() -> None:
             assert words[-1] == "01999" and len(words) == 2000, t.seen[-200:]
         finally:
             t.close()
+
+
+SHOW_HANDLERS = "import signal\nprint(signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGQUIT))\n"
+
+
+@pytest.mark.parametrize("controlling", [False, True], ids=["plain", "controlling"])
+def test_ctrl_c_acts_as_typed_even_from_a_run_that_ignores_it(controlling: bool) -> None:
+    """A test run in the background (``pytest ... &``) ignores SIGINT and SIGQUIT; the
+    command on the terminal inherited that, and a test's Ctrl-C to it was lost (irqlab
+    ran the guest's ``sleep 30`` to its end and exited 0)."""
+    old = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGQUIT)}
+    try:
+        t = Terminal([sys.executable, "-c", SHOW_HANDLERS], controlling=controlling)
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    try:
+        assert t.wait(30) == 0, t.seen
+        assert "default_int_handler" in t.seen and "SIG_IGN" not in t.seen, t.seen
+    finally:
+        t.close()

@@ -12,6 +12,7 @@ import os
 import pty
 import re
 import select
+import signal
 import subprocess
 import termios
 import time
@@ -39,7 +40,7 @@ class Terminal:
             stderr=slave,
             close_fds=True,
             start_new_session=True,  # setsid() runs before preexec_fn
-            preexec_fn=_acquire_terminal if controlling else None,
+            preexec_fn=_acquire_terminal if controlling else _as_typed_at,
         )
         os.close(slave)
         self.seen = ""
@@ -124,6 +125,16 @@ class Terminal:
             self.hang_up()
 
 
+def _as_typed_at() -> None:
+    """In the child: Ctrl-C and Ctrl-\\ act as on a terminal a user typed the command at.
+    A test run in the background (``pytest ... &``, a script's ``cmd &``) had them
+    ignored, and the command inherited that: its Ctrl-C was lost (it ran to the end)."""
+    for sig in (signal.SIGINT, signal.SIGQUIT):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 def _acquire_terminal() -> None:
-    """In the child: make its stdin (the terminal) its controlling terminal."""
+    """In the child: make its stdin (the terminal) its controlling terminal, Ctrl-C as
+    typed there (:func:`_as_typed_at`)."""
+    _as_typed_at()
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)

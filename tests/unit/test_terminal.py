@@ -25,7 +25,7 @@ def test_wait_returns_with_everything_the_command_wrote() -> None:
             t.close()
 
 
-SHOW_HANDLERS = "import signal\nprint(signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGQUIT))\n"
+SHOW_HANDLERS = "import signal as s\nprint(s.getsignal(s.SIGINT), s.getsignal(s.SIGQUIT))\n"
 
 
 @pytest.mark.parametrize("controlling", [False, True], ids=["plain", "controlling"])

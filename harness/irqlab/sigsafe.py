@@ -63,7 +63,7 @@ __all__ = [
 ]
 
 DEFER_S = 0.005  # how long a raise waits before it is tried again
-MAX_DEFERRALS = 200  # in all (1 s): a lock held longer is not worth a hung Ctrl-C
+MAX_DEFERRALS = 200  # per signal (1 s): a lock held longer is not worth a hung Ctrl-C
 SEND_WINDOW_DEPTH = 4  # the interrupted frame and its callers looked at for paramiko's
 
 
@@ -81,16 +81,21 @@ class critical:  # a block, used as ``with critical():``
     cleanup finds it; nothing that waits long.  Other threads: no effect (a handler
     runs in the main thread only)."""
 
+    # no Python call in either (a handler can run inside a Python callee's frame): a
+    # signal inside these two frames is deferred whatever the allowance (_EDGES)
     def __enter__(self) -> None:
-        if threading.current_thread() is threading.main_thread():
+        if threading.get_ident() == _MAIN:
             _critical[0] += 1
 
     def __exit__(self, *exc: object) -> None:
-        if threading.current_thread() is threading.main_thread():
+        if threading.get_ident() == _MAIN:
             _critical[0] -= 1
 
 
 _critical = [0]  # how deep the main thread is in critical blocks
+_MAIN = threading.main_thread().ident
+# where the count is half changed: a raise there would leave it wrong for good
+_EDGES = frozenset({critical.__enter__.__code__, critical.__exit__.__code__})
 
 
 def in_critical() -> bool:
@@ -201,12 +206,12 @@ class SafeRaise:
                 if self.active and signum in self.again:
                     signal.pthread_kill(self._main, signum)
 
-    def deliver_again(self, signum: int) -> bool:
-        """*signum* to the main thread again in DEFER_S; False when the deferrals are
-        spent."""
-        if self._spent >= MAX_DEFERRALS or not self.active:
+    def deliver_again(self, signum: int, *, spend: bool = True) -> bool:
+        """*signum* to the main thread again in DEFER_S; False when the deferrals of
+        this signal are spent (not counted: *spend* False)."""
+        if not self.active or (spend and self._spent >= MAX_DEFERRALS):
             return False
-        self._spent += 1
+        self._spent += spend
         self.again.add(signum)
         self._queue.put(signum)
         return True
@@ -224,8 +229,13 @@ class SafeRaise:
         thread is in a :class:`critical` block or holds logging's lock, or the
         interrupted *frame* (the handler's) is in paramiko's window
         (:func:`in_paramiko_send_window`)."""
+        if frame is not None and frame.f_code in _EDGES:  # critical's count half changed
+            return self.deliver_again(signum, spend=False)
         unsafe = in_critical() or holds_logging_lock() or in_paramiko_send_window(frame)
-        return unsafe and self.deliver_again(signum)
+        if unsafe and self.deliver_again(signum):
+            return True
+        self._spent = 0  # raised now: the next signal has an allowance of its own
+        return False
 
     def dropped(self, signum: int) -> None:
         """A :class:`SignalRaise` for *signum* was destroyed while the handlers are ours:

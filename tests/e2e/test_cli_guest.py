@@ -11,6 +11,7 @@ import re
 import shlex
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -149,12 +150,17 @@ def test_sigusr1_prints_where_each_thread_is_and_the_command_goes_on() -> None:
         t.close()
 
 
-# After irqlab's first child (QEMU; where the host's answers are not remembered yet,
-# see irqlab.build.hostfacts, ``ldd`` of QEMU's binary and dpkg-query 0.2-1 s before
-# it): a lazy import making a dataclass's methods, the event loop and the socket folder
-# being made, QEMU spawned, waiting on the QMP socket, loading the snapshot, SSH's
-# banner and key exchange, the agent.
-CTRL_C_AFTER_S = (0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3)
+# Before QEMU, from the ``irqlab`` command's start (its imports take ~0.25 s, under its
+# early handlers, irqlab.cli.entry): lazy imports making dataclasses' methods, the
+# host's answers (``ldd``, dpkg-query, where not remembered, see
+# irqlab.build.hostfacts), the event loop and the socket folder being made.
+CTRL_C_SINCE_START_S = (0.15, 0.3, 0.45, 0.6)
+# the console script a user runs (``python -m irqlab.cli.main`` has no early handlers:
+# a Ctrl-C during its imports is Python's own, a traceback and status -2)
+IRQLAB_COMMAND = Path(sys.executable).with_name("irqlab")
+# After QEMU is spawned: waiting on the QMP socket, loading the snapshot, SSH's banner
+# and key exchange, the agent.
+CTRL_C_AFTER_QEMU_S = (0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3)
 
 
 def test_ctrl_c_while_the_guest_starts_ends_quietly() -> None:
@@ -170,23 +176,39 @@ def test_ctrl_c_while_the_guest_starts_ends_quietly() -> None:
     between its mkdir and its record), and the half-made event loop's "no attribute
     '_ssock'" at exit.  A fourth face seen once in CI, logging's "cannot release
     un-acquired lock" at exit, was not seen here in 900 rounds."""
-    for after in CTRL_C_AFTER_S:
-        _ctrl_c_at(after)
+    for after in CTRL_C_SINCE_START_S:
+        _ctrl_c_at(after, since="irqlab started")
+    for after in CTRL_C_AFTER_QEMU_S:
+        _ctrl_c_at(after, since="QEMU started")
 
 
-def _ctrl_c_at(after: float) -> None:
-    t = Terminal([*IRQLAB, "run", "-n", "--", "sleep", "30"])
+def _is_qemu(pid: int) -> bool:
     try:
-        deadline = time.monotonic() + 60
-        while not (qemu := children(t.proc.pid)) and time.monotonic() < deadline:
-            time.sleep(0.005)  # polls for the child: nothing announces its birth
-        assert qemu, "QEMU was never started"
+        return os.readlink(f"/proc/{pid}/exe").rsplit("/", 1)[-1].startswith("qemu-system-")
+    except OSError:
+        return False
+
+
+def _ctrl_c_at(after: float, *, since: str) -> None:
+    """Ctrl-C *after* s after irqlab or its QEMU started; every child irqlab had then
+    must be gone after it, with its socket folder."""
+    command = IRQLAB if since == "QEMU started" else [str(IRQLAB_COMMAND)]
+    assert Path(command[0]).is_file(), f"no {command[0]}: pip install -e . installs it"
+    t = Terminal([*command, "run", "-n", "--", "sleep", "30"])
+    try:
+        if since == "QEMU started":  # its own child: ldd and dpkg-query may come first
+            deadline = time.monotonic() + 60
+            while not any(map(_is_qemu, children(t.proc.pid))) and time.monotonic() < deadline:
+                time.sleep(0.005)  # polls for the child: nothing announces its birth
+            assert any(map(_is_qemu, children(t.proc.pid))), f"QEMU was never started:\n{t.seen}"
         time.sleep(after)  # not a synchronisation: the moment of the start to hit
+        kids = children(t.proc.pid)
         t.proc.send_signal(signal.SIGINT)
-        assert t.wait(stacks=signal.SIGUSR1) == 130, f"Ctrl-C {after} s after QEMU:\n{t.seen}"
-        assert "never retrieved" not in t.seen and "Traceback" not in t.seen, t.seen
+        what = f"Ctrl-C {after} s after {since}"
+        assert t.wait(stacks=signal.SIGUSR1) == 130, f"{what}:\n{t.seen}"
+        assert "never retrieved" not in t.seen and "Traceback" not in t.seen, f"{what}:\n{t.seen}"
         assert "did not finish" not in t.seen, t.seen  # the teardown's own limit
-        assert_torn_down(t.proc.pid, qemu)
+        assert_torn_down(t.proc.pid, kids)
     finally:
         t.close()
 

@@ -156,9 +156,9 @@ def test_a_signal_inside_the_handler_does_not_wait_on_the_first() -> None:
     """A second signal can run the handler inside the first one; if the first was
     inside the event's set() (its lock taken, the flag not yet set), the second one
     waited on that lock for ever: irqlab could then only be killed."""
-    from irqlab.cli.main import _TeardownWatch
+    from irqlab.teardown_watch import TeardownWatch
 
-    watch = _TeardownWatch(60.0)
+    watch = TeardownWatch(60.0)
     try:
         watch.signum = signal.SIGINT  # the first handler's first step
         with watch.fired._cond:  # type: ignore[attr-defined]  # ...and inside set()

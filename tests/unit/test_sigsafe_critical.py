@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from irqlab import sigsafe
 from irqlab.sigsafe import SafeRaise, critical, in_critical
 from irqlab.testing.parallel import WORKER_ENV
 from irqlab.vm import aioloop, machine, proc
@@ -194,3 +195,48 @@ def test_python_m_pytest_ends_with_its_status_after_a_ctrl_c_in_exec_code(
     )
     r = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     assert r.ret == pytest.ExitCode.INTERRUPTED, (r.ret, r.stdout.str()[-2000:])
+
+
+def test_each_signal_has_its_own_allowance_of_deferrals(
+    handler: SafeRaise, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The allowance was one for the SafeRaise's whole life (a pytest session): one
+    signal deferred long spent it, and every later one was raised anywhere, inside
+    logging's lock or paramiko's window too."""
+    monkeypatch.setattr(sigsafe, "MAX_DEFERRALS", 3)
+    # the allowance runs out inside: raised there after 3 deferrals
+    with pytest.raises(Raised), critical():
+        signal.raise_signal(SIG)
+        wait_for_the_raise()
+    steps = []
+    with pytest.raises(Raised):
+        with critical():  # a new signal: deferred again, past the block
+            signal.raise_signal(SIG)
+            steps.append("the block went on")
+        wait_for_the_raise()
+    assert steps == ["the block went on"]
+    assert not in_critical()
+
+
+def test_a_signal_in_criticals_own_frames_is_deferred_even_with_none_left(
+    handler: SafeRaise, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Raised inside critical.__exit__ before its count went down, the count stayed up
+    for good (every later signal deferred a second in that process)."""
+    monkeypatch.setattr(sigsafe, "MAX_DEFERRALS", 0)  # nothing may be deferred
+    seen: list[bool] = []
+
+    def profile(frame: Any, event: str, arg: Any) -> None:
+        if event == "call" and frame.f_code is critical.__exit__.__code__ and not seen:
+            seen.append(handler.deferred(SIG, frame))  # as if the signal came there
+
+    with pytest.raises(Raised):  # raised a moment later
+        sys.setprofile(profile)
+        try:
+            with critical():
+                pass
+        finally:
+            sys.setprofile(None)
+        wait_for_the_raise()
+    assert seen == [True], "deferred although the allowance is spent"
+    assert not in_critical(), "the count is right"

@@ -22,6 +22,7 @@ from irqlab.build.arch import MODULE_BUILD_PACKAGES, build_module_command
 from irqlab.cli.argtypes import UsageError, count, guest_arch, positive
 from irqlab.errors import IrqlabError
 from irqlab.sigsafe import SafeRaise, SignalRaise, clear_caught_interrupt
+from irqlab.teardown_watch import TeardownWatch
 
 __all__ = [
     "TEARDOWN_SIGNALS",
@@ -617,68 +618,6 @@ TEARDOWN_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 # frozen guest can chain several of them past this limit: the watch then kills QEMU,
 # which is what they were waiting for, and the next run removes the socket folder.
 TEARDOWN_LIMIT_S = 20.0
-REPORT_LIMIT_S = 2.0  # the watch's report may wait this long for stderr (Ctrl-S, a full pipe)
-
-
-class _TeardownWatch:
-    """Ends a teardown that does not finish within *limit* s: prints where every thread
-    is, kills the children (QEMU) and exits with the signal's status.  Its thread is
-    started beforehand (a signal handler only sets an event) and writes straight to
-    descriptor 2 (the main thread may hold sys.stderr's lock), for at most
-    REPORT_LIMIT_S (the output may not drain).  A raw terminal (``irqlab shell``) is
-    cooked again before the guest's teardown begins."""
-
-    def __init__(self, limit: float) -> None:
-        import faulthandler
-
-        from irqlab.vm import proc
-
-        self._dump, self._kill_all = faulthandler.dump_traceback, proc.kill_all
-        self.limit = limit
-        self.signum = 0  # the signal that started the teardown (set once, by the handler)
-        self.ended = False  # the block ended: no signal starts a teardown any more
-        self.fired = threading.Event()
-        self.done = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="teardown-watch", daemon=True)
-        self._thread.start()
-
-    def start(self, signum: int) -> bool:
-        """Called by the signal handler: whether *signum* starts the teardown.  Plain
-        attributes first: a second signal can run the handler again inside the first
-        one, and one that came while the first held the event's lock would wait on it
-        for ever."""
-        if self.signum or self.ended:
-            return False
-        self.signum = signum
-        self.fired.set()
-        return True
-
-    def _report(self) -> None:
-        name = signal.Signals(self.signum).name
-        with contextlib.suppress(OSError):
-            os.write(
-                2,
-                f"irqlab: the teardown after {name} did not finish within {self.limit:g} s; "
-                "killing its processes. Where each thread was:\n".encode(),
-            )
-            self._dump(2, all_threads=True)
-
-    def _run(self) -> None:
-        self.fired.wait()
-        if self.done.wait(self.limit):
-            return
-        try:
-            report = threading.Thread(target=self._report, name="teardown-report", daemon=True)
-            report.start()
-            report.join(REPORT_LIMIT_S)
-        finally:
-            self._kill_all()
-            os._exit(128 + self.signum)  # 130 for Ctrl-C
-
-    def end(self) -> None:
-        self.ended = True
-        self.done.set()
-        self.fired.set()
 
 
 @contextlib.contextmanager
@@ -686,13 +625,14 @@ def teardown_on_signals() -> Iterator[None]:
     """Turn SIGTERM and SIGHUP (a closed terminal) into :class:`Terminated` while the
     block runs, as Ctrl-C is turned into KeyboardInterrupt; a second signal of the
     three while the first unwinds is ignored so that the teardown finishes, and a
-    teardown still running after TEARDOWN_LIMIT_S is ended (see :class:`_TeardownWatch`).
+    teardown still running after TEARDOWN_LIMIT_S is ended (see
+    :class:`~irqlab.teardown_watch.TeardownWatch`).
     A signal ignored when we started (``nohup``) stays ignored; outside the main thread
     nothing changes."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    watch = _TeardownWatch(TEARDOWN_LIMIT_S)
+    watch = TeardownWatch(TEARDOWN_LIMIT_S)
 
     def ours(e: BaseException) -> int | None:
         return watch.signum or None if isinstance(e, KeyboardInterrupt | Terminated) else None

@@ -38,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import signal
 import sys
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
@@ -52,6 +53,7 @@ from irqlab.build.imagekind import IMAGE_ENV, IMAGE_KINDS
 from irqlab.contract.regs import QOM, REGS
 from irqlab.errors import IrqlabError
 from irqlab.sigsafe import SafeRaise, clear_caught_interrupt
+from irqlab.teardown_watch import TeardownWatch
 from irqlab.testing.diagnostics import GuestDiagnostics, built_guest_report
 from irqlab.testing.helpers import hide_test_frame
 from irqlab.testing.logslice import LogSlicer
@@ -519,6 +521,31 @@ _SAFE_RAISE = pytest.StashKey[SafeRaise]()
 # A signal this soon after the one that interrupted the run is the same stop, sent
 # twice: ignored.  One later than that interrupts again (as Python's own Ctrl-C does).
 REPEATED_SIGNAL_S = 1.0
+# How long the teardown after pytest's interrupt (every fixture's, the shared guests')
+# may take before it is ended (_StopWatch); each guest's close is bounded (about 10 s).
+TEARDOWN_LIMIT_S = 60.0
+
+
+class _StopWatch:
+    """After pytest's own interrupt (Ctrl-C, or SIGTERM turned into it), the teardown
+    that follows is watched: one still running after :data:`TEARDOWN_LIMIT_S` is ended
+    with every thread's stack, its children (QEMU) killed, status 128 + the signal (a
+    KeyboardInterrupt raised where it left a lock held wedged a CI run's pytest for 20
+    minutes with its QEMU).  A KeyboardInterrupt a test catches itself starts nothing:
+    only the one pytest ends the run with."""
+
+    def __init__(self, last: list[int]) -> None:
+        self.last = last  # the signal of the handler's last raise (0: none of ours)
+        self.watch: TeardownWatch | None = None
+
+    def pytest_keyboard_interrupt(self) -> None:
+        if self.watch is None:
+            self.watch = TeardownWatch(TEARDOWN_LIMIT_S, "pytest's teardown")
+            self.watch.start(self.last[0] or signal.SIGINT)
+
+    def pytest_unconfigure(self) -> None:
+        if self.watch is not None:
+            self.watch.end()
 
 
 def _install_interrupts(config: pytest.Config) -> None:
@@ -527,7 +554,6 @@ def _install_interrupts(config: pytest.Config) -> None:
     as Python's own Ctrl-C does, but never where it could wedge the run (see
     :mod:`irqlab.sigsafe`: raised inside logging's lock, every thread that logged
     waited for ever).  Handlers someone else set stay theirs."""
-    import signal
     import threading
 
     if threading.current_thread() is not threading.main_thread():
@@ -562,6 +588,7 @@ def _install_interrupts(config: pytest.Config) -> None:
 
     safe.set_handlers(mine, handler)
     config.stash[_SAFE_RAISE] = safe
+    config.pluginmanager.register(_StopWatch(last), "irqlab-stop-watch")
 
 
 @pytest.hookimpl(trylast=True)

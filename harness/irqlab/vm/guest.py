@@ -2679,10 +2679,11 @@ class Guest:
         ``driver_override``); (PCI address, the bind command's result: rc != 0 when
         uio_pci_generic refuses the device, e.g. with broken INTx disable)."""
         addr = self.unbind()
-        dev = f"/sys/bus/pci/devices/{addr}"
-        self.sh(f"modprobe uio_pci_generic && echo uio_pci_generic > {dev}/driver_override")
+        override = shlex.quote(f"/sys/bus/pci/devices/{addr}/driver_override")
+        self.sh(f"modprobe uio_pci_generic && echo uio_pci_generic > {override}")
         # through _run: a guest that dies under the bind is named, not an rc of -1
-        r = self._run(f"echo {addr} > /sys/bus/pci/drivers/uio_pci_generic/bind", timeout=60)
+        to = "/sys/bus/pci/drivers/uio_pci_generic/bind"
+        r = self._run(f"echo {shlex.quote(addr)} > {to}", timeout=60)
         if r.rc == 0:
             self.wait_for_node("/dev/uio0")
         return addr, r

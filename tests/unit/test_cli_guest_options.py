@@ -593,7 +593,8 @@ def test_regs_with_a_prefix_nothing_has_fails(capsys: pytest.CaptureFixture[str]
         assert capsys.readouterr().out == short
 
 
-MIN_US = f"{REGS.MIN_BURST_PERIOD_NS / 1000:g}"  # the device's minimum burst period
+MIN_US = f"{REGS.MIN_BURST_PERIOD_NS / 1000:.15g}"  # the device's burst periods
+MAX_US = f"{REGS.MAX_BURST_PERIOD_NS / 1000:.15g}"
 
 
 def test_inject_burst_period_below_the_minimum_is_said_in_microseconds(
@@ -603,11 +604,15 @@ def test_inject_burst_period_below_the_minimum_is_said_in_microseconds(
     device's range, as push's and pulse's (the README's status 1): no usage error."""
     assert main(["inject", "--qmp", "S", "burst", "10", "--period-us", "0"]) == 1
     err = capsys.readouterr().err.strip()
-    assert err == f"irqlab: --period-us 0 µs is below the minimum, {MIN_US} µs", err
+    assert err == f"irqlab: --period-us 0 µs out of range [{MIN_US}, {MAX_US}] µs", err
     # as given, not as rounded to whole ns (it said "0 µs" of 0.0004)
     assert main(["inject", "--qmp", "S", "burst", "10", "--period-us", "0.0004"]) == 1
     err = capsys.readouterr().err.strip()
-    assert err == f"irqlab: --period-us 0.0004 µs is below the minimum, {MIN_US} µs", err
+    assert err == f"irqlab: --period-us 0.0004 µs out of range [{MIN_US}, {MAX_US}] µs", err
+    # above the spec's range (10 s): it reached the device, which refused it
+    assert main(["inject", "--qmp", "S", "burst", "10", "--period-us", "2e7"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == f"irqlab: --period-us 2e+07 µs out of range [{MIN_US}, {MAX_US}] µs", err
 
 
 def test_module_specs_give_files_and_parameters_by_module_name(tmp_path: Path) -> None:

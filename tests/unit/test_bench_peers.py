@@ -1,4 +1,5 @@
-"""bench-peers, pure parts: labgrid's environment from an image, summary, ratios, table."""
+"""bench-peers, pure parts: labgrid's environment from an image, summary, ratios, table;
+and its rounds with stand-in runs (the snapshot held throughout)."""
 
 from __future__ import annotations
 
@@ -6,13 +7,16 @@ import json
 import shlex
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
 
-from irqlab.bench import peers
-from irqlab.build import image
+from irqlab.bench import peers, runner
+from irqlab.build import cache, image
 from irqlab.cli.main import build_parser
+from irqlab.vm import guest as guest_mod
+from irqlab.vm import snapshot as snapshots
 
 DATADIR = Path("/q/share/qemu")
 
@@ -313,3 +317,62 @@ def test_scripts_run_with_a_bytecode_cache(tmp_path: Path, monkeypatch: pytest.M
     ).replace("import os,", "import os, sys,")
     run = peers.run_script([sys.executable, _script(tmp_path, body)], 60, "a step")
     assert run.result["dont"] is False and run.result["probe"] == "kept"
+
+
+def test_the_snapshot_is_held_through_every_round(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Other guests' saves prune the snapshot cache (``IRQLAB_SNAPSHOT_KEEP``): the
+    default configuration's snapshot was evicted between rounds and a "restore" row
+    cold-booted.  Here another guest prunes to nothing before every run: the bench's
+    snapshot stays, and is free again once the bench ended."""
+    monkeypatch.setenv("IRQLAB_CACHE_DIR", str(tmp_path / "cache"))
+    snap = cache.cached_build(
+        snapshots.RECIPE, "0" * 16, lambda t: (t / snapshots.STATE_FILE).write_bytes(b"x")
+    )
+    prepared = SimpleNamespace(
+        accel=SimpleNamespace(accel="tcg"),
+        qemu=SimpleNamespace(binary=Path("/q")),
+        image=SimpleNamespace(version="v"),
+    )
+    monkeypatch.setattr(guest_mod.Guest, "prepare", lambda g: prepared)
+    monkeypatch.setattr(guest_mod, "ensure_snapshot", lambda config=None: snap)
+
+    def no_labgrid() -> Path:
+        raise peers.StepFailure("pip install labgrid", "offline")
+
+    monkeypatch.setattr(peers, "ensure_peer_venv", no_labgrid)
+    there: list[bool] = []
+
+    def run(self: peers.IrqlabRunner, name: str, *, snapshot: bool) -> dict[str, Any]:
+        pruned = snapshots.prune(0)  # another guest's save, keeping none
+        there.append(snap not in pruned and snapshots.lookup("0" * 16) == snap)
+        return {"whole": 1.0, "inner": 0.5, "restored": snapshot, "parts": {}}
+
+    monkeypatch.setattr(peers.IrqlabRunner, "__call__", run)
+    monkeypatch.setattr(runner, "lock_path", lambda: tmp_path / "bench.lock")
+    path = peers.run_peers(2, tmp_path / "out", progress=lambda _m: None)
+    assert there == [True] * 4  # restore and cold, two rounds
+    assert json.loads(path.read_text())["snapshot"] == str(snap)
+    assert not cache.in_use(snap)  # released at the end
+    assert snapshots.prune(0) == [snap]
+
+
+def test_a_snapshot_pruned_before_it_was_held_is_made_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("IRQLAB_CACHE_DIR", str(tmp_path))
+    made: list[Path] = []
+
+    def ensure() -> Path:
+        d = cache.cached_build(
+            snapshots.RECIPE, "0" * 16, lambda t: (t / snapshots.STATE_FILE).write_bytes(b"x")
+        )
+        if not made:
+            snapshots.prune(0)  # pruned between the lookup and the hold
+        made.append(d)
+        return d
+
+    d, held = peers.held_snapshot(ensure)
+    with held:
+        assert len(made) == 2 and cache.in_use(d) and snapshots.prune(0) == []

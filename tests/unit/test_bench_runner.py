@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -269,3 +270,21 @@ def test_a_failed_native_round_is_an_error_of_the_bench(
     (err,) = r["errors"]
     assert err["stage"] == "native poll round 2/3" and "the responder died" in err["error"]
     assert [c[1] for c in calls if c[0] == "native-round"] == ["read", "poll", "read", "read"]
+
+
+def test_the_storms_ring_size_is_read_with_the_path_one_word(
+    tmp_path: Path, calls: list[tuple[Any, ...]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The module's name went into the ``cat`` command unquoted."""
+    said: list[str] = []
+
+    def sh(g: FakeGuest, cmd: str) -> str:
+        said.append(cmd)
+        return "4096"
+
+    monkeypatch.setattr(FakeGuest, "sh", sh)
+    monkeypatch.setattr(FakeGuest, "module_name", lambda g: "my drv;x")
+    r = bench(tmp_path, paths=("read",), skip=("latency", "native", "injection", "wakeup"))
+    assert r["storm"]["ring_size"] == 4096
+    read = [shlex.split(c) for c in said if "ring_size" in c]
+    assert read == [["cat", "/sys/module/my drv;x/parameters/ring_size"]], said

@@ -205,8 +205,13 @@ def test_values_the_device_refuses_and_repeated_names_are_usage_errors(
     from irqlab.contract.regs import REGS
 
     shortest_us = REGS.MIN_BURST_PERIOD_NS / 1000
+    longest_us = REGS.MAX_BURST_PERIOD_NS / 1000  # it booted, then the device refused it
     for argv, error in (
         (["--period-us", f"{shortest_us / 2:g}"], "below the device's shortest burst period"),
+        (
+            ["--period-us", f"{longest_us * 2:g}"],
+            f"above the device's longest burst period, {longest_us:.15g} µs",
+        ),
         (["--paths", "read,read"], "argument --paths: path named twice: 'read'"),
         (["--skip", "storm,boot,storm"], "argument --skip: stage named twice: 'storm'"),
     ):
@@ -216,6 +221,8 @@ def test_values_the_device_refuses_and_repeated_names_are_usage_errors(
         assert error in capsys.readouterr().err
     args = build_parser().parse_args(["bench", "--period-us", f"{shortest_us:g}"])
     assert round(args.period_us * 1000) == REGS.MIN_BURST_PERIOD_NS
+    args = build_parser().parse_args(["bench", "--period-us", f"{longest_us:.15g}"])
+    assert round(args.period_us * 1000) == REGS.MAX_BURST_PERIOD_NS
 
 
 def test_the_help_lists_the_paths_and_what_quick_sets(

@@ -160,14 +160,34 @@ def test_device_prop_of_the_running_device_is_refused_before_a_guest_starts(
     assert "\n" not in err
 
 
+@pytest.mark.parametrize(
+    ("assignment", "said"),
+    [
+        (f"{QOM.PROP_IRQ_MODE}=MSIX", f"{QOM.PROP_IRQ_MODE!r}: 'MSIX' is not one of its values: "
+         "intx, msi, msix (the header's IRQLAB_IRQ_MODE_*, irqlab-regs.h)"),
+        (f"{QOM.PROP_BROKEN_INTX_DISABLE}=maybe", f"{QOM.PROP_BROKEN_INTX_DISABLE!r}: 'maybe' is "
+         "not a bool: it takes True or False, or QEMU's words for one: on, yes, true, y; "
+         "off, no, false, n"),
+    ],
+)  # fmt: skip
+def test_device_prop_value_the_device_refuses_is_refused_before_a_guest_starts(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, assignment: str, said: str
+) -> None:
+    """QEMU refused them after "booting the guest cold", exit 1."""
+    monkeypatch.setattr("irqlab.vm.guest.Guest", None)  # a guest started would fail loudly
+    assert main(["run", "--device-prop", assignment, "--", "true"]) == 2
+    assert capsys.readouterr().err.strip() == f"irqlab: --device-prop {said}"
+
+
 def test_device_prop_value_with_a_comma_is_one_value(tmp_path: Path) -> None:
     from irqlab.cli.guestcmd import guest_config
     from irqlab.vm.guest import device_arg
 
-    args = build_parser().parse_args(["run", "--device-prop", "irq-mode=msi,id=evil", "--", "x"])
+    # a string property (every PCI device's ROM file): its value is the device's to judge
+    args = build_parser().parse_args(["run", "--device-prop", "romfile=x,id=evil", "--", "x"])
     config = guest_config(args, "t")
-    assert config.device_props == {QOM.PROP_IRQ_MODE: "msi,id=evil"}
-    assert device_arg(config.device_id, config.device_props).endswith(",irq-mode=msi,,id=evil")
+    assert config.device_props == {"romfile": "x,id=evil"}
+    assert device_arg(config.device_id, config.device_props).endswith(",romfile=x,,id=evil")
 
 
 def test_bad_module_param_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
@@ -573,7 +593,8 @@ def test_regs_with_a_prefix_nothing_has_fails(capsys: pytest.CaptureFixture[str]
         assert capsys.readouterr().out == short
 
 
-MIN_US = f"{REGS.MIN_BURST_PERIOD_NS / 1000:g}"  # the device's minimum burst period
+MIN_US = f"{REGS.MIN_BURST_PERIOD_NS / 1000:.15g}"  # the device's burst periods
+MAX_US = f"{REGS.MAX_BURST_PERIOD_NS / 1000:.15g}"
 
 
 def test_inject_burst_period_below_the_minimum_is_said_in_microseconds(
@@ -583,11 +604,15 @@ def test_inject_burst_period_below_the_minimum_is_said_in_microseconds(
     device's range, as push's and pulse's (the README's status 1): no usage error."""
     assert main(["inject", "--qmp", "S", "burst", "10", "--period-us", "0"]) == 1
     err = capsys.readouterr().err.strip()
-    assert err == f"irqlab: --period-us 0 µs is below the minimum, {MIN_US} µs", err
+    assert err == f"irqlab: --period-us 0 µs out of range [{MIN_US}, {MAX_US}] µs", err
     # as given, not as rounded to whole ns (it said "0 µs" of 0.0004)
     assert main(["inject", "--qmp", "S", "burst", "10", "--period-us", "0.0004"]) == 1
     err = capsys.readouterr().err.strip()
-    assert err == f"irqlab: --period-us 0.0004 µs is below the minimum, {MIN_US} µs", err
+    assert err == f"irqlab: --period-us 0.0004 µs out of range [{MIN_US}, {MAX_US}] µs", err
+    # above the spec's range (10 s): it reached the device, which refused it
+    assert main(["inject", "--qmp", "S", "burst", "10", "--period-us", "2e7"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == f"irqlab: --period-us 2e+07 µs out of range [{MIN_US}, {MAX_US}] µs", err
 
 
 def test_module_specs_give_files_and_parameters_by_module_name(tmp_path: Path) -> None:

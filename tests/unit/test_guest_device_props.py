@@ -9,24 +9,24 @@ import re
 import pytest
 from qemu_opts import qemu_options  # same directory (rootdir-relative import)
 
-from irqlab.contract.regs import AT_RUN, AT_START, NEVER, QOM, props_when
-from irqlab.vm.guest import GuestConfig, GuestConfigError, device_arg
+from irqlab.contract.regs import AT_RUN, AT_START, NEVER, QOM, REGS, props_when
+from irqlab.contract.spec import property_types
+from irqlab.vm.guest import (
+    GuestConfig,
+    GuestConfigError,
+    device_arg,
+    device_choices,
+    device_value_problem,
+)
 from irqlab.vm.qmp.injector import method_of
 
+ROMFILE = "romfile"  # every PCI device's: a string the device's checks leave to QEMU
 
-@pytest.mark.parametrize(
-    ("props", "value"),
-    [
-        ({QOM.PROP_IRQ_MODE: "16,gpio-lines=8"}, "16,gpio-lines=8"),
-        ({QOM.PROP_IRQ_MODE: "msi,id=evil"}, "msi,id=evil"),
-        ({QOM.PROP_IRQ_MODE: "a,,b,"}, "a,,b,"),
-        ({QOM.PROP_IRQ_MODE: ",id=x"}, ",id=x"),
-    ],
-)
-def test_a_comma_in_a_value_stays_in_the_value(props: dict[str, str], value: str) -> None:
-    ((key, _),) = props.items()
-    options = qemu_options(device_arg("irqlab0", props))
-    assert options == [("", "irqlab"), ("id", "irqlab0"), (key, value)]
+
+@pytest.mark.parametrize("value", ["16,gpio-lines=8", "msi,id=evil", "a,,b,", ",id=x"])
+def test_a_comma_in_a_value_stays_in_the_value(value: str) -> None:
+    options = qemu_options(device_arg("irqlab0", {ROMFILE: value}))
+    assert options == [("", "irqlab"), ("id", "irqlab0"), (ROMFILE, value)]
 
 
 def test_plain_values_are_as_before() -> None:
@@ -135,8 +135,14 @@ def test_a_count_out_of_the_devices_range_is_refused_before_booting(
         GuestConfig(device_props={prop: good})
 
 
+def _good(name: str) -> object:
+    """A value the device takes for its start-time property *name*."""
+    words = device_choices(name)
+    return words[-1] if words else True if property_types()[name] == "bool" else 1
+
+
 def test_the_devices_start_time_and_pcis_own_properties_are_taken() -> None:
-    props = {name: 1 for name in props_when(AT_START)}
+    props = {name: _good(name) for name in props_when(AT_START)}
     assert QOM.PROP_GPIO_LINES in props and QOM.PROP_IRQ_MODE in props
     GuestConfig(device_props={**props, "addr": "05.0", "rombar": 0, "failover_pair_id": "x"})
 
@@ -156,3 +162,62 @@ def test_a_typo_suggests_the_property_and_says_when_it_is_set(typo: str, said: s
         GuestConfig(device_props={typo: 1})
     msg = str(info.value)
     assert said in msg, msg
+
+
+MODES = device_choices(QOM.PROP_IRQ_MODE)
+BOOL_SAID = (
+    "is not a bool: it takes True or False, or QEMU's words for one: on, yes, true, y; "
+    "off, no, false, n"
+)
+
+
+@pytest.mark.parametrize(
+    ("prop", "value", "said"),
+    [
+        (QOM.PROP_IRQ_MODE, "MSIX", "'MSIX' is not one of its values: intx, msi, msix"),
+        (QOM.PROP_IRQ_MODE, "msi,id=x", "'msi,id=x' is not one of its values: intx, msi, msix"),
+        (QOM.PROP_IRQ_MODE, "", "'' is not one of its values: intx, msi, msix"),
+        (QOM.PROP_IRQ_MODE, 1, "1 is not one of its values: intx, msi, msix"),
+        (QOM.PROP_BROKEN_INTX_DISABLE, "maybe", f"'maybe' {BOOL_SAID}"),
+        (QOM.PROP_BROKEN_INTX_DISABLE, "ON", f"'ON' {BOOL_SAID}"),
+        (QOM.PROP_BROKEN_INTX_DISABLE, "1", f"'1' {BOOL_SAID}"),
+        (QOM.PROP_BROKEN_INTX_DISABLE, 1, f"1 {BOOL_SAID}"),
+    ],
+)
+def test_a_word_or_bool_the_device_refuses_is_refused_before_booting(
+    prop: str, value: object, said: str
+) -> None:
+    """irq-mode=MSIX and broken-intx-disable=maybe reached QEMU, which refused them
+    after "booting the guest cold" ("irq-mode must be intx, msi or msix", "Parameter
+    'broken-intx-disable' expects 'on' or 'off'"), exit 1: refused when the config is
+    made, naming the property and the values it takes."""
+    with pytest.raises(GuestConfigError) as info:
+        GuestConfig(device_props={prop: value})
+    assert str(info.value).startswith(f"device_props key {prop!r}: {said}"), str(info.value)
+    with pytest.raises(GuestConfigError, match="is not"):
+        device_arg("irqlab0", {prop: value})  # a config changed after it was made
+
+
+def test_the_modes_are_the_headers() -> None:
+    assert tuple(m.lower() for m in REGS.with_prefix("IRQ_MODE_")) == MODES
+    assert "IRQLAB_IRQ_MODE_*, irqlab-regs.h" in str(device_value_problem(QOM.PROP_IRQ_MODE, "x"))
+
+
+@pytest.mark.parametrize(
+    ("prop", "value"),
+    [
+        *((QOM.PROP_IRQ_MODE, m) for m in MODES),
+        *((QOM.PROP_BROKEN_INTX_DISABLE, v) for v in (True, False, "on", "off", "yes", "n")),
+    ],
+)
+def test_a_word_or_bool_the_device_takes_is_taken(prop: str, value: object) -> None:
+    GuestConfig(device_props={prop: value})
+
+
+@pytest.mark.parametrize("prop", props_when(AT_START))
+def test_every_start_time_property_has_its_values_checked(prop: str) -> None:
+    """A property the header adds is a count, a word of the header's or a bool of the
+    spec's (its "Type" column): else its wrong values reach QEMU unchecked again."""
+    assert device_value_problem(prop, "nonsense,x") is not None
+    assert device_value_problem(prop, _good(prop)) is None
+    assert property_types()[prop] in ("uint32", "string", "bool")

@@ -45,12 +45,48 @@ def test_bind_and_unbind_keep_the_address_one_word(monkeypatch: pytest.MonkeyPat
     ]
 
 
-def test_set_param_keeps_the_name_and_value_one_word(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bind_uio_pci_generic_keeps_the_address_one_word(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The address goes into the device's driver_override path and the bind command."""
+    g = Guest(GuestConfig(name="t"))
+    said = _said(g, monkeypatch)
+    ran: list[str] = []
+
+    def run(cmd: str, **_kw: Any) -> RunResult:
+        ran.append(cmd)
+        return RunResult(0, "", "")
+
+    monkeypatch.setattr(g, "_run", run)
+    assert g.bind_uio_pci_generic()[0] == NASTY
+    assert [shlex.split(c) for c in said[1:]] == [
+        ["modprobe", "uio_pci_generic", "&&", "echo", "uio_pci_generic", ">",
+         f"/sys/bus/pci/devices/{NASTY}/driver_override"],
+    ]  # fmt: skip
+    assert [shlex.split(c) for c in ran] == [
+        ["echo", NASTY, ">", "/sys/bus/pci/drivers/uio_pci_generic/bind"]
+    ]
+
+
+def test_set_param_keeps_the_value_one_word(monkeypatch: pytest.MonkeyPatch) -> None:
     g = BenchGuest(GuestConfig(name="t"))
     said = _said(g, monkeypatch)
-    assert g.set_param("a b;c", NASTY) == "old"
-    path = "/sys/module/my drv/parameters/a b;c"
+    assert g.set_param("ring_size", NASTY) == "old"
+    path = "/sys/module/my drv/parameters/ring_size"
     assert [shlex.split(c) for c in said] == [["cat", path], ["echo", NASTY, ">", path]]
+
+
+@pytest.mark.parametrize("name", ["../../../kernel/x", "a/b", "..", "a b;c", "", "ring_size\n"])
+def test_set_param_refuses_a_name_that_is_no_plain_identifier(
+    monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    """A ``/`` or ``..`` in the name pointed the write at another sysfs file, quoted or
+    not: refused before any command runs."""
+    g = BenchGuest(GuestConfig(name="t"))
+    said = _said(g, monkeypatch)
+    with pytest.raises(ValueError, match=r"not a plain identifier \(\[A-Za-z0-9_\]\+\)"):
+        g.set_param(name, 1)
+    assert said == []
 
 
 def test_a_modules_dependency_stays_one_word(

@@ -6,8 +6,14 @@ from __future__ import annotations
 
 import pytest
 
-from irqlab.contract.regs import AT_RUN, AT_START, REGS
-from irqlab.contract.spec import SpecError, property_marks, spec_path
+from irqlab.contract.regs import AT_RUN, AT_START, REGS, props_when
+from irqlab.contract.spec import (
+    SpecError,
+    property_column,
+    property_marks,
+    property_types,
+    spec_path,
+)
 
 
 def test_the_specs_property_tables_show_the_headers_marks() -> None:
@@ -43,3 +49,15 @@ def test_the_when_column_is_read_from_every_property_table() -> None:
         property_marks(TABLE + "\n" + TABLE)
     with pytest.raises(SpecError, match="no closing border"):
         property_marks(TABLE.split("b-c")[0])
+
+
+def test_the_type_column_is_read_too() -> None:
+    assert property_types(TABLE) == {"a": "uint32", "b-c": "bool"}
+    with pytest.raises(SpecError, match="has no 'Access' column"):
+        property_column("Access", TABLE)
+
+
+def test_the_specs_start_time_properties_have_a_type() -> None:
+    types = property_types()
+    assert set(types) == set(REGS.prop_when)
+    assert all(types[p] for p in props_when(AT_START)), types

@@ -7,6 +7,7 @@ agent ready" figure.  Extra image packages (rt-tests for cyclictest) go in
 
 from __future__ import annotations
 
+import re
 import shlex
 from typing import Any
 
@@ -16,6 +17,8 @@ __all__ = [
     "BenchGuest",
     "agent_paths",
 ]
+
+_PARAM_NAME = re.compile(r"[A-Za-z0-9_]+")  # a module parameter's name: one sysfs file
 
 
 def agent_paths(guest: Any) -> dict[str, dict[str, Any]]:
@@ -36,7 +39,14 @@ class BenchGuest(Guest):
         self.reload_module(**params)
 
     def set_param(self, name: str, value: object) -> str:
-        """Write a writable module parameter; return its old value."""
+        """Write a writable module parameter; return its old value.  :class:`ValueError`
+        for a *name* that is no plain identifier (``[A-Za-z0-9_]+``): a ``/`` or ``..``
+        would name another sysfs file than the parameter's."""
+        if not _PARAM_NAME.fullmatch(name):
+            raise ValueError(
+                f"module parameter name {name!r}: not a plain identifier ([A-Za-z0-9_]+); "
+                "it would name another file than /sys/module/<module>/parameters/<name>"
+            )
         p = shlex.quote(f"/sys/module/{self.module_name()}/parameters/{name}")
         old = self.sh(f"cat {p}").strip()
         self.sh(f"echo {shlex.quote(str(value))} > {p}")

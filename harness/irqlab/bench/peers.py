@@ -10,7 +10,8 @@
   (``build/peer-venv``, never a dependency of irqlab) and runs as a subprocess
   there (:data:`LABGRID_SCRIPT`).
 * ``restore``: ``Guest(GuestConfig(name=...))`` from the ready-state snapshot
-  (made once before the rounds, not timed).
+  (made once before the rounds, not timed, and held through them: other guests'
+  pruning of the snapshot cache leaves it alone, :func:`held_snapshot`).
 * ``cold``: ``Guest(GuestConfig(snapshot=False))``, a full boot with the module
   loaded and the agent started.
 
@@ -40,12 +41,15 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from irqlab.bench import env, stats
 from irqlab.bench.host import WHOLE_COMMAND
 from irqlab.errors import IrqlabError
 from irqlab.paths import results_dir
+
+if TYPE_CHECKING:
+    from irqlab.build.cache import Held
 
 SCHEMA = "irqlab-bench-peers/2"
 DEFAULT_ROUNDS = 7
@@ -680,8 +684,6 @@ def _run_peers(rounds: int, out_dir: Path | None, progress: Callable[[str], None
         )
     except StepFailure as e:
         _record_failure(peer, e, progress)
-    progress("snapshot: making sure the ready-state snapshot exists (not timed)")
-    snapshot_dir = ensure_snapshot(GuestConfig(name="peer-snapshot"))
     irqlab_run = IrqlabRunner(out_dir / "irqlab")
     makers: dict[str, Callable[[int], dict[str, Any]]] = {
         "restore": lambda i: irqlab_run(f"peer-restore-{i}", snapshot=True),
@@ -689,23 +691,26 @@ def _run_peers(rounds: int, out_dir: Path | None, progress: Callable[[str], None
     }
     samples: dict[str, list[dict[str, Any]]] = {kind: [] for kind in KINDS}
     per_round_load: list[float] = []
-    for i in range(1, rounds + 1):
-        for kind in KINDS:
-            if kind == "labgrid":
-                if runner is None:
-                    continue
-                try:
-                    s = runner(i)
-                except StepFailure as e:
-                    _record_failure(peer, e, progress)
-                    runner = None
-                    continue
-            else:
-                s = makers[kind](i)
-            s["round"] = i
-            samples[kind].append(s)
-            progress(f"round {i}/{rounds} {kind:8} {s['whole']:.2f} s")
-        per_round_load.append(env.load()["1min"])
+    progress("snapshot: making sure the ready-state snapshot exists (not timed)")
+    snapshot_dir, held = held_snapshot(lambda: ensure_snapshot(GuestConfig(name="peer-snapshot")))
+    with held:  # the restore rows restore, whatever other guests save meanwhile
+        for i in range(1, rounds + 1):
+            for kind in KINDS:
+                if kind == "labgrid":
+                    if runner is None:
+                        continue
+                    try:
+                        s = runner(i)
+                    except StepFailure as e:
+                        _record_failure(peer, e, progress)
+                        runner = None
+                        continue
+                else:
+                    s = makers[kind](i)
+                s["round"] = i
+                samples[kind].append(s)
+                progress(f"round {i}/{rounds} {kind:8} {s['whole']:.2f} s")
+            per_round_load.append(env.load()["1min"])
     result: dict[str, Any] = {
         "schema": SCHEMA,
         "command": WHOLE_COMMAND,
@@ -726,6 +731,23 @@ def _run_peers(rounds: int, out_dir: Path | None, progress: Callable[[str], None
     path.write_text(json.dumps(result, indent=2) + "\n")
     (out_dir / "table.txt").write_text(render_table(result))
     return path
+
+
+def held_snapshot(ensure: Callable[[], Path]) -> tuple[Path, Held]:
+    """The ready-state snapshot *ensure* finds or makes, and a hold on it
+    (:func:`irqlab.build.cache.hold`, released when it is left as a context manager):
+    the snapshot cache's pruning (``IRQLAB_SNAPSHOT_KEEP``, run by other guests' saves)
+    leaves a held snapshot alone.  Without it, other guests running evicted the snapshot
+    between rounds and a "restore" row was a cold boot.  One pruned between the two
+    steps is made again."""
+    from irqlab.build import cache
+
+    snapshot_dir = ensure()
+    try:
+        return snapshot_dir, cache.hold([snapshot_dir])
+    except cache.OutputGone:
+        snapshot_dir = ensure()
+        return snapshot_dir, cache.hold([snapshot_dir])
 
 
 def _record_failure(peer: dict[str, Any], e: StepFailure, progress: Callable[[str], None]) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shlex
 import sys
 import time
 import traceback
@@ -345,7 +346,8 @@ class Bench:
             if last and "storm" not in c.skip:
                 ring_param = {"ring_size": c.storm_ring_size} if c.storm_ring_size else {}
                 self.back_to_default(g, **ring_param)
-                said = g.sh(f"cat /sys/module/{g.module_name()}/parameters/ring_size").strip()
+                ring_file = f"/sys/module/{g.module_name()}/parameters/ring_size"
+                said = g.sh(f"cat {shlex.quote(ring_file)}").strip()
                 ring: int | str = int(said) if said.isdigit() else said  # a number in JSON
                 storms: dict[str, Any] = {"placement": DEFAULT_PLACEMENT, "ring_size": ring}
                 storms["ring_size_default"] = not ring_param

@@ -95,16 +95,21 @@ def check_out_dir(out: Path | None) -> None:
 
 
 def _period_us(s: str) -> float:
-    """A latency series' period in µs: no shorter than the device's burst generator
-    allows (``IRQLAB_MIN_BURST_PERIOD_NS``; the device refused it once the bench had
-    booted)."""
+    """A latency series' period in µs: within the burst periods the device's generator
+    takes (``IRQLAB_MIN_BURST_PERIOD_NS`` to ``IRQLAB_MAX_BURST_PERIOD_NS``; the device
+    refused another once the bench had booted)."""
     from irqlab.contract.regs import REGS
 
     us = positive(s)
     if round(us * 1000) < REGS.MIN_BURST_PERIOD_NS:
         raise argparse.ArgumentTypeError(
             f"{s!r}: below the device's shortest burst period, "
-            f"{REGS.MIN_BURST_PERIOD_NS / 1000:g} µs"
+            f"{REGS.MIN_BURST_PERIOD_NS / 1000:.15g} µs"
+        )
+    if round(us * 1000) > REGS.MAX_BURST_PERIOD_NS:
+        raise argparse.ArgumentTypeError(
+            f"{s!r}: above the device's longest burst period, "
+            f"{REGS.MAX_BURST_PERIOD_NS / 1000:.15g} µs"
         )
     return us
 

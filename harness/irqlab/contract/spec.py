@@ -4,7 +4,9 @@ tables' "When" column (:func:`property_marks`).
 
 The header (:mod:`irqlab.contract.regs`) is the register map's source of truth; this
 reads what the spec says of it, so tests can hold the two together and pick registers by
-their documented access (``RO``, ``RW``, ``WO``, ``W1C``).
+their documented access (``RO``, ``RW``, ``WO``, ``W1C``).  Its property tables' "Type"
+column (:func:`property_types`) is what the harness checks a ``-device`` value's kind
+against before QEMU starts (a ``bool`` property takes QEMU's words for one).
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ __all__ = [
     "TABLE_TITLE",
     "SpecError",
     "SpecRegister",
+    "property_column",
     "property_marks",
+    "property_types",
     "registers",
     "spec_path",
 ]
@@ -80,6 +84,18 @@ def property_marks(text: str | None = None) -> dict[str, str]:
     whose header row is "Property ... When ..." (the QMP control surface's, the start-time
     properties'), in the spec's order; *text*: the spec's (default: :func:`spec_path`'s).
     A property in two rows is a :class:`SpecError`."""
+    return property_column("When", text)
+
+
+def property_types(text: str | None = None) -> dict[str, str]:
+    """Property -> its "Type" cell (``bool``, ``uint32``, ``string``, ...) from the same
+    tables as :func:`property_marks`."""
+    return property_column("Type", text)
+
+
+def property_column(column: str, text: str | None = None) -> dict[str, str]:
+    """Property -> its cell in *column*, from every table of the spec whose header row is
+    "Property ... When ..." (see :func:`property_marks`)."""
     if text is None:
         text = spec_path().read_text(encoding="utf-8")
     lines = text.splitlines()
@@ -100,13 +116,15 @@ def property_marks(text: str | None = None) -> dict[str, str]:
         if end is None:
             raise SpecError(f"a table at line {i + 1} has no closing border")
         if header[0] == "Property" and "When" in header:
-            when = header.index("When")
+            if column not in header:
+                raise SpecError(f"the property table at line {i + 1} has no {column!r} column")
+            at = header.index(column)
             for line in lines[i + 3 : end]:
                 row = cells(line)
                 if not row[0]:
                     continue  # a row's continuation lines
                 if row[0] in out:
                     raise SpecError(f"property {row[0]} is listed twice")
-                out[row[0]] = row[when]
+                out[row[0]] = row[at]
         i = end + 1
     return out

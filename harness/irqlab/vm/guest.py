@@ -38,7 +38,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Never, NoReturn, TypeVar
 
@@ -132,6 +132,8 @@ __all__ = [
     "check_module_kernel",
     "check_module_params",
     "device_arg",
+    "device_choices",
+    "device_value_problem",
     "ensure_snapshot",
     "env_kmod",
     "find_kmod",
@@ -406,8 +408,9 @@ def check_device_props(props: Mapping[str, Any], what: str = "device_props key")
     """:class:`GuestConfigError` for a property name QEMU's option syntax cannot carry:
     empty, or with ``,`` or ``=`` (a value's comma can be escaped, a name's cannot),
     or that the irqlab device does not have (:func:`unknown_device_prop`) or takes only
-    once it runs (:func:`runtime_device_prop`); the message names it as *what* (e.g. the
-    command-line option that gave it)."""
+    once it runs (:func:`runtime_device_prop`); and a value the device refuses for its
+    start-time property (:func:`device_value_problem`); the message names it as *what*
+    (e.g. the command-line option that gave it)."""
     for key in props:
         name = str(key)
         if not name:
@@ -419,16 +422,13 @@ def check_device_props(props: Mapping[str, Any], what: str = "device_props key")
             )
         if name in OWN_DEVICE_OPTIONS:
             raise GuestConfigError(f"{what} {name!r}: {OWN_DEVICE_OPTIONS[name]}")
-        why = unknown_device_prop(name) or runtime_device_prop(name)
-        if why:
+        why = (
+            unknown_device_prop(name)
+            or runtime_device_prop(name)
+            or device_value_problem(name, props[key])
+        )
+        if why:  # QEMU refused each too, but after "booting the guest cold", as exit 1
             raise GuestConfigError(f"{what} {name!r}: {why}")
-        top = _PROP_LIMITS.get(name)
-        if top is not None and not _in_range(props[key], top):
-            # QEMU refused it too, but after "booting the guest cold" and as exit 1
-            raise GuestConfigError(
-                f"{what} {name!r}: {props[key]!r} is not a whole number 1..{top} "
-                "(the device's limit, irqlab-regs.h)"
-            )
 
 
 # The device's start-time properties that are counts, and their largest value (the
@@ -438,6 +438,63 @@ _PROP_LIMITS = {
     QOM.PROP_FIFO_DEPTH: REGS.MAX_FIFO_DEPTH,
     QOM.PROP_EVQ_DEPTH: REGS.MAX_EVQ_DEPTH,
 }
+
+# The words QEMU takes for a bool property's value on -device (qapi/qapi-util.c,
+# qapi_bool_parse: exactly these, case and all); a Python bool goes as on/off.
+QEMU_BOOL_WORDS = {"on": True, "yes": True, "true": True, "y": True,
+                   "off": False, "no": False, "false": False, "n": False}  # fmt: skip
+
+
+# The device's start-time properties that take one of a set of words, and the header's
+# prefix of their names: irq-mode takes IRQLAB_IRQ_MODE_<MODE>'s <MODE> in lower case.
+_PROP_CHOICES = {QOM.PROP_IRQ_MODE: "IRQ_MODE_"}
+
+
+def device_choices(name: str) -> tuple[str, ...] | None:
+    """The words the device's start-time property *name* takes (None: not such a
+    property), from the header (:data:`_PROP_CHOICES`); the device compares them as they
+    are (``MSIX`` is none of ``irq-mode``'s)."""
+    prefix = _PROP_CHOICES.get(name)
+    return None if prefix is None else tuple(m.lower() for m in REGS.with_prefix(prefix))
+
+
+@cache
+def _spec_types() -> dict[str, str]:
+    """The "Type" column of the device's spec (:func:`irqlab.contract.spec.property_types`),
+    read once per process."""
+    from irqlab.contract.spec import property_types
+
+    return property_types()
+
+
+def device_value_problem(name: str, value: object) -> str | None:
+    """Why the irqlab device refuses *value* for its start-time property *name* (None if
+    it takes it, or *name* is none of its start-time properties): a count out of
+    1..its maximum (:data:`_PROP_LIMITS`), a word not among its :func:`device_choices`, or,
+    for a property the spec types ``bool``, neither a Python bool nor one of
+    :data:`QEMU_BOOL_WORDS`.  Said with the values the property takes."""
+    top = _PROP_LIMITS.get(name)
+    if top is not None:
+        if _in_range(value, top):
+            return None
+        return f"{value!r} is not a whole number 1..{top} (the device's limit, irqlab-regs.h)"
+    words = device_choices(name)
+    if words is not None:
+        if isinstance(value, str) and value in words:
+            return None
+        return (
+            f"{value!r} is not one of its values: {', '.join(words)} "
+            f"(the header's {PREFIX}{_PROP_CHOICES[name]}*, {Path(REGS.source).name})"
+        )
+    if REGS.prop_when.get(name) == AT_START and _spec_types().get(name) == "bool":
+        if isinstance(value, bool) or (isinstance(value, str) and value in QEMU_BOOL_WORDS):
+            return None
+        yes = ", ".join(w for w, b in QEMU_BOOL_WORDS.items() if b)
+        no = ", ".join(w for w, b in QEMU_BOOL_WORDS.items() if not b)
+        return (
+            f"{value!r} is not a bool: it takes True or False, or QEMU's words for one: {yes}; {no}"
+        )
+    return None
 
 
 def _in_range(value: object, top: int) -> bool:
@@ -2679,10 +2736,11 @@ class Guest:
         ``driver_override``); (PCI address, the bind command's result: rc != 0 when
         uio_pci_generic refuses the device, e.g. with broken INTx disable)."""
         addr = self.unbind()
-        dev = f"/sys/bus/pci/devices/{addr}"
-        self.sh(f"modprobe uio_pci_generic && echo uio_pci_generic > {dev}/driver_override")
+        override = shlex.quote(f"/sys/bus/pci/devices/{addr}/driver_override")
+        self.sh(f"modprobe uio_pci_generic && echo uio_pci_generic > {override}")
         # through _run: a guest that dies under the bind is named, not an rc of -1
-        r = self._run(f"echo {addr} > /sys/bus/pci/drivers/uio_pci_generic/bind", timeout=60)
+        to = "/sys/bus/pci/drivers/uio_pci_generic/bind"
+        r = self._run(f"echo {shlex.quote(addr)} > {to}", timeout=60)
         if r.rc == 0:
             self.wait_for_node("/dev/uio0")
         return addr, r

@@ -100,4 +100,5 @@ class OutOfRange(InvalidArgument):
         as the user gave it, said instead of this error's converted one (0.0004 µs
         is 0 ns once rounded)."""
         said = None if given is None else f"{given:g}"
-        return self._say(f"{label} ", lambda v: f"{v / per:g}", unit, said)
+        # the bounds in full (10000000, not 1e+07)
+        return self._say(f"{label} ", lambda v: f"{v / per:.15g}", unit, said)

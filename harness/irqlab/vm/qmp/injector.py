@@ -245,7 +245,13 @@ class Injector:
     def set_burst_period(self, period_ns: int) -> None:
         self.set(
             QOM.PROP_BURST_PERIOD_NS,
-            _int("period_ns", period_ns, REGS.MIN_BURST_PERIOD_NS, None, unit="ns"),
+            _int(
+                "period_ns",
+                period_ns,
+                REGS.MIN_BURST_PERIOD_NS,
+                REGS.MAX_BURST_PERIOD_NS,
+                unit="ns",
+            ),
         )
 
     def burst(self, count: int, period_ns: int | None = None, *, line: int | None = None) -> None:

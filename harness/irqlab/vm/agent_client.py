@@ -317,11 +317,18 @@ class AgentClient:
         return f"{what} ({doing}); {where}"
 
     def _wait(self, pred: Callable[[], bool], timeout: float, what: str) -> None:
+        """Until *pred* holds, asked whenever a message came, for *timeout* s.  A session
+        given up (:meth:`abandon`) raises before *pred* is asked: what the agent said,
+        before or after, no wait hands out, however soon it came."""
         __tracebackhide__ = hide_frame
         check_timeout(timeout, zero=True)
         deadline = time.monotonic() + timeout
         with self._cond:
-            while not pred():
+            while True:
+                if self.abandoned is not None:
+                    raise self._gone(f"waiting for {what}")
+                if pred():
+                    return
                 if self.closed:  # what came before it closed is still there (pred)
                     raise AgentError(f"{CLOSED}: waiting for {what}")
                 if self.eof:

@@ -1181,6 +1181,8 @@ def test_an_abandoned_agent_session_hands_out_no_reply_that_came(tmp_path: Path,
             ABANDONED_WAITS[wait](agent, rid)
         assert str(info.value).startswith("agent stopped responding: a test says so ("), info.value
         assert not isinstance(info.value, (AgentTimeout, GuestFault))
+        # nor is it asked anything more: a stopped agent that goes on would do it
+        assert [r["op"] for r in fake.requests] == ["ping"]
     finally:
         agent.close(timeout=5)
 

@@ -355,6 +355,8 @@ class AgentClient:
         __tracebackhide__ = hide_frame
         if self.closed:  # its logs are closed too: that was a ValueError
             raise AgentError(CLOSED)
+        if self.abandoned is not None:  # a stopped agent that goes on would still do it
+            raise self._gone("nothing sent to it")
         with self._send_lock:
             self._tx_log.write(line if line.endswith(b"\n") else line + b"\n")
             try:
@@ -556,7 +558,8 @@ class AgentClient:
     def abandon(self, cause: str) -> None:
         """Give the session up for *cause* (the health watch: the agent stopped
         answering while the guest still does): every wait, now and later, raises
-        :class:`AgentError` with *cause* first; :meth:`close` ends the channel."""
+        :class:`AgentError` with *cause* first, whatever came already (an answer, an
+        event), and a request is not sent; :meth:`close` ends the channel."""
         with self._cond:
             self.abandoned = cause
             self.eof = True

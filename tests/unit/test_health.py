@@ -4,6 +4,7 @@ socket dirs, log pruning, the agent's bounds on request lines."""
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 import subprocess
@@ -1110,6 +1111,78 @@ def test_an_abandoned_agent_session_names_why_in_every_wait(tmp_path: Path, abi_
         assert not isinstance(info.value, (AgentTimeout, GuestFault))
         with pytest.raises(AgentError, match=r"^agent stopped responding: a test says so"):
             agent.ping(timeout=5)
+    finally:
+        agent.close(timeout=5)
+
+
+class _PromptAgent:
+    """The agent's end of a session, in the test's hands: it answers each request as it
+    is written, and what it says is in the client's hands before it returns (the reply
+    is there before the wait for it begins, whatever the timing)."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        r, w = os.pipe()
+        self._out = os.fdopen(w, "wb", buffering=0)
+        self.requests: list[dict[str, Any]] = []
+        self.client = AgentClient(self, os.fdopen(r, "rb"), logs=tmp_path)  # type: ignore[arg-type]
+
+    def say(self, msg: dict[str, Any]) -> None:
+        c = self.client
+        self._out.write(json.dumps(msg).encode() + b"\n")
+        with c._cond:
+            assert c._cond.wait_for(
+                lambda: (
+                    msg in c._backlog
+                    or c._responses.get(msg.get("id")) == msg  # type: ignore[arg-type]
+                    or c.hello == msg
+                ),
+                10,
+            ), msg
+
+    # the client's stdin
+    def write(self, line: bytes) -> int:
+        req = json.loads(line)
+        self.requests.append(req)
+        self.say({"id": req["id"], "ok": True, "pid": 1})
+        return len(line)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self._out.close()  # the agent's output ends with its input
+
+
+ABANDONED_WAITS = {
+    "response": lambda a, rid: a.response(rid, timeout=5),
+    "request": lambda a, rid: a.ping(timeout=5),
+    "next_event": lambda a, rid: a.next_event(timeout=5),
+    "expect": lambda a, rid: a.expect(path="read", timeout=5),
+    "events": lambda a, rid: a.events(1, path="read", timeout=5),
+    "wait_hello": lambda a, rid: a.wait_hello(5),
+}
+
+
+@pytest.mark.parametrize("wait", list(ABANDONED_WAITS))
+def test_an_abandoned_agent_session_hands_out_no_reply_that_came(tmp_path: Path, wait: str) -> None:
+    """After abandon() a ping answered fast enough was handed out (the wait asked for
+    the answer before whether the session was given up): a full unit run under load
+    failed test_an_abandoned_agent_session_names_why_in_every_wait with "DID NOT RAISE".
+    Here the answer, the event, the hello are there before the wait begins."""
+    fake = _PromptAgent(tmp_path)
+    agent = fake.client
+    agent._diagnose = lambda: pytest.fail("no guest verdict to wait for")  # type: ignore[assignment,return-value]
+    try:
+        fake.say({"type": "hello", "pid": 1})
+        fake.say({"type": "event", "path": "read", "seq": 1})
+        rid = agent.submit("ping")  # answered at once
+        agent.abandon("agent stopped responding: a test says so")
+        with pytest.raises(AgentError) as info:
+            ABANDONED_WAITS[wait](agent, rid)
+        assert str(info.value).startswith("agent stopped responding: a test says so ("), info.value
+        assert not isinstance(info.value, (AgentTimeout, GuestFault))
+        # nor is it asked anything more: a stopped agent that goes on would do it
+        assert [r["op"] for r in fake.requests] == ["ping"]
     finally:
         agent.close(timeout=5)
 

@@ -317,11 +317,18 @@ class AgentClient:
         return f"{what} ({doing}); {where}"
 
     def _wait(self, pred: Callable[[], bool], timeout: float, what: str) -> None:
+        """Until *pred* holds, asked whenever a message came, for *timeout* s.  A session
+        given up (:meth:`abandon`) raises before *pred* is asked: what the agent said,
+        before or after, no wait hands out, however soon it came."""
         __tracebackhide__ = hide_frame
         check_timeout(timeout, zero=True)
         deadline = time.monotonic() + timeout
         with self._cond:
-            while not pred():
+            while True:
+                if self.abandoned is not None:
+                    raise self._gone(f"waiting for {what}")
+                if pred():
+                    return
                 if self.closed:  # what came before it closed is still there (pred)
                     raise AgentError(f"{CLOSED}: waiting for {what}")
                 if self.eof:
@@ -348,6 +355,8 @@ class AgentClient:
         __tracebackhide__ = hide_frame
         if self.closed:  # its logs are closed too: that was a ValueError
             raise AgentError(CLOSED)
+        if self.abandoned is not None:  # a stopped agent that goes on would still do it
+            raise self._gone("nothing sent to it")
         with self._send_lock:
             self._tx_log.write(line if line.endswith(b"\n") else line + b"\n")
             try:
@@ -549,7 +558,8 @@ class AgentClient:
     def abandon(self, cause: str) -> None:
         """Give the session up for *cause* (the health watch: the agent stopped
         answering while the guest still does): every wait, now and later, raises
-        :class:`AgentError` with *cause* first; :meth:`close` ends the channel."""
+        :class:`AgentError` with *cause* first, whatever came already (an answer, an
+        event), and a request is not sent; :meth:`close` ends the channel."""
         with self._cond:
             self.abandoned = cause
             self.eof = True

@@ -98,6 +98,10 @@ STUCK_REQUEST_S = 1.0
 ACCEPT_BACKOFF_S = 0.5
 # A reseed connection that has not sent its line within this is dropped (its thread's).
 RESEED_READ_TIMEOUT_S = 5.0
+# Reseed connections served at once; one beyond is closed at once (the host tries again).
+# Anyone on the host can open connections to the forwarded port: unbounded, idle ones
+# took a thread each until the guest had none left.
+RESEED_CONNECTIONS = 8
 _SCARCE = (errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS)
 
 
@@ -149,17 +153,31 @@ def reseed_forever(sock: socket.socket) -> None:
     and gets ``ok <CLOCK_BOOTTIME ns of the reseed>`` or ``error <why>``.  Each is
     served in a thread of its own: a connection that sends nothing (anyone's on the
     host can reach the port QEMU forwards on 127.0.0.1) held up the host's reseed
-    after a restore until its read timed out."""
+    after a restore until its read timed out.  At most :data:`RESEED_CONNECTIONS` are
+    served at once: one beyond is closed at once, unanswered (the host's reseed tries
+    again), so idle connections cannot use up the guest's threads."""
+    slots = threading.BoundedSemaphore(RESEED_CONNECTIONS)
     while (conn := _accept(sock)) is not None:
+        if not slots.acquire(blocking=False):
+            conn.close()
+            continue
         try:
-            threading.Thread(target=_reseed, args=(conn,), name="reseed", daemon=True).start()
+            threading.Thread(target=_reseed, args=(conn, slots), name="reseed", daemon=True).start()
         except RuntimeError as e:  # no thread to be had: that connection is refused
             _log(f"reseed: {e}")
             conn.close()
+            slots.release()
 
 
-def _reseed(conn: socket.socket) -> None:
-    """Serve one reseed connection (:func:`reseed_forever`)."""
+def _reseed(conn: socket.socket, slots: threading.BoundedSemaphore) -> None:
+    """Serve one reseed connection (:func:`reseed_forever`), then give its slot back."""
+    try:
+        _serve_reseed(conn)
+    finally:
+        slots.release()
+
+
+def _serve_reseed(conn: socket.socket) -> None:
     from irqlab_agent.sysio import reseed_kernel_rng
 
     with conn:

@@ -140,12 +140,17 @@ def test_an_idle_reseed_connection_holds_up_no_other(
     reseed_port: tuple[int, list[bytes]],
 ) -> None:
     """Another local user's connection to the forwarded port that never sends its line
-    (two of them) did not hold up the host's reseed after a restore: each connection
-    is served in a thread of its own."""
+    (a few of them, fewer than the connections served at once) did not hold up the
+    host's reseed after a restore: each connection is served in a thread of its own."""
     import time
 
+    from irqlab_agent.daemon import RESEED_CONNECTIONS
+
     port, seeds = reseed_port
-    idle = [socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) for _ in range(2)]
+    idle = [
+        socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+        for _ in range(RESEED_CONNECTIONS - 1)
+    ]
     try:
         idle[0].sendall(b"00")  # a line begun, never ended
         t0 = time.monotonic()
@@ -157,6 +162,56 @@ def test_an_idle_reseed_connection_holds_up_no_other(
             s.close()
     assert seeds == [seed]
     assert took < 2.0, f"the reseed waited {took:.1f} s behind idle connections"
+
+
+def _reseed_threads() -> int:
+    import threading
+
+    return sum(t.name == "reseed" for t in threading.enumerate())
+
+
+def test_idle_reseed_connections_take_a_bounded_number_of_threads(
+    reseed_port: tuple[int, list[bytes]],
+) -> None:
+    """Connections that never send their line took a thread each, without limit: anyone
+    on the host could use up the guest's threads.  Beyond RESEED_CONNECTIONS served at
+    once a connection is closed at once, unanswered; a slot given back serves again."""
+    from irqlab_agent.daemon import RESEED_CONNECTIONS
+
+    port, seeds = reseed_port
+    before = _reseed_threads()
+    idle = [
+        socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+        for _ in range(RESEED_CONNECTIONS)
+    ]
+    try:
+        for _ in range(3 * RESEED_CONNECTIONS):
+            # accepted in order: its end of file says the idle ones all have their thread
+            with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as s:
+                assert s.recv(1) == b"", "a connection beyond the bound was served"
+        assert _reseed_threads() - before == RESEED_CONNECTIONS
+        idle.pop().close()  # its thread reads the end, answers, gives its slot back
+        seed = os.urandom(32)
+        assert _send_seed_until_served(port, seed.hex().encode() + b"\n").startswith("ok ")
+    finally:
+        for s in idle:
+            s.close()
+    assert seeds == [seed]
+
+
+def _send_seed_until_served(port: int, line: bytes) -> str:
+    """:func:`_send_seed` again while it is closed unanswered (reset, when it was closed
+    with the line unread), as the host's reseed does."""
+    import time
+
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        try:
+            if reply := _send_seed(port, line):
+                return reply
+        except ConnectionResetError:
+            pass
+    return ""
 
 
 def _ask(f: BinaryIO, rid: int, op: str, **args: object) -> dict[str, object]:

@@ -3,8 +3,13 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -80,6 +85,80 @@ def test_answers_to_a_question_with_many_arguments_are_bounded(tmp_path: Path) -
         hostfacts.remembered("q", [status], lambda: 1, args=[str(n)])
     kept = list((tmp_path / "cache" / hostfacts.DIR).glob("q-*.json"))
     assert len(kept) == hostfacts.KEPT_PER_QUESTION
+
+
+def _replaces_in(
+    folder: Path, monkeypatch: pytest.MonkeyPatch, then: Callable[[str], None]
+) -> list[str]:
+    """The temporary files renamed into *folder* (os.replace spied on: other paths, and
+    other threads', go through untouched); *then* runs with each, before its rename."""
+    renamed: list[str] = []
+    real_replace = os.replace
+
+    def replace(src: Any, dst: Any, **kw: Any) -> None:
+        if Path(dst).parent == folder:
+            renamed.append(os.path.basename(src))
+            then(os.fspath(src))
+        real_replace(src, dst, **kw)
+
+    monkeypatch.setattr(os, "replace", replace)
+    return renamed
+
+
+def test_two_threads_storing_the_same_answer_write_files_of_their_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The temporary file was named by the process alone: a thread storing the same
+    answer as the first wrote the same file and renamed it away under the first."""
+    status = tmp_path / "status"
+    status.write_text("")
+    folder = tmp_path / "cache" / hostfacts.DIR
+
+    def another_thread_stores_it_too(_src: str) -> None:
+        if len(renamed) == 1:  # the first's file is written, not yet renamed
+            other = threading.Thread(target=hostfacts.remembered, args=("q", [status], ask))
+            other.start()
+            other.join()
+
+    renamed = _replaces_in(folder, monkeypatch, another_thread_stores_it_too)
+    ask = Asker(["x"])
+    assert hostfacts.remembered("q", [status], ask) == ["x"]
+    assert ask.asked == 2 and len(renamed) == 2 and renamed[0] != renamed[1], renamed
+    assert [p.suffix for p in folder.iterdir()] == [".json"]
+    assert hostfacts.remembered("q", [status], ask) == ["x"] and ask.asked == 2
+
+
+def test_a_store_that_fails_leaves_no_temporary_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    status = tmp_path / "status"
+    status.write_text("")
+    folder = tmp_path / "cache" / hostfacts.DIR
+
+    def full(_src: str) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    _replaces_in(folder, monkeypatch, full)
+    assert hostfacts.remembered("q", [status], lambda: "x") == "x"  # answered all the same
+    assert list(folder.iterdir()) == []
+
+
+def test_a_stale_temporary_file_is_swept(tmp_path: Path) -> None:
+    """One left by a writer killed before its rename (or by an older irqlab on a full
+    disk) went with nothing: only answers were swept.  A fresh one may be a writer's at
+    work: it stays."""
+    status = tmp_path / "status"
+    status.write_text("")
+    folder = tmp_path / "cache" / hostfacts.DIR
+    folder.mkdir(parents=True)
+    stale = folder / "q-0123.json.4242.tmp"
+    stale.write_text('{"about": ')
+    old = time.time() - hostfacts.STALE_TMP_S - 5
+    os.utime(stale, (old, old))
+    fresh = folder / "cc-4567.json.abcd.tmp"
+    fresh.write_text("")
+    hostfacts.remembered("q", [status], lambda: "x")
+    assert not stale.exists() and fresh.exists()
 
 
 def dpkg_database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:

@@ -3,13 +3,16 @@ config's ``Match exec`` still finds invoke when it runs."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import subprocess
 import sys
+import threading
+from pathlib import Path
 
 import pytest
 
-from irqlab.vm.paramiko_import import LazyModule
+from irqlab.vm.paramiko_import import LazyModule, refused_here
 
 pytest.importorskip("invoke")  # the dev install has it: what the module is for
 
@@ -62,3 +65,42 @@ def test_lazy_module_imports_on_first_attribute() -> None:
     lazy = LazyModule("json")
     assert lazy.dumps([1]) == "[1]"
     assert "imported on first use" in repr(lazy)
+
+
+STAND_IN = "irqlab_refused_stand_in"  # a module made for the test, standing for invoke
+
+
+def test_the_import_is_refused_in_the_importing_thread_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``sys.modules["invoke"] = None`` made invoke's import fail in every thread while
+    paramiko imported: another thread's ``import invoke`` then failed."""
+    (tmp_path / f"{STAND_IN}.py").write_text("VALUE = 7\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    finders = list(sys.meta_path)
+    in_window, imported = threading.Event(), threading.Event()
+    got: list[object] = []
+
+    def other_thread() -> None:
+        try:
+            if in_window.wait(30):
+                got.append(importlib.import_module(STAND_IN).VALUE)
+        except ImportError as e:
+            got.append(e)
+        finally:
+            imported.set()
+
+    thread = threading.Thread(target=other_thread)
+    thread.start()
+    try:
+        with refused_here(STAND_IN):
+            with pytest.raises(ModuleNotFoundError, match=STAND_IN):
+                importlib.import_module(STAND_IN)  # this thread's import: refused
+            in_window.set()
+            assert imported.wait(30), "the other thread's import did not end"
+        thread.join(30)
+        assert got == [7]
+        assert sys.meta_path == finders  # the refusal is gone with the window
+    finally:
+        in_window.set()
+        sys.modules.pop(STAND_IN, None)

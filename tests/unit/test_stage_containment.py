@@ -1,7 +1,9 @@
 """Nothing an image build copies from a package lands outside its staging tree: a
-package's relative symlink that climbs out of it (enough ``../``) is refused, and a
-write, directory or copy whose destination resolves outside the stage (through any
-symlink) is refused before anything is written."""
+package's relative symlink with more ``../`` than it is deep (Debian ships such links:
+lintian's symlink-has-too-many-up-segments) means what the kernel makes of it, ``..``
+at the root staying at the root, in the guest and in the stage; and a write, directory
+or copy whose destination resolves outside the stage (through any symlink) is refused
+before anything is written."""
 
 from __future__ import annotations
 
@@ -29,15 +31,44 @@ def _package(tmp_path: Path, links: dict[str, str]) -> Path:
     return tree
 
 
-@pytest.mark.parametrize("target", ["../../../outside", "../../../../x", "a/../../../.."])
-def test_a_packages_symlink_out_of_the_stage_is_refused(
-    tmp_path: Path, outside: Path, target: str
+@pytest.mark.parametrize(
+    ("target", "staged", "lands"),
+    [
+        ("../../../outside", "../../outside", "outside"),
+        ("../../../../etc/x", "../../etc/x", "etc/x"),
+        ("../../../../../usr/bin/tool", "../../usr/bin/tool", "usr/bin/tool"),
+        ("a/../../../..", "a/../../..", ""),
+        ("../../..", "../..", ""),
+    ],
+)
+def test_a_packages_symlink_with_too_many_ups_stops_at_the_stages_root(
+    tmp_path: Path, outside: Path, target: str, staged: str, lands: str
 ) -> None:
+    """The ``..`` that would climb above the root are left out: the link leads where the
+    guest's kernel takes the original (it stays at ``/``), inside the stage."""
     tree = _package(tmp_path, {"usr/lib/evil": target})
     stage = initramfs.Stage(tmp_path / "stage")
-    with pytest.raises(ValueError, match="leads out of the image's tree"):
-        initramfs.copy_entry(tree, "usr/lib/evil", stage)
-    assert not (stage.root / "usr/lib/evil").is_symlink()
+    initramfs.copy_entry(tree, "usr/bin/tool", stage)
+    initramfs.copy_entry(tree, "usr/lib/evil", stage)
+    link = stage.root / "usr/lib/evil"
+    assert link.readlink() == Path(staged)
+    root = stage.root.resolve()
+    assert link.resolve() == (root / lands if lands else root)
+    assert list(outside.iterdir()) == []
+
+
+def test_a_write_through_a_link_with_too_many_ups_stays_in_the_stage(
+    tmp_path: Path, outside: Path
+) -> None:
+    tree = _package(tmp_path, {"etc/conf": "../../../../outside/conf", "lib/d": "../../../.."})
+    stage = initramfs.Stage(tmp_path / "stage")
+    for rel in ("etc/conf", "lib/d"):
+        initramfs.copy_entry(tree, rel, stage)
+    stage.write("lib/d/outside/more", "through a directory link\n")  # makes outside/
+    stage.write("etc/conf", "through the link\n")
+    assert (stage.root / "outside/conf").read_text() == "through the link\n"
+    assert (stage.root / "outside/more").read_text() == "through a directory link\n"
+    assert list(outside.iterdir()) == []
 
 
 def test_a_packages_symlink_inside_the_stage_is_copied(tmp_path: Path) -> None:
@@ -90,9 +121,29 @@ def test_a_dangling_symlink_out_of_the_stage_is_not_written_through(
     assert not (outside / "planted").exists()
 
 
-def test_a_library_link_out_of_its_package_is_not_followed(tmp_path: Path) -> None:
-    tree = _package(tmp_path, {"usr/lib/libz.so.1": "../../../../etc/shadow"})
-    with pytest.raises(ValueError, match="leads out of"):
-        initramfs.resolve_in_tree(tree, "usr/lib/libz.so.1")
+def test_a_library_link_with_too_many_ups_is_followed_inside_its_package(
+    tmp_path: Path,
+) -> None:
+    """As the kernel would with the package as the root: ``..`` at the root stays there,
+    through a link to a directory too."""
+    tree = _package(
+        tmp_path,
+        {
+            "usr/lib/libz.so.1": "../../../../etc/shadow",
+            "usr/lib/libt.so": "../../../../../usr/bin/tool",
+            "usr/lib/up": "../../../..",
+            "usr/lib/libu.so": "up/../../usr/bin/tool",
+        },
+    )
+    assert initramfs.resolve_in_tree(tree, "usr/lib/libz.so.1") == tree / "etc/shadow"
+    assert initramfs.resolve_in_tree(tree, "usr/lib/libt.so") == tree / "usr/bin/tool"
+    assert initramfs.resolve_in_tree(tree, "usr/lib/up/usr/bin/tool") == tree / "usr/bin/tool"
+    assert initramfs.resolve_in_tree(tree, "usr/lib/libu.so") == tree / "usr/bin/tool"
     inner = _package(tmp_path / "ok", {"usr/lib/libt.so": "/usr/bin/tool"})
     assert initramfs.resolve_in_tree(inner, "usr/lib/libt.so") == inner / "usr/bin/tool"
+
+
+def test_a_symlink_loop_in_a_package_is_named(tmp_path: Path) -> None:
+    tree = _package(tmp_path, {"usr/lib/a": "b", "usr/lib/b": "../lib/a"})
+    with pytest.raises(ValueError, match="too many levels of symbolic links"):
+        initramfs.resolve_in_tree(tree, "usr/lib/a")

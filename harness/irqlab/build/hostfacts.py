@@ -21,6 +21,8 @@ import contextlib
 import hashlib
 import json
 import os
+import tempfile
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
@@ -37,6 +39,9 @@ DPKG_DATABASE = (Path("/var/lib/dpkg/status"), Path("/var/lib/dpkg/updates"))
 LOADER_CACHE = Path("/etc/ld.so.cache")
 VERSION = 1  # of what is stored: a change asks every question again
 KEPT_PER_QUESTION = 16  # answers to one question with different arguments
+# A temporary file this old is a writer's that died or failed (a full disk) before its
+# rename: writing one takes well under a second.
+STALE_TMP_S = 60.0
 
 _T = TypeVar("_T")
 
@@ -86,20 +91,37 @@ def remembered(
     if keep(answer):
         with contextlib.suppress(OSError, TypeError, ValueError):
             _store(folder, memo, {"about": ids, "args": list(args), "answer": answer})
+        with contextlib.suppress(OSError):
             _forget(folder, question, stem, memo)
     return answer
 
 
 def _store(folder: Path, memo: Path, record: object) -> None:
+    """*record* as *memo*, written to a temporary file of its own (another thread or
+    process storing the same answer has another) and renamed; the temporary file is
+    removed when the write fails (a full disk)."""
+    data = json.dumps(record)
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = memo.with_name(f"{memo.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(record))
-    tmp.replace(memo)
+    fd, name = tempfile.mkstemp(prefix=f"{memo.name}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(data)
+        os.replace(name, memo)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(name)
+        raise
 
 
 def _forget(folder: Path, question: str, stem: str, memo: Path) -> None:
-    """Remove the answers to *stem* about files since changed, and the oldest answers to
-    *question* beyond :data:`KEPT_PER_QUESTION` (other arguments: a test's binaries)."""
+    """Remove the answers to *stem* about files since changed, the oldest answers to
+    *question* beyond :data:`KEPT_PER_QUESTION` (other arguments: a test's binaries), and
+    temporary files older than :data:`STALE_TMP_S` (a writer killed before its rename)."""
+    now = time.time()
+    for tmp in folder.glob("*.tmp"):
+        with contextlib.suppress(OSError):
+            if now - tmp.stat().st_mtime > STALE_TMP_S:
+                tmp.unlink()
     for old in folder.glob(f"{stem}-*.json"):
         if old != memo:
             with contextlib.suppress(OSError):

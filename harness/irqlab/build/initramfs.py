@@ -9,7 +9,7 @@ import shutil
 import stat
 import subprocess
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from pathlib import Path, PurePath, PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 from irqlab.build import elf
@@ -88,33 +88,59 @@ def merged_path(rel: str) -> str:
     return str(PurePosixPath(*parts))
 
 
-def _leaves(rel: PurePath | str) -> bool:
-    """Whether the relative path *rel*, normalised, climbs out of the directory it is
-    relative to (``../x``, ``a/../../x``)."""
-    return PurePosixPath(os.path.normpath(str(rel))).parts[:1] == ("..",)
+def _clamped(depth: int, target: str) -> str:
+    """The relative symlink *target* of a link *depth* directories below the tree's root,
+    without the ``..`` that would climb above the root: the kernel stays at ``/`` for
+    those (Debian packages ship such links, lintian's symlink-has-too-many-up-segments),
+    so the link means the same in the guest and stays in the tree on the host.  The
+    ``..`` are counted by name (``a/..`` is where ``a`` is), as at :meth:`Stage.symlink`."""
+    out: list[str] = []
+    for part in PurePosixPath(target).parts:
+        if part == "..":
+            if depth == 0:
+                continue  # ".." at the root is the root
+            depth -= 1
+        elif part != ".":
+            depth += 1
+        out.append(part)
+    return "/".join(out) or "."
 
 
 def resolve_in_tree(tree: Path, rel: str, limit: int = 40) -> Path:
-    """Follow symlinks inside an extracted package tree (absolute links stay in *tree*;
-    a relative one that climbs out of it is a :class:`ValueError`)."""
-    cur = PurePosixPath(rel)
-    for _ in range(limit):
-        p = tree / cur
+    """Follow symlinks inside an extracted package tree, a component at a time, as the
+    kernel would with *tree* as the root: an absolute link starts again at *tree*, and
+    ``..`` at *tree* stays there (a relative link with too many ``..`` leads inside)."""
+    todo = list(PurePosixPath(rel).parts)
+    done: list[str] = []  # real directories below tree, none a symlink
+    followed = 0
+    while todo:
+        part = todo.pop(0)
+        if part in ("/", "."):
+            continue
+        if part == "..":
+            if done:
+                done.pop()
+            continue
+        p = tree.joinpath(*done, part)
         if not p.is_symlink():
-            return p
+            done.append(part)
+            continue
+        followed += 1
+        if followed > limit:
+            raise ValueError(f"{tree}/{rel}: too many levels of symbolic links")
         target = PurePosixPath(os.readlink(p))
-        cur = PurePosixPath(*target.parts[1:]) if target.is_absolute() else cur.parent / target
-        if _leaves(cur):
-            raise ValueError(f"{p}: symlink to {target} leads out of {tree}")
-        cur = PurePosixPath(os.path.normpath(str(cur)))
-    raise ValueError(f"{tree}/{rel}: too many levels of symbolic links")
+        if target.is_absolute():
+            done = []
+        todo[:0] = target.parts
+    return tree.joinpath(*done)
 
 
 class Stage:
     """The initramfs tree being assembled, merged-/usr (paths are relative to it).
 
-    Nothing is made or written outside :attr:`root`: a symlink that climbs out of it
-    (a package's relative link with enough ``../``) is refused when made, and a write,
+    Nothing is made or written outside :attr:`root`: a relative symlink with more
+    ``../`` than it is deep (a package's link, meant for ``/``, where the kernel stays at
+    the root) is made without those that climb above it (:func:`_clamped`), and a write,
     directory or copy whose destination resolves outside it (through any symlink) is
     refused, a :class:`ValueError` naming it."""
 
@@ -147,8 +173,8 @@ class Stage:
 
     def symlink(self, rel: str, target: str) -> None:
         p = self.path(rel)
-        if not os.path.isabs(target) and _leaves(p.parent.relative_to(self.root) / target):
-            raise ValueError(f"{p}: symlink to {target} leads out of the image's tree")
+        if not os.path.isabs(target):
+            target = _clamped(len(p.parent.relative_to(self.root).parts), target)
         self.contained(p.parent).mkdir(parents=True, exist_ok=True)
         if p.is_symlink() or p.exists():
             p.unlink()

@@ -8,7 +8,8 @@ about 40 ms of a script's start and 20 ms of its exit (2 cores, 2026-12-07), in 
 process that imports :mod:`irqlab.vm.guest`.  irqlab uses no SSH config file.
 
 :func:`import_paramiko` imports paramiko with invoke's import failing for that moment
-and then gives ``paramiko.config`` an invoke that is imported on first use
+in that thread only (:func:`refused_here`: other threads import invoke as usual) and
+then gives ``paramiko.config`` an invoke that is imported on first use
 (:class:`LazyModule`): ``Match exec`` works as before, and so does ``import invoke``
 anywhere else.  Where invoke is not installed, was imported already or paramiko was,
 it is a plain ``import paramiko``.
@@ -16,6 +17,7 @@ it is a plain ``import paramiko``.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import sys
@@ -23,7 +25,11 @@ import threading
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["LazyModule", "import_paramiko", "paramiko"]
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+    from importlib.machinery import ModuleSpec
+
+__all__ = ["LazyModule", "import_paramiko", "paramiko", "refused_here"]
 
 OPTIONAL = "invoke"  # paramiko.config's optional import
 
@@ -43,6 +49,34 @@ class LazyModule:
         return f"<module {self._name!r}, imported on first use>"
 
 
+class _RefuseInThread:
+    """A :data:`sys.meta_path` finder: the import of *name* fails in thread *ident*
+    (``ModuleNotFoundError``, as if it were not installed); other threads' imports and
+    other names go on to the next finders."""
+
+    def __init__(self, name: str, ident: int) -> None:
+        self.name, self.ident = name, ident
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None = None, target: ModuleType | None = None
+    ) -> ModuleSpec | None:
+        if fullname == self.name and threading.get_ident() == self.ident:
+            raise ModuleNotFoundError(f"No module named {fullname!r}", name=fullname)
+        return None
+
+
+@contextlib.contextmanager
+def refused_here(name: str) -> Iterator[None]:
+    """While in it, ``import name`` fails in this thread only (a ``sys.modules`` entry of
+    None made it fail in every thread: another thread's ``import invoke`` then)."""
+    finder = _RefuseInThread(name, threading.get_ident())
+    sys.meta_path.insert(0, finder)
+    try:
+        yield
+    finally:
+        sys.meta_path.remove(finder)
+
+
 def _wanted(name: str) -> bool:
     """Whether *name* is installed and not imported yet."""
     if name in sys.modules:
@@ -60,13 +94,9 @@ def import_paramiko() -> ModuleType:
             import paramiko as mod
 
             return mod
-        sys.modules[OPTIONAL] = None  # type: ignore[assignment]  # its import fails at once
-        try:
+        with refused_here(OPTIONAL):
             import paramiko as mod
             import paramiko.config as config
-        finally:
-            if sys.modules.get(OPTIONAL, False) is None:
-                del sys.modules[OPTIONAL]
         if getattr(config, OPTIONAL, False) is None:  # it saw the failing import
             setattr(config, OPTIONAL, LazyModule(OPTIONAL))
             setattr(config, f"{OPTIONAL}_import_error", None)

@@ -134,17 +134,29 @@ def is_stopped(pid: int) -> bool:
     return state in (b"T", b"t")
 
 
+def _pidfd(pid: int) -> int | None:
+    """A pidfd of process *pid*; None where Python has no ``os.pidfd_open`` or the
+    kernel gives none (too old, no such process)."""
+    pidfd_open = getattr(os, "pidfd_open", None)
+    if pidfd_open is None:
+        return None
+    try:
+        return pidfd_open(pid)  # type: ignore[no-any-return]
+    except OSError:
+        return None
+
+
 def wait(proc: subprocess.Popen[bytes], timeout: float) -> int | None:
     """*proc*'s exit status once it exits, within *timeout* s (None: it still runs).
 
     ``Popen.wait(timeout)`` polls, with naps that grow to 50 ms: an exit was seen up to
     50 ms after it happened (a QEMU's after its ``quit``, a bench's timed process).
-    This waits on the process's pidfd instead, and sees the exit at once."""
+    This waits on the process's pidfd instead, and sees the exit at once (where Python
+    has ``os.pidfd_open``: not PyPy, nor a build against old headers)."""
     if proc.returncode is not None:
         return proc.returncode
-    try:
-        fd = os.pidfd_open(proc.pid)
-    except OSError:  # no pidfd here, or no such process: Popen's own wait says
+    fd = _pidfd(proc.pid)
+    if fd is None:  # no pidfd here, or no such process: Popen's own wait says
         try:
             return proc.wait(timeout)
         except subprocess.TimeoutExpired:

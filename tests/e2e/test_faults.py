@@ -151,7 +151,15 @@ def test_qemu_dying_while_a_file_is_copied_in_is_named(tmp_path: Path) -> None:
 
 def test_qemu_dying_while_a_restore_reseeds_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     """The reseed is a restore's first wait on the guest: QEMU gone during it is named
-    at once, and nothing is left running."""
+    at once, and nothing is left running.  The snapshot is made first where there is
+    none (the first run after an image change cold-booted here: no reseed, no error)."""
+    first = start_guest(GuestConfig(name="fault-reseed"))  # restores, or saves one
+    first.close()
+    again = start_guest(GuestConfig(name="fault-reseed"))
+    try:
+        assert again.restored, "the configuration's snapshot was saved by the first start"
+    finally:
+        again.close()
     reseed = Guest._reseed
 
     def kill_then_reseed(self: Guest) -> int:

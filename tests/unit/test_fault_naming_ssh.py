@@ -43,6 +43,18 @@ def _fault_from_reconnect() -> GuestFault:
     return fault
 
 
+def _guest_whose_ssh_fails(
+    monkeypatch: pytest.MonkeyPatch, error: BaseException, verdict: Fault | None
+) -> Guest:
+    """A Guest whose SSH raises *error* and whose health watch's verdict is *verdict*."""
+    g = Guest(GuestConfig(name="unchained"))
+    g.ssh = _BrokenSsh(error)  # type: ignore[assignment]
+    monkeypatch.setattr(g, "check_health", lambda: None)
+    monkeypatch.setattr(g, "console_mark", lambda: None)
+    monkeypatch.setattr(g, "wait_fault", lambda timeout: verdict)
+    return g
+
+
 @pytest.mark.parametrize(
     "error",
     [_chained(), _fault_from_reconnect()],
@@ -51,11 +63,7 @@ def _fault_from_reconnect() -> GuestFault:
 def test_a_command_the_guests_death_ended_raises_the_verdict_unchained(
     monkeypatch: pytest.MonkeyPatch, error: BaseException
 ) -> None:
-    g = Guest(GuestConfig(name="unchained"))
-    g.ssh = _BrokenSsh(error)  # type: ignore[assignment]
-    monkeypatch.setattr(g, "check_health", lambda: None)
-    monkeypatch.setattr(g, "console_mark", lambda: None)
-    monkeypatch.setattr(g, "wait_fault", lambda timeout: HUNG)
+    g = _guest_whose_ssh_fails(monkeypatch, error, HUNG)
     with pytest.raises(GuestFault) as info:
         g.sh("echo hi")
     assert str(info.value).startswith(f"{HUNG.cause} (running 'echo hi')"), str(info.value)
@@ -65,12 +73,8 @@ def test_a_command_the_guests_death_ended_raises_the_verdict_unchained(
 def test_a_command_that_failed_on_its_own_keeps_its_error(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    g = Guest(GuestConfig(name="unchained"))
     error = _chained()
-    g.ssh = _BrokenSsh(error)  # type: ignore[assignment]
-    monkeypatch.setattr(g, "check_health", lambda: None)
-    monkeypatch.setattr(g, "console_mark", lambda: None)
-    monkeypatch.setattr(g, "wait_fault", lambda timeout: None)
+    g = _guest_whose_ssh_fails(monkeypatch, error, None)
     with pytest.raises(SshError) as info:
         g.sh("echo hi")
     assert info.value is error

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -1066,13 +1066,11 @@ class _StoppedAgent(_SilentAgent):
         self.eof = True
 
 
-@pytest.mark.parametrize("answers", [True, False], ids=["guest-answers", "guest-silent"])
-def test_a_silent_agent_in_a_guest_that_answers_is_the_agents_fault(
-    monkeypatch: pytest.MonkeyPatch, answers: bool
-) -> None:
-    """SIGSTOP of the agent alone: "guest stopped responding: no agent heartbeat" ended
-    a g.sh('sleep 120') that ran fine over SSH.  A guest whose SSH server still greets
-    loses only its agent session; a guest that does not is named as before."""
+def _silent_agent_watch(
+    monkeypatch: pytest.MonkeyPatch, answers: Callable[[], bool], console: Path | None
+) -> tuple[Any, _StoppedAgent]:
+    """A health watch over a quiet machine whose agent has been silent 20 s (limit 10 s,
+    no load), the SSH greeting probe *answers*, the console log *console*."""
     from irqlab.vm import health
 
     monkeypatch.setattr(health, "timeout_scale", lambda: 1.0)
@@ -1082,10 +1080,21 @@ def test_a_silent_agent_in_a_guest_that_answers_is_the_agents_fault(
         lambda f: None,
         agent=lambda: agent,  # type: ignore[arg-type,return-value]
         freeze_timeout=10.0,
-        answers=lambda: answers,
+        answers=answers,
         qmp_every=1e9,
     )
-    monkeypatch.setattr(watch, "_console_log", lambda: None)
+    monkeypatch.setattr(watch, "_console_log", lambda: console)
+    return watch, agent
+
+
+@pytest.mark.parametrize("answers", [True, False], ids=["guest-answers", "guest-silent"])
+def test_a_silent_agent_in_a_guest_that_answers_is_the_agents_fault(
+    monkeypatch: pytest.MonkeyPatch, answers: bool
+) -> None:
+    """SIGSTOP of the agent alone: "guest stopped responding: no agent heartbeat" ended
+    a g.sh('sleep 120') that ran fine over SSH.  A guest whose SSH server still greets
+    loses only its agent session; a guest that does not is named as before."""
+    watch, agent = _silent_agent_watch(monkeypatch, lambda: answers, None)
     fault = watch.check()
     why = "no agent heartbeat for 20 s (limit 10 s: 10 s x host load)"
     if answers:
@@ -1232,16 +1241,7 @@ def test_a_panic_during_the_greeting_probe_is_the_verdict(
             f.write(PANIC_CONSOLE)
         return False
 
-    agent = _StoppedAgent()
-    watch = health.HealthWatch(
-        _QuietMachine(),  # type: ignore[arg-type]
-        lambda f: None,
-        agent=lambda: agent,  # type: ignore[arg-type,return-value]
-        freeze_timeout=10.0,
-        qmp_every=1e9,
-        answers=probe,
-    )
-    monkeypatch.setattr(watch, "_console_log", lambda: console)
+    watch, _agent = _silent_agent_watch(monkeypatch, probe, console)
     fault = watch.check()
     assert fault is not None
     assert fault.cause == "guest kernel panic: Kernel panic - not syncing: sysrq triggered crash"
@@ -1257,16 +1257,7 @@ def test_an_agent_given_up_in_a_guest_that_answers_keeps_the_kernels_stall_repor
     monkeypatch.setattr(health, "timeout_scale", lambda: 1.0)
     console = tmp_path / "console.log"
     console.write_text("[  150.0] INFO: task python3:128 blocked for more than 120 seconds.\n")
-    agent = _StoppedAgent()
-    watch = health.HealthWatch(
-        _QuietMachine(),  # type: ignore[arg-type]
-        lambda f: None,
-        agent=lambda: agent,  # type: ignore[arg-type,return-value]
-        freeze_timeout=10.0,
-        qmp_every=1e9,
-        answers=lambda: True,
-    )
-    monkeypatch.setattr(watch, "_console_log", lambda: console)
+    watch, agent = _silent_agent_watch(monkeypatch, lambda: True, console)
     assert watch.check() is None
     assert agent.abandoned is not None
     assert "; the kernel said: INFO: task python3:128 blocked for more than" in agent.abandoned

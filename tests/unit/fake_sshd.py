@@ -7,7 +7,8 @@ never ends.  A ``direct-tcpip`` channel (a port forward, the agent's) says an ag
 hello line.  :meth:`FakeSshd.kill` is ``kill $(pidof dropbear)``: every connection
 closes, and from then on the port (QEMU's, which outlives the guest's sshd) accepts
 each new connection and resets it before any banner, as QEMU's forward does when
-nothing listens in the guest."""
+nothing listens in the guest.  :meth:`FakeSshd.freeze` is a guest whose CPU spins with
+interrupts off: no channel opens any more, a new connection gets no banner."""
 
 from __future__ import annotations
 
@@ -28,9 +29,10 @@ HOST_PUB = f"{HOST_KEY.get_name()} {HOST_KEY.get_base64()}"  # as a GuestImage p
 
 
 class _Dropbear(paramiko.ServerInterface):
-    def __init__(self, auths: list[str]) -> None:
+    def __init__(self, auths: list[str], thawed: threading.Event) -> None:
         self.forward_ids: set[int] = set()
         self.auths = auths
+        self.thawed = thawed
 
     def get_allowed_auths(self, username: str) -> str:
         self.auths.append(f"{username} asked the methods")
@@ -41,6 +43,7 @@ class _Dropbear(paramiko.ServerInterface):
         return paramiko.AUTH_SUCCESSFUL
 
     def check_channel_request(self, kind: str, chanid: int) -> int:
+        self.thawed.wait(60)  # frozen: the open is answered when it thaws (or never)
         return paramiko.OPEN_SUCCEEDED
 
     def check_channel_direct_tcpip_request(
@@ -80,6 +83,9 @@ class FakeSshd:
         self._channels: list[paramiko.Channel] = []  # held: a collected channel closes
         self.resets = 0
         self.listens_after: int | None = None  # resets before a killed sshd is back
+        self.thawed = threading.Event()
+        self.thawed.set()
+        self._held: list[socket.socket] = []  # connections a frozen guest never answers
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
 
@@ -96,10 +102,13 @@ class FakeSshd:
                 if self.resets == self.listens_after:
                     self.killed.clear()
                 continue
+            if not self.thawed.is_set():  # accepted by QEMU's forward, no banner
+                self._held.append(sock)
+                continue
             t = paramiko.Transport(sock)
             t.add_server_key(HOST_KEY)
             self.transports.append(t)
-            server = _Dropbear(self.auths)
+            server = _Dropbear(self.auths, self.thawed)
             try:
                 t.start_server(server=server)
             except (EOFError, OSError, paramiko.SSHException):
@@ -125,6 +134,10 @@ class FakeSshd:
                 chan.shutdown_write()
                 chan.close()
 
+    def freeze(self) -> None:
+        """The guest stops running: channel opens and new connections go unanswered."""
+        self.thawed.clear()
+
     def kill(self) -> None:
         self.killed.set()
         for t in self.transports:
@@ -135,6 +148,9 @@ class FakeSshd:
         return SshClient("127.0.0.1", self.port, pkey=CLIENT_KEY).connect(timeout=10)
 
     def close(self) -> None:
+        self.thawed.set()
+        for sock in self._held:
+            sock.close()
         self.kill()
         with contextlib.suppress(OSError):  # wakes the accept (close alone does not)
             self._listener.shutdown(socket.SHUT_RDWR)

@@ -17,7 +17,14 @@ from fake_ssh import FakeTransport, fake_ssh  # same directory (rootdir-relative
 from fake_sshd import FakeSshd
 
 from irqlab.vm.guest import Guest, GuestConfig
-from irqlab.vm.ssh import GONE_ATTEMPTS, CommandError, SshClient, SshError, SshUnreachable
+from irqlab.vm.ssh import (
+    GONE_ATTEMPTS,
+    CommandError,
+    SshClient,
+    SshError,
+    SshTimeout,
+    SshUnreachable,
+)
 
 
 @pytest.fixture
@@ -236,3 +243,25 @@ def test_a_guest_command_whose_connection_closed_says_the_guest_is_alive(
         "no verdict)"
     ), msg
     assert guest.fault is None and guest.connection_lost() == "its SSH connection closed"
+
+
+def test_a_probe_of_a_frozen_guest_ends_within_its_timeout_without_a_reconnect(
+    sshd: FakeSshd,
+) -> None:
+    """Whether a guest still answers (after a module's init did not return): the probe's
+    channel that never opened cost 10 s, then a reconnect's 30 s (53 s before a
+    spinning module's insmod was named)."""
+    ssh = sshd.client()
+    try:
+        assert ssh.run("echo alive", timeout=5, reconnect=False).out == "alive\n"
+        sshd.freeze()
+        t0 = time.monotonic()
+        with pytest.raises(SshTimeout) as info:
+            ssh.run("echo alive", timeout=1.0, reconnect=False)
+        took = time.monotonic() - t0
+        assert took < 3, took
+        msg = str(info.value)
+        assert msg.startswith("timeout (1.0s) running: echo alive (its channel did not open"), msg
+        assert ssh.reconnects == 0
+    finally:
+        ssh.close()

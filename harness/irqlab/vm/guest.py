@@ -2459,7 +2459,7 @@ class Guest:
         if self.ssh is not None:  # a guest that answers says what its kernel logged
             try:
                 probe = f"dmesg | grep -v {STEP_KMSG_MARK} | tail -n 30"  # not our marks
-                kmsg = self.ssh.run(probe, timeout=scaled(ALIVE_PROBE_S)).out
+                kmsg = self.ssh.run(probe, timeout=scaled(ALIVE_PROBE_S), reconnect=False).out
             except (SshError, paramiko.SSHException, OSError, EOFError):
                 pass
             else:

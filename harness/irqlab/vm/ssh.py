@@ -692,6 +692,17 @@ class SshClient:
         except (paramiko.SSHException, EOFError, OSError) as e:
             return open_(self._reconnect(e))
 
+    def _open_as_is(self, cmd: str, timeout: float) -> paramiko.Channel:
+        """A session channel on the connection as it is, within *timeout* s; else
+        :class:`SshTimeout` naming *cmd* (no reconnect).  Called with the exec lock held."""
+        try:
+            return self.transport.open_session(timeout=timeout)
+        except (paramiko.SSHException, EOFError, OSError) as e:
+            why = str(e) or type(e).__name__
+            raise SshTimeout(
+                f"timeout ({timeout}s) running: {cmd} (its channel did not open: {why})"
+            ) from None
+
     def __enter__(self) -> SshClient:
         return self
 
@@ -706,21 +717,32 @@ class SshClient:
         timeout: float = 60.0,
         check: bool = False,
         input: bytes | None = None,
+        reconnect: bool = True,
     ) -> RunResult:
         """Run *cmd*, wait for its exit status, return (rc, stdout, stderr).  A command
         that does not finish within *timeout* s raises :class:`SshTimeout`, one that
-        Ctrl-C interrupts KeyboardInterrupt: either way its guest processes are killed."""
+        Ctrl-C interrupts KeyboardInterrupt: either way its guest processes are killed.
+
+        ``reconnect=False`` (a probe of whether the guest still answers): on the
+        connection as it is, *timeout* bounding the channel's opening too; a channel
+        that does not open in time is :class:`SshTimeout` at once, not a reconnect (a
+        frozen guest cost the channel's 10 s and then the connect's 30 s)."""
         __tracebackhide__ = hide_frame
         check_timeout(timeout)
         tag, line = tagged(cmd)
         with self._exec_lock:
-            # opening the channel is not the command: a short command timeout must not
-            # make a busy guest's channel open fail (and the connection be replaced)
-            opening = max(timeout, CHANNEL_OPEN_TIMEOUT)
-            chan = self._open(lambda t: t.open_session(timeout=opening))
-            try:
-                chan.settimeout(timeout)
+            if reconnect:
+                # opening the channel is not the command: a short command timeout must
+                # not make a busy guest's channel open fail (and the connection be
+                # replaced)
+                opening = max(timeout, CHANNEL_OPEN_TIMEOUT)
+                chan = self._open(lambda t: t.open_session(timeout=opening))
                 deadline = time.monotonic() + timeout  # the whole command's
+            else:
+                deadline = time.monotonic() + timeout  # the channel's opening included
+                chan = self._open_as_is(cmd, timeout)
+            try:
+                chan.settimeout(max(0.01, deadline - time.monotonic()))
                 chan.exec_command(line)
                 if input is not None:
                     self._send_input(chan, input, deadline)

@@ -12,6 +12,7 @@ from irqlab.contract.regs import AT_START, QOM, REGS, props_when
 from irqlab.testing.plugin import QtestMachineFactory
 from irqlab.testing.qtest_pci import DEVICE_ID, INTERRUPT_PIN, REVISION, VENDOR_ID
 from irqlab.vm.accel import AccelChoice
+from irqlab.vm.guest import QEMU_BOOL_WORDS, device_value_problem
 from irqlab.vm.machine import Machine, MachineError
 from irqlab.vm.qmp.injector import Injector
 
@@ -101,6 +102,27 @@ def test_bad_static_property_refuses_to_start(
 ) -> None:
     with pytest.raises(MachineError, match=message.format(prop=prop)):
         irqlab_qtest_factory(f"irqlab,id=irq0,{prop}={value}")
+
+
+@pytest.mark.parametrize(
+    "word", [*QEMU_BOOL_WORDS, "ON", "True", "1", "0", "enable", ""]
+)  # fmt: skip
+def test_the_bool_words_refused_before_boot_are_exactly_the_built_qemus(
+    rig_factory: RigFactory, irqlab_qtest_factory: QtestMachineFactory, word: str
+) -> None:
+    """The harness refuses a start-time bool property's value before booting unless it
+    is one of QEMU_BOOL_WORDS (typed from QEMU's qapi_bool_parse): the built QEMU takes
+    each of them with that meaning, and refuses the near misses the harness refuses."""
+    prop = QOM.PROP_BROKEN_INTX_DISABLE
+    problem = device_value_problem(prop, word)
+    if word in QEMU_BOOL_WORDS:
+        assert problem is None
+        dev = rig_factory(irq_mode="intx", broken_intx_disable=word).dev
+        assert bool(dev.read("FEATURES") & REGS.FEAT_BROKEN_INTX) == QEMU_BOOL_WORDS[word]
+    else:
+        assert problem is not None and "is not a bool" in problem, problem
+        with pytest.raises(MachineError, match=prop):
+            irqlab_qtest_factory(f"irqlab,id=irq0,{prop}={word}")
 
 
 def test_device_help_lists_properties(irqlab_qemu: QemuInstall) -> None:

@@ -12,7 +12,12 @@ from irqlab.contract.regs import AT_START, QOM, REGS, props_when
 from irqlab.testing.plugin import QtestMachineFactory
 from irqlab.testing.qtest_pci import DEVICE_ID, INTERRUPT_PIN, REVISION, VENDOR_ID
 from irqlab.vm.accel import AccelChoice
-from irqlab.vm.guest import QEMU_BOOL_WORDS, device_value_problem
+from irqlab.vm.guest import (
+    PCI_DEVICE_PROPS,
+    QEMU_BOOL_WORDS,
+    device_value_problem,
+    unknown_device_prop,
+)
 from irqlab.vm.machine import Machine, MachineError
 from irqlab.vm.qmp.injector import Injector
 
@@ -149,6 +154,33 @@ def test_device_help_lists_properties(irqlab_qemu: QemuInstall) -> None:
         assert f", 1..{top} (default" in lines[prop], lines[prop]
     burst = lines[QOM.PROP_BURST_PERIOD_NS]
     assert f", {REGS.MIN_BURST_PERIOD_NS}..{REGS.MAX_BURST_PERIOD_NS}" in burst, burst
+
+
+def test_the_device_takes_the_headers_properties_and_every_pci_devices_exactly(
+    irqlab_qemu: QemuInstall,
+) -> None:
+    """The names the harness checks a device_props key against before booting (the
+    header's QOM properties and PCI_DEVICE_PROPS, typed from QEMU's pci_props) are
+    exactly what the built QEMU's -device irqlab takes: a QEMU whose PCI devices gained
+    or lost one would make the harness refuse a good name or pass a bad one to QEMU."""
+    r = subprocess.run(
+        [str(irqlab_qemu.binary), "-L", str(irqlab_qemu.datadir), "-device", "irqlab,help"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert r.returncode == 0, r.stderr
+    names = {
+        line.strip().split("=", 1)[0] for line in r.stdout.splitlines() if line.startswith("  ")
+    }
+    header = set(QOM.with_prefix("PROP_").values())
+    assert names == header | set(PCI_DEVICE_PROPS), (
+        f"QEMU only: {sorted(names - header - set(PCI_DEVICE_PROPS))}; "
+        f"harness only: {sorted((header | set(PCI_DEVICE_PROPS)) - names)}"
+    )
+    for name in names:
+        assert unknown_device_prop(name) is None, name
 
 
 def test_plugin_fixtures(irqlab_qtest_machine: Machine, irqlab_qtest_injector: Injector) -> None:

@@ -130,21 +130,27 @@ def test_the_bool_words_refused_before_boot_are_exactly_the_built_qemus(
             irqlab_qtest_factory(f"irqlab,id=irq0,{prop}={word}")
 
 
-def test_device_help_lists_properties(irqlab_qemu: QemuInstall) -> None:
+def _device_help(qemu: QemuInstall) -> str:
+    """What the built QEMU's ``-device irqlab,help`` prints."""
     r = subprocess.run(
-        [str(irqlab_qemu.binary), "-L", str(irqlab_qemu.datadir), "-device", "irqlab,help"],
+        [str(qemu.binary), "-L", str(qemu.datadir), "-device", "irqlab,help"],
         capture_output=True,
         text=True,
         timeout=30,
         check=False,
     )
     assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def test_device_help_lists_properties(irqlab_qemu: QemuInstall) -> None:
+    help_text = _device_help(irqlab_qemu)
     for prop in STATIC_PROPERTIES:
-        assert f"  {prop}=" in r.stdout, f"{prop} missing from:\n{r.stdout}"
-    assert "intx, msi or msix" in r.stdout  # descriptions are shown
+        assert f"  {prop}=" in help_text, f"{prop} missing from:\n{help_text}"
+    assert "intx, msi or msix" in help_text  # descriptions are shown
     # the limits they state are the header's (stringified, not typed again)
     lines = dict(
-        line.strip().split("=", 1) for line in r.stdout.splitlines() if line.startswith("  ")
+        line.strip().split("=", 1) for line in help_text.splitlines() if line.startswith("  ")
     )
     for prop, top in (
         (QOM.PROP_GPIO_LINES, REGS.MAX_GPIO_LINES),
@@ -163,16 +169,9 @@ def test_the_device_takes_the_headers_properties_and_every_pci_devices_exactly(
     header's QOM properties and PCI_DEVICE_PROPS, typed from QEMU's pci_props) are
     exactly what the built QEMU's -device irqlab takes: a QEMU whose PCI devices gained
     or lost one would make the harness refuse a good name or pass a bad one to QEMU."""
-    r = subprocess.run(
-        [str(irqlab_qemu.binary), "-L", str(irqlab_qemu.datadir), "-device", "irqlab,help"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    assert r.returncode == 0, r.stderr
+    help_text = _device_help(irqlab_qemu)
     names = {
-        line.strip().split("=", 1)[0] for line in r.stdout.splitlines() if line.startswith("  ")
+        line.strip().split("=", 1)[0] for line in help_text.splitlines() if line.startswith("  ")
     }
     header = set(QOM.with_prefix("PROP_").values())
     assert names == header | set(PCI_DEVICE_PROPS), (

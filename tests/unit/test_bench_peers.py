@@ -12,7 +12,7 @@ from typing import Any, cast
 
 import pytest
 
-from irqlab.bench import peers, runner
+from irqlab.bench import host, peers, runner
 from irqlab.build import cache, image
 from irqlab.cli.main import build_parser
 from irqlab.vm import guest as guest_mod
@@ -373,6 +373,6 @@ def test_a_snapshot_pruned_before_it_was_held_is_made_again(
         made.append(d)
         return d
 
-    d, held = peers.held_snapshot(ensure)
+    d, held = host.held_snapshot(ensure)
     with held:
         assert len(made) == 2 and cache.in_use(d) and snapshots.prune(0) == []

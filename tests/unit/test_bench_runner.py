@@ -22,7 +22,8 @@ class FakeGuest:
     calls: ClassVar[list[tuple[Any, ...]]] = []
 
     def __init__(self, config: Any) -> None:
-        self.config = SimpleNamespace(name=config.name, smp=1)
+        self.config = SimpleNamespace(name=config.name, smp=1, snapshot=config.snapshot)
+        self.restored = config.snapshot  # a restore restores (see the fallback test)
         self.phases = {"console_ready": 1.0, "agent_ready": 2.0}
         self.accel = SimpleNamespace(accel="tcg", reason="fake", probed=False)
         self.agent = SimpleNamespace(hello={"paths": {p: {} for p in ("read", "poll", "uio")}})
@@ -31,6 +32,10 @@ class FakeGuest:
 
     def start(self) -> None:
         self.calls.append(("boot", self.config.name))
+        if self.config.name == "bench-restore":  # another guest's save prunes meanwhile
+            from irqlab.vm import snapshot as snapshots
+
+            self.calls.append(("pruned", tuple(snapshots.prune(0))))
 
     def close(self) -> None:
         self.calls.append(("close", self.config.name))
@@ -288,3 +293,35 @@ def test_the_storms_ring_size_is_read_with_the_path_one_word(
     assert r["storm"]["ring_size"] == 4096
     read = [shlex.split(c) for c in said if "ring_size" in c]
     assert read == [["cat", "/sys/module/my drv;x/parameters/ring_size"]], said
+
+
+def test_the_restore_rounds_hold_the_snapshot_and_count_cold_fallbacks(
+    tmp_path: Path, calls: list[tuple[Any, ...]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Other guests' saves prune the snapshot cache: the bench holds its snapshot through
+    the cold-boot/restore rounds (bench-peers did, the main bench did not), and a
+    "restore" that booted cold anyway is counted and said, not averaged in silently."""
+    from irqlab.bench.report import host_table
+    from irqlab.build import cache
+    from irqlab.vm import snapshot as snapshots
+
+    monkeypatch.setenv("IRQLAB_CACHE_DIR", str(tmp_path / "cache"))
+    snap = cache.cached_build(
+        snapshots.RECIPE, "0" * 16, lambda t: (t / snapshots.STATE_FILE).write_bytes(b"x")
+    )
+    monkeypatch.setattr(runner, "ensure_snapshot", lambda: snap)
+    only_starts = ("latency", "native", "storm", "injection", "wakeup")
+    r = bench(tmp_path, boots=2, skip=only_starts)
+    assert not r.get("errors"), r["errors"]
+    assert [c for c in calls if c[0] == "pruned"] == [("pruned", ())] * 2
+    assert r["restore"]["boots"] == 2 and "cold_fallbacks" not in r["restore"]
+    assert not cache.in_use(snap) and snapshots.prune(0) == [snap]  # released at the end
+
+    def cold(self: FakeGuest) -> None:
+        self.restored = False
+
+    monkeypatch.setattr(FakeGuest, "start", cold)
+    r = bench(tmp_path / "again", boots=2, skip=only_starts)
+    assert r["restore"]["cold_fallbacks"] == 2 and "cold_fallbacks" not in r["boot"]
+    rows = dict(host_table(r)[1])
+    assert rows["restore: NOT restores"].startswith("2 of 2 booted cold"), rows

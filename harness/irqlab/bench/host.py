@@ -6,17 +6,23 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from irqlab import paths
 from irqlab.bench import stats
+
+if TYPE_CHECKING:
+    from irqlab.build.cache import Held
 
 __all__ = [
     "NO_CHECKOUT",
     "PIPELINE_CHUNK",
     "PIPELINE_WINDOW",
     "boot_samples",
+    "held_snapshot",
     "qmp_injection",
+    "start_samples",
     "summarize_boots",
     "test_all",
 ]
@@ -119,11 +125,31 @@ def boot_samples(make_guest: Callable[[], Any], boots: int) -> dict[str, Any]:
 WHOLE_COMMAND = "python3 -c 'print(1)'"
 
 
+def held_snapshot(ensure: Callable[[], Path]) -> tuple[Path, Held]:
+    """The ready-state snapshot *ensure* finds or makes, and a hold on it
+    (:func:`irqlab.build.cache.hold`, released when it is left as a context manager):
+    the snapshot cache's pruning (``IRQLAB_SNAPSHOT_KEEP``, run by other guests' saves)
+    leaves a held snapshot alone.  Without it, other guests running evicted the snapshot
+    between rounds and a "restore" row was a cold boot.  One pruned between the two
+    steps is made again."""
+    from irqlab.build import cache
+
+    snapshot_dir = ensure()
+    try:
+        return snapshot_dir, cache.hold([snapshot_dir])
+    except cache.OutputGone:
+        snapshot_dir = ensure()
+        return snapshot_dir, cache.hold([snapshot_dir])
+
+
 def start_samples(makers: dict[str, Callable[[], Any]], rounds: int) -> dict[str, dict[str, Any]]:
     """Interleaved rounds: per round, each kind of guest once (e.g. a cold boot and a
     restore from the snapshot), one at a time.  Per start: its phases and ``whole``,
-    the whole process "start, run one command over SSH, stop" in seconds."""
+    the whole process "start, run one command over SSH, stop" in seconds; per kind whose
+    guests restore from the snapshot, ``cold_fallbacks``: the starts that booted cold
+    instead (a snapshot refused or gone), which are no restore figures."""
     samples: dict[str, list[dict[str, float]]] = {kind: [] for kind in makers}
+    fallbacks = dict.fromkeys(makers, 0)
     for _ in range(rounds):
         for kind, make in makers.items():
             t0 = time.monotonic()
@@ -135,8 +161,14 @@ def start_samples(makers: dict[str, Callable[[], Any]], rounds: int) -> dict[str
             finally:
                 g.close()
             phases["whole"] = time.monotonic() - t0
+            if g.config.snapshot and not g.restored:
+                fallbacks[kind] += 1
             samples[kind].append({k: round(v, 3) for k, v in phases.items()})
-    return {kind: summarize_boots(s) for kind, s in samples.items()}
+    out = {kind: summarize_boots(s) for kind, s in samples.items()}
+    for kind, n in fallbacks.items():
+        if n:
+            out[kind]["cold_fallbacks"] = n
+    return out
 
 
 def summarize_boots(samples: list[dict[str, float]]) -> dict[str, Any]:

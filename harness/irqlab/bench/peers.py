@@ -41,15 +41,12 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from irqlab.bench import env, stats
-from irqlab.bench.host import WHOLE_COMMAND
+from irqlab.bench.host import WHOLE_COMMAND, held_snapshot
 from irqlab.errors import IrqlabError
 from irqlab.paths import results_dir
-
-if TYPE_CHECKING:
-    from irqlab.build.cache import Held
 
 SCHEMA = "irqlab-bench-peers/2"
 DEFAULT_ROUNDS = 7
@@ -731,23 +728,6 @@ def _run_peers(rounds: int, out_dir: Path | None, progress: Callable[[str], None
     path.write_text(json.dumps(result, indent=2) + "\n")
     (out_dir / "table.txt").write_text(render_table(result))
     return path
-
-
-def held_snapshot(ensure: Callable[[], Path]) -> tuple[Path, Held]:
-    """The ready-state snapshot *ensure* finds or makes, and a hold on it
-    (:func:`irqlab.build.cache.hold`, released when it is left as a context manager):
-    the snapshot cache's pruning (``IRQLAB_SNAPSHOT_KEEP``, run by other guests' saves)
-    leaves a held snapshot alone.  Without it, other guests running evicted the snapshot
-    between rounds and a "restore" row was a cold boot.  One pruned between the two
-    steps is made again."""
-    from irqlab.build import cache
-
-    snapshot_dir = ensure()
-    try:
-        return snapshot_dir, cache.hold([snapshot_dir])
-    except cache.OutputGone:
-        snapshot_dir = ensure()
-        return snapshot_dir, cache.hold([snapshot_dir])
 
 
 def _record_failure(peer: dict[str, Any], e: StepFailure, progress: Callable[[str], None]) -> None:

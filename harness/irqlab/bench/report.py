@@ -318,6 +318,14 @@ def host_table(result: dict[str, Any]) -> Table:
                     f"median {sp['median']:.2f} s, range {sp['min']:.2f}-{sp['max']:.2f} s{rel}",
                 ]
             )
+        if starts.get("cold_fallbacks"):
+            rows.append(
+                [
+                    f"{label}: NOT restores",
+                    f"{starts['cold_fallbacks']} of {starts['boots']} booted cold (the "
+                    "snapshot was refused or gone): the figures above mix in cold boots",
+                ]
+            )
     ta = result.get("test_all")
     if ta:
         rows.append(["invoke test-all (warm)", f"{ta['seconds']} s, exit {ta['returncode']}"])

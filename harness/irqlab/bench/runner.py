@@ -32,6 +32,7 @@ from typing import Any
 
 from irqlab.bench import SCHEMA, cyclic, env, host, latency, metrics, native, storm
 from irqlab.bench.guest import BenchGuest, agent_paths
+from irqlab.bench.host import held_snapshot
 from irqlab.build import cache
 from irqlab.contract.regs import QOM
 from irqlab.paths import cache_dir, results_dir
@@ -259,17 +260,24 @@ class Bench:
         for i in range(c.runs):
             self.one_run(i, last=i == c.runs - 1)
         if "boot" not in c.skip and c.boots > 0:
-            self.stage("snapshot of the standard image", ensure_snapshot)
-            starts = self.stage(
-                f"cold boot and restore x{c.boots}, interleaved (standard image)",
-                lambda: host.start_samples(
-                    {
-                        "boot": lambda: BenchGuest(GuestConfig(name="bench-boot", snapshot=False)),
-                        "restore": lambda: BenchGuest(GuestConfig(name="bench-restore")),
-                    },
-                    c.boots,
-                ),
+            # held for the rounds: other guests' saves prune the snapshot cache, and a
+            # "restore" after an eviction was a cold boot
+            made = self.stage(
+                "snapshot of the standard image", lambda: held_snapshot(ensure_snapshot)
             )
+            with made[1] if made is not None else contextlib.nullcontext():
+                starts = self.stage(
+                    f"cold boot and restore x{c.boots}, interleaved (standard image)",
+                    lambda: host.start_samples(
+                        {
+                            "boot": lambda: BenchGuest(
+                                GuestConfig(name="bench-boot", snapshot=False)
+                            ),
+                            "restore": lambda: BenchGuest(GuestConfig(name="bench-restore")),
+                        },
+                        c.boots,
+                    ),
+                )
             self.result["boot"], self.result["restore"] = starts["boot"], starts["restore"]
             self.save()
         if c.test_all:

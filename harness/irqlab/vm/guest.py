@@ -931,8 +931,10 @@ class GuestConfig:
     * ``extra_modules`` (()), ``extra_module_params`` ({}): your own .ko files,
       insmod-ed in order after ours, and their parameters by module name.
     * ``kernel_modules`` (()): more of the guest kernel's modules shipped in the image.
-    * ``extra_files`` ({}): ``{absolute guest path: local file}``, put before the
-      modules load.
+    * ``extra_files`` ({}): ``{absolute guest path: local file}``, put before
+      ``extra_modules`` load (and then in the snapshot and its key); without extra
+      modules, once the guest is ready (not in the snapshot: a file changed costs no
+      cold boot).
     * ``extra_packages`` (()): Debian packages added to the image (e.g. rt-tests).
     * ``smp`` (1): vCPUs.
     * ``arch`` (""): "x86_64" or "aarch64" ("": $IRQLAB_ARCH, default x86_64).
@@ -1535,6 +1537,23 @@ class Guest:
         return GuestFault(fault, "starting the guest") if fault is not None else e
 
     def _start(self) -> Guest:
+        self._start_ready()
+        if self._files_after_ready():
+            self._put_extra_files()
+        return self
+
+    def _files_after_ready(self) -> bool:
+        """Whether ``config.extra_files`` go in once the guest is ready (restored or
+        booted, and saved) rather than before the modules load: when no module of the
+        user's loads, nothing in the ready state can depend on them, so they are not in
+        the snapshot nor its key, and a file changed costs no cold boot and no snapshot."""
+        return bool(self.config.extra_files) and not self.config.extra_modules
+
+    def _put_extra_files(self) -> None:
+        for remote, local in self.config.extra_files.items():
+            self.put(local, remote)
+
+    def _start_ready(self) -> None:
         from irqlab.vm import snapshot
 
         if not self._prepared:  # the caller's prepare() just ran (irqlab run/shell): once
@@ -1542,13 +1561,13 @@ class Guest:
         self._prepared = False  # a restart looks again (a module rebuilt meanwhile)
         if not self.config.snapshot or self.config.extra_devices:  # their state: see the field
             self._cold_start()
-            return self
+            return
         snapshot.keep_snapshots()  # a bad $IRQLAB_SNAPSHOT_KEEP fails now, not after a boot
         key = self.snapshot_key()
         found = snapshot.lookup(key)
         tried = _dir_identity(found)
         if found is not None and self._try_restore(key, found):
-            return self
+            return
         # One cold boot per configuration: concurrent starters (pytest-xdist workers,
         # two terminals) wait here for the first one's snapshot, then restore from it.
         with snapshot.boot_lock(key, stopped_limit=self.config.boot_timeout) as unlocked:
@@ -1556,16 +1575,16 @@ class Guest:
                 self.snapshot_error = f"not saved as the snapshot {key}: {unlocked}"
                 notice.say(f"irqlab: {self.config.name}: {self.snapshot_error}; booting cold")
                 self._cold_start()
-                return self
+                return
             found = snapshot.lookup(key)
             # one saved meanwhile is tried; the bad one that could not be removed is
             # not tried twice (a QEMU start and its refusal again, ~0.25 s)
             fresh = found is not None and _dir_identity(found) != tried
             if found is not None and fresh and self._try_restore(key, found):
-                return self
+                return
             self._cold_start()
             self._save_snapshot(key)
-        return self
+        return
 
     def _try_restore(self, key: str, found: Path) -> bool:
         from irqlab.vm import snapshot
@@ -1683,7 +1702,10 @@ class Guest:
                     if self.config.extra_module_params
                     else {}
                 ),
-                "extra_files": {g: _sha256(p) for g, p in sorted(self.config.extra_files.items())},
+                # put after the ready state without a module of the user's: not in it
+                "extra_files": {}
+                if self._files_after_ready()
+                else {g: _sha256(p) for g, p in sorted(self.config.extra_files.items())},
             }
         )
 
@@ -1753,7 +1775,8 @@ class Guest:
             launcher.abandon()
             raise
         self._await_launch(launcher)
-        self.install_extras()  # after the launcher's channel: one at a time to dropbear
+        # after the launcher's channel: one at a time to dropbear
+        self.install_extras(files=not self._files_after_ready())
         reached("module")
         self._connect_agent()
         reached("agent_ready")
@@ -2534,15 +2557,16 @@ class Guest:
                 lines.append(f"  held open by pid {pid} `{cmd[:80]}`: {', '.join(files)}{whose}")
         return "".join(f"{line}\n" for line in ["in use:", *lines]) if lines else ""
 
-    def install_extras(self) -> None:
-        """Put ``config.extra_files`` into the guest, copy ``config.extra_modules`` to
-        EXTRA_DIR and insmod them in order (their kernel dependencies modprobe-d)."""
+    def install_extras(self, *, files: bool = True) -> None:
+        """Put ``config.extra_files`` into the guest (unless not *files*), copy
+        ``config.extra_modules`` to EXTRA_DIR and insmod them in order (their kernel
+        dependencies modprobe-d)."""
         c = self.config
         if self.ssh is None:
             raise GuestError("the guest is not connected")
         c._check_guest_paths()  # again: a config is a plain dataclass, changed since
-        for remote, local in c.extra_files.items():
-            self.put(local, remote)
+        if files:  # before the modules, which may read them
+            self._put_extra_files()
         for mod in c.extra_modules:
             ko = Path(mod)
             data = ko.read_bytes()

@@ -12,7 +12,9 @@ from irqlab.vm.loadscale import timeout_scale
 
 
 def raises_within(
-    fn: Callable[[], object], limit: float, exc: type[BaseException]
+    fn: Callable[[], object],
+    limit: float,
+    exc: type[BaseException] | tuple[type[BaseException], ...],
 ) -> BaseException:
     """The exception *exc* that *fn* raises, asserting it came within *limit* s (scaled)."""
     t0 = time.monotonic()

@@ -5,6 +5,7 @@ restored guest has it too (the snapshot key includes its content)."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import time
@@ -20,6 +21,7 @@ from irqlab.vm.guest import (
     GuestConfig,
     GuestError,
     PrerequisiteMissing,
+    ensure_snapshot,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -97,6 +99,34 @@ def test_snapshot_key_follows_the_modules_content(mymod: Path, tmp_path: Path) -
         f.write(b"\0")
     assert a.snapshot_key() != b.snapshot_key()
     assert a.snapshot_key() != Guest(GuestConfig()).prepare().snapshot_key()
+
+
+def test_a_rebuilt_module_restores_the_guest_without_it_then_loads_it(
+    mymod: Path, tmp_path: Path
+) -> None:
+    """A driver under development, rebuilt between runs: each build was a cold boot
+    (~4 s) and a snapshot saved.  Now the snapshot of the same guest without it
+    restores, its file and module go in as a cold boot puts them, and that is saved for
+    the build's later guests."""
+    ensure_snapshot()
+    rebuilt = tmp_path / "mymod.ko"
+    rebuilt.write_bytes(mymod.read_bytes() + os.urandom(16))  # another build: another key
+    data = tmp_path / "calibration.txt"
+    data.write_text("gain=5\n")
+    config = GuestConfig(
+        name="rebuilt", extra_modules=[rebuilt], extra_files={"/etc/mydrv/calibration.txt": data}
+    )
+    for attempt in ("first", "second"):
+        g = start_guest(config)
+        try:
+            assert g.restored and "console_ready" not in g.phases, (attempt, g.phases)
+            # the first restores the guest without it and saves; the second restores that
+            assert ("extras" in g.phases) == (attempt == "first"), (attempt, g.phases)
+            assert ("snapshot_saved" in g.phases) == (attempt == "first"), g.snapshot_error
+            assert "mymod: hello" in g.sh("dmesg") and {"mymod", "irqlab"} <= _modules(g)
+            assert g.sh("cat /etc/mydrv/calibration.txt") == "gain=5\n"
+        finally:
+            g.close()
 
 
 def test_irqlab_kmod_that_does_not_bind_fails_fast_and_says_why(

@@ -215,6 +215,9 @@ class _Guest:
     def snapshot_key(self) -> str:
         return "no-such-snapshot"
 
+    def base_snapshot_key(self) -> str | None:
+        return None
+
     def start(self) -> _Guest:
         if self.fails:
             raise IrqlabError("no guest today")
@@ -746,7 +749,9 @@ def test_a_guest_with_its_snapshot_says_nothing_before_it_starts(tmp_path: Path)
     from irqlab.vm import snapshot
 
     guest = SimpleNamespace(
-        config=SimpleNamespace(snapshot=True, extra_devices=()), snapshot_key=lambda: "k"
+        config=SimpleNamespace(snapshot=True, extra_devices=()),
+        snapshot_key=lambda: "k",
+        base_snapshot_key=lambda: None,
     )
     assert cold_boot_reason(guest) is not None
     found = tmp_path / "snapshot-k"
@@ -754,6 +759,13 @@ def test_a_guest_with_its_snapshot_says_nothing_before_it_starts(tmp_path: Path)
         m.setattr(snapshot, "lookup", lambda key: found if key == "k" else None)
         m.setattr(outputs, "damage", lambda recipe, d: "")
         assert cold_boot_reason(guest) is None
+        # with --module: its own missing, the guest's without it restores (no cold boot)
+        with_module = SimpleNamespace(
+            config=guest.config, snapshot_key=lambda: "m", base_snapshot_key=lambda: "k"
+        )
+        assert cold_boot_reason(with_module) is None
+        with_module.base_snapshot_key = lambda: "none-either"
+        assert cold_boot_reason(with_module) == guestcmd.COLD_WHY_NONE
         # a damaged one is not "no snapshot yet" (said before the start named it)
         m.setattr(outputs, "damage", lambda recipe, d: f"{d}/state.mig is 0 bytes")
         assert cold_boot_reason(guest) == guestcmd.COLD_WHY_DAMAGED

@@ -129,6 +129,9 @@ def test_irqlab_run_at_ctrl_c_stops_its_guest_without_a_kill_first(
         def snapshot_key(self) -> str:
             return "no-such-snapshot"
 
+        def base_snapshot_key(self) -> str | None:
+            return None
+
         def start(self) -> Guest:
             self.restored, self.phases = True, {}
             return self

@@ -411,7 +411,9 @@ def cold_boot_reason(g: Any) -> str | None:
         return COLD_WHY_DEVICES
     found = snapshot.lookup(g.snapshot_key())
     if found is None:
-        return COLD_WHY_NONE
+        base_key = g.base_snapshot_key()  # restored without --module, which then loads
+        base = snapshot.lookup(base_key) if base_key is not None else None
+        return None if base is not None and snapshot.intact(base) else COLD_WHY_NONE
     if not snapshot.intact(found):  # it is said, removed and made again by the start
         return COLD_WHY_DAMAGED
     return None
@@ -444,7 +446,9 @@ def _running_guest(config: Any, started: float | None = None) -> Iterator[Any]:
             print(f"irqlab: booting the guest cold ({why})", file=sys.stderr, flush=True)
         g.start()
         how = "restored from the snapshot" if g.restored else "cold boot"
-        took = g.phases.get("agent_ready", 0)
+        if "extras" in g.phases:  # this configuration's first: saved now
+            how = "restored from the snapshot without --module, then loaded it"
+        took = g.phases.get("extras", g.phases.get("agent_ready", 0))
         total = time.monotonic() - started
         print(
             f"irqlab: guest ready ({how}, {took:.2f} s; {total:.2f} s since irqlab started)",

@@ -5,6 +5,7 @@ part (a raw terminal, a temporary directory), on a pseudo-terminal."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -273,14 +274,11 @@ def test_a_sigterm_that_cpythons_constant_folder_drops_is_raised_again() -> None
     assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
 
 
-# The console script's target called as pip's wrapper calls it, with the first import of
-# irqlab.cli.argtypes (main.py's, at its top) waiting on stdin: the test signals the
-# process while it is inside irqlab's imports.
-IMPORTING = textwrap.dedent(
+# The first import of irqlab.cli.argtypes (main.py's, at its top) waits on stdin: the
+# test signals the process while it is inside irqlab's imports.
+BLOCKED_IMPORT = textwrap.dedent(
     """
-    import importlib.abc, sys, tomllib
-    with open(sys.argv[1], "rb") as f:
-        module, func = tomllib.load(f)["project"]["scripts"]["irqlab"].split(":")
+    import importlib.abc, sys
 
     class Block(importlib.abc.MetaPathFinder):
         def find_spec(self, name, path=None, target=None):
@@ -290,23 +288,51 @@ IMPORTING = textwrap.dedent(
             return None
 
     sys.meta_path.insert(0, Block())
+    """
+)
+# The console script's target called as pip's wrapper calls it
+CONSOLE_SCRIPT = textwrap.dedent(
+    """
+    import tomllib
+    with open(sys.argv[1], "rb") as f:
+        module, func = tomllib.load(f)["project"]["scripts"]["irqlab"].split(":")
     sys.argv[1:] = ["--version"]
     sys.exit(getattr(__import__(module, fromlist=[func]), func)())
     """
 )
 
 
+def _importing(entry: str, tmp_path: Path) -> subprocess.Popen[str]:
+    """``irqlab --version`` started by *entry*, its imports blocked: the console script,
+    or ``python -m irqlab.cli.main`` (the block then in a sitecustomize: Python's own
+    ``-m`` runs the module)."""
+    if entry == "irqlab":
+        pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+        argv = [sys.executable, "-c", BLOCKED_IMPORT + CONSOLE_SCRIPT, str(pyproject)]
+        env = None
+    else:
+        (tmp_path / "sitecustomize.py").write_text(BLOCKED_IMPORT)
+        path = [str(tmp_path), *filter(None, [os.environ.get("PYTHONPATH")])]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
+        argv = [sys.executable, "-m", "irqlab.cli.main", "--version"]
+    return subprocess.Popen(
+        argv, cwd=tmp_path, env=env,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("entry", ["irqlab", "python -m irqlab.cli.main"])
 @pytest.mark.parametrize(
     "sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name
 )
-def test_a_signal_while_irqlab_imports_ends_it_as_documented(sig: int) -> None:
+def test_a_signal_while_irqlab_imports_ends_it_as_documented(
+    sig: int, entry: str, tmp_path: Path
+) -> None:
     """Ctrl-C in the command's first few hundred ms (Python importing irqlab's modules)
-    printed the import's traceback and exited -2; SIGTERM killed it without a word."""
-    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
-    p = subprocess.Popen(
-        [sys.executable, "-c", IMPORTING, str(pyproject)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    printed the import's traceback and exited -2; SIGTERM killed it without a word.
+    ``python -m irqlab.cli.main`` (the README's) did so after the console script no
+    longer did: it imported main.py's modules before any handler was set."""
+    p = _importing(entry, tmp_path)
     try:
         assert p.stdout is not None
         assert p.stdout.readline() == "importing\n"
@@ -318,3 +344,12 @@ def test_a_signal_while_irqlab_imports_ends_it_as_documented(sig: int) -> None:
     assert p.returncode == 128 + sig, (p.returncode, err)
     said = "" if sig == signal.SIGINT else f"irqlab: stopped by {signal.Signals(sig).name}\n"
     assert err == said, err
+
+
+def test_python_m_irqlab_cli_main_runs_the_command() -> None:
+    """The module run directly goes through the console script's entry, to the end."""
+    r = subprocess.run(
+        [sys.executable, "-m", "irqlab.cli.main", "--version"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert r.returncode == 0 and r.stdout.startswith("irqlab "), (r.returncode, r.stderr)

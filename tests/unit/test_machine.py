@@ -253,6 +253,26 @@ def test_qtest_channel(fake_qemu: Path, tmp_path: Path) -> None:
             _ = m.console
 
 
+@pytest.mark.parametrize("qtest", [False, True], ids=["qmp", "qtest"])
+def test_without_pidfd_open_qemu_starts_and_its_exit_while_starting_is_seen(
+    fake_qemu: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, qtest: bool
+) -> None:
+    """Where Python has no ``os.pidfd_open`` (PyPy, old headers) start() raised
+    AttributeError.  Now QEMU starts, and its exit while the start waits for its QMP
+    (or qtest) connection is looked for: named as such, not a start timeout."""
+    monkeypatch.delattr(os, "pidfd_open")
+    with Machine(_cfg(fake_qemu, tmp_path, qtest=qtest, console=False)) as m:
+        assert m.qmp("query-status")["running"]
+        if qtest:
+            assert m.qtest.readl(0xFE000000) == 0x12345678
+    assert m.returncode == 0
+    sock = "qtest" if qtest else "QMP"
+    for mode in ("exit-early", "refuse-device"):  # before connecting, and after
+        monkeypatch.setenv("FAKE_QEMU_MODE", mode)
+        with pytest.raises(QemuExited, match=f"QEMU exited before connecting to the {sock} "):
+            Machine(_cfg(fake_qemu, tmp_path, qtest=qtest, console=False)).start()
+
+
 def _script_with_a_machine(fake_qemu: Path, tmp_path: Path, then: str) -> str:
     """A Python program that starts a Machine on *fake_qemu*, waits for its console,
     then runs the line *then* (``m`` is the machine; os and signal are imported)."""

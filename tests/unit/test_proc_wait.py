@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from irqlab.testing.helpers import process_exited
 from irqlab.vm import proc
 
 
@@ -84,3 +85,19 @@ def test_without_pidfd_open_a_child_is_waited_for_and_stopped(
     proc._kill_leftovers()
     assert leftover.returncode == -signal.SIGTERM
     assert leftover not in proc.live_children()
+
+
+def test_without_pidfd_open_a_process_exit_is_still_seen(monkeypatch: pytest.MonkeyPatch) -> None:
+    """process_exited (the tests' check that a QEMU or a helper is gone) raised
+    AttributeError there: it looks at the process's state instead."""
+    monkeypatch.delattr(os, "pidfd_open")
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        assert not process_exited(child.pid, 0.1)
+        child.kill()
+        assert process_exited(child.pid, 30)  # a zombie has exited
+        child.wait()
+        assert process_exited(child.pid, 0)  # and a process that is gone
+    finally:
+        child.kill()
+        child.wait()

@@ -2,9 +2,21 @@
 
 Each subcommand is a function ``cmd_<name>(args) -> int`` registered in
 :func:`build_parser`; add new ones the same way.
+
+``python -m irqlab.cli.main`` is the ``irqlab`` command: it goes through
+:func:`irqlab.cli.entry.main` before this module's imports (whose signal handlers come
+first: a Ctrl-C while Python imports is a quiet 130), and runs this module as itself,
+not as a second copy named ``__main__``.
 """
 
 from __future__ import annotations
+
+if __name__ == "__main__":  # python -m irqlab.cli.main: as the irqlab command (above)
+    import sys
+
+    from irqlab.cli.entry import main as entry
+
+    sys.exit(entry())
 
 import argparse
 import contextlib
@@ -747,7 +759,3 @@ def _main(argv: Sequence[str] | None) -> int:
         print("\n".join(f"irqlab: {line}" for line in lines), file=sys.stderr)
         return 2 if isinstance(e, ConfigError) else 1
     return rc
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from irqlab.errors import hide_frame
+from irqlab.vm import proc
 from irqlab.vm.kernlog import (
     EXPECTED_TAINT,
     KERNEL_SPLAT,
@@ -61,10 +62,17 @@ def hide_test_frame(excinfo: Any) -> bool:
 
 def process_exited(pid: int, timeout: float) -> bool:
     """Whether process *pid* exits within *timeout* s (a pidfd's readiness: no polling;
-    a zombie has exited; a pid that is gone already: True)."""
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
+    a zombie has exited; a pid that is gone already: True).  Where Python has no
+    ``os.pidfd_open`` (PyPy, a build against old headers) its state is looked at every
+    :data:`irqlab.vm.proc.EXIT_POLL_S` s."""
+    fd = proc.pidfd(pid)
+    if fd is None:  # no pidfd here, or no such process
+        deadline = time.monotonic() + timeout
+        while not proc.has_exited(pid):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(left, proc.EXIT_POLL_S))
         return True
     try:
         ready, _, _ = select.select([fd], [], [], timeout)

@@ -22,7 +22,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 from irqlab.contract import uapi
 from irqlab.errors import IrqlabError, hide_frame
@@ -42,6 +42,7 @@ __all__ = [
 ]
 
 Event = dict[str, Any]
+_T = TypeVar("_T")
 
 AGENT_PACKAGE_DIR = Path(__file__).resolve().parents[2] / "irqlab_agent"
 
@@ -342,6 +343,24 @@ class AgentClient:
                     e.add_note(f"interrupted waiting for the agent's {what}")
                     raise
 
+    def _take(self, take: Callable[[], _T | None], timeout: float, what: str) -> _T:
+        """What *take* returns once it returns something, waited for as :meth:`_wait`
+        waits.  *take* runs under the lock that the reader appends under: the check and
+        the take are one step, so two threads waiting for one message never both see
+        it (the one that lost had an IndexError after its wait)."""
+        __tracebackhide__ = hide_frame
+        got: list[_T] = []
+
+        def pred() -> bool:
+            item = take()
+            if item is None:
+                return False
+            got.append(item)
+            return True
+
+        self._wait(pred, timeout, what)
+        return got[0]
+
     # -- requests -------------------------------------------------------------------
     def wait_hello(self, timeout: float = 30.0) -> dict[str, Any]:
         self._wait(lambda: self.hello is not None or self.fatal is not None, timeout, "hello")
@@ -375,9 +394,9 @@ class AgentClient:
 
     def response(self, rid: int, timeout: float = 30.0) -> dict[str, Any]:
         __tracebackhide__ = hide_frame
-        self._wait(lambda: rid in self._responses, timeout, f"response to request {rid}")
-        with self._cond:
-            return self._responses.pop(rid)
+        return self._take(
+            lambda: self._responses.pop(rid, None), timeout, f"response to request {rid}"
+        )
 
     def request(
         self, op: str, *, timeout: float | None = None, check: bool = True, **args: Any
@@ -431,9 +450,9 @@ class AgentClient:
         """The next message from the agent, whatever its type (0: only one queued
         already); :class:`AgentTimeout` when none comes within *timeout* s."""
         __tracebackhide__ = hide_frame
-        self._wait(lambda: bool(self._backlog), timeout, "an event")
-        with self._cond:
-            return self._backlog.popleft()
+        return self._take(
+            lambda: self._backlog.popleft() if self._backlog else None, timeout, "an event"
+        )
 
     def events(
         self,
@@ -498,20 +517,18 @@ class AgentClient:
             crit["path"] = path
         if seq is not None:
             crit["seq"] = seq
-        found: list[Event] = []
 
-        def pred() -> bool:
+        def take() -> Event | None:
             for i, ev in enumerate(self._backlog):
                 if ev.get("type") in types and all(
                     ev.get(k) == v for k, v in crit.items() if k != "type"
                 ):
                     del self._backlog[i]
-                    found.append(ev)
-                    return True
-            return False
+                    return ev
+            return None
 
         try:
-            self._wait(pred, timeout, f"message {crit}")
+            return self._take(take, timeout, f"message {crit}")
         except AgentTimeout:
             hints = criteria_hints(crit, [e for e in self.pending() if e.get("type") in types])
             hints += self._unarmed(path)
@@ -520,7 +537,6 @@ class AgentClient:
                 + "".join(f" ({h})" for h in hints)
                 + f"; pending: {self.pending_summary()}"
             ) from None
-        return found[0]
 
     def guest_now_ns(self) -> int | None:
         """The guest's CLOCK_MONOTONIC now (ns), from the heartbeats' stamps and when they

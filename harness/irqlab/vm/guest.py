@@ -2919,7 +2919,8 @@ class Guest:
                     self._agent.close(timeout=2)
                 if stuck:  # the health watch gave it up: its daemon answers no one
                     assert self._agent.hello is not None
-                    self.sh(_KILL_AND_WAIT.format(pid=int(self._agent.hello["pid"])))
+                    pid = int(self._agent.hello["pid"])
+                    self.sh(_KILL_AND_WAIT.format(pid=pid, port=AGENT_PORT))
             self._agent = None
             self.start_agent()
         assert self._agent is not None
@@ -2969,10 +2970,15 @@ class Guest:
 
 
 # An agent daemon the health watch gave up killed, and waited for (up to 5 s) until
-# its listening port is free for the next one
+# its listening port is free for the next one.  Its pid may be another process's by
+# then (the agent died, the pid was reused): only a process whose command line listens
+# on the agent's port is killed, and the wait is for that process alone: the shell
+# stands in its /proc directory, whose entries are gone once it is reaped, whichever
+# process has the pid next (kill -0 waited 5 s for an unrelated one).
 _KILL_AND_WAIT = (
-    "kill -9 {pid} 2>/dev/null; i=0; "
-    "while kill -0 {pid} 2>/dev/null && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done"
+    "if cd /proc/{pid} 2>/dev/null && tr '\\0' ' ' <cmdline | "
+    "grep -qF -- '--listen 127.0.0.1:{port} '; then kill -9 {pid} 2>/dev/null; i=0; "
+    "while [ -e stat ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done; fi"
 )
 
 

@@ -403,24 +403,37 @@ class Machine:
         self._held = cache.hold(cache.outputs_named(self.argv))
         with p.stderr_log.open("wb") as log:
             self._proc = proc.spawn(self.argv, stdout=log, stderr=subprocess.STDOUT)
-        self._pidfd = os.pidfd_open(self._proc.pid)
+        # QEMU's exit ends the waits for its connections at once; where there is no
+        # pidfd (no os.pidfd_open: PyPy, old headers) it is looked for every EXIT_POLL_S
+        fd = proc.pidfd(self._proc.pid)
+        self._pidfd = -1 if fd is None else fd
         deadline = time.monotonic() + cfg.start_timeout
         if self._qtest_listener is not None:
             self._qtest = QTest(self._accept_qtest(deadline), timeout=cfg.qmp_timeout)
-        self._qmp.accept(max(0.1, deadline - time.monotonic()), self._pidfd)
+        qemu = self._proc
+        self._qmp.accept(
+            max(0.1, deadline - time.monotonic()),
+            fd,
+            exited=None if fd is not None else lambda: qemu.poll() is not None,
+        )
 
     def _accept_qtest(self, deadline: float) -> socket.socket:
-        assert self._qtest_listener is not None
+        assert self._qtest_listener is not None and self._proc is not None
         with selectors.DefaultSelector() as sel:
             sel.register(self._qtest_listener, selectors.EVENT_READ)
-            sel.register(self._pidfd, selectors.EVENT_READ)
-            ready = [k.fileobj for k, _ in sel.select(max(0.0, deadline - time.monotonic()))]
-        if self._qtest_listener in ready:
-            conn, _ = self._qtest_listener.accept()
-            return conn
-        if ready:
-            raise MachineError("QEMU exited before connecting to the qtest socket")
-        raise MachineError("QEMU did not connect to the qtest socket in time")
+            if self._pidfd >= 0:
+                sel.register(self._pidfd, selectors.EVENT_READ)
+            while True:
+                left = deadline - time.monotonic()
+                nap = left if self._pidfd >= 0 else min(left, proc.EXIT_POLL_S)
+                ready = [k.fileobj for k, _ in sel.select(max(0.0, nap))]
+                if self._qtest_listener in ready:
+                    conn, _ = self._qtest_listener.accept()
+                    return conn
+                if ready or self._proc.poll() is not None:
+                    raise MachineError("QEMU exited before connecting to the qtest socket")
+                if left <= 0:
+                    raise MachineError("QEMU did not connect to the qtest socket in time")
 
     def _exit_summary(self) -> str:
         """Exit status, the end of QEMU's log and where the logs are (for error messages)."""

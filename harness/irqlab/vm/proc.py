@@ -32,9 +32,13 @@ from typing import IO, Any
 from irqlab.sigsafe import critical
 
 __all__ = [
+    "EXIT_POLL_S",
     "StdSpec",
+    "has_exited",
+    "is_stopped",
     "kill_all",
     "live_children",
+    "pidfd",
     "spawn",
     "stop",
     "wait",
@@ -121,20 +125,36 @@ def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
             proc.send_signal(sig)
 
 
-def is_stopped(pid: int) -> bool:
-    """Whether process *pid* is stopped (SIGSTOP, SIGTSTP, a tracer): it acts on no
-    signal but SIGKILL (and SIGCONT) until it is continued."""
+def _state(pid: int) -> bytes | None:
+    """Process *pid*'s state letter (``/proc/PID/stat``); None when there is no such
+    process."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read()
     except OSError:
-        return False
+        return None
     # "pid (comm) S ...": comm may hold spaces and parentheses, the state follows the last ")"
-    state = stat[stat.rfind(b")") + 2 :][:1]
-    return state in (b"T", b"t")
+    return stat[stat.rfind(b")") + 2 :][:1]
 
 
-def _pidfd(pid: int) -> int | None:
+def is_stopped(pid: int) -> bool:
+    """Whether process *pid* is stopped (SIGSTOP, SIGTSTP, a tracer): it acts on no
+    signal but SIGKILL (and SIGCONT) until it is continued."""
+    return _state(pid) in (b"T", b"t")
+
+
+def has_exited(pid: int) -> bool:
+    """Whether process *pid* has exited: it is gone, or a zombie not reaped yet (what a
+    pidfd's readiness says, asked once: where there is no pidfd, :data:`EXIT_POLL_S`
+    apart)."""
+    return _state(pid) in (None, b"Z", b"X")
+
+
+# how often a process's exit is looked for where there is no pidfd to wait on
+EXIT_POLL_S = 0.02
+
+
+def pidfd(pid: int) -> int | None:
     """A pidfd of process *pid*; None where Python has no ``os.pidfd_open`` or the
     kernel gives none (too old, no such process)."""
     pidfd_open = getattr(os, "pidfd_open", None)
@@ -155,7 +175,7 @@ def wait(proc: subprocess.Popen[bytes], timeout: float) -> int | None:
     has ``os.pidfd_open``: not PyPy, nor a build against old headers)."""
     if proc.returncode is not None:
         return proc.returncode
-    fd = _pidfd(proc.pid)
+    fd = pidfd(proc.pid)
     if fd is None:  # no pidfd here, or no such process: Popen's own wait says
         try:
             return proc.wait(timeout)

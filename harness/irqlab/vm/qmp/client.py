@@ -3,7 +3,8 @@
 QEMU connects to us (``-chardev socket,path=...`` without ``server``), so the
 socket exists before QEMU starts and there is no connect/retry race:
 :meth:`SyncQMP.listen` binds, QEMU is started, :meth:`SyncQMP.accept` waits for
-it (and gives up at once if QEMU exits, when given its pidfd).
+it (and gives up if QEMU exits: at once when given its pidfd, else when a look at
+the process, every :data:`irqlab.vm.proc.EXIT_POLL_S` s, finds it gone).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from qemu.qmp.protocol import Runstate
 from irqlab.errors import hide_frame
 from irqlab.vm.aioloop import LoopAborted, LoopThread, LoopTimeout
 from irqlab.vm.loadscale import check_timeout
+from irqlab.vm.proc import EXIT_POLL_S
 from irqlab.vm.qmp.errors import QMPCommandError, QMPFailure, QMPNoReply
 
 __all__ = [
@@ -174,20 +176,35 @@ class SyncQMP:
         except (QMPError, LoopTimeout, OSError) as e:
             raise QMPFailure(f"cannot connect to QMP at {path}: {e}") from e
 
-    def accept(self, timeout: float, exit_fd: int | None = None) -> None:
-        """Wait for QEMU to connect and negotiate; fail early when *exit_fd* becomes readable."""
+    def accept(
+        self,
+        timeout: float,
+        exit_fd: int | None = None,
+        *,
+        exited: Callable[[], bool] | None = None,
+    ) -> None:
+        """Wait for QEMU to connect and negotiate; fail early when *exit_fd* (QEMU's
+        pidfd) becomes readable, or, where there is none, when *exited* says QEMU
+        exited (asked every :data:`irqlab.vm.proc.EXIT_POLL_S` s)."""
         try:
-            self._aio.run(self._accept(timeout, exit_fd), timeout + 5.0)
+            self._aio.run(self._accept(timeout, exit_fd, exited), timeout + 5.0)
         except (QMPError, LoopTimeout, OSError) as e:
             raise QMPFailure(f"QMP connection not established: {e}") from e
 
-    async def _accept(self, timeout: float, exit_fd: int | None) -> None:
+    async def _accept(
+        self, timeout: float, exit_fd: int | None, has_exited: Callable[[], bool] | None
+    ) -> None:
         loop = asyncio.get_running_loop()
         exited: asyncio.Future[None] = loop.create_future()
 
         def on_exit() -> None:
             if not exited.done():
                 exited.set_result(None)
+
+        async def look_for_exit(has_exited: Callable[[], bool]) -> None:
+            while not has_exited():
+                await asyncio.sleep(EXIT_POLL_S)
+            on_exit()
 
         # qemu.qmp logs a failed negotiation at ERROR (with a traceback at CRITICAL): held
         # back here, and dropped when the cause is QEMU's exit, which the caller reports
@@ -197,6 +214,7 @@ class SyncQMP:
         logger.addFilter(held)
         if exit_fd is not None:
             loop.add_reader(exit_fd, on_exit)
+        watch = None if has_exited is None else asyncio.ensure_future(look_for_exit(has_exited))
         task = asyncio.ensure_future(self._client.accept())
         # read below, or given up when this wait is cancelled (Ctrl-C while QEMU starts):
         # then its failure is no "Task exception was never retrieved" trace at exit
@@ -206,7 +224,8 @@ class SyncQMP:
                 {task, exited}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
             )
             failed = task in done and task.exception() is not None
-            if failed and exit_fd is not None:  # QEMU closing the socket as it exits?
+            watched = exit_fd is not None or watch is not None
+            if failed and watched:  # QEMU closing the socket as it exits?
                 await asyncio.wait({exited}, timeout=1.0)
             if task not in done:
                 task.cancel()
@@ -217,6 +236,8 @@ class SyncQMP:
                 task.cancel()
             if exit_fd is not None:
                 loop.remove_reader(exit_fd)
+            if watch is not None:
+                watch.cancel()
             logger.removeFilter(held)
         connected = task.done() and not task.cancelled() and task.exception() is None
         if exited.done() and not connected:

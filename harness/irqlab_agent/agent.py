@@ -415,7 +415,8 @@ class Agent:
         default = COUNT_FMT.size if mode == "count" else self.abi.record_size * 64
         size = req.get_int("size", default, lo=0, hi=1 << 20)
         wait_ms = req.get_float("wait_ms", READ_WAIT_MS, hi=MAX_WAIT_MS)
-        if not fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_NONBLOCK and not _readable(fd, wait_ms):
+        blocking = not fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_NONBLOCK
+        if blocking and not _readable(fd, wait_ms, lambda: self.closed):
             return ok(req.id, errno="ETIMEDOUT", nbytes=None)
         try:
             data = os.read(fd, size)
@@ -573,14 +574,26 @@ class Agent:
         return ok(req.id, paths=self._disarm_all())
 
 
-def _readable(fd: int, wait_ms: float) -> bool:
+# How often a read's wait looks whether its session was stopped meanwhile (a new one
+# took over: the host's wait for it was interrupted, by pytest-timeout for example).
+STOP_CHECK_S = 0.1
+
+
+def _readable(fd: int, wait_ms: float, stopped: Callable[[], bool]) -> bool:
     """Whether *fd* has something to read within *wait_ms* (or is at end/error: the
-    read then says what)."""
+    read then says what); False at once when *stopped* says so: the session that waits
+    was stopped, and its handles (the driver's node) close when the request returns."""
     import select
 
     p = select.poll()
     p.register(fd, select.POLLIN | select.POLLRDNORM)
-    return bool(p.poll(wait_ms))
+    deadline = time.monotonic() + wait_ms / 1000
+    while True:
+        left = deadline - time.monotonic()
+        if p.poll(max(0.0, min(left, STOP_CHECK_S)) * 1000):
+            return True
+        if left <= STOP_CHECK_S or stopped():
+            return False
 
 
 def path_kinds() -> dict[str, dict[str, bool]]:

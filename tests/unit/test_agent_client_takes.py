@@ -1,5 +1,6 @@
 """Two threads waiting for one message of the agent: one gets it, the other waits on
-(here: times out), never an IndexError (AgentClient's check and take are one step)."""
+(here: times out), never an IndexError (AgentClient's check and take are one step).
+A request whose wait something else than its own error ends is marked interrupted."""
 
 from __future__ import annotations
 
@@ -76,3 +77,32 @@ def test_a_message_two_threads_wait_for_goes_to_one(
         go_on.set()
         waiter.join(QUICK)
     assert got == [msg]
+
+
+class _Outcome(BaseException):
+    """pytest-timeout's Failed, raised by its signal handler in the waiting thread."""
+
+
+@pytest.mark.parametrize(
+    ("raised", "interrupted"),
+    [(_Outcome("Timeout"), True), (KeyboardInterrupt(), True), (AgentTimeout("t"), False)],
+)
+def test_a_request_whose_wait_is_interrupted_marks_the_session(
+    session: tuple[AgentClient, int],
+    monkeypatch: pytest.MonkeyPatch,
+    raised: BaseException,
+    interrupted: bool,
+) -> None:
+    """The agent still works on such a request, and would answer the session's next one
+    only after it: Guest.agent takes a new session then (the daemon's takeover)."""
+    client, _w = session
+
+    def response(rid: int, timeout: float = 30.0) -> dict[str, Any]:
+        raise raised
+
+    monkeypatch.setattr(client, "response", response)
+    with pytest.raises(type(raised)):
+        client.request("read", name="blk", wait_ms=20_000)
+    assert (client.interrupted is not None) == interrupted, client.interrupted
+    if interrupted:
+        assert client.interrupted == f"request 'read' was interrupted ({type(raised).__name__})"

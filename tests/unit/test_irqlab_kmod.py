@@ -526,6 +526,7 @@ def test_reset_returns_the_device_inputs_to_rest_before_the_agent_reset() -> Non
 
     class Agent:
         eof = False
+        interrupted = None
 
         def reset(self, dev: str) -> dict[str, object]:
             calls.append(("agent.reset", dev))

@@ -79,6 +79,34 @@ def test_run_kills_its_command_at_the_timeout_by_the_same_tag() -> None:
     assert len(kill_of(line.split("=", 1)[1].split(";")[0], t)) == 1
 
 
+class _Outcome(BaseException):
+    """What pytest-timeout's signal method raises in the test's thread: pytest's Failed,
+    a BaseException that is neither a TimeoutError nor a KeyboardInterrupt."""
+
+
+@pytest.mark.parametrize("raised", [_Outcome("Timeout >3.0s"), SystemExit(1), ValueError("x")])
+def test_run_ended_by_anything_else_kills_its_command_but_not_for_a_broken_connection(
+    monkeypatch: pytest.MonkeyPatch, raised: BaseException
+) -> None:
+    """A run that pytest-timeout ended left `cat /dev/irqlab0` running in the guest, and
+    the next test's module reload failed on it; a connection that broke has nothing to
+    run a kill on."""
+    t = FakeTransport(reply=kill_finds_two)
+    ssh, _ = connected(t)
+
+    for error, killed in ((raised, 1), (OSError("Socket is closed"), 0)):
+
+        def interrupted(chan: object, deadline: float, error: BaseException = error) -> None:
+            raise error
+
+        monkeypatch.setattr(SshClient, "_collect", staticmethod(interrupted))
+        before = len(t.opened)
+        with pytest.raises(type(error)):
+            ssh.run("cat /dev/irqlab0", timeout=60)
+        tag = t.opened[before].commands[0].split("=", 1)[1].split(";")[0]
+        assert len(kill_of(tag, t)) == killed, error
+
+
 def test_a_kill_does_not_wait_for_ever_behind_another_threads_command() -> None:
     t = FakeTransport(reply=kill_finds_two)
     ssh, _ = connected(t)

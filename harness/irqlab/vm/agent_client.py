@@ -191,6 +191,9 @@ class AgentClient:
         # why the session was given up with the agent still there (abandon()): it
         # stopped answering while the guest still does
         self.abandoned: str | None = None
+        # a request whose wait was ended from outside (Ctrl-C, pytest-timeout's Failed):
+        # the agent still works on it, and would answer the next only after it
+        self.interrupted: str | None = None
         self.closed = False  # close() was called: requests are refused
         self.stderr_tail: deque[str] = deque(maxlen=50)
         logs = logs if logs is not None else log_dir()
@@ -406,7 +409,12 @@ class AgentClient:
         the request's own ``wait_ms``, ``timeout_ms`` or ``wait_s``)."""
         __tracebackhide__ = hide_frame
         rid = self.submit(op, **args)
-        resp = self.response(rid, request_timeout(op, args) if timeout is None else timeout)
+        try:
+            resp = self.response(rid, request_timeout(op, args) if timeout is None else timeout)
+        except BaseException as e:
+            if not isinstance(e, Exception):  # its own errors are no interruption
+                self.interrupted = f"request {op!r} was interrupted ({type(e).__name__})"
+            raise
         if check and not resp.get("ok"):
             raise AgentError(f"agent op {op!r} {args} failed: {resp.get('error')}", resp)
         return resp

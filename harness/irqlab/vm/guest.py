@@ -2910,13 +2910,17 @@ class Guest:
 
     @property
     def agent(self) -> AgentClient:
-        """The agent, restarted if it died (a test may have killed it)."""
+        """The agent, restarted if it died (a test may have killed it), or a new session
+        of it when a request's wait was interrupted (pytest-timeout ended a test in it:
+        the next test's first request waited for the rest of that one; the daemon stops
+        a session stuck in a request when a new one takes over)."""
         __tracebackhide__ = hide_frame
-        if self._agent is None or self._agent.eof:
+        if self._agent is None or self._agent.eof or self._agent.interrupted is not None:
             if self._agent is not None:
                 stuck = self._agent.abandoned is not None and self._agent.hello is not None
                 with contextlib.suppress(Exception):
-                    self._agent.close(timeout=2)
+                    # no goodbye after an interrupted request: it waits behind that one
+                    self._agent.close(timeout=2, goodbye=self._agent.interrupted is None)
                 if stuck:  # the health watch gave it up: its daemon answers no one
                     assert self._agent.hello is not None
                     pid = int(self._agent.hello["pid"])

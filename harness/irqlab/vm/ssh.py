@@ -760,6 +760,14 @@ class SshClient:
             except KeyboardInterrupt:  # Ctrl-C: the command does not outlive the wait
                 self.kill_command(chan, tag, KILL_TIMEOUT_INTERRUPTED)
                 raise
+            except BaseException as e:
+                # any other end of the wait but the connection's own failure (pytest-
+                # timeout's Failed, raised by its SIGALRM handler; SystemExit): the
+                # command does not outlive it either (it held a driver's node open,
+                # and the next test's module reload failed on it)
+                if not isinstance(e, (paramiko.SSHException, OSError, EOFError)):
+                    self.kill_command(chan, tag, KILL_TIMEOUT_INTERRUPTED)
+                raise
             finally:
                 chan.close()
         result = RunResult(

@@ -14,6 +14,7 @@ from irqlab.vm import agent_client
 from irqlab.vm.agent_client import AgentClient, AgentError
 from irqlab.vm.guest import AGENT_LOG, Guest
 from irqlab.vm.loadscale import scaled
+from irqlab_agent.agent import STOP_CHECK_S
 from irqlab_agent.daemon import TAKEOVER_JOIN_S
 
 TIMEOUT = 30.0
@@ -203,7 +204,8 @@ def test_a_takeover_stops_a_session_stuck_in_a_request(
     old.request("tune", ack_first=False)
     old.submit("read", name="blk", wait_ms=STUCK_READ_MS)  # answered after the takeover
     wait_until(
-        lambda: _waits_in_poll(g, pid, STUCK_READ_MS),
+        # it polls in slices of STOP_CHECK_S, looking whether its session was stopped
+        lambda: _waits_in_poll(g, pid, round(STOP_CHECK_S * 1000)),
         bool,
         timeout=scaled(10.0),
         what="the old session's blocking read (a thread of the agent in poll(2))",

@@ -50,6 +50,10 @@ def test_the_next_command_after_sshd_was_killed_fails_at_once(irqlab_fresh_guest
     # and every later command as briefly (it tries again: an sshd restarted is found)
     e = raises_within(lambda: g.sh("echo third"), LIMIT, SshUnreachable)
     assert str(e).startswith("nothing answers SSH in the guest any more"), e
+    # so does the agent's restart (its reconnect, made while the forward's error was
+    # handled, counted no connection as unanswered: 30 s of retries, then SshError)
+    e = raises_within(lambda: g.agent, LIMIT, SshUnreachable)
+    assert str(e).startswith("nothing answers SSH in the guest any more"), e
     assert g.fault is None and g.machine is not None and g.machine.is_running()
     assert g.connection_lost() == "its SSH connection closed"
 

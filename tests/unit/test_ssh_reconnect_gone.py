@@ -265,3 +265,28 @@ def test_a_probe_of_a_frozen_guest_ends_within_its_timeout_without_a_reconnect(
         assert ssh.reconnects == 0
     finally:
         ssh.close()
+
+
+def test_a_reconnect_made_while_an_error_is_handled_still_finds_no_sshd_at_once(
+    sshd: FakeSshd,
+) -> None:
+    """A reconnect from inside an ``except`` block (Guest.start_agent's, after the
+    agent's forward found SSH gone): Python replaced the banner error's context (the
+    reset or the EOF, raised in paramiko's thread) by the error being handled, no
+    attempt counted as unanswered, and ``g.agent`` retried for 30 s."""
+    ssh = sshd.client()
+    try:
+        with pytest.raises(CommandError):
+            _killed_under(ssh, sshd)
+        sshd.reset_after = 0.05  # the reset under paramiko's banner error, as QEMU's comes
+        t0 = time.monotonic()
+        with pytest.raises(SshUnreachable, match=r"^nothing answers SSH in the guest"):
+            try:
+                raise SshError("the agent's forward: SSH is not connected")
+            except SshError:
+                ssh.open_process("agent")
+        took = time.monotonic() - t0
+        assert took < 5, took  # the backoff's 1.5 s, not the reconnect's 30 s
+        assert sshd.resets == GONE_ATTEMPTS
+    finally:
+        ssh.close()

@@ -899,6 +899,42 @@ def test_a_stall_report_the_guest_got_over_is_not_quoted_later(
     )
 
 
+def test_a_guest_another_look_found_silent_is_named_frozen_with_the_stall_said_after(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Before the agent's heartbeat (a module's load while the guest starts), the
+    harness's own look tells the watch the guest is silent (HealthWatch.silent): the
+    next look names it frozen, with a stall report the kernel printed since then."""
+    from types import SimpleNamespace
+
+    from irqlab.vm import health
+
+    clock = [1000.0]
+    monkeypatch.setattr(health, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    console = tmp_path / "console.log"
+    console.write_text("[   30.0] INFO: task kworker/0:1:12 blocked for more than 120 seconds.\n")
+    watch = health.HealthWatch(
+        _QuietMachine(),  # type: ignore[arg-type]
+        lambda f: None,
+        freeze_timeout=10.0,
+        qmp_every=1e9,
+    )
+    monkeypatch.setattr(watch, "_console_log", lambda: console)
+    assert watch.check() is None  # no heartbeat yet: nothing to judge by
+    clock[0] += 5.0
+    since = clock[0]  # what the look saw last answer: the report is older
+    clock[0] += 12.0
+    lockup = "BUG: soft lockup - CPU#0 stuck for 22s! [insmod:212]"
+    with console.open("a") as f:
+        f.write(f"[   48.0] watchdog: {lockup}\n")
+    watch.silent("its SSH server did not greet for 12 s", since)
+    fault = watch.check()
+    assert fault is not None
+    said = f"the kernel said: {lockup}"
+    assert fault.cause == f"guest stopped responding: its SSH server did not greet for 12 s; {said}"
+    assert "blocked for more than" in fault.console_tail  # the tail, not the verdict
+
+
 class _ExitedMachine(_SilentMachine):
     """A QEMU that exited with *status*."""
 

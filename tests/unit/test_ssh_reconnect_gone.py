@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+import types
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,7 +17,9 @@ import pytest
 from fake_ssh import FakeTransport, fake_ssh  # same directory (rootdir-relative import)
 from fake_sshd import FakeSshd
 
+from irqlab.vm import guest as guest_mod
 from irqlab.vm.guest import Guest, GuestConfig
+from irqlab.vm.health import Fault, GuestFault
 from irqlab.vm.ssh import (
     GONE_ATTEMPTS,
     CommandError,
@@ -207,6 +210,9 @@ class _RunningQemu:
     def is_running(self) -> bool:
         return True
 
+    def abort_qmp(self, why: str, *, later: bool = False) -> None:
+        pass
+
 
 @pytest.fixture
 def guest(sshd: FakeSshd) -> Iterator[Guest]:
@@ -290,3 +296,66 @@ def test_a_reconnect_made_while_an_error_is_handled_still_finds_no_sshd_at_once(
         assert sshd.resets == GONE_ATTEMPTS
     finally:
         ssh.close()
+
+
+class _Watch:
+    """A health watch whose verdict on a guest told silent is that the guest froze."""
+
+    def __init__(self, guest: Guest) -> None:
+        self.guest = guest
+        self.told: list[tuple[str, float]] = []
+
+    def silent(self, why: str, since: float) -> None:
+        self.told.append((why, since))
+        self.guest._on_fault(Fault(f"guest stopped responding: {why}", "[ 3.6] spinning"))
+
+    def wait_verdict(self, timeout: float) -> Fault | None:
+        return self.guest.fault
+
+    def stop(self, wait: float = 5.0) -> None:
+        pass
+
+
+def test_a_kernel_step_of_a_starting_guest_that_freezes_is_named_within_the_freeze_limit(
+    guest: Guest, sshd: FakeSshd, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No agent heartbeat watches a guest that starts: a module whose init spun with
+    interrupts off was named after the step's 60 s (and a kill's and a probe's 5 s).
+    The step looks at the SSH server's greeting meanwhile: silent for freeze_timeout,
+    the guest is frozen, and the health watch's verdict ends the step naming it."""
+    from irqlab.vm import loadscale
+
+    monkeypatch.setattr(loadscale, "timeout_scale", lambda **kw: 1.0)
+    monkeypatch.setattr(guest_mod, "STEP_GREET_EVERY", 0.1)
+    guest.config = GuestConfig(name="frozen-step", freeze_timeout=1.0)
+    guest.ssh_port = sshd.port
+    watch = _Watch(guest)
+    guest._watch = watch  # type: ignore[assignment]
+    threading.Timer(0.3, sshd.freeze).start()  # the command runs (never ends), then it spins
+    t0 = time.monotonic()
+    with pytest.raises(GuestFault) as info:
+        guest._run_kernel_step("sleep 120", "insmod /x/spin.ko", timeout=60)
+    took = time.monotonic() - t0
+    assert took < 8, took  # the freeze limit and a greeting's 3 s, not the step's 60 s
+    first = str(info.value).partition("\n")[0]
+    assert first.startswith("guest stopped responding: its SSH server did not greet for "), first
+    assert "(limit 1 s: 1 s x host load; no agent heartbeat yet)" in first, first
+    assert first.endswith("(running 'insmod /x/spin.ko')"), first
+    assert len(watch.told) == 1
+
+
+def test_a_kernel_step_watched_by_the_agents_heartbeat_makes_no_greeting_look(
+    guest: Guest, sshd: FakeSshd, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With an agent session, its heartbeat watches the guest: no step look."""
+    monkeypatch.setattr(guest_mod, "STEP_GREET_EVERY", 0.01)
+    guest.config = GuestConfig(name="watched-step", freeze_timeout=1.0)
+    guest.ssh_port = sshd.port
+    guest._watch = _Watch(guest)  # type: ignore[assignment]
+    guest._agent = types.SimpleNamespace(eof=False)  # type: ignore[assignment]
+    try:
+        stop = guest._watch_step(60)
+        assert not [t for t in threading.enumerate() if t.name == "step-watched-step"]
+        stop.set()
+    finally:
+        guest._agent = None

@@ -172,6 +172,7 @@ CONSOLE_LAG = 0.2  # s the console may trail a command's end (another path to th
 # said as a hang (a module's init or exit that never returns)
 KERNEL_STEP_TIMEOUT_S = 60.0
 ALIVE_PROBE_S = 5.0  # s (x load) a guest has to answer a command after such a hang
+STEP_GREET_EVERY = 1.0  # s between two looks at whether a starting guest's SSH greets
 # s a broken SSH connection of a running QEMU waits for the watch's verdict before it is
 # replaced (a killed QEMU's exit is seen a moment after the connection's reset: a tick)
 RECONNECT_VERDICT = 0.5
@@ -2446,11 +2447,52 @@ class Guest:
         answers, and the kernel's last words; it was an SSH timeout quoting the script."""
         __tracebackhide__ = hide_frame
         timeout = KERNEL_STEP_TIMEOUT_S if timeout is None else timeout
+        stop = self._watch_step(timeout)
         try:
             return self._run(script, timeout=timeout, doing=f"running {what!r}")
         except SshTimeout:
             pass  # not a fault the watch saw (_run raised that): said below, unchained
+        finally:
+            stop.set()
         raise self._kernel_step_timeout(what, timeout)
+
+    def _watch_step(self, timeout: float) -> threading.Event:
+        """While no agent heartbeat watches the guest (it starts), a kernel step's own
+        look at whether the guest still runs: its SSH server's greeting, every
+        STEP_GREET_EVERY s.  None for freeze_timeout (x load) s is a frozen guest, told
+        to the health watch (:meth:`HealthWatch.silent`), whose verdict ends the step
+        as a fault naming it: a module whose init spun with interrupts off was named
+        after the step's 60 s, a kill's 5 s and a probe's 5 s.  Within the step's
+        *timeout* only (after it, the step's own timeout says what it found).  Set the
+        event returned to end it."""
+        from irqlab.vm.loadscale import scaled
+
+        stop = threading.Event()
+        agent, watch, limit = self._agent, self._watch, self.config.freeze_timeout
+        if limit is None or watch is None or self.ssh_port <= 0:
+            return stop
+        if agent is not None and not agent.eof:
+            return stop  # its heartbeat watches
+        deadline = time.monotonic() + timeout
+
+        def look() -> None:
+            answered = time.monotonic()
+            while not stop.wait(STEP_GREET_EVERY) and time.monotonic() < deadline:
+                if self._ssh_greets():
+                    answered = time.monotonic()
+                    continue
+                silent = time.monotonic() - answered
+                if silent > scaled(limit) and not stop.is_set():
+                    watch.silent(
+                        f"its SSH server did not greet for {silent:.0f} s (limit "
+                        f"{scaled(limit):.3g} s: {limit:g} s x host load; no agent heartbeat "
+                        "yet)",
+                        answered,
+                    )
+                    return
+
+        threading.Thread(target=look, name=f"step-{self.config.name}", daemon=True).start()
+        return stop
 
     def _kernel_step_timeout(self, what: str, timeout: float) -> GuestTimeout:
         from irqlab.vm.loadscale import scaled

@@ -21,6 +21,7 @@ from irqlab.vm import guest as guest_mod
 from irqlab.vm.guest import Guest, GuestConfig
 from irqlab.vm.health import Fault, GuestFault
 from irqlab.vm.ssh import (
+    GONE_AGAIN_ATTEMPTS,
     GONE_ATTEMPTS,
     CommandError,
     SshClient,
@@ -84,11 +85,12 @@ def test_a_reconnect_to_a_guest_without_sshd_fails_at_once_and_says_why(
         assert any(w in msg for w in ("ConnectionResetError", "reset by peer", "EOFError")), msg
         assert info.value.__cause__ is None and info.value.__suppress_context__
         assert sshd.resets == GONE_ATTEMPTS
-        # a later command tries as briefly again (an sshd restarted would be found)
+        # a later command tries more briefly again (an sshd restarted would be found)
         t0 = time.monotonic()
         with pytest.raises(SshUnreachable, match=r"^nothing answers SSH in the guest"):
             ssh.run("echo third", timeout=10)
-        assert time.monotonic() - t0 < 5 and sshd.resets == 2 * GONE_ATTEMPTS
+        assert time.monotonic() - t0 < 1
+        assert sshd.resets == GONE_ATTEMPTS + GONE_AGAIN_ATTEMPTS
         with pytest.raises(SshUnreachable, match=r"^nothing answers SSH in the guest"):
             ssh.transport  # noqa: B018 (the property raises)
     finally:
@@ -226,6 +228,20 @@ def guest(sshd: FakeSshd) -> Iterator[Guest]:
     g.close()
 
 
+def _unreachable_within(guest: Guest, cmd: str, limit: float) -> None:
+    """*cmd* raises SshUnreachable within *limit* s, saying it and that the guest lives."""
+    t0 = time.monotonic()
+    with pytest.raises(SshUnreachable) as info:
+        guest.sh(cmd)
+    took = time.monotonic() - t0
+    assert took < limit, took
+    msg = str(info.value)
+    assert msg.startswith("nothing answers SSH in the guest any more"), msg
+    assert msg.endswith(
+        f"(running {cmd!r}; QEMU and the guest kernel are alive: the health watch has no verdict)"
+    ), msg
+
+
 def test_a_guest_command_whose_connection_closed_says_the_guest_is_alive(
     guest: Guest, sshd: FakeSshd
 ) -> None:
@@ -238,16 +254,7 @@ def test_a_guest_command_whose_connection_closed_says_the_guest_is_alive(
         "ran: no exit status came (QEMU and the guest kernel are alive: the health watch "
         "has no verdict): sleep 120"
     ), first
-    t0 = time.monotonic()
-    with pytest.raises(SshUnreachable) as unreachable:
-        guest.sh("echo second")
-    assert time.monotonic() - t0 < 5
-    msg = str(unreachable.value)
-    assert msg.startswith("nothing answers SSH in the guest any more"), msg
-    assert msg.endswith(
-        "(running 'echo second'; QEMU and the guest kernel are alive: the health watch has "
-        "no verdict)"
-    ), msg
+    _unreachable_within(guest, "echo second", 5)
     assert guest.fault is None and guest.connection_lost() == "its SSH connection closed"
 
 
@@ -359,3 +366,41 @@ def test_a_kernel_step_watched_by_the_agents_heartbeat_makes_no_greeting_look(
         stop.set()
     finally:
         guest._agent = None
+
+
+class _NoVerdictWatch:
+    """A health watch with no verdict: each wait for one lasts its whole timeout."""
+
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+
+    def wait_verdict(self, timeout: float) -> Fault | None:
+        self.waits.append(timeout)
+        threading.Event().wait(timeout)  # as the real one: nothing comes
+        return None
+
+    def stop(self, wait: float = 5.0) -> None:
+        pass
+
+
+def test_a_later_command_of_a_guest_whose_sshd_is_gone_says_so_at_once(
+    guest: Guest, sshd: FakeSshd
+) -> None:
+    """Once a reconnect found no sshd, each later command cost 4 s more: five resets with
+    their backoff (1.5 s), the watch's verdict awaited 0.5 s before the reconnect and
+    2 s after it, although QEMU runs and the first reconnect had asked the watch.  A
+    later one tries twice (an sshd restarted meanwhile is found) and waits for no
+    verdict."""
+    watch = _NoVerdictWatch()
+    guest._watch = watch  # type: ignore[assignment]
+    threading.Timer(0.3, sshd.kill).start()
+    with pytest.raises(CommandError):
+        guest.sh("sleep 120")
+    with pytest.raises(SshUnreachable):
+        guest.sh("echo second")
+    resets, watch.waits = sshd.resets, []
+    _unreachable_within(guest, "echo third", 1.0)
+    assert sshd.resets - resets == GONE_AGAIN_ATTEMPTS and not any(watch.waits)
+    sshd.killed.clear()  # the guest's sshd started again: the next command finds it
+    assert guest.sh("echo back").strip() == "back"
+    guest._watch = None

@@ -2140,7 +2140,10 @@ class Guest:
         __tracebackhide__ = hide_frame
         vm = self.machine
         gone = vm is None or not vm.is_running()
-        fault = self.wait_fault(FAULT_VERDICT if gone else RECONNECT_VERDICT)
+        # a reconnect after one that found no sshd: this guest's QEMU runs, and the watch
+        # was asked then (each later command waited its 0.5 s again)
+        again = not gone and self.ssh is not None and self.ssh.unreachable is not None
+        fault = self.wait_fault(FAULT_VERDICT if gone else 0.0 if again else RECONNECT_VERDICT)
         if fault is not None:
             raise GuestFault(fault)
 
@@ -2285,7 +2288,7 @@ class Guest:
             # reconnect that found no sshd asked the watch before (_before_reconnect):
             # again only if QEMU exited meanwhile (its port refuses too)
             # (an sshd gone as the guest powers off: the watch's verdict names that)
-            fault = self.wait_fault(CONSOLE_LAG if isinstance(e, SshTimeout) else FAULT_VERDICT)
+            fault = self.wait_fault(self._verdict_wait(e))
             if fault is not None:
                 log.debug("%s: %s under the fault", self.config.name, e, exc_info=e)
                 raise GuestFault(fault, doing) from None
@@ -2305,6 +2308,18 @@ class Guest:
             if fault is not None:
                 raise GuestFault(fault, doing)
         return result
+
+    def _verdict_wait(self, e: BaseException) -> float:
+        """How long a command that failed with *e* waits for the watch's verdict: a
+        command that only ran too long, CONSOLE_LAG (an oops line its end may trail);
+        a reconnect that found no sshd asked the watch before (_before_reconnect), so
+        none while QEMU runs (it cost each later command 2 s); else FAULT_VERDICT."""
+        if isinstance(e, SshTimeout):
+            return CONSOLE_LAG
+        vm = self.machine
+        if isinstance(e, SshUnreachable) and vm is not None and vm.is_running():
+            return 0.0
+        return FAULT_VERDICT
 
     def _alive(self) -> str:
         """What to add to an error of a lost SSH connection when the guest lives on (its

@@ -84,6 +84,9 @@ KILL_TIMEOUT_INTERRUPTED = 2.0  # s: the same after Ctrl-C (a frozen guest: not 
 # that is the first connect, which retries to its deadline; a busy guest's banner comes
 # late (a timeout: retried), and a reset after the banner (during kex) counts as an answer.
 GONE_ATTEMPTS = 5
+# ... and a reconnect after one that found nothing answering: an sshd restarted meanwhile
+# accepts the first attempt (five more cost each later command 1.5 s of backoff)
+GONE_AGAIN_ATTEMPTS = 2
 LOST_UNDER_COMMAND = "the SSH connection to the guest closed while it ran: no exit status came"
 
 RETRYABLE: tuple[type[BaseException], ...] = (
@@ -700,9 +703,11 @@ class SshClient:
         if self._client is not None:
             self._retired.append(self._client)
             self._client = None
+        # nothing answered the last reconnect: a restarted sshd answers the first attempt
+        gone_after = GONE_ATTEMPTS if self.unreachable is None else GONE_AGAIN_ATTEMPTS
         self.unreachable = None  # set again by connect() if nothing answers still
         self.reconnects += 1
-        self.connect(timeout=30.0, gone_after=GONE_ATTEMPTS)
+        self.connect(timeout=30.0, gone_after=gone_after)
         return self.transport
 
     def _open(self, open_: Callable[[paramiko.Transport], Any]) -> Any:

@@ -178,6 +178,8 @@ STEP_GREET_EVERY = 1.0  # s between two looks at whether a starting guest's SSH 
 RECONNECT_VERDICT = 0.5
 _KERNEL_KILL_STATUSES = frozenset(signal_status(name) for name in KERNEL_KILLS)
 HEARTBEAT_MS = 1000  # the agent's heartbeat period (the health watch's freeze detection)
+SILENT_AGENT_S = 3 * HEARTBEAT_MS / 1000  # s without a heartbeat: no goodbye at close
+SILENT_CLOSE_S = 0.2  # s such an agent's readers get to end, at close
 CLOCK_BOOTS = 3  # cold boots a start makes at most for a guest whose clock runs right
 
 
@@ -2163,9 +2165,15 @@ class Guest:
             self._cut_off()
         if self._agent is not None:
             agent, self._agent = self._agent, None
+            # an agent whose heartbeat stopped (a guest frozen, its verdict not come yet)
+            # answers no goodbye: its 2 s and the readers' 2 s made such a close 4 s
+            beat = agent.last_heartbeat
+            silent = beat is not None and time.monotonic() - beat > SILENT_AGENT_S
             _within(
                 AGENT_CLOSE_S,
-                lambda: agent.close(timeout=2, goodbye=not stopped),
+                lambda: agent.close(
+                    timeout=SILENT_CLOSE_S if silent else 2, goodbye=not (stopped or silent)
+                ),
                 "the agent's session",
             )
         if self.ssh is not None:

@@ -2504,12 +2504,11 @@ class Guest:
                 if self._ssh_greets():
                     answered = time.monotonic()
                     continue
-                silent = time.monotonic() - answered
-                if silent > scaled(limit) and not stop.is_set():
+                silent, most = time.monotonic() - answered, scaled(limit)  # one load: one limit
+                if silent > most and not stop.is_set():
                     watch.silent(
-                        f"its SSH server did not greet for {silent:.0f} s (limit "
-                        f"{scaled(limit):.3g} s: {limit:g} s x host load; no agent heartbeat "
-                        "yet)",
+                        f"its SSH server did not greet for {silent:.0f} s (limit {most:.3g} s: "
+                        f"{limit:g} s x host load; no agent heartbeat yet)",
                         answered,
                     )
                     return

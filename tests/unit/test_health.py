@@ -377,6 +377,34 @@ def test_a_request_when_the_guest_died_names_the_fault_not_an_agent_exit(
     agent.close(timeout=5)
 
 
+def test_an_agent_wait_that_times_out_on_a_frozen_guest_names_the_fault(
+    tmp_path: Path, abi_json: Path
+) -> None:
+    """A request shorter than the heartbeat's limit (a ping's 10 s) on a frozen guest
+    said only "timeout (10s) waiting for response to request 2"."""
+    import signal
+
+    agent = AgentClient.spawn_local(["--spec", str(abi_json)], logs=tmp_path)
+    agent.wait_hello(30)
+    fault = Fault("guest stopped responding: a test says so", "")
+    verdicts: list[Fault | None] = [None, fault]  # no verdict (it runs), then the freeze
+    agent._frozen = lambda: verdicts.pop(0)
+    os.kill(agent.process.pid, signal.SIGSTOP)
+    try:
+        with pytest.raises(AgentTimeout, match=r"^timeout \(0.2s\) waiting for response"):
+            agent.ping(timeout=0.2)  # the guest runs: its own timeout
+        with pytest.raises(AgentError) as info:
+            agent.ping(timeout=0.2)
+        first, second = str(info.value).splitlines()[:2]
+        assert first.startswith("guest stopped responding: a test says so (waiting for "), first
+        assert second.startswith("(the agent's session ended with it; logs "), second
+        assert isinstance(info.value, GuestFault) and info.value.fault is fault  # AgentFault
+        assert not verdicts
+    finally:
+        os.kill(agent.process.pid, signal.SIGCONT)
+        agent.close(timeout=5)
+
+
 def test_an_agent_wait_the_guests_death_ends_says_what_it_waited_for_on_the_first_line(
     tmp_path: Path, abi_json: Path
 ) -> None:

@@ -180,6 +180,8 @@ _KERNEL_KILL_STATUSES = frozenset(signal_status(name) for name in KERNEL_KILLS)
 HEARTBEAT_MS = 1000  # the agent's heartbeat period (the health watch's freeze detection)
 SILENT_AGENT_S = 3 * HEARTBEAT_MS / 1000  # s without a heartbeat: no goodbye at close
 SILENT_CLOSE_S = 0.2  # s such an agent's readers get to end, at close
+# s without a heartbeat after which an agent wait that timed out waits for the verdict
+SILENT_BEAT_S = 1.5 * HEARTBEAT_MS / 1000
 CLOCK_BOOTS = 3  # cold boots a start makes at most for a guest whose clock runs right
 
 
@@ -2877,6 +2879,7 @@ class Guest:
             on_close=chan.close,
             diagnose=self._diagnose,
             link_lost=lambda: self._forward_lost(chan),
+            frozen=lambda: self._frozen_verdict(client),
         )
         try:
             client.wait_hello(self.config.agent_timeout)
@@ -2888,6 +2891,26 @@ class Guest:
                 client.close(timeout=1)
             raise
         self._agent = client
+
+    def _frozen_verdict(self, agent: AgentClient) -> Fault | None:
+        """Asked when a wait of *agent*'s timed out: the guest's fault, and when its
+        heartbeat has been silent for SILENT_BEAT_S, the health watch's verdict awaited
+        until it is due (freeze_timeout and a greeting's time, x load) or a heartbeat
+        comes (the guest runs: the wait's own timeout is the story).  A request shorter
+        than the verdict's limit (a ping's 10 s) timed out on a frozen guest unnamed."""
+        from irqlab.vm.loadscale import scaled
+
+        beat, limit = agent.last_heartbeat, self.config.freeze_timeout
+        if self.fault is not None or beat is None or limit is None or self._watch is None:
+            return self.fault
+        if time.monotonic() - beat < SILENT_BEAT_S:
+            return None
+        due = beat + scaled(limit) + scaled(SSH_GREETING_S) + 1.0
+        while time.monotonic() < due and agent.last_heartbeat == beat and not agent.eof:
+            fault = self.wait_fault(min(0.1, max(0.0, due - time.monotonic())))
+            if fault is not None:
+                return fault
+        return self.fault
 
     def _forward_lost(self, chan: paramiko.Channel) -> str | None:
         """Why the agent's session ended if its SSH forward *chan* closed with its SSH

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from faultwait import raises_within  # same directory (rootdir-relative import)
+from kmods import build_test_kmod
 
 from irqlab.testing.helpers import (
     DeviceControl,
@@ -333,8 +334,17 @@ def test_a_guest_that_stops_running_userspace_is_named_by_the_heartbeat() -> Non
     try:
         g.agent.arm("read")
         g.sh(STOP_USERSPACE)  # every process but init stops: the SSH server too
+        # a request shorter than the verdict's limit (3 s x load and a greeting's 3 s),
+        # once the heartbeat stopped: its timeout waits for the verdict (it said
+        # "timeout (2s) waiting for response to request N")
+        agent = g.agent
+        wait_until(lambda: time.monotonic() - (agent.last_heartbeat or 0.0),
+                   lambda silent: silent > 1.5, 30, "the agent's heartbeat to stop")  # fmt: skip
         with pytest.raises(AgentError) as info:
-            g.agent.expect(path="read", timeout=60)
+            agent.ping(timeout=2)
+        assert str(info.value).startswith("guest stopped responding: no agent heartbeat")
+        with pytest.raises(AgentError) as info:
+            agent.expect(path="read", timeout=60)  # the session the guest's freeze ended
         assert str(info.value).startswith("guest stopped responding: no agent heartbeat")
     finally:
         g.close()
@@ -706,6 +716,32 @@ def test_a_session_guest_the_host_cannot_reach_is_replaced(tmp_path: Path) -> No
     assert (
         "the session guest cannot be reached (its SSH connection closed); starting a new one" in out
     ), out
+
+
+INNER_FROZEN_AFTER = """
+import re
+
+def test_01_leaves_the_guest_frozen(irqlab_guest):
+    g = irqlab_guest
+    g.ssh.put({ko!r}, "/tmp/hang_on_load.ko")
+    g.sh("(sleep 0.5; insmod /tmp/hang_on_load.ko how=spin) </dev/null >/dev/null 2>&1 &")
+    g.machine.wait_console(re.compile("hang_on_load: how=spin, never returning"), timeout=60)
+
+def test_02_gets_a_new_guest(irqlab_guest, irqlab_agent):
+    assert irqlab_guest.sh("echo hi").strip() == "hi"
+    assert irqlab_agent.request("ping")["pong"]
+"""
+
+
+def test_a_session_guest_an_earlier_test_left_frozen_is_replaced(tmp_path: Path) -> None:
+    """Nothing knows yet, as the next test's setup begins, that an earlier test left the
+    guest frozen: the heartbeat's verdict came during its agent's reset, and the next
+    test failed its setup with the earlier test's fault.  It gets a new guest."""
+    ko = build_test_kmod("hang_on_load")
+    out = _run_inner(tmp_path, INNER_FROZEN_AFTER.format(ko=str(ko)))
+    assert "2 passed" in out, out
+    assert "irqlab: the session guest died (guest stopped responding: no agent heartbeat" in out
+    assert "(the last test to use it: test_inner.py::test_01_leaves_the_guest_frozen)" in out
 
 
 def _wait_signal_taken(pid: int, signo: int, timeout: float = 10.0) -> None:

@@ -275,6 +275,31 @@ def test_an_extra_module_whose_init_never_returns_is_named(
     assert f"hang_on_load: how={how}, never returning" in rest, rest
 
 
+def test_a_module_that_freezes_a_starting_guest_is_named_within_the_freeze_limit() -> None:
+    """The same spinning init with the step's own limit (60 s): no agent heartbeat
+    watches a guest that starts, and it was named after the 60 s, the kill's 5 s and
+    the probe's 5 s (81 s under load).  The step looks at the SSH server's greeting
+    meanwhile: silent for freeze_timeout, the guest is named frozen, with the insmod."""
+    ko = build_test_kmod("hang_on_load")
+    config = GuestConfig(
+        name="freeze-on-load",
+        extra_modules=[ko],
+        extra_module_params={"hang_on_load": {"how": "spin"}},
+    )
+
+    def start() -> None:
+        Guest(config).start().close()
+
+    # a cold boot, then freeze_timeout (10 s) and a greeting's 3 s
+    e = raises_within(start, NAMED_WITHIN_S, GuestFault)
+    first, _, rest = str(e).partition("\n")
+    assert first.startswith("guest stopped responding: its SSH server did not greet for "), first
+    assert "no agent heartbeat yet)" in first, first
+    assert first.endswith(f"(running 'insmod {ko} how=spin')"), first
+    assert rest.startswith("--- guest console (last 40 lines)"), rest
+    assert "hang_on_load: how=spin, never returning" in rest, rest
+
+
 def test_a_guest_a_module_keeps_from_running_is_named_by_the_soft_lockup(
     irqlab_fresh_guest: Guest,
 ) -> None:

@@ -83,6 +83,10 @@ class FakeSshd:
         self._channels: list[paramiko.Channel] = []  # held: a collected channel closes
         self.resets = 0
         self.listens_after: int | None = None  # resets before a killed sshd is back
+        # s a killed sshd's port waits before each reset: QEMU's forward resets once the
+        # guest's kernel refused the connection, after the client sent its banner (the
+        # reset then comes to paramiko's thread, under its banner error)
+        self.reset_after = 0.0
         self.thawed = threading.Event()
         self.thawed.set()
         self._held: list[socket.socket] = []  # connections a frozen guest never answers
@@ -98,7 +102,10 @@ class FakeSshd:
             if self.killed.is_set():  # nothing listens in the guest: a reset at once
                 self.resets += 1
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                sock.close()
+                if self.reset_after > 0:
+                    threading.Timer(self.reset_after, sock.close).start()
+                else:
+                    sock.close()
                 if self.resets == self.listens_after:
                     self.killed.clear()
                 continue

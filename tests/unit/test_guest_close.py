@@ -16,6 +16,8 @@ from irqlab.vm.guest import Guest, GuestConfig
 class _StuckAgent:
     """An agent client whose close waits on a lock nobody will release."""
 
+    last_heartbeat: float | None = None
+
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.lock.acquire()
@@ -38,6 +40,34 @@ def test_close_gives_up_on_a_stuck_agent_goodbye(
     assert time.monotonic() - t0 < 2.0
     assert agent.entered.is_set() and g._agent is None
     assert "closing the agent's session did not finish within 0.3 s" in capsys.readouterr().err
+
+
+class _Agent:
+    """An agent client whose last heartbeat came *silent_for* s ago."""
+
+    def __init__(self, silent_for: float) -> None:
+        self.last_heartbeat = time.monotonic() - silent_for
+        self.closed_with: list[tuple[float, bool]] = []
+
+    def close(self, timeout: float = 10.0, *, goodbye: bool = True) -> None:
+        self.closed_with.append((timeout, goodbye))
+
+
+@pytest.mark.parametrize(
+    ("silent_for", "closed_with"),
+    [(10.0, (guest_mod.SILENT_CLOSE_S, False)), (0.0, (2, True))],
+    ids=["silent", "beating"],
+)
+def test_close_says_no_goodbye_to_an_agent_whose_heartbeat_stopped(
+    silent_for: float, closed_with: tuple[float, bool]
+) -> None:
+    """A guest frozen a few seconds before its close (the verdict not come yet): the
+    agent's goodbye waited its 2 s, and its readers 2 s more (a close took 4 s)."""
+    g = Guest(GuestConfig())
+    agent = _Agent(silent_for)
+    g._agent = agent  # type: ignore[assignment]
+    g.close()
+    assert agent.closed_with == [closed_with]
 
 
 def test_only_a_closed_ssh_connection_puts_a_guest_out_of_reach() -> None:

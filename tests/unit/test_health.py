@@ -377,6 +377,34 @@ def test_a_request_when_the_guest_died_names_the_fault_not_an_agent_exit(
     agent.close(timeout=5)
 
 
+def test_an_agent_wait_that_times_out_on_a_frozen_guest_names_the_fault(
+    tmp_path: Path, abi_json: Path
+) -> None:
+    """A request shorter than the heartbeat's limit (a ping's 10 s) on a frozen guest
+    said only "timeout (10s) waiting for response to request 2"."""
+    import signal
+
+    agent = AgentClient.spawn_local(["--spec", str(abi_json)], logs=tmp_path)
+    agent.wait_hello(30)
+    fault = Fault("guest stopped responding: a test says so", "")
+    verdicts: list[Fault | None] = [None, fault]  # no verdict (it runs), then the freeze
+    agent._frozen = lambda: verdicts.pop(0)
+    os.kill(agent.process.pid, signal.SIGSTOP)
+    try:
+        with pytest.raises(AgentTimeout, match=r"^timeout \(0.2s\) waiting for response"):
+            agent.ping(timeout=0.2)  # the guest runs: its own timeout
+        with pytest.raises(AgentError) as info:
+            agent.ping(timeout=0.2)
+        first, second = str(info.value).splitlines()[:2]
+        assert first.startswith("guest stopped responding: a test says so (waiting for "), first
+        assert second.startswith("(the agent's session ended with it; logs "), second
+        assert isinstance(info.value, GuestFault) and info.value.fault is fault  # AgentFault
+        assert not verdicts
+    finally:
+        os.kill(agent.process.pid, signal.SIGCONT)
+        agent.close(timeout=5)
+
+
 def test_an_agent_wait_the_guests_death_ends_says_what_it_waited_for_on_the_first_line(
     tmp_path: Path, abi_json: Path
 ) -> None:
@@ -897,6 +925,42 @@ def test_a_stall_report_the_guest_got_over_is_not_quoted_later(
     assert fault.cause == (
         "guest stopped responding: no agent heartbeat for 20 s (limit 10 s: 10 s x host load)"
     )
+
+
+def test_a_guest_another_look_found_silent_is_named_frozen_with_the_stall_said_after(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Before the agent's heartbeat (a module's load while the guest starts), the
+    harness's own look tells the watch the guest is silent (HealthWatch.silent): the
+    next look names it frozen, with a stall report the kernel printed since then."""
+    from types import SimpleNamespace
+
+    from irqlab.vm import health
+
+    clock = [1000.0]
+    monkeypatch.setattr(health, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    console = tmp_path / "console.log"
+    console.write_text("[   30.0] INFO: task kworker/0:1:12 blocked for more than 120 seconds.\n")
+    watch = health.HealthWatch(
+        _QuietMachine(),  # type: ignore[arg-type]
+        lambda f: None,
+        freeze_timeout=10.0,
+        qmp_every=1e9,
+    )
+    monkeypatch.setattr(watch, "_console_log", lambda: console)
+    assert watch.check() is None  # no heartbeat yet: nothing to judge by
+    clock[0] += 5.0
+    since = clock[0]  # what the look saw last answer: the report is older
+    clock[0] += 12.0
+    lockup = "BUG: soft lockup - CPU#0 stuck for 22s! [insmod:212]"
+    with console.open("a") as f:
+        f.write(f"[   48.0] watchdog: {lockup}\n")
+    watch.silent("its SSH server did not greet for 12 s", since)
+    fault = watch.check()
+    assert fault is not None
+    said = f"the kernel said: {lockup}"
+    assert fault.cause == f"guest stopped responding: its SSH server did not greet for 12 s; {said}"
+    assert "blocked for more than" in fault.console_tail  # the tail, not the verdict
 
 
 class _ExitedMachine(_SilentMachine):

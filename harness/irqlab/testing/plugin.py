@@ -86,6 +86,7 @@ FRESH_DIR = "fresh"  # a test's own guest's diagnostics, in the test's log direc
 # which test a death came after
 _REVIVALS = pytest.StashKey[list[tuple[str, str]]]()
 _LAST_USER = pytest.StashKey[str]()
+_USER_BEFORE = pytest.StashKey[str]()  # the one before the last (this test's setup: the last)
 # the session guest (once its fixture has it), and the wider-scoped fixtures that took it
 # with their requests (set up again after a replacement: _renew_after_replacement)
 _SESSION_GUEST = pytest.StashKey["Guest"]()
@@ -1234,6 +1235,8 @@ def irqlab_guest_alive(request: pytest.FixtureRequest) -> Guest | None:
         return None
     guest: Guest = request.getfixturevalue("irqlab_guest")  # session scope: set up already
     revive(guest, request.config, request.node.nodeid.split("::")[0])
+    if _LAST_USER in request.config.stash:
+        request.config.stash[_USER_BEFORE] = request.config.stash[_LAST_USER]
     request.config.stash[_LAST_USER] = request.node.nodeid
     # A failure's report names this test's part of the guest's logs and its diagnostics,
     # whichever of the session guest's fixtures the test took itself (not a test that
@@ -1255,13 +1258,39 @@ def irqlab_agent(
 ) -> Generator[AgentClient, None, None]:
     """The session's agent, reset: no armed paths or open files, device counters zero.
     If an earlier test killed the session guest, it was replaced first (by the autouse
-    ``irqlab_guest_alive``, which pytest sets up before this one)."""
+    ``irqlab_guest_alive``, which pytest sets up before this one); one an earlier test
+    left frozen (its verdict, the heartbeat's, comes during this reset) is replaced then."""
     __tracebackhide__ = hide_test_frame
-    irqlab_guest.reset()
+    _reset_session_guest(request, irqlab_guest)
     _mark_test_start(request, irqlab_guest)
     client = irqlab_guest.agent
     yield client
     _check_path_errors(irqlab_guest, client)
+
+
+def _reset_session_guest(request: pytest.FixtureRequest, guest: Guest) -> None:
+    """:meth:`Guest.reset` of the session guest; one that died or froze before this test
+    did anything in it (an earlier test froze it: nothing knew it when this test's setup
+    began, and the health watch's verdict came during the reset, failing this test's
+    setup with the earlier test's fault) is replaced, as ``irqlab_guest_alive`` does,
+    and reset."""
+    __tracebackhide__ = hide_test_frame
+    from irqlab.vm.health import GuestFault
+
+    stash = request.config.stash
+    try:
+        guest.reset()
+    except GuestFault:
+        this = stash.get(_LAST_USER, None)
+        if _USER_BEFORE in stash:  # the last test to use it before this one
+            stash[_LAST_USER] = stash[_USER_BEFORE]
+        try:
+            if revive(guest, request.config, request.node.nodeid.split("::")[0]) is None:
+                raise
+        finally:
+            if this is not None:
+                stash[_LAST_USER] = this
+        guest.reset()
 
 
 @pytest.fixture

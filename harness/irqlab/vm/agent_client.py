@@ -165,6 +165,7 @@ class AgentClient:
         on_close: Callable[[], None] | None = None,
         diagnose: Callable[[], Fault | None] | None = None,
         link_lost: Callable[[], str | None] | None = None,
+        frozen: Callable[[], Fault | None] | None = None,
     ) -> None:
         self._stdin = stdin
         self._stdout = stdout
@@ -176,6 +177,9 @@ class AgentClient:
         # Whether the end of output was the connection's, not the agent's: what closed
         # (an SSH forward that ended with its SSH connection, the agent alive), or None
         self._link_lost = link_lost
+        # Asked when a wait times out: the guest's fault if it froze meanwhile (its
+        # verdict awaited), else None (the wait's own timeout is the story)
+        self._frozen = frozen
         self.last_heartbeat: float | None = None  # host monotonic time of the last one
         # host CLOCK_MONOTONIC minus the guest's at each of the last heartbeats (ns): the
         # least is the two clocks' offset plus the quickest delivery (guest_now_ns)
@@ -339,12 +343,18 @@ class AgentClient:
                     raise self._gone(f"waiting for {what}")
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise AgentTimeout(f"timeout ({timeout:g}s) waiting for {what}")
+                    break
                 try:
                     self._cond.wait(left)
                 except KeyboardInterrupt as e:  # Ctrl-C: the plugin's line names the wait
                     e.add_note(f"interrupted waiting for the agent's {what}")
                     raise
+        # a guest that froze meanwhile is named, not the timeout (asked out of the lock:
+        # the reader goes on taking heartbeats)
+        fault = self._frozen() if self._frozen is not None else None
+        if fault is not None:
+            raise AgentFault(self._dead(f"waiting for {what}", fault), fault)
+        raise AgentTimeout(f"timeout ({timeout:g}s) waiting for {what}")
 
     def _take(self, take: Callable[[], _T | None], timeout: float, what: str) -> _T:
         """What *take* returns once it returns something, waited for as :meth:`_wait`

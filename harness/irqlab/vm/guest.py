@@ -173,11 +173,16 @@ CONSOLE_LAG = 0.2  # s the console may trail a command's end (another path to th
 # said as a hang (a module's init or exit that never returns)
 KERNEL_STEP_TIMEOUT_S = 60.0
 ALIVE_PROBE_S = 5.0  # s (x load) a guest has to answer a command after such a hang
+STEP_GREET_EVERY = 1.0  # s between two looks at whether a starting guest's SSH greets
 # s a broken SSH connection of a running QEMU waits for the watch's verdict before it is
 # replaced (a killed QEMU's exit is seen a moment after the connection's reset: a tick)
 RECONNECT_VERDICT = 0.5
 _KERNEL_KILL_STATUSES = frozenset(signal_status(name) for name in KERNEL_KILLS)
 HEARTBEAT_MS = 1000  # the agent's heartbeat period (the health watch's freeze detection)
+SILENT_AGENT_S = 3 * HEARTBEAT_MS / 1000  # s without a heartbeat: no goodbye at close
+SILENT_CLOSE_S = 0.2  # s such an agent's readers get to end, at close
+# s without a heartbeat after which an agent wait that timed out waits for the verdict
+SILENT_BEAT_S = 1.5 * HEARTBEAT_MS / 1000
 CLOCK_BOOTS = 3  # cold boots a start makes at most for a guest whose clock runs right
 
 
@@ -2205,7 +2210,10 @@ class Guest:
         __tracebackhide__ = hide_frame
         vm = self.machine
         gone = vm is None or not vm.is_running()
-        fault = self.wait_fault(FAULT_VERDICT if gone else RECONNECT_VERDICT)
+        # a reconnect after one that found no sshd: this guest's QEMU runs, and the watch
+        # was asked then (each later command waited its 0.5 s again)
+        again = not gone and self.ssh is not None and self.ssh.unreachable is not None
+        fault = self.wait_fault(FAULT_VERDICT if gone else 0.0 if again else RECONNECT_VERDICT)
         if fault is not None:
             raise GuestFault(fault)
 
@@ -2225,9 +2233,15 @@ class Guest:
             self._cut_off()
         if self._agent is not None:
             agent, self._agent = self._agent, None
+            # an agent whose heartbeat stopped (a guest frozen, its verdict not come yet)
+            # answers no goodbye: its 2 s and the readers' 2 s made such a close 4 s
+            beat = agent.last_heartbeat
+            silent = beat is not None and time.monotonic() - beat > SILENT_AGENT_S
             _within(
                 AGENT_CLOSE_S,
-                lambda: agent.close(timeout=2, goodbye=not stopped),
+                lambda: agent.close(
+                    timeout=SILENT_CLOSE_S if silent else 2, goodbye=not (stopped or silent)
+                ),
                 "the agent's session",
             )
         if self.ssh is not None:
@@ -2350,7 +2364,7 @@ class Guest:
             # reconnect that found no sshd asked the watch before (_before_reconnect):
             # again only if QEMU exited meanwhile (its port refuses too)
             # (an sshd gone as the guest powers off: the watch's verdict names that)
-            fault = self.wait_fault(CONSOLE_LAG if isinstance(e, SshTimeout) else FAULT_VERDICT)
+            fault = self.wait_fault(self._verdict_wait(e))
             if fault is not None:
                 log.debug("%s: %s under the fault", self.config.name, e, exc_info=e)
                 raise GuestFault(fault, doing) from None
@@ -2370,6 +2384,18 @@ class Guest:
             if fault is not None:
                 raise GuestFault(fault, doing)
         return result
+
+    def _verdict_wait(self, e: BaseException) -> float:
+        """How long a command that failed with *e* waits for the watch's verdict: a
+        command that only ran too long, CONSOLE_LAG (an oops line its end may trail);
+        a reconnect that found no sshd asked the watch before (_before_reconnect), so
+        none while QEMU runs (it cost each later command 2 s); else FAULT_VERDICT."""
+        if isinstance(e, SshTimeout):
+            return CONSOLE_LAG
+        vm = self.machine
+        if isinstance(e, SshUnreachable) and vm is not None and vm.is_running():
+            return 0.0
+        return FAULT_VERDICT
 
     def _alive(self) -> str:
         """What to add to an error of a lost SSH connection when the guest lives on (its
@@ -2512,11 +2538,51 @@ class Guest:
         answers, and the kernel's last words; it was an SSH timeout quoting the script."""
         __tracebackhide__ = hide_frame
         timeout = KERNEL_STEP_TIMEOUT_S if timeout is None else timeout
+        stop = self._watch_step(timeout)
         try:
             return self._run(script, timeout=timeout, doing=f"running {what!r}")
         except SshTimeout:
             pass  # not a fault the watch saw (_run raised that): said below, unchained
+        finally:
+            stop.set()
         raise self._kernel_step_timeout(what, timeout)
+
+    def _watch_step(self, timeout: float) -> threading.Event:
+        """While no agent heartbeat watches the guest (it starts), a kernel step's own
+        look at whether the guest still runs: its SSH server's greeting, every
+        STEP_GREET_EVERY s.  None for freeze_timeout (x load) s is a frozen guest, told
+        to the health watch (:meth:`HealthWatch.silent`), whose verdict ends the step
+        as a fault naming it: a module whose init spun with interrupts off was named
+        after the step's 60 s, a kill's 5 s and a probe's 5 s.  Within the step's
+        *timeout* only (after it, the step's own timeout says what it found).  Set the
+        event returned to end it."""
+        from irqlab.vm.loadscale import scaled
+
+        stop = threading.Event()
+        agent, watch, limit = self._agent, self._watch, self.config.freeze_timeout
+        if limit is None or watch is None or self.ssh_port <= 0:
+            return stop
+        if agent is not None and not agent.eof:
+            return stop  # its heartbeat watches
+        deadline = time.monotonic() + timeout
+
+        def look() -> None:
+            answered = time.monotonic()
+            while not stop.wait(STEP_GREET_EVERY) and time.monotonic() < deadline:
+                if self._ssh_greets():
+                    answered = time.monotonic()
+                    continue
+                silent, most = time.monotonic() - answered, scaled(limit)  # one load: one limit
+                if silent > most and not stop.is_set():
+                    watch.silent(
+                        f"its SSH server did not greet for {silent:.0f} s (limit {most:.3g} s: "
+                        f"{limit:g} s x host load; no agent heartbeat yet)",
+                        answered,
+                    )
+                    return
+
+        threading.Thread(target=look, name=f"step-{self.config.name}", daemon=True).start()
+        return stop
 
     def _kernel_step_timeout(self, what: str, timeout: float) -> GuestTimeout | GuestFault:
         from irqlab.vm.loadscale import scaled
@@ -2883,6 +2949,7 @@ class Guest:
             on_close=chan.close,
             diagnose=self._diagnose,
             link_lost=lambda: self._forward_lost(chan),
+            frozen=lambda: self._frozen_verdict(client),
         )
         try:
             client.wait_hello(self.config.agent_timeout)
@@ -2894,6 +2961,26 @@ class Guest:
                 client.close(timeout=1)
             raise
         self._agent = client
+
+    def _frozen_verdict(self, agent: AgentClient) -> Fault | None:
+        """Asked when a wait of *agent*'s timed out: the guest's fault, and when its
+        heartbeat has been silent for SILENT_BEAT_S, the health watch's verdict awaited
+        until it is due (freeze_timeout and a greeting's time, x load) or a heartbeat
+        comes (the guest runs: the wait's own timeout is the story).  A request shorter
+        than the verdict's limit (a ping's 10 s) timed out on a frozen guest unnamed."""
+        from irqlab.vm.loadscale import scaled
+
+        beat, limit = agent.last_heartbeat, self.config.freeze_timeout
+        if self.fault is not None or beat is None or limit is None or self._watch is None:
+            return self.fault
+        if time.monotonic() - beat < SILENT_BEAT_S:
+            return None
+        due = beat + scaled(limit) + scaled(SSH_GREETING_S) + 1.0
+        while time.monotonic() < due and agent.last_heartbeat == beat and not agent.eof:
+            fault = self.wait_fault(min(0.1, max(0.0, due - time.monotonic())))
+            if fault is not None:
+                return fault
+        return self.fault
 
     def _forward_lost(self, chan: paramiko.Channel) -> str | None:
         """Why the agent's session ended if its SSH forward *chan* closed with its SSH

@@ -328,6 +328,7 @@ class HealthWatch(threading.Thread):
         # read-only for others (tests): time.monotonic() at the start of the last look
         # that found nothing wrong and nothing pending (no console line in its grace)
         self.last_clean_look = 0.0
+        self._silent: tuple[str, float] | None = None  # silent(): (why, since)
 
     @property
     def qmp_ping_pending(self) -> bool:
@@ -472,6 +473,8 @@ class HealthWatch(threading.Thread):
                 if self._pending is None:
                     return fault
                 return replace(self._pending_fault(), qmp_silent=fault.qmp_silent)
+        if self._silent is not None:
+            return self._silence_fault(*self._silent)
         agent = self.agent()
         beat = agent.last_heartbeat if agent is not None and not agent.eof else None
         if self.freeze_timeout is not None and beat is not None:
@@ -483,24 +486,46 @@ class HealthWatch(threading.Thread):
                 why = f"no agent heartbeat for {silent:.0f} s (limit {limit:.3g} s: "
                 why += f"{self.freeze_timeout:g} s x host load)"
                 greets = self.answers is not None and self.answers()
+                if not greets:
+                    return self._silence_fault(why, beat)
                 # the probe took a while (seconds x load): what came meanwhile first
                 self._scan_console(time.monotonic())
                 if self._pending is not None:
                     return self._pending_fault()
                 if not self.machine.is_running():
                     return self._exit_fault()
-                # a report read before the last heartbeat is one the guest got over
-                stall = self._stall[1] if self._stall and self._stall[0] > beat else ""
-                said = f"; the kernel said: {stall}" if stall else ""
-                if greets:
-                    # the agent alone (stopped, stuck): its waits end, SSH goes on
-                    assert agent is not None
-                    cause = f"agent stopped responding: {why}{said}; the guest still answers "
-                    agent.abandon(cause + "(its SSH server greets)")
-                    log.warning("%s: %s", self.machine.config.name, agent.abandoned)
-                    return None
-                return self._fault(f"guest stopped responding: {why}{said}", line=stall)
+                # the agent alone (stopped, stuck): its waits end, SSH goes on
+                assert agent is not None
+                cause = f"agent stopped responding: {why}{self._stall_said(beat)}; the guest "
+                agent.abandon(cause + "still answers (its SSH server greets)")
+                log.warning("%s: %s", self.machine.config.name, agent.abandoned)
         return None
+
+    def silent(self, why: str, since: float) -> None:
+        """Another look (the harness's own, where no heartbeat comes yet: a module's load
+        while the guest starts) found the guest silent since *since* (time.monotonic()):
+        the watch's next look names it as frozen, *why* saying how it was seen (unless
+        the console or QEMU's exit names a better cause meanwhile)."""
+        self._silent = (why, since)
+
+    def _stall_said(self, since: float) -> str:
+        """The kernel's stall report read after *since*, as the verdict adds it ("" if
+        none: a report read before is one the guest got over)."""
+        stall = self._stall[1] if self._stall and self._stall[0] > since else ""
+        return f"; the kernel said: {stall}" if stall else ""
+
+    def _silence_fault(self, why: str, since: float) -> Fault:
+        """The guest, silent since *since* (*why*: how that was seen), is frozen: named
+        so, with the kernel's stall report if one came meanwhile; a console fault or
+        QEMU's exit that came meanwhile names it better."""
+        # the probes took a while (seconds x load): what came meanwhile first
+        self._scan_console(time.monotonic())
+        if self._pending is not None:
+            return self._pending_fault()
+        if not self.machine.is_running():
+            return self._exit_fault()
+        stall = self._stall[1] if self._stall and self._stall[0] > since else ""
+        return self._fault(f"guest stopped responding: {why}{self._stall_said(since)}", line=stall)
 
     def _exit_fault(self) -> Fault:
         """QEMU's exit; status 0 after the kernel's last words of a poweroff or reboot

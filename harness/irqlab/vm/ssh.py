@@ -20,6 +20,7 @@ Pitfalls this module handles (see BRIEF.md):
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import logging
 import posixpath
@@ -83,6 +84,9 @@ KILL_TIMEOUT_INTERRUPTED = 2.0  # s: the same after Ctrl-C (a frozen guest: not 
 # that is the first connect, which retries to its deadline; a busy guest's banner comes
 # late (a timeout: retried), and a reset after the banner (during kex) counts as an answer.
 GONE_ATTEMPTS = 5
+# ... and a reconnect after one that found nothing answering: an sshd restarted meanwhile
+# accepts the first attempt (five more cost each later command 1.5 s of backoff)
+GONE_AGAIN_ATTEMPTS = 2
 LOST_UNDER_COMMAND = "the SSH connection to the guest closed while it ran: no exit status came"
 
 RETRYABLE: tuple[type[BaseException], ...] = (
@@ -266,20 +270,41 @@ class _NoDelayClient(paramiko.SSHClient):
             raise
 
 
-def answered_nothing(e: BaseException, client: _Client | None = None) -> bool:
+BANNER_ERROR = "Error reading SSH protocol banner"  # paramiko's, + its cause's words
+# what paramiko's banner error says of a connection reset or refused under it (its
+# cause's str(): "[Errno 104] Connection reset by peer")
+_NO_ANSWER_WORDS = tuple(
+    f"[Errno {n}]" for n in (errno.ECONNRESET, errno.EPIPE, errno.ECONNREFUSED, errno.ECONNABORTED)
+)
+
+
+def answered_nothing(
+    e: BaseException, client: _Client | None = None, *, quick: bool = False
+) -> bool:
     """Whether a connection attempt's error *e* (on *client*, before it is closed) says
     nothing answers SSH at the other end: the TCP connection refused, or reset or closed
     before the server's banner (what QEMU's forward does when nothing listens on the
     guest's port: the banner's read fails, or our own banner's write).  A banner that
     did not come in time (a busy guest) is no such answer, nor any error after the
-    server's banner came (a reset during kex)."""
+    server's banner came (a reset during kex).
+
+    paramiko raises the banner's error in its own thread, with the reset or the EOF as
+    its context, and again in the caller's; raised there inside an ``except`` block
+    (a reconnect while an error is handled: ``Guest.start_agent``'s), Python replaces
+    that context by the error handled.  Its words then tell a reset ("[Errno 104] ...");
+    an EOF and a timeout both say nothing: *quick* (the attempt failed well within the
+    banner's timeout) tells the EOF."""
     transport = client.get_transport() if client is not None else None
     if getattr(transport, "remote_version", ""):
         return False  # the server's banner came: something answers SSH
-    if isinstance(e, paramiko.SSHException) and str(e).startswith(
-        "Error reading SSH protocol banner"
-    ):
-        e = e.__context__ or e
+    if isinstance(e, paramiko.SSHException) and str(e).startswith(BANNER_ERROR):
+        inner = e.__context__
+        if isinstance(inner, TimeoutError):  # socket.timeout: a busy guest's late banner
+            return False
+        if isinstance(inner, (ConnectionError, EOFError)):
+            return True
+        said = str(e)[len(BANNER_ERROR) :]  # its context lost: its words, its speed
+        return said.startswith(_NO_ANSWER_WORDS) if said else quick
     return isinstance(e, (ConnectionError, EOFError))
 
 
@@ -566,6 +591,7 @@ class SshClient:
             if check is not None:
                 check()
             self.attempts += 1
+            began = self._clock()
             client = self._factory()
             if self.host_key is not None:  # refused before authentication
                 client.set_missing_host_key_policy(
@@ -593,7 +619,8 @@ class SshClient:
                     f"SSH authentication to {self.user}@{self.host}:{self.port} failed: {e}"
                 ) from e
             except RETRYABLE as e:
-                unanswered = unanswered + 1 if answered_nothing(e, client) else 0
+                quick = self._clock() - began < banner_timeout / 2
+                unanswered = unanswered + 1 if answered_nothing(e, client, quick=quick) else 0
                 client.close()
                 self.last_error = e
                 left = deadline - self._clock()
@@ -676,9 +703,11 @@ class SshClient:
         if self._client is not None:
             self._retired.append(self._client)
             self._client = None
+        # nothing answered the last reconnect: a restarted sshd answers the first attempt
+        gone_after = GONE_ATTEMPTS if self.unreachable is None else GONE_AGAIN_ATTEMPTS
         self.unreachable = None  # set again by connect() if nothing answers still
         self.reconnects += 1
-        self.connect(timeout=30.0, gone_after=GONE_ATTEMPTS)
+        self.connect(timeout=30.0, gone_after=gone_after)
         return self.transport
 
     def _open(self, open_: Callable[[paramiko.Transport], Any]) -> Any:

@@ -7,58 +7,13 @@ With a stand-in guest; tests/e2e/test_replaced_session_guest.py kills a real one
 from __future__ import annotations
 
 import pytest
+from fake_session_guest import CONFTEST  # same directory (rootdir-relative import)
 
 from irqlab.testing.parallel import WORKER_ENV
 from irqlab.vm.kernlog import CONSOLE_LOGLEVEL, console_problems
 
 pytest_plugins = ["pytester"]
 
-CONFTEST = """
-from pathlib import Path
-from types import SimpleNamespace
-
-from irqlab.testing import plugin
-
-
-class FakeGuest:
-    def __init__(self, config):
-        self.config = config
-        self.generation = 0  # restarts so far
-        self.commands = []
-        self._agent = None
-        self.ssh = object()
-        self.machine = SimpleNamespace(is_running=lambda: True, paths=None)
-        self._new_run()
-
-    def _new_run(self):
-        self.fault = None
-        self.log_dir = Path(self.config.log_dir) / f"e2e-run-{self.generation}"
-        self.log_dir.mkdir(parents=True)
-        (self.log_dir / "console.log").write_text("[    1.000000] irqlab: probed\\n")
-
-    def die(self, console):
-        with (self.log_dir / "console.log").open("a") as f:
-            f.write(console)
-        self.fault = SimpleNamespace(cause="guest kernel panic: Kernel panic - not syncing")
-
-    def connection_lost(self):
-        return None
-
-    def restart(self):
-        self.generation += 1
-        self._new_run()
-        return self
-
-    def sh(self, cmd, **_):
-        self.commands.append(cmd)
-        return "[    1.000000] irqlab: probed\\n\\n4096"  # a clean log, taint O
-
-    def close(self):
-        pass
-
-
-plugin.start_guest = FakeGuest
-"""
 
 TESTS = """
 import pytest

@@ -979,16 +979,41 @@ _FRESH = ("irqlab_fresh_guest", "irqlab_fresh_agent", "irqlab_fresh_device")
 
 def _shared_fixtures(item: pytest.Item) -> list[str]:
     """The shared guest's fixtures *item* uses: those in its closure, except
-    ``irqlab_guest`` unless the test asks for it itself (a conftest's autouse session
-    fixture may hold it, e.g. for a check of the guest's kernel log)."""
+    ``irqlab_guest`` unless the test reaches it through what it asks for itself (its
+    arguments, ``usefixtures``, or a fixture of its own these take, however deep:
+    :func:`_requested`), not through an autouse fixture alone (a conftest's autouse
+    session fixture may hold it, e.g. for a check of the guest's kernel log)."""
     closure = set(getattr(item, "fixturenames", ()))
-    own: set[str] = set()
-    if isinstance(item, pytest.Function):
-        import inspect
+    return [
+        n
+        for n in _SHARED_TO_FRESH
+        if n in closure and (n != "irqlab_guest" or n in _requested(item))
+    ]
 
-        own = set(inspect.signature(item.function).parameters)
-        own.update(n for m in item.iter_markers("usefixtures") for n in m.args)
-    return [n for n in _SHARED_TO_FRESH if n in closure and (n != "irqlab_guest" or n in own)]
+
+def _requested(item: pytest.Item) -> set[str]:
+    """The fixtures *item* asks for itself (its arguments and ``usefixtures``) and those
+    they take in turn, but for what the shared guest's own fixtures take (``irqlab_agent``
+    is no use of ``irqlab_guest`` of the test's); not the autouse ones' (empty for an
+    item that is no function)."""
+    if not isinstance(item, pytest.Function):
+        return set()
+    import inspect
+
+    todo = list(inspect.signature(item.function).parameters)
+    todo += [n for m in item.iter_markers("usefixtures") for n in m.args]
+    info = getattr(item, "_fixtureinfo", None)
+    defs = info.name2fixturedefs if info is not None else {}
+    seen: set[str] = set()
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            if name in _SHARED_TO_FRESH:
+                continue
+            for fixturedef in defs.get(name, ()):  # an override and those it extends
+                todo += fixturedef.argnames
+    return seen
 
 
 def _instead(shared: list[str]) -> str:
@@ -1238,9 +1263,10 @@ def irqlab_guest_alive(request: pytest.FixtureRequest) -> Guest | None:
     revive(guest, request.config, request.node.nodeid.split("::")[0])
     request.config.stash[_LAST_USER] = request.node.nodeid
     # A failure's report names this test's part of the guest's logs and its diagnostics,
-    # whichever of the session guest's fixtures the test took itself (not a test that
-    # has it only through a conftest's autouse session fixture: it uses a guest of its
-    # own, or none).  A report's extra: it never fails the test's setup.
+    # whichever of the session guest's fixtures the test took, itself or through a
+    # fixture of its own (not a test that has it only through a conftest's autouse
+    # session fixture: it uses a guest of its own, or none).  A report's extra: it
+    # never fails the test's setup.
     if _shared_fixtures(request.node):
         with contextlib.suppress(Exception):
             log_root = _test_log_root(request, request.getfixturevalue("irqlab_log_dir"))

@@ -1206,6 +1206,10 @@ def pytest_fixture_setup(
     an earlier test's making).  While a fixture is set up, its scope is known to
     :func:`_placer`.  Under ``--setup-plan`` no fixture runs (pytest's own hook gives
     each the value None): nothing is checked or replaced."""
+    # the frame every fixture's error passes through (a conftest's, whatever it does):
+    # never the cause, hidden whatever the error (irqlab's own raise below shows its
+    # frames all the same)
+    __tracebackhide__ = True
     planned = request.config.getoption("setupplan", default=False)
     if not planned and fixturedef.scope != "function" and "irqlab_guest" in fixturedef.argnames:
         where = request.node.nodeid.split("::")[0]  # a session's fixture: ""
@@ -1317,6 +1321,7 @@ def irqlab_wait_stats(irqlab_agent: AgentClient) -> WaitStats:
     def wait(
         handle: str, pred: Callable[[dict[str, int]], bool], timeout: float = 60.0
     ) -> dict[str, int]:
+        __tracebackhide__ = hide_test_frame  # a timeout's message is the failure
         return wait_file_stats(irqlab_agent, handle, pred, timeout)
 
     return wait

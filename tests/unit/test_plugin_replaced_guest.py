@@ -140,6 +140,16 @@ import pytest
 def prepared(irqlab_guest):
     return irqlab_guest.generation
 """
+# the guest dies in a test; the next ones meet the module's fixture set up again
+DIES_THEN_RENEWED = (
+    MODULE_FIXTURE
+    + "def test_01_dies(irqlab_guest, prepared):\n"
+    + '    irqlab_guest.die("[    3.0] Kernel panic - not syncing: x\\n")\n'
+    + "def test_02(irqlab_guest, prepared):\n"
+    + "    assert prepared == irqlab_guest.generation == 1\n"
+    + "def test_03(irqlab_guest, prepared):\n"
+    + "    assert prepared == irqlab_guest.generation == 1\n"
+)
 
 
 @pytest.mark.parametrize("generation", [0, 1], ids=["session-start", "after-replacement"])
@@ -150,15 +160,7 @@ def test_a_console_that_cannot_be_made_to_show_warnings_is_said_not_an_error(
     fails no test, and a replacement's still renews the fixtures that took the guest it
     replaced (its echo raised out of the replacement: they stayed the dead guest's)."""
     monkeypatch.setenv("IRQLAB_LOG_DIR", str(pytester.path / "logs"))
-    tests = MODULE_FIXTURE + (
-        "def test_01_dies(irqlab_guest, prepared):\n"
-        '    irqlab_guest.die("[    3.0] Kernel panic - not syncing: x\\n")\n'
-        "def test_02(irqlab_guest, prepared):\n"
-        "    assert prepared == irqlab_guest.generation == 1\n"
-        "def test_03(irqlab_guest, prepared):\n"
-        "    assert prepared == irqlab_guest.generation == 1\n"
-    )
-    r = _run(pytester, ECHO_FAILS % generation, tests)
+    r = _run(pytester, ECHO_FAILS % generation, DIES_THEN_RENEWED)
     r.assert_outcomes(passed=3)
     out = " ".join(r.stdout.str().split())
     assert (
@@ -281,3 +283,26 @@ FakeGuest.restart = restart
     reports = out.split("short test summary info", 1)[0]
     assert reports.count("its console before it died") == 1, out
     assert "the replaced session guest #1 (" in reports, out
+
+
+OWN_SESSION_GUEST = """
+import pytest
+
+@pytest.fixture(scope="session")
+def irqlab_guest(irqlab_log_dir):  # the project's own: a guest of its configuration
+    g = FakeGuest(SimpleNamespace(name="msi", log_dir=irqlab_log_dir))
+    yield g
+    g.close()
+"""
+
+
+def test_the_fixtures_of_a_conftests_own_session_guest_are_renewed_after_its_replacement(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A conftest's irqlab_guest (overriding ours) replaced after a test killed it: the
+    module's fixtures that took it are set up again in the new one before the next
+    test, as with ours (they were not: the next test met what the dead guest had)."""
+    monkeypatch.setenv("IRQLAB_LOG_DIR", str(pytester.path / "logs"))
+    r = _run(pytester, OWN_SESSION_GUEST, DIES_THEN_RENEWED)
+    r.assert_outcomes(passed=3)
+    assert r.stdout.str().count("starting a new one") == 1, r.stdout.str()

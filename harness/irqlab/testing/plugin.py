@@ -86,7 +86,8 @@ FRESH_DIR = "fresh"  # a test's own guest's diagnostics, in the test's log direc
 # which test a death came after
 _REVIVALS = pytest.StashKey[list[tuple[str, str]]]()
 _LAST_USER = pytest.StashKey[str]()
-# the session guest (once its fixture has it), and the wider-scoped fixtures that took it
+# the session guest (once its fixture has it: ours, or a conftest's that overrides it;
+# _hold_session_guest), and the wider-scoped fixtures that took it
 # with their requests (set up again after a replacement: _renew_after_replacement)
 _SESSION_GUEST = pytest.StashKey["Guest"]()
 _GuestFixture = tuple[pytest.FixtureDef[Any], pytest.FixtureRequest]
@@ -489,7 +490,6 @@ def irqlab_guest(
     g = start_guest(config)  # a missing prerequisite fails with its name
     try:
         _console_warnings(g)
-        request.config.stash[_SESSION_GUEST] = g
         yield g
         interrupted = request.config.stash.get(_RUN_INTERRUPTED, False)
         if request.config.getini(CHECK_KERNEL_LOG_INI) and not interrupted:
@@ -506,8 +506,6 @@ def irqlab_guest(
             if reports:
                 pytest.fail("\n\n".join(reports), pytrace=False)
     finally:
-        if _SESSION_GUEST in request.config.stash:
-            del request.config.stash[_SESSION_GUEST]
         g.close()
 
 
@@ -1077,11 +1075,12 @@ def _renew_after_replacement(item: pytest.Item) -> None:
     or one that raised after its restart: whatever replaced the guest left the
     renewal pending (:func:`revive`).  A teardown of theirs that fails against the new
     guest is said, not raised."""
-    guest = item.config.stash.get(_SESSION_GUEST, None)
-    if guest is None or "irqlab_guest" not in getattr(item, "fixturenames", ()):
+    if "irqlab_guest" not in getattr(item, "fixturenames", ()):
         return
+    guest = item.config.stash.get(_SESSION_GUEST, None)  # None: not set up yet
     try:
-        revive(guest, item.config, item.nodeid.split("::")[0])
+        if guest is not None:
+            revive(guest, item.config, item.nodeid.split("::")[0])
     finally:  # a replacement that raised after its restart: its fixtures go all the same
         # those of this replacement and of one an earlier hook or fixture made
         stale = item.config.stash.get(_STALE_FIXTURES, [])
@@ -1217,9 +1216,27 @@ def pytest_fixture_setup(
         request.config.stash.setdefault(_GUEST_FIXTURES, []).append((fixturedef, request))
     _SETTING_UP.append(fixturedef.scope)
     try:
-        return (yield)
+        value = yield
     finally:
         _SETTING_UP.pop()
+    if fixturedef.argname == "irqlab_guest" and not planned:
+        _hold_session_guest(request.config, fixturedef, value)
+    return value
+
+
+def _hold_session_guest(
+    config: pytest.Config, fixturedef: pytest.FixtureDef[Any], guest: Any
+) -> None:
+    """The session guest, once its fixture has it: ours or a conftest's of the same name
+    that overrides it (a guest of its own configuration), for
+    :func:`_renew_after_replacement`; forgotten when that fixture is torn down."""
+    config.stash[_SESSION_GUEST] = guest
+
+    def forget() -> None:
+        if config.stash.get(_SESSION_GUEST, None) is guest:
+            del config.stash[_SESSION_GUEST]
+
+    fixturedef.addfinalizer(forget)  # run before the fixture's own teardown
 
 
 def _terminal_sink(config: pytest.Config) -> notice.Sink:

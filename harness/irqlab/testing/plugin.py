@@ -409,13 +409,15 @@ def irqlab_qtest_injector(irqlab_qtest_machine: Machine) -> Injector:
     return Injector(irqlab_qtest_machine)
 
 
-def start_guest(config: GuestConfig | None = None) -> Guest:
+def start_guest(config: GuestConfig | None = None, *, configured_by: str = "") -> Guest:
     """Boot a guest for tests (the caller closes it); a missing prerequisite (QEMU build,
     image, module) fails the test with its name, never a skip; a module that fails to
     load or a guest that dies while it starts fails it with the cause alone (no
     traceback; :meth:`Guest.start` raises them, for a test that expects one).  Called during a test,
     the guest logs into that test's directory of the run's logs (unless *config* names
-    a log directory)."""
+    a log directory).  *configured_by*: what made *config* (a test's marker, as written),
+    the lead of a configuration error its start finds (a module parameter its driver
+    does not take), as of the errors found before it."""
     from irqlab.vm.guest import (
         Guest,
         GuestConfig,
@@ -437,7 +439,8 @@ def start_guest(config: GuestConfig | None = None) -> Guest:
     except (PrerequisiteMissing, paths.CacheDirError) as e:
         why = f"end-to-end prerequisite missing: {e}"
     except GuestConfigError as e:  # e.g. module={"nosuch": 1}, before anything booted
-        why = f"the guest's configuration cannot work: {e}"
+        lead = configured_by or "the guest's configuration cannot work"
+        why = f"{lead}: {e}"
     except QemuExited as e:  # QEMU refused its command line: its own words first
         why = (
             f"QEMU refused to start the guest {config.name!r}:\n{e.said}\n"
@@ -787,6 +790,15 @@ def fresh_guest_config(request: pytest.FixtureRequest, log_dir: Path | None = No
     _marker_error("...", str(problem))
 
 
+def _marker_as_written(item: pytest.Item) -> str:
+    """``@pytest.mark.irqlab(module={'wakeup': 'sometimes'})``: the test's markers merged,
+    their keywords as given ("" for a test without one)."""
+    marker = irqlab_marker(item)
+    if marker is None or not marker.kwargs:
+        return ""
+    return f"@pytest.mark.irqlab({', '.join(f'{k}={v!r}' for k, v in marker.kwargs.items())})"
+
+
 def _marker_error(argument: str, problem: str) -> NoReturn:
     pytest.fail(f"@pytest.mark.irqlab({argument}): {problem}", pytrace=False)
 
@@ -865,7 +877,8 @@ def irqlab_fresh_guest(
     configuration (``@pytest.mark.irqlab(device={...}, module={...}, smp=N)``; the
     first test of a configuration pays one cold boot that saves it).  Whatever the test
     does to it (panic, unload the module, odd device state) ends with the test."""
-    g = start_guest(fresh_guest_config(request, _test_log_root(request, irqlab_log_dir)))
+    config = fresh_guest_config(request, _test_log_root(request, irqlab_log_dir))
+    g = start_guest(config, configured_by=_marker_as_written(request.node))
     request.node.stash.setdefault(_MACHINES, []).append(g.machine)
     request.node.stash.setdefault(_DIAGNOSTICS, []).append(
         (GuestDiagnostics.start(g), _test_log_root(request, irqlab_log_dir) / FRESH_DIR)

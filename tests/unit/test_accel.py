@@ -315,3 +315,58 @@ def test_probe_rom_layout() -> None:
     lea = rom.index(b"\x48\x8d\x35", 0x100)
     (rel,) = struct.unpack_from("<i", rom, lea + 3)
     assert rom[lea + 7 + rel :].startswith(probe_rom.LONG_MODE_MARKER)
+
+
+def test_choose_known_says_what_needs_no_probe_and_never_probes(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """pytest's header (``--co``, ``--fixtures`` too) says the accelerator without
+    starting a probe QEMU: the kept verdict, else None."""
+    probed: list[Path] = []
+
+    def run_probe_guest(binary: Path, *_: object, **__: object) -> ProbeResult:
+        probed.append(binary)
+        return ProbeResult(False, "hung in real mode")
+
+    monkeypatch.setattr(accel, "run_probe_guest", run_probe_guest)
+    qemu = tmp_path / "qemu-system-x86_64"
+    qemu.write_text("")
+    _kvm_usable(monkeypatch)
+    assert accel.choose_known(qemu) is None and probed == []
+    accel.probe(qemu)  # a guest's choice probes, and keeps the verdict
+    accel._cache.clear()  # on disk only: another run's
+    choice = accel.choose_known(qemu)
+    assert choice is not None and probed == [qemu], probed
+    assert choice.reason == "tcg: KVM probe failed: hung in real mode (cached verdict)"
+    _kvm_usable(monkeypatch, "/dev/kvm does not exist")
+    assert accel.choose_known(tmp_path / "other") == accel.choose(tmp_path / "other")
+    monkeypatch.setenv(accel.ENV_VAR, "tcg")
+    choice = accel.choose_known(tmp_path / "other")
+    assert choice is not None and choice.reason == f"tcg forced by ${accel.ENV_VAR}=tcg"
+    assert probed == [qemu]
+
+
+def test_the_report_header_starts_no_probe(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The header's docstring says it is cheap whatever the state of the cache: with no
+    verdict kept it started the KVM probe's QEMU (5 s of ``pytest --co``)."""
+    import time
+
+    import fake_cache  # same directory (rootdir-relative import)
+
+    from irqlab.testing.diagnostics import report_header
+
+    for name in ("IRQLAB_ARCH", "IRQLAB_IMAGE"):
+        monkeypatch.delenv(name, raising=False)
+    built = fake_cache.qemu(tmp_path / "cache", 1, "x86_64", time.time())
+    probed: list[Path] = []
+    monkeypatch.setattr(accel, "run_probe_guest", lambda b, *_, **__: probed.append(b))
+    _kvm_usable(monkeypatch)
+    header = report_header()
+    assert header.endswith(", accel not probed yet (the first guest probes)"), header
+    assert probed == []
+    binary = built / "bin" / "qemu-system-x86_64"
+    key = accel.verdict_key(binary, built / "share" / "qemu")
+    accel._save_verdict(key, ProbeResult(True, "reached long mode"))
+    header = report_header()
+    assert header.endswith(", accel kvm: reached long mode (cached verdict)"), header
+    assert probed == []

@@ -11,7 +11,7 @@ import irqlab
 from irqlab.errors import IrqlabError
 
 # Internal: raised and caught inside one function, never seen by a caller.
-PRIVATE = {"irqlab.contract.cheader._ExprError"}
+PRIVATE = {"irqlab.contract.cheader._ExprError", "irqlab.vm.accel._NotProbed"}
 # Not errors: control flow as KeyboardInterrupt is (a BaseException that no
 # ``except Exception`` or ``except IrqlabError`` may stop): SIGTERM/SIGHUP unwinding
 # the CLI through its finally blocks (SignalRaise: its base, raised again if dropped).

@@ -26,7 +26,7 @@ CLEAN = "[    1.000000] irqlab: probed\\n"
 
 
 class FakeGuest:
-    def __init__(self, config):
+    def __init__(self, config, **_):  # start_guest's keywords
         self.config = config
         self.fault = None
         self.ssh = object()

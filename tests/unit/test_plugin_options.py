@@ -860,3 +860,34 @@ def test_start_guest_fails_a_bad_keep_count_without_a_traceback(
         f"the guest's configuration cannot work: {var}='all': expected how many"
     ), e.value
     assert e.value.pytrace is False
+
+
+def test_a_configuration_error_the_start_of_a_marked_guest_finds_names_the_marker(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A module parameter our driver refuses (found at the start, reading the driver:
+    the marker's own checks cannot) is said as the marker's other errors are."""
+    monkeypatch.setenv("IRQLAB_LOG_DIR", str(pytester.path / "logs"))
+    pytester.makeconftest(
+        "from irqlab.vm.guest import Guest, GuestConfigError\n\n"
+        "def start(self):\n"
+        "    raise GuestConfigError(\"parameter wakeup of irqlab.ko: 'sometimes' is none of \"\n"
+        '                           "hardirq, thread, workqueue")\n\n'
+        "Guest.start = start\n"
+    )
+    pytester.makepyfile(
+        "import pytest\n\n"
+        "@pytest.mark.irqlab(module={'wakeup': 'sometimes'})\n"
+        "def test_marked(irqlab_fresh_guest):\n    pass\n\n"
+        "def test_unmarked(irqlab_fresh_guest):\n    pass\n"
+    )
+    r = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:xdist")
+    r.assert_outcomes(errors=2)
+    out = r.stdout.str()
+    assert (
+        "\n@pytest.mark.irqlab(module={'wakeup': 'sometimes'}): parameter wakeup of irqlab.ko: "
+        "'sometimes' is none of hardirq, thread, workqueue\n"
+    ) in out, out
+    assert (
+        "\nthe guest's configuration cannot work: parameter wakeup of irqlab.ko: 'sometimes'"
+    ) in out, out

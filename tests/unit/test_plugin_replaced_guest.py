@@ -7,58 +7,13 @@ With a stand-in guest; tests/e2e/test_replaced_session_guest.py kills a real one
 from __future__ import annotations
 
 import pytest
+from fake_session_guest import CONFTEST  # same directory (rootdir-relative import)
 
 from irqlab.testing.parallel import WORKER_ENV
 from irqlab.vm.kernlog import CONSOLE_LOGLEVEL, console_problems
 
 pytest_plugins = ["pytester"]
 
-CONFTEST = """
-from pathlib import Path
-from types import SimpleNamespace
-
-from irqlab.testing import plugin
-
-
-class FakeGuest:
-    def __init__(self, config):
-        self.config = config
-        self.generation = 0  # restarts so far
-        self.commands = []
-        self._agent = None
-        self.ssh = object()
-        self.machine = SimpleNamespace(is_running=lambda: True, paths=None)
-        self._new_run()
-
-    def _new_run(self):
-        self.fault = None
-        self.log_dir = Path(self.config.log_dir) / f"e2e-run-{self.generation}"
-        self.log_dir.mkdir(parents=True)
-        (self.log_dir / "console.log").write_text("[    1.000000] irqlab: probed\\n")
-
-    def die(self, console):
-        with (self.log_dir / "console.log").open("a") as f:
-            f.write(console)
-        self.fault = SimpleNamespace(cause="guest kernel panic: Kernel panic - not syncing")
-
-    def connection_lost(self):
-        return None
-
-    def restart(self):
-        self.generation += 1
-        self._new_run()
-        return self
-
-    def sh(self, cmd, **_):
-        self.commands.append(cmd)
-        return "[    1.000000] irqlab: probed\\n\\n4096"  # a clean log, taint O
-
-    def close(self):
-        pass
-
-
-plugin.start_guest = FakeGuest
-"""
 
 TESTS = """
 import pytest
@@ -185,6 +140,16 @@ import pytest
 def prepared(irqlab_guest):
     return irqlab_guest.generation
 """
+# the guest dies in a test; the next ones meet the module's fixture set up again
+DIES_THEN_RENEWED = (
+    MODULE_FIXTURE
+    + "def test_01_dies(irqlab_guest, prepared):\n"
+    + '    irqlab_guest.die("[    3.0] Kernel panic - not syncing: x\\n")\n'
+    + "def test_02(irqlab_guest, prepared):\n"
+    + "    assert prepared == irqlab_guest.generation == 1\n"
+    + "def test_03(irqlab_guest, prepared):\n"
+    + "    assert prepared == irqlab_guest.generation == 1\n"
+)
 
 
 @pytest.mark.parametrize("generation", [0, 1], ids=["session-start", "after-replacement"])
@@ -195,15 +160,7 @@ def test_a_console_that_cannot_be_made_to_show_warnings_is_said_not_an_error(
     fails no test, and a replacement's still renews the fixtures that took the guest it
     replaced (its echo raised out of the replacement: they stayed the dead guest's)."""
     monkeypatch.setenv("IRQLAB_LOG_DIR", str(pytester.path / "logs"))
-    tests = MODULE_FIXTURE + (
-        "def test_01_dies(irqlab_guest, prepared):\n"
-        '    irqlab_guest.die("[    3.0] Kernel panic - not syncing: x\\n")\n'
-        "def test_02(irqlab_guest, prepared):\n"
-        "    assert prepared == irqlab_guest.generation == 1\n"
-        "def test_03(irqlab_guest, prepared):\n"
-        "    assert prepared == irqlab_guest.generation == 1\n"
-    )
-    r = _run(pytester, ECHO_FAILS % generation, tests)
+    r = _run(pytester, ECHO_FAILS % generation, DIES_THEN_RENEWED)
     r.assert_outcomes(passed=3)
     out = " ".join(r.stdout.str().split())
     assert (
@@ -326,3 +283,26 @@ FakeGuest.restart = restart
     reports = out.split("short test summary info", 1)[0]
     assert reports.count("its console before it died") == 1, out
     assert "the replaced session guest #1 (" in reports, out
+
+
+OWN_SESSION_GUEST = """
+import pytest
+
+@pytest.fixture(scope="session")
+def irqlab_guest(irqlab_log_dir):  # the project's own: a guest of its configuration
+    g = FakeGuest(SimpleNamespace(name="msi", log_dir=irqlab_log_dir))
+    yield g
+    g.close()
+"""
+
+
+def test_the_fixtures_of_a_conftests_own_session_guest_are_renewed_after_its_replacement(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A conftest's irqlab_guest (overriding ours) replaced after a test killed it: the
+    module's fixtures that took it are set up again in the new one before the next
+    test, as with ours (they were not: the next test met what the dead guest had)."""
+    monkeypatch.setenv("IRQLAB_LOG_DIR", str(pytester.path / "logs"))
+    r = _run(pytester, OWN_SESSION_GUEST, DIES_THEN_RENEWED)
+    r.assert_outcomes(passed=3)
+    assert r.stdout.str().count("starting a new one") == 1, r.stdout.str()

@@ -273,7 +273,8 @@ def report_header() -> str:
     """One line for pytest's header: the guest architecture ($IRQLAB_ARCH), its QEMU's
     version, guest kernel, image, accelerator.  Cheap whatever the state of the cache:
     it reads the newest complete outputs in it (a build touches what it uses) and asks
-    no package index; nothing is built."""
+    no package index; nothing is built, and no KVM probe runs (a kept verdict is said,
+    else that none was reached yet)."""
     import os
 
     from irqlab.build import arch as arches
@@ -306,11 +307,16 @@ def report_header() -> str:
 
         parts.append(f"accel {foreign_arch_accel(arch.name).reason}")
     elif qemu is not None:
-        try:
-            from irqlab.vm.accel import choose
+        try:  # the probe's verdict if one is kept: no probe QEMU for the header
+            from irqlab.vm.accel import choose_known
 
             binary = qemu / "bin" / arch.qemu_binary
-            parts.append(f"accel {choose(binary, datadir=qemu / 'share' / 'qemu').reason}")
+            choice = choose_known(binary, datadir=qemu / "share" / "qemu")
+            parts.append(
+                f"accel {choice.reason}"
+                if choice is not None
+                else "accel not probed yet (the first guest probes)"
+            )
         except Exception as e:
             parts.append(f"accel unknown ({e})")
     return "irqlab: " + ", ".join(parts)

@@ -87,7 +87,8 @@ FRESH_DIR = "fresh"  # a test's own guest's diagnostics, in the test's log direc
 _REVIVALS = pytest.StashKey[list[tuple[str, str]]]()
 _LAST_USER = pytest.StashKey[str]()
 _USER_BEFORE = pytest.StashKey[str]()  # the one before the last (this test's setup: the last)
-# the session guest (once its fixture has it), and the wider-scoped fixtures that took it
+# the session guest (once its fixture has it: ours, or a conftest's that overrides it;
+# _hold_session_guest), and the wider-scoped fixtures that took it
 # with their requests (set up again after a replacement: _renew_after_replacement)
 _SESSION_GUEST = pytest.StashKey["Guest"]()
 _GuestFixture = tuple[pytest.FixtureDef[Any], pytest.FixtureRequest]
@@ -409,13 +410,15 @@ def irqlab_qtest_injector(irqlab_qtest_machine: Machine) -> Injector:
     return Injector(irqlab_qtest_machine)
 
 
-def start_guest(config: GuestConfig | None = None) -> Guest:
+def start_guest(config: GuestConfig | None = None, *, configured_by: str = "") -> Guest:
     """Boot a guest for tests (the caller closes it); a missing prerequisite (QEMU build,
     image, module) fails the test with its name, never a skip; a module that fails to
     load or a guest that dies while it starts fails it with the cause alone (no
     traceback; :meth:`Guest.start` raises them, for a test that expects one).  Called during a test,
     the guest logs into that test's directory of the run's logs (unless *config* names
-    a log directory)."""
+    a log directory).  *configured_by*: what made *config* (a test's marker, as written),
+    the lead of a configuration error its start finds (a module parameter its driver
+    does not take), as of the errors found before it."""
     from irqlab.vm.guest import (
         Guest,
         GuestConfig,
@@ -437,7 +440,8 @@ def start_guest(config: GuestConfig | None = None) -> Guest:
     except (PrerequisiteMissing, paths.CacheDirError) as e:
         why = f"end-to-end prerequisite missing: {e}"
     except GuestConfigError as e:  # e.g. module={"nosuch": 1}, before anything booted
-        why = f"the guest's configuration cannot work: {e}"
+        lead = configured_by or "the guest's configuration cannot work"
+        why = f"{lead}: {e}"
     except QemuExited as e:  # QEMU refused its command line: its own words first
         why = (
             f"QEMU refused to start the guest {config.name!r}:\n{e.said}\n"
@@ -490,7 +494,6 @@ def irqlab_guest(
     g = start_guest(config)  # a missing prerequisite fails with its name
     try:
         _console_warnings(g)
-        request.config.stash[_SESSION_GUEST] = g
         yield g
         interrupted = request.config.stash.get(_RUN_INTERRUPTED, False)
         if request.config.getini(CHECK_KERNEL_LOG_INI) and not interrupted:
@@ -507,8 +510,6 @@ def irqlab_guest(
             if reports:
                 pytest.fail("\n\n".join(reports), pytrace=False)
     finally:
-        if _SESSION_GUEST in request.config.stash:
-            del request.config.stash[_SESSION_GUEST]
         g.close()
 
 
@@ -790,6 +791,15 @@ def fresh_guest_config(request: pytest.FixtureRequest, log_dir: Path | None = No
     _marker_error("...", str(problem))
 
 
+def _marker_as_written(item: pytest.Item) -> str:
+    """``@pytest.mark.irqlab(module={'wakeup': 'sometimes'})``: the test's markers merged,
+    their keywords as given ("" for a test without one)."""
+    marker = irqlab_marker(item)
+    if marker is None or not marker.kwargs:
+        return ""
+    return f"@pytest.mark.irqlab({', '.join(f'{k}={v!r}' for k, v in marker.kwargs.items())})"
+
+
 def _marker_error(argument: str, problem: str) -> NoReturn:
     pytest.fail(f"@pytest.mark.irqlab({argument}): {problem}", pytrace=False)
 
@@ -868,7 +878,8 @@ def irqlab_fresh_guest(
     configuration (``@pytest.mark.irqlab(device={...}, module={...}, smp=N)``; the
     first test of a configuration pays one cold boot that saves it).  Whatever the test
     does to it (panic, unload the module, odd device state) ends with the test."""
-    g = start_guest(fresh_guest_config(request, _test_log_root(request, irqlab_log_dir)))
+    config = fresh_guest_config(request, _test_log_root(request, irqlab_log_dir))
+    g = start_guest(config, configured_by=_marker_as_written(request.node))
     request.node.stash.setdefault(_MACHINES, []).append(g.machine)
     request.node.stash.setdefault(_DIAGNOSTICS, []).append(
         (GuestDiagnostics.start(g), _test_log_root(request, irqlab_log_dir) / FRESH_DIR)
@@ -980,16 +991,41 @@ _FRESH = ("irqlab_fresh_guest", "irqlab_fresh_agent", "irqlab_fresh_device")
 
 def _shared_fixtures(item: pytest.Item) -> list[str]:
     """The shared guest's fixtures *item* uses: those in its closure, except
-    ``irqlab_guest`` unless the test asks for it itself (a conftest's autouse session
-    fixture may hold it, e.g. for a check of the guest's kernel log)."""
+    ``irqlab_guest`` unless the test reaches it through what it asks for itself (its
+    arguments, ``usefixtures``, or a fixture of its own these take, however deep:
+    :func:`_requested`), not through an autouse fixture alone (a conftest's autouse
+    session fixture may hold it, e.g. for a check of the guest's kernel log)."""
     closure = set(getattr(item, "fixturenames", ()))
-    own: set[str] = set()
-    if isinstance(item, pytest.Function):
-        import inspect
+    return [
+        n
+        for n in _SHARED_TO_FRESH
+        if n in closure and (n != "irqlab_guest" or n in _requested(item))
+    ]
 
-        own = set(inspect.signature(item.function).parameters)
-        own.update(n for m in item.iter_markers("usefixtures") for n in m.args)
-    return [n for n in _SHARED_TO_FRESH if n in closure and (n != "irqlab_guest" or n in own)]
+
+def _requested(item: pytest.Item) -> set[str]:
+    """The fixtures *item* asks for itself (its arguments and ``usefixtures``) and those
+    they take in turn, but for what the shared guest's own fixtures take (``irqlab_agent``
+    is no use of ``irqlab_guest`` of the test's); not the autouse ones' (empty for an
+    item that is no function)."""
+    if not isinstance(item, pytest.Function):
+        return set()
+    import inspect
+
+    todo = list(inspect.signature(item.function).parameters)
+    todo += [n for m in item.iter_markers("usefixtures") for n in m.args]
+    info = getattr(item, "_fixtureinfo", None)
+    defs = info.name2fixturedefs if info is not None else {}
+    seen: set[str] = set()
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            if name in _SHARED_TO_FRESH:
+                continue
+            for fixturedef in defs.get(name, ()):  # an override and those it extends
+                todo += fixturedef.argnames
+    return seen
 
 
 def _instead(shared: list[str]) -> str:
@@ -1053,11 +1089,12 @@ def _renew_after_replacement(item: pytest.Item) -> None:
     or one that raised after its restart: whatever replaced the guest left the
     renewal pending (:func:`revive`).  A teardown of theirs that fails against the new
     guest is said, not raised."""
-    guest = item.config.stash.get(_SESSION_GUEST, None)
-    if guest is None or "irqlab_guest" not in getattr(item, "fixturenames", ()):
+    if "irqlab_guest" not in getattr(item, "fixturenames", ()):
         return
+    guest = item.config.stash.get(_SESSION_GUEST, None)  # None: not set up yet
     try:
-        revive(guest, item.config, item.nodeid.split("::")[0])
+        if guest is not None:
+            revive(guest, item.config, item.nodeid.split("::")[0])
     finally:  # a replacement that raised after its restart: its fixtures go all the same
         # those of this replacement and of one an earlier hook or fixture made
         stale = item.config.stash.get(_STALE_FIXTURES, [])
@@ -1180,16 +1217,40 @@ def pytest_fixture_setup(
     wider-scoped fixtures up before the autouse ``irqlab_guest_alive``, so such a
     fixture met the dead guest, and every test of its module failed with a fault of
     an earlier test's making).  While a fixture is set up, its scope is known to
-    :func:`_placer`."""
-    if fixturedef.scope != "function" and "irqlab_guest" in fixturedef.argnames:
+    :func:`_placer`.  Under ``--setup-plan`` no fixture runs (pytest's own hook gives
+    each the value None): nothing is checked or replaced."""
+    # the frame every fixture's error passes through (a conftest's, whatever it does):
+    # never the cause, hidden whatever the error (irqlab's own raise below shows its
+    # frames all the same)
+    __tracebackhide__ = True
+    planned = request.config.getoption("setupplan", default=False)
+    if not planned and fixturedef.scope != "function" and "irqlab_guest" in fixturedef.argnames:
         where = request.node.nodeid.split("::")[0]  # a session's fixture: ""
         revive(request.getfixturevalue("irqlab_guest"), request.config, where)
         request.config.stash.setdefault(_GUEST_FIXTURES, []).append((fixturedef, request))
     _SETTING_UP.append(fixturedef.scope)
     try:
-        return (yield)
+        value = yield
     finally:
         _SETTING_UP.pop()
+    if fixturedef.argname == "irqlab_guest" and not planned:
+        _hold_session_guest(request.config, fixturedef, value)
+    return value
+
+
+def _hold_session_guest(
+    config: pytest.Config, fixturedef: pytest.FixtureDef[Any], guest: Any
+) -> None:
+    """The session guest, once its fixture has it: ours or a conftest's of the same name
+    that overrides it (a guest of its own configuration), for
+    :func:`_renew_after_replacement`; forgotten when that fixture is torn down."""
+    config.stash[_SESSION_GUEST] = guest
+
+    def forget() -> None:
+        if config.stash.get(_SESSION_GUEST, None) is guest:
+            del config.stash[_SESSION_GUEST]
+
+    fixturedef.addfinalizer(forget)  # run before the fixture's own teardown
 
 
 def _terminal_sink(config: pytest.Config) -> notice.Sink:
@@ -1239,9 +1300,10 @@ def irqlab_guest_alive(request: pytest.FixtureRequest) -> Guest | None:
         request.config.stash[_USER_BEFORE] = request.config.stash[_LAST_USER]
     request.config.stash[_LAST_USER] = request.node.nodeid
     # A failure's report names this test's part of the guest's logs and its diagnostics,
-    # whichever of the session guest's fixtures the test took itself (not a test that
-    # has it only through a conftest's autouse session fixture: it uses a guest of its
-    # own, or none).  A report's extra: it never fails the test's setup.
+    # whichever of the session guest's fixtures the test took, itself or through a
+    # fixture of its own (not a test that has it only through a conftest's autouse
+    # session fixture: it uses a guest of its own, or none).  A report's extra: it
+    # never fails the test's setup.
     if _shared_fixtures(request.node):
         with contextlib.suppress(Exception):
             log_root = _test_log_root(request, request.getfixturevalue("irqlab_log_dir"))
@@ -1318,6 +1380,7 @@ def irqlab_wait_stats(irqlab_agent: AgentClient) -> WaitStats:
     def wait(
         handle: str, pred: Callable[[dict[str, int]], bool], timeout: float = 60.0
     ) -> dict[str, int]:
+        __tracebackhide__ = hide_test_frame  # a timeout's message is the failure
         return wait_file_stats(irqlab_agent, handle, pred, timeout)
 
     return wait

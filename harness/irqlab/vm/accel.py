@@ -42,6 +42,7 @@ __all__ = [
     "ProbeFn",
     "ProbeResult",
     "choose",
+    "choose_known",
     "clear_cache",
     "known_verdict",
     "probe",
@@ -349,3 +350,25 @@ def choose(
     if result.ok:
         return AccelChoice("kvm", f"kvm: {result.reason}", probed=True)
     return AccelChoice("tcg", f"tcg: KVM probe failed: {result.reason}", probed=True)
+
+
+class _NotProbed(Exception):
+    """Only a probe would tell (:func:`choose_known`)."""
+
+
+def choose_known(binary: Path, *, datadir: Path | None = None) -> AccelChoice | None:
+    """:func:`choose`'s choice when it needs no probe now (forced, no usable /dev/kvm,
+    or a verdict a probe reached is kept: :func:`known_verdict`); None when only a
+    probe would tell.  Nothing is started (pytest's header: ``--co`` and ``--fixtures``
+    started a probe QEMU)."""
+
+    def kept(binary: Path, datadir: Path | None, _timeout: float) -> ProbeResult:
+        found = known_verdict(binary, datadir)
+        if found is None:
+            raise _NotProbed
+        return found
+
+    try:
+        return choose(binary, datadir=datadir, probe_fn=kept)
+    except _NotProbed:
+        return None

@@ -1,0 +1,115 @@
+"""A test that reaches the session guest only through a fixture of its own (``def
+wraps(irqlab_guest)``, the test takes ``wraps``) uses it as one that takes it
+itself: a failure's report names its part of the guest's logs and the guest's
+diagnostics, and the marker or a guest of its own beside it is refused.  A conftest's
+autouse session fixture that holds the guest gives a test none of that.  With a
+stand-in guest (fake_session_guest)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from fake_session_guest import CONFTEST  # same directory (rootdir-relative import)
+
+from irqlab.testing.parallel import WORKER_ENV
+
+pytest_plugins = ["pytester"]
+
+HOLDS_THE_GUEST = """
+import pytest
+
+@pytest.fixture(scope="session", autouse=True)
+def hold(irqlab_guest):  # e.g. a kernel-log check after the suite
+    yield
+"""
+
+TESTS = """
+import pytest
+
+
+@pytest.fixture
+def wraps_guest(irqlab_guest):
+    return irqlab_guest
+
+
+@pytest.fixture
+def deeper(wraps_guest):
+    return wraps_guest
+
+
+@pytest.fixture
+def raises_in_guest(irqlab_guest):
+    raise RuntimeError("the fixture broke")
+
+
+def test_fails_via_own_fixture(wraps_guest):
+    assert wraps_guest.sh("echo 1") == "2"
+
+
+def test_fails_two_fixtures_deep(deeper):
+    assert False
+
+
+@pytest.mark.usefixtures("wraps_guest")
+def test_fails_with_usefixtures():
+    assert False
+
+
+def test_fixture_raises(raises_in_guest):
+    pass
+
+
+def test_fails_without_a_guest():
+    assert False
+
+
+@pytest.mark.irqlab(smp=2)
+def test_marker_beside_own_fixture(wraps_guest):
+    pass
+
+
+def test_two_guests(wraps_guest, irqlab_fresh_guest):
+    pass
+"""
+
+LOGS = "irqlab guest logs (this test's part)"
+DIAGNOSTICS = "irqlab diagnostics of the session guest ('e2e')"
+
+
+def _reports(out: str) -> dict[str, str]:
+    """Each failure's or error's report in *out*, by the test's name."""
+    parts = re.split(r"\n_{3,} (?:ERROR at setup of )?(\w+) _{3,}\n", out)
+    return dict(zip(parts[1::2], parts[2::2], strict=True))
+
+
+def test_a_guest_reached_through_the_tests_own_fixture_is_the_tests(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in WORKER_ENV:  # a plain user's run, not a worker's
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("IRQLAB_LOG_DIR", str(pytester.path / "logs"))
+    pytester.makeconftest(CONFTEST + HOLDS_THE_GUEST)
+    pytester.makepyfile(test_via=TESTS)
+    r = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:xdist")
+    r.assert_outcomes(failed=4, errors=3)
+    out = r.stdout.str()
+    reports = _reports(out.split("short test summary info", 1)[0])
+    for test in (
+        "test_fails_via_own_fixture",
+        "test_fails_two_fixtures_deep",
+        "test_fails_with_usefixtures",
+        "test_fixture_raises",
+    ):
+        assert LOGS in reports[test] and DIAGNOSTICS in reports[test], (test, reports[test])
+    none = reports["test_fails_without_a_guest"]
+    assert LOGS not in none and DIAGNOSTICS not in none, none
+    said = " ".join(out.split())
+    assert (
+        "test_marker_beside_own_fixture uses the shared guest (irqlab_guest), which keeps "
+        "its defaults"
+    ) in said, out
+    assert (
+        "test_two_guests uses the shared guest's irqlab_guest and a guest of its own "
+        "(irqlab_fresh_guest): that is two guests"
+    ) in said, out

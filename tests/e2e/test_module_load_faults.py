@@ -279,12 +279,15 @@ def test_a_module_that_freezes_a_starting_guest_is_named_within_the_freeze_limit
     """The same spinning init with the step's own limit (60 s): no agent heartbeat
     watches a guest that starts, and it was named after the 60 s, the kill's 5 s and
     the probe's 5 s (81 s under load).  The step looks at the SSH server's greeting
-    meanwhile: silent for freeze_timeout, the guest is named frozen, with the insmod."""
+    meanwhile: silent for freeze_timeout, the guest is named frozen, with the insmod.
+    A cold boot (no snapshot): restored without the module, the agent's heartbeat
+    names it (test_an_extra_module_whose_init_never_returns_is_named)."""
     ko = build_test_kmod("hang_on_load")
     config = GuestConfig(
         name="freeze-on-load",
         extra_modules=[ko],
         extra_module_params={"hang_on_load": {"how": "spin"}},
+        snapshot=False,
     )
 
     def start() -> None:

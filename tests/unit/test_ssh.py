@@ -9,7 +9,7 @@ import pytest
 from fake_ssh import fake_ssh  # same directory (rootdir-relative import)
 
 from irqlab.vm.loadscale import check_timeout
-from irqlab.vm.ssh import RunResult, SshClient, SshError
+from irqlab.vm.ssh import CommandError, RunResult, SshClient, SshError
 
 
 class FakeClock:
@@ -208,3 +208,19 @@ def test_a_replaced_run_result_keeps_its_signal_and_bytes() -> None:
     assert new_out.out_bytes == b"x"  # a new text gives its own bytes
     with pytest.raises(ValueError, match="no fields"):
         r._replace(nosuch=1)
+
+
+@pytest.mark.parametrize(
+    ("out", "err", "said"),
+    [
+        ("", "", "command failed (rc=1): false\n(no output)"),
+        ("hi\n", "", "command failed (rc=1): false\n--- stdout\nhi\n"),
+        ("", "no such file\n", "command failed (rc=1): false\n--- stderr\nno such file\n"),
+        ("a\n", "b\n", "command failed (rc=1): false\n--- stdout\na\n\n--- stderr\nb\n"),
+    ],
+)
+def test_a_failed_commands_error_shows_the_streams_that_said_something(
+    out: str, err: str, said: str
+) -> None:
+    """Two empty '--- stdout' / '--- stderr' sections said nothing, at length."""
+    assert str(CommandError("false", RunResult(1, out, err))) == said

@@ -125,7 +125,10 @@ class CommandError(SshError):
             first += f": {cmd}"
         else:
             first = f"command failed ({how}): {cmd}"
-        super().__init__(f"{first}\n--- stdout\n{result.out}\n--- stderr\n{result.err}")
+        # what it wrote, each stream that has anything (two empty sections said nothing)
+        streams = (("stdout", result.out), ("stderr", result.err))
+        said = [f"--- {name}\n{text}" for name, text in streams if text.strip()]
+        super().__init__("\n".join([first, *said]) if said else f"{first}\n(no output)")
         self.result = result
 
 

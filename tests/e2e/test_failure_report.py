@@ -104,13 +104,17 @@ def test_failure_report_has_dmesg_counters_and_agent_messages(
 TAINTING_TESTS = """
 def test_01_taints_the_guest_and_passes(irqlab_guest):
     irqlab_guest.sh(
-        "echo 'irqlab-test: tainting' > /dev/kmsg; echo 512 > /proc/sys/kernel/tainted"
+        "echo 'irqlab-test: tainting' > /dev/kmsg; echo 512 > /proc/sys/kernel/tainted; "
+        "echo 'WARNING: CPU: 0 PID: 1 at drivers/fake.c:1 fake_fn+0x0/0x10' > /dev/kmsg"
     )
 
 
 def test_02_fails(irqlab_guest):
     assert irqlab_guest.sh("echo hi").strip() == "bye"
 """
+
+
+TAINT_FILE = "test_a_taint_from_a_passing_test_is_reported"
 
 
 def test_a_taint_from_a_passing_test_is_reported(
@@ -127,6 +131,9 @@ def test_a_taint_from_a_passing_test_is_reported(
     failing = out.split("_ test_02_fails _", 1)[1]
     assert "--- the guest kernel is tainted: W (warning issued, bit 9)" in failing, out
     assert "the session guest's kernel reported problems during this session" in out, out
+    # reported in the last test's teardown: which test it came during is said
+    said = "logged (by the guest's clock, against each test's start) during "
+    assert f"{said}{TAINT_FILE}.py::test_01_taints_the_guest_and_passes" in out, out
     (log,) = (pytester.path / "logs").glob("pytest-*/session-dmesg.log")
     assert "irqlab-test: tainting" in log.read_text()
     pytester.makeini("[pytest]\nirqlab_check_kernel_log = false\n")

@@ -115,3 +115,23 @@ def test_a_clean_kernel_log_passes(
     r, _ = run(pytester, monkeypatch, warn=False)
     r.assert_outcomes(passed=3)
     assert not list((pytester.path / "logs").glob("pytest-*/session-dmesg.log"))
+
+
+def test_the_session_checks_report_says_which_test_each_splat_came_during() -> None:
+    """The session's kernel-log check runs in the last test's teardown: a WARN of an
+    earlier test was an error of a test that never touched the guest."""
+    from irqlab.testing.plugin import _tests_during
+
+    splats = [
+        "[    3.336096] WARNING: CPU: 0 PID: 1 at drivers/fake.c:1 fake_fn+0x0/0x10",
+        "[    3.336200] Modules linked in: irqlab",
+        "[    9.100000] BUG: kernel NULL pointer dereference, address: 0000000000000000",
+        "tainted: W (warning issued, bit 9)",
+    ]
+    timeline = [(5.0, "t.py::test_c"), (1.0, "t.py::test_a"), (3.3, "t.py::test_b")]
+    assert _tests_during(splats, timeline) == (
+        "\nlogged (by the guest's clock, against each test's start) "
+        "during t.py::test_b; during t.py::test_c"
+    )
+    assert _tests_during(splats, []) == ""
+    assert _tests_during(["[    0.5] WARNING: early"], timeline) == ""  # before any test

@@ -86,6 +86,11 @@ FRESH_DIR = "fresh"  # a test's own guest's diagnostics, in the test's log direc
 # which test a death came after
 _REVIVALS = pytest.StashKey[list[tuple[str, str]]]()
 _LAST_USER = pytest.StashKey[str]()
+# each test's start on the session guest: (its QEMU's Machine: a replacement's clock
+# starts again, the guest's clock in s from the agent's heartbeats, the test's node
+# id), for the session's kernel-log check to say which test a report came during
+_TIMELINE = pytest.StashKey[list[tuple[object, float, str]]]()
+_STAMP = re.compile(r"\[\s*(\d+\.\d+)\]")
 _USER_BEFORE = pytest.StashKey[str]()  # the one before the last (this test's setup: the last)
 # the session guest (once its fixture has it: ours, or a conftest's that overrides it;
 # _hold_session_guest), and the wider-scoped fixtures that took it
@@ -482,7 +487,8 @@ def irqlab_guest(
     soft reset.  A save that fails (a full cache) leaves the booted guest in use.  At
     the session's end its kernel log is checked (a WARN, BUG, oops or an unexpected
     taint during any test, one that passed too, is an error of the last test's
-    teardown; the ini option ``irqlab_check_kernel_log = false`` turns it off; not
+    teardown, which names the test it came during; the ini option
+    ``irqlab_check_kernel_log = false`` turns it off; not
     after a Ctrl-C or SIGTERM), and so is what each session guest replaced after it died
     had reported on its console before (its console prints warnings too)."""
     from irqlab.testing.parallel import worker_id
@@ -505,7 +511,12 @@ def irqlab_guest(
             reports = [p.report(f"{lead}: the replaced {which}") for which, p in replaced]
             now = f"{lead}: the session guest at the end" if replaced else lead
             log = irqlab_log_dir / "session-dmesg.log"
-            last = _kernel_log_failure(g, now, log, scan_leaks=True)
+            timeline = [
+                (t, test)
+                for on, t, test in request.config.stash.get(_TIMELINE, [])
+                if on is g.machine
+            ]
+            last = _kernel_log_failure(g, now, log, scan_leaks=True, timeline=timeline)
             reports += [last] if last is not None else []
             if reports:
                 pytest.fail("\n\n".join(reports), pytrace=False)
@@ -910,7 +921,14 @@ def _check_kernel_log(g: Guest, lead: str, log: Path) -> None:
         pytest.fail(report, pytrace=False)
 
 
-def _kernel_log_failure(g: Guest, lead: str, log: Path, *, scan_leaks: bool = False) -> str | None:
+def _kernel_log_failure(
+    g: Guest,
+    lead: str,
+    log: Path,
+    *,
+    scan_leaks: bool = False,
+    timeline: list[tuple[float, str]] | None = None,
+) -> str | None:
     """The failure's text when *g*'s kernel reported a bug: a WARN(), BUG:, lockdep or
     KASAN report, an unexpected taint; the whole kernel log is then written to *log*
     (a ``quiet`` guest's console has none of it).  None for a guest that died or
@@ -934,7 +952,25 @@ def _kernel_log_failure(g: Guest, lead: str, log: Path, *, scan_leaks: bool = Fa
         whole = f"\n(the whole kernel log: {log})"
     except OSError as e:
         whole = f"\n(the whole kernel log {_unsaved(log, e)})"
-    return problems.report(lead) + whole
+    return problems.report(lead) + whole + _tests_during(problems.splats, timeline or [])
+
+
+def _tests_during(splats: list[str], timeline: list[tuple[float, str]]) -> str:
+    """Which test ran when each of *splats* was logged (by its kernel timestamp, against
+    *timeline*: each test's start in the guest's clock), as lines for the report; the
+    check runs at the session's end, in the last test's teardown, which it blamed."""
+    starts = sorted(timeline)
+    said: list[str] = []
+    for line in splats:
+        m = _STAMP.match(line.strip())
+        if m is None:
+            continue
+        before = [test for start, test in starts if start <= float(m.group(1))]
+        if before and f"during {before[-1]}" not in said:
+            said.append(f"during {before[-1]}")
+    if not said:
+        return ""
+    return "\nlogged (by the guest's clock, against each test's start) " + "; ".join(said)
 
 
 @pytest.fixture
@@ -1308,9 +1344,12 @@ def irqlab_guest_alive(request: pytest.FixtureRequest) -> Guest | None:
         with contextlib.suppress(Exception):
             log_root = _test_log_root(request, request.getfixturevalue("irqlab_log_dir"))
             request.node.stash[_GUEST_LOGS] = (LogSlicer(_guest_logs(guest)), log_root)
-            request.node.stash.setdefault(_DIAGNOSTICS, []).append(
-                (GuestDiagnostics.start(guest), log_root)
-            )
+            diag = GuestDiagnostics.start(guest)
+            request.node.stash.setdefault(_DIAGNOSTICS, []).append((diag, log_root))
+            if diag.estimate is not None and guest.machine is not None:
+                request.config.stash.setdefault(_TIMELINE, []).append(
+                    (guest.machine, diag.estimate, request.node.nodeid)
+                )
     return guest
 
 

@@ -776,6 +776,11 @@ def test_waits(irqlab_guest, irqlab_agent):
 """
 
 
+def _default_stop_signals() -> None:
+    for signo in (signal.SIGINT, signal.SIGHUP):
+        signal.signal(signo, signal.SIG_DFL)
+
+
 def _inner_until_up(tmp_path: Path, source: str) -> tuple[subprocess.Popen[bytes], int]:
     """An inner pytest of *source* started, once its test printed ``GUEST-UP <qemu pid>``:
     the process and that pid."""
@@ -783,9 +788,9 @@ def _inner_until_up(tmp_path: Path, source: str) -> tuple[subprocess.Popen[bytes
     p = subprocess.Popen(
         [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", str(test)],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=_inner_env(tmp_path),
-        # a shell's background job (`cmd &`) inherits SIGINT ignored: undo that here,
-        # as an interactive pytest would have it
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        # a shell's background job (`cmd &`) inherits SIGINT ignored, one under nohup
+        # SIGHUP: undo that here, as an interactive pytest would have it
+        preexec_fn=_default_stop_signals,
     )  # fmt: skip
     assert p.stdout is not None
     for raw in p.stdout:
@@ -808,13 +813,14 @@ def test_an_interrupted_run_skips_the_session_guests_kernel_log_check(tmp_path: 
 
 
 @pytest.mark.parametrize("times", [1, 2], ids=["once", "twice"])
-@pytest.mark.parametrize("signo", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("signo", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
 def test_sigterm_or_sigint_of_pytest_stops_its_guests(
     tmp_path: Path, signo: int, times: int
 ) -> None:
     """Once, or twice back to back as timeout(1) and CI runners send it (to pytest,
     then to its process group): pytest's interrupted run, status 2, no second
-    KeyboardInterrupt inside its report."""
+    KeyboardInterrupt inside its report.  SIGHUP (the terminal closed) too: it left
+    QEMU to its parent-death signal and its socket folder behind."""
     p, qemu = _inner_until_up(tmp_path, INNER_SLOW)
     p.send_signal(signo)
     if times == 2:

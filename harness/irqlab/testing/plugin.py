@@ -562,8 +562,10 @@ class _StopWatch:
 
 
 def _install_interrupts(config: pytest.Config) -> None:
-    """SIGTERM (timeout(1), CI cancellation) tears down like Ctrl-C: every guest and
-    machine fixture stops its QEMU and removes its sockets.  Both raise KeyboardInterrupt
+    """SIGTERM (timeout(1), CI cancellation) and SIGHUP (the terminal closed) tear down
+    like Ctrl-C: every guest and machine fixture stops its QEMU and removes its sockets
+    (after SIGHUP its QEMU outlived pytest by its parent-death signal's moment, and its
+    socket folder until the next start).  Both raise KeyboardInterrupt
     as Python's own Ctrl-C does, but never where it could wedge the run (see
     :mod:`irqlab.sigsafe`: raised inside logging's lock, every thread that logged
     waited for ever).  Handlers someone else set stay theirs."""
@@ -574,6 +576,7 @@ def _install_interrupts(config: pytest.Config) -> None:
     defaults: dict[int, Any] = {
         signal.SIGINT: signal.default_int_handler,
         signal.SIGTERM: signal.SIG_DFL,
+        signal.SIGHUP: signal.SIG_DFL,
     }
     mine = [sig for sig, default in defaults.items() if signal.getsignal(sig) is default]
     if not mine:

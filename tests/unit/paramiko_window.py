@@ -88,8 +88,12 @@ def arm(client: paramiko.Transport, place: str, act: Callable[[], object]) -> Ca
         caller = sys._getframe(2).f_code
         if done or caller is not SEND_USER_MESSAGE:
             return False
-        done.append(threading.current_thread() is threading.main_thread())
-        return done[0]
+        if threading.current_thread() is not threading.main_thread():
+            # paramiko's own thread sending meanwhile (under load, now and then): it
+            # took the one shot, and no signal came at all ("not interrupted")
+            return False
+        done.append(True)
+        return True
 
     event = client.clear_to_send
     if place == "window":

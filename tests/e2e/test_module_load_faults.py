@@ -12,7 +12,7 @@ from faultwait import raises_within  # same directory (rootdir-relative import)
 from kmods import build_test_kmod
 
 from irqlab.paths import cache_dir
-from irqlab.vm.guest import Guest, GuestConfig, ModuleLoadError
+from irqlab.vm.guest import Guest, GuestConfig, ModuleLoadError, ensure_snapshot
 from irqlab.vm.health import GuestFault
 from irqlab.vm.ssh import CommandError
 
@@ -173,8 +173,10 @@ def test_a_boot_whose_kernel_reported_a_problem_is_not_saved_as_a_snapshot() -> 
         load_irqlab=False,
     )
     snapshot.discard(Guest(config).prepare().snapshot_key())  # one saved by an older irqlab
-    with Guest(config) as g:  # booted cold, or restored without the module and loaded it
-        assert "snapshot_saved" not in g.phases, g.phases
+    ensure_snapshot(GuestConfig(name="warn-base", load_irqlab=False))  # without the module
+    with Guest(config) as g:  # restored without the module, which then loaded
+        assert "extras" in g.phases and "snapshot_saved" not in g.phases, g.phases
+        assert g.snapshot_dir is None  # not the base's: ensure_snapshot returned that
         assert (g.snapshot_error or "").startswith("not saved as the snapshot "), g.snapshot_error
         assert "WARNING: CPU:" in (g.snapshot_error or "")
         assert snapshot.lookup(g.snapshot_key()) is None

@@ -106,3 +106,18 @@ def test_a_request_whose_wait_is_interrupted_marks_the_session(
     assert (client.interrupted is not None) == interrupted, client.interrupted
     if interrupted:
         assert client.interrupted == f"request 'read' was interrupted ({type(raised).__name__})"
+
+
+def test_a_response_wait_interrupted_on_its_own_marks_the_session_too(
+    session: tuple[AgentClient, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """submit() and response() used as a pair (not request()): the same mark."""
+    client, _w = session
+
+    def take(*args: Any) -> dict[str, Any]:
+        raise _Outcome("Timeout")
+
+    monkeypatch.setattr(client, "_take", take)
+    with pytest.raises(_Outcome):
+        client.response(7, 30)
+    assert client.interrupted == "request 7 was interrupted (_Outcome)"

@@ -17,6 +17,7 @@ class _StuckAgent:
     """An agent client whose close waits on a lock nobody will release."""
 
     last_heartbeat: float | None = None
+    interrupted: str | None = None
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -45,6 +46,8 @@ def test_close_gives_up_on_a_stuck_agent_goodbye(
 class _Agent:
     """An agent client whose last heartbeat came *silent_for* s ago."""
 
+    interrupted: str | None = None
+
     def __init__(self, silent_for: float) -> None:
         self.last_heartbeat = time.monotonic() - silent_for
         self.closed_with: list[tuple[float, bool]] = []
@@ -54,17 +57,23 @@ class _Agent:
 
 
 @pytest.mark.parametrize(
-    ("silent_for", "closed_with"),
-    [(10.0, (guest_mod.SILENT_CLOSE_S, False)), (0.0, (2, True))],
-    ids=["silent", "beating"],
+    ("silent_for", "interrupted", "closed_with"),
+    [
+        (10.0, None, (guest_mod.SILENT_CLOSE_S, False)),
+        (0.0, None, (2, True)),
+        (0.0, "request 'read' was interrupted (Failed)", (2, False)),
+    ],
+    ids=["silent", "beating", "interrupted"],
 )
 def test_close_says_no_goodbye_to_an_agent_whose_heartbeat_stopped(
-    silent_for: float, closed_with: tuple[float, bool]
+    silent_for: float, interrupted: str | None, closed_with: tuple[float, bool]
 ) -> None:
     """A guest frozen a few seconds before its close (the verdict not come yet): the
-    agent's goodbye waited its 2 s, and its readers 2 s more (a close took 4 s)."""
+    agent's goodbye waited its 2 s, and its readers 2 s more (a close took 4 s).  Nor
+    to a session whose request was interrupted: the goodbye waits behind that one."""
     g = Guest(GuestConfig())
     agent = _Agent(silent_for)
+    agent.interrupted = interrupted
     g._agent = agent  # type: ignore[assignment]
     g.close()
     assert agent.closed_with == [closed_with]

@@ -199,3 +199,17 @@ def test_sshclient_put_runs_guest_puts_command_with_its_checks_and_errors(
     with pytest.raises(TypeError, match="data must be bytes, not str"):
         client.put_bytes("x", "/tmp/x")  # type: ignore[arg-type]
     assert len(ran) == 2  # the refusals ran nothing
+
+
+def test_a_local_file_of_extra_files_that_cannot_be_read_is_refused_before_any_boot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Put once the guest is ready (no module of the user's), they are in no snapshot
+    key, which read them before anything started: a missing one was found after a boot."""
+    from irqlab.vm.guest import Guest, GuestConfig, GuestConfigError
+
+    monkeypatch.setattr(Guest, "prepare", lambda self: pytest.fail("looked further"))
+    g = Guest(GuestConfig(extra_files={"/root/x": tmp_path / "missing"}))
+    with pytest.raises(GuestConfigError, match=r"cannot read .*missing for the guest"):
+        g.start()
+    assert g.machine is None

@@ -126,9 +126,11 @@ def test_the_session_checks_report_says_which_test_each_splat_came_during() -> N
         "[    3.336096] WARNING: CPU: 0 PID: 1 at drivers/fake.c:1 fake_fn+0x0/0x10",
         "[    3.336200] Modules linked in: irqlab",
         "[    9.100000] BUG: kernel NULL pointer dereference, address: 0000000000000000",
+        "[   99.000000] kmemleak: 3 new suspected memory leaks (see /sys/kernel/debug/kmemleak)",
         "tainted: W (warning issued, bit 9)",
     ]
     timeline = [(5.0, "t.py::test_c"), (1.0, "t.py::test_a"), (3.3, "t.py::test_b")]
+    timeline.append((50.0, "t.py::test_last"))  # the leak scan is the session end's
     assert _tests_during(splats, timeline) == (
         "\nlogged (by the guest's clock, against each test's start) "
         "during t.py::test_b; during t.py::test_c"

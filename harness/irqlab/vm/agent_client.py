@@ -407,9 +407,14 @@ class AgentClient:
 
     def response(self, rid: int, timeout: float = 30.0) -> dict[str, Any]:
         __tracebackhide__ = hide_frame
-        return self._take(
-            lambda: self._responses.pop(rid, None), timeout, f"response to request {rid}"
-        )
+        try:
+            return self._take(
+                lambda: self._responses.pop(rid, None), timeout, f"response to request {rid}"
+            )
+        except BaseException as e:
+            if not isinstance(e, Exception) and self.interrupted is None:  # see request()
+                self.interrupted = f"request {rid} was interrupted ({type(e).__name__})"
+            raise
 
     def request(
         self, op: str, *, timeout: float | None = None, check: bool = True, **args: Any
@@ -418,8 +423,8 @@ class AgentClient:
         *timeout*: seconds to wait for it; ``None``: :func:`request_timeout` (30 s plus
         the request's own ``wait_ms``, ``timeout_ms`` or ``wait_s``)."""
         __tracebackhide__ = hide_frame
-        rid = self.submit(op, **args)
         try:
+            rid = self.submit(op, **args)  # (a line cut short by it is as bad)
             resp = self.response(rid, request_timeout(op, args) if timeout is None else timeout)
         except BaseException as e:
             if not isinstance(e, Exception):  # its own errors are no interruption

@@ -1565,6 +1565,9 @@ class Guest:
     def _start_ready(self) -> None:
         from irqlab.vm import snapshot
 
+        for local in self.config.extra_files.values():  # not only once the guest is up
+            _sha256(local)  # (put after the ready state, they are in no key to read them)
+
         if not self._prepared:  # the caller's prepare() just ran (irqlab run/shell): once
             self.prepare()
         self._prepared = False  # a restart looks again (a module rebuilt meanwhile)
@@ -1616,6 +1619,9 @@ class Guest:
         base = snapshot.lookup(base_key)
         if base is None or not self._try_restore(base_key, base):
             return False
+        # this configuration's snapshot is the save's to set: a save refused (a WARN of
+        # the module) or failed (a full cache) leaves none, not the base's
+        self.snapshot_dir = None
         log.info("%s: restored without the extra modules; installing them", self.config.name)
         self.install_extras()
         self._reached("extras", self._t0)
@@ -2240,7 +2246,9 @@ class Guest:
             _within(
                 AGENT_CLOSE_S,
                 lambda: agent.close(
-                    timeout=SILENT_CLOSE_S if silent else 2, goodbye=not (stopped or silent)
+                    timeout=SILENT_CLOSE_S if silent else 2,
+                    # nor one whose request was interrupted: it waits behind that one
+                    goodbye=not (stopped or silent or agent.interrupted is not None),
                 ),
                 "the agent's session",
             )

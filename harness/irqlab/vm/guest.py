@@ -1565,8 +1565,9 @@ class Guest:
     def _start_ready(self) -> None:
         from irqlab.vm import snapshot
 
-        for local in self.config.extra_files.values():  # not only once the guest is up
-            _sha256(local)  # (put after the ready state, they are in no key to read them)
+        if self._files_after_ready():  # in no key, which would have read them: found
+            for local in self.config.extra_files.values():  # now, not after a boot
+                _check_readable(local)
 
         if not self._prepared:  # the caller's prepare() just ran (irqlab run/shell): once
             self.prepare()
@@ -1597,7 +1598,6 @@ class Guest:
             if not self._restore_base_with_extras():
                 self._cold_start()
             self._save_snapshot(key)
-        return
 
     def base_snapshot_key(self) -> str | None:
         """The key of the snapshot a start restores, then loads the user's modules in,
@@ -3294,7 +3294,20 @@ def _sha256(path: Path | str) -> str:
     try:
         return hashlib.sha256(Path(path).read_bytes()).hexdigest()
     except OSError as e:
-        raise GuestConfigError(f"cannot read {path} for the guest: {e.strerror}") from e
+        raise _unreadable(path, e) from e
+
+
+def _check_readable(path: Path | str) -> None:
+    """:class:`GuestConfigError` unless the local file *path* can be opened for reading
+    (nothing read: :func:`_sha256` reads the files a key holds)."""
+    try:
+        Path(path).open("rb").close()
+    except OSError as e:
+        raise _unreadable(path, e) from e
+
+
+def _unreadable(path: Path | str, e: OSError) -> GuestConfigError:
+    return GuestConfigError(f"cannot read {path} for the guest: {e.strerror}")
 
 
 def ensure_snapshot(config: GuestConfig | None = None) -> Path:

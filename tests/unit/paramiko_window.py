@@ -224,6 +224,9 @@ def play_wedged(
 if __name__ == "__main__":
     from irqlab.cli.main import Terminated, teardown_on_signals
 
+    # Python's own Ctrl-C handler, even when started with SIGINT ignored (a shell's
+    # background job): the command's handlers leave an ignored signal ignored
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     place, signame = sys.argv[1:3]
     signum = signal.Signals[signame]
     interrupts = (KeyboardInterrupt, Terminated)

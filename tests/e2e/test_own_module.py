@@ -5,6 +5,7 @@ restored guest has it too (the snapshot key includes its content)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -15,6 +16,7 @@ import pytest
 from cli import IRQLAB  # same directory (rootdir-relative import)
 
 from irqlab.testing.plugin import start_guest
+from irqlab.vm import snapshot
 from irqlab.vm.guest import (
     BUILD_MODULE,
     Guest,
@@ -125,6 +127,40 @@ def test_a_rebuilt_module_restores_the_guest_without_it_then_loads_it(
             assert ("snapshot_saved" in g.phases) == (attempt == "first"), g.snapshot_error
             assert "mymod: hello" in g.sh("dmesg") and {"mymod", "irqlab"} <= _modules(g)
             assert g.sh("cat /etc/mydrv/calibration.txt") == "gain=5\n"
+        finally:
+            g.close()
+
+
+def test_a_module_on_a_guest_nobody_starts_without_it_saves_that_guest_too(
+    mymod: Path, tmp_path: Path
+) -> None:
+    """A driver of another device (``load_irqlab=False``): the guest without its module
+    is one nobody starts, so no snapshot of it existed and every rebuild booted cold
+    (~4 s).  Its first boot now saves that guest too, then loads the module; a rebuild
+    restores it and loads the new build."""
+    config = GuestConfig(
+        name="base-first",
+        extra_modules=[mymod],
+        load_irqlab=False,
+        snapshot_tag="test_own_module_base",  # this test's own: both removed first
+    )
+    prepared = Guest(config).prepare()
+    base_key = prepared.base_snapshot_key()
+    assert base_key is not None
+    for key in (prepared.snapshot_key(), base_key):
+        assert snapshot.discard(key) is None, key
+    rebuilt = tmp_path / "mymod.ko"
+    rebuilt.write_bytes(mymod.read_bytes() + os.urandom(16))  # another build: another key
+    for attempt, ko in (("first", mymod), ("rebuilt", rebuilt)):
+        g = start_guest(dataclasses.replace(config, extra_modules=[ko]))
+        try:
+            assert "extras" in g.phases, (attempt, g.phases)
+            assert g.restored == (attempt == "rebuilt"), (attempt, g.phases)
+            assert g.snapshot_dir is not None, (attempt, g.snapshot_error)
+            assert snapshot.lookup(base_key) is not None, attempt
+            assert "mymod: hello" in g.sh("dmesg"), attempt
+            mods = _modules(g)
+            assert "mymod" in mods and "irqlab" not in mods, (attempt, mods)
         finally:
             g.close()
 

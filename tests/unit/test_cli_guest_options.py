@@ -769,6 +769,13 @@ def test_a_guest_with_its_snapshot_says_nothing_before_it_starts(tmp_path: Path)
         # a damaged one is not "no snapshot yet" (said before the start named it)
         m.setattr(outputs, "damage", lambda recipe, d: f"{d}/state.mig is 0 bytes")
         assert cold_boot_reason(guest) == guestcmd.COLD_WHY_DAMAGED
+        # with --module, its own damaged: the intact one without it restores
+        m.setattr(snapshot, "lookup", lambda key: tmp_path / f"snapshot-{key}")
+        m.setattr(outputs, "damage", lambda recipe, d: "" if d.name == "snapshot-k" else "bad")
+        with_module.base_snapshot_key = lambda: "k"
+        assert cold_boot_reason(with_module) is None
+        with_module.base_snapshot_key = lambda: "also-bad"
+        assert cold_boot_reason(with_module) == guestcmd.COLD_WHY_DAMAGED
 
 
 @pytest.mark.parametrize(

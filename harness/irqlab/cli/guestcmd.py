@@ -410,13 +410,15 @@ def cold_boot_reason(g: Any) -> str | None:
     if g.config.extra_devices:
         return COLD_WHY_DEVICES
     found = snapshot.lookup(g.snapshot_key())
-    if found is None:
-        base_key = g.base_snapshot_key()  # restored without --module, which then loads
-        base = snapshot.lookup(base_key) if base_key is not None else None
-        return None if base is not None and snapshot.intact(base) else COLD_WHY_NONE
-    if not snapshot.intact(found):  # it is said, removed and made again by the start
-        return COLD_WHY_DAMAGED
-    return None
+    if found is not None and snapshot.intact(found):
+        return None
+    # its own missing or damaged (the start says so, removes it and saves a new one):
+    # the guest without --module restores, and the module then loads
+    base_key = g.base_snapshot_key()
+    base = snapshot.lookup(base_key) if base_key is not None else None
+    if base is not None and snapshot.intact(base):
+        return None
+    return COLD_WHY_NONE if found is None else COLD_WHY_DAMAGED
 
 
 @contextlib.contextmanager

@@ -1595,7 +1595,7 @@ class Guest:
             fresh = found is not None and _dir_identity(found) != tried
             if found is not None and fresh and self._try_restore(key, found):
                 return
-            if not self._restore_base_with_extras():
+            if not self._restore_base_with_extras() and not self._cold_start_base_with_extras():
                 self._cold_start()
             self._save_snapshot(key)
 
@@ -1623,6 +1623,35 @@ class Guest:
         # the module) or failed (a full cache) leaves none, not the base's
         self.snapshot_dir = None
         log.info("%s: restored without the extra modules; installing them", self.config.name)
+        self.install_extras()
+        self._reached("extras", self._t0)
+        return True
+
+    def _cold_start_base_with_extras(self) -> bool:
+        """A configuration with modules of the user's whose base snapshot is missing too
+        (their first use with a ``load_irqlab=False`` guest, or with ``kernel_modules``:
+        a guest nobody starts without them): boot cold without them, save that as the
+        base snapshot, then install them, so that every later rebuild of the module
+        restores the base (:meth:`_restore_base_with_extras`) instead of booting cold
+        again.  Under the base's boot lock: a process booting it meanwhile is waited
+        for and its snapshot restored.  False (nothing started) without extra modules
+        or when that lock cannot be taken."""
+        from irqlab.vm import snapshot
+
+        base_key = self.base_snapshot_key()
+        if base_key is None:
+            return False
+        with snapshot.boot_lock(base_key, stopped_limit=self.config.boot_timeout) as unlocked:
+            if unlocked is not None:
+                return False
+            if self._restore_base_with_extras():  # saved while this waited for the lock
+                return True
+            self._cold_start(extras=False)
+            self._save_snapshot(base_key)
+        # the base's, said by the save already: this configuration's own is saved next
+        self.snapshot_dir = None
+        self.snapshot_error = None
+        log.info("%s: saved without the extra modules; installing them", self.config.name)
         self.install_extras()
         self._reached("extras", self._t0)
         return True
@@ -1774,13 +1803,14 @@ class Guest:
             self.phases[phase],
         )
 
-    def _cold_start(self) -> None:
+    def _cold_start(self, *, extras: bool = True) -> None:
         """Boot cold until the guest's clock runs at the host's rate (at most
         :data:`CLOCK_BOOTS` boots): a TSC the kernel mis-calibrated at boot under a loaded
         host made its clock run 7x the host's, and the snapshot saved from it carried
-        that into every guest restored from it (:mod:`irqlab.vm.guestclock`)."""
+        that into every guest restored from it (:mod:`irqlab.vm.guestclock`).  Not
+        *extras*: the user's modules and files are not installed (the caller does)."""
         for boot in range(1, CLOCK_BOOTS + 1):
-            self._cold_start_once()
+            self._cold_start_once(extras=extras)
             why = self._clock_wrong()
             if why is None:
                 return
@@ -1803,7 +1833,7 @@ class Guest:
             f"TSC at boot{f' ({said})' if said else ''}"
         )
 
-    def _cold_start_once(self) -> None:
+    def _cold_start_once(self, *, extras: bool = True) -> None:
         t0 = time.monotonic()
         self.phases = {}
         reached = partial(self._reached, t0=t0)
@@ -1829,8 +1859,8 @@ class Guest:
             launcher.abandon()
             raise
         self._await_launch(launcher)
-        # after the launcher's channel: one at a time to dropbear
-        self.install_extras(files=not self._files_after_ready())
+        if extras:  # after the launcher's channel: one at a time to dropbear
+            self.install_extras(files=not self._files_after_ready())
         reached("module")
         self._connect_agent()
         reached("agent_ready")

@@ -106,3 +106,11 @@ def test_the_fresh_agent_is_the_own_guests_and_reset(
     irqlab_fresh_device.push(0x5EED)
     ev = irqlab_fresh_agent.expect(path="read", seq=seq, timeout=30)
     assert ev["value"] == 0x5EED
+
+
+@pytest.mark.irqlab(smp=2)  # the same configuration: its snapshot
+def test_the_markers_guest_taken_at_run_time(request: pytest.FixtureRequest) -> None:
+    """Through request.getfixturevalue (a helper that picks its guest as it runs): the
+    setup's check, which sees only the fixtures a test names, refused it ("uses none")."""
+    g = request.getfixturevalue("irqlab_fresh_guest")
+    assert g.sh("nproc").strip() == "2"

@@ -326,15 +326,15 @@ def test_marker_paths_resolve_against_the_test_files_directory(
             "def test_it(irqlab_fresh_guest, irqlab_wait_stats):\n    pass\n",
             "irqlab.testing.helpers.wait_file_stats(irqlab_fresh_agent, ...) for irqlab_wait_stats",
         ),
-        (  # it configured nothing: the test ran and passed
+        (  # it configured nothing: said once the test ran and passed (at its teardown)
             "@pytest.mark.irqlab(smp=2)\ndef test_it(tmp_path):\n    pass\n",
-            "@pytest.mark.irqlab configures a guest of the test's own, but test_it uses none: "
-            "take irqlab_fresh_guest (or irqlab_fresh_agent, irqlab_fresh_device), or drop "
-            "the marker",
+            "@pytest.mark.irqlab configures a guest of the test's own, but test_it took none: "
+            "take irqlab_fresh_guest (or irqlab_fresh_agent, irqlab_fresh_device), as an "
+            "argument or through request.getfixturevalue, or drop the marker",
         ),
         (
             "pytestmark = pytest.mark.irqlab(smp=2)\n\ndef test_it():\n    pass\n",
-            "but test_it uses none: take irqlab_fresh_guest",
+            "but test_it took none: take irqlab_fresh_guest",
         ),
     ],
 )
@@ -345,10 +345,87 @@ def test_one_guest_per_test_is_checked_before_any_guest_starts(
     monkeypatch.setenv("IRQLAB_CACHE_DIR", "/proc/no-cache-here")
     pytester.makepyfile("import pytest\n\n" + test)
     r = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:xdist")
-    r.assert_outcomes(errors=1)
+    r.assert_outcomes(errors=1, passed=1 if "took none" in said else 0)
     out = " ".join(r.stdout.str().split())  # pytest may wrap the long line
     assert said in out, out
     assert "Traceback" not in out and "prerequisite" not in out, out
+
+
+# the guest fixtures stand-ins: nothing starts, what they are set up for is what counts
+STAND_INS = """
+import pytest
+from irqlab.testing.plugin import fresh_guest_config
+
+@pytest.fixture
+def irqlab_fresh_guest(request):
+    return fresh_guest_config(request)
+
+@pytest.fixture
+def irqlab_agent():
+    return "the shared guest's agent"
+"""
+
+
+@pytest.mark.parametrize(
+    ("test", "outcome", "said"),
+    [
+        (  # the marker's guest taken at run time: no error
+            "@pytest.mark.irqlab(smp=2)\ndef test_it(request):\n"
+            "    assert request.getfixturevalue('irqlab_fresh_guest').smp == 2\n",
+            {"passed": 1},
+            "",
+        ),
+        (
+            "def test_it(irqlab_agent, request):\n"
+            "    request.getfixturevalue('irqlab_fresh_guest')\n",
+            {"failed": 1},
+            "test_it uses the shared guest's irqlab_agent and a guest of its own "
+            "(irqlab_fresh_guest): that is two guests",
+        ),
+        (
+            "def test_it(request):\n    request.getfixturevalue('irqlab_agent')\n"
+            "    request.getfixturevalue('irqlab_fresh_guest')\n",
+            {"failed": 1},
+            "test_it uses the shared guest's irqlab_agent and a guest of its own",
+        ),
+        (
+            "def test_it(irqlab_fresh_guest, request):\n"
+            "    request.getfixturevalue('irqlab_agent')\n",
+            {"failed": 1},
+            "test_it uses the shared guest's irqlab_agent and a guest of its own",
+        ),
+        (
+            "@pytest.mark.irqlab(smp=2)\ndef test_it(request):\n"
+            "    request.getfixturevalue('irqlab_agent')\n",
+            {"failed": 1},
+            "but test_it uses the shared guest (irqlab_agent), which keeps its defaults",
+        ),
+    ],
+    ids=[
+        "marker-guest",
+        "agent-then-guest",
+        "both-at-run-time",
+        "guest-then-agent",
+        "marker-agent",
+    ],
+)
+def test_one_guest_per_test_holds_for_fixtures_taken_at_run_time(
+    pytester: pytest.Pytester,
+    monkeypatch: pytest.MonkeyPatch,
+    test: str,
+    outcome: dict[str, int],
+    said: str,
+) -> None:
+    """request.getfixturevalue takes a fixture the setup's check did not see: the
+    marker's guest taken so was refused as "uses none", and two guests went unnoticed."""
+    monkeypatch.setenv("IRQLAB_CACHE_DIR", "/proc/no-cache-here")
+    pytester.makeconftest(STAND_INS)
+    pytester.makepyfile("import pytest\n\n" + test)
+    r = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:xdist")
+    r.assert_outcomes(**outcome)
+    out = " ".join(r.stdout.str().split())
+    assert said in out, out
+    assert "took none" not in out and "uses none" not in out, out
 
 
 def test_a_conftests_autouse_use_of_the_shared_guest_is_not_a_mix(

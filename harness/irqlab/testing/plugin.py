@@ -75,6 +75,12 @@ _MACHINES = pytest.StashKey[list[Machine]]()
 _GUEST_LOGS = pytest.StashKey[tuple[LogSlicer, Path]]()
 _DIAGNOSTICS = pytest.StashKey[list[tuple[GuestDiagnostics, Path]]]()
 _CALL_FAILED = pytest.StashKey[bool]()  # the test's own call failed (set by makereport)
+_CALL_PASSED = pytest.StashKey[bool]()  # the test's own call passed (set by makereport)
+# the marker on a test that names no guest fixture: checked once it ran (it may take
+# one through request.getfixturevalue)
+_MARKER_UNCLAIMED = pytest.StashKey[bool]()
+# the guest fixtures of function scope set up for the test (pytest_fixture_setup)
+_GUEST_FIXTURES_TAKEN = pytest.StashKey[set[str]]()
 _MORE_LOGS = pytest.StashKey[list[Path]]()  # more of a test's logs (a kernel log check's)
 _DIAGNOSED = pytest.StashKey[bool]()  # a failure of the test's reported its diagnostics
 # guests the test built itself (their configuration named no log directory: placed in
@@ -1093,29 +1099,73 @@ def _refuse_other_guests(item: pytest.Item) -> None:
     shared = _shared_fixtures(item)
     fresh = [n for n in _FRESH if n in getattr(item, "fixturenames", ())]
     if not shared:
-        if not fresh and irqlab_marker(item) is not None:  # it configured nothing
-            pytest.fail(
-                f"@pytest.mark.irqlab configures a guest of the test's own, but "
-                f"{item.name} uses none: take irqlab_fresh_guest (or irqlab_fresh_agent, "
-                "irqlab_fresh_device), or drop the marker",
-                pytrace=False,
-            )
+        if not fresh and irqlab_marker(item) is not None:
+            # it configured nothing, unless it takes the guest through
+            # request.getfixturevalue: said after its call (pytest_runtest_teardown)
+            item.stash[_MARKER_UNCLAIMED] = True
         return
-    names = ", ".join(shared)
     if fresh:
-        pytest.fail(
-            f"{item.name} uses the shared guest's {names} and a guest of its own "
-            f"({', '.join(fresh)}): that is two guests. Use the own guest's fixtures only "
-            f"({_instead(shared)}), or the shared guest's only",
-            pytrace=False,
-        )
+        pytest.fail(_two_guests(item, shared, fresh), pytrace=False)
     if irqlab_marker(item) is not None:
+        pytest.fail(_marker_with_shared(item, shared), pytrace=False)
+
+
+def _marker_with_shared(item: pytest.Item, shared: list[str]) -> str:
+    return (
+        f"@pytest.mark.irqlab configures a guest of the test's own, but {item.name} "
+        f"uses the shared guest ({', '.join(shared)}), which keeps its defaults: use "
+        f"irqlab_fresh_guest & co ({_instead(shared)})"
+    )
+
+
+def _one_guest_at_fixture_setup(name: str, item: pytest.Item) -> None:
+    """The guest fixture *name* (of function scope) is set up for *item*: fail what
+    :func:`_refuse_other_guests` could not see before, a fixture taken through
+    ``request.getfixturevalue`` that makes it two guests, or the shared one under the
+    marker.  (The session's ``irqlab_guest`` itself is set up once per session: not
+    seen here.)"""
+    if name not in _SHARED_TO_FRESH and name not in _FRESH:
+        return
+    taken = item.stash.setdefault(_GUEST_FIXTURES_TAKEN, set())
+    taken.add(name)
+    static = set(getattr(item, "fixturenames", ()))
+    shared = _shared_fixtures(item)
+    shared += [n for n in _SHARED_TO_FRESH if n in taken and n not in shared]
+    fresh = [n for n in _FRESH if n in static or n in taken]
+    if shared and fresh:
+        pytest.fail(_two_guests(item, shared, fresh), pytrace=False)
+    if shared and irqlab_marker(item) is not None:
+        pytest.fail(_marker_with_shared(item, shared), pytrace=False)
+
+
+def _two_guests(item: pytest.Item, shared: list[str], fresh: list[str]) -> str:
+    return (
+        f"{item.name} uses the shared guest's {', '.join(shared)} and a guest of its own "
+        f"({', '.join(fresh)}): that is two guests. Use the own guest's fixtures only "
+        f"({_instead(shared)}), or the shared guest's only"
+    )
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, None, None]:
+    """After the fixtures' teardown: a test with the marker whose call passed without
+    ever taking a guest of its own configured nothing (one that names none of the
+    fixtures may take it through ``request.getfixturevalue``: not known at setup)."""
+    yield
+    taken = item.stash.get(_GUEST_FIXTURES_TAKEN, set())
+    if (
+        item.stash.get(_MARKER_UNCLAIMED, False)
+        and item.stash.get(_CALL_PASSED, False)
+        and not taken.intersection(_FRESH)
+    ):
         pytest.fail(
             f"@pytest.mark.irqlab configures a guest of the test's own, but {item.name} "
-            f"uses the shared guest ({names}), which keeps its defaults: use "
-            f"irqlab_fresh_guest & co ({_instead(shared)})",
+            "took none: take irqlab_fresh_guest (or irqlab_fresh_agent, "
+            "irqlab_fresh_device), as an argument or through request.getfixturevalue, "
+            "or drop the marker",
             pytrace=False,
         )
+    return None
 
 
 def _renew_after_replacement(item: pytest.Item) -> None:
@@ -1267,6 +1317,8 @@ def pytest_fixture_setup(
         where = request.node.nodeid.split("::")[0]  # a session's fixture: ""
         revive(request.getfixturevalue("irqlab_guest"), request.config, where)
         request.config.stash.setdefault(_GUEST_FIXTURES, []).append((fixturedef, request))
+    if not planned and fixturedef.scope == "function":
+        _one_guest_at_fixture_setup(fixturedef.argname, request.node)
     _SETTING_UP.append(fixturedef.scope)
     try:
         value = yield
@@ -1489,6 +1541,8 @@ def pytest_runtest_makereport(
     report = yield
     if report.when == "call" and report.failed:
         item.stash[_CALL_FAILED] = True
+    if report.when == "call" and report.passed:
+        item.stash[_CALL_PASSED] = True
     if not report.failed:
         return report
     saved: list[Path] = []

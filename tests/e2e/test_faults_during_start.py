@@ -179,4 +179,6 @@ def test_a_start_that_fails_before_qemu_runs_keeps_its_own_words(tmp_path: Path)
     with pytest.raises(LogDirError, match="cannot make the guest's log directory") as e:
         g.start()
     assert "status None" not in str(e.value)
+    # the setting that named it, not IRQLAB_LOG_DIR (which the user had not set)
+    assert "(point GuestConfig(log_dir=...) at a writable directory)" in str(e.value)
     assert g.machine is None or not g.machine.spawned

@@ -75,3 +75,29 @@ def test_extra_devices_reach_the_command_line_after_ours() -> None:
     c = GuestConfig(extra_devices=["edu", "pci-testdev,id=t"])
     assert c.extra_devices == ("edu", "pci-testdev,id=t")
     assert extra_device_problem("edu,id=edu0,dma_mask=0xffffffff") is None
+
+
+@pytest.mark.parametrize(
+    ("field", "bad", "says"),
+    [
+        ("smp", 0, "GuestConfig(smp=0)"),
+        ("name", "../x", "GuestConfig(name='../x')"),
+        ("boot_timeout", -1, "GuestConfig.boot_timeout"),
+        ("ssh_timeout", -1, "GuestConfig.ssh_timeout"),
+        ("extra_modules", "mydrv.ko", "GuestConfig(extra_modules='mydrv.ko'): give a list"),
+        ("extra_files", {"etc/x": "x"}, "extra_files: guest path 'etc/x' is not absolute"),
+        ("log_dir", 7, "GuestConfig(log_dir=7): give a path"),
+    ],
+)
+def test_a_config_changed_after_it_was_made_is_checked_again_before_anything_starts(
+    field: str, bad: object, says: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A plain dataclass: `cfg.smp = 0` booted a guest with -smp 0 and saved its
+    snapshot, `cfg.name = "../x"` put its logs outside the log directory."""
+    # were anything looked for or started, it would fail on this cache directory
+    monkeypatch.setenv("IRQLAB_CACHE_DIR", "/proc/no-cache-here")
+    config = GuestConfig()
+    setattr(config, field, bad)
+    with pytest.raises(GuestConfigError) as info:
+        Guest(config).prepare()
+    assert says in str(info.value), str(info.value)

@@ -396,6 +396,11 @@ def test_an_unwritable_log_dir_is_said_as_that(fake_qemu: Path, tmp_path: Path) 
     ):
         m.start()
     assert m.paths is None  # nothing made, nothing started
+    named = Machine(
+        _cfg(fake_qemu, tmp_path, log_root=blocker / "logs", log_root_setting="--my-logs")
+    )
+    with pytest.raises(LogDirError, match=r"\(point --my-logs at a writable directory\)"):
+        named.start()
 
 
 def _count_sends(m: Machine) -> list[int]:

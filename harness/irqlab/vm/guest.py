@@ -1017,6 +1017,13 @@ class GuestConfig:
     extra_devices: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        self.check()
+
+    def check(self) -> None:
+        """Check every value (:class:`GuestConfigError`), as when the config was made:
+        a plain dataclass, it may have been changed since (``cfg.smp = 0`` booted a
+        guest with ``-smp 0`` and saved its snapshot; ``cfg.name = "../x"`` put its logs
+        outside the log directory).  :meth:`Guest.prepare` calls it."""
         self._check_shapes()
         self._check_guest_paths()
         # a run directory is named after the guest: "../x" wrote it outside the log
@@ -1171,6 +1178,7 @@ class Guest:
         self.qemu: QemuInstall | None = None  # the QEMU build booted
         self.ssh: SshClient | None = None
         self._agent: AgentClient | None = None
+        self._closes = 0  # close() calls: a command another thread's close() ended
         self._t0 = 0.0
         self._injector: Injector | None = None
         self.accel: AccelChoice | None = None
@@ -1690,6 +1698,7 @@ class Guest:
         from irqlab.vm.accel import choose, requested
         from irqlab.vm.loadscale import check_environment
 
+        self.config.check()  # changed since it was made (a plain dataclass)
         try:  # the environment's values, before anything is built
             check_environment()
             requested()  # $IRQLAB_ACCEL
@@ -2021,6 +2030,7 @@ class Guest:
                 accel=self._accel(),
                 name=c.name,
                 log_root=root,
+                log_root_setting="GuestConfig(log_dir=...)" if c.log_dir is not None else None,
             )
         )
         try:
@@ -2264,6 +2274,7 @@ class Guest:
     def close(self) -> None:
         """Stop the guest (QEMU's quit; nothing in the guest needs a clean shutdown).  A
         QEMU stopped by a signal (SIGSTOP) answers nothing: no goodbyes, killed at once."""
+        self._closes += 1
         stopped = self._qemu_stopped()
         if stopped:
             self._cut_off()
@@ -2385,6 +2396,7 @@ class Guest:
         mark = self.console_mark()
         log.debug("%s: running %r (timeout %g s)", self.config.name, cmd, timeout)
         t0 = time.monotonic()
+        closes = self._closes
         try:
             result = self.ssh.run(cmd, timeout=timeout, check=False, input=input)
         except KeyboardInterrupt as e:  # Ctrl-C: the plugin's line names what ran
@@ -2394,9 +2406,13 @@ class Guest:
         # "SSH is not connected") are its consequence; their ~140 lines of paramiko
         # tracebacks before the test's own line said no more (logged at debug level).
         except GuestFault as e:  # the connection broke: not replaced (_before_reconnect)
+            if self._closes != closes:
+                raise self._closed_meanwhile(doing) from None
             log.debug("%s: %s; under it", self.config.name, e, exc_info=e.__context__)
             raise GuestFault(e.fault, doing) from None
         except (SshError, paramiko.SSHException, OSError, EOFError) as e:
+            if self._closes != closes:  # no verdict to wait for: the watch is gone
+                raise self._closed_meanwhile(doing) from None
             # a connection that broke waits for the watch's verdict; a command that only
             # ran too long (killed by now), for an oops line that its end may trail; a
             # reconnect that found no sshd asked the watch before (_before_reconnect):
@@ -2410,6 +2426,8 @@ class Guest:
                 alive = self._alive()
                 raise SshUnreachable(f"{e} ({doing}{'; ' + alive if alive else ''})") from None
             raise
+        if result.rc == -1 and self._closes != closes:  # its channel closed with it
+            raise self._closed_meanwhile(doing)
         log.debug(
             "%s: %r ended: rc=%d after %.2f s",
             self.config.name,
@@ -2422,6 +2440,14 @@ class Guest:
             if fault is not None:
                 raise GuestFault(fault, doing)
         return result
+
+    def _closed_meanwhile(self, doing: str) -> GuestError:
+        """Another thread's :meth:`close` (or :meth:`restart`) ended the connection a
+        command ran on: it returned rc -1 with no output, or said the new QEMU alive."""
+        return GuestError(
+            f"the guest {self.config.name!r} was closed (or restarted) by another thread "
+            f"while {doing}"
+        )
 
     def _verdict_wait(self, e: BaseException) -> float:
         """How long a command that failed with *e* waits for the watch's verdict: a

@@ -83,11 +83,15 @@ class LogDirError(MachineError):
     said as that, not as QEMU failing to start."""
 
     @classmethod
-    def cannot_make(cls, what: str, root: Path, e: OSError) -> LogDirError:
-        """*what* (in the log directory *root*) could not be made: *e*."""
+    def cannot_make(
+        cls, what: str, root: Path, e: OSError, setting: str | None = None
+    ) -> LogDirError:
+        """*what* (in the log directory *root*, which *setting* named; None: the
+        defaults') could not be made: *e*."""
+        setting = setting or "IRQLAB_LOG_DIR, or pytest's --irqlab-log-dir,"
         return cls(
-            f"cannot make {what} in {root}: {e.strerror or e} (point IRQLAB_LOG_DIR, or "
-            "pytest's --irqlab-log-dir, at a writable directory)"
+            f"cannot make {what} in {root}: {e.strerror or e} (point {setting} at a "
+            "writable directory)"
         )
 
 
@@ -111,6 +115,8 @@ class MachineConfig:
     console: bool = True  # serial port 0 -> console log
     name: str = "qemu"
     log_root: Path | None = None  # default: irqlab.paths.log_dir()
+    # what chose log_root, for the error when it cannot be written (None: the defaults)
+    log_root_setting: str | None = None
     start_timeout: float = 30.0
     stop_timeout: float = 10.0
     qmp_timeout: float = 30.0
@@ -360,7 +366,9 @@ class Machine:
         try:
             run_dir.mkdir(parents=True, exist_ok=False)
         except OSError as e:
-            raise LogDirError.cannot_make("the guest's log directory", root, e) from e
+            raise LogDirError.cannot_make(
+                "the guest's log directory", root, e, self.config.log_root_setting
+            ) from e
         remove_stale_sock_dirs()
         return RunPaths(sock_dir=make_sock_dir(), log_dir=run_dir)
 

@@ -56,10 +56,9 @@ WORKER_ENV = ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT")
 
 def usable_cpus() -> int:
     """Cores this process may run on (the affinity mask, not the machine's total)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
+    from irqlab.vm.loadscale import usable_cores
+
+    return usable_cores()
 
 
 def default_workers(cpus: int | None = None) -> int:

@@ -169,6 +169,7 @@ FAULT_VERDICT = 2.0  # s a broken connection waits for the health watch's verdic
 KERNEL_KILLS = frozenset({"SEGV", "KILL"})
 OOPS_VERDICT = GRACE + 0.6
 CONSOLE_LAG = 0.2  # s the console may trail a command's end (another path to the host)
+BOOT_PROGRESS_S = 30.0  # a cold boot still waiting for its ready marker says so this often
 # s a module load or unload (modprobe, insmod, rmmod) may take before it is killed and
 # said as a hang (a module's init or exit that never returns)
 KERNEL_STEP_TIMEOUT_S = 60.0
@@ -2157,6 +2158,21 @@ class Guest:
         if self.fault is not None:
             raise GuestFault(self.fault)
 
+    def _vcpus_note(self) -> str:
+        """What to add to a slow boot's words when the guest has more vCPUs than the host
+        has cores for it under TCG (each vCPU a host thread: ``--smp 64`` on 2 cores did
+        not boot in 180 s, silent all along), else ""."""
+        from irqlab.vm.loadscale import usable_cores
+
+        cores = usable_cores()
+        if self._accel() != "tcg" or self.config.smp <= cores:
+            return ""
+        return (
+            f" ({self.config.smp} vCPUs under TCG on {cores} usable host core"
+            f"{'' if cores == 1 else 's'}: each vCPU is a host thread; fewer vCPUs boot "
+            "faster, or give a longer boot_timeout)"
+        )
+
     def _boot(self) -> None:
         """Start QEMU and wait for the image's ready marker, watching QEMU meanwhile: a
         fatal line in QEMU's output (a KVM internal error), a QEMU exit or a fault the
@@ -2171,9 +2187,18 @@ class Guest:
         marker = re.compile(
             f"{re.escape(img.ready_marker)}|{re.escape(img.failed_marker)}: [^\r\n]*[\r\n]"
         )
-        deadline = time.monotonic() + self.config.boot_timeout
+        started = time.monotonic()
+        deadline = started + self.config.boot_timeout
+        said = started  # when the boot's progress was last said
+        vcpus = self._vcpus_note()
         while True:
             left = deadline - time.monotonic()
+            if time.monotonic() - said >= BOOT_PROGRESS_S and left > 0:
+                said = time.monotonic()
+                notice.say(
+                    f"irqlab: {self.config.name}: still booting after {said - started:.0f} s "
+                    f"(boot_timeout={self.config.boot_timeout:g} s){vcpus}"
+                )
             try:
                 text = self._vm().wait_console(marker, timeout=max(0.0, min(0.5, left)))
             except ConsoleTimeout as e:
@@ -2207,7 +2232,7 @@ class Guest:
                         f"QEMU exited: {e}"
                         if exited
                         else f"the guest did not print {img.ready_marker!r} within "
-                        f"boot_timeout={self.config.boot_timeout:g} s{late}"
+                        f"boot_timeout={self.config.boot_timeout:g} s{late}{vcpus}"
                         + (f"; see {paths.console_log}" if paths is not None else "")
                     )
                     error = GuestError if exited else GuestTimeout  # an exit is no timeout

@@ -46,7 +46,8 @@ def check_environment() -> None:
         )
 
 
-def _cpus() -> int:
+def usable_cores() -> int:
+    """The host cores this process may run on (its affinity), at least 1."""
     try:
         return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
@@ -62,7 +63,7 @@ def _env_float(name: str, default: float) -> float:
 
 def timeout_scale(*, load: float | None = None, cpus: int | None = None) -> float:
     """How many times longer than on an idle machine a guest may take right now (>= 1)."""
-    n = cpus if cpus is not None else _cpus()
+    n = cpus if cpus is not None else usable_cores()
     if load is None:
         try:
             load = os.getloadavg()[0]

@@ -224,3 +224,26 @@ def test_a_failed_commands_error_shows_the_streams_that_said_something(
 ) -> None:
     """Two empty '--- stdout' / '--- stderr' sections said nothing, at length."""
     assert str(CommandError("false", RunResult(1, out, err))) == said
+
+
+def test_no_free_local_port_is_the_hosts_fault_said_at_once() -> None:
+    """Ephemeral ports used up: each connect failed with EADDRNOTAVAIL for the whole
+    60 s, then 'no SSH connection ... after 64 attempts', as if the guest were at fault."""
+    import errno
+
+    clock = FakeClock()
+    nothing_free = OSError(errno.EADDRNOTAVAIL, "Cannot assign requested address")
+    per_address = paramiko.ssh_exception.NoValidConnectionsError(
+        {("127.0.0.1", 2222): nothing_free}
+    )
+    for failure in (nothing_free, per_address):
+        ssh, _ = make([failure] * 1000, clock)
+        with pytest.raises(SshError) as info:
+            ssh.connect(timeout=60)
+        assert ssh.attempts == 3, failure
+        assert "no free local port to connect from" in str(info.value)
+        assert "net.ipv4.ip_local_port_range" in str(info.value)
+    # one such failure among others is retried as any other
+    ssh, _ = make([nothing_free, OSError("refused"), nothing_free, None], clock)
+    ssh.connect(timeout=60)
+    assert ssh.attempts == 4

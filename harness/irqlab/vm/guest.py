@@ -81,6 +81,7 @@ if TYPE_CHECKING:
 from irqlab.vm.guestfile import check_put, put_command, put_failure
 from irqlab.vm.loadscale import check_timeout
 from irqlab.vm.ssh import (
+    NO_LOCAL_PORT_ATTEMPTS,
     CommandError,
     RemoteProcess,
     RemoteWriteError,
@@ -91,6 +92,7 @@ from irqlab.vm.ssh import (
     SshUnreachable,
     channel_files,
     file_mode,
+    no_local_port,
 )
 
 # The errors a Guest's methods raise are importable from here, beside Guest (their
@@ -1989,6 +1991,7 @@ class Guest:
             raise
         deadline = time.monotonic() + self.config.ssh_timeout  # the network's first use
         why = "no answer"
+        portless = 0  # attempts in a row that found no local port
         while time.monotonic() < deadline:
             self.check_health()
             try:
@@ -1998,6 +2001,11 @@ class Guest:
                         reply = r.readline(200).decode(errors="replace").split()
             except OSError as e:
                 reply, why = [], str(e)
+                host_fault = no_local_port(e)
+                portless = portless + 1 if host_fault else 0
+                if portless >= NO_LOCAL_PORT_ATTEMPTS:
+                    why = f"cannot reach the restored guest's reseed port: {host_fault}"
+                    raise GuestError(why) from None
             if reply[:1] == ["ok"] and len(reply) == 2 and reply[1].isdigit():
                 return int(reply[1])
             if reply:  # the daemon answered, and refused

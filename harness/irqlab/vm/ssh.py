@@ -281,6 +281,26 @@ _NO_ANSWER_WORDS = tuple(
 )
 
 
+# attempts in a row that found no free local port before the host is said to have none
+NO_LOCAL_PORT_ATTEMPTS = 3
+
+
+def no_local_port(e: BaseException) -> str | None:
+    """Why *e*, a failed connect to the guest's forwarded port, is the host's own
+    trouble: no local port left to connect from (EADDRNOTAVAIL, also inside paramiko's
+    per-address ``NoValidConnectionsError``), else None.  Retrying that for the whole
+    connect timeout (60 s) ended in "no SSH connection", as if the guest were at fault."""
+    errors = getattr(e, "errors", None)
+    found = [e, *(errors.values() if isinstance(errors, dict) else ())]
+    if any(isinstance(x, OSError) and x.errno == errno.EADDRNOTAVAIL for x in found):
+        return (
+            "this host has no free local port to connect from ([Errno 99] Cannot assign "
+            "requested address): its ephemeral ports (sysctl net.ipv4.ip_local_port_range) "
+            "are used up"
+        )
+    return None
+
+
 def answered_nothing(
     e: BaseException, client: _Client | None = None, *, quick: bool = False
 ) -> bool:
@@ -588,6 +608,7 @@ class SshClient:
         deadline = start + timeout
         interval = retry_interval
         unanswered = 0  # attempts in a row that nothing answered
+        portless = 0  # attempts in a row that found no local port (no_local_port)
         while True:
             if self._shut:
                 raise SshError(f"SSH to {self.host}:{self.port} was closed")
@@ -622,6 +643,13 @@ class SshClient:
                     f"SSH authentication to {self.user}@{self.host}:{self.port} failed: {e}"
                 ) from e
             except RETRYABLE as e:
+                host_fault = no_local_port(e)
+                portless = portless + 1 if host_fault else 0
+                if portless >= NO_LOCAL_PORT_ATTEMPTS:
+                    client.close()
+                    raise SshError(
+                        f"no SSH connection to {self.host}:{self.port}: {host_fault}"
+                    ) from None
                 quick = self._clock() - began < banner_timeout / 2
                 unanswered = unanswered + 1 if answered_nothing(e, client, quick=quick) else 0
                 client.close()

@@ -21,7 +21,7 @@ from irqlab.contract.regs import QOM, REGS
 from irqlab.testing.helpers import DeviceControl
 from irqlab.testing.plugin import start_guest, start_uio_generic_guest
 from irqlab.vm.agent_client import AgentClient
-from irqlab.vm.guest import Guest, GuestConfig
+from irqlab.vm.guest import Guest, GuestConfig, GuestTimeout
 
 TIMEOUT = 60.0
 N = 8
@@ -174,3 +174,25 @@ def test_a_bare_bool_parameter_is_set_as_insmod_sets_it(irqlab_fresh_guest: Gues
     assert g.sh("cat /sys/module/irqlab/parameters/uio").strip() == "Y"
     assert g.driver_node() == "/dev/uio0"
     assert g.sh("test -c /dev/uio0 && echo ok").strip() == "ok"
+
+
+def test_the_device_comes_back_from_uio_pci_generic_with_bind() -> None:
+    """After bind_uio_pci_generic() a reload of our driver said only that it "did not
+    bind the irqlab device (is it a build of our driver?)" with boot-time kernel lines:
+    the driver_override it left names uio_pci_generic, and nothing undid it."""
+    g = boot("uio-back", INTX)
+    try:
+        _, r = g.bind_uio_pci_generic()
+        assert r.rc == 0, r
+        with pytest.raises(GuestTimeout) as info:
+            g.reload_module()
+        said = str(info.value).split("; last kernel messages")[0]
+        assert said.endswith(
+            ": the device's driver_override names uio_pci_generic (bind_uio_pci_generic() "
+            "sets it), which holds the device: g.bind() gives it back to irqlab"
+        ), said
+        g.bind()  # uio_pci_generic lets go, the override is cleared, ours binds
+        assert g.sh(f"test -c {g.dev} && echo ok").strip() == "ok"
+        assert not g.sh("ls /sys/class/uio/ 2>/dev/null; true").strip()
+    finally:
+        g.close()

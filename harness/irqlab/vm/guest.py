@@ -2615,7 +2615,7 @@ class Guest:
         if result.out.strip() != "present":
             kmsg = self.sh("dmesg | tail -n 12", check=False)
             refusal = probe_failure(kmsg, name)
-            why = (
+            why = self._held_elsewhere(name) or (
                 f": the kernel said {refusal!r} (do the module parameters fit the device's "
                 "properties? e.g. irq_mode and the device's irq-mode)"
                 if refusal
@@ -2958,11 +2958,49 @@ class Guest:
         return addr
 
     def bind(self, addr: str | None = None) -> None:
-        """Bind our driver to the device at *addr* (default: ours) and wait for its node."""
+        """Bind our driver to the device at *addr* (default: ours) and wait for its node;
+        a device another driver holds (:meth:`bind_uio_pci_generic`'s) is let go first
+        and its ``driver_override`` cleared."""
         addr = addr or self.pci_address()
-        to = shlex.quote(f"/sys/bus/pci/drivers/{self.module_name()}/bind")
-        self.sh(f"echo {shlex.quote(addr)} > {to}")
+        name = self.module_name()
+        dev = shlex.quote(f"/sys/bus/pci/devices/{addr}")
+        a = shlex.quote(addr)
+        self.sh(
+            f"d={dev}; if [ -e $d/driver ] && [ $(basename $(readlink $d/driver)) != {name} ]; "
+            f"then echo {a} > $d/driver/unbind; fi; echo > $d/driver_override"
+        )
+        to = shlex.quote(f"/sys/bus/pci/drivers/{name}/bind")
+        self.sh(f"echo {a} > {to}")
         self.wait_for_node(self.dev)
+
+    def _held_elsewhere(self, name: str) -> str:
+        """Why the driver *name* could not bind the device when another driver holds it
+        or its ``driver_override`` names another one (as :meth:`bind_uio_pci_generic`
+        leaves it), else ""."""
+        try:
+            dev = shlex.quote(f"/sys/bus/pci/devices/{self.pci_address()}")
+            out = self.sh(
+                f"cat {dev}/driver_override; basename $(readlink {dev}/driver) 2>/dev/null",
+                check=False,
+            ).split()
+        except GuestError:
+            return ""
+        override, holder = [*out, "", ""][:2]
+        if override not in ("(null)", "", name):
+            held = (
+                ", which holds the device"
+                if holder == override
+                else f"; {holder} holds the device"
+                if holder
+                else ""
+            )
+            return (
+                f": the device's driver_override names {override} (bind_uio_pci_generic() "
+                f"sets it){held}: g.bind() gives it back to {name}"
+            )
+        if holder and holder != name:
+            return f": {holder} holds the device: g.bind() gives it back to {name}"
+        return ""
 
     def bind_uio_pci_generic(self) -> tuple[str, RunResult]:
         """Move the device from our driver to the kernel's uio_pci_generic (through

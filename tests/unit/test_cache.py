@@ -730,3 +730,23 @@ def test_a_snapshot_state_file_not_as_saved_is_damaged(
         state.symlink_to("/dev/zero")
     damaged = {e.path: e.damage for e in cache.entries()}
     assert damaged[snap] == (f"{snap}/{said}" if said else "")
+
+
+@pytest.mark.parametrize("step", ["write_text", "rename"])
+def test_a_full_disk_at_the_end_of_a_build_leaves_no_tmp(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, step: str
+) -> None:
+    """A full disk (no inode left for .complete, or the rename refused) left the whole
+    output behind as <output>.tmp (a snapshot's: 149 MB) until a prune."""
+    real = getattr(Path, step)
+
+    def full(self: Path, *a: object, **kw: object) -> object:
+        if self.name in (".complete", f"snapshot-{fake_cache.digest(5)}.tmp"):
+            raise OSError(28, "No space left on device")
+        return real(self, *a, **kw)
+
+    monkeypatch.setattr(Path, step, full)
+    with pytest.raises(OSError, match="No space left"):
+        cache.cached_build("snapshot", fake_cache.digest(5), _build("x"))
+    monkeypatch.setattr(Path, step, real)
+    assert [p.name for p in tmp_path.iterdir()] == [f"snapshot-{fake_cache.digest(5)}.lock"]

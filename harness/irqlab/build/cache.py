@@ -405,16 +405,14 @@ def cached_build(
         tmp.mkdir()
         try:
             build(tmp)
+            # inside the try too: a full disk (no inode left for .complete) left the
+            # whole output behind as <output>.tmp (a snapshot's: 149 MB) until a prune
+            (tmp / _COMPLETE).write_text(digest + "\n")
+            remove_dir(final)  # a forced rebuild's old output
+            tmp.rename(final)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        (tmp / _COMPLETE).write_text(digest + "\n")
-        try:
-            remove_dir(final)  # a forced rebuild's old output
-        except RemoveError:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        tmp.rename(final)
     if keep is not None:
         evict_after(final, keep)
     return final

@@ -166,7 +166,19 @@ def output_dir(name: str, digest: str) -> Path:
 
 
 def is_complete(path: Path) -> bool:
-    return (path / _COMPLETE).is_file()
+    """Whether the output *path* is marked complete; one this user cannot look into
+    (another user's, mode 0700) is not complete, not ours: its PermissionError failed
+    every guest start that looked up any snapshot (:func:`entries` leaves it out)."""
+    return _marked(path) is True
+
+
+def _marked(path: Path) -> bool | None:
+    """Whether *path* is marked complete; None when this user may not look (EACCES,
+    EPERM: another user's output)."""
+    try:
+        return (path / _COMPLETE).is_file()
+    except PermissionError:
+        return None
 
 
 BOOT_LOCK = "boot"  # a snapshot's cold boot: an output's lock besides its build's
@@ -470,7 +482,11 @@ def entries(root: Path | None = None, *, recipe: str | None = None) -> list[Cach
         m = _output_name(p.name)
         if not m or (recipe is not None and m["name"] != recipe) or not p.is_dir():
             continue
-        complete = is_complete(p) and not m["tmp"]
+        marked = _marked(p)
+        if marked is None:  # another user's: neither listed nor pruned (it raised)
+            _say_unreadable(p)
+            continue
+        complete = marked and not m["tmp"]
         kind = describe(m["name"], p) if complete else Kind()
         found.append(
             CacheEntry(
@@ -486,6 +502,16 @@ def entries(root: Path | None = None, *, recipe: str | None = None) -> list[Cach
             )
         )
     return found
+
+
+_SAID_UNREADABLE: set[Path] = set()  # outputs :func:`entries` said it leaves out
+
+
+def _say_unreadable(path: Path) -> None:
+    """Say once per process that the output *path* cannot be looked into and is left."""
+    if path not in _SAID_UNREADABLE:
+        _SAID_UNREADABLE.add(path)
+        notice.say(f"irqlab: {path} cannot be read (Permission denied): another user's? left alone")
 
 
 def dir_size(path: Path) -> int:

@@ -21,6 +21,7 @@ Both then remove the shared build parts (QEMU trees, .debs) that no output left 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import os
@@ -700,6 +701,9 @@ def remove_file(path: Path) -> None:
     _removing(path, path.unlink)
 
 
+_FULL = (errno.ENOSPC, errno.EDQUOT)  # a full disk (or quota)
+
+
 def remove_entry(entry: CacheEntry) -> bool:
     """Remove one output unless a build holds its lock or something holds the output
     (:func:`hold`: a running guest's QEMU, kernel, image) right now; True if removed,
@@ -707,12 +711,18 @@ def remove_entry(entry: CacheEntry) -> bool:
     read-only or immutable entry, another user's): it may stay in part or whole."""
     # the output's build lock, a .tmp entry's too (its build holds that lock)
     output = entry.path.with_name(f"{entry.name}-{entry.digest}")
+    lock: IO[str] | contextlib.nullcontext[None] | None
     try:
         lock = _locked_file(lock_file(output), wait=False)
     except OSError as e:
-        raise RemoveError(
-            f"cannot remove {entry.path}: cannot lock {e.filename}: {e.strerror}"
-        ) from e
+        if e.errno not in _FULL or lock_file(output).exists():
+            raise RemoveError(
+                f"cannot remove {entry.path}: cannot lock {e.filename}: {e.strerror}"
+            ) from e
+        # no inode for a lock file that is not there: nobody holds it, nor can a build
+        # take it on this disk (a leftover whose lock file had gone stayed on the full
+        # disk it filled: `irqlab cache --prune` could not remove it)
+        lock = contextlib.nullcontext()
     if lock is None:
         return False
     with lock:

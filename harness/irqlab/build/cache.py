@@ -93,7 +93,9 @@ class InputHash:
         self.add_str("recipe", recipe_version)
 
     def add_str(self, label: str, value: str) -> None:
-        data = value.encode()
+        """Hash *value* as UTF-8; a path's OS bytes undecodable in the locale (a non-ASCII
+        cache path under LC_ALL=C: surrogates, a UnicodeEncodeError) as those bytes."""
+        data = value.encode(errors="surrogateescape")
         self._h.update(f"{label}:{len(data)}:".encode())
         self._h.update(data)
 

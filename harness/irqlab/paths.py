@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 from pathlib import Path
 
+from irqlab import notice
 from irqlab.errors import IrqlabError
 
 __all__ = [
@@ -61,6 +63,7 @@ class CacheDirError(IrqlabError, RuntimeError):
 
 
 _WRITABLE: set[Path] = set()  # cache directories found writable in this process
+_FULL = (errno.ENOSPC, errno.EDQUOT)  # a probe's errors that are no unwritable directory
 CACHE_DIR_MODE = 0o700  # of a cache directory irqlab creates (an existing one is left as is)
 PRIVATE_FILE_MODE = 0o600  # of cache files holding secrets: image archives, snapshots
 
@@ -77,8 +80,20 @@ def _check_writable(path: Path, how: str) -> Path:
         # are written 0600 anyway
         path.parent.mkdir(parents=True, exist_ok=True)
         path.mkdir(mode=CACHE_DIR_MODE, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
-            pass
+        try:
+            with tempfile.TemporaryFile(dir=path):
+                pass
+        except OSError as e:
+            if e.errno not in _FULL:
+                raise
+            # A full disk is no reason to refuse: what is cached still serves, and
+            # `irqlab cache --prune` must run to free it (it refused, and so did every
+            # restore of an intact snapshot).  What needs room fails where it writes.
+            notice.say(
+                f"irqlab: warning: the cache directory {path} has no room left "
+                f"({e.strerror}): what is cached still serves, a build or a new snapshot "
+                "fails; `irqlab cache --prune N` frees room"
+            )
     except OSError as e:
         raise CacheDirError(
             f"the irqlab cache directory {path} ({how}) is not writable: "

@@ -576,3 +576,40 @@ def test_a_guest_meeting_a_qemu_build_in_progress_says_so(
     # the lock is free again: not built, as before
     with pytest.raises(PrerequisiteMissing, match="is not built"):
         Guest._find_qemu(X86_64)
+
+
+def test_apt_failing_finds_the_cached_qemu_of_this_device_source_or_says_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """apt-cache failing (no package lists, as in a CI image that restored the cache;
+    apt's lock): `irqlab run` said "QEMU with the irqlab device is not built" with QEMU
+    cached.  The newest cached build whose recorded versions, with this device source
+    and configuration, hash to its name is used (said once); none: apt's words."""
+    import os
+
+    from irqlab import notice
+    from irqlab.build import debs
+    from irqlab.build.arch import X86_64
+    from irqlab.vm.guest import Guest, PrerequisiteMissing
+
+    _no_build(tmp_path, monkeypatch)
+    lock = "E: Could not get lock /var/lib/apt/lists/lock"
+
+    def no_apt(names: object) -> dict[str, str]:
+        raise debs.AptError(lock)
+
+    monkeypatch.setattr(qemu, "_apt_versions", no_apt)
+    with pytest.raises(PrerequisiteMissing) as e:
+        Guest._find_qemu(X86_64)
+    assert str(e.value) == f"cannot tell which QEMU build is current: {lock}; run apt-get update"
+    source = {"kind": "debian", "version": FIRMWARE["qemu-system-data"]}
+    out = _cached({"source": source, "firmware": FIRMWARE})
+    other = out.with_name(f"qemu-{'0' * 16}")  # newer, of another device source
+    shutil.copytree(out, other)
+    os.utime(other, (os.path.getmtime(out) + 9,) * 2)
+    said: list[str] = []
+    monkeypatch.setattr(notice, "_sink", said.append)
+    for _ in range(2):
+        found = qemu.find_qemu()
+        assert found is not None and found.binary == out / "bin" / qemu.TARGET
+    assert len(said) == 1 and out.name in said[0] and lock in said[0]

@@ -730,3 +730,46 @@ def test_a_snapshot_state_file_not_as_saved_is_damaged(
         state.symlink_to("/dev/zero")
     damaged = {e.path: e.damage for e in cache.entries()}
     assert damaged[snap] == (f"{snap}/{said}" if said else "")
+
+
+@pytest.mark.parametrize("step", ["write_text", "rename"])
+def test_a_full_disk_at_the_end_of_a_build_leaves_no_tmp(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, step: str
+) -> None:
+    """A full disk (no inode left for .complete, or the rename refused) left the whole
+    output behind as <output>.tmp (a snapshot's: 149 MB) until a prune."""
+    real = getattr(Path, step)
+
+    def full(self: Path, *a: object, **kw: object) -> object:
+        if self.name in (".complete", f"snapshot-{fake_cache.digest(5)}.tmp"):
+            raise OSError(28, "No space left on device")
+        return real(self, *a, **kw)
+
+    monkeypatch.setattr(Path, step, full)
+    with pytest.raises(OSError, match="No space left"):
+        cache.cached_build("snapshot", fake_cache.digest(5), _build("x"))
+    monkeypatch.setattr(Path, step, real)
+    assert [p.name for p in tmp_path.iterdir()] == [f"snapshot-{fake_cache.digest(5)}.lock"]
+
+
+def test_a_leftover_without_its_lock_file_goes_on_a_full_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No inode left for the lock file of a leftover whose lock had gone (its save, an
+    hour ago): `irqlab cache --prune` said "cannot lock" and the 149 MB stayed on the
+    full disk they filled.  A lock file that is there is still taken."""
+    dead = fake_cache.output(tmp_path, "snapshot", 1, {"state.mig": b"x" * 99}, complete=False)
+    kept = fake_cache.output(tmp_path, "snapshot", 2, {"state.mig": b"x"}, complete=False)
+    cache.lock_file(tmp_path / f"snapshot-{fake_cache.digest(2)}").write_text("")
+    real = cache._locked_file
+
+    def full(path: Path, *, wait: bool) -> object:
+        if not path.exists():
+            raise OSError(28, "No space left on device", str(path))
+        return real(path, wait=wait)
+
+    monkeypatch.setattr(cache, "_locked_file", full)
+    with cache.exclusive_lock(cache.lock_file(tmp_path / f"snapshot-{fake_cache.digest(2)}"), "b"):
+        done = cache.remove_all(cache.entries())
+    assert [e.path for e in done.removed] == [dead] and [e.path for e in done.held] == [kept]
+    assert done.errors == [] and not dead.exists() and kept.is_dir()

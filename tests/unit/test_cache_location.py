@@ -46,3 +46,39 @@ def test_a_missing_qemu_build_says_where_it_looked(
     with pytest.raises(PrerequisiteMissing) as e:
         Guest(GuestConfig(name="t")).prepare()
     assert f"looked in the build cache {tmp_path / 'empty'} (IRQLAB_CACHE_DIR=" in str(e.value)
+
+
+@pytest.mark.parametrize(("code", "words"), [(28, "No space left on device"), (122, "Disk quota")])
+def test_a_full_cache_disk_is_said_not_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int, words: str
+) -> None:
+    """With no inode left, every command (even `irqlab cache --prune`, which would free
+    room) refused at the probe: "not writable: No space left on device"."""
+    import tempfile
+
+    from irqlab import notice
+
+    def full(*a: object, **kw: object) -> None:
+        raise OSError(code, words)
+
+    said: list[str] = []
+    monkeypatch.setattr(tempfile, "TemporaryFile", full)
+    monkeypatch.setattr(notice, "_sink", said.append)
+    monkeypatch.setenv("IRQLAB_CACHE_DIR", str(tmp_path / "cache"))
+    assert paths.cache_dir() == paths.cache_dir() == tmp_path / "cache"
+    assert len(said) == 1 and words in said[0] and "irqlab cache --prune" in said[0]
+
+
+@pytest.mark.parametrize(("code", "words"), [(30, "Read-only file system"), (13, "Permission")])
+def test_an_unwritable_cache_dir_is_still_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int, words: str
+) -> None:
+    import tempfile
+
+    def refused(*a: object, **kw: object) -> None:
+        raise OSError(code, words)
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", refused)
+    monkeypatch.setenv("IRQLAB_CACHE_DIR", str(tmp_path / "cache"))
+    with pytest.raises(paths.CacheDirError, match=f"is not writable: {words}"):
+        paths.cache_dir()

@@ -701,11 +701,15 @@ def test_qemu_device_reaches_the_guest_config_and_a_bad_one_is_a_usage_error() -
     [
         (
             [],
-            "no snapshot of this configuration yet; one is saved once it is ready, and "
-            "later starts restore it",
+            "no snapshot of this configuration yet: booting the guest cold to save one, "
+            "unless another process is doing so (then its snapshot is restored); later "
+            "starts restore it",
         ),
-        (["--cold"], "--cold: no snapshot is restored or saved"),
-        (["--qemu-device", "edu"], "--qemu-device: a guest with another device has no snapshot"),
+        (["--cold"], "booting the guest cold (--cold: no snapshot is restored or saved)"),
+        (
+            ["--qemu-device", "edu"],
+            "booting the guest cold (--qemu-device: a guest with another device has no snapshot)",
+        ),
     ],
 )
 def test_a_cold_boot_is_said_before_it_begins(
@@ -717,7 +721,9 @@ def test_a_cold_boot_is_said_before_it_begins(
 ) -> None:
     """A cold boot printed nothing for 11 s, then "guest ready (cold boot, 7.55 s)": it
     is said (and why) before the guest starts, and the ready line gives the time since
-    irqlab started too."""
+    irqlab started too.  One that may wait for another process's boot of the same
+    configuration says so (two `irqlab run` at once both said "booting the guest cold";
+    the second waited for the first's boot and restored its snapshot)."""
     from irqlab.cli import guestcmd
 
     said_before_start: list[str] = []
@@ -735,7 +741,7 @@ def test_a_cold_boot_is_said_before_it_begins(
     config = guestcmd.guest_config(build_parser().parse_args(["run", *options, "true"]), "run")
     with guestcmd._running_guest(config, time.monotonic() - 12):
         pass
-    assert said_before_start == [f"irqlab: booting the guest cold ({why})\n"]
+    assert said_before_start == [f"irqlab: {why}\n"]
     ready = capsys.readouterr().err
     assert re.fullmatch(
         r"irqlab: guest ready \(cold boot, 7\.50 s; 12\.\d\d s since irqlab started\)\n", ready

@@ -583,3 +583,28 @@ def test_syncqmp_close_cut_short_is_finished_by_the_next(
         assert qmp._aio._thread.is_alive()
         qmp.close()
         assert not qmp._aio._thread.is_alive() and not qmp.connected
+
+
+def test_a_full_log_disk_is_said_as_that(
+    fake_qemu: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its log directory made, the command line could not be written (a full disk): it
+    said "QEMU failed to start: [Errno 28] No space left on device", logs in a directory
+    that held none."""
+    from irqlab.vm.machine import LogDirError
+
+    real = Path.open
+
+    def full(self: Path, *a: Any, **kw: Any) -> Any:
+        if self.name == "cmdline.sh":  # no inode left for it
+            raise OSError(28, "No space left on device", str(self))
+        return real(self, *a, **kw)
+
+    monkeypatch.setattr(Path, "open", full)
+    m = Machine(_cfg(fake_qemu, tmp_path, log_root_setting="--my-logs"))
+    with pytest.raises(LogDirError) as e:
+        m.start()
+    assert m.paths is not None and str(e.value) == (
+        f"cannot make the QEMU command line cmdline.sh in {m.paths.log_dir}: No space left on "
+        "device (point --my-logs at a writable directory)"
+    )

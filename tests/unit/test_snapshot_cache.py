@@ -185,3 +185,52 @@ def test_snapshot_keep_reads_as_the_cache_keep(monkeypatch: pytest.MonkeyPatch) 
         monkeypatch.setenv("IRQLAB_SNAPSHOT_KEEP", bad)
         with pytest.raises(cache.CacheKeepError, match=r"IRQLAB_SNAPSHOT_KEEP.*snapshots"):
             snapshot.keep_snapshots()
+
+
+def test_another_users_snapshot_is_not_found_listed_or_pruned(
+    _cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A snapshot directory another user owns (0700) in the cache: its .complete raised
+    PermissionError at every lookup (`irqlab run` failed), at the prune after a
+    successful save (the start failed) and in `irqlab cache`.  (Root reads any mode:
+    the OS's refusal is faked.)"""
+    from irqlab import notice
+
+    def state(t: Path) -> None:
+        (t / snapshot.STATE_FILE).write_bytes(b"x")
+
+    theirs_key, ours_key = (snapshot.snapshot_key({**BASE, "tag": t}) for t in ("a", "b"))
+    theirs = cache.cached_build("snapshot", theirs_key, state)
+    real = Path.is_file
+
+    def refused(self: Path) -> bool:
+        if self.parent == theirs:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self)
+
+    said: list[str] = []
+    monkeypatch.setattr(Path, "is_file", refused)
+    monkeypatch.setattr(notice, "_sink", said.append)
+    assert snapshot.lookup(theirs_key) is None
+    ours = cache.cached_build("snapshot", ours_key, state)
+    assert [e.path for e in cache.entries()] == [ours]
+    assert snapshot.prune(0) == [ours] and theirs.is_dir()
+    assert said == [
+        f"irqlab: {theirs} cannot be read (Permission denied): another user's? left alone"
+    ]
+
+
+def test_a_prune_after_a_save_never_fails_the_save(
+    _cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from irqlab import notice
+
+    def refused(keep: int) -> list[Path]:
+        raise PermissionError(13, "Permission denied", "/c/snapshot-x/.complete")
+
+    said: list[str] = []
+    monkeypatch.setattr(cache, "cached_build", lambda *a, **kw: _cache_dir / "saved")
+    monkeypatch.setattr(snapshot, "prune", refused)
+    monkeypatch.setattr(notice, "_sink", said.append)
+    assert snapshot.save(object(), "k", {}) == _cache_dir / "saved"  # type: ignore[arg-type]
+    assert len(said) == 1 and "Permission denied" in said[0]

@@ -72,10 +72,16 @@ def check_apt_arch(arch: Arch) -> None:
 def present_arches() -> list[Arch]:
     """x86_64 (the default guest: its absence is an error elsewhere, never hidden), plus
     every other architecture whose QEMU is built."""
-    return [
-        X86_64,
-        *(a for a in ARCHES.values() if a != X86_64 and find_qemu(a) is not None),
-    ]
+    return [X86_64, *(a for a in ARCHES.values() if a != X86_64 and _present(a))]
+
+
+def _present(arch: Arch) -> bool:
+    """Whether *arch*'s QEMU is found; one apt cannot tell is current is not (a guest of
+    it says why: :func:`arch_qemu`)."""
+    try:
+        return find_qemu(arch) is not None
+    except qemu_build.QemuUnknown:
+        return False
 
 
 def find_qemu(arch: Arch) -> QemuInstall | None:

@@ -21,6 +21,7 @@ Both then remove the shared build parts (QEMU trees, .debs) that no output left 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import os
@@ -92,7 +93,9 @@ class InputHash:
         self.add_str("recipe", recipe_version)
 
     def add_str(self, label: str, value: str) -> None:
-        data = value.encode()
+        """Hash *value* as UTF-8; a path's OS bytes undecodable in the locale (a non-ASCII
+        cache path under LC_ALL=C: surrogates, a UnicodeEncodeError) as those bytes."""
+        data = value.encode(errors="surrogateescape")
         self._h.update(f"{label}:{len(data)}:".encode())
         self._h.update(data)
 
@@ -166,7 +169,19 @@ def output_dir(name: str, digest: str) -> Path:
 
 
 def is_complete(path: Path) -> bool:
-    return (path / _COMPLETE).is_file()
+    """Whether the output *path* is marked complete; one this user cannot look into
+    (another user's, mode 0700) is not complete, not ours: its PermissionError failed
+    every guest start that looked up any snapshot (:func:`entries` leaves it out)."""
+    return _marked(path) is True
+
+
+def _marked(path: Path) -> bool | None:
+    """Whether *path* is marked complete; None when this user may not look (EACCES,
+    EPERM: another user's output)."""
+    try:
+        return (path / _COMPLETE).is_file()
+    except PermissionError:
+        return None
 
 
 BOOT_LOCK = "boot"  # a snapshot's cold boot: an output's lock besides its build's
@@ -405,16 +420,14 @@ def cached_build(
         tmp.mkdir()
         try:
             build(tmp)
+            # inside the try too: a full disk (no inode left for .complete) left the
+            # whole output behind as <output>.tmp (a snapshot's: 149 MB) until a prune
+            (tmp / _COMPLETE).write_text(digest + "\n")
+            remove_dir(final)  # a forced rebuild's old output
+            tmp.rename(final)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        (tmp / _COMPLETE).write_text(digest + "\n")
-        try:
-            remove_dir(final)  # a forced rebuild's old output
-        except RemoveError:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        tmp.rename(final)
     if keep is not None:
         evict_after(final, keep)
     return final
@@ -472,7 +485,11 @@ def entries(root: Path | None = None, *, recipe: str | None = None) -> list[Cach
         m = _output_name(p.name)
         if not m or (recipe is not None and m["name"] != recipe) or not p.is_dir():
             continue
-        complete = is_complete(p) and not m["tmp"]
+        marked = _marked(p)
+        if marked is None:  # another user's: neither listed nor pruned (it raised)
+            _say_unreadable(p)
+            continue
+        complete = marked and not m["tmp"]
         kind = describe(m["name"], p) if complete else Kind()
         found.append(
             CacheEntry(
@@ -488,6 +505,16 @@ def entries(root: Path | None = None, *, recipe: str | None = None) -> list[Cach
             )
         )
     return found
+
+
+_SAID_UNREADABLE: set[Path] = set()  # outputs :func:`entries` said it leaves out
+
+
+def _say_unreadable(path: Path) -> None:
+    """Say once per process that the output *path* cannot be looked into and is left."""
+    if path not in _SAID_UNREADABLE:
+        _SAID_UNREADABLE.add(path)
+        notice.say(f"irqlab: {path} cannot be read (Permission denied): another user's? left alone")
 
 
 def dir_size(path: Path) -> int:
@@ -676,6 +703,9 @@ def remove_file(path: Path) -> None:
     _removing(path, path.unlink)
 
 
+_FULL = (errno.ENOSPC, errno.EDQUOT)  # a full disk (or quota)
+
+
 def remove_entry(entry: CacheEntry) -> bool:
     """Remove one output unless a build holds its lock or something holds the output
     (:func:`hold`: a running guest's QEMU, kernel, image) right now; True if removed,
@@ -683,12 +713,18 @@ def remove_entry(entry: CacheEntry) -> bool:
     read-only or immutable entry, another user's): it may stay in part or whole."""
     # the output's build lock, a .tmp entry's too (its build holds that lock)
     output = entry.path.with_name(f"{entry.name}-{entry.digest}")
+    lock: IO[str] | contextlib.nullcontext[None] | None
     try:
         lock = _locked_file(lock_file(output), wait=False)
     except OSError as e:
-        raise RemoveError(
-            f"cannot remove {entry.path}: cannot lock {e.filename}: {e.strerror}"
-        ) from e
+        if e.errno not in _FULL or lock_file(output).exists():
+            raise RemoveError(
+                f"cannot remove {entry.path}: cannot lock {e.filename}: {e.strerror}"
+            ) from e
+        # no inode for a lock file that is not there: nobody holds it, nor can a build
+        # take it on this disk (a leftover whose lock file had gone stayed on the full
+        # disk it filled: `irqlab cache --prune` could not remove it)
+        lock = contextlib.nullcontext()
     if lock is None:
         return False
     with lock:

@@ -53,20 +53,21 @@ import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-from irqlab import paths
+from irqlab import notice, paths
 from irqlab.build import cache, debs, fetch, hostfacts, shared
 from irqlab.build.arch import X86_64, Arch, built_arches
 from irqlab.build.steps import BuildError, StepLog, failure_detail
-from irqlab.errors import ConfigError
+from irqlab.errors import ConfigError, IrqlabError
 
 __all__ = [
     "BuildError",
     "QemuInstall",
     "QemuSource",
+    "QemuUnknown",
     "configure_flags",
     "current_digest",
     "current_source_dir",
@@ -532,10 +533,14 @@ def _apt_versions(names: Sequence[str]) -> dict[str, str]:
     if missing:
         raise debs.AptError(f"apt knows no candidate for {', '.join(missing)} (apt-get update?)")
     versions = {n: pkgs[n].version for n in names}
-    memo.parent.mkdir(parents=True, exist_ok=True)
     tmp = memo.with_name(f"{memo.name}.{os.getpid()}.tmp")  # a fixed name: racers crashed
-    tmp.write_text(json.dumps({"state": state, "versions": versions}))
-    tmp.replace(memo)
+    try:  # a memo only: a full disk cost every start its QEMU ("not built")
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps({"state": state, "versions": versions}))
+        tmp.replace(memo)
+    except OSError:
+        with suppress(OSError):
+            tmp.unlink(missing_ok=True)
     return versions
 
 
@@ -608,22 +613,70 @@ def current_source_dir(arch: Arch = X86_64) -> Path:
     return source_dir(_current_inputs(arch).source)
 
 
+class QemuUnknown(IrqlabError, RuntimeError):
+    """apt cannot say the versions that name the current QEMU build (no package lists,
+    as in a container that restored the cache; a lock) and no cached build matches what
+    can be known: not "not built", which sent users to rebuild a QEMU they had."""
+
+
 def find_qemu(arch: Arch = X86_64) -> QemuInstall | None:
     """The cached install for the current inputs (and *arch*'s target), or None;
     :class:`~irqlab.errors.ConfigError` when the environment names no QEMU source (not
-    "not built": the value is what is wrong).  Never builds; marks the install used
-    (pruning keeps the most recently used)."""
+    "not built": the value is what is wrong).  When apt cannot say its versions, the
+    newest cached install of this device source and configuration
+    (:func:`_known_match`), said once, else :class:`QemuUnknown` with apt's words.
+    Never builds; marks the install used (pruning keeps the most recently used)."""
     try:
-        digest = current_digest(arch)
+        out = cache.output_dir("qemu", current_digest(arch))
     except ConfigError:
         raise
-    except (debs.AptError, ValueError, OSError):
-        return None
-    out = cache.output_dir("qemu", digest)
+    except (debs.AptError, ValueError, OSError) as e:
+        why = str(e)
+        found = _known_match(arch)
+        if found is None:
+            raise QemuUnknown(
+                f"cannot tell which QEMU build is current: {why}; run apt-get update"
+            ) from e
+        if found not in _SAID_MATCH:
+            _SAID_MATCH.add(found)
+            notice.say(
+                f"irqlab: cannot tell which QEMU build is current ({why}): using {found.name}, "
+                "the newest cached build of this device source and configuration"
+            )
+        out = found
     if not cache.is_complete(out):
         return None
     cache.touch(out)
     return _install_from(out, arch)
+
+
+_SAID_MATCH: set[Path] = set()  # installs find_qemu said it fell back to
+
+
+def _known_match(arch: Arch) -> Path | None:
+    """The newest complete cached install whose recorded Debian versions (its
+    ``manifest.json``), with this checkout's device files and *arch*'s configure flags,
+    hash to its own name: all of the current inputs that can be known without apt.
+    None when there is none, or the device files cannot be read."""
+    upstream = env_source(os.environ)
+    try:
+        device = device_sources(device_dir())
+        found = cache.entries(recipe="qemu")
+    except OSError:
+        return None
+    for e in sorted(found, key=lambda e: e.mtime, reverse=True):
+        try:
+            manifest = json.loads((e.path / "manifest.json").read_text())
+            recorded = QemuSource(manifest["source"]["kind"], manifest["source"]["version"])
+            firmware = {str(k): str(v) for k, v in manifest["firmware"].items()}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue
+        if recorded.kind != (upstream.kind if upstream is not None else "debian"):
+            continue
+        source = upstream if upstream is not None else recorded  # an upstream's sha256
+        if e.complete and e.digest == input_digest(source, device, firmware, configure_flags(arch)):
+            return e.path
+    return None
 
 
 # ---- steps -----------------------------------------------------------------

@@ -98,7 +98,8 @@ class StepLog:
         self.path = path
         self.log: Log = log if log is not None else stderr_log
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh = path.open("a", encoding="utf-8")
+        # surrogateescape: a path's OS bytes (a non-ASCII cache path under LC_ALL=C)
+        self._fh = path.open("a", encoding="utf-8", errors="surrogateescape")
         self.write(f"==== {time.strftime('%Y-%m-%d %H:%M:%S')} pid {os.getpid()}")
 
     def close(self) -> None:

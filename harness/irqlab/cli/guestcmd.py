@@ -393,11 +393,25 @@ def _shell(chan: paramiko.Channel, last: bytearray | None = None) -> int:
 
 COLD_WHY_OPTION = "--cold: no snapshot is restored or saved"
 COLD_WHY_DEVICES = "--qemu-device: a guest with another device has no snapshot"
-COLD_WHY_NONE = (
-    "no snapshot of this configuration yet; one is saved once it is ready, and later "
-    "starts restore it"
-)
-COLD_WHY_DAMAGED = "the snapshot of this configuration is damaged; a new one is saved"
+COLD_WHY_NONE = "no snapshot of this configuration yet"
+COLD_WHY_DAMAGED = "the snapshot of this configuration is damaged"
+# A start missing its snapshot takes the boot lock first, and waits there for another
+# process's cold boot of the same configuration, then restores what it saved.
+_MAY_WAIT = (COLD_WHY_NONE, COLD_WHY_DAMAGED)
+
+
+def cold_boot_line(why: str) -> str:
+    """What is said before a start that *why* (:func:`cold_boot_reason`) boots cold.
+    One that may wait for another process's boot says so: two `irqlab run` at the same
+    instant both said "booting the guest cold", and the second then waited for the
+    first's boot and restored its snapshot (the wait itself is said when it begins:
+    :func:`irqlab.build.cache.take_lock`)."""
+    if why in _MAY_WAIT:
+        return (
+            f"irqlab: {why}: booting the guest cold to save one, unless another process "
+            "is doing so (then its snapshot is restored); later starts restore it"
+        )
+    return f"irqlab: booting the guest cold ({why})"
 
 
 def cold_boot_reason(g: Any) -> str | None:
@@ -445,7 +459,7 @@ def _running_guest(config: Any, started: float | None = None) -> Iterator[Any]:
             raise UsageError(in_option_words(str(e))) from None
         why = cold_boot_reason(g)
         if why is not None:
-            print(f"irqlab: booting the guest cold ({why})", file=sys.stderr, flush=True)
+            print(cold_boot_line(why), file=sys.stderr, flush=True)
         g.start()
         how = "restored from the snapshot" if g.restored else "cold boot"
         if "extras" in g.phases:  # this configuration's first: saved now

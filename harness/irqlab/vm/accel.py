@@ -228,7 +228,9 @@ def verdict_key(binary: Path, datadir: Path | None) -> str:
         str(datadir),
         f"{kvm.st_rdev}:{kvm.st_ctime_ns}" if kvm else "-",
     ]
-    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:24]
+    # os.fsencode: a path's bytes as the OS has them (a non-ASCII cache path under
+    # LC_ALL=C decodes to surrogates, which str.encode() refused with a traceback)
+    return hashlib.sha256(b"\0".join(map(os.fsencode, parts))).hexdigest()[:24]
 
 
 def _verdict_file(key: str) -> Path:

@@ -1415,11 +1415,11 @@ class Guest:
         """The built QEMU for a guest of *arch*, or :class:`PrerequisiteMissing` saying how
         to build it."""
         from irqlab.build import archguest
-        from irqlab.build.qemu import BuildError, ensure_runtime_once, find_qemu
+        from irqlab.build.qemu import BuildError, QemuUnknown, ensure_runtime_once, find_qemu
 
         try:
             qemu = archguest.arch_qemu(arch) if arch.name != "x86_64" else find_qemu()
-        except archguest.Missing as e:
+        except (archguest.Missing, QemuUnknown) as e:
             raise PrerequisiteMissing(str(e)) from e
         except ConfigError as e:  # $IRQLAB_QEMU_SOURCE names no source
             raise GuestConfigError(str(e)) from None

@@ -397,7 +397,13 @@ class Machine:
         cfg = self.config
         self.paths = p = self._make_paths()
         self.argv = build_argv(cfg, p)
-        p.cmdline.write_text(shlex.join(self.argv) + "\n")
+        try:
+            # its paths' bytes (a non-ASCII cache path under LC_ALL=C: UnicodeEncodeError)
+            p.cmdline.write_bytes(os.fsencode(shlex.join(self.argv) + "\n"))
+        except OSError as e:  # a full disk: "QEMU failed to start", and logs that are not
+            raise LogDirError.cannot_make(
+                f"the QEMU command line {p.cmdline.name}", p.log_dir, e, cfg.log_root_setting
+            ) from e
         self._qmp = SyncQMP(cfg.name, timeout=cfg.qmp_timeout)
         self._qmp.listen(p.qmp_sock)
         if cfg.qtest:

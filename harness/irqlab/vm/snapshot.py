@@ -339,7 +339,10 @@ def save(
     except (MachineError, QMPFailure, QMPCommandError, OSError) as e:
         raise SnapshotError(f"saving the snapshot {key} failed: {e}") from e
     if keep is not None:
-        prune(keep)
+        try:
+            prune(keep)
+        except OSError as e:  # best effort, as cache.evict_after: the start goes on
+            notice.say(f"irqlab: pruning the snapshots after saving {key} failed: {e}")
     return saved
 
 

@@ -2966,8 +2966,9 @@ class Guest:
         dev = shlex.quote(f"/sys/bus/pci/devices/{addr}")
         a = shlex.quote(addr)
         self.sh(
-            f"d={dev}; if [ -e $d/driver ] && [ $(basename $(readlink $d/driver)) != {name} ]; "
-            f"then echo {a} > $d/driver/unbind; fi; echo > $d/driver_override"
+            f'd={dev}; if [ -e "$d/driver" ] && '
+            f'[ "$(basename "$(readlink "$d/driver")")" != {shlex.quote(name)} ]; '
+            f'then echo {a} > "$d/driver/unbind"; fi; echo > "$d/driver_override"'
         )
         to = shlex.quote(f"/sys/bus/pci/drivers/{name}/bind")
         self.sh(f"echo {a} > {to}")

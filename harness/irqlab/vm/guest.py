@@ -1171,6 +1171,9 @@ class Guest:
         self.qemu: QemuInstall | None = None  # the QEMU build booted
         self.ssh: SshClient | None = None
         self._agent: AgentClient | None = None
+        # one thread replaces a dead or interrupted agent session (see agent): two that
+        # both did so started two sessions, the daemon's takeover ending the first's
+        self._agent_lock = threading.Lock()
         self._t0 = 0.0
         self._injector: Injector | None = None
         self.accel: AccelChoice | None = None
@@ -3010,20 +3013,34 @@ class Guest:
         the next test's first request waited for the rest of that one; the daemon stops
         a session stuck in a request when a new one takes over)."""
         __tracebackhide__ = hide_frame
-        if self._agent is None or self._agent.eof or self._agent.interrupted is not None:
-            if self._agent is not None:
-                stuck = self._agent.abandoned is not None and self._agent.hello is not None
-                with contextlib.suppress(Exception):
-                    # no goodbye after an interrupted request: it waits behind that one
-                    self._agent.close(timeout=2, goodbye=self._agent.interrupted is None)
-                if stuck:  # the health watch gave it up: its daemon answers no one
-                    assert self._agent.hello is not None
-                    pid = int(self._agent.hello["pid"])
-                    self.sh(_KILL_AND_WAIT.format(pid=pid, port=AGENT_PORT))
-            self._agent = None
-            self.start_agent()
+        if self._agent_stale():
+            with self._agent_lock:  # checked again: another thread may have replaced it
+                if self._agent_stale():
+                    self._replace_agent()
         assert self._agent is not None
         return self._agent
+
+    def _agent_stale(self) -> bool:
+        """Whether :attr:`agent` must start a new session: none, or one that ended or
+        whose request was interrupted."""
+        agent = self._agent
+        return agent is None or agent.eof or agent.interrupted is not None
+
+    def _replace_agent(self) -> None:
+        """A new agent session for :attr:`agent`, the old one closed (its daemon killed
+        when the health watch gave it up); under the agent lock."""
+        __tracebackhide__ = hide_frame
+        if self._agent is not None:
+            stuck = self._agent.abandoned is not None and self._agent.hello is not None
+            with contextlib.suppress(Exception):
+                # no goodbye after an interrupted request: it waits behind that one
+                self._agent.close(timeout=2, goodbye=self._agent.interrupted is None)
+            if stuck:  # the health watch gave it up: its daemon answers no one
+                assert self._agent.hello is not None
+                pid = int(self._agent.hello["pid"])
+                self.sh(_KILL_AND_WAIT.format(pid=pid, port=AGENT_PORT))
+        self._agent = None
+        self.start_agent()
 
     def reset(self) -> None:
         """Between tests: return the device's inputs to rest (a running burst stopped,

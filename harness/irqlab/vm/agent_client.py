@@ -444,6 +444,8 @@ class AgentClient:
         *timeout*: seconds to wait for it; ``None``: :func:`request_timeout` (30 s plus
         the request's own ``wait_ms``, ``timeout_ms`` or ``wait_s``)."""
         __tracebackhide__ = hide_frame
+        if timeout is not None:  # before it is sent: its answer was left to no one
+            check_timeout(timeout, zero=True)
         try:
             rid = self.submit(op, **args)  # (a line cut short by it is as bad)
             resp = self.response(rid, request_timeout(op, args) if timeout is None else timeout)
@@ -629,6 +631,7 @@ class AgentClient:
     def close(self, timeout: float = 10.0, *, goodbye: bool = True) -> None:
         """End the session: the agent's ``quit`` (not with *goodbye* False: a guest that
         cannot answer), then its streams; each wait at most *timeout* s."""
+        check_timeout(timeout, zero=True)  # before anything ends: not half closed
         if goodbye and not self.eof and not self.closed:
             with contextlib.suppress(AgentError, OSError, ValueError):
                 self.request("quit", timeout=timeout)

@@ -2066,6 +2066,7 @@ class Guest:
         """The health watch's fault, waiting up to *timeout* s for its verdict (a broken
         connection is often the first sign of a dead guest, a moment before the
         watch has read the console or seen QEMU exit)."""
+        check_timeout(timeout, zero=True)
         watch = self._watch
         if self.fault is None and watch is not None:
             watch.wait_verdict(timeout)
@@ -2806,6 +2807,7 @@ class Guest:
         """Hot-unplug the device (``device_del``) and wait until QEMU has released it
         (``DEVICE_DELETED``: the guest let go of it).  Needs ``GuestConfig(hotplug=True)``."""
         __tracebackhide__ = hide_frame
+        check_timeout(timeout)  # before the device goes (-1 unplugged it, then timed out)
         self._need_hotplug()
         c = self.config
         # a guest known dead or frozen is named (GuestFault), not QMP's "not connected"
@@ -2831,6 +2833,7 @@ class Guest:
         """Plug the device back (``device_add``, same id and properties) and wait for the
         driver to create its node again."""
         __tracebackhide__ = hide_frame
+        check_timeout(timeout)  # before the device comes (wait_for_node's came after it)
         self._need_hotplug()
         c = self.config
         args = {"driver": DEVICE_TYPE, "id": c.device_id, "bus": HOTPLUG_PORT}

@@ -2336,18 +2336,20 @@ class Guest:
         logs = str(self.log_dir) if self.log_dir is not None else ""
         return Fault(f"guest out of memory: {line}", tail, console_span=span, log_dir=logs)
 
-    def run(self, cmd: str, *, timeout: float = 60.0, input: bytes | None = None) -> RunResult:
-        """Run a shell command in the guest (*input* on its stdin) and return its
-        :class:`RunResult` whatever its status: ``rc`` (128 + N when signal N killed
-        it, and ``signal`` names it; -1 when the SSH connection closed under it, the
-        guest alive), ``out``, ``err``.  A guest that dies meanwhile raises
-        :class:`GuestFault`; one in which nothing answers SSH any more (its sshd was
-        killed) :class:`SshUnreachable`, in a second or two."""
+    def run(
+        self, cmd: str, *, timeout: float = 60.0, input: bytes | str | None = None
+    ) -> RunResult:
+        """Run a shell command in the guest (*input* on its stdin: bytes, or a str sent
+        as UTF-8) and return its :class:`RunResult` whatever its status: ``rc`` (128 +
+        N when signal N killed it, and ``signal`` names it; -1 when the SSH connection
+        closed under it, the guest alive), ``out``, ``err``.  A guest that dies
+        meanwhile raises :class:`GuestFault`; one in which nothing answers SSH any more
+        (its sshd was killed) :class:`SshUnreachable`, in a second or two."""
         __tracebackhide__ = hide_frame
         return self._run(_shell_command(cmd), timeout=timeout, input=input)
 
     def _run(
-        self, cmd: str, *, timeout: float, input: bytes | None = None, doing: str = ""
+        self, cmd: str, *, timeout: float, input: bytes | str | None = None, doing: str = ""
     ) -> RunResult:
         """Run *cmd* in the guest (*input* on its stdin); a guest or QEMU that dies
         meanwhile is named, with *doing* (default: running *cmd*)."""

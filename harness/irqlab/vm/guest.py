@@ -2813,7 +2813,7 @@ class Guest:
         self._need_hotplug()
         c = self.config
         # a guest known dead or frozen is named (GuestFault), not QMP's "not connected"
-        self._control_qmp("device_del", {"id": c.device_id}, "unplugging the device")
+        self._plug_qmp("device_del", {"id": c.device_id}, "unplugging the device")
         deadline = time.monotonic() + timeout
         try:
             self._vm().wait_event("DEVICE_DELETED", timeout, {"device": c.device_id})
@@ -2840,8 +2840,28 @@ class Guest:
         c = self.config
         args = {"driver": DEVICE_TYPE, "id": c.device_id, "bus": HOTPLUG_PORT}
         args.update({k: _prop_text(v) for k, v in c.device_props.items()})
-        self._control_qmp("device_add", args, "plugging the device back")
+        self._plug_qmp("device_add", args, "plugging the device back")
         self.wait_for_node(self.driver_node(), timeout=timeout)
+
+    def _plug_qmp(self, command: str, args: Mapping[str, object], doing: str) -> None:
+        """device_del or device_add *command* for unplug/replug (:meth:`_control_qmp`);
+        QEMU's refusal of it because the device is not plugged, or is plugged already,
+        a :class:`GuestError` saying so (QMP's raw error named neither; QEMU goes on)."""
+        __tracebackhide__ = hide_frame
+        from irqlab.vm.qmp.errors import QMPCommandError
+
+        try:
+            self._control_qmp(command, args, doing)
+        except QMPCommandError as e:  # no device of that id; its id taken
+            if command == "device_del" and e.error_class == "DeviceNotFound":
+                state = "not plugged"
+            elif command == "device_add" and e.desc.startswith("Duplicate device ID"):
+                state = "already plugged"
+            else:
+                raise
+            raise GuestError(
+                f"{doing}: the device {self.config.device_id!r} is {state} ({e.desc})"
+            ) from None
 
     def _control_qmp(self, command: str, args: Mapping[str, object], doing: str) -> Any:
         """QMP *command* as every control of the guest runs it: a guest known dead or

@@ -18,7 +18,7 @@ import pytest
 
 from irqlab.contract.regs import REGS
 from irqlab.testing.helpers import DeviceControl, check_guest_kernel_log
-from irqlab.vm.guest import Guest, GuestTimeout
+from irqlab.vm.guest import Guest, GuestError, GuestTimeout
 
 TIMEOUT = 60.0
 CYCLES = (5, 20)  # (test-all, soak)
@@ -101,3 +101,21 @@ def test_an_unplug_the_guest_never_answers_is_a_timeout(irqlab_fresh_guest: Gues
         assert "never reported DEVICE_DELETED within 1 s" in str(info.value)
     finally:
         vm.qmp("cont")
+
+
+@pytest.mark.irqlab(hotplug=True)
+def test_unplug_and_replug_in_the_wrong_state_say_so(irqlab_fresh_guest: Guest) -> None:
+    """A second unplug() and a replug() while plugged raised QMP's raw DeviceNotFound and
+    "Duplicate device ID"; unplug(timeout=-1) unplugged, then said "within -1 s"."""
+    g = irqlab_fresh_guest
+    with pytest.raises(GuestError, match="the device 'irqlab0' is already plugged"):
+        g.replug(timeout=TIMEOUT)
+    with pytest.raises(ValueError, match="timeout must be"):
+        g.unplug(timeout=-1)
+    g.wait_for_node(g.dev, timeout=TIMEOUT)  # still plugged
+    g.unplug(timeout=TIMEOUT)
+    with pytest.raises(GuestError, match="the device 'irqlab0' is not plugged"):
+        g.unplug(timeout=TIMEOUT)
+    assert g.machine is not None and g.machine.is_running()
+    g.replug(timeout=TIMEOUT)
+    g.wait_for_node(g.dev, timeout=TIMEOUT)

@@ -15,3 +15,9 @@ def test_a_command_that_ends_before_reading_its_input_gives_its_status(
     assert (result.rc, result.out) == (3, "done\n"), result
     # the connection goes on, and an input read to the end still arrives whole
     assert irqlab_guest.run("wc -c", input=b"y" * 1_000_000).out.split() == ["1000000"]
+
+
+def test_a_str_input_is_sent_as_utf8(irqlab_guest: Guest) -> None:
+    """It was a TypeError from the send (memoryview of a str)."""
+    assert irqlab_guest.run("cat", input="héllo").out == "héllo"
+    assert irqlab_guest.run("wc -c", input="héllo").out.split() == ["6"]  # UTF-8's bytes

@@ -3,9 +3,16 @@ standard base), so ``except IrqlabError`` catches what irqlab reports and nothin
 
 from __future__ import annotations
 
+import copy
 import importlib
 import inspect
+import multiprocessing
+import pickle
 import pkgutil
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import pytest
 
 import irqlab
 from irqlab.errors import IrqlabError
@@ -80,3 +87,78 @@ def test_a_qmp_time_out_is_a_machine_timeout_and_other_failures_are_not() -> Non
     assert type(_qmp_error(QMPNoReply("no reply within 3 s"), "x")) is MachineTimeout
     other = _qmp_error(QMPFailure("QMP qom-set: not connected"), "x")
     assert not isinstance(other, TimeoutError)
+
+
+def _sample_values() -> dict[str, object]:
+    """A value for each annotation of a required ``__init__`` argument (the classes'
+    annotations are strings: ``from __future__ import annotations``)."""
+    from irqlab.vm.exit_signal import ExitSignal
+    from irqlab.vm.health import Fault
+    from irqlab.vm.qmp.errors import QMPCommandError
+    from irqlab.vm.ssh import RunResult
+
+    return {
+        "str": "said",
+        "int": 7,
+        "int | None": 9,
+        "Path": Path("/var/log/step.log"),
+        "RunResult": RunResult(139, "o", "e", ExitSignal("SEGV", True, "")),
+        "Fault": Fault("guest kernel panic: oops", "tail", log_dir="/logs"),
+        "QMPCommandError": QMPCommandError("device_add", {"id": "x"}, "GenericError", "no"),
+        "Mapping[str, object]": {"id": "irqlab0"},
+    }
+
+
+def _made(cls: type[BaseException]) -> BaseException:
+    """An instance of *cls* with every required ``__init__`` argument given a sample
+    (a message alone for a class without its own ``__init__``)."""
+    try:
+        params = inspect.signature(cls).parameters.values()
+    except ValueError:  # the builtin __init__: a message
+        return cls("something failed")
+    samples = _sample_values()
+    args, kwargs = [], {}
+    for p in params:
+        if p.default is not p.empty or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        if p.annotation not in samples:
+            pytest.fail(f"{cls.__qualname__}({p.name}: {p.annotation}): add a sample of it")
+        value = samples[p.annotation]
+        if p.kind is p.KEYWORD_ONLY:
+            kwargs[p.name] = value
+        else:
+            args.append(value)
+    return cls(*args, **kwargs)
+
+
+def _as_seen(e: BaseException) -> tuple[object, ...]:
+    """What a caller sees of *e*: its class, message, args and attributes (an
+    exception among them seen the same way)."""
+    attrs = {k: _as_seen(v) if isinstance(v, BaseException) else v for k, v in vars(e).items()}
+    return (type(e), str(e), e.args, attrs)
+
+
+@pytest.mark.parametrize("name", sorted(_exception_classes()))
+def test_each_exception_survives_pickle_and_copy(name: str) -> None:
+    """A process pool's worker that raised one the class could not be made again from
+    (OutOfRange, CommandError, QemuExited: ``__init__`` arguments beyond a message)
+    broke the pool (BrokenProcessPool) instead of raising it in the caller."""
+    e = _made(_exception_classes()[name])
+    e.add_note("a note")
+    for again in (pickle.loads(pickle.dumps(e)), copy.copy(e)):
+        assert _as_seen(again) == _as_seen(e), name
+
+
+def test_a_process_pools_worker_raising_one_raises_it_in_the_caller() -> None:
+    from irqlab.vm.qmp.errors import OutOfRange
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as pool:
+        future = pool.submit(_raise_out_of_range)
+        with pytest.raises(OutOfRange, match=r"^period_ns=1 ns is below the minimum, 100 ns$"):
+            future.result(timeout=30)
+
+
+def _raise_out_of_range() -> None:
+    from irqlab.vm.qmp.errors import OutOfRange
+
+    raise OutOfRange("period_ns", 1, 100, None, unit="ns")

@@ -171,6 +171,7 @@ class DeviceControl:
         *idle_line* must be a line nothing detects (no edge or level enabled): its two
         toggles raise nothing and leave it at its level.  The generator must be idle."""
         __tracebackhide__ = hide_test_frame
+        check_timeout(timeout, zero=True)  # before the steps start, not after
         self.edges(idle_line, 2, ns)
         self.wait_burst_done(f"{ns} ns of the guest's clock (steps on line {idle_line})", timeout)
 

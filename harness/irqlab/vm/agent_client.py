@@ -30,6 +30,7 @@ from irqlab.paths import log_dir
 from irqlab.vm.health import Fault, GuestFault
 from irqlab.vm.loadscale import check_timeout
 from irqlab.vm.logfile import LogFile
+from irqlab_agent.protocol import MAX_LINE
 
 __all__ = [
     "AGENT_PACKAGE_DIR",
@@ -37,6 +38,7 @@ __all__ = [
     "AgentError",
     "AgentFault",
     "AgentTimeout",
+    "RequestTooLong",
     "request_timeout",
     "stage_agent",
 ]
@@ -117,6 +119,12 @@ class AgentTimeout(AgentError, TimeoutError):
     pass
 
 
+class RequestTooLong(AgentError, ValueError):
+    """A request whose line the agent would not read (longer than its MAX_LINE),
+    refused before it is sent: the agent's refusal of it names no id (it never parsed
+    one), so no wait would take it and the request's ran its whole time."""
+
+
 class AgentFault(AgentError, GuestFault):
     """The agent's session ended because the guest died or froze: a
     :class:`~irqlab.vm.health.GuestFault` (``except GuestFault`` catches a wait that was
@@ -129,6 +137,17 @@ class AgentFault(AgentError, GuestFault):
         self.fault = fault
         if fault.log_dir:  # as every GuestFault
             self.add_note(f"logs: {fault.log_dir}")
+
+
+def _check_length(op: str, line: bytes) -> None:
+    """Refuse request *line* of *op* when, with its newline, it is longer than the
+    agent reads (:class:`RequestTooLong`, naming both sizes)."""
+    size = len(line) + 1  # the newline that send_raw adds
+    if size > MAX_LINE:
+        raise RequestTooLong(
+            f"agent op {op!r}: the request is {size} bytes as a line, longer than the "
+            f"agent reads ({MAX_LINE} bytes); nothing was sent"
+        )
 
 
 CLOSED = "this agent session is closed (a running guest's is g.agent)"
@@ -402,7 +421,9 @@ class AgentClient:
         with self._send_lock:
             rid = self._next_id
             self._next_id += 1
-        self.send_raw(json.dumps({"id": rid, "op": op, **args}).encode())
+        line = json.dumps({"id": rid, "op": op, **args}).encode()
+        _check_length(op, line)
+        self.send_raw(line)
         return rid
 
     def response(self, rid: int, timeout: float = 30.0) -> dict[str, Any]:
@@ -423,6 +444,8 @@ class AgentClient:
         *timeout*: seconds to wait for it; ``None``: :func:`request_timeout` (30 s plus
         the request's own ``wait_ms``, ``timeout_ms`` or ``wait_s``)."""
         __tracebackhide__ = hide_frame
+        if timeout is not None:  # before it is sent: its answer was left to no one
+            check_timeout(timeout, zero=True)
         try:
             rid = self.submit(op, **args)  # (a line cut short by it is as bad)
             resp = self.response(rid, request_timeout(op, args) if timeout is None else timeout)
@@ -608,6 +631,7 @@ class AgentClient:
     def close(self, timeout: float = 10.0, *, goodbye: bool = True) -> None:
         """End the session: the agent's ``quit`` (not with *goodbye* False: a guest that
         cannot answer), then its streams; each wait at most *timeout* s."""
+        check_timeout(timeout, zero=True)  # before anything ends: not half closed
         if goodbye and not self.eof and not self.closed:
             with contextlib.suppress(AgentError, OSError, ValueError):
                 self.request("quit", timeout=timeout)

@@ -1182,6 +1182,9 @@ class Guest:
         self.ssh: SshClient | None = None
         self._agent: AgentClient | None = None
         self._closes = 0  # close() calls: a command another thread's close() ended
+        # one thread replaces a dead or interrupted agent session (see agent): two that
+        # both did so started two sessions, the daemon's takeover ending the first's
+        self._agent_lock = threading.Lock()
         self._t0 = 0.0
         self._injector: Injector | None = None
         self.accel: AccelChoice | None = None
@@ -2112,6 +2115,7 @@ class Guest:
         """The health watch's fault, waiting up to *timeout* s for its verdict (a broken
         connection is often the first sign of a dead guest, a moment before the
         watch has read the console or seen QEMU exit)."""
+        check_timeout(timeout, zero=True)
         watch = self._watch
         if self.fault is None and watch is not None:
             watch.wait_verdict(timeout)
@@ -2406,18 +2410,20 @@ class Guest:
         logs = str(self.log_dir) if self.log_dir is not None else ""
         return Fault(f"guest out of memory: {line}", tail, console_span=span, log_dir=logs)
 
-    def run(self, cmd: str, *, timeout: float = 60.0, input: bytes | None = None) -> RunResult:
-        """Run a shell command in the guest (*input* on its stdin) and return its
-        :class:`RunResult` whatever its status: ``rc`` (128 + N when signal N killed
-        it, and ``signal`` names it; -1 when the SSH connection closed under it, the
-        guest alive), ``out``, ``err``.  A guest that dies meanwhile raises
-        :class:`GuestFault`; one in which nothing answers SSH any more (its sshd was
-        killed) :class:`SshUnreachable`, in a second or two."""
+    def run(
+        self, cmd: str, *, timeout: float = 60.0, input: bytes | str | None = None
+    ) -> RunResult:
+        """Run a shell command in the guest (*input* on its stdin: bytes, or a str sent
+        as UTF-8) and return its :class:`RunResult` whatever its status: ``rc`` (128 +
+        N when signal N killed it, and ``signal`` names it; -1 when the SSH connection
+        closed under it, the guest alive), ``out``, ``err``.  A guest that dies
+        meanwhile raises :class:`GuestFault`; one in which nothing answers SSH any more
+        (its sshd was killed) :class:`SshUnreachable`, in a second or two."""
         __tracebackhide__ = hide_frame
         return self._run(_shell_command(cmd), timeout=timeout, input=input)
 
     def _run(
-        self, cmd: str, *, timeout: float, input: bytes | None = None, doing: str = ""
+        self, cmd: str, *, timeout: float, input: bytes | str | None = None, doing: str = ""
     ) -> RunResult:
         """Run *cmd* in the guest (*input* on its stdin); a guest or QEMU that dies
         meanwhile is named, with *doing* (default: running *cmd*)."""
@@ -2892,10 +2898,11 @@ class Guest:
         """Hot-unplug the device (``device_del``) and wait until QEMU has released it
         (``DEVICE_DELETED``: the guest let go of it).  Needs ``GuestConfig(hotplug=True)``."""
         __tracebackhide__ = hide_frame
+        check_timeout(timeout)  # before the device goes (-1 unplugged it, then timed out)
         self._need_hotplug()
         c = self.config
         # a guest known dead or frozen is named (GuestFault), not QMP's "not connected"
-        self._control_qmp("device_del", {"id": c.device_id}, "unplugging the device")
+        self._plug_qmp("device_del", {"id": c.device_id}, "unplugging the device")
         deadline = time.monotonic() + timeout
         try:
             self._vm().wait_event("DEVICE_DELETED", timeout, {"device": c.device_id})
@@ -2917,12 +2924,33 @@ class Guest:
         """Plug the device back (``device_add``, same id and properties) and wait for the
         driver to create its node again."""
         __tracebackhide__ = hide_frame
+        check_timeout(timeout)  # before the device comes (wait_for_node's came after it)
         self._need_hotplug()
         c = self.config
         args = {"driver": DEVICE_TYPE, "id": c.device_id, "bus": HOTPLUG_PORT}
         args.update({k: _prop_text(v) for k, v in c.device_props.items()})
-        self._control_qmp("device_add", args, "plugging the device back")
+        self._plug_qmp("device_add", args, "plugging the device back")
         self.wait_for_node(self.driver_node(), timeout=timeout)
+
+    def _plug_qmp(self, command: str, args: Mapping[str, object], doing: str) -> None:
+        """device_del or device_add *command* for unplug/replug (:meth:`_control_qmp`);
+        QEMU's refusal of it because the device is not plugged, or is plugged already,
+        a :class:`GuestError` saying so (QMP's raw error named neither; QEMU goes on)."""
+        __tracebackhide__ = hide_frame
+        from irqlab.vm.qmp.errors import QMPCommandError
+
+        try:
+            self._control_qmp(command, args, doing)
+        except QMPCommandError as e:  # no device of that id; its id taken
+            if command == "device_del" and e.error_class == "DeviceNotFound":
+                state = "not plugged"
+            elif command == "device_add" and e.desc.startswith("Duplicate device ID"):
+                state = "already plugged"
+            else:
+                raise
+            raise GuestError(
+                f"{doing}: the device {self.config.device_id!r} is {state} ({e.desc})"
+            ) from None
 
     def _control_qmp(self, command: str, args: Mapping[str, object], doing: str) -> Any:
         """QMP *command* as every control of the guest runs it: a guest known dead or
@@ -3138,20 +3166,34 @@ class Guest:
         the next test's first request waited for the rest of that one; the daemon stops
         a session stuck in a request when a new one takes over)."""
         __tracebackhide__ = hide_frame
-        if self._agent is None or self._agent.eof or self._agent.interrupted is not None:
-            if self._agent is not None:
-                stuck = self._agent.abandoned is not None and self._agent.hello is not None
-                with contextlib.suppress(Exception):
-                    # no goodbye after an interrupted request: it waits behind that one
-                    self._agent.close(timeout=2, goodbye=self._agent.interrupted is None)
-                if stuck:  # the health watch gave it up: its daemon answers no one
-                    assert self._agent.hello is not None
-                    pid = int(self._agent.hello["pid"])
-                    self.sh(_KILL_AND_WAIT.format(pid=pid, port=AGENT_PORT))
-            self._agent = None
-            self.start_agent()
+        if self._agent_stale():
+            with self._agent_lock:  # checked again: another thread may have replaced it
+                if self._agent_stale():
+                    self._replace_agent()
         assert self._agent is not None
         return self._agent
+
+    def _agent_stale(self) -> bool:
+        """Whether :attr:`agent` must start a new session: none, or one that ended or
+        whose request was interrupted."""
+        agent = self._agent
+        return agent is None or agent.eof or agent.interrupted is not None
+
+    def _replace_agent(self) -> None:
+        """A new agent session for :attr:`agent`, the old one closed (its daemon killed
+        when the health watch gave it up); under the agent lock."""
+        __tracebackhide__ = hide_frame
+        if self._agent is not None:
+            stuck = self._agent.abandoned is not None and self._agent.hello is not None
+            with contextlib.suppress(Exception):
+                # no goodbye after an interrupted request: it waits behind that one
+                self._agent.close(timeout=2, goodbye=self._agent.interrupted is None)
+            if stuck:  # the health watch gave it up: its daemon answers no one
+                assert self._agent.hello is not None
+                pid = int(self._agent.hello["pid"])
+                self.sh(_KILL_AND_WAIT.format(pid=pid, port=AGENT_PORT))
+        self._agent = None
+        self.start_agent()
 
     def reset(self) -> None:
         """Between tests: return the device's inputs to rest (a running burst stopped,

@@ -35,7 +35,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from irqlab.errors import IrqlabError
 from irqlab.vm.loadscale import timeout_scale
@@ -155,20 +155,6 @@ class GuestFault(IrqlabError, RuntimeError):
         self.fault = fault
         if fault.log_dir:  # where to look next (pytest and the irqlab command show notes)
             self.add_note(f"logs: {fault.log_dir}")
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # pickle and copy called __init__ with the message for *fault* (a process pool,
-        # copy.copy): the made message and the attributes, as they are
-        return (_rebuilt, (type(self), str(self), dict(self.__dict__)))
-
-
-def _rebuilt(cls: type[BaseException], message: str, state: dict[str, Any]) -> BaseException:
-    """An exception of *cls* with *message* and the attributes *state*, without its
-    ``__init__`` (for :meth:`GuestFault.__reduce__`)."""
-    e = cls.__new__(cls)
-    BaseException.__init__(e, message)
-    e.__dict__.update(state)
-    return e
 
 
 def scan_console(text: str, before: Sequence[str] = ()) -> tuple[int, str] | None:

@@ -207,6 +207,20 @@ def _remove_own_sock_dirs() -> None:
         remove_sock_dir(d)
 
 
+def _forget_parents_sock_dirs() -> None:
+    """In a forked child: the socket directories are the parent's, its QEMU's sockets
+    in them (the child's exit removed them under the running parent); their lock fds
+    copied into the child are closed (the parent's hold the locks)."""
+    for fd in _SOCK_DIRS.values():
+        if fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+    _SOCK_DIRS.clear()
+
+
+os.register_at_fork(after_in_child=_forget_parents_sock_dirs)
+
+
 NEW_SOCK_DIR_S = 10.0
 
 

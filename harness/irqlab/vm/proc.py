@@ -248,3 +248,16 @@ def _kill_leftovers() -> None:
         procs = list(_live)
     for p in procs:
         stop(p, term_timeout=1.0, kill_timeout=2.0)
+
+
+def _forget_parents_children() -> None:
+    """In a forked child: the children spawned here are the parent's, not to be stopped
+    at the child's exit (or by its kill_all), and its spawner thread is not copied (a
+    new one is made when needed); the lock is new, another thread may have held it."""
+    global _live_lock, _spawn_pool
+    _live_lock = threading.Lock()
+    _live.clear()
+    _spawn_pool = None
+
+
+os.register_at_fork(after_in_child=_forget_parents_children)

@@ -414,6 +414,19 @@ def channel_files(channel: paramiko.Channel) -> tuple[BinaryIO, BinaryIO, Binary
     )
 
 
+def _stdin_bytes(input: bytes | str | None) -> bytes | None:
+    """A command's *input* as sent: a str as UTF-8 (as its output is read as text,
+    ``out``); anything else but bytes refused before the command starts (a str
+    was a TypeError from the send, the command started and then killed)."""
+    if isinstance(input, str):
+        return input.encode()
+    if input is None or isinstance(input, bytes):
+        return input
+    if isinstance(input, bytearray | memoryview):
+        return bytes(input)
+    raise TypeError(f"input must be bytes or str, not {type(input).__name__}")
+
+
 # The most send_all hands paramiko at once: its Channel.sendall slices what is left
 # after each packet (about 32 KiB), so a 64 MiB buffer was copied ~2000 times
 # (quadratic: a 64 MiB file took 37 s to copy in, a 4 MiB one 0.4 s).
@@ -776,12 +789,13 @@ class SshClient:
         *,
         timeout: float = 60.0,
         check: bool = False,
-        input: bytes | None = None,
+        input: bytes | str | None = None,
         reconnect: bool = True,
     ) -> RunResult:
-        """Run *cmd*, wait for its exit status, return (rc, stdout, stderr).  A command
-        that does not finish within *timeout* s raises :class:`SshTimeout`, one that
-        Ctrl-C interrupts KeyboardInterrupt: either way its guest processes are killed.
+        """Run *cmd* (*input* on its stdin: bytes, or a str sent as UTF-8), wait for its
+        exit status, return (rc, stdout, stderr).  A command that does not finish within
+        *timeout* s raises :class:`SshTimeout`, one that Ctrl-C interrupts
+        KeyboardInterrupt: either way its guest processes are killed.
 
         ``reconnect=False`` (a probe of whether the guest still answers): on the
         connection as it is, *timeout* bounding the channel's opening too; a channel
@@ -789,6 +803,7 @@ class SshClient:
         frozen guest cost the channel's 10 s and then the connect's 30 s)."""
         __tracebackhide__ = hide_frame
         check_timeout(timeout)
+        stdin = _stdin_bytes(input)
         tag, line = tagged(cmd)
         with self._exec_lock:
             if reconnect:
@@ -804,8 +819,8 @@ class SshClient:
             try:
                 chan.settimeout(max(0.01, deadline - time.monotonic()))
                 chan.exec_command(line)
-                if input is not None:
-                    self._send_input(chan, input, deadline)
+                if stdin is not None:
+                    self._send_input(chan, stdin, deadline)
                 chan.shutdown_write()
                 out, err = self._collect(chan, deadline)
                 # its exit status may trail its output's EOF a moment at the deadline

@@ -1,4 +1,5 @@
-"""What users repeat, repeated: restore, unbind/bind, arm/disarm.
+"""What users repeat, repeated: restore, unbind/bind, our driver to uio_pci_generic and
+back, arm/disarm.
 
 Each loop checks every round (not only the last) and names the round that failed.
 ``invoke test-all`` runs a few rounds; ``invoke soak`` runs them hundreds of times (the
@@ -9,6 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
+
+from irqlab.contract.regs import QOM
 from irqlab.testing.helpers import DeviceControl, check_guest_kernel_log
 from irqlab.testing.plugin import start_guest
 from irqlab.vm.agent_client import AgentClient
@@ -54,6 +58,26 @@ def test_unbind_bind_in_a_loop(
         assert err["errno"] == "ENODEV", (i, err)
         g.agent.disarm("read")
         g.bind(addr)
+        g.agent.arm("read")
+        seq = device.next_seq()
+        device.push(i)
+        assert g.agent.expect(path="read", seq=seq, timeout=TIMEOUT)["value"] == i, i
+        g.agent.disarm("read")
+    check_guest_kernel_log(g)
+
+
+@pytest.mark.irqlab(device={QOM.PROP_IRQ_MODE: "intx"})  # uio_pci_generic takes INTx only
+def test_uio_pci_generic_and_back_in_a_loop(
+    irqlab_fresh_guest: Guest, irqlab_fresh_device: DeviceControl, soak: Soak
+) -> None:
+    """bind_uio_pci_generic() hands the device to the kernel's driver, bind() takes it
+    back (clearing the driver_override): our driver's node works after every round."""
+    g, device = irqlab_fresh_guest, irqlab_fresh_device
+    for i in range(int(soak(3, 100))):
+        _, r = g.bind_uio_pci_generic()
+        assert r.rc == 0, (i, r)
+        assert g.sh("ls /sys/class/uio").split() == ["uio0"], i
+        g.bind()
         g.agent.arm("read")
         seq = device.next_seq()
         device.push(i)

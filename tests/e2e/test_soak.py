@@ -45,6 +45,15 @@ def test_restore_run_and_inject_in_a_loop(soak: Soak) -> None:
         assert machine is not None and not machine.is_running(), f"round {i}: QEMU still runs"
 
 
+def _one_read(g: Guest, device: DeviceControl, i: int) -> None:
+    """Our driver's node works: a read path armed gets the word *i* pushed, once."""
+    g.agent.arm("read")
+    seq = device.next_seq()
+    device.push(i)
+    assert g.agent.expect(path="read", seq=seq, timeout=TIMEOUT)["value"] == i, i
+    g.agent.disarm("read")
+
+
 def test_unbind_bind_in_a_loop(
     irqlab_fresh_guest: Guest, irqlab_fresh_device: DeviceControl, soak: Soak
 ) -> None:
@@ -58,11 +67,7 @@ def test_unbind_bind_in_a_loop(
         assert err["errno"] == "ENODEV", (i, err)
         g.agent.disarm("read")
         g.bind(addr)
-        g.agent.arm("read")
-        seq = device.next_seq()
-        device.push(i)
-        assert g.agent.expect(path="read", seq=seq, timeout=TIMEOUT)["value"] == i, i
-        g.agent.disarm("read")
+        _one_read(g, device, i)
     check_guest_kernel_log(g)
 
 
@@ -78,11 +83,7 @@ def test_uio_pci_generic_and_back_in_a_loop(
         assert r.rc == 0, (i, r)
         assert g.sh("ls /sys/class/uio").split() == ["uio0"], i
         g.bind()
-        g.agent.arm("read")
-        seq = device.next_seq()
-        device.push(i)
-        assert g.agent.expect(path="read", seq=seq, timeout=TIMEOUT)["value"] == i, i
-        g.agent.disarm("read")
+        _one_read(g, device, i)
     check_guest_kernel_log(g)
 
 

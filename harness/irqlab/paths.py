@@ -206,7 +206,9 @@ def prune_logs(
     recipes' logs) and the ``latest`` link stay, and so
     does anything whose name carries the pid of a process still running (a guest that
     runs for hours writes into its files, not into its directory: by the directory's
-    age it looked old, and its logs went while it ran)."""
+    age it looked old, and its logs went while it ran), but for this process's own
+    guests: only those still running stay (:func:`hold_run_dir`; a script that
+    started guests in a loop kept every run directory it made)."""
     import shutil
 
     base = root if root is not None else log_dir()
@@ -234,7 +236,7 @@ def prune_logs(
     older = runs[keep_runs:] if keep_runs is not None else []
     kept_failed = [p for p in older if not run_passed(p)][:keep_failed]
     doomed = [p for p in older if p not in kept_failed] + other[keep_other:]
-    doomed = [p for p in doomed if not _owner_runs(p.name)]
+    doomed = [p for p in doomed if not _owner_keeps(p)]
     for p in doomed:
         if p.is_dir():
             shutil.rmtree(p, ignore_errors=True)
@@ -250,10 +252,31 @@ _STAMPED = re.compile(r"-\d{8}-\d{6}(?:[-.]|$)")
 _OWNER = re.compile(r"-\d{8}-\d{6}-(\d+)(?:-\d+)?(?:\.|$)")
 
 
-def _owner_runs(name: str) -> bool:
-    """Whether the log entry *name* names a process (its ``<stamp>-<pid>``) that runs."""
-    m = _OWNER.search(name)
-    return m is not None and pid_runs(int(m[1]))
+def _owner_keeps(entry: Path) -> bool:
+    """Whether the log *entry* stays for the process its name carries (``<stamp>-<pid>``):
+    another process that runs; this one, for a run directory it holds
+    (:func:`hold_run_dir`: its guest runs) or a pytest run's."""
+    m = _OWNER.search(entry.name)
+    if m is None:
+        return False
+    pid = int(m[1])
+    if pid == os.getpid() and not entry.name.startswith("pytest-"):
+        return entry.name in _HELD_RUN_DIRS
+    return pid_runs(pid)
+
+
+# the names of this process's run directories in use (a QEMU of its own not closed)
+_HELD_RUN_DIRS: set[str] = set()
+
+
+def hold_run_dir(run_dir: Path) -> None:
+    """*run_dir* (a log directory entry of this process) is in use until
+    :func:`release_run_dir`: :func:`prune_logs` leaves it."""
+    _HELD_RUN_DIRS.add(run_dir.name)
+
+
+def release_run_dir(run_dir: Path) -> None:
+    _HELD_RUN_DIRS.discard(run_dir.name)
 
 
 def pid_runs(pid: int) -> bool:

@@ -257,7 +257,8 @@ def test_prune_logs_leaves_what_a_running_process_writes(tmp_path: Path) -> None
     """A guest that runs for hours writes into its files, not its directory: by the
     directory's age it was among the oldest, and its logs went while it ran."""
     now = time.time()
-    mine = tmp_path / f"shell-20261206-000000-{os.getpid()}-1"
+    # another process's (this one's own go once closed: test_log_runs.py)
+    mine = tmp_path / f"shell-20261206-000000-{os.getppid()}-1"
     mine.mkdir()
     os.utime(mine, (now - 1000, now - 1000))
     for i in range(3):

@@ -71,3 +71,27 @@ def test_a_run_says_how_it_ended_and_latest_names_it(
     assert (second / "outcome").read_text() == "passed\n"
     assert (logs / "latest").resolve() == second.resolve()
     assert not any(p.name.startswith(".latest") for p in logs.iterdir())
+
+
+def test_this_processes_own_closed_guests_are_pruned_its_running_ones_kept(
+    tmp_path: Path,
+) -> None:
+    """A script that started guests in a loop kept every run directory it made (their
+    names carry its pid, which runs): now only those of its guests still running stay,
+    and another running process's stay as before."""
+    me, other = os.getpid(), os.getppid()
+    entries = []
+    for i in range(8):
+        pid = other if i == 1 else me
+        d = tmp_path / f"guest-20261207-{i:06d}-{pid}-{i}"
+        d.mkdir()
+        os.utime(d, (time.time() - 1000 + i, time.time() - 1000 + i))
+        entries.append(d)
+    paths.hold_run_dir(entries[0])  # its QEMU runs
+    try:
+        removed = paths.prune_logs(tmp_path, keep_runs=None, keep_other=3)
+    finally:
+        paths.release_run_dir(entries[0])
+    assert removed == 3
+    # the 3 newest, the held one, the other process's
+    assert [d.exists() for d in entries] == [True, True, False, False, False, True, True, True]

@@ -36,7 +36,7 @@ from typing import Any
 
 from irqlab.build import cache
 from irqlab.errors import IrqlabError, hide_frame
-from irqlab.paths import log_dir, pid_runs
+from irqlab.paths import hold_run_dir, log_dir, pid_runs, release_run_dir
 from irqlab.sigsafe import critical
 from irqlab.vm import proc
 from irqlab.vm.console import Console
@@ -383,6 +383,7 @@ class Machine:
             raise LogDirError.cannot_make(
                 "the guest's log directory", root, e, self.config.log_root_setting
             ) from e
+        hold_run_dir(run_dir)  # a prune in this process leaves it while QEMU runs
         remove_stale_sock_dirs()
         return RunPaths(sock_dir=make_sock_dir(), log_dir=run_dir)
 
@@ -536,6 +537,7 @@ class Machine:
         def remove_socks() -> None:
             if self.paths is not None:
                 remove_sock_dir(self.paths.sock_dir)
+                release_run_dir(self.paths.log_dir)
 
         def quietly(closer: SyncQMP | QTest | socket.socket | Console | None) -> Callable[[], None]:
             def close() -> None:

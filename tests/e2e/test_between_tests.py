@@ -4,7 +4,12 @@ reset, so an event that raises is flushed with the rest), then the counters are 
 
 A test that left line 3 high made the next test's rising edge on line 3 never happen
 (AgentTimeout; passing alone).  Run as a user's pytest would, two tests in order on one
-session guest."""
+session guest.
+
+The reset comes before every test that takes the session guest, ``irqlab_guest`` alone
+too (it was ``irqlab_agent``'s): such a test found the driver an earlier test unloaded
+gone, and its reload_module() refused while the earlier test's armed path held the
+driver's file open."""
 
 from __future__ import annotations
 
@@ -49,3 +54,57 @@ def test_next_test_starts_with_inputs_at_rest(
     r = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:randomly", timeout=900)
     assert r.ret == 0, "\n".join(r.outlines[-80:] + r.errlines[-30:])
     r.assert_outcomes(passed=2)
+
+
+GUEST_ONLY_TESTS = """
+import pytest
+
+CONFIGURED = {}
+
+
+def wakeup(guest):
+    return guest.sh(f"cat /sys/module/{guest.module_name()}/parameters/wakeup").strip()
+
+
+def test_1_unloads_the_driver(irqlab_guest):
+    CONFIGURED["wakeup"] = wakeup(irqlab_guest)
+    irqlab_guest.unload_module()
+
+
+def test_2_finds_it_loaded(irqlab_guest):
+    irqlab_guest.sh("ls /dev/irqlab*")
+
+
+def test_3_arms_a_path(irqlab_agent):
+    irqlab_agent.arm("read")
+
+
+def test_4_reloads_it_with_other_parameters(irqlab_guest):
+    irqlab_guest.reload_module(wakeup="thread")
+
+
+def test_5_finds_the_configured_parameters(irqlab_guest):
+    assert wakeup(irqlab_guest) == CONFIGURED["wakeup"] != "thread"
+
+
+@pytest.fixture(scope="module")
+def armed_for_module(irqlab_guest):
+    irqlab_guest.agent.arm("poll")
+    return irqlab_guest
+
+
+def test_6_a_module_fixtures_path_is_disarmed_as_before(armed_for_module, irqlab_agent):
+    irqlab_agent.arm("poll")  # the reset comes after the wider-scoped fixtures' setup
+"""
+
+
+def test_a_test_that_takes_only_the_guest_gets_it_reset(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    as_a_user(pytester, monkeypatch)
+    pytester.makepyfile(GUEST_ONLY_TESTS)
+    r = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-p", "no:randomly", "-v", timeout=900
+    )
+    assert r.ret == 0, "\n".join(r.outlines[-80:] + r.errlines[-30:])
+    r.assert_outcomes(passed=6)

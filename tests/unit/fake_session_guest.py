@@ -40,6 +40,16 @@ class FakeGuest:
         self._new_run()
         return self
 
+    reset_at_ns = None  # where a test's part of the kernel log starts: unknown
+    injector = None  # irqlab_device's (DeviceControl)
+
+    def reset(self):  # before each test that takes it (irqlab_guest_alive)
+        self.commands.append("reset")
+
+    @property
+    def agent(self):
+        return SimpleNamespace(pending=lambda: [], drain_events=lambda: None)
+
     def sh(self, cmd, **_):
         self.commands.append(cmd)
         return "[    1.000000] irqlab: probed\\n\\n4096"  # a clean log, taint O

@@ -96,6 +96,22 @@ def test_a_bad_path_option_is_the_requests_error_not_an_internal_one(agent: Agen
     assert "internal error" not in r["error"], r
 
 
+def test_an_unknown_ops_error_lists_the_agents_ops(agent: AgentClient) -> None:
+    """As the README says: the list was only in the error's ``response["ops"]``."""
+    with pytest.raises(AgentError) as e:
+        agent.request("nope")
+    assert e.value.response is not None
+    ops = e.value.response["ops"]
+    assert {"arm", "disarm", "reset", "native_start", "tune"} <= set(ops), ops
+    assert str(e.value) == (
+        f"agent op 'nope' {{}} failed: unknown op 'nope' (the agent's ops: {', '.join(ops)})"
+    )
+    with pytest.raises(AgentError) as e:  # an error that names no ops is as it was
+        agent.request("disarm", name="nothing")
+    assert str(e.value).startswith("agent op 'disarm' {'name': 'nothing'} failed: no armed"), e
+    assert "the agent's ops" not in str(e.value)
+
+
 # -- no request blocks the session for ever --------------------------------------------
 
 

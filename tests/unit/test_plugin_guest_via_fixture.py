@@ -3,7 +3,15 @@ wraps(irqlab_guest)``, the test takes ``wraps``) uses it as one that takes it
 itself: a failure's report names its part of the guest's logs and the guest's
 diagnostics, and the marker or a guest of its own beside it is refused.  A conftest's
 autouse session fixture that holds the guest gives a test none of that.  With a
-stand-in guest (fake_session_guest)."""
+stand-in guest (fake_session_guest).
+
+The session guest is reset before every test that takes it, however it takes it
+(``irqlab_guest`` itself, ``irqlab_agent``, ``irqlab_device``, a fixture of the
+test's own), once per test, after the test's wider-scoped fixtures are set up (as
+``irqlab_agent``'s reset was); not for a test that has it only through such an autouse
+fixture, nor for one without it.  It was ``irqlab_agent``'s alone: a test that took
+``irqlab_guest`` met what the test before it left armed or unloaded
+(tests/e2e/test_between_tests.py has the real guest)."""
 
 from __future__ import annotations
 
@@ -21,7 +29,7 @@ import pytest
 
 @pytest.fixture(scope="session", autouse=True)
 def hold(irqlab_guest):  # e.g. a kernel-log check after the suite
-    yield
+    yield irqlab_guest
 """
 
 TESTS = """
@@ -83,15 +91,23 @@ def _reports(out: str) -> dict[str, str]:
     return dict(zip(parts[1::2], parts[2::2], strict=True))
 
 
-def test_a_guest_reached_through_the_tests_own_fixture_is_the_tests(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    for name in WORKER_ENV:  # a plain user's run, not a worker's
+def _run(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tests: str
+) -> pytest.RunResult:
+    """*tests* run as a plain user's (not an xdist worker's) on the stand-in guest,
+    which a conftest's autouse session fixture holds."""
+    for name in WORKER_ENV:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("IRQLAB_LOG_DIR", str(pytester.path / "logs"))
     pytester.makeconftest(CONFTEST + HOLDS_THE_GUEST)
-    pytester.makepyfile(test_via=TESTS)
-    r = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:xdist")
+    pytester.makepyfile(test_via=tests)
+    return pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:xdist")
+
+
+def test_a_guest_reached_through_the_tests_own_fixture_is_the_tests(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    r = _run(pytester, monkeypatch, TESTS)
     r.assert_outcomes(failed=4, errors=3)
     out = r.stdout.str()
     reports = _reports(out.split("short test summary info", 1)[0])
@@ -113,3 +129,62 @@ def test_a_guest_reached_through_the_tests_own_fixture_is_the_tests(
         "test_two_guests uses the shared guest's irqlab_guest and a guest of its own "
         "(irqlab_fresh_guest): that is two guests"
     ) in said, out
+
+
+RESETS = """
+import pytest
+
+
+def since_last(guest, name):
+    # the resets and fixture setups since the last test's mark, then this test's mark
+    i = max((n for n, c in enumerate(guest.commands) if c.startswith("test ")), default=-1)
+    seen = [c for c in guest.commands[i + 1 :] if c in ("reset", "module arms", "own fixture")]
+    guest.commands.append(f"test {name}")
+    return seen
+
+
+@pytest.fixture(scope="module")
+def armed_for_module(irqlab_guest):
+    irqlab_guest.commands.append("module arms")
+    return irqlab_guest
+
+
+@pytest.fixture
+def own(irqlab_guest):
+    irqlab_guest.commands.append("own fixture")
+    return irqlab_guest
+
+
+def test_1_agent(irqlab_agent, hold):
+    assert since_last(hold, "1") == ["reset"]
+
+
+def test_2_guest_only(irqlab_guest):
+    assert since_last(irqlab_guest, "2") == ["reset"]
+
+
+def test_3_device_and_agent_and_guest(irqlab_device, irqlab_agent, irqlab_guest):
+    assert since_last(irqlab_guest, "3") == ["reset"]  # once
+
+
+def test_4_own_fixture(own):
+    assert since_last(own, "4") == ["reset", "own fixture"]
+
+
+def test_5_module_fixture(armed_for_module):
+    assert since_last(armed_for_module, "5") == ["module arms", "reset"]
+
+
+def test_6_module_fixture_again(armed_for_module, irqlab_agent):
+    assert since_last(armed_for_module, "6") == ["reset"]
+
+
+def test_7_no_guest_of_its_own(request):
+    assert since_last(request.getfixturevalue("hold"), "7") == []
+"""
+
+
+def test_every_test_that_takes_the_session_guest_gets_it_reset_once(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _run(pytester, monkeypatch, RESETS).assert_outcomes(passed=7)

@@ -42,6 +42,11 @@ class FakeGuest:
     def connection_lost(self):
         return None
 
+    reset_at_ns = None
+
+    def reset(self):  # before each test that takes it (irqlab_guest_alive)
+        pass
+
     def sh(self, cmd, **_):
         warned = os.environ.get("FAKE_WARN") == "1"
         return (WARN if warned else CLEAN) + "\\n" + str((1 << 9) if warned else 0)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import time
 from collections.abc import Generator
 from pathlib import Path
@@ -119,21 +120,78 @@ def _link_latest(run: Path) -> None:
         os.replace(tmp, link)
 
 
-def mark_outcome(config: pytest.Config, exitstatus: int) -> None:
+def mark_outcome(config: pytest.Config, exitstatus: int, how: str = "") -> None:
     """The controller's run directory (when the run made one) says how the run ended:
     ``passed``, else how and the status: ``tests failed (exit status 1)``,
-    ``interrupted (exit status 2)``, ... (pruning keeps those in preference)."""
+    ``interrupted (exit status 2)``, ... (pruning keeps those in preference).  A run
+    pytest's interrupt ended (Ctrl-C, SIGTERM) is never ``passed``, though a report of
+    it that raised (its terminal's reader gone) left pytest's status 0.  *how*: how it
+    ended when the status does not say (an error that left pytest: :func:`_escaped`)."""
     run = config.stash.get(_RUN_DIR, None)
     if run is None or hasattr(config, "workerinput") or not run.is_dir():
         return
-    try:
-        how = pytest.ExitCode(exitstatus).name.lower().replace("_", " ")
-    except ValueError:
-        how = "ended"
+    meant = config.stash.get(_INTERRUPT, None)  # the status pytest's interrupt meant
+    if exitstatus == 0 and meant is not None:
+        exitstatus = meant
+    if not how:
+        try:
+            how = pytest.ExitCode(exitstatus).name.lower().replace("_", " ")
+        except ValueError:
+            how = "ended"
     text = "passed" if exitstatus == 0 else f"{how} (exit status {int(exitstatus)})"
+    if config.stash.get(_MARKED, None) == text:  # the process's end: as the session's
+        return
+    config.stash[_MARKED] = text
     with contextlib.suppress(OSError):  # a full disk loses the mark, not the run
         (run / paths.RUN_OUTCOME).write_text(text + "\n")
     _link_latest(run)  # under xdist, the first time: its controller logs nothing itself
+
+
+_MARKED = pytest.StashKey[str]()  # the outcome written
+# The status pytest's interrupt meant the run to end with (2; pytest.exit()'s own),
+# once its KeyboardInterrupt hook ran (set before any other plugin's runs)
+_INTERRUPT = pytest.StashKey[int]()
+
+
+class _Interrupts:
+    """Registered in the controller: pytest's interrupt of the run, before any other
+    plugin hears of it (one whose report of it raises, as a write to a pipe whose
+    reader went away does, leaves pytest's status 0: the run was marked ``passed``)."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_keyboard_interrupt(self, excinfo: pytest.ExceptionInfo[BaseException]) -> None:
+        meant = getattr(excinfo.value, "returncode", None)  # pytest.exit()'s
+        self.config.stash[_INTERRUPT] = pytest.ExitCode.INTERRUPTED if meant is None else meant
+
+
+def _escaped(config: pytest.Config, e: BaseException) -> None:
+    """Mark the run's outcome when *e* left pytest's main: an error ends the process
+    with status 1 (pytest's ``console_main``'s for a broken pipe, Python's for the
+    others), ``interrupted`` when it came during the run's interrupt; a
+    KeyboardInterrupt (a signal during the session's end) ends it by SIGINT, 130 as a
+    shell says."""
+    if isinstance(e, KeyboardInterrupt):
+        mark_outcome(config, 128 + signal.SIGINT, "interrupted")
+    elif isinstance(e, Exception):
+        during = _INTERRUPT in config.stash
+        mark_outcome(config, 1, "interrupted" if during else f"ended by {type(e).__name__}")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_cmdline_main(config: pytest.Config) -> Generator[None, int, int]:
+    """The run's outcome as the process ends: what another plugin's session finish
+    did to the status after ours marked it, or an error that left pytest (its
+    terminal's reader gone: status 1, though pytest's was 0 or 2)."""
+    try:
+        status = yield
+    except BaseException as e:
+        _escaped(config, e)
+        raise
+    mark_outcome(config, status)
+    return status
 
 
 DEFAULT_DIR = ".irqlab"  # under the rootdir: the default log directory's parent
@@ -329,6 +387,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(_SharedSetupGroups(), "irqlab-shared-setup-groups")
     if not hasattr(config, "workerinput"):
+        config.pluginmanager.register(_Interrupts(config), "irqlab-run-interrupts")
         config.pluginmanager.register(_PlainReportIds(), "irqlab-plain-report-ids")
         config.pluginmanager.register(_WorkerCounts(config), "irqlab-shard-worker-counts")
     # known with --strict-markers also when xdist is absent or disabled (-p no:xdist)

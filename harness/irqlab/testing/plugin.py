@@ -18,10 +18,11 @@ booted guest: a guest's device is ``irqlab_device`` / ``irqlab_fresh_device``.
 Booted guest (end to end): ``irqlab_guest`` (session), ``irqlab_agent``,
 ``irqlab_device``, ``irqlab_wait_stats`` (before each test that has the session guest
 among its fixtures, the autouse ``irqlab_guest_alive`` replaces one an earlier test
-killed); ``irqlab_fresh_guest``, ``irqlab_fresh_agent``
-and ``irqlab_fresh_device`` for a guest of the test's own (a test uses one guest: mixing
-the two kinds, or the marker with the shared guest's fixtures or with none, is an
-error), configured by ``@pytest.mark.irqlab(...)``: its keywords and their defaults
+killed, and resets it for a test that takes it); ``irqlab_fresh_guest``,
+``irqlab_fresh_agent`` and ``irqlab_fresh_device`` for a guest of the test's own (a
+test uses one guest: mixing the two kinds, or the marker with the shared guest's
+fixtures or with none, is an error), configured by ``@pytest.mark.irqlab(...)``: its
+keywords and their defaults
 are :data:`MARKER_DEFAULTS` (``pytest --markers`` lists them; the README says what
 each does).  Relative KO and FILE paths are relative to the test file's directory; a
 ``modules=`` entry may carry parameters, ``"KO PARAM=VALUE ..."``.
@@ -1381,8 +1382,13 @@ def irqlab_guest_alive(request: pytest.FixtureRequest) -> Guest | None:
     QEMU gone, frozen) or left it out of reach (its SSH connection gone), it is
     replaced by a new one first (a restore) and the terminal says once
     why.  What the health watch already knows decides: no round trip to a
-    healthy guest.  Returns the guest (None for a test without it; no guest is started
-    for such a test)."""
+    healthy guest.  Then a test that takes it (itself, through the fixtures above or one
+    of its own of any scope; not through a conftest's autouse session fixture alone)
+    gets it reset (:func:`_reset_session_guest`), once, whichever of them it takes, and
+    after its wider-scoped fixtures' setup as ``irqlab_agent``'s reset was: what those
+    armed or opened through the agent is gone too.  Returns the guest (None for a test
+    without it; no guest is started for such a test)."""
+    __tracebackhide__ = hide_test_frame
     if "irqlab_guest" not in request.fixturenames:
         return None
     guest: Guest = request.getfixturevalue("irqlab_guest")  # session scope: set up already
@@ -1405,20 +1411,20 @@ def irqlab_guest_alive(request: pytest.FixtureRequest) -> Guest | None:
                 request.config.stash.setdefault(_TIMELINE, []).append(
                     (guest.machine, diag.estimate, request.node.nodeid)
                 )
+        _reset_session_guest(request, guest)
+        _mark_test_start(request, guest)
     return guest
 
 
 @pytest.fixture
 def irqlab_agent(
-    request: pytest.FixtureRequest, irqlab_guest: Guest
+    irqlab_guest: Guest, irqlab_guest_alive: Guest | None
 ) -> Generator[AgentClient, None, None]:
-    """The session's agent, reset: no armed paths or open files, device counters zero.
-    If an earlier test killed the session guest, it was replaced first (by the autouse
-    ``irqlab_guest_alive``, which pytest sets up before this one); one an earlier test
-    left frozen (its verdict, the heartbeat's, comes during this reset) is replaced then."""
+    """The session's agent, reset: no armed paths or open files, device counters zero
+    (by the autouse ``irqlab_guest_alive``, as for every test that takes the session
+    guest: it replaced one an earlier test killed first, and replaces one an earlier
+    test left frozen, whose verdict, the heartbeat's, comes during the reset)."""
     __tracebackhide__ = hide_test_frame
-    _reset_session_guest(request, irqlab_guest)
-    _mark_test_start(request, irqlab_guest)
     client = irqlab_guest.agent
     yield client
     _check_path_errors(irqlab_guest, client)
@@ -1428,8 +1434,7 @@ def _reset_session_guest(request: pytest.FixtureRequest, guest: Guest) -> None:
     """:meth:`Guest.reset` of the session guest; one that died or froze before this test
     did anything in it (an earlier test froze it: nothing knew it when this test's setup
     began, and the health watch's verdict came during the reset, failing this test's
-    setup with the earlier test's fault) is replaced, as ``irqlab_guest_alive`` does,
-    and reset."""
+    setup with the earlier test's fault) is replaced (:func:`revive`), and reset."""
     __tracebackhide__ = hide_test_frame
     from irqlab.vm.health import GuestFault
 

@@ -107,6 +107,14 @@ def criteria_hints(crit: Mapping[str, Any], queued: Sequence[Event]) -> list[str
     return hints
 
 
+def _refusal(resp: Mapping[str, Any]) -> str:
+    """Why the agent refused a request, as its answer says: its ``error``, and the
+    operations it has when it names them (an unknown op's answer: ``ops``)."""
+    ops = resp.get("ops")
+    known = ", ".join(str(o) for o in ops) if isinstance(ops, list) and ops else ""
+    return str(resp.get("error")) + (f" (the agent's ops: {known})" if known else "")
+
+
 class AgentError(IrqlabError, RuntimeError):
     """The agent refused a request, died, or said something unexpected."""
 
@@ -454,7 +462,7 @@ class AgentClient:
                 self.interrupted = f"request {op!r} was interrupted ({type(e).__name__})"
             raise
         if check and not resp.get("ok"):
-            raise AgentError(f"agent op {op!r} {args} failed: {resp.get('error')}", resp)
+            raise AgentError(f"agent op {op!r} {args} failed: {_refusal(resp)}", resp)
         return resp
 
     def ping(self, timeout: float = 10.0) -> dict[str, Any]:

@@ -101,3 +101,17 @@ def test_a_config_changed_after_it_was_made_is_checked_again_before_anything_sta
     with pytest.raises(GuestConfigError) as info:
         Guest(config).prepare()
     assert says in str(info.value), str(info.value)
+
+
+def test_a_config_changed_after_an_explicit_prepare_is_checked_by_the_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``g = Guest(cfg).prepare(); cfg.smp = 0; g.start()``: the start skips its own
+    prepare() (the caller's just ran, as irqlab run/shell do), which alone checked."""
+    monkeypatch.setenv("IRQLAB_CACHE_DIR", "/proc/no-cache-here")
+    config = GuestConfig()
+    g = Guest(config)
+    g._prepared = True  # what a prepare() leaves (it needs the built QEMU and image)
+    config.smp = 0
+    with pytest.raises(GuestConfigError, match=r"GuestConfig\(smp=0\)"):
+        g.start()

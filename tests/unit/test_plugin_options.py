@@ -428,6 +428,42 @@ def test_one_guest_per_test_holds_for_fixtures_taken_at_run_time(
     assert "took none" not in out and "uses none" not in out, out
 
 
+@pytest.mark.parametrize(
+    ("test", "said"),
+    [
+        (
+            "def test_it(irqlab_fresh_guest, request):\n"
+            "    request.getfixturevalue('irqlab_guest')\n",
+            "test_it uses the shared guest's irqlab_guest and a guest of its own "
+            "(irqlab_fresh_guest): that is two guests",
+        ),
+        (
+            "@pytest.mark.irqlab(smp=2)\ndef test_it(request):\n"
+            "    request.getfixturevalue('irqlab_guest')\n",
+            "but test_it uses the shared guest (irqlab_guest), which keeps its defaults",
+        ),
+    ],
+    ids=["beside-own-guest", "under-marker"],
+)
+def test_the_session_guest_taken_at_run_time_is_seen_after_the_test(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, test: str, said: str
+) -> None:
+    """The session's irqlab_guest, set up once, is no fixture setup of the test's: only
+    pytest's list of the fixtures the request used (its private ``_request``, which
+    this pins) says a test took it through getfixturevalue; said at its teardown."""
+    monkeypatch.setenv("IRQLAB_CACHE_DIR", "/proc/no-cache-here")
+    pytester.makeconftest(
+        STAND_INS
+        + '\n@pytest.fixture(scope="session")\ndef irqlab_guest():\n    return "the guest"\n'
+    )
+    pytester.makepyfile("import pytest\n\n" + test)
+    r = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:xdist")
+    r.assert_outcomes(passed=1, errors=1)
+    out = " ".join(r.stdout.str().split())
+    assert said in out, out
+    assert "took none" not in out, out
+
+
 def test_a_conftests_autouse_use_of_the_shared_guest_is_not_a_mix(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -968,3 +1004,21 @@ def test_a_configuration_error_the_start_of_a_marked_guest_finds_names_the_marke
     assert (
         "\nthe guest's configuration cannot work: parameter wakeup of irqlab.ko: 'sometimes'"
     ) in out, out
+
+
+def test_a_notice_to_a_terminal_that_is_gone_is_lost_not_raised() -> None:
+    """``pytest | head`` or a cancelled CI runner: the notice's BrokenPipeError, raised
+    in the plugin's pytest_keyboard_interrupt, skipped every other plugin's hook."""
+    import contextlib
+    from types import SimpleNamespace
+
+    from irqlab.testing.plugin import _terminal_sink
+
+    class GoneReporter:
+        def write_line(self, line: str, **kw: object) -> None:
+            raise BrokenPipeError(32, "Broken pipe")
+
+    capture = SimpleNamespace(global_and_fixture_disabled=contextlib.nullcontext)
+    plugins = {"terminalreporter": GoneReporter(), "capturemanager": capture}
+    config = SimpleNamespace(pluginmanager=SimpleNamespace(get_plugin=plugins.get))
+    _terminal_sink(config)("irqlab: the run was interrupted")  # type: ignore[arg-type]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -201,15 +203,15 @@ def test_another_users_snapshot_is_not_found_listed_or_pruned(
 
     theirs_key, ours_key = (snapshot.snapshot_key({**BASE, "tag": t}) for t in ("a", "b"))
     theirs = cache.cached_build("snapshot", theirs_key, state)
-    real = Path.is_file
+    real = os.stat
 
-    def refused(self: Path) -> bool:
-        if self.parent == theirs:
-            raise PermissionError(13, "Permission denied", str(self))
-        return real(self)
+    def refused(path: Any, *args: Any, **kw: Any) -> os.stat_result:
+        if Path(path).parent == theirs:  # what is under their 0700 directory
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path, *args, **kw)
 
     said: list[str] = []
-    monkeypatch.setattr(Path, "is_file", refused)
+    monkeypatch.setattr(os, "stat", refused)
     monkeypatch.setattr(notice, "_sink", said.append)
     assert snapshot.lookup(theirs_key) is None
     ours = cache.cached_build("snapshot", ours_key, state)

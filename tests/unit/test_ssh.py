@@ -9,7 +9,7 @@ import pytest
 from fake_ssh import fake_ssh  # same directory (rootdir-relative import)
 
 from irqlab.vm.loadscale import check_timeout
-from irqlab.vm.ssh import CommandError, RunResult, SshClient, SshError
+from irqlab.vm.ssh import NO_LOCAL_PORT_S, CommandError, RunResult, SshClient, SshError
 
 
 class FakeClock:
@@ -226,7 +226,7 @@ def test_a_failed_commands_error_shows_the_streams_that_said_something(
     assert str(CommandError("false", RunResult(1, out, err))) == said
 
 
-def test_no_free_local_port_is_the_hosts_fault_said_at_once() -> None:
+def test_no_free_local_port_for_seconds_is_the_hosts_fault() -> None:
     """Ephemeral ports used up: each connect failed with EADDRNOTAVAIL for the whole
     60 s, then 'no SSH connection ... after 64 attempts', as if the guest were at fault."""
     import errno
@@ -237,13 +237,18 @@ def test_no_free_local_port_is_the_hosts_fault_said_at_once() -> None:
         {("127.0.0.1", 2222): nothing_free}
     )
     for failure in (nothing_free, per_address):
+        clock.now = 0.0
         ssh, _ = make([failure] * 1000, clock)
         with pytest.raises(SshError) as info:
             ssh.connect(timeout=60)
-        assert ssh.attempts == 3, failure
+        # ports in TIME_WAIT come free in seconds: NO_LOCAL_PORT_S of them, not 60 s
+        assert NO_LOCAL_PORT_S <= clock.now < NO_LOCAL_PORT_S + 2, (failure, clock.now)
         assert "no free local port to connect from" in str(info.value)
         assert "net.ipv4.ip_local_port_range" in str(info.value)
-    # one such failure among others is retried as any other
-    ssh, _ = make([nothing_free, OSError("refused"), nothing_free, None], clock)
+    # such failures with another between are retried as any other (and one that came
+    # free: a connection)
+    clock.now = 0.0
+    script: list[BaseException | None] = [nothing_free] * 5 + [OSError("refused")]
+    ssh, _ = make([*script, *[nothing_free] * 3, None], clock)
     ssh.connect(timeout=60)
-    assert ssh.attempts == 4
+    assert ssh.attempts == 10 and clock.now > NO_LOCAL_PORT_S, clock.now

@@ -178,10 +178,12 @@ def is_complete(path: Path) -> bool:
 def _marked(path: Path) -> bool | None:
     """Whether *path* is marked complete; None when this user may not look (EACCES,
     EPERM: another user's output)."""
-    try:
-        return (path / _COMPLETE).is_file()
+    try:  # os.stat, not Path.is_file(), which may say False for EACCES (newer Pythons)
+        return stat.S_ISREG(os.stat(path / _COMPLETE).st_mode)
     except PermissionError:
         return None
+    except (FileNotFoundError, NotADirectoryError):
+        return False
 
 
 BOOT_LOCK = "boot"  # a snapshot's cold boot: an output's lock besides its build's

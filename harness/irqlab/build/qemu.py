@@ -634,9 +634,8 @@ def find_qemu(arch: Arch = X86_64) -> QemuInstall | None:
         why = str(e)
         found = _known_match(arch)
         if found is None:
-            raise QemuUnknown(
-                f"cannot tell which QEMU build is current: {why}; run apt-get update"
-            ) from e
+            hint = "; run apt-get update" if isinstance(e, debs.AptError) else ""
+            raise QemuUnknown(f"cannot tell which QEMU build is current: {why}{hint}") from e
         if found not in _SAID_MATCH:
             _SAID_MATCH.add(found)
             notice.say(

@@ -1154,6 +1154,12 @@ def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, None, None]:
     fixtures may take it through ``request.getfixturevalue``: not known at setup)."""
     yield
     taken = item.stash.get(_GUEST_FIXTURES_TAKEN, set())
+    if _session_guest_taken_at_run_time(item):  # a session fixture: set up before
+        fresh = [n for n in _FRESH if n in getattr(item, "fixturenames", ()) or n in taken]
+        if fresh:
+            pytest.fail(_two_guests(item, ["irqlab_guest"], fresh), pytrace=False)
+        if irqlab_marker(item) is not None:
+            pytest.fail(_marker_with_shared(item, ["irqlab_guest"]), pytrace=False)
     if (
         item.stash.get(_MARKER_UNCLAIMED, False)
         and item.stash.get(_CALL_PASSED, False)
@@ -1167,6 +1173,17 @@ def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, None, None]:
             pytrace=False,
         )
     return None
+
+
+def _session_guest_taken_at_run_time(item: pytest.Item) -> bool:
+    """Whether *item* took ``irqlab_guest`` through ``request.getfixturevalue`` (not in
+    its closure): a session fixture set up already is no fixture setup of the test's,
+    so only the request's list of the fixtures it used says so (pytest's private
+    ``_request``; tests/unit/test_plugin_options.py pins it)."""
+    if "irqlab_guest" in getattr(item, "fixturenames", ()):
+        return False
+    used = getattr(getattr(item, "_request", None), "fixturenames", ())
+    return "irqlab_guest" in used
 
 
 def _renew_after_replacement(item: pytest.Item) -> None:
@@ -1355,6 +1372,13 @@ def _terminal_sink(config: pytest.Config) -> notice.Sink:
     import threading
 
     def say(line: str) -> None:
+        # a terminal gone (the output's pipe closed: `pytest | head`, a CI runner
+        # cancelled) loses the line, not the caller: raised in pytest_keyboard_interrupt
+        # it skipped every other plugin's hook, the terminal reporter's among them
+        with contextlib.suppress(OSError):
+            _say(line)
+
+    def _say(line: str) -> None:
         reporter = config.pluginmanager.get_plugin("terminalreporter")
         capture = config.pluginmanager.get_plugin("capturemanager")
         main = threading.current_thread() is threading.main_thread()

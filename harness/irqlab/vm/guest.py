@@ -81,7 +81,7 @@ if TYPE_CHECKING:
 from irqlab.vm.guestfile import check_put, put_command, put_failure
 from irqlab.vm.loadscale import check_timeout
 from irqlab.vm.ssh import (
-    NO_LOCAL_PORT_ATTEMPTS,
+    NO_LOCAL_PORT_S,
     CommandError,
     RemoteProcess,
     RemoteWriteError,
@@ -1095,6 +1095,12 @@ class GuestConfig:
                 )
 
 
+def _agent_stale(agent: AgentClient) -> bool:
+    """Whether :attr:`Guest.agent` must start a new session instead of *agent*: it
+    ended, or a request's wait in it was interrupted."""
+    return agent.eof or agent.interrupted is not None
+
+
 def guest_file_problem(where: str) -> str | None:
     """Why no file can be put at the guest path *where* (None: it can): not absolute, a
     directory's (ending in /), or in a filesystem of the kernel's (/proc, /sys)."""
@@ -1585,6 +1591,8 @@ class Guest:
 
         if not self._prepared:  # the caller's prepare() just ran (irqlab run/shell): once
             self.prepare()
+        else:  # changed between the caller's prepare() and this start
+            self.config.check()
         self._prepared = False  # a restart looks again (a module rebuilt meanwhile)
         if not self.config.snapshot or self.config.extra_devices:  # their state: see the field
             self._cold_start()
@@ -1625,21 +1633,32 @@ class Guest:
         there is one, and install them (files first, as a cold boot does), instead of a
         cold boot: ~1 s, not ~4, for every rebuild of a driver under development.  False
         (nothing started) when there is no such snapshot or it cannot be restored."""
+        if not self._restore_base():
+            return False
+        self._install_extras_on_base("restored")
+        return True
+
+    def _restore_base(self) -> bool:
+        """Restore the snapshot of this guest without the user's modules and files (the
+        base of :meth:`_restore_base_with_extras`); False (nothing started) when there
+        is none, or it cannot be restored."""
         from irqlab.vm import snapshot
 
         base_key = self.base_snapshot_key()
         if base_key is None:
             return False
         base = snapshot.lookup(base_key)
-        if base is None or not self._try_restore(base_key, base):
-            return False
+        return base is not None and self._try_restore(base_key, base)
+
+    def _install_extras_on_base(self, how: str) -> None:
+        """The user's files and modules into the guest *how* (restored, saved) without
+        them."""
         # this configuration's snapshot is the save's to set: a save refused (a WARN of
         # the module) or failed (a full cache) leaves none, not the base's
         self.snapshot_dir = None
-        log.info("%s: restored without the extra modules; installing them", self.config.name)
+        log.info("%s: %s without the extra modules; installing them", self.config.name, how)
         self.install_extras()
         self._reached("extras", self._t0)
-        return True
 
     def _cold_start_base_with_extras(self) -> bool:
         """A configuration with modules of the user's whose base snapshot is missing too
@@ -1648,26 +1667,25 @@ class Guest:
         base snapshot, then install them, so that every later rebuild of the module
         restores the base (:meth:`_restore_base_with_extras`) instead of booting cold
         again.  Under the base's boot lock: a process booting it meanwhile is waited
-        for and its snapshot restored.  False (nothing started) without extra modules
-        or when that lock cannot be taken."""
+        for and its snapshot restored; the modules are installed after the lock (a
+        module that hangs its load kept those waiting for the base).  False (nothing
+        started) without extra modules or when that lock cannot be taken."""
         from irqlab.vm import snapshot
 
         base_key = self.base_snapshot_key()
         if base_key is None:
             return False
+        how = "restored"
         with snapshot.boot_lock(base_key, stopped_limit=self.config.boot_timeout) as unlocked:
             if unlocked is not None:
                 return False
-            if self._restore_base_with_extras():  # saved while this waited for the lock
-                return True
-            self._cold_start(extras=False)
-            self._save_snapshot(base_key)
-        # the base's, said by the save already: this configuration's own is saved next
-        self.snapshot_dir = None
-        self.snapshot_error = None
-        log.info("%s: saved without the extra modules; installing them", self.config.name)
-        self.install_extras()
-        self._reached("extras", self._t0)
+            if not self._restore_base():  # none saved while this waited for the lock
+                self._cold_start(extras=False)
+                self._save_snapshot(base_key)
+                # the base's, said by the save already: this configuration's is next
+                self.snapshot_error = None
+                how = "saved"
+        self._install_extras_on_base(how)
         return True
 
     def _try_restore(self, key: str, found: Path) -> bool:
@@ -1994,7 +2012,7 @@ class Guest:
             raise
         deadline = time.monotonic() + self.config.ssh_timeout  # the network's first use
         why = "no answer"
-        portless = 0  # attempts in a row that found no local port
+        portless_since: float | None = None  # since when every attempt found no port
         while time.monotonic() < deadline:
             self.check_health()
             try:
@@ -2005,8 +2023,12 @@ class Guest:
             except OSError as e:
                 reply, why = [], str(e)
                 host_fault = no_local_port(e)
-                portless = portless + 1 if host_fault else 0
-                if portless >= NO_LOCAL_PORT_ATTEMPTS:
+                now = time.monotonic()
+                if host_fault is None:
+                    portless_since = None
+                elif portless_since is None:
+                    portless_since = now
+                elif now - portless_since >= NO_LOCAL_PORT_S:
                     why = f"cannot reach the restored guest's reseed port: {host_fault}"
                     raise GuestError(why) from None
             if reply[:1] == ["ok"] and len(reply) == 2 and reply[1].isdigit():
@@ -2445,12 +2467,12 @@ class Guest:
         # "SSH is not connected") are its consequence; their ~140 lines of paramiko
         # tracebacks before the test's own line said no more (logged at debug level).
         except GuestFault as e:  # the connection broke: not replaced (_before_reconnect)
-            if self._closes != closes:
+            if self._closes != closes and self.fault is None:
                 raise self._closed_meanwhile(doing) from None
             log.debug("%s: %s; under it", self.config.name, e, exc_info=e.__context__)
             raise GuestFault(e.fault, doing) from None
         except (SshError, paramiko.SSHException, OSError, EOFError) as e:
-            if self._closes != closes:  # no verdict to wait for: the watch is gone
+            if self._closes != closes and self.fault is None:  # no verdict to wait for
                 raise self._closed_meanwhile(doing) from None
             # a connection that broke waits for the watch's verdict; a command that only
             # ran too long (killed by now), for an oops line that its end may trail; a
@@ -2465,8 +2487,8 @@ class Guest:
                 alive = self._alive()
                 raise SshUnreachable(f"{e} ({doing}{'; ' + alive if alive else ''})") from None
             raise
-        if result.rc == -1 and self._closes != closes:  # its channel closed with it
-            raise self._closed_meanwhile(doing)
+        if result.rc == -1 and self._closes != closes and self.fault is None:
+            raise self._closed_meanwhile(doing)  # its channel closed with the connection
         log.debug(
             "%s: %r ended: rc=%d after %.2f s",
             self.config.name,
@@ -2621,11 +2643,13 @@ class Guest:
         if result.out.strip() != "present":
             kmsg = self.sh("dmesg | tail -n 12", check=False)
             refusal = probe_failure(kmsg, name)
-            why = self._held_elsewhere(name) or (
+            held = self._held_elsewhere(name)
+            why = (
                 f": the kernel said {refusal!r} (do the module parameters fit the device's "
-                "properties? e.g. irq_mode and the device's irq-mode)"
+                f"properties? e.g. irq_mode and the device's irq-mode){held}"
                 if refusal
-                else " (is it a build of our driver? your own modules go in "
+                else held
+                or " (is it a build of our driver? your own modules go in "
                 "GuestConfig(extra_modules=...))"
             )
             raise GuestTimeout(
@@ -2945,7 +2969,7 @@ class Guest:
             if command == "device_del" and e.error_class == "DeviceNotFound":
                 state = "not plugged"
             elif command == "device_add" and e.desc.startswith("Duplicate device ID"):
-                state = "already plugged"
+                state = "already plugged (or its unplug has not finished)"
             else:
                 raise
             raise GuestError(
@@ -3009,7 +3033,7 @@ class Guest:
         try:
             dev = shlex.quote(f"/sys/bus/pci/devices/{self.pci_address()}")
             out = self.sh(
-                f"cat {dev}/driver_override; basename $(readlink {dev}/driver) 2>/dev/null",
+                f'cat {dev}/driver_override; basename "$(readlink {dev}/driver)" 2>/dev/null',
                 check=False,
             ).split()
         except GuestError:
@@ -3166,23 +3190,21 @@ class Guest:
         the next test's first request waited for the rest of that one; the daemon stops
         a session stuck in a request when a new one takes over)."""
         __tracebackhide__ = hide_frame
-        if self._agent_stale():
+        agent = self._agent  # this one, whatever another thread's close() does meanwhile
+        if agent is None or _agent_stale(agent):
             with self._agent_lock:  # checked again: another thread may have replaced it
-                if self._agent_stale():
-                    self._replace_agent()
-        assert self._agent is not None
-        return self._agent
+                agent = self._agent
+                if agent is None or _agent_stale(agent):
+                    agent = self._replace_agent()
+        return agent
 
-    def _agent_stale(self) -> bool:
-        """Whether :attr:`agent` must start a new session: none, or one that ended or
-        whose request was interrupted."""
-        agent = self._agent
-        return agent is None or agent.eof or agent.interrupted is not None
-
-    def _replace_agent(self) -> None:
+    def _replace_agent(self) -> AgentClient:
         """A new agent session for :attr:`agent`, the old one closed (its daemon killed
-        when the health watch gave it up); under the agent lock."""
+        when the health watch gave it up); under the agent lock.  One that another
+        thread's :meth:`close` made needless is closed and said (it would have lived on,
+        its readers with it, in a closed guest)."""
         __tracebackhide__ = hide_frame
+        closes = self._closes
         if self._agent is not None:
             stuck = self._agent.abandoned is not None and self._agent.hello is not None
             with contextlib.suppress(Exception):
@@ -3193,7 +3215,13 @@ class Guest:
                 pid = int(self._agent.hello["pid"])
                 self.sh(_KILL_AND_WAIT.format(pid=pid, port=AGENT_PORT))
         self._agent = None
-        self.start_agent()
+        agent = self.start_agent()
+        if self._closes != closes:
+            self._agent = None
+            with contextlib.suppress(Exception):
+                agent.close(timeout=2)
+            raise self._closed_meanwhile("starting a new agent session")
+        return agent
 
     def reset(self) -> None:
         """Between tests: return the device's inputs to rest (a running burst stopped,

@@ -281,8 +281,9 @@ _NO_ANSWER_WORDS = tuple(
 )
 
 
-# attempts in a row that found no free local port before the host is said to have none
-NO_LOCAL_PORT_ATTEMPTS = 3
+# how long (s) connects that find no free local port, and nothing else, go on before
+# the host is said to have none (ports in TIME_WAIT come free within seconds)
+NO_LOCAL_PORT_S = 3.0
 
 
 def no_local_port(e: BaseException) -> str | None:
@@ -621,7 +622,7 @@ class SshClient:
         deadline = start + timeout
         interval = retry_interval
         unanswered = 0  # attempts in a row that nothing answered
-        portless = 0  # attempts in a row that found no local port (no_local_port)
+        portless_since: float | None = None  # since when every attempt found no port
         while True:
             if self._shut:
                 raise SshError(f"SSH to {self.host}:{self.port} was closed")
@@ -657,8 +658,11 @@ class SshClient:
                 ) from e
             except RETRYABLE as e:
                 host_fault = no_local_port(e)
-                portless = portless + 1 if host_fault else 0
-                if portless >= NO_LOCAL_PORT_ATTEMPTS:
+                if host_fault is None:
+                    portless_since = None
+                elif portless_since is None:
+                    portless_since = began
+                elif self._clock() - portless_since >= NO_LOCAL_PORT_S:
                     client.close()
                     raise SshError(
                         f"no SSH connection to {self.host}:{self.port}: {host_fault}"

@@ -21,7 +21,8 @@ import pytest
 from agent_fifo import Fifo, fake_spec_agent  # same directory (rootdir-relative import)
 from test_agent_protocol import fake_abi, rec  # same directory
 
-from irqlab.vm.agent_client import AgentClient, AgentError
+from irqlab.vm.agent_client import AgentClient, AgentError, AgentRefused, AgentTimeout
+from irqlab.vm.health import GuestFault
 from irqlab_agent import daemon
 from irqlab_agent.acks import SeqAcks
 from irqlab_agent.agent import Agent, SignalDispatcher
@@ -110,6 +111,16 @@ def test_an_unknown_ops_error_lists_the_agents_ops(agent: AgentClient) -> None:
         agent.request("disarm", name="nothing")
     assert str(e.value).startswith("agent op 'disarm' {'name': 'nothing'} failed: no armed"), e
     assert "the agent's ops" not in str(e.value)
+
+
+def test_a_refusal_is_told_from_a_timeout_and_a_fault(agent: AgentClient) -> None:
+    """``except AgentError`` also caught a guest that died (AgentFault) and an answer
+    that never came (AgentTimeout): a refusal is an AgentRefused of its own."""
+    with pytest.raises(AgentRefused) as e:
+        agent.request("arm", path="nosuch")
+    assert isinstance(e.value, AgentError)
+    assert not isinstance(e.value, (AgentTimeout, GuestFault)), type(e.value).__mro__
+    assert e.value.response is not None and e.value.response["ok"] is False
 
 
 # -- no request blocks the session for ever --------------------------------------------

@@ -823,7 +823,7 @@ def test_a_failure_in_the_harness_shows_the_tests_line_and_the_cause(
     said = {
         "test_agent_expect": "AgentTimeout: no message matching",
         "test_agent_events": "AgentTimeout: got 0 of 2 event messages",
-        "test_agent_request": "AgentError: agent op 'no_such_op'",
+        "test_agent_request": "AgentRefused: agent op 'no_such_op'",
         "test_qmp": "DeviceRejected: ",
         "test_guest_qmp": "DeviceRejected: ",
         "test_device_wait": "AssertionError: ",

@@ -37,6 +37,7 @@ __all__ = [
     "AgentClient",
     "AgentError",
     "AgentFault",
+    "AgentRefused",
     "AgentTimeout",
     "RequestTooLong",
     "request_timeout",
@@ -125,6 +126,14 @@ class AgentError(IrqlabError, RuntimeError):
 
 class AgentTimeout(AgentError, TimeoutError):
     pass
+
+
+class AgentRefused(AgentError):
+    """The agent answered a request, refusing it (``ok`` false: an unknown op or path,
+    an option it does not take, a path not in the state asked for): its words, and
+    :attr:`response`.  ``except AgentRefused`` tells it from a guest that died
+    (:class:`AgentFault`) or an answer that did not come (:class:`AgentTimeout`), which
+    ``except AgentError`` catches too."""
 
 
 class RequestTooLong(AgentError, ValueError):
@@ -462,7 +471,7 @@ class AgentClient:
                 self.interrupted = f"request {op!r} was interrupted ({type(e).__name__})"
             raise
         if check and not resp.get("ok"):
-            raise AgentError(f"agent op {op!r} {args} failed: {_refusal(resp)}", resp)
+            raise AgentRefused(f"agent op {op!r} {args} failed: {_refusal(resp)}", resp)
         return resp
 
     def ping(self, timeout: float = 10.0) -> dict[str, Any]:

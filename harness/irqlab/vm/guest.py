@@ -51,7 +51,13 @@ from irqlab.contract.regs import AT_RUN, AT_START, NEVER, PREFIX, QOM, REGS, pro
 from irqlab.errors import ConfigError, IrqlabError, hide_frame
 from irqlab.paths import cache_description, log_dir, prune_logs
 from irqlab.vm import logplace, proc
-from irqlab.vm.agent_client import AgentClient, AgentError, AgentFault, AgentTimeout
+from irqlab.vm.agent_client import (
+    AgentClient,
+    AgentError,
+    AgentFault,
+    AgentRefused,
+    AgentTimeout,
+)
 from irqlab.vm.exit_signal import ExitSignal, signal_status
 from irqlab.vm.health import (
     EXIT_AFTER_LOST_QMP_S,
@@ -110,6 +116,7 @@ __all__ = [
     "KMSG_MARK",
     "AgentError",
     "AgentFault",
+    "AgentRefused",
     "AgentTimeout",
     "CommandError",
     "Fault",

@@ -826,7 +826,7 @@ def test_a_failure_in_the_harness_shows_the_tests_line_and_the_cause(
         "test_agent_request": "AgentRefused: agent op 'no_such_op'",
         "test_qmp": "DeviceRejected: ",
         "test_guest_qmp": "DeviceRejected: ",
-        "test_device_wait": "AssertionError: ",
+        "test_device_wait": "WaitTimeout: the device counters never satisfied",
         "test_guest_sh": "CommandError: ",
         "test_ssh_timeout": "SshTimeout: timeout (0.1s) running: sleep 100 (it may still run "
         "in the guest: killing it failed: no second channel)",

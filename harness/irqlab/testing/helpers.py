@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from irqlab.errors import hide_frame
+from irqlab.errors import IrqlabError, hide_frame
 from irqlab.vm import proc
 from irqlab.vm.kernlog import (
     EXPECTED_TAINT,
@@ -37,6 +37,7 @@ __all__ = [
     "KMEMLEAK",
     "POLL_INTERVAL",
     "DeviceControl",
+    "WaitTimeout",
     "check_guest_kernel_log",
     "guest_kernel_log",
     "hide_test_frame",
@@ -50,6 +51,13 @@ __all__ = [
 
 POLL_INTERVAL = 0.005
 T = TypeVar("T")
+
+
+class WaitTimeout(IrqlabError, AssertionError, TimeoutError):
+    """A wait of these helpers (:func:`wait_until`, ``DeviceControl.wait_counters``,
+    ``wait_burst_done``, :func:`wait_file_stats`) ran out: an AssertionError (pytest
+    shows it as a test's failure, its message the story) and a TimeoutError (a script's
+    ``except TimeoutError`` catches it, as it does the library's other waits)."""
 
 
 def hide_test_frame(excinfo: Any) -> bool:
@@ -82,7 +90,8 @@ def process_exited(pid: int, timeout: float) -> bool:
 
 
 def wait_until(fetch: Callable[[], T], pred: Callable[[T], bool], timeout: float, what: str) -> T:
-    """Fetch a value until *pred* holds; AssertionError naming *what* at the timeout."""
+    """Fetch a value until *pred* holds; :class:`WaitTimeout` (an AssertionError)
+    naming *what* at the timeout."""
     __tracebackhide__ = hide_test_frame
     check_timeout(timeout, zero=True)  # -1 or "1" failed obscurely at the deadline
     deadline = time.monotonic() + timeout
@@ -91,9 +100,7 @@ def wait_until(fetch: Callable[[], T], pred: Callable[[T], bool], timeout: float
         if pred(value):
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(
-                f"{what} never satisfied the condition within {timeout} s: {value}"
-            )
+            raise WaitTimeout(f"{what} never satisfied the condition within {timeout} s: {value}")
         time.sleep(POLL_INTERVAL)
 
 

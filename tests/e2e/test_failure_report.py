@@ -141,6 +141,40 @@ def test_a_taint_from_a_passing_test_is_reported(
     r.assert_outcomes(passed=1, failed=1)  # turned off: no error at the end
 
 
+# heartbeats delivered late (a loaded host): the host's estimate of the guest's clock is
+# early by that, here 2 s
+LATE_HEARTBEATS = """
+import irqlab.vm.agent_client as agent_client
+
+real = agent_client.AgentClient.guest_now_ns
+
+
+def early(self):
+    now = real(self)
+    return None if now is None else now - 2_000_000_000
+
+
+agent_client.AgentClient.guest_now_ns = early
+"""
+
+
+def test_a_taint_is_blamed_on_its_test_when_heartbeats_come_late(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each test's start was the heartbeats' estimate of the guest's clock, early by
+    their delivery: in CI (two workers, a loaded host) a WARN in test_01's last moments
+    was blamed on test_02.  The start is the reset's own clock reading now."""
+    as_a_user(pytester, monkeypatch)
+    pytester.makeconftest(LATE_HEARTBEATS)
+    pytester.makepyfile(TAINTING_TESTS)
+    r = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    r.assert_outcomes(passed=1, failed=1, errors=1)
+    out = r.stdout.str()
+    said = "logged (by the guest's clock, against each test's start) during "
+    here = "test_a_taint_is_blamed_on_its_test_when_heartbeats_come_late.py"  # pytester's
+    assert f"{said}{here}::test_01_taints_the_guest_and_passes" in out, out
+
+
 UNPLUGGING_TEST = """
 import pytest
 

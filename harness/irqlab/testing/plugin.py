@@ -1426,17 +1426,25 @@ def irqlab_guest_alive(request: pytest.FixtureRequest) -> Guest | None:
     # session fixture: it uses a guest of its own, or none).  A report's extra: it
     # never fails the test's setup.
     if _shared_fixtures(request.node):
+        estimate = None
         with contextlib.suppress(Exception):
             log_root = _test_log_root(request, request.getfixturevalue("irqlab_log_dir"))
             request.node.stash[_GUEST_LOGS] = (LogSlicer(_guest_logs(guest)), log_root)
             diag = GuestDiagnostics.start(guest)
             request.node.stash.setdefault(_DIAGNOSTICS, []).append((diag, log_root))
-            if diag.estimate is not None and guest.machine is not None:
-                request.config.stash.setdefault(_TIMELINE, []).append(
-                    (guest.machine, diag.estimate, request.node.nodeid)
-                )
+            estimate = diag.estimate
+        guest.reset_at_ns = None
         _reset_session_guest(request, guest)
         _mark_test_start(request, guest)
+        # the test's start by the guest's own clock for the kernel-log check at the
+        # session's end: the reset's (the agent's CLOCK_MONOTONIC), exact; the
+        # heartbeats' estimate is early by their delivery (hundreds of ms under load: a
+        # splat in an earlier test's last moments was blamed on this one)
+        start = guest.reset_at_ns / 1e9 if guest.reset_at_ns is not None else estimate
+        if start is not None and guest.machine is not None:
+            request.config.stash.setdefault(_TIMELINE, []).append(
+                (guest.machine, start, request.node.nodeid)
+            )
     return guest
 
 

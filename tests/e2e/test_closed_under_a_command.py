@@ -63,3 +63,15 @@ def test_a_command_ended_by_another_threads_close_says_so(how: str) -> None:
             assert g.sh("echo up") == "up\n"
     finally:
         g.close()
+
+
+def test_nested_with_blocks_keep_the_guest_until_the_outermost_ends() -> None:
+    """A helper's ``with g:`` inside the caller's closed the guest at its end: the
+    caller's next command said "the guest is not connected"."""
+    g = Guest(GuestConfig(name="nested-with"))
+    with g:
+        with g:
+            assert g.sh("echo in") == "in\n"
+        assert g.sh("echo still") == "still\n"
+        machine = g.machine
+    assert machine is not None and not machine.is_running()

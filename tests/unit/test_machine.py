@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import signal
@@ -608,3 +609,29 @@ def test_a_full_log_disk_is_said_as_that(
         f"cannot make the QEMU command line cmdline.sh in {m.paths.log_dir}: No space left on "
         "device (point --my-logs at a writable directory)"
     )
+    assert not m.paths.log_dir.exists(), "the empty run directory was left behind"
+
+
+@pytest.mark.parametrize(
+    ("err", "said"),
+    [
+        (errno.EMFILE, "(this process may open at most "),
+        (errno.ENFILE, "(the system's table of open files is full: fs.file-max)"),
+    ],
+)
+def test_out_of_file_descriptors_says_which_limit(
+    fake_qemu: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, err: int, said: str
+) -> None:
+    """`ulimit -n 22`: "QEMU failed to start: [Errno 24] Too many open files" said
+    nothing of the limit, or that it is this process's."""
+    from irqlab.vm import machine
+
+    def no_fd(*a: Any, **kw: Any) -> None:
+        raise OSError(err, os.strerror(err))
+
+    monkeypatch.setattr(machine.SyncQMP, "listen", no_fd)
+    with pytest.raises(MachineError) as e:
+        Machine(_cfg(fake_qemu, tmp_path)).start()
+    assert said in str(e.value), str(e.value)
+    if err == errno.EMFILE:
+        assert "raise `ulimit -n`" in str(e.value), str(e.value)

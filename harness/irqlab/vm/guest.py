@@ -1195,6 +1195,7 @@ class Guest:
         self.ssh: SshClient | None = None
         self._agent: AgentClient | None = None
         self._closes = 0  # close() calls: a command another thread's close() ended
+        self._with_depth = 0  # `with` blocks open on it (the outermost one's end closes)
         # one thread replaces a dead or interrupted agent session (see agent): two that
         # both did so started two sessions, the daemon's takeover ending the first's
         self._agent_lock = threading.Lock()
@@ -2392,13 +2393,21 @@ class Guest:
         """Start the guest unless it was started already (``with Guest().start() as g``
         and ``g.start(); with g:`` too: a second start was refused there, and the QEMU
         of the first ran on with nobody to close it); :meth:`close` at the end.  A
-        start that fails stops what it started before raising."""
+        start that fails stops what it started before raising.  Blocks nested in one
+        another (a helper's ``with g:`` inside the caller's) close it at the
+        outermost one's end: the inner one closed it, and the outer block went on with
+        "the guest is not connected"."""
         if self.machine is not None:
+            self._with_depth += 1
             return self
-        return self.start()
+        self.start()
+        self._with_depth += 1
+        return self
 
     def __exit__(self, *exc: object) -> None:
-        self.close()
+        self._with_depth = max(0, self._with_depth - 1)
+        if self._with_depth == 0:
+            self.close()
 
     # -- guest commands ---------------------------------------------------------------
     def sh(self, cmd: str, *, timeout: float = 60.0, check: bool = True) -> str:

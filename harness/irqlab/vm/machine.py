@@ -78,6 +78,19 @@ def _qmp_error(e: QMPFailure, message: str) -> MachineError:
     return (MachineTimeout if isinstance(e, QMPNoReply) else MachineError)(message)
 
 
+def _fd_limit_hint(e: BaseException) -> str:
+    """What to add to a start's failure that ran out of file descriptors (EMFILE, or the
+    system's ENFILE), else "": the limit to raise, and what it is now."""
+    if not isinstance(e, OSError) or e.errno not in (errno.EMFILE, errno.ENFILE):
+        return ""
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if e.errno == errno.ENFILE:
+        return " (the system's table of open files is full: fs.file-max)"
+    return f" (this process may open at most {soft} files: raise `ulimit -n`)"
+
+
 class LogDirError(MachineError):
     """The run's log directory could not be made (read-only, full, not a directory):
     said as that, not as QEMU failing to start."""
@@ -401,7 +414,7 @@ class Machine:
                 e, MachineError | QMPFailure | OSError | TimeoutError
             ):
                 raise
-            msg = f"{self.config.name}: QEMU failed to start: {e}{why}"
+            msg = f"{self.config.name}: QEMU failed to start: {e}{why}{_fd_limit_hint(e)}"
             if exited and self._proc is not None:
                 logs = self.describe_logs()
                 raise QemuExited(msg, status=self._proc.returncode, said=said, logs=logs) from e
@@ -416,6 +429,8 @@ class Machine:
             # its paths' bytes (a non-ASCII cache path under LC_ALL=C: UnicodeEncodeError)
             p.cmdline.write_bytes(os.fsencode(shlex.join(self.argv) + "\n"))
         except OSError as e:  # a full disk: "QEMU failed to start", and logs that are not
+            with contextlib.suppress(OSError):  # empty, made just now: not left behind
+                p.log_dir.rmdir()
             raise LogDirError.cannot_make(
                 f"the QEMU command line {p.cmdline.name}", p.log_dir, e, cfg.log_root_setting
             ) from e

@@ -35,7 +35,9 @@ __all__ = [
     "Lookup",
     "Package",
     "Relations",
+    "apt_lists_dir",
     "apt_show",
+    "apt_state_files",
     "apt_state_key",
     "closure",
     "download",
@@ -46,6 +48,7 @@ __all__ = [
     "foreign_lookup",
     "install_refusal",
     "missing_packages",
+    "output_of",
     "packages_from_show",
     "parse_relations",
     "parse_stanzas",
@@ -143,10 +146,57 @@ APT_STATE_FILES = (
 )
 
 
+# apt's own names of the places APT_STATE_FILES are, asked when APT_CONFIG moves them
+_APT_CONFIG_KEYS = (
+    "Dir::State::lists/d",
+    "Dir::Etc::preferences/f",
+    "Dir::Etc::preferencesparts/d",
+    "Dir::State::status/f",
+)
+
+
+def apt_state_files() -> tuple[Path, ...]:
+    """What :func:`apt_state_key` looks at: :data:`APT_STATE_FILES`, or where
+    ``APT_CONFIG`` (a configuration file of the caller's: another lists directory, another
+    status file) has apt look instead, and that file itself.  Without ``APT_CONFIG`` no
+    process is started; ``apt-config`` failing falls back to :data:`APT_STATE_FILES`."""
+    config = os.environ.get("APT_CONFIG")
+    if not config:
+        return APT_STATE_FILES
+    names = [f"V{i}" for i in range(len(_APT_CONFIG_KEYS))]
+    pairs = zip(names, _APT_CONFIG_KEYS, strict=True)
+    argv = ["apt-config", "shell", *(x for pair in pairs for x in pair)]
+    said = dict.fromkeys(names, "")
+    for line in output_of(argv).splitlines():
+        name, eq, value = line.partition("=")
+        if eq and name in said:
+            said[name] = value.strip().strip("'")
+    found = tuple(Path(said[n].rstrip("/")) for n in names if said[n])
+    return (Path(config), *(found if len(found) == len(names) else APT_STATE_FILES))
+
+
+def apt_lists_dir() -> Path:
+    """Where apt keeps its package lists: :data:`APT_LISTS`, or where ``APT_CONFIG``
+    moves them."""
+    return apt_state_files()[1] if os.environ.get("APT_CONFIG") else APT_LISTS
+
+
+def output_of(argv: Sequence[str]) -> str:
+    """*argv*'s stdout in the C locale, whatever its status ('' if it cannot run)."""
+    try:
+        r = subprocess.run(
+            argv, capture_output=True, text=True, check=False, env={**os.environ, "LC_ALL": "C"}
+        )
+    except OSError:
+        return ""
+    return r.stdout
+
+
 def apt_state_key(roots: Sequence[Path] | None = None) -> str:
-    """Changes whenever apt's candidates may change (apt-get update, pinning, installs)."""
+    """Changes whenever apt's candidates may change (apt-get update, pinning, installs,
+    another ``APT_CONFIG``)."""
     h = hashlib.sha256()
-    for root in APT_STATE_FILES if roots is None else roots:
+    for root in apt_state_files() if roots is None else roots:
         files = sorted(root.rglob("*")) if root.is_dir() else [root]
         for f in files:
             try:
@@ -518,7 +568,7 @@ def ensure_apt_packages(steps: StepLog, names: Sequence[str], step: str = "apt-d
     if os.geteuid() != 0:
         raise BuildError(step, steps.path, install_refusal(missing))
     steps.log(f"installing {' '.join(missing)}")
-    if not any(APT_LISTS.glob("*_Packages*")):
+    if not any(apt_lists_dir().glob("*_Packages*")):
         steps.run(step, ["apt-get", "update", "-q"], env=APT_ENV)
     steps.run(
         step,

@@ -211,7 +211,6 @@ UPSTREAM_VERSION_ENV = "IRQLAB_QEMU_UPSTREAM_VERSION"
 DEB_SRC_FILE = Path("/etc/apt/sources.list.d/irqlab-deb-src.sources")
 APT_SOURCES_D = Path("/etc/apt/sources.list.d")
 APT_SOURCES_LIST = Path("/etc/apt/sources.list")
-APT_LISTS = Path("/var/lib/apt/lists")
 
 Log = Callable[[str], None]
 
@@ -349,8 +348,10 @@ def deb_src_entries(deb822_texts: Sequence[str], one_line_text: str = "") -> str
     return header + "\n\n".join(blocks) + "\n"
 
 
-def apt_lists_state(lists: Path = APT_LISTS) -> str:
-    """A cheap fingerprint of apt's package lists (changes with ``apt-get update``)."""
+def apt_lists_state(lists: Path | None = None) -> str:
+    """A cheap fingerprint of apt's package lists (changes with ``apt-get update``);
+    *lists* defaults to where apt keeps them (``APT_CONFIG`` may move them)."""
+    lists = debs.apt_lists_dir() if lists is None else lists
     h = hashlib.sha256()
     try:
         entries = sorted(os.scandir(lists), key=lambda e: e.name)
@@ -391,20 +392,9 @@ def packages_from_dpkg_search(text: str) -> list[str]:
     return sorted(names)
 
 
-def _output_of(argv: Sequence[str]) -> str:
-    """*argv*'s stdout in the C locale, whatever its status ('' if it cannot run)."""
-    try:
-        r = subprocess.run(
-            argv, capture_output=True, text=True, check=False, env={**os.environ, "LC_ALL": "C"}
-        )
-    except OSError:
-        return ""
-    return r.stdout
-
-
 def _ldd(binary: Path) -> str:
     """``ldd binary``'s output ('' if it says nothing: a static or foreign binary)."""
-    return _output_of(["ldd", str(binary)])
+    return debs.output_of(["ldd", str(binary)])
 
 
 def _remembered_ldd(binary: Path) -> str:
@@ -423,7 +413,7 @@ def _dpkg_search(paths: Sequence[str]) -> str:
     """``dpkg -S`` of *paths* (each also in its other /usr spelling); its stdout."""
     if not paths:
         return ""
-    return _output_of(["dpkg", "-S", *sorted({q for p in paths for q in (p, _usr_twin(p))})])
+    return debs.output_of(["dpkg", "-S", *sorted({q for p in paths for q in (p, _usr_twin(p))})])
 
 
 def runtime_packages(binary: Path) -> list[str]:

@@ -229,8 +229,9 @@ def apt_candidates(ids: Sequence[DebId]) -> set[DebId]:
     (then it finds nothing it has not installed: no answer either)."""
     from irqlab.build import debs
 
-    if not any(debs.APT_LISTS.glob("*_Packages*")):
-        raise debs.AptError(f"apt has no package lists in {debs.APT_LISTS} (apt-get update)")
+    lists = debs.apt_lists_dir()
+    if not any(lists.glob("*_Packages*")):
+        raise debs.AptError(f"apt has no package lists in {lists} (apt-get update)")
     host = host_deb_arch()
     query = {d: d.name if d.arch in ("all", host) else f"{d.name}:{d.arch}" for d in ids}
     got = debs.apt_show(sorted(set(query.values())))

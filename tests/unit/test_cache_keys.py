@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from irqlab.build import cachekeys, debs, image
+from irqlab.build import cachekeys, debs, image, responder
 from irqlab.build.arch import X86_64
 from irqlab.cli.main import main
 
@@ -38,6 +38,22 @@ def test_the_image_key_follows_its_packages_compiler_and_module(
     apt.versions["gcc"] = "2"  # the responder's compiler (its version is an input)
     assert cachekeys.image_key(X86_64, "kmod-digest") not in (base, updated)
     assert cachekeys.image_key(X86_64, "other-kmod") != cachekeys.image_key(X86_64, "kmod-digest")
+
+
+def test_the_image_key_follows_the_responders_flags_and_recipe(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The responder's compiler flags and recipe version name its binary (an input of the
+    image) but were not in the key: CI's stale key hit, its save was skipped, and every
+    run after built the image again."""
+    monkeypatch.setenv("IRQLAB_CACHE_DIR", str(tmp_path / "cache"))
+    _Apt(monkeypatch)
+    base = cachekeys.image_key(X86_64, "kmod-digest")
+    monkeypatch.setattr(responder, "CFLAGS", ("-O3", *responder.CFLAGS[1:]))
+    o3 = cachekeys.image_key(X86_64, "kmod-digest")
+    assert o3 != base
+    monkeypatch.setattr(responder, "RECIPE_VERSION", responder.RECIPE_VERSION + "-next")
+    assert cachekeys.image_key(X86_64, "kmod-digest") not in (base, o3)
 
 
 def test_cache_keys_prints_each_digest_and_one_key(

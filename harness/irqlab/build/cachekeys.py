@@ -11,10 +11,10 @@ the guest image), and :func:`combined` is one key for them all.
 
 The image's own input hash also covers what only a build makes (the SSH keys the cache
 generates once, the responder's and our module's binaries): its entry here hashes what
-those are made from instead (the responder's sources and Debian's compiler, the module's
-digest), with the image's recipe, agent and packages (those of the default guest, with
-libgpiod's tools).  Only apt's local lists are read (``apt-get update`` first in a fresh
-container).
+those are made from instead (the responder's sources, recipe version and flags and
+Debian's compiler, the module's digest), with the image's recipe, agent and packages
+(those of the default guest, with libgpiod's tools).  Only apt's local lists are read
+(``apt-get update`` first in a fresh container).
 """
 
 from __future__ import annotations
@@ -43,6 +43,8 @@ def image_key(arch: Arch, kmod_digest: str) -> str:
         h.add_file(path, label=f"agent-file/{name}")
     for rel, path in sorted(responder.source_files().items()):
         h.add_file(path, label=f"responder/{rel}")
+    for label, value in responder.recipe_inputs().items():  # its flags: another binary
+        h.add_str(f"responder-{label}", value)
     # the responder's compiler (gcc's version is an input of its binary): the versions
     # of its build packages' dependency closure
     for p in debs.closure(responder.BUILD_PACKAGES, debs.apt_show):

@@ -94,12 +94,20 @@ def read_sources() -> Sources:
     return Sources.read(dict(sorted(source_files().items())))
 
 
+def recipe_inputs() -> dict[str, str]:
+    """The recipe's own inputs of the binary besides the compiler, libc and sources:
+    what :func:`input_digest` hashes of them and the CI cache key
+    (:func:`irqlab.build.cachekeys.image_key`) too."""
+    return {"recipe": RECIPE_VERSION, "cflags": " ".join(CFLAGS)}
+
+
 def input_digest(cc: str, sources: Sources | None = None) -> str:
     """The hash naming the binary *cc* makes of *sources* (default: the current ones;
     nothing is built)."""
     h = InputHash(RECIPE_VERSION)
     h.add_str("cc", compiler_version(cc))
-    h.add_str("cflags", " ".join(CFLAGS))
+    for label, value in recipe_inputs().items():
+        h.add_str(label, value)
     h.add_str(LIBC_PACKAGE, libc_version())
     (sources if sources is not None else read_sources()).add_to(h)
     return h.hexdigest()

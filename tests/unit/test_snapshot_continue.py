@@ -85,6 +85,42 @@ def test_a_failed_migration_is_caught_by_query_migrate() -> None:
         snapshot._wait_migration(q, 5.0, "saving")  # type: ignore[arg-type]
 
 
+class LateEvents:
+    """A QEMU whose queue holds an earlier migration's last event (it came after
+    query-migrate ended that one's wait); this migration's own comes after it."""
+
+    def __init__(self, events: list[str], statuses: list[str]) -> None:
+        self.events = events  # MIGRATION statuses, in the order they are taken
+        self.statuses = statuses  # query-migrate's answers (the last one repeats)
+        self.returncode = None
+
+    def is_running(self) -> bool:
+        return True
+
+    def wait_event(self, name: str, timeout: float) -> Any:
+        from irqlab.vm.machine import MachineError
+
+        if not self.events:
+            raise MachineError("no event")
+        return {"event": name, "data": {"status": self.events.pop(0)}}
+
+    def qmp(self, command: str, *args: Any, **kw: Any) -> Any:
+        assert command == "query-migrate"
+        status = self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0]
+        return {"status": status}
+
+
+@pytest.mark.parametrize("stale", ["completed", "failed", "cancelled"])
+def test_an_earlier_migrations_last_event_does_not_end_this_wait(stale: str) -> None:
+    """The wait took the leftover event as this save's end: the save returned while
+    QEMU went on writing (meta's size of a half-written file, the VM continued, then
+    stopped for good when the migration ended)."""
+    q = LateEvents([stale, "setup", "active", "completed"], ["active", "completed"])
+    ev = snapshot._wait_migration(q, 5.0, "saving")  # type: ignore[arg-type]
+    assert ev["data"]["status"] == "completed"
+    assert not q.events, "returned before this migration's own completed event"
+
+
 class FdQemu:
     """Takes the state file's descriptor (``getfd``) and the migrate command."""
 
@@ -185,6 +221,10 @@ class SavingQemu(StillSaving):
 
     def send_fd(self, fd: int, name: str) -> None:
         self.calls.append("getfd")
+
+    def take_events(self, names: list[str], timeout: float = 2.0) -> list[Any]:
+        self.calls.append("take_events")  # the queue's leftovers: none here
+        return []
 
 
 def _save(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, q: SavingQemu) -> None:

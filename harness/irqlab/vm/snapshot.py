@@ -202,13 +202,20 @@ def _wait_migration(
                 raise SnapshotError(_failed(what, status, info, written)) from None
             continue
         status = (ev.get("data") or {}).get("status")
+        if status not in ("completed", "failed", "cancelled"):
+            continue
+        # An earlier migration's last event comes after query-migrate said it ended
+        # when that ended its wait: still queued, it would end this one at once (a
+        # save "done" while QEMU went on writing, continued, then stopped the guest
+        # for good).  QEMU's answer now says whether this one ended.
+        info = {}
+        with contextlib.suppress(MachineError, QMPFailure, QMPCommandError):
+            info = machine.qmp("query-migrate") or {}
+        if info.get("status") in _UNDER_WAY:
+            continue
         if status == "completed":
             return ev
-        if status in ("failed", "cancelled"):
-            info = {}
-            with contextlib.suppress(MachineError, QMPFailure, QMPCommandError):
-                info = machine.qmp("query-migrate") or {}
-            raise SnapshotError(_failed(what, status, info, written))
+        raise SnapshotError(_failed(what, status, info, written))
 
 
 def _failed(what: str, status: str, info: Mapping[str, Any], written: Path | None = None) -> str:
@@ -311,6 +318,7 @@ def save(
         machine.qmp("stop")
         ended = True
         try:
+            machine.take_events(["MIGRATION"])  # an earlier one's (the load's, a save's)
             with _state_fd(machine, state, os.O_WRONLY | os.O_CREAT | os.O_EXCL) as uri:
                 machine.qmp("migrate", uri=uri)
             _wait_migration(machine, timeout, f"saving {state}", check, written=state)

@@ -1212,6 +1212,10 @@ class Guest:
         self.boot_seconds: float | None = None
         self.phases: dict[str, float] = {}
         self.restored = False
+        # how the last start() ended when the guest did not come up, for the repr:
+        # "starting" while it runs, "start failed", "start interrupted" (Ctrl-C); None
+        # after one that came up (restored or cold boot) or before the first
+        self._start_end: str | None = None
         # after a restore: the guest's CLOCK_BOOTTIME (ns) when its RNG was reseeded
         self.reseeded_at_ns: int | None = None
         self.driver_ko: Path | None = None  # the build of our driver the guest loads
@@ -1231,17 +1235,22 @@ class Guest:
     def __repr__(self) -> str:
         """``<Guest 'name' running, restored, ssh port 4022, logs /...>``: the state is
         not started, running, dead (QEMU exited, or the guest died or froze: not
-        closed yet) or closed."""
+        closed yet), closed, or closed after a fault (its :attr:`fault` says which);
+        then how the last start went: restored, cold boot, or, for one that did not
+        come up, starting, start failed or start interrupted."""
         vm = self.machine
         if vm is None:
-            state = "closed" if self.log_dir is not None else "not started"
+            closed = "closed" if self.fault is None else "closed after a fault"
+            state = closed if self.log_dir is not None else "not started"
         elif self.fault is not None or not vm.is_running():
             state = "dead"
         else:
             state = "running"
         parts = [f"{self.config.name!r} {state}"]
         if self.log_dir is not None:  # started at least once
-            parts.append("restored" if self.restored else "cold boot")
+            # a restore cut short by Ctrl-C said "cold boot": none had happened
+            how = "restored" if self.restored else "cold boot"
+            parts.append(self._start_end or how)
         if vm is not None and self.ssh_port:
             parts.append(f"ssh port {self.ssh_port}")
         if self.log_dir is not None:
@@ -1527,9 +1536,16 @@ class Guest:
                 "close() or restart() it first"
             )
         self.fault = None  # the last QEMU's verdict is not this one's
+        # this start's to say: one that booted cold after a close() of a restored
+        # guest was still "restored"
+        self.restored = False
+        self._start_end = "starting"
         try:
-            return self._start()
+            self._start()
+            self._start_end = None
+            return self
         except BaseException as e:
+            self._start_end = "start failed" if isinstance(e, Exception) else "start interrupted"
             paths = self.machine.paths if self.machine is not None else None
             try:
                 named = self._qemu_gone_under(e)
@@ -2334,7 +2350,6 @@ class Guest:
         """Stop this guest (whatever state it is in) and start it again, restored from
         its snapshot when there is one."""
         self.close()
-        self.restored = False
         self.snapshot_error = None
         return self.start()
 

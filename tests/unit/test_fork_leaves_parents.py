@@ -36,7 +36,7 @@ SCRIPT = textwrap.dedent(
             proc.wait(spawned[0], 10)
         with open(sys.argv[1], "w") as f:
             json.dump({"mine": str(mine), "spawned": bool(spawned),
-                       "inherited": len(proc._live) - len(spawned)}, f)
+                       "inherited": len(proc.live_children())}, f)
         sys.exit(0)
     _, status = os.waitpid(pid, 0)
     print(json.dumps({

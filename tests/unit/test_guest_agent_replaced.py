@@ -27,13 +27,13 @@ class _CountingLock:
         self.came = 0
         self.cond = threading.Condition()
 
-    def __enter__(self) -> None:
+    def acquire(self, timeout: float = -1) -> bool:
         with self.cond:
             self.came += 1
             self.cond.notify_all()
-        self._lock.acquire()
+        return self._lock.acquire(timeout=timeout)
 
-    def __exit__(self, *exc: object) -> None:
+    def release(self) -> None:
         self._lock.release()
 
 

@@ -4,6 +4,7 @@ setting given to Guest instead of its config, and the repr."""
 from __future__ import annotations
 
 import dataclasses
+import os
 import pydoc
 from pathlib import Path
 from types import SimpleNamespace
@@ -46,3 +47,46 @@ def test_help_of_sh_names_what_it_raises() -> None:
     doc = Guest.sh.__doc__ or ""
     for name in ("CommandError", "SshTimeout", "GuestFault"):
         assert name in doc, name
+
+
+def _fake_start(g: Guest, end: BaseException | None) -> None:
+    """g.start() runs a stand-in of its steps: a QEMU started (its log directory made),
+    then *end* raised in them (None: the guest came up, cold)."""
+
+    def start() -> Guest:
+        g.machine = SimpleNamespace(  # type: ignore[assignment]
+            is_running=lambda: True, pid=os.getpid(), close=lambda: None, paths=None, spawned=False
+        )
+        g.log_dir = Path("/logs/t-2")
+        if end is not None:
+            raise end
+        return g
+
+    g._start = start  # type: ignore[method-assign]
+
+
+def test_the_repr_of_a_start_that_did_not_come_up_says_so() -> None:
+    """A restore cut short by Ctrl-C said "cold boot": none had happened."""
+    g = Guest(GuestConfig(name="t"))
+    _fake_start(g, KeyboardInterrupt())
+    with pytest.raises(KeyboardInterrupt):
+        g.start()
+    assert repr(g) == "<Guest 't' closed, start interrupted, logs /logs/t-2>"
+    _fake_start(g, RuntimeError("no"))
+    with pytest.raises(RuntimeError):
+        g.start()
+    assert repr(g) == "<Guest 't' closed, start failed, logs /logs/t-2>"
+
+
+def test_the_repr_says_the_last_starts_boot_and_a_fault_after_close() -> None:
+    """A cold boot after a restored start's close() was still "restored"; a guest that
+    died and was closed said only "closed"."""
+    g = Guest(GuestConfig(name="t"))
+    g.restored = True  # the last start's
+    _fake_start(g, None)
+    g.start()
+    assert repr(g) == "<Guest 't' running, cold boot, logs /logs/t-2>"
+    g.fault = SimpleNamespace(cause="guest kernel panic")  # type: ignore[assignment]
+    assert repr(g).startswith("<Guest 't' dead, cold boot, ")
+    g.machine = None
+    assert repr(g) == "<Guest 't' closed after a fault, cold boot, logs /logs/t-2>"

@@ -75,7 +75,7 @@ def test_without_pidfd_open_a_child_is_waited_for_and_stopped(
     """``stop()`` and the exit hook that stops leftovers raised AttributeError there,
     and QEMU ran on."""
     monkeypatch.delattr(os, "pidfd_open")
-    monkeypatch.setattr(proc, "_live", set())  # the exit hook's: this test's children only
+    monkeypatch.setattr(proc, "_live", {})  # the exit hook's: this test's children only
     exits = proc.spawn(["sh", "-c", "exit 4"])
     assert proc.wait(exits, 30) == 4
     runs = proc.spawn(["sleep", "30"])

@@ -103,7 +103,7 @@ def test_a_temp_dir_without_locks_still_gets_a_socket_dir(
     monkeypatch.setattr(fcntl, "flock", no_locks)
     d = make_sock_dir()
     try:
-        assert d.is_dir() and machine._SOCK_DIRS[d] == -1
+        assert d.is_dir() and machine._SOCK_DIRS[d].fd == -1
     finally:
         remove_sock_dir(d)
     assert not d.exists() and d not in machine._SOCK_DIRS

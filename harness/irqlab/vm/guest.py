@@ -1199,6 +1199,9 @@ class Guest:
         # one thread replaces a dead or interrupted agent session (see agent): two that
         # both did so started two sessions, the daemon's takeover ending the first's
         self._agent_lock = threading.Lock()
+        # what the thread holding it does: (its name, since when, what), for the others'
+        # error when their wait for it runs out
+        self._agent_holder: tuple[str, float, str] | None = None
         self._t0 = 0.0
         self._injector: Injector | None = None
         self.accel: AccelChoice | None = None
@@ -1212,6 +1215,10 @@ class Guest:
         self.boot_seconds: float | None = None
         self.phases: dict[str, float] = {}
         self.restored = False
+        # how the last start() ended when the guest did not come up, for the repr:
+        # "starting" while it runs, "start failed", "start interrupted" (Ctrl-C); None
+        # after one that came up (restored or cold boot) or before the first
+        self._start_end: str | None = None
         # after a restore: the guest's CLOCK_BOOTTIME (ns) when its RNG was reseeded
         self.reseeded_at_ns: int | None = None
         self.driver_ko: Path | None = None  # the build of our driver the guest loads
@@ -1231,17 +1238,22 @@ class Guest:
     def __repr__(self) -> str:
         """``<Guest 'name' running, restored, ssh port 4022, logs /...>``: the state is
         not started, running, dead (QEMU exited, or the guest died or froze: not
-        closed yet) or closed."""
+        closed yet), closed, or closed after a fault (its :attr:`fault` says which);
+        then how the last start went: restored, cold boot, or, for one that did not
+        come up, starting, start failed or start interrupted."""
         vm = self.machine
         if vm is None:
-            state = "closed" if self.log_dir is not None else "not started"
+            closed = "closed" if self.fault is None else "closed after a fault"
+            state = closed if self.log_dir is not None else "not started"
         elif self.fault is not None or not vm.is_running():
             state = "dead"
         else:
             state = "running"
         parts = [f"{self.config.name!r} {state}"]
         if self.log_dir is not None:  # started at least once
-            parts.append("restored" if self.restored else "cold boot")
+            # a restore cut short by Ctrl-C said "cold boot": none had happened
+            how = "restored" if self.restored else "cold boot"
+            parts.append(self._start_end or how)
         if vm is not None and self.ssh_port:
             parts.append(f"ssh port {self.ssh_port}")
         if self.log_dir is not None:
@@ -1527,9 +1539,16 @@ class Guest:
                 "close() or restart() it first"
             )
         self.fault = None  # the last QEMU's verdict is not this one's
+        # this start's to say: one that booted cold after a close() of a restored
+        # guest was still "restored"
+        self.restored = False
+        self._start_end = "starting"
         try:
-            return self._start()
+            self._start()
+            self._start_end = None
+            return self
         except BaseException as e:
+            self._start_end = "start failed" if isinstance(e, Exception) else "start interrupted"
             paths = self.machine.paths if self.machine is not None else None
             try:
                 named = self._qemu_gone_under(e)
@@ -2334,7 +2353,6 @@ class Guest:
         """Stop this guest (whatever state it is in) and start it again, restored from
         its snapshot when there is one."""
         self.close()
-        self.restored = False
         self.snapshot_error = None
         return self.start()
 
@@ -3208,11 +3226,51 @@ class Guest:
         __tracebackhide__ = hide_frame
         agent = self._agent  # this one, whatever another thread's close() does meanwhile
         if agent is None or _agent_stale(agent):
-            with self._agent_lock:  # checked again: another thread may have replaced it
+            self._take_agent_lock()
+            try:  # checked again: another thread may have replaced it
                 agent = self._agent
                 if agent is None or _agent_stale(agent):
                     agent = self._replace_agent()
+            finally:
+                self._agent_holder = None
+                self._agent_lock.release()
         return agent
+
+    def _take_agent_lock(self) -> None:
+        """Take the agent lock, waiting for another thread's replacement of the session
+        at most :meth:`_agent_lock_wait` s: then :class:`GuestTimeout` names that thread
+        and what it does (the others waited with no bound and no word while the holder's
+        kill of a stuck daemon waited, e.g. behind another thread's SSH command)."""
+        wait = self._agent_lock_wait()
+        if not self._agent_lock.acquire(timeout=wait):
+            holder = self._agent_holder
+            held = (
+                f"thread {holder[0]!r} has been at it for "
+                f"{time.monotonic() - holder[1]:.0f} s ({holder[2]})"
+                if holder is not None
+                else "another thread held it"
+            )
+            raise GuestTimeout(
+                f"the guest {self.config.name!r}: no agent session after {wait:.0f} s of "
+                f"waiting for another thread's new one: {held}"
+            )
+        self._agent_holder = (threading.current_thread().name, time.monotonic(), "")
+        self._agent_doing("closing the old agent session")
+
+    def _agent_doing(self, what: str) -> None:
+        """What the thread holding the agent lock does now, for the others' error."""
+        if self._agent_holder is not None:
+            self._agent_holder = (*self._agent_holder[:2], what)
+
+    def _agent_lock_wait(self) -> float:
+        """How long a thread waits for another's replacement of the agent session: the
+        kill of a stuck daemon, agent_timeout three times (a greeting, the daemon's
+        launch, a greeting again) and a margin (a channel's opening, a reconnect): each
+        of its steps is bounded; this stands for a wait that another thread's SSH
+        command makes longer."""
+        from irqlab.vm.loadscale import scaled
+
+        return scaled(AGENT_KILL_S + AGENT_LOCK_MARGIN_S) + 3 * self.config.agent_timeout
 
     def _replace_agent(self) -> AgentClient:
         """A new agent session for :attr:`agent`, the old one closed (its daemon killed
@@ -3221,16 +3279,17 @@ class Guest:
         its readers with it, in a closed guest)."""
         __tracebackhide__ = hide_frame
         closes = self._closes
-        if self._agent is not None:
-            stuck = self._agent.abandoned is not None and self._agent.hello is not None
+        old = self._agent
+        if old is not None:
+            # the health watch gave it up: its daemon answers no one, and is killed
+            hello = old.hello if old.abandoned is not None else None
             with contextlib.suppress(Exception):
                 # no goodbye after an interrupted request: it waits behind that one
-                self._agent.close(timeout=2, goodbye=self._agent.interrupted is None)
-            if stuck:  # the health watch gave it up: its daemon answers no one
-                assert self._agent.hello is not None
-                pid = int(self._agent.hello["pid"])
-                self.sh(_KILL_AND_WAIT.format(pid=pid, port=AGENT_PORT))
+                old.close(timeout=2, goodbye=old.interrupted is None)
+            if hello is not None:
+                self._kill_stuck_agent(int(hello["pid"]))
         self._agent = None
+        self._agent_doing("starting a new agent session")
         agent = self.start_agent()
         if self._closes != closes:
             self._agent = None
@@ -3238,6 +3297,24 @@ class Guest:
                 agent.close(timeout=2)
             raise self._closed_meanwhile("starting a new agent session")
         return agent
+
+    def _kill_stuck_agent(self, pid: int) -> None:
+        """Kill the agent daemon *pid* the health watch gave up (:data:`_KILL_AND_WAIT`)
+        within AGENT_KILL_S (x load); a guest that does not let it is
+        :class:`GuestTimeout` or :class:`GuestError` naming the kill (it was the SSH
+        command's own error, after its default 60 s), one that died or froze
+        :class:`GuestFault`."""
+        from irqlab.vm.loadscale import scaled
+
+        doing = f"killing the agent daemon (pid {pid}) the health watch gave up"
+        self._agent_doing(doing)
+        try:
+            self.sh(_KILL_AND_WAIT.format(pid=pid, port=AGENT_PORT), timeout=scaled(AGENT_KILL_S))
+        except (SshError, GuestError) as e:
+            error = GuestTimeout if isinstance(e, TimeoutError) else GuestError
+            raise error(
+                f"the guest {self.config.name!r}: no new agent session: {doing} failed: {e}"
+            ) from e
 
     def reset(self) -> None:
         """Between tests: return the device's inputs to rest (a running burst stopped,
@@ -3281,6 +3358,13 @@ class Guest:
 
         return loaded is not None and words(loaded) == words(params)
 
+
+# s (x load) the kill of an agent daemon the health watch gave up may take (its script
+# waits up to 5 s for the exit): a guest that does not answer it is said, not waited on
+AGENT_KILL_S = 15.0
+# s (x load) a thread waits for another's new agent session, beyond agent_timeout x 3
+# and the kill (see Guest._agent_lock_wait)
+AGENT_LOCK_MARGIN_S = 120.0
 
 # An agent daemon the health watch gave up killed, and waited for (up to 5 s) until
 # its listening port is free for the next one.  Its pid may be another process's by

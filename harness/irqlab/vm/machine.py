@@ -32,7 +32,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, NamedTuple
 
 from irqlab.build import cache
 from irqlab.errors import IrqlabError, hide_frame
@@ -160,11 +160,19 @@ class RunPaths:
         s(self, "cmdline", g / "cmdline.sh")
 
 
-# This process's socket directories not yet removed by close(), each with the descriptor
-# of its held owner lock: a script that never closes its guest (or ends on Ctrl-C
-# outside a with block) leaves none behind at exit (its QEMUs are killed by
-# irqlab.vm.proc's own exit hook).
-_SOCK_DIRS: dict[Path, int] = {}
+# The socket directories made here and not yet removed by close(), each with the
+# descriptor of its held owner lock and the pid of the process that made it: a script
+# that never closes its guest (or ends on Ctrl-C outside a with block) leaves none
+# behind at exit (its QEMUs are killed by irqlab.vm.proc's own exit hook).  A child
+# forked from it inherits its parent's entries and removes none of them (its exit
+# removed its running parent's QEMU sockets); no at-fork hook forgets them in the
+# child: CPython runs those in each QEMU's child too, between fork and exec.
+class _SockDir(NamedTuple):
+    fd: int  # -1: none (a temp dir without locks)
+    pid: int  # the process that made it, which alone removes it
+
+
+_SOCK_DIRS: dict[Path, _SockDir] = {}
 # In every socket directory: flock-ed by its owner while it lives.  Another process
 # that finds the owner's pid gone (from its pid namespace: a container sharing /tmp)
 # still sees the lock held, and leaves the directory.
@@ -202,36 +210,26 @@ def make_sock_dir(kind: str = "") -> Path:
                 shutil.rmtree(d, ignore_errors=True)
                 raise
             # a temp dir without locks (NFS): the stale sweep goes by pid and age alone
-        _SOCK_DIRS[d] = fd
+        _SOCK_DIRS[d] = _SockDir(fd, os.getpid())
     return d
 
 
 def remove_sock_dir(d: Path) -> None:
-    """Remove socket directory *d* of this process, then let go of its owner lock."""
+    """Remove socket directory *d* of this process, then let go of its owner lock.  One
+    a forked child inherited is its parent's: left to it."""
+    made = _SOCK_DIRS.get(d)
+    if made is not None and made.pid != os.getpid():
+        return
     shutil.rmtree(d, ignore_errors=True)
-    fd = _SOCK_DIRS.pop(d, -1)
-    if fd >= 0:
-        os.close(fd)
+    made = _SOCK_DIRS.pop(d, None)
+    if made is not None and made.fd >= 0:
+        os.close(made.fd)
 
 
 @atexit.register
 def _remove_own_sock_dirs() -> None:
     for d in list(_SOCK_DIRS):
         remove_sock_dir(d)
-
-
-def _forget_parents_sock_dirs() -> None:
-    """In a forked child: the socket directories are the parent's, its QEMU's sockets
-    in them (the child's exit removed them under the running parent); their lock fds
-    copied into the child are closed (the parent's hold the locks)."""
-    for fd in _SOCK_DIRS.values():
-        if fd >= 0:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-    _SOCK_DIRS.clear()
-
-
-os.register_at_fork(after_in_child=_forget_parents_sock_dirs)
 
 
 NEW_SOCK_DIR_S = 10.0

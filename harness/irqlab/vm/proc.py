@@ -51,22 +51,50 @@ _prctl = _libc.prctl
 _prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
 _prctl.restype = ctypes.c_int
 
-_live: set[subprocess.Popen[bytes]] = set()
-_live_lock = threading.Lock()
+# The children spawned here, each with the pid of the process that spawned it.  A child
+# forked from this process (os.fork, multiprocessing) inherits its parent's entries and
+# leaves them alone: its exit (or kill_all) stops only its own.  No at-fork hook resets
+# these in the child: CPython runs those in every child forked with a preexec_fn too
+# (each QEMU's, see spawn), Python code between fork and exec in a threaded process.
+_live: dict[subprocess.Popen[bytes], int] = {}
+# per process: a forked child's copy of its parent's lock may be held for ever (another
+# thread of the parent held it at the fork), and the parent's spawner thread is not
+# copied into it (work given to its pool would wait for ever)
+_locks: dict[int, threading.Lock] = {}
+_spawn_pools: dict[int, ThreadPoolExecutor] = {}
 
 StdSpec = int | IO[Any] | None
 
 
-_spawn_pool: ThreadPoolExecutor | None = None
+def _live_lock() -> threading.Lock:
+    """This process's lock of :data:`_live` (made by its first user: ``setdefault`` is
+    atomic, two threads get the same one)."""
+    pid = os.getpid()
+    lock = _locks.get(pid)
+    return lock if lock is not None else _locks.setdefault(pid, threading.Lock())
+
+
+def _own() -> list[subprocess.Popen[bytes]]:
+    """The children this process spawned (not a forked child's parent's)."""
+    pid = os.getpid()
+    with _live_lock():
+        return [p for p, owner in _live.items() if owner == pid]
+
+
+def _track(proc: subprocess.Popen[bytes]) -> None:
+    with _live_lock():
+        _live[proc] = os.getpid()
 
 
 def _spawner() -> ThreadPoolExecutor:
-    """The thread that forks for the other threads (it lives until interpreter exit)."""
-    global _spawn_pool
-    with _live_lock:
-        if _spawn_pool is None:
-            _spawn_pool = ThreadPoolExecutor(1, thread_name_prefix="irqlab-spawn")
-        return _spawn_pool
+    """This process's thread that forks for its other threads (it lives until
+    interpreter exit)."""
+    pid = os.getpid()
+    with _live_lock():
+        pool = _spawn_pools.get(pid)
+        if pool is None:
+            pool = _spawn_pools[pid] = ThreadPoolExecutor(1, thread_name_prefix="irqlab-spawn")
+        return pool
 
 
 def _child_setup(parent_pid: int) -> Callable[[], None]:
@@ -105,15 +133,13 @@ def spawn(
 
     if threading.current_thread() is not threading.main_thread():
         proc = _spawner().submit(popen).result()
-        with _live_lock:
-            _live.add(proc)
+        _track(proc)
         return proc
     # a Ctrl-C while Popen waited for the child's exec lost the Popen (the child ran
     # on, untracked, until this process exited); none is raised before it is tracked
     with critical():
         proc = popen()
-        with _live_lock:
-            _live.add(proc)
+        _track(proc)
     return proc
 
 
@@ -211,8 +237,8 @@ def stop(
         return proc.returncode
     finally:
         if proc.returncode is not None:
-            with _live_lock:
-                _live.discard(proc)
+            with _live_lock():
+                _live.pop(proc, None)
 
 
 def wait_or_stop(
@@ -227,37 +253,20 @@ def wait_or_stop(
 
 
 def live_children() -> list[subprocess.Popen[bytes]]:
-    """Children spawned here that have not been reaped (for diagnostics and tests)."""
-    with _live_lock:
-        return [p for p in _live if p.poll() is None]
+    """Children spawned here (by this process) that have not been reaped (for
+    diagnostics and tests)."""
+    return [p for p in _own() if p.poll() is None]
 
 
 def kill_all() -> None:
     """SIGKILL the process group of every child spawned here that is not reaped, at
     once (a teardown that could not stop them in order)."""
-    with _live_lock:
-        procs = list(_live)
-    for p in procs:
+    for p in _own():
         if p.poll() is None:
             _signal_group(p, signal.SIGKILL)
 
 
 @atexit.register
 def _kill_leftovers() -> None:
-    with _live_lock:
-        procs = list(_live)
-    for p in procs:
+    for p in _own():  # a forked child's exit leaves its parent's children running
         stop(p, term_timeout=1.0, kill_timeout=2.0)
-
-
-def _forget_parents_children() -> None:
-    """In a forked child: the children spawned here are the parent's, not to be stopped
-    at the child's exit (or by its kill_all), and its spawner thread is not copied (a
-    new one is made when needed); the lock is new, another thread may have held it."""
-    global _live_lock, _spawn_pool
-    _live_lock = threading.Lock()
-    _live.clear()
-    _spawn_pool = None
-
-
-os.register_at_fork(after_in_child=_forget_parents_children)

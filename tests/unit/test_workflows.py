@@ -534,8 +534,71 @@ def test_the_examples_reports_are_uploaded_and_summarised() -> None:
     assert "if: ${{ !cancelled() }}" in summary
     assert "python -m irqlab.testing.reports" in summary
     assert f'--summary "$GITHUB_STEP_SUMMARY" {junit[1]}' in summary
-    assert "\nconcurrency:\n  group: ${{ github.workflow }}-${{ github.ref }}\n" in text
-    assert "  cancel-in-progress: true\n" in text
+    assert "\nconcurrency:\n" in text  # test_no_run_of_main_is_cancelled checks it
+
+
+_EXPR = re.compile(r"\$\{\{(.*?)\}\}")
+_EXPR_TOKEN = re.compile(r"\s*(github\.\w+|'[^']*'|==|!=|&&|\|\||\(|\))")
+
+
+def _evaluate(value: str, github: dict[str, str]) -> str:
+    """*value* of a workflow key with each ``${{ }}`` expression in it evaluated in the
+    github context *github* (the operators these workflows use: ``== != && || ( )``,
+    strings, ``github.<name>``; ``&&`` and ``||`` give an operand as GitHub's do, as
+    Python's ``and`` and ``or``)."""
+    words = {"&&": "and", "||": "or", "==": "==", "!=": "!=", "(": "(", ")": ")"}
+
+    def one(m: re.Match[str]) -> str:
+        out, rest = [], m[1].strip()
+        while rest:
+            tok = _EXPR_TOKEN.match(rest)
+            assert tok, f"an expression these tests do not read: {m[0]}"
+            word = tok[1]
+            if word.startswith("github."):
+                out.append(repr(github[word.removeprefix("github.")]))
+            else:
+                out.append(word if word.startswith("'") else words[word])
+            rest = rest[tok.end() :].lstrip()
+        result = eval(" ".join(out), {"__builtins__": {}})  # literals and operators only
+        return str(result).lower() if isinstance(result, bool) else str(result)
+
+    return _EXPR.sub(one, value.strip())
+
+
+def _concurrency(text: str, github: dict[str, str]) -> tuple[str, str] | None:
+    """The top-level concurrency group and cancel-in-progress of a workflow for a run
+    with *github*, None without one."""
+    m = re.search(r"^concurrency:\n((?:  .*\n)+)", text, re.M)
+    if m is None:
+        return None
+    keys = dict(re.findall(r"^  ([\w-]+): (.+)$", m[1], re.M))
+    return _evaluate(keys["group"], github), _evaluate(keys["cancel-in-progress"], github)
+
+
+@pytest.mark.parametrize("wf", LINTED, ids=lambda p: p.name)
+def test_no_run_of_main_is_cancelled(wf: Path) -> None:
+    """`cancel-in-progress: true` cancelled runs of pushes to main too, so some commits
+    of main never got a complete run; and in one group a run waiting behind a running
+    one is cancelled by the next one queued whatever cancel-in-progress says. A new push
+    to a branch or pull request cancels that ref's running run; every run of main (a
+    push, the weekly or a manual run) has a group of its own and cancels nothing."""
+    text = _text(wf)
+    if wf.name in CALLED:  # a called workflow has none (test_a_called_workflow_...)
+        assert _concurrency(text, {}) is None
+        return
+    assert re.search(r"^  push:\n    branches: \[main\]\n", text, re.M)
+
+    def run(ref: str, run_id: str) -> tuple[str, str]:
+        found = _concurrency(text, {"workflow": "ci", "ref": ref, "run_id": run_id})
+        assert found is not None, "no concurrency group"
+        return found
+
+    main1, main2 = run("refs/heads/main", "101"), run("refs/heads/main", "102")
+    assert main1[1] == main2[1] == "false" and main1[0] != main2[0]
+    for ref in ("refs/heads/topic", "refs/pull/7/merge"):
+        first, second = run(ref, "101"), run(ref, "102")
+        assert first == second and first[1] == "true", ref
+        assert first[0] not in (main1[0], main2[0], run("refs/heads/other", "101")[0]), ref
 
 
 def test_bench_job_runs_the_bench_and_uploads_its_json() -> None:

@@ -601,6 +601,58 @@ def test_no_run_of_main_is_cancelled(wf: Path) -> None:
         assert first[0] not in (main1[0], main2[0], run("refs/heads/other", "101")[0]), ref
 
 
+def test_the_kvm_step_says_what_the_guests_run_under(tmp_path: Path) -> None:
+    """The "KVM" step said "no /dev/kvm, the tests will use TCG" when `ls /dev/kvm`
+    failed, which never happens: on a host without /dev/kvm, Docker cannot create a
+    container with `--device /dev/kvm` and the job dies before its first step (the
+    header said the harness "falls back to TCG by itself" there). The build job and the
+    e2e shards have a KVM step that runs irqlab's own probe after the build (it runs the
+    built QEMU, whose shared libraries the build installs): a warning when it says tcg,
+    a failure when it cannot run; the header and the README say what happens where
+    /dev/kvm is missing."""
+    found = set()
+    for wf in WORKFLOWS:
+        for name, job in _jobs(_text(wf)).items():
+            if "\n    steps:\n" not in job or "KVM" not in (steps := _steps(job)):
+                continue
+            found.add((wf.name, name))
+            assert "options: --device /dev/kvm" in job, name
+            kvm = steps["KVM"]
+            assert "run: |\n          accel=$(irqlab probe-accel)\n" in kvm, name
+            names = list(steps)
+            build = [
+                n
+                for n, s in steps.items()
+                if "uses:" not in s and re.search(r"\binvoke build(?:-qemu)?(?![\w-])", s)
+            ]
+            assert build and names.index(build[0]) < names.index("KVM"), name
+            script = kvm.split("run: |\n", 1)[1]
+            for printed, warned in (("kvm\n", False), ("tcg\n", True)):
+                r, _ = _run_with_fake_irqlab(tmp_path, ["bash", "-e", "-c", script], printed)
+                assert r.returncode == 0, (name, printed, r.stderr)
+                assert ("::warning title=No KVM::" in r.stdout) == warned, (name, r.stdout)
+            failing = tmp_path / "failing" / "irqlab"
+            failing.parent.mkdir(exist_ok=True)
+            failing.write_text("#!/bin/sh\necho 'irqlab: no built QEMU' >&2\nexit 1\n")
+            failing.chmod(0o755)
+            env = {"PATH": f"{failing.parent}:/usr/bin:/bin"}
+            r = subprocess.run(
+                ["bash", "-e", "-c", script], env=env, capture_output=True, text=True, check=False
+            )
+            assert r.returncode != 0 and "::warning" not in r.stdout, name
+    assert found == {("regression.yml", "build"), ("e2e.yml", "shard")}
+    header = " ".join(
+        ln.lstrip("# ")
+        for ln in _text(WORKFLOW_DIR / "regression.yml").split("\nname:")[0].split("\n")
+    )
+    assert "falls back to TCG by itself" not in header
+    assert "Docker refuses to create the container" in header
+    readme = " ".join((repo_root() / "README.md").read_text().split())
+    ci = readme[readme.index("## Continuous integration") : readme.index("### Your own project")]
+    assert "Docker refuses to create a container with that option" in ci
+    assert "`irqlab probe-accel`" in ci
+
+
 def test_bench_job_runs_the_bench_and_uploads_its_json() -> None:
     """Issue 6: GitHub Actions runs the bench too (KVM where the runner has it) and
     uploads the JSON and the report, whatever the outcome."""

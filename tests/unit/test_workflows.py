@@ -283,6 +283,30 @@ def test_the_build_caches_are_saved_right_after_the_build(wf: Path) -> None:
             assert "outputs.cache-hit != 'true'" in s, (name, n)
 
 
+@pytest.mark.parametrize("wf", LINTED, ids=lambda p: p.name)
+def test_ccache_is_restored_only_when_qemu_is_built(wf: Path) -> None:
+    """The e2e shards and the bench job downloaded QEMU's ccache whatever happened, while
+    on a hit of the QEMU build (what the build job saved) nothing compiles: every job
+    restores ccache only when the step restoring QEMU's build missed, as the build job
+    does."""
+    restores = 0
+    for name, job in _jobs(_text(wf)).items():
+        if "\n    steps:\n" not in job:
+            continue
+        steps = _steps(job)
+        ccache = {n: s for n, s in steps.items() if "path: ~/.cache/ccache\n" in s}
+        ccache = {n: s for n, s in ccache.items() if "uses: actions/cache/restore@" in s}
+        if not ccache:
+            continue
+        qemu = [s for n, s in steps.items() if n.startswith("Restore the QEMU build")]
+        ids = [m[1] for s in qemu if (m := re.search(r"^        id: (\S+)$", s, re.M))]
+        assert len(ids) == 1, f"{name}: no id on the QEMU build's restore for ccache's if:"
+        for n, s in ccache.items():
+            restores += 1
+            assert f"\n        if: steps.{ids[0]}.outputs.cache-hit != 'true'\n" in s, (name, n)
+    assert restores, "no ccache restored?"
+
+
 def test_restore_keys_match_only_their_own_caches_keys() -> None:
     """A restore-keys prefix restores the newest entry whose key starts with it: the
     x86_64 ccache's `ccache-qemu-` also took the aarch64 job's `ccache-qemu-aarch64-...`

@@ -450,7 +450,7 @@ def test_the_example_for_other_projects_does_what_the_readme_says() -> None:
     assert "repository: example-org/irqlab\n" in checkout and "placeholder" in checkout
     assert "ref: <40-hex commit of irqlab>\n" in checkout and "path: irqlab-src\n" in checkout
     assert "full commit SHA" in checkout
-    assert '-c "$GITHUB_WORKSPACE/irqlab-src/constraints.txt"' in text
+    assert '-c "$irqlab_src/constraints.txt"' in text  # test_the_example_leaves_...
     assert 'echo "IRQLAB_LOG_DIR=$GITHUB_WORKSPACE/irqlab-logs"' in text
     ours = {
         m[1] + "@" + m[2]
@@ -463,6 +463,66 @@ def test_the_example_for_other_projects_does_what_the_readme_says() -> None:
     repo = re.compile(r"^([\w.-]+/[\w.-]+)[\w./-]*@")
     assert {repo.sub(r"\1@", u) for u in used} <= {repo.sub(r"\1@", u) for u in ours}
     assert used - ours <= {u.replace("actions/cache@", "actions/cache/save@") for u in ours}
+
+
+def test_the_example_leaves_no_irqlab_tests_for_a_bare_pytest(tmp_path: Path) -> None:
+    """The example checked irqlab out into the workspace (irqlab-src/) and left it there:
+    a bare `pytest` at the repository's root collected irqlab's own tests too (2,491 and
+    2 errors: "import file mismatch" between irqlab-src/docs/examples/test_own_driver.py
+    and the user's tests/test_own_driver.py). The install step, run on a workspace laid
+    out as the checkouts leave it (python3 and pip faked), installs irqlab from its
+    checkout with its constraints and leaves the workspace with the user's tests alone:
+    a bare pytest there collects just those."""
+    steps = _steps(_job(_text(EXAMPLE), "irqlab"))
+    checkout = re.search(r"^          path: (\S+)$", steps["Check out irqlab"], re.M)
+    assert checkout, steps["Check out irqlab"]
+    ws, temp, home = tmp_path / "ws", tmp_path / "temp", tmp_path / "home"
+    example = (EXAMPLE.parent / "test_own_driver.py").read_text()
+    irqlab = ws / checkout[1]
+    for path, text in {
+        ws / "tests" / "test_own_driver.py": example,
+        irqlab / "docs" / "examples" / "test_own_driver.py": example,
+        irqlab / "tests" / "unit" / "test_irqlab_itself.py": "def test_x():\n    pass\n",
+        irqlab / "constraints.txt": "pytest==0\n",
+    }.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    for d in (temp, home):
+        d.mkdir()
+    # python3 -m venv DIR makes DIR/bin/pip, which logs its arguments
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    log = tmp_path / "pip-args"
+    (tmp_path / "pip").write_text(f"#!/bin/sh\nprintf '%s\\n' \"$@\" > {log}\n")
+    (fake / "python3").write_text(
+        f'#!/bin/sh\nmkdir -p "$3/bin"\ncp {tmp_path / "pip"} "$3/bin/"\n'
+    )
+    for f in (tmp_path / "pip", fake / "python3"):
+        f.chmod(0o755)
+    env = {
+        "PATH": f"{fake}:/usr/bin:/bin",
+        "HOME": str(home),
+        "GITHUB_WORKSPACE": str(ws),
+        "RUNNER_TEMP": str(temp),
+        "GITHUB_ENV": str(tmp_path / "env"),
+        "GITHUB_PATH": str(tmp_path / "path"),
+    }
+    script = steps["Install irqlab; where its logs and caches go"].split("run: |\n", 1)[1]
+    r = subprocess.run(
+        ["bash", "-e", "-c", script], cwd=ws, env=env, capture_output=True, text=True, check=False
+    )
+    assert r.returncode == 0, r.stderr
+    args = log.read_text().splitlines()
+    constraints = Path(args[args.index("-c") + 1])
+    assert constraints.read_text() == "pytest==0\n", args
+    (source,) = [a.split(" @ file://", 1)[1] for a in args if a.startswith("irqlab[test] @ ")]
+    assert (Path(source) / "tests" / "unit" / "test_irqlab_itself.py").is_file(), args
+    assert not Path(source).is_relative_to(ws), source
+    bare = [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider"]
+    r = subprocess.run(bare, cwd=ws, capture_output=True, text=True, check=False)
+    collected = [ln for ln in r.stdout.splitlines() if "::" in ln]
+    assert r.returncode == 0 and collected, r.stdout + r.stderr
+    assert all(ln.startswith("tests/test_own_driver.py::") for ln in collected), r.stdout
 
 
 def test_the_examples_caches_are_saved_as_soon_as_each_build_is_made() -> None:

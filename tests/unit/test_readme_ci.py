@@ -132,3 +132,23 @@ def test_the_ci_duration_of_an_e2e_shard_counts_its_soak() -> None:
     assert "`invoke soak`, took 142\u2013256 s" in why and "(docs/bench.md)" in why
     bench = (repo_root() / "docs" / "bench.md").read_text()
     assert "`invoke soak` 142 s" in bench and "`invoke soak` 168\u2013256 s" in bench
+
+
+def test_the_readme_says_qemus_recipe_file_is_no_input_of_its_digest() -> None:
+    """QEMU's digest hashes its source, device files, flags, firmware and RECIPE_VERSION,
+    not harness/irqlab/build/qemu.py, so a change to its build steps needs a bump of
+    RECIPE_VERSION; the README said what the keys hash without it (the image's recipe
+    hashes its own files), and qemu.py had no word of it next to RECIPE_VERSION."""
+    from irqlab.build import image, qemu
+
+    text = " ".join(_section("## Builds and the cache").split())
+    assert "but not the recipe file itself, `harness/irqlab/build/qemu.py`" in text
+    assert "needs a bump of `RECIPE_VERSION` there" in text
+    assert "The image's digest, by contrast, hashes its recipe files themselves" in text
+    # as the README says: qemu.py is no device file; image.py is one of the image's
+    assert "qemu.py" not in qemu.DEVICE_FILES
+    recipe = [p.name for p in image._recipe_sources()]
+    assert "image.py" in recipe and "qemu.py" not in recipe
+    source = Path(qemu.__file__).read_text()
+    above = source[: source.index("\nRECIPE_VERSION = ")].rsplit("\n\n", 1)[1]
+    assert "bump it" in above and "this file is not" in above, above

@@ -29,8 +29,9 @@ __all__ = [
 ]
 
 _PKG_DIR = Path(__file__).resolve().parent
-# A wheel carries the sources the build recipes need (qemu-device/, guest-kmod/,
-# buildroot/) here, laid out as in the checkout (pyproject's force-include).
+# A wheel carries the sources the build recipes need (qemu-device/, guest-kmod/)
+# here, laid out as in the checkout (pyproject's force-include); not buildroot/:
+# the Buildroot image needs a checkout.
 BUNDLED_SOURCES = _PKG_DIR / "data" / "src"
 
 

@@ -61,3 +61,24 @@ def test_constraints_pin_every_dependency_exactly() -> None:
 
 def test_ci_installs_with_the_constraints() -> None:
     assert "-c constraints.txt" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_the_bundled_sources_comment_names_what_the_wheel_carries() -> None:
+    """paths.py said the wheel carries buildroot/ beside qemu-device/ and guest-kmod/,
+    while pyproject's force-include bundles only those two (the README: only the
+    Buildroot image needs a checkout)."""
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    include = data["tool"]["hatch"]["build"]["targets"]["wheel"]["force-include"]
+    bundled = {
+        dest.removeprefix("irqlab/data/src/") + "/"
+        for dest in include.values()
+        if dest.startswith("irqlab/data/src/")
+    }
+    text = (ROOT / "harness" / "irqlab" / "paths.py").read_text()
+    comment = text[: text.index("\nBUNDLED_SOURCES = ")].rsplit("\n\n", 1)[1]
+    carried = re.search(r"the build recipes need \(([^)]*)\)", " ".join(comment.split()))
+    assert carried, comment
+    assert set(carried[1].split(", ")) == bundled, comment
+    assert "buildroot/" not in bundled
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert "(only the Buildroot image needs a checkout)" in readme

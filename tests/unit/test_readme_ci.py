@@ -116,3 +116,39 @@ def test_the_shards_bullet_gives_the_reason_the_code_has() -> None:
     assert "pytest-split" in bullet and "`xdist_group`" in bullet
     assert "a group as one unit" in bullet
     assert "the tests of one ``xdist_group`` go together" in (parallel.shard_items.__doc__ or "")
+
+
+def test_the_ci_duration_of_an_e2e_shard_counts_its_soak() -> None:
+    """The duration table gave 3-5 min per e2e shard, while each shard also runs its part
+    of the soak tier at full length (e2e.yml's soak step; `invoke soak` took 142-256 s on
+    the development machine, docs/bench.md): the row counts the soak and says where its
+    figure comes from, a figure docs/bench.md has."""
+    ci = _section("## Continuous integration")
+    (row,) = [ln for ln in ci.splitlines() if ln.startswith("| `e2e-debian`, `e2e-buildroot`")]
+    e2e = (repo_root() / ".github" / "workflows" / "e2e.yml").read_text()
+    assert "python -m pytest tests -m soak --soak" in e2e
+    expected, why = row.split(" | ")[1:3]
+    assert "soak" in expected, expected
+    assert "`invoke soak`, took 142\u2013256 s" in why and "(docs/bench.md)" in why
+    bench = (repo_root() / "docs" / "bench.md").read_text()
+    assert "`invoke soak` 142 s" in bench and "`invoke soak` 168\u2013256 s" in bench
+
+
+def test_the_readme_says_qemus_recipe_file_is_no_input_of_its_digest() -> None:
+    """QEMU's digest hashes its source, device files, flags, firmware and RECIPE_VERSION,
+    not harness/irqlab/build/qemu.py, so a change to its build steps needs a bump of
+    RECIPE_VERSION; the README said what the keys hash without it (the image's recipe
+    hashes its own files), and qemu.py had no word of it next to RECIPE_VERSION."""
+    from irqlab.build import image, qemu
+
+    text = " ".join(_section("## Builds and the cache").split())
+    assert "but not the recipe file itself, `harness/irqlab/build/qemu.py`" in text
+    assert "needs a bump of `RECIPE_VERSION` there" in text
+    assert "The image's digest, by contrast, hashes its recipe files themselves" in text
+    # as the README says: qemu.py is no device file; image.py is one of the image's
+    assert "qemu.py" not in qemu.DEVICE_FILES
+    recipe = [p.name for p in image._recipe_sources()]
+    assert "image.py" in recipe and "qemu.py" not in recipe
+    source = Path(qemu.__file__).read_text()
+    above = source[: source.index("\nRECIPE_VERSION = ")].rsplit("\n\n", 1)[1]
+    assert "bump it" in above and "this file is not" in above, above

@@ -283,6 +283,30 @@ def test_the_build_caches_are_saved_right_after_the_build(wf: Path) -> None:
             assert "outputs.cache-hit != 'true'" in s, (name, n)
 
 
+@pytest.mark.parametrize("wf", LINTED, ids=lambda p: p.name)
+def test_ccache_is_restored_only_when_qemu_is_built(wf: Path) -> None:
+    """The e2e shards and the bench job downloaded QEMU's ccache whatever happened, while
+    on a hit of the QEMU build (what the build job saved) nothing compiles: every job
+    restores ccache only when the step restoring QEMU's build missed, as the build job
+    does."""
+    restores = 0
+    for name, job in _jobs(_text(wf)).items():
+        if "\n    steps:\n" not in job:
+            continue
+        steps = _steps(job)
+        ccache = {n: s for n, s in steps.items() if "path: ~/.cache/ccache\n" in s}
+        ccache = {n: s for n, s in ccache.items() if "uses: actions/cache/restore@" in s}
+        if not ccache:
+            continue
+        qemu = [s for n, s in steps.items() if n.startswith("Restore the QEMU build")]
+        ids = [m[1] for s in qemu if (m := re.search(r"^        id: (\S+)$", s, re.M))]
+        assert len(ids) == 1, f"{name}: no id on the QEMU build's restore for ccache's if:"
+        for n, s in ccache.items():
+            restores += 1
+            assert f"\n        if: steps.{ids[0]}.outputs.cache-hit != 'true'\n" in s, (name, n)
+    assert restores, "no ccache restored?"
+
+
 def test_restore_keys_match_only_their_own_caches_keys() -> None:
     """A restore-keys prefix restores the newest entry whose key starts with it: the
     x86_64 ccache's `ccache-qemu-` also took the aarch64 job's `ccache-qemu-aarch64-...`
@@ -426,7 +450,7 @@ def test_the_example_for_other_projects_does_what_the_readme_says() -> None:
     assert "repository: example-org/irqlab\n" in checkout and "placeholder" in checkout
     assert "ref: <40-hex commit of irqlab>\n" in checkout and "path: irqlab-src\n" in checkout
     assert "full commit SHA" in checkout
-    assert '-c "$GITHUB_WORKSPACE/irqlab-src/constraints.txt"' in text
+    assert '-c "$irqlab_src/constraints.txt"' in text  # test_the_example_leaves_...
     assert 'echo "IRQLAB_LOG_DIR=$GITHUB_WORKSPACE/irqlab-logs"' in text
     ours = {
         m[1] + "@" + m[2]
@@ -439,6 +463,66 @@ def test_the_example_for_other_projects_does_what_the_readme_says() -> None:
     repo = re.compile(r"^([\w.-]+/[\w.-]+)[\w./-]*@")
     assert {repo.sub(r"\1@", u) for u in used} <= {repo.sub(r"\1@", u) for u in ours}
     assert used - ours <= {u.replace("actions/cache@", "actions/cache/save@") for u in ours}
+
+
+def test_the_example_leaves_no_irqlab_tests_for_a_bare_pytest(tmp_path: Path) -> None:
+    """The example checked irqlab out into the workspace (irqlab-src/) and left it there:
+    a bare `pytest` at the repository's root collected irqlab's own tests too (2,491 and
+    2 errors: "import file mismatch" between irqlab-src/docs/examples/test_own_driver.py
+    and the user's tests/test_own_driver.py). The install step, run on a workspace laid
+    out as the checkouts leave it (python3 and pip faked), installs irqlab from its
+    checkout with its constraints and leaves the workspace with the user's tests alone:
+    a bare pytest there collects just those."""
+    steps = _steps(_job(_text(EXAMPLE), "irqlab"))
+    checkout = re.search(r"^          path: (\S+)$", steps["Check out irqlab"], re.M)
+    assert checkout, steps["Check out irqlab"]
+    ws, temp, home = tmp_path / "ws", tmp_path / "temp", tmp_path / "home"
+    example = (EXAMPLE.parent / "test_own_driver.py").read_text()
+    irqlab = ws / checkout[1]
+    for path, text in {
+        ws / "tests" / "test_own_driver.py": example,
+        irqlab / "docs" / "examples" / "test_own_driver.py": example,
+        irqlab / "tests" / "unit" / "test_irqlab_itself.py": "def test_x():\n    pass\n",
+        irqlab / "constraints.txt": "pytest==0\n",
+    }.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    for d in (temp, home):
+        d.mkdir()
+    # python3 -m venv DIR makes DIR/bin/pip, which logs its arguments
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    log = tmp_path / "pip-args"
+    (tmp_path / "pip").write_text(f"#!/bin/sh\nprintf '%s\\n' \"$@\" > {log}\n")
+    (fake / "python3").write_text(
+        f'#!/bin/sh\nmkdir -p "$3/bin"\ncp {tmp_path / "pip"} "$3/bin/"\n'
+    )
+    for f in (tmp_path / "pip", fake / "python3"):
+        f.chmod(0o755)
+    env = {
+        "PATH": f"{fake}:/usr/bin:/bin",
+        "HOME": str(home),
+        "GITHUB_WORKSPACE": str(ws),
+        "RUNNER_TEMP": str(temp),
+        "GITHUB_ENV": str(tmp_path / "env"),
+        "GITHUB_PATH": str(tmp_path / "path"),
+    }
+    script = steps["Install irqlab; where its logs and caches go"].split("run: |\n", 1)[1]
+    r = subprocess.run(
+        ["bash", "-e", "-c", script], cwd=ws, env=env, capture_output=True, text=True, check=False
+    )
+    assert r.returncode == 0, r.stderr
+    args = log.read_text().splitlines()
+    constraints = Path(args[args.index("-c") + 1])
+    assert constraints.read_text() == "pytest==0\n", args
+    (source,) = [a.split(" @ file://", 1)[1] for a in args if a.startswith("irqlab[test] @ ")]
+    assert (Path(source) / "tests" / "unit" / "test_irqlab_itself.py").is_file(), args
+    assert not Path(source).is_relative_to(ws), source
+    bare = [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider"]
+    r = subprocess.run(bare, cwd=ws, capture_output=True, text=True, check=False)
+    collected = [ln for ln in r.stdout.splitlines() if "::" in ln]
+    assert r.returncode == 0 and collected, r.stdout + r.stderr
+    assert all(ln.startswith("tests/test_own_driver.py::") for ln in collected), r.stdout
 
 
 def test_the_examples_caches_are_saved_as_soon_as_each_build_is_made() -> None:
@@ -534,8 +618,123 @@ def test_the_examples_reports_are_uploaded_and_summarised() -> None:
     assert "if: ${{ !cancelled() }}" in summary
     assert "python -m irqlab.testing.reports" in summary
     assert f'--summary "$GITHUB_STEP_SUMMARY" {junit[1]}' in summary
-    assert "\nconcurrency:\n  group: ${{ github.workflow }}-${{ github.ref }}\n" in text
-    assert "  cancel-in-progress: true\n" in text
+    assert "\nconcurrency:\n" in text  # test_no_run_of_main_is_cancelled checks it
+
+
+_EXPR = re.compile(r"\$\{\{(.*?)\}\}")
+_EXPR_TOKEN = re.compile(r"\s*(github\.\w+|'[^']*'|==|!=|&&|\|\||\(|\))")
+
+
+def _evaluate(value: str, github: dict[str, str]) -> str:
+    """*value* of a workflow key with each ``${{ }}`` expression in it evaluated in the
+    github context *github* (the operators these workflows use: ``== != && || ( )``,
+    strings, ``github.<name>``; ``&&`` and ``||`` give an operand as GitHub's do, as
+    Python's ``and`` and ``or``)."""
+    words = {"&&": "and", "||": "or", "==": "==", "!=": "!=", "(": "(", ")": ")"}
+
+    def one(m: re.Match[str]) -> str:
+        out, rest = [], m[1].strip()
+        while rest:
+            tok = _EXPR_TOKEN.match(rest)
+            assert tok, f"an expression these tests do not read: {m[0]}"
+            word = tok[1]
+            if word.startswith("github."):
+                out.append(repr(github[word.removeprefix("github.")]))
+            else:
+                out.append(word if word.startswith("'") else words[word])
+            rest = rest[tok.end() :].lstrip()
+        result = eval(" ".join(out), {"__builtins__": {}})  # literals and operators only
+        return str(result).lower() if isinstance(result, bool) else str(result)
+
+    return _EXPR.sub(one, value.strip())
+
+
+def _concurrency(text: str, github: dict[str, str]) -> tuple[str, str] | None:
+    """The top-level concurrency group and cancel-in-progress of a workflow for a run
+    with *github*, None without one."""
+    m = re.search(r"^concurrency:\n((?:  .*\n)+)", text, re.M)
+    if m is None:
+        return None
+    keys = dict(re.findall(r"^  ([\w-]+): (.+)$", m[1], re.M))
+    return _evaluate(keys["group"], github), _evaluate(keys["cancel-in-progress"], github)
+
+
+@pytest.mark.parametrize("wf", LINTED, ids=lambda p: p.name)
+def test_no_run_of_main_is_cancelled(wf: Path) -> None:
+    """`cancel-in-progress: true` cancelled runs of pushes to main too, so some commits
+    of main never got a complete run; and in one group a run waiting behind a running
+    one is cancelled by the next one queued whatever cancel-in-progress says. A new push
+    to a branch or pull request cancels that ref's running run; every run of main (a
+    push, the weekly or a manual run) has a group of its own and cancels nothing."""
+    text = _text(wf)
+    if wf.name in CALLED:  # a called workflow has none (test_a_called_workflow_...)
+        assert _concurrency(text, {}) is None
+        return
+    assert re.search(r"^  push:\n    branches: \[main\]\n", text, re.M)
+
+    def run(ref: str, run_id: str) -> tuple[str, str]:
+        found = _concurrency(text, {"workflow": "ci", "ref": ref, "run_id": run_id})
+        assert found is not None, "no concurrency group"
+        return found
+
+    main1, main2 = run("refs/heads/main", "101"), run("refs/heads/main", "102")
+    assert main1[1] == main2[1] == "false" and main1[0] != main2[0]
+    for ref in ("refs/heads/topic", "refs/pull/7/merge"):
+        first, second = run(ref, "101"), run(ref, "102")
+        assert first == second and first[1] == "true", ref
+        assert first[0] not in (main1[0], main2[0], run("refs/heads/other", "101")[0]), ref
+
+
+def test_the_kvm_step_says_what_the_guests_run_under(tmp_path: Path) -> None:
+    """The "KVM" step said "no /dev/kvm, the tests will use TCG" when `ls /dev/kvm`
+    failed, which never happens: on a host without /dev/kvm, Docker cannot create a
+    container with `--device /dev/kvm` and the job dies before its first step (the
+    header said the harness "falls back to TCG by itself" there). The build job and the
+    e2e shards have a KVM step that runs irqlab's own probe after the build (it runs the
+    built QEMU, whose shared libraries the build installs): a warning when it says tcg,
+    a failure when it cannot run; the header and the README say what happens where
+    /dev/kvm is missing."""
+    found = set()
+    for wf in WORKFLOWS:
+        for name, job in _jobs(_text(wf)).items():
+            if "\n    steps:\n" not in job or "KVM" not in (steps := _steps(job)):
+                continue
+            found.add((wf.name, name))
+            assert "options: --device /dev/kvm" in job, name
+            kvm = steps["KVM"]
+            assert "run: |\n          accel=$(irqlab probe-accel)\n" in kvm, name
+            names = list(steps)
+            build = [
+                n
+                for n, s in steps.items()
+                if "uses:" not in s and re.search(r"\binvoke build(?:-qemu)?(?![\w-])", s)
+            ]
+            assert build and names.index(build[0]) < names.index("KVM"), name
+            script = kvm.split("run: |\n", 1)[1]
+            for printed, warned in (("kvm\n", False), ("tcg\n", True)):
+                r, _ = _run_with_fake_irqlab(tmp_path, ["bash", "-e", "-c", script], printed)
+                assert r.returncode == 0, (name, printed, r.stderr)
+                assert ("::warning title=No KVM::" in r.stdout) == warned, (name, r.stdout)
+            failing = tmp_path / "failing" / "irqlab"
+            failing.parent.mkdir(exist_ok=True)
+            failing.write_text("#!/bin/sh\necho 'irqlab: no built QEMU' >&2\nexit 1\n")
+            failing.chmod(0o755)
+            env = {"PATH": f"{failing.parent}:/usr/bin:/bin"}
+            r = subprocess.run(
+                ["bash", "-e", "-c", script], env=env, capture_output=True, text=True, check=False
+            )
+            assert r.returncode != 0 and "::warning" not in r.stdout, name
+    assert found == {("regression.yml", "build"), ("e2e.yml", "shard")}
+    header = " ".join(
+        ln.lstrip("# ")
+        for ln in _text(WORKFLOW_DIR / "regression.yml").split("\nname:")[0].split("\n")
+    )
+    assert "falls back to TCG by itself" not in header
+    assert "Docker refuses to create the container" in header
+    readme = " ".join((repo_root() / "README.md").read_text().split())
+    ci = readme[readme.index("## Continuous integration") : readme.index("### Your own project")]
+    assert "Docker refuses to create a container with that option" in ci
+    assert "`irqlab probe-accel`" in ci
 
 
 def test_bench_job_runs_the_bench_and_uploads_its_json() -> None:

@@ -85,6 +85,10 @@ __all__ = [
     "source_dir",
 ]
 
+# Part of QEMU's digest, as this file is not (input_digest hashes the source, the
+# device files, the configure flags and the firmware): bump it (qemu-2, ...) with
+# any change here that changes the install (a build step, its environment, what
+# is installed), or the caches, CI's included, keep the QEMU built the old way.
 RECIPE_VERSION = "qemu-1"
 TARGET = "qemu-system-x86_64"
 

@@ -556,14 +556,24 @@ class _StopWatch:
     minutes with its QEMU).  A KeyboardInterrupt a test catches itself starts nothing:
     only the one pytest ends the run with."""
 
-    def __init__(self, last: list[int]) -> None:
+    def __init__(self, config: pytest.Config, last: list[int]) -> None:
+        self.config = config
         self.last = last  # the signal of the handler's last raise (0: none of ours)
         self.watch: TeardownWatch | None = None
 
     def pytest_keyboard_interrupt(self) -> None:
         if self.watch is None:
-            self.watch = TeardownWatch(TEARDOWN_LIMIT_S, "pytest's teardown")
+            self.watch = TeardownWatch(TEARDOWN_LIMIT_S, "pytest's teardown", self._cut_short)
             self.watch.start(self.last[0] or signal.SIGINT)
+
+    def _cut_short(self, status: int) -> None:
+        """The run's outcome before the watch ends the process: interrupted, its teardown
+        cut short, and the status it ends with (it said ``interrupted (exit status 2)``,
+        pytest's, or nothing when the teardown hung before the session's end)."""
+        from irqlab.testing.parallel import mark_outcome
+
+        assert self.watch is not None
+        mark_outcome(self.config, status, f"interrupted; {self.watch.cut_short()}: cut short")
 
     def pytest_unconfigure(self) -> None:
         if self.watch is not None:
@@ -613,7 +623,7 @@ def _install_interrupts(config: pytest.Config) -> None:
 
     safe.set_handlers(mine, handler)
     config.stash[_SAFE_RAISE] = safe
-    config.pluginmanager.register(_StopWatch(last), "irqlab-stop-watch")
+    config.pluginmanager.register(_StopWatch(config, last), "irqlab-stop-watch")
 
 
 @pytest.hookimpl(trylast=True)

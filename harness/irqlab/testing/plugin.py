@@ -1259,18 +1259,23 @@ def revive(guest: Guest, config: pytest.Config | None = None, where: str = "") -
     """Replace a guest that died or froze (the health watch saw it), or that the host
     cannot reach any more (its SSH connection gone: a test killed the guest's sshd),
     with a new one of the same configuration: a restore from its snapshot, about half
-    a second.  Says so once on the terminal; returns the cause (None if the guest was
-    fine).  *where*: the test file being set up (a later failure there lists it)."""
+    a second.  Says so once on the terminal (under pytest-xdist naming the worker, whose
+    line it is among the others'); returns the cause (None if the guest was fine).
+    *where*: the test file being set up (a later failure there lists it)."""
+    from irqlab.testing.parallel import config_worker_id
+
     dead = guest.fault is not None or guest.machine is None or not guest.machine.is_running()
     lost = None if dead else guest.connection_lost()
     if not dead and lost is None:
         return None
+    worker = config_worker_id(config) if config is not None else None
+    who = f"xdist worker {worker}: " if worker is not None else ""
     if lost is not None:
         cause = lost
-        msg = f"irqlab: the session guest cannot be reached ({cause}); starting a new one"
+        msg = f"irqlab: {who}the session guest cannot be reached ({cause}); starting a new one"
     else:
         cause = guest.fault.cause if guest.fault is not None else "QEMU is not running"
-        msg = f"irqlab: the session guest died ({cause}); starting a new one"
+        msg = f"irqlab: {who}the session guest died ({cause}); starting a new one"
     last = config.stash.get(_LAST_USER, None) if config is not None else None
     if last is not None:
         msg += f" (the last test to use it: {last})"

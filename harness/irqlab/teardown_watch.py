@@ -11,6 +11,7 @@ import contextlib
 import os
 import signal
 import threading
+from collections.abc import Callable
 
 __all__ = ["REPORT_LIMIT_S", "TeardownWatch"]
 
@@ -23,9 +24,17 @@ class TeardownWatch:
     started beforehand (a signal handler only sets an event) and writes straight to
     descriptor 2 (the main thread may hold sys.stderr's lock), for at most
     REPORT_LIMIT_S (the output may not drain).  *subject* names what did not finish in
-    that report ("the teardown after SIGTERM did not finish within 20 s")."""
+    that report ("the teardown after SIGTERM did not finish within 20 s").
+    *before_exit*, called with :meth:`cut_short` and the status before the process
+    ends (in the watch's thread, for at most REPORT_LIMIT_S too): a record of the run
+    that its teardown would have written (the pytest plugin's run outcome)."""
 
-    def __init__(self, limit: float, subject: str = "the teardown") -> None:
+    def __init__(
+        self,
+        limit: float,
+        subject: str = "the teardown",
+        before_exit: Callable[[int], object] | None = None,
+    ) -> None:
         import faulthandler
 
         from irqlab.vm import proc
@@ -33,6 +42,7 @@ class TeardownWatch:
         self._dump, self._kill_all = faulthandler.dump_traceback, proc.kill_all
         self.limit = limit
         self.subject = subject
+        self.before_exit = before_exit
         self.signum = 0  # the signal that started the teardown (set once, by the handler)
         self.ended = False  # the block ended: no signal starts a teardown any more
         self.fired = threading.Event()
@@ -51,24 +61,34 @@ class TeardownWatch:
         self.fired.set()
         return True
 
-    def _report(self) -> None:
+    def cut_short(self) -> str:
+        """What happened, in words: ``<subject> after SIGTERM did not finish within 20 s``."""
         name = signal.Signals(self.signum).name
+        return f"{self.subject} after {name} did not finish within {self.limit:g} s"
+
+    def _report(self) -> None:
         with contextlib.suppress(OSError):
             os.write(
                 2,
-                f"irqlab: {self.subject} after {name} did not finish within {self.limit:g} s; "
-                "killing its processes. Where each thread was:\n".encode(),
+                f"irqlab: {self.cut_short()}; killing its processes. Where each thread "
+                "was:\n".encode(),
             )
             self._dump(2, all_threads=True)
+
+    def _record(self) -> None:
+        if self.before_exit is not None:
+            with contextlib.suppress(Exception):  # the end, whatever the record does
+                self.before_exit(128 + self.signum)
 
     def _run(self) -> None:
         self.fired.wait()
         if self.done.wait(self.limit):
             return
         try:
-            report = threading.Thread(target=self._report, name="teardown-report", daemon=True)
-            report.start()
-            report.join(REPORT_LIMIT_S)
+            for part in (self._report, self._record):
+                thread = threading.Thread(target=part, name="teardown-report", daemon=True)
+                thread.start()
+                thread.join(REPORT_LIMIT_S)
         finally:
             self._kill_all()
             os._exit(128 + self.signum)  # 130 for Ctrl-C

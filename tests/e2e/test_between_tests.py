@@ -9,7 +9,9 @@ session guest.
 The reset comes before every test that takes the session guest, ``irqlab_guest`` alone
 too (it was ``irqlab_agent``'s): such a test found the driver an earlier test unloaded
 gone, and its reload_module() refused while the earlier test's armed path held the
-driver's file open."""
+driver's file open.  So too for a test that takes it only through
+``request.getfixturevalue("irqlab_guest")`` (it got no reset: the session fixture, set
+up already, is no setup of the test's)."""
 
 from __future__ import annotations
 
@@ -95,6 +97,14 @@ def armed_for_module(irqlab_guest):
 
 def test_6_a_module_fixtures_path_is_disarmed_as_before(armed_for_module, irqlab_agent):
     irqlab_agent.arm("poll")  # the reset comes after the wider-scoped fixtures' setup
+
+
+def test_7_unloads_it_again(irqlab_guest):
+    irqlab_guest.unload_module()
+
+
+def test_8_takes_it_through_getfixturevalue_and_finds_it_loaded(request):
+    request.getfixturevalue("irqlab_guest").sh("ls /dev/irqlab*")
 """
 
 
@@ -107,4 +117,4 @@ def test_a_test_that_takes_only_the_guest_gets_it_reset(
         "-p", "no:cacheprovider", "-p", "no:randomly", "-v", timeout=900
     )
     assert r.ret == 0, "\n".join(r.outlines[-80:] + r.errlines[-30:])
-    r.assert_outcomes(passed=6)
+    r.assert_outcomes(passed=8)

@@ -92,14 +92,14 @@ def _reports(out: str) -> dict[str, str]:
 
 
 def _run(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tests: str
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tests: str, held: bool = True
 ) -> pytest.RunResult:
     """*tests* run as a plain user's (not an xdist worker's) on the stand-in guest,
-    which a conftest's autouse session fixture holds."""
+    which a conftest's autouse session fixture holds (if *held*)."""
     for name in WORKER_ENV:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("IRQLAB_LOG_DIR", str(pytester.path / "logs"))
-    pytester.makeconftest(CONFTEST + HOLDS_THE_GUEST)
+    pytester.makeconftest(CONFTEST + (HOLDS_THE_GUEST if held else ""))
     pytester.makepyfile(test_via=tests)
     return pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:xdist")
 
@@ -188,3 +188,78 @@ def test_every_test_that_takes_the_session_guest_gets_it_reset_once(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _run(pytester, monkeypatch, RESETS).assert_outcomes(passed=7)
+
+
+TAKEN_AT_RUN_TIME = """
+import pytest
+
+
+def since_last(guest, name):
+    # the resets since the last test's mark, then this test's mark
+    i = max((n for n, c in enumerate(guest.commands) if c.startswith("test ")), default=-1)
+    seen = [c for c in guest.commands[i + 1 :] if c == "reset"]
+    guest.commands.append(f"test {name}")
+    return seen
+
+
+@pytest.fixture
+def picks(request):  # a helper that picks its guest as it runs
+    return request.getfixturevalue("irqlab_guest")
+
+
+def test_1_named(irqlab_guest):
+    assert since_last(irqlab_guest, "1") == ["reset"]
+
+
+def test_2_taken_in_the_test(request):
+    g = request.getfixturevalue("irqlab_guest")
+    assert since_last(g, "2") == ["reset"]
+    assert request.getfixturevalue("irqlab_guest") is g  # once per test
+
+
+def test_3_taken_by_its_fixture(picks):
+    assert since_last(picks, "3") == ["reset"]
+
+
+def test_4_kills_it(irqlab_guest):
+    since_last(irqlab_guest, "4")
+    irqlab_guest.die("[    3.0] Kernel panic - not syncing: x\\n")
+
+
+def test_5_taken_in_the_test_after_its_death(request):
+    g = request.getfixturevalue("irqlab_guest")
+    assert g.generation == 1 and g.fault is None, "not replaced"
+    assert since_last(g, "5") == ["reset"]
+
+
+def test_6_no_guest():
+    pass
+
+
+@pytest.fixture(scope="module")
+def module_picks(request):  # a wider-scoped fixture's take: replaced if dead, no reset
+    return request.getfixturevalue("irqlab_guest").generation
+
+
+def test_7_kills_it_again(irqlab_guest):
+    since_last(irqlab_guest, "7")
+    irqlab_guest.die("[    3.0] Kernel panic - not syncing: x\\n")
+
+
+def test_8_module_fixture_takes_it(module_picks):
+    assert module_picks == 2, "the module's fixture met the dead guest"
+"""
+
+
+def test_a_session_guest_taken_through_getfixturevalue_is_replaced_and_reset(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A test (or a function-scoped fixture of its) that takes the session guest only
+    through ``request.getfixturevalue("irqlab_guest")`` gets it as one that names it:
+    replaced when an earlier test killed it (said, naming that test), then reset, once.
+    A module-scoped fixture that takes it so meets a live one.  They got neither: the
+    session fixture, set up already, is no setup of the test's."""
+    r = _run(pytester, monkeypatch, TAKEN_AT_RUN_TIME, held=False)
+    r.assert_outcomes(passed=8)
+    said = "starting a new one (the last test to use it: test_via.py::test_4_kills_it)"
+    assert said in " ".join(r.stdout.str().split()), r.stdout.str()

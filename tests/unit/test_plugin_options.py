@@ -428,37 +428,69 @@ def test_one_guest_per_test_holds_for_fixtures_taken_at_run_time(
     assert "took none" not in out and "uses none" not in out, out
 
 
+# a session guest stand-in alive to the plugin's look (revive())
+LIVE_STAND_IN = """
+from types import SimpleNamespace
+
+@pytest.fixture(scope="session")
+def irqlab_guest():
+    return SimpleNamespace(
+        fault=None,
+        machine=SimpleNamespace(is_running=lambda: True),
+        connection_lost=lambda: None,
+    )
+"""
+IN_A_MODULE_FIXTURE = """
+@pytest.fixture(scope="module")
+def picks(request):
+    return request.getfixturevalue("irqlab_guest")
+
+"""
+
+
 @pytest.mark.parametrize(
-    ("test", "said"),
+    ("test", "outcome", "said"),
     [
         (
             "def test_it(irqlab_fresh_guest, request):\n"
             "    request.getfixturevalue('irqlab_guest')\n",
+            {"failed": 1},
             "test_it uses the shared guest's irqlab_guest and a guest of its own "
             "(irqlab_fresh_guest): that is two guests",
         ),
         (
             "@pytest.mark.irqlab(smp=2)\ndef test_it(request):\n"
             "    request.getfixturevalue('irqlab_guest')\n",
+            {"failed": 1},
             "but test_it uses the shared guest (irqlab_guest), which keeps its defaults",
         ),
+        (
+            IN_A_MODULE_FIXTURE + "def test_it(irqlab_fresh_guest, request):\n"
+            "    request.getfixturevalue('picks')\n",
+            {"passed": 1, "errors": 1},
+            "test_it uses the shared guest's irqlab_guest and a guest of its own "
+            "(irqlab_fresh_guest): that is two guests",
+        ),
     ],
-    ids=["beside-own-guest", "under-marker"],
+    ids=["beside-own-guest", "under-marker", "module-fixture-beside-own-guest"],
 )
-def test_the_session_guest_taken_at_run_time_is_seen_after_the_test(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, test: str, said: str
+def test_the_session_guest_taken_at_run_time_is_one_guest_too(
+    pytester: pytest.Pytester,
+    monkeypatch: pytest.MonkeyPatch,
+    test: str,
+    outcome: dict[str, int],
+    said: str,
 ) -> None:
-    """The session's irqlab_guest, set up once, is no fixture setup of the test's: only
-    pytest's list of the fixtures the request used (its private ``_request``, which
-    this pins) says a test took it through getfixturevalue; said at its teardown."""
+    """The session's irqlab_guest, set up once, taken through getfixturevalue: by the
+    test (or a function-scoped fixture of its), refused where it is taken (the plugin's
+    watch of the fixture's takes); by a wider-scoped fixture, no fixture setup of the
+    test's, said at its teardown, by pytest's list of the fixtures the request used
+    (its private ``_request``, which this pins)."""
     monkeypatch.setenv("IRQLAB_CACHE_DIR", "/proc/no-cache-here")
-    pytester.makeconftest(
-        STAND_INS
-        + '\n@pytest.fixture(scope="session")\ndef irqlab_guest():\n    return "the guest"\n'
-    )
+    pytester.makeconftest(STAND_INS + LIVE_STAND_IN)
     pytester.makepyfile("import pytest\n\n" + test)
     r = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:xdist")
-    r.assert_outcomes(passed=1, errors=1)
+    r.assert_outcomes(**outcome)
     out = " ".join(r.stdout.str().split())
     assert said in out, out
     assert "took none" not in out, out

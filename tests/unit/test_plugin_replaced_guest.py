@@ -306,3 +306,21 @@ def test_the_fixtures_of_a_conftests_own_session_guest_are_renewed_after_its_rep
     r = _run(pytester, OWN_SESSION_GUEST, DIES_THEN_RENEWED)
     r.assert_outcomes(passed=3)
     assert r.stdout.str().count("starting a new one") == 1, r.stdout.str()
+
+
+def test_under_xdist_the_replacement_names_the_worker(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under ``-n N`` each worker has its session guest and the lines of all come on the
+    controller's stderr: the replacement's names its worker (it did not: whose guest
+    died was anyone's guess).  A real xdist run of one worker."""
+    monkeypatch.setenv("IRQLAB_LOG_DIR", str(pytester.path / "logs"))
+    pytester.makeconftest(CONFTEST)
+    pytester.makepyfile(test_k=DIES_THEN_RENEWED)
+    r = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-n", "1")
+    r.assert_outcomes(passed=3)
+    said = " ".join((r.stdout.str() + r.stderr.str()).split())
+    assert (
+        "irqlab: xdist worker gw0: the session guest died (guest kernel panic: Kernel panic "
+        "- not syncing); starting a new one (the last test to use it: test_k.py::test_01_dies)"
+    ) in said, said

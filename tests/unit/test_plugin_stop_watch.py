@@ -1,7 +1,8 @@
 """A pytest run stopped by a signal whose teardown never ends is ended by the plugin:
 every thread's stack, its children killed, status 128 + the signal.  In CI a pytest
 given two SIGTERMs hung 20 minutes with its QEMU (the second one's KeyboardInterrupt
-had left a paramiko lock held under the teardown's next SSH call)."""
+had left a paramiko lock held under the teardown's next SSH call).  The run's outcome
+file says so before the process ends."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from irqlab.paths import RUN_OUTCOME
 from irqlab.testing.helpers import process_exited
 from irqlab.testing.parallel import WORKER_ENV
 
@@ -33,7 +35,7 @@ from irqlab.vm import proc
 
 
 @pytest.fixture
-def wedged():
+def wedged(irqlab_log_dir):  # the run's directory: its outcome is written
     child = proc.spawn(["sleep", "60"])  # as a guest's QEMU
     yield child
     threading.Event().wait()  # its teardown never ends (a lock left held)
@@ -71,6 +73,7 @@ def test_goes_on():
 def _env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in WORKER_ENV}
     env["STARTED"] = str(tmp_path / "started")
+    env["IRQLAB_LOG_DIR"] = str(tmp_path / "logs")
     return env
 
 
@@ -104,6 +107,12 @@ def test_a_teardown_that_never_ends_is_ended(tmp_path: Path, sig: signal.Signals
     assert f"pytest's teardown after {sig.name} did not finish within 1 s" in out, out
     assert "most recent call first" in out and "in wedged" in out, out
     assert process_exited(child, 10), "the child (QEMU's stand-in) was killed"
+    # the run's record says so (it said "interrupted (exit status 2)", pytest's status)
+    (outcome,) = (tmp_path / "logs").glob(f"pytest-*/{RUN_OUTCOME}")
+    assert outcome.read_text() == (
+        f"interrupted; pytest's teardown after {sig.name} did not finish within 1 s: cut "
+        f"short (exit status {128 + sig})\n"
+    )
 
 
 def test_an_interrupt_a_test_catches_starts_no_watch(tmp_path: Path) -> None:

@@ -36,11 +36,12 @@ from pathlib import Path
 
 import pytest
 
-from irqlab import paths
+from irqlab import notice, paths
 
 __all__ = [
     "RUN_DIR_KEY",
     "WORKER_ENV",
+    "config_worker_id",
     "default_workers",
     "parse_shard",
     "run_log_dir",
@@ -73,6 +74,14 @@ def default_workers(cpus: int | None = None) -> int:
 def worker_id() -> str | None:
     """This process's xdist worker id (``gw0``, ...), or None outside xdist workers."""
     return os.environ.get(WORKER_ENV[0]) or None
+
+
+def config_worker_id(config: pytest.Config) -> str | None:
+    """The xdist worker id (``gw0``, ...) of the run of *config* when it is a worker's,
+    else None: by its ``workerinput``, not the environment (an inner pytest run a
+    worker's test starts inherits it, and is no worker)."""
+    workerinput = getattr(config, "workerinput", None)
+    return str(workerinput.get("workerid", "?")) if workerinput is not None else None
 
 
 def worker_count() -> int:
@@ -384,8 +393,68 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+class _ControllerWatch:
+    """Registered in an xdist worker: when the controller (the process that started the
+    worker) ends without shutting it down (SIGKILLed, or it crashed), the worker stops
+    as on SIGTERM (the plugin's teardown: its tests interrupted, its guests closed), at
+    once.  It went on with its test and its guest for about 16 s: execnet sees the end
+    of its pipe at once but waits 5 s for the test to finish, then sends the worker a
+    SIGINT (lost where SIGINT is ignored: a run started in the background by a shell)
+    and 10 s later ends the process with ``os._exit``.  The controller's exit is waited
+    for on its pidfd (where there is none, old kernels, execnet's own end stays)."""
+
+    def __init__(self, worker: str) -> None:
+        import threading
+
+        from irqlab.vm.proc import pidfd
+
+        self.worker = worker
+        self.controller = os.getppid()
+        self.gone = False  # the controller ended: this worker was sent SIGTERM
+        self._fd = pidfd(self.controller)
+        self._stop_r, self._stop_w = os.pipe()  # written at unconfigure: the watch ends
+        self._thread: threading.Thread | None = None
+        if self._fd is not None:
+            self._thread = threading.Thread(
+                target=self._watch, name="irqlab-controller-watch", daemon=True
+            )
+            self._thread.start()
+
+    def _watch(self) -> None:
+        import select
+
+        assert self._fd is not None
+        # gone before its pidfd was opened: this worker's parent is another process now
+        if os.getppid() == self.controller:
+            ready, _, _ = select.select([self._fd, self._stop_r], [], [])
+            if self._stop_r in ready:
+                return
+        self.gone = True
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    def pytest_keyboard_interrupt(self) -> None:
+        """Said by the main thread (this thread's line went into pytest's capture)."""
+        if self.gone:
+            notice.say(
+                f"irqlab: xdist worker {self.worker}: the pytest controller (pid "
+                f"{self.controller}) ended without shutting it down; the worker stopped "
+                "its tests and guests as on SIGTERM"
+            )
+
+    def pytest_unconfigure(self) -> None:
+        os.write(self._stop_w, b"x")
+        if self._thread is not None:
+            self._thread.join()
+        for fd in (self._fd, self._stop_r, self._stop_w):
+            if fd is not None:
+                os.close(fd)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(_SharedSetupGroups(), "irqlab-shared-setup-groups")
+    worker = config_worker_id(config)
+    if worker is not None:
+        config.pluginmanager.register(_ControllerWatch(worker), "irqlab-controller-watch")
     if not hasattr(config, "workerinput"):
         config.pluginmanager.register(_Interrupts(config), "irqlab-run-interrupts")
         config.pluginmanager.register(_PlainReportIds(), "irqlab-plain-report-ids")

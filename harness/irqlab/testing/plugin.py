@@ -80,6 +80,8 @@ _CALL_PASSED = pytest.StashKey[bool]()  # the test's own call passed (set by mak
 # the marker on a test that names no guest fixture: checked once it ran (it may take
 # one through request.getfixturevalue)
 _MARKER_UNCLAIMED = pytest.StashKey[bool]()
+# the test took the session guest through request.getfixturevalue (_taken_at_run_time)
+_TAKEN = pytest.StashKey[bool]()
 # the guest fixtures of function scope set up for the test (pytest_fixture_setup)
 _GUEST_FIXTURES_TAKEN = pytest.StashKey[set[str]]()
 _MORE_LOGS = pytest.StashKey[list[Path]]()  # more of a test's logs (a kernel log check's)
@@ -554,14 +556,24 @@ class _StopWatch:
     minutes with its QEMU).  A KeyboardInterrupt a test catches itself starts nothing:
     only the one pytest ends the run with."""
 
-    def __init__(self, last: list[int]) -> None:
+    def __init__(self, config: pytest.Config, last: list[int]) -> None:
+        self.config = config
         self.last = last  # the signal of the handler's last raise (0: none of ours)
         self.watch: TeardownWatch | None = None
 
     def pytest_keyboard_interrupt(self) -> None:
         if self.watch is None:
-            self.watch = TeardownWatch(TEARDOWN_LIMIT_S, "pytest's teardown")
+            self.watch = TeardownWatch(TEARDOWN_LIMIT_S, "pytest's teardown", self._cut_short)
             self.watch.start(self.last[0] or signal.SIGINT)
+
+    def _cut_short(self, status: int) -> None:
+        """The run's outcome before the watch ends the process: interrupted, its teardown
+        cut short, and the status it ends with (it said ``interrupted (exit status 2)``,
+        pytest's, or nothing when the teardown hung before the session's end)."""
+        from irqlab.testing.parallel import mark_outcome
+
+        assert self.watch is not None
+        mark_outcome(self.config, status, f"interrupted; {self.watch.cut_short()}: cut short")
 
     def pytest_unconfigure(self) -> None:
         if self.watch is not None:
@@ -611,7 +623,7 @@ def _install_interrupts(config: pytest.Config) -> None:
 
     safe.set_handlers(mine, handler)
     config.stash[_SAFE_RAISE] = safe
-    config.pluginmanager.register(_StopWatch(last), "irqlab-stop-watch")
+    config.pluginmanager.register(_StopWatch(config, last), "irqlab-stop-watch")
 
 
 @pytest.hookimpl(trylast=True)
@@ -1000,16 +1012,16 @@ def irqlab_fresh_agent(
     it at its end, as with ``irqlab_agent``."""
     __tracebackhide__ = hide_test_frame
     irqlab_fresh_guest.reset()
-    _mark_test_start(request, irqlab_fresh_guest)
+    _mark_test_start(request.node, irqlab_fresh_guest)
     client = irqlab_fresh_guest.agent
     yield client
     _check_path_errors(irqlab_fresh_guest, client)
 
 
-def _mark_test_start(request: pytest.FixtureRequest, guest: Guest) -> None:
+def _mark_test_start(item: pytest.Item, guest: Guest) -> None:
     """The test's part of *guest*'s kernel log, in a failure's diagnostics, starts at
     the agent's reset of its setup."""
-    for diag, _ in request.node.stash.get(_DIAGNOSTICS, []):
+    for diag, _ in item.stash.get(_DIAGNOSTICS, []):
         if diag.guest is guest:
             diag.mark(guest.reset_at_ns)
 
@@ -1123,8 +1135,8 @@ def _one_guest_at_fixture_setup(name: str, item: pytest.Item) -> None:
     """The guest fixture *name* (of function scope) is set up for *item*: fail what
     :func:`_refuse_other_guests` could not see before, a fixture taken through
     ``request.getfixturevalue`` that makes it two guests, or the shared one under the
-    marker.  (The session's ``irqlab_guest`` itself is set up once per session: not
-    seen here.)"""
+    marker.  (The session's ``irqlab_guest`` itself, set up once per session, comes
+    here from :func:`_taken_at_run_time`.)"""
     if name not in _SHARED_TO_FRESH and name not in _FRESH:
         return
     taken = item.stash.setdefault(_GUEST_FIXTURES_TAKEN, set())
@@ -1177,10 +1189,11 @@ def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, None, None]:
 
 def _session_guest_taken_at_run_time(item: pytest.Item) -> bool:
     """Whether *item* took ``irqlab_guest`` through ``request.getfixturevalue`` (not in
-    its closure): a session fixture set up already is no fixture setup of the test's,
-    so only the request's list of the fixtures it used says so (pytest's private
-    ``_request``; tests/unit/test_plugin_options.py pins it)."""
-    if "irqlab_guest" in getattr(item, "fixturenames", ()):
+    its closure) but for the test or a function-scoped fixture of its (checked at the
+    take: :func:`_taken_at_run_time`): a wider-scoped fixture's take is no fixture setup
+    of the test's, so only the request's list of the fixtures it used says so
+    (pytest's private ``_request``; tests/unit/test_plugin_options.py pins it)."""
+    if "irqlab_guest" in getattr(item, "fixturenames", ()) or item.stash.get(_TAKEN, False):
         return False
     used = getattr(getattr(item, "_request", None), "fixturenames", ())
     return "irqlab_guest" in used
@@ -1246,18 +1259,23 @@ def revive(guest: Guest, config: pytest.Config | None = None, where: str = "") -
     """Replace a guest that died or froze (the health watch saw it), or that the host
     cannot reach any more (its SSH connection gone: a test killed the guest's sshd),
     with a new one of the same configuration: a restore from its snapshot, about half
-    a second.  Says so once on the terminal; returns the cause (None if the guest was
-    fine).  *where*: the test file being set up (a later failure there lists it)."""
+    a second.  Says so once on the terminal (under pytest-xdist naming the worker, whose
+    line it is among the others'); returns the cause (None if the guest was fine).
+    *where*: the test file being set up (a later failure there lists it)."""
+    from irqlab.testing.parallel import config_worker_id
+
     dead = guest.fault is not None or guest.machine is None or not guest.machine.is_running()
     lost = None if dead else guest.connection_lost()
     if not dead and lost is None:
         return None
+    worker = config_worker_id(config) if config is not None else None
+    who = f"xdist worker {worker}: " if worker is not None else ""
     if lost is not None:
         cause = lost
-        msg = f"irqlab: the session guest cannot be reached ({cause}); starting a new one"
+        msg = f"irqlab: {who}the session guest cannot be reached ({cause}); starting a new one"
     else:
         cause = guest.fault.cause if guest.fault is not None else "QEMU is not running"
-        msg = f"irqlab: the session guest died ({cause}); starting a new one"
+        msg = f"irqlab: {who}the session guest died ({cause}); starting a new one"
     last = config.stash.get(_LAST_USER, None) if config is not None else None
     if last is not None:
         msg += f" (the last test to use it: {last})"
@@ -1344,6 +1362,8 @@ def pytest_fixture_setup(
         _SETTING_UP.pop()
     if fixturedef.argname == "irqlab_guest" and not planned:
         _hold_session_guest(request.config, fixturedef, value)
+        _watch_takes_at_run_time(fixturedef)
+        _taken_at_run_time(value)  # this first take's (later ones: the watch's)
     return value
 
 
@@ -1411,41 +1431,96 @@ def irqlab_guest_alive(request: pytest.FixtureRequest) -> Guest | None:
     gets it reset (:func:`_reset_session_guest`), once, whichever of them it takes, and
     after its wider-scoped fixtures' setup as ``irqlab_agent``'s reset was: what those
     armed or opened through the agent is gone too.  Returns the guest (None for a test
-    without it; no guest is started for such a test)."""
+    without it; no guest is started for such a test).  A test that takes it only
+    through ``request.getfixturevalue`` gets the same there (:func:`_taken_at_run_time`)."""
     __tracebackhide__ = hide_test_frame
     if "irqlab_guest" not in request.fixturenames:
         return None
     guest: Guest = request.getfixturevalue("irqlab_guest")  # session scope: set up already
-    revive(guest, request.config, request.node.nodeid.split("::")[0])
-    if _LAST_USER in request.config.stash:
-        request.config.stash[_USER_BEFORE] = request.config.stash[_LAST_USER]
-    request.config.stash[_LAST_USER] = request.node.nodeid
+    _session_guest_for(request.node, guest, uses=bool(_shared_fixtures(request.node)))
+    return guest
+
+
+def _session_guest_for(item: pytest.Item, guest: Guest, *, uses: bool) -> None:
+    """*item* has the session guest *guest* (``irqlab_guest_alive``, or
+    :func:`_taken_at_run_time`): replaced if an earlier test killed it (:func:`revive`),
+    and for a test that *uses* it, its logs' and diagnostics' start marked for its
+    failure report and the guest reset (:func:`_reset_session_guest`)."""
+    __tracebackhide__ = hide_test_frame
+    from irqlab.testing.parallel import run_log_dir
+
+    config = item.config
+    revive(guest, config, item.nodeid.split("::")[0])
+    if _LAST_USER in config.stash:
+        config.stash[_USER_BEFORE] = config.stash[_LAST_USER]
+    config.stash[_LAST_USER] = item.nodeid
     # A failure's report names this test's part of the guest's logs and its diagnostics,
     # whichever of the session guest's fixtures the test took, itself or through a
     # fixture of its own (not a test that has it only through a conftest's autouse
     # session fixture: it uses a guest of its own, or none).  A report's extra: it
     # never fails the test's setup.
-    if _shared_fixtures(request.node):
-        estimate = None
-        with contextlib.suppress(Exception):
-            log_root = _test_log_root(request, request.getfixturevalue("irqlab_log_dir"))
-            request.node.stash[_GUEST_LOGS] = (LogSlicer(_guest_logs(guest)), log_root)
-            diag = GuestDiagnostics.start(guest)
-            request.node.stash.setdefault(_DIAGNOSTICS, []).append((diag, log_root))
-            estimate = diag.estimate
-        guest.reset_at_ns = None
-        _reset_session_guest(request, guest)
-        _mark_test_start(request, guest)
-        # the test's start by the guest's own clock for the kernel-log check at the
-        # session's end: the reset's (the agent's CLOCK_MONOTONIC), exact; the
-        # heartbeats' estimate is early by their delivery (hundreds of ms under load: a
-        # splat in an earlier test's last moments was blamed on this one)
-        start = guest.reset_at_ns / 1e9 if guest.reset_at_ns is not None else estimate
-        if start is not None and guest.machine is not None:
-            request.config.stash.setdefault(_TIMELINE, []).append(
-                (guest.machine, start, request.node.nodeid)
-            )
-    return guest
+    if not uses:
+        return
+    estimate = None
+    with contextlib.suppress(Exception):
+        log_root = _node_log_root(item, run_log_dir(config))
+        item.stash[_GUEST_LOGS] = (LogSlicer(_guest_logs(guest)), log_root)
+        diag = GuestDiagnostics.start(guest)
+        item.stash.setdefault(_DIAGNOSTICS, []).append((diag, log_root))
+        estimate = diag.estimate
+    guest.reset_at_ns = None
+    _reset_session_guest(item, guest)
+    _mark_test_start(item, guest)
+    # the test's start by the guest's own clock for the kernel-log check at the
+    # session's end: the reset's (the agent's CLOCK_MONOTONIC), exact; the
+    # heartbeats' estimate is early by their delivery (hundreds of ms under load: a
+    # splat in an earlier test's last moments was blamed on this one)
+    start = guest.reset_at_ns / 1e9 if guest.reset_at_ns is not None else estimate
+    if start is not None and guest.machine is not None:
+        config.stash.setdefault(_TIMELINE, []).append((guest.machine, start, item.nodeid))
+
+
+def _taken_at_run_time(guest: Any) -> None:
+    """The session guest *guest* was just taken through ``request.getfixturevalue`` by the
+    test being run or a function-scoped fixture of its, which does not name it (not in
+    its closure: ``irqlab_guest_alive`` did nothing for it): it gets the same as one that
+    names it (:func:`_session_guest_for`), once; a test with a guest of its own, or the
+    marker, fails there (:func:`_one_guest_at_fixture_setup`).  Taken so by a
+    wider-scoped fixture, it is replaced if dead (as :func:`pytest_fixture_setup` does
+    for one that names it), and the rest is said after the test
+    (:func:`_session_guest_taken_at_run_time`)."""
+    __tracebackhide__ = hide_test_frame
+    if not _RUNNING:
+        return
+    item = _RUNNING[-1]
+    if "irqlab_guest" in getattr(item, "fixturenames", ()) or item.stash.get(_TAKEN, False):
+        return
+    if any(scope != "function" for scope in _SETTING_UP):
+        revive(guest, item.config, item.nodeid.split("::")[0])
+        return
+    item.stash[_TAKEN] = True
+    _one_guest_at_fixture_setup("irqlab_guest", item)  # beside its own, under the marker
+    _session_guest_for(item, guest, uses=True)
+
+
+def _watch_takes_at_run_time(fixturedef: pytest.FixtureDef[Any]) -> None:
+    """Have :func:`_taken_at_run_time` see every later take of the session fixture
+    *fixturedef* (set up already: pytest returns its value with no hook of ours to see
+    it).  pytest runs ``FixtureDef.execute`` for every test, or fixture of its, that
+    takes the fixture (its closure's at the test's setup, else at
+    ``request.getfixturevalue``; once per test): this instance's is wrapped
+    (tests/unit/test_plugin_guest_via_fixture.py pins it)."""
+    if "execute" in vars(fixturedef):  # wrapped already
+        return
+    execute = fixturedef.execute
+
+    def watched(request: pytest.FixtureRequest) -> Any:
+        __tracebackhide__ = True
+        value = execute(request)  # type: ignore[arg-type]  # the SubRequest it gets
+        _taken_at_run_time(value)
+        return value
+
+    setattr(fixturedef, "execute", watched)  # noqa: B010  # mypy: a method's assignment
 
 
 @pytest.fixture
@@ -1462,7 +1537,7 @@ def irqlab_agent(
     _check_path_errors(irqlab_guest, client)
 
 
-def _reset_session_guest(request: pytest.FixtureRequest, guest: Guest) -> None:
+def _reset_session_guest(item: pytest.Item, guest: Guest) -> None:
     """:meth:`Guest.reset` of the session guest; one that died or froze before this test
     did anything in it (an earlier test froze it: nothing knew it when this test's setup
     began, and the health watch's verdict came during the reset, failing this test's
@@ -1470,7 +1545,7 @@ def _reset_session_guest(request: pytest.FixtureRequest, guest: Guest) -> None:
     __tracebackhide__ = hide_test_frame
     from irqlab.vm.health import GuestFault
 
-    stash = request.config.stash
+    stash = item.config.stash
     try:
         guest.reset()
     except GuestFault:
@@ -1478,7 +1553,7 @@ def _reset_session_guest(request: pytest.FixtureRequest, guest: Guest) -> None:
         if _USER_BEFORE in stash:  # the last test to use it before this one
             stash[_LAST_USER] = stash[_USER_BEFORE]
         try:
-            if revive(guest, request.config, request.node.nodeid.split("::")[0]) is None:
+            if revive(guest, item.config, item.nodeid.split("::")[0]) is None:
                 raise
         finally:
             if this is not None:
@@ -1629,7 +1704,8 @@ def pytest_runtest_makereport(
     # this test's story
     here = item.nodeid.split("::")[0]
     revivals = [m for where, m in item.config.stash.get(_REVIVALS, []) if where in ("", here)]
-    if revivals and "irqlab_guest" in getattr(item, "fixturenames", ()):
+    took = "irqlab_guest" in getattr(item, "fixturenames", ()) or item.stash.get(_TAKEN, False)
+    if revivals and took:
         _add_section(
             report,
             "irqlab: the session guest was replaced during this run",

@@ -1,0 +1,121 @@
+"""An xdist worker whose controller is SIGKILLed stops at once, with its guest: it went
+on for about 16 s with its test and its guest's QEMU (execnet's own end: 5 s, a SIGINT
+that a run started in the background ignores, 10 s more, ``os._exit``).  Real
+processes: a pytest controller with one worker (``-n 1``), whose session fixture
+starts a stand-in QEMU the way guests start theirs (:func:`irqlab.vm.proc.spawn`) and
+stops it at its teardown, as ``Guest.close`` does."""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from irqlab.testing.parallel import WORKER_ENV
+from irqlab.vm.proc import pidfd
+
+CONFTEST = """
+import os
+import sys
+
+import pytest
+
+from irqlab.vm import proc
+
+
+@pytest.fixture(scope="session")
+def guest():
+    qemu = proc.spawn([sys.executable, "-c", "import signal; signal.pause()"])
+    with open(os.environ["PIDS_FIFO"], "w") as f:  # the outer test waits for it
+        f.write(f"{os.getpid()} {qemu.pid}\\n")
+    yield qemu
+    proc.stop(qemu)
+"""
+TESTS = """
+import threading
+
+
+def test_runs_until_stopped(guest):
+    threading.Event().wait(300)
+"""
+LIMIT_S = 8.0  # the worker and its QEMU gone by then (they went after 15 s or more)
+
+
+def _ignore_sigint() -> None:
+    """As a shell does for a command it starts in the background (``pytest -n 1 &``)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _read_line(path: Path, writer: subprocess.Popen[bytes], timeout: float) -> str:
+    """The line *writer*'s run writes into the FIFO *path*; an AssertionError if it
+    exits (its pidfd readable) or *timeout* passes first."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    ended = pidfd(writer.pid)
+    try:
+        data = b""
+        deadline = time.monotonic() + timeout
+        while not data.endswith(b"\n"):
+            left = deadline - time.monotonic()
+            ready = select.select([fd, *([ended] if ended is not None else [])], [], [], left)[0]
+            assert left > 0 and fd in ready, f"nothing in {path}"
+            data += os.read(fd, 100)
+        return data.decode()
+    finally:
+        os.close(fd)
+        if ended is not None:
+            os.close(ended)
+
+
+def _gone_within(pid: int, timeout: float) -> bool:
+    fd = pidfd(pid)
+    if fd is None:  # no such process any more
+        return True
+    try:
+        return bool(select.select([fd], [], [], timeout)[0])
+    finally:
+        os.close(fd)
+
+
+def test_a_worker_stops_with_its_guest_when_the_controller_is_killed(tmp_path: Path) -> None:
+    (tmp_path / "conftest.py").write_text(CONFTEST)
+    (tmp_path / "test_stopped.py").write_text(TESTS)
+    fifo = tmp_path / "pids"
+    os.mkfifo(fifo)
+    env = {k: v for k, v in os.environ.items() if k not in WORKER_ENV}
+    env.update(PIDS_FIFO=str(fifo), IRQLAB_LOG_DIR=str(tmp_path / "logs"))
+    err = tmp_path / "output.txt"  # its stdout and stderr, the worker's stderr too
+    with err.open("wb") as output:
+        controller = subprocess.Popen(
+            [sys.executable, "-m", "pytest", "-n", "1", "-p", "no:cacheprovider", "-q"],
+            cwd=tmp_path,
+            env=env,
+            stdout=output,
+            stderr=output,
+            preexec_fn=_ignore_sigint,
+            start_new_session=True,
+        )
+    try:
+        try:
+            worker, qemu = map(int, _read_line(fifo, controller, 120).split())
+        except AssertionError:
+            raise AssertionError(f"the run: {err.read_text()}") from None
+        controller.kill()
+        controller.wait()
+        start = time.monotonic()
+        assert _gone_within(worker, LIMIT_S), f"the worker outlived its controller {LIMIT_S} s"
+        assert _gone_within(qemu, 2.0), "the worker's QEMU outlived it"
+        took = time.monotonic() - start
+    finally:
+        if controller.poll() is None:
+            controller.kill()
+            controller.wait()
+    said = " ".join(err.read_text().split())
+    assert (
+        "irqlab: xdist worker gw0: the pytest controller (pid "
+        f"{controller.pid}) ended without shutting it down; the worker stopped its tests "
+        "and guests as on SIGTERM"
+    ) in said, (took, said)

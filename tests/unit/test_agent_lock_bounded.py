@@ -91,3 +91,19 @@ def test_a_thread_waiting_for_the_agent_lock_names_who_holds_it() -> None:
     ), said
     assert said.endswith("s (killing the agent daemon (pid 4242) the health watch gave up)")
     assert got["holder"] is new  # the holder's replacement went on
+
+
+def test_an_interrupt_right_after_the_lock_is_taken_lets_it_go() -> None:
+    """A Ctrl-C between the acquire and the caller's try (the holder's bookkeeping)
+    kept the lock: every later g.agent waited its whole bound, then blamed that thread."""
+    g = Guest(GuestConfig(name="t"))
+
+    def interrupted(what: str) -> None:
+        raise KeyboardInterrupt
+
+    g._agent_doing = interrupted  # type: ignore[method-assign]
+    with pytest.raises(KeyboardInterrupt):
+        g._take_agent_lock()
+    assert g._agent_lock.acquire(blocking=False), "the agent lock stayed held"
+    g._agent_lock.release()
+    assert g._agent_holder is None

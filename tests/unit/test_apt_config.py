@@ -7,6 +7,7 @@ old answers, and an ``apt-get update`` of the moved lists was never seen.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -76,3 +77,24 @@ def test_an_apt_config_apt_cannot_read_falls_back(
     bad.write_text("Dir::State::lists {{{\n")
     monkeypatch.setenv("APT_CONFIG", str(bad))
     assert debs.apt_state_files() == (bad, *debs.APT_STATE_FILES)
+
+
+def test_a_qemu_source_apt_config_hides_names_the_deb_src_entry(
+    moved_lists: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The deb-src entry goes to /etc/apt/sources.list.d/ whatever APT_CONFIG says: an
+    apt that reads its sources elsewhere found no QEMU source, and the error did not say
+    why."""
+    from irqlab.build.steps import BuildError, StepLog
+
+    entry = tmp_path / "irqlab-deb-src.sources"
+    entry.write_text("Types: deb-src\n")  # written before: only apt's update runs
+    monkeypatch.setattr(qemu, "DEB_SRC_FILE", entry)
+    monkeypatch.setattr(qemu, "_have_qemu_source", lambda version: False)
+    with StepLog(tmp_path / "build.log") as steps:
+        monkeypatch.setattr(steps, "run", lambda *a, **kw: None)
+        with pytest.raises(BuildError) as e:
+            qemu._ensure_deb_src(steps, "1:7.2+dfsg-7+deb12u99")
+    said = str(e.value)
+    assert "apt has no source for qemu 1:7.2+dfsg-7+deb12u99" in said
+    assert f"APT_CONFIG={os.environ['APT_CONFIG']}" in said and str(entry) in said, said

@@ -121,6 +121,18 @@ def test_an_earlier_migrations_last_event_does_not_end_this_wait(stale: str) -> 
     assert not q.events, "returned before this migration's own completed event"
 
 
+def test_qemus_answer_decides_over_a_leftover_final_event() -> None:
+    """An earlier save's late event is final too: QEMU's own status of this migration
+    decides (a late "completed" made a failed save look good, a late "failed" threw a
+    good one away)."""
+    q = LateEvents(["completed"], ["failed"])
+    with pytest.raises(snapshot.SnapshotError, match="migration failed"):
+        snapshot._wait_migration(q, 5.0, "saving")  # type: ignore[arg-type]
+    q = LateEvents(["failed"], ["completed"])
+    ev = snapshot._wait_migration(q, 5.0, "saving")  # type: ignore[arg-type]
+    assert ev["data"]["status"] == "completed"
+
+
 class FdQemu:
     """Takes the state file's descriptor (``getfd``) and the migrate command."""
 

@@ -736,7 +736,14 @@ def _ensure_deb_src(steps: StepLog, version: str) -> None:
         DEB_SRC_FILE.write_text(entry)
     steps.run("deb-src", ["apt-get", "update", "-q"], env=_APT_ENV)
     if not _have_qemu_source(version):
-        raise BuildError("deb-src", steps.path, f"apt has no source for qemu {version}")
+        said = f"apt has no source for qemu {version}"
+        if os.environ.get("APT_CONFIG"):
+            said += (
+                f" (APT_CONFIG={os.environ['APT_CONFIG']}: irqlab wrote its deb-src entry to "
+                f"{DEB_SRC_FILE}, which a configuration that moves apt's sources does not "
+                "read; give it a deb-src line of its own)"
+            )
+        raise BuildError("deb-src", steps.path, said)
 
 
 def _fetch_debian_source(steps: StepLog, source: QemuSource, dest: Path) -> None:

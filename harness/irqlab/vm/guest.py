@@ -3254,8 +3254,13 @@ class Guest:
                 f"the guest {self.config.name!r}: no agent session after {wait:.0f} s of "
                 f"waiting for another thread's new one: {held}"
             )
-        self._agent_holder = (threading.current_thread().name, time.monotonic(), "")
-        self._agent_doing("closing the old agent session")
+        try:  # held from here on: a Ctrl-C before the caller's try must not keep it
+            self._agent_holder = (threading.current_thread().name, time.monotonic(), "")
+            self._agent_doing("closing the old agent session")
+        except BaseException:
+            self._agent_holder = None
+            self._agent_lock.release()
+            raise
 
     def _agent_doing(self, what: str) -> None:
         """What the thread holding the agent lock does now, for the others' error."""

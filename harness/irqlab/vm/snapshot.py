@@ -211,10 +211,13 @@ def _wait_migration(
         info = {}
         with contextlib.suppress(MachineError, QMPFailure, QMPCommandError):
             info = machine.qmp("query-migrate") or {}
-        if info.get("status") in _UNDER_WAY:
+        said = info.get("status")
+        if said in _UNDER_WAY:
             continue
+        if said in ("completed", "failed", "cancelled"):
+            status = said  # QEMU's word on this one, not the event's (maybe the earlier's)
         if status == "completed":
-            return ev
+            return {"event": "MIGRATION", "data": {"status": status}}
         raise SnapshotError(_failed(what, status, info, written))
 
 

@@ -52,6 +52,15 @@ def test_only_irqlabs_recipes_build_into_the_cache() -> None:
     assert outputs.is_recipe("test-kmod-read_window") and not outputs.is_recipe("test-kmod-")
 
 
+@pytest.mark.parametrize("digest", ["second-save-0123456789ab", "0" * 15, "0" * 17, "A" * 16])
+def test_only_digests_name_outputs(tmp_path: Path, digest: str) -> None:
+    """snapshot.save(m, "second-save-...") stored a 140 MB snapshot that no lookup,
+    listing, discard or prune ever found again (their pattern: 16 hex digits)."""
+    with pytest.raises(ValueError, match="is no digest of an output"):
+        cache.cached_build("snapshot", digest, _build("x"))
+    assert not list(tmp_path.parent.glob(f"*{digest}*"))
+
+
 def test_failed_build_leaves_nothing_complete(tmp_path: Path) -> None:
     def build(out: Path) -> None:
         (out / "half").write_text("x")

@@ -407,6 +407,8 @@ def cached_build(
     """
     if not is_recipe(name):  # its outputs would be none of irqlab's (foreign)
         raise ValueError(f"{name!r} is no recipe of irqlab.build.outputs.RECIPES")
+    if not _DIGEST.fullmatch(digest):  # the same: never listed, looked up or pruned
+        raise ValueError(f"{digest!r} is no digest of an output (16 hex digits)")
     final = output_dir(name, digest)
     keep = keep_count() if evict else None  # a bad value fails on a cache hit too
     if not force and _serves(name, final, say=True):
@@ -443,6 +445,9 @@ TRASH = ".trash"  # suffix of an output or shared part being removed (a leftover
 _ENTRY = re.compile(
     r"^(?P<name>[a-z][a-z0-9_-]*?)-(?P<digest>[0-9a-f]{16})(?P<tmp>\.tmp|\.trash)?$"
 )
+
+
+_DIGEST = re.compile(r"[0-9a-f]{16}")  # an output's digest, as _ENTRY reads it
 
 
 def _output_name(name: str) -> re.Match[str] | None:

@@ -11,12 +11,10 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from kmods import build_test_kmod
 
 from irqlab.testing.helpers import wait_until
-from irqlab.testing.plugin import start_guest
 from irqlab.vm.agent_client import AgentClient
-from irqlab.vm.guest import Guest, GuestConfig
+from irqlab.vm.guest import Guest
 from irqlab.vm.loadscale import scaled
 
 DEV = "/dev/blocking_read"
@@ -24,15 +22,9 @@ PARAMS = "/sys/module/blocking_read/parameters"
 TIMEOUT = 30.0  # the host's wait for an answer: well past the reads' wait_ms
 
 
-@pytest.fixture(scope="module")
-def guest() -> Iterator[Guest]:
-    g = start_guest(
-        GuestConfig(name="no-poll-read", extra_modules=[build_test_kmod("blocking_read")])
-    )
-    try:
-        yield g
-    finally:
-        g.close()
+@pytest.fixture
+def guest(blocking_read_guest: Guest) -> Guest:
+    return blocking_read_guest
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import signal
@@ -45,7 +46,7 @@ from irqlab_agent.protocol import (
     parse_request,
     read_line,
 )
-from irqlab_agent.sysio import SigInfo, SignalFd, block_signals
+from irqlab_agent.sysio import SigInfo, SignalFd, block_signals, raw_read
 from irqlab_agent.uio import UioPath
 
 HW_PATH_KINDS: dict[str, type[NotificationPath]] = {
@@ -159,7 +160,7 @@ class Agent:
         self.abi = abi
         self.writer = writer
         self.paths: dict[str, NotificationPath] = {}
-        self.handles: dict[str, int] = {}
+        self.handles: dict[str, Handle] = {}
         self.running = True
         self.closed = False  # shut down: arms nothing more
         # time.monotonic() at the start of the request being handled, None between
@@ -268,9 +269,9 @@ class Agent:
     def _close_handles(self) -> None:
         handles = list(self.handles.values())
         self.handles.clear()
-        for fd in handles:
+        for h in handles:
             with contextlib.suppress(OSError):
-                os.close(fd)
+                os.close(h.fd)  # a read stuck in it holds the file: it is released then
 
     # -- ops ------------------------------------------------------------------------
     def op_ping(self, req: Request) -> JsonObj:
@@ -393,10 +394,10 @@ class Agent:
         if req.get_bool("nonblock", True):
             flags |= os.O_NONBLOCK
         fd = os.open(req.get_str("dev", DEFAULT_DEV), flags)
-        self.handles[name] = fd
+        self.handles[name] = Handle(name, fd)
         return ok(req.id, name=name, fd=fd)
 
-    def _handle(self, req: Request) -> int:
+    def _handle(self, req: Request) -> Handle:
         name = req.get_str("name")
         try:
             return self.handles[name]
@@ -407,22 +408,57 @@ class Agent:
         """One read(2) on an open handle; ``as`` = records | count | raw.  A blocking
         handle (``nonblock=false``) waits up to ``wait_ms`` (default 10 s, at most
         :data:`MAX_WAIT_MS`) for something to read, then answers ``errno``
-        ``ETIMEDOUT`` without reading: a read never blocks the session for ever."""
-        fd = self._handle(req)
+        ``ETIMEDOUT`` without reading: a read never blocks the session for ever.
+
+        The read(2) itself runs in a thread of its own (:class:`BoundedRead`), waited for
+        until ``wait_ms`` ran out: a driver's read() may block although poll(2) said
+        readable (one without a .poll handler is always "readable") or O_NONBLOCK was
+        asked.  Then a signal (:data:`STOP_SIGNAL`, EINTR) ends it: ETIMEDOUT,
+        ``interrupted`` true.  One that no signal ends (the driver waits
+        uninterruptibly, wait_event) is left in the driver: ETIMEDOUT and ``stuck`` (where
+        the thread waits); the handle's later reads wait their ``wait_ms`` for it and
+        answer what it read (``late``: the id of the request it was) or ``EBUSY``,
+        its ioctls ``EBUSY``, until it returns; ``close`` and ``reset`` close it at
+        once, and the rest of the session works on."""
+        h = self._handle(req)
         mode = req.get_str("as", "records")
         if mode not in ("records", "count", "raw"):  # before the read consumes anything
             raise ProtocolError(f"read: 'as' must be records, count or raw, not {mode!r}")
         default = COUNT_FMT.size if mode == "count" else self.abi.record_size * 64
         size = req.get_int("size", default, lo=0, hi=1 << 20)
         wait_ms = req.get_float("wait_ms", READ_WAIT_MS, hi=MAX_WAIT_MS)
-        blocking = not fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_NONBLOCK
-        if blocking and not _readable(fd, wait_ms, lambda: self.closed):
+        deadline = time.monotonic() + wait_ms / 1000
+        if h.stuck is not None:  # an earlier read still in the driver, or its result
+            earlier = h.stuck
+            if not earlier.wait(deadline, self._stopped):
+                return ok(req.id, errno="EBUSY", nbytes=None, stuck=earlier.describe(h.name))
+            h.stuck = None
+            return self._read_answer(req.id, mode, earlier, late=earlier.req_id)
+        blocking = not fcntl.fcntl(h.fd, fcntl.F_GETFL) & os.O_NONBLOCK
+        if blocking and not _readable(h.fd, wait_ms, self._stopped):
             return ok(req.id, errno="ETIMEDOUT", nbytes=None)
-        try:
-            data = os.read(fd, size)
-        except OSError as e:
-            return ok(req.id, errno=errno_name(e.errno or 0), nbytes=None)
-        out = ok(req.id, errno=None, nbytes=len(data), wake_ns=mono_ns())
+        rd = BoundedRead(h.fd, size, req.id)
+        if not rd.wait(deadline, self._stopped):
+            if not rd.interrupt(INTERRUPT_GRACE_S):
+                h.stuck = rd
+                return ok(req.id, errno="ETIMEDOUT", nbytes=None, stuck=rd.describe(h.name))
+            if rd.errno == errno.EINTR:
+                return ok(req.id, errno="ETIMEDOUT", nbytes=None, interrupted=True)
+        return self._read_answer(req.id, mode, rd)
+
+    def _stopped(self) -> bool:
+        return self.closed
+
+    def _read_answer(
+        self, req_id: int, mode: str, rd: BoundedRead, late: int | None = None
+    ) -> JsonObj:
+        """The answer to a read of *rd*'s result as ``as`` *mode*; *late*: the id of
+        the request whose read it was (one left in the driver)."""
+        extra: JsonObj = {} if late is None else {"late": late}
+        if rd.data is None:
+            return ok(req_id, errno=errno_name(rd.errno or 0), nbytes=None, **extra)
+        data = rd.data
+        out = ok(req_id, errno=None, nbytes=len(data), wake_ns=rd.wake_ns, **extra)
         if mode == "raw":
             out["hex"] = data.hex()
         elif mode == "count":
@@ -432,13 +468,16 @@ class Agent:
         return out
 
     def op_close(self, req: Request) -> JsonObj:
-        fd = self._handle(req)
-        del self.handles[req.get_str("name")]
-        os.close(fd)
+        h = self._handle(req)
+        del self.handles[h.name]
+        os.close(h.fd)  # at once, a read stuck in it too (it holds the file until it returns)
         return ok(req.id)
 
     def op_ioctl(self, req: Request) -> JsonObj:
-        fd = self._handle(req)
+        h = self._handle(req)
+        if h.stuck is not None and not h.stuck.done.is_set():  # its driver may hold a lock
+            return ok(req.id, errno="EBUSY", result=None, stuck=h.stuck.describe(h.name))
+        fd = h.fd
         io = self.abi.ioctls.get(req.get_str("ioctl"))
         if io is None:
             raise ProtocolError(f"unknown ioctl; known: {sorted(self.abi.ioctls)}")
@@ -594,6 +633,137 @@ def _readable(fd: int, wait_ms: float, stopped: Callable[[], bool]) -> bool:
             return True
         if left <= STOP_CHECK_S or stopped():
             return False
+
+
+# A read left in the driver after its wait_ms: how long STOP_SIGNAL is sent (every
+# INTERRUPT_RETRY_S: one that came before the thread entered read(2) ended nothing)
+# for it to return before it counts as stuck (the driver waits uninterruptibly).
+INTERRUPT_GRACE_S = 1.0
+INTERRUPT_RETRY_S = 0.05
+STACK_FRAMES = 8  # of a stuck read's kernel stack, in its description
+
+
+class Handle:
+    """A file the session opened (``open``): its *name*, its *fd*, and the read(2) of
+    it that the agent left in the driver (``stuck``, see :meth:`Agent.op_read`) until
+    a read request takes its result."""
+
+    __slots__ = ("fd", "name", "stuck")
+
+    def __init__(self, name: str, fd: int) -> None:
+        self.name = name
+        self.fd = fd
+        self.stuck: BoundedRead | None = None
+
+
+def _can_interrupt() -> bool:
+    """Whether :data:`STOP_SIGNAL` has a handler here (the agent's main() sets it): sent
+    with none it would end the process."""
+    handler = signal.getsignal(STOP_SIGNAL)
+    return handler not in (signal.SIG_DFL, signal.SIG_IGN, None)
+
+
+class BoundedRead:
+    """One read(2) of *fd* (at most *size* bytes) for request *req_id*, in a daemon
+    thread of its own: the session waits for it until a deadline, can end it with a
+    signal, and can leave behind one that no signal ends."""
+
+    def __init__(self, fd: int, size: int, req_id: int) -> None:
+        self.fd = fd
+        self.size = size
+        self.req_id = req_id
+        self.data: bytes | None = None
+        self.errno: int | None = None
+        self.wake_ns = 0
+        self.tid: int | None = None
+        self.started = time.monotonic()
+        self.done = threading.Event()
+        # held while the thread may be signalled: once done is set under it the thread
+        # is never signalled again (its pthread id may be another thread's by then)
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name=f"read-{req_id}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        self.tid = threading.get_native_id()
+        try:
+            self.data = raw_read(self.fd, self.size)  # EINTR raised, not retried
+        except OSError as e:
+            self.errno = e.errno or errno.EIO
+        self.wake_ns = mono_ns()
+        with self._lock:
+            self.done.set()
+
+    def wait(self, deadline: float, stopped: Callable[[], bool]) -> bool:
+        """Whether the read returned by *deadline* (time.monotonic()); False at once
+        when *stopped* says so (the session was stopped, as :func:`_readable`)."""
+        while True:
+            left = deadline - time.monotonic()
+            if self.done.wait(max(0.0, min(left, STOP_CHECK_S))):
+                return True
+            if left <= STOP_CHECK_S or stopped():
+                return self.done.is_set()
+
+    def interrupt(self, grace: float) -> bool:
+        """Send :data:`STOP_SIGNAL` to the thread until its read returns, for at most
+        *grace* s; whether it returned."""
+        if not _can_interrupt():
+            return self.done.wait(0)
+        deadline = time.monotonic() + grace
+        while True:
+            with self._lock:
+                ident = self._thread.ident
+                if self.done.is_set():
+                    return True
+                if ident is not None:
+                    with contextlib.suppress(ProcessLookupError, OSError):
+                        signal.pthread_kill(ident, STOP_SIGNAL)
+            left = deadline - time.monotonic()
+            if self.done.wait(max(0.0, min(left, INTERRUPT_RETRY_S))):
+                return True
+            if left <= INTERRUPT_RETRY_S:
+                return False
+
+    def describe(self, handle: str) -> str:
+        """That the read of handle *handle* is still in the driver, and where: its
+        thread's state, wait channel and kernel stack (from /proc, as far as they can
+        be read)."""
+        waited = time.monotonic() - self.started
+        how = "a signal did not end it" if _can_interrupt() else "no signal was sent"
+        where = [f"thread {self.tid}"]
+        task = f"/proc/self/task/{self.tid}"
+        state = _proc_text(f"{task}/stat")
+        if ")" in state:
+            letter = state.rsplit(")", 1)[1].split()[0]
+            where.append(f"state {letter}{STATE_WORDS.get(letter, '')}")
+        wchan = _proc_text(f"{task}/wchan").strip()
+        if wchan and wchan != "0":
+            where.append(f"wchan {wchan}")
+        frames = [
+            line.split("] ", 1)[-1].strip() for line in _proc_text(f"{task}/stack").splitlines()
+        ]
+        frames = [f for f in frames if f]
+        if frames:
+            more = " <- ..." if len(frames) > STACK_FRAMES else ""
+            where.append("kernel stack: " + " <- ".join(frames[:STACK_FRAMES]) + more)
+        return (
+            f"the read(2) of request {self.req_id} is still blocked in the driver's read() "
+            f"{waited:.1f} s after it began ({how}: the driver waits uninterruptibly?): "
+            f"{', '.join(where)}; handle {handle!r} answers EBUSY until it returns "
+            "(close or reset closes it)"
+        )
+
+
+STATE_WORDS = {"D": " (uninterruptible)", "S": " (sleeping)", "R": " (running)"}
+
+
+def _proc_text(path: str) -> str:
+    """The text of a /proc file, or "" when it cannot be read."""
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return ""
 
 
 def path_kinds() -> dict[str, dict[str, bool]]:

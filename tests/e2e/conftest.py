@@ -22,6 +22,25 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.e2e)
 
 
+@pytest.fixture(scope="module")
+def blocking_read_guest() -> Iterator[Guest]:
+    """A guest of the module's own with tests/e2e/kmods/blocking_read loaded: its
+    /dev/blocking_read's read() has no .poll handler and waits for a write, in state D
+    with the module's ``uninterruptible`` parameter set."""
+    from kmods import build_test_kmod  # same directory (rootdir-relative import)
+
+    from irqlab.testing.plugin import start_guest
+    from irqlab.vm.guest import GuestConfig
+
+    g = start_guest(
+        GuestConfig(name="blocking-read", extra_modules=[build_test_kmod("blocking_read")])
+    )
+    try:
+        yield g
+    finally:
+        g.close()
+
+
 @pytest.fixture
 def ring_size(irqlab_guest: Guest) -> Iterator[Callable[[int], int]]:
     """``ring_size(n)``: files of /dev/irqlabN opened from then on get a driver ring of

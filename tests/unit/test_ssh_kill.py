@@ -6,12 +6,15 @@ for paramiko."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import threading
 
 import pytest
 from fake_ssh import FakeChannel, FakeTransport, connected  # same directory
 
-from irqlab.vm.ssh import SshClient, SshTimeout, tagged
+from irqlab.vm.ssh import CMD_TAG_VAR, SshClient, SshTimeout, killed_message, tagged
 
 
 def kill_finds_two(cmd: str) -> tuple[bytes, int | None]:
@@ -179,3 +182,63 @@ def test_irqlab_run_at_ctrl_c_stops_its_guest_without_a_kill_first(
     assert main(["run", "-n", "--", "cat /dev/irqlab0"]) == 130
     assert t.opened[0].commands == ["cat /dev/irqlab0"]
     assert kills == [] and closed == [True]
+
+
+# -- a killed process that does not die ------------------------------------------------
+
+# The kill script's report of a process SIGKILL did not end: a driver's wait_event.
+STUCK_CAT = (
+    b"1\n151 state D\n151 comm cat\n151 wchan mydrv_read\n"
+    b"151 stack [<0>] mydrv_read+0x22c/0x2ad [mydrv]\n151 stack [<0>] vfs_read+0xa5/0x310\n"
+)
+
+
+def test_a_timeout_whose_command_did_not_die_says_so_and_where_it_waits() -> None:
+    """It said "(killed in the guest: 1 process)" of a `cat` that ps showed in state D
+    after: the kills sent were counted, not the processes that died."""
+    t = FakeTransport(
+        reply=lambda cmd: (STUCK_CAT, 0) if "/proc/[0-9]*/environ" in cmd else (b"", None)
+    )
+    ssh, _ = connected(t)
+    with pytest.raises(SshTimeout) as e:
+        ssh.run("cat /dev/mydrv", timeout=0.01)
+    assert str(e.value) == (
+        "timeout (0.01s) running: cat /dev/mydrv (1 process did not die: pid 151 (cat), "
+        "state D (uninterruptible), wchan mydrv_read, kernel stack: "
+        "mydrv_read+0x22c/0x2ad [mydrv] <- vfs_read+0xa5/0x310)"
+    )
+
+
+def test_killed_message_counts_the_dead_and_names_the_living() -> None:
+    assert killed_message(0, "") == ""
+    assert killed_message(3, "") == " (killed in the guest: 3 processes)"
+    stack = "".join(f"9 stack [<0>] f{i}+0x1/0x2\n" for i in range(12))
+    said = killed_message(3, f"9 state S\n9 comm my prog\n9 wchan 0\n{stack}8 state D\n")
+    assert said == (
+        " (killed in the guest: 1 process; 2 processes did not die: pid 9 (my prog), "
+        "state S (sleeping), kernel stack: f0+0x1/0x2 <- f1+0x1/0x2 <- f2+0x1/0x2 <- "
+        "f3+0x1/0x2 <- f4+0x1/0x2 <- f5+0x1/0x2 <- f6+0x1/0x2 <- f7+0x1/0x2 <- ...; "
+        "pid 8, state D (uninterruptible))"
+    )
+
+
+def test_the_kill_script_in_a_real_shell_sees_its_processes_die() -> None:
+    """The script itself, run by this host's sh over its own /proc: the tagged process
+    is killed, and found dead (a zombie of this test until reaped: dead too)."""
+
+    def reply(cmd: str) -> tuple[bytes, int | None]:
+        if "/proc/[0-9]*/environ" not in cmd:
+            return b"", None
+        r = subprocess.run(["sh", "-c", cmd], capture_output=True, timeout=30, check=False)
+        assert r.stderr == b"", r.stderr
+        return r.stdout, r.returncode
+
+    ssh, _ = connected(FakeTransport(reply=reply))
+    proc = ssh.open_process("sleep 60")
+    local = subprocess.Popen(["sleep", "60"], env={**os.environ, CMD_TAG_VAR: proc.tag})
+    try:
+        assert proc.kill() == " (killed in the guest: 1 process)"
+        assert local.wait(10) == -signal.SIGKILL
+    finally:
+        local.kill()
+        local.wait()

@@ -77,6 +77,18 @@ CLOCK_SAMPLES = 8  # heartbeats (1 s apart) that guest_now_ns reads the offset f
 # the fields a message is told by, first in its summary (a long message is cut at the end)
 KEY_FIELDS = ("type", "path", "seq", "value", "count", "errno", "error")
 SUMMARY_CHARS = 240
+REQUEST_SUMMARY_CHARS = 160  # of a request, in its timeout's message
+
+
+def describe_request(op: str, args: Mapping[str, Any]) -> str:
+    """A request in short, for the errors of its wait: its op, then its arguments as
+    ``key=value``, the ones that name what it works on (``name``: a handle or path,
+    ``dev``, ``path``) first, cut to about :data:`REQUEST_SUMMARY_CHARS` characters
+    (e.g. ``op 'read', name='h', as='raw', size=4, wait_ms=1000``)."""
+    first = [k for k in ("name", "dev", "path") if k in args]
+    keys = first + [k for k in args if k not in first]
+    text = ", ".join([f"op {op!r}", *(f"{k}={args[k]!r}" for k in keys)])
+    return text if len(text) <= REQUEST_SUMMARY_CHARS else text[:REQUEST_SUMMARY_CHARS] + " ..."
 
 
 def summarize_message(msg: Event) -> str:
@@ -466,6 +478,8 @@ class AgentClient:
         try:
             rid = self.submit(op, **args)  # (a line cut short by it is as bad)
             resp = self.response(rid, request_timeout(op, args) if timeout is None else timeout)
+        except AgentTimeout as e:  # which request, and on what (a handle's name)
+            raise AgentTimeout(f"{e} ({describe_request(op, args)})") from None
         except BaseException as e:
             if not isinstance(e, Exception):  # its own errors are no interruption
                 self.interrupted = f"request {op!r} was interrupted ({type(e).__name__})"

@@ -76,6 +76,12 @@ CHANNEL_OPEN_TIMEOUT = 10.0  # s: at least, for a command's channel to open
 STATUS_GRACE = 0.5  # s: a finished command's exit status and stderr, at the deadline
 KILL_TIMEOUT = 5.0  # s: the kill of a timed-out command's processes
 KILL_TIMEOUT_INTERRUPTED = 2.0  # s: the same after Ctrl-C (a frozen guest: not long)
+# s: how long the processes a kill sent SIGKILL to have to die (be gone or a zombie)
+# before they are said not to have died (an uninterruptible wait in a driver, state D)
+DEATH_WAIT_S = 1.0
+DEATH_POLL_S = 0.05  # s: how often that wait looks
+STACK_FRAMES = 8  # of a process that did not die, in the message
+STATE_WORDS = {"D": "uninterruptible", "S": "sleeping", "R": "running", "T": "stopped"}
 
 # A reconnect (a connection to the guest had worked) gives up after this many attempts
 # in a row that nothing answered: QEMU's forward accepted the TCP connection and then
@@ -554,6 +560,47 @@ class RemoteProcess:
         return killed
 
 
+def _plural(n: int) -> str:
+    return f"{n} process{'' if n == 1 else 'es'}"
+
+
+def killed_message(sent: int, survivors: str) -> str:
+    """What a timed-out command's message adds about its kill: *sent* processes were
+    sent SIGKILL, and *survivors* is the kill script's report of those that did not die
+    (lines "PID state|comm|wchan|stack VALUE", as :meth:`SshClient._kill_tagged` writes
+    them), e.g. " (killed in the guest: 1 process; 1 process did not die: pid 151 (cat),
+    state D (uninterruptible), wchan mydrv_read, kernel stack: mydrv_read+0x22/0x90
+    [mydrv] <- vfs_read+0xa5/0x310 <- ...)"; "" when nothing was sent."""
+    facts: dict[str, dict[str, list[str]]] = {}
+    for line in survivors.splitlines():
+        pid, _, rest = line.strip().partition(" ")
+        kind, _, value = rest.partition(" ")
+        if pid.isdigit() and kind:
+            facts.setdefault(pid, {}).setdefault(kind, []).append(value.strip())
+    said = []
+    for pid, f in facts.items():
+        comm = " ".join(f.get("comm", [])).strip()
+        parts = [f"pid {pid}" + (f" ({comm})" if comm else "")]
+        state = " ".join(f.get("state", [])).strip()
+        if state:
+            word = STATE_WORDS.get(state)
+            parts.append(f"state {state}" + (f" ({word})" if word else ""))
+        wchan = " ".join(f.get("wchan", [])).strip()
+        if wchan and wchan != "0":
+            parts.append(f"wchan {wchan}")
+        frames = [fr.split("] ", 1)[-1].strip() for fr in f.get("stack", [])]
+        frames = [fr for fr in frames if fr]
+        if frames:
+            more = " <- ..." if len(frames) > STACK_FRAMES else ""
+            parts.append("kernel stack: " + " <- ".join(frames[:STACK_FRAMES]) + more)
+        said.append(", ".join(parts))
+    died = sent - len(said)
+    words = [f"killed in the guest: {_plural(died)}"] if died > 0 else []
+    if said:
+        words.append(f"{_plural(len(said))} did not die: " + "; ".join(said))
+    return f" ({'; '.join(words)})" if words else ""
+
+
 class SshClient:
     """One SSH connection to the guest."""
 
@@ -903,14 +950,31 @@ class SshClient:
         # Pass after pass until one finds nothing: a loop forks new ones until its
         # shell is gone.  Nothing found at first may be a command not started yet (its
         # channel just opened): the first passes then wait 0.1 s each.
+        # Then, for at most DEATH_WAIT_S, whether the killed died (gone, or a zombie):
+        # one in an uninterruptible wait (a driver's wait_event, state D) does not, and
+        # is said with where it waits.  A killed one's pid for that is kept in $dead.
+        # At most half the time left goes to that wait: the kill's answer must come.
+        wait = min(DEATH_WAIT_S, (deadline - time.monotonic()) / 2)
+        tries = " ".join(str(i) for i in range(1, max(1, round(wait / DEATH_POLL_S)) + 1))
         script = (
-            "n=0; seen=' '; for try in 1 2 3 4 5 6 7 8; do k=0; "
+            "n=0; seen=' '; dead=''; for try in 1 2 3 4 5 6 7 8; do k=0; "
             f"for p in $(grep -l '{pattern}' /proc/[0-9]*/environ /proc/[0-9]*/cmdline "
             '2>/dev/null | cut -d/ -f3 | sort -u); do case $seen in *" $p "*) continue;; esac; '
-            'seen="$seen$p "; kill -KILL $p 2>/dev/null && k=$((k+1)); '
+            'seen="$seen$p "; kill -KILL $p 2>/dev/null && { k=$((k+1)); dead="$dead $p"; }; '
             "done; n=$((n+k)); [ $k -eq 0 ] && [ $n -gt 0 ] && break; "
             "[ $k -eq 0 ] && { usleep 100000 2>/dev/null || sleep 0.1; }; [ $try -ge 3 ] && "
-            "[ $n -eq 0 ] && break; done; echo $n"
+            "[ $n -eq 0 ] && break; done; echo $n; "
+            f"for try in {tries}; do left=''; for p in $dead; do st=''; "
+            "read -r st 2>/dev/null < /proc/$p/stat; st=${st##*[)] }; st=${st%% *}; "
+            'case $st in ""|Z|X) ;; *) left="$left $p";; esac; done; dead=$left; '
+            f'[ -z "$dead" ] && break; usleep {round(DEATH_POLL_S * 1e6)} 2>/dev/null || '
+            f"sleep {DEATH_POLL_S}; done; "
+            "for p in $dead; do st=''; read -r st 2>/dev/null < /proc/$p/stat; "
+            'st=${st##*[)] }; st=${st%% *}; case $st in ""|Z|X) continue;; esac; '
+            'echo "$p state $st"; '
+            'echo "$p comm $(cat /proc/$p/comm 2>/dev/null)"; '
+            'echo "$p wchan $(cat /proc/$p/wchan 2>/dev/null)"; '
+            'while read -r f; do echo "$p stack $f"; done 2>/dev/null < /proc/$p/stack; done'
         )
 
         def left() -> float:
@@ -929,13 +993,10 @@ class SshClient:
         except (paramiko.SSHException, OSError, EOFError, SshError) as e:
             why = str(e) or type(e).__name__  # a timeout's message is empty
             return f" (it may still run in the guest: killing it failed: {why})"
-        if not out.isdigit():
+        first, _, rest = out.partition("\n")
+        if not first.isdigit():
             return f" (it may still run in the guest: the kill said {out[:80]!r})"
-        return (
-            f" (killed in the guest: {out} process{'' if out == '1' else 'es'})"
-            if out != "0"
-            else ""
-        )
+        return killed_message(int(first), rest)
 
     @staticmethod
     def _collect(chan: paramiko.Channel, deadline: float) -> tuple[bytes, bytes]:

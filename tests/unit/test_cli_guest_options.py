@@ -748,6 +748,50 @@ def test_a_cold_boot_is_said_before_it_begins(
     )
 
 
+@pytest.mark.parametrize(
+    ("restored", "phases", "how"),
+    [
+        (True, {"agent_ready": 1.2}, "restored from the snapshot, 1.20 s"),
+        (False, {"agent_ready": 7.5}, "cold boot, 7.50 s"),
+        (
+            True,
+            {"agent_ready": 1.2, "extras": 1.9},
+            "restored from the snapshot without --module, then loaded it, 1.90 s",
+        ),
+        (
+            False,
+            {"agent_ready": 7.5, "extras": 8.3},
+            "cold boot without --module (saved as a snapshot), then loaded it, 8.30 s",
+        ),
+    ],
+)
+def test_the_ready_line_says_how_the_guest_started_with_or_without_module(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    restored: bool,
+    phases: dict[str, float],
+    how: str,
+) -> None:
+    """`irqlab run --module` with no snapshot at all said "booting the guest cold",
+    then "guest ready (restored from the snapshot without --module, then loaded it"
+    although it had booted cold: the wording followed the module's late load alone."""
+    from irqlab.cli import guestcmd
+
+    class Started(_Guest):
+        def start(self) -> _Guest:
+            self.restored, self.phases = restored, phases  # type: ignore[misc]
+            return self
+
+    monkeypatch.setenv("IRQLAB_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr("irqlab.vm.guest.Guest", Started)
+    config = guestcmd.guest_config(build_parser().parse_args(["run", "true"]), "run")
+    with guestcmd._running_guest(config, time.monotonic() - 12):
+        pass
+    ready = capsys.readouterr().err.splitlines()[-1]
+    assert ready.startswith(f"irqlab: guest ready ({how}; "), ready
+
+
 def test_a_guest_with_its_snapshot_says_nothing_before_it_starts(tmp_path: Path) -> None:
     from irqlab.build import outputs
     from irqlab.cli import guestcmd

@@ -435,6 +435,19 @@ def cold_boot_reason(g: Any) -> str | None:
     return COLD_WHY_NONE if found is None else COLD_WHY_DAMAGED
 
 
+def ready_how(restored: bool, extras_after: bool) -> str:
+    """How a started guest got ready, for "guest ready (...)": *restored* (its own
+    snapshot, or that of the guest without --module), *extras_after* (the --module
+    loaded after the guest without it was ready: :attr:`Guest.phases` has "extras").
+    A cold boot of the guest without --module, then the module, was said "restored
+    from the snapshot without --module" after "no snapshot ...: booting the guest cold"."""
+    if not extras_after:
+        return "restored from the snapshot" if restored else "cold boot"
+    if restored:
+        return "restored from the snapshot without --module, then loaded it"
+    return "cold boot without --module (saved as a snapshot), then loaded it"
+
+
 @contextlib.contextmanager
 def _running_guest(config: Any, started: float | None = None) -> Iterator[Any]:
     """A started guest for the block, stopped however it ends.  One ``try`` from the
@@ -461,9 +474,7 @@ def _running_guest(config: Any, started: float | None = None) -> Iterator[Any]:
         if why is not None:
             print(cold_boot_line(why), file=sys.stderr, flush=True)
         g.start()
-        how = "restored from the snapshot" if g.restored else "cold boot"
-        if "extras" in g.phases:  # this configuration's first: saved now
-            how = "restored from the snapshot without --module, then loaded it"
+        how = ready_how(g.restored, "extras" in g.phases)
         took = g.phases.get("extras", g.phases.get("agent_ready", 0))
         total = time.monotonic() - started
         print(

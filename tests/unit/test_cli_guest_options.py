@@ -7,6 +7,7 @@ import re
 import time
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from test_irqlab_kmod import _fake_ko  # same directory (rootdir-relative import)
@@ -967,3 +968,21 @@ def test_guest_config_errors_name_the_option_not_the_field(
         assert err.count("\n") == 1
     with pytest.raises(GuestConfigError, match=r"^extra_files: /proc/x: .*with g\.sh"):
         GuestConfig(extra_files={"/proc/x": afile})
+
+
+def test_module_timeout_sets_the_guests_module_load_timeout() -> None:
+    """`irqlab run --module mydrv.ko` with an init that hangs waited a fixed 60 s: no
+    option changed it."""
+    from irqlab.cli import guestcmd
+
+    def config(*options: str) -> Any:
+        args = build_parser().parse_args(["run", *options, "true"])
+        return guestcmd.guest_config(args, "run")
+
+    assert config("--module-timeout", "5").module_load_timeout == 5
+    assert config().module_load_timeout == 60
+    with pytest.raises(UsageError, match=r"^--module-timeout must be more than 0 and at most"):
+        config("--module-timeout", "1e9")
+    for bad in ("0", "-1", "nan", "soon"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["run", "--module-timeout", bad, "true"])

@@ -24,7 +24,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from irqlab.cli.argtypes import UsageError, finite, guest_arch, integer
+from irqlab.cli.argtypes import UsageError, finite, guest_arch, integer, positive
 from irqlab.errors import IrqlabError
 from irqlab.vm.exit_signal import ExitSignal, exit_signal
 
@@ -131,6 +131,8 @@ FIELD_OPTIONS = {
 }
 _FIELD_CALL = re.compile(r"GuestConfig\((\w+)=\[?(.*?)\]?\): ")
 _FIELD_PREFIX = re.compile(r"(\w+): ")
+MODULE_TIMEOUT_OPTION = "--module-timeout"
+_TIMEOUT_FIELD = "GuestConfig.module_load_timeout"
 
 
 def in_option_words(message: str) -> str:
@@ -138,6 +140,8 @@ def in_option_words(message: str) -> str:
     field it starts with (``extra_files: ...``, ``GuestConfig(extra_devices=['']):
     ...``) as the option (``--put: ...``, ``--qemu-device '': ...``), and no Python
     (``g.sh``); a message of another kind as it is."""
+    if message.startswith(_TIMEOUT_FIELD):  # check_timeout's words
+        return MODULE_TIMEOUT_OPTION + message.removeprefix(_TIMEOUT_FIELD)
     call = _FIELD_CALL.match(message)
     prefix = _FIELD_PREFIX.match(message)
     if call is not None and call[1] in FIELD_OPTIONS:
@@ -226,6 +230,7 @@ def guest_config(args: argparse.Namespace, name: str) -> Any:
             load_irqlab=not args.no_irqlab,
             snapshot=not args.cold,
             extra_devices=tuple(args.qemu_device or ()),
+            **({} if args.module_timeout is None else {"module_load_timeout": args.module_timeout}),
         )
     except GuestConfigError as e:  # e.g. --put x:/proc/y, refused before any boot
         raise UsageError(in_option_words(str(e))) from None
@@ -722,6 +727,13 @@ def _guest_options(s: argparse.ArgumentParser) -> None:
         metavar="'KO [PARAM=VALUE ...]'",
         help="your own module: insmod it, with those parameters (repeatable; quote the "
         "whole as one argument, as insmod takes it: --module 'mydrv.ko tag=x')",
+    )
+    s.add_argument(
+        MODULE_TIMEOUT_OPTION,
+        type=positive,
+        metavar="SECONDS",
+        help="how long a module's load may take before it is said as a hang, with where "
+        "its insmod waits in the kernel (default 60)",
     )
     s.add_argument(
         "--no-irqlab", action="store_true", help="do not load our driver (leave the device unbound)"

@@ -916,7 +916,7 @@ def irqlab_fresh_guest(
     g = start_guest(config, configured_by=_marker_as_written(request.node))
     request.node.stash.setdefault(_MACHINES, []).append(g.machine)
     request.node.stash.setdefault(_DIAGNOSTICS, []).append(
-        (GuestDiagnostics.start(g), _test_log_root(request, irqlab_log_dir) / FRESH_DIR)
+        (GuestDiagnostics.start(g, own=True), _test_log_root(request, irqlab_log_dir) / FRESH_DIR)
     )
     try:
         yield g

@@ -245,6 +245,10 @@ STEP_MARK = "--- irqlab: failed command"
 # Written to the kernel log as a step script begins (then its pid and uptime): where
 # the step's own kernel messages start.
 STEP_KMSG_MARK = "irqlab-step-"
+# The same mark of a step that loads the user's own modules (install_extras): where a
+# test's own guest's log has their load and probe messages, though they came before
+# its snapshot (a STEP_KMSG_MARK too: every filter of those leaves it out).
+EXTRA_KMSG_MARK = STEP_KMSG_MARK + "extra-"
 
 
 # The files of our driver whose holders keep it loaded: its nodes, UIO's, the gpio
@@ -279,12 +283,13 @@ def _shell_command(cmd: object) -> str:
     return cmd
 
 
-def _kernel_step(commands: Sequence[str], then: str = "") -> str:
+def _kernel_step(commands: Sequence[str], then: str = "", mark: str = STEP_KMSG_MARK) -> str:
     """A guest shell script running *commands* (modprobe, insmod, rmmod) in turn; at the
     first that fails, STEP_MARK and its index, then KMSG_MARK and the kernel's messages
     since the script began follow on stderr, and the script exits with its status; else
-    *then* runs.  The start is a line of our own in the kernel's log (at debug level:
-    not on the console), so a full ring buffer does not lose the messages."""
+    *then* runs.  The start is a line of our own in the kernel's log (*mark*, then the
+    script's pid and uptime; at debug level: not on the console), so a full ring buffer
+    does not lose the messages."""
     failed = (
         "rc=$?; if [ $rc -ne 0 ]; then echo {mark} {i} >&2; "
         f"echo {shlex.quote(KMSG_MARK)} >&2; "
@@ -293,11 +298,7 @@ def _kernel_step(commands: Sequence[str], then: str = "") -> str:
     steps = "".join(
         f"{c}; " + failed.format(mark=shlex.quote(STEP_MARK), i=i) for i, c in enumerate(commands)
     )
-    return (
-        f'm="{STEP_KMSG_MARK}$$-$(cut -d" " -f1 /proc/uptime)"; echo "<7>$m" > /dev/kmsg; '
-        + steps
-        + then
-    )
+    return f'm="{mark}$$-$(cut -d" " -f1 /proc/uptime)"; echo "<7>$m" > /dev/kmsg; ' + steps + then
 
 
 # What a hung module load's error shows, read over SSH once the step timed out: each
@@ -2903,13 +2904,13 @@ class Guest:
                 what = f"modprobe {dep} (needed by {ko.name})"
                 loaded = f"grep -q {shlex.quote(f'^{module_name(dep)} ')} /proc/modules"
                 step = f"{loaded} || modprobe {shlex.quote(dep)}"
-                r = self._run_kernel_step(_kernel_step([step]), what)
+                r = self._run_kernel_step(_kernel_step([step], mark=EXTRA_KMSG_MARK), what)
                 if r.rc != 0:
                     self._kernel_step_failed(what, r)
             args = self._extra_module_args(ko)
             what = f"insmod {ko}{args}"
             step = f"insmod {shlex.quote(remote)}{args}"
-            r = self._run_kernel_step(_kernel_step([step]), what)
+            r = self._run_kernel_step(_kernel_step([step], mark=EXTRA_KMSG_MARK), what)
             if r.rc != 0:
                 self._kernel_step_failed(what, r)
 

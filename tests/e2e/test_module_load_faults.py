@@ -246,16 +246,19 @@ def test_an_extra_module_whose_init_never_returns_is_named(
     """A module_init that sleeps or spins forever: after 60 s the error was an SSH
     timeout quoting the harness's own step script (`m="irqlab-step-$$-..."; ...`),
     with no kernel log and no console.  Now the insmod is named, the guest's state is
-    said, with the kernel's or the console's last lines (the limit shortened here)."""
-    from irqlab.vm import guest as guest_mod
+    said, with the kernel's or the console's last lines, after the configured limit
+    (60 s, fixed, before module_load_timeout).  A sleeping init is shown where it
+    waits (the insmod's kernel stack: msleep in the module's init; the error had
+    only 30 lines of kernel log, all but the last the boot's), with the kernel's
+    messages since the load began."""
     from irqlab.vm.guest import GuestTimeout
 
-    monkeypatch.setattr(guest_mod, "KERNEL_STEP_TIMEOUT_S", 3.0)
     ko = build_test_kmod("hang_on_load")
     config = GuestConfig(
         name=f"hang-on-load-{how}",
         extra_modules=[ko],
         extra_module_params={"hang_on_load": {"how": how}},
+        module_load_timeout=3.0,
     )
 
     def start() -> None:
@@ -275,6 +278,15 @@ def test_an_extra_module_whose_init_never_returns_is_named(
         assert said in first, first
     assert "irqlab-step" not in str(e), str(e)
     assert f"hang_on_load: how={how}, never returning" in rest, rest
+    if how == "sleep":
+        where, _, kmsg = rest.partition("\nkernel messages since it began:\n")
+        assert first.endswith("; where it waits in the kernel:"), first
+        assert where.startswith("  pid "), where
+        assert f"`insmod {ko} how=sleep`, in msleep; its kernel stack:\n" in where, where
+        assert re.search(r"\bmsleep\+0x", where), where
+        assert re.search(r"\bhang_on_load_init\+0x\w+/0x\w+ \[hang_on_load\]", where), where
+        # the load's own lines, not the boot's
+        assert kmsg.splitlines()[0].endswith("hang_on_load: how=sleep, never returning"), kmsg
 
 
 def test_a_module_that_freezes_a_starting_guest_is_named_within_the_freeze_limit() -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from cli import IRQLAB  # same directory (rootdir-relative import)
+from userrun import as_a_user  # same directory (rootdir-relative import)
 
 from irqlab.testing.plugin import start_guest
 from irqlab.vm import snapshot
@@ -27,6 +28,8 @@ from irqlab.vm.guest import (
 )
 
 HERE = Path(__file__).resolve().parent
+
+pytest_plugins = ["pytester"]
 
 
 def prefix_map(src: Path) -> str:
@@ -210,3 +213,41 @@ def test_a_module_built_for_another_kernel_is_refused_before_anything_boots(
         f"build it against the guest's kernel with `{BUILD_MODULE}`"
     )
     assert g.log_dir is None, "no QEMU was started for it"
+
+
+FAILING_WITH_MYMOD = """
+import pytest
+
+
+@pytest.mark.irqlab(modules=[{ko!r}], load_irqlab=False)
+def test_fails_with_my_module(irqlab_fresh_guest):
+    irqlab_fresh_guest.sh("echo irqlab-test: during the test > /dev/kmsg")
+    assert False, "on purpose"
+"""
+
+
+def test_a_failing_tests_own_guest_reports_its_modules_load(
+    mymod: Path, pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A test's own guest with a module of the user's: the failure's kernel log and
+    fresh/dmesg.log had only the lines since the test began, and the module's load
+    (before the snapshot the guest restored) was nowhere, its console log empty.  Now
+    dmesg.log has the guest's whole log, and the report the module's load."""
+    as_a_user(pytester, monkeypatch)
+    pytester.makepyfile(FAILING_WITH_MYMOD.format(ko=str(mymod)))
+    for run in ("first", "restored"):  # its snapshot saved, then restored with it
+        r = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+        r.assert_outcomes(failed=1)
+        out = r.stdout.str()
+        _, _, rest = out.partition("--- guest kernel log: your modules' load (until the ")
+        assert rest, f"{run}: {out}"
+        load_lines, _, since_start = rest.partition("--- guest kernel log (since ")
+        assert "mymod: hello" in load_lines, f"{run}: {load_lines}"
+        assert "irqlab-test: during the test" in since_start, f"{run}: {since_start}"
+        assert "mymod: hello" not in since_start, f"{run}: {since_start}"
+        (log,) = (pytester.path / "logs").glob("pytest-*/*/fresh/dmesg.log")
+        text = log.read_text()
+        for line in ("Linux version", "mymod: hello", "irqlab-test: during the test"):
+            assert line in text, f"{run}: {line!r} not in {log}"
+        assert "irqlab-step" not in text
+        shutil.rmtree(pytester.path / "logs")

@@ -7,6 +7,7 @@ import re
 import time
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from test_irqlab_kmod import _fake_ko  # same directory (rootdir-relative import)
@@ -748,6 +749,50 @@ def test_a_cold_boot_is_said_before_it_begins(
     )
 
 
+@pytest.mark.parametrize(
+    ("restored", "phases", "how"),
+    [
+        (True, {"agent_ready": 1.2}, "restored from the snapshot, 1.20 s"),
+        (False, {"agent_ready": 7.5}, "cold boot, 7.50 s"),
+        (
+            True,
+            {"agent_ready": 1.2, "extras": 1.9},
+            "restored from the snapshot without --module, then loaded it, 1.90 s",
+        ),
+        (
+            False,
+            {"agent_ready": 7.5, "extras": 8.3},
+            "cold boot without --module (saved as a snapshot), then loaded it, 8.30 s",
+        ),
+    ],
+)
+def test_the_ready_line_says_how_the_guest_started_with_or_without_module(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    restored: bool,
+    phases: dict[str, float],
+    how: str,
+) -> None:
+    """`irqlab run --module` with no snapshot at all said "booting the guest cold",
+    then "guest ready (restored from the snapshot without --module, then loaded it"
+    although it had booted cold: the wording followed the module's late load alone."""
+    from irqlab.cli import guestcmd
+
+    class Started(_Guest):
+        def start(self) -> _Guest:
+            self.restored, self.phases = restored, phases  # type: ignore[misc]
+            return self
+
+    monkeypatch.setenv("IRQLAB_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr("irqlab.vm.guest.Guest", Started)
+    config = guestcmd.guest_config(build_parser().parse_args(["run", "true"]), "run")
+    with guestcmd._running_guest(config, time.monotonic() - 12):
+        pass
+    ready = capsys.readouterr().err.splitlines()[-1]
+    assert ready.startswith(f"irqlab: guest ready ({how}; "), ready
+
+
 def test_a_guest_with_its_snapshot_says_nothing_before_it_starts(tmp_path: Path) -> None:
     from irqlab.build import outputs
     from irqlab.cli import guestcmd
@@ -923,3 +968,21 @@ def test_guest_config_errors_name_the_option_not_the_field(
         assert err.count("\n") == 1
     with pytest.raises(GuestConfigError, match=r"^extra_files: /proc/x: .*with g\.sh"):
         GuestConfig(extra_files={"/proc/x": afile})
+
+
+def test_module_timeout_sets_the_guests_module_load_timeout() -> None:
+    """`irqlab run --module mydrv.ko` with an init that hangs waited a fixed 60 s: no
+    option changed it."""
+    from irqlab.cli import guestcmd
+
+    def config(*options: str) -> Any:
+        args = build_parser().parse_args(["run", *options, "true"])
+        return guestcmd.guest_config(args, "run")
+
+    assert config("--module-timeout", "5").module_load_timeout == 5
+    assert config().module_load_timeout == 60
+    with pytest.raises(UsageError, match=r"^--module-timeout must be more than 0 and at most"):
+        config("--module-timeout", "1e9")
+    for bad in ("0", "-1", "nan", "soon"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["run", "--module-timeout", bad, "true"])

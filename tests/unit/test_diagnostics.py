@@ -69,3 +69,54 @@ def test_a_slice_of_no_kernel_lines_is_an_empty_file(tmp_path: Path) -> None:
     d.mark(9_000_000_000)  # after the guest's only line
     text, (log,) = d.collect(tmp_path)
     assert "0 lines" in text and log.read_bytes() == b""
+
+
+OWN_GUEST_LOG = """\
+[    0.000000] Linux version 6.1.0 (boot)
+[    2.000000] irqlab-step-11-2.00
+[    2.100000] irqlab: our driver, loaded at boot
+[    3.000000] irqlab-step-extra-12-3.00
+[    3.100000] mydrv 0000:00:04.0: mydrv v4 bound
+[    5.500000] a line of the test
+"""
+
+
+def test_a_tests_own_guest_keeps_its_whole_log_and_reports_its_modules_load(
+    tmp_path: Path,
+) -> None:
+    """A test's own guest: its dmesg.log and report had only the lines since the test
+    began; its modules' load and probe, before the snapshot it restored, were nowhere
+    (`mydrv 0000:00:04.0: mydrv v4 bound`).  The session guest's stay the test's."""
+    guest = fake_guest(config=SimpleNamespace(extra_modules=["mydrv.ko"]))
+    guest.sh = lambda cmd, **_: OWN_GUEST_LOG + "\n0\n"
+    own = GuestDiagnostics(guest, None, 0, own=True)
+    own.mark(5_000_000_000)
+    text, (log,) = own.collect(tmp_path / "own")
+    assert log.read_text() == "".join(
+        f"{line}\n" for line in OWN_GUEST_LOG.splitlines() if "irqlab-step" not in line
+    )
+    load, _, since = text.partition("--- guest kernel log (since 5.000 s guest time")
+    assert load == (
+        f"--- guest kernel log: your modules' load (until the test began: 1 lines; {log})\n"
+        "[    3.100000] mydrv 0000:00:04.0: mydrv v4 bound\n"
+    )
+    assert since.startswith(f": 1 lines; all of it since boot in {log})\n[    5.500000] a line")
+    shared = GuestDiagnostics(guest, None, 0)
+    shared.mark(5_000_000_000)
+    text, (log,) = shared.collect(tmp_path / "shared")
+    assert log.read_text() == "[    5.500000] a line of the test\n"
+    assert text.startswith(f"--- guest kernel log (since 5.000 s guest time: 1 lines; {log})")
+
+
+def test_a_modules_load_in_a_snapshot_without_its_mark_is_the_last_step_before_the_test() -> None:
+    from irqlab.testing.diagnostics import module_load_lines
+
+    old = OWN_GUEST_LOG.replace("irqlab-step-extra-", "irqlab-step-")  # an older snapshot's
+    assert module_load_lines(old, 5.0) == []  # no guest of the user's modules: none
+    assert module_load_lines(old, 5.0, last_step=True) == [
+        "[    3.100000] mydrv 0000:00:04.0: mydrv v4 bound"
+    ]
+    assert module_load_lines(OWN_GUEST_LOG, None) == [
+        "[    3.100000] mydrv 0000:00:04.0: mydrv v4 bound",
+        "[    5.500000] a line of the test",
+    ]

@@ -21,6 +21,8 @@ from irqlab.vm.loadscale import check_timeout
         ("ssh_timeout", float("inf")),
         ("restore_timeout", "60"),
         ("freeze_timeout", 0.0),
+        ("module_load_timeout", 0),
+        ("module_load_timeout", "5"),
     ],
 )
 def test_a_wait_that_cannot_be_waited_is_refused_naming_the_setting(
@@ -56,3 +58,21 @@ def test_plain_names_and_str_paths_are_taken(tmp_path: Path) -> None:
     assert config.log_dir == tmp_path and config.qmp_socket == tmp_path / "q.sock"
     with pytest.raises(GuestConfigError, match=r"GuestConfig\(log_dir=5\): give a path"):
         GuestConfig(log_dir=5)  # type: ignore[arg-type]
+
+
+def test_a_module_loads_time_limit_is_the_configs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A module whose init waits for ever cost 60 s, the fixed KERNEL_STEP_TIMEOUT_S,
+    whatever the config said: the step's limit is now module_load_timeout's."""
+    from irqlab.vm.guest import KERNEL_STEP_TIMEOUT_S, Guest
+
+    assert GuestConfig().module_load_timeout == KERNEL_STEP_TIMEOUT_S
+    g = Guest(GuestConfig(module_load_timeout=5))
+    waited: list[float] = []
+
+    def run(cmd: str, *, timeout: float, doing: str = "") -> object:
+        waited.append(timeout)
+        return "ran"
+
+    monkeypatch.setattr(g, "_run", run)
+    assert g._run_kernel_step("insmod /x.ko", "insmod x.ko") == "ran"
+    assert waited == [5]

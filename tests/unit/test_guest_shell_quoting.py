@@ -105,7 +105,7 @@ def test_a_modules_dependency_stays_one_word(
     g.ssh = object()  # type: ignore[assignment]  # connected, as far as install_extras asks
     steps: list[list[str]] = []
 
-    def kernel_step(commands: list[str], then: str = "") -> str:
+    def kernel_step(commands: list[str], then: str = "", mark: str = "") -> str:
         steps.append(list(commands))
         return "script"
 

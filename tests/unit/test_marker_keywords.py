@@ -6,6 +6,7 @@ spelled a list of its own, without ``hotplug=`` and ``check_kernel_log=``."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -63,3 +64,26 @@ def test_a_misspelt_keyword_gets_a_suggestion() -> None:
     with pytest.raises(pytest.fail.Exception) as info:
         plugin.fresh_guest_config(_Request(zzzz=1))  # type: ignore[arg-type]
     assert str(info.value).endswith("not zzzz="), str(info.value)  # nothing close
+
+
+class _FileNode(_Node):
+    path = Path(__file__)
+
+
+class _FileRequest:
+    def __init__(self, **kwargs: object) -> None:
+        self.node = _FileNode(**kwargs)
+
+
+def test_the_marker_sets_the_module_load_timeout() -> None:
+    """A test whose module's init hangs waited the fixed 60 s: nothing of the marker's
+    reached the limit."""
+    config = plugin.fresh_guest_config(_FileRequest(module_load_timeout=5))  # type: ignore[arg-type]
+    assert config.module_load_timeout == 5
+    assert plugin.fresh_guest_config(_FileRequest()).module_load_timeout == 60  # type: ignore[arg-type]
+    for bad, said in ((0, "must be more than 0"), ("5", "must be a number of seconds")):
+        with pytest.raises(pytest.fail.Exception) as info:
+            plugin.fresh_guest_config(_FileRequest(module_load_timeout=bad))  # type: ignore[arg-type]
+        msg = str(info.value)
+        assert msg.startswith(f"@pytest.mark.irqlab(module_load_timeout={bad!r}): "), msg
+        assert said in msg, msg

@@ -24,7 +24,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from irqlab.cli.argtypes import UsageError, finite, guest_arch, integer
+from irqlab.cli.argtypes import UsageError, finite, guest_arch, integer, positive
 from irqlab.errors import IrqlabError
 from irqlab.vm.exit_signal import ExitSignal, exit_signal
 
@@ -131,6 +131,8 @@ FIELD_OPTIONS = {
 }
 _FIELD_CALL = re.compile(r"GuestConfig\((\w+)=\[?(.*?)\]?\): ")
 _FIELD_PREFIX = re.compile(r"(\w+): ")
+MODULE_TIMEOUT_OPTION = "--module-timeout"
+_TIMEOUT_FIELD = "GuestConfig.module_load_timeout"
 
 
 def in_option_words(message: str) -> str:
@@ -138,6 +140,8 @@ def in_option_words(message: str) -> str:
     field it starts with (``extra_files: ...``, ``GuestConfig(extra_devices=['']):
     ...``) as the option (``--put: ...``, ``--qemu-device '': ...``), and no Python
     (``g.sh``); a message of another kind as it is."""
+    if message.startswith(_TIMEOUT_FIELD):  # check_timeout's words
+        return MODULE_TIMEOUT_OPTION + message.removeprefix(_TIMEOUT_FIELD)
     call = _FIELD_CALL.match(message)
     prefix = _FIELD_PREFIX.match(message)
     if call is not None and call[1] in FIELD_OPTIONS:
@@ -226,6 +230,7 @@ def guest_config(args: argparse.Namespace, name: str) -> Any:
             load_irqlab=not args.no_irqlab,
             snapshot=not args.cold,
             extra_devices=tuple(args.qemu_device or ()),
+            **({} if args.module_timeout is None else {"module_load_timeout": args.module_timeout}),
         )
     except GuestConfigError as e:  # e.g. --put x:/proc/y, refused before any boot
         raise UsageError(in_option_words(str(e))) from None
@@ -435,6 +440,19 @@ def cold_boot_reason(g: Any) -> str | None:
     return COLD_WHY_NONE if found is None else COLD_WHY_DAMAGED
 
 
+def ready_how(restored: bool, extras_after: bool) -> str:
+    """How a started guest got ready, for "guest ready (...)": *restored* (its own
+    snapshot, or that of the guest without --module), *extras_after* (the --module
+    loaded after the guest without it was ready: :attr:`Guest.phases` has "extras").
+    A cold boot of the guest without --module, then the module, was said "restored
+    from the snapshot without --module" after "no snapshot ...: booting the guest cold"."""
+    if not extras_after:
+        return "restored from the snapshot" if restored else "cold boot"
+    if restored:
+        return "restored from the snapshot without --module, then loaded it"
+    return "cold boot without --module (saved as a snapshot), then loaded it"
+
+
 @contextlib.contextmanager
 def _running_guest(config: Any, started: float | None = None) -> Iterator[Any]:
     """A started guest for the block, stopped however it ends.  One ``try`` from the
@@ -461,9 +479,7 @@ def _running_guest(config: Any, started: float | None = None) -> Iterator[Any]:
         if why is not None:
             print(cold_boot_line(why), file=sys.stderr, flush=True)
         g.start()
-        how = "restored from the snapshot" if g.restored else "cold boot"
-        if "extras" in g.phases:  # this configuration's first: saved now
-            how = "restored from the snapshot without --module, then loaded it"
+        how = ready_how(g.restored, "extras" in g.phases)
         took = g.phases.get("extras", g.phases.get("agent_ready", 0))
         total = time.monotonic() - started
         print(
@@ -711,6 +727,13 @@ def _guest_options(s: argparse.ArgumentParser) -> None:
         metavar="'KO [PARAM=VALUE ...]'",
         help="your own module: insmod it, with those parameters (repeatable; quote the "
         "whole as one argument, as insmod takes it: --module 'mydrv.ko tag=x')",
+    )
+    s.add_argument(
+        MODULE_TIMEOUT_OPTION,
+        type=positive,
+        metavar="SECONDS",
+        help="how long a module's load may take before it is said as a hang, with where "
+        "its insmod waits in the kernel (default 60)",
     )
     s.add_argument(
         "--no-irqlab", action="store_true", help="do not load our driver (leave the device unbound)"

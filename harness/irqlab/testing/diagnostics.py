@@ -12,6 +12,11 @@ milliseconds), else from the last agent heartbeat before it (up to a heartbeat
 interval early: earlier tests' lines too);
 only a failure fetches ``dmesg`` (one SSH command).  The harness's own markers in
 the kernel log (``irqlab-step-...``) are left out.
+
+A test's own guest (``irqlab_fresh_guest``) is the test's from its boot: its
+``dmesg.log`` has the whole kernel log, and the report has the load of the user's
+modules too (their insmod and probe came before the snapshot it restored, so the
+slice since the test's start never had them).
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ __all__ = [
     "built_guest_report",
     "dmesg_since",
     "heartbeat_before",
+    "module_load_lines",
     "report_header",
 ]
 
@@ -83,6 +89,34 @@ def dmesg_since(text: str, since: float | None) -> list[str]:
     return [line for line in out if STEP_KMSG_MARK not in line]
 
 
+def module_load_lines(text: str, since: float | None, *, last_step: bool = False) -> list[str]:
+    """The kernel log lines of the user's modules' load in *text*: from the first step
+    that loaded one (:data:`irqlab.vm.guest.EXTRA_KMSG_MARK`) until the test's start
+    *since* (s; None: to the end), without the harness's step markers.  With no such
+    step in it (a snapshot saved before that mark existed), from the last step before
+    *since* when *last_step* (a guest with modules of the user's: they load last),
+    else none."""
+    from irqlab.vm.guest import EXTRA_KMSG_MARK, STEP_KMSG_MARK
+
+    lines = text.splitlines()
+
+    def before_start(i: int) -> bool:
+        m = _STAMP.match(lines[i])
+        return since is None or m is None or float(m[1]) < since
+
+    first = next((i for i, line in enumerate(lines) if EXTRA_KMSG_MARK in line), None)
+    if first is None and last_step:
+        steps = [i for i, line in enumerate(lines) if STEP_KMSG_MARK in line and before_start(i)]
+        first = steps[-1] if steps else None
+    out: list[str] = []
+    for i in range(first + 1, len(lines)) if first is not None else ():
+        if not before_start(i):
+            break
+        if STEP_KMSG_MARK not in lines[i]:
+            out.append(lines[i])
+    return out
+
+
 @dataclass
 class GuestDiagnostics:
     """Marks a test's start in one guest; :meth:`collect` reports on it after a failure."""
@@ -93,6 +127,8 @@ class GuestDiagnostics:
     since: float | None = None  # the test's start in guest time (s), once known
     # the same from the heartbeats (never late): for a test whose setup resets no agent
     estimate: float | None = None
+    # the test's own guest (irqlab_fresh_guest): its whole kernel log is the test's
+    own: bool = False
 
     def mark(self, reset_at_ns: int | None) -> None:
         """The test's setup reset the guest's agent at *reset_at_ns* (guest time): its
@@ -104,7 +140,9 @@ class GuestDiagnostics:
                 self.rx_offset = max(self.rx_offset, file_size(self.rx_log))
 
     @classmethod
-    def start(cls, guest: Guest) -> GuestDiagnostics:
+    def start(cls, guest: Guest, *, own: bool = False) -> GuestDiagnostics:
+        """The test's start in *guest*; *own*: the test's own guest (its dmesg.log gets
+        the whole kernel log, its report the load of the user's modules)."""
         agent = guest._agent  # never (re)start an agent just to mark the start
         rx = Path(f"{agent.log_base}.rx.jsonl") if agent is not None else None
         now = agent.guest_now_ns() if agent is not None else None
@@ -113,6 +151,7 @@ class GuestDiagnostics:
             rx,
             file_size(rx) if rx is not None else 0,
             estimate=None if now is None else now / 1e9,
+            own=own,
         )
 
     def collect(self, dest: Path) -> tuple[str, list[Path]]:
@@ -133,13 +172,29 @@ class GuestDiagnostics:
             lines = dmesg_since(text, since)
             dest.mkdir(parents=True, exist_ok=True)
             log = dest / "dmesg.log"
-            log.write_text("".join(f"{line}\n" for line in lines))  # none: empty, unlisted
+            # a test's own guest: all of its log (its modules' load came before the
+            # snapshot it restored, and was in no file)
+            kept = dmesg_since(text, None) if self.own else lines
+            log.write_text("".join(f"{line}\n" for line in kept))  # none: empty, unlisted
             files.append(log)
+            loaded = (
+                module_load_lines(text, since, last_step=bool(g.config.extra_modules))
+                if self.own
+                else []
+            )
+            if loaded:
+                shown = loaded[:DMESG_LINES]
+                cut = f", the first {len(shown)}" if len(shown) < len(loaded) else ""
+                parts.append(
+                    f"--- guest kernel log: your modules' load (until the test began: "
+                    f"{len(loaded)} lines{cut}; {log})\n" + "\n".join(shown)
+                )
             when = f"since {since:.3f} s guest time" if since is not None else "all of it"
             shown = lines[-DMESG_LINES:]
             cut = f", the last {len(shown)}" if len(shown) < len(lines) else ""
+            whole = "; all of it since boot in " if self.own and since is not None else "; "
             parts.append(
-                f"--- guest kernel log ({when}: {len(lines)} lines{cut}; {log})\n"
+                f"--- guest kernel log ({when}: {len(lines)} lines{cut}{whole}{log})\n"
                 + ("\n".join(shown) or "(nothing)")
             )
             note = taint_note(text, tainted)

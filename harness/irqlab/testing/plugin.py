@@ -679,6 +679,7 @@ MARKER_DEFAULTS: Mapping[str, object] = {
     "kernel_modules": (),
     "devices": (),
     "check_kernel_log": True,
+    "module_load_timeout": None,
 }
 MARKER_KEYWORDS = frozenset(MARKER_DEFAULTS)
 
@@ -693,7 +694,8 @@ def marker_help() -> str:
         "root port, GPIO lines armed for edge events (a list of lines or a bit mask), your "
         "own modules ('KO PARAM=VALUE ...') and files, whether ours loads, more of the "
         "guest kernel's modules in the image, more QEMU devices (-device specs; a cold "
-        "boot), whether its kernel log is checked at the end"
+        "boot), whether its kernel log is checked at the end, the seconds a module's load may "
+        "take before it is said as a hang (default 60)"
     )
 
 
@@ -788,6 +790,16 @@ def fresh_guest_config(request: pytest.FixtureRequest, log_dir: Path | None = No
         problem = extra_device_problem(spec)
         if problem:
             _marker_error(f"devices=[{spec!r}]", problem)
+    load_timeout = kw["module_load_timeout"]
+    from irqlab.vm.guest import KERNEL_STEP_TIMEOUT_S
+    from irqlab.vm.loadscale import check_timeout
+
+    try:
+        if load_timeout is not None:
+            check_timeout(load_timeout, "module_load_timeout")
+    except (TypeError, ValueError) as e:
+        _marker_error(f"module_load_timeout={load_timeout!r}", str(e))
+    assert load_timeout is None or isinstance(load_timeout, int | float)  # checked
     for flag in ("check_kernel_log", "hotplug", "load_irqlab"):  # "false" was True
         if not isinstance(kw[flag], bool):
             _marker_error(f"{flag}={kw[flag]!r}", "give True or False")
@@ -818,6 +830,7 @@ def fresh_guest_config(request: pytest.FixtureRequest, log_dir: Path | None = No
             load_irqlab=bool(kw["load_irqlab"]),
             kernel_modules=tuple(kmods),
             extra_devices=devices,
+            module_load_timeout=KERNEL_STEP_TIMEOUT_S if load_timeout is None else load_timeout,
         )
     except GuestConfigError as e:  # what the checks above missed: still the marker's
         problem = str(e)
@@ -915,7 +928,7 @@ def irqlab_fresh_guest(
     g = start_guest(config, configured_by=_marker_as_written(request.node))
     request.node.stash.setdefault(_MACHINES, []).append(g.machine)
     request.node.stash.setdefault(_DIAGNOSTICS, []).append(
-        (GuestDiagnostics.start(g), _test_log_root(request, irqlab_log_dir) / FRESH_DIR)
+        (GuestDiagnostics.start(g, own=True), _test_log_root(request, irqlab_log_dir) / FRESH_DIR)
     )
     try:
         yield g

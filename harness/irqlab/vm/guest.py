@@ -180,8 +180,14 @@ OOPS_VERDICT = GRACE + 0.6
 CONSOLE_LAG = 0.2  # s the console may trail a command's end (another path to the host)
 BOOT_PROGRESS_S = 30.0  # a cold boot still waiting for its ready marker says so this often
 # s a module load or unload (modprobe, insmod, rmmod) may take before it is killed and
-# said as a hang (a module's init or exit that never returns)
+# said as a hang (a module's init or exit that never returns): the default of
+# GuestConfig.module_load_timeout
 KERNEL_STEP_TIMEOUT_S = 60.0
+# The kernel lines a hung load's error shows at most (those since the load began)
+HANG_KMSG_LINES = 40
+# Before each stuck module command's stack in a hung load's probe output
+HANG_PID_MARK = "--- irqlab: stuck pid"
+HANG_KMSG_MARK = "--- irqlab: kernel log"
 ALIVE_PROBE_S = 5.0  # s (x load) a guest has to answer a command after such a hang
 STEP_GREET_EVERY = 1.0  # s between two looks at whether a starting guest's SSH greets
 # s a broken SSH connection of a running QEMU waits for the watch's verdict before it is
@@ -239,6 +245,10 @@ STEP_MARK = "--- irqlab: failed command"
 # Written to the kernel log as a step script begins (then its pid and uptime): where
 # the step's own kernel messages start.
 STEP_KMSG_MARK = "irqlab-step-"
+# The same mark of a step that loads the user's own modules (install_extras): where a
+# test's own guest's log has their load and probe messages, though they came before
+# its snapshot (a STEP_KMSG_MARK too: every filter of those leaves it out).
+EXTRA_KMSG_MARK = STEP_KMSG_MARK + "extra-"
 
 
 # The files of our driver whose holders keep it loaded: its nodes, UIO's, the gpio
@@ -273,12 +283,13 @@ def _shell_command(cmd: object) -> str:
     return cmd
 
 
-def _kernel_step(commands: Sequence[str], then: str = "") -> str:
+def _kernel_step(commands: Sequence[str], then: str = "", mark: str = STEP_KMSG_MARK) -> str:
     """A guest shell script running *commands* (modprobe, insmod, rmmod) in turn; at the
     first that fails, STEP_MARK and its index, then KMSG_MARK and the kernel's messages
     since the script began follow on stderr, and the script exits with its status; else
-    *then* runs.  The start is a line of our own in the kernel's log (at debug level:
-    not on the console), so a full ring buffer does not lose the messages."""
+    *then* runs.  The start is a line of our own in the kernel's log (*mark*, then the
+    script's pid and uptime; at debug level: not on the console), so a full ring buffer
+    does not lose the messages."""
     failed = (
         "rc=$?; if [ $rc -ne 0 ]; then echo {mark} {i} >&2; "
         f"echo {shlex.quote(KMSG_MARK)} >&2; "
@@ -287,11 +298,56 @@ def _kernel_step(commands: Sequence[str], then: str = "") -> str:
     steps = "".join(
         f"{c}; " + failed.format(mark=shlex.quote(STEP_MARK), i=i) for i, c in enumerate(commands)
     )
-    return (
-        f'm="{STEP_KMSG_MARK}$$-$(cut -d" " -f1 /proc/uptime)"; echo "<7>$m" > /dev/kmsg; '
-        + steps
-        + then
+    return f'm="{mark}$$-$(cut -d" " -f1 /proc/uptime)"; echo "<7>$m" > /dev/kmsg; ' + steps + then
+
+
+# What a hung module load's error shows, read over SSH once the step timed out: each
+# module command still in the kernel (insmod, modprobe, rmmod: one in an uninterruptible
+# sleep outlives the kill), its wchan and kernel stack, then the kernel log.
+HANG_PROBE = (
+    "for p in /proc/[0-9]*; do c=$(cat $p/comm 2>/dev/null); case $c in "
+    "insmod|modprobe|rmmod) "
+    f'echo "{HANG_PID_MARK} ${{p#/proc/}} $(cat $p/wchan 2>/dev/null) '
+    "$(tr '\\0' ' ' < $p/cmdline 2>/dev/null)\"; "
+    "cat $p/stack 2>&1;; esac; done; "
+    f'echo "{HANG_KMSG_MARK}"; dmesg'
+)
+
+
+def hang_report(probe: str, what: str) -> tuple[str, str]:
+    """From :data:`HANG_PROBE`'s output: where each module command still in the kernel
+    waits (its pid, command line, wchan and kernel stack; a line saying none is left
+    when none is; the step's own, a busybox applet with the step script's command
+    line, as *what*, the command as the user gave it), and the kernel's messages since
+    the last step began (since its :data:`STEP_KMSG_MARK`: the load's own, not the
+    boot's), or the log's last lines when no step's mark is in it; each part ends
+    with a newline."""
+    head, _, kmsg = probe.partition(HANG_KMSG_MARK + "\n")
+    stuck: list[str] = []
+    for line in head.splitlines():
+        if line.startswith(HANG_PID_MARK):
+            pid, _, rest = line.removeprefix(HANG_PID_MARK).strip().partition(" ")
+            wchan, _, cmd = rest.partition(" ")
+            where = f", in {wchan}" if wchan and wchan != "0" else ""
+            cmd = what if STEP_KMSG_MARK in cmd else cmd.strip()  # not our script
+            stuck.append(f"  pid {pid} `{cmd}`{where}; its kernel stack:")
+        elif stuck and line.strip():
+            stuck.append(f"    {line.strip()}")
+    stacks = (
+        "where it waits in the kernel:\n" + "".join(f"{line}\n" for line in stuck)
+        if stuck
+        else "no insmod, modprobe or rmmod is left in the guest (killed: its stack is gone)\n"
     )
+    lines = kmsg.splitlines()
+    marks = [i for i, line in enumerate(lines) if STEP_KMSG_MARK in line]
+    if marks:
+        since = lines[marks[-1] + 1 :][-HANG_KMSG_LINES:]
+        said = "kernel messages since it began"
+    else:
+        since = lines[-30:]
+        said = "last kernel messages"
+    text = "".join(f"{line}\n" for line in since if STEP_KMSG_MARK not in line)
+    return stacks, f"{said}:\n" + (text or "(none)\n")
 
 
 class GuestConfigError(GuestError, ConfigError):
@@ -963,6 +1019,9 @@ class GuestConfig:
       ``restore_timeout`` (60): seconds each step of a start may take.
     * ``freeze_timeout`` (10): seconds without an agent heartbeat before the guest is
       declared frozen (stretched by the host's load; None: never).
+    * ``module_load_timeout`` (60): seconds a module's load or unload (insmod,
+      modprobe, rmmod: yours and ours) may take before it is said as a hang, with
+      where the command waits in the kernel.
     * ``log_dir`` (None): where the guest's run directory goes (default: the log
       directory; under pytest, the running test's: :mod:`irqlab.vm.logplace`).
     * ``qmp_socket`` (None): a second QMP monitor on this unix socket (qmp-shell,
@@ -990,6 +1049,10 @@ class GuestConfig:
     # The guest is declared frozen after this long without an agent heartbeat (None:
     # never; e.g. for storms that saturate the vCPU on purpose).
     freeze_timeout: float | None = 10.0
+    # s a module load or unload may take before it is said as a hang (an init or exit
+    # that never returns), with the kernel stack it waits in: a driver's own init that
+    # waits in a loop cost the whole 60 s, whatever the test's need
+    module_load_timeout: float = KERNEL_STEP_TIMEOUT_S
     # Put the device behind a PCIe root port so it can be unplugged and plugged back
     # (Guest.unplug/replug); the default q35 root bus does not hotplug.
     hotplug: bool = False
@@ -1063,7 +1126,13 @@ class GuestConfig:
             )
         # A wait of 0 s (or NaN) failed its first step with a message about that step
         # ("the reseed port did not answer"), not about the setting
-        limits = ["boot_timeout", "ssh_timeout", "agent_timeout", "restore_timeout"]
+        limits = [
+            "boot_timeout",
+            "ssh_timeout",
+            "agent_timeout",
+            "restore_timeout",
+            "module_load_timeout",
+        ]
         for name in [*limits, *(["freeze_timeout"] if self.freeze_timeout is not None else [])]:
             try:
                 check_timeout(getattr(self, name), f"GuestConfig.{name}")
@@ -2668,7 +2737,7 @@ class Guest:
         )
         said = f"rmmod {name}; {modprobe}" if unload_first else modprobe  # not the script
         self._loaded_params = None  # unknown until it is known loaded
-        result = self._run_kernel_step(script, said, timeout + KERNEL_STEP_TIMEOUT_S)
+        result = self._run_kernel_step(script, said, timeout + self.config.module_load_timeout)
         if result.rc != 0:
             unloading = unload_first and f"{STEP_MARK} 0\n" in result.err
             if unloading:
@@ -2698,7 +2767,7 @@ class Guest:
         returns) is a :class:`GuestTimeout` naming *what*, whether the guest still
         answers, and the kernel's last words; it was an SSH timeout quoting the script."""
         __tracebackhide__ = hide_frame
-        timeout = KERNEL_STEP_TIMEOUT_S if timeout is None else timeout
+        timeout = self.config.module_load_timeout if timeout is None else timeout
         stop = self._watch_step(timeout)
         try:
             return self._run(script, timeout=timeout, doing=f"running {what!r}")
@@ -2749,17 +2818,17 @@ class Guest:
         from irqlab.vm.loadscale import scaled
 
         said = f"{what} did not return within {timeout:g} s"
-        if self.ssh is not None:  # a guest that answers says what its kernel logged
+        if self.ssh is not None:  # a guest that answers says where it waits, and its log
             try:
-                probe = f"dmesg | grep -v {STEP_KMSG_MARK} | tail -n 30"  # not our marks
-                kmsg = self.ssh.run(probe, timeout=scaled(ALIVE_PROBE_S), reconnect=False).out
+                probe = self.ssh.run(HANG_PROBE, timeout=scaled(ALIVE_PROBE_S), reconnect=False).out
             except (SshError, paramiko.SSHException, OSError, EOFError):
                 pass
             else:
+                stacks, kmsg = hang_report(probe, what)
                 return GuestTimeout(
                     f"{said}; the guest still answers: the kernel has not returned from "
                     "the module's init or exit (it waits for something that never comes?); "
-                    f"last kernel messages:\n{kmsg.rstrip() or '(none)'}"
+                    f"{stacks}{kmsg}"
                 )
         if self.fault is not None:  # the health watch named it meanwhile (a restored
             # guest's agent beats during the step): its verdict, with what ran
@@ -2853,13 +2922,13 @@ class Guest:
                 what = f"modprobe {dep} (needed by {ko.name})"
                 loaded = f"grep -q {shlex.quote(f'^{module_name(dep)} ')} /proc/modules"
                 step = f"{loaded} || modprobe {shlex.quote(dep)}"
-                r = self._run_kernel_step(_kernel_step([step]), what)
+                r = self._run_kernel_step(_kernel_step([step], mark=EXTRA_KMSG_MARK), what)
                 if r.rc != 0:
                     self._kernel_step_failed(what, r)
             args = self._extra_module_args(ko)
             what = f"insmod {ko}{args}"
             step = f"insmod {shlex.quote(remote)}{args}"
-            r = self._run_kernel_step(_kernel_step([step]), what)
+            r = self._run_kernel_step(_kernel_step([step], mark=EXTRA_KMSG_MARK), what)
             if r.rc != 0:
                 self._kernel_step_failed(what, r)
 

@@ -383,6 +383,41 @@ def test_a_stopped_agent_in_a_guest_that_answers_ends_agent_waits_not_commands()
         g.close()
 
 
+def test_a_request_that_times_out_on_a_stopped_agent_names_the_verdict() -> None:
+    """SIGSTOP of the agent alone, then requests shorter than the verdict's limit
+    from 2 threads: their timeouts waited for the verdict, which gave the session up,
+    and each said "timeout (2s) waiting for response to request N" though the
+    notice had said "agent stopped responding: ..."."""
+    g = start_guest(GuestConfig(name="fault-agent-stop-req", freeze_timeout=3.0))
+    try:
+        agent = g.agent
+        g.sh(f"kill -STOP {agent.ping()['pid']}")
+        wait_until(lambda: time.monotonic() - (agent.last_heartbeat or 0.0),
+                   lambda silent: silent > 1.5, 30, "the agent's heartbeat to stop")  # fmt: skip
+        errors: list[BaseException] = []
+
+        def ping() -> None:
+            try:
+                agent.ping(timeout=2)
+            except BaseException as e:
+                errors.append(e)
+
+        pingers = [threading.Thread(target=ping, daemon=True) for _ in range(2)]
+        for t in pingers:
+            t.start()
+        for t in pingers:
+            t.join(60)
+        assert len(errors) == 2, errors
+        for e in errors:
+            first = str(e).splitlines()[0]
+            assert first.startswith("agent stopped responding: no agent heartbeat for "), first
+            assert "(waiting for response to request " in first, first
+            assert not isinstance(e, (GuestFault, AgentTimeout)), e
+        assert g.fault is None
+    finally:
+        g.close()
+
+
 @pytest.mark.parametrize(
     ("trigger", "cause"),
     [

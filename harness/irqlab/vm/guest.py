@@ -1195,6 +1195,11 @@ class Guest:
         self.ssh: SshClient | None = None
         self._agent: AgentClient | None = None
         self._closes = 0  # close() calls: a command another thread's close() ended
+        # the thread in start(), and whether another thread's close() came meanwhile
+        # (then the start's failure is that close's doing, not the guest's)
+        self._start_thread: int | None = None
+        self._closed_under_start = False
+        self._start_doing = ""  # what the start does now ("saving the snapshot K")
         self._with_depth = 0  # `with` blocks open on it (the outermost one's end closes)
         # one thread replaces a dead or interrupted agent session (see agent): two that
         # both did so started two sessions, the daemon's takeover ending the first's
@@ -1527,12 +1532,18 @@ class Guest:
                 "close() or restart() it first"
             )
         self.fault = None  # the last QEMU's verdict is not this one's
+        self._start_thread, self._closed_under_start = threading.get_ident(), False
+        self._start_doing = ""
         try:
             return self._start()
         except BaseException as e:
+            # another thread's close() ended it: no verdict to wait for, no guest to blame
+            closed = self._closed_under_start and isinstance(e, Exception) and self.fault is None
             paths = self.machine.paths if self.machine is not None else None
             try:
-                named = self._qemu_gone_under(e)
+                named = (
+                    self._closed_meanwhile(self._starting()) if closed else self._qemu_gone_under(e)
+                )
             finally:  # a second Ctrl-C in its wait must not leave QEMU running
                 self.close()
             if paths is not None and isinstance(named, Exception):
@@ -1546,6 +1557,12 @@ class Guest:
             if named is e:
                 raise
             raise named from e
+        finally:
+            self._start_thread = None
+
+    def _starting(self) -> str:
+        """What the start was doing, for an error or an interrupt that ended it."""
+        return f"it started ({self._start_doing})" if self._start_doing else "it started"
 
     def _qemu_gone_under(self, e: BaseException) -> BaseException:
         """*e*, or the :class:`GuestFault` behind it when a step of the start failed
@@ -1948,6 +1965,7 @@ class Guest:
         # session closed: no heartbeat is looked for): a QEMU that dies or freezes
         # meanwhile is named at once (a stopped one cost the save's QMP calls 30 s
         # each, then said only "no reply").
+        self._start_doing = f"saving the snapshot {key}"
         try:
             self.snapshot_dir = snapshot.save(self._vm(), key, meta, check=self.check_health)
         except snapshot.SnapshotError as e:
@@ -1968,6 +1986,7 @@ class Guest:
             notice.say(f"irqlab: {self.config.name}: {self.snapshot_error}; going on without it")
         else:
             self._reached("snapshot_saved", self._t0)
+        self._start_doing = ""
         self._connect_ssh()
         self._connect_agent()
 
@@ -1984,10 +2003,12 @@ class Guest:
         t0 = self._t0 = time.monotonic()
         self.phases = {}
         log.info("%s: restoring the snapshot %s", self.config.name, directory)
+        self._start_doing = f"restoring the snapshot {directory}"
         self._start_machine(["-incoming", "defer"])
         snapshot.load(
             self._vm(), directory, timeout=self.config.restore_timeout, check=self.check_health
         )
+        self._start_doing = ""
         self._reached("restored", t0)
         self._vm().qmp("cont")
         # The restored kernel's CRNG is the saver's: reseed it from the host before
@@ -2342,6 +2363,8 @@ class Guest:
         """Stop the guest (QEMU's quit; nothing in the guest needs a clean shutdown).  A
         QEMU stopped by a signal (SIGSTOP) answers nothing: no goodbyes, killed at once."""
         self._closes += 1
+        if self._start_thread not in (None, threading.get_ident()):
+            self._closed_under_start = True  # the start's failure is this close's doing
         stopped = self._qemu_stopped()
         if stopped:
             self._cut_off()
@@ -3338,9 +3361,14 @@ class _FaultNamingQmp:
         fault = self._guest.fault
         if fault is not None:
             raise GuestFault(fault, doing)
+        closes = self._guest._closes
         try:
             return call()
         except MachineError:
+            closed = self._guest._closes != closes or self._machine.closing
+            if closed and self._guest.fault is None:
+                # another thread's close(): not "connection lost before the reply"
+                raise self._guest._closed_meanwhile(doing) from None
             fault = self._guest.wait_fault(FAULT_VERDICT)
             if fault is not None:
                 raise GuestFault(fault, doing) from None  # QMP's loss is its consequence

@@ -1200,6 +1200,7 @@ class Guest:
         self._start_thread: int | None = None
         self._closed_under_start = False
         self._start_doing = ""  # what the start does now ("saving the snapshot K")
+        self._loaded_from: Path | None = None  # the snapshot whose state runs (restored)
         self._with_depth = 0  # `with` blocks open on it (the outermost one's end closes)
         # one thread replaces a dead or interrupted agent session (see agent): two that
         # both did so started two sessions, the daemon's takeover ending the first's
@@ -1716,6 +1717,7 @@ class Guest:
     def _try_restore(self, key: str, found: Path) -> bool:
         from irqlab.vm import snapshot
 
+        self._loaded_from = None
         try:
             with snapshot.held(found):  # no prune removes it before the load ended
                 self._restore(found)
@@ -1737,6 +1739,24 @@ class Guest:
             else:  # the next start after the holder is gone removes it
                 notice.say(f"irqlab: {why}, so it stays for now; booting cold")
             return False
+        except Exception as e:
+            if self._loaded_from is not found or self._closed_under_start:
+                raise  # not the restored state's doing
+            # it ran, and died at once (a module's timer that oopses after its load):
+            # no ready state, every start that restores it dies so
+            named = self._qemu_gone_under(e)
+            if isinstance(named, GuestFault) and _the_guests_doing(named.fault):
+                why = snapshot.discard(key)
+                named.add_note(
+                    f"restored from the snapshot {found}, which was removed: its guest died "
+                    "as soon as it ran again (the next start boots cold)"
+                    if why is None
+                    else f"restored from the snapshot {found}, whose guest died as soon as "
+                    f"it ran again; {why}, so it stays for now"
+                )
+            if named is e:
+                raise
+            raise named from e
 
     def prepare(self) -> Guest:
         """Find QEMU (built by ``irqlab build-qemu`` or the pytest plugin, never here:
@@ -1966,6 +1986,7 @@ class Guest:
         # meanwhile is named at once (a stopped one cost the save's QMP calls 30 s
         # each, then said only "no reply").
         self._start_doing = f"saving the snapshot {key}"
+        saved: Path | None = None  # by this save
         try:
             self.snapshot_dir = snapshot.save(self._vm(), key, meta, check=self.check_health)
         except snapshot.SnapshotError as e:
@@ -1985,10 +2006,31 @@ class Guest:
             self.snapshot_error = f"not saved as the snapshot {key}: {e}"
             notice.say(f"irqlab: {self.config.name}: {self.snapshot_error}; going on without it")
         else:
+            saved = self.snapshot_dir
             self._reached("snapshot_saved", self._t0)
         self._start_doing = ""
-        self._connect_ssh()
-        self._connect_agent()
+        try:
+            self._connect_ssh()
+            self._connect_agent()
+        except Exception as e:
+            if saved is None or self._closed_under_start:
+                raise
+            named = self._qemu_gone_under(e)
+            # the state it saved died a moment after (a module's timer that oopses after
+            # its load): no ready state, every start that restored it died so
+            if isinstance(named, GuestFault) and _the_guests_doing(named.fault):
+                self.snapshot_dir = None
+                kept = snapshot.discard(key)
+                named.add_note(
+                    f"the snapshot {saved} this start saved was removed: its guest died "
+                    "before the start ended (no ready state to restore)"
+                    if kept is None
+                    else f"the snapshot {saved} this start saved is no ready state (its "
+                    f"guest died before the start ended); {kept}, so it stays for now"
+                )
+            if named is e:
+                raise
+            raise named from e
 
     def _restore(self, directory: Path) -> None:
         from irqlab.vm import snapshot
@@ -2010,6 +2052,7 @@ class Guest:
         )
         self._start_doing = ""
         self._reached("restored", t0)
+        self._loaded_from = directory  # the state runs from here: its doing, if it dies
         self._vm().qmp("cont")
         # The restored kernel's CRNG is the saver's: reseed it from the host before
         # anything connects (dropbear draws a new connection's keys from it).
@@ -3420,6 +3463,12 @@ def _within(limit: float, step: Callable[[], object], what: str) -> None:
 
 # QEMU's exit statuses when someone else ended it (SIGKILL, SIGTERM, SIGINT, SIGHUP);
 # an abort or a crash of its own (SIGABRT, SIGSEGV) is QEMU's story, not the guest's
+def _the_guests_doing(fault: Fault) -> bool:
+    """Whether *fault* is the guest's own end (a panic, an oops, a freeze, a poweroff),
+    not QEMU's (killed, crashed, or stopped: no QMP answer), which no saved state causes."""
+    return not fault.qmp_silent and not fault.cause.startswith(exited_cause(0)[:-1])
+
+
 _KILLED_FROM_OUTSIDE = frozenset(
     -s for s in (signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 )

@@ -200,6 +200,31 @@ def test_a_start_another_threads_close_ends_while_it_saves_says_so(
     assert snapshot.lookup(key) is None, "a save that did not finish is no snapshot"
 
 
+def test_an_interrupt_while_the_snapshot_is_saved_names_the_save(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ctrl-C or SIGTERM of pytest during a save: its line said only "irqlab: the run
+    was interrupted during test_base.py::test_own (its logs: ...)", where a command's
+    says what ran; the interrupt notes the save (the plugin's line shows it)."""
+    config = GuestConfig(name="int-save", snapshot_tag="test-interrupt-while-saving")
+    g = Guest(config)
+    key = g.prepare().snapshot_key()
+    snapshot.discard(key)  # a cold boot, then the save the interrupt ends
+    real = snapshot.save
+
+    def save(*args: Any, **kw: Any) -> Path:
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C, at once or inside the save
+        return real(*args, **kw)
+
+    monkeypatch.setattr(snapshot, "save", save)
+    with pytest.raises(KeyboardInterrupt) as info:
+        g.start()
+    notes = [n for n in getattr(info.value, "__notes__", ()) if n.startswith("interrupted ")]
+    assert notes == [f"interrupted in the guest 'int-save' saving the snapshot {key}"]
+    assert g.machine is None
+    assert snapshot.lookup(key) is None, "a save that did not finish is no snapshot"
+
+
 def test_a_start_that_fails_before_qemu_runs_keeps_its_own_words(tmp_path: Path) -> None:
     """A log directory the user cannot make (root's ``build/logs`` in a non-root user's
     checkout) said "QEMU exited with status None (starting the guest)": the start's

@@ -1538,6 +1538,11 @@ class Guest:
         try:
             return self._start()
         except BaseException as e:
+            noted = any(n.startswith("interrupted ") for n in getattr(e, "__notes__", ()))
+            if isinstance(e, KeyboardInterrupt) and self._start_doing and not noted:
+                # Ctrl-C, SIGTERM: the plugin's line names the step (a command's own note
+                # names it already)
+                e.add_note(f"interrupted in the guest {self.config.name!r} {self._start_doing}")
             # another thread's close() ended it: no verdict to wait for, no guest to blame
             closed = self._closed_under_start and isinstance(e, Exception) and self.fault is None
             paths = self.machine.paths if self.machine is not None else None

@@ -36,7 +36,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache, partial
 from pathlib import Path
@@ -1200,6 +1200,8 @@ class Guest:
         self._start_thread: int | None = None
         self._closed_under_start = False
         self._start_doing = ""  # what the start does now ("saving the snapshot K")
+        # the method each thread runs (bind()): what its step scripts' errors name
+        self._operations = threading.local()
         self._loaded_from: Path | None = None  # the snapshot whose state runs (restored)
         self._with_depth = 0  # `with` blocks open on it (the outermost one's end closes)
         # one thread replaces a dead or interrupted agent session (see agent): two that
@@ -2537,10 +2539,17 @@ class Guest:
         """Run *cmd* in the guest (*input* on its stdin); a guest or QEMU that dies
         meanwhile is named, with *doing* (default: running *cmd*)."""
         __tracebackhide__ = hide_frame
+        operation = getattr(self._operations, "name", "")
+        if operation and self.fault is not None:  # dead already: the method, named
+            raise GuestFault(self.fault, f"in {operation}")
         self.check_health()
         if self.ssh is None:
             raise GuestError("the guest is not connected")
-        doing = doing or f"running {cmd!r}"
+        # a method's step script (in the debug log below) is named by the method
+        if not doing:
+            doing = f"in {operation}" if operation else f"running {cmd!r}"
+        elif operation:  # a step with words of its own: "waiting for /dev/x in bind()"
+            doing = f"{doing} in {operation}"
         mark = self.console_mark()
         log.debug("%s: running %r (timeout %g s)", self.config.name, cmd, timeout)
         t0 = time.monotonic()
@@ -2588,6 +2597,19 @@ class Guest:
             if fault is not None:
                 raise GuestFault(fault, doing)
         return result
+
+    @contextlib.contextmanager
+    def _operation(self, name: str) -> Iterator[None]:
+        """Commands this thread runs meanwhile are named by *name* ("bind()") when the
+        guest dies or an interrupt ends them, not by their shell script (an internal
+        step: ``for d in /sys/bus/pci/devices/*; do ...``), which the debug log keeps;
+        the outermost such method names them."""
+        outer = getattr(self._operations, "name", "")
+        self._operations.name = outer or name
+        try:
+            yield
+        finally:
+            self._operations.name = outer
 
     def _closed_meanwhile(self, doing: str) -> GuestError:
         """Another thread's :meth:`close` (or :meth:`restart`) ended the connection a
@@ -2982,7 +3004,8 @@ class Guest:
         """rmmod (if loaded), then modprobe with *params* (the config's params are not
         used)."""
         __tracebackhide__ = hide_frame
-        self._modprobe(params, unload_first=True)
+        with self._operation("reload_module()"):
+            self._modprobe(params, unload_first=True)
 
     def wait_for_node(self, path: str, timeout: float = 30.0) -> None:
         """Wait until the character device *path* exists in the guest; :class:`GuestError`
@@ -3080,26 +3103,32 @@ class Guest:
     def pci_address(self) -> str:
         """The PCI address (e.g. ``0000:00:04.0``) of our device, found by vendor/device id."""
         vid, did = f"{REGS.PCI_VENDOR_ID:#06x}", f"{REGS.PCI_DEVICE_ID:#06x}"
-        out = self.sh(
-            "for d in /sys/bus/pci/devices/*; do "
-            f'[ "$(cat $d/vendor)" = {vid} ] && [ "$(cat $d/device)" = {did} ] && basename $d; '
-            "done; true"
-        ).split()
+        with self._operation("pci_address()"):
+            out = self.sh(
+                "for d in /sys/bus/pci/devices/*; do "
+                f'[ "$(cat $d/vendor)" = {vid} ] && [ "$(cat $d/device)" = {did} ] '
+                "&& basename $d; done; true"
+            ).split()
         if not out:
             raise GuestError(f"no PCI device {vid}:{did} in the guest")
         return out[0]
 
     def unbind(self) -> str:
         """Unbind our driver from the device (sysfs); the device's PCI address."""
-        addr = self.pci_address()
-        to = shlex.quote(f"/sys/bus/pci/drivers/{self.module_name()}/unbind")
-        self.sh(f"echo {shlex.quote(addr)} > {to}")
+        with self._operation("unbind()"):
+            addr = self.pci_address()
+            to = shlex.quote(f"/sys/bus/pci/drivers/{self.module_name()}/unbind")
+            self.sh(f"echo {shlex.quote(addr)} > {to}")
         return addr
 
     def bind(self, addr: str | None = None) -> None:
         """Bind our driver to the device at *addr* (default: ours) and wait for its node;
         a device another driver holds (:meth:`bind_uio_pci_generic`'s) is let go first
         and its ``driver_override`` cleared."""
+        with self._operation("bind()"):
+            self._bind(addr)
+
+    def _bind(self, addr: str | None) -> None:
         addr = addr or self.pci_address()
         name = self.module_name()
         dev = shlex.quote(f"/sys/bus/pci/devices/{addr}")
@@ -3146,6 +3175,10 @@ class Guest:
         """Move the device from our driver to the kernel's uio_pci_generic (through
         ``driver_override``); (PCI address, the bind command's result: rc != 0 when
         uio_pci_generic refuses the device, e.g. with broken INTx disable)."""
+        with self._operation("bind_uio_pci_generic()"):
+            return self._bind_uio_pci_generic()
+
+    def _bind_uio_pci_generic(self) -> tuple[str, RunResult]:
         addr = self.unbind()
         override = shlex.quote(f"/sys/bus/pci/devices/{addr}/driver_override")
         self.sh(f"modprobe uio_pci_generic && echo uio_pci_generic > {override}")

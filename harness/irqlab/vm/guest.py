@@ -1730,6 +1730,7 @@ class Guest:
                 self._restore(found)
             return True
         except snapshot.SnapshotGone as e:  # pruned since the lookup: a miss
+            self._start_doing = ""  # a cold boot next, not this restore
             log.info("%s: %s; no snapshot to restore", self.config.name, e)
             self._stop_machine()
             return False
@@ -1737,6 +1738,7 @@ class Guest:
             if self._killed_from_outside():  # not the snapshot's doing: it stays
                 self._raise_fault()
                 raise
+            self._start_doing = ""  # a cold boot next, not this restore
             self.snapshot_error = str(e)
             self._stop_machine()
             notice.say(f"irqlab: {e}")

@@ -383,6 +383,63 @@ def test_a_stopped_agent_in_a_guest_that_answers_ends_agent_waits_not_commands()
         g.close()
 
 
+@pytest.mark.parametrize("op", ["bind", "bind_uio_pci_generic", "reload_module"])
+@pytest.mark.parametrize("when", ["known", "under"])
+def test_a_method_whose_guest_is_dead_names_the_method_not_its_script(
+    fault_guest: Guest, op: str, when: str
+) -> None:
+    """bind(), bind_uio_pci_generic() and reload_module() on a guest that died named
+    their internal step script ("(running 'for d in /sys/bus/pci/devices/*; do ...')")
+    as what ran, or nothing when the death was known; they name the method.  *when*:
+    the verdict came before the call, or QEMU dies as it begins."""
+    pid = fault_guest.machine.pid if fault_guest.machine is not None else 0
+    os.kill(pid, signal.SIGKILL)
+    if when == "known":
+        assert fault_guest.wait_fault(VERDICT) is not None
+    with pytest.raises(GuestFault) as info:
+        getattr(fault_guest, op)()
+    first = str(info.value).splitlines()[0]
+    said = {f"QEMU exited with status -9 (in {op}())"}  # known before its first step
+    if op == "reload_module" and when == "under":  # or in it, a step with its own words
+        said.add(f"QEMU exited with status -9 (running 'rmmod irqlab; modprobe irqlab' in {op}())")
+    assert first in said, first
+
+
+def test_a_request_that_times_out_on_a_stopped_agent_names_the_verdict() -> None:
+    """SIGSTOP of the agent alone, then requests shorter than the verdict's limit
+    from 2 threads: their timeouts waited for the verdict, which gave the session up,
+    and each said "timeout (2s) waiting for response to request N" though the
+    notice had said "agent stopped responding: ..."."""
+    g = start_guest(GuestConfig(name="fault-agent-stop-req", freeze_timeout=3.0))
+    try:
+        agent = g.agent
+        g.sh(f"kill -STOP {agent.ping()['pid']}")
+        wait_until(lambda: time.monotonic() - (agent.last_heartbeat or 0.0),
+                   lambda silent: silent > 1.5, 30, "the agent's heartbeat to stop")  # fmt: skip
+        errors: list[BaseException] = []
+
+        def ping() -> None:
+            try:
+                agent.ping(timeout=2)
+            except BaseException as e:
+                errors.append(e)
+
+        pingers = [threading.Thread(target=ping, daemon=True) for _ in range(2)]
+        for t in pingers:
+            t.start()
+        for t in pingers:
+            t.join(60)
+        assert len(errors) == 2, errors
+        for e in errors:
+            first = str(e).splitlines()[0]
+            assert first.startswith("agent stopped responding: no agent heartbeat for "), first
+            assert "(waiting for response to request " in first, first
+            assert not isinstance(e, (GuestFault, AgentTimeout)), e
+        assert g.fault is None
+    finally:
+        g.close()
+
+
 @pytest.mark.parametrize(
     ("trigger", "cause"),
     [

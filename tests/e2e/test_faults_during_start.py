@@ -18,7 +18,7 @@ import pytest
 from faultwait import raises_within  # same directory (rootdir-relative import)
 
 from irqlab.vm import snapshot
-from irqlab.vm.guest import Guest, GuestConfig, ensure_snapshot
+from irqlab.vm.guest import Guest, GuestConfig, GuestError, ensure_snapshot
 from irqlab.vm.health import GuestFault
 from irqlab.vm.loadscale import timeout_scale
 
@@ -164,6 +164,64 @@ def test_qemu_killed_or_stopped_while_the_snapshot_is_saved_is_named(
     assert took < limit, f"named {took:.1f} s after the signal (limit {limit:.1f} s)"
     with pytest.raises(ProcessLookupError):  # killed and reaped by the start's cleanup
         os.kill(sent[0], 0)
+    assert snapshot.lookup(key) is None, "a save that did not finish is no snapshot"
+
+
+def test_a_start_another_threads_close_ends_while_it_saves_says_so(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """close() from another thread during the save: the start said
+    "concurrent.futures._base.CancelledError" (no message) or "GuestFault: QEMU exited
+    with status 0 (starting the guest)", blaming the guest for the caller's close."""
+    import threading
+
+    config = GuestConfig(name="close-save", snapshot_tag="test-close-while-saving")
+    g = Guest(config)
+    key = g.prepare().snapshot_key()
+    snapshot.discard(key)  # a cold boot, then the save another thread's close() ends
+    real = snapshot.save
+    closers: list[threading.Thread] = []
+
+    def save(*args: Any, **kw: Any) -> Path:
+        closers.append(threading.Thread(target=g.close))
+        closers[0].start()
+        return real(*args, **kw)
+
+    monkeypatch.setattr(snapshot, "save", save)
+    with pytest.raises(GuestError) as info:
+        g.start()
+    closers[0].join(30)
+    assert str(info.value) == (
+        "the guest 'close-save' was closed (or restarted) by another thread while it "
+        f"started (saving the snapshot {key})"
+    )
+    assert not isinstance(info.value, GuestFault)
+    assert g.machine is None
+    assert snapshot.lookup(key) is None, "a save that did not finish is no snapshot"
+
+
+def test_an_interrupt_while_the_snapshot_is_saved_names_the_save(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ctrl-C or SIGTERM of pytest during a save: its line said only "irqlab: the run
+    was interrupted during test_base.py::test_own (its logs: ...)", where a command's
+    says what ran; the interrupt notes the save (the plugin's line shows it)."""
+    config = GuestConfig(name="int-save", snapshot_tag="test-interrupt-while-saving")
+    g = Guest(config)
+    key = g.prepare().snapshot_key()
+    snapshot.discard(key)  # a cold boot, then the save the interrupt ends
+    real = snapshot.save
+
+    def save(*args: Any, **kw: Any) -> Path:
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C, at once or inside the save
+        return real(*args, **kw)
+
+    monkeypatch.setattr(snapshot, "save", save)
+    with pytest.raises(KeyboardInterrupt) as info:
+        g.start()
+    notes = [n for n in getattr(info.value, "__notes__", ()) if n.startswith("interrupted ")]
+    assert notes == [f"interrupted in the guest 'int-save' saving the snapshot {key}"]
+    assert g.machine is None
     assert snapshot.lookup(key) is None, "a save that did not finish is no snapshot"
 
 

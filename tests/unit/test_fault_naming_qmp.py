@@ -5,11 +5,12 @@ Without a VM: the guest and its machine are stand-ins."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from irqlab.vm.guest import FAULT_VERDICT, GuestError, _FaultNamingQmp
+from irqlab.vm.guest import FAULT_VERDICT, Guest, GuestError, _FaultNamingQmp
 from irqlab.vm.health import Fault, GuestFault
 from irqlab.vm.machine import MachineError
 
@@ -25,6 +26,12 @@ class StandIn:
         self.waits: list[float] = []
         self.error: MachineError | None = None
         self.machine: StandIn | None = self  # the guest's QEMU: this one
+        self._closes = 0  # the guest's close() calls
+        self.closes_in_call = False  # another thread's close() ends the call
+        self.closing = False  # the machine's close() began
+        self.config = SimpleNamespace(name="t")
+
+    _closed_meanwhile = Guest._closed_meanwhile  # the guest's own words
 
     def wait_fault(self, timeout: float) -> Fault | None:
         self.waits.append(timeout)
@@ -32,6 +39,8 @@ class StandIn:
 
     def qmp(self, command: str, args: object) -> Any:
         self.calls.append(command)
+        if self.closes_in_call:
+            self._closes += 1
         if self.error is not None:
             raise self.error
         return {"return": command}
@@ -40,6 +49,8 @@ class StandIn:
         self, commands: list[tuple[str, object]], *, window: int, timeout: float | None
     ) -> list[Any]:
         self.calls += [c for c, _ in commands]
+        if self.closes_in_call:
+            self._closes += 1
         if self.error is not None:
             raise self.error
         return [window] * len(commands)
@@ -103,3 +114,27 @@ def test_an_injector_of_a_stopped_qemu_says_so_at_once(
         "take the running guest's g.injector"
     )
     assert old.calls == [] and guest.waits == []
+
+
+@pytest.mark.parametrize(("call", "doing", "result"), CALLS)
+def test_a_call_another_threads_close_ended_says_so(
+    call: Callable[[_FaultNamingQmp], Any], doing: str, result: Any
+) -> None:
+    """wait_counters() and wait_burst_done() (QMP waits) that another thread's close()
+    ended said "MachineError: QMP qom-get: connection lost before the reply
+    (Disconnected)"; a command's wait says the guest was closed by another thread."""
+    guest = StandIn()
+    guest.closes_in_call = True
+    guest.error = MachineError("QMP qom-get: connection lost before the reply (Disconnected)")
+    with pytest.raises(GuestError) as info:
+        call(_FaultNamingQmp(guest, guest))  # type: ignore[arg-type]
+    assert str(info.value) == (
+        f"the guest 't' was closed (or restarted) by another thread while {doing}"
+    )
+    assert not isinstance(info.value, MachineError) and guest.waits == []
+    # a call that began after the close() did, before it stopped QEMU
+    guest = StandIn()
+    guest.closing = True
+    guest.error = MachineError("QMP qom-get: connection lost before the reply (Disconnected)")
+    with pytest.raises(GuestError, match=r"closed \(or restarted\) by another thread while "):
+        call(_FaultNamingQmp(guest, guest))  # type: ignore[arg-type]

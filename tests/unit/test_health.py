@@ -406,6 +406,38 @@ def test_an_agent_wait_that_times_out_on_a_frozen_guest_names_the_fault(
         agent.close(timeout=5)
 
 
+def test_an_agent_wait_that_times_out_while_the_agent_is_given_up_names_that(
+    tmp_path: Path, abi_json: Path
+) -> None:
+    """A stopped agent in a guest that answers: the request's timeout came first, the
+    wait for the verdict then saw the watch give the session up (abandon()), and the
+    request said "timeout (30s) waiting for response to request 2" (4 threads, each
+    after 37.8 s), not the verdict the notice had printed."""
+    import signal
+
+    agent = AgentClient.spawn_local(["--spec", str(abi_json)], logs=tmp_path)
+    agent.wait_hello(30)
+    agent._diagnose = lambda: pytest.fail("no guest verdict to wait for")  # type: ignore[assignment,return-value]
+
+    def frozen() -> Fault | None:  # the watch's verdict on the agent, during the wait
+        agent.abandon("agent stopped responding: a test says so")
+        return None  # the guest has no fault
+
+    agent._frozen = frozen
+    os.kill(agent.process.pid, signal.SIGSTOP)
+    try:
+        with pytest.raises(AgentError) as info:
+            agent.ping(timeout=0.2)
+        assert not isinstance(info.value, (AgentTimeout, GuestFault)), info.value
+        first = str(info.value).splitlines()[0]
+        assert first.startswith(
+            "agent stopped responding: a test says so (waiting for response to request "
+        ), first
+    finally:
+        os.kill(agent.process.pid, signal.SIGCONT)
+        agent.close(timeout=5)
+
+
 def test_an_agent_wait_the_guests_death_ends_says_what_it_waited_for_on_the_first_line(
     tmp_path: Path, abi_json: Path
 ) -> None:

@@ -743,7 +743,8 @@ def test_guest_qmp(tmp_path):
     from irqlab.vm.guest import _FaultNamingQmp
 
     machine = Refusing()
-    Injector(_FaultNamingQmp(SimpleNamespace(machine=machine, fault=None), machine)).push(1)
+    guest = SimpleNamespace(machine=machine, fault=None, _closes=0)
+    Injector(_FaultNamingQmp(guest, machine)).push(1)
 
 
 def test_device_wait(tmp_path):

@@ -339,3 +339,29 @@ def test_a_save_that_failed_without_qemus_words_says_how_full_the_disk_is(
     assert snap._failed("saving x", "failed", desc, state).endswith(": No space left on device")
     monkeypatch.setattr(sh, "disk_usage", lambda p: usage(2**40, 0, 2**40))
     assert snap._failed("saving x", "failed", {}, state) == "saving x: migration failed"
+
+
+def test_an_interrupt_of_the_cold_boot_after_a_bad_snapshot_is_not_said_as_its_restore(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The restore's step ("restoring the snapshot DIR") stayed the start's after the
+    load failed: a Ctrl-C in the cold boot that replaced it was noted as in the restore."""
+    g, _ = _cache_with_snapshot(monkeypatch, tmp_path)
+    g.qemu = SimpleNamespace(binary=Path("/q"), datadir=None)  # type: ignore[assignment]
+    g.image = SimpleNamespace(version="v")  # type: ignore[assignment]
+    monkeypatch.setattr(snapshot, "check", lambda directory: {"qemu": "/q", "image": "v"})
+    monkeypatch.setattr(g, "_start_machine", lambda extra=None: None)
+    monkeypatch.setattr(g, "_vm", lambda: SimpleNamespace())
+
+    def load(*args: object, **kw: object) -> None:
+        raise snapshot.SnapshotError("loading it failed: a test says so")
+
+    def boot() -> None:
+        assert g._start_doing == ""
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(snapshot, "load", load)
+    monkeypatch.setattr(g, "_cold_start", boot)
+    with pytest.raises(KeyboardInterrupt) as info:
+        g.start()
+    assert not [n for n in getattr(info.value, "__notes__", ()) if n.startswith("interrupted ")]

@@ -402,6 +402,8 @@ class AgentClient:
         fault = self._frozen() if self._frozen is not None else None
         if fault is not None:
             raise AgentFault(self._dead(f"waiting for {what}", fault), fault)
+        if self.abandoned is not None:  # the watch's verdict on the agent alone came
+            raise self._gone(f"waiting for {what}")  # meanwhile: it, not a timeout
         raise AgentTimeout(f"timeout ({timeout:g}s) waiting for {what}")
 
     def _take(self, take: Callable[[], _T | None], timeout: float, what: str) -> _T:

@@ -31,6 +31,10 @@ class LoopAborted(IrqlabError, RuntimeError):
     """:meth:`LoopThread.abort` ended the wait (or came before it); the message is why."""
 
 
+class LoopClosed(LoopAborted):
+    """:meth:`LoopThread.close` (another thread's: its owner was closed) ended the wait."""
+
+
 log = logging.getLogger(__name__)
 
 
@@ -104,6 +108,8 @@ class LoopThread:
             why = self._cancelled.get(fut)
             if why is not None:  # abort() cancelled it (not close(), say)
                 raise LoopAborted(why) from None
+            if self._closed:  # it was a bare CancelledError, no word of why
+                raise LoopClosed("closed while it waited (its event loop stopped)") from None
             raise
         except BaseException:
             fut.cancel()  # e.g. KeyboardInterrupt while waiting: do not leave it running

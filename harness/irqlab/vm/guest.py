@@ -36,7 +36,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache, partial
 from pathlib import Path
@@ -1264,6 +1264,14 @@ class Guest:
         self.ssh: SshClient | None = None
         self._agent: AgentClient | None = None
         self._closes = 0  # close() calls: a command another thread's close() ended
+        # the thread in start(), and whether another thread's close() came meanwhile
+        # (then the start's failure is that close's doing, not the guest's)
+        self._start_thread: int | None = None
+        self._closed_under_start = False
+        self._start_doing = ""  # what the start does now ("saving the snapshot K")
+        # the method each thread runs (bind()): what its step scripts' errors name
+        self._operations = threading.local()
+        self._loaded_from: Path | None = None  # the snapshot whose state runs (restored)
         self._with_depth = 0  # `with` blocks open on it (the outermost one's end closes)
         # one thread replaces a dead or interrupted agent session (see agent): two that
         # both did so started two sessions, the daemon's takeover ending the first's
@@ -1612,15 +1620,26 @@ class Guest:
         # guest was still "restored"
         self.restored = False
         self._start_end = "starting"
+        self._start_thread, self._closed_under_start = threading.get_ident(), False
+        self._start_doing = ""
         try:
             self._start()
             self._start_end = None
             return self
         except BaseException as e:
             self._start_end = "start failed" if isinstance(e, Exception) else "start interrupted"
+            noted = any(n.startswith("interrupted ") for n in getattr(e, "__notes__", ()))
+            if isinstance(e, KeyboardInterrupt) and self._start_doing and not noted:
+                # Ctrl-C, SIGTERM: the plugin's line names the step (a command's own note
+                # names it already)
+                e.add_note(f"interrupted in the guest {self.config.name!r} {self._start_doing}")
+            # another thread's close() ended it: no verdict to wait for, no guest to blame
+            closed = self._closed_under_start and isinstance(e, Exception) and self.fault is None
             paths = self.machine.paths if self.machine is not None else None
             try:
-                named = self._qemu_gone_under(e)
+                named = (
+                    self._closed_meanwhile(self._starting()) if closed else self._qemu_gone_under(e)
+                )
             finally:  # a second Ctrl-C in its wait must not leave QEMU running
                 self.close()
             if paths is not None and isinstance(named, Exception):
@@ -1634,6 +1653,12 @@ class Guest:
             if named is e:
                 raise
             raise named from e
+        finally:
+            self._start_thread = None
+
+    def _starting(self) -> str:
+        """What the start was doing, for an error or an interrupt that ended it."""
+        return f"it started ({self._start_doing})" if self._start_doing else "it started"
 
     def _qemu_gone_under(self, e: BaseException) -> BaseException:
         """*e*, or the :class:`GuestFault` behind it when a step of the start failed
@@ -1787,11 +1812,13 @@ class Guest:
     def _try_restore(self, key: str, found: Path) -> bool:
         from irqlab.vm import snapshot
 
+        self._loaded_from = None
         try:
             with snapshot.held(found):  # no prune removes it before the load ended
                 self._restore(found)
             return True
         except snapshot.SnapshotGone as e:  # pruned since the lookup: a miss
+            self._start_doing = ""  # a cold boot next, not this restore
             log.info("%s: %s; no snapshot to restore", self.config.name, e)
             self._stop_machine()
             return False
@@ -1799,6 +1826,7 @@ class Guest:
             if self._killed_from_outside():  # not the snapshot's doing: it stays
                 self._raise_fault()
                 raise
+            self._start_doing = ""  # a cold boot next, not this restore
             self.snapshot_error = str(e)
             self._stop_machine()
             notice.say(f"irqlab: {e}")
@@ -1808,6 +1836,24 @@ class Guest:
             else:  # the next start after the holder is gone removes it
                 notice.say(f"irqlab: {why}, so it stays for now; booting cold")
             return False
+        except Exception as e:
+            if self._loaded_from is not found or self._closed_under_start:
+                raise  # not the restored state's doing
+            # it ran, and died at once (a module's timer that oopses after its load):
+            # no ready state, every start that restores it dies so
+            named = self._qemu_gone_under(e)
+            if isinstance(named, GuestFault) and _the_guests_doing(named.fault):
+                why = snapshot.discard(key)
+                named.add_note(
+                    f"restored from the snapshot {found}, which was removed: its guest died "
+                    "as soon as it ran again (the next start boots cold)"
+                    if why is None
+                    else f"restored from the snapshot {found}, whose guest died as soon as "
+                    f"it ran again; {why}, so it stays for now"
+                )
+            if named is e:
+                raise
+            raise named from e
 
     def prepare(self) -> Guest:
         """Find QEMU (built by ``irqlab build-qemu`` or the pytest plugin, never here:
@@ -2036,6 +2082,8 @@ class Guest:
         # session closed: no heartbeat is looked for): a QEMU that dies or freezes
         # meanwhile is named at once (a stopped one cost the save's QMP calls 30 s
         # each, then said only "no reply").
+        self._start_doing = f"saving the snapshot {key}"
+        saved: Path | None = None  # by this save
         try:
             self.snapshot_dir = snapshot.save(self._vm(), key, meta, check=self.check_health)
         except snapshot.SnapshotError as e:
@@ -2055,9 +2103,31 @@ class Guest:
             self.snapshot_error = f"not saved as the snapshot {key}: {e}"
             notice.say(f"irqlab: {self.config.name}: {self.snapshot_error}; going on without it")
         else:
+            saved = self.snapshot_dir
             self._reached("snapshot_saved", self._t0)
-        self._connect_ssh()
-        self._connect_agent()
+        self._start_doing = ""
+        try:
+            self._connect_ssh()
+            self._connect_agent()
+        except Exception as e:
+            if saved is None or self._closed_under_start:
+                raise
+            named = self._qemu_gone_under(e)
+            # the state it saved died a moment after (a module's timer that oopses after
+            # its load): no ready state, every start that restored it died so
+            if isinstance(named, GuestFault) and _the_guests_doing(named.fault):
+                self.snapshot_dir = None
+                kept = snapshot.discard(key)
+                named.add_note(
+                    f"the snapshot {saved} this start saved was removed: its guest died "
+                    "before the start ended (no ready state to restore)"
+                    if kept is None
+                    else f"the snapshot {saved} this start saved is no ready state (its "
+                    f"guest died before the start ended); {kept}, so it stays for now"
+                )
+            if named is e:
+                raise
+            raise named from e
 
     def _restore(self, directory: Path) -> None:
         from irqlab.vm import snapshot
@@ -2072,11 +2142,14 @@ class Guest:
         t0 = self._t0 = time.monotonic()
         self.phases = {}
         log.info("%s: restoring the snapshot %s", self.config.name, directory)
+        self._start_doing = f"restoring the snapshot {directory}"
         self._start_machine(["-incoming", "defer"])
         snapshot.load(
             self._vm(), directory, timeout=self.config.restore_timeout, check=self.check_health
         )
+        self._start_doing = ""
         self._reached("restored", t0)
+        self._loaded_from = directory  # the state runs from here: its doing, if it dies
         self._vm().qmp("cont")
         # The restored kernel's CRNG is the saver's: reseed it from the host before
         # anything connects (dropbear draws a new connection's keys from it).
@@ -2429,6 +2502,8 @@ class Guest:
         """Stop the guest (QEMU's quit; nothing in the guest needs a clean shutdown).  A
         QEMU stopped by a signal (SIGSTOP) answers nothing: no goodbyes, killed at once."""
         self._closes += 1
+        if self._start_thread not in (None, threading.get_ident()):
+            self._closed_under_start = True  # the start's failure is this close's doing
         stopped = self._qemu_stopped()
         if stopped:
             self._cut_off()
@@ -2553,10 +2628,17 @@ class Guest:
         """Run *cmd* in the guest (*input* on its stdin); a guest or QEMU that dies
         meanwhile is named, with *doing* (default: running *cmd*)."""
         __tracebackhide__ = hide_frame
+        operation = getattr(self._operations, "name", "")
+        if operation and self.fault is not None:  # dead already: the method, named
+            raise GuestFault(self.fault, f"in {operation}")
         self.check_health()
         if self.ssh is None:
             raise GuestError("the guest is not connected")
-        doing = doing or f"running {cmd!r}"
+        # a method's step script (in the debug log below) is named by the method
+        if not doing:
+            doing = f"in {operation}" if operation else f"running {cmd!r}"
+        elif operation:  # a step with words of its own: "waiting for /dev/x in bind()"
+            doing = f"{doing} in {operation}"
         mark = self.console_mark()
         log.debug("%s: running %r (timeout %g s)", self.config.name, cmd, timeout)
         t0 = time.monotonic()
@@ -2604,6 +2686,19 @@ class Guest:
             if fault is not None:
                 raise GuestFault(fault, doing)
         return result
+
+    @contextlib.contextmanager
+    def _operation(self, name: str) -> Iterator[None]:
+        """Commands this thread runs meanwhile are named by *name* ("bind()") when the
+        guest dies or an interrupt ends them, not by their shell script (an internal
+        step: ``for d in /sys/bus/pci/devices/*; do ...``), which the debug log keeps;
+        the outermost such method names them."""
+        outer = getattr(self._operations, "name", "")
+        self._operations.name = outer or name
+        try:
+            yield
+        finally:
+            self._operations.name = outer
 
     def _closed_meanwhile(self, doing: str) -> GuestError:
         """Another thread's :meth:`close` (or :meth:`restart`) ended the connection a
@@ -2998,7 +3093,8 @@ class Guest:
         """rmmod (if loaded), then modprobe with *params* (the config's params are not
         used)."""
         __tracebackhide__ = hide_frame
-        self._modprobe(params, unload_first=True)
+        with self._operation("reload_module()"):
+            self._modprobe(params, unload_first=True)
 
     def wait_for_node(self, path: str, timeout: float = 30.0) -> None:
         """Wait until the character device *path* exists in the guest; :class:`GuestError`
@@ -3096,26 +3192,32 @@ class Guest:
     def pci_address(self) -> str:
         """The PCI address (e.g. ``0000:00:04.0``) of our device, found by vendor/device id."""
         vid, did = f"{REGS.PCI_VENDOR_ID:#06x}", f"{REGS.PCI_DEVICE_ID:#06x}"
-        out = self.sh(
-            "for d in /sys/bus/pci/devices/*; do "
-            f'[ "$(cat $d/vendor)" = {vid} ] && [ "$(cat $d/device)" = {did} ] && basename $d; '
-            "done; true"
-        ).split()
+        with self._operation("pci_address()"):
+            out = self.sh(
+                "for d in /sys/bus/pci/devices/*; do "
+                f'[ "$(cat $d/vendor)" = {vid} ] && [ "$(cat $d/device)" = {did} ] '
+                "&& basename $d; done; true"
+            ).split()
         if not out:
             raise GuestError(f"no PCI device {vid}:{did} in the guest")
         return out[0]
 
     def unbind(self) -> str:
         """Unbind our driver from the device (sysfs); the device's PCI address."""
-        addr = self.pci_address()
-        to = shlex.quote(f"/sys/bus/pci/drivers/{self.module_name()}/unbind")
-        self.sh(f"echo {shlex.quote(addr)} > {to}")
+        with self._operation("unbind()"):
+            addr = self.pci_address()
+            to = shlex.quote(f"/sys/bus/pci/drivers/{self.module_name()}/unbind")
+            self.sh(f"echo {shlex.quote(addr)} > {to}")
         return addr
 
     def bind(self, addr: str | None = None) -> None:
         """Bind our driver to the device at *addr* (default: ours) and wait for its node;
         a device another driver holds (:meth:`bind_uio_pci_generic`'s) is let go first
         and its ``driver_override`` cleared."""
+        with self._operation("bind()"):
+            self._bind(addr)
+
+    def _bind(self, addr: str | None) -> None:
         addr = addr or self.pci_address()
         name = self.module_name()
         dev = shlex.quote(f"/sys/bus/pci/devices/{addr}")
@@ -3162,6 +3264,10 @@ class Guest:
         """Move the device from our driver to the kernel's uio_pci_generic (through
         ``driver_override``); (PCI address, the bind command's result: rc != 0 when
         uio_pci_generic refuses the device, e.g. with broken INTx disable)."""
+        with self._operation("bind_uio_pci_generic()"):
+            return self._bind_uio_pci_generic()
+
+    def _bind_uio_pci_generic(self) -> tuple[str, RunResult]:
         addr = self.unbind()
         override = shlex.quote(f"/sys/bus/pci/devices/{addr}/driver_override")
         self.sh(f"modprobe uio_pci_generic && echo uio_pci_generic > {override}")
@@ -3496,9 +3602,14 @@ class _FaultNamingQmp:
         fault = self._guest.fault
         if fault is not None:
             raise GuestFault(fault, doing)
+        closes = self._guest._closes
         try:
             return call()
         except MachineError:
+            closed = self._guest._closes != closes or self._machine.closing
+            if closed and self._guest.fault is None:
+                # another thread's close(): not "connection lost before the reply"
+                raise self._guest._closed_meanwhile(doing) from None
             fault = self._guest.wait_fault(FAULT_VERDICT)
             if fault is not None:
                 raise GuestFault(fault, doing) from None  # QMP's loss is its consequence
@@ -3550,6 +3661,12 @@ def _within(limit: float, step: Callable[[], object], what: str) -> None:
 
 # QEMU's exit statuses when someone else ended it (SIGKILL, SIGTERM, SIGINT, SIGHUP);
 # an abort or a crash of its own (SIGABRT, SIGSEGV) is QEMU's story, not the guest's
+def _the_guests_doing(fault: Fault) -> bool:
+    """Whether *fault* is the guest's own end (a panic, an oops, a freeze, a poweroff),
+    not QEMU's (killed, crashed, or stopped: no QMP answer), which no saved state causes."""
+    return not fault.qmp_silent and not fault.cause.startswith(exited_cause(0)[:-1])
+
+
 _KILLED_FROM_OUTSIDE = frozenset(
     -s for s in (signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 )

@@ -599,6 +599,12 @@ class Machine:
     def pid(self) -> int:
         return self._running_proc().pid
 
+    @property
+    def closing(self) -> bool:
+        """Whether :meth:`close` began (its owner stops this QEMU, or has): a QMP call
+        that fails now failed because of it."""
+        return self._closed
+
     def is_running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 

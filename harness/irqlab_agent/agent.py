@@ -432,14 +432,14 @@ class Agent:
             earlier = h.stuck
             if not earlier.wait(deadline, self._stopped):
                 return ok(req.id, errno="EBUSY", nbytes=None, stuck=earlier.describe(h.name))
-            h.stuck = None
-            return self._read_answer(req.id, mode, earlier, late=earlier.req_id)
+            h.stuck = None  # answered as its own request asked (its size, its 'as')
+            return self._read_answer(req.id, earlier.mode, earlier, late=earlier.req_id)
         blocking = not fcntl.fcntl(h.fd, fcntl.F_GETFL) & os.O_NONBLOCK
         if blocking and not _readable(h.fd, wait_ms, self._stopped):
             return ok(req.id, errno="ETIMEDOUT", nbytes=None)
-        rd = BoundedRead(h.fd, size, req.id)
+        rd = BoundedRead(h.fd, size, req.id, mode)
         if not rd.wait(deadline, self._stopped):
-            if not rd.interrupt(INTERRUPT_GRACE_S):
+            if not rd.interrupt(INTERRUPT_GRACE_S, INTERRUPT_MAX_S):
                 h.stuck = rd
                 return ok(req.id, errno="ETIMEDOUT", nbytes=None, stuck=rd.describe(h.name))
             if rd.errno == errno.EINTR:
@@ -639,6 +639,9 @@ def _readable(fd: int, wait_ms: float, stopped: Callable[[], bool]) -> bool:
 # INTERRUPT_RETRY_S: one that came before the thread entered read(2) ended nothing)
 # for it to return before it counts as stuck (the driver waits uninterruptibly).
 INTERRUPT_GRACE_S = 1.0
+# ... and how long at most while the thread is not in an uninterruptible wait (state
+# S or R: a loaded guest had not run it to take the signal yet): not stuck, just late
+INTERRUPT_MAX_S = 10.0
 INTERRUPT_RETRY_S = 0.05
 STACK_FRAMES = 8  # of a stuck read's kernel stack, in its description
 
@@ -668,10 +671,14 @@ class BoundedRead:
     thread of its own: the session waits for it until a deadline, can end it with a
     signal, and can leave behind one that no signal ends."""
 
-    def __init__(self, fd: int, size: int, req_id: int) -> None:
-        self.fd = fd
+    def __init__(self, fd: int, size: int, req_id: int, mode: str = "raw") -> None:
+        # its own descriptor of the file, closed by its thread: a close or reset of the
+        # handle while it is left in the driver frees the handle's number, which the
+        # next open may take (its late read then read another file)
+        self.fd = os.dup(fd)
         self.size = size
         self.req_id = req_id
+        self.mode = mode  # the request's 'as': its result is answered so, late or not
         self.data: bytes | None = None
         self.errno: int | None = None
         self.wake_ns = 0
@@ -691,6 +698,8 @@ class BoundedRead:
         except OSError as e:
             self.errno = e.errno or errno.EIO
         self.wake_ns = mono_ns()
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
         with self._lock:
             self.done.set()
 
@@ -704,12 +713,14 @@ class BoundedRead:
             if left <= STOP_CHECK_S or stopped():
                 return self.done.is_set()
 
-    def interrupt(self, grace: float) -> bool:
-        """Send :data:`STOP_SIGNAL` to the thread until its read returns, for at most
-        *grace* s; whether it returned."""
+    def interrupt(self, grace: float, longest: float | None = None) -> bool:
+        """Send :data:`STOP_SIGNAL` to the thread until its read returns, for *grace* s,
+        and on up to *longest* s while the thread is not in an uninterruptible wait (a
+        loaded guest had not run it to take the signal); whether it returned."""
         if not _can_interrupt():
             return self.done.wait(0)
-        deadline = time.monotonic() + grace
+        start = time.monotonic()
+        deadline = start + grace
         while True:
             with self._lock:
                 ident = self._thread.ident
@@ -722,7 +733,16 @@ class BoundedRead:
             if self.done.wait(max(0.0, min(left, INTERRUPT_RETRY_S))):
                 return True
             if left <= INTERRUPT_RETRY_S:
-                return False
+                if longest is None or time.monotonic() - start >= longest:
+                    return False
+                if self.state() in ("D", ""):  # in the driver for good (or gone: asked)
+                    return self.done.is_set()
+                deadline = time.monotonic() + INTERRUPT_RETRY_S  # late, not stuck
+
+    def state(self) -> str:
+        """The thread's state letter (R, S, D, ...) from /proc, "" when unreadable."""
+        text = _proc_text(f"/proc/self/task/{self.tid}/stat")
+        return text.rsplit(")", 1)[1].split()[0] if ")" in text else ""
 
     def describe(self, handle: str) -> str:
         """That the read of handle *handle* is still in the driver, and where: its
@@ -732,9 +752,8 @@ class BoundedRead:
         how = "a signal did not end it" if _can_interrupt() else "no signal was sent"
         where = [f"thread {self.tid}"]
         task = f"/proc/self/task/{self.tid}"
-        state = _proc_text(f"{task}/stat")
-        if ")" in state:
-            letter = state.rsplit(")", 1)[1].split()[0]
+        letter = self.state()
+        if letter:
             where.append(f"state {letter}{STATE_WORDS.get(letter, '')}")
         wchan = _proc_text(f"{task}/wchan").strip()
         if wchan and wchan != "0":

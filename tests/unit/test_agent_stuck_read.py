@@ -114,6 +114,7 @@ def test_a_read_no_signal_ends_leaves_the_handle_busy_until_it_returns(
     session: Callable[[bool], tuple[Driver, Request]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(agent_mod, "INTERRUPT_GRACE_S", 0.2)
+    monkeypatch.setattr(agent_mod, "INTERRUPT_MAX_S", 0.4)  # this stand-in waits in S
     driver, request = session(True)
     t0 = time.monotonic()
     r = request("read", name="h", wait_ms=300, **{"as": "raw"})
@@ -129,10 +130,61 @@ def test_a_read_no_signal_ends_leaves_the_handle_busy_until_it_returns(
     assert (r["errno"], r["result"]) == ("EBUSY", None), r
     assert request("ping")["pong"] is True  # the session answers on
     driver.give(b"wxyz")  # the stuck read returns: the next read has what it read
-    r = request("read", name="h", wait_ms=5000, **{"as": "raw"})
+    # answered as its own request asked (as=raw), whatever this one asks (records: it
+    # decoded 4 raw bytes as event records)
+    r = request("read", name="h", wait_ms=5000)
     assert (r["errno"], r["hex"], r["late"]) == (None, b"wxyz".hex(), rid), r
     assert driver.entered.acquire(timeout=0)  # one read(2) so far: no second one ran
     assert not driver.entered.acquire(timeout=0)
+
+
+class LateDriver(Driver):
+    """A read whose thread takes no signal for *deaf* s (a loaded guest had not run
+    it), then waits interruptibly (an empty pipe)."""
+
+    def __init__(self, deaf: float) -> None:
+        super().__init__(False)
+        self.deaf = deaf
+
+    def read(self, fd: int, size: int) -> bytes:
+        self.entered.release()
+        time.sleep(self.deaf)  # a thread not run yet: the signals sent meanwhile end nothing
+        return raw_read(self.r, size)
+
+
+@pytest.mark.usefixtures("interruptible")
+def test_a_read_that_takes_its_signal_late_is_interrupted_not_stuck(
+    session: Callable[[bool], tuple[Driver, Request]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past a fixed 1 s grace a read still in S (its thread not run yet on a loaded
+    guest) was called stuck: ETIMEDOUT with `stuck`, the handle EBUSY."""
+    monkeypatch.setattr(agent_mod, "INTERRUPT_GRACE_S", 0.2)
+    _, request = session(False)
+    late = LateDriver(deaf=0.8)
+    monkeypatch.setattr(agent_mod, "raw_read", late.read)
+    try:
+        r = request("read", name="h", wait_ms=100, **{"as": "raw"})
+        assert (r["errno"], r.get("interrupted"), r.get("stuck")) == ("ETIMEDOUT", True, None), r
+    finally:
+        late.give(b"x")
+        late.close()
+
+
+def test_a_read_has_a_descriptor_of_its_own_which_it_closes(tmp_path: Path) -> None:
+    """A read left in the driver read the handle's fd number: after a close (or reset)
+    the next open could take that number, and the late read consumed its data."""
+    r, w = os.pipe2(os.O_CLOEXEC)
+    try:
+        os.write(w, b"data")
+        rd = agent_mod.BoundedRead(r, 4, 1)
+        assert rd.fd != r
+        assert rd.done.wait(QUICK) and rd.data == b"data"
+        with pytest.raises(OSError):
+            os.fstat(rd.fd)  # closed by its thread (the number may be reused: not here)
+        os.fstat(r)  # the handle's own is the handle's
+    finally:
+        os.close(r)
+        os.close(w)
 
 
 def test_without_a_signal_handler_the_read_is_left_not_signalled(

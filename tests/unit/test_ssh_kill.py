@@ -213,12 +213,23 @@ def test_killed_message_counts_the_dead_and_names_the_living() -> None:
     assert killed_message(0, "") == ""
     assert killed_message(3, "") == " (killed in the guest: 3 processes)"
     stack = "".join(f"9 stack [<0>] f{i}+0x1/0x2\n" for i in range(12))
-    said = killed_message(3, f"9 state S\n9 comm my prog\n9 wchan 0\n{stack}8 state D\n")
+    said = killed_message(3, f"9 state D\n9 comm my prog\n9 wchan 0\n{stack}8 state D\n")
     assert said == (
         " (killed in the guest: 1 process; 2 processes did not die: pid 9 (my prog), "
-        "state S (sleeping), kernel stack: f0+0x1/0x2 <- f1+0x1/0x2 <- f2+0x1/0x2 <- "
+        "state D (uninterruptible), kernel stack: f0+0x1/0x2 <- f1+0x1/0x2 <- f2+0x1/0x2 <- "
         "f3+0x1/0x2 <- f4+0x1/0x2 <- f5+0x1/0x2 <- f6+0x1/0x2 <- f7+0x1/0x2 <- ...; "
         "pid 8, state D (uninterruptible))"
+    )
+
+
+def test_a_killed_process_a_loaded_guest_had_not_run_yet_is_not_called_undying() -> None:
+    """SIGKILL ends a process in R or S as soon as it runs: one the kill's 1 s look still
+    saw so (a loaded guest) was said "did not die", blaming the driver."""
+    said = killed_message(2, "9 state R\n9 comm busy\n")
+    assert said == (
+        " (killed in the guest: 1 process; 1 process not dead yet when the kill stopped "
+        "looking (no uninterruptible wait: a loaded guest had not run it since): pid 9 "
+        "(busy), state R (running))"
     )
 
 

@@ -60,6 +60,7 @@ from irqlab.vm.agent_client import (
 )
 from irqlab.vm.exit_signal import ExitSignal, signal_status
 from irqlab.vm.health import (
+    CONSOLE_FAULTS,
     EXIT_AFTER_LOST_QMP_S,
     GRACE,
     OOM_KILL,
@@ -3662,9 +3663,14 @@ def _within(limit: float, step: Callable[[], object], what: str) -> None:
 # QEMU's exit statuses when someone else ended it (SIGKILL, SIGTERM, SIGINT, SIGHUP);
 # an abort or a crash of its own (SIGABRT, SIGSEGV) is QEMU's story, not the guest's
 def _the_guests_doing(fault: Fault) -> bool:
-    """Whether *fault* is the guest's own end (a panic, an oops, a freeze, a poweroff),
-    not QEMU's (killed, crashed, or stopped: no QMP answer), which no saved state causes."""
-    return not fault.qmp_silent and not fault.cause.startswith(exited_cause(0)[:-1])
+    """Whether *fault* is the guest's own end, which its saved state may cause again: a
+    kernel panic or oops its console or pvpanic showed.  Not QEMU's end (killed,
+    crashed, or stopped: no QMP answer), nor a silence (a heartbeat's or SSH's verdict of
+    a frozen guest: a loaded host stalls a good guest too)."""
+    return not fault.qmp_silent and fault.cause.startswith(_GUESTS_OWN_END)
+
+
+_GUESTS_OWN_END = tuple(word for _, word in CONSOLE_FAULTS)  # "guest kernel panic", ...
 
 
 _KILLED_FROM_OUTSIDE = frozenset(

@@ -577,7 +577,8 @@ def killed_message(sent: int, survivors: str) -> str:
         kind, _, value = rest.partition(" ")
         if pid.isdigit() and kind:
             facts.setdefault(pid, {}).setdefault(kind, []).append(value.strip())
-    said = []
+    said: list[str] = []  # in an uninterruptible wait (or stopped)
+    slow: list[str] = []  # in another state: not run since the kill
     for pid, f in facts.items():
         comm = " ".join(f.get("comm", [])).strip()
         parts = [f"pid {pid}" + (f" ({comm})" if comm else "")]
@@ -593,11 +594,18 @@ def killed_message(sent: int, survivors: str) -> str:
         if frames:
             more = " <- ..." if len(frames) > STACK_FRAMES else ""
             parts.append("kernel stack: " + " <- ".join(frames[:STACK_FRAMES]) + more)
-        said.append(", ".join(parts))
-    died = sent - len(said)
+        # D (uninterruptible) or T (stopped): SIGKILL waits for the wait's end; another
+        # state (R, S: a loaded guest had not run it yet) is a death not seen yet
+        (said if state in ("D", "T", "t") or not state else slow).append(", ".join(parts))
+    died = sent - len(said) - len(slow)
     words = [f"killed in the guest: {_plural(died)}"] if died > 0 else []
     if said:
         words.append(f"{_plural(len(said))} did not die: " + "; ".join(said))
+    if slow:
+        words.append(
+            f"{_plural(len(slow))} not dead yet when the kill stopped looking (no "
+            "uninterruptible wait: a loaded guest had not run it since): " + "; ".join(slow)
+        )
     return f" ({'; '.join(words)})" if words else ""
 
 

@@ -21,6 +21,7 @@ from irqlab_agent.evdev import EVDEV_PATHS
 from irqlab_agent.fastack import ops as tune_ops
 from irqlab_agent.fastack import reset_tuning
 from irqlab_agent.gpio_cdev import GpioCdevPath
+from irqlab_agent.kclock import printk_offset_ns
 from irqlab_agent.native import NativeRuns
 from irqlab_agent.native import ops as native_ops
 from irqlab_agent.paths import (
@@ -568,14 +569,18 @@ class Agent:
         """Disarm every path, close every handle, stop the responders, put the ``tune``
         settings back to their defaults; with ``dev``, say whether that
         character device is present (``present``).  ``monotonic_ns``: the guest time
-        the reset began (the clock of the kernel log's stamps: where a test's part of
-        the kernel log starts)."""
+        the reset began (CLOCK_MONOTONIC); ``kernel_log_ns``: the same by the kernel log's
+        clock (where a test's part of the kernel log starts; printk's clock is another,
+        milliseconds apart: :mod:`irqlab_agent.kclock`)."""
+        offset = printk_offset_ns()  # measured once (a line in the kernel log) before
         began = mono_ns()
         paths = self._disarm_all()
         self.native.close()
         self._close_handles()
         reset_tuning()
         out = ok(req.id, paths=paths, monotonic_ns=began)
+        if offset is not None:  # the same instant by the kernel log's clock
+            out["kernel_log_ns"] = began + offset
         dev = req.get_opt_str("dev")
         if dev is not None:  # saves the host a shell round trip per test
             try:

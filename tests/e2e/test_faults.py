@@ -185,6 +185,8 @@ def test_a_frozen_qemu_is_named_within_ten_seconds(fault_guest: Guest) -> None:
         os.kill(fault_guest.machine.pid, signal.SIGCONT)
     assert str(e).startswith("guest stopped responding: QEMU did not answer QMP"), e
     assert "no reply within" not in str(e), e  # the silence is said once
+    # the cause itself: it said only that QMP was silent
+    assert f"its process (pid {fault_guest.machine.pid}) is stopped" in str(e), e
 
 
 def test_closing_a_stopped_qemu_before_the_verdict_is_quick() -> None:

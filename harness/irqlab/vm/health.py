@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from irqlab.errors import IrqlabError
+from irqlab.vm import proc
 from irqlab.vm.loadscale import timeout_scale
 from irqlab.vm.qmp.errors import QMPNoReply
 
@@ -544,6 +545,15 @@ class HealthWatch(threading.Thread):
                 return None  # the exit is reported on the next look, with its status
             # no reply in time is what the verdict says already: not twice
             why = "" if silent else f" ({str(e).splitlines()[0]})"
+            try:
+                pid: int | None = self.machine.pid
+            except (AttributeError, MachineError):  # gone meanwhile (or a stand-in's)
+                pid = None
+            if pid is not None and proc.is_stopped(pid):  # the cause, not a guess at one
+                why += (
+                    f"; its process (pid {pid}) is stopped (SIGSTOP, SIGTSTP, a debugger): "
+                    "SIGCONT continues it"
+                )
             return self._fault(
                 f"guest stopped responding: QEMU did not answer QMP within {limit:.3g} s{why}",
                 qmp_silent=True,

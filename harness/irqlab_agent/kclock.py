@@ -16,16 +16,16 @@ MARKER = b"irqlab-agent: kernel log clock calibration"
 READ_LIMIT_S = 1.0  # for the line to come back (it is there as the write returns)
 
 _lock = threading.Lock()
-_offset: dict[int, int | None] = {}  # pid -> the offset (a forked child measures anew)
+_offset: list[int | None] = []  # measured once: a property of the boot (the agent's
+# sessions are threads of one process)
 
 
 def printk_offset_ns(kmsg: str = "/dev/kmsg") -> int | None:
     """printk's clock minus CLOCK_MONOTONIC, in ns (None: /dev/kmsg would not say)."""
-    pid = os.getpid()
     with _lock:
-        if pid not in _offset:
-            _offset[pid] = measure(kmsg)
-        return _offset[pid]
+        if not _offset:
+            _offset.append(measure(kmsg))
+        return _offset[0]
 
 
 def measure(kmsg: str = "/dev/kmsg") -> int | None:

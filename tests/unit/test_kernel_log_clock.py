@@ -8,6 +8,8 @@ import socket
 import time
 from pathlib import Path
 
+import pytest
+
 from irqlab_agent import kclock
 
 
@@ -24,3 +26,13 @@ def test_the_markers_stamp_is_found_among_other_records() -> None:
 
 def test_no_kmsg_no_offset(tmp_path: Path) -> None:
     assert kclock.measure(str(tmp_path / "missing")) is None
+
+
+def test_the_offset_is_measured_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each measurement is a line in the guest's kernel log: once per agent, not per
+    reset (every test)."""
+    calls: list[str] = []
+    monkeypatch.setattr(kclock, "_offset", [])
+    monkeypatch.setattr(kclock, "measure", lambda kmsg: calls.append(kmsg) or 15_800_000)
+    assert [kclock.printk_offset_ns() for _ in range(3)] == [15_800_000] * 3
+    assert calls == ["/dev/kmsg"]

@@ -10,6 +10,8 @@ import gc
 import logging
 import threading
 import time
+import warnings
+from typing import Any
 
 import pytest
 
@@ -131,3 +133,70 @@ def test_a_late_reply_to_a_command_given_up_on_is_no_warning(
         assert any("__qmp#00006" in r.getMessage() for r in caplog.records)  # at debug
     finally:
         qmp.close()
+
+
+def _never_awaited(caught: list[warnings.WarningMessage]) -> list[str]:
+    gc.collect()
+    return [str(w.message) for w in caught if "never awaited" in str(w.message)]
+
+
+def test_a_run_its_stopped_loop_never_started_ends_at_close() -> None:
+    """A run handed to a loop that another close() had just stopped was never started:
+    it waited for ever (no timeout), and its coroutine, dropped with the loop, made
+    Python warn "coroutine ... was never awaited" in whatever test ran then (seen in
+    a CI run's summary, blamed on a gpio test)."""
+    loop = LoopThread()
+    loop.loop.call_soon_threadsafe(loop.loop.stop)  # what another thread's close() does
+    loop._thread.join(5)
+    ended: list[BaseException] = []
+
+    async def work() -> None:
+        pass
+
+    def wait() -> None:
+        try:
+            loop.run(work())
+        except BaseException as e:  # the test looks at it
+            ended.append(e)
+
+    handed = threading.Event()
+    submit = loop.submit
+
+    def submitted(coro: Any) -> Any:
+        fut = submit(coro)
+        handed.set()
+        return fut
+
+    loop.submit = submitted  # type: ignore[method-assign]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        waiter = threading.Thread(target=wait, daemon=True)
+        waiter.start()
+        assert handed.wait(5)
+        loop.close(timeout=1)
+        waiter.join(5)
+        assert not waiter.is_alive(), "the run still waits on a loop that is closed"
+        assert [type(e) for e in ended] == [LoopClosed]
+        assert _never_awaited(caught) == []
+
+
+def test_close_whose_stop_came_first_leaves_no_coroutine_unawaited(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """close() hands the loop a coroutine that cancels what is left; a loop that stopped
+    before it ran it (another close(), or this one's wait timed out) dropped it: the
+    same "never awaited" warning."""
+    loop = LoopThread()
+    real = asyncio.run_coroutine_threadsafe
+
+    def stop_first(coro: Any, target: asyncio.AbstractEventLoop) -> Any:
+        target.call_soon_threadsafe(target.stop)
+        loop._thread.join(5)
+        return real(coro, target)
+
+    monkeypatch.setattr(asyncio, "run_coroutine_threadsafe", stop_first)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loop.close(timeout=0.2)
+        assert loop.loop.is_closed()
+        assert _never_awaited(caught) == []

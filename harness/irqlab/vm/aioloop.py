@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import inspect
 import logging
 import threading
 from collections.abc import Coroutine
@@ -53,6 +54,12 @@ def _quiet_about_a_lost_peer(loop: asyncio.AbstractEventLoop, context: dict[str,
     loop.default_exception_handler(context)
 
 
+def _close_unstarted(coro: Coroutine[Any, Any, Any]) -> None:
+    """Close *coro* if it never ran (nothing else will: no "never awaited" warning)."""
+    if inspect.iscoroutine(coro) and inspect.getcoroutinestate(coro) == inspect.CORO_CREATED:
+        coro.close()
+
+
 class LoopThread:
     """Owns one event loop running forever on a background thread until :meth:`close`."""
 
@@ -70,6 +77,9 @@ class LoopThread:
             self._aborted: str | None = None  # later runs refused, for this reason
             self._waiting: set[concurrent.futures.Future[Any]] = set()
             self._cancelled: dict[concurrent.futures.Future[Any], str] = {}  # abort(): why
+            # every run() waiting now, with its coroutine: close() ends those its stopped
+            # loop never started (they waited for ever, their coroutines "never awaited")
+            self._runs: dict[concurrent.futures.Future[Any], Coroutine[Any, Any, Any]] = {}
             self._thread.start()
 
     def _main(self) -> None:
@@ -97,6 +107,7 @@ class LoopThread:
                 coro.close()
                 raise LoopAborted(self._aborted)
             fut = self.submit(coro)
+            self._runs[fut] = coro
             if abortable:
                 self._waiting.add(fut)
         try:
@@ -118,6 +129,7 @@ class LoopThread:
             with self._lock:
                 self._waiting.discard(fut)
                 self._cancelled.pop(fut, None)
+                self._runs.pop(fut, None)
 
     def abort(self, reason: str, *, later: bool = True) -> None:
         """End every abortable :meth:`run` waiting now, and with *later* refuse those
@@ -146,11 +158,24 @@ class LoopThread:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
+        cancel_all = _cancel_all()
         if self._loop.is_running() and self._thread.is_alive():
-            fut = asyncio.run_coroutine_threadsafe(_cancel_all(), self._loop)
             with contextlib.suppress(concurrent.futures.TimeoutError, RuntimeError):
-                fut.result(timeout)
-            self._loop.call_soon_threadsafe(self._loop.stop)
+                asyncio.run_coroutine_threadsafe(cancel_all, self._loop).result(timeout)
+            with contextlib.suppress(RuntimeError):  # closed meanwhile (another close())
+                self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout)
-        if not self._thread.is_alive():
-            self._loop.close()
+        if self._thread.is_alive():
+            return
+        # The loop stopped before it ran what was handed to it last (a close() from
+        # another thread stopped it, or this one's wait above timed out): the runs
+        # waiting on those waited for ever (with no timeout), and at the garbage
+        # collector's whim Python warned "coroutine ... was never awaited" in
+        # whatever test ran then.
+        with self._lock:
+            never_run = [(f, c) for f, c in self._runs.items() if not f.done()]
+        for fut, coro in never_run:
+            fut.cancel()  # its run() raises LoopClosed
+            _close_unstarted(coro)
+        _close_unstarted(cancel_all)
+        self._loop.close()

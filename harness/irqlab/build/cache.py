@@ -68,6 +68,7 @@ __all__ = [
     "is_complete",
     "keep_count",
     "lock_file",
+    "orphan_locks",
     "output_dir",
     "outputs_named",
     "prune_plan",
@@ -77,6 +78,8 @@ __all__ = [
     "remove_file",
     "remove_stale_lock",
     "remove_stale_locks",
+    "remove_stale_temporaries",
+    "stale_temporaries",
     "sweep_leftovers",
     "take_lock",
     "touch",
@@ -212,14 +215,16 @@ def _locked_file(path: Path, *, wait: bool) -> IO[str] | None:
     """*path* opened (created if missing) and locked exclusively, or None when another
     holds it and not *wait*.  A lock file whose name a prune unlinked while this process
     waited on it is no lock any more (a third process locks a new file of that name):
-    locked, it is checked to still be the file of that name, else opened again."""
+    locked, it is checked to still be the file of that name (the same inode on the same
+    device), else opened again."""
     while True:
         # returned open (the caller closes it); not "w": that would erase the holder's pid
         f = open(path, "a+")  # noqa: SIM115
         try:
             fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
             try:
-                same = os.stat(path).st_ino == os.fstat(f.fileno()).st_ino
+                named, held = os.stat(path), os.fstat(f.fileno())
+                same = (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino)
             except FileNotFoundError:
                 same = False
         except BlockingIOError:
@@ -329,45 +334,146 @@ def exclusive_lock(
         yield
 
 
-STALE_LOCK_AGE_S = 3600.0  # a lock file unused this long, of an output not there, goes
+def orphan_locks(root: Path | None = None) -> list[Path]:
+    """The lock files of outputs that are not in the cache (any more), held or not:
+    every build, every snapshot configuration leaves one (``<output>.lock``,
+    ``<output>.boot.lock``), and a removed output leaves its own."""
+    base = root if root is not None else cache_location()
+    found = []
+    for path in sorted(base.glob("*.lock")):
+        output = _lock_output(path)
+        if _output_name(output.name) and not output.exists():
+            found.append(path)
+    return found
 
 
 def remove_stale_locks(root: Path | None = None) -> list[Path]:
-    """Remove the lock files of outputs that are not in the cache (any more), unless
-    someone holds them: every build, every snapshot configuration left one behind
-    (a cache held a thousand empty files).  A waiter on a removed one locks a new file
-    of the same name (:func:`_locked_file`); returns what was removed."""
-    base = root if root is not None else cache_location()
-    removed = []
-    now = time.time()
-    for path in sorted(base.glob("*.lock")):
-        output = _lock_output(path)
-        if _output_name(output.name) and remove_stale_lock(path, output, now):
-            removed.append(path)
-    return removed
+    """Remove the lock files of outputs that are not in the cache (any more)
+    (:func:`orphan_locks`) that nobody holds or waits for (:func:`remove_stale_lock`): a
+    cache held a thousand empty files.  A waiter on a removed one locks a new file of
+    the same name (:func:`_locked_file`); returns what was removed."""
+    return [p for p in orphan_locks(root) if remove_stale_lock(p, _lock_output(p))]
 
 
-def remove_stale_lock(path: Path, guarded: Path, now: float) -> bool:
+def remove_stale_lock(path: Path, guarded: Path) -> bool:
     """Remove the lock file *path* of *guarded* (an output, an unpacked package) when
-    *guarded* is not there, the lock is free and unused for :data:`STALE_LOCK_AGE_S`;
-    True if removed.  A waiter on it locks a new file of that name (:func:`_locked_file`)."""
+    *guarded* is not there and the lock is free: taken here without waiting, the file
+    still of that name, and no process blocked waiting for it (:func:`_waited_for`);
+    True if removed.  A waiter that polls, as this irqlab does, locks a new file of that
+    name (:func:`_locked_file`)."""
     if guarded.exists():
         return False
     try:
-        # recently used: an older irqlab (another checkout sharing the cache) may be
-        # waiting on it, and does not check, once it holds it, that it is still there
-        if now - path.stat().st_mtime < STALE_LOCK_AGE_S:
-            return False
         f = _locked_file(path, wait=False)
         if f is None:
             return False
         with f:
-            if guarded.exists():  # a build that finished meanwhile keeps its lock
+            # a build that finished meanwhile keeps its lock; an older irqlab blocked in
+            # flock(2) on it does not check, once it holds it, that it is still the file
+            # of that name (it and a third process, locking a new file, would both hold)
+            if guarded.exists() or _waited_for(f):
                 return False
             path.unlink()
             return True
     except OSError:  # e.g. another user's (a sudo run): not ours to remove
         return False
+
+
+def _waited_for(f: IO[str]) -> bool:
+    """Whether a process is blocked in flock(2) on the file *f* (a ``->`` line of
+    /proc/locks names its device and inode); True when /proc/locks cannot be read."""
+    st = os.fstat(f.fileno())
+    file_id = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    try:
+        text = Path("/proc/locks").read_text()
+    except OSError:
+        return True
+    return any(
+        len(fields) > 5 and fields[1] == "->" and fields[-3] == file_id
+        for fields in map(str.split, text.splitlines())
+    )
+
+
+# A small file written whole under a temporary name, then renamed: ``<name>.<pid>.tmp``
+# (a memo of apt's answers, an accelerator verdict, a guest key, the agent's ABI file).
+_PID_TMP = re.compile(r"^.+\.(?P<pid>[1-9][0-9]{0,9})\.tmp$")
+# Younger ones stay whatever their pid says: a writer in another pid namespace (a
+# container sharing the cache) has a pid that names no process, or another, here.
+TMP_MIN_AGE_S = 60.0
+NOT_SCANNED = frozenset({"ccache"})  # it keeps its own temporaries
+
+
+def stale_temporaries(root: Path | None = None, now: float | None = None) -> list[Path]:
+    """The temporary files ``<name>.<pid>.tmp`` in the cache (its top folder and the
+    folders in it that are no output) whose writer was killed before its rename: no
+    process *pid* lives (or a zombie), or the one that does started after the file was
+    last written (the pid was used again).  Never one younger than
+    :data:`TMP_MIN_AGE_S`.  (An output's ``.tmp`` directory is a leftover of
+    :func:`entries`, its writer found by its lock: :func:`sweep_leftovers`.)"""
+    base = root if root is not None else cache_location()
+    when = time.time() if now is None else now
+    found = []
+    for folder in [base, *_scanned_folders(base)]:
+        try:
+            names = sorted(os.listdir(folder))
+        except OSError:
+            continue
+        found += [folder / n for n in names if _PID_TMP.match(n) and _stale(folder / n, when)]
+    return found
+
+
+def _stale(path: Path, now: float) -> bool:
+    """Whether *path*, named ``<name>.<pid>.tmp``, is a file whose writer is gone (see
+    :func:`stale_temporaries`)."""
+    from irqlab.vm.proc import has_exited, started_at
+
+    m = _PID_TMP.match(path.name)
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    if m is None or not stat.S_ISREG(st.st_mode) or now - st.st_mtime < TMP_MIN_AGE_S:
+        return False
+    pid = int(m["pid"])
+    if has_exited(pid):
+        return True
+    started = started_at(pid)
+    # +1: the boot time that dates a process is in whole seconds
+    return started is not None and started > st.st_mtime + 1
+
+
+def _scanned_folders(base: Path) -> list[Path]:
+    """The folders in the cache *base* that may hold a writer's temporary file."""
+    try:
+        names = sorted(os.listdir(base))
+    except OSError:
+        return []
+    return [
+        base / n
+        for n in names
+        if n not in NOT_SCANNED and not _ENTRY.match(n) and stat.S_ISDIR(_lstat_mode(base / n))
+    ]
+
+
+def _lstat_mode(path: Path) -> int:
+    try:
+        return os.lstat(path).st_mode
+    except OSError:
+        return 0
+
+
+def remove_stale_temporaries(root: Path | None = None) -> list[Path]:
+    """Remove :func:`stale_temporaries` (each judged again just before: a process
+    given that pid since writes it anew); returns what was removed."""
+    removed = []
+    for path in stale_temporaries(root):
+        try:
+            if _stale(path, time.time()):
+                path.unlink()
+                removed.append(path)
+        except OSError:  # gone meanwhile, or not ours to remove (another user's)
+            continue
+    return removed
 
 
 def _serves(name: str, final: Path, *, say: bool = False) -> bool:

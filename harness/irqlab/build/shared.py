@@ -22,7 +22,7 @@ old ones for ever.  A part is *used*, and stays, when
   candidate for its name and architecture.
 
 A part a build used lately stays too, whatever else says: one modified or marked used
-within the last :data:`USED_LATELY_S` (an hour: :data:`irqlab.build.cache.STALE_LOCK_AGE_S`).
+within the last :data:`USED_LATELY_S` (an hour).
 A build holds a part's lock only while it makes it, not while it reads it (the kernel
 unpacks its .debs from the pool, the image copies from the unpacked packages, after
 their locks were let go), and what it takes need not be apt's candidate by then (an
@@ -75,6 +75,7 @@ __all__ = [
     "apt_candidates",
     "current_qemu_slugs",
     "mark_used",
+    "orphan_locks",
     "prune_unused",
     "remove",
     "remove_stale_locks",
@@ -89,7 +90,7 @@ _TREE = re.compile(r"^(src|build)-.+$")
 # what a lookup that cannot be done raises (no apt lists, no apt-cache)
 _LOOKUP_ERRORS = (IrqlabError, OSError, ValueError, KeyError)
 # a part modified or marked used (mark_used) this recently stays (seconds)
-USED_LATELY_S = cache.STALE_LOCK_AGE_S
+USED_LATELY_S = 3600.0
 
 
 def mark_used(*paths: Path) -> None:
@@ -467,17 +468,25 @@ def remove(parts: Iterable[Part], root: Path) -> SharedRemoval:
     return done
 
 
-def remove_stale_locks(root: Path) -> list[Path]:
-    """Remove the lock files of unpacked packages no longer there (as
-    :func:`irqlab.build.cache.remove_stale_locks` does the outputs'); returns them."""
+def orphan_locks(root: Path) -> list[Path]:
+    """The lock files of unpacked packages no longer there, held or not (as
+    :func:`irqlab.build.cache.orphan_locks` the outputs')."""
     unpacked = root / DEBS_DIR / "x"
-    now = time.time()
     return [
         lock
         for lock in sorted(unpacked.glob("*.lock"))
-        if _inside(lock, root)
-        and cache.remove_stale_lock(lock, lock.with_name(lock.name.removesuffix(".lock")), now)
+        if _inside(lock, root) and not _unpacked_of(lock).exists()
     ]
+
+
+def _unpacked_of(lock: Path) -> Path:
+    return lock.with_name(lock.name.removesuffix(".lock"))
+
+
+def remove_stale_locks(root: Path) -> list[Path]:
+    """Remove the lock files of unpacked packages no longer there (as
+    :func:`irqlab.build.cache.remove_stale_locks` does the outputs'); returns them."""
+    return [p for p in orphan_locks(root) if cache.remove_stale_lock(p, _unpacked_of(p))]
 
 
 def prune_unused(root: Path) -> list[Part]:

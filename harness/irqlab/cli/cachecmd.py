@@ -2,7 +2,10 @@
 of them this checkout resolves to (*current*) and which a running QEMU holds (*in use*),
 and the shared build parts (:mod:`irqlab.build.shared`), *unused* when nothing kept needs
 them; ``--prune N`` keeps the N most recently used of each group and never those two,
-then removes the shared parts the outputs left need no more; ``--keys`` prints the input
+then removes the shared parts the outputs left need no more, and the leftovers (lock files
+of what is no longer cached, temporary files of killed writers) the listing counts
+(:func:`irqlab.build.cache.orphan_locks`, :func:`irqlab.build.cache.stale_temporaries`);
+``--keys`` prints the input
 digests a CI cache is keyed by (:mod:`irqlab.build.cachekeys`)."""
 
 from __future__ import annotations
@@ -30,7 +33,9 @@ DESCRIPTION = (
     "Shared parts (QEMU source and build trees of a QEMU version, downloaded and unpacked "
     ".debs) are listed too: 'unused' when no output left and not apt's current candidate "
     "needs them and no build used them within the hour; --prune removes those (ccache is "
-    "never pruned: it bounds itself)."
+    "never pruned: it bounds itself).  Leftovers: the lock files of outputs and unpacked "
+    "packages no longer cached (--prune removes those nobody holds or waits for) and the "
+    "temporary files of writers killed before their rename (--prune removes them)."
 )
 
 
@@ -177,6 +182,26 @@ def _prune_shared(root: Path, sizes: dict[Path, int]) -> tuple[int, str]:
     return len(done.errors), summary
 
 
+def _leftovers_line(root: Path) -> str:
+    """How many lock files of what is no longer cached, and temporary files of killed
+    writers, the cache holds; "" when none."""
+    locks = cache.orphan_locks(root) + shared.orphan_locks(root)
+    temps = cache.stale_temporaries(root)
+    said = []
+    if locks:
+        said.append(
+            f"{len(locks)} lock file{'s' * (len(locks) != 1)} of outputs or unpacked packages "
+            "no longer cached"
+        )
+    if temps:
+        said.append(
+            f"{len(temps)} temporary file{'s' * (len(temps) != 1)} of writers killed before "
+            f"their rename ({', '.join(str(t.relative_to(root)) for t in temps[:3])}"
+            f"{', ...' if len(temps) > 3 else ''})"
+        )
+    return f"leftovers: {'; '.join(said)}" if said else ""
+
+
 def cmd_cache(args: argparse.Namespace) -> int:
     from irqlab.build import inventory
     from irqlab.paths import cache_dir
@@ -215,6 +240,9 @@ def cmd_cache(args: argparse.Namespace) -> int:
     others = cache.foreign()
     if others:
         print(f"not irqlab's, left alone: {', '.join(p.name for p in others)}")
+    leftovers = _leftovers_line(root)
+    if leftovers:
+        print(leftovers)
     for (recipe, arch), why in sorted(now.unknown.items()):
         print(
             f"the current {recipe} ({arch or 'no arch'}) is not known ({why}): the most "
@@ -236,13 +264,15 @@ def cmd_cache(args: argparse.Namespace) -> int:
     done = cache.remove_all(plan)
     for error in done.errors:
         print(f"irqlab cache: {error}", file=sys.stderr)
-    locks = cache.remove_stale_locks()
+    locks = cache.remove_stale_locks(root)
+    temps = cache.remove_stale_temporaries(root)
     held, failed = len(done.held), len(done.errors)
     print(
         f"removed {len(done.removed)} outputs, {_mib(sum(sizes[e.path] for e in done.removed))}"
         + (f"; {held} in use or being built meanwhile, kept" if held else "")
         + (f"; {failed} could not be removed (said above)" if failed else "")
         + (f"; {len(locks)} lock files of outputs no longer cached" if locks else "")
+        + (f"; {len(temps)} temporary files of killed writers" if temps else "")
     )
     shared_failed, summary = _prune_shared(root, part_sizes)
     print(summary)

@@ -169,6 +169,21 @@ def is_stopped(pid: int) -> bool:
     return _state(pid) in (b"T", b"t")
 
 
+def started_at(pid: int) -> float | None:
+    """When process *pid* started, in seconds since the epoch (to the clock tick, plus
+    the boot time's one-second rounding); None when there is no such process."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+        with open("/proc/stat", "rb") as f:
+            btime = next(int(ln.split()[1]) for ln in f if ln.startswith(b"btime "))
+        # after "pid (comm) ": state is field 3, starttime field 22 (proc(5))
+        ticks = int(stat[stat.rfind(b")") + 2 :].split()[19])
+    except (OSError, StopIteration, ValueError, IndexError):
+        return None
+    return btime + ticks / os.sysconf("SC_CLK_TCK")
+
+
 def has_exited(pid: int) -> bool:
     """Whether process *pid* has exited: it is gone, or a zombie not reaped yet (what a
     pidfd's readiness says, asked once: where there is no pidfd, :data:`EXIT_POLL_S`

@@ -1,6 +1,7 @@
 """apt that cannot be asked (no package lists: a fresh container, a CI runner whose
 ``apt-get update`` could not reach the mirror; apt-cache failing): lookups take apt's
-last answer from the cache and say so once."""
+last answer from the cache and say so once; what must really be fetched says what and
+apt's own words."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 from irqlab import notice
 from irqlab.build import debs, qemu, shared
 from irqlab.build.debs import Package
+from irqlab.build.steps import BuildError, StepLog
 
 KERNEL = Package("linux-image-amd64", "6.1.192-3", "amd64", (("linux-image-6.1.0-57-amd64",),))
 
@@ -148,3 +150,61 @@ def test_qemus_versions_from_the_last_answer_are_not_memoised_as_apts(
     assert qemu._apt_versions(["seabios"]) == {"seabios": "1.16.2-1"}
     assert not (qemu.work_dir() / "apt-versions.json").exists()
     assert len(said) == 1
+
+
+DEAD_MIRROR_APT_GET = """#!/bin/sh
+echo "apt-get $*" >> "$FAKE_APT_CALLS"
+case "$1" in
+update)
+  echo "Err:1 http://127.0.0.1:9/debian bookworm InRelease"
+  echo "  Could not connect to 127.0.0.1:9 (127.0.0.1). - connect (111: Connection refused)"
+  echo "W: Some index files failed to download. They have been ignored, or old ones used instead."
+  exit 0 ;;
+*)
+  echo "E: Failed to fetch http://127.0.0.1:9/debian/pool/main/s/strace/strace_6.1-0.1_amd64.deb"\
+" Could not connect to 127.0.0.1:9 (127.0.0.1). - connect (111: Connection refused)" >&2
+  exit 100 ;;
+esac
+"""
+
+
+@pytest.fixture
+def dead_mirror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """apt-get on $PATH fails as with a mirror out of reach; returns its call log."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "apt-get").write_text(DEAD_MIRROR_APT_GET)
+    (bin_dir / "apt-get").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    calls = tmp_path / "apt-calls"
+    calls.touch()
+    monkeypatch.setenv("FAKE_APT_CALLS", str(calls))
+    return calls
+
+
+def test_a_download_apt_cannot_make_names_what_is_missing_and_apts_words(
+    tmp_path: Path, dead_mirror: Path
+) -> None:
+    pool = tmp_path / "pool"
+    pkgs = [Package("strace", "6.1-0.1", "all"), Package("libunwind8", "1.6.2-3", "all")]
+    with StepLog(tmp_path / "build.log", lambda _m: None) as steps, pytest.raises(BuildError) as e:
+        debs.download(pkgs, steps, pool)
+    msg = str(e.value)
+    assert f"2 Debian package(s) are not in the cache ({pool}) and must be downloaded" in msg
+    assert "strace=6.1-0.1 libunwind8=1.6.2-3" in msg
+    assert "apt-get exited 100" in msg and "Could not connect to 127.0.0.1:9" in msg
+
+
+def test_an_install_apt_get_update_fetched_no_lists_for_says_so_with_apts_words(
+    apt: FakeApt, tmp_path: Path, dead_mirror: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``apt-get update`` exits 0 when no mirror answers: the install then failed on
+    "Unable to locate package", which hid that apt had no lists at all."""
+    lose_lists(apt)
+    monkeypatch.setattr(debs, "missing_packages", lambda names: list(names))
+    with StepLog(tmp_path / "build.log", lambda _m: None) as steps, pytest.raises(BuildError) as e:
+        debs.ensure_apt_packages(steps, ["libfdt1"], step="runtime-deps")
+    msg = str(e.value)
+    assert f"libfdt1 must be installed, but apt has no package lists in {apt.lists}" in msg
+    assert "Could not connect to 127.0.0.1:9" in msg
+    assert dead_mirror.read_text().splitlines() == ["apt-get update -q"]  # no install tried

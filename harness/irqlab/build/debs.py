@@ -567,13 +567,17 @@ def download(pkgs: Sequence[Package], steps: StepLog, pool: Path | None = None) 
             partial = pool / f"partial-{os.getpid()}"
             shutil.rmtree(partial, ignore_errors=True)
             partial.mkdir()
+            specs = [_download_spec(p) for p in missing]
             try:
-                steps.run(
-                    "apt-get download",
-                    ["apt-get", "download", "-q", *opts, *(_download_spec(p) for p in missing)],
-                    cwd=partial,
-                    env={"LC_ALL": "C", "DEBIAN_FRONTEND": "noninteractive"},
-                )
+                try:
+                    steps.run(
+                        "apt-get download",
+                        ["apt-get", "download", "-q", *opts, *specs],
+                        cwd=partial,
+                        env={"LC_ALL": "C", "DEBIAN_FRONTEND": "noninteractive"},
+                    )
+                except BuildError as e:  # apt's words, and what it had to fetch
+                    raise BuildError(e.step, e.log_path, _download_failure(specs, pool, e)) from e
                 for f in partial.iterdir():
                     if f.name.endswith(".deb"):
                         f.replace(pool / f.name)
@@ -592,6 +596,18 @@ def download(pkgs: Sequence[Package], steps: StepLog, pool: Path | None = None) 
             )
         out[p.name] = deb
     return out
+
+
+def _download_failure(specs: Sequence[str], pool: Path, e: BuildError) -> str:
+    """What a failed ``apt-get download`` of *specs* says: that they are not in the
+    cache and must be downloaded, apt's own words (in *e*), and, where apt has no
+    package lists to find them in, that."""
+    lists = apt_lists_dir()
+    why = "" if any(lists.glob("*_Packages*")) else f"; apt has no package lists in {lists}"
+    return (
+        f"{len(specs)} Debian package(s) are not in the cache ({pool}) and must be "
+        f"downloaded: {' '.join(specs)}{why}; {e.detail}"
+    )
 
 
 def extract_into(deb: Path, dest: Path, steps: StepLog) -> None:
@@ -676,6 +692,10 @@ def install_refusal(packages: Sequence[str], what: str = "it") -> str:
     return f"{what} needs {pkgs}, not installed: apt-get install {pkgs} (as root)"
 
 
+# apt-get's lines of progress, not of what went wrong
+_APT_PROGRESS = ("Hit:", "Get:", "Ign:", "Reading ", "Fetched ")
+
+
 def ensure_apt_packages(steps: StepLog, names: Sequence[str], step: str = "apt-deps") -> None:
     """Install the missing ones of *names* with apt-get (as root), logging to *steps*."""
     missing = missing_packages(names)
@@ -684,8 +704,17 @@ def ensure_apt_packages(steps: StepLog, names: Sequence[str], step: str = "apt-d
     if os.geteuid() != 0:
         raise BuildError(step, steps.path, install_refusal(missing))
     steps.log(f"installing {' '.join(missing)}")
-    if not any(apt_lists_dir().glob("*_Packages*")):
-        steps.run(step, ["apt-get", "update", "-q"], env=APT_ENV)
+    lists = apt_lists_dir()
+    if not any(lists.glob("*_Packages*")):
+        said = steps.run(step, ["apt-get", "update", "-q"], env=APT_ENV)
+        if not any(lists.glob("*_Packages*")):  # it exits 0 when no mirror answers
+            words = "\n".join(ln for ln in said.splitlines() if not ln.startswith(_APT_PROGRESS))
+            raise BuildError(
+                step,
+                steps.path,
+                f"{' '.join(missing)} must be installed, but apt has no package lists in "
+                f"{lists}: apt-get update fetched none\n{words or said.strip()}",
+            )
     steps.run(
         step,
         # another process installing meanwhile (pytest-xdist workers on a restored

@@ -22,10 +22,10 @@ def test_processes_writing_the_apt_version_memo_at_once_all_succeed(
     asked apt at once, one renamed the other's temporary away and the other crashed
     (FileNotFoundError).  Now each writes its own ``.<pid>.tmp``."""
 
-    def apt_show(names: Sequence[str]) -> dict[str, debs.Package]:
-        return {n: debs.Package(n, "1.0", "all") for n in names}
+    def apt_answer(names: Sequence[str]) -> debs.AptAnswer:
+        return debs.AptAnswer({n: debs.Package(n, "1.0", "all") for n in names})
 
-    monkeypatch.setattr(debs, "apt_show", apt_show)
+    monkeypatch.setattr(debs, "apt_answer", apt_answer)
     monkeypatch.setattr(qemu, "apt_lists_state", lambda: "state")
 
     def versions(trial: int) -> object:

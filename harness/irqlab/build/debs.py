@@ -16,10 +16,14 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from irqlab import notice
 from irqlab.build import hostfacts
 from irqlab.build.arch import host_deb_arch
 from irqlab.build.cache import exclusive_lock, lock_file
@@ -31,10 +35,14 @@ __all__ = [
     "APT_ENV",
     "APT_LISTS",
     "APT_STATE_FILES",
+    "AptAnswer",
     "AptError",
+    "AptUnanswered",
     "Lookup",
     "Package",
     "Relations",
+    "apt_answer",
+    "apt_answers_only",
     "apt_lists_dir",
     "apt_show",
     "apt_state_files",
@@ -80,6 +88,11 @@ class Package:
 
 class AptError(IrqlabError, RuntimeError):
     pass
+
+
+class AptUnanswered(AptError):
+    """apt could not be asked: it has no package lists, or apt-cache is missing or fails
+    (not: apt answered that it has no such package)."""
 
 
 def _relation_name(atom: str) -> str:
@@ -243,10 +256,10 @@ def _show(names: Sequence[str], *, qualified: bool = False) -> dict[str, Package
             env={**os.environ, "LC_ALL": "C"},
         )
     except FileNotFoundError as e:
-        raise AptError("apt-cache not found: the guest image recipe needs Debian's apt") from e
+        raise AptUnanswered("apt-cache not found: the guest image recipe needs Debian's apt") from e
     pkgs = packages_from_show(r.stdout)
     if not pkgs and r.returncode != 0 and not _none_found(r.stderr):
-        raise AptError(f"apt-cache show {' '.join(names)} failed: {r.stderr.strip()}")
+        raise AptUnanswered(f"apt-cache show {' '.join(names)} failed: {r.stderr.strip()}")
     if qualified:  # answered as "name:arch" (apt knows none for an Architecture: all one)
         return {f"{p.name}:{p.arch}": p for p in pkgs.values()}
     return pkgs
@@ -267,16 +280,74 @@ def _from_json(name: str, obj: object) -> Package | None:
     return Package(name, str(obj["v"]), str(obj["a"]), deps, provides, int(obj.get("s", 0)))
 
 
+# the memo files of apt_show's answers, one per apt state (the version names their format)
+_MEMO_PREFIX = "apt-show-2-"
+
+
+@dataclass(frozen=True)
+class AptAnswer:
+    """What :func:`apt_answer` found: *packages* (the names apt offers), and, when apt
+    could not be asked and they are its last answer from the cache, why not."""
+
+    packages: dict[str, Package]
+    unanswered: str = ""  # why apt could not be asked ('' when it answered)
+
+
+# False within apt_answers_only()
+_LAST_ANSWER_OK: ContextVar[bool] = ContextVar("irqlab_apt_last_answer_ok", default=True)
+
+
+@contextlib.contextmanager
+def apt_answers_only() -> Iterator[None]:
+    """Within it, :func:`apt_answer` raises :class:`AptUnanswered` when apt cannot be
+    asked rather than take apt's last answer: what a prune keeps must be apt's present
+    candidates, not ones that may have changed since."""
+    token = _LAST_ANSWER_OK.set(False)
+    try:
+        yield
+    finally:
+        _LAST_ANSWER_OK.reset(token)
+
+
 def apt_show(names: Sequence[str]) -> dict[str, Package]:
-    """Candidate versions of *names* from the local apt lists (no network).
+    """Candidate versions of *names* from the local apt lists (no network): the packages
+    of :func:`apt_answer`."""
+    return apt_answer(names).packages
+
+
+def apt_answer(names: Sequence[str]) -> AptAnswer:
+    """apt's candidates of *names* (a name apt offers no package of is absent).
 
     ``apt-cache`` takes ~0.7 s per call where apt's binary cache is disabled
     (Docker images), so answers are memoised in the cache dir, keyed by
     :func:`apt_state_key`: a warm image build asks apt nothing.
+
+    When apt cannot be asked (:class:`AptUnanswered`: no package lists, as in a fresh
+    container or a CI runner whose ``apt-get update`` could not reach the mirror;
+    apt-cache missing or failing), the answer is apt's last one for all of *names* in
+    the cache's memos (the newest), said once per process as possibly out of date: what
+    the cached outputs were built from, so a complete cache goes on without apt.
+    Without one (or within :func:`apt_answers_only`) :class:`AptUnanswered` names the
+    packages and why apt could not be asked.
     """
     if not names:
-        return {}
-    memo_file = cache_dir() / "debs" / f"apt-show-2-{apt_state_key()}.json"
+        return AptAnswer({})
+    files = apt_state_files()
+    lists = files[1] if os.environ.get("APT_CONFIG") else files[0]
+    memo_dir = cache_dir() / "debs"
+    try:
+        if not any(lists.glob("*_Packages*")):  # apt-cache would say "No packages found"
+            raise AptUnanswered(f"no package lists in {lists}")
+        return AptAnswer(_asked(names, memo_dir / f"{_MEMO_PREFIX}{apt_state_key(files)}.json"))
+    except AptUnanswered as e:
+        if not _LAST_ANSWER_OK.get():
+            raise
+        return _last_answer(names, memo_dir, e)
+
+
+def _asked(names: Sequence[str], memo_file: Path) -> dict[str, Package]:
+    """apt's answer for *names*, from *memo_file* (the memo of apt's present state) or
+    asked (and added to it)."""
     memo: dict[str, object] = {}
     with contextlib.suppress(OSError, ValueError):
         memo = json.loads(memo_file.read_text())
@@ -289,12 +360,57 @@ def apt_show(names: Sequence[str]) -> dict[str, Package]:
         tmp = memo_file.with_name(f"{memo_file.name}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(memo, sort_keys=True))
         tmp.replace(memo_file)
+    return _packages(names, memo)
+
+
+def _packages(names: Sequence[str], memo: Mapping[str, object]) -> dict[str, Package]:
     out: dict[str, Package] = {}
     for n in names:
         p = _from_json(n, memo.get(n))
         if p is not None:
             out[n] = p
     return out
+
+
+_SAID_LAST: set[Path] = set()  # the memos _last_answer said it went on with
+_SAID_LOCK = threading.Lock()
+
+
+def _memos_newest_first(memo_dir: Path) -> list[tuple[float, Path]]:
+    """(mtime, path) of the memos of apt's answers in *memo_dir*, newest first."""
+    found: list[tuple[float, Path]] = []
+    for f in memo_dir.glob(f"{_MEMO_PREFIX}*.json"):
+        with contextlib.suppress(OSError):  # gone meanwhile
+            found.append((f.stat().st_mtime, f))
+    return sorted(found, reverse=True)
+
+
+def _last_answer(names: Sequence[str], memo_dir: Path, why: AptUnanswered) -> AptAnswer:
+    """apt's last answer for all of *names* (the newest memo holding them), said once per
+    memo; :class:`AptUnanswered` naming them when the cache holds none."""
+    for mtime, f in _memos_newest_first(memo_dir):
+        try:
+            memo = json.loads(f.read_text())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(memo, dict) or not all(n in memo for n in names):
+            continue
+        if all(v is None for v in memo.values()):  # asked without lists (irqlab < this)
+            continue
+        with _SAID_LOCK:
+            first = f not in _SAID_LAST
+            _SAID_LAST.add(f)
+        if first:
+            stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(mtime))
+            notice.say(
+                f"irqlab: apt cannot be asked ({why}): going on with its last answer, "
+                f"of {stamp} ({f}), which may be out of date"
+            )
+        return AptAnswer(_packages(names, memo), str(why))
+    raise AptUnanswered(
+        f"apt cannot be asked ({why}), and the cache holds no earlier answer of apt's about "
+        f"{', '.join(names)}: run apt-get update (it needs the Debian mirror)"
+    ) from why
 
 
 def foreign_lookup(deb_arch: str, lookup: Lookup = apt_show) -> Lookup:
@@ -451,13 +567,17 @@ def download(pkgs: Sequence[Package], steps: StepLog, pool: Path | None = None) 
             partial = pool / f"partial-{os.getpid()}"
             shutil.rmtree(partial, ignore_errors=True)
             partial.mkdir()
+            specs = [_download_spec(p) for p in missing]
             try:
-                steps.run(
-                    "apt-get download",
-                    ["apt-get", "download", "-q", *opts, *(_download_spec(p) for p in missing)],
-                    cwd=partial,
-                    env={"LC_ALL": "C", "DEBIAN_FRONTEND": "noninteractive"},
-                )
+                try:
+                    steps.run(
+                        "apt-get download",
+                        ["apt-get", "download", "-q", *opts, *specs],
+                        cwd=partial,
+                        env={"LC_ALL": "C", "DEBIAN_FRONTEND": "noninteractive"},
+                    )
+                except BuildError as e:  # apt's words, and what it had to fetch
+                    raise BuildError(e.step, e.log_path, _download_failure(specs, pool, e)) from e
                 for f in partial.iterdir():
                     if f.name.endswith(".deb"):
                         f.replace(pool / f.name)
@@ -476,6 +596,18 @@ def download(pkgs: Sequence[Package], steps: StepLog, pool: Path | None = None) 
             )
         out[p.name] = deb
     return out
+
+
+def _download_failure(specs: Sequence[str], pool: Path, e: BuildError) -> str:
+    """What a failed ``apt-get download`` of *specs* says: that they are not in the
+    cache and must be downloaded, apt's own words (in *e*), and, where apt has no
+    package lists to find them in, that."""
+    lists = apt_lists_dir()
+    why = "" if any(lists.glob("*_Packages*")) else f"; apt has no package lists in {lists}"
+    return (
+        f"{len(specs)} Debian package(s) are not in the cache ({pool}) and must be "
+        f"downloaded: {' '.join(specs)}{why}; {e.detail}"
+    )
 
 
 def extract_into(deb: Path, dest: Path, steps: StepLog) -> None:
@@ -560,6 +692,10 @@ def install_refusal(packages: Sequence[str], what: str = "it") -> str:
     return f"{what} needs {pkgs}, not installed: apt-get install {pkgs} (as root)"
 
 
+# apt-get's lines of progress, not of what went wrong
+_APT_PROGRESS = ("Hit:", "Get:", "Ign:", "Reading ", "Fetched ")
+
+
 def ensure_apt_packages(steps: StepLog, names: Sequence[str], step: str = "apt-deps") -> None:
     """Install the missing ones of *names* with apt-get (as root), logging to *steps*."""
     missing = missing_packages(names)
@@ -568,8 +704,17 @@ def ensure_apt_packages(steps: StepLog, names: Sequence[str], step: str = "apt-d
     if os.geteuid() != 0:
         raise BuildError(step, steps.path, install_refusal(missing))
     steps.log(f"installing {' '.join(missing)}")
-    if not any(apt_lists_dir().glob("*_Packages*")):
-        steps.run(step, ["apt-get", "update", "-q"], env=APT_ENV)
+    lists = apt_lists_dir()
+    if not any(lists.glob("*_Packages*")):
+        said = steps.run(step, ["apt-get", "update", "-q"], env=APT_ENV)
+        if not any(lists.glob("*_Packages*")):  # it exits 0 when no mirror answers
+            words = "\n".join(ln for ln in said.splitlines() if not ln.startswith(_APT_PROGRESS))
+            raise BuildError(
+                step,
+                steps.path,
+                f"{' '.join(missing)} must be installed, but apt has no package lists in "
+                f"{lists}: apt-get update fetched none\n{words or said.strip()}",
+            )
     steps.run(
         step,
         # another process installing meanwhile (pytest-xdist workers on a restored

@@ -513,7 +513,9 @@ def log_path(arch: Arch = X86_64) -> Path:
 
 
 def _apt_versions(names: Sequence[str]) -> dict[str, str]:
-    """Candidate versions of *names*, memoized per apt-lists state (apt-cache is slow)."""
+    """Candidate versions of *names*, memoized per apt-lists state (apt-cache is slow).
+    When apt cannot be asked, its last answer (:func:`irqlab.build.debs.apt_answer`),
+    which is not memoized as this state's."""
     memo = work_dir() / "apt-versions.json"
     state = apt_lists_state()
     try:
@@ -522,11 +524,14 @@ def _apt_versions(names: Sequence[str]) -> dict[str, str]:
             return {n: str(data["versions"][n]) for n in names}
     except (OSError, ValueError, KeyError, TypeError):
         pass
-    pkgs = debs.apt_show(list(names))
+    answer = debs.apt_answer(list(names))
+    pkgs = answer.packages
     missing = [n for n in names if n not in pkgs]
     if missing:
         raise debs.AptError(f"apt knows no candidate for {', '.join(missing)} (apt-get update?)")
     versions = {n: pkgs[n].version for n in names}
+    if answer.unanswered:  # an old answer: not the one of this apt state
+        return versions
     tmp = memo.with_name(f"{memo.name}.{os.getpid()}.tmp")  # a fixed name: racers crashed
     try:  # a memo only: a full disk cost every start its QEMU ("not built")
         memo.parent.mkdir(parents=True, exist_ok=True)
@@ -540,7 +545,8 @@ def _apt_versions(names: Sequence[str]) -> dict[str, str]:
 
 def debian_source_version() -> str:
     """The Debian QEMU source version the next build takes: apt's candidate (memoized
-    as :func:`current_digest`'s inputs are); raises as :func:`current_digest`."""
+    as :func:`current_digest`'s inputs are; apt's last answer when it cannot be asked,
+    unless :func:`irqlab.build.debs.apt_answers_only`); raises as :func:`current_digest`."""
     return _apt_versions([SOURCE_VERSION_PACKAGE])[SOURCE_VERSION_PACKAGE]
 
 

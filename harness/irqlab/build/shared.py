@@ -214,11 +214,13 @@ def uses_of(kept: Iterable[CacheEntry]) -> Uses:
 def current_qemu_slugs() -> set[str]:
     """The QEMU source versions the next build may take (:attr:`QemuSource.slug`): apt's
     candidate, and the upstream releases this checkout pins (one variable selects them);
-    raises when apt does not answer."""
-    from irqlab.build import qemu
+    raises when apt does not answer (its last answer in the cache is no answer here: the
+    candidate may have changed since)."""
+    from irqlab.build import debs, qemu
 
     slugs = {qemu.upstream_source(v).slug for v in qemu.UPSTREAM_RELEASES}
-    slugs.add(qemu.QemuSource("debian", qemu.debian_source_version()).slug)
+    with debs.apt_answers_only():
+        slugs.add(qemu.QemuSource("debian", qemu.debian_source_version()).slug)
     return slugs
 
 
@@ -235,7 +237,8 @@ def apt_candidates(ids: Sequence[DebId]) -> set[DebId]:
         raise debs.AptError(f"apt has no package lists in {lists} (apt-get update)")
     host = host_deb_arch()
     query = {d: d.name if d.arch in ("all", host) else f"{d.name}:{d.arch}" for d in ids}
-    got = debs.apt_show(sorted(set(query.values())))
+    with debs.apt_answers_only():  # not its last answer: the candidates may have changed
+        got = debs.apt_show(sorted(set(query.values())))
     return {d for d, q in query.items() if q in got and got[q].version == d.version}
 
 

@@ -39,6 +39,7 @@ class BuildError(IrqlabError, RuntimeError):
     def __init__(self, step: str, log_path: Path, detail: str = "") -> None:
         self.step = step
         self.log_path = log_path
+        self.detail = detail
         msg = f"build step '{step}' failed"
         if detail:
             msg += f": {detail}"

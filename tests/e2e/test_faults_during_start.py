@@ -200,6 +200,77 @@ def test_a_start_another_threads_close_ends_while_it_saves_says_so(
     assert snapshot.lookup(key) is None, "a save that did not finish is no snapshot"
 
 
+def test_a_start_waiting_on_another_process_cold_boot_ends_at_close(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """close() from another thread while the start waits for another process's cold boot
+    of the same snapshot (pytest-xdist workers, two terminals: minutes under load): the
+    wait went on until that boot was done, then the start failed."""
+    import fcntl
+    import subprocess
+    import sys
+    import threading
+
+    from irqlab.build import cache
+
+    config = GuestConfig(name="close-wait", snapshot_tag="test-close-while-waiting")
+    g = Guest(config)
+    key = g.prepare().snapshot_key()
+    snapshot.discard(key)  # a miss: the start waits on the boot lock
+    lock = cache.lock_file(cache.output_dir(snapshot.RECIPE, key), cache.BOOT_LOCK)
+    holder = subprocess.Popen(  # another process "cold-booting" it, as irqlab's would
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, os, sys; f = open(sys.argv[1], 'a+'); "
+            "fcntl.flock(f, fcntl.LOCK_EX); f.truncate(0); f.write(str(os.getpid())); "
+            "f.flush(); print('held', flush=True); sys.stdin.read()",
+            str(lock),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    ended: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            g.start()
+        except BaseException as e:  # the test looks at it
+            ended.append(e)
+
+    starter = threading.Thread(target=start, daemon=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        with open(lock) as f, pytest.raises(BlockingIOError):  # held: no lock for us
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        starter.start()
+        said = ""
+        deadline = time.monotonic() + 30
+        while f"waiting for process {holder.pid}" not in said and time.monotonic() < deadline:
+            starter.join(0.02)  # until the start says it waits on the lock
+            said += capsys.readouterr().err
+        assert f"waiting for process {holder.pid}" in said, said
+        t0 = time.monotonic()
+        g.close()
+        starter.join(5)
+        took = time.monotonic() - t0
+        assert not starter.is_alive(), "the start still waits on the other's boot lock"
+        assert took < 2, f"the start ended {took:.1f} s after close()"
+        assert [type(e) for e in ended] == [GuestError]
+        assert str(ended[0]) == (
+            "the guest 'close-wait' was closed (or restarted) by another thread while it "
+            f"started (waiting for another process's cold boot for the snapshot {key})"
+        )
+        assert g.machine is None
+    finally:
+        holder.kill()
+        holder.wait()
+        if starter.is_alive():  # it went on once the lock was free (a failed test)
+            starter.join(120)
+        g.close()
+
+
 def test_an_interrupt_while_the_snapshot_is_saved_names_the_save(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

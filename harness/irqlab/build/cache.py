@@ -278,7 +278,12 @@ def _holder(path: Path) -> int | None:
 
 
 def take_lock(
-    path: Path, what: str, *, wait: bool = True, stopped_limit: float | None = None
+    path: Path,
+    what: str,
+    *,
+    wait: bool = True,
+    stopped_limit: float | None = None,
+    check: Callable[[], None] | None = None,
 ) -> IO[str]:
     """The file *path* (created if missing), locked exclusively: closing it lets go.
     When another process holds it, say so once on stderr, naming that process (each
@@ -287,7 +292,10 @@ def take_lock(
     silent.  Not *wait*: raise :class:`LockHeld`, saying the same, instead.  A holder
     that is stopped (Ctrl-Z, SIGSTOP, a debugger) is said to be, once; with
     *stopped_limit*, one that stays stopped that many seconds raises :class:`LockHeld`
-    (a wait behind it never ended).  :class:`LockError` when the file cannot be opened."""
+    (a wait behind it never ended).  *check* runs at every look while it waits and ends
+    the wait by raising (the waiter was closed meanwhile: a wait of minutes behind
+    another process's cold boot is no one's any more).  :class:`LockError` when the
+    file cannot be opened."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         f = _locked_file(path, wait=False)
@@ -300,14 +308,18 @@ def take_lock(
     if not wait:
         raise LockHeld(f"{who} is {what} (lock {path})", pid)
     notice.say(f"irqlab: waiting for {who}, which is {what} (lock {path})")
-    return _wait_for_lock(path, what, stopped_limit)
+    return _wait_for_lock(path, what, stopped_limit, check)
 
 
-def _wait_for_lock(path: Path, what: str, stopped_limit: float | None) -> IO[str]:
+def _wait_for_lock(
+    path: Path, what: str, stopped_limit: float | None, check: Callable[[], None] | None
+) -> IO[str]:
     from irqlab.vm.proc import is_stopped
 
     stopped_since: float | None = None
     while (f := _locked_file(path, wait=False)) is None:
+        if check is not None:
+            check()
         pid = _holder(path)
         if pid is None or not is_stopped(pid):
             stopped_since = None  # continued (SIGCONT), or another holder now

@@ -1728,7 +1728,7 @@ class Guest:
             return
         # One cold boot per configuration: concurrent starters (pytest-xdist workers,
         # two terminals) wait here for the first one's snapshot, then restore from it.
-        with snapshot.boot_lock(key, stopped_limit=self.config.boot_timeout) as unlocked:
+        with self._boot_lock(key) as unlocked:
             if unlocked is not None:  # it costs the snapshot, not the guest
                 self.snapshot_error = f"not saved as the snapshot {key}: {unlocked}"
                 notice.say(f"irqlab: {self.config.name}: {self.snapshot_error}; booting cold")
@@ -1743,6 +1743,24 @@ class Guest:
             if not self._restore_base_with_extras() and not self._cold_start_base_with_extras():
                 self._cold_start()
             self._save_snapshot(key)
+
+    @contextlib.contextmanager
+    def _boot_lock(self, key: str) -> Iterator[str | None]:
+        """:func:`irqlab.vm.snapshot.boot_lock` of *key*, whose wait (another process's
+        cold boot, minutes under load) another thread's :meth:`close` ends: it waited
+        until that boot was done, and only then failed."""
+        from irqlab.vm import snapshot
+
+        def closed() -> None:
+            if self._closed_under_start:
+                raise GuestError("closed")  # start() says by whom and while doing what
+
+        self._start_doing = f"waiting for another process's cold boot for the snapshot {key}"
+        with snapshot.boot_lock(
+            key, stopped_limit=self.config.boot_timeout, check=closed
+        ) as unlocked:
+            self._start_doing = ""
+            yield unlocked
 
     def base_snapshot_key(self) -> str | None:
         """The key of the snapshot a start restores, then loads the user's modules in,
@@ -1793,13 +1811,12 @@ class Guest:
         for and its snapshot restored; the modules are installed after the lock (a
         module that hangs its load kept those waiting for the base).  False (nothing
         started) without extra modules or when that lock cannot be taken."""
-        from irqlab.vm import snapshot
 
         base_key = self.base_snapshot_key()
         if base_key is None:
             return False
         how = "restored"
-        with snapshot.boot_lock(base_key, stopped_limit=self.config.boot_timeout) as unlocked:
+        with self._boot_lock(base_key) as unlocked:
             if unlocked is not None:
                 return False
             if not self._restore_base():  # none saved while this waited for the lock

@@ -121,17 +121,20 @@ def check(directory: Path) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def boot_lock(key: str, *, stopped_limit: float | None = None) -> Iterator[str | None]:
+def boot_lock(
+    key: str, *, stopped_limit: float | None = None, check: Callable[[], None] | None = None
+) -> Iterator[str | None]:
     """Held while a guest cold-boots to make the snapshot *key*: another process that
     misses the same snapshot waits here, then finds it and restores instead of booting
     a second time.  (A lock of its own: :func:`save` takes the output's build lock.)
     Yields None when held, else why it could not be taken (the lock file cannot be
     opened, or its holder stayed stopped *stopped_limit* s): that guest boots without
-    it and saves nothing, the snapshot is what it costs, not the guest."""
+    it and saves nothing, the snapshot is what it costs, not the guest.  *check* ends
+    the wait by raising (:func:`irqlab.build.cache.take_lock`)."""
     path = cache.lock_file(cache.output_dir(RECIPE, key), cache.BOOT_LOCK)
     what = f"cold-booting a guest to save the snapshot {key}"
     try:
-        held = cache.take_lock(path, what, stopped_limit=stopped_limit)
+        held = cache.take_lock(path, what, stopped_limit=stopped_limit, check=check)
     except (cache.LockError, cache.LockHeld) as e:
         why = str(e)  # yielded outside the handler: a failed boot does not chain to it
     else:

@@ -160,6 +160,10 @@ def test_qemu_killed_or_stopped_while_the_snapshot_is_saved_is_named(
         Guest(config).start().close()
     took = time.monotonic() - sent_at(sent)
     assert str(info.value).startswith(cause), info.value
+    # which step it ended: the cause alone ("QEMU exited with status -9") named none
+    assert f"the guest 'kill-save' was starting: saving the snapshot {key}" in getattr(
+        info.value, "__notes__", ()
+    ), info.value.__notes__
     limit = (KILLED_S if sig == signal.SIGKILL else FROZEN_S) * timeout_scale()
     assert took < limit, f"named {took:.1f} s after the signal (limit {limit:.1f} s)"
     with pytest.raises(ProcessLookupError):  # killed and reaped by the start's cleanup

@@ -1652,6 +1652,11 @@ class Guest:
                     named.add_note(f"logs: {paths.log_dir}")
                 if self.accel is not None and self.accel.accel == "kvm" and not self.accel.probed:
                     named.add_note(f"accelerator: {self.accel.reason}")  # forced: often the cause
+            doing = self._start_doing
+            if isinstance(named, GuestFault) and doing and doing not in str(named):
+                # the fault's own words name no step ("QEMU exited with status -9"):
+                # which step of the start it ended (a save: its partial file is gone)
+                named.add_note(f"the guest {self.config.name!r} was starting: {doing}")
             if named is e:
                 raise
             raise named from e

@@ -120,7 +120,12 @@ def test_buildroot_check_without_a_tree_names_the_options(
     assert "--tree DIR" in err and "--download" in err and buildroot.SOURCE_DIR_ENV in err
 
 
-def test_qemu_not_built_names_the_irqlab_command(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_qemu_not_built_names_the_irqlab_command(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # a cache of its own: another process building QEMU in the user's (its lock held)
+    # made the message "QEMU ... is being built: process N is ..." (a flaky failure)
+    monkeypatch.setenv("IRQLAB_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr("irqlab.build.qemu.find_qemu", lambda: None)
     with pytest.raises(PrerequisiteMissing, match="run `irqlab build-qemu`"):
         Guest().find_prerequisites()

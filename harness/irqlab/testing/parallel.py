@@ -393,6 +393,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+def _send_nothing(name: str, **kwargs: object) -> None:
+    """:meth:`_ControllerWatch._mute_sends`: an event for a controller that is gone."""
+
+
 class _ControllerWatch:
     """Registered in an xdist worker: when the controller (the process that started the
     worker) ends without shutting it down (SIGKILLed, or it crashed), the worker stops
@@ -403,12 +407,13 @@ class _ControllerWatch:
     and 10 s later ends the process with ``os._exit``.  The controller's exit is waited
     for on its pidfd (where there is none, old kernels, execnet's own end stays)."""
 
-    def __init__(self, worker: str) -> None:
+    def __init__(self, worker: str, config: pytest.Config) -> None:
         import threading
 
         from irqlab.vm.proc import pidfd
 
         self.worker = worker
+        self.config = config
         self.controller = os.getppid()
         self.gone = False  # the controller ended: this worker was sent SIGTERM
         self._fd = pidfd(self.controller)
@@ -430,7 +435,18 @@ class _ControllerWatch:
             if self._stop_r in ready:
                 return
         self.gone = True
+        self._mute_sends()
         os.kill(os.getpid(), signal.SIGTERM)
+
+    def _mute_sends(self) -> None:
+        """Nobody listens any more: xdist's worker sends the reports of its stop and its
+        end to the controller on a channel that is closed, and each worker printed a
+        traceback ("PluggyTeardownRaisedWarning ... OSError: cannot send (already
+        closed?)").  Its ``WorkerInteractor.sendevent`` (pytest-xdist's, pinned) sends
+        nothing from now on."""
+        for plugin in self.config.pluginmanager.get_plugins():
+            if type(plugin).__name__ == "WorkerInteractor" and hasattr(plugin, "sendevent"):
+                plugin.sendevent = _send_nothing
 
     def pytest_keyboard_interrupt(self) -> None:
         """Said by the main thread (this thread's line went into pytest's capture)."""
@@ -454,7 +470,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(_SharedSetupGroups(), "irqlab-shared-setup-groups")
     worker = config_worker_id(config)
     if worker is not None:
-        config.pluginmanager.register(_ControllerWatch(worker), "irqlab-controller-watch")
+        config.pluginmanager.register(_ControllerWatch(worker, config), "irqlab-controller-watch")
     if not hasattr(config, "workerinput"):
         config.pluginmanager.register(_Interrupts(config), "irqlab-run-interrupts")
         config.pluginmanager.register(_PlainReportIds(), "irqlab-plain-report-ids")

@@ -157,8 +157,17 @@ class SignalDispatcher(threading.Thread):
 
 
 class Agent:
-    def __init__(self, abi: Abi, writer: Writer, signals: SignalSource | None = None) -> None:
+    def __init__(
+        self,
+        abi: Abi,
+        writer: Writer,
+        signals: SignalSource | None = None,
+        orphans: OrphanReads | None = None,
+    ) -> None:
         self.abi = abi
+        # reads left in a driver by handles closed since (the process's: they outlive
+        # the session that closed them, see OrphanReads)
+        self.orphans = orphans if orphans is not None else ORPHANS
         self.writer = writer
         self.paths: dict[str, NotificationPath] = {}
         self.handles: dict[str, Handle] = {}
@@ -271,8 +280,16 @@ class Agent:
         handles = list(self.handles.values())
         self.handles.clear()
         for h in handles:
+            self._orphan(h)
             with contextlib.suppress(OSError):
                 os.close(h.fd)  # a read stuck in it holds the file: it is released then
+
+    def _orphan(self, h: Handle) -> None:
+        """Before *h* closes: a read of it left in the driver (or its result, not taken
+        yet) becomes an orphan (:class:`OrphanReads`), kept and reported, not lost."""
+        if h.stuck is not None:
+            self.orphans.add(h.stuck, h)
+            h.stuck = None
 
     # -- ops ------------------------------------------------------------------------
     def op_ping(self, req: Request) -> JsonObj:
@@ -394,9 +411,10 @@ class Agent:
         flags = os.O_CLOEXEC | (os.O_RDWR if req.get_bool("rdwr", True) else os.O_RDONLY)
         if req.get_bool("nonblock", True):
             flags |= os.O_NONBLOCK
-        fd = os.open(req.get_str("dev", DEFAULT_DEV), flags)
-        self.handles[name] = Handle(name, fd)
-        return ok(req.id, name=name, fd=fd)
+        dev = req.get_str("dev", DEFAULT_DEV)
+        fd = os.open(dev, flags)
+        h = self.handles[name] = Handle(name, fd, dev)
+        return ok(req.id, name=name, fd=fd, **self.orphans.notes(h.key))
 
     def _handle(self, req: Request) -> Handle:
         name = req.get_str("name")
@@ -417,14 +435,20 @@ class Agent:
         asked.  Then a signal (:data:`STOP_SIGNAL`, EINTR) ends it: ETIMEDOUT,
         ``interrupted`` true.  One that no signal ends (the driver waits
         uninterruptibly, wait_event) is left in the driver: ETIMEDOUT and ``stuck`` (where
-        the thread waits); the handle's later reads wait their ``wait_ms`` for it and
-        answer what it read (``late``: the id of the request it was) or ``EBUSY``,
-        its ioctls ``EBUSY``, until it returns; ``close`` and ``reset`` close it at
-        once, and the rest of the session works on."""
+        the thread waits), :data:`INTERRUPT_GRACE_S` after ``wait_ms``; the handle's
+        later reads wait their ``wait_ms`` for it and answer what it read (``late``: the
+        id of the request it was) or ``EBUSY``, its ioctls ``EBUSY``, until it returns;
+        ``close`` and ``reset`` close the handle at once, and the rest of the session
+        works on, while the read stays in the driver (an orphan: :class:`OrphanReads`)."""
         h = self._handle(req)
         mode = req.get_str("as", "records")
         if mode not in ("records", "count", "raw"):  # before the read consumes anything
             raise ProtocolError(f"read: 'as' must be records, count or raw, not {mode!r}")
+        out = self._read(req, h, mode)
+        out.update(self.orphans.notes(h.key))  # after it: what an orphan took meanwhile
+        return out
+
+    def _read(self, req: Request, h: Handle, mode: str) -> JsonObj:
         default = COUNT_FMT.size if mode == "count" else self.abi.record_size * 64
         size = req.get_int("size", default, lo=0, hi=1 << 20)
         wait_ms = req.get_float("wait_ms", READ_WAIT_MS, hi=MAX_WAIT_MS)
@@ -469,10 +493,14 @@ class Agent:
         return out
 
     def op_close(self, req: Request) -> JsonObj:
+        """Close a handle at once, a read of it left in the driver or not: that read
+        stays in the driver (no signal ends it) and becomes an orphan, named in the
+        answer (``orphans``; see :class:`OrphanReads`)."""
         h = self._handle(req)
         del self.handles[h.name]
+        self._orphan(h)
         os.close(h.fd)  # at once, a read stuck in it too (it holds the file until it returns)
-        return ok(req.id)
+        return ok(req.id, **self.orphans.notes())
 
     def op_ioctl(self, req: Request) -> JsonObj:
         h = self._handle(req)
@@ -578,7 +606,9 @@ class Agent:
         self.native.close()
         self._close_handles()
         reset_tuning()
-        out = ok(req.id, paths=paths, monotonic_ns=began)
+        # reads left in drivers by the handles it closed (or earlier ones): named, and
+        # what those that returned since got
+        out = ok(req.id, paths=paths, monotonic_ns=began, **self.orphans.notes())
         if offset is not None:  # the same instant by the kernel log's clock
             out["kernel_log_ns"] = began + offset
         dev = req.get_opt_str("dev")
@@ -652,16 +682,29 @@ STACK_FRAMES = 8  # of a stuck read's kernel stack, in its description
 
 
 class Handle:
-    """A file the session opened (``open``): its *name*, its *fd*, and the read(2) of
-    it that the agent left in the driver (``stuck``, see :meth:`Agent.op_read`) until
-    a read request takes its result."""
+    """A file the session opened (``open``): its *name*, its *fd*, the path it opened
+    (*dev*), which file that is (:attr:`key`), and the read(2) of it that the agent left
+    in the driver (``stuck``, see :meth:`Agent.op_read`) until a read request takes its
+    result."""
 
-    __slots__ = ("fd", "name", "stuck")
+    __slots__ = ("dev", "fd", "key", "name", "stuck")
 
-    def __init__(self, name: str, fd: int) -> None:
+    def __init__(self, name: str, fd: int, dev: str = "") -> None:
         self.name = name
         self.fd = fd
+        self.dev = dev
+        self.key = file_key(fd)
         self.stuck: BoundedRead | None = None
+
+
+def file_key(fd: int) -> tuple[int, int]:
+    """Which device or file *fd* is, as two opens of it have it alike: a character or
+    block device by its number (``(0, st_rdev)``; any node of it, any path), another
+    file by its inode (``(st_dev, st_ino)``)."""
+    st = os.fstat(fd)
+    if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+        return (-1, st.st_rdev)
+    return (st.st_dev, st.st_ino)
 
 
 def _can_interrupt() -> bool:
@@ -750,11 +793,21 @@ class BoundedRead:
         return text.rsplit(")", 1)[1].split()[0] if ")" in text else ""
 
     def describe(self, handle: str) -> str:
-        """That the read of handle *handle* is still in the driver, and where: its
-        thread's state, wait channel and kernel stack (from /proc, as far as they can
-        be read)."""
+        """That the read of handle *handle* is still in the driver, and where
+        (:meth:`location`)."""
         waited = time.monotonic() - self.started
         how = "a signal did not end it" if _can_interrupt() else "no signal was sent"
+        return (
+            f"the read(2) of request {self.req_id} is still blocked in the driver's read() "
+            f"{waited:.1f} s after it began ({how}: the driver waits uninterruptibly?): "
+            f"{self.location()}; handle {handle!r} answers EBUSY until it returns "
+            "(close or reset closes the handle; the read stays in the driver, an orphan "
+            "that takes the next data the driver hands a reader)"
+        )
+
+    def location(self) -> str:
+        """Where the read's thread is: its state, wait channel and kernel stack (from
+        /proc, as far as they can be read)."""
         where = [f"thread {self.tid}"]
         task = f"/proc/self/task/{self.tid}"
         letter = self.state()
@@ -770,12 +823,97 @@ class BoundedRead:
         if frames:
             more = " <- ..." if len(frames) > STACK_FRAMES else ""
             where.append("kernel stack: " + " <- ".join(frames[:STACK_FRAMES]) + more)
-        return (
-            f"the read(2) of request {self.req_id} is still blocked in the driver's read() "
-            f"{waited:.1f} s after it began ({how}: the driver waits uninterruptibly?): "
-            f"{', '.join(where)}; handle {handle!r} answers EBUSY until it returns "
-            "(close or reset closes it)"
-        )
+        return ", ".join(where)
+
+
+class Orphan:
+    """A read left in the driver (:class:`BoundedRead`) whose handle was closed: which
+    handle and file it was, and since when it has no handle (time.monotonic())."""
+
+    __slots__ = ("dev", "handle", "key", "orphaned", "read")
+
+    def __init__(self, read: BoundedRead, handle: Handle) -> None:
+        self.read = read
+        self.handle = handle.name
+        self.dev = handle.dev
+        self.key = handle.key
+        self.orphaned = time.monotonic()
+
+    def blocked(self) -> JsonObj:
+        """Its description while it is still in the driver."""
+        now = time.monotonic()
+        return {
+            "request": self.read.req_id,
+            "handle": self.handle,
+            "dev": self.dev,
+            "in_driver_s": round(now - self.read.started, 1),
+            "orphaned_s": round(now - self.orphaned, 1),
+            "where": self.read.location(),
+        }
+
+    def returned(self) -> JsonObj:
+        """What it got once it returned: ``hex`` (its bytes) or ``errno``."""
+        rd = self.read
+        out: JsonObj = {
+            "request": rd.req_id,
+            "handle": self.handle,
+            "dev": self.dev,
+            "errno": None if rd.data is not None else errno_name(rd.errno or 0),
+            "nbytes": None if rd.data is None else len(rd.data),
+            "returned_s_ago": round((mono_ns() - rd.wake_ns) / 1e9, 1),
+        }
+        if rd.data is not None:
+            out["hex"] = rd.data.hex()
+        return out
+
+
+class OrphanReads:
+    """The reads the agent left in drivers (state D: no signal ends them) whose handles
+    were closed since (``close``, ``reset``, a session's end).  Such a read still waits
+    in the driver, its thread holding the file: the next data the driver hands a reader
+    may go to it rather than to a handle opened since (a driver with one queue for
+    every reader), and nothing can take it back.  So each is kept, the process's (its
+    thread outlives the session), and reported: while it waits, in every answer to
+    ``close`` and ``reset`` and in the answers to ``open`` and ``read`` of the same
+    device (``orphans``, with a ``notice``); once it returned, what it got
+    (``orphan_data``: its bytes as hex, or its errno), reported once, in the first such
+    answer, then forgotten."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._reads: list[Orphan] = []
+
+    def add(self, read: BoundedRead, handle: Handle) -> None:
+        with self._lock:
+            self._reads.append(Orphan(read, handle))
+
+    def notes(self, key: tuple[int, int] | None = None) -> JsonObj:
+        """The fields an answer gets for the orphans of the file *key* (None: every
+        file): ``orphans`` (those still in the driver) with a ``notice``, and
+        ``orphan_data`` (what those that returned got; reported once); {} for none."""
+        with self._lock:
+            mine = [o for o in self._reads if key is None or o.key == key]
+            done = [o for o in mine if o.read.done.is_set()]
+            self._reads = [o for o in self._reads if o not in done]
+        waiting = [o.blocked() for o in mine if o not in done]
+        out: JsonObj = {}
+        if waiting:
+            out["orphans"] = waiting
+            devs = ", ".join(sorted({str(o["dev"]) for o in waiting}))
+            ids = ", ".join(str(o["request"]) for o in waiting)
+            out["notice"] = (
+                f"{len(waiting)} read(2) of {devs} left in the driver by closed handles "
+                f"(request {ids}) still blocked uninterruptibly: the next data that driver "
+                "hands a reader may go to them and not to a handle opened since; what they "
+                "get is reported as orphan_data"
+            )
+        if done:
+            out["orphan_data"] = [o.returned() for o in done]
+        return out
+
+
+# The agent process's orphans: every session's Agent reports them
+ORPHANS = OrphanReads()
 
 
 STATE_WORDS = {"D": " (uninterruptible)", "S": " (sleeping)", "R": " (running)"}

@@ -7,6 +7,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 
 import pytest
+from kmods import build_test_kmod  # same directory (rootdir-relative import)
 from userrun import as_a_user  # same directory (rootdir-relative import)
 
 pytest_plugins = ["pytester"]
@@ -101,17 +102,25 @@ def test_failure_report_has_dmesg_counters_and_agent_messages(
     assert "raised=1 delivered=1 acked=1" in failure.text, failure.text
 
 
+# The WARNING is the kernel's (tests/e2e/kmods/kernel_says): one written to /dev/kmsg is
+# userspace's, no kernel report
 TAINTING_TESTS = """
 def test_01_taints_the_guest_and_passes(irqlab_guest):
+    irqlab_guest.put({ko!r}, "/tmp/kernel_says.ko")
     irqlab_guest.sh(
         "echo 'irqlab-test: tainting' > /dev/kmsg; echo 512 > /proc/sys/kernel/tainted; "
-        "echo 'WARNING: CPU: 0 PID: 1 at drivers/fake.c:1 fake_fn+0x0/0x10' > /dev/kmsg"
+        "insmod /tmp/kernel_says.ko; echo 'WARNING: CPU: 0 PID: 1 at drivers/fake.c:1 "
+        "fake_fn+0x0/0x10' > /sys/module/kernel_says/parameters/line"
     )
 
 
 def test_02_fails(irqlab_guest):
     assert irqlab_guest.sh("echo hi").strip() == "bye"
 """
+
+
+def _tainting_tests() -> str:
+    return TAINTING_TESTS.format(ko=str(build_test_kmod("kernel_says")))
 
 
 TAINT_FILE = "test_a_taint_from_a_passing_test_is_reported"
@@ -124,7 +133,7 @@ def test_a_taint_from_a_passing_test_is_reported(
     diagnostics say the kernel is tainted, and the session's end fails on it, in a
     user's project with no check of its own."""
     as_a_user(pytester, monkeypatch)
-    pytester.makepyfile(TAINTING_TESTS)
+    pytester.makepyfile(_tainting_tests())
     r = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     r.assert_outcomes(passed=1, failed=1, errors=1)  # the error: the session's end
     out = r.stdout.str()
@@ -166,7 +175,7 @@ def test_a_taint_is_blamed_on_its_test_when_heartbeats_come_late(
     was blamed on test_02.  The start is the reset's own clock reading now."""
     as_a_user(pytester, monkeypatch)
     pytester.makeconftest(LATE_HEARTBEATS)
-    pytester.makepyfile(TAINTING_TESTS)
+    pytester.makepyfile(_tainting_tests())
     r = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     r.assert_outcomes(passed=1, failed=1, errors=1)
     out = r.stdout.str()

@@ -98,10 +98,13 @@ def test_a_bug_report_the_guest_lives_on_after_is_left_to_the_kernel_log_check(
 ) -> None:
     """The watch took any "BUG: " line for a dead guest: a test marked
     check_kernel_log=False (the opt-out for tests that expect such reports) was ended
-    with GuestFault.  The kernel prints them at KERN_ERR; written to /dev/kmsg here (no
-    hook of our driver makes one), the console shows them the same."""
+    with GuestFault.  The kernel prints them at KERN_ERR; said by a test module
+    (tests/e2e/kmods/kernel_says: no hook of our driver makes one; a line written to
+    /dev/kmsg is userspace's, no kernel report), the console shows them the same."""
     console = fault_guest.machine.paths.console_log  # type: ignore[union-attr]
-    fault_guest.sh(f"echo '<3>{line}' > /dev/kmsg")
+    fault_guest.put(build_test_kmod("kernel_says"), "/tmp/kernel_says.ko")
+    says = "/sys/module/kernel_says/parameters/line"
+    fault_guest.sh(f"insmod /tmp/kernel_says.ko level=3 && echo '{line}' > {says}")
     wait_until(lambda: console.read_text(errors="replace"), lambda t: line in t, 10, "the line")
     # a look begun once the line was there found nothing wrong and nothing pending (a
     # line taken for a fault is pending for the watch's grace, then the fault)

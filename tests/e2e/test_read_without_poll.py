@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from irqlab import notice
 from irqlab.testing.helpers import wait_until
 from irqlab.vm.agent_client import AgentClient
 from irqlab.vm.guest import Guest
@@ -121,3 +122,39 @@ def test_a_stuck_handle_closes_and_reset_leaves_the_session_usable(
     agent.reset()  # closes it too
     assert agent.stats()["handles"] == []
     assert agent.ping()["pong"] is True
+
+
+def test_a_read_left_in_the_driver_by_reset_is_named_and_its_data_is_answered(
+    guest: Guest, agent: AgentClient
+) -> None:
+    """A read stuck in the driver outlives the reset that closes its handle: it waits on
+    and takes the next data the driver hands a reader, which a handle opened since (a
+    module-scoped guest's next test) lost without a word.  Now the reset names it (and
+    the host says so on the terminal), the new handle's open and reads name it, and what
+    it took is answered (``orphan_data``)."""
+    guest.sh(f"echo 1 > {PARAMS}/uninterruptible")
+    agent.request("open", name="h", dev=DEV, nonblock=False)
+    r, _ = _read(agent, 500)
+    rid = r["id"]
+    assert r["errno"] == "ETIMEDOUT" and "stuck" in r, r
+    said: list[str] = []
+    old = notice.set_sink(said.append)
+    try:
+        reply = agent.reset()
+    finally:
+        notice.set_sink(old)
+    (orphan,) = reply["orphans"]
+    assert (orphan["request"], orphan["handle"], orphan["dev"]) == (rid, "h", DEV), reply
+    assert "state D" in orphan["where"], reply
+    (line,) = said
+    assert "1 read(2) left in the driver by closed handles" in line, line
+    assert f"request {rid} (handle 'h' of {DEV}" in line, line
+    assert guest.sh(f"cat {PARAMS}/waiting").strip() == "1"  # still in the driver
+    r = agent.request("open", name="h2", dev=DEV, nonblock=False, timeout=TIMEOUT)
+    assert [o["request"] for o in r["orphans"]] == [rid] and "notice" in r, r
+    guest.sh(f"printf abcd > {DEV}")  # the orphan takes it: h2's read is left waiting
+    r = agent.request("read", name="h2", size=4, wait_ms=3000, timeout=TIMEOUT, **{"as": "raw"})
+    assert r["errno"] == "ETIMEDOUT" and "stuck" in r, r
+    assert [(d["request"], d["handle"], d["hex"]) for d in r["orphan_data"]] == [
+        (rid, "h", b"abcd".hex())
+    ], r

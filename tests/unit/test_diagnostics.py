@@ -120,3 +120,18 @@ def test_a_modules_load_in_a_snapshot_without_its_mark_is_the_last_step_before_t
         "[    3.100000] mydrv 0000:00:04.0: mydrv v4 bound",
         "[    5.500000] a line of the test",
     ]
+
+
+def test_a_taints_first_report_is_the_kernels_not_a_users_kmsg_line(tmp_path: Path) -> None:
+    """A test's `echo '<4>WARNING: ...' > /dev/kmsg` (facility 1, user) before the
+    kernel's own WARN was quoted as the taint's first report."""
+    g = fake_guest()
+    log = (
+        "<12>[    1.000000] WARNING: CPU: 0 PID: 1 at a user's line\n"
+        "<4>[    1.500000] WARNING: CPU: 0 PID: 9 at x.c:1 f+0x1/0x2\n"
+    )
+    g.sh = lambda cmd, **_: log + "\n" + str(1 << 9)
+    text, (dmesg,) = GuestDiagnostics(g, None, 0).collect(tmp_path)
+    assert "first report in its kernel log: [    1.500000] WARNING: CPU: 0 PID: 9" in text, text
+    assert "[    1.000000] WARNING: CPU: 0 PID: 1 at a user's line\n" in dmesg.read_text()
+    assert "<12>" not in text and "<4>" not in dmesg.read_text()

@@ -605,7 +605,7 @@ def test_the_kernel_log_check_is_quiet_for_a_guest_that_stops_answering(
     from irqlab.testing import plugin
     from irqlab.vm import kernlog
 
-    def gone(guest: object, *, scan_leaks: bool) -> tuple[str, int]:
+    def gone(guest: object, *, scan_leaks: bool, raw: bool = False) -> tuple[str, int]:
         raise error
 
     from types import SimpleNamespace

@@ -74,3 +74,15 @@ def test_each_event_field_is_one_the_agent_sends() -> None:
         source = inspect.getsource(sys.modules[ALL_PATH_KINDS[name].__module__]) + base
         for field in re.findall(r"`([a-z_]+)`", fields):
             assert f'"{field}"' in source, (name, field)
+
+
+def test_the_readme_says_when_a_stuck_read_is_answered() -> None:
+    """It said "at wait_ms the agent answers": a read no signal ends is answered the
+    signals' grace (INTERRUPT_GRACE_S, 1 s) later."""
+    from irqlab_agent.agent import INTERRUPT_GRACE_S
+
+    text = " ".join(_readme().split())
+    assert (
+        f"{INTERRUPT_GRACE_S:g} s after `wait_ms` (the signals' grace, `INTERRUPT_GRACE_S`" in text
+    )
+    assert f"or {INTERRUPT_GRACE_S:g} s later (the signals' grace) with `stuck`" in text

@@ -36,7 +36,7 @@ def _guest(monkeypatch: pytest.MonkeyPatch, log: Any) -> tuple[Guest, list[str]]
     )
     saved: list[str] = []
 
-    def read(guest: Guest, *, scan_leaks: bool) -> tuple[str, int]:
+    def read(guest: Guest, *, scan_leaks: bool, raw: bool = False) -> tuple[str, int]:
         assert not scan_leaks  # a leak scan is the session's, not every boot's
         if isinstance(log, BaseException):
             raise log

@@ -167,8 +167,16 @@ class GuestDiagnostics:
         if since is None and self.rx_log is not None:
             since = heartbeat_before(self.rx_log, self.rx_offset)
         try:
-            out = g.sh("dmesg; echo; cat /proc/sys/kernel/tainted", timeout=10, check=False)
-            text, tainted = _split_tainted(out)
+            out = g.sh(
+                "dmesg -r 2>/dev/null || dmesg; echo; cat /proc/sys/kernel/tainted",
+                timeout=10,
+                check=False,
+            )
+            from irqlab.vm.kernlog import kernel_lines
+
+            raw, tainted = _split_tainted(out)
+            # (the prefixes tell userspace's /dev/kmsg lines from the kernel's reports)
+            text, kernel = kernel_lines(raw)
             lines = dmesg_since(text, since)
             dest.mkdir(parents=True, exist_ok=True)
             log = dest / "dmesg.log"
@@ -197,7 +205,7 @@ class GuestDiagnostics:
                 f"--- guest kernel log ({when}: {len(lines)} lines{cut}{whole}{log})\n"
                 + ("\n".join(shown) or "(nothing)")
             )
-            note = taint_note(text, tainted)
+            note = taint_note(kernel, tainted)
             if note:
                 parts.append(note)
         except Exception as e:  # a diagnostic must not hide the test's own failure

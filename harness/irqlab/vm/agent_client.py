@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
+from irqlab import notice
 from irqlab.contract import uapi
 from irqlab.errors import IrqlabError, hide_frame
 from irqlab.paths import log_dir
@@ -40,6 +41,7 @@ __all__ = [
     "AgentRefused",
     "AgentTimeout",
     "RequestTooLong",
+    "orphan_notice",
     "request_timeout",
     "stage_agent",
 ]
@@ -118,6 +120,45 @@ def criteria_hints(crit: Mapping[str, Any], queued: Sequence[Event]) -> list[str
                 + " or ".join(sorted(seen))
             )
     return hints
+
+
+def orphan_notice(guest: str, reply: Mapping[str, Any]) -> str | None:
+    """The line the user is told after a ``reset`` (or ``close``) of *guest*'s agent
+    answered *reply*: the reads the agent left in drivers (state D, no signal ends them)
+    whose handles are closed now, still blocked there (``orphans``: they take the next
+    data their driver hands a reader, a later test's), and what those that returned
+    since got (``orphan_data``); None when there are none."""
+    parts = []
+    orphans = reply.get("orphans")
+    if isinstance(orphans, list) and orphans:
+        which = "; ".join(
+            f"request {o.get('request')} (handle {o.get('handle')!r} of {o.get('dev')}, "
+            f"{o.get('in_driver_s')} s in the driver: {o.get('where')})"
+            for o in orphans
+            if isinstance(o, dict)
+        )
+        parts.append(
+            f"{len(orphans)} read(2) left in the driver by closed handles still blocked "
+            f"uninterruptibly: {which}; the next data its driver hands a reader may go to "
+            "them, not to a later test's read (nothing can end them; their data is told "
+            "when they return)"
+        )
+    data = reply.get("orphan_data")
+    if isinstance(data, list) and data:
+        got = "; ".join(
+            f"request {d.get('request')} (handle {d.get('handle')!r} of {d.get('dev')}) got "
+            + (
+                f"{d.get('nbytes')} bytes {str(d.get('hex', ''))[:64]}"
+                if d.get("errno") is None
+                else f"errno {d.get('errno')}"
+            )
+            for d in data
+            if isinstance(d, dict)
+        )
+        parts.append(f"reads left in the driver by closed handles returned: {got}")
+    if not parts:
+        return None
+    return f"irqlab: {guest}: " + "; ".join(parts)
 
 
 def _refusal(resp: Mapping[str, Any]) -> str:
@@ -216,6 +257,7 @@ class AgentClient:
         frozen: Callable[[], Fault | None] | None = None,
     ) -> None:
         self._stdin = stdin
+        self.label = name  # who it is in its notices (a guest's: "the guest 'e2e'")
         self._stdout = stdout
         self._stderr = stderr
         self._on_close = on_close
@@ -519,10 +561,18 @@ class AgentClient:
     def reset(self, dev: str | None = None) -> dict[str, Any]:
         """Disarm all paths and close all handles (per-test cleanup); the reply's
         ``paths``, ``monotonic_ns`` (the guest time it began), and with *dev* also
-        ``present``: that character device exists."""
+        ``present``: that character device exists.  Reads the agent left in drivers
+        (state D) whose handles it closed are named in ``orphans`` and what they got
+        once they returned in ``orphan_data``, and said on the terminal
+        (:func:`orphan_notice`, :func:`irqlab.notice.say`): a module-scoped guest's next
+        test would have lost its data silently."""
         __tracebackhide__ = hide_frame
         args: dict[str, Any] = {"dev": dev} if dev is not None else {}
-        return self.request("reset", timeout=60.0, **args)
+        reply = self.request("reset", timeout=60.0, **args)
+        said = orphan_notice(self.label, reply)
+        if said is not None:
+            notice.say(said)
+        return reply
 
     # -- events -----------------------------------------------------------------------
     def next_event(self, timeout: float = 10.0) -> Event:

@@ -1288,6 +1288,9 @@ class Guest:
         # the guest time the last reset() began, by the kernel log's clock (ns; the
         # agent's CLOCK_MONOTONIC from an agent that cannot say it): a test's start
         self.reset_at_ns: int | None = None
+        # the reads the agent left in drivers (state D) that were still blocked at the
+        # last reset() (its answer's ``orphans``: request, handle, dev, where)
+        self.orphan_reads: list[dict[str, Any]] = []
         # the parameters our driver was last loaded with through this object (None: not
         # loaded by it, or unloaded since): reset() loads the config's again
         self._loaded_params: dict[str, Any] | None = None
@@ -3372,6 +3375,7 @@ class Guest:
             link_lost=lambda: self._forward_lost(chan),
             frozen=lambda: self._frozen_verdict(client),
         )
+        client.label = f"the guest {self.config.name!r}"  # in its notices
         try:
             client.wait_hello(self.config.agent_timeout)
             if self.config.freeze_timeout is not None:
@@ -3543,6 +3547,8 @@ class Guest:
             agent = self.agent
             reply = agent.reset(node)
         present = reply.get("present")
+        orphans = reply.get("orphans")  # (said by agent.reset())
+        self.orphan_reads = list(orphans) if isinstance(orphans, list) else []
         # by the kernel log's clock (printk's runs milliseconds ahead of the agent's
         # CLOCK_MONOTONIC: a splat in the last ms of a test was blamed on the next)
         began = reply.get("kernel_log_ns", reply.get("monotonic_ns"))

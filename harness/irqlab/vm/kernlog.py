@@ -26,6 +26,7 @@ __all__ = [
     "console_problems",
     "console_shows_warnings",
     "guest_kernel_log",
+    "kernel_lines",
     "kernel_problems",
     "kernel_report",
     "kernel_splats",
@@ -92,10 +93,41 @@ def kernel_splats(dmesg: str, tainted: int = 0) -> list[str]:
     return found
 
 
-def guest_kernel_log(guest: Guest, *, scan_leaks: bool = True) -> tuple[str, int]:
+# The syslog prefix ``dmesg -r`` starts each line of a record with: ``<facility * 8 +
+# level>``.  The kernel's own messages have facility 0 (LOG_KERN); a line userspace writes
+# to /dev/kmsg has another (1, LOG_USER, unless it names one; never 0: the kernel makes a
+# 0 a 1), even one that says ``<4>WARNING: ...``.
+_RAW_PREFIX = re.compile(r"<(\d{1,4})>")
+
+
+def kernel_lines(raw: str) -> tuple[str, str]:
+    """``dmesg -r``'s output *raw* -> (the log without the prefixes, as ``dmesg`` shows
+    it; the kernel's lines alone, those of facility 0).  A line without a prefix goes
+    with the line before (a record's continuation) and, before any prefixed line (a
+    kmemleak report read first, a ``dmesg`` without ``-r``), counts as the kernel's."""
+    whole: list[str] = []
+    kernel: list[str] = []
+    facility = 0
+    for line in raw.splitlines():
+        m = _RAW_PREFIX.match(line)
+        if m is not None:
+            facility = int(m[1]) >> 3
+            line = line[m.end() :]
+        whole.append(line)
+        if facility == 0:
+            kernel.append(line)
+    return "\n".join(whole), "\n".join(kernel)
+
+
+def guest_kernel_log(
+    guest: Guest, *, scan_leaks: bool = True, raw: bool = False
+) -> tuple[str, int]:
     """The guest's kernel log (``dmesg``) and ``/proc/sys/kernel/tainted``, in one
     command; with *scan_leaks*, on a kernel with kmemleak, after a scan for leaks (with
-    its report): slow under TCG, so once a session rather than after every test."""
+    its report): slow under TCG, so once a session rather than after every test.  The
+    log has userspace's lines too (written to /dev/kmsg); with *raw* each line keeps its
+    syslog prefix (``dmesg -r``), which tells them from the kernel's
+    (:func:`kernel_lines`; :func:`kernel_problems` counts only the kernel's)."""
     scan = (
         f"mount -t debugfs none /sys/kernel/debug 2>/dev/null; "
         f"if [ -w {KMEMLEAK} ]; then echo scan > {KMEMLEAK} && cat {KMEMLEAK}; fi; "
@@ -103,9 +135,13 @@ def guest_kernel_log(guest: Guest, *, scan_leaks: bool = True) -> tuple[str, int
         else ""
     )
     limit = (LEAK_SCAN_TIMEOUT_S if scan_leaks else LOG_TIMEOUT_S) * timeout_scale()
-    out = guest.sh(scan + "dmesg; echo; cat /proc/sys/kernel/tainted", timeout=limit)
+    # (busybox's dmesg and util-linux's both take -r; one that did not: plain dmesg)
+    out = guest.sh(
+        scan + "dmesg -r 2>/dev/null || dmesg; echo; cat /proc/sys/kernel/tainted",
+        timeout=limit,
+    )
     log, _, tainted = out.rstrip().rpartition("\n")
-    return log, int(tainted)
+    return (log if raw else kernel_lines(log)[0]), int(tainted)
 
 
 def kernel_report(lead: str, log: str, splats: list[str]) -> str:
@@ -115,7 +151,8 @@ def kernel_report(lead: str, log: str, splats: list[str]) -> str:
     :data:`SPLAT_AFTER`: a report with no such line)."""
     text = f"{lead}:\n" + "\n".join(splats[:50])
     lines = log.splitlines()
-    first = next((i for i, line in enumerate(lines) if KERNEL_SPLAT.search(line)), None)
+    reported = set(splats)  # (not a user's line that looks like one: the kernel's only)
+    first = next((i for i, line in enumerate(lines) if line in reported), None)
     if first is not None:
         start = max(0, first - SPLAT_BEFORE)
         ends = (
@@ -141,9 +178,12 @@ class KernelProblems:
 
 def kernel_problems(guest: Guest, *, scan_leaks: bool = True) -> KernelProblems | None:
     """Read the guest's kernel log (:func:`guest_kernel_log`, whose errors propagate)
-    and scan it: what it reports as bugs, None when nothing."""
-    log, tainted = guest_kernel_log(guest, scan_leaks=scan_leaks)
-    splats = kernel_splats(log, tainted)
+    and scan it: what it reports as bugs, None when nothing.  Only the kernel's lines
+    count (:func:`kernel_lines`): a line a test or a program wrote to /dev/kmsg (``echo
+    '<4>WARNING: ...' > /dev/kmsg``) is userspace's, no kernel bug; it stays in the log."""
+    text, tainted = guest_kernel_log(guest, scan_leaks=scan_leaks, raw=True)
+    log, kernel = kernel_lines(text)
+    splats = kernel_splats(kernel, tainted)
     return KernelProblems(splats, log) if splats else None
 
 
@@ -195,7 +235,9 @@ def console_problems(console: str) -> KernelProblems | None:
     watch's verdict, told when the guest died; with the ``BUG:`` line naming an oops
     a few lines before it) the lines are left out.  Only the kernel's lines count
     (those with its printk timestamp): a ``WARNING:`` of init's or a test program's,
-    which write on the console too, is no kernel bug.  The console shows what the
+    which write on the console too, is no kernel bug (but one written to /dev/kmsg,
+    printed with the stamp, is: the console shows no facility, unlike
+    :func:`kernel_lines`).  The console shows what the
     kernel's console loglevel lets through (:func:`console_shows_warnings`), and no
     taint."""
     lines = printable(console).splitlines()

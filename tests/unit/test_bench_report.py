@@ -185,6 +185,30 @@ def test_compare_warns_on_different_accel() -> None:
     assert "accelerators differ" in compare.render(old, new)[0]
 
 
+def test_compare_warns_when_settings_cpu_or_a_stop_make_the_figures_unlike() -> None:
+    # a --quick run (300 events at 3 ms) against a full baseline (10,000 at 1 ms), or
+    # against an interrupted bench's partial result, was compared without a word
+    old = fixture_result()
+    assert "WARNING" not in compare.render(old, copy.deepcopy(old))[0]
+    new = copy.deepcopy(old)
+    new["config"].update(quick=False, events=10_000, period_ns=1_000_000)
+    new["machine"]["cpu_model"] = "Intel Xeon"
+    text = compare.render(old, new)[0]
+    assert (
+        "WARNING: measured with other settings (--quick vs full; --events 500 vs 10000; "
+        "--period-us 3000 vs 1000): the figures that depend on them are not comparable"
+    ) in text
+    assert "WARNING: different CPU models (AMD EPYC vs Intel Xeon)" in text
+    new = copy.deepcopy(old)
+    new.update(complete=False, interrupted="KeyboardInterrupt()", stamp="20261123-000000")
+    text = compare.render(old, new)[0]
+    assert (
+        "WARNING: the new result (20261123-000000) is INCOMPLETE (interrupted: "
+        "KeyboardInterrupt()): its figures are partial, those it lacks were not measured"
+    ) in text
+    assert "the old result" not in text
+
+
 def test_cli_report_and_compare_without_booting(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -289,6 +289,35 @@ def test_plots_of_failed_series_warn_nothing(tmp_path: Path) -> None:
     assert [f.name for f in files] == ["latency_cdf_hardirq.png", "storm_loss.png"]
 
 
+def test_every_plot_says_what_it_was_measured_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the PNGs are shared on their own (README, issues): the storm plot named no machine
+    # or accelerator, the CDFs only the accelerator, neither an interrupted bench's
+    from matplotlib.figure import Figure
+
+    shown: dict[str, str] = {}
+    savefig = Figure.savefig
+
+    def spy(fig: Figure, fname: Any, *a: Any, **kw: Any) -> Any:
+        words = [t.get_text() for t in fig.texts] + [ax.get_title() for ax in fig.axes]
+        shown[Path(fname).name] = "\n".join(words)
+        return savefig(fig, fname, *a, **kw)
+
+    monkeypatch.setattr(Figure, "savefig", spy)
+    r = fixture_result()
+    files = report.plot_all(r, tmp_path)
+    assert sorted(shown) == sorted(f.name for f in files) and "storm_loss.png" in shown
+    for name, words in shown.items():
+        assert "AMD EPYC, 2 cores, tcg, QEMU 7.2.22, guest 6.1.0-56-amd64" in words, name
+        assert "irqlab 0123456789ab, 2026-11-22, --quick, 500 events per path at 3 ms" in words
+        assert "INCOMPLETE" not in words
+    r.update(complete=False, interrupted="KeyboardInterrupt()")
+    shown.clear()
+    report.plot_all(r, tmp_path)
+    assert all("INCOMPLETE (interrupted): partial" in w for w in shown.values()), shown
+
+
 def test_targets_say_skipped_storms_and_the_runs_taken() -> None:
     r = fixture_result(runs=2)
     r["config"]["skip"] = ["storm"]

@@ -22,6 +22,7 @@ __all__ = [
     "NotABenchResult",
     "Table",
     "checks",
+    "figure_caption",
     "fmt_ns",
     "fmt_rate",
     "fmt_ratio",
@@ -496,6 +497,36 @@ def _legend(ax: Any, **kw: Any) -> None:
         ax.text(0.5, 0.5, "no data (see the report)", transform=ax.transAxes, ha="center")
 
 
+def figure_caption(result: dict[str, Any]) -> str:
+    """What a plot was measured on, printed under it (a PNG is shared on its own, in a
+    README or an issue, away from the report's header): CPU model, cores, accelerator,
+    QEMU, guest kernel, commit, date, the run's kind, and INCOMPLETE for an interrupted
+    bench's partial result."""
+    m, v, g = result.get("machine") or {}, result.get("versions") or {}, result.get("git") or {}
+    cfg = result.get("config") or {}
+    commit = str(g.get("commit") or "?")[:12] + ("-dirty" if g.get("dirty") else "")
+    kind = "--quick" if cfg.get("quick") else "full run"
+    if cfg.get("events"):
+        kind += f", {cfg['events']} events per path"
+    if cfg.get("period_ns"):
+        kind += f" at {cfg['period_ns'] / 1e6:g} ms"
+    lines = [
+        f"{m.get('cpu_model') or 'CPU ?'}, {m.get('cores') or '?'} cores, "
+        f"{(result.get('accel') or {}).get('accel') or 'accelerator ?'}, "
+        f"QEMU {str(v.get('qemu') or '?').split(' ')[0]}, guest {v.get('guest_kernel') or '?'}",
+        f"irqlab {commit}, {str(result.get('started') or '?')[:10]}, {kind}",
+    ]
+    if result.get("complete") is False:
+        lines[1] += ", INCOMPLETE (interrupted): partial"
+    return "\n".join(lines)
+
+
+def _caption(fig: Any, result: dict[str, Any]) -> None:
+    """:func:`figure_caption` at the bottom of *fig*, room made for it."""
+    fig.text(0.01, 0.01, figure_caption(result), fontsize=7, color="#444", va="bottom")
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+
+
 def plot_all(result: dict[str, Any], out_dir: Path) -> list[Path]:
     """Latency CDFs per placement and loss vs rate; [] without matplotlib."""
     try:
@@ -524,7 +555,7 @@ def plot_all(result: dict[str, Any], out_dir: Path) -> list[Path]:
         ax.grid(True, which="both", alpha=0.3)
         _legend(ax, fontsize=8, loc="lower right")
         f = out_dir / f"latency_cdf_{pl}.png"
-        fig.tight_layout()
+        _caption(fig, result)
         fig.savefig(f, dpi=110)
         plt.close(fig)
         files.append(f)
@@ -539,11 +570,13 @@ def plot_all(result: dict[str, Any], out_dir: Path) -> list[Path]:
         ax.set_xscale("log")
         ax.set_xlabel("generator rate, events/s (log scale)")
         ax.set_ylabel("events lost, % of raised")
-        ax.set_title(f"Loss vs rate ({st.get('seconds')} s per rate, ring {st.get('ring_size')})")
+        ax.set_title(
+            f"Loss vs rate ({st.get('seconds')} s per rate, ring {st.get('ring_size')}, {env})"
+        )
         ax.grid(True, which="both", alpha=0.3)
         _legend(ax, fontsize=8)
         f = out_dir / "storm_loss.png"
-        fig.tight_layout()
+        _caption(fig, result)
         fig.savefig(f, dpi=110)
         plt.close(fig)
         files.append(f)

@@ -318,6 +318,26 @@ def test_every_plot_says_what_it_was_measured_on(
     assert all("INCOMPLETE (interrupted): partial" in w for w in shown.values()), shown
 
 
+def test_measured_figures_carry_their_units() -> None:
+    # the targets table said "3.1" for a boot of 3.1 s and "1e+03" for 1000 injections
+    # per second; compare and the spread table "140 us" and "1000 1/s"
+    r = fixture_result(runs=3)
+    rows = {row[0].split(" ")[0]: row for row in report.targets_table(r)[1]}
+    assert rows["boot"][1:3] == ["<= 2.5 s", "3.10 s"]
+    assert rows["QMP"][1:3] == [">= 1500/s", "990/s"]  # the median of 1000, 990, 980
+    spread = {row[0]: row for row in (report.spread_table(r) or ([], []))[1]}
+    assert spread["injection.rate"][1] == "990/s"
+    assert spread["cyclictest.p50"][1:3] == ["140 µs", "140 µs / 140 µs / 140 µs"]
+    new = copy.deepcopy(r)
+    for run in new["runs"]:
+        run["cyclictest"]["p99_us"] = 600
+        run["injection"]["rate_per_s"] = 500.0
+    new["metrics"] = metrics.extract(new)
+    text = compare.render(r, new)[0]
+    assert "cyclictest.p99: 300 µs -> 600 µs (+100.0%" in text
+    assert "injection.rate: 990/s -> 500/s (-49.5%" in text
+
+
 def test_targets_say_skipped_storms_and_the_runs_taken() -> None:
     r = fixture_result(runs=2)
     r["config"]["skip"] = ["storm"]

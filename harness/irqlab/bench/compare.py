@@ -64,11 +64,9 @@ class Change:
 
 
 def _fmt(v: float, unit: str) -> str:
-    if unit == "ns":
-        from irqlab.bench.report import fmt_ns
+    from irqlab.bench.report import fmt_value
 
-        return fmt_ns(v)
-    return f"{v:.4g} {unit}"
+    return fmt_value(v, unit)
 
 
 def compare(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ __all__ = [
     "fmt_ns",
     "fmt_rate",
     "fmt_ratio",
+    "fmt_value",
     "header_lines",
     "host_table",
     "html_table",
@@ -58,6 +60,21 @@ def fmt_ns(ns: float | None) -> str:
     if ns < 1_000_000_000:
         return f"{ns / 1e6:.2f} ms"
     return f"{ns / 1e9:.2f} s"
+
+
+def fmt_value(v: float, unit: str) -> str:
+    """A figure of ``metrics`` in its unit as the tables write it: ns scaled
+    (``1.20 ms``), cyclictest's µs (unit ``us``), rates ``1276/s`` (unit ``1/s``),
+    ratios ``1.23x`` (they were "983 us", "1.28e+03 1/s")."""
+    if unit == "ns":
+        return fmt_ns(v)
+    if unit == "us":
+        return f"{v:.4g} µs"
+    if unit == "1/s":
+        return f"{v:.0f}/s"
+    if unit == "x":
+        return f"{v:.3g}x"
+    return f"{v:.3g} {unit}".rstrip()
 
 
 def _us(v: float | None) -> str:
@@ -333,13 +350,27 @@ def host_table(result: dict[str, Any]) -> Table:
     return ["figure", "value"], rows
 
 
+def _target_value(t: dict[str, Any]) -> str:
+    """A target's measured value in the unit of its wanted one (``<= 2.5 s``: 3.84 s,
+    ``>= 1500/s``: 1276/s; it was a bare 3.84 and 1.28e+03)."""
+    v = t["value"]
+    if v is None:
+        return "-"
+    if not isinstance(v, int | float) or isinstance(v, bool):
+        return str(v)
+    unit = re.fullmatch(r"[<>]=\s*[\d.]+(\s*[^\d\s].*)", str(t.get("target", "")))
+    if unit is None:
+        return f"{v:.3g}"
+    if unit[1] == "/s":
+        return f"{v:.0f}/s"
+    return f"{v:.2f}{unit[1]}" if unit[1].strip() == "s" else f"{v:.3g}{unit[1]}"
+
+
 def targets_table(result: dict[str, Any]) -> Table:
     rows = []
     for t in result.get("targets") or []:
         met = {True: "MET", False: "MISSED", None: "not measured"}[t["met"]]
-        v = t["value"]
-        v = f"{v:.3g}" if isinstance(v, float) else "-" if v is None else str(v)
-        rows.append([t["name"], t["target"], v, met])
+        rows.append([t["name"], t["target"], _target_value(t), met])
     return ["target", "wanted", "measured", "status"], rows
 
 
@@ -396,14 +427,13 @@ def spread_table(result: dict[str, Any]) -> Table | None:
     for name, m in (result.get("metrics") or {}).items():
         if m.get("noise_from") != "runs":
             continue
-        unit = m.get("unit")
-        show = fmt_ns if unit == "ns" else (lambda v, u=unit: f"{v:.3g} {u}")
+        unit = str(m.get("unit") or "")
         noise = m.get("noise")
         rows.append(
             [
                 name,
-                show(m["value"]),
-                " / ".join(show(v) for v in m["samples"]),
+                fmt_value(m["value"], unit),
+                " / ".join(fmt_value(v, unit) for v in m["samples"]),
                 f"±{100 * noise:.1f}%" if noise is not None else "-",
             ]
         )

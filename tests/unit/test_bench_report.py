@@ -35,8 +35,8 @@ def fixture_result(scale: float = 1.0, runs: int = 1) -> dict[str, Any]:
             "boot": {"console_ready": 1.8, "ssh": 1.9, "module": 2.0, "agent_ready": 3.1},
             "cyclictest": {"cycles": 1000, "p50_us": 140, "p99_us": 300, "max_us": 2000},
             "injection": {
-                "injections": 500,
-                "elapsed_s": 0.5,
+                "injections": 5000,
+                "elapsed_s": 5.0,  # a sustained rate: at least 5 s
                 "rate_per_s": 1000.0 / k,
                 "round_trip_ns": stats.summarize([int(900_000 * k)] * 10),
                 "noop_round_trip_ns": stats.summarize([500_000] * 10),
@@ -336,6 +336,25 @@ def test_measured_figures_carry_their_units() -> None:
     text = compare.render(r, new)[0]
     assert "cyclictest.p99: 300 µs -> 600 µs (+100.0%" in text
     assert "injection.rate: 990/s -> 500/s (-49.5%" in text
+
+
+def test_a_quick_burst_of_injections_is_no_sustained_rate() -> None:
+    # --quick injects 500 in ~0.3 s: the target (>= 1500/s sustained, over >= 5 s)
+    # was judged MET or MISSED on it, while a 0.2 s storm's was "not measured"
+    r = fixture_result()
+    inj = r["runs"][0]["injection"]
+    inj.update(injections=500, elapsed_s=0.25, rate_per_s=2000.0)
+    inj["pipelined"] = {"window": 8, "injections": 500, "elapsed_s": 6.0, "rate_per_s": 1200.0}
+    r["metrics"] = metrics.extract(r)
+    t = {x["name"]: x for x in metrics.targets(r)}
+    one = t["QMP injection sustained (one at a time)"]
+    assert one["met"] is None
+    assert one["value"] == "2000/s over 0.25 s (sustained: over >= 5 s)"
+    assert t["QMP injection sustained (pipelined)"]["met"] is False  # 6 s: judged
+    inj["elapsed_s"] = 5.0
+    r["metrics"] = metrics.extract(r)
+    t = {x["name"]: x for x in metrics.targets(r)}
+    assert t["QMP injection sustained (one at a time)"]["met"] is True
 
 
 def test_targets_say_skipped_storms_and_the_runs_taken() -> None:

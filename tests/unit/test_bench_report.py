@@ -35,8 +35,8 @@ def fixture_result(scale: float = 1.0, runs: int = 1) -> dict[str, Any]:
             "boot": {"console_ready": 1.8, "ssh": 1.9, "module": 2.0, "agent_ready": 3.1},
             "cyclictest": {"cycles": 1000, "p50_us": 140, "p99_us": 300, "max_us": 2000},
             "injection": {
-                "injections": 500,
-                "elapsed_s": 0.5,
+                "injections": 5000,
+                "elapsed_s": 5.0,  # a sustained rate: at least 5 s
                 "rate_per_s": 1000.0 / k,
                 "round_trip_ns": stats.summarize([int(900_000 * k)] * 10),
                 "noop_round_trip_ns": stats.summarize([500_000] * 10),
@@ -185,6 +185,30 @@ def test_compare_warns_on_different_accel() -> None:
     assert "accelerators differ" in compare.render(old, new)[0]
 
 
+def test_compare_warns_when_settings_cpu_or_a_stop_make_the_figures_unlike() -> None:
+    # a --quick run (300 events at 3 ms) against a full baseline (10,000 at 1 ms), or
+    # against an interrupted bench's partial result, was compared without a word
+    old = fixture_result()
+    assert "WARNING" not in compare.render(old, copy.deepcopy(old))[0]
+    new = copy.deepcopy(old)
+    new["config"].update(quick=False, events=10_000, period_ns=1_000_000)
+    new["machine"]["cpu_model"] = "Intel Xeon"
+    text = compare.render(old, new)[0]
+    assert (
+        "WARNING: measured with other settings (--quick vs full; --events 500 vs 10000; "
+        "--period-us 3000 vs 1000): the figures that depend on them are not comparable"
+    ) in text
+    assert "WARNING: different CPU models (AMD EPYC vs Intel Xeon)" in text
+    new = copy.deepcopy(old)
+    new.update(complete=False, interrupted="KeyboardInterrupt()", stamp="20261123-000000")
+    text = compare.render(old, new)[0]
+    assert (
+        "WARNING: the new result (20261123-000000) is INCOMPLETE (interrupted: "
+        "KeyboardInterrupt()): its figures are partial, those it lacks were not measured"
+    ) in text
+    assert "the old result" not in text
+
+
 def test_cli_report_and_compare_without_booting(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -263,6 +287,74 @@ def test_plots_of_failed_series_warn_nothing(tmp_path: Path) -> None:
         warnings.simplefilter("error")
         files = report.plot_all(r, tmp_path)
     assert [f.name for f in files] == ["latency_cdf_hardirq.png", "storm_loss.png"]
+
+
+def test_every_plot_says_what_it_was_measured_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the PNGs are shared on their own (README, issues): the storm plot named no machine
+    # or accelerator, the CDFs only the accelerator, neither an interrupted bench's
+    from matplotlib.figure import Figure
+
+    shown: dict[str, str] = {}
+    savefig = Figure.savefig
+
+    def spy(fig: Figure, fname: Any, *a: Any, **kw: Any) -> Any:
+        words = [t.get_text() for t in fig.texts] + [ax.get_title() for ax in fig.axes]
+        shown[Path(fname).name] = "\n".join(words)
+        return savefig(fig, fname, *a, **kw)
+
+    monkeypatch.setattr(Figure, "savefig", spy)
+    r = fixture_result()
+    files = report.plot_all(r, tmp_path)
+    assert sorted(shown) == sorted(f.name for f in files) and "storm_loss.png" in shown
+    for name, words in shown.items():
+        assert "AMD EPYC, 2 cores, tcg, QEMU 7.2.22, guest 6.1.0-56-amd64" in words, name
+        assert "irqlab 0123456789ab, 2026-11-22, --quick, 500 events per path at 3 ms" in words
+        assert "INCOMPLETE" not in words
+    r.update(complete=False, interrupted="KeyboardInterrupt()")
+    shown.clear()
+    report.plot_all(r, tmp_path)
+    assert all("INCOMPLETE (interrupted): partial" in w for w in shown.values()), shown
+
+
+def test_measured_figures_carry_their_units() -> None:
+    # the targets table said "3.1" for a boot of 3.1 s and "1e+03" for 1000 injections
+    # per second; compare and the spread table "140 us" and "1000 1/s"
+    r = fixture_result(runs=3)
+    rows = {row[0].split(" ")[0]: row for row in report.targets_table(r)[1]}
+    assert rows["boot"][1:3] == ["<= 2.5 s", "3.10 s"]
+    assert rows["QMP"][1:3] == [">= 1500/s", "990/s"]  # the median of 1000, 990, 980
+    spread = {row[0]: row for row in (report.spread_table(r) or ([], []))[1]}
+    assert spread["injection.rate"][1] == "990/s"
+    assert spread["cyclictest.p50"][1:3] == ["140 µs", "140 µs / 140 µs / 140 µs"]
+    new = copy.deepcopy(r)
+    for run in new["runs"]:
+        run["cyclictest"]["p99_us"] = 600
+        run["injection"]["rate_per_s"] = 500.0
+    new["metrics"] = metrics.extract(new)
+    text = compare.render(r, new)[0]
+    assert "cyclictest.p99: 300 µs -> 600 µs (+100.0%" in text
+    assert "injection.rate: 990/s -> 500/s (-49.5%" in text
+
+
+def test_a_quick_burst_of_injections_is_no_sustained_rate() -> None:
+    # --quick injects 500 in ~0.3 s: the target (>= 1500/s sustained, over >= 5 s)
+    # was judged MET or MISSED on it, while a 0.2 s storm's was "not measured"
+    r = fixture_result()
+    inj = r["runs"][0]["injection"]
+    inj.update(injections=500, elapsed_s=0.25, rate_per_s=2000.0)
+    inj["pipelined"] = {"window": 8, "injections": 500, "elapsed_s": 6.0, "rate_per_s": 1200.0}
+    r["metrics"] = metrics.extract(r)
+    t = {x["name"]: x for x in metrics.targets(r)}
+    one = t["QMP injection sustained (one at a time)"]
+    assert one["met"] is None
+    assert one["value"] == "2000/s over 0.25 s (sustained: over >= 5 s)"
+    assert t["QMP injection sustained (pipelined)"]["met"] is False  # 6 s: judged
+    inj["elapsed_s"] = 5.0
+    r["metrics"] = metrics.extract(r)
+    t = {x["name"]: x for x in metrics.targets(r)}
+    assert t["QMP injection sustained (one at a time)"]["met"] is True
 
 
 def test_targets_say_skipped_storms_and_the_runs_taken() -> None:

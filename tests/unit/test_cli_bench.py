@@ -5,7 +5,9 @@ numbers (--events, --period-us and the like)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from test_bench_report import fixture_result  # same directory (rootdir-relative import)
@@ -61,6 +63,41 @@ def test_compare_with_what_is_no_bench_result_fails_before_anything(
         assert main(["bench", *argv, "--compare", str(empty)]) == 2
         assert f"--compare {empty}: not a bench result: schema missing" in capsys.readouterr().err
     assert sorted(p.name for p in result.parent.iterdir()) == ["result.json"]
+
+
+@pytest.mark.parametrize(
+    ("damage", "why"),
+    [
+        (lambda r: r["runs"][0]["latency"]["hardirq"]["read"].pop("latency_ns"), "'latency_ns'"),
+        (lambda r: r["storm"]["paths"]["read"][0].pop("raised"), "KeyError: 'raised'"),
+        (lambda r: r.update(machine=None), "AttributeError"),
+        (lambda r: r.update(runs="x"), "AttributeError"),
+        (lambda r: r["metrics"]["boot.agent_ready"].pop("value"), "KeyError: 'value'"),
+    ],
+)
+@pytest.mark.parametrize("argv", [["--report"], ["--quick", "--compare"]])
+def test_a_damaged_result_is_one_line_before_anything_runs(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    damage: Callable[[dict[str, Any]], object],
+    why: str,
+    argv: list[str],
+) -> None:
+    """A result of the right schema with a part missing or of another shape (edited, or
+    another version's) was a traceback; with --compare after the whole bench had run."""
+    r = fixture_result()
+    damage(r)
+    bad = tmp_path / "result.json"
+    bad.write_text(json.dumps(r))
+    out = tmp_path / "out"
+    assert main(["bench", *argv, str(bad), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(
+        f"irqlab: {argv[-1]} {bad}: a bench result that this irqlab cannot read (edited, or "
+        "written by another version): "
+    )
+    assert why in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not out.exists()
 
 
 @pytest.mark.parametrize("option", ["--report", "--compare"])

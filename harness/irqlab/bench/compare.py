@@ -8,7 +8,9 @@ whose values each lie within ±r of the truth can differ by up to 2r, so the
 noises add.  ``floor`` (default 10 %, the project's stability target) keeps
 figures without repetition, or with lucky small spread, from flagging on
 drift alone: the host's speed drifts ±30 % over minutes, so compare results
-taken at the same load, and prefer ``--runs 3`` for both.
+taken at the same load, and prefer ``--runs 3`` for both.  :func:`warnings` says
+when two results are not like for like (accelerator, CPU model, settings the figures
+depend on, an interrupted bench's partial result).
 """
 
 from __future__ import annotations
@@ -18,12 +20,29 @@ from typing import Any
 
 __all__ = [
     "DEFAULT_FLOOR",
+    "SETTINGS",
     "Change",
     "compare",
     "render",
+    "warnings",
 ]
 
 DEFAULT_FLOOR = 0.10
+
+# The settings (``config`` keys, with the option that sets them) that the figures
+# depend on: a p99 of 300 events is not that of 10,000, a latency at a 1 ms period not
+# one at 3 ms, a storm of 0.2 s not one of 10 s.
+SETTINGS = (
+    ("quick", "--quick"),
+    ("events", "--events"),
+    ("period_ns", "--period-us"),
+    ("native_rounds", "--native-rounds"),
+    ("cyclictest_loops", "--cyclictest-loops"),
+    ("injections", "--injections"),
+    ("storm_seconds", "--storm-seconds"),
+    ("storm_ring_size", "--storm-ring-size"),
+    ("storm_ack", "--storm-ack"),
+)
 
 
 @dataclass(frozen=True)
@@ -45,11 +64,9 @@ class Change:
 
 
 def _fmt(v: float, unit: str) -> str:
-    if unit == "ns":
-        from irqlab.bench.report import fmt_ns
+    from irqlab.bench.report import fmt_value
 
-        return fmt_ns(v)
-    return f"{v:.4g} {unit}"
+    return fmt_value(v, unit)
 
 
 def compare(
@@ -75,6 +92,50 @@ def compare(
     return out, only
 
 
+def _setting(key: str, v: Any) -> str:
+    if key == "quick":
+        return "--quick" if v else "full"
+    if key == "period_ns" and isinstance(v, int | float):
+        return f"{v / 1000:g}"  # µs, as the option takes it
+    return str(v)
+
+
+def warnings(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Why the figures of *old* and *new* are not like for like (each a ``WARNING:``
+    line): another accelerator or CPU model, settings that the figures depend on
+    (:data:`SETTINGS`), or a result whose bench did not finish (its missing figures
+    are not measured, its others partial)."""
+    out = []
+    oa, na = (old.get("accel") or {}).get("accel"), (new.get("accel") or {}).get("accel")
+    if oa != na:
+        out.append(f"WARNING: accelerators differ ({oa} vs {na}): figures are not comparable")
+    oc = (old.get("machine") or {}).get("cpu_model")
+    nc = (new.get("machine") or {}).get("cpu_model")
+    if oc != nc:
+        out.append(f"WARNING: different CPU models ({oc} vs {nc})")
+    oconf, nconf = old.get("config") or {}, new.get("config") or {}
+    differ = [
+        ("" if key == "quick" else f"{option} ")
+        + f"{_setting(key, oconf[key])} vs {_setting(key, nconf[key])}"
+        for key, option in SETTINGS
+        if key in oconf and key in nconf and oconf[key] != nconf[key]
+    ]
+    if differ:
+        out.append(
+            f"WARNING: measured with other settings ({'; '.join(differ)}): the figures that "
+            "depend on them are not comparable"
+        )
+    for which, r in (("old", old), ("new", new)):
+        if r.get("complete") is False:  # older results have no "complete"
+            stop = r.get("interrupted")
+            why = f"interrupted: {stop}" if stop else "interrupted, or still running"
+            out.append(
+                f"WARNING: the {which} result ({r.get('stamp')}) is INCOMPLETE ({why}): its "
+                "figures are partial, those it lacks were not measured"
+            )
+    return out
+
+
 def render(
     old: dict[str, Any], new: dict[str, Any], *, floor: float = DEFAULT_FLOOR
 ) -> tuple[str, int]:
@@ -87,11 +148,7 @@ def render(
         f"{new.get('stamp')} ({str(new.get('git', {}).get('commit'))[:10]}); "
         f"{len(changes)} figures, noise floor ±{floor:.0%}",
     ]
-    oa, na = old.get("accel", {}).get("accel"), new.get("accel", {}).get("accel")
-    if oa != na:
-        lines.append(f"WARNING: accelerators differ ({oa} vs {na}): figures are not comparable")
-    if old.get("machine", {}).get("cpu_model") != new.get("machine", {}).get("cpu_model"):
-        lines.append("WARNING: different CPU models")
+    lines += warnings(old, new)
     lines.append(f"worse beyond noise: {len(worse)}")
     lines += [f"  WORSE  {c.line()}" for c in worse]
     lines.append(f"better beyond noise: {len(better)}")

@@ -22,6 +22,7 @@ from irqlab.bench import stats
 __all__ = [
     "TARGET_BOOT_S",
     "TARGET_INJECTION_RATE",
+    "TARGET_INJECTION_SECONDS",
     "TARGET_LOSSLESS_RATE",
     "TARGET_LOSSLESS_SECONDS",
     "TARGET_RUNS",
@@ -35,6 +36,7 @@ TARGET_BOOT_S = 2.5
 TARGET_LOSSLESS_RATE = 10_000
 TARGET_LOSSLESS_SECONDS = 10.0
 TARGET_INJECTION_RATE = 1_500
+TARGET_INJECTION_SECONDS = 5.0  # "sustained": a series of at least this long
 TARGET_SPREAD = 0.10
 TARGET_RUNS = 3
 # issue 15: the native responder against cyclictest of the same boot
@@ -71,6 +73,18 @@ def _metric(
 def _runs(result: dict[str, Any]) -> list[dict[str, Any]]:
     runs: list[dict[str, Any]] = result.get("runs") or []
     return runs
+
+
+def _shortest_injection_s(result: dict[str, Any], *, pipelined: bool) -> float | None:
+    """The shortest QMP injection series of *result*'s runs, in seconds (one at a time,
+    or *pipelined*); None when no run says."""
+    times = []
+    for run in _runs(result):
+        inj = run.get("injection") or {}
+        series = (inj.get("pipelined") or {}) if pipelined else inj
+        if isinstance(series.get("elapsed_s"), int | float):
+            times.append(float(series["elapsed_s"]))
+    return min(times) if times else None
 
 
 def extract(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -233,14 +247,22 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
     ):
         inj = m.get(key)
         if inj or key == "injection.rate":
-            out.append(
-                {
-                    "name": name,
-                    "target": f">= {TARGET_INJECTION_RATE}/s",
-                    "value": inj["value"] if inj else None,
-                    "met": inj["value"] >= TARGET_INJECTION_RATE if inj else None,
-                }
-            )
+            target: dict[str, Any] = {
+                "name": name,
+                "target": f">= {TARGET_INJECTION_RATE}/s",
+                "value": inj["value"] if inj else None,
+                "met": inj["value"] >= TARGET_INJECTION_RATE if inj else None,
+            }
+            shortest = _shortest_injection_s(result, pipelined=key != "injection.rate")
+            if inj and shortest is not None and shortest < TARGET_INJECTION_SECONDS:
+                # --quick: a burst of 500 in 0.3 s is no sustained rate (as a 0.2 s storm
+                # is no 10 s one); it was judged MET or MISSED all the same
+                target["value"] = (
+                    f"{inj['value']:.0f}/s over {shortest:g} s (sustained: over "
+                    f">= {TARGET_INJECTION_SECONDS:g} s)"
+                )
+                target["met"] = None
+            out.append(target)
     out += native_targets(result)
     nruns = len(_runs(result))
     noisy = {

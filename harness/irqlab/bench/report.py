@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,9 +23,11 @@ __all__ = [
     "NotABenchResult",
     "Table",
     "checks",
+    "figure_caption",
     "fmt_ns",
     "fmt_rate",
     "fmt_ratio",
+    "fmt_value",
     "header_lines",
     "host_table",
     "html_table",
@@ -57,6 +60,21 @@ def fmt_ns(ns: float | None) -> str:
     if ns < 1_000_000_000:
         return f"{ns / 1e6:.2f} ms"
     return f"{ns / 1e9:.2f} s"
+
+
+def fmt_value(v: float, unit: str) -> str:
+    """A figure of ``metrics`` in its unit as the tables write it: ns scaled
+    (``1.20 ms``), cyclictest's µs (unit ``us``), rates ``1276/s`` (unit ``1/s``),
+    ratios ``1.23x`` (they were "983 us", "1.28e+03 1/s")."""
+    if unit == "ns":
+        return fmt_ns(v)
+    if unit == "us":
+        return f"{v:.4g} µs"
+    if unit == "1/s":
+        return f"{v:.0f}/s"
+    if unit == "x":
+        return f"{v:.3g}x"
+    return f"{v:.3g} {unit}".rstrip()
 
 
 def _us(v: float | None) -> str:
@@ -332,13 +350,27 @@ def host_table(result: dict[str, Any]) -> Table:
     return ["figure", "value"], rows
 
 
+def _target_value(t: dict[str, Any]) -> str:
+    """A target's measured value in the unit of its wanted one (``<= 2.5 s``: 3.84 s,
+    ``>= 1500/s``: 1276/s; it was a bare 3.84 and 1.28e+03)."""
+    v = t["value"]
+    if v is None:
+        return "-"
+    if not isinstance(v, int | float) or isinstance(v, bool):
+        return str(v)
+    unit = re.fullmatch(r"[<>]=\s*[\d.]+(\s*[^\d\s].*)", str(t.get("target", "")))
+    if unit is None:
+        return f"{v:.3g}"
+    if unit[1] == "/s":
+        return f"{v:.0f}/s"
+    return f"{v:.2f}{unit[1]}" if unit[1].strip() == "s" else f"{v:.3g}{unit[1]}"
+
+
 def targets_table(result: dict[str, Any]) -> Table:
     rows = []
     for t in result.get("targets") or []:
         met = {True: "MET", False: "MISSED", None: "not measured"}[t["met"]]
-        v = t["value"]
-        v = f"{v:.3g}" if isinstance(v, float) else "-" if v is None else str(v)
-        rows.append([t["name"], t["target"], v, met])
+        rows.append([t["name"], t["target"], _target_value(t), met])
     return ["target", "wanted", "measured", "status"], rows
 
 
@@ -395,14 +427,13 @@ def spread_table(result: dict[str, Any]) -> Table | None:
     for name, m in (result.get("metrics") or {}).items():
         if m.get("noise_from") != "runs":
             continue
-        unit = m.get("unit")
-        show = fmt_ns if unit == "ns" else (lambda v, u=unit: f"{v:.3g} {u}")
+        unit = str(m.get("unit") or "")
         noise = m.get("noise")
         rows.append(
             [
                 name,
-                show(m["value"]),
-                " / ".join(show(v) for v in m["samples"]),
+                fmt_value(m["value"], unit),
+                " / ".join(fmt_value(v, unit) for v in m["samples"]),
                 f"±{100 * noise:.1f}%" if noise is not None else "-",
             ]
         )
@@ -496,6 +527,36 @@ def _legend(ax: Any, **kw: Any) -> None:
         ax.text(0.5, 0.5, "no data (see the report)", transform=ax.transAxes, ha="center")
 
 
+def figure_caption(result: dict[str, Any]) -> str:
+    """What a plot was measured on, printed under it (a PNG is shared on its own, in a
+    README or an issue, away from the report's header): CPU model, cores, accelerator,
+    QEMU, guest kernel, commit, date, the run's kind, and INCOMPLETE for an interrupted
+    bench's partial result."""
+    m, v, g = result.get("machine") or {}, result.get("versions") or {}, result.get("git") or {}
+    cfg = result.get("config") or {}
+    commit = str(g.get("commit") or "?")[:12] + ("-dirty" if g.get("dirty") else "")
+    kind = "--quick" if cfg.get("quick") else "full run"
+    if cfg.get("events"):
+        kind += f", {cfg['events']} events per path"
+    if cfg.get("period_ns"):
+        kind += f" at {cfg['period_ns'] / 1e6:g} ms"
+    lines = [
+        f"{m.get('cpu_model') or 'CPU ?'}, {m.get('cores') or '?'} cores, "
+        f"{(result.get('accel') or {}).get('accel') or 'accelerator ?'}, "
+        f"QEMU {str(v.get('qemu') or '?').split(' ')[0]}, guest {v.get('guest_kernel') or '?'}",
+        f"irqlab {commit}, {str(result.get('started') or '?')[:10]}, {kind}",
+    ]
+    if result.get("complete") is False:
+        lines[1] += ", INCOMPLETE (interrupted): partial"
+    return "\n".join(lines)
+
+
+def _caption(fig: Any, result: dict[str, Any]) -> None:
+    """:func:`figure_caption` at the bottom of *fig*, room made for it."""
+    fig.text(0.01, 0.01, figure_caption(result), fontsize=7, color="#444", va="bottom")
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+
+
 def plot_all(result: dict[str, Any], out_dir: Path) -> list[Path]:
     """Latency CDFs per placement and loss vs rate; [] without matplotlib."""
     try:
@@ -524,7 +585,7 @@ def plot_all(result: dict[str, Any], out_dir: Path) -> list[Path]:
         ax.grid(True, which="both", alpha=0.3)
         _legend(ax, fontsize=8, loc="lower right")
         f = out_dir / f"latency_cdf_{pl}.png"
-        fig.tight_layout()
+        _caption(fig, result)
         fig.savefig(f, dpi=110)
         plt.close(fig)
         files.append(f)
@@ -539,11 +600,13 @@ def plot_all(result: dict[str, Any], out_dir: Path) -> list[Path]:
         ax.set_xscale("log")
         ax.set_xlabel("generator rate, events/s (log scale)")
         ax.set_ylabel("events lost, % of raised")
-        ax.set_title(f"Loss vs rate ({st.get('seconds')} s per rate, ring {st.get('ring_size')})")
+        ax.set_title(
+            f"Loss vs rate ({st.get('seconds')} s per rate, ring {st.get('ring_size')}, {env})"
+        )
         ax.grid(True, which="both", alpha=0.3)
         _legend(ax, fontsize=8)
         f = out_dir / "storm_loss.png"
-        fig.tight_layout()
+        _caption(fig, result)
         fig.savefig(f, dpi=110)
         plt.close(fig)
         files.append(f)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -172,7 +173,8 @@ the report's "checks" columns; one line per series on stderr), or if --compare f
 figures worse beyond noise (--no-fail-on-worse keeps 0), or if another bench runs
 on this machine (refused before booting, naming its pid: two benches disturb each
 other's figures); 2 for a usage error, among them an --out that holds a result.json
-already and a --report or --compare that names no bench result.
+already and a --report or --compare that names no bench result (or one this
+irqlab cannot read: edited, or another version's).
 """
 
 
@@ -301,19 +303,32 @@ def config_from_args(args: argparse.Namespace) -> Any:
 
 def load_given_result(path: Path, option: str) -> dict[str, Any]:
     """The bench result *path* that *option* (``--report``, ``--compare``) names, else
-    a usage error naming the option ("No such file or directory: /x.json" named none)."""
-    from irqlab.bench import report
+    a usage error naming the option ("No such file or directory: /x.json" named none).
+    Its contents are read through as the report and compare will (a result of the
+    right schema with a part missing or of another shape: edited, or another version's
+    was a traceback, with ``--compare`` after the whole bench had run)."""
+    from irqlab.bench import compare, report
     from irqlab.cli.guestcmd import not_a_file
 
     problem = not_a_file(path, "a file")
     if problem:
         raise UsageError(f"{option} {path}: {problem}")
     try:
-        return report.load_result(path)
+        result = report.load_result(path)
     except report.NotABenchResult as e:
         raise UsageError(f"{option} {e}") from None
     except OSError as e:
         raise UsageError(f"{option} {path}: cannot be read: {e.strerror or e}") from None
+    try:
+        report.render_text(result)
+        compare.compare(result, result)
+    except (KeyError, IndexError, TypeError, AttributeError, ValueError) as e:
+        where = traceback.extract_tb(e.__traceback__)[-1].name
+        raise UsageError(
+            f"{option} {path}: a bench result that this irqlab cannot read (edited, or "
+            f"written by another version): {type(e).__name__}: {e} (in {where})"
+        ) from None
+    return result
 
 
 def check_measures(args: argparse.Namespace) -> None:

@@ -6,6 +6,7 @@ close.  Against the fake QEMU (tests/unit/fake_qemu.py)."""
 from __future__ import annotations
 
 import os
+import signal
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -118,3 +119,58 @@ def test_no_qemu_is_spawned_after_a_close(
     with pytest.raises(MachineError, match="closed \\(by another thread\\) while QEMU started"):
         m.start()
     assert not m.spawned
+
+
+class _SignallingLock:
+    """An RLock that says when a thread waits for it (the test's cue)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self.contended = threading.Event()
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        if self._lock.acquire(blocking=False):
+            return True
+        self.contended.set()
+        return self._lock.acquire(blocking, timeout)
+
+    def release(self) -> None:
+        self._lock.release()
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def test_the_status_while_another_thread_reaps_qemu_is_its_exit(
+    fake_qemu: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Popen.poll() says None while another thread holds Popen's wait lock (a close()
+    reaping QEMU): returncode said None and is_running() True for a QEMU that had
+    exited, and a guest's start took its close for QEMU's own exit."""
+    m = Machine(_cfg(fake_qemu, tmp_path)).start()
+    p = m._proc
+    assert p is not None
+    lock = _SignallingLock()
+    monkeypatch.setattr(m, "_lock", lock)
+    holding = threading.Event()
+
+    def a_close_reaping() -> None:  # what close() in another thread does, step by step
+        with lock:
+            m._closer = threading.get_ident()
+            with p._waitpid_lock:  # type: ignore[attr-defined]
+                os.killpg(p.pid, signal.SIGKILL)
+                os.waitid(os.P_PID, p.pid, os.WEXITED | os.WNOWAIT)  # exited, not reaped
+                holding.set()
+                lock.contended.wait(scaled(5))  # the other thread waits for this close
+            p.wait()
+            m._closer = None
+
+    t, _ = _in_a_thread(a_close_reaping)
+    assert holding.wait(scaled(10))
+    assert m.returncode == -9
+    t.join(scaled(10))
+    assert not t.is_alive()
+    m.close()

@@ -1626,7 +1626,21 @@ class Guest:
         """Start the guest (restore or cold boot, see the class docs); on any failure
         everything started so far is stopped before the error propagates.  A running
         Guest is not started again (a second QEMU replaced the first, left running):
-        :meth:`restart` or :meth:`close` first."""
+        :meth:`restart` or :meth:`close` first.  Another thread's :meth:`close` that
+        begins after this call began ends it (GuestError "... was closed (or restarted)
+        by another thread while it started ..."), leaving no QEMU running."""
+        ticket = _StartTicket(threading.get_ident())
+        with self._starts_lock:  # from here on another thread's close() ends this start
+            self._starts.append(ticket)
+        self._start_local.ticket = ticket
+        try:
+            return self._start_ticketed(ticket)
+        finally:
+            self._start_local.ticket = None
+            with self._starts_lock:
+                self._starts.remove(ticket)
+
+    def _start_ticketed(self, ticket: _StartTicket) -> Guest:
         if self.machine is not None:
             raise GuestError(
                 "this Guest has a QEMU already (running, or dead and not closed): "
@@ -1637,10 +1651,6 @@ class Guest:
         # guest was still "restored"
         self.restored = False
         self._start_end = "starting"
-        ticket = _StartTicket(threading.get_ident())
-        with self._starts_lock:  # from here on another thread's close() ends this start
-            self._starts.append(ticket)
-        self._start_local.ticket = ticket
         self._start_doing = ""
         try:
             self._start()
@@ -1674,10 +1684,6 @@ class Guest:
             if named is e:
                 raise
             raise named from e
-        finally:
-            self._start_local.ticket = None
-            with self._starts_lock:
-                self._starts.remove(ticket)
 
     @property
     def _closed_under_start(self) -> bool:

@@ -21,6 +21,7 @@ from irqlab import notice
 from irqlab.vm import guest as guest_mod
 from irqlab.vm import snapshot
 from irqlab.vm.guest import Guest, GuestConfig, GuestError
+from irqlab.vm.health import Fault
 from irqlab.vm.loadscale import scaled
 from irqlab.vm.ssh import SshError
 
@@ -206,3 +207,67 @@ def _nothing() -> Any:
     import contextlib
 
     return contextlib.nullcontext()
+
+
+def test_a_restart_from_another_thread_waits_for_the_start_it_ended(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """restart() from another thread while a start runs: its close ends that start, and
+    its own start waits for that one's end; it began at once, and the ended start's
+    clean-up close() then stopped the new start's QEMU and ended it too."""
+    g = _guest(monkeypatch)
+    inside = threading.Event()  # the first start is at its step
+    go = threading.Event()  # the first start's step may end
+    second_began = threading.Event()
+    calls: list[str] = []
+
+    def step() -> None:
+        if not calls:
+            calls.append("first")
+            inside.set()
+            go.wait(scaled(10))
+            g._check_open()  # its next step: ended by the restart's close
+        else:
+            calls.append("second")
+            second_began.set()
+
+    monkeypatch.setattr(g, "_start", step)
+    first = threading.Thread(target=lambda: _outcome(g.start, first_out))
+    first_out: list[BaseException | None] = []
+    first.start()
+    assert inside.wait(scaled(10))
+    restart_out: list[BaseException | None] = []
+    restarter = threading.Thread(target=lambda: _outcome(g.restart, restart_out))
+    restarter.start()
+    # the restart's start must not begin before the first start ended
+    began_early = second_began.wait(scaled(0.5))
+    go.set()
+    for t in (first, restarter):
+        t.join(scaled(10))
+        assert not t.is_alive()
+    assert not began_early and calls == ["first", "second"]
+    assert isinstance(first_out[0], GuestError) and re.match(CLOSED, str(first_out[0]))
+    assert restart_out == [None]
+
+
+def _outcome(fn: Callable[[], object], out: list[BaseException | None]) -> None:
+    try:
+        fn()
+        out.append(None)
+    except BaseException as e:
+        out.append(e)
+
+
+@pytest.mark.parametrize("closing", [False, True])
+def test_the_exit_of_a_qemu_being_closed_is_no_fault_notice(
+    closing: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A start's health watch that began as another thread's close quit QEMU printed
+    "irqlab: NAME: QEMU exited with status 0" on stderr, as if the guest had failed."""
+    g = Guest(GuestConfig(name="t"))
+    g.machine = SimpleNamespace(  # type: ignore[assignment]
+        closing=closing, abort_qmp=lambda *a, **kw: None
+    )
+    g._on_fault(Fault("QEMU exited with status 0", ""))
+    said = capsys.readouterr().err
+    assert said == ("" if closing else "irqlab: t: QEMU exited with status 0\n")

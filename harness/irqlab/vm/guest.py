@@ -1283,6 +1283,7 @@ class Guest:
         # self._start_local
         self._starts: list[_StartTicket] = []
         self._starts_lock = threading.Lock()
+        self._start_serial = threading.RLock()  # held by the thread in start()
         self._start_local = threading.local()
         self._start_doing = ""  # what the start does now ("saving the snapshot K")
         # the method each thread runs (bind()): what its step scripts' errors name
@@ -1629,16 +1630,20 @@ class Guest:
         :meth:`restart` or :meth:`close` first.  Another thread's :meth:`close` that
         begins after this call began ends it (GuestError "... was closed (or restarted)
         by another thread while it started ..."), leaving no QEMU running."""
-        ticket = _StartTicket(threading.get_ident())
-        with self._starts_lock:  # from here on another thread's close() ends this start
-            self._starts.append(ticket)
-        self._start_local.ticket = ticket
-        try:
-            return self._start_ticketed(ticket)
-        finally:
-            self._start_local.ticket = None
-            with self._starts_lock:
-                self._starts.remove(ticket)
+        # one start at a time: a restart() from another thread waits here for the start
+        # its close ended (at that start's next step), whose clean-up closed the new
+        # start's QEMU and made it fail as "closed by another thread" too
+        with self._start_serial:
+            ticket = _StartTicket(threading.get_ident())
+            with self._starts_lock:  # from here on another thread's close() ends it
+                self._starts.append(ticket)
+            self._start_local.ticket = ticket
+            try:
+                return self._start_ticketed(ticket)
+            finally:
+                self._start_local.ticket = None
+                with self._starts_lock:
+                    self._starts.remove(ticket)
 
     def _start_ticketed(self, ticket: _StartTicket) -> Guest:
         if self.machine is not None:
@@ -2357,11 +2362,14 @@ class Guest:
         """The guest died or froze: end every wait at once (closing SSH ends the SSH
         commands and the agent's forwarded channel), each naming *fault*."""
         self.fault = fault
-        if self.fault_notice:
-            print(f"irqlab: {self.config.name}: {fault.cause}", file=sys.stderr, flush=True)
         # read once each: close() in another thread may clear them meanwhile (its wait
         # for this thread is bounded)
         ssh, machine = self.ssh, self.machine
+        # a QEMU being closed (by another thread, as a start's watch began) exits by
+        # the close's doing: no "irqlab: NAME: QEMU exited with status 0" on stderr
+        closing = machine is None or machine.closing
+        if self.fault_notice and not closing:
+            print(f"irqlab: {self.config.name}: {fault.cause}", file=sys.stderr, flush=True)
         if ssh is not None:
             with contextlib.suppress(Exception):
                 ssh.close()

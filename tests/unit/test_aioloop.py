@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from irqlab.vm.aioloop import LoopAborted, LoopClosed, LoopThread
+from irqlab.vm.loadscale import scaled
 
 
 def _lose(loop: LoopThread, exc: BaseException) -> None:
@@ -200,3 +201,53 @@ def test_close_whose_stop_came_first_leaves_no_coroutine_unawaited(
         loop.close(timeout=0.2)
         assert loop.loop.is_closed()
         assert _never_awaited(caught) == []
+
+
+def test_two_closes_at_once_take_turns() -> None:
+    """A second close() from another thread (a Guest's closer and its start's clean-up)
+    cancelled the first one's cancel-all while a task still cleaned up after its
+    cancellation, and stopped the loop under it: that clean-up was cut short, the first
+    close raised CancelledError, and Python said "Task was destroyed but it is pending!"
+    and "_GatheringFuture exception was never retrieved"."""
+    loop = LoopThread()
+    cancelled = threading.Event()  # the first close's cancel-all reached the task
+    release = threading.Event()  # the task's clean-up may end
+    cleaned: list[bool] = []
+
+    async def slow_to_clean_up() -> None:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            cancelled.set()
+            while not release.is_set():  # a disconnect's goodbye, say
+                await asyncio.sleep(0.01)
+            cleaned.append(True)
+            raise
+
+    loop.submit(slow_to_clean_up())
+    first = _closing(loop)
+    assert cancelled.wait(scaled(10))
+    second = _closing(loop)
+    second[0].join(scaled(0.5))  # it must wait for the first close: it does not end now
+    release.set()
+    for t, _ in (first, second):
+        t.join(scaled(10))
+        assert not t.is_alive()
+    assert first[1] == [None] and second[1] == [None]
+    assert cleaned == [True] and loop.loop.is_closed()
+
+
+def _closing(loop: LoopThread) -> tuple[threading.Thread, list[BaseException | None]]:
+    """loop.close() in a thread of its own; what it raised (None: nothing)."""
+    out: list[BaseException | None] = []
+
+    def close() -> None:
+        try:
+            loop.close(timeout=scaled(10))
+            out.append(None)
+        except BaseException as e:  # the test looks at it
+            out.append(e)
+
+    t = threading.Thread(target=close, daemon=True)
+    t.start()
+    return t, out

@@ -208,6 +208,7 @@ def test_an_eof_before_the_banner_and_a_refused_connection_count_as_no_answer() 
 
 class _RunningQemu:
     console = None
+    closing = False  # nobody closes it
 
     def is_running(self) -> bool:
         return True

@@ -80,6 +80,11 @@ class LoopThread:
             # every run() waiting now, with its coroutine: close() ends those its stopped
             # loop never started (they waited for ever, their coroutines "never awaited")
             self._runs: dict[concurrent.futures.Future[Any], Coroutine[Any, Any, Any]] = {}
+            # one close() at a time: a second one's cancel-all cancelled the first's, and
+            # its stop ended the loop under it ("Task was destroyed but it is pending!",
+            # "_GatheringFuture exception was never retrieved", the first close raising
+            # CancelledError): a Guest's closer and its start's clean-up close at once
+            self._close_lock = threading.RLock()
             self._thread.start()
 
     def _main(self) -> None:
@@ -146,7 +151,12 @@ class LoopThread:
 
     def close(self, timeout: float = 5.0) -> None:
         """Cancel what is left, stop the loop and join the thread (idempotent; a close
-        cut short, by Ctrl-C in its waits, is finished by the next call)."""
+        cut short, by Ctrl-C in its waits, is finished by the next call).  A close()
+        from another thread meanwhile waits for this one's end."""
+        with self._close_lock:
+            self._close(timeout)
+
+    def _close(self, timeout: float) -> None:
         if self._loop.is_closed():
             return
         self._closed = True  # no submit() from now on

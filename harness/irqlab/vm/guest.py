@@ -1218,6 +1218,18 @@ def _by_signal(status: int) -> bool:
     return status >= 128
 
 
+@dataclass
+class _StartTicket:
+    """One running :meth:`Guest.start`: its thread, and whether another thread's
+    :meth:`Guest.close` came since it began."""
+
+    thread: int
+    closed: bool = False
+    # the health watch's verdict when the close came: the guest's doing, not the
+    # close's (one after it is the close's: QEMU quit, "exited with status 0")
+    fault: Fault | None = None
+
+
 class Guest:
     """Boot with :meth:`start` (or ``with Guest(...) as g``); stop with :meth:`close`.
 
@@ -1265,10 +1277,14 @@ class Guest:
         self.ssh: SshClient | None = None
         self._agent: AgentClient | None = None
         self._closes = 0  # close() calls: a command another thread's close() ended
-        # the thread in start(), and whether another thread's close() came meanwhile
-        # (then the start's failure is that close's doing, not the guest's)
-        self._start_thread: int | None = None
-        self._closed_under_start = False
+        # the starts running now (one per thread in start()), each marked by another
+        # thread's close() that came meanwhile (then the start ends, and its failure is
+        # that close's doing, not the guest's); a start's thread finds its own in
+        # self._start_local
+        self._starts: list[_StartTicket] = []
+        self._starts_lock = threading.Lock()
+        self._start_serial = threading.RLock()  # held by the thread in start()
+        self._start_local = threading.local()
         self._start_doing = ""  # what the start does now ("saving the snapshot K")
         # the method each thread runs (bind()): what its step scripts' errors name
         self._operations = threading.local()
@@ -1614,7 +1630,25 @@ class Guest:
         """Start the guest (restore or cold boot, see the class docs); on any failure
         everything started so far is stopped before the error propagates.  A running
         Guest is not started again (a second QEMU replaced the first, left running):
-        :meth:`restart` or :meth:`close` first."""
+        :meth:`restart` or :meth:`close` first.  Another thread's :meth:`close` that
+        begins after this call began ends it (GuestError "... was closed (or restarted)
+        by another thread while it started ..."), leaving no QEMU running."""
+        # one start at a time: a restart() from another thread waits here for the start
+        # its close ended (at that start's next step), whose clean-up closed the new
+        # start's QEMU and made it fail as "closed by another thread" too
+        with self._start_serial:
+            ticket = _StartTicket(threading.get_ident())
+            with self._starts_lock:  # from here on another thread's close() ends it
+                self._starts.append(ticket)
+            self._start_local.ticket = ticket
+            try:
+                return self._start_ticketed(ticket)
+            finally:
+                self._start_local.ticket = None
+                with self._starts_lock:
+                    self._starts.remove(ticket)
+
+    def _start_ticketed(self, ticket: _StartTicket) -> Guest:
         if self.machine is not None:
             raise GuestError(
                 "this Guest has a QEMU already (running, or dead and not closed): "
@@ -1625,10 +1659,10 @@ class Guest:
         # guest was still "restored"
         self.restored = False
         self._start_end = "starting"
-        self._start_thread, self._closed_under_start = threading.get_ident(), False
         self._start_doing = ""
         try:
             self._start()
+            self._check_open()  # a close that came meanwhile: no running guest returned
             self._start_end = None
             return self
         except BaseException as e:
@@ -1639,7 +1673,7 @@ class Guest:
                 # names it already)
                 e.add_note(f"interrupted in the guest {self.config.name!r} {self._start_doing}")
             # another thread's close() ended it: no verdict to wait for, no guest to blame
-            closed = self._closed_under_start and isinstance(e, Exception) and self.fault is None
+            closed = ticket.closed and isinstance(e, Exception) and ticket.fault is None
             paths = self.machine.paths if self.machine is not None else None
             try:
                 named = (
@@ -1663,8 +1697,29 @@ class Guest:
             if named is e:
                 raise
             raise named from e
-        finally:
-            self._start_thread = None
+
+    @property
+    def _closed_under_start(self) -> bool:
+        """Whether another thread's :meth:`close` (or :meth:`restart`) came since this
+        thread's start() began (False in a thread that is not starting)."""
+        ticket: _StartTicket | None = getattr(self._start_local, "ticket", None)
+        return ticket is not None and ticket.closed
+
+    def _check_open(self) -> None:
+        """Raise :class:`GuestError` when another thread's :meth:`close` came since this
+        thread's start began (start() says by whom and while doing what): before each
+        step that starts a QEMU, discards a snapshot or waits, so that a start a close
+        ended neither runs on nor leaves a QEMU behind (it restarted a cold boot after
+        the close, and returned a running guest)."""
+        if self._closed_under_start:
+            raise GuestError("closed")
+
+    def _start_check(self) -> None:
+        """The start's check in its waits (SSH's retries, the snapshot's load and save):
+        a close from another thread, then the health watch's verdict."""
+        __tracebackhide__ = hide_frame
+        self._check_open()
+        self.check_health()
 
     def _starting(self) -> str:
         """What the start was doing, for an error or an interrupt that ended it."""
@@ -1759,13 +1814,9 @@ class Guest:
         until that boot was done, and only then failed."""
         from irqlab.vm import snapshot
 
-        def closed() -> None:
-            if self._closed_under_start:
-                raise GuestError("closed")  # start() says by whom and while doing what
-
         self._start_doing = f"waiting for another process's cold boot for the snapshot {key}"
         with snapshot.boot_lock(
-            key, stopped_limit=self.config.boot_timeout, check=closed
+            key, stopped_limit=self.config.boot_timeout, check=self._check_open
         ) as unlocked:
             self._start_doing = ""
             yield unlocked
@@ -1840,16 +1891,21 @@ class Guest:
         from irqlab.vm import snapshot
 
         self._loaded_from = None
+        self._check_open()
         try:
             with snapshot.held(found):  # no prune removes it before the load ended
                 self._restore(found)
             return True
         except snapshot.SnapshotGone as e:  # pruned since the lookup: a miss
+            self._check_open()
             self._start_doing = ""  # a cold boot next, not this restore
             log.info("%s: %s; no snapshot to restore", self.config.name, e)
             self._stop_machine()
             return False
         except snapshot.SnapshotError as e:
+            # a close from another thread ended the load (it set self.machine to None:
+            # no QEMU to ask): the snapshot stays, and nothing boots after the close
+            self._check_open()
             if self._killed_from_outside():  # not the snapshot's doing: it stays
                 self._raise_fault()
                 raise
@@ -2036,6 +2092,7 @@ class Guest:
         )
 
     def _cold_start_once(self, *, extras: bool = True) -> None:
+        self._check_open()
         t0 = time.monotonic()
         self.phases = {}
         reached = partial(self._reached, t0=t0)
@@ -2075,6 +2132,7 @@ class Guest:
         from irqlab.vm.kernlog import kernel_problems
 
         assert self.image is not None and self.qemu is not None
+        self._check_open()  # nothing saved (nor waited for) after a close
         # A splat of this boot (a WARN() of a module loading, a soft lockup of a loaded
         # host) saved into the snapshot would be in every guest restored from it, and
         # fail each of their tests: such a boot is not saved (the next boots cold).
@@ -2112,7 +2170,7 @@ class Guest:
         self._start_doing = f"saving the snapshot {key}"
         saved: Path | None = None  # by this save
         try:
-            self.snapshot_dir = snapshot.save(self._vm(), key, meta, check=self.check_health)
+            self.snapshot_dir = snapshot.save(self._vm(), key, meta, check=self._start_check)
         except snapshot.SnapshotError as e:
             self._name_fault()  # QEMU died or froze: the start's story
             # The guest runs on (QEMU continued it): a failed save (a full cache
@@ -2172,7 +2230,7 @@ class Guest:
         self._start_doing = f"restoring the snapshot {directory}"
         self._start_machine(["-incoming", "defer"])
         snapshot.load(
-            self._vm(), directory, timeout=self.config.restore_timeout, check=self.check_health
+            self._vm(), directory, timeout=self.config.restore_timeout, check=self._start_check
         )
         self._start_doing = ""
         self._reached("restored", t0)
@@ -2210,7 +2268,7 @@ class Guest:
         why = "no answer"
         portless_since: float | None = None  # since when every attempt found no port
         while time.monotonic() < deadline:
-            self.check_health()
+            self._start_check()
             try:
                 with socket.create_connection(("127.0.0.1", port), timeout=5.0) as s:
                     s.sendall(os.urandom(64).hex().encode() + b"\n")
@@ -2252,6 +2310,7 @@ class Guest:
                 prune_logs(keep_runs=None)
         # Port 0: libslirp binds the host side itself and we read the port back, so no
         # other process can take it between our choice and QEMU's bind.
+        self._check_open()  # no QEMU after a close
         self.machine = Machine(
             MachineConfig(
                 binary=self._qemu().binary,
@@ -2263,13 +2322,18 @@ class Guest:
                 log_root_setting="GuestConfig(log_dir=...)" if c.log_dir is not None else None,
             )
         )
+        machine = self.machine
+        # a close that came before the line above found no machine to stop: this one is
+        # stopped by start()'s clean-up (one that came after stops it itself)
+        self._check_open()
         try:
-            self.machine.start()
+            machine.start()
         finally:  # a failed start's too
-            if self.machine.paths is not None:
-                self.log_dir = self.machine.paths.log_dir
-        self.ssh_port = forwarded_port(self.machine, GUEST_SSH_PORT)
-        self._injector = Injector(_FaultNamingQmp(self, self.machine), c.device_id)
+            if machine.paths is not None:
+                self.log_dir = machine.paths.log_dir
+        self._check_open()  # closed while QEMU started: its QMP, its port are gone
+        self.ssh_port = forwarded_port(machine, GUEST_SSH_PORT)
+        self._injector = Injector(_FaultNamingQmp(self, machine), c.device_id)
         self._start_watch()
 
     def _qmp_socket_args(self) -> list[str]:
@@ -2306,11 +2370,14 @@ class Guest:
         """The guest died or froze: end every wait at once (closing SSH ends the SSH
         commands and the agent's forwarded channel), each naming *fault*."""
         self.fault = fault
-        if self.fault_notice:
-            print(f"irqlab: {self.config.name}: {fault.cause}", file=sys.stderr, flush=True)
         # read once each: close() in another thread may clear them meanwhile (its wait
         # for this thread is bounded)
         ssh, machine = self.ssh, self.machine
+        # a QEMU being closed (by another thread, as a start's watch began) exits by
+        # the close's doing: no "irqlab: NAME: QEMU exited with status 0" on stderr
+        closing = machine is None or machine.closing
+        if self.fault_notice and not closing:
+            print(f"irqlab: {self.config.name}: {fault.cause}", file=sys.stderr, flush=True)
         if ssh is not None:
             with contextlib.suppress(Exception):
                 ssh.close()
@@ -2429,6 +2496,7 @@ class Guest:
                     f"irqlab: {self.config.name}: still booting after {said - started:.0f} s "
                     f"(boot_timeout={self.config.boot_timeout:g} s){vcpus}"
                 )
+            self._check_open()
             try:
                 text = self._vm().wait_console(marker, timeout=max(0.0, min(0.5, left)))
             except ConsoleTimeout as e:
@@ -2497,11 +2565,13 @@ class Guest:
             self.ssh = client.connect(
                 timeout=self.config.ssh_timeout,
                 retry_interval=retry_interval,
-                check=self.check_health,
+                check=self._start_check,  # a close from another thread ends the retries
             )
         except SshError:
+            self._check_open()  # the close's doing, not the guest's
             self._name_fault()
             raise
+        self._check_open()  # closed as it connected: start()'s clean-up closes it
 
     def _before_reconnect(self) -> None:
         """The SSH client's check before it replaces a broken connection: a guest that
@@ -2529,8 +2599,11 @@ class Guest:
         """Stop the guest (QEMU's quit; nothing in the guest needs a clean shutdown).  A
         QEMU stopped by a signal (SIGSTOP) answers nothing: no goodbyes, killed at once."""
         self._closes += 1
-        if self._start_thread not in (None, threading.get_ident()):
-            self._closed_under_start = True  # the start's failure is this close's doing
+        me = threading.get_ident()
+        with self._starts_lock:  # each start running in another thread ends (its
+            for ticket in self._starts:  # failure this close's doing); a start() that
+                if ticket.thread != me and not ticket.closed:  # begins after this line
+                    ticket.closed, ticket.fault = True, self.fault  # is a fresh one
         stopped = self._qemu_stopped()
         if stopped:
             self._cut_off()

@@ -27,6 +27,7 @@ import socket
 import stat
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -370,6 +371,13 @@ class Machine:
         self._closed = False
         self._released: set[str] = set()  # close()'s steps done (one cut short is redone)
         self._finished = False  # QEMU reaped and every step of close() done
+        # close() from two threads (a Guest's closer and its start's own clean-up) ran
+        # at once: a false "could not be killed" (Popen.poll() says None while another
+        # thread reaps it), the pidfd closed twice (the second could close another
+        # thread's new file with that number); one at a time now
+        self._lock = threading.RLock()
+        self._closer: int | None = None  # the thread in close()
+        self._start_thread: int | None = None  # the thread in start()
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -401,13 +409,23 @@ class Machine:
     def start(self) -> Machine:
         if self._proc is not None or self._closed:
             raise MachineError("a Machine can be started once")
+        self._start_thread = threading.get_ident()
         try:
             self._start()
+            self._start_thread = None
+            if self._closed:  # by another thread meanwhile, which left this the pidfd
+                raise MachineError("closed")  # said below
         except BaseException as e:
+            self._start_thread = None  # the close below finishes what another one left
+            closed = self._closed  # by another thread: its doing (a closed QMP loop...)
             why = self._exit_summary()
             exited = self._proc is not None and self._proc.poll() is not None
             said = self.stderr_tail()
             self.close()
+            if closed and isinstance(e, Exception):
+                raise MachineError(
+                    f"{self.config.name}: closed (by another thread) while QEMU started"
+                ) from e
             if isinstance(e, LogDirError) or not isinstance(
                 e, MachineError | QMPFailure | OSError | TimeoutError
             ):
@@ -443,12 +461,16 @@ class Machine:
         # the cache outputs QEMU runs from (binary, firmware, kernel, initramfs, device
         # tree) stay while it runs: pruning leaves a held output alone
         self._held = cache.hold(cache.outputs_named(self.argv))
-        with p.stderr_log.open("wb") as log:
-            self._proc = proc.spawn(self.argv, stdout=log, stderr=subprocess.STDOUT)
-        # QEMU's exit ends the waits for its connections at once; where there is no
-        # pidfd (no os.pidfd_open: PyPy, old headers) it is looked for every EXIT_POLL_S
-        fd = proc.pidfd(self._proc.pid)
-        self._pidfd = -1 if fd is None else fd
+        with self._lock:  # a close() from another thread came before, or comes after
+            if self._closed:
+                raise MachineError("closed (by another thread) before QEMU started")
+            with p.stderr_log.open("wb") as log:
+                self._proc = proc.spawn(self.argv, stdout=log, stderr=subprocess.STDOUT)
+            # QEMU's exit ends the waits for its connections at once; where there is no
+            # pidfd (no os.pidfd_open: PyPy, old headers) it is looked for every
+            # EXIT_POLL_S
+            fd = proc.pidfd(self._proc.pid)
+            self._pidfd = -1 if fd is None else fd
         deadline = time.monotonic() + cfg.start_timeout
         if self._qtest_listener is not None:
             self._qtest = QTest(self._accept_qtest(deadline), timeout=cfg.qmp_timeout)
@@ -510,7 +532,17 @@ class Machine:
         Returns QEMU's exit status (None if it could not be reaped).  A close cut short
         (Ctrl-C while it waited for QEMU, or for one of the steps after: QMP's
         disconnect, the console's last lines) is finished by the next call, not
-        skipped: each step is done once, and the next call does those left."""
+        skipped: each step is done once, and the next call does those left.  Thread
+        safe: a second thread's close() waits for the first one's, then returns its
+        status."""
+        with self._lock:
+            self._closer = threading.get_ident()
+            try:
+                return self._close()
+            finally:
+                self._closer = None
+
+    def _close(self) -> int | None:
         if self._finished:
             return self._proc.returncode if self._proc is not None else None
         self._closed = True  # no start() after this, even if stopping QEMU fails below
@@ -543,9 +575,9 @@ class Machine:
         disconnect and the console's reader (seconds each at worst)."""
 
         def close_pidfd() -> None:
-            if self._pidfd >= 0:
-                os.close(self._pidfd)
-                self._pidfd = -1
+            fd, self._pidfd = self._pidfd, -1  # never closed twice
+            if fd >= 0:
+                os.close(fd)
 
         def remove_socks() -> None:
             if self.paths is not None:
@@ -572,11 +604,14 @@ class Machine:
             ("qmp", quietly(self._qmp)),
             ("console", quietly(self._console)),
         ]
+        # the pidfd that start() in another thread waits on (QMP's accept) stays open
+        # until that start ends: closed now, its number could be another file's by then
+        starting = self._start_thread not in (None, threading.get_ident())
         for name, step in steps:
-            if name not in self._released:
+            if name not in self._released and not (name == "pidfd" and starting):
                 step()
                 self._released.add(name)
-        self._finished = gone and (held is None or "held" in self._released)
+        self._finished = gone and {name for name, _ in steps} <= self._released
 
     def wait_exit(self, timeout: float) -> int:
         """Wait for QEMU to exit by itself (e.g. after a guest shutdown); returns its status."""
@@ -605,8 +640,20 @@ class Machine:
         that fails now failed because of it."""
         return self._closed
 
+    def _poll(self) -> int | None:
+        """QEMU's exit status, None while it runs.  Popen.poll() says None while another
+        thread reaps it (Popen's wait lock): a close() in another thread is waited for."""
+        p = self._proc
+        if p is None:
+            return None
+        status = p.poll()
+        if status is None and self._closer not in (None, threading.get_ident()):
+            with self._lock:
+                status = p.poll()
+        return status
+
     def is_running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
+        return self._proc is not None and self._poll() is None
 
     @property
     def spawned(self) -> bool:
@@ -616,7 +663,7 @@ class Machine:
 
     @property
     def returncode(self) -> int | None:
-        return self._proc.poll() if self._proc is not None else None
+        return self._poll()
 
     # -- channels ------------------------------------------------------------------
 

@@ -1,8 +1,8 @@
 """Bring your own module to the aarch64 guest (collected only with the aarch64 QEMU).
 
-A developer's module cross-built for arm64 the way the README says (``make $(irqlab
-kdir --arch aarch64 --make-args) M=... modules``: the arm64 headers, ``ARCH=arm64``,
-Debian's cross compiler) is loaded beside our driver; an x86_64 module, given as an
+A developer's module cross-built for arm64 the way the README says (``A=$(irqlab
+kdir --arch aarch64 --make-args) && make $A M=... modules``: the arm64 headers,
+``ARCH=arm64``, Debian's cross compiler) is loaded beside our driver; an x86_64 module, given as an
 extra module or as ``$IRQLAB_KMOD``, is refused before anything boots with what to
 run instead; ``$IRQLAB_KMOD`` naming an arm64 build of our driver is the guest's driver.
 """
@@ -68,7 +68,7 @@ def test_x86_64_module_is_refused_before_boot(monkeypatch: pytest.MonkeyPatch) -
         g.find_prerequisites()
     msg = str(e.value)
     assert "is built for x86_64, but the guest is aarch64" in msg, msg
-    assert "make $(irqlab kdir --arch aarch64 --make-args) M=$PWD modules" in msg, msg
+    assert "A=$(irqlab kdir --arch aarch64 --make-args) && make $A M=$PWD modules" in msg, msg
     monkeypatch.setenv("IRQLAB_KMOD", str(x86_ko))
     with pytest.raises(PrerequisiteMissing, match=r"\$IRQLAB_KMOD .* is built for x86_64"):
         Guest(GuestConfig(arch="aarch64")).find_prerequisites()

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from irqlab.build import cache
+from irqlab.build.arch import Arch, selected
 from irqlab.contract.regs import QOM
 from irqlab.testing.helpers import DeviceControl
 from irqlab.testing.plugin import start_guest
@@ -19,6 +20,13 @@ from irqlab.vm import snapshot
 from irqlab.vm.guest import Guest, GuestConfig, ensure_snapshot, find_kmod
 
 PANIC_TIMEOUT = 60.0
+
+
+def _session_arch() -> Arch:
+    """The architecture this session's guests are (``--irqlab-arch``, which the plugin
+    puts in $IRQLAB_ARCH): our driver is found for it, not always for x86_64 (under
+    ``--irqlab-arch aarch64`` the x86_64 build was refused as another architecture's)."""
+    return selected(os.environ)
 
 
 def _param(g: Guest, name: str) -> str:
@@ -131,7 +139,7 @@ def test_a_module_or_image_change_gives_another_snapshot(tmp_path: Path) -> None
     # the old module is never restored with the new one.
     assert base.qemu is not None and base.image is not None
     ko = tmp_path / "irqlab.ko"
-    shutil.copy(find_kmod(), ko)
+    shutil.copy(find_kmod(_session_arch()), ko)
     with ko.open("ab") as f:
         f.write(b"\0")  # a different file: the module recipe's output changed
     os.environ["IRQLAB_KMOD"] = str(ko)
@@ -168,7 +176,7 @@ def test_files_without_a_module_of_the_users_are_put_after_a_restore(tmp_path: P
     finally:
         plain.close()
     # with a module of the user's, the files come first and are in its snapshot's key
-    ko = str(find_kmod())
+    ko = str(find_kmod(_session_arch()))
     with_module = GuestConfig(
         name="files-mod",
         load_irqlab=False,

@@ -89,10 +89,15 @@ MODULE_BUILD_PACKAGES: tuple[str, ...] = ("gcc", "make", "libelf1")
 
 def build_module_command(arch: str = DEFAULT.name) -> str:
     """How a module is built against the Debian guest kernel of *arch* (the README,
-    ``irqlab kdir --help`` and every refusal of a module built otherwise say this)."""
+    ``irqlab kdir --help`` and every refusal of a module built otherwise say this).
+
+    Another architecture's make arguments are kept in a variable first: with
+    ``make $(irqlab kdir ...)`` a failing kdir (apt without arm64, not root) left make
+    run with no ``-C`` at all, in the module's own directory, where it built for the
+    host or said "No rule to make target 'modules'"."""
     if arch == DEFAULT.name:
         return "make -C $(irqlab kdir) M=$PWD modules"
-    return f"make $(irqlab kdir --arch {arch} --make-args) M=$PWD modules"
+    return f"A=$(irqlab kdir --arch {arch} --make-args) && make $A M=$PWD modules"
 
 
 def host_deb_arch() -> str:

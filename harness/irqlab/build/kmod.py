@@ -10,6 +10,7 @@ the build (the driver is kept warning-free).
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -21,7 +22,7 @@ from irqlab.build import debs
 from irqlab.build.arch import MODULE_BUILD_PACKAGES
 from irqlab.build.cache import InputHash, Sources, cached_build
 from irqlab.build.kernel import KernelArtifacts, ensure_kernel
-from irqlab.build.steps import Log, StepLog
+from irqlab.build.steps import BuildError, Log, StepLog
 from irqlab.errors import IrqlabError
 from irqlab.paths import log_dir, repo_root
 
@@ -152,11 +153,31 @@ def ensure_module_build_tools(log: Log | None = None) -> None:
 
 
 def ensure_cross_compiler(k: KernelArtifacts, log: Log | None = None) -> None:
-    """Debian's cross compiler for a kernel of another architecture (apt, once)."""
-    if k.arch.foreign and shutil.which(f"{k.arch.cross_compile}gcc") is None:
-        pkg = CROSS_COMPILER_PACKAGE.format(triplet=k.arch.triplet)
-        with StepLog(log_dir() / "build" / "cross-compiler.log", log) as steps:
-            debs.ensure_apt_packages(steps, [pkg], step="cross compiler")
+    """Debian's cross compiler for a kernel of another architecture (apt, once), on
+    PATH: installed but not found there (a PATH without /usr/bin), make would fail
+    later on ``aarch64-linux-gnu-gcc-12: not found`` after ``irqlab kdir`` said
+    nothing was wrong; a :class:`BuildError` says where it is instead."""
+    if not k.arch.foreign:
+        return
+    cc = f"{k.arch.cross_compile}gcc"
+    if shutil.which(cc) is not None:
+        return
+    pkg = CROSS_COMPILER_PACKAGE.format(triplet=k.arch.triplet)
+    with StepLog(log_dir() / "build" / "cross-compiler.log", log) as steps:
+        debs.ensure_apt_packages(steps, [pkg], step="cross compiler")
+        if shutil.which(cc) is not None:
+            return
+        path = os.environ.get("PATH", "")
+        where = Path("/usr/bin") / cc
+        if where.exists():
+            fix = f"it is {where}: put {where.parent} on PATH"
+        else:
+            fix = f"reinstall it: apt-get install --reinstall {pkg} (as root)"
+        raise BuildError(
+            "cross compiler",
+            steps.path,
+            f"{cc} ({pkg}, installed) is not on PATH ({path or 'empty'}): {fix}",
+        )
 
 
 def module_make_args(k: KernelArtifacts) -> list[str]:

@@ -50,7 +50,7 @@ def apt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeApt:
     monkeypatch.delenv("APT_CONFIG", raising=False)
     monkeypatch.setattr(debs, "APT_LISTS", lists)
     monkeypatch.setattr(debs, "APT_STATE_FILES", (lists,))
-    monkeypatch.setattr(debs, "_SAID_LAST", set())
+    monkeypatch.setattr(debs, "_SAID_LAST", [])
     fake = FakeApt(lists)
     monkeypatch.setattr(debs, "_query_apt", fake)
     return fake
@@ -88,6 +88,21 @@ def test_without_package_lists_a_lookup_takes_apts_last_answer_and_says_so_once(
     assert str(memo) in said[0]
     answer = debs.apt_answer([KERNEL.name])
     assert answer.unanswered == f"no package lists in {apt.lists}"
+
+
+def test_answers_from_two_memos_are_said_once(apt: FakeApt, said: list[str]) -> None:
+    """apt's state changed between two lookups (an architecture added, apt-get update):
+    their last answers are in two memos, and a start said "apt cannot be asked" twice
+    (a fresh-clone CI run failed on it)."""
+    debs.apt_show([KERNEL.name])
+    next(apt.lists.iterdir()).write_text("another state")  # a memo of its own
+    apt.db["kmod"] = Package("kmod", "30+20221128-1", "amd64", ())
+    debs.apt_show(["kmod"])
+    assert len(list(debs.pool_dir().parent.glob("apt-show-2-*.json"))) == 2
+    lose_lists(apt)
+    assert debs.apt_show(["kmod"]) == {"kmod": apt.db["kmod"]}
+    assert debs.apt_show([KERNEL.name]) == {KERNEL.name: KERNEL}  # the older memo's
+    assert len(said) == 1, said
 
 
 def test_apt_cache_failing_takes_the_last_answer_too(apt: FakeApt, said: list[str]) -> None:

@@ -372,7 +372,10 @@ def _packages(names: Sequence[str], memo: Mapping[str, object]) -> dict[str, Pac
     return out
 
 
-_SAID_LAST: set[Path] = set()  # the memos _last_answer said it went on with
+# whether _last_answer said it went on with apt's last answers (once per process: the
+# lookups of one start took them from two memos when apt's state had changed between
+# them, and it said so twice)
+_SAID_LAST: list[Path] = []
 _SAID_LOCK = threading.Lock()
 
 
@@ -387,7 +390,7 @@ def _memos_newest_first(memo_dir: Path) -> list[tuple[float, Path]]:
 
 def _last_answer(names: Sequence[str], memo_dir: Path, why: AptUnanswered) -> AptAnswer:
     """apt's last answer for all of *names* (the newest memo holding them), said once per
-    memo; :class:`AptUnanswered` naming them when the cache holds none."""
+    process; :class:`AptUnanswered` naming them when the cache holds none."""
     for mtime, f in _memos_newest_first(memo_dir):
         try:
             memo = json.loads(f.read_text())
@@ -398,8 +401,8 @@ def _last_answer(names: Sequence[str], memo_dir: Path, why: AptUnanswered) -> Ap
         if all(v is None for v in memo.values()):  # asked without lists (irqlab < this)
             continue
         with _SAID_LOCK:
-            first = f not in _SAID_LAST
-            _SAID_LAST.add(f)
+            first = not _SAID_LAST
+            _SAID_LAST.append(f)
         if first:
             stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(mtime))
             notice.say(

@@ -446,6 +446,19 @@ def burst_state(env: dict[str, str]) -> tuple[int, int, int | None]:
         conn.close()
 
 
+def test_inject_burst_with_counters_prints_them_after_its_last_step(shell: Terminal) -> None:
+    """`inject burst N --counters` printed the counters read right after the burst
+    started ("raised": 17 of 1000), where its help says "afterwards"."""
+    env, _ = hinted(shell)
+    shell.expect(r"irqlab:~# ")
+    before = counters(env)
+    r = irqlab("inject", "burst", "200", "--period-us", "1000", "--counters", env=env, timeout=60)
+    assert r.returncode == 0, r.stderr
+    printed = json.loads(r.stdout)
+    assert printed["raised"] + printed["dropped"] == before.raised + before.dropped + 200, printed
+    assert burst_state(env)[1] == 0  # no step left
+
+
 def test_inject_burst_with_a_period_not_a_number_is_a_usage_error(shell: Terminal) -> None:
     env, _ = hinted(shell)
     shell.expect(r"irqlab:~# ")

@@ -707,11 +707,39 @@ def cmd_inject(args: argparse.Namespace) -> int:
                 raise InvalidArgument(
                     e.in_unit("--period-us", "µs", 1000, args.period_us)
                 ) from None
+            if args.counters and args.count > 0:
+                _wait_burst_done(inj, args.count)
         if args.action == "counters" or args.counters:
             print(json.dumps(asdict(inj.counters()), indent=1))
     finally:
         conn.close()
     return 0
+
+
+BURST_MARGIN_S = 10.0  # beyond its steps' own time, before a burst's wait gives up
+BURST_POLL_S = 0.02  # how often the wait reads the steps left (QMP)
+
+
+def _wait_burst_done(inj: Any, count: int) -> None:
+    """``inject burst N --counters``: wait for the burst's last step, so the counters
+    printed are its result (they were read right after it started: "raised": 17 of a
+    burst of 1000).  The device's steps run on QEMU's clock: their count times the
+    period, plus :data:`BURST_MARGIN_S`, stretched by the host's load, bounds the wait;
+    beyond it, an error says how many steps are left."""
+    import time
+
+    from irqlab.vm.loadscale import scaled
+
+    limit = scaled(count * inj.burst_period() / 1e9 + BURST_MARGIN_S)
+    deadline = time.monotonic() + limit
+    while (left := inj.burst_remaining()) > 0:
+        if time.monotonic() > deadline:
+            raise IrqlabError(
+                f"inject burst: {left} of its {count} steps still to come after {limit:.0f} s "
+                "(is the guest's QEMU stopped?); the counters now: "
+                + json.dumps(asdict(inj.counters()))
+            )
+        time.sleep(BURST_POLL_S)
 
 
 def _guest_options(s: argparse.ArgumentParser) -> None:
@@ -900,5 +928,5 @@ def _inject_options(p: argparse.ArgumentParser, *, defaults: bool) -> None:
         "--counters",
         action="store_true",
         default=default(False),
-        help="print the device counters afterwards",
+        help="print the device counters afterwards (after burst: once its last step is made)",
     )

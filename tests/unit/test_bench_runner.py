@@ -204,6 +204,11 @@ def test_an_interrupted_bench_leaves_a_result_marked_incomplete(
     text = report.render_text(r)
     assert text.startswith("INCOMPLETE (interrupted: KeyboardInterrupt()): only the stages")
     assert "<strong>INCOMPLETE (interrupted" in report.render_html(r, [])
+    assert report.missing_parts(r) == [  # what the stop left unmeasured
+        "the run: latency wakeup=thread: read; latency wakeup=workqueue: read; native: read; "
+        "storms",
+        "cold boots and restores of the standard image (x2)",
+    ]
     done = bench(tmp_path / "whole", skip=("native",))
     assert done["complete"] is True and "interrupted" not in done
     assert "INCOMPLETE" not in report.render_text(done)

@@ -132,6 +132,48 @@ def test_report_with_out_writes_there(result: Path, tmp_path: Path) -> None:
     assert not (result.parent / "report.html").exists()
 
 
+def test_report_of_an_incomplete_result_says_what_is_missing_and_fails(
+    result: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--report of an interrupted bench's partial result exited 0 (a CI step scripted
+    on it was green): it still renders what is there, names the parts not measured
+    and exits 1."""
+    r = fixture_result()
+    r.update(complete=False, interrupted="KeyboardInterrupt()", paths=["read", "poll", "count"])
+    r["config"].update(
+        runs=1, placements=["hardirq", "thread", "workqueue"], storm_rates=[1000, 10000],
+        boots=3, rt_tests=True, skip=[], test_all=True,
+    )  # fmt: skip
+    r["runs"][0]["native"] = {"read": r["runs"][0]["latency"]["hardirq"]["read"]}
+    r["storm"]["paths"]["count"].pop()
+    result.write_text(json.dumps(r))
+    assert main(["bench", "--report", str(result)]) == 1
+    out, err = capsys.readouterr()
+    lack = [
+        "the run: latency wakeup=workqueue (all 3 paths); native: poll, count; "
+        "storm poll (0 of 2 rates); storm count (1 of 2 rates)",
+        "cold boots and restores of the standard image (x3)",
+        "invoke test-all",
+    ]
+    assert err == (
+        f"irqlab bench: {result}: INCOMPLETE (interrupted: KeyboardInterrupt()): "
+        f"not measured: {'; '.join(lack)}\n"
+    )
+    assert out.startswith(
+        "INCOMPLETE (interrupted: KeyboardInterrupt()): only the stages before the stop "
+        "were measured; the figures below are partial\nnot measured (the bench stopped "
+        "first):\n" + "".join(f"  {m}\n" for m in lack) + "\nirqlab bench 20261122"
+    )
+    latency = out.split("Raise -> userspace ACK latency (device clock), wakeup=hardirq")[1]
+    assert "\npoll " in latency.split("\n\n")[0]  # what is there is rendered
+    page = (result.parent / "report.html").read_text()
+    assert "<li>invoke test-all</li>" in page
+    del r["complete"], r["interrupted"]  # a complete one (older results: no "complete")
+    result.write_text(json.dumps(r))
+    assert main(["bench", "--report", str(result)]) == 0
+    assert "INCOMPLETE" not in capsys.readouterr().out
+
+
 @pytest.mark.parametrize(
     ("argv", "error"),
     [

@@ -34,6 +34,7 @@ __all__ = [
     "incomplete",
     "latency_table",
     "load_result",
+    "missing_parts",
     "plot_all",
     "render_html",
     "render_text",
@@ -386,6 +387,95 @@ def incomplete(result: dict[str, Any]) -> str | None:
     )
 
 
+def _config(result: dict[str, Any]) -> Any:
+    """The bench configuration *result* was measured with: its ``config``, the
+    defaults of :class:`~irqlab.bench.runner.BenchConfig` for what it does not say."""
+    from types import SimpleNamespace
+
+    from irqlab.bench.runner import BenchConfig
+
+    cfg = result.get("config")
+    given = cfg if isinstance(cfg, dict) else {}
+    return SimpleNamespace(**{**BenchConfig().as_json(), **given})
+
+
+def _listed(what: str, lack: list[str], of: int) -> str:
+    """``native: read, poll``, or ``native (all 13 paths)``."""
+    if len(lack) == of and of > 2:
+        return f"{what} (all {of} paths)"
+    return f"{what}: {', '.join(lack)}"
+
+
+def missing_parts(result: dict[str, Any]) -> list[str]:
+    """What an incomplete result lacks of what its ``config`` asked for, one entry per
+    run (its stages, the paths of each series), then the storms, the standard image's
+    boots and restores and ``invoke test-all``: the parts the bench stopped before.
+    [] for a complete result (``complete`` not false)."""
+    from irqlab.bench.runner import DEFAULT_PLACEMENT as DEFAULT
+    from irqlab.bench.runner import MODULE_MODES, NO_STORM, OTHER_DRIVER
+
+    if result.get("complete") is not False:
+        return []
+    c = _config(result)
+    skip = set(c.skip or ())
+    runs = [r if isinstance(r, dict) else {} for r in (result.get("runs") or [])]
+    paths = [str(p) for p in (result.get("paths") or [])]
+    out: list[str] = []
+    for i in range(c.runs):
+        label = f"run {i + 1} of {c.runs}" if c.runs > 1 else "the run"
+        if i >= len(runs):
+            out.append(f"{label}: not started")
+            continue
+        run = runs[i]
+        if not run.get("boot"):
+            out.append(f"{label}: its guest's boot and everything after it")
+            continue
+        parts = []
+        if c.rt_tests and "cyclictest" not in skip and "cyclictest" not in run:
+            parts.append("cyclictest")
+        if "injection" not in skip and "injection" not in run:
+            parts.append("QMP injection")
+        placements = [DEFAULT] if "wakeup" in skip else list(c.placements)
+        if c.wakeup_runs and i >= c.wakeup_runs:
+            placements = [p for p in placements if p == DEFAULT]
+        lat = run.get("latency") or {}
+        for pl in placements if "latency" not in skip else []:
+            want = [
+                p
+                for p in paths
+                if pl == DEFAULT or (p not in MODULE_MODES and p not in OTHER_DRIVER)
+            ]
+            lack = [p for p in want if p not in (lat.get(pl) or {})]
+            if lack:
+                parts.append(_listed(f"latency wakeup={pl}", lack, len(want)))
+        if "native" not in skip:
+            lack = [p for p in paths if p not in (run.get("native") or {})]
+            if lack:
+                parts.append(_listed("native", lack, len(paths)))
+        if i == c.runs - 1 and "storm" not in skip:
+            st = result.get("storm") or {}
+            if not st:
+                parts.append("storms")
+            else:
+                stormed = [
+                    p
+                    for p in (c.storm_paths or paths)
+                    if p not in NO_STORM and p not in (st.get("skipped") or {})
+                ]
+                rates = len(c.storm_rates)
+                for p in stormed:
+                    got = len((st.get("paths") or {}).get(p) or [])
+                    if got < rates:
+                        parts.append(f"storm {p} ({got} of {rates} rates)")
+        if parts:
+            out.append(f"{label}: {'; '.join(parts)}")
+    if "boot" not in skip and c.boots > 0 and not (result.get("boot") and result.get("restore")):
+        out.append(f"cold boots and restores of the standard image (x{c.boots})")
+    if c.test_all and result.get("test_all") is None:
+        out.append("invoke test-all")
+    return out
+
+
 def header_lines(result: dict[str, Any]) -> list[str]:
     m, v, g = result.get("machine", {}), result.get("versions", {}), result.get("git", {})
     acc = result.get("accel", {})
@@ -497,6 +587,8 @@ def sections(result: dict[str, Any]) -> list[tuple[str, Table | None]]:
 
 def render_text(result: dict[str, Any]) -> str:
     banner = incomplete(result)
+    if banner and (lack := missing_parts(result)):
+        banner += "\nnot measured (the bench stopped first):" + "".join(f"\n  {m}" for m in lack)
     parts = ([banner] if banner else []) + ["\n".join(header_lines(result))]
     missing = result.get("missing_paths") or {}
     if missing:
@@ -640,6 +732,13 @@ def render_html(result: dict[str, Any], images: Sequence[Path]) -> str:
         f"<style>{CSS}</style></head><body>",
         f"<h1>irqlab bench {html.escape(str(result.get('stamp')))}</h1>",
         *([f"<p><strong>{html.escape(b)}</strong></p>"] if (b := incomplete(result)) else []),
+        *(
+            ["<p>Not measured (the bench stopped first):</p><ul>"]
+            + [f"<li>{html.escape(m)}</li>" for m in lack]
+            + ["</ul>"]
+            if (lack := missing_parts(result))
+            else []
+        ),
         "<pre>" + html.escape("\n".join(header_lines(result))) + "</pre>",
     ]
     missing = result.get("missing_paths") or {}

@@ -6,8 +6,9 @@ measures, writes ``build/bench/<stamp>/{result.json,report.txt,report.html,*.png
 comparison).  ``irqlab bench --report R.json`` only re-renders an existing result;
 ``--compare`` with ``--report`` compares two results without booting anything.  Exit
 status: 0, or 1 if the bench had errors, a series' checks failed (one line each on
-stderr) or ``--compare`` found figures worse beyond noise (``--no-fail-on-worse``
-keeps 0).
+stderr), the result is incomplete (``--report`` of an interrupted bench's: one line on
+stderr naming what was not measured) or ``--compare`` found figures worse beyond noise
+(``--no-fail-on-worse`` keeps 0).
 """
 
 from __future__ import annotations
@@ -169,7 +170,10 @@ compares the two results, again without booting).
 
 Exit status: 0; 1 if the bench had errors, if the checks of a latency series or
 storm failed (events missing, out of order, lost, the device histogram disagreeing:
-the report's "checks" columns; one line per series on stderr), or if --compare found
+the report's "checks" columns; one line per series on stderr), if the result is
+INCOMPLETE (--report of an interrupted bench's partial result: rendered all the same,
+what was not measured listed in the report and in one line on stderr; the bench
+itself, stopped by a signal, exits 128 + its number), or if --compare found
 figures worse beyond noise (--no-fail-on-worse keeps 0), or if another bench runs
 on this machine (refused before booting, naming its pid: two benches disturb each
 other's figures); 2 for a usage error, among them an --out that holds a result.json
@@ -399,6 +403,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
     print(f"\nresult: {result_path}\nreport: {written['html']}")
     new = report.load_result(result_path)
     if new.get("errors"):
+        status = 1
+    if report.incomplete(new):  # a partial result (--report): it was green
+        stop = new.get("interrupted")
+        why = f"interrupted: {stop}" if stop else "interrupted, or still running"
+        lack = "; ".join(report.missing_parts(new)) or "nothing the configuration names"
+        print(
+            f"irqlab bench: {result_path}: INCOMPLETE ({why}): not measured: {lack}",
+            file=sys.stderr,
+        )
         status = 1
     if failed := queueing.failed_checks(new):
         for label, problems in failed:

@@ -141,6 +141,20 @@ def test_write_all_html_and_pngs(tmp_path: Path) -> None:
         assert f"src='{png.name}'" in page
 
 
+def test_write_all_refuses_to_overwrite_another_results_report(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps(fixture_result()))
+    b.write_text(json.dumps(fixture_result(scale=2.0)))
+    out = tmp_path / "out"
+    report.write_all(a, out)
+    page = (out / "report.html").read_bytes()
+    with pytest.raises(report.ReportInTheWay) as e:
+        report.write_all(b, out)
+    assert e.value.path == out / "report.txt" and f"rendered from {a.resolve()}" in str(e.value)
+    assert (out / "report.html").read_bytes() == page
+    assert report.write_all(a, out)["html"] == out / "report.html"  # its own: rewritten
+
+
 def test_compare_flags_only_beyond_noise() -> None:
     old = fixture_result()
     same = fixture_result(scale=1.05)  # 5 % slower: inside the 10 % floor

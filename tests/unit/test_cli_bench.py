@@ -174,6 +174,69 @@ def test_report_of_an_incomplete_result_says_what_is_missing_and_fails(
     assert "INCOMPLETE" not in capsys.readouterr().out
 
 
+def test_a_report_never_overwrites_another_results(
+    result: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--report R --out DIR overwrote the report of another result in DIR without a
+    word: now that is a usage error naming the file, nothing written; the same result's
+    report (the same file, or a copy of it) is rewritten."""
+    other = tmp_path / "other" / "result.json"
+    other.parent.mkdir()
+    other.write_text(json.dumps(fixture_result(scale=2.0)))
+    assert main(["bench", "--report", str(other)]) == 0  # beside it, in its own directory
+    out = tmp_path / "out"
+    assert main(["bench", "--report", str(result), "--out", str(out)]) == 0
+    text = (out / "report.txt").read_text()
+    assert (
+        text.rstrip().rsplit("\n", 1)[1].startswith(f"rendered from {result.resolve()} (sha256 ")
+    )  # its last line: which result it renders
+    assert "<a href='../good/result.json'>" in (out / "report.html").read_text()
+    capsys.readouterr()
+
+    def unchanged(d: Path) -> dict[str, bytes]:
+        return {f.name: f.read_bytes() for f in sorted(d.iterdir())}
+
+    before = {d: unchanged(d) for d in (out, other.parent, result.parent)}
+    # another result's report in --out
+    assert main(["bench", "--report", str(other), "--out", str(out)]) == 2
+    assert capsys.readouterr().err == (
+        f"irqlab: --out {out}: {out / 'report.txt'} is another result's report (rendered "
+        f"from {result.resolve()}): it would be overwritten by {other}'s; give another "
+        "--out or remove it\n"
+    )
+    # another run's directory as --out
+    assert main(["bench", "--report", str(result), "--out", str(other.parent)]) == 2
+    assert capsys.readouterr().err.startswith(
+        f"irqlab: --out {other.parent}: {other.parent} is the directory of another bench "
+        f"result ({other}): its report would be overwritten by {result}'s; "
+    )
+    # another result copied into a run's directory, rendered beside itself
+    copied = result.parent / "old.json"
+    copied.write_bytes(other.read_bytes())
+    before[result.parent]["old.json"] = copied.read_bytes()
+    assert main(["bench", "--report", str(copied)]) == 2
+    assert capsys.readouterr().err.startswith(
+        f"irqlab: --report {copied}: {result.parent} is the directory of another bench "
+        f"result ({result}): its report would be overwritten by {copied}'s; give --out DIR\n"
+    )
+    # a live bench into a directory holding a report
+    assert main(["bench", "--quick", "--out", str(out)]) == 2
+    assert "holds report.txt already (an earlier report's" in capsys.readouterr().err
+    assert {d: unchanged(d) for d in before} == before, "nothing overwritten"
+    # a report that names no result (an older irqlab's) is no report of this one
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    (legacy / "report.txt").write_text("irqlab bench 20261101-000000 (quick)\n")
+    assert main(["bench", "--report", str(result), "--out", str(legacy)]) == 2
+    assert "is another result's report (of a result it does not name)" in capsys.readouterr().err
+    # the same result again, and a copy of it: the same data, rewritten
+    assert main(["bench", "--report", str(result), "--out", str(out)]) == 0
+    twin = tmp_path / "twin.json"
+    twin.write_bytes(result.read_bytes())
+    assert main(["bench", "--report", str(twin), "--out", str(out)]) == 0
+    assert main(["bench", "--report", str(twin), "--out", str(result.parent)]) == 0
+
+
 @pytest.mark.parametrize(
     ("argv", "error"),
     [

@@ -1,14 +1,18 @@
 """Human output of a bench result: text tables, a static HTML page, PNG plots.
 
 ``write_all(result_json)`` writes ``report.txt``, ``report.html`` and the PNGs
-beside the JSON.  Plots need matplotlib (the ``bench`` extra); without it the
-text and HTML are still written and the HTML says the plots are missing.
+beside the JSON (or into another directory), never over another result's report.
+Plots need matplotlib (the ``bench`` extra); without it the text and HTML are still
+written and the HTML says the plots are missing.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import html
 import json
+import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,9 +23,12 @@ from irqlab.errors import IrqlabError
 
 __all__ = [
     "CSS",
+    "SOURCE_LINE",
     "STORM_ENDS",
     "NotABenchResult",
+    "ReportInTheWay",
     "Table",
+    "check_report_dir",
     "checks",
     "figure_caption",
     "fmt_ns",
@@ -38,6 +45,7 @@ __all__ = [
     "plot_all",
     "render_html",
     "render_text",
+    "report_files",
     "sections",
     "spread_table",
     "storm_table",
@@ -725,7 +733,11 @@ CSS = (
 )
 
 
-def render_html(result: dict[str, Any], images: Sequence[Path]) -> str:
+def render_html(
+    result: dict[str, Any], images: Sequence[Path], result_href: str = "result.json"
+) -> str:
+    """The HTML page; *result_href*: the result's address from the page's directory
+    (a report written elsewhere with ``--out`` links to it there)."""
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>irqlab bench {html.escape(str(result.get('stamp')))}</title>",
@@ -759,7 +771,8 @@ def render_html(result: dict[str, Any], images: Sequence[Path]) -> str:
         parts.append(
             f"<h2>Error in {html.escape(e['stage'])}</h2><pre>{html.escape(e['error'])}</pre>"
         )
-    parts.append("<p>Raw data: <a href='result.json'>result.json</a></p></body></html>")
+    href = html.escape(result_href, quote=True)
+    parts.append(f"<p>Raw data: <a href='{href}'>{href}</a></p></body></html>")
     return "\n".join(parts) + "\n"
 
 
@@ -791,18 +804,95 @@ def load_result(path: Path) -> dict[str, Any]:
     return result
 
 
+class ReportInTheWay(IrqlabError, ValueError):
+    """The directory a report would be written to holds another result's report (or
+    is another run's directory): writing would destroy it.  The message names the
+    file."""
+
+    def __init__(self, message: str, path: Path) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+# the last line of report.txt: which result it renders (the owner of its directory)
+SOURCE_LINE = re.compile(r"^rendered from (?P<path>.*) \(sha256 (?P<sha>[0-9a-f]{16})\)$")
+
+
+def _sha(path: Path) -> str:
+    """The first 16 hex digits of *path*'s SHA-256: a result's identity in its report."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def report_files(out_dir: Path) -> list[Path]:
+    """The files of a report that :func:`write_all` writes into *out_dir* and that are
+    there already (report.txt, report.html, the plots)."""
+    if not out_dir.is_dir():
+        return []
+    fixed = [out_dir / n for n in ("report.txt", "report.html", "storm_loss.png")]
+    return [f for f in fixed if f.exists()] + sorted(out_dir.glob("latency_cdf_*.png"))
+
+
+def _same_result(a: Path, b: Path, sha: str) -> bool:
+    """*a* is the result *b* (whose digest is *sha*): the same file, or the same bytes."""
+    try:
+        return a.resolve() == b.resolve() or (a.is_file() and _sha(a) == sha)
+    except OSError:
+        return False
+
+
+def check_report_dir(result_path: Path, out_dir: Path) -> None:
+    """:class:`ReportInTheWay` (naming the file) unless the report of *result_path*
+    may be written into *out_dir*: it holds no report, or the report of this same
+    result (the same file or a copy of it: rewriting it loses nothing).  Another run's
+    directory (its own ``result.json``) and a report rendered from another result (its
+    report.txt says which, :data:`SOURCE_LINE`; one that says none is no report known
+    to be this result's) are refused: they were overwritten silently."""
+    sha = _sha(result_path)
+    own = out_dir / "result.json"
+    if own.exists():
+        if _same_result(own, result_path, sha):
+            return
+        raise ReportInTheWay(
+            f"{out_dir} is the directory of another bench result ({own}): its report "
+            f"would be overwritten by {result_path}'s",
+            own,
+        )
+    there = report_files(out_dir)
+    if not there:
+        return
+    txt = out_dir / "report.txt"
+    source = None
+    if txt.is_file():
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            lines = txt.read_text().splitlines()
+            source = SOURCE_LINE.match(lines[-1]) if lines else None
+    if source and (source["sha"] == sha or _same_result(Path(source["path"]), result_path, sha)):
+        return
+    whose = f"rendered from {source['path']}" if source else "of a result it does not name"
+    raise ReportInTheWay(
+        f"{there[0]} is another result's report ({whose}): it would be overwritten by "
+        f"{result_path}'s",
+        there[0],
+    )
+
+
 def write_all(result_path: Path, out_dir: Path | None = None) -> dict[str, Path]:
     """report.txt, report.html and PNGs in *out_dir* (default: beside *result_path*);
     returns what was written.  Nothing is written unless it is a bench result
-    (:func:`load_result`)."""
+    (:func:`load_result`) and *out_dir* holds no other result's report
+    (:func:`check_report_dir`).  report.txt ends in the line saying which result it
+    renders (:data:`SOURCE_LINE`)."""
     result = load_result(result_path)
     out_dir = out_dir if out_dir is not None else result_path.parent
+    check_report_dir(result_path, out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     images = plot_all(result, out_dir)
     txt = out_dir / "report.txt"
-    txt.write_text(render_text(result))
+    source = f"rendered from {result_path.resolve()} (sha256 {_sha(result_path)})"
+    txt.write_text(f"{render_text(result)}\n{source}\n")
     page = out_dir / "report.html"
-    page.write_text(render_html(result, images))
+    href = os.path.relpath(result_path.resolve(), out_dir.resolve())
+    page.write_text(render_html(result, images, result_href=href))
     written = {"text": txt, "html": page}
     written.update({p.stem: p for p in images})
     return written

@@ -237,6 +237,28 @@ def test_a_report_never_overwrites_another_results(
     assert main(["bench", "--report", str(twin), "--out", str(result.parent)]) == 0
 
 
+def test_report_and_compare_warn_of_a_loaded_machine(
+    result: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A result taken at a load of 2.6 on 2 cores was rendered and compared with a quiet
+    one without a word: the figures were queueing behind other processes."""
+    r = fixture_result()
+    r["load"] = {"start": {"1min": 2.6, "cores": 2}, "end": {"1min": 1.9, "cores": 2}}
+    result.write_text(json.dumps(r))
+    quiet = tmp_path / "quiet.json"
+    quiet.write_text(json.dumps(fixture_result()))  # 0.2 and 0.4 on 2 cores
+    assert main(["bench", "--report", str(result), "--compare", str(quiet)]) == 0  # a warning
+    out = capsys.readouterr().out
+    assert (
+        "\nWARNING: a loaded machine: the 1-min load average exceeded 0.5 per core at bench "
+        "start 2.6 on 2 cores (1.30 per core), bench end 1.9 on 2 cores (0.95 per core): "
+    ) in out
+    assert (
+        "\nWARNING: measured at unlike loads (the 1-min load average per core reached 0.20 "
+        "in the old result, 1.30 in the new: they differ by more than 0.5)"
+    ) in out
+
+
 @pytest.mark.parametrize(
     ("argv", "error"),
     [

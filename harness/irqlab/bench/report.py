@@ -23,6 +23,7 @@ from irqlab.errors import IrqlabError
 
 __all__ = [
     "CSS",
+    "LOAD_PER_CORE_LIMIT",
     "SOURCE_LINE",
     "STORM_ENDS",
     "NotABenchResult",
@@ -40,8 +41,12 @@ __all__ = [
     "html_table",
     "incomplete",
     "latency_table",
+    "load_readings",
     "load_result",
+    "load_warning",
     "missing_parts",
+    "peak_load",
+    "per_core",
     "plot_all",
     "render_html",
     "render_text",
@@ -484,11 +489,74 @@ def missing_parts(result: dict[str, Any]) -> list[str]:
     return out
 
 
+# The 1-min load average per core above which a reading says the machine was loaded:
+# other processes then keep a CPU busy half the time or more, and a TCG guest's vCPU,
+# QEMU's I/O thread and the responder queue behind them.  The bench's own guest counts
+# in the readings taken after it ran (a quiet 2-core machine read 0.6 at the end of a
+# bench: 0.3 per core, README's figures of 2026-12-06).  --compare calls two results'
+# loads unlike when their highest readings per core differ by more than this.
+LOAD_PER_CORE_LIMIT = 0.5
+
+
+def load_readings(result: dict[str, Any]) -> list[tuple[str, float, int | None]]:
+    """(when, 1-min load average, cores) of each reading in *result*: the bench's start,
+    each run's start and end, the bench's end, those taken (an interrupted bench lacks
+    the later ones).  The cores are the reading's, else the machine's (older results)."""
+    machine = result.get("machine") or {}
+    load = result.get("load") or {}
+    runs = [r if isinstance(r, dict) else {} for r in (result.get("runs") or [])]
+    when = [("bench start", load.get("start"))]
+    for i, run in enumerate(runs):
+        n = f" {i + 1}" if len(runs) > 1 else ""
+        when += [(f"run{n} start", run.get("load_start")), (f"run{n} end", run.get("load_end"))]
+    when.append(("bench end", load.get("end")))
+    out = []
+    for label, reading in when:
+        if not isinstance(reading, dict):
+            continue
+        one = reading.get("1min")
+        if isinstance(one, int | float) and not isinstance(one, bool):
+            cores = reading.get("cores") or machine.get("cores")
+            out.append((label, float(one), cores if isinstance(cores, int) and cores > 0 else None))
+    return out
+
+
+def per_core(one: float, cores: int | None) -> float:
+    """A 1-min load average per core (the whole of it when the cores are unknown)."""
+    return one / (cores or 1)
+
+
+def peak_load(result: dict[str, Any]) -> float | None:
+    """The highest 1-min load average per core of *result*'s readings (None: none)."""
+    return max((per_core(one, cores) for _, one, cores in load_readings(result)), default=None)
+
+
+def load_warning(result: dict[str, Any], limit: float = LOAD_PER_CORE_LIMIT) -> str | None:
+    """A ``WARNING:`` line when a load reading of *result* exceeded *limit* per core
+    (:data:`LOAD_PER_CORE_LIMIT`), naming each such reading, else None."""
+    over = [
+        f"{label} {one:g} on {cores or '?'} cores ({per_core(one, cores):.2f} per core)"
+        for label, one, cores in load_readings(result)
+        if per_core(one, cores) > limit
+    ]
+    if not over:
+        return None
+    return (
+        f"WARNING: a loaded machine: the 1-min load average exceeded {limit:g} per core at "
+        f"{', '.join(over)}: other processes competed for the CPUs, so the figures include "
+        "queueing behind them, not only what is measured; compare them only with results "
+        "taken at a like load, or measure again on a quiet machine"
+    )
+
+
 def header_lines(result: dict[str, Any]) -> list[str]:
     m, v, g = result.get("machine", {}), result.get("versions", {}), result.get("git", {})
     acc = result.get("accel", {})
     load = result.get("load", {})
     cfg = result.get("config", {})
+    runs = [
+        f"{label} {one:g}" for label, one, _ in load_readings(result) if label.startswith("run")
+    ]
     return [
         f"irqlab bench {result.get('stamp')} ({'quick' if cfg.get('quick') else 'full'}), "
         f"{result.get('started')}, {result.get('duration_s', '?')} s",
@@ -496,7 +564,7 @@ def header_lines(result: dict[str, Any]) -> list[str]:
         f"machine: {m.get('cpu_model')}, {m.get('cores')} cores, host kernel "
         f"{m.get('host_kernel')}",
         f"load average (1/5/15 min): start {_load(load.get('start'))}, "
-        f"end {_load(load.get('end'))}",
+        f"end {_load(load.get('end'))}" + (f"; 1 min: {', '.join(runs)}" if runs else ""),
         f"accelerator: {acc.get('accel')} ({acc.get('reason')})",
         f"QEMU {v.get('qemu')}; guest kernel {v.get('guest_kernel')} "
         f"(clocksource {v.get('clocksource')}, smp {v.get('smp')})",
@@ -505,8 +573,12 @@ def header_lines(result: dict[str, Any]) -> list[str]:
     ]
 
 
-def _load(d: dict[str, float] | None) -> str:
-    return "/".join(str(x) for x in d.values()) if d else "?"
+def _load(d: dict[str, Any] | None) -> str:
+    """``0.42/0.3/0.25 on 2 cores`` (older results: no cores)."""
+    if not d:
+        return "?"
+    avg = "/".join(str(d[k]) for k in ("1min", "5min", "15min") if k in d)
+    return f"{avg} on {d['cores']} cores" if d.get("cores") else avg
 
 
 def text_table(t: Table) -> str:
@@ -598,6 +670,8 @@ def render_text(result: dict[str, Any]) -> str:
     if banner and (lack := missing_parts(result)):
         banner += "\nnot measured (the bench stopped first):" + "".join(f"\n  {m}" for m in lack)
     parts = ([banner] if banner else []) + ["\n".join(header_lines(result))]
+    if loaded := load_warning(result):
+        parts.append(loaded)
     missing = result.get("missing_paths") or {}
     if missing:
         parts.append("not measured: " + ", ".join(f"{p} ({w})" for p, w in missing.items()))
@@ -752,6 +826,7 @@ def render_html(
             else []
         ),
         "<pre>" + html.escape("\n".join(header_lines(result))) + "</pre>",
+        *([f"<p><strong>{html.escape(w)}</strong></p>"] if (w := load_warning(result)) else []),
     ]
     missing = result.get("missing_paths") or {}
     if missing:

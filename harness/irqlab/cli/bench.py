@@ -167,7 +167,10 @@ the native responder (C: the kernel's part without Python), at wakeup=hardirq on
 
 --report RESULT.json re-renders an earlier result without booting anything;
 --compare OLD.json also prints the figures worse beyond noise (with --report it
-compares the two results, again without booting).
+compares the two results, again without booting).  The report warns of a loaded
+machine (a 1-min load average above 0.5 per core at the start or end of the bench or
+a run: the figures are then mostly queueing), --compare of two results whose loads
+per core differ by more than 0.5.
 
 Exit status: 0; 1 if the bench had errors, if the checks of a latency series or
 storm failed (events missing, out of order, lost, the device histogram disagreeing:

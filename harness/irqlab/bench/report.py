@@ -48,6 +48,7 @@ __all__ = [
     "peak_load",
     "per_core",
     "plot_all",
+    "readings_warning",
     "render_html",
     "render_text",
     "report_files",
@@ -534,9 +535,17 @@ def peak_load(result: dict[str, Any]) -> float | None:
 def load_warning(result: dict[str, Any], limit: float = LOAD_PER_CORE_LIMIT) -> str | None:
     """A ``WARNING:`` line when a load reading of *result* exceeded *limit* per core
     (:data:`LOAD_PER_CORE_LIMIT`), naming each such reading, else None."""
+    return readings_warning(load_readings(result), limit)
+
+
+def readings_warning(
+    readings: Sequence[tuple[str, float, int | None]], limit: float = LOAD_PER_CORE_LIMIT
+) -> str | None:
+    """:func:`load_warning` of (when, 1-min load average, cores) readings (bench-peers'
+    too)."""
     over = [
         f"{label} {one:g} on {cores or '?'} cores ({per_core(one, cores):.2f} per core)"
-        for label, one, cores in load_readings(result)
+        for label, one, cores in readings
         if per_core(one, cores) > limit
     ]
     if not over:

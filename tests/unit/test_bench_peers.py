@@ -205,6 +205,19 @@ def test_render_table() -> None:
     assert "FAILED" not in text
 
 
+def test_render_table_warns_of_a_loaded_machine() -> None:
+    """bench-peers' table gave its figures at a load of 1.5-1.7 on 2 cores without a word."""
+    r = _result(_samples(), {"status": "ok"})  # 1.5, rounds 1.5/1.6/1.7, 1.5 on 2 cores
+    (warned,) = [line for line in peers.render_table(r).splitlines() if "WARNING" in line]
+    assert warned.startswith(
+        "WARNING: a loaded machine: the 1-min load average exceeded 0.5 per core at before "
+        "1.5 on 2 cores (0.75 per core), round 1 1.5 on 2 cores (0.75 per core), round 2 1.6 "
+    )
+    quiet = {"1min": 0.9, "5min": 0.8, "15min": 0.7, "cores": 2}
+    r["load"] = {"before": quiet, "after": quiet, "per_round_1min": [0.6, 1.0]}
+    assert "WARNING" not in peers.render_table(r)
+
+
 def test_render_table_says_which_labgrid_step_failed() -> None:
     peer = {
         "status": "failed",

@@ -141,6 +141,20 @@ def test_write_all_html_and_pngs(tmp_path: Path) -> None:
         assert f"src='{png.name}'" in page
 
 
+def test_write_all_refuses_to_overwrite_another_results_report(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps(fixture_result()))
+    b.write_text(json.dumps(fixture_result(scale=2.0)))
+    out = tmp_path / "out"
+    report.write_all(a, out)
+    page = (out / "report.html").read_bytes()
+    with pytest.raises(report.ReportInTheWay) as e:
+        report.write_all(b, out)
+    assert e.value.path == out / "report.txt" and f"rendered from {a.resolve()}" in str(e.value)
+    assert (out / "report.html").read_bytes() == page
+    assert report.write_all(a, out)["html"] == out / "report.html"  # its own: rewritten
+
+
 def test_compare_flags_only_beyond_noise() -> None:
     old = fixture_result()
     same = fixture_result(scale=1.05)  # 5 % slower: inside the 10 % floor
@@ -207,6 +221,50 @@ def test_compare_warns_when_settings_cpu_or_a_stop_make_the_figures_unlike() -> 
         "KeyboardInterrupt()): its figures are partial, those it lacks were not measured"
     ) in text
     assert "the old result" not in text
+
+
+def _loaded(r: dict[str, Any], *ones: float, cores: int | None = 2) -> dict[str, Any]:
+    """*r* with its bench's start and end readings *ones* (no cores: an older result's)."""
+    r["load"] = {k: {"1min": one, **({"cores": cores} if cores else {})}
+                 for k, one in zip(("start", "end"), ones, strict=True)}  # fmt: skip
+    return r
+
+
+def test_a_load_above_half_a_core_is_warned_of_and_unlike_loads_in_compare() -> None:
+    """Figures taken on a loaded machine (dominated by queueing behind other processes)
+    were reported and compared without a word about it."""
+    assert report.LOAD_PER_CORE_LIMIT == 0.5
+    assert report.load_warning(_loaded(fixture_result(), 1.0, 0.2)) is None  # 0.5: not above
+    warned = report.load_warning(_loaded(fixture_result(), 0.2, 1.02))
+    assert warned == (
+        "WARNING: a loaded machine: the 1-min load average exceeded 0.5 per core at bench "
+        "end 1.02 on 2 cores (0.51 per core): other processes competed for the CPUs, so the "
+        "figures include queueing behind them, not only what is measured; compare them only "
+        "with results taken at a like load, or measure again on a quiet machine"
+    )
+    # an older result's readings without cores: the machine's (2)
+    older = report.load_warning(_loaded(fixture_result(), 3.0, 0.2, cores=None))
+    assert older is not None and "bench start 3 on 2 cores (1.50 per core)" in older
+    # compare: highest per core 0.2 vs 1.3, more than 0.5 apart
+    quiet, busy = _loaded(fixture_result(), 0.4, 0.2), _loaded(fixture_result(), 2.6, 1.0)
+    unlike = [w for w in compare.warnings(quiet, busy) if "loads" in w]
+    assert unlike == [
+        "WARNING: measured at unlike loads (the 1-min load average per core reached 0.20 "
+        "in the old result, 1.30 in the new: they differ by more than 0.5): the more loaded "
+        "one's figures include more queueing behind other processes, so a change may be the "
+        "load's, not the code's"
+    ]
+    assert unlike[0] in compare.render(quiet, busy)[0]
+    like = _loaded(fixture_result(), 1.4, 1.0)  # 0.70 per core: within 0.5 of 0.20
+    assert not [w for w in compare.warnings(quiet, like) if "loads" in w]
+
+
+def test_the_load_reading_says_the_cores() -> None:
+    from irqlab.bench import env
+
+    assert env.load(lambda: (1.234, 0.5, 0.25), lambda: 4) == {
+        "1min": 1.23, "5min": 0.5, "15min": 0.25, "cores": 4,
+    }  # fmt: skip
 
 
 def test_cli_report_and_compare_without_booting(

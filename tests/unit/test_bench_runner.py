@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
 from collections.abc import Iterator
 from pathlib import Path
@@ -204,9 +205,63 @@ def test_an_interrupted_bench_leaves_a_result_marked_incomplete(
     text = report.render_text(r)
     assert text.startswith("INCOMPLETE (interrupted: KeyboardInterrupt()): only the stages")
     assert "<strong>INCOMPLETE (interrupted" in report.render_html(r, [])
+    assert report.missing_parts(r) == [  # what the stop left unmeasured
+        "the run: latency wakeup=thread: read; latency wakeup=workqueue: read; native: read; "
+        "storms",
+        "cold boots and restores of the standard image (x2)",
+    ]
     done = bench(tmp_path / "whole", skip=("native",))
     assert done["complete"] is True and "interrupted" not in done
     assert "INCOMPLETE" not in report.render_text(done)
+
+
+def test_the_load_and_cores_at_each_start_and_end_are_recorded_and_a_high_one_warned_of(
+    tmp_path: Path, calls: list[tuple[Any, ...]]
+) -> None:
+    """A bench on a loaded machine gave figures dominated by queueing behind other
+    processes, and its report did not say so: each reading (the injected reader's)
+    is in the result with the cores, the report prints them and warns of those above
+    0.5 per core."""
+    from irqlab.bench import env, report
+
+    def reader(ones: list[float]) -> Any:
+        said = iter(ones)
+        return lambda: env.load(lambda: (next(said), 1.0, 0.5), lambda: 2)
+
+    cfg = runner.BenchConfig.quick_config(
+        paths=("read",), rt_tests=False, boots=0, runs=2, out_dir=tmp_path / "loaded",
+        skip=("latency", "native", "storm", "injection"),
+    )  # fmt: skip
+    b = runner.Bench(cfg, log=lambda _m: None, read_load=reader([0.4, 0.6, 1.0, 0.8, 2.4, 1.2]))
+    b.run()
+    r = b.result
+    assert r["load"] == {
+        "start": {"1min": 0.4, "5min": 1.0, "15min": 0.5, "cores": 2},
+        "end": {"1min": 1.2, "5min": 1.0, "15min": 0.5, "cores": 2},
+    }
+    assert [(run["load_start"]["1min"], run["load_end"]["1min"]) for run in r["runs"]] == [
+        (0.6, 1.0),
+        (0.8, 2.4),
+    ]
+    assert all(run["load_end"]["cores"] == 2 for run in r["runs"])
+    text = report.render_text(r)
+    assert (
+        "load average (1/5/15 min): start 0.4/1.0/0.5 on 2 cores, end 1.2/1.0/0.5 on 2 "
+        "cores; 1 min: run 1 start 0.6, run 1 end 1, run 2 start 0.8, run 2 end 2.4\n"
+    ) in text
+    assert (
+        "\nWARNING: a loaded machine: the 1-min load average exceeded 0.5 per core at run 2 "
+        "end 2.4 on 2 cores (1.20 per core), bench end 1.2 on 2 cores (0.60 per core): "
+        "other processes competed for the CPUs, so the figures include queueing"
+    ) in text
+    assert "<strong>WARNING: a loaded machine" in report.render_html(r, [])
+    quiet = runner.Bench(
+        dataclasses.replace(cfg, out_dir=tmp_path / "quiet"),
+        log=lambda _m: None,
+        read_load=reader([0.4, 0.6, 1.0, 0.8, 0.9, 1.0]),  # 0.5 per core at most
+    )
+    quiet.run()
+    assert "WARNING" not in report.render_text(quiet.result)
 
 
 def test_errors_and_test_all_are_in_every_result(

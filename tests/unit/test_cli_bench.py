@@ -132,6 +132,133 @@ def test_report_with_out_writes_there(result: Path, tmp_path: Path) -> None:
     assert not (result.parent / "report.html").exists()
 
 
+def test_report_of_an_incomplete_result_says_what_is_missing_and_fails(
+    result: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--report of an interrupted bench's partial result exited 0 (a CI step scripted
+    on it was green): it still renders what is there, names the parts not measured
+    and exits 1."""
+    r = fixture_result()
+    r.update(complete=False, interrupted="KeyboardInterrupt()", paths=["read", "poll", "count"])
+    r["config"].update(
+        runs=1, placements=["hardirq", "thread", "workqueue"], storm_rates=[1000, 10000],
+        boots=3, rt_tests=True, skip=[], test_all=True,
+    )  # fmt: skip
+    r["runs"][0]["native"] = {"read": r["runs"][0]["latency"]["hardirq"]["read"]}
+    r["storm"]["paths"]["count"].pop()
+    result.write_text(json.dumps(r))
+    assert main(["bench", "--report", str(result)]) == 1
+    out, err = capsys.readouterr()
+    lack = [
+        "the run: latency wakeup=workqueue (all 3 paths); native: poll, count; "
+        "storm poll (0 of 2 rates); storm count (1 of 2 rates)",
+        "cold boots and restores of the standard image (x3)",
+        "invoke test-all",
+    ]
+    assert err == (
+        f"irqlab bench: {result}: INCOMPLETE (interrupted: KeyboardInterrupt()): "
+        f"not measured: {'; '.join(lack)}\n"
+    )
+    assert out.startswith(
+        "INCOMPLETE (interrupted: KeyboardInterrupt()): only the stages before the stop "
+        "were measured; the figures below are partial\nnot measured (the bench stopped "
+        "first):\n" + "".join(f"  {m}\n" for m in lack) + "\nirqlab bench 20261122"
+    )
+    latency = out.split("Raise -> userspace ACK latency (device clock), wakeup=hardirq")[1]
+    assert "\npoll " in latency.split("\n\n")[0]  # what is there is rendered
+    page = (result.parent / "report.html").read_text()
+    assert "<li>invoke test-all</li>" in page
+    del r["complete"], r["interrupted"]  # a complete one (older results: no "complete")
+    result.write_text(json.dumps(r))
+    assert main(["bench", "--report", str(result)]) == 0
+    assert "INCOMPLETE" not in capsys.readouterr().out
+
+
+def test_a_report_never_overwrites_another_results(
+    result: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--report R --out DIR overwrote the report of another result in DIR without a
+    word: now that is a usage error naming the file, nothing written; the same result's
+    report (the same file, or a copy of it) is rewritten."""
+    other = tmp_path / "other" / "result.json"
+    other.parent.mkdir()
+    other.write_text(json.dumps(fixture_result(scale=2.0)))
+    assert main(["bench", "--report", str(other)]) == 0  # beside it, in its own directory
+    out = tmp_path / "out"
+    assert main(["bench", "--report", str(result), "--out", str(out)]) == 0
+    text = (out / "report.txt").read_text()
+    assert (
+        text.rstrip().rsplit("\n", 1)[1].startswith(f"rendered from {result.resolve()} (sha256 ")
+    )  # its last line: which result it renders
+    assert "<a href='../good/result.json'>" in (out / "report.html").read_text()
+    capsys.readouterr()
+
+    def unchanged(d: Path) -> dict[str, bytes]:
+        return {f.name: f.read_bytes() for f in sorted(d.iterdir())}
+
+    before = {d: unchanged(d) for d in (out, other.parent, result.parent)}
+    # another result's report in --out
+    assert main(["bench", "--report", str(other), "--out", str(out)]) == 2
+    assert capsys.readouterr().err == (
+        f"irqlab: --out {out}: {out / 'report.txt'} is another result's report (rendered "
+        f"from {result.resolve()}): it would be overwritten by {other}'s; give another "
+        "--out or remove it\n"
+    )
+    # another run's directory as --out
+    assert main(["bench", "--report", str(result), "--out", str(other.parent)]) == 2
+    assert capsys.readouterr().err.startswith(
+        f"irqlab: --out {other.parent}: {other.parent} is the directory of another bench "
+        f"result ({other}): its report would be overwritten by {result}'s; "
+    )
+    # another result copied into a run's directory, rendered beside itself
+    copied = result.parent / "old.json"
+    copied.write_bytes(other.read_bytes())
+    before[result.parent]["old.json"] = copied.read_bytes()
+    assert main(["bench", "--report", str(copied)]) == 2
+    assert capsys.readouterr().err.startswith(
+        f"irqlab: --report {copied}: {result.parent} is the directory of another bench "
+        f"result ({result}): its report would be overwritten by {copied}'s; give --out DIR\n"
+    )
+    # a live bench into a directory holding a report
+    assert main(["bench", "--quick", "--out", str(out)]) == 2
+    assert "holds report.txt already (an earlier report's" in capsys.readouterr().err
+    assert {d: unchanged(d) for d in before} == before, "nothing overwritten"
+    # a report that names no result (an older irqlab's) is no report of this one
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    (legacy / "report.txt").write_text("irqlab bench 20261101-000000 (quick)\n")
+    assert main(["bench", "--report", str(result), "--out", str(legacy)]) == 2
+    assert "is another result's report (of a result it does not name)" in capsys.readouterr().err
+    # the same result again, and a copy of it: the same data, rewritten
+    assert main(["bench", "--report", str(result), "--out", str(out)]) == 0
+    twin = tmp_path / "twin.json"
+    twin.write_bytes(result.read_bytes())
+    assert main(["bench", "--report", str(twin), "--out", str(out)]) == 0
+    assert main(["bench", "--report", str(twin), "--out", str(result.parent)]) == 0
+
+
+def test_report_and_compare_warn_of_a_loaded_machine(
+    result: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A result taken at a load of 2.6 on 2 cores was rendered and compared with a quiet
+    one without a word: the figures were queueing behind other processes."""
+    r = fixture_result()
+    r["load"] = {"start": {"1min": 2.6, "cores": 2}, "end": {"1min": 1.9, "cores": 2}}
+    result.write_text(json.dumps(r))
+    quiet = tmp_path / "quiet.json"
+    quiet.write_text(json.dumps(fixture_result()))  # 0.2 and 0.4 on 2 cores
+    assert main(["bench", "--report", str(result), "--compare", str(quiet)]) == 0  # a warning
+    out = capsys.readouterr().out
+    assert (
+        "\nWARNING: a loaded machine: the 1-min load average exceeded 0.5 per core at bench "
+        "start 2.6 on 2 cores (1.30 per core), bench end 1.9 on 2 cores (0.95 per core): "
+    ) in out
+    assert (
+        "\nWARNING: measured at unlike loads (the 1-min load average per core reached 0.20 "
+        "in the old result, 1.30 in the new: they differ by more than 0.5)"
+    ) in out
+
+
 @pytest.mark.parametrize(
     ("argv", "error"),
     [

@@ -10,7 +10,9 @@ figures without repetition, or with lucky small spread, from flagging on
 drift alone: the host's speed drifts ±30 % over minutes, so compare results
 taken at the same load, and prefer ``--runs 3`` for both.  :func:`warnings` says
 when two results are not like for like (accelerator, CPU model, settings the figures
-depend on, an interrupted bench's partial result).
+depend on, loads per core that differ by more than
+:data:`~irqlab.bench.report.LOAD_PER_CORE_LIMIT`, an interrupted bench's partial
+result).
 """
 
 from __future__ import annotations
@@ -103,8 +105,9 @@ def _setting(key: str, v: Any) -> str:
 def warnings(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """Why the figures of *old* and *new* are not like for like (each a ``WARNING:``
     line): another accelerator or CPU model, settings that the figures depend on
-    (:data:`SETTINGS`), or a result whose bench did not finish (its missing figures
-    are not measured, its others partial)."""
+    (:data:`SETTINGS`), highest load averages per core that differ by more than
+    :data:`~irqlab.bench.report.LOAD_PER_CORE_LIMIT`, or a result whose bench did not
+    finish (its missing figures are not measured, its others partial)."""
     out = []
     oa, na = (old.get("accel") or {}).get("accel"), (new.get("accel") or {}).get("accel")
     if oa != na:
@@ -124,6 +127,16 @@ def warnings(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
         out.append(
             f"WARNING: measured with other settings ({'; '.join(differ)}): the figures that "
             "depend on them are not comparable"
+        )
+    from irqlab.bench.report import LOAD_PER_CORE_LIMIT, peak_load
+
+    op, np_ = peak_load(old), peak_load(new)
+    if op is not None and np_ is not None and abs(op - np_) > LOAD_PER_CORE_LIMIT:
+        out.append(
+            f"WARNING: measured at unlike loads (the 1-min load average per core reached "
+            f"{op:.2f} in the old result, {np_:.2f} in the new: they differ by more than "
+            f"{LOAD_PER_CORE_LIMIT:g}): the more loaded one's figures include more queueing "
+            "behind other processes, so a change may be the load's, not the code's"
         )
     for which, r in (("old", old), ("new", new)):
         if r.get("complete") is False:  # older results have no "complete"

@@ -6,6 +6,7 @@ import os
 import platform
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +33,20 @@ def cpu_model(cpuinfo: str | None = None) -> str:
     return platform.processor() or "unknown"
 
 
-def load() -> dict[str, float]:
-    one, five, fifteen = os.getloadavg()
-    return {"1min": round(one, 2), "5min": round(five, 2), "15min": round(fifteen, 2)}
+def load(
+    getloadavg: Callable[[], tuple[float, float, float]] = os.getloadavg,
+    cpu_count: Callable[[], int | None] = os.cpu_count,
+) -> dict[str, Any]:
+    """The host's load average (1, 5, 15 min) and its cores, as the result records them
+    (``{"1min": 0.42, "5min": ..., "15min": ..., "cores": 2}``): the report judges
+    the load per core (:func:`irqlab.bench.report.load_warning`)."""
+    one, five, fifteen = getloadavg()
+    return {
+        "1min": round(one, 2),
+        "5min": round(five, 2),
+        "15min": round(fifteen, 2),
+        "cores": cpu_count(),
+    }
 
 
 def git_commit(repo: Path | None = None) -> dict[str, Any]:

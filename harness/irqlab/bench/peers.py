@@ -400,7 +400,24 @@ def render_table(result: Mapping[str, Any]) -> str:
         f"load average (1/5/15 min): before {_load(load['before'])}, after "
         f"{_load(load['after'])}; 1-min per round {load['per_round_1min']}",
     ]
+    if loaded := load_warning(result):
+        lines += ["", loaded]
     return "\n".join(lines) + "\n"
+
+
+def load_warning(result: Mapping[str, Any]) -> str | None:
+    """The bench's ``WARNING: a loaded machine`` line (:func:`irqlab.bench.report.
+    readings_warning`: a 1-min load average above 0.5 per core) of the readings before,
+    after each round and after, else None."""
+    from irqlab.bench.report import readings_warning
+
+    load, cores = result["load"], result["host"].get("cores")
+    readings = [("before", load["before"]["1min"], load["before"].get("cores") or cores)]
+    readings += [
+        (f"round {i}", one, cores) for i, one in enumerate(load["per_round_1min"], start=1)
+    ]
+    readings.append(("after", load["after"]["1min"], load["after"].get("cores") or cores))
+    return readings_warning(readings)
 
 
 def _load(la: Mapping[str, float]) -> str:

@@ -27,7 +27,9 @@ guest restored from its snapshot, and an irqlab cold boot.  Each run is a proces
 its own, timed from its interpreter's start to its exit (the rows "without interpreter
 start and imports" beside them are each script's own time after its imports).  Writes
 result.json and table.txt into --out (default build/bench-peers/<stamp> in a checkout,
-else <cache>/bench-peers/<stamp>, the build cache's) and prints the table.
+else <cache>/bench-peers/<stamp>, the build cache's) and prints the table, with a
+WARNING when the machine was loaded (a 1-min load average above 0.5 per core before,
+after a round or after: the figures are then mostly queueing).
 
 Exit status: 0; 1 when the irqlab guests cannot run, or while a bench runs on this
 machine (either would disturb the other's figures; refused before anything starts,

@@ -1,14 +1,18 @@
 """Human output of a bench result: text tables, a static HTML page, PNG plots.
 
 ``write_all(result_json)`` writes ``report.txt``, ``report.html`` and the PNGs
-beside the JSON.  Plots need matplotlib (the ``bench`` extra); without it the
-text and HTML are still written and the HTML says the plots are missing.
+beside the JSON (or into another directory), never over another result's report.
+Plots need matplotlib (the ``bench`` extra); without it the text and HTML are still
+written and the HTML says the plots are missing.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import html
 import json
+import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,9 +23,13 @@ from irqlab.errors import IrqlabError
 
 __all__ = [
     "CSS",
+    "LOAD_PER_CORE_LIMIT",
+    "SOURCE_LINE",
     "STORM_ENDS",
     "NotABenchResult",
+    "ReportInTheWay",
     "Table",
+    "check_report_dir",
     "checks",
     "figure_caption",
     "fmt_ns",
@@ -33,10 +41,17 @@ __all__ = [
     "html_table",
     "incomplete",
     "latency_table",
+    "load_readings",
     "load_result",
+    "load_warning",
+    "missing_parts",
+    "peak_load",
+    "per_core",
     "plot_all",
+    "readings_warning",
     "render_html",
     "render_text",
+    "report_files",
     "sections",
     "spread_table",
     "storm_table",
@@ -386,11 +401,171 @@ def incomplete(result: dict[str, Any]) -> str | None:
     )
 
 
+def _config(result: dict[str, Any]) -> Any:
+    """The bench configuration *result* was measured with: its ``config``, the
+    defaults of :class:`~irqlab.bench.runner.BenchConfig` for what it does not say."""
+    from types import SimpleNamespace
+
+    from irqlab.bench.runner import BenchConfig
+
+    cfg = result.get("config")
+    given = cfg if isinstance(cfg, dict) else {}
+    return SimpleNamespace(**{**BenchConfig().as_json(), **given})
+
+
+def _listed(what: str, lack: list[str], of: int) -> str:
+    """``native: read, poll``, or ``native (all 13 paths)``."""
+    if len(lack) == of and of > 2:
+        return f"{what} (all {of} paths)"
+    return f"{what}: {', '.join(lack)}"
+
+
+def missing_parts(result: dict[str, Any]) -> list[str]:
+    """What an incomplete result lacks of what its ``config`` asked for, one entry per
+    run (its stages, the paths of each series), then the storms, the standard image's
+    boots and restores and ``invoke test-all``: the parts the bench stopped before.
+    [] for a complete result (``complete`` not false)."""
+    from irqlab.bench.runner import DEFAULT_PLACEMENT as DEFAULT
+    from irqlab.bench.runner import MODULE_MODES, NO_STORM, OTHER_DRIVER
+
+    if result.get("complete") is not False:
+        return []
+    c = _config(result)
+    skip = set(c.skip or ())
+    runs = [r if isinstance(r, dict) else {} for r in (result.get("runs") or [])]
+    paths = [str(p) for p in (result.get("paths") or [])]
+    out: list[str] = []
+    for i in range(c.runs):
+        label = f"run {i + 1} of {c.runs}" if c.runs > 1 else "the run"
+        if i >= len(runs):
+            out.append(f"{label}: not started")
+            continue
+        run = runs[i]
+        if not run.get("boot"):
+            out.append(f"{label}: its guest's boot and everything after it")
+            continue
+        parts = []
+        if c.rt_tests and "cyclictest" not in skip and "cyclictest" not in run:
+            parts.append("cyclictest")
+        if "injection" not in skip and "injection" not in run:
+            parts.append("QMP injection")
+        placements = [DEFAULT] if "wakeup" in skip else list(c.placements)
+        if c.wakeup_runs and i >= c.wakeup_runs:
+            placements = [p for p in placements if p == DEFAULT]
+        lat = run.get("latency") or {}
+        for pl in placements if "latency" not in skip else []:
+            want = [
+                p
+                for p in paths
+                if pl == DEFAULT or (p not in MODULE_MODES and p not in OTHER_DRIVER)
+            ]
+            lack = [p for p in want if p not in (lat.get(pl) or {})]
+            if lack:
+                parts.append(_listed(f"latency wakeup={pl}", lack, len(want)))
+        if "native" not in skip:
+            lack = [p for p in paths if p not in (run.get("native") or {})]
+            if lack:
+                parts.append(_listed("native", lack, len(paths)))
+        if i == c.runs - 1 and "storm" not in skip:
+            st = result.get("storm") or {}
+            if not st:
+                parts.append("storms")
+            else:
+                stormed = [
+                    p
+                    for p in (c.storm_paths or paths)
+                    if p not in NO_STORM and p not in (st.get("skipped") or {})
+                ]
+                rates = len(c.storm_rates)
+                for p in stormed:
+                    got = len((st.get("paths") or {}).get(p) or [])
+                    if got < rates:
+                        parts.append(f"storm {p} ({got} of {rates} rates)")
+        if parts:
+            out.append(f"{label}: {'; '.join(parts)}")
+    if "boot" not in skip and c.boots > 0 and not (result.get("boot") and result.get("restore")):
+        out.append(f"cold boots and restores of the standard image (x{c.boots})")
+    if c.test_all and result.get("test_all") is None:
+        out.append("invoke test-all")
+    return out
+
+
+# The 1-min load average per core above which a reading says the machine was loaded:
+# other processes then keep a CPU busy half the time or more, and a TCG guest's vCPU,
+# QEMU's I/O thread and the responder queue behind them.  The bench's own guest counts
+# in the readings taken after it ran (a quiet 2-core machine read 0.6 at the end of a
+# bench: 0.3 per core, README's figures of 2026-12-06).  --compare calls two results'
+# loads unlike when their highest readings per core differ by more than this.
+LOAD_PER_CORE_LIMIT = 0.5
+
+
+def load_readings(result: dict[str, Any]) -> list[tuple[str, float, int | None]]:
+    """(when, 1-min load average, cores) of each reading in *result*: the bench's start,
+    each run's start and end, the bench's end, those taken (an interrupted bench lacks
+    the later ones).  The cores are the reading's, else the machine's (older results)."""
+    machine = result.get("machine") or {}
+    load = result.get("load") or {}
+    runs = [r if isinstance(r, dict) else {} for r in (result.get("runs") or [])]
+    when = [("bench start", load.get("start"))]
+    for i, run in enumerate(runs):
+        n = f" {i + 1}" if len(runs) > 1 else ""
+        when += [(f"run{n} start", run.get("load_start")), (f"run{n} end", run.get("load_end"))]
+    when.append(("bench end", load.get("end")))
+    out = []
+    for label, reading in when:
+        if not isinstance(reading, dict):
+            continue
+        one = reading.get("1min")
+        if isinstance(one, int | float) and not isinstance(one, bool):
+            cores = reading.get("cores") or machine.get("cores")
+            out.append((label, float(one), cores if isinstance(cores, int) and cores > 0 else None))
+    return out
+
+
+def per_core(one: float, cores: int | None) -> float:
+    """A 1-min load average per core (the whole of it when the cores are unknown)."""
+    return one / (cores or 1)
+
+
+def peak_load(result: dict[str, Any]) -> float | None:
+    """The highest 1-min load average per core of *result*'s readings (None: none)."""
+    return max((per_core(one, cores) for _, one, cores in load_readings(result)), default=None)
+
+
+def load_warning(result: dict[str, Any], limit: float = LOAD_PER_CORE_LIMIT) -> str | None:
+    """A ``WARNING:`` line when a load reading of *result* exceeded *limit* per core
+    (:data:`LOAD_PER_CORE_LIMIT`), naming each such reading, else None."""
+    return readings_warning(load_readings(result), limit)
+
+
+def readings_warning(
+    readings: Sequence[tuple[str, float, int | None]], limit: float = LOAD_PER_CORE_LIMIT
+) -> str | None:
+    """:func:`load_warning` of (when, 1-min load average, cores) readings (bench-peers'
+    too)."""
+    over = [
+        f"{label} {one:g} on {cores or '?'} cores ({per_core(one, cores):.2f} per core)"
+        for label, one, cores in readings
+        if per_core(one, cores) > limit
+    ]
+    if not over:
+        return None
+    return (
+        f"WARNING: a loaded machine: the 1-min load average exceeded {limit:g} per core at "
+        f"{', '.join(over)}: other processes competed for the CPUs, so the figures include "
+        "queueing behind them, not only what is measured; compare them only with results "
+        "taken at a like load, or measure again on a quiet machine"
+    )
+
+
 def header_lines(result: dict[str, Any]) -> list[str]:
     m, v, g = result.get("machine", {}), result.get("versions", {}), result.get("git", {})
     acc = result.get("accel", {})
     load = result.get("load", {})
     cfg = result.get("config", {})
+    runs = [
+        f"{label} {one:g}" for label, one, _ in load_readings(result) if label.startswith("run")
+    ]
     return [
         f"irqlab bench {result.get('stamp')} ({'quick' if cfg.get('quick') else 'full'}), "
         f"{result.get('started')}, {result.get('duration_s', '?')} s",
@@ -398,7 +573,7 @@ def header_lines(result: dict[str, Any]) -> list[str]:
         f"machine: {m.get('cpu_model')}, {m.get('cores')} cores, host kernel "
         f"{m.get('host_kernel')}",
         f"load average (1/5/15 min): start {_load(load.get('start'))}, "
-        f"end {_load(load.get('end'))}",
+        f"end {_load(load.get('end'))}" + (f"; 1 min: {', '.join(runs)}" if runs else ""),
         f"accelerator: {acc.get('accel')} ({acc.get('reason')})",
         f"QEMU {v.get('qemu')}; guest kernel {v.get('guest_kernel')} "
         f"(clocksource {v.get('clocksource')}, smp {v.get('smp')})",
@@ -407,8 +582,12 @@ def header_lines(result: dict[str, Any]) -> list[str]:
     ]
 
 
-def _load(d: dict[str, float] | None) -> str:
-    return "/".join(str(x) for x in d.values()) if d else "?"
+def _load(d: dict[str, Any] | None) -> str:
+    """``0.42/0.3/0.25 on 2 cores`` (older results: no cores)."""
+    if not d:
+        return "?"
+    avg = "/".join(str(d[k]) for k in ("1min", "5min", "15min") if k in d)
+    return f"{avg} on {d['cores']} cores" if d.get("cores") else avg
 
 
 def text_table(t: Table) -> str:
@@ -497,7 +676,11 @@ def sections(result: dict[str, Any]) -> list[tuple[str, Table | None]]:
 
 def render_text(result: dict[str, Any]) -> str:
     banner = incomplete(result)
+    if banner and (lack := missing_parts(result)):
+        banner += "\nnot measured (the bench stopped first):" + "".join(f"\n  {m}" for m in lack)
     parts = ([banner] if banner else []) + ["\n".join(header_lines(result))]
+    if loaded := load_warning(result):
+        parts.append(loaded)
     missing = result.get("missing_paths") or {}
     if missing:
         parts.append("not measured: " + ", ".join(f"{p} ({w})" for p, w in missing.items()))
@@ -633,14 +816,26 @@ CSS = (
 )
 
 
-def render_html(result: dict[str, Any], images: Sequence[Path]) -> str:
+def render_html(
+    result: dict[str, Any], images: Sequence[Path], result_href: str = "result.json"
+) -> str:
+    """The HTML page; *result_href*: the result's address from the page's directory
+    (a report written elsewhere with ``--out`` links to it there)."""
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>irqlab bench {html.escape(str(result.get('stamp')))}</title>",
         f"<style>{CSS}</style></head><body>",
         f"<h1>irqlab bench {html.escape(str(result.get('stamp')))}</h1>",
         *([f"<p><strong>{html.escape(b)}</strong></p>"] if (b := incomplete(result)) else []),
+        *(
+            ["<p>Not measured (the bench stopped first):</p><ul>"]
+            + [f"<li>{html.escape(m)}</li>" for m in lack]
+            + ["</ul>"]
+            if (lack := missing_parts(result))
+            else []
+        ),
         "<pre>" + html.escape("\n".join(header_lines(result))) + "</pre>",
+        *([f"<p><strong>{html.escape(w)}</strong></p>"] if (w := load_warning(result)) else []),
     ]
     missing = result.get("missing_paths") or {}
     if missing:
@@ -660,7 +855,8 @@ def render_html(result: dict[str, Any], images: Sequence[Path]) -> str:
         parts.append(
             f"<h2>Error in {html.escape(e['stage'])}</h2><pre>{html.escape(e['error'])}</pre>"
         )
-    parts.append("<p>Raw data: <a href='result.json'>result.json</a></p></body></html>")
+    href = html.escape(result_href, quote=True)
+    parts.append(f"<p>Raw data: <a href='{href}'>{href}</a></p></body></html>")
     return "\n".join(parts) + "\n"
 
 
@@ -692,18 +888,95 @@ def load_result(path: Path) -> dict[str, Any]:
     return result
 
 
+class ReportInTheWay(IrqlabError, ValueError):
+    """The directory a report would be written to holds another result's report (or
+    is another run's directory): writing would destroy it.  The message names the
+    file."""
+
+    def __init__(self, message: str, path: Path) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+# the last line of report.txt: which result it renders (the owner of its directory)
+SOURCE_LINE = re.compile(r"^rendered from (?P<path>.*) \(sha256 (?P<sha>[0-9a-f]{16})\)$")
+
+
+def _sha(path: Path) -> str:
+    """The first 16 hex digits of *path*'s SHA-256: a result's identity in its report."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def report_files(out_dir: Path) -> list[Path]:
+    """The files of a report that :func:`write_all` writes into *out_dir* and that are
+    there already (report.txt, report.html, the plots)."""
+    if not out_dir.is_dir():
+        return []
+    fixed = [out_dir / n for n in ("report.txt", "report.html", "storm_loss.png")]
+    return [f for f in fixed if f.exists()] + sorted(out_dir.glob("latency_cdf_*.png"))
+
+
+def _same_result(a: Path, b: Path, sha: str) -> bool:
+    """*a* is the result *b* (whose digest is *sha*): the same file, or the same bytes."""
+    try:
+        return a.resolve() == b.resolve() or (a.is_file() and _sha(a) == sha)
+    except OSError:
+        return False
+
+
+def check_report_dir(result_path: Path, out_dir: Path) -> None:
+    """:class:`ReportInTheWay` (naming the file) unless the report of *result_path*
+    may be written into *out_dir*: it holds no report, or the report of this same
+    result (the same file or a copy of it: rewriting it loses nothing).  Another run's
+    directory (its own ``result.json``) and a report rendered from another result (its
+    report.txt says which, :data:`SOURCE_LINE`; one that says none is no report known
+    to be this result's) are refused: they were overwritten silently."""
+    sha = _sha(result_path)
+    own = out_dir / "result.json"
+    if own.exists():
+        if _same_result(own, result_path, sha):
+            return
+        raise ReportInTheWay(
+            f"{out_dir} is the directory of another bench result ({own}): its report "
+            f"would be overwritten by {result_path}'s",
+            own,
+        )
+    there = report_files(out_dir)
+    if not there:
+        return
+    txt = out_dir / "report.txt"
+    source = None
+    if txt.is_file():
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            lines = txt.read_text().splitlines()
+            source = SOURCE_LINE.match(lines[-1]) if lines else None
+    if source and (source["sha"] == sha or _same_result(Path(source["path"]), result_path, sha)):
+        return
+    whose = f"rendered from {source['path']}" if source else "of a result it does not name"
+    raise ReportInTheWay(
+        f"{there[0]} is another result's report ({whose}): it would be overwritten by "
+        f"{result_path}'s",
+        there[0],
+    )
+
+
 def write_all(result_path: Path, out_dir: Path | None = None) -> dict[str, Path]:
     """report.txt, report.html and PNGs in *out_dir* (default: beside *result_path*);
     returns what was written.  Nothing is written unless it is a bench result
-    (:func:`load_result`)."""
+    (:func:`load_result`) and *out_dir* holds no other result's report
+    (:func:`check_report_dir`).  report.txt ends in the line saying which result it
+    renders (:data:`SOURCE_LINE`)."""
     result = load_result(result_path)
     out_dir = out_dir if out_dir is not None else result_path.parent
+    check_report_dir(result_path, out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     images = plot_all(result, out_dir)
     txt = out_dir / "report.txt"
-    txt.write_text(render_text(result))
+    source = f"rendered from {result_path.resolve()} (sha256 {_sha(result_path)})"
+    txt.write_text(f"{render_text(result)}\n{source}\n")
     page = out_dir / "report.html"
-    page.write_text(render_html(result, images))
+    href = os.path.relpath(result_path.resolve(), out_dir.resolve())
+    page.write_text(render_html(result, images, result_href=href))
     written = {"text": txt, "html": page}
     written.update({p.stem: p for p in images})
     return written

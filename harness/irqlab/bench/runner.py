@@ -187,6 +187,9 @@ class Bench:
     log: Log = _stderr
     result: dict[str, Any] = field(default_factory=dict)
     out_dir: Path = Path()
+    # the host's load average and cores, read at the start and end of the bench and of
+    # each run (the report warns of a loaded machine); a test gives its own
+    read_load: Callable[[], dict[str, Any]] = env.load
 
     def save(self) -> Path:
         self.result["metrics"] = metrics.extract(self.result)
@@ -246,7 +249,7 @@ class Bench:
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "config": c.as_json(),
             "machine": env.machine(),
-            "load": {"start": env.load()},
+            "load": {"start": self.read_load()},
             "git": env.git_commit(),
             "paths": [],  # known once the first guest's agent says hello
             "missing_paths": {},
@@ -282,7 +285,7 @@ class Bench:
             self.save()
         if c.test_all:
             self.result["test_all"] = self.stage("invoke test-all", host.test_all)
-        self.result["load"]["end"] = env.load()
+        self.result["load"]["end"] = self.read_load()
         self.result["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         self.result["duration_s"] = round(time.monotonic() - t0, 1)
         self.result["complete"] = True
@@ -300,7 +303,7 @@ class Bench:
 
     def one_run(self, index: int, last: bool) -> None:
         c = self.config
-        run: dict[str, Any] = {"run": index, "load_start": env.load()}
+        run: dict[str, Any] = {"run": index, "load_start": self.read_load()}
         self.result["runs"].append(run)
         extra = ("rt-tests",) if c.rt_tests else ()
         # cold boots: the run's boot phases are a figure of their own
@@ -396,7 +399,7 @@ class Bench:
         except Exception as e:
             self.record_error(f"run {index}", e)
         finally:
-            run["load_end"] = env.load()
+            run["load_end"] = self.read_load()
             with contextlib.suppress(Exception):
                 g.close()
             self.save()

@@ -6,8 +6,9 @@ measures, writes ``build/bench/<stamp>/{result.json,report.txt,report.html,*.png
 comparison).  ``irqlab bench --report R.json`` only re-renders an existing result;
 ``--compare`` with ``--report`` compares two results without booting anything.  Exit
 status: 0, or 1 if the bench had errors, a series' checks failed (one line each on
-stderr) or ``--compare`` found figures worse beyond noise (``--no-fail-on-worse``
-keeps 0).
+stderr), the result is incomplete (``--report`` of an interrupted bench's: one line on
+stderr naming what was not measured) or ``--compare`` found figures worse beyond noise
+(``--no-fail-on-worse`` keeps 0).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ __all__ = [
     "add_bench_parser",
     "check_measures",
     "check_out_dir",
+    "check_report_out",
     "cmd_bench",
     "config_from_args",
     "load_given_result",
@@ -165,16 +167,25 @@ the native responder (C: the kernel's part without Python), at wakeup=hardirq on
 
 --report RESULT.json re-renders an earlier result without booting anything;
 --compare OLD.json also prints the figures worse beyond noise (with --report it
-compares the two results, again without booting).
+compares the two results, again without booting).  The report warns of a loaded
+machine (a 1-min load average above 0.5 per core at the start or end of the bench or
+a run: the figures are then mostly queueing), --compare of two results whose loads
+per core differ by more than 0.5.
 
 Exit status: 0; 1 if the bench had errors, if the checks of a latency series or
 storm failed (events missing, out of order, lost, the device histogram disagreeing:
-the report's "checks" columns; one line per series on stderr), or if --compare found
+the report's "checks" columns; one line per series on stderr), if the result is
+INCOMPLETE (--report of an interrupted bench's partial result: rendered all the same,
+what was not measured listed in the report and in one line on stderr; the bench
+itself, stopped by a signal, exits 128 + its number), or if --compare found
 figures worse beyond noise (--no-fail-on-worse keeps 0), or if another bench runs
 on this machine (refused before booting, naming its pid: two benches disturb each
 other's figures); 2 for a usage error, among them an --out that holds a result.json
-already and a --report or --compare that names no bench result (or one this
-irqlab cannot read: edited, or another version's).
+or a report already, a --report or --compare that names no bench result (or one this
+irqlab cannot read: edited, or another version's), and a --report whose report would
+overwrite another result's: its --out (default: the result's directory) holds another
+result.json or a report rendered from another result (report.txt's last line names
+the result it renders); the same result's report is rewritten.
 """
 
 
@@ -252,7 +263,8 @@ def add_bench_arguments(s: argparse.ArgumentParser) -> None:
         type=out_path,
         help="output directory (default build/bench/<stamp> in a checkout, else "
         "<cache>/bench/<stamp>; with --report: where the "
-        "report goes, default beside RESULT.json)",
+        "report goes, default beside RESULT.json; refused if it holds another result's "
+        "report or result.json)",
     )
     s.add_argument("--compare", type=Path, metavar="OLD.json", help="compare with an old result")
     floor = (
@@ -331,6 +343,24 @@ def load_given_result(path: Path, option: str) -> dict[str, Any]:
     return result
 
 
+def check_report_out(result_path: Path, out: Path | None) -> None:
+    """A usage error naming the file unless ``--report`` *result_path*'s report may
+    be written into ``--out`` *out* (default: beside the result): a directory of another
+    result (its ``result.json``) or holding another result's report was overwritten
+    without a word (:func:`irqlab.bench.report.check_report_dir`); the same result's
+    report is rewritten."""
+    from irqlab.bench import report
+
+    if out is not None and out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: is not a directory")
+    try:
+        report.check_report_dir(result_path, out if out is not None else result_path.parent)
+    except report.ReportInTheWay as e:
+        where = f"--out {out}" if out is not None else f"--report {result_path}"
+        hint = "give another --out or remove it" if out is not None else "give --out DIR"
+        raise UsageError(f"{where}: {e}; {hint}") from None
+
+
 def check_measures(args: argparse.Namespace) -> None:
     """A usage error for a bench that would measure nothing (every stage in --skip, no
     --test-all: it built and booted all the same) or storm a path it cannot: uio and
@@ -372,11 +402,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
             )
         result_path = Path(args.report)
         load_given_result(result_path, "--report")
+        check_report_out(result_path, args.out)
     else:
         from irqlab.bench.runner import run_bench
         from irqlab.vm.guest import PrerequisiteMissing
 
         check_out_dir(args.out)
+        if args.out is not None and (there := report.report_files(args.out)):
+            raise UsageError(
+                f"--out {args.out}: holds {there[0].name} already (an earlier report's, "
+                "which this bench's would overwrite); give another directory or remove it"
+            )
         check_measures(args)
         from irqlab.cli.guestcmd import check_env_kmod
 
@@ -393,12 +429,22 @@ def cmd_bench(args: argparse.Namespace) -> int:
             print(f"irqlab bench: {e}", file=sys.stderr)
             return 1
     # --report with --out: the report goes there (it was written beside the result,
-    # over an earlier report, --out ignored)
+    # over an earlier report, --out ignored); never over another result's
+    # (check_report_out)
     written = report.write_all(result_path, args.out if args.report is not None else None)
     sys.stdout.write(written["text"].read_text())
     print(f"\nresult: {result_path}\nreport: {written['html']}")
     new = report.load_result(result_path)
     if new.get("errors"):
+        status = 1
+    if report.incomplete(new):  # a partial result (--report): it was green
+        stop = new.get("interrupted")
+        why = f"interrupted: {stop}" if stop else "interrupted, or still running"
+        lack = "; ".join(report.missing_parts(new)) or "nothing the configuration names"
+        print(
+            f"irqlab bench: {result_path}: INCOMPLETE ({why}): not measured: {lack}",
+            file=sys.stderr,
+        )
         status = 1
     if failed := queueing.failed_checks(new):
         for label, problems in failed:

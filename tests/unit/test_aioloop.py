@@ -186,21 +186,38 @@ def test_close_whose_stop_came_first_leaves_no_coroutine_unawaited(
 ) -> None:
     """close() hands the loop a coroutine that cancels what is left; a loop that stopped
     before it ran it (another close(), or this one's wait timed out) dropped it: the
-    same "never awaited" warning."""
+    same "never awaited" warning.
+
+    The stop is this loop's alone: it was asyncio.run_coroutine_threadsafe patched for
+    the whole process, which stopped every other loop handed a coroutine meanwhile.
+    In an xdist worker that ran e2e tests first, the session guest's QMP loop (its
+    health watch asks it every 0.2 s) stopped for good: the watch called the guest
+    frozen, its close waited 5 s for a disconnect that never ran, and the loop's close
+    warned "coroutine '_nothing' / 'QMPClient.execute' / 'AsyncProtocol.disconnect'
+    was never awaited" in the worker's last test (CI's summary blamed
+    test_xdist_controller_killed).  The bystander stands for that guest's loop."""
     loop = LoopThread()
-    real = asyncio.run_coroutine_threadsafe
+    bystander = LoopThread("bystander")
+    real = loop.loop.call_soon_threadsafe
 
-    def stop_first(coro: Any, target: asyncio.AbstractEventLoop) -> Any:
-        target.call_soon_threadsafe(target.stop)
+    def stop_first(callback: Any, *args: Any, **kwargs: Any) -> Any:
+        real(loop.loop.stop)
         loop._thread.join(5)
-        return real(coro, target)
+        return real(callback, *args, **kwargs)
 
-    monkeypatch.setattr(asyncio, "run_coroutine_threadsafe", stop_first)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        loop.close(timeout=0.2)
-        assert loop.loop.is_closed()
-        assert _never_awaited(caught) == []
+    async def answer() -> int:
+        return 42
+
+    monkeypatch.setattr(loop.loop, "call_soon_threadsafe", stop_first)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            loop.close(timeout=0.2)
+            assert loop.loop.is_closed()
+            assert _never_awaited(caught) == []
+        assert bystander.run(answer(), scaled(5)) == 42, "another loop was stopped too"
+    finally:
+        bystander.close()
 
 
 def test_two_closes_at_once_take_turns() -> None:

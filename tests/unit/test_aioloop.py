@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from irqlab.vm.aioloop import LoopAborted, LoopClosed, LoopThread
+from irqlab.vm.aioloop import LoopAborted, LoopClosed, LoopThread, LoopTimeout
 from irqlab.vm.loadscale import scaled
 
 
@@ -186,21 +186,38 @@ def test_close_whose_stop_came_first_leaves_no_coroutine_unawaited(
 ) -> None:
     """close() hands the loop a coroutine that cancels what is left; a loop that stopped
     before it ran it (another close(), or this one's wait timed out) dropped it: the
-    same "never awaited" warning."""
+    same "never awaited" warning.
+
+    The stop is this loop's alone: it was asyncio.run_coroutine_threadsafe patched for
+    the whole process, which stopped every other loop handed a coroutine meanwhile.
+    In an xdist worker that ran e2e tests first, the session guest's QMP loop (its
+    health watch asks it every 0.2 s) stopped for good: the watch called the guest
+    frozen, its close waited 5 s for a disconnect that never ran, and the loop's close
+    warned "coroutine '_nothing' / 'QMPClient.execute' / 'AsyncProtocol.disconnect'
+    was never awaited" in the worker's last test (CI's summary blamed
+    test_xdist_controller_killed).  The bystander stands for that guest's loop."""
     loop = LoopThread()
-    real = asyncio.run_coroutine_threadsafe
+    bystander = LoopThread("bystander")
+    real = loop.loop.call_soon_threadsafe
 
-    def stop_first(coro: Any, target: asyncio.AbstractEventLoop) -> Any:
-        target.call_soon_threadsafe(target.stop)
+    def stop_first(callback: Any, *args: Any, **kwargs: Any) -> Any:
+        real(loop.loop.stop)
         loop._thread.join(5)
-        return real(coro, target)
+        return real(callback, *args, **kwargs)
 
-    monkeypatch.setattr(asyncio, "run_coroutine_threadsafe", stop_first)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        loop.close(timeout=0.2)
-        assert loop.loop.is_closed()
-        assert _never_awaited(caught) == []
+    async def answer() -> int:
+        return 42
+
+    monkeypatch.setattr(loop.loop, "call_soon_threadsafe", stop_first)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            loop.close(timeout=0.2)
+            assert loop.loop.is_closed()
+            assert _never_awaited(caught) == []
+        assert bystander.run(answer(), scaled(5)) == 42, "another loop was stopped too"
+    finally:
+        bystander.close()
 
 
 def test_two_closes_at_once_take_turns() -> None:
@@ -251,3 +268,104 @@ def _closing(loop: LoopThread) -> tuple[threading.Thread, list[BaseException | N
     t = threading.Thread(target=close, daemon=True)
     t.start()
     return t, out
+
+
+def _stopped_from_outside(loop: LoopThread) -> None:
+    """Stop *loop* as something other than its close() may (a test that stopped more
+    loops than its own stopped a session guest's QMP loop for good), and wait for its
+    thread's end."""
+    loop.loop.call_soon_threadsafe(loop.loop.stop)
+    loop._thread.join(5)
+    assert not loop._thread.is_alive()
+
+
+def _destroyed_pending(caplog: pytest.LogCaptureFixture) -> list[str]:
+    said = [r.getMessage() for r in caplog.records]
+    return [m for m in said if "destroyed but it is pending" in m]
+
+
+def test_runs_that_gave_up_on_a_stopped_loop_leave_no_coroutine_unawaited(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A loop stopped by someone else runs nothing more: the health watch's event look
+    timed out, its ping was aborted (the watch called the guest frozen), the close's
+    disconnect timed out, each coroutine left in the loop's queue; close() knew only
+    the runs still waiting, and the loop's close dropped the others: "coroutine
+    '_nothing' / 'QMPClient.execute' / 'AsyncProtocol.disconnect' was never awaited"
+    in the worker's last test, and at exit "Task was destroyed but it is pending!" for
+    the connection's reader, never cancelled."""
+    loop = LoopThread()
+    reading = threading.Event()
+    ends: list[str] = []
+
+    async def reader() -> None:  # qemu.qmp's, until the connection's end
+        reading.set()
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            ends.append("cancelled")
+            raise
+
+    async def nothing() -> None:
+        ends.append("ran")  # given up on: it must not run later either
+
+    loop.submit(reader())
+    assert reading.wait(5)
+    _stopped_from_outside(loop)
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.ERROR):
+        warnings.simplefilter("always")
+        with pytest.raises(LoopTimeout):
+            loop.run(nothing(), 0.05)
+        aborted: list[BaseException] = []
+
+        def wait() -> None:
+            try:
+                loop.run(nothing(), 60)
+            except BaseException as e:  # the test looks at it
+                aborted.append(e)
+
+        waiter = threading.Thread(target=wait, daemon=True)
+        waiter.start()
+        deadline = time.monotonic() + 5
+        while not loop._waiting and time.monotonic() < deadline:  # handed over
+            waiter.join(0.01)
+        loop.abort("the guest is not usable: QEMU froze")
+        waiter.join(5)
+        assert [type(e) for e in aborted] == [LoopAborted]
+        loop.close(timeout=scaled(5))
+        assert loop.loop.is_closed()
+        assert _never_awaited(caught) == []
+    assert ends == ["cancelled"]
+    assert _destroyed_pending(caplog) == []
+
+
+def test_a_run_handed_over_as_its_loop_stopped_leaves_no_task_pending(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A run handed to the loop in the step it stopped in: its task was made, its first
+    step never came (the run gave up meanwhile), and at the loop's close, or at exit
+    with the loop's garbage, Python said "Task was destroyed but it is pending!" and
+    "coroutine '_nothing' was never awaited" (a CI run's log)."""
+    loop = LoopThread()
+    busy, release = threading.Event(), threading.Event()
+
+    def hold() -> None:  # the loop, busy with something else for a moment
+        busy.set()
+        release.wait(10)
+
+    async def nothing() -> None:
+        pass
+
+    loop.loop.call_soon_threadsafe(hold)
+    assert busy.wait(5)
+    loop.loop.call_soon_threadsafe(loop.loop.stop)  # both come in the loop's next step:
+    with pytest.raises(LoopTimeout):  # the stop, then the run's task made
+        loop.run(nothing(), 0.05)
+    release.set()
+    loop._thread.join(5)
+    assert not loop._thread.is_alive()
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.ERROR):
+        warnings.simplefilter("always")
+        loop.close(timeout=scaled(5))
+        assert _never_awaited(caught) == []
+    assert _destroyed_pending(caplog) == []

@@ -8,6 +8,8 @@ import contextlib
 import inspect
 import logging
 import threading
+import time
+import weakref
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -72,14 +74,19 @@ class LoopThread:
             self._loop.set_exception_handler(_quiet_about_a_lost_peer)
             self._thread = threading.Thread(target=self._main, name=name, daemon=True)
             self._closed = False
-            # abort(): the reason, and the runs waiting now (cancelled by it)
-            self._lock = threading.Lock()
+            # abort(): the reason, and the runs waiting now (cancelled by it); reentrant:
+            # run() hands its coroutine over (submit()) holding it
+            self._lock = threading.RLock()
             self._aborted: str | None = None  # later runs refused, for this reason
             self._waiting: set[concurrent.futures.Future[Any]] = set()
             self._cancelled: dict[concurrent.futures.Future[Any], str] = {}  # abort(): why
             # every run() waiting now, with its coroutine: close() ends those its stopped
             # loop never started (they waited for ever, their coroutines "never awaited")
             self._runs: dict[concurrent.futures.Future[Any], Coroutine[Any, Any, Any]] = {}
+            # every coroutine handed to the loop and not yet dropped: close() closes
+            # those it never started, the runs' that gave up waiting (timed out,
+            # aborted) too, whose coroutines nothing else holds but the loop's queue
+            self._handed: weakref.WeakSet[Coroutine[Any, Any, Any]] = weakref.WeakSet()
             # one close() at a time: a second one's cancel-all cancelled the first's, and
             # its stop ended the loop under it ("Task was destroyed but it is pending!",
             # "_GatheringFuture exception was never retrieved", the first close raising
@@ -96,10 +103,12 @@ class LoopThread:
         return self._loop
 
     def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
-        if self._closed:
-            coro.close()
-            raise RuntimeError("event loop thread is closed")
-        return asyncio.run_coroutine_threadsafe(coro, self._loop)
+        with self._lock:  # close() marks it closed under the lock: nothing after that
+            if self._closed:
+                coro.close()
+                raise RuntimeError("event loop thread is closed")
+            self._handed.add(coro)
+            return asyncio.run_coroutine_threadsafe(coro, self._loop)
 
     def run(
         self, coro: Coroutine[Any, Any, T], timeout: float | None = None, *, abortable: bool = True
@@ -159,17 +168,11 @@ class LoopThread:
     def _close(self, timeout: float) -> None:
         if self._loop.is_closed():
             return
-        self._closed = True  # no submit() from now on
-
-        async def _cancel_all() -> None:
-            me = asyncio.current_task()
-            tasks = [t for t in asyncio.all_tasks() if t is not me]
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-        cancel_all = _cancel_all()
-        if self._loop.is_running() and self._thread.is_alive():
+        with self._lock:
+            self._closed = True  # no submit() from now on
+            cancel_all = _cancel_all(timeout)
+            self._handed.add(cancel_all)
+        if self._thread.is_alive():
             with contextlib.suppress(concurrent.futures.TimeoutError, RuntimeError):
                 asyncio.run_coroutine_threadsafe(cancel_all, self._loop).result(timeout)
             with contextlib.suppress(RuntimeError):  # closed meanwhile (another close())
@@ -177,15 +180,54 @@ class LoopThread:
         self._thread.join(timeout)
         if self._thread.is_alive():
             return
-        # The loop stopped before it ran what was handed to it last (a close() from
-        # another thread stopped it, or this one's wait above timed out): the runs
-        # waiting on those waited for ever (with no timeout), and at the garbage
-        # collector's whim Python warned "coroutine ... was never awaited" in
-        # whatever test ran then.
+        # The loop's thread has ended, and what its loop was handed last may still be
+        # in its queue, not started: runs handed over as it stopped (this close's stop,
+        # another close()'s), or every run since, of a loop someone else stopped (a
+        # test that stopped more loops than its own stopped a session guest's QMP loop
+        # for good), the runs that gave up waiting (timed out, aborted) too; tasks made
+        # as it stopped, whose first step never came; and the tasks a stray stop left
+        # running (qemu.qmp's reader and writer).  Dropped with the loop at its close,
+        # Python warned "coroutine ... was never awaited" (in whatever test ran then),
+        # and "Task was destroyed but it is pending!" at exit.
+        self._finish(timeout)
         with self._lock:
             never_run = [(f, c) for f, c in self._runs.items() if not f.done()]
+            handed = list(self._handed)
         for fut, coro in never_run:
             fut.cancel()  # its run() raises LoopClosed
             _close_unstarted(coro)
-        _close_unstarted(cancel_all)
+        for coro in handed:  # left when the pass of _finish() could not run, or ended
+            _close_unstarted(coro)
         self._loop.close()
+
+    def _finish(self, timeout: float) -> None:
+        """Run the stopped loop here (its thread ended) to cancel every task, and each
+        coroutine queued but not started before its first step: a command given up on
+        is not sent now.  Not from a thread that runs a loop of its own."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            return
+        task = self._loop.create_task(_cancel_all(timeout))
+        deadline = time.monotonic() + timeout
+        while True:
+            # a stop queued before this pass (by a close cut short, or by whoever
+            # stopped the loop) ends it early ("Event loop stopped before Future
+            # completed."): run it again
+            with contextlib.suppress(RuntimeError):
+                self._loop.run_until_complete(task)
+            if task.done() or time.monotonic() >= deadline:
+                return
+
+
+async def _cancel_all(timeout: float) -> None:
+    """Cancel every other task of the running loop and wait up to *timeout* s for their
+    ends (one that goes on after its cancellation is left to the loop's close)."""
+    me = asyncio.current_task()
+    tasks = [t for t in asyncio.all_tasks() if t is not me]
+    for t in tasks:
+        t.cancel()
+    if tasks:  # their exceptions taken (none "never retrieved")
+        await asyncio.wait({asyncio.gather(*tasks, return_exceptions=True)}, timeout=timeout)

@@ -42,3 +42,24 @@ def test_a_process_that_took_the_agents_pid_is_left_alone() -> None:
     finally:
         other.kill()
         other.wait()
+
+
+def test_an_agent_that_outlives_the_kill_fails_the_script_naming_its_state() -> None:
+    """A daemon still there 5 s after SIGKILL (stuck in the kernel, state D; here a
+    zombie its parent does not reap) holds the port the next agent needs: the script
+    exits non-zero naming it and its state, not 0 as if the port were free."""
+    words = shlex.split(agent_command("irqlab_agent"))
+    args = words[words.index("-m") + 2 :]
+    agent = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", *args])
+    try:
+        script = subprocess.Popen(
+            ["sh", "-c", _KILL_AND_WAIT.format(pid=agent.pid, port=AGENT_PORT)],
+            stderr=subprocess.PIPE,
+        )
+        _, err = script.communicate(timeout=QUICK)  # the agent is killed, never reaped
+        assert script.returncode == 1
+        assert f"the agent daemon (pid {agent.pid}) is still there" in err.decode()
+        assert "in state Z" in err.decode()
+    finally:
+        agent.kill()
+        agent.wait()

@@ -3656,11 +3656,16 @@ AGENT_LOCK_MARGIN_S = 120.0
 # then (the agent died, the pid was reused): only a process whose command line listens
 # on the agent's port is killed, and the wait is for that process alone: the shell
 # stands in its /proc directory, whose entries are gone once it is reaped, whichever
-# process has the pid next (kill -0 waited 5 s for an unrelated one).
+# process has the pid next (kill -0 waited 5 s for an unrelated one).  One still there
+# after the 5 s (stuck in the kernel: state D; or a zombie its parent does not reap)
+# holds the port the next one needs: the script fails naming it and its state, where
+# it exited 0 and the next agent failed to listen.
 _KILL_AND_WAIT = (
     "if cd /proc/{pid} 2>/dev/null && tr '\\0' ' ' <cmdline | "
     "grep -qF -- '--listen 127.0.0.1:{port} '; then kill -9 {pid} 2>/dev/null; i=0; "
-    "while [ -e stat ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done; fi"
+    "while [ -e stat ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done; "
+    'if [ -e stat ]; then echo "the agent daemon (pid {pid}) is still there 5 s after '
+    "SIGKILL, in state $(sed 's/.*) //' stat | cut -d' ' -f1)\" >&2; exit 1; fi; fi"
 )
 
 

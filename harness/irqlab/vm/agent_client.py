@@ -279,7 +279,8 @@ class AgentClient:
         self._backlog: deque[Event] = deque()
         self._next_id = 1
         self._send_lock = threading.Lock()
-        self.hello: dict[str, Any] | None = None
+        # the agent's hello message, once it came (the hello property's; None before)
+        self.hello_message: dict[str, Any] | None = None
         self.fatal: str | None = None
         self.eof = False
         # why the session was given up with the agent still there (abandon()): it
@@ -356,7 +357,7 @@ class AgentClient:
                         rid = msg["id"]
                         self._responses[rid if isinstance(rid, int) else -1] = msg
                     elif msg.get("type") == "hello":
-                        self.hello = msg
+                        self.hello_message = msg
                         if isinstance(msg.get("monotonic_ns"), int):  # the first stamp
                             self._clock_offsets.append(time.monotonic_ns() - msg["monotonic_ns"])
                     elif msg.get("type") == "heartbeat":
@@ -467,11 +468,31 @@ class AgentClient:
         return got[0]
 
     # -- requests -------------------------------------------------------------------
+    @property
+    def hello(self) -> dict[str, Any]:
+        """The agent's hello: its ``paths`` (each with ``summarizable``,
+        ``device_events``), ``abi``, ``version``, ``pid``, ...  A session a guest hands
+        out (``g.agent``) has it; before it came, :class:`AgentError` (use
+        :meth:`wait_hello`).  It was typed ``dict | None``: ``agent.hello["paths"]``, the
+        README's, failed ``mypy --strict``."""
+        hello = self.hello_message
+        if hello is None:
+            raise AgentError(
+                "the agent has not said hello yet"
+                + (f" (it failed: {self.fatal})" if self.fatal is not None else "")
+                + ": wait_hello() waits for it"
+            )
+        return hello
+
     def wait_hello(self, timeout: float = 30.0) -> dict[str, Any]:
-        self._wait(lambda: self.hello is not None or self.fatal is not None, timeout, "hello")
+        """Wait up to *timeout* s for the agent's hello and return it (:attr:`hello`);
+        :class:`AgentError` if the agent failed to start, :class:`AgentTimeout` if it
+        said nothing in time."""
+        self._wait(
+            lambda: self.hello_message is not None or self.fatal is not None, timeout, "hello"
+        )
         if self.fatal is not None:
             raise AgentError(f"agent failed to start: {self.fatal}")
-        assert self.hello is not None
         return self.hello
 
     def send_raw(self, line: bytes) -> None:

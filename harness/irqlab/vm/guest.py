@@ -3563,7 +3563,7 @@ class Guest:
         old = self._agent
         if old is not None:
             # the health watch gave it up: its daemon answers no one, and is killed
-            hello = old.hello if old.abandoned is not None else None
+            hello = old.hello_message if old.abandoned is not None else None
             with contextlib.suppress(Exception):
                 # no goodbye after an interrupted request: it waits behind that one
                 old.close(timeout=2, goodbye=old.interrupted is None)

@@ -420,7 +420,7 @@ class HealthWatch(threading.Thread):
         """The OOM killer's kill of the agent or the SSH server in *text*, as a console
         fault (rank, cause, line); None for other processes (a memory hog)."""
         agent = self.agent()
-        hello = agent.hello if agent is not None else None
+        hello = agent.hello_message if agent is not None else None
         pid = hello.get("pid") if isinstance(hello, dict) else None
         for m in OOM_KILL.finditer(text):
             if int(m.group(1)) == pid:

@@ -36,6 +36,7 @@ __all__ = [
     "KERNEL_SPLAT",
     "KMEMLEAK",
     "POLL_INTERVAL",
+    "Counters",
     "DeviceControl",
     "WaitTimeout",
     "check_guest_kernel_log",

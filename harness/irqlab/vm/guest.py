@@ -75,6 +75,7 @@ from irqlab.vm.health import (
     ssh_greets,
 )
 from irqlab.vm.paramiko_import import paramiko
+from irqlab.vm.qmp.errors import DeviceRejected, InjectionError, InvalidArgument, OutOfRange
 from irqlab.vm.qmp.injector import DEVICE_ID, DEVICE_TYPE
 
 if TYPE_CHECKING:
@@ -103,7 +104,8 @@ from irqlab.vm.ssh import (
 )
 
 # The errors a Guest's methods raise are importable from here, beside Guest (their
-# homes: irqlab.errors, irqlab.vm.health, irqlab.vm.agent_client, irqlab.vm.ssh).
+# homes: irqlab.errors, irqlab.vm.health, irqlab.vm.agent_client, irqlab.vm.ssh; its
+# injector's, irqlab.vm.qmp.errors).
 __all__ = [
     "AGENT_LOG",
     "AGENT_PORT",
@@ -120,6 +122,7 @@ __all__ = [
     "AgentRefused",
     "AgentTimeout",
     "CommandError",
+    "DeviceRejected",
     "Fault",
     "Guest",
     "GuestConfig",
@@ -128,8 +131,11 @@ __all__ = [
     "GuestFault",
     "GuestTimeout",
     "GuestWriteError",
+    "InjectionError",
+    "InvalidArgument",
     "IrqlabError",
     "ModuleLoadError",
+    "OutOfRange",
     "PrerequisiteMissing",
     "RunResult",
     "SshError",

@@ -26,6 +26,8 @@ __all__ = [
     "DEVICE_TYPE",
     "U32_MAX",
     "U64_MAX",
+    "Counters",
+    "Histogram",
     "Injector",
     "QMPRunner",
     "device_path",

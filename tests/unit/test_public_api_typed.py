@@ -5,6 +5,7 @@ API type-checks without casts or asserts, and is imported from where the README 
 from __future__ import annotations
 
 import importlib
+import inspect
 import re
 import subprocess
 import sys
@@ -125,3 +126,37 @@ def test_the_injectors_errors_are_in_the_readmes_table_and_importable(tmp_path: 
         """,
     )
     assert said == ""
+
+
+def _undocumented(cls: type) -> list[str]:
+    """The public methods and properties *cls* defines without a docstring."""
+    missing = []
+    for name, value in vars(cls).items():
+        if name.startswith("_"):
+            continue
+        func = value.fget if isinstance(value, property) else value
+        if isinstance(func, staticmethod | classmethod):
+            func = func.__func__
+        if inspect.isfunction(func) and not (func.__doc__ or "").strip():
+            missing.append(f"{cls.__name__}.{name}")
+    return missing
+
+
+def test_help_says_what_the_public_api_does() -> None:
+    """help(GuestError), help(SshError), help(AgentTimeout) said nothing of when they
+    come, and help(DeviceControl) nothing of push, counters, next_seq (nor Guest of
+    count_dev, the injector of drive_high/drive_low and the burst's getters)."""
+    import irqlab.vm.guest as guest
+    from irqlab.testing.helpers import DeviceControl, WaitTimeout
+    from irqlab.vm.health import Fault
+    from irqlab.vm.machine import Machine
+    from irqlab.vm.qmp.injector import Counters, Histogram, Injector
+    from irqlab.vm.ssh import RemoteProcess
+
+    classes: list[type] = [guest.Guest, guest.GuestConfig, AgentClient, Injector, Fault]
+    classes += [DeviceControl, Counters, Histogram, RemoteProcess, Machine, WaitTimeout]
+    errors = [getattr(guest, n) for n in guest.__all__]
+    errors = [e for e in errors if isinstance(e, type) and issubclass(e, BaseException)]
+    missing = [e.__name__ for e in errors if not (e.__doc__ or "").strip()]
+    missing += [name for cls in classes for name in _undocumented(cls)]
+    assert missing == []

@@ -121,15 +121,18 @@ class DeviceControl:
         return self.guest.injector
 
     def counters(self) -> Counters:
+        """The device's counters now (QMP): ``raised``, ``delivered``, ``acked``, ..."""
         __tracebackhide__ = hide_test_frame
         c: Counters = self.inj.counters()
         return c
 
     def next_seq(self) -> int:
+        """The seq the device's next event gets (what ``expect(seq=...)`` waits for)."""
         __tracebackhide__ = hide_test_frame
         return self.counters().next_seq
 
     def push(self, *words: int) -> None:
+        """Push *words* into the device's FIFO, one FIFO event each, in order."""
         __tracebackhide__ = hide_test_frame
         for w in words:
             self.inj.push(w)

@@ -178,7 +178,9 @@ class AgentError(IrqlabError, RuntimeError):
 
 
 class AgentTimeout(AgentError, TimeoutError):
-    pass
+    """Nothing the wait asked for came within its timeout: a request's answer, or a
+    message :meth:`AgentClient.expect`/:meth:`~AgentClient.events` waited for; the
+    message names the wait, a ``path=`` no armed path is named, and what is queued."""
 
 
 class AgentRefused(AgentError):
@@ -511,6 +513,8 @@ class AgentClient:
                 raise self._gone(f"cannot send to the agent: {e}") from e
 
     def submit(self, op: str, **args: Any) -> int:
+        """Send the request ``{"op": op, **args}`` without waiting; its id, for
+        :meth:`response` (several requests in flight; :meth:`request` sends and waits)."""
         __tracebackhide__ = hide_frame
         with self._send_lock:
             rid = self._next_id
@@ -521,6 +525,8 @@ class AgentClient:
         return rid
 
     def response(self, rid: int, timeout: float = 30.0) -> dict[str, Any]:
+        """The answer to the request :meth:`submit` sent as *rid*, waiting up to
+        *timeout* s (:class:`AgentTimeout`); returned as it is, ``ok`` false too."""
         __tracebackhide__ = hide_frame
         try:
             return self._take(
@@ -554,6 +560,7 @@ class AgentClient:
         return resp
 
     def ping(self, timeout: float = 10.0) -> dict[str, Any]:
+        """A round trip to the agent (``{"pong": True, ...}``) within *timeout* s."""
         __tracebackhide__ = hide_frame
         return self.request("ping", timeout=timeout)
 
@@ -697,6 +704,7 @@ class AgentClient:
         return None if least is None else time.monotonic_ns() - least
 
     def pending(self) -> list[Event]:
+        """The messages queued and not taken yet (a copy; they stay queued)."""
         with self._cond:
             return list(self._backlog)
 
@@ -708,6 +716,7 @@ class AgentClient:
         return f"{len(items)} queued [{head}{', ...' if len(items) > limit else ''}]"
 
     def drain_events(self) -> list[Event]:
+        """Take every queued message at once (the queue is empty afterwards)."""
         with self._cond:
             items = list(self._backlog)
             self._backlog.clear()

@@ -220,7 +220,11 @@ class UnusableModule(PrerequisiteMissing):
 
 
 class GuestError(IrqlabError, RuntimeError):
-    pass
+    """A guest could not do what was asked: it does not run (not started, closed, or
+    restarted: take ``g.agent``/``g.injector`` again), a step of its start failed (the
+    message names it), a command another thread's ``close()``/``restart()`` ended, a
+    file :meth:`Guest.get` will not read.  The base of :class:`GuestTimeout`,
+    :class:`GuestConfigError` and :class:`ModuleLoadError`."""
 
 
 class GuestTimeout(GuestError, TimeoutError):
@@ -998,7 +1002,10 @@ def host_cpu_model() -> str:
 @dataclass
 class GuestConfig:
     """How a :class:`Guest` is made: ``Guest(GuestConfig(smp=2, module_params=...))``.
-    Every value is checked when the config is made (:class:`GuestConfigError`).
+    Every value is checked when the config is made (:class:`GuestConfigError`), but
+    the modules' parameters (``module_params``, ``extra_module_params``): they are
+    checked against the built ``.ko`` files, when the guest prepares, before anything
+    boots.
 
     Fields (the comments in the source and the README's table say more):
 
@@ -2891,9 +2898,12 @@ class Guest:
 
     @property
     def count_dev(self) -> str:
+        """Our driver's counting file (``/dev/irqlab0-count``): the agent's ``count``
+        path reads it (``g.agent.arm("count", dev=g.count_dev)``)."""
         return f"{self.dev}-count"
 
     def module_name(self) -> str:
+        """Our driver's module name in the guest (``irqlab``; ``lsmod``, ``rmmod``)."""
         name = getattr(self.image, "kmod", None) or "irqlab"
         return str(name)
 

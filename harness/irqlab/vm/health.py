@@ -137,6 +137,7 @@ class Fault:
     log_dir: str = ""  # the guest's run directory (console, QEMU's output, agent logs)
 
     def describe(self) -> str:
+        """The cause, then the guest console's and QEMU's last words, as a report."""
         text = self.cause
         if self.console_tail:
             text += f"\n--- guest console ({self.console_span})\n{self.console_tail}"

@@ -135,6 +135,7 @@ class Injector:
 
     @property
     def line_mask(self) -> int:
+        """A mask with a bit for each of the device's GPIO input lines."""
         __tracebackhide__ = hide_frame
         return (1 << self.gpio_lines) - 1
 
@@ -165,10 +166,12 @@ class Injector:
         self.set(QOM.PROP_GPIO_IN, self._mask(levels))
 
     def drive_high(self, mask: int) -> None:
+        """Drive the lines of *mask* high (a rising edge on each that was low)."""
         __tracebackhide__ = hide_frame
         self.set(QOM.PROP_GPIO_SET, self._mask(mask))
 
     def drive_low(self, mask: int) -> None:
+        """Drive the lines of *mask* low (a falling edge on each that was high)."""
         __tracebackhide__ = hide_frame
         self.set(QOM.PROP_GPIO_CLEAR, self._mask(mask))
 
@@ -242,9 +245,12 @@ class Injector:
     # -- burst generator -------------------------------------------------------------
 
     def burst_period(self) -> int:
+        """The burst generator's period, ns (the next burst's, or the running one's)."""
         return self._get_uint(QOM.PROP_BURST_PERIOD_NS)
 
     def set_burst_period(self, period_ns: int) -> None:
+        """Set the burst generator's period, ns (:class:`OutOfRange` outside the
+        device's limits)."""
         self.set(
             QOM.PROP_BURST_PERIOD_NS,
             _int(
@@ -288,6 +294,7 @@ class Injector:
         self.set(QOM.PROP_BURST_LINE, REGS.BURST_LINE_NONE if line is None else self._line(line))
 
     def burst_remaining(self) -> int:
+        """The steps the running burst has still to make (0: none runs)."""
         return self._get_uint(QOM.PROP_BURST_COUNT)
 
     def stop_burst(self) -> None:

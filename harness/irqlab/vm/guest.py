@@ -1113,6 +1113,7 @@ class GuestConfig:
         outside the log directory).  :meth:`Guest.prepare` calls it."""
         self._check_shapes()
         self._check_guest_paths()
+        self._absolute_local_paths()
         # a run directory is named after the guest: "../x" wrote it outside the log
         # directory, "a/b" nested it, "" gave a name starting with "-"
         if not isinstance(self.name, str) or not re.fullmatch(r"[\w][\w.+-]*", self.name):
@@ -1162,6 +1163,24 @@ class GuestConfig:
             problem = guest_file_problem(str(remote))
             if problem:
                 raise GuestConfigError(f"extra_files: {problem}")
+
+    def _absolute_local_paths(self) -> None:
+        """Relative local paths (``extra_modules``, ``extra_files``' local files) are the
+        current directory's when the config is made: they were taken when the guest
+        started, so a script that changed directory in between (to run make, say) got
+        "extra module not found: /elsewhere/mydrv.ko"."""
+        here = Path.cwd()
+
+        def absolute(p: Path | str) -> Path | str:
+            if Path(p).is_absolute():
+                return p
+            return here / p if isinstance(p, Path) else str(here / p)
+
+        if any(not Path(m).is_absolute() for m in self.extra_modules):
+            mods = [absolute(m) for m in self.extra_modules]
+            self.extra_modules = tuple(mods) if isinstance(self.extra_modules, tuple) else mods
+        if any(not Path(f).is_absolute() for f in self.extra_files.values()):
+            self.extra_files = {g: absolute(f) for g, f in self.extra_files.items()}
 
     def _check_shapes(self) -> None:
         """A string where a list belongs was taken a character at a time ("extra module

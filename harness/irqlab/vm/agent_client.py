@@ -470,6 +470,24 @@ class AgentClient:
         return got[0]
 
     # -- requests -------------------------------------------------------------------
+    def __repr__(self) -> str:
+        """``<AgentClient session open, agent pid 128, 2 messages queued>``, or closed,
+        ended (the agent's output ended), given up (and why); a print of ``g.agent``
+        said only ``<irqlab.vm.agent_client.AgentClient object at 0x...>``."""
+        if self.closed:
+            state = "closed"
+        elif self.abandoned is not None:
+            state = f"given up: {self.abandoned}"
+        elif self.eof:
+            state = "ended" + (f": {self.fatal}" if self.fatal is not None else "")
+        else:
+            state = "open"
+        hello = self.hello_message
+        pid = f", agent pid {hello['pid']}" if hello is not None and "pid" in hello else ""
+        with self._cond:
+            queued = len(self._backlog)
+        return f"<AgentClient session {state}{pid}, {queued} messages queued>"
+
     @property
     def hello(self) -> dict[str, Any]:
         """The agent's hello: its ``paths`` (each with ``summarizable``,

@@ -3708,6 +3708,10 @@ class _FaultNamingQmp:
         self._guest, self._machine = guest, machine
         self._doing = doing  # what a fault names (default: "QMP <command>")
 
+    def __repr__(self) -> str:
+        """The guest's QEMU, e.g. ``guest 'e2e' <Machine qemu pid 1234 running, ...>``."""
+        return f"guest {self._guest.config.name!r} {self._machine!r}"
+
     def qmp(self, command: str, args: Mapping[str, object] | None = None, /) -> Any:
         __tracebackhide__ = hide_frame
         # a partial, not a lambda: no frame of its own in a failed test's traceback

@@ -634,6 +634,23 @@ class Machine:
             raise MachineError("machine not started")
         return self._proc
 
+    def __repr__(self) -> str:
+        """``<Machine qemu pid 1234 running, logs /...>``: not started, running, exited
+        (its status), closed; a print of ``g.machine`` said only
+        ``<irqlab.vm.machine.Machine object at 0x...>``."""
+        proc = self._proc
+        if proc is None:
+            state = "closed" if self._closed else "not started"
+        else:
+            status = self._poll()
+            state = f"qemu pid {proc.pid} " + (
+                "running" if status is None else f"exited with status {status}"
+            )
+            if self._closed:
+                state += ", closed"
+        logs = f", logs {self.paths.log_dir}" if self.paths is not None else ""
+        return f"<Machine {state}{logs}>"
+
     @property
     def pid(self) -> int:
         """QEMU's process id (:class:`MachineError` before it was started)."""

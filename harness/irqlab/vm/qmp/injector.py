@@ -100,6 +100,11 @@ class Injector:
         self.path = path if path is not None else device_path(device_id)
         self._gpio_lines: int | None = None
 
+    def __repr__(self) -> str:
+        """``<Injector /machine/peripheral/irqlab0 of guest 'g' <Machine qemu pid ...>>``:
+        the device and the QEMU it drives (a print said only ``<... object at 0x...>``)."""
+        return f"<Injector {self.path} of {self._runner!r}>"
+
     # -- plumbing --------------------------------------------------------------
 
     def get(self, prop: str) -> Any:

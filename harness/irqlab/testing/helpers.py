@@ -168,8 +168,13 @@ class DeviceControl:
         __tracebackhide__ = hide_test_frame
         self.inj.burst(count, period_ns, line=line)
 
-    def wait_burst_done(self, what: str, timeout: float = 60.0) -> None:
-        """Wait until the device's burst generator made all its steps (QMP)."""
+    def wait_burst_done(
+        self, what: str = "the burst generator's steps left", timeout: float = 60.0
+    ) -> None:
+        """Wait until the device's burst generator made all its steps (QMP); *what*
+        names the wait in the timeout's :class:`WaitTimeout` (a script's plain
+        ``d.wait_burst_done()`` was a TypeError: "missing 1 required positional
+        argument: 'what'")."""
         __tracebackhide__ = hide_test_frame
         wait_until(self.inj.burst_remaining, lambda n: n == 0, timeout, what)
 

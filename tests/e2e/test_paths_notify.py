@@ -44,7 +44,6 @@ def wait_eagain(agent: AgentClient, name: str, timeout: float = TIMEOUT) -> None
 def test_hello_lists_exactly_the_paths_the_tests_cover(irqlab_agent: AgentClient) -> None:
     """The agent's hello names its paths (the host imports no agent class): the tests here
     cover each of them, and only the record paths are summarizable."""
-    assert irqlab_agent.hello is not None
     paths = irqlab_agent.hello["paths"]
     assert sorted(paths) == sorted([*RECORD_PATHS, *OTHER_PATHS])
     assert {p for p, info in paths.items() if info["summarizable"]} == set(RECORD_PATHS)

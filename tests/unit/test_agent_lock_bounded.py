@@ -21,7 +21,10 @@ QUICK = 10.0  # s a step that must not block gets before the test fails
 def _gave_up(pid: int) -> SimpleNamespace:
     """A session the health watch gave up (abandoned) whose daemon said hello."""
     s = SimpleNamespace(
-        eof=True, interrupted=None, abandoned="no heartbeat", hello={"type": "hello", "pid": pid}
+        eof=True,
+        interrupted=None,
+        abandoned="no heartbeat",
+        hello_message={"type": "hello", "pid": pid},
     )
     s.close = lambda **_kw: None
     return s
@@ -61,7 +64,7 @@ def test_a_thread_waiting_for_the_agent_lock_names_who_holds_it() -> None:
         assert let_go.wait(QUICK)
         return ""
 
-    new = SimpleNamespace(eof=False, interrupted=None, abandoned=None, hello={"pid": 1})
+    new = SimpleNamespace(eof=False, interrupted=None, abandoned=None, hello_message={"pid": 1})
     g.sh = sh  # type: ignore[method-assign]
     g.start_agent = lambda: new  # type: ignore[method-assign]
     g._agent_lock_wait = lambda: 0.2  # type: ignore[method-assign]

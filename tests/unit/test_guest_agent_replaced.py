@@ -14,7 +14,9 @@ THREADS = 4
 
 def _session(interrupted: str | None = None) -> SimpleNamespace:
     """An agent session as Guest.agent sees it."""
-    s = SimpleNamespace(eof=False, interrupted=interrupted, abandoned=None, hello={"pid": 1})
+    s = SimpleNamespace(
+        eof=False, interrupted=interrupted, abandoned=None, hello_message={"pid": 1}
+    )
     s.close = lambda **_kw: None
     return s
 

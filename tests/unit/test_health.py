@@ -887,7 +887,7 @@ class _QuietMachine(_SilentMachine):
 
 class _SilentAgent:
     eof = False
-    hello: dict[str, Any] | None = None
+    hello_message: dict[str, Any] | None = None
 
     def __init__(self, silent_for: float) -> None:
         self.last_heartbeat = time.monotonic() - silent_for
@@ -1049,7 +1049,7 @@ OOM = "Out of memory: Killed process {pid} ({comm}) total-vm:311772kB, anon-rss:
 class _Agent(_SilentAgent):
     def __init__(self, pid: int) -> None:
         super().__init__(0.0)
-        self.hello = {"type": "hello", "pid": pid}
+        self.hello_message = {"type": "hello", "pid": pid}
 
 
 @pytest.mark.parametrize(
@@ -1240,7 +1240,7 @@ class _PromptAgent:
                 lambda: (
                     msg in c._backlog
                     or c._responses.get(msg.get("id")) == msg  # type: ignore[arg-type]
-                    or c.hello == msg
+                    or c.hello_message == msg
                 ),
                 10,
             ), msg

@@ -24,7 +24,7 @@ _PARAM_NAME = re.compile(r"[A-Za-z0-9_]+")  # a module parameter's name: one sys
 def agent_paths(guest: Any) -> dict[str, dict[str, Any]]:
     """The paths the guest's agent implements, in its order, as its hello lists them:
     ``{name: {"summarizable": bool}}`` (the host never imports the agent's classes)."""
-    hello = guest.agent.hello or {}
+    hello = guest.agent.hello
     return dict(hello.get("paths", {}))
 
 

@@ -552,7 +552,7 @@ class Bench:
                 "cat /sys/devices/system/clocksource/clocksource0/current_clocksource"
             ).strip(),
             "image": getattr(g.image, "version", None),
-            "agent": (g.agent.hello or {}).get("version"),
+            "agent": g.agent.hello.get("version"),
             "smp": g.config.smp,
         }
 

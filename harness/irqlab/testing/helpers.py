@@ -36,6 +36,7 @@ __all__ = [
     "KERNEL_SPLAT",
     "KMEMLEAK",
     "POLL_INTERVAL",
+    "Counters",
     "DeviceControl",
     "WaitTimeout",
     "check_guest_kernel_log",
@@ -120,15 +121,18 @@ class DeviceControl:
         return self.guest.injector
 
     def counters(self) -> Counters:
+        """The device's counters now (QMP): ``raised``, ``delivered``, ``acked``, ..."""
         __tracebackhide__ = hide_test_frame
         c: Counters = self.inj.counters()
         return c
 
     def next_seq(self) -> int:
+        """The seq the device's next event gets (what ``expect(seq=...)`` waits for)."""
         __tracebackhide__ = hide_test_frame
         return self.counters().next_seq
 
     def push(self, *words: int) -> None:
+        """Push *words* into the device's FIFO, one FIFO event each, in order."""
         __tracebackhide__ = hide_test_frame
         for w in words:
             self.inj.push(w)
@@ -164,8 +168,13 @@ class DeviceControl:
         __tracebackhide__ = hide_test_frame
         self.inj.burst(count, period_ns, line=line)
 
-    def wait_burst_done(self, what: str, timeout: float = 60.0) -> None:
-        """Wait until the device's burst generator made all its steps (QMP)."""
+    def wait_burst_done(
+        self, what: str = "the burst generator's steps left", timeout: float = 60.0
+    ) -> None:
+        """Wait until the device's burst generator made all its steps (QMP); *what*
+        names the wait in the timeout's :class:`WaitTimeout` (a script's plain
+        ``d.wait_burst_done()`` was a TypeError: "missing 1 required positional
+        argument: 'what'")."""
         __tracebackhide__ = hide_test_frame
         wait_until(self.inj.burst_remaining, lambda n: n == 0, timeout, what)
 

@@ -178,7 +178,9 @@ class AgentError(IrqlabError, RuntimeError):
 
 
 class AgentTimeout(AgentError, TimeoutError):
-    pass
+    """Nothing the wait asked for came within its timeout: a request's answer, or a
+    message :meth:`AgentClient.expect`/:meth:`~AgentClient.events` waited for; the
+    message names the wait, a ``path=`` no armed path is named, and what is queued."""
 
 
 class AgentRefused(AgentError):
@@ -279,7 +281,8 @@ class AgentClient:
         self._backlog: deque[Event] = deque()
         self._next_id = 1
         self._send_lock = threading.Lock()
-        self.hello: dict[str, Any] | None = None
+        # the agent's hello message, once it came (the hello property's; None before)
+        self.hello_message: dict[str, Any] | None = None
         self.fatal: str | None = None
         self.eof = False
         # why the session was given up with the agent still there (abandon()): it
@@ -356,7 +359,7 @@ class AgentClient:
                         rid = msg["id"]
                         self._responses[rid if isinstance(rid, int) else -1] = msg
                     elif msg.get("type") == "hello":
-                        self.hello = msg
+                        self.hello_message = msg
                         if isinstance(msg.get("monotonic_ns"), int):  # the first stamp
                             self._clock_offsets.append(time.monotonic_ns() - msg["monotonic_ns"])
                     elif msg.get("type") == "heartbeat":
@@ -467,11 +470,49 @@ class AgentClient:
         return got[0]
 
     # -- requests -------------------------------------------------------------------
+    def __repr__(self) -> str:
+        """``<AgentClient session open, agent pid 128, 2 messages queued>``, or closed,
+        ended (the agent's output ended), given up (and why); a print of ``g.agent``
+        said only ``<irqlab.vm.agent_client.AgentClient object at 0x...>``."""
+        if self.closed:
+            state = "closed"
+        elif self.abandoned is not None:
+            state = f"given up: {self.abandoned}"
+        elif self.eof:
+            state = "ended" + (f": {self.fatal}" if self.fatal is not None else "")
+        else:
+            state = "open"
+        hello = self.hello_message
+        pid = f", agent pid {hello['pid']}" if hello is not None and "pid" in hello else ""
+        with self._cond:
+            queued = len(self._backlog)
+        return f"<AgentClient session {state}{pid}, {queued} messages queued>"
+
+    @property
+    def hello(self) -> dict[str, Any]:
+        """The agent's hello: its ``paths`` (each with ``summarizable``,
+        ``device_events``), ``abi``, ``version``, ``pid``, ...  A session a guest hands
+        out (``g.agent``) has it; before it came, :class:`AgentError` (use
+        :meth:`wait_hello`).  It was typed ``dict | None``: ``agent.hello["paths"]``, the
+        README's, failed ``mypy --strict``."""
+        hello = self.hello_message
+        if hello is None:
+            raise AgentError(
+                "the agent has not said hello yet"
+                + (f" (it failed: {self.fatal})" if self.fatal is not None else "")
+                + ": wait_hello() waits for it"
+            )
+        return hello
+
     def wait_hello(self, timeout: float = 30.0) -> dict[str, Any]:
-        self._wait(lambda: self.hello is not None or self.fatal is not None, timeout, "hello")
+        """Wait up to *timeout* s for the agent's hello and return it (:attr:`hello`);
+        :class:`AgentError` if the agent failed to start, :class:`AgentTimeout` if it
+        said nothing in time."""
+        self._wait(
+            lambda: self.hello_message is not None or self.fatal is not None, timeout, "hello"
+        )
         if self.fatal is not None:
             raise AgentError(f"agent failed to start: {self.fatal}")
-        assert self.hello is not None
         return self.hello
 
     def send_raw(self, line: bytes) -> None:
@@ -490,6 +531,8 @@ class AgentClient:
                 raise self._gone(f"cannot send to the agent: {e}") from e
 
     def submit(self, op: str, **args: Any) -> int:
+        """Send the request ``{"op": op, **args}`` without waiting; its id, for
+        :meth:`response` (several requests in flight; :meth:`request` sends and waits)."""
         __tracebackhide__ = hide_frame
         with self._send_lock:
             rid = self._next_id
@@ -500,6 +543,8 @@ class AgentClient:
         return rid
 
     def response(self, rid: int, timeout: float = 30.0) -> dict[str, Any]:
+        """The answer to the request :meth:`submit` sent as *rid*, waiting up to
+        *timeout* s (:class:`AgentTimeout`); returned as it is, ``ok`` false too."""
         __tracebackhide__ = hide_frame
         try:
             return self._take(
@@ -533,6 +578,7 @@ class AgentClient:
         return resp
 
     def ping(self, timeout: float = 10.0) -> dict[str, Any]:
+        """A round trip to the agent (``{"pong": True, ...}``) within *timeout* s."""
         __tracebackhide__ = hide_frame
         return self.request("ping", timeout=timeout)
 
@@ -676,6 +722,7 @@ class AgentClient:
         return None if least is None else time.monotonic_ns() - least
 
     def pending(self) -> list[Event]:
+        """The messages queued and not taken yet (a copy; they stay queued)."""
         with self._cond:
             return list(self._backlog)
 
@@ -687,6 +734,7 @@ class AgentClient:
         return f"{len(items)} queued [{head}{', ...' if len(items) > limit else ''}]"
 
     def drain_events(self) -> list[Event]:
+        """Take every queued message at once (the queue is empty afterwards)."""
         with self._cond:
             items = list(self._backlog)
             self._backlog.clear()

@@ -75,6 +75,7 @@ from irqlab.vm.health import (
     ssh_greets,
 )
 from irqlab.vm.paramiko_import import paramiko
+from irqlab.vm.qmp.errors import DeviceRejected, InjectionError, InvalidArgument, OutOfRange
 from irqlab.vm.qmp.injector import DEVICE_ID, DEVICE_TYPE
 
 if TYPE_CHECKING:
@@ -103,7 +104,8 @@ from irqlab.vm.ssh import (
 )
 
 # The errors a Guest's methods raise are importable from here, beside Guest (their
-# homes: irqlab.errors, irqlab.vm.health, irqlab.vm.agent_client, irqlab.vm.ssh).
+# homes: irqlab.errors, irqlab.vm.health, irqlab.vm.agent_client, irqlab.vm.ssh; its
+# injector's, irqlab.vm.qmp.errors).
 __all__ = [
     "AGENT_LOG",
     "AGENT_PORT",
@@ -120,6 +122,7 @@ __all__ = [
     "AgentRefused",
     "AgentTimeout",
     "CommandError",
+    "DeviceRejected",
     "Fault",
     "Guest",
     "GuestConfig",
@@ -128,8 +131,11 @@ __all__ = [
     "GuestFault",
     "GuestTimeout",
     "GuestWriteError",
+    "InjectionError",
+    "InvalidArgument",
     "IrqlabError",
     "ModuleLoadError",
+    "OutOfRange",
     "PrerequisiteMissing",
     "RunResult",
     "SshError",
@@ -214,7 +220,11 @@ class UnusableModule(PrerequisiteMissing):
 
 
 class GuestError(IrqlabError, RuntimeError):
-    pass
+    """A guest could not do what was asked: it does not run (not started, closed, or
+    restarted: take ``g.agent``/``g.injector`` again), a step of its start failed (the
+    message names it), a command another thread's ``close()``/``restart()`` ended, a
+    file :meth:`Guest.get` will not read.  The base of :class:`GuestTimeout`,
+    :class:`GuestConfigError` and :class:`ModuleLoadError`."""
 
 
 class GuestTimeout(GuestError, TimeoutError):
@@ -992,7 +1002,10 @@ def host_cpu_model() -> str:
 @dataclass
 class GuestConfig:
     """How a :class:`Guest` is made: ``Guest(GuestConfig(smp=2, module_params=...))``.
-    Every value is checked when the config is made (:class:`GuestConfigError`).
+    Every value is checked when the config is made (:class:`GuestConfigError`), but
+    the modules' parameters (``module_params``, ``extra_module_params``): they are
+    checked against the built ``.ko`` files, when the guest prepares, before anything
+    boots.
 
     Fields (the comments in the source and the README's table say more):
 
@@ -1100,6 +1113,7 @@ class GuestConfig:
         outside the log directory).  :meth:`Guest.prepare` calls it."""
         self._check_shapes()
         self._check_guest_paths()
+        self._absolute_local_paths()
         # a run directory is named after the guest: "../x" wrote it outside the log
         # directory, "a/b" nested it, "" gave a name starting with "-"
         if not isinstance(self.name, str) or not re.fullmatch(r"[\w][\w.+-]*", self.name):
@@ -1149,6 +1163,24 @@ class GuestConfig:
             problem = guest_file_problem(str(remote))
             if problem:
                 raise GuestConfigError(f"extra_files: {problem}")
+
+    def _absolute_local_paths(self) -> None:
+        """Relative local paths (``extra_modules``, ``extra_files``' local files) are the
+        current directory's when the config is made: they were taken when the guest
+        started, so a script that changed directory in between (to run make, say) got
+        "extra module not found: /elsewhere/mydrv.ko"."""
+        here = Path.cwd()
+
+        def absolute(p: Path | str) -> Path | str:
+            if Path(p).is_absolute():
+                return p
+            return here / p if isinstance(p, Path) else str(here / p)
+
+        if any(not Path(m).is_absolute() for m in self.extra_modules):
+            mods = [absolute(m) for m in self.extra_modules]
+            self.extra_modules = tuple(mods) if isinstance(self.extra_modules, tuple) else mods
+        if any(not Path(f).is_absolute() for f in self.extra_files.values()):
+            self.extra_files = {g: absolute(f) for g, f in self.extra_files.items()}
 
     def _check_shapes(self) -> None:
         """A string where a list belongs was taken a character at a time ("extra module
@@ -2885,9 +2917,12 @@ class Guest:
 
     @property
     def count_dev(self) -> str:
+        """Our driver's counting file (``/dev/irqlab0-count``): the agent's ``count``
+        path reads it (``g.agent.arm("count", dev=g.count_dev)``)."""
         return f"{self.dev}-count"
 
     def module_name(self) -> str:
+        """Our driver's module name in the guest (``irqlab``; ``lsmod``, ``rmmod``)."""
         name = getattr(self.image, "kmod", None) or "irqlab"
         return str(name)
 
@@ -3563,7 +3598,7 @@ class Guest:
         old = self._agent
         if old is not None:
             # the health watch gave it up: its daemon answers no one, and is killed
-            hello = old.hello if old.abandoned is not None else None
+            hello = old.hello_message if old.abandoned is not None else None
             with contextlib.suppress(Exception):
                 # no goodbye after an interrupted request: it waits behind that one
                 old.close(timeout=2, goodbye=old.interrupted is None)
@@ -3677,6 +3712,10 @@ class _FaultNamingQmp:
     def __init__(self, guest: Guest, machine: Machine, doing: str = "") -> None:
         self._guest, self._machine = guest, machine
         self._doing = doing  # what a fault names (default: "QMP <command>")
+
+    def __repr__(self) -> str:
+        """The guest's QEMU, e.g. ``guest 'e2e' <Machine qemu pid 1234 running, ...>``."""
+        return f"guest {self._guest.config.name!r} {self._machine!r}"
 
     def qmp(self, command: str, args: Mapping[str, object] | None = None, /) -> Any:
         __tracebackhide__ = hide_frame

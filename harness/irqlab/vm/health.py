@@ -137,6 +137,7 @@ class Fault:
     log_dir: str = ""  # the guest's run directory (console, QEMU's output, agent logs)
 
     def describe(self) -> str:
+        """The cause, then the guest console's and QEMU's last words, as a report."""
         text = self.cause
         if self.console_tail:
             text += f"\n--- guest console ({self.console_span})\n{self.console_tail}"
@@ -420,7 +421,7 @@ class HealthWatch(threading.Thread):
         """The OOM killer's kill of the agent or the SSH server in *text*, as a console
         fault (rank, cause, line); None for other processes (a memory hog)."""
         agent = self.agent()
-        hello = agent.hello if agent is not None else None
+        hello = agent.hello_message if agent is not None else None
         pid = hello.get("pid") if isinstance(hello, dict) else None
         for m in OOM_KILL.finditer(text):
             if int(m.group(1)) == pid:

@@ -407,6 +407,9 @@ class Machine:
         return RunPaths(sock_dir=make_sock_dir(), log_dir=run_dir)
 
     def start(self) -> Machine:
+        """Start QEMU with this machine's config and connect its channels (QMP, console,
+        qtest); once only (:class:`MachineError`; :class:`QemuExited` when QEMU exits
+        while starting, with its words)."""
         if self._proc is not None or self._closed:
             raise MachineError("a Machine can be started once")
         self._start_thread = threading.get_ident()
@@ -516,6 +519,7 @@ class Machine:
         return file_tail(self.paths.stderr_log, lines) if self.paths is not None else ""
 
     def describe_logs(self) -> str:
+        """Where this machine's logs are (QEMU's output, the console), as one line."""
         if self.paths is None:
             return "no logs (not started)"
         p = self.paths
@@ -630,8 +634,26 @@ class Machine:
             raise MachineError("machine not started")
         return self._proc
 
+    def __repr__(self) -> str:
+        """``<Machine qemu pid 1234 running, logs /...>``: not started, running, exited
+        (its status), closed; a print of ``g.machine`` said only
+        ``<irqlab.vm.machine.Machine object at 0x...>``."""
+        proc = self._proc
+        if proc is None:
+            state = "closed" if self._closed else "not started"
+        else:
+            status = self._poll()
+            state = f"qemu pid {proc.pid} " + (
+                "running" if status is None else f"exited with status {status}"
+            )
+            if self._closed:
+                state += ", closed"
+        logs = f", logs {self.paths.log_dir}" if self.paths is not None else ""
+        return f"<Machine {state}{logs}>"
+
     @property
     def pid(self) -> int:
+        """QEMU's process id (:class:`MachineError` before it was started)."""
         return self._running_proc().pid
 
     @property
@@ -653,6 +675,7 @@ class Machine:
         return status
 
     def is_running(self) -> bool:
+        """Whether QEMU's process was started and has not exited."""
         return self._proc is not None and self._poll() is None
 
     @property
@@ -663,6 +686,7 @@ class Machine:
 
     @property
     def returncode(self) -> int | None:
+        """QEMU's exit status (negative: killed by that signal); None while it runs."""
         return self._poll()
 
     # -- channels ------------------------------------------------------------------
@@ -756,12 +780,14 @@ class Machine:
 
     @property
     def qtest(self) -> QTest:
+        """The qtest channel of a machine started with ``MachineConfig(qtest=True)``."""
         if self._qtest is None:
             raise MachineError("not a qtest machine (MachineConfig(qtest=True))")
         return self._qtest
 
     @property
     def console(self) -> Console:
+        """The serial console of a machine started with ``MachineConfig(console=True)``."""
         if self._console is None:
             raise MachineError("machine has no console (MachineConfig(console=True))")
         return self._console

@@ -103,7 +103,9 @@ RETRYABLE: tuple[type[BaseException], ...] = (
 
 
 class SshError(IrqlabError, RuntimeError):
-    pass
+    """SSH to the guest failed (no connection within its timeout, a refused forward,
+    the connection lost); the base of :class:`CommandError` (a command exited
+    non-zero), :class:`SshTimeout` and :class:`SshUnreachable`."""
 
 
 class SshTimeout(SshError, TimeoutError):
@@ -518,6 +520,7 @@ class RemoteProcess:
         return exit_signal(self.channel)
 
     def close_stdin(self) -> None:
+        """End the command's stdin (EOF for a command that reads it to its end)."""
         with contextlib.suppress(OSError, EOFError, ValueError):
             self.stdin.close()
 

@@ -26,6 +26,8 @@ __all__ = [
     "DEVICE_TYPE",
     "U32_MAX",
     "U64_MAX",
+    "Counters",
+    "Histogram",
     "Injector",
     "QMPRunner",
     "device_path",
@@ -98,6 +100,11 @@ class Injector:
         self.path = path if path is not None else device_path(device_id)
         self._gpio_lines: int | None = None
 
+    def __repr__(self) -> str:
+        """``<Injector /machine/peripheral/irqlab0 of guest 'g' <Machine qemu pid ...>>``:
+        the device and the QEMU it drives (a print said only ``<... object at 0x...>``)."""
+        return f"<Injector {self.path} of {self._runner!r}>"
+
     # -- plumbing --------------------------------------------------------------
 
     def get(self, prop: str) -> Any:
@@ -133,6 +140,7 @@ class Injector:
 
     @property
     def line_mask(self) -> int:
+        """A mask with a bit for each of the device's GPIO input lines."""
         __tracebackhide__ = hide_frame
         return (1 << self.gpio_lines) - 1
 
@@ -163,10 +171,12 @@ class Injector:
         self.set(QOM.PROP_GPIO_IN, self._mask(levels))
 
     def drive_high(self, mask: int) -> None:
+        """Drive the lines of *mask* high (a rising edge on each that was low)."""
         __tracebackhide__ = hide_frame
         self.set(QOM.PROP_GPIO_SET, self._mask(mask))
 
     def drive_low(self, mask: int) -> None:
+        """Drive the lines of *mask* low (a falling edge on each that was high)."""
         __tracebackhide__ = hide_frame
         self.set(QOM.PROP_GPIO_CLEAR, self._mask(mask))
 
@@ -240,9 +250,12 @@ class Injector:
     # -- burst generator -------------------------------------------------------------
 
     def burst_period(self) -> int:
+        """The burst generator's period, ns (the next burst's, or the running one's)."""
         return self._get_uint(QOM.PROP_BURST_PERIOD_NS)
 
     def set_burst_period(self, period_ns: int) -> None:
+        """Set the burst generator's period, ns (:class:`OutOfRange` outside the
+        device's limits)."""
         self.set(
             QOM.PROP_BURST_PERIOD_NS,
             _int(
@@ -286,6 +299,7 @@ class Injector:
         self.set(QOM.PROP_BURST_LINE, REGS.BURST_LINE_NONE if line is None else self._line(line))
 
     def burst_remaining(self) -> int:
+        """The steps the running burst has still to make (0: none runs)."""
         return self._get_uint(QOM.PROP_BURST_COUNT)
 
     def stop_burst(self) -> None:

@@ -48,6 +48,8 @@ class Counters:
 
     @classmethod
     def from_qmp(cls, reply: object) -> Counters:
+        """The counters of a ``qom-get`` of the device's ``counters`` (its reply's
+        object); :class:`StatsFormatError` for anything else."""
         what = QOM.PROP_COUNTERS
         if not isinstance(reply, Mapping):
             raise StatsFormatError(f"{what}: expected an object, got {reply!r}")
@@ -79,6 +81,9 @@ class Histogram:
 
     @classmethod
     def from_qmp(cls, reply: object, n_buckets: int | None = None) -> Histogram:
+        """The histogram of a ``qom-get`` of the device's ``latency-histogram``
+        (*n_buckets*: the count it must have, if given); :class:`StatsFormatError` for
+        anything else."""
         what = QOM.PROP_LATENCY_HISTOGRAM
         if not isinstance(reply, Mapping):
             raise StatsFormatError(f"{what}: expected an object, got {reply!r}")
@@ -106,6 +111,7 @@ class Histogram:
         return (0 if index == 0 else 1 << index), 1 << (index + 1)
 
     def mean_ns(self) -> float | None:
+        """The mean raise -> ACK latency, ns; None before any ACK."""
         return self.sum_ns / self.count if self.count else None
 
     def percentile_bucket(self, p: float) -> int | None:

@@ -11,8 +11,7 @@ from __future__ import annotations
 import os
 import select
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ import pytest
 from irqlab import cancel, notice
 from irqlab.build import cache
 from irqlab.build.steps import StepLog
+from irqlab.testing.helpers import process_exited, start_closed_meanwhile
 from irqlab.vm import proc
 from irqlab.vm.guest import Guest, GuestConfig, GuestError
 from irqlab.vm.loadscale import scaled
@@ -54,43 +54,6 @@ def _read_pid(fifo: Path) -> int:
         os.close(fd)
 
 
-def _exits(pid: int, within: float = 2.0) -> bool:
-    """Whether process *pid* is gone or exits within *within* s (its pipe closed as it
-    began exiting: a moment before it is a zombie)."""
-    fd = proc.pidfd(pid)
-    if fd is None:  # no such process
-        return True
-    try:
-        ready, _, _ = select.select([fd], [], [], scaled(within))
-    finally:
-        os.close(fd)
-    return bool(ready) and proc.has_exited(pid)
-
-
-def _start_and_close(g: Guest, started: Callable[[], object]) -> tuple[BaseException, float]:
-    """g.start() in a thread; once *started* returned, g.close() here.  What start()
-    raised, and how long after the close it ended."""
-    raised: list[BaseException] = []
-
-    def start() -> None:
-        try:
-            g.start()
-        except BaseException as e:
-            raised.append(e)
-
-    t = threading.Thread(target=start)
-    t.start()
-    try:
-        started()
-    finally:
-        t0 = time.monotonic()
-        g.close()
-        t.join(scaled(30))
-    took = time.monotonic() - t0
-    assert not t.is_alive() and len(raised) == 1, raised
-    return raised[0], took
-
-
 def test_a_close_during_a_prepare_command_ends_it_and_its_group(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -114,13 +77,13 @@ def test_a_close_during_a_prepare_command_ends_it_and_its_group(
 
     monkeypatch.setattr(g, "find_prerequisites", find_prerequisites)
     child: list[int] = []
-    e, took = _start_and_close(g, lambda: child.append(_read_pid(fifo)))
+    e, took = start_closed_meanwhile(g, lambda: child.append(_read_pid(fifo)), scaled(30))
     assert isinstance(e, GuestError), repr(e)
     assert str(e) == f"{CLOSED}build step 'fake slow step' (sh -c {_group_script(fifo)[2]}))"
     assert took < scaled(PROMPT_S), took
     assert len(spawned) == 1 and len(child) == 1
     for pid in (*spawned, *child):  # the command and its child: no process left
-        assert _exits(pid), pid
+        assert process_exited(pid, scaled(2)), pid
     assert proc.live_children() == []
     assert "its process group was terminated" in (tmp_path / "build.log").read_text()
 
@@ -147,7 +110,7 @@ def test_a_close_during_a_lock_wait_of_prepare_ends_the_wait(
 
     monkeypatch.setattr(g, "find_prerequisites", find_prerequisites)
     try:
-        e, took = _start_and_close(g, lambda: waiting.wait(scaled(20)))
+        e, took = start_closed_meanwhile(g, lambda: waiting.wait(scaled(20)), scaled(30))
     finally:
         held.close()
     assert waiting.is_set()
@@ -184,7 +147,7 @@ def test_a_build_a_cancel_ends_leaves_no_output(tmp_path: Path) -> None:
     assert not t.is_alive()
     assert len(raised) == 1 and isinstance(raised[0], cancel.Cancelled), raised
     assert str(raised[0]).startswith("cancelled while build step 'make modules' (sh -c ")
-    assert _exits(child)
+    assert process_exited(child, scaled(2))
     out = cache.output_dir("kmod", "0123456789abcdef")
     assert not out.exists() and not out.with_name(out.name + ".tmp").exists()
     assert s.ended is not None and s.ended.startswith("build step 'make modules'")

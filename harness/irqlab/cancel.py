@@ -13,11 +13,10 @@ Guest's ``close()``) ends it:
   and :func:`run` raise :class:`Cancelled` at once.
 
 Outside a scope :func:`run` is ``subprocess.run`` with the command in its own process
-group: an interrupt (Ctrl-C, which reaches only Python then) stops that whole group
-before it propagates (``subprocess.run`` killed only the command, and make's compilers
-ran on).  A command whose interruption would harm the host (``apt-get install``:
-dpkg's state) is run with ``cancellable=False``: it runs to its end, and the scope's
-next step raises.
+group (a terminal's Ctrl-C reaches only Python): an interrupt stops that whole group
+(SIGTERM, then SIGKILL) before it propagates.  A command whose interruption would
+harm the host (``apt-get install``: dpkg's state) is run with ``cancellable=False``:
+it runs to its end, and the scope's next step raises.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from irqlab.build import debs, qemu
+from irqlab.vm import proc
 
 
 @pytest.fixture
@@ -37,6 +38,7 @@ def test_without_apt_config_no_process_is_asked(monkeypatch: pytest.MonkeyPatch)
         raise AssertionError(f"a process was started: {args}")
 
     monkeypatch.setattr(subprocess, "run", no_process)
+    monkeypatch.setattr(proc, "spawn", no_process)  # irqlab.cancel.run's
     assert debs.apt_state_files() == debs.APT_STATE_FILES
     assert debs.apt_lists_dir() == debs.APT_LISTS
 

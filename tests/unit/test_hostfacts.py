@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from irqlab import cancel
 from irqlab.build import debs, hostfacts, qemu, responder
 
 
@@ -196,13 +197,13 @@ def test_the_compiler_and_libc_versions_are_asked_once(
     cc.write_text("#!/bin/sh\necho 'cc (fake) 1.0'\necho second line\n")
     cc.chmod(0o755)
     argvs: list[list[str]] = []
-    real_run = responder.subprocess.run
+    real_run = cancel.run_text
 
-    def run(argv: list[str], **kw: object) -> object:
+    def run(argv: list[str], **kw: Any) -> object:
         argvs.append(list(argv))
-        return real_run(argv, **kw)  # type: ignore[call-overload]
+        return real_run(argv, **kw)
 
-    monkeypatch.setattr(responder.subprocess, "run", run)
+    monkeypatch.setattr(cancel, "run_text", run)
     for _ in range(2):
         assert responder.compiler_version(str(cc)) == "cc (fake) 1.0"
         responder.libc_version()

@@ -16,6 +16,7 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
+from irqlab import cancel
 from irqlab.build import qemu as qemu_build
 from irqlab.build.arch import ARCHES, ARCHES_ENV, X86_64, Arch
 from irqlab.build.boot import GuestImage
@@ -50,8 +51,9 @@ class Missing(IrqlabError, RuntimeError):
 
 def _foreign_deb_arches() -> list[str]:
     try:
-        r = subprocess.run(
-            ["dpkg", "--print-foreign-architectures"], capture_output=True, text=True, check=False
+        r = cancel.run_text(
+            ["dpkg", "--print-foreign-architectures"],
+            doing="asking dpkg for its foreign architectures",
         )
     except FileNotFoundError:
         return []

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from irqlab import notice
+from irqlab import cancel, notice
 from irqlab.build.outputs import SNAPSHOT_RECIPE, Kind, damage, describe, is_recipe
 from irqlab.errors import ConfigError, IrqlabError
 from irqlab.paths import cache_dir, cache_location
@@ -321,6 +321,11 @@ def _wait_for_lock(
         if check is not None:
             check()
         pid = _holder(path)
+        # the waiter's scope cancelled (its guest closed while its start prepared)
+        cancel.check(
+            f"waiting for {f'process {pid}' if pid else 'another process'}, "
+            f"which is {what} (lock {path})"
+        )
         if pid is None or not is_stopped(pid):
             stopped_since = None  # continued (SIGCONT), or another holder now
         elif stopped_since is None:
@@ -542,6 +547,9 @@ def cached_build(
         tmp.mkdir()
         try:
             build(tmp)
+            # cancelled meanwhile (its guest closed while its start prepared): a step
+            # that swallowed the cancel must not make a whole output of what it left
+            cancel.check(f"building {final.name}")
             # inside the try too: a full disk (no inode left for .complete) left the
             # whole output behind as <output>.tmp (a snapshot's: 149 MB) until a prune
             (tmp / _COMPLETE).write_text(digest + "\n")

@@ -15,7 +15,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -23,7 +22,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from irqlab import notice
+from irqlab import cancel, notice
 from irqlab.build import hostfacts
 from irqlab.build.arch import host_deb_arch
 from irqlab.build.cache import exclusive_lock, lock_file
@@ -197,8 +196,8 @@ def apt_lists_dir() -> Path:
 def output_of(argv: Sequence[str]) -> str:
     """*argv*'s stdout in the C locale, whatever its status ('' if it cannot run)."""
     try:
-        r = subprocess.run(
-            argv, capture_output=True, text=True, check=False, env={**os.environ, "LC_ALL": "C"}
+        r = cancel.run_text(
+            argv, doing=f"running {' '.join(argv[:3])}", env={**os.environ, "LC_ALL": "C"}
         )
     except OSError:
         return ""
@@ -248,11 +247,9 @@ def _show(names: Sequence[str], *, qualified: bool = False) -> dict[str, Package
     """apt-cache's candidates of *names* (none for a name apt does not offer); raises
     :class:`AptError` when apt-cache is missing or fails otherwise than finding none."""
     try:
-        r = subprocess.run(
+        r = cancel.run_text(
             ["apt-cache", "show", "--no-all-versions", *names],
-            capture_output=True,
-            text=True,
-            check=False,
+            doing=f"asking apt for {_few(names)} (apt-cache show)",
             env={**os.environ, "LC_ALL": "C"},
         )
     except FileNotFoundError as e:
@@ -263,6 +260,12 @@ def _show(names: Sequence[str], *, qualified: bool = False) -> dict[str, Package
     if qualified:  # answered as "name:arch" (apt knows none for an Architecture: all one)
         return {f"{p.name}:{p.arch}": p for p in pkgs.values()}
     return pkgs
+
+
+def _few(names: Sequence[str], most: int = 3) -> str:
+    """*names* for a message: the first *most*, and how many more."""
+    more = f" and {len(names) - most} more" if len(names) > most else ""
+    return ", ".join(names[:most]) + more
 
 
 def _to_json(p: Package | None) -> object:
@@ -646,6 +649,7 @@ def extracted(deb: Path, steps: StepLog) -> Path:
             tmp = root.with_name(root.name + UNPACK_TMP)
             shutil.rmtree(tmp, ignore_errors=True)
             extract_into(deb, tmp, steps)
+            cancel.check(f"unpacking {deb.name}")  # not complete: see cache.cached_build
             (tmp / ".complete").touch()
             shutil.rmtree(root, ignore_errors=True)
             tmp.rename(root)
@@ -677,11 +681,9 @@ def missing_packages(names: Sequence[str]) -> list[str]:
 
 def _installed(names: Sequence[str]) -> list[str]:
     """The packages among *names* that ``dpkg-query`` says are installed."""
-    r = subprocess.run(
+    r = cancel.run_text(
         ["dpkg-query", "-W", "-f", "${Package} ${db:Status-Abbrev}\n", *names],
-        capture_output=True,
-        text=True,
-        check=False,
+        doing=f"asking dpkg whether {_few(names)} are installed (dpkg-query)",
     )
     return sorted(
         {ln.split()[0].split(":")[0] for ln in r.stdout.splitlines() if ln.split()[1:2] == ["ii"]}
@@ -709,7 +711,8 @@ def ensure_apt_packages(steps: StepLog, names: Sequence[str], step: str = "apt-d
     steps.log(f"installing {' '.join(missing)}")
     lists = apt_lists_dir()
     if not any(lists.glob("*_Packages*")):
-        said = steps.run(step, ["apt-get", "update", "-q"], env=APT_ENV)
+        # not cancellable: apt's lists half-fetched
+        said = steps.run(step, ["apt-get", "update", "-q"], env=APT_ENV, cancellable=False)
         if not any(lists.glob("*_Packages*")):  # it exits 0 when no mirror answers
             words = "\n".join(ln for ln in said.splitlines() if not ln.startswith(_APT_PROGRESS))
             raise BuildError(
@@ -725,6 +728,7 @@ def ensure_apt_packages(steps: StepLog, names: Sequence[str], step: str = "apt-d
         ["apt-get", "install", "-y", "-q", "-o", "DPkg::Lock::Timeout=600",
          "--no-install-recommends", *missing],
         env=APT_ENV,
+        cancellable=False,  # dpkg's state: a half-installed package needs dpkg --configure -a
     )  # fmt: skip
 
 

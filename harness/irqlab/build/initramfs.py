@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
+from irqlab import cancel
 from irqlab.build import elf
 from irqlab.build.cpio import Entry, write_newc
 from irqlab.paths import PRIVATE_FILE_MODE
@@ -355,8 +356,12 @@ def write_archive(entries: Sequence[Entry], out_dir: Path, compression: str) -> 
     out = out_dir / f"initramfs.cpio{suffix}"
     if cmd:
         with raw.open("rb") as fin, _private_file(out) as fout:
-            r = subprocess.run(
-                [*cmd, "-"], stdin=fin, stdout=fout, stderr=subprocess.PIPE, check=False
+            r = cancel.run(
+                [*cmd, "-"],
+                doing=f"compressing the initramfs ({cmd[0]})",
+                stdin=fin,
+                stdout=fout,
+                stderr=subprocess.PIPE,
             )
         if r.returncode != 0:
             raise RuntimeError(f"{cmd[0]}: {r.stderr.decode(errors='replace')}")

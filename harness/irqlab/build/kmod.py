@@ -18,6 +18,7 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
+from irqlab import cancel
 from irqlab.build import debs
 from irqlab.build.arch import MODULE_BUILD_PACKAGES
 from irqlab.build.cache import InputHash, Sources, cached_build
@@ -98,7 +99,9 @@ def compiler_version(k: KernelArtifacts) -> str | None:
     cc = shutil.which(f"{k.arch.cross_compile if k.arch.foreign else ''}gcc")
     if cc is None:
         return None
-    r = subprocess.run([cc, "--version"], capture_output=True, text=True, check=True)
+    r = cancel.run_text([cc, "--version"], doing=f"asking {cc} its version")
+    if r.returncode != 0:
+        raise subprocess.CalledProcessError(r.returncode, r.args, r.stdout, r.stderr)
     return r.stdout.splitlines()[0]
 
 

@@ -57,7 +57,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-from irqlab import notice, paths
+from irqlab import cancel, notice, paths
 from irqlab.build import cache, debs, fetch, hostfacts, shared
 from irqlab.build.arch import X86_64, Arch, built_arches
 from irqlab.build.steps import BuildError, StepLog, failure_detail
@@ -689,11 +689,9 @@ _APT_ENV = debs.APT_ENV
 
 
 def _have_qemu_source(version: str) -> bool:
-    r = subprocess.run(
+    r = cancel.run_text(
         ["apt-cache", "showsrc", "--only-source", "qemu"],
-        capture_output=True,
-        text=True,
-        check=False,
+        doing="asking apt for QEMU's source (apt-cache showsrc)",
         env={**os.environ, "LC_ALL": "C"},
     )
     return f"Version: {version}" in r.stdout
@@ -740,7 +738,7 @@ def _ensure_deb_src(steps: StepLog, version: str) -> None:
         entry = _deb_src_entry(steps)
         steps.write(f"writing {DEB_SRC_FILE}:\n{entry}")
         DEB_SRC_FILE.write_text(entry)
-    steps.run("deb-src", ["apt-get", "update", "-q"], env=_APT_ENV)
+    steps.run("deb-src", ["apt-get", "update", "-q"], env=_APT_ENV, cancellable=False)
     if not _have_qemu_source(version):
         said = f"apt has no source for qemu {version}"
         if os.environ.get("APT_CONFIG"):
@@ -962,11 +960,11 @@ def ensure_qemu(*, force: bool = False, log: Log = print, arch: Arch = X86_64) -
             if os.geteuid() != 0:
                 raise
             # a fresh machine: apt has no lists yet
-            subprocess.run(
+            cancel.run(
                 ["apt-get", "update", "-q"],
+                doing="apt-get update",
                 env={**os.environ, **_APT_ENV},
-                capture_output=True,
-                check=False,
+                cancellable=False,  # apt's lists half-fetched
             )
             inputs = _current_inputs(arch)
     except ConfigError:

@@ -17,6 +17,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from irqlab import cancel
 from irqlab.build import debs, hostfacts
 from irqlab.build.cache import InputHash, Sources, cached_build
 from irqlab.build.steps import Log, StepLog
@@ -54,7 +55,9 @@ def compiler_version(cc: str) -> str:
     """The first line of ``cc --version`` (asked once while *cc*'s binary is the same)."""
 
     def ask() -> str:
-        r = subprocess.run([cc, "--version"], capture_output=True, text=True, check=True)
+        r = cancel.run_text([cc, "--version"], doing=f"asking {cc} its version")
+        if r.returncode != 0:
+            raise subprocess.CalledProcessError(r.returncode, r.args, r.stdout, r.stderr)
         return r.stdout.splitlines()[0]
 
     return hostfacts.remembered("cc-version", [Path(cc)], ask, args=[cc])
@@ -69,11 +72,9 @@ def libc_version() -> str:
     Asked of dpkg once while its database is unchanged."""
 
     def ask() -> str:
-        r = subprocess.run(
+        r = cancel.run_text(
             ["dpkg-query", "-W", "-f", "${Version}", LIBC_PACKAGE],
-            capture_output=True,
-            text=True,
-            check=False,
+            doing=f"asking dpkg for the version of {LIBC_PACKAGE}",
         )
         return r.stdout.strip() if r.returncode == 0 and r.stdout.strip() else "not installed"
 
@@ -135,7 +136,7 @@ def ensure_responder(log: Log | None = None, *, force: bool = False) -> Path:
                 sources.write_to(Path(tmp))
                 argv = compile_argv(cc, Path(tmp), out / BINARY)
                 steps.write("$ " + " ".join(argv))
-                r = subprocess.run(argv, capture_output=True, text=True, check=False)
+                r = cancel.run_text(argv, doing="build step 'compile irqlab-respond'")
                 steps.write(r.stdout + r.stderr)
                 if r.returncode != 0:
                     raise RuntimeError(f"gcc exited {r.returncode}:\n{r.stderr[-3000:]}")

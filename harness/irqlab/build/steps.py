@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from irqlab import cancel
 from irqlab.errors import IrqlabError
 
 __all__ = [
@@ -119,12 +120,13 @@ class StepLog:
     @contextmanager
     def step(self, name: str) -> Iterator[None]:
         """Announce *name*; on failure re-raise as :class:`BuildError` naming it and the log."""
+        cancel.check(f"build step '{name}'")  # its scope cancelled: no step begins
         self.log(f"{name} ...")
         self.write(f"---- step: {name}")
         t0 = time.monotonic()
         try:
             yield
-        except BuildError:
+        except (BuildError, cancel.Cancelled):  # a cancel is no failure of the step
             raise
         except Exception as e:
             self.write(f"step '{name}' failed: {type(e).__name__}: {e}")
@@ -144,10 +146,15 @@ class StepLog:
         capture: bool = False,
         executable: Path | None = None,
         where: Callable[[str], str] = str,
+        cancellable: bool = True,
     ) -> str:
         """Run a command; its output goes to the log (and is returned if *capture*).  A
         failure's :class:`BuildError` says its first compiler errors, their lines passed
-        through *where* (:func:`compiler_errors`), else the output's last lines."""
+        through *where* (:func:`compiler_errors`), else the output's last lines.  It
+        runs in its own process group, which a cancel of the thread's scope (a guest
+        closed while its start prepared: :mod:`irqlab.cancel`) terminates, raising
+        :class:`~irqlab.cancel.Cancelled`; not *cancellable* (apt-get install: dpkg's
+        state), it runs to its end first."""
         args = [str(a) for a in argv]
         self.write("$ " + " ".join(args) + (f"   (cwd {cwd})" if cwd else ""))
         full_env = None
@@ -155,16 +162,19 @@ class StepLog:
             full_env = dict(os.environ)
             full_env.update(env)
         try:
-            r = subprocess.run(
+            r = cancel.run(
                 args,
+                doing=f"build step '{step}' ({' '.join(args[:4])})",
                 cwd=cwd,
                 env=full_env,
-                executable=str(executable) if executable else None,
+                executable=executable,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE if capture else subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                check=False,
+                cancellable=cancellable,
             )
+        except cancel.Cancelled as e:
+            self.write(f"{e}: its process group was terminated")
+            raise
         except OSError as e:
             self.write(f"cannot run {args[0]}: {e}")
             raise BuildError(step, self.path, f"cannot run {args[0]}: {e}") from e

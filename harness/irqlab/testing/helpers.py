@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import select
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -88,6 +89,35 @@ def process_exited(pid: int, timeout: float) -> bool:
         return bool(ready)
     finally:
         os.close(fd)
+
+
+def start_closed_meanwhile(
+    guest: Guest, started: Callable[[], object], timeout: float
+) -> tuple[BaseException | None, float]:
+    """``guest.start()`` in a thread of its own, and ``guest.close()`` in this one once
+    *started* returned (it waits for the step to close in to begin): what start()
+    raised (None: it returned), and how long after the close began it ended.  The
+    start's thread is joined within *timeout* s (an AssertionError if it is not)."""
+    raised: list[BaseException | None] = []
+
+    def start() -> None:
+        try:
+            guest.start()
+            raised.append(None)
+        except BaseException as e:
+            raised.append(e)
+
+    t = threading.Thread(target=start, name="start-closed-meanwhile")
+    t.start()
+    try:
+        started()
+    finally:
+        t0 = time.monotonic()
+        guest.close()
+        t.join(timeout)
+    took = time.monotonic() - t0
+    assert not t.is_alive(), f"the start did not end within {timeout:g} s of the close"
+    return raised[0], took
 
 
 def wait_until(fetch: Callable[[], T], pred: Callable[[T], bool], timeout: float, what: str) -> T:

@@ -17,6 +17,7 @@ import errno
 import hashlib
 import json
 import os
+import platform
 import re
 import selectors
 import subprocess
@@ -44,9 +45,11 @@ __all__ = [
     "choose",
     "choose_known",
     "clear_cache",
+    "foreign_target",
     "known_verdict",
     "probe",
     "probe_argv",
+    "qemu_target",
     "requested",
     "run_probe_guest",
     "verdict_key",
@@ -62,6 +65,10 @@ KVM_DEVICE = Path("/dev/kvm")
 # the dynamic loader's words when a program cannot start (a shared library missing)
 LOADER_ERROR = re.compile(r"error while loading shared libraries:.*")
 DEFAULT_TIMEOUT = 5.0  # a working KVM reaches long mode in milliseconds
+# the QEMU targets whose guests KVM runs on a host of each architecture (uname -m): its
+# own (and the 32-bit one its CPUs run too)
+KVM_TARGETS = {"x86_64": ("x86_64", "i386"), "aarch64": ("aarch64", "arm")}
+_QEMU_SYSTEM = re.compile(r"qemu-system-([a-z0-9_]+)")
 
 
 @dataclass(frozen=True)
@@ -321,6 +328,27 @@ def requested(accel: str | None = None) -> Accel | None:
     raise ConfigError(f"{source} must be {choices}, not {value!r}")
 
 
+def qemu_target(binary: Path) -> str | None:
+    """The guest architecture the QEMU *binary* emulates, as its name says
+    (``qemu-system-aarch64``: aarch64); None when its name says none."""
+    m = _QEMU_SYSTEM.fullmatch(binary.name)
+    return m[1] if m else None
+
+
+def foreign_target(binary: Path, host: str | None = None) -> str | None:
+    """Why KVM cannot run a guest of the QEMU *binary* on this host (*host*: its
+    architecture, default ``uname -m``), naming both architectures; None when its
+    target is the host's (or its name does not say which it is: the probe tells)."""
+    target = qemu_target(binary)
+    host = host or platform.machine()
+    if target is None or target in KVM_TARGETS.get(host, (host,)):
+        return None
+    return (
+        f"{binary.name} emulates {target} and this host is {host}: KVM runs guests of "
+        f"the host's own architecture only, so {target} guests run under TCG here"
+    )
+
+
 def choose(
     binary: Path,
     *,
@@ -329,22 +357,22 @@ def choose(
     timeout: float = DEFAULT_TIMEOUT,
     probe_fn: ProbeFn | None = None,
 ) -> AccelChoice:
-    """KVM if forced or if the probe boots a guest with it, else TCG; with the reason."""
+    """KVM if forced or if the probe boots a guest with it, else TCG; with the reason.
+    A QEMU of another architecture than the host's (:func:`foreign_target`) is TCG
+    without a probe (it said QEMU's "unsupported machine type"), a KVM forced too."""
     forced = requested(accel)
-    if forced is not None:
-        # $IRQLAB_ACCEL, or the option that set it to what it still is (SOURCE_ENV:
-        # "--irqlab-accel tcg", pytest's)
-        source = os.environ.get(SOURCE_ENV, "")
-        if not source.endswith(f" {os.environ.get(ENV_VAR, '')}"):
-            source = f"${ENV_VAR}={forced}"
-        how = f"accel={accel!r} argument" if accel is not None else source
-        reason = f"{forced} forced by {how}"
+    foreign = foreign_target(binary) if forced != "tcg" else None
+    if forced is not None and foreign is None:
+        reason = f"{forced} forced by {_forced_by(accel)}"
         known = known_verdict(binary, datadir) if forced == "kvm" else None
         if known is not None and not known.ok:  # said, not probed again: it was forced
             reason += f", though the KVM probe found it does not work here ({known.reason})"
         elif forced == "kvm" and (unusable := _kvm_usable()) is not None:
             reason += f", though {unusable}"  # QEMU's refusal, later, says only that
         return AccelChoice(forced, reason, probed=False)
+    if foreign is not None:
+        unused = f"; the KVM forced by {_forced_by(accel)} is not used" if forced else ""
+        return AccelChoice("tcg", f"tcg: {foreign}{unused}", probed=False)
     unusable = _kvm_usable()
     if unusable is not None:
         return AccelChoice("tcg", f"tcg: {unusable}", probed=False)
@@ -352,6 +380,19 @@ def choose(
     if result.ok:
         return AccelChoice("kvm", f"kvm: {result.reason}", probed=True)
     return AccelChoice("tcg", f"tcg: KVM probe failed: {result.reason}", probed=True)
+
+
+def _forced_by(accel: str | None) -> str:
+    """Who forced the accelerator: the *accel* argument, else $IRQLAB_ACCEL, or the
+    option that set it to what it still is (SOURCE_ENV: "--irqlab-accel tcg",
+    pytest's)."""
+    if accel is not None:
+        return f"accel={accel!r} argument"
+    forced = requested()
+    source = os.environ.get(SOURCE_ENV, "")
+    if not source.endswith(f" {os.environ.get(ENV_VAR, '')}"):
+        source = f"${ENV_VAR}={forced}"
+    return source
 
 
 class _NotProbed(Exception):

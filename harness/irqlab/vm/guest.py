@@ -42,7 +42,7 @@ from functools import cache, partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Never, NoReturn, TypeVar
 
-from irqlab import notice
+from irqlab import cancel, notice
 from irqlab.build import imagekind
 from irqlab.build.arch import build_module_command
 from irqlab.build.image import DEFAULT_EXTRA_PACKAGES
@@ -1260,6 +1260,9 @@ class _StartTicket:
     # the health watch's verdict when the close came: the guest's doing, not the
     # close's (one after it is the close's: QEMU quit, "exited with status 0")
     fault: Fault | None = None
+    # the start's prepare runs in it: the close cancels it, which ends the command it
+    # runs (apt-cache, make: their process group) and its lock's wait at once
+    scope: cancel.Scope = field(default_factory=cancel.Scope)
 
 
 class Guest:
@@ -1674,7 +1677,8 @@ class Guest:
                 self._starts.append(ticket)
             self._start_local.ticket = ticket
             try:
-                return self._start_ticketed(ticket)
+                with cancel.scope(ticket.scope):
+                    return self._start_ticketed(ticket)
             finally:
                 self._start_local.ticket = None
                 with self._starts_lock:
@@ -1706,6 +1710,8 @@ class Guest:
                 e.add_note(f"interrupted in the guest {self.config.name!r} {self._start_doing}")
             # another thread's close() ended it: no verdict to wait for, no guest to blame
             closed = ticket.closed and isinstance(e, Exception) and ticket.fault is None
+            if closed and ticket.scope.ended is not None:  # the step of its prepare it ended
+                self._start_doing = f"{self._start_doing or 'preparing'}: {ticket.scope.ended}"
             paths = self.machine.paths if self.machine is not None else None
             try:
                 named = (
@@ -1808,7 +1814,12 @@ class Guest:
                 _check_readable(local)
 
         if not self._prepared:  # the caller's prepare() just ran (irqlab run/shell): once
+            # apt's lookups, the image's and module's builds: a close from another
+            # thread ends the command it runs (cancel.Scope) and its lock's wait
+            self._start_doing = "preparing"
             self.prepare()
+            self._check_open()  # a close that came while a step ran no command
+            self._start_doing = ""
         else:  # changed between the caller's prepare() and this start
             self.config.check()
         self._prepared = False  # a restart looks again (a module rebuilt meanwhile)
@@ -2636,6 +2647,7 @@ class Guest:
             for ticket in self._starts:  # failure this close's doing); a start() that
                 if ticket.thread != me and not ticket.closed:  # begins after this line
                     ticket.closed, ticket.fault = True, self.fault  # is a fresh one
+                    ticket.scope.cancel()  # its prepare's command ends now
         stopped = self._qemu_stopped()
         if stopped:
             self._cut_off()

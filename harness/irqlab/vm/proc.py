@@ -115,12 +115,15 @@ def spawn(
     stderr: StdSpec = None,
     cwd: Path | None = None,
     env: dict[str, str] | None = None,
+    executable: Path | str | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start *argv* in a new process group that dies with this process."""
+    """Start *argv* in a new process group that dies with this process (*executable*:
+    the program that runs as ``argv[0]``, as ``subprocess.Popen``'s)."""
 
     def popen() -> subprocess.Popen[bytes]:
         return subprocess.Popen(
             [str(a) for a in argv],
+            executable=str(executable) if executable is not None else None,
             stdin=stdin,
             stdout=stdout,
             stderr=stderr,

@@ -257,3 +257,37 @@ def test_every_variable_in_the_readmes_table_is_read_somewhere() -> None:
     )
     unread = sorted(v for v in _env_table() if not re.search(rf"\b{v}\b", sources + scripts))
     assert not unread, f"the README's environment table lists what nothing reads: {unread}"
+
+
+def _time_s(text: str) -> float:
+    value, unit = text.split()
+    return float(value) * {"µs": 1e-6, "ms": 1e-3, "s": 1.0}[unit]
+
+
+def test_the_readmes_agent_p50_comparisons_follow_from_its_own_figures() -> None:
+    """The README compares later agent p50s with the table of 2026-11-22: its native
+    table's ratio column, and the third run's "below the 2026-11-22 table on N paths
+    (...)", are arithmetic on figures it prints (it said 8 paths where its figures give
+    7)."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    rows = re.findall(
+        r"^\| ([a-z-]+) \| [^|]+ \| [^|]+ \| (\d[\d.]* [µm]?s) \| (\d[\d.]* [µm]?s) \| "
+        r"(\d\.\d+)\u00d7 \|$",
+        text,
+        re.M,
+    )
+    assert len(rows) == 13, rows
+    old = {path: _time_s(before) for path, _, before, _ in rows}
+    for path, agent, before, ratio in rows:
+        assert round(_time_s(before) / _time_s(agent), 2) == pytest.approx(
+            float(ratio), abs=0.011
+        ), f"{path}: {before} / {agent} is not {ratio}x"
+    m = re.search(r"agent p50 medians (.*?): 1\.5\u20131\.9\u00d7 below\s+the 2026-11-22 table on "
+                  r"(\d+) paths(?: \(([^)]*)\))?", text, re.S)  # fmt: skip
+    assert m, "the third run's comparison with the 2026-11-22 table was not found"
+    medians = dict(re.findall(r"([a-z-]+) (\d[\d.]* [µm]?s)", " ".join(m.group(1).split())))
+    assert medians.keys() == old.keys()
+    within = [p for p in medians if 1.5 <= round(old[p] / _time_s(medians[p]), 1) <= 1.9]
+    assert int(m.group(2)) == len(within), f"{m.group(2)} paths said, the figures: {within}"
+    named = " ".join((m.group(3) or "").split())
+    assert [p.strip() for p in named.split(",")] == within, "name the paths, as the figures give"

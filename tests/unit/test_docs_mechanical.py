@@ -291,3 +291,16 @@ def test_the_readmes_agent_p50_comparisons_follow_from_its_own_figures() -> None
     assert int(m.group(2)) == len(within), f"{m.group(2)} paths said, the figures: {within}"
     named = " ".join((m.group(3) or "").split())
     assert [p.strip() for p in named.split(",")] == within, "name the paths, as the figures give"
+
+
+def test_the_pytest_options_in_the_docs_are_the_plugins(request: pytest.FixtureRequest) -> None:
+    """`--irqlab-...` (and the plugin's `--shard`) as the docs write them are options the
+    plugins add to pytest."""
+    parser = request.config._parser
+    known = {n for g in [parser._anonymous, *parser._groups] for o in g.options for n in o.names()}
+    wrong = set()
+    for doc in DOCS:
+        text = re.sub(r"\]\([^)]*\)", "]", doc.read_text(encoding="utf-8"))  # not links
+        wrong |= {o for o in re.findall(r"(?<![\w-])--irqlab-[a-z-]+", text) if o not in known}
+    assert "--irqlab-accel" in known and "--shard" in known
+    assert not wrong, f"the docs give pytest options the plugins do not add: {sorted(wrong)}"

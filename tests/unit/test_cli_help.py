@@ -107,3 +107,20 @@ def test_the_ci_report_commands_help_is_written_for_users(
     assert f"the first {FAILED_LISTED}" in text
     flat = " ".join(text.split())
     assert "1 when a test failed or erred, or a report is missing or unreadable" in flat
+
+
+def test_injects_help_names_the_values_as_the_readme_does() -> None:
+    """The README writes `--qmp SOCKET`, `--device-id ID` and `burst COUNT [--period-us
+    US] [--line LINE]`; the help said `--qmp QMP`, `--device-id DEVICE_ID`, `--period-us
+    PERIOD_US` and `count`: a reader matching the two saw other options."""
+    from irqlab.paths import repo_root
+
+    readme = " ".join((repo_root() / "README.md").read_text(encoding="utf-8").split())
+    said = readme.split("`irqlab inject`'s actions:", 1)[1].split(". ", 1)[0]
+    inject = _commands()["inject"]
+    sub = next(a for a in inject._actions if isinstance(a, argparse._SubParsersAction))
+    burst = " ".join(sub.choices["burst"].format_usage().split())
+    for option, value in re.findall(r"(--[a-z-]+) ([A-Z]+)", said):
+        assert f"[{option} {value}]" in burst, (option, value, burst)
+    assert re.search(r"`burst COUNT ", said) and burst.endswith(" COUNT"), burst
+    assert len(re.findall(r"(--[a-z-]+) ([A-Z]+)", said)) >= 4, said

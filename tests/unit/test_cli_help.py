@@ -89,3 +89,38 @@ def test_the_exit_statuses_of_run_and_shell_are_theirs() -> None:
     text = " ".join(build_parser().format_help().split())
     assert "irqlab run: the command's (255 when the guest died or the SSH connection" in text
     assert "irqlab shell: the shell's (1 when the guest died, 255 when the SSH" in text
+
+
+def test_the_ci_report_commands_help_is_written_for_users(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`python -m irqlab.testing.reports --help`, the command the README gives a driver
+    project's CI, showed the module's docstring: reST markup (``...``, :data:`...`)
+    and no exit status of 1 for a missing report, which fails the job's summary step."""
+    from irqlab.testing.reports import FAILED_LISTED, main
+
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    assert not DEVELOPER_TEXT.search(text), text
+    assert f"the first {FAILED_LISTED}" in text
+    flat = " ".join(text.split())
+    assert "1 when a test failed or erred, or a report is missing or unreadable" in flat
+
+
+def test_injects_help_names_the_values_as_the_readme_does() -> None:
+    """The README writes `--qmp SOCKET`, `--device-id ID` and `burst COUNT [--period-us
+    US] [--line LINE]`; the help said `--qmp QMP`, `--device-id DEVICE_ID`, `--period-us
+    PERIOD_US` and `count`: a reader matching the two saw other options."""
+    from irqlab.paths import repo_root
+
+    readme = " ".join((repo_root() / "README.md").read_text(encoding="utf-8").split())
+    said = readme.split("`irqlab inject`'s actions:", 1)[1].split(". ", 1)[0]
+    inject = _commands()["inject"]
+    sub = next(a for a in inject._actions if isinstance(a, argparse._SubParsersAction))
+    burst = " ".join(sub.choices["burst"].format_usage().split())
+    for option, value in re.findall(r"(--[a-z-]+) ([A-Z]+)", said):
+        assert f"[{option} {value}]" in burst, (option, value, burst)
+    assert re.search(r"`burst COUNT ", said) and burst.endswith(" COUNT"), burst
+    assert len(re.findall(r"(--[a-z-]+) ([A-Z]+)", said)) >= 4, said

@@ -152,3 +152,17 @@ def test_the_readme_says_qemus_recipe_file_is_no_input_of_its_digest() -> None:
     source = Path(qemu.__file__).read_text()
     above = source[: source.index("\nRECIPE_VERSION = ")].rsplit("\n\n", 1)[1]
     assert "bump it" in above and "this file is not" in above, above
+
+
+def test_the_summary_steps_exit_status_is_said_as_it_is(tmp_path: Path) -> None:
+    """The README said the summary step exits 1 "when a test failed"; it also does when
+    the report is missing (a pytest that crashed before writing it), which fails the
+    job's summary step: a user reading the README looks for a failed test."""
+    from irqlab.testing.reports import main
+
+    summary = tmp_path / "summary.md"
+    missing = tmp_path / "junit-driver.xml"
+    rc = main(["--out", str(tmp_path / "merged.xml"), "--summary", str(summary), str(missing)])
+    assert rc == 1 and "no readable report" in summary.read_text()
+    own = " ".join(_section("### Your own project's CI").split())
+    assert "exit status 1 when a test failed or erred, or when the report is missing" in own

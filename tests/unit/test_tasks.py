@@ -112,6 +112,29 @@ def test_test_all_runs_one_xdist_worker_per_core_unless_told(
     ), cmd
 
 
+@pytest.mark.parametrize(
+    ("jobs", "cores", "expected"),
+    [(None, 2, " -n 2 --dist loadgroup"), ("1", 2, " -p no:xdist"), ("3", 1, " -n 3")],
+)
+def test_test_unit_runs_one_xdist_worker_per_core_unless_told(
+    monkeypatch: pytest.MonkeyPatch, jobs: str | None, cores: int, expected: str
+) -> None:
+    """`invoke test-unit` ran the unit tests on one process: 2139 of them took 7 minutes
+    on the 2-core machine, where the README said 1-2 minutes; it takes -j as the other
+    test tasks do."""
+    from irqlab.testing import parallel
+
+    monkeypatch.setattr(parallel, "usable_cpus", lambda: cores)
+    tasks = _tasks()
+    c = _Recorder()
+    if jobs is None:
+        tasks.test_unit(c, k="regs")
+    else:
+        tasks.test_unit(c, k="regs", jobs=jobs)
+    (cmd,) = c.commands
+    assert f"pytest tests/unit{expected}" in cmd and cmd.endswith(" -k regs"), cmd
+
+
 def test_tasks_run_in_the_checkout_whatever_the_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -153,7 +176,7 @@ def test_a_bad_worker_count_is_refused_before_anything_starts(
     tasks = _tasks()
     monkeypatch.setattr(tasks, "build", lambda c: pytest.fail("built"))
     c = _Recorder()
-    for run in (tasks.test_all, tasks.test_device, tasks.test_e2e, tasks.soak):
+    for run in (tasks.test_all, tasks.test_unit, tasks.test_device, tasks.test_e2e, tasks.soak):
         with pytest.raises(Exit) as e:
             run(c, jobs=jobs)
         assert e.value.code == 2 and said in str(e.value.message)

@@ -889,9 +889,12 @@ def add_guest_parsers(sub: Any) -> None:
         help=f"a 32-bit word, 0 to 0xffffffff; {numbers}",
     )
     a = action("burst", "start the in-device burst generator")
-    a.add_argument("count", type=integer, help="steps of the burst; 0 stops a running one")
+    a.add_argument(
+        "count", type=integer, metavar="COUNT", help="steps of the burst; 0 stops a running one"
+    )
     a.add_argument(
         "--period-us",
+        metavar="US",
         type=finite,
         help="period in microseconds (its range: the device's; default: the device's "
         "current burst-period-ns, 1 ms unless set)",
@@ -915,11 +918,14 @@ def _inject_options(p: argparse.ArgumentParser, *, defaults: bool) -> None:
     def default(value: object) -> object:
         return value if defaults else argparse.SUPPRESS
 
-    p.add_argument("--qmp", default=default(None), help="QMP socket (default: $IRQLAB_QMP)")
+    p.add_argument(
+        "--qmp", metavar="SOCKET", default=default(None), help="QMP socket (default: $IRQLAB_QMP)"
+    )
     from irqlab.vm.qmp.injector import DEVICE_ID
 
     p.add_argument(
         "--device-id",
+        metavar="ID",
         type=_device_id,
         default=default(DEVICE_ID),
         help=f"the device's id (default {DEVICE_ID})",

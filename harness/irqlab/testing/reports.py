@@ -169,8 +169,26 @@ def summary_markdown(shards: Sequence[ShardCounts], bench: dict[str, Any] | None
     return text
 
 
+DESCRIPTION = f"""\
+One report for a sharded CI run: merges the JUnit XML files of the shards into one
+file (each shard's suites keep their tests, renamed '<shard>: <suite>') and writes a
+Markdown summary: passed, failed, errors and skipped per report and in total, the
+failed tests by name (the first {FAILED_LISTED}), then a bench run's tables when given.
+A report's name is its file's stem (junit-debian-1of2.xml -> debian-1of2); a file
+that is missing or unreadable is a row that says so.
+
+exit status: 0 when every report was read and no test failed or erred; 1 when a
+test failed or erred, or a report is missing or unreadable; 2 for a usage error.
+"""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m irqlab.testing.reports", description=__doc__)
+    # the module's docstring is for developers (reST): --help gets plain text
+    p = argparse.ArgumentParser(
+        prog="python -m irqlab.testing.reports",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("reports", nargs="+", type=Path, help="JUnit XML files, one per shard")
     p.add_argument("--out", type=Path, required=True, help="the merged JUnit XML file")
     p.add_argument("--summary", type=Path, help="write the Markdown summary here")

@@ -427,3 +427,42 @@ def test_a_task_that_ignores_its_cancellation_costs_close_one_timeout_and_is_nam
     assert any("stubborn" in m and "after their cancellation" in m for m in said), said
     with caplog.at_level(logging.CRITICAL, logger="asyncio"):  # its pending task's end
         gc.collect()
+
+
+def test_a_close_cut_short_in_its_pass_on_a_stopped_loop_leaves_no_coroutine_unawaited() -> None:
+    """Ctrl-C during close()'s pass on a stopped loop (here: raised by a callback its
+    task's clean-up queued there): the cancel-all that close had made for the running
+    loop's thread, though the thread had ended, was held weakly only and dropped
+    unstarted ("coroutine '_cancel_all' was never awaited").  The next close() closes
+    the loop."""
+    loop = LoopThread()
+    started = threading.Event()
+
+    def ctrl_c() -> None:
+        raise KeyboardInterrupt
+
+    async def interrupted() -> None:
+        started.set()
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            asyncio.get_running_loop().call_soon(ctrl_c)  # as the pass runs here
+            await asyncio.sleep(0.5)
+            raise
+
+    loop.submit(interrupted())
+    assert started.wait(5)
+    _stopped_from_outside(loop)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        interrupts = 0
+        try:
+            loop.close(timeout=scaled(5))
+        except KeyboardInterrupt:  # dropped here, with the frames it holds
+            interrupts += 1
+        assert interrupts == 1
+        gc.collect()
+        assert _never_awaited(caught) == []
+        loop.close(timeout=scaled(5))
+        assert loop.loop.is_closed()
+        assert _never_awaited(caught) == []

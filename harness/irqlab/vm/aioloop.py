@@ -177,11 +177,25 @@ class LoopThread:
         with self._lock:
             self._closed = True  # no submit() from now on
             self._close_gen += 1
-            cancel_all = self._cancel_all(self._close_gen, timeout)
-            self._handed.add(cancel_all)
+            gen = self._close_gen
         if self._thread.is_alive():
-            with contextlib.suppress(concurrent.futures.TimeoutError, RuntimeError):
-                asyncio.run_coroutine_threadsafe(cancel_all, self._loop).result(timeout)
+            # made only for a running loop, and closed unless handed over: one made for
+            # nothing (the loop's thread had ended) and held weakly only, dropped as a
+            # Ctrl-C cut the pass below short, was "never awaited"
+            cancel_all = self._cancel_all(gen, timeout)
+            with self._lock:
+                self._handed.add(cancel_all)
+            queued = False
+            try:
+                fut = asyncio.run_coroutine_threadsafe(cancel_all, self._loop)
+                queued = True
+                with contextlib.suppress(concurrent.futures.TimeoutError):
+                    fut.result(timeout)
+            except RuntimeError:  # closed meanwhile
+                pass
+            finally:
+                if not queued:
+                    _close_unstarted(cancel_all)
             with contextlib.suppress(RuntimeError):  # closed meanwhile (another close())
                 self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout)

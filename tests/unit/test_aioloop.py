@@ -6,6 +6,7 @@ abort() ends the waits on a peer known dead or frozen."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import threading
@@ -369,3 +370,99 @@ def test_a_run_handed_over_as_its_loop_stopped_leaves_no_task_pending(
         loop.close(timeout=scaled(5))
         assert _never_awaited(caught) == []
     assert _destroyed_pending(caplog) == []
+
+
+def test_a_close_after_one_cut_short_by_a_busy_loop_closes_it() -> None:
+    """A close whose loop was busy past its timeout (synchronous work in a callback)
+    returned with the loop's thread alive, its cancel-all left in the loop's queue; the
+    loop ran it as it stopped, and in the next close's pass on the stopped loop it
+    cancelled that close's own: close() raised CancelledError (no Exception: SyncQMP's
+    close let it through) and left the loop open."""
+    loop = LoopThread()
+    busy, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        busy.set()
+        release.wait(30)
+
+    loop.loop.call_soon_threadsafe(hold)
+    assert busy.wait(5)
+    loop.close(timeout=0.05)  # cut short: the loop is busy
+    assert loop._thread.is_alive()
+    release.set()
+    loop._thread.join(scaled(5))  # the first close's stop ends it
+    assert not loop._thread.is_alive()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loop.close(timeout=scaled(5))
+        assert loop.loop.is_closed()
+        assert _never_awaited(caught) == []
+
+
+def test_a_task_that_ignores_its_cancellation_costs_close_one_timeout_and_is_named(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A task that goes on after its cancellation: close() waited its timeout for it on
+    the loop, then as long again in its pass on the stopped loop (10 s, not 5, for a
+    QMP client's close), and said nothing of it."""
+    loop = LoopThread()
+    started = threading.Event()
+
+    async def stubborn() -> None:
+        started.set()
+        while True:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(3600)
+
+    loop.submit(stubborn())
+    assert started.wait(5)
+    timeout = scaled(1)
+    with caplog.at_level(logging.WARNING, logger="irqlab.vm.aioloop"):
+        t0 = time.monotonic()
+        loop.close(timeout=timeout)
+        took = time.monotonic() - t0
+    assert loop.loop.is_closed()
+    assert took < 1.6 * timeout, f"close took {took:.2f} s for a timeout of {timeout:.2f} s"
+    said = [r.getMessage() for r in caplog.records if r.name == "irqlab.vm.aioloop"]
+    assert any("stubborn" in m and "after their cancellation" in m for m in said), said
+    with caplog.at_level(logging.CRITICAL, logger="asyncio"):  # its pending task's end
+        gc.collect()
+
+
+def test_a_close_cut_short_in_its_pass_on_a_stopped_loop_leaves_no_coroutine_unawaited() -> None:
+    """Ctrl-C during close()'s pass on a stopped loop (here: raised by a callback its
+    task's clean-up queued there): the cancel-all that close had made for the running
+    loop's thread, though the thread had ended, was held weakly only and dropped
+    unstarted ("coroutine '_cancel_all' was never awaited").  The next close() closes
+    the loop."""
+    loop = LoopThread()
+    started = threading.Event()
+
+    def ctrl_c() -> None:
+        raise KeyboardInterrupt
+
+    async def interrupted() -> None:
+        started.set()
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            asyncio.get_running_loop().call_soon(ctrl_c)  # as the pass runs here
+            await asyncio.sleep(0.5)
+            raise
+
+    loop.submit(interrupted())
+    assert started.wait(5)
+    _stopped_from_outside(loop)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        interrupts = 0
+        try:
+            loop.close(timeout=scaled(5))
+        except KeyboardInterrupt:  # dropped here, with the frames it holds
+            interrupts += 1
+        assert interrupts == 1
+        gc.collect()
+        assert _never_awaited(caught) == []
+        loop.close(timeout=scaled(5))
+        assert loop.loop.is_closed()
+        assert _never_awaited(caught) == []

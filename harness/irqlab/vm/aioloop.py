@@ -92,6 +92,11 @@ class LoopThread:
             # "_GatheringFuture exception was never retrieved", the first close raising
             # CancelledError): a Guest's closer and its start's clean-up close at once
             self._close_lock = threading.RLock()
+            # which close's cancel-all acts: one left in the loop's queue by an earlier
+            # close cut short (the loop busy past its timeout, or a close from the
+            # loop's own thread) ran first in the next pass and cancelled that one's
+            # (the next close() raised CancelledError, the loop left open)
+            self._close_gen = 0
             self._thread.start()
 
     def _main(self) -> None:
@@ -168,13 +173,29 @@ class LoopThread:
     def _close(self, timeout: float) -> None:
         if self._loop.is_closed():
             return
+        deadline = time.monotonic() + timeout  # the waits for the tasks' ends, in all
         with self._lock:
             self._closed = True  # no submit() from now on
-            cancel_all = _cancel_all(timeout)
-            self._handed.add(cancel_all)
+            self._close_gen += 1
+            gen = self._close_gen
         if self._thread.is_alive():
-            with contextlib.suppress(concurrent.futures.TimeoutError, RuntimeError):
-                asyncio.run_coroutine_threadsafe(cancel_all, self._loop).result(timeout)
+            # made only for a running loop, and closed unless handed over: one made for
+            # nothing (the loop's thread had ended) and held weakly only, dropped as a
+            # Ctrl-C cut the pass below short, was "never awaited"
+            cancel_all = self._cancel_all(gen, timeout)
+            with self._lock:
+                self._handed.add(cancel_all)
+            queued = False
+            try:
+                fut = asyncio.run_coroutine_threadsafe(cancel_all, self._loop)
+                queued = True
+                with contextlib.suppress(concurrent.futures.TimeoutError):
+                    fut.result(timeout)
+            except RuntimeError:  # closed meanwhile
+                pass
+            finally:
+                if not queued:
+                    _close_unstarted(cancel_all)
             with contextlib.suppress(RuntimeError):  # closed meanwhile (another close())
                 self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout)
@@ -189,7 +210,9 @@ class LoopThread:
         # running (qemu.qmp's reader and writer).  Dropped with the loop at its close,
         # Python warned "coroutine ... was never awaited" (in whatever test ran then),
         # and "Task was destroyed but it is pending!" at exit.
-        self._finish(timeout)
+        # the pass waits for what the first wait left only (no second timeout for a
+        # task that ignores its cancellation), a moment at least for their handlers
+        self._finish(max(deadline - time.monotonic(), _LAST_PASS_S))
         with self._lock:
             never_run = [(f, c) for f, c in self._runs.items() if not f.done()]
             handed = list(self._handed)
@@ -210,24 +233,49 @@ class LoopThread:
             pass
         else:
             return
-        task = self._loop.create_task(_cancel_all(timeout))
+        with self._lock:
+            self._close_gen += 1
+            task = self._loop.create_task(self._cancel_all(self._close_gen, timeout))
         deadline = time.monotonic() + timeout
         while True:
             # a stop queued before this pass (by a close cut short, or by whoever
             # stopped the loop) ends it early ("Event loop stopped before Future
             # completed."): run it again
-            with contextlib.suppress(RuntimeError):
+            with contextlib.suppress(RuntimeError, asyncio.CancelledError):
                 self._loop.run_until_complete(task)
             if task.done() or time.monotonic() >= deadline:
-                return
+                break
+        left = [t for t in asyncio.all_tasks(self._loop) if not t.done()]
+        if left:
+            log.warning(
+                "event loop thread %s: %d task(s) went on after their cancellation "
+                "past the close's timeout, dropped with the loop: %s",
+                self._thread.name,
+                len(left),
+                ", ".join(sorted({_what(t) for t in left})),
+            )
+
+    async def _cancel_all(self, gen: int, timeout: float) -> None:
+        """Cancel every other task of the running loop and wait up to *timeout* s for
+        their ends (one that goes on after its cancellation is left to the loop's
+        close).  Nothing when a later close made its own (*gen* is not the last one):
+        this one was left queued by a close cut short."""
+        if gen != self._close_gen:
+            return
+        me = asyncio.current_task()
+        tasks = [t for t in asyncio.all_tasks() if t is not me]
+        for t in tasks:
+            t.cancel()
+        if tasks:  # their exceptions taken (none "never retrieved")
+            await asyncio.wait({asyncio.gather(*tasks, return_exceptions=True)}, timeout=timeout)
 
 
-async def _cancel_all(timeout: float) -> None:
-    """Cancel every other task of the running loop and wait up to *timeout* s for their
-    ends (one that goes on after its cancellation is left to the loop's close)."""
-    me = asyncio.current_task()
-    tasks = [t for t in asyncio.all_tasks() if t is not me]
-    for t in tasks:
-        t.cancel()
-    if tasks:  # their exceptions taken (none "never retrieved")
-        await asyncio.wait({asyncio.gather(*tasks, return_exceptions=True)}, timeout=timeout)
+# the least the close's last pass on a stopped loop waits for the ends of the tasks it
+# cancels (their handlers' last awaits), once the close's own timeout has run out
+_LAST_PASS_S = 0.1
+
+
+def _what(task: asyncio.Task[Any]) -> str:
+    """*task*'s coroutine's name, for a message."""
+    coro = task.get_coro()
+    return getattr(coro, "__qualname__", None) or task.get_name()

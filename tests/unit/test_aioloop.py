@@ -466,3 +466,39 @@ def test_a_close_cut_short_in_its_pass_on_a_stopped_loop_leaves_no_coroutine_una
         loop.close(timeout=scaled(5))
         assert loop.loop.is_closed()
         assert _never_awaited(caught) == []
+
+
+def test_a_run_after_close_is_loop_closed_and_its_coroutine_closed() -> None:
+    """A run handed to a closed loop raised a bare RuntimeError, which QMP's callers
+    (they catch LoopAborted) let through as an internal error: now LoopClosed (still a
+    RuntimeError), and the coroutine is closed, not left "never awaited"."""
+    lt = LoopThread("test-after-close")
+    lt.close()
+
+    async def work() -> int:
+        return 1
+
+    coro = work()
+    with pytest.raises(LoopClosed, match="the event loop thread is closed"):
+        lt.run(coro, timeout=1)
+    assert coro.cr_frame is None  # closed
+    with pytest.raises(RuntimeError):  # what callers that caught RuntimeError still see
+        lt.submit(work())
+
+
+def test_close_from_the_loops_own_thread_is_refused_at_once() -> None:
+    """close() from a coroutine on the loop blocked the loop for its whole timeout,
+    then raised "cannot join current thread" with the loop left open: now refused at
+    once, saying why, and a close from another thread then closes it."""
+    lt = LoopThread("test-own-close")
+
+    async def closes() -> float:
+        began = time.monotonic()
+        with pytest.raises(RuntimeError, match="would wait for itself"):
+            lt.close(timeout=3)
+        return time.monotonic() - began
+
+    took = lt.run(closes(), timeout=scaled(10))
+    assert took < 1.0, f"the refusal took {took:.2f} s"
+    lt.close()
+    assert lt.loop.is_closed()

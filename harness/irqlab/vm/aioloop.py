@@ -111,7 +111,8 @@ class LoopThread:
         with self._lock:  # close() marks it closed under the lock: nothing after that
             if self._closed:
                 coro.close()
-                raise RuntimeError("event loop thread is closed")
+                # LoopClosed (a RuntimeError): QMP's callers say it as a QMP failure
+                raise LoopClosed("the event loop thread is closed")
             self._handed.add(coro)
             return asyncio.run_coroutine_threadsafe(coro, self._loop)
 
@@ -166,7 +167,15 @@ class LoopThread:
     def close(self, timeout: float = 5.0) -> None:
         """Cancel what is left, stop the loop and join the thread (idempotent; a close
         cut short, by Ctrl-C in its waits, is finished by the next call).  A close()
-        from another thread meanwhile waits for this one's end."""
+        from another thread meanwhile waits for this one's end.  From the loop's own
+        thread (a coroutine or callback on it) a RuntimeError at once: it would wait
+        its *timeout* for itself, blocking the loop, then fail ("cannot join current
+        thread") with the loop left open."""
+        if threading.current_thread() is self._thread:
+            raise RuntimeError(
+                f"{self._thread.name}: close() from a coroutine or callback on its own "
+                "event loop would wait for itself: close it from another thread"
+            )
         with self._close_lock:
             self._close(timeout)
 

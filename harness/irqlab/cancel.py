@@ -180,6 +180,8 @@ def run(
         env=dict(env) if env is not None else None,
         executable=options.get("executable"),
     )
+    if p.stdin is not None:  # stdin=PIPE: no input, as subprocess.run's (a reader of
+        p.stdin.close()  # it waited for ever)
     try:
         out, err, ended = _communicate(p, s if options.get("cancellable", True) else None)
     except BaseException:  # Ctrl-C: the whole group, as a terminal's Ctrl-C did
@@ -240,6 +242,8 @@ def _communicate(
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(p.pid, signal.SIGKILL)
                 kill_at = None
+                if exited:  # what still holds its pipes left the group (setsid): the
+                    break  # cancel waits for it no longer (it waited for ever)
             for key, _mask in events:
                 fd = key.fd
                 if s is not None and fd == s.wake_fd():
@@ -251,6 +255,8 @@ def _communicate(
                 elif fd == pidfd:
                     sel.unregister(fd)
                     exited = True
+                    if ended and kill_at is None:  # killed, its pipes held outside it
+                        open_pipes = 0
                 else:
                     data = os.read(fd, _READ)
                     if data:

@@ -84,7 +84,8 @@ def test_a_close_during_a_prepare_command_ends_it_and_its_group(
     assert len(spawned) == 1 and len(child) == 1
     for pid in (*spawned, *child):  # the command and its child: no process left
         assert process_exited(pid, scaled(2)), pid
-    assert proc.live_children() == []
+    # none of its own left unreaped (the worker's session guest's QEMU is not its)
+    assert [p for p in proc.live_children() if p.pid in spawned] == []
     assert "its process group was terminated" in (tmp_path / "build.log").read_text()
 
 
@@ -154,7 +155,9 @@ def test_a_build_a_cancel_ends_leaves_no_output(tmp_path: Path) -> None:
 
 
 def test_a_command_outside_a_scope_runs_as_subprocess_run() -> None:
+    # an xdist worker's session guest (its QEMU) may be a live child all along
+    before = {p.pid for p in proc.live_children()}
     r = cancel.run_text(["sh", "-c", "echo out; echo err >&2; exit 3"], doing="a test")
     assert (r.returncode, r.stdout, r.stderr) == (3, "out\n", "err\n")
     cancel.check("nothing")  # no scope: nothing to cancel
-    assert proc.live_children() == []
+    assert [p for p in proc.live_children() if p.pid not in before] == []

@@ -73,14 +73,9 @@ def _read_line(path: Path, writer: subprocess.Popen[bytes], timeout: float) -> s
             os.close(ended)
 
 
-def _gone_within(pid: int, timeout: float) -> bool:
-    fd = pidfd(pid)
-    if fd is None:  # no such process any more
-        return True
-    try:
-        return bool(select.select([fd], [], [], timeout)[0])
-    finally:
-        os.close(fd)
+def _gone_within(fd: int, timeout: float) -> bool:
+    """Whether the process of pidfd *fd* ends within *timeout* s."""
+    return bool(select.select([fd], [], [], timeout)[0])
 
 
 def test_a_worker_stops_with_its_guest_when_the_controller_is_killed(tmp_path: Path) -> None:
@@ -101,19 +96,28 @@ def test_a_worker_stops_with_its_guest_when_the_controller_is_killed(tmp_path: P
             preexec_fn=_ignore_sigint,
             start_new_session=True,
         )
+    fds: list[int | None] = []
     try:
         try:
             line = _read_line(fifo, controller, 120).split()
             worker, qemu, handler = int(line[0]), int(line[1]), line[2]
         except AssertionError:
             raise AssertionError(f"the run: {err.read_text()}") from None
+        # opened before the kill: a worker (or QEMU) already gone is said as that, not
+        # taken for one that stopped at once
+        fds += [pidfd(worker), pidfd(qemu)]
+        assert None not in fds, f"gone before the controller's kill: {fds}; {err.read_text()}"
+        worker_fd, qemu_fd = (fd for fd in fds if fd is not None)
         controller.kill()
         controller.wait()
         start = time.monotonic()
-        assert _gone_within(worker, LIMIT_S), f"the worker outlived its controller {LIMIT_S} s"
-        assert _gone_within(qemu, 2.0), "the worker's QEMU outlived it"
+        assert _gone_within(worker_fd, LIMIT_S), f"the worker outlived its controller {LIMIT_S} s"
+        assert _gone_within(qemu_fd, 2.0), "the worker's QEMU outlived it"
         took = time.monotonic() - start
     finally:
+        for fd in fds:
+            if fd is not None:
+                os.close(fd)
         if controller.poll() is None:
             controller.kill()
             controller.wait()

@@ -137,6 +137,7 @@ __all__ = [
     "ModuleLoadError",
     "OutOfRange",
     "PrerequisiteMissing",
+    "RemoteWriteError",
     "RunResult",
     "SshError",
     "SshTimeout",

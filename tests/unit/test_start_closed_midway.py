@@ -18,6 +18,7 @@ from typing import Any, NoReturn
 import pytest
 
 from irqlab import notice
+from irqlab.testing.helpers import start_in_a_thread
 from irqlab.vm import guest as guest_mod
 from irqlab.vm import snapshot
 from irqlab.vm.guest import Guest, GuestConfig, GuestError
@@ -69,17 +70,7 @@ def _guest(monkeypatch: pytest.MonkeyPatch, **config: Any) -> Guest:
 
 def _start_in_a_thread(g: Guest) -> BaseException | None:
     """g.start() in a thread of its own (the closer is this one); what it raised."""
-    raised: list[BaseException | None] = []
-
-    def start() -> None:
-        try:
-            g.start()
-            raised.append(None)
-        except BaseException as e:
-            raised.append(e)
-
-    t = threading.Thread(target=start)
-    t.start()
+    t, raised = start_in_a_thread(g)
     t.join(scaled(20))
     assert not t.is_alive() and len(raised) == 1
     return raised[0]

@@ -91,13 +91,11 @@ def process_exited(pid: int, timeout: float) -> bool:
         os.close(fd)
 
 
-def start_closed_meanwhile(
-    guest: Guest, started: Callable[[], object], timeout: float
-) -> tuple[BaseException | None, float]:
-    """``guest.start()`` in a thread of its own, and ``guest.close()`` in this one once
-    *started* returned (it waits for the step to close in to begin): what start()
-    raised (None: it returned), and how long after the close began it ended.  The
-    start's thread is joined within *timeout* s (an AssertionError if it is not)."""
+def start_in_a_thread(
+    guest: Guest, name: str = "start-in-a-thread"
+) -> tuple[threading.Thread, list[BaseException | None]]:
+    """``guest.start()`` begun in a thread of its own: the thread, and the list that
+    holds what start() raised (None: it returned) once the thread ends."""
     raised: list[BaseException | None] = []
 
     def start() -> None:
@@ -107,8 +105,20 @@ def start_closed_meanwhile(
         except BaseException as e:
             raised.append(e)
 
-    t = threading.Thread(target=start, name="start-closed-meanwhile")
+    t = threading.Thread(target=start, name=name)
     t.start()
+    return t, raised
+
+
+def start_closed_meanwhile(
+    guest: Guest, started: Callable[[], object], timeout: float
+) -> tuple[BaseException | None, float]:
+    """``guest.start()`` in a thread of its own (:func:`start_in_a_thread`), and
+    ``guest.close()`` in this one once *started* returned (it waits for the step to
+    close in to begin): what start() raised (None: it returned), and how long after
+    the close began it ended.  The start's thread is joined within *timeout* s (an
+    AssertionError if it is not)."""
+    t, raised = start_in_a_thread(guest, "start-closed-meanwhile")
     try:
         started()
     finally:

@@ -197,6 +197,7 @@ class Agent:
             "flush": self.op_flush,
             "release": self.op_release,
             "reset": self.op_reset,
+            "kernel_clock": self.op_kernel_clock,
             "quit": self.op_quit,
             "heartbeat": self.op_heartbeat,
         }
@@ -618,6 +619,18 @@ class Agent:
             except OSError:
                 out["present"] = False
         return out
+
+    def op_kernel_clock(self, req: Request) -> JsonObj:
+        """The guest time now (``monotonic_ns``: CLOCK_MONOTONIC, the heartbeats' clock)
+        and, where /dev/kmsg says it, the same instant by the kernel log's clock
+        (``kernel_log_ns``: printk's, milliseconds apart either way,
+        :mod:`irqlab_agent.kclock`): how a heartbeat's time is put onto kernel log
+        stamps."""
+        offset = printk_offset_ns()
+        now = mono_ns()
+        if offset is None:
+            return ok(req.id, monotonic_ns=now)
+        return ok(req.id, monotonic_ns=now, kernel_log_ns=now + offset)
 
     def op_heartbeat(self, req: Request) -> JsonObj:
         """Send ``{"type": "heartbeat"}`` every ``interval_ms`` (0 stops): the host's

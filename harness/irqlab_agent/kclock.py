@@ -12,7 +12,9 @@ import select
 import threading
 import time
 
-MARKER = b"irqlab-agent: kernel log clock calibration"
+from irqlab_agent.protocol import KERNEL_CLOCK_LINE
+
+MARKER = KERNEL_CLOCK_LINE.encode()
 READ_LIMIT_S = 1.0  # for the line to come back (it is there as the write returns)
 
 _lock = threading.Lock()

@@ -147,6 +147,9 @@ class Request:
 
 
 MAX_LINE = 1 << 20  # bytes of one request line; longer lines are refused, not parsed
+# The line the agent writes to the kernel log to measure its clock (irqlab_agent.kclock):
+# a failure's diagnostics leave it out of the test's kernel log
+KERNEL_CLOCK_LINE = "irqlab-agent: kernel log clock calibration"
 
 
 def read_line(stream: IO[bytes]) -> bytes:

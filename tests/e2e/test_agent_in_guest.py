@@ -181,6 +181,21 @@ def test_read_with_a_bad_as_consumes_nothing(
     assert [e["seq"] for e in r["events"]] == [seq, seq + 1], r
 
 
+def test_kernel_clock_is_the_kernel_logs_time(
+    irqlab_guest: Guest, irqlab_agent: AgentClient
+) -> None:
+    """``kernel_clock``: what a failure's diagnostics put a test's start estimated by
+    CLOCK_MONOTONIC onto the kernel log's stamps with; a line logged between two of its
+    answers is stamped between their ``kernel_log_ns``."""
+    before = irqlab_agent.request("kernel_clock")
+    irqlab_guest.sh("echo '<6>irqlab-e2e: between two kernel_clock' > /dev/kmsg")
+    after = irqlab_agent.request("kernel_clock")
+    line = irqlab_guest.sh("dmesg | grep 'irqlab-e2e: between two kernel_clock'")
+    stamp_ns = round(float(line.split("]")[0].strip("[ ")) * 1e9)
+    assert before["kernel_log_ns"] <= stamp_ns <= after["kernel_log_ns"], (before, line, after)
+    assert after["monotonic_ns"] > before["monotonic_ns"]
+
+
 def test_reset_puts_the_tune_settings_back(irqlab_agent: AgentClient) -> None:
     r = irqlab_agent.request("tune", ack_first=False, switch_interval_s=0.001)
     assert r["ack_first"] is False

@@ -59,6 +59,25 @@ def test_an_extra_module_that_panics_while_loading_is_named_with_its_insmod() ->
     assert first.endswith(f"(running 'insmod {ko} how=panic')"), first
 
 
+def test_a_load_whose_messages_overran_the_kernel_log_still_says_its_last_ones() -> None:
+    """A module that logs more than the kernel log's ring holds as it fails (a driver
+    dumping its registers): the step's own mark was overwritten, and the error said
+    "kernel messages meanwhile: (none)", its cause (the last lines) lost."""
+    ko = build_test_kmod("splat_on_load")
+    params = {"splat_on_load": {"how": "bogus", "lines": 2000}}  # ~190 KB, twice: > 128 KB
+    config = GuestConfig(
+        name="chatty-load", extra_modules=[ko], extra_module_params=params, load_irqlab=False
+    )
+    with pytest.raises(ModuleLoadError) as info:
+        Guest(config).start().close()  # close(): not reached
+    msg = str(info.value)
+    assert msg.startswith(f"insmod {ko} how=bogus lines=2000 failed in the guest"), msg
+    assert "kernel messages meanwhile (the last 40: more came since it began than the " in msg
+    kmsg = msg.partition("its first ones are lost):\n")[2].splitlines()
+    assert len(kmsg) == 40 and kmsg[-1].endswith("splat_on_load: how=bogus: not panic or warn")
+    assert "irqlab: the kernel log wrapped" not in msg, msg
+
+
 def test_a_bad_parameter_value_is_refused_in_the_kernels_words(
     irqlab_fresh_guest: Guest,
 ) -> None:

@@ -108,6 +108,39 @@ def test_a_tests_own_guest_keeps_its_whole_log_and_reports_its_modules_load(
     assert text.startswith(f"--- guest kernel log (since 5.000 s guest time: 1 lines; {log})")
 
 
+def test_a_start_estimated_by_the_agents_clock_is_put_onto_the_kernel_logs(
+    tmp_path: Path,
+) -> None:
+    """A test that takes only its own guest (no agent reset marks its start): the
+    start, estimated from the heartbeats by CLOCK_MONOTONIC, was compared with printk's
+    stamps as it was.  In a guest whose printk clock ran 7.5 ms behind, the test's
+    first kernel line (its rmmod's, 1.2 ms before the estimate by the stamps) was
+    reported as the modules' load, and the test's own part said "(nothing)"."""
+    log = OWN_GUEST_LOG.replace(
+        "[    5.500000] a line of the test",
+        "[    6.642803] hangexit: bye\n[    7.100000] irqlab-agent: kernel log clock calibration",
+    )  # the agent's calibration line: written as it was asked, no line of the test's
+    asked: list[str] = []
+
+    def request(op: str, **_: Any) -> dict[str, Any]:
+        asked.append(op)
+        return {"ok": True, "monotonic_ns": 7_000_000_000, "kernel_log_ns": 6_992_500_000}
+
+    guest = fake_guest(config=SimpleNamespace(extra_modules=["mydrv.ko"]))
+    guest.sh = lambda cmd, **_: log + "\n0\n"
+    guest._agent = SimpleNamespace(request=request)
+    own = GuestDiagnostics(guest, None, 0, estimate=6.644, own=True)
+    text, _ = own.collect(tmp_path)
+    load, _, since = text.partition("--- guest kernel log (since 6.636 s guest time: 1 lines")
+    assert "hangexit" not in load and "mydrv v4 bound" in load, text
+    assert "[    6.642803] hangexit: bye" in since, text
+    assert asked == ["kernel_clock"]
+    # an agent that cannot say (an older one): the estimate as it is
+    guest._agent = SimpleNamespace(request=lambda op, **_: {"ok": True, "monotonic_ns": 1})
+    text, _ = GuestDiagnostics(guest, None, 0, estimate=6.644, own=True).collect(tmp_path)
+    assert "--- guest kernel log (since 6.644 s guest time: 0 lines" in text, text
+
+
 def test_a_modules_load_in_a_snapshot_without_its_mark_is_the_last_step_before_the_test() -> None:
     from irqlab.testing.diagnostics import module_load_lines
 

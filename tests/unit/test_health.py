@@ -706,6 +706,68 @@ def test_qmp_lost_after_a_panic_on_the_console_is_the_panic(
     assert fault.qmp_silent == (not exits)  # still silent: no caller waits on QMP
 
 
+# An interrupt handler's NULL dereference (x86_64, Debian 6.1): the oops, then the panic
+# it leads to, more than TAIL_LINES lines later
+IRQ_OOPS = [
+    "[    5.97] irqoops 0000:00:04.0: irqoops: bound",
+    "[    5.98] BUG: kernel NULL pointer dereference, address: 0000000000000000",
+    "[    5.98] #PF: supervisor write access in kernel mode",
+    "[    5.98] Oops: 0002 [#1] PREEMPT SMP NOPTI",
+    "[    5.99] RIP: 0010:irqoops_irq+0x5/0x20 [irqoops]",
+    "[    5.99] Call Trace:",
+    "[    5.99]  <IRQ>",
+    "[    5.99]  __handle_irq_event_percpu+0x46/0x190",
+]
+IRQ_PANIC = [
+    *(f"[    6.0{i % 10}]  ? trace line {i}" for i in range(60)),
+    "[    6.07] RIP: 0010:irqoops_irq+0x5/0x20 [irqoops]",
+    "[    6.09] Kernel panic - not syncing: Fatal exception in interrupt",
+]
+
+
+@pytest.mark.parametrize("looks", ["one-look", "oops-then-panic"])
+def test_a_panic_after_an_oops_is_told_and_shown_with_the_oops(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, looks: str
+) -> None:
+    """An IRQ handler's NULL dereference ends in "Fatal exception in interrupt": the
+    verdict named the panic alone and showed the console's last 40 lines, which began
+    in the middle of the second register dump: no BUG line, no handler in a trace."""
+    from irqlab.vm import health
+
+    console = tmp_path / "console.log"
+    machine = _SilentMachine(QMPFailure("unused"))
+    watch = health.HealthWatch(machine, lambda f: None)  # type: ignore[arg-type]
+    monkeypatch.setattr(watch, "_console_log", lambda: console)
+    if looks == "oops-then-panic":  # the panic within the oops's grace, a look later
+        console.write_text("\n".join(IRQ_OOPS) + "\n")
+        assert watch.check() is None
+        with console.open("a") as f:
+            f.write("\n".join(IRQ_PANIC) + "\n")
+    else:
+        console.write_text("\n".join(IRQ_OOPS + IRQ_PANIC) + "\n")
+    machine.running = False  # QEMU exits after the panic
+    fault = watch.check()
+    assert fault is not None
+    assert fault.cause == (
+        "guest kernel panic: Kernel panic - not syncing: Fatal exception in interrupt, "
+        "after an oops: BUG: kernel NULL pointer dereference, address: 0000000000000000"
+    )
+    assert fault.console_span == "from 10 lines before the fault"
+    shown = fault.console_tail.splitlines()
+    assert shown[: len(IRQ_OOPS)] == IRQ_OOPS  # from the oops's start, its trace too
+    assert shown[-1] == IRQ_PANIC[-1]  # and to the panic
+    # a panic of its own (no oops before it) is told and shown as before
+    machine.running = True
+    plain = health.HealthWatch(machine, lambda f: None)  # type: ignore[arg-type]
+    console.write_text("\n".join(IRQ_PANIC) + "\n")
+    monkeypatch.setattr(plain, "_console_log", lambda: console)
+    machine.running = False
+    fault = plain.check()
+    assert fault is not None
+    assert fault.cause == f"guest kernel panic: {IRQ_PANIC[-1].partition('] ')[2]}"
+    assert fault.console_span == f"last {TAIL_LINES} lines"
+
+
 class _WaitingMachine(_SilentMachine):
     """A running QEMU whose ping waits until *release* is set, then answers *status*
     (or fails with *cause*, as _SilentMachine)."""

@@ -9,7 +9,8 @@ kernel log's timestamps; :meth:`GuestDiagnostics.mark`), else (a test without th
 agent's fixture) from the heartbeats' stamps and when they arrived
 (:meth:`~irqlab.vm.agent_client.AgentClient.guest_now_ns`: early by a delivery's
 milliseconds), else from the last agent heartbeat before it (up to a heartbeat
-interval early: earlier tests' lines too);
+interval early: earlier tests' lines too); those are CLOCK_MONOTONIC times, put onto
+the kernel log's clock at a failure (the agent's ``kernel_clock``);
 only a failure fetches ``dmesg`` (one SSH command).  The harness's own markers in
 the kernel log (``irqlab-step-...``) are left out.
 
@@ -48,8 +49,11 @@ __all__ = [
 DMESG_LINES = 60  # at most this many kernel log lines in the report (all in dmesg.log)
 # The kernel log's stamps (printk's local_clock) and the agent's CLOCK_MONOTONIC are two
 # clocks: measured in restored guests (2026-12-06), printk's ran ahead by about 20 ms
-# (x86_64) and 115 ms (aarch64), so a slice from the reset's time loses none of the
-# test's lines (it may show the last few milliseconds before the test: no margin more).
+# (x86_64) and 115 ms (aarch64); on an Intel Xeon host (2026-12-08) it ran 4-18 ms
+# behind, and a test's first kernel line (its rmmod's) fell before a start estimated by
+# CLOCK_MONOTONIC.  A reset's time is the kernel log's own, an estimate is put onto it
+# (_kernel_log_offset_s), so a slice loses none of the test's lines (it may show the
+# last few milliseconds before the test: no margin more).
 AGENT_LINES = 12
 _STAMP = re.compile(r"^\[\s*(\d+\.\d+)\]")
 _HEARTBEAT = re.compile(rb'"type":\s*"(?:heartbeat|hello)"')
@@ -78,15 +82,18 @@ def heartbeat_before(rx_log: Path, offset: int) -> float | None:
 
 def dmesg_since(text: str, since: float | None) -> list[str]:
     """The kernel log lines stamped at or after *since* (s; None: all), without the
-    harness's own step markers."""
+    harness's own step markers and the agent's clock calibration line (which a
+    failure's ``kernel_clock`` may write)."""
     from irqlab.vm.guest import STEP_KMSG_MARK
+    from irqlab_agent.protocol import KERNEL_CLOCK_LINE
 
+    ours = (STEP_KMSG_MARK, KERNEL_CLOCK_LINE)
     out: list[str] = []
     for line in text.splitlines():
         m = _STAMP.match(line)
         if since is None or (m is not None and float(m[1]) >= since) or (m is None and out):
             out.append(line)
-    return [line for line in out if STEP_KMSG_MARK not in line]
+    return [line for line in out if not any(mark in line for mark in ours)]
 
 
 def module_load_lines(text: str, since: float | None, *, last_step: bool = False) -> list[str]:
@@ -163,9 +170,12 @@ class GuestDiagnostics:
             return "the guest was stopped at the test's end: its logs are listed", files
         if g.fault is not None or g.machine is None or not g.machine.is_running():
             return "the guest is gone: no kernel log or counters (see the failure)", files
-        since = self.since if self.since is not None else self.estimate
-        if since is None and self.rx_log is not None:
-            since = heartbeat_before(self.rx_log, self.rx_offset)
+        since = self.since  # by the kernel log's clock (the reset's)
+        if since is None:  # by CLOCK_MONOTONIC
+            rough = self.estimate
+            if rough is None and self.rx_log is not None:
+                rough = heartbeat_before(self.rx_log, self.rx_offset)
+            since = None if rough is None else rough + _kernel_log_offset_s(g)
         try:
             out = g.sh(
                 "dmesg -r 2>/dev/null || dmesg; echo; cat /proc/sys/kernel/tainted",
@@ -232,6 +242,22 @@ class GuestDiagnostics:
                 + ("\n".join(msgs) or "(none since the test started)")
             )
         return "\n".join(parts), files
+
+
+def _kernel_log_offset_s(guest: Guest) -> float:
+    """The kernel log's clock minus CLOCK_MONOTONIC in *guest* (s), as its agent's
+    ``kernel_clock`` says it; 0.0 when it cannot (no agent session, an older agent)."""
+    agent = guest._agent  # never (re)start an agent for a diagnostic
+    if agent is None:
+        return 0.0
+    try:
+        reply = agent.request("kernel_clock", timeout=10.0)
+    except Exception:  # a diagnostic must not hide the test's own failure
+        return 0.0
+    mono, klog = reply.get("monotonic_ns"), reply.get("kernel_log_ns")
+    if not isinstance(mono, int) or not isinstance(klog, int):
+        return 0.0
+    return (klog - mono) / 1e9
 
 
 BUILT_CONSOLE_LINES = 20  # a guest the test built itself: its console's last lines

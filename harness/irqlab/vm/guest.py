@@ -254,6 +254,11 @@ class GuestWriteError(GuestError, RemoteWriteError):
 KMSG_MARK = "--- irqlab: kernel messages since the command began"
 # Before KMSG_MARK: which of the step's commands failed (its index).
 STEP_MARK = "--- irqlab: failed command"
+# The kernel lines a failed step's error shows at most (the last of those since it began)
+STEP_KMSG_LINES = 40
+# After KMSG_MARK: the step's own mark is gone from the kernel log (more came since it
+# began than the log's ring holds), so what follows is the log's last lines
+KMSG_WRAPPED = "--- irqlab: the kernel log wrapped since the command began"
 # Written to the kernel log as a step script begins (then its pid and uptime): where
 # the step's own kernel messages start.
 STEP_KMSG_MARK = "irqlab-step-"
@@ -301,11 +306,16 @@ def _kernel_step(commands: Sequence[str], then: str = "", mark: str = STEP_KMSG_
     since the script began follow on stderr, and the script exits with its status; else
     *then* runs.  The start is a line of our own in the kernel's log (*mark*, then the
     script's pid and uptime; at debug level: not on the console), so a full ring buffer
-    does not lose the messages."""
+    does not lose the messages; one the command's own messages overran (a module that
+    logs more than the ring holds as it fails) has lost the mark: then KMSG_WRAPPED and
+    the log's last lines follow (nothing did: the cause, its last lines, was lost)."""
+    n = STEP_KMSG_LINES
     failed = (
         "rc=$?; if [ $rc -ne 0 ]; then echo {mark} {i} >&2; "
         f"echo {shlex.quote(KMSG_MARK)} >&2; "
-        """dmesg | sed -n "/$m/,\\$p" | tail -n +2 | tail -n 40 >&2; exit $rc; fi; """
+        f"""if dmesg | grep -qF "$m"; then dmesg | sed -n "/$m/,\\$p" | tail -n +2 """
+        f"| tail -n {n}; else echo {shlex.quote(KMSG_WRAPPED)}; dmesg | tail -n {n}; "
+        "fi >&2; exit $rc; fi; "
     )
     steps = "".join(
         f"{c}; " + failed.format(mark=shlex.quote(STEP_MARK), i=i) for i, c in enumerate(commands)
@@ -3096,9 +3106,16 @@ class Guest:
         err, _, kmsg = result.err.partition(KMSG_MARK + "\n")
         err = "\n".join(line for line in err.splitlines() if not line.startswith(STEP_MARK))
         said = (err or result.out).strip() or "(nothing on stderr)"
+        head = "kernel messages meanwhile"
+        if kmsg.startswith(KMSG_WRAPPED + "\n"):  # its first ones overwritten
+            kmsg = kmsg.removeprefix(KMSG_WRAPPED + "\n")
+            head += (
+                f" (the last {STEP_KMSG_LINES}: more came since it began than the kernel's "
+                "log holds, its first ones are lost)"
+            )
         raise ModuleLoadError(
             f"{what} failed in the guest (exit {result.rc}): {said}\n{hint}"
-            f"kernel messages meanwhile:\n{kmsg.rstrip() or '(none)'}",
+            f"{head}:\n{kmsg.rstrip() or '(none)'}",
             result,
         )
 

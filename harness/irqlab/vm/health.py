@@ -55,6 +55,7 @@ __all__ = [
     "Fault",
     "GuestFault",
     "HealthWatch",
+    "console_faults",
     "exited_cause",
     "file_tail",
     "printable",
@@ -70,11 +71,13 @@ OOPS = re.compile(
     r"(?:Oops|Internal error|general protection fault|invalid opcode|stack segment"
     r"|double fault|kernel stack overflow)[^\[\]]*\[#\d+\].*"
 )
-# Most severe first: a panic usually follows an oops, and the panic is the story.
+# Most severe first: a panic usually follows an oops, and the panic is the story (told
+# with the oops that led to it: "Fatal exception in interrupt" alone does not say what).
 CONSOLE_FAULTS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"Kernel panic - not syncing.*"), "guest kernel panic"),
     (OOPS, "guest kernel oops"),
 )
+PANIC_RANK, OOPS_RANK = 0, 1  # CONSOLE_FAULTS' indexes
 # Any of them on one line (a quick look at what a command's time printed)
 CONSOLE_FAULT = re.compile("|".join(f"(?:{p.pattern})" for p, _ in CONSOLE_FAULTS))
 # A line the kernel prints a few lines before an oops's header, saying what happened
@@ -159,22 +162,28 @@ class GuestFault(IrqlabError, RuntimeError):
             self.add_note(f"logs: {fault.log_dir}")
 
 
-def scan_console(text: str, before: Sequence[str] = ()) -> tuple[int, str] | None:
-    """The most severe fault line in *text*: (severity rank, "cause: line"), or None.
-    An oops is named by the line before it that says what happened (OOPS_PRELUDE),
-    looked for in *text* and the console's lines *before* it (the previous look's)."""
-    best: tuple[int, str] | None = None
+def console_faults(text: str, before: Sequence[str] = ()) -> list[tuple[int, str]]:
+    """Every fault line in *text*, in order: (severity rank, "cause: line").  An oops is
+    named by the line before it that says what happened (OOPS_PRELUDE), looked for in
+    *text* and the console's lines *before* it (the previous look's)."""
+    found: list[tuple[int, str]] = []
     lines = text.splitlines()
     earlier = list(before)[-OOPS_PRELUDE_LINES:]
     for i, line in enumerate(lines):
         for rank, (pattern, cause) in enumerate(CONSOLE_FAULTS):
             m = pattern.search(line)
-            if m and (best is None or rank < best[0]):
+            if m:
                 what = m.group(0).strip()
                 if pattern is OOPS:
                     what = _prelude((earlier + lines[:i])[-OOPS_PRELUDE_LINES:]) or what
-                best = (rank, f"{cause}: {what}")
-    return best
+                found.append((rank, f"{cause}: {what}"))
+    return found
+
+
+def scan_console(text: str, before: Sequence[str] = ()) -> tuple[int, str] | None:
+    """The most severe fault line in *text* (the first of them): (severity rank,
+    "cause: line"), or None (:func:`console_faults`)."""
+    return min(console_faults(text, before), key=lambda hit: hit[0], default=None)
 
 
 def _last_match(pattern: re.Pattern[str], lines: Sequence[str]) -> str | None:
@@ -306,6 +315,9 @@ class HealthWatch(threading.Thread):
         self._recent: deque[str] = deque(maxlen=OOPS_PRELUDE_LINES)
         # a console fault: (severity rank, cause, grace deadline, the console line's text)
         self._pending: tuple[float, str, float, str] | None = None
+        # the first oops read on the console ("BUG: kernel NULL pointer dereference, ..."):
+        # a panic after it (a fatal exception) is told with it
+        self._oops: str | None = None
         # the console's last STALL_REPORT line, and when it was read (time.monotonic())
         self._stall: tuple[float, str] | None = None
         self._next_qmp = time.monotonic() + qmp_every
@@ -409,7 +421,11 @@ class HealthWatch(threading.Thread):
     def _scan_console(self, now: float) -> None:
         """Read the console's new lines; a fault among them is pending (worse first)."""
         text = self._new_console_text()
-        hit = scan_console(text, self._recent)
+        hits = console_faults(text, self._recent)
+        hit = min(hits, key=lambda h: h[0], default=None)
+        if self._oops is None:
+            oops = next((h[1] for h in hits if h[0] == OOPS_RANK), None)
+            self._oops = oops.partition(": ")[2] if oops is not None else None
         self._recent.extend(text.splitlines())
         for m in STALL_REPORT.finditer(text):
             self._stall = (now, m.group(0).strip())
@@ -435,7 +451,13 @@ class HealthWatch(threading.Thread):
 
     def _pending_fault(self) -> Fault:
         assert self._pending is not None
-        _, cause, _, line = self._pending
+        rank, cause, _, line = self._pending
+        if rank == PANIC_RANK and self._oops is not None:
+            # the panic of an oops ("Fatal exception in interrupt": an IRQ handler's NULL
+            # dereference): the last lines missed the oops's BUG line and its first
+            # trace, and the cause did not say what went wrong; shown from the oops
+            cause = f"{cause}, after an oops: {self._oops}"
+            line = self._oops
         return self._fault(cause, qemu=not self.machine.is_running(), line=line)
 
     def check(self) -> Fault | None:

@@ -3,7 +3,6 @@ socket the shell prints, as a user runs them (subprocesses, a pseudo-terminal)."
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -21,7 +20,7 @@ import pytest
 from cli import IRQLAB, irqlab  # same directory (rootdir-relative import)
 
 from irqlab.contract.regs import QOM
-from irqlab.testing.helpers import process_exited
+from irqlab.testing.helpers import host_processes, process_exited
 from irqlab.testing.terminal import COOKED, Terminal
 from irqlab.vm.qmp.stats import Counters
 
@@ -107,12 +106,7 @@ def test_run_on_a_terminal_reads_what_is_typed() -> None:
 
 def children(pid: int) -> list[int]:
     """The processes whose parent is *pid*."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError):
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(stat.parent.name))
-    return found
+    return [p.pid for p in host_processes() if p.ppid == pid]
 
 
 def assert_torn_down(pid: int, qemu: list[int]) -> None:

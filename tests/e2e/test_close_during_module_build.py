@@ -23,7 +23,7 @@ import pytest
 from irqlab.build import kmod
 from irqlab.build.kernel import ensure_kernel
 from irqlab.paths import cache_dir
-from irqlab.testing.helpers import process_exited, start_closed_meanwhile
+from irqlab.testing.helpers import host_processes, process_exited, start_closed_meanwhile
 from irqlab.vm import proc
 from irqlab.vm.guest import Guest, GuestConfig, GuestError
 from irqlab.vm.loadscale import scaled
@@ -50,22 +50,6 @@ def module_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         lock.unlink()
     monkeypatch.setenv("IRQLAB_CACHE_DIR", str(copy))
     return copy
-
-
-def _group_left(pgid: int) -> list[int]:
-    """The processes of group *pgid* that have not exited (zombies have)."""
-    left = []
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            stat = (d / "stat").read_bytes()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(b")") + 2 :].split()  # state, ppid, pgrp, ...
-        if int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
-            left.append(int(d.name))
-    return left
 
 
 @pytest.mark.parametrize(
@@ -113,8 +97,9 @@ def test_a_close_during_a_prepare_command_ends_the_start(
     assert g.machine is None
     (pgid,) = makes
     assert process_exited(pgid, scaled(2))
-    for pid in _group_left(pgid):  # make's compilers: exiting at most
-        assert process_exited(pid, scaled(2)), pid
+    for p in host_processes():  # make's compilers: exiting at most
+        if p.pgrp == pgid and not p.exited:
+            assert process_exited(p.pid, scaled(2)), p
     assert not output.exists(), sorted(os.listdir(output))
     assert not output.with_name(output.name + ".tmp").exists()
     assert not [p for p in module_cache.iterdir() if p.name.startswith("image-")]

@@ -5,7 +5,6 @@ A value the irqlab device refuses (a count, a mode, a bool) is refused before QE
 
 from __future__ import annotations
 
-import contextlib
 import uuid
 from pathlib import Path
 
@@ -13,18 +12,14 @@ import pytest
 from cli import irqlab  # same directory (rootdir-relative import)
 
 from irqlab.contract.regs import QOM
+from irqlab.testing.helpers import host_processes
 from irqlab.vm.guest import Guest, GuestConfig, GuestConfigError
 from irqlab.vm.machine import QemuExited
 
 
 def processes_with(text: str) -> list[int]:
     """The processes whose command line holds *text*."""
-    found = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        with contextlib.suppress(OSError):
-            if text.encode() in cmdline.read_bytes():
-                found.append(int(cmdline.parent.name))
-    return found
+    return [p.pid for p in host_processes() if text.encode() in p.cmdline()]
 
 
 def refused(props: dict[str, str], log_dir: Path) -> QemuExited:

@@ -25,6 +25,7 @@ from kmods import build_test_kmod
 from irqlab.testing.helpers import (
     DeviceControl,
     check_guest_kernel_log,
+    host_processes,
     process_exited,
     wait_until,
 )
@@ -516,20 +517,9 @@ def test_a_command_the_oom_killer_killed_is_named_and_a_hog_is_no_fault(fault_gu
 
 
 def _qemu_children() -> list[int]:
-    me = str(os.getpid())
-    found = []
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            stat = (d / "stat").read_text()
-            cmd = (d / "cmdline").read_bytes()
-        except OSError:
-            continue
-        ppid = stat.rsplit(")", 1)[1].split()[1]
-        if ppid == me and b"qemu-system" in cmd:
-            found.append(int(d.name))
-    return found
+    """This process's QEMUs (those not reaped yet: a zombie's command line is empty)."""
+    me = os.getpid()
+    return [p.pid for p in host_processes() if p.ppid == me and b"qemu-system" in p.cmdline()]
 
 
 def test_a_start_that_fails_part_way_leaves_nothing_behind() -> None:

@@ -142,18 +142,36 @@ def _never_awaited(caught: list[warnings.WarningMessage]) -> list[str]:
     return [str(w.message) for w in caught if "never awaited" in str(w.message)]
 
 
-def test_a_run_its_stopped_loop_never_started_ends_at_close() -> None:
-    """A run handed to a loop that another close() had just stopped was never started:
-    it waited for ever (no timeout), and its coroutine, dropped with the loop, made
-    Python warn "coroutine ... was never awaited" in whatever test ran then (seen in
-    a CI run's summary, blamed on a gpio test)."""
-    loop = LoopThread()
-    loop.loop.call_soon_threadsafe(loop.loop.stop)  # what another thread's close() does
-    loop._thread.join(5)
+def _stop_queued_behind_a_hold(loop: LoopThread) -> threading.Event:
+    """*loop* busy in a callback, with a stop from outside queued behind it (what
+    another thread's close() does): what it is handed now comes in the step it stops in,
+    and is never started.  Set the event returned to let it go: its thread then ends."""
+    busy, release = threading.Event(), threading.Event()
+
+    def hold() -> None:  # the loop, busy with something else for a moment
+        busy.set()
+        release.wait(10)
+
+    loop.loop.call_soon_threadsafe(hold)
+    assert busy.wait(5)
+    loop.loop.call_soon_threadsafe(loop.loop.stop)
+    return release
+
+
+def test_a_run_its_stopped_loop_never_started_ends_with_its_thread() -> None:
+    """A run handed to a loop in the step it stopped in (another thread's close(), a
+    stop from outside) was never started: it waited for ever (no timeout), and its
+    coroutine, dropped with the loop, made Python warn "coroutine ... was never
+    awaited" in whatever test ran then (seen in a CI run's summary, blamed on a gpio
+    test).  It ends as the loop's thread ends, and close() neither runs it nor leaves
+    it unawaited."""
+    loop = LoopThread("test-stopped")
+    release = _stop_queued_behind_a_hold(loop)
     ended: list[BaseException] = []
+    ran: list[bool] = []
 
     async def work() -> None:
-        pass
+        ran.append(True)
 
     def wait() -> None:
         try:
@@ -175,11 +193,17 @@ def test_a_run_its_stopped_loop_never_started_ends_at_close() -> None:
         waiter = threading.Thread(target=wait, daemon=True)
         waiter.start()
         assert handed.wait(5)
-        loop.close(timeout=1)
+        release.set()
         waiter.join(5)
-        assert not waiter.is_alive(), "the run still waits on a loop that is closed"
+        assert not waiter.is_alive(), "the run still waits on a loop whose thread ended"
         assert [type(e) for e in ended] == [LoopClosed]
+        assert str(ended[0]) == (
+            "the event loop thread test-stopped is no longer running (its loop was "
+            "stopped by something other than close()); nothing will run on it: close() it"
+        )
+        loop.close(timeout=1)
         assert _never_awaited(caught) == []
+    assert ran == []
 
 
 def test_close_whose_stop_came_first_leaves_no_coroutine_unawaited(
@@ -271,13 +295,35 @@ def _closing(loop: LoopThread) -> tuple[threading.Thread, list[BaseException | N
     return t, out
 
 
-def _stopped_from_outside(loop: LoopThread) -> None:
+def _stopped_from_outside(loop: LoopThread, *, ended: bool = True) -> None:
     """Stop *loop* as something other than its close() may (a test that stopped more
     loops than its own stopped a session guest's QMP loop for good), and wait for its
-    thread's end."""
+    thread's end (not *ended*: for its loop's stop, the thread's end held by
+    :func:`_thread_end_held`)."""
     loop.loop.call_soon_threadsafe(loop.loop.stop)
-    loop._thread.join(5)
-    assert not loop._thread.is_alive()
+    if ended:
+        loop._thread.join(5)
+        assert not loop._thread.is_alive()
+    else:
+        deadline = time.monotonic() + 5
+        while loop.loop.is_running() and time.monotonic() < deadline:
+            loop._thread.join(0.01)
+        assert not loop.loop.is_running()
+
+
+def _thread_end_held(loop: LoopThread) -> threading.Event:
+    """The end of *loop*'s thread held, once its loop stopped, until the event returned
+    is set: what is handed to the loop meanwhile is queued and never run (the moment
+    between a loop's stop and its thread's end)."""
+    release = threading.Event()
+    thread_ended = loop._thread_ended
+
+    def held(how: str) -> None:
+        release.wait(10)
+        thread_ended(how)
+
+    loop._thread_ended = held  # type: ignore[method-assign]
+    return release
 
 
 def _destroyed_pending(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -290,7 +336,9 @@ def test_runs_that_gave_up_on_a_stopped_loop_leave_no_coroutine_unawaited(
 ) -> None:
     """A loop stopped by someone else runs nothing more: the health watch's event look
     timed out, its ping was aborted (the watch called the guest frozen), the close's
-    disconnect timed out, each coroutine left in the loop's queue; close() knew only
+    disconnect timed out, each coroutine left in the loop's queue (handed over after
+    the loop stopped, before its thread ended: one after that is refused at once);
+    close() knew only
     the runs still waiting, and the loop's close dropped the others: "coroutine
     '_nothing' / 'QMPClient.execute' / 'AsyncProtocol.disconnect' was never awaited"
     in the worker's last test, and at exit "Task was destroyed but it is pending!" for
@@ -312,7 +360,8 @@ def test_runs_that_gave_up_on_a_stopped_loop_leave_no_coroutine_unawaited(
 
     loop.submit(reader())
     assert reading.wait(5)
-    _stopped_from_outside(loop)
+    release = _thread_end_held(loop)
+    _stopped_from_outside(loop, ended=False)
     with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.ERROR):
         warnings.simplefilter("always")
         with pytest.raises(LoopTimeout):
@@ -333,6 +382,9 @@ def test_runs_that_gave_up_on_a_stopped_loop_leave_no_coroutine_unawaited(
         loop.abort("the guest is not usable: QEMU froze")
         waiter.join(5)
         assert [type(e) for e in aborted] == [LoopAborted]
+        release.set()
+        loop._thread.join(5)
+        assert not loop._thread.is_alive()
         loop.close(timeout=scaled(5))
         assert loop.loop.is_closed()
         assert _never_awaited(caught) == []
@@ -346,20 +398,16 @@ def test_a_run_handed_over_as_its_loop_stopped_leaves_no_task_pending(
     """A run handed to the loop in the step it stopped in: its task was made, its first
     step never came (the run gave up meanwhile), and at the loop's close, or at exit
     with the loop's garbage, Python said "Task was destroyed but it is pending!" and
-    "coroutine '_nothing' was never awaited" (a CI run's log)."""
+    "coroutine '_nothing' was never awaited" (a CI run's log).  Nor is it run by the
+    close's pass on the stopped loop (its first step came before the cancel-all's): a
+    command given up on was sent late."""
     loop = LoopThread()
-    busy, release = threading.Event(), threading.Event()
-
-    def hold() -> None:  # the loop, busy with something else for a moment
-        busy.set()
-        release.wait(10)
+    ran: list[bool] = []
 
     async def nothing() -> None:
-        pass
+        ran.append(True)
 
-    loop.loop.call_soon_threadsafe(hold)
-    assert busy.wait(5)
-    loop.loop.call_soon_threadsafe(loop.loop.stop)  # both come in the loop's next step:
+    release = _stop_queued_behind_a_hold(loop)  # both come in the loop's next step:
     with pytest.raises(LoopTimeout):  # the stop, then the run's task made
         loop.run(nothing(), 0.05)
     release.set()
@@ -370,6 +418,7 @@ def test_a_run_handed_over_as_its_loop_stopped_leaves_no_task_pending(
         loop.close(timeout=scaled(5))
         assert _never_awaited(caught) == []
     assert _destroyed_pending(caplog) == []
+    assert ran == []
 
 
 def test_a_close_after_one_cut_short_by_a_busy_loop_closes_it() -> None:
@@ -486,6 +535,61 @@ def test_a_run_after_close_is_loop_closed_and_its_coroutine_closed() -> None:
         lt.submit(work())
 
 
+def _raise_system_exit() -> None:
+    raise SystemExit("a callback called sys.exit()")
+
+
+@pytest.mark.parametrize(
+    ("end", "said"),
+    [
+        ("stop", "its loop was stopped by something other than close()"),
+        ("exit", "it died of SystemExit: a callback called sys.exit()"),
+    ],
+)
+def test_a_run_after_its_loops_thread_ended_without_close_fails_at_once(
+    monkeypatch: pytest.MonkeyPatch, end: str, said: str
+) -> None:
+    """A loop stopped by something other than its close() (a test's patch stopped a
+    session guest's QMP loop), or whose thread died (a SystemExit raised in one of its
+    callbacks), runs nothing more: a run handed to it waited its whole timeout (a QMP
+    command's 30 s; SyncQMP.close()'s disconnect 5 s), then said only "timed out", its
+    coroutine left in the dead loop's queue.  Now LoopClosed at once, saying the
+    loop's thread is no longer running and why, and the coroutine is closed."""
+    died: list[type[BaseException] | None] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: died.append(args.exc_type))
+    lt = LoopThread("test-ended")
+    if end == "stop":
+        lt.loop.call_soon_threadsafe(lt.loop.stop)
+    else:
+        lt.loop.call_soon_threadsafe(_raise_system_exit)
+    lt._thread.join(5)
+    assert not lt._thread.is_alive()
+    assert died == ([] if end == "stop" else [SystemExit])
+
+    async def work() -> int:
+        return 1
+
+    timeout = 10.0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        coro = work()
+        began = time.monotonic()
+        with pytest.raises(LoopClosed) as info:
+            lt.run(coro, timeout)
+        took = time.monotonic() - began
+        assert coro.cr_frame is None  # closed
+        del coro
+        assert _never_awaited(caught) == []
+    assert took < 1.0, f"it took {took:.2f} s (the timeout: {timeout:g} s)"
+    assert str(info.value) == (
+        f"the event loop thread test-ended is no longer running ({said}); nothing will "
+        "run on it: close() it"
+    )
+    assert isinstance(info.value, RuntimeError)  # as before: what QMP's callers catch
+    lt.close(timeout=scaled(5))
+    assert lt.loop.is_closed()
+
+
 def test_close_from_the_loops_own_thread_is_refused_at_once() -> None:
     """close() from a coroutine on the loop blocked the loop for its whole timeout,
     then raised "cannot join current thread" with the loop left open: now refused at
@@ -502,3 +606,27 @@ def test_close_from_the_loops_own_thread_is_refused_at_once() -> None:
     assert took < 1.0, f"the refusal took {took:.2f} s"
     lt.close()
     assert lt.loop.is_closed()
+
+
+def test_a_qmp_client_whose_loops_thread_ended_says_so_at_once() -> None:
+    """A QMP client whose loop's thread had ended without its close (a test's patch
+    stopped a session guest's QMP loop): each call waited its whole timeout and was
+    then said as QEMU's silence (``QMPNoReply``: the health watch called a live QEMU
+    frozen), and its close waited 5 s for a disconnect nothing would run."""
+    from irqlab.vm.qmp.client import SyncQMP
+    from irqlab.vm.qmp.errors import QMPFailure, QMPNoReply
+
+    qmp = SyncQMP("t-ended", timeout=10.0)
+    _stopped_from_outside(qmp._aio)
+    began = time.monotonic()
+    with pytest.raises(QMPFailure) as info:
+        qmp.take_events(["RESET"])
+    assert not isinstance(info.value, QMPNoReply)
+    assert str(info.value) == (
+        "QMP events ['RESET']: the event loop thread qmp-t-ended is no longer running (its "
+        "loop was stopped by something other than close()); nothing will run on it: close() it"
+    )
+    qmp.close()
+    took = time.monotonic() - began
+    assert took < 1.0, f"the call and the close took {took:.2f} s"
+    assert qmp._aio.loop.is_closed()

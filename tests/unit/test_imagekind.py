@@ -8,7 +8,6 @@ from types import SimpleNamespace
 
 import pytest
 
-from irqlab.build import imagekind
 from irqlab.build.imagekind import IMAGE_ENV, UnknownImageKind, image_kind, image_setting
 from irqlab.errors import IrqlabError
 
@@ -36,7 +35,6 @@ def test_the_guest_refuses_an_unknown_image_as_a_config_error(
 ) -> None:
     from irqlab.vm import guest
 
-    assert guest.IMAGE_KINDS is imagekind.IMAGE_KINDS
     monkeypatch.setenv(IMAGE_ENV, "buildroot")
     assert guest.image_kind() == "buildroot"
     monkeypatch.setenv(IMAGE_ENV, "fedora")

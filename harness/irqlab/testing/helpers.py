@@ -11,6 +11,7 @@ import select
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from irqlab.errors import IrqlabError, hide_frame
@@ -39,10 +40,12 @@ __all__ = [
     "POLL_INTERVAL",
     "Counters",
     "DeviceControl",
+    "HostProcess",
     "WaitTimeout",
     "check_guest_kernel_log",
     "guest_kernel_log",
     "hide_test_frame",
+    "host_processes",
     "kernel_report",
     "kernel_splats",
     "module_reloaded",
@@ -89,6 +92,42 @@ def process_exited(pid: int, timeout: float) -> bool:
         return bool(ready)
     finally:
         os.close(fd)
+
+
+@dataclass(frozen=True)
+class HostProcess:
+    """One process of this host, as ``/proc/PID/stat`` said when :func:`host_processes`
+    read it."""
+
+    pid: int
+    state: bytes  # proc(5)'s state letter: b"R", b"S", b"Z", ...
+    ppid: int  # its parent's pid
+    pgrp: int  # its process group
+
+    @property
+    def exited(self) -> bool:
+        """Whether it had exited: a zombie not reaped yet (or one being torn down)."""
+        return self.state in proc.EXITED_STATES
+
+    def cmdline(self) -> bytes:
+        """Its command line now, NUL-separated (read at the call); empty for a zombie,
+        a kernel thread or a process gone meanwhile."""
+        try:
+            with open(f"/proc/{self.pid}/cmdline", "rb") as f:
+                return f.read()
+        except OSError:
+            return b""
+
+
+def host_processes() -> Iterator[HostProcess]:
+    """The processes of this host (those ``/proc`` shows), zombies included (see
+    :attr:`HostProcess.exited`); one gone while the listing is read is left out."""
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        fields = proc.stat_fields(int(name))
+        if fields and len(fields) > 2:  # state, ppid, pgrp
+            yield HostProcess(int(name), fields[0], int(fields[1]), int(fields[2]))
 
 
 def start_in_a_thread(

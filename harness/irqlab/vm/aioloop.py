@@ -35,7 +35,9 @@ class LoopAborted(IrqlabError, RuntimeError):
 
 
 class LoopClosed(LoopAborted):
-    """:meth:`LoopThread.close` (another thread's: its owner was closed) ended the wait."""
+    """:meth:`LoopThread.close` (another thread's: its owner was closed) ended the wait,
+    or came before it; or the loop's thread had ended without it (its loop stopped by
+    something else, or the thread died), which the message says."""
 
 
 log = logging.getLogger(__name__)
@@ -97,11 +99,40 @@ class LoopThread:
             # loop's own thread) ran first in the next pass and cancelled that one's
             # (the next close() raised CancelledError, the loop left open)
             self._close_gen = 0
+            # how the loop's thread ended, when it did (not by close() alone: a stop from
+            # outside, a SystemExit in a callback): later runs are refused at once (they
+            # waited their whole timeout for a loop that would never run them)
+            self._ended: str | None = None
             self._thread.start()
 
     def _main(self) -> None:
         asyncio.set_event_loop(self._loop)
-        self._loop.run_forever()
+        how = "its loop was stopped by something other than close()"
+        try:
+            self._loop.run_forever()
+        except BaseException as e:  # SystemExit, KeyboardInterrupt from a callback
+            how = f"it died of {type(e).__name__}" + (f": {e}" if str(e) else "")
+            raise
+        finally:
+            self._thread_ended(how)
+
+    def _thread_ended(self, how: str) -> None:
+        """The loop's thread ends (*how*, unless close() stopped it): the runs waiting
+        now end at once (their coroutines are closed by :meth:`close`, which runs what
+        the loop was handed last), later runs are refused."""
+        with self._lock:
+            self._ended = how
+            waiting = [fut for fut in self._runs if not fut.done()]
+        for fut in waiting:
+            fut.cancel()  # its run() raises LoopClosed
+
+    def _gone(self) -> LoopClosed:
+        """What a run on a loop whose thread has ended raises."""
+        how = self._ended or "it is gone"  # gone without a word: a fork's child
+        return LoopClosed(
+            f"the event loop thread {self._thread.name} is no longer running ({how}); "
+            "nothing will run on it: close() it"
+        )
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -113,6 +144,9 @@ class LoopThread:
                 coro.close()
                 # LoopClosed (a RuntimeError): QMP's callers say it as a QMP failure
                 raise LoopClosed("the event loop thread is closed")
+            if self._ended is not None or not self._thread.is_alive():
+                coro.close()
+                raise self._gone()
             self._handed.add(coro)
             return asyncio.run_coroutine_threadsafe(coro, self._loop)
 
@@ -141,6 +175,8 @@ class LoopThread:
                 raise LoopAborted(why) from None
             if self._closed:  # it was a bare CancelledError, no word of why
                 raise LoopClosed("closed while it waited (its event loop stopped)") from None
+            if self._ended is not None:  # its thread ended as it waited
+                raise self._gone() from None
             raise
         except BaseException:
             fut.cancel()  # e.g. KeyboardInterrupt while waiting: do not leave it running
@@ -242,6 +278,17 @@ class LoopThread:
             pass
         else:
             return
+        # the tasks made as it stopped, their first step queued before the cancel-all's
+        # (runs handed over in the step it stopped in): cancelled now, they never start
+        # (the loop runs nowhere: its thread has ended); those that started are left to
+        # the cancel-all (a second cancellation would cut their clean-up short)
+        for t in asyncio.all_tasks(self._loop):
+            coro = t.get_coro()
+            if (
+                inspect.iscoroutine(coro)
+                and inspect.getcoroutinestate(coro) == inspect.CORO_CREATED
+            ):
+                t.cancel()
         with self._lock:
             self._close_gen += 1
             task = self._loop.create_task(self._cancel_all(self._close_gen, timeout))

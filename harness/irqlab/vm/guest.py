@@ -46,7 +46,6 @@ from irqlab import cancel, notice
 from irqlab.build import imagekind
 from irqlab.build.arch import build_module_command
 from irqlab.build.image import DEFAULT_EXTRA_PACKAGES
-from irqlab.build.imagekind import IMAGE_KINDS
 from irqlab.contract.regs import AT_RUN, AT_START, NEVER, PREFIX, QOM, REGS, props_when
 from irqlab.errors import ConfigError, IrqlabError, hide_frame
 from irqlab.paths import cache_description, log_dir, prune_logs
@@ -106,17 +105,9 @@ from irqlab.vm.ssh import (
 # The errors a Guest's methods raise are importable from here, beside Guest (their
 # homes: irqlab.errors, irqlab.vm.health, irqlab.vm.agent_client, irqlab.vm.ssh; its
 # injector's, irqlab.vm.qmp.errors).
-__all__ = [
+__all__ = [  # the public API (the README's); the harness's own helpers are imported by name
     "AGENT_LOG",
-    "AGENT_PORT",
-    "BUILD_MODULE",
-    "DEVICE_TYPE",
     "FAULT_VERDICT",
-    "GUEST_SSH_PORT",
-    "HEARTBEAT_MS",
-    "HOTPLUG_PORT",
-    "IMAGE_KINDS",
-    "KMSG_MARK",
     "AgentError",
     "AgentFault",
     "AgentRefused",
@@ -143,24 +134,8 @@ __all__ = [
     "SshTimeout",
     "SshUnreachable",
     "UnusableModule",
-    "agent_command",
-    "check_device_props",
-    "check_module_arch",
-    "check_module_kernel",
-    "check_module_params",
-    "device_arg",
-    "device_choices",
-    "device_value_problem",
     "ensure_snapshot",
-    "env_kmod",
     "find_kmod",
-    "forwarded_port",
-    "host_cpu_model",
-    "image_kind",
-    "kernel_param",
-    "module_specs",
-    "parse_module_spec",
-    "parse_usernet",
 ]
 
 _T = TypeVar("_T")

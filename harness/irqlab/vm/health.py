@@ -132,6 +132,10 @@ def exited_cause(status: int | None) -> str:
 
 @dataclass(frozen=True)
 class Fault:
+    """The health watch's verdict on a guest that died or froze (``GuestFault.fault``,
+    ``Guest.fault``): its cause in one line, the guest console's and QEMU's last words,
+    and where the guest's logs are."""
+
     cause: str  # one line: "guest kernel panic: Kernel panic - not syncing: ..."
     console_tail: str
     qemu_tail: str = ""

@@ -32,6 +32,7 @@ from typing import IO, Any
 from irqlab.sigsafe import critical
 
 __all__ = [
+    "EXITED_STATES",
     "EXIT_POLL_S",
     "StdSpec",
     "has_exited",
@@ -40,6 +41,7 @@ __all__ = [
     "live_children",
     "pidfd",
     "spawn",
+    "stat_fields",
     "stop",
     "wait",
     "wait_or_stop",
@@ -154,16 +156,27 @@ def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
             proc.send_signal(sig)
 
 
-def _state(pid: int) -> bytes | None:
-    """Process *pid*'s state letter (``/proc/PID/stat``); None when there is no such
-    process."""
+def stat_fields(pid: int) -> list[bytes] | None:
+    """The fields of process *pid*'s ``/proc/PID/stat`` after its command's name: the
+    state (proc(5)'s field 3) first, then the parent's pid, the process group, ...
+    (proc(5)'s field *n* at index *n* - 3); None when there is no such process."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read()
     except OSError:
         return None
     # "pid (comm) S ...": comm may hold spaces and parentheses, the state follows the last ")"
-    return stat[stat.rfind(b")") + 2 :][:1]
+    return stat[stat.rfind(b")") + 2 :].split()
+
+
+# the states of a process that has exited: a zombie not reaped yet, one being torn down
+EXITED_STATES = frozenset({b"Z", b"X"})
+
+
+def _state(pid: int) -> bytes | None:
+    """Process *pid*'s state letter; None when there is no such process."""
+    fields = stat_fields(pid)
+    return None if not fields else fields[0]
 
 
 def is_stopped(pid: int) -> bool:
@@ -175,13 +188,13 @@ def is_stopped(pid: int) -> bool:
 def started_at(pid: int) -> float | None:
     """When process *pid* started, in seconds since the epoch (to the clock tick, plus
     the boot time's one-second rounding); None when there is no such process."""
+    fields = stat_fields(pid)
+    if fields is None:
+        return None
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
         with open("/proc/stat", "rb") as f:
             btime = next(int(ln.split()[1]) for ln in f if ln.startswith(b"btime "))
-        # after "pid (comm) ": state is field 3, starttime field 22 (proc(5))
-        ticks = int(stat[stat.rfind(b")") + 2 :].split()[19])
+        ticks = int(fields[22 - 3])  # starttime: proc(5)'s field 22
     except (OSError, StopIteration, ValueError, IndexError):
         return None
     return btime + ticks / os.sysconf("SC_CLK_TCK")
@@ -191,7 +204,8 @@ def has_exited(pid: int) -> bool:
     """Whether process *pid* has exited: it is gone, or a zombie not reaped yet (what a
     pidfd's readiness says, asked once: where there is no pidfd, :data:`EXIT_POLL_S`
     apart)."""
-    return _state(pid) in (None, b"Z", b"X")
+    state = _state(pid)
+    return state is None or state in EXITED_STATES
 
 
 # how often a process's exit is looked for where there is no pidfd to wait on

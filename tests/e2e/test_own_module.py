@@ -14,8 +14,10 @@ from pathlib import Path
 
 import pytest
 from cli import IRQLAB  # same directory (rootdir-relative import)
+from kmods import build_test_kmod
 from userrun import as_a_user  # same directory (rootdir-relative import)
 
+from irqlab import notice
 from irqlab.testing.plugin import start_guest
 from irqlab.vm import snapshot
 from irqlab.vm.guest import (
@@ -92,6 +94,32 @@ def test_own_module_instead_of_ours(mymod: Path) -> None:
         assert g.sh(f"test -e {driver} && echo bound || echo unbound").strip() == "unbound"
     finally:
         g.close()
+
+
+def test_own_driver_of_our_device_beside_ours_is_said_never_to_probe() -> None:
+    """A developer's PCI driver of the irqlab device, loaded beside ours (the default):
+    ours has bound the device, so theirs never probed, and nothing said why.  Now the
+    start says it and how to leave ours out; without ours, theirs probes."""
+    ko = build_test_kmod("probes_irqlab")
+    for load_irqlab in (True, False):
+        said: list[str] = []
+        old = notice.set_sink(said.append)
+        config = GuestConfig(name="probes", extra_modules=[ko], load_irqlab=load_irqlab)
+        try:
+            g = start_guest(config)
+        finally:
+            notice.set_sink(old)
+        try:
+            probed = "probes_irqlab: probed" in g.sh("dmesg")
+        finally:
+            g.close()
+        taken = [line for line in said if "is a driver of the irqlab PCI device" in line]
+        assert probed != load_irqlab, (load_irqlab, said)
+        if load_irqlab:
+            assert len(taken) == 1 and "load_irqlab=False" in taken[0], said
+            assert "pci:v00001234d000011EC" in taken[0], taken
+        else:
+            assert taken == [], said
 
 
 def test_snapshot_key_follows_the_modules_content(mymod: Path, tmp_path: Path) -> None:

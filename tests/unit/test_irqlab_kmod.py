@@ -20,6 +20,7 @@ from irqlab.vm.guest import (
     check_module_arch,
     check_module_params,
     find_kmod,
+    irqlab_device_alias,
     ko_module_name,
 )
 
@@ -546,3 +547,26 @@ def test_reset_returns_the_device_inputs_to_rest_before_the_agent_reset() -> Non
         ("drain_events",),
         ("reset_counters",),
     ]
+
+
+@pytest.mark.parametrize(
+    ("alias", "names_ours"),
+    [
+        ("pci:v00001234d000011ECsv*sd*bc*sc*i*", True),  # PCI_DEVICE(0x1234, 0x11ec)
+        ("pci:v00001234d*sv*sd*bc*sc*i*", True),  # any device of the vendor
+        ("pci:v*d*sv*sd*bc05sc80i*", False),  # a class-wide driver: any vendor, any device
+        ("pci:v00008086d000011ECsv*sd*bc*sc*i*", False),  # another vendor's
+        ("of:N*T*Cvendor,thing", False),
+    ],
+)
+def test_a_module_naming_our_pci_device_is_found(
+    tmp_path: Path, alias: str, names_ours: bool
+) -> None:
+    ko = _fake_ko(tmp_path / "mydrv.ko", "mydrv", params=(f"alias={alias}",))
+    assert irqlab_device_alias(ko) == (alias if names_ours else None)
+
+
+def test_a_file_that_is_no_module_names_no_device(tmp_path: Path) -> None:
+    (tmp_path / "x.ko").write_bytes(b"not an ELF file")
+    assert irqlab_device_alias(tmp_path / "x.ko") is None
+    assert irqlab_device_alias(tmp_path / "missing.ko") is None

@@ -660,6 +660,29 @@ def check_module_kernel(ko: Path, image: GuestImage, what: str) -> None:
     )
 
 
+def irqlab_device_alias(ko: Path) -> str | None:
+    """The ``pci:`` alias of module *ko* that names the irqlab PCI device by its vendor
+    and device ids (``PCI_DEVICE(0x1234, 0x11ec)``: ``pci:v00001234d000011ECsv*...``),
+    or None (none does; a class-wide alias, any vendor and device, is not one; a file
+    that is not a readable module: its own checks say so)."""
+    import fnmatch
+
+    from irqlab.build.elf import ElfError, modinfo
+
+    try:
+        entries = modinfo(ko.read_bytes())
+    except (OSError, ElfError):
+        return None
+    ids = (f"{REGS.PCI_VENDOR_ID:08X}", f"{REGS.PCI_DEVICE_ID:08X}")
+    for key, alias in entries:
+        m = re.match(r"pci:v([0-9A-F*]+)d([0-9A-F*]+)", alias) if key == "alias" else None
+        if m is None or m.groups() == ("*", "*"):
+            continue
+        if all(fnmatch.fnmatchcase(i, pattern) for i, pattern in zip(ids, m.groups(), strict=True)):
+            return alias
+    return None
+
+
 IMPLICIT_MODULE_PARAMS = frozenset({"dyndbg", "async_probe"})
 
 
@@ -1556,7 +1579,25 @@ class Guest:
             self._check_driver_params(found[2])
         for mod in self.config.extra_modules:
             check_module_kernel(Path(mod), found[1], "extra module")
+        if self.config.load_irqlab:
+            self._say_device_taken()
         return found
+
+    def _say_device_taken(self) -> None:
+        """An extra module that is a driver of the irqlab device, loaded after ours: ours
+        has bound the device, so that driver's probe never runs, and nothing said so
+        (driver developer persona).  Said, not refused: a module may match several
+        devices, ours among them."""
+        for mod in self.config.extra_modules:
+            alias = irqlab_device_alias(Path(mod))
+            if alias is not None:
+                notice.say(
+                    f"irqlab: {self.config.name}: the extra module {mod} is a driver of the "
+                    f"irqlab PCI device ({alias}), but our driver is loaded first and binds "
+                    "it: your driver's probe will not run for it; leave ours out with "
+                    "load_irqlab=False (GuestConfig, or the irqlab marker) or `irqlab run "
+                    "--no-irqlab` / `irqlab shell --no-irqlab`"
+                )
 
     @staticmethod
     def _find_qemu(arch: Any) -> QemuInstall:

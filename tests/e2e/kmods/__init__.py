@@ -1,8 +1,8 @@
 """Test-only kernel modules (one directory each), built like the driver: against the
 guest kernel's headers, in a scratch copy of the bytes the key hashed (read once), cached
-by the hash of their sources, the kernel (ABI name and package version) and the compiler's
-version, warnings fail the build.  A test copies the ``.ko`` into its guest and
-loads it with ``insmod``."""
+by the hash of their sources (the register header ``irqlab-regs.h`` among them), the
+kernel (ABI name and package version) and the compiler's version, warnings fail the
+build.  A test copies the ``.ko`` into its guest and loads it with ``insmod``."""
 
 from __future__ import annotations
 
@@ -20,9 +20,11 @@ from irqlab.build.kmod import (
 )
 from irqlab.build.outputs import TEST_MODULE_PREFIX
 from irqlab.build.steps import StepLog
+from irqlab.contract.regs import header_path
 from irqlab.paths import log_dir
 
 HERE = Path(__file__).resolve().parent
+REGS_HEADER = "irqlab-regs.h"
 
 
 def kmod_digest(kernel: str, cc: str | None, sources: Sources) -> str:
@@ -40,7 +42,9 @@ def build_test_kmod(name: str) -> Path:
     k = ensure_kernel()
     src = HERE / name
     files = sorted(p for p in src.iterdir() if p.is_file() and p.suffix in ("", ".c", ".h"))
-    sources = Sources.read({p.name: p for p in files})  # built from these bytes, the key's
+    # the register header beside them: a module of the irqlab device takes its ids from it
+    found = {p.name: p for p in files} | {REGS_HEADER: header_path()}
+    sources = Sources.read(found)  # built from these bytes, the key's
     cc = compiler_version(k)
     if cc is None:  # the compiler names the module: installed first to be hashed
         ensure_module_build_tools()

@@ -102,6 +102,8 @@ from irqlab.vm.ssh import (
     no_local_port,
 )
 
+__tracebackhide__ = hide_frame  # pytest: an IrqlabError's traceback leaves these frames out
+
 # The errors a Guest's methods raise are importable from here, beside Guest (their
 # homes: irqlab.errors, irqlab.vm.health, irqlab.vm.agent_client, irqlab.vm.ssh; its
 # injector's, irqlab.vm.qmp.errors).

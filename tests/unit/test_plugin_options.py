@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from test_irqlab_kmod import IRQLAB_PARAMS, _fake_ko  # same directory (rootdir-relative)
 
 from irqlab.contract.regs import REGS
 from irqlab.errors import IrqlabError
@@ -699,6 +700,7 @@ def test_a_bad_dict_in_any_marker_is_named(pytester: pytest.Pytester) -> None:
 
 
 HARNESS_FAILURES = """
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -761,6 +763,18 @@ def test_guest_sh(tmp_path):
 
 def test_ssh_timeout(tmp_path):
     silent_ssh().run("sleep 100", timeout=0.1)
+
+
+def test_guest_reload_module(tmp_path):
+    g = Guest(GuestConfig())
+    g.driver_ko = Path(__file__).parent / "irqlab.ko"  # a stand-in: .modinfo only
+    g.reload_module(wakup="thread")
+
+
+def test_wait_file_stats(agent):
+    from irqlab.testing.helpers import wait_file_stats
+
+    wait_file_stats(agent, "h", lambda st: True, timeout=0)
 
 
 def test_a_bug_keeps_its_frames(agent):
@@ -839,7 +853,10 @@ def test_a_failure_in_the_harness_shows_the_tests_line_and_the_cause(
 ) -> None:
     """An agent timeout, a refused QMP command, a failed guest command: pytest showed
     some 35 lines of the harness's source around each raise; now the test's own line
-    and the error.  A bug's error (here a TypeError) keeps the harness's frames."""
+    and the error, whichever harness function raised it (every module of irqlab.vm
+    and irqlab.build hides its frames, ``__tracebackhide__ = hide_frame``: functions
+    without one of their own showed their source).  A bug's error (here a TypeError)
+    keeps the harness's frames."""
     pytester.makepyfile(test_harness=HARNESS_FAILURES)
     pytester.makepyfile(  # QEMU's side, outside the test file (as the harness is)
         qemu_double="from irqlab.vm.qmp.errors import QMPCommandError\n\n"
@@ -848,8 +865,9 @@ def test_a_failure_in_the_harness_shows_the_tests_line_and_the_cause(
         "        raise QMPCommandError(command, args or {}, 'GenericError', 'refused here')\n"
     )
     pytester.makepyfile(ssh_double=SILENT_SSH)  # a guest whose command never ends
+    _fake_ko(pytester.path / "irqlab.ko", "irqlab", params=IRQLAB_PARAMS)
     r = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:xdist")
-    r.assert_outcomes(failed=9)
+    r.assert_outcomes(failed=11)
     out = r.stdout.str()
     parts = re.split(r"\n_{3,} (test_\w+) _{3,}\n", out.split(" FAILURES ", 1)[1])
     by_name = dict(zip(parts[1::2], parts[2::2], strict=True))
@@ -861,6 +879,10 @@ def test_a_failure_in_the_harness_shows_the_tests_line_and_the_cause(
         "test_guest_qmp": "DeviceRejected: ",
         "test_device_wait": "WaitTimeout: the device counters never satisfied",
         "test_guest_sh": "CommandError: ",
+        # a harness function without a __tracebackhide__ of its own between them
+        # (check_module_params, wait_file_stats' fetch) showed its source, ~40 lines
+        "test_guest_reload_module": "GuestConfigError: unknown parameter of irqlab.ko: wakup",
+        "test_wait_file_stats": "AgentRefused: agent op 'ioctl' ",
         "test_ssh_timeout": "SshTimeout: timeout (0.1s) running: sleep 100 (it may still run "
         "in the guest: killing it failed: no second channel)",
     }

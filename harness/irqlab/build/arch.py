@@ -16,7 +16,9 @@ import platform
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from irqlab.errors import ConfigError
+from irqlab.errors import ConfigError, hide_frame
+
+__tracebackhide__ = hide_frame  # pytest: an IrqlabError's traceback leaves these frames out
 
 __all__ = [
     "AARCH64",

@@ -21,7 +21,9 @@ from irqlab.build import qemu as qemu_build
 from irqlab.build.arch import ARCHES, ARCHES_ENV, X86_64, Arch
 from irqlab.build.boot import GuestImage
 from irqlab.build.qemu import QemuInstall
-from irqlab.errors import IrqlabError
+from irqlab.errors import IrqlabError, hide_frame
+
+__tracebackhide__ = hide_frame  # pytest: an IrqlabError's traceback leaves these frames out
 
 __all__ = [
     "KEY_DEBOUNCE_MS",

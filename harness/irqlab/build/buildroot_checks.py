@@ -32,7 +32,10 @@ from irqlab.build.buildroot import (
     fragment_files,
 )
 from irqlab.build.steps import Log, StepLog, stderr_log
+from irqlab.errors import hide_frame
 from irqlab.paths import log_dir, repo_root
+
+__tracebackhide__ = hide_frame  # pytest: an IrqlabError's traceback leaves these frames out
 
 __all__ = ["CheckResult", "format_results", "local_package_problems", "offline_checks"]
 

@@ -36,8 +36,10 @@ from typing import IO
 
 from irqlab import cancel, notice
 from irqlab.build.outputs import SNAPSHOT_RECIPE, Kind, damage, describe, is_recipe
-from irqlab.errors import ConfigError, IrqlabError
+from irqlab.errors import ConfigError, IrqlabError, hide_frame
 from irqlab.paths import cache_dir, cache_location
+
+__tracebackhide__ = hide_frame  # pytest: an IrqlabError's traceback leaves these frames out
 
 __all__ = [
     "BOOT_LOCK",

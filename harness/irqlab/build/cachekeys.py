@@ -24,6 +24,9 @@ import os
 
 from irqlab.build.arch import Arch, built_arches, selected
 from irqlab.build.cache import InputHash
+from irqlab.errors import hide_frame
+
+__tracebackhide__ = hide_frame  # pytest: an IrqlabError's traceback leaves these frames out
 
 __all__ = ["cache_keys", "combined", "image_key"]
 

@@ -12,7 +12,9 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from irqlab.errors import IrqlabError
+from irqlab.errors import IrqlabError, hide_frame
+
+__tracebackhide__ = hide_frame  # pytest: an IrqlabError's traceback leaves these frames out
 
 __all__ = ["ChecksumMismatch", "DownloadFailed", "download", "sha256_of", "verify_sha256"]
 

@@ -27,8 +27,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from irqlab.errors import IrqlabError
+from irqlab.errors import IrqlabError, hide_frame
 from irqlab.paths import cache_dir
+
+__tracebackhide__ = hide_frame  # pytest: an IrqlabError's traceback leaves these frames out
 
 __all__ = ["DIR", "DPKG_DATABASE", "LOADER_CACHE", "identity", "remembered"]
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from irqlab.errors import ConfigError
+from irqlab.errors import ConfigError, hide_frame
+
+__tracebackhide__ = hide_frame  # pytest: an IrqlabError's traceback leaves these frames out
 
 __all__ = ["IMAGE_ENV", "IMAGE_KINDS", "UnknownImageKind", "image_kind", "image_setting"]
 

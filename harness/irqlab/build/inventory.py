@@ -33,10 +33,12 @@ from typing import TYPE_CHECKING
 from irqlab.build.arch import Arch, by_name
 from irqlab.build.cache import CacheEntry, output_dir
 from irqlab.build.outputs import IMAGE_VARIANT_KEY
-from irqlab.errors import IrqlabError
+from irqlab.errors import IrqlabError, hide_frame
 
 if TYPE_CHECKING:
     from irqlab.build.kernel import KernelArtifacts
+
+__tracebackhide__ = hide_frame  # pytest: an IrqlabError's traceback leaves these frames out
 
 __all__ = ["Current", "current", "current_paths"]
 

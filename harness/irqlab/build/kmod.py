@@ -24,8 +24,10 @@ from irqlab.build.arch import MODULE_BUILD_PACKAGES
 from irqlab.build.cache import InputHash, Sources, cached_build
 from irqlab.build.kernel import KernelArtifacts, ensure_kernel
 from irqlab.build.steps import BuildError, Log, StepLog
-from irqlab.errors import IrqlabError
+from irqlab.errors import IrqlabError, hide_frame
 from irqlab.paths import log_dir, repo_root
+
+__tracebackhide__ = hide_frame  # pytest: an IrqlabError's traceback leaves these frames out
 
 __all__ = [
     "BUILD_INPUTS",

@@ -33,6 +33,9 @@ from typing import Any, BinaryIO
 
 from irqlab.build.arch import ARCHES
 from irqlab.build.elf import ELF_MAGIC, ElfError, elf_machine
+from irqlab.errors import hide_frame
+
+__tracebackhide__ = hide_frame  # pytest: an IrqlabError's traceback leaves these frames out
 
 __all__ = [
     "IMAGE_VARIANT_KEY",

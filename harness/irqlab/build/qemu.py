@@ -61,7 +61,9 @@ from irqlab import cancel, notice, paths
 from irqlab.build import cache, debs, fetch, hostfacts, shared
 from irqlab.build.arch import X86_64, Arch, built_arches
 from irqlab.build.steps import BuildError, StepLog, failure_detail
-from irqlab.errors import ConfigError, IrqlabError
+from irqlab.errors import ConfigError, IrqlabError, hide_frame
+
+__tracebackhide__ = hide_frame  # pytest: an IrqlabError's traceback leaves these frames out
 
 __all__ = [
     "BuildError",

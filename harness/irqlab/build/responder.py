@@ -21,7 +21,10 @@ from irqlab import cancel
 from irqlab.build import debs, hostfacts
 from irqlab.build.cache import InputHash, Sources, cached_build
 from irqlab.build.steps import Log, StepLog
+from irqlab.errors import hide_frame
 from irqlab.paths import log_dir, repo_root
+
+__tracebackhide__ = hide_frame  # pytest: an IrqlabError's traceback leaves these frames out
 
 RECIPE_VERSION = "responder-1"
 BINARY = "irqlab-respond"

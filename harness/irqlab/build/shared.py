@@ -61,7 +61,9 @@ from typing import Any
 from irqlab.build import cache
 from irqlab.build.arch import ARCHES, host_deb_arch
 from irqlab.build.cache import CacheEntry
-from irqlab.errors import IrqlabError
+from irqlab.errors import IrqlabError, hide_frame
+
+__tracebackhide__ = hide_frame  # pytest: an IrqlabError's traceback leaves these frames out
 
 __all__ = [
     "DEBS_DIR",

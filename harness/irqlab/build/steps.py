@@ -17,7 +17,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from irqlab import cancel
-from irqlab.errors import IrqlabError
+from irqlab.errors import IrqlabError, hide_frame
+
+__tracebackhide__ = hide_frame  # pytest: an IrqlabError's traceback leaves these frames out
 
 __all__ = [
     "BuildError",

@@ -73,6 +73,9 @@ def hide_test_frame(excinfo: Any) -> bool:
     )
 
 
+__tracebackhide__ = hide_test_frame  # pytest: a harness error's traceback leaves these out
+
+
 def process_exited(pid: int, timeout: float) -> bool:
     """Whether process *pid* exits within *timeout* s (a pidfd's readiness: no polling;
     a zombie has exited; a pid that is gone already: True).  Where Python has no

@@ -101,6 +101,9 @@ _LAST_USER = pytest.StashKey[str]()
 _TIMELINE = pytest.StashKey[list[tuple[object, float, str]]]()
 _STAMP = re.compile(r"\[\s*(\d+\.\d+)\]")
 _USER_BEFORE = pytest.StashKey[str]()  # the one before the last (this test's setup: the last)
+# the last test the session guest was reset for without error (its node id; gone when
+# the guest is replaced): what a later reset cannot undo, it or a test before it left
+_RESET_FOR = pytest.StashKey[str]()
 # the session guest (once its fixture has it: ours, or a conftest's that overrides it;
 # _hold_session_guest), and the wider-scoped fixtures that took it
 # with their requests (set up again after a replacement: _renew_after_replacement)
@@ -1177,6 +1180,10 @@ def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, None, None]:
     """After the fixtures' teardown: a test with the marker whose call passed without
     ever taking a guest of its own configured nothing (one that names none of the
     fixtures may take it through ``request.getfixturevalue``: not known at setup)."""
+    # the frame every fixture's teardown error passes through (irqlab_agent's unread
+    # path errors, a conftest's): never the cause, hidden whatever the error (its
+    # docstring and `yield` came first); the failures raised below are said without it
+    __tracebackhide__ = True
     yield
     taken = item.stash.get(_GUEST_FIXTURES_TAKEN, set())
     if _session_guest_taken_at_run_time(item):  # a session fixture: set up before
@@ -1304,6 +1311,8 @@ def revive(guest: Guest, config: pytest.Config | None = None, where: str = "") -
             taken: list[_GuestFixture] = config.stash.get(_GUEST_FIXTURES, [])
             config.stash.setdefault(_STALE_FIXTURES, []).extend(taken)
             config.stash[_GUEST_FIXTURES] = []  # set up again: listed again
+            if _RESET_FOR in config.stash:  # a new guest: no test's state in it
+                del config.stash[_RESET_FOR]
     finally:
         read = config.stash.setdefault(_CONSOLES_READ, set()) if config is not None else set()
         if config is not None and run is not None and run not in read:
@@ -1554,24 +1563,55 @@ def _reset_session_guest(item: pytest.Item, guest: Guest) -> None:
     """:meth:`Guest.reset` of the session guest; one that died or froze before this test
     did anything in it (an earlier test froze it: nothing knew it when this test's setup
     began, and the health watch's verdict came during the reset, failing this test's
-    setup with the earlier test's fault) is replaced (:func:`revive`), and reset."""
+    setup with the earlier test's fault) is replaced (:func:`revive`), and reset.  A
+    reset that fails otherwise (an earlier test left the guest in a state it cannot
+    undo) fails the test's setup with :func:`_reset_failed`'s words."""
     __tracebackhide__ = hide_test_frame
     from irqlab.vm.health import GuestFault
 
     stash = item.config.stash
+    failed = None
     try:
-        guest.reset()
-    except GuestFault:
-        this = stash.get(_LAST_USER, None)
-        if _USER_BEFORE in stash:  # the last test to use it before this one
-            stash[_LAST_USER] = stash[_USER_BEFORE]
         try:
-            if revive(guest, item.config, item.nodeid.split("::")[0]) is None:
-                raise
-        finally:
-            if this is not None:
-                stash[_LAST_USER] = this
-        guest.reset()
+            guest.reset()
+        except GuestFault:
+            this = stash.get(_LAST_USER, None)
+            if _USER_BEFORE in stash:  # the last test to use it before this one
+                stash[_LAST_USER] = stash[_USER_BEFORE]
+            try:
+                if revive(guest, item.config, item.nodeid.split("::")[0]) is None:
+                    raise
+            finally:
+                if this is not None:
+                    stash[_LAST_USER] = this
+            guest.reset()
+    except GuestFault:
+        raise  # the guest died: its fault's own report
+    except IrqlabError as e:
+        failed = _reset_failed(e, stash.get(_RESET_FOR, None))
+    if failed is not None:  # outside the except: the reset's error is in it, not chained
+        pytest.fail(failed, pytrace=False)
+    stash[_RESET_FOR] = item.nodeid
+
+
+def _reset_failed(error: BaseException, reset_for: str | None) -> str:
+    """A setup's failure for the session guest's reset that raised *error* (not a
+    death): said as the reset's, naming the last test it was reset for (*reset_for*,
+    None: none since the guest started), which left the guest so, or a test before
+    it; not the reset's source (pytest showed ``Guest.reset``'s 35 lines, docstring
+    and all, at each later test's setup, and named no earlier test)."""
+    if reset_for is None:
+        since = "; no test ran in it before (it is new)"
+    else:
+        since = (
+            f"; the last test it was reset for: {reset_for} (what a test changes in the "
+            "guest stays for the next test, e.g. a driver it unbound or a process it left "
+            "holding a node: undo it there, or give that test irqlab_fresh_guest)"
+        )
+    return (
+        f"the session guest could not be reset for this test{since}:\n"
+        f"{type(error).__name__}: {error}"
+    )
 
 
 @pytest.fixture

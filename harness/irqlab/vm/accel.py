@@ -28,9 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from irqlab.errors import ConfigError
+from irqlab.errors import ConfigError, hide_frame
 from irqlab.paths import cache_dir
 from irqlab.vm import probe_rom, proc
+
+__tracebackhide__ = hide_frame  # pytest: an IrqlabError's traceback leaves these frames out
 
 __all__ = [
     "CHOICES",

@@ -33,6 +33,8 @@ from irqlab.vm.loadscale import check_timeout
 from irqlab.vm.logfile import LogFile
 from irqlab_agent.protocol import MAX_LINE
 
+__tracebackhide__ = hide_frame  # pytest: an IrqlabError's traceback leaves these frames out
+
 __all__ = [
     "AGENT_PACKAGE_DIR",
     "AgentClient",

@@ -13,8 +13,10 @@ import weakref
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-from irqlab.errors import IrqlabError
+from irqlab.errors import IrqlabError, hide_frame
 from irqlab.sigsafe import critical
+
+__tracebackhide__ = hide_frame  # pytest: an IrqlabError's traceback leaves these frames out
 
 __all__ = [
     "LoopAborted",

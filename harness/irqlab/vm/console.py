@@ -15,8 +15,10 @@ import threading
 import time
 from pathlib import Path
 
-from irqlab.errors import IrqlabError
+from irqlab.errors import IrqlabError, hide_frame
 from irqlab.vm.logfile import LogFile
+
+__tracebackhide__ = hide_frame  # pytest: an IrqlabError's traceback leaves these frames out
 
 __all__ = [
     "Console",

@@ -16,8 +16,12 @@ from __future__ import annotations
 import signal
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from irqlab.errors import hide_frame
+
 if TYPE_CHECKING:  # paramiko is imported where it is used: `irqlab kdir` loads none
     import paramiko
+
+__tracebackhide__ = hide_frame  # pytest: an IrqlabError's traceback leaves these frames out
 
 __all__ = ["ExitSignal", "exit_signal", "signal_status", "track_exit_signals"]
 

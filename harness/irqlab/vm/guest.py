@@ -102,6 +102,8 @@ from irqlab.vm.ssh import (
     no_local_port,
 )
 
+__tracebackhide__ = hide_frame  # pytest: an IrqlabError's traceback leaves these frames out
+
 # The errors a Guest's methods raise are importable from here, beside Guest (their
 # homes: irqlab.errors, irqlab.vm.health, irqlab.vm.agent_client, irqlab.vm.ssh; its
 # injector's, irqlab.vm.qmp.errors).
@@ -335,6 +337,14 @@ def hang_report(probe: str, what: str) -> tuple[str, str]:
         if stuck
         else "no insmod, modprobe or rmmod is left in the guest (killed: its stack is gone)\n"
     )
+    return stacks, kernel_since_step(kmsg)
+
+
+def kernel_since_step(kmsg: str) -> str:
+    """The kernel's messages in *kmsg* (``dmesg``) since the last module step began (its
+    :data:`STEP_KMSG_MARK`: the step's own lines, not the boot's), the last
+    :data:`HANG_KMSG_LINES` of them, or the log's last 30 lines when no step's mark is in
+    it; headed by which, the marks left out, ending with a newline."""
     lines = kmsg.splitlines()
     marks = [i for i, line in enumerate(lines) if STEP_KMSG_MARK in line]
     if marks:
@@ -344,7 +354,7 @@ def hang_report(probe: str, what: str) -> tuple[str, str]:
         since = lines[-30:]
         said = "last kernel messages"
     text = "".join(f"{line}\n" for line in since if STEP_KMSG_MARK not in line)
-    return stacks, f"{said}:\n" + (text or "(none)\n")
+    return f"{said}:\n" + (text or "(none)\n")
 
 
 class GuestConfigError(GuestError, ConfigError):
@@ -3013,7 +3023,9 @@ class Guest:
                 self._kernel_step_failed(f"rmmod {name}", result, self._holders_hint(name, result))
             self._kernel_step_failed(modprobe, result)
         if result.out.strip() != "present":
-            kmsg = self.sh("dmesg | tail -n 12", check=False)
+            # the whole log: the step's mark may be more than a few lines back (a
+            # probe's own words), and the boot's lines before it are not this load's
+            kmsg = self.sh("dmesg", check=False)
             refusal = probe_failure(kmsg, name)
             held = self._held_elsewhere(name)
             why = (
@@ -3026,7 +3038,7 @@ class Guest:
             )
             raise GuestTimeout(
                 f"{name} loaded but {node} did not appear within {timeout:g} s: the "
-                f"driver did not bind the irqlab device{why}; last kernel messages:\n{kmsg}"
+                f"driver did not bind the irqlab device{why}; {kernel_since_step(kmsg).rstrip()}"
             )
         self._loaded_params = dict(params)
 

@@ -22,6 +22,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from irqlab.errors import hide_frame
+
+__tracebackhide__ = hide_frame  # pytest: an IrqlabError's traceback leaves these frames out
+
 MAX_RATE_ERROR = 0.25  # a clock off by more is wrong (a mis-calibrated TSC: 7x seen)
 INTERVAL_S = 0.2  # host seconds between the two readings, at least
 

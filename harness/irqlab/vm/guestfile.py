@@ -12,8 +12,12 @@ import posixpath
 import shlex
 from typing import TYPE_CHECKING
 
+from irqlab.errors import hide_frame
+
 if TYPE_CHECKING:
     from irqlab.vm.ssh import RunResult
+
+__tracebackhide__ = hide_frame  # pytest: an IrqlabError's traceback leaves these frames out
 
 __all__ = ["PUT_TEMP_MARK", "check_put", "put_command", "put_failure"]
 

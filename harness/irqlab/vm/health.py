@@ -37,7 +37,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from irqlab.errors import IrqlabError
+from irqlab.errors import IrqlabError, hide_frame
 from irqlab.vm import proc
 from irqlab.vm.loadscale import timeout_scale
 from irqlab.vm.qmp.errors import QMPNoReply
@@ -45,6 +45,8 @@ from irqlab.vm.qmp.errors import QMPNoReply
 if TYPE_CHECKING:
     from irqlab.vm.agent_client import AgentClient
     from irqlab.vm.machine import Machine
+
+__tracebackhide__ = hide_frame  # pytest: an IrqlabError's traceback leaves these frames out
 
 __all__ = [
     "CONSOLE_FAULT",

@@ -11,11 +11,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from irqlab import notice
+from irqlab.errors import hide_frame
 from irqlab.vm.health import CONSOLE_FAULT, OOPS, OOPS_PRELUDE, OOPS_PRELUDE_LINES, printable
 from irqlab.vm.loadscale import timeout_scale
 
 if TYPE_CHECKING:
     from irqlab.vm.guest import Guest
+
+__tracebackhide__ = hide_frame  # pytest: an IrqlabError's traceback leaves these frames out
 
 __all__ = [
     "CONSOLE_LOGLEVEL",

@@ -17,6 +17,10 @@ from __future__ import annotations
 import math
 import os
 
+from irqlab.errors import hide_frame
+
+__tracebackhide__ = hide_frame  # pytest: an IrqlabError's traceback leaves these frames out
+
 __all__ = [
     "MAX_SCALE",
     "SCALE_ENV",

@@ -15,6 +15,9 @@ import threading
 from pathlib import Path
 
 from irqlab import notice
+from irqlab.errors import hide_frame
+
+__tracebackhide__ = hide_frame  # pytest: an IrqlabError's traceback leaves these frames out
 
 __all__ = ["LogFile"]
 

@@ -17,8 +17,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from irqlab.errors import hide_frame
+
 if TYPE_CHECKING:
     from irqlab.vm.guest import Guest
+
+__tracebackhide__ = hide_frame  # pytest: an IrqlabError's traceback leaves these frames out
 
 __all__ = ["Placer", "place", "set_placer"]
 

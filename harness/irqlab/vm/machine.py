@@ -46,6 +46,8 @@ from irqlab.vm.qmp.client import SyncQMP
 from irqlab.vm.qmp.errors import QMPFailure, QMPNoReply
 from irqlab.vm.qtest import QTest
 
+__tracebackhide__ = hide_frame  # pytest: an IrqlabError's traceback leaves these frames out
+
 __all__ = [
     "LogDirError",
     "Machine",

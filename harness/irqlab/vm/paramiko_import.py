@@ -25,9 +25,13 @@ import threading
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from irqlab.errors import hide_frame
+
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
     from importlib.machinery import ModuleSpec
+
+__tracebackhide__ = hide_frame  # pytest: an IrqlabError's traceback leaves these frames out
 
 __all__ = ["LazyModule", "import_paramiko", "paramiko", "refused_here"]
 

@@ -15,6 +15,10 @@ from __future__ import annotations
 
 import struct
 
+from irqlab.errors import hide_frame
+
+__tracebackhide__ = hide_frame  # pytest: an IrqlabError's traceback leaves these frames out
+
 __all__ = [
     "BASE",
     "COM1",

@@ -14,7 +14,9 @@ import socket
 from dataclasses import dataclass
 from typing import Literal
 
-from irqlab.errors import IrqlabError
+from irqlab.errors import IrqlabError, hide_frame
+
+__tracebackhide__ = hide_frame  # pytest: an IrqlabError's traceback leaves these frames out
 
 __all__ = [
     "IrqEdge",

@@ -29,10 +29,12 @@ from typing import Any
 
 from irqlab import notice
 from irqlab.build import cache, outputs
-from irqlab.errors import IrqlabError
+from irqlab.errors import IrqlabError, hide_frame
 from irqlab.paths import PRIVATE_FILE_MODE
 from irqlab.vm.machine import Machine, MachineError
 from irqlab.vm.qmp.errors import QMPCommandError, QMPFailure
+
+__tracebackhide__ = hide_frame  # pytest: an IrqlabError's traceback leaves these frames out
 
 __all__ = [
     "META_FILE",

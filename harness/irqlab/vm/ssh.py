@@ -39,6 +39,8 @@ from irqlab.vm.guestfile import check_put, put_command, put_failure
 from irqlab.vm.loadscale import check_timeout
 from irqlab.vm.paramiko_import import paramiko
 
+__tracebackhide__ = hide_frame  # pytest: an IrqlabError's traceback leaves these frames out
+
 __all__ = [
     "RETRYABLE",
     "ChannelStream",

@@ -27,6 +27,8 @@ from irqlab.vm.loadscale import check_timeout
 from irqlab.vm.proc import EXIT_POLL_S
 from irqlab.vm.qmp.errors import QMPCommandError, QMPFailure, QMPNoReply
 
+__tracebackhide__ = hide_frame  # pytest: an IrqlabError's traceback leaves these frames out
+
 __all__ = [
     "PIPELINED_S_EACH",
     "SyncQMP",

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from irqlab.errors import IrqlabError
+from irqlab.errors import IrqlabError, hide_frame
+
+__tracebackhide__ = hide_frame  # pytest: an IrqlabError's traceback leaves these frames out
 
 __all__ = [
     "DeviceRejected",

@@ -21,6 +21,8 @@ from irqlab.vm.loadscale import check_timeout
 from irqlab.vm.qmp.errors import DeviceRejected, InvalidArgument, OutOfRange, QMPCommandError
 from irqlab.vm.qmp.stats import Counters, Histogram
 
+__tracebackhide__ = hide_frame  # pytest: an IrqlabError's traceback leaves these frames out
+
 __all__ = [
     "DEVICE_ID",
     "DEVICE_TYPE",

@@ -8,7 +8,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from irqlab.contract.regs import QOM
-from irqlab.errors import IrqlabError
+from irqlab.errors import IrqlabError, hide_frame
+
+__tracebackhide__ = hide_frame  # pytest: an IrqlabError's traceback leaves these frames out
 
 __all__ = [
     "Counters",

@@ -118,3 +118,38 @@ def test_a_test_that_takes_only_the_guest_gets_it_reset(
     )
     assert r.ret == 0, "\n".join(r.outlines[-80:] + r.errlines[-30:])
     r.assert_outcomes(passed=8)
+
+
+UNRESETTABLE_TESTS = """
+def test_1_leaves_the_device_to_uio_pci_generic(irqlab_guest):
+    irqlab_guest.bind_uio_pci_generic()
+
+
+def test_2_innocent(irqlab_guest):
+    pass
+
+
+def test_3_innocent_too(irqlab_agent):
+    assert irqlab_agent.hello["paths"]
+"""
+
+
+def test_a_guest_that_cannot_be_reset_fails_one_setup_and_is_replaced(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A test that leaves what the reset cannot undo (the device bound to
+    uio_pci_generic): the next test's setup fails naming it, and the guest is replaced;
+    every later test of the session errored at its setup."""
+    as_a_user(pytester, monkeypatch)
+    pytester.makepyfile(UNRESETTABLE_TESTS)
+    r = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:randomly", timeout=900)
+    out = "\n".join(r.outlines + r.errlines)
+    r.assert_outcomes(passed=2, errors=1)
+    said = " ".join(out.split())
+    first = "test_a_guest_that_cannot_be_reset_fails_one_setup_and_is_replaced.py::test_1_"
+    assert "ERROR at setup of test_2_innocent" in said, out
+    assert f"the last test it was reset for: {first}" in said, out
+    assert "the session guest was replaced by a new one for the tests after this one" in said
+    # said on the terminal as any replacement, naming the test that left it so
+    assert "the session guest could not be reset (GuestTimeout: " in said, out
+    assert f"starting a new one (the last test to use it: {first}" in said, out

@@ -1275,22 +1275,35 @@ def _guest_logs(guest: Guest) -> dict[str, Path]:
     return logs
 
 
-def revive(guest: Guest, config: pytest.Config | None = None, where: str = "") -> str | None:
+def revive(
+    guest: Guest,
+    config: pytest.Config | None = None,
+    where: str = "",
+    *,
+    unresettable: str | None = None,
+) -> str | None:
     """Replace a guest that died or froze (the health watch saw it), or that the host
     cannot reach any more (its SSH connection gone: a test killed the guest's sshd),
-    with a new one of the same configuration: a restore from its snapshot, about half
-    a second.  Says so once on the terminal (under pytest-xdist naming the worker, whose
-    line it is among the others'); returns the cause (None if the guest was fine).
-    *where*: the test file being set up (a later failure there lists it)."""
+    or that could not be reset (*unresettable*: why), with a new one of the same
+    configuration: a restore from its snapshot, about half a second.  Says so once on
+    the terminal (under pytest-xdist naming the worker, whose line it is among the
+    others'); returns the cause (None if the guest was fine).  *where*: the test file
+    being set up (a later failure there lists it)."""
     from irqlab.testing.parallel import config_worker_id
 
     dead = guest.fault is not None or guest.machine is None or not guest.machine.is_running()
-    lost = None if dead else guest.connection_lost()
-    if not dead and lost is None:
+    lost = None if dead or unresettable is not None else guest.connection_lost()
+    if not dead and lost is None and unresettable is None:
         return None
     worker = config_worker_id(config) if config is not None else None
     who = f"xdist worker {worker}: " if worker is not None else ""
-    if lost is not None:
+    if unresettable is not None and not dead:
+        cause = f"it could not be reset: {unresettable}"
+        msg = (
+            f"irqlab: {who}the session guest could not be reset ({unresettable}); "
+            "starting a new one"
+        )
+    elif lost is not None:
         cause = lost
         msg = f"irqlab: {who}the session guest cannot be reached ({cause}); starting a new one"
     else:
@@ -1570,28 +1583,53 @@ def _reset_session_guest(item: pytest.Item, guest: Guest) -> None:
     from irqlab.vm.health import GuestFault
 
     stash = item.config.stash
-    failed = None
+    failed: str | None = None
     try:
         try:
             guest.reset()
         except GuestFault:
-            this = stash.get(_LAST_USER, None)
-            if _USER_BEFORE in stash:  # the last test to use it before this one
-                stash[_LAST_USER] = stash[_USER_BEFORE]
-            try:
+            with _blaming_the_test_before(stash):
                 if revive(guest, item.config, item.nodeid.split("::")[0]) is None:
                     raise
-            finally:
-                if this is not None:
-                    stash[_LAST_USER] = this
             guest.reset()
     except GuestFault:
         raise  # the guest died: its fault's own report
     except IrqlabError as e:
         failed = _reset_failed(e, stash.get(_RESET_FOR, None))
+        failed += _replace_unresettable(item, guest, e)
     if failed is not None:  # outside the except: the reset's error is in it, not chained
         pytest.fail(failed, pytrace=False)
     stash[_RESET_FOR] = item.nodeid
+
+
+def _replace_unresettable(item: pytest.Item, guest: Guest, error: BaseException) -> str:
+    """The session guest that *error* says could not be reset is replaced
+    (:func:`revive`), so that this test's setup is the one that fails for it, not each
+    later test's too (every later test of the session errored at its setup, in the
+    other files of its xdist worker as well); what to add to the failure."""
+    first = str(error).splitlines()[0] if str(error) else ""
+    first = first.split("; kernel messages", 1)[0].rstrip(":")  # their lines follow
+    try:
+        with _blaming_the_test_before(item.config.stash):
+            why = f"{type(error).__name__}: {first}"
+            revive(guest, item.config, item.nodeid.split("::")[0], unresettable=why)
+    except Exception as e:  # the failure says it; the next test's setup tries again
+        return f"\n(replacing the session guest failed too: {type(e).__name__}: {e})"
+    return "\nthe session guest was replaced by a new one for the tests after this one"
+
+
+@contextlib.contextmanager
+def _blaming_the_test_before(stash: pytest.Stash) -> Iterator[None]:
+    """A replacement during a test's setup names the last test to use the guest before
+    this one (what :func:`revive` says), not this one."""
+    this = stash.get(_LAST_USER, None)
+    if _USER_BEFORE in stash:
+        stash[_LAST_USER] = stash[_USER_BEFORE]
+    try:
+        yield
+    finally:
+        if this is not None:
+            stash[_LAST_USER] = this
 
 
 def _reset_failed(error: BaseException, reset_for: str | None) -> str:

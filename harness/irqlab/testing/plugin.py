@@ -58,7 +58,7 @@ from irqlab.teardown_watch import TeardownWatch
 from irqlab.testing.diagnostics import GuestDiagnostics, built_guest_report
 from irqlab.testing.helpers import hide_test_frame
 from irqlab.testing.logslice import LogSlicer
-from irqlab.testing.parallel import DEFAULT_DIR
+from irqlab.testing.parallel import DEFAULT_DIR, forward_interrupt
 from irqlab.vm import accel, logplace
 from irqlab.vm.machine import Machine, MachineConfig
 from irqlab.vm.qmp.injector import DEVICE_ID, DEVICE_TYPE, Injector
@@ -615,6 +615,7 @@ def _install_interrupts(config: pytest.Config) -> None:
             return
         last[0] = signum
         raised_at[0] = time.monotonic()
+        forward_interrupt(config, signum)  # an xdist controller's workers stop with it
         raise (
             KeyboardInterrupt()
             if signum == signal.SIGINT

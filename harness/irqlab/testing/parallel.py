@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Callable, Generator
 from pathlib import Path
@@ -43,6 +44,7 @@ __all__ = [
     "WORKER_ENV",
     "config_worker_id",
     "default_workers",
+    "forward_interrupt",
     "parse_shard",
     "run_log_dir",
     "shard_items",
@@ -229,11 +231,42 @@ def _controller_run_dir(config: pytest.Config) -> Path:
     return d
 
 
+# The xdist controller's worker processes, for forward_interrupt
+_WORKER_PROCS = pytest.StashKey[list["subprocess.Popen[bytes]"]]()
+
+
+def _worker_process(node: object) -> subprocess.Popen[bytes] | None:
+    """The local process of xdist worker *node*: its execnet popen gateway's (what
+    ``pytest -n N`` starts; None for another kind of gateway, such as ssh)."""
+    io = getattr(getattr(node, "gateway", None), "_io", None)
+    popen = getattr(io, "popen", None)
+    return popen if isinstance(popen, subprocess.Popen) else None
+
+
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node: object) -> None:
-    """xdist controller: every worker logs below the one run directory named here."""
+    """xdist controller: every worker logs below the one run directory named here, and
+    its process is kept for :func:`forward_interrupt`."""
     config: pytest.Config = node.config  # type: ignore[attr-defined]
     node.workerinput[RUN_DIR_KEY] = str(_controller_run_dir(config))  # type: ignore[attr-defined]
+    popen = _worker_process(node)
+    if popen is not None:
+        config.stash.setdefault(_WORKER_PROCS, []).append(popen)
+
+
+def forward_interrupt(config: pytest.Config, signum: int) -> None:
+    """xdist controller: *signum*, which interrupts the run, to each of its workers
+    still running, as a signal to the run's process group (a terminal's Ctrl-C,
+    ``timeout``) reaches them: each interrupts its test and closes its guests at once.
+    A signal to the controller alone (``kill PID``, an IDE's stop) left them running
+    their tests, new ones too, until xdist's teardown sent execnet's end 10 s or more
+    later, with their QEMUs.  A worker that has the same signal from the group already
+    takes this one as the same stop (the plugin's ``REPEATED_SIGNAL_S``).  Called in
+    the signal handler: no wait, no reaping (a worker already reaped is skipped)."""
+    for popen in config.stash.get(_WORKER_PROCS, ()):
+        if popen.returncode is None:
+            with contextlib.suppress(OSError):
+                os.kill(popen.pid, signum)
 
 
 # -- shards ---------------------------------------------------------------------------

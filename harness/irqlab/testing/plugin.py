@@ -58,7 +58,7 @@ from irqlab.teardown_watch import TeardownWatch
 from irqlab.testing.diagnostics import GuestDiagnostics, built_guest_report
 from irqlab.testing.helpers import hide_test_frame
 from irqlab.testing.logslice import LogSlicer
-from irqlab.testing.parallel import DEFAULT_DIR
+from irqlab.testing.parallel import DEFAULT_DIR, forward_interrupt
 from irqlab.vm import accel, logplace
 from irqlab.vm.machine import Machine, MachineConfig
 from irqlab.vm.qmp.injector import DEVICE_ID, DEVICE_TYPE, Injector
@@ -564,10 +564,12 @@ class _StopWatch:
         self.last = last  # the signal of the handler's last raise (0: none of ours)
         self.watch: TeardownWatch | None = None
 
-    def pytest_keyboard_interrupt(self) -> None:
+    def pytest_keyboard_interrupt(self, excinfo: pytest.ExceptionInfo[BaseException]) -> None:
         if self.watch is None:
             self.watch = TeardownWatch(TEARDOWN_LIMIT_S, "pytest's teardown", self._cut_short)
             self.watch.start(self.last[0] or signal.SIGINT)
+        meant = getattr(excinfo.value, "returncode", None)  # pytest.exit()'s
+        self.config.stash[_STOPPED] = pytest.ExitCode.INTERRUPTED if meant is None else meant
 
     def _cut_short(self, status: int) -> None:
         """The run's outcome before the watch ends the process: interrupted, its teardown
@@ -618,6 +620,7 @@ def _install_interrupts(config: pytest.Config) -> None:
             return
         last[0] = signum
         raised_at[0] = time.monotonic()
+        forward_interrupt(config, signum)  # an xdist controller's workers stop with it
         raise (
             KeyboardInterrupt()
             if signum == signal.SIGINT
@@ -626,6 +629,7 @@ def _install_interrupts(config: pytest.Config) -> None:
 
     safe.set_handlers(mine, handler)
     config.stash[_SAFE_RAISE] = safe
+    config.stash[_MINE] = mine
     config.pluginmanager.register(_StopWatch(config, last), "irqlab-stop-watch")
 
 
@@ -648,6 +652,10 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     safe = config.stash.get(_SAFE_RAISE, None)
     if safe is not None:  # what Python had: nothing of ours after the run
         safe.restore()  # and a signal deferred in the run's last moments is not lost
+        stopped = config.stash.get(_STOPPED, None)
+        if stopped is not None and _command_runs(config):
+            signals: list[int] = config.stash[_MINE]
+            _end_at_once(signals, int(stopped))
     # pytest caught every KeyboardInterrupt of the run (ours for SIGTERM among them) and
     # chose its status: `python -m pytest` does not end by SIGINT instead (sigsafe's notes)
     clear_caught_interrupt()
@@ -655,6 +663,57 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 _OLD_SINK = pytest.StashKey[notice.Sink]()
 _OLD_PLACER = pytest.StashKey["logplace.Placer | None"]()
+_MINE = pytest.StashKey[list[int]]()  # the signals the plugin's handlers took
+_STOPPED = pytest.StashKey[int]()  # the status pytest's interrupt ended the run with
+
+
+def _command_runs(config: pytest.Config) -> bool:
+    """Whether pytest's own command (``pytest``, ``python -m pytest``) runs *config*'s
+    session, so that the process exits as it ends: the frame of pytest's ``_main`` that
+    holds *config* was called by its console entry point, not by ``pytest.main()`` (a
+    program's, or pytester's in-process run, which go on afterwards).  False where
+    pytest no longer has those functions."""
+    import _pytest.config as pytest_config
+
+    entry = getattr(pytest_config, "_console_main", None) or getattr(
+        pytest_config, "console_main", None
+    )
+    main = getattr(pytest_config, "_main", None)
+    entry_code, main_code = getattr(entry, "__code__", None), getattr(main, "__code__", None)
+    frame: FrameType | None = sys._getframe(1)
+    while frame is not None and main_code is not None:
+        if frame.f_code is main_code and frame.f_locals.get("config") is config:
+            caller = frame.f_back
+            return caller is not None and caller.f_code is entry_code
+        frame = frame.f_back
+    return False
+
+
+def _end_at_once(signals: Sequence[int], status: int) -> None:
+    """After a run that an interrupt ended, in a process pytest's command runs (it is
+    about to exit): a further Ctrl-C, SIGTERM or SIGHUP of *signals* ends it at once with
+    the run's *status*; from its exit handlers on, they are ignored.  With Python's own
+    handlers back, a user still pressing Ctrl-C (or a second ``kill``) interrupted
+    pytest's own end: a KeyboardInterrupt traceback, ``Exception ignored in: ...
+    KeyboardInterrupt`` as a PytestUnraisableExceptionWarning, or the process killed by
+    the signal (status -2, -15) after its summary had said ``interrupted`` (5 runs in 5
+    with Ctrl-C every 0.1 s, 4 in 7 every 0.4 s; chaos review 2026-12-08).  The run's
+    teardown is over by then: its guests are closed."""
+    import atexit
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):  # a stream already closed, a reader gone
+                stream.flush()
+        os._exit(status)
+
+    def ignore() -> None:  # Python's finalisation puts SIG_DFL back for a handler of ours
+        for signum in signals:
+            signal.signal(signum, signal.SIG_IGN)
+
+    for signum in signals:
+        signal.signal(signum, stop)
+    atexit.register(ignore)
 
 
 def pytest_configure(config: pytest.Config) -> None:

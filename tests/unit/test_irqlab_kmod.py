@@ -570,3 +570,24 @@ def test_a_file_that_is_no_module_names_no_device(tmp_path: Path) -> None:
     (tmp_path / "x.ko").write_bytes(b"not an ELF file")
     assert irqlab_device_alias(tmp_path / "x.ko") is None
     assert irqlab_device_alias(tmp_path / "missing.ko") is None
+
+
+def test_a_module_taking_our_device_is_said_once_in_a_process(tmp_path: Path) -> None:
+    """Each test's own guest (irqlab_fresh_guest) with the module said it again, a
+    yellow line between the test lines of every test."""
+    from irqlab import notice
+
+    alias = "pci:v00001234d000011ECsv*sd*bc*sc*i*"
+    ko = _fake_ko(tmp_path / "mydrv.ko", "mydrv", params=(f"alias={alias}",))
+    other = _fake_ko(tmp_path / "otherdrv.ko", "otherdrv", params=(f"alias={alias}",))
+    said: list[str] = []
+    old = notice.set_sink(said.append)
+    try:
+        for mods in ([ko], [ko], [ko, other]):  # three guests, one after the other
+            Guest(GuestConfig(extra_modules=mods))._say_device_taken()
+    finally:
+        notice.set_sink(old)
+    assert [line.split(" is a driver")[0].rsplit("/", 1)[1] for line in said] == [
+        "mydrv.ko",
+        "otherdrv.ko",
+    ], said

@@ -104,6 +104,8 @@ _USER_BEFORE = pytest.StashKey[str]()  # the one before the last (this test's se
 # the last test the session guest was reset for without error (its node id; gone when
 # the guest is replaced): what a later reset cannot undo, it or a test before it left
 _RESET_FOR = pytest.StashKey[str]()
+# the session guest replaced one that could not be reset, and has not been reset since
+_NEW_FOR_UNRESETTABLE = pytest.StashKey[bool]()
 # the session guest (once its fixture has it: ours, or a conftest's that overrides it;
 # _hold_session_guest), and the wider-scoped fixtures that took it
 # with their requests (set up again after a replacement: _renew_after_replacement)
@@ -1655,17 +1657,24 @@ def _reset_session_guest(item: pytest.Item, guest: Guest) -> None:
         raise  # the guest died: its fault's own report
     except IrqlabError as e:
         failed = _reset_failed(e, stash.get(_RESET_FOR, None))
-        failed += _replace_unresettable(item, guest, e)
+        if stash.get(_NEW_FOR_UNRESETTABLE, False):  # another would be restored the same
+            failed += "\n(not replaced again: the new session guest could not be reset either)"
+        else:
+            failed += _replace_unresettable(item, guest, e)
     if failed is not None:  # outside the except: the reset's error is in it, not chained
         pytest.fail(failed, pytrace=False)
     stash[_RESET_FOR] = item.nodeid
+    stash[_NEW_FOR_UNRESETTABLE] = False
 
 
 def _replace_unresettable(item: pytest.Item, guest: Guest, error: BaseException) -> str:
     """The session guest that *error* says could not be reset is replaced
     (:func:`revive`), so that this test's setup is the one that fails for it, not each
     later test's too (every later test of the session errored at its setup, in the
-    other files of its xdist worker as well); what to add to the failure."""
+    other files of its xdist worker as well); what to add to the failure.  Once: a
+    replacement that cannot be reset either (what the reset cannot do is in the guest's
+    configuration, or a restore brings it back) is not replaced again (it was, at every
+    later test's setup: a restore each, to fail the same)."""
     first = str(error).splitlines()[0] if str(error) else ""
     first = first.split("; kernel messages", 1)[0].rstrip(":")  # their lines follow
     try:
@@ -1674,6 +1683,7 @@ def _replace_unresettable(item: pytest.Item, guest: Guest, error: BaseException)
             revive(guest, item.config, item.nodeid.split("::")[0], unresettable=why)
     except Exception as e:  # the failure says it; the next test's setup tries again
         return f"\n(replacing the session guest failed too: {type(e).__name__}: {e})"
+    item.config.stash[_NEW_FOR_UNRESETTABLE] = True
     return "\nthe session guest was replaced by a new one for the tests after this one"
 
 

@@ -693,6 +693,10 @@ def irqlab_device_alias(ko: Path) -> str | None:
     return None
 
 
+# (module path, alias) of each extra module said to be a driver of our device by this
+# process: once (a guest of its own for each of a session's tests said it at each test)
+_DEVICE_TAKEN_SAID: set[tuple[str, str]] = set()
+
 IMPLICIT_MODULE_PARAMS = frozenset({"dyndbg", "async_probe"})
 
 
@@ -1597,10 +1601,13 @@ class Guest:
         """An extra module that is a driver of the irqlab device, loaded after ours: ours
         has bound the device, so that driver's probe never runs, and nothing said so
         (driver developer persona).  Said, not refused: a module may match several
-        devices, ours among them."""
+        devices, ours among them.  Once in a process for a module (each test's own guest
+        said it again, between the test lines)."""
         for mod in self.config.extra_modules:
             alias = irqlab_device_alias(Path(mod))
-            if alias is not None:
+            said = (str(Path(mod).resolve()), alias or "")
+            if alias is not None and said not in _DEVICE_TAKEN_SAID:
+                _DEVICE_TAKEN_SAID.add(said)
                 notice.say(
                     f"irqlab: {self.config.name}: the extra module {mod} is a driver of the "
                     f"irqlab PCI device ({alias}), but our driver is loaded first and binds "

@@ -110,10 +110,12 @@ def test_counting_file_counts_while_nobody_reads(
     assert irqlab_agent.request("read", name="cnt", **{"as": "count"})["errno"] == "EAGAIN"
 
 
+@pytest.mark.parametrize("given", [True, False], ids=["dev-given", "dev-default"])
 def test_count_path_blocking_read(
-    irqlab_guest: Guest, irqlab_agent: AgentClient, irqlab_device: Any
+    irqlab_guest: Guest, irqlab_agent: AgentClient, irqlab_device: Any, given: bool
 ) -> None:
-    irqlab_agent.arm("count", dev=irqlab_guest.count_dev)
+    # arm("count") on the default device, /dev/irqlab0 itself, got EINVAL
+    irqlab_agent.arm("count", **({"dev": irqlab_guest.count_dev} if given else {}))
     irqlab_agent.request("wait_blocked", name="count")
     irqlab_device.push(1)
     assert irqlab_agent.expect(path="count", timeout=TIMEOUT)["count"] == 1

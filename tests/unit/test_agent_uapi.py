@@ -121,3 +121,19 @@ def test_no_import_between_the_host_package_and_the_agent() -> None:
     for name, mods in _imported_packages(harness / "irqlab", full=True).items():
         agent_mods = {m for m in mods if m.split(".")[0] == "irqlab_agent"}
         assert agent_mods <= {"irqlab_agent.protocol"}, (name, agent_mods)
+
+
+@pytest.mark.parametrize(
+    ("path", "dev", "sent"),
+    [
+        ("count", None, "/dev/irqlab0-count"),  # the device itself: EINVAL
+        ("read", None, "/dev/irqlab0"),
+        ("count", "/dev/other-count", "/dev/other-count"),
+    ],
+)
+def test_arm_defaults_to_the_file_the_path_reads(path: str, dev: str | None, sent: str) -> None:
+    asked: list[tuple[str, dict[str, object]]] = []
+    client = AgentClient.__new__(AgentClient)  # its request alone: what arm sends
+    client.request = lambda op, **args: asked.append((op, args)) or {}  # type: ignore[method-assign]
+    client.arm(path, **({"dev": dev} if dev is not None else {}))
+    assert asked == [("arm", {"path": path, "dev": sent})]

@@ -37,6 +37,8 @@ __tracebackhide__ = hide_frame  # pytest: an IrqlabError's traceback leaves thes
 
 __all__ = [
     "AGENT_PACKAGE_DIR",
+    "COUNT_DEVICE",
+    "DEVICE",
     "AgentClient",
     "AgentError",
     "AgentFault",
@@ -76,6 +78,9 @@ def request_timeout(op: str, args: Mapping[str, Any]) -> float:
     return REQUEST_TIMEOUT + wait
 
 
+# Our driver's character device in the guest (its default mode) and its counting file
+DEVICE = "/dev/irqlab0"
+COUNT_DEVICE = f"{DEVICE}-count"
 CLOCK_SAMPLES = 8  # heartbeats (1 s apart) that guest_now_ns reads the offset from
 
 # the fields a message is told by, first in its summary (a long message is cut at the end)
@@ -584,12 +589,17 @@ class AgentClient:
         __tracebackhide__ = hide_frame
         return self.request("ping", timeout=timeout)
 
-    def arm(self, path: str, *, dev: str = "/dev/irqlab0", **opts: Any) -> dict[str, Any]:
+    def arm(self, path: str, *, dev: str | None = None, **opts: Any) -> dict[str, Any]:
         """Arm notification *path* (read, nonblock, poll, select, epoll-lt, epoll-et,
-        sigio, setsig, count, eventfd, gpio-cdev, uio, ...) on *dev*; its events then
-        come as messages (:meth:`next_event`, :meth:`expect`).  *opts*: ``op_arm``'s
+        sigio, setsig, count, eventfd, gpio-cdev, uio, ...) on *dev* (default: our
+        driver's device, :data:`DEVICE`; for ``count`` its counting file,
+        :data:`COUNT_DEVICE`: ``arm("count")`` on the device itself got EINVAL, which
+        said nothing of the file it needs); its events then come as messages
+        (:meth:`next_event`, :meth:`expect`).  *opts*: ``op_arm``'s
         (harness/irqlab_agent/agent.py), e.g. ``name``, ``batch``, ``ack``."""
         __tracebackhide__ = hide_frame
+        if dev is None:
+            dev = COUNT_DEVICE if path == "count" else DEVICE
         return self.request("arm", path=path, dev=dev, **opts)
 
     def disarm(self, name: str | None = None, *, timeout: float = 30.0) -> dict[str, Any]:

@@ -51,6 +51,8 @@ from irqlab.errors import ConfigError, IrqlabError, hide_frame
 from irqlab.paths import cache_description, log_dir, prune_logs
 from irqlab.vm import logplace, proc
 from irqlab.vm.agent_client import (
+    COUNT_DEVICE,
+    DEVICE,
     AgentClient,
     AgentError,
     AgentFault,
@@ -2969,13 +2971,13 @@ class Guest:
     @property
     def dev(self) -> str:
         """Our driver's character device in the guest (its default mode)."""
-        return "/dev/irqlab0"
+        return DEVICE
 
     @property
     def count_dev(self) -> str:
         """Our driver's counting file (``/dev/irqlab0-count``): the agent's ``count``
-        path reads it (``g.agent.arm("count", dev=g.count_dev)``)."""
-        return f"{self.dev}-count"
+        path reads it (``g.agent.arm("count")``, its default there)."""
+        return COUNT_DEVICE
 
     def module_name(self) -> str:
         """Our driver's module name in the guest (``irqlab``; ``lsmod``, ``rmmod``)."""

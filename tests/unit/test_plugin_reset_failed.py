@@ -87,3 +87,39 @@ def test_a_reset_that_fails_is_said_briefly_naming_the_test_that_left_the_guest(
         "the session guest could not be reset (GuestTimeout: irqlab loaded but "
         "/dev/irqlab0 did not appear" in out
     ), out
+
+
+# the replacement itself does not start (its restore and its cold boot fail)
+NO_REPLACEMENT = """
+
+from irqlab.vm.guest import GuestError
+
+
+class UnreplaceableGuest(OddGuest):
+    def restart(self):
+        raise GuestError("the guest 'e2e' did not start: stand-in restore refused")
+
+
+plugin.start_guest = UnreplaceableGuest
+"""
+
+
+def test_a_replacement_that_does_not_start_is_said_with_the_reset_failure(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The one setup fails with the reset's error and why no replacement came; nothing
+    is said as replaced."""
+    monkeypatch.setenv("IRQLAB_LOG_DIR", str(pytester.path / "logs"))
+    pytester.makeconftest(CONFTEST + ODD_RESET + NO_REPLACEMENT)
+    pytester.makepyfile(test_k=TESTS)
+    r = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:xdist")
+    out = r.stdout.str()
+    parts = re.split(r"\n_{3,} ERROR at setup of (test_\w+) _{3,}\n", out)
+    said = " ".join(parts[2].split("\n---", 1)[0].split()) if len(parts) > 2 else out
+    assert parts[1:2] == ["test_3_innocent"], out
+    assert "GuestTimeout: irqlab loaded but /dev/irqlab0 did not appear" in said, said
+    assert said.endswith(
+        "(replacing the session guest failed too: GuestError: the guest 'e2e' did not "
+        "start: stand-in restore refused)"
+    ), said
+    assert "was replaced by a new one" not in out, out

@@ -35,6 +35,7 @@ from irqlab_agent.paths import (
     mono_ns,
 )
 from irqlab_agent.protocol import (
+    DEVICE,
     PROTOCOL_VERSION,
     JsonObj,
     ProtocolError,
@@ -61,7 +62,7 @@ TYPE_CHECKING = False  # typing is not imported at run time: it costs start-up t
 if TYPE_CHECKING:
     from typing import IO, Any, Protocol
 
-DEFAULT_DEV = "/dev/irqlab0"
+DEFAULT_DEV = DEVICE
 # What op_arm reads itself; a path kind reads its own ``options`` too.
 ARM_OPTIONS = frozenset(
     {"path", "name", "ack", "summarize", "dev", "batch", "drain", "summary_interval_ms"}

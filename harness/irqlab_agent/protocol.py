@@ -150,6 +150,11 @@ MAX_LINE = 1 << 20  # bytes of one request line; longer lines are refused, not p
 # The line the agent writes to the kernel log to measure its clock (irqlab_agent.kclock):
 # a failure's diagnostics leave it out of the test's kernel log
 KERNEL_CLOCK_LINE = "irqlab-agent: kernel log clock calibration"
+# Our driver's character device (its default mode: the paths' default) and its counting
+# file (the count path's), as the driver names them (guest-kmod/irqlab-cdev.c:
+# "irqlab%d", "irqlab%d-count"); the host's AgentClient reads them from here
+DEVICE = "/dev/irqlab0"
+COUNT_DEVICE = f"{DEVICE}-count"
 
 
 def read_line(stream: IO[bytes]) -> bytes:

@@ -31,7 +31,7 @@ from irqlab.paths import log_dir
 from irqlab.vm.health import Fault, GuestFault
 from irqlab.vm.loadscale import check_timeout
 from irqlab.vm.logfile import LogFile
-from irqlab_agent.protocol import MAX_LINE
+from irqlab_agent.protocol import COUNT_DEVICE, DEVICE, MAX_LINE
 
 __tracebackhide__ = hide_frame  # pytest: an IrqlabError's traceback leaves these frames out
 
@@ -78,9 +78,6 @@ def request_timeout(op: str, args: Mapping[str, Any]) -> float:
     return REQUEST_TIMEOUT + wait
 
 
-# Our driver's character device in the guest (its default mode) and its counting file
-DEVICE = "/dev/irqlab0"
-COUNT_DEVICE = f"{DEVICE}-count"
 CLOCK_SAMPLES = 8  # heartbeats (1 s apart) that guest_now_ns reads the offset from
 
 # the fields a message is told by, first in its summary (a long message is cut at the end)
